@@ -1,0 +1,117 @@
+"""Rate budgets per (provider account, API): do what the vendor allows, no more.
+
+A budget of N/s must never let more than N requests into any one-second window, so requests are paced
+evenly (one slot every 1/N s) instead of drawn from a bucket that allows a burst. A small headroom keeps
+network jitter from pushing two paced requests into the same vendor window. Waiters are served by
+priority (new and changed jobs, then re-issues, then status polling), first come first served within one.
+A throttling answer halves the rate for a while; it recovers step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from reconciler.clock import Clock
+
+HEADROOM = 0.97  # pace at 97 % of the documented limit
+
+
+class Priority(enum.IntEnum):
+    CHANGE = 0  # create / update / replace / delete
+    REISSUE = 1
+    POLL = 2
+
+
+@dataclass
+class BudgetStats:
+    granted: int = 0
+    throttled: int = 0
+    by_priority: dict[int, int] = field(default_factory=dict)
+
+
+class RateBudget:
+    """Evenly paced slots at `rate` per second, handed out by priority."""
+
+    def __init__(self, name: str, rate: float, clock: Clock, *, headroom: float = HEADROOM) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate budget {name}: rate must be positive, got {rate}")
+        self.name = name
+        self.rate = rate
+        self._clock = clock
+        self._headroom = headroom
+        self._factor = 1.0  # < 1 after throttling answers
+        self._next_slot = clock.monotonic()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.stats = BudgetStats()
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / (self.rate * self._headroom * self._factor)
+
+    @property
+    def effective_rate(self) -> float:
+        return self.rate * self._headroom * self._factor
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def take(self, priority: Priority = Priority.CHANGE) -> None:
+        """Wait for one slot."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (int(priority), next(self._seq), fut))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.cancel()
+            raise
+
+    async def _dispatch(self) -> None:
+        while self._waiters:
+            now = self._clock.monotonic()
+            if self._next_slot > now:
+                await self._clock.sleep(self._next_slot - now)
+                continue
+            prio, _, fut = heapq.heappop(self._waiters)
+            if fut.done():  # cancelled while waiting: the slot goes to the next one
+                continue
+            fut.set_result(None)
+            self.stats.granted += 1
+            self.stats.by_priority[prio] = self.stats.by_priority.get(prio, 0) + 1
+            self._next_slot = max(self._next_slot, now) + self.interval
+            if self._factor < 1.0:  # recover 5 % per granted slot after throttling
+                self._factor = min(1.0, self._factor * 1.05)
+
+    def throttled(self, pause: float = 1.0) -> None:
+        """The vendor answered 'too many requests': halve the rate and pause the next slot."""
+        self.stats.throttled += 1
+        self._factor = max(0.05, self._factor / 2)
+        self._next_slot = max(self._next_slot, self._clock.monotonic()) + pause
+
+
+class BudgetRegistry:
+    """One `RateBudget` per (account, API), shared by every provider of that account."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._budgets: dict[tuple[str, str], RateBudget] = {}
+
+    def get(self, account: str, api: str, rate: float) -> RateBudget:
+        key = (account, api)
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = RateBudget(f"{account}/{api}", rate, self._clock)
+            self._budgets[key] = budget
+        return budget
+
+    def all(self) -> dict[tuple[str, str], RateBudget]:
+        return dict(self._budgets)

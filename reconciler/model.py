@@ -1,0 +1,182 @@
+"""Pure data shared by every layer: task keys, desired / recorded / observed tasks, plan actions.
+
+Nothing here does I/O or reads the clock. The spec layer produces `DesiredTask`s, the state store
+persists `TaskRecord`s, providers report `Observed`, the diff turns all three into `Change`s.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+JSONValue = Any  # a JSON-compatible tree; leaves may be `reconciler.secrets.Secret`
+
+
+class JobKind(enum.StrEnum):
+    SNAPSHOT = "SnapshotJob"
+    RECORDING = "RecordingJob"
+    THUMBNAIL = "ThumbnailJob"
+
+
+class ApiFamily(enum.StrEnum):
+    """One vendor API family = one provider implementation class."""
+
+    VOLC_SNAPSHOT = "volcengine-snapshot"
+    ZEGO_RECORD = "zego-record"  # current Action API (StartRecord / StopRecord / DescribeRecordStatus)
+    ZEGO_RECORD_LEGACY = "zego-record-legacy"  # seed 003: /access_token, /start, /query, /stop
+    ZEGO_THUMBNAIL = "zego-thumbnail"  # MediaThumbnails: one-shot
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"  # intent recorded, start not confirmed
+    RUNNING = "running"
+    STOPPED = "stopped"  # the vendor stopped it (idle timeout, max duration, out-of-band stop)
+    FAILED = "failed"  # last attempt ended in a terminal error
+    DONE = "done"  # one-shot task submitted (thumbnails), or restartPolicy Never after its run
+    DORMANT = "dormant"  # repeatedly unproductive: no calls until room activity or its backoff slot
+
+
+class RestartPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    NEVER = "Never"
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    REISSUE = "reissue"
+    DELETE = "delete"
+    NOOP = "no-op"
+
+
+def task_key(kind: str, name: str, target: str) -> str:
+    """`kind/name/room` (or `kind/name/fileId`). File ids may contain `/`; the first two parts never do."""
+    return f"{kind}/{name}/{target}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    kind, name, target = key.split("/", 2)
+    return kind, name, target
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredTask:
+    """One vendor task implied by the specs, with the exact request it implies.
+
+    `request` is the vendor request body; secret leaves are `Secret` objects that render as fingerprints.
+    `spec_hash` covers everything (secret values enter it through their full digest, never as text);
+    `fixed_hash` covers everything except the fields in `updatable`, which the vendor can change in place.
+    """
+
+    key: str
+    kind: JobKind
+    job: str
+    target: str  # room id, or file id for thumbnails
+    provider: str  # Provider document name
+    family: ApiFamily
+    request: JSONValue
+    spec_hash: str
+    fixed_hash: str
+    updatable: dict[str, int] = field(default_factory=dict)  # e.g. {"interval": 5}
+    idle_timeout: int | None = None  # seconds; None for one-shot tasks
+    max_duration: int | None = None  # seconds; recordings only
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    source: str = ""  # "file:line:col" of the job document, for messages
+    vendor_ids: dict[str, str] = field(default_factory=dict)  # ids fixed by the spec (Volcengine TaskId)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What the state store remembers about one task. Never holds a secret."""
+
+    key: str
+    provider: str
+    family: ApiFamily
+    kind: JobKind
+    target: str
+    spec_hash: str
+    fixed_hash: str
+    updatable: dict[str, int] = field(default_factory=dict)
+    status: TaskStatus = TaskStatus.PENDING
+    vendor_task_id: str | None = None
+    client_task_id: str | None = None  # the intent: set before a non-idempotent start
+    vendor_ref: dict[str, str] = field(default_factory=dict)  # ids needed to observe / stop without the spec
+    stop_reason: str | None = None
+    started_at: float | None = None
+    observed_at: float | None = None
+    stopped_at: float | None = None
+    reissue_count: int = 0
+    unproductive_runs: int = 0
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    idle_timeout: int | None = None
+    max_duration: int | None = None
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    productive: bool = False  # a callback reported output during the current run
+
+    def evolve(self, **changes: Any) -> TaskRecord:
+        return replace(self, **changes)
+
+
+class ObservedState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # ended by the vendor or by an API call; see reason
+    FAILED = "failed"
+    NOT_FOUND = "not-found"  # the vendor does not know the task (or it aged out of the query window)
+    UNKNOWN = "unknown"  # could not be observed this time (error); never acted upon
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    state: ObservedState
+    reason: str | None = None  # vendor stop reason, e.g. "IdleTimeOut", "max duration reached"
+    started_at: float | None = None
+    ended_at: float | None = None
+    rollover: bool = False  # ended at its max duration: re-issue without backoff
+    detail: str | None = None  # raw status for messages ("status 4")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One line of a plan. `reason` explains the action; it never decides it."""
+
+    key: str
+    action: Action
+    reason: str
+    provider: str
+    family: ApiFamily
+    before_hash: str | None = None
+    after_hash: str | None = None
+    details: tuple[str, ...] = ()  # human lines, e.g. "interval 5s → 10s"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """A validated, resolved `Provider` document. Secret fields are `Secret`s (or None when optional)."""
+
+    name: str
+    type: str  # "volcengine" | "zego"
+    app_id: str  # zego AppId as decimal text; providers convert
+    source: str = ""  # "file:line:col"
+    # volcengine
+    endpoint: str = "https://rtc.volcengineapi.com"
+    region: str = "cn-north-1"
+    business_id: str | None = None
+    access_key: Any = None  # Secret
+    secret_key: Any = None  # Secret
+    # zego
+    server_secret: Any = None  # Secret
+    rtc_endpoint: str = "https://rtc-api.zego.im"
+    cloudrecord_endpoint: str = "https://cloudrecord-api.zego.im"
+    cloudrecord_api: str = "current"  # "current" | "legacy"
+    access_token: Any = None  # Secret, legacy only
+    # both
+    callback_secret: Any = None  # Secret
+    rate_limits: dict[str, float] = field(default_factory=dict)  # overrides, by API name
+
+    @property
+    def account(self) -> str:
+        """Rate budgets are per vendor account: the app id on that vendor."""
+        return f"{self.type}:{self.app_id}"

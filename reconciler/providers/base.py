@@ -1,0 +1,61 @@
+"""The provider contract: the only code that talks to a vendor.
+
+One class per vendor API family. Each owns its request signing, its error mapping and its documented
+rate limits; the executor and the daemon see only `observe`, `start`, `update`, `stop`.
+Every call passes through the provider's `RateBudget` for that (account, API).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
+
+
+class ErrorKind(enum.StrEnum):
+    THROTTLED = "throttled"  # rate limited by the vendor: slow down, retry
+    RETRYABLE = "retryable"  # 5xx, timeout, dropped connection, transient vendor error
+    TERMINAL = "terminal"  # the request itself is wrong or not allowed: do not retry
+    NOT_FOUND = "not-found"  # the task does not exist / is not running
+    AUTH = "auth"  # credentials rejected (terminal for the apply, but named clearly)
+
+
+class VendorError(Exception):
+    """A vendor call failed. `message` never contains a secret."""
+
+    def __init__(self, kind: ErrorKind, code: str, message: str, *, api: str = "") -> None:
+        super().__init__(f"{api + ': ' if api else ''}{code}: {message}")
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.api = api
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in (ErrorKind.THROTTLED, ErrorKind.RETRYABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    vendor_task_id: str
+    vendor_ref: dict[str, str]  # what observe/stop need later without the spec (no secrets)
+    already_running: bool = False  # the vendor said the same task is already started
+
+
+class Provider(Protocol):
+    """A vendor API family bound to one Provider document (one account)."""
+
+    name: str
+    family: ApiFamily
+
+    async def start(self, task: DesiredTask, client_task_id: str | None) -> StartResult: ...
+
+    async def update(self, task: DesiredTask, record: TaskRecord) -> None: ...
+
+    async def stop(self, record: TaskRecord) -> None: ...
+
+    async def observe(self, record: TaskRecord) -> Observed: ...
+
+    async def aclose(self) -> None: ...

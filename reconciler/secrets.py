@@ -1,0 +1,70 @@
+"""Secret values that cannot be printed, logged, serialised or stored by accident.
+
+A resolved secret reference becomes a `Secret`. Its `repr`, `str` and JSON form are the fingerprint
+`sha256:` + 12 hex chars, so a reviewer sees that a key changed without seeing the key. Only a provider,
+at the moment it signs or builds a request body, calls `reveal()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+
+class Secret:
+    __slots__ = ("_digest", "_value")
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        self._digest = hashlib.sha256(value.encode()).hexdigest()
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def fingerprint(self) -> str:
+        return f"sha256:{self._digest[:12]}"
+
+    @property
+    def digest(self) -> str:
+        """Full sha256 of the value: enters content hashes, never shown."""
+        return self._digest
+
+    def __repr__(self) -> str:
+        return self.fingerprint
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return self.fingerprint
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._digest == self._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def reveal_tree(value: Any) -> Any:
+    """Copy of a JSON-like tree with every `Secret` leaf replaced by its value (for the wire only)."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {k: reveal_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal_tree(v) for v in value]
+    return value
+
+
+def redact_tree(value: Any) -> Any:
+    """Copy of a JSON-like tree with every `Secret` leaf replaced by its fingerprint (for plans, logs)."""
+    if isinstance(value, Secret):
+        return value.fingerprint
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(v) for v in value]
+    return value

@@ -1,0 +1,63 @@
+"""The state-store contract: load records, commit record changes, hold the apply lock.
+
+A store keeps one `serial` that moves on every committed change, so a saved plan can tell the state
+moved since it was made. Each commit is atomic (one record put or delete); a crash loses nothing
+already committed. `lock()` is an OS lock or an expiring lease: a holder that died releases it by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.model import TaskRecord
+
+
+class StateError(Exception):
+    """The state store could not be read or written (names the store, never a secret)."""
+
+
+class LockHeld(StateError):
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"state is locked by {holder}")
+        self.holder = holder
+
+
+class SerialMismatch(StateError):
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"state serial is {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    serial: int
+    records: dict[str, TaskRecord]
+
+
+class Lock(Protocol):
+    holder: str
+
+    def renew(self) -> None:
+        """Extend a lease (no-op for OS locks); raises LockHeld if another holder took it over."""
+
+    def release(self) -> None: ...
+
+
+class StateStore(Protocol):
+    url: str  # for messages: never contains a password
+
+    def load(self) -> Snapshot: ...
+
+    def serial(self) -> int: ...
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        """Insert or replace one record; returns the new serial. With `expected_serial`, compare-and-set."""
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int: ...
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        """Take the exclusive lock at once or raise `LockHeld` naming the current holder."""
+
+    def close(self) -> None: ...
