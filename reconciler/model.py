@@ -115,6 +115,7 @@ class TaskRecord:
     max_duration: int | None = None
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     productive: bool = False  # a callback reported output during the current run
+    request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
 
     def evolve(self, **changes: Any) -> TaskRecord:
         return replace(self, **changes)
@@ -150,6 +151,8 @@ class Change:
     before_hash: str | None = None
     after_hash: str | None = None
     details: tuple[str, ...] = ()  # human lines, e.g. "interval 5s → 10s"
+    before: Any = None  # redacted request recorded in state (None when new)
+    after: Any = None  # redacted request the specs imply (None when deleted)
 
 
 @dataclass(frozen=True, slots=True)
