@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
 
 
@@ -50,12 +51,20 @@ class Provider(Protocol):
     name: str
     family: ApiFamily
 
-    async def start(self, task: DesiredTask, client_task_id: str | None) -> StartResult: ...
+    async def start(
+        self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
+    ) -> StartResult:
+        """Start the task. `client_task_id` is the idempotency key recorded as intent before the call
+        (ZEGO ClientTaskId); providers whose starts are idempotent by their own id ignore it."""
 
-    async def update(self, task: DesiredTask, record: TaskRecord) -> None: ...
+    async def update(self, task: DesiredTask, record: TaskRecord) -> None:
+        """Change the updatable fields (`task.updatable`) of a running task in place."""
 
-    async def stop(self, record: TaskRecord) -> None: ...
+    async def stop(self, record: TaskRecord) -> None:
+        """Stop a task from its record alone (the spec may be gone). A task that is already
+        stopped or unknown raises VendorError(NOT_FOUND); callers treat that as done."""
 
-    async def observe(self, record: TaskRecord) -> Observed: ...
+    async def observe(self, record: TaskRecord) -> Observed:
+        """One status query, paced at POLL priority. Never raises for 'not found': returns NOT_FOUND."""
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,371 @@
+"""The diff: desired tasks × recorded state × observed vendor status → a Plan. Pure.
+
+No network, no clock reads, no globals: `now` is passed in. The JSON form built here is the one
+versioned, saved format; text and markdown views are rendered from it (render.py).
+Each change carries a reason a human understands; the reason explains the action, it never decides it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.model import (
+    Action,
+    ApiFamily,
+    Change,
+    DesiredTask,
+    JobKind,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+)
+from reconciler.secrets import redact_tree
+
+FORMAT_VERSION = 1
+ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
+MAX_DETAIL_LINES = 12
+
+
+class PlanError(Exception):
+    """A plan cannot be made or read (bad selector, unreadable or incompatible plan file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    prune: bool = True
+    refreshed: bool = True
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    state_serial: int
+    created_at: float
+    options: PlanOptions
+    paths: tuple[str, ...]
+    changes: tuple[Change, ...]
+    notes: tuple[str, ...] = ()
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.options.targets or self.options.replace)
+
+    def counts(self) -> dict[Action, int]:
+        counts = dict.fromkeys(ACTION_ORDER, 0)
+        for change in self.changes:
+            counts[change.action] += 1
+        return counts
+
+    @property
+    def actionable(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action is not Action.NOOP)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+
+# --- selectors -------------------------------------------------------------------------------------
+
+
+def selector_matches(selector: str, key: str) -> bool:
+    """A task key, `kind/name`, or a key with `*` in its last part (Terraform's -target, for tasks)."""
+    if selector == key:
+        return True
+    parts = selector.split("/", 2)
+    if len(parts) == 2:
+        return key.startswith(selector + "/")
+    if "*" not in parts[2]:
+        return False
+    kind, name, target = key.split("/", 2)  # kind and name never contain "/"; file ids may
+    return (kind, name) == (parts[0], parts[1]) and fnmatch.fnmatchcase(target, parts[2])
+
+
+def check_selector(selector: str) -> None:
+    parts = selector.split("/")
+    if len(parts) < 2 or not all(parts[:2]) or parts[0] not in {k.value for k in JobKind}:
+        kinds = ", ".join(k.value for k in JobKind)
+        raise PlanError(
+            f"--target {selector!r}: expected a task key (kind/name/room), kind/name, or a key with * "
+            f"in its last part; kind is one of {kinds}"
+        )
+    if "*" in "/".join(parts[:2]):
+        raise PlanError(f"--target {selector!r}: '*' is allowed only in the last part")
+
+
+# --- formatting helpers (pure) ---------------------------------------------------------------------
+
+
+def fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def fmt_seconds(seconds: int) -> str:
+    parts = []
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    if secs or not parts:
+        parts.append(f"{secs}s")
+    return "".join(parts)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and any(isinstance(v, dict | list) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def field_changes(before: Any, after: Any) -> tuple[str, ...]:
+    """Human lines for what differs between two redacted requests: `Path: old → new`."""
+    flat_before, flat_after = _flatten(before or {}), _flatten(after or {})
+    lines = []
+    for path in sorted(flat_before.keys() | flat_after.keys()):
+        old, new = flat_before.get(path, "(unset)"), flat_after.get(path, "(unset)")
+        if old != new:
+            lines.append(f"{path}: {_show(old)} → {_show(new)}")
+    if len(lines) > MAX_DETAIL_LINES:
+        lines = [*lines[:MAX_DETAIL_LINES], f"… and {len(lines) - MAX_DETAIL_LINES} more"]
+    return tuple(lines)
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _updatable_details(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[str, ...]:
+    lines = []
+    for name in sorted(before.keys() | after.keys()):
+        old, new = before.get(name), after.get(name)
+        if old != new:
+            lines.append(
+                f"{name} {fmt_seconds(old) if old is not None else '(unset)'} → "
+                f"{fmt_seconds(new) if new is not None else '(unset)'}"
+            )
+    return tuple(lines)
+
+
+# --- the diff --------------------------------------------------------------------------------------
+
+
+def _change(action: Action, reason: str, task: DesiredTask | None, record: TaskRecord | None,
+            details: tuple[str, ...] = (), after: Any = None) -> Change:
+    ref = task if task is not None else record
+    assert ref is not None
+    return Change(
+        key=ref.key,
+        action=action,
+        reason=reason,
+        provider=ref.provider,
+        family=ref.family,
+        before_hash=record.spec_hash if record else None,
+        after_hash=task.spec_hash if task else None,
+        details=details,
+        before=record.request if record and record.request else None,
+        after=after,
+    )
+
+
+def stop_description(obs: Observed) -> str:
+    what = obs.reason or obs.detail or obs.state.value
+    if obs.state is ObservedState.NOT_FOUND:
+        return "the vendor no longer knows the task (stopped, or older than its query window)"
+    return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
+
+
+def _diff_one(task: DesiredTask, record: TaskRecord | None, obs: Observed | None,
+              replace_requested: bool) -> Change:
+    after = redact_tree(task.request)
+    if record is None:
+        return _change(Action.CREATE, "new task: not in state", task, None, after=after)
+    if replace_requested:
+        return _change(Action.REPLACE, "replace requested", task, record, after=after)
+    if record.status is TaskStatus.PENDING and not record.vendor_task_id:
+        how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
+        return _change(Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}",
+                       task, record, after=after)
+    if record.spec_hash != task.spec_hash:
+        return _diff_changed(task, record, after)
+    if task.family is ApiFamily.ZEGO_THUMBNAIL:
+        if record.status is TaskStatus.FAILED:
+            return _change(Action.CREATE, f"previous submission failed: {record.last_error or 'error'}",
+                           task, record, after=after)
+        return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
+    return _diff_same(task, record, obs, after)
+
+
+def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    if task.family is ApiFamily.ZEGO_THUMBNAIL:
+        return _change(Action.REPLACE, "file entry changed: it is submitted again", task, record,
+                       field_changes(record.request, after), after)
+    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+    if (live and record.fixed_hash == task.fixed_hash and task.updatable
+            and record.updatable != task.updatable):
+        details = _updatable_details(record.updatable, task.updatable)
+        return _change(Action.UPDATE, "; ".join(details), task, record, details, after)
+    details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
+    how = "the vendor cannot change it in place" if live else "not running, start anew"
+    reason = f"spec changed: {how}"
+    return _change(Action.REPLACE, reason, task, record, details, after)
+
+
+def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: Any) -> Change:
+    if obs is not None and obs.state is ObservedState.RUNNING:
+        return _change(Action.NOOP, "running", task, record, after=after)
+    if obs is not None and obs.state is ObservedState.UNKNOWN:
+        return _change(Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is",
+                       task, record, after=after)
+    if obs is not None:  # the vendor reports it stopped, failed, or unknown
+        why = stop_description(obs)
+        if task.restart_policy is RestartPolicy.NEVER:
+            return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record,
+                           after=after)
+        prefix = "reached its max duration (rollover)" if obs.rollover else "vendor stopped it"
+        return _change(Action.REISSUE, f"{prefix}: {why}", task, record, after=after)
+    return _diff_recorded(task, record, after)
+
+
+def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    """No fresh observation: decide from what the state recorded."""
+    status = record.status
+    if status is TaskStatus.RUNNING:
+        return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
+    if status is TaskStatus.FAILED:
+        return _change(Action.CREATE, f"previous start failed: {record.last_error or 'error'}",
+                       task, record, after=after)
+    if status is TaskStatus.DORMANT:
+        wake = fmt_time(record.next_attempt_at) if record.next_attempt_at else "room activity"
+        return _change(Action.NOOP, f"dormant after {record.unproductive_runs} idle runs; wakes on room "
+                       f"activity or at {wake} (use --replace to start it now)", task, record, after=after)
+    if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
+        return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
+    reason = record.stop_reason or "stopped"
+    when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
+    return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
+
+
+def diff(
+    desired: Mapping[str, DesiredTask],
+    records: Mapping[str, TaskRecord],
+    observed: Mapping[str, Observed],
+    *,
+    options: PlanOptions,
+    state_serial: int,
+    now: float,
+    paths: Iterable[str] = (),
+) -> Plan:
+    for selector in options.targets:
+        check_selector(selector)
+    unknown = [k for k in options.replace if k not in desired]
+    if unknown:
+        raise PlanError(f"--replace: no task with key {', '.join(sorted(unknown))} in the specs")
+    replace = set(options.replace)
+
+    def wanted(key: str) -> bool:
+        if not options.targets and not options.replace:
+            return True
+        if key in replace:
+            return True
+        return any(selector_matches(s, key) for s in options.targets)
+
+    changes: list[Change] = []
+    for key, task in desired.items():
+        if wanted(key):
+            changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace))
+    kept = 0
+    for key, record in records.items():
+        if key in desired or not wanted(key):
+            continue
+        if not options.prune:
+            kept += 1
+            continue
+        remote = record.family is not ApiFamily.ZEGO_THUMBNAIL and record.status in (
+            TaskStatus.RUNNING, TaskStatus.PENDING)
+        reason = "removed from specs" + ("" if remote else ": not running, the record is forgotten")
+        changes.append(_change(Action.DELETE, reason, None, record))
+
+    notes = []
+    if options.targets or options.replace:
+        notes.append("This plan is partial (--target / --replace): other tasks may still differ.")
+    for selector in options.targets:
+        if not any(selector_matches(selector, k) for k in (*desired, *records)):
+            notes.append(f"--target {selector} matches no task.")
+    if kept:
+        notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    if not options.refreshed:
+        notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
+    return Plan(state_serial=state_serial, created_at=now, options=options, paths=tuple(paths),
+                changes=tuple(changes), notes=tuple(notes))
+
+
+# --- JSON (the one saved format) ---------------------------------------------------------------------
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    counts = plan.counts()
+    return {
+        "format_version": plan.format_version,
+        "state_serial": plan.state_serial,
+        "created_at": plan.created_at,
+        "refreshed": plan.options.refreshed,
+        "prune": plan.options.prune,
+        "targets": list(plan.options.targets),
+        "replace": list(plan.options.replace),
+        "partial": plan.partial,
+        "paths": list(plan.paths),
+        "summary": {a.value: counts[a] for a in ACTION_ORDER},
+        "notes": list(plan.notes),
+        "changes": [
+            {
+                "key": c.key, "action": c.action.value, "reason": c.reason, "provider": c.provider,
+                "family": c.family.value, "before_hash": c.before_hash, "after_hash": c.after_hash,
+                "details": list(c.details), "before": c.before, "after": c.after,
+            }
+            for c in plan.changes
+        ],
+    }
+
+
+def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PlanError(f"{source}: plan format_version {version!r} is not supported "
+                        f"(this capctl reads version {FORMAT_VERSION}); make the plan again")
+    try:
+        options = PlanOptions(prune=bool(data["prune"]), refreshed=bool(data["refreshed"]),
+                              targets=tuple(data["targets"]), replace=tuple(data["replace"]))
+        changes = tuple(
+            Change(key=c["key"], action=Action(c["action"]), reason=c["reason"], provider=c["provider"],
+                   family=ApiFamily(c["family"]), before_hash=c["before_hash"], after_hash=c["after_hash"],
+                   details=tuple(c["details"]), before=c.get("before"), after=c.get("after"))
+            for c in data["changes"]
+        )
+        return Plan(state_serial=int(data["state_serial"]), created_at=float(data["created_at"]),
+                    options=options, paths=tuple(data["paths"]), changes=changes,
+                    notes=tuple(data.get("notes", ())))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None
+

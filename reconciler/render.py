@@ -1,0 +1,87 @@
+"""Human views of a plan, rendered from its JSON form (the one saved format), like Terraform's jsonplan.
+
+`render_text` writes a coloured rich view for terminals (plain when not a terminal); `render_markdown`
+returns a view for pull-request comments. Unchanged tasks are counted, not listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+SYMBOLS = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "replace": ("-/+", "magenta"),
+    "reissue": ("↻", "cyan"),
+    "delete": ("-", "red"),
+    "no-op": ("=", "dim"),
+}
+SUMMARY_WORDS = (
+    ("create", "to create"),
+    ("update", "to update in place"),
+    ("replace", "to replace"),
+    ("reissue", "to re-issue"),
+    ("delete", "to delete"),
+    ("no-op", "unchanged"),
+)
+MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "↻", "delete": "➖", "no-op": ""}
+
+
+def summary_line(plan: dict[str, Any]) -> str:
+    counts = plan["summary"]
+    parts = [f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS]
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
+    changes = [c for c in plan["changes"] if show_unchanged or c["action"] != "no-op"]
+    if not changes:
+        console.print("No changes. The declared capture jobs match the recorded and observed state.")
+    else:
+        console.print("capctl will perform the following actions:\n")
+        width = max(len(c["key"]) for c in changes)
+        for change in changes:
+            symbol, style = SYMBOLS[change["action"]]
+            line = Text("  ")
+            line.append(f"{symbol:>3} ", style=f"bold {style}")
+            line.append(change["key"].ljust(width), style=style)
+            line.append(f"  {change['action']:<8}", style=f"bold {style}")
+            line.append(f"  {change['reason']}")
+            console.print(line, soft_wrap=True)
+            for detail in change["details"]:
+                console.print(Text(f"        {detail}", style="dim"), soft_wrap=True)
+        console.print()
+    for note in plan["notes"]:
+        console.print(Text(f"Note: {note}", style="yellow"))
+    console.print(Text(summary_line(plan), style="bold"))
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(plan: dict[str, Any]) -> str:
+    lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
+    for note in plan["notes"]:
+        lines.append(f"> {note}")
+    if plan["notes"]:
+        lines.append("")
+    changes = [c for c in plan["changes"] if c["action"] != "no-op"]
+    if changes:
+        lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
+        for c in changes:
+            lines.append(f"| {MD_ICONS[c['action']]} | `{_md_cell(c['key'])}` | {c['action']} | "
+                         f"{_md_cell(c['reason'])} |")
+        detailed = [c for c in changes if c["details"]]
+        if detailed:
+            lines += ["", "<details><summary>Field changes</summary>", ""]
+            for c in detailed:
+                lines.append(f"- `{_md_cell(c['key'])}`")
+                lines += [f"  - `{_md_cell(d)}`" for d in c["details"]]
+            lines += ["", "</details>"]
+    else:
+        lines.append("No changes.")
+    return "\n".join(lines) + "\n"

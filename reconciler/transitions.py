@@ -1,0 +1,95 @@
+"""How a task record changes when something happens to its task. Pure functions of (record, event, now).
+
+`apply` and the daemon both move records through these, so a task's history means the same whatever
+drove it. The intent record (`PENDING` + ClientTaskId) is what makes non-idempotent starts crash-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from reconciler.model import (
+    ApiFamily,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    TaskRecord,
+    TaskStatus,
+)
+from reconciler.secrets import redact_tree
+
+PRODUCTIVE_MARGIN = 2.0  # seconds beyond the idle timeout that make a run "clearly longer"
+
+
+def client_task_id(task: DesiredTask, record: TaskRecord | None) -> str:
+    """Deterministic per (task, spec, run): a retry of the same start reuses it, a new run gets a new one."""
+    generation = f"{record.reissue_count}:{record.vendor_task_id or ''}" if record else "0:"
+    digest = hashlib.sha256(f"{task.key}\0{task.spec_hash}\0{generation}".encode()).hexdigest()
+    return f"capctl-{digest[:24]}"
+
+
+def was_productive(record: TaskRecord) -> bool:
+    """A run is productive when a callback reported output, or it lasted clearly longer than its idle
+    timeout (a task that never saw a stream stops exactly one idle timeout after it started)."""
+    if record.productive:
+        return True
+    if record.started_at is None or record.stopped_at is None or record.idle_timeout is None:
+        return False
+    margin = max(PRODUCTIVE_MARGIN, 0.05 * record.idle_timeout)
+    return record.stopped_at - record.started_at > record.idle_timeout + margin
+
+
+def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
+    """The record written before a start call."""
+    if record is not None and record.status is TaskStatus.PENDING and not record.vendor_task_id:
+        return record  # an interrupted start: keep its ClientTaskId so the retry resolves it
+    cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
+    base = record or TaskRecord(key=task.key, provider=task.provider, family=task.family, kind=task.kind,
+                                target=task.target, spec_hash=task.spec_hash, fixed_hash=task.fixed_hash)
+    unproductive = base.unproductive_runs
+    if reissue:
+        unproductive = 0 if was_productive(base) else unproductive + 1
+    return base.evolve(
+        provider=task.provider, family=task.family, spec_hash=task.spec_hash, fixed_hash=task.fixed_hash,
+        updatable=dict(task.updatable), status=TaskStatus.PENDING, vendor_task_id=None, client_task_id=cid,
+        reissue_count=base.reissue_count + (1 if reissue else 0), unproductive_runs=unproductive,
+        idle_timeout=task.idle_timeout, max_duration=task.max_duration, restart_policy=task.restart_policy,
+        request=redact_tree(task.request), last_error=None, next_attempt_at=None, productive=False,
+    )
+
+
+def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str], now: float) -> TaskRecord:
+    one_shot = record.family is ApiFamily.ZEGO_THUMBNAIL
+    return record.evolve(
+        status=TaskStatus.DONE if one_shot else TaskStatus.RUNNING, vendor_task_id=vendor_task_id,
+        vendor_ref=dict(vendor_ref), started_at=now, observed_at=now, stopped_at=None, stop_reason=None,
+        last_error=None,
+    )
+
+
+def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
+    return record.evolve(spec_hash=task.spec_hash, fixed_hash=task.fixed_hash,
+                         updatable=dict(task.updatable), request=redact_tree(task.request),
+                         observed_at=now, last_error=None)
+
+
+def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | None = None) -> TaskRecord:
+    return record.evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=ended_at or now,
+                         observed_at=now)
+
+
+def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
+    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt)."""
+    if obs.state is ObservedState.RUNNING:
+        return record.evolve(status=TaskStatus.RUNNING, observed_at=now,
+                             started_at=record.started_at or obs.started_at)
+    if obs.state is ObservedState.UNKNOWN:
+        return record
+    reason = obs.reason or obs.detail or obs.state.value
+    if obs.state is ObservedState.NOT_FOUND:
+        reason = obs.reason or "not found at the vendor"
+    return stopped(record, reason, now, ended_at=obs.ended_at)
+
+
+def failed(record: TaskRecord, error: str, now: float) -> TaskRecord:
+    return record.evolve(status=TaskStatus.FAILED, last_error=error, observed_at=now)
