@@ -1,0 +1,284 @@
+"""The Volcengine RTC snapshot provider: StartSnapshot / UpdateSnapshot / StopSnapshot / GetSnapshotTask.
+
+The only code that talks to Volcengine's OpenAPI. It signs each request (volc_signing), paces it through
+the account's rate budget, and turns every answer into either a result or a `VendorError` of the right
+kind. It never retries: the executor owns retries and backoff. Facts come from shared/vendor-apis.md
+and the StartSnapshot seed pages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from reconciler.budget import BudgetRegistry, Priority, RateBudget
+from reconciler.clock import Clock
+from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
+from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
+from reconciler.secrets import Secret, reveal_tree
+
+__all__ = [
+    "DEFAULT_RATE_LIMITS",
+    "VolcengineSnapshotProvider",
+    "classify_error",
+    "observed_from_snapshot_task",
+    "sign_callback",
+    "verify_callback",
+]
+
+VERSION = "2023-11-01"
+SERVICE = "rtc"
+START, UPDATE, STOP, QUERY = "StartSnapshot", "UpdateSnapshot", "StopSnapshot", "GetSnapshotTask"
+# Documented per-second limits (seed page, vendor-apis.md); ProviderConfig.rate_limits overrides them.
+DEFAULT_RATE_LIMITS: dict[str, float] = {START: 150, UPDATE: 150, STOP: 150, QUERY: 60}
+
+NOT_FOUND_CODE = "InvalidParameter.ErrorActiveTaskNotFound"
+# StartSnapshot with the TaskId of a running task succeeds and says so in Result.
+ALREADY_STARTED = "The task has been started"
+_AUTH_HINTS = {
+    "SignatureDoesNotMatch": "check the provider's secretKey",
+    "MissingSignature": "check the provider's accessKey and secretKey",
+    "InvalidAccessKey": "check the provider's accessKey",
+    "InvalidTimestamp": "the request time was rejected: check this machine's clock (NTP)",
+}
+_STATES = {
+    1: ObservedState.RUNNING,  # not started yet: the task exists and will run
+    2: ObservedState.RUNNING,
+    3: ObservedState.STOPPED,
+    4: ObservedState.FAILED,
+}
+_MAX_TEXT = 200  # vendor text quoted in an error message is cut to this length
+
+
+def classify_error(status: int, code: str) -> ErrorKind:
+    """The kind of a Volcengine failure from its HTTP status and `ResponseMetadata.Error.Code`."""
+    if status == 429 or code.startswith("FlowLimitExceeded"):
+        return ErrorKind.THROTTLED
+    if code == NOT_FOUND_CODE:
+        return ErrorKind.NOT_FOUND
+    if code in _AUTH_HINTS:
+        return ErrorKind.AUTH
+    if status >= 500 or code.startswith("InternalError") or code == "ServiceUnavailableTemp":
+        return ErrorKind.RETRYABLE
+    return ErrorKind.TERMINAL
+
+
+def _seconds(ms: Any) -> float | None:
+    """Vendor milliseconds → unix seconds; 0 (not ended) or anything not a number → None."""
+    if isinstance(ms, int | float) and not isinstance(ms, bool) and ms > 0:
+        return ms / 1000
+    return None
+
+
+def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
+    """Map GetSnapshotTask's `Result.SnapshotTask` to `Observed` (status 0 or unknown → UNKNOWN)."""
+    status = task.get("Status")
+    state = _STATES.get(status, ObservedState.UNKNOWN) if isinstance(status, int) else ObservedState.UNKNOWN
+    ended = state in (ObservedState.STOPPED, ObservedState.FAILED)
+    return Observed(
+        state=state,
+        reason=(task.get("StopReason") or None) if ended else None,
+        started_at=_seconds(task.get("StartTime")),
+        ended_at=_seconds(task.get("EndTime")),
+        detail=f"status {status}",
+    )
+
+
+def _secret_leaves(tree: Any) -> list[Secret]:
+    if isinstance(tree, Secret):
+        return [tree]
+    if isinstance(tree, dict):
+        return [s for value in tree.values() for s in _secret_leaves(value)]
+    if isinstance(tree, list):
+        return [s for value in tree for s in _secret_leaves(value)]
+    return []
+
+
+def _scrub(text: str, secrets: list[Secret]) -> str:
+    """Vendor text made safe to show: any echoed secret becomes its fingerprint, then it is shortened."""
+    for secret in secrets:
+        if secret.reveal():
+            text = text.replace(secret.reveal(), secret.fingerprint)
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _required_secret(config: ProviderConfig, field: str, value: Any) -> Secret:
+    if not isinstance(value, Secret):
+        raise ValueError(f"provider {config.name} ({config.source or 'no source'}): {field} is required")
+    return value
+
+
+class VolcengineSnapshotProvider:
+    """Periodic room snapshots on one Volcengine RTC app (one Provider document)."""
+
+    family: ApiFamily = ApiFamily.VOLC_SNAPSHOT
+
+    def __init__(
+        self, config: ProviderConfig, *, budgets: BudgetRegistry, clock: Clock, http: httpx.AsyncClient
+    ) -> None:
+        if config.type != "volcengine":
+            raise ValueError(f"provider {config.name}: type {config.type!r} is not volcengine")
+        self.name = config.name
+        self._config = config
+        self._budgets = budgets
+        self._clock = clock
+        self._http = http
+        self._access_key = _required_secret(config, "accessKey", config.access_key)
+        self._secret_key = _required_secret(config, "secretKey", config.secret_key)
+        self._base_url = config.endpoint.rstrip("/") + "/"
+
+    async def start(
+        self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
+    ) -> StartResult:
+        """StartSnapshot with `task.request` as the body. Idempotent by TaskId, so `client_task_id` is
+        unused; a running task with the same TaskId comes back with `already_running=True`."""
+        ref = self._ref_from_request(task)
+        result = await self._call(START, priority, body=task.request)
+        already = isinstance(result, str) and ALREADY_STARTED in result
+        return StartResult(vendor_task_id=ref["TaskId"], vendor_ref=ref, already_running=already)
+
+    async def update(self, task: DesiredTask, record: TaskRecord) -> None:
+        """UpdateSnapshot: only ImageConfig.Interval can change in place."""
+        interval = task.updatable.get("interval")
+        if interval is None:
+            raise VendorError(
+                ErrorKind.TERMINAL,
+                "capctl.NothingToUpdate",
+                f"{task.key}: only the interval can change in place; stop and start instead",
+                api=UPDATE,
+            )
+        body = {**self._ref_from_record(record, UPDATE), "ImageConfig": {"Interval": interval}}
+        await self._call(UPDATE, Priority.CHANGE, body=body)
+
+    async def stop(self, record: TaskRecord) -> None:
+        """StopSnapshot; an unknown or already stopped task raises VendorError(NOT_FOUND)."""
+        await self._call(STOP, Priority.CHANGE, body=self._ref_from_record(record, STOP))
+
+    async def observe(self, record: TaskRecord) -> Observed:
+        """GetSnapshotTask (POLL priority). Unknown tasks (also those older than 72 h) are NOT_FOUND."""
+        try:
+            ref = self._ref_from_record(record, QUERY)
+            query = {name: ref[name] for name in ("AppId", "RoomId", "TaskId")}
+            result = await self._call(QUERY, Priority.POLL, query=query)
+        except VendorError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return Observed(state=ObservedState.NOT_FOUND, detail=exc.code)
+            raise
+        snapshot_task = result.get("SnapshotTask") if isinstance(result, dict) else None
+        if not isinstance(snapshot_task, dict) or not snapshot_task:
+            return Observed(state=ObservedState.NOT_FOUND, detail="no SnapshotTask in the answer")
+        return observed_from_snapshot_task(snapshot_task)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the http client is injected and closed by whoever created it."""
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _ref_from_request(self, task: DesiredTask) -> dict[str, str]:
+        """The non-secret ids of a StartSnapshot body: what stop / update / observe need later."""
+        request = task.request if isinstance(task.request, dict) else {}
+        ref: dict[str, str] = {}
+        for name in ("AppId", "BusinessId", "RoomId", "TaskId"):
+            value = request.get(name)
+            if isinstance(value, str) and value:
+                ref[name] = value
+            elif name != "BusinessId":
+                raise VendorError(
+                    ErrorKind.TERMINAL,
+                    "capctl.InvalidRequest",
+                    f"{task.key} ({task.source or 'no source'}): the StartSnapshot request lacks {name}",
+                    api=START,
+                )
+        return ref
+
+    def _ref_from_record(self, record: TaskRecord, api: str) -> dict[str, str]:
+        """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record."""
+        ref = record.vendor_ref
+        if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
+            raise VendorError(
+                ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api
+            )
+        return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}
+
+    def _budget(self, api: str) -> RateBudget:
+        rate = self._config.rate_limits.get(api, DEFAULT_RATE_LIMITS[api])
+        return self._budgets.get(self._config.account, api, rate)
+
+    async def _call(
+        self, api: str, priority: Priority, *, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> Any:
+        """One signed, budgeted request; returns `Result` or raises VendorError. POST when there is a body."""
+        await self._budget(api).take(priority)
+        params = {"Action": api, "Version": VERSION, **(query or {})}
+        url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
+        method = "GET" if body is None else "POST"
+        content = (
+            b""
+            if body is None
+            else json.dumps(reveal_tree(body), ensure_ascii=False, separators=(",", ":")).encode()
+        )
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        headers |= sign_request(
+            method,
+            url,
+            headers,
+            content,
+            access_key=self._access_key.reveal(),
+            secret_key=self._secret_key.reveal(),
+            region=self._config.region,
+            service=SERVICE,
+            now=datetime.fromtimestamp(self._clock.now(), UTC),
+        )
+        secrets = [self._access_key, self._secret_key, *_secret_leaves(body)]
+        try:
+            response = await self._http.request(method, url, content=content, headers=headers)
+        except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
+            detail = _scrub(str(exc) or "no detail", secrets)
+            raise VendorError(
+                ErrorKind.RETRYABLE, type(exc).__name__, f"request failed: {detail}", api=api
+            ) from None
+        return self._result(api, response, secrets)
+
+    def _result(self, api: str, response: httpx.Response, secrets: list[Secret]) -> Any:
+        status = response.status_code
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or not isinstance(meta, dict):
+            what = "not JSON" if payload is None else "no ResponseMetadata"
+            text = _scrub(response.text.strip(), secrets)
+            kind = ErrorKind.THROTTLED if status == 429 else ErrorKind.RETRYABLE
+            self._note_throttled(api, kind)
+            raise VendorError(
+                kind,
+                f"HTTP {status}",
+                f"unexpected answer from {api} (HTTP {status}, {what}): {text}",
+                api=api,
+            )
+        error = meta.get("Error")
+        if error or status >= 400:
+            error = error if isinstance(error, dict) else {}
+            code = str(error.get("Code") or f"HTTP {status}")
+            message = _scrub(str(error.get("Message") or "no message"), secrets)
+            kind = classify_error(status, code)
+            self._note_throttled(api, kind)
+            if kind is ErrorKind.AUTH:
+                source = f" ({self._config.source})" if self._config.source else ""
+                message = (
+                    f"credentials rejected for provider {self.name}{source}: {_AUTH_HINTS[code]} ({message})"
+                )
+            raise VendorError(kind, code, message, api=api)
+        return payload.get("Result")
+
+    def _note_throttled(self, api: str, kind: ErrorKind) -> None:
+        """A throttling answer slows this API's budget down for every caller of the account."""
+        if kind is ErrorKind.THROTTLED:
+            self._budget(api).throttled()
