@@ -1,0 +1,275 @@
+"""The one HTTP core shared by the three ZEGO API families.
+
+Cloud recording (current and legacy) and MediaThumbnails differ in URLs, envelopes and a few codes, but
+not in how a call is paced, sent and judged. This module does that part once: it takes the rate-budget
+slot, signs (Signature 2.0), sends, parses the envelope and maps every failure to a `VendorError` of the
+right kind. It also turns a recording status answer into an `Observed`, shared by both recording
+generations. It never retries (the executor does) and never logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from reconciler.budget import BudgetRegistry, Priority, RateBudget
+from reconciler.clock import Clock
+from reconciler.model import Observed, ObservedState, ProviderConfig
+from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.zego_signing import RandomBytes, signature_params
+from reconciler.secrets import Secret
+
+# Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
+# The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
+DEFAULT_RATE_LIMITS: dict[str, float] = {
+    "StartRecord": 50,
+    "StopRecord": 50,
+    "DescribeRecordStatus": 10,
+    "MediaThumbnails": 20,
+    "start": 50,
+    "stop": 50,
+    "query": 10,
+    "access_token": 10,
+}
+
+MESSAGE_LIMIT = 200  # characters of a vendor message kept in an error
+
+# Codes every ZEGO server API shares (vendor-apis.md); families add theirs on top.
+SIGNATURE_EXPIRED = 100000004
+SIGNATURE_INVALID = 100000005
+TASK_NOT_FOUND = 300001000
+TASK_ENDED = 300001001
+COMMON_CODES: dict[int, tuple[ErrorKind, str]] = {
+    SIGNATURE_EXPIRED: (ErrorKind.AUTH, "signature expired"),
+    SIGNATURE_INVALID: (ErrorKind.AUTH, "signature invalid"),
+    300000002: (ErrorKind.TERMINAL, "service not enabled"),
+    300000003: (ErrorKind.THROTTLED, "rate limited"),
+    300000004: (ErrorKind.TERMINAL, "invalid parameter"),
+    300000005: (ErrorKind.TERMINAL, "gateway check failed"),
+    300000006: (ErrorKind.RETRYABLE, "too many concurrent tasks"),
+    TASK_NOT_FOUND: (ErrorKind.TERMINAL, "task does not exist"),
+    TASK_ENDED: (ErrorKind.TERMINAL, "task already ended"),
+    300001004: (ErrorKind.TERMINAL, "task not paused"),
+    300010000: (ErrorKind.RETRYABLE, "system error"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Where an answer keeps its result code and message: `Code` (Action APIs) or `code` (legacy)."""
+
+    code: str
+    message: str
+
+
+ACTION_ENVELOPE = Envelope("Code", "Message")
+LEGACY_ENVELOPE = Envelope("code", "message")
+
+
+def parse_app_id(config: ProviderConfig) -> int:
+    """ZEGO AppIds are uint32 on the wire; the config carries decimal text."""
+    text = config.app_id.strip()
+    if not text.isdecimal() or not 0 < int(text) < 2**32:
+        raise ValueError(
+            f"provider {config.name}{_where(config)}: appId must be a positive 32-bit integer, got {config.app_id!r}"
+        )
+    return int(text)
+
+
+def secret_values(tree: Any) -> list[str]:
+    """Every revealed `Secret` in a request tree: scrubbed out of vendor messages before they are kept."""
+    if isinstance(tree, Secret):
+        return [tree.reveal()]
+    if isinstance(tree, Mapping):
+        return [s for v in tree.values() for s in secret_values(v)]
+    if isinstance(tree, list):
+        return [s for v in tree for s in secret_values(v)]
+    return []
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Vendor messages sometimes echo parameters: cut any secret out, then cap the length."""
+    for value in secrets:
+        if value:
+            text = text.replace(value, "***")
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+
+
+def _where(config: ProviderConfig) -> str:
+    return f" ({config.source})" if config.source else ""
+
+
+class ZegoClient:
+    """Paced, signed, judged calls for one ZEGO Provider document."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        budgets: BudgetRegistry,
+        clock: Clock,
+        http: httpx.AsyncClient,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
+        if config.server_secret is None:
+            raise ValueError(f"provider {config.name}{_where(config)}: serverSecret is required")
+        self.config = config
+        self.app_id = parse_app_id(config)
+        self.random_bytes = random_bytes
+        self._budgets = budgets
+        self._clock = clock
+        self._http = http
+
+    @property
+    def server_secret(self) -> str:
+        secret: Secret = self.config.server_secret
+        return secret.reveal()
+
+    def auth_hint(self, credential: str) -> str:
+        return f"check {credential} of provider {self.config.name}{_where(self.config)}"
+
+    def budget(self, api: str) -> RateBudget:
+        rate = self.config.rate_limits.get(api, DEFAULT_RATE_LIMITS[api])
+        return self._budgets.get(self.config.account, api, rate)
+
+    async def call(
+        self,
+        api: str,
+        priority: Priority,
+        method: str,
+        url: str,
+        *,
+        signed: bool = True,
+        params: Iterable[tuple[str, str]] = (),
+        body: Any = None,
+        envelope: Envelope = ACTION_ENVELOPE,
+        codes: Mapping[int, tuple[ErrorKind, str]] = COMMON_CODES,
+        not_found: frozenset[int] = frozenset(),
+        credential: str = "serverSecret",
+        secrets: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """One request through the budget of `api`; returns the answer when its code is 0.
+
+        `signed` calls are Action API calls: the query is `Action=api`, `params`, then the Signature 2.0
+        parameters, made after the budget slot is granted so a long wait never sends a stale timestamp.
+        Legacy calls carry their credentials in the body instead. `not_found` codes become NOT_FOUND for
+        this call; an AUTH error names `credential` (never its value).
+        """
+        budget = self.budget(api)
+        await budget.take(priority)
+        query: list[tuple[str, Any]] = list(params)
+        if signed:
+            signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
+            query = [("Action", api), *query, *signature.items()]
+        try:
+            response = await self._http.request(method, url, params=query, json=body)
+        except httpx.TimeoutException as exc:
+            raise VendorError(ErrorKind.RETRYABLE, "timeout", type(exc).__name__, api=api) from exc
+        except httpx.TransportError as exc:
+            raise VendorError(
+                ErrorKind.RETRYABLE, "transport", f"connection failed ({type(exc).__name__})", api=api
+            ) from exc
+        known_secrets = [self.server_secret, *secret_values(self.config.access_token), *secrets]
+        return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
+
+    def _judge(
+        self,
+        api: str,
+        budget: RateBudget,
+        response: httpx.Response,
+        envelope: Envelope,
+        codes: Mapping[int, tuple[ErrorKind, str]],
+        not_found: frozenset[int],
+        credential: str,
+        secrets: list[str],
+    ) -> dict[str, Any]:
+        status = response.status_code
+        if status == 429:
+            budget.throttled()
+            raise VendorError(ErrorKind.THROTTLED, "HTTP 429", "too many requests", api=api)
+        if status >= 500:
+            raise VendorError(ErrorKind.RETRYABLE, f"HTTP {status}", "vendor server error", api=api)
+        answer, problem = _parse(response, envelope)
+        if answer is None:
+            if status != 200:  # no ZEGO envelope and not 200: most likely a wrong endpoint
+                raise VendorError(
+                    ErrorKind.TERMINAL,
+                    f"HTTP {status}",
+                    f"unexpected answer from {api}: {problem}; check the endpoint of provider "
+                    f"{self.config.name}{_where(self.config)}",
+                    api=api,
+                )
+            raise VendorError(ErrorKind.RETRYABLE, "bad-answer", f"unexpected answer from {api}: {problem}", api=api)
+        code = answer[envelope.code]
+        if code == 0:
+            return answer
+        vendor_message = scrub(str(answer.get(envelope.message, "")), secrets)
+        kind, meaning = codes.get(code, (ErrorKind.TERMINAL, "vendor error"))
+        if code in not_found:
+            kind = ErrorKind.NOT_FOUND
+        text = f"{meaning} ({vendor_message})" if vendor_message else meaning
+        if kind is ErrorKind.THROTTLED:
+            budget.throttled()
+        elif kind is ErrorKind.AUTH:
+            text = f"{text}: {self.auth_hint(credential)}"
+        raise VendorError(kind, str(code), text, api=api)
+
+
+def _parse(response: httpx.Response, envelope: Envelope) -> tuple[dict[str, Any] | None, str]:
+    """The answer object if it is JSON with an integer code; otherwise why not (never the body itself)."""
+    try:
+        answer = json.loads(response.content)
+    except ValueError as exc:
+        return None, scrub(f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {exc})", ())
+    if not isinstance(answer, dict):
+        return None, f"a JSON {type(answer).__name__}, not an object (HTTP {response.status_code})"
+    code = answer.get(envelope.code)
+    if isinstance(code, bool) or not isinstance(code, int):
+        return None, f"no integer {envelope.code!r} field (HTTP {response.status_code})"
+    return answer, ""
+
+
+def field(tree: Any, *path: str) -> Any:
+    """`tree[path[0]][path[1]]…`, or None when any step is missing or not an object."""
+    for name in path:
+        if not isinstance(tree, Mapping):
+            return None
+        tree = tree.get(name)
+    return tree
+
+
+RECORD_STATUS = {1: "initialising", 2: "recording", 3: "ended", 4: "ended abnormally", 5: "paused"}
+ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
+
+
+def observed_from_status(status: Any, begin_ms: Any, end_ms: Any, max_duration: int | None) -> Observed:
+    """A recording status answer (both generations use the Action API's numbers) as an `Observed`."""
+    started = begin_ms / 1000 if isinstance(begin_ms, int | float) and begin_ms > 0 else None
+    ended = end_ms / 1000 if isinstance(end_ms, int | float) and end_ms > 0 else None
+    detail = f"status {status}"
+    if status in (1, 2, 5):
+        return Observed(ObservedState.RUNNING, started_at=started, detail=f"{detail} ({RECORD_STATUS[status]})")
+    if status not in (3, 4):
+        return Observed(ObservedState.UNKNOWN, detail=f"unknown {detail}")
+    reason = f"ended (status {status})"
+    rollover = (
+        max_duration is not None
+        and started is not None
+        and ended is not None
+        and ended - started >= max_duration - ROLLOVER_SLACK
+    )
+    if rollover:
+        reason = "max duration reached"
+    return Observed(
+        ObservedState.STOPPED,
+        reason=reason,
+        started_at=started,
+        ended_at=ended,
+        rollover=rollover,
+        detail=f"{detail} ({RECORD_STATUS[status]})",
+    )
