@@ -1,0 +1,444 @@
+"""The `capctl` command line: the composition root that wires specs, state, providers and views.
+
+Heavy modules (httpx, starlette, the providers, the simulator) are imported inside the commands that use
+them, so `capctl validate` and `capctl plan --no-refresh` start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from reconciler import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from reconciler.plan import Plan
+    from reconciler.spec import SpecSet
+    from reconciler.state.base import StateStore
+
+app = typer.Typer(
+    name="capctl",
+    help="Declarative reconciler for RTC capture jobs: room snapshots, cloud recordings, thumbnails.\n\n"
+    "Declare jobs in YAML specs, review `capctl plan`, converge with `capctl apply`, "
+    "or keep them running with `capctl run`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+state_app = typer.Typer(help="Inspect and edit the state store.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"),
+]
+StateOpt = Annotated[
+    str | None,
+    typer.Option("--state", envvar="CAPCTL_STATE", show_envvar=True,
+                 help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…"),
+]
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="Only tasks matching: a key, kind/name, or a key with * in its last part. "
+                 "Repeatable."),
+]
+ReplaceOpt = Annotated[
+    list[str] | None, typer.Option("--replace", help="Force stop + start of this task key. Repeatable."),
+]
+LogLevelOpt = Annotated[
+    str, typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _out_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
+    _err_console().print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True, markup=True)
+    raise typer.Exit(code)
+
+
+def _paths(paths: list[Path] | None) -> list[str]:
+    return [str(p) for p in paths] if paths else ["specs"]
+
+
+def _setup_logs(level: str) -> None:
+    from reconciler import logs
+
+    if level.lower() not in {"debug", "info", "warning", "error"}:
+        fail(f"--log-level {level!r}: expected debug, info, warning or error")
+    logs.configure(level)
+
+
+def load_specs(paths: list[str]) -> SpecSet:
+    """Load and validate, or print every error as file:line:col and exit 1."""
+    from reconciler.spec import SpecErrors, load_spec_set
+
+    try:
+        return load_spec_set(paths)
+    except SpecErrors as exc:
+        console = _err_console()
+        for error in exc.errors:
+            console.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        count = len(exc.errors)
+        console.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/bold red]: nothing was changed.")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextmanager
+def open_store(url: str | None) -> Iterator[StateStore]:
+    from reconciler.state import open_state
+    from reconciler.state.base import StateError
+
+    try:
+        store = open_state(url)
+    except StateError as exc:
+        fail(str(exc))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def locked(store: StateStore, command: str) -> Iterator[None]:
+    from reconciler.state.base import LockHeld
+
+    try:
+        lock = store.lock(command)
+    except LockHeld as exc:
+        fail(f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
+             f"A lock held by a process that died is released by itself.")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_async(coro_factory: Callable[[], Any]) -> Any:
+    from reconciler.plan import PlanError
+    from reconciler.state.base import StateError
+
+    try:
+        return asyncio.run(coro_factory())
+    except (PlanError, StateError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+def _progress(total: int, label: str) -> Any:
+    """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=_err_console(), transient=True, disable=total < 20 or not sys.stderr.isatty())
+    return progress
+
+
+@app.command()
+def validate(paths: PathsArg = None) -> None:
+    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error."""
+    spec_set = load_specs(_paths(paths))
+    typer.echo(f"Valid: {spec_set.summary()}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for editors: yaml-language-server)."""
+    from reconciler.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+def _plan_options(prune: bool, refresh: bool, target: list[str] | None, replace: list[str] | None) -> Any:
+    from reconciler.plan import PlanOptions
+
+    return PlanOptions(prune=prune, refreshed=refresh, targets=tuple(target or ()), replace=tuple(replace or ()))
+
+
+async def _compute_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Any:
+    from reconciler.clock import SystemClock
+    from reconciler.engine import make_plan, provider_pool
+
+    clock = SystemClock()
+    if not options.refreshed:
+        return await make_plan(spec_set.tasks, store, None, clock, options=options, paths=paths)
+    async with provider_pool(spec_set.providers, clock) as pool:
+        with _progress(len(spec_set.tasks), "Refreshing") as progress:
+            bar = progress.add_task("refresh", total=None)
+            return await make_plan(spec_set.tasks, store, pool, clock, options=options, paths=paths,
+                                   on_observed=lambda _k, _o: progress.advance(bar))
+
+
+def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
+    from reconciler.plan import plan_to_json
+    from reconciler.render import render_markdown, render_text
+
+    data = plan_to_json(plan)
+    if fmt == "json":
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    elif fmt == "markdown":
+        typer.echo(render_markdown(data), nl=False)
+    else:
+        render_text(data, console or _out_console())
+
+
+@app.command()
+def plan(
+    paths: PathsArg = None,
+    out: Annotated[str | None, typer.Option("--out", help="Save the plan (JSON) for `capctl apply --plan`.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh",
+                                          help="Observe vendor status first (default) or plan from state.")] = True,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                    help="Exit 0 = no changes, 2 = changes, 1 = error.")] = False,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Plan to stop tasks removed from specs.")] = True,
+    target: TargetOpt = None,
+    replace: ReplaceOpt = None,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Show what apply would do: a read-only diff of specs, state and vendor status."""
+    if fmt not in ("text", "json", "markdown"):
+        fail(f"--format {fmt!r}: expected text, json or markdown")
+    _setup_logs(log_level)
+    spec_paths = _paths(paths)
+    spec_set = load_specs(spec_paths)
+    options = _plan_options(prune, refresh, target, replace)
+    with open_store(state) as store:
+        run = run_async(lambda: _compute_plan(spec_set, store, options, spec_paths))
+    show_plan(run.plan, fmt)
+    if out:
+        from reconciler.engine import write_plan_file
+
+        try:
+            write_plan_file(run.plan, out)
+        except OSError as exc:
+            fail(f"{out}: cannot write the plan ({exc.strerror})")
+        _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}")
+    if detailed_exitcode and run.plan.has_changes:
+        raise typer.Exit(EXIT_CHANGES)
+
+
+def _confirm(auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
+    answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    if answer.strip() != "yes":
+        fail("apply cancelled", code=EXIT_ERROR)
+
+
+@app.command()
+def apply(
+    paths: PathsArg = None,
+    plan_file: Annotated[str | None, typer.Option("--plan", help="Apply a plan saved by `capctl plan --out`.")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=1000,
+                                             help="Vendor calls in flight at once (rate budgets still apply).")] = 10,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
+    target: TargetOpt = None,
+    replace: ReplaceOpt = None,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones."""
+    _setup_logs(log_level)
+    if plan_file and (target or replace):
+        fail("--target and --replace cannot be combined with --plan: they were fixed when the plan was made")
+    saved = _read_plan(plan_file) if plan_file else None
+    spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
+    spec_set = load_specs(spec_paths)
+    options = saved.options if saved else _plan_options(prune, refresh, target, replace)
+    with open_store(state) as store, locked(store, "capctl apply"):
+        result = run_async(lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism))
+    if result is None:
+        return
+    console = _out_console()
+    for failure in result.failed:
+        console.print(f"[red]✗ {failure.key}[/red] ({failure.action.value}): {failure.error}", soft_wrap=True)
+    console.print(f"[bold]{result.summary()}[/bold]")
+    if result.failed:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _read_plan(path: str) -> Plan:
+    from reconciler.engine import read_plan_file
+    from reconciler.plan import PlanError
+
+    try:
+        return read_plan_file(path)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str], saved: Plan | None,
+                 auto_approve: bool, parallelism: int) -> Any:
+    from reconciler.clock import SystemClock
+    from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+
+    clock = SystemClock()
+    async with provider_pool(spec_set.providers, clock) as pool:
+        if saved is not None:
+            snapshot = store.load()
+            verify_saved_plan(saved, spec_set.tasks, snapshot)
+            the_plan, observed = saved, {}
+            show_plan(the_plan, "text")
+        else:
+            run = await make_plan(spec_set.tasks, store, pool if options.refreshed else None, clock,
+                                  options=options, paths=paths)
+            the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
+            show_plan(the_plan, "text")
+            if not the_plan.has_changes:
+                return None
+            _confirm(auto_approve)
+        with _progress(len(the_plan.actionable), "Applying") as progress:
+            bar = progress.add_task("apply", total=len(the_plan.actionable))
+            return await apply_plan(the_plan, spec_set.tasks, snapshot, observed, store, pool, clock,
+                                    parallelism=parallelism, on_done=lambda _r: progress.advance(bar))
+
+
+# --- state ---------------------------------------------------------------------------------------------
+
+
+def record_to_dict(record: Any) -> dict[str, Any]:
+    from reconciler.state.codec import encode
+
+    data: dict[str, Any] = json.loads(encode(record))
+    return data
+
+
+@state_app.command("list")
+def state_list(
+    state: StateOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """List every recorded task with its status, vendor id, re-issues and next attempt."""
+    from reconciler.plan import fmt_time
+
+    if output not in ("table", "json"):
+        fail(f"--output {output!r}: expected table or json")
+    with open_store(state) as store:
+        snapshot = store.load()
+    records = sorted(snapshot.records.values(), key=lambda r: r.key)
+    if output == "json":
+        typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} tasks (state serial {snapshot.serial})", title_justify="left")
+    for column in ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(r.key, r.status.value, r.vendor_task_id or "-", str(r.reissue_count), r.stop_reason or "-",
+                      fmt_time(r.observed_at) if r.observed_at else "-",
+                      fmt_time(r.next_attempt_at) if r.next_attempt_at else "-", r.last_error or "-")
+    _out_console().print(table)
+
+
+@state_app.command("show")
+def state_show(key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")],
+               state: StateOpt = None) -> None:
+    """Show one task's record as JSON."""
+    with open_store(state) as store:
+        record = store.load().records.get(key)
+    if record is None:
+        fail(f"no task {key!r} in the state (see `capctl state list`)")
+    typer.echo(json.dumps(record_to_dict(record), indent=2))
+
+
+@state_app.command("rm")
+def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], state: StateOpt = None) -> None:
+    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
+    with open_store(state) as store, locked(store, "capctl state rm"):
+        if key not in store.load().records:
+            fail(f"no task {key!r} in the state (see `capctl state list`)")
+        serial = store.delete(key)
+    typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+
+
+# --- simulator and demo ------------------------------------------------------------------------------
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8750")
+    return host.strip("[]"), int(port)
+
+
+@app.command()
+def sim(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve on.")] = "127.0.0.1:8750",
+    speed: Annotated[float, typer.Option("--speed", min=0.01, help="Simulated time runs this much faster.")] = 1.0,
+    fake_clock: Annotated[bool, typer.Option("--fake-clock",
+                                             help="Time moves only via POST /_sim/clock (for tests).")] = False,
+    volcengine_callback_url: Annotated[str | None, typer.Option(help="Where to POST Volcengine callbacks.")] = None,
+    zego_callback_url: Annotated[str | None, typer.Option(help="Where to POST ZEGO callbacks.")] = None,
+) -> None:
+    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim)."""
+    from reconciler.sim import serve
+
+    _split_listen(listen)
+    serve(listen, speed=speed, fake_clock=fake_clock, volcengine_callback_url=volcengine_callback_url,
+          zego_callback_url=zego_callback_url)
+
+
+@app.command()
+def demo(
+    paths: PathsArg = None,
+    state: Annotated[str, typer.Option("--state", help="State for the demo (kept apart from your real state).")]
+    = "sqlite:///.capctl/demo.db",
+    listen: Annotated[str, typer.Option("--listen", help="Where the demo's simulator listens.")] = "127.0.0.1:8750",
+) -> None:
+    """Walk through the main job on the quickstart specs against a local simulator: plan → apply →
+    a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it."""
+    from reconciler.demo import run_demo
+
+    host, port = _split_listen(listen)
+    spec_paths = _paths(paths)
+    spec_set = load_specs(spec_paths)
+    run_demo(spec_set, spec_paths, state_url=state, host=host, port=port, console=_out_console())
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"capctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """capctl keeps declared RTC capture jobs running."""
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

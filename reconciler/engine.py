@@ -1,0 +1,148 @@
+"""Wiring for one plan or apply run: specs + state + providers, used by the CLI, the demo and the daemon.
+
+This is where the pure core meets the edges: it loads, reads state, observes (budgeted), diffs, and hands
+the plan to the executor. It holds no policy of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import transitions
+from reconciler.budget import BudgetRegistry
+from reconciler.clock import Clock
+from reconciler.execute import ApplyResult, ChangeResult, Executor, observe_all
+from reconciler.model import Action, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
+from reconciler.plan import Plan, PlanError, PlanOptions, diff, plan_from_json, plan_to_json, selector_matches
+from reconciler.providers import ProviderPool
+from reconciler.state.base import Snapshot, StateStore
+
+if TYPE_CHECKING:
+    import httpx
+
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+@contextlib.asynccontextmanager
+async def provider_pool(configs: Mapping[str, Any], clock: Clock, *,
+                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[ProviderPool]:
+    import httpx  # imported here: commands that never call a vendor never pay for it
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    timeout = httpx.Timeout(HTTP_TIMEOUT_SECONDS, connect=5.0)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as http:
+        pool = ProviderPool(configs, budgets=BudgetRegistry(clock), clock=clock, http=http)
+        try:
+            yield pool
+        finally:
+            await pool.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRun:
+    plan: Plan
+    snapshot: Snapshot
+    observed: dict[str, Observed]
+
+
+async def make_plan(
+    desired: Mapping[str, DesiredTask],
+    store: StateStore,
+    pool: ProviderPool | None,
+    clock: Clock,
+    *,
+    options: PlanOptions,
+    paths: Sequence[str],
+    on_observed: Callable[[str, Observed], None] | None = None,
+) -> PlanRun:
+    """Read state, observe the tasks that may be running (when `pool` is given), diff."""
+    snapshot = store.load()
+    observed: dict[str, Observed] = {}
+    if options.refreshed and pool is not None:
+        relevant = {k: r for k, r in snapshot.records.items() if k in desired}
+        if options.targets or options.replace:
+            relevant = {k: r for k, r in relevant.items()
+                        if k in options.replace or any(selector_matches(s, k) for s in options.targets)}
+        observed = await observe_all(relevant, pool, on_done=on_observed)
+    plan = diff(desired, snapshot.records, observed, options=options, state_serial=snapshot.serial,
+                now=clock.now(), paths=paths)
+    return PlanRun(plan, snapshot, observed)
+
+
+def persist_observations(store: StateStore, records: Mapping[str, TaskRecord], observed: Mapping[str, Observed],
+                         now: float) -> dict[str, TaskRecord]:
+    """Before acting, record what the vendor reported (a stop, with its time and reason)."""
+    updated = dict(records)
+    for key, obs in observed.items():
+        record = records.get(key)
+        if record is None or obs.state is ObservedState.UNKNOWN:
+            continue
+        new = transitions.observed(record, obs, now)
+        if new.status is TaskStatus.STOPPED and record.restart_policy.value == "Never":
+            new = new.evolve(status=TaskStatus.DONE)
+        if new != record:
+            store.put(new)
+            updated[key] = new
+    return updated
+
+
+def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:
+    """A saved plan is applied only against the state and specs it was made from."""
+    if snapshot.serial != plan.state_serial:
+        raise PlanError(f"the state changed since this plan was made (serial {plan.state_serial} → "
+                        f"{snapshot.serial}): run `capctl plan` again")
+    stale = []
+    for change in plan.actionable:
+        task = desired.get(change.key)
+        if change.action is Action.DELETE:
+            record = snapshot.records.get(change.key)
+            if task is not None or record is None or record.spec_hash != change.before_hash:
+                stale.append(change.key)
+        elif task is None or task.spec_hash != change.after_hash:
+            stale.append(change.key)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise PlanError(f"the specs changed since this plan was made ({shown}): run `capctl plan` again")
+
+
+async def apply_plan(
+    plan: Plan,
+    desired: Mapping[str, DesiredTask],
+    snapshot: Snapshot,
+    observed: Mapping[str, Observed],
+    store: StateStore,
+    pool: ProviderPool,
+    clock: Clock,
+    *,
+    parallelism: int,
+    on_done: Callable[[ChangeResult], None] | None = None,
+) -> ApplyResult:
+    records = persist_observations(store, snapshot.records, observed, clock.now())
+    executor = Executor(store, pool, clock, parallelism=parallelism)
+    return await executor.apply(plan.changes, desired, records, on_done=on_done)
+
+
+def read_plan_file(path: str) -> Plan:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such plan file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read the plan file ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    return plan_from_json(data, source=path)
+
+
+def write_plan_file(plan: Plan, path: str) -> None:
+    """Atomic: a reader never sees half a plan."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)

@@ -1,0 +1,219 @@
+"""Carrying out a plan, and observing vendor status for one: the engine's I/O edge.
+
+Each change is executed on its own, concurrently up to `parallelism`, every vendor call paced by its
+rate budget and retried with backoff. Each state change is committed as soon as it happens (the intent
+before a non-idempotent start, the vendor id right after), so a crash loses nothing already done.
+A terminal error is recorded on its task; the rest of the plan goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from reconciler import failpoints, transitions
+from reconciler.budget import Priority
+from reconciler.clock import Clock
+from reconciler.model import (
+    Action,
+    ApiFamily,
+    Change,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    TaskRecord,
+    TaskStatus,
+)
+from reconciler.providers.base import ErrorKind, Provider, VendorError
+from reconciler.retry import RetryPolicy, call_with_retry
+from reconciler.state.base import StateStore
+
+log = structlog.get_logger("capctl.execute")
+
+ProviderLookup = Callable[[str, ApiFamily], Provider]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    key: str
+    action: Action
+    ok: bool
+    error: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    results: tuple[ChangeResult, ...]
+
+    @property
+    def failed(self) -> tuple[ChangeResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+    def summary(self) -> str:
+        done: dict[str, int] = {}
+        for r in self.results:
+            if r.ok:
+                done[r.action.value] = done.get(r.action.value, 0) + 1
+        words = {"create": "created", "update": "updated", "replace": "replaced", "reissue": "re-issued",
+                 "delete": "deleted"}
+        parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
+        return f"Apply complete: {', '.join(parts)}, {len(self.failed)} failed."
+
+
+class Executor:
+    def __init__(
+        self,
+        store: StateStore,
+        providers: ProviderLookup,
+        clock: Clock,
+        *,
+        parallelism: int = 10,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if parallelism < 1:
+            raise ValueError("parallelism must be at least 1")
+        self._store = store
+        self._providers = providers
+        self._clock = clock
+        self._parallelism = parallelism
+        self._retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()
+
+    async def apply(
+        self,
+        changes: tuple[Change, ...],
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        *,
+        on_done: Callable[[ChangeResult], None] | None = None,
+    ) -> ApplyResult:
+        semaphore = asyncio.Semaphore(self._parallelism)
+        records = dict(records)
+
+        async def run(change: Change) -> ChangeResult:
+            async with semaphore:
+                result = await self._run_one(change, desired.get(change.key), records.get(change.key))
+            if on_done is not None:
+                on_done(result)
+            return result
+
+        todo = [c for c in changes if c.action is not Action.NOOP]
+        results = await asyncio.gather(*(run(c) for c in todo))
+        return ApplyResult(tuple(results))
+
+    # --- one change ---------------------------------------------------------------------------------
+
+    async def _run_one(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
+        try:
+            note = await self._dispatch(change, task, record)
+        except VendorError as exc:
+            log.warning("change failed", key=change.key, action=change.action.value, error=str(exc))
+            return ChangeResult(change.key, change.action, ok=False, error=str(exc))
+        return ChangeResult(change.key, change.action, ok=True, note=note)
+
+    async def _dispatch(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> str | None:
+        action = change.action
+        if action is Action.DELETE:
+            assert record is not None
+            return await self._delete(record)
+        assert task is not None, f"{change.key}: no desired task for {action.value}"
+        if action is Action.UPDATE:
+            assert record is not None
+            current, provider = record, self._providers(task.provider, task.family)
+            await self._call(lambda: provider.update(task, current))
+            self._store.put(transitions.updated(current, task, self._clock.now()))
+            return None
+        if action is Action.REPLACE and record is not None:
+            record = await self._stop_for_replace(record)
+        return await self.start(task, record, reissue=action is Action.REISSUE)
+
+    async def start(self, task: DesiredTask, record: TaskRecord | None, *, reissue: bool,
+                    priority: Priority | None = None) -> str | None:
+        """Intent → start → commit. Failpoints mark the three places a crash can interrupt it."""
+        provider = self._providers(task.provider, task.family)
+        pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
+        self._store.put(pending)
+        failpoints.hit("start.before-call")
+        prio = priority or (Priority.REISSUE if reissue else Priority.CHANGE)
+        try:
+            result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
+        except VendorError as exc:
+            self._store.put(transitions.failed(pending, str(exc), self._clock.now()))
+            raise
+        failpoints.hit("start.after-call")
+        self._store.put(transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now()))
+        failpoints.hit("start.after-commit")
+        log.info("started", key=task.key, vendor_task_id=result.vendor_task_id, reissue=reissue,
+                 already_running=result.already_running)
+        return "the vendor reports it was already running" if result.already_running else None
+
+    async def _stop_remote(self, record: TaskRecord) -> bool:
+        """Stop at the vendor; False when there was nothing to stop (already stopped or unknown)."""
+        if record.family is ApiFamily.ZEGO_THUMBNAIL or not record.vendor_task_id:
+            return False
+        if record.status not in (TaskStatus.RUNNING, TaskStatus.PENDING):
+            return False
+        provider = self._providers(record.provider, record.family)
+        try:
+            await self._call(lambda: provider.stop(record))
+        except VendorError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _stop_for_replace(self, record: TaskRecord) -> TaskRecord:
+        if await self._stop_remote(record):
+            record = transitions.stopped(record, "replaced", self._clock.now())
+            self._store.put(record)
+        return record
+
+    async def _delete(self, record: TaskRecord) -> str | None:
+        stopped = await self._stop_remote(record)
+        self._store.delete(record.key)
+        return None if stopped else "nothing to stop at the vendor; record forgotten"
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        def on_retry(exc: VendorError, attempt: int, delay: float) -> None:
+            log.info("retrying", error=str(exc), kind=exc.kind.value, attempt=attempt, delay=round(delay, 2))
+
+        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng,
+                                     on_retry=on_retry)
+
+
+def needs_observation(record: TaskRecord) -> bool:
+    return (record.family is not ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id is not None
+            and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING, TaskStatus.DORMANT))
+
+
+async def observe_all(
+    records: Mapping[str, TaskRecord],
+    providers: ProviderLookup,
+    *,
+    concurrency: int = 64,
+    on_done: Callable[[str, Observed], None] | None = None,
+) -> dict[str, Observed]:
+    """Observe every record that can be running. Pacing is the rate budgets' job; errors become UNKNOWN."""
+    semaphore = asyncio.Semaphore(concurrency)
+    observed: dict[str, Observed] = {}
+
+    async def one(record: TaskRecord) -> None:
+        async with semaphore:
+            try:
+                obs = await providers(record.provider, record.family).observe(record)
+            except VendorError as exc:
+                obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+        observed[record.key] = obs
+        if on_done is not None:
+            on_done(record.key, obs)
+
+    await asyncio.gather(*(one(r) for r in records.values() if needs_observation(r)))
+    return observed

@@ -1,0 +1,1 @@
+"""Shared test set-up: the repository root on sys.path (tests import `tests.*` helpers)."""

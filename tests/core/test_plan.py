@@ -1,0 +1,209 @@
+"""Table tests of the pure diff: every action, its reason, selectors, prune, and the JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reconciler.model import Action, ApiFamily, JobKind, Observed, ObservedState, RestartPolicy, TaskStatus
+from reconciler.plan import (
+    PlanError,
+    PlanOptions,
+    diff,
+    field_changes,
+    plan_from_json,
+    plan_to_json,
+    selector_matches,
+)
+from reconciler.render import render_markdown, render_text, summary_line
+from tests.core.factories import desired, record_for
+
+NOW = 1_800_000_000.0
+
+
+def one(task, record=None, obs=None, **opts):
+    records = {record.key: record} if record else {}
+    observed = {task.key: obs} if obs else {}
+    plan = diff({task.key: task}, records, observed, options=PlanOptions(**opts), state_serial=3, now=NOW)
+    [change] = plan.changes
+    return change
+
+
+def test_new_task_is_created():
+    change = one(desired())
+    assert (change.action, change.reason) == (Action.CREATE, "new task: not in state")
+    assert change.after["ImageConfig"]["Interval"] == 5 and change.before is None
+
+
+def test_running_and_unchanged_is_noop():
+    task = desired()
+    assert one(task, record_for(task), Observed(ObservedState.RUNNING)).action is Action.NOOP
+    assert one(task, record_for(task)).reason == "running (as recorded)"
+
+
+def test_interval_change_updates_in_place_with_reason():
+    old, new = desired(interval=5), desired(interval=10)
+    change = one(new, record_for(old))
+    assert change.action is Action.UPDATE
+    assert change.reason == "interval 5s → 10s"
+    assert change.before_hash == old.spec_hash and change.after_hash == new.spec_hash
+
+
+def test_other_change_replaces_with_field_details():
+    old, new = desired(bucket="a"), desired(bucket="b")
+    change = one(new, record_for(old))
+    assert change.action is Action.REPLACE
+    assert "StorageConfig.TosConfig.Bucket: a → b" in change.details
+
+
+def test_interval_change_on_stopped_task_replaces():
+    old, new = desired(interval=5), desired(interval=10)
+    change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
+    assert change.action is Action.REPLACE and "not running" in change.reason
+
+
+def test_vendor_idle_stop_is_reissued_with_reason_and_time():
+    task = desired()
+    obs = Observed(ObservedState.STOPPED, reason="IdleTimeOut", ended_at=1_800_000_187.0)
+    change = one(task, record_for(task), obs)
+    assert change.action is Action.REISSUE
+    assert change.reason == "vendor stopped it: IdleTimeOut at 2027-01-15 08:03:07Z"
+
+
+def test_rollover_reason():
+    task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    obs = Observed(ObservedState.STOPPED, reason="max duration reached", rollover=True)
+    assert one(task, record_for(task), obs).reason.startswith("reached its max duration (rollover)")
+
+
+def test_not_found_is_reissued():
+    task = desired()
+    change = one(task, record_for(task), Observed(ObservedState.NOT_FOUND))
+    assert change.action is Action.REISSUE and "no longer knows" in change.reason
+
+
+def test_unknown_observation_changes_nothing():
+    task = desired()
+    change = one(task, record_for(task), Observed(ObservedState.UNKNOWN, detail="timeout"))
+    assert change.action is Action.NOOP and "could not observe" in change.reason
+
+
+def test_restart_policy_never_is_not_reissued():
+    task = desired(restart=RestartPolicy.NEVER)
+    change = one(task, record_for(task), Observed(ObservedState.STOPPED, reason="IdleTimeOut"))
+    assert change.action is Action.NOOP and "restartPolicy Never" in change.reason
+
+
+def test_recorded_stop_is_reissued_without_refresh():
+    task = desired()
+    rec = record_for(task, TaskStatus.STOPPED, stop_reason="IdleTimeOut", stopped_at=NOW)
+    change = one(task, rec, refreshed=False)
+    assert change.action is Action.REISSUE and "IdleTimeOut" in change.reason
+
+
+def test_dormant_is_left_alone_and_says_when_it_wakes():
+    task = desired()
+    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=5, next_attempt_at=NOW + 600)
+    change = one(task, rec, refreshed=False)
+    assert change.action is Action.NOOP and "dormant after 5 idle runs" in change.reason
+
+
+def test_failed_start_is_retried():
+    task = desired()
+    change = one(task, record_for(task, TaskStatus.FAILED, last_error="InvalidParameter: bad"))
+    assert change.action is Action.CREATE and "InvalidParameter: bad" in change.reason
+
+
+def test_interrupted_start_resumes_with_client_task_id():
+    task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    rec = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id="capctl-abc")
+    change = one(task, rec)
+    assert change.action is Action.CREATE and "ClientTaskId" in change.reason
+
+
+def test_replace_requested():
+    task = desired()
+    change = one(task, record_for(task), replace=(task.key,))
+    assert (change.action, change.reason) == (Action.REPLACE, "replace requested")
+
+
+def test_replace_unknown_key_is_an_error():
+    with pytest.raises(PlanError, match="no task with key"):
+        diff({}, {}, {}, options=PlanOptions(replace=("SnapshotJob/x/y",)), state_serial=0, now=NOW)
+
+
+def test_thumbnail_submitted_once_and_again_when_changed():
+    task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
+    assert one(task, record_for(task, TaskStatus.DONE)).action is Action.NOOP
+    changed = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, bucket="other")
+    assert one(changed, record_for(task, TaskStatus.DONE)).action is Action.REPLACE
+
+
+def test_prune_and_no_prune():
+    gone = desired(room="old")
+    rec = record_for(gone)
+    plan = diff({}, {gone.key: rec}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert [(c.action, c.reason) for c in plan.changes] == [(Action.DELETE, "removed from specs")]
+    kept = diff({}, {gone.key: rec}, {}, options=PlanOptions(prune=False), state_serial=1, now=NOW)
+    assert kept.changes == () and "kept running (--no-prune)" in kept.notes[0]
+    stopped = record_for(gone, TaskStatus.STOPPED)
+    plan = diff({}, {gone.key: stopped}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert "forgotten" in plan.changes[0].reason
+
+
+@pytest.mark.parametrize(("selector", "key", "expected"), [
+    ("SnapshotJob/a/r1", "SnapshotJob/a/r1", True),
+    ("SnapshotJob/a", "SnapshotJob/a/r1", True),
+    ("SnapshotJob/a", "SnapshotJob/ab/r1", False),
+    ("SnapshotJob/a/r*", "SnapshotJob/a/r1", True),
+    ("SnapshotJob/a/r*", "SnapshotJob/a/x1", False),
+    ("ThumbnailJob/t/*.mp4", "ThumbnailJob/t/record/a.mp4", True),
+    ("SnapshotJob/a/r1", "SnapshotJob/a/r10", False),
+])
+def test_selectors(selector, key, expected):
+    assert selector_matches(selector, key) is expected
+
+
+def test_targets_narrow_the_plan_and_note_it():
+    a, b = desired(room="a"), desired(room="b")
+    plan = diff({a.key: a, b.key: b}, {}, {}, options=PlanOptions(targets=("SnapshotJob/lobby-audit/a",)),
+                state_serial=0, now=NOW)
+    assert [c.key for c in plan.changes] == [a.key]
+    assert plan.partial and "partial" in plan.notes[0]
+
+
+@pytest.mark.parametrize("bad", ["lobby", "Nope/x", "SnapshotJob/*/x", "SnapshotJob/"])
+def test_bad_selectors_are_errors(bad):
+    with pytest.raises(PlanError, match="--target"):
+        diff({}, {}, {}, options=PlanOptions(targets=(bad,)), state_serial=0, now=NOW)
+
+
+def test_json_round_trip_and_views():
+    old, new = desired(interval=5), desired(interval=10)
+    plan = diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    data = plan_to_json(plan)
+    again = plan_from_json(json.loads(json.dumps(data)))
+    assert again == plan
+    assert summary_line(data) == ("Plan: 0 to create, 1 to update in place, 0 to replace, 0 to re-issue, "
+                                  "0 to delete, 0 unchanged.")
+    markdown = render_markdown(data)
+    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | interval 5s → 10s |" in markdown
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    render_text(data, console)
+    assert "~ SnapshotJob/lobby-audit/lobby  update    interval 5s → 10s" in console.export_text()
+
+
+@pytest.mark.parametrize("data", [[], {"format_version": 99}, {"format_version": 1, "prune": True}])
+def test_bad_plan_files_are_rejected(data):
+    with pytest.raises(PlanError, match="plan"):
+        plan_from_json(data, source="p.json")
+
+
+def test_field_changes_lists_paths_and_truncates():
+    before = {f"F{i}": i for i in range(20)}
+    after = {f"F{i}": i + 1 for i in range(20)}
+    lines = field_changes(before, after)
+    assert lines[0] == "F0: 0 → 1" and lines[-1] == "… and 8 more"
