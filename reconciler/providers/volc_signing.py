@@ -43,9 +43,7 @@ def canonical_query(query: str) -> str:
 
 def _signed_headers(headers: Mapping[str, str], netloc: str) -> dict[str, str]:
     """Lower-cased names → values of the headers that enter the signature; Host defaults to the URL's."""
-    signed = {
-        k.lower(): v for k, v in headers.items() if k.lower() in _SIGNED_NAMES or k.lower().startswith("x-")
-    }
+    signed = {k.lower(): v for k, v in headers.items() if k.lower() in _SIGNED_NAMES or k.lower().startswith("x-")}
     host = signed.get("host", netloc.rpartition("@")[2])
     name, sep, port = host.rpartition(":")
     if sep and port in _DEFAULT_PORTS:  # "[::1]" splits into "[:" and "1]": never a default port

@@ -201,9 +201,7 @@ class VolcengineSnapshotProvider:
         """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record."""
         ref = record.vendor_ref
         if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
-            raise VendorError(
-                ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api
-            )
+            raise VendorError(ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api)
         return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}
 
     def _budget(self, api: str) -> RateBudget:
@@ -219,9 +217,7 @@ class VolcengineSnapshotProvider:
         url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
         method = "GET" if body is None else "POST"
         content = (
-            b""
-            if body is None
-            else json.dumps(reveal_tree(body), ensure_ascii=False, separators=(",", ":")).encode()
+            b"" if body is None else json.dumps(reveal_tree(body), ensure_ascii=False, separators=(",", ":")).encode()
         )
         headers = {} if body is None else {"Content-Type": "application/json"}
         headers |= sign_request(
@@ -240,9 +236,7 @@ class VolcengineSnapshotProvider:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
             detail = _scrub(str(exc) or "no detail", secrets)
-            raise VendorError(
-                ErrorKind.RETRYABLE, type(exc).__name__, f"request failed: {detail}", api=api
-            ) from None
+            raise VendorError(ErrorKind.RETRYABLE, type(exc).__name__, f"request failed: {detail}", api=api) from None
         return self._result(api, response, secrets)
 
     def _result(self, api: str, response: httpx.Response, secrets: list[Secret]) -> Any:
@@ -272,9 +266,7 @@ class VolcengineSnapshotProvider:
             self._note_throttled(api, kind)
             if kind is ErrorKind.AUTH:
                 source = f" ({self._config.source})" if self._config.source else ""
-                message = (
-                    f"credentials rejected for provider {self.name}{source}: {_AUTH_HINTS[code]} ({message})"
-                )
+                message = f"credentials rejected for provider {self.name}{source}: {_AUTH_HINTS[code]} ({message})"
             raise VendorError(kind, code, message, api=api)
         return payload.get("Result")
 

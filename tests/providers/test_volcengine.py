@@ -45,9 +45,7 @@ START_SECONDS = 1_704_164_645.0  # 2024-01-02T03:04:05Z
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def envelope(
-    result: Any = "ok", *, error: tuple[str, str] | None = None, action: str = "X"
-) -> dict[str, Any]:
+def envelope(result: Any = "ok", *, error: tuple[str, str] | None = None, action: str = "X") -> dict[str, Any]:
     meta: dict[str, Any] = {"RequestId": "r-1", "Action": action, "Version": "2023-11-01", "Service": "rtc"}
     if error:
         meta["Error"] = {"Code": error[0], "Message": error[1]}
@@ -88,9 +86,7 @@ class Harness:
             secret_key=Secret(SK),
             **config,
         )
-        self.provider = VolcengineSnapshotProvider(
-            self.config, budgets=self.budgets, clock=self.clock, http=self.http
-        )
+        self.provider = VolcengineSnapshotProvider(self.config, budgets=self.budgets, clock=self.clock, http=self.http)
 
     def budget_stats(self, api: str) -> dict[int, int]:
         return self.budgets.all()[("volcengine:app1", api)].stats.by_priority
@@ -470,9 +466,7 @@ async def test_unexpected_answers_are_retryable(h: Harness, answer: httpx.Respon
     with pytest.raises(VendorError) as info:
         await h.provider.stop(record())
     assert info.value.kind is ErrorKind.RETRYABLE
-    assert info.value.message.startswith(
-        f"unexpected answer from StopSnapshot (HTTP {answer.status_code}, {what})"
-    )
+    assert info.value.message.startswith(f"unexpected answer from StopSnapshot (HTTP {answer.status_code}, {what})")
     assert len(info.value.message) < 300
 
 
@@ -525,9 +519,7 @@ async def test_budgets_use_documented_limits_and_overrides(make: Callable[..., H
     await h.provider.observe(record())
     budgets = h.budgets.all()
     assert budgets[("volcengine:app1", "StartSnapshot")].rate == 20
-    assert (
-        budgets[("volcengine:app1", "GetSnapshotTask")].rate == DEFAULT_RATE_LIMITS["GetSnapshotTask"] == 60
-    )
+    assert budgets[("volcengine:app1", "GetSnapshotTask")].rate == DEFAULT_RATE_LIMITS["GetSnapshotTask"] == 60
     assert DEFAULT_RATE_LIMITS == {"StartSnapshot": 150, "UpdateSnapshot": 150, "StopSnapshot": 150,
                                    "GetSnapshotTask": 60}  # fmt: skip
 
