@@ -1,0 +1,64 @@
+"""Persisted task state: pick a store from a URL (`open_state`) and use it through `StateStore`.
+
+`sqlite:///relative/path.db` (relative to the working directory), `sqlite:////abs/path.db`, or
+`postgresql://user:pass@host:5432/db` (also `postgres://`). PostgreSQL support (psycopg) is imported only
+when such a URL is opened, so commands on the SQLite default stay quick to start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from .base import Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
+from .sqlite import SQLiteStateStore
+
+DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
+STATE_ENV = "CAPCTL_STATE"
+
+__all__ = [
+    "DEFAULT_STATE_URL",
+    "STATE_ENV",
+    "Lock",
+    "LockHeld",
+    "SQLiteStateStore",
+    "SerialMismatch",
+    "Snapshot",
+    "StateError",
+    "StateStore",
+    "open_state",
+    "sqlite_path",
+]
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///…` URL (three slashes then a relative path, four for an absolute one)."""
+    path = url.removeprefix("sqlite:///")
+    if path == url:
+        raise StateError(
+            f"state URL {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db "
+            "(a sqlite URL has no host)"
+        )
+    if not path or path.endswith("/"):
+        raise StateError(f"state URL {url!r}: name a database file, as in sqlite:///.capctl/state.db")
+    if "?" in path or "#" in path:
+        raise StateError(f"state URL {url!r}: sqlite URLs take no options ('?' or '#')")
+    return path
+
+
+def open_state(url: str | None = None, *, env: Mapping[str, str] | None = None) -> StateStore:
+    """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`."""
+    environ = os.environ if env is None else env
+    url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        return SQLiteStateStore(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStateStore
+
+        return PostgresStateStore(url)
+    # Only the scheme is echoed: the rest of an unknown URL might carry a password.
+    raise StateError(
+        f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "
+        "or postgresql://user@host:5432/db"
+    )

@@ -7,6 +7,7 @@ already committed. `lock()` is an OS lock or an expiring lease: a holder that di
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +55,9 @@ class StateStore(Protocol):
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         """Insert or replace one record; returns the new serial. With `expected_serial`, compare-and-set."""
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        """Insert or replace several records in one commit (the serial moves once; not at all if empty)."""
 
     def delete(self, key: str, *, expected_serial: int | None = None) -> int: ...
 

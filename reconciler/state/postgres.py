@@ -1,0 +1,195 @@
+"""The shared state store: PostgreSQL, for several daemon replicas (or CI jobs) on one state.
+
+Same tables and semantics as SQLite (see `sql.py`), created if absent in the database the URL names (or
+in the first schema of its `search_path`). Writers serialise on the serial row (`SELECT … FOR UPDATE`), so
+compare-and-set holds across hosts. The lock is a lease row: taken only when free or expired, renewed by
+its holder, and lapsing by itself when the holder dies. Lease times use the database server's clock, so
+replicas with skewed clocks still agree. The password stays in the connection string: `url` and every
+error message show the URL without it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+
+from .base import LockHeld, StateError
+from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+
+_LOCK_NAME = "apply"
+# Any fixed number: replicas starting together take it while creating tables, so they cannot collide.
+_SCHEMA_LOCK_KEY = 0x6361_7063_746C  # "capctl"
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (in the user info or a `password=` query parameter)."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}@{hostport}" if at and user else hostport
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urllib.parse.urlunsplit(
+        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="/,="), parts.fragment)
+    )
+
+
+def _passwords(url: str) -> list[str]:
+    """Every spelling of the password(s) in `url`, so they can be scrubbed from driver messages."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    raw = [userinfo.partition(":")[2]] if ":" in userinfo else []
+    raw += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+    found = {p for value in raw for p in (value, urllib.parse.unquote(value)) if p}
+    return sorted(found, key=len, reverse=True)
+
+
+def _validate(url: str) -> None:
+    redacted = redact_url(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StateError(f"state URL {redacted}: the scheme must be postgresql:// or postgres://")
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+    except ValueError:
+        raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise StateError(f"state URL {redacted}: name a host, as in postgresql://user:pass@host:5432/db")
+
+
+class PostgresStateStore(SqlStateStore):
+    """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
+
+    queries = Queries.build(
+        mark="%s", for_update=" FOR UPDATE", preamble=f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+    )
+    create_lock_table = (
+        "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+        " token TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"
+    )
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        _validate(url)
+        self.url = redact_url(url)
+        self._conninfo = url
+        self._secrets = _passwords(url)
+        self._connect_timeout = connect_timeout
+        self._mutex = threading.RLock()
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._closed = False
+        self._init_schema()
+        with self._cursor(write=True) as cur:
+            cur.execute(self.create_lock_table, ())
+
+    def _scrub(self, exc: BaseException) -> str:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._closed:
+            raise StateError(f"{self.url}: the store is closed")
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=self._connect_timeout,
+                    application_name="capctl",
+                )
+            except psycopg.Error as exc:
+                raise StateError(
+                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}"
+                ) from None
+        return self._conn
+
+    @contextmanager
+    def _cursor(self, *, write: bool) -> Iterator[Cursor]:
+        # `write` needs nothing extra here: the serial row lock (FOR UPDATE) serialises writers.
+        with self._mutex:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            except psycopg.Error as exc:
+                # A broken connection is replaced on the next call; this one reports the failure.
+                raise StateError(f"{self.url}: {self._scrub(exc)}") from None
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
+        """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew()."""
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
+        identity, token = holder_identity(holder), secrets.token_hex(16)
+        for _ in range(3):  # the current holder may release between our two statements: look again
+            with self._cursor(write=True) as cur:
+                cur.execute(
+                    "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at)"
+                    " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second')"
+                    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+                    " since = excluded.since, expires_at = excluded.expires_at WHERE l.expires_at <= now()"
+                    " RETURNING since",
+                    (_LOCK_NAME, identity, token, lease_seconds),
+                )
+                taken = cur.fetchall()
+            if taken:
+                return Lease(self, token, f"{identity} since {_iso(taken[0][0])}", lease_seconds)
+            if current := self._current_holder():
+                raise LockHeld(current)
+        raise StateError(f"{self.url}: the lease changed hands repeatedly; try again")
+
+    def _current_holder(self) -> str | None:
+        with self._cursor(write=False) as cur:
+            cur.execute("SELECT holder, since, expires_at FROM capctl_lock WHERE name = %s", (_LOCK_NAME,))
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        holder, since, expires_at = rows[0]
+        return f"{holder} since {_iso(since)} (lease expires {_iso(expires_at)})"
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _iso(moment: datetime) -> str:
+    # psycopg returns timestamptz as an aware datetime: its timestamp() is exact.
+    return iso_utc(moment.timestamp())
+
+
+class Lease(LockContext):
+    """A held lease row; `renew()` extends it from the server's now(), `release()` deletes it."""
+
+    def __init__(self, store: PostgresStateStore, token: str, holder: str, lease_seconds: float) -> None:
+        self._store = store
+        self._token: str | None = token
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+
+    def renew(self) -> None:
+        """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
+        if self._token is None:
+            raise StateError("the state lock was already released")
+        with self._store._cursor(write=True) as cur:
+            cur.execute(
+                "UPDATE capctl_lock SET expires_at = now() + %s * interval '1 second' WHERE name = %s AND token = %s",
+                (self.lease_seconds, _LOCK_NAME, self._token),
+            )
+            kept = cur.rowcount > 0
+        if not kept:
+            self._token = None
+            raise LockHeld(self._store._current_holder() or "no one now: our lease lapsed and was taken over")
+
+    def release(self) -> None:
+        if self._token is not None:
+            with self._store._cursor(write=True) as cur:
+                cur.execute("DELETE FROM capctl_lock WHERE name = %s AND token = %s", (_LOCK_NAME, self._token))
+            self._token = None

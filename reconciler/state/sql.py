@@ -1,0 +1,189 @@
+"""What the SQLite and PostgreSQL stores share: the serial bookkeeping, compare-and-set and schema check.
+
+Both stores keep the same two tables (a one-row `capctl_meta` with `schema_version` and `serial`, and
+`capctl_records` with one JSON row per task key) and differ only in SQL dialect, connection handling and
+locking. Every write runs as: lock the serial row, compare it with `expected_serial`, change records, move
+the serial, commit; a failure anywhere rolls the whole transaction back, so a crash loses nothing already
+committed and never leaves a half-applied change. Subclasses provide the dialect (`Queries`) and a
+`_cursor()` context manager that runs one transaction and turns driver errors into `StateError`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
+
+from reconciler.model import TaskRecord
+
+from . import codec
+from .base import SerialMismatch, Snapshot, StateError
+
+SCHEMA_VERSION = 1
+
+
+class Cursor(Protocol):
+    """The DB-API cursor surface both drivers (sqlite3, psycopg) offer."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The statements of one SQL dialect; `build` writes them from the few points where dialects differ."""
+
+    create: tuple[str, ...]
+    init_meta: str
+    read_meta: str
+    serial: str
+    serial_for_update: str
+    bump: str
+    load: str
+    upsert: str
+    delete: str
+
+    @classmethod
+    def build(cls, *, mark: str, for_update: str, preamble: str = "") -> Queries:
+        """`mark` is the parameter placeholder, `for_update` the row-lock clause, `preamble` runs first."""
+        meta = "capctl_meta"
+        return cls(
+            create=(
+                *((preamble,) if preamble else ()),
+                f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
+                " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS capctl_records (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
+            ),
+            init_meta=f"INSERT INTO {meta} (id, schema_version, serial) VALUES (1, {mark}, 0)"
+            " ON CONFLICT (id) DO NOTHING",
+            read_meta=f"SELECT schema_version, serial FROM {meta} WHERE id = 1",
+            serial=f"SELECT serial FROM {meta} WHERE id = 1",
+            serial_for_update=f"SELECT serial FROM {meta} WHERE id = 1{for_update}",
+            bump=f"UPDATE {meta} SET serial = serial + 1 WHERE id = 1 RETURNING serial",
+            # One query returns the serial and every record from the same snapshot of the database.
+            load=f"SELECT m.serial, r.key, r.body FROM {meta} m LEFT JOIN capctl_records r ON 1 = 1 WHERE m.id = 1",
+            upsert=f"INSERT INTO capctl_records (key, body) VALUES ({mark}, {mark})"
+            " ON CONFLICT (key) DO UPDATE SET body = excluded.body",
+            delete=f"DELETE FROM capctl_records WHERE key = {mark}",
+        )
+
+
+def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    cur.execute(sql, params)
+    return cur.fetchall()
+
+
+class SqlStateStore(ABC):
+    """The StateStore operations, written once over a dialect and a transaction-scoped cursor."""
+
+    url: str
+    queries: ClassVar[Queries]
+
+    @abstractmethod
+    def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
+        """One transaction: commit on success, roll back on any exception, driver errors → StateError.
+        With `write`, concurrent writers wait until it ends (SQLite BEGIN IMMEDIATE / a row lock)."""
+
+    def _init_schema(self) -> None:
+        q = self.queries
+        with self._cursor(write=True) as cur:
+            for statement in q.create:
+                cur.execute(statement, ())
+            cur.execute(q.init_meta, (SCHEMA_VERSION,))
+            version, _ = _rows(cur, q.read_meta)[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.url}: state schema version {version} was written by a newer capctl "
+                f"(this one knows version {SCHEMA_VERSION}); upgrade capctl"
+            )
+
+    def load(self) -> Snapshot:
+        with self._cursor(write=False) as cur:
+            rows = _rows(cur, self.queries.load)
+        if not rows:
+            raise StateError(f"{self.url}: the capctl_meta row is missing")
+        try:
+            records = codec.decode_rows((key, body) for _, key, body in rows if key is not None)
+        except codec.CodecError as exc:
+            raise StateError(f"{self.url}: {exc}") from None
+        return Snapshot(serial=rows[0][0], records=records)
+
+    def serial(self) -> int:
+        with self._cursor(write=False) as cur:
+            serial: int = _rows(cur, self.queries.serial)[0][0]
+        return serial
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        return self.put_many((record,), expected_serial=expected_serial)
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        """Insert or replace several records in one transaction that moves the serial once.
+
+        An empty batch changes nothing and leaves the serial where it is."""
+        rows = [(record.key, codec.encode(record)) for record in records]
+        with self._cursor(write=True) as cur:
+            serial = self._check_serial(cur, expected_serial)
+            if not rows:
+                return serial
+            cur.executemany(self.queries.upsert, rows)
+            return self._bump(cur)
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+        """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
+        with self._cursor(write=True) as cur:
+            serial = self._check_serial(cur, expected_serial)
+            cur.execute(self.queries.delete, (key,))
+            return self._bump(cur) if cur.rowcount > 0 else serial
+
+    def _check_serial(self, cur: Cursor, expected: int | None) -> int:
+        serial: int = _rows(cur, self.queries.serial_for_update)[0][0]
+        if expected is not None and serial != expected:
+            raise SerialMismatch(expected, serial)
+        return serial
+
+    def _bump(self, cur: Cursor) -> int:
+        serial: int = _rows(cur, self.queries.bump)[0][0]
+        return serial
+
+
+def iso_utc(timestamp: float) -> str:
+    """`2026-11-27T07:00:00Z`: the form every lock holder description uses."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def holder_identity(command: str) -> str:
+    """`pid 1234 on host-a (capctl apply)`: who takes a lock, for the `LockHeld` message others see."""
+    return f"pid {os.getpid()} on {socket.gethostname()} ({command})"
+
+
+class LockContext(ABC):
+    """A held lock that also works as `with store.lock("capctl apply"):` (released on leaving the block)."""
+
+    holder: str
+
+    @abstractmethod
+    def renew(self) -> None: ...
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up; releasing twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
