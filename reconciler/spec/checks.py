@@ -1,0 +1,341 @@
+"""Checks that need more than one document: references between documents, what a vendor accepts.
+
+Every job is checked against the provider and storage it names (kinds, vendor, storage types, the
+vendor's documented ranges), and rooms are checked across jobs. The result of a job that passes is a
+`CheckedJob` with the vendor defaults filled in, ready for `expand.py`. All problems are collected.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Final
+
+from reconciler.spec.documents import Loaded
+from reconciler.spec.errors import ErrorSink, did_you_mean, dotted
+from reconciler.spec.fields import VOLC_ID_RE, RefStr
+from reconciler.spec.models import (
+    ProviderDocument,
+    RecordingJobSpec,
+    SnapshotJobSpec,
+    StorageDocument,
+    StreamSelector,
+    ThumbnailJobSpec,
+    VolcengineProvider,
+)
+from reconciler.spec.yamlpos import Path
+
+VENDOR_STORAGE: Final = {
+    "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
+    "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),
+}
+# API names `rateLimits` may override (the names the providers budget by).
+RATE_LIMIT_APIS: Final = {
+    "volcengine": ("StartSnapshot", "UpdateSnapshot", "StopSnapshot", "GetSnapshotTask"),
+    "zego": ("StartRecord", "StopRecord", "DescribeRecordStatus", "MediaThumbnails",
+             "start", "stop", "query", "access_token"),
+}
+_KEYS: Final = ("bucket", "accessKey", "secretKey")
+# Storage type → (required fields, other fields that apply). `region` is checked per vendor.
+STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "tos": (("bucket", "accountId"), ("region",)),
+    "vod": (("accountId", "space"), ("region", "storageClass", "autoSetFileExtension")),
+    "veimagex": (("accountId", "serviceId"), ("region",)),
+    **{t: (_KEYS, ("region",)) for t in ("s3", "oss", "obs", "cos", "kodo", "gcs", "eos")},
+    "s3-compatible": ((*_KEYS, "endpoint"), ("region",)),
+    "aliyun-vod": (("region", "accessKey", "secretKey", "title", "storageLocation"), ()),
+    "tencent-vod": (("region", "accessKey", "secretKey"), ("subAppId",)),
+}
+_ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
+ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
+VOLC_MAX_STREAMS: Final = 17
+UINT32_MAX: Final = 4_294_967_295
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedJob:
+    """A job that passed every check, with its provider and storage and the vendor defaults applied."""
+
+    job: Loaded
+    provider: Loaded
+    storage: Loaded | None
+    interval: int | None = None  # snapshot jobs
+    idle_timeout: int | None = None
+    volc_region: int = 0  # the storage region as the volcengine region table number
+
+
+def _fields_set(model: Any) -> dict[str, Any]:
+    """camelCase name → value of every field the user set (or that is not None)."""
+    return {f.alias or n: getattr(model, n) for n, f in type(model).model_fields.items()
+            if getattr(model, n) is not None}
+
+
+class Checker:
+    def __init__(self, docs: list[Loaded], errors: ErrorSink) -> None:
+        self.errors = errors
+        self.by_kind: dict[str, dict[str, Loaded]] = defaultdict(dict)
+        for doc in docs:
+            seen = self.by_kind[doc.kind]
+            if doc.name in seen:
+                first = seen[doc.name].raw.source
+                self.errors.add(doc.at(("metadata", "name")),
+                                f"duplicate {doc.kind} name '{doc.name}' (first defined at {first})")
+            else:
+                seen[doc.name] = doc
+        self._claims: dict[tuple[str, str, str], Loaded] = {}
+
+    def fail(self, doc: Loaded, path: Path, message: str) -> None:
+        self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
+
+    # --- single documents ---------------------------------------------------------------------
+
+    def check_provider(self, doc: Loaded) -> None:
+        assert isinstance(doc.model, ProviderDocument)
+        spec = doc.model.spec
+        apis = RATE_LIMIT_APIS[spec.type]
+        for api in spec.rate_limits:
+            if api not in apis:
+                self.errors.add(doc.raw.key_at(("spec", "rateLimits", api)),
+                                f"spec.rateLimits: unknown API {api!r} for {spec.type}{did_you_mean(api, apis)}; "
+                                f"known: {', '.join(apis)}")
+        if isinstance(spec, VolcengineProvider):
+            for name, value in (("appId", spec.app_id), ("businessId", spec.business_id)):
+                if value is not None and not VOLC_ID_RE.match(value):
+                    self.fail(doc, ("spec", name), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
+        elif spec.access_token is not None and spec.cloudrecord_api != "legacy":
+            self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
+
+    def check_storage(self, doc: Loaded) -> None:
+        assert isinstance(doc.model, StorageDocument)
+        spec = doc.model.spec
+        required, optional = STORAGE_FIELDS[spec.type]
+        present = _fields_set(spec)
+        for name in required:
+            if name not in present:
+                self.errors.add(doc.raw.key_at(("spec",)), f"spec: storage type {spec.type} needs '{name}'")
+        for name in present:
+            if name not in (*required, *optional, "type"):
+                self.errors.add(doc.raw.key_at(("spec", name)),
+                                f"spec.{name}: does not apply to storage type {spec.type}")
+
+    # --- references ---------------------------------------------------------------------------
+
+    def _lookup(self, job: Loaded, field: str, kind: str, name: str) -> Loaded | None:
+        found = self.by_kind.get(kind, {}).get(name)
+        if found is not None:
+            return found
+        others = [d for k, docs in self.by_kind.items() if k != kind for d in docs.values() if d.name == name]
+        if others:
+            self.fail(job, ("spec", field), f"'{name}' is {others[0].ref()}, not a {kind}")
+        else:
+            hint = did_you_mean(name, self.by_kind.get(kind, {}))
+            self.fail(job, ("spec", field), f"no {kind} named '{name}'{hint}")
+        return None
+
+    def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
+        """Check that the provider can write to the storage; returns the volcengine region number."""
+        assert isinstance(provider.model, ProviderDocument) and isinstance(storage.model, StorageDocument)
+        pspec, sspec = provider.model.spec, storage.model.spec
+        both = f"{storage.ref()} with {provider.ref()}"
+        if sspec.type not in VENDOR_STORAGE[pspec.type]:
+            self.fail(job, ("spec", "storage"), f"{pspec.type} cannot write to storage type {sspec.type} "
+                      f"({both}); it supports {', '.join(VENDOR_STORAGE[pspec.type])}")
+            return 0
+        region = sspec.region
+        if isinstance(pspec, VolcengineProvider):
+            if isinstance(region, RefStr) and region.isdigit():
+                return int(region)
+            if region is None or isinstance(region, int):
+                return region or 0
+            self.fail(job, ("spec", "storage"), f"volcengine needs an integer storage region (its region "
+                      f"table), got {str(region)!r} ({both})")
+            return 0
+        if pspec.cloudrecord_api == "legacy" and sspec.type == "s3-compatible":
+            self.fail(job, ("spec", "storage"), f"the legacy ZEGO recording API has no storage endpoint, so "
+                      f"s3-compatible storage is not possible ({both})")
+        if isinstance(region, int):
+            self.fail(job, ("spec", "storage"), f"zego needs a storage region name such as "
+                      f"'oss-cn-shanghai', got the integer {region} ({both})")
+        elif region is None and sspec.type in _ZEGO_REGION_REQUIRED:
+            self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {sspec.type} ({both})")
+        return 0
+
+    def _claim(self, job: Loaded, provider: str, targets: list[str], field: str, what: str) -> None:
+        first: dict[str, int] = {}
+        for i, target in enumerate(targets):
+            if target in first:
+                self.fail(job, ("spec", field, i),
+                          f"{what} {target!r} is listed twice (first at {field}[{first[target]}])")
+                continue
+            first[target] = i
+            if what != "room":
+                continue
+            owner = self._claims.setdefault((job.kind, provider, target), job)
+            if owner is not job:
+                self.fail(job, ("spec", field, i), f"room {target!r} on provider '{provider}' is already "
+                          f"captured by {owner.ref()}; a room can belong to one {job.kind} per provider")
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def check_job(self, job: Loaded) -> CheckedJob | None:
+        spec = job.model.spec
+        assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec | ThumbnailJobSpec)
+        before = len(self.errors.errors)
+        provider = self._lookup(job, "provider", "Provider", spec.provider)
+        storage_name = getattr(spec, "storage", None)
+        storage = self._lookup(job, "storage", "Storage", storage_name) if storage_name else None
+        if provider is None or (storage_name and storage is None):
+            return None
+        assert isinstance(provider.model, ProviderDocument)
+        pspec = provider.model.spec
+        if isinstance(spec, RecordingJobSpec | ThumbnailJobSpec) and isinstance(pspec, VolcengineProvider):
+            self.fail(job, ("spec", "provider"), f"a {job.kind} needs a zego provider; {provider.ref()} is "
+                      "volcengine")
+            return None
+        region = self._storage_fits(job, provider, storage) if storage is not None else 0
+        checked: CheckedJob | None
+        if isinstance(spec, ThumbnailJobSpec):
+            checked = self._thumbnails(job, spec, provider)
+        else:
+            self._claim(job, provider.name, spec.rooms, "rooms", "room")
+            if isinstance(spec, SnapshotJobSpec):
+                checked = self._snapshot(job, spec, provider, storage, region)
+            else:
+                checked = self._recording(job, spec, provider, storage)
+        return checked if len(self.errors.errors) == before else None
+
+    def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
+        if not low <= value <= high:
+            self.fail(job, path, f"{value}s is out of range for {what} ({low}..{high} s)")
+
+    def _streams(self, job: Loaded, streams: list[StreamSelector], vendor: str) -> None:
+        indexes: dict[int, int] = {}
+        for i, stream in enumerate(streams):
+            path = ("spec", "streams", i)
+            if vendor == "volcengine":
+                if stream.user is None or stream.stream is not None:
+                    self.fail(job, path, "volcengine selects streams by `user` (UserId), not `stream`")
+                elif not VOLC_ID_RE.match(stream.user):
+                    self.fail(job, (*path, "user"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
+                if stream.index is not None:
+                    if stream.index in indexes:
+                        self.fail(job, (*path, "index"),
+                                  f"index {stream.index} is already used by streams[{indexes[stream.index]}]")
+                    indexes.setdefault(stream.index, i)
+            elif stream.stream is None or stream.user is not None or stream.type or stream.index is not None:
+                self.fail(job, path, "zego selects streams by `stream` (stream id) only; "
+                          "user/type/index are volcengine fields")
+        if vendor == "volcengine" and len(streams) > VOLC_MAX_STREAMS:
+            self.fail(job, ("spec", "streams"), f"volcengine takes at most {VOLC_MAX_STREAMS} streams, "
+                      f"got {len(streams)}")
+
+    def _snapshot(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded, storage: Loaded | None,
+                  region: int) -> CheckedJob:
+        assert isinstance(provider.model, ProviderDocument)
+        vendor = provider.model.spec.type
+        self._streams(job, spec.streams, vendor)
+        if vendor == "volcengine":
+            interval = 2 if spec.interval is None else spec.interval
+            idle = 180 if spec.idle_timeout is None else spec.idle_timeout
+            self._range(job, ("spec", "interval"), interval, 1, 600, "volcengine Interval")
+            self._range(job, ("spec", "idleTimeout"), idle, 1, 86400, "volcengine MaxIdleTime")
+            task_id = spec.task_id or job.name
+            if not VOLC_ID_RE.match(task_id):
+                self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
+            for i, room in enumerate(spec.rooms):
+                if not VOLC_ID_RE.match(room):
+                    self.fail(job, ("spec", "rooms", i),
+                              f"room {room!r} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)")
+        else:
+            interval = 10 if spec.interval is None else spec.interval
+            idle = 30 if spec.idle_timeout is None else spec.idle_timeout
+            self._range(job, ("spec", "interval"), interval, 5, 3600, "zego snapshot_interval")
+            self._range(job, ("spec", "idleTimeout"), idle, 5, UINT32_MAX, "zego max_idle_time")
+            if spec.image.format != "jpeg" or spec.image.width or spec.image.height:
+                self.fail(job, ("spec", "image"), "zego snapshots are jpg at the source size: png, width "
+                          "and height are volcengine only")
+            if spec.task_id is not None:
+                self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
+            self._zego_vod_format(job, storage, "jpg")
+        return CheckedJob(job, provider, storage, interval, idle, region)
+
+    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
+        assert storage is not None and isinstance(storage.model, StorageDocument)
+        if storage.model.spec.type in ZEGO_VOD and fmt not in ("mp4", "flv"):
+            self.fail(job, ("spec", "storage"), f"{storage.model.spec.type} storage takes mp4 or flv files "
+                      f"only, not {fmt} ({storage.ref()})")
+
+    def _recording(self, job: Loaded, spec: RecordingJobSpec, provider: Loaded,
+                   storage: Loaded | None) -> CheckedJob:
+        self._streams(job, spec.streams, "zego")
+        self._range(job, ("spec", "idleTimeout"), spec.idle_timeout, 5, UINT32_MAX, "zego max_idle_time")
+        self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
+        self._zego_vod_format(job, storage, spec.format)
+        if spec.format == "mp3" and spec.media != "audio":
+            self.fail(job, ("spec", "format"), "mp3 needs media: audio")
+        if spec.mode == "mixed":
+            if spec.mix is None:
+                self.errors.add(job.raw.key_at(("spec",)), "spec: mode mixed needs 'mix' (mix_config)")
+            else:
+                self._mix(job, spec)
+        elif spec.mix is not None:
+            self.fail(job, ("spec", "mix"), "only applies to mode: mixed")
+        self._options(job, spec)
+        return CheckedJob(job, provider, storage, None, spec.idle_timeout)
+
+    def _mix(self, job: Loaded, spec: RecordingJobSpec) -> None:
+        assert spec.mix is not None
+        video = spec.mix.mix_output_video_config
+        if video.width * video.height > 1920 * 1080:
+            self.fail(job, ("spec", "mix", "mixOutputVideoConfig"),
+                      f"width × height must not exceed 1920 × 1080, got {video.width} × {video.height}")
+        for i, item in enumerate(spec.mix.mix_input_list or []):
+            if not (item.top <= item.bottom <= video.height and item.left <= item.right <= video.width):
+                self.fail(job, ("spec", "mix", "mixInputList", i), "needs top ≤ bottom ≤ canvas height and "
+                          f"left ≤ right ≤ canvas width ({video.width} × {video.height})")
+
+    def _options(self, job: Loaded, spec: RecordingJobSpec) -> None:
+        opts, path = spec.options, ("spec", "options")
+        if opts.fill_frame is not None and spec.mode != "mixed":
+            self.fail(job, (*path, "fillFrame"), "only applies to mode: mixed")
+        single_audio_mp3 = spec.mode == "single" and spec.media == "audio" and spec.format == "mp3"
+        for name in ("recordMuteAudio", "recordMuteAudioSplitThreshold"):
+            if name in _fields_set(opts) and not single_audio_mp3:
+                self.fail(job, (*path, name), "only applies to mode: single, media: audio, format: mp3")
+        if opts.has_whiteboard:
+            if not opts.whiteboard:
+                self.fail(job, (*path, "hasWhiteboard"), "needs 'whiteboard' (the whiteboards to record)")
+            if spec.media == "audio":
+                self.fail(job, (*path, "hasWhiteboard"), "an audio-only recording cannot record a whiteboard")
+        elif opts.whiteboard:
+            self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
+
+    def _thumbnails(self, job: Loaded, spec: ThumbnailJobSpec, provider: Loaded) -> CheckedJob:
+        self._claim(job, provider.name, [f.file_id for f in spec.files], "files", "fileId")
+        for i, item in enumerate(spec.files):
+            path = ("spec", "files", i)
+            if item.cdn == "tencent":
+                if item.definition is None:
+                    self.fail(job, path, "cdn tencent needs 'definition' (a snapshot template id)")
+                if item.interval is not None:
+                    self.fail(job, (*path, "interval"), "applies to cdn huawei only")
+            else:
+                if item.interval is None:
+                    self.fail(job, path, "cdn huawei needs 'interval'")
+                elif item.interval < 1:
+                    self.fail(job, (*path, "interval"), "must be at least 1s")
+                if item.definition is not None:
+                    self.fail(job, (*path, "definition"), "applies to cdn tencent only")
+        return CheckedJob(job, provider, None)
+
+
+def check_all(docs: list[Loaded], errors: ErrorSink) -> tuple[Checker, list[CheckedJob]]:
+    """Run every cross-document check; returns the name index and the jobs that passed."""
+    checker = Checker(docs, errors)
+    for doc in checker.by_kind.get("Provider", {}).values():
+        checker.check_provider(doc)
+    for doc in checker.by_kind.get("Storage", {}).values():
+        checker.check_storage(doc)
+    jobs = [d for d in docs if d.kind.endswith("Job") and checker.by_kind[d.kind].get(d.name) is d]
+    checked = [c for c in (checker.check_job(job) for job in jobs) if c is not None]
+    return checker, checked

@@ -1,0 +1,163 @@
+"""One document through its model: pick the model by `kind`, validate, turn pydantic errors into
+positioned messages a person can act on (unknown field → "did you mean", enum typo → the close value).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.spec.errors import ErrorSink, did_you_mean, dotted
+from reconciler.spec.fields import NAME_PATTERN, VOLC_ID_PATTERN
+from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
+from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
+from reconciler.spec.yamlpos import Path, RawDocument
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A validated document and where it came from."""
+
+    raw: RawDocument
+    model: Document
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def name(self) -> str:
+        return self.model.metadata.name
+
+    def at(self, path: Path) -> tuple[str, int, int]:
+        return self.raw.at(path)
+
+    def ref(self) -> str:
+        """`Kind 'name' (file:line:col)`, for messages that name another document."""
+        return f"{self.kind} '{self.name}' ({self.raw.source})"
+
+
+_PATTERN_HINTS: Final = {
+    NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter or digit",
+    VOLC_ID_PATTERN: "letters, digits and _ @ - . (1..128 characters)",
+}
+_TYPE_NAMES: Final = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+                      dict: "a mapping", list: "a list", type(None): "null"}
+
+
+def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
+    """The path in the document that a pydantic `loc` points at, minus union tags and validator labels."""
+    path: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
+            current = current[part]
+        elif i < len(loc) - 1 or part == "[key]":
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The model/container types an annotation may hold (Optional, unions, Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def _field_names(model: type[BaseModel], path: Path) -> list[str]:
+    """YAML field names accepted at `path` inside `model`, for "did you mean" hints."""
+    current: list[Any] = [model]
+    for part in path:
+        following: list[Any] = []
+        for tp in current:
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                following += [
+                    t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)
+                ]
+            elif typing.get_origin(tp) in (list, dict):
+                following += _unwrap(typing.get_args(tp)[-1])
+        current = following
+    return [
+        f.alias or n
+        for tp in current if isinstance(tp, type) and issubclass(tp, BaseModel)
+        for n, f in tp.model_fields.items()
+    ]
+
+
+def _describe(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
+    kind: str = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown field '{field}'{did_you_mean(str(path[-1]), _field_names(model, path[:-1]))}"
+    if kind == "missing":
+        return f"missing required field '{field}'"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        return f"{field}: {value!r} is not allowed; expected {ctx.get('expected')}{hint}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = ctx.get("expected_tags", "'volcengine', 'zego'")
+        choices = re.findall(r"'([^']*)'", tags)
+        tag = ctx.get("tag")
+        if tag is None:
+            return f"missing required field '{field}.type' (one of {tags})"
+        return f"{field}.type: unknown type {tag!r}; expected one of {tags}{did_you_mean(str(tag), choices)}"
+    if kind == "is_instance_of":
+        return f"{field}: {LITERAL_SECRET}"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        return f"{field}: {value!r} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind.endswith("_type"):
+        msg += f", got {_describe(value)}"
+    return f"{field}: {msg}"
+
+
+def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded | None:
+    """The document's model, or None after reporting why it is not valid."""
+    if not isinstance(data, dict):
+        errors.add(raw.where, f"a document must be a mapping with apiVersion, kind, metadata and spec, "
+                   f"got {_describe(data)}")
+        return None
+    kind = data.get("kind")
+    model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        if kind is None:
+            errors.add(raw.where, "missing required field 'kind' (one of " + ", ".join(DOCUMENT_MODELS) + ")")
+        else:
+            hint = did_you_mean(str(kind), DOCUMENT_MODELS)
+            errors.add(raw.at(("kind",)), f"kind: unknown kind {kind!r}; expected one of "
+                       f"{', '.join(DOCUMENT_MODELS)}{hint}")
+        if data.get("apiVersion") != API_VERSION:
+            errors.add(raw.at(("apiVersion",)), f"apiVersion: expected {API_VERSION!r}")
+        return None
+    try:
+        return Loaded(raw, model.model_validate(data))
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            if err.get("input") is UNRESOLVED:
+                continue
+            path = _data_path(data, err["loc"])
+            where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(path)
+            if err["type"] == "missing":
+                where = raw.key_at(path[:-1]) if path[:-1] else raw.where
+            elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                where = raw.at((*path, "type"))
+            errors.add(where, _message(err, dotted(path), model, path))
+        return None

@@ -1,0 +1,64 @@
+"""Spec errors that always say where: every problem found while loading is one `SpecError`.
+
+The loader never stops at the first problem; it collects them in an `ErrorSink` and raises one
+`SpecErrors` with all of them, sorted by file, line and column, so a user fixes a spec set in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class SpecError:
+    """One problem at `file:line:col` (1-based). line 0 means the whole file (then `str` is `file: message`)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        if self.line <= 0:
+            return f"{self.file}: {self.message}"
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class SpecErrors(Exception):
+    """Every error found in a spec set, sorted by file, line, column."""
+
+    def __init__(self, errors: Iterable[SpecError]) -> None:
+        self.errors: list[SpecError] = sorted(set(errors))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+@dataclass
+class ErrorSink:
+    """Collects errors during one load; `add` takes a position triple so call sites stay short."""
+
+    errors: list[SpecError] = field(default_factory=list)
+
+    def add(self, where: tuple[str, int, int], message: str) -> None:
+        self.errors.append(SpecError(where[0], where[1], where[2], message))
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    """`spec.streams[2].user` for the path ("spec", "streams", 2, "user")."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for a near miss, else an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,236 @@
+"""Expansion: checked jobs → `DesiredTask`s carrying the exact vendor request each task implies.
+
+One task per room (per file for thumbnails). Requests are built once per job and specialised per room,
+so a large spec set expands in one cheap pass. Secret leaves stay `Secret` objects; hashes see them only
+through their digest. Requests are shared between tasks of a job where they do not differ: treat them as
+read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from reconciler.model import ApiFamily, DesiredTask, JobKind, ProviderConfig, RestartPolicy, task_key
+from reconciler.secrets import Secret
+from reconciler.spec.checks import CheckedJob
+from reconciler.spec.documents import Loaded
+from reconciler.spec.models import (
+    OUTPUT_OPTIONS,
+    ZEGO_CLOUDRECORD_ENDPOINT,
+    ZEGO_LEGACY_ENDPOINT,
+    ProviderDocument,
+    RecordingJobSpec,
+    SnapshotJobSpec,
+    StorageConfig,
+    StorageDocument,
+    StreamSelector,
+    ThumbnailJobSpec,
+    VolcengineProvider,
+)
+
+_VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
+_VOLC_STORAGE_CLASS: Final = {"standard": 1, "archive": 2, "infrequent": 3}
+_ZEGO_VENDOR: Final = {"s3": 1, "oss": 2, "cos": 3, "kodo": 4, "aliyun-vod": 5, "tencent-vod": 6,
+                       "obs": 7, "gcs": 8, "eos": 9, "s3-compatible": 10}
+_ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
+_PASCAL_SPECIAL: Final = {"storage_provider": "Vendor", "bucket_name": "Bucket",
+                          "tencentyun_vod_params": "TencentVodParams", "end_point": "EndPoint"}
+ZEGO_SNAPSHOT_MAX_RECORD_TIME: Final = 86400
+
+
+def provider_config(doc: Loaded) -> ProviderConfig:
+    """The resolved `ProviderConfig` of a Provider document (defaults applied, secrets as `Secret`)."""
+    assert isinstance(doc.model, ProviderDocument)
+    spec = doc.model.spec
+    common: dict[str, Any] = {"name": doc.name, "type": spec.type, "source": doc.raw.source,
+                              "callback_secret": spec.callback_secret, "rate_limits": dict(spec.rate_limits)}
+    if isinstance(spec, VolcengineProvider):
+        return ProviderConfig(app_id=spec.app_id, endpoint=spec.endpoint, region=spec.region,
+                              business_id=spec.business_id, access_key=spec.access_key,
+                              secret_key=spec.secret_key, **common)
+    default_endpoint = ZEGO_LEGACY_ENDPOINT if spec.cloudrecord_api == "legacy" else ZEGO_CLOUDRECORD_ENDPOINT
+    return ProviderConfig(app_id=str(spec.app_id), server_secret=spec.server_secret,
+                          rtc_endpoint=spec.rtc_endpoint,
+                          cloudrecord_endpoint=spec.cloudrecord_endpoint or default_endpoint,
+                          cloudrecord_api=spec.cloudrecord_api, access_token=spec.access_token, **common)
+
+
+def _secret_json(value: Any) -> str:
+    if isinstance(value, Secret):
+        return "secret:" + value.digest
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
+    """`sha256:` + hex sha256 of the canonical JSON of provider, family and request (secrets by digest)."""
+    text = json.dumps({"provider": provider, "family": family.value, "request": request}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False, default=_secret_json)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pascal(value: Any) -> Any:
+    """The seed's snake_case body in the current Action API's PascalCase (keys only)."""
+    if isinstance(value, dict):
+        return {_PASCAL_SPECIAL.get(k) or "".join(p.capitalize() for p in k.split("_")): _pascal(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pascal(v) for v in value]
+    return value
+
+
+# --- volcengine -------------------------------------------------------------------------------------
+
+
+def _volc_storage(spec: StorageConfig, region: int) -> dict[str, Any]:
+    if spec.type == "tos":
+        return {"Type": 0, "TosConfig": {"AccountId": spec.account_id, "Region": region, "Bucket": spec.bucket}}
+    if spec.type == "vod":
+        return {"Type": 1, "VodConfig": {
+            "AccountId": spec.account_id, "Region": region, "Space": spec.space,
+            "StorageClass": _VOLC_STORAGE_CLASS[spec.storage_class or "standard"],
+            "AutoSetFileExtension": bool(spec.auto_set_file_extension)}}
+    if spec.type == "veimagex":
+        return {"Type": 3, "VeImageXConfig": {"AccountId": spec.account_id, "Region": region,
+                                              "ServiceId": spec.service_id}}
+    return {"Type": 2, "CustomConfig": {
+        "Vendor": _VOLC_CUSTOM_VENDOR[spec.type], "Region": region, "Bucket": spec.bucket,
+        "AccessKey": spec.access_key, "SecretKey": spec.secret_key}}
+
+
+def _volc_streams(streams: list[StreamSelector]) -> dict[str, Any]:
+    items = []
+    for s in streams:
+        item: dict[str, Any] = {"UserId": s.user, "StreamType": 1 if s.type == "screen" else 0}
+        if s.index is not None:
+            item["Index"] = s.index
+        items.append(item)
+    return {"StreamList": items}
+
+
+def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider) -> list[DesiredTask]:
+    assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
+    assert c.interval is not None
+    task_id = spec.task_id or c.job.name
+    head: dict[str, Any] = {"AppId": provider.app_id}
+    if provider.business_id is not None:
+        head["BusinessId"] = provider.business_id
+    tail: dict[str, Any] = {}
+    if spec.streams:
+        tail["TargetStreams"] = _volc_streams(spec.streams)
+    tail["MaxIdleTime"] = c.idle_timeout
+    image = {"Format": 1 if spec.image.format == "png" else 0, "Width": spec.image.width,
+             "Height": spec.image.height}
+    tail["StorageConfig"] = _volc_storage(c.storage.model.spec, c.volc_region)
+    tasks = []
+    for room in spec.rooms:
+        fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
+        request = {**fixed, "ImageConfig": {**image, "Interval": c.interval}}
+        tasks.append(_task(c, room, ApiFamily.VOLC_SNAPSHOT, request, fixed, updatable={"interval": c.interval},
+                           vendor_ids={"TaskId": task_id}))
+    return tasks
+
+
+# --- zego cloud recording ---------------------------------------------------------------------------
+
+
+def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {"storage_provider": _ZEGO_VENDOR[spec.type]}
+    if spec.type == "aliyun-vod":
+        params["aliyun_vod_params"] = {"region": spec.region, "access_key": spec.access_key,
+                                       "secret_key": spec.secret_key, "title": spec.title,
+                                       "storage_location": spec.storage_location}
+        return params
+    if spec.type == "tencent-vod":
+        vod = {"access_key_id": spec.access_key, "access_key_secret": spec.secret_key, "region": spec.region}
+        if spec.sub_app_id is not None:
+            vod["sub_app_id"] = spec.sub_app_id
+        params["tencentyun_vod_params"] = vod
+        return params
+    if spec.region is not None:
+        params["region"] = spec.region
+    params.update(bucket_name=spec.bucket, access_key_id=spec.access_key, access_key_secret=spec.secret_key)
+    if spec.endpoint is not None:
+        params["end_point"] = spec.endpoint
+    return params
+
+
+def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool) -> list[DesiredTask]:
+    assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    if isinstance(spec, SnapshotJobSpec):
+        max_duration = ZEGO_SNAPSHOT_MAX_RECORD_TIME
+        inputs = {"record_mode": 1, "stream_type": 2}
+        outputs = {"output_file_format": "jpg", "snapshot_interval": c.interval}
+    else:
+        max_duration = spec.max_duration
+        inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": _ZEGO_STREAM_TYPE[spec.media]}
+        outputs = {"output_file_format": spec.format}
+        if spec.output_folder is not None:
+            outputs["output_folder"] = spec.output_folder
+    if spec.streams:
+        inputs["record_stream_list"] = [{"stream_id": s.stream} for s in spec.streams]
+    inputs.update(max_idle_time=c.idle_timeout, max_record_time=max_duration)
+    if isinstance(spec, RecordingJobSpec):
+        for name, value in spec.options.model_dump(exclude_none=True).items():
+            (outputs if name in OUTPUT_OPTIONS else inputs)[name] = value
+        if spec.mix is not None:
+            inputs["mix_config"] = spec.mix.model_dump(exclude_none=True)
+    body = {"record_input_params": inputs, "record_output_params": outputs,
+            "storage_params": _zego_storage(c.storage.model.spec)}
+    family = ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD
+    if legacy:
+        rest, room_key = body, "room_id"
+    else:
+        rest, room_key = _pascal(body), "RoomId"
+    return [_task(c, room, family, {room_key: room, **rest}, max_duration=max_duration) for room in spec.rooms]
+
+
+# --- zego thumbnails --------------------------------------------------------------------------------
+
+
+def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]:
+    tasks = []
+    for item in spec.files:
+        request: dict[str, Any] = {"Vendor": "Tencent" if item.cdn == "tencent" else "Huawei",
+                                   "FileId": item.file_id,
+                                   "Type": "SnapshotByTimeOffset" if item.offsets else "SampleSnapshot"}
+        if item.definition is not None:
+            request["Definition"] = item.definition
+        if item.offsets:
+            request["ExtTimeOffsetSet"] = list(item.offsets)
+        if item.interval is not None:
+            request["Interval"] = item.interval
+        tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request))
+    return tasks
+
+
+def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any],
+          fixed: dict[str, Any] | None = None, *, updatable: dict[str, int] | None = None,
+          vendor_ids: dict[str, str] | None = None, max_duration: int | None = None) -> DesiredTask:
+    kind = JobKind(c.job.kind)
+    spec_hash = content_hash(c.provider.name, family, request)
+    policy = getattr(c.job.model.spec, "restart_policy", "Always")
+    return DesiredTask(
+        key=task_key(kind.value, c.job.name, target), kind=kind, job=c.job.name, target=target,
+        provider=c.provider.name, family=family, request=request, spec_hash=spec_hash,
+        fixed_hash=spec_hash if fixed is None else content_hash(c.provider.name, family, fixed),
+        updatable=updatable or {}, idle_timeout=c.idle_timeout, max_duration=max_duration,
+        restart_policy=RestartPolicy(policy), source=c.job.raw.source, vendor_ids=vendor_ids or {},
+    )
+
+
+def expand(c: CheckedJob) -> list[DesiredTask]:
+    """The tasks one checked job implies, in room (or file) order."""
+    spec = c.job.model.spec
+    assert isinstance(c.provider.model, ProviderDocument)
+    provider = c.provider.model.spec
+    if isinstance(spec, ThumbnailJobSpec):
+        return _thumbnail_tasks(c, spec)
+    assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec)
+    if isinstance(provider, VolcengineProvider):
+        assert isinstance(spec, SnapshotJobSpec)
+        return _volc_tasks(c, spec, provider)
+    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy")

@@ -1,0 +1,78 @@
+"""Field types shared by the spec models: durations, names, endpoints, secrets, reference-friendly scalars.
+
+Models are strict (`"5"` is not an integer), but a value read from `{env: ...}` or `{file: ...}` is always
+text. Such values arrive as `RefStr`, and the integer, boolean and duration types below accept a `RefStr`
+of the right shape; a literal string in the YAML is still refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final
+
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
+
+from reconciler.secrets import Secret
+
+NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
+VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)
+_DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_INT_RE: Final = re.compile(r"^-?\d+$")
+DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
+
+
+class RefStr(str):
+    """Text that came out of a value reference; typed fields may convert it."""
+
+    __slots__ = ()
+
+
+def _ref_int(value: Any) -> Any:
+    if isinstance(value, RefStr) and _INT_RE.match(value):
+        return int(value)
+    return value
+
+
+def _ref_bool(value: Any) -> Any:
+    if isinstance(value, RefStr) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from `5s`, `3m`, `1h30m`, `1h2m3s` or a plain non-negative integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid duration {value}: a duration cannot be negative; use {DURATION_FORMS}")
+        return value
+    if isinstance(value, str):
+        if isinstance(value, RefStr) and value.isdigit():
+            return int(value)
+        match = _DURATION_RE.match(value)
+        if value and match:
+            hours, minutes, seconds = (int(g or 0) for g in match.groups())
+            return hours * 3600 + minutes * 60 + seconds
+    raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+
+
+_DURATION_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$", "minLength": 2},
+    ],
+    "description": "seconds: " + DURATION_FORMS,
+}
+
+Int = Annotated[int, BeforeValidator(_ref_int)]
+Bool = Annotated[bool, BeforeValidator(_ref_bool)]
+Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
+Text = Annotated[str, StringConstraints(min_length=1)]
+Endpoint = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$")]
+Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
+# A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
+SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"
+SecretRef = Annotated[Secret, WithJsonSchema({SECRET_SCHEMA_MARKER: True})]

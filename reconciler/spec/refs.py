@@ -1,0 +1,136 @@
+"""Value references (`{env: NAME}`, `{env: NAME, default: V}`, `{file: PATH}`) and secret fields.
+
+References are resolved on the raw document, before the models see it, so every unresolved reference is
+reported at its own position in one pass. Secret fields must be references: a literal would put the
+secret into git. A resolved secret becomes a `Secret` at once, so its text never reaches a model, an error
+message or a repr.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path as FsPath
+from typing import Any, Final
+
+from reconciler.secrets import Secret
+from reconciler.spec.errors import ErrorSink, did_you_mean
+from reconciler.spec.fields import RefStr
+from reconciler.spec.yamlpos import Path, RawDocument
+
+SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
+    "Storage": ("accessKey", "secretKey"),
+}
+LITERAL_SECRET: Final = (
+    "secret fields must be references such as {env: NAME} or {file: PATH} "
+    "so the value never lands in git"
+)
+MAX_REF_FILE_BYTES: Final = 1024 * 1024
+_ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABELS: Final = ("metadata", "labels")  # free-form keys: `{env: prod}` there is a label, not a reference
+
+
+class Unresolved:
+    """Stands in for a reference that failed; its error is already reported, so models skip it."""
+
+    def __repr__(self) -> str:
+        return "<unresolved reference>"
+
+
+UNRESOLVED: Final = Unresolved()
+
+
+class _Resolver:
+    def __init__(self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink) -> None:
+        self.doc = doc
+        self.env = env
+        self.errors = errors
+
+    def walk(self, value: Any, path: Path) -> Any:
+        if isinstance(value, dict):
+            if path != _LABELS and ("env" in value or "file" in value):
+                return self.reference(value, path)
+            return {k: self.walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    def fail(self, path: Path, message: str) -> Unresolved:
+        self.errors.add(self.doc.at(path), message)
+        return UNRESOLVED
+
+    def reference(self, ref: dict[Any, Any], path: Path) -> Any:
+        allowed = ("file",) if "file" in ref else ("env", "default")
+        if "env" in ref and "file" in ref:
+            return self.fail(path, "a reference has either `env` or `file`, not both")
+        for key in ref:
+            if key not in allowed:
+                hint = did_you_mean(str(key), allowed)
+                self.errors.add(self.doc.key_at((*path, key)), f"unknown key {key!r} in a reference{hint}")
+                return UNRESOLVED
+        return self.file(ref["file"], path) if "file" in ref else self.env_value(ref, path)
+
+    def env_value(self, ref: dict[Any, Any], path: Path) -> Any:
+        name = ref["env"]
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            return self.fail((*path, "env"), f"invalid environment variable name {name!r}")
+        value = self.env.get(name)
+        if value is not None:
+            return RefStr(value)
+        if "default" not in ref:
+            return self.fail(path, f"environment variable {name} is not set and the reference has no default")
+        default = ref["default"]
+        if isinstance(default, dict | list):
+            return self.fail((*path, "default"), "a reference default must be a scalar")
+        return RefStr(default) if isinstance(default, str) else default
+
+    def file(self, name: Any, path: Path) -> Any:
+        if not isinstance(name, str) or not name:
+            return self.fail((*path, "file"), "`file` needs a path (relative to this spec file)")
+        target = FsPath(self.doc.file).parent / name
+        try:
+            with target.open("rb") as fh:
+                data = fh.read(MAX_REF_FILE_BYTES + 1)
+        except OSError as exc:
+            return self.fail(path, f"cannot read referenced file {name!r}: {exc.strerror or type(exc).__name__}")
+        if len(data) > MAX_REF_FILE_BYTES:
+            return self.fail(path, f"referenced file {name!r} is larger than 1 MiB")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.fail(path, f"referenced file {name!r} is not UTF-8 text")
+        return RefStr(text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text)
+
+    def secrets(self, raw: Any, resolved: Any, kind: str) -> None:
+        """Turn resolved secret fields into `Secret`s; refuse literals (their text is never echoed)."""
+        fields = SECRET_FIELDS.get(kind, ())
+        spec, raw_spec = resolved.get("spec"), raw.get("spec")
+        if not fields or not isinstance(spec, dict) or not isinstance(raw_spec, dict):
+            return
+        for name in fields:
+            value = spec.get(name)
+            if value is None or value is UNRESOLVED:
+                continue
+            path = ("spec", name)
+            is_ref = isinstance(raw_spec.get(name), dict)
+            if not is_ref:
+                self.errors.add(self.doc.at(path), f"spec.{name}: {LITERAL_SECRET}")
+                spec[name] = Secret("")  # placeholder: the load fails on the error above
+            elif not isinstance(value, str):
+                spec[name] = self.fail(path, f"spec.{name}: a secret must resolve to text")
+            elif not value:
+                spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value")
+            else:
+                spec[name] = Secret(str(value))
+
+
+def resolve_document(doc: RawDocument, env: Mapping[str, str], errors: ErrorSink) -> Any:
+    """The document's value with every reference resolved and secret fields as `Secret`s."""
+    resolver = _Resolver(doc, env, errors)
+    resolved = resolver.walk(doc.value, ())
+    if isinstance(resolved, dict) and isinstance(doc.value, dict):
+        kind = doc.value.get("kind")
+        if isinstance(kind, str):
+            resolver.secrets(doc.value, resolved, kind)
+    return resolved

@@ -1,0 +1,75 @@
+"""JSON Schema (draft 2020-12) of one spec document, for editors (`capctl schema > capctl.schema.json`).
+
+Generated from the same models that validate, then widened where YAML allows more than the model sees:
+any scalar may be a value reference, so every scalar position also accepts `#/$defs/Reference`.
+Checks that need several documents (vendor ranges, storage types per vendor) are not expressible here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic.json_schema import models_json_schema
+
+from reconciler.spec.fields import SECRET_SCHEMA_MARKER
+from reconciler.spec.models import DOCUMENT_MODELS
+
+_SCALARS: Final = {"string", "integer", "number", "boolean"}
+_REF: Final = {"$ref": "#/$defs/Reference"}
+_META: Final = ("title", "description", "default")
+_NO_REFS: Final = {"kind", "apiVersion", "type"}  # fields that select a schema must stay literal
+REFERENCE: Final = {
+    "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
+                   "(relative to the spec file). Secret fields must be references.",
+    "oneOf": [
+        {"type": "object", "additionalProperties": False, "required": ["env"],
+         "properties": {"env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                        "default": {"type": ["string", "integer", "number", "boolean"]}}},
+        {"type": "object", "additionalProperties": False, "required": ["file"],
+         "properties": {"file": {"type": "string", "minLength": 1}}},
+    ],
+}
+
+
+def _is_scalar(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    kinds = set(kind) if isinstance(kind, list) else {kind}
+    return bool(kinds & _SCALARS) or "enum" in schema or "const" in schema
+
+
+def _allow_refs(schema: Any) -> Any:
+    """A copy of `schema` in which every scalar position also accepts a Reference."""
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get(SECRET_SCHEMA_MARKER):
+        return {**_REF, "description": "secret: must be a reference such as {env: NAME}"}
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {
+            name: (sub if name in _NO_REFS else _allow_refs(sub)) for name, sub in out["properties"].items()
+        }
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = _allow_refs(out[key])
+    if "anyOf" in out:
+        out["anyOf"] = [_allow_refs(s) for s in out["anyOf"]]
+        return out
+    if _is_scalar(out) and out.get("type") != "object":
+        meta = {k: out.pop(k) for k in _META if k in out}
+        return {"anyOf": [out, _REF], **meta}
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The schema of one document: `oneOf` the five kinds, each with its `kind` constant."""
+    _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()],
+                                ref_template="#/$defs/{model}")
+    defs = {name: _allow_refs(sub) for name, sub in top.get("$defs", {}).items()}
+    defs["Reference"] = REFERENCE
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://capctl.dev/schema/capctl-v1.json",
+        "title": "capctl spec document (apiVersion capctl/v1)",
+        "oneOf": [{"$ref": f"#/$defs/{model.__name__}"} for model in DOCUMENT_MODELS.values()],
+        "$defs": defs,
+    }

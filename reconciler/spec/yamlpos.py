@@ -1,0 +1,288 @@
+"""YAML to plain Python values that remember where every value came from.
+
+Pydantic reports problems by path (`("spec", "rooms", 2)`); users need `file:line:col`. This module
+builds documents straight from the YAML event stream (one pass, no recursion, libyaml when present) and
+records the position of every value and every mapping key under its path. Building from events rather
+than from composed nodes lets it refuse what a spec never needs and an attacker might send: duplicate
+keys, custom tags, nesting deeper than `MAX_DEPTH`, alias bombs (`MAX_WEIGHT`) and oversized files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, NoReturn
+
+import yaml
+import yaml.constructor
+import yaml.resolver
+
+from reconciler.spec.errors import ErrorSink
+
+try:
+    _LOADER: type[Any] = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _LOADER = yaml.SafeLoader
+
+Path = tuple[str | int, ...]
+Pos = tuple[int, int]
+Where = tuple[str, int, int]
+
+MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+MAX_DEPTH: Final = 64
+MAX_WEIGHT: Final = 1_000_000  # values in one document, counting each alias expansion
+
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS: Final = {f"{_YAML}{t}" for t in ("str", "int", "float", "bool", "null")}
+_SEQ_TAGS: Final = {None, "!", f"{_YAML}seq"}
+_MAP_TAGS: Final = {None, "!", f"{_YAML}map"}
+_RESOLVER: Final[Any] = yaml.resolver.Resolver()
+_CONSTRUCTOR: Final = yaml.constructor.SafeConstructor()
+_BUILD: Final = {
+    f"{_YAML}int": _CONSTRUCTOR.construct_yaml_int,
+    f"{_YAML}float": _CONSTRUCTOR.construct_yaml_float,
+    f"{_YAML}bool": _CONSTRUCTOR.construct_yaml_bool,
+    f"{_YAML}null": _CONSTRUCTOR.construct_yaml_null,
+}
+
+
+class _Merge:
+    """The `<<` merge key (a plain scalar resolved to the merge tag)."""
+
+
+_MERGE: Final = _Merge()
+
+
+@dataclass(slots=True)
+class RawDocument:
+    """One YAML document as plain values, with the position of every value and key by path."""
+
+    file: str
+    index: int
+    line: int
+    col: int
+    value: Any
+    values: dict[Path, Pos] = field(default_factory=dict)
+    keys: dict[Path, Pos] = field(default_factory=dict)
+
+    @property
+    def where(self) -> Where:
+        return (self.file, self.line, self.col)
+
+    def at(self, path: Path) -> Where:
+        """Position of the value at `path`, or of its nearest ancestor that has one (aliases, merges)."""
+        for end in range(len(path), -1, -1):
+            pos = self.values.get(path[:end])
+            if pos is not None:
+                return (self.file, *pos)
+        return self.where
+
+    def key_at(self, path: Path) -> Where:
+        """Position of the mapping key that ends `path` (for unknown-field errors), else of its value."""
+        pos = self.keys.get(path)
+        return (self.file, *pos) if pos is not None else self.at(path)
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(slots=True)
+class _Frame:
+    container: dict[Any, Any] | list[Any]
+    path: Path
+    pos: Pos
+    anchor: str | None
+    weight: int = 1
+    key: Any = None
+    key_pos: Pos = (0, 0)
+    has_key: bool = False
+    merges: list[tuple[Any, Pos]] = field(default_factory=list)
+
+
+class _DocumentAbort(Exception):
+    """The current document cannot be built (too deep, too big, bad alias); skip to its end."""
+
+
+def _pos(mark: Any) -> Pos:
+    return (mark.line + 1, mark.column + 1)
+
+
+def _scalar(event: Any) -> Any:
+    tag = event.tag
+    plain = event.implicit[0]
+    if tag is None or tag == "!":
+        if not plain:
+            return event.value
+        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+        if tag == f"{_YAML}merge":
+            return _MERGE
+        if tag not in _BUILD:  # strings, and timestamps: a spec has no dates, so "2024-01-02" stays text
+            return event.value
+    elif tag not in _SCALAR_TAGS:
+        raise ValueError(f"unsupported tag {tag!r}: only standard YAML tags (str, int, float, bool, null) are allowed")
+    build = _BUILD.get(tag)
+    if build is None:
+        return event.value
+    try:
+        return build(yaml.ScalarNode(tag, event.value))
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{event.value!r} is not a valid {tag.removeprefix(_YAML)}") from exc
+
+
+class _Builder:
+    """Turns the events of one file into `RawDocument`s, reporting problems into the sink."""
+
+    def __init__(self, file: str, errors: ErrorSink) -> None:
+        self.file = file
+        self.errors = errors
+        self.docs: list[RawDocument] = []
+        self._index = 0
+
+    def _start_document(self, event: Any) -> None:
+        self._doc = RawDocument(self.file, self._index, *_pos(event.start_mark), None)
+        self._index += 1
+        self._stack: list[_Frame] = []
+        self._anchors: dict[str, tuple[Any, int]] = {}
+        self._weight = 0
+        self._root_set = False
+
+    def _fail(self, pos: Pos, message: str) -> NoReturn:
+        self.errors.add((self.file, *pos), message)
+        raise _DocumentAbort
+
+    def _child_path(self, parent: _Frame) -> Path:
+        if isinstance(parent.container, list):
+            return (*parent.path, len(parent.container))
+        return (*parent.path, parent.key)
+
+    def _emit(self, value: Any, pos: Pos, anchor: str | None, weight: int, path: Path | None) -> None:
+        self._weight += weight
+        if self._weight > MAX_WEIGHT:
+            self._fail(pos, f"document too large: more than {MAX_WEIGHT} values (after alias expansion)")
+        if anchor is not None:
+            self._anchors[anchor] = (value, weight)
+        if not self._stack:
+            self._doc.value = value
+            self._root_set = True
+            return
+        parent = self._stack[-1]
+        parent.weight += weight
+        if isinstance(parent.container, list):
+            self._doc.values[path if path is not None else self._child_path(parent)] = pos
+            parent.container.append(value)
+            return
+        if not parent.has_key:
+            if isinstance(value, dict | list):
+                self._fail(pos, "a mapping key must be a scalar")
+            parent.key, parent.key_pos, parent.has_key = value, pos, True
+            return
+        key, parent.has_key = parent.key, False
+        if key is _MERGE:
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(s, dict) for s in sources):
+                self._fail(pos, "a merge key (<<) needs a mapping or a list of mappings")
+            parent.merges.extend((s, pos) for s in sources)
+            return
+        assert isinstance(parent.container, dict)
+        key_path = path if path is not None else (*parent.path, key)
+        if key in parent.container:
+            first = self._doc.keys.get(key_path, parent.key_pos)
+            self.errors.add((self.file, *parent.key_pos), f"duplicate key {key!r} (first at line {first[0]})")
+            return
+        self._doc.keys[key_path] = parent.key_pos
+        self._doc.values[key_path] = pos
+        parent.container[key] = value
+
+    def _open(self, event: Any, container: dict[Any, Any] | list[Any], allowed: set[str | None]) -> None:
+        pos = _pos(event.start_mark)
+        if event.tag not in allowed:
+            self._fail(pos, f"unsupported tag {event.tag!r}: only standard YAML tags are allowed")
+        if len(self._stack) >= MAX_DEPTH:
+            self._fail(pos, f"nesting deeper than {MAX_DEPTH} levels")
+        if self._stack:
+            parent = self._stack[-1]
+            if isinstance(parent.container, dict) and not parent.has_key:
+                self._fail(pos, "a mapping key must be a scalar")
+            path = self._child_path(parent)
+        else:
+            path = ()
+        self._stack.append(_Frame(container, path, pos, event.anchor))
+
+    def _close(self) -> None:
+        frame = self._stack.pop()
+        container = frame.container
+        if isinstance(container, dict):
+            for source, pos in frame.merges:  # explicit keys win, then earlier merge sources
+                for key, value in source.items():
+                    if key not in container:
+                        container[key] = value
+                        self._doc.values[(*frame.path, key)] = pos
+                        self._doc.keys[(*frame.path, key)] = pos
+        self._weight -= frame.weight - 1  # children were counted already; _emit adds the whole frame
+        self._emit(container, frame.pos, frame.anchor, frame.weight, frame.path)
+
+    def _alias(self, event: Any) -> None:
+        pos = _pos(event.start_mark)
+        found = self._anchors.get(event.anchor)
+        if found is None:
+            self._fail(pos, f"unknown alias *{event.anchor} (an anchor must be defined before it is used)")
+        value, weight = found
+        self._emit(value, pos, None, weight, None)
+
+    def feed(self, event: Any) -> None:
+        if isinstance(event, yaml.ScalarEvent):
+            try:
+                value = _scalar(event)
+            except ValueError as exc:
+                self._fail(_pos(event.start_mark), str(exc))
+            self._emit(value, _pos(event.start_mark), event.anchor, 1, None)
+        elif isinstance(event, yaml.MappingStartEvent):
+            self._open(event, {}, _MAP_TAGS)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            self._open(event, [], _SEQ_TAGS)
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            self._close()
+        elif isinstance(event, yaml.AliasEvent):
+            self._alias(event)
+
+    def run(self, text: str) -> None:
+        skipping = False
+        try:
+            for event in yaml.parse(text, Loader=_LOADER):
+                if isinstance(event, yaml.DocumentStartEvent):
+                    self._start_document(event)
+                    skipping = False
+                elif isinstance(event, yaml.DocumentEndEvent):
+                    if not skipping and self._root_set and self._doc.value is not None:
+                        self.docs.append(self._doc)
+                elif not skipping and not isinstance(event, yaml.StreamStartEvent | yaml.StreamEndEvent):
+                    try:
+                        self.feed(event)
+                    except _DocumentAbort:
+                        skipping = True
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
+            detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+            self.errors.add(where, f"YAML syntax error: {detail}")
+        except yaml.YAMLError as exc:
+            self.errors.add((self.file, 0, 0), f"YAML error: {exc}")
+
+
+def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocument]:
+    """Every non-empty document of one file. Problems go to `errors`; what could be built is returned."""
+    if len(data) > MAX_FILE_BYTES:
+        mib = len(data) / (1024 * 1024)
+        errors.add((file, 0, 0), f"file is {mib:.1f} MiB; a spec file may be at most "
+                   f"{MAX_FILE_BYTES // (1024 * 1024)} MiB (split it into several files)")
+        return []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        errors.add((file, line, col), "not valid UTF-8 text")
+        return []
+    builder = _Builder(file, errors)
+    builder.run(text)
+    return builder.docs
