@@ -38,6 +38,7 @@ _ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate"
 _PASCAL_SPECIAL: Final = {"storage_provider": "Vendor", "bucket_name": "Bucket",
                           "tencentyun_vod_params": "TencentVodParams", "end_point": "EndPoint"}
 ZEGO_SNAPSHOT_MAX_RECORD_TIME: Final = 86400
+_PLACEHOLDER: Final = "\x00capctl-target\x00"
 
 
 def provider_config(doc: Loaded) -> ProviderConfig:
@@ -63,11 +64,35 @@ def _secret_json(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_encode_string: Final = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) does to a str
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_secret_json)
+
+
 def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
     """`sha256:` + hex sha256 of the canonical JSON of provider, family and request (secrets by digest)."""
-    text = json.dumps({"provider": provider, "family": family.value, "request": request}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False, default=_secret_json)
+    text = _canonical({"provider": provider, "family": family.value, "request": request})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class _TargetHasher:
+    """`content_hash` for requests that differ only in their room: the JSON is encoded once per job with
+    a placeholder and the room spliced in, which gives the same text as encoding each request."""
+
+    _MARK: Final = _canonical(_PLACEHOLDER)
+
+    def __init__(self, provider: str, family: ApiFamily, template: Any) -> None:
+        self._provider, self._family = provider, family
+        self._text = _canonical({"provider": provider, "family": family.value, "request": template})
+        self._spliceable = self._text.count(self._MARK) == 1
+
+    def __call__(self, target: str, request: Any) -> str:
+        if not self._spliceable:  # the placeholder text occurs in user data: encode in full
+            return content_hash(self._provider, self._family, request)
+        text = self._text.replace(self._MARK, _encode_string(target))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _pascal(value: Any) -> Any:
@@ -123,12 +148,17 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
     image = {"Format": 1 if spec.image.format == "png" else 0, "Width": spec.image.width,
              "Height": spec.image.height}
     tail["StorageConfig"] = _volc_storage(c.storage.model.spec, c.volc_region)
+    full_image = {**image, "Interval": c.interval}
+    family, name = ApiFamily.VOLC_SNAPSHOT, c.provider.name
+    ids = {"RoomId": _PLACEHOLDER, "TaskId": task_id}
+    spec_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": full_image})
+    fixed_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": image})
     tasks = []
     for room in spec.rooms:
         fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
-        request = {**fixed, "ImageConfig": {**image, "Interval": c.interval}}
-        tasks.append(_task(c, room, ApiFamily.VOLC_SNAPSHOT, request, fixed, updatable={"interval": c.interval},
-                           vendor_ids={"TaskId": task_id}))
+        request = {**fixed, "ImageConfig": full_image}
+        tasks.append(_task(c, room, family, request, spec_hash(room, request), fixed_hash(room, fixed),
+                           updatable={"interval": c.interval}, vendor_ids={"TaskId": task_id}))
     return tasks
 
 
@@ -185,7 +215,13 @@ def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy:
         rest, room_key = body, "room_id"
     else:
         rest, room_key = _pascal(body), "RoomId"
-    return [_task(c, room, family, {room_key: room, **rest}, max_duration=max_duration) for room in spec.rooms]
+    hasher = _TargetHasher(c.provider.name, family, {room_key: _PLACEHOLDER, **rest})
+    tasks = []
+    for room in spec.rooms:
+        request = {room_key: room, **rest}
+        digest = hasher(room, request)
+        tasks.append(_task(c, room, family, request, digest, digest, max_duration=max_duration))
+    return tasks
 
 
 # --- zego thumbnails --------------------------------------------------------------------------------
@@ -203,20 +239,20 @@ def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]
             request["ExtTimeOffsetSet"] = list(item.offsets)
         if item.interval is not None:
             request["Interval"] = item.interval
-        tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request))
+        digest = content_hash(c.provider.name, ApiFamily.ZEGO_THUMBNAIL, request)
+        tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request, digest, digest))
     return tasks
 
 
-def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any],
-          fixed: dict[str, Any] | None = None, *, updatable: dict[str, int] | None = None,
+def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any], spec_hash: str,
+          fixed_hash: str, *, updatable: dict[str, int] | None = None,
           vendor_ids: dict[str, str] | None = None, max_duration: int | None = None) -> DesiredTask:
     kind = JobKind(c.job.kind)
-    spec_hash = content_hash(c.provider.name, family, request)
     policy = getattr(c.job.model.spec, "restart_policy", "Always")
     return DesiredTask(
         key=task_key(kind.value, c.job.name, target), kind=kind, job=c.job.name, target=target,
         provider=c.provider.name, family=family, request=request, spec_hash=spec_hash,
-        fixed_hash=spec_hash if fixed is None else content_hash(c.provider.name, family, fixed),
+        fixed_hash=fixed_hash,
         updatable=updatable or {}, idle_timeout=c.idle_timeout, max_duration=max_duration,
         restart_policy=RestartPolicy(policy), source=c.job.raw.source, vendor_ids=vendor_ids or {},
     )
