@@ -1,0 +1,197 @@
+"""Webhook delivery: events from the world, signed as each vendor signs them, POSTed with its retry rules.
+
+Deliveries wait in a heap keyed by sim time, so a fake clock drives retries exactly: Volcengine retries up
+to twice when the answer is not 200 within the timeout, ZEGO twice, 5 s apart (vendor-apis.md). Every
+attempt is logged for tests; the queue is bounded and counts what it had to drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import random
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from reconciler.clock import Clock
+from reconciler.sim.config import VOLC, SimConfig
+from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
+
+MAX_ATTEMPTS = 3  # the first try and two retries, for both vendors
+RETRY_DELAY = 5.0
+VOLC_CALLBACK_VERSION = "2020-12-01"
+_CONCURRENCY = 32
+
+
+@dataclass
+class Delivery:
+    vendor: str
+    event: str
+    url: str
+    body: dict[str, Any]
+    attempts: int = 0
+
+
+class CallbackQueue:
+    """Implements the world's EventSink; `deliver_due()` sends whatever is due on the sim clock."""
+
+    def __init__(self, config: SimConfig, clock: Clock, rng: random.Random) -> None:
+        self._config = config
+        self._clock = clock
+        self._rng = rng
+        self._client: httpx.AsyncClient | None = None
+        self._seq = itertools.count()
+        self._sequence: dict[str, int] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._heap: list[tuple[float, int, Delivery]] = []
+        self.log: deque[dict[str, Any]] = deque(maxlen=self._config.callback_log_size)
+        self.dropped = 0
+
+    # --- EventSink ------------------------------------------------------------------------------------
+
+    def wants_images(self, vendor: str) -> bool:
+        return vendor == VOLC and self._config.volcengine_callback_url is not None
+
+    def volc_event(self, app_id: str, event_type: str, data: dict[str, Any], at: float) -> None:
+        url = self._config.volcengine_callback_url
+        app = self._config.volc_app(app_id)
+        if url is None or app is None:
+            return
+        body: dict[str, Any] = {
+            "EventType": event_type,
+            "EventData": json.dumps(data, separators=(",", ":")),
+            "EventTime": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+            "EventId": f"{self._rng.getrandbits(128):032x}",
+            "AppId": app_id,
+            "Version": VOLC_CALLBACK_VERSION,
+            "Nonce": f"{self._rng.getrandbits(32):08x}",
+        }
+        body["Signature"] = volc_callback_signature([str(v) for v in body.values()], app.callback_secret)
+        self._push(at, Delivery(VOLC, event_type, url, body))
+
+    def zego_record_event(
+        self, app_id: str, task_id: str, room_id: str, event_type: int, detail: dict[str, Any], at: float
+    ) -> None:
+        body: dict[str, Any] = {
+            "app_id": int(app_id),
+            "task_id": task_id,
+            "room_id": room_id,
+            "event_type": event_type,
+            "message": _ZEGO_MESSAGES.get(event_type, ""),
+            "sequence": self._next_sequence(app_id),
+            "detail": detail,
+        }
+        self._push_zego(app_id, f"event_type {event_type}", body, at)
+
+    def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None:
+        body: dict[str, Any] = {
+            "event": "snapshot",
+            "appid": int(app_id),
+            "task_id": task_id,
+            "vendor": vendor,
+            "snapshot_pic_list": json.dumps(pics, separators=(",", ":")),
+        }
+        self._push_zego(app_id, "snapshot", body, at)
+
+    def _push_zego(self, app_id: str, event: str, body: dict[str, Any], at: float) -> None:
+        url = self._config.zego_callback_url
+        app = self._config.zego_app(int(app_id))
+        if url is None or app is None:
+            return
+        timestamp = int(at)
+        nonce = str(self._rng.randrange(10**8))
+        body.update(
+            timestamp=timestamp,
+            nonce=nonce,
+            signature=zego_callback_signature(app.callback_secret, timestamp, nonce),
+        )
+        self._push(at, Delivery("zego", event, url, body))
+
+    def _next_sequence(self, app_id: str) -> int:
+        self._sequence[app_id] = self._sequence.get(app_id, 0) + 1
+        return self._sequence[app_id]
+
+    def _push(self, due: float, delivery: Delivery) -> None:
+        if len(self._heap) >= self._config.max_pending_callbacks:
+            self.dropped += 1
+            return
+        heapq.heappush(self._heap, (due, next(self._seq), delivery))
+
+    # --- delivery -------------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap)
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    async def deliver_due(self) -> int:
+        """Attempt every delivery due by now (concurrently); returns how many attempts were made."""
+        now = self._clock.now()
+        due: list[Delivery] = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        if not due:
+            return 0
+        limit = asyncio.Semaphore(_CONCURRENCY)
+
+        async def attempt(delivery: Delivery) -> None:
+            async with limit:
+                await self._attempt(delivery, now)
+
+        await asyncio.gather(*(attempt(d) for d in due))
+        return len(due)
+
+    async def _attempt(self, delivery: Delivery, now: float) -> None:
+        delivery.attempts += 1
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = await self._http().post(delivery.url, json=delivery.body)
+            status = response.status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        ok = status == 200 if delivery.vendor == VOLC else status is not None and 200 <= status < 300
+        self.log.append(
+            {
+                "time": now,
+                "vendor": delivery.vendor,
+                "event": delivery.event,
+                "url": delivery.url,
+                "attempt": delivery.attempts,
+                "status": status,
+                "error": error,
+                "ok": ok,
+                "body": delivery.body,
+            }
+        )
+        if not ok and delivery.attempts < MAX_ATTEMPTS:
+            self._push(now + RETRY_DELAY, delivery)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._config.callback_transport, timeout=self._config.callback_timeout
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+_ZEGO_MESSAGES = {
+    2: "task ended abnormally",
+    4: "room has no stream",
+    5: "task exited normally",
+}

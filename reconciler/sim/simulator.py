@@ -1,0 +1,261 @@
+"""The simulator object behind the app (`app.state.sim`): world, limits, faults, log and callbacks together.
+
+Vendor endpoints run every call through `call()`, which logs it, applies injected faults and turns the
+vendor module's `Reply` into an HTTP answer. Tests in-process drive the world through the helpers here
+(`publish`, `unpublish`, `advance`, `tasks`) instead of the HTTP control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from reconciler.clock import Clock, FakeClock
+from reconciler.sim.callbacks import CallbackQueue
+from reconciler.sim.config import VOLC, ZEGO, SimConfig
+from reconciler.sim.faults import Faults
+from reconciler.sim.ratelimit import SlidingWindowLimiter, Throttle
+from reconciler.sim.reqlog import RequestLog
+from reconciler.sim.world import SimTask, World, volc_stream_key
+
+
+@dataclass
+class Reply:
+    """A vendor answer: HTTP status, JSON body, and the vendor code for the request log."""
+
+    status: int
+    body: dict[str, Any]
+    code: str = ""
+    throttled: bool = False
+
+
+@dataclass(frozen=True)
+class VendorStyle:
+    """How a vendor family answers the failures the simulator injects."""
+
+    vendor: str
+    internal_error: Callable[[str], Reply]
+    throttled: Callable[[str], Reply]
+
+
+class SimError(ValueError):
+    """A control-API or helper call was wrong; the message says which field."""
+
+
+class _DroppedResponse(Response):
+    """Starts an answer and never finishes it: the client sees the connection closed mid-response."""
+
+    def __init__(self, in_process: bool) -> None:
+        super().__init__(status_code=200)
+        self._in_process = in_process
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        if self._in_process:
+            raise httpx.RemoteProtocolError("simulated dropped connection")
+        # Under uvicorn, returning with the body incomplete makes the server close the connection.
+
+
+class Simulator:
+    def __init__(self, config: SimConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        rng = random.Random(config.seed)
+        self.rng = rng
+        self.callbacks = CallbackQueue(config, clock, rng)
+        self.world = World(clock, self.callbacks, rng)
+        self.limiter = SlidingWindowLimiter()
+        self.log = RequestLog(config.request_log_size)
+        self.faults = Faults()
+        self.legacy_tokens: dict[str, tuple[str, float]] = {}  # access token -> (app id, expiry)
+        self.missing_files: set[str] = set()
+        self.in_process = True  # serve() clears it: faults then act on real sockets
+        self._ids = itertools.count(1)
+
+    # --- helpers for vendor modules -------------------------------------------------------------------
+
+    def request_id(self) -> str:
+        return f"sim{int(self.clock.now())}{next(self._ids):08d}"
+
+    def allow(self, vendor: str, app_id: str, api: str) -> bool:
+        return self.limiter.try_acquire(vendor, app_id, api, self.config.rate_limit(vendor, api), self.clock.now())
+
+    async def call(
+        self,
+        request: Request,
+        *,
+        style: VendorStyle,
+        api: str,
+        query: dict[str, Any],
+        body: Any,
+        process: Callable[[], Reply],
+    ) -> Response:
+        """Log the call, apply faults, run `process` (auth, limits, validation, action), answer."""
+        entry = self.log.add(
+            time=self.clock.now(),
+            vendor=style.vendor,
+            api=api,
+            method=request.method,
+            path=request.url.path,
+            query=query,
+            body=body,
+        )
+        decision = self.faults.decide(api)
+        entry.fault = decision.failure
+        if decision.delay_ms:
+            await asyncio.sleep(decision.delay_ms / 1000)  # latency is real time, even on a fake clock
+        if decision.failure in ("timeout", "drop") and not decision.after:
+            return await self._lose_answer(decision.failure)
+        if decision.failure == "throttle":
+            app = str(query.get("AppId") or (body.get("AppId") if isinstance(body, dict) else "") or "")
+            self.limiter.record(Throttle(self.clock.now(), style.vendor, app, api, forced=True))
+            reply = style.throttled(self.request_id())
+        elif decision.failure == "error":
+            reply = style.internal_error(self.request_id())
+        else:
+            reply = process()
+        entry.status, entry.code, entry.throttled = reply.status, reply.code, reply.throttled
+        if decision.after and decision.failure is not None:
+            return await self._lose_answer(decision.failure)
+        return JSONResponse(reply.body, status_code=reply.status)
+
+    async def _lose_answer(self, failure: str) -> Response:
+        if failure == "timeout":
+            if self.in_process:
+                raise httpx.ReadTimeout("simulated timeout: the vendor did not answer")
+            await asyncio.sleep(self.faults.config.hang_seconds)
+        return _DroppedResponse(self.in_process)
+
+    # --- the world, for tests and the control API -----------------------------------------------------
+
+    def default_app(self, vendor: str) -> str:
+        if vendor == VOLC:
+            return self.config.volcengine_apps[0].app_id
+        if vendor == ZEGO:
+            return str(self.config.zego_apps[0].app_id)
+        raise SimError(f"vendor: must be '{VOLC}' or '{ZEGO}', got {vendor!r}")
+
+    def _stream(self, vendor: str, user_id: str | None, stream_type: int, stream_id: str | None) -> tuple[str, str]:
+        if vendor == VOLC:
+            if not user_id:
+                raise SimError("userId: required for volcengine streams")
+            if stream_type not in (0, 1):
+                raise SimError("streamType: must be 0 (camera) or 1 (screen)")
+            return volc_stream_key(user_id, stream_type), user_id
+        if not stream_id:
+            raise SimError("streamId: required for zego streams")
+        return stream_id, user_id or stream_id
+
+    def create_room(self, vendor: str, room_id: str, app_id: str | None = None) -> None:
+        self.world.room(vendor, app_id or self.default_app(vendor), room_id)
+
+    def publish(
+        self,
+        vendor: str,
+        room_id: str,
+        *,
+        user_id: str | None = None,
+        stream_type: int = 0,
+        stream_id: str | None = None,
+        app_id: str | None = None,
+    ) -> bool:
+        key, user = self._stream(vendor, user_id, stream_type, stream_id)
+        return self.world.publish(vendor, app_id or self.default_app(vendor), room_id, key, user)
+
+    def unpublish(
+        self,
+        vendor: str,
+        room_id: str,
+        *,
+        user_id: str | None = None,
+        stream_type: int = 0,
+        stream_id: str | None = None,
+        app_id: str | None = None,
+    ) -> bool:
+        key, _ = self._stream(vendor, user_id, stream_type, stream_id)
+        return self.world.unpublish(vendor, app_id or self.default_app(vendor), room_id, key)
+
+    def tasks(self, vendor: str | None = None) -> list[SimTask]:
+        return [t for t in self.world.all_tasks() if vendor is None or t.vendor == vendor]
+
+    def find_task(self, vendor: str, task_id: str, room_id: str | None = None, app_id: str | None = None) -> SimTask:
+        app = app_id or self.default_app(vendor)
+        if vendor == VOLC:
+            if room_id is None:
+                raise SimError("roomId: required to find a volcengine task")
+            task = self.world.volc_task(app, room_id, task_id)
+        else:
+            task = self.world.zego_task(app, task_id)
+        if task is None:
+            raise SimError(f"taskId: no {vendor} task {task_id!r}")
+        return task
+
+    def stop_task(
+        self,
+        vendor: str,
+        task_id: str,
+        *,
+        room_id: str | None = None,
+        app_id: str | None = None,
+        reason: str | int | None = None,
+    ) -> SimTask:
+        """Stop a running task out of band, as if the vendor ended it."""
+        task = self.find_task(vendor, task_id, room_id, app_id)
+        if not task.running:
+            raise SimError(f"taskId: {task_id!r} has already ended")
+        self.world.stop_out_of_band(task, reason)
+        return task
+
+    @property
+    def throttled(self) -> list[Throttle]:
+        return list(self.limiter.throttled)
+
+    async def deliver_due(self) -> int:
+        """Process due world events and send every callback due now; returns the attempts made."""
+        if self.config.volcengine_callback_url is not None:
+            self.world.settle_images()
+        else:
+            self.world.catch_up()
+        return await self.callbacks.deliver_due()
+
+    async def advance(self, seconds: float) -> None:
+        """Move a fake clock forward, stepping through every due event and callback retry on the way."""
+        if not isinstance(self.clock, FakeClock):
+            raise SimError("advance: the simulator is not running on a fake clock")
+        if seconds < 0:
+            raise SimError("advance: seconds must be >= 0")
+        target = self.clock.now() + seconds
+        while True:
+            dues = [d for d in (self.world.next_due(), self.callbacks.next_due()) if d is not None]
+            step = min(dues, default=None)
+            if step is None or step > target:
+                break
+            self.clock.set(step)
+            self.world.catch_up()
+            await self.callbacks.deliver_due()
+        self.clock.set(target)
+        await self.deliver_due()
+
+    def reset(self) -> None:
+        self.world.reset()
+        self.callbacks.reset()
+        self.limiter.reset()
+        self.log.clear()
+        self.faults = Faults()
+        self.legacy_tokens.clear()
+        self.missing_files.clear()

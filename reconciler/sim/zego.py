@@ -1,0 +1,335 @@
+"""ZEGO server APIs: MediaThumbnails, cloud recording (current Action API) and the legacy v1 recording API.
+
+Business errors are HTTP 200 with the code in the body (`Code` for the Action APIs, `code` for legacy).
+Every Action call is checked with signature 2.0; legacy calls carry an access token obtained from
+/access_token. Decisions vendor-apis.md leaves open are marked UNCONFIRMED where they are made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from reconciler.sim.bodies import (
+    ZEGO_LEGACY_ACCESS_TOKEN,
+    ZEGO_LEGACY_START,
+    ZEGO_LEGACY_TASK_BODY,
+    ZEGO_START_RECORD,
+    ZEGO_TASK_ID_BODY,
+    pascal,
+    snake,
+)
+from reconciler.sim.config import ZEGO, ZEGO_LEGACY, ZegoApp
+from reconciler.sim.schema import BodyError, Obj, validate
+from reconciler.sim.signing import (
+    constant_time_equal,
+    decode_legacy_token,
+    zego_legacy_token_hash,
+    zego_signature,
+)
+from reconciler.sim.simulator import Reply, Simulator, VendorStyle
+from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
+
+SIG_EXPIRED, SIG_INVALID = 100000004, 100000005
+RATE_LIMITED, INVALID_PARAMETER = 300000003, 300000004
+TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
+# MediaThumbnails' own codes (seed 002/004).
+THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
+LEGACY_TOKEN_TTL = 7200
+DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
+
+
+def _current_reply(request_id: str, code: int, message: str, data: Any = None) -> Reply:
+    body: dict[str, Any] = {"Code": code, "Message": message, "RequestId": request_id}
+    if data is not None:
+        body["Data"] = data
+    return Reply(200, body, code=str(code), throttled=code in (RATE_LIMITED, THUMB_TOO_FREQUENT))
+
+
+def _legacy_reply(code: int, message: str, **extra: Any) -> Reply:
+    return Reply(200, {"code": code, "message": message, **extra}, code=str(code), throttled=code == RATE_LIMITED)
+
+
+def _current_style(throttle_code: int) -> VendorStyle:
+    return VendorStyle(
+        ZEGO,
+        internal_error=lambda rid: Reply(
+            500, {"Code": SYSTEM_ERROR, "Message": "system error", "RequestId": rid}, code=str(SYSTEM_ERROR)
+        ),
+        throttled=lambda rid: _current_reply(rid, throttle_code, "simulated throttling burst"),
+    )
+
+
+LEGACY_STYLE = VendorStyle(
+    ZEGO_LEGACY,
+    internal_error=lambda rid: Reply(500, {"code": SYSTEM_ERROR, "message": "system error"}, code=str(SYSTEM_ERROR)),
+    throttled=lambda rid: _legacy_reply(RATE_LIMITED, "simulated throttling burst"),
+)
+
+
+def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
+    """The calling app, or SIG_INVALID / SIG_EXPIRED (an unknown AppId is an invalid signature)."""
+    app_id, ts = query.get("AppId", ""), query.get("Timestamp", "")
+    if not app_id.isdigit() or not ts.isdigit() or query.get("SignatureVersion") != "2.0":
+        return SIG_INVALID
+    app = sim.config.zego_app(int(app_id))
+    if app is None:
+        return SIG_INVALID
+    expected = zego_signature(app_id, query.get("SignatureNonce", ""), app.server_secret, ts)
+    if not constant_time_equal(expected, query.get("Signature", "")):
+        return SIG_INVALID
+    if abs(sim.clock.now() - int(ts)) > sim.config.zego_clock_skew:
+        return SIG_EXPIRED
+    return app
+
+
+# --- MediaThumbnails -----------------------------------------------------------------------------------
+
+
+async def rtc_endpoint(request: Request) -> Response:
+    sim: Simulator = request.app.state.sim
+    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    query = dict(pairs)
+    offsets = [v for k, v in pairs if k == "ExtTimeOffsetSet[]"]
+    action = query.get("Action", "")
+    return await sim.call(
+        request,
+        style=_current_style(THUMB_TOO_FREQUENT),
+        api=action,
+        query=query,
+        body=None,
+        process=lambda: _thumbnails(sim, request, query, offsets),
+    )
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value) if value.strip() == value and value else None
+    except ValueError:
+        return None
+
+
+def _thumbnails(sim: Simulator, request: Request, query: dict[str, str], offsets: list[str]) -> Reply:
+    rid = sim.request_id()
+    if request.method != "GET" or query.get("Action") != "MediaThumbnails":
+        return _current_reply(rid, THUMB_BAD_PARAM, "Action: only MediaThumbnails (GET) is served here")
+    app = _check_signature(sim, query)
+    if isinstance(app, int):
+        # Decision: MediaThumbnails answers authentication failures with its own code 7 (seed 002/004).
+        reason = "signature expired" if app == SIG_EXPIRED else "signature invalid"
+        return _current_reply(rid, THUMB_AUTH, f"authentication failed: {reason}")
+    if not sim.allow(ZEGO, str(app.app_id), "MediaThumbnails"):
+        return _current_reply(rid, THUMB_TOO_FREQUENT, "too many requests")
+    problem = _thumbnail_problem(query, offsets)
+    if problem is not None:
+        return _current_reply(rid, THUMB_BAD_PARAM, problem)
+    vendor, file_id = query["Vendor"], query["FileId"]
+    # Decision: Tencent FileIDs are numeric, Huawei ObsObjects are paths; the other shape is a CDN mismatch.
+    if file_id.isdigit() != (vendor == "Tencent"):
+        return _current_reply(rid, THUMB_CDN_MISMATCH, f"FileId {file_id!r} is not a {vendor} file id")
+    if file_id in sim.missing_files:
+        return _current_reply(rid, THUMB_FAILED, "request failed")
+    task_id = sim.world.submit_thumbnails(str(app.app_id), vendor, [float(o) for o in offsets])
+    data = (
+        {"Tencent": {"TaskId": task_id, "RequestId": rid}} if vendor == "Tencent" else {"Huawei": {"task_id": task_id}}
+    )
+    return _current_reply(rid, 0, "success", data)
+
+
+def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:
+    vendor, kind = query.get("Vendor"), query.get("Type")
+    if vendor not in ("Tencent", "Huawei"):
+        return "Vendor: must be Tencent or Huawei"
+    if not query.get("FileId"):
+        return "FileId: is required"
+    if kind not in ("SnapshotByTimeOffset", "SampleSnapshot"):
+        return "Type: must be SnapshotByTimeOffset or SampleSnapshot"
+    for name in ("Definition", "Interval"):
+        if name in query and _number(query[name]) is None:
+            return f"{name}: must be a number"
+    if any(_number(o) is None or float(o) < 0 for o in offsets):
+        return "ExtTimeOffsetSet[]: every offset must be a number >= 0"
+    if vendor == "Tencent" and "Definition" not in query:
+        return "Definition: is required when Vendor is Tencent"
+    if vendor == "Huawei" and not (_number(query.get("Interval", "")) or 0) > 0:
+        return "Interval: a number > 0 is required when Vendor is Huawei"
+    if kind == "SnapshotByTimeOffset" and not offsets:
+        return "ExtTimeOffsetSet[]: is required when Type is SnapshotByTimeOffset"
+    return None
+
+
+# --- cloud recording, current Action API ----------------------------------------------------------------
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+async def cloudrecord_endpoint(request: Request) -> Response:
+    sim: Simulator = request.app.state.sim
+    raw = await request.body()
+    query = dict(request.query_params)
+    action = query.get("Action", "")
+    body = _parse_json(raw)
+    return await sim.call(
+        request,
+        style=_current_style(RATE_LIMITED),
+        api=action,
+        query=query,
+        body=body,
+        process=lambda: _cloudrecord(sim, request, query, action, body),
+    )
+
+
+_CURRENT_ACTIONS: dict[str, Obj] = {
+    "StartRecord": ZEGO_START_RECORD,
+    "StopRecord": ZEGO_TASK_ID_BODY,
+    "DescribeRecordStatus": ZEGO_TASK_ID_BODY,
+}
+
+
+def _cloudrecord(sim: Simulator, request: Request, query: dict[str, str], action: str, body: Any) -> Reply:
+    rid = sim.request_id()
+    app = _check_signature(sim, query)
+    if isinstance(app, int):
+        return _current_reply(rid, app, "signature expired" if app == SIG_EXPIRED else "signature invalid")
+    if action not in _CURRENT_ACTIONS or request.method != "POST":
+        return _current_reply(rid, INVALID_PARAMETER, f"Action: {action!r} is not a POST cloud-recording action")
+    app_id = str(app.app_id)
+    if not sim.allow(ZEGO, app_id, action):
+        return _current_reply(rid, RATE_LIMITED, "too many requests")
+    try:
+        validate(body, _CURRENT_ACTIONS[action])
+    except BodyError as exc:
+        return _current_reply(rid, INVALID_PARAMETER, f"invalid parameter: {exc}")
+    if action == "StartRecord":
+        task_id = _start_record(sim, app_id, body, pascal, legacy=False)
+        return _current_reply(rid, 0, "success", {"TaskId": task_id})
+    if action == "StopRecord":
+        code, message = _stop_record(sim, app_id, body["TaskId"])
+        return _current_reply(rid, code, message)
+    task = sim.world.zego_task(app_id, body["TaskId"])
+    if task is None:
+        return _current_reply(rid, TASK_NOT_FOUND, "task does not exist")
+    return _current_reply(rid, 0, "success", _status_view(task, pascal))
+
+
+def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable[[str], str], *, legacy: bool) -> str:
+    inputs = body[n("record_input_params")]
+    outputs = body.get(n("record_output_params"), {})
+    streams = inputs.get(n("record_stream_list"), [])
+    jpg = outputs.get(n("output_file_format"), "mp4") == "jpg"
+    task_id, _ = sim.world.start_zego(
+        app_id,
+        body[n("room_id")],
+        legacy=legacy,
+        targets=frozenset(s[n("stream_id")] for s in streams) or None,
+        max_idle=inputs.get(n("max_idle_time"), DEFAULT_MAX_IDLE),
+        max_record=inputs.get(n("max_record_time"), DEFAULT_MAX_RECORD),
+        interval=outputs.get(n("snapshot_interval"), DEFAULT_SNAPSHOT_INTERVAL) if jpg else None,
+        client_task_id=None if legacy else inputs.get("ClientTaskId"),
+    )
+    return task_id
+
+
+def _stop_record(sim: Simulator, app_id: str, task_id: str) -> tuple[int, str]:
+    outcome = sim.world.stop_zego(app_id, task_id)
+    if outcome == StopOutcome.UNKNOWN:
+        return TASK_NOT_FOUND, "task does not exist"
+    if outcome == StopOutcome.ENDED:
+        return TASK_ENDED, "task already ended"
+    return 0, "succeed"
+
+
+def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
+    """Status of a recording; QuitReason / quit_reason is a simulator extra, present after an abnormal end."""
+    view: dict[str, Any] = {
+        n("task_id"): task.task_id,
+        n("room_id"): task.room_id,
+        n("status"): task.status,
+        n("start_time"): int(task.start_time * 1000),
+        n("end_time"): 0 if task.end_time is None else int(task.end_time * 1000),
+    }
+    if task.status == ZEGO_ENDED_ABNORMALLY:
+        view[n("quit_reason")] = task.quit_reason
+    return view
+
+
+# --- legacy v1 API --------------------------------------------------------------------------------------
+
+_LEGACY_OPS = ("access_token", "start", "query", "stop")
+
+
+async def legacy_endpoint(request: Request) -> Response:
+    sim: Simulator = request.app.state.sim
+    op = request.path_params["op"]
+    if op not in _LEGACY_OPS or request.method != "POST":
+        return PlainTextResponse("not found", status_code=404)
+    body = _parse_json(await request.body())
+    return await sim.call(
+        request, style=LEGACY_STYLE, api=op, query={}, body=body, process=lambda: _legacy(sim, op, body)
+    )
+
+
+def _legacy(sim: Simulator, op: str, body: Any) -> Reply:
+    app_id = body.get("app_id") if isinstance(body, dict) else None
+    if type(app_id) is not int:
+        return _legacy_reply(INVALID_PARAMETER, "invalid parameter: app_id: must be an integer")
+    app = sim.config.zego_app(app_id)
+    if app is None:
+        return _legacy_reply(SIG_INVALID, "unknown app_id")
+    if op == "access_token":
+        return _legacy_access_token(sim, app, body)
+    token = body.get("access_token")
+    if not isinstance(token, str):
+        return _legacy_reply(INVALID_PARAMETER, "invalid parameter: access_token: must be a string")
+    known = sim.legacy_tokens.get(token)
+    if known is None or known[0] != str(app_id):
+        return _legacy_reply(SIG_INVALID, "access_token invalid")
+    if known[1] <= sim.clock.now():
+        return _legacy_reply(SIG_EXPIRED, "access_token expired")
+    if not sim.allow(ZEGO_LEGACY, str(app_id), op):
+        return _legacy_reply(RATE_LIMITED, "too many requests")
+    try:
+        validate(body, ZEGO_LEGACY_START if op == "start" else ZEGO_LEGACY_TASK_BODY)
+    except BodyError as exc:
+        return _legacy_reply(INVALID_PARAMETER, f"invalid parameter: {exc}")
+    if op == "start":
+        # The legacy start has no idempotency key: every call starts a new task.
+        return _legacy_reply(0, "succeed", task_id=_start_record(sim, str(app_id), body, snake, legacy=True))
+    if op == "stop":
+        code, message = _stop_record(sim, str(app_id), body["task_id"])
+        return _legacy_reply(code, message)
+    task = sim.world.zego_task(str(app_id), body["task_id"])
+    if task is None:
+        return _legacy_reply(TASK_NOT_FOUND, "task does not exist")
+    return _legacy_reply(0, "succeed", data=_status_view(task, snake))
+
+
+def _legacy_access_token(sim: Simulator, app: ZegoApp, body: dict[str, Any]) -> Reply:
+    if not sim.allow(ZEGO_LEGACY, str(app.app_id), "access_token"):
+        return _legacy_reply(RATE_LIMITED, "too many requests")
+    try:
+        validate(body, ZEGO_LEGACY_ACCESS_TOKEN)
+    except BodyError as exc:
+        return _legacy_reply(INVALID_PARAMETER, f"invalid parameter: {exc}")
+    token = decode_legacy_token(body["token"])
+    if token is None:
+        return _legacy_reply(SIG_INVALID, "token is not base64 JSON {ver, hash, nonce, expired}")
+    expected = zego_legacy_token_hash(app.app_id, app.server_secret, token.nonce, token.expired)
+    if not constant_time_equal(expected, token.hash):
+        return _legacy_reply(SIG_INVALID, "token hash invalid")
+    now = sim.clock.now()
+    if token.expired <= now:
+        return _legacy_reply(SIG_EXPIRED, "token expired")
+    access_token = f"{sim.rng.getrandbits(128):032x}"
+    sim.legacy_tokens[access_token] = (str(app.app_id), now + LEGACY_TOKEN_TTL)
+    return _legacy_reply(0, "succeed", data={"access_token": access_token, "expires_in": LEGACY_TOKEN_TTL})
