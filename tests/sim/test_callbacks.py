@@ -1,0 +1,134 @@
+"""Callbacks: signed as the vendors sign them, delivered on the sim clock, retried by the vendors' rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.sim import SimConfig, create_app
+from tests.sim.conftest import START, SimClient, record_body, snapshot_body
+
+
+class Receiver:
+    """A callback endpoint that records bodies and answers with queued status codes (then 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.received.append({"url": str(request.url), "body": json.loads(request.content)})
+        return httpx.Response(self.statuses.pop(0) if self.statuses else 200)
+
+    def events(self, key: str) -> list[Any]:
+        return [r["body"].get(key) for r in self.received]
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    return Receiver()
+
+
+@pytest.fixture
+async def cb_client(receiver: Receiver) -> AsyncIterator[SimClient]:
+    clock = FakeClock(start=START)
+    config = SimConfig(
+        seed=1,
+        volcengine_callback_url="http://daemon.test/callbacks/volcengine",
+        zego_callback_url="http://daemon.test/callbacks/zego",
+        callback_transport=httpx.MockTransport(receiver.handler),
+    )
+    app = create_app(config, clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
+        yield SimClient(http, app, clock)
+    await app.state.sim.callbacks.aclose()
+
+
+def volc_signature_ok(body: dict[str, Any], secret: str) -> bool:
+    nonce = body.get("Nonce", body.get("Noce"))
+    values = [
+        body["EventType"],
+        body["EventData"],
+        body["EventTime"],
+        body["EventId"],
+        body["AppId"],
+        body["Version"],
+        nonce,
+        secret,
+    ]
+    return hashlib.sha256("".join(sorted(values)).encode()).hexdigest() == body["Signature"]
+
+
+async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Receiver) -> None:
+    sim = cb_client.sim
+    await cb_client.volc("StartSnapshot", snapshot_body(ImageConfig={"Interval": 5}))
+    sim.publish("volcengine", "r1", user_id="alice")
+    await sim.advance(20)
+    sim.unpublish("volcengine", "r1", user_id="alice")
+    await sim.deliver_due()
+    kinds = receiver.events("EventType")
+    assert kinds[0] == "UserJoinRoom" and kinds[-1] == "UserLeaveRoom"
+    images = [
+        json.loads(r["body"]["EventData"])
+        for r in receiver.received
+        if r["body"]["EventType"] == "SnapshotRealTimeData"
+    ]
+    assert len(images) == 4
+    assert [i["Timestamp"] for i in images] == [int((START + t) * 1000) for t in (0, 5, 10, 15)]
+    assert images[0]["UserId"] == "alice" and images[0]["TaskId"] == "t1"
+    assert all(volc_signature_ok(r["body"], "capctl-sim-volc-callback") for r in receiver.received)
+    assert all(r["url"].endswith("/callbacks/volcengine") for r in receiver.received)
+
+
+async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, receiver: Receiver) -> None:
+    sim = cb_client.sim
+    r = await cb_client.zego("StartRecord", record_body(MaxIdleTime=90))
+    task_id = r.json()["Data"]["TaskId"]
+    await sim.advance(90)
+    bodies = [x["body"] for x in receiver.received]
+    assert [b["event_type"] for b in bodies] == [4, 4, 2]  # zero streams at 30 s and 60 s, then the end
+    assert bodies[-1]["detail"] == {"quit_reason": 3} and bodies[-1]["task_id"] == task_id
+    for b in bodies:
+        expected = hashlib.sha1("".join(sorted(["capctl-sim-zego-callback", str(b["timestamp"]), b["nonce"]])).encode())
+        assert expected.hexdigest() == b["signature"]
+    task2 = (await cb_client.zego("StartRecord", record_body())).json()["Data"]["TaskId"]
+    await cb_client.zego("StopRecord", {"TaskId": task2})
+    await sim.deliver_due()
+    assert receiver.received[-1]["body"]["event_type"] == 5
+
+
+async def test_retries_are_paced_by_sim_clock(cb_client: SimClient, receiver: Receiver) -> None:
+    sim = cb_client.sim
+    receiver.statuses = [500, 503, 500]
+    sim.publish("volcengine", "r1", user_id="bob")  # one UserJoinRoom, failing three times
+    await sim.deliver_due()
+    assert len(receiver.received) == 1
+    await sim.advance(4.9)
+    assert len(receiver.received) == 1
+    await sim.advance(0.1)
+    assert len(receiver.received) == 2
+    await sim.advance(60)
+    assert len(receiver.received) == 3  # first try + 2 retries, then it gives up
+    assert [d["attempt"] for d in sim.callbacks.log] == [1, 2, 3]
+
+
+async def test_thumbnail_result_callback(cb_client: SimClient, receiver: Receiver) -> None:
+    params = [
+        ("Vendor", "Tencent"),
+        ("FileId", "42"),
+        ("Definition", "10"),
+        ("ExtTimeOffsetSet[]", "1.5"),
+        ("Type", "SnapshotByTimeOffset"),
+    ]
+    r = await cb_client.thumbs(params)
+    await cb_client.sim.advance(2)
+    (body,) = [x["body"] for x in receiver.received]
+    assert body["event"] == "snapshot" and body["vendor"] == "tencent"
+    assert body["task_id"] == r.json()["Data"]["Tencent"]["TaskId"]
+    assert json.loads(body["snapshot_pic_list"])[0]["offset"] == 1500

@@ -1,0 +1,146 @@
+"""Rate limits, fault injection, the request log's redaction, the control API and scale."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from reconciler.sim import SimConfig, create_app
+from reconciler.sim.config import VOLC, ZEGO
+from reconciler.sim.ratelimit import SlidingWindowLimiter
+from tests.sim.conftest import VOLC_APP, SimClient, record_body, snapshot_body
+
+
+def test_sliding_window_counts_any_one_second() -> None:
+    limiter = SlidingWindowLimiter()
+    times = [i * 0.005 for i in range(400)]  # 200 requests/s for 2 s against a limit of 150/s
+    accepted = [t for t in times if limiter.try_acquire("v", "a", "X", 150, t)]
+    for start in times:
+        assert len([t for t in accepted if start <= t < start + 1.0 - 1e-9]) <= 150
+    assert 295 <= len(accepted) <= 300  # a token bucket with a burst of 150 would have let all 400 through
+    assert limiter.throttled_total == 400 - len(accepted)
+
+
+@pytest.mark.parametrize("config", [SimConfig(seed=1, rate_limits={(VOLC, "GetSnapshotTask"): 3})])
+async def test_volc_throttled_as_vendor(client: SimClient) -> None:
+    query = {"AppId": VOLC_APP, "RoomId": "r1", "TaskId": "x"}
+    statuses = [(await client.volc("GetSnapshotTask", query)).status_code for _ in range(5)]
+    assert statuses == [400, 400, 400, 429, 429]
+    r = await client.volc("GetSnapshotTask", query)
+    assert r.json()["ResponseMetadata"]["Error"]["Code"] == "FlowLimitExceeded.QPSOverLimit"
+    await client.sim.advance(1)
+    assert (await client.volc("GetSnapshotTask", query)).status_code == 400
+    assert [t.api for t in client.sim.throttled] == ["GetSnapshotTask"] * 3
+
+
+async def test_zego_describe_limit_is_10(client: SimClient) -> None:
+    codes = [(await client.zego("DescribeRecordStatus", {"TaskId": "x"})).json()["Code"] for _ in range(11)]
+    assert codes == [300001000] * 10 + [300000003]
+
+
+async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
+    http = client.http
+    r = await http.put("/_sim/faults", json={"errorRate": 1.0, "apis": ["StartSnapshot"]})
+    assert r.status_code == 200
+    r = await client.volc("StartSnapshot", snapshot_body())
+    assert r.status_code == 500 and client.sim.tasks() == []
+    assert (await client.zego("StartRecord", record_body())).json()["Code"] == 0  # not in `apis`
+    await http.put("/_sim/faults", json={"throttleNext": 2})
+    assert (await client.volc("StartSnapshot", snapshot_body())).status_code == 429
+    assert (await client.zego("StartRecord", record_body())).json()["Code"] == 300000003
+    assert (await client.volc("StartSnapshot", snapshot_body())).status_code == 200
+    body = (await http.get("/_sim/throttled")).json()
+    assert body["total"] == 2 and body["notForced"] == 0
+    r = await http.put("/_sim/faults", json={"errorRate": 2})
+    assert r.status_code == 400 and "errorRate" in r.json()["error"]
+
+
+async def test_timeout_and_drop_before_and_after(client: SimClient) -> None:
+    await client.http.put("/_sim/faults", json={"timeoutRate": 1.0})
+    with pytest.raises(httpx.TimeoutException):
+        await client.volc("StartSnapshot", snapshot_body())
+    assert client.sim.tasks() == []
+    await client.http.put("/_sim/faults", json={"dropRate": 1.0, "phase": "after"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        await client.volc("StartSnapshot", snapshot_body())
+    assert len(client.sim.tasks()) == 1  # the answer was lost, the start took effect
+    await client.http.delete("/_sim/faults")
+    assert (await client.volc("StartSnapshot", snapshot_body())).status_code == 200
+
+
+async def test_fixed_latency_is_real_time(client: SimClient) -> None:
+    await client.http.put("/_sim/faults", json={"latencyMs": 50})
+    began = time.perf_counter()
+    await client.volc("GetSnapshotTask", {"AppId": VOLC_APP, "RoomId": "r", "TaskId": "t"})
+    assert time.perf_counter() - began >= 0.05
+
+
+async def test_request_log_redacts_credentials(client: SimClient) -> None:
+    await client.zego("StartRecord", record_body())
+    storage = snapshot_body(
+        StorageConfig={"Type": 2, "CustomConfig": {"Bucket": "b", "AccessKey": "AK-LEAK", "SecretKey": "SK-LEAK"}}
+    )
+    await client.volc("StartSnapshot", storage)
+    text = (await client.http.get("/_sim/requests")).text
+    for secret in ("AKID-SECRET-VALUE", "SK-SECRET-VALUE", "AK-LEAK", "SK-LEAK"):
+        assert secret not in text
+    entries = (await client.http.get("/_sim/requests?limit=2")).json()["requests"]
+    assert entries[0]["query"]["Signature"].startswith("sha256:")
+    assert entries[1]["body"]["StorageConfig"]["CustomConfig"]["Bucket"] == "b"
+    assert [e["api"] for e in entries] == ["StartRecord", "StartSnapshot"]
+
+
+async def test_control_api_rooms_tasks_stop_clock_reset(client: SimClient) -> None:
+    http = client.http
+    config = (await http.get("/_sim/config")).json()
+    assert config["volcengine"]["accessKey"] == "AKCAPCTLSIM0000000001"
+    assert config["zego"]["appId"] == 1234567890 and config["zego"]["legacyPathPrefix"] == "/zego/legacy"
+    assert (await http.post("/_sim/rooms", json={"vendor": "volcengine", "roomId": "r1"})).status_code == 200
+    await client.volc("StartSnapshot", snapshot_body(MaxIdleTime=100))
+    r = await http.post("/_sim/publish", json={"vendor": "volcengine", "roomId": "r1", "userId": "alice"})
+    assert r.json() == {"changed": True}
+    rooms = (await http.get("/_sim/rooms")).json()["rooms"]
+    assert rooms[0]["users"] == ["alice"] and rooms[0]["runningTasks"] == ["t1"]
+    r = await http.post("/_sim/clock", json={"advance": 10})
+    assert r.json()["kind"] == "fake"
+    tasks = (await http.get("/_sim/tasks?state=running")).json()["tasks"]
+    assert tasks[0]["images"] == 5 and tasks[0]["activeStreams"] == 1
+    r = await http.post("/_sim/tasks/stop", json={"vendor": "volcengine", "taskId": "t1", "roomId": "r1"})
+    assert r.json()["task"]["stopReason"] == "UnknownStopReason"
+    r = await http.post("/_sim/tasks/stop", json={"vendor": "volcengine", "taskId": "t1", "roomId": "r1"})
+    assert r.status_code == 400 and "already ended" in r.json()["error"]
+    zid = (await client.zego("StartRecord", record_body())).json()["Data"]["TaskId"]
+    r = await http.post("/_sim/tasks/stop", json={"vendor": "zego", "taskId": zid, "reason": 6})
+    assert (r.json()["task"]["status"], r.json()["task"]["quitReason"]) == (4, 6)
+    assert (await http.post("/_sim/publish", json={"vendor": "zego", "roomId": "z"})).status_code == 400
+    assert (await http.post("/_sim/clock", json={"speed": 2})).status_code == 400  # fake clock
+    await http.post("/_sim/reset")
+    assert (await http.get("/_sim/tasks")).json()["tasks"] == []
+
+
+async def test_ten_thousand_tasks_advance_hours_quickly() -> None:
+    from reconciler.clock import FakeClock
+
+    clock = FakeClock()
+    app = create_app(SimConfig(seed=3), clock)
+    sim = app.state.sim
+    began = time.perf_counter()
+    for i in range(10_000):
+        vendor = VOLC if i % 2 else ZEGO
+        if i % 4 < 2:
+            sim.publish(vendor, f"room{i}", user_id="u", stream_id="s")
+        if vendor == VOLC:
+            sim.world.start_volc(
+                VOLC_APP, f"room{i}", "t", business_id="", targets=None, max_idle=180, interval=2, settings={}
+            )
+        else:
+            sim.world.start_zego(
+                "1234567890", f"room{i}", legacy=False, targets=None, max_idle=30, max_record=3600, interval=10
+            )
+    await sim.advance(6 * 3600)
+    tasks = sim.tasks()
+    assert time.perf_counter() - began < 10
+    assert sim.world.running_count == 2_500  # volcengine tasks with a stream never stop
+    assert sum(t.images for t in tasks) == 2_500 * (6 * 3600 // 2) + 2_500 * 360

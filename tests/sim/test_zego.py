@@ -1,0 +1,196 @@
+"""ZEGO: signature 2.0, the current recording API, the legacy v1 API and MediaThumbnails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.sim.signing import make_legacy_token
+from tests.sim.conftest import ZEGO_APP, SimClient, record_body
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def code(r: Any) -> int:
+    assert r.status_code == 200, r.text
+    value: int = r.json()["Code"]
+    return value
+
+
+async def test_documented_signature_accepted_and_bad_rejected(client: SimClient) -> None:
+    r = await client.zego("StartRecord", record_body())
+    assert code(r) == 0 and len(r.json()["Data"]["TaskId"]) == 16
+    assert code(await client.zego("StartRecord", record_body(), secret="f" * 32)) == 100000005
+    assert code(await client.zego("StartRecord", record_body(), app_id=42)) == 100000005
+    assert code(await client.zego("StartRecord", record_body(), when=client.clock.now() - 601)) == 100000004
+    assert code(await client.zego("StartRecord", record_body(), when=client.clock.now() + 599)) == 0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda b: b["RecordInputParams"].update(MaxIdleTime=4), "RecordInputParams.MaxIdleTime: must be >= 5"),
+        (lambda b: b["RecordInputParams"].update(MaxRecordTime=299), "MaxRecordTime: must be >= 300"),
+        (lambda b: b["RecordInputParams"].update(MaxIdleTime="30"), "must be an integer"),
+        (lambda b: b["RecordInputParams"].update(FillBlank="true"), "FillBlank: must be a boolean"),
+        (lambda b: b["RecordOutputParams"].update(SnapshotInterval=4), "SnapshotInterval: must be >= 5"),
+        (lambda b: b["RecordOutputParams"].update(OutputFileFormat="avi"), "OutputFileFormat"),
+        (lambda b: b["StorageParams"].pop("Bucket"), "StorageParams.Bucket: is required when Vendor = 2"),
+        (lambda b: b["StorageParams"].update(Vendor=10), "StorageParams.EndPoint"),
+        (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
+        (lambda b: b.pop("RoomId"), "RoomId: is required"),
+    ],
+)
+async def test_start_record_validation(client: SimClient, mutate: Any, where: str) -> None:
+    body = record_body()
+    mutate(body)
+    r = await client.zego("StartRecord", body)
+    assert code(r) == 300000004
+    assert where in r.json()["Message"]
+
+
+async def test_idle_end_status_4_quit_reason_3(client: SimClient) -> None:
+    r = await client.zego("StartRecord", record_body(MaxIdleTime=30))
+    task_id = r.json()["Data"]["TaskId"]
+    await client.sim.advance(29)
+    data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
+    assert data["Status"] == 2 and data["EndTime"] == 0 and "QuitReason" not in data
+    await client.sim.advance(1)
+    data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
+    assert (data["Status"], data["QuitReason"]) == (4, 3)
+    assert data["EndTime"] - data["StartTime"] == 30_000
+    assert code(await client.zego("StopRecord", {"TaskId": task_id})) == 300001001
+    assert code(await client.zego("StopRecord", {"TaskId": "0" * 16})) == 300001000
+    assert code(await client.zego("DescribeRecordStatus", {"TaskId": "0" * 16})) == 300001000
+
+
+async def test_max_record_time_ends_with_quit_reason_4_and_images(client: SimClient) -> None:
+    sim = client.sim
+    sim.publish("zego", "z1", stream_id="s1")
+    r = await client.zego("StartRecord", record_body(MaxRecordTime=300))
+    task_id = r.json()["Data"]["TaskId"]
+    await sim.advance(400)
+    data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
+    assert (data["Status"], data["QuitReason"]) == (4, 4)
+    assert sim.world.zego_tasks[task_id].images == 300 // 5
+
+
+async def test_stop_record(client: SimClient) -> None:
+    task_id = (await client.zego("StartRecord", record_body())).json()["Data"]["TaskId"]
+    assert code(await client.zego("StopRecord", {"TaskId": task_id})) == 0
+    data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
+    assert data["Status"] == 3
+
+
+async def test_client_task_id_idempotency(client: SimClient) -> None:
+    body = record_body(ClientTaskId="job-1", MaxIdleTime=10)
+    first = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
+    again = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
+    assert first == again and len(client.sim.tasks("zego")) == 1
+    await client.sim.advance(10)
+    third = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
+    assert third != first and len(client.sim.tasks("zego")) == 2
+
+
+async def test_record_stream_list_targets(client: SimClient) -> None:
+    sim = client.sim
+    sim.publish("zego", "z1", stream_id="other")
+    body = record_body(MaxIdleTime=10, RecordStreamList=[{"StreamId": "teacher"}])
+    task_id = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
+    await sim.advance(5)
+    sim.publish("zego", "z1", stream_id="teacher", user_id="t")
+    await sim.advance(100)
+    assert sim.world.zego_tasks[task_id].running
+    sim.unpublish("zego", "z1", stream_id="teacher")
+    await sim.advance(10)
+    assert sim.world.zego_tasks[task_id].quit_reason == 3
+
+
+# --- legacy ---------------------------------------------------------------------------------------------
+
+
+async def legacy_token(client: SimClient, *, expired: float | None = None, secret: str = SECRET) -> Any:
+    exp = int(expired if expired is not None else client.clock.now() + 3600)
+    token = make_legacy_token(ZEGO_APP, secret, "0123456789abcdef", exp)
+    return await client.http.post(
+        "/zego/legacy/access_token", json={"app_id": ZEGO_APP, "seq": 1, "token": token, "version": 1}
+    )
+
+
+def legacy_start_body(token: str) -> dict[str, Any]:
+    return {
+        "app_id": ZEGO_APP,
+        "access_token": token,
+        "room_id": "z1",
+        "record_input_params": {"record_mode": 1, "stream_type": 3, "max_idle_time": 60},
+        "record_output_params": {"output_file_format": "mp4", "output_folder": "record/"},
+        "storage_params": {
+            "storage_provider": 2,
+            "region": "oss-x",
+            "bucket_name": "b",
+            "access_key_id": "k",
+            "access_key_secret": "s",
+        },
+    }
+
+
+async def test_legacy_flow(client: SimClient) -> None:
+    r = await legacy_token(client)
+    assert r.json()["code"] == 0 and r.json()["data"]["expires_in"] == 7200
+    token = r.json()["data"]["access_token"]
+    r = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
+    assert r.json()["code"] == 0, r.text
+    task_id = r.json()["task_id"]
+    r2 = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
+    assert r2.json()["task_id"] != task_id  # no idempotency key in v1
+    q = {"app_id": ZEGO_APP, "access_token": token, "task_id": task_id}
+    assert (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["status"] == 2
+    await client.sim.advance(60)
+    data = (await client.http.post("/zego/legacy/query", json=q)).json()["data"]
+    assert (data["status"], data["quit_reason"]) == (4, 3)
+    assert (await client.http.post("/zego/legacy/stop", json=q)).json()["code"] == 300001001
+    await client.sim.advance(7200)
+    assert (await client.http.post("/zego/legacy/query", json=q)).json()["code"] == 100000004
+
+
+async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
+    assert (await legacy_token(client, secret="x" * 32)).json()["code"] == 100000005
+    assert (await legacy_token(client, expired=client.clock.now() - 1)).json()["code"] == 100000004
+    body = legacy_start_body("unknown-token")
+    assert (await client.http.post("/zego/legacy/start", json=body)).json()["code"] == 100000005
+    token = (await legacy_token(client)).json()["data"]["access_token"]
+    body = legacy_start_body(token)
+    body["record_input_params"]["max_record_time"] = 100000
+    r = await client.http.post("/zego/legacy/start", json=body)
+    assert r.json()["code"] == 300000004 and "record_input_params.max_record_time" in r.json()["message"]
+    body = legacy_start_body(token)
+    body["storage_params"]["storage_provider"] = 10  # only the current API knows vendor 10
+    assert (await client.http.post("/zego/legacy/start", json=body)).json()["code"] == 300000004
+    stop = {"app_id": ZEGO_APP, "access_token": token, "task_id": "nope"}
+    assert (await client.http.post("/zego/legacy/stop", json=stop)).json()["code"] == 300001000
+
+
+# --- MediaThumbnails ------------------------------------------------------------------------------------
+
+
+async def test_thumbnails_codes(client: SimClient) -> None:
+    tencent = [
+        ("Vendor", "Tencent"),
+        ("FileId", "1397757897438985100"),
+        ("Definition", "10"),
+        ("ExtTimeOffsetSet[]", "1"),
+        ("ExtTimeOffsetSet[]", "2"),
+        ("Type", "SnapshotByTimeOffset"),
+    ]
+    r = await client.thumbs(tencent)
+    assert code(r) == 0 and r.json()["Data"]["Tencent"]["TaskId"]
+    huawei = [("Vendor", "Huawei"), ("FileId", "/record/a.mp4"), ("Interval", "2"), ("Type", "SampleSnapshot")]
+    r = await client.thumbs(huawei)
+    assert code(r) == 0 and r.json()["Data"]["Huawei"]["task_id"]
+    assert code(await client.thumbs(huawei[:2] + huawei[3:])) == 2  # Huawei without Interval
+    assert code(await client.thumbs([("Vendor", "Akamai"), *huawei[1:]])) == 2
+    assert code(await client.thumbs([("Vendor", "Huawei"), ("FileId", "12345"), *huawei[2:]])) == 4
+    assert code(await client.thumbs(huawei, secret="0" * 32)) == 7
+    client.sim.missing_files.add("/record/a.mp4")
+    assert code(await client.thumbs(huawei)) == 1000
