@@ -1,0 +1,198 @@
+"""Vendor webhooks turned into small, verified events; everything that is not verified is refused.
+
+A callback is parsed, matched to a Provider by its app id, checked against that Provider's
+callbackSecret with the vendor's own signature scheme (the providers' signing modules), and refused when
+its time is more than `MAX_SKEW` from the daemon's clock, so a captured callback cannot be replayed later.
+What comes out is only a hint: the controller enqueues the keys it names and re-reads the truth itself.
+No secret, signature or raw body ever enters an error message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.model import ProviderConfig
+from reconciler.providers import volc_signing, zego_signing
+from reconciler.secrets import Secret
+
+VOLC, ZEGO = "volcengine", "zego"
+MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
+DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seconds)
+
+# ZEGO cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
+ZEGO_UPLOAD_FINISHED, ZEGO_ABNORMAL_END, ZEGO_ZERO_STREAMS, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING = 1, 2, 4, 5, 7
+QUIT_MAX_RECORD_TIME = 4
+# UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
+ZEGO_STREAM_EVENTS = frozenset({"stream_create"})
+
+
+class CallbackRejected(Exception):
+    """The callback is refused with HTTP `status`; `reason` is safe to send back and to log."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    """What a verified callback tells the controller. Flags, because one event may say several things."""
+
+    vendor: str
+    app_id: str
+    event: str
+    dedupe_key: str
+    at: float
+    task_id: str | None = None
+    room_id: str | None = None
+    output: bool = False  # the run produced something (an image, an uploaded file)
+    ended: bool = False  # the vendor says the run ended: look now
+    rollover: bool = False  # it ended at its max duration
+    room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
+    room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise CallbackRejected(400, "malformed JSON: the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise CallbackRejected(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CallbackRejected(400, f"malformed callback: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _secrets(providers: Iterable[ProviderConfig], vendor: str, app_id: str) -> list[Secret]:
+    matching = [p for p in providers if p.type == vendor and p.app_id == app_id]
+    secrets = [p.callback_secret for p in matching if isinstance(p.callback_secret, Secret)]
+    if not secrets:
+        what = "no Provider" if not matching else "no Provider with a callbackSecret"
+        raise CallbackRejected(401, f"{what} for {vendor} app id {app_id!r}: cannot verify the callback")
+    return secrets
+
+
+def _check_time(at: float, now: float) -> None:
+    skew = at - now
+    if abs(skew) > MAX_SKEW:
+        side = "ahead of" if skew > 0 else "behind"
+        raise CallbackRejected(401, f"stale callback: its time is {abs(skew):.0f} s {side} the daemon clock "
+                                    f"(at most {MAX_SKEW:.0f} s allowed)")
+
+
+def _event_time(value: Any, field: str) -> float:
+    """Unix seconds from ISO 8601 text, or from a number of seconds or milliseconds."""
+    if isinstance(value, bool):
+        raise CallbackRejected(400, f"malformed callback: {field} is not a time")
+    if isinstance(value, int | float):
+        return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        if value.isdigit():
+            return _event_time(int(value), field)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise CallbackRejected(400, f"malformed callback: {field} {value[:40]!r} is not a time") from None
+        if parsed.tzinfo is None:
+            raise CallbackRejected(400, f"malformed callback: {field} {value[:40]!r} has no time zone")
+        return parsed.timestamp()
+    raise CallbackRejected(400, f"malformed callback: {field} is missing")
+
+
+def _text(data: Mapping[str, Any], field: str) -> str | None:
+    value = data.get(field)
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
+    """A Volcengine webhook (`{EventType, EventData, EventTime, EventId, AppId, Version, Nonce, Signature}`)."""
+    data = _json_object(body)
+    app_id = _text(data, "AppId")
+    if app_id is None:
+        raise CallbackRejected(400, "malformed callback: AppId is missing")
+    secrets = _secrets(providers, VOLC, app_id)
+    if not isinstance(data.get("Signature"), str):
+        raise CallbackRejected(401, "missing Signature")
+    if not any(volc_signing.verify_callback(data, s.reveal()) for s in secrets):
+        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
+    at = _event_time(data.get("EventTime"), "EventTime")
+    _check_time(at, now)
+    event_type, event_id = _text(data, "EventType") or "", _text(data, "EventId") or ""
+    raw = data.get("EventData")
+    try:
+        event_data = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc.msg})") from None
+    if not isinstance(event_data, dict):
+        raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
+    return CallbackEvent(
+        vendor=VOLC, app_id=app_id, event=event_type, dedupe_key=f"volc:{app_id}:{event_id}", at=at,
+        task_id=_text(event_data, "TaskId"), room_id=_text(event_data, "RoomId"),
+        output=event_type == "SnapshotRealTimeData", room_active=event_type == "UserJoinRoom",
+    )
+
+
+def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
+    """A ZEGO webhook: cloud recording (`event_type`), thumbnails (`event: snapshot`) or room streams."""
+    data = _json_object(body)
+    app_id = _text(data, "app_id") or _text(data, "appid")
+    if app_id is None:
+        raise CallbackRejected(400, "malformed callback: app_id is missing")
+    secrets = _secrets(providers, ZEGO, app_id)
+    if data.get("signature") is None:
+        raise CallbackRejected(401, "missing signature")
+    if not any(zego_signing.verify_callback(data, s) for s in secrets):
+        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
+    at = _event_time(data.get("timestamp"), "timestamp")
+    _check_time(at, now)
+    task_id, room_id = _text(data, "task_id"), _text(data, "room_id")
+    event_type = data.get("event_type")
+    if isinstance(event_type, int) and not isinstance(event_type, bool):
+        detail = data.get("detail")
+        quit_reason = detail.get("quit_reason") if isinstance(detail, dict) else None
+        sequence = _text(data, "sequence") or f"{data.get('nonce')}:{at}"
+        return CallbackEvent(
+            vendor=ZEGO, app_id=app_id, event=f"event_type {event_type}",
+            dedupe_key=f"zego:{app_id}:{task_id}:{sequence}", at=at, task_id=task_id, room_id=room_id,
+            output=event_type in (ZEGO_UPLOAD_FINISHED, ZEGO_STOPPED_UPLOADING),
+            ended=event_type in (ZEGO_ABNORMAL_END, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING),
+            rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == QUIT_MAX_RECORD_TIME,
+            room_empty=event_type == ZEGO_ZERO_STREAMS,
+        )
+    event = _text(data, "event") or "unknown"
+    return CallbackEvent(
+        vendor=ZEGO, app_id=app_id, event=event,
+        dedupe_key=f"zego:{app_id}:{event}:{task_id or room_id}:{data.get('nonce')}:{at}", at=at,
+        task_id=task_id, room_id=room_id, room_active=event in ZEGO_STREAM_EVENTS,
+    )
+
+
+PARSERS = {VOLC: parse_volcengine, ZEGO: parse_zego}
+
+
+class Deduper:
+    """Remembers the last `size` callback ids: a vendor's retry of a delivered callback is acted on once."""
+
+    def __init__(self, size: int = DEDUPE_SIZE) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def first_time(self, key: str) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True

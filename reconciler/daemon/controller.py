@@ -1,0 +1,510 @@
+"""The daemon's core: a level-triggered controller that keeps every declared task running.
+
+Every source of work (spec reloads, the resync timer, vendor callbacks, due times) only enqueues task
+keys. A worker takes one key, re-reads the desired task and the recorded state, observes the vendor when
+an observation is due, decides with the same pure `diff` as `capctl plan`, acts through the same
+`Executor` as `capctl apply`, and returns when to look again (controller-runtime's RequeueAfter).
+Re-issue pacing and polling cadence come from `policy`; everything here is wiring and bookkeeping.
+Time comes only from the injected clock, so tests drive hours of daemon life in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+import structlog
+
+from reconciler import engine
+from reconciler.budget import HEADROOM, BudgetRegistry
+from reconciler.clock import Clock
+from reconciler.daemon import policy
+from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper
+from reconciler.daemon.metrics import API_NAMES, CountingProvider, Metrics
+from reconciler.daemon.queue import ShutDown, WorkQueue
+from reconciler.daemon.records import RecordCache
+from reconciler.execute import Executor, needs_observation
+from reconciler.model import (
+    Action,
+    ApiFamily,
+    Change,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+)
+from reconciler.plan import PlanOptions, diff
+from reconciler.providers import ProviderPool
+from reconciler.providers.base import Provider, VendorError
+from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
+from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
+from reconciler.spec import SpecErrors, SpecSet, load_spec_set
+from reconciler.state.base import Lock, StateError, StateStore
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+log = structlog.get_logger("capctl.daemon")
+
+WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
+RESYNC_JITTER = 0.1  # the resync timer fires every resync × [0.9, 1.1]
+SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
+LEASE_SECONDS = 60.0
+HTTP_TIMEOUT = 10.0
+MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how many there were
+COUNTS_TTL = 1.0  # seconds a per-budget running-task count is reused before it is recounted
+
+
+class ReconcileFailed(Exception):
+    """A vendor or state error while reconciling one key: the key is retried with backoff."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+class Daemon:
+    """`capctl run` without the process around it: tests drive it with a FakeClock and ASGI transports.
+
+    `start()` takes the state lock (held until `stop()`), reads the state and the specs, and starts the
+    workers and timers; `asgi_app` serves callbacks, probes and metrics; `reload()` re-reads the specs.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        store: StateStore,
+        clock: Clock,
+        *,
+        resync: float = 30.0,
+        prune: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        workers: int = WORKERS,
+        rng: random.Random | None = None,
+        holder: str = "capctl run",
+        shutdown_grace: float = SHUTDOWN_GRACE,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        if resync <= 0:
+            raise ValueError(f"resync must be positive, got {resync}")
+        self.paths = list(paths)
+        self.clock = clock
+        self.resync = resync
+        self.prune = prune
+        self.records = RecordCache(store)
+        self.queue = WorkQueue(clock)
+        self.metrics = Metrics()
+        self.metrics.watch(self.records.status_counts, lambda: self.queue.depth)
+        self.spec: SpecSet | None = None
+        self.spec_error: str | None = "the specs have not been read yet"
+        self._transport = transport
+        self._workers = workers
+        self._rng = rng or random.Random()
+        self._holder = holder
+        self._grace = shutdown_grace
+        self._lease_seconds = lease_seconds
+        self._deduper = Deduper()
+        self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
+        self._observe_now: set[str] = set()  # restart or callback: observe before acting
+        self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
+        self._rooms: dict[tuple[str, str, str], list[str]] = {}  # (vendor, app id, room) -> keys
+        self._counts: dict[tuple[str, ApiFamily], int] = {}
+        self._counts_at = float("-inf")
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock: Lock | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._pool: ProviderPool | None = None
+        self._providers: dict[tuple[str, ApiFamily], CountingProvider] = {}
+        self._executor: Executor | None = None
+        self._app: Starlette | None = None
+        self.budgets = BudgetRegistry(clock)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Lock the state (raises LockHeld naming the holder), read it, load the specs, start working."""
+        self._lock = self.records.lock(self._holder, lease_seconds=self._lease_seconds)
+        try:
+            self.records.refresh()
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0), limits=limits,
+                                       transport=self._transport)
+        self._pool = ProviderPool({}, budgets=self.budgets, clock=self.clock, http=self._http)
+        self._executor = Executor(self.records, self._provider, self.clock, parallelism=1, rng=self._rng)
+        # Observe before acting: whatever may still run at the vendor is looked at before anything starts.
+        for record in self.records.values():
+            if needs_observation(record):
+                self._observe_now.add(record.key)
+        self.reload()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker(), name=f"capctl-worker-{i}") for i in range(self._workers)]
+        self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
+        self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
+        log.info("daemon started", paths=self.paths, state=self.records.url, resync=self.resync, prune=self.prune,
+                 records=len(self.records.keys()))
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
+        self.queue.shut_down()
+        workers = [t for t in self._tasks if t.get_name().startswith("capctl-worker")]
+        timers = [t for t in self._tasks if t not in workers]
+        for timer in timers:
+            timer.cancel()
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=self._grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutdown grace period over: in-flight work cancelled", tasks=len(pending),
+                            grace=self._grace)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        log.info("daemon stopped")
+
+    @property
+    def asgi_app(self) -> Starlette:
+        if self._app is None:
+            from reconciler.daemon.http import create_app
+
+            self._app = create_app(self)
+        return self._app
+
+    def readiness(self) -> Readiness:
+        if self.spec is None:
+            return Readiness(False, f"no valid spec set in force: {self.spec_error}")
+        try:
+            self.records.serial()
+        except StateError as exc:
+            return Readiness(False, f"the state store does not answer: {exc}")
+        return Readiness(True, "ready")
+
+    # --- specs ------------------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
+        try:
+            spec = load_spec_set(self.paths)
+        except SpecErrors as exc:
+            self.spec_error = f"{len(exc.errors)} error(s), first: {exc.errors[0]}" if exc.errors else str(exc)
+            log.error("spec set rejected; the last valid set stays in force" if self.spec else
+                      "spec set rejected; waiting for a valid one",
+                      errors=[str(e) for e in exc.errors[:MAX_LOGGED_ERRORS]], count=len(exc.errors))
+            return False
+        old, self.spec, self.spec_error = self.spec, spec, None
+        assert self._pool is not None, "reload() before start()"
+        self._pool.update_configs(spec.providers)
+        self._providers.clear()  # rebuilt on use, over the pool's (possibly rebuilt) providers
+        self._rooms = {}
+        for task in spec.tasks.values():
+            config = spec.providers[task.provider]
+            self._rooms.setdefault((config.type, config.app_id, task.target), []).append(task.key)
+        if old is None:
+            keys = set(spec.tasks) | set(self.records.keys())
+        else:
+            keys = {k for k, t in spec.tasks.items() if (o := old.tasks.get(k)) is None or o.spec_hash != t.spec_hash}
+            keys |= set(old.tasks) - set(spec.tasks)
+        for key in sorted(keys):
+            self.queue.add(key)
+        log.info("spec set loaded", summary=spec.summary(), changed=len(keys) if old is not None else None)
+        return True
+
+    # --- workers ----------------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self._process(key)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: str) -> None:
+        started = self.clock.monotonic()
+        with structlog.contextvars.bound_contextvars(key=key, reconcile_id=next(self._ids)):
+            try:
+                requeue = await self.reconcile(key)
+            except (ReconcileFailed, VendorError, StateError) as exc:
+                delay = self.queue.add_rate_limited(key)
+                log.warning("reconcile failed; retrying with backoff", error=str(exc), retry_in=delay,
+                            failures=self.queue.failures(key))
+                return
+            finally:
+                self.metrics.reconcile_seconds.observe(self.clock.monotonic() - started)
+        self.queue.forget(key)
+        if requeue is not None:
+            self.queue.add_after(key, requeue)
+
+    async def reconcile(self, key: str) -> float | None:
+        """One pass over one key; returns seconds until it should be looked at again (None: only on events)."""
+        spec = self.spec
+        if spec is None:
+            return None  # no valid spec set yet: nothing is decided, nothing is stopped
+        task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
+        if task is None:
+            return await self._reconcile_removed(key, record)
+        observed: dict[str, Observed] = {}
+        if record is not None and self._observation_due(record, now):
+            obs = await self._observe(record)
+            observed[key] = obs
+            record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+        if record is not None and self._waiting_to_reissue(task, record):
+            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record))
+            if not decision.immediate:
+                return self._postpone(record, decision, now)
+            record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
+        records = {key: record} if record is not None else {}
+        change = diff({key: task}, records, observed, options=PlanOptions(prune=self.prune), state_serial=0,
+                      now=now).changes[0]
+        if change.action is Action.NOOP:
+            log.debug("no change", reason=change.reason)
+            return self._next_look(key, now)
+        await self._execute(change, task, record)
+        return self._next_look(key, self.clock.now())
+
+    async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
+        self._next_observe.pop(key, None)
+        if record is None or not self.prune:
+            return None
+        change = diff({}, {key: record}, {}, options=PlanOptions(prune=True), state_serial=0,
+                      now=self.clock.now()).changes[0]
+        await self._execute(change, None, record)
+        return None
+
+    async def _execute(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> None:
+        assert self._executor is not None
+        log.info("decision", action=change.action.value, reason=change.reason)
+        desired = {change.key: task} if task is not None else {}
+        records = {change.key: record} if record is not None else {}
+        result = (await self._executor.apply((change,), desired, records)).results[0]
+        if not result.ok:
+            raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
+        if change.action is Action.REISSUE and record is not None:
+            self._count_reissue(record)
+        self._observe_now.discard(change.key)
+        self._rollover_hint.pop(change.key, None)
+        if result.note:
+            log.info("done", action=change.action.value, note=result.note)
+
+    def _count_reissue(self, before: TaskRecord) -> None:
+        after = self.records.get(before.key)
+        rollover = policy.is_rollover(before, hinted=self._hinted(before))
+        reason = "rollover" if rollover else (before.stop_reason or "unknown")
+        self.metrics.reissues.labels(reason=reason[:64]).inc()
+        if after is not None and after.started_at is not None and before.stopped_at is not None:
+            self.metrics.reissue_gap.observe(max(0.0, after.started_at - before.stopped_at))
+
+    # --- re-issue pacing --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
+        return (record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
+                and task.restart_policy is RestartPolicy.ALWAYS and record.spec_hash == task.spec_hash)
+
+    def _hinted(self, record: TaskRecord) -> bool:
+        return record.vendor_task_id is not None and self._rollover_hint.get(record.key) == record.vendor_task_id
+
+    def _postpone(self, record: TaskRecord, decision: policy.ReissueDecision, now: float) -> float:
+        if record.next_attempt_at is None:
+            waiting = policy.postpone(record, decision, now)
+            self.records.put(waiting)
+            log.info("decision", action="wait", status=waiting.status.value, retry_in=round(decision.delay, 1),
+                     unproductive_runs=decision.unproductive,
+                     reason="dormant: no room activity" if decision.dormant else "backing off unproductive runs")
+        return decision.delay
+
+    # --- observation cadence ----------------------------------------------------------------------------
+
+    def _observation_due(self, record: TaskRecord, now: float) -> bool:
+        if not needs_observation(record) or record.status is TaskStatus.DORMANT:
+            return False
+        if record.key in self._observe_now:
+            return True
+        due = self._next_observe.get(record.key)
+        return due is None or now >= due
+
+    async def _observe(self, record: TaskRecord) -> Observed:
+        self._observe_now.discard(record.key)
+        try:
+            obs = await self._provider(record.provider, record.family).observe(record)
+        except VendorError as exc:
+            obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+            log.warning("observation failed", error=str(exc))
+        self._next_observe[record.key] = self.clock.now() + self._period(record) * (0.9 + 0.2 * self._rng.random())
+        log.debug("observed", state=obs.state.value, reason=obs.reason)
+        return obs
+
+    def _next_look(self, key: str, now: float) -> float | None:
+        """When this key needs its worker again: its next observation or its scheduled re-issue."""
+        record = self.records.get(key)
+        if record is None:
+            return None
+        if record.next_attempt_at is not None and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
+            return max(0.0, record.next_attempt_at - now)
+        if not needs_observation(record) or record.status is TaskStatus.DORMANT:
+            return None
+        due = self._next_observe.get(key)
+        if due is None:
+            # Just started: look at its first expected deadline, or after one sweep, whichever is first.
+            deadline = policy.expected_deadline(record)
+            due = now + self._period(record)
+            if deadline is not None and deadline > now:
+                due = min(due, deadline)
+            self._next_observe[key] = due
+        return max(0.0, due - now)
+
+    def _period(self, record: TaskRecord) -> float:
+        return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
+
+    def _running_count(self, record: TaskRecord) -> int:
+        """Running tasks sharing this record's query budget (recounted at most once a second)."""
+        now = self.clock.monotonic()
+        if now - self._counts_at > COUNTS_TTL:
+            counts: dict[tuple[str, ApiFamily], int] = {}
+            for r in self.records.values():
+                if needs_observation(r) and r.status is not TaskStatus.DORMANT:
+                    account = self._account(r.provider)
+                    counts[(account, r.family)] = counts.get((account, r.family), 0) + 1
+            self._counts, self._counts_at = counts, now
+        return self._counts.get((self._account(record.provider), record.family), 1)
+
+    def _account(self, provider: str) -> str:
+        config = self.spec.providers.get(provider) if self.spec else None
+        return config.account if config is not None else provider
+
+    def _query_rate(self, record: TaskRecord) -> float:
+        api = API_NAMES[record.family]["observe"]
+        config = self.spec.providers.get(record.provider) if self.spec else None
+        defaults = VOLC_LIMITS if record.family is ApiFamily.VOLC_SNAPSHOT else ZEGO_LIMITS
+        rate = (config.rate_limits.get(api) if config else None) or defaults[api]
+        return rate * HEADROOM
+
+    # --- providers --------------------------------------------------------------------------------------
+
+    def _provider(self, name: str, family: ApiFamily) -> Provider:
+        counted = self._providers.get((name, family))
+        if counted is None:
+            assert self._pool is not None
+            counted = self._providers[(name, family)] = CountingProvider(self._pool(name, family), self.metrics)
+        return counted
+
+    # --- callbacks --------------------------------------------------------------------------------------
+
+    def handle_callback(self, vendor: str, body: bytes) -> tuple[int, str]:
+        """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys."""
+        parse = PARSERS.get(vendor)
+        if parse is None:
+            return 404, f"no callback route for {vendor!r}"
+        providers = self.spec.providers.values() if self.spec else ()
+        try:
+            event = parse(body, providers, self.clock.now())
+        except CallbackRejected as exc:
+            self.metrics.callbacks.labels(vendor=vendor, outcome="rejected").inc()
+            log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+            return exc.status, exc.reason
+        if not self._deduper.first_time(event.dedupe_key):
+            self.metrics.callbacks.labels(vendor=vendor, outcome="duplicate").inc()
+            return 200, "duplicate: already accepted"
+        self.metrics.callbacks.labels(vendor=vendor, outcome="accepted").inc()
+        self._on_event(event)
+        return 200, "accepted"
+
+    def _on_event(self, event: CallbackEvent) -> None:
+        record = self._record_of(event)
+        if record is not None:
+            self._on_task_event(event, record)
+        if event.room_active and event.room_id is not None:
+            self._wake_room(event)
+
+    def _record_of(self, event: CallbackEvent) -> TaskRecord | None:
+        if event.task_id is None:
+            return None
+        if event.vendor == "volcengine":
+            return self.records.by_vendor_id(("volcengine", event.app_id, event.room_id or "", event.task_id))
+        return self.records.by_vendor_id(("zego", event.task_id))
+
+    def _on_task_event(self, event: CallbackEvent, record: TaskRecord) -> None:
+        key = record.key
+        if event.output and not record.productive and record.status is TaskStatus.RUNNING:
+            self.records.put(record.evolve(productive=True))
+            log.info("run is productive", key=key, event=event.event)
+        if event.ended:
+            if event.rollover and record.vendor_task_id is not None:
+                self._rollover_hint[key] = record.vendor_task_id
+            self._observe_now.add(key)
+            self.queue.add(key)
+            log.info("callback: run ended; observing", key=key, event=event.event)
+            return
+        idle = record.idle_timeout
+        if (event.output or event.room_empty) and idle is not None:
+            # The run cannot idle out before one idle timeout after this event: no need to poll until then.
+            covered = event.at + idle + policy.DEADLINE_MARGIN
+            if record.max_duration is not None and record.started_at is not None:
+                covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
+            current = self._next_observe.get(key)
+            self._next_observe[key] = covered if event.room_empty or current is None else max(current, covered)
+            if event.room_empty:
+                self.queue.add_after(key, max(0.0, covered - self.clock.now()))
+
+    def _wake_room(self, event: CallbackEvent) -> None:
+        now = self.clock.now()
+        for key in self._rooms.get((event.vendor, event.app_id, event.room_id or ""), []):
+            record = self.records.get(key)
+            if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
+                continue
+            if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+                self.records.put(record.evolve(next_attempt_at=now))
+                self.queue.add(key)
+                log.info("room activity: waking task", key=key, event=event.event, was=record.status.value)
+
+    # --- timers -----------------------------------------------------------------------------------------
+
+    async def _resync_timer(self) -> None:
+        """Every resync period (with jitter) every key is looked at: the level-triggered safety net."""
+        while True:
+            await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
+            if self.spec is None:
+                continue
+            for key in set(self.spec.tasks) | set(self.records.keys()):
+                self.queue.add(key)
+
+    async def _renew_lease(self) -> None:
+        """Keep a PostgreSQL lease alive (a no-op for SQLite's OS lock); losing it stops the daemon's work."""
+        while self._lock is not None:
+            await self.clock.sleep(self._lease_seconds / 3)
+            try:
+                self._lock.renew()
+            except StateError as exc:
+                log.error("lost the state lock; no more work is taken", error=str(exc))
+                self.queue.shut_down()
+                return
+
+    # --- test helpers -----------------------------------------------------------------------------------
+
+    def is_idle(self) -> bool:
+        """No key ready and none being worked on (delayed keys may wait on the clock)."""
+        return self.queue.is_idle()
+

@@ -1,0 +1,120 @@
+"""Prometheus metrics of one daemon, in its own registry (two daemons in one test process never collide).
+
+Counters move where things happen (vendor calls through `CountingProvider`, re-issues in the
+controller); gauges that describe the whole (tasks by status, queue depth) are read at scrape time from
+callbacks the controller registers, so they can never drift from the state they describe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from reconciler.budget import Priority
+from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord, TaskStatus
+from reconciler.providers.base import Provider, StartResult, VendorError
+
+T = TypeVar("T")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# The vendor API each provider method calls, by family: the `api` label of capctl_vendor_calls_total.
+API_NAMES: dict[ApiFamily, dict[str, str]] = {
+    ApiFamily.VOLC_SNAPSHOT: {"start": "StartSnapshot", "update": "UpdateSnapshot", "stop": "StopSnapshot",
+                              "observe": "GetSnapshotTask"},
+    ApiFamily.ZEGO_RECORD: {"start": "StartRecord", "update": "StartRecord", "stop": "StopRecord",
+                            "observe": "DescribeRecordStatus"},
+    ApiFamily.ZEGO_RECORD_LEGACY: {"start": "start", "update": "start", "stop": "stop", "observe": "query"},
+    ApiFamily.ZEGO_THUMBNAIL: {"start": "MediaThumbnails", "update": "MediaThumbnails",
+                               "stop": "MediaThumbnails", "observe": "MediaThumbnails"},
+}
+
+
+class _StateCollector(Collector):
+    """Gauges computed at scrape time from the controller's live view."""
+
+    def __init__(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
+        self._statuses = statuses
+        self._depth = depth
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        tasks = GaugeMetricFamily("capctl_tasks", "Tasks in the state store, by status", labels=["status"])
+        counts = self._statuses()
+        for status in TaskStatus:
+            tasks.add_metric([status.value], counts.get(status.value, 0))
+        depth = GaugeMetricFamily("capctl_queue_depth", "Task keys ready to be reconciled now")
+        depth.add_metric([], self._depth())
+        return [tasks, depth]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.vendor_calls = Counter("capctl_vendor_calls", "Vendor API calls, by API and outcome",
+                                    ["api", "outcome"], registry=self.registry)
+        self.throttled = Counter("capctl_vendor_throttled", "Vendor calls answered 'too many requests'",
+                                 ["api"], registry=self.registry)
+        self.reissues = Counter("capctl_reissues", "Tasks re-issued after the vendor stopped them, by reason",
+                                ["reason"], registry=self.registry)
+        self.callbacks = Counter("capctl_callbacks", "Vendor callbacks received, by vendor and outcome",
+                                 ["vendor", "outcome"], registry=self.registry)
+        self.reconcile_seconds = Histogram(
+            "capctl_reconcile_duration_seconds", "Time to reconcile one task key (vendor calls included)",
+            registry=self.registry, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.reissue_gap = Histogram(
+            "capctl_reissue_gap_seconds", "Time from a vendor stop to the start of the task's next run",
+            registry=self.registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400),
+        )
+
+    def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
+        """Register the scrape-time gauges (called once by the controller)."""
+        self.registry.register(_StateCollector(statuses, depth))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def call(self, family: ApiFamily, method: str, outcome: str) -> None:
+        api = API_NAMES[family][method]
+        self.vendor_calls.labels(api=api, outcome=outcome).inc()
+        if outcome == "throttled":
+            self.throttled.labels(api=api).inc()
+
+
+class CountingProvider:
+    """A provider that counts each call by API and outcome (`ok` or the VendorError kind), then delegates."""
+
+    def __init__(self, inner: Provider, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self.name = inner.name
+        self.family = inner.family
+
+    async def _counted(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await call()
+        except VendorError as exc:
+            self._metrics.call(self.family, method, exc.kind.value)
+            raise
+        self._metrics.call(self.family, method, "ok")
+        return result
+
+    async def start(self, task: DesiredTask, client_task_id: str | None, *,
+                    priority: Priority = Priority.CHANGE) -> StartResult:
+        return await self._counted("start", lambda: self._inner.start(task, client_task_id, priority=priority))
+
+    async def update(self, task: DesiredTask, record: TaskRecord) -> None:
+        await self._counted("update", lambda: self._inner.update(task, record))
+
+    async def stop(self, record: TaskRecord) -> None:
+        await self._counted("stop", lambda: self._inner.stop(record))
+
+    async def observe(self, record: TaskRecord) -> Observed:
+        return await self._counted("observe", lambda: self._inner.observe(record))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -1,0 +1,91 @@
+"""When the daemon re-issues a stopped task, and how often it looks at a running one. Pure.
+
+Re-issue without thrashing (design.md): the first re-issue after a stop is immediate; consecutive
+unproductive runs (a task that idled out without output) back off exponentially; past a threshold the
+task is dormant (no calls) until room activity or its next backoff slot. A run that produced something
+resets the count. A max-duration rollover is re-issued at once and never counts against the task.
+
+Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
+budget is a ceiling and never a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler import transitions
+from reconciler.model import TaskRecord, TaskStatus
+
+REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run in a row
+REISSUE_BACKOFF_CAP = 3600.0  # the longest wait between two attempts of an unproductive task
+DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
+ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
+DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before looking (the vendor's own lag)
+
+
+@dataclass(frozen=True, slots=True)
+class ReissueDecision:
+    """`delay` 0 means now. `unproductive` counts the run that just ended."""
+
+    delay: float
+    dormant: bool
+    rollover: bool
+    unproductive: int
+
+    @property
+    def immediate(self) -> bool:
+        return self.delay <= 0
+
+
+def is_rollover(record: TaskRecord, *, hinted: bool = False) -> bool:
+    """The run ended at its max duration: a callback said so (quit_reason 4) or its length shows it."""
+    if hinted:
+        return True
+    if record.max_duration is None or record.started_at is None or record.stopped_at is None:
+        return False
+    return record.stopped_at - record.started_at >= record.max_duration - ROLLOVER_SLACK
+
+
+def backoff_delay(unproductive: int) -> float:
+    """0 for the first re-issue after a stop (0 or 1 unproductive runs), then 60 s, 120 s, … ≤ 1 h."""
+    if unproductive <= 1:
+        return 0.0
+    return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
+
+
+def reissue_decision(record: TaskRecord, now: float, *, rollover_hint: bool = False) -> ReissueDecision:
+    """What to do with a task the vendor stopped (restartPolicy Always).
+
+    A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.
+    """
+    rollover = is_rollover(record, hinted=rollover_hint)
+    unproductive = 0 if rollover or transitions.was_productive(record) else record.unproductive_runs + 1
+    if record.next_attempt_at is not None:
+        wait = max(0.0, record.next_attempt_at - now)
+        return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, rollover, unproductive)
+    if rollover:
+        return ReissueDecision(0.0, False, True, unproductive)
+    delay = backoff_delay(unproductive)
+    return ReissueDecision(delay, unproductive >= DORMANT_AFTER, False, unproductive)
+
+
+def postpone(record: TaskRecord, decision: ReissueDecision, now: float) -> TaskRecord:
+    """The record of a task whose re-issue waits: dormant or stopped, with its next attempt time."""
+    status = TaskStatus.DORMANT if decision.dormant else TaskStatus.STOPPED
+    return record.evolve(status=status, next_attempt_at=now + decision.delay)
+
+
+def sweep_period(resync: float, tasks: int, query_rate: float) -> float:
+    """How often each running task of one query budget is observed: max(resync, tasks ÷ rate)."""
+    if query_rate <= 0:
+        raise ValueError(f"query rate must be positive, got {query_rate}")
+    return max(resync, tasks / query_rate)
+
+
+def expected_deadline(record: TaskRecord) -> float | None:
+    """The earliest time the vendor may stop a running task by itself, when no output was seen:
+    one idle timeout after its start (a room that never had a stream), or its max duration."""
+    if record.started_at is None:
+        return None
+    deadlines = [record.started_at + d for d in (record.idle_timeout, record.max_duration) if d is not None]
+    return min(deadlines) + DEADLINE_MARGIN if deadlines else None

@@ -1,0 +1,154 @@
+"""The daemon's work queue: task keys, de-duplicated, one worker per key, delayed adds, per-key backoff.
+
+The shape is controller-runtime's workqueue: a request is only a key. A key added while it is queued is
+not queued twice; a key added while a worker holds it is marked dirty and queued again when that worker
+is done, so no event is lost and no key is worked on by two workers at once. Delayed adds (RequeueAfter,
+backoff expiry, due times) sit in a heap on the injected clock; the earliest delay for a key wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from typing import Any
+
+from reconciler.clock import Clock
+
+BACKOFF_BASE = 5.0  # seconds before the first retry of a key whose reconcile failed
+BACKOFF_CAP = 300.0  # the longest wait between retries of a failing key
+
+
+class ShutDown(Exception):
+    """`get()` was called (or was waiting) after `shut_down()`."""
+
+
+class WorkQueue:
+    def __init__(self, clock: Clock, *, backoff_base: float = BACKOFF_BASE, backoff_cap: float = BACKOFF_CAP) -> None:
+        self._clock = clock
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()  # in _ready
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()  # added while processing: re-queued by done()
+        self._delayed: list[tuple[float, int, str]] = []  # (due monotonic, seq, key)
+        self._due: dict[str, float] = {}  # the earliest live due time of each delayed key
+        self._failures: dict[str, int] = {}
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+        self._shutting_down = False
+
+    # --- adding -----------------------------------------------------------------------------------------
+
+    def add(self, key: str) -> None:
+        if self._shutting_down:
+            return
+        if key in self._processing:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.append(key)
+            self._changed.set()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Queue `key` after `delay` seconds; an earlier pending due time for the key is kept."""
+        if delay <= 0:
+            self.add(key)
+            return
+        due = self._clock.monotonic() + delay
+        current = self._due.get(key)
+        if current is not None and current <= due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._delayed, (due, next(self._seq), key))
+        self._changed.set()
+
+    def add_rate_limited(self, key: str) -> float:
+        """Queue `key` after its next backoff step (5 s, 10 s, … up to 5 min); returns the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay = min(self._backoff_cap, self._backoff_base * 2.0**failures)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        """The key succeeded: its backoff starts from the beginning next time."""
+        self._failures.pop(key, None)
+
+    def failures(self, key: str) -> int:
+        return self._failures.get(key, 0)
+
+    # --- taking -----------------------------------------------------------------------------------------
+
+    def _promote_due(self) -> None:
+        now = self._clock.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            due, _, key = heapq.heappop(self._delayed)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self.add(key)
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest delayed key is due (None when nothing is delayed)."""
+        while self._delayed and self._due.get(self._delayed[0][2]) != self._delayed[0][0]:
+            heapq.heappop(self._delayed)  # superseded by an earlier due time
+        if not self._delayed:
+            return None
+        return max(0.0, self._delayed[0][0] - self._clock.monotonic())
+
+    async def get(self) -> str:
+        """The next ready key, now owned by the caller until `done(key)`. Waits on the clock for delayed keys."""
+        while True:
+            if self._shutting_down:
+                raise ShutDown
+            self._promote_due()
+            if self._ready:
+                key = self._ready.popleft()
+                self._queued.discard(key)
+                self._processing.add(key)
+                return key
+            self._changed.clear()
+            await self._wait(self.next_due_in())
+
+    async def _wait(self, timeout: float | None) -> None:
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._changed.wait())}
+        if timeout is not None:
+            waiters.add(asyncio.ensure_future(self._clock.sleep(timeout)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def shut_down(self) -> None:
+        """Stop handing out keys; workers waiting in `get()` raise `ShutDown`."""
+        self._shutting_down = True
+        self._changed.set()
+
+    # --- introspection ----------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Keys ready to be worked on now (the `capctl_queue_depth` gauge)."""
+        return len(self._ready)
+
+    @property
+    def delayed(self) -> int:
+        return len(self._due)
+
+    @property
+    def busy(self) -> int:
+        return len(self._processing)
+
+    def is_idle(self) -> bool:
+        """Nothing ready and nothing being worked on (delayed keys may still be waiting)."""
+        self._promote_due()
+        return not self._ready and not self._processing

@@ -1,0 +1,104 @@
+"""The daemon's write-through view of the state store.
+
+The daemon holds the state lock for its lifetime, so it is the only writer: it reads every record once at
+start and keeps a copy that each commit updates (the commit first, then the copy, so the copy is never
+ahead of the store). Workers read records from memory instead of loading the whole store per key, and
+callbacks find a task by its vendor id through an index kept in step with the records.
+It satisfies `StateStore`, so the executor commits through it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from reconciler.model import ApiFamily, TaskRecord
+from reconciler.state.base import Lock, Snapshot, StateStore
+
+VendorId = tuple[str, ...]
+
+
+def vendor_id(record: TaskRecord) -> VendorId | None:
+    """How a callback names this record's current run: Volcengine (AppId, RoomId, TaskId), ZEGO its task id."""
+    if record.vendor_task_id is None:
+        return None
+    if record.family is ApiFamily.VOLC_SNAPSHOT:
+        ref = record.vendor_ref
+        return ("volcengine", ref.get("AppId", ""), ref.get("RoomId", record.target), record.vendor_task_id)
+    return ("zego", record.vendor_task_id)
+
+
+class RecordCache:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.url = store.url
+        self._records: dict[str, TaskRecord] = {}
+        self._by_vendor_id: dict[VendorId, str] = {}
+
+    def refresh(self) -> dict[str, TaskRecord]:
+        """Read everything from the store (at start)."""
+        self._records = {}
+        self._by_vendor_id = {}
+        for record in self.store.load().records.values():
+            self._remember(record)
+        return dict(self._records)
+
+    def get(self, key: str) -> TaskRecord | None:
+        return self._records.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def values(self) -> list[TaskRecord]:
+        return list(self._records.values())
+
+    def by_vendor_id(self, vid: VendorId) -> TaskRecord | None:
+        key = self._by_vendor_id.get(vid)
+        return None if key is None else self._records.get(key)
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(r.status.value for r in self._records.values()))
+
+    def _remember(self, record: TaskRecord) -> None:
+        self._forget(record.key)
+        self._records[record.key] = record
+        vid = vendor_id(record)
+        if vid is not None:
+            self._by_vendor_id[vid] = record.key
+
+    def _forget(self, key: str) -> None:
+        old = self._records.pop(key, None)
+        vid = vendor_id(old) if old is not None else None
+        if vid is not None and self._by_vendor_id.get(vid) == key:
+            del self._by_vendor_id[vid]
+
+    # --- StateStore -------------------------------------------------------------------------------------
+
+    def load(self) -> Snapshot:
+        return Snapshot(self.store.serial(), dict(self._records))
+
+    def serial(self) -> int:
+        return self.store.serial()
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        serial = self.store.put(record, expected_serial=expected_serial)
+        self._remember(record)
+        return serial
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        batch = list(records)
+        serial = self.store.put_many(batch, expected_serial=expected_serial)
+        for record in batch:
+            self._remember(record)
+        return serial
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+        serial = self.store.delete(key, expected_serial=expected_serial)
+        self._forget(key)
+        return serial
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        return self.store.lock(holder, lease_seconds=lease_seconds)
+
+    def close(self) -> None:
+        self.store.close()
