@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
 
 from reconciler.model import TaskRecord
@@ -44,6 +45,13 @@ class Lock(Protocol):
         """Extend a lease (no-op for OS locks); raises LockHeld if another holder took it over."""
 
     def release(self) -> None: ...
+
+    def __enter__(self) -> Lock: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Leaving a `with store.lock(...)` block releases the lock."""
 
 
 class StateStore(Protocol):

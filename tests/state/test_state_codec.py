@@ -1,0 +1,144 @@
+"""The row format: compact, exact, tolerant of other versions, and closed to secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.secrets import Secret
+from reconciler.state.codec import CodecError, decode, decode_rows, encode
+
+from .helpers import make_record
+
+
+def test_defaults_are_left_out_and_output_is_compact() -> None:
+    text = encode(make_record("SnapshotJob/j/room", status=TaskStatus.RUNNING))
+    assert json.loads(text) == {
+        "key": "SnapshotJob/j/room",
+        "provider": "volc",
+        "family": "volcengine-snapshot",
+        "kind": "SnapshotJob",
+        "target": "room",
+        "spec_hash": "sha256:spec",
+        "fixed_hash": "sha256:fixed",
+        "status": "running",
+    }
+    assert ", " not in text and ": " not in text
+
+
+def test_unknown_fields_from_a_newer_version_are_ignored() -> None:
+    data = json.loads(encode(make_record()))
+    data["field_from_the_future"] = {"x": 1}
+    assert decode(json.dumps(data)) == make_record()
+
+
+def test_missing_optional_fields_take_their_defaults() -> None:
+    minimal = {
+        "key": "RecordingJob/j/r",
+        "provider": "zego",
+        "family": "zego-record",
+        "kind": "RecordingJob",
+        "target": "r",
+        "spec_hash": "h",
+        "fixed_hash": "f",
+    }
+    record = decode(json.dumps(minimal))
+    assert record.status is TaskStatus.PENDING and record.restart_policy is RestartPolicy.ALWAYS
+    assert record.vendor_ref == {} and record.request == {} and record.reissue_count == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "is a JSON list, not an object"),
+        ('{"key": "K/n/r", "provider": "p"}', "'K/n/r' lacks field\\(s\\) family, fixed_hash, kind, spec_hash, target"),
+        (
+            '{"key":"k","provider":"p","family":"nope","kind":"SnapshotJob","target":"t","spec_hash":"h","fixed_hash":"f"}',
+            "'k' has unknown family 'nope'",
+        ),
+        (
+            '{"key":"k","provider":"p","family":"zego-record","kind":"SnapshotJob","target":"t","spec_hash":"h",'
+            '"fixed_hash":"f","status":["running"]}',
+            "has unknown status \\['running'\\]",
+        ),
+    ],
+)
+def test_unreadable_rows_are_explained(text: str, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode(text)
+
+
+def test_decode_rows_names_the_bad_row() -> None:
+    rows = [("a/b/c", encode(make_record("SnapshotJob/b/c"))), ("x/y/z", "{")]
+    with pytest.raises(CodecError, match=r"^row 'x/y/z': "):
+        decode_rows(rows)
+
+
+def test_a_secret_can_never_be_stored() -> None:
+    record = make_record(request={"SecretKey": Secret("do-not-store-me")})
+    with pytest.raises(CodecError, match="SnapshotJob/lobby-audit/lobby' cannot be stored as JSON") as caught:
+        encode(record)
+    assert "do-not-store-me" not in str(caught.value)
+
+
+def test_times_that_are_not_numbers_are_refused() -> None:
+    with pytest.raises(CodecError, match="cannot be stored"):
+        encode(make_record(next_attempt_at=float("inf")))
+
+
+text_values = st.text(max_size=12)
+optional_time = st.none() | st.floats(min_value=0, max_value=4e9, allow_nan=False)
+optional_int = st.none() | st.integers(min_value=0, max_value=10**9)
+json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text_values
+json_tree = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text_values, inner, max_size=3),
+    max_leaves=8,
+)
+RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
+    key=text_values,
+    provider=text_values,
+    family=st.sampled_from(ApiFamily),
+    kind=st.sampled_from(JobKind),
+    target=text_values,
+    spec_hash=text_values,
+    fixed_hash=text_values,
+    updatable=st.dictionaries(text_values, st.integers(), max_size=3),
+    status=st.sampled_from(TaskStatus),
+    vendor_task_id=st.none() | text_values,
+    client_task_id=st.none() | text_values,
+    vendor_ref=st.dictionaries(text_values, text_values, max_size=3),
+    stop_reason=st.none() | text_values,
+    started_at=optional_time,
+    observed_at=optional_time,
+    stopped_at=optional_time,
+    reissue_count=st.integers(min_value=0, max_value=10**6),
+    unproductive_runs=st.integers(min_value=0, max_value=10**6),
+    next_attempt_at=optional_time,
+    last_error=st.none() | text_values,
+    idle_timeout=optional_int,
+    max_duration=optional_int,
+    restart_policy=st.sampled_from(RestartPolicy),
+    productive=st.booleans(),
+    request=st.dictionaries(text_values, json_tree, max_size=4),
+)
+TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
+
+
+def test_the_strategy_covers_every_field() -> None:
+    # A TaskRecord field added later must be added to RECORD_FIELDS, or this fails.
+    assert set(RECORD_FIELDS) == {f.name for f in dataclasses.fields(TaskRecord)}
+
+
+@given(st.builds(TaskRecord, **RECORD_FIELDS))
+def test_any_record_round_trips_exactly(record: TaskRecord) -> None:
+    decoded = decode(encode(record))
+    assert decoded == record
+    assert all(type(getattr(decoded, name)) is type(getattr(record, name)) for name in TYPED_FIELDS)

@@ -1,0 +1,152 @@
+"""The apply lock: exclusive, names its holder, and never outlives a dead holder for long.
+
+SQLite's OS lock is freed the moment its process dies; PostgreSQL's lease when it expires, measured on
+the database server's clock, so the lease tests wait (briefly) on real time: no FakeClock reaches there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from reconciler.state import LockHeld, StateError, StateStore, open_state
+
+from .helpers import start_worker
+
+HOLDER = re.compile(r"pid (\d+) on (\S+) \((.+)\) since (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+def test_second_lock_conflicts_and_names_the_holder(store: StateStore) -> None:
+    lock = store.lock("capctl apply")
+    with pytest.raises(LockHeld) as caught:
+        store.lock("capctl run")  # same process, same store: still refused
+    match = HOLDER.match(caught.value.holder)
+    assert match, caught.value.holder
+    assert match.group(1, 2, 3) == (str(os.getpid()), socket.gethostname(), "capctl apply")
+    assert str(caught.value).startswith("state is locked by pid ")
+    assert lock.holder == match.group(0)
+    lock.release()
+    lock.release()  # releasing twice is harmless
+    store.lock("capctl run").release()
+
+
+def test_lock_is_a_context_manager(store: StateStore) -> None:
+    with store.lock("capctl state rm") as held:
+        held.renew()
+        with pytest.raises(LockHeld):
+            store.lock("capctl apply")
+    store.lock("capctl apply").release()
+
+
+def test_renew_after_release_is_an_error(store: StateStore) -> None:
+    lock = store.lock("capctl apply")
+    lock.release()
+    with pytest.raises(StateError, match="released"):
+        lock.renew()
+
+
+def test_two_stores_on_the_same_state_share_one_lock(store_url: str) -> None:
+    first, second = open_state(store_url), open_state(store_url)
+    try:
+        with first.lock("capctl apply"), pytest.raises(LockHeld, match=r"\(capctl apply\)"):
+            second.lock("capctl run")
+        second.lock("capctl run").release()
+    finally:
+        first.close()
+        second.close()
+
+
+@contextmanager
+def lock_holder(store_url: str, lease_seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds the lock until it is killed."""
+    worker = start_worker("hold-lock", store_url, "capctl run", str(lease_seconds))
+    try:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        assert line.startswith("locked pid "), (line, worker.stderr.read() if worker.stderr else "")
+        yield worker
+    finally:
+        worker.kill()
+        worker.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_os_lock_dies_with_its_process(store: StateStore, store_url: str) -> None:
+    with lock_holder(store_url, lease_seconds=60) as worker:
+        with pytest.raises(LockHeld, match=rf"^state is locked by pid {worker.pid} on .* \(capctl run\) since "):
+            store.lock("capctl apply")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        store.lock("capctl apply").release()  # at once: the OS dropped the lock with the process
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_lease_of_a_killed_process_lapses_by_itself(store: StateStore, store_url: str) -> None:
+    with lock_holder(store_url, lease_seconds=1.0) as worker:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        with pytest.raises(LockHeld, match=rf"pid {worker.pid} .*lease expires \d{{4}}-"):
+            store.lock("capctl apply")
+        assert take_within(store, seconds=5.0)
+
+
+def take_within(store: StateStore, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            store.lock("capctl apply").release()
+            return True
+        except LockHeld:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_lease_expires_unless_renewed(store: StateStore) -> None:
+    lapsing = store.lock("capctl run", lease_seconds=0.3)
+    with pytest.raises(LockHeld):
+        store.lock("capctl apply")
+    time.sleep(0.5)
+    taker = store.lock("capctl apply")
+    with pytest.raises(LockHeld, match=r"\(capctl apply\)"):
+        lapsing.renew()  # it was taken over: the old holder learns it lost the lock
+    lapsing.release()  # must not delete the new holder's lease
+    with pytest.raises(LockHeld):
+        store.lock("capctl other")
+    taker.release()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_renew_keeps_the_lease(store: StateStore) -> None:
+    lease = store.lock("capctl run", lease_seconds=1.0)
+    for _ in range(3):
+        time.sleep(0.5)
+        lease.renew()
+    # 1.5 s after taking a 1 s lease it is still held, thanks to renew().
+    with pytest.raises(LockHeld):
+        store.lock("capctl apply")
+    lease.release()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lapsed_lease_nobody_took_can_be_renewed(store: StateStore) -> None:
+    lease = store.lock("capctl run", lease_seconds=0.2)
+    time.sleep(0.3)
+    lease.renew()  # no one held it in between, so nothing happened behind our back
+    with pytest.raises(LockHeld):
+        store.lock("capctl apply")
+    lease.release()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lease_must_be_positive(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="lease_seconds"):
+        store.lock("capctl apply", lease_seconds=0)

@@ -1,0 +1,142 @@
+"""What only the SQLite store promises: a private file, WAL, a schema check, speed."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.model import TaskStatus
+from reconciler.state import LockHeld, SQLiteStateStore, StateError
+
+from .helpers import make_record
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "dir" / "state.db"
+    old = os.umask(0)  # even a permissive umask must not widen the files
+    try:
+        store = SQLiteStateStore(db)
+        store.put(make_record())
+        store.lock("capctl apply").release()
+    finally:
+        os.umask(old)
+    files = {p.name: mode(p) for p in db.parent.iterdir()}
+    store.close()
+    assert files["state.db"] == 0o600
+    assert files["state.db.lock"] == 0o600
+    assert files["state.db-wal"] == 0o600  # SQLite copies the database file's mode
+    assert mode(db.parent) == 0o700
+
+
+def test_wal_journal_is_on(tmp_path: Path) -> None:
+    SQLiteStateStore(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_lock_since_comes_from_the_injected_clock(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "s.db", clock=FakeClock(start=1_795_000_000.0))
+    with store.lock("capctl apply") as lock:
+        assert lock.holder.endswith("(capctl apply) since 2026-11-18T11:06:40Z")
+        # The holder is also written into the lock file, for other processes to read.
+        assert "2026-11-18T11:06:40Z" in (tmp_path / "s.db.lock").read_text()
+    assert (tmp_path / "s.db.lock").read_text() == ""  # released: no stale holder left behind
+    store.close()
+
+
+def test_a_holder_that_wrote_no_name_is_still_reported(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "s.db")
+    fd = os.open(tmp_path / "s.db.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(LockHeld, match=r"another process .*s\.db\.lock"):
+            store.lock("capctl apply")
+    finally:
+        os.close(fd)
+        store.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    SQLiteStateStore(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        raw.execute("UPDATE capctl_meta SET schema_version = 99")
+    with pytest.raises(StateError, match="schema version 99 was written by a newer capctl"):
+        SQLiteStateStore(tmp_path / "s.db")
+
+
+def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello, this is not SQLite " * 100)
+    with pytest.raises(StateError, match=r"sqlite:///.*notes\.txt: file is not a database"):
+        SQLiteStateStore(tmp_path / "notes.txt")
+
+
+def test_an_unwritable_place_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StateError, match=r"a-file/state\.db: cannot create the state file"):
+        SQLiteStateStore(tmp_path / "a-file" / "state.db")
+
+
+def test_a_corrupt_row_is_named_on_load(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "s.db")
+    store.put(make_record("SnapshotJob/ok/room"))
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        raw.execute("INSERT INTO capctl_records VALUES ('SnapshotJob/bad/room', '{\"key\": 1')")
+    with pytest.raises(StateError, match=r"s\.db: row 'SnapshotJob/bad/room': stored record is not valid JSON"):
+        store.load()
+    store.close()
+
+
+def test_a_writer_blocked_too_long_gets_a_clear_error(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "s.db", busy_timeout=0.05)
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StateError, match=r"kept the database busy for over 0\.05 s"):
+            store.put(make_record())
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert store.put(make_record()) == 1
+    store.close()
+
+
+def test_store_is_fast_enough(tmp_path: Path) -> None:
+    # Targets: a put in about 1 ms, 100,000 records loaded in about 1 s. Measured in CPU time, with
+    # looser bounds, so a busy CI machine does not fail them; a regression by a large factor still does.
+    store = SQLiteStateStore(tmp_path / "s.db")
+    start = time.process_time()
+    for i in range(500):
+        store.put(make_record(f"SnapshotJob/speed/room-{i}"))
+    per_put = (time.process_time() - start) / 500
+    records = [
+        make_record(
+            f"SnapshotJob/fleet/room-{i:06d}",
+            status=TaskStatus.RUNNING,
+            vendor_task_id=f"task-{i}",
+            vendor_ref={"TaskId": f"task-{i}", "RoomId": f"room-{i:06d}"},
+            started_at=1_764_226_800.0 + i,
+            observed_at=1_764_226_830.0 + i,
+            idle_timeout=180,
+            updatable={"interval": 5},
+        )
+        for i in range(100_000)
+    ]
+    store.put_many(records)
+    start = time.process_time()
+    snapshot = store.load()
+    load_seconds = time.process_time() - start
+    store.close()
+    assert len(snapshot.records) == 100_500
+    assert per_put < 0.005, f"a put took {per_put * 1000:.2f} ms"
+    assert load_seconds < 3.0, f"loading 100,500 records took {load_seconds:.2f} s"

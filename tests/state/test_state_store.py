@@ -1,0 +1,172 @@
+"""The StateStore contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+
+import pytest
+
+from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.state import SerialMismatch, StateError, StateStore, open_state
+
+from .helpers import make_record, start_worker
+
+
+def every_field_set() -> TaskRecord:
+    """A record in which no field holds its default, so a round trip exercises every one."""
+    return TaskRecord(
+        key="RecordingJob/town-hall/room/with/slashes",
+        provider="zego-prod",
+        family=ApiFamily.ZEGO_RECORD_LEGACY,
+        kind=JobKind.RECORDING,
+        target="room/with/slashes",
+        spec_hash="sha256:0123456789ab",
+        fixed_hash="sha256:ba9876543210",
+        updatable={"interval": 10},
+        status=TaskStatus.DORMANT,
+        vendor_task_id="task-ü-1",
+        client_task_id="intent-1",
+        vendor_ref={"TaskId": "task-ü-1", "RoomId": "room/with/slashes"},
+        stop_reason="IdleTimeOut",
+        started_at=1764226800.125,
+        observed_at=1764226830.5,
+        stopped_at=1764227000.0,
+        reissue_count=3,
+        unproductive_runs=2,
+        next_attempt_at=1764230000.75,
+        last_error='quote " and newline \n kept',
+        idle_timeout=180,
+        max_duration=86400,
+        restart_policy=RestartPolicy.NEVER,
+        productive=True,
+        request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
+    )
+
+
+def test_the_sample_record_leaves_no_field_at_its_default() -> None:
+    # Guards the round-trip test below: a new TaskRecord field must be given a value there.
+    record = every_field_set()
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskRecord) if f.default is not dataclasses.MISSING}
+    factories = {
+        f.name: f.default_factory()
+        for f in dataclasses.fields(TaskRecord)
+        if f.default_factory is not dataclasses.MISSING
+    }
+    at_default = [name for name, value in {**defaults, **factories}.items() if getattr(record, name) == value]
+    assert at_default == []
+
+
+def test_round_trip_keeps_every_field_and_type(store_url: str) -> None:
+    record = every_field_set()
+    with_defaults = make_record("SnapshotJob/plain/lobby")
+    writer = open_state(store_url)
+    writer.put(record)
+    writer.put(with_defaults)
+    writer.close()
+
+    reader = open_state(store_url)  # a new connection: nothing comes from a cache
+    loaded = reader.load().records
+    reader.close()
+    assert loaded == {record.key: record, with_defaults.key: with_defaults}
+    got = loaded[record.key]
+    assert type(got.status) is TaskStatus and type(got.family) is ApiFamily
+    assert type(got.started_at) is float and type(got.stopped_at) is float
+    assert type(got.reissue_count) is int and got.productive is True
+
+
+def test_empty_store_has_serial_zero(store: StateStore) -> None:
+    assert store.serial() == 0
+    assert store.load().records == {}
+
+
+def test_serial_moves_once_per_committed_change(store: StateStore) -> None:
+    a, b = make_record("SnapshotJob/j/a"), make_record("SnapshotJob/j/b")
+    assert store.put(a) == 1
+    assert store.put(a.evolve(status=TaskStatus.RUNNING)) == 2
+    assert store.put(b) == 3
+    assert store.delete(a.key) == 4
+    assert store.delete(a.key) == 4  # nothing to delete: nothing changed
+    snapshot = store.load()
+    assert snapshot.serial == store.serial() == 4
+    assert snapshot.records == {b.key: b}
+
+
+def test_put_many_is_one_change(store: StateStore) -> None:
+    records = [make_record(f"SnapshotJob/bulk/room-{i}", reissue_count=i) for i in range(50)]
+    assert store.put_many(records) == 1
+    assert store.put_many([]) == 1
+    assert store.put_many([records[0].evolve(status=TaskStatus.STOPPED)], expected_serial=1) == 2
+    loaded = store.load().records
+    assert len(loaded) == 50 and loaded[records[0].key].status is TaskStatus.STOPPED
+
+
+def test_compare_and_set_refuses_a_stale_serial(store: StateStore) -> None:
+    first = make_record()
+    serial = store.put(first, expected_serial=0)
+    with pytest.raises(SerialMismatch) as caught:
+        store.put(first.evolve(status=TaskStatus.FAILED), expected_serial=serial - 1)
+    assert (caught.value.expected, caught.value.actual) == (serial - 1, serial)
+    assert "state serial is 1, expected 0" in str(caught.value)
+    with pytest.raises(SerialMismatch):
+        store.delete(first.key, expected_serial=serial + 1)
+    with pytest.raises(SerialMismatch):
+        store.put_many([make_record("SnapshotJob/other/room")], expected_serial=7)
+    # Nothing of the refused writes landed.
+    assert store.load().records == {first.key: first}
+    assert store.serial() == serial
+    assert store.delete(first.key, expected_serial=serial) == serial + 1
+
+
+def test_a_record_that_cannot_be_stored_changes_nothing(store: StateStore) -> None:
+    good = make_record("SnapshotJob/ok/room")
+    bad = make_record("SnapshotJob/bad/room", started_at=float("nan"))
+    with pytest.raises(StateError, match="SnapshotJob/bad/room"):
+        store.put_many([good, bad])
+    assert store.load().records == {}
+    assert store.serial() == 0
+
+
+def test_many_records_load_in_one_snapshot(store: StateStore) -> None:
+    records = [
+        make_record(f"SnapshotJob/fleet/room-{i:05d}", status=TaskStatus.RUNNING, vendor_task_id=f"t-{i}")
+        for i in range(5000)
+    ]
+    serial = store.put_many(records[:2500])
+    serial = store.put_many(records[2500:], expected_serial=serial)
+    snapshot = store.load()
+    assert snapshot.serial == serial == 2
+    assert snapshot.records == {r.key: r for r in records}
+
+
+def test_a_closed_store_says_so(store_url: str) -> None:
+    store = open_state(store_url)
+    store.close()
+    store.close()  # closing twice is harmless
+    with pytest.raises(StateError, match="closed"):
+        store.load()
+
+
+def test_two_processes_racing_never_lose_an_update(store_url: str) -> None:
+    key = "SnapshotJob/race/room"
+    store = open_state(store_url)
+    store.put(make_record(key))
+    workers = [start_worker("increment", store_url, key, "60") for _ in range(2)]
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    snapshot = store.load()
+    store.close()
+    # 120 compare-and-set increments, each one commit: a lost update would show in either number.
+    assert snapshot.records[key].reissue_count == 120
+    assert snapshot.serial == 1 + 120
+
+
+def test_a_crash_loses_nothing_already_committed(store_url: str) -> None:
+    worker = start_worker("put-then-die", store_url, "25")
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == -signal.SIGKILL, err
+    store = open_state(store_url)
+    snapshot = store.load()
+    store.close()
+    assert snapshot.serial == 25
+    assert sorted(r.reissue_count for r in snapshot.records.values()) == list(range(25))

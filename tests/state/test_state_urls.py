@@ -1,0 +1,113 @@
+"""`open_state`: where the state lives, how URLs are read, and that no password ever shows."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
+from reconciler.state.postgres import redact_url
+
+
+def test_default_is_a_sqlite_file_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_state(env={})
+    assert isinstance(store, SQLiteStateStore)
+    assert store.url == f"sqlite:///{tmp_path}/.capctl/state.db"
+    assert DEFAULT_STATE_URL == "sqlite:///.capctl/state.db"
+    store.close()
+    assert (tmp_path / ".capctl" / "state.db").is_file()
+
+
+def test_env_names_the_store_and_an_argument_wins(tmp_path: Path) -> None:
+    from_env = open_state(env={"CAPCTL_STATE": f"sqlite:///{tmp_path}/env.db"})
+    assert from_env.url.endswith("/env.db")
+    from_env.close()
+    explicit = open_state(f"sqlite:///{tmp_path}/arg.db", env={"CAPCTL_STATE": f"sqlite:///{tmp_path}/env.db"})
+    assert explicit.url.endswith("/arg.db")
+    explicit.close()
+
+
+def test_os_environ_is_the_default_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPCTL_STATE", f"sqlite:///{tmp_path}/from-os.db")
+    store = open_state()
+    assert store.url == f"sqlite:///{tmp_path}/from-os.db"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///state.db", "state.db"),
+        ("sqlite:///relative/dir/state.db", "relative/dir/state.db"),
+        ("sqlite:////abs/dir/state.db", "/abs/dir/state.db"),
+        ("sqlite:///dir with spaces/s.db", "dir with spaces/s.db"),
+    ],
+)
+def test_sqlite_paths(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://host/state.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db"),
+        ("sqlite:///", "name a database file"),
+        ("sqlite:////var/lib/capctl/", "name a database file"),
+        ("sqlite:///s.db?mode=ro", "take no options"),
+        ("mysql://admin:hunter2@db/capctl", "scheme 'mysql' is not supported"),
+        ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
+        ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
+        ("postgresql://admin:hunter2@/capctl", "name a host"),
+    ],
+)
+def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(StateError, match=message) as caught:
+        open_state(url, env={})
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db.internal:5432/capctl", "postgresql://app@db.internal:5432/capctl"),
+        ("postgres://app:p%40ss%3Aword@db/capctl", "postgres://app@db/capctl"),
+        ("postgresql://app@db/capctl?password=s3cret&sslmode=require", "postgresql://app@db/capctl?sslmode=require"),
+        ("postgresql://:s3cret@db/capctl", "postgresql://db/capctl"),
+        ("postgresql://db/capctl", "postgresql://db/capctl"),
+    ],
+)
+def test_redacted_urls_keep_everything_but_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # nothing listens there once the probe is closed
+
+
+def test_connection_failure_names_host_and_database_not_the_password() -> None:
+    port = closed_port()
+    with pytest.raises(StateError) as caught:
+        open_state(f"postgresql://capctl:p%40ss-hunter2@127.0.0.1:{port}/statedb", env={})
+    message = str(caught.value)
+    assert f"postgresql://capctl@127.0.0.1:{port}/statedb" in message
+    assert "hunter2" not in message and "p@ss" not in message
+    assert "hunter2" not in repr(caught.value.__cause__)  # nothing chained carries it either
+
+
+def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
+    # The test cluster trusts loopback, so any password is accepted and must still never show.
+    with_password = pg_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2@", 1)
+    assert with_password != pg_url
+    store = open_state(with_password)
+    try:
+        assert "hunter2" not in store.url
+        assert store.url.startswith("postgresql://postgres@127.0.0.1:")
+        assert "options=-csearch_path" in store.url  # non-secret options stay visible
+    finally:
+        store.close()
