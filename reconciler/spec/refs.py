@@ -113,7 +113,8 @@ class _Resolver:
             if value is None or value is UNRESOLVED:
                 continue
             path = ("spec", name)
-            is_ref = isinstance(raw_spec.get(name), dict)
+            raw_value = raw_spec.get(name)
+            is_ref = isinstance(raw_value, dict) and ("env" in raw_value or "file" in raw_value)
             if not is_ref:
                 self.errors.add(self.doc.at(path), f"spec.{name}: {LITERAL_SECRET}")
                 spec[name] = Secret("")  # placeholder: the load fails on the error above
