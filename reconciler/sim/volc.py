@@ -142,9 +142,8 @@ def _authenticate(sim: Simulator, request: Request, raw: bytes) -> list[VolcApp]
     if not apps:
         return 401, "InvalidAccessKey", "the access key is not valid"
     x_date = request.headers.get("x-date", "")
-    try:
-        signed_at = datetime.strptime(x_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
+    signed_at = _parse_x_date(x_date)
+    if signed_at is None:
         return 403, "InvalidTimestamp", "X-Date is missing or not YYYYMMDDTHHMMSSZ"
     if abs(sim.clock.now() - signed_at) > sim.config.volc_clock_skew:
         return 403, "InvalidTimestamp", "X-Date is too far from the server time"
@@ -173,6 +172,17 @@ def _authenticate(sim: Simulator, request: Request, raw: bytes) -> list[VolcApp]
         service=VOLC_SERVICE,
     )
     return apps if constant_time_equal(expected, auth.signature) else mismatch
+
+
+def _parse_x_date(value: str) -> float | None:
+    """`YYYYMMDDTHHMMSSZ` as unix seconds (by hand: strptime does a locale lookup on every call)."""
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z" or not (value[:8] + value[9:15]).isdigit():
+        return None
+    try:
+        parts = (value[0:4], value[4:6], value[6:8], value[9:11], value[11:13], value[13:15])
+        return datetime(*map(int, parts), tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _start(sim: Simulator, meta: _Meta, body: dict[str, Any]) -> Reply:
