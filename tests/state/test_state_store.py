@@ -170,3 +170,19 @@ def test_a_crash_loses_nothing_already_committed(store_url: str) -> None:
     store.close()
     assert snapshot.serial == 25
     assert sorted(r.reissue_count for r in snapshot.records.values()) == list(range(25))
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_dropped_connection_fails_one_call_then_reconnects(store: StateStore, store_url: str) -> None:
+    import psycopg
+
+    from reconciler.state.postgres import PostgresStateStore
+
+    assert isinstance(store, PostgresStateStore)
+    store.put(make_record())
+    backend = store._connection().info.backend_pid  # only this store's session: tests run in parallel
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    with pytest.raises(StateError, match=r"^postgresql://postgres@127\.0\.0\.1:\d+/"):
+        store.load()
+    assert store.load().serial == 1
