@@ -71,8 +71,9 @@ def _fields_set(model: Any) -> dict[str, Any]:
 
 
 class Checker:
-    def __init__(self, docs: list[Loaded], errors: ErrorSink) -> None:
+    def __init__(self, docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]) -> None:
         self.errors = errors
+        self.invalid = invalid  # (kind, name) of documents that failed validation: already reported
         self.by_kind: dict[str, dict[str, Loaded]] = defaultdict(dict)
         for doc in docs:
             seen = self.by_kind[doc.kind]
@@ -122,7 +123,7 @@ class Checker:
 
     def _lookup(self, job: Loaded, field: str, kind: str, name: str) -> Loaded | None:
         found = self.by_kind.get(kind, {}).get(name)
-        if found is not None:
+        if found is not None or (kind, name) in self.invalid:
             return found
         others = [d for k, docs in self.by_kind.items() if k != kind for d in docs.values() if d.name == name]
         if others:
@@ -329,9 +330,11 @@ class Checker:
         return CheckedJob(job, provider, None)
 
 
-def check_all(docs: list[Loaded], errors: ErrorSink) -> tuple[Checker, list[CheckedJob]]:
-    """Run every cross-document check; returns the name index and the jobs that passed."""
-    checker = Checker(docs, errors)
+def check_all(docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]
+              ) -> tuple[Checker, list[CheckedJob]]:
+    """Run every cross-document check; returns the name index and the jobs that passed. A reference to
+    an `invalid` document is not reported again (its own errors say what is wrong)."""
+    checker = Checker(docs, errors, invalid)
     for doc in checker.by_kind.get("Provider", {}).values():
         checker.check_provider(doc)
     for doc in checker.by_kind.get("Storage", {}).values():

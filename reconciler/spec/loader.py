@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
+from typing import Any
 
 from reconciler.model import DesiredTask, ProviderConfig
 from reconciler.spec.checks import check_all
@@ -72,12 +73,20 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
     return list(dict.fromkeys(files))
 
 
+def _identity(value: Any) -> tuple[str, str]:
+    """(kind, name) of a raw document, as far as it can be read."""
+    if not isinstance(value, dict) or not isinstance(value.get("metadata"), dict):
+        return ("", "")
+    return (str(value.get("kind")), str(value["metadata"].get("name")))
+
+
 def load_spec_set(paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None) -> SpecSet:
     """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors."""
     environ = os.environ if env is None else env
     errors = ErrorSink()
     files = _spec_files(paths, errors)
     loaded: list[Loaded] = []
+    invalid: set[tuple[str, str]] = set()
     documents = 0
     for file in files:
         try:
@@ -90,10 +99,12 @@ def load_spec_set(paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, 
             doc = validate_document(raw, resolve_document(raw, environ, errors), errors)
             if doc is not None:
                 loaded.append(doc)
+            else:
+                invalid.add(_identity(raw.value))
     if files and not documents and not errors:
         errors.add((files[0] if len(files) == 1 else ", ".join(str(p) for p in paths), 0, 0),
                    "no documents (every spec file is empty)")
-    checker, checked = check_all(loaded, errors)
+    checker, checked = check_all(loaded, errors, invalid)
     if errors:
         raise SpecErrors(errors.errors)
     tasks: dict[str, DesiredTask] = {}

@@ -16,55 +16,55 @@ ALONE = {"only_comments", "not_a_mapping", "deep_nesting", "alias_bomb"}  # load
 
 # corpus file → (line, col, message fragment) of an error it must produce
 EXPECTED: dict[str, tuple[int, int, str]] = {
-    "alias_bomb": (6, 36, 'document too large: more than 1000000 values (after alias expansion)'),
+    "alias_bomb": (6, 36, "document too large: more than 1000000 values (after alias expansion)"),
     "bad_api_version": (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1' (did you"),
-    "bad_duration_float": (8, 16, 'spec.idleTimeout: invalid duration 2.5: use a whole number of seconds'),
+    "bad_duration_float": (8, 16, "spec.idleTimeout: invalid duration 2.5: use a whole number of seconds"),
     "bad_duration_units": (8, 13, "spec.interval: invalid duration '5 sec': use a whole number of"),
     "bad_name_uppercase": (3, 18, "metadata.name: 'Lobby-Audit' does not match lowercase letters, digits"),
     "bad_room_volcengine": (6, 11, "spec.rooms[0]: room 'lobby#1' must match [a-zA-Z0-9_@-.]{1,128}"),
-    "bad_task_id": (8, 11, 'spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId'),
-    "bad_yaml_tab_indent": (6, 1, 'YAML syntax error: while scanning a plain scalar; found a tab'),
-    "bad_yaml_unclosed_flow": (7, 10, 'YAML syntax error: while parsing a flow sequence; did not find'),
+    "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
+    "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
+    "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
     "custom_tag": (8, 13, "unsupported tag '!duration': only standard YAML tags (str, int,"),
     "dangling_provider": (5, 13, "spec.provider: no Provider named 'volc-prod' (did you mean 'volc'?)"),
-    "deep_nesting": (1, 70, 'nesting deeper than 64 levels'),
+    "deep_nesting": (1, 70, "nesting deeper than 64 levels"),
     "duplicate_key": (8, 3, "duplicate key 'rooms' (first at line 6)"),
     "duplicate_names": (11, 18, "duplicate SnapshotJob name 'j' (first defined at"),
     "duplicate_room_in_job": (6, 23, "spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])"),
-    "duplicate_stream_index": (10, 24, 'spec.streams[1].index: index 1 is already used by streams[0]'),
+    "duplicate_stream_index": (10, 24, "spec.streams[1].index: index 1 is already used by streams[0]"),
     "enum_typo": (8, 18, "spec.restartPolicy: 'always' is not allowed; expected 'Always' or"),
-    "idle_range_volcengine": (8, 16, 'spec.idleTimeout: 90000s is out of range for volcengine MaxIdleTime'),
-    "interval_range_volcengine": (8, 13, 'spec.interval: 601s is out of range for volcengine Interval (1..600 s)'),
-    "interval_range_zego": (8, 13, 'spec.interval: 4s is out of range for zego snapshot_interval (5..3600'),
-    "legacy_s3_compatible": (7, 12, 'spec.storage: the legacy ZEGO recording API has no storage endpoint,'),
-    "literal_secret": (7, 14, 'spec.accessKey: secret fields must be references such as {env: NAME}'),
-    "max_duration_range": (8, 16, 'spec.maxDuration: 240s is out of range for zego max_record_time'),
+    "idle_range_volcengine": (8, 16, "spec.idleTimeout: 90000s is out of range for volcengine MaxIdleTime"),
+    "interval_range_volcengine": (8, 13, "spec.interval: 601s is out of range for volcengine Interval (1..600 s)"),
+    "interval_range_zego": (8, 13, "spec.interval: 4s is out of range for zego snapshot_interval (5..3600"),
+    "legacy_s3_compatible": (7, 12, "spec.storage: the legacy ZEGO recording API has no storage endpoint,"),
+    "literal_secret": (7, 14, "spec.accessKey: secret fields must be references such as {env: NAME}"),
+    "max_duration_range": (8, 16, "spec.maxDuration: 240s is out of range for zego max_record_time"),
     "missing_file_ref": (7, 17, "cannot read referenced file 'no-such-secret.txt': No such file or"),
     "missing_kind": (1, 1, "missing required field 'kind' (one of Provider, Storage, SnapshotJob,"),
-    "mix_canvas_too_large": (11, 27, 'spec.mix.mixOutputVideoConfig: width × height must not exceed 1920 ×'),
+    "mix_canvas_too_large": (11, 27, "spec.mix.mixOutputVideoConfig: width × height must not exceed 1920 ×"),
     "mixed_without_mix": (4, 1, "spec: mode mixed needs 'mix' (mix_config)"),
-    "name_too_long": (3, 18, 'metadata.name: String should have at most 63 characters'),
-    "negative_duration": (8, 13, 'spec.interval: invalid duration -5: a duration cannot be negative;'),
-    "not_a_mapping": (1, 1, 'a document must be a mapping with apiVersion, kind, metadata and'),
-    "only_comments": (0, 0, 'no documents (every spec file is empty)'),
-    "png_on_zego": (8, 10, 'spec.image: zego snapshots are jpg at the source size: png, width and'),
+    "name_too_long": (3, 18, "metadata.name: String should have at most 63 characters"),
+    "negative_duration": (8, 13, "spec.interval: invalid duration -5: a duration cannot be negative;"),
+    "not_a_mapping": (1, 1, "a document must be a mapping with apiVersion, kind, metadata and"),
+    "only_comments": (0, 0, "no documents (every spec file is empty)"),
+    "png_on_zego": (8, 10, "spec.image: zego snapshots are jpg at the source size: png, width and"),
     "provider_type_typo": (5, 9, "spec.type: unknown type 'volcengin'; expected one of 'volcengine',"),
     "recording_on_volcengine": (5, 13, "spec.provider: a RecordingJob needs a zego provider; Provider 'volc'"),
     "reference_key_typo": (6, 21, "unknown key 'defualt' in a reference (did you mean 'default'?)"),
     "room_claimed_twice": (14, 11, "spec.rooms[0]: room 'lobby' on provider 'volc' is already captured by"),
-    "rooms_not_a_list": (6, 10, 'spec.rooms: Input should be a valid list, got a string'),
+    "rooms_not_a_list": (6, 10, "spec.rooms: Input should be a valid list, got a string"),
     "storage_missing_field": (4, 1, "spec: storage type vod needs 'space'"),
-    "storage_vendor_mismatch": (7, 12, 'spec.storage: volcengine cannot write to storage type gcs (Storage'),
-    "string_for_int": (9, 12, 'spec.image.width: Input should be a valid integer, got a string'),
+    "storage_vendor_mismatch": (7, 12, "spec.storage: volcengine cannot write to storage type gcs (Storage"),
+    "string_for_int": (9, 12, "spec.image.width: Input should be a valid integer, got a string"),
     "thumbnail_duplicate_file": (8, 7, "spec.files[1]: fileId '/a.mp4' is listed twice (first at files[0])"),
     "thumbnail_missing_definition": (7, 7, "spec.files[0]: cdn tencent needs 'definition' (a snapshot template id)"),
-    "too_many_streams": (9, 5, 'spec.streams: volcengine takes at most 17 streams, got 18'),
-    "unknown_alias": (8, 13, 'unknown alias *every (an anchor must be defined before it is used)'),
+    "too_many_streams": (9, 5, "spec.streams: volcengine takes at most 17 streams, got 18"),
+    "unknown_alias": (8, 13, "unknown alias *every (an anchor must be defined before it is used)"),
     "unknown_field_typo": (8, 3, "unknown field 'spec.intervall' (did you mean 'interval'?)"),
     "unknown_kind_typo": (2, 7, "kind: unknown kind 'SnapshotJobs'; expected one of Provider, Storage,"),
     "unknown_nested_field": (8, 25, "unknown field 'spec.image.widht' (did you mean 'width'?)"),
-    "unset_env": (7, 17, 'environment variable CAPCTL_CORPUS_UNSET is not set and the reference'),
-    "user_stream_on_zego": (8, 13, 'spec.streams[0]: zego selects streams by `stream` (stream id) only;'),
+    "unset_env": (7, 17, "environment variable CAPCTL_CORPUS_UNSET is not set and the reference"),
+    "user_stream_on_zego": (8, 13, "spec.streams[0]: zego selects streams by `stream` (stream id) only;"),
     "wrong_kind_reference": (5, 13, "spec.provider: 'tos' is Storage 'tos' ("),
 }
 
@@ -85,7 +85,7 @@ def test_corpus_file(name: str) -> None:
     line, col, fragment = EXPECTED[name]
     path = CORPUS / f"{name}.yaml"
     found = _errors(path) if name in ALONE else _errors(BASE, path)
-    assert any((l, c) == (line, col) and fragment in m for l, c, m in found), found
+    assert any((ln, c) == (line, col) and fragment in m for ln, c, m in found), found
 
 
 def test_errors_name_the_file() -> None:
@@ -104,8 +104,11 @@ def test_ten_megabyte_file_fails_fast(tmp_path: Path) -> None:
 
 
 def test_large_file_under_the_cap_loads_in_time(tmp_path: Path) -> None:
-    docs = [f"apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {{name: j{i}}}\nspec:\n  provider: volc\n"
-            f"  rooms: [{', '.join(f'r{i}-{j}-' + 'x' * 80 for j in range(10))}]\n  storage: tos\n" for i in range(3000)]
+    docs = [
+        f"apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {{name: j{i}}}\nspec:\n  provider: volc\n"
+        f"  rooms: [{', '.join(f'r{i}-{j}-' + 'x' * 80 for j in range(10))}]\n  storage: tos\n"
+        for i in range(3000)
+    ]
     path = tmp_path / "many.yaml"
     path.write_text("---\n".join(docs))
     assert 2 * 1024 * 1024 < path.stat().st_size < 4 * 1024 * 1024
@@ -115,8 +118,14 @@ def test_large_file_under_the_cap_loads_in_time(tmp_path: Path) -> None:
     assert time.perf_counter() - start < 20  # generous: CI boxes are slow; typically ~1 s
 
 
-@pytest.mark.parametrize("text", ["[" * 10000 + "]" * 10000, "a:\n" + "".join(" " * i + "- \n" for i in range(1, 1000)),
-                                  "{a: " * 5000 + "1" + "}" * 5000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 10000 + "]" * 10000,
+        "a:\n" + "".join(" " * i + "- \n" for i in range(1, 1000)),
+        "{a: " * 5000 + "1" + "}" * 5000,
+    ],
+)
 def test_deep_nesting_is_a_clean_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "deep.yaml"
     path.write_text(text)

@@ -15,7 +15,10 @@ AK, SK = Secret(SECRET_ENV["AK"]), Secret(SECRET_ENV["SK"])
 
 
 def test_volcengine_snapshot_request(load: Loader) -> None:
-    spec_set = load(job(name="lobby-audit", body="""
+    spec_set = load(
+        job(
+            name="lobby-audit",
+            body="""
         provider: volc
         rooms: [lobby, vip-1]
         streams: [{user: alice}, {user: bob, type: screen, index: 1}]
@@ -24,20 +27,28 @@ def test_volcengine_snapshot_request(load: Loader) -> None:
         storage: s3
         idleTimeout: 3m
         restartPolicy: Never
-        """).replace("storage: s3", "storage: s3v") + """---
+        """,
+        ).replace("storage: s3", "storage: s3v")
+        + """---
 apiVersion: capctl/v1
 kind: Storage
 metadata: {name: s3v}
 spec: {type: oss, bucket: snaps, region: 3, accessKey: {env: AK}, secretKey: {env: SK}}
-""")
+"""
+    )
     task = spec_set.tasks["SnapshotJob/lobby-audit/vip-1"]
     assert task.request == {
-        "AppId": "app1", "RoomId": "vip-1", "TaskId": "lobby-audit",
-        "TargetStreams": {"StreamList": [{"UserId": "alice", "StreamType": 0},
-                                         {"UserId": "bob", "StreamType": 1, "Index": 1}]},
+        "AppId": "app1",
+        "RoomId": "vip-1",
+        "TaskId": "lobby-audit",
+        "TargetStreams": {
+            "StreamList": [{"UserId": "alice", "StreamType": 0}, {"UserId": "bob", "StreamType": 1, "Index": 1}]
+        },
         "MaxIdleTime": 180,
-        "StorageConfig": {"Type": 2, "CustomConfig": {"Vendor": 1, "Region": 3, "Bucket": "snaps",
-                                                      "AccessKey": AK, "SecretKey": SK}},
+        "StorageConfig": {
+            "Type": 2,
+            "CustomConfig": {"Vendor": 1, "Region": 3, "Bucket": "snaps", "AccessKey": AK, "SecretKey": SK},
+        },
         "ImageConfig": {"Format": 1, "Width": 800, "Height": 600, "Interval": 5},
     }
     assert task.family is ApiFamily.VOLC_SNAPSHOT and task.kind is JobKind.SNAPSHOT
@@ -49,7 +60,8 @@ spec: {type: oss, bucket: snaps, region: 3, accessKey: {env: AK}, secretKey: {en
 
 
 def test_volcengine_defaults_business_id_task_id_and_storages(load: Loader) -> None:
-    text = """apiVersion: capctl/v1
+    text = (
+        """apiVersion: capctl/v1
 kind: Provider
 metadata: {name: vb}
 spec: {type: volcengine, appId: app2, businessId: B123, accessKey: {env: AK}, secretKey: {env: SK}}
@@ -64,20 +76,30 @@ kind: Storage
 metadata: {name: imx}
 spec: {type: veimagex, accountId: "21", serviceId: svc}
 ---
-""" + job(name="a", body="provider: vb\nrooms: [r]\nstorage: vod\ntaskId: custom.task@1") + "---\n" + job(
-        name="b", body="provider: vb\nrooms: [r2]\nstorage: imx") + "---\n" + job(
-        name="c", body="provider: volc\nrooms: [r]\nstorage: tos")
+"""
+        + job(name="a", body="provider: vb\nrooms: [r]\nstorage: vod\ntaskId: custom.task@1")
+        + "---\n"
+        + job(name="b", body="provider: vb\nrooms: [r2]\nstorage: imx")
+        + "---\n"
+        + job(name="c", body="provider: volc\nrooms: [r]\nstorage: tos")
+    )
     tasks = load(text, env={**SECRET_ENV, "REGION": "2"}).tasks
     a = tasks["SnapshotJob/a/r"].request
     assert a["BusinessId"] == "B123" and a["TaskId"] == "custom.task@1" and "TargetStreams" not in a
     assert a["ImageConfig"] == {"Format": 0, "Width": 0, "Height": 0, "Interval": 2}
     assert a["MaxIdleTime"] == 180
-    assert a["StorageConfig"] == {"Type": 1, "VodConfig": {"AccountId": "21", "Region": 2, "Space": "sp",
-                                                           "StorageClass": 2, "AutoSetFileExtension": False}}
+    assert a["StorageConfig"] == {
+        "Type": 1,
+        "VodConfig": {"AccountId": "21", "Region": 2, "Space": "sp", "StorageClass": 2, "AutoSetFileExtension": False},
+    }
     assert tasks["SnapshotJob/b/r2"].request["StorageConfig"] == {
-        "Type": 3, "VeImageXConfig": {"AccountId": "21", "Region": 0, "ServiceId": "svc"}}
+        "Type": 3,
+        "VeImageXConfig": {"AccountId": "21", "Region": 0, "ServiceId": "svc"},
+    }
     assert tasks["SnapshotJob/c/r"].request["StorageConfig"] == {
-        "Type": 0, "TosConfig": {"AccountId": "1", "Region": 0, "Bucket": "b"}}
+        "Type": 0,
+        "TosConfig": {"AccountId": "1", "Region": 0, "Bucket": "b"},
+    }
     assert "BusinessId" not in tasks["SnapshotJob/c/r"].request
 
 
@@ -102,8 +124,13 @@ options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 255}, o
           callbackUrl: "https://hooks.example/rec"}
 """
 
-STORAGE_SNAKE: dict[str, Any] = {"storage_provider": 1, "region": "us-east-1", "bucket_name": "b",
-                                 "access_key_id": AK, "access_key_secret": SK}
+STORAGE_SNAKE: dict[str, Any] = {
+    "storage_provider": 1,
+    "region": "us-east-1",
+    "bucket_name": "b",
+    "access_key_id": AK,
+    "access_key_secret": SK,
+}
 
 
 def test_zego_recording_current_request(load: Loader) -> None:
@@ -112,41 +139,59 @@ def test_zego_recording_current_request(load: Loader) -> None:
     assert task.request == {
         "RoomId": "class-101",
         "RecordInputParams": {
-            "RecordMode": 2, "StreamType": 3,
+            "RecordMode": 2,
+            "StreamType": 3,
             "RecordStreamList": [{"StreamId": "teacher"}, {"StreamId": "board"}],
-            "MaxIdleTime": 60, "MaxRecordTime": 7200,
-            "FillBlank": True, "FillFrame": {"FrameFillMode": 2, "FrameFillColor": 255},
-            "MixConfig": {"MixMode": 1, "MixOutputStreamId": "mix-out",
-                          "MixOutputVideoConfig": {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1500000},
-                          "MixInputList": [{"StreamId": "teacher", "Top": 0, "Left": 0, "Bottom": 720,
-                                            "Right": 640, "Layer": 1}]},
+            "MaxIdleTime": 60,
+            "MaxRecordTime": 7200,
+            "FillBlank": True,
+            "FillFrame": {"FrameFillMode": 2, "FrameFillColor": 255},
+            "MixConfig": {
+                "MixMode": 1,
+                "MixOutputStreamId": "mix-out",
+                "MixOutputVideoConfig": {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1500000},
+                "MixInputList": [{"StreamId": "teacher", "Top": 0, "Left": 0, "Bottom": 720, "Right": 640, "Layer": 1}],
+            },
         },
-        "RecordOutputParams": {"OutputFileFormat": "flv", "OutputFolder": "record/", "OutputFileRule": 2,
-                               "CallbackUrl": "https://hooks.example/rec"},
-        "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": AK,
-                          "AccessKeySecret": SK},
+        "RecordOutputParams": {
+            "OutputFileFormat": "flv",
+            "OutputFolder": "record/",
+            "OutputFileRule": 2,
+            "CallbackUrl": "https://hooks.example/rec",
+        },
+        "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": AK, "AccessKeySecret": SK},
     }
     assert (task.idle_timeout, task.max_duration, task.updatable) == (60, 7200, {})
     assert task.fixed_hash == task.spec_hash
 
 
 def test_zego_recording_legacy_request(load: Loader) -> None:
-    text = job("RecordingJob", "rec", "provider: zego-legacy\nrooms: [r1]\nstorage: s3\nmedia: audio\nformat: mp3\n"
-               "options: {recordMuteAudio: 2, recordMuteAudioSplitThreshold: 3}")
+    text = job(
+        "RecordingJob",
+        "rec",
+        "provider: zego-legacy\nrooms: [r1]\nstorage: s3\nmedia: audio\nformat: mp3\n"
+        "options: {recordMuteAudio: 2, recordMuteAudioSplitThreshold: 3}",
+    )
     task = load(text).tasks["RecordingJob/rec/r1"]
     assert task.family is ApiFamily.ZEGO_RECORD_LEGACY
     assert task.request == {
         "room_id": "r1",
-        "record_input_params": {"record_mode": 1, "stream_type": 1, "max_idle_time": 30,
-                                "max_record_time": 86400, "record_mute_audio": 2,
-                                "record_mute_audio_split_threshold": 3},
+        "record_input_params": {
+            "record_mode": 1,
+            "stream_type": 1,
+            "max_idle_time": 30,
+            "max_record_time": 86400,
+            "record_mute_audio": 2,
+            "record_mute_audio_split_threshold": 3,
+        },
         "record_output_params": {"output_file_format": "mp3"},
         "storage_params": STORAGE_SNAKE,
     }
 
 
 def test_zego_snapshot_and_vod_storages(load: Loader) -> None:
-    text = """apiVersion: capctl/v1
+    text = (
+        """apiVersion: capctl/v1
 kind: Storage
 metadata: {name: tvod}
 spec: {type: tencent-vod, region: ap-shanghai, accessKey: {env: AK}, secretKey: {env: SK}, subAppId: 9}
@@ -157,44 +202,78 @@ metadata: {name: avod}
 spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {env: SK}, title: t,
        storageLocation: loc.oss-cn-shanghai.aliyuncs.com}
 ---
-""" + job(name="snap", body="provider: zego\nrooms: [lobby]\nstorage: s3c\nstreams: [{stream: s1}]\ninterval: 30s") \
-        + "---\n" + job("RecordingJob", "tv", "provider: zego-legacy\nrooms: [a]\nstorage: tvod") \
-        + "---\n" + job("RecordingJob", "av", "provider: zego\nrooms: [a]\nstorage: avod")
+"""
+        + job(name="snap", body="provider: zego\nrooms: [lobby]\nstorage: s3c\nstreams: [{stream: s1}]\ninterval: 30s")
+        + "---\n"
+        + job("RecordingJob", "tv", "provider: zego-legacy\nrooms: [a]\nstorage: tvod")
+        + "---\n"
+        + job("RecordingJob", "av", "provider: zego\nrooms: [a]\nstorage: avod")
+    )
     tasks = load(text).tasks
     snap = tasks["SnapshotJob/snap/lobby"]
     assert snap.family is ApiFamily.ZEGO_RECORD
     assert snap.request == {
         "RoomId": "lobby",
-        "RecordInputParams": {"RecordMode": 1, "StreamType": 2, "RecordStreamList": [{"StreamId": "s1"}],
-                              "MaxIdleTime": 30, "MaxRecordTime": 86400},
+        "RecordInputParams": {
+            "RecordMode": 1,
+            "StreamType": 2,
+            "RecordStreamList": [{"StreamId": "s1"}],
+            "MaxIdleTime": 30,
+            "MaxRecordTime": 86400,
+        },
         "RecordOutputParams": {"OutputFileFormat": "jpg", "SnapshotInterval": 30},
-        "StorageParams": {"Vendor": 10, "Bucket": "b", "AccessKeyId": AK, "AccessKeySecret": SK,
-                          "EndPoint": "https://minio.example"},
+        "StorageParams": {
+            "Vendor": 10,
+            "Bucket": "b",
+            "AccessKeyId": AK,
+            "AccessKeySecret": SK,
+            "EndPoint": "https://minio.example",
+        },
     }
     assert (snap.idle_timeout, snap.max_duration, snap.updatable) == (30, 86400, {})
     assert tasks["RecordingJob/tv/a"].request["storage_params"] == {
         "storage_provider": 6,
-        "tencentyun_vod_params": {"access_key_id": AK, "access_key_secret": SK, "region": "ap-shanghai",
-                                  "sub_app_id": 9}}
+        "tencentyun_vod_params": {
+            "access_key_id": AK,
+            "access_key_secret": SK,
+            "region": "ap-shanghai",
+            "sub_app_id": 9,
+        },
+    }
     assert tasks["RecordingJob/av/a"].request["StorageParams"] == {
         "Vendor": 5,
-        "AliyunVodParams": {"Region": "cn-shanghai", "AccessKey": AK, "SecretKey": SK, "Title": "t",
-                            "StorageLocation": "loc.oss-cn-shanghai.aliyuncs.com"}}
+        "AliyunVodParams": {
+            "Region": "cn-shanghai",
+            "AccessKey": AK,
+            "SecretKey": SK,
+            "Title": "t",
+            "StorageLocation": "loc.oss-cn-shanghai.aliyuncs.com",
+        },
+    }
 
 
 def test_thumbnail_requests(load: Loader) -> None:
-    text = job("ThumbnailJob", "replay-thumbs", """
+    text = job(
+        "ThumbnailJob",
+        "replay-thumbs",
+        """
         provider: zego
         files:
           - {cdn: huawei, fileId: /record/a/2024-11-13.mp4, interval: 2s}
           - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 1m]}
           - {cdn: tencent, fileId: "7", definition: 3}
-        """)
+        """,
+    )
     tasks = load(text).tasks
     assert [t.request for t in tasks.values()] == [
         {"Vendor": "Huawei", "FileId": "/record/a/2024-11-13.mp4", "Type": "SampleSnapshot", "Interval": 2},
-        {"Vendor": "Tencent", "FileId": "1397757897438985100", "Type": "SnapshotByTimeOffset",
-         "Definition": 10, "ExtTimeOffsetSet": [1, 60]},
+        {
+            "Vendor": "Tencent",
+            "FileId": "1397757897438985100",
+            "Type": "SnapshotByTimeOffset",
+            "Definition": 10,
+            "ExtTimeOffsetSet": [1, 60],
+        },
         {"Vendor": "Tencent", "FileId": "7", "Type": "SampleSnapshot", "Definition": 3},
     ]
     first = tasks["ThumbnailJob/replay-thumbs//record/a/2024-11-13.mp4"]
@@ -205,8 +284,9 @@ def test_thumbnail_requests(load: Loader) -> None:
 SNAP = "provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {interval}\nidleTimeout: {idle}"
 
 
-def _hashes(load: Loader, interval: str = "5s", idle: str = "20s", env: dict[str, str] | None = None
-            ) -> tuple[str, str]:
+def _hashes(
+    load: Loader, interval: str = "5s", idle: str = "20s", env: dict[str, str] | None = None
+) -> tuple[str, str]:
     task = load(job(body=SNAP.format(interval=interval, idle=idle)), env=env).tasks["SnapshotJob/j/lobby"]
     assert task.spec_hash == content_hash(task.provider, task.family, task.request)
     return task.spec_hash, task.fixed_hash
@@ -237,6 +317,9 @@ def test_secret_rotation_changes_the_hash_of_requests_that_carry_it(load: Loader
 def test_known_hash_value(load: Loader) -> None:
     """Pins the canonical form: a change here changes every recorded hash in every state store."""
     task = load(job(body=SNAP.format(interval="5s", idle="20s"))).tasks["SnapshotJob/j/lobby"]
-    canonical = json.dumps({"provider": "volc", "family": "volcengine-snapshot", "request": task.request},
-                           sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"provider": "volc", "family": "volcengine-snapshot", "request": task.request},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     assert task.spec_hash == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

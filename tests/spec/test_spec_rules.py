@@ -26,107 +26,238 @@ THUMB = "provider: zego\nfiles:\n  - "
 
 RULES: list[tuple[str, str, str]] = [
     # providers
-    ("access token only for legacy", provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, "
-                                                    "accessToken: {env: AK}}"), "only used with cloudrecordApi"),
-    ("unknown rate limit api", provider("v2", "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: "
-                                              "{env: SK}, rateLimits: {StartSnapshots: 5}}"),
-     "unknown API 'StartSnapshots' for volcengine (did you mean 'StartSnapshot'?)"),
-    ("rate limit must be positive", provider("v2", "{type: volcengine, appId: a, accessKey: {env: AK}, "
-                                                   "secretKey: {env: SK}, rateLimits: {StartSnapshot: 0}}"),
-     "greater than 0"),
-    ("volcengine app id rule", provider("v2", "{type: volcengine, appId: 'a b', accessKey: {env: AK}, "
-                                              "secretKey: {env: SK}}"), "spec.appId: must match"),
-    ("zego app id must be a number", provider("z2", "{type: zego, appId: '5', serverSecret: {env: SK}}"),
-     "spec.appId: Input should be a valid integer, got a string"),
-    ("zego app id range", provider("z2", "{type: zego, appId: 4294967296, serverSecret: {env: SK}}"),
-     "less than or equal to 4294967295"),
+    (
+        "access token only for legacy",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, accessToken: {env: AK}}"),
+        "only used with cloudrecordApi",
+    ),
+    (
+        "unknown rate limit api",
+        provider(
+            "v2",
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartSnapshots: 5}}",
+        ),
+        "unknown API 'StartSnapshots' for volcengine (did you mean 'StartSnapshot'?)",
+    ),
+    (
+        "rate limit must be positive",
+        provider(
+            "v2",
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartSnapshot: 0}}",
+        ),
+        "greater than 0",
+    ),
+    (
+        "volcengine app id rule",
+        provider("v2", "{type: volcengine, appId: 'a b', accessKey: {env: AK}, secretKey: {env: SK}}"),
+        "spec.appId: must match",
+    ),
+    (
+        "zego app id must be a number",
+        provider("z2", "{type: zego, appId: '5', serverSecret: {env: SK}}"),
+        "spec.appId: Input should be a valid integer, got a string",
+    ),
+    (
+        "zego app id range",
+        provider("z2", "{type: zego, appId: 4294967296, serverSecret: {env: SK}}"),
+        "less than or equal to 4294967295",
+    ),
     ("server secret required", provider("z2", "{type: zego, appId: 5}"), "missing required field 'spec.serverSecret'"),
-    ("endpoint must be a url", provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, "
-                                              "rtcEndpoint: rtc-api.zego.im}"), "spec.rtcEndpoint"),
+    (
+        "endpoint must be a url",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rtcEndpoint: rtc-api.zego.im}"),
+        "spec.rtcEndpoint",
+    ),
     # storages
-    ("storage field does not apply", storage("x", "{type: s3, bucket: b, space: s, accessKey: {env: AK}, "
-                                                  "secretKey: {env: SK}}"), "spec.space: does not apply to storage type s3"),
+    (
+        "storage field does not apply",
+        storage("x", "{type: s3, bucket: b, space: s, accessKey: {env: AK}, secretKey: {env: SK}}"),
+        "spec.space: does not apply to storage type s3",
+    ),
     ("veimagex needs service id", storage("x", "{type: veimagex, accountId: '1'}"), "needs 'serviceId'"),
-    ("s3-compatible needs endpoint", storage("x", "{type: s3-compatible, bucket: b, accessKey: {env: AK}, "
-                                                  "secretKey: {env: SK}}"), "needs 'endpoint'"),
+    (
+        "s3-compatible needs endpoint",
+        storage("x", "{type: s3-compatible, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}"),
+        "needs 'endpoint'",
+    ),
     ("third-party needs keys", storage("x", "{type: cos, bucket: b}"), "needs 'accessKey'"),
-    ("storage class enum", storage("x", "{type: vod, accountId: '1', space: s, storageClass: cold}"),
-     "expected 'standard', 'archive' or 'infrequent'"),
-    ("zego needs a region name", storage("x", "{type: oss, bucket: b, region: 3, accessKey: {env: AK}, "
-                                              "secretKey: {env: SK}}") + job(body=REC.replace("s3", "x")),
-     "zego needs a storage region name such as 'oss-cn-shanghai', got the integer 3"),
-    ("zego needs a region", storage("x", "{type: oss, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}")
-     + job(body=REC.replace("s3", "x")), "zego needs a region for storage type oss"),
-    ("volcengine needs an integer region", job(body=VOLC.replace("tos", "s3")),
-     "volcengine needs an integer storage region (its region table), got 'us-east-1'"),
-    ("wrong kind for storage", job(body=VOLC.replace("storage: tos", "storage: zego")),
-     "spec.storage: 'zego' is Provider 'zego'"),
+    (
+        "storage class enum",
+        storage("x", "{type: vod, accountId: '1', space: s, storageClass: cold}"),
+        "expected 'standard', 'archive' or 'infrequent'",
+    ),
+    (
+        "zego needs a region name",
+        storage("x", "{type: oss, bucket: b, region: 3, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a storage region name such as 'oss-cn-shanghai', got the integer 3",
+    ),
+    (
+        "zego needs a region",
+        storage("x", "{type: oss, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a region for storage type oss",
+    ),
+    (
+        "volcengine needs an integer region",
+        job(body=VOLC.replace("tos", "s3")),
+        "volcengine needs an integer storage region (its region table), got 'us-east-1'",
+    ),
+    (
+        "wrong kind for storage",
+        job(body=VOLC.replace("storage: tos", "storage: zego")),
+        "spec.storage: 'zego' is Provider 'zego'",
+    ),
     # snapshot jobs
     ("volcengine streams by user", job(body=VOLC + "streams: [{stream: s1}]"), "volcengine selects streams by `user`"),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
-    ("zego snapshot to vod", storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: "
-                                           "{env: SK}}") + job(body=ZSNAP.replace("s3", "tv")),
-     "tencent-vod storage takes mp4 or flv files only, not jpg"),
+    (
+        "zego snapshot to vod",
+        storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(body=ZSNAP.replace("s3", "tv")),
+        "tencent-vod storage takes mp4 or flv files only, not jpg",
+    ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
     ("rooms must not be empty", job(body="provider: volc\nrooms: []\nstorage: tos"), "at least 1 item"),
-    ("same room, other kind is fine but same kind twice is not",
-     job(name="a", body=ZSNAP) + "---\n" + job(name="b", body=ZSNAP), "already captured by SnapshotJob 'a'"),
+    (
+        "same room, other kind is fine but same kind twice is not",
+        job(name="a", body=ZSNAP) + "---\n" + job(name="b", body=ZSNAP),
+        "already captured by SnapshotJob 'a'",
+    ),
     # recording jobs
-    ("mix only in mixed mode", job("RecordingJob", body=REC + "mix: {mixOutputStreamId: o, mixOutputVideoConfig: "
-                                   "{width: 640, height: 360, fps: 15, bitrate: 1}}"), "spec.mix: only applies to mode: mixed"),
-    ("mix fps range", job("RecordingJob", body=REC + "mode: mixed\nmix: {mixOutputStreamId: o, mixOutputVideoConfig: "
-                                                     "{width: 640, height: 360, fps: 60, bitrate: 1}}"), "fps"),
-    ("mix input inside the canvas", job("RecordingJob", body=REC + "mode: mixed\nmix: {mixOutputStreamId: o, "
-                                        "mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}, "
-                                        "mixInputList: [{top: 0, left: 0, bottom: 400, right: 10, layer: 1}]}"),
-     "needs top ≤ bottom ≤ canvas height"),
-    ("mix keys are camelCase", job("RecordingJob", body=REC + "mode: mixed\nmix: {mix_output_stream_id: o}"),
-     "unknown field 'spec.mix.mix_output_stream_id' (did you mean 'mixOutputStreamId'?)"),
-    ("fill frame only when mixed", job("RecordingJob", body=REC + "options: {fillFrame: {frameFillMode: 1}}"),
-     "spec.options.fillFrame: only applies to mode: mixed"),
-    ("mute audio only for single audio mp3", job("RecordingJob", body=REC + "options: {recordMuteAudio: 1}"),
-     "only applies to mode: single, media: audio, format: mp3"),
-    ("mute audio enum", job("RecordingJob", body=REC + "media: audio\nformat: mp3\noptions: {recordMuteAudio: 3}"),
-     "less than or equal to 2"),
-    ("whiteboard flag needs boards", job("RecordingJob", body=REC + "options: {hasWhiteboard: true}"),
-     "needs 'whiteboard'"),
-    ("boards need the flag", job("RecordingJob", body=REC + "options: {whiteboard: [{horizontalRatio: 16, "
-                                                            "verticalRatio: 9}]}"), "needs hasWhiteboard: true"),
-    ("no whiteboard in audio", job("RecordingJob", body=REC + "media: audio\noptions: {hasWhiteboard: true, "
-                                   "whiteboard: [{horizontalRatio: 16, verticalRatio: 9}]}"), "cannot record a whiteboard"),
-    ("ppt fps range", job("RecordingJob", body=REC + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: "
-                                                     "16, verticalRatio: 9, pptAnimationFps: 31}]}"), "pptAnimationFps"),
+    (
+        "mix only in mixed mode",
+        job(
+            "RecordingJob",
+            body=REC + "mix: {mixOutputStreamId: o, mixOutputVideoConfig: "
+            "{width: 640, height: 360, fps: 15, bitrate: 1}}",
+        ),
+        "spec.mix: only applies to mode: mixed",
+    ),
+    (
+        "mix fps range",
+        job(
+            "RecordingJob",
+            body=REC + "mode: mixed\nmix: {mixOutputStreamId: o, mixOutputVideoConfig: "
+            "{width: 640, height: 360, fps: 60, bitrate: 1}}",
+        ),
+        "fps",
+    ),
+    (
+        "mix input inside the canvas",
+        job(
+            "RecordingJob",
+            body=REC + "mode: mixed\nmix: {mixOutputStreamId: o, "
+            "mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}, "
+            "mixInputList: [{top: 0, left: 0, bottom: 400, right: 10, layer: 1}]}",
+        ),
+        "needs top ≤ bottom ≤ canvas height",
+    ),
+    (
+        "mix keys are camelCase",
+        job("RecordingJob", body=REC + "mode: mixed\nmix: {mix_output_stream_id: o}"),
+        "unknown field 'spec.mix.mix_output_stream_id' (did you mean 'mixOutputStreamId'?)",
+    ),
+    (
+        "fill frame only when mixed",
+        job("RecordingJob", body=REC + "options: {fillFrame: {frameFillMode: 1}}"),
+        "spec.options.fillFrame: only applies to mode: mixed",
+    ),
+    (
+        "mute audio only for single audio mp3",
+        job("RecordingJob", body=REC + "options: {recordMuteAudio: 1}"),
+        "only applies to mode: single, media: audio, format: mp3",
+    ),
+    (
+        "mute audio enum",
+        job("RecordingJob", body=REC + "media: audio\nformat: mp3\noptions: {recordMuteAudio: 3}"),
+        "less than or equal to 2",
+    ),
+    (
+        "whiteboard flag needs boards",
+        job("RecordingJob", body=REC + "options: {hasWhiteboard: true}"),
+        "needs 'whiteboard'",
+    ),
+    (
+        "boards need the flag",
+        job("RecordingJob", body=REC + "options: {whiteboard: [{horizontalRatio: 16, verticalRatio: 9}]}"),
+        "needs hasWhiteboard: true",
+    ),
+    (
+        "no whiteboard in audio",
+        job(
+            "RecordingJob",
+            body=REC + "media: audio\noptions: {hasWhiteboard: true, "
+            "whiteboard: [{horizontalRatio: 16, verticalRatio: 9}]}",
+        ),
+        "cannot record a whiteboard",
+    ),
+    (
+        "ppt fps range",
+        job(
+            "RecordingJob",
+            body=REC + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: "
+            "16, verticalRatio: 9, pptAnimationFps: 31}]}",
+        ),
+        "pptAnimationFps",
+    ),
     ("mp3 needs audio", job("RecordingJob", body=REC + "format: mp3"), "mp3 needs media: audio"),
     ("callback url", job("RecordingJob", body=REC + "options: {callbackUrl: ftp://x}"), "spec.options.callbackUrl"),
-    ("jpg is not a recording format", job("RecordingJob", body=REC + "format: jpg"),
-     "expected 'mp4', 'flv', 'hls' or 'mp3'"),
-    ("recording streams are zego ids", job("RecordingJob", body=REC + "streams: [{user: a}]"),
-     "zego selects streams by `stream`"),
+    (
+        "jpg is not a recording format",
+        job("RecordingJob", body=REC + "format: jpg"),
+        "expected 'mp4', 'flv', 'hls' or 'mp3'",
+    ),
+    (
+        "recording streams are zego ids",
+        job("RecordingJob", body=REC + "streams: [{user: a}]"),
+        "zego selects streams by `stream`",
+    ),
     # thumbnails
-    ("huawei needs interval", job("ThumbnailJob", body=THUMB + "{cdn: huawei, fileId: /a.mp4}"),
-     "cdn huawei needs 'interval'"),
-    ("interval is huawei only", job("ThumbnailJob", body=THUMB + "{cdn: tencent, fileId: '1', definition: 1, "
-                                                                 "interval: 2s}"), "applies to cdn huawei only"),
-    ("definition is tencent only", job("ThumbnailJob", body=THUMB + "{cdn: huawei, fileId: /a, interval: 2s, "
-                                                                    "definition: 1}"), "applies to cdn tencent only"),
-    ("thumbnails on volcengine", job("ThumbnailJob", body="provider: volc\nfiles: [{cdn: huawei, fileId: a, "
-                                                          "interval: 1}]"), "a ThumbnailJob needs a zego provider"),
-    ("cdn enum", job("ThumbnailJob", body=THUMB + "{cdn: Huawei, fileId: a, interval: 1}"),
-     "(did you mean 'huawei'?)"),
+    (
+        "huawei needs interval",
+        job("ThumbnailJob", body=THUMB + "{cdn: huawei, fileId: /a.mp4}"),
+        "cdn huawei needs 'interval'",
+    ),
+    (
+        "interval is huawei only",
+        job("ThumbnailJob", body=THUMB + "{cdn: tencent, fileId: '1', definition: 1, interval: 2s}"),
+        "applies to cdn huawei only",
+    ),
+    (
+        "definition is tencent only",
+        job("ThumbnailJob", body=THUMB + "{cdn: huawei, fileId: /a, interval: 2s, definition: 1}"),
+        "applies to cdn tencent only",
+    ),
+    (
+        "thumbnails on volcengine",
+        job("ThumbnailJob", body="provider: volc\nfiles: [{cdn: huawei, fileId: a, interval: 1}]"),
+        "a ThumbnailJob needs a zego provider",
+    ),
+    ("cdn enum", job("ThumbnailJob", body=THUMB + "{cdn: Huawei, fileId: a, interval: 1}"), "(did you mean 'huawei'?)"),
     # references
     ("env and file at once", job(body=VOLC + "interval: {env: A, file: b}"), "either `env` or `file`, not both"),
     ("bad env name", job(body=VOLC + "interval: {env: 'A-B'}"), "invalid environment variable name"),
     ("env value must fit the field", job(body=VOLC + "interval: {env: AK}"), "invalid duration"),
     ("default must be scalar", job(body=VOLC + "interval: {env: UNSET_X, default: [1]}"), "default must be a scalar"),
-    ("secret default is text", provider("z2", "{type: zego, appId: 5, serverSecret: {env: UNSET_X, default: 5}}"),
-     "a secret must resolve to text"),
-    ("empty secret", provider("z2", "{type: zego, appId: 5, serverSecret: {env: EMPTY}}"),
-     "the secret resolved to an empty value"),
-    ("secret mapping that is not a reference", storage("x", "{type: s3, bucket: b, region: r, accessKey: {value: 1}, "
-                                                             "secretKey: {env: SK}}"), "secret fields must be references"),
+    (
+        "secret default is text",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: UNSET_X, default: 5}}"),
+        "a secret must resolve to text",
+    ),
+    (
+        "empty secret",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: EMPTY}}"),
+        "the secret resolved to an empty value",
+    ),
+    (
+        "secret mapping that is not a reference",
+        storage("x", "{type: s3, bucket: b, region: r, accessKey: {value: 1}, secretKey: {env: SK}}"),
+        "secret fields must be references",
+    ),
 ]
 
 
@@ -137,8 +268,13 @@ def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
 
 
 def test_every_error_is_reported_at_once(errors_of: ErrorsOf) -> None:
-    text = (job(name="a", body=VOLC + "intervall: 5s") + "---\n" + job(name="b", body=VOLC.replace("volc", "nope"))
-            + "---\n" + provider("z2", "{type: zego, appId: {env: UNSET_1}, serverSecret: {env: UNSET_2}}"))
+    text = (
+        job(name="a", body=VOLC + "intervall: 5s")
+        + "---\n"
+        + job(name="b", body=VOLC.replace("volc", "nope"))
+        + "---\n"
+        + provider("z2", "{type: zego, appId: {env: UNSET_1}, serverSecret: {env: UNSET_2}}")
+    )
     found = errors_of(text)
     assert len(found) == 4, found
     assert found == sorted(found, key=lambda e: int(e.split(":")[1]))
@@ -158,8 +294,10 @@ def test_duplicate_names_across_files_name_both(tmp_path: Path, load: Loader) ->
     assert "duplicate Provider name 'volc' (first defined at" in error.message and "base.yaml:2:1" in error.message
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    (5, 5), (0, 0), ("5s", 5), ("3m", 180), ("1h30m", 5400), ("1h2m3s", 3723), ("2h", 7200), ("90m", 5400)])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(5, 5), (0, 0), ("5s", 5), ("3m", 180), ("1h30m", 5400), ("1h2m3s", 3723), ("2h", 7200), ("90m", 5400)],
+)
 def test_durations(value: object, seconds: int) -> None:
     assert parse_duration(value) == seconds
 
@@ -175,7 +313,8 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "name.txt").write_text("lobby\r\n")
     text = provider("z2", "{type: zego, appId: {env: APP}, serverSecret: {file: secret.txt}}") + job(
         body="provider: volc\nrooms: [{file: name.txt}]\nstorage: tos\ninterval: {env: IV}\n"
-             "idleTimeout: {env: UNSET_X, default: 1m}\nimage: {width: {env: W}}")
+        "idleTimeout: {env: UNSET_X, default: 1m}\nimage: {width: {env: W}}"
+    )
     spec_set = load(text, env={**SECRET_ENV, "IV": "7", "W": "640"})
     assert spec_set.providers["z2"].app_id == "7"
     assert spec_set.providers["z2"].server_secret.reveal() == "from-a-file"
@@ -184,8 +323,10 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
 
 
 def test_labels_may_use_reference_keys(load: Loader) -> None:
-    text = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {env: prod, file: x}}\nspec:\n" \
-           "  provider: volc\n  rooms: [lobby]\n  storage: tos\n"
+    text = (
+        "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {env: prod, file: x}}\nspec:\n"
+        "  provider: volc\n  rooms: [lobby]\n  storage: tos\n"
+    )
     assert load(text).jobs[("SnapshotJob", "j")].metadata.labels == {"env": "prod", "file": "x"}
 
 
@@ -194,26 +335,36 @@ def test_provider_defaults(load: Loader) -> None:
     assert (providers["volc"].endpoint, providers["volc"].region) == ("https://rtc.volcengineapi.com", "cn-north-1")
     zego, legacy = providers["zego"], providers["zego-legacy"]
     assert (zego.rtc_endpoint, zego.cloudrecord_endpoint, zego.cloudrecord_api) == (
-        "https://rtc-api.zego.im", "https://cloudrecord-api.zego.im", "current")
+        "https://rtc-api.zego.im",
+        "https://cloudrecord-api.zego.im",
+        "current",
+    )
     assert (legacy.cloudrecord_endpoint, legacy.cloudrecord_api) == ("https://cloudrecord-sh.zego.im", "legacy")
     assert zego.app_id == "42" and zego.account == "zego:42"
 
 
 def test_yaml_anchors_merges_and_standard_tags(load: Loader) -> None:
-    text = job(body="""
+    text = job(
+        body="""
         provider: volc
         rooms: [lobby]
         storage: tos
         interval: !!int 7
         streams: [&alice {user: alice}, {<<: *alice, type: screen}]
-        """)
+        """
+    )
     request = load(text).tasks["SnapshotJob/j/lobby"].request
     assert request["ImageConfig"]["Interval"] == 7
-    assert request["TargetStreams"]["StreamList"] == [{"UserId": "alice", "StreamType": 0},
-                                                      {"UserId": "alice", "StreamType": 1}]
+    assert request["TargetStreams"]["StreamList"] == [
+        {"UserId": "alice", "StreamType": 0},
+        {"UserId": "alice", "StreamType": 1},
+    ]
 
 
 def test_anchors_do_not_cross_documents(errors_of: ErrorsOf) -> None:
-    text = job(name="a", body="provider: volc\nrooms: &r [lobby]\nstorage: tos") + "---\n" + job(
-        name="b", body="provider: volc\nrooms: *r\nstorage: tos")
+    text = (
+        job(name="a", body="provider: volc\nrooms: &r [lobby]\nstorage: tos")
+        + "---\n"
+        + job(name="b", body="provider: volc\nrooms: *r\nstorage: tos")
+    )
     assert any("unknown alias *r" in e for e in errors_of(text))
