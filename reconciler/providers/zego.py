@@ -83,7 +83,6 @@ class _ZegoProvider:
         random_bytes: RandomBytes = os.urandom,
     ) -> None:
         self.name = config.name
-        self._config = config
         self._clock = clock
         self._client = ZegoClient(config, budgets=budgets, clock=clock, http=http, random_bytes=random_bytes)
         self._setup(config)

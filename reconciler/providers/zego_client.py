@@ -225,7 +225,7 @@ def _parse(response: httpx.Response, envelope: Envelope) -> tuple[dict[str, Any]
     try:
         answer = json.loads(response.content)
     except ValueError as exc:
-        return None, scrub(f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {exc})", ())
+        return None, f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {exc.__class__.__name__})"
     if not isinstance(answer, dict):
         return None, f"a JSON {type(answer).__name__}, not an object (HTTP {response.status_code})"
     code = answer.get(envelope.code)
