@@ -28,6 +28,7 @@ from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected
 from reconciler.daemon.metrics import API_NAMES, CountingProvider, Metrics
 from reconciler.daemon.queue import ShutDown, WorkQueue
 from reconciler.daemon.records import RecordCache
+from reconciler.daemon.watch import watch_specs
 from reconciler.execute import Executor, needs_observation
 from reconciler.model import (
     Action,
@@ -93,6 +94,7 @@ class Daemon:
         holder: str = "capctl run",
         shutdown_grace: float = SHUTDOWN_GRACE,
         lease_seconds: float = LEASE_SECONDS,
+        watch_debounce_ms: int | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
@@ -112,6 +114,8 @@ class Daemon:
         self._holder = holder
         self._grace = shutdown_grace
         self._lease_seconds = lease_seconds
+        self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
+        self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
@@ -154,12 +158,17 @@ class Daemon:
         self._tasks = [loop.create_task(self._worker(), name=f"capctl-worker-{i}") for i in range(self._workers)]
         self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
         self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
+        if self._watch_debounce_ms is not None:
+            watcher = watch_specs(self.paths, self.reload, stop=self._stop_watching,
+                                  debounce_ms=self._watch_debounce_ms)
+            self._tasks.append(loop.create_task(watcher, name="capctl-watch"))
         log.info("daemon started", paths=self.paths, state=self.records.url, resync=self.resync, prune=self.prune,
                  records=len(self.records.keys()))
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
         self.queue.shut_down()
+        self._stop_watching.set()
         workers = [t for t in self._tasks if t.get_name().startswith("capctl-worker")]
         timers = [t for t in self._tasks if t not in workers]
         for timer in timers:
@@ -306,6 +315,7 @@ class Daemon:
             self._count_reissue(record)
         self._observe_now.discard(change.key)
         self._rollover_hint.pop(change.key, None)
+        self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
 
@@ -450,13 +460,13 @@ class Daemon:
         key = record.key
         if event.output and not record.productive and record.status is TaskStatus.RUNNING:
             self.records.put(record.evolve(productive=True))
-            log.info("run is productive", key=key, event=event.event)
+            log.info("run is productive", key=key, callback=event.event)
         if event.ended:
             if event.rollover and record.vendor_task_id is not None:
                 self._rollover_hint[key] = record.vendor_task_id
             self._observe_now.add(key)
             self.queue.add(key)
-            log.info("callback: run ended; observing", key=key, event=event.event)
+            log.info("callback: run ended; observing", key=key, callback=event.event)
             return
         idle = record.idle_timeout
         if (event.output or event.room_empty) and idle is not None:
@@ -478,7 +488,7 @@ class Daemon:
             if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
                 self.records.put(record.evolve(next_attempt_at=now))
                 self.queue.add(key)
-                log.info("room activity: waking task", key=key, event=event.event, was=record.status.value)
+                log.info("room activity: waking task", key=key, callback=event.event, was=record.status.value)
 
     # --- timers -----------------------------------------------------------------------------------------
 

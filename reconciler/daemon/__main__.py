@@ -1,0 +1,27 @@
+"""`python -m reconciler.daemon [PATH...] [--listen HOST:PORT] [--resync SECONDS] [--no-prune] [--state URL]`.
+
+A minimal entry point for running the daemon without the CLI (process-level tests, debugging);
+`capctl run` is the user-facing command.
+"""
+
+import argparse
+import sys
+
+from reconciler.daemon.main import run_daemon
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m reconciler.daemon")
+    parser.add_argument("paths", nargs="*", default=["specs"])
+    parser.add_argument("--listen", default="127.0.0.1:8080")
+    parser.add_argument("--resync", type=float, default=30.0)
+    parser.add_argument("--no-prune", dest="prune", action="store_false")
+    parser.add_argument("--state", default=None)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args()
+    return run_daemon(args.paths, listen=args.listen, resync=args.resync, prune=args.prune, state_url=args.state,
+                      log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

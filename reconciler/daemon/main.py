@@ -1,0 +1,103 @@
+"""`capctl run` as a process: logs, state, the controller, uvicorn on --listen, and the signals.
+
+SIGTERM / SIGINT stop taking work, let in-flight vendor calls finish (bounded), and exit 0; vendor tasks
+keep running. SIGHUP re-reads the specs. uvicorn's own signal capture is switched off so that the daemon,
+not the web server, decides the order of shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from reconciler import logs
+from reconciler.clock import SystemClock
+from reconciler.daemon.controller import Daemon
+from reconciler.daemon.watch import DEBOUNCE_MS
+from reconciler.state import open_state
+from reconciler.state.base import LockHeld, StateError
+
+log = structlog.get_logger("capctl.daemon")
+
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """The daemon installs its own handlers (uvicorn's would re-raise the signal after shutdown)."""
+        yield
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080), got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def run_daemon(paths: list[str], *, listen: str = "127.0.0.1:8080", resync: float = 30.0, prune: bool = True,
+               state_url: str | None = None, log_level: str | None = "info") -> int:
+    """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
+    caller's logging set-up."""
+    if log_level is not None:
+        logs.configure(log_level)
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        log.error("bad option", error=str(exc))
+        return EXIT_ERROR
+    if resync <= 0:
+        log.error("bad option", error=f"--resync must be positive, got {resync}")
+        return EXIT_ERROR
+    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url))
+
+
+async def _main(paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None) -> int:
+    try:
+        store = open_state(state_url)
+    except StateError as exc:
+        log.error("cannot open the state store", error=str(exc))
+        return EXIT_ERROR
+    daemon = Daemon(paths, store, SystemClock(), resync=resync, prune=prune, watch_debounce_ms=DEBOUNCE_MS)
+    try:
+        await daemon.start()
+    except LockHeld as exc:
+        log.error("another capctl holds the state lock; not starting", holder=exc.holder, state=store.url)
+        store.close()
+        return EXIT_ERROR
+    except StateError as exc:
+        log.error("cannot read the state store", error=str(exc))
+        store.close()
+        return EXIT_ERROR
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    config = uvicorn.Config(daemon.asgi_app, host=host, port=port, log_config=None, access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=5)
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(), name="capctl-http")
+    waiting = asyncio.create_task(stopping.wait())
+    code = EXIT_OK
+    try:
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():  # the server ended by itself: it could not bind, most likely
+            log.error("the HTTP server stopped; shutting down", listen=f"{host}:{port}")
+            code = EXIT_ERROR
+        else:
+            log.info("signal received: stopping (vendor tasks keep running)")
+    finally:
+        waiting.cancel()
+        await daemon.stop()
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await serving
+        store.close()
+    return code

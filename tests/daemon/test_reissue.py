@@ -1,0 +1,148 @@
+"""The daemon against the in-process simulator: starts, re-issues, backs off, sleeps, wakes and rolls over."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from reconciler.daemon import policy
+from reconciler.model import TaskStatus
+from tests.daemon.conftest import Harness, recording_job, snapshot_job, write_specs
+
+LOBBY = "SnapshotJob/audit/lobby"
+CLASS = "RecordingJob/rec/class-1"
+
+
+def metric(harness: Harness, name: str, **labels: str) -> float:
+    assert harness.daemon is not None
+    value = harness.daemon.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_starts_declared_tasks_and_reissues_after_idle_timeout_by_polling(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.config.volcengine_callback_url = None  # polling only: no callbacks at all
+    await harness.start()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert len(harness.running_sim_tasks()) == 1
+    await harness.advance(30)  # idled out at 20 s; seen at its expected deadline (25 s) and re-issued at once
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING
+    assert record.reissue_count == 1
+    assert record.started_at == harness.clock.now() - 6  # re-issued at 25 s: the first re-issue is immediate
+    assert len(harness.running_sim_tasks()) == 1
+    assert metric(harness, "capctl_reissues_total", reason="IdleTimeOut") == 1
+    assert metric(harness, "capctl_reissue_gap_seconds_count") == 1
+    assert metric(harness, "capctl_vendor_calls_total", api="StartSnapshot", outcome="ok") == 2
+
+
+async def test_image_callbacks_make_a_run_productive_and_replace_polling(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(600)
+    assert harness.record(LOBBY).productive
+    assert harness.record(LOBBY).reissue_count == 0
+    # Images arrive every 5 s, so the run cannot idle out before the next one: no status query at all.
+    assert harness.calls("GetSnapshotTask") == 0
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    await harness.advance(30)  # idles out 20 s after the last image; seen one idle timeout after it
+    record = harness.record(LOBBY)
+    assert record.reissue_count == 1 and record.status is TaskStatus.RUNNING
+    assert record.unproductive_runs == 0  # the run that ended had produced images
+    assert 1 <= harness.calls("GetSnapshotTask") <= 3
+
+
+async def test_empty_room_backs_off_goes_dormant_and_wakes_on_room_activity(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    with capture_logs() as logs:
+        await harness.advance(300)
+    record = harness.record(LOBBY)
+    # Runs end at 20, 45, 130, 275 s: re-issued at once, then after 60 s, 120 s; the 4th makes it dormant.
+    assert record.status is TaskStatus.DORMANT
+    assert harness.calls("StartSnapshot") == 4
+    assert record.next_attempt_at is not None
+    assert record.next_attempt_at - record.stopped_at == pytest.approx(
+        policy.backoff_delay(4) + policy.DEADLINE_MARGIN, abs=0.1)
+    assert any(e.get("reason") == "dormant: no room activity" for e in logs)
+    calls = len(harness.sim.log.entries())
+    await harness.advance(100)
+    assert len(harness.sim.log.entries()) == calls  # dormant: no calls at all
+    harness.sim.publish("volcengine", "lobby", user_id="bob")  # UserJoinRoom callback wakes it
+    await harness.advance(1)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING
+    assert harness.calls("StartSnapshot") == 5
+    await harness.advance(120)
+    assert harness.record(LOBBY).productive  # images flow again
+
+
+async def test_dormant_task_tries_again_at_its_backoff_slot(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    await harness.advance(300)
+    slot = harness.record(LOBBY).next_attempt_at
+    assert slot is not None
+    await harness.advance(slot - harness.clock.now() + 1)
+    assert harness.calls("StartSnapshot") == 5
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_recording_rollover_is_reissued_without_backoff(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30, max_duration=300))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(1)
+    first = harness.record(CLASS).vendor_task_id
+    await harness.advance(305)
+    record = harness.record(CLASS)
+    assert record.vendor_task_id != first and record.status is TaskStatus.RUNNING
+    assert metric(harness, "capctl_reissues_total", reason="rollover") == 1
+    gap_sum = metric(harness, "capctl_reissue_gap_seconds_sum")
+    assert gap_sum <= 1.0  # the end callback makes the daemon look at once
+    await harness.advance(300)
+    assert metric(harness, "capctl_reissues_total", reason="rollover") == 2
+    assert harness.record(CLASS).unproductive_runs == 0
+    assert len(harness.running_sim_tasks("zego")) == 1
+
+
+async def test_recording_seen_ended_by_polling_alone_is_reissued_with_its_status(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.config.zego_callback_url = None
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(5)
+    harness.sim.stop_task("zego", harness.record(CLASS).vendor_task_id or "", reason=6)  # network lost
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await harness.advance(40)
+    decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
+    assert len(decisions) == 1
+    assert "ended (status 4)" in decisions[0]["reason"]
+    assert decisions[0]["key"] == CLASS
+    assert harness.record(CLASS).status is TaskStatus.RUNNING
+    assert harness.record(CLASS).reissue_count == 1
+
+
+async def test_restart_policy_never_is_not_reissued(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, restart="Never"))
+    await harness.start()
+    await harness.advance(200)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.DONE
+    assert harness.calls("StartSnapshot") == 1
+
+
+async def test_three_tasks_are_polled_once_per_resync_not_at_the_budget(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["a", "b", "c"], idle=600))
+    harness.sim.config.volcengine_callback_url = None
+    for room in "abc":
+        harness.sim.publish("volcengine", room, user_id="u")
+    await harness.start()
+    await harness.advance(300)
+    polls = harness.calls("GetSnapshotTask")
+    # One look per task per resync period (30 s ± 10 %): about 30, never the 60/s the budget would allow.
+    assert 24 <= polls <= 36
+    assert harness.sim.limiter.throttled_total == 0
