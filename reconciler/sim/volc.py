@@ -179,8 +179,9 @@ def _parse_x_date(value: str) -> float | None:
     if len(value) != 16 or value[8] != "T" or value[15] != "Z" or not (value[:8] + value[9:15]).isdigit():
         return None
     try:
-        parts = (value[0:4], value[4:6], value[6:8], value[9:11], value[11:13], value[13:15])
-        return datetime(*map(int, parts), tzinfo=UTC).timestamp()
+        y, mo, d = int(value[0:4]), int(value[4:6]), int(value[6:8])
+        h, mi, sec = int(value[9:11]), int(value[11:13]), int(value[13:15])
+        return datetime(y, mo, d, h, mi, sec, tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

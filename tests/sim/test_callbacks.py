@@ -62,7 +62,7 @@ def volc_signature_ok(body: dict[str, Any], secret: str) -> bool:
         nonce,
         secret,
     ]
-    return hashlib.sha256("".join(sorted(values)).encode()).hexdigest() == body["Signature"]
+    return bool(hashlib.sha256("".join(sorted(values)).encode()).hexdigest() == body["Signature"])
 
 
 async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Receiver) -> None:

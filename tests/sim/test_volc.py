@@ -190,7 +190,12 @@ async def test_update_changes_only_interval(client: SimClient) -> None:
     await client.volc("StartSnapshot", snapshot_body(ImageConfig={"Interval": 10, "Width": 800}))
     sim.publish("volcengine", "r1", user_id="alice")
     await sim.advance(100)
-    update = {"AppId": VOLC_APP, "RoomId": "r1", "TaskId": "t1", "ImageConfig": {"Interval": 2, "Width": 800}}
+    update: dict[str, Any] = {
+        "AppId": VOLC_APP,
+        "RoomId": "r1",
+        "TaskId": "t1",
+        "ImageConfig": {"Interval": 2, "Width": 800},
+    }
     r = await client.volc("UpdateSnapshot", update)
     assert r.status_code == 200, r.text
     await sim.advance(100)
