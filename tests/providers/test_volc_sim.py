@@ -1,0 +1,183 @@
+"""VolcengineSnapshotProvider against the in-process simulator: real signatures, real task lifecycle.
+
+The simulator is written independently of the provider, so these tests catch a bug the two could not share.
+Both run on one FakeClock; every call first moves it one second so each rate budget has a free slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from reconciler.budget import BudgetRegistry
+from reconciler.clock import FakeClock
+from reconciler.model import ApiFamily, DesiredTask, JobKind, ObservedState, ProviderConfig, TaskRecord, TaskStatus
+from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.volcengine import VolcengineSnapshotProvider
+from reconciler.secrets import Secret
+from reconciler.sim import create_app
+from reconciler.sim.faults import FaultConfig
+from reconciler.sim.simulator import Simulator
+
+T = TypeVar("T")
+APP = "capctl-sim-volc"
+CONFIG = ProviderConfig(
+    name="volc-sim",
+    type="volcengine",
+    app_id=APP,
+    endpoint="http://127.0.0.1:8750/volc",
+    access_key=Secret("AKCAPCTLSIM0000000001"),
+    secret_key=Secret("capctl-sim-volc-secret"),
+)
+
+
+class Sim:
+    def __init__(self, http: httpx.AsyncClient, clock: FakeClock, sim: Simulator) -> None:
+        self.http, self.clock, self.sim = http, clock, sim
+        self.budgets = BudgetRegistry(clock)
+        self.provider = self.make(CONFIG)
+
+    def make(self, config: ProviderConfig, clock: FakeClock | None = None) -> VolcengineSnapshotProvider:
+        return VolcengineSnapshotProvider(config, budgets=self.budgets, clock=clock or self.clock, http=self.http)
+
+    async def do(self, call: Awaitable[T]) -> T:
+        self.clock.advance(1)
+        return await call
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Sim]:
+    clock = FakeClock()
+    app = create_app(clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        yield Sim(http, clock, app.state.sim)
+
+
+def task(room: str = "lobby", *, interval: int = 5, **extra: Any) -> DesiredTask:
+    request = {
+        "AppId": APP,
+        "RoomId": room,
+        "TaskId": "lobby-audit",
+        "MaxIdleTime": 60,
+        "ImageConfig": {"Format": 0, "Width": 800, "Height": 800, "Interval": interval},
+        "StorageConfig": {
+            "Type": 2,
+            "CustomConfig": {"Vendor": 0, "Region": 0, "Bucket": "audit", "AccessKey": Secret("s3-ak"),
+                             "SecretKey": Secret("s3-sk")},
+        },
+        **extra,
+    }  # fmt: skip
+    return DesiredTask(
+        key=f"SnapshotJob/lobby-audit/{room}",
+        kind=JobKind.SNAPSHOT,
+        job="lobby-audit",
+        target=room,
+        provider="volc-sim",
+        family=ApiFamily.VOLC_SNAPSHOT,
+        request=request,
+        spec_hash="h",
+        fixed_hash="f",
+        updatable={"interval": interval},
+    )
+
+
+def record_of(started: StartResult, room: str = "lobby") -> TaskRecord:
+    return TaskRecord(
+        key=f"SnapshotJob/lobby-audit/{room}",
+        provider="volc-sim",
+        family=ApiFamily.VOLC_SNAPSHOT,
+        kind=JobKind.SNAPSHOT,
+        target=room,
+        spec_hash="h",
+        fixed_hash="f",
+        status=TaskStatus.RUNNING,
+        vendor_task_id=started.vendor_task_id,
+        vendor_ref=started.vendor_ref,
+    )
+
+
+async def test_full_lifecycle(env: Sim) -> None:
+    started = await env.do(env.provider.start(task(BusinessId="B1"), None))
+    assert started.vendor_ref == {"AppId": APP, "BusinessId": "B1", "RoomId": "lobby", "TaskId": "lobby-audit"}
+    assert not started.already_running
+    (sim_task,) = env.sim.tasks("volcengine")
+    assert sim_task.business_id == "B1" and sim_task.interval == 5
+
+    again = await env.do(env.provider.start(task(BusinessId="B1"), None))
+    assert again.already_running and len(env.sim.tasks("volcengine")) == 1
+
+    record = record_of(started)
+    observed = await env.do(env.provider.observe(record))
+    assert observed.state is ObservedState.RUNNING and observed.started_at == pytest.approx(sim_task.start_time)
+
+    await env.do(env.provider.update(task(interval=30), record))
+    assert env.sim.tasks("volcengine")[0].interval == 30
+
+    await env.do(env.provider.stop(record))
+    observed = await env.do(env.provider.observe(record))
+    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "StopByAPI")
+    assert observed.ended_at is not None
+
+    with pytest.raises(VendorError) as info:
+        await env.do(env.provider.stop(record))
+    assert info.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_an_empty_room_idles_out_and_is_seen_as_stopped(env: Sim) -> None:
+    record = record_of(await env.do(env.provider.start(task("empty-room"), None)), "empty-room")
+    await env.sim.advance(61)
+    observed = await env.do(env.provider.observe(record))
+    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "IdleTimeOut")
+    assert observed.ended_at is not None and observed.started_at is not None
+    assert observed.ended_at - observed.started_at == pytest.approx(60)
+
+
+async def test_an_unknown_task_is_not_found(env: Sim) -> None:
+    ref = {"AppId": APP, "RoomId": "nowhere", "TaskId": "never-started"}
+    record = record_of(StartResult("never-started", ref), "nowhere")
+    assert (await env.do(env.provider.observe(record))).state is ObservedState.NOT_FOUND
+
+
+async def test_a_bad_request_is_terminal(env: Sim) -> None:
+    with pytest.raises(VendorError) as info:
+        await env.do(env.provider.start(task(interval=0), None))
+    assert info.value.kind is ErrorKind.TERMINAL and info.value.code.startswith("InvalidParameter")
+
+
+async def test_a_wrong_secret_key_is_an_auth_error(env: Sim) -> None:
+    provider = env.make(dataclasses.replace(CONFIG, secret_key=Secret("wrong")))
+    with pytest.raises(VendorError) as info:
+        await env.do(provider.start(task(), None))
+    assert (info.value.kind, info.value.code) == (ErrorKind.AUTH, "SignatureDoesNotMatch")
+    assert "wrong" not in str(info.value)
+
+
+async def test_a_skewed_clock_is_reported_as_such(env: Sim) -> None:
+    provider = env.make(CONFIG, clock=FakeClock(env.clock.now() + 3600))
+    with pytest.raises(VendorError) as info:
+        await env.do(provider.observe(record_of(StartResult("t", {"AppId": APP, "RoomId": "r", "TaskId": "t"}))))
+    assert (info.value.kind, info.value.code) == (ErrorKind.AUTH, "InvalidTimestamp")
+    assert "clock" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (FaultConfig(throttle_next=1), ErrorKind.THROTTLED),
+        (FaultConfig(error_rate=1.0), ErrorKind.RETRYABLE),
+        (FaultConfig(timeout_rate=1.0), ErrorKind.RETRYABLE),
+        (FaultConfig(drop_rate=1.0), ErrorKind.RETRYABLE),
+    ],
+    ids=["throttle", "error", "timeout", "drop"],
+)
+async def test_simulated_faults_map_to_their_kinds(env: Sim, fault: FaultConfig, kind: ErrorKind) -> None:
+    env.sim.faults.set(fault)
+    with pytest.raises(VendorError) as info:
+        await env.do(env.provider.start(task(), None))
+    assert info.value.kind is kind
+    if kind is ErrorKind.THROTTLED:
+        assert env.budgets.all()[(CONFIG.account, "StartSnapshot")].stats.throttled == 1
