@@ -52,9 +52,8 @@ _ENUMS: tuple[tuple[str, dict[Any, Any]], ...] = (
 
 def encode(record: TaskRecord) -> str:
     """Compact JSON of `record`, without the fields that hold their default value."""
-    data = {
-        name: value for name, default in _FIELDS if (value := getattr(record, name)) != default or name in _REQUIRED
-    }
+    # Required fields have no default (MISSING equals no value), so they are always written.
+    data = {name: value for name, default in _FIELDS if (value := getattr(record, name)) != default}
     try:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ error message show the URL without it.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import urllib.parse
@@ -19,12 +20,14 @@ from datetime import datetime
 
 import psycopg
 
+from reconciler.secrets import Secret
+
 from .base import LockHeld, StateError
 from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
 _LOCK_NAME = "apply"
-# Any fixed number: replicas starting together take it while creating tables, so they cannot collide.
-_SCHEMA_LOCK_KEY = 0x6361_7063_746C  # "capctl"
+_SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
+_BASE_QUERIES = Queries.build(mark="%s", for_update=" FOR UPDATE")
 
 
 def redact_url(url: str) -> str:
@@ -65,30 +68,36 @@ def _validate(url: str) -> None:
 class PostgresStateStore(SqlStateStore):
     """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
 
-    queries = Queries.build(
-        mark="%s", for_update=" FOR UPDATE", preamble=f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
-    )
-    create_lock_table = (
-        "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
-        " token TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"
+    queries = dataclasses.replace(
+        _BASE_QUERIES,
+        create=(
+            # Replicas starting together queue here instead of racing to create the same tables.
+            f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
+            *_BASE_QUERIES.create,
+            "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+            " token TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
+        ),
     )
 
     def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
         _validate(url)
         self.url = redact_url(url)
-        self._conninfo = url
-        self._secrets = _passwords(url)
+        self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
+        self._passwords = _passwords(url)
         self._connect_timeout = connect_timeout
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False
-        self._init_schema()
-        with self._cursor(write=True) as cur:
-            cur.execute(self.create_lock_table, ())
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
 
     def _scrub(self, exc: BaseException) -> str:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        for secret in self._secrets:
+        """The first line of a driver error, with any spelling of the password masked."""
+        message = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        for secret in self._passwords:
             message = message.replace(secret, "***")
         return message
 
@@ -98,7 +107,7 @@ class PostgresStateStore(SqlStateStore):
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
                 self._conn = psycopg.connect(
-                    self._conninfo,
+                    self._conninfo.reveal(),
                     autocommit=True,
                     connect_timeout=self._connect_timeout,
                     application_name="capctl",

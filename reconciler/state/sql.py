@@ -56,12 +56,11 @@ class Queries:
     delete: str
 
     @classmethod
-    def build(cls, *, mark: str, for_update: str, preamble: str = "") -> Queries:
-        """`mark` is the parameter placeholder, `for_update` the row-lock clause, `preamble` runs first."""
+    def build(cls, *, mark: str, for_update: str) -> Queries:
+        """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial."""
         meta = "capctl_meta"
         return cls(
             create=(
-                *((preamble,) if preamble else ()),
                 f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS capctl_records (key TEXT PRIMARY KEY, body TEXT NOT NULL)",

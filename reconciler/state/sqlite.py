@@ -42,11 +42,12 @@ class SQLiteStateStore(SqlStateStore):
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        self._db: sqlite3.Connection | None = None
         try:
             with self._translate_errors():
+                self._db = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                )
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 self._db.execute("PRAGMA synchronous=NORMAL")
             if mode != "wal":

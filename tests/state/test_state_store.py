@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -186,3 +187,14 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(store: StateStore, 
     with pytest.raises(StateError, match=r"^postgresql://postgres@127\.0\.0\.1:\d+/"):
         store.load()
     assert store.load().serial == 1
+
+
+def test_stores_opened_at_the_same_time_share_one_schema(store_url: str) -> None:
+    # Replicas starting together must not race each other creating the tables.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        stores = list(pool.map(lambda _: open_state(store_url), range(4)))
+    serials = [s.put(make_record(f"SnapshotJob/start/room-{i}")) for i, s in enumerate(stores)]
+    assert serials == [1, 2, 3, 4]
+    assert len(stores[0].load().records) == 4
+    for opened in stores:
+        opened.close()
