@@ -1,0 +1,132 @@
+"""The HTTP side: callback signatures, staleness, duplicates, malformed bodies, probes and metrics."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from reconciler.providers.volc_signing import sign_callback
+from reconciler.providers.zego_signing import callback_signature
+from tests.daemon.conftest import DAEMON, Harness, snapshot_job, write_specs
+
+VOLC_SECRET = "capctl-sim-volc-callback"
+ZEGO_SECRET = "capctl-sim-zego-callback"
+
+
+def volc_body(harness: Harness, *, event_id: str = "e1", secret: str = VOLC_SECRET, skew: float = 0.0,
+              event_type: str = "UserJoinRoom", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "EventType": event_type,
+        "EventData": json.dumps(data or {"RoomId": "lobby", "UserId": "u"}),
+        "EventTime": datetime.fromtimestamp(harness.clock.now() + skew, UTC).isoformat(),
+        "EventId": event_id, "AppId": "capctl-sim-volc", "Version": "2020-12-01", "Nonce": "abcd",
+    }
+    body["Signature"] = sign_callback(body, secret)
+    return body
+
+
+def zego_body(harness: Harness, *, secret: str = ZEGO_SECRET, sequence: int = 1, skew: float = 0.0) -> dict[str, Any]:
+    timestamp, nonce = int(harness.clock.now() + skew), "123412"
+    return {"app_id": 1234567890, "task_id": "t", "room_id": "r", "event_type": 4, "message": "", "sequence": sequence,
+            "detail": {}, "timestamp": timestamp, "nonce": nonce,
+            "signature": callback_signature(secret, str(timestamp), nonce)}
+
+
+async def client(harness: Harness) -> httpx.AsyncClient:
+    assert harness.daemon is not None
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=harness.daemon.asgi_app), base_url=DAEMON)
+
+
+async def test_volcengine_callbacks_are_verified(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    async with await client(harness) as http:
+        ok = await http.post("/callbacks/volcengine", json=volc_body(harness))
+        assert ok.status_code == 200 and ok.json()["reason"] == "accepted"
+        forged = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e2", secret="guess"))
+        assert forged.status_code == 401 and "bad signature" in forged.json()["reason"]
+        unsigned = volc_body(harness, event_id="e3")
+        del unsigned["Signature"]
+        missing = await http.post("/callbacks/volcengine", json=unsigned)
+        assert missing.status_code == 401 and "missing Signature" in missing.json()["reason"]
+        stale = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e4", skew=-301))
+        assert stale.status_code == 401 and "stale callback" in stale.json()["reason"]
+        assert "301 s behind" in stale.json()["reason"]
+        tampered = volc_body(harness, event_id="e5")
+        tampered["EventData"] = json.dumps({"RoomId": "vip", "UserId": "u"})
+        assert (await http.post("/callbacks/volcengine", json=tampered)).status_code == 401
+        other_app = volc_body(harness, event_id="e6") | {"AppId": "someone-else"}
+        unknown = await http.post("/callbacks/volcengine", json=other_app)
+        assert unknown.status_code == 401 and "someone-else" in unknown.json()["reason"]
+        text = (await http.get("/metrics")).text
+    assert 'capctl_callbacks_total{outcome="rejected",vendor="volcengine"} 5.0' in text
+    assert VOLC_SECRET not in text
+
+
+async def test_duplicates_are_accepted_once_and_acted_on_once(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    body = zego_body(harness, sequence=42)
+    async with await client(harness) as http:
+        first = await http.post("/callbacks/zego", json=body)
+        again = await http.post("/callbacks/zego", json=body)
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert again.json()["reason"] == "duplicate: already accepted"
+        stale = await http.post("/callbacks/zego", json=zego_body(harness, sequence=43, skew=400))
+        assert stale.status_code == 401 and "ahead of" in stale.json()["reason"]
+        forged = await http.post("/callbacks/zego", json=zego_body(harness, sequence=44, secret="nope"))
+        assert forged.status_code == 401
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "accepted"}) == 1
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "duplicate"}) == 1
+
+
+async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    async with await client(harness) as http:
+        broken = await http.post("/callbacks/volcengine", content=b'{"EventType": ')
+        assert broken.status_code == 400 and "malformed JSON at line 1 column 15" in broken.json()["reason"]
+        listed = await http.post("/callbacks/zego", content=b"[1, 2]")
+        assert listed.status_code == 400 and "expected a JSON object, got list" in listed.json()["reason"]
+        no_app = await http.post("/callbacks/zego", json={"task_id": "t"})
+        assert no_app.status_code == 400 and "app_id is missing" in no_app.json()["reason"]
+        bad_data = volc_body(harness, event_id="x") | {"EventData": "{not json"}
+        bad_data["Signature"] = sign_callback(bad_data, VOLC_SECRET)
+        answer = await http.post("/callbacks/volcengine", json=bad_data)
+        assert answer.status_code == 400 and "EventData is not JSON" in answer.json()["reason"]
+        assert (await http.post("/callbacks/other", json={})).status_code == 404
+
+
+async def test_probes_and_metrics(harness: Harness) -> None:
+    harness.specs.mkdir()
+    (harness.specs / "jobs.yaml").write_text("apiVersion: capctl/v1\nkind: SnapshotJob\n")  # invalid
+    await harness.start()
+    async with await client(harness) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        not_ready = await http.get("/readyz")
+        assert not_ready.status_code == 503
+        assert "no valid spec set in force" in not_ready.text and "jobs.yaml:" in not_ready.text
+        write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+        assert harness.daemon is not None and harness.daemon.reload()
+        assert (await http.get("/readyz")).status_code == 200
+        await harness.advance(1)
+        metrics = await http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    for name in ("capctl_tasks{status=\"running\"} 1.0", "capctl_queue_depth", "capctl_reconcile_duration_seconds",
+                 'capctl_vendor_calls_total{api="StartSnapshot",outcome="ok"} 1.0', "capctl_reissue_gap_seconds",
+                 "capctl_reissues_total", "capctl_vendor_throttled_total"):
+        assert name in text, name
+
+
+async def test_readyz_reports_a_state_store_that_does_not_answer(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start()
+    daemon.records.store.close()
+    state = daemon.readiness()
+    assert not state.ready and "state store does not answer" in state.reason

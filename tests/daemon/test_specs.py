@@ -1,0 +1,125 @@
+"""Spec changes while running: picked up, applied as `capctl apply` would, and never harmful when invalid."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from structlog.testing import capture_logs
+
+from reconciler.daemon.watch import watch_roots
+from reconciler.model import TaskStatus
+from tests.daemon.conftest import Harness, snapshot_job, write_specs
+
+LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
+
+
+async def running_with_stream(harness: Harness, rooms: list[str], **job: int) -> None:
+    for room in rooms:
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", rooms, **job))
+    await harness.start()
+    await harness.advance(1)
+
+
+async def test_edits_add_update_and_prune(harness: Harness) -> None:
+    await running_with_stream(harness, ["lobby"])
+    assert harness.daemon is not None
+    harness.sim.publish("volcengine", "vip", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "vip"], interval=10))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(VIP).status is TaskStatus.RUNNING
+    assert harness.record(LOBBY).updatable == {"interval": 10}
+    assert harness.calls("UpdateSnapshot") == 1 and harness.calls("StartSnapshot") == 2
+    (harness.specs / "jobs.yaml").write_text("")  # the provider file stays: a valid set with no jobs
+    (harness.specs / "providers.yaml").write_text((harness.specs / "providers.yaml").read_text())
+    write_specs(harness.specs)
+    (harness.specs / "other.yaml").write_text(snapshot_job("other", ["hall"]))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.daemon.records.get(LOBBY) is None and harness.daemon.records.get(VIP) is None
+    assert harness.calls("StopSnapshot") == 2
+    assert [t.room_id for t in harness.running_sim_tasks()] == ["hall"]
+
+
+async def test_no_prune_keeps_removed_jobs_running(harness: Harness) -> None:
+    harness.daemon_options["prune"] = False
+    await running_with_stream(harness, ["lobby"])
+    assert harness.daemon is not None
+    write_specs(harness.specs, snapshot_job("other", ["hall"]))
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    assert harness.calls("StopSnapshot") == 0
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_invalid_or_vanished_spec_sets_are_logged_and_ignored(harness: Harness) -> None:
+    await running_with_stream(harness, ["lobby"])
+    assert harness.daemon is not None
+    (harness.specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby"]).replace("interval: 5s", "intervl: 5s"))
+    with capture_logs() as logs:
+        assert not harness.daemon.reload()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors[0]["event"] == "spec set rejected; the last valid set stays in force"
+    assert any("jobs.yaml:7:3:" in line and "did you mean 'interval'" in line for line in errors[0]["errors"])
+    shutil.rmtree(harness.specs)
+    harness.specs.mkdir()
+    with capture_logs() as logs:
+        assert not harness.daemon.reload()  # an empty directory (git-sync mid-swap) is an error, not an intent
+    assert "no spec files" in logs[0]["errors"][0]
+    await harness.advance(120)
+    assert harness.calls("StopSnapshot") == 0
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert harness.daemon.readiness().ready  # the last valid set is still in force
+
+
+async def test_started_with_an_invalid_set_waits_then_works(harness: Harness) -> None:
+    harness.specs.mkdir()
+    (harness.specs / "jobs.yaml").write_text(": not yaml [")
+    daemon = await harness.start()
+    await harness.advance(60)
+    assert not daemon.readiness().ready and daemon.records.keys() == []
+    assert harness.sim.log.entries() == []
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    assert daemon.reload()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_the_watcher_picks_up_real_file_changes(harness: Harness) -> None:
+    harness.daemon_options["watch_debounce_ms"] = 50
+    await running_with_stream(harness, ["lobby"])
+    daemon = harness.daemon
+    assert daemon is not None
+
+    async def until(condition: object) -> None:
+        async with asyncio.timeout(10):  # real time: watchfiles runs on the OS's notifications
+            while not callable(condition) or not condition():
+                await asyncio.sleep(0.02)
+                await harness.advance(1)  # the daemon's own work runs on the fake clock
+
+    (harness.specs / "more.yaml").write_text(snapshot_job("extra", ["hall"]))  # a new file
+    await until(lambda: daemon.spec is not None and "SnapshotJob/extra/hall" in daemon.spec.tasks)
+    (harness.specs / "more.yaml").rename(harness.specs / "renamed.yml")  # a rename keeps it
+    (harness.specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby", "vip"]))  # an edit
+    await until(lambda: daemon.spec is not None and VIP in daemon.spec.tasks and daemon.spec.files[-1].endswith(
+        "renamed.yml"))
+    (harness.specs / "renamed.yml").unlink()  # a deletion
+    await until(lambda: daemon.spec is not None and "SnapshotJob/extra/hall" not in daemon.spec.tasks)
+    (harness.specs / "jobs.yaml").write_text("kind: [")  # an invalid edit: ignored
+    with capture_logs() as logs:
+        await until(lambda: any(e["log_level"] == "error" for e in logs))
+    assert daemon.spec is not None and VIP in daemon.spec.tasks
+
+
+def test_watch_roots_follow_symlinks_and_missing_paths(tmp_path: object) -> None:
+    from pathlib import Path
+
+    base = Path(str(tmp_path))
+    (base / "rev-1").mkdir()
+    (base / "current").symlink_to(base / "rev-1")
+    (base / "file.yaml").write_text("")
+    roots = watch_roots([str(base / "current"), str(base / "gone" / "deeper"), str(base / "file.yaml"),
+                         str(base / "rev-1")])
+    assert roots == [str(base), str(base / "rev-1")]
