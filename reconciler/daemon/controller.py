@@ -121,6 +121,7 @@ class Daemon:
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
         self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
         self._rooms: dict[tuple[str, str, str], list[str]] = {}  # (vendor, app id, room) -> keys
+        self._room_activity: dict[str, float] = {}  # key -> time of the last room-activity callback for it
         self._counts: dict[tuple[str, ApiFamily], int] = {}
         self._counts_at = float("-inf")
         self._ids = itertools.count(1)
@@ -281,7 +282,10 @@ class Daemon:
             observed[key] = obs
             record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
         if record is not None and self._waiting_to_reissue(task, record):
-            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record))
+            active_at = self._room_activity.get(key)
+            room_active = active_at is not None and active_at >= (record.started_at or 0.0)
+            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record),
+                                               room_active=room_active)
             if not decision.immediate:
                 return self._postpone(record, decision, now)
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
@@ -482,6 +486,8 @@ class Daemon:
     def _wake_room(self, event: CallbackEvent) -> None:
         now = self.clock.now()
         for key in self._rooms.get((event.vendor, event.app_id, event.room_id or ""), []):
+            # Remembered: a run that looks running now but already ended is re-issued at once when seen.
+            self._room_activity[key] = event.at
             record = self.records.get(key)
             if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
                 continue

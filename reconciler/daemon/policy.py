@@ -53,13 +53,17 @@ def backoff_delay(unproductive: int) -> float:
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
-def reissue_decision(record: TaskRecord, now: float, *, rollover_hint: bool = False) -> ReissueDecision:
+def reissue_decision(record: TaskRecord, now: float, *, rollover_hint: bool = False,
+                     room_active: bool = False) -> ReissueDecision:
     """What to do with a task the vendor stopped (restartPolicy Always).
 
     A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.
+    `room_active`: room activity was reported since the run started, so there is something to capture now.
     """
     rollover = is_rollover(record, hinted=rollover_hint)
     unproductive = 0 if rollover or transitions.was_productive(record) else record.unproductive_runs + 1
+    if room_active:
+        return ReissueDecision(0.0, False, rollover, unproductive)
     if record.next_attempt_at is not None:
         wait = max(0.0, record.next_attempt_at - now)
         return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, rollover, unproductive)

@@ -12,7 +12,6 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from typing import Any
 
 from reconciler.clock import Clock
 
@@ -37,7 +36,9 @@ class WorkQueue:
         self._due: dict[str, float] = {}  # the earliest live due time of each delayed key
         self._failures: dict[str, int] = {}
         self._seq = itertools.count()
-        self._changed = asyncio.Event()
+        self._getters: deque[asyncio.Future[None]] = deque()  # workers waiting in get(), woken one per key
+        self._timer: asyncio.Task[None] | None = None  # one sleeper on the clock for the earliest delayed key
+        self._timer_due: float | None = None
         self._shutting_down = False
 
     # --- adding -----------------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ class WorkQueue:
         elif key not in self._queued:
             self._queued.add(key)
             self._ready.append(key)
-            self._changed.set()
+            self._wake_one()
 
     def add_after(self, key: str, delay: float) -> None:
         """Queue `key` after `delay` seconds; an earlier pending due time for the key is kept."""
@@ -63,7 +64,8 @@ class WorkQueue:
             return
         self._due[key] = due
         heapq.heappush(self._delayed, (due, next(self._seq), key))
-        self._changed.set()
+        if self._timer_due is None or due < self._timer_due:
+            self._arm_timer(due)
 
     def add_rate_limited(self, key: str) -> float:
         """Queue `key` after its next backoff step (5 s, 10 s, … up to 5 min); returns the delay."""
@@ -99,7 +101,7 @@ class WorkQueue:
         return max(0.0, self._delayed[0][0] - self._clock.monotonic())
 
     async def get(self) -> str:
-        """The next ready key, now owned by the caller until `done(key)`. Waits on the clock for delayed keys."""
+        """The next ready key, now owned by the caller until `done(key)`."""
         while True:
             if self._shutting_down:
                 raise ShutDown
@@ -109,18 +111,35 @@ class WorkQueue:
                 self._queued.discard(key)
                 self._processing.add(key)
                 return key
-            self._changed.clear()
-            await self._wait(self.next_due_in())
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass the wake-up on: this worker will not take the key
+                raise
 
-    async def _wait(self, timeout: float | None) -> None:
-        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._changed.wait())}
-        if timeout is not None:
-            waiters.add(asyncio.ensure_future(self._clock.sleep(timeout)))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    def _wake_one(self) -> None:
+        while self._getters:
+            waiter = self._getters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _arm_timer(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().create_task(self._fire_at(due))
+
+    async def _fire_at(self, due: float) -> None:
+        await self._clock.sleep(due - self._clock.monotonic())
+        self._timer, self._timer_due = None, None
+        self._promote_due()
+        wait = self.next_due_in()
+        if wait is not None:
+            self._arm_timer(self._clock.monotonic() + wait)
 
     def done(self, key: str) -> None:
         self._processing.discard(key)
@@ -131,7 +150,12 @@ class WorkQueue:
     def shut_down(self) -> None:
         """Stop handing out keys; workers waiting in `get()` raise `ShutDown`."""
         self._shutting_down = True
-        self._changed.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        while self._getters:
+            waiter = self._getters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --- introspection ----------------------------------------------------------------------------------
 

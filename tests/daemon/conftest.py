@@ -8,14 +8,17 @@ vendor deadline, a callback delivery), so hours of daemon life take well under a
 from __future__ import annotations
 
 import asyncio
+import io
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
+from reconciler import logs
 from reconciler.clock import FakeClock
 from reconciler.daemon import Daemon
 from reconciler.model import TaskRecord
@@ -158,7 +161,10 @@ class Harness:
     async def stop(self) -> None:
         assert self.daemon is not None
         self._daemon_app = None
-        await self.daemon.stop()
+        stopping = asyncio.ensure_future(self.daemon.stop())
+        while not stopping.done():  # in-flight calls may wait on a rate-budget slot: keep the clock moving
+            await self.advance(0.5)
+        await stopping
         self.daemon.records.close()
         self.daemon = None
 
@@ -199,6 +205,14 @@ class Harness:
 
     def calls(self, api: str) -> int:
         return sum(1 for e in self.sim.log.entries() if e.api == api)
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    """Info and above, rendered as JSON into memory: as in production, without flooding the test output."""
+    logs.configure("info", json_logs=True, stream=io.StringIO())
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""Lifecycle: the state lock, restart resume (observe before acting), and a real process on signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler.model import TaskStatus
+from reconciler.state.base import LockHeld
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import SIM, Harness, recording_job, snapshot_job, write_specs
+
+LOBBY, CLASS = "SnapshotJob/audit/lobby", "RecordingJob/rec/class-1"
+
+
+async def test_the_daemon_holds_the_state_lock(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    other = SQLiteStateStore(harness.state_path)
+    try:
+        with pytest.raises(LockHeld, match="capctl run"):
+            other.lock("capctl apply")
+    finally:
+        other.close()
+
+
+async def test_restart_observes_before_acting_and_never_restarts_a_running_task(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), recording_job("rec", ["class-1"]))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    harness.sim.publish("zego", "class-1", stream_id="s")
+    await harness.start()
+    await harness.advance(5)
+    zego_id = harness.record(CLASS).vendor_task_id
+    await harness.stop()
+    await harness.advance(60)  # nobody watching; the tasks keep running at the vendor
+    starts = harness.calls("StartSnapshot") + harness.calls("StartRecord")
+    await harness.start()
+    await harness.advance(1)
+    assert harness.calls("StartSnapshot") + harness.calls("StartRecord") == starts
+    assert harness.calls("GetSnapshotTask") >= 1 and harness.calls("DescribeRecordStatus") >= 1
+    assert harness.record(CLASS).vendor_task_id == zego_id
+    assert len(harness.running_sim_tasks()) == 2
+
+
+async def test_restart_resumes_an_interrupted_start_without_a_second_recording(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"]))
+    harness.sim.publish("zego", "class-1", stream_id="s")
+    daemon = await harness.start()
+    await harness.advance(2)
+    # Simulate a crash between the vendor's answer and the commit: the record is back to its intent.
+    record = harness.record(CLASS)
+    daemon.records.put(record.evolve(status=TaskStatus.PENDING, vendor_task_id=None))
+    await harness.stop()
+    await harness.start()
+    await harness.advance(2)
+    assert len(harness.running_sim_tasks("zego")) == 1
+    assert harness.record(CLASS).vendor_task_id == record.vendor_task_id  # found through its ClientTaskId
+
+
+async def test_a_restart_after_a_vendor_stop_reissues_once(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    await harness.advance(1)
+    await harness.stop()
+    await harness.advance(40)  # idled out while no daemon ran
+    await harness.start()
+    await harness.advance(1)
+    assert harness.record(LOBBY).reissue_count == 1
+    assert len(harness.running_sim_tasks()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, *, status: int = 200, timeout: float = 15.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = httpx.get(url, timeout=1.0)
+            if answer.status_code == status:
+                return answer
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer {status} within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_path: Path, sig: int) -> None:
+    sim_port, daemon_port = free_port(), free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    sim = subprocess.Popen(
+        [sys.executable, "-c", f"from reconciler.sim.app import serve; serve('127.0.0.1:{sim_port}')"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = None
+    try:
+        wait_http(f"http://127.0.0.1:{sim_port}/_sim/config")
+        specs = tmp_path / "specs"
+        write_specs(specs, snapshot_job("audit", ["lobby"], idle=600))
+        providers = (specs / "providers.yaml").read_text().replace(SIM, f"http://127.0.0.1:{sim_port}")
+        (specs / "providers.yaml").write_text(providers)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.daemon", str(specs), "--listen", f"127.0.0.1:{daemon_port}",
+             "--state", f"sqlite:///{tmp_path / 'state.db'}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_http(f"http://127.0.0.1:{daemon_port}/readyz")
+        base = f"http://127.0.0.1:{sim_port}/_sim/tasks"
+        deadline = time.monotonic() + 10
+        while not [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]:
+            assert time.monotonic() < deadline, "the daemon started no task"
+            time.sleep(0.05)
+        (specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby", "vip"], idle=600))
+        daemon.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while len([t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]) < 2:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the specs"
+            time.sleep(0.05)
+        daemon.send_signal(sig)
+        _, stderr = daemon.communicate(timeout=15)
+        assert daemon.returncode == 0, stderr[-2000:]
+        assert '"event": "daemon stopped"' in stderr
+        running = [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]
+        assert len(running) == 2  # stopping capctl never stops a capture
+        assert "capctl-sim-volc-secret" not in stderr and "capctl-sim-volc-callback" not in stderr
+    finally:
+        for proc in (daemon, sim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
