@@ -1,0 +1,123 @@
+"""The daemon's pure parts on their own: the work queue and the re-issue / polling policy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.daemon import policy
+from reconciler.daemon.callbacks import Deduper
+from reconciler.daemon.queue import ShutDown, WorkQueue
+from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus
+
+
+async def test_queue_deduplicates_and_requeues_keys_added_while_processing() -> None:
+    queue = WorkQueue(FakeClock())
+    queue.add("a")
+    queue.add("a")
+    queue.add("b")
+    assert queue.depth == 2
+    key = await queue.get()
+    assert key == "a"
+    queue.add("a")  # while a worker holds it: not handed to a second worker
+    assert await queue.get() == "b"
+    assert queue.depth == 0
+    queue.done("a")
+    assert await queue.get() == "a"  # dirty: queued again once the first worker was done
+
+
+async def test_delayed_adds_keep_the_earliest_due_time_and_wake_a_waiting_worker() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock)
+    queue.add_after("k", 10)
+    queue.add_after("k", 30)  # later: ignored
+    waiter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    clock.advance(9.9)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    clock.advance(0.1)
+    assert await asyncio.wait_for(waiter, 1) == "k"
+    queue.done("k")
+    clock.advance(30)
+    await asyncio.sleep(0)
+    assert queue.depth == 0 and queue.delayed == 0
+
+
+async def test_rate_limited_backoff_grows_and_resets() -> None:
+    queue = WorkQueue(FakeClock(), backoff_base=5, backoff_cap=300)
+    assert [queue.add_rate_limited("k") for _ in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    queue.forget("k")
+    assert queue.add_rate_limited("k") == 5
+
+
+async def test_shutdown_releases_waiting_workers() -> None:
+    queue = WorkQueue(FakeClock())
+    waiter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.shut_down()
+    with pytest.raises(ShutDown):
+        await waiter
+    queue.add("late")
+    assert queue.depth == 0
+
+
+def record(**changes: object) -> TaskRecord:
+    base = TaskRecord(key="SnapshotJob/a/r", provider="p", family=ApiFamily.VOLC_SNAPSHOT, kind=JobKind.SNAPSHOT,
+                      target="r", spec_hash="h", fixed_hash="f", status=TaskStatus.STOPPED, idle_timeout=60,
+                      started_at=1000.0, stopped_at=1060.0)
+    return base.evolve(**changes)
+
+
+def test_backoff_numbers() -> None:
+    assert [policy.backoff_delay(n) for n in range(8)] == [0, 0, 60, 120, 240, 480, 960, 1920]
+    assert policy.backoff_delay(30) == policy.REISSUE_BACKOFF_CAP
+
+
+@pytest.mark.parametrize(("unproductive_before", "delay", "dormant"), [
+    (0, 0.0, False),  # the first re-issue after a stop is immediate
+    (1, 60.0, False),
+    (2, 120.0, False),
+    (3, 240.0, True),  # the 4th unproductive run in a row: dormant
+])
+def test_unproductive_runs_back_off_then_go_dormant(unproductive_before: int, delay: float, dormant: bool) -> None:
+    decision = policy.reissue_decision(record(unproductive_runs=unproductive_before), 2000.0)
+    assert (decision.delay, decision.dormant, decision.unproductive) == (delay, dormant, unproductive_before + 1)
+
+
+def test_productive_runs_rollover_and_room_activity_go_at_once() -> None:
+    long_run = record(unproductive_runs=5, stopped_at=1000.0 + 60 + 30)  # clearly longer than the idle timeout
+    assert policy.reissue_decision(long_run, 2000.0).immediate
+    assert policy.reissue_decision(record(unproductive_runs=5, productive=True), 2000.0).immediate
+    at_max = record(unproductive_runs=5, max_duration=300, stopped_at=1299.0)
+    decision = policy.reissue_decision(at_max, 2000.0)
+    assert decision.immediate and decision.rollover and decision.unproductive == 0
+    assert policy.reissue_decision(record(unproductive_runs=5), 2000.0, rollover_hint=True).rollover
+    assert policy.reissue_decision(record(unproductive_runs=5), 2000.0, room_active=True).immediate
+
+
+def test_a_scheduled_wait_is_honoured_until_it_passes() -> None:
+    waiting = record(status=TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=2500.0)
+    decision = policy.reissue_decision(waiting, 2000.0)
+    assert decision.delay == 500.0 and decision.dormant
+    assert policy.reissue_decision(waiting, 2500.0).immediate
+    assert policy.postpone(record(), policy.ReissueDecision(60.0, True, False, 4), 2000.0).status is \
+        TaskStatus.DORMANT
+
+
+def test_sweep_period_is_a_ceiling_on_the_budget_never_a_target() -> None:
+    assert policy.sweep_period(30, 3, 60) == 30  # 3 tasks: once per resync, not 60/s
+    assert policy.sweep_period(30, 6000, 60) == 100  # many tasks: stretched to stay within the budget
+    with pytest.raises(ValueError, match="positive"):
+        policy.sweep_period(30, 1, 0)
+    assert policy.expected_deadline(record(status=TaskStatus.RUNNING)) == 1000 + 60 + policy.DEADLINE_MARGIN
+    assert policy.expected_deadline(record(started_at=None)) is None
+
+
+def test_deduper_is_bounded() -> None:
+    dedupe = Deduper(size=2)
+    assert dedupe.first_time("a") and dedupe.first_time("b") and not dedupe.first_time("a")
+    assert dedupe.first_time("c")  # evicts b, the least recently seen
+    assert dedupe.first_time("b") and not dedupe.first_time("c")
