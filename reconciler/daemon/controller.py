@@ -517,10 +517,3 @@ class Daemon:
                 log.error("lost the state lock; no more work is taken", error=str(exc))
                 self.queue.shut_down()
                 return
-
-    # --- test helpers -----------------------------------------------------------------------------------
-
-    def is_idle(self) -> bool:
-        """No key ready and none being worked on (delayed keys may wait on the clock)."""
-        return self.queue.is_idle()
-

@@ -167,12 +167,3 @@ class WorkQueue:
     @property
     def delayed(self) -> int:
         return len(self._due)
-
-    @property
-    def busy(self) -> int:
-        return len(self._processing)
-
-    def is_idle(self) -> bool:
-        """Nothing ready and nothing being worked on (delayed keys may still be waiting)."""
-        self._promote_due()
-        return not self._ready and not self._processing
