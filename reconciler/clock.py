@@ -33,37 +33,54 @@ class SystemClock:
 
 
 class FakeClock:
-    """A clock that moves only through `advance()` / `set()`; `sleep()` waits for simulated time."""
+    """A clock that moves only through `advance()` / `set()`; `sleep()` waits for simulated time.
+
+    Sleepers are keyed by the exact wall time `next_wakeup()` reports, so `set(clock.next_wakeup())`
+    always wakes the earliest sleeper, however large the timestamps (no float rounding can strand it).
+    """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
-        self._start = start
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._mono = 0.0  # kept apart from `_now`: small steps must not vanish in a large float
+        self._sleepers: list[tuple[float, int, float, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
         return self._now
 
     def monotonic(self) -> float:
-        return self._now - self._start
+        return self._mono
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), self._mono + seconds, fut))
         await fut
 
     def advance(self, seconds: float) -> None:
-        self.set(self._now + seconds)
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self._mono += seconds  # exact, whatever the size of the wall timestamp
+        self._now += seconds
+        self._wake()
 
     def set(self, when: float) -> None:
-        self._now = max(self._now, when)
+        """Move wall time forward to `when` (never back) and wake every sleeper due by then."""
+        if when > self._now:
+            self._mono += when - self._now
+            self._now = when
+        self._wake()
+
+    def _wake(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, fut = heapq.heappop(self._sleepers)
+            _, _, mono_due, fut = heapq.heappop(self._sleepers)
+            # a sleeper wakes having slept its full time on the monotonic scale, rounding notwithstanding
+            self._mono = max(self._mono, mono_due)
             if not fut.done():
                 fut.set_result(None)
 
     def next_wakeup(self) -> float | None:
+        """Wall time at which the earliest sleeper wakes, or None."""
         return self._sleepers[0][0] if self._sleepers else None

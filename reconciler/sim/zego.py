@@ -255,8 +255,9 @@ def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
         n("task_id"): task.task_id,
         n("room_id"): task.room_id,
         n("status"): task.status,
-        n("start_time"): int(task.start_time * 1000),
-        n("end_time"): 0 if task.end_time is None else int(task.end_time * 1000),
+        # DescribeRecordStatus names (ms); the legacy /query spelling is UNCONFIRMED: snake_case of the same
+        n("record_begin_timestamp"): int(task.start_time * 1000),
+        n("record_end_timestamp"): 0 if task.end_time is None else int(task.end_time * 1000),
     }
     if task.status == ZEGO_ENDED_ABNORMALLY:
         view[n("quit_reason")] = task.quit_reason

@@ -89,9 +89,7 @@ async def drive(clock: FakeClock, awaitable: Awaitable[T]) -> T:
             await asyncio.sleep(0)
         wakeup = clock.next_wakeup()
         if not task.done() and wakeup is not None:
-            # At least 1 ms: FakeClock.monotonic() is `now - start`, whose float rounding near 1.7e9 can
-            # leave a paced slot a few 1e-7 s ahead forever if the clock moves by less than one ulp.
-            clock.set(max(wakeup, clock.now() + 1e-3))
+            clock.set(wakeup)
     return task.result()
 
 

@@ -55,11 +55,11 @@ async def test_idle_end_status_4_quit_reason_3(client: SimClient) -> None:
     task_id = r.json()["Data"]["TaskId"]
     await client.sim.advance(29)
     data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
-    assert data["Status"] == 2 and data["EndTime"] == 0 and "QuitReason" not in data
+    assert data["Status"] == 2 and data["RecordEndTimestamp"] == 0 and "QuitReason" not in data
     await client.sim.advance(1)
     data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
     assert (data["Status"], data["QuitReason"]) == (4, 3)
-    assert data["EndTime"] - data["StartTime"] == 30_000
+    assert data["RecordEndTimestamp"] - data["RecordBeginTimestamp"] == 30_000
     assert code(await client.zego("StopRecord", {"TaskId": task_id})) == 300001001
     assert code(await client.zego("StopRecord", {"TaskId": "0" * 16})) == 300001000
     assert code(await client.zego("DescribeRecordStatus", {"TaskId": "0" * 16})) == 300001000
