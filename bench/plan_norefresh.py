@@ -1,0 +1,71 @@
+"""Benchmark 1: `capctl plan --no-refresh` on 10,000 (and 100,000) tasks, no-op and all-create.
+
+Runs the real CLI as a subprocess on a generated spec directory (providers + storage + N SnapshotJob
+files of 10 rooms each) with a SQLite state that already records every task (a realistic no-op plan),
+and with an empty state (every task a create; stdout to /dev/null). Prints the median wall time of
+several runs and the peak RSS of the child. Targets: 10k ≤ 1.0 s and ≤ 250 MB; 100k ≤ 8 s.
+
+    .venv/bin/python bench/plan_norefresh.py [--jobs 1000] [--rooms 10] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import CAPCTL, machine, median, populate_state, write_specs
+
+
+def run_plan(spec_dir: Path, state_url: str) -> tuple[float, float, int]:
+    """One CLI run: (wall seconds, peak RSS MB of exactly this child, exit code)."""
+    argv = [CAPCTL, "plan", "--no-refresh", "--detailed-exitcode", "--state", state_url, str(spec_dir)]
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        pid = os.posix_spawn(CAPCTL, argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        # wait4 gives this child's own rusage (RUSAGE_CHILDREN is a maximum over every child so far).
+        _, status, usage = os.wait4(pid, 0)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 2):
+            err.seek(0)
+            raise SystemExit(f"capctl plan failed ({code}): {err.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, code
+
+
+def measure(spec_dir: Path, state_url: str, runs: int) -> tuple[float, float, int]:
+    walls, rss, code = [], [], 0
+    for _ in range(runs):
+        wall, peak, code = run_plan(spec_dir, state_url)
+        walls.append(wall)
+        rss.append(peak)
+    return median(walls), max(rss), code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_dir = write_specs(Path(tmp) / "specs", args.jobs, args.rooms)
+        tasks = args.jobs * args.rooms
+        empty = f"sqlite:///{tmp}/empty.db"
+        full = f"sqlite:///{tmp}/full.db"
+        populate_state(spec_dir, full)
+        for label, url, expected in (("no-op (state holds every task)", full, 0),
+                                     ("all-create (empty state)", empty, 2)):
+            wall, rss, code = measure(spec_dir, url, args.runs)
+            if code != expected:
+                raise SystemExit(f"{label}: exit code {code}, expected {expected}")
+            print(f"plan --no-refresh {tasks} tasks, {label}: median wall {wall:.3f} s over {args.runs} runs, "
+                  f"peak RSS {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
