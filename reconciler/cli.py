@@ -281,7 +281,7 @@ def apply(
     console = _out_console()
     for failure in result.failed:
         console.print(f"[red]✗ {failure.key}[/red] ({failure.action.value}): {failure.error}", soft_wrap=True)
-    console.print(f"[bold]{result.summary()}[/bold]")
+    console.print(f"[bold]{result.summary()}[/bold]", soft_wrap=True)
     if result.failed:
         raise typer.Exit(EXIT_ERROR)
 
@@ -320,6 +320,34 @@ async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return await apply_plan(the_plan, spec_set.tasks, snapshot, observed, store, pool, clock,
                                     parallelism=parallelism, on_done=lambda _r: progress.advance(bar))
+
+
+@app.command()
+def run(
+    paths: PathsArg = None,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT for callbacks, /healthz, /readyz, /metrics "
+                                        "(use 0.0.0.0:8080 in a container).")] = "127.0.0.1:8080",
+    resync: Annotated[str, typer.Option("--resync", help="Longest a running task goes unobserved "
+                                        "(a duration: 30s, 5m, or seconds).")] = "30s",
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")]
+    = True,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
+    from reconciler.daemon import run_daemon
+    from reconciler.spec.fields import parse_duration
+
+    _split_listen(listen)
+    try:
+        resync_seconds = int(parse_duration(int(resync) if resync.isdigit() else resync))
+    except ValueError as exc:
+        fail(f"--resync: {exc}")
+    if resync_seconds <= 0:
+        fail("--resync must be at least 1s")
+    _setup_logs(log_level)
+    raise typer.Exit(run_daemon(_paths(paths), listen=listen, resync=float(resync_seconds), prune=prune,
+                                state_url=state, log_level=None))
 
 
 # --- state ---------------------------------------------------------------------------------------------
@@ -411,18 +439,23 @@ def sim(
 @app.command()
 def demo(
     paths: PathsArg = None,
-    state: Annotated[str, typer.Option("--state", help="State for the demo (kept apart from your real state).")]
-    = "sqlite:///.capctl/demo.db",
-    listen: Annotated[str, typer.Option("--listen", help="Where the demo's simulator listens.")] = "127.0.0.1:8750",
+    listen: Annotated[str, typer.Option("--listen", help="Where the demo's simulator listens (the quickstart "
+                                        "specs point at 127.0.0.1:8750).")] = "127.0.0.1:8750",
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the daemon and the simulator "
+                                               "running at the end, until Ctrl-C.")] = False,
 ) -> None:
-    """Walk through the main job on the quickstart specs against a local simulator: plan → apply →
-    a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it."""
-    from reconciler.demo import run_demo
+    """Walk through the main job on the quickstart specs against a local simulator: plan → apply → a room
+    empties → its task idles out → plan shows the re-issue and why → apply re-issues it → the daemon keeps
+    it all running by itself. State goes to .capctl/demo.db, apart from your real state."""
+    from reconciler.demo import DemoError, run_demo
 
     host, port = _split_listen(listen)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
-    run_demo(spec_set, spec_paths, state_url=state, host=host, port=port, console=_out_console())
+    try:
+        run_demo(spec_set, spec_paths, host=host, port=port, console=_out_console(), keep_running=keep_running)
+    except DemoError as exc:
+        fail(f"demo: {exc}")
 
 
 def version_callback(value: bool) -> None:

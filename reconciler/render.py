@@ -39,7 +39,7 @@ def summary_line(plan: dict[str, Any]) -> str:
 def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
     changes = [c for c in plan["changes"] if show_unchanged or c["action"] != "no-op"]
     if not changes:
-        console.print("No changes. The declared capture jobs match the recorded and observed state.")
+        console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
         console.print("capctl will perform the following actions:\n")
         width = max(len(c["key"]) for c in changes)
@@ -55,8 +55,8 @@ def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool 
                 console.print(Text(f"        {detail}", style="dim"), soft_wrap=True)
         console.print()
     for note in plan["notes"]:
-        console.print(Text(f"Note: {note}", style="yellow"))
-    console.print(Text(summary_line(plan), style="bold"))
+        console.print(Text(f"Note: {note}", style="yellow"), soft_wrap=True)
+    console.print(Text(summary_line(plan), style="bold"), soft_wrap=True)
 
 
 def _md_cell(text: str) -> str:

@@ -27,6 +27,9 @@ DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seco
 # ZEGO cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 ZEGO_UPLOAD_FINISHED, ZEGO_ABNORMAL_END, ZEGO_ZERO_STREAMS, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING = 1, 2, 4, 5, 7
 QUIT_MAX_RECORD_TIME = 4
+QUIT_REASONS = {1: "start failed", 2: "room login failed", 3: "idle timeout", 4: "max duration reached",
+                5: "engine failed", 6: "network lost"}
+END_EVENTS = {ZEGO_NORMAL_EXIT: "normal exit", ZEGO_STOPPED_UPLOADING: "stopped, uploading"}
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 ZEGO_STREAM_EVENTS = frozenset({"stream_create"})
 
@@ -56,6 +59,13 @@ class CallbackEvent:
     rollover: bool = False  # it ended at its max duration
     room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
+    end_reason: str | None = None  # why the run ended, when the vendor said so (ZEGO quit_reason)
+
+
+def zego_end_reason(event_type: int, quit_reason: Any) -> str | None:
+    if event_type == ZEGO_ABNORMAL_END and isinstance(quit_reason, int):
+        return QUIT_REASONS.get(quit_reason, f"internal error {quit_reason}")
+    return END_EVENTS.get(event_type)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
             output=event_type in (ZEGO_UPLOAD_FINISHED, ZEGO_STOPPED_UPLOADING),
             ended=event_type in (ZEGO_ABNORMAL_END, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING),
             rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == QUIT_MAX_RECORD_TIME,
-            room_empty=event_type == ZEGO_ZERO_STREAMS,
+            room_empty=event_type == ZEGO_ZERO_STREAMS, end_reason=zego_end_reason(event_type, quit_reason),
         )
     event = _text(data, "event") or "unknown"
     return CallbackEvent(

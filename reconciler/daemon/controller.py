@@ -11,6 +11,7 @@ Time comes only from the injected clock, so tests drive hours of daemon life in 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
@@ -120,6 +121,7 @@ class Daemon:
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
         self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
+        self._end_reason: dict[str, tuple[str, str]] = {}  # key -> (vendor task id, why a callback said it ended)
         self._rooms: dict[tuple[str, str, str], list[str]] = {}  # (vendor, app id, room) -> keys
         self._room_activity: dict[str, float] = {}  # key -> time of the last room-activity callback for it
         self._counts: dict[tuple[str, ApiFamily], int] = {}
@@ -278,7 +280,7 @@ class Daemon:
             return await self._reconcile_removed(key, record)
         observed: dict[str, Observed] = {}
         if record is not None and self._observation_due(record, now):
-            obs = await self._observe(record)
+            obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
             record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
         if record is not None and self._waiting_to_reissue(task, record):
@@ -319,6 +321,7 @@ class Daemon:
             self._count_reissue(record)
         self._observe_now.discard(change.key)
         self._rollover_hint.pop(change.key, None)
+        self._end_reason.pop(change.key, None)
         self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
@@ -337,6 +340,13 @@ class Daemon:
     def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
         return (record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
                 and task.restart_policy is RestartPolicy.ALWAYS and record.spec_hash == task.spec_hash)
+
+    def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
+        """Polling says 'ended (status 4)'; a callback may have said why: prefer its words."""
+        hint = self._end_reason.get(record.key)
+        if hint is None or hint[0] != record.vendor_task_id or obs.state is not ObservedState.STOPPED:
+            return obs
+        return dataclasses.replace(obs, reason=hint[1])
 
     def _hinted(self, record: TaskRecord) -> bool:
         return record.vendor_task_id is not None and self._rollover_hint.get(record.key) == record.vendor_task_id
@@ -468,6 +478,8 @@ class Daemon:
         if event.ended:
             if event.rollover and record.vendor_task_id is not None:
                 self._rollover_hint[key] = record.vendor_task_id
+            if event.end_reason and record.vendor_task_id is not None:
+                self._end_reason[key] = (record.vendor_task_id, event.end_reason)
             self._observe_now.add(key)
             self.queue.add(key)
             log.info("callback: run ended; observing", key=key, callback=event.event)
@@ -475,7 +487,8 @@ class Daemon:
         idle = record.idle_timeout
         if (event.output or event.room_empty) and idle is not None:
             # The run cannot idle out before one idle timeout after this event: no need to poll until then.
-            covered = event.at + idle + policy.DEADLINE_MARGIN
+            # Reckoned from when the event reached us, on our clock: the vendor's clock may be skewed.
+            covered = self.clock.now() + idle + policy.DEADLINE_MARGIN
             if record.max_duration is not None and record.started_at is not None:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             current = self._next_observe.get(key)
@@ -487,7 +500,7 @@ class Daemon:
         now = self.clock.now()
         for key in self._rooms.get((event.vendor, event.app_id, event.room_id or ""), []):
             # Remembered: a run that looks running now but already ended is re-issued at once when seen.
-            self._room_activity[key] = event.at
+            self._room_activity[key] = now  # our clock: compared with our records' start times
             record = self.records.get(key)
             if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
                 continue

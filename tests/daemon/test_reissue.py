@@ -146,3 +146,16 @@ async def test_three_tasks_are_polled_once_per_resync_not_at_the_budget(harness:
     # One look per task per resync period (30 s ± 10 %): about 30, never the 60/s the budget would allow.
     assert 24 <= polls <= 36
     assert harness.sim.limiter.throttled_total == 0
+
+
+async def test_recording_ended_by_callback_is_reissued_with_the_callbacks_reason(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(5)
+    harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await harness.advance(40)  # idle timeout → event_type 2, quit_reason 3
+    decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
+    assert [d["key"] for d in decisions] == [CLASS]
+    assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout at ")

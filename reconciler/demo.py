@@ -1,0 +1,264 @@
+"""`capctl demo`: the main job end to end on the quickstart specs, against a local simulator.
+
+It runs the real pieces, not a recording: the simulator and the daemon are subprocesses (`capctl sim`,
+`capctl run`), plan and apply go through the same engine as the CLI, and room activity is driven through the
+simulator's control API, whose clock the demo moves forward so idle timeouts happen in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from reconciler import logs
+from reconciler.clock import SystemClock
+from reconciler.engine import apply_plan, make_plan, provider_pool
+from reconciler.plan import PlanOptions, plan_to_json
+from reconciler.render import render_text
+from reconciler.spec import SpecSet
+from reconciler.state import open_state
+
+DEMO_STATE = Path(".capctl/demo.db")
+DAEMON_LISTEN = "127.0.0.1:8081"
+WAIT_SECONDS = 60.0
+STREAMS = [  # (vendor, room, publisher): one stream per room of the quickstart jobs
+    ("volcengine", "lobby", {"userId": "alice", "streamType": 0}),
+    ("volcengine", "vip-1", {"userId": "bob", "streamType": 0}),
+    ("zego", "class-101", {"userId": "teacher", "streamId": "teacher"}),
+]
+
+
+class DemoError(Exception):
+    pass
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+@contextlib.contextmanager
+def _process(args: list[str], *, stderr: Any = subprocess.DEVNULL) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], stdout=subprocess.DEVNULL,
+                            stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class SimControl:
+    """The simulator's control API (docs/simulator.md)."""
+
+    def __init__(self, base: str) -> None:
+        self.http = httpx.Client(base_url=f"{base}/_sim", timeout=10.0)
+
+    def wait_ready(self, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DemoError("the simulator exited at start-up")
+            with contextlib.suppress(httpx.TransportError):
+                if self.http.get("/config").status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise DemoError("the simulator did not answer within 15 s")
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        answer = self.http.post(path, json=body)
+        answer.raise_for_status()
+        return answer.json()
+
+    def publish(self, vendor: str, room: str, who: dict[str, Any], *, on: bool) -> None:
+        self.post("/publish" if on else "/unpublish", {"vendor": vendor, "roomId": room, **who})
+
+    def advance(self, seconds: float) -> None:
+        self.post("/clock", {"advance": seconds})
+
+    def tasks(self) -> list[dict[str, Any]]:
+        answer = self.http.get("/tasks")
+        answer.raise_for_status()
+        data = answer.json()
+        return list(data["tasks"] if isinstance(data, dict) else data)
+
+
+def _sim_table(sim: SimControl, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("VENDOR", "ROOM", "TASK", "STATE", "STOP REASON", "IMAGES"):
+        table.add_column(column)
+    for t in sim.tasks():
+        table.add_row(str(t.get("vendor", "")), str(t.get("roomId", t.get("fileId", ""))), str(t.get("taskId", "")),
+                      str(t.get("state", "")), str(t.get("stopReason") or t.get("quitReason") or "-"),
+                      str(t.get("images", "-")))
+    return table
+
+
+class Walkthrough:
+    def __init__(self, spec_set: SpecSet, paths: list[str], console: Console, sim: SimControl) -> None:
+        self.spec_set, self.paths, self.console, self.sim = spec_set, paths, console, sim
+        self.state_url = f"sqlite:///{DEMO_STATE}"
+
+    def step(self, text: str) -> None:
+        self.console.print(f"\n[bold cyan]▶ {text}[/bold cyan]", soft_wrap=True)
+
+    def command(self, text: str) -> None:
+        self.console.print(f"[bold]$ {text}[/bold]", soft_wrap=True)
+
+    def plan_and_apply(self, *, apply: bool) -> None:
+        asyncio.run(self._plan_and_apply(apply))
+
+    async def _plan_and_apply(self, apply: bool) -> None:
+        store = open_state(self.state_url)
+        clock = SystemClock()
+        try:
+            async with provider_pool(self.spec_set.providers, clock) as pool:
+                run = await make_plan(self.spec_set.tasks, store, pool, clock, options=PlanOptions(), paths=self.paths)
+                render_text(plan_to_json(run.plan), self.console)
+                if apply:
+                    result = await apply_plan(run.plan, self.spec_set.tasks, run.snapshot, run.observed, store, pool,
+                                              clock, parallelism=10)
+                    for failure in result.failed:
+                        self.console.print(f"[red]✗ {failure.key}: {failure.error}[/red]")
+                    self.console.print(f"[bold]{result.summary()}[/bold]", soft_wrap=True)
+        finally:
+            store.close()
+
+
+def _daemon_lines(proc: subprocess.Popen[str], console: Console, seen: list[dict[str, Any]],
+                  lock: threading.Lock) -> None:
+    """Echo the daemon's decisions (its JSON log lines) as readable lines."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if os.environ.get("CAPCTL_DEMO_DEBUG"):
+            sys.stderr.write(line)
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        with lock:
+            seen.append(event)
+        text = _describe(event)
+        if text:
+            console.print(f"  [magenta]daemon[/magenta] │ {text}", soft_wrap=True)
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    name, key = event.get("event"), event.get("key", "")
+    if name == "decision" and event.get("action") not in (None, "no-op", "wait"):
+        return f"{key}: {event['action']} — {event.get('reason', '')}"
+    if name == "started":
+        return f"{key}: started (vendor task {event.get('vendor_task_id')})"
+    if name == "decision" and event.get("action") == "wait":
+        return f"{key}: waits {event.get('retry_in')} s — {event.get('reason', '')}"
+    if name in ("daemon started", "spec set loaded", "room activity: waking task", "callback: run ended; observing"):
+        detail = event.get("summary") or event.get("callback") or ""
+        return f"{name} {key} {detail}".strip()
+    return None
+
+
+def _reissued(event: dict[str, Any], key: str) -> bool:
+    return event.get("event") == "started" and event.get("key") == key and event.get("reissue") is True
+
+
+def _wait_for(seen: list[dict[str, Any]], lock: threading.Lock, predicate: Callable[[dict[str, Any]], bool],
+              proc: subprocess.Popen[str]) -> bool:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline and proc.poll() is None:
+        with lock:
+            if any(predicate(e) for e in seen):
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def run_demo(spec_set: SpecSet, paths: list[str], *, host: str, port: int, console: Console,
+             keep_running: bool = False) -> None:
+    logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
+    daemon_host, daemon_port = DAEMON_LISTEN.split(":")
+    for h, p, what in ((host, port, "simulator"), (daemon_host, int(daemon_port), "daemon")):
+        if not _port_free(h, p):
+            raise DemoError(f"{h}:{p} is in use: the demo's {what} needs it (is a `capctl sim` or `capctl run` "
+                            "already running? stop it first)")
+    DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
+    DEMO_STATE.unlink(missing_ok=True)
+    base = f"http://{host}:{port}"
+    callbacks = f"http://{DAEMON_LISTEN}/callbacks"
+    console.print(f"[bold]capctl demo[/bold]: simulator on {base} (clock moved by the demo), "
+                  f"state {DEMO_STATE}, specs {' '.join(paths)}")
+    with _process(["sim", "--fake-clock", "--listen", f"{host}:{port}", "--volcengine-callback-url",
+                   f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]) as sim_proc:
+        sim = SimControl(base)
+        sim.wait_ready(sim_proc)
+        walk = Walkthrough(spec_set, paths, console, sim)
+        walk.step("Users publish streams in lobby, vip-1 and class-101")
+        for vendor, room, who in STREAMS:
+            sim.publish(vendor, room, who, on=True)
+        walk.step("Review what capctl would do")
+        walk.command("capctl plan")
+        walk.plan_and_apply(apply=False)
+        walk.step("Converge")
+        walk.command("capctl apply --auto-approve")
+        walk.plan_and_apply(apply=True)
+        sim.advance(10)
+        console.print(_sim_table(sim, "At the (simulated) vendors, 10 s later"))
+        walk.step("Everyone leaves the lobby; 21 s pass: its snapshot task idles out (MaxIdleTime 20 s)")
+        sim.publish("volcengine", "lobby", {"userId": "alice", "streamType": 0}, on=False)
+        sim.advance(21)
+        console.print(_sim_table(sim, "At the vendors"))
+        walk.step("The plan shows the re-issue, and why")
+        walk.command("capctl plan")
+        walk.plan_and_apply(apply=False)
+        walk.command("capctl apply --auto-approve")
+        walk.plan_and_apply(apply=True)
+        _daemon_phase(walk, keep_running)
+    console.print("\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
+                  "docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster.")
+
+
+def _daemon_phase(walk: Walkthrough, keep_running: bool) -> None:
+    console, sim = walk.console, walk.sim
+    walk.step("Now the daemon keeps the jobs running by itself")
+    walk.command(f"capctl run --resync 5s --listen {DAEMON_LISTEN} --state {walk.state_url} {' '.join(walk.paths)}")
+    seen: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    args = ["run", "--resync", "5s", "--listen", DAEMON_LISTEN, "--state", walk.state_url, *walk.paths]
+    with _process(args, stderr=subprocess.PIPE) as daemon:
+        reader = threading.Thread(target=_daemon_lines, args=(daemon, console, seen, lock), daemon=True)
+        reader.start()
+        if not _wait_for(seen, lock, lambda e: e.get("event") == "daemon started", daemon):
+            raise DemoError("the daemon did not start (see the lines above)")
+        walk.step("Rooms vip-1 and class-101 empty; 31 s pass at the vendors: both tasks idle out")
+        console.print("  ZEGO reports the end by callback (event_type 2, quit_reason 3): re-issued at once. Volcengine "
+                      "has no task-stopped callback: the daemon looks when the idle timeout is due after the room "
+                      "emptied (UserLeaveRoom), about 25 s from now, and re-issues then.")
+        for vendor, room, who in STREAMS[1:]:
+            sim.publish(vendor, room, who, on=False)
+        sim.advance(31)
+        for key in ("RecordingJob/class-rec/class-101", "SnapshotJob/lobby-audit/vip-1"):
+            if not _wait_for(seen, lock, lambda e, k=key: _reissued(e, k), daemon):  # type: ignore[misc]
+                raise DemoError(f"the daemon did not re-issue {key} within {WAIT_SECONDS:.0f} s")
+        console.print(_sim_table(sim, "At the vendors: every declared task is running again"))
+        if keep_running:
+            console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
+            with contextlib.suppress(KeyboardInterrupt):
+                daemon.wait()
