@@ -52,6 +52,9 @@ class ChangeResult:
 class ApplyResult:
     results: tuple[ChangeResult, ...]
 
+    def __repr__(self) -> str:  # asyncio.run reprs the result it returns: keep 10,000 results out of it
+        return f"ApplyResult(results={len(self.results)}, failed={len(self.failed)})"
+
     @property
     def failed(self) -> tuple[ChangeResult, ...]:
         return tuple(r for r in self.results if not r.ok)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.gcpause import gc_paused
 from reconciler.model import (
     Action,
     ApiFamily,
@@ -53,6 +54,12 @@ class Plan:
     changes: tuple[Change, ...]
     notes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio formats the result of the task it ran (CPython 3.11's signal-handler
+        # restore in asyncio.run reprs it), and 10,000 changes took most of a second to print.
+        counts = ", ".join(f"{a.value} {n}" for a, n in self.counts().items() if n)
+        return f"Plan(state_serial={self.state_serial}, changes={len(self.changes)} ({counts or 'none'}))"
 
     @property
     def partial(self) -> bool:
@@ -195,8 +202,7 @@ def stop_description(obs: Observed) -> str:
 
 
 def _diff_one(task: DesiredTask, record: TaskRecord | None, obs: Observed | None,
-              replace_requested: bool) -> Change:
-    after = redact_tree(task.request)
+              replace_requested: bool, after: Any) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
@@ -290,9 +296,12 @@ def diff(
         return any(selector_matches(s, key) for s in options.targets)
 
     changes: list[Change] = []
-    for key, task in desired.items():
-        if wanted(key):
-            changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace))
+    redacted: dict[int, Any] = {}  # tasks of one job share request subtrees: redact each one once
+    with gc_paused():
+        for key, task in desired.items():
+            if wanted(key):
+                after = redact_tree(task.request, redacted)
+                changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
     for key, record in records.items():
         if key in desired or not wanted(key):

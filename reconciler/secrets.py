@@ -59,12 +59,22 @@ def reveal_tree(value: Any) -> Any:
     return value
 
 
-def redact_tree(value: Any) -> Any:
-    """Copy of a JSON-like tree with every `Secret` leaf replaced by its fingerprint (for plans, logs)."""
+def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Copy of a JSON-like tree with every `Secret` leaf replaced by its fingerprint (for plans, logs).
+
+    With `memo` (a dict owned by the caller for one pass over many trees), a container shared by several
+    trees is redacted once and its copy reused: the memo keeps each source alive, so ids stay unique.
+    """
     if isinstance(value, Secret):
         return value.fingerprint
+    if not isinstance(value, dict | list):
+        return value
+    if memo is not None and (hit := memo.get(id(value))) is not None:
+        return hit[1]
     if isinstance(value, dict):
-        return {k: redact_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_tree(v) for v in value]
-    return value
+        copy: Any = {k: redact_tree(v, memo) for k, v in value.items()}
+    else:
+        copy = [redact_tree(v, memo) for v in value]
+    if memo is not None:
+        memo[id(value)] = (value, copy)
+    return copy

@@ -9,6 +9,7 @@ keys, custom tags, nesting deeper than `MAX_DEPTH`, alias bombs (`MAX_WEIGHT`) a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -107,13 +108,20 @@ def _pos(mark: Any) -> Pos:
     return (mark.line + 1, mark.column + 1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _plain_tag(value: str) -> str:
+    """The implicit tag of a plain scalar; cached because spec sets repeat the same words thousands of times."""
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    return tag
+
+
 def _scalar(event: Any) -> Any:
     tag = event.tag
     plain = event.implicit[0]
     if tag is None or tag == "!":
         if not plain:
             return event.value
-        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+        tag = _plain_tag(event.value)
         if tag == f"{_YAML}merge":
             return _MERGE
         if tag not in _BUILD:  # strings, and timestamps: a spec has no dates, so "2024-01-02" stays text

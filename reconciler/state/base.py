@@ -37,6 +37,9 @@ class Snapshot:
     serial: int
     records: dict[str, TaskRecord]
 
+    def __repr__(self) -> str:  # a snapshot may hold 100,000 records: never print them all
+        return f"Snapshot(serial={self.serial}, records={len(self.records)})"
+
 
 class Lock(Protocol):
     holder: str

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import gc
 import json
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.gcpause import gc_paused
 from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
 
 from .base import StateError
@@ -101,9 +101,7 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
     """Decode `(key, body)` rows into records by key; `CodecError` names the row's key."""
     # Building 100,000 records triggers many pointless cyclic-GC passes (records hold no cycles);
     # pausing the collector keeps a large load about a third faster.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         records: dict[str, TaskRecord] = {}
         for key, body in rows:
             try:
@@ -111,6 +109,3 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
             except CodecError as exc:
                 raise CodecError(f"row {key!r}: {exc}") from None
         return records
-    finally:
-        if paused:
-            gc.enable()
