@@ -300,7 +300,12 @@ async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list
                  auto_approve: bool, parallelism: int) -> Any:
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+    from reconciler.retry import RetryPolicy
 
+    try:
+        retry = RetryPolicy.from_env(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
@@ -319,7 +324,7 @@ async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list
         with _progress(len(the_plan.actionable), "Applying") as progress:
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return await apply_plan(the_plan, spec_set.tasks, snapshot, observed, store, pool, clock,
-                                    parallelism=parallelism, on_done=lambda _r: progress.advance(bar))
+                                    parallelism=parallelism, retry=retry, on_done=lambda _r: progress.advance(bar))
 
 
 @app.command()

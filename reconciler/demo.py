@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from reconciler.state import open_state
 DEMO_STATE = Path(".capctl/demo.db")
 DAEMON_LISTEN = "127.0.0.1:8081"
 WAIT_SECONDS = 60.0
-STREAMS = [  # (vendor, room, publisher): one stream per room of the quickstart jobs
+STREAMS: list[tuple[str, str, dict[str, Any]]] = [  # (vendor, room, publisher): one per room of the quickstart
     ("volcengine", "lobby", {"userId": "alice", "streamType": 0}),
     ("volcengine", "vip-1", {"userId": "bob", "streamType": 0}),
     ("zego", "class-101", {"userId": "teacher", "streamId": "teacher"}),
@@ -255,7 +256,7 @@ def _daemon_phase(walk: Walkthrough, keep_running: bool) -> None:
             sim.publish(vendor, room, who, on=False)
         sim.advance(31)
         for key in ("RecordingJob/class-rec/class-101", "SnapshotJob/lobby-audit/vip-1"):
-            if not _wait_for(seen, lock, lambda e, k=key: _reissued(e, k), daemon):  # type: ignore[misc]
+            if not _wait_for(seen, lock, functools.partial(_reissued, key=key), daemon):
                 raise DemoError(f"the daemon did not re-issue {key} within {WAIT_SECONDS:.0f} s")
         console.print(_sim_table(sim, "At the vendors: every declared task is running again"))
         if keep_running:

@@ -19,8 +19,18 @@ from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, observe_all
 from reconciler.model import Action, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
-from reconciler.plan import Plan, PlanError, PlanOptions, diff, plan_from_json, plan_to_json, selector_matches
+from reconciler.plan import (
+    Plan,
+    PlanError,
+    PlanOptions,
+    check_options,
+    diff,
+    plan_from_json,
+    plan_to_json,
+    selector_matches,
+)
 from reconciler.providers import ProviderPool
+from reconciler.retry import RetryPolicy
 from reconciler.state.base import Snapshot, StateStore
 
 if TYPE_CHECKING:
@@ -62,6 +72,7 @@ async def make_plan(
     on_observed: Callable[[str, Observed], None] | None = None,
 ) -> PlanRun:
     """Read state, observe the tasks that may be running (when `pool` is given), diff."""
+    check_options(options, desired)
     snapshot = store.load()
     observed: dict[str, Observed] = {}
     if options.refreshed and pool is not None:
@@ -121,10 +132,11 @@ async def apply_plan(
     clock: Clock,
     *,
     parallelism: int,
+    retry: RetryPolicy | None = None,
     on_done: Callable[[ChangeResult], None] | None = None,
 ) -> ApplyResult:
     records = persist_observations(store, snapshot.records, observed, clock.now())
-    executor = Executor(store, pool, clock, parallelism=parallelism)
+    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done)
 
 

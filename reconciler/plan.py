@@ -90,7 +90,7 @@ def selector_matches(selector: str, key: str) -> bool:
     parts = selector.split("/", 2)
     if len(parts) == 2:
         return key.startswith(selector + "/")
-    if "*" not in parts[2]:
+    if len(parts) < 2 or "*" not in parts[2]:
         return False
     kind, name, target = key.split("/", 2)  # kind and name never contain "/"; file ids may
     return (kind, name) == (parts[0], parts[1]) and fnmatch.fnmatchcase(target, parts[2])
@@ -106,6 +106,15 @@ def check_selector(selector: str) -> None:
         )
     if "*" in "/".join(parts[:2]):
         raise PlanError(f"--target {selector!r}: '*' is allowed only in the last part")
+
+
+def check_options(options: PlanOptions, desired: Mapping[str, DesiredTask]) -> None:
+    """Reject bad selectors and unknown --replace keys before anything is observed or decided."""
+    for selector in options.targets:
+        check_selector(selector)
+    unknown = [k for k in options.replace if k not in desired]
+    if unknown:
+        raise PlanError(f"--replace: no task with key {', '.join(sorted(unknown))} in the specs")
 
 
 # --- formatting helpers (pure) ---------------------------------------------------------------------
@@ -281,11 +290,7 @@ def diff(
     now: float,
     paths: Iterable[str] = (),
 ) -> Plan:
-    for selector in options.targets:
-        check_selector(selector)
-    unknown = [k for k in options.replace if k not in desired]
-    if unknown:
-        raise PlanError(f"--replace: no task with key {', '.join(sorted(unknown))} in the specs")
+    check_options(options, desired)
     replace = set(options.replace)
 
     def wanted(key: str) -> bool:

@@ -7,7 +7,7 @@ larger allowance, because the rate budget has already slowed down and the call w
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +23,16 @@ class RetryPolicy:
     cap: float = 15.0
     max_attempts: int = 6
     max_throttled: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetryPolicy:
+        """`CAPCTL_MAX_ATTEMPTS` (like AWS_MAX_ATTEMPTS): tries per call for 5xx, timeouts, dropped connections."""
+        raw = env.get("CAPCTL_MAX_ATTEMPTS")
+        if raw is None:
+            return cls()
+        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+            raise ValueError(f"CAPCTL_MAX_ATTEMPTS={raw!r}: expected a whole number from 1 to 100")
+        return cls(max_attempts=int(raw))
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full-range jitter in [50 %, 100 %] of the capped exponential step."""

@@ -1,0 +1,223 @@
+"""End-to-end harness: the real `capctl` CLI (subprocesses) against a real `capctl sim` on loopback.
+
+One simulator per test module (fake clock, moved by the tests through its control API), reset before every
+test; each test gets its own spec directory and SQLite state under tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# Distinctive storage credentials: tests assert they never appear anywhere capctl writes.
+CANARY_AK = "AKCANARY0000E2E"
+CANARY_SK = "canary-storage-secret-7f3a9c"
+SIM_SECRETS = ("capctl-sim-volc-secret", "0123456789abcdef0123456789abcdef")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sim:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = httpx.Client(base_url=f"{base}/_sim", timeout=10.0)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        answer = self.http.post(path, json=body or {})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        answer = self.http.get(path, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def faults(self, **config: Any) -> None:
+        answer = self.http.put("/faults", json=config)
+        assert answer.status_code == 200, answer.text
+
+    def advance(self, seconds: float) -> None:
+        self.post("/clock", {"advance": seconds})
+
+    def publish(self, vendor: str, room: str, **who: Any) -> None:
+        self.post("/publish", {"vendor": vendor, "roomId": room, **who})
+
+    def unpublish(self, vendor: str, room: str, **who: Any) -> None:
+        self.post("/unpublish", {"vendor": vendor, "roomId": room, **who})
+
+    def tasks(self, vendor: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("vendor", vendor), ("state", state)) if v}
+        return list(self.get("/tasks", **params)["tasks"])
+
+    def requests(self, api: str | None = None) -> list[dict[str, Any]]:
+        entries = self.get("/requests", limit=10000)
+        items = entries["requests"] if isinstance(entries, dict) else entries
+        return [e for e in items if api is None or e.get("api") == api]
+
+    def throttled(self) -> int:
+        return int(self.get("/throttled")["total"])
+
+
+@pytest.fixture(scope="module")
+def sim_server() -> Iterator[Sim]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen",
+                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sim = Sim(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if sim.http.get("/config").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "sim exited"
+        assert time.monotonic() < deadline, "the simulator did not start"
+        time.sleep(0.05)
+    yield sim
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sim(sim_server: Sim) -> Sim:
+    sim_server.post("/reset")
+    return sim_server
+
+
+class Workdir:
+    """A spec directory + state for one test, and a way to run the CLI in it."""
+
+    def __init__(self, root: Path, sim: Sim) -> None:
+        self.root = root
+        self.specs = root / "specs"
+        self.specs.mkdir()
+        self.state = root / "state.db"
+        self.sim = sim
+        self.env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{self.state}", "CAPCTL_MAX_ATTEMPTS": "3",
+                    "S3_AK": CANARY_AK, "S3_SK": CANARY_SK, "COLUMNS": "200", "NO_COLOR": "1"}
+        self.outputs: list[str] = []
+        self.write("providers.yaml", providers(sim.base))
+        self.write("storage.yaml", STORAGE)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.specs / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def capctl(self, *args: str, expect: int | None = 0, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=self.root, text=True,
+                              capture_output=True, env={**self.env, **(env or {})}, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        self.outputs += [proc.stdout, proc.stderr]
+        if expect is not None:
+            assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        return proc
+
+    def apply(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        return self.capctl("apply", "--auto-approve", *args, expect=expect)
+
+
+@pytest.fixture
+def work(tmp_path: Path, sim: Sim) -> Workdir:
+    return Workdir(tmp_path, sim)
+
+
+def providers(base: str) -> str:
+    return f"""
+    apiVersion: capctl/v1
+    kind: Provider
+    metadata: {{name: volc}}
+    spec:
+      type: volcengine
+      appId: capctl-sim-volc
+      accessKey: {{env: VOLC_AK, default: AKCAPCTLSIM0000000001}}
+      secretKey: {{env: VOLC_SK, default: capctl-sim-volc-secret}}
+      endpoint: {base}/volc
+    ---
+    apiVersion: capctl/v1
+    kind: Provider
+    metadata: {{name: zego}}
+    spec:
+      type: zego
+      appId: 1234567890
+      serverSecret: {{env: ZEGO_SECRET, default: 0123456789abcdef0123456789abcdef}}
+      rtcEndpoint: {base}/zego/rtc
+      cloudrecordEndpoint: {base}/zego/cloudrecord
+    ---
+    apiVersion: capctl/v1
+    kind: Provider
+    metadata: {{name: zego-legacy}}
+    spec:
+      type: zego
+      appId: 1234567890
+      serverSecret: {{env: ZEGO_SECRET, default: 0123456789abcdef0123456789abcdef}}
+      cloudrecordApi: legacy
+      cloudrecordEndpoint: {base}/zego/legacy
+    """
+
+
+STORAGE = """
+apiVersion: capctl/v1
+kind: Storage
+metadata: {name: tos}
+spec: {type: tos, accountId: "2100000000", region: 0, bucket: snaps}
+---
+apiVersion: capctl/v1
+kind: Storage
+metadata: {name: s3}
+spec:
+  type: s3
+  region: us-east-1
+  bucket: recs
+  accessKey: {env: S3_AK}
+  secretKey: {env: S3_SK}
+"""
+
+
+def snapshot_job(name: str, rooms: list[str], *, interval: str = "5s", idle: str = "20s",
+                 extra: str = "") -> str:
+    return f"""
+    apiVersion: capctl/v1
+    kind: SnapshotJob
+    metadata: {{name: {name}}}
+    spec:
+      provider: volc
+      rooms: [{", ".join(rooms)}]
+      interval: {interval}
+      storage: tos
+      idleTimeout: {idle}
+      {extra}
+    """
+
+
+def recording_job(name: str, rooms: list[str], *, provider: str = "zego", idle: str = "30s",
+                  max_duration: str = "24h") -> str:
+    return f"""
+    apiVersion: capctl/v1
+    kind: RecordingJob
+    metadata: {{name: {name}}}
+    spec:
+      provider: {provider}
+      rooms: [{", ".join(rooms)}]
+      mode: single
+      storage: s3
+      outputFolder: record/
+      idleTimeout: {idle}
+      maxDuration: {max_duration}
+    """

@@ -1,0 +1,208 @@
+"""Issue 4 end to end: the CLI against the simulator over loopback, Volcengine snapshot jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.e2e.conftest import Workdir, snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+
+
+def running(work: Workdir, vendor: str = "volcengine") -> list[dict]:
+    return work.sim.tasks(vendor, state="running")
+
+
+def state(work: Workdir) -> dict[str, dict]:
+    out = work.capctl("state", "list", "-o", "json").stdout
+    return {t["key"]: t for t in json.loads(out)["tasks"]}
+
+
+def test_create_then_noop_then_state_list(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1"]))
+    plan = work.capctl("plan", "--detailed-exitcode", expect=2)
+    assert "+ SnapshotJob/audit/lobby" in plan.stdout and "Plan: 2 to create" in plan.stdout
+    applied = work.apply()
+    assert "Apply complete: 2 created" in applied.stdout
+    assert sorted(t["roomId"] for t in running(work)) == ["lobby", "vip-1"]
+    assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
+    tasks = state(work)
+    assert tasks[LOBBY]["status"] == "running" and tasks[LOBBY]["vendor_task_id"] == "audit"
+    table = work.capctl("state", "list").stdout
+    assert "SnapshotJob/audit/vip-1" in table and "running" in table
+    assert '"key": "SnapshotJob/audit/lobby"' in work.capctl("state", "show", LOBBY).stdout
+    assert (work.state.stat().st_mode & 0o777) == 0o600
+
+
+def test_interval_change_is_an_update_in_place(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval="5s"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval="10s"))
+    plan = work.capctl("plan").stdout
+    assert "~ SnapshotJob/audit/lobby" in plan and "interval 5s → 10s" in plan
+    work.apply()
+    [task] = running(work)
+    assert task["interval"] == 10
+    assert len(work.sim.requests("StartSnapshot")) == 1 and len(work.sim.requests("UpdateSnapshot")) == 1
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_other_change_is_a_replace(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="60s"))
+    plan = work.capctl("plan").stdout
+    assert "-/+ SnapshotJob/audit/lobby" in plan and "MaxIdleTime: 20 → 60" in plan
+    work.apply()
+    assert [r["status"] for r in work.sim.requests("StopSnapshot")] == [200]
+    assert len(work.sim.requests("StartSnapshot")) == 2
+    [task] = running(work)
+    assert task["maxIdleTime"] == 60
+
+
+def test_idle_timeout_is_reissued_with_its_reason(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    work.sim.advance(21)  # nobody ever published in the lobby: the task idles out
+    assert running(work) == []
+    plan = work.capctl("plan", "--detailed-exitcode", expect=2).stdout
+    assert "↻ SnapshotJob/audit/lobby" in plan and "vendor stopped it: IdleTimeOut at" in plan
+    assert "reissue" in work.capctl("plan", "--format", "markdown").stdout
+    work.apply()
+    assert len(running(work)) == 1
+    tasks = state(work)
+    assert tasks[LOBBY]["reissue_count"] == 1 and tasks[LOBBY]["status"] == "running"
+
+
+def test_prune_and_no_prune(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.write("more.yaml", snapshot_job("extra", ["hall"]))
+    work.apply()
+    (work.specs / "more.yaml").unlink()
+    kept = work.capctl("plan", "--no-prune").stdout
+    assert "kept running (--no-prune)" in kept
+    work.apply("--no-prune")
+    assert len(running(work)) == 2
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob/extra/hall" in plan and "removed from specs" in plan
+    work.apply()
+    assert [t["roomId"] for t in running(work)] == ["lobby"]
+    assert "SnapshotJob/extra/hall" not in state(work)
+
+
+def test_saved_plan_applies_and_stale_plans_are_refused(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("plan", "--out", "plan.json")
+    saved = json.loads((work.root / "plan.json").read_text())
+    assert saved["format_version"] == 1 and saved["summary"]["create"] == 1
+    work.capctl("apply", "--plan", "plan.json")
+    assert len(running(work)) == 1
+    # the state moved since the plan was made
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    work.capctl("plan", "--out", "old.json")
+    work.apply("--target", "SnapshotJob/audit/hall")
+    refused = work.capctl("apply", "--plan", "old.json", expect=1)
+    assert "the state changed since this plan was made" in refused.stderr
+    # the specs changed since the plan was made
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall", "gym"]))
+    work.capctl("plan", "--out", "new.json")
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall", "gym"], interval="7s"))
+    refused = work.capctl("apply", "--plan", "new.json", expect=1)
+    assert "the specs changed since this plan was made" in refused.stderr
+
+
+def test_targets_and_replace(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    plan = work.capctl("plan", "--target", "SnapshotJob/audit/lob*").stdout
+    assert "Plan: 1 to create" in plan and "partial" in plan
+    work.apply()
+    replaced = work.apply("--replace", LOBBY).stdout
+    assert "replace requested" in replaced and "1 replaced" in replaced
+    bad = work.capctl("plan", "--target", "lobby", expect=1)
+    assert "--target 'lobby': expected a task key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_apply_without_terminal_needs_auto_approve(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    refused = work.capctl("apply", expect=1)
+    assert "--auto-approve" in refused.stderr and running(work) == []
+
+
+def test_second_apply_fails_at_once_naming_the_holder(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", [f"r{i}" for i in range(6)]))
+    work.sim.faults(latencyMs=1500, apis=["StartSnapshot"])
+    first = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "1"],
+                             cwd=work.root, env=work.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = work.capctl("apply", "--auto-approve", expect=1)
+        assert time.monotonic() - started < 5
+        assert "holds the state lock" in second.stderr and f"pid {first.pid}" in second.stderr
+    finally:
+        first.wait(timeout=60)
+    assert first.returncode == 0
+    assert len(running(work)) == 6
+
+
+def test_partial_failure_then_second_apply_converges_without_duplicates(work: Workdir) -> None:
+    rooms = [f"r{i}" for i in range(8)]
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.sim.faults(errorRate=0.6, apis=["StartSnapshot"], seed=7)
+    first = work.apply(expect=1)
+    assert "failed" in first.stdout and "✗" in first.stdout
+    failed = [k for k, t in state(work).items() if t["status"] == "failed"]
+    assert failed and len(failed) < len(rooms)
+    work.sim.http.delete("/faults")
+    plan = work.capctl("plan").stdout
+    assert "previous start failed" in plan
+    work.apply()
+    assert sorted(t["roomId"] for t in running(work)) == sorted(rooms)
+    started = [r for r in work.sim.requests("StartSnapshot") if r["status"] == 200]
+    assert len(started) == len(rooms)  # each room started exactly once
+
+
+def test_throttling_and_dropped_connections_do_not_fail_an_apply(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", [f"r{i}" for i in range(5)]))
+    work.sim.faults(throttleNext=4, apis=["StartSnapshot"])
+    work.apply()
+    assert len(running(work)) == 5
+    work.sim.faults(dropRate=0.5, phase="after", apis=["GetSnapshotTask", "StopSnapshot"], seed=3)
+    work.write("jobs.yaml", snapshot_job("audit", [f"r{i}" for i in range(3)]))
+    work.apply()
+    assert len(running(work)) == 3
+    assert work.sim.get("/throttled")["notForced"] == 0
+
+
+def test_kill_9_halfway_then_second_apply_converges(work: Workdir) -> None:
+    rooms = [f"r{i}" for i in range(12)]
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
+                            cwd=work.root, env=work.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    started_before = len(running(work))
+    assert 0 < started_before < len(rooms)
+    work.sim.http.delete("/faults")
+    work.apply()
+    assert sorted(t["roomId"] for t in running(work)) == sorted(rooms)
+    assert len(work.sim.tasks("volcengine")) == len(rooms)  # no task lost or duplicated
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_invalid_specs_make_no_vendor_call(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval="900s"))
+    out = work.capctl("apply", "--auto-approve", expect=1)
+    assert "jobs.yaml:" in out.stderr and "nothing was changed" in out.stderr
+    assert work.sim.requests() == []
