@@ -359,10 +359,12 @@ def run(
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
-    from reconciler.state.codec import encode
+    """Every field of a task record, enums by value (the state's own encoding omits defaults)."""
+    import dataclasses
+    import enum
 
-    data: dict[str, Any] = json.loads(encode(record))
-    return data
+    return {f.name: (v.value if isinstance(v := getattr(record, f.name), enum.Enum) else v)
+            for f in dataclasses.fields(record)}
 
 
 @state_app.command("list")

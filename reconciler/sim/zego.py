@@ -101,7 +101,7 @@ async def rtc_endpoint(request: Request) -> Response:
         request,
         style=_current_style(THUMB_TOO_FREQUENT),
         api=action,
-        query=query,
+        query={**query, "ExtTimeOffsetSet[]": offsets} if offsets else query,  # the log shows every offset
         body=None,
         process=lambda: _thumbnails(sim, request, query, offsets),
     )

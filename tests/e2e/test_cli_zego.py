@@ -1,0 +1,164 @@
+"""Issue 5 end to end: ZEGO cloud recording (both API generations), jpg snapshots, MediaThumbnails, crash safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Workdir, recording_job
+
+REC = "RecordingJob/rec/class-1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def zego_running(work: Workdir, api: str | None = None) -> list[dict]:
+    return [t for t in work.sim.tasks("zego", state="running") if api is None or t["api"] == api]
+
+
+def state(work: Workdir) -> dict[str, dict]:
+    return {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
+
+
+def test_recording_current_api_start_noop_and_idle_reissue(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s"))
+    work.apply()
+    [task] = zego_running(work, "current")
+    assert task["clientTaskId"] == state(work)[REC]["client_task_id"]
+    assert task["maxIdleTime"] == 30
+    [start] = work.sim.requests("StartRecord")
+    body = start["body"]
+    assert body["RecordInputParams"]["RecordMode"] == 1 and body["RecordOutputParams"]["OutputFolder"] == "record/"
+    assert body["StorageParams"]["Vendor"] == 1
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+    work.sim.advance(31)  # empty room: idles out (Status 4, quit_reason 3)
+    plan = work.capctl("plan").stdout
+    assert "↻ RecordingJob/rec/class-1" in plan and "ended (status 4)" in plan
+    work.apply()
+    [again] = zego_running(work)
+    assert again["taskId"] != task["taskId"] and again["clientTaskId"] != task["clientTaskId"]
+
+
+def test_zego_snapshot_job_records_jpg_at_its_interval(work: Workdir) -> None:
+    work.write("jobs.yaml", """
+    apiVersion: capctl/v1
+    kind: SnapshotJob
+    metadata: {name: shots}
+    spec: {provider: zego, rooms: [class-1], streams: [{stream: teacher}], interval: 5s, storage: s3, idleTimeout: 60s}
+    """)
+    work.sim.publish("zego", "class-1", streamId="teacher", userId="t")
+    work.apply()
+    [start] = work.sim.requests("StartRecord")
+    assert start["body"]["RecordOutputParams"]["OutputFileFormat"] == "jpg"
+    assert start["body"]["RecordOutputParams"]["SnapshotInterval"] == 5
+    work.sim.advance(20)
+    [task] = zego_running(work)
+    assert task["images"] == 4
+
+
+def test_max_duration_rollover_is_planned_as_such(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s", max_duration="300s"))
+    work.sim.publish("zego", "class-1", streamId="teacher", userId="t")
+    work.apply()
+    work.sim.advance(301)
+    plan = work.capctl("plan").stdout
+    assert "reached its max duration (rollover)" in plan
+    work.apply()
+    assert len(zego_running(work)) == 1
+
+
+def test_legacy_api_with_access_token_query_and_reissue(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy", idle="30s"))
+    work.apply()
+    [task] = zego_running(work, "legacy")
+    assert len(work.sim.requests("access_token")) == 1
+    [start] = work.sim.requests("start")
+    assert start["body"]["record_input_params"]["max_idle_time"] == 30
+    assert start["body"]["access_token"] != "" and "room_id" in start["body"]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+    assert work.sim.requests("query")
+    work.sim.advance(31)
+    assert "ended (status 4)" in work.capctl("plan").stdout
+    work.apply()
+    [again] = zego_running(work, "legacy")
+    assert again["taskId"] != task["taskId"]
+
+
+@pytest.mark.parametrize("point", ["start.before-call", "start.after-call", "start.after-commit"])
+def test_kill_at_every_step_of_a_start_never_records_twice(work: Workdir, point: str) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    died = work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": point}, expect=137)
+    assert died.returncode == 137
+    record = state(work)[REC]
+    assert record["client_task_id"]  # the intent was committed before the call
+    assert (record["status"] == "running") is (point == "start.after-commit")
+    work.apply()
+    assert len(zego_running(work)) == 1
+    assert len(work.sim.tasks("zego")) == 1  # one recording ever, whatever the crash point
+    final = state(work)[REC]
+    assert final["status"] == "running" and final["client_task_id"] == record["client_task_id"]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_lost_answer_is_retried_with_the_same_client_task_id(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartRecord"])
+    work.apply(expect=1)  # every answer lost, but the vendor started it
+    work.sim.http.delete("/faults")
+    work.apply()
+    assert len(work.sim.tasks("zego")) == 1 and len(zego_running(work)) == 1
+    assert len({r["body"]["RecordInputParams"]["ClientTaskId"] for r in work.sim.requests("StartRecord")}) == 1
+
+
+THUMBS = """
+apiVersion: capctl/v1
+kind: ThumbnailJob
+metadata: {name: thumbs}
+spec:
+  provider: zego
+  files:
+    - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 2s]}
+    - {cdn: huawei, fileId: /record/a.mp4, interval: INTERVAL}
+"""
+
+
+def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None:
+    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "2s"))
+    work.sim.faults(throttleNext=1, apis=["MediaThumbnails"])  # code 6: retried within the budget
+    work.apply()
+    requests = [r for r in work.sim.requests("MediaThumbnails") if r["code"] == "0"]
+    assert len(requests) == 2
+    tencent = next(r for r in requests if r["query"]["Vendor"] == "Tencent")
+    assert tencent["query"]["ExtTimeOffsetSet[]"] == ["1", "2"] and tencent["query"]["Definition"] == "10"
+    work.apply()
+    assert len(work.sim.requests("MediaThumbnails")) == 3  # unchanged: nothing submitted again
+    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "4s"))
+    plan = work.capctl("plan").stdout
+    assert "file entry changed: it is submitted again" in plan and "Plan: 0 to create, 0 to update in place, 1" in plan
+    work.apply()
+    last = work.sim.requests("MediaThumbnails")[-1]
+    assert last["query"]["Vendor"] == "Huawei" and last["query"]["Interval"] == "4"
+    (work.specs / "jobs.yaml").unlink()
+    assert "removed from specs" in work.apply().stdout
+    assert len(work.sim.requests("MediaThumbnails")) == 4  # removing an entry does nothing remote
+
+
+def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
+    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "2s"))
+    work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
+    out = work.apply(expect=1).stdout
+    assert "1000" in out and "1 created" in out and "1 failed" in out
+
+
+def test_quickstart_specs_apply_cleanly(work: Workdir, tmp_path: Path) -> None:
+    quick = tmp_path / "quick"
+    shutil.copytree(REPO / "specs", quick)
+    host = work.sim.base.removeprefix("http://")
+    for path in quick.glob("*.yaml"):
+        path.write_text(path.read_text().replace("127.0.0.1:8750", host))
+    assert "→ 5 tasks" in work.capctl("validate", str(quick)).stdout
+    out = work.apply(str(quick)).stdout
+    assert "Apply complete: 5 created" in out and "0 failed" in out
+    assert work.capctl("plan", "--detailed-exitcode", str(quick)).returncode == 0
