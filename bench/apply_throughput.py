@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import CAPCTL, free_port, http_json, machine, simulator, write_specs
+from common import CAPCTL, bench_env, free_port, http_json, machine, max_in_window, simulator, write_specs
 
 RATE = 150.0  # Volcengine StartSnapshot, the simulator's default limit
 LATENCY_MS = 30
@@ -30,23 +29,17 @@ def run_apply(spec_dir: Path, state_url: str, parallelism: int) -> float:
     argv = [CAPCTL, "apply", "--auto-approve", "--no-refresh", "--parallelism", str(parallelism),
             "--state", state_url, str(spec_dir)]
     started = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=bench_env(), check=False)
+    proc = subprocess.run(argv, capture_output=True, env=bench_env(), check=False)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"capctl apply failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return wall
 
 
-def bench_env() -> dict[str, str]:
-    """The child writes its bytecode cache, as an installed capctl has one."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def start_span(base: str) -> tuple[float, int]:
-    """(seconds from the first to the last StartSnapshot in the request log, how many were logged)."""
-    entries = [e for e in http_json("GET", base + "/_sim/requests")["requests"] if e["api"] == "StartSnapshot"]
-    times = [e["time"] for e in entries]
-    return (max(times) - min(times) if times else 0.0), len(entries)
+def start_times(base: str) -> list[float]:
+    """When the simulator received each StartSnapshot (its request log, on its clock)."""
+    entries = http_json("GET", base + "/_sim/requests")["requests"]
+    return [e["time"] for e in entries if e["api"] == "StartSnapshot"]
 
 
 def sdk_baseline(base: str, port: int, count: int) -> float:
@@ -86,13 +79,15 @@ def main() -> None:
         spec_dir = write_specs(Path(tmp) / "specs", args.jobs, args.rooms, port=port, idle=86400)
         http_json("PUT", base + "/_sim/faults", {"latencyMs": LATENCY_MS})
         wall = run_apply(spec_dir, f"sqlite:///{tmp}/state.db", args.parallelism)
-        span, logged = start_span(base)
+        times = start_times(base)
+        span, logged = max(times) - min(times), len(times)
         throttled = http_json("GET", base + "/_sim/throttled")["total"]
         running = len(http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"])
         print(f"capctl apply {tasks} creates, parallelism {args.parallelism}, {LATENCY_MS} ms latency, "
               f"{RATE:.0f}/s limit: wall {wall:.2f} s = {wall / floor:.3f} × floor ({floor:.2f} s); "
               f"first→last StartSnapshot {span:.2f} s = {span / ((logged - 1) / RATE):.3f} × paced span; "
-              f"throttled answers {throttled}; running tasks {running}")
+              f"most in any 1 s window at the sim {max_in_window(times)}; throttled answers {throttled}; "
+              f"running tasks {running}")
         if args.baseline:
             http_json("POST", base + "/_sim/reset")
             http_json("PUT", base + "/_sim/faults", {"latencyMs": LATENCY_MS})

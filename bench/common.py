@@ -94,6 +94,22 @@ def populate_state(spec_dir: Path, state_url: str) -> int:
     return len(records)
 
 
+def bench_env() -> dict[str, str]:
+    """The environment for capctl children: bytecode caching on, as an installed capctl has it."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The most events in any `window`-second sliding window (how a vendor counts a rate limit)."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -5,7 +5,7 @@ files of 10 rooms each) with a SQLite state that already records every task (a r
 and with an empty state (every task a create; stdout to /dev/null). Prints the median wall time of
 several runs and the peak RSS of the child. Targets: 10k ≤ 1.0 s and ≤ 250 MB; 100k ≤ 8 s.
 
-    .venv/bin/python bench/plan_norefresh.py [--jobs 1000] [--rooms 10] [--runs 5]
+    .venv/bin/python bench/plan_norefresh.py [--jobs 1000] [--rooms 10] [--runs 5] [--pythonpath TREE]
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CAPCTL, machine, median, populate_state, write_specs
+from common import CAPCTL, bench_env, machine, median, populate_state, write_specs
+
+ENV = bench_env()
 
 
 def run_plan(spec_dir: Path, state_url: str) -> tuple[float, float, int]:
@@ -24,7 +26,7 @@ def run_plan(spec_dir: Path, state_url: str) -> tuple[float, float, int]:
     argv = [CAPCTL, "plan", "--no-refresh", "--detailed-exitcode", "--state", state_url, str(spec_dir)]
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        pid = os.posix_spawn(CAPCTL, argv, os.environ, file_actions=[
+        pid = os.posix_spawn(CAPCTL, argv, ENV, file_actions=[
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
         # wait4 gives this child's own rusage (RUSAGE_CHILDREN is a maximum over every child so far).
         _, status, usage = os.wait4(pid, 0)
@@ -50,7 +52,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pythonpath", help="import reconciler from this tree (e.g. a `git worktree` of an "
+                        "older commit) for before/after figures")
     args = parser.parse_args()
+    if args.pythonpath:
+        ENV["PYTHONPATH"] = args.pythonpath
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         spec_dir = write_specs(Path(tmp) / "specs", args.jobs, args.rooms)
@@ -58,6 +64,7 @@ def main() -> None:
         empty = f"sqlite:///{tmp}/empty.db"
         full = f"sqlite:///{tmp}/full.db"
         populate_state(spec_dir, full)
+        run_plan(spec_dir, empty)  # warm-up: bytecode cache and page cache, not measured
         for label, url, expected in (("no-op (state holds every task)", full, 0),
                                      ("all-create (empty state)", empty, 2)):
             wall, rss, code = measure(spec_dir, url, args.runs)
