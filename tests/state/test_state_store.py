@@ -158,8 +158,7 @@ def test_two_processes_racing_never_lose_an_update(store_url: str) -> None:
     snapshot = store.load()
     store.close()
     # 120 compare-and-set increments, each one commit: a lost update would show in either number.
-    assert snapshot.records[key].reissue_count == 120
-    assert snapshot.serial == 1 + 120
+    assert (snapshot.records[key].reissue_count, snapshot.serial) == (120, 1 + 120), outputs
 
 
 def test_a_crash_loses_nothing_already_committed(store_url: str) -> None:
