@@ -1,0 +1,64 @@
+"""`capctl run` and `capctl state rm` as users call them: the real CLI against the simulator on loopback."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.e2e.conftest import Workdir, free_port, snapshot_job
+
+
+def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    port = free_port()
+    daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}",
+                               "--resync", "1s"], cwd=work.root, env=work.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        assert http.get("/healthz").status_code == 200
+        while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(work.sim.tasks("volcengine", state="running")) == 1
+        locked = work.capctl("apply", "--auto-approve", expect=1)
+        assert "holds the state lock" in locked.stderr and "capctl run" in locked.stderr
+        work.sim.advance(21)  # the room never had a stream: the task idles out; the 1 s sweep sees it
+        deadline = time.monotonic() + 20
+        while len(work.sim.requests("StartSnapshot")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(work.sim.tasks("volcengine", state="running")) == 1
+        assert "capctl_" in http.get("/metrics").text
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, stderr
+    assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
+    assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture
+
+
+def test_run_rejects_bad_options(work: Workdir) -> None:
+    assert "--resync" in work.capctl("run", "--resync", "soon", expect=1).stderr
+    assert "--listen" in work.capctl("run", "--listen", "nowhere", expect=1).stderr
+
+
+def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.apply()
+    out = work.capctl("state", "rm", "SnapshotJob/audit/lobby").stdout
+    assert "keeps running" in out
+    assert len(work.sim.tasks("volcengine", state="running")) == 1
+    assert "no task" in work.capctl("state", "rm", "SnapshotJob/audit/lobby", expect=1).stderr
+    adopted = work.apply().stdout  # TaskId is the idempotency key: the running task is adopted again
+    assert "1 created" in adopted and len(work.sim.tasks("volcengine")) == 1
