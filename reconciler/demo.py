@@ -108,9 +108,10 @@ def _sim_table(sim: SimControl, title: str) -> Table:
     for column in ("VENDOR", "ROOM", "TASK", "STATE", "STOP REASON", "IMAGES"):
         table.add_column(column)
     for t in sim.tasks():
+        quit_reason = t.get("quitReason")
+        reason = t.get("stopReason") or (f"quit_reason {quit_reason}" if quit_reason is not None else "-")
         table.add_row(str(t.get("vendor", "")), str(t.get("roomId", t.get("fileId", ""))), str(t.get("taskId", "")),
-                      str(t.get("state", "")), str(t.get("stopReason") or t.get("quitReason") or "-"),
-                      str(t.get("images", "-")))
+                      str(t.get("state", "")), reason, str(t.get("images", "-")))
     return table
 
 
