@@ -451,9 +451,11 @@ def demo(
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the daemon and the simulator "
                                                "running at the end, until Ctrl-C.")] = False,
 ) -> None:
-    """Walk through the main job on the quickstart specs against a local simulator: plan → apply → a room
-    empties → its task idles out → plan shows the re-issue and why → apply re-issues it → the daemon keeps
-    it all running by itself. State goes to .capctl/demo.db, apart from your real state."""
+    """Walk through the main job end to end on the quickstart specs, against a local simulator.
+
+    plan → apply → a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it →
+    the daemon keeps it all running by itself. State goes to .capctl/demo.db, apart from your real state.
+    """
     from reconciler.demo import DemoError, run_demo
 
     host, port = _split_listen(listen)

@@ -18,7 +18,7 @@ from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, observe_all
-from reconciler.model import Action, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
+from reconciler.model import Action, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
 from reconciler.plan import (
     Plan,
     PlanError,
@@ -95,7 +95,7 @@ def persist_observations(store: StateStore, records: Mapping[str, TaskRecord], o
         if record is None or obs.state is ObservedState.UNKNOWN:
             continue
         new = transitions.observed(record, obs, now)
-        if new.status is TaskStatus.STOPPED and record.restart_policy.value == "Never":
+        if new.status is TaskStatus.STOPPED and record.restart_policy is RestartPolicy.NEVER:
             new = new.evolve(status=TaskStatus.DONE)
         if new != record:
             store.put(new)
