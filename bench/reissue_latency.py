@@ -1,0 +1,130 @@
+"""Benchmark 4: time from a vendor's idle stop to capctl's re-issue, with callbacks and with polling only.
+
+For each mode: `capctl sim` (with the daemon's Volcengine callback URL, or none) and `capctl run` on
+20 SnapshotJobs × 10 rooms (idleTimeout 10 s). Every room has a published stream, so the first runs are
+productive; once they have run past their idle timeout the streams are unpublished. Each task then idles
+out at the simulator (its `endTime`), and the daemon re-issues it (the next run's `startTime`); the
+latency is the difference, per room, read from the simulator's task list. Prints p50/p90/p99/max.
+Targets: p99 < 1 s with callbacks (Volcengine: `UserLeaveRoom` → the expected idle deadline); polling
+only: at most the sweep period (max(--resync, tasks / query budget)) + 1 s.
+
+    .venv/bin/python bench/reissue_latency.py [--jobs 20] [--rooms 10] [--idle 10] [--resync 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import (
+    CAPCTL,
+    bench_env,
+    free_port,
+    http_json,
+    machine,
+    room_names,
+    simulator,
+    wait_http,
+    write_specs,
+)
+
+QUERY_BUDGET = 60.0 * 0.97
+
+
+def running(base: str) -> int:
+    return len(http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"])
+
+
+def idle_stops(base: str, rooms: set[str]) -> dict[str, float]:
+    """When each room's run idles out, on the simulator's clock: idle since + MaxIdleTime (as the sim does)."""
+    tasks = http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"]
+    return {t["roomId"]: t["idleSince"] + t["maxIdleTime"] for t in tasks
+            if t["roomId"] in rooms and t["idleSince"] is not None}
+
+
+def latencies(base: str, stops: dict[str, float]) -> list[float]:
+    """Per room: the first accepted StartSnapshot after its run's idle stop, minus that stop (seconds)."""
+    starts: dict[str, float] = {}
+    for entry in http_json("GET", base + "/_sim/requests")["requests"]:
+        room = entry["body"].get("RoomId") if isinstance(entry["body"], dict) else None
+        if entry["api"] == "StartSnapshot" and entry["status"] == 200 and room in stops and room not in starts \
+                and entry["time"] >= stops[room]:
+            starts[room] = entry["time"]
+    return [starts[room] - stop for room, stop in stops.items() if room in starts]
+
+
+def measure(mode: str, jobs: int, rooms_per_job: int, idle: int, resync: int) -> list[float]:
+    sim_port, daemon_port = free_port(), free_port()
+    callback = ["--volcengine-callback-url", f"http://127.0.0.1:{daemon_port}/callbacks/volcengine"]
+    rooms = list(room_names(jobs, rooms_per_job))
+    with tempfile.TemporaryDirectory() as tmp, simulator(sim_port, *(callback if mode == "callbacks" else ())) as base:
+        for room in rooms:
+            http_json("POST", base + "/_sim/publish",
+                      {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0})
+        spec_dir = write_specs(Path(tmp) / "specs", jobs, rooms_per_job, port=sim_port, idle=idle)
+        with open(Path(tmp) / "daemon.log", "wb") as log:
+            proc = subprocess.Popen([CAPCTL, "run", "--listen", f"127.0.0.1:{daemon_port}", "--resync",
+                                     f"{resync}s", "--state", f"sqlite:///{tmp}/state.db", str(spec_dir)],
+                                    stdout=log, stderr=log, env=bench_env())
+            try:
+                wait_http(f"http://127.0.0.1:{daemon_port}/healthz", timeout=60)
+                while running(base) < len(rooms):
+                    time.sleep(0.5)
+                time.sleep(idle + 5)  # the first runs outlast their idle timeout: productive, re-issued at once
+                for room in rooms:
+                    http_json("POST", base + "/_sim/unpublish",
+                              {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0})
+                stops = idle_stops(base, set(rooms))
+                period = max(resync, len(rooms) / QUERY_BUDGET)
+                deadline = time.monotonic() + idle + 1.1 * period + 30
+                found: list[float] = []
+                while time.monotonic() < deadline:
+                    time.sleep(2)
+                    found = latencies(base, stops)
+                    if len(found) == len(rooms):
+                        break
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        if len(found) < len(rooms):
+            tail = (Path(tmp) / "daemon.log").read_text().splitlines()[-5:]
+            print(f"  {mode}: only {len(found)} of {len(rooms)} rooms were re-issued in time; daemon log ends:",
+                  *tail, sep="\n    ")
+        return found
+
+
+def report(mode: str, values: list[float], target: str) -> None:
+    if not values:
+        print(f"{mode}: no re-issues seen")
+        return
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p90 = ordered[min(len(ordered) - 1, int(0.90 * len(ordered)))]
+    print(f"{mode}: {len(values)} re-issues, stop → new StartSnapshot p50 {statistics.median(values):.2f} s, "
+          f"p90 {p90:.2f} s, p99 {p99:.2f} s, max {ordered[-1]:.2f} s (target {target})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--idle", type=int, default=10)
+    parser.add_argument("--resync", type=int, default=5)
+    parser.add_argument("--mode", choices=("both", "callbacks", "polling"), default="both")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    tasks = args.jobs * args.rooms
+    period = max(args.resync, tasks / QUERY_BUDGET)
+    if args.mode in ("both", "callbacks"):
+        report("callbacks", measure("callbacks", args.jobs, args.rooms, args.idle, args.resync), "p99 < 1 s")
+    if args.mode in ("both", "polling"):
+        report("polling only", measure("polling", args.jobs, args.rooms, args.idle, args.resync),
+               f"≤ sweep period {period:.1f} s + 1 s")
+
+
+if __name__ == "__main__":
+    main()
