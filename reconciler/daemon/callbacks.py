@@ -59,6 +59,8 @@ class CallbackEvent:
     rollover: bool = False  # it ended at its max duration
     room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
+    room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
+    user_id: str | None = None  # who joined or left
     end_reason: str | None = None  # why the run ended, when the vendor said so (ZEGO quit_reason)
 
 
@@ -150,6 +152,7 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
         vendor=VOLC, app_id=app_id, event=event_type, dedupe_key=f"volc:{app_id}:{event_id}", at=at,
         task_id=_text(event_data, "TaskId"), room_id=_text(event_data, "RoomId"),
         output=event_type == "SnapshotRealTimeData", room_active=event_type == "UserJoinRoom",
+        room_left=event_type == "UserLeaveRoom", user_id=_text(event_data, "UserId"),
     )
 
 

@@ -124,6 +124,8 @@ class Daemon:
         self._end_reason: dict[str, tuple[str, str]] = {}  # key -> (vendor task id, why a callback said it ended)
         self._rooms: dict[tuple[str, str, str], list[str]] = {}  # (vendor, app id, room) -> keys
         self._room_activity: dict[str, float] = {}  # key -> time of the last room-activity callback for it
+        self._room_users: dict[tuple[str, str, str], set[str]] = {}  # users seen joining and not yet leaving
+        self._probe_until: dict[str, float] = {}  # key -> end of the short-interval looks around its stop
         self._counts: dict[tuple[str, ApiFamily], int] = {}
         self._counts_at = float("-inf")
         self._ids = itertools.count(1)
@@ -323,6 +325,7 @@ class Daemon:
         self._rollover_hint.pop(change.key, None)
         self._end_reason.pop(change.key, None)
         self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
+        self._probe_until.pop(change.key, None)
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
 
@@ -377,7 +380,13 @@ class Daemon:
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             log.warning("observation failed", error=str(exc))
-        self._next_observe[record.key] = self.clock.now() + self._period(record) * (0.9 + 0.2 * self._rng.random())
+        now = self.clock.now()
+        probe_until = self._probe_until.get(record.key)
+        if probe_until is not None and now < probe_until and obs.state is ObservedState.RUNNING:
+            self._next_observe[record.key] = now + policy.PROBE_INTERVAL  # its stop is due any moment
+        else:
+            self._probe_until.pop(record.key, None)
+            self._next_observe[record.key] = now + self._period(record) * (0.9 + 0.2 * self._rng.random())
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs
 
@@ -462,6 +471,8 @@ class Daemon:
             self._on_task_event(event, record)
         if event.room_active and event.room_id is not None:
             self._wake_room(event)
+        if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
+            self._track_users(event)
 
     def _record_of(self, event: CallbackEvent) -> TaskRecord | None:
         if event.task_id is None:
@@ -495,6 +506,31 @@ class Daemon:
             self._next_observe[key] = covered if event.room_empty or current is None else max(current, covered)
             if event.room_empty:
                 self.queue.add_after(key, max(0.0, covered - self.clock.now()))
+
+    def _track_users(self, event: CallbackEvent) -> None:
+        """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
+        will idle out one idle timeout from now, so look just after that instead of a sweep later. A user
+        who joined before we started is unknown: their leave also triggers the looks (a few extra polls)."""
+        room = (event.vendor, event.app_id, event.room_id or "")
+        users = self._room_users.setdefault(room, set())
+        if event.room_active:
+            users.add(event.user_id or "")
+            return
+        users.discard(event.user_id or "")
+        if users:
+            return
+        del self._room_users[room]
+        now = self.clock.now()
+        for key in self._rooms.get(room, []):
+            record = self.records.get(key)
+            if record is None or record.status is not TaskStatus.RUNNING or record.idle_timeout is None:
+                continue
+            # The vendor's idle clock started no later than it sent this callback: the stop is at most
+            # one idle timeout away, on our clock.
+            stop = now + record.idle_timeout
+            self._probe_until[key] = stop + policy.DEADLINE_MARGIN
+            self._next_observe[key] = stop + policy.PROBE_DELAY
+            self.queue.add_after(key, record.idle_timeout + policy.PROBE_DELAY)
 
     def _wake_room(self, event: CallbackEvent) -> None:
         now = self.clock.now()

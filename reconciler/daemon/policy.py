@@ -21,6 +21,10 @@ REISSUE_BACKOFF_CAP = 3600.0  # the longest wait between two attempts of an unpr
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
 DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before looking (the vendor's own lag)
+# A run whose room emptied stops one idle timeout later: look just after that, then every PROBE_INTERVAL
+# while it still runs, until DEADLINE_MARGIN has passed (a re-issue within a second of the stop).
+PROBE_DELAY = 0.5
+PROBE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
