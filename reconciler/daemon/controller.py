@@ -61,7 +61,9 @@ SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
 LEASE_SECONDS = 60.0
 HTTP_TIMEOUT = 10.0
 MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how many there were
-COUNTS_TTL = 1.0  # seconds a per-budget running-task count is reused before it is recounted
+# Seconds a per-budget running-task count is reused before it is recounted: the count only sets the sweep
+# period, and recounting 10,000 records every second was 1.4 % of a core in the steady state.
+COUNTS_TTL = 10.0
 
 
 class ReconcileFailed(Exception):
