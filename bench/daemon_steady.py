@@ -110,16 +110,17 @@ def main() -> None:
                 wall1, cpu1 = time.time(), cpu_seconds(proc.pid)
                 calls1 = metric(daemon_url + "/metrics", "capctl_vendor_calls_total", api="GetSnapshotTask")
                 times = poll_times(base, wall0, wall1)
+                throttled = http_json("GET", base + "/_sim/throttled")["total"]
             finally:
                 proc.terminate()
                 proc.wait(30)
         span = wall1 - wall0
         polls = calls1 - calls0
         budget = QUERY_LIMIT * 0.97
+        time.sleep(2)  # the daemon's last polls leave the simulator's one-second window first
         per_poll = asyncio.run(cost_per_poll(spec_dir, state_url, 300))
         total = (cpu1 - cpu0) / span
         beyond = total - polls / span * per_poll
-        throttled = http_json("GET", base + "/_sim/throttled")["total"]
         print(f"daemon, {tasks} running tasks, {span:.0f} s window: CPU {100 * total:.1f} % of one core, "
               f"peak RSS {peak:.0f} MB")
         print(f"polls {polls:.0f} (daemon metric) / {len(times)} (sim log) = {polls / span:.1f}/s; "
