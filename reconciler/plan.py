@@ -337,6 +337,11 @@ def diff(
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
+    with gc_paused():  # one dict per change, no cycles: collector passes here found nothing
+        return _plan_json(plan)
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
     counts = plan.counts()
     return {
         "format_version": plan.format_version,

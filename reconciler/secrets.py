@@ -59,6 +59,9 @@ def reveal_tree(value: Any) -> Any:
     return value
 
 
+_SCALARS = (str, int, float, type(None))  # bool is an int; `Secret` is none of these
+
+
 def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
     """Copy of a JSON-like tree with every `Secret` leaf replaced by its fingerprint (for plans, logs).
 
@@ -71,10 +74,11 @@ def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
         return value
     if memo is not None and (hit := memo.get(id(value))) is not None:
         return hit[1]
+    # Scalar children are kept as they are without a call: most of a request's leaves are plain values.
     if isinstance(value, dict):
-        copy: Any = {k: redact_tree(v, memo) for k, v in value.items()}
+        copy: Any = {k: v if isinstance(v, _SCALARS) else redact_tree(v, memo) for k, v in value.items()}
     else:
-        copy = [redact_tree(v, memo) for v in value]
+        copy = [v if isinstance(v, _SCALARS) else redact_tree(v, memo) for v in value]
     if memo is not None:
         memo[id(value)] = (value, copy)
     return copy
