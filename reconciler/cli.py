@@ -6,7 +6,6 @@ them, so `capctl validate` and `capctl plan --no-refresh` start fast.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -83,11 +82,15 @@ def _paths(paths: list[Path] | None) -> list[str]:
     return [str(p) for p in paths] if paths else ["specs"]
 
 
+def _check_log_level(level: str) -> None:
+    if level.lower() not in {"debug", "info", "warning", "error"}:
+        fail(f"--log-level {level!r}: expected debug, info, warning or error")
+
+
 def _setup_logs(level: str) -> None:
     from reconciler import logs
 
-    if level.lower() not in {"debug", "info", "warning", "error"}:
-        fail(f"--log-level {level!r}: expected debug, info, warning or error")
+    _check_log_level(level)
     logs.configure(level)
 
 
@@ -137,6 +140,8 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
 
 
 def run_async(coro_factory: Callable[[], Any]) -> Any:
+    import asyncio
+
     from reconciler.plan import PlanError
     from reconciler.state.base import StateError
 
@@ -178,18 +183,30 @@ def _plan_options(prune: bool, refresh: bool, target: list[str] | None, replace:
     return PlanOptions(prune=prune, refreshed=refresh, targets=tuple(target or ()), replace=tuple(replace or ()))
 
 
-async def _compute_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Any:
+def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
+    """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
+    from reconciler.clock import SystemClock
+    from reconciler.plan import PlanError, diff
+
+    snapshot = store.load()
+    try:
+        return diff(spec_set.tasks, snapshot.records, {}, options=options, state_serial=snapshot.serial,
+                    now=SystemClock().now(), paths=paths)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
     clock = SystemClock()
-    if not options.refreshed:
-        return await make_plan(spec_set.tasks, store, None, clock, options=options, paths=paths)
     async with provider_pool(spec_set.providers, clock) as pool:
         with _progress(len(spec_set.tasks), "Refreshing") as progress:
             bar = progress.add_task("refresh", total=None)
-            return await make_plan(spec_set.tasks, store, pool, clock, options=options, paths=paths,
-                                   on_observed=lambda _k, _o: progress.advance(bar))
+            run = await make_plan(spec_set.tasks, store, pool, clock, options=options, paths=paths,
+                                  on_observed=lambda _k, _o: progress.advance(bar))
+    return run.plan
 
 
 def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
@@ -223,22 +240,26 @@ def plan(
     """Show what apply would do: a read-only diff of specs, state and vendor status."""
     if fmt not in ("text", "json", "markdown"):
         fail(f"--format {fmt!r}: expected text, json or markdown")
-    _setup_logs(log_level)
+    _check_log_level(log_level)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
     options = _plan_options(prune, refresh, target, replace)
     with open_store(state) as store:
-        run = run_async(lambda: _compute_plan(spec_set, store, options, spec_paths))
-    show_plan(run.plan, fmt)
+        if refresh:
+            _setup_logs(log_level)
+            the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
+        else:
+            the_plan = _plan_from_state(spec_set, store, options, spec_paths)
+    show_plan(the_plan, fmt)
     if out:
-        from reconciler.engine import write_plan_file
+        from reconciler.planfile import write_plan_file
 
         try:
-            write_plan_file(run.plan, out)
+            write_plan_file(the_plan, out)
         except OSError as exc:
             fail(f"{out}: cannot write the plan ({exc.strerror})")
         _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}")
-    if detailed_exitcode and run.plan.has_changes:
+    if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
 
 
@@ -287,8 +308,8 @@ def apply(
 
 
 def _read_plan(path: str) -> Plan:
-    from reconciler.engine import read_plan_file
     from reconciler.plan import PlanError
+    from reconciler.planfile import read_plan_file
 
     try:
         return read_plan_file(path)

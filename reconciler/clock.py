@@ -6,11 +6,13 @@ and paces rate budgets. `FakeClock` advances only when told to, and wakes sleepe
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -29,6 +31,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # here, not at the top: `capctl plan --no-refresh` never loads asyncio
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -52,6 +56,8 @@ class FakeClock:
         return self._mono
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         if seconds <= 0:
             await asyncio.sleep(0)
             return

@@ -7,11 +7,8 @@ the plan to the executor. It holds no policy of its own.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import transitions
@@ -25,8 +22,6 @@ from reconciler.plan import (
     PlanOptions,
     check_options,
     diff,
-    plan_from_json,
-    plan_to_json,
     selector_matches,
 )
 from reconciler.providers import ProviderPool
@@ -59,6 +54,9 @@ class PlanRun:
     plan: Plan
     snapshot: Snapshot
     observed: dict[str, Observed]
+
+    def __repr__(self) -> str:  # asyncio.run reprs what it returns: never 10,000 observations
+        return f"PlanRun({self.plan!r}, observed={len(self.observed)})"
 
 
 async def make_plan(
@@ -138,23 +136,3 @@ async def apply_plan(
     records = persist_observations(store, snapshot.records, observed, clock.now())
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done)
-
-
-def read_plan_file(path: str) -> Plan:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise PlanError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: cannot read the plan file ({exc.__class__.__name__})") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
-    return plan_from_json(data, source=path)
-
-
-def write_plan_file(plan: Plan, path: str) -> None:
-    """Atomic: a reader never sees half a plan."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)

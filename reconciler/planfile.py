@@ -1,0 +1,29 @@
+"""Reading and writing saved plans (`capctl plan --out`, `capctl apply --plan`): the JSON form, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
+
+
+def read_plan_file(path: str) -> Plan:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such plan file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read the plan file ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    return plan_from_json(data, source=path)
+
+
+def write_plan_file(plan: Plan, path: str) -> None:
+    """Atomic: a reader never sees half a plan."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
