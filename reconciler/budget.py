@@ -4,7 +4,8 @@ A budget of N/s must never let more than N requests into any one-second window, 
 evenly (one slot every 1/N s) instead of drawn from a bucket that allows a burst. A small headroom keeps
 network jitter from pushing two paced requests into the same vendor window. Waiters are served by
 priority (new and changed jobs, then re-issues, then status polling), first come first served within one.
-A throttling answer halves the rate for a while; it recovers step by step.
+A throttling answer slows the rate by 30 % and pauses briefly, once per vendor window (answers to requests
+already in flight are the same event); it recovers step by step.
 
 A slot granted late is not lost if it is only timer-late: asyncio wakes a sleeper up to about a
 millisecond after its deadline (epoll rounds timeouts up to whole milliseconds), which at 150/s
@@ -24,8 +25,11 @@ from dataclasses import dataclass, field
 
 from reconciler.clock import Clock
 
-HEADROOM = 0.97  # pace at 97 % of the documented limit
+HEADROOM = 0.96  # pace at 96 % of the documented limit: absorbs ~35 ms of arrival jitter at the vendor
 MAX_LAG = 0.003  # seconds of a late wake-up the schedule catches up on (see the module docstring)
+THROTTLE_WINDOW = 1.0  # vendors count per second: throttling answers within one window are one event
+THROTTLE_FACTOR = 0.7  # rate multiplier per throttling event (recovers 5 % per granted slot)
+THROTTLE_PAUSE = 0.25  # seconds without grants after a throttling event
 
 
 class Priority(enum.IntEnum):
@@ -52,6 +56,7 @@ class RateBudget:
         self._clock = clock
         self._headroom = headroom
         self._factor = 1.0  # < 1 after throttling answers
+        self._throttle_until = float("-inf")  # end of the current throttling event's window
         self._next_slot = clock.monotonic()
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -99,11 +104,19 @@ class RateBudget:
             if self._factor < 1.0:  # recover 5 % per granted slot after throttling
                 self._factor = min(1.0, self._factor * 1.05)
 
-    def throttled(self, pause: float = 1.0) -> None:
-        """The vendor answered 'too many requests': halve the rate and pause the next slot."""
+    def throttled(self) -> None:
+        """The vendor answered 'too many requests': slow down once per vendor window, like TCP per RTT.
+
+        The other requests already in flight in that window may be throttled too; their answers are the
+        same event and must not compound into a stall.
+        """
         self.stats.throttled += 1
-        self._factor = max(0.05, self._factor / 2)
-        self._next_slot = max(self._next_slot, self._clock.monotonic()) + pause
+        now = self._clock.monotonic()
+        if now < self._throttle_until:
+            return
+        self._throttle_until = now + THROTTLE_WINDOW
+        self._factor = max(0.05, self._factor * THROTTLE_FACTOR)
+        self._next_slot = max(self._next_slot, now) + THROTTLE_PAUSE
 
 
 class BudgetRegistry:

@@ -159,3 +159,19 @@ async def test_recording_ended_by_callback_is_reissued_with_the_callbacks_reason
     decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
     assert [d["key"] for d in decisions] == [CLASS]
     assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout at ")
+
+
+async def test_last_user_leaving_makes_the_daemon_look_just_after_the_idle_deadline(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(60)
+    left_at = harness.clock.now()
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")  # UserLeaveRoom: the room is now empty
+    await harness.advance(40)
+    record = harness.record(LOBBY)
+    assert record.reissue_count == 1 and record.status is TaskStatus.RUNNING
+    # The run idles out 20 s after the leave; the daemon looks 0.5 s later and re-issues at once (without
+    # the leave it would only look one idle timeout + the 5 s margin after the last image).
+    assert record.started_at is not None
+    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
