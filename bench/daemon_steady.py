@@ -24,6 +24,8 @@ from pathlib import Path
 
 from common import CAPCTL, bench_env, free_port, http_json, machine, max_in_window, simulator, wait_http, write_specs
 
+from reconciler.budget import HEADROOM
+
 QUERY_LIMIT = 60.0  # Volcengine GetSnapshotTask
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -117,7 +119,7 @@ def main() -> None:
                 proc.wait(30)
         span = wall1 - wall0
         polls = calls1 - calls0
-        budget = QUERY_LIMIT * 0.97
+        budget = QUERY_LIMIT * HEADROOM
         time.sleep(2)  # the daemon's last polls leave the simulator's one-second window first
         per_poll = asyncio.run(cost_per_poll(spec_dir, state_url, 300))
         total = (cpu1 - cpu0) / span
@@ -125,7 +127,7 @@ def main() -> None:
         print(f"daemon, {tasks} running tasks, {span:.0f} s window: CPU {100 * total:.1f} % of one core, "
               f"peak RSS {peak:.0f} MB")
         print(f"polls {polls:.0f} (daemon metric) / {len(times)} (sim log) = {polls / span:.1f}/s; "
-              f"budget {budget:.1f}/s (60/s × 0.97): {polls / span / budget:.3f} × budget; "
+              f"budget {budget:.1f}/s (60/s × {HEADROOM}): {polls / span / budget:.3f} × budget; "
               f"most in any 1 s window {max_in_window(times)} (limit 60)")
         print(f"throttled answers since the simulator started: {len(throttled)} "
               f"({', '.join(throttled) or 'none'})")

@@ -35,7 +35,9 @@ from common import (
     write_specs,
 )
 
-QUERY_BUDGET = 60.0 * 0.97
+from reconciler.budget import HEADROOM
+
+QUERY_BUDGET = 60.0 * HEADROOM
 
 
 def running(base: str) -> int:
