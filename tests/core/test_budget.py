@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -41,7 +42,7 @@ async def test_paced_evenly_and_never_more_than_the_limit_in_any_second() -> Non
     clock = FakeClock()
     budget = RateBudget("volc/StartSnapshot", 150, clock)
     times = await grants(budget, clock, 400)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) == pytest.approx(1 / (150 * HEADROOM))
     assert most_in_any_second(times) <= 150
 
@@ -65,7 +66,8 @@ async def test_higher_priority_waiters_go_first() -> None:
         order.append(name)
 
     tasks = [asyncio.create_task(one(f"poll{i}", Priority.POLL)) for i in range(3)]
-    tasks += [asyncio.create_task(one("reissue", Priority.REISSUE)), asyncio.create_task(one("create", Priority.CHANGE))]
+    tasks.append(asyncio.create_task(one("reissue", Priority.REISSUE)))
+    tasks.append(asyncio.create_task(one("create", Priority.CHANGE)))
     await drive(clock, tasks)
     assert order == ["create", "reissue", "poll0", "poll1", "poll2"]  # by priority, then first come
 
