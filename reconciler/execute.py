@@ -145,7 +145,7 @@ class Executor:
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
         self._store.put(pending)
         failpoints.hit("start.before-call")
-        prio = priority or (Priority.REISSUE if reissue else Priority.CHANGE)
+        prio = priority if priority is not None else Priority.REISSUE if reissue else Priority.CHANGE
         try:
             result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
         except VendorError as exc:

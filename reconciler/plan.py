@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import transitions
 from reconciler.gcpause import gc_paused
 from reconciler.model import (
     Action,
@@ -267,7 +268,8 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     if status is TaskStatus.RUNNING:
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
-        return _change(Action.CREATE, f"previous start failed: {record.last_error or 'error'}",
+        resume = "; resuming it with its recorded ClientTaskId" if transitions.unconfirmed_start(task, record) else ""
+        return _change(Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}",
                        task, record, after=after)
     if status is TaskStatus.DORMANT:
         wake = fmt_time(record.next_attempt_at) if record.next_attempt_at else "room activity"

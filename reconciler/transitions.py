@@ -39,10 +39,19 @@ def was_productive(record: TaskRecord) -> bool:
     return record.stopped_at - record.started_at > record.idle_timeout + margin
 
 
+def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
+    """The last start of this same spec was never confirmed: a crash (PENDING) or answers lost or refused
+    after the vendor may have acted (FAILED). The vendor may be running it, under the recorded id."""
+    return (record is not None and record.vendor_task_id is None and record.client_task_id is not None
+            and record.spec_hash == task.spec_hash)
+
+
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
     """The record written before a start call."""
-    if record is not None and record.status is TaskStatus.PENDING and not record.vendor_task_id:
-        return record  # an interrupted start: keep its ClientTaskId so the retry resolves it
+    if record is not None and unconfirmed_start(task, record):
+        # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
+        # started one) and its recorded counters: it is still the same run.
+        return record.evolve(status=TaskStatus.PENDING, last_error=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
     base = record or TaskRecord(key=task.key, provider=task.provider, family=task.family, kind=task.kind,
                                 target=task.target, spec_hash=task.spec_hash, fixed_hash=task.fixed_hash)

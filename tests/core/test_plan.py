@@ -207,3 +207,18 @@ def test_field_changes_lists_paths_and_truncates():
     after = {f"F{i}": i + 1 for i in range(20)}
     lines = field_changes(before, after)
     assert lines[0] == "F0: 0 → 1" and lines[-1] == "… and 8 more"
+
+
+def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
+    from reconciler.transitions import client_task_id, intent
+
+    task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    running = record_for(task, reissue_count=2)
+    first = intent(task, running, NOW, reissue=True)  # a new run: new id, one more re-issue
+    assert first.client_task_id == client_task_id(task, running) and first.reissue_count == 3
+    lost = first.evolve(status=TaskStatus.FAILED, last_error="dropped")  # the answer never came back
+    again = intent(task, lost, NOW + 5, reissue=False)
+    assert (again.client_task_id, again.reissue_count, again.status) == (first.client_task_id, 3, TaskStatus.PENDING)
+    assert "resuming it with its recorded ClientTaskId" in one(task, lost).reason
+    changed = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, bucket="other")
+    assert intent(changed, lost, NOW, reissue=False).client_task_id != first.client_task_id

@@ -162,3 +162,17 @@ def test_quickstart_specs_apply_cleanly(work: Workdir, tmp_path: Path) -> None:
     out = work.apply(str(quick)).stdout
     assert "Apply complete: 5 created" in out and "0 failed" in out
     assert work.capctl("plan", "--detailed-exitcode", str(quick)).returncode == 0
+
+
+def test_lost_answer_to_a_reissue_is_retried_with_the_same_client_task_id(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s"))
+    work.apply()
+    work.sim.advance(31)  # idles out: the next apply re-issues it
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartRecord"])
+    work.apply(expect=1)  # the vendor started the re-issue, but every answer was lost
+    work.sim.http.delete("/faults")
+    work.apply()
+    assert len(zego_running(work)) == 1
+    assert len(work.sim.tasks("zego")) == 2  # the first run and exactly one re-issue
+    reissues = [r["body"]["RecordInputParams"]["ClientTaskId"] for r in work.sim.requests("StartRecord")[1:]]
+    assert len(set(reissues)) == 1
