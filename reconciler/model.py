@@ -84,7 +84,6 @@ class DesiredTask:
     max_duration: int | None = None  # seconds; recordings only
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     source: str = ""  # "file:line:col" of the job document, for messages
-    vendor_ids: dict[str, str] = field(default_factory=dict)  # ids fixed by the spec (Volcengine TaskId)
 
 
 @dataclass(frozen=True, slots=True)

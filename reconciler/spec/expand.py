@@ -158,7 +158,7 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
         fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
         request = {**fixed, "ImageConfig": full_image}
         tasks.append(_task(c, room, family, request, spec_hash(room, request), fixed_hash(room, fixed),
-                           updatable={"interval": c.interval}, vendor_ids={"TaskId": task_id}))
+                           updatable={"interval": c.interval}))
     return tasks
 
 
@@ -246,7 +246,7 @@ def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]
 
 def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any], spec_hash: str,
           fixed_hash: str, *, updatable: dict[str, int] | None = None,
-          vendor_ids: dict[str, str] | None = None, max_duration: int | None = None) -> DesiredTask:
+          max_duration: int | None = None) -> DesiredTask:
     kind = JobKind(c.job.kind)
     policy = getattr(c.job.model.spec, "restart_policy", "Always")
     return DesiredTask(
@@ -254,7 +254,7 @@ def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any]
         provider=c.provider.name, family=family, request=request, spec_hash=spec_hash,
         fixed_hash=fixed_hash,
         updatable=updatable or {}, idle_timeout=c.idle_timeout, max_duration=max_duration,
-        restart_policy=RestartPolicy(policy), source=c.job.raw.source, vendor_ids=vendor_ids or {},
+        restart_policy=RestartPolicy(policy), source=c.job.raw.source,
     )
 
 

@@ -53,7 +53,7 @@ spec: {type: oss, bucket: snaps, region: 3, accessKey: {env: AK}, secretKey: {en
     }
     assert task.family is ApiFamily.VOLC_SNAPSHOT and task.kind is JobKind.SNAPSHOT
     assert (task.idle_timeout, task.max_duration, task.restart_policy) == (180, None, RestartPolicy.NEVER)
-    assert task.updatable == {"interval": 5} and task.vendor_ids == {"TaskId": "lobby-audit"}
+    assert task.updatable == {"interval": 5} and task.request["TaskId"] == "lobby-audit"
     assert task.target == "vip-1" and task.provider == "volc" and task.job == "lobby-audit"
     assert task.source.endswith("spec.yaml:1:1")
     assert list(spec_set.tasks) == ["SnapshotJob/lobby-audit/lobby", "SnapshotJob/lobby-audit/vip-1"]
