@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,7 @@ class SQLiteStateStore(SqlStateStore):
                 self._db = sqlite3.connect(
                     self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
                 )
-                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = self._switch_to_wal(self._db)
                 self._db.execute("PRAGMA synchronous=NORMAL")
             if mode != "wal":
                 raise StateError(f"{self.url}: SQLite refused WAL journaling (journal mode is {mode})")
@@ -57,12 +58,28 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             raise
 
+    def _switch_to_wal(self, db: sqlite3.Connection) -> str:
+        """Set WAL journaling, retrying while another connection holds the lock, up to the busy timeout.
+
+        SQLite answers SQLITE_BUSY at once, without waiting in its busy handler, when two connections
+        switch a new file to WAL together (waiting could deadlock), so replicas starting at the same
+        moment would fail here without the retry.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
+
     @contextmanager
     def _translate_errors(self) -> Iterator[None]:
         try:
             yield
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 raise StateError(
                     f"{self.url}: another process kept the database busy for over {self._busy_timeout:g} s"
                 ) from exc
@@ -110,6 +127,10 @@ class SQLiteStateStore(SqlStateStore):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _describe_holder(content: bytes, lock_path: Path) -> str:
