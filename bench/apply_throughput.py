@@ -26,8 +26,17 @@ LATENCY_MS = 30
 
 
 def run_apply(spec_dir: Path, state_url: str, parallelism: int) -> float:
-    argv = [CAPCTL, "apply", "--auto-approve", "--no-refresh", "--parallelism", str(parallelism),
-            "--state", state_url, str(spec_dir)]
+    argv = [
+        CAPCTL,
+        "apply",
+        "--auto-approve",
+        "--no-refresh",
+        "--parallelism",
+        str(parallelism),
+        "--state",
+        state_url,
+        str(spec_dir),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, env=bench_env(), check=False)
     wall = time.perf_counter() - started
@@ -50,16 +59,30 @@ def sdk_baseline(base: str, port: int, count: int) -> float:
     from volcengine.ServiceInfo import ServiceInfo
 
     config = http_json("GET", base + "/_sim/config")["volcengine"]
-    info = ServiceInfo(f"127.0.0.1:{port}", {"Accept": "application/json"},
-                       Credentials(config["accessKey"], config["secretKey"], "rtc", config["region"]), 5, 5)
-    apis = {"StartSnapshot": ApiInfo("POST", config["pathPrefix"] + "/",
-                                     {"Action": "StartSnapshot", "Version": "2023-11-01"}, {}, {})}
+    info = ServiceInfo(
+        f"127.0.0.1:{port}",
+        {"Accept": "application/json"},
+        Credentials(config["accessKey"], config["secretKey"], "rtc", config["region"]),
+        5,
+        5,
+    )
+    apis = {
+        "StartSnapshot": ApiInfo(
+            "POST", config["pathPrefix"] + "/", {"Action": "StartSnapshot", "Version": "2023-11-01"}, {}, {}
+        )
+    }
     service = Service(info, apis)
     started = time.perf_counter()
     for i in range(count):
-        body = {"AppId": config["appId"], "RoomId": f"sdk-room-{i}", "TaskId": "sdk-loop",
-                "StorageConfig": {"Type": 0, "TosConfig": {"AccountId": "2100000000", "Region": 0,
-                                                           "Bucket": "capctl-snapshots"}}}
+        body = {
+            "AppId": config["appId"],
+            "RoomId": f"sdk-room-{i}",
+            "TaskId": "sdk-loop",
+            "StorageConfig": {
+                "Type": 0,
+                "TosConfig": {"AccountId": "2100000000", "Region": 0, "Bucket": "capctl-snapshots"},
+            },
+        }
         service.json("StartSnapshot", {}, json.dumps(body))
     return time.perf_counter() - started
 
@@ -83,18 +106,22 @@ def main() -> None:
         span, logged = max(times) - min(times), len(times)
         throttled = http_json("GET", base + "/_sim/throttled")["total"]
         running = len(http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"])
-        print(f"capctl apply {tasks} creates, parallelism {args.parallelism}, {LATENCY_MS} ms latency, "
-              f"{RATE:.0f}/s limit: wall {wall:.2f} s = {wall / floor:.3f} × floor ({floor:.2f} s); "
-              f"first→last StartSnapshot {span:.2f} s = {span / ((logged - 1) / RATE):.3f} × paced span; "
-              f"most in any 1 s window at the sim {max_in_window(times)}; throttled answers {throttled}; "
-              f"running tasks {running}")
+        print(
+            f"capctl apply {tasks} creates, parallelism {args.parallelism}, {LATENCY_MS} ms latency, "
+            f"{RATE:.0f}/s limit: wall {wall:.2f} s = {wall / floor:.3f} × floor ({floor:.2f} s); "
+            f"first→last StartSnapshot {span:.2f} s = {span / ((logged - 1) / RATE):.3f} × paced span; "
+            f"most in any 1 s window at the sim {max_in_window(times)}; throttled answers {throttled}; "
+            f"running tasks {running}"
+        )
         if args.baseline:
             http_json("POST", base + "/_sim/reset")
             http_json("PUT", base + "/_sim/faults", {"latencyMs": LATENCY_MS})
             sdk = sdk_baseline(base, port, args.baseline)
             sdk_floor = args.baseline / RATE
-            print(f"official SDK sequential loop, {args.baseline} StartSnapshot: wall {sdk:.2f} s = "
-                  f"{sdk / sdk_floor:.3f} × floor ({sdk_floor:.2f} s)")
+            print(
+                f"official SDK sequential loop, {args.baseline} StartSnapshot: wall {sdk:.2f} s = "
+                f"{sdk / sdk_floor:.3f} × floor ({sdk_floor:.2f} s)"
+            )
 
 
 if __name__ == "__main__":

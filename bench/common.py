@@ -142,8 +142,9 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 @contextmanager
 def simulator(port: int, *extra: str) -> Iterator[str]:
     """A `capctl sim` subprocess on loopback; yields its base URL."""
-    proc = subprocess.Popen([CAPCTL, "sim", "--listen", f"127.0.0.1:{port}", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CAPCTL, "sim", "--listen", f"127.0.0.1:{port}", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/_sim/config")
@@ -154,6 +155,12 @@ def simulator(port: int, *extra: str) -> Iterator[str]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     return f"{os.cpu_count()} cpus ({cpu}), python {sys.version.split()[0]}"

@@ -93,9 +93,22 @@ def main() -> None:
         state_url = f"sqlite:///{tmp}/state.db"
         daemon_url = f"http://127.0.0.1:{daemon_port}"
         with open(Path(tmp) / "daemon.log", "wb") as log:
-            proc = subprocess.Popen([CAPCTL, "run", "--listen", f"127.0.0.1:{daemon_port}", "--resync", "30s",
-                                     "--state", state_url, str(spec_dir)],
-                                    stdout=log, stderr=log, env=bench_env())
+            proc = subprocess.Popen(
+                [
+                    CAPCTL,
+                    "run",
+                    "--listen",
+                    f"127.0.0.1:{daemon_port}",
+                    "--resync",
+                    "30s",
+                    "--state",
+                    state_url,
+                    str(spec_dir),
+                ],
+                stdout=log,
+                stderr=log,
+                env=bench_env(),
+            )
             try:
                 wait_http(daemon_url + "/healthz", timeout=60)
                 t0 = time.monotonic()
@@ -124,15 +137,20 @@ def main() -> None:
         per_poll = asyncio.run(cost_per_poll(spec_dir, state_url, 300))
         total = (cpu1 - cpu0) / span
         beyond = total - polls / span * per_poll
-        print(f"daemon, {tasks} running tasks, {span:.0f} s window: CPU {100 * total:.1f} % of one core, "
-              f"peak RSS {peak:.0f} MB")
-        print(f"polls {polls:.0f} (daemon metric) / {len(times)} (sim log) = {polls / span:.1f}/s; "
-              f"budget {budget:.1f}/s (60/s × {HEADROOM}): {polls / span / budget:.3f} × budget; "
-              f"most in any 1 s window {max_in_window(times)} (limit 60)")
-        print(f"throttled answers since the simulator started: {len(throttled)} "
-              f"({', '.join(throttled) or 'none'})")
-        print(f"CPU per poll {1000 * per_poll:.2f} ms → polling {100 * polls / span * per_poll:.1f} % of a core; "
-              f"beyond polling {100 * beyond:.1f} % of one core")
+        print(
+            f"daemon, {tasks} running tasks, {span:.0f} s window: CPU {100 * total:.1f} % of one core, "
+            f"peak RSS {peak:.0f} MB"
+        )
+        print(
+            f"polls {polls:.0f} (daemon metric) / {len(times)} (sim log) = {polls / span:.1f}/s; "
+            f"budget {budget:.1f}/s (60/s × {HEADROOM}): {polls / span / budget:.3f} × budget; "
+            f"most in any 1 s window {max_in_window(times)} (limit 60)"
+        )
+        print(f"throttled answers since the simulator started: {len(throttled)} ({', '.join(throttled) or 'none'})")
+        print(
+            f"CPU per poll {1000 * per_poll:.2f} ms → polling {100 * polls / span * per_poll:.1f} % of a core; "
+            f"beyond polling {100 * beyond:.1f} % of one core"
+        )
 
 
 if __name__ == "__main__":

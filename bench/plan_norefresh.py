@@ -26,8 +26,12 @@ def run_plan(spec_dir: Path, state_url: str) -> tuple[float, float, int]:
     argv = [CAPCTL, "plan", "--no-refresh", "--detailed-exitcode", "--state", state_url, str(spec_dir)]
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        pid = os.posix_spawn(CAPCTL, argv, ENV, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        pid = os.posix_spawn(
+            CAPCTL,
+            argv,
+            ENV,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)],
+        )
         # wait4 gives this child's own rusage (RUSAGE_CHILDREN is a maximum over every child so far).
         _, status, usage = os.wait4(pid, 0)
         wall = time.perf_counter() - started
@@ -52,8 +56,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--pythonpath", help="import reconciler from this tree (e.g. a `git worktree` of an "
-                        "older commit) for before/after figures")
+    parser.add_argument(
+        "--pythonpath",
+        help="import reconciler from this tree (e.g. a `git worktree` of an older commit) for before/after figures",
+    )
     args = parser.parse_args()
     if args.pythonpath:
         ENV["PYTHONPATH"] = args.pythonpath
@@ -65,13 +71,17 @@ def main() -> None:
         full = f"sqlite:///{tmp}/full.db"
         populate_state(spec_dir, full)
         run_plan(spec_dir, empty)  # warm-up: bytecode cache and page cache, not measured
-        for label, url, expected in (("no-op (state holds every task)", full, 0),
-                                     ("all-create (empty state)", empty, 2)):
+        for label, url, expected in (
+            ("no-op (state holds every task)", full, 0),
+            ("all-create (empty state)", empty, 2),
+        ):
             wall, rss, code = measure(spec_dir, url, args.runs)
             if code != expected:
                 raise SystemExit(f"{label}: exit code {code}, expected {expected}")
-            print(f"plan --no-refresh {tasks} tasks, {label}: median wall {wall:.3f} s over {args.runs} runs, "
-                  f"peak RSS {rss:.0f} MB")
+            print(
+                f"plan --no-refresh {tasks} tasks, {label}: median wall {wall:.3f} s over {args.runs} runs, "
+                f"peak RSS {rss:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

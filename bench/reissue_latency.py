@@ -47,8 +47,11 @@ def running(base: str) -> int:
 def idle_stops(base: str, rooms: set[str]) -> dict[str, float]:
     """When each room's run idles out, on the simulator's clock: idle since + MaxIdleTime (as the sim does)."""
     tasks = http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"]
-    return {t["roomId"]: t["idleSince"] + t["maxIdleTime"] for t in tasks
-            if t["roomId"] in rooms and t["idleSince"] is not None}
+    return {
+        t["roomId"]: t["idleSince"] + t["maxIdleTime"]
+        for t in tasks
+        if t["roomId"] in rooms and t["idleSince"] is not None
+    }
 
 
 def latencies(base: str, stops: dict[str, float]) -> list[float]:
@@ -56,8 +59,13 @@ def latencies(base: str, stops: dict[str, float]) -> list[float]:
     starts: dict[str, float] = {}
     for entry in http_json("GET", base + "/_sim/requests")["requests"]:
         room = entry["body"].get("RoomId") if isinstance(entry["body"], dict) else None
-        if entry["api"] == "StartSnapshot" and entry["status"] == 200 and room in stops and room not in starts \
-                and entry["time"] >= stops[room]:
+        if (
+            entry["api"] == "StartSnapshot"
+            and entry["status"] == 200
+            and room in stops
+            and room not in starts
+            and entry["time"] >= stops[room]
+        ):
             starts[room] = entry["time"]
     return [starts[room] - stop for room, stop in stops.items() if room in starts]
 
@@ -68,13 +76,29 @@ def measure(mode: str, jobs: int, rooms_per_job: int, idle: int, resync: int, sp
     rooms = list(room_names(jobs, rooms_per_job))
     with tempfile.TemporaryDirectory() as tmp, simulator(sim_port, *(callback if mode == "callbacks" else ())) as base:
         for room in rooms:
-            http_json("POST", base + "/_sim/publish",
-                      {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0})
+            http_json(
+                "POST",
+                base + "/_sim/publish",
+                {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0},
+            )
         spec_dir = write_specs(Path(tmp) / "specs", jobs, rooms_per_job, port=sim_port, idle=idle)
         with open(Path(tmp) / "daemon.log", "wb") as log:
-            proc = subprocess.Popen([CAPCTL, "run", "--listen", f"127.0.0.1:{daemon_port}", "--resync",
-                                     f"{resync}s", "--state", f"sqlite:///{tmp}/state.db", str(spec_dir)],
-                                    stdout=log, stderr=log, env=bench_env())
+            proc = subprocess.Popen(
+                [
+                    CAPCTL,
+                    "run",
+                    "--listen",
+                    f"127.0.0.1:{daemon_port}",
+                    "--resync",
+                    f"{resync}s",
+                    "--state",
+                    f"sqlite:///{tmp}/state.db",
+                    str(spec_dir),
+                ],
+                stdout=log,
+                stderr=log,
+                env=bench_env(),
+            )
             try:
                 wait_http(f"http://127.0.0.1:{daemon_port}/healthz", timeout=60)
                 while running(base) < len(rooms):
@@ -83,8 +107,11 @@ def measure(mode: str, jobs: int, rooms_per_job: int, idle: int, resync: int, sp
                 begin = time.monotonic()
                 for i, room in enumerate(rooms):  # rooms empty one after another, evenly over `spread` s
                     time.sleep(max(0.0, begin + i * spread / len(rooms) - time.monotonic()))
-                    http_json("POST", base + "/_sim/unpublish",
-                              {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0})
+                    http_json(
+                        "POST",
+                        base + "/_sim/unpublish",
+                        {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0},
+                    )
                 stops = idle_stops(base, set(rooms))
                 period = max(resync, len(rooms) / QUERY_BUDGET)
                 deadline = time.monotonic() + idle + 1.1 * period + spread + 30
@@ -99,8 +126,11 @@ def measure(mode: str, jobs: int, rooms_per_job: int, idle: int, resync: int, sp
                 proc.wait(30)
         if len(found) < len(rooms):
             tail = (Path(tmp) / "daemon.log").read_text().splitlines()[-5:]
-            print(f"  {mode}: only {len(found)} of {len(rooms)} rooms were re-issued in time; daemon log ends:",
-                  *tail, sep="\n    ")
+            print(
+                f"  {mode}: only {len(found)} of {len(rooms)} rooms were re-issued in time; daemon log ends:",
+                *tail,
+                sep="\n    ",
+            )
         return found
 
 
@@ -111,8 +141,10 @@ def report(mode: str, values: list[float], target: str) -> None:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     p90 = ordered[min(len(ordered) - 1, int(0.90 * len(ordered)))]
-    print(f"{mode}: {len(values)} re-issues, stop → new StartSnapshot p50 {statistics.median(values):.2f} s, "
-          f"p90 {p90:.2f} s, p99 {p99:.2f} s, max {ordered[-1]:.2f} s (target {target})")
+    print(
+        f"{mode}: {len(values)} re-issues, stop → new StartSnapshot p50 {statistics.median(values):.2f} s, "
+        f"p90 {p90:.2f} s, p99 {p99:.2f} s, max {ordered[-1]:.2f} s (target {target})"
+    )
 
 
 def main() -> None:
@@ -122,9 +154,12 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10)
     parser.add_argument("--resync", type=int, default=5)
     parser.add_argument("--mode", choices=("both", "callbacks", "polling"), default="both")
-    parser.add_argument("--spread", type=float, default=10.0,
-                        help="seconds over which the rooms empty (0: all at once, a burst bounded by the "
-                             "60/s query budget)")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=10.0,
+        help="seconds over which the rooms empty (0: all at once, a burst bounded by the 60/s query budget)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     tasks = args.jobs * args.rooms

@@ -43,19 +43,26 @@ PathsArg = Annotated[
 ]
 StateOpt = Annotated[
     str | None,
-    typer.Option("--state", envvar="CAPCTL_STATE", show_envvar=True,
-                 help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…"),
+    typer.Option(
+        "--state",
+        envvar="CAPCTL_STATE",
+        show_envvar=True,
+        help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…",
+    ),
 ]
 TargetOpt = Annotated[
     list[str] | None,
-    typer.Option("--target", help="Only tasks matching: a key, kind/name, or a key with * in its last part. "
-                 "Repeatable."),
+    typer.Option(
+        "--target", help="Only tasks matching: a key, kind/name, or a key with * in its last part. Repeatable."
+    ),
 ]
 ReplaceOpt = Annotated[
-    list[str] | None, typer.Option("--replace", help="Force stop + start of this task key. Repeatable."),
+    list[str] | None,
+    typer.Option("--replace", help="Force stop + start of this task key. Repeatable."),
 ]
 LogLevelOpt = Annotated[
-    str, typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
+    str,
+    typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -131,8 +138,10 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         lock = store.lock(command)
     except LockHeld as exc:
-        fail(f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
-             f"A lock held by a process that died is released by itself.")
+        fail(
+            f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
+            f"A lock held by a process that died is released by itself."
+        )
     try:
         yield
     finally:
@@ -157,8 +166,15 @@ def _progress(total: int, label: str) -> Any:
     """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=_err_console(), transient=True, disable=total < 20 or not sys.stderr.isatty())
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err_console(),
+        transient=True,
+        disable=total < 20 or not sys.stderr.isatty(),
+    )
     return progress
 
 
@@ -190,8 +206,15 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: 
 
     snapshot = store.load()
     try:
-        return diff(spec_set.tasks, snapshot.records, {}, options=options, state_serial=snapshot.serial,
-                    now=SystemClock().now(), paths=paths)
+        return diff(
+            spec_set.tasks,
+            snapshot.records,
+            {},
+            options=options,
+            state_serial=snapshot.serial,
+            now=SystemClock().now(),
+            paths=paths,
+        )
     except PlanError as exc:
         fail(str(exc))
 
@@ -204,8 +227,15 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
     async with provider_pool(spec_set.providers, clock) as pool:
         with _progress(len(spec_set.tasks), "Refreshing") as progress:
             bar = progress.add_task("refresh", total=None)
-            run = await make_plan(spec_set.tasks, store, pool, clock, options=options, paths=paths,
-                                  on_observed=lambda _k, _o: progress.advance(bar))
+            run = await make_plan(
+                spec_set.tasks,
+                store,
+                pool,
+                clock,
+                options=options,
+                paths=paths,
+                on_observed=lambda _k, _o: progress.advance(bar),
+            )
     return run.plan
 
 
@@ -227,10 +257,12 @@ def plan(
     paths: PathsArg = None,
     out: Annotated[str | None, typer.Option("--out", help="Save the plan (JSON) for `capctl apply --plan`.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
-    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh",
-                                          help="Observe vendor status first (default) or plan from state.")] = True,
-    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
-                                                    help="Exit 0 = no changes, 2 = changes, 1 = error.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first (default) or plan from state.")
+    ] = True,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 = no changes, 2 = changes, 1 = error.")
+    ] = False,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Plan to stop tasks removed from specs.")] = True,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
@@ -278,8 +310,12 @@ def apply(
     paths: PathsArg = None,
     plan_file: Annotated[str | None, typer.Option("--plan", help="Apply a plan saved by `capctl plan --out`.")] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=1000,
-                                             help="Vendor calls in flight at once (rate budgets still apply).")] = 10,
+    parallelism: Annotated[
+        int,
+        typer.Option(
+            "--parallelism", min=1, max=1000, help="Vendor calls in flight at once (rate budgets still apply)."
+        ),
+    ] = 10,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
     target: TargetOpt = None,
@@ -317,8 +353,15 @@ def _read_plan(path: str) -> Plan:
         fail(str(exc))
 
 
-async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str], saved: Plan | None,
-                 auto_approve: bool, parallelism: int) -> Any:
+async def _apply(
+    spec_set: SpecSet,
+    store: StateStore,
+    options: Any,
+    paths: list[str],
+    saved: Plan | None,
+    auto_approve: bool,
+    parallelism: int,
+) -> Any:
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
     from reconciler.retry import RetryPolicy
@@ -335,8 +378,9 @@ async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:
-            run = await make_plan(spec_set.tasks, store, pool if options.refreshed else None, clock,
-                                  options=options, paths=paths)
+            run = await make_plan(
+                spec_set.tasks, store, pool if options.refreshed else None, clock, options=options, paths=paths
+            )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
@@ -344,19 +388,35 @@ async def _apply(spec_set: SpecSet, store: StateStore, options: Any, paths: list
             _confirm(auto_approve)
         with _progress(len(the_plan.actionable), "Applying") as progress:
             bar = progress.add_task("apply", total=len(the_plan.actionable))
-            return await apply_plan(the_plan, spec_set.tasks, snapshot, observed, store, pool, clock,
-                                    parallelism=parallelism, retry=retry, on_done=lambda _r: progress.advance(bar))
+            return await apply_plan(
+                the_plan,
+                spec_set.tasks,
+                snapshot,
+                observed,
+                store,
+                pool,
+                clock,
+                parallelism=parallelism,
+                retry=retry,
+                on_done=lambda _r: progress.advance(bar),
+            )
 
 
 @app.command()
 def run(
     paths: PathsArg = None,
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT for callbacks, /healthz, /readyz, /metrics "
-                                        "(use 0.0.0.0:8080 in a container).")] = "127.0.0.1:8080",
-    resync: Annotated[str, typer.Option("--resync", help="Longest a running task goes unobserved "
-                                        "(a duration: 30s, 5m, or seconds).")] = "30s",
-    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")]
-    = True,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen", help="HOST:PORT for callbacks, /healthz, /readyz, /metrics (use 0.0.0.0:8080 in a container)."
+        ),
+    ] = "127.0.0.1:8080",
+    resync: Annotated[
+        str, typer.Option("--resync", help="Longest a running task goes unobserved (a duration: 30s, 5m, or seconds).")
+    ] = "30s",
+    prune: Annotated[
+        bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
+    ] = True,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -372,8 +432,11 @@ def run(
     if resync_seconds <= 0:
         fail("--resync must be at least 1s")
     _setup_logs(log_level)
-    raise typer.Exit(run_daemon(_paths(paths), listen=listen, resync=float(resync_seconds), prune=prune,
-                                state_url=state, log_level=None))
+    raise typer.Exit(
+        run_daemon(
+            _paths(paths), listen=listen, resync=float(resync_seconds), prune=prune, state_url=state, log_level=None
+        )
+    )
 
 
 # --- state ---------------------------------------------------------------------------------------------
@@ -384,8 +447,10 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     import dataclasses
     import enum
 
-    return {f.name: (v.value if isinstance(v := getattr(record, f.name), enum.Enum) else v)
-            for f in dataclasses.fields(record)}
+    return {
+        f.name: (v.value if isinstance(v := getattr(record, f.name), enum.Enum) else v)
+        for f in dataclasses.fields(record)
+    }
 
 
 @state_app.command("list")
@@ -410,15 +475,23 @@ def state_list(
     for column in ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR"):
         table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(r.key, r.status.value, r.vendor_task_id or "-", str(r.reissue_count), r.stop_reason or "-",
-                      fmt_time(r.observed_at) if r.observed_at else "-",
-                      fmt_time(r.next_attempt_at) if r.next_attempt_at else "-", r.last_error or "-")
+        table.add_row(
+            r.key,
+            r.status.value,
+            r.vendor_task_id or "-",
+            str(r.reissue_count),
+            r.stop_reason or "-",
+            fmt_time(r.observed_at) if r.observed_at else "-",
+            fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
+            r.last_error or "-",
+        )
     _out_console().print(table)
 
 
 @state_app.command("show")
-def state_show(key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")],
-               state: StateOpt = None) -> None:
+def state_show(
+    key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")], state: StateOpt = None
+) -> None:
     """Show one task's record as JSON."""
     with open_store(state) as store:
         record = store.load().records.get(key)
@@ -451,8 +524,9 @@ def _split_listen(listen: str) -> tuple[str, int]:
 def sim(
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve on.")] = "127.0.0.1:8750",
     speed: Annotated[float, typer.Option("--speed", min=0.01, help="Simulated time runs this much faster.")] = 1.0,
-    fake_clock: Annotated[bool, typer.Option("--fake-clock",
-                                             help="Time moves only via POST /_sim/clock (for tests).")] = False,
+    fake_clock: Annotated[
+        bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
+    ] = False,
     volcengine_callback_url: Annotated[str | None, typer.Option(help="Where to POST Volcengine callbacks.")] = None,
     zego_callback_url: Annotated[str | None, typer.Option(help="Where to POST ZEGO callbacks.")] = None,
 ) -> None:
@@ -460,17 +534,28 @@ def sim(
     from reconciler.sim import serve
 
     _split_listen(listen)
-    serve(listen, speed=speed, fake_clock=fake_clock, volcengine_callback_url=volcengine_callback_url,
-          zego_callback_url=zego_callback_url)
+    serve(
+        listen,
+        speed=speed,
+        fake_clock=fake_clock,
+        volcengine_callback_url=volcengine_callback_url,
+        zego_callback_url=zego_callback_url,
+    )
 
 
 @app.command()
 def demo(
     paths: PathsArg = None,
-    listen: Annotated[str, typer.Option("--listen", help="Where the demo's simulator listens (the quickstart "
-                                        "specs point at 127.0.0.1:8750).")] = "127.0.0.1:8750",
-    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the daemon and the simulator "
-                                               "running at the end, until Ctrl-C.")] = False,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen", help="Where the demo's simulator listens (the quickstart specs point at 127.0.0.1:8750)."
+        ),
+    ] = "127.0.0.1:8750",
+    keep_running: Annotated[
+        bool,
+        typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
+    ] = False,
 ) -> None:
     """Walk through the main job end to end on the quickstart specs, against a local simulator.
 
@@ -496,8 +581,9 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """capctl keeps declared RTC capture jobs running."""
 

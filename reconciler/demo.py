@@ -55,8 +55,13 @@ def _port_free(host: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def _process(args: list[str], *, stderr: Any = subprocess.DEVNULL) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], stdout=subprocess.DEVNULL,
-                            stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         yield proc
     finally:
@@ -110,8 +115,14 @@ def _sim_table(sim: SimControl, title: str) -> Table:
     for t in sim.tasks():
         quit_reason = t.get("quitReason")
         reason = t.get("stopReason") or (f"quit_reason {quit_reason}" if quit_reason is not None else "-")
-        table.add_row(str(t.get("vendor", "")), str(t.get("roomId", t.get("fileId", ""))), str(t.get("taskId", "")),
-                      str(t.get("state", "")), reason, str(t.get("images", "-")))
+        table.add_row(
+            str(t.get("vendor", "")),
+            str(t.get("roomId", t.get("fileId", ""))),
+            str(t.get("taskId", "")),
+            str(t.get("state", "")),
+            reason,
+            str(t.get("images", "-")),
+        )
     return table
 
 
@@ -137,8 +148,9 @@ class Walkthrough:
                 run = await make_plan(self.spec_set.tasks, store, pool, clock, options=PlanOptions(), paths=self.paths)
                 render_text(plan_to_json(run.plan), self.console)
                 if apply:
-                    result = await apply_plan(run.plan, self.spec_set.tasks, run.snapshot, run.observed, store, pool,
-                                              clock, parallelism=10)
+                    result = await apply_plan(
+                        run.plan, self.spec_set.tasks, run.snapshot, run.observed, store, pool, clock, parallelism=10
+                    )
                     for failure in result.failed:
                         self.console.print(f"[red]✗ {failure.key}: {failure.error}[/red]")
                     self.console.print(f"[bold]{result.summary()}[/bold]", soft_wrap=True)
@@ -146,8 +158,9 @@ class Walkthrough:
             store.close()
 
 
-def _daemon_lines(proc: subprocess.Popen[str], console: Console, seen: list[dict[str, Any]],
-                  lock: threading.Lock) -> None:
+def _daemon_lines(
+    proc: subprocess.Popen[str], console: Console, seen: list[dict[str, Any]], lock: threading.Lock
+) -> None:
     """Echo the daemon's decisions (its JSON log lines) as readable lines."""
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -182,8 +195,12 @@ def _reissued(event: dict[str, Any], key: str) -> bool:
     return event.get("event") == "started" and event.get("key") == key and event.get("reissue") is True
 
 
-def _wait_for(seen: list[dict[str, Any]], lock: threading.Lock, predicate: Callable[[dict[str, Any]], bool],
-              proc: subprocess.Popen[str]) -> bool:
+def _wait_for(
+    seen: list[dict[str, Any]],
+    lock: threading.Lock,
+    predicate: Callable[[dict[str, Any]], bool],
+    proc: subprocess.Popen[str],
+) -> bool:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline and proc.poll() is None:
         with lock:
@@ -193,22 +210,37 @@ def _wait_for(seen: list[dict[str, Any]], lock: threading.Lock, predicate: Calla
     return False
 
 
-def run_demo(spec_set: SpecSet, paths: list[str], *, host: str, port: int, console: Console,
-             keep_running: bool = False) -> None:
+def run_demo(
+    spec_set: SpecSet, paths: list[str], *, host: str, port: int, console: Console, keep_running: bool = False
+) -> None:
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
     daemon_host, daemon_port = DAEMON_LISTEN.split(":")
     for h, p, what in ((host, port, "simulator"), (daemon_host, int(daemon_port), "daemon")):
         if not _port_free(h, p):
-            raise DemoError(f"{h}:{p} is in use: the demo's {what} needs it (is a `capctl sim` or `capctl run` "
-                            "already running? stop it first)")
+            raise DemoError(
+                f"{h}:{p} is in use: the demo's {what} needs it (is a `capctl sim` or `capctl run` "
+                "already running? stop it first)"
+            )
     DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
     DEMO_STATE.unlink(missing_ok=True)
     base = f"http://{host}:{port}"
     callbacks = f"http://{DAEMON_LISTEN}/callbacks"
-    console.print(f"[bold]capctl demo[/bold]: simulator on {base} (clock moved by the demo), "
-                  f"state {DEMO_STATE}, specs {' '.join(paths)}")
-    with _process(["sim", "--fake-clock", "--listen", f"{host}:{port}", "--volcengine-callback-url",
-                   f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]) as sim_proc:
+    console.print(
+        f"[bold]capctl demo[/bold]: simulator on {base} (clock moved by the demo), "
+        f"state {DEMO_STATE}, specs {' '.join(paths)}"
+    )
+    with _process(
+        [
+            "sim",
+            "--fake-clock",
+            "--listen",
+            f"{host}:{port}",
+            "--volcengine-callback-url",
+            f"{callbacks}/volcengine",
+            "--zego-callback-url",
+            f"{callbacks}/zego",
+        ]
+    ) as sim_proc:
         sim = SimControl(base)
         sim.wait_ready(sim_proc)
         walk = Walkthrough(spec_set, paths, console, sim)
@@ -233,8 +265,10 @@ def run_demo(spec_set: SpecSet, paths: list[str], *, host: str, port: int, conso
         walk.command("capctl apply --auto-approve")
         walk.plan_and_apply(apply=True)
         _daemon_phase(walk, keep_running)
-    console.print("\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
-                  "docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster.")
+    console.print(
+        "\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
+        "docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
+    )
 
 
 def _daemon_phase(walk: Walkthrough, keep_running: bool) -> None:
@@ -250,9 +284,11 @@ def _daemon_phase(walk: Walkthrough, keep_running: bool) -> None:
         if not _wait_for(seen, lock, lambda e: e.get("event") == "daemon started", daemon):
             raise DemoError("the daemon did not start (see the lines above)")
         walk.step("Rooms vip-1 and class-101 empty; 31 s pass at the vendors: both tasks idle out")
-        console.print("  ZEGO reports the end by callback (event_type 2, quit_reason 3): re-issued at once. Volcengine "
-                      "has no task-stopped callback: the daemon looks when the idle timeout is due after the room "
-                      "emptied (UserLeaveRoom), about 25 s from now, and re-issues then.")
+        console.print(
+            "  ZEGO reports the end by callback (event_type 2, quit_reason 3): re-issued at once. Volcengine "
+            "has no task-stopped callback: the daemon looks when the idle timeout is due after the room "
+            "emptied (UserLeaveRoom), about 25 s from now, and re-issues then."
+        )
         for vendor, room, who in STREAMS[1:]:
             sim.publish(vendor, room, who, on=False)
         sim.advance(31)

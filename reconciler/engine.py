@@ -35,8 +35,9 @@ HTTP_TIMEOUT_SECONDS = 10.0
 
 
 @contextlib.asynccontextmanager
-async def provider_pool(configs: Mapping[str, Any], clock: Clock, *,
-                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[ProviderPool]:
+async def provider_pool(
+    configs: Mapping[str, Any], clock: Clock, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[ProviderPool]:
     import httpx  # imported here: commands that never call a vendor never pay for it
 
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
@@ -76,16 +77,21 @@ async def make_plan(
     if options.refreshed and pool is not None:
         relevant = {k: r for k, r in snapshot.records.items() if k in desired}
         if options.targets or options.replace:
-            relevant = {k: r for k, r in relevant.items()
-                        if k in options.replace or any(selector_matches(s, k) for s in options.targets)}
+            relevant = {
+                k: r
+                for k, r in relevant.items()
+                if k in options.replace or any(selector_matches(s, k) for s in options.targets)
+            }
         observed = await observe_all(relevant, pool, on_done=on_observed)
-    plan = diff(desired, snapshot.records, observed, options=options, state_serial=snapshot.serial,
-                now=clock.now(), paths=paths)
+    plan = diff(
+        desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
+    )
     return PlanRun(plan, snapshot, observed)
 
 
-def persist_observations(store: StateStore, records: Mapping[str, TaskRecord], observed: Mapping[str, Observed],
-                         now: float) -> dict[str, TaskRecord]:
+def persist_observations(
+    store: StateStore, records: Mapping[str, TaskRecord], observed: Mapping[str, Observed], now: float
+) -> dict[str, TaskRecord]:
     """Before acting, record what the vendor reported (a stop, with its time and reason)."""
     updated = dict(records)
     for key, obs in observed.items():
@@ -104,8 +110,10 @@ def persist_observations(store: StateStore, records: Mapping[str, TaskRecord], o
 def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:
     """A saved plan is applied only against the state and specs it was made from."""
     if snapshot.serial != plan.state_serial:
-        raise PlanError(f"the state changed since this plan was made (serial {plan.state_serial} → "
-                        f"{snapshot.serial}): run `capctl plan` again")
+        raise PlanError(
+            f"the state changed since this plan was made (serial {plan.state_serial} → "
+            f"{snapshot.serial}): run `capctl plan` again"
+        )
     stale = []
     for change in plan.actionable:
         task = desired.get(change.key)

@@ -64,8 +64,13 @@ class ApplyResult:
         for r in self.results:
             if r.ok:
                 done[r.action.value] = done.get(r.action.value, 0) + 1
-        words = {"create": "created", "update": "updated", "replace": "replaced", "reissue": "re-issued",
-                 "delete": "deleted"}
+        words = {
+            "create": "created",
+            "update": "updated",
+            "replace": "replaced",
+            "reissue": "re-issued",
+            "delete": "deleted",
+        }
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
         return f"Apply complete: {', '.join(parts)}, {len(self.failed)} failed."
 
@@ -138,8 +143,9 @@ class Executor:
             record = await self._stop_for_replace(record)
         return await self.start(task, record, reissue=action is Action.REISSUE)
 
-    async def start(self, task: DesiredTask, record: TaskRecord | None, *, reissue: bool,
-                    priority: Priority | None = None) -> str | None:
+    async def start(
+        self, task: DesiredTask, record: TaskRecord | None, *, reissue: bool, priority: Priority | None = None
+    ) -> str | None:
         """Intent → start → commit. Failpoints mark the three places a crash can interrupt it."""
         provider = self._providers(task.provider, task.family)
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
@@ -154,8 +160,13 @@ class Executor:
         failpoints.hit("start.after-call")
         self._store.put(transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now()))
         failpoints.hit("start.after-commit")
-        log.info("started", key=task.key, vendor_task_id=result.vendor_task_id, reissue=reissue,
-                 already_running=result.already_running)
+        log.info(
+            "started",
+            key=task.key,
+            vendor_task_id=result.vendor_task_id,
+            reissue=reissue,
+            already_running=result.already_running,
+        )
         return "the vendor reports it was already running" if result.already_running else None
 
     async def _stop_remote(self, record: TaskRecord) -> bool:
@@ -188,13 +199,15 @@ class Executor:
         def on_retry(exc: VendorError, attempt: int, delay: float) -> None:
             log.info("retrying", error=str(exc), kind=exc.kind.value, attempt=attempt, delay=round(delay, 2))
 
-        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng,
-                                     on_retry=on_retry)
+        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=on_retry)
 
 
 def needs_observation(record: TaskRecord) -> bool:
-    return (record.family is not ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id is not None
-            and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING, TaskStatus.DORMANT))
+    return (
+        record.family is not ApiFamily.ZEGO_THUMBNAIL
+        and record.vendor_task_id is not None
+        and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING, TaskStatus.DORMANT)
+    )
 
 
 async def observe_all(

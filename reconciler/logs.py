@@ -39,8 +39,9 @@ def configure(level: str = "warning", *, json_logs: bool | None = None, stream: 
     out = stream or sys.stderr
     if json_logs is None:
         json_logs = not out.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(
-        colors=out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

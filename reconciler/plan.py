@@ -186,8 +186,14 @@ def _updatable_details(before: Mapping[str, int], after: Mapping[str, int]) -> t
 # --- the diff --------------------------------------------------------------------------------------
 
 
-def _change(action: Action, reason: str, task: DesiredTask | None, record: TaskRecord | None,
-            details: tuple[str, ...] = (), after: Any = None) -> Change:
+def _change(
+    action: Action,
+    reason: str,
+    task: DesiredTask | None,
+    record: TaskRecord | None,
+    details: tuple[str, ...] = (),
+    after: Any = None,
+) -> Change:
     ref = task if task is not None else record
     assert ref is not None
     return Change(
@@ -211,33 +217,41 @@ def stop_description(obs: Observed) -> str:
     return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
 
 
-def _diff_one(task: DesiredTask, record: TaskRecord | None, obs: Observed | None,
-              replace_requested: bool, after: Any) -> Change:
+def _diff_one(
+    task: DesiredTask, record: TaskRecord | None, obs: Observed | None, replace_requested: bool, after: Any
+) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
         return _change(Action.REPLACE, "replace requested", task, record, after=after)
     if record.status is TaskStatus.PENDING and not record.vendor_task_id:
         how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
-        return _change(Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}",
-                       task, record, after=after)
+        return _change(
+            Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}", task, record, after=after
+        )
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         if record.status is TaskStatus.FAILED:
-            return _change(Action.CREATE, f"previous submission failed: {record.last_error or 'error'}",
-                           task, record, after=after)
+            return _change(
+                Action.CREATE, f"previous submission failed: {record.last_error or 'error'}", task, record, after=after
+            )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
     return _diff_same(task, record, obs, after)
 
 
 def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
-        return _change(Action.REPLACE, "file entry changed: it is submitted again", task, record,
-                       field_changes(record.request, after), after)
+        return _change(
+            Action.REPLACE,
+            "file entry changed: it is submitted again",
+            task,
+            record,
+            field_changes(record.request, after),
+            after,
+        )
     live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
-    if (live and record.fixed_hash == task.fixed_hash and task.updatable
-            and record.updatable != task.updatable):
+    if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         details = _updatable_details(record.updatable, task.updatable)
         return _change(Action.UPDATE, "; ".join(details), task, record, details, after)
     details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
@@ -250,13 +264,13 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
-        return _change(Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is",
-                       task, record, after=after)
+        return _change(
+            Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is", task, record, after=after
+        )
     if obs is not None:  # the vendor reports it stopped, failed, or unknown
         why = stop_description(obs)
         if task.restart_policy is RestartPolicy.NEVER:
-            return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record,
-                           after=after)
+            return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
         prefix = "reached its max duration (rollover)" if obs.rollover else "vendor stopped it"
         return _change(Action.REISSUE, f"{prefix}: {why}", task, record, after=after)
     return _diff_recorded(task, record, after)
@@ -269,12 +283,19 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.unconfirmed_start(task, record) else ""
-        return _change(Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}",
-                       task, record, after=after)
+        return _change(
+            Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
+        )
     if status is TaskStatus.DORMANT:
         wake = fmt_time(record.next_attempt_at) if record.next_attempt_at else "room activity"
-        return _change(Action.NOOP, f"dormant after {record.unproductive_runs} idle runs; wakes on room "
-                       f"activity or at {wake} (use --replace to start it now)", task, record, after=after)
+        return _change(
+            Action.NOOP,
+            f"dormant after {record.unproductive_runs} idle runs; wakes on room "
+            f"activity or at {wake} (use --replace to start it now)",
+            task,
+            record,
+            after=after,
+        )
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"
@@ -317,7 +338,9 @@ def diff(
             kept += 1
             continue
         remote = record.family is not ApiFamily.ZEGO_THUMBNAIL and record.status in (
-            TaskStatus.RUNNING, TaskStatus.PENDING)
+            TaskStatus.RUNNING,
+            TaskStatus.PENDING,
+        )
         reason = "removed from specs" + ("" if remote else ": not running, the record is forgotten")
         changes.append(_change(Action.DELETE, reason, None, record))
 
@@ -331,8 +354,14 @@ def diff(
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
-    return Plan(state_serial=state_serial, created_at=now, options=options, paths=tuple(paths),
-                changes=tuple(changes), notes=tuple(notes))
+    return Plan(
+        state_serial=state_serial,
+        created_at=now,
+        options=options,
+        paths=tuple(paths),
+        changes=tuple(changes),
+        notes=tuple(notes),
+    )
 
 
 # --- JSON (the one saved format) ---------------------------------------------------------------------
@@ -359,9 +388,16 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "notes": list(plan.notes),
         "changes": [
             {
-                "key": c.key, "action": c.action.value, "reason": c.reason, "provider": c.provider,
-                "family": c.family.value, "before_hash": c.before_hash, "after_hash": c.after_hash,
-                "details": list(c.details), "before": c.before, "after": c.after,
+                "key": c.key,
+                "action": c.action.value,
+                "reason": c.reason,
+                "provider": c.provider,
+                "family": c.family.value,
+                "before_hash": c.before_hash,
+                "after_hash": c.after_hash,
+                "details": list(c.details),
+                "before": c.before,
+                "after": c.after,
             }
             for c in plan.changes
         ],
@@ -373,20 +409,39 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise PlanError(f"{source}: plan format_version {version!r} is not supported "
-                        f"(this capctl reads version {FORMAT_VERSION}); make the plan again")
+        raise PlanError(
+            f"{source}: plan format_version {version!r} is not supported "
+            f"(this capctl reads version {FORMAT_VERSION}); make the plan again"
+        )
     try:
-        options = PlanOptions(prune=bool(data["prune"]), refreshed=bool(data["refreshed"]),
-                              targets=tuple(data["targets"]), replace=tuple(data["replace"]))
+        options = PlanOptions(
+            prune=bool(data["prune"]),
+            refreshed=bool(data["refreshed"]),
+            targets=tuple(data["targets"]),
+            replace=tuple(data["replace"]),
+        )
         changes = tuple(
-            Change(key=c["key"], action=Action(c["action"]), reason=c["reason"], provider=c["provider"],
-                   family=ApiFamily(c["family"]), before_hash=c["before_hash"], after_hash=c["after_hash"],
-                   details=tuple(c["details"]), before=c.get("before"), after=c.get("after"))
+            Change(
+                key=c["key"],
+                action=Action(c["action"]),
+                reason=c["reason"],
+                provider=c["provider"],
+                family=ApiFamily(c["family"]),
+                before_hash=c["before_hash"],
+                after_hash=c["after_hash"],
+                details=tuple(c["details"]),
+                before=c.get("before"),
+                after=c.get("after"),
+            )
             for c in data["changes"]
         )
-        return Plan(state_serial=int(data["state_serial"]), created_at=float(data["created_at"]),
-                    options=options, paths=tuple(data["paths"]), changes=changes,
-                    notes=tuple(data.get("notes", ())))
+        return Plan(
+            state_serial=int(data["state_serial"]),
+            created_at=float(data["created_at"]),
+            options=options,
+            paths=tuple(data["paths"]),
+            changes=changes,
+            notes=tuple(data.get("notes", ())),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None
-

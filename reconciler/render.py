@@ -46,8 +46,15 @@ def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool 
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for change in changes:
             symbol, style = SYMBOLS[change["action"]]
-            lines.append((("  ", ""), (f"{symbol:>3} ", f"bold {style}"), (change["key"].ljust(width), style),
-                          (f"  {change['action']:<8}", f"bold {style}"), (f"  {change['reason']}", "")))
+            lines.append(
+                (
+                    ("  ", ""),
+                    (f"{symbol:>3} ", f"bold {style}"),
+                    (change["key"].ljust(width), style),
+                    (f"  {change['action']:<8}", f"bold {style}"),
+                    (f"  {change['reason']}", ""),
+                )
+            )
             lines += [((f"        {detail}", "dim"),) for detail in change["details"]]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the
         # styles would be dropped anyway, so the lines go out as one unstyled Text (same bytes, 10× faster).
@@ -75,8 +82,9 @@ def render_markdown(plan: dict[str, Any]) -> str:
     if changes:
         lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
         for c in changes:
-            lines.append(f"| {MD_ICONS[c['action']]} | `{_md_cell(c['key'])}` | {c['action']} | "
-                         f"{_md_cell(c['reason'])} |")
+            lines.append(
+                f"| {MD_ICONS[c['action']]} | `{_md_cell(c['key'])}` | {c['action']} | {_md_cell(c['reason'])} |"
+            )
         detailed = [c for c in changes if c["details"]]
         if detailed:
             lines += ["", "<details><summary>Field changes</summary>", ""]

@@ -41,7 +41,11 @@ class RetryPolicy:
 
 
 async def call_with_retry(
-    call: Callable[[], Awaitable[T]], *, clock: Clock, policy: RetryPolicy, rng: random.Random,
+    call: Callable[[], Awaitable[T]],
+    *,
+    clock: Clock,
+    policy: RetryPolicy,
+    rng: random.Random,
     on_retry: Callable[[VendorError, int, float], None] | None = None,
 ) -> T:
     failures = throttles = 0

@@ -42,8 +42,12 @@ def was_productive(record: TaskRecord) -> bool:
 def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
     """The last start of this same spec was never confirmed: a crash (PENDING) or answers lost or refused
     after the vendor may have acted (FAILED). The vendor may be running it, under the recorded id."""
-    return (record is not None and record.vendor_task_id is None and record.client_task_id is not None
-            and record.spec_hash == task.spec_hash)
+    return (
+        record is not None
+        and record.vendor_task_id is None
+        and record.client_task_id is not None
+        and record.spec_hash == task.spec_hash
+    )
 
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
@@ -53,45 +57,72 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         # started one) and its recorded counters: it is still the same run.
         return record.evolve(status=TaskStatus.PENDING, last_error=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
-    base = record or TaskRecord(key=task.key, provider=task.provider, family=task.family, kind=task.kind,
-                                target=task.target, spec_hash=task.spec_hash, fixed_hash=task.fixed_hash)
+    base = record or TaskRecord(
+        key=task.key,
+        provider=task.provider,
+        family=task.family,
+        kind=task.kind,
+        target=task.target,
+        spec_hash=task.spec_hash,
+        fixed_hash=task.fixed_hash,
+    )
     unproductive = base.unproductive_runs
     if reissue:
         unproductive = 0 if was_productive(base) else unproductive + 1
     return base.evolve(
-        provider=task.provider, family=task.family, spec_hash=task.spec_hash, fixed_hash=task.fixed_hash,
-        updatable=dict(task.updatable), status=TaskStatus.PENDING, vendor_task_id=None, client_task_id=cid,
-        reissue_count=base.reissue_count + (1 if reissue else 0), unproductive_runs=unproductive,
-        idle_timeout=task.idle_timeout, max_duration=task.max_duration, restart_policy=task.restart_policy,
-        request=redact_tree(task.request), last_error=None, next_attempt_at=None, productive=False,
+        provider=task.provider,
+        family=task.family,
+        spec_hash=task.spec_hash,
+        fixed_hash=task.fixed_hash,
+        updatable=dict(task.updatable),
+        status=TaskStatus.PENDING,
+        vendor_task_id=None,
+        client_task_id=cid,
+        reissue_count=base.reissue_count + (1 if reissue else 0),
+        unproductive_runs=unproductive,
+        idle_timeout=task.idle_timeout,
+        max_duration=task.max_duration,
+        restart_policy=task.restart_policy,
+        request=redact_tree(task.request),
+        last_error=None,
+        next_attempt_at=None,
+        productive=False,
     )
 
 
 def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str], now: float) -> TaskRecord:
     one_shot = record.family is ApiFamily.ZEGO_THUMBNAIL
     return record.evolve(
-        status=TaskStatus.DONE if one_shot else TaskStatus.RUNNING, vendor_task_id=vendor_task_id,
-        vendor_ref=dict(vendor_ref), started_at=now, observed_at=now, stopped_at=None, stop_reason=None,
+        status=TaskStatus.DONE if one_shot else TaskStatus.RUNNING,
+        vendor_task_id=vendor_task_id,
+        vendor_ref=dict(vendor_ref),
+        started_at=now,
+        observed_at=now,
+        stopped_at=None,
+        stop_reason=None,
         last_error=None,
     )
 
 
 def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
-    return record.evolve(spec_hash=task.spec_hash, fixed_hash=task.fixed_hash,
-                         updatable=dict(task.updatable), request=redact_tree(task.request),
-                         observed_at=now, last_error=None)
+    return record.evolve(
+        spec_hash=task.spec_hash,
+        fixed_hash=task.fixed_hash,
+        updatable=dict(task.updatable),
+        request=redact_tree(task.request),
+        observed_at=now,
+        last_error=None,
+    )
 
 
 def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | None = None) -> TaskRecord:
-    return record.evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=ended_at or now,
-                         observed_at=now)
+    return record.evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=ended_at or now, observed_at=now)
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
     """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt)."""
     if obs.state is ObservedState.RUNNING:
-        return record.evolve(status=TaskStatus.RUNNING, observed_at=now,
-                             started_at=record.started_at or obs.started_at)
+        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or obs.started_at)
     if obs.state is ObservedState.UNKNOWN:
         return record
     reason = obs.reason or obs.detail or obs.state.value

@@ -19,8 +19,14 @@ def main() -> int:
     parser.add_argument("--state", default=None)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    return run_daemon(args.paths, listen=args.listen, resync=args.resync, prune=args.prune, state_url=args.state,
-                      log_level=args.log_level)
+    return run_daemon(
+        args.paths,
+        listen=args.listen,
+        resync=args.resync,
+        prune=args.prune,
+        state_url=args.state,
+        log_level=args.log_level,
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seco
 # ZEGO cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 ZEGO_UPLOAD_FINISHED, ZEGO_ABNORMAL_END, ZEGO_ZERO_STREAMS, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING = 1, 2, 4, 5, 7
 QUIT_MAX_RECORD_TIME = 4
-QUIT_REASONS = {1: "start failed", 2: "room login failed", 3: "idle timeout", 4: "max duration reached",
-                5: "engine failed", 6: "network lost"}
+QUIT_REASONS = {
+    1: "start failed",
+    2: "room login failed",
+    3: "idle timeout",
+    4: "max duration reached",
+    5: "engine failed",
+    6: "network lost",
+}
 END_EVENTS = {ZEGO_NORMAL_EXIT: "normal exit", ZEGO_STOPPED_UPLOADING: "stopped, uploading"}
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 ZEGO_STREAM_EVENTS = frozenset({"stream_create"})
@@ -95,8 +101,10 @@ def _check_time(at: float, now: float) -> None:
     skew = at - now
     if abs(skew) > MAX_SKEW:
         side = "ahead of" if skew > 0 else "behind"
-        raise CallbackRejected(401, f"stale callback: its time is {abs(skew):.0f} s {side} the daemon clock "
-                                    f"(at most {MAX_SKEW:.0f} s allowed)")
+        raise CallbackRejected(
+            401,
+            f"stale callback: its time is {abs(skew):.0f} s {side} the daemon clock (at most {MAX_SKEW:.0f} s allowed)",
+        )
 
 
 def _event_time(value: Any, field: str) -> float:
@@ -149,10 +157,17 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
     if not isinstance(event_data, dict):
         raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
     return CallbackEvent(
-        vendor=VOLC, app_id=app_id, event=event_type, dedupe_key=f"volc:{app_id}:{event_id}", at=at,
-        task_id=_text(event_data, "TaskId"), room_id=_text(event_data, "RoomId"),
-        output=event_type == "SnapshotRealTimeData", room_active=event_type == "UserJoinRoom",
-        room_left=event_type == "UserLeaveRoom", user_id=_text(event_data, "UserId"),
+        vendor=VOLC,
+        app_id=app_id,
+        event=event_type,
+        dedupe_key=f"volc:{app_id}:{event_id}",
+        at=at,
+        task_id=_text(event_data, "TaskId"),
+        room_id=_text(event_data, "RoomId"),
+        output=event_type == "SnapshotRealTimeData",
+        room_active=event_type == "UserJoinRoom",
+        room_left=event_type == "UserLeaveRoom",
+        user_id=_text(event_data, "UserId"),
     )
 
 
@@ -176,18 +191,29 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         quit_reason = detail.get("quit_reason") if isinstance(detail, dict) else None
         sequence = _text(data, "sequence") or f"{data.get('nonce')}:{at}"
         return CallbackEvent(
-            vendor=ZEGO, app_id=app_id, event=f"event_type {event_type}",
-            dedupe_key=f"zego:{app_id}:{task_id}:{sequence}", at=at, task_id=task_id, room_id=room_id,
+            vendor=ZEGO,
+            app_id=app_id,
+            event=f"event_type {event_type}",
+            dedupe_key=f"zego:{app_id}:{task_id}:{sequence}",
+            at=at,
+            task_id=task_id,
+            room_id=room_id,
             output=event_type in (ZEGO_UPLOAD_FINISHED, ZEGO_STOPPED_UPLOADING),
             ended=event_type in (ZEGO_ABNORMAL_END, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING),
             rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == QUIT_MAX_RECORD_TIME,
-            room_empty=event_type == ZEGO_ZERO_STREAMS, end_reason=zego_end_reason(event_type, quit_reason),
+            room_empty=event_type == ZEGO_ZERO_STREAMS,
+            end_reason=zego_end_reason(event_type, quit_reason),
         )
     event = _text(data, "event") or "unknown"
     return CallbackEvent(
-        vendor=ZEGO, app_id=app_id, event=event,
-        dedupe_key=f"zego:{app_id}:{event}:{task_id or room_id}:{data.get('nonce')}:{at}", at=at,
-        task_id=task_id, room_id=room_id, room_active=event in ZEGO_STREAM_EVENTS,
+        vendor=ZEGO,
+        app_id=app_id,
+        event=event,
+        dedupe_key=f"zego:{app_id}:{event}:{task_id or room_id}:{data.get('nonce')}:{at}",
+        at=at,
+        task_id=task_id,
+        room_id=room_id,
+        room_active=event in ZEGO_STREAM_EVENTS,
     )
 
 

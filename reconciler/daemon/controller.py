@@ -152,8 +152,9 @@ class Daemon:
             self._lock = None
             raise
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0), limits=limits,
-                                       transport=self._transport)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0), limits=limits, transport=self._transport
+        )
         self._pool = ProviderPool({}, budgets=self.budgets, clock=self.clock, http=self._http)
         self._executor = Executor(self.records, self._provider, self.clock, parallelism=1, rng=self._rng)
         # Observe before acting: whatever may still run at the vendor is looked at before anything starts.
@@ -166,11 +167,18 @@ class Daemon:
         self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
         self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
-            watcher = watch_specs(self.paths, self.reload, stop=self._stop_watching,
-                                  debounce_ms=self._watch_debounce_ms)
+            watcher = watch_specs(
+                self.paths, self.reload, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
+            )
             self._tasks.append(loop.create_task(watcher, name="capctl-watch"))
-        log.info("daemon started", paths=self.paths, state=self.records.url, resync=self.resync, prune=self.prune,
-                 records=len(self.records.keys()))
+        log.info(
+            "daemon started",
+            paths=self.paths,
+            state=self.records.url,
+            resync=self.resync,
+            prune=self.prune,
+            records=len(self.records.keys()),
+        )
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
@@ -185,8 +193,9 @@ class Daemon:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("shutdown grace period over: in-flight work cancelled", tasks=len(pending),
-                            grace=self._grace)
+                log.warning(
+                    "shutdown grace period over: in-flight work cancelled", tasks=len(pending), grace=self._grace
+                )
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._pool is not None:
@@ -223,9 +232,13 @@ class Daemon:
             spec = load_spec_set(self.paths)
         except SpecErrors as exc:
             self.spec_error = f"{len(exc.errors)} error(s), first: {exc.errors[0]}" if exc.errors else str(exc)
-            log.error("spec set rejected; the last valid set stays in force" if self.spec else
-                      "spec set rejected; waiting for a valid one",
-                      errors=[str(e) for e in exc.errors[:MAX_LOGGED_ERRORS]], count=len(exc.errors))
+            log.error(
+                "spec set rejected; the last valid set stays in force"
+                if self.spec
+                else "spec set rejected; waiting for a valid one",
+                errors=[str(e) for e in exc.errors[:MAX_LOGGED_ERRORS]],
+                count=len(exc.errors),
+            )
             return False
         old, self.spec, self.spec_error = self.spec, spec, None
         assert self._pool is not None, "reload() before start()"
@@ -265,8 +278,12 @@ class Daemon:
                 requeue = await self.reconcile(key)
             except (ReconcileFailed, VendorError, StateError) as exc:
                 delay = self.queue.add_rate_limited(key)
-                log.warning("reconcile failed; retrying with backoff", error=str(exc), retry_in=delay,
-                            failures=self.queue.failures(key))
+                log.warning(
+                    "reconcile failed; retrying with backoff",
+                    error=str(exc),
+                    retry_in=delay,
+                    failures=self.queue.failures(key),
+                )
                 return
             finally:
                 self.metrics.reconcile_seconds.observe(self.clock.monotonic() - started)
@@ -290,14 +307,14 @@ class Daemon:
         if record is not None and self._waiting_to_reissue(task, record):
             active_at = self._room_activity.get(key)
             room_active = active_at is not None and active_at >= (record.started_at or 0.0)
-            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record),
-                                               room_active=room_active)
+            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record), room_active=room_active)
             if not decision.immediate:
                 return self._postpone(record, decision, now)
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
         records = {key: record} if record is not None else {}
-        change = diff({key: task}, records, observed, options=PlanOptions(prune=self.prune), state_serial=0,
-                      now=now).changes[0]
+        change = diff(
+            {key: task}, records, observed, options=PlanOptions(prune=self.prune), state_serial=0, now=now
+        ).changes[0]
         if change.action is Action.NOOP:
             log.debug("no change", reason=change.reason)
             return self._next_look(key, now)
@@ -308,8 +325,9 @@ class Daemon:
         self._next_observe.pop(key, None)
         if record is None or not self.prune:
             return None
-        change = diff({}, {key: record}, {}, options=PlanOptions(prune=True), state_serial=0,
-                      now=self.clock.now()).changes[0]
+        change = diff(
+            {}, {key: record}, {}, options=PlanOptions(prune=True), state_serial=0, now=self.clock.now()
+        ).changes[0]
         await self._execute(change, None, record)
         return None
 
@@ -343,8 +361,11 @@ class Daemon:
 
     @staticmethod
     def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
-        return (record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
-                and task.restart_policy is RestartPolicy.ALWAYS and record.spec_hash == task.spec_hash)
+        return (
+            record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
+            and task.restart_policy is RestartPolicy.ALWAYS
+            and record.spec_hash == task.spec_hash
+        )
 
     def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
         """Polling says 'ended (status 4)'; a callback may have said why: prefer its words."""
@@ -360,9 +381,14 @@ class Daemon:
         if record.next_attempt_at is None:
             waiting = policy.postpone(record, decision, now)
             self.records.put(waiting)
-            log.info("decision", action="wait", status=waiting.status.value, retry_in=round(decision.delay, 1),
-                     unproductive_runs=decision.unproductive,
-                     reason="dormant: no room activity" if decision.dormant else "backing off unproductive runs")
+            log.info(
+                "decision",
+                action="wait",
+                status=waiting.status.value,
+                retry_in=round(decision.delay, 1),
+                unproductive_runs=decision.unproductive,
+                reason="dormant: no room activity" if decision.dormant else "backing off unproductive runs",
+            )
         return decision.delay
 
     # --- observation cadence ----------------------------------------------------------------------------

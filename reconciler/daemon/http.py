@@ -40,9 +40,11 @@ def create_app(daemon: Daemon) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(daemon.metrics.render(), media_type=CONTENT_TYPE)
 
-    return Starlette(routes=[
-        Route("/callbacks/{vendor}", callback, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/callbacks/{vendor}", callback, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )

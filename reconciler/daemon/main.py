@@ -41,8 +41,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def run_daemon(paths: list[str], *, listen: str = "127.0.0.1:8080", resync: float = 30.0, prune: bool = True,
-               state_url: str | None = None, log_level: str | None = "info") -> int:
+def run_daemon(
+    paths: list[str],
+    *,
+    listen: str = "127.0.0.1:8080",
+    resync: float = 30.0,
+    prune: bool = True,
+    state_url: str | None = None,
+    log_level: str | None = "info",
+) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up."""
     if log_level is not None:
@@ -80,8 +87,15 @@ async def _main(paths: list[str], host: str, port: int, resync: float, prune: bo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-    config = uvicorn.Config(daemon.asgi_app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        daemon.asgi_app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
     server = _Server(config)
     serving = asyncio.create_task(server.serve(), name="capctl-http")
     waiting = asyncio.create_task(stopping.wait())

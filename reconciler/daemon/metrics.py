@@ -24,13 +24,25 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The vendor API each provider method calls, by family: the `api` label of capctl_vendor_calls_total.
 API_NAMES: dict[ApiFamily, dict[str, str]] = {
-    ApiFamily.VOLC_SNAPSHOT: {"start": "StartSnapshot", "update": "UpdateSnapshot", "stop": "StopSnapshot",
-                              "observe": "GetSnapshotTask"},
-    ApiFamily.ZEGO_RECORD: {"start": "StartRecord", "update": "StartRecord", "stop": "StopRecord",
-                            "observe": "DescribeRecordStatus"},
+    ApiFamily.VOLC_SNAPSHOT: {
+        "start": "StartSnapshot",
+        "update": "UpdateSnapshot",
+        "stop": "StopSnapshot",
+        "observe": "GetSnapshotTask",
+    },
+    ApiFamily.ZEGO_RECORD: {
+        "start": "StartRecord",
+        "update": "StartRecord",
+        "stop": "StopRecord",
+        "observe": "DescribeRecordStatus",
+    },
     ApiFamily.ZEGO_RECORD_LEGACY: {"start": "start", "update": "start", "stop": "stop", "observe": "query"},
-    ApiFamily.ZEGO_THUMBNAIL: {"start": "MediaThumbnails", "update": "MediaThumbnails",
-                               "stop": "MediaThumbnails", "observe": "MediaThumbnails"},
+    ApiFamily.ZEGO_THUMBNAIL: {
+        "start": "MediaThumbnails",
+        "update": "MediaThumbnails",
+        "stop": "MediaThumbnails",
+        "observe": "MediaThumbnails",
+    },
 }
 
 
@@ -54,21 +66,35 @@ class _StateCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.vendor_calls = Counter("capctl_vendor_calls", "Vendor API calls, by API and outcome",
-                                    ["api", "outcome"], registry=self.registry)
-        self.throttled = Counter("capctl_vendor_throttled", "Vendor calls answered 'too many requests'",
-                                 ["api"], registry=self.registry)
-        self.reissues = Counter("capctl_reissues", "Tasks re-issued after the vendor stopped them, by reason",
-                                ["reason"], registry=self.registry)
-        self.callbacks = Counter("capctl_callbacks", "Vendor callbacks received, by vendor and outcome",
-                                 ["vendor", "outcome"], registry=self.registry)
+        self.vendor_calls = Counter(
+            "capctl_vendor_calls", "Vendor API calls, by API and outcome", ["api", "outcome"], registry=self.registry
+        )
+        self.throttled = Counter(
+            "capctl_vendor_throttled", "Vendor calls answered 'too many requests'", ["api"], registry=self.registry
+        )
+        self.reissues = Counter(
+            "capctl_reissues",
+            "Tasks re-issued after the vendor stopped them, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "capctl_callbacks",
+            "Vendor callbacks received, by vendor and outcome",
+            ["vendor", "outcome"],
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
-            "capctl_reconcile_duration_seconds", "Time to reconcile one task key (vendor calls included)",
-            registry=self.registry, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "capctl_reconcile_duration_seconds",
+            "Time to reconcile one task key (vendor calls included)",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.reissue_gap = Histogram(
-            "capctl_reissue_gap_seconds", "Time from a vendor stop to the start of the task's next run",
-            registry=self.registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400),
+            "capctl_reissue_gap_seconds",
+            "Time from a vendor stop to the start of the task's next run",
+            registry=self.registry,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400),
         )
 
     def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
@@ -103,8 +129,9 @@ class CountingProvider:
         self._metrics.call(self.family, method, "ok")
         return result
 
-    async def start(self, task: DesiredTask, client_task_id: str | None, *,
-                    priority: Priority = Priority.CHANGE) -> StartResult:
+    async def start(
+        self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
+    ) -> StartResult:
         return await self._counted("start", lambda: self._inner.start(task, client_task_id, priority=priority))
 
     async def update(self, task: DesiredTask, record: TaskRecord) -> None:

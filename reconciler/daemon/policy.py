@@ -57,8 +57,9 @@ def backoff_delay(unproductive: int) -> float:
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
-def reissue_decision(record: TaskRecord, now: float, *, rollover_hint: bool = False,
-                     room_active: bool = False) -> ReissueDecision:
+def reissue_decision(
+    record: TaskRecord, now: float, *, rollover_hint: bool = False, room_active: bool = False
+) -> ReissueDecision:
     """What to do with a task the vendor stopped (restartPolicy Always).
 
     A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.

@@ -35,12 +35,14 @@ def watch_roots(paths: Sequence[str]) -> list[str]:
     return roots
 
 
-async def watch_specs(paths: Sequence[str], on_change: Callable[[], object], *,
-                      stop: asyncio.Event, debounce_ms: int = DEBOUNCE_MS) -> None:
+async def watch_specs(
+    paths: Sequence[str], on_change: Callable[[], object], *, stop: asyncio.Event, debounce_ms: int = DEBOUNCE_MS
+) -> None:
     """Call `on_change()` after each debounced batch of file changes under `paths`, until `stop` is set."""
     roots = watch_roots(paths)
     log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
-    async for changes in watchfiles.awatch(*roots, debounce=debounce_ms, step=min(50, debounce_ms),
-                                           stop_event=stop, recursive=True):
+    async for changes in watchfiles.awatch(
+        *roots, debounce=debounce_ms, step=min(50, debounce_ms), stop_event=stop, recursive=True
+    ):
         log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
         on_change()

@@ -30,8 +30,9 @@ CLASSES: dict[ApiFamily, tuple[str, str]] = {
 class ProviderPool:
     """Builds one provider per (Provider document, API family) on first use and closes them all."""
 
-    def __init__(self, configs: Mapping[str, ProviderConfig], *, budgets: BudgetRegistry, clock: Clock,
-                 http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, configs: Mapping[str, ProviderConfig], *, budgets: BudgetRegistry, clock: Clock, http: httpx.AsyncClient
+    ) -> None:
         self._configs = dict(configs)
         self._budgets = budgets
         self._clock = clock
@@ -52,9 +53,12 @@ class ProviderPool:
             return live
         config = self._configs.get(name)
         if config is None:
-            raise VendorError(ErrorKind.TERMINAL, "ProviderMissing",
-                              f"Provider {name!r} is not in the specs: keep its Provider document until "
-                              "the tasks it started are deleted")
+            raise VendorError(
+                ErrorKind.TERMINAL,
+                "ProviderMissing",
+                f"Provider {name!r} is not in the specs: keep its Provider document until "
+                "the tasks it started are deleted",
+            )
         module, cls_name = CLASSES[family]
         cls = getattr(importlib.import_module(module), cls_name)
         provider: Provider = cls(config, budgets=self._budgets, clock=self._clock, http=self._http)

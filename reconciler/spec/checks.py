@@ -32,8 +32,16 @@ VENDOR_STORAGE: Final = {
 # API names `rateLimits` may override (the names the providers budget by).
 RATE_LIMIT_APIS: Final = {
     "volcengine": ("StartSnapshot", "UpdateSnapshot", "StopSnapshot", "GetSnapshotTask"),
-    "zego": ("StartRecord", "StopRecord", "DescribeRecordStatus", "MediaThumbnails",
-             "start", "stop", "query", "access_token"),
+    "zego": (
+        "StartRecord",
+        "StopRecord",
+        "DescribeRecordStatus",
+        "MediaThumbnails",
+        "start",
+        "stop",
+        "query",
+        "access_token",
+    ),
 }
 _KEYS: Final = ("bucket", "accessKey", "secretKey")
 # Storage type → (required fields, other fields that apply). `region` is checked per vendor.
@@ -66,8 +74,9 @@ class CheckedJob:
 
 def _fields_set(model: Any) -> dict[str, Any]:
     """camelCase name → value of every field the user set (or that is not None)."""
-    return {f.alias or n: getattr(model, n) for n, f in type(model).model_fields.items()
-            if getattr(model, n) is not None}
+    return {
+        f.alias or n: getattr(model, n) for n, f in type(model).model_fields.items() if getattr(model, n) is not None
+    }
 
 
 class Checker:
@@ -79,8 +88,9 @@ class Checker:
             seen = self.by_kind[doc.kind]
             if doc.name in seen:
                 first = seen[doc.name].raw.source
-                self.errors.add(doc.at(("metadata", "name")),
-                                f"duplicate {doc.kind} name '{doc.name}' (first defined at {first})")
+                self.errors.add(
+                    doc.at(("metadata", "name")), f"duplicate {doc.kind} name '{doc.name}' (first defined at {first})"
+                )
             else:
                 seen[doc.name] = doc
         self._claims: dict[tuple[str, str, str], Loaded] = {}
@@ -96,9 +106,11 @@ class Checker:
         apis = RATE_LIMIT_APIS[spec.type]
         for api in spec.rate_limits:
             if api not in apis:
-                self.errors.add(doc.raw.key_at(("spec", "rateLimits", api)),
-                                f"spec.rateLimits: unknown API {api!r} for {spec.type}{did_you_mean(api, apis)}; "
-                                f"known: {', '.join(apis)}")
+                self.errors.add(
+                    doc.raw.key_at(("spec", "rateLimits", api)),
+                    f"spec.rateLimits: unknown API {api!r} for {spec.type}{did_you_mean(api, apis)}; "
+                    f"known: {', '.join(apis)}",
+                )
         if isinstance(spec, VolcengineProvider):
             for name, value in (("appId", spec.app_id), ("businessId", spec.business_id)):
                 if value is not None and not VOLC_ID_RE.match(value):
@@ -116,8 +128,9 @@ class Checker:
                 self.errors.add(doc.raw.key_at(("spec",)), f"spec: storage type {spec.type} needs '{name}'")
         for name in present:
             if name not in (*required, *optional, "type"):
-                self.errors.add(doc.raw.key_at(("spec", name)),
-                                f"spec.{name}: does not apply to storage type {spec.type}")
+                self.errors.add(
+                    doc.raw.key_at(("spec", name)), f"spec.{name}: does not apply to storage type {spec.type}"
+                )
 
     # --- references ---------------------------------------------------------------------------
 
@@ -139,8 +152,12 @@ class Checker:
         pspec, sspec = provider.model.spec, storage.model.spec
         both = f"{storage.ref()} with {provider.ref()}"
         if sspec.type not in VENDOR_STORAGE[pspec.type]:
-            self.fail(job, ("spec", "storage"), f"{pspec.type} cannot write to storage type {sspec.type} "
-                      f"({both}); it supports {', '.join(VENDOR_STORAGE[pspec.type])}")
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"{pspec.type} cannot write to storage type {sspec.type} "
+                f"({both}); it supports {', '.join(VENDOR_STORAGE[pspec.type])}",
+            )
             return 0
         region = sspec.region
         if isinstance(pspec, VolcengineProvider):
@@ -148,15 +165,25 @@ class Checker:
                 return int(region)
             if region is None or isinstance(region, int):
                 return region or 0
-            self.fail(job, ("spec", "storage"), f"volcengine needs an integer storage region (its region "
-                      f"table), got {str(region)!r} ({both})")
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"volcengine needs an integer storage region (its region table), got {str(region)!r} ({both})",
+            )
             return 0
         if pspec.cloudrecord_api == "legacy" and sspec.type == "s3-compatible":
-            self.fail(job, ("spec", "storage"), f"the legacy ZEGO recording API has no storage endpoint, so "
-                      f"s3-compatible storage is not possible ({both})")
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"the legacy ZEGO recording API has no storage endpoint, so "
+                f"s3-compatible storage is not possible ({both})",
+            )
         if isinstance(region, int):
-            self.fail(job, ("spec", "storage"), f"zego needs a storage region name such as "
-                      f"'oss-cn-shanghai', got the integer {region} ({both})")
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"zego needs a storage region name such as 'oss-cn-shanghai', got the integer {region} ({both})",
+            )
         elif region is None and sspec.type in _ZEGO_REGION_REQUIRED:
             self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {sspec.type} ({both})")
         return 0
@@ -165,16 +192,21 @@ class Checker:
         first: dict[str, int] = {}
         for i, target in enumerate(targets):
             if target in first:
-                self.fail(job, ("spec", field, i),
-                          f"{what} {target!r} is listed twice (first at {field}[{first[target]}])")
+                self.fail(
+                    job, ("spec", field, i), f"{what} {target!r} is listed twice (first at {field}[{first[target]}])"
+                )
                 continue
             first[target] = i
             if what != "room":
                 continue
             owner = self._claims.setdefault((job.kind, provider, target), job)
             if owner is not job:
-                self.fail(job, ("spec", field, i), f"room {target!r} on provider '{provider}' is already "
-                          f"captured by {owner.ref()}; a room can belong to one {job.kind} per provider")
+                self.fail(
+                    job,
+                    ("spec", field, i),
+                    f"room {target!r} on provider '{provider}' is already "
+                    f"captured by {owner.ref()}; a room can belong to one {job.kind} per provider",
+                )
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -190,8 +222,7 @@ class Checker:
         assert isinstance(provider.model, ProviderDocument)
         pspec = provider.model.spec
         if isinstance(spec, RecordingJobSpec | ThumbnailJobSpec) and isinstance(pspec, VolcengineProvider):
-            self.fail(job, ("spec", "provider"), f"a {job.kind} needs a zego provider; {provider.ref()} is "
-                      "volcengine")
+            self.fail(job, ("spec", "provider"), f"a {job.kind} needs a zego provider; {provider.ref()} is volcengine")
             return None
         region = self._storage_fits(job, provider, storage) if storage is not None else 0
         checked: CheckedJob | None
@@ -220,18 +251,26 @@ class Checker:
                     self.fail(job, (*path, "user"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
                 if stream.index is not None:
                     if stream.index in indexes:
-                        self.fail(job, (*path, "index"),
-                                  f"index {stream.index} is already used by streams[{indexes[stream.index]}]")
+                        self.fail(
+                            job,
+                            (*path, "index"),
+                            f"index {stream.index} is already used by streams[{indexes[stream.index]}]",
+                        )
                     indexes.setdefault(stream.index, i)
             elif stream.stream is None or stream.user is not None or stream.type or stream.index is not None:
-                self.fail(job, path, "zego selects streams by `stream` (stream id) only; "
-                          "user/type/index are volcengine fields")
+                self.fail(
+                    job,
+                    path,
+                    "zego selects streams by `stream` (stream id) only; user/type/index are volcengine fields",
+                )
         if vendor == "volcengine" and len(streams) > VOLC_MAX_STREAMS:
-            self.fail(job, ("spec", "streams"), f"volcengine takes at most {VOLC_MAX_STREAMS} streams, "
-                      f"got {len(streams)}")
+            self.fail(
+                job, ("spec", "streams"), f"volcengine takes at most {VOLC_MAX_STREAMS} streams, got {len(streams)}"
+            )
 
-    def _snapshot(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded, storage: Loaded | None,
-                  region: int) -> CheckedJob:
+    def _snapshot(
+        self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded, storage: Loaded | None, region: int
+    ) -> CheckedJob:
         assert isinstance(provider.model, ProviderDocument)
         vendor = provider.model.spec.type
         self._streams(job, spec.streams, vendor)
@@ -245,16 +284,22 @@ class Checker:
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
             for i, room in enumerate(spec.rooms):
                 if not VOLC_ID_RE.match(room):
-                    self.fail(job, ("spec", "rooms", i),
-                              f"room {room!r} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)")
+                    self.fail(
+                        job,
+                        ("spec", "rooms", i),
+                        f"room {room!r} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
+                    )
         else:
             interval = 10 if spec.interval is None else spec.interval
             idle = 30 if spec.idle_timeout is None else spec.idle_timeout
             self._range(job, ("spec", "interval"), interval, 5, 3600, "zego snapshot_interval")
             self._range(job, ("spec", "idleTimeout"), idle, 5, UINT32_MAX, "zego max_idle_time")
             if spec.image.format != "jpeg" or spec.image.width or spec.image.height:
-                self.fail(job, ("spec", "image"), "zego snapshots are jpg at the source size: png, width "
-                          "and height are volcengine only")
+                self.fail(
+                    job,
+                    ("spec", "image"),
+                    "zego snapshots are jpg at the source size: png, width and height are volcengine only",
+                )
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
             self._zego_vod_format(job, storage, "jpg")
@@ -263,11 +308,13 @@ class Checker:
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
         assert storage is not None and isinstance(storage.model, StorageDocument)
         if storage.model.spec.type in ZEGO_VOD and fmt not in ("mp4", "flv"):
-            self.fail(job, ("spec", "storage"), f"{storage.model.spec.type} storage takes mp4 or flv files "
-                      f"only, not {fmt} ({storage.ref()})")
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"{storage.model.spec.type} storage takes mp4 or flv files only, not {fmt} ({storage.ref()})",
+            )
 
-    def _recording(self, job: Loaded, spec: RecordingJobSpec, provider: Loaded,
-                   storage: Loaded | None) -> CheckedJob:
+    def _recording(self, job: Loaded, spec: RecordingJobSpec, provider: Loaded, storage: Loaded | None) -> CheckedJob:
         self._streams(job, spec.streams, "zego")
         self._range(job, ("spec", "idleTimeout"), spec.idle_timeout, 5, UINT32_MAX, "zego max_idle_time")
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
@@ -288,12 +335,19 @@ class Checker:
         assert spec.mix is not None
         video = spec.mix.mix_output_video_config
         if video.width * video.height > 1920 * 1080:
-            self.fail(job, ("spec", "mix", "mixOutputVideoConfig"),
-                      f"width × height must not exceed 1920 × 1080, got {video.width} × {video.height}")
+            self.fail(
+                job,
+                ("spec", "mix", "mixOutputVideoConfig"),
+                f"width × height must not exceed 1920 × 1080, got {video.width} × {video.height}",
+            )
         for i, item in enumerate(spec.mix.mix_input_list or []):
             if not (item.top <= item.bottom <= video.height and item.left <= item.right <= video.width):
-                self.fail(job, ("spec", "mix", "mixInputList", i), "needs top ≤ bottom ≤ canvas height and "
-                          f"left ≤ right ≤ canvas width ({video.width} × {video.height})")
+                self.fail(
+                    job,
+                    ("spec", "mix", "mixInputList", i),
+                    "needs top ≤ bottom ≤ canvas height and "
+                    f"left ≤ right ≤ canvas width ({video.width} × {video.height})",
+                )
 
     def _options(self, job: Loaded, spec: RecordingJobSpec) -> None:
         opts, path = spec.options, ("spec", "options")
@@ -330,8 +384,7 @@ class Checker:
         return CheckedJob(job, provider, None)
 
 
-def check_all(docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]
-              ) -> tuple[Checker, list[CheckedJob]]:
+def check_all(docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]) -> tuple[Checker, list[CheckedJob]]:
     """Run every cross-document check; returns the name index and the jobs that passed. A reference to
     an `invalid` document is not reported again (its own errors say what is wrong)."""
     checker = Checker(docs, errors, invalid)

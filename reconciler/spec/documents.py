@@ -46,8 +46,15 @@ _PATTERN_HINTS: Final = {
     NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter or digit",
     VOLC_ID_PATTERN: "letters, digits and _ @ - . (1..128 characters)",
 }
-_TYPE_NAMES: Final = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-                      dict: "a mapping", list: "a list", type(None): "null"}
+_TYPE_NAMES: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    dict: "a mapping",
+    list: "a list",
+    type(None): "null",
+}
 
 
 def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
@@ -82,15 +89,14 @@ def _field_names(model: type[BaseModel], path: Path) -> list[str]:
         following: list[Any] = []
         for tp in current:
             if isinstance(tp, type) and issubclass(tp, BaseModel):
-                following += [
-                    t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)
-                ]
+                following += [t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)]
             elif typing.get_origin(tp) in (list, dict):
                 following += _unwrap(typing.get_args(tp)[-1])
         current = following
     return [
         f.alias or n
-        for tp in current if isinstance(tp, type) and issubclass(tp, BaseModel)
+        for tp in current
+        if isinstance(tp, type) and issubclass(tp, BaseModel)
         for n, f in tp.model_fields.items()
     ]
 
@@ -132,8 +138,9 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
 def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded | None:
     """The document's model, or None after reporting why it is not valid."""
     if not isinstance(data, dict):
-        errors.add(raw.where, f"a document must be a mapping with apiVersion, kind, metadata and spec, "
-                   f"got {_describe(data)}")
+        errors.add(
+            raw.where, f"a document must be a mapping with apiVersion, kind, metadata and spec, got {_describe(data)}"
+        )
         return None
     kind = data.get("kind")
     model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
@@ -142,8 +149,9 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
             errors.add(raw.where, "missing required field 'kind' (one of " + ", ".join(DOCUMENT_MODELS) + ")")
         else:
             hint = did_you_mean(str(kind), DOCUMENT_MODELS)
-            errors.add(raw.at(("kind",)), f"kind: unknown kind {kind!r}; expected one of "
-                       f"{', '.join(DOCUMENT_MODELS)}{hint}")
+            errors.add(
+                raw.at(("kind",)), f"kind: unknown kind {kind!r}; expected one of {', '.join(DOCUMENT_MODELS)}{hint}"
+            )
         if data.get("apiVersion") != API_VERSION:
             errors.add(raw.at(("apiVersion",)), f"apiVersion: expected {API_VERSION!r}")
         return None

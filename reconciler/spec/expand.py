@@ -32,11 +32,25 @@ from reconciler.spec.models import (
 
 _VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
 _VOLC_STORAGE_CLASS: Final = {"standard": 1, "archive": 2, "infrequent": 3}
-_ZEGO_VENDOR: Final = {"s3": 1, "oss": 2, "cos": 3, "kodo": 4, "aliyun-vod": 5, "tencent-vod": 6,
-                       "obs": 7, "gcs": 8, "eos": 9, "s3-compatible": 10}
+_ZEGO_VENDOR: Final = {
+    "s3": 1,
+    "oss": 2,
+    "cos": 3,
+    "kodo": 4,
+    "aliyun-vod": 5,
+    "tencent-vod": 6,
+    "obs": 7,
+    "gcs": 8,
+    "eos": 9,
+    "s3-compatible": 10,
+}
 _ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
-_PASCAL_SPECIAL: Final = {"storage_provider": "Vendor", "bucket_name": "Bucket",
-                          "tencentyun_vod_params": "TencentVodParams", "end_point": "EndPoint"}
+_PASCAL_SPECIAL: Final = {
+    "storage_provider": "Vendor",
+    "bucket_name": "Bucket",
+    "tencentyun_vod_params": "TencentVodParams",
+    "end_point": "EndPoint",
+}
 ZEGO_SNAPSHOT_MAX_RECORD_TIME: Final = 86400
 _PLACEHOLDER: Final = "\x00capctl-target\x00"
 
@@ -45,17 +59,33 @@ def provider_config(doc: Loaded) -> ProviderConfig:
     """The resolved `ProviderConfig` of a Provider document (defaults applied, secrets as `Secret`)."""
     assert isinstance(doc.model, ProviderDocument)
     spec = doc.model.spec
-    common: dict[str, Any] = {"name": doc.name, "type": spec.type, "source": doc.raw.source,
-                              "callback_secret": spec.callback_secret, "rate_limits": dict(spec.rate_limits)}
+    common: dict[str, Any] = {
+        "name": doc.name,
+        "type": spec.type,
+        "source": doc.raw.source,
+        "callback_secret": spec.callback_secret,
+        "rate_limits": dict(spec.rate_limits),
+    }
     if isinstance(spec, VolcengineProvider):
-        return ProviderConfig(app_id=spec.app_id, endpoint=spec.endpoint, region=spec.region,
-                              business_id=spec.business_id, access_key=spec.access_key,
-                              secret_key=spec.secret_key, **common)
+        return ProviderConfig(
+            app_id=spec.app_id,
+            endpoint=spec.endpoint,
+            region=spec.region,
+            business_id=spec.business_id,
+            access_key=spec.access_key,
+            secret_key=spec.secret_key,
+            **common,
+        )
     default_endpoint = ZEGO_LEGACY_ENDPOINT if spec.cloudrecord_api == "legacy" else ZEGO_CLOUDRECORD_ENDPOINT
-    return ProviderConfig(app_id=str(spec.app_id), server_secret=spec.server_secret,
-                          rtc_endpoint=spec.rtc_endpoint,
-                          cloudrecord_endpoint=spec.cloudrecord_endpoint or default_endpoint,
-                          cloudrecord_api=spec.cloudrecord_api, access_token=spec.access_token, **common)
+    return ProviderConfig(
+        app_id=str(spec.app_id),
+        server_secret=spec.server_secret,
+        rtc_endpoint=spec.rtc_endpoint,
+        cloudrecord_endpoint=spec.cloudrecord_endpoint or default_endpoint,
+        cloudrecord_api=spec.cloudrecord_api,
+        access_token=spec.access_token,
+        **common,
+    )
 
 
 def _secret_json(value: Any) -> str:
@@ -98,8 +128,10 @@ class _TargetHasher:
 def _pascal(value: Any) -> Any:
     """The seed's snake_case body in the current Action API's PascalCase (keys only)."""
     if isinstance(value, dict):
-        return {_PASCAL_SPECIAL.get(k) or "".join(p.capitalize() for p in k.split("_")): _pascal(v)
-                for k, v in value.items()}
+        return {
+            _PASCAL_SPECIAL.get(k) or "".join(p.capitalize() for p in k.split("_")): _pascal(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_pascal(v) for v in value]
     return value
@@ -112,16 +144,31 @@ def _volc_storage(spec: StorageConfig, region: int) -> dict[str, Any]:
     if spec.type == "tos":
         return {"Type": 0, "TosConfig": {"AccountId": spec.account_id, "Region": region, "Bucket": spec.bucket}}
     if spec.type == "vod":
-        return {"Type": 1, "VodConfig": {
-            "AccountId": spec.account_id, "Region": region, "Space": spec.space,
-            "StorageClass": _VOLC_STORAGE_CLASS[spec.storage_class or "standard"],
-            "AutoSetFileExtension": bool(spec.auto_set_file_extension)}}
+        return {
+            "Type": 1,
+            "VodConfig": {
+                "AccountId": spec.account_id,
+                "Region": region,
+                "Space": spec.space,
+                "StorageClass": _VOLC_STORAGE_CLASS[spec.storage_class or "standard"],
+                "AutoSetFileExtension": bool(spec.auto_set_file_extension),
+            },
+        }
     if spec.type == "veimagex":
-        return {"Type": 3, "VeImageXConfig": {"AccountId": spec.account_id, "Region": region,
-                                              "ServiceId": spec.service_id}}
-    return {"Type": 2, "CustomConfig": {
-        "Vendor": _VOLC_CUSTOM_VENDOR[spec.type], "Region": region, "Bucket": spec.bucket,
-        "AccessKey": spec.access_key, "SecretKey": spec.secret_key}}
+        return {
+            "Type": 3,
+            "VeImageXConfig": {"AccountId": spec.account_id, "Region": region, "ServiceId": spec.service_id},
+        }
+    return {
+        "Type": 2,
+        "CustomConfig": {
+            "Vendor": _VOLC_CUSTOM_VENDOR[spec.type],
+            "Region": region,
+            "Bucket": spec.bucket,
+            "AccessKey": spec.access_key,
+            "SecretKey": spec.secret_key,
+        },
+    }
 
 
 def _volc_streams(streams: list[StreamSelector]) -> dict[str, Any]:
@@ -145,8 +192,7 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
     if spec.streams:
         tail["TargetStreams"] = _volc_streams(spec.streams)
     tail["MaxIdleTime"] = c.idle_timeout
-    image = {"Format": 1 if spec.image.format == "png" else 0, "Width": spec.image.width,
-             "Height": spec.image.height}
+    image = {"Format": 1 if spec.image.format == "png" else 0, "Width": spec.image.width, "Height": spec.image.height}
     tail["StorageConfig"] = _volc_storage(c.storage.model.spec, c.volc_region)
     full_image = {**image, "Interval": c.interval}
     family, name = ApiFamily.VOLC_SNAPSHOT, c.provider.name
@@ -157,8 +203,17 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
     for room in spec.rooms:
         fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
         request = {**fixed, "ImageConfig": full_image}
-        tasks.append(_task(c, room, family, request, spec_hash(room, request), fixed_hash(room, fixed),
-                           updatable={"interval": c.interval}))
+        tasks.append(
+            _task(
+                c,
+                room,
+                family,
+                request,
+                spec_hash(room, request),
+                fixed_hash(room, fixed),
+                updatable={"interval": c.interval},
+            )
+        )
     return tasks
 
 
@@ -168,9 +223,13 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
 def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
     params: dict[str, Any] = {"storage_provider": _ZEGO_VENDOR[spec.type]}
     if spec.type == "aliyun-vod":
-        params["aliyun_vod_params"] = {"region": spec.region, "access_key": spec.access_key,
-                                       "secret_key": spec.secret_key, "title": spec.title,
-                                       "storage_location": spec.storage_location}
+        params["aliyun_vod_params"] = {
+            "region": spec.region,
+            "access_key": spec.access_key,
+            "secret_key": spec.secret_key,
+            "title": spec.title,
+            "storage_location": spec.storage_location,
+        }
         return params
     if spec.type == "tencent-vod":
         vod = {"access_key_id": spec.access_key, "access_key_secret": spec.secret_key, "region": spec.region}
@@ -208,8 +267,11 @@ def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy:
             (outputs if name in OUTPUT_OPTIONS else inputs)[name] = value
         if spec.mix is not None:
             inputs["mix_config"] = spec.mix.model_dump(exclude_none=True)
-    body = {"record_input_params": inputs, "record_output_params": outputs,
-            "storage_params": _zego_storage(c.storage.model.spec)}
+    body = {
+        "record_input_params": inputs,
+        "record_output_params": outputs,
+        "storage_params": _zego_storage(c.storage.model.spec),
+    }
     family = ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD
     if legacy:
         rest, room_key = body, "room_id"
@@ -230,9 +292,11 @@ def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy:
 def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]:
     tasks = []
     for item in spec.files:
-        request: dict[str, Any] = {"Vendor": "Tencent" if item.cdn == "tencent" else "Huawei",
-                                   "FileId": item.file_id,
-                                   "Type": "SnapshotByTimeOffset" if item.offsets else "SampleSnapshot"}
+        request: dict[str, Any] = {
+            "Vendor": "Tencent" if item.cdn == "tencent" else "Huawei",
+            "FileId": item.file_id,
+            "Type": "SnapshotByTimeOffset" if item.offsets else "SampleSnapshot",
+        }
         if item.definition is not None:
             request["Definition"] = item.definition
         if item.offsets:
@@ -244,17 +308,34 @@ def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]
     return tasks
 
 
-def _task(c: CheckedJob, target: str, family: ApiFamily, request: dict[str, Any], spec_hash: str,
-          fixed_hash: str, *, updatable: dict[str, int] | None = None,
-          max_duration: int | None = None) -> DesiredTask:
+def _task(
+    c: CheckedJob,
+    target: str,
+    family: ApiFamily,
+    request: dict[str, Any],
+    spec_hash: str,
+    fixed_hash: str,
+    *,
+    updatable: dict[str, int] | None = None,
+    max_duration: int | None = None,
+) -> DesiredTask:
     kind = JobKind(c.job.kind)
     policy = getattr(c.job.model.spec, "restart_policy", "Always")
     return DesiredTask(
-        key=task_key(kind.value, c.job.name, target), kind=kind, job=c.job.name, target=target,
-        provider=c.provider.name, family=family, request=request, spec_hash=spec_hash,
+        key=task_key(kind.value, c.job.name, target),
+        kind=kind,
+        job=c.job.name,
+        target=target,
+        provider=c.provider.name,
+        family=family,
+        request=request,
+        spec_hash=spec_hash,
         fixed_hash=fixed_hash,
-        updatable=updatable or {}, idle_timeout=c.idle_timeout, max_duration=max_duration,
-        restart_policy=RestartPolicy(policy), source=c.job.raw.source,
+        updatable=updatable or {},
+        idle_timeout=c.idle_timeout,
+        max_duration=max_duration,
+        restart_policy=RestartPolicy(policy),
+        source=c.job.raw.source,
     )
 
 

@@ -43,8 +43,11 @@ class SpecSet:
         by_vendor = Counter(self.providers[t.provider].type for t in self.tasks.values())
         vendors = ", ".join(f"{v} {n}" for v, n in sorted(by_vendor.items()))
         parts = (_count(len(self.files), "file"), _count(self.documents, "document"))
-        kinds = (_count(len(self.providers), "provider"), _count(len(self.storages), "storage"),
-                 _count(len(self.jobs), "job"))
+        kinds = (
+            _count(len(self.providers), "provider"),
+            _count(len(self.storages), "storage"),
+            _count(len(self.jobs), "job"),
+        )
         tail = f" ({vendors})" if vendors else ""
         return f"{', '.join(parts)}: {', '.join(kinds)} → {_count(len(self.tasks), 'task')}{tail}"
 
@@ -61,8 +64,7 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
             found = []
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, n) for n in names
-                          if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")]
+                found += [os.path.join(root, n) for n in names if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")]
             files += sorted(found)
         elif path.is_file():
             files.append(str(path))
@@ -108,8 +110,10 @@ def _load_spec_set(paths: Sequence[str | os.PathLike[str]], env: Mapping[str, st
             else:
                 invalid.add(_identity(raw.value))
     if files and not documents and not errors:
-        errors.add((files[0] if len(files) == 1 else ", ".join(str(p) for p in paths), 0, 0),
-                   "no documents (every spec file is empty)")
+        errors.add(
+            (files[0] if len(files) == 1 else ", ".join(str(p) for p in paths), 0, 0),
+            "no documents (every spec file is empty)",
+        )
     checker, checked = check_all(loaded, errors, invalid)
     if errors:
         raise SpecErrors(errors.errors)

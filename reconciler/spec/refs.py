@@ -23,8 +23,7 @@ SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Storage": ("accessKey", "secretKey"),
 }
 LITERAL_SECRET: Final = (
-    "secret fields must be references such as {env: NAME} or {file: PATH} "
-    "so the value never lands in git"
+    "secret fields must be references such as {env: NAME} or {file: PATH} so the value never lands in git"
 )
 MAX_REF_FILE_BYTES: Final = 1024 * 1024
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -20,13 +20,23 @@ _META: Final = ("title", "description", "default")
 _NO_REFS: Final = {"kind", "apiVersion", "type"}  # fields that select a schema must stay literal
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
-                   "(relative to the spec file). Secret fields must be references.",
+    "(relative to the spec file). Secret fields must be references.",
     "oneOf": [
-        {"type": "object", "additionalProperties": False, "required": ["env"],
-         "properties": {"env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "default": {"type": ["string", "integer", "number", "boolean"]}}},
-        {"type": "object", "additionalProperties": False, "required": ["file"],
-         "properties": {"file": {"type": "string", "minLength": 1}}},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["env"],
+            "properties": {
+                "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "default": {"type": ["string", "integer", "number", "boolean"]},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["file"],
+            "properties": {"file": {"type": "string", "minLength": 1}},
+        },
     ],
 }
 
@@ -62,8 +72,7 @@ def _allow_refs(schema: Any) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The schema of one document: `oneOf` the five kinds, each with its `kind` constant."""
-    _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()],
-                                ref_template="#/$defs/{model}")
+    _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()], ref_template="#/$defs/{model}")
     defs = {name: _allow_refs(sub) for name, sub in top.get("$defs", {}).items()}
     defs["Reference"] = REFERENCE
     return {

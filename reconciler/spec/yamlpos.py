@@ -281,8 +281,11 @@ def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocumen
     """Every non-empty document of one file. Problems go to `errors`; what could be built is returned."""
     if len(data) > MAX_FILE_BYTES:
         mib = len(data) / (1024 * 1024)
-        errors.add((file, 0, 0), f"file is {mib:.1f} MiB; a spec file may be at most "
-                   f"{MAX_FILE_BYTES // (1024 * 1024)} MiB (split it into several files)")
+        errors.add(
+            (file, 0, 0),
+            f"file is {mib:.1f} MiB; a spec file may be at most "
+            f"{MAX_FILE_BYTES // (1024 * 1024)} MiB (split it into several files)",
+        )
         return []
     try:
         text = data.decode("utf-8-sig")

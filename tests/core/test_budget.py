@@ -21,8 +21,9 @@ async def drive(clock: FakeClock, tasks: list[asyncio.Task[None]], *, late: floa
             clock.set(wakeup + late)
 
 
-async def grants(budget: RateBudget, clock: FakeClock, n: int, *, late: float = 0.0,
-                 priority: Priority = Priority.CHANGE) -> list[float]:
+async def grants(
+    budget: RateBudget, clock: FakeClock, n: int, *, late: float = 0.0, priority: Priority = Priority.CHANGE
+) -> list[float]:
     times: list[float] = []
 
     async def one() -> None:

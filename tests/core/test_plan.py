@@ -152,23 +152,32 @@ def test_prune_and_no_prune():
     assert "forgotten" in plan.changes[0].reason
 
 
-@pytest.mark.parametrize(("selector", "key", "expected"), [
-    ("SnapshotJob/a/r1", "SnapshotJob/a/r1", True),
-    ("SnapshotJob/a", "SnapshotJob/a/r1", True),
-    ("SnapshotJob/a", "SnapshotJob/ab/r1", False),
-    ("SnapshotJob/a/r*", "SnapshotJob/a/r1", True),
-    ("SnapshotJob/a/r*", "SnapshotJob/a/x1", False),
-    ("ThumbnailJob/t/*.mp4", "ThumbnailJob/t/record/a.mp4", True),
-    ("SnapshotJob/a/r1", "SnapshotJob/a/r10", False),
-])
+@pytest.mark.parametrize(
+    ("selector", "key", "expected"),
+    [
+        ("SnapshotJob/a/r1", "SnapshotJob/a/r1", True),
+        ("SnapshotJob/a", "SnapshotJob/a/r1", True),
+        ("SnapshotJob/a", "SnapshotJob/ab/r1", False),
+        ("SnapshotJob/a/r*", "SnapshotJob/a/r1", True),
+        ("SnapshotJob/a/r*", "SnapshotJob/a/x1", False),
+        ("ThumbnailJob/t/*.mp4", "ThumbnailJob/t/record/a.mp4", True),
+        ("SnapshotJob/a/r1", "SnapshotJob/a/r10", False),
+    ],
+)
 def test_selectors(selector, key, expected):
     assert selector_matches(selector, key) is expected
 
 
 def test_targets_narrow_the_plan_and_note_it():
     a, b = desired(room="a"), desired(room="b")
-    plan = diff({a.key: a, b.key: b}, {}, {}, options=PlanOptions(targets=("SnapshotJob/lobby-audit/a",)),
-                state_serial=0, now=NOW)
+    plan = diff(
+        {a.key: a, b.key: b},
+        {},
+        {},
+        options=PlanOptions(targets=("SnapshotJob/lobby-audit/a",)),
+        state_serial=0,
+        now=NOW,
+    )
     assert [c.key for c in plan.changes] == [a.key]
     assert plan.partial and "partial" in plan.notes[0]
 
@@ -185,8 +194,9 @@ def test_json_round_trip_and_views():
     data = plan_to_json(plan)
     again = plan_from_json(json.loads(json.dumps(data)))
     assert again == plan
-    assert summary_line(data) == ("Plan: 0 to create, 1 to update in place, 0 to replace, 0 to re-issue, "
-                                  "0 to delete, 0 unchanged.")
+    assert summary_line(data) == (
+        "Plan: 0 to create, 1 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 0 unchanged."
+    )
     markdown = render_markdown(data)
     assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | interval 5s → 10s |" in markdown
     from rich.console import Console

@@ -85,8 +85,9 @@ def snapshot_job(name: str, rooms: list[str], *, idle: int = 20, interval: int =
         """)
 
 
-def recording_job(name: str, rooms: list[str], *, idle: int = 30, max_duration: int = 3600,
-                  restart: str = "Always") -> str:
+def recording_job(
+    name: str, rooms: list[str], *, idle: int = 30, max_duration: int = 3600, restart: str = "Always"
+) -> str:
     return textwrap.dedent(f"""\
         apiVersion: capctl/v1
         kind: RecordingJob
@@ -150,8 +151,7 @@ class Harness:
     async def start(self, **options: Any) -> Daemon:
         store = SQLiteStateStore(self.state_path, clock=self.clock)
         merged = {"resync": 30.0, "rng": __import__("random").Random(1), **self.daemon_options, **options}
-        daemon = Daemon([str(self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app),
-                        **merged)
+        daemon = Daemon([str(self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app), **merged)
         await daemon.start()
         self.daemon = daemon
         self._daemon_app = daemon.asgi_app
@@ -175,8 +175,12 @@ class Harness:
         while True:
             await self._pump(image_every)
             await settle()
-            dues = [self.clock.next_wakeup(), self.sim.world.next_due(), self.sim.callbacks.next_due(),
-                    self._images_at + image_every]
+            dues = [
+                self.clock.next_wakeup(),
+                self.sim.world.next_due(),
+                self.sim.callbacks.next_due(),
+                self._images_at + image_every,
+            ]
             step = min((d for d in dues if d is not None), default=None)
             if step is None or step > target:
                 break

@@ -16,13 +16,23 @@ VOLC_SECRET = "capctl-sim-volc-callback"
 ZEGO_SECRET = "capctl-sim-zego-callback"
 
 
-def volc_body(harness: Harness, *, event_id: str = "e1", secret: str = VOLC_SECRET, skew: float = 0.0,
-              event_type: str = "UserJoinRoom", data: dict[str, Any] | None = None) -> dict[str, Any]:
+def volc_body(
+    harness: Harness,
+    *,
+    event_id: str = "e1",
+    secret: str = VOLC_SECRET,
+    skew: float = 0.0,
+    event_type: str = "UserJoinRoom",
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "EventType": event_type,
         "EventData": json.dumps(data or {"RoomId": "lobby", "UserId": "u"}),
         "EventTime": datetime.fromtimestamp(harness.clock.now() + skew, UTC).isoformat(),
-        "EventId": event_id, "AppId": "capctl-sim-volc", "Version": "2020-12-01", "Nonce": "abcd",
+        "EventId": event_id,
+        "AppId": "capctl-sim-volc",
+        "Version": "2020-12-01",
+        "Nonce": "abcd",
     }
     body["Signature"] = sign_callback(body, secret)
     return body
@@ -30,9 +40,18 @@ def volc_body(harness: Harness, *, event_id: str = "e1", secret: str = VOLC_SECR
 
 def zego_body(harness: Harness, *, secret: str = ZEGO_SECRET, sequence: int = 1, skew: float = 0.0) -> dict[str, Any]:
     timestamp, nonce = int(harness.clock.now() + skew), "123412"
-    return {"app_id": 1234567890, "task_id": "t", "room_id": "r", "event_type": 4, "message": "", "sequence": sequence,
-            "detail": {}, "timestamp": timestamp, "nonce": nonce,
-            "signature": callback_signature(secret, str(timestamp), nonce)}
+    return {
+        "app_id": 1234567890,
+        "task_id": "t",
+        "room_id": "r",
+        "event_type": 4,
+        "message": "",
+        "sequence": sequence,
+        "detail": {},
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "signature": callback_signature(secret, str(timestamp), nonce),
+    }
 
 
 async def client(harness: Harness) -> httpx.AsyncClient:
@@ -118,9 +137,15 @@ async def test_probes_and_metrics(harness: Harness) -> None:
         metrics = await http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
-    for name in ("capctl_tasks{status=\"running\"} 1.0", "capctl_queue_depth", "capctl_reconcile_duration_seconds",
-                 'capctl_vendor_calls_total{api="StartSnapshot",outcome="ok"} 1.0', "capctl_reissue_gap_seconds",
-                 "capctl_reissues_total", "capctl_vendor_throttled_total"):
+    for name in (
+        'capctl_tasks{status="running"} 1.0',
+        "capctl_queue_depth",
+        "capctl_reconcile_duration_seconds",
+        'capctl_vendor_calls_total{api="StartSnapshot",outcome="ok"} 1.0',
+        "capctl_reissue_gap_seconds",
+        "capctl_reissues_total",
+        "capctl_vendor_throttled_total",
+    ):
         assert name in text, name
 
 

@@ -104,7 +104,10 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(root)}
     sim = subprocess.Popen(
         [sys.executable, "-c", f"from reconciler.sim.app import serve; serve('127.0.0.1:{sim_port}')"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     daemon = None
     try:
         wait_http(f"http://127.0.0.1:{sim_port}/_sim/config")
@@ -113,9 +116,21 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
         providers = (specs / "providers.yaml").read_text().replace(SIM, f"http://127.0.0.1:{sim_port}")
         (specs / "providers.yaml").write_text(providers)
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "reconciler.daemon", str(specs), "--listen", f"127.0.0.1:{daemon_port}",
-             "--state", f"sqlite:///{tmp_path / 'state.db'}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "reconciler.daemon",
+                str(specs),
+                "--listen",
+                f"127.0.0.1:{daemon_port}",
+                "--state",
+                f"sqlite:///{tmp_path / 'state.db'}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_http(f"http://127.0.0.1:{daemon_port}/readyz")
         base = f"http://127.0.0.1:{sim_port}/_sim/tasks"
         deadline = time.monotonic() + 10

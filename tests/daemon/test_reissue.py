@@ -66,7 +66,8 @@ async def test_empty_room_backs_off_goes_dormant_and_wakes_on_room_activity(harn
     assert harness.calls("StartSnapshot") == 4
     assert record.next_attempt_at is not None
     assert record.next_attempt_at - record.stopped_at == pytest.approx(
-        policy.backoff_delay(4) + policy.DEADLINE_MARGIN, abs=0.1)
+        policy.backoff_delay(4) + policy.DEADLINE_MARGIN, abs=0.1
+    )
     assert any(e.get("reason") == "dormant: no room activity" for e in logs)
     calls = len(harness.sim.log.entries())
     await harness.advance(100)

@@ -20,8 +20,11 @@ STEPS = int(__import__("os").environ.get("SOAK_STEPS", "24"))
 
 async def test_soak_thousand_tasks_two_hours(harness: Harness) -> None:
     rng = random.Random(3)
-    write_specs(harness.specs, snapshot_job("snap", VOLC_ROOMS, idle=900, interval=600),
-                recording_job("rec", ZEGO_ROOMS, idle=300, max_duration=3600))
+    write_specs(
+        harness.specs,
+        snapshot_job("snap", VOLC_ROOMS, idle=900, interval=600),
+        recording_job("rec", ZEGO_ROOMS, idle=300, max_duration=3600),
+    )
     live: set[str] = set()
 
     def churn(share: float) -> None:

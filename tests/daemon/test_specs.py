@@ -103,8 +103,9 @@ async def test_the_watcher_picks_up_real_file_changes(harness: Harness) -> None:
     await until(lambda: daemon.spec is not None and "SnapshotJob/extra/hall" in daemon.spec.tasks)
     (harness.specs / "more.yaml").rename(harness.specs / "renamed.yml")  # a rename keeps it
     (harness.specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby", "vip"]))  # an edit
-    await until(lambda: daemon.spec is not None and VIP in daemon.spec.tasks and daemon.spec.files[-1].endswith(
-        "renamed.yml"))
+    await until(
+        lambda: daemon.spec is not None and VIP in daemon.spec.tasks and daemon.spec.files[-1].endswith("renamed.yml")
+    )
     (harness.specs / "renamed.yml").unlink()  # a deletion
     await until(lambda: daemon.spec is not None and "SnapshotJob/extra/hall" not in daemon.spec.tasks)
     (harness.specs / "jobs.yaml").write_text("kind: [")  # an invalid edit: ignored
@@ -120,6 +121,7 @@ def test_watch_roots_follow_symlinks_and_missing_paths(tmp_path: object) -> None
     (base / "rev-1").mkdir()
     (base / "current").symlink_to(base / "rev-1")
     (base / "file.yaml").write_text("")
-    roots = watch_roots([str(base / "current"), str(base / "gone" / "deeper"), str(base / "file.yaml"),
-                         str(base / "rev-1")])
+    roots = watch_roots(
+        [str(base / "current"), str(base / "gone" / "deeper"), str(base / "file.yaml"), str(base / "rev-1")]
+    )
     assert roots == [str(base), str(base / "rev-1")]

@@ -65,9 +65,19 @@ async def test_shutdown_releases_waiting_workers() -> None:
 
 
 def record(**changes: object) -> TaskRecord:
-    base = TaskRecord(key="SnapshotJob/a/r", provider="p", family=ApiFamily.VOLC_SNAPSHOT, kind=JobKind.SNAPSHOT,
-                      target="r", spec_hash="h", fixed_hash="f", status=TaskStatus.STOPPED, idle_timeout=60,
-                      started_at=1000.0, stopped_at=1060.0)
+    base = TaskRecord(
+        key="SnapshotJob/a/r",
+        provider="p",
+        family=ApiFamily.VOLC_SNAPSHOT,
+        kind=JobKind.SNAPSHOT,
+        target="r",
+        spec_hash="h",
+        fixed_hash="f",
+        status=TaskStatus.STOPPED,
+        idle_timeout=60,
+        started_at=1000.0,
+        stopped_at=1060.0,
+    )
     return base.evolve(**changes)
 
 
@@ -76,12 +86,15 @@ def test_backoff_numbers() -> None:
     assert policy.backoff_delay(30) == policy.REISSUE_BACKOFF_CAP
 
 
-@pytest.mark.parametrize(("unproductive_before", "delay", "dormant"), [
-    (0, 0.0, False),  # the first re-issue after a stop is immediate
-    (1, 60.0, False),
-    (2, 120.0, False),
-    (3, 240.0, True),  # the 4th unproductive run in a row: dormant
-])
+@pytest.mark.parametrize(
+    ("unproductive_before", "delay", "dormant"),
+    [
+        (0, 0.0, False),  # the first re-issue after a stop is immediate
+        (1, 60.0, False),
+        (2, 120.0, False),
+        (3, 240.0, True),  # the 4th unproductive run in a row: dormant
+    ],
+)
 def test_unproductive_runs_back_off_then_go_dormant(unproductive_before: int, delay: float, dormant: bool) -> None:
     decision = policy.reissue_decision(record(unproductive_runs=unproductive_before), 2000.0)
     assert (decision.delay, decision.dormant, decision.unproductive) == (delay, dormant, unproductive_before + 1)
@@ -103,8 +116,7 @@ def test_a_scheduled_wait_is_honoured_until_it_passes() -> None:
     decision = policy.reissue_decision(waiting, 2000.0)
     assert decision.delay == 500.0 and decision.dormant
     assert policy.reissue_decision(waiting, 2500.0).immediate
-    assert policy.postpone(record(), policy.ReissueDecision(60.0, True, False, 4), 2000.0).status is \
-        TaskStatus.DORMANT
+    assert policy.postpone(record(), policy.ReissueDecision(60.0, True, False, 4), 2000.0).status is TaskStatus.DORMANT
 
 
 def test_sweep_period_is_a_ceiling_on_the_budget_never_a_target() -> None:

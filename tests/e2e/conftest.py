@@ -75,8 +75,11 @@ class Sim:
 @pytest.fixture(scope="module")
 def sim_server() -> Iterator[Sim]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen",
-                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     sim = Sim(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 20
     while True:
@@ -108,8 +111,15 @@ class Workdir:
         self.specs.mkdir()
         self.state = root / "state.db"
         self.sim = sim
-        self.env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{self.state}", "CAPCTL_MAX_ATTEMPTS": "3",
-                    "S3_AK": CANARY_AK, "S3_SK": CANARY_SK, "COLUMNS": "200", "NO_COLOR": "1"}
+        self.env = {
+            **os.environ,
+            "CAPCTL_STATE": f"sqlite:///{self.state}",
+            "CAPCTL_MAX_ATTEMPTS": "3",
+            "S3_AK": CANARY_AK,
+            "S3_SK": CANARY_SK,
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+        }
         self.outputs: list[str] = []
         self.write("providers.yaml", providers(sim.base))
         self.write("storage.yaml", STORAGE)
@@ -119,11 +129,18 @@ class Workdir:
         path.write_text(textwrap.dedent(text).lstrip())
         return path
 
-    def capctl(self, *args: str, expect: int | None = 0, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=self.root, text=True,
-                              capture_output=True, env={**self.env, **(env or {})}, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+    def capctl(
+        self, *args: str, expect: int | None = 0, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=self.root,
+            text=True,
+            capture_output=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         self.outputs += [proc.stdout, proc.stderr]
         if expect is not None:
             assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -190,8 +207,7 @@ spec:
 """
 
 
-def snapshot_job(name: str, rooms: list[str], *, interval: str = "5s", idle: str = "20s",
-                 extra: str = "") -> str:
+def snapshot_job(name: str, rooms: list[str], *, interval: str = "5s", idle: str = "20s", extra: str = "") -> str:
     return f"""
     apiVersion: capctl/v1
     kind: SnapshotJob
@@ -206,8 +222,9 @@ def snapshot_job(name: str, rooms: list[str], *, interval: str = "5s", idle: str
     """
 
 
-def recording_job(name: str, rooms: list[str], *, provider: str = "zego", idle: str = "30s",
-                  max_duration: str = "24h") -> str:
+def recording_job(
+    name: str, rooms: list[str], *, provider: str = "zego", idle: str = "30s", max_duration: str = "24h"
+) -> str:
     return f"""
     apiVersion: capctl/v1
     kind: RecordingJob

@@ -15,9 +15,14 @@ from tests.e2e.conftest import Workdir, free_port, snapshot_job
 def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
     port = free_port()
-    daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}",
-                               "--resync", "1s"], cwd=work.root, env=work.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", "--resync", "1s"],
+        cwd=work.root,
+        env=work.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
     try:
         deadline = time.monotonic() + 20

@@ -136,8 +136,14 @@ def test_apply_without_terminal_needs_auto_approve(work: Workdir) -> None:
 def test_second_apply_fails_at_once_naming_the_holder(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", [f"r{i}" for i in range(6)]))
     work.sim.faults(latencyMs=1500, apis=["StartSnapshot"])
-    first = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "1"],
-                             cwd=work.root, env=work.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "1"],
+        cwd=work.root,
+        env=work.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline:
@@ -185,8 +191,13 @@ def test_kill_9_halfway_then_second_apply_converges(work: Workdir) -> None:
     rooms = [f"r{i}" for i in range(12)]
     work.write("jobs.yaml", snapshot_job("audit", rooms))
     work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
-                            cwd=work.root, env=work.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
+        cwd=work.root,
+        env=work.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -42,12 +42,15 @@ def test_recording_current_api_start_noop_and_idle_reissue(work: Workdir) -> Non
 
 
 def test_zego_snapshot_job_records_jpg_at_its_interval(work: Workdir) -> None:
-    work.write("jobs.yaml", """
+    work.write(
+        "jobs.yaml",
+        """
     apiVersion: capctl/v1
     kind: SnapshotJob
     metadata: {name: shots}
     spec: {provider: zego, rooms: [class-1], streams: [{stream: teacher}], interval: 5s, storage: s3, idleTimeout: 60s}
-    """)
+    """,
+    )
     work.sim.publish("zego", "class-1", streamId="teacher", userId="t")
     work.apply()
     [start] = work.sim.requests("StartRecord")
