@@ -3,12 +3,11 @@ and abusive inputs (huge files, deep nesting) fail cleanly and fast."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.spec import SpecErrors, load_spec_set
+from reconciler.spec import SpecErrors, load_spec_set, yamlpos
 from tests.spec.conftest import BASE, HERE, SECRET_ENV
 
 CORPUS = HERE / "corpus"
@@ -94,16 +93,19 @@ def test_errors_name_the_file() -> None:
     assert str(info.value).startswith(f"{CORPUS / 'unknown_field_typo.yaml'}:8:3: unknown field")
 
 
-def test_ten_megabyte_file_fails_fast(tmp_path: Path) -> None:
+def test_ten_megabyte_file_is_refused_before_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("rooms:\n" + "  - room-0123456789abcdef\n" * (10 * 1024 * 1024 // 25))
-    start = time.perf_counter()
+
+    def parse(*_: object) -> None:
+        raise AssertionError("an oversized file reached the YAML parser")
+
+    monkeypatch.setattr(yamlpos._Builder, "run", parse)
     found = _errors(big)
-    assert time.perf_counter() - start < 1.0
     assert found == [(0, 0, found[0][2])] and "at most 4 MiB" in found[0][2]
 
 
-def test_large_file_under_the_cap_loads_in_time(tmp_path: Path) -> None:
+def test_large_file_under_the_cap_loads(tmp_path: Path) -> None:
     docs = [
         f"apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {{name: j{i}}}\nspec:\n  provider: volc\n"
         f"  rooms: [{', '.join(f'r{i}-{j}-' + 'x' * 80 for j in range(10))}]\n  storage: tos\n"
@@ -112,10 +114,8 @@ def test_large_file_under_the_cap_loads_in_time(tmp_path: Path) -> None:
     path = tmp_path / "many.yaml"
     path.write_text("---\n".join(docs))
     assert 2 * 1024 * 1024 < path.stat().st_size < 4 * 1024 * 1024
-    start = time.perf_counter()
-    spec_set = load_spec_set([BASE, path], env=SECRET_ENV)
+    spec_set = load_spec_set([BASE, path], env=SECRET_ENV)  # speed: bench/plan_norefresh.py
     assert len(spec_set.tasks) == 30_000
-    assert time.perf_counter() - start < 20  # generous: CI boxes are slow; typically ~1 s
 
 
 @pytest.mark.parametrize(
