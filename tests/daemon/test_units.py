@@ -39,7 +39,7 @@ async def test_delayed_adds_keep_the_earliest_due_time_and_wake_a_waiting_worker
     await asyncio.sleep(0)
     assert not waiter.done()
     clock.advance(0.1)
-    assert await asyncio.wait_for(waiter, 1) == "k"
+    assert await asyncio.wait_for(waiter, 10) == "k"
     queue.done("k")
     clock.advance(30)
     await asyncio.sleep(0)

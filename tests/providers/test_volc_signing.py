@@ -126,7 +126,7 @@ def test_repeated_query_keys_and_other_region_equal_the_sdk() -> None:
 _text = st.text(st.characters(codec="utf-8"), max_size=20)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     query=st.dictionaries(st.text("abcXYZ_-.~ +/&=", min_size=1, max_size=8), _text, max_size=5),
     body=st.binary(max_size=64),

@@ -63,7 +63,7 @@ def test_volc_documented_vector() -> None:
     assert _sdk({"Action": "StartSnapshot", "Version": "2023-11-01"}, VECTOR_BODY) == expected
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     values=st.lists(
         st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8), min_size=1, max_size=4

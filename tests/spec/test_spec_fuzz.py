@@ -51,7 +51,7 @@ TREES = st.recursive(
     ),
     max_leaves=30,
 )
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _load(path: Path) -> None:

@@ -127,11 +127,11 @@ def test_lease_expires_unless_renewed(store: StateStore) -> None:
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_renew_keeps_the_lease(store: StateStore) -> None:
-    lease = store.lock("capctl run", lease_seconds=1.0)
+    lease = store.lock("capctl run", lease_seconds=2.0)
     for _ in range(3):
-        time.sleep(0.5)
+        time.sleep(0.8)
         lease.renew()
-    # 1.5 s after taking a 1 s lease it is still held, thanks to renew().
+    # 2.4 s after taking a 2 s lease it is still held, thanks to renew().
     with pytest.raises(LockHeld):
         store.lock("capctl apply")
     lease.release()
