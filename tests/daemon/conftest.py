@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,87 +25,15 @@ from reconciler.sim.app import create_app
 from reconciler.sim.config import SimConfig
 from reconciler.sim.simulator import Simulator
 from reconciler.state.sqlite import SQLiteStateStore
+from tests.specdocs import STORAGE, providers
 
 SIM = "http://sim.local"
 DAEMON = "http://daemon.local"
 
-PROVIDERS = f"""\
-apiVersion: capctl/v1
-kind: Provider
-metadata: {{name: volc}}
-spec:
-  type: volcengine
-  appId: capctl-sim-volc
-  accessKey: {{env: T_VOLC_AK, default: AKCAPCTLSIM0000000001}}
-  secretKey: {{env: T_VOLC_SK, default: capctl-sim-volc-secret}}
-  endpoint: {SIM}/volc
-  callbackSecret: {{env: T_VOLC_CB, default: capctl-sim-volc-callback}}
----
-apiVersion: capctl/v1
-kind: Provider
-metadata: {{name: zego}}
-spec:
-  type: zego
-  appId: 1234567890
-  serverSecret: {{env: T_ZEGO_SECRET, default: 0123456789abcdef0123456789abcdef}}
-  rtcEndpoint: {SIM}/zego/rtc
-  cloudrecordEndpoint: {SIM}/zego/cloudrecord
-  callbackSecret: {{env: T_ZEGO_CB, default: capctl-sim-zego-callback}}
----
-apiVersion: capctl/v1
-kind: Storage
-metadata: {{name: tos}}
-spec: {{type: tos, accountId: "2100000000", region: 0, bucket: snaps}}
----
-apiVersion: capctl/v1
-kind: Storage
-metadata: {{name: s3}}
-spec:
-  type: s3
-  region: us-east-1
-  bucket: recs
-  accessKey: {{env: T_S3_AK, default: AKS3}}
-  secretKey: {{env: T_S3_SK, default: s3-secret}}
-"""
-
-
-def snapshot_job(name: str, rooms: list[str], *, idle: int = 20, interval: int = 5, restart: str = "Always") -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: capctl/v1
-        kind: SnapshotJob
-        metadata: {{name: {name}}}
-        spec:
-          provider: volc
-          rooms: [{", ".join(rooms)}]
-          interval: {interval}s
-          storage: tos
-          idleTimeout: {idle}s
-          restartPolicy: {restart}
-        """)
-
-
-def recording_job(
-    name: str, rooms: list[str], *, idle: int = 30, max_duration: int = 3600, restart: str = "Always"
-) -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: capctl/v1
-        kind: RecordingJob
-        metadata: {{name: {name}}}
-        spec:
-          provider: zego
-          rooms: [{", ".join(rooms)}]
-          mode: single
-          storage: s3
-          outputFolder: record/
-          idleTimeout: {idle}s
-          maxDuration: {max_duration}s
-          restartPolicy: {restart}
-        """)
-
 
 def write_specs(directory: Path, *jobs: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "providers.yaml").write_text(PROVIDERS)
+    (directory / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
     (directory / "jobs.yaml").write_text("---\n".join(jobs) if jobs else "")
     return directory
 

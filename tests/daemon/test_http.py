@@ -10,7 +10,8 @@ import httpx
 
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.providers.zego_signing import callback_signature
-from tests.daemon.conftest import DAEMON, Harness, snapshot_job, write_specs
+from tests.daemon.conftest import DAEMON, Harness, write_specs
+from tests.specdocs import snapshot_job
 
 VOLC_SECRET = "capctl-sim-volc-callback"
 ZEGO_SECRET = "capctl-sim-zego-callback"

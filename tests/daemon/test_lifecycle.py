@@ -16,7 +16,8 @@ import pytest
 from reconciler.model import TaskStatus
 from reconciler.state.base import LockHeld
 from reconciler.state.sqlite import SQLiteStateStore
-from tests.daemon.conftest import SIM, Harness, recording_job, snapshot_job, write_specs
+from tests.daemon.conftest import SIM, Harness, write_specs
+from tests.specdocs import recording_job, snapshot_job
 
 LOBBY, CLASS = "SnapshotJob/audit/lobby", "RecordingJob/rec/class-1"
 

@@ -8,7 +8,8 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon import policy
 from reconciler.model import TaskStatus
-from tests.daemon.conftest import Harness, recording_job, snapshot_job, write_specs
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 CLASS = "RecordingJob/rec/class-1"

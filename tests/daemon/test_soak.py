@@ -11,7 +11,8 @@ from collections import Counter
 
 from reconciler.daemon import policy
 from reconciler.model import TaskStatus
-from tests.daemon.conftest import Harness, recording_job, snapshot_job, write_specs
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import recording_job, snapshot_job
 
 VOLC_ROOMS = [f"v{i}" for i in range(800)]
 ZEGO_ROOMS = [f"z{i}" for i in range(200)]

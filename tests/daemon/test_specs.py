@@ -9,7 +9,8 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.watch import watch_roots
 from reconciler.model import TaskStatus
-from tests.daemon.conftest import Harness, snapshot_job, write_specs
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import snapshot_job
 
 LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
 

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.specdocs import STORAGE, providers
+
 # Distinctive storage credentials: tests assert they never appear anywhere capctl writes.
 CANARY_AK = "AKCANARY0000E2E"
 CANARY_SK = "canary-storage-secret-7f3a9c"
@@ -153,88 +155,3 @@ class Workdir:
 @pytest.fixture
 def work(tmp_path: Path, sim: Sim) -> Workdir:
     return Workdir(tmp_path, sim)
-
-
-def providers(base: str) -> str:
-    return f"""
-    apiVersion: capctl/v1
-    kind: Provider
-    metadata: {{name: volc}}
-    spec:
-      type: volcengine
-      appId: capctl-sim-volc
-      accessKey: {{env: VOLC_AK, default: AKCAPCTLSIM0000000001}}
-      secretKey: {{env: VOLC_SK, default: capctl-sim-volc-secret}}
-      endpoint: {base}/volc
-    ---
-    apiVersion: capctl/v1
-    kind: Provider
-    metadata: {{name: zego}}
-    spec:
-      type: zego
-      appId: 1234567890
-      serverSecret: {{env: ZEGO_SECRET, default: 0123456789abcdef0123456789abcdef}}
-      rtcEndpoint: {base}/zego/rtc
-      cloudrecordEndpoint: {base}/zego/cloudrecord
-    ---
-    apiVersion: capctl/v1
-    kind: Provider
-    metadata: {{name: zego-legacy}}
-    spec:
-      type: zego
-      appId: 1234567890
-      serverSecret: {{env: ZEGO_SECRET, default: 0123456789abcdef0123456789abcdef}}
-      cloudrecordApi: legacy
-      cloudrecordEndpoint: {base}/zego/legacy
-    """
-
-
-STORAGE = """
-apiVersion: capctl/v1
-kind: Storage
-metadata: {name: tos}
-spec: {type: tos, accountId: "2100000000", region: 0, bucket: snaps}
----
-apiVersion: capctl/v1
-kind: Storage
-metadata: {name: s3}
-spec:
-  type: s3
-  region: us-east-1
-  bucket: recs
-  accessKey: {env: S3_AK}
-  secretKey: {env: S3_SK}
-"""
-
-
-def snapshot_job(name: str, rooms: list[str], *, interval: str = "5s", idle: str = "20s", extra: str = "") -> str:
-    return f"""
-    apiVersion: capctl/v1
-    kind: SnapshotJob
-    metadata: {{name: {name}}}
-    spec:
-      provider: volc
-      rooms: [{", ".join(rooms)}]
-      interval: {interval}
-      storage: tos
-      idleTimeout: {idle}
-      {extra}
-    """
-
-
-def recording_job(
-    name: str, rooms: list[str], *, provider: str = "zego", idle: str = "30s", max_duration: str = "24h"
-) -> str:
-    return f"""
-    apiVersion: capctl/v1
-    kind: RecordingJob
-    metadata: {{name: {name}}}
-    spec:
-      provider: {provider}
-      rooms: [{", ".join(rooms)}]
-      mode: single
-      storage: s3
-      outputFolder: record/
-      idleTimeout: {idle}
-      maxDuration: {max_duration}
-    """

@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from tests.e2e.conftest import Workdir, free_port, snapshot_job
+from tests.e2e.conftest import Workdir, free_port
+from tests.specdocs import snapshot_job
 
 
 def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:

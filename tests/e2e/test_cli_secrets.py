@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir, recording_job, snapshot_job
+from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
+from tests.specdocs import recording_job, snapshot_job
 
 
 def test_secrets_never_leave_memory(work: Workdir) -> None:

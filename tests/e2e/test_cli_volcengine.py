@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.conftest import Workdir, snapshot_job
+from tests.e2e.conftest import Workdir
+from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Workdir, recording_job
+from tests.e2e.conftest import Workdir
+from tests.specdocs import recording_job
 
 REC = "RecordingJob/rec/class-1"
 REPO = Path(__file__).resolve().parents[2]
