@@ -154,6 +154,20 @@ def simulator(port: int, *extra: str) -> Iterator[str]:
         proc.wait(10)
 
 
+@contextmanager
+def daemon(spec_dir: Path, state_url: str, port: int, resync: str, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `capctl run` subprocess on loopback, its output to `log_path`; yields it once /healthz answers."""
+    argv = [CAPCTL, "run", "--listen", f"127.0.0.1:{port}", "--resync", resync, "--state", state_url, str(spec_dir)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=bench_env())
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
 def machine() -> str:
     cpu = next(
         (

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import CAPCTL, bench_env, free_port, http_json, machine, max_in_window, simulator, wait_http, write_specs
+from common import daemon, free_port, http_json, machine, max_in_window, simulator, write_specs
 
 from reconciler.budget import HEADROOM
 
@@ -92,44 +91,23 @@ def main() -> None:
         spec_dir = write_specs(Path(tmp) / "specs", args.jobs, args.rooms, port=sim_port, idle=86400)
         state_url = f"sqlite:///{tmp}/state.db"
         daemon_url = f"http://127.0.0.1:{daemon_port}"
-        with open(Path(tmp) / "daemon.log", "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    CAPCTL,
-                    "run",
-                    "--listen",
-                    f"127.0.0.1:{daemon_port}",
-                    "--resync",
-                    "30s",
-                    "--state",
-                    state_url,
-                    str(spec_dir),
-                ],
-                stdout=log,
-                stderr=log,
-                env=bench_env(),
-            )
-            try:
-                wait_http(daemon_url + "/healthz", timeout=60)
-                t0 = time.monotonic()
-                while metric(daemon_url + "/metrics", "capctl_tasks", status="running") < tasks:
-                    time.sleep(2)
-                print(f"daemon started {tasks} tasks in {time.monotonic() - t0:.1f} s")
-                time.sleep(args.settle)
-                wall0, cpu0 = time.time(), cpu_seconds(proc.pid)
-                calls0 = metric(daemon_url + "/metrics", "capctl_vendor_calls_total", api="GetSnapshotTask")
-                peak = 0.0
-                while time.time() - wall0 < args.window:
-                    peak = max(peak, rss_mb(proc.pid))
-                    time.sleep(1)
-                wall1, cpu1 = time.time(), cpu_seconds(proc.pid)
-                calls1 = metric(daemon_url + "/metrics", "capctl_vendor_calls_total", api="GetSnapshotTask")
-                times = poll_times(base, wall0, wall1)
-                answers = http_json("GET", base + "/_sim/throttled")["throttled"]
-                throttled = [f"{t['api']} {'in' if t['time'] >= wall0 else 'before'} the window" for t in answers]
-            finally:
-                proc.terminate()
-                proc.wait(30)
+        with daemon(spec_dir, state_url, daemon_port, "30s", Path(tmp) / "daemon.log") as proc:
+            t0 = time.monotonic()
+            while metric(daemon_url + "/metrics", "capctl_tasks", status="running") < tasks:
+                time.sleep(2)
+            print(f"daemon started {tasks} tasks in {time.monotonic() - t0:.1f} s")
+            time.sleep(args.settle)
+            wall0, cpu0 = time.time(), cpu_seconds(proc.pid)
+            calls0 = metric(daemon_url + "/metrics", "capctl_vendor_calls_total", api="GetSnapshotTask")
+            peak = 0.0
+            while time.time() - wall0 < args.window:
+                peak = max(peak, rss_mb(proc.pid))
+                time.sleep(1)
+            wall1, cpu1 = time.time(), cpu_seconds(proc.pid)
+            calls1 = metric(daemon_url + "/metrics", "capctl_vendor_calls_total", api="GetSnapshotTask")
+            times = poll_times(base, wall0, wall1)
+            answers = http_json("GET", base + "/_sim/throttled")["throttled"]
+            throttled = [f"{t['api']} {'in' if t['time'] >= wall0 else 'before'} the window" for t in answers]
         span = wall1 - wall0
         polls = calls1 - calls0
         budget = QUERY_LIMIT * HEADROOM

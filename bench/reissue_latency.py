@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from common import (
-    CAPCTL,
-    bench_env,
+    daemon,
     free_port,
     http_json,
     machine,
     room_names,
     simulator,
-    wait_http,
     write_specs,
 )
 
@@ -82,48 +79,28 @@ def measure(mode: str, jobs: int, rooms_per_job: int, idle: int, resync: int, sp
                 {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0},
             )
         spec_dir = write_specs(Path(tmp) / "specs", jobs, rooms_per_job, port=sim_port, idle=idle)
-        with open(Path(tmp) / "daemon.log", "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    CAPCTL,
-                    "run",
-                    "--listen",
-                    f"127.0.0.1:{daemon_port}",
-                    "--resync",
-                    f"{resync}s",
-                    "--state",
-                    f"sqlite:///{tmp}/state.db",
-                    str(spec_dir),
-                ],
-                stdout=log,
-                stderr=log,
-                env=bench_env(),
-            )
-            try:
-                wait_http(f"http://127.0.0.1:{daemon_port}/healthz", timeout=60)
-                while running(base) < len(rooms):
-                    time.sleep(0.5)
-                time.sleep(idle + 5)  # the first runs outlast their idle timeout: productive, re-issued at once
-                begin = time.monotonic()
-                for i, room in enumerate(rooms):  # rooms empty one after another, evenly over `spread` s
-                    time.sleep(max(0.0, begin + i * spread / len(rooms) - time.monotonic()))
-                    http_json(
-                        "POST",
-                        base + "/_sim/unpublish",
-                        {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0},
-                    )
-                stops = idle_stops(base, set(rooms))
-                period = max(resync, len(rooms) / QUERY_BUDGET)
-                deadline = time.monotonic() + idle + 1.1 * period + spread + 30
-                found: list[float] = []
-                while time.monotonic() < deadline:
-                    time.sleep(2)
-                    found = latencies(base, stops)
-                    if len(found) == len(rooms):
-                        break
-            finally:
-                proc.terminate()
-                proc.wait(30)
+        state_url = f"sqlite:///{tmp}/state.db"
+        with daemon(spec_dir, state_url, daemon_port, f"{resync}s", Path(tmp) / "daemon.log"):
+            while running(base) < len(rooms):
+                time.sleep(0.5)
+            time.sleep(idle + 5)  # the first runs outlast their idle timeout: productive, re-issued at once
+            begin = time.monotonic()
+            for i, room in enumerate(rooms):  # rooms empty one after another, evenly over `spread` s
+                time.sleep(max(0.0, begin + i * spread / len(rooms) - time.monotonic()))
+                http_json(
+                    "POST",
+                    base + "/_sim/unpublish",
+                    {"vendor": "volcengine", "roomId": room, "userId": "cam", "streamType": 0},
+                )
+            stops = idle_stops(base, set(rooms))
+            period = max(resync, len(rooms) / QUERY_BUDGET)
+            deadline = time.monotonic() + idle + 1.1 * period + spread + 30
+            found: list[float] = []
+            while time.monotonic() < deadline:
+                time.sleep(2)
+                found = latencies(base, stops)
+                if len(found) == len(rooms):
+                    break
         if len(found) < len(rooms):
             tail = (Path(tmp) / "daemon.log").read_text().splitlines()[-5:]
             print(
