@@ -531,7 +531,12 @@ class Daemon:
             if record.max_duration is not None and record.started_at is not None:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             current = self._next_observe.get(key)
-            self._next_observe[key] = covered if event.room_empty or current is None else max(current, covered)
+            if event.room_empty or current is None:
+                self._next_observe[key] = covered
+            elif key not in self._probe_until:
+                # While probing after the last user left, an image may still arrive that was taken before
+                # the leave (callbacks race each other): it must not push the look past the idle deadline.
+                self._next_observe[key] = max(current, covered)
             if event.room_empty:
                 self.queue.add_after(key, max(0.0, covered - self.clock.now()))
 

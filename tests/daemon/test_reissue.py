@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 from reconciler.daemon import policy
 from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client, volc_body
 from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -176,4 +177,25 @@ async def test_last_user_leaving_makes_the_daemon_look_just_after_the_idle_deadl
     # The run idles out 20 s after the leave; the daemon looks 0.5 s later and re-issues at once (without
     # the leave it would only look one idle timeout + the 5 s margin after the last image).
     assert record.started_at is not None
+    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+
+
+async def test_an_image_callback_arriving_after_the_leave_does_not_delay_the_look(harness: Harness) -> None:
+    # Callbacks race: the image taken just before the last user left can arrive after UserLeaveRoom. It
+    # proves nothing about the empty room, so the look stays just after the idle deadline.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(60)
+    left_at = harness.clock.now()
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    await harness.advance(0.1)  # UserLeaveRoom delivered
+    late_image = volc_body(
+        harness, event_id="late-image", event_type="SnapshotRealTimeData", data={"RoomId": "lobby", "TaskId": "audit"}
+    )
+    async with await client(harness) as http:
+        assert (await http.post("/callbacks/volcengine", json=late_image)).status_code == 200
+    await harness.advance(40)
+    record = harness.record(LOBBY)
+    assert record.reissue_count == 1 and record.started_at is not None
     assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
