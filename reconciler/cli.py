@@ -81,7 +81,10 @@ def _out_console() -> Console:
 
 
 def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
-    _err_console().print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True, markup=True)
+    from rich.markup import escape
+
+    # The message may quote user input (a path, a flag value): escaped, so "[...]" in it prints as typed.
+    _err_console().print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 
@@ -424,7 +427,7 @@ def run(
     from reconciler.daemon import run_daemon
     from reconciler.spec.fields import parse_duration
 
-    _split_listen(listen)
+    _split_listen(listen, "127.0.0.1:8080")
     try:
         resync_seconds = int(parse_duration(int(resync) if resync.isdigit() else resync))
     except ValueError as exc:
@@ -513,11 +516,13 @@ def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], sta
 # --- simulator and demo ------------------------------------------------------------------------------
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8750")
-    return host.strip("[]"), int(port)
+def _split_listen(listen: str, example: str) -> tuple[str, int]:
+    from reconciler.listen import parse_listen
+
+    try:
+        return parse_listen(listen, example=example)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -533,14 +538,17 @@ def sim(
     """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim)."""
     from reconciler.sim import serve
 
-    _split_listen(listen)
-    serve(
-        listen,
-        speed=speed,
-        fake_clock=fake_clock,
-        volcengine_callback_url=volcengine_callback_url,
-        zego_callback_url=zego_callback_url,
-    )
+    _split_listen(listen, "127.0.0.1:8750")
+    try:
+        serve(
+            listen,
+            speed=speed,
+            fake_clock=fake_clock,
+            volcengine_callback_url=volcengine_callback_url,
+            zego_callback_url=zego_callback_url,
+        )
+    except OSError as exc:
+        fail(f"sim: {exc.strerror}")
 
 
 @app.command()
@@ -564,7 +572,7 @@ def demo(
     """
     from reconciler.demo import DemoError, run_demo
 
-    host, port = _split_listen(listen)
+    host, port = _split_listen(listen, "127.0.0.1:8750")
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
     try:

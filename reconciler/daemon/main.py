@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Iterator
 
 import structlog
@@ -19,6 +20,7 @@ from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.daemon.controller import Daemon
 from reconciler.daemon.watch import DEBOUNCE_MS
+from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
 from reconciler.state.base import LockHeld, StateError
 
@@ -32,13 +34,6 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """The daemon installs its own handlers (uvicorn's would re-raise the signal after shutdown)."""
         yield
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080), got {listen!r}")
-    return host.strip("[]"), int(port)
 
 
 def run_daemon(
@@ -55,7 +50,7 @@ def run_daemon(
     if log_level is not None:
         logs.configure(log_level)
     try:
-        host, port = parse_listen(listen)
+        host, port = parse_listen(listen, example="127.0.0.1:8080 or 0.0.0.0:8080")
     except ValueError as exc:
         log.error("bad option", error=str(exc))
         return EXIT_ERROR
@@ -66,6 +61,16 @@ def run_daemon(
 
 
 async def _main(paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None) -> int:
+    try:
+        sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
+    except OSError as exc:
+        log.error("cannot listen", error=exc.strerror)
+        return EXIT_ERROR
+    with sock:
+        return await _serve(paths, sock, resync, prune, state_url)
+
+
+async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None) -> int:
     try:
         store = open_state(state_url)
     except StateError as exc:
@@ -89,21 +94,20 @@ async def _main(paths: list[str], host: str, port: int, resync: float, prune: bo
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     config = uvicorn.Config(
         daemon.asgi_app,
-        host=host,
-        port=port,
         log_config=None,
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(), name="capctl-http")
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="capctl-http")
+    log.info("listening", url=url_of(sock))
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
     try:
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():  # the server ended by itself: it could not bind, most likely
-            log.error("the HTTP server stopped; shutting down", listen=f"{host}:{port}")
+        if serving.done():  # the server ended by itself
+            log.error("the HTTP server stopped; shutting down", url=url_of(sock))
             code = EXIT_ERROR
         else:
             log.info("signal received: stopping (vendor tasks keep running)")

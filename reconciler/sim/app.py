@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from reconciler.clock import Clock, FakeClock, SystemClock
+from reconciler.listen import bind, parse_listen, url_of
 from reconciler.sim import control, volc, zego
 from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.config import (
@@ -67,13 +68,6 @@ async def _pump(sim: Simulator) -> None:
         await sim.deliver_due()
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen: expected HOST:PORT (e.g. 127.0.0.1:8750), got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
 def serve(
     listen: str = "127.0.0.1:8750",
     *,
@@ -82,12 +76,23 @@ def serve(
     zego_callback_url: str | None = None,
     fake_clock: bool = False,
 ) -> None:
-    """Run the simulator under uvicorn until interrupted (`capctl sim`)."""
+    """Run the simulator under uvicorn until interrupted (`capctl sim`).
+
+    Prints one line with the address it serves on once the port is bound (the real port for port 0);
+    raises ValueError for a malformed `listen`, OSError when the address cannot be bound."""
     import uvicorn
 
-    host, port = parse_listen(listen)
+    host, port = parse_listen(listen, example="127.0.0.1:8750")
+    sock = bind(host, port)
     clock: Clock = FakeClock(start=SystemClock().now()) if fake_clock else ScaledClock(speed)
     config = SimConfig(volcengine_callback_url=volcengine_callback_url, zego_callback_url=zego_callback_url)
     app = create_app(config, clock)
     app.state.sim.in_process = False
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    time_mode = "fake clock: POST /_sim/clock moves it" if fake_clock else f"clock speed {speed:g}x"
+    print(
+        f"capctl sim listening on {url_of(sock)} (Volcengine /volc; ZEGO /zego/rtc, /zego/cloudrecord,"
+        f" /zego/legacy; control API /_sim; {time_mode})",
+        flush=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[sock])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from reconciler.model import TaskStatus
 from reconciler.state.base import LockHeld
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import SIM, Harness, write_specs
+from tests.servers import daemon_url, sim_url
 from tests.specdocs import recording_job, snapshot_job
 
 LOBBY, CLASS = "SnapshotJob/audit/lobby", "RecordingJob/rec/class-1"
@@ -78,12 +78,6 @@ async def test_a_restart_after_a_vendor_stop_reissues_once(harness: Harness) -> 
     assert len(harness.running_sim_tasks()) == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_http(url: str, *, status: int = 200, timeout: float = 15.0) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
@@ -100,21 +94,21 @@ def wait_http(url: str, *, status: int = 200, timeout: float = 15.0) -> httpx.Re
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_path: Path, sig: int) -> None:
-    sim_port, daemon_port = free_port(), free_port()
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     sim = subprocess.Popen(
-        [sys.executable, "-c", f"from reconciler.sim.app import serve; serve('127.0.0.1:{sim_port}')"],
+        [sys.executable, "-c", "from reconciler.sim.app import serve; serve('127.0.0.1:0')"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     daemon = None
     try:
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/config")
+        sim_base = sim_url(sim)
         specs = tmp_path / "specs"
         write_specs(specs, snapshot_job("audit", ["lobby"], idle=600))
-        providers = (specs / "providers.yaml").read_text().replace(SIM, f"http://127.0.0.1:{sim_port}")
+        providers = (specs / "providers.yaml").read_text().replace(SIM, sim_base)
         (specs / "providers.yaml").write_text(providers)
         daemon = subprocess.Popen(
             [
@@ -123,7 +117,7 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
                 "reconciler.daemon",
                 str(specs),
                 "--listen",
-                f"127.0.0.1:{daemon_port}",
+                "127.0.0.1:0",
                 "--state",
                 f"sqlite:///{tmp_path / 'state.db'}",
             ],
@@ -132,8 +126,9 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_http(f"http://127.0.0.1:{daemon_port}/readyz")
-        base = f"http://127.0.0.1:{sim_port}/_sim/tasks"
+        log: list[str] = []
+        wait_http(daemon_url(daemon, log) + "/readyz")
+        base = f"{sim_base}/_sim/tasks"
         deadline = time.monotonic() + 10
         while not [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]:
             assert time.monotonic() < deadline, "the daemon started no task"
@@ -145,7 +140,8 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
             assert time.monotonic() < deadline, "SIGHUP did not reload the specs"
             time.sleep(0.05)
         daemon.send_signal(sig)
-        _, stderr = daemon.communicate(timeout=15)
+        _, rest = daemon.communicate(timeout=15)
+        stderr = "".join(log) + rest
         assert daemon.returncode == 0, stderr[-2000:]
         assert '"event": "daemon stopped"' in stderr
         running = [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]

@@ -7,11 +7,9 @@ test; each test gets its own spec directory and SQLite state under tmp_path.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.servers import sim_url
 from tests.specdocs import STORAGE, providers
 
 # Distinctive storage credentials: tests assert they never appear anywhere capctl writes.
 CANARY_AK = "AKCANARY0000E2E"
 CANARY_SK = "canary-storage-secret-7f3a9c"
 SIM_SECRETS = ("capctl-sim-volc-secret", "0123456789abcdef0123456789abcdef")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Sim:
@@ -76,23 +69,13 @@ class Sim:
 
 @pytest.fixture(scope="module")
 def sim_server() -> Iterator[Sim]:
-    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        [sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    sim = Sim(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if sim.http.get("/config").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "sim exited"
-        assert time.monotonic() < deadline, "the simulator did not start"
-        time.sleep(0.05)
+    sim = Sim(sim_url(proc))
     yield sim
     proc.terminate()
     proc.wait(timeout=10)

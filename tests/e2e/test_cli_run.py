@@ -9,22 +9,24 @@ import time
 
 import httpx
 
-from tests.e2e.conftest import Workdir, free_port
+from reconciler.listen import bind, url_of
+from tests.e2e.conftest import Workdir
+from tests.servers import daemon_url
 from tests.specdocs import snapshot_job
 
 
 def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
-    port = free_port()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--listen", f"127.0.0.1:{port}", "--resync", "1s"],
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--resync", "1s"],
         cwd=work.root,
         env=work.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    log: list[str] = []
+    http = httpx.Client(base_url=daemon_url(daemon, log), timeout=5)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -48,7 +50,8 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         assert "capctl_" in http.get("/metrics").text
     finally:
         daemon.send_signal(signal.SIGTERM)
-        _, stderr = daemon.communicate(timeout=30)
+        _, rest = daemon.communicate(timeout=30)
+    stderr = "".join(log) + rest
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
     assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture
@@ -68,3 +71,13 @@ def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
     assert "no task" in work.capctl("state", "rm", "SnapshotJob/audit/lobby", expect=1).stderr
     adopted = work.apply().stdout  # TaskId is the idempotency key: the running task is adopted again
     assert "1 created" in adopted and len(work.sim.tasks("volcengine")) == 1
+
+
+def test_servers_refuse_a_taken_address_before_doing_anything(work: Workdir) -> None:
+    with bind("127.0.0.1", 0) as taken:
+        address = url_of(taken).removeprefix("http://")
+        sim = work.capctl("sim", "--listen", address, expect=1)
+        assert f"cannot listen on {address}: Address already in use" in sim.stderr
+        run = work.capctl("run", "--listen", address, expect=1)
+        assert f"cannot listen on {address}: Address already in use" in run.stderr
+    assert not work.state.exists()  # the daemon gave up before opening the state or taking its lock

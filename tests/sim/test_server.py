@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,31 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.sim.app import parse_listen
+from reconciler.listen import bind, parse_listen, url_of
+from tests.servers import sim_url
 from tests.sim.conftest import VOLC_APP, sdk_sign
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, int]]:
     """`serve()` in its own process, as `capctl sim` runs it, so client and server do not share a core."""
-    port = _free_port()
-    code = f"from reconciler.sim import serve; serve('127.0.0.1:{port}')"
-    proc = subprocess.Popen([sys.executable, "-c", code])
+    code = "from reconciler.sim import serve; serve('127.0.0.1:0')"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, "the simulator did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", proc.pid
+        yield sim_url(proc), proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -84,7 +69,18 @@ async def test_speed_and_dropped_connection_on_a_real_socket(server: tuple[str, 
 
 
 def test_parse_listen() -> None:
-    assert parse_listen("127.0.0.1:8750") == ("127.0.0.1", 8750)
-    assert parse_listen("[::1]:9000") == ("::1", 9000)
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        parse_listen("8750")
+    assert parse_listen("127.0.0.1:8750", example="x") == ("127.0.0.1", 8750)
+    assert parse_listen("[::1]:9000", example="x") == ("::1", 9000)
+    assert parse_listen("127.0.0.1:0", example="x") == ("127.0.0.1", 0)  # any free port
+    for bad in ("8750", "127.0.0.1:", ":8750", "127.0.0.1:65536", "127.0.0.1:http"):
+        with pytest.raises(ValueError, match=r"HOST:PORT \(e\.g\. x; port 0 picks a free one\)"):
+            parse_listen(bad, example="x")
+
+
+def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:
+    with bind("127.0.0.1", 0) as first:
+        url = url_of(first)
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and port > 0
+        with pytest.raises(OSError, match=rf"^\[Errno \d+\] cannot listen on 127\.0\.0\.1:{port}: "):
+            bind("127.0.0.1", port)

@@ -1,0 +1,38 @@
+"""`--listen HOST:PORT` for the two servers (`capctl sim`, `capctl run`): parsed once, bound before serving.
+
+Binding the socket before the server starts gives a clear error at once when the address is taken, and
+lets port 0 mean "any free port": the server then says which port it got, so tests and scripts never
+have to guess a free port and race another process for it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port when bound."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen: expected HOST:PORT (e.g. {example}; port 0 picks a free one), got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port), for uvicorn; OSError names the address on failure."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after a stop
+        sock.bind((host, port))
+        sock.listen(2048)  # connections queue from now on, even before the server accepts them
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """`http://host:port` of a bound socket (the real port when it was bound to port 0)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
