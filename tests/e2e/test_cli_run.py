@@ -60,6 +60,8 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
 def test_run_rejects_bad_options(work: Workdir) -> None:
     assert "--resync" in work.capctl("run", "--resync", "soon", expect=1).stderr
     assert "--listen" in work.capctl("run", "--listen", "nowhere", expect=1).stderr
+    # User input is quoted as typed, never read as terminal markup.
+    assert "got '[bold]lobby'" in work.capctl("sim", "--listen", "[bold]lobby", expect=1).stderr
 
 
 def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
