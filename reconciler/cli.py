@@ -293,7 +293,7 @@ def plan(
             write_plan_file(the_plan, out)
         except OSError as exc:
             fail(f"{out}: cannot write the plan ({exc.strerror})")
-        _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}")
+        _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False)
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
 
@@ -338,10 +338,9 @@ def apply(
         result = run_async(lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism))
     if result is None:
         return
-    console = _out_console()
-    for failure in result.failed:
-        console.print(f"[red]✗ {failure.key}[/red] ({failure.action.value}): {failure.error}", soft_wrap=True)
-    console.print(f"[bold]{result.summary()}[/bold]", soft_wrap=True)
+    from reconciler.render import render_apply_result
+
+    render_apply_result(result, _out_console())
     if result.failed:
         raise typer.Exit(EXIT_ERROR)
 

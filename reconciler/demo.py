@@ -25,12 +25,13 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
 from reconciler.plan import PlanOptions, plan_to_json
-from reconciler.render import render_text
+from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
@@ -132,10 +133,10 @@ class Walkthrough:
         self.state_url = f"sqlite:///{DEMO_STATE}"
 
     def step(self, text: str) -> None:
-        self.console.print(f"\n[bold cyan]▶ {text}[/bold cyan]", soft_wrap=True)
+        self.console.print(Text(f"\n▶ {text}", style="bold cyan"), soft_wrap=True)
 
     def command(self, text: str) -> None:
-        self.console.print(f"[bold]$ {text}[/bold]", soft_wrap=True)
+        self.console.print(Text(f"$ {text}", style="bold"), soft_wrap=True)  # may quote user paths
 
     def plan_and_apply(self, *, apply: bool) -> None:
         asyncio.run(self._plan_and_apply(apply))
@@ -151,9 +152,7 @@ class Walkthrough:
                     result = await apply_plan(
                         run.plan, self.spec_set.tasks, run.snapshot, run.observed, store, pool, clock, parallelism=10
                     )
-                    for failure in result.failed:
-                        self.console.print(f"[red]✗ {failure.key}: {failure.error}[/red]")
-                    self.console.print(f"[bold]{result.summary()}[/bold]", soft_wrap=True)
+                    render_apply_result(result, self.console)
         finally:
             store.close()
 
@@ -174,7 +173,7 @@ def _daemon_lines(
             seen.append(event)
         text = _describe(event)
         if text:
-            console.print(f"  [magenta]daemon[/magenta] │ {text}", soft_wrap=True)
+            console.print(Text.assemble(("  daemon", "magenta"), f" │ {text}"), soft_wrap=True)
 
 
 def _describe(event: dict[str, Any]) -> str | None:

@@ -1,15 +1,19 @@
 """Human views of a plan, rendered from its JSON form (the one saved format), like Terraform's jsonplan.
 
 `render_text` writes a coloured rich view for terminals (plain when not a terminal); `render_markdown`
-returns a view for pull-request comments. Unchanged tasks are counted, not listed.
+returns a view for pull-request comments. Unchanged tasks are counted, not listed. `render_apply_result`
+is the outcome of an apply.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from reconciler.execute import ApplyResult
 
 SYMBOLS = {
     "create": ("+", "green"),
@@ -95,3 +99,13 @@ def render_markdown(plan: dict[str, Any]) -> str:
     else:
         lines.append("No changes.")
     return "\n".join(lines) + "\n"
+
+
+def render_apply_result(result: ApplyResult, console: Console) -> None:
+    """Each failed action with its error, then the summary line. Vendor error text is printed as it came:
+    rich Text, never markup, so brackets in it can neither vanish nor break the output."""
+    for failure in result.failed:
+        console.print(
+            Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
+        )
+    console.print(Text(result.summary(), style="bold"), soft_wrap=True)

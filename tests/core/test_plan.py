@@ -16,7 +16,7 @@ from reconciler.plan import (
     plan_to_json,
     selector_matches,
 )
-from reconciler.render import render_markdown, render_text, summary_line
+from reconciler.render import render_apply_result, render_markdown, render_text, summary_line
 from tests.core.factories import desired, record_for
 
 NOW = 1_800_000_000.0
@@ -232,3 +232,23 @@ def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
     assert "resuming it with its recorded ClientTaskId" in one(task, lost).reason
     changed = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, bucket="other")
     assert intent(changed, lost, NOW, reissue=False).client_task_id != first.client_task_id
+
+
+def test_apply_errors_print_verbatim_even_with_brackets():
+    from rich.console import Console
+
+    from reconciler.execute import ApplyResult, ChangeResult
+
+    error = "InvalidParameter: RoomId [/a-z/] must match [[a-zA-Z0-9_@-]]"  # rich markup would eat or reject it
+    result = ApplyResult(
+        (
+            ChangeResult("SnapshotJob/audit/[lobby]", Action.CREATE, ok=False, error=error),
+            ChangeResult("SnapshotJob/audit/hall", Action.CREATE, ok=True),
+        )
+    )
+    console = Console(record=True, width=200)
+    render_apply_result(result, console)
+    assert console.export_text().splitlines() == [
+        f"✗ SnapshotJob/audit/[lobby] (create): {error}",
+        "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 1 failed.",
+    ]
