@@ -472,12 +472,13 @@ def state_list(
         typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{len(records)} tasks (state serial {snapshot.serial})", title_justify="left")
     for column in ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR"):
         table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(
+        cells = (
             r.key,
             r.status.value,
             r.vendor_task_id or "-",
@@ -487,6 +488,7 @@ def state_list(
             fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
             r.last_error or "-",
         )
+        table.add_row(*map(Text, cells))  # Text, not markup: vendor messages may hold brackets
     _out_console().print(table)
 
 

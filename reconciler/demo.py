@@ -116,7 +116,7 @@ def _sim_table(sim: SimControl, title: str) -> Table:
     for t in sim.tasks():
         quit_reason = t.get("quitReason")
         reason = t.get("stopReason") or (f"quit_reason {quit_reason}" if quit_reason is not None else "-")
-        table.add_row(
+        cells = (
             str(t.get("vendor", "")),
             str(t.get("roomId", t.get("fileId", ""))),
             str(t.get("taskId", "")),
@@ -124,6 +124,7 @@ def _sim_table(sim: SimControl, title: str) -> Table:
             reason,
             str(t.get("images", "-")),
         )
+        table.add_row(*map(Text, cells))
     return table
 
 

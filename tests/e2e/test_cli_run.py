@@ -10,9 +10,12 @@ import time
 import httpx
 
 from reconciler.listen import bind, url_of
+from reconciler.model import TaskStatus
+from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.servers import daemon_url
 from tests.specdocs import snapshot_job
+from tests.state.helpers import make_record
 
 
 def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
@@ -83,3 +86,12 @@ def test_servers_refuse_a_taken_address_before_doing_anything(work: Workdir) -> 
         run = work.capctl("run", "--listen", address, expect=1)
         assert f"cannot listen on {address}: Address already in use" in run.stderr
     assert not work.state.exists()  # the daemon gave up before opening the state or taking its lock
+
+
+def test_state_list_prints_vendor_errors_verbatim(work: Workdir) -> None:
+    error = "InvalidParameter: [/RoomId] must match [[a-z]]"  # as rich markup this would crash the table
+    store = open_state(f"sqlite:///{work.state}")
+    store.put(make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=error))
+    store.close()
+    out = work.capctl("state", "list", env={"COLUMNS": "400"}).stdout
+    assert error in out
