@@ -21,7 +21,9 @@ from reconciler import __version__
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from reconciler.execute import ApplyResult
     from reconciler.plan import Plan
+    from reconciler.retry import RetryPolicy
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
 
@@ -222,10 +224,20 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: 
         fail(str(exc))
 
 
+def _retry_policy() -> RetryPolicy:
+    from reconciler.retry import RetryPolicy
+
+    try:
+        return RetryPolicy.from_env(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
+    retry = _retry_policy()
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         with _progress(len(spec_set.tasks), "Refreshing") as progress:
@@ -237,6 +249,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 clock,
                 options=options,
                 paths=paths,
+                retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
             )
     return run.plan
@@ -286,6 +299,10 @@ def plan(
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
     show_plan(the_plan, fmt)
+    if the_plan.unobserved:
+        # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
+        saved_note = "; it was not saved" if out else ""
+        fail(f"the plan is incomplete: {_unobserved(the_plan)} (see the note above){saved_note}")
     if out:
         from reconciler.planfile import write_plan_file
 
@@ -335,14 +352,21 @@ def apply(
     spec_set = load_specs(spec_paths)
     options = saved.options if saved else _plan_options(prune, refresh, target, replace)
     with open_store(state) as store, locked(store, "capctl apply"):
-        result = run_async(lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism))
-    if result is None:
-        return
-    from reconciler.render import render_apply_result
+        the_plan, result = run_async(
+            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
+        )
+    if result is not None:
+        from reconciler.render import render_apply_result
 
-    render_apply_result(result, _out_console())
-    if result.failed:
+        render_apply_result(result, _out_console())
+    if the_plan.unobserved:
+        fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
+    if result is not None and result.failed:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _unobserved(the_plan: Plan) -> str:
+    return f"{len(the_plan.unobserved)} task(s) could not be observed"
 
 
 def _read_plan(path: str) -> Plan:
@@ -363,15 +387,11 @@ async def _apply(
     saved: Plan | None,
     auto_approve: bool,
     parallelism: int,
-) -> Any:
+) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
-    from reconciler.retry import RetryPolicy
 
-    try:
-        retry = RetryPolicy.from_env(os.environ)
-    except ValueError as exc:
-        fail(str(exc))
+    retry = _retry_policy()
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
@@ -381,16 +401,22 @@ async def _apply(
             show_plan(the_plan, "text")
         else:
             run = await make_plan(
-                spec_set.tasks, store, pool if options.refreshed else None, clock, options=options, paths=paths
+                spec_set.tasks,
+                store,
+                pool if options.refreshed else None,
+                clock,
+                options=options,
+                paths=paths,
+                retry=retry,
             )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                return None
+                return the_plan, None
             _confirm(auto_approve)
         with _progress(len(the_plan.actionable), "Applying") as progress:
             bar = progress.add_task("apply", total=len(the_plan.actionable))
-            return await apply_plan(
+            return the_plan, await apply_plan(
                 the_plan,
                 spec_set.tasks,
                 snapshot,

@@ -68,6 +68,7 @@ async def make_plan(
     *,
     options: PlanOptions,
     paths: Sequence[str],
+    retry: RetryPolicy | None = None,
     on_observed: Callable[[str, Observed], None] | None = None,
 ) -> PlanRun:
     """Read state, observe the tasks that may be running (when `pool` is given), diff."""
@@ -82,7 +83,7 @@ async def make_plan(
                 for k, r in relevant.items()
                 if k in options.replace or any(selector_matches(s, k) for s in options.targets)
             }
-        observed = await observe_all(relevant, pool, on_done=on_observed)
+        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed)
     plan = diff(
         desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
     )

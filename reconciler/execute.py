@@ -196,10 +196,11 @@ class Executor:
         return None if stopped else "nothing to stop at the vendor; record forgotten"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        def on_retry(exc: VendorError, attempt: int, delay: float) -> None:
-            log.info("retrying", error=str(exc), kind=exc.kind.value, attempt=attempt, delay=round(delay, 2))
+        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=_log_retry)
 
-        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=on_retry)
+
+def _log_retry(exc: VendorError, attempt: int, delay: float) -> None:
+    log.info("retrying", error=str(exc), kind=exc.kind.value, attempt=attempt, delay=round(delay, 2))
 
 
 def needs_observation(record: TaskRecord) -> bool:
@@ -213,18 +214,27 @@ def needs_observation(record: TaskRecord) -> bool:
 async def observe_all(
     records: Mapping[str, TaskRecord],
     providers: ProviderLookup,
+    clock: Clock,
     *,
+    retry: RetryPolicy | None = None,
+    rng: random.Random | None = None,
     concurrency: int = 64,
     on_done: Callable[[str, Observed], None] | None = None,
 ) -> dict[str, Observed]:
-    """Observe every record that can be running. Pacing is the rate budgets' job; errors become UNKNOWN."""
+    """Observe every record that can be running. Pacing is the rate budgets' job; a read is always safe to
+    retry, so 5xx, timeouts and dropped connections are retried as apply's calls are; what still fails
+    becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
     semaphore = asyncio.Semaphore(concurrency)
+    policy, jitter = retry or RetryPolicy(), rng or random.Random()
     observed: dict[str, Observed] = {}
 
     async def one(record: TaskRecord) -> None:
+        provider = providers(record.provider, record.family)
         async with semaphore:
             try:
-                obs = await providers(record.provider, record.family).observe(record)
+                obs = await call_with_retry(
+                    lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=_log_retry
+                )
             except VendorError as exc:
                 obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
         observed[record.key] = obs

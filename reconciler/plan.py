@@ -54,6 +54,7 @@ class Plan:
     paths: tuple[str, ...]
     changes: tuple[Change, ...]
     notes: tuple[str, ...] = ()
+    unobserved: tuple[str, ...] = ()  # tasks whose vendor status could not be read: left as is, plan incomplete
     format_version: int = FORMAT_VERSION
 
     def __repr__(self) -> str:
@@ -354,6 +355,16 @@ def diff(
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
+    unobserved = tuple(
+        c.key for c in changes if (obs := observed.get(c.key)) is not None and obs.state is ObservedState.UNKNOWN
+    )
+    if unobserved:
+        first = observed[unobserved[0]].detail or "error"
+        more = f" (and {len(unobserved) - 1} more)" if len(unobserved) > 1 else ""
+        notes.append(
+            f"{len(unobserved)} task(s) could not be observed and are left as is, so this plan is incomplete: "
+            f"{unobserved[0]}: {first}{more}."
+        )
     return Plan(
         state_serial=state_serial,
         created_at=now,
@@ -361,6 +372,7 @@ def diff(
         paths=tuple(paths),
         changes=tuple(changes),
         notes=tuple(notes),
+        unobserved=unobserved,
     )
 
 
@@ -386,6 +398,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "paths": list(plan.paths),
         "summary": {a.value: counts[a] for a in ACTION_ORDER},
         "notes": list(plan.notes),
+        "unobserved": list(plan.unobserved),
         "changes": [
             {
                 "key": c.key,
@@ -442,6 +455,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
             paths=tuple(data["paths"]),
             changes=changes,
             notes=tuple(data.get("notes", ())),
+            unobserved=tuple(data.get("unobserved", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None

@@ -23,6 +23,7 @@ SYMBOLS = {
     "delete": ("-", "red"),
     "no-op": ("=", "dim"),
 }
+UNOBSERVED = ("?", "yellow")  # a no-op only because its vendor status could not be read
 SUMMARY_WORDS = (
     ("create", "to create"),
     ("update", "to update in place"),
@@ -37,25 +38,31 @@ MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "
 def summary_line(plan: dict[str, Any]) -> str:
     counts = plan["summary"]
     parts = [f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS]
-    return "Plan: " + ", ".join(parts) + "."
+    unobserved = len(plan.get("unobserved", ()))
+    return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
 
 
 def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
-    changes = [c for c in plan["changes"] if show_unchanged or c["action"] != "no-op"]
+    unobserved = set(plan.get("unobserved", ()))
+    changes = [c for c in plan["changes"] if show_unchanged or c["action"] != "no-op" or c["key"] in unobserved]
     if not changes:
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
-        console.print("capctl will perform the following actions:\n")
+        if not any(c["action"] != "no-op" for c in changes):
+            console.print("No changes for the tasks that could be observed. Left as is:\n")
+        else:
+            console.print("capctl will perform the following actions:\n")
         width = max(len(c["key"]) for c in changes)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for change in changes:
-            symbol, style = SYMBOLS[change["action"]]
+            symbol, style = UNOBSERVED if change["key"] in unobserved else SYMBOLS[change["action"]]
+            action = "unknown" if change["key"] in unobserved else change["action"]
             lines.append(
                 (
                     ("  ", ""),
                     (f"{symbol:>3} ", f"bold {style}"),
                     (change["key"].ljust(width), style),
-                    (f"  {change['action']:<8}", f"bold {style}"),
+                    (f"  {action:<8}", f"bold {style}"),
                     (f"  {change['reason']}", ""),
                 )
             )
@@ -82,13 +89,13 @@ def render_markdown(plan: dict[str, Any]) -> str:
         lines.append(f"> {note}")
     if plan["notes"]:
         lines.append("")
-    changes = [c for c in plan["changes"] if c["action"] != "no-op"]
+    unobserved = set(plan.get("unobserved", ()))
+    changes = [c for c in plan["changes"] if c["action"] != "no-op" or c["key"] in unobserved]
     if changes:
         lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
         for c in changes:
-            lines.append(
-                f"| {MD_ICONS[c['action']]} | `{_md_cell(c['key'])}` | {c['action']} | {_md_cell(c['reason'])} |"
-            )
+            icon, action = ("❓", "unknown") if c["key"] in unobserved else (MD_ICONS[c["action"]], c["action"])
+            lines.append(f"| {icon} | `{_md_cell(c['key'])}` | {action} | {_md_cell(c['reason'])} |")
         detailed = [c for c in changes if c["details"]]
         if detailed:
             lines += ["", "<details><summary>Field changes</summary>", ""]

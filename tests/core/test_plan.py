@@ -252,3 +252,45 @@ def test_apply_errors_print_verbatim_even_with_brackets():
         f"✗ SnapshotJob/audit/[lobby] (create): {error}",
         "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 1 failed.",
     ]
+
+
+def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view():
+    from rich.console import Console
+
+    seen, unseen = desired(room="lobby"), desired(room="hall")
+    records = {t.key: record_for(t) for t in (seen, unseen)}
+    observed = {
+        seen.key: Observed(ObservedState.STOPPED, reason="IdleTimeOut"),
+        unseen.key: Observed(ObservedState.UNKNOWN, detail="GetSnapshotTask: timeout"),
+    }
+    plan = diff({t.key: t for t in (seen, unseen)}, records, observed, options=PlanOptions(), state_serial=3, now=NOW)
+    assert plan.unobserved == (unseen.key,)
+    assert plan.notes == (
+        f"1 task(s) could not be observed and are left as is, so this plan is incomplete: "
+        f"{unseen.key}: GetSnapshotTask: timeout.",
+    )
+    data = plan_to_json(plan)
+    assert data["unobserved"] == [unseen.key]
+    assert plan_from_json(json.loads(json.dumps(data))) == plan
+    assert summary_line(data).endswith("1 unchanged (1 not observed).")
+    console = Console(record=True, width=200)
+    render_text(data, console)
+    text = console.export_text()
+    assert text.startswith("capctl will perform the following actions:")
+    assert f"? {unseen.key}   unknown   could not observe it (GetSnapshotTask: timeout); left as is" in text
+    assert f"| ❓ | `{unseen.key}` | unknown |" in render_markdown(data)
+
+
+def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match():
+    from rich.console import Console
+
+    task = desired()
+    observed = {task.key: Observed(ObservedState.UNKNOWN, detail="connection refused")}
+    plan = diff(
+        {task.key: task}, {task.key: record_for(task)}, observed, options=PlanOptions(), state_serial=3, now=NOW
+    )
+    console = Console(record=True, width=200)
+    render_text(plan_to_json(plan), console)
+    text = console.export_text()
+    assert text.startswith("No changes for the tasks that could be observed. Left as is:")
+    assert "match the recorded and observed state" not in text
