@@ -211,6 +211,11 @@ def needs_observation(record: TaskRecord) -> bool:
     )
 
 
+# After this many tasks of one provider in a row failed their status query (retries included), the rest of
+# that provider's tasks are not tried: a vendor outage then costs one round of retries, not one per task.
+GIVE_UP_AFTER = 5
+
+
 async def observe_all(
     records: Mapping[str, TaskRecord],
     providers: ProviderLookup,
@@ -226,17 +231,26 @@ async def observe_all(
     becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
     semaphore = asyncio.Semaphore(concurrency)
     policy, jitter = retry or RetryPolicy(), rng or random.Random()
+    failing: dict[str, tuple[int, str]] = {}  # provider -> (tasks failed in a row, the last error)
     observed: dict[str, Observed] = {}
 
     async def one(record: TaskRecord) -> None:
         provider = providers(record.provider, record.family)
         async with semaphore:
-            try:
-                obs = await call_with_retry(
-                    lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=_log_retry
-                )
-            except VendorError as exc:
-                obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+            streak, last = failing.get(record.provider, (0, ""))
+            if streak >= GIVE_UP_AFTER:
+                detail = f"not tried: the last {streak} status queries to provider {record.provider} failed ({last})"
+                obs = Observed(ObservedState.UNKNOWN, detail=detail)
+            else:
+                try:
+                    obs = await call_with_retry(
+                        lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=_log_retry
+                    )
+                    failing.pop(record.provider, None)
+                except VendorError as exc:
+                    streak, _ = failing.get(record.provider, (0, ""))
+                    failing[record.provider] = (streak + 1, str(exc))
+                    obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
         observed[record.key] = obs
         if on_done is not None:
             on_done(record.key, obs)
