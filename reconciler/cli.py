@@ -487,8 +487,6 @@ def state_list(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
     """List every recorded task with its status, vendor id, re-issues and next attempt."""
-    from reconciler.plan import fmt_time
-
     if output not in ("table", "json"):
         fail(f"--output {output!r}: expected table or json")
     with open_store(state) as store:
@@ -497,25 +495,9 @@ def state_list(
     if output == "json":
         typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
         return
-    from rich.table import Table
-    from rich.text import Text
+    from reconciler.render import render_state_table
 
-    table = Table(title=f"{len(records)} tasks (state serial {snapshot.serial})", title_justify="left")
-    for column in ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        cells = (
-            r.key,
-            r.status.value,
-            r.vendor_task_id or "-",
-            str(r.reissue_count),
-            r.stop_reason or "-",
-            fmt_time(r.observed_at) if r.observed_at else "-",
-            fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            r.last_error or "-",
-        )
-        table.add_row(*map(Text, cells))  # Text, not markup: vendor messages may hold brackets
-    _out_console().print(table)
+    typer.echo(render_state_table(records, snapshot.serial))
 
 
 @state_app.command("show")

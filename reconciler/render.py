@@ -13,7 +13,10 @@ from rich.console import Console, Group
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from reconciler.execute import ApplyResult
+    from reconciler.model import TaskRecord
 
 SYMBOLS = {
     "create": ("+", "green"),
@@ -116,3 +119,30 @@ def render_apply_result(result: ApplyResult, console: Console) -> None:
             Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
         )
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)
+
+
+STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
+
+
+def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
+    """`capctl state list`: plain columns as `kubectl get` prints them, never wrapped or cut, so a line per
+    task survives grep, awk and narrow terminals alike."""
+    from reconciler.plan import fmt_time
+
+    rows = [STATE_COLUMNS] + [
+        (
+            r.key,
+            r.status.value,
+            r.vendor_task_id or "-",
+            str(r.reissue_count),
+            r.stop_reason or "-",
+            fmt_time(r.observed_at) if r.observed_at else "-",
+            fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
+            (r.last_error or "-").replace("\n", " "),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(STATE_COLUMNS) - 1)]
+    lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
+    return f"{count} (state serial {serial})\n" + "\n".join(lines)

@@ -93,5 +93,7 @@ def test_state_list_prints_vendor_errors_verbatim(work: Workdir) -> None:
     store = open_state(f"sqlite:///{work.state}")
     store.put(make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=error))
     store.close()
-    out = work.capctl("state", "list", env={"COLUMNS": "400"}).stdout
-    assert error in out
+    lines = work.capctl("state", "list").stdout.splitlines()
+    assert lines[0] == "1 task (state serial 1)"
+    assert lines[1].split()[:2] == ["KEY", "STATUS"] and lines[2].startswith("SnapshotJob/audit/lobby   failed   ")
+    assert lines[2].endswith(f"   {error}")  # one line per task, never wrapped or cut, brackets kept
