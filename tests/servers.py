@@ -3,12 +3,13 @@
 Asking the kernel for a free port and passing it on races every other process on the machine (two test
 workers can be handed the same one); a server bound to port 0 cannot collide, and it says where it is:
 the simulator prints `capctl sim listening on URL`, the daemon logs `{"event": "listening", "url": URL}`.
+The output is read on a thread from start to end, so the process never blocks on a full pipe and no line
+is lost to a second reader.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import re
 import subprocess
 import threading
@@ -32,54 +33,48 @@ def _daemon_url(line: str) -> str | None:
     return url if isinstance(url, str) else None
 
 
-def _await_url(
-    proc: subprocess.Popen[str],
-    stream: IO[str],
-    parse: Callable[[str], str | None],
-    seen: list[str],
-    timeout: float,
-    *,
-    drain: bool,
-) -> str:
-    """Read `stream` line by line (kept in `seen`) until `parse` finds the URL; fail if the process exits.
-    With `drain`, keep reading to the end so that the process never blocks on a full pipe."""
-    found: queue.Queue[str | None] = queue.Queue()
+class ServerOutput:
+    """Every line `stream` gives until it closes, and the URL `parse` finds in one of them."""
 
-    def read() -> None:
-        waiting = True
+    def __init__(self, proc: subprocess.Popen[str], stream: IO[str] | None, parse: Callable[[str], str | None]):
+        assert stream is not None, "start the process with that stream piped (text=True)"
+        self.proc = proc
+        self.lines: list[str] = []
+        self._parse = parse
+        self._url: str | None = None
+        self._found = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
         for line in stream:
-            if not waiting:
-                continue
-            seen.append(line)
-            url = parse(line)
-            if url is not None:
-                found.put(url)
-                waiting = False
-                if not drain:
-                    return
-        if waiting:
-            found.put(None)  # end of output: the process exited
+            self.lines.append(line)
+            if self._url is None and (url := self._parse(line)) is not None:
+                self._url = url
+                self._found.set()
+        self._found.set()  # end of output: the process exited (or closed the stream)
 
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        url = found.get(timeout=timeout)
-    except queue.Empty:
-        raise AssertionError(f"no address after {timeout} s; output so far:\n{''.join(seen)}") from None
-    if url is None:
-        proc.wait(timeout=10)
-        raise AssertionError(f"exited with {proc.returncode} before listening:\n{''.join(seen)}")
-    return url
+    def url(self, timeout: float = 20) -> str:
+        """The URL the server reported; fails with its output so far if it exited or took too long."""
+        if not self._found.wait(timeout):
+            raise AssertionError(f"no address after {timeout} s; output so far:\n{''.join(self.lines)}")
+        if self._url is None:
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"exited with {self.proc.returncode} before listening:\n{''.join(self.lines)}")
+        return self._url
 
-
-def sim_url(proc: subprocess.Popen[str], *, timeout: float = 20) -> str:
-    """The base URL of a `capctl sim --listen 127.0.0.1:0` started with stdout=PIPE (stderr=STDOUT, so a
-    failure to start shows why), text=True. Its output is drained from then on."""
-    assert proc.stdout is not None
-    return _await_url(proc, proc.stdout, _sim_url, [], timeout, drain=True)
+    def text(self, timeout: float = 30) -> str:
+        """All of the output, once the stream has closed (call it after the process ended)."""
+        self._reader.join(timeout)
+        assert not self._reader.is_alive(), "the output did not end"
+        return "".join(self.lines)
 
 
-def daemon_url(proc: subprocess.Popen[str], seen: list[str], *, timeout: float = 20) -> str:
-    """The base URL of a `capctl run --listen 127.0.0.1:0` started with stderr=PIPE, text=True; the log
-    lines read on the way are appended to `seen` (read the rest with communicate())."""
-    assert proc.stderr is not None
-    return _await_url(proc, proc.stderr, _daemon_url, seen, timeout, drain=False)
+def sim_output(proc: subprocess.Popen[str]) -> ServerOutput:
+    """For `capctl sim --listen 127.0.0.1:0` started with stdout=PIPE, stderr=STDOUT, text=True."""
+    return ServerOutput(proc, proc.stdout, _sim_url)
+
+
+def daemon_output(proc: subprocess.Popen[str]) -> ServerOutput:
+    """For `capctl run --listen 127.0.0.1:0` started with stderr=PIPE (its JSON log), text=True."""
+    return ServerOutput(proc, proc.stderr, _daemon_url)

@@ -16,7 +16,7 @@ from reconciler.model import TaskStatus
 from reconciler.state.base import LockHeld
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import SIM, Harness, write_specs
-from tests.servers import daemon_url, sim_url
+from tests.servers import daemon_output, sim_output
 from tests.specdocs import recording_job, snapshot_job
 
 LOBBY, CLASS = "SnapshotJob/audit/lobby", "RecordingJob/rec/class-1"
@@ -105,7 +105,7 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
     )
     daemon = None
     try:
-        sim_base = sim_url(sim)
+        sim_base = sim_output(sim).url()
         specs = tmp_path / "specs"
         write_specs(specs, snapshot_job("audit", ["lobby"], idle=600))
         providers = (specs / "providers.yaml").read_text().replace(SIM, sim_base)
@@ -122,12 +122,12 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
                 f"sqlite:///{tmp_path / 'state.db'}",
             ],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        log: list[str] = []
-        wait_http(daemon_url(daemon, log) + "/readyz")
+        log = daemon_output(daemon)
+        wait_http(log.url() + "/readyz")
         base = f"{sim_base}/_sim/tasks"
         deadline = time.monotonic() + 10
         while not [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]:
@@ -140,8 +140,8 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
             assert time.monotonic() < deadline, "SIGHUP did not reload the specs"
             time.sleep(0.05)
         daemon.send_signal(sig)
-        _, rest = daemon.communicate(timeout=15)
-        stderr = "".join(log) + rest
+        daemon.wait(timeout=15)
+        stderr = log.text()
         assert daemon.returncode == 0, stderr[-2000:]
         assert '"event": "daemon stopped"' in stderr
         running = [t for t in httpx.get(base).json()["tasks"] if t["state"] == "running"]

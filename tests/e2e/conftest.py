@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import sim_url
+from tests.servers import sim_output
 from tests.specdocs import STORAGE, providers
 
 # Distinctive storage credentials: tests assert they never appear anywhere capctl writes.
@@ -75,7 +75,7 @@ def sim_server() -> Iterator[Sim]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    sim = Sim(sim_url(proc))
+    sim = Sim(sim_output(proc).url())
     yield sim
     proc.terminate()
     proc.wait(timeout=10)

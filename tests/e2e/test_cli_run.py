@@ -13,7 +13,7 @@ from reconciler.listen import bind, url_of
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
-from tests.servers import daemon_url
+from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
@@ -24,12 +24,12 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--resync", "1s"],
         cwd=work.root,
         env=work.env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    log: list[str] = []
-    http = httpx.Client(base_url=daemon_url(daemon, log), timeout=5)
+    log = daemon_output(daemon)
+    http = httpx.Client(base_url=log.url(), timeout=5)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -53,8 +53,8 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         assert "capctl_" in http.get("/metrics").text
     finally:
         daemon.send_signal(signal.SIGTERM)
-        _, rest = daemon.communicate(timeout=30)
-    stderr = "".join(log) + rest
+        daemon.wait(timeout=30)
+    stderr = log.text()
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
     assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from reconciler.listen import bind, parse_listen, url_of
-from tests.servers import sim_url
+from tests.servers import sim_output
 from tests.sim.conftest import VOLC_APP, sdk_sign
 
 
@@ -24,7 +24,7 @@ def server() -> Iterator[tuple[str, int]]:
     code = "from reconciler.sim import serve; serve('127.0.0.1:0')"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        yield sim_url(proc), proc.pid
+        yield sim_output(proc).url(), proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
