@@ -24,14 +24,36 @@ class ErrorKind(enum.StrEnum):
 
 
 class VendorError(Exception):
-    """A vendor call failed. `message` never contains a secret."""
+    """A vendor call failed. `message` never contains a secret.
+
+    `code` is the vendor's error code, or "" when no answer came at all (a refused connection, a timeout).
+    `provider` and `provider_type` name the Provider document whose call failed: the provider sets them
+    (`named`), so that every error says which account and endpoint it is about.
+    """
 
     def __init__(self, kind: ErrorKind, code: str, message: str, *, api: str = "") -> None:
-        super().__init__(f"{api + ': ' if api else ''}{code}: {message}")
+        super().__init__(code, message)
         self.kind = kind
         self.code = code
         self.message = message
         self.api = api
+        self.provider = ""
+        self.provider_type = ""
+
+    def __str__(self) -> str:
+        where = f"{self.provider} ({self.provider_type}): " if self.provider else ""
+        return f"{where}{self.api + ': ' if self.api else ''}{self.code + ': ' if self.code else ''}{self.message}"
+
+    def named(self, provider: str, provider_type: str) -> VendorError:
+        """This error, tagged with the Provider document that made the call (the first tag stays)."""
+        if not self.provider:
+            self.provider, self.provider_type = provider, provider_type
+        return self
+
+    def after_tries(self, tries: int) -> VendorError:
+        """The same failure, saying how many tries it took to give up (the message a retry loop ends with)."""
+        final = VendorError(self.kind, self.code, f"{self.message} after {tries} tries", api=self.api)
+        return final.named(self.provider, self.provider_type)
 
     @property
     def retryable(self) -> bool:

@@ -20,6 +20,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.secrets import Secret, reveal_tree
 
@@ -235,9 +236,11 @@ class VolcengineSnapshotProvider:
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
-            detail = _scrub(str(exc) or "no detail", secrets)
-            raise VendorError(ErrorKind.RETRYABLE, type(exc).__name__, f"request failed: {detail}", api=api) from None
-        return self._result(api, response, secrets)
+            raise transport_error(exc, self._base_url, api=api).named(self.name, self._config.type) from None
+        try:
+            return self._result(api, response, secrets)
+        except VendorError as exc:
+            raise exc.named(self.name, self._config.type) from None
 
     def _result(self, api: str, response: httpx.Response, secrets: list[Secret]) -> Any:
         status = response.status_code

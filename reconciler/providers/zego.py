@@ -62,10 +62,11 @@ THUMBNAIL_CODES: dict[int, tuple[ErrorKind, str]] = {
 }
 
 
-def _require_text(value: Any, api: str, where: str) -> str:
+def _require_text(value: Any, api: str, where: str, client: ZegoClient) -> str:
     if isinstance(value, str) and value:
         return value
-    raise VendorError(ErrorKind.RETRYABLE, "bad-answer", f"unexpected answer from {api}: no {where}", api=api)
+    error = VendorError(ErrorKind.RETRYABLE, "bad-answer", f"unexpected answer from {api}: no {where}", api=api)
+    raise error.named(client.config.name, client.config.type)
 
 
 class _ZegoProvider:
@@ -155,7 +156,7 @@ class ZegoRecordProvider(_RecordingProvider):
         answer = await self._client.call(
             "StartRecord", priority, "POST", self._url, body=body, secrets=secret_values(task.request)
         )
-        task_id = _require_text(field(answer, "Data", "TaskId"), "StartRecord", "Data.TaskId")
+        task_id = _require_text(field(answer, "Data", "TaskId"), "StartRecord", "Data.TaskId", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
 
     async def _stop_task(self, task_id: str) -> None:
@@ -206,7 +207,9 @@ class _AccessTokens:
             answer = await self._client.call(
                 "access_token", priority, "POST", self._url, signed=False, body=body, envelope=LEGACY_ENVELOPE
             )
-            token = _require_text(field(answer, "data", "access_token"), "access_token", "data.access_token")
+            token = _require_text(
+                field(answer, "data", "access_token"), "access_token", "data.access_token", self._client
+            )
             expires_in = field(answer, "data", "expires_in")
             if isinstance(expires_in, bool) or not isinstance(expires_in, int):
                 raise VendorError(
@@ -214,7 +217,7 @@ class _AccessTokens:
                     "bad-answer",
                     "unexpected answer from access_token: no data.expires_in",
                     api="access_token",
-                )
+                ).named(self._client.config.name, self._client.config.type)
             self._token = Secret(token)
             self._fresh_until = self._clock.now() + expires_in - TOKEN_MARGIN
             return self._token
@@ -245,7 +248,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
     ) -> StartResult:
         answer = await self._call("start", priority, reveal_tree(task.request), secrets=secret_values(task.request))
-        task_id = _require_text(answer.get("task_id"), "start", "task_id")
+        task_id = _require_text(answer.get("task_id"), "start", "task_id", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
 
     async def _stop_task(self, task_id: str) -> None:
@@ -352,6 +355,7 @@ class ZegoThumbnailProvider(_ZegoProvider):
             field(found[0], "TaskId") or field(found[1], "task_id"),
             "MediaThumbnails",
             "Data.Tencent.TaskId or Data.Huawei.task_id",
+            self._client,
         )
         return StartResult(task_id, {"TaskId": task_id, "FileId": task.target})
 

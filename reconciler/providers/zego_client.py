@@ -21,6 +21,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.secrets import Secret
 
@@ -166,16 +167,16 @@ class ZegoClient:
         if signed:
             signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
             query = [("Action", api), *query, *signature.items()]
+        name, kind = self.config.name, self.config.type
         try:
             response = await self._http.request(method, url, params=query, json=body)
-        except httpx.TimeoutException as exc:
-            raise VendorError(ErrorKind.RETRYABLE, "timeout", type(exc).__name__, api=api) from exc
-        except httpx.TransportError as exc:
-            raise VendorError(
-                ErrorKind.RETRYABLE, "transport", f"connection failed ({type(exc).__name__})", api=api
-            ) from exc
+        except httpx.RequestError as exc:
+            raise transport_error(exc, url, api=api).named(name, kind) from None
         known_secrets = [self.server_secret, *secret_values(self.config.access_token), *secrets]
-        return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
+        try:
+            return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
+        except VendorError as exc:
+            raise exc.named(name, kind) from None
 
     def _judge(
         self,

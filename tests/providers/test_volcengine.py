@@ -478,20 +478,34 @@ async def test_an_error_status_without_an_error_code_fails(h: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    "exc",
+    ("exc", "text"),
     [
-        httpx.ConnectTimeout("timed out"),
-        httpx.ReadTimeout("timed out"),
-        httpx.ConnectError("refused"),
-        httpx.RemoteProtocolError("Server disconnected without sending a response."),
-        httpx.ReadError("reset"),
+        (httpx.ConnectTimeout("timed out"), "cannot connect to https://rtc.volcengineapi.com:443 (timed out)"),
+        (httpx.ReadTimeout("timed out"), "no answer from https://rtc.volcengineapi.com:443 in time (ReadTimeout)"),
+        (httpx.ConnectError("refused"), "cannot connect to https://rtc.volcengineapi.com:443 (connection failed)"),
+        (
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            "connection to https://rtc.volcengineapi.com:443 lost before an answer (RemoteProtocolError)",
+        ),
+        (httpx.ReadError("reset"), "lost before an answer (ReadError)"),
     ],
 )
-async def test_transport_failures_are_retryable(h: Harness, exc: Exception) -> None:
+async def test_transport_failures_are_retryable_and_name_the_provider_and_endpoint(
+    h: Harness, exc: Exception, text: str
+) -> None:
     h.vendor.answers.append(exc)
     with pytest.raises(VendorError) as info:
         await h.provider.observe(record())
-    assert info.value.kind is ErrorKind.RETRYABLE and info.value.code == type(exc).__name__
+    assert info.value.kind is ErrorKind.RETRYABLE and info.value.code == ""  # no answer, so no vendor code
+    assert str(info.value).startswith("volc-test (volcengine): GetSnapshotTask: ") and text in str(info.value)
+    assert (info.value.provider, info.value.provider_type) == ("volc-test", "volcengine")
+
+
+async def test_vendor_answers_name_the_provider_too(h: Harness) -> None:
+    h.vendor.reply(500, json=envelope("ok"))
+    with pytest.raises(VendorError) as info:
+        await h.provider.stop(record())
+    assert str(info.value).startswith("volc-test (volcengine): StopSnapshot: HTTP 500: ")
 
 
 # -- endpoint, budgets, configuration ---------------------------------------------------------------------

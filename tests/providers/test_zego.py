@@ -386,9 +386,9 @@ async def test_long_vendor_messages_are_truncated() -> None:
         (httpx.Response(500), ErrorKind.RETRYABLE, "server error"),
         (httpx.Response(503, json={"Code": 0}), ErrorKind.RETRYABLE, "server error"),
         (httpx.Response(429), ErrorKind.THROTTLED, "too many requests"),
-        (httpx.ReadTimeout("slow"), ErrorKind.RETRYABLE, "ReadTimeout"),
-        (httpx.ConnectError("refused"), ErrorKind.RETRYABLE, "connection failed"),
-        (httpx.RemoteProtocolError("dropped"), ErrorKind.RETRYABLE, "connection failed"),
+        (httpx.ReadTimeout("slow"), ErrorKind.RETRYABLE, "no answer from https://rec.test:443 in time (ReadTimeout)"),
+        (httpx.ConnectError("refused"), ErrorKind.RETRYABLE, "cannot connect to https://rec.test:443"),
+        (httpx.RemoteProtocolError("dropped"), ErrorKind.RETRYABLE, "connection to https://rec.test:443 lost"),
         (
             httpx.Response(200, text="<html>oops</html>"),
             ErrorKind.RETRYABLE,
@@ -407,6 +407,7 @@ async def test_transport_and_answer_failures(answer: Answer, kind: ErrorKind, te
     with pytest.raises(VendorError) as err:
         await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD, CURRENT_REQUEST), "i"))
     assert err.value.kind is kind and text in str(err.value)
+    assert str(err.value).startswith("zego-prod (zego): StartRecord: ")
     assert "oops" not in str(err.value)  # bodies never enter messages
     assert rig.stats("StartRecord").throttled == (1 if kind is ErrorKind.THROTTLED else 0)
 

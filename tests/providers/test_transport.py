@@ -1,0 +1,48 @@
+"""Transport failures (no answer at all) as errors that name where the call went, and nothing more."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from reconciler.providers.base import ErrorKind
+from reconciler.providers.transport import endpoint_origin, transport_error
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://rtc.volcengineapi.com", "https://rtc.volcengineapi.com:443"),
+        ("http://127.0.0.1:8750/volc/?Action=StartSnapshot&Version=2023", "http://127.0.0.1:8750"),
+        ("https://user:hunter2@rtc.example/path?token=hunter2", "https://rtc.example:443"),  # never user info/query
+        ("http://[::1]:9/x", "http://[::1]:9"),
+    ],
+)
+def test_the_origin_is_scheme_host_and_port_only(url: str, origin: str) -> None:
+    assert endpoint_origin(url) == origin
+
+
+async def test_a_closed_loopback_port_reads_connection_refused() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there any more
+    url = f"http://u:hunter2@127.0.0.1:{port}/volc/?Signature=hunter2"
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError) as info:
+            await http.get(url)
+    error = transport_error(info.value, url, api="StartSnapshot").named("volc-prod", "volcengine")
+    assert error.kind is ErrorKind.RETRYABLE
+    assert (
+        str(error)
+        == f"volc-prod (volcengine): StartSnapshot: cannot connect to http://127.0.0.1:{port} (connection refused)"
+    )
+    assert str(error.after_tries(6)).endswith("(connection refused) after 6 tries")
+    assert "hunter2" not in str(error)
+
+
+def test_the_exception_text_is_never_quoted() -> None:
+    error = transport_error(httpx.ReadError("secret-in-text"), "https://rtc.example", api="GetSnapshotTask")
+    assert "secret-in-text" not in str(error) and "ReadError" in str(error)
