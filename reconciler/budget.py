@@ -18,6 +18,7 @@ same bound as without catching up. Longer lateness (a busy loop) is given up, ne
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import heapq
 import itertools
@@ -43,6 +44,21 @@ class BudgetStats:
     granted: int = 0
     throttled: int = 0
     by_priority: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Holdup:
+    """What the budgets cost one unit of work (one change of an apply): the time its calls waited for
+    slots, and the budget it last took a slot from (its name and effective rate). The executor sizes its
+    in-flight window from the time the rest of the work took, so waiting here must not count."""
+
+    waited: float = 0.0
+    budget: str = ""
+    rate: float = 0.0
+
+
+# Set by whoever wants to know (the executor, per change); each asyncio task has its own.
+HOLDUP: contextvars.ContextVar[Holdup | None] = contextvars.ContextVar("capctl_budget_holdup", default=None)
 
 
 class RateBudget:
@@ -81,12 +97,17 @@ class RateBudget:
         heapq.heappush(self._waiters, (int(priority), next(self._seq), fut))
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        asked = self._clock.monotonic()
         try:
             await fut
         except asyncio.CancelledError:
             if not fut.done():
                 fut.cancel()
             raise
+        holdup = HOLDUP.get()
+        if holdup is not None:
+            holdup.waited += self._clock.monotonic() - asked
+            holdup.budget, holdup.rate = self.name, self.effective_rate
 
     async def _dispatch(self) -> None:
         while self._waiters:

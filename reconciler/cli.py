@@ -153,6 +153,9 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
         lock.release()
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+
+
 def run_async(coro_factory: Callable[[], Any]) -> Any:
     import asyncio
 
@@ -164,7 +167,50 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
     except (PlanError, StateError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted", code=130)
+        # Outside an apply's changes (those report what was done, see `_interruptible`): nothing was changed.
+        fail("interrupted before any change was made", code=EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _interruptible(stop: Any) -> Iterator[None]:
+    """While an apply executes changes, Ctrl-C sets `stop` (nothing new starts, the changes in flight
+    finish, the summary is printed); a second Ctrl-C cancels the apply, cutting the changes in flight short."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint() -> None:
+        if stop.is_set():
+            if main is not None:
+                main.cancel()
+            return
+        stop.set()
+        _err_console().print(
+            "Interrupted: no new change starts; the changes in flight finish. Press Ctrl-C again to cut them short.",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, previous)
+
+
+def _retry_report(policy: RetryPolicy) -> Any:
+    """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json)."""
+    from rich.text import Text
+
+    from reconciler.clock import SystemClock
+    from reconciler.retry import RetryReport
+
+    console = _err_console()
+    return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
 def _progress(total: int, label: str) -> Any:
@@ -251,6 +297,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 paths=paths,
                 retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
+                on_retry=_retry_report(retry),
             )
     return run.plan
 
@@ -331,11 +378,16 @@ def apply(
     plan_file: Annotated[str | None, typer.Option("--plan", help="Apply a plan saved by `capctl plan --out`.")] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
     parallelism: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--parallelism", min=1, max=1000, help="Vendor calls in flight at once (rate budgets still apply)."
+            "--parallelism",
+            min=1,
+            max=1000,
+            show_default="auto",
+            help="At most this many changes in flight at once. Default: auto, sized from the rate budgets and "
+            "the observed vendor latency (up to 128), so the budgets bound the apply.",
         ),
-    ] = 10,
+    ] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
     target: TargetOpt = None,
@@ -359,6 +411,8 @@ def apply(
         from reconciler.render import render_apply_result
 
         render_apply_result(result, _out_console())
+        if result.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
@@ -386,12 +440,15 @@ async def _apply(
     paths: list[str],
     saved: Plan | None,
     auto_approve: bool,
-    parallelism: int,
+    parallelism: int | None,
 ) -> tuple[Plan, ApplyResult | None]:
+    import asyncio
+
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
 
     retry = _retry_policy()
+    report = _retry_report(retry)
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
@@ -408,13 +465,15 @@ async def _apply(
                 options=options,
                 paths=paths,
                 retry=retry,
+                on_retry=report,
             )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
                 return the_plan, None
             _confirm(auto_approve)
-        with _progress(len(the_plan.actionable), "Applying") as progress:
+        stop = asyncio.Event()
+        with _progress(len(the_plan.actionable), "Applying") as progress, _interruptible(stop):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
                 the_plan,
@@ -427,6 +486,8 @@ async def _apply(
                 parallelism=parallelism,
                 retry=retry,
                 on_done=lambda _r: progress.advance(bar),
+                on_retry=report,
+                stop=stop,
             )
 
 

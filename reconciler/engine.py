@@ -6,6 +6,7 @@ the plan to the executor. It holds no policy of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from reconciler.plan import (
     selector_matches,
 )
 from reconciler.providers import ProviderPool
-from reconciler.retry import RetryPolicy
+from reconciler.retry import RetryHook, RetryPolicy
 from reconciler.state.base import Snapshot, StateStore
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ async def make_plan(
     paths: Sequence[str],
     retry: RetryPolicy | None = None,
     on_observed: Callable[[str, Observed], None] | None = None,
+    on_retry: RetryHook | None = None,
 ) -> PlanRun:
     """Read state, observe the tasks that may be running (when `pool` is given), diff."""
     check_options(options, desired)
@@ -83,7 +85,7 @@ async def make_plan(
                 for k, r in relevant.items()
                 if k in options.replace or any(selector_matches(s, k) for s in options.targets)
             }
-        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed)
+        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
     plan = diff(
         desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
     )
@@ -138,10 +140,12 @@ async def apply_plan(
     pool: ProviderPool,
     clock: Clock,
     *,
-    parallelism: int,
+    parallelism: int | None,
     retry: RetryPolicy | None = None,
     on_done: Callable[[ChangeResult], None] | None = None,
+    on_retry: RetryHook | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ApplyResult:
     records = persist_observations(store, snapshot.records, observed, clock.now())
-    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry)
-    return await executor.apply(plan.changes, desired, records, on_done=on_done)
+    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
+    return await executor.apply(plan.changes, desired, records, on_done=on_done, stop=stop)

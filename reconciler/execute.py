@@ -1,15 +1,21 @@
 """Carrying out a plan, and observing vendor status for one: the engine's I/O edge.
 
-Each change is executed on its own, concurrently up to `parallelism`, every vendor call paced by its
-rate budget and retried with backoff. Each state change is committed as soon as it happens (the intent
-before a non-idempotent start, the vendor id right after), so a crash loses nothing already done.
-A terminal error is recorded on its task; the rest of the plan goes on.
+Each change is executed on its own, concurrently within an in-flight window, every vendor call paced by
+its rate budget and retried with backoff. The window is sized by Little's law (in flight = rate × time
+per change × a margin) from the budgets' rates and the time changes are observed to take, so the rate
+budget, not the window, bounds an apply; `parallelism` caps it. Each state change is committed as soon as
+it happens (the intent before a non-idempotent start, the vendor id right after), so a crash loses nothing
+already done. A terminal error is recorded on its task; the rest of the plan goes on. A stop request
+(Ctrl-C) starts nothing new and lets the changes in flight finish; a cancellation cuts them short, and
+the result says which were cut short and how many were never started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,7 +23,7 @@ from typing import TypeVar
 import structlog
 
 from reconciler import failpoints, transitions
-from reconciler.budget import Priority
+from reconciler.budget import HOLDUP, Holdup, Priority
 from reconciler.clock import Clock
 from reconciler.model import (
     Action,
@@ -30,7 +36,7 @@ from reconciler.model import (
     TaskStatus,
 )
 from reconciler.providers.base import ErrorKind, Provider, VendorError
-from reconciler.retry import RetryPolicy, call_with_retry
+from reconciler.retry import RetryHook, RetryPolicy, call_with_retry
 from reconciler.state.base import StateStore
 
 log = structlog.get_logger("capctl.execute")
@@ -46,18 +52,28 @@ class ChangeResult:
     ok: bool
     error: str | None = None
     note: str | None = None
+    cut_short: bool = False  # interrupted while its vendor call was in flight
+
+
+CUT_SHORT = "interrupted while its vendor call was in flight: its intent is recorded, the next apply resolves it"
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     results: tuple[ChangeResult, ...]
+    not_started: int = 0  # changes left out because the apply was interrupted
+    interrupted: bool = False
 
     def __repr__(self) -> str:  # asyncio.run reprs the result it returns: keep 10,000 results out of it
         return f"ApplyResult(results={len(self.results)}, failed={len(self.failed)})"
 
     @property
     def failed(self) -> tuple[ChangeResult, ...]:
-        return tuple(r for r in self.results if not r.ok)
+        return tuple(r for r in self.results if not r.ok and not r.cut_short)
+
+    @property
+    def cut_short(self) -> tuple[ChangeResult, ...]:
+        return tuple(r for r in self.results if r.cut_short)
 
     def summary(self) -> str:
         done: dict[str, int] = {}
@@ -72,7 +88,45 @@ class ApplyResult:
             "delete": "deleted",
         }
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
-        return f"Apply complete: {', '.join(parts)}, {len(self.failed)} failed."
+        if not self.interrupted:
+            return f"Apply complete: {', '.join(parts)}, {len(self.failed)} failed."
+        return (
+            f"Apply interrupted: {', '.join(parts)}, {len(self.failed)} failed, "
+            f"{len(self.cut_short)} cut short in flight, {self.not_started} not started."
+        )
+
+
+# The in-flight window (Little's law): changes in flight = budget rate × seconds a change takes besides
+# waiting for its budget × MARGIN, between MIN_WINDOW and the cap. Before the first change is done,
+# INITIAL_WINDOW. MARGIN covers the spread of those times, so the budget always has a request waiting.
+MARGIN = 2.0
+MIN_WINDOW = 4
+INITIAL_WINDOW = 16
+MAX_WINDOW = 128  # the cap when `parallelism` is not given ("auto")
+SMOOTHING = 0.2  # weight of the newest observation in the moving average of a change's time
+
+
+class WindowSizer:
+    """How many changes to keep in flight, from the budgets they use and the time they are seen to take."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._seen: dict[str, tuple[float, float]] = {}  # budget -> (its rate, average seconds per change)
+
+    def observe(self, holdup: Holdup, seconds: float) -> None:
+        """One change took `seconds` in all, `holdup.waited` of them waiting for budget slots."""
+        if not holdup.budget:  # no vendor call (a thumbnail forgotten): nothing to learn
+            return
+        work = max(0.0, seconds - holdup.waited)
+        _, average = self._seen.get(holdup.budget, (holdup.rate, work))
+        self._seen[holdup.budget] = (holdup.rate, average + SMOOTHING * (work - average))
+
+    @property
+    def size(self) -> int:
+        if not self._seen:
+            return min(self.cap, INITIAL_WINDOW)
+        needed = sum(rate * average for rate, average in self._seen.values()) * MARGIN
+        return max(min(self.cap, MIN_WINDOW), min(self.cap, math.ceil(needed)))
 
 
 class Executor:
@@ -82,18 +136,22 @@ class Executor:
         providers: ProviderLookup,
         clock: Clock,
         *,
-        parallelism: int = 10,
+        parallelism: int | None = None,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        on_retry: RetryHook | None = None,
     ) -> None:
-        if parallelism < 1:
+        """`parallelism` caps the changes in flight (None: `MAX_WINDOW`); within it the window is sized
+        from the rate budgets and the observed time per change. `on_retry` hears of every retry."""
+        if parallelism is not None and parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self._store = store
         self._providers = providers
         self._clock = clock
-        self._parallelism = parallelism
+        self.window = WindowSizer(parallelism or MAX_WINDOW)
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
+        self._on_retry = _with_log(on_retry)
 
     async def apply(
         self,
@@ -102,20 +160,61 @@ class Executor:
         records: Mapping[str, TaskRecord],
         *,
         on_done: Callable[[ChangeResult], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> ApplyResult:
-        semaphore = asyncio.Semaphore(self._parallelism)
-        records = dict(records)
+        """Every change that is not a no-op, in plan order, within the window. Once `stop` is set no new
+        change starts; cancelling the caller cuts the changes in flight short. Either way the result
+        counts what was done, what was cut short and what was never started."""
+        todo = deque(enumerate(c for c in changes if c.action is not Action.NOOP))
+        running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
+        results: dict[int, ChangeResult] = {}
+        cancelled = False
 
-        async def run(change: Change) -> ChangeResult:
-            async with semaphore:
-                result = await self._run_one(change, desired.get(change.key), records.get(change.key))
+        def collect(task: asyncio.Task[ChangeResult]) -> None:
+            index, change = running.pop(task)
+            if task.cancelled():
+                result = ChangeResult(change.key, change.action, ok=False, error=CUT_SHORT, cut_short=True)
+            else:
+                result = task.result()
+            results[index] = result
             if on_done is not None:
                 on_done(result)
-            return result
 
-        todo = [c for c in changes if c.action is not Action.NOOP]
-        results = await asyncio.gather(*(run(c) for c in todo))
-        return ApplyResult(tuple(results))
+        try:
+            while todo or running:
+                while todo and len(running) < self.window.size and not (stop is not None and stop.is_set()):
+                    index, change = todo.popleft()
+                    run = self._timed(change, desired.get(change.key), records.get(change.key))
+                    running[asyncio.get_running_loop().create_task(run)] = (index, change)
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    collect(task)
+        except asyncio.CancelledError:
+            # Interrupted for good: cut the changes in flight short, then report instead of losing count.
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running)
+            for task in list(running):
+                collect(task)
+        interrupted = cancelled or bool(todo) or (stop is not None and stop.is_set())
+        ordered = tuple(results[i] for i in sorted(results))
+        return ApplyResult(ordered, not_started=len(todo), interrupted=interrupted)
+
+    async def _timed(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
+        """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""
+        holdup = Holdup()
+        HOLDUP.set(holdup)
+        began = self._clock.monotonic()
+        result = await self._run_one(change, task, record)
+        if result.ok:  # a failure's time is mostly backoff, not the vendor's latency
+            self.window.observe(holdup, self._clock.monotonic() - began)
+        return result
 
     # --- one change ---------------------------------------------------------------------------------
 
@@ -196,11 +295,25 @@ class Executor:
         return None if stopped else "nothing to stop at the vendor; record forgotten"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await call_with_retry(call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=_log_retry)
+        return await call_with_retry(
+            call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=self._on_retry
+        )
 
 
 def _log_retry(exc: VendorError, attempt: int, delay: float) -> None:
     log.info("retrying", error=str(exc), kind=exc.kind.value, attempt=attempt, delay=round(delay, 2))
+
+
+def _with_log(hook: RetryHook | None) -> RetryHook:
+    """Every retry is logged (info); `hook`, when given, hears of it too (the CLI's progress lines)."""
+    if hook is None:
+        return _log_retry
+
+    def both(exc: VendorError, attempt: int, delay: float) -> None:
+        _log_retry(exc, attempt, delay)
+        hook(exc, attempt, delay)
+
+    return both
 
 
 def needs_observation(record: TaskRecord) -> bool:
@@ -225,12 +338,13 @@ async def observe_all(
     rng: random.Random | None = None,
     concurrency: int = 64,
     on_done: Callable[[str, Observed], None] | None = None,
+    on_retry: RetryHook | None = None,
 ) -> dict[str, Observed]:
     """Observe every record that can be running. Pacing is the rate budgets' job; a read is always safe to
     retry, so 5xx, timeouts and dropped connections are retried as apply's calls are; what still fails
     becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
     semaphore = asyncio.Semaphore(concurrency)
-    policy, jitter = retry or RetryPolicy(), rng or random.Random()
+    policy, jitter, hook = retry or RetryPolicy(), rng or random.Random(), _with_log(on_retry)
     failing: dict[str, tuple[int, str]] = {}  # provider -> (tasks failed in a row, the last error)
     observed: dict[str, Observed] = {}
 
@@ -244,7 +358,7 @@ async def observe_all(
             else:
                 try:
                     obs = await call_with_retry(
-                        lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=_log_retry
+                        lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=hook
                     )
                     failing.pop(record.provider, None)
                 except VendorError as exc:

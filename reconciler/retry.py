@@ -1,7 +1,9 @@
 """Retrying vendor calls: jittered exponential backoff with a cap, throttling never fatal too soon.
 
 Retryable errors (5xx, timeouts, dropped connections) get `max_attempts`; throttling answers get a
-larger allowance, because the rate budget has already slowed down and the call will go through.
+larger allowance, because the rate budget has already slowed down and the call will go through. The error
+a call finally fails with says how many tries it took. `RetryReport` tells a person on a terminal that
+calls are being retried, instead of a silent wait of a dozen seconds against a dead endpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from reconciler.clock import Clock
 from reconciler.providers.base import ErrorKind, VendorError
 
 T = TypeVar("T")
+RetryHook = Callable[[VendorError, int, float], None]  # (the failure, failures so far, seconds until the next try)
+REPORT_EVERY = 5.0  # seconds between two progress lines about one provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ async def call_with_retry(
     clock: Clock,
     policy: RetryPolicy,
     rng: random.Random,
-    on_retry: Callable[[VendorError, int, float], None] | None = None,
+    on_retry: RetryHook | None = None,
 ) -> T:
     failures = throttles = 0
     while True:
@@ -56,12 +60,12 @@ async def call_with_retry(
             if exc.kind is ErrorKind.THROTTLED:
                 throttles += 1
                 if throttles > policy.max_throttled:
-                    raise
+                    raise exc.after_tries(throttles) from None
                 attempt = throttles
             elif exc.kind is ErrorKind.RETRYABLE:
                 failures += 1
                 if failures >= policy.max_attempts:
-                    raise
+                    raise (exc.after_tries(failures) if failures > 1 else exc) from None
                 attempt = failures
             else:
                 raise
@@ -69,3 +73,37 @@ async def call_with_retry(
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
             await clock.sleep(delay)
+
+
+class RetryReport:
+    """Progress lines while vendor calls are retried: one per provider as soon as its calls start failing,
+    then at most one per provider every `every` seconds, counting the retries in between (2,000 tasks
+    against a dead endpoint print a handful of lines, not 2,000). Lines carry the provider's name, the
+    API and the error's message, which never holds a secret."""
+
+    def __init__(
+        self, write: Callable[[str], None], clock: Clock, policy: RetryPolicy, *, every: float = REPORT_EVERY
+    ) -> None:
+        self._write = write
+        self._clock = clock
+        self._policy = policy
+        self._every = every
+        self._last: dict[str, float] = {}  # provider -> when its last line was written
+        self._quiet: dict[str, int] = {}  # provider -> retries since its last line
+
+    def __call__(self, exc: VendorError, attempt: int, delay: float) -> None:
+        who = exc.provider or "vendor"
+        now = self._clock.monotonic()
+        last = self._last.get(who)
+        if last is not None and now - last < self._every:
+            self._quiet[who] = self._quiet.get(who, 0) + 1
+            return
+        self._last[who] = now
+        quiet = self._quiet.pop(who, 0)
+        limit = self._policy.max_throttled + 1 if exc.kind is ErrorKind.THROTTLED else self._policy.max_attempts
+        others = f"; {quiet} other {'retry' if quiet == 1 else 'retries'} since the last line" if quiet else ""
+        api = f"{exc.api}: " if exc.api else ""
+        code = f"{exc.code}: " if exc.code else ""
+        self._write(
+            f"{who}: {api}{code}{exc.message}; retrying (attempt {attempt + 1}/{limit}, next in {delay:.1f} s){others}"
+        )
