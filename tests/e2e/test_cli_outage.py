@@ -1,0 +1,154 @@
+"""Issue 13, points 16 and 17 end to end: a vendor that cannot be reached, and Ctrl-C during an apply.
+
+An unreachable endpoint is a closed loopback port (bound, then closed); a failing or slow vendor is the
+simulator with faults. The CLI runs as a subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
+from tests.specdocs import providers, snapshot_job
+
+ROOMS = [f"r{i}" for i in range(30)]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed on leaving: nothing listens there
+
+
+def progress_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "; retrying (attempt " in line]
+
+
+def assert_no_secret(work: Workdir) -> None:
+    for text in work.outputs:
+        for secret in (*SIM_SECRETS, CANARY_AK, CANARY_SK):
+            assert secret not in text
+
+
+def test_an_unreachable_endpoint_is_named_with_its_provider_and_retries_show_progress(work: Workdir) -> None:
+    port = closed_port()
+    work.write("providers.yaml", providers(f"http://127.0.0.1:{port}"))
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS))
+    applied = work.apply(expect=1)
+    where = f"cannot connect to http://127.0.0.1:{port} (connection refused)"
+    for room in ROOMS:  # CAPCTL_MAX_ATTEMPTS=3 in the test environment
+        assert f"✗ SnapshotJob/audit/{room} (create): volc (volcengine): StartSnapshot: {where} after 3 tries" in (
+            applied.stdout
+        )
+    lines = progress_lines(applied.stderr)
+    assert lines[0].startswith(f"volc: StartSnapshot: {where}; retrying (attempt 2/3, next in ")
+    assert len(lines) < len(ROOMS)  # 60 retries, rate-limited to a line per provider every few seconds
+    assert "Apply complete: 0 created" in applied.stdout and "30 failed." in applied.stdout
+    assert_no_secret(work)
+
+
+def test_a_slow_refresh_reports_progress_on_stderr_and_keeps_json_on_stdout_clean(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:3]))
+    work.apply()
+    port = closed_port()
+    work.write("providers.yaml", providers(f"http://127.0.0.1:{port}"))  # the vendor moved away
+    plan = work.capctl("plan", "--format", "json", expect=1)
+    data = json.loads(plan.stdout)  # nothing else on stdout
+    assert sorted(data["unobserved"]) == [f"SnapshotJob/audit/{r}" for r in ROOMS[:3]]
+    where = f"cannot connect to http://127.0.0.1:{port} (connection refused)"
+    assert any(f"volc (volcengine): GetSnapshotTask: {where} after 3 tries" in note for note in data["notes"])
+    assert progress_lines(plan.stderr)[0].startswith(f"volc: GetSnapshotTask: {where}; retrying (attempt 2/3")
+    assert_no_secret(work)
+
+
+def test_vendor_errors_while_retrying_show_progress_and_the_final_error_counts_the_tries(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:2]))
+    work.sim.faults(errorRate=1.0, apis=["StartSnapshot"])
+    applied = work.apply(expect=1)
+    assert "volc (volcengine): StartSnapshot: InternalError.Unknown: simulated internal error after 3 tries" in (
+        applied.stdout
+    )
+    line = progress_lines(applied.stderr)[0]
+    assert line.startswith(
+        "volc: StartSnapshot: InternalError.Unknown: simulated internal error; retrying (attempt 2/3"
+    )
+
+
+def start_slow_apply(work: Workdir, rooms: list[str]) -> subprocess.Popen[str]:
+    """An apply of `rooms` against a vendor answering in 300 ms, two at a time, once its first starts are seen."""
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
+        cwd=work.root,
+        env=work.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the apply ended before it could be interrupted"
+    return proc
+
+
+def summary_counts(stdout: str) -> dict[str, int]:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("Apply interrupted: ")]
+    counts = {}
+    for part in line.removeprefix("Apply interrupted: ").rstrip(".").split(", "):
+        number, words = part.split(" ", 1)
+        counts[words] = int(number)
+    return counts
+
+
+def state_tasks(work: Workdir) -> dict[str, dict]:
+    out = work.capctl("state", "list", "-o", "json").stdout
+    return {t["key"]: t for t in json.loads(out)["tasks"]}
+
+
+def test_ctrl_c_lets_the_calls_in_flight_finish_reports_what_is_left_and_exits_130(work: Workdir) -> None:
+    proc = start_slow_apply(work, ROOMS)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted: no new change starts; the changes in flight finish." in stderr
+    counts = summary_counts(stdout)
+    assert counts["cut short in flight"] == 0 and counts["failed"] == 0
+    assert counts["created"] > 0 and counts["not started"] > 0
+    assert counts["created"] + counts["not started"] == len(ROOMS)
+    # The state matches the vendor: every task the vendor runs is recorded as running, nothing else is.
+    running = {t["roomId"] for t in work.sim.tasks("volcengine", state="running")}
+    recorded = {key.rsplit("/", 1)[1] for key, task in state_tasks(work).items() if task["status"] == "running"}
+    assert running == recorded and len(running) == counts["created"]
+    work.sim.http.delete("/faults")
+    assert f"Apply complete: {counts['not started']} created" in work.apply().stdout
+    assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # nothing started twice
+
+
+def test_a_second_ctrl_c_cuts_the_calls_in_flight_short_and_the_next_apply_resolves_them(work: Workdir) -> None:
+    proc = start_slow_apply(work, ROOMS)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    counts = summary_counts(stdout)
+    assert counts["created"] + counts["cut short in flight"] + counts["not started"] == len(ROOMS)
+    cut = [line for line in stdout.splitlines() if line.startswith("… SnapshotJob/audit/")]
+    assert len(cut) == counts["cut short in flight"]
+    assert all("interrupted while its vendor call was in flight" in line for line in cut)
+    recorded = state_tasks(work)
+    for line in cut:  # the intent of each one cut short is in the state
+        assert recorded[line.split()[1]]["status"] == "pending"
+    work.sim.http.delete("/faults")
+    work.apply()
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(ROOMS)
+    assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # no task lost, none started twice
