@@ -384,8 +384,8 @@ def apply(
             min=1,
             max=1000,
             show_default="auto",
-            help="At most this many changes in flight at once. Default: auto, sized from the rate budgets and "
-            "the observed vendor latency (up to 128), so the budgets bound the apply.",
+            help="At most this many changes in flight at once. Auto: sized from the rate budgets and the "
+            "observed vendor latency (at most 128), so the budgets bound the apply.",
         ),
     ] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
@@ -395,7 +395,10 @@ def apply(
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones."""
+    """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
+
+    Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130.
+    """
     _setup_logs(log_level)
     if plan_file and (target or replace):
         fail("--target and --replace cannot be combined with --plan: they were fixed when the plan was made")

@@ -227,7 +227,10 @@ def test_tasks_that_cannot_be_observed_make_plan_and_apply_fail_but_the_rest_is_
     work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall", "vip"]))
     work.sim.faults(errorRate=1.0, apis=["GetSnapshotTask"])  # the vendor's query API is down
     plan = work.capctl("plan", "--out", "plan.json", "--detailed-exitcode", expect=1)
-    assert "? SnapshotJob/audit/lobby" in plan.stdout and "could not observe it (GetSnapshotTask" in plan.stdout
+    assert (
+        "? SnapshotJob/audit/lobby" in plan.stdout
+        and "could not observe it (volc (volcengine): GetSnapshotTask" in plan.stdout
+    )
     assert "+ SnapshotJob/audit/vip" in plan.stdout
     assert "the plan is incomplete: 2 task(s) could not be observed" in plan.stderr and "not saved" in plan.stderr
     assert not (work.root / "plan.json").exists()
