@@ -172,7 +172,7 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _interruptible(stop: Any) -> Iterator[None]:
+def _interruptible(stop: Any, console: Console) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C sets `stop` (nothing new starts, the changes in flight
     finish, the summary is printed); a second Ctrl-C cancels the apply, cutting the changes in flight short."""
     import asyncio
@@ -188,7 +188,7 @@ def _interruptible(stop: Any) -> Iterator[None]:
                 main.cancel()
             return
         stop.set()
-        _err_console().print(
+        console.print(
             "Interrupted: no new change starts; the changes in flight finish. Press Ctrl-C again to cut them short.",
             markup=False,
             soft_wrap=True,
@@ -202,18 +202,18 @@ def _interruptible(stop: Any) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _retry_report(policy: RetryPolicy) -> Any:
-    """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json)."""
+def _retry_report(policy: RetryPolicy, console: Console) -> Any:
+    """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json).
+    `console` is the one a progress bar draws on, so the lines print above the bar, not into it."""
     from rich.text import Text
 
     from reconciler.clock import SystemClock
     from reconciler.retry import RetryReport
 
-    console = _err_console()
     return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
-def _progress(total: int, label: str) -> Any:
+def _progress(total: int, label: str, console: Console | None = None) -> Any:
     """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -222,7 +222,7 @@ def _progress(total: int, label: str) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=_err_console(),
+        console=console or _err_console(),
         transient=True,
         disable=total < 20 or not sys.stderr.isatty(),
     )
@@ -285,8 +285,9 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
 
     retry = _retry_policy()
     clock = SystemClock()
+    err = _err_console()
     async with provider_pool(spec_set.providers, clock) as pool:
-        with _progress(len(spec_set.tasks), "Refreshing") as progress:
+        with _progress(len(spec_set.tasks), "Refreshing", err) as progress:
             bar = progress.add_task("refresh", total=None)
             run = await make_plan(
                 spec_set.tasks,
@@ -297,7 +298,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 paths=paths,
                 retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
-                on_retry=_retry_report(retry),
+                on_retry=_retry_report(retry, err),
             )
     return run.plan
 
@@ -451,7 +452,8 @@ async def _apply(
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
 
     retry = _retry_policy()
-    report = _retry_report(retry)
+    err = _err_console()
+    report = _retry_report(retry, err)
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
@@ -476,7 +478,7 @@ async def _apply(
                 return the_plan, None
             _confirm(auto_approve)
         stop = asyncio.Event()
-        with _progress(len(the_plan.actionable), "Applying") as progress, _interruptible(stop):
+        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(stop, err):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
                 the_plan,
