@@ -172,27 +172,23 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _interruptible(stop: Any, console: Console) -> Iterator[None]:
-    """While an apply executes changes, Ctrl-C sets `stop` (nothing new starts, the changes in flight
-    finish, the summary is printed); a second Ctrl-C cancels the apply, cutting the changes in flight short."""
+def _interruptible(interrupt: Any, console: Console) -> Iterator[None]:
+    """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
+    lets the changes in flight finish (the summary is printed), a second cuts them short."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint() -> None:
-        if stop.is_set():
-            if main is not None:
-                main.cancel()
-            return
-        stop.set()
-        console.print(
-            "Interrupted: no new change starts; the changes in flight finish. Press Ctrl-C again to cut them short.",
-            markup=False,
-            soft_wrap=True,
-        )
+        if interrupt.press() == 1:
+            console.print(
+                "Interrupted: no new change starts; the changes in flight finish. "
+                "Press Ctrl-C again to cut them short.",
+                markup=False,
+                soft_wrap=True,
+            )
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
@@ -446,10 +442,9 @@ async def _apply(
     auto_approve: bool,
     parallelism: int | None,
 ) -> tuple[Plan, ApplyResult | None]:
-    import asyncio
-
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+    from reconciler.execute import Interrupt
 
     retry = _retry_policy()
     err = _err_console()
@@ -477,8 +472,8 @@ async def _apply(
             if not the_plan.has_changes:
                 return the_plan, None
             _confirm(auto_approve)
-        stop = asyncio.Event()
-        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(stop, err):
+        interrupt = Interrupt()
+        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
                 the_plan,
@@ -492,7 +487,7 @@ async def _apply(
                 retry=retry,
                 on_done=lambda _r: progress.advance(bar),
                 on_retry=report,
-                stop=stop,
+                interrupt=interrupt,
             )
 
 

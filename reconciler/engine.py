@@ -6,7 +6,6 @@ the plan to the executor. It holds no policy of its own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
-from reconciler.execute import ApplyResult, ChangeResult, Executor, observe_all
+from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
 from reconciler.model import Action, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
 from reconciler.plan import (
     Plan,
@@ -144,8 +143,8 @@ async def apply_plan(
     retry: RetryPolicy | None = None,
     on_done: Callable[[ChangeResult], None] | None = None,
     on_retry: RetryHook | None = None,
-    stop: asyncio.Event | None = None,
+    interrupt: Interrupt | None = None,
 ) -> ApplyResult:
     records = persist_observations(store, snapshot.records, observed, clock.now())
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
-    return await executor.apply(plan.changes, desired, records, on_done=on_done, stop=stop)
+    return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

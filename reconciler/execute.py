@@ -5,9 +5,9 @@ its rate budget and retried with backoff. The window is sized by Little's law (i
 per change × a margin) from the budgets' rates and the time changes are observed to take, so the rate
 budget, not the window, bounds an apply; `parallelism` caps it. Each state change is committed as soon as
 it happens (the intent before a non-idempotent start, the vendor id right after), so a crash loses nothing
-already done. A terminal error is recorded on its task; the rest of the plan goes on. A stop request
-(Ctrl-C) starts nothing new and lets the changes in flight finish; a cancellation cuts them short, and
-the result says which were cut short and how many were never started.
+already done. A terminal error is recorded on its task; the rest of the plan goes on. An `Interrupt`
+(Ctrl-C) first starts nothing new and lets the changes in flight finish, then, pressed again, cuts them
+short; either way the result says what was done, what was cut short and how many were never started.
 """
 
 from __future__ import annotations
@@ -96,6 +96,23 @@ class ApplyResult:
         )
 
 
+class Interrupt:
+    """Ctrl-C for an apply, in two steps as Terraform has them: the first press starts nothing new and lets
+    the changes in flight finish; the second cuts those short (their intent records stay for the next apply)."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.cutting = asyncio.Event()
+
+    def press(self) -> int:
+        """Record one press; returns 1 for the first, 2 from the second on."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            return 1
+        self.cutting.set()
+        return 2
+
+
 # The in-flight window (Little's law): changes in flight = budget rate × seconds a change takes besides
 # waiting for its budget × MARGIN, between MIN_WINDOW and the cap. Before the first change is done,
 # INITIAL_WINDOW. MARGIN covers the spread of those times, so the budget always has a request waiting.
@@ -160,15 +177,17 @@ class Executor:
         records: Mapping[str, TaskRecord],
         *,
         on_done: Callable[[ChangeResult], None] | None = None,
-        stop: asyncio.Event | None = None,
+        interrupt: Interrupt | None = None,
     ) -> ApplyResult:
-        """Every change that is not a no-op, in plan order, within the window. Once `stop` is set no new
-        change starts; cancelling the caller cuts the changes in flight short. Either way the result
-        counts what was done, what was cut short and what was never started."""
+        """Every change that is not a no-op, in plan order, within the window, until `interrupt` says
+        otherwise; the result counts what was done, what was cut short and what was never started. A
+        cancellation from outside cancels the changes in flight and propagates."""
+        interrupt = interrupt or Interrupt()
         todo = deque(enumerate(c for c in changes if c.action is not Action.NOOP))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
         results: dict[int, ChangeResult] = {}
-        cancelled = False
+        loop = asyncio.get_running_loop()
+        cut = loop.create_task(interrupt.cutting.wait())
 
         def collect(task: asyncio.Task[ChangeResult]) -> None:
             index, change = running.pop(task)
@@ -180,31 +199,32 @@ class Executor:
             if on_done is not None:
                 on_done(result)
 
-        try:
-            while todo or running:
-                while todo and len(running) < self.window.size and not (stop is not None and stop.is_set()):
-                    index, change = todo.popleft()
-                    run = self._timed(change, desired.get(change.key), records.get(change.key))
-                    running[asyncio.get_running_loop().create_task(run)] = (index, change)
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    collect(task)
-        except asyncio.CancelledError:
-            # Interrupted for good: cut the changes in flight short, then report instead of losing count.
-            cancelled = True
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
+        async def cut_short() -> None:
             for task in running:
                 task.cancel()
             await asyncio.wait(running)
-            for task in list(running):
-                collect(task)
-        interrupted = cancelled or bool(todo) or (stop is not None and stop.is_set())
+
+        try:
+            while todo or running:
+                while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
+                    index, change = todo.popleft()
+                    run = self._timed(change, desired.get(change.key), records.get(change.key))
+                    running[loop.create_task(run)] = (index, change)
+                if not running:
+                    break
+                done, _ = await asyncio.wait({*running, cut}, return_when=asyncio.FIRST_COMPLETED)
+                if cut in done:
+                    await cut_short()
+                for task in [t for t in running if t.done()]:
+                    collect(task)
+        except asyncio.CancelledError:
+            if running:
+                await cut_short()
+            raise
+        finally:
+            cut.cancel()
         ordered = tuple(results[i] for i in sorted(results))
-        return ApplyResult(ordered, not_started=len(todo), interrupted=interrupted)
+        return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
 
     async def _timed(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
         """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""

@@ -14,7 +14,15 @@ import pytest
 
 from reconciler.budget import HOLDUP, Holdup, RateBudget
 from reconciler.clock import FakeClock
-from reconciler.execute import INITIAL_WINDOW, MAX_WINDOW, MIN_WINDOW, ApplyResult, Executor, WindowSizer
+from reconciler.execute import (
+    INITIAL_WINDOW,
+    MAX_WINDOW,
+    MIN_WINDOW,
+    ApplyResult,
+    Executor,
+    Interrupt,
+    WindowSizer,
+)
 from reconciler.model import Action, ApiFamily, Change, DesiredTask, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.retry import RetryPolicy, RetryReport
@@ -99,12 +107,12 @@ def executor(store: StateStore, provider: GatedProvider) -> Executor:
     return Executor(store, lambda _n, _f: provider, FakeClock(), parallelism=2)  # type: ignore[arg-type,return-value]
 
 
-async def test_a_stop_starts_nothing_new_and_lets_the_changes_in_flight_finish(store: StateStore) -> None:
+async def test_a_first_interrupt_starts_nothing_new_and_lets_the_changes_in_flight_finish(store: StateStore) -> None:
     changes, tasks = creates(10)
-    provider, stop = GatedProvider(), asyncio.Event()
-    run = asyncio.create_task(executor(store, provider).apply(changes, tasks, {}, stop=stop))
+    provider, interrupt = GatedProvider(), Interrupt()
+    run = asyncio.create_task(executor(store, provider).apply(changes, tasks, {}, interrupt=interrupt))
     await provider.until_in_flight(2)
-    stop.set()
+    assert interrupt.press() == 1
     provider.gate.set()
     result = await run
     assert (len(result.results), result.not_started, result.interrupted) == (2, 8, True)
@@ -117,18 +125,32 @@ async def test_a_stop_starts_nothing_new_and_lets_the_changes_in_flight_finish(s
     assert sorted(records) == sorted(provider.started) and all(r.status is TaskStatus.RUNNING for r in records.values())
 
 
-async def test_a_cancel_cuts_the_changes_in_flight_short_and_still_reports(store: StateStore) -> None:
+async def test_a_second_interrupt_cuts_the_changes_in_flight_short_and_still_reports(store: StateStore) -> None:
     changes, tasks = creates(10)
-    provider = GatedProvider()
-    run = asyncio.create_task(executor(store, provider).apply(changes, tasks, {}))
+    provider, interrupt = GatedProvider(), Interrupt()
+    run = asyncio.create_task(executor(store, provider).apply(changes, tasks, {}, interrupt=interrupt))
     await provider.until_in_flight(2)
-    run.cancel()
+    interrupt.press()
+    assert interrupt.press() == 2
     result: ApplyResult = await run
     assert (len(result.cut_short), result.not_started, result.failed) == (2, 8, ())
     assert result.summary().endswith("0 failed, 2 cut short in flight, 8 not started.")
     records: dict[str, TaskRecord] = store.load().records
     assert {r.key for r in result.cut_short} == set(records)  # their intent was committed before the call
     assert all(r.status is TaskStatus.PENDING for r in records.values())
+
+
+async def test_a_cancel_from_outside_cancels_the_changes_in_flight_and_propagates(store: StateStore) -> None:
+    changes, tasks = creates(4)
+    provider = GatedProvider()
+    run = asyncio.create_task(executor(store, provider).apply(changes, tasks, {}))
+    await provider.until_in_flight(2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    provider.gate.set()
+    await asyncio.sleep(0)
+    assert provider.started == []  # cancelled, not left running behind the caller's back
 
 
 async def test_an_apply_that_runs_to_its_end_is_not_interrupted(store: StateStore) -> None:
