@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer._click.exceptions import UsageError  # typer vendors click: its usage errors come from here
+from typer.core import TyperGroup
 
 from reconciler import __version__
 
@@ -27,8 +29,36 @@ if TYPE_CHECKING:
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
 
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+class CapctlGroup(TyperGroup):
+    """A command group whose usage errors exit 1 instead of click's 2.
+
+    `capctl plan --detailed-exitcode` exits 2 for "changes present", so CI scripts test for 2 (`|| [ $? -eq 2 ]`):
+    a typo such as `--tagret` must not pass for a plan with changes. As Terraform, every error exits 1; click's
+    usage message (with its "did you mean") is kept. Sub-groups (`state`) are parsed and invoked from here, so
+    their usage errors pass through this class too.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+
 app = typer.Typer(
     name="capctl",
+    cls=CapctlGroup,
     help="Declarative reconciler for RTC capture jobs: room snapshots, cloud recordings, thumbnails.\n\n"
     "Declare jobs in YAML specs, review `capctl plan`, converge with `capctl apply`, "
     "or keep them running with `capctl run`.",
@@ -66,8 +96,6 @@ LogLevelOpt = Annotated[
     str,
     typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
 def _err_console() -> Console:
