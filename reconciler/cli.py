@@ -150,12 +150,16 @@ def load_specs(paths: list[str]) -> SpecSet:
 
 
 @contextmanager
-def open_store(url: str | None) -> Iterator[StateStore]:
-    from reconciler.state import open_state
+def open_store(url: str | None, *, read_only: bool = False) -> Iterator[StateStore]:
+    """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
+    from reconciler.state import NoState, StateMissing, open_state
     from reconciler.state.base import StateError
 
+    store: StateStore
     try:
-        store = open_state(url)
+        store = open_state(url, create=not read_only)
+    except StateMissing as exc:
+        store = NoState(exc)
     except StateError as exc:
         fail(str(exc))
     try:
@@ -320,7 +324,8 @@ def plan(
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
     options = _plan_options(prune, refresh, target, replace)
-    with open_store(state) as store:
+    with open_store(state, read_only=True) as store:
+        _say_if_no_state(store, "planning as if nothing was created yet")
         if refresh:
             _setup_logs(log_level)
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
@@ -341,6 +346,17 @@ def plan(
         _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False)
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
+
+
+def _say_if_no_state(store: StateStore, consequence: str) -> bool:
+    """On stderr, where a read-only command looked for a state and found none; True if so."""
+    from reconciler.state import NoState
+
+    if not isinstance(store, NoState):
+        return False
+    where = str(store.missing)
+    _err_console().print(f"{where[:1].upper()}{where[1:]}: {consequence}.", markup=False, soft_wrap=True)
+    return True
 
 
 def _confirm(auto_approve: bool) -> None:
@@ -517,7 +533,9 @@ def state_list(
     """List every recorded task with its status, vendor id, re-issues and next attempt."""
     if output not in ("table", "json"):
         fail(f"--output {output!r}: expected table or json")
-    with open_store(state) as store:
+    with open_store(state, read_only=True) as store:
+        # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
+        _say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted(snapshot.records.values(), key=lambda r: r.key)
     if output == "json":
@@ -528,25 +546,38 @@ def state_list(
     typer.echo(render_state_table(records, snapshot.serial))
 
 
+def _no_task(key: str, store: StateStore) -> NoReturn:
+    from reconciler.state import NoState
+
+    if isinstance(store, NoState):
+        fail(f"no task {key!r}: {store.missing}")
+    fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`)")
+
+
 @state_app.command("show")
 def state_show(
     key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")], state: StateOpt = None
 ) -> None:
     """Show one task's record as JSON."""
-    with open_store(state) as store:
+    with open_store(state, read_only=True) as store:
         record = store.load().records.get(key)
     if record is None:
-        fail(f"no task {key!r} in the state (see `capctl state list`)")
+        _no_task(key, store)
     typer.echo(json.dumps(record_to_dict(record), indent=2))
 
 
 @state_app.command("rm")
 def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], state: StateOpt = None) -> None:
     """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
-    with open_store(state) as store, locked(store, "capctl state rm"):
-        if key not in store.load().records:
-            fail(f"no task {key!r} in the state (see `capctl state list`)")
-        serial = store.delete(key)
+    from reconciler.state import NoState
+
+    with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
+        if isinstance(store, NoState):
+            _no_task(key, store)
+        with locked(store, "capctl state rm"):
+            if key not in store.load().records:
+                _no_task(key, store)
+            serial = store.delete(key)
     typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
 
 

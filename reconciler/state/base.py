@@ -19,6 +19,14 @@ class StateError(Exception):
     """The state store could not be read or written (names the store, never a secret)."""
 
 
+class StateMissing(StateError):
+    """A read-only open found no state where it looked (no file, or no capctl tables): nothing was created."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no state at {where}")
+        self.where = where
+
+
 class LockHeld(StateError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"state is locked by {holder}")
@@ -39,6 +47,39 @@ class Snapshot:
 
     def __repr__(self) -> str:  # a snapshot may hold 100,000 records: never print them all
         return f"Snapshot(serial={self.serial}, records={len(self.records)})"
+
+
+class NoState:
+    """The state of a setup where nothing was created yet, for commands that only read (`plan`).
+
+    A read-only command never creates a state; finding none, it plans as a brand-new store would start:
+    serial 0 and no record (as Terraform plans without a state). Writing to it is a bug, so it raises.
+    """
+
+    def __init__(self, missing: StateMissing) -> None:
+        self.url = missing.where
+        self.missing = missing
+
+    def load(self) -> Snapshot:
+        return Snapshot(serial=0, records={})
+
+    def serial(self) -> int:
+        return 0
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot record {record.key}")
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot record tasks")
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot forget {key}")
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        raise StateError(f"{self.missing}: a read-only command takes no lock")
+
+    def close(self) -> None:
+        """Nothing was opened."""
 
 
 class Lock(Protocol):

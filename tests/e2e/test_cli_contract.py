@@ -27,7 +27,7 @@ def capctl(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproce
         cwd=cwd,
         text=True,
         capture_output=True,
-        env={**base, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        env={**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", **(env or {})},
         stdin=subprocess.DEVNULL,
         timeout=60,
     )
@@ -35,7 +35,7 @@ def capctl(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproce
 
 def write_specs(root: Path, *jobs: str) -> Path:
     specs = root / "specs"
-    specs.mkdir(exist_ok=True)
+    specs.mkdir(parents=True, exist_ok=True)
     (specs / "providers.yaml").write_text(PROVIDERS)
     (specs / "storage.yaml").write_text(STORAGE)
     (specs / "jobs.yaml").write_text("---\n".join(textwrap.dedent(j).lstrip() for j in jobs))
@@ -84,3 +84,35 @@ def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> N
     assert typo.returncode == 1
     (tmp_path / "specs" / "jobs.yaml").write_text("kind: SnapshotJob\n  bad: [indent\n")
     assert capctl("plan", "--detailed-exitcode", "--no-refresh", cwd=tmp_path, env=state).returncode == 1
+
+
+# --- 5: a command that only reads never creates a state ------------------------------------------------
+
+
+def test_read_only_commands_create_no_state_and_say_where_they_looked(tmp_path: Path) -> None:
+    specs = write_specs(tmp_path / "repo", snapshot_job("audit", ["lobby"]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    looked = f"No state at sqlite:///.capctl/state.db (resolved to {elsewhere / '.capctl' / 'state.db'})"
+
+    plan = capctl("plan", str(specs), "--detailed-exitcode", cwd=elsewhere)
+    assert plan.returncode == 2, plan.stderr  # legitimate for a brand-new setup: everything is a create
+    assert f"{looked}: planning as if nothing was created yet." in plan.stderr
+    assert "Plan: 1 to create" in plan.stdout
+    listed = capctl("state", "list", cwd=elsewhere)
+    assert listed.returncode == 0 and f"{looked}: no task is recorded" in listed.stderr
+    assert '"tasks": []' in capctl("state", "list", "-o", "json", cwd=elsewhere).stdout
+    for command in (("state", "show", "SnapshotJob/audit/lobby"), ("state", "rm", "SnapshotJob/audit/lobby")):
+        proc = capctl(*command, cwd=elsewhere)
+        assert proc.returncode == 1 and "no state at sqlite:///.capctl/state.db (resolved to" in proc.stderr
+    assert os.listdir(elsewhere) == []
+
+
+def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"], restart="Never"))
+    plan = capctl("plan", "--no-refresh", "--out", "plan.json", cwd=tmp_path)
+    assert plan.returncode == 0 and not (tmp_path / ".capctl").exists()
+    # apply creates the state; the saved plan (serial 0) matches it, and the vendor refusal is an apply error
+    applied = capctl("apply", "--plan", "plan.json", cwd=tmp_path)
+    assert (tmp_path / ".capctl" / "state.db").is_file()
+    assert "the state changed since this plan was made" not in applied.stderr
