@@ -85,12 +85,26 @@ StateOpt = Annotated[
 TargetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--target", help="Only tasks matching: a key, kind/name, or a key with * in its last part. Repeatable."
+        "--target",
+        help="Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
+        "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
     ),
 ]
 ReplaceOpt = Annotated[
     list[str] | None,
-    typer.Option("--replace", help="Force stop + start of this task key. Repeatable."),
+    typer.Option(
+        "--replace",
+        help="Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
+    ),
+]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        help="Only tasks of jobs whose metadata.labels match: key=value, key!=value, key (set) or !key (unset); "
+        "comma-separated or repeated, all must hold.",
+    ),
 ]
 LogLevelOpt = Annotated[
     str,
@@ -230,10 +244,29 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-def _plan_options(prune: bool, refresh: bool, target: list[str] | None, replace: list[str] | None) -> Any:
-    from reconciler.plan import PlanOptions
+def _plan_options(
+    spec_set: SpecSet,
+    prune: bool,
+    refresh: bool,
+    target: list[str] | None,
+    replace: list[str] | None,
+    labels: list[str] | None,
+) -> Any:
+    """The options of a new plan, checked before any state is read or vendor called."""
+    from reconciler.plan import PlanError, PlanOptions, check_options
 
-    return PlanOptions(prune=prune, refreshed=refresh, targets=tuple(target or ()), replace=tuple(replace or ()))
+    options = PlanOptions(
+        prune=prune,
+        refreshed=refresh,
+        targets=tuple(target or ()),
+        replace=tuple(replace or ()),
+        labels=tuple(labels or ()),
+    )
+    try:
+        check_options(options, spec_set.tasks)
+    except PlanError as exc:
+        fail(str(exc))
+    return options
 
 
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
@@ -314,6 +347,7 @@ def plan(
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Plan to stop tasks removed from specs.")] = True,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
@@ -323,7 +357,7 @@ def plan(
     _check_log_level(log_level)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
-    options = _plan_options(prune, refresh, target, replace)
+    options = _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state, read_only=True) as store:
         _say_if_no_state(store, "planning as if nothing was created yet")
         if refresh:
@@ -384,17 +418,18 @@ def apply(
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones."""
     _setup_logs(log_level)
-    if plan_file and (target or replace):
-        fail("--target and --replace cannot be combined with --plan: they were fixed when the plan was made")
+    if plan_file and (target or replace or selector):
+        fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
     spec_set = load_specs(spec_paths)
-    options = saved.options if saved else _plan_options(prune, refresh, target, replace)
+    options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state) as store, locked(store, "capctl apply"):
         the_plan, result = run_async(
             lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
@@ -433,7 +468,7 @@ async def _apply(
     parallelism: int,
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
-    from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+    from reconciler.engine import apply_plan, make_plan, provider_pool, record_labels, verify_saved_plan
 
     retry = _retry_policy()
     clock = SystemClock()
@@ -456,6 +491,7 @@ async def _apply(
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
+                record_labels(store, snapshot.records, spec_set.tasks)  # a label edit alone changes no task
                 return the_plan, None
             _confirm(auto_approve)
         with _progress(len(the_plan.actionable), "Applying") as progress:
@@ -525,19 +561,63 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     }
 
 
+def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
+    """`state list`'s filters, checked before the state is read: each given filter must hold."""
+    from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, label_matcher, selector_matches
+
+    wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
+    known = {s.value for s in TaskStatus}
+    if unknown := sorted(wanted - known):
+        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}")
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+        matches_labels = label_matcher(labels)
+    except PlanError as exc:
+        fail(str(exc))
+
+    def keep(record: Any) -> bool:
+        return (
+            (not keys or any(selector_matches(k, record.key) for k in keys))
+            and (not wanted or record.status.value in wanted)
+            and matches_labels(record.labels)
+        )
+
+    return keep
+
+
 @state_app.command("list")
 def state_list(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Only these tasks: task keys or kind/name, with * in the name or room part "
+            "('SnapshotJob/lobby-*/*'), as --target."
+        ),
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
+            "repeatable or comma-separated.",
+        ),
+    ] = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
-    """List every recorded task with its status, vendor id, re-issues and next attempt."""
+    """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
     if output not in ("table", "json"):
         fail(f"--output {output!r}: expected table or json")
+    keep = _record_filter(keys or [], status or [], selector or [])
     with open_store(state, read_only=True) as store:
         # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
         _say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
-    records = sorted(snapshot.records.values(), key=lambda r: r.key)
+    records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
     if output == "json":
         typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
         return
