@@ -6,6 +6,7 @@ them, so `capctl validate` and `capctl plan --no-refresh` start fast.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -561,6 +562,22 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     }
 
 
+def complete_task_keys(incomplete: str) -> list[str]:
+    """Task keys in the state that start with what was typed (shell completion: reads, never creates)."""
+    from reconciler.state import open_state
+    from reconciler.state.base import StateError
+
+    try:
+        store = open_state(create=False)
+        try:
+            keys = store.load().records
+        finally:
+            store.close()
+    except StateError:
+        return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
+    return sorted(k for k in keys if k.startswith(incomplete))
+
+
 def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
     """`state list`'s filters, checked before the state is read: each given filter must hold."""
     from reconciler.model import TaskStatus
@@ -636,7 +653,11 @@ def _no_task(key: str, store: StateStore) -> NoReturn:
 
 @state_app.command("show")
 def state_show(
-    key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")], state: StateOpt = None
+    key: Annotated[
+        str,
+        typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys),
+    ],
+    state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
     with open_store(state, read_only=True) as store:
@@ -647,7 +668,10 @@ def state_show(
 
 
 @state_app.command("rm")
-def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], state: StateOpt = None) -> None:
+def state_rm(
+    key: Annotated[str, typer.Argument(help="Task key to forget", autocompletion=complete_task_keys)],
+    state: StateOpt = None,
+) -> None:
     """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
     from reconciler.state import NoState
 
@@ -729,6 +753,29 @@ def demo(
         fail(f"demo: {exc}")
 
 
+class CompletionShell(enum.StrEnum):
+    BASH = "bash"
+    ZSH = "zsh"
+    FISH = "fish"
+
+
+COMPLETE_VAR = "_CAPCTL_COMPLETE"  # the variable the scripts set when they ask capctl for completions
+
+
+@app.command()
+def completion(shell: Annotated[CompletionShell, typer.Argument(help="bash, zsh or fish.")]) -> None:
+    """Print the shell completion script for capctl's commands, options and task keys.
+
+    bash: `source <(capctl completion bash)` (add it to ~/.bashrc); zsh: `source <(capctl completion zsh)`
+    after compinit; fish: `capctl completion fish > ~/.config/fish/completions/capctl.fish`.
+    """
+    # Typer keeps its script templates in a private module; these are the scripts of its own
+    # --show-completion, which capctl does not offer (a `completion` command is what kubectl and gh do).
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="capctl", complete_var=COMPLETE_VAR, shell=shell.value))
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"capctl {__version__}")
@@ -745,5 +792,9 @@ def main_options(
 
 
 def main() -> None:
+    from typer._completion_classes import completion_init
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
+    # add_completion, which would add --install-completion options instead of the command)
     app()

@@ -6,7 +6,10 @@ plans are made with `--no-refresh` or without any recorded task, so no vendor is
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.state import open_state
+from tests.e2e.conftest import Workdir
 from tests.specdocs import STORAGE, providers, snapshot_job
+from tests.state.helpers import make_record
 
 # No vendor is called in this module: the providers point at a closed loopback port.
 PROVIDERS = providers("http://127.0.0.1:9")
@@ -116,3 +122,112 @@ def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> 
     applied = capctl("apply", "--plan", "plan.json", cwd=tmp_path)
     assert (tmp_path / ".capctl" / "state.db").is_file()
     assert "the state changed since this plan was made" not in applied.stderr
+
+
+# --- 19 and 20: what a plan covers, against the simulator ---------------------------------------------
+
+
+def labelled_job(name: str, rooms: list[str], team: str) -> str:
+    return snapshot_job(name, rooms).replace(
+        f"metadata: {{name: {name}}}", f"metadata: {{name: {name}, labels: {{team: {team}}}}}"
+    )
+
+
+def keys(listing: str) -> list[str]:
+    return [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
+
+
+def test_replace_plans_and_observes_the_whole_set(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1"]))
+    work.apply()
+    observed_before = len(work.sim.requests("GetSnapshotTask"))
+    plan = work.capctl("plan", "--replace", "SnapshotJob/audit/lobby", "--format", "json").stdout
+    data = json.loads(plan)
+    assert {c["key"]: c["action"] for c in data["changes"]} == {
+        "SnapshotJob/audit/lobby": "replace",
+        "SnapshotJob/audit/vip-1": "no-op",
+    }
+    assert data["partial"] is False and not any("partial" in n for n in data["notes"])
+    assert len(work.sim.requests("GetSnapshotTask")) - observed_before == 2  # both refreshed, not only the key
+    targeted = work.capctl("plan", "--target", "SnapshotJob/*/vip-*", "--replace", "SnapshotJob/audit/vip-1").stdout
+    assert "-/+ SnapshotJob/audit/vip-1" in targeted and "This plan is partial" in targeted
+
+
+def test_labels_select_tasks_in_plan_apply_and_state_list(work: Workdir) -> None:
+    work.write("audit.yaml", labelled_job("audit", ["lobby", "vip-1"], "safety"))
+    work.write("hall.yaml", labelled_job("hall", ["hall"], "media"))
+    first = work.apply("-l", "team=safety")
+    assert "Apply complete: 2 created" in first.stdout
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == ["lobby", "vip-1"]
+    work.apply()
+    assert keys(work.capctl("state", "list", "-l", "team=safety").stdout) == [
+        "SnapshotJob/audit/lobby",
+        "SnapshotJob/audit/vip-1",
+    ]
+    assert keys(work.capctl("state", "list", "-l", "team!=safety", "--status", "running").stdout) == [
+        "SnapshotJob/hall/hall"
+    ]
+    assert keys(work.capctl("state", "list", "SnapshotJob/*/vip-*").stdout) == ["SnapshotJob/audit/vip-1"]
+    assert keys(work.capctl("state", "list", "--status", "stopped,failed").stdout) == []
+    bad = work.capctl("state", "list", "--status", "runing", expect=1)
+    assert "--status runing: expected one of pending, running" in bad.stderr
+
+    # A label edit alone changes no vendor task, yet the records learn it (state list -l, deletes).
+    work.write("hall.yaml", labelled_job("hall", ["hall"], "ops"))
+    assert work.apply().stdout.startswith("No changes.")
+    assert keys(work.capctl("state", "list", "-l", "team=ops").stdout) == ["SnapshotJob/hall/hall"]
+
+    # A removed job's tasks are selected by the labels they were applied with.
+    (work.specs / "audit.yaml").unlink()
+    assert work.capctl("plan", "-l", "team=ops", "--detailed-exitcode").returncode == 0
+    plan = work.capctl("plan", "-l", "team=safety", "--detailed-exitcode", expect=2).stdout
+    assert "- SnapshotJob/audit/lobby" in plan and "Plan: 0 to create, 0 to update in place, 0 to replace" in plan
+    work.apply("-l", "team=safety")
+    assert [t["roomId"] for t in work.sim.tasks("volcengine", state="running")] == ["hall"]
+
+
+# --- 20: shell completion ------------------------------------------------------------------------------
+
+
+def test_completion_scripts_for_each_shell(tmp_path: Path) -> None:
+    bash = capctl("completion", "bash", cwd=tmp_path)
+    assert bash.returncode == 0 and "complete -o default -F _capctl_completion capctl" in bash.stdout
+    assert "_CAPCTL_COMPLETE=complete_bash" in bash.stdout
+    assert "compdef _capctl_completion capctl" in capctl("completion", "zsh", cwd=tmp_path).stdout
+    assert "complete --command capctl" in capctl("completion", "fish", cwd=tmp_path).stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path) -> None:
+    script = tmp_path / "capctl.bash"
+    script.write_text(capctl("completion", "bash", cwd=tmp_path).stdout)
+    store = open_state(f"sqlite:///{tmp_path / '.capctl' / 'state.db'}")
+    store.put_many([make_record("SnapshotJob/audit/lobby"), make_record("SnapshotJob/audit/vip-1")])
+    store.close()
+
+    def complete(*words: str) -> list[str]:
+        # What bash does on <Tab>: COMP_WORDS / COMP_CWORD set, then the function `complete -F` named.
+        line = " ".join(shlex.quote(w) for w in words)
+        proc = subprocess.run(
+            [
+                "bash",
+                "--norc",
+                "--noprofile",
+                "-c",
+                f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
+                f'COMP_CWORD={len(words) - 1}; _capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
+            ],
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("capctl", "sta") == ["state"]
+    assert complete("capctl", "state", "l") == ["list"]
+    assert "--target" in complete("capctl", "plan", "--ta")
+    assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
+    assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
