@@ -231,3 +231,60 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert "--target" in complete("capctl", "plan", "--ta")
     assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
     assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
+
+
+# --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "ci" / "github-actions.yaml"
+
+
+def workflow_step(job: str, name: str) -> str:
+    import yaml
+
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"][job]["steps"]
+    [step] = [s for s in steps if s.get("name") == name]
+    assert step["shell"] == "bash"
+    return str(step["run"])
+
+
+def run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """As GitHub Actions runs a `shell: bash` step: bash --noprofile --norc -eo pipefail, capctl on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**base, "PATH": path, "NO_COLOR": "1", **env},
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_ci_plan_step_passes_on_changes_and_no_changes_and_fails_on_errors(tmp_path: Path) -> None:
+    plan = workflow_step("plan", "Plan")
+    env = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    changes = run_step(plan, tmp_path, env)
+    assert changes.returncode == 0, changes.stderr
+    assert "SnapshotJob/audit/lobby" in (tmp_path / "plan.md").read_text()
+
+    (tmp_path / "specs" / "jobs.yaml").write_text("")
+    assert run_step(plan, tmp_path, env).returncode == 0  # no changes
+
+    (tmp_path / "specs" / "jobs.yaml").write_text("kind: SnapshotJob\nmetadata: {name: audit}\nspec: {rooms: 5}\n")
+    broken = run_step(plan, tmp_path, env)
+    assert broken.returncode == 1 and "capctl plan failed (exit 1)" in broken.stdout
+
+    bad_state = run_step(plan, tmp_path, {"CAPCTL_STATE": "mysql://db/capctl"})
+    assert bad_state.returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("job", ["plan", "apply"])
+def test_the_ci_jobs_refuse_to_run_without_a_configured_state(tmp_path: Path, job: str) -> None:
+    guard = workflow_step(job, "Check the state is configured")
+    refused = run_step(guard, tmp_path, {"CAPCTL_STATE": ""})
+    assert refused.returncode == 1 and "::error::CAPCTL_STATE is not set" in refused.stdout
+    assert run_step(guard, tmp_path, {"CAPCTL_STATE": "postgresql://capctl@db/capctl"}).returncode == 0
