@@ -70,6 +70,33 @@ app = typer.Typer(
 state_app = typer.Typer(help="Inspect and edit the state store.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
+
+def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys in the state that start with what was typed (shell completion: reads, never creates).
+
+    The state is the one the command line names so far (`--state`), else `CAPCTL_STATE`, else the default.
+    """
+    from reconciler.state import open_state
+    from reconciler.state.base import StateError
+
+    url = ctx.params.get("state")
+    try:
+        store = open_state(url if isinstance(url, str) else None, create=False)
+        try:
+            keys = store.load().records
+        finally:
+            store.close()
+    except StateError:
+        return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
+    return sorted(k for k in keys if k.startswith(incomplete))
+
+
+def complete_statuses(incomplete: str) -> list[str]:
+    from reconciler.model import TaskStatus
+
+    return [s.value for s in TaskStatus if s.value.startswith(incomplete)]
+
+
 PathsArg = Annotated[
     list[Path] | None,
     typer.Argument(help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"),
@@ -87,6 +114,7 @@ TargetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--target",
+        autocompletion=complete_task_keys,
         help="Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
         "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
     ),
@@ -95,6 +123,7 @@ ReplaceOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--replace",
+        autocompletion=complete_task_keys,
         help="Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
     ),
 ]
@@ -562,22 +591,6 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     }
 
 
-def complete_task_keys(incomplete: str) -> list[str]:
-    """Task keys in the state that start with what was typed (shell completion: reads, never creates)."""
-    from reconciler.state import open_state
-    from reconciler.state.base import StateError
-
-    try:
-        store = open_state(create=False)
-        try:
-            keys = store.load().records
-        finally:
-            store.close()
-    except StateError:
-        return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
-    return sorted(k for k in keys if k.startswith(incomplete))
-
-
 def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
     """`state list`'s filters, checked before the state is read: each given filter must hold."""
     from reconciler.model import TaskStatus
@@ -618,6 +631,7 @@ def state_list(
         typer.Option(
             "--status",
             "-s",
+            autocompletion=complete_statuses,
             help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
             "repeatable or comma-separated.",
         ),

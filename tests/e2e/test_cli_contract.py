@@ -231,6 +231,15 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert "--target" in complete("capctl", "plan", "--ta")
     assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
     assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
+    assert complete("capctl", "state", "list", "--status", "r") == ["running"]
+    assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
+    other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
+    other.put(make_record("RecordingJob/rec/hall"))
+    other.close()
+    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "")
+    assert named == ["RecordingJob/rec/hall"]
+    assert complete("capctl", "state", "show", "--state", "sqlite:///missing.db", "") == []
+    assert not (tmp_path / "missing.db").exists()
 
 
 # --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
