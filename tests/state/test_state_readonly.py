@@ -74,3 +74,15 @@ def test_no_state_reads_as_a_new_store_and_refuses_writes(tmp_path: Path) -> Non
         empty.put(make_record())
     with pytest.raises(StateError, match="read-only"):
         empty.lock("capctl apply")
+
+
+def test_plan_and_state_list_on_an_empty_postgres_database_create_no_table(pg_url: str, tmp_path: Path) -> None:
+    from tests.e2e.test_cli_contract import capctl, write_specs
+    from tests.specdocs import snapshot_job
+
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    plan = capctl("plan", "--state", pg_url, "--detailed-exitcode", cwd=tmp_path)
+    assert plan.returncode == 2 and "(no capctl tables in that database): planning as if nothing" in plan.stderr
+    listed = capctl("state", "list", "--state", pg_url, cwd=tmp_path)
+    assert listed.returncode == 0 and "No state at postgresql://" in listed.stderr
+    assert _tables(pg_url) == []
