@@ -381,7 +381,7 @@ def plan(
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Show what apply would do: a read-only diff of specs, state and vendor status."""
+    """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
     if fmt not in ("text", "json", "markdown"):
         fail(f"--format {fmt!r}: expected text, json or markdown")
     _check_log_level(log_level)

@@ -57,6 +57,7 @@ USAGE_ERRORS = [
     (("apply", "--parallelism", "0"), "--parallelism"),
     (("apply", "--parallelism", "many"), "--parallelism"),
     (("bogus",), "No such command 'bogus'"),
+    (("--bogus",), "No such option: --bogus"),
     (("state",), "Usage:"),
     (("state", "lst"), "Did you mean 'list'?"),
     (("state", "show"), "Missing argument"),
