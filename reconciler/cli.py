@@ -106,18 +106,27 @@ def _setup_logs(level: str) -> None:
     logs.configure(level)
 
 
-def load_specs(paths: list[str]) -> SpecSet:
-    """Load and validate, or print every error as file:line:col and exit 1."""
+def load_specs(paths: list[str], *, resolve_secrets: bool = True, validating: bool = False) -> SpecSet:
+    """Load and validate, or print every error as file:line:col, then `N errors in M files`, and exit 1.
+
+    `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
+    changed", which only means something to a command that would have changed something.
+    """
+    from rich.text import Text
+
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
-        return load_spec_set(paths)
+        return load_spec_set(paths, resolve_secrets=resolve_secrets)
     except SpecErrors as exc:
         console = _err_console()
         for error in exc.errors:
             console.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        count = len(exc.errors)
-        console.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/bold red]: nothing was changed.")
+        count, files = len(exc.errors), len({e.file for e in exc.errors})
+        summary = Text(f"{count} error{'s' if count != 1 else ''}", style="bold red")
+        summary.append(f" in {files} file{'s' if files != 1 else ''}")
+        summary.append("." if validating else ": nothing was changed.")
+        console.print(summary, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -184,10 +193,27 @@ def _progress(total: int, label: str) -> Any:
 
 
 @app.command()
-def validate(paths: PathsArg = None) -> None:
-    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error."""
-    spec_set = load_specs(_paths(paths))
+def validate(
+    paths: PathsArg = None,
+    resolve_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-secrets",
+            help="Also read every secret reference (environment variables, files) and check its value, "
+            "as plan and apply do. Without it, secret references are checked for their shape only.",
+        ),
+    ] = False,
+) -> None:
+    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error.
+
+    Needs no secret: secret references ({env: NAME}, {file: PATH}) are checked for their shape, not read,
+    so it runs in pre-commit hooks and on pull requests from forks. Other references are read: their
+    values are checked (an integer appId, a duration in range).
+    """
+    spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
     typer.echo(f"Valid: {spec_set.summary()}")
+    if not resolve_secrets:
+        typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
 
 
 @app.command()
