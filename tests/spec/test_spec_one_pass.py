@@ -105,3 +105,16 @@ def test_duplicate_names_are_reported_when_a_document_is_invalid(tmp_path: Path)
     path = _write(tmp_path, "a.yaml", text)
     found = _errors(path)
     assert found[1] == f"{path}:13:18: duplicate Provider name 'cam' (first defined at {path}:1:1)", found
+
+
+def test_an_unknown_field_hides_nothing_else_in_its_document(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.replace("  endpoint: ftp://not-http", "  rateLimits: {StartSnapshots: 5}\n  regoin: x")
+    path = _write(tmp_path, "a.yaml", text.replace("storage: tos", "storage: tos\n  image: {widht: 5}"))
+    assert _errors(path) == [
+        f"{path}:9:16: spec.rateLimits: unknown API 'StartSnapshots' for volcengine (did you mean "
+        "'StartSnapshot'?); known: StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask",
+        f"{path}:10:3: unknown field 'spec.regoin' (did you mean 'region'?)",
+        f"{path}:17:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
+        f"{path}:18:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
+        f"{path}:20:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
+    ]
