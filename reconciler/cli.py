@@ -626,9 +626,15 @@ def demo(
     listen: Annotated[
         str,
         typer.Option(
-            "--listen", help="Where the demo's simulator listens (the quickstart specs point at 127.0.0.1:8750)."
+            "--listen",
+            help="Where the demo's simulator listens (port 0: any free port). The quickstart specs follow it "
+            "through the CAPCTL_*_ENDPOINT variables the demo sets.",
         ),
     ] = "127.0.0.1:8750",
+    daemon_listen: Annotated[
+        str,
+        typer.Option("--daemon-listen", help="Where the demo's daemon (`capctl run`) listens (port 0: any free port)."),
+    ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
         typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
@@ -641,11 +647,19 @@ def demo(
     """
     from reconciler.demo import DemoError, run_demo
 
-    host, port = _split_listen(listen, "127.0.0.1:8750")
+    sim_at = _split_listen(listen, "127.0.0.1:8750")
+    daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
     spec_paths = _paths(paths)
-    spec_set = load_specs(spec_paths)
+    load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
-        run_demo(spec_set, spec_paths, host=host, port=port, console=_out_console(), keep_running=keep_running)
+        run_demo(
+            spec_paths,
+            load_specs,
+            sim_at=sim_at,
+            daemon_at=daemon_at,
+            console=_out_console(),
+            keep_running=keep_running,
+        )
     except DemoError as exc:
         fail(f"demo: {exc}")
 
