@@ -499,16 +499,19 @@ def sync(
 
     It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
     keeps waiting), within the vendors' rate budgets. Use it instead of `capctl apply` while a daemon runs.
+    When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
     """
     import httpx
 
-    from reconciler.daemon.http import SYNC_PATH
+    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV
 
     base = daemon.rstrip("/")
     if not base.startswith(("http://", "https://")):
         fail(f"--daemon {daemon!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    token = os.environ.get(SYNC_TOKEN_ENV)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, timeout=10.0)
+        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the daemon at {base}: {exc or type(exc).__name__}. Is `capctl run` serving there? "

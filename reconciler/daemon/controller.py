@@ -100,6 +100,7 @@ class Daemon:
         shutdown_grace: float = SHUTDOWN_GRACE,
         lease_seconds: float = LEASE_SECONDS,
         watch_debounce_ms: int | None = None,
+        sync_token: str | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
@@ -121,6 +122,7 @@ class Daemon:
         self._grace = shutdown_grace
         self._lease_seconds = lease_seconds
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
+        self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed

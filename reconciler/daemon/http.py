@@ -8,6 +8,7 @@ socket in production.
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 MAX_CALLBACK_BYTES = 1 << 20  # a vendor callback is a few hundred bytes; refuse anything absurd
 MAX_SYNC_BYTES = 1 << 20  # about 10,000 keys; to sync more, sync every key (an empty body)
 SYNC_PATH = "/api/v1/sync"
+SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set for `capctl sync`: it is sent
+
+
+def sync_authorized(expected: str | None, authorization: str | None) -> bool:
+    """No token configured: open (a cluster-internal port). Else `Authorization: Bearer <token>`, compared in
+    constant time."""
+    if expected is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 def parse_sync_body(body: bytes) -> list[str] | None:
@@ -54,6 +65,9 @@ def create_app(daemon: Daemon) -> Starlette:
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
     async def sync(request: Request) -> Response:
+        if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
+            reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
+            return JSONResponse({"ok": False, "reason": reason}, status_code=401)
         body = await request.body()
         if len(body) > MAX_SYNC_BYTES:
             return JSONResponse({"ok": False, "reason": "sync body too large"}, status_code=413)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import uvicorn
 from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
@@ -84,6 +86,7 @@ async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bo
         prune=prune,
         watch_debounce_ms=DEBOUNCE_MS,
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
+        sync_token=os.environ.get(SYNC_TOKEN_ENV),
     )
     try:
         await daemon.start()

@@ -237,3 +237,15 @@ async def test_a_spec_set_broken_while_running_shows_on_readyz_and_in_metrics(ha
     assert daemon.readiness().reason == "ready"
     assert sample("capctl_spec_set_valid") == 1 and sample("capctl_spec_set_errors") == 0
     assert sample("capctl_spec_set_last_load_timestamp_seconds") == harness.clock.now()
+
+
+async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(sync_token="s3cret-token")
+    async with await client(harness) as http:
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "Basic s3cret-token"}):
+            refused = await http.post("/api/v1/sync", content=b"", headers=headers)
+            assert refused.status_code == 401 and "bearer token" in refused.json()["reason"], headers
+            assert "s3cret-token" not in refused.text
+        allowed = await http.post("/api/v1/sync", content=b"", headers={"Authorization": "Bearer s3cret-token"})
+    assert allowed.status_code == 200 and allowed.json()["queued"] == 1

@@ -70,6 +70,7 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
 def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
     work.sim.publish("volcengine", "lobby", userId="u")
+    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337"  # the daemon requires it; `capctl sync` sends it
     daemon, log, http = start_daemon(work, "--resync", "1h")
     url = str(http.base_url).rstrip("/")
     lobby = "SnapshotJob/audit/lobby"
@@ -93,12 +94,14 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
         assert len(work.sim.tasks("volcengine", state="running")) == 1
         every = work.capctl("sync", "--daemon", url).stdout
         assert every == f"Queued every task (1) for an immediate reconcile at {url}.\n"
+        anonymous = work.capctl("sync", "--daemon", url, env={"CAPCTL_SYNC_TOKEN": ""}, expect=1).stderr
+        assert "queued nothing: missing or wrong bearer token" in " ".join(anonymous.split())
         typo = work.capctl("sync", "--daemon", url, "SnapshotJob/audit/lobbi", expect=1).stderr
         assert "queued nothing: unknown task key(s)" in typo and "did you mean 'SnapshotJob/audit/lobby'" in typo
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
-    assert '"event": "sync requested"' in log.text()
+    assert '"event": "sync requested"' in log.text() and "tok-e2e-31337" not in log.text()
     dead = " ".join(work.capctl("sync", "--daemon", url, expect=1).stderr.split())
     assert f"cannot reach the daemon at {url}" in dead and "CAPCTL_DAEMON" in dead
     not_a_daemon = " ".join(work.capctl("sync", "--daemon", work.sim.base, expect=1).stderr.split())
