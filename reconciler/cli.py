@@ -178,18 +178,27 @@ def _setup_logs(level: str) -> None:
     logs.configure(level)
 
 
-def load_specs(paths: list[str]) -> SpecSet:
-    """Load and validate, or print every error as file:line:col and exit 1."""
+def load_specs(paths: list[str], *, resolve_secrets: bool = True, validating: bool = False) -> SpecSet:
+    """Load and validate, or print every error as file:line:col, then `N errors in M files`, and exit 1.
+
+    `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
+    changed", which only means something to a command that would have changed something.
+    """
+    from rich.text import Text
+
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
-        return load_spec_set(paths)
+        return load_spec_set(paths, resolve_secrets=resolve_secrets)
     except SpecErrors as exc:
         console = _err_console()
         for error in exc.errors:
             console.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        count = len(exc.errors)
-        console.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/bold red]: nothing was changed.")
+        count, files = len(exc.errors), len({e.file for e in exc.errors})
+        summary = Text(f"{count} error{'s' if count != 1 else ''}", style="bold red")
+        summary.append(f" in {files} file{'s' if files != 1 else ''}")
+        summary.append("." if validating else ": nothing was changed.")
+        console.print(summary, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -219,6 +228,11 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         lock = store.lock(command)
     except LockHeld as exc:
+        if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
+            fail(
+                f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
+                + _daemon_advice(command, exc.daemon_url)
+            )
         fail(
             f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
             f"A lock held by a process that died is released by itself."
@@ -227,6 +241,16 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _daemon_advice(command: str, url: str | None) -> str:
+    sync = f"capctl sync --daemon {url}" if url else "capctl sync --daemon URL"
+    if command == "capctl apply":
+        return (
+            f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
+            "To apply by hand instead, stop the daemon first (SIGTERM)."
+        )
+    return f"Stop the daemon first (SIGTERM), run `{command}`, then start it again."
 
 
 def run_async(coro_factory: Callable[[], Any]) -> Any:
@@ -260,10 +284,27 @@ def _progress(total: int, label: str) -> Any:
 
 
 @app.command()
-def validate(paths: PathsArg = None) -> None:
-    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error."""
-    spec_set = load_specs(_paths(paths))
+def validate(
+    paths: PathsArg = None,
+    resolve_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-secrets",
+            help="Also read every secret reference (environment variables, files) and check its value, "
+            "as plan and apply do. Without it, secret references are checked for their shape only.",
+        ),
+    ] = False,
+) -> None:
+    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error.
+
+    Needs no secret: secret references ({env: NAME}, {file: PATH}) are checked for their shape, not read,
+    so it runs in pre-commit hooks and on pull requests from forks. Other references are read: their
+    values are checked (an integer appId, a duration in range).
+    """
+    spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
     typer.echo(f"Valid: {spec_set.summary()}")
+    if not resolve_secrets:
+        typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
 
 
 @app.command()
@@ -577,6 +618,57 @@ def run(
     )
 
 
+@app.command()
+def sync(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
+            autocompletion=complete_task_keys,
+        ),
+    ] = None,
+    daemon: Annotated[
+        str,
+        typer.Option(
+            "--daemon", envvar="CAPCTL_DAEMON", show_envvar=True, help="URL of the running `capctl run` (its --listen)."
+        ),
+    ] = "http://127.0.0.1:8080",
+) -> None:
+    """Ask the running daemon to reconcile now (these keys, or every task), looking at the vendors first.
+
+    It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
+    keeps waiting), within the vendors' rate budgets. Use it instead of `capctl apply` while a daemon runs.
+    When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
+    """
+    import httpx
+
+    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV
+
+    base = daemon.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        fail(f"--daemon {daemon!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    token = os.environ.get(SYNC_TOKEN_ENV)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        fail(
+            f"cannot reach the daemon at {base}: {exc or type(exc).__name__}. Is `capctl run` serving there? "
+            "Point --daemon or CAPCTL_DAEMON at its --listen address."
+        )
+    try:
+        reply = answer.json()
+        reason, queued = str(reply["reason"]), int(reply.get("queued", 0))
+    except (ValueError, KeyError, TypeError):
+        fail(f"{base} answered {answer.status_code} {answer.reason_phrase}, not as a capctl daemon: is --daemon right?")
+    if answer.status_code != 200:
+        fail(f"the daemon at {base} queued nothing: {reason}")
+    what = f"{queued} task(s)" if keys else f"every task ({queued})"
+    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False)
+    for key in keys or ():
+        _out_console().print(f"  {key}", markup=False)
+
+
 # --- state ---------------------------------------------------------------------------------------------
 
 
@@ -743,9 +835,15 @@ def demo(
     listen: Annotated[
         str,
         typer.Option(
-            "--listen", help="Where the demo's simulator listens (the quickstart specs point at 127.0.0.1:8750)."
+            "--listen",
+            help="Where the demo's simulator listens (port 0: any free port). The quickstart specs follow it "
+            "through the CAPCTL_*_ENDPOINT variables the demo sets.",
         ),
     ] = "127.0.0.1:8750",
+    daemon_listen: Annotated[
+        str,
+        typer.Option("--daemon-listen", help="Where the demo's daemon (`capctl run`) listens (port 0: any free port)."),
+    ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
         typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
@@ -758,11 +856,19 @@ def demo(
     """
     from reconciler.demo import DemoError, run_demo
 
-    host, port = _split_listen(listen, "127.0.0.1:8750")
+    sim_at = _split_listen(listen, "127.0.0.1:8750")
+    daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
     spec_paths = _paths(paths)
-    spec_set = load_specs(spec_paths)
+    load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
-        run_demo(spec_set, spec_paths, host=host, port=port, console=_out_console(), keep_running=keep_running)
+        run_demo(
+            spec_paths,
+            load_specs,
+            sim_at=sim_at,
+            daemon_at=daemon_at,
+            console=_out_console(),
+            keep_running=keep_running,
+        )
     except DemoError as exc:
         fail(f"demo: {exc}")
 

@@ -7,12 +7,21 @@ already committed. `lock()` is an OS lock or an expiring lease: a holder that di
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
 from reconciler.model import TaskRecord
+
+# The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
+# where it serves (`capctl run on http://127.0.0.1:8080`), so others can point `capctl sync` at it.
+DAEMON_HOLDER = "capctl run"
+
+
+def daemon_holder(url: str) -> str:
+    return f"{DAEMON_HOLDER} on {url}"
 
 
 class StateError(Exception):
@@ -31,6 +40,17 @@ class LockHeld(StateError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"state is locked by {holder}")
         self.holder = holder
+
+    @property
+    def daemon(self) -> bool:
+        """Held by a `capctl run` daemon, which keeps the lock for its lifetime (waiting will not help)."""
+        return f"({DAEMON_HOLDER}" in self.holder
+
+    @property
+    def daemon_url(self) -> str | None:
+        """Where the daemon holding the lock serves its API, when its holder string says so."""
+        found = re.search(rf"\({re.escape(DAEMON_HOLDER)} on (\S+)\)", self.holder)
+        return found.group(1) if found else None
 
 
 class SerialMismatch(StateError):
