@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from typer._click.exceptions import UsageError  # typer vendors click: its usage errors come from here
 from typer.core import TyperGroup
+
+try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 from reconciler import __version__
 
