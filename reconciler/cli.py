@@ -6,6 +6,7 @@ them, so `capctl validate` and `capctl plan --no-refresh` start fast.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -15,6 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 from reconciler import __version__
 
@@ -27,8 +34,36 @@ if TYPE_CHECKING:
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
 
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+class CapctlGroup(TyperGroup):
+    """A command group whose usage errors exit 1 instead of click's 2.
+
+    `capctl plan --detailed-exitcode` exits 2 for "changes present", so CI scripts test for 2 (`|| [ $? -eq 2 ]`):
+    a typo such as `--tagret` must not pass for a plan with changes. As Terraform, every error exits 1; click's
+    usage message (with its "did you mean") is kept. Sub-groups (`state`) are parsed and invoked from here, so
+    their usage errors pass through this class too.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+
 app = typer.Typer(
     name="capctl",
+    cls=CapctlGroup,
     help="Declarative reconciler for RTC capture jobs: room snapshots, cloud recordings, thumbnails.\n\n"
     "Declare jobs in YAML specs, review `capctl plan`, converge with `capctl apply`, "
     "or keep them running with `capctl run`.",
@@ -38,6 +73,33 @@ app = typer.Typer(
 )
 state_app = typer.Typer(help="Inspect and edit the state store.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
+
+
+def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys in the state that start with what was typed (shell completion: reads, never creates).
+
+    The state is the one the command line names so far (`--state`), else `CAPCTL_STATE`, else the default.
+    """
+    from reconciler.state import open_state
+    from reconciler.state.base import StateError
+
+    url = ctx.params.get("state")
+    try:
+        store = open_state(url if isinstance(url, str) else None, create=False)
+        try:
+            keys = store.load().records
+        finally:
+            store.close()
+    except StateError:
+        return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
+    return sorted(k for k in keys if k.startswith(incomplete))
+
+
+def complete_statuses(incomplete: str) -> list[str]:
+    from reconciler.model import TaskStatus
+
+    return [s.value for s in TaskStatus if s.value.startswith(incomplete)]
+
 
 PathsArg = Annotated[
     list[Path] | None,
@@ -55,19 +117,33 @@ StateOpt = Annotated[
 TargetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--target", help="Only tasks matching: a key, kind/name, or a key with * in its last part. Repeatable."
+        "--target",
+        autocompletion=complete_task_keys,
+        help="Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
+        "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
     ),
 ]
 ReplaceOpt = Annotated[
     list[str] | None,
-    typer.Option("--replace", help="Force stop + start of this task key. Repeatable."),
+    typer.Option(
+        "--replace",
+        autocompletion=complete_task_keys,
+        help="Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
+    ),
+]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        help="Only tasks of jobs whose metadata.labels match: key=value, key!=value, key (set) or !key (unset); "
+        "comma-separated or repeated, all must hold.",
+    ),
 ]
 LogLevelOpt = Annotated[
     str,
     typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
 def _err_console() -> Console:
@@ -106,28 +182,41 @@ def _setup_logs(level: str) -> None:
     logs.configure(level)
 
 
-def load_specs(paths: list[str]) -> SpecSet:
-    """Load and validate, or print every error as file:line:col and exit 1."""
+def load_specs(paths: list[str], *, resolve_secrets: bool = True, validating: bool = False) -> SpecSet:
+    """Load and validate, or print every error as file:line:col, then `N errors in M files`, and exit 1.
+
+    `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
+    changed", which only means something to a command that would have changed something.
+    """
+    from rich.text import Text
+
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
-        return load_spec_set(paths)
+        return load_spec_set(paths, resolve_secrets=resolve_secrets)
     except SpecErrors as exc:
         console = _err_console()
         for error in exc.errors:
             console.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        count = len(exc.errors)
-        console.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/bold red]: nothing was changed.")
+        count, files = len(exc.errors), len({e.file for e in exc.errors})
+        summary = Text(f"{count} error{'s' if count != 1 else ''}", style="bold red")
+        summary.append(f" in {files} file{'s' if files != 1 else ''}")
+        summary.append("." if validating else ": nothing was changed.")
+        console.print(summary, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
 @contextmanager
-def open_store(url: str | None) -> Iterator[StateStore]:
-    from reconciler.state import open_state
+def open_store(url: str | None, *, read_only: bool = False) -> Iterator[StateStore]:
+    """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
+    from reconciler.state import NoState, StateMissing, open_state
     from reconciler.state.base import StateError
 
+    store: StateStore
     try:
-        store = open_state(url)
+        store = open_state(url, create=not read_only)
+    except StateMissing as exc:
+        store = NoState(exc)
     except StateError as exc:
         fail(str(exc))
     try:
@@ -143,6 +232,11 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         lock = store.lock(command)
     except LockHeld as exc:
+        if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
+            fail(
+                f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
+                + _daemon_advice(command, exc.daemon_url)
+            )
         fail(
             f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
             f"A lock held by a process that died is released by itself."
@@ -151,6 +245,16 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _daemon_advice(command: str, url: str | None) -> str:
+    sync = f"capctl sync --daemon {url}" if url else "capctl sync --daemon URL"
+    if command == "capctl apply":
+        return (
+            f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
+            "To apply by hand instead, stop the daemon first (SIGTERM)."
+        )
+    return f"Stop the daemon first (SIGTERM), run `{command}`, then start it again."
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
@@ -226,10 +330,27 @@ def _progress(total: int, label: str, console: Console | None = None) -> Any:
 
 
 @app.command()
-def validate(paths: PathsArg = None) -> None:
-    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error."""
-    spec_set = load_specs(_paths(paths))
+def validate(
+    paths: PathsArg = None,
+    resolve_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-secrets",
+            help="Also read every secret reference (environment variables, files) and check its value, "
+            "as plan and apply do. Without it, secret references are checked for their shape only.",
+        ),
+    ] = False,
+) -> None:
+    """Parse and check every spec offline; exit 0 with a summary, or 1 listing every error.
+
+    Needs no secret: secret references ({env: NAME}, {file: PATH}) are checked for their shape, not read,
+    so it runs in pre-commit hooks and on pull requests from forks. Other references are read: their
+    values are checked (an integer appId, a duration in range).
+    """
+    spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
     typer.echo(f"Valid: {spec_set.summary()}")
+    if not resolve_secrets:
+        typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
 
 
 @app.command()
@@ -240,10 +361,29 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-def _plan_options(prune: bool, refresh: bool, target: list[str] | None, replace: list[str] | None) -> Any:
-    from reconciler.plan import PlanOptions
+def _plan_options(
+    spec_set: SpecSet,
+    prune: bool,
+    refresh: bool,
+    target: list[str] | None,
+    replace: list[str] | None,
+    labels: list[str] | None,
+) -> Any:
+    """The options of a new plan, checked before any state is read or vendor called."""
+    from reconciler.plan import PlanError, PlanOptions, check_options
 
-    return PlanOptions(prune=prune, refreshed=refresh, targets=tuple(target or ()), replace=tuple(replace or ()))
+    options = PlanOptions(
+        prune=prune,
+        refreshed=refresh,
+        targets=tuple(target or ()),
+        replace=tuple(replace or ()),
+        labels=tuple(labels or ()),
+    )
+    try:
+        check_options(options, spec_set.tasks)
+    except PlanError as exc:
+        fail(str(exc))
+    return options
 
 
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
@@ -326,17 +466,19 @@ def plan(
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Plan to stop tasks removed from specs.")] = True,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Show what apply would do: a read-only diff of specs, state and vendor status."""
+    """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
     if fmt not in ("text", "json", "markdown"):
         fail(f"--format {fmt!r}: expected text, json or markdown")
     _check_log_level(log_level)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
-    options = _plan_options(prune, refresh, target, replace)
-    with open_store(state) as store:
+    options = _plan_options(spec_set, prune, refresh, target, replace, selector)
+    with open_store(state, read_only=True) as store:
+        _say_if_no_state(store, "planning as if nothing was created yet")
         if refresh:
             _setup_logs(log_level)
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
@@ -357,6 +499,17 @@ def plan(
         _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False)
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
+
+
+def _say_if_no_state(store: StateStore, consequence: str) -> bool:
+    """On stderr, where a read-only command looked for a state and found none; True if so."""
+    from reconciler.state import NoState
+
+    if not isinstance(store, NoState):
+        return False
+    where = str(store.missing)
+    _err_console().print(f"{where[:1].upper()}{where[1:]}: {consequence}.", markup=False, soft_wrap=True)
+    return True
 
 
 def _confirm(auto_approve: bool) -> None:
@@ -389,6 +542,7 @@ def apply(
     refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
@@ -397,12 +551,12 @@ def apply(
     Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130.
     """
     _setup_logs(log_level)
-    if plan_file and (target or replace):
-        fail("--target and --replace cannot be combined with --plan: they were fixed when the plan was made")
+    if plan_file and (target or replace or selector):
+        fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
     spec_set = load_specs(spec_paths)
-    options = saved.options if saved else _plan_options(prune, refresh, target, replace)
+    options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state) as store, locked(store, "capctl apply"):
         the_plan, result = run_async(
             lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
@@ -443,7 +597,7 @@ async def _apply(
     parallelism: int | None,
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
-    from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+    from reconciler.engine import apply_plan, make_plan, provider_pool, record_labels, verify_saved_plan
     from reconciler.execute import Interrupt
 
     retry = _retry_policy()
@@ -470,6 +624,7 @@ async def _apply(
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
+                record_labels(store, snapshot.records, spec_set.tasks)  # a label edit alone changes no task
                 return the_plan, None
             _confirm(auto_approve)
         interrupt = Interrupt()
@@ -528,6 +683,57 @@ def run(
     )
 
 
+@app.command()
+def sync(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
+            autocompletion=complete_task_keys,
+        ),
+    ] = None,
+    daemon: Annotated[
+        str,
+        typer.Option(
+            "--daemon", envvar="CAPCTL_DAEMON", show_envvar=True, help="URL of the running `capctl run` (its --listen)."
+        ),
+    ] = "http://127.0.0.1:8080",
+) -> None:
+    """Ask the running daemon to reconcile now (these keys, or every task), looking at the vendors first.
+
+    It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
+    keeps waiting), within the vendors' rate budgets. Use it instead of `capctl apply` while a daemon runs.
+    When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
+    """
+    import httpx
+
+    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV
+
+    base = daemon.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        fail(f"--daemon {daemon!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    token = os.environ.get(SYNC_TOKEN_ENV)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        fail(
+            f"cannot reach the daemon at {base}: {exc or type(exc).__name__}. Is `capctl run` serving there? "
+            "Point --daemon or CAPCTL_DAEMON at its --listen address."
+        )
+    try:
+        reply = answer.json()
+        reason, queued = str(reply["reason"]), int(reply.get("queued", 0))
+    except (ValueError, KeyError, TypeError):
+        fail(f"{base} answered {answer.status_code} {answer.reason_phrase}, not as a capctl daemon: is --daemon right?")
+    if answer.status_code != 200:
+        fail(f"the daemon at {base} queued nothing: {reason}")
+    what = f"{queued} task(s)" if keys else f"every task ({queued})"
+    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False)
+    for key in keys or ():
+        _out_console().print(f"  {key}", markup=False)
+
+
 # --- state ---------------------------------------------------------------------------------------------
 
 
@@ -542,17 +748,64 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     }
 
 
+def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
+    """`state list`'s filters, checked before the state is read: each given filter must hold."""
+    from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, label_matcher, selector_matches
+
+    wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
+    known = {s.value for s in TaskStatus}
+    if unknown := sorted(wanted - known):
+        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}")
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+        matches_labels = label_matcher(labels)
+    except PlanError as exc:
+        fail(str(exc))
+
+    def keep(record: Any) -> bool:
+        return (
+            (not keys or any(selector_matches(k, record.key) for k in keys))
+            and (not wanted or record.status.value in wanted)
+            and matches_labels(record.labels)
+        )
+
+    return keep
+
+
 @state_app.command("list")
 def state_list(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Only these tasks: task keys or kind/name, with * in the name or room part "
+            "('SnapshotJob/lobby-*/*'), as --target."
+        ),
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            autocompletion=complete_statuses,
+            help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
+            "repeatable or comma-separated.",
+        ),
+    ] = None,
+    selector: LabelOpt = None,
     state: StateOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
-    """List every recorded task with its status, vendor id, re-issues and next attempt."""
+    """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
     if output not in ("table", "json"):
         fail(f"--output {output!r}: expected table or json")
-    with open_store(state) as store:
+    keep = _record_filter(keys or [], status or [], selector or [])
+    with open_store(state, read_only=True) as store:
+        # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
+        _say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
-    records = sorted(snapshot.records.values(), key=lambda r: r.key)
+    records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
     if output == "json":
         typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
         return
@@ -561,25 +814,45 @@ def state_list(
     typer.echo(render_state_table(records, snapshot.serial))
 
 
+def _no_task(key: str, store: StateStore) -> NoReturn:
+    from reconciler.state import NoState
+
+    if isinstance(store, NoState):
+        fail(f"no task {key!r}: {store.missing}")
+    fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`)")
+
+
 @state_app.command("show")
 def state_show(
-    key: Annotated[str, typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby")], state: StateOpt = None
+    key: Annotated[
+        str,
+        typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys),
+    ],
+    state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
-    with open_store(state) as store:
+    with open_store(state, read_only=True) as store:
         record = store.load().records.get(key)
     if record is None:
-        fail(f"no task {key!r} in the state (see `capctl state list`)")
+        _no_task(key, store)
     typer.echo(json.dumps(record_to_dict(record), indent=2))
 
 
 @state_app.command("rm")
-def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], state: StateOpt = None) -> None:
+def state_rm(
+    key: Annotated[str, typer.Argument(help="Task key to forget", autocompletion=complete_task_keys)],
+    state: StateOpt = None,
+) -> None:
     """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
-    with open_store(state) as store, locked(store, "capctl state rm"):
-        if key not in store.load().records:
-            fail(f"no task {key!r} in the state (see `capctl state list`)")
-        serial = store.delete(key)
+    from reconciler.state import NoState
+
+    with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
+        if isinstance(store, NoState):
+            _no_task(key, store)
+        with locked(store, "capctl state rm"):
+            if key not in store.load().records:
+                _no_task(key, store)
+            serial = store.delete(key)
     typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
 
 
@@ -627,9 +900,15 @@ def demo(
     listen: Annotated[
         str,
         typer.Option(
-            "--listen", help="Where the demo's simulator listens (the quickstart specs point at 127.0.0.1:8750)."
+            "--listen",
+            help="Where the demo's simulator listens (port 0: any free port). The quickstart specs follow it "
+            "through the CAPCTL_*_ENDPOINT variables the demo sets.",
         ),
     ] = "127.0.0.1:8750",
+    daemon_listen: Annotated[
+        str,
+        typer.Option("--daemon-listen", help="Where the demo's daemon (`capctl run`) listens (port 0: any free port)."),
+    ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
         typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
@@ -642,13 +921,44 @@ def demo(
     """
     from reconciler.demo import DemoError, run_demo
 
-    host, port = _split_listen(listen, "127.0.0.1:8750")
+    sim_at = _split_listen(listen, "127.0.0.1:8750")
+    daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
     spec_paths = _paths(paths)
-    spec_set = load_specs(spec_paths)
+    load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
-        run_demo(spec_set, spec_paths, host=host, port=port, console=_out_console(), keep_running=keep_running)
+        run_demo(
+            spec_paths,
+            load_specs,
+            sim_at=sim_at,
+            daemon_at=daemon_at,
+            console=_out_console(),
+            keep_running=keep_running,
+        )
     except DemoError as exc:
         fail(f"demo: {exc}")
+
+
+class CompletionShell(enum.StrEnum):
+    BASH = "bash"
+    ZSH = "zsh"
+    FISH = "fish"
+
+
+COMPLETE_VAR = "_CAPCTL_COMPLETE"  # the variable the scripts set when they ask capctl for completions
+
+
+@app.command()
+def completion(shell: Annotated[CompletionShell, typer.Argument(help="bash, zsh or fish.")]) -> None:
+    """Print the shell completion script for capctl's commands, options and task keys.
+
+    bash: `source <(capctl completion bash)` (add it to ~/.bashrc); zsh: `source <(capctl completion zsh)`
+    after compinit; fish: `capctl completion fish > ~/.config/fish/completions/capctl.fish`.
+    """
+    # Typer keeps its script templates in a private module; these are the scripts of its own
+    # --show-completion, which capctl does not offer (a `completion` command is what kubectl and gh do).
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="capctl", complete_var=COMPLETE_VAR, shell=shell.value))
 
 
 def version_callback(value: bool) -> None:
@@ -667,5 +977,9 @@ def main_options(
 
 
 def main() -> None:
+    from typer._completion_classes import completion_init
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
+    # add_completion, which would add --install-completion options instead of the command)
     app()

@@ -3,6 +3,11 @@
 It runs the real pieces, not a recording: the simulator and the daemon are subprocesses (`capctl sim`,
 `capctl run`), plan and apply go through the same engine as the CLI, and room activity is driven through the
 simulator's control API, whose clock the demo moves forward so idle timeouts happen in seconds.
+
+It works on any ports: the simulator may take any free one (port 0; it says which), the quickstart specs
+take their endpoints from the `CAPCTL_*_ENDPOINT` variables the demo sets (inherited by the daemon), and
+the daemon's port is known before the simulator starts, because the simulator must be told where to send
+callbacks.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import contextlib
 import functools
 import json
 import os
+import queue
+import re
 import signal
 import socket
 import subprocess
@@ -30,14 +37,22 @@ from rich.text import Text
 from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
+from reconciler.listen import url_of
 from reconciler.plan import PlanOptions, plan_to_json
 from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
 DEMO_STATE = Path(".capctl/demo.db")
-DAEMON_LISTEN = "127.0.0.1:8081"
 WAIT_SECONDS = 60.0
+# The variables the quickstart specs (specs/providers.yaml) read their endpoints from, and the simulator's
+# path for each (docs/simulator.md): the demo points them at its own simulator, wherever it listens.
+SIM_ENDPOINTS = {
+    "CAPCTL_VOLC_ENDPOINT": "/volc",
+    "CAPCTL_ZEGO_RTC_ENDPOINT": "/zego/rtc",
+    "CAPCTL_ZEGO_CLOUDRECORD_ENDPOINT": "/zego/cloudrecord",
+}
+SIM_READY = re.compile(r"^capctl sim listening on (http://\S+) ")
 STREAMS: list[tuple[str, str, dict[str, Any]]] = [  # (vendor, room, publisher): one per room of the quickstart
     ("volcengine", "lobby", {"userId": "alice", "streamType": 0}),
     ("volcengine", "vip-1", {"userId": "bob", "streamType": 0}),
@@ -49,16 +64,13 @@ class DemoError(Exception):
     pass
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex((host, port)) != 0
-
-
 @contextlib.contextmanager
-def _process(args: list[str], *, stderr: Any = subprocess.DEVNULL) -> Iterator[subprocess.Popen[str]]:
+def _process(
+    args: list[str], *, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", *args],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=stderr,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -74,22 +86,71 @@ def _process(args: list[str], *, stderr: Any = subprocess.DEVNULL) -> Iterator[s
                 proc.kill()
 
 
+def _sim_url(proc: subprocess.Popen[str]) -> str:
+    """The URL a `capctl sim` started with stdout piped says it listens on (the real port for port 0).
+    Its output is read to the end on a thread, so the simulator never blocks on a full pipe."""
+    assert proc.stdout is not None
+    stdout, lines = proc.stdout, queue.SimpleQueue[str | None]()
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True, name="capctl-demo-sim-output").start()
+    said: list[str] = []
+    deadline = time.monotonic() + 15
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            raise DemoError("the simulator exited at start-up: " + " ".join(said).strip())
+        if found := SIM_READY.match(line):
+            return found.group(1)
+        said.append(line.strip())
+    raise DemoError("the simulator did not say where it listens within 15 s")
+
+
+def _reserve(host: str, port: int, what: str) -> socket.socket:
+    """Hold (host, port) bound, not listening (connections are refused as by a free port), until the
+    server that needs it starts; port 0 takes a free port now, so that its number is known in advance."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)  # no SO_REUSEADDR: no one else can bind it meanwhile
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DemoError(
+            f"{host}:{port}: {exc.strerror}: the demo's {what} needs it (is a `capctl run` already running? "
+            "stop it first, or choose another port)"
+        ) from None
+    return sock
+
+
+def _sim_environment(base: str) -> dict[str, str]:
+    return {name: base + path for name, path in SIM_ENDPOINTS.items()}
+
+
+def _check_endpoints(spec_set: SpecSet, base: str) -> None:
+    """Every provider must call the demo's simulator: a spec set with literal endpoints elsewhere is refused."""
+    for config in spec_set.providers.values():
+        urls = (config.endpoint,) if config.type == "volcengine" else (config.rtc_endpoint, config.cloudrecord_endpoint)
+        for url in urls:
+            if not url.startswith(base + "/"):
+                raise DemoError(
+                    f"provider {config.name} ({config.source}) calls {url}, not the demo's simulator at {base}: "
+                    f"give its endpoints as references, e.g. {{env: CAPCTL_VOLC_ENDPOINT, default: ...}} as "
+                    "specs/providers.yaml does"
+                )
+
+
 class SimControl:
     """The simulator's control API (docs/simulator.md)."""
 
     def __init__(self, base: str) -> None:
         self.http = httpx.Client(base_url=f"{base}/_sim", timeout=10.0)
-
-    def wait_ready(self, proc: subprocess.Popen[str]) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise DemoError("the simulator exited at start-up")
-            with contextlib.suppress(httpx.TransportError):
-                if self.http.get("/config").status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise DemoError("the simulator did not answer within 15 s")
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         answer = self.http.post(path, json=body)
@@ -210,39 +271,50 @@ def _wait_for(
     return False
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run_demo(
-    spec_set: SpecSet, paths: list[str], *, host: str, port: int, console: Console, keep_running: bool = False
+    paths: list[str],
+    load: Callable[[list[str]], SpecSet],
+    *,
+    sim_at: tuple[str, int],
+    daemon_at: tuple[str, int],
+    console: Console,
+    keep_running: bool = False,
 ) -> None:
+    """The walk-through, with the simulator on `sim_at` and the daemon on `daemon_at` (port 0: any free port).
+    `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator."""
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
-    daemon_host, daemon_port = DAEMON_LISTEN.split(":")
-    for h, p, what in ((host, port, "simulator"), (daemon_host, int(daemon_port), "daemon")):
-        if not _port_free(h, p):
-            raise DemoError(
-                f"{h}:{p} is in use: the demo's {what} needs it (is a `capctl sim` or `capctl run` "
-                "already running? stop it first)"
-            )
+    reserved = _reserve(*daemon_at, "daemon")
+    daemon_listen = url_of(reserved).removeprefix("http://")
     DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
     DEMO_STATE.unlink(missing_ok=True)
-    base = f"http://{host}:{port}"
-    callbacks = f"http://{DAEMON_LISTEN}/callbacks"
-    console.print(
-        f"[bold]capctl demo[/bold]: simulator on {base} (clock moved by the demo), "
-        f"state {DEMO_STATE}, specs {' '.join(paths)}"
-    )
-    with _process(
-        [
-            "sim",
-            "--fake-clock",
-            "--listen",
-            f"{host}:{port}",
-            "--volcengine-callback-url",
-            f"{callbacks}/volcengine",
-            "--zego-callback-url",
-            f"{callbacks}/zego",
-        ]
-    ) as sim_proc:
+    callbacks = f"http://{daemon_listen}/callbacks"
+    sim_args = ["sim", "--fake-clock", "--listen", _address(*sim_at)]
+    sim_args += ["--volcengine-callback-url", f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]
+    with reserved, _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc:
+        base = _sim_url(sim_proc)
+        os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
+        spec_set = load(paths)
+        _check_endpoints(spec_set, base)
+        console.print(
+            Text.assemble(
+                ("capctl demo", "bold"),
+                f": simulator on {base} (clock moved by the demo), daemon on http://{daemon_listen}, "
+                f"state {DEMO_STATE}, specs {' '.join(paths)}",
+            ),
+            soft_wrap=True,
+        )
+        console.print(
+            Text(
+                "  the specs' endpoints follow the simulator: "
+                + " ".join(f"{k}={v}" for k, v in _sim_environment(base).items())
+            ),
+            soft_wrap=True,
+        )
         sim = SimControl(base)
-        sim.wait_ready(sim_proc)
         walk = Walkthrough(spec_set, paths, console, sim)
         walk.step("Users publish streams in lobby, vip-1 and class-101")
         for vendor, room, who in STREAMS:
@@ -264,25 +336,28 @@ def run_demo(
         walk.plan_and_apply(apply=False)
         walk.command("capctl apply --auto-approve")
         walk.plan_and_apply(apply=True)
-        _daemon_phase(walk, keep_running)
+        reserved.close()  # the daemon binds it next (a closed socket's `with` exit is a no-op)
+        _daemon_phase(walk, daemon_listen, keep_running)
     console.print(
         "\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
         "docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
     )
 
 
-def _daemon_phase(walk: Walkthrough, keep_running: bool) -> None:
+def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
     console, sim = walk.console, walk.sim
     walk.step("Now the daemon keeps the jobs running by itself")
-    walk.command(f"capctl run --resync 5s --listen {DAEMON_LISTEN} --state {walk.state_url} {' '.join(walk.paths)}")
+    walk.command(f"capctl run --resync 5s --listen {listen} --state {walk.state_url} {' '.join(walk.paths)}")
     seen: list[dict[str, Any]] = []
     lock = threading.Lock()
-    args = ["run", "--resync", "5s", "--listen", DAEMON_LISTEN, "--state", walk.state_url, *walk.paths]
+    args = ["run", "--resync", "5s", "--listen", listen, "--state", walk.state_url, *walk.paths]
     with _process(args, stderr=subprocess.PIPE) as daemon:
         reader = threading.Thread(target=_daemon_lines, args=(daemon, console, seen, lock), daemon=True)
         reader.start()
         if not _wait_for(seen, lock, lambda e: e.get("event") == "daemon started", daemon):
-            raise DemoError("the daemon did not start (see the lines above)")
+            with lock:
+                said = "; ".join(f"{e.get('event')}: {e.get('error', '')}" for e in seen if e.get("level") == "error")
+            raise DemoError(f"the daemon did not start: {said or 'it said nothing'}")
         walk.step("Rooms vip-1 and class-101 empty; 31 s pass at the vendors: both tasks idle out")
         console.print(
             "  ZEGO reports the end by callback (event_type 2, quit_reason 3): re-issued at once. Volcengine "

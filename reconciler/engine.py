@@ -20,9 +20,9 @@ from reconciler.plan import (
     Plan,
     PlanError,
     PlanOptions,
+    Selection,
     check_options,
     diff,
-    selector_matches,
 )
 from reconciler.providers import ProviderPool
 from reconciler.retry import RetryHook, RetryPolicy
@@ -77,13 +77,9 @@ async def make_plan(
     snapshot = store.load()
     observed: dict[str, Observed] = {}
     if options.refreshed and pool is not None:
-        relevant = {k: r for k, r in snapshot.records.items() if k in desired}
-        if options.targets or options.replace:
-            relevant = {
-                k: r
-                for k, r in relevant.items()
-                if k in options.replace or any(selector_matches(s, k) for s in options.targets)
-            }
+        # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
+        wanted = Selection(options)
+        relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
         observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
     plan = diff(
         desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
@@ -107,6 +103,24 @@ def persist_observations(
             store.put(new)
             updated[key] = new
     return updated
+
+
+def record_labels(
+    store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask]
+) -> dict[str, TaskRecord]:
+    """Give each record its job's current labels, in one commit (none if nothing changed).
+
+    A label edit changes no vendor task, so no action would record it; `state list -l` and the selection of a
+    removed job's tasks (`-l` on a delete) read the labels of the last apply.
+    """
+    changed = [
+        record.evolve(labels=dict(task.labels))
+        for key, record in records.items()
+        if (task := desired.get(key)) is not None and record.labels != task.labels
+    ]
+    if changed:
+        store.put_many(changed)
+    return {**records, **{record.key: record for record in changed}}
 
 
 def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:
@@ -145,6 +159,6 @@ async def apply_plan(
     on_retry: RetryHook | None = None,
     interrupt: Interrupt | None = None,
 ) -> ApplyResult:
-    records = persist_observations(store, snapshot.records, observed, clock.now())
+    records = record_labels(store, persist_observations(store, snapshot.records, observed, clock.now()), desired)
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

@@ -84,6 +84,7 @@ class DesiredTask:
     max_duration: int | None = None  # seconds; recordings only
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     source: str = ""  # "file:line:col" of the job document, for messages
+    labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class TaskRecord:
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     productive: bool = False  # a callback reported output during the current run
     request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
+    labels: dict[str, str] = field(default_factory=dict)  # the job's labels when last applied (`-l`, deletes)
 
     def evolve(self, **changes: Any) -> TaskRecord:
         return replace(self, **changes)

@@ -7,9 +7,10 @@ Each change carries a reason a human understands; the reason explains the action
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class PlanOptions:
     refreshed: bool = True
     targets: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # label selectors (`-l`): every one must hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,8 @@ class Plan:
 
     @property
     def partial(self) -> bool:
-        return bool(self.options.targets or self.options.replace)
+        """Narrowed by --target or -l (`--replace` alone plans the whole set, as Terraform's -replace)."""
+        return bool(self.options.targets or self.options.labels)
 
     def counts(self) -> dict[Action, int]:
         counts = dict.fromkeys(ACTION_ORDER, 0)
@@ -85,35 +88,101 @@ class Plan:
 # --- selectors -------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    # Only `*` is special (any text, "/" included: file ids contain it); `?` and `[` are literal in keys.
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
 def selector_matches(selector: str, key: str) -> bool:
-    """A task key, `kind/name`, or a key with `*` in its last part (Terraform's -target, for tasks)."""
+    """`kind/name/target` or `kind/name`, where `*` in the name or target part matches any text.
+
+    Terraform's -target, for task keys: `SnapshotJob/lobby-audit/lobby`, `SnapshotJob/lobby-audit`,
+    `SnapshotJob/*` (every job of a kind), `SnapshotJob/lobby-*/vip-*`. The kind is always spelled out.
+    """
     if selector == key:
         return True
     parts = selector.split("/", 2)
-    if len(parts) == 2:
-        return key.startswith(selector + "/")
-    if len(parts) < 2 or "*" not in parts[2]:
+    fields = key.split("/", 2)  # kind and name never contain "/"; file ids may
+    if len(parts) < 2 or len(fields) < 3 or parts[0] != fields[0]:
         return False
-    kind, name, target = key.split("/", 2)  # kind and name never contain "/"; file ids may
-    return (kind, name) == (parts[0], parts[1]) and fnmatch.fnmatchcase(target, parts[2])
+    if not _glob(parts[1]).fullmatch(fields[1]):
+        return False
+    return len(parts) == 2 or _glob(parts[2]).fullmatch(fields[2]) is not None
 
 
-def check_selector(selector: str) -> None:
-    parts = selector.split("/")
-    if len(parts) < 2 or not all(parts[:2]) or parts[0] not in {k.value for k in JobKind}:
+def check_selector(selector: str, option: str = "--target") -> None:
+    parts = selector.split("/", 2)
+    if len(parts) < 2 or not all(parts) or parts[0] not in {k.value for k in JobKind}:
         kinds = ", ".join(k.value for k in JobKind)
         raise PlanError(
-            f"--target {selector!r}: expected a task key (kind/name/room), kind/name, or a key with * "
-            f"in its last part; kind is one of {kinds}"
+            f"{option} {selector!r}: expected kind/name/room (a task key), kind/name, or either with * in the "
+            f"name or room part (SnapshotJob/*, SnapshotJob/lobby-*/vip-*); kind is one of {kinds}"
         )
-    if "*" in "/".join(parts[:2]):
-        raise PlanError(f"--target {selector!r}: '*' is allowed only in the last part")
+
+
+def label_matcher(selectors: Iterable[str]) -> Callable[[Mapping[str, str]], bool]:
+    """A test of a task's labels against kubectl-style selectors: all of them must hold.
+
+    Each selector is a comma list of requirements, all of which must hold: `key=value` (also `key==value`),
+    `key!=value` (true when the label is absent, as in kubectl), `key` (the label is set), `!key` (it is not).
+    Raises `PlanError` naming a malformed selector.
+    """
+    tests: list[Callable[[Mapping[str, str]], bool]] = []
+    for selector in selectors:
+        for requirement in selector.split(","):
+            tests.append(_requirement(requirement.strip(), selector))
+    return lambda labels: all(test(labels) for test in tests)
+
+
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+
+
+def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool]:
+    key, op, value = text, "", ""
+    for candidate in ("!=", "==", "="):
+        if candidate in text:
+            key, _, value = text.partition(candidate)
+            op = candidate
+            break
+    key, value = key.strip(), value.strip()
+    negated = not op and key.startswith("!")
+    key = key.removeprefix("!").strip() if negated else key
+    if not _LABEL_KEY.fullmatch(key) or any(c in value for c in "=!, "):
+        raise PlanError(
+            f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold)"
+        )
+    if op == "!=":
+        return lambda labels: labels.get(key) != value
+    if op:
+        return lambda labels: labels.get(key) == value
+    if negated:
+        return lambda labels: key not in labels
+    return lambda labels: key in labels
+
+
+class Selection:
+    """Which tasks a plan covers: every task, unless --target or -l narrow it; --replace keys always."""
+
+    def __init__(self, options: PlanOptions) -> None:
+        self._targets = options.targets
+        self._replace = frozenset(options.replace)
+        self._labels = label_matcher(options.labels)
+        self._narrowed = bool(options.targets or options.labels)
+
+    def __call__(self, key: str, labels: Mapping[str, str]) -> bool:
+        if not self._narrowed or key in self._replace:
+            return True
+        if self._targets and not any(selector_matches(s, key) for s in self._targets):
+            return False
+        return self._labels(labels)
 
 
 def check_options(options: PlanOptions, desired: Mapping[str, DesiredTask]) -> None:
     """Reject bad selectors and unknown --replace keys before anything is observed or decided."""
     for selector in options.targets:
         check_selector(selector)
+    label_matcher(options.labels)
     unknown = [k for k in options.replace if k not in desired]
     if unknown:
         raise PlanError(f"--replace: no task with key {', '.join(sorted(unknown))} in the specs")
@@ -316,24 +385,18 @@ def diff(
 ) -> Plan:
     check_options(options, desired)
     replace = set(options.replace)
-
-    def wanted(key: str) -> bool:
-        if not options.targets and not options.replace:
-            return True
-        if key in replace:
-            return True
-        return any(selector_matches(s, key) for s in options.targets)
+    wanted = Selection(options)
 
     changes: list[Change] = []
     redacted: dict[int, Any] = {}  # tasks of one job share request subtrees: redact each one once
     with gc_paused():
         for key, task in desired.items():
-            if wanted(key):
+            if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
                 changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
     for key, record in records.items():
-        if key in desired or not wanted(key):
+        if key in desired or not wanted(key, record.labels):
             continue
         if not options.prune:
             kept += 1
@@ -346,8 +409,11 @@ def diff(
         changes.append(_change(Action.DELETE, reason, None, record))
 
     notes = []
-    if options.targets or options.replace:
-        notes.append("This plan is partial (--target / --replace): other tasks may still differ.")
+    if options.targets or options.labels:
+        notes.append("This plan is partial (--target / -l): other tasks may still differ.")
+    if options.labels and not changes:
+        among = " of those --target selects" if options.targets else ""
+        notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
             notes.append(f"--target {selector} matches no task.")
@@ -394,6 +460,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "prune": plan.options.prune,
         "targets": list(plan.options.targets),
         "replace": list(plan.options.replace),
+        "labels": list(plan.options.labels),
         "partial": plan.partial,
         "paths": list(plan.paths),
         "summary": {a.value: counts[a] for a in ACTION_ORDER},
@@ -432,6 +499,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
             refreshed=bool(data["refreshed"]),
             targets=tuple(data["targets"]),
             replace=tuple(data["replace"]),
+            labels=tuple(data.get("labels", ())),  # absent in plans saved before label selectors
         )
         changes = tuple(
             Change(

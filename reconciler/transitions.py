@@ -84,6 +84,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         max_duration=task.max_duration,
         restart_policy=task.restart_policy,
         request=redact_tree(task.request),
+        labels=dict(task.labels),
         last_error=None,
         next_attempt_at=None,
         productive=False,
@@ -110,6 +111,7 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
         fixed_hash=task.fixed_hash,
         updatable=dict(task.updatable),
         request=redact_tree(task.request),
+        labels=dict(task.labels),
         observed_at=now,
         last_error=None,
     )

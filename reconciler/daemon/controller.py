@@ -48,7 +48,9 @@ from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
 from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
-from reconciler.state.base import Lock, StateError, StateStore
+from reconciler.spec.errors import did_you_mean
+from reconciler.state.base import DAEMON_HOLDER, Lock, StateError, StateStore
+from reconciler.state.sql import iso_utc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -94,10 +96,11 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         workers: int = WORKERS,
         rng: random.Random | None = None,
-        holder: str = "capctl run",
+        holder: str = DAEMON_HOLDER,
         shutdown_grace: float = SHUTDOWN_GRACE,
         lease_seconds: float = LEASE_SECONDS,
         watch_debounce_ms: int | None = None,
+        sync_token: str | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
@@ -111,6 +114,7 @@ class Daemon:
         self.metrics.watch(self.records.status_counts, lambda: self.queue.depth)
         self.spec: SpecSet | None = None
         self.spec_error: str | None = "the specs have not been read yet"
+        self.spec_invalid_since: float | None = None  # first failed load since the last good one
         self._transport = transport
         self._workers = workers
         self._rng = rng or random.Random()
@@ -118,6 +122,7 @@ class Daemon:
         self._grace = shutdown_grace
         self._lease_seconds = lease_seconds
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
+        self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
@@ -222,6 +227,10 @@ class Daemon:
             self.records.serial()
         except StateError as exc:
             return Readiness(False, f"the state store does not answer: {exc}")
+        if self.spec_error is not None and self.spec_invalid_since is not None:
+            # Still ready (the last valid set runs), but a probe body is where an operator looks first.
+            since = iso_utc(self.spec_invalid_since)
+            return Readiness(True, f"ready; spec set invalid since {since}: {self.spec_error}")
         return Readiness(True, "ready")
 
     # --- specs ------------------------------------------------------------------------------------------
@@ -231,7 +240,13 @@ class Daemon:
         try:
             spec = load_spec_set(self.paths)
         except SpecErrors as exc:
-            self.spec_error = f"{len(exc.errors)} error(s), first: {exc.errors[0]}" if exc.errors else str(exc)
+            count = len(exc.errors) or 1
+            self.spec_error = (
+                f"{count} error{'s' if count != 1 else ''}, first: {exc.errors[0]}" if exc.errors else str(exc)
+            )
+            if self.spec_invalid_since is None:
+                self.spec_invalid_since = self.clock.now()
+            self.metrics.spec_load(errors=count, at=self.clock.now())
             log.error(
                 "spec set rejected; the last valid set stays in force"
                 if self.spec
@@ -240,7 +255,8 @@ class Daemon:
                 count=len(exc.errors),
             )
             return False
-        old, self.spec, self.spec_error = self.spec, spec, None
+        old, self.spec, self.spec_error, self.spec_invalid_since = self.spec, spec, None, None
+        self.metrics.spec_load(errors=0, at=self.clock.now())
         assert self._pool is not None, "reload() before start()"
         self._pool.update_configs(spec.providers)
         self._providers.clear()  # rebuilt on use, over the pool's (possibly rebuilt) providers
@@ -577,6 +593,35 @@ class Daemon:
                 self.records.put(record.evolve(next_attempt_at=now))
                 self.queue.add(key)
                 log.info("room activity: waking task", key=key, callback=event.event, was=record.status.value)
+
+    # --- operator requests ------------------------------------------------------------------------------
+
+    def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
+        """`capctl sync`: reconcile `keys` (None: every key) now, looking at the vendor first; returns
+        (HTTP status, reason, the keys queued). It only enqueues: the workers still decide (a backing-off
+        or dormant task keeps waiting), vendor calls stay within the budgets, and a key already queued is
+        queued once, so repeating the request costs nothing more. Any unknown key: nothing is queued."""
+        if self.spec is None:
+            return 503, f"no valid spec set in force: {self.spec_error}", []
+        known = set(self.spec.tasks) | set(self.records.keys())  # a removed job's tasks are pruned by a sync
+        if keys is None:
+            wanted = sorted(known)
+        else:
+            wanted = list(dict.fromkeys(keys))
+            unknown = [k for k in wanted if k not in known]
+            if unknown:
+                listed = ", ".join(unknown[:MAX_LOGGED_ERRORS]) + (", …" if len(unknown) > MAX_LOGGED_ERRORS else "")
+                # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
+                job = unknown[0].rpartition("/")[0] + "/"
+                hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
+                return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
+        for key in wanted:
+            record = self.records.get(key)
+            if record is not None and needs_observation(record):
+                self._observe_now.add(key)
+            self.queue.add(key)
+        log.info("sync requested", keys=len(wanted), every_key=keys is None)
+        return 200, f"queued {len(wanted)} task key(s)", wanted
 
     # --- timers -----------------------------------------------------------------------------------------
 

@@ -1,12 +1,16 @@
-"""The daemon's HTTP side: vendor callbacks, health and readiness probes, Prometheus metrics.
+"""The daemon's HTTP side: vendor callbacks, health and readiness probes, Prometheus metrics, and the
+operators' `POST /api/v1/sync` (what `capctl sync` calls).
 
 A thin ASGI layer: it reads bodies and writes answers; verification and acting live in the controller
-(`Daemon.handle_callback`), so the same logic is reached in-process by tests and over a socket in production.
+(`Daemon.handle_callback`, `Daemon.sync`), so the same logic is reached in-process by tests and over a
+socket in production.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +23,36 @@ if TYPE_CHECKING:
     from reconciler.daemon.controller import Daemon
 
 MAX_CALLBACK_BYTES = 1 << 20  # a vendor callback is a few hundred bytes; refuse anything absurd
+MAX_SYNC_BYTES = 1 << 20  # about 10,000 keys; to sync more, sync every key (an empty body)
+SYNC_PATH = "/api/v1/sync"
+SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set for `capctl sync`: it is sent
+
+
+def sync_authorized(expected: str | None, authorization: str | None) -> bool:
+    """No token configured: open (a cluster-internal port). Else `Authorization: Bearer <token>`, compared in
+    constant time."""
+    if expected is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def parse_sync_body(body: bytes) -> list[str] | None:
+    """The keys of a sync request, or None for every key (an empty body or `{}`); ValueError says what is wrong."""
+    if not body.strip():
+        return None
+    try:
+        data: Any = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"keys"}:
+        raise ValueError('expected {"keys": ["KIND/name/target", ...]}, or an empty body for every task')
+    keys = data.get("keys")
+    if keys is None:
+        return None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ValueError('"keys" must be a non-empty list of task keys (omit it to sync every task)')
+    return keys
 
 
 def create_app(daemon: Daemon) -> Starlette:
@@ -29,6 +63,21 @@ def create_app(daemon: Daemon) -> Starlette:
             return JSONResponse({"ok": False, "reason": "callback body too large"}, status_code=413)
         status, reason = daemon.handle_callback(vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
+
+    async def sync(request: Request) -> Response:
+        if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
+            reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
+            return JSONResponse({"ok": False, "reason": reason}, status_code=401)
+        body = await request.body()
+        if len(body) > MAX_SYNC_BYTES:
+            return JSONResponse({"ok": False, "reason": "sync body too large"}, status_code=413)
+        try:
+            keys = parse_sync_body(body)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "reason": str(exc)}, status_code=400)
+        status, reason, queued = daemon.sync(keys)
+        # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
+        return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -43,6 +92,7 @@ def create_app(daemon: Daemon) -> Starlette:
     return Starlette(
         routes=[
             Route("/callbacks/{vendor}", callback, methods=["POST"]),
+            Route(SYNC_PATH, sync, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -19,10 +20,11 @@ import uvicorn
 from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
-from reconciler.state.base import LockHeld, StateError
+from reconciler.state.base import LockHeld, StateError, daemon_holder
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -76,7 +78,16 @@ async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bo
     except StateError as exc:
         log.error("cannot open the state store", error=str(exc))
         return EXIT_ERROR
-    daemon = Daemon(paths, store, SystemClock(), resync=resync, prune=prune, watch_debounce_ms=DEBOUNCE_MS)
+    daemon = Daemon(
+        paths,
+        store,
+        SystemClock(),
+        resync=resync,
+        prune=prune,
+        watch_debounce_ms=DEBOUNCE_MS,
+        holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
+        sync_token=os.environ.get(SYNC_TOKEN_ENV),
+    )
     try:
         await daemon.start()
     except LockHeld as exc:

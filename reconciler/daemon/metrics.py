@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -96,10 +96,32 @@ class Metrics:
             registry=self.registry,
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400),
         )
+        # A spec set that breaks while the daemon runs changes nothing (the last valid set stays in force):
+        # these say so where an alert can see it, not only in a log line.
+        self.spec_set_valid = Gauge(
+            "capctl_spec_set_valid",
+            "1 when the last spec load succeeded, 0 when it failed (the last valid set stays in force)",
+            registry=self.registry,
+        )
+        self.spec_set_errors = Gauge(
+            "capctl_spec_set_errors", "Errors found by the last spec load (0 when it succeeded)", registry=self.registry
+        )
+        self.spec_set_last_load = Gauge(
+            "capctl_spec_set_last_load_timestamp_seconds",
+            "When the spec set in force was loaded (Unix time; 0 before the first valid load)",
+            registry=self.registry,
+        )
 
     def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
         """Register the scrape-time gauges (called once by the controller)."""
         self.registry.register(_StateCollector(statuses, depth))
+
+    def spec_load(self, *, errors: int, at: float) -> None:
+        """Record the outcome of one spec load: `errors` 0 means it succeeded at `at`."""
+        self.spec_set_valid.set(0 if errors else 1)
+        self.spec_set_errors.set(errors)
+        if not errors:
+            self.spec_set_last_load.set(at)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,11 @@
 Every job is checked against the provider and storage it names (kinds, vendor, storage types, the
 vendor's documented ranges), and rooms are checked across jobs. The result of a job that passes is a
 `CheckedJob` with the vendor defaults filled in, ready for `expand.py`. All problems are collected.
+
+A spec set is fixed in one pass, not in rounds: a job whose provider or storage is invalid or missing
+still gets every check that does not depend on it (duplicate rooms, room claims, and the vendor's ranges
+when an invalid provider's `spec.type` can still be read); only the checks that need the missing document
+are skipped, since its own error already says what to fix.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from reconciler.spec.models import (
     ThumbnailJobSpec,
     VolcengineProvider,
 )
-from reconciler.spec.yamlpos import Path
+from reconciler.spec.yamlpos import Path, RawDocument
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
@@ -58,6 +63,14 @@ _ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
 VOLC_MAX_STREAMS: Final = 17
 UINT32_MAX: Final = 4_294_967_295
+# SnapshotJob field → vendor → (default, low, high, the vendor's name for it).
+SNAPSHOT_RANGES: Final[dict[str, dict[str, tuple[int, int, int, str]]]] = {
+    "interval": {"volcengine": (2, 1, 600, "volcengine Interval"), "zego": (10, 5, 3600, "zego snapshot_interval")},
+    "idleTimeout": {
+        "volcengine": (180, 1, 86400, "volcengine MaxIdleTime"),
+        "zego": (30, 5, UINT32_MAX, "zego max_idle_time"),
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +92,38 @@ def _fields_set(model: Any) -> dict[str, Any]:
     }
 
 
+def _identity(value: Any) -> tuple[str, str] | None:
+    """(kind, name) of a raw document, when both can be read."""
+    if not isinstance(value, dict) or not isinstance(value.get("metadata"), dict):
+        return None
+    kind, name = value.get("kind"), value["metadata"].get("name")
+    return (kind, name) if isinstance(kind, str) and isinstance(name, str) else None
+
+
 class Checker:
-    def __init__(self, docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]) -> None:
+    def __init__(self, outcomes: list[tuple[RawDocument, Loaded | None]], errors: ErrorSink) -> None:
         self.errors = errors
-        self.invalid = invalid  # (kind, name) of documents that failed validation: already reported
         self.by_kind: dict[str, dict[str, Loaded]] = defaultdict(dict)
-        for doc in docs:
-            seen = self.by_kind[doc.kind]
-            if doc.name in seen:
-                first = seen[doc.name].raw.source
+        # Documents that failed validation (already reported), by (kind, name): references to them are not
+        # reported again, and what can still be read of them (a provider's type) is used.
+        self.invalid: dict[tuple[str, str], RawDocument] = {}
+        first: dict[tuple[str, str], RawDocument] = {}
+        for raw, doc in outcomes:
+            identity = (doc.kind, doc.name) if doc is not None else _identity(raw.value)
+            if identity is None:
+                continue
+            if identity in first:  # a duplicate is reported even when either document is invalid
+                kind, name = identity
                 self.errors.add(
-                    doc.at(("metadata", "name")), f"duplicate {doc.kind} name '{doc.name}' (first defined at {first})"
+                    raw.at(("metadata", "name")),
+                    f"duplicate {kind} name '{name}' (first defined at {first[identity].source})",
                 )
+                continue
+            first[identity] = raw
+            if doc is not None:
+                self.by_kind[doc.kind][doc.name] = doc
             else:
-                seen[doc.name] = doc
+                self.invalid[identity] = raw
         self._claims: dict[tuple[str, str, str], Loaded] = {}
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
@@ -133,6 +164,17 @@ class Checker:
                 )
 
     # --- references ---------------------------------------------------------------------------
+
+    def _vendor(self, name: str) -> str | None:
+        """The vendor of provider `name`: from its model, or from an invalid document's readable `spec.type`."""
+        provider = self.by_kind.get("Provider", {}).get(name)
+        if provider is not None:
+            assert isinstance(provider.model, ProviderDocument)
+            return provider.model.spec.type
+        raw = self.invalid.get(("Provider", name))
+        spec = raw.value.get("spec") if raw is not None else None
+        vendor = spec.get("type") if isinstance(spec, dict) else None
+        return vendor if vendor in VENDOR_STORAGE else None
 
     def _lookup(self, job: Loaded, field: str, kind: str, name: str) -> Loaded | None:
         found = self.by_kind.get(kind, {}).get(name)
@@ -211,30 +253,37 @@ class Checker:
     # --- jobs ---------------------------------------------------------------------------------
 
     def check_job(self, job: Loaded) -> CheckedJob | None:
+        """The checked job, or None after reporting every problem that can be found without what is missing."""
         spec = job.model.spec
         assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec | ThumbnailJobSpec)
         before = len(self.errors.errors)
         provider = self._lookup(job, "provider", "Provider", spec.provider)
         storage_name = getattr(spec, "storage", None)
         storage = self._lookup(job, "storage", "Storage", storage_name) if storage_name else None
-        if provider is None or (storage_name and storage is None):
-            return None
-        assert isinstance(provider.model, ProviderDocument)
-        pspec = provider.model.spec
-        if isinstance(spec, RecordingJobSpec | ThumbnailJobSpec) and isinstance(pspec, VolcengineProvider):
-            self.fail(job, ("spec", "provider"), f"a {job.kind} needs a zego provider; {provider.ref()} is volcengine")
-            return None
-        region = self._storage_fits(job, provider, storage) if storage is not None else 0
-        checked: CheckedJob | None
+        vendor = self._vendor(spec.provider)  # None: unknown, so the vendor's own rules cannot be checked
+        region = 0
+        if isinstance(spec, RecordingJobSpec | ThumbnailJobSpec) and vendor == "volcengine":
+            where = provider.raw.source if provider is not None else self.invalid[("Provider", spec.provider)].source
+            self.fail(
+                job,
+                ("spec", "provider"),
+                f"a {job.kind} needs a zego provider; Provider '{spec.provider}' ({where}) is volcengine",
+            )
+        elif provider is not None and storage is not None:
+            region = self._storage_fits(job, provider, storage)
+        interval: int | None = None
+        idle: int | None = None
         if isinstance(spec, ThumbnailJobSpec):
-            checked = self._thumbnails(job, spec, provider)
+            self._thumbnails(job, spec)
         else:
-            self._claim(job, provider.name, spec.rooms, "rooms", "room")
+            self._claim(job, spec.provider, spec.rooms, "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
-                checked = self._snapshot(job, spec, provider, storage, region)
+                interval, idle = self._snapshot(job, spec, vendor, storage)
             else:
-                checked = self._recording(job, spec, provider, storage)
-        return checked if len(self.errors.errors) == before else None
+                idle = self._recording(job, spec, storage)
+        if provider is None or (storage_name and storage is None) or len(self.errors.errors) != before:
+            return None
+        return CheckedJob(job, provider, storage, interval, idle, region)
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
         if not low <= value <= high:
@@ -269,16 +318,27 @@ class Checker:
             )
 
     def _snapshot(
-        self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded, storage: Loaded | None, region: int
-    ) -> CheckedJob:
-        assert isinstance(provider.model, ProviderDocument)
-        vendor = provider.model.spec.type
+        self, job: Loaded, spec: SnapshotJobSpec, vendor: str | None, storage: Loaded | None
+    ) -> tuple[int | None, int | None]:
+        """Check a snapshot job by its vendor's rules; returns (interval, idle timeout) with the defaults.
+
+        With the vendor unknown (its provider is invalid), a value is checked against every vendor's range."""
+        given = {"interval": spec.interval, "idleTimeout": spec.idle_timeout}
+        if vendor is None:
+            for name, value in given.items():
+                ranges = SNAPSHOT_RANGES[name].values()
+                if value is not None and not any(low <= value <= high for _, low, high, _ in ranges):
+                    known = ", ".join(f"{what} {low}..{high} s" for _, low, high, what in ranges)
+                    self.fail(job, ("spec", name), f"{value}s is out of range for every vendor ({known})")
+            return None, None
+        values = {}
+        for name, value in given.items():
+            default, low, high, what = SNAPSHOT_RANGES[name][vendor]
+            values[name] = default if value is None else value
+            self._range(job, ("spec", name), values[name], low, high, what)
+        interval, idle = values["interval"], values["idleTimeout"]
         self._streams(job, spec.streams, vendor)
         if vendor == "volcengine":
-            interval = 2 if spec.interval is None else spec.interval
-            idle = 180 if spec.idle_timeout is None else spec.idle_timeout
-            self._range(job, ("spec", "interval"), interval, 1, 600, "volcengine Interval")
-            self._range(job, ("spec", "idleTimeout"), idle, 1, 86400, "volcengine MaxIdleTime")
             task_id = spec.task_id or job.name
             if not VOLC_ID_RE.match(task_id):
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
@@ -290,10 +350,6 @@ class Checker:
                         f"room {room!r} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
                     )
         else:
-            interval = 10 if spec.interval is None else spec.interval
-            idle = 30 if spec.idle_timeout is None else spec.idle_timeout
-            self._range(job, ("spec", "interval"), interval, 5, 3600, "zego snapshot_interval")
-            self._range(job, ("spec", "idleTimeout"), idle, 5, UINT32_MAX, "zego max_idle_time")
             if spec.image.format != "jpeg" or spec.image.width or spec.image.height:
                 self.fail(
                     job,
@@ -303,10 +359,12 @@ class Checker:
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
             self._zego_vod_format(job, storage, "jpg")
-        return CheckedJob(job, provider, storage, interval, idle, region)
+        return interval, idle
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
-        assert storage is not None and isinstance(storage.model, StorageDocument)
+        if storage is None:  # missing or invalid: reported on its own
+            return
+        assert isinstance(storage.model, StorageDocument)
         if storage.model.spec.type in ZEGO_VOD and fmt not in ("mp4", "flv"):
             self.fail(
                 job,
@@ -314,7 +372,7 @@ class Checker:
                 f"{storage.model.spec.type} storage takes mp4 or flv files only, not {fmt} ({storage.ref()})",
             )
 
-    def _recording(self, job: Loaded, spec: RecordingJobSpec, provider: Loaded, storage: Loaded | None) -> CheckedJob:
+    def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
         self._streams(job, spec.streams, "zego")
         self._range(job, ("spec", "idleTimeout"), spec.idle_timeout, 5, UINT32_MAX, "zego max_idle_time")
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
@@ -329,7 +387,7 @@ class Checker:
         elif spec.mix is not None:
             self.fail(job, ("spec", "mix"), "only applies to mode: mixed")
         self._options(job, spec)
-        return CheckedJob(job, provider, storage, None, spec.idle_timeout)
+        return spec.idle_timeout
 
     def _mix(self, job: Loaded, spec: RecordingJobSpec) -> None:
         assert spec.mix is not None
@@ -365,8 +423,8 @@ class Checker:
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
 
-    def _thumbnails(self, job: Loaded, spec: ThumbnailJobSpec, provider: Loaded) -> CheckedJob:
-        self._claim(job, provider.name, [f.file_id for f in spec.files], "files", "fileId")
+    def _thumbnails(self, job: Loaded, spec: ThumbnailJobSpec) -> None:
+        self._claim(job, spec.provider, [f.file_id for f in spec.files], "files", "fileId")
         for i, item in enumerate(spec.files):
             path = ("spec", "files", i)
             if item.cdn == "tencent":
@@ -381,13 +439,14 @@ class Checker:
                     self.fail(job, (*path, "interval"), "must be at least 1s")
                 if item.definition is not None:
                     self.fail(job, (*path, "definition"), "applies to cdn tencent only")
-        return CheckedJob(job, provider, None)
 
 
-def check_all(docs: list[Loaded], errors: ErrorSink, invalid: set[tuple[str, str]]) -> tuple[Checker, list[CheckedJob]]:
-    """Run every cross-document check; returns the name index and the jobs that passed. A reference to
-    an `invalid` document is not reported again (its own errors say what is wrong)."""
-    checker = Checker(docs, errors, invalid)
+def check_all(outcomes: list[tuple[RawDocument, Loaded | None]], errors: ErrorSink) -> tuple[Checker, list[CheckedJob]]:
+    """Run every cross-document check over each document and its model (None: it failed validation, already
+    reported); returns the name index and the jobs that passed. A reference to an invalid document is not
+    reported again (its own errors say what is wrong)."""
+    checker = Checker(outcomes, errors)
+    docs = [doc for _, doc in outcomes if doc is not None]
     for doc in checker.by_kind.get("Provider", {}).values():
         checker.check_provider(doc)
     for doc in checker.by_kind.get("Storage", {}).values():

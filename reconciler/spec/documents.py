@@ -1,5 +1,9 @@
 """One document through its model: pick the model by `kind`, validate, turn pydantic errors into
 positioned messages a person can act on (unknown field → "did you mean", enum typo → the close value).
+
+A document whose only problems are unknown fields is still modelled without them, so that the checks
+that need it (its relations, its vendor's ranges) run in the same pass: a typo does not hide the next
+error. The load fails anyway on the reported unknown fields.
 """
 
 from __future__ import annotations
@@ -135,8 +139,20 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     return f"{field}: {msg}"
 
 
+def _without(data: Any, path: Path) -> Any:
+    """A copy of `data` without the mapping key at `path`; only the containers on the way are copied."""
+    head, rest = path[0], path[1:]
+    if not rest:
+        return {k: v for k, v in data.items() if k != head}
+    if isinstance(data, dict):
+        return {**data, head: _without(data[head], rest)}
+    assert isinstance(head, int)
+    return [_without(v, rest) if i == head else v for i, v in enumerate(data)]
+
+
 def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded | None:
-    """The document's model, or None after reporting why it is not valid."""
+    """The document's model, or None after reporting why it is not valid (see the module docstring for a
+    document whose only problems are unknown fields: it is reported, and returned without them)."""
     if not isinstance(data, dict):
         errors.add(
             raw.where, f"a document must be a mapping with apiVersion, kind, metadata and spec, got {_describe(data)}"
@@ -158,14 +174,25 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
     try:
         return Loaded(raw, model.model_validate(data))
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
+        unknown: list[Path] = []
+        problems = exc.errors(include_url=False)
+        for err in problems:
             if err.get("input") is UNRESOLVED:
                 continue
             path = _data_path(data, err["loc"])
+            if err["type"] == "extra_forbidden":
+                unknown.append(path)
             where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(path)
             if err["type"] == "missing":
                 where = raw.key_at(path[:-1]) if path[:-1] else raw.where
             elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 where = raw.at((*path, "type"))
             errors.add(where, _message(err, dotted(path), model, path))
-        return None
+        if not unknown or len(unknown) != len(problems):
+            return None
+        for path in unknown:
+            data = _without(data, path)
+        try:
+            return Loaded(raw, model.model_validate(data))
+        except ValidationError:  # reported above; what is left cannot be checked further
+            return None

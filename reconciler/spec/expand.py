@@ -336,6 +336,7 @@ def _task(
         max_duration=max_duration,
         restart_policy=RestartPolicy(policy),
         source=c.job.raw.source,
+        labels=dict(c.job.model.metadata.labels),
     )
 
 

@@ -2,7 +2,9 @@
 
 The pipeline is a single pass per stage: YAML with positions → references resolved → document models →
 cross-document checks → expansion to desired tasks. Nothing here talks to a vendor; the only I/O is
-reading the spec files (and files named by `{file: ...}` references) and the environment.
+reading the spec files (and files named by `{file: ...}` references) and the environment. With
+`resolve_secrets=False` (what `capctl validate` does by default) secret references are checked for their
+shape only, so a spec set can be validated where its secrets are not available.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import Any
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
@@ -22,7 +23,7 @@ from reconciler.spec.errors import ErrorSink, SpecErrors
 from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.models import JOB_MODELS, JobDocument, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
-from reconciler.spec.yamlpos import load_documents
+from reconciler.spec.yamlpos import RawDocument, load_documents
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -76,25 +77,25 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
     return list(dict.fromkeys(files))
 
 
-def _identity(value: Any) -> tuple[str, str]:
-    """(kind, name) of a raw document, as far as it can be read."""
-    if not isinstance(value, dict) or not isinstance(value.get("metadata"), dict):
-        return ("", "")
-    return (str(value.get("kind")), str(value["metadata"].get("name")))
+def load_spec_set(
+    paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True
+) -> SpecSet:
+    """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors.
 
-
-def load_spec_set(paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None) -> SpecSet:
-    """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors."""
+    With `resolve_secrets=False` secret references are checked for shape only and their fields hold
+    `UnreadSecret`s: such a set is for validation, never for calling a vendor.
+    """
     with gc_paused():  # tens of thousands of small acyclic values: collector passes would find nothing
-        return _load_spec_set(paths, env)
+        return _load_spec_set(paths, env, resolve_secrets)
 
 
-def _load_spec_set(paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None) -> SpecSet:
+def _load_spec_set(
+    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool
+) -> SpecSet:
     environ = os.environ if env is None else env
     errors = ErrorSink()
     files = _spec_files(paths, errors)
-    loaded: list[Loaded] = []
-    invalid: set[tuple[str, str]] = set()
+    outcomes: list[tuple[RawDocument, Loaded | None]] = []
     documents = 0
     for file in files:
         try:
@@ -104,17 +105,14 @@ def _load_spec_set(paths: Sequence[str | os.PathLike[str]], env: Mapping[str, st
             continue
         for raw in load_documents(file, data, errors):
             documents += 1
-            doc = validate_document(raw, resolve_document(raw, environ, errors), errors)
-            if doc is not None:
-                loaded.append(doc)
-            else:
-                invalid.add(_identity(raw.value))
+            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets)
+            outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(
             (files[0] if len(files) == 1 else ", ".join(str(p) for p in paths), 0, 0),
             "no documents (every spec file is empty)",
         )
-    checker, checked = check_all(loaded, errors, invalid)
+    checker, checked = check_all(outcomes, errors)
     if errors:
         raise SpecErrors(errors.errors)
     tasks: dict[str, DesiredTask] = {}

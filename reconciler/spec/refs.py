@@ -4,6 +4,11 @@ References are resolved on the raw document, before the models see it, so every 
 reported at its own position in one pass. Secret fields must be references: a literal would put the
 secret into git. A resolved secret becomes a `Secret` at once, so its text never reaches a model, an error
 message or a repr.
+
+Validation must run where secrets are absent (a pre-commit hook, a pull request from a fork), so secret
+references can be checked for their shape only (`read_secrets=False`): the environment and the files they
+name are not read, and the field holds an `UnreadSecret`. Other references are always resolved: their
+values are needed to check types and ranges.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from reconciler.secrets import Secret
 from reconciler.spec.errors import ErrorSink, did_you_mean
@@ -30,6 +35,18 @@ _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABELS: Final = ("metadata", "labels")  # free-form keys: `{env: prod}` there is a label, not a reference
 
 
+class UnreadSecret(Secret):
+    """A secret reference checked for its shape only; it has no value, so it can never reach a vendor."""
+
+    __slots__ = ()
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(reference)  # the fingerprint tells references apart; it is not a secret's
+
+    def reveal(self) -> NoReturn:
+        raise RuntimeError("an unread secret reference has no value: load the specs with secrets resolved")
+
+
 class Unresolved:
     """Stands in for a reference that failed; its error is already reported, so models skip it."""
 
@@ -41,15 +58,20 @@ UNRESOLVED: Final = Unresolved()
 
 
 class _Resolver:
-    def __init__(self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink) -> None:
+    def __init__(self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, read_secrets: bool) -> None:
         self.doc = doc
         self.env = env
         self.errors = errors
+        self.read_secrets = read_secrets
+        kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
+        fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+        # Paths whose references are checked for shape only (empty when secrets are read).
+        self.unread: frozenset[Path] = frozenset(() if read_secrets else (("spec", f) for f in fields))
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
             if path != _LABELS and ("env" in value or "file" in value):
-                return self.reference(value, path)
+                return self.reference(value, path, read=path not in self.unread)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
@@ -59,7 +81,8 @@ class _Resolver:
         self.errors.add(self.doc.at(path), message)
         return UNRESOLVED
 
-    def reference(self, ref: dict[Any, Any], path: Path) -> Any:
+    def reference(self, ref: dict[Any, Any], path: Path, *, read: bool) -> Any:
+        """The reference's value; with `read` false, only its shape is checked and an `UnreadSecret` returned."""
         allowed = ("file",) if "file" in ref else ("env", "default")
         if "env" in ref and "file" in ref:
             return self.fail(path, "a reference has either `env` or `file`, not both")
@@ -68,25 +91,30 @@ class _Resolver:
                 hint = did_you_mean(str(key), allowed)
                 self.errors.add(self.doc.key_at((*path, key)), f"unknown key {key!r} in a reference{hint}")
                 return UNRESOLVED
-        return self.file(ref["file"], path) if "file" in ref else self.env_value(ref, path)
-
-    def env_value(self, ref: dict[Any, Any], path: Path) -> Any:
+        if "file" in ref:
+            name = ref["file"]
+            if not isinstance(name, str) or not name:
+                return self.fail((*path, "file"), "`file` needs a path (relative to this spec file)")
+            return self.file(name, path) if read else UnreadSecret(f"file:{name}")
         name = ref["env"]
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             return self.fail((*path, "env"), f"invalid environment variable name {name!r}")
+        if isinstance(ref.get("default"), dict | list):
+            return self.fail((*path, "default"), "a reference default must be a scalar")
+        return self.env_value(ref, name, path) if read else UnreadSecret(f"env:{name}")
+
+    def env_value(self, ref: dict[Any, Any], name: str, path: Path) -> Any:
         value = self.env.get(name)
         if value is not None:
             return RefStr(value)
         if "default" not in ref:
-            return self.fail(path, f"environment variable {name} is not set and the reference has no default")
+            # Why validate needs this one when it needs no secret: the value is checked (a type, a range).
+            hint = "" if self.read_secrets else " (only secret fields are checked without their values)"
+            return self.fail(path, f"environment variable {name} is not set and the reference has no default{hint}")
         default = ref["default"]
-        if isinstance(default, dict | list):
-            return self.fail((*path, "default"), "a reference default must be a scalar")
         return RefStr(default) if isinstance(default, str) else default
 
-    def file(self, name: Any, path: Path) -> Any:
-        if not isinstance(name, str) or not name:
-            return self.fail((*path, "file"), "`file` needs a path (relative to this spec file)")
+    def file(self, name: str, path: Path) -> Any:
         target = FsPath(self.doc.file).parent / name
         try:
             with target.open("rb") as fh:
@@ -109,7 +137,7 @@ class _Resolver:
             return
         for name in fields:
             value = spec.get(name)
-            if value is None or value is UNRESOLVED:
+            if value is None or value is UNRESOLVED or isinstance(value, UnreadSecret):
                 continue
             path = ("spec", name)
             raw_value = raw_spec.get(name)
@@ -125,9 +153,10 @@ class _Resolver:
                 spec[name] = Secret(str(value))
 
 
-def resolve_document(doc: RawDocument, env: Mapping[str, str], errors: ErrorSink) -> Any:
-    """The document's value with every reference resolved and secret fields as `Secret`s."""
-    resolver = _Resolver(doc, env, errors)
+def resolve_document(doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, *, read_secrets: bool = True) -> Any:
+    """The document's value with every reference resolved and secret fields as `Secret`s (or, without
+    `read_secrets`, secret references checked for shape only and held as `UnreadSecret`s)."""
+    resolver = _Resolver(doc, env, errors, read_secrets)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
         kind = doc.value.get("kind")

@@ -55,7 +55,10 @@ _MERGE: Final = _Merge()
 
 @dataclass(slots=True)
 class RawDocument:
-    """One YAML document as plain values, with the position of every value and key by path."""
+    """One YAML document as plain values, with the position of every value and key by path.
+
+    `line`, `col` are those of the document's content (its root value), after any `---` and comments.
+    """
 
     file: str
     index: int
@@ -170,7 +173,8 @@ class _Builder:
         if anchor is not None:
             self._anchors[anchor] = (value, weight)
         if not self._stack:
-            self._doc.value = value
+            # A document is where its content starts (its first key), not its `---` line or a comment above it.
+            self._doc.value, (self._doc.line, self._doc.col) = value, pos
             self._root_set = True
             return
         parent = self._stack[-1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .base import Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
+from .base import Lock, LockHeld, NoState, SerialMismatch, Snapshot, StateError, StateMissing, StateStore
 from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
@@ -21,10 +21,12 @@ __all__ = [
     "STATE_ENV",
     "Lock",
     "LockHeld",
+    "NoState",
     "SQLiteStateStore",
     "SerialMismatch",
     "Snapshot",
     "StateError",
+    "StateMissing",
     "StateStore",
     "open_state",
     "sqlite_path",
@@ -46,17 +48,21 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_state(url: str | None = None, *, env: Mapping[str, str] | None = None) -> StateStore:
-    """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`."""
+def open_state(url: str | None = None, *, env: Mapping[str, str] | None = None, create: bool = True) -> StateStore:
+    """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
+
+    With `create=False` (commands that only read) nothing is created, no file, directory or table: a store
+    that does not exist yet raises `StateMissing`, which names where it looked.
+    """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
-        return SQLiteStateStore(sqlite_path(url))
+        return SQLiteStateStore(sqlite_path(url), create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
-        return PostgresStateStore(url)
+        return PostgresStateStore(url, create=create)
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "

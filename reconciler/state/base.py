@@ -7,6 +7,7 @@ already committed. `lock()` is an OS lock or an expiring lease: a holder that di
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,15 +15,42 @@ from typing import Protocol
 
 from reconciler.model import TaskRecord
 
+# The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
+# where it serves (`capctl run on http://127.0.0.1:8080`), so others can point `capctl sync` at it.
+DAEMON_HOLDER = "capctl run"
+
+
+def daemon_holder(url: str) -> str:
+    return f"{DAEMON_HOLDER} on {url}"
+
 
 class StateError(Exception):
     """The state store could not be read or written (names the store, never a secret)."""
+
+
+class StateMissing(StateError):
+    """A read-only open found no state where it looked (no file, or no capctl tables): nothing was created."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no state at {where}")
+        self.where = where
 
 
 class LockHeld(StateError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"state is locked by {holder}")
         self.holder = holder
+
+    @property
+    def daemon(self) -> bool:
+        """Held by a `capctl run` daemon, which keeps the lock for its lifetime (waiting will not help)."""
+        return f"({DAEMON_HOLDER}" in self.holder
+
+    @property
+    def daemon_url(self) -> str | None:
+        """Where the daemon holding the lock serves its API, when its holder string says so."""
+        found = re.search(rf"\({re.escape(DAEMON_HOLDER)} on (\S+)\)", self.holder)
+        return found.group(1) if found else None
 
 
 class SerialMismatch(StateError):
@@ -39,6 +67,39 @@ class Snapshot:
 
     def __repr__(self) -> str:  # a snapshot may hold 100,000 records: never print them all
         return f"Snapshot(serial={self.serial}, records={len(self.records)})"
+
+
+class NoState:
+    """The state of a setup where nothing was created yet, for commands that only read (`plan`).
+
+    A read-only command never creates a state; finding none, it plans as a brand-new store would start:
+    serial 0 and no record (as Terraform plans without a state). Writing to it is a bug, so it raises.
+    """
+
+    def __init__(self, missing: StateMissing) -> None:
+        self.url = missing.where
+        self.missing = missing
+
+    def load(self) -> Snapshot:
+        return Snapshot(serial=0, records={})
+
+    def serial(self) -> int:
+        return 0
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot record {record.key}")
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot record tasks")
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot forget {key}")
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        raise StateError(f"{self.missing}: a read-only command takes no lock")
+
+    def close(self) -> None:
+        """Nothing was opened."""
 
 
 class Lock(Protocol):

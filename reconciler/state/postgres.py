@@ -1,7 +1,8 @@
 """The shared state store: PostgreSQL, for several daemon replicas (or CI jobs) on one state.
 
 Same tables and semantics as SQLite (see `sql.py`), created if absent in the database the URL names (or
-in the first schema of its `search_path`). Writers serialise on the serial row (`SELECT … FOR UPDATE`), so
+in the first schema of its `search_path`), except by read-only commands (`create=False`), for which a
+database without them holds no state. Writers serialise on the serial row (`SELECT … FOR UPDATE`), so
 compare-and-set holds across hosts. The lock is a lease row: taken only when free or expired, renewed by
 its holder, and lapsing by itself when the holder dies. Lease times use the database server's clock, so
 replicas with skewed clocks still agree. The password stays in the connection string: `url` and every
@@ -27,7 +28,9 @@ from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, i
 
 _LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
-_BASE_QUERIES = Queries.build(mark="%s", for_update=" FOR UPDATE")
+_BASE_QUERIES = Queries.build(
+    mark="%s", for_update=" FOR UPDATE", has_meta="SELECT (to_regclass('capctl_meta') IS NOT NULL)::int"
+)
 
 
 def redact_url(url: str) -> str:
@@ -79,7 +82,8 @@ class PostgresStateStore(SqlStateStore):
         ),
     )
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
+        """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty)."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
@@ -89,7 +93,10 @@ class PostgresStateStore(SqlStateStore):
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False
         try:
-            self._init_schema()
+            if create:
+                self._init_schema()
+            else:
+                self._find_schema(f"{self.url} (no capctl tables in that database)")
         except BaseException:
             self.close()
             raise

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Self
 from reconciler.model import TaskRecord
 
 from . import codec
-from .base import SerialMismatch, Snapshot, StateError
+from .base import SerialMismatch, Snapshot, StateError, StateMissing
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +46,7 @@ class Queries:
     """The statements of one SQL dialect; `build` writes them from the few points where dialects differ."""
 
     create: tuple[str, ...]
+    has_meta: str  # one row, one column: 1 when the capctl_meta table exists, else 0
     init_meta: str
     read_meta: str
     serial: str
@@ -56,10 +57,12 @@ class Queries:
     delete: str
 
     @classmethod
-    def build(cls, *, mark: str, for_update: str) -> Queries:
-        """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial."""
+    def build(cls, *, mark: str, for_update: str, has_meta: str) -> Queries:
+        """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial,
+        `has_meta` the catalogue query that tells whether the tables exist (read-only opens)."""
         meta = "capctl_meta"
         return cls(
+            has_meta=has_meta,
             create=(
                 f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
@@ -102,6 +105,18 @@ class SqlStateStore(ABC):
                 cur.execute(statement, ())
             cur.execute(q.init_meta, (SCHEMA_VERSION,))
             version, _ = _rows(cur, q.read_meta)[0]
+        self._check_version(version)
+
+    def _find_schema(self, where: str) -> None:
+        """For read-only commands: check the tables exist without creating them; `StateMissing` otherwise."""
+        q = self.queries
+        with self._cursor(write=False) as cur:
+            meta = _rows(cur, q.read_meta) if _rows(cur, q.has_meta)[0][0] else []
+        if not meta:
+            raise StateMissing(where)
+        self._check_version(meta[0][0])
+
+    def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"{self.url}: state schema version {version} was written by a newer capctl "

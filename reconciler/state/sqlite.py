@@ -16,44 +16,68 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.clock import Clock, SystemClock
 
-from .base import LockHeld, StateError
+from .base import LockHeld, StateError, StateMissing
 from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
 
 class SQLiteStateStore(SqlStateStore):
     """State in one SQLite file. Safe to share between threads (calls are serialised) and processes."""
 
-    queries = Queries.build(mark="?", for_update="")
+    queries = Queries.build(
+        mark="?",
+        for_update="",
+        has_meta="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_meta'",
+    )
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None, busy_timeout: float = 5.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        busy_timeout: float = 5.0,
+        create: bool = True,
+    ):
+        """With `create=False` nothing is created: no directory, file or table (read-only commands);
+        a missing or empty file raises `StateMissing`, naming the path as given and resolved."""
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
         self._mutex = threading.RLock()
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
+        where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
+        if create:
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
+        elif not self.path.is_file():
+            raise StateMissing(where)
         self._db: sqlite3.Connection | None = None
         try:
             with self._translate_errors():
+                # mode=rw: a file that vanished meanwhile is an error, never silently created.
+                target = self.path if create else f"file:{urllib.parse.quote(str(self.path))}?mode=rw"
                 self._db = sqlite3.connect(
-                    self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                    target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=not create
                 )
-                mode = self._switch_to_wal(self._db)
+                if create:  # a read-only open leaves the file as it is (capctl's own files are WAL already)
+                    mode = self._switch_to_wal(self._db)
+                    if mode != "wal":
+                        raise StateError(f"{self.url}: SQLite refused WAL journaling (journal mode is {mode})")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-            if mode != "wal":
-                raise StateError(f"{self.url}: SQLite refused WAL journaling (journal mode is {mode})")
-            self._init_schema()
+            if create:
+                self._init_schema()
+            else:
+                self._find_schema(where)
         except BaseException:
             self.close()
             raise

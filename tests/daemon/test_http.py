@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.providers.zego_signing import callback_signature
+from reconciler.spec import SpecErrors, load_spec_set
+from reconciler.state.sql import iso_utc
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.specdocs import snapshot_job
 
@@ -156,3 +159,100 @@ async def test_readyz_reports_a_state_store_that_does_not_answer(harness: Harnes
     daemon.records.store.close()
     state = daemon.readiness()
     assert not state.ready and "state store does not answer" in state.reason
+
+
+async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness: Harness) -> None:
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    await harness.start()
+    await harness.advance(1)
+    lobby = "SnapshotJob/audit/lobby"
+    harness.sim.stop_task("volcengine", harness.record(lobby).vendor_task_id or "", room_id="lobby", reason="ops")
+    await harness.advance(1)
+    assert harness.calls("StartSnapshot") == 1  # Volcengine sends no stop callback: the next look is far off
+    async with await client(harness) as http:
+        synced = await http.post("/api/v1/sync", json={"keys": [lobby]})
+        assert synced.status_code == 200 and synced.json() == {
+            "ok": True,
+            "reason": "queued 1 task key(s)",
+            "queued": 1,
+        }
+        await harness.advance(1)
+        assert harness.calls("StartSnapshot") == 2  # observed at once, seen stopped, re-issued
+        every = await http.post("/api/v1/sync", content=b"")
+        assert every.status_code == 200 and every.json()["queued"] == 1
+        typo = await http.post("/api/v1/sync", json={"keys": [lobby, "SnapshotJob/audit/lobbi"]})
+        assert typo.status_code == 404
+        assert typo.json()["reason"] == (
+            "unknown task key(s), in neither the spec set nor the state: SnapshotJob/audit/lobbi"
+            " (did you mean 'SnapshotJob/audit/lobby'?)"
+        )
+        for bad, why in (
+            (b"{", "malformed JSON"),
+            (b'{"keys": []}', "non-empty list"),
+            (b'{"key": ["x"]}', 'expected {"keys"'),
+            (b'["x"]', 'expected {"keys"'),
+        ):
+            answer = await http.post("/api/v1/sync", content=bad)
+            assert answer.status_code == 400 and why in answer.json()["reason"], bad
+        assert (await http.get("/api/v1/sync")).status_code == 405  # it changes something: POST only
+    assert harness.calls("StartSnapshot") == 2  # the refused requests queued nothing
+
+
+async def test_sync_before_any_valid_spec_set_queues_nothing(harness: Harness) -> None:
+    harness.specs.mkdir()
+    (harness.specs / "jobs.yaml").write_text(": not yaml [")
+    await harness.start()
+    async with await client(harness) as http:
+        answer = await http.post("/api/v1/sync", content=b"{}")
+    assert answer.status_code == 503 and "no valid spec set in force" in answer.json()["reason"]
+
+
+async def test_a_spec_set_broken_while_running_shows_on_readyz_and_in_metrics(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start()
+    sample = daemon.metrics.registry.get_sample_value
+    loaded_at = harness.clock.now()
+    assert sample("capctl_spec_set_valid") == 1 and sample("capctl_spec_set_errors") == 0
+    assert sample("capctl_spec_set_last_load_timestamp_seconds") == loaded_at
+    await harness.advance(60)
+    broken_at = harness.clock.now()
+    providers = (harness.specs / "providers.yaml").read_text()
+    # Two errors, one of them a literal secret, which must not be echoed anywhere.
+    (harness.specs / "providers.yaml").write_text(
+        providers.replace("{env: VOLC_SK, default: capctl-sim-volc-secret}", "literal-secret-0042", 1)
+    )
+    (harness.specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby"]).replace("interval: 5s", "intervl: 5s"))
+    assert not daemon.reload()
+    await harness.advance(30)
+    assert not daemon.reload()  # still broken: "since" stays the time it broke
+    with pytest.raises(SpecErrors) as broken:
+        load_spec_set([harness.specs])
+    errors = broken.value.errors
+    assert len(errors) >= 2
+    async with await client(harness) as http:
+        ready = await http.get("/readyz")
+        text = (await http.get("/metrics")).text
+    assert ready.status_code == 200  # the last valid set still runs
+    since = iso_utc(broken_at)
+    assert ready.text == f"ready; spec set invalid since {since}: {len(errors)} errors, first: {errors[0]}\n"
+    assert "literal-secret-0042" not in ready.text + text
+    assert "capctl_spec_set_valid 0.0" in text and f"capctl_spec_set_errors {len(errors)}.0" in text
+    assert sample("capctl_spec_set_last_load_timestamp_seconds") == loaded_at  # the set in force
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    assert daemon.reload()
+    assert daemon.readiness().reason == "ready"
+    assert sample("capctl_spec_set_valid") == 1 and sample("capctl_spec_set_errors") == 0
+    assert sample("capctl_spec_set_last_load_timestamp_seconds") == harness.clock.now()
+
+
+async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(sync_token="s3cret-token")
+    async with await client(harness) as http:
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "Basic s3cret-token"}):
+            refused = await http.post("/api/v1/sync", content=b"", headers=headers)
+            assert refused.status_code == 401 and "bearer token" in refused.json()["reason"], headers
+            assert "s3cret-token" not in refused.text
+        allowed = await http.post("/api/v1/sync", content=b"", headers={"Authorization": "Bearer s3cret-token"})
+    assert allowed.status_code == 200 and allowed.json()["queued"] == 1

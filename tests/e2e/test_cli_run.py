@@ -13,15 +13,15 @@ from reconciler.listen import bind, url_of
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
-from tests.servers import daemon_output
+from tests.servers import ServerOutput, daemon_output
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
 
-def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], ServerOutput, httpx.Client]:
+    """`capctl run --listen 127.0.0.1:0` in the work directory, once it answers /readyz with 200."""
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--resync", "1s"],
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *args],
         cwd=work.root,
         env=work.env,
         stdout=subprocess.DEVNULL,
@@ -30,15 +30,22 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
     )
     log = daemon_output(daemon)
     http = httpx.Client(base_url=log.url(), timeout=5)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if http.get("/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return daemon, log, http
+
+
+def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    daemon, log, http = start_daemon(work, "--resync", "1s")
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         assert http.get("/healthz").status_code == 200
         while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -58,6 +65,47 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
     assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture
+
+
+def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
+    work.sim.publish("volcengine", "lobby", userId="u")
+    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337"  # the daemon requires it; `capctl sync` sends it
+    daemon, log, http = start_daemon(work, "--resync", "1h")
+    url = str(http.base_url).rstrip("/")
+    lobby = "SnapshotJob/audit/lobby"
+    try:
+        deadline = time.monotonic() + 20
+        while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        applied = work.capctl("apply", "--auto-approve", expect=1).stderr
+        assert "the capctl daemon holds the state lock (pid " in applied and f"(capctl run on {url})" in applied
+        assert "wait for it to finish" not in applied
+        assert f"`capctl sync --daemon {url} [KEY...]` makes it reconcile now" in " ".join(applied.split())
+        removed = " ".join(work.capctl("state", "rm", lobby, expect=1).stderr.split())
+        assert "the capctl daemon holds the state lock" in removed and "Stop the daemon first (SIGTERM)" in removed
+        task = work.sim.tasks("volcengine", state="running")[0]
+        work.sim.post("/tasks/stop", {"vendor": "volcengine", "taskId": task["taskId"], "roomId": "lobby"})
+        synced = work.capctl("sync", lobby, env={"CAPCTL_DAEMON": url}).stdout
+        assert synced == f"Queued 1 task(s) for an immediate reconcile at {url}.\n  {lobby}\n"
+        deadline = time.monotonic() + 20  # with --resync 1h, only the sync makes the daemon look now
+        while len(work.sim.requests("StartSnapshot")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(work.sim.tasks("volcengine", state="running")) == 1
+        every = work.capctl("sync", "--daemon", url).stdout
+        assert every == f"Queued every task (1) for an immediate reconcile at {url}.\n"
+        anonymous = work.capctl("sync", "--daemon", url, env={"CAPCTL_SYNC_TOKEN": ""}, expect=1).stderr
+        assert "queued nothing: missing or wrong bearer token" in " ".join(anonymous.split())
+        typo = work.capctl("sync", "--daemon", url, "SnapshotJob/audit/lobbi", expect=1).stderr
+        assert "queued nothing: unknown task key(s)" in typo and "did you mean 'SnapshotJob/audit/lobby'" in typo
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert '"event": "sync requested"' in log.text() and "tok-e2e-31337" not in log.text()
+    dead = " ".join(work.capctl("sync", "--daemon", url, expect=1).stderr.split())
+    assert f"cannot reach the daemon at {url}" in dead and "CAPCTL_DAEMON" in dead
+    not_a_daemon = " ".join(work.capctl("sync", "--daemon", work.sim.base, expect=1).stderr.split())
+    assert f"{work.sim.base} answered 404 Not Found, not as a capctl daemon" in not_a_daemon
 
 
 def test_run_rejects_bad_options(work: Workdir) -> None:

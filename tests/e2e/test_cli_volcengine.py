@@ -125,7 +125,7 @@ def test_targets_and_replace(work: Workdir) -> None:
     replaced = work.apply("--replace", LOBBY).stdout
     assert "replace requested" in replaced and "1 replaced" in replaced
     bad = work.capctl("plan", "--target", "lobby", expect=1)
-    assert "--target 'lobby': expected a task key" in bad.stderr and "Traceback" not in bad.stderr
+    assert "--target 'lobby': expected kind/name/room (a task key)" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_apply_without_terminal_needs_auto_approve(work: Workdir) -> None:

@@ -51,6 +51,13 @@ def test_missing_optional_fields_take_their_defaults() -> None:
     record = decode(json.dumps(minimal))
     assert record.status is TaskStatus.PENDING and record.restart_policy is RestartPolicy.ALWAYS
     assert record.vendor_ref == {} and record.request == {} and record.reissue_count == 0
+    assert record.labels == {}  # rows written before labels were recorded
+
+
+def test_labels_are_stored_and_left_out_when_empty() -> None:
+    labelled = make_record(labels={"team": "safety"})
+    assert '"labels":{"team":"safety"}' in encode(labelled) and decode(encode(labelled)) == labelled
+    assert "labels" not in encode(make_record())
 
 
 @pytest.mark.parametrize(
@@ -128,6 +135,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     restart_policy=st.sampled_from(RestartPolicy),
     productive=st.booleans(),
     request=st.dictionaries(text_values, json_tree, max_size=4),
+    labels=st.dictionaries(text_values, text_values, max_size=3),
 )
 TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
 

@@ -42,6 +42,7 @@ def every_field_set() -> TaskRecord:
         restart_policy=RestartPolicy.NEVER,
         productive=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
+        labels={"team": "safety", "app.kubernetes.io/name": "ü"},
     )
 
 

@@ -1,0 +1,132 @@
+"""Which tasks a plan covers: --target globs, kubectl-style label selectors (-l), and --replace.
+
+Pure table tests of `selector_matches`, `label_matcher` and `diff`'s selection; the CLI side is in
+tests/e2e/test_cli_contract.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from reconciler.model import Action, DesiredTask, TaskStatus
+from reconciler.plan import PlanError, PlanOptions, check_selector, diff, label_matcher, selector_matches
+from tests.core.factories import desired, record_for
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("selector", "key", "expected"),
+    [
+        ("SnapshotJob/*", "SnapshotJob/a/r1", True),  # every job of a kind
+        ("SnapshotJob/*", "RecordingJob/a/r1", False),
+        ("SnapshotJob/lobby-*", "SnapshotJob/lobby-audit/r1", True),
+        ("SnapshotJob/lobby-*", "SnapshotJob/hall/r1", False),
+        ("SnapshotJob/lobby-*/vip-*", "SnapshotJob/lobby-audit/vip-1", True),
+        ("SnapshotJob/lobby-*/vip-*", "SnapshotJob/lobby-audit/lobby", False),
+        ("SnapshotJob/*/lobby", "SnapshotJob/a/lobby", True),
+        ("SnapshotJob/*/lobby", "SnapshotJob/a/lobby-2", False),
+        ("ThumbnailJob/t/*", "ThumbnailJob/t/record/a.mp4", True),  # "*" spans "/" in file ids
+        ("ThumbnailJob/t/rec[1]?.mp4", "ThumbnailJob/t/rec[1]?.mp4", True),  # only "*" is special
+        ("ThumbnailJob/t/rec[1]*", "ThumbnailJob/t/rec1.mp4", False),
+        ("SnapshotJob/a*", "SnapshotJob/ab/r1", True),
+        ("SnapshotJob/a", "SnapshotJob/ab/r1", False),
+    ],
+)
+def test_globs_in_the_name_and_target_parts(selector: str, key: str, expected: bool) -> None:
+    check_selector(selector)
+    assert selector_matches(selector, key) is expected
+
+
+@pytest.mark.parametrize("bad", ["*", "*/a", "Snap*/a", "SnapshotJob", "SnapshotJob//r", "SnapshotJob/a/"])
+def test_the_kind_is_spelled_out_and_no_part_is_empty(bad: str) -> None:
+    with pytest.raises(PlanError, match="kind is one of SnapshotJob"):
+        check_selector(bad)
+
+
+@pytest.mark.parametrize(
+    ("selectors", "labels", "expected"),
+    [
+        (["team=safety"], {"team": "safety"}, True),
+        (["team==safety"], {"team": "safety"}, True),
+        (["team=safety"], {"team": "media"}, False),
+        (["team=safety"], {}, False),
+        (["team!=safety"], {"team": "media"}, True),
+        (["team!=safety"], {}, True),  # as kubectl: an absent label differs
+        (["team!=safety"], {"team": "safety"}, False),
+        (["team"], {"team": ""}, True),
+        (["team"], {}, False),
+        (["!team"], {}, True),
+        (["!team"], {"team": "x"}, False),
+        (["team=safety,tier=gold"], {"team": "safety", "tier": "gold"}, True),  # a comma list: AND
+        (["team=safety,tier=gold"], {"team": "safety"}, False),
+        (["team=safety", "tier=gold"], {"team": "safety", "tier": "silver"}, False),  # repeated -l: AND
+        (["app.kubernetes.io/name=capctl"], {"app.kubernetes.io/name": "capctl"}, True),
+        ([], {}, True),
+    ],
+)
+def test_label_selectors(selectors: list[str], labels: dict[str, str], expected: bool) -> None:
+    assert label_matcher(selectors)(labels) is expected
+
+
+@pytest.mark.parametrize("bad", ["", "=x", "team=a=b", "te am", "team in (a,b)", "!team=x"])
+def test_bad_label_selectors_are_errors(bad: str) -> None:
+    with pytest.raises(PlanError, match="expected key=value, key!=value, key or !key"):
+        label_matcher([bad])
+
+
+def labelled(room: str, job: str, **labels: str) -> DesiredTask:
+    return replace(desired(room=room, job=job), labels=labels)
+
+
+def test_replace_plans_the_whole_set_and_is_not_partial() -> None:
+    a, b = desired(room="a"), desired(room="b")
+    plan = diff(
+        {a.key: a, b.key: b},
+        {a.key: record_for(a), b.key: record_for(b, TaskStatus.STOPPED)},
+        {},
+        options=PlanOptions(replace=(a.key,)),
+        state_serial=1,
+        now=NOW,
+    )
+    assert {c.key: c.action for c in plan.changes} == {a.key: Action.REPLACE, b.key: Action.REISSUE}
+    assert not plan.partial and not any("partial" in n for n in plan.notes)
+
+
+def test_a_label_selector_narrows_the_plan_deletes_included() -> None:
+    safety, media = labelled("a", "cams", team="safety"), labelled("b", "recs", team="media")
+    gone = labelled("c", "old", team="safety")
+    gone_other = labelled("d", "older", team="media")
+    records = {t.key: replace(record_for(t, TaskStatus.STOPPED), labels=t.labels) for t in (gone, gone_other)}
+    plan = diff(
+        {safety.key: safety, media.key: media},
+        records,
+        {},
+        options=PlanOptions(labels=("team=safety",)),
+        state_serial=1,
+        now=NOW,
+    )
+    assert {c.key: c.action for c in plan.changes} == {safety.key: Action.CREATE, gone.key: Action.DELETE}
+    assert plan.partial and "This plan is partial (--target / -l): other tasks may still differ." in plan.notes
+
+
+def test_targets_and_labels_both_hold_and_replace_keys_are_always_in() -> None:
+    a, b = labelled("a", "cams", team="safety"), labelled("b", "cams", team="media")
+    c = labelled("c", "hall", team="media")
+    plan = diff(
+        {t.key: t for t in (a, b, c)},
+        {c.key: record_for(c)},
+        {},
+        options=PlanOptions(targets=("SnapshotJob/cams",), labels=("team=media",), replace=(c.key,)),
+        state_serial=1,
+        now=NOW,
+    )
+    assert {ch.key: ch.action for ch in plan.changes} == {b.key: Action.CREATE, c.key: Action.REPLACE}
+
+
+def test_a_label_selector_matching_nothing_says_so() -> None:
+    a = labelled("a", "cams", team="safety")
+    plan = diff({a.key: a}, {}, {}, options=PlanOptions(labels=("team=nobody",)), state_serial=0, now=NOW)
+    assert plan.changes == () and "-l team=nobody matches no task." in plan.notes

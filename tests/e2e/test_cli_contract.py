@@ -1,0 +1,316 @@
+"""The command line's contract with CI and scripts: exit codes, read-only commands, selectors, completion.
+
+Everything runs the real `capctl` in a subprocess (as a CI job or a shell would), on real SQLite files;
+plans are made with `--no-refresh` or without any recorded task, so no vendor is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconciler.state import open_state
+from tests.e2e.conftest import Workdir
+from tests.specdocs import STORAGE, providers, snapshot_job
+from tests.state.helpers import make_record
+
+# No vendor is called in this module: the providers point at a closed loopback port.
+PROVIDERS = providers("http://127.0.0.1:9")
+
+
+def capctl(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def write_specs(root: Path, *jobs: str) -> Path:
+    specs = root / "specs"
+    specs.mkdir(parents=True, exist_ok=True)
+    (specs / "providers.yaml").write_text(PROVIDERS)
+    (specs / "storage.yaml").write_text(STORAGE)
+    (specs / "jobs.yaml").write_text("---\n".join(textwrap.dedent(j).lstrip() for j in jobs))
+    return specs
+
+
+# --- 1: every error exits 1; 2 only ever means "changes" -----------------------------------------------
+
+USAGE_ERRORS = [
+    ((), "Usage:"),  # no command at all: the help, as an error
+    (("plan", "--tagret", "SnapshotJob/x"), "Possible options: --state, --target"),
+    (("plan", "--format"), "requires an argument"),
+    (("apply", "--parallelism", "0"), "--parallelism"),
+    (("apply", "--parallelism", "many"), "--parallelism"),
+    (("bogus",), "No such command 'bogus'"),
+    (("--bogus",), "No such option: --bogus"),
+    (("state",), "Usage:"),
+    (("state", "lst"), "Did you mean 'list'?"),
+    (("state", "show"), "Missing argument"),
+    (("state", "list", "--bogus"), "No such option: --bogus"),
+    (("validate", "--detailed-exitcode"), "No such option"),
+    (("run", "--resync"), "requires an argument"),
+    (("completion",), "Missing argument"),
+    (("completion", "tcsh"), "tcsh"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), USAGE_ERRORS, ids=[" ".join(a) or "no-args" for a, _ in USAGE_ERRORS])
+def test_usage_errors_exit_1_with_clicks_message(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    proc = capctl(*args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / ".capctl").exists()
+
+
+def test_help_and_version_exit_0(tmp_path: Path) -> None:
+    assert capctl("--help", cwd=tmp_path).returncode == 0
+    assert capctl("state", "list", "--help", cwd=tmp_path).returncode == 0
+    assert capctl("--version", cwd=tmp_path).returncode == 0
+
+
+def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    state = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}
+    assert capctl("plan", "--detailed-exitcode", "--no-refresh", cwd=tmp_path, env=state).returncode == 2
+    typo = capctl("plan", "--detailed-exitcode", "--tagret", "SnapshotJob/audit", cwd=tmp_path, env=state)
+    assert typo.returncode == 1
+    (tmp_path / "specs" / "jobs.yaml").write_text("kind: SnapshotJob\n  bad: [indent\n")
+    assert capctl("plan", "--detailed-exitcode", "--no-refresh", cwd=tmp_path, env=state).returncode == 1
+
+
+# --- 5: a command that only reads never creates a state ------------------------------------------------
+
+
+def test_read_only_commands_create_no_state_and_say_where_they_looked(tmp_path: Path) -> None:
+    specs = write_specs(tmp_path / "repo", snapshot_job("audit", ["lobby"]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    looked = f"No state at sqlite:///.capctl/state.db (resolved to {elsewhere / '.capctl' / 'state.db'})"
+
+    plan = capctl("plan", str(specs), "--detailed-exitcode", cwd=elsewhere)
+    assert plan.returncode == 2, plan.stderr  # legitimate for a brand-new setup: everything is a create
+    assert f"{looked}: planning as if nothing was created yet." in plan.stderr
+    assert "Plan: 1 to create" in plan.stdout
+    listed = capctl("state", "list", cwd=elsewhere)
+    assert listed.returncode == 0 and f"{looked}: no task is recorded" in listed.stderr
+    assert '"tasks": []' in capctl("state", "list", "-o", "json", cwd=elsewhere).stdout
+    for command in (("state", "show", "SnapshotJob/audit/lobby"), ("state", "rm", "SnapshotJob/audit/lobby")):
+        proc = capctl(*command, cwd=elsewhere)
+        assert proc.returncode == 1 and "no state at sqlite:///.capctl/state.db (resolved to" in proc.stderr
+    assert os.listdir(elsewhere) == []
+
+
+def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"], restart="Never"))
+    plan = capctl("plan", "--no-refresh", "--out", "plan.json", cwd=tmp_path)
+    assert plan.returncode == 0 and not (tmp_path / ".capctl").exists()
+    # apply creates the state; the saved plan (serial 0) matches it, and the vendor refusal is an apply error
+    applied = capctl("apply", "--plan", "plan.json", cwd=tmp_path)
+    assert (tmp_path / ".capctl" / "state.db").is_file()
+    assert "the state changed since this plan was made" not in applied.stderr
+
+
+# --- 19 and 20: what a plan covers, against the simulator ---------------------------------------------
+
+
+def labelled_job(name: str, rooms: list[str], team: str) -> str:
+    return snapshot_job(name, rooms).replace(
+        f"metadata: {{name: {name}}}", f"metadata: {{name: {name}, labels: {{team: {team}}}}}"
+    )
+
+
+def keys(listing: str) -> list[str]:
+    return [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
+
+
+def test_replace_plans_and_observes_the_whole_set(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1"]))
+    work.apply()
+    observed_before = len(work.sim.requests("GetSnapshotTask"))
+    plan = work.capctl("plan", "--replace", "SnapshotJob/audit/lobby", "--format", "json").stdout
+    data = json.loads(plan)
+    assert {c["key"]: c["action"] for c in data["changes"]} == {
+        "SnapshotJob/audit/lobby": "replace",
+        "SnapshotJob/audit/vip-1": "no-op",
+    }
+    assert data["partial"] is False and not any("partial" in n for n in data["notes"])
+    assert len(work.sim.requests("GetSnapshotTask")) - observed_before == 2  # both refreshed, not only the key
+    targeted = work.capctl("plan", "--target", "SnapshotJob/*/vip-*", "--replace", "SnapshotJob/audit/vip-1").stdout
+    assert "-/+ SnapshotJob/audit/vip-1" in targeted and "This plan is partial" in targeted
+
+
+def test_labels_select_tasks_in_plan_apply_and_state_list(work: Workdir) -> None:
+    work.write("audit.yaml", labelled_job("audit", ["lobby", "vip-1"], "safety"))
+    work.write("hall.yaml", labelled_job("hall", ["hall"], "media"))
+    first = work.apply("-l", "team=safety")
+    assert "Apply complete: 2 created" in first.stdout
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == ["lobby", "vip-1"]
+    work.apply()
+    assert keys(work.capctl("state", "list", "-l", "team=safety").stdout) == [
+        "SnapshotJob/audit/lobby",
+        "SnapshotJob/audit/vip-1",
+    ]
+    assert keys(work.capctl("state", "list", "-l", "team!=safety", "--status", "running").stdout) == [
+        "SnapshotJob/hall/hall"
+    ]
+    assert keys(work.capctl("state", "list", "SnapshotJob/*/vip-*").stdout) == ["SnapshotJob/audit/vip-1"]
+    assert keys(work.capctl("state", "list", "--status", "stopped,failed").stdout) == []
+    bad = work.capctl("state", "list", "--status", "runing", expect=1)
+    assert "--status runing: expected one of pending, running" in bad.stderr
+
+    # A label edit alone changes no vendor task, yet the records learn it (state list -l, deletes).
+    work.write("hall.yaml", labelled_job("hall", ["hall"], "ops"))
+    assert work.apply().stdout.startswith("No changes.")
+    assert keys(work.capctl("state", "list", "-l", "team=ops").stdout) == ["SnapshotJob/hall/hall"]
+
+    # A removed job's tasks are selected by the labels they were applied with.
+    (work.specs / "audit.yaml").unlink()
+    assert work.capctl("plan", "-l", "team=ops", "--detailed-exitcode").returncode == 0
+    plan = work.capctl("plan", "-l", "team=safety", "--detailed-exitcode", expect=2).stdout
+    assert "- SnapshotJob/audit/lobby" in plan and "Plan: 0 to create, 0 to update in place, 0 to replace" in plan
+    work.apply("-l", "team=safety")
+    assert [t["roomId"] for t in work.sim.tasks("volcengine", state="running")] == ["hall"]
+
+
+# --- 20: shell completion ------------------------------------------------------------------------------
+
+
+def test_completion_scripts_for_each_shell(tmp_path: Path) -> None:
+    bash = capctl("completion", "bash", cwd=tmp_path)
+    assert bash.returncode == 0 and "complete -o default -F _capctl_completion capctl" in bash.stdout
+    assert "_CAPCTL_COMPLETE=complete_bash" in bash.stdout
+    assert "compdef _capctl_completion capctl" in capctl("completion", "zsh", cwd=tmp_path).stdout
+    assert "complete --command capctl" in capctl("completion", "fish", cwd=tmp_path).stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path) -> None:
+    script = tmp_path / "capctl.bash"
+    script.write_text(capctl("completion", "bash", cwd=tmp_path).stdout)
+    store = open_state(f"sqlite:///{tmp_path / '.capctl' / 'state.db'}")
+    store.put_many([make_record("SnapshotJob/audit/lobby"), make_record("SnapshotJob/audit/vip-1")])
+    store.close()
+
+    def complete(*words: str) -> list[str]:
+        # What bash does on <Tab>: COMP_WORDS / COMP_CWORD set, then the function `complete -F` named.
+        line = " ".join(shlex.quote(w) for w in words)
+        proc = subprocess.run(
+            [
+                "bash",
+                "--norc",
+                "--noprofile",
+                "-c",
+                f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
+                f'COMP_CWORD={len(words) - 1}; _capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
+            ],
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("capctl", "sta") == ["state"]
+    assert complete("capctl", "state", "l") == ["list"]
+    assert "--target" in complete("capctl", "plan", "--ta")
+    assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
+    assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
+    assert complete("capctl", "state", "list", "--status", "r") == ["running"]
+    assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
+    other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
+    other.put(make_record("RecordingJob/rec/hall"))
+    other.close()
+    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "")
+    assert named == ["RecordingJob/rec/hall"]
+    assert complete("capctl", "state", "show", "--state", "sqlite:///missing.db", "") == []
+    assert not (tmp_path / "missing.db").exists()
+
+
+# --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "ci" / "github-actions.yaml"
+
+
+def workflow_step(job: str, name: str) -> str:
+    import yaml
+
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"][job]["steps"]
+    [step] = [s for s in steps if s.get("name") == name]
+    assert step["shell"] == "bash"
+    return str(step["run"])
+
+
+def run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """As GitHub Actions runs a `shell: bash` step: bash --noprofile --norc -eo pipefail, capctl on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**base, "PATH": path, "NO_COLOR": "1", **env},
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_ci_plan_step_passes_on_changes_and_no_changes_and_fails_on_errors(tmp_path: Path) -> None:
+    plan = workflow_step("plan", "Plan")
+    env = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    changes = run_step(plan, tmp_path, env)
+    assert changes.returncode == 0, changes.stderr
+    assert "SnapshotJob/audit/lobby" in (tmp_path / "plan.md").read_text()
+
+    (tmp_path / "specs" / "jobs.yaml").write_text("")
+    assert run_step(plan, tmp_path, env).returncode == 0  # no changes
+
+    (tmp_path / "specs" / "jobs.yaml").write_text("kind: SnapshotJob\nmetadata: {name: audit}\nspec: {rooms: 5}\n")
+    broken = run_step(plan, tmp_path, env)
+    assert broken.returncode == 1 and "capctl plan failed (exit 1)" in broken.stdout
+
+    bad_state = run_step(plan, tmp_path, {"CAPCTL_STATE": "mysql://db/capctl"})
+    assert bad_state.returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_ci_plan_saves_the_json_plan_and_cuts_a_comment_too_long_for_github(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    env = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}
+    assert run_step(workflow_step("plan", "Plan"), tmp_path, env).returncode == 0
+    assert '"format_version"' in (tmp_path / "plan.json").read_text()
+    prepare = workflow_step("plan", "Prepare the comment")
+    assert run_step(prepare, tmp_path, env).returncode == 0
+    assert (tmp_path / "comment.md").read_text() == (tmp_path / "plan.md").read_text()
+
+    (tmp_path / "plan.md").write_text("x" * 70_000)
+    assert run_step(prepare, tmp_path, env).returncode == 0
+    comment = (tmp_path / "comment.md").read_text()
+    assert len(comment) < 65_536 and comment.endswith("the whole plan is in the capctl-plan artifact.)\n")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("job", ["plan", "apply"])
+def test_the_ci_jobs_refuse_to_run_without_a_configured_state(tmp_path: Path, job: str) -> None:
+    guard = workflow_step(job, "Check the state is configured")
+    refused = run_step(guard, tmp_path, {"CAPCTL_STATE": ""})
+    assert refused.returncode == 1 and "::error::CAPCTL_STATE is not set" in refused.stdout
+    assert run_step(guard, tmp_path, {"CAPCTL_STATE": "postgresql://capctl@db/capctl"}).returncode == 0

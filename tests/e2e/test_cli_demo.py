@@ -1,0 +1,58 @@
+"""`capctl demo` as a new user runs it, on ports of its choosing: the walk-through must work on any of them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "demo", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_demo_runs_end_to_end_on_any_free_ports(tmp_path: Path) -> None:
+    # Port 0 for both: never the defaults 8750 / 8081, which another demo on this machine may hold.
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(REPO / "specs"))
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    out = run.stdout
+    where = re.search(r"simulator on (http://127\.0\.0\.1:(\d+)) .*daemon on http://127\.0\.0\.1:(\d+),", out)
+    assert where is not None, out
+    sim, sim_port, daemon_port = where.group(1), int(where.group(2)), int(where.group(3))
+    assert 0 not in (sim_port, daemon_port) and sim_port != 8750 and daemon_port != 8081
+    assert f"CAPCTL_VOLC_ENDPOINT={sim}/volc" in out
+    assert "Apply complete: 5 created" in out and "1 re-issued" in out
+    assert f"capctl run --resync 5s --listen 127.0.0.1:{daemon_port} " in out
+    # The daemon got the simulator's callbacks on its port, and used the simulator's port for its calls.
+    assert "callback: run ended; observing RecordingJob/class-rec/class-101" in out
+    assert "SnapshotJob/lobby-audit/vip-1: started" in out
+    assert "every declared task is running again" in out and "Done." in out
+    assert (tmp_path / ".capctl" / "demo.db").exists()
+
+
+def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", specs)
+    providers = specs / "providers.yaml"
+    literal = re.sub(
+        r"endpoint: \{env: CAPCTL_VOLC_ENDPOINT, [^}]*\}", "endpoint: http://127.0.0.1:8750/volc", providers.read_text()
+    )
+    providers.write_text(literal)
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs))
+    assert run.returncode == 1
+    error = " ".join(run.stderr.split())
+    assert "provider volc-sim" in error and "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
+    assert "CAPCTL_VOLC_ENDPOINT" in error

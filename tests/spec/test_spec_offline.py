@@ -1,0 +1,106 @@
+"""Validation without secrets: secret references are checked for their shape, never read; other
+references are still read, because their values are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.spec import SpecErrors, load_spec_set
+from reconciler.spec.refs import UnreadSecret
+from tests.spec.conftest import job
+
+PROVIDERS = """\
+apiVersion: capctl/v1
+kind: Provider
+metadata: {name: volc}
+spec:
+  type: volcengine
+  appId: {env: VOLC_APP, default: app1}
+  accessKey: {env: VOLC_AK}
+  secretKey: {file: secrets/volc-sk.txt}
+---
+apiVersion: capctl/v1
+kind: Provider
+metadata: {name: zego}
+spec: {type: zego, appId: {env: ZEGO_APP}, serverSecret: {env: ZEGO_SECRET, default: dev-secret}}
+---
+apiVersion: capctl/v1
+kind: Storage
+metadata: {name: s3}
+spec: {type: s3, bucket: b, region: us-east-1, accessKey: {env: S3_AK}, secretKey: {env: S3_SK}}
+---
+apiVersion: capctl/v1
+kind: Storage
+metadata: {name: tos}
+spec: {type: tos, bucket: b, accountId: "1"}
+"""
+JOBS = job(body="provider: volc\nrooms: [lobby]\nstorage: tos") + "---\n"
+JOBS += job("RecordingJob", "rec", "provider: zego\nrooms: [class-1]\nstorage: s3")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "specs.yaml"
+    path.write_text(text)
+    return path
+
+
+def _errors(path: Path, env: dict[str, str], *, resolve_secrets: bool) -> list[str]:
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([path], env=env, resolve_secrets=resolve_secrets)
+    return [str(e) for e in info.value.errors]
+
+
+def test_secret_references_are_not_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, PROVIDERS + "---\n" + JOBS)
+    # No secret variable is set and secrets/volc-sk.txt does not exist; an empty S3_SK is not even looked at.
+    spec_set = load_spec_set([path], env={"ZEGO_APP": "42", "S3_SK": ""}, resolve_secrets=False)
+    assert sorted(spec_set.tasks) == ["RecordingJob/rec/class-1", "SnapshotJob/j/lobby"]
+    volc, zego = spec_set.providers["volc"], spec_set.providers["zego"]
+    assert isinstance(volc.access_key, UnreadSecret) and isinstance(volc.secret_key, UnreadSecret)
+    assert isinstance(zego.server_secret, UnreadSecret)  # even with a default: nothing of it is read
+    assert volc.app_id == "app1" and zego.app_id == "42"  # other references are resolved
+    with pytest.raises(RuntimeError, match="no value"):
+        volc.access_key.reveal()  # a set loaded this way can never sign a vendor call
+
+
+def test_resolving_secrets_reports_what_is_missing(tmp_path: Path) -> None:
+    path = _write(tmp_path, PROVIDERS + "---\n" + JOBS)
+    found = _errors(path, {"ZEGO_APP": "42", "S3_SK": ""}, resolve_secrets=True)
+    assert found == [
+        f"{path}:7:14: environment variable VOLC_AK is not set and the reference has no default",
+        f"{path}:8:14: cannot read referenced file 'secrets/volc-sk.txt': No such file or directory",
+        f"{path}:18:59: environment variable S3_AK is not set and the reference has no default",
+        f"{path}:18:84: spec.secretKey: the secret resolved to an empty value",
+    ]
+    assert load_spec_set([path], env={"ZEGO_APP": "42"}, resolve_secrets=False).tasks  # the same set, offline
+
+
+@pytest.mark.parametrize(
+    ("secret", "fragment"),
+    [
+        ("k3y-literal-value", "spec.accessKey: secret fields must be references"),
+        ("{env: 1BAD}", "invalid environment variable name '1BAD'"),
+        ("{env: AK, defualt: x}", "unknown key 'defualt' in a reference (did you mean 'default'?)"),
+        ("{env: AK, file: x}", "a reference has either `env` or `file`, not both"),
+        ("{env: AK, default: [a]}", "a reference default must be a scalar"),
+        ("{file: ''}", "`file` needs a path (relative to this spec file)"),
+    ],
+)
+def test_secret_reference_shape_is_checked_offline(tmp_path: Path, secret: str, fragment: str) -> None:
+    text = PROVIDERS.replace("{env: VOLC_AK}", secret)
+    found = _errors(_write(tmp_path, text), {"ZEGO_APP": "42"}, resolve_secrets=False)
+    assert len(found) == 1 and fragment in found[0] and ":7:" in found[0], found
+    assert "k3y-literal-value" not in found[0]
+
+
+def test_non_secret_references_are_read_and_checked(tmp_path: Path) -> None:
+    path = _write(tmp_path, PROVIDERS)
+    (unset,) = _errors(path, {}, resolve_secrets=False)
+    assert unset == (
+        f"{path}:13:27: environment variable ZEGO_APP is not set and the reference has no default "
+        "(only secret fields are checked without their values)"
+    )
+    (wrong,) = _errors(path, {"ZEGO_APP": "abc"}, resolve_secrets=False)
+    assert wrong.startswith(f"{path}:13:27: spec.appId: Input should be a valid integer")

@@ -1,0 +1,120 @@
+"""Every independent error of a spec set in one run: a broken or missing document does not hide the
+errors of the documents that refer to it, and checks that need it are skipped rather than reported twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.spec import SpecErrors, load_spec_set
+from tests.spec.conftest import BASE, SECRET_ENV, job
+
+BROKEN_PROVIDER = """\
+apiVersion: capctl/v1
+kind: Provider
+metadata: {name: cam}
+spec:
+  type: volcengine
+  appId: app1
+  accessKey: {env: AK}
+  secretKey: {env: SK}
+  endpoint: ftp://not-http
+---
+apiVersion: capctl/v1
+kind: SnapshotJob
+metadata: {name: lobby}
+spec:
+  provider: cam
+  rooms: [lobby, hall, lobby]
+  interval: 900s
+  storage: tos
+"""
+OTHER_FILE = job(name="other", body="provider: volc\nrooms: [x]\nstorage: tos\nintervall: 5s")
+
+
+def _errors(*paths: Path) -> list[str]:
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([BASE, *paths], env=SECRET_ENV)
+    return [str(e) for e in info.value.errors]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_broken_provider_hides_nothing(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a.yaml", BROKEN_PROVIDER)
+    b = _write(tmp_path, "b.yaml", OTHER_FILE)
+    assert _errors(a, b) == [
+        f"{a}:9:13: spec.endpoint: 'ftp://not-http' does not match the pattern ^https?://[^\\s?#]+$",
+        f"{a}:16:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
+        f"{a}:17:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
+        f"{b}:8:3: unknown field 'spec.intervall' (did you mean 'interval'?)",
+    ]
+
+
+def test_missing_provider_and_storage_keep_the_checks_that_do_not_need_them(tmp_path: Path) -> None:
+    text = job("RecordingJob", "rec", "provider: nope\nrooms: [a, a]\nstorage: none\nmaxDuration: 60s\nformat: mp3")
+    path = _write(tmp_path, "rec.yaml", text)
+    assert _errors(path) == [
+        f"{path}:5:13: spec.provider: no Provider named 'nope'",
+        f"{path}:6:14: spec.rooms[1]: room 'a' is listed twice (first at rooms[0])",
+        f"{path}:7:12: spec.storage: no Storage named 'none'",
+        f"{path}:8:16: spec.maxDuration: 60s is out of range for zego max_record_time (300..86400 s)",
+        f"{path}:9:11: spec.format: mp3 needs media: audio",
+    ]
+
+
+def test_room_claims_are_checked_on_a_broken_provider(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.replace("rooms: [lobby, hall, lobby]\n  interval: 900s", "rooms: [lobby]") + "---\n"
+    text += job(name="again", body="provider: cam\nrooms: [lobby]\nstorage: tos")
+    path = _write(tmp_path, "a.yaml", text)
+    found = _errors(path)
+    assert len(found) == 2 and "spec.endpoint" in found[0], found
+    assert found[1].startswith(f"{path}:24:11: spec.rooms[0]: room 'lobby' on provider 'cam' is already captured")
+
+
+def test_unknown_vendor_checks_only_what_no_vendor_accepts(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.replace("type: volcengine", "type: volcengin").replace("  endpoint: ftp://not-http\n", "")
+    path = _write(tmp_path, "a.yaml", text.replace("interval: 900s", "interval: 2h"))
+    assert _errors(path)[1:] == [
+        f"{path}:15:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
+        f"{path}:16:13: spec.interval: 7200s is out of range for every vendor "
+        "(volcengine Interval 1..600 s, zego snapshot_interval 5..3600 s)",
+    ]
+    path = _write(tmp_path, "a.yaml", text)  # 900 s is fine on zego: it waits until the vendor is known
+    assert len(_errors(path)) == 2
+
+
+def test_wrong_vendor_of_a_broken_provider_is_reported_once(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.replace("SnapshotJob", "RecordingJob").replace("interval: 900s", "idleTimeout: 1s")
+    path = _write(tmp_path, "a.yaml", text.replace("storage: tos", "storage: gcs"))
+    found = _errors(path)
+    assert found[1:] == [
+        f"{path}:15:13: spec.provider: a RecordingJob needs a zego provider; Provider 'cam' ({path}:1:1) is volcengine",
+        f"{path}:16:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
+        f"{path}:17:16: spec.idleTimeout: 1s is out of range for zego max_idle_time (5..4294967295 s)",
+    ]  # and no storage error: which storage fits depends on the vendor, which is wrong
+
+
+def test_duplicate_names_are_reported_when_a_document_is_invalid(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.split("---\n")[0] + "---\n" + BROKEN_PROVIDER.split("---\n")[0].replace("ftp", "https")
+    path = _write(tmp_path, "a.yaml", text)
+    found = _errors(path)
+    assert found[1] == f"{path}:13:18: duplicate Provider name 'cam' (first defined at {path}:1:1)", found
+
+
+def test_an_unknown_field_hides_nothing_else_in_its_document(tmp_path: Path) -> None:
+    text = BROKEN_PROVIDER.replace("  endpoint: ftp://not-http", "  rateLimits: {StartSnapshots: 5}\n  regoin: x")
+    path = _write(tmp_path, "a.yaml", text.replace("storage: tos", "storage: tos\n  image: {widht: 5}"))
+    assert _errors(path) == [
+        f"{path}:9:16: spec.rateLimits: unknown API 'StartSnapshots' for volcengine (did you mean "
+        "'StartSnapshot'?); known: StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask",
+        f"{path}:10:3: unknown field 'spec.regoin' (did you mean 'region'?)",
+        f"{path}:17:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
+        f"{path}:18:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
+        f"{path}:20:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
+    ]
