@@ -242,7 +242,9 @@ class Executor:
         try:
             note = await self._dispatch(change, task, record)
         except VendorError as exc:
-            log.warning("change failed", key=change.key, action=change.action.value, error=str(exc))
+            # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
+            # each would repeat 2,000 of them on stderr.
+            log.info("change failed", key=change.key, action=change.action.value, error=str(exc))
             return ChangeResult(change.key, change.action, ok=False, error=str(exc))
         return ChangeResult(change.key, change.action, ok=True, note=note)
 
