@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler import transitions
+from reconciler import stopreasons, transitions
 from reconciler.gcpause import gc_paused
 from reconciler.model import (
     Action,
@@ -212,9 +212,10 @@ def _change(
 
 
 def stop_description(obs: Observed) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
-        return "the vendor no longer knows the task (stopped, or older than its query window)"
+        return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
     return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
 
 
