@@ -80,7 +80,10 @@ def test_rollover_reason():
 def test_not_found_is_reissued():
     task = desired()
     change = one(task, record_for(task), Observed(ObservedState.NOT_FOUND))
-    assert change.action is Action.REISSUE and "vendor stopped it: not found at the vendor (stopped, or older" in change.reason
+    assert (
+        change.action is Action.REISSUE
+        and "vendor stopped it: not found at the vendor (stopped, or older" in change.reason
+    )
 
 
 def test_unknown_observation_changes_nothing():
