@@ -43,6 +43,20 @@ def test_recording_current_api_start_noop_and_idle_reissue(work: Workdir) -> Non
     assert again["taskId"] != task["taskId"] and again["clientTaskId"] != task["clientTaskId"]
 
 
+def test_an_idle_out_reads_the_same_in_plan_and_state_list(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s", restart="Never"))
+    work.apply()
+    work.sim.advance(31)  # empty room: idles out (Status 4, quit_reason 3)
+    reason = "idle timeout (ZEGO quit_reason 3)"
+    [change] = json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]
+    assert change["action"] == "no-op" and change["reason"].startswith(f"vendor stopped it: {reason} at ")
+    work.write("more.yaml", recording_job("more", ["class-2"]))  # a change, so apply records what it observed
+    work.apply()
+    assert state(work)[REC]["stop_reason"] == reason
+    [row] = [line for line in work.capctl("state", "list").stdout.splitlines() if line.startswith(REC)]
+    assert f"   {reason}   " in row
+
+
 def test_zego_snapshot_job_records_jpg_at_its_interval(work: Workdir) -> None:
     work.write(
         "jobs.yaml",
