@@ -401,7 +401,9 @@ def apply(
 
 @app.command()
 def show(
-    plan_file: Annotated[str, typer.Argument(help="A plan saved by `capctl plan --out` (e.g. a CI artifact).")],
+    plan_file: Annotated[
+        str, typer.Argument(metavar="PLAN", help="A plan saved by `capctl plan --out` (e.g. a CI artifact).")
+    ],
     fmt: FormatOpt = "text",
     no_color: NoColorOpt = False,
 ) -> None:
