@@ -70,6 +70,7 @@ LogLevelOpt = Annotated[
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 # Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
+# The commands' own `no_color` parameters exist for the option; its callback is what takes effect.
 _no_color = False
 
 

@@ -139,14 +139,12 @@ def rfc3339(ts: float) -> str:
 
 def parse_rfc3339(text: Any) -> float:
     """An RFC 3339 time with its offset (`Z` or `±hh:mm`) as unix seconds; ValueError otherwise."""
-    if not isinstance(text, str) or "T" not in text:
-        raise ValueError(f"created_at {text!r} is not an RFC 3339 time such as 2026-12-05T18:04:00Z")
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text) if isinstance(text, str) and "T" in text else None
     except ValueError:
-        raise ValueError(f"created_at {text!r} is not an RFC 3339 time such as 2026-12-05T18:04:00Z") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"created_at {text!r} has no UTC offset (expected e.g. 2026-12-05T18:04:00Z)")
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"created_at {text!r} is not an RFC 3339 time with its offset, e.g. 2026-12-05T18:04:00Z")
     return parsed.timestamp()
 
 
