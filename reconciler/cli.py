@@ -145,17 +145,42 @@ LogLevelOpt = Annotated[
     typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
 
+# Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
+# The commands' own `no_color` parameters exist for the option; its callback is what takes effect.
+_no_color = False
+
+
+def _set_no_color(value: bool) -> bool:
+    global _no_color
+    _no_color = _no_color or value
+    return value
+
+
+NoColorOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-color",
+        callback=_set_no_color,
+        help="Plain text: no colours or styles (as the NO_COLOR environment variable).",
+    ),
+]
+
+
+def _color_system() -> Any:
+    """None (plain text, no escape codes at all) for --no-color or NO_COLOR; else rich's detection."""
+    return None if _no_color or os.environ.get("NO_COLOR") else "auto"
+
 
 def _err_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, color_system=_color_system())
 
 
 def _out_console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, color_system=_color_system())
 
 
 def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
@@ -395,6 +420,15 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
     return run.plan
 
 
+PLAN_FORMATS = ("text", "json", "markdown")
+FormatOpt = Annotated[str, typer.Option("--format", help="text, json or markdown.")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in PLAN_FORMATS:
+        fail(f"--format {fmt!r}: expected text, json or markdown")
+
+
 def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
     from reconciler.plan import plan_to_json
     from reconciler.render import render_markdown, render_text
@@ -412,7 +446,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 def plan(
     paths: PathsArg = None,
     out: Annotated[str | None, typer.Option("--out", help="Save the plan (JSON) for `capctl apply --plan`.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+    fmt: FormatOpt = "text",
     refresh: Annotated[
         bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first (default) or plan from state.")
     ] = True,
@@ -425,10 +459,10 @@ def plan(
     selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
+    no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
-    if fmt not in ("text", "json", "markdown"):
-        fail(f"--format {fmt!r}: expected text, json or markdown")
+    _check_format(fmt)
     _check_log_level(log_level)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
@@ -496,6 +530,7 @@ def apply(
     selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
+    no_color: NoColorOpt = False,
 ) -> None:
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones."""
     _setup_logs(log_level)
@@ -517,6 +552,19 @@ def apply(
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
         raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def show(
+    plan_file: Annotated[
+        str, typer.Argument(metavar="PLAN", help="A plan saved by `capctl plan --out` (e.g. a CI artifact).")
+    ],
+    fmt: FormatOpt = "text",
+    no_color: NoColorOpt = False,
+) -> None:
+    """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
+    _check_format(fmt)
+    show_plan(_read_plan(plan_file), fmt)
 
 
 def _unobserved(the_plan: Plan) -> str:
@@ -911,8 +959,13 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="Plain text for every command: no colours or styles (as NO_COLOR).")
+    ] = False,
 ) -> None:
     """capctl keeps declared RTC capture jobs running."""
+    global _no_color
+    _no_color = no_color  # the root runs first on every invocation: an earlier in-process run leaves nothing
 
 
 def main() -> None:

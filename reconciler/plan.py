@@ -12,9 +12,10 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from reconciler import transitions
+from reconciler import stopreasons, transitions
 from reconciler.gcpause import gc_paused
 from reconciler.model import (
     Action,
@@ -30,7 +31,10 @@ from reconciler.model import (
 )
 from reconciler.secrets import redact_tree
 
-FORMAT_VERSION = 1
+# 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
+# (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
 MAX_DETAIL_LINES = 12
 
@@ -197,6 +201,22 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
+def rfc3339(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time, to the second: `2026-12-05T18:04:00Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def parse_rfc3339(text: Any) -> float:
+    """An RFC 3339 time with its offset (`Z` or `±hh:mm`) as unix seconds; ValueError otherwise."""
+    try:
+        parsed = datetime.fromisoformat(text) if isinstance(text, str) and "T" in text else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"created_at {text!r} is not an RFC 3339 time with its offset, e.g. 2026-12-05T18:04:00Z")
+    return parsed.timestamp()
+
+
 def fmt_seconds(seconds: int) -> str:
     parts = []
     hours, rest = divmod(int(seconds), 3600)
@@ -281,9 +301,10 @@ def _change(
 
 
 def stop_description(obs: Observed) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
-        return "the vendor no longer knows the task (stopped, or older than its query window)"
+        return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
     return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
 
 
@@ -322,8 +343,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
         )
     live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
+        # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)
-        return _change(Action.UPDATE, "; ".join(details), task, record, details, after)
+        return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
     details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
     reason = f"spec changed: {how}"
@@ -341,7 +363,8 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
         why = stop_description(obs)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
-        prefix = "reached its max duration (rollover)" if obs.rollover else "vendor stopped it"
+        # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.
+        prefix = "vendor stopped it (rollover)" if obs.rollover else "vendor stopped it"
         return _change(Action.REISSUE, f"{prefix}: {why}", task, record, after=after)
     return _diff_recorded(task, record, after)
 
@@ -455,7 +478,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": plan.format_version,
         "state_serial": plan.state_serial,
-        "created_at": plan.created_at,
+        "created_at": rfc3339(plan.created_at),
         "refreshed": plan.options.refreshed,
         "prune": plan.options.prune,
         "targets": list(plan.options.targets),
@@ -488,10 +511,10 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PlanError(
             f"{source}: plan format_version {version!r} is not supported "
-            f"(this capctl reads version {FORMAT_VERSION}); make the plan again"
+            f"(this capctl reads versions {', '.join(map(str, READABLE_VERSIONS))}); make the plan again"
         )
     try:
         options = PlanOptions(
@@ -518,7 +541,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
         )
         return Plan(
             state_serial=int(data["state_serial"]),
-            created_at=float(data["created_at"]),
+            created_at=float(data["created_at"]) if version == 1 else parse_rfc3339(data["created_at"]),
             options=options,
             paths=tuple(data["paths"]),
             changes=changes,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from reconciler import stopreasons
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
@@ -129,7 +130,7 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
         return record
     reason = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
-        reason = obs.reason or "not found at the vendor"
+        reason = obs.reason or stopreasons.NOT_FOUND
     return stopped(record, reason, now, ended_at=obs.ended_at)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
-from reconciler import engine
+from reconciler import engine, stopreasons
 from reconciler.budget import HEADROOM, BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy
@@ -368,7 +368,8 @@ class Daemon:
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
-        reason = "rollover" if rollover else (before.stop_reason or "unknown")
+        # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
+        reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")
         self.metrics.reissues.labels(reason=reason[:64]).inc()
         if after is not None and after.started_at is not None and before.stopped_at is not None:
             self.metrics.reissue_gap.observe(max(0.0, after.started_at - before.stopped_at))
@@ -384,7 +385,7 @@ class Daemon:
         )
 
     def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
-        """Polling says 'ended (status 4)'; a callback may have said why: prefer its words."""
+        """Polling may say only 'ended (ZEGO status 4)'; a callback may have said why: prefer its words."""
         hint = self._end_reason.get(record.key)
         if hint is None or hint[0] != record.vendor_task_id or obs.state is not ObservedState.STOPPED:
             return obs

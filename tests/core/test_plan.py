@@ -46,7 +46,8 @@ def test_interval_change_updates_in_place_with_reason():
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old))
     assert change.action is Action.UPDATE
-    assert change.reason == "interval 5s → 10s"
+    assert change.reason == "spec changed: the vendor updates it in place"
+    assert change.details == ("interval 5s → 10s",)
     assert change.before_hash == old.spec_hash and change.after_hash == new.spec_hash
 
 
@@ -65,22 +66,25 @@ def test_interval_change_on_stopped_task_replaces():
 
 def test_vendor_idle_stop_is_reissued_with_reason_and_time():
     task = desired()
-    obs = Observed(ObservedState.STOPPED, reason="IdleTimeOut", ended_at=1_800_000_187.0)
+    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)
     change = one(task, record_for(task), obs)
     assert change.action is Action.REISSUE
-    assert change.reason == "vendor stopped it: IdleTimeOut at 2027-01-15 08:03:07Z"
+    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
 
 
 def test_rollover_reason():
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
-    obs = Observed(ObservedState.STOPPED, reason="max duration reached", rollover=True)
-    assert one(task, record_for(task), obs).reason.startswith("reached its max duration (rollover)")
+    obs = Observed(ObservedState.STOPPED, reason="max duration (ZEGO quit_reason 4)", rollover=True)
+    assert one(task, record_for(task), obs).reason == "vendor stopped it (rollover): max duration (ZEGO quit_reason 4)"
 
 
 def test_not_found_is_reissued():
     task = desired()
     change = one(task, record_for(task), Observed(ObservedState.NOT_FOUND))
-    assert change.action is Action.REISSUE and "no longer knows" in change.reason
+    assert (
+        change.action is Action.REISSUE
+        and "vendor stopped it: not found at the vendor (stopped, or older" in change.reason
+    )
 
 
 def test_unknown_observation_changes_nothing():
@@ -197,13 +201,31 @@ def test_json_round_trip_and_views():
     assert summary_line(data) == (
         "Plan: 0 to create, 1 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 0 unchanged."
     )
+    assert data["created_at"] == "2027-01-15T08:00:00Z"  # RFC 3339, format_version 2
+    assert data["format_version"] == 2
     markdown = render_markdown(data)
-    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | interval 5s → 10s |" in markdown
+    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | spec changed: the vendor updates it in place |" in markdown
     from rich.console import Console
 
     console = Console(record=True, width=200)
     render_text(data, console)
-    assert "~ SnapshotJob/lobby-audit/lobby  update    interval 5s → 10s" in console.export_text()
+    assert "~ SnapshotJob/lobby-audit/lobby  update    spec changed" in console.export_text()
+
+
+def test_version_1_plans_with_epoch_seconds_are_still_read():
+    task = desired()
+    data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
+    v1 = {**data, "format_version": 1, "created_at": NOW}
+    assert plan_from_json(v1) == plan_from_json(data)
+    assert plan_to_json(plan_from_json(v1))["created_at"] == "2027-01-15T08:00:00Z"
+
+
+@pytest.mark.parametrize("created_at", [NOW, "2027-01-15 08:00:00", "2027-01-15T08:00:00", "yesterday"])
+def test_version_2_plans_need_an_rfc3339_time(created_at):
+    task = desired()
+    data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
+    with pytest.raises(PlanError, match=r"p\.json: malformed plan .*created_at"):
+        plan_from_json({**data, "created_at": created_at}, source="p.json")
 
 
 @pytest.mark.parametrize("data", [[], {"format_version": 99}, {"format_version": 1, "prune": True}])
