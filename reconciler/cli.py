@@ -219,6 +219,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: 
             state_serial=snapshot.serial,
             now=SystemClock().now(),
             paths=paths,
+            providers=spec_set.providers,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -251,6 +252,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 paths=paths,
                 retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
+                providers=spec_set.providers,
             )
     return run.plan
 
@@ -389,7 +391,7 @@ async def _apply(
     parallelism: int,
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
-    from reconciler.engine import apply_plan, make_plan, provider_pool, verify_saved_plan
+    from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
 
     retry = _retry_policy()
     clock = SystemClock()
@@ -408,12 +410,15 @@ async def _apply(
                 options=options,
                 paths=paths,
                 retry=retry,
+                providers=spec_set.providers,
             )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
+                housekeep(store, the_plan, spec_set.tasks, snapshot, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
+        housekeep(store, the_plan, spec_set.tasks, snapshot, clock.now())
         with _progress(len(the_plan.actionable), "Applying") as progress:
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
@@ -445,6 +450,17 @@ def run(
     prune: Annotated[
         bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
     ] = True,
+    max_prune: Annotated[
+        float,
+        typer.Option(
+            "--max-prune",
+            min=0,
+            max=100,
+            metavar="PERCENT",
+            help="A spec change that removes more than this share of the tasks in the state prunes none of them "
+            "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
+        ),
+    ] = 50.0,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -462,7 +478,13 @@ def run(
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
-            _paths(paths), listen=listen, resync=float(resync_seconds), prune=prune, state_url=state, log_level=None
+            _paths(paths),
+            listen=listen,
+            resync=float(resync_seconds),
+            prune=prune,
+            state_url=state,
+            log_level=None,
+            max_prune=max_prune,
         )
     )
 
@@ -514,12 +536,49 @@ def state_show(
 
 @state_app.command("rm")
 def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], state: StateOpt = None) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
+    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    from reconciler.model import TaskStatus
+
     with open_store(state) as store, locked(store, "capctl state rm"):
-        if key not in store.load().records:
+        record = store.load().records.get(key)
+        if record is None:
             fail(f"no task {key!r} in the state (see `capctl state list`)")
         serial = store.delete(key)
+    if record.status is TaskStatus.REMOVED:
+        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        return
     typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+
+
+@app.command()
+def wake(
+    keys: Annotated[list[str], typer.Argument(help="Task keys, e.g. SnapshotJob/lobby-audit/lobby")],
+    state: StateOpt = None,
+) -> None:
+    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now."""
+    from reconciler import transitions
+    from reconciler.plan import fmt_time
+
+    with open_store(state) as store, locked(store, "capctl wake"):
+        records = store.load().records
+        unknown = [k for k in keys if k not in records]
+        if unknown:
+            fail(f"no task {', '.join(repr(k) for k in unknown)} in the state (see `capctl state list`); nothing woken")
+        lines, woken = [], []
+        for key in dict.fromkeys(keys):
+            record = records[key]
+            new = transitions.woken(record)
+            if new is None:
+                lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                continue
+            woken.append(new)
+            slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+            lines.append(f"Woke {key} (was {record.status.value} after {record.unproductive_runs} idle runs{slot}).")
+        serial = store.put_many(woken) if woken else None
+    for line in lines:
+        typer.echo(line)
+    if serial is not None:
+        typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")
 
 
 # --- simulator and demo ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ the plan to the executor. It holds no policy of its own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, observe_all
-from reconciler.model import Action, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.model import Action, Change, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
 from reconciler.plan import (
     Plan,
     PlanError,
@@ -70,6 +70,7 @@ async def make_plan(
     paths: Sequence[str],
     retry: RetryPolicy | None = None,
     on_observed: Callable[[str, Observed], None] | None = None,
+    providers: Collection[str] | None = None,
 ) -> PlanRun:
     """Read state, observe the tasks that may be running (when `pool` is given), diff."""
     check_options(options, desired)
@@ -85,7 +86,14 @@ async def make_plan(
             }
         observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed)
     plan = diff(
-        desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
+        desired,
+        snapshot.records,
+        observed,
+        options=options,
+        state_serial=snapshot.serial,
+        now=clock.now(),
+        paths=paths,
+        providers=providers,
     )
     return PlanRun(plan, snapshot, observed)
 
@@ -106,6 +114,33 @@ def persist_observations(
             store.put(new)
             updated[key] = new
     return updated
+
+
+def persist_restored(store: StateStore, changes: Sequence[Change], records: Mapping[str, TaskRecord]) -> None:
+    """A tombstoned thumbnail back in the specs unchanged needs no call (a no-op), only its record revived."""
+    for change in changes:
+        record = records.get(change.key)
+        if change.action is Action.NOOP and record is not None and record.status is TaskStatus.REMOVED:
+            store.put(transitions.restored(record))
+
+
+def collect_tombstones(
+    store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask], now: float
+) -> int:
+    """Forget tombstones older than their retention (transitions.TOMBSTONE_RETENTION); returns how many."""
+    expired = [k for k, r in records.items() if k not in desired and transitions.tombstone_expired(r, now)]
+    for key in expired:
+        store.delete(key)
+    return len(expired)
+
+
+def housekeep(
+    store: StateStore, plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot, now: float
+) -> None:
+    """What an apply does to the state besides the plan's changes (it holds the lock): revive restored
+    thumbnails, forget expired tombstones."""
+    persist_restored(store, plan.changes, snapshot.records)
+    collect_tombstones(store, snapshot.records, desired, now)
 
 
 def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:

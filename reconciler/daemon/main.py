@@ -19,6 +19,7 @@ import uvicorn
 from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
@@ -44,6 +45,7 @@ def run_daemon(
     prune: bool = True,
     state_url: str | None = None,
     log_level: str | None = "info",
+    max_prune: float = MAX_PRUNE_PERCENT,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up."""
@@ -57,26 +59,32 @@ def run_daemon(
     if resync <= 0:
         log.error("bad option", error=f"--resync must be positive, got {resync}")
         return EXIT_ERROR
-    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url))
+    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune))
 
 
-async def _main(paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None) -> int:
+async def _main(
+    paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+) -> int:
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
     except OSError as exc:
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with sock:
-        return await _serve(paths, sock, resync, prune, state_url)
+        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune)
 
 
-async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None) -> int:
+async def _serve(
+    paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+) -> int:
     try:
         store = open_state(state_url)
     except StateError as exc:
         log.error("cannot open the state store", error=str(exc))
         return EXIT_ERROR
-    daemon = Daemon(paths, store, SystemClock(), resync=resync, prune=prune, watch_debounce_ms=DEBOUNCE_MS)
+    daemon = Daemon(
+        paths, store, SystemClock(), resync=resync, prune=prune, watch_debounce_ms=DEBOUNCE_MS, max_prune=max_prune
+    )
     try:
         await daemon.start()
     except LockHeld as exc:

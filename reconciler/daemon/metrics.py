@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -89,6 +89,12 @@ class Metrics:
             "Time to reconcile one task key (vendor calls included)",
             registry=self.registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.prune_blocked = Gauge(
+            "capctl_prune_blocked",
+            "Tasks removed from the specs that the daemon does not stop: held by --max-prune, or provider gone",
+            ["reason"],
+            registry=self.registry,
         )
         self.reissue_gap = Histogram(
             "capctl_reissue_gap_seconds",
