@@ -96,14 +96,26 @@ async def test_a_small_removal_is_pruned_at_once_and_restoring_it_resumes_its_hi
 
 
 async def test_tombstones_are_forgotten_after_their_retention(harness: Harness) -> None:
-    await start_with_two_files(harness)
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.daemon_options["max_prune"] = 100  # its only task: 100 %
+    await harness.start()
+    await harness.advance(1)
     assert harness.daemon is not None
     (harness.specs / "jobs.yaml").write_text("")
     assert harness.daemon.reload()
     await harness.advance(1)
     assert harness.record(LOBBY).status is TaskStatus.REMOVED
-    await harness.advance(TOMBSTONE_RETENTION + 60)
-    assert harness.daemon.records.get(LOBBY) is None
+    await harness.advance(60)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED
+    removed_at = harness.record(LOBBY).removed_at
+    assert removed_at is not None
+    await harness.stop()  # most of a week without the daemon, then it comes back
+    harness.clock.set(removed_at + TOMBSTONE_RETENTION - 10)
+    daemon = await harness.start()
+    await harness.advance(5)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED  # kept until its retention is over
+    await harness.advance(10)
+    assert daemon.records.get(LOBBY) is None
 
 
 async def test_a_removed_provider_that_still_runs_tasks_is_reported_once_and_not_retried(harness: Harness) -> None:
