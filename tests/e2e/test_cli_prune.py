@@ -4,10 +4,19 @@ updates and deletes recorded on their task."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
 
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
+from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 
 LOBBY, HALL = "SnapshotJob/audit/lobby", "SnapshotJob/extra/hall"
@@ -142,3 +151,52 @@ def test_failed_updates_and_deletes_are_recorded_on_their_task_until_a_success(w
     tasks = state(work)
     assert tasks[LOBBY]["last_error"] is None and tasks[LOBBY]["updatable"] == {"interval": 10}
     assert tasks[HALL]["status"] == "removed" and tasks[HALL]["last_error"] is None
+
+
+def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], Any, httpx.Client]:
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--resync", "1s", *args],
+        cwd=work.root,
+        env=work.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = daemon_output(daemon)
+    return daemon, log, httpx.Client(base_url=log.url(), timeout=5)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def stop_daemon(daemon: subprocess.Popen[str]) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=30)
+
+
+def test_run_holds_back_a_large_prune_until_restarted_with_max_prune_100(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    more = work.write("more.yaml", snapshot_job("extra", ["r0", "r1", "r2"]))
+    daemon, log, http = start_daemon(work)
+    try:
+        assert wait_for(lambda: len(running(work)) == 4)
+        more.unlink()  # 3 of 4 tasks: above the default --max-prune 50
+        blocked = 'capctl_prune_blocked{reason="max-prune"} 3.0'
+        assert wait_for(lambda: blocked in http.get("/metrics").text)
+        time.sleep(2)  # two resyncs: still nothing stopped
+        assert len(running(work)) == 4 and not work.sim.requests("StopSnapshot")
+    finally:
+        stop_daemon(daemon)
+    assert log.text().count("prune blocked: too many tasks removed at once") == 1
+    daemon, log, http = start_daemon(work, "--max-prune", "100")  # the operator confirms
+    try:
+        assert wait_for(lambda: running(work) == ["lobby"])
+    finally:
+        stop_daemon(daemon)
+    assert {k: t["status"] for k, t in state(work).items() if k.startswith("SnapshotJob/extra/")} == {
+        f"SnapshotJob/extra/r{i}": "removed" for i in range(3)
+    }
