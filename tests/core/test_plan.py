@@ -194,7 +194,9 @@ def test_tombstones_are_never_deleted_again_and_a_restored_spec_resumes():
     plan = diff({}, {gone.key: tomb}, {}, options=PlanOptions(), state_serial=1, now=NOW)
     assert plan.changes == () and plan.notes == ()
     change = one(gone, tomb)
-    assert change.action is Action.CREATE and "restored to the specs" in change.reason and "3 re-issues" in change.reason
+    assert (
+        change.action is Action.CREATE and "restored to the specs" in change.reason and "3 re-issues" in change.reason
+    )
 
 
 def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again():
