@@ -552,10 +552,13 @@ def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], sta
 
 @app.command()
 def wake(
-    keys: Annotated[list[str], typer.Argument(help="Task keys, e.g. SnapshotJob/lobby-audit/lobby")],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY...", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby")],
     state: StateOpt = None,
 ) -> None:
-    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now."""
+    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
+
+    Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
+    room activity)."""
     from reconciler import transitions
     from reconciler.plan import fmt_time
 

@@ -367,7 +367,8 @@ def diff(
         remote = transitions.stoppable(record)
         if remote and providers is not None and record.provider not in providers:
             orphans.setdefault(record.provider, []).append(key)
-        reason = "removed from specs" + ("" if remote else ": not running, its record is kept as a tombstone")
+        idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
+        reason = "removed from specs" + ("" if remote else idle)
         changes.append(_change(Action.DELETE, reason, None, record))
     if orphans:
         raise PlanError(orphaned_message(orphans))
