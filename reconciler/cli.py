@@ -552,7 +552,7 @@ def state_rm(key: Annotated[str, typer.Argument(help="Task key to forget")], sta
 
 @app.command()
 def wake(
-    keys: Annotated[list[str], typer.Argument(metavar="KEY...", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby")],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby")],
     state: StateOpt = None,
 ) -> None:
     """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.

@@ -412,7 +412,7 @@ def orphaned_message(orphans: Mapping[str, list[str]]) -> str:
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
         "Keep the Provider document until its tasks are deleted (apply, then remove it), "
-        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or plan with --no-prune."
+        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or use --no-prune."
     )
 
 
