@@ -381,6 +381,12 @@ def diff(
             notes.append(f"--target {selector} matches no task.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    dormant = [
+        c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
+    ]
+    if dormant:  # no-ops are not listed in the text view: say that they wait, and how to start them
+        more = f" (and {len(dormant) - 1} more)" if len(dormant) > 1 else ""
+        notes.append(f"{len(dormant)} dormant task(s) left alone: {dormant[0].key}: {dormant[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
     unobserved = tuple(

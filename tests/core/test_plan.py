@@ -119,6 +119,8 @@ def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state):
     change = one(task, rec, obs)
     assert change.action is Action.NOOP and "dormant after 4 idle runs" in change.reason
     assert f"capctl wake {task.key}" in change.reason
+    plan = diff({task.key: task}, {task.key: rec}, {task.key: obs}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert plan.notes == (f"1 dormant task(s) left alone: {task.key}: {change.reason}.",)
     assert observed(rec, obs, NOW).status is TaskStatus.DORMANT  # apply persists the observation: still dormant
     assert one(task, rec, obs, replace=(task.key,)).action is Action.REPLACE
     assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
