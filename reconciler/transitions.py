@@ -67,7 +67,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
     if record is not None and unconfirmed_start(task, record):
         # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
         # started one) and its recorded counters: it is still the same run.
-        return record.evolve(status=TaskStatus.PENDING, last_error=None)
+        return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
     base = record or TaskRecord(
         key=task.key,

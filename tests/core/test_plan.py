@@ -308,7 +308,7 @@ def test_field_changes_lists_paths_and_truncates():
 
 
 def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
-    from reconciler.transitions import client_task_id, intent
+    from reconciler.transitions import client_task_id, intent, removed
 
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
     running = record_for(task, reissue_count=2)
@@ -320,6 +320,12 @@ def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
     assert "resuming it with its recorded ClientTaskId" in one(task, lost).reason
     changed = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, bucket="other")
     assert intent(changed, lost, NOW, reissue=False).client_task_id != first.client_task_id
+    restored = intent(task, removed(lost, NOW), NOW + 9, reissue=False)  # pruned, then its spec came back
+    assert (restored.status, restored.removed_at, restored.client_task_id) == (
+        TaskStatus.PENDING,
+        None,
+        first.client_task_id,
+    )
 
 
 def test_apply_errors_print_verbatim_even_with_brackets():
