@@ -158,3 +158,32 @@ async def test_a_failed_stop_is_recorded_on_its_task_which_keeps_running(harness
     await harness.advance(120)
     record = harness.record(LOBBY)
     assert record.status is TaskStatus.REMOVED and record.last_error is None
+
+
+THUMBS = """\
+apiVersion: capctl/v1
+kind: ThumbnailJob
+metadata: {name: thumbs}
+spec:
+  provider: zego
+  files:
+    - {cdn: huawei, fileId: /record/a.mp4, interval: 2s}
+"""
+
+
+async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> None:
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, THUMBS)
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    assert harness.daemon is not None
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.REMOVED
+    write_specs(harness.specs, THUMBS)
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
