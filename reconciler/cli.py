@@ -398,7 +398,7 @@ async def _apply(
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot)
+            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers)
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:

@@ -21,6 +21,7 @@ from reconciler.plan import (
     PlanError,
     PlanOptions,
     check_options,
+    check_stoppable,
     diff,
     selector_matches,
 )
@@ -143,8 +144,11 @@ def housekeep(
     collect_tombstones(store, snapshot.records, desired, now)
 
 
-def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:
-    """A saved plan is applied only against the state and specs it was made from."""
+def verify_saved_plan(
+    plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot, providers: Collection[str] | None = None
+) -> None:
+    """A saved plan is applied only against the state and specs it was made from (and, given `providers`, only
+    if every task it stops still has its Provider: one removed since the plan was made could not stop it)."""
     if snapshot.serial != plan.state_serial:
         raise PlanError(
             f"the state changed since this plan was made (serial {plan.state_serial} → "
@@ -162,6 +166,8 @@ def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: 
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         raise PlanError(f"the specs changed since this plan was made ({shown}): run `capctl plan` again")
+    deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)
+    check_stoppable((r for r in deletes if r is not None), providers)
 
 
 async def apply_plan(

@@ -357,21 +357,18 @@ def diff(
                 after = redact_tree(task.request, redacted)
                 changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
-    orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    deleted: list[TaskRecord] = []
     for key, record in records.items():
         if key in desired or not wanted(key) or record.status is TaskStatus.REMOVED:
             continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
             kept += 1
             continue
-        remote = transitions.stoppable(record)
-        if remote and providers is not None and record.provider not in providers:
-            orphans.setdefault(record.provider, []).append(key)
         idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
-        reason = "removed from specs" + ("" if remote else idle)
+        reason = "removed from specs" + ("" if transitions.stoppable(record) else idle)
         changes.append(_change(Action.DELETE, reason, None, record))
-    if orphans:
-        raise PlanError(orphaned_message(orphans))
+        deleted.append(record)
+    check_stoppable(deleted, providers)
 
     notes = []
     if options.targets or options.replace:
@@ -410,7 +407,19 @@ def diff(
     )
 
 
-def orphaned_message(orphans: Mapping[str, list[str]]) -> str:
+def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
+    """A PlanError when a task to delete still runs but its Provider is no longer declared (None: not checked)."""
+    if providers is None:
+        return
+    orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    for record in deleted:
+        if transitions.stoppable(record) and record.provider not in providers:
+            orphans.setdefault(record.provider, []).append(record.key)
+    if orphans:
+        raise PlanError(_orphaned_message(orphans))
+
+
+def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
     parts = []
     for provider, keys in sorted(orphans.items()):
         shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")

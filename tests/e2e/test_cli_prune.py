@@ -65,10 +65,12 @@ def test_a_pruned_task_leaves_a_tombstone_and_its_restored_spec_resumes_it(work:
 def test_removing_a_provider_that_still_runs_tasks_fails_the_plan_and_saves_nothing(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     work.apply()
+    (work.specs / "jobs.yaml").unlink()
+    work.capctl("plan", "--out", "saved.json")  # made while the Provider was still there
     providers = (work.specs / "providers.yaml").read_text()
     (work.specs / "providers.yaml").write_text(providers.split("---\n", 1)[1])  # without Provider volc
-    (work.specs / "jobs.yaml").unlink()
-    work.write("other.yaml", "")  # keep the set non-empty: the other providers and storages remain
+    refused = work.capctl("apply", "--plan", "saved.json", expect=1)
+    assert "provider 'volc' was removed from the specs" in refused.stderr
     plan = work.capctl("plan", "--out", "plan.json", expect=1)
     assert "provider 'volc' was removed from the specs but still runs 1 task(s): SnapshotJob/audit/lobby" in (
         plan.stderr
