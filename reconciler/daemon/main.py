@@ -59,6 +59,9 @@ def run_daemon(
     if resync <= 0:
         log.error("bad option", error=f"--resync must be positive, got {resync}")
         return EXIT_ERROR
+    if not 0 <= max_prune <= 100:
+        log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
+        return EXIT_ERROR
     return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune))
 
 
