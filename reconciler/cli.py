@@ -384,6 +384,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: 
             state_serial=snapshot.serial,
             now=SystemClock().now(),
             paths=paths,
+            providers=spec_set.providers,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -416,6 +417,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 paths=paths,
                 retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
+                providers=spec_set.providers,
             )
     return run.plan
 
@@ -591,14 +593,14 @@ async def _apply(
     parallelism: int,
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
-    from reconciler.engine import apply_plan, make_plan, provider_pool, record_labels, verify_saved_plan
+    from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
 
     retry = _retry_policy()
     clock = SystemClock()
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot)
+            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers)
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:
@@ -610,11 +612,12 @@ async def _apply(
                 options=options,
                 paths=paths,
                 retry=retry,
+                providers=spec_set.providers,
             )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                record_labels(store, snapshot.records, spec_set.tasks)  # a label edit alone changes no task
+                housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
                 return the_plan, None
             _confirm(auto_approve)
         with _progress(len(the_plan.actionable), "Applying") as progress:
@@ -648,6 +651,17 @@ def run(
     prune: Annotated[
         bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
     ] = True,
+    max_prune: Annotated[
+        float,
+        typer.Option(
+            "--max-prune",
+            min=0,
+            max=100,
+            metavar="PERCENT",
+            help="A spec change that removes more than this share of the tasks in the state prunes none of them "
+            "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
+        ),
+    ] = 50.0,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -665,7 +679,13 @@ def run(
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
-            _paths(paths), listen=listen, resync=float(resync_seconds), prune=prune, state_url=state, log_level=None
+            _paths(paths),
+            listen=listen,
+            resync=float(resync_seconds),
+            prune=prune,
+            state_url=state,
+            log_level=None,
+            max_prune=max_prune,
         )
     )
 
@@ -830,17 +850,68 @@ def state_rm(
     key: Annotated[str, typer.Argument(help="Task key to forget", autocompletion=complete_task_keys)],
     state: StateOpt = None,
 ) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
+    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    from reconciler.model import TaskStatus
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
         if isinstance(store, NoState):
             _no_task(key, store)
         with locked(store, "capctl state rm"):
-            if key not in store.load().records:
+            record = store.load().records.get(key)
+            if record is None:
                 _no_task(key, store)
             serial = store.delete(key)
+    if record.status is TaskStatus.REMOVED:
+        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        return
     typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+
+
+@app.command()
+def wake(
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+        ),
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
+
+    Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
+    room activity)."""
+    from reconciler import transitions
+    from reconciler.plan import fmt_time
+    from reconciler.state import NoState
+
+    with open_store(state, read_only=True) as store:  # waking a task in no state creates none
+        if isinstance(store, NoState):
+            fail(f"nothing to wake: {store.missing}")
+        with locked(store, "capctl wake"):
+            records = store.load().records
+            unknown = [k for k in keys if k not in records]
+            if unknown:
+                named = ", ".join(repr(k) for k in unknown)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+            lines, woken = [], []
+            for key in dict.fromkeys(keys):
+                record = records[key]
+                new = transitions.woken(record)
+                if new is None:
+                    lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                    continue
+                woken.append(new)
+                slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+                lines.append(
+                    f"Woke {key} (was {record.status.value} after {record.unproductive_runs} idle runs{slot})."
+                )
+            serial = store.put_many(woken) if woken else None
+    for line in lines:
+        typer.echo(line)
+    if serial is not None:
+        typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")
 
 
 # --- simulator and demo ------------------------------------------------------------------------------

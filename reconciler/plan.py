@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -315,6 +315,13 @@ def _diff_one(
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
         return _change(Action.REPLACE, "replace requested", task, record, after=after)
+    if record.status is TaskStatus.REMOVED:
+        return _diff_restored(task, record, after)
+    # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
+    # purpose (a changed spec is a replace, as for any stopped task; a task seen running is just running).
+    seen_running = obs is not None and obs.state is ObservedState.RUNNING
+    if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
+        return _dormant(task, record, after)
     if record.status is TaskStatus.PENDING and not record.vendor_task_id:
         how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
         return _change(
@@ -329,6 +336,31 @@ def _diff_one(
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
     return _diff_same(task, record, obs, after)
+
+
+def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
+    return _change(
+        Action.NOOP,
+        f"dormant after {record.unproductive_runs} idle runs; wakes on room activity or {slot} "
+        f"(`capctl wake {task.key}` or --replace starts it now)",
+        task,
+        record,
+        after=after,
+    )
+
+
+def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    """Back in the specs after it was pruned: its tombstone keeps its history, so it resumes, not restarts."""
+    when = f"removed at {fmt_time(record.removed_at)}"
+    if task.family is ApiFamily.ZEGO_THUMBNAIL:
+        if record.spec_hash == task.spec_hash and record.vendor_task_id:
+            reason = f"restored to the specs ({when}); submitted before with the same content, not again"
+            return _change(Action.NOOP, reason, task, record, after=after)
+        details = field_changes(record.request, after)
+        return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
+    reason = f"restored to the specs ({when}): started again, its history kept ({record.reissue_count} re-issues)"
+    return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
 def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
@@ -379,16 +411,6 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
         return _change(
             Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
         )
-    if status is TaskStatus.DORMANT:
-        wake = fmt_time(record.next_attempt_at) if record.next_attempt_at else "room activity"
-        return _change(
-            Action.NOOP,
-            f"dormant after {record.unproductive_runs} idle runs; wakes on room "
-            f"activity or at {wake} (use --replace to start it now)",
-            task,
-            record,
-            after=after,
-        )
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"
@@ -405,7 +427,10 @@ def diff(
     state_serial: int,
     now: float,
     paths: Iterable[str] = (),
+    providers: Collection[str] | None = None,
 ) -> Plan:
+    """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
+    longer declared is a PlanError (its credentials are never stored, so the stop could not be made)."""
     check_options(options, desired)
     replace = set(options.replace)
     wanted = Selection(options)
@@ -418,18 +443,18 @@ def diff(
                 after = redact_tree(task.request, redacted)
                 changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
+    deleted: list[TaskRecord] = []
     for key, record in records.items():
-        if key in desired or not wanted(key, record.labels):
-            continue
+        if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
+            continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
             kept += 1
             continue
-        remote = record.family is not ApiFamily.ZEGO_THUMBNAIL and record.status in (
-            TaskStatus.RUNNING,
-            TaskStatus.PENDING,
-        )
-        reason = "removed from specs" + ("" if remote else ": not running, the record is forgotten")
+        idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
+        reason = "removed from specs" + ("" if transitions.stoppable(record) else idle)
         changes.append(_change(Action.DELETE, reason, None, record))
+        deleted.append(record)
+    check_stoppable(deleted, providers)
 
     notes = []
     if options.targets or options.labels:
@@ -442,6 +467,12 @@ def diff(
             notes.append(f"--target {selector} matches no task.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    dormant = [
+        c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
+    ]
+    if dormant:  # no-ops are not listed in the text view: say that they wait, and how to start them
+        more = f" (and {len(dormant) - 1} more)" if len(dormant) > 1 else ""
+        notes.append(f"{len(dormant)} dormant task(s) left alone: {dormant[0].key}: {dormant[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
     unobserved = tuple(
@@ -462,6 +493,30 @@ def diff(
         changes=tuple(changes),
         notes=tuple(notes),
         unobserved=unobserved,
+    )
+
+
+def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
+    """A PlanError when a task to delete still runs but its Provider is no longer declared (None: not checked)."""
+    if providers is None:
+        return
+    orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    for record in deleted:
+        if transitions.stoppable(record) and record.provider not in providers:
+            orphans.setdefault(record.provider, []).append(record.key)
+    if orphans:
+        raise PlanError(_orphaned_message(orphans))
+
+
+def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
+    parts = []
+    for provider, keys in sorted(orphans.items()):
+        shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
+    return (
+        "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
+        "Keep the Provider document until its tasks are deleted (apply, then remove it), "
+        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or use --no-prune."
     )
 
 

@@ -369,6 +369,8 @@ STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OB
 def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     """`capctl state list`: plain columns as `kubectl get` prints them, never wrapped or cut, so a line per
     task survives grep, awk and narrow terminals alike."""
+    from reconciler.transitions import TOMBSTONE_RETENTION
+
     rows = [STATE_COLUMNS] + [
         (
             r.key,
@@ -385,4 +387,8 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(STATE_COLUMNS) - 1)]
     lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
+    # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
+    removed = sum(1 for r in records if r.status.value == "removed")
+    if removed:
+        count += f", {removed} of them removed (tombstones: kept {TOMBSTONE_RETENTION / 86400:g} days after removal)"
     return f"{count} (state serial {serial})\n" + "\n".join(lines)

@@ -162,6 +162,12 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     (work.specs / "jobs.yaml").unlink()
     assert "removed from specs" in work.apply().stdout
     assert len(work.sim.requests("MediaThumbnails")) == 4  # removing an entry does nothing remote
+    assert {t["status"] for t in state(work).values()} == {"removed"}
+    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "4s"))  # restored as it was: its content hash is known
+    assert "submitted before with the same content, not again" in work.capctl("plan", "--format", "json").stdout
+    work.apply()
+    assert len(work.sim.requests("MediaThumbnails")) == 4
+    assert {t["status"] for t in state(work).values()} == {"done"}
 
 
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
