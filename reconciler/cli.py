@@ -145,17 +145,42 @@ LogLevelOpt = Annotated[
     typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
 
+# Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
+# The commands' own `no_color` parameters exist for the option; its callback is what takes effect.
+_no_color = False
+
+
+def _set_no_color(value: bool) -> bool:
+    global _no_color
+    _no_color = _no_color or value
+    return value
+
+
+NoColorOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-color",
+        callback=_set_no_color,
+        help="Plain text: no colours or styles (as the NO_COLOR environment variable).",
+    ),
+]
+
+
+def _color_system() -> Any:
+    """None (plain text, no escape codes at all) for --no-color or NO_COLOR; else rich's detection."""
+    return None if _no_color or os.environ.get("NO_COLOR") else "auto"
+
 
 def _err_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, color_system=_color_system())
 
 
 def _out_console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, color_system=_color_system())
 
 
 def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
@@ -401,6 +426,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: 
             state_serial=snapshot.serial,
             now=SystemClock().now(),
             paths=paths,
+            providers=spec_set.providers,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -434,9 +460,19 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, pa
                 paths=paths,
                 retry=retry,
                 on_observed=lambda _k, _o: progress.advance(bar),
+                providers=spec_set.providers,
                 on_retry=_retry_report(retry, err),
             )
     return run.plan
+
+
+PLAN_FORMATS = ("text", "json", "markdown")
+FormatOpt = Annotated[str, typer.Option("--format", help="text, json or markdown.")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in PLAN_FORMATS:
+        fail(f"--format {fmt!r}: expected text, json or markdown")
 
 
 def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
@@ -456,7 +492,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 def plan(
     paths: PathsArg = None,
     out: Annotated[str | None, typer.Option("--out", help="Save the plan (JSON) for `capctl apply --plan`.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+    fmt: FormatOpt = "text",
     refresh: Annotated[
         bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first (default) or plan from state.")
     ] = True,
@@ -469,10 +505,10 @@ def plan(
     selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
+    no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
-    if fmt not in ("text", "json", "markdown"):
-        fail(f"--format {fmt!r}: expected text, json or markdown")
+    _check_format(fmt)
     _check_log_level(log_level)
     spec_paths = _paths(paths)
     spec_set = load_specs(spec_paths)
@@ -545,6 +581,7 @@ def apply(
     selector: LabelOpt = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "warning",
+    no_color: NoColorOpt = False,
 ) -> None:
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
 
@@ -573,6 +610,19 @@ def apply(
         raise typer.Exit(EXIT_ERROR)
 
 
+@app.command()
+def show(
+    plan_file: Annotated[
+        str, typer.Argument(metavar="PLAN", help="A plan saved by `capctl plan --out` (e.g. a CI artifact).")
+    ],
+    fmt: FormatOpt = "text",
+    no_color: NoColorOpt = False,
+) -> None:
+    """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
+    _check_format(fmt)
+    show_plan(_read_plan(plan_file), fmt)
+
+
 def _unobserved(the_plan: Plan) -> str:
     return f"{len(the_plan.unobserved)} task(s) could not be observed"
 
@@ -597,7 +647,7 @@ async def _apply(
     parallelism: int | None,
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
-    from reconciler.engine import apply_plan, make_plan, provider_pool, record_labels, verify_saved_plan
+    from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
     from reconciler.execute import Interrupt
 
     retry = _retry_policy()
@@ -607,7 +657,7 @@ async def _apply(
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot)
+            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers)
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:
@@ -619,12 +669,13 @@ async def _apply(
                 options=options,
                 paths=paths,
                 retry=retry,
+                providers=spec_set.providers,
                 on_retry=report,
             )
             the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                record_labels(store, snapshot.records, spec_set.tasks)  # a label edit alone changes no task
+                housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
                 return the_plan, None
             _confirm(auto_approve)
         interrupt = Interrupt()
@@ -661,6 +712,17 @@ def run(
     prune: Annotated[
         bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
     ] = True,
+    max_prune: Annotated[
+        float,
+        typer.Option(
+            "--max-prune",
+            min=0,
+            max=100,
+            metavar="PERCENT",
+            help="A spec change that removes more than this share of the tasks in the state prunes none of them "
+            "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
+        ),
+    ] = 50.0,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -678,7 +740,13 @@ def run(
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
-            _paths(paths), listen=listen, resync=float(resync_seconds), prune=prune, state_url=state, log_level=None
+            _paths(paths),
+            listen=listen,
+            resync=float(resync_seconds),
+            prune=prune,
+            state_url=state,
+            log_level=None,
+            max_prune=max_prune,
         )
     )
 
@@ -843,17 +911,68 @@ def state_rm(
     key: Annotated[str, typer.Argument(help="Task key to forget", autocompletion=complete_task_keys)],
     state: StateOpt = None,
 ) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it)."""
+    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    from reconciler.model import TaskStatus
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
         if isinstance(store, NoState):
             _no_task(key, store)
         with locked(store, "capctl state rm"):
-            if key not in store.load().records:
+            record = store.load().records.get(key)
+            if record is None:
                 _no_task(key, store)
             serial = store.delete(key)
+    if record.status is TaskStatus.REMOVED:
+        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        return
     typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+
+
+@app.command()
+def wake(
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+        ),
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
+
+    Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
+    room activity)."""
+    from reconciler import transitions
+    from reconciler.plan import fmt_time
+    from reconciler.state import NoState
+
+    with open_store(state, read_only=True) as store:  # waking a task in no state creates none
+        if isinstance(store, NoState):
+            fail(f"nothing to wake: {store.missing}")
+        with locked(store, "capctl wake"):
+            records = store.load().records
+            unknown = [k for k in keys if k not in records]
+            if unknown:
+                named = ", ".join(repr(k) for k in unknown)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+            lines, woken = [], []
+            for key in dict.fromkeys(keys):
+                record = records[key]
+                new = transitions.woken(record)
+                if new is None:
+                    lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                    continue
+                woken.append(new)
+                slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+                lines.append(
+                    f"Woke {key} (was {record.status.value} after {record.unproductive_runs} idle runs{slot})."
+                )
+            serial = store.put_many(woken) if woken else None
+    for line in lines:
+        typer.echo(line)
+    if serial is not None:
+        typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")
 
 
 # --- simulator and demo ------------------------------------------------------------------------------
@@ -972,8 +1091,13 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="Plain text for every command: no colours or styles (as NO_COLOR).")
+    ] = False,
 ) -> None:
     """capctl keeps declared RTC capture jobs running."""
+    global _no_color
+    _no_color = no_color  # the root runs first on every invocation: an earlier in-process run leaves nothing
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler import logs
+from reconciler import logs, stopreasons
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
 from reconciler.listen import url_of
@@ -170,19 +170,26 @@ class SimControl:
         return list(data["tasks"] if isinstance(data, dict) else data)
 
 
+def _sim_stop_reason(task: dict[str, Any]) -> str:
+    """Why the simulator ended a task, in the words plans and `state list` use."""
+    if task.get("state") == "running":
+        return "-"
+    if task.get("vendor") == "volcengine":
+        return stopreasons.volcengine(task.get("stopReason") or None, task.get("status"))
+    return stopreasons.zego_recording(task.get("status"), task.get("quitReason"))
+
+
 def _sim_table(sim: SimControl, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("VENDOR", "ROOM", "TASK", "STATE", "STOP REASON", "IMAGES"):
         table.add_column(column)
     for t in sim.tasks():
-        quit_reason = t.get("quitReason")
-        reason = t.get("stopReason") or (f"quit_reason {quit_reason}" if quit_reason is not None else "-")
         cells = (
             str(t.get("vendor", "")),
             str(t.get("roomId", t.get("fileId", ""))),
             str(t.get("taskId", "")),
             str(t.get("state", "")),
-            reason,
+            _sim_stop_reason(t),
             str(t.get("images", "-")),
         )
         table.add_row(*map(Text, cells))

@@ -7,7 +7,7 @@ the plan to the executor. It holds no policy of its own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +15,14 @@ from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
-from reconciler.model import Action, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.model import Action, Change, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
 from reconciler.plan import (
     Plan,
     PlanError,
     PlanOptions,
     Selection,
     check_options,
+    check_stoppable,
     diff,
 )
 from reconciler.providers import ProviderPool
@@ -70,6 +71,7 @@ async def make_plan(
     paths: Sequence[str],
     retry: RetryPolicy | None = None,
     on_observed: Callable[[str, Observed], None] | None = None,
+    providers: Collection[str] | None = None,
     on_retry: RetryHook | None = None,
 ) -> PlanRun:
     """Read state, observe the tasks that may be running (when `pool` is given), diff."""
@@ -82,7 +84,14 @@ async def make_plan(
         relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
         observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
     plan = diff(
-        desired, snapshot.records, observed, options=options, state_serial=snapshot.serial, now=clock.now(), paths=paths
+        desired,
+        snapshot.records,
+        observed,
+        options=options,
+        state_serial=snapshot.serial,
+        now=clock.now(),
+        paths=paths,
+        providers=providers,
     )
     return PlanRun(plan, snapshot, observed)
 
@@ -123,8 +132,47 @@ def record_labels(
     return {**records, **{record.key: record for record in changed}}
 
 
-def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot) -> None:
-    """A saved plan is applied only against the state and specs it was made from."""
+def persist_restored(
+    store: StateStore, changes: Sequence[Change], records: Mapping[str, TaskRecord]
+) -> dict[str, TaskRecord]:
+    """A tombstoned thumbnail back in the specs unchanged needs no call (a no-op), only its record revived.
+    Returns the revived records."""
+    revived = {}
+    for change in changes:
+        record = records.get(change.key)
+        if change.action is Action.NOOP and record is not None and record.status is TaskStatus.REMOVED:
+            revived[change.key] = transitions.restored(record)
+            store.put(revived[change.key])
+    return revived
+
+
+def collect_tombstones(
+    store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask], now: float
+) -> set[str]:
+    """Forget tombstones older than their retention (transitions.TOMBSTONE_RETENTION); returns their keys."""
+    expired = {k for k, r in records.items() if k not in desired and transitions.tombstone_expired(r, now)}
+    for key in expired:
+        store.delete(key)
+    return expired
+
+
+def housekeep(
+    store: StateStore, plan: Plan, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord], now: float
+) -> dict[str, TaskRecord]:
+    """What an apply does to the state besides the plan's changes (it holds the lock): record label edits,
+    revive restored thumbnails, forget expired tombstones. Returns the records as they now are."""
+    updated = record_labels(store, records, desired)
+    updated.update(persist_restored(store, plan.changes, updated))
+    for key in collect_tombstones(store, updated, desired, now):
+        del updated[key]
+    return updated
+
+
+def verify_saved_plan(
+    plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot, providers: Collection[str] | None = None
+) -> None:
+    """A saved plan is applied only against the state and specs it was made from (and, given `providers`, only
+    if every task it stops still has its Provider: one removed since the plan was made could not stop it)."""
     if snapshot.serial != plan.state_serial:
         raise PlanError(
             f"the state changed since this plan was made (serial {plan.state_serial} → "
@@ -142,6 +190,8 @@ def verify_saved_plan(plan: Plan, desired: Mapping[str, DesiredTask], snapshot: 
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         raise PlanError(f"the specs changed since this plan was made ({shown}): run `capctl plan` again")
+    deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)
+    check_stoppable((r for r in deletes if r is not None), providers)
 
 
 async def apply_plan(
@@ -159,6 +209,7 @@ async def apply_plan(
     on_retry: RetryHook | None = None,
     interrupt: Interrupt | None = None,
 ) -> ApplyResult:
-    records = record_labels(store, persist_observations(store, snapshot.records, observed, clock.now()), desired)
+    now = clock.now()
+    records = housekeep(store, plan, desired, persist_observations(store, snapshot.records, observed, now), now)
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

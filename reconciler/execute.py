@@ -252,17 +252,30 @@ class Executor:
         action = change.action
         if action is Action.DELETE:
             assert record is not None
-            return await self._delete(record)
+            return await self._recording_failure(record, "delete", self._delete(record))
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
-            current, provider = record, self._providers(task.provider, task.family)
-            await self._call(lambda: provider.update(task, current))
+            current = record
+            await self._recording_failure(current, "update", self._update(task, current))
             self._store.put(transitions.updated(current, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
-            record = await self._stop_for_replace(record)
+            record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         return await self.start(task, record, reissue=action is Action.REISSUE)
+
+    async def _recording_failure(self, record: TaskRecord, action: str, step: Awaitable[T]) -> T:
+        """Run one step of a change; a vendor error is recorded on the task (status unchanged), then raised.
+        Starts record their own failures (`start`): their status does change, to failed."""
+        try:
+            return await step
+        except VendorError as exc:
+            self._store.put(transitions.action_failed(record, action, str(exc), self._clock.now()))
+            raise
+
+    async def _update(self, task: DesiredTask, record: TaskRecord) -> None:
+        provider = self._providers(task.provider, task.family)
+        await self._call(lambda: provider.update(task, record))
 
     async def start(
         self, task: DesiredTask, record: TaskRecord | None, *, reissue: bool, priority: Priority | None = None
@@ -292,9 +305,7 @@ class Executor:
 
     async def _stop_remote(self, record: TaskRecord) -> bool:
         """Stop at the vendor; False when there was nothing to stop (already stopped or unknown)."""
-        if record.family is ApiFamily.ZEGO_THUMBNAIL or not record.vendor_task_id:
-            return False
-        if record.status not in (TaskStatus.RUNNING, TaskStatus.PENDING):
+        if not transitions.stoppable(record):
             return False
         provider = self._providers(record.provider, record.family)
         try:
@@ -312,9 +323,10 @@ class Executor:
         return record
 
     async def _delete(self, record: TaskRecord) -> str | None:
+        """Prune: stop it, and keep its record as a tombstone (restoring the spec resumes its history)."""
         stopped = await self._stop_remote(record)
-        self._store.delete(record.key)
-        return None if stopped else "nothing to stop at the vendor; record forgotten"
+        self._store.put(transitions.removed(record, self._clock.now()))
+        return None if stopped else "nothing to stop at the vendor; its record is kept as a tombstone"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retry(

@@ -35,6 +35,9 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"  # last attempt ended in a terminal error
     DONE = "done"  # one-shot task submitted (thumbnails), or restartPolicy Never after its run
     DORMANT = "dormant"  # repeatedly unproductive: no calls until room activity or its backoff slot
+    # A tombstone: the task was pruned (its job left the specs) but its history is kept, so restoring the
+    # spec resumes it (same counters, a thumbnail not submitted twice); forgotten after a retention period.
+    REMOVED = "removed"
 
 
 class RestartPolicy(enum.StrEnum):
@@ -111,6 +114,7 @@ class TaskRecord:
     unproductive_runs: int = 0
     next_attempt_at: float | None = None
     last_error: str | None = None
+    removed_at: float | None = None  # when a tombstone (REMOVED) was made: its retention counts from here
     idle_timeout: int | None = None
     max_duration: int | None = None
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from reconciler import transitions
+from reconciler import stopreasons, transitions
 from reconciler.gcpause import gc_paused
 from reconciler.model import (
     Action,
@@ -30,7 +31,10 @@ from reconciler.model import (
 )
 from reconciler.secrets import redact_tree
 
-FORMAT_VERSION = 1
+# 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
+# (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
 MAX_DETAIL_LINES = 12
 
@@ -197,6 +201,22 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
+def rfc3339(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time, to the second: `2026-12-05T18:04:00Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def parse_rfc3339(text: Any) -> float:
+    """An RFC 3339 time with its offset (`Z` or `±hh:mm`) as unix seconds; ValueError otherwise."""
+    try:
+        parsed = datetime.fromisoformat(text) if isinstance(text, str) and "T" in text else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"created_at {text!r} is not an RFC 3339 time with its offset, e.g. 2026-12-05T18:04:00Z")
+    return parsed.timestamp()
+
+
 def fmt_seconds(seconds: int) -> str:
     parts = []
     hours, rest = divmod(int(seconds), 3600)
@@ -281,9 +301,10 @@ def _change(
 
 
 def stop_description(obs: Observed) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
-        return "the vendor no longer knows the task (stopped, or older than its query window)"
+        return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
     return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
 
 
@@ -294,6 +315,13 @@ def _diff_one(
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
         return _change(Action.REPLACE, "replace requested", task, record, after=after)
+    if record.status is TaskStatus.REMOVED:
+        return _diff_restored(task, record, after)
+    # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
+    # purpose (a changed spec is a replace, as for any stopped task; a task seen running is just running).
+    seen_running = obs is not None and obs.state is ObservedState.RUNNING
+    if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
+        return _dormant(task, record, after)
     if record.status is TaskStatus.PENDING and not record.vendor_task_id:
         how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
         return _change(
@@ -310,6 +338,31 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
+def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
+    return _change(
+        Action.NOOP,
+        f"dormant after {record.unproductive_runs} idle runs; wakes on room activity or {slot} "
+        f"(`capctl wake {task.key}` or --replace starts it now)",
+        task,
+        record,
+        after=after,
+    )
+
+
+def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+    """Back in the specs after it was pruned: its tombstone keeps its history, so it resumes, not restarts."""
+    when = f"removed at {fmt_time(record.removed_at)}"
+    if task.family is ApiFamily.ZEGO_THUMBNAIL:
+        if record.spec_hash == task.spec_hash and record.vendor_task_id:
+            reason = f"restored to the specs ({when}); submitted before with the same content, not again"
+            return _change(Action.NOOP, reason, task, record, after=after)
+        details = field_changes(record.request, after)
+        return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
+    reason = f"restored to the specs ({when}): started again, its history kept ({record.reissue_count} re-issues)"
+    return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
+
+
 def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return _change(
@@ -322,8 +375,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
         )
     live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
+        # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)
-        return _change(Action.UPDATE, "; ".join(details), task, record, details, after)
+        return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
     details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
     reason = f"spec changed: {how}"
@@ -341,7 +395,8 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
         why = stop_description(obs)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
-        prefix = "reached its max duration (rollover)" if obs.rollover else "vendor stopped it"
+        # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.
+        prefix = "vendor stopped it (rollover)" if obs.rollover else "vendor stopped it"
         return _change(Action.REISSUE, f"{prefix}: {why}", task, record, after=after)
     return _diff_recorded(task, record, after)
 
@@ -355,16 +410,6 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.unconfirmed_start(task, record) else ""
         return _change(
             Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
-        )
-    if status is TaskStatus.DORMANT:
-        wake = fmt_time(record.next_attempt_at) if record.next_attempt_at else "room activity"
-        return _change(
-            Action.NOOP,
-            f"dormant after {record.unproductive_runs} idle runs; wakes on room "
-            f"activity or at {wake} (use --replace to start it now)",
-            task,
-            record,
-            after=after,
         )
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
@@ -382,7 +427,10 @@ def diff(
     state_serial: int,
     now: float,
     paths: Iterable[str] = (),
+    providers: Collection[str] | None = None,
 ) -> Plan:
+    """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
+    longer declared is a PlanError (its credentials are never stored, so the stop could not be made)."""
     check_options(options, desired)
     replace = set(options.replace)
     wanted = Selection(options)
@@ -395,18 +443,18 @@ def diff(
                 after = redact_tree(task.request, redacted)
                 changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
+    deleted: list[TaskRecord] = []
     for key, record in records.items():
-        if key in desired or not wanted(key, record.labels):
-            continue
+        if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
+            continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
             kept += 1
             continue
-        remote = record.family is not ApiFamily.ZEGO_THUMBNAIL and record.status in (
-            TaskStatus.RUNNING,
-            TaskStatus.PENDING,
-        )
-        reason = "removed from specs" + ("" if remote else ": not running, the record is forgotten")
+        idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
+        reason = "removed from specs" + ("" if transitions.stoppable(record) else idle)
         changes.append(_change(Action.DELETE, reason, None, record))
+        deleted.append(record)
+    check_stoppable(deleted, providers)
 
     notes = []
     if options.targets or options.labels:
@@ -419,6 +467,12 @@ def diff(
             notes.append(f"--target {selector} matches no task.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    dormant = [
+        c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
+    ]
+    if dormant:  # no-ops are not listed in the text view: say that they wait, and how to start them
+        more = f" (and {len(dormant) - 1} more)" if len(dormant) > 1 else ""
+        notes.append(f"{len(dormant)} dormant task(s) left alone: {dormant[0].key}: {dormant[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
     unobserved = tuple(
@@ -442,6 +496,30 @@ def diff(
     )
 
 
+def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
+    """A PlanError when a task to delete still runs but its Provider is no longer declared (None: not checked)."""
+    if providers is None:
+        return
+    orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    for record in deleted:
+        if transitions.stoppable(record) and record.provider not in providers:
+            orphans.setdefault(record.provider, []).append(record.key)
+    if orphans:
+        raise PlanError(_orphaned_message(orphans))
+
+
+def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
+    parts = []
+    for provider, keys in sorted(orphans.items()):
+        shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
+    return (
+        "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
+        "Keep the Provider document until its tasks are deleted (apply, then remove it), "
+        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or use --no-prune."
+    )
+
+
 # --- JSON (the one saved format) ---------------------------------------------------------------------
 
 
@@ -455,7 +533,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": plan.format_version,
         "state_serial": plan.state_serial,
-        "created_at": plan.created_at,
+        "created_at": rfc3339(plan.created_at),
         "refreshed": plan.options.refreshed,
         "prune": plan.options.prune,
         "targets": list(plan.options.targets),
@@ -488,10 +566,10 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PlanError(
             f"{source}: plan format_version {version!r} is not supported "
-            f"(this capctl reads version {FORMAT_VERSION}); make the plan again"
+            f"(this capctl reads versions {', '.join(map(str, READABLE_VERSIONS))}); make the plan again"
         )
     try:
         options = PlanOptions(
@@ -518,7 +596,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
         )
         return Plan(
             state_serial=int(data["state_serial"]),
-            created_at=float(data["created_at"]),
+            created_at=float(data["created_at"]) if version == 1 else parse_rfc3339(data["created_at"]),
             options=options,
             paths=tuple(data["paths"]),
             changes=changes,

@@ -1,16 +1,26 @@
 """Human views of a plan, rendered from its JSON form (the one saved format), like Terraform's jsonplan.
 
-`render_text` writes a coloured rich view for terminals (plain when not a terminal); `render_markdown`
-returns a view for pull-request comments. Unchanged tasks are counted, not listed. `render_apply_result`
-is the outcome of an apply.
+`render_text` writes a coloured rich view for terminals (plain when not a terminal or with --no-color);
+`render_markdown` returns a view for pull-request comments. Unchanged tasks are counted, not listed.
+`render_apply_result` is the outcome of an apply.
+
+A reviewer must see what a change will do, not only that it happens: creates, re-issues and replacements
+show the settings the vendor will get (read from the change's redacted `after` request, per API family), as
+Terraform shows the attributes of a new resource. Changes of one job that are identical but for their room
+(or file) print once, their rooms listed after them, so 500 rooms created alike stay a few lines.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.text import Text
+
+from reconciler.plan import fmt_seconds, fmt_time
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,31 +55,246 @@ def summary_line(plan: dict[str, Any]) -> str:
     return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
 
 
-def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
+# --- rows: what each view lists ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One entry of a plan view: a change, or identical changes of one job (`members` are then their rooms)."""
+
+    action: str  # as shown: "unknown" for a task whose vendor status could not be read
+    label: str  # the task key, or `kind/name` for a group
+    reason: str
+    settings: str  # what a started task will be; "" when the action starts nothing
+    details: tuple[str, ...]
+    members: tuple[str, ...] = ()  # rooms (or files) of a group
+    member_word: str = "rooms"
+
+    @property
+    def count(self) -> str:
+        return f" ({len(self.members)} {self.member_word})" if self.members else ""
+
+
+GROUP_MIN = 3  # identical changes of one job printed as one group; fewer are listed one by one (greppable keys)
+
+
+def plan_rows(plan: dict[str, Any], *, show_unchanged: bool = False) -> list[Row]:
+    """The changes to show, identical changes of one job grouped, in the order of their first appearance."""
     unobserved = set(plan.get("unobserved", ()))
-    changes = [c for c in plan["changes"] if show_unchanged or c["action"] != "no-op" or c["key"] in unobserved]
-    if not changes:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    said_of: dict[tuple[Any, ...], str] = {}  # the tasks of a job share their request's subtrees: read each once
+    for c in plan["changes"]:
+        key = c["key"]
+        if c["action"] == "no-op" and not show_unchanged and key not in unobserved:
+            continue
+        action = "unknown" if key in unobserved else c["action"]
+        parts = key.split("/", 2)
+        job = (parts[0], parts[1]) if len(parts) == 3 else (key, "")  # not a task key (a hand-edited file)
+        shape = _settings_shape(c)
+        if (said := said_of.get(shape)) is None:
+            said = said_of[shape] = settings_of(c)
+        groups.setdefault((action, job, c["reason"], tuple(c["details"]), said), []).append(c)
+    rows = []
+    for (action, (kind, name), reason, details, settings), members in groups.items():
+        if len(members) < GROUP_MIN or not name:
+            rows += [Row(action, m["key"], reason, settings, details) for m in members]
+            continue
+        word = "files" if members[0]["family"] == "zego-thumbnail" else "rooms"
+        targets = tuple(m["key"].split("/", 2)[2] for m in members)
+        rows.append(Row(action, f"{kind}/{name}", reason, settings, details, targets, word))
+    return rows
+
+
+# --- settings: what a started task will be, per API family -------------------------------------------
+
+_STARTS = frozenset({"create", "reissue", "replace"})
+_TARGETS = frozenset({"RoomId", "room_id", "FileId"})  # what differs between the tasks of one job
+
+
+def _settings_shape(change: dict[str, Any]) -> tuple[Any, ...]:
+    """What `settings_of` reads, cheaply: equal for two tasks of one job, which then share one summary."""
+    after = change.get("after")
+    if not isinstance(after, dict):
+        return (change["action"], id(change))
+    fields = ((k, _identity(v)) for k, v in after.items() if k not in _TARGETS)
+    return (change["action"], change["family"], change["provider"], *fields)
+
+
+def _identity(value: Any) -> Any:
+    """A request subtree by identity (shared between a job's tasks, alive as long as the plan), a leaf by value."""
+    return id(value) if isinstance(value, dict | list) else value
+
+
+def settings_of(change: dict[str, Any]) -> str:
+    """`provider p · interval 5s · …` for an action that starts a task, read from its redacted request."""
+    after = change.get("after")
+    if change["action"] not in _STARTS or not isinstance(after, dict):
+        return ""
+    summarise = _SUMMARIES.get(change["family"])
+    return " · ".join([f"provider {change['provider']}", *(summarise(after) if summarise else ())])
+
+
+def _get(tree: Any, *names: str) -> Any:
+    """The first of `names` in `tree` (PascalCase for ZEGO's current API, snake_case for the legacy one);
+    None when absent or when `tree` is not an object (a plan file is user input: nothing is assumed)."""
+    if not isinstance(tree, dict):
+        return None
+    for name in names:
+        if name in tree:
+            return tree[name]
+    return None
+
+
+def _duration(value: Any) -> str:
+    return fmt_seconds(value) if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _volc_snapshot(after: dict[str, Any]) -> list[str]:
+    """The TaskId is left out: it is the job's name unless the spec sets one, and then the diff shows it."""
+    image = _get(after, "ImageConfig")
+    parts = []
+    if _get(image, "Interval") is not None:
+        parts.append(f"interval {_duration(image['Interval'])}")
+    width, height = _get(image, "Width") or 0, _get(image, "Height") or 0
+    size = f"{width}×{height}" if width or height else "(source size)"
+    parts.append(f"image {'png' if _get(image, 'Format') == 1 else 'jpeg'} {size}")
+    streams = _get(_get(after, "TargetStreams"), "StreamList")
+    if isinstance(streams, list) and streams:
+        names = [f"{_get(s, 'UserId')}{' (screen)' if _get(s, 'StreamType') == 1 else ''}" for s in streams]
+        parts.append("streams " + ", ".join(names))
+    parts.append(f"storage {_volc_storage(_get(after, 'StorageConfig'))}")
+    if _get(after, "MaxIdleTime") is not None:
+        parts.append(f"idle timeout {_duration(after['MaxIdleTime'])}")
+    return parts
+
+
+def _volc_storage(storage: Any) -> str:
+    kind = _get(storage, "Type")
+    if kind == 0:
+        return f"tos {_get(_get(storage, 'TosConfig'), 'Bucket')}"
+    if kind == 1:
+        return f"vod space {_get(_get(storage, 'VodConfig'), 'Space')}"
+    if kind == 3:
+        return f"veimagex service {_get(_get(storage, 'VeImageXConfig'), 'ServiceId')}"
+    custom = _get(storage, "CustomConfig")
+    vendor = _get(custom, "Vendor")
+    return f"{_vendor_names()[0].get(vendor, f'vendor {vendor}')} {_get(custom, 'Bucket')}"
+
+
+def _zego_record(after: dict[str, Any]) -> list[str]:
+    inputs = _get(after, "RecordInputParams", "record_input_params")
+    outputs = _get(after, "RecordOutputParams", "record_output_params")
+    file_format = _get(outputs, "OutputFileFormat", "output_file_format")
+    parts = []
+    if file_format == "jpg":  # a SnapshotJob on ZEGO: a recording whose output is jpg images
+        parts.append(f"jpg every {_duration(_get(outputs, 'SnapshotInterval', 'snapshot_interval'))}")
+    else:
+        mode = _get(inputs, "RecordMode", "record_mode")
+        media = _get(inputs, "StreamType", "stream_type")
+        parts += [
+            f"mode {_ZEGO_MODES.get(mode, mode)}",
+            f"media {_vendor_names()[2].get(media, media)}",
+            f"format {file_format}",
+        ]
+        folder = _get(outputs, "OutputFolder", "output_folder")
+        if folder is not None:
+            parts.append(f"folder {folder}")
+    streams = _get(inputs, "RecordStreamList", "record_stream_list")
+    if isinstance(streams, list) and streams:
+        parts.append("streams " + ", ".join(str(_get(s, "StreamId", "stream_id")) for s in streams))
+    storage = _get(after, "StorageParams", "storage_params")
+    vendor = _get(storage, "Vendor", "storage_provider")
+    bucket = _get(storage, "Bucket", "bucket_name")
+    parts.append(f"storage {_vendor_names()[1].get(vendor, f'vendor {vendor}')}{f' {bucket}' if bucket else ''}")
+    idle = _get(inputs, "MaxIdleTime", "max_idle_time")
+    if idle is not None:
+        parts.append(f"idle timeout {_duration(idle)}")
+    longest = _get(inputs, "MaxRecordTime", "max_record_time")
+    if longest is not None and file_format != "jpg":  # a jpg job's max time is capctl's rollover, not the user's
+        parts.append(f"max duration {_duration(longest)}")
+    return parts
+
+
+def _zego_thumbnail(after: dict[str, Any]) -> list[str]:
+    parts = [f"cdn {_get(after, 'Vendor')}"]
+    if _get(after, "Interval") is not None:
+        parts.append(f"every {_duration(after['Interval'])}")
+    offsets = _get(after, "ExtTimeOffsetSet")
+    if isinstance(offsets, list):
+        parts.append("at " + ", ".join(_duration(o) for o in offsets))
+    if _get(after, "Definition") is not None:
+        parts.append(f"definition {after['Definition']}")
+    return parts
+
+
+@functools.cache
+def _vendor_names() -> tuple[dict[Any, str], dict[Any, str], dict[Any, str]]:
+    """Vendor codes → spec names (Volcengine custom storage, ZEGO storage, ZEGO media), from the very tables the
+    requests were built with; imported on first use (the spec layer is heavy for `capctl show`)."""
+    from reconciler.spec.expand import _VOLC_CUSTOM_VENDOR, _ZEGO_STREAM_TYPE, _ZEGO_VENDOR
+
+    def names(table: dict[str, int]) -> dict[Any, str]:
+        return {code: name for name, code in table.items()}
+
+    return names(_VOLC_CUSTOM_VENDOR), names(_ZEGO_VENDOR), names(_ZEGO_STREAM_TYPE)
+
+
+_ZEGO_MODES = {1: "single", 2: "mixed"}
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "volcengine-snapshot": _volc_snapshot,
+    "zego-record": _zego_record,
+    "zego-record-legacy": _zego_record,
+    "zego-thumbnail": _zego_thumbnail,
+}
+
+
+# --- text --------------------------------------------------------------------------------------------
+
+MEMBER_LINE = 100  # columns of a wrapped list of rooms
+INDENT = "        "
+
+
+def _wrap_members(row: Row) -> list[str]:
+    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms)."""
+    lines, line = [], f"{INDENT}{row.member_word}: "
+    last = len(row.members) - 1
+    for i, name in enumerate(row.members):
+        item = name if i == last else name + ","
+        if len(line) + len(item) > MEMBER_LINE and not line.endswith(": "):
+            lines.append(line.rstrip())
+            line = INDENT + "  "
+        line += item + " "
+    lines.append(line.rstrip())
+    return lines
+
+
+def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
+    rows = plan_rows(plan, show_unchanged=show_unchanged)
+    if not rows:
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
-        if not any(c["action"] != "no-op" for c in changes):
+        if all(r.action in ("no-op", "unknown") for r in rows):
             console.print("No changes for the tasks that could be observed. Left as is:\n")
         else:
             console.print("capctl will perform the following actions:\n")
-        width = max(len(c["key"]) for c in changes)
+        width = max(len(r.label + r.count) for r in rows)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
-        for change in changes:
-            symbol, style = UNOBSERVED if change["key"] in unobserved else SYMBOLS[change["action"]]
-            action = "unknown" if change["key"] in unobserved else change["action"]
+        for row in rows:
+            symbol, style = UNOBSERVED if row.action == "unknown" else SYMBOLS[row.action]
             lines.append(
                 (
                     ("  ", ""),
                     (f"{symbol:>3} ", f"bold {style}"),
-                    (change["key"].ljust(width), style),
-                    (f"  {action:<8}", f"bold {style}"),
-                    (f"  {change['reason']}", ""),
+                    ((row.label + row.count).ljust(width), style),
+                    (f"  {row.action:<8}", f"bold {style}"),
+                    (f"  {row.reason}", ""),
                 )
             )
-            lines += [((f"        {detail}", "dim"),) for detail in change["details"]]
+            if row.settings:
+                lines.append(((f"{INDENT}{row.settings}", ""),))
+            lines += [((f"{INDENT}{detail}", "dim"),) for detail in row.details]
+            if row.members:
+                lines += [((text, "dim"),) for text in _wrap_members(row)]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the
         # styles would be dropped anyway, so the lines go out as one unstyled Text (same bytes, 10× faster).
         if console.color_system is None:
@@ -82,8 +307,20 @@ def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool 
     console.print(Text(summary_line(plan), style="bold"), soft_wrap=True)
 
 
+# --- markdown ----------------------------------------------------------------------------------------
+
+MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_code(text: str) -> str:
+    """Inline code that a backtick in user text (a room id) cannot end early."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
 
 
 def render_markdown(plan: dict[str, Any]) -> str:
@@ -92,23 +329,28 @@ def render_markdown(plan: dict[str, Any]) -> str:
         lines.append(f"> {note}")
     if plan["notes"]:
         lines.append("")
-    unobserved = set(plan.get("unobserved", ()))
-    changes = [c for c in plan["changes"] if c["action"] != "no-op" or c["key"] in unobserved]
-    if changes:
-        lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
-        for c in changes:
-            icon, action = ("❓", "unknown") if c["key"] in unobserved else (MD_ICONS[c["action"]], c["action"])
-            lines.append(f"| {icon} | `{_md_cell(c['key'])}` | {action} | {_md_cell(c['reason'])} |")
-        detailed = [c for c in changes if c["details"]]
-        if detailed:
-            lines += ["", "<details><summary>Field changes</summary>", ""]
-            for c in detailed:
-                lines.append(f"- `{_md_cell(c['key'])}`")
-                lines += [f"  - `{_md_cell(d)}`" for d in c["details"]]
-            lines += ["", "</details>"]
-    else:
+    rows = plan_rows(plan)
+    if not rows:
         lines.append("No changes.")
+        return "\n".join(lines) + "\n"
+    lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
+    for r in rows:
+        icon = "❓" if r.action == "unknown" else MD_ICONS[r.action]
+        lines.append(f"| {icon} | {_md_code(r.label)}{r.count} | {r.action} | {_md_cell(r.reason)} |")
+    described = [r for r in rows if r.settings or r.details or r.members]
+    if described:
+        opened = " open" if len(rows) <= MD_OPEN_ROWS else ""
+        lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
+        for r in described:
+            lines.append(f"- {_md_code(r.label)}{r.count}" + (f": {_md_cell(r.settings)}" if r.settings else ""))
+            lines += [f"  - {_md_code(d)}" for d in r.details]
+            if r.members:
+                lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m) for m in r.members))
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+# --- apply and state -----------------------------------------------------------------------------------
 
 
 def render_apply_result(result: ApplyResult, console: Console) -> None:
@@ -130,7 +372,7 @@ STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OB
 def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     """`capctl state list`: plain columns as `kubectl get` prints them, never wrapped or cut, so a line per
     task survives grep, awk and narrow terminals alike."""
-    from reconciler.plan import fmt_time
+    from reconciler.transitions import TOMBSTONE_RETENTION
 
     rows = [STATE_COLUMNS] + [
         (
@@ -148,4 +390,8 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(STATE_COLUMNS) - 1)]
     lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
+    # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
+    removed = sum(1 for r in records if r.status.value == "removed")
+    if removed:
+        count += f", {removed} of them removed (tombstones: kept {TOMBSTONE_RETENTION / 86400:g} days after removal)"
     return f"{count} (state serial {serial})\n" + "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from reconciler import stopreasons
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
@@ -19,6 +20,8 @@ from reconciler.model import (
 from reconciler.secrets import redact_tree
 
 PRODUCTIVE_MARGIN = 2.0  # seconds beyond the idle timeout that make a run "clearly longer"
+# How long a tombstone (a pruned task's record) is kept: a spec restored within it resumes the task's history.
+TOMBSTONE_RETENTION = 7 * 86400.0
 
 
 def client_task_id(task: DesiredTask, record: TaskRecord | None) -> str:
@@ -50,12 +53,22 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
     )
 
 
+def stoppable(record: TaskRecord) -> bool:
+    """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
+    ended or never got a vendor id, has nothing to stop)."""
+    return (
+        record.family is not ApiFamily.ZEGO_THUMBNAIL
+        and record.vendor_task_id is not None
+        and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+    )
+
+
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
     """The record written before a start call."""
     if record is not None and unconfirmed_start(task, record):
         # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
         # started one) and its recorded counters: it is still the same run.
-        return record.evolve(status=TaskStatus.PENDING, last_error=None)
+        return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
     base = record or TaskRecord(
         key=task.key,
@@ -87,6 +100,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         labels=dict(task.labels),
         last_error=None,
         next_attempt_at=None,
+        removed_at=None,
         productive=False,
     )
 
@@ -127,11 +141,60 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
         return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or obs.started_at)
     if obs.state is ObservedState.UNKNOWN:
         return record
+    if record.status is TaskStatus.DORMANT:
+        # Its run ended before it went dormant: seeing it stopped again changes nothing (it must stay dormant,
+        # or plan/apply would re-issue what the daemon decided to leave alone).
+        return record.evolve(observed_at=now)
     reason = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
-        reason = obs.reason or "not found at the vendor"
+        reason = obs.reason or stopreasons.NOT_FOUND
     return stopped(record, reason, now, ended_at=obs.ended_at)
 
 
 def failed(record: TaskRecord, error: str, now: float) -> TaskRecord:
     return record.evolve(status=TaskStatus.FAILED, last_error=error, observed_at=now)
+
+
+def action_failed(record: TaskRecord, action: str, error: str, now: float) -> TaskRecord:
+    """A failed update, stop or delete: the error is recorded with its action, the status stays what it
+    was (a task whose stop failed still runs)."""
+    return record.evolve(last_error=f"{action} failed: {error}", observed_at=now)
+
+
+def removed(record: TaskRecord, now: float) -> TaskRecord:
+    """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay."""
+    stopped_now = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and record.family is not (
+        ApiFamily.ZEGO_THUMBNAIL
+    )
+    return record.evolve(
+        status=TaskStatus.REMOVED,
+        stop_reason="removed from specs" if stopped_now else record.stop_reason,
+        stopped_at=now if stopped_now else record.stopped_at,
+        next_attempt_at=None,
+        last_error=None,
+        removed_at=now,
+    )
+
+
+def restored(record: TaskRecord) -> TaskRecord:
+    """A submitted thumbnail back in the specs, unchanged: done again, without a second submission."""
+    return record.evolve(status=TaskStatus.DONE, removed_at=None)
+
+
+def tombstone_expired(record: TaskRecord, now: float) -> bool:
+    return (
+        record.status is TaskStatus.REMOVED
+        and record.removed_at is not None
+        and now >= record.removed_at + TOMBSTONE_RETENTION
+    )
+
+
+def woken(record: TaskRecord) -> TaskRecord | None:
+    """`capctl wake`: a dormant or backing-off task, made due now with its backoff cleared (the next apply,
+    or the daemon, re-issues it); None when it is not waiting."""
+    waiting = record.status is TaskStatus.DORMANT or (
+        record.status is TaskStatus.STOPPED and (record.next_attempt_at is not None or record.unproductive_runs > 0)
+    )
+    if not waiting:
+        return None
+    return record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, unproductive_runs=0)

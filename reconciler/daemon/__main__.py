@@ -1,4 +1,5 @@
-"""`python -m reconciler.daemon [PATH...] [--listen HOST:PORT] [--resync SECONDS] [--no-prune] [--state URL]`.
+"""`python -m reconciler.daemon [PATH...] [--listen HOST:PORT] [--resync SECONDS] [--no-prune] [--max-prune PERCENT]
+[--state URL]`.
 
 A minimal entry point for running the daemon without the CLI (process-level tests, debugging);
 `capctl run` is the user-facing command.
@@ -8,6 +9,7 @@ import argparse
 import sys
 
 from reconciler.daemon.main import run_daemon
+from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 
 
 def main() -> int:
@@ -16,6 +18,7 @@ def main() -> int:
     parser.add_argument("--listen", default="127.0.0.1:8080")
     parser.add_argument("--resync", type=float, default=30.0)
     parser.add_argument("--no-prune", dest="prune", action="store_false")
+    parser.add_argument("--max-prune", type=float, default=MAX_PRUNE_PERCENT)
     parser.add_argument("--state", default=None)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
@@ -26,6 +29,7 @@ def main() -> int:
         prune=args.prune,
         state_url=args.state,
         log_level=args.log_level,
+        max_prune=args.max_prune,
     )
 
 

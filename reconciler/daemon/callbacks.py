@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from reconciler import stopreasons
 from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing, zego_signing
 from reconciler.secrets import Secret
@@ -26,16 +27,6 @@ DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seco
 
 # ZEGO cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 ZEGO_UPLOAD_FINISHED, ZEGO_ABNORMAL_END, ZEGO_ZERO_STREAMS, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING = 1, 2, 4, 5, 7
-QUIT_MAX_RECORD_TIME = 4
-QUIT_REASONS = {
-    1: "start failed",
-    2: "room login failed",
-    3: "idle timeout",
-    4: "max duration reached",
-    5: "engine failed",
-    6: "network lost",
-}
-END_EVENTS = {ZEGO_NORMAL_EXIT: "normal exit", ZEGO_STOPPED_UPLOADING: "stopped, uploading"}
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 ZEGO_STREAM_EVENTS = frozenset({"stream_create"})
 
@@ -67,13 +58,7 @@ class CallbackEvent:
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
     room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
     user_id: str | None = None  # who joined or left
-    end_reason: str | None = None  # why the run ended, when the vendor said so (ZEGO quit_reason)
-
-
-def zego_end_reason(event_type: int, quit_reason: Any) -> str | None:
-    if event_type == ZEGO_ABNORMAL_END and isinstance(quit_reason, int):
-        return QUIT_REASONS.get(quit_reason, f"internal error {quit_reason}")
-    return END_EVENTS.get(event_type)
+    end_reason: str | None = None  # why the run ended, when the vendor said so (stopreasons.zego_callback)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -200,9 +185,9 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
             room_id=room_id,
             output=event_type in (ZEGO_UPLOAD_FINISHED, ZEGO_STOPPED_UPLOADING),
             ended=event_type in (ZEGO_ABNORMAL_END, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING),
-            rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == QUIT_MAX_RECORD_TIME,
+            rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION,
             room_empty=event_type == ZEGO_ZERO_STREAMS,
-            end_reason=zego_end_reason(event_type, quit_reason),
+            end_reason=stopreasons.zego_callback(event_type, quit_reason),
         )
     event = _text(data, "event") or "unknown"
     return CallbackEvent(

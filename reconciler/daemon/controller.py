@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
-from reconciler import engine
+from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM, BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy
@@ -42,7 +42,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.plan import PlanOptions, diff
+from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers import ProviderPool
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
@@ -101,13 +101,19 @@ class Daemon:
         lease_seconds: float = LEASE_SECONDS,
         watch_debounce_ms: int | None = None,
         sync_token: str | None = None,
+        max_prune: float = policy.MAX_PRUNE_PERCENT,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
+        if not 0 <= max_prune <= 100:
+            raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
         self.paths = list(paths)
         self.clock = clock
         self.resync = resync
         self.prune = prune
+        self.max_prune = max_prune
+        self._prune_blocked: set[str] = set()  # removed from the specs, held back by --max-prune
+        self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.records = RecordCache(store)
         self.queue = WorkQueue(clock)
         self.metrics = Metrics()
@@ -269,10 +275,37 @@ class Daemon:
         else:
             keys = {k for k, t in spec.tasks.items() if (o := old.tasks.get(k)) is None or o.spec_hash != t.spec_hash}
             keys |= set(old.tasks) - set(spec.tasks)
+        self._check_prune(spec)
         for key in sorted(keys):
             self.queue.add(key)
         log.info("spec set loaded", summary=spec.summary(), changed=len(keys) if old is not None else None)
         return True
+
+    def _check_prune(self, spec: SpecSet) -> None:
+        """The safeguard Argo CD and Flux have: a spec change that would prune more than `max_prune` % of
+        the tasks in the state (tombstones aside) prunes none of them and waits for a human (see docs/daemon.md).
+        Decided per spec change, over every task then missing from the specs."""
+        self._unstoppable &= set(self.records.keys()) - set(spec.tasks)
+        live = [r for r in self.records.values() if r.status is not TaskStatus.REMOVED]
+        missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
+        blocked = missing if policy.prune_blocked(len(missing), len(live), self.max_prune) else set()
+        if blocked and blocked != self._prune_blocked:
+            log.warning(
+                "prune blocked: too many tasks removed at once; waiting for a human",
+                tasks=len(blocked),
+                of=len(live),
+                max_prune=self.max_prune,
+                first=sorted(blocked)[:MAX_LOGGED_ERRORS],
+                to_confirm="stop the daemon and run `capctl apply`, or restart it with --max-prune 100",
+            )
+        elif self._prune_blocked and not blocked:
+            log.info("prune no longer blocked", tasks=len(missing))
+        self._prune_blocked = blocked
+        self._export_prune_gauges()
+
+    def _export_prune_gauges(self) -> None:
+        self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._prune_blocked))
+        self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))
 
     # --- workers ----------------------------------------------------------------------------------------
 
@@ -333,19 +366,37 @@ class Daemon:
         ).changes[0]
         if change.action is Action.NOOP:
             log.debug("no change", reason=change.reason)
+            engine.persist_restored(self.records, (change,), records)
             return self._next_look(key, now)
         await self._execute(change, task, record)
         return self._next_look(key, self.clock.now())
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
         self._next_observe.pop(key, None)
-        if record is None or not self.prune:
+        now = self.clock.now()
+        if record is not None and record.status is TaskStatus.REMOVED:
+            if engine.collect_tombstones(self.records, {key: record}, {}, now):
+                log.info("tombstone forgotten", removed_at=record.removed_at)
+                return None
+            return max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now)
+        if record is None or not self.prune or key in self._prune_blocked:
             return None
-        change = diff(
-            {}, {key: record}, {}, options=PlanOptions(prune=True), state_serial=0, now=self.clock.now()
-        ).changes[0]
-        await self._execute(change, None, record)
-        return None
+        assert self.spec is not None
+        try:
+            plan = diff(
+                {}, {key: record}, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
+            )
+        except PlanError as exc:
+            if key not in self._unstoppable:  # once per task: no retry loop, no log line per resync
+                self._unstoppable.add(key)
+                self._export_prune_gauges()
+                log.error("cannot prune", error=str(exc))
+            return None
+        await self._execute(plan.changes[0], None, record)
+        if key in self._unstoppable:  # its provider came back and the stop went through
+            self._unstoppable.discard(key)
+            self._export_prune_gauges()
+        return transitions.TOMBSTONE_RETENTION
 
     async def _execute(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> None:
         assert self._executor is not None
@@ -368,7 +419,8 @@ class Daemon:
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
-        reason = "rollover" if rollover else (before.stop_reason or "unknown")
+        # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
+        reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")
         self.metrics.reissues.labels(reason=reason[:64]).inc()
         if after is not None and after.started_at is not None and before.stopped_at is not None:
             self.metrics.reissue_gap.observe(max(0.0, after.started_at - before.stopped_at))
@@ -384,7 +436,7 @@ class Daemon:
         )
 
     def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
-        """Polling says 'ended (status 4)'; a callback may have said why: prefer its words."""
+        """Polling may say only 'ended (ZEGO status 4)'; a callback may have said why: prefer its words."""
         hint = self._end_reason.get(record.key)
         if hint is None or hint[0] != record.vendor_task_id or obs.state is not ObservedState.STOPPED:
             return obs

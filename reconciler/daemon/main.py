@@ -21,6 +21,7 @@ from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.daemon.controller import Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
+from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
@@ -46,6 +47,7 @@ def run_daemon(
     prune: bool = True,
     state_url: str | None = None,
     log_level: str | None = "info",
+    max_prune: float = MAX_PRUNE_PERCENT,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up."""
@@ -59,20 +61,27 @@ def run_daemon(
     if resync <= 0:
         log.error("bad option", error=f"--resync must be positive, got {resync}")
         return EXIT_ERROR
-    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url))
+    if not 0 <= max_prune <= 100:
+        log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
+        return EXIT_ERROR
+    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune))
 
 
-async def _main(paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None) -> int:
+async def _main(
+    paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+) -> int:
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
     except OSError as exc:
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with sock:
-        return await _serve(paths, sock, resync, prune, state_url)
+        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune)
 
 
-async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None) -> int:
+async def _serve(
+    paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+) -> int:
     try:
         store = open_state(state_url)
     except StateError as exc:
@@ -87,6 +96,7 @@ async def _serve(paths: list[str], sock: socket.socket, resync: float, prune: bo
         watch_debounce_ms=DEBOUNCE_MS,
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
+        max_prune=max_prune,
     )
     try:
         await daemon.start()

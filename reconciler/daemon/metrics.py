@@ -90,6 +90,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.prune_blocked = Gauge(
+            "capctl_prune_blocked",
+            "Tasks removed from the specs that the daemon does not stop: held by --max-prune, or provider gone",
+            ["reason"],
+            registry=self.registry,
+        )
         self.reissue_gap = Histogram(
             "capctl_reissue_gap_seconds",
             "Time from a vendor stop to the start of the task's next run",

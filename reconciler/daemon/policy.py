@@ -27,6 +27,19 @@ PROBE_DELAY = 0.5
 PROBE_INTERVAL = 1.0
 
 
+# --max-prune: a spec change may prune at most this share (%) of the tasks in the state at once; above it,
+# none is pruned until a human confirms (as Argo CD's and Flux's prune safeguards).
+MAX_PRUNE_PERCENT = 50.0
+
+
+def prune_blocked(removed: int, known: int, max_percent: float) -> bool:
+    """More than `max_percent` % of the `known` tasks would be pruned. 100 disables the safeguard; with a
+    single task, removing it is 100 %: blocked unless disabled."""
+    if removed == 0 or max_percent >= 100:
+        return False
+    return removed * 100 > max_percent * max(known, removed)
+
+
 @dataclass(frozen=True, slots=True)
 class ReissueDecision:
     """`delay` 0 means now. `unproductive` counts the run that just ended."""

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
@@ -84,7 +85,7 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     ended = state in (ObservedState.STOPPED, ObservedState.FAILED)
     return Observed(
         state=state,
-        reason=(task.get("StopReason") or None) if ended else None,
+        reason=stopreasons.volcengine(task.get("StopReason") or None, status) if ended else None,
         started_at=_seconds(task.get("StartTime")),
         ended_at=_seconds(task.get("EndTime")),
         detail=f"status {status}",

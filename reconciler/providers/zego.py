@@ -113,20 +113,20 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
     async def _stop_task(self, task_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any]:
-        """(status, begin ms, end ms) of one task; raises VendorError(NOT_FOUND) for unknown tasks."""
+    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
+        """(status, begin ms, end ms, quit reason) of one task; raises VendorError(NOT_FOUND) for unknown tasks."""
 
     async def stop(self, record: TaskRecord) -> None:
         await self._stop_task(self._task_id(record, self._stop_api))
 
     async def observe(self, record: TaskRecord) -> Observed:
         try:
-            status, begin_ms, end_ms = await self._describe(self._task_id(record, self._query_api))
+            status, begin_ms, end_ms, quit_reason = await self._describe(self._task_id(record, self._query_api))
         except VendorError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Observed(ObservedState.NOT_FOUND, detail=exc.message)
             raise
-        return observed_from_status(status, begin_ms, end_ms, record.max_duration)
+        return observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
 
     def _task_id(self, record: TaskRecord, api: str) -> str:
         task_id = record.vendor_task_id or record.vendor_ref.get("TaskId")
@@ -164,7 +164,7 @@ class ZegoRecordProvider(_RecordingProvider):
             "StopRecord", Priority.CHANGE, "POST", self._url, body={"TaskId": task_id}, not_found=STOP_NOT_FOUND
         )
 
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any]:
+    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
         answer = await self._client.call(
             "DescribeRecordStatus",
             Priority.POLL,
@@ -174,7 +174,12 @@ class ZegoRecordProvider(_RecordingProvider):
             not_found=QUERY_NOT_FOUND,
         )
         data = answer.get("Data")
-        return (field(data, "Status"), field(data, "RecordBeginTimestamp"), field(data, "RecordEndTimestamp"))
+        return (
+            field(data, "Status"),
+            field(data, "RecordBeginTimestamp"),
+            field(data, "RecordEndTimestamp"),
+            field(data, "QuitReason"),
+        )
 
 
 class _AccessTokens:
@@ -254,11 +259,16 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     async def _stop_task(self, task_id: str) -> None:
         await self._call("stop", Priority.CHANGE, {"task_id": task_id}, not_found=STOP_NOT_FOUND)
 
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any]:
+    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
         # UNCONFIRMED: the v1 query answer's field names; the Action API's in snake_case (vendor-apis.md).
         answer = await self._call("query", Priority.POLL, {"task_id": task_id}, not_found=QUERY_NOT_FOUND)
         data = answer.get("data")
-        return field(data, "status"), field(data, "record_begin_timestamp"), field(data, "record_end_timestamp")
+        return (
+            field(data, "status"),
+            field(data, "record_begin_timestamp"),
+            field(data, "record_end_timestamp"),
+            field(data, "quit_reason"),
+        )
 
     async def _call(
         self,

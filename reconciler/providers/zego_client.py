@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import Observed, ObservedState, ProviderConfig
@@ -248,8 +249,11 @@ RECORD_STATUS = {1: "initialising", 2: "recording", 3: "ended", 4: "ended abnorm
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
 
 
-def observed_from_status(status: Any, begin_ms: Any, end_ms: Any, max_duration: int | None) -> Observed:
-    """A recording status answer (both generations use the Action API's numbers) as an `Observed`."""
+def observed_from_status(
+    status: Any, begin_ms: Any, end_ms: Any, max_duration: int | None, quit_reason: Any = None
+) -> Observed:
+    """A recording status answer (both generations use the Action API's numbers) as an `Observed`. A
+    `QuitReason` in the answer (not documented for DescribeRecordStatus; the simulator sends it) names the cause."""
     started = begin_ms / 1000 if isinstance(begin_ms, int | float) and begin_ms > 0 else None
     ended = end_ms / 1000 if isinstance(end_ms, int | float) and end_ms > 0 else None
     detail = f"status {status}"
@@ -257,15 +261,13 @@ def observed_from_status(status: Any, begin_ms: Any, end_ms: Any, max_duration: 
         return Observed(ObservedState.RUNNING, started_at=started, detail=f"{detail} ({RECORD_STATUS[status]})")
     if status not in (3, 4):
         return Observed(ObservedState.UNKNOWN, detail=f"unknown {detail}")
-    reason = f"ended (status {status})"
     rollover = (
         max_duration is not None
         and started is not None
         and ended is not None
         and ended - started >= max_duration - ROLLOVER_SLACK
-    )
-    if rollover:
-        reason = "max duration reached"
+    ) or quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION
+    reason = stopreasons.zego_recording(status, quit_reason, rollover=rollover)
     return Observed(
         ObservedState.STOPPED,
         reason=reason,

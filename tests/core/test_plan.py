@@ -46,7 +46,8 @@ def test_interval_change_updates_in_place_with_reason():
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old))
     assert change.action is Action.UPDATE
-    assert change.reason == "interval 5s → 10s"
+    assert change.reason == "spec changed: the vendor updates it in place"
+    assert change.details == ("interval 5s → 10s",)
     assert change.before_hash == old.spec_hash and change.after_hash == new.spec_hash
 
 
@@ -65,22 +66,25 @@ def test_interval_change_on_stopped_task_replaces():
 
 def test_vendor_idle_stop_is_reissued_with_reason_and_time():
     task = desired()
-    obs = Observed(ObservedState.STOPPED, reason="IdleTimeOut", ended_at=1_800_000_187.0)
+    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)
     change = one(task, record_for(task), obs)
     assert change.action is Action.REISSUE
-    assert change.reason == "vendor stopped it: IdleTimeOut at 2027-01-15 08:03:07Z"
+    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
 
 
 def test_rollover_reason():
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
-    obs = Observed(ObservedState.STOPPED, reason="max duration reached", rollover=True)
-    assert one(task, record_for(task), obs).reason.startswith("reached its max duration (rollover)")
+    obs = Observed(ObservedState.STOPPED, reason="max duration (ZEGO quit_reason 4)", rollover=True)
+    assert one(task, record_for(task), obs).reason == "vendor stopped it (rollover): max duration (ZEGO quit_reason 4)"
 
 
 def test_not_found_is_reissued():
     task = desired()
     change = one(task, record_for(task), Observed(ObservedState.NOT_FOUND))
-    assert change.action is Action.REISSUE and "no longer knows" in change.reason
+    assert (
+        change.action is Action.REISSUE
+        and "vendor stopped it: not found at the vendor (stopped, or older" in change.reason
+    )
 
 
 def test_unknown_observation_changes_nothing():
@@ -107,6 +111,35 @@ def test_dormant_is_left_alone_and_says_when_it_wakes():
     rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=5, next_attempt_at=NOW + 600)
     change = one(task, rec, refreshed=False)
     assert change.action is Action.NOOP and "dormant after 5 idle runs" in change.reason
+
+
+@pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
+def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state):
+    from reconciler.transitions import observed
+
+    task = desired()
+    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=NOW + 600)
+    obs = Observed(state, reason="IdleTimeOut", ended_at=NOW - 900)
+    change = one(task, rec, obs)
+    assert change.action is Action.NOOP and "dormant after 4 idle runs" in change.reason
+    assert f"capctl wake {task.key}" in change.reason
+    plan = diff({task.key: task}, {task.key: rec}, {task.key: obs}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert plan.notes == (f"1 dormant task(s) left alone: {task.key}: {change.reason}.",)
+    assert observed(rec, obs, NOW).status is TaskStatus.DORMANT  # apply persists the observation: still dormant
+    assert one(task, rec, obs, replace=(task.key,)).action is Action.REPLACE
+    assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
+
+
+def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued():
+    from reconciler.transitions import woken
+
+    task = desired()
+    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=NOW + 600)
+    awake = woken(rec)
+    assert awake is not None
+    assert (awake.status, awake.next_attempt_at, awake.unproductive_runs) == (TaskStatus.STOPPED, None, 0)
+    assert one(task, awake, refreshed=False).action is Action.REISSUE
+    assert woken(record_for(task)) is None and woken(record_for(task, TaskStatus.STOPPED)) is None
 
 
 def test_failed_start_is_retried():
@@ -149,7 +182,66 @@ def test_prune_and_no_prune():
     assert kept.changes == () and "kept running (--no-prune)" in kept.notes[0]
     stopped = record_for(gone, TaskStatus.STOPPED)
     plan = diff({}, {gone.key: stopped}, {}, options=PlanOptions(), state_serial=1, now=NOW)
-    assert "forgotten" in plan.changes[0].reason
+    assert "kept as a tombstone" in plan.changes[0].reason
+
+
+def test_tombstones_are_never_deleted_again_and_a_restored_spec_resumes():
+    from reconciler.transitions import removed
+
+    gone = desired(room="old")
+    tomb = removed(record_for(gone, reissue_count=3, unproductive_runs=2), NOW)
+    assert (tomb.status, tomb.stop_reason, tomb.stopped_at, tomb.removed_at) == (
+        TaskStatus.REMOVED,
+        "removed from specs",
+        NOW,
+        NOW,
+    )
+    assert tomb.vendor_task_id == "vt-old" and tomb.unproductive_runs == 2  # the history stays
+    plan = diff({}, {gone.key: tomb}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert plan.changes == () and plan.notes == ()
+    change = one(gone, tomb)
+    assert (
+        change.action is Action.CREATE and "restored to the specs" in change.reason and "3 re-issues" in change.reason
+    )
+
+
+def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again():
+    from reconciler.transitions import removed
+
+    task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
+    tomb = removed(record_for(task, TaskStatus.DONE), NOW)
+    assert tomb.stop_reason is None  # nothing was stopped: a thumbnail is one-shot
+    same = one(task, tomb)
+    assert same.action is Action.NOOP and "not again" in same.reason
+    changed = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, bucket="other")
+    assert one(changed, tomb).action is Action.CREATE
+    never_submitted = removed(record_for(task, TaskStatus.FAILED, vendor_task_id=None), NOW)
+    assert one(task, never_submitted).action is Action.CREATE
+
+
+def test_tombstones_expire_after_their_retention():
+    from reconciler.transitions import TOMBSTONE_RETENTION, removed, tombstone_expired
+
+    tomb = removed(record_for(desired()), NOW)
+    assert not tombstone_expired(tomb, NOW + TOMBSTONE_RETENTION - 1)
+    assert tombstone_expired(tomb, NOW + TOMBSTONE_RETENTION)
+    assert not tombstone_expired(record_for(desired(), TaskStatus.STOPPED, stopped_at=0.0), NOW * 2)
+
+
+def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both():
+    gone, idle = desired(room="old"), desired(room="idle")
+    records = {gone.key: record_for(gone), idle.key: record_for(idle, TaskStatus.STOPPED)}
+    with pytest.raises(PlanError) as err:
+        diff({}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"other"})
+    message = str(err.value)
+    assert "provider 'volc' was removed from the specs but still runs 1 task(s): SnapshotJob/lobby-audit/old" in message
+    assert "idle" not in message and "Keep the Provider document" in message and "capctl state rm" in message
+    kept = diff({}, records, {}, options=PlanOptions(prune=False), state_serial=1, now=NOW, providers={"other"})
+    assert kept.changes == ()
+    stopped_only = {idle.key: records[idle.key]}  # nothing to stop: no provider needed
+    plan = diff({}, stopped_only, {}, options=PlanOptions(), state_serial=1, now=NOW, providers=set())
+    assert [c.action for c in plan.changes] == [Action.DELETE]
+    assert diff({}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"volc"}).changes
 
 
 @pytest.mark.parametrize(
@@ -197,13 +289,31 @@ def test_json_round_trip_and_views():
     assert summary_line(data) == (
         "Plan: 0 to create, 1 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 0 unchanged."
     )
+    assert data["created_at"] == "2027-01-15T08:00:00Z"  # RFC 3339, format_version 2
+    assert data["format_version"] == 2
     markdown = render_markdown(data)
-    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | interval 5s → 10s |" in markdown
+    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | spec changed: the vendor updates it in place |" in markdown
     from rich.console import Console
 
     console = Console(record=True, width=200)
     render_text(data, console)
-    assert "~ SnapshotJob/lobby-audit/lobby  update    interval 5s → 10s" in console.export_text()
+    assert "~ SnapshotJob/lobby-audit/lobby  update    spec changed" in console.export_text()
+
+
+def test_version_1_plans_with_epoch_seconds_are_still_read():
+    task = desired()
+    data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
+    v1 = {**data, "format_version": 1, "created_at": NOW}
+    assert plan_from_json(v1) == plan_from_json(data)
+    assert plan_to_json(plan_from_json(v1))["created_at"] == "2027-01-15T08:00:00Z"
+
+
+@pytest.mark.parametrize("created_at", [NOW, "2027-01-15 08:00:00", "2027-01-15T08:00:00", "yesterday"])
+def test_version_2_plans_need_an_rfc3339_time(created_at):
+    task = desired()
+    data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
+    with pytest.raises(PlanError, match=r"p\.json: malformed plan .*created_at"):
+        plan_from_json({**data, "created_at": created_at}, source="p.json")
 
 
 @pytest.mark.parametrize("data", [[], {"format_version": 99}, {"format_version": 1, "prune": True}])
@@ -220,7 +330,7 @@ def test_field_changes_lists_paths_and_truncates():
 
 
 def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
-    from reconciler.transitions import client_task_id, intent
+    from reconciler.transitions import client_task_id, intent, removed
 
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
     running = record_for(task, reissue_count=2)
@@ -232,6 +342,12 @@ def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
     assert "resuming it with its recorded ClientTaskId" in one(task, lost).reason
     changed = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, bucket="other")
     assert intent(changed, lost, NOW, reissue=False).client_task_id != first.client_task_id
+    restored = intent(task, removed(lost, NOW), NOW + 9, reissue=False)  # pruned, then its spec came back
+    assert (restored.status, restored.removed_at, restored.client_task_id) == (
+        TaskStatus.PENDING,
+        None,
+        first.client_task_id,
+    )
 
 
 def test_apply_errors_print_verbatim_even_with_brackets():

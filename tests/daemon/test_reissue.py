@@ -35,7 +35,7 @@ async def test_starts_declared_tasks_and_reissues_after_idle_timeout_by_polling(
     assert record.reissue_count == 1
     assert record.started_at == harness.clock.now() - 6  # re-issued at 25 s: the first re-issue is immediate
     assert len(harness.running_sim_tasks()) == 1
-    assert metric(harness, "capctl_reissues_total", reason="IdleTimeOut") == 1
+    assert metric(harness, "capctl_reissues_total", reason="idle timeout") == 1
     assert metric(harness, "capctl_reissue_gap_seconds_count") == 1
     assert metric(harness, "capctl_vendor_calls_total", api="StartSnapshot", outcome="ok") == 2
 
@@ -123,7 +123,8 @@ async def test_recording_seen_ended_by_polling_alone_is_reissued_with_its_status
         await harness.advance(40)
     decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
     assert len(decisions) == 1
-    assert "ended (status 4)" in decisions[0]["reason"]
+    # The simulator's status answer carries the quit reason: polling alone names the cause, in the vocabulary.
+    assert "vendor stopped it: network lost (ZEGO quit_reason 6)" in decisions[0]["reason"]
     assert decisions[0]["key"] == CLASS
     assert harness.record(CLASS).status is TaskStatus.RUNNING
     assert harness.record(CLASS).reissue_count == 1
@@ -161,7 +162,7 @@ async def test_recording_ended_by_callback_is_reissued_with_the_callbacks_reason
         await harness.advance(40)  # idle timeout → event_type 2, quit_reason 3
     decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
     assert [d["key"] for d in decisions] == [CLASS]
-    assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout at ")
+    assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3) at ")
 
 
 async def test_last_user_leaving_makes_the_daemon_look_just_after_the_idle_deadline(harness: Harness) -> None:

@@ -24,6 +24,7 @@ async def running_with_stream(harness: Harness, rooms: list[str], **job: int) ->
 
 
 async def test_edits_add_update_and_prune(harness: Harness) -> None:
+    harness.daemon_options["max_prune"] = 100  # every task of the set is removed at once: no safeguard here
     await running_with_stream(harness, ["lobby"])
     assert harness.daemon is not None
     harness.sim.publish("volcengine", "vip", user_id="u")
@@ -39,7 +40,7 @@ async def test_edits_add_update_and_prune(harness: Harness) -> None:
     (harness.specs / "other.yaml").write_text(snapshot_job("other", ["hall"]))
     assert harness.daemon.reload()
     await harness.advance(1)
-    assert harness.daemon.records.get(LOBBY) is None and harness.daemon.records.get(VIP) is None
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED and harness.record(VIP).status is TaskStatus.REMOVED
     assert harness.calls("StopSnapshot") == 2
     assert [t.room_id for t in harness.running_sim_tasks()] == ["hall"]
 

@@ -133,3 +133,21 @@ def test_deduper_is_bounded() -> None:
     assert dedupe.first_time("a") and dedupe.first_time("b") and not dedupe.first_time("a")
     assert dedupe.first_time("c")  # evicts b, the least recently seen
     assert dedupe.first_time("b") and not dedupe.first_time("c")
+
+
+@pytest.mark.parametrize(
+    ("removed", "known", "max_percent", "blocked"),
+    [
+        (0, 4, 50, False),  # nothing removed
+        (2, 4, 50, False),  # exactly half: allowed ("more than" blocks)
+        (3, 4, 50, True),
+        (1, 1, 50, True),  # a set of one task: removing it is 100 %
+        (1, 1, 100, False),  # 100 disables the safeguard
+        (4, 4, 100, False),
+        (1, 1000, 0, True),  # 0: every prune waits for a human
+        (1, 3, 34, False),
+        (1, 3, 33, True),
+    ],
+)
+def test_max_prune_share(removed: int, known: int, max_percent: float, blocked: bool) -> None:
+    assert policy.prune_blocked(removed, known, max_percent) is blocked

@@ -232,7 +232,8 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert "--target" in complete("capctl", "plan", "--ta")
     assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
     assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
-    assert complete("capctl", "state", "list", "--status", "r") == ["running"]
+    assert complete("capctl", "state", "list", "--status", "ru") == ["running"]
+    assert complete("capctl", "state", "list", "--status", "r") == ["running", "removed"]
     assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
     other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
     other.put(make_record("RecordingJob/rec/hall"))

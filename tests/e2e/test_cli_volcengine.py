@@ -72,7 +72,7 @@ def test_idle_timeout_is_reissued_with_its_reason(work: Workdir) -> None:
     work.sim.advance(21)  # nobody ever published in the lobby: the task idles out
     assert running(work) == []
     plan = work.capctl("plan", "--detailed-exitcode", expect=2).stdout
-    assert "↻ SnapshotJob/audit/lobby" in plan and "vendor stopped it: IdleTimeOut at" in plan
+    assert "↻ SnapshotJob/audit/lobby" in plan and "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at" in plan
     assert "reissue" in work.capctl("plan", "--format", "markdown").stdout
     work.apply()
     assert len(running(work)) == 1
@@ -93,14 +93,14 @@ def test_prune_and_no_prune(work: Workdir) -> None:
     assert "- SnapshotJob/extra/hall" in plan and "removed from specs" in plan
     work.apply()
     assert [t["roomId"] for t in running(work)] == ["lobby"]
-    assert "SnapshotJob/extra/hall" not in state(work)
+    assert state(work)["SnapshotJob/extra/hall"]["status"] == "removed"  # a tombstone, not a running task
 
 
 def test_saved_plan_applies_and_stale_plans_are_refused(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     work.capctl("plan", "--out", "plan.json")
     saved = json.loads((work.root / "plan.json").read_text())
-    assert saved["format_version"] == 1 and saved["summary"]["create"] == 1
+    assert saved["format_version"] == 2 and saved["summary"]["create"] == 1
     work.capctl("apply", "--plan", "plan.json")
     assert len(running(work)) == 1
     # the state moved since the plan was made

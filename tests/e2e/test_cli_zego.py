@@ -36,10 +36,25 @@ def test_recording_current_api_start_noop_and_idle_reissue(work: Workdir) -> Non
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
     work.sim.advance(31)  # empty room: idles out (Status 4, quit_reason 3)
     plan = work.capctl("plan").stdout
-    assert "↻ RecordingJob/rec/class-1" in plan and "ended (status 4)" in plan
+    # The daemon's words for the same idle-out (tests/daemon/test_reissue.py), with ZEGO's code beside them.
+    assert "↻ RecordingJob/rec/class-1" in plan and "vendor stopped it: idle timeout (ZEGO quit_reason 3) at" in plan
     work.apply()
     [again] = zego_running(work)
     assert again["taskId"] != task["taskId"] and again["clientTaskId"] != task["clientTaskId"]
+
+
+def test_an_idle_out_reads_the_same_in_plan_and_state_list(work: Workdir) -> None:
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s", restart="Never"))
+    work.apply()
+    work.sim.advance(31)  # empty room: idles out (Status 4, quit_reason 3)
+    reason = "idle timeout (ZEGO quit_reason 3)"
+    [change] = json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]
+    assert change["action"] == "no-op" and change["reason"].startswith(f"vendor stopped it: {reason} at ")
+    work.write("more.yaml", recording_job("more", ["class-2"]))  # a change, so apply records what it observed
+    work.apply()
+    assert state(work)[REC]["stop_reason"] == reason
+    [row] = [line for line in work.capctl("state", "list").stdout.splitlines() if line.startswith(REC)]
+    assert f"   {reason}   " in row
 
 
 def test_zego_snapshot_job_records_jpg_at_its_interval(work: Workdir) -> None:
@@ -68,7 +83,7 @@ def test_max_duration_rollover_is_planned_as_such(work: Workdir) -> None:
     work.apply()
     work.sim.advance(301)
     plan = work.capctl("plan").stdout
-    assert "reached its max duration (rollover)" in plan
+    assert "vendor stopped it (rollover): max duration (ZEGO" in plan
     work.apply()
     assert len(zego_running(work)) == 1
 
@@ -84,7 +99,7 @@ def test_legacy_api_with_access_token_query_and_reissue(work: Workdir) -> None:
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
     assert work.sim.requests("query")
     work.sim.advance(31)
-    assert "ended (status 4)" in work.capctl("plan").stdout
+    assert "idle timeout (ZEGO quit_reason 3)" in work.capctl("plan").stdout
     work.apply()
     [again] = zego_running(work, "legacy")
     assert again["taskId"] != task["taskId"]
@@ -147,6 +162,12 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     (work.specs / "jobs.yaml").unlink()
     assert "removed from specs" in work.apply().stdout
     assert len(work.sim.requests("MediaThumbnails")) == 4  # removing an entry does nothing remote
+    assert {t["status"] for t in state(work).values()} == {"removed"}
+    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "4s"))  # restored as it was: its content hash is known
+    assert "submitted before with the same content, not again" in work.capctl("plan", "--format", "json").stdout
+    work.apply()
+    assert len(work.sim.requests("MediaThumbnails")) == 4
+    assert {t["status"] for t in state(work).values()} == {"done"}
 
 
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:

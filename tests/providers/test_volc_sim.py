@@ -119,7 +119,7 @@ async def test_full_lifecycle(env: Sim) -> None:
 
     await env.do(env.provider.stop(record))
     observed = await env.do(env.provider.observe(record))
-    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "StopByAPI")
+    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "stopped out of band (Volcengine StopByAPI)")
     assert observed.ended_at is not None
 
     with pytest.raises(VendorError) as info:
@@ -131,7 +131,7 @@ async def test_an_empty_room_idles_out_and_is_seen_as_stopped(env: Sim) -> None:
     record = record_of(await env.do(env.provider.start(task("empty-room"), None)), "empty-room")
     await env.sim.advance(61)
     observed = await env.do(env.provider.observe(record))
-    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "IdleTimeOut")
+    assert (observed.state, observed.reason) == (ObservedState.STOPPED, "idle timeout (Volcengine IdleTimeOut)")
     assert observed.ended_at is not None and observed.started_at is not None
     assert observed.ended_at - observed.started_at == pytest.approx(60)
 

@@ -320,9 +320,9 @@ async def test_observe_is_a_signed_get_with_the_ids_in_the_query(h: Harness) -> 
         (0, 0, "", ObservedState.UNKNOWN, None),
         (1, 0, "", ObservedState.RUNNING, None),
         (2, 0, "", ObservedState.RUNNING, None),
-        (3, 1_704_164_180_000, "IdleTimeOut", ObservedState.STOPPED, "IdleTimeOut"),
-        (3, 1_704_164_180_000, "", ObservedState.STOPPED, None),
-        (4, 1_704_164_001_000, "StartTaskFailed", ObservedState.FAILED, "StartTaskFailed"),
+        (3, 1_704_164_180_000, "IdleTimeOut", ObservedState.STOPPED, "idle timeout (Volcengine IdleTimeOut)"),
+        (3, 1_704_164_180_000, "", ObservedState.STOPPED, "ended (Volcengine status 3)"),
+        (4, 1_704_164_001_000, "StartTaskFailed", ObservedState.FAILED, "start failed (Volcengine StartTaskFailed)"),
         (7, 0, "", ObservedState.UNKNOWN, None),
     ],
 )

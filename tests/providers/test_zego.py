@@ -279,8 +279,8 @@ async def test_a_record_without_task_id_is_not_found_without_a_call() -> None:
         (1, ObservedState.RUNNING, None),
         (2, ObservedState.RUNNING, None),
         (5, ObservedState.RUNNING, None),
-        (3, ObservedState.STOPPED, "ended (status 3)"),
-        (4, ObservedState.STOPPED, "ended (status 4)"),
+        (3, ObservedState.STOPPED, "ended (ZEGO status 3)"),
+        (4, ObservedState.STOPPED, "ended (ZEGO status 4)"),
         (9, ObservedState.UNKNOWN, None),
     ],
 )
@@ -297,8 +297,25 @@ async def test_describe_record_status_maps_statuses(status: int, state: Observed
 
 
 @pytest.mark.parametrize(
+    ("quit_reason", "rollover", "reason"),
+    [(3, False, "idle timeout (ZEGO quit_reason 3)"), (4, True, "max duration (ZEGO quit_reason 4)")],
+)
+async def test_a_quit_reason_in_the_status_answer_names_the_cause(
+    quit_reason: int, rollover: bool, reason: str
+) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {**OK, "Data": {"Status": 4, "QuitReason": quit_reason}})
+    observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))
+    assert (observed.state, observed.reason, observed.rollover) == (ObservedState.STOPPED, reason, rollover)
+
+
+@pytest.mark.parametrize(
     ("ran", "rollover", "reason"),
-    [(3598, True, "max duration reached"), (3600, True, "max duration reached"), (3597, False, "ended (status 3)")],
+    [
+        (3598, True, "max duration (ZEGO status 3)"),
+        (3600, True, "max duration (ZEGO status 3)"),
+        (3597, False, "ended (ZEGO status 3)"),
+    ],
 )
 async def test_an_end_at_max_duration_is_a_rollover(ran: int, rollover: bool, reason: str) -> None:
     rig = Rig(ZegoRecordProvider)
@@ -530,7 +547,7 @@ async def test_a_given_access_token_is_used_as_is_and_never_refreshed() -> None:
     rig = Rig(ZegoLegacyRecordProvider, access_token=Secret("my-token"))
     rig.vendor.script("/base/query", {"code": 0, "message": "ok", "data": {"status": 3}})
     observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD_LEGACY)))
-    assert observed.state is ObservedState.STOPPED and observed.reason == "ended (status 3)"
+    assert observed.state is ObservedState.STOPPED and observed.reason == "ended (ZEGO status 3)"
     assert body(rig.vendor.requests[0]) == {
         "app_id": 1234567890,
         "access_token": "my-token",
@@ -576,7 +593,7 @@ async def test_legacy_query_reads_times_and_not_found() -> None:
     data = {"status": 4, "record_begin_timestamp": begin, "record_end_timestamp": begin + 3599_000}
     rig.vendor.script("/base/query", {"code": 0, "message": "ok", "data": data}, {"code": 300001000, "message": "no"})
     observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD_LEGACY)))
-    assert observed.rollover and observed.reason == "max duration reached"
+    assert observed.rollover and observed.reason == "max duration (ZEGO status 4)"
     observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD_LEGACY)))
     assert observed.state is ObservedState.NOT_FOUND
     assert rig.stats("query").by_priority == {Priority.POLL: 2}

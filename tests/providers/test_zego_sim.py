@@ -149,7 +149,7 @@ async def test_current_lifecycle_with_idempotent_start(rig: SimRig) -> None:
     assert (await rig.run(provider.observe(rec))).state is ObservedState.RUNNING
     await rig.run(provider.stop(rec))
     observed = await rig.run(provider.observe(rec))
-    assert observed.state is ObservedState.STOPPED and observed.reason == "ended (status 3)"
+    assert observed.state is ObservedState.STOPPED and observed.reason == "ended (ZEGO status 3)"
     with pytest.raises(VendorError) as err:
         await rig.run(provider.stop(rec))
     assert err.value.kind is ErrorKind.NOT_FOUND

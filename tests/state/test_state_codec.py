@@ -130,6 +130,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     unproductive_runs=st.integers(min_value=0, max_value=10**6),
     next_attempt_at=optional_time,
     last_error=st.none() | text_values,
+    removed_at=optional_time,
     idle_timeout=optional_int,
     max_duration=optional_int,
     restart_policy=st.sampled_from(RestartPolicy),
@@ -138,6 +139,22 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     labels=st.dictionaries(text_values, text_values, max_size=3),
 )
 TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
+
+
+def test_a_tombstone_round_trips() -> None:
+    tomb = TaskRecord(
+        key="ThumbnailJob/t/f.mp4",
+        provider="zego",
+        family=ApiFamily.ZEGO_THUMBNAIL,
+        kind=JobKind.THUMBNAIL,
+        target="f.mp4",
+        spec_hash="h",
+        fixed_hash="h",
+        status=TaskStatus.REMOVED,
+        vendor_task_id="v1",
+        removed_at=1_750_000_000.5,
+    )
+    assert '"status":"removed"' in encode(tomb) and decode(encode(tomb)) == tomb
 
 
 def test_the_strategy_covers_every_field() -> None:

@@ -37,6 +37,7 @@ def every_field_set() -> TaskRecord:
         unproductive_runs=2,
         next_attempt_at=1764230000.75,
         last_error='quote " and newline \n kept',
+        removed_at=1764231000.5,
         idle_timeout=180,
         max_duration=86400,
         restart_policy=RestartPolicy.NEVER,

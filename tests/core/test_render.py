@@ -1,0 +1,156 @@
+"""The text and markdown views: what each change will do, identical changes grouped, each fact said once.
+
+Plans here come from real spec documents (the loader and expansion the CLI uses), diffed against an empty or a
+recorded state, so the settings shown are read from the very requests capctl would send.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from reconciler.plan import PlanOptions, diff, plan_from_json, plan_to_json
+from reconciler.render import render_markdown, render_text
+from reconciler.spec import load_spec_set
+from tests.core.factories import desired, record_for
+from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
+
+NOW = 1_800_000_000.0
+ENV = {"S3_AK": "AKCANARYRENDER01", "S3_SK": "canary-render-secret-51c2"}
+
+ZEGO_SNAPSHOT = """\
+apiVersion: capctl/v1
+kind: SnapshotJob
+metadata: {name: stills}
+spec:
+  provider: zego
+  rooms: [stage]
+  streams: [{stream: cam-1}]
+  interval: 30s
+  storage: s3
+  idleTimeout: 2m
+"""
+THUMBNAILS = """\
+apiVersion: capctl/v1
+kind: ThumbnailJob
+metadata: {name: thumbs}
+spec:
+  provider: zego
+  files:
+    - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 2s]}
+    - {cdn: huawei, fileId: /record/a.mp4, interval: 2s}
+"""
+
+
+def plan_of(tmp_path: Path, *jobs: str, records: dict[str, Any] | None = None) -> dict[str, Any]:
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    (specs / "providers.yaml").write_text(providers("http://127.0.0.1:9"))
+    (specs / "storage.yaml").write_text(STORAGE)
+    (specs / "jobs.yaml").write_text("---\n".join(jobs))
+    spec_set = load_spec_set([specs], env=ENV)
+    plan = diff(spec_set.tasks, records or {}, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
+    return plan_to_json(plan)
+
+
+def text_of(plan: dict[str, Any]) -> str:
+    console = Console(record=True, width=300, color_system=None)
+    render_text(plan, console)
+    return console.export_text()
+
+
+def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        snapshot_job("audit", ["lobby"], interval="5s", idle="3m"),
+        recording_job("rec", ["class-1"], idle="1m", max_duration="12h"),
+        recording_job("old", ["hall"], provider="zego-legacy"),
+        ZEGO_SNAPSHOT,
+        THUMBNAILS,
+    )
+    text = text_of(plan)
+    expected = [
+        "    + SnapshotJob/audit/lobby                  create    new task: not in state",
+        "        provider volc · interval 5s · image jpeg (source size) · storage tos snaps · idle timeout 3m",
+        "        provider zego · mode single · media audio-video · format mp4 · folder record/ · storage s3 recs"
+        " · idle timeout 1m · max duration 12h",
+        "        provider zego-legacy · mode single · media audio-video · format mp4 · folder record/ · storage s3 recs"
+        " · idle timeout 30s · max duration 24h",
+        "        provider zego · jpg every 30s · streams cam-1 · storage s3 recs · idle timeout 2m",
+        "        provider zego · cdn Tencent · at 1s, 2s · definition 10",
+        "        provider zego · cdn Huawei · every 2s",
+    ]
+    lines = text.splitlines()
+    for line in expected:
+        assert line in lines, f"{line!r} not in:\n{text}"
+    markdown = render_markdown(plan)
+    assert "- `RecordingJob/rec/class-1`: provider zego · mode single · media audio-video · format mp4" in markdown
+    for secret in ENV.values():  # storage keys are in the requests (as fingerprints), never in a view
+        assert secret not in text and secret not in markdown
+
+
+def test_identical_changes_of_one_job_print_once_with_their_rooms(tmp_path: Path) -> None:
+    rooms = [f"room-{i:03}" for i in range(500)]
+    plan = plan_of(tmp_path, snapshot_job("audit", rooms), recording_job("rec", ["a", "b"]))
+    text = text_of(plan)
+    lines = text.splitlines()
+    header = next(line for line in lines if "SnapshotJob/audit" in line)
+    assert header.split()[:5] == ["+", "SnapshotJob/audit", "(500", "rooms)", "create"]
+    assert text.count("provider volc · interval 5s") == 1
+    at = lines.index(header)
+    assert lines[at + 1].startswith("        provider volc · interval 5s")
+    listing = [line for line in lines[at + 2 :] if line.startswith(("        rooms: ", "          room-"))]
+    assert " ".join(listing).replace("rooms:", "").replace(",", " ").split() == rooms  # all, in order
+    assert max(len(line) for line in listing) <= 100
+    # Two alike are fewer than a group: listed one by one, each key whole (grep finds it).
+    assert "+ RecordingJob/rec/a " in text and "+ RecordingJob/rec/b " in text
+    assert len(lines) < 80, "500 creates alike: a header, their settings once, the rooms wrapped"
+    markdown = render_markdown(plan)
+    assert "| ➕ | `SnapshotJob/audit` (500 rooms) | create | new task: not in state |" in markdown
+    assert "  - rooms: `room-000`, `room-001`," in markdown
+    assert "<details><summary>" not in markdown and "<details open><summary>" in markdown
+
+
+def test_changes_that_differ_are_not_grouped(tmp_path: Path) -> None:
+    rooms = ["r1", "r2", "r3", "r4"]
+    old = plan_of(tmp_path, snapshot_job("audit", rooms, interval="5s"))
+    spec_set = load_spec_set([tmp_path / "specs"], env=ENV)
+    records = {key: record_for(task) for key, task in spec_set.tasks.items() if key.endswith(("r1", "r2", "r3"))}
+    assert old["summary"]["create"] == 4
+    plan = plan_of(tmp_path, snapshot_job("audit", rooms, interval="10s"), records=records)
+    text = text_of(plan)
+    assert "~ SnapshotJob/audit (3 rooms)" in text and "+ SnapshotJob/audit/r4" in text
+    assert "        rooms: r1, r2, r3" in text.splitlines()
+
+
+def test_an_update_says_each_fact_once(tmp_path: Path) -> None:
+    old, new = desired(interval=5), desired(interval=10)
+    plan = plan_to_json(
+        diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    )
+    text = text_of(plan)
+    assert text.count("5s → 10s") == 1
+    assert "~ SnapshotJob/lobby-audit/lobby  update    spec changed: the vendor updates it in place" in text
+    assert "        interval 5s → 10s" in text.splitlines()
+    markdown = render_markdown(plan)
+    assert markdown.count("5s → 10s") == 1
+    assert "| ✏️ | `SnapshotJob/lobby-audit/lobby` | update | spec changed: the vendor updates it in place |" in markdown
+
+
+def test_a_saved_plan_renders_the_same_as_the_fresh_one(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, snapshot_job("audit", ["a", "b", "c", "d"]), THUMBNAILS)
+    saved = plan_to_json(plan_from_json(json.loads(json.dumps(plan))))  # no shared subtrees after a file
+    assert text_of(saved) == text_of(plan)
+    assert render_markdown(saved) == render_markdown(plan)
+
+
+def test_a_hand_edited_plan_with_odd_values_still_renders(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, snapshot_job("audit", ["a"]))
+    plan["changes"][0]["after"] = {"ImageConfig": "not an object", "StorageConfig": [1], "MaxIdleTime": True}
+    plan["changes"].append({**plan["changes"][0], "key": "no-slashes", "after": None})
+    text = text_of(plan)
+    assert "provider volc · image jpeg (source size) · storage vendor None None · idle timeout True" in text
+    assert "+ no-slashes" in text

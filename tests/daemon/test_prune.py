@@ -1,0 +1,189 @@
+"""Pruning in the daemon: the --max-prune safeguard, tombstones that let a restored spec resume, a removed
+provider reported once, and failed stops recorded on their task."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from reconciler.model import TaskStatus
+from reconciler.sim.faults import FaultConfig
+from reconciler.transitions import TOMBSTONE_RETENTION
+from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client
+from tests.specdocs import recording_job, snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+BIG = [f"SnapshotJob/big/r{i}" for i in range(3)]
+
+
+async def metrics(harness: Harness) -> str:
+    async with await client(harness) as http:
+        return (await http.get("/metrics")).text
+
+
+async def start_with_two_files(harness: Harness, **options: float) -> None:
+    """`audit` (1 task, lobby) in jobs.yaml and `big` (3 tasks) in big.yaml, all running with streams."""
+    for room in ["lobby", "r0", "r1", "r2"]:
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    (harness.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+    await harness.start(**options)
+    await harness.advance(1)
+
+
+async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_for_a_human(harness: Harness) -> None:
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    (harness.specs / "big.yaml").unlink()  # 3 of the 4 tasks: 75 % > 50 %
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(300)  # ten resyncs
+    assert harness.calls("StopSnapshot") == 0
+    assert all(harness.record(k).status is TaskStatus.RUNNING for k in BIG)
+    blocked = [e for e in logs if e["event"].startswith("prune blocked")]
+    assert len(blocked) == 1 and blocked[0]["tasks"] == 3 and blocked[0]["of"] == 4
+    assert "--max-prune 100" in blocked[0]["to_confirm"]
+    assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in await metrics(harness)
+    # The operator confirms by restarting the daemon with the safeguard off: the three are pruned.
+    await harness.stop()
+    await harness.start(max_prune=100)
+    await harness.advance(1)
+    assert harness.calls("StopSnapshot") == 3
+    assert all(harness.record(k).status is TaskStatus.REMOVED for k in BIG)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+
+
+async def test_a_blocked_prune_is_released_when_the_file_comes_back(harness: Harness) -> None:
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    big = (harness.specs / "big.yaml").read_text()
+    (harness.specs / "big.yaml").unlink()
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    (harness.specs / "big.yaml").write_text(big)
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 4
+    assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+
+
+async def test_a_small_removal_is_pruned_at_once_and_restoring_it_resumes_its_history(harness: Harness) -> None:
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(200)  # the empty lobby idles out, is re-issued and backs off
+    before = harness.record(LOBBY)
+    assert before.reissue_count >= 2 and before.unproductive_runs >= 2
+    jobs = (harness.specs / "jobs.yaml").read_text()
+    (harness.specs / "jobs.yaml").write_text("")  # 1 task of 4: 25 %, within the default 50 %
+    assert harness.daemon.reload()
+    stops = harness.calls("StopSnapshot")
+    await harness.advance(1)
+    tomb = harness.record(LOBBY)
+    assert tomb.status is TaskStatus.REMOVED and tomb.removed_at is not None
+    assert (tomb.reissue_count, tomb.unproductive_runs) == (before.reissue_count, before.unproductive_runs)
+    assert harness.calls("StopSnapshot") == stops + (1 if before.status is TaskStatus.RUNNING else 0)
+    assert 'capctl_tasks{status="removed"} 1.0' in await metrics(harness)
+    await harness.advance(120)  # resyncs never turn a tombstone into a delete again
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED
+    (harness.specs / "jobs.yaml").write_text(jobs)
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    back = harness.record(LOBBY)
+    assert back.status is TaskStatus.RUNNING and back.removed_at is None
+    assert (back.reissue_count, back.unproductive_runs) == (before.reissue_count, before.unproductive_runs)
+
+
+async def test_tombstones_are_forgotten_after_their_retention(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.daemon_options["max_prune"] = 100  # its only task: 100 %
+    await harness.start()
+    await harness.advance(1)
+    assert harness.daemon is not None
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED
+    await harness.advance(60)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED
+    removed_at = harness.record(LOBBY).removed_at
+    assert removed_at is not None
+    await harness.stop()  # most of a week without the daemon, then it comes back
+    harness.clock.set(removed_at + TOMBSTONE_RETENTION - 10)
+    daemon = await harness.start()
+    await harness.advance(5)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED  # kept until its retention is over
+    await harness.advance(10)
+    assert daemon.records.get(LOBBY) is None
+
+
+async def test_a_removed_provider_that_still_runs_tasks_is_reported_once_and_not_retried(harness: Harness) -> None:
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), recording_job("rec", ["class-1"]))
+    await harness.start()
+    await harness.advance(1)
+    assert harness.daemon is not None
+    providers = (harness.specs / "providers.yaml").read_text()
+    without_volc = providers.split("---\n", 1)[1]  # the first document is Provider volc
+    (harness.specs / "providers.yaml").write_text(without_volc)
+    (harness.specs / "jobs.yaml").write_text(recording_job("rec", ["class-1"]))
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(300)
+    errors = [e for e in logs if e["event"] == "cannot prune"]
+    assert len(errors) == 1 and "provider 'volc' was removed" in errors[0]["error"] and LOBBY in errors[0]["error"]
+    assert not [e for e in logs if e["event"].startswith("reconcile failed")]
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING and harness.calls("StopSnapshot") == 0
+    assert 'capctl_prune_blocked{reason="provider-missing"} 1.0' in await metrics(harness)
+    (harness.specs / "providers.yaml").write_text(providers)  # keep the Provider until its tasks are gone
+    assert harness.daemon.reload()
+    await harness.advance(40)
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED and harness.calls("StopSnapshot") == 1
+    assert 'capctl_prune_blocked{reason="provider-missing"} 0.0' in await metrics(harness)
+
+
+async def test_a_failed_stop_is_recorded_on_its_task_which_keeps_running(harness: Harness) -> None:
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StopSnapshot"]))
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING
+    assert record.last_error is not None and record.last_error.startswith("delete failed: ")
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(120)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.REMOVED and record.last_error is None
+
+
+THUMBS = """\
+apiVersion: capctl/v1
+kind: ThumbnailJob
+metadata: {name: thumbs}
+spec:
+  provider: zego
+  files:
+    - {cdn: huawei, fileId: /record/a.mp4, interval: 2s}
+"""
+
+
+async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> None:
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, THUMBS)
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    assert harness.daemon is not None
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.REMOVED
+    write_specs(harness.specs, THUMBS)
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1

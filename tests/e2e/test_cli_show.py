@@ -1,0 +1,56 @@
+"""`capctl show`: a saved plan rendered again (for a PR comment from a CI artifact), and `--no-color`."""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.conftest import Workdir
+from tests.specdocs import snapshot_job
+
+ESC = "\x1b["
+
+
+def test_show_renders_a_saved_plan_as_plan_did(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1", "vip-2"]))
+    text = work.capctl("plan", "--no-refresh", "--out", "plan.json").stdout
+    markdown = work.capctl("plan", "--no-refresh", "--format", "markdown").stdout
+    assert "+ SnapshotJob/audit (3 rooms)" in text and "provider volc · interval 5s" in text
+    shown = work.capctl("show", "plan.json").stdout
+    assert shown == text
+    assert work.capctl("show", "plan.json", "--format", "markdown").stdout == markdown
+    saved = json.loads((work.root / "plan.json").read_text())
+    assert json.loads(work.capctl("show", "plan.json", "--format", "json").stdout) == saved
+    assert saved["format_version"] == 2 and saved["created_at"].endswith("Z") and "T" in saved["created_at"]
+    # show reads nothing else: no specs, no state (a CI job that only has the artifact)
+    (work.specs / "jobs.yaml").unlink()
+    assert not work.state.exists()  # plan created none
+    assert work.capctl("show", "plan.json").stdout == text
+    assert not work.state.exists()
+
+
+def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
+    missing = work.capctl("show", "nope.json", expect=1)
+    assert "Error: nope.json: no such plan file" in missing.stderr and missing.stdout == ""
+    (work.root / "bad.json").write_text('{"format_version": 2,\n  "changes": [}\n')
+    assert "bad.json:2:15: not valid JSON" in work.capctl("show", "bad.json", expect=1).stderr
+    (work.root / "future.json").write_text('{"format_version": 3}')
+    assert "make the plan again" in work.capctl("show", "future.json", expect=1).stderr
+    (work.root / "odd.json").write_text('{"format_version": 2, "created_at": "2026-12-05T18:04:00Z"}')
+    assert "odd.json: malformed plan" in work.capctl("show", "odd.json", expect=1).stderr
+    work.capctl("plan", "--no-refresh", "--out", "plan.json")
+    assert "--format 'yaml'" in work.capctl("show", "plan.json", "--format", "yaml", expect=1).stderr
+
+
+def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    colour = {"FORCE_COLOR": "1", "NO_COLOR": ""}  # a terminal as rich sees it, and no NO_COLOR
+    assert ESC in work.capctl("plan", "--no-refresh", env=colour).stdout
+    plain = work.capctl("plan", "--no-refresh", "--no-color", env=colour).stdout
+    assert ESC not in plain and "+ SnapshotJob/audit/lobby" in plain
+    assert work.capctl("--no-color", "plan", "--no-refresh", env=colour).stdout == plain
+    work.capctl("plan", "--no-refresh", "--out", "plan.json")
+    assert ESC in work.capctl("show", "plan.json", env=colour).stdout
+    assert work.capctl("show", "plan.json", "--no-color", env=colour).stdout == plain
+    failed = work.capctl("show", "nope.json", "--no-color", env=colour, expect=1)
+    assert ESC not in failed.stderr and "Error: nope.json" in failed.stderr
+    assert "--no-color" in work.capctl("show", "--help").stdout
