@@ -459,6 +459,8 @@ def diff(
     notes = []
     if options.targets or options.labels:
         notes.append("This plan is partial (--target / -l): other tasks may still differ.")
+    if options.replace:  # as Terraform's -replace: the rest of the set is planned too, so not partial
+        notes.append(f"--replace {', '.join(options.replace)}: stopped and started again on purpose.")
     if options.labels and not changes:
         among = " of those --target selects" if options.targets else ""
         notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")

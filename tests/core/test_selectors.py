@@ -93,6 +93,7 @@ def test_replace_plans_the_whole_set_and_is_not_partial() -> None:
     )
     assert {c.key: c.action for c in plan.changes} == {a.key: Action.REPLACE, b.key: Action.REISSUE}
     assert not plan.partial and not any("partial" in n for n in plan.notes)
+    assert f"--replace {a.key}: stopped and started again on purpose." in plan.notes  # the contract's note
 
 
 def test_a_label_selector_narrows_the_plan_deletes_included() -> None:
