@@ -315,3 +315,22 @@ def test_the_ci_jobs_refuse_to_run_without_a_configured_state(tmp_path: Path, jo
     refused = run_step(guard, tmp_path, {"CAPCTL_STATE": ""})
     assert refused.returncode == 1 and "::error::CAPCTL_STATE is not set" in refused.stdout
     assert run_step(guard, tmp_path, {"CAPCTL_STATE": "postgresql://capctl@db/capctl"}).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_ci_validate_job_needs_no_secret(tmp_path: Path) -> None:
+    """A fork's pull request gets repository variables but no secret: validate must pass on the example specs
+    with the workflow's non-secret variables alone, and plan and apply wait for it."""
+    import shutil as sh
+
+    import yaml
+
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    plain = {k: "1234567890" for k, v in workflow["env"].items() if "vars." in v}
+    assert set(plain) == {"VOLC_APP_ID", "ZEGO_APP_ID"}
+    assert all(workflow["jobs"][job]["needs"] == "validate" for job in ("plan", "apply"))
+    sh.copytree(WORKFLOW.parents[1] / "specs", tmp_path / "specs")
+    assert not any("secrets." in workflow["env"][k] for k in os.environ if k in workflow["env"])
+    result = run_step(workflow_step("validate", "Validate"), tmp_path, plain)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Valid: ")
