@@ -120,3 +120,15 @@ def recording_job(
         + _restart(restart)
         + "\n"
     )
+
+
+def thumbnail_job(name: str = "thumbs", *, huawei_interval: int | str = 2, tencent: bool = True) -> str:
+    """A ZEGO ThumbnailJob: a Huawei file at `huawei_interval`, and (with `tencent`) a Tencent file by offsets."""
+    files = (
+        ['    - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 2s]}'] if tencent else []
+    )
+    files.append(f"    - {{cdn: huawei, fileId: /record/a.mp4, interval: {_duration(huawei_interval)}}}")
+    header = (
+        f"apiVersion: capctl/v1\nkind: ThumbnailJob\nmetadata: {{name: {name}}}\nspec:\n  provider: zego\n  files:\n"
+    )
+    return header + "\n".join(files) + "\n"

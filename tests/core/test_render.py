@@ -16,7 +16,7 @@ from reconciler.plan import PlanOptions, diff, plan_from_json, plan_to_json
 from reconciler.render import render_markdown, render_text
 from reconciler.spec import load_spec_set
 from tests.core.factories import desired, record_for
-from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
+from tests.specdocs import STORAGE, providers, recording_job, snapshot_job, thumbnail_job
 
 NOW = 1_800_000_000.0
 ENV = {"S3_AK": "AKCANARYRENDER01", "S3_SK": "canary-render-secret-51c2"}
@@ -32,16 +32,6 @@ spec:
   interval: 30s
   storage: s3
   idleTimeout: 2m
-"""
-THUMBNAILS = """\
-apiVersion: capctl/v1
-kind: ThumbnailJob
-metadata: {name: thumbs}
-spec:
-  provider: zego
-  files:
-    - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 2s]}
-    - {cdn: huawei, fileId: /record/a.mp4, interval: 2s}
 """
 
 
@@ -69,7 +59,7 @@ def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Pa
         recording_job("rec", ["class-1"], idle="1m", max_duration="12h"),
         recording_job("old", ["hall"], provider="zego-legacy"),
         ZEGO_SNAPSHOT,
-        THUMBNAILS,
+        thumbnail_job(),
     )
     text = text_of(plan)
     expected = [
@@ -141,7 +131,7 @@ def test_an_update_says_each_fact_once(tmp_path: Path) -> None:
 
 
 def test_a_saved_plan_renders_the_same_as_the_fresh_one(tmp_path: Path) -> None:
-    plan = plan_of(tmp_path, snapshot_job("audit", ["a", "b", "c", "d"]), THUMBNAILS)
+    plan = plan_of(tmp_path, snapshot_job("audit", ["a", "b", "c", "d"]), thumbnail_job())
     saved = plan_to_json(plan_from_json(json.loads(json.dumps(plan))))  # no shared subtrees after a file
     assert text_of(saved) == text_of(plan)
     assert render_markdown(saved) == render_markdown(plan)

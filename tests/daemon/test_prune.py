@@ -10,7 +10,7 @@ from reconciler.sim.faults import FaultConfig
 from reconciler.transitions import TOMBSTONE_RETENTION
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, snapshot_job, thumbnail_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 BIG = [f"SnapshotJob/big/r{i}" for i in range(3)]
@@ -160,20 +160,9 @@ async def test_a_failed_stop_is_recorded_on_its_task_which_keeps_running(harness
     assert record.status is TaskStatus.REMOVED and record.last_error is None
 
 
-THUMBS = """\
-apiVersion: capctl/v1
-kind: ThumbnailJob
-metadata: {name: thumbs}
-spec:
-  provider: zego
-  files:
-    - {cdn: huawei, fileId: /record/a.mp4, interval: 2s}
-"""
-
-
 async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> None:
     harness.daemon_options["max_prune"] = 100
-    write_specs(harness.specs, THUMBS)
+    write_specs(harness.specs, thumbnail_job(tencent=False))
     await harness.start()
     await harness.advance(1)
     key = "ThumbnailJob/thumbs//record/a.mp4"
@@ -183,7 +172,7 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     assert harness.daemon.reload()
     await harness.advance(1)
     assert harness.record(key).status is TaskStatus.REMOVED
-    write_specs(harness.specs, THUMBS)
+    write_specs(harness.specs, thumbnail_job(tencent=False))
     assert harness.daemon.reload()
     await harness.advance(1)
     assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1

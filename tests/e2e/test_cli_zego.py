@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Workdir
-from tests.specdocs import recording_job
+from tests.specdocs import recording_job, thumbnail_job
 
 REC = "RecordingJob/rec/class-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -131,20 +131,8 @@ def test_lost_answer_is_retried_with_the_same_client_task_id(work: Workdir) -> N
     assert len({r["body"]["RecordInputParams"]["ClientTaskId"] for r in work.sim.requests("StartRecord")}) == 1
 
 
-THUMBS = """
-apiVersion: capctl/v1
-kind: ThumbnailJob
-metadata: {name: thumbs}
-spec:
-  provider: zego
-  files:
-    - {cdn: tencent, fileId: "1397757897438985100", definition: 10, offsets: [1s, 2s]}
-    - {cdn: huawei, fileId: /record/a.mp4, interval: INTERVAL}
-"""
-
-
 def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None:
-    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "2s"))
+    work.write("jobs.yaml", thumbnail_job())
     work.sim.faults(throttleNext=1, apis=["MediaThumbnails"])  # code 6: retried within the budget
     work.apply()
     requests = [r for r in work.sim.requests("MediaThumbnails") if r["code"] == "0"]
@@ -153,7 +141,7 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     assert tencent["query"]["ExtTimeOffsetSet[]"] == ["1", "2"] and tencent["query"]["Definition"] == "10"
     work.apply()
     assert len(work.sim.requests("MediaThumbnails")) == 3  # unchanged: nothing submitted again
-    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "4s"))
+    work.write("jobs.yaml", thumbnail_job(huawei_interval="4s"))
     plan = work.capctl("plan").stdout
     assert "file entry changed: it is submitted again" in plan and "Plan: 0 to create, 0 to update in place, 1" in plan
     work.apply()
@@ -163,7 +151,7 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     assert "removed from specs" in work.apply().stdout
     assert len(work.sim.requests("MediaThumbnails")) == 4  # removing an entry does nothing remote
     assert {t["status"] for t in state(work).values()} == {"removed"}
-    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "4s"))  # restored as it was: its content hash is known
+    work.write("jobs.yaml", thumbnail_job(huawei_interval="4s"))  # restored as it was: its content hash is known
     assert "submitted before with the same content, not again" in work.capctl("plan", "--format", "json").stdout
     work.apply()
     assert len(work.sim.requests("MediaThumbnails")) == 4
@@ -171,7 +159,7 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
 
 
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
-    work.write("jobs.yaml", THUMBS.replace("INTERVAL", "2s"))
+    work.write("jobs.yaml", thumbnail_job())
     work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
     out = work.apply(expect=1).stdout
     assert "1000" in out and "1 created" in out and "1 failed" in out
