@@ -132,6 +132,7 @@ class Daemon:
         self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
+        self._looked_at: dict[str, float] = {}  # wall time each running task was last observed (or tried)
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
         self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
         self._end_reason: dict[str, tuple[str, str]] = {}  # key -> (vendor task id, why a callback said it ended)
@@ -373,6 +374,7 @@ class Daemon:
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
         self._next_observe.pop(key, None)
+        self._looked_at.pop(key, None)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):
@@ -412,6 +414,7 @@ class Daemon:
         self._rollover_hint.pop(change.key, None)
         self._end_reason.pop(change.key, None)
         self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
+        self._looked_at.pop(change.key, None)  # ... and its start is its last observation
         self._probe_until.pop(change.key, None)
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
@@ -477,12 +480,17 @@ class Daemon:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
+        self._looked_at[record.key] = now
+        swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
         probe_until = self._probe_until.get(record.key)
         if probe_until is not None and now < probe_until and obs.state is ObservedState.RUNNING:
-            self._next_observe[record.key] = now + policy.PROBE_INTERVAL  # its stop is due any moment
+            # Its stop is due one idle timeout after the last user left: every second from just after that
+            # (a look held to --resync may come before it: the regular sweep until then).
+            probe_from = probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
+            self._next_observe[record.key] = now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
         else:
             self._probe_until.pop(record.key, None)
-            self._next_observe[record.key] = now + self._period(record) * (0.9 + 0.2 * self._rng.random())
+            self._next_observe[record.key] = swept
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs
 
@@ -504,6 +512,12 @@ class Daemon:
                 due = min(due, deadline)
             self._next_observe[key] = due
         return max(0.0, due - now)
+
+    def _hint_look(self, record: TaskRecord, hint: float) -> float:
+        """Set the next look a callback suggests, held to one sweep period after the last observation."""
+        last = self._looked_at.get(record.key, record.observed_at or record.started_at or self.clock.now())
+        due = self._next_observe[record.key] = policy.hinted_look(hint, last, self._period(record))
+        return due
 
     def _period(self, record: TaskRecord) -> float:
         return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
@@ -600,13 +614,14 @@ class Daemon:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             current = self._next_observe.get(key)
             if event.room_empty or current is None:
-                self._next_observe[key] = covered
+                due = self._hint_look(record, covered)
             elif key not in self._probe_until:
                 # While probing after the last user left, an image may still arrive that was taken before
                 # the leave (callbacks race each other): it must not push the look past the idle deadline.
-                self._next_observe[key] = max(current, covered)
-            if event.room_empty:
-                self.queue.add_after(key, max(0.0, covered - self.clock.now()))
+                due = self._hint_look(record, max(current, covered))
+            else:
+                return
+            self.queue.add_after(key, max(0.0, due - self.clock.now()))
 
     def _track_users(self, event: CallbackEvent) -> None:
         """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
@@ -630,8 +645,8 @@ class Daemon:
             # one idle timeout away, on our clock.
             stop = now + record.idle_timeout
             self._probe_until[key] = stop + policy.DEADLINE_MARGIN
-            self._next_observe[key] = stop + policy.PROBE_DELAY
-            self.queue.add_after(key, record.idle_timeout + policy.PROBE_DELAY)
+            due = self._hint_look(record, stop + policy.PROBE_DELAY)
+            self.queue.add_after(key, max(0.0, due - now))
 
     def _wake_room(self, event: CallbackEvent) -> None:
         now = self.clock.now()
