@@ -25,7 +25,7 @@ from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM, BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy
-from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper
+from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper, ReplayGuard
 from reconciler.daemon.metrics import API_NAMES, CountingProvider, Metrics
 from reconciler.daemon.queue import ShutDown, WorkQueue
 from reconciler.daemon.records import RecordCache
@@ -131,6 +131,7 @@ class Daemon:
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
+        self._replays = ReplayGuard()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
         self._looked_at: dict[str, float] = {}  # wall time each running task was last observed (or tried)
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
@@ -487,7 +488,9 @@ class Daemon:
             # Its stop is due one idle timeout after the last user left: every second from just after that
             # (a look held to --resync may come before it: the regular sweep until then).
             probe_from = probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
-            self._next_observe[record.key] = now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
+            self._next_observe[record.key] = (
+                now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
+            )
         else:
             self._probe_until.pop(record.key, None)
             self._next_observe[record.key] = swept
@@ -562,13 +565,16 @@ class Daemon:
         if parse is None:
             return 404, f"no callback route for {vendor!r}"
         providers = self.spec.providers.values() if self.spec else ()
+        now = self.clock.now()
         try:
-            event = parse(body, providers, self.clock.now())
+            event = parse(body, providers, now)
+            first = self._replays.first_time(event, now)
         except CallbackRejected as exc:
             self.metrics.callbacks.labels(vendor=vendor, outcome="rejected").inc()
-            log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+            if exc.logged:
+                log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
             return exc.status, exc.reason
-        if not self._deduper.first_time(event.dedupe_key):
+        if not first or not self._deduper.first_time(event.dedupe_key):
             self.metrics.callbacks.labels(vendor=vendor, outcome="duplicate").inc()
             return 200, "duplicate: already accepted"
         self.metrics.callbacks.labels(vendor=vendor, outcome="accepted").inc()

@@ -8,6 +8,7 @@ with `--resync 5s`.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -68,4 +69,4 @@ async def test_repeated_empty_room_callbacks_cannot_hold_off_observation_past_re
     # And it was looked at throughout, never more than one jittered period apart.
     looks = [e.time for e in harness.sim.log.entries() if e.api == "DescribeRecordStatus"]
     assert looks and looks[0] - record.started_at <= RESYNC * (1 + RESYNC_JITTER)
-    assert max(b - a for a, b in zip(looks, looks[1:], strict=False)) <= RESYNC * (1 + RESYNC_JITTER) + 1e-6
+    assert max(b - a for a, b in itertools.pairwise(looks)) <= RESYNC * (1 + RESYNC_JITTER) + 1e-6
