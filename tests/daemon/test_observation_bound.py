@@ -14,14 +14,16 @@ from typing import Any
 
 import httpx
 
+from reconciler.daemon import policy
 from reconciler.daemon.controller import RESYNC_JITTER
 from reconciler.model import TaskStatus
 from reconciler.providers.zego_signing import callback_signature
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import ZEGO_SECRET, client, zego_body
-from tests.specdocs import recording_job
+from tests.specdocs import recording_job, snapshot_job
 
 CLASS = "RecordingJob/rec/class-1"
+LOBBY = "SnapshotJob/audit/lobby"
 RESYNC = 5.0
 SKEW = 400.0  # beyond the daemon's 300 s window: the end callback is refused as stale
 
@@ -70,3 +72,28 @@ async def test_repeated_empty_room_callbacks_cannot_hold_off_observation_past_re
     looks = [e.time for e in harness.sim.log.entries() if e.api == "DescribeRecordStatus"]
     assert looks and looks[0] - record.started_at <= RESYNC * (1 + RESYNC_JITTER)
     assert max(b - a for a, b in itertools.pairwise(looks)) <= RESYNC * (1 + RESYNC_JITTER) + 1e-6
+
+
+async def test_looks_held_to_resync_before_a_leave_deadline_do_not_start_the_per_second_probes(
+    harness: Harness,
+) -> None:
+    # Volcengine: the last user leaving means the run idles out 20 s later; with --resync 5s the daemon looks
+    # every ~5 s until then (the bound), and every second only from just after the idle deadline.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start(resync=RESYNC)
+    await harness.advance(60)
+    left_at, polls = harness.clock.now(), harness.calls("GetSnapshotTask")
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    await harness.advance(40)
+    record = harness.record(LOBBY)
+    assert record.reissue_count == 1 and record.started_at is not None
+    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+    # 20 s / 5 s looks before the deadline, one or two probes after it, a few sweeps of the new run.
+    looks_before_reissue = [
+        e.time
+        for e in harness.sim.log.entries()
+        if e.api == "GetSnapshotTask" and left_at < e.time <= record.started_at
+    ]
+    assert len(looks_before_reissue) <= 6, looks_before_reissue
+    assert harness.calls("GetSnapshotTask") - polls <= 6 + 4
