@@ -79,7 +79,7 @@ MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how
 # period, and recounting 10,000 records every second was 1.4 % of a core in the steady state.
 COUNTS_TTL = 10.0
 LEASE_RETRY_FIRST = 0.5  # seconds before retrying a failed lease renewal; doubles up to a sixth of the lease
-STORE_PROBE_TIMEOUT = 2.0  # seconds /readyz waits for the state store to answer its probe
+STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
 
 
 class ReconcileFailed(Exception):
@@ -558,6 +558,7 @@ class Daemon:
             obs = await self._provider(record.provider, record.family).observe(record)
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+            self.metrics.reconcile_errors.labels(reason=VENDOR_ERROR_REASONS[exc.kind]).inc()
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
         probe_until = self._probe_until.get(record.key)

@@ -21,7 +21,7 @@ from reconciler.state.sql import iso_utc
 
 T = TypeVar("T")
 
-STUCK_AFTER = 5.0  # seconds a store call may run before the daemon reports the store as not answering
+STUCK_AFTER = 3.0  # seconds a store call may run before the daemon reports the store as not answering
 
 
 class StoreHealth:
