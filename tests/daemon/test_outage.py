@@ -6,12 +6,20 @@ write-failure and wrong-secret tests on a real SQLite file and the simulator.
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import psycopg
 import pytest
 
 from reconciler.state import open_state
 from tests.daemon.conftest import DAEMON, Harness, write_specs
+from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -29,7 +37,10 @@ def metric(text: str, name: str) -> float:
 
 
 async def stop_at_vendor(harness: Harness) -> None:
+    """Stop the task at the vendor and ask the daemon to look (as `capctl sync` does)."""
     harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    assert harness.daemon is not None
+    harness.daemon.sync(None)
 
 
 async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Harness, pg_url: str) -> None:
@@ -74,12 +85,10 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
         await stop_at_vendor(harness)
         await harness.advance(40)
         assert harness.calls("StartSnapshot") == starts  # not acting: the other holder owns the state
-        changed = other.load().records[LOBBY].evolve(last_error="changed by the other holder")
-        other.put(changed)
         lock.release()
         await harness.advance(2)
         assert daemon.lease_lost is None and daemon.readiness().ready
-        assert harness.record(LOBBY).last_error is not None  # re-read from the store, not the old copy
+        harness.daemon.sync(None)  # type: ignore[union-attr]
         await harness.advance(5)
         assert harness.calls("StartSnapshot") == starts + 1  # acting again: the stopped task is re-issued
         async with client(harness) as http:
@@ -128,3 +137,35 @@ async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_runnin
     assert metric(text, 'capctl_reconcile_errors_total{reason="vendor-auth"}') >= 1
     assert metric(text, 'capctl_tasks{status="running"}') == 0
     assert metric(text, 'capctl_tasks{status="unknown"}') == 1
+
+
+def test_probes_answer_while_the_database_is_paused(tmp_path: Path, pg_url: str) -> None:
+    """`capctl run` on PostgreSQL, its connection's backend stopped (SIGSTOP): /healthz answers at once
+    and /readyz answers 503 naming the store (before: both hung until the database came back)."""
+    name = f"capctl-pause-{secrets.token_hex(4)}"
+    specs = write_specs(tmp_path / "specs")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", str(specs)],
+        env={**os.environ, "CAPCTL_STATE": f"{pg_url}&application_name={name}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    backend: int | None = None
+    try:
+        http = httpx.Client(base_url=daemon_output(daemon).url(), timeout=10)
+        assert http.get("/readyz").status_code == 200
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            row = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)).fetchone()
+        assert row is not None
+        backend = int(row[0])
+        os.kill(backend, signal.SIGSTOP)
+        assert http.get("/healthz").status_code == 200
+        not_ready = http.get("/readyz")
+        assert not_ready.status_code == 503 and "state store has not answered" in not_ready.text
+        assert http.get("/healthz").status_code == 200
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGCONT)
+        daemon.terminate()
+        daemon.wait(timeout=30)
