@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import itertools
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -270,12 +271,21 @@ class Daemon:
         is noted in `store_health` (readiness reads it). A call already stuck is not piled onto."""
         if self.store_health.stuck_for() is not None:
             return
-        probe = asyncio.ensure_future(asyncio.to_thread(self.records.serial))
-        probe.add_done_callback(lambda done: done.cancelled() or done.exception())  # noted, not re-raised
-        # An error is noted by the watched store; a timeout leaves the call running, and `store_health`
-        # reports it once it has waited STUCK_AFTER.
-        with contextlib.suppress(StateError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(probe), STORE_PROBE_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+
+        def probe() -> None:
+            # An error is noted by the watched store (readiness reads it), so it is not raised again here.
+            with contextlib.suppress(StateError):
+                self.records.serial()
+            with contextlib.suppress(RuntimeError):  # the loop may be gone when a hung call returns
+                loop.call_soon_threadsafe(answered.set)
+
+        # A daemon thread, not the loop's executor: a call hung on the database must not hold up shutdown.
+        threading.Thread(target=probe, name="capctl-store-probe", daemon=True).start()
+        # On timeout the call keeps running; `store_health` reports it once it has waited STUCK_AFTER.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answered.wait(), STORE_PROBE_TIMEOUT)
 
     def readiness(self) -> Readiness:
         """Answered from what the daemon knows, without touching the store (it may hang): see probe_store."""
@@ -631,6 +641,8 @@ class Daemon:
         parse = PARSERS.get(vendor)
         if parse is None:
             return 404, f"no callback route for {vendor!r}"
+        if self.lease_lost is not None:  # its writes would race the lease's holder; the vendor retries
+            return 503, f"not acting: {self.lease_lost}"
         providers = self.spec.providers.values() if self.spec else ()
         try:
             event = parse(body, providers, self.clock.now())
@@ -739,6 +751,8 @@ class Daemon:
         queued once, so repeating the request costs nothing more. Any unknown key: nothing is queued."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.spec_error}", []
+        if self.lease_lost is not None:
+            return 503, f"not acting: {self.lease_lost}", []
         known = set(self.spec.tasks) | set(self.records.keys())  # a removed job's tasks are pruned by a sync
         if keys is None:
             wanted = sorted(known)

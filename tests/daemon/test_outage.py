@@ -6,6 +6,7 @@ write-failure and wrong-secret tests on a real SQLite file and the simulator.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import signal
@@ -17,7 +18,9 @@ import httpx
 import psycopg
 import pytest
 
+from reconciler import logs
 from reconciler.state import open_state
+from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
@@ -46,6 +49,8 @@ async def stop_at_vendor(harness: Harness) -> None:
 async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Harness, pg_url: str) -> None:
     """A database restart drops the daemon's connection: the renewal fails once, is retried, and the
     daemon keeps working (before: 'lost the state lock; no more work is taken', for good)."""
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
     harness.sim.publish("volcengine", "lobby", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
     store = open_state(pg_url)
@@ -56,6 +61,8 @@ async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Ha
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
     await harness.advance(10)  # several renewals: the first one after the restart fails
+    assert "state lock renewal failed; retrying" in logged.getvalue()
+    assert "lost the state lock" not in logged.getvalue()
     assert daemon.lease_lost is None and daemon.readiness().ready
     starts = harness.calls("StartSnapshot")
     await stop_at_vendor(harness)
@@ -81,6 +88,9 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
             assert ready.status_code == 503
             assert "not acting: another holder took the state lock" in ready.text and "capctl apply" in ready.text
             assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 0
+            # Callbacks and sync are refused meanwhile (the vendor retries): their writes would race the holder.
+            assert (await http.post("/callbacks/volcengine", json={})).status_code == 503
+            assert (await http.post("/api/v1/sync")).status_code == 503
         starts = harness.calls("StartSnapshot")
         await stop_at_vendor(harness)
         await harness.advance(40)
@@ -102,9 +112,11 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     counted as state-write, and the stopped task no longer counts as running."""
     harness.sim.publish("volcengine", "lobby", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
-    daemon = await harness.start()
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    daemon = await harness.start(store)
     await harness.advance(1)
-    db = daemon.records.store.inner._db  # type: ignore[attr-defined]
+    db = store._db
+    assert db is not None
     db.execute("PRAGMA query_only = ON")  # every write now fails in SQLite itself
     await stop_at_vendor(harness)
     await harness.advance(40)
