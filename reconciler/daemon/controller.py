@@ -276,8 +276,12 @@ class Daemon:
 
         def probe() -> None:
             # An error is noted by the watched store (readiness reads it), so it is not raised again here.
-            with contextlib.suppress(StateError):
-                self.records.serial()
+            # Twice: after a database restart the first call finds the old connection dead, the second
+            # reconnects (a read, so repeating it is harmless).
+            for _ in range(2):
+                with contextlib.suppress(StateError):
+                    self.records.serial()
+                    break
             with contextlib.suppress(RuntimeError):  # the loop may be gone when a hung call returns
                 loop.call_soon_threadsafe(answered.set)
 
