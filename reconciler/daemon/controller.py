@@ -448,6 +448,7 @@ class Daemon:
             except StateError:
                 if obs.state is not ObservedState.RUNNING:  # it ended, but the record cannot say so yet
                     self._unconfirmed[key] = TaskStatus.STOPPED.value
+                self._observe_now.add(key)  # the retry looks again instead of trusting the stale record
                 raise
         if record is not None and self._waiting_to_reissue(task, record):
             active_at = self._room_activity.get(key)
@@ -469,6 +470,7 @@ class Daemon:
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
         self._next_observe.pop(key, None)
+        self._unconfirmed.pop(key, None)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):

@@ -76,7 +76,12 @@ class _StateCollector(Collector):
         self._depth = depth
 
     def collect(self) -> list[GaugeMetricFamily]:
-        tasks = GaugeMetricFamily("capctl_tasks", "Tasks in the state store, by status", labels=["status"])
+        tasks = GaugeMetricFamily(
+            "capctl_tasks",
+            "Tasks by status: the state's records, except a task seen stopped but not yet recorded (stopped)"
+            " or whose last observation failed (unknown)",
+            labels=["status"],
+        )
         counts = self._statuses()
         # Every status, and "unknown": tasks whose last observation failed (the daemon does not know).
         for status in [*(s.value for s in TaskStatus), "unknown"]:
