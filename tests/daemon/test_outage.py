@@ -19,11 +19,13 @@ import psycopg
 import pytest
 
 from reconciler import logs
+from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
+from tests.state.helpers import make_record
 
 LOBBY = "SnapshotJob/audit/lobby"
 
@@ -95,9 +97,12 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
         await stop_at_vendor(harness)
         await harness.advance(40)
         assert harness.calls("StartSnapshot") == starts  # not acting: the other holder owns the state
+        tombstone = make_record("SnapshotJob/gone/lobby", status=TaskStatus.REMOVED, removed_at=harness.clock.now())
+        other.put(tombstone)  # what the other holder changed meanwhile
         lock.release()
         await harness.advance(2)
         assert daemon.lease_lost is None and daemon.readiness().ready
+        assert daemon.records.get(tombstone.key) == tombstone  # the state was read again
         harness.daemon.sync(None)  # type: ignore[union-attr]
         await harness.advance(5)
         assert harness.calls("StartSnapshot") == starts + 1  # acting again: the stopped task is re-issued
