@@ -3,6 +3,11 @@
 SIGTERM / SIGINT stop taking work, let in-flight vendor calls finish (bounded), and exit 0; vendor tasks
 keep running. SIGHUP re-reads the specs. uvicorn's own signal capture is switched off so that the daemon,
 not the web server, decides the order of shutdown.
+
+The HTTP server runs on a thread with an event loop of its own. The executor calls the state store
+synchronously on the daemon's loop, so a hung database would freeze every coroutine on that loop,
+probes included; on its own loop, /healthz always answers and /readyz says the store does not answer
+(issue 14). Handlers that touch the daemon's state hand the work back to its loop (`on_daemon_loop`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 
 import structlog
@@ -121,7 +127,17 @@ async def _serve(
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="capctl-http")
+    served = asyncio.Event()  # set when the HTTP thread ends
+
+    def serve() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        finally:
+            loop.call_soon_threadsafe(served.set)
+
+    thread = threading.Thread(target=serve, name="capctl-http", daemon=True)
+    thread.start()
+    serving = asyncio.create_task(served.wait())
     log.info("listening", url=url_of(sock))
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
@@ -138,5 +154,6 @@ async def _serve(
         server.should_exit = True
         with contextlib.suppress(BaseException):
             await serving
+        await asyncio.to_thread(thread.join)
         store.close()
     return code

@@ -20,11 +20,28 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
+import psycopg.conninfo
 
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
 from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+
+# Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
+# transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
+# vanished. A URL that sets one of these itself (`?options=-c statement_timeout=...`) keeps its value.
+SESSION_LIMITS = {
+    "statement_timeout": "15s",
+    "lock_timeout": "10s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+CONNECTION_LIMITS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,  # seconds of silence before the first probe
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds sent data may stay unacknowledged
+}
 
 _LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
@@ -108,17 +125,23 @@ class PostgresStateStore(SqlStateStore):
             message = message.replace(secret, "***")
         return message
 
+    def _limits(self) -> dict[str, str | int]:
+        """Connection options the URL does not set itself: timeouts, keepalives, application_name."""
+        given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
+        options = str(given.get("options") or "")
+        added = " ".join(f"-c {name}={value}" for name, value in SESSION_LIMITS.items() if name not in options)
+        limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
+        limits["options"] = f"{options} {added}".strip()
+        limits["application_name"] = str(given.get("application_name") or "capctl")
+        return limits
+
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._closed:
             raise StateError(f"{self.url}: the store is closed")
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = psycopg.connect(
-                    self._conninfo.reveal(),
-                    autocommit=True,
-                    connect_timeout=self._connect_timeout,
-                    application_name="capctl",
-                )
+                conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits())
+                self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
                 raise StateError(
                     f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}"

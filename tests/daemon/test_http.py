@@ -167,6 +167,7 @@ async def test_readyz_reports_a_state_store_that_does_not_answer(harness: Harnes
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     daemon = await harness.start()
     daemon.records.store.close()
+    await daemon.probe_store()
     state = daemon.readiness()
     assert not state.ready and "state store does not answer" in state.reason
 
