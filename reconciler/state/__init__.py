@@ -10,7 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .base import Lock, LockHeld, NoState, SerialMismatch, Snapshot, StateError, StateMissing, StateStore
+from .base import (
+    Lock,
+    LockHeld,
+    NoState,
+    SerialMismatch,
+    Snapshot,
+    StateDamaged,
+    StateError,
+    StateMissing,
+    StateStore,
+)
 from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
@@ -25,6 +35,7 @@ __all__ = [
     "SQLiteStateStore",
     "SerialMismatch",
     "Snapshot",
+    "StateDamaged",
     "StateError",
     "StateMissing",
     "StateStore",

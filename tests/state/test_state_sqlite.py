@@ -88,7 +88,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello, this is not SQLite " * 100)
-    with pytest.raises(StateError, match=r"sqlite:///.*notes\.txt: file is not a database"):
+    with pytest.raises(StateError, match=r"sqlite:///.*notes\.txt looks damaged \(file is not a database\); restore"):
         SQLiteStateStore(tmp_path / "notes.txt")
 
 
