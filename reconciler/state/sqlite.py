@@ -117,10 +117,11 @@ class SQLiteStateStore(SqlStateStore):
                 self._open_schema(create=True, where=self.url)
                 self._db.close()  # the last connection: its WAL is checkpointed into the file and removed
                 self._db = None
-            os.link(temp, self.path)  # fails if the path exists meanwhile, unlike a rename
+            try:
+                os.link(temp, self.path)  # fails if the path exists meanwhile, unlike a rename
+            except FileExistsError:
+                return False
             return True
-        except FileExistsError:
-            return False
         except OSError as exc:
             raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
         finally:
