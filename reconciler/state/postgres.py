@@ -100,7 +100,7 @@ class PostgresStateStore(SqlStateStore):
         try:
             # No capctl table at all is a new state (the database must exist and starts empty); a partial set
             # of them is damage.
-            self._open_schema(create=create, where=self.url)
+            self.created = self._open_schema(create=create, where=self.url)
         except BaseException:
             self.close()
             raise

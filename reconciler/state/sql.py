@@ -94,6 +94,7 @@ class SqlStateStore(ABC):
 
     url: str
     queries: ClassVar[Queries]
+    created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
 
     @abstractmethod
