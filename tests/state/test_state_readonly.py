@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import StateDamaged, NoState, StateError, StateMissing, open_state
+from reconciler.state import NoState, StateDamaged, StateError, StateMissing, open_state
 
 from .helpers import make_record
 
