@@ -82,6 +82,9 @@ class SQLiteStateStore(SqlStateStore):
                 self.created |= self._open_schema(create=init, where=where)
             except StateMissing:
                 raise StateDamaged(where, "it has no capctl tables", remedy=hint) from None
+        except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
+            self.close()
+            raise StateError(f"{where}: cannot open the state file: {exc.strerror}") from None
         except BaseException:
             self.close()
             raise
@@ -107,9 +110,11 @@ class SQLiteStateStore(SqlStateStore):
 
         A crash mid-creation thus leaves no empty or table-less file behind, so such a file is always
         damage. Returns False when another process linked its own new state first (that one is used)."""
-        temp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        # A dangling symlink is created where it points (as opening it with O_CREAT would), on that disk.
+        target = Path(os.path.realpath(self.path))
+        temp = target.with_name(f".{target.name}.new-{os.getpid()}-{threading.get_ident()}")
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             with self._translate_errors(f"{self.url} (new file {temp.name})"):
                 self._db = self._connect(temp, mode="rw")
@@ -118,7 +123,7 @@ class SQLiteStateStore(SqlStateStore):
                 self._db.close()  # the last connection: its WAL is checkpointed into the file and removed
                 self._db = None
             try:
-                os.link(temp, self.path)  # fails if the path exists meanwhile, unlike a rename
+                os.link(temp, target)  # fails if the path exists meanwhile, unlike a rename
             except FileExistsError:
                 return False
             return True

@@ -6,7 +6,6 @@ the database server's clock, so the lease tests wait (briefly) on real time: no 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
@@ -172,19 +171,6 @@ def test_deleting_the_lock_file_admits_no_second_writer(store: StateStore, store
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
         store.lock("capctl apply").release()  # free once the holder is gone, lock file or not
-
-
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_a_holder_of_only_the_lock_file_still_excludes(store: StateStore, store_url: str) -> None:
-    # capctl before issue 14 locked only `<db>.lock`: one still running during an upgrade keeps others out.
-    fd = os.open(sqlite_path(store_url) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(LockHeld, match="holder not recorded"):
-            store.lock("capctl apply")
-    finally:
-        os.close(fd)
-    store.lock("capctl apply").release()  # and the database file was not left locked by the refused attempt
 
 
 def test_a_closed_store_keeps_the_other_stores_of_the_process_working(store_url: str) -> None:
