@@ -896,12 +896,12 @@ def _no_task(key: str, store: StateStore) -> NoReturn:
 
 @state_app.command("init")
 def state_init(state: StateOpt = None) -> None:
-    """Start a new, empty state: where there is none, in an empty (0-byte) SQLite file, or in an SQLite file or
-    PostgreSQL database without capctl tables. An existing state is left as it is; a damaged one (some capctl
-    tables but not all, corrupt pages) is refused.
+    """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
 
-    apply, run and demo create a state where there is none by themselves: init is for a file that exists but
-    is empty, which every other command refuses as damage."""
+    It creates the capctl tables where there is no state, in an empty SQLite file, or in an SQLite file or
+    PostgreSQL database without capctl tables (apply, run and demo also create a state where there is none).
+    An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt pages) is
+    refused: restore it from a backup, or move it away."""
     from reconciler.state import open_state
     from reconciler.state.sql import SqlStateStore
 
