@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.state import StateDamaged, StateError, StateMissing, StateStore, open_state, sqlite_path
+from reconciler.state.sql import SqlStateStore
 
 from .helpers import make_record
 
@@ -67,6 +68,10 @@ def test_state_init_refuses_a_partial_schema(store: StateStore, store_url: str) 
 def test_an_empty_postgres_database_is_a_new_state_and_a_mangled_one_an_error(pg_url: str) -> None:
     with pytest.raises(StateMissing, match="no capctl tables in that database"):
         open_state(pg_url, create=False)
+    for created in (True, False):  # `capctl state init`: a new state, then "already exists"
+        store = open_state(pg_url, init=True)
+        assert isinstance(store, SqlStateStore) and store.created is created
+        store.close()
     store = open_state(pg_url)
     store.put(make_record())
     store.close()
