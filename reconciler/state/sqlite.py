@@ -1,10 +1,12 @@
 """The default state store: one SQLite file next to the specs, readable by its owner only.
 
-The file is created with mode 0600 before SQLite opens it (SQLite gives its -wal/-shm files the same
-mode). WAL journaling with synchronous=NORMAL makes every commit durable against a crash of the process
-(what "a crash mid-apply loses nothing already committed" needs) at well under a millisecond per commit;
-only an OS crash or power loss can drop the last few commits. The apply lock is an OS lock (`flock`) on
-`<db>.lock`, so it disappears with the process that held it, however that process ended.
+A new file is built whole (mode 0600, tables, WAL) under a temporary name and linked into place, so a file
+that exists but is empty or has no capctl tables is never a half-made new state: it is damage (`StateDamaged`),
+like a corrupt one. SQLite gives the -wal/-shm files the file's mode. WAL journaling with synchronous=NORMAL
+makes every commit durable against a crash of the process (what "a crash mid-apply loses nothing already
+committed" needs) at well under a millisecond per commit; only an OS crash or power loss can drop the last
+few commits. The apply lock is an OS lock (`flock`) on the database file itself, so deleting a file cannot
+admit a second writer, and it disappears with the process that held it, however that process ended.
 """
 
 from __future__ import annotations
@@ -200,8 +202,7 @@ class SQLiteStateStore(SqlStateStore):
         try:
             self._file.acquire(lambda: _describe_holder(os.pread(fd, 4096, 0), self.lock_path))
             try:
-                # Each lock() opens its own file description, so two locks in one process conflict too.
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as capctl before issue 14 locks it
             except BaseException:
                 self._file.release()
                 raise
@@ -210,7 +211,7 @@ class SQLiteStateStore(SqlStateStore):
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise LockHeld(_describe_holder(current, self.lock_path)) from None
-            raise StateError(f"{self.url}: cannot lock {self.lock_path}: {exc.strerror}") from None
+            raise StateError(f"{self.url}: cannot take the state lock: {exc.strerror}") from None
         except BaseException:
             os.close(fd)
             raise
