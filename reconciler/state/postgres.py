@@ -25,7 +25,7 @@ import psycopg.conninfo
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
-from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
@@ -46,7 +46,9 @@ CONNECTION_LIMITS = {
 _LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _BASE_QUERIES = Queries.build(
-    mark="%s", for_update=" FOR UPDATE", has_meta="SELECT (to_regclass('capctl_meta') IS NOT NULL)::int"
+    mark="%s",
+    for_update=" FOR UPDATE",
+    tables=f"SELECT t FROM unnest(ARRAY{list(TABLES)}) AS t WHERE to_regclass(t) IS NOT NULL",
 )
 
 
@@ -88,6 +90,8 @@ def _validate(url: str) -> None:
 class PostgresStateStore(SqlStateStore):
     """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
 
+    no_tables = " (no capctl tables in that database)"
+
     queries = dataclasses.replace(
         _BASE_QUERIES,
         create=(
@@ -100,7 +104,8 @@ class PostgresStateStore(SqlStateStore):
     )
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
-        """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty)."""
+        """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
+        with some of them but not all, `StateDamaged` either way."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
@@ -110,10 +115,9 @@ class PostgresStateStore(SqlStateStore):
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False
         try:
-            if create:
-                self._init_schema()
-            else:
-                self._find_schema(f"{self.url} (no capctl tables in that database)")
+            # No capctl table at all is a new state (the database must exist and starts empty); a partial set
+            # of them is damage.
+            self.created = self._open_schema(create=create, where=self.url)
         except BaseException:
             self.close()
             raise
