@@ -17,8 +17,8 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, NoReturn
 from pathlib import Path as FsPath
+from typing import Final, NoReturn
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig

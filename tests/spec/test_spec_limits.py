@@ -13,11 +13,11 @@ import pytest
 
 from reconciler.spec import SpecErrors, load_spec_set
 from reconciler.spec.files import FileRefused, read_regular
-from reconciler.spec.loader import SpecLimits
+from reconciler.spec.loader import DEFAULT_LIMITS, SpecLimits
 from tests.spec.conftest import BASE, SECRET_ENV, job
 
 
-def _messages(*paths: Path, limits: SpecLimits = SpecLimits()) -> list[str]:
+def _messages(*paths: Path, limits: SpecLimits = DEFAULT_LIMITS) -> list[str]:
     with pytest.raises(SpecErrors) as info:
         load_spec_set(list(paths), env=SECRET_ENV, limits=limits)
     return [str(e) for e in info.value.errors]
@@ -99,7 +99,7 @@ def test_an_unreadable_file_is_named() -> None:
                     os.setgid(65534)
                     os.setuid(65534)
                 found = "\n".join(_messages(secret))
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            except BaseException as exc:
                 found = f"child failed: {exc!r}"
             os.write(write, found.encode())
             os._exit(0)
