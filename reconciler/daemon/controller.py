@@ -66,6 +66,9 @@ MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how
 # Seconds a per-budget running-task count is reused before it is recounted: the count only sets the sweep
 # period, and recounting 10,000 records every second was 1.4 % of a core in the steady state.
 COUNTS_TTL = 10.0
+# Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
+# (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
+PRUNE_GRACE = 30.0
 
 
 class ReconcileFailed(Exception):
@@ -102,17 +105,23 @@ class Daemon:
         watch_debounce_ms: int | None = None,
         sync_token: str | None = None,
         max_prune: float = policy.MAX_PRUNE_PERCENT,
+        prune_grace: float = PRUNE_GRACE,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
         if not 0 <= max_prune <= 100:
             raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
+        if prune_grace < 0:
+            raise ValueError(f"prune_grace must not be negative, got {prune_grace}")
         self.paths = list(paths)
         self.clock = clock
         self.resync = resync
         self.prune = prune
         self.max_prune = max_prune
+        self.prune_grace = prune_grace
         self._prune_blocked: set[str] = set()  # removed from the specs, held back by --max-prune
+        self._absent_since: dict[str, float] = {}  # removed from the specs at: pruned once prune_grace has passed
+        self._prune_pending: set[str] = set()  # removed, within the grace period
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.records = RecordCache(store)
         self.queue = WorkQueue(clock)
@@ -289,6 +298,7 @@ class Daemon:
         live = [r for r in self.records.values() if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
         blocked = missing if policy.prune_blocked(len(missing), len(live), self.max_prune) else set()
+        self._start_grace(missing, blocked)
         if blocked and blocked != self._prune_blocked:
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
@@ -303,8 +313,27 @@ class Daemon:
         self._prune_blocked = blocked
         self._export_prune_gauges()
 
+    def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
+        """Remember since when each task has been missing; say once which tasks will be pruned after the
+        grace period, and which came back in time (docs/daemon.md, "Pruning and its safeguard")."""
+        now = self.clock.now()
+        before = self._absent_since
+        self._absent_since = {key: before.get(key, now) for key in missing}
+        came_back = self._prune_pending - missing
+        self._prune_pending = {k for k in missing - blocked if now < self._absent_since[k] + self.prune_grace}
+        if new := sorted(self._prune_pending - before.keys()):
+            log.info(
+                "prune pending: tasks removed from the specs are stopped after the grace period unless they return",
+                tasks=len(new),
+                grace=self.prune_grace,
+                first=new[:MAX_LOGGED_ERRORS],
+            )
+        if came_back:
+            log.info("prune cancelled: tasks are back in the specs", tasks=len(came_back))
+
     def _export_prune_gauges(self) -> None:
         self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._prune_blocked))
+        self.metrics.prune_blocked.labels(reason="grace").set(len(self._prune_pending))
         self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))
 
     # --- workers ----------------------------------------------------------------------------------------
@@ -381,6 +410,12 @@ class Daemon:
             return max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now)
         if record is None or not self.prune or key in self._prune_blocked:
             return None
+        wait = self._absent_since.setdefault(key, now) + self.prune_grace - now
+        if wait > 0:
+            return wait  # looked at again when the grace period ends; a reload that restores it cancels this
+        if key in self._prune_pending:
+            self._prune_pending.discard(key)
+            self._export_prune_gauges()
         assert self.spec is not None
         try:
             plan = diff(
@@ -393,6 +428,7 @@ class Daemon:
                 log.error("cannot prune", error=str(exc))
             return None
         await self._execute(plan.changes[0], None, record)
+        self._absent_since.pop(key, None)
         if key in self._unstoppable:  # its provider came back and the stop went through
             self._unstoppable.discard(key)
             self._export_prune_gauges()

@@ -7,6 +7,7 @@ import shutil
 
 from structlog.testing import capture_logs
 
+from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.watch import watch_roots
 from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
@@ -39,7 +40,7 @@ async def test_edits_add_update_and_prune(harness: Harness) -> None:
     write_specs(harness.specs)
     (harness.specs / "other.yaml").write_text(snapshot_job("other", ["hall"]))
     assert harness.daemon.reload()
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(LOBBY).status is TaskStatus.REMOVED and harness.record(VIP).status is TaskStatus.REMOVED
     assert harness.calls("StopSnapshot") == 2
     assert [t.room_id for t in harness.running_sim_tasks()] == ["hall"]
