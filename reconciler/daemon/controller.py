@@ -139,6 +139,7 @@ class Daemon:
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._deduper = Deduper()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
@@ -188,7 +189,7 @@ class Daemon:
         self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
             watcher = watch_specs(
-                self.paths, self.reload, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
+                self.paths, self.reload_async, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
             )
             self._tasks.append(loop.create_task(watcher, name="capctl-watch"))
         log.info(
@@ -252,9 +253,32 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
+        return self._take_specs(self._read_specs())
+
+    async def reload_async(self) -> bool:
+        """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
+        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
+        async with self._reload_lock:
+            return self._take_specs(await asyncio.to_thread(self._read_specs))
+
+    def reload_soon(self) -> None:
+        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await)."""
+
+        async def reload() -> None:
+            await self.reload_async()
+
+        self._tasks = [t for t in self._tasks if not t.done()]  # earlier reloads: a long-lived daemon gets many
+        self._tasks.append(asyncio.get_running_loop().create_task(reload(), name="capctl-reload"))
+
+    def _read_specs(self) -> SpecSet | SpecErrors:
         try:
-            spec = load_spec_set(self.paths)
+            return load_spec_set(self.paths)
         except SpecErrors as exc:
+            return exc
+
+    def _take_specs(self, spec: SpecSet | SpecErrors) -> bool:
+        if isinstance(spec, SpecErrors):
+            exc = spec
             count = len(exc.errors) or 1
             self.spec_error = (
                 f"{count} error{'s' if count != 1 else ''}, first: {exc.errors[0]}" if exc.errors else str(exc)
