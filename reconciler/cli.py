@@ -717,7 +717,12 @@ def run(
         ),
     ] = "127.0.0.1:8080",
     resync: Annotated[
-        str, typer.Option("--resync", help="Longest a running task goes unobserved (a duration: 30s, 5m, or seconds).")
+        str,
+        typer.Option(
+            "--resync",
+            help="Longest a running task goes unobserved, whatever callbacks say, ± 10 % jitter "
+            "(longer only when tasks ÷ query budget needs it; a duration: 30s, 5m, or seconds).",
+        ),
     ] = "30s",
     prune: Annotated[
         bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")

@@ -25,7 +25,7 @@ from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM, BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy
-from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper
+from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper, ReplayGuard
 from reconciler.daemon.metrics import API_NAMES, CountingProvider, Metrics
 from reconciler.daemon.queue import ShutDown, WorkQueue
 from reconciler.daemon.records import RecordCache
@@ -141,7 +141,9 @@ class Daemon:
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._deduper = Deduper()
+        self._replays = ReplayGuard()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
+        self._looked_at: dict[str, float] = {}  # wall time each running task was last observed (or tried)
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
         self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
         self._end_reason: dict[str, tuple[str, str]] = {}  # key -> (vendor task id, why a callback said it ended)
@@ -426,6 +428,7 @@ class Daemon:
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
         self._next_observe.pop(key, None)
+        self._looked_at.pop(key, None)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):
@@ -472,6 +475,7 @@ class Daemon:
         self._rollover_hint.pop(change.key, None)
         self._end_reason.pop(change.key, None)
         self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
+        self._looked_at.pop(change.key, None)  # ... and its start is its last observation
         self._probe_until.pop(change.key, None)
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
@@ -537,12 +541,19 @@ class Daemon:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
+        self._looked_at[record.key] = now
+        swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
         probe_until = self._probe_until.get(record.key)
         if probe_until is not None and now < probe_until and obs.state is ObservedState.RUNNING:
-            self._next_observe[record.key] = now + policy.PROBE_INTERVAL  # its stop is due any moment
+            # Its stop is due one idle timeout after the last user left: every second from just after that
+            # (a look held to --resync may come before it: the regular sweep until then).
+            probe_from = probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
+            self._next_observe[record.key] = (
+                now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
+            )
         else:
             self._probe_until.pop(record.key, None)
-            self._next_observe[record.key] = now + self._period(record) * (0.9 + 0.2 * self._rng.random())
+            self._next_observe[record.key] = swept
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs
 
@@ -564,6 +575,12 @@ class Daemon:
                 due = min(due, deadline)
             self._next_observe[key] = due
         return max(0.0, due - now)
+
+    def _hint_look(self, record: TaskRecord, hint: float) -> float:
+        """Set the next look a callback suggests, held to one sweep period after the last observation."""
+        last = self._looked_at.get(record.key, record.observed_at or record.started_at or self.clock.now())
+        due = self._next_observe[record.key] = policy.hinted_look(hint, last, self._period(record))
+        return due
 
     def _period(self, record: TaskRecord) -> float:
         return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
@@ -608,13 +625,16 @@ class Daemon:
         if parse is None:
             return 404, f"no callback route for {vendor!r}"
         providers = self.spec.providers.values() if self.spec else ()
+        now = self.clock.now()
         try:
-            event = parse(body, providers, self.clock.now())
+            event = parse(body, providers, now)
+            first = self._replays.first_time(event, now)
         except CallbackRejected as exc:
             self.metrics.callbacks.labels(vendor=vendor, outcome="rejected").inc()
-            log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+            if exc.logged:
+                log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
             return exc.status, exc.reason
-        if not self._deduper.first_time(event.dedupe_key):
+        if not first or not self._deduper.first_time(event.dedupe_key):
             self.metrics.callbacks.labels(vendor=vendor, outcome="duplicate").inc()
             return 200, "duplicate: already accepted"
         self.metrics.callbacks.labels(vendor=vendor, outcome="accepted").inc()
@@ -660,13 +680,14 @@ class Daemon:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             current = self._next_observe.get(key)
             if event.room_empty or current is None:
-                self._next_observe[key] = covered
+                due = self._hint_look(record, covered)
             elif key not in self._probe_until:
                 # While probing after the last user left, an image may still arrive that was taken before
                 # the leave (callbacks race each other): it must not push the look past the idle deadline.
-                self._next_observe[key] = max(current, covered)
-            if event.room_empty:
-                self.queue.add_after(key, max(0.0, covered - self.clock.now()))
+                due = self._hint_look(record, max(current, covered))
+            else:
+                return
+            self.queue.add_after(key, max(0.0, due - self.clock.now()))
 
     def _track_users(self, event: CallbackEvent) -> None:
         """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
@@ -690,8 +711,8 @@ class Daemon:
             # one idle timeout away, on our clock.
             stop = now + record.idle_timeout
             self._probe_until[key] = stop + policy.DEADLINE_MARGIN
-            self._next_observe[key] = stop + policy.PROBE_DELAY
-            self.queue.add_after(key, record.idle_timeout + policy.PROBE_DELAY)
+            due = self._hint_look(record, stop + policy.PROBE_DELAY)
+            self.queue.add_after(key, max(0.0, due - now))
 
     def _wake_room(self, event: CallbackEvent) -> None:
         now = self.clock.now()
