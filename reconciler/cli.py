@@ -701,6 +701,16 @@ async def _apply(
             )
 
 
+def _duration_option(option: str, value: str) -> int:
+    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option."""
+    from reconciler.spec.fields import parse_duration
+
+    try:
+        return int(parse_duration(int(value) if value.isdigit() else value))
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
 @app.command()
 def run(
     paths: PathsArg = None,
@@ -732,20 +742,26 @@ def run(
             "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
         ),
     ] = 50.0,
+    prune_grace: Annotated[
+        str,
+        typer.Option(
+            "--prune-grace",
+            metavar="DURATION",
+            help="How long a task must be missing from the specs before it is stopped (a file rewritten in "
+            "place is briefly missing documents); one that comes back in time is left alone. 0 prunes at once.",
+        ),
+    ] = "30s",
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
     from reconciler.daemon import run_daemon
-    from reconciler.spec.fields import parse_duration
 
     _split_listen(listen, "127.0.0.1:8080")
-    try:
-        resync_seconds = int(parse_duration(int(resync) if resync.isdigit() else resync))
-    except ValueError as exc:
-        fail(f"--resync: {exc}")
+    resync_seconds = _duration_option("--resync", resync)
     if resync_seconds <= 0:
         fail("--resync must be at least 1s")
+    grace_seconds = _duration_option("--prune-grace", prune_grace)
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -756,6 +772,7 @@ def run(
             state_url=state,
             log_level=None,
             max_prune=max_prune,
+            prune_grace=float(grace_seconds),
         )
     )
 

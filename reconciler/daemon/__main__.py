@@ -1,5 +1,5 @@
 """`python -m reconciler.daemon [PATH...] [--listen HOST:PORT] [--resync SECONDS] [--no-prune] [--max-prune PERCENT]
-[--state URL]`.
+[--prune-grace SECONDS] [--state URL]`.
 
 A minimal entry point for running the daemon without the CLI (process-level tests, debugging);
 `capctl run` is the user-facing command.
@@ -8,6 +8,7 @@ A minimal entry point for running the daemon without the CLI (process-level test
 import argparse
 import sys
 
+from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.main import run_daemon
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 
@@ -19,6 +20,7 @@ def main() -> int:
     parser.add_argument("--resync", type=float, default=30.0)
     parser.add_argument("--no-prune", dest="prune", action="store_false")
     parser.add_argument("--max-prune", type=float, default=MAX_PRUNE_PERCENT)
+    parser.add_argument("--prune-grace", type=float, default=PRUNE_GRACE)
     parser.add_argument("--state", default=None)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
@@ -30,6 +32,7 @@ def main() -> int:
         state_url=args.state,
         log_level=args.log_level,
         max_prune=args.max_prune,
+        prune_grace=args.prune_grace,
     )
 
 

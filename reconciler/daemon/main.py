@@ -25,7 +25,7 @@ import uvicorn
 
 from reconciler import logs
 from reconciler.clock import SystemClock
-from reconciler.daemon.controller import Daemon
+from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
@@ -54,6 +54,7 @@ def run_daemon(
     state_url: str | None = None,
     log_level: str | None = "info",
     max_prune: float = MAX_PRUNE_PERCENT,
+    prune_grace: float = PRUNE_GRACE,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up."""
@@ -70,11 +71,24 @@ def run_daemon(
     if not 0 <= max_prune <= 100:
         log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
         return EXIT_ERROR
-    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune))
+    if prune_grace < 0:
+        log.error("bad option", error=f"--prune-grace must not be negative, got {prune_grace:g}")
+        return EXIT_ERROR
+    return asyncio.run(
+        _main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune, prune_grace=prune_grace)
+    )
 
 
 async def _main(
-    paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+    paths: list[str],
+    host: str,
+    port: int,
+    resync: float,
+    prune: bool,
+    state_url: str | None,
+    *,
+    max_prune: float,
+    prune_grace: float,
 ) -> int:
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
@@ -82,11 +96,18 @@ async def _main(
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with sock:
-        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune)
+        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune, prune_grace=prune_grace)
 
 
 async def _serve(
-    paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+    paths: list[str],
+    sock: socket.socket,
+    resync: float,
+    prune: bool,
+    state_url: str | None,
+    *,
+    max_prune: float,
+    prune_grace: float,
 ) -> int:
     try:
         store = open_state(state_url)
@@ -103,6 +124,7 @@ async def _serve(
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
         max_prune=max_prune,
+        prune_grace=prune_grace,
     )
     try:
         await daemon.start()
@@ -118,7 +140,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
     config = uvicorn.Config(
         daemon.asgi_app,
         log_config=None,
