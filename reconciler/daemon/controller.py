@@ -47,6 +47,7 @@ from reconciler.providers import ProviderPool
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
 from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
+from reconciler.secrets import RUN_KEY
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from reconciler.spec.errors import did_you_mean
 from reconciler.state.base import DAEMON_HOLDER, Lock, StateError, StateStore
@@ -115,6 +116,7 @@ class Daemon:
         self._prune_blocked: set[str] = set()  # removed from the specs, held back by --max-prune
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.records = RecordCache(store)
+        self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
         self.metrics = Metrics()
         self.metrics.watch(self.records.status_counts, lambda: self.queue.depth)
@@ -244,7 +246,7 @@ class Daemon:
     def reload(self) -> bool:
         """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
         try:
-            spec = load_spec_set(self.paths)
+            spec = load_spec_set(self.paths, fingerprint_key=self._fingerprint_key or RUN_KEY)
         except SpecErrors as exc:
             count = len(exc.errors) or 1
             self.spec_error = (

@@ -17,6 +17,7 @@ from pathlib import Path as FsPath
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
+from reconciler.secrets import RUN_KEY
 from reconciler.spec.checks import check_all
 from reconciler.spec.documents import Loaded, validate_document
 from reconciler.spec.errors import ErrorSink, SpecErrors
@@ -78,19 +79,25 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
 
 
 def load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    resolve_secrets: bool = True,
+    fingerprint_key: bytes = RUN_KEY,
 ) -> SpecSet:
     """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors.
 
     With `resolve_secrets=False` secret references are checked for shape only and their fields hold
-    `UnreadSecret`s: such a set is for validation, never for calling a vendor.
+    `UnreadSecret`s: such a set is for validation, never for calling a vendor. Fingerprints and task hashes
+    are keyed with `fingerprint_key`: the state's (`StateStore.fingerprint_key()`) wherever tasks are
+    compared with records; the default per-run key only where nothing is compared (validation).
     """
     with gc_paused():  # tens of thousands of small acyclic values: collector passes would find nothing
-        return _load_spec_set(paths, env, resolve_secrets)
+        return _load_spec_set(paths, env, resolve_secrets, fingerprint_key)
 
 
 def _load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool
+    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool, key: bytes
 ) -> SpecSet:
     environ = os.environ if env is None else env
     errors = ErrorSink()
@@ -105,7 +112,7 @@ def _load_spec_set(
             continue
         for raw in load_documents(file, data, errors):
             documents += 1
-            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets)
+            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets, key=key)
             outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(
@@ -117,7 +124,7 @@ def _load_spec_set(
         raise SpecErrors(errors.errors)
     tasks: dict[str, DesiredTask] = {}
     for job in checked:
-        for task in expand(job):
+        for task in expand(job, key):
             tasks[task.key] = task
     storages = {}
     for name, doc in checker.by_kind.get("Storage", {}).items():

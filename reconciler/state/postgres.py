@@ -29,7 +29,10 @@ from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, i
 _LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _BASE_QUERIES = Queries.build(
-    mark="%s", for_update=" FOR UPDATE", has_meta="SELECT (to_regclass('capctl_meta') IS NOT NULL)::int"
+    mark="%s",
+    for_update=" FOR UPDATE",
+    has_meta="SELECT (to_regclass('capctl_meta') IS NOT NULL)::int",
+    has_key="SELECT (to_regclass('capctl_fingerprint_key') IS NOT NULL)::int",
 )
 
 
@@ -89,6 +92,7 @@ class PostgresStateStore(SqlStateStore):
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
         self._passwords = _passwords(url)
         self._connect_timeout = connect_timeout
+        self.writable = create
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False

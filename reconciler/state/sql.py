@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler.model import TaskRecord
+from reconciler.secrets import KEYED_HASH_PREFIX, RUN_KEY, new_fingerprint_key, upgrade_hash
 
 from . import codec
 from .base import SerialMismatch, Snapshot, StateError, StateMissing
@@ -55,19 +56,29 @@ class Queries:
     load: str
     upsert: str
     delete: str
+    has_key: str  # one row, one column: 1 when the fingerprint key table exists (a store from before it may lack it)
+    read_key: str
+    init_key: str
 
     @classmethod
-    def build(cls, *, mark: str, for_update: str, has_meta: str) -> Queries:
+    def build(cls, *, mark: str, for_update: str, has_meta: str, has_key: str) -> Queries:
         """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial,
-        `has_meta` the catalogue query that tells whether the tables exist (read-only opens)."""
+        `has_meta` and `has_key` the catalogue queries that tell whether the tables exist (read-only opens)."""
         meta = "capctl_meta"
         return cls(
             has_meta=has_meta,
+            has_key=has_key,
             create=(
                 f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS capctl_records (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
+                # The key of fingerprints and task hashes (`secrets.py`): a table of its own, so a store made
+                # before it needs no column added; the key is made by the first writer that needs it.
+                "CREATE TABLE IF NOT EXISTS capctl_fingerprint_key (id INTEGER PRIMARY KEY CHECK (id = 1),"
+                " key_hex TEXT NOT NULL)",
             ),
+            read_key="SELECT key_hex FROM capctl_fingerprint_key WHERE id = 1",
+            init_key=f"INSERT INTO capctl_fingerprint_key (id, key_hex) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
             init_meta=f"INSERT INTO {meta} (id, schema_version, serial) VALUES (1, {mark}, 0)"
             " ON CONFLICT (id) DO NOTHING",
             read_meta=f"SELECT schema_version, serial FROM {meta} WHERE id = 1",
@@ -92,6 +103,8 @@ class SqlStateStore(ABC):
 
     url: str
     queries: ClassVar[Queries]
+    writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
+    _fingerprint_key: bytes | None = None
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -123,7 +136,22 @@ class SqlStateStore(ABC):
                 f"(this one knows version {SCHEMA_VERSION}); upgrade capctl"
             )
 
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        """The key of this state's fingerprints and task hashes. A writable store that has none yet (new, or
+        made by a version before keyed fingerprints) stores `new` (or a fresh random key) and returns what
+        it holds then (another writer may have stored its own first). A read-only open of such a store
+        returns None: the caller then uses a per-run key, under which `load` also reads the records."""
+        if self._fingerprint_key is None:
+            q = self.queries
+            with self._cursor(write=self.writable) as cur:
+                if self.writable:
+                    cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
+                rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+        return self._fingerprint_key
+
     def load(self) -> Snapshot:
+        hash_key = self.fingerprint_key() or RUN_KEY
         with self._cursor(write=False) as cur:
             rows = _rows(cur, self.queries.load)
         if not rows:
@@ -132,6 +160,11 @@ class SqlStateStore(ABC):
             records = codec.decode_rows((key, body) for _, key, body in rows if key is not None)
         except codec.CodecError as exc:
             raise StateError(f"{self.url}: {exc}") from None
+        for name, record in records.items():
+            if not record.spec_hash.startswith(KEYED_HASH_PREFIX):  # written before hashes were keyed
+                spec_hash = upgrade_hash(hash_key, record.spec_hash)
+                fixed_hash = upgrade_hash(hash_key, record.fixed_hash)
+                records[name] = record.evolve(spec_hash=spec_hash, fixed_hash=fixed_hash)
         return Snapshot(serial=rows[0][0], records=records)
 
     def serial(self) -> int:

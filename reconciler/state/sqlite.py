@@ -34,6 +34,7 @@ class SQLiteStateStore(SqlStateStore):
         mark="?",
         for_update="",
         has_meta="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_meta'",
+        has_key="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_fingerprint_key'",
     )
 
     def __init__(
@@ -49,6 +50,7 @@ class SQLiteStateStore(SqlStateStore):
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.writable = create
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
         self._mutex = threading.RLock()

@@ -31,7 +31,7 @@ def test_secrets_never_leave_memory(work: Workdir) -> None:
 
     written = "\n".join(work.outputs) + (work.root / "plan.json").read_text()
     stored = b"".join(p.read_bytes() for p in work.root.glob("state.db*") if p.is_file())
-    assert "sha256:" in written  # the plan shows fingerprints instead
+    assert "hmac:" in written  # the plan shows keyed fingerprints instead
     for secret in (CANARY_AK, CANARY_SK, *SIM_SECRETS):
         assert secret not in written, f"{secret!r} leaked into an output or the plan file"
         assert secret.encode() not in stored, f"{secret!r} leaked into the state store"

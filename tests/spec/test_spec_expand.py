@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
 from reconciler.model import ApiFamily, JobKind, RestartPolicy
-from reconciler.secrets import Secret, redact_tree
+from reconciler.secrets import RUN_KEY, Secret, keyed_hash, redact_tree, upgrade_hash
 from reconciler.spec.expand import content_hash
 from tests.spec.conftest import SECRET_ENV, Loader, job
 
@@ -288,7 +289,7 @@ def _hashes(
     load: Loader, interval: str = "5s", idle: str = "20s", env: dict[str, str] | None = None
 ) -> tuple[str, str]:
     task = load(job(body=SNAP.format(interval=interval, idle=idle)), env=env).tasks["SnapshotJob/j/lobby"]
-    assert task.spec_hash == content_hash(task.provider, task.family, task.request)
+    assert task.spec_hash == keyed_hash(RUN_KEY, content_hash(task.provider, task.family, task.request))
     return task.spec_hash, task.fixed_hash
 
 
@@ -296,7 +297,7 @@ def test_hashes_are_stable_and_change_exactly_when_they_should(load: Loader) -> 
     base = _hashes(load)
     assert base == _hashes(load)  # stable across loads
     assert base == _hashes(load, interval="5")  # same value, other spelling
-    assert base[0].startswith("sha256:") and len(base[0]) == 7 + 64
+    assert base[0].startswith("hmac:") and len(base[0]) == 5 + 64
     interval = _hashes(load, interval="10s")
     assert interval[0] != base[0] and interval[1] == base[1]  # interval: updatable in place
     idle = _hashes(load, idle="30s")
@@ -315,11 +316,17 @@ def test_secret_rotation_changes_the_hash_of_requests_that_carry_it(load: Loader
 
 
 def test_known_hash_value(load: Loader) -> None:
-    """Pins the canonical form: a change here changes every recorded hash in every state store."""
+    """Pins the canonical form: a change here changes every recorded hash in every state store (a record
+    from before keyed hashes holds the bare content hash, which `upgrade_hash` keys when it is loaded)."""
     task = load(job(body=SNAP.format(interval="5s", idle="20s"))).tasks["SnapshotJob/j/lobby"]
     canonical = json.dumps(
         {"provider": "volc", "family": "volcengine-snapshot", "request": task.request},
         sort_keys=True,
         separators=(",", ":"),
     )
-    assert task.spec_hash == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    content = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    assert (
+        task.spec_hash
+        == upgrade_hash(RUN_KEY, content)
+        == "hmac:" + hmac.new(RUN_KEY, content.encode(), "sha256").hexdigest()
+    )

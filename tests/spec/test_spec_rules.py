@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.secrets import SecretText, redact_tree
 from reconciler.spec import SpecError, SpecErrors
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
@@ -312,7 +313,7 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "secret.txt").write_text("from-a-file\n")
     (tmp_path / "name.txt").write_text("lobby\r\n")
     text = provider("z2", "{type: zego, appId: {env: APP}, serverSecret: {file: secret.txt}}") + job(
-        body="provider: volc\nrooms: [{file: name.txt}]\nstorage: tos\ninterval: {env: IV}\n"
+        body="provider: volc\nrooms: [lobby]\ntaskId: {file: name.txt}\nstorage: tos\ninterval: {env: IV}\n"
         "idleTimeout: {env: UNSET_X, default: 1m}\nimage: {width: {env: W}}"
     )
     spec_set = load(text, env={**SECRET_ENV, "IV": "7", "W": "640"})
@@ -320,6 +321,8 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert spec_set.providers["z2"].server_secret.reveal() == "from-a-file"
     request = spec_set.tasks["SnapshotJob/j/lobby"].request
     assert (request["ImageConfig"]["Interval"], request["ImageConfig"]["Width"], request["MaxIdleTime"]) == (7, 640, 60)
+    assert request["TaskId"] == "lobby"  # sent as read; a plan shows only its fingerprint
+    assert redact_tree(request)["TaskId"] == SecretText("lobby").fingerprint
 
 
 def test_labels_may_use_reference_keys(load: Loader) -> None:
