@@ -214,15 +214,14 @@ def load_specs(
 
     `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
     changed", which only means something to a command that would have changed something.
-    `fingerprint_key`: the state's, for a set compared with records (None: a per-run key).
+    `fingerprint_key`: the state's, for a set compared with records (None: the state has none yet).
     """
     from rich.text import Text
 
-    from reconciler.secrets import RUN_KEY
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
-        return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key or RUN_KEY)
+        return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key)
     except SpecErrors as exc:
         console = _err_console()
         for error in exc.errors:
@@ -675,7 +674,7 @@ async def _apply(
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers)
+            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key())
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:

@@ -47,7 +47,6 @@ from reconciler.providers import ProviderPool
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
 from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
-from reconciler.secrets import RUN_KEY
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from reconciler.spec.errors import did_you_mean
 from reconciler.state.base import DAEMON_HOLDER, Lock, StateError, StateStore
@@ -246,7 +245,7 @@ class Daemon:
     def reload(self) -> bool:
         """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
         try:
-            spec = load_spec_set(self.paths, fingerprint_key=self._fingerprint_key or RUN_KEY)
+            spec = load_spec_set(self.paths, fingerprint_key=self._fingerprint_key)
         except SpecErrors as exc:
             count = len(exc.errors) or 1
             self.spec_error = (

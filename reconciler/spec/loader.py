@@ -83,21 +83,22 @@ def load_spec_set(
     *,
     env: Mapping[str, str] | None = None,
     resolve_secrets: bool = True,
-    fingerprint_key: bytes = RUN_KEY,
+    fingerprint_key: bytes | None = None,
 ) -> SpecSet:
     """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors.
 
     With `resolve_secrets=False` secret references are checked for shape only and their fields hold
     `UnreadSecret`s: such a set is for validation, never for calling a vendor. Fingerprints and task hashes
-    are keyed with `fingerprint_key`: the state's (`StateStore.fingerprint_key()`) wherever tasks are
-    compared with records; the default per-run key only where nothing is compared (validation).
+    are keyed with `fingerprint_key`, the state's (`StateStore.fingerprint_key()`), wherever tasks are
+    compared with records. Without one (validation, a state that has no key yet) fingerprints use a per-run
+    key and task hashes are the bare content hashes (see `expand`).
     """
     with gc_paused():  # tens of thousands of small acyclic values: collector passes would find nothing
         return _load_spec_set(paths, env, resolve_secrets, fingerprint_key)
 
 
 def _load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool, key: bytes
+    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool, key: bytes | None
 ) -> SpecSet:
     environ = os.environ if env is None else env
     errors = ErrorSink()
@@ -112,7 +113,7 @@ def _load_spec_set(
             continue
         for raw in load_documents(file, data, errors):
             documents += 1
-            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets, key=key)
+            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY)
             outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(

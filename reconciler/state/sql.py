@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler.model import TaskRecord
-from reconciler.secrets import KEYED_HASH_PREFIX, RUN_KEY, new_fingerprint_key, upgrade_hash
+from reconciler.secrets import KEYED_HASH_PREFIX, new_fingerprint_key, upgrade_hash
 
 from . import codec
 from .base import SerialMismatch, Snapshot, StateError, StateMissing
@@ -140,18 +140,32 @@ class SqlStateStore(ABC):
         """The key of this state's fingerprints and task hashes. A writable store that has none yet (new, or
         made by a version before keyed fingerprints) stores `new` (or a fresh random key) and returns what
         it holds then (another writer may have stored its own first). A read-only open of such a store
-        returns None: the caller then uses a per-run key, under which `load` also reads the records."""
+        returns None: its records hold bare content hashes, which specs loaded without a key match."""
         if self._fingerprint_key is None:
             q = self.queries
+            made = False
             with self._cursor(write=self.writable) as cur:
                 if self.writable:
                     cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
+                    made = cur.rowcount == 1
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+                if rows and self.writable and made:
+                    self._key_old_hashes(cur, bytes.fromhex(rows[0][0]))
             self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
         return self._fingerprint_key
 
+    def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
+        """Records written before the state had a key hold bare content hashes: key them (`upgrade_hash`), in
+        the transaction that stores the key, so the first plan after an upgrade shows no change. The serial
+        does not move: the records mean what they meant, and a plan saved before still applies."""
+        records = codec.decode_rows((k, body) for k, body in _rows(cur, "SELECT key, body FROM capctl_records"))
+        old = [r for r in records.values() if not r.spec_hash.startswith(KEYED_HASH_PREFIX)]
+        upgraded = (
+            r.evolve(spec_hash=upgrade_hash(key, r.spec_hash), fixed_hash=upgrade_hash(key, r.fixed_hash)) for r in old
+        )
+        cur.executemany(self.queries.upsert, [(r.key, codec.encode(r)) for r in upgraded])
+
     def load(self) -> Snapshot:
-        hash_key = self.fingerprint_key() or RUN_KEY
         with self._cursor(write=False) as cur:
             rows = _rows(cur, self.queries.load)
         if not rows:
@@ -160,11 +174,6 @@ class SqlStateStore(ABC):
             records = codec.decode_rows((key, body) for _, key, body in rows if key is not None)
         except codec.CodecError as exc:
             raise StateError(f"{self.url}: {exc}") from None
-        for name, record in records.items():
-            if not record.spec_hash.startswith(KEYED_HASH_PREFIX):  # written before hashes were keyed
-                spec_hash = upgrade_hash(hash_key, record.spec_hash)
-                fixed_hash = upgrade_hash(hash_key, record.fixed_hash)
-                records[name] = record.evolve(spec_hash=spec_hash, fixed_hash=fixed_hash)
         return Snapshot(serial=rows[0][0], records=records)
 
     def serial(self) -> int:
