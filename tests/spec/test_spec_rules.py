@@ -371,3 +371,42 @@ def test_anchors_do_not_cross_documents(errors_of: ErrorsOf) -> None:
         + job(name="b", body="provider: volc\nrooms: *r\nstorage: tos")
     )
     assert any("unknown alias *r" in e for e in errors_of(text))
+
+
+BIG = "Q" * 130_000  # a whole file or environment dump where a short value was expected
+
+
+def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> None:
+    text = provider("z2", "{type: zego, appId: 1, serverSecret: {env: SK}, rtcEndpoint: {env: BIG}}")
+    (error,) = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
+    assert f"{'Q' * 40!r}… (130000 characters)" in error and len(error) < 300
+
+
+def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
+    text = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: BIG}\nimage: {format: {env: BIG}}")
+    errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
+    assert len(errors) == 2 and all("QQQQ" not in e and "hmac:" in e for e in errors), errors
+    assert max(len(e) for e in errors) < 300
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("spec.rooms[1]", job(body="provider: volc\nrooms: [lobby, {env: R}]\nstorage: tos")),
+        ("metadata.name", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: {env: R}}\nspec: {}\n"),
+        (
+            "spec.files[0].fileId",
+            job("ThumbnailJob", "t", "provider: zego\nfiles: [{cdn: tencent, fileId: {env: R}, definition: 10}]"),
+        ),
+    ],
+)
+def test_a_reference_cannot_name_a_task(errors_of: ErrorsOf, where: str, text: str) -> None:
+    errors = errors_of(text, env={**SECRET_ENV, "R": "room-canary"})
+    assert any(
+        e.endswith(
+            f"{where}: a reference cannot name a task: task keys are printed in every plan, log and "
+            "state listing; write it literally"
+        )
+        for e in errors
+    ), errors
+    assert not any("room-canary" in e for e in errors)
