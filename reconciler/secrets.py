@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets as _random
 from typing import Any, Final
 
@@ -54,6 +55,22 @@ def upgrade_hash(key: bytes, recorded: str) -> str:
     bare content hash, which is keyed here (so an upgrade does not make every task look changed); a keyed
     hash is returned as it is."""
     return keyed_hash(key, recorded) if recorded.startswith(CONTENT_HASH_PREFIX) else recorded
+
+
+_UNKEYED_FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{12}")
+UNKEYED_FINGERPRINT_REMOVED: Final = "(fingerprint from before keyed fingerprints, removed)"
+
+
+def drop_unkeyed_fingerprints(value: Any) -> Any:
+    """Copy of a recorded (redacted) request with every old unkeyed fingerprint replaced by a note: a plain
+    `sha256` prefix of a secret lets a guess be confirmed, so an upgraded state keeps none."""
+    if isinstance(value, str):
+        return UNKEYED_FINGERPRINT_REMOVED if _UNKEYED_FINGERPRINT.fullmatch(value) else value
+    if isinstance(value, dict):
+        return {k: drop_unkeyed_fingerprints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [drop_unkeyed_fingerprints(v) for v in value]
+    return value
 
 
 class Secret:

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler.model import TaskRecord
-from reconciler.secrets import KEYED_HASH_PREFIX, new_fingerprint_key, upgrade_hash
+from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
 from . import codec
 from .base import SerialMismatch, Snapshot, StateError, StateMissing
@@ -156,12 +156,18 @@ class SqlStateStore(ABC):
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
         """Records written before the state had a key hold bare content hashes: key them (`upgrade_hash`), in
-        the transaction that stores the key, so the first plan after an upgrade shows no change. The serial
+        the transaction that stores the key, so the first plan after an upgrade shows no change, and drop
+        the unkeyed fingerprints from their requests (a guess could be checked against them). The serial
         does not move: the records mean what they meant, and a plan saved before still applies."""
         records = codec.decode_rows((k, body) for k, body in _rows(cur, "SELECT key, body FROM capctl_records"))
         old = [r for r in records.values() if not r.spec_hash.startswith(KEYED_HASH_PREFIX)]
         upgraded = (
-            r.evolve(spec_hash=upgrade_hash(key, r.spec_hash), fixed_hash=upgrade_hash(key, r.fixed_hash)) for r in old
+            r.evolve(
+                spec_hash=upgrade_hash(key, r.spec_hash),
+                fixed_hash=upgrade_hash(key, r.fixed_hash),
+                request=drop_unkeyed_fingerprints(r.request),
+            )
+            for r in old
         )
         cur.executemany(self.queries.upsert, [(r.key, codec.encode(r)) for r in upgraded])
 
