@@ -382,7 +382,9 @@ def validate(
 
     Needs no secret: secret references ({env: NAME}, {file: PATH}) are checked for their shape, not read,
     so it runs in pre-commit hooks and on pull requests from forks. Other references are read: their
-    values are checked (an integer appId, a duration in range).
+    values are checked (an integer appId, a duration in range). A reference may not name a task (a room,
+    a job name, a file id); outside endpoints, appId, region and a few other fields its text is shown only
+    as a fingerprint, in errors and plans alike.
     """
     spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
     typer.echo(f"Valid: {spec_set.summary()}")
