@@ -114,8 +114,10 @@ class _Resolver:
         return value
 
     def shown_or_hidden(self, value: Any, path: Path) -> Any:
-        """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`)."""
-        if not isinstance(value, str) or path in self.secret_paths or (len(path) == 2 and path[1] in SHOWN_FIELDS):
+        """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`).
+        Label values are shown: selectors (`-l team=x`) match them and listings print them."""
+        shown = (len(path) == 2 and path[1] in SHOWN_FIELDS) or path[:2] == _LABELS
+        if not isinstance(value, str) or shown or path in self.secret_paths:
             return value
         return SecretText(value, self.key)
 

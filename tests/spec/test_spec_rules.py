@@ -410,3 +410,15 @@ def test_a_reference_cannot_name_a_task(errors_of: ErrorsOf, where: str, text: s
         for e in errors
     ), errors
     assert not any("room-canary" in e for e in errors)
+
+
+def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
+    text = (
+        "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {team: {env: TEAM}}}\nspec:\n"
+        "  provider: {env: PROVIDER}\n  rooms: [lobby]\n  storage: tos\n  taskId: {env: TASK}\n"
+    )
+    spec_set = load(text, env={**SECRET_ENV, "TEAM": "media", "PROVIDER": "volc", "TASK": "t-1"})
+    task = spec_set.tasks["SnapshotJob/j/lobby"]
+    assert task.labels == {"team": "media"} and task.provider == "volc"
+    shown = redact_tree(task.request)
+    assert shown["AppId"] == task.request["AppId"] and shown["TaskId"].startswith("hmac:")
