@@ -211,18 +211,21 @@ def _setup_logs(level: str) -> None:
     logs.configure(level)
 
 
-def load_specs(paths: list[str], *, resolve_secrets: bool = True, validating: bool = False) -> SpecSet:
+def load_specs(
+    paths: list[str], *, resolve_secrets: bool = True, validating: bool = False, fingerprint_key: bytes | None = None
+) -> SpecSet:
     """Load and validate, or print every error as file:line:col, then `N errors in M files`, and exit 1.
 
     `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
     changed", which only means something to a command that would have changed something.
+    `fingerprint_key`: the state's, for a set compared with records (None: the state has none yet).
     """
     from rich.text import Text
 
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
-        return load_spec_set(paths, resolve_secrets=resolve_secrets)
+        return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key)
     except SpecErrors as exc:
         console = _err_console()
         for error in exc.errors:
@@ -252,6 +255,15 @@ def open_store(url: str | None, *, read_only: bool = False) -> Iterator[StateSto
         yield store
     finally:
         store.close()
+
+
+def _state_fingerprint_key(url: str | None) -> bytes:
+    """The key of the state's fingerprints and hashes, creating nothing: a fresh one for a state that has
+    none yet (new, or made before keyed fingerprints), which the writable open then stores."""
+    from reconciler.secrets import new_fingerprint_key
+
+    with open_store(url, read_only=True) as store:
+        return store.fingerprint_key() or new_fingerprint_key()
 
 
 @contextmanager
@@ -374,7 +386,9 @@ def validate(
 
     Needs no secret: secret references ({env: NAME}, {file: PATH}) are checked for their shape, not read,
     so it runs in pre-commit hooks and on pull requests from forks. Other references are read: their
-    values are checked (an integer appId, a duration in range).
+    values are checked (an integer appId, a duration in range). A reference may not name a task (a room,
+    a job name, a file id); outside endpoints, appId, region and a few other fields its text is shown only
+    as a fingerprint, in errors and plans alike.
     """
     spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
     typer.echo(f"Valid: {spec_set.summary()}")
@@ -515,9 +529,10 @@ def plan(
     _check_format(fmt)
     _check_log_level(log_level)
     spec_paths = _paths(paths)
-    spec_set = load_specs(spec_paths)
-    options = _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state, read_only=True) as store:
+        # Hashes and fingerprints are keyed with the state's key (`secrets.py`), so the specs are read after it.
+        spec_set = load_specs(spec_paths, fingerprint_key=store.fingerprint_key())
+        options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
         if refresh:
             _setup_logs(log_level)
@@ -596,9 +611,13 @@ def apply(
         fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
-    spec_set = load_specs(spec_paths)
+    # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
+    key = _state_fingerprint_key(state)
+    spec_set = load_specs(spec_paths, fingerprint_key=key)
     options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state) as store, locked(store, "capctl apply"):
+        if store.fingerprint_key(key) != key:
+            fail("another command created the state meanwhile; nothing was changed: run apply again")
         the_plan, result = run_async(
             lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
         )
@@ -661,7 +680,7 @@ async def _apply(
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers)
+            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key())
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:

@@ -27,6 +27,7 @@ from reconciler.plan import (
 )
 from reconciler.providers import ProviderPool
 from reconciler.retry import RetryHook, RetryPolicy
+from reconciler.secrets import upgrade_hash
 from reconciler.state.base import Snapshot, StateStore
 
 if TYPE_CHECKING:
@@ -169,10 +170,22 @@ def housekeep(
 
 
 def verify_saved_plan(
-    plan: Plan, desired: Mapping[str, DesiredTask], snapshot: Snapshot, providers: Collection[str] | None = None
+    plan: Plan,
+    desired: Mapping[str, DesiredTask],
+    snapshot: Snapshot,
+    providers: Collection[str] | None = None,
+    *,
+    hash_key: bytes | None = None,
 ) -> None:
     """A saved plan is applied only against the state and specs it was made from (and, given `providers`, only
-    if every task it stops still has its Provider: one removed since the plan was made could not stop it)."""
+    if every task it stops still has its Provider: one removed since the plan was made could not stop it).
+
+    A plan made while the state had no fingerprint key (none yet, or one from before keyed hashes) holds bare
+    content hashes: with `hash_key`, the state's key now, they are compared as this version computes them."""
+
+    def same(planned: str | None, current: str) -> bool:
+        return planned is not None and (planned if hash_key is None else upgrade_hash(hash_key, planned)) == current
+
     if snapshot.serial != plan.state_serial:
         raise PlanError(
             f"the state changed since this plan was made (serial {plan.state_serial} → "
@@ -183,9 +196,9 @@ def verify_saved_plan(
         task = desired.get(change.key)
         if change.action is Action.DELETE:
             record = snapshot.records.get(change.key)
-            if task is not None or record is None or record.spec_hash != change.before_hash:
+            if task is not None or record is None or not same(change.before_hash, record.spec_hash):
                 stale.append(change.key)
-        elif task is None or task.spec_hash != change.after_hash:
+        elif task is None or not same(change.after_hash, task.spec_hash):
             stale.append(change.key)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")

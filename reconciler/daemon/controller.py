@@ -140,6 +140,7 @@ class Daemon:
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.store_health = StoreHealth(clock)
         self.records = RecordCache(WatchedStore(store, self.store_health))
+        self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
         # Why the daemon does not act (it lost the state lease and tries to take it again), or None.
         self.lease_lost: str | None = None
@@ -340,7 +341,7 @@ class Daemon:
 
     def _read_specs(self) -> SpecSet | SpecErrors:
         try:
-            return load_spec_set(self.paths)
+            return load_spec_set(self.paths, fingerprint_key=self._fingerprint_key)
         except SpecErrors as exc:
             return exc
 

@@ -80,6 +80,9 @@ class RecordCache:
     def serial(self) -> int:
         return self.store.serial()
 
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        return self.store.fingerprint_key(new)
+
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         serial = self.store.put(record, expected_serial=expected_serial)
         self._remember(record)

@@ -115,6 +115,9 @@ class WatchedStore:
     def delete(self, key: str, *, expected_serial: int | None = None) -> int:
         return self._write(lambda: self.inner.delete(key, expected_serial=expected_serial))
 
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        return self._write(lambda: self.inner.fingerprint_key(new))
+
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         return self._read(lambda: self.inner.lock(holder, lease_seconds=lease_seconds))
 

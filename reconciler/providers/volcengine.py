@@ -9,7 +9,7 @@ and the StartSnapshot seed pages.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -23,7 +23,7 @@ from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, Pr
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
-from reconciler.secrets import Secret, reveal_tree
+from reconciler.secrets import Secret, SecretText, reveal_tree
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -92,8 +92,8 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     )
 
 
-def _secret_leaves(tree: Any) -> list[Secret]:
-    if isinstance(tree, Secret):
+def _secret_leaves(tree: Any) -> list[Secret | SecretText]:
+    if isinstance(tree, Secret | SecretText):  # a referenced text is hidden like a secret (spec/refs.py)
         return [tree]
     if isinstance(tree, dict):
         return [s for value in tree.values() for s in _secret_leaves(value)]
@@ -102,7 +102,7 @@ def _secret_leaves(tree: Any) -> list[Secret]:
     return []
 
 
-def _scrub(text: str, secrets: list[Secret]) -> str:
+def _scrub(text: str, secrets: Sequence[Secret | SecretText]) -> str:
     """Vendor text made safe to show: any echoed secret becomes its fingerprint, then it is shortened."""
     for secret in secrets:
         if secret.reveal():
@@ -243,7 +243,7 @@ class VolcengineSnapshotProvider:
         except VendorError as exc:
             raise exc.named(self.name, self._config.type) from None
 
-    def _result(self, api: str, response: httpx.Response, secrets: list[Secret]) -> Any:
+    def _result(self, api: str, response: httpx.Response, secrets: Sequence[Secret | SecretText]) -> Any:
         status = response.status_code
         try:
             payload = response.json()

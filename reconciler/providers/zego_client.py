@@ -24,7 +24,7 @@ from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, SecretText
 
 # Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
 # The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
@@ -84,8 +84,9 @@ def parse_app_id(config: ProviderConfig) -> int:
 
 
 def secret_values(tree: Any) -> list[str]:
-    """Every revealed `Secret` in a request tree: scrubbed out of vendor messages before they are kept."""
-    if isinstance(tree, Secret):
+    """Every revealed `Secret` (and hidden referenced `SecretText`) in a request tree: scrubbed out of vendor
+    messages before they are kept."""
+    if isinstance(tree, Secret | SecretText):
         return [tree.reveal()]
     if isinstance(tree, Mapping):
         return [s for v in tree.values() for s in secret_values(v)]

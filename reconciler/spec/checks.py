@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from reconciler.spec.documents import Loaded
-from reconciler.spec.errors import ErrorSink, did_you_mean, dotted
+from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import VOLC_ID_RE, RefStr
 from reconciler.spec.models import (
     ProviderDocument,
@@ -210,7 +210,7 @@ class Checker:
             self.fail(
                 job,
                 ("spec", "storage"),
-                f"volcengine needs an integer storage region (its region table), got {str(region)!r} ({both})",
+                f"volcengine needs an integer storage region (its region table), got {quote(region)} ({both})",
             )
             return 0
         if pspec.cloudrecord_api == "legacy" and sspec.type == "s3-compatible":
@@ -235,7 +235,9 @@ class Checker:
         for i, target in enumerate(targets):
             if target in first:
                 self.fail(
-                    job, ("spec", field, i), f"{what} {target!r} is listed twice (first at {field}[{first[target]}])"
+                    job,
+                    ("spec", field, i),
+                    f"{what} {quote(target)} is listed twice (first at {field}[{first[target]}])",
                 )
                 continue
             first[target] = i
@@ -246,7 +248,7 @@ class Checker:
                 self.fail(
                     job,
                     ("spec", field, i),
-                    f"room {target!r} on provider '{provider}' is already "
+                    f"room {quote(target)} on provider '{provider}' is already "
                     f"captured by {owner.ref()}; a room can belong to one {job.kind} per provider",
                 )
 
@@ -347,7 +349,7 @@ class Checker:
                     self.fail(
                         job,
                         ("spec", "rooms", i),
-                        f"room {room!r} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
+                        f"room {quote(room)} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
                     )
         else:
             if spec.image.format != "jpeg" or spec.image.width or spec.image.height:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.spec.errors import ErrorSink, did_you_mean, dotted
+from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import NAME_PATTERN, VOLC_ID_PATTERN
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
@@ -120,19 +120,19 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        return f"{field}: {value!r} is not allowed; expected {ctx.get('expected')}{hint}"
+        return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = ctx.get("expected_tags", "'volcengine', 'zego'")
         choices = re.findall(r"'([^']*)'", tags)
         tag = ctx.get("tag")
         if tag is None:
             return f"missing required field '{field}.type' (one of {tags})"
-        return f"{field}.type: unknown type {tag!r}; expected one of {tags}{did_you_mean(str(tag), choices)}"
+        return f"{field}.type: unknown type {quote(tag)}; expected one of {tags}{did_you_mean(str(tag), choices)}"
     if kind == "is_instance_of":
         return f"{field}: {LITERAL_SECRET}"
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
-        return f"{field}: {value!r} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
+        return f"{field}: {quote(value)} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
@@ -166,7 +166,8 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         else:
             hint = did_you_mean(str(kind), DOCUMENT_MODELS)
             errors.add(
-                raw.at(("kind",)), f"kind: unknown kind {kind!r}; expected one of {', '.join(DOCUMENT_MODELS)}{hint}"
+                raw.at(("kind",)),
+                f"kind: unknown kind {quote(kind)}; expected one of {', '.join(DOCUMENT_MODELS)}{hint}",
             )
         if data.get("apiVersion") != API_VERSION:
             errors.add(raw.at(("apiVersion",)), f"apiVersion: expected {API_VERSION!r}")

@@ -9,6 +9,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Final
+
+from reconciler.secrets import Secret, SecretText
+
+# How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
+QUOTE_CHARS: Final = 40
 
 
 @dataclass(frozen=True, order=True)
@@ -56,6 +62,19 @@ def dotted(path: Iterable[str | int]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def quote(value: Any) -> str:
+    """A value as an error message may show it: `repr` of at most `QUOTE_CHARS` characters with an ellipsis
+    and the full length, and for a secret or a hidden reference value only its fingerprint (no part of it)."""
+    if isinstance(value, Secret | SecretText):
+        return value.fingerprint
+    if not isinstance(value, str):
+        value = repr(value)
+        return value if len(value) <= QUOTE_CHARS else f"{value[:QUOTE_CHARS]}… ({len(value)} characters)"
+    if len(value) <= QUOTE_CHARS:
+        return repr(value)
+    return f"{value[:QUOTE_CHARS]!r}… ({len(value)} characters)"
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -4,6 +4,14 @@ One task per room (per file for thumbnails). Requests are built once per job and
 so a large spec set expands in one cheap pass. Secret leaves stay `Secret` objects; hashes see them only
 through their digest. Requests are shared between tasks of a job where they do not differ: treat them as
 read-only.
+
+A task's `spec_hash` and `fixed_hash` are `hmac:` + HMAC-SHA256, under the state's fingerprint key, of its
+content hash (`sha256:` + SHA-256 of the canonical request, secrets by their SHA-256). Keyed, because the
+hashes are in plans and in the state and the rest of the request is not secret: with a plain hash anyone
+could confirm a guessed secret. Keyed over the content hash (not over the request), because a record or a
+saved plan made before the state had a key holds that content hash: `secrets.upgrade_hash` turns it into
+what this version computes, so an upgrade does not make every task look changed. Without a key (a state
+that has none yet) the hashes are the bare content hashes, as such records hold.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import json
 from typing import Any, Final
 
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ProviderConfig, RestartPolicy, task_key
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, keyed_hash
 from reconciler.spec.checks import CheckedJob
 from reconciler.spec.documents import Loaded
 from reconciler.spec.models import (
@@ -107,6 +115,10 @@ def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def _keyed(key: bytes | None, content: str) -> str:
+    return content if key is None else keyed_hash(key, content)
+
+
 class _TargetHasher:
     """`content_hash` for requests that differ only in their room: the JSON is encoded once per job with
     a placeholder and the room spliced in, which gives the same text as encoding each request."""
@@ -181,7 +193,9 @@ def _volc_streams(streams: list[StreamSelector]) -> dict[str, Any]:
     return {"StreamList": items}
 
 
-def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider) -> list[DesiredTask]:
+def _volc_tasks(
+    c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider, key: bytes | None
+) -> list[DesiredTask]:
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     assert c.interval is not None
     task_id = spec.task_id or c.job.name
@@ -209,8 +223,8 @@ def _volc_tasks(c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvid
                 room,
                 family,
                 request,
-                spec_hash(room, request),
-                fixed_hash(room, fixed),
+                _keyed(key, spec_hash(room, request)),
+                _keyed(key, fixed_hash(room, fixed)),
                 updatable={"interval": c.interval},
             )
         )
@@ -245,7 +259,9 @@ def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
     return params
 
 
-def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool) -> list[DesiredTask]:
+def _zego_tasks(
+    c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool, key: bytes | None
+) -> list[DesiredTask]:
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     inputs: dict[str, Any]
     outputs: dict[str, Any]
@@ -281,7 +297,7 @@ def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy:
     tasks = []
     for room in spec.rooms:
         request = {room_key: room, **rest}
-        digest = hasher(room, request)
+        digest = _keyed(key, hasher(room, request))
         tasks.append(_task(c, room, family, request, digest, digest, max_duration=max_duration))
     return tasks
 
@@ -289,7 +305,7 @@ def _zego_tasks(c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy:
 # --- zego thumbnails --------------------------------------------------------------------------------
 
 
-def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]:
+def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec, key: bytes | None) -> list[DesiredTask]:
     tasks = []
     for item in spec.files:
         request: dict[str, Any] = {
@@ -303,7 +319,7 @@ def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec) -> list[DesiredTask]
             request["ExtTimeOffsetSet"] = list(item.offsets)
         if item.interval is not None:
             request["Interval"] = item.interval
-        digest = content_hash(c.provider.name, ApiFamily.ZEGO_THUMBNAIL, request)
+        digest = _keyed(key, content_hash(c.provider.name, ApiFamily.ZEGO_THUMBNAIL, request))
         tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request, digest, digest))
     return tasks
 
@@ -340,15 +356,15 @@ def _task(
     )
 
 
-def expand(c: CheckedJob) -> list[DesiredTask]:
-    """The tasks one checked job implies, in room (or file) order."""
+def expand(c: CheckedJob, key: bytes | None = None) -> list[DesiredTask]:
+    """The tasks one checked job implies, in room (or file) order; hashes keyed with `key` (the state's)."""
     spec = c.job.model.spec
     assert isinstance(c.provider.model, ProviderDocument)
     provider = c.provider.model.spec
     if isinstance(spec, ThumbnailJobSpec):
-        return _thumbnail_tasks(c, spec)
+        return _thumbnail_tasks(c, spec, key)
     assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec)
     if isinstance(provider, VolcengineProvider):
         assert isinstance(spec, SnapshotJobSpec)
-        return _volc_tasks(c, spec, provider)
-    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy")
+        return _volc_tasks(c, spec, provider, key)
+    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy", key)

@@ -10,9 +10,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final
 
-from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, SecretText
+from reconciler.spec.errors import quote
 
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
@@ -28,14 +36,23 @@ class RefStr(str):
     __slots__ = ()
 
 
+_FROM_REF: Final = (RefStr, SecretText)  # a reference's text, shown or not
+
+
+def _keep_secret_text(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate as text but keep a `SecretText` as it is (pydantic would hand back a plain `str`)."""
+    checked = handler(value)
+    return value if isinstance(value, SecretText) else checked
+
+
 def _ref_int(value: Any) -> Any:
-    if isinstance(value, RefStr) and _INT_RE.match(value):
+    if isinstance(value, _FROM_REF) and _INT_RE.match(value):
         return int(value)
     return value
 
 
 def _ref_bool(value: Any) -> Any:
-    if isinstance(value, RefStr) and value.lower() in ("true", "false"):
+    if isinstance(value, _FROM_REF) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return value
 
@@ -43,19 +60,19 @@ def _ref_bool(value: Any) -> Any:
 def parse_duration(value: Any) -> Any:
     """Seconds from `5s`, `3m`, `1h30m`, `1h2m3s` or a plain non-negative integer."""
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+        raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"invalid duration {value}: a duration cannot be negative; use {DURATION_FORMS}")
         return value
     if isinstance(value, str):
-        if isinstance(value, RefStr) and value.isdigit():
+        if isinstance(value, _FROM_REF) and value.isdigit():
             return int(value)
         match = _DURATION_RE.match(value)
         if value and match:
             hours, minutes, seconds = (int(g or 0) for g in match.groups())
             return hours * 3600 + minutes * 60 + seconds
-    raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+    raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
 
 
 _DURATION_SCHEMA: Final = {
@@ -70,8 +87,8 @@ Int = Annotated[int, BeforeValidator(_ref_int)]
 Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, StringConstraints(min_length=1)]
-Endpoint = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$")]
+Text = Annotated[str, StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+Endpoint = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$"), WrapValidator(_keep_secret_text)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
 # A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
 SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"

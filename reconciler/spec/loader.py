@@ -22,6 +22,7 @@ from typing import Final, NoReturn
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
+from reconciler.secrets import RUN_KEY
 from reconciler.spec.checks import check_all
 from reconciler.spec.documents import Loaded, validate_document
 from reconciler.spec.errors import ErrorSink, SpecErrors
@@ -112,19 +113,27 @@ def load_spec_set(
     env: Mapping[str, str] | None = None,
     resolve_secrets: bool = True,
     limits: SpecLimits = DEFAULT_LIMITS,
+    fingerprint_key: bytes | None = None,
 ) -> SpecSet:
     """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors.
 
     With `resolve_secrets=False` secret references are checked for shape only and their fields hold
     `UnreadSecret`s: such a set is for validation, never for calling a vendor. A set over one of `limits`
-    is refused as soon as the count passes it.
+    is refused as soon as the count passes it. Fingerprints and task hashes are keyed with
+    `fingerprint_key`, the state's (`StateStore.fingerprint_key()`), wherever tasks are compared with records.
+    Without one (validation, a state that has no key yet) fingerprints use a per-run key and task hashes are
+    the bare content hashes (see `expand`).
     """
     with gc_paused():  # tens of thousands of small acyclic values: collector passes would find nothing
-        return _load_spec_set(paths, env, resolve_secrets, limits)
+        return _load_spec_set(paths, env, resolve_secrets, limits, fingerprint_key)
 
 
 def _load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool, limits: SpecLimits
+    paths: Sequence[str | os.PathLike[str]],
+    env: Mapping[str, str] | None,
+    resolve_secrets: bool,
+    limits: SpecLimits,
+    key: bytes | None,
 ) -> SpecSet:
     environ = os.environ if env is None else env
     errors = ErrorSink()
@@ -151,7 +160,7 @@ def _load_spec_set(
                 _refuse(errors, raw.where, f"the spec set has more than the limit of {limits.documents:,} documents")
             if task_count > limits.tasks:
                 _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
-            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets)
+            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY)
             outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(
@@ -163,7 +172,7 @@ def _load_spec_set(
         raise SpecErrors(errors.errors)
     tasks: dict[str, DesiredTask] = {}
     for job in checked:
-        for task in expand(job):
+        for task in expand(job, key):
             tasks[task.key] = task
     storages = {}
     for name, doc in checker.by_kind.get("Storage", {}).items():

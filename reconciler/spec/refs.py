@@ -9,6 +9,13 @@ Validation must run where secrets are absent (a pre-commit hook, a pull request 
 references can be checked for their shape only (`read_secrets=False`): the environment and the files they
 name are not read, and the field holds an `UnreadSecret`. Other references are always resolved: their
 values are needed to check types and ranges.
+
+Any scalar may be a reference, but a value read from one may be a credential the author did not mean to
+publish (plans are posted to pull requests). So such text is a `SecretText` (sent as is, shown as a
+fingerprint) unless its field is in `SHOWN_FIELDS`, a short list of settings that are harmless and that a
+reviewer needs to see (endpoints, app id, region, ...). Numbers, booleans and durations are shown: they are
+settings, not credentials. A task key is printed in every plan, log and listing, so a reference that would
+name a task (a job's name, a room, a thumbnail file id) is refused.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any, Final, NoReturn
 
-from reconciler.secrets import Secret
-from reconciler.spec.errors import ErrorSink, did_you_mean
+from reconciler.secrets import RUN_KEY, Secret, SecretText
+from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, read_regular
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -28,6 +35,29 @@ SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
     "Storage": ("accessKey", "secretKey"),
 }
+# Fields whose referenced value is shown in plans (as `spec.<field>` of any kind): not credentials, and a
+# reviewer must see where calls go. Any other referenced text is shown as a fingerprint only.
+SHOWN_FIELDS: Final = frozenset(
+    {
+        "appId",
+        "endpoint",
+        "rtcEndpoint",
+        "cloudrecordEndpoint",
+        "cloudrecordApi",
+        "region",
+        "businessId",
+        "accountId",
+        "serviceId",
+        "space",
+        "bucket",
+        "type",
+        "provider",
+        "storage",
+    }
+)
+KEY_REFERENCE: Final = (
+    "a reference cannot name a task: task keys are printed in every plan, log and state listing; write it literally"
+)
 LITERAL_SECRET: Final = (
     "secret fields must be references such as {env: NAME} or {file: PATH} so the value never lands in git"
 )
@@ -59,24 +89,38 @@ UNRESOLVED: Final = Unresolved()
 
 
 class _Resolver:
-    def __init__(self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, read_secrets: bool) -> None:
+    def __init__(
+        self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, read_secrets: bool, key: bytes
+    ) -> None:
         self.doc = doc
         self.env = env
         self.errors = errors
         self.read_secrets = read_secrets
+        self.key = key
         kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
         fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+        self.secret_paths: frozenset[Path] = frozenset(("spec", f) for f in fields)
         # Paths whose references are checked for shape only (empty when secrets are read).
-        self.unread: frozenset[Path] = frozenset(() if read_secrets else (("spec", f) for f in fields))
+        self.unread: frozenset[Path] = frozenset() if read_secrets else self.secret_paths
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
             if path != _LABELS and ("env" in value or "file" in value):
-                return self.reference(value, path, read=path not in self.unread)
+                if _names_task(path):
+                    return self.fail(path, f"{dotted(path)}: {KEY_REFERENCE}")
+                return self.shown_or_hidden(self.reference(value, path, read=path not in self.unread), path)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
         return value
+
+    def shown_or_hidden(self, value: Any, path: Path) -> Any:
+        """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`).
+        Label values are shown: selectors (`-l team=x`) match them and listings print them."""
+        shown = (len(path) == 2 and path[1] in SHOWN_FIELDS) or path[:2] == _LABELS
+        if not isinstance(value, str) or shown or path in self.secret_paths:
+            return value
+        return SecretText(value, self.key)
 
     def fail(self, path: Path, message: str) -> Unresolved:
         self.errors.add(self.doc.at(path), message)
@@ -90,7 +134,7 @@ class _Resolver:
         for key in ref:
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed)
-                self.errors.add(self.doc.key_at((*path, key)), f"unknown key {key!r} in a reference{hint}")
+                self.errors.add(self.doc.key_at((*path, key)), f"unknown key {quote(key)} in a reference{hint}")
                 return UNRESOLVED
         if "file" in ref:
             name = ref["file"]
@@ -99,7 +143,7 @@ class _Resolver:
             return self.file(name, path) if read else UnreadSecret(f"file:{name}")
         name = ref["env"]
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            return self.fail((*path, "env"), f"invalid environment variable name {name!r}")
+            return self.fail((*path, "env"), f"invalid environment variable name {quote(name)}")
         if isinstance(ref.get("default"), dict | list):
             return self.fail((*path, "default"), "a reference default must be a scalar")
         return self.env_value(ref, name, path) if read else UnreadSecret(f"env:{name}")
@@ -120,11 +164,11 @@ class _Resolver:
         try:
             data = read_regular(target, MAX_REF_FILE_BYTES)
         except FileRefused as exc:
-            return self.fail(path, f"cannot read referenced file {name!r}: {exc}")
+            return self.fail(path, f"cannot read referenced file {quote(name)}: {exc}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return self.fail(path, f"referenced file {name!r} is not UTF-8 text")
+            return self.fail(path, f"referenced file {quote(name)} is not UTF-8 text")
         return RefStr(text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text)
 
     def secrets(self, raw: Any, resolved: Any, kind: str) -> None:
@@ -148,13 +192,25 @@ class _Resolver:
             elif not value:
                 spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value")
             else:
-                spec[name] = Secret(str(value))
+                spec[name] = Secret(str(value), self.key)
 
 
-def resolve_document(doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, *, read_secrets: bool = True) -> Any:
+def _names_task(path: Path) -> bool:
+    """Whether `path` holds a part of a task key: the job's name, a room, a thumbnail's file id."""
+    return (
+        path == ("metadata", "name")
+        or path[:2] == ("spec", "rooms")
+        or (len(path) == 4 and path[:2] == ("spec", "files") and path[3] == "fileId")
+    )
+
+
+def resolve_document(
+    doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, *, read_secrets: bool = True, key: bytes = RUN_KEY
+) -> Any:
     """The document's value with every reference resolved and secret fields as `Secret`s (or, without
-    `read_secrets`, secret references checked for shape only and held as `UnreadSecret`s)."""
-    resolver = _Resolver(doc, env, errors, read_secrets)
+    `read_secrets`, secret references checked for shape only and held as `UnreadSecret`s). Fingerprints
+    are keyed with `key` (the state's fingerprint key; a per-run key where there is no state)."""
+    resolver = _Resolver(doc, env, errors, read_secrets, key)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
         kind = doc.value.get("kind")

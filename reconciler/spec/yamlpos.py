@@ -18,7 +18,7 @@ import yaml
 import yaml.constructor
 import yaml.resolver
 
-from reconciler.spec.errors import ErrorSink
+from reconciler.spec.errors import ErrorSink, quote
 
 try:
     _LOADER: type[Any] = yaml.CSafeLoader
@@ -137,7 +137,7 @@ def _scalar(event: Any) -> Any:
     try:
         return build(yaml.ScalarNode(tag, event.value))
     except (ValueError, yaml.YAMLError) as exc:
-        raise ValueError(f"{event.value!r} is not a valid {tag.removeprefix(_YAML)}") from exc
+        raise ValueError(f"{quote(event.value)} is not a valid {tag.removeprefix(_YAML)}") from exc
 
 
 class _Builder:

@@ -98,6 +98,10 @@ class NoState:
     def serial(self) -> int:
         return 0
 
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        """No state, no key: the caller uses a per-run key (there is no record to compare with)."""
+        return None
+
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         raise StateError(f"{self.missing}: a read-only command cannot record {record.key}")
 
@@ -136,6 +140,10 @@ class StateStore(Protocol):
     def load(self) -> Snapshot: ...
 
     def serial(self) -> int: ...
+
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        """The random key of this state's fingerprints and task hashes (`secrets.py`); a writable store
+        without one stores `new` (or a fresh key) first; None from a read-only open of a store without one."""
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         """Insert or replace one record; returns the new serial. With `expected_serial`, compare-and-set."""

@@ -49,6 +49,7 @@ _BASE_QUERIES = Queries.build(
     mark="%s",
     for_update=" FOR UPDATE",
     tables=f"SELECT t FROM unnest(ARRAY{list(TABLES)}) AS t WHERE to_regclass(t) IS NOT NULL",
+    has_key="SELECT (to_regclass('capctl_fingerprint_key') IS NOT NULL)::int",
 )
 
 
@@ -111,6 +112,7 @@ class PostgresStateStore(SqlStateStore):
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
         self._passwords = _passwords(url)
         self._connect_timeout = connect_timeout
+        self.writable = create
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler.model import TaskRecord
+from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
 from . import codec
 from .base import SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
@@ -57,19 +58,35 @@ class Queries:
     load: str
     upsert: str
     delete: str
+    has_key: str  # one row, one column: 1 when the fingerprint key table exists (a store from before it may lack it)
+    create_key: str
+    read_key: str
+    init_key: str
 
     @classmethod
-    def build(cls, *, mark: str, for_update: str, tables: str) -> Queries:
+    def build(cls, *, mark: str, for_update: str, tables: str, has_key: str) -> Queries:
         """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial,
-        `tables` the catalogue query that names which of `TABLES` exist."""
+        `tables` the catalogue query that names which of `TABLES` exist, `has_key` the one that tells whether
+        the fingerprint key table exists."""
         meta = "capctl_meta"
+        # The key of fingerprints and task hashes (`secrets.py`): a table of its own, so a store made before it
+        # needs no column added (a writer adds the table); the key is made by the first writer that needs it.
+        create_key = (
+            "CREATE TABLE IF NOT EXISTS capctl_fingerprint_key (id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " key_hex TEXT NOT NULL)"
+        )
         return cls(
             tables=tables,
+            has_key=has_key,
             create=(
                 f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS capctl_records (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
+                create_key,
             ),
+            create_key=create_key,
+            read_key="SELECT key_hex FROM capctl_fingerprint_key WHERE id = 1",
+            init_key=f"INSERT INTO capctl_fingerprint_key (id, key_hex) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
             init_meta=f"INSERT INTO {meta} (id, schema_version, serial) VALUES (1, {mark}, 0)"
             " ON CONFLICT (id) DO NOTHING",
             read_meta=f"SELECT schema_version, serial FROM {meta} WHERE id = 1",
@@ -96,6 +113,8 @@ class SqlStateStore(ABC):
     queries: ClassVar[Queries]
     created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
+    writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
+    _fingerprint_key: bytes | None = None
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -133,6 +152,42 @@ class SqlStateStore(ABC):
                 f"{self.url}: state schema version {version} was written by a newer capctl "
                 f"(this one knows version {SCHEMA_VERSION}); upgrade capctl"
             )
+
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        """The key of this state's fingerprints and task hashes. A writable store that has none yet (new, or
+        made by a version before keyed fingerprints) stores `new` (or a fresh random key) and returns what
+        it holds then (another writer may have stored its own first). A read-only open of such a store
+        returns None: its records hold bare content hashes, which specs loaded without a key match."""
+        if self._fingerprint_key is None:
+            q = self.queries
+            made = False
+            with self._cursor(write=self.writable) as cur:
+                if self.writable:
+                    cur.execute(q.create_key, ())  # a state from before keyed fingerprints lacks the table
+                    cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
+                    made = cur.rowcount == 1
+                rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+                if rows and self.writable and made:
+                    self._key_old_hashes(cur, bytes.fromhex(rows[0][0]))
+            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+        return self._fingerprint_key
+
+    def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
+        """Records written before the state had a key hold bare content hashes: key them (`upgrade_hash`), in
+        the transaction that stores the key, so the first plan after an upgrade shows no change, and drop
+        the unkeyed fingerprints from their requests (a guess could be checked against them). The serial
+        does not move: the records mean what they meant, and a plan saved before still applies."""
+        records = codec.decode_rows((k, body) for k, body in _rows(cur, "SELECT key, body FROM capctl_records"))
+        old = [r for r in records.values() if not r.spec_hash.startswith(KEYED_HASH_PREFIX)]
+        upgraded = (
+            r.evolve(
+                spec_hash=upgrade_hash(key, r.spec_hash),
+                fixed_hash=upgrade_hash(key, r.fixed_hash),
+                request=drop_unkeyed_fingerprints(r.request),
+            )
+            for r in old
+        )
+        cur.executemany(self.queries.upsert, [(r.key, codec.encode(r)) for r in upgraded])
 
     def load(self) -> Snapshot:
         with self._cursor(write=False) as cur:

@@ -38,6 +38,7 @@ class SQLiteStateStore(SqlStateStore):
         mark="?",
         for_update="",
         tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {TABLES}",
+        has_key="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_fingerprint_key'",
     )
 
     def __init__(
@@ -57,6 +58,7 @@ class SQLiteStateStore(SqlStateStore):
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.writable = create
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
         self._mutex = threading.RLock()

@@ -37,7 +37,7 @@ from reconciler.providers.volcengine import (
     classify_error,
     observed_from_snapshot_task,
 )
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, SecretText
 
 AK, SK = "AKLTexampleaccesskey000", "example-secret-key-000"
 STORAGE_SK = "storage-secret-value-000"
@@ -449,6 +449,14 @@ async def test_echoed_request_secrets_are_scrubbed_from_messages(h: Harness) -> 
     with pytest.raises(VendorError) as info:
         await h.provider.start(desired(), None)
     assert STORAGE_SK not in str(info.value) and Secret(STORAGE_SK).fingerprint in str(info.value)
+
+
+async def test_echoed_hidden_reference_values_are_scrubbed_from_messages(h: Harness) -> None:
+    task_id = SecretText("task-from-an-env-var")  # read from a reference into a field that is not shown
+    h.vendor.reply(400, json=envelope(error=("InvalidParameter", f"bad TaskId {task_id.reveal()}")))
+    with pytest.raises(VendorError) as info:
+        await h.provider.start(desired({**request_body(), "TaskId": task_id}), None)
+    assert "task-from-an-env-var" not in str(info.value) and task_id.fingerprint in str(info.value)
 
 
 @pytest.mark.parametrize(

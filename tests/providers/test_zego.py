@@ -35,7 +35,7 @@ from reconciler.providers.zego import (
     thumbnail_params,
 )
 from reconciler.providers.zego_signing import signature
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, SecretText
 
 T = TypeVar("T")
 SERVER_SECRET = "0123456789abcdef0123456789abcdef"
@@ -387,6 +387,16 @@ async def test_auth_errors_name_the_credential_never_its_value() -> None:
     text = str(err.value)
     assert "check serverSecret of provider zego-prod (specs/providers.yaml:3:1)" in text
     assert SERVER_SECRET not in text and STORAGE_SECRET not in text and "***" in text
+
+
+async def test_echoed_hidden_reference_values_are_scrubbed_from_messages() -> None:
+    folder = SecretText("folder-from-an-env-var/")  # read from a reference into a field that is not shown
+    request = {**CURRENT_REQUEST, "RecordOutputParams": {"OutputFolder": folder}}
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {"Code": 2, "Message": f"bad folder {folder.reveal()}"})
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD, request), "i"))
+    assert "folder-from-an-env-var" not in str(err.value) and "***" in str(err.value)
 
 
 async def test_long_vendor_messages_are_truncated() -> None:

@@ -29,10 +29,13 @@ def job(kind: str = "SnapshotJob", name: str = "j", body: str = "") -> str:
 def load(tmp_path: Path) -> Loader:
     """Load `text` (one file in tmp_path) together with tests/spec/base.yaml."""
 
-    def _load(text: str, *, env: Mapping[str, str] | None = None, base: bool = True) -> SpecSet:
+    def _load(
+        text: str, *, env: Mapping[str, str] | None = None, base: bool = True, key: bytes | None = None
+    ) -> SpecSet:
         path = tmp_path / "spec.yaml"
         path.write_text(text)
-        return load_spec_set([BASE, path] if base else [path], env=SECRET_ENV if env is None else env)
+        paths = [BASE, path] if base else [path]
+        return load_spec_set(paths, env=SECRET_ENV if env is None else env, fingerprint_key=key)
 
     return _load
 

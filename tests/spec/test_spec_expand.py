@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
 from reconciler.model import ApiFamily, JobKind, RestartPolicy
-from reconciler.secrets import Secret, redact_tree
+from reconciler.secrets import Secret, keyed_hash, redact_tree, upgrade_hash
 from reconciler.spec.expand import content_hash
 from tests.spec.conftest import SECRET_ENV, Loader, job
 
@@ -284,11 +285,16 @@ def test_thumbnail_requests(load: Loader) -> None:
 SNAP = "provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {interval}\nidleTimeout: {idle}"
 
 
+STATE_KEY = b"k" * 32  # a state's fingerprint key
+
+
 def _hashes(
     load: Loader, interval: str = "5s", idle: str = "20s", env: dict[str, str] | None = None
 ) -> tuple[str, str]:
-    task = load(job(body=SNAP.format(interval=interval, idle=idle)), env=env).tasks["SnapshotJob/j/lobby"]
-    assert task.spec_hash == content_hash(task.provider, task.family, task.request)
+    task = load(job(body=SNAP.format(interval=interval, idle=idle)), env=env, key=STATE_KEY).tasks[
+        "SnapshotJob/j/lobby"
+    ]
+    assert task.spec_hash == keyed_hash(STATE_KEY, content_hash(task.provider, task.family, task.request))
     return task.spec_hash, task.fixed_hash
 
 
@@ -296,7 +302,7 @@ def test_hashes_are_stable_and_change_exactly_when_they_should(load: Loader) -> 
     base = _hashes(load)
     assert base == _hashes(load)  # stable across loads
     assert base == _hashes(load, interval="5")  # same value, other spelling
-    assert base[0].startswith("sha256:") and len(base[0]) == 7 + 64
+    assert base[0].startswith("hmac:") and len(base[0]) == 5 + 64
     interval = _hashes(load, interval="10s")
     assert interval[0] != base[0] and interval[1] == base[1]  # interval: updatable in place
     idle = _hashes(load, idle="30s")
@@ -322,4 +328,18 @@ def test_known_hash_value(load: Loader) -> None:
         sort_keys=True,
         separators=(",", ":"),
     )
-    assert task.spec_hash == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    content = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    assert task.spec_hash == content  # no state key yet: the bare content hash, as records from before keys hold
+    keyed = load(job(body=SNAP.format(interval="5s", idle="20s")), key=STATE_KEY).tasks["SnapshotJob/j/lobby"]
+    assert keyed.spec_hash == "hmac:" + hmac.new(STATE_KEY, content.encode(), "sha256").hexdigest()
+    assert upgrade_hash(STATE_KEY, task.spec_hash) == keyed.spec_hash  # how an upgraded state keys old records
+
+
+def test_hashes_under_another_state_key_differ_and_are_no_guessing_oracle(load: Loader) -> None:
+    """A hash is in plans and the state; without the key, a guessed secret cannot be checked against it."""
+    text = job("RecordingJob", "r", "provider: zego\nrooms: [a]\nstorage: s3")
+    one = load(text, key=STATE_KEY).tasks["RecordingJob/r/a"]
+    other = load(text, key=b"o" * 32).tasks["RecordingJob/r/a"]
+    assert one.spec_hash != other.spec_hash and one.spec_hash.startswith("hmac:")
+    guessed = content_hash(one.provider, one.family, one.request)  # all an outsider could compute from a guess
+    assert guessed not in (one.spec_hash, one.fixed_hash)

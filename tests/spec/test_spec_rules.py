@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.secrets import SecretText, redact_tree
 from reconciler.spec import SpecError, SpecErrors
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
@@ -312,7 +313,7 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "secret.txt").write_text("from-a-file\n")
     (tmp_path / "name.txt").write_text("lobby\r\n")
     text = provider("z2", "{type: zego, appId: {env: APP}, serverSecret: {file: secret.txt}}") + job(
-        body="provider: volc\nrooms: [{file: name.txt}]\nstorage: tos\ninterval: {env: IV}\n"
+        body="provider: volc\nrooms: [lobby]\ntaskId: {file: name.txt}\nstorage: tos\ninterval: {env: IV}\n"
         "idleTimeout: {env: UNSET_X, default: 1m}\nimage: {width: {env: W}}"
     )
     spec_set = load(text, env={**SECRET_ENV, "IV": "7", "W": "640"})
@@ -320,6 +321,8 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert spec_set.providers["z2"].server_secret.reveal() == "from-a-file"
     request = spec_set.tasks["SnapshotJob/j/lobby"].request
     assert (request["ImageConfig"]["Interval"], request["ImageConfig"]["Width"], request["MaxIdleTime"]) == (7, 640, 60)
+    assert request["TaskId"] == "lobby"  # sent as read; a plan shows only its fingerprint
+    assert redact_tree(request)["TaskId"] == SecretText("lobby").fingerprint
 
 
 def test_labels_may_use_reference_keys(load: Loader) -> None:
@@ -368,3 +371,54 @@ def test_anchors_do_not_cross_documents(errors_of: ErrorsOf) -> None:
         + job(name="b", body="provider: volc\nrooms: *r\nstorage: tos")
     )
     assert any("unknown alias *r" in e for e in errors_of(text))
+
+
+BIG = "Q" * 130_000  # a whole file or environment dump where a short value was expected
+
+
+def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> None:
+    text = provider("z2", "{type: zego, appId: 1, serverSecret: {env: SK}, rtcEndpoint: {env: BIG}}")
+    (error,) = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
+    assert f"{'Q' * 40!r}… (130000 characters)" in error and len(error) < 300
+
+
+def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
+    text = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: BIG}\nimage: {format: {env: BIG}}")
+    errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
+    assert len(errors) == 2 and all("QQQQ" not in e and "hmac:" in e for e in errors), errors
+    assert max(len(e) for e in errors) < 300
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("spec.rooms[1]", job(body="provider: volc\nrooms: [lobby, {env: R}]\nstorage: tos")),
+        ("metadata.name", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: {env: R}}\nspec: {}\n"),
+        (
+            "spec.files[0].fileId",
+            job("ThumbnailJob", "t", "provider: zego\nfiles: [{cdn: tencent, fileId: {env: R}, definition: 10}]"),
+        ),
+    ],
+)
+def test_a_reference_cannot_name_a_task(errors_of: ErrorsOf, where: str, text: str) -> None:
+    errors = errors_of(text, env={**SECRET_ENV, "R": "room-canary"})
+    assert any(
+        e.endswith(
+            f"{where}: a reference cannot name a task: task keys are printed in every plan, log and "
+            "state listing; write it literally"
+        )
+        for e in errors
+    ), errors
+    assert not any("room-canary" in e for e in errors)
+
+
+def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
+    text = (
+        "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {team: {env: TEAM}}}\nspec:\n"
+        "  provider: {env: PROVIDER}\n  rooms: [lobby]\n  storage: tos\n  taskId: {env: TASK}\n"
+    )
+    spec_set = load(text, env={**SECRET_ENV, "TEAM": "media", "PROVIDER": "volc", "TASK": "t-1"})
+    task = spec_set.tasks["SnapshotJob/j/lobby"]
+    assert task.labels == {"team": "media"} and task.provider == "volc"
+    shown = redact_tree(task.request)
+    assert shown["AppId"] == task.request["AppId"] and shown["TaskId"].startswith("hmac:")

@@ -28,8 +28,8 @@ def make_record(key: str = "SnapshotJob/lobby-audit/lobby", **changes: Any) -> T
         family=ApiFamily.VOLC_SNAPSHOT if kind == JobKind.SNAPSHOT else ApiFamily.ZEGO_RECORD,
         kind=JobKind(kind),
         target=target,
-        spec_hash="sha256:spec",
-        fixed_hash="sha256:fixed",
+        spec_hash="hmac:spec",
+        fixed_hash="hmac:fixed",
     )
     return base.evolve(**changes)
 

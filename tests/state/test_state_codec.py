@@ -25,8 +25,8 @@ def test_defaults_are_left_out_and_output_is_compact() -> None:
         "family": "volcengine-snapshot",
         "kind": "SnapshotJob",
         "target": "room",
-        "spec_hash": "sha256:spec",
-        "fixed_hash": "sha256:fixed",
+        "spec_hash": "hmac:spec",
+        "fixed_hash": "hmac:fixed",
         "status": "running",
     }
     assert ", " not in text and ": " not in text

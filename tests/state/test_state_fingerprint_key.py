@@ -1,0 +1,69 @@
+"""The state's fingerprint key: made with the state, kept, read without writing, and the upgrade of a state
+from before keyed hashes (its records' hashes keyed in place, nothing else changed)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+
+from reconciler.secrets import UNKEYED_FINGERPRINT_REMOVED, upgrade_hash
+from reconciler.state import open_state, sqlite_path
+
+from .helpers import make_record
+
+BARE = "sha256:" + "c" * 64  # a content hash as versions before keyed hashes recorded it
+
+
+def _sql(url: str, statement: str) -> None:
+    """Run one statement on the store's database as an older capctl (or an operator) would."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(sqlite_path(url)) as db:
+            db.execute(statement)
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement.encode())
+
+
+def test_a_state_keeps_one_key_and_another_state_has_another(store_url: str, tmp_path: Path) -> None:
+    first = open_state(store_url)
+    key = first.fingerprint_key()
+    first.close()
+    reader = open_state(store_url, create=False)
+    assert key is not None and len(key) == 32 and reader.fingerprint_key() == key
+    reader.close()
+    again = open_state(store_url)
+    assert again.fingerprint_key(b"x" * 32) == key  # an existing key is kept, never replaced
+    again.close()
+    other = open_state(f"sqlite:///{tmp_path}/other.db")
+    assert other.fingerprint_key() not in (None, key)
+    other.close()
+
+
+def test_an_unkeyed_state_is_keyed_in_place_by_its_first_writer(store_url: str) -> None:
+    store = open_state(store_url)
+    old = make_record(spec_hash=BARE, fixed_hash=BARE, request={"SecretKey": "sha256:abcdefabcdef", "Room": "r"})
+    keyed = make_record("SnapshotJob/new/room")
+    store.put_many([old, keyed])
+    serial = store.serial()
+    store.close()
+    _sql(store_url, "DROP TABLE capctl_fingerprint_key")  # as a version before keyed fingerprints left it
+
+    reader = open_state(store_url, create=False)
+    assert reader.fingerprint_key() is None  # read-only: no key is made ...
+    assert reader.load().records[old.key] == old  # ... and bare hashes are compared as they are
+    reader.close()
+
+    writer = open_state(store_url)
+    key = writer.fingerprint_key(b"k" * 32)
+    records = writer.load().records
+    assert key == b"k" * 32 and writer.serial() == serial
+    writer.close()
+    upgraded = records[old.key]
+    assert (upgraded.spec_hash, upgraded.fixed_hash) == (upgrade_hash(key, BARE), upgrade_hash(key, BARE))
+    assert upgraded.spec_hash.startswith("hmac:") and upgraded.request == {
+        "SecretKey": UNKEYED_FINGERPRINT_REMOVED,
+        "Room": "r",
+    }
+    assert records[keyed.key] == keyed  # already keyed: left alone
