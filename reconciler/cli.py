@@ -723,6 +723,23 @@ def run(
             "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
         ),
     ] = 50.0,
+    read_timeout: Annotated[
+        str,
+        typer.Option(
+            "--read-timeout",
+            help="A connection must send a whole request (headers and body) within this long of connecting or of "
+            "its last answer, else it is closed (a duration: 10s, or seconds).",
+        ),
+    ] = "10s",
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Open connections at most; beyond it a new one closes the one waiting longest for its request. "
+            "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
+        ),
+    ] = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -737,6 +754,12 @@ def run(
         fail(f"--resync: {exc}")
     if resync_seconds <= 0:
         fail("--resync must be at least 1s")
+    try:
+        read_timeout_seconds = int(parse_duration(int(read_timeout) if read_timeout.isdigit() else read_timeout))
+    except ValueError as exc:
+        fail(f"--read-timeout: {exc}")
+    if read_timeout_seconds <= 0:
+        fail("--read-timeout must be at least 1s")
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -747,6 +770,8 @@ def run(
             state_url=state,
             log_level=None,
             max_prune=max_prune,
+            read_timeout=float(read_timeout_seconds),
+            max_connections=max_connections,
         )
     )
 

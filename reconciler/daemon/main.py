@@ -1,5 +1,6 @@
 """`capctl run` as a process: logs, state, the controller, uvicorn on --listen, and the signals.
 
+Slow and idle clients are timed out and the number of connections is capped (daemon/connections.py).
 SIGTERM / SIGINT stop taking work, let in-flight vendor calls finish (bounded), and exit 0; vendor tasks
 keep running. SIGHUP re-reads the specs. uvicorn's own signal capture is switched off so that the daemon,
 not the web server, decides the order of shutdown.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -19,6 +21,15 @@ import uvicorn
 
 from reconciler import logs
 from reconciler.clock import SystemClock
+from reconciler.daemon.connections import (
+    FD_RESERVE,
+    READ_TIMEOUT,
+    HttpLimits,
+    default_max_connections,
+    descriptor_limit,
+    guarded_protocol,
+    install_accept_error_log,
+)
 from reconciler.daemon.controller import Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
@@ -48,9 +59,11 @@ def run_daemon(
     state_url: str | None = None,
     log_level: str | None = "info",
     max_prune: float = MAX_PRUNE_PERCENT,
+    read_timeout: float = READ_TIMEOUT,
+    max_connections: int | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
-    caller's logging set-up."""
+    caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit."""
     if log_level is not None:
         logs.configure(log_level)
     try:
@@ -64,11 +77,43 @@ def run_daemon(
     if not 0 <= max_prune <= 100:
         log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
         return EXIT_ERROR
-    return asyncio.run(_main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune))
+    if read_timeout <= 0:
+        log.error("bad option", error=f"--read-timeout must be positive, got {read_timeout:g}")
+        return EXIT_ERROR
+    if max_connections is not None and max_connections < 1:
+        log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
+        return EXIT_ERROR
+    limits = _http_limits(read_timeout, max_connections)
+    return asyncio.run(
+        _main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune, limits=limits)
+    )
+
+
+def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
+    """The cap asked for, or one below the descriptor limit; a cap above it is kept but warned about."""
+    nofile = descriptor_limit()
+    if max_connections is None:
+        return HttpLimits(read_timeout, default_max_connections(nofile))
+    if nofile is not None and max_connections > nofile - FD_RESERVE:
+        log.warning(
+            "--max-connections is above the file-descriptor limit less a reserve: accepts may fail",
+            max_connections=max_connections,
+            descriptor_limit=nofile,
+            reserve=FD_RESERVE,
+        )
+    return HttpLimits(read_timeout, max_connections)
 
 
 async def _main(
-    paths: list[str], host: str, port: int, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+    paths: list[str],
+    host: str,
+    port: int,
+    resync: float,
+    prune: bool,
+    state_url: str | None,
+    *,
+    max_prune: float,
+    limits: HttpLimits,
 ) -> int:
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
@@ -76,21 +121,29 @@ async def _main(
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with sock:
-        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune)
+        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune, limits=limits)
 
 
 async def _serve(
-    paths: list[str], sock: socket.socket, resync: float, prune: bool, state_url: str | None, *, max_prune: float
+    paths: list[str],
+    sock: socket.socket,
+    resync: float,
+    prune: bool,
+    state_url: str | None,
+    *,
+    max_prune: float,
+    limits: HttpLimits,
 ) -> int:
     try:
         store = open_state(state_url)
     except StateError as exc:
         log.error("cannot open the state store", error=str(exc))
         return EXIT_ERROR
+    clock = SystemClock()
     daemon = Daemon(
         paths,
         store,
-        SystemClock(),
+        clock,
         resync=resync,
         prune=prune,
         watch_debounce_ms=DEBOUNCE_MS,
@@ -113,8 +166,11 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    install_accept_error_log(loop, clock)
     config = uvicorn.Config(
         daemon.asgi_app,
+        http=guarded_protocol(limits, clock),
+        timeout_keep_alive=math.ceil(limits.read_timeout),  # the protocol's read timeout closes it first
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -122,7 +178,7 @@ async def _serve(
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="capctl-http")
-    log.info("listening", url=url_of(sock))
+    log.info("listening", url=url_of(sock), max_connections=limits.max_connections, read_timeout=limits.read_timeout)
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
     try:
