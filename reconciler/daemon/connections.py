@@ -12,6 +12,8 @@ So, here:
 - a **connection cap**: beyond `max_connections`, a new connection closes the connection that has waited
   longest for request bytes (a slow client, never a request being answered), so a probe still gets in
   while slow clients hold the rest; by default the cap stays below the process's file-descriptor limit;
+- **out of descriptors** all the same (a cap set above the limit): the waiting connection is closed
+  rather than left to asyncio's retry storm (`SheddingListener`);
 - **rate-limited logs**: an accept that fails for lack of descriptors, and the cap being reached, are
   logged once per `LOG_INTERVAL` with the number of repeats held back (`Throttle`), never per attempt.
 """
@@ -21,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import resource
+import socket
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -142,24 +146,92 @@ def guarded_protocol(limits: HttpLimits, clock: Clock) -> type[GuardedProtocol]:
     return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "cap_reached": Throttle(clock)})
 
 
-def install_accept_error_log(loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
-    """Log an accept that failed for lack of a resource once per LOG_INTERVAL, without a traceback; every
-    other event-loop error goes to the default handler as before."""
-    throttle = Throttle(clock)
+class AcceptErrors:
+    """Accepts failing for lack of a resource (descriptors, memory): one log line per LOG_INTERVAL."""
 
-    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if not (isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES and "accept" in context.get("message", "")):
-            loop.default_exception_handler(context)
-            return
-        held = throttle.allow()
+    def __init__(self, clock: Clock) -> None:
+        self._throttle = Throttle(clock)
+
+    def report(self, exc: OSError) -> None:
+        held = self._throttle.allow()
         if held is not None:
             log.error(
-                "cannot accept connections: out of a system resource (retried every second); "
-                "raise the file-descriptor limit (ulimit -n) or lower --max-connections",
+                "cannot accept connections: out of a system resource; new connections are closed at once "
+                "until some close. Raise the file-descriptor limit (ulimit -n) or lower --max-connections",
                 error=exc.strerror,
                 descriptor_limit=descriptor_limit(),
                 repeats_held_back=held,
             )
 
-    loop.set_exception_handler(handle)
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Route asyncio's own accept-failure reports here (they come with a traceback each); every other
+        event-loop error goes to the default handler as before."""
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES and "accept" in context.get("message", ""):
+                self.report(exc)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+
+
+class SheddingListener(socket.socket):
+    """A listening socket whose `accept`, out of descriptors, closes the next waiting connection and says
+    "nothing to accept" instead of failing.
+
+    asyncio (3.11) answers a failed accept by retrying in a second, but keeps calling accept up to the
+    listen backlog times in the same wake-up, scheduling one retry per failure: thousands of retries, each
+    logged with a traceback, and more tracebacks at shutdown. Here a spare descriptor is given up for a
+    moment to take the waiting connection off the queue and close it (the client sees the connection
+    closed, as from a full server), so the queue drains and the event loop stays calm.
+    """
+
+    errors: AcceptErrors
+    _spare: int | None
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, errors: AcceptErrors) -> SheddingListener:
+        listener = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        listener.errors = errors
+        listener._spare = _open_spare()
+        return listener
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_RESOURCES:
+                raise
+            self.errors.report(exc)
+            if not self._shed_one():
+                raise  # no spare descriptor: asyncio's retry, reported through AcceptErrors.install
+            raise BlockingIOError(errno.EAGAIN, "a waiting connection was closed: out of descriptors") from None
+
+    def _shed_one(self) -> bool:
+        if self._spare is None and (spare := _open_spare()) is not None:
+            self._spare = spare
+        if self._spare is None:
+            return False
+        os.close(self._spare)
+        try:
+            conn, _ = super().accept()
+            conn.close()
+        except OSError:
+            pass  # the connection went away meanwhile
+        self._spare = _open_spare()
+        return True
+
+    def close(self) -> None:
+        if getattr(self, "_spare", None) is not None:
+            os.close(self._spare)  # type: ignore[arg-type]
+            self._spare = None
+        super().close()
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None

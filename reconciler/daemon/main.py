@@ -24,11 +24,12 @@ from reconciler.clock import SystemClock
 from reconciler.daemon.connections import (
     FD_RESERVE,
     READ_TIMEOUT,
+    AcceptErrors,
     HttpLimits,
+    SheddingListener,
     default_max_connections,
     descriptor_limit,
     guarded_protocol,
-    install_accept_error_log,
 )
 from reconciler.daemon.controller import Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
@@ -115,13 +116,16 @@ async def _main(
     max_prune: float,
     limits: HttpLimits,
 ) -> int:
+    clock = SystemClock()
+    errors = AcceptErrors(clock)
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
     except OSError as exc:
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
-    with sock:
-        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune, limits=limits)
+    with SheddingListener.adopt(sock, errors) as listener:
+        errors.install(asyncio.get_running_loop())
+        return await _serve(paths, listener, resync, prune, state_url, max_prune=max_prune, limits=limits, clock=clock)
 
 
 async def _serve(
@@ -133,13 +137,13 @@ async def _serve(
     *,
     max_prune: float,
     limits: HttpLimits,
+    clock: SystemClock,
 ) -> int:
     try:
         store = open_state(state_url)
     except StateError as exc:
         log.error("cannot open the state store", error=str(exc))
         return EXIT_ERROR
-    clock = SystemClock()
     daemon = Daemon(
         paths,
         store,
@@ -166,7 +170,6 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-    install_accept_error_log(loop, clock)
     config = uvicorn.Config(
         daemon.asgi_app,
         http=guarded_protocol(limits, clock),
