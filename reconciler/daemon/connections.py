@@ -224,9 +224,9 @@ class SheddingListener(socket.socket):
         return True
 
     def close(self) -> None:
-        if getattr(self, "_spare", None) is not None:
-            os.close(self._spare)  # type: ignore[arg-type]
-            self._spare = None
+        spare, self._spare = getattr(self, "_spare", None), None
+        if spare is not None:
+            os.close(spare)
         super().close()
 
 

@@ -9,6 +9,7 @@ takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import socket
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
 
 import httpx
 
@@ -28,7 +28,7 @@ from tests.servers import ServerOutput, daemon_output
 WAIT = 10.0  # seconds: the longest any answer or close is waited for
 
 
-@contextmanager
+@contextlib.contextmanager
 def daemon(work: Workdir, *args: str, nofile: int | None = None) -> Iterator[tuple[str, ServerOutput]]:
     """`capctl run --listen 127.0.0.1:0 ARGS` (with RLIMIT_NOFILE `nofile`); its address and its log."""
 
@@ -95,14 +95,14 @@ def test_bodies_are_refused_at_the_limit_and_deep_json_is_a_400(work: Workdir) -
     with daemon(work) as (url, log):
         # A declared 100 MB is refused before a byte of it is sent (before: the daemon waited to read it all).
         for path in ("/callbacks/zego", "/api/v1/sync"):
-            with closing(connect(url)) as sock:
+            with contextlib.closing(connect(url)) as sock:
                 sock.sendall(post(path, "Content-Length: 104857600\r\n"))
                 status, headers, body = answer(sock)
                 assert status == 413 and headers["connection"] == "close"
                 assert "Content-Length 104857600 is over the limit of 1048576 bytes" in json.loads(body)["reason"]
                 assert closed_by_server(sock)
         # A chunked body is read up to the limit, then refused (before: read to its end, then measured).
-        with closing(connect(url)) as sock:
+        with contextlib.closing(connect(url)) as sock:
             sock.sendall(post("/callbacks/volcengine", "Transfer-Encoding: chunked\r\n"))
             chunk = 65536
             for _ in range(MAX_CALLBACK_BYTES // chunk):
@@ -113,7 +113,7 @@ def test_bodies_are_refused_at_the_limit_and_deep_json_is_a_400(work: Workdir) -
         # `[` x 100,000 (before: 500 and a traceback) and a document just past the nesting limit.
         for deep in (b"[" * 100_000, b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)):
             for path in ("/callbacks/zego", "/callbacks/volcengine", "/api/v1/sync"):
-                with closing(connect(url)) as sock:
+                with contextlib.closing(connect(url)) as sock:
                     sock.sendall(post(path, f"Content-Length: {len(deep)}\r\n") + deep)
                     status, _, body = answer(sock)
                     assert (status, json.loads(body)["reason"]) == (400, "malformed JSON: nested deeper than 32 levels")
@@ -130,9 +130,10 @@ def test_slow_and_idle_connections_are_closed_and_healthz_still_answers(work: Wo
         assert time.monotonic() - started >= 1.5  # by the read timeout, not at once
         trickle = connect(url)  # whole headers, then a body a byte at a time
         trickle.sendall(post("/callbacks/zego", "Content-Length: 100\r\n"))
-        for _ in range(3):
-            trickle.sendall(b" ")
-            time.sleep(0.5)
+        with contextlib.suppress(OSError):  # on a slow machine the timeout may close it mid-trickle
+            for _ in range(3):
+                trickle.sendall(b" ")
+                time.sleep(0.5)
         assert closed_by_server(trickle)
         # 30 slowloris connections: headers that never end, beyond the cap of 8.
         slow = [connect(url) for _ in range(30)]
