@@ -54,11 +54,15 @@ class CapctlGroup(TyperGroup):
             raise
 
     def invoke(self, ctx: Any) -> Any:
+        from reconciler.state.base import StateError
+
         try:
             return super().invoke(ctx)
         except UsageError as exc:
             exc.exit_code = EXIT_ERROR
             raise
+        except StateError as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
+            fail(str(exc))
 
 
 app = typer.Typer(
@@ -707,7 +711,12 @@ def run(
         ),
     ] = "127.0.0.1:8080",
     resync: Annotated[
-        str, typer.Option("--resync", help="Longest a running task goes unobserved (a duration: 30s, 5m, or seconds).")
+        str,
+        typer.Option(
+            "--resync",
+            help="Longest a running task goes unobserved, whatever callbacks say, ± 10 % jitter "
+            "(longer only when tasks ÷ query budget needs it; a duration: 30s, 5m, or seconds).",
+        ),
     ] = "30s",
     prune: Annotated[
         bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
@@ -913,6 +922,28 @@ def _no_task(key: str, store: StateStore) -> NoReturn:
     if isinstance(store, NoState):
         fail(f"no task {key!r}: {store.missing}")
     fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`)")
+
+
+@state_app.command("init")
+def state_init(state: StateOpt = None) -> None:
+    """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
+
+    It creates the capctl tables where there is no state, in an empty SQLite file, or in an SQLite file or
+    PostgreSQL database without capctl tables (apply, run and demo also create a state where there is none).
+    An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt pages) is
+    refused: restore it from a backup, or move it away."""
+    from reconciler.state import open_state
+    from reconciler.state.sql import SqlStateStore
+
+    store = open_state(state, init=True)
+    try:
+        serial = store.serial()
+    finally:
+        store.close()
+    if isinstance(store, SqlStateStore) and store.created:
+        typer.echo(f"Started a new state at {store.url} (serial {serial}).")
+    else:
+        typer.echo(f"A state already exists at {store.url} (serial {serial}): nothing changed.")
 
 
 @state_app.command("show")

@@ -3,12 +3,17 @@
 A callback is parsed, matched to a Provider by its app id, checked against that Provider's
 callbackSecret with the vendor's own signature scheme (the providers' signing modules), and refused when
 its time is more than `MAX_SKEW` from the daemon's clock, so a captured callback cannot be replayed later.
+ZEGO's signature covers only the timestamp and nonce, not the body (the vendor's design), so within that
+window one captured signature would sign any body: `ReplayGuard` remembers each signed pair with a digest
+of its body, answers an exact repeat as the vendor's retry and refuses the pair with another body.
 What comes out is only a hint: the controller enqueues the keys it names and re-reads the truth itself.
 No secret, signature or raw body ever enters an error message.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +29,9 @@ from reconciler.secrets import Secret
 VOLC, ZEGO = "volcengine", "zego"
 MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
 DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seconds)
+# ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time is outside MAX_SKEW (it cannot
+# pass the time check again), the oldest first when there are more (about 200 bytes each: ≤ 25 MB).
+REPLAY_MEMORY = 100_000
 
 # ZEGO cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 ZEGO_UPLOAD_FINISHED, ZEGO_ABNORMAL_END, ZEGO_ZERO_STREAMS, ZEGO_NORMAL_EXIT, ZEGO_STOPPED_UPLOADING = 1, 2, 4, 5, 7
@@ -34,10 +42,11 @@ ZEGO_STREAM_EVENTS = frozenset({"stream_create"})
 class CallbackRejected(Exception):
     """The callback is refused with HTTP `status`; `reason` is safe to send back and to log."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, logged: bool = True) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.logged = logged  # False: the same refusal was already logged once; say it only once
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,8 @@ class CallbackEvent:
     room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
     user_id: str | None = None  # who joined or left
     end_reason: str | None = None  # why the run ended, when the vendor said so (stopreasons.zego_callback)
+    signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers
+    body_digest: str = ""  # ZEGO: sha256 of the body (signature aside), to tell a retry from a replay
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -154,6 +165,12 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
     )
 
 
+def _digest(data: Mapping[str, Any]) -> str:
+    """The body as signed, key order and spacing aside; the signature is left out (it follows from the pair)."""
+    canonical = json.dumps({k: v for k, v in data.items() if k != "signature"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
     """A ZEGO webhook: cloud recording (`event_type`), thumbnails (`event: snapshot`) or room streams."""
     data = _json_object(body)
@@ -167,6 +184,7 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
     at = _event_time(data.get("timestamp"), "timestamp")
     _check_time(at, now)
+    pair, digest = f"{app_id}:{data.get('timestamp')}:{data.get('nonce')}", _digest(data)
     task_id, room_id = _text(data, "task_id"), _text(data, "room_id")
     event_type = data.get("event_type")
     if isinstance(event_type, int) and not isinstance(event_type, bool):
@@ -186,6 +204,8 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
             rollover=event_type == ZEGO_ABNORMAL_END and quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION,
             room_empty=event_type == ZEGO_ZERO_STREAMS,
             end_reason=stopreasons.zego_callback(event_type, quit_reason),
+            signed_pair=pair,
+            body_digest=digest,
         )
     event = _text(data, "event") or "unknown"
     return CallbackEvent(
@@ -197,6 +217,8 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         task_id=task_id,
         room_id=room_id,
         room_active=event in ZEGO_STREAM_EVENTS,
+        signed_pair=pair,
+        body_digest=digest,
     )
 
 
@@ -218,3 +240,52 @@ class Deduper:
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
         return True
+
+
+@dataclass(slots=True)
+class _Signed:
+    expires: float  # daemon time after which the pair fails the time check anyway
+    digest: str
+    warned: bool = False
+
+
+class ReplayGuard:
+    """The ZEGO (timestamp, nonce) pairs seen within the time window, each with the digest of its body.
+
+    The same pair with the same body is the vendor's retry (answered as a duplicate); with another body it
+    is a captured signature put on a forged body: refused with 409, logged once per pair. Memory is bounded
+    twice: a pair is forgotten when its time leaves the MAX_SKEW window (it would be refused as stale), and
+    at most `size` pairs are kept (the oldest forgotten first). A pair forgotten early by the cap is no
+    longer recognised; its callback is still only a hint that the controller checks against the vendor.
+    """
+
+    def __init__(self, size: int = REPLAY_MEMORY, window: float = MAX_SKEW) -> None:
+        self._seen: OrderedDict[str, _Signed] = OrderedDict()
+        self._size = size
+        self._window = window
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, event: CallbackEvent, now: float) -> bool:
+        """True for a pair not seen yet, False for an exact repeat; raises CallbackRejected for a replay."""
+        if event.signed_pair is None:
+            return True
+        # Lazy expiry from the oldest arrival: times in the window differ by at most 2 × MAX_SKEW, so an
+        # expired pair waits at most that long behind a younger one (and the cap bounds it meanwhile).
+        while self._seen and next(iter(self._seen.values())).expires < now:
+            self._seen.popitem(last=False)
+        seen = self._seen.get(event.signed_pair)
+        if seen is None:
+            self._seen[event.signed_pair] = _Signed(event.at + self._window, event.body_digest)
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+        if seen.digest == event.body_digest:
+            return False
+        logged, seen.warned = not seen.warned, True
+        raise CallbackRejected(
+            409,
+            "replayed signature: this timestamp and nonce already signed a different callback body",
+            logged=logged,
+        )

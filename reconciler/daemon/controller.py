@@ -11,12 +11,15 @@ Time comes only from the injected clock, so tests drive hours of daemon life in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import random
-from collections.abc import Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import structlog
@@ -25,10 +28,18 @@ from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM, BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy
-from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper
-from reconciler.daemon.metrics import API_NAMES, CountingProvider, Metrics
+from reconciler.daemon.callbacks import PARSERS, CallbackEvent, CallbackRejected, Deduper, ReplayGuard
+from reconciler.daemon.metrics import (
+    API_NAMES,
+    LAST_VENDOR_FAILURE,
+    VENDOR_ERROR_REASONS,
+    CountingProvider,
+    Metrics,
+    VendorFailure,
+)
 from reconciler.daemon.queue import ShutDown, WorkQueue
 from reconciler.daemon.records import RecordCache
+from reconciler.daemon.storehealth import StoreHealth, WatchedStore
 from reconciler.daemon.watch import watch_specs
 from reconciler.execute import Executor, needs_observation
 from reconciler.model import (
@@ -49,13 +60,15 @@ from reconciler.providers.volcengine import DEFAULT_RATE_LIMITS as VOLC_LIMITS
 from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from reconciler.spec.errors import did_you_mean
-from reconciler.state.base import DAEMON_HOLDER, Lock, StateError, StateStore
+from reconciler.state.base import DAEMON_HOLDER, Lock, LockHeld, StateError, StateStore
 from reconciler.state.sql import iso_utc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 log = structlog.get_logger("capctl.daemon")
+
+T = TypeVar("T")
 
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 RESYNC_JITTER = 0.1  # the resync timer fires every resync × [0.9, 1.1]
@@ -66,6 +79,8 @@ MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how
 # Seconds a per-budget running-task count is reused before it is recounted: the count only sets the sweep
 # period, and recounting 10,000 records every second was 1.4 % of a core in the steady state.
 COUNTS_TTL = 10.0
+LEASE_RETRY_FIRST = 0.5  # seconds before retrying a failed lease renewal; doubles up to a sixth of the lease
+STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
 
 
 class ReconcileFailed(Exception):
@@ -114,10 +129,17 @@ class Daemon:
         self.max_prune = max_prune
         self._prune_blocked: set[str] = set()  # removed from the specs, held back by --max-prune
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
-        self.records = RecordCache(store)
+        self.store_health = StoreHealth(clock)
+        self.records = RecordCache(WatchedStore(store, self.store_health))
         self.queue = WorkQueue(clock)
+        # Why the daemon does not act (it lost the state lease and tries to take it again), or None.
+        self.lease_lost: str | None = None
+        # key -> status the gauge counts instead of the record's: observed but not recorded (state write
+        # failed), or "unknown" (the observation failed). A stopped task must not count as running.
+        self._unconfirmed: dict[str, str] = {}
         self.metrics = Metrics()
-        self.metrics.watch(self.records.status_counts, lambda: self.queue.depth)
+        self.metrics.watch(self._status_counts, lambda: self.queue.depth)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.spec: SpecSet | None = None
         self.spec_error: str | None = "the specs have not been read yet"
         self.spec_invalid_since: float | None = None  # first failed load since the last good one
@@ -131,7 +153,9 @@ class Daemon:
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
         self._deduper = Deduper()
+        self._replays = ReplayGuard()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
+        self._looked_at: dict[str, float] = {}  # wall time each running task was last observed (or tried)
         self._observe_now: set[str] = set()  # restart or callback: observe before acting
         self._rollover_hint: dict[str, str] = {}  # key -> vendor task id a callback said hit max duration
         self._end_reason: dict[str, tuple[str, str]] = {}  # key -> (vendor task id, why a callback said it ended)
@@ -155,7 +179,9 @@ class Daemon:
 
     async def start(self) -> None:
         """Lock the state (raises LockHeld naming the holder), read it, load the specs, start working."""
+        self._loop = asyncio.get_running_loop()
         self._lock = self.records.lock(self._holder, lease_seconds=self._lease_seconds)
+        self.metrics.lease_held.set(1)
         try:
             self.records.refresh()
         except BaseException:
@@ -214,7 +240,10 @@ class Daemon:
         if self._http is not None:
             await self._http.aclose()
         if self._lock is not None:
-            self._lock.release()
+            try:
+                self._lock.release()
+            except StateError as exc:  # the store is down: the lease lapses by itself
+                log.warning("could not release the state lock", error=str(exc))
             self._lock = None
         log.info("daemon stopped")
 
@@ -226,13 +255,52 @@ class Daemon:
             self._app = create_app(self)
         return self._app
 
+    async def on_daemon_loop(self, call: Callable[..., T], *args: object) -> T:
+        """Run `call(*args)` on the daemon's event loop. `capctl run` serves HTTP on a thread of its own, so
+        that probes answer while the daemon's loop waits on a hung state store; whatever touches the
+        daemon's state (callbacks, sync) comes back here. In-process (tests, one loop) it is a plain call."""
+        loop = self._loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return call(*args)
+
+        async def run() -> T:
+            return call(*args)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
+    async def probe_store(self) -> None:
+        """Ask the store for its serial in a worker thread, waiting at most STORE_PROBE_TIMEOUT: an error
+        is noted in `store_health` (readiness reads it). A call already stuck is not piled onto."""
+        if self.store_health.stuck_for() is not None:
+            return
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+
+        def probe() -> None:
+            # An error is noted by the watched store (readiness reads it), so it is not raised again here.
+            # Twice: after a database restart the first call finds the old connection dead, the second
+            # reconnects (a read, so repeating it is harmless).
+            for _ in range(2):
+                with contextlib.suppress(StateError):
+                    self.records.serial()
+                    break
+            with contextlib.suppress(RuntimeError):  # the loop may be gone when a hung call returns
+                loop.call_soon_threadsafe(answered.set)
+
+        # A daemon thread, not the loop's executor: a call hung on the database must not hold up shutdown.
+        threading.Thread(target=probe, name="capctl-store-probe", daemon=True).start()
+        # On timeout the call keeps running; `store_health` reports it once it has waited STUCK_AFTER.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answered.wait(), STORE_PROBE_TIMEOUT)
+
     def readiness(self) -> Readiness:
+        """Answered from what the daemon knows, without touching the store (it may hang): see probe_store."""
+        if self.lease_lost is not None:
+            return Readiness(False, f"not acting: {self.lease_lost}")
+        if (problem := self.store_health.problem()) is not None:
+            return Readiness(False, f"not acting: {problem}")
         if self.spec is None:
             return Readiness(False, f"no valid spec set in force: {self.spec_error}")
-        try:
-            self.records.serial()
-        except StateError as exc:
-            return Readiness(False, f"the state store does not answer: {exc}")
         if self.spec_error is not None and self.spec_invalid_since is not None:
             # Still ready (the last valid set runs), but a probe body is where an operator looks first.
             since = iso_utc(self.spec_invalid_since)
@@ -321,11 +389,16 @@ class Daemon:
                 self.queue.done(key)
 
     async def _process(self, key: str) -> None:
+        if self.lease_lost is not None:
+            return  # not acting; every key is queued again once the lease is back
         started = self.clock.monotonic()
+        failure = VendorFailure()
+        LAST_VENDOR_FAILURE.set(failure)
         with structlog.contextvars.bound_contextvars(key=key, reconcile_id=next(self._ids)):
             try:
                 requeue = await self.reconcile(key)
             except (ReconcileFailed, VendorError, StateError) as exc:
+                self.metrics.reconcile_errors.labels(reason=self._error_reason(exc, failure)).inc()
                 delay = self.queue.add_rate_limited(key)
                 log.warning(
                     "reconcile failed; retrying with backoff",
@@ -340,6 +413,22 @@ class Daemon:
         if requeue is not None:
             self.queue.add_after(key, requeue)
 
+    def _error_reason(self, exc: Exception, failure: VendorFailure) -> str:
+        if isinstance(exc, StateError):
+            return "state-write" if self.store_health.last_failed_write else "state-read"
+        kind = exc.kind if isinstance(exc, VendorError) else failure.kind
+        return VENDOR_ERROR_REASONS[kind] if kind is not None else "other"
+
+    def _status_counts(self) -> dict[str, int]:
+        """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better."""
+        counts = Counter(self.records.status_counts())
+        for key, status in list(self._unconfirmed.items()):  # a copy: scraped from the HTTP thread
+            record = self.records.get(key)
+            if record is not None and record.status.value != status:
+                counts[record.status.value] -= 1
+                counts[status] += 1
+        return dict(counts)
+
     async def reconcile(self, key: str) -> float | None:
         """One pass over one key; returns seconds until it should be looked at again (None: only on events)."""
         spec = self.spec
@@ -352,7 +441,17 @@ class Daemon:
         if record is not None and self._observation_due(record, now):
             obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
-            record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+            if obs.state is ObservedState.UNKNOWN:
+                self._unconfirmed[key] = "unknown"
+            else:
+                self._unconfirmed.pop(key, None)
+            try:
+                record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+            except StateError:
+                if obs.state is not ObservedState.RUNNING:  # it ended, but the record cannot say so yet
+                    self._unconfirmed[key] = TaskStatus.STOPPED.value
+                self._observe_now.add(key)  # the retry looks again instead of trusting the stale record
+                raise
         if record is not None and self._waiting_to_reissue(task, record):
             active_at = self._room_activity.get(key)
             room_active = active_at is not None and active_at >= (record.started_at or 0.0)
@@ -373,6 +472,8 @@ class Daemon:
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
         self._next_observe.pop(key, None)
+        self._looked_at.pop(key, None)
+        self._unconfirmed.pop(key, None)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):
@@ -409,9 +510,11 @@ class Daemon:
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)
         self._observe_now.discard(change.key)
+        self._unconfirmed.pop(change.key, None)
         self._rollover_hint.pop(change.key, None)
         self._end_reason.pop(change.key, None)
         self._next_observe.pop(change.key, None)  # a new run: its first look is at its own deadline
+        self._looked_at.pop(change.key, None)  # ... and its start is its last observation
         self._probe_until.pop(change.key, None)
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
@@ -475,14 +578,22 @@ class Daemon:
             obs = await self._provider(record.provider, record.family).observe(record)
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+            self.metrics.reconcile_errors.labels(reason=VENDOR_ERROR_REASONS[exc.kind]).inc()
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
+        self._looked_at[record.key] = now
+        swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
         probe_until = self._probe_until.get(record.key)
         if probe_until is not None and now < probe_until and obs.state is ObservedState.RUNNING:
-            self._next_observe[record.key] = now + policy.PROBE_INTERVAL  # its stop is due any moment
+            # Its stop is due one idle timeout after the last user left: every second from just after that
+            # (a look held to --resync may come before it: the regular sweep until then).
+            probe_from = probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
+            self._next_observe[record.key] = (
+                now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
+            )
         else:
             self._probe_until.pop(record.key, None)
-            self._next_observe[record.key] = now + self._period(record) * (0.9 + 0.2 * self._rng.random())
+            self._next_observe[record.key] = swept
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs
 
@@ -504,6 +615,12 @@ class Daemon:
                 due = min(due, deadline)
             self._next_observe[key] = due
         return max(0.0, due - now)
+
+    def _hint_look(self, record: TaskRecord, hint: float) -> float:
+        """Set the next look a callback suggests, held to one sweep period after the last observation."""
+        last = self._looked_at.get(record.key, record.observed_at or record.started_at or self.clock.now())
+        due = self._next_observe[record.key] = policy.hinted_look(hint, last, self._period(record))
+        return due
 
     def _period(self, record: TaskRecord) -> float:
         return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
@@ -547,14 +664,19 @@ class Daemon:
         parse = PARSERS.get(vendor)
         if parse is None:
             return 404, f"no callback route for {vendor!r}"
+        if self.lease_lost is not None:  # its writes would race the lease's holder; the vendor retries
+            return 503, f"not acting: {self.lease_lost}"
         providers = self.spec.providers.values() if self.spec else ()
+        now = self.clock.now()
         try:
-            event = parse(body, providers, self.clock.now())
+            event = parse(body, providers, now)
+            first = self._replays.first_time(event, now)
         except CallbackRejected as exc:
             self.metrics.callbacks.labels(vendor=vendor, outcome="rejected").inc()
-            log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+            if exc.logged:
+                log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
             return exc.status, exc.reason
-        if not self._deduper.first_time(event.dedupe_key):
+        if not first or not self._deduper.first_time(event.dedupe_key):
             self.metrics.callbacks.labels(vendor=vendor, outcome="duplicate").inc()
             return 200, "duplicate: already accepted"
         self.metrics.callbacks.labels(vendor=vendor, outcome="accepted").inc()
@@ -600,13 +722,14 @@ class Daemon:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             current = self._next_observe.get(key)
             if event.room_empty or current is None:
-                self._next_observe[key] = covered
+                due = self._hint_look(record, covered)
             elif key not in self._probe_until:
                 # While probing after the last user left, an image may still arrive that was taken before
                 # the leave (callbacks race each other): it must not push the look past the idle deadline.
-                self._next_observe[key] = max(current, covered)
-            if event.room_empty:
-                self.queue.add_after(key, max(0.0, covered - self.clock.now()))
+                due = self._hint_look(record, max(current, covered))
+            else:
+                return
+            self.queue.add_after(key, max(0.0, due - self.clock.now()))
 
     def _track_users(self, event: CallbackEvent) -> None:
         """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
@@ -630,8 +753,8 @@ class Daemon:
             # one idle timeout away, on our clock.
             stop = now + record.idle_timeout
             self._probe_until[key] = stop + policy.DEADLINE_MARGIN
-            self._next_observe[key] = stop + policy.PROBE_DELAY
-            self.queue.add_after(key, record.idle_timeout + policy.PROBE_DELAY)
+            due = self._hint_look(record, stop + policy.PROBE_DELAY)
+            self.queue.add_after(key, max(0.0, due - now))
 
     def _wake_room(self, event: CallbackEvent) -> None:
         now = self.clock.now()
@@ -655,6 +778,8 @@ class Daemon:
         queued once, so repeating the request costs nothing more. Any unknown key: nothing is queued."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.spec_error}", []
+        if self.lease_lost is not None:
+            return 503, f"not acting: {self.lease_lost}", []
         known = set(self.spec.tasks) | set(self.records.keys())  # a removed job's tasks are pruned by a sync
         if keys is None:
             wanted = sorted(known)
@@ -687,12 +812,73 @@ class Daemon:
                 self.queue.add(key)
 
     async def _renew_lease(self) -> None:
-        """Keep a PostgreSQL lease alive (a no-op for SQLite's OS lock); losing it stops the daemon's work."""
-        while self._lock is not None:
-            await self.clock.sleep(self._lease_seconds / 3)
+        """Keep a PostgreSQL lease alive (a no-op for SQLite's OS lock), and take it again when lost.
+
+        A renewal that fails while the lease is still valid (the database restarting, a dropped
+        connection) is retried with backoff within the lease's remaining time; only another holder, or
+        the lease running out, means it is lost. Then the daemon stops acting (workers drop their keys,
+        /readyz answers 503, capctl_lease_held is 0) and tries to take the lease again every retry
+        period; once it holds it, it re-reads the state (another holder may have changed it) and
+        reconciles every key, as at start."""
+        period = self._lease_seconds / 3
+        valid_until = self.clock.monotonic() + self._lease_seconds
+        wait, retry = period, LEASE_RETRY_FIRST
+        while True:
+            await self.clock.sleep(wait)
+            if self._lock is None:
+                if self._retake_lease():
+                    valid_until = self.clock.monotonic() + self._lease_seconds
+                    wait, retry = period, LEASE_RETRY_FIRST
+                else:
+                    wait, retry = retry, min(retry * 2, period)
+                continue
+            began = self.clock.monotonic()
             try:
                 self._lock.renew()
+            except LockHeld as exc:
+                self._lose_lease(f"another holder took the state lock: {exc.holder}")
+                wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
+                continue
             except StateError as exc:
-                log.error("lost the state lock; no more work is taken", error=str(exc))
-                self.queue.shut_down()
-                return
+                left = valid_until - self.clock.monotonic()
+                if left <= 0:
+                    self._lose_lease(f"the state lock lapsed: it could not be renewed ({exc})")
+                    wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
+                    continue
+                log.warning("state lock renewal failed; retrying", error=str(exc), lease_left=round(left, 1))
+                wait, retry = min(retry, left), min(retry * 2, period)
+                continue
+            valid_until = began + self._lease_seconds
+            wait, retry = period, LEASE_RETRY_FIRST
+
+    def _lose_lease(self, why: str) -> None:
+        log.error("lost the state lock; not acting until it is taken again", reason=why)
+        self.lease_lost = f"{why}; trying to take it again"
+        self.metrics.lease_held.set(0)
+        self._lock = None  # the old lease row lapses by itself (or is already another holder's)
+
+    def _retake_lease(self) -> bool:
+        try:
+            lock = self.records.lock(self._holder, lease_seconds=self._lease_seconds)
+        except StateError as exc:
+            log.info("state lock still unavailable", error=str(exc))
+            return False
+        try:
+            self.records.refresh()  # whoever held it meanwhile may have changed the state
+        except StateError as exc:
+            with contextlib.suppress(StateError):
+                lock.release()
+            log.warning("took the state lock but cannot read the state; retrying", error=str(exc))
+            return False
+        self._lock, self.lease_lost = lock, None
+        self.metrics.lease_held.set(1)
+        self._counts_at = float("-inf")
+        self._unconfirmed.clear()
+        for record in self.records.values():
+            if needs_observation(record):
+                self._observe_now.add(record.key)
+        keys = set(self.records.keys()) | (set(self.spec.tasks) if self.spec else set())
+        for key in sorted(keys):
+            self.queue.add(key)
+        log.info("took the state lock again; acting", records=len(self.records.keys()))
+        return True

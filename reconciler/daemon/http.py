@@ -64,7 +64,7 @@ def create_app(daemon: Daemon) -> Starlette:
             body = await read_body(request, MAX_CALLBACK_BYTES, "callback")
         except BodyRefused as exc:
             return refused(exc)
-        status, reason = daemon.handle_callback(vendor, body)
+        status, reason = await daemon.on_daemon_loop(daemon.handle_callback, vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
     async def sync(request: Request) -> Response:
@@ -79,7 +79,7 @@ def create_app(daemon: Daemon) -> Starlette:
             keys = parse_sync_body(body)
         except ValueError as exc:
             return JSONResponse({"ok": False, "reason": str(exc)}, status_code=400)
-        status, reason, queued = daemon.sync(keys)
+        status, reason, queued = await daemon.on_daemon_loop(daemon.sync, keys)
         # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
         return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
 
@@ -87,6 +87,7 @@ def create_app(daemon: Daemon) -> Starlette:
         return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
+        await daemon.probe_store()  # in a thread, bounded: a hung store gives a 503, not a hung probe
         state = daemon.readiness()
         return PlainTextResponse(state.reason + "\n", status_code=200 if state.ready else 503)
 

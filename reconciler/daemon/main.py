@@ -4,6 +4,11 @@ Slow and idle clients are timed out and the number of connections is capped (dae
 SIGTERM / SIGINT stop taking work, let in-flight vendor calls finish (bounded), and exit 0; vendor tasks
 keep running. SIGHUP re-reads the specs. uvicorn's own signal capture is switched off so that the daemon,
 not the web server, decides the order of shutdown.
+
+The HTTP server runs on a thread with an event loop of its own. The executor calls the state store
+synchronously on the daemon's loop, so a hung database would freeze every coroutine on that loop,
+probes included; on its own loop, /healthz always answers and /readyz says the store does not answer
+(issue 14). Handlers that touch the daemon's state hand the work back to its loop (`on_daemon_loop`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 
 import structlog
@@ -124,8 +130,9 @@ async def _main(
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with SheddingListener.adopt(sock, errors) as listener:
-        errors.install(asyncio.get_running_loop())
-        return await _serve(paths, listener, resync, prune, state_url, max_prune=max_prune, limits=limits, clock=clock)
+        return await _serve(
+            paths, listener, resync, prune, state_url, max_prune=max_prune, limits=limits, clock=clock, errors=errors
+        )
 
 
 async def _serve(
@@ -138,6 +145,7 @@ async def _serve(
     max_prune: float,
     limits: HttpLimits,
     clock: SystemClock,
+    errors: AcceptErrors,
 ) -> int:
     try:
         store = open_state(state_url)
@@ -180,7 +188,17 @@ async def _serve(
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="capctl-http")
+    served = asyncio.Event()  # set when the HTTP thread ends
+
+    def serve() -> None:
+        try:
+            asyncio.run(_serve_http(server, sock, errors))
+        finally:
+            loop.call_soon_threadsafe(served.set)
+
+    thread = threading.Thread(target=serve, name="capctl-http", daemon=True)
+    thread.start()
+    serving = asyncio.create_task(served.wait())
     log.info("listening", url=url_of(sock), max_connections=limits.max_connections, read_timeout=limits.read_timeout)
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
@@ -197,5 +215,12 @@ async def _serve(
         server.should_exit = True
         with contextlib.suppress(BaseException):
             await serving
+        await asyncio.to_thread(thread.join)
         store.close()
     return code
+
+
+async def _serve_http(server: uvicorn.Server, sock: socket.socket, errors: AcceptErrors) -> None:
+    """uvicorn on the HTTP thread's own event loop, which is where accepts fail and are reported."""
+    errors.install(asyncio.get_running_loop())
+    await server.serve(sockets=[sock])

@@ -8,6 +8,7 @@ callbacks the controller registers, so they can never drift from the state they 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord, TaskStatus
-from reconciler.providers.base import Provider, StartResult, VendorError
+from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
 
 T = TypeVar("T")
 
@@ -45,6 +46,27 @@ API_NAMES: dict[ApiFamily, dict[str, str]] = {
     },
 }
 
+# The `reason` label of capctl_reconcile_errors_total: a small fixed set, so an alert can name each one.
+VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
+    ErrorKind.AUTH: "vendor-auth",  # a wrong or revoked secret
+    ErrorKind.THROTTLED: "vendor-unavailable",
+    ErrorKind.RETRYABLE: "vendor-unavailable",  # 5xx, timeout, refused connection
+    ErrorKind.TERMINAL: "vendor-rejected",
+    ErrorKind.NOT_FOUND: "vendor-rejected",
+}
+RECONCILE_ERROR_REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
+
+
+class VendorFailure:
+    """The kind of the last vendor error in one reconcile. The executor reports a failed change as text
+    only, so `CountingProvider` notes the kind here; set per reconcile through `LAST_VENDOR_FAILURE`
+    (the executor's child tasks copy the context, and with it this same holder)."""
+
+    kind: ErrorKind | None = None
+
+
+LAST_VENDOR_FAILURE: ContextVar[VendorFailure | None] = ContextVar("capctl_last_vendor_failure", default=None)
+
 
 class _StateCollector(Collector):
     """Gauges computed at scrape time from the controller's live view."""
@@ -54,10 +76,16 @@ class _StateCollector(Collector):
         self._depth = depth
 
     def collect(self) -> list[GaugeMetricFamily]:
-        tasks = GaugeMetricFamily("capctl_tasks", "Tasks in the state store, by status", labels=["status"])
+        tasks = GaugeMetricFamily(
+            "capctl_tasks",
+            "Tasks by status: the state's records, except a task seen stopped but not yet recorded (stopped)"
+            " or whose last observation failed (unknown)",
+            labels=["status"],
+        )
         counts = self._statuses()
-        for status in TaskStatus:
-            tasks.add_metric([status.value], counts.get(status.value, 0))
+        # Every status, and "unknown": tasks whose last observation failed (the daemon does not know).
+        for status in [*(s.value for s in TaskStatus), "unknown"]:
+            tasks.add_metric([status], counts.get(status, 0))
         depth = GaugeMetricFamily("capctl_queue_depth", "Task keys ready to be reconciled now")
         depth.add_metric([], self._depth())
         return [tasks, depth]
@@ -117,6 +145,20 @@ class Metrics:
             "When the spec set in force was loaded (Unix time; 0 before the first valid load)",
             registry=self.registry,
         )
+        # A daemon that cannot act says so here as well as on /readyz (issue 14).
+        self.lease_held = Gauge(
+            "capctl_lease_held",
+            "1 while this daemon holds the state lock and acts, 0 while it lost it and tries to take it again",
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "capctl_reconcile_errors",
+            "Reconciles of one task key that failed, by reason (" + ", ".join(RECONCILE_ERROR_REASONS) + ")",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in RECONCILE_ERROR_REASONS:  # every series exists from the start: rate() needs a zero
+            self.reconcile_errors.labels(reason=reason)
 
     def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
         """Register the scrape-time gauges (called once by the controller)."""
@@ -153,6 +195,8 @@ class CountingProvider:
             result = await call()
         except VendorError as exc:
             self._metrics.call(self.family, method, exc.kind.value)
+            if (failure := LAST_VENDOR_FAILURE.get()) is not None:
+                failure.kind = exc.kind
             raise
         self._metrics.call(self.family, method, "ok")
         return result

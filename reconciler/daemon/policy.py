@@ -6,7 +6,8 @@ task is dormant (no calls) until room activity or its next backoff slot. A run t
 resets the count. A max-duration rollover is re-issued at once and never counts against the task.
 
 Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
-budget is a ceiling and never a target.
+budget is a ceiling and never a target. Callback hints move a look, but never past one sweep period after
+the last observation: a run that stopped unannounced is seen within that period.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def sweep_period(resync: float, tasks: int, query_rate: float) -> float:
     if query_rate <= 0:
         raise ValueError(f"query rate must be positive, got {query_rate}")
     return max(resync, tasks / query_rate)
+
+
+def hinted_look(hint: float, last_observed: float, period: float) -> float:
+    """When to look at a running task that a callback hint says can wait until `hint`: never later than one
+    sweep period after its last observation. A hint may bring a look forward, never hold it off past
+    `--resync` (ZEGO signs only a callback's timestamp and nonce, so its body cannot be trusted that far)."""
+    return min(hint, last_observed + period)
 
 
 def expected_deadline(record: TaskRecord) -> float | None:

@@ -10,7 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .base import Lock, LockHeld, NoState, SerialMismatch, Snapshot, StateError, StateMissing, StateStore
+from .base import (
+    Lock,
+    LockHeld,
+    NoState,
+    SerialMismatch,
+    Snapshot,
+    StateDamaged,
+    StateError,
+    StateMissing,
+    StateStore,
+)
 from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
@@ -25,6 +35,7 @@ __all__ = [
     "SQLiteStateStore",
     "SerialMismatch",
     "Snapshot",
+    "StateDamaged",
     "StateError",
     "StateMissing",
     "StateStore",
@@ -48,21 +59,25 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_state(url: str | None = None, *, env: Mapping[str, str] | None = None, create: bool = True) -> StateStore:
+def open_state(
+    url: str | None = None, *, env: Mapping[str, str] | None = None, create: bool = True, init: bool = False
+) -> StateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
     With `create=False` (commands that only read) nothing is created, no file, directory or table: a store
-    that does not exist yet raises `StateMissing`, which names where it looked.
+    that does not exist yet raises `StateMissing`, which names where it looked. A store that exists but is
+    not a whole state raises `StateDamaged`; `init=True` (`capctl state init`) starts a new state in an
+    empty SQLite file or one without capctl tables instead.
     """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
-        return SQLiteStateStore(sqlite_path(url), create=create)
+        return SQLiteStateStore(sqlite_path(url), create=create, init=init)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
-        return PostgresStateStore(url, create=create)
+        return PostgresStateStore(url, create=create or init)
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "

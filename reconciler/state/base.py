@@ -36,6 +36,18 @@ class StateMissing(StateError):
         self.where = where
 
 
+class StateDamaged(StateError):
+    """A store that exists but is not a whole capctl state (empty file, missing tables, corrupt pages).
+
+    Never read as empty or repaired in place: that would re-create every task or restart the serial."""
+
+    def __init__(self, where: str, detail: str, *, remedy: str = "") -> None:
+        super().__init__(
+            f"{where} looks damaged ({detail}); restore it from a backup, or move it away to start a new state" + remedy
+        )
+        self.where = where
+
+
 class LockHeld(StateError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"state is locked by {holder}")

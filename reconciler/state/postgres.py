@@ -20,16 +20,35 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
+import psycopg.conninfo
 
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
-from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+
+# Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
+# transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
+# vanished. A URL that sets one of these itself (`?options=-c statement_timeout=...`) keeps its value.
+SESSION_LIMITS = {
+    "statement_timeout": "15s",
+    "lock_timeout": "10s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+CONNECTION_LIMITS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,  # seconds of silence before the first probe
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds sent data may stay unacknowledged
+}
 
 _LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _BASE_QUERIES = Queries.build(
-    mark="%s", for_update=" FOR UPDATE", has_meta="SELECT (to_regclass('capctl_meta') IS NOT NULL)::int"
+    mark="%s",
+    for_update=" FOR UPDATE",
+    tables=f"SELECT t FROM unnest(ARRAY{list(TABLES)}) AS t WHERE to_regclass(t) IS NOT NULL",
 )
 
 
@@ -71,6 +90,8 @@ def _validate(url: str) -> None:
 class PostgresStateStore(SqlStateStore):
     """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
 
+    no_tables = " (no capctl tables in that database)"
+
     queries = dataclasses.replace(
         _BASE_QUERIES,
         create=(
@@ -83,7 +104,8 @@ class PostgresStateStore(SqlStateStore):
     )
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
-        """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty)."""
+        """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
+        with some of them but not all, `StateDamaged` either way."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
@@ -93,10 +115,9 @@ class PostgresStateStore(SqlStateStore):
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._closed = False
         try:
-            if create:
-                self._init_schema()
-            else:
-                self._find_schema(f"{self.url} (no capctl tables in that database)")
+            # No capctl table at all is a new state (the database must exist and starts empty); a partial set
+            # of them is damage.
+            self.created = self._open_schema(create=create, where=self.url)
         except BaseException:
             self.close()
             raise
@@ -108,17 +129,23 @@ class PostgresStateStore(SqlStateStore):
             message = message.replace(secret, "***")
         return message
 
+    def _limits(self) -> dict[str, str | int]:
+        """Connection options the URL does not set itself: timeouts, keepalives, application_name."""
+        given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
+        options = str(given.get("options") or "")
+        added = " ".join(f"-c {name}={value}" for name, value in SESSION_LIMITS.items() if name not in options)
+        limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
+        limits["options"] = f"{options} {added}".strip()
+        limits["application_name"] = str(given.get("application_name") or "capctl")
+        return limits
+
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._closed:
             raise StateError(f"{self.url}: the store is closed")
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = psycopg.connect(
-                    self._conninfo.reveal(),
-                    autocommit=True,
-                    connect_timeout=self._connect_timeout,
-                    application_name="capctl",
-                )
+                conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits())
+                self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
                 raise StateError(
                     f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}"

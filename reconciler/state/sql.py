@@ -23,9 +23,11 @@ from typing import Any, ClassVar, Protocol, Self
 from reconciler.model import TaskRecord
 
 from . import codec
-from .base import SerialMismatch, Snapshot, StateError, StateMissing
+from .base import SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
 
 SCHEMA_VERSION = 1
+# The tables a state has from its first commit on: some without the others is damage, never a new state.
+TABLES = ("capctl_meta", "capctl_records")
 
 
 class Cursor(Protocol):
@@ -46,7 +48,7 @@ class Queries:
     """The statements of one SQL dialect; `build` writes them from the few points where dialects differ."""
 
     create: tuple[str, ...]
-    has_meta: str  # one row, one column: 1 when the capctl_meta table exists, else 0
+    tables: str  # one row per table of `TABLES` that exists (its name)
     init_meta: str
     read_meta: str
     serial: str
@@ -57,12 +59,12 @@ class Queries:
     delete: str
 
     @classmethod
-    def build(cls, *, mark: str, for_update: str, has_meta: str) -> Queries:
+    def build(cls, *, mark: str, for_update: str, tables: str) -> Queries:
         """`mark` is the parameter placeholder, `for_update` the clause that row-locks the serial,
-        `has_meta` the catalogue query that tells whether the tables exist (read-only opens)."""
+        `tables` the catalogue query that names which of `TABLES` exist."""
         meta = "capctl_meta"
         return cls(
-            has_meta=has_meta,
+            tables=tables,
             create=(
                 f"CREATE TABLE IF NOT EXISTS {meta} (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " schema_version INTEGER NOT NULL, serial BIGINT NOT NULL)",
@@ -92,29 +94,38 @@ class SqlStateStore(ABC):
 
     url: str
     queries: ClassVar[Queries]
+    created = False  # this open made a new state (`capctl state init` says so)
+    no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
         """One transaction: commit on success, roll back on any exception, driver errors → StateError.
         With `write`, concurrent writers wait until it ends (SQLite BEGIN IMMEDIATE / a row lock)."""
 
-    def _init_schema(self) -> None:
-        q = self.queries
-        with self._cursor(write=True) as cur:
-            for statement in q.create:
-                cur.execute(statement, ())
-            cur.execute(q.init_meta, (SCHEMA_VERSION,))
-            version, _ = _rows(cur, q.read_meta)[0]
-        self._check_version(version)
+    def _open_schema(self, *, create: bool, where: str) -> bool:
+        """Check the capctl tables and their meta row; with `create`, create them where none exist.
 
-    def _find_schema(self, where: str) -> None:
-        """For read-only commands: check the tables exist without creating them; `StateMissing` otherwise."""
+        Returns whether they were created. No capctl table at all is a new state: `StateMissing` without
+        `create`. Some tables but not all, or a meta table without its row, is damage (`StateDamaged`), never
+        repaired: re-creating a lost meta row would restart the serial at 0 and let a stale plan apply.
+        """
         q = self.queries
-        with self._cursor(write=False) as cur:
-            meta = _rows(cur, q.read_meta) if _rows(cur, q.has_meta)[0][0] else []
+        with self._cursor(write=create) as cur:
+            found = {row[0] for row in _rows(cur, q.tables)}
+            created = not found
+            if created:
+                if not create:
+                    raise StateMissing(where + self.no_tables)
+                for statement in q.create:
+                    cur.execute(statement, ())
+                cur.execute(q.init_meta, (SCHEMA_VERSION,))
+            if missing := [t for t in TABLES if t not in found and not created]:
+                raise StateDamaged(where, f"it has {', '.join(sorted(found))} but no {', '.join(missing)} table")
+            meta = _rows(cur, q.read_meta)
         if not meta:
-            raise StateMissing(where)
+            raise StateDamaged(where, "the capctl_meta table has no row")
         self._check_version(meta[0][0])
+        return created
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -127,7 +138,7 @@ class SqlStateStore(ABC):
         with self._cursor(write=False) as cur:
             rows = _rows(cur, self.queries.load)
         if not rows:
-            raise StateError(f"{self.url}: the capctl_meta row is missing")
+            raise StateDamaged(self.url, "the capctl_meta table has no row")
         try:
             records = codec.decode_rows((key, body) for _, key, body in rows if key is not None)
         except codec.CodecError as exc:
@@ -136,7 +147,14 @@ class SqlStateStore(ABC):
 
     def serial(self) -> int:
         with self._cursor(write=False) as cur:
-            serial: int = _rows(cur, self.queries.serial)[0][0]
+            return self._serial_of(cur, self.queries.serial)
+
+    def _serial_of(self, cur: Cursor, sql: str) -> int:
+        """The serial a query returns; its row missing (deleted under a running capctl) is damage."""
+        rows = _rows(cur, sql)
+        if not rows:
+            raise StateDamaged(self.url, "the capctl_meta table has no row")
+        serial: int = rows[0][0]
         return serial
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
@@ -162,14 +180,13 @@ class SqlStateStore(ABC):
             return self._bump(cur) if cur.rowcount > 0 else serial
 
     def _check_serial(self, cur: Cursor, expected: int | None) -> int:
-        serial: int = _rows(cur, self.queries.serial_for_update)[0][0]
+        serial = self._serial_of(cur, self.queries.serial_for_update)
         if expected is not None and serial != expected:
             raise SerialMismatch(expected, serial)
         return serial
 
     def _bump(self, cur: Cursor) -> int:
-        serial: int = _rows(cur, self.queries.bump)[0][0]
-        return serial
+        return self._serial_of(cur, self.queries.bump)
 
 
 def iso_utc(timestamp: float) -> str:

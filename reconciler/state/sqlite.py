@@ -1,14 +1,17 @@
 """The default state store: one SQLite file next to the specs, readable by its owner only.
 
-The file is created with mode 0600 before SQLite opens it (SQLite gives its -wal/-shm files the same
-mode). WAL journaling with synchronous=NORMAL makes every commit durable against a crash of the process
-(what "a crash mid-apply loses nothing already committed" needs) at well under a millisecond per commit;
-only an OS crash or power loss can drop the last few commits. The apply lock is an OS lock (`flock`) on
-`<db>.lock`, so it disappears with the process that held it, however that process ended.
+A new file is built whole (mode 0600, tables, WAL) under a temporary name and linked into place, so a file
+that exists but is empty or has no capctl tables is never a half-made new state: it is damage (`StateDamaged`),
+like a corrupt one. SQLite gives the -wal/-shm files the file's mode. WAL journaling with synchronous=NORMAL
+makes every commit durable against a crash of the process (what "a crash mid-apply loses nothing already
+committed" needs) at well under a millisecond per commit; only an OS crash or power loss can drop the last
+few commits. The apply lock is an OS lock (`flock`) on the database file itself, so deleting a file cannot
+admit a second writer, and it disappears with the process that held it, however that process ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -17,14 +20,15 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from reconciler.clock import Clock, SystemClock
 
-from .base import LockHeld, StateError, StateMissing
-from .sql import Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .base import LockHeld, StateDamaged, StateError, StateMissing
+from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -33,7 +37,7 @@ class SQLiteStateStore(SqlStateStore):
     queries = Queries.build(
         mark="?",
         for_update="",
-        has_meta="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_meta'",
+        tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {TABLES}",
     )
 
     def __init__(
@@ -43,44 +47,94 @@ class SQLiteStateStore(SqlStateStore):
         clock: Clock | None = None,
         busy_timeout: float = 5.0,
         create: bool = True,
+        init: bool = False,
     ):
-        """With `create=False` nothing is created: no directory, file or table (read-only commands);
-        a missing or empty file raises `StateMissing`, naming the path as given and resolved."""
+        """With `create=False` nothing is created: no directory, file or table (read-only commands); a
+        missing file raises `StateMissing`, naming the path as given and resolved. A file that exists but is
+        not a whole state (0 bytes, no or some capctl tables, corrupt) raises `StateDamaged` unless `init`
+        (`capctl state init`) asks for a new state in an empty file or one without capctl tables.
+        `created` tells whether this open made a new state."""
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
         self._mutex = threading.RLock()
-        where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
-        if create:
-            try:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            except OSError as exc:
-                raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
-        elif not self.path.is_file():
-            raise StateMissing(where)
         self._db: sqlite3.Connection | None = None
+        self._file: _DbFile | None = None
+        where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
+        hint = f" (or run `capctl state init --state {where.partition(' ')[0]}` to start a new state in it)"
+        self.created = False
         try:
-            with self._translate_errors():
+            if not self.path.exists():
+                if not (create or init):
+                    raise StateMissing(where)
+                self.created = self._create_new()
+            elif not self.path.is_file():
+                raise StateError(f"{where} is not a regular file")
+            elif self.path.stat().st_size == 0 and not init:
+                raise StateDamaged(where, "the file is 0 bytes", remedy=hint)
+            self._file = _DbFile.open(self.path)
+            with self._translate_errors(where):
                 # mode=rw: a file that vanished meanwhile is an error, never silently created.
-                target = self.path if create else f"file:{urllib.parse.quote(str(self.path))}?mode=rw"
-                self._db = sqlite3.connect(
-                    target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=not create
-                )
-                if create:  # a read-only open leaves the file as it is (capctl's own files are WAL already)
-                    mode = self._switch_to_wal(self._db)
-                    if mode != "wal":
-                        raise StateError(f"{self.url}: SQLite refused WAL journaling (journal mode is {mode})")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            if create:
-                self._init_schema()
-            else:
-                self._find_schema(where)
+                self._db = self._connect(self.path, mode="rw")
+                if create or init:  # a read-only open leaves the file as it is (capctl's own files are WAL)
+                    self._use_wal(self._db)
+            try:
+                self.created |= self._open_schema(create=init, where=where)
+            except StateMissing:
+                raise StateDamaged(where, "it has no capctl tables", remedy=hint) from None
+        except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
+            self.close()
+            raise StateError(f"{where}: cannot open the state file: {exc.strerror}") from None
         except BaseException:
             self.close()
             raise
+
+    def _connect(self, path: Path, *, mode: str) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            f"file:{urllib.parse.quote(str(path))}?mode={mode}",
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=True,
+        )
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        mode = self._switch_to_wal(db)
+        if mode != "wal":
+            raise StateError(f"{self.url}: SQLite refused WAL journaling (journal mode is {mode})")
+
+    def _create_new(self) -> bool:
+        """Build a new state under a temporary name, then link it into place: a new file appears whole.
+
+        A crash mid-creation thus leaves no empty or table-less file behind, so such a file is always
+        damage. Returns False when another process linked its own new state first (that one is used)."""
+        # A dangling symlink is created where it points (as opening it with O_CREAT would), on that disk.
+        target = Path(os.path.realpath(self.path))
+        temp = target.with_name(f".{target.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            with self._translate_errors(f"{self.url} (new file {temp.name})"):
+                self._db = self._connect(temp, mode="rw")
+                self._use_wal(self._db)
+                self._open_schema(create=True, where=self.url)
+                self._db.close()  # the last connection: its WAL is checkpointed into the file and removed
+                self._db = None
+            try:
+                os.link(temp, target)  # fails if the path exists meanwhile, unlike a rename
+            except FileExistsError:
+                return False
+            return True
+        except OSError as exc:
+            raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
+        finally:
+            for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
+                with contextlib.suppress(OSError):  # never made (no directory), or already gone
+                    leftover.unlink()
 
     def _switch_to_wal(self, db: sqlite3.Connection) -> str:
         """Set WAL journaling, retrying while another connection holds the lock, up to the busy timeout.
@@ -99,17 +153,24 @@ class SQLiteStateStore(SqlStateStore):
             time.sleep(0.01)
 
     @contextmanager
-    def _translate_errors(self) -> Iterator[None]:
+    def _translate_errors(self, where: str | None = None) -> Iterator[None]:
+        """sqlite3 errors → `StateError` naming the file; a corrupt or foreign file → `StateDamaged`."""
+        where = where or self.url
         try:
             yield
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 raise StateError(
-                    f"{self.url}: another process kept the database busy for over {self._busy_timeout:g} s"
-                ) from exc
-            raise StateError(f"{self.url}: {exc}") from exc
+                    f"{where}: another process kept the database busy for over {self._busy_timeout:g} s"
+                ) from None
+            raise StateError(f"{where}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            # The low byte is the primary code: SQLITE_CORRUPT_INDEX and the like are corruption too.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StateDamaged(where, str(exc)) from None
+            raise StateError(f"{where}: {exc}") from None
         except sqlite3.Error as exc:
-            raise StateError(f"{self.url}: {exc}") from exc
+            raise StateError(f"{where}: {exc}") from None
 
     @contextmanager
     def _cursor(self, *, write: bool) -> Iterator[Cursor]:
@@ -127,30 +188,48 @@ class SQLiteStateStore(SqlStateStore):
             self._db.commit()
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> FileLock:
-        """Take `flock` on `<db>.lock` (`lease_seconds` is unused: the OS frees it when the process ends)."""
+        """Take `flock` on the database file itself, and on `<db>.lock` (`lease_seconds` is unused: the OS
+        frees both when the process ends).
+
+        The lock on the database file cannot be lost by deleting a file; the one on `<db>.lock` keeps
+        capctl versions that locked only that file excluded, and the file records who holds the lock."""
+        if self._file is None:
+            raise StateError(f"{self.url}: the store is closed")
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StateError(f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}") from None
         try:
-            # Each lock() opens its own file description, so two locks in one process conflict too.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._file.acquire(lambda: _describe_holder(os.pread(fd, 4096, 0), self.lock_path))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as capctl before issue 14 locks it
+            except BaseException:
+                self._file.release()
+                raise
         except OSError as exc:
             current = os.pread(fd, 4096, 0)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise LockHeld(_describe_holder(current, self.lock_path)) from None
-            raise StateError(f"{self.url}: cannot lock {self.lock_path}: {exc.strerror}") from None
+            raise StateError(f"{self.url}: cannot take the state lock: {exc.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            raise
         info = {"holder": holder_identity(holder), "since": iso_utc(self._clock.now())}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        return FileLock(fd, f"{info['holder']} since {info['since']}")
+        description = f"{info['holder']} since {info['since']}"
+        self._file.holder = description
+        return FileLock(fd, self._file, description)
 
     def close(self) -> None:
         with self._mutex:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._file is not None:  # after the connection: see `_DbFile`
+                self._file.close()
+                self._file = None
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -166,11 +245,69 @@ def _describe_holder(content: bytes, lock_path: Path) -> str:
         return f"another process (holder not recorded in {lock_path})"
 
 
-class FileLock(LockContext):
-    """A held `flock`; closing its file descriptor (or the process dying) releases it."""
+class _DbFile:
+    """The one descriptor per process on a database file that capctl flocks, shared by its stores.
 
-    def __init__(self, fd: int, holder: str) -> None:
+    Closing any descriptor of a file drops every POSIX (fcntl) lock the process holds on that file,
+    SQLite's own included: so it is opened once per file and closed only when the last store of this process
+    on that file closes, after its SQLite connection. flock on it does not conflict with SQLite's fcntl
+    locks (a separate lock family on Linux). Locks taken in this process are told apart by `holder`,
+    since they share the descriptor and flock would let a second one through.
+    """
+
+    _open: ClassVar[dict[tuple[int, int], _DbFile]] = {}
+    _registry: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, key: tuple[int, int], fd: int) -> None:
+        self.key, self.fd, self.refs = key, fd, 1
+        self.holder: str | None = None  # the lock held by this process, if any
+
+    @classmethod
+    def open(cls, path: Path) -> _DbFile:
+        with cls._registry:
+            st = path.stat()
+            shared = cls._open.get((st.st_dev, st.st_ino))
+            if shared is not None:
+                shared.refs += 1
+                return shared
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            cls._open[(st.st_dev, st.st_ino)] = shared = cls((st.st_dev, st.st_ino), fd)
+            return shared
+
+    def acquire(self, describe: Callable[[], str]) -> None:
+        """flock the file, or raise `LockHeld` (this process: its holder; another one: `describe()`)."""
+        with self._registry:
+            if self.holder is not None:
+                raise LockHeld(self.holder)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise LockHeld(describe()) from None
+                raise
+            self.holder = "this process (taking the lock)"
+
+    def release(self) -> None:
+        with self._registry:
+            if self.holder is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self.holder = None
+
+    def close(self) -> None:
+        with self._registry:
+            self.refs -= 1
+            if self.refs == 0:
+                del self._open[self.key]
+                os.close(self.fd)
+
+
+class FileLock(LockContext):
+    """A held flock on the database file and its `.lock` file; release (or the process dying) frees both."""
+
+    def __init__(self, fd: int, db_file: _DbFile, holder: str) -> None:
         self._fd: int | None = fd
+        self._db_file = db_file
         self.holder = holder
 
     def renew(self) -> None:
@@ -183,3 +320,4 @@ class FileLock(LockContext):
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+            self._db_file.release()

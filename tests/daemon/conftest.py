@@ -24,8 +24,10 @@ from reconciler.model import TaskRecord
 from reconciler.sim.app import create_app
 from reconciler.sim.config import SimConfig
 from reconciler.sim.simulator import Simulator
+from reconciler.state.base import StateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.specdocs import STORAGE, providers
+from tests.state.conftest import pg_url  # noqa: F401  (the outage tests run the daemon on PostgreSQL too)
 
 SIM = "http://sim.local"
 DAEMON = "http://daemon.local"
@@ -75,8 +77,8 @@ class Harness:
             return
         await self._daemon_app(scope, receive, send)
 
-    async def start(self, **options: Any) -> Daemon:
-        store = SQLiteStateStore(self.state_path, clock=self.clock)
+    async def start(self, store: StateStore | None = None, **options: Any) -> Daemon:
+        store = store or SQLiteStateStore(self.state_path, clock=self.clock)
         merged = {"resync": 30.0, "rng": __import__("random").Random(1), **self.daemon_options, **options}
         daemon = Daemon([str(self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app), **merged)
         await daemon.start()

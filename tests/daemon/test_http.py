@@ -46,12 +46,22 @@ def volc_body(
     return body
 
 
-def zego_body(harness: Harness, *, secret: str = ZEGO_SECRET, sequence: int = 1, skew: float = 0.0) -> dict[str, Any]:
-    timestamp, nonce = int(harness.clock.now() + skew), "123412"
+def zego_body(
+    harness: Harness,
+    *,
+    secret: str = ZEGO_SECRET,
+    sequence: int = 1,
+    skew: float = 0.0,
+    nonce: str = "123412",
+    task_id: str = "t",
+    room_id: str = "r",
+) -> dict[str, Any]:
+    """A signed ZEGO event_type 4 (room has no stream) callback."""
+    timestamp = int(harness.clock.now() + skew)
     return {
         "app_id": 1234567890,
-        "task_id": "t",
-        "room_id": "r",
+        "task_id": task_id,
+        "room_id": room_id,
         "event_type": 4,
         "message": "",
         "sequence": sequence,
@@ -200,6 +210,7 @@ async def test_readyz_reports_a_state_store_that_does_not_answer(harness: Harnes
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     daemon = await harness.start()
     daemon.records.store.close()
+    await daemon.probe_store()
     state = daemon.readiness()
     assert not state.ready and "state store does not answer" in state.reason
 

@@ -14,12 +14,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from reconciler.state import LockHeld, StateError, StateStore, open_state
+from reconciler.state import LockHeld, StateError, StateStore, open_state, sqlite_path
 
-from .helpers import start_worker
+from .helpers import make_record, start_worker
 
 HOLDER = re.compile(r"pid (\d+) on (\S+) \((.+)\) since (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 
@@ -151,3 +152,31 @@ def test_a_lapsed_lease_nobody_took_can_be_renewed(store: StateStore) -> None:
 def test_a_lease_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError, match="lease_seconds"):
         store.lock("capctl apply", lease_seconds=0)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_deleting_the_lock_file_admits_no_second_writer(store: StateStore, store_url: str, tmp_path: Path) -> None:
+    # Issue 14, point 11: the lock is on the database file itself; `<db>.lock` only says who holds it.
+    lock_file = Path(sqlite_path(store_url) + ".lock")
+    with lock_holder(store_url, lease_seconds=60) as worker:
+        lock_file.unlink()
+        with pytest.raises(LockHeld, match=r"another process \(holder not recorded in .*state\.db\.lock\)"):
+            store.lock("capctl apply")
+        lock_file.unlink()
+        # a second process too: the CLI refuses `state rm` beside the (daemon-like) holder
+        from tests.e2e.test_cli_contract import capctl
+
+        proc = capctl("state", "rm", "SnapshotJob/x/y", "--state", store_url, cwd=tmp_path)
+        assert proc.returncode == 1 and "another capctl holds the state lock" in proc.stderr, proc.stderr
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        store.lock("capctl apply").release()  # free once the holder is gone, lock file or not
+
+
+def test_a_closed_store_keeps_the_other_stores_of_the_process_working(store_url: str) -> None:
+    first, second = open_state(store_url), open_state(store_url)
+    first.put(make_record())
+    first.close()  # shares the descriptor of the file with `second`: closing it must not drop anything
+    with second.lock("capctl apply"):
+        assert second.put(make_record(reissue_count=1)) == 2
+    second.close()

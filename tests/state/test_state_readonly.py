@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import NoState, StateError, StateMissing, open_state
+from reconciler.state import NoState, StateDamaged, StateError, StateMissing, open_state
 
 from .helpers import make_record
 
@@ -57,11 +57,13 @@ def test_a_relative_sqlite_url_says_what_it_resolved_to(tmp_path: Path, monkeypa
     assert os.listdir(tmp_path) == []
 
 
-def test_an_empty_file_left_by_older_versions_is_no_state_and_stays_empty(tmp_path: Path) -> None:
+@pytest.mark.parametrize("create", [False, True])
+def test_an_empty_file_is_damage_not_a_new_state_and_stays_empty(tmp_path: Path, create: bool) -> None:
+    # Read as empty, an apply would start every task again: only `capctl state init` starts a state in it.
     empty = tmp_path / "state.db"
     empty.touch()
-    with pytest.raises(StateMissing):
-        open_state(f"sqlite:///{empty}", create=False)
+    with pytest.raises(StateDamaged, match=r"state\.db looks damaged \(the file is 0 bytes\); .*capctl state init"):
+        open_state(f"sqlite:///{empty}", create=create)
     assert empty.stat().st_size == 0
     assert sorted(os.listdir(tmp_path)) == ["state.db"]
 

@@ -67,6 +67,7 @@ def test_lock_since_comes_from_the_injected_clock(tmp_path: Path) -> None:
 
 
 def test_a_holder_that_wrote_no_name_is_still_reported(tmp_path: Path) -> None:
+    # Also a capctl from before issue 14, which locked only `<db>.lock`: during an upgrade it still excludes.
     store = SQLiteStateStore(tmp_path / "s.db")
     fd = os.open(tmp_path / "s.db.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -75,7 +76,8 @@ def test_a_holder_that_wrote_no_name_is_still_reported(tmp_path: Path) -> None:
             store.lock("capctl apply")
     finally:
         os.close(fd)
-        store.close()
+    store.lock("capctl apply").release()  # the refused attempt left the database file unlocked
+    store.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -88,7 +90,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello, this is not SQLite " * 100)
-    with pytest.raises(StateError, match=r"sqlite:///.*notes\.txt: file is not a database"):
+    with pytest.raises(StateError, match=r"sqlite:///.*notes\.txt looks damaged \(file is not a database\); restore"):
         SQLiteStateStore(tmp_path / "notes.txt")
 
 
@@ -120,3 +122,17 @@ def test_a_writer_blocked_too_long_gets_a_clear_error(tmp_path: Path) -> None:
         blocker.close()
     assert store.put(make_record()) == 1
     store.close()
+
+
+def test_a_dangling_symlink_is_created_where_it_points_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "state.db").symlink_to(tmp_path / "disk" / "real.db")
+    store = SQLiteStateStore(tmp_path / "state.db")
+    assert store.created and store.put(make_record()) == 1
+    store.close()
+    assert sorted(os.listdir(tmp_path / "disk")) == ["real.db"]  # built as .real.db.new-…, linked, removed
+
+
+def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
+    (tmp_path / "state.db").symlink_to(tmp_path / "state.db")
+    with pytest.raises(StateError, match=r"state\.db: cannot open the state file: Too many levels of symbolic links"):
+        SQLiteStateStore(tmp_path / "state.db")

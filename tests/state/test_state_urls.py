@@ -111,3 +111,31 @@ def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
         assert "options=-csearch_path" in store.url  # non-secret options stay visible
     finally:
         store.close()
+
+
+def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(pg_url: str) -> None:
+    """Issue 14: a hung database must not hold a call for ever; a URL's own settings win."""
+    store = open_state(pg_url)
+    try:
+        with store._cursor(write=False) as cur:  # type: ignore[attr-defined]
+            settings = {}
+            for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "search_path"):
+                cur.execute(f"SHOW {name}")
+                settings[name] = cur.fetchall()[0][0]
+            cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            settings["application_name"] = cur.fetchall()[0][0]
+    finally:
+        store.close()
+    assert settings["statement_timeout"] == "15s" and settings["lock_timeout"] == "10s"
+    assert settings["idle_in_transaction_session_timeout"] == "1min"
+    assert settings["search_path"].startswith("capctl_t_")  # the URL's own options are kept
+    assert settings["application_name"] == "capctl"
+    own = open_state(pg_url.replace("options=", "application_name=replica-a&options=-cstatement_timeout%3D3s%20"))
+    try:
+        with own._cursor(write=False) as cur:  # type: ignore[attr-defined]
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchall()[0][0] == "3s"
+            cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            assert cur.fetchall()[0][0] == "replica-a"
+    finally:
+        own.close()

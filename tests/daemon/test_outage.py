@@ -1,0 +1,188 @@
+"""Issue 14, points 1–3: the daemon survives state-store outages and says when it cannot act.
+
+Lease tests run the daemon on the suite's real PostgreSQL (skipped without CAPCTL_TEST_POSTGRES_URL); the
+write-failure and wrong-secret tests on a real SQLite file and the simulator.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from reconciler import logs
+from reconciler.model import TaskStatus
+from reconciler.state import open_state
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import DAEMON, Harness, write_specs
+from tests.servers import daemon_output
+from tests.specdocs import snapshot_job
+from tests.state.helpers import make_record
+
+LOBBY = "SnapshotJob/audit/lobby"
+
+
+def client(harness: Harness) -> httpx.AsyncClient:
+    assert harness.daemon is not None
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=harness.daemon.asgi_app), base_url=DAEMON)
+
+
+def metric(text: str, name: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert lines, f"{name} not in the metrics"
+    return float(lines[0].split()[-1])
+
+
+async def stop_at_vendor(harness: Harness) -> None:
+    """Stop the task at the vendor and ask the daemon to look (as `capctl sync` does)."""
+    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    assert harness.daemon is not None
+    harness.daemon.sync(None)
+
+
+async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Harness, pg_url: str) -> None:
+    """A database restart drops the daemon's connection: the renewal fails once, is retried, and the
+    daemon keeps working (before: 'lost the state lock; no more work is taken', for good)."""
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    store = open_state(pg_url)
+    daemon = await harness.start(store, lease_seconds=6.0)
+    await harness.advance(1)
+    conn = store._conn  # type: ignore[attr-defined]  # the daemon's own connection: end it as a restart would
+    assert conn is not None
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    await harness.advance(10)  # several renewals: the first one after the restart fails
+    assert "state lock renewal failed; retrying" in logged.getvalue()
+    assert "lost the state lock" not in logged.getvalue()
+    assert daemon.lease_lost is None and daemon.readiness().ready
+    starts = harness.calls("StartSnapshot")
+    await stop_at_vendor(harness)
+    await harness.advance(40)  # one resync: the stopped task is seen and re-issued
+    assert harness.calls("StartSnapshot") == starts + 1
+    async with client(harness) as http:
+        assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 1
+
+
+async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harness: Harness, pg_url: str) -> None:
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(open_state(pg_url), lease_seconds=6.0)
+    await harness.advance(1)
+    other = open_state(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # the daemon's lease lapses (a long pause)
+            admin.execute("UPDATE capctl_lock SET expires_at = now() - interval '1 second'")
+        lock = other.lock("capctl apply")
+        await harness.advance(3)
+        async with client(harness) as http:
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert "not acting: another holder took the state lock" in ready.text and "capctl apply" in ready.text
+            assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 0
+            # Callbacks and sync are refused meanwhile (the vendor retries): their writes would race the holder.
+            assert (await http.post("/callbacks/volcengine", json={})).status_code == 503
+            assert (await http.post("/api/v1/sync")).status_code == 503
+        starts = harness.calls("StartSnapshot")
+        await stop_at_vendor(harness)
+        await harness.advance(40)
+        assert harness.calls("StartSnapshot") == starts  # not acting: the other holder owns the state
+        tombstone = make_record("SnapshotJob/gone/lobby", status=TaskStatus.REMOVED, removed_at=harness.clock.now())
+        other.put(tombstone)  # what the other holder changed meanwhile
+        lock.release()
+        await harness.advance(2)
+        assert daemon.lease_lost is None and daemon.readiness().ready
+        assert daemon.records.get(tombstone.key) == tombstone  # the state was read again
+        harness.daemon.sync(None)  # type: ignore[union-attr]
+        await harness.advance(5)
+        assert harness.calls("StartSnapshot") == starts + 1  # acting again: the stopped task is re-issued
+        async with client(harness) as http:
+            assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 1
+    finally:
+        other.close()
+
+
+async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metrics(harness: Harness) -> None:
+    """A full disk: observations cannot be recorded. /readyz says 503 and why, failed reconciles are
+    counted as state-write, and the stopped task no longer counts as running."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    daemon = await harness.start(store)
+    await harness.advance(1)
+    db = store._db
+    assert db is not None
+    db.execute("PRAGMA query_only = ON")  # every write now fails in SQLite itself
+    await stop_at_vendor(harness)
+    await harness.advance(40)
+    async with client(harness) as http:
+        ready = await http.get("/readyz")
+        text = (await http.get("/metrics")).text
+    assert ready.status_code == 503 and "cannot write to the state store" in ready.text, ready.text
+    assert metric(text, 'capctl_reconcile_errors_total{reason="state-write"}') >= 1
+    assert metric(text, 'capctl_tasks{status="running"}') == 0
+    assert metric(text, 'capctl_tasks{status="stopped"}') == 1
+    db.execute("PRAGMA query_only = OFF")  # space again: the retry records it and the daemon is ready
+    await harness.advance(20)  # within the retry backoff, well before the next regular look
+    assert daemon.readiness().ready
+    assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
+
+
+async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_running(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    monkeypatch.setenv("VOLC_SK", "not-the-secret")
+    assert daemon.reload()
+    await stop_at_vendor(harness)
+    await harness.advance(40)
+    async with client(harness) as http:
+        text = (await http.get("/metrics")).text
+    assert metric(text, 'capctl_reconcile_errors_total{reason="vendor-auth"}') >= 1
+    assert metric(text, 'capctl_tasks{status="running"}') == 0
+    assert metric(text, 'capctl_tasks{status="unknown"}') == 1
+
+
+def test_probes_answer_while_the_database_is_paused(tmp_path: Path, pg_url: str) -> None:
+    """`capctl run` on PostgreSQL, its connection's backend stopped (SIGSTOP): /healthz answers at once
+    and /readyz answers 503 naming the store (before: both hung until the database came back)."""
+    name = f"capctl-pause-{secrets.token_hex(4)}"
+    specs = write_specs(tmp_path / "specs")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", str(specs)],
+        env={**os.environ, "CAPCTL_STATE": f"{pg_url}&application_name={name}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    backend: int | None = None
+    try:
+        http = httpx.Client(base_url=daemon_output(daemon).url(), timeout=10)
+        assert http.get("/readyz").status_code == 200
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            row = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)).fetchone()
+        assert row is not None
+        backend = int(row[0])
+        os.kill(backend, signal.SIGSTOP)
+        assert http.get("/healthz").status_code == 200
+        not_ready = http.get("/readyz")
+        assert not_ready.status_code == 503 and "state store has not answered" in not_ready.text
+        assert http.get("/healthz").status_code == 200
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGCONT)
+        daemon.terminate()
+        daemon.wait(timeout=30)
