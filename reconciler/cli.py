@@ -701,6 +701,16 @@ async def _apply(
             )
 
 
+def _duration_option(option: str, value: str) -> int:
+    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option."""
+    from reconciler.spec.fields import parse_duration
+
+    try:
+        return int(parse_duration(int(value) if value.isdigit() else value))
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
 @app.command()
 def run(
     paths: PathsArg = None,
@@ -732,6 +742,15 @@ def run(
             "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
         ),
     ] = 50.0,
+    prune_grace: Annotated[
+        str,
+        typer.Option(
+            "--prune-grace",
+            metavar="DURATION",
+            help="How long a task must be missing from the specs before it is stopped (a file rewritten in "
+            "place is briefly missing documents); one that comes back in time is left alone. 0 prunes at once.",
+        ),
+    ] = "30s",
     read_timeout: Annotated[
         str,
         typer.Option(
@@ -754,19 +773,13 @@ def run(
 ) -> None:
     """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
     from reconciler.daemon import run_daemon
-    from reconciler.spec.fields import parse_duration
 
     _split_listen(listen, "127.0.0.1:8080")
-    try:
-        resync_seconds = int(parse_duration(int(resync) if resync.isdigit() else resync))
-    except ValueError as exc:
-        fail(f"--resync: {exc}")
+    resync_seconds = _duration_option("--resync", resync)
     if resync_seconds <= 0:
         fail("--resync must be at least 1s")
-    try:
-        read_timeout_seconds = int(parse_duration(int(read_timeout) if read_timeout.isdigit() else read_timeout))
-    except ValueError as exc:
-        fail(f"--read-timeout: {exc}")
+    grace_seconds = _duration_option("--prune-grace", prune_grace)
+    read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
     _setup_logs(log_level)
@@ -779,6 +792,7 @@ def run(
             state_url=state,
             log_level=None,
             max_prune=max_prune,
+            prune_grace=float(grace_seconds),
             read_timeout=float(read_timeout_seconds),
             max_connections=max_connections,
         )

@@ -81,6 +81,9 @@ MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how
 COUNTS_TTL = 10.0
 LEASE_RETRY_FIRST = 0.5  # seconds before retrying a failed lease renewal; doubles up to a sixth of the lease
 STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
+# Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
+# (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
+PRUNE_GRACE = 30.0
 
 
 class ReconcileFailed(Exception):
@@ -117,17 +120,23 @@ class Daemon:
         watch_debounce_ms: int | None = None,
         sync_token: str | None = None,
         max_prune: float = policy.MAX_PRUNE_PERCENT,
+        prune_grace: float = PRUNE_GRACE,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
         if not 0 <= max_prune <= 100:
             raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
+        if prune_grace < 0:
+            raise ValueError(f"prune_grace must not be negative, got {prune_grace}")
         self.paths = list(paths)
         self.clock = clock
         self.resync = resync
         self.prune = prune
         self.max_prune = max_prune
+        self.prune_grace = prune_grace
         self._prune_blocked: set[str] = set()  # removed from the specs, held back by --max-prune
+        self._absent_since: dict[str, float] = {}  # removed from the specs at: pruned once prune_grace has passed
+        self._prune_pending: set[str] = set()  # removed, within the grace period
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.store_health = StoreHealth(clock)
         self.records = RecordCache(WatchedStore(store, self.store_health))
@@ -152,6 +161,7 @@ class Daemon:
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._deduper = Deduper()
         self._replays = ReplayGuard()
         self._next_observe: dict[str, float] = {}  # wall time each running task is next observed
@@ -205,7 +215,7 @@ class Daemon:
         self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
             watcher = watch_specs(
-                self.paths, self.reload, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
+                self.paths, self.reload_async, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
             )
             self._tasks.append(loop.create_task(watcher, name="capctl-watch"))
         log.info(
@@ -311,9 +321,32 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
+        return self._take_specs(self._read_specs())
+
+    async def reload_async(self) -> bool:
+        """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
+        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
+        async with self._reload_lock:
+            return self._take_specs(await asyncio.to_thread(self._read_specs))
+
+    def reload_soon(self) -> None:
+        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await)."""
+
+        async def reload() -> None:
+            await self.reload_async()
+
+        self._tasks = [t for t in self._tasks if not t.done()]  # earlier reloads: a long-lived daemon gets many
+        self._tasks.append(asyncio.get_running_loop().create_task(reload(), name="capctl-reload"))
+
+    def _read_specs(self) -> SpecSet | SpecErrors:
         try:
-            spec = load_spec_set(self.paths)
+            return load_spec_set(self.paths)
         except SpecErrors as exc:
+            return exc
+
+    def _take_specs(self, spec: SpecSet | SpecErrors) -> bool:
+        if isinstance(spec, SpecErrors):
+            exc = spec
             count = len(exc.errors) or 1
             self.spec_error = (
                 f"{count} error{'s' if count != 1 else ''}, first: {exc.errors[0]}" if exc.errors else str(exc)
@@ -357,6 +390,7 @@ class Daemon:
         live = [r for r in self.records.values() if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
         blocked = missing if policy.prune_blocked(len(missing), len(live), self.max_prune) else set()
+        self._start_grace(missing, blocked)
         if blocked and blocked != self._prune_blocked:
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
@@ -371,8 +405,27 @@ class Daemon:
         self._prune_blocked = blocked
         self._export_prune_gauges()
 
+    def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
+        """Remember since when each task has been missing; say once which tasks will be pruned after the
+        grace period, and which came back in time (docs/daemon.md, "Pruning and its safeguard")."""
+        now = self.clock.now()
+        before = self._absent_since
+        self._absent_since = {key: before.get(key, now) for key in missing}
+        came_back = self._prune_pending - missing
+        self._prune_pending = {k for k in missing - blocked if now < self._absent_since[k] + self.prune_grace}
+        if new := sorted(self._prune_pending - before.keys()):
+            log.info(
+                "prune pending: tasks removed from the specs are stopped after the grace period unless they return",
+                tasks=len(new),
+                grace=self.prune_grace,
+                first=new[:MAX_LOGGED_ERRORS],
+            )
+        if came_back:
+            log.info("prune cancelled: tasks are back in the specs", tasks=len(came_back))
+
     def _export_prune_gauges(self) -> None:
         self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._prune_blocked))
+        self.metrics.prune_blocked.labels(reason="grace").set(len(self._prune_pending))
         self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))
 
     # --- workers ----------------------------------------------------------------------------------------
@@ -482,6 +535,12 @@ class Daemon:
             return max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now)
         if record is None or not self.prune or key in self._prune_blocked:
             return None
+        wait = self._absent_since.setdefault(key, now) + self.prune_grace - now
+        if wait > 0:
+            return wait  # looked at again when the grace period ends; a reload that restores it cancels this
+        if key in self._prune_pending:
+            self._prune_pending.discard(key)
+            self._export_prune_gauges()
         assert self.spec is not None
         try:
             plan = diff(
@@ -494,6 +553,7 @@ class Daemon:
                 log.error("cannot prune", error=str(exc))
             return None
         await self._execute(plan.changes[0], None, record)
+        self._absent_since.pop(key, None)
         if key in self._unstoppable:  # its provider came back and the stop went through
             self._unstoppable.discard(key)
             self._export_prune_gauges()

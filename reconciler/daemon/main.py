@@ -37,7 +37,7 @@ from reconciler.daemon.connections import (
     descriptor_limit,
     guarded_protocol,
 )
-from reconciler.daemon.controller import Daemon
+from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
@@ -66,6 +66,7 @@ def run_daemon(
     state_url: str | None = None,
     log_level: str | None = "info",
     max_prune: float = MAX_PRUNE_PERCENT,
+    prune_grace: float = PRUNE_GRACE,
     read_timeout: float = READ_TIMEOUT,
     max_connections: int | None = None,
 ) -> int:
@@ -84,6 +85,9 @@ def run_daemon(
     if not 0 <= max_prune <= 100:
         log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
         return EXIT_ERROR
+    if prune_grace < 0:
+        log.error("bad option", error=f"--prune-grace must not be negative, got {prune_grace:g}")
+        return EXIT_ERROR
     if read_timeout <= 0:
         log.error("bad option", error=f"--read-timeout must be positive, got {read_timeout:g}")
         return EXIT_ERROR
@@ -92,7 +96,17 @@ def run_daemon(
         return EXIT_ERROR
     limits = _http_limits(read_timeout, max_connections)
     return asyncio.run(
-        _main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune, limits=limits)
+        _main(
+            paths or ["specs"],
+            host,
+            port,
+            resync,
+            prune,
+            state_url,
+            max_prune=max_prune,
+            prune_grace=prune_grace,
+            limits=limits,
+        )
     )
 
 
@@ -120,6 +134,7 @@ async def _main(
     state_url: str | None,
     *,
     max_prune: float,
+    prune_grace: float,
     limits: HttpLimits,
 ) -> int:
     clock = SystemClock()
@@ -131,7 +146,16 @@ async def _main(
         return EXIT_ERROR
     with SheddingListener.adopt(sock, errors) as listener:
         return await _serve(
-            paths, listener, resync, prune, state_url, max_prune=max_prune, limits=limits, clock=clock, errors=errors
+            paths,
+            listener,
+            resync,
+            prune,
+            state_url,
+            max_prune=max_prune,
+            prune_grace=prune_grace,
+            limits=limits,
+            clock=clock,
+            errors=errors,
         )
 
 
@@ -143,6 +167,7 @@ async def _serve(
     state_url: str | None,
     *,
     max_prune: float,
+    prune_grace: float,
     limits: HttpLimits,
     clock: SystemClock,
     errors: AcceptErrors,
@@ -162,6 +187,7 @@ async def _serve(
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
         max_prune=max_prune,
+        prune_grace=prune_grace,
     )
     try:
         await daemon.start()
@@ -177,7 +203,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
     config = uvicorn.Config(
         daemon.asgi_app,
         http=guarded_protocol(limits, clock),

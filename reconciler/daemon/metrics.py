@@ -120,7 +120,8 @@ class Metrics:
         )
         self.prune_blocked = Gauge(
             "capctl_prune_blocked",
-            "Tasks removed from the specs that the daemon does not stop: held by --max-prune, or provider gone",
+            "Tasks removed from the specs that the daemon does not stop (yet): held by --max-prune, within "
+            "--prune-grace, or provider gone",
             ["reason"],
             registry=self.registry,
         )

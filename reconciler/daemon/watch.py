@@ -8,7 +8,7 @@ through its parent directory, so the swap itself is seen.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -36,13 +36,17 @@ def watch_roots(paths: Sequence[str]) -> list[str]:
 
 
 async def watch_specs(
-    paths: Sequence[str], on_change: Callable[[], object], *, stop: asyncio.Event, debounce_ms: int = DEBOUNCE_MS
+    paths: Sequence[str],
+    on_change: Callable[[], Awaitable[object]],
+    *,
+    stop: asyncio.Event,
+    debounce_ms: int = DEBOUNCE_MS,
 ) -> None:
-    """Call `on_change()` after each debounced batch of file changes under `paths`, until `stop` is set."""
+    """Await `on_change()` after each debounced batch of file changes under `paths`, until `stop` is set."""
     roots = watch_roots(paths)
     log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
     async for changes in watchfiles.awatch(
         *roots, debounce=debounce_ms, step=min(50, debounce_ms), stop_event=stop, recursive=True
     ):
         log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
-        on_change()
+        await on_change()

@@ -5,6 +5,10 @@ cross-document checks → expansion to desired tasks. Nothing here talks to a ve
 reading the spec files (and files named by `{file: ...}` references) and the environment. With
 `resolve_secrets=False` (what `capctl validate` does by default) secret references are checked for their
 shape only, so a spec set can be validated where its secrets are not available.
+
+`SpecLimits` bounds what a set may cost before it is built: each file is read only if it is a regular file
+and at most so large (`files.read_regular`), and the set's bytes, documents and tasks are counted as the
+files are read, so four huge files stop at the cap instead of expanding to 1.6 million tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
+from typing import Final, NoReturn
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
@@ -21,11 +26,35 @@ from reconciler.spec.checks import check_all
 from reconciler.spec.documents import Loaded, validate_document
 from reconciler.spec.errors import ErrorSink, SpecErrors
 from reconciler.spec.expand import expand, provider_config
+from reconciler.spec.files import FileRefused, read_regular, size_text
 from reconciler.spec.models import JOB_MODELS, JobDocument, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    """Caps on one spec set (docs/spec-language.md, "Limits"); above the largest benchmark (bench/README.md:
+    10,002 documents, 100,000 tasks). Parameters so that tests can shrink them."""
+
+    file_bytes: int = 4 * 1024 * 1024
+    total_bytes: int = 64 * 1024 * 1024
+    documents: int = 50_000
+    tasks: int = 250_000
+
+
+DEFAULT_LIMITS: Final = SpecLimits()
+
+
+def _task_count(document: object) -> int:
+    """Tasks a job document will expand to (one per room, one per thumbnail file), read off the raw YAML so
+    that the cap is checked before anything is validated or built."""
+    spec = document.get("spec") if isinstance(document, dict) else None
+    if not isinstance(spec, dict):
+        return 0
+    return sum(len(v) for v in (spec.get("rooms"), spec.get("files")) if isinstance(v, list))
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,7 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [os.path.join(root, n) for n in names if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")]
             files += sorted(found)
-        elif path.is_file():
+        elif path.exists():  # anything else (a FIFO, a device) is refused by name when it is read
             files.append(str(path))
         else:
             errors.add((str(path), 0, 0), "no such file or directory")
@@ -78,33 +107,50 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
 
 
 def load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None, resolve_secrets: bool = True
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    resolve_secrets: bool = True,
+    limits: SpecLimits = DEFAULT_LIMITS,
 ) -> SpecSet:
     """Load, validate and expand every spec document under `paths`. Raises `SpecErrors` with all errors.
 
     With `resolve_secrets=False` secret references are checked for shape only and their fields hold
-    `UnreadSecret`s: such a set is for validation, never for calling a vendor.
+    `UnreadSecret`s: such a set is for validation, never for calling a vendor. A set over one of `limits`
+    is refused as soon as the count passes it.
     """
     with gc_paused():  # tens of thousands of small acyclic values: collector passes would find nothing
-        return _load_spec_set(paths, env, resolve_secrets)
+        return _load_spec_set(paths, env, resolve_secrets, limits)
 
 
 def _load_spec_set(
-    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool
+    paths: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None, resolve_secrets: bool, limits: SpecLimits
 ) -> SpecSet:
     environ = os.environ if env is None else env
     errors = ErrorSink()
     files = _spec_files(paths, errors)
     outcomes: list[tuple[RawDocument, Loaded | None]] = []
-    documents = 0
+    documents = total_bytes = task_count = 0
     for file in files:
         try:
-            data = FsPath(file).read_bytes()
-        except OSError as exc:
-            errors.add((file, 0, 0), f"cannot read: {exc.strerror or type(exc).__name__}")
+            data = read_regular(file, limits.file_bytes)
+        except FileRefused as exc:
+            if exc.os_error:
+                errors.add((file, 0, 0), f"cannot read: {exc}")
+            else:
+                tail = " for one spec file (split it into several files)" if str(exc).startswith("larger") else ""
+                errors.add((file, 0, 0), f"{exc}{tail}")
             continue
+        total_bytes += len(data)
+        if total_bytes > limits.total_bytes:
+            _refuse(errors, (file, 0, 0), f"the spec set is larger than the {size_text(limits.total_bytes)} limit")
         for raw in load_documents(file, data, errors):
             documents += 1
+            task_count += _task_count(raw.value)
+            if documents > limits.documents:
+                _refuse(errors, raw.where, f"the spec set has more than the limit of {limits.documents:,} documents")
+            if task_count > limits.tasks:
+                _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
             resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets)
             outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
@@ -135,3 +181,9 @@ def _load_spec_set(
         jobs=jobs,
         tasks=tasks,
     )
+
+
+def _refuse(errors: ErrorSink, where: tuple[str, int, int], message: str) -> NoReturn:
+    """Stop at a set-wide cap: what was found so far, and where the cap was passed (nothing more is read)."""
+    errors.add(where, f"{message} (reached here; see docs/spec-language.md, Limits)")
+    raise SpecErrors(errors.errors)

@@ -21,6 +21,7 @@ from typing import Any, Final, NoReturn
 from reconciler.secrets import Secret
 from reconciler.spec.errors import ErrorSink, did_you_mean
 from reconciler.spec.fields import RefStr
+from reconciler.spec.files import FileRefused, read_regular
 from reconciler.spec.yamlpos import Path, RawDocument
 
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -117,12 +118,9 @@ class _Resolver:
     def file(self, name: str, path: Path) -> Any:
         target = FsPath(self.doc.file).parent / name
         try:
-            with target.open("rb") as fh:
-                data = fh.read(MAX_REF_FILE_BYTES + 1)
-        except OSError as exc:
-            return self.fail(path, f"cannot read referenced file {name!r}: {exc.strerror or type(exc).__name__}")
-        if len(data) > MAX_REF_FILE_BYTES:
-            return self.fail(path, f"referenced file {name!r} is larger than 1 MiB")
+            data = read_regular(target, MAX_REF_FILE_BYTES)
+        except FileRefused as exc:
+            return self.fail(path, f"cannot read referenced file {name!r}: {exc}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

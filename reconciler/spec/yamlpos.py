@@ -4,7 +4,8 @@ Pydantic reports problems by path (`("spec", "rooms", 2)`); users need `file:lin
 builds documents straight from the YAML event stream (one pass, no recursion, libyaml when present) and
 records the position of every value and every mapping key under its path. Building from events rather
 than from composed nodes lets it refuse what a spec never needs and an attacker might send: duplicate
-keys, custom tags, nesting deeper than `MAX_DEPTH`, alias bombs (`MAX_WEIGHT`) and oversized files.
+keys, custom tags, nesting deeper than `MAX_DEPTH` and alias bombs (`MAX_WEIGHT`); the file's size is
+bounded where it is read (`loader.SpecLimits`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ Path = tuple[str | int, ...]
 Pos = tuple[int, int]
 Where = tuple[str, int, int]
 
-MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 MAX_DEPTH: Final = 64
 MAX_WEIGHT: Final = 1_000_000  # values in one document, counting each alias expansion
 
@@ -283,14 +283,6 @@ class _Builder:
 
 def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocument]:
     """Every non-empty document of one file. Problems go to `errors`; what could be built is returned."""
-    if len(data) > MAX_FILE_BYTES:
-        mib = len(data) / (1024 * 1024)
-        errors.add(
-            (file, 0, 0),
-            f"file is {mib:.1f} MiB; a spec file may be at most "
-            f"{MAX_FILE_BYTES // (1024 * 1024)} MiB (split it into several files)",
-        )
-        return []
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -294,6 +294,11 @@ class _DbFile:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 self.holder = None
 
+    def retain(self) -> None:
+        """One more user of the descriptor: a held lock keeps it open even if its store is closed first."""
+        with self._registry:
+            self.refs += 1
+
     def close(self) -> None:
         with self._registry:
             self.refs -= 1
@@ -308,6 +313,7 @@ class FileLock(LockContext):
     def __init__(self, fd: int, db_file: _DbFile, holder: str) -> None:
         self._fd: int | None = fd
         self._db_file = db_file
+        db_file.retain()
         self.holder = holder
 
     def renew(self) -> None:
@@ -321,3 +327,4 @@ class FileLock(LockContext):
             os.close(self._fd)
             self._fd = None
             self._db_file.release()
+            self._db_file.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
+from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
 from reconciler.sim.faults import FaultConfig
 from reconciler.transitions import TOMBSTONE_RETENTION
@@ -47,7 +48,7 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
     # The operator confirms by restarting the daemon with the safeguard off: the three are pruned.
     await harness.stop()
     await harness.start(max_prune=100)
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)  # a restarted daemon gives the missing tasks the grace period too
     assert harness.calls("StopSnapshot") == 3
     assert all(harness.record(k).status is TaskStatus.REMOVED for k in BIG)
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
@@ -68,7 +69,7 @@ async def test_a_blocked_prune_is_released_when_the_file_comes_back(harness: Har
     assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
 
 
-async def test_a_small_removal_is_pruned_at_once_and_restoring_it_resumes_its_history(harness: Harness) -> None:
+async def test_a_small_removal_is_pruned_after_the_grace_and_restoring_it_resumes_its_history(harness: Harness) -> None:
     await start_with_two_files(harness)
     assert harness.daemon is not None
     harness.sim.unpublish("volcengine", "lobby", user_id="u")
@@ -79,7 +80,7 @@ async def test_a_small_removal_is_pruned_at_once_and_restoring_it_resumes_its_hi
     (harness.specs / "jobs.yaml").write_text("")  # 1 task of 4: 25 %, within the default 50 %
     assert harness.daemon.reload()
     stops = harness.calls("StopSnapshot")
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)
     tomb = harness.record(LOBBY)
     assert tomb.status is TaskStatus.REMOVED and tomb.removed_at is not None
     assert (tomb.reissue_count, tomb.unproductive_runs) == (before.reissue_count, before.unproductive_runs)
@@ -103,7 +104,7 @@ async def test_tombstones_are_forgotten_after_their_retention(harness: Harness) 
     assert harness.daemon is not None
     (harness.specs / "jobs.yaml").write_text("")
     assert harness.daemon.reload()
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(LOBBY).status is TaskStatus.REMOVED
     await harness.advance(60)
     assert harness.record(LOBBY).status is TaskStatus.REMOVED
@@ -170,9 +171,56 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     assert harness.daemon is not None
     (harness.specs / "jobs.yaml").write_text("")
     assert harness.daemon.reload()
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(key).status is TaskStatus.REMOVED
     write_specs(harness.specs, thumbnail_job(tencent=False))
     assert harness.daemon.reload()
     await harness.advance(1)
     assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+
+
+async def test_a_job_missing_for_less_than_the_grace_period_is_not_touched(harness: Harness) -> None:
+    """A spec file rewritten in place (a writer pausing between documents): the daemon reloads a set without
+    `audit`, then the whole file again. Nothing is stopped or started, and the pending prune is visible."""
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    starts = harness.calls("StartSnapshot")
+    jobs = (harness.specs / "jobs.yaml").read_text()
+    (harness.specs / "jobs.yaml").write_text("")  # half written: 1 task of 4, within --max-prune
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE - 1)
+        assert 'capctl_prune_blocked{reason="grace"} 1.0' in await metrics(harness)
+        (harness.specs / "jobs.yaml").write_text(jobs)  # the writer finishes
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE * 3)
+    pending = [e for e in logs if e["event"].startswith("prune pending")]
+    assert len(pending) == 1 and pending[0]["tasks"] == 1 and pending[0]["first"] == [LOBBY]
+    assert pending[0]["grace"] == PRUNE_GRACE
+    assert [e["tasks"] for e in logs if e["event"].startswith("prune cancelled")] == [1]
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == starts
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert 'capctl_prune_blocked{reason="grace"} 0.0' in await metrics(harness)
+
+
+async def test_a_job_missing_past_the_grace_period_is_pruned_then(harness: Harness) -> None:
+    await start_with_two_files(harness, prune_grace=60)
+    assert harness.daemon is not None
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(59)
+    assert harness.calls("StopSnapshot") == 0 and harness.record(LOBBY).status is TaskStatus.RUNNING
+    await harness.advance(2)
+    assert harness.calls("StopSnapshot") == 1 and harness.record(LOBBY).status is TaskStatus.REMOVED
+    assert 'capctl_prune_blocked{reason="grace"} 0.0' in await metrics(harness)
+
+
+async def test_the_grace_period_does_not_lift_the_max_prune_safeguard(harness: Harness) -> None:
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    (harness.specs / "big.yaml").unlink()  # 3 of 4: blocked, and stays blocked after the grace period
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE * 4)
+    assert harness.calls("StopSnapshot") == 0
+    text = await metrics(harness)
+    assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in text and 'capctl_prune_blocked{reason="grace"} 0.0' in text

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import threading
+from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
+from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.watch import watch_roots
 from reconciler.model import TaskStatus
+from reconciler.spec import load_spec_set
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client
 from tests.specdocs import snapshot_job
 
 LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
@@ -39,7 +46,7 @@ async def test_edits_add_update_and_prune(harness: Harness) -> None:
     write_specs(harness.specs)
     (harness.specs / "other.yaml").write_text(snapshot_job("other", ["hall"]))
     assert harness.daemon.reload()
-    await harness.advance(1)
+    await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(LOBBY).status is TaskStatus.REMOVED and harness.record(VIP).status is TaskStatus.REMOVED
     assert harness.calls("StopSnapshot") == 2
     assert [t.room_id for t in harness.running_sim_tasks()] == ["hall"]
@@ -114,6 +121,59 @@ async def test_the_watcher_picks_up_real_file_changes(harness: Harness) -> None:
     with capture_logs() as logs:
         await until(lambda: any(e["log_level"] == "error" for e in logs))
     assert daemon.spec is not None and VIP in daemon.spec.tasks
+
+
+async def test_a_fifo_or_dev_zero_among_the_specs_is_refused_by_name_and_the_probes_answer(harness: Harness) -> None:
+    """Issue 14: a FIFO named *.yaml froze /healthz and a symlink to /dev/zero took gigabytes. Through the
+    real watcher: the set is refused naming both, the last valid set stays, the probes say so."""
+    harness.daemon_options["watch_debounce_ms"] = 50
+    await running_with_stream(harness, ["lobby"])
+    daemon = harness.daemon
+    assert daemon is not None
+    os.mkfifo(harness.specs / "pipe.yaml")
+    (harness.specs / "zero.yaml").symlink_to("/dev/zero")
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):  # real time: watchfiles runs on the OS's notifications
+            while not any(e["log_level"] == "error" for e in logs):
+                await asyncio.sleep(0.02)
+                await harness.advance(1)
+    rejected = next(e for e in logs if e["log_level"] == "error")
+    assert rejected["errors"] == [
+        f"{harness.specs / 'pipe.yaml'}: not a regular file (a FIFO)",
+        f"{harness.specs / 'zero.yaml'}: not a regular file (a character device)",
+    ]
+    async with await client(harness) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        ready = await http.get("/readyz")
+    assert ready.status_code == 200 and "not a regular file (a FIFO)" in ready.text
+    assert daemon.spec is not None and LOBBY in daemon.spec.tasks
+
+
+async def test_a_slow_spec_load_does_not_stall_the_probes(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    await running_with_stream(harness, ["lobby"])
+    daemon = harness.daemon
+    assert daemon is not None
+    release, started, loading = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_load(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        loading.set()
+        release.wait(timeout=10)  # on the event loop this would hold /healthz for the whole wait
+        try:
+            return load_spec_set(*args, **kwargs)
+        finally:
+            loading.clear()
+
+    monkeypatch.setattr("reconciler.daemon.controller.load_spec_set", slow_load)
+    reloading = asyncio.create_task(daemon.reload_async())
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    async with await client(harness) as http:
+        assert (await http.get("/healthz")).status_code == 200
+    answered_while_loading = loading.is_set()
+    release.set()
+    assert await reloading
+    assert answered_while_loading
 
 
 def test_watch_roots_follow_symlinks_and_missing_paths(tmp_path: object) -> None:

@@ -194,11 +194,14 @@ def test_run_holds_back_a_large_prune_until_restarted_with_max_prune_100(work: W
     finally:
         stop_daemon(daemon)
     assert log.text().count("prune blocked: too many tasks removed at once") == 1
-    daemon, log, http = start_daemon(work, "--max-prune", "100")  # the operator confirms
+    daemon, log, http = start_daemon(work, "--max-prune", "100", "--prune-grace", "3s")  # the operator confirms
     try:
+        assert wait_for(lambda: 'capctl_prune_blocked{reason="grace"} 3.0' in http.get("/metrics").text)
+        assert len(running(work)) == 4  # within the grace period: nothing stopped yet
         assert wait_for(lambda: running(work) == ["lobby"])
     finally:
         stop_daemon(daemon)
+    assert log.text().count("prune pending: tasks removed from the specs are stopped after the grace period") == 1
     assert {k: t["status"] for k, t in state(work).items() if k.startswith("SnapshotJob/extra/")} == {
         f"SnapshotJob/extra/r{i}": "removed" for i in range(3)
     }

@@ -3,6 +3,8 @@ the line a user sees in the editor, and a summary that fits a command that chang
 
 from __future__ import annotations
 
+import os
+
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
 
@@ -91,3 +93,17 @@ def test_locations_name_the_document_not_its_separator(work: Workdir) -> None:
         "specs/a.yaml:24:18: duplicate Provider name 'cam' (first defined at specs/a.yaml:3:1)",
         "1 error in 1 file.",
     ]
+
+
+def test_validate_and_plan_refuse_a_fifo_and_dev_zero_by_name_without_reading_them(work: Workdir) -> None:
+    """Issue 14: a symlink to /dev/zero took `validate` to 6.5 GB and a FIFO named *.yaml hung it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    os.mkfifo(work.root / "specs" / "pipe.yaml")
+    (work.root / "specs" / "zero.yaml").symlink_to("/dev/zero")
+    expected = [
+        "specs/pipe.yaml: not a regular file (a FIFO)",
+        "specs/zero.yaml: not a regular file (a character device)",
+    ]
+    assert work.capctl("validate", expect=1).stderr.splitlines() == [*expected, "2 errors in 2 files."]
+    plan = work.capctl("plan", "--no-refresh", expect=1).stderr.splitlines()
+    assert plan == [*expected, "2 errors in 2 files: nothing was changed."]

@@ -102,7 +102,7 @@ def test_ten_megabyte_file_is_refused_before_parsing(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(yamlpos._Builder, "run", parse)
     found = _errors(big)
-    assert found == [(0, 0, found[0][2])] and "at most 4 MiB" in found[0][2]
+    assert found == [(0, 0, found[0][2])] and "larger than the 4 MiB limit for one spec file" in found[0][2]
 
 
 def test_large_file_under_the_cap_loads(tmp_path: Path) -> None:
