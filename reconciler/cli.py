@@ -770,6 +770,23 @@ def run(
             "place is briefly missing documents); one that comes back in time is left alone. 0 prunes at once.",
         ),
     ] = "30s",
+    read_timeout: Annotated[
+        str,
+        typer.Option(
+            "--read-timeout",
+            help="A connection must send a whole request (headers and body) within this long of connecting or of "
+            "its last answer, else it is closed (a duration: 10s, or seconds).",
+        ),
+    ] = "10s",
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Open connections at most; beyond it a new one closes the one waiting longest for its request. "
+            "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
+        ),
+    ] = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -781,6 +798,9 @@ def run(
     if resync_seconds <= 0:
         fail("--resync must be at least 1s")
     grace_seconds = _duration_option("--prune-grace", prune_grace)
+    read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
+    if read_timeout_seconds <= 0:
+        fail("--read-timeout must be at least 1s")
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -792,6 +812,8 @@ def run(
             log_level=None,
             max_prune=max_prune,
             prune_grace=float(grace_seconds),
+            read_timeout=float(read_timeout_seconds),
+            max_connections=max_connections,
         )
     )
 

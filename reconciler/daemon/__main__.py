@@ -1,5 +1,5 @@
 """`python -m reconciler.daemon [PATH...] [--listen HOST:PORT] [--resync SECONDS] [--no-prune] [--max-prune PERCENT]
-[--prune-grace SECONDS] [--state URL]`.
+[--prune-grace SECONDS] [--state URL] [--read-timeout SECONDS] [--max-connections N]`.
 
 A minimal entry point for running the daemon without the CLI (process-level tests, debugging);
 `capctl run` is the user-facing command.
@@ -8,6 +8,7 @@ A minimal entry point for running the daemon without the CLI (process-level test
 import argparse
 import sys
 
+from reconciler.daemon.connections import READ_TIMEOUT
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.main import run_daemon
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
@@ -22,6 +23,8 @@ def main() -> int:
     parser.add_argument("--max-prune", type=float, default=MAX_PRUNE_PERCENT)
     parser.add_argument("--prune-grace", type=float, default=PRUNE_GRACE)
     parser.add_argument("--state", default=None)
+    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT)
+    parser.add_argument("--max-connections", type=int, default=None)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
     return run_daemon(
@@ -33,6 +36,8 @@ def main() -> int:
         log_level=args.log_level,
         max_prune=args.max_prune,
         prune_grace=args.prune_grace,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
     )
 
 

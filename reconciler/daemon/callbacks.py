@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler import stopreasons
+from reconciler.daemon.bodies import load_json
 from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing, zego_signing
 from reconciler.secrets import Secret
@@ -73,11 +74,9 @@ class CallbackEvent:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise CallbackRejected(400, "malformed JSON: the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise CallbackRejected(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        data = load_json(body)
+    except ValueError as exc:
+        raise CallbackRejected(400, str(exc)) from None
     if not isinstance(data, dict):
         raise CallbackRejected(400, f"malformed callback: expected a JSON object, got {type(data).__name__}")
     return data
@@ -146,9 +145,9 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
     event_type, event_id = _text(data, "EventType") or "", _text(data, "EventId") or ""
     raw = data.get("EventData")
     try:
-        event_data = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as exc:
-        raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc.msg})") from None
+        event_data = load_json(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc})") from None
     if not isinstance(event_data, dict):
         raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
     return CallbackEvent(

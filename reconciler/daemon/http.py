@@ -9,7 +9,6 @@ socket in production.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -41,10 +41,7 @@ def parse_sync_body(body: bytes) -> list[str] | None:
     """The keys of a sync request, or None for every key (an empty body or `{}`); ValueError says what is wrong."""
     if not body.strip():
         return None
-    try:
-        data: Any = json.loads(body)
-    except ValueError as exc:
-        raise ValueError(f"malformed JSON: {exc}") from None
+    data: Any = load_json(body)
     if not isinstance(data, dict) or set(data) - {"keys"}:
         raise ValueError('expected {"keys": ["KIND/name/target", ...]}, or an empty body for every task')
     keys = data.get("keys")
@@ -55,12 +52,18 @@ def parse_sync_body(body: bytes) -> list[str] | None:
     return keys
 
 
+def refused(exc: BodyRefused) -> Response:
+    """The answer to a body not read to its end: the connection closes, so its unread rest is never read."""
+    return JSONResponse({"ok": False, "reason": exc.reason}, status_code=exc.status, headers={"connection": "close"})
+
+
 def create_app(daemon: Daemon) -> Starlette:
     async def callback(request: Request) -> Response:
         vendor = request.path_params["vendor"]
-        body = await request.body()
-        if len(body) > MAX_CALLBACK_BYTES:
-            return JSONResponse({"ok": False, "reason": "callback body too large"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_CALLBACK_BYTES, "callback")
+        except BodyRefused as exc:
+            return refused(exc)
         status, reason = await daemon.on_daemon_loop(daemon.handle_callback, vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
@@ -68,9 +71,10 @@ def create_app(daemon: Daemon) -> Starlette:
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             return JSONResponse({"ok": False, "reason": reason}, status_code=401)
-        body = await request.body()
-        if len(body) > MAX_SYNC_BYTES:
-            return JSONResponse({"ok": False, "reason": "sync body too large"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_SYNC_BYTES, "sync")
+        except BodyRefused as exc:
+            return refused(exc)
         try:
             keys = parse_sync_body(body)
         except ValueError as exc:

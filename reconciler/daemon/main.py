@@ -1,5 +1,6 @@
 """`capctl run` as a process: logs, state, the controller, uvicorn on --listen, and the signals.
 
+Slow and idle clients are timed out and the number of connections is capped (daemon/connections.py).
 SIGTERM / SIGINT stop taking work, let in-flight vendor calls finish (bounded), and exit 0; vendor tasks
 keep running. SIGHUP re-reads the specs. uvicorn's own signal capture is switched off so that the daemon,
 not the web server, decides the order of shutdown.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -25,6 +27,16 @@ import uvicorn
 
 from reconciler import logs
 from reconciler.clock import SystemClock
+from reconciler.daemon.connections import (
+    FD_RESERVE,
+    READ_TIMEOUT,
+    AcceptErrors,
+    HttpLimits,
+    SheddingListener,
+    default_max_connections,
+    descriptor_limit,
+    guarded_protocol,
+)
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
@@ -55,9 +67,11 @@ def run_daemon(
     log_level: str | None = "info",
     max_prune: float = MAX_PRUNE_PERCENT,
     prune_grace: float = PRUNE_GRACE,
+    read_timeout: float = READ_TIMEOUT,
+    max_connections: int | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
-    caller's logging set-up."""
+    caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit."""
     if log_level is not None:
         logs.configure(log_level)
     try:
@@ -74,9 +88,41 @@ def run_daemon(
     if prune_grace < 0:
         log.error("bad option", error=f"--prune-grace must not be negative, got {prune_grace:g}")
         return EXIT_ERROR
+    if read_timeout <= 0:
+        log.error("bad option", error=f"--read-timeout must be positive, got {read_timeout:g}")
+        return EXIT_ERROR
+    if max_connections is not None and max_connections < 1:
+        log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
+        return EXIT_ERROR
+    limits = _http_limits(read_timeout, max_connections)
     return asyncio.run(
-        _main(paths or ["specs"], host, port, resync, prune, state_url, max_prune=max_prune, prune_grace=prune_grace)
+        _main(
+            paths or ["specs"],
+            host,
+            port,
+            resync,
+            prune,
+            state_url,
+            max_prune=max_prune,
+            prune_grace=prune_grace,
+            limits=limits,
+        )
     )
+
+
+def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
+    """The cap asked for, or one below the descriptor limit; a cap above it is kept but warned about."""
+    nofile = descriptor_limit()
+    if max_connections is None:
+        return HttpLimits(read_timeout, default_max_connections(nofile))
+    if nofile is not None and max_connections > nofile - FD_RESERVE:
+        log.warning(
+            "--max-connections is above the file-descriptor limit less a reserve: accepts may fail",
+            max_connections=max_connections,
+            descriptor_limit=nofile,
+            reserve=FD_RESERVE,
+        )
+    return HttpLimits(read_timeout, max_connections)
 
 
 async def _main(
@@ -89,14 +135,28 @@ async def _main(
     *,
     max_prune: float,
     prune_grace: float,
+    limits: HttpLimits,
 ) -> int:
+    clock = SystemClock()
+    errors = AcceptErrors(clock)
     try:
         sock = bind(host, port)  # before the state lock: a taken port fails at once, holding nothing
     except OSError as exc:
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
-    with sock:
-        return await _serve(paths, sock, resync, prune, state_url, max_prune=max_prune, prune_grace=prune_grace)
+    with SheddingListener.adopt(sock, errors) as listener:
+        return await _serve(
+            paths,
+            listener,
+            resync,
+            prune,
+            state_url,
+            max_prune=max_prune,
+            prune_grace=prune_grace,
+            limits=limits,
+            clock=clock,
+            errors=errors,
+        )
 
 
 async def _serve(
@@ -108,6 +168,9 @@ async def _serve(
     *,
     max_prune: float,
     prune_grace: float,
+    limits: HttpLimits,
+    clock: SystemClock,
+    errors: AcceptErrors,
 ) -> int:
     try:
         store = open_state(state_url)
@@ -117,7 +180,7 @@ async def _serve(
     daemon = Daemon(
         paths,
         store,
-        SystemClock(),
+        clock,
         resync=resync,
         prune=prune,
         watch_debounce_ms=DEBOUNCE_MS,
@@ -143,6 +206,8 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
     config = uvicorn.Config(
         daemon.asgi_app,
+        http=guarded_protocol(limits, clock),
+        timeout_keep_alive=math.ceil(limits.read_timeout),  # the protocol's read timeout closes it first
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -153,14 +218,14 @@ async def _serve(
 
     def serve() -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(_serve_http(server, sock, errors))
         finally:
             loop.call_soon_threadsafe(served.set)
 
     thread = threading.Thread(target=serve, name="capctl-http", daemon=True)
     thread.start()
     serving = asyncio.create_task(served.wait())
-    log.info("listening", url=url_of(sock))
+    log.info("listening", url=url_of(sock), max_connections=limits.max_connections, read_timeout=limits.read_timeout)
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
     try:
@@ -179,3 +244,9 @@ async def _serve(
         await asyncio.to_thread(thread.join)
         store.close()
     return code
+
+
+async def _serve_http(server: uvicorn.Server, sock: socket.socket, errors: AcceptErrors) -> None:
+    """uvicorn on the HTTP thread's own event loop, which is where accepts fail and are reported."""
+    errors.install(asyncio.get_running_loop())
+    await server.serve(sockets=[sock])

@@ -9,6 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.clock import FakeClock
+from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
+from reconciler.daemon.connections import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, Throttle, default_max_connections
+from reconciler.daemon.http import parse_sync_body
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.providers.zego_signing import callback_signature
 from reconciler.spec import SpecErrors, load_spec_set
@@ -133,6 +137,45 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         answer = await http.post("/callbacks/volcengine", json=bad_data)
         assert answer.status_code == 400 and "EventData is not JSON" in answer.json()["reason"]
         assert (await http.post("/callbacks/other", json={})).status_code == 404
+        # A signed callback whose EventData nests past the limit: parseable, but refused before anything walks it.
+        deep = volc_body(harness, event_id="y") | {"EventData": "[" * 33 + "]" * 33}
+        deep["Signature"] = sign_callback(deep, VOLC_SECRET)
+        answer = await http.post("/callbacks/volcengine", json=deep)
+        assert answer.status_code == 400
+        assert answer.json()["reason"] == (
+            "malformed callback: EventData is not JSON (malformed JSON: nested deeper than 32 levels)"
+        )
+
+
+def test_json_nesting_limit() -> None:
+    assert load_json(b'{"a": [[{"b": 1}]], "c": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}')["a"] == [[{"b": 1}]]
+    nested = {"k": 0}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = {"k": nested}
+    assert load_json(json.dumps(nested)) == nested  # exactly at the limit
+    for too_deep in (json.dumps([nested]), "[" * 100_000, '{"a": ' * 100_000):
+        with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+            load_json(too_deep)
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        parse_sync_body(b'{"keys": ' + b"[" * 40 + b"]" * 40 + b"}")
+
+
+def test_throttle_lets_one_through_per_interval_and_counts_the_rest() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock, interval=60)
+    assert throttle.allow() == 0
+    assert [throttle.allow() for _ in range(1000)] == [None] * 1000
+    clock.advance(59.9)
+    assert throttle.allow() is None
+    clock.advance(0.1)
+    assert throttle.allow() == 1001  # the next line says how many were held back
+
+
+def test_default_connection_cap_stays_below_the_descriptor_limit() -> None:
+    assert default_max_connections(None) == DEFAULT_MAX_CONNECTIONS == 1024
+    assert default_max_connections(1_048_576) == 1024
+    assert default_max_connections(1024) == 1024 - FD_RESERVE
+    assert default_max_connections(64) == 16  # a floor: the daemon stays reachable
 
 
 async def test_probes_and_metrics(harness: Harness) -> None:
