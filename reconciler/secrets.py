@@ -1,11 +1,11 @@
 """Secret values that cannot be printed, logged, serialised or stored by accident.
 
 A resolved secret reference becomes a `Secret`. Its `repr`, `str` and JSON form are the fingerprint
-`hmac:` + 12 hex chars, so a reviewer sees that a key changed without seeing the key. Only a provider,
-at the moment it signs or builds a request body, calls `reveal()`.
+`sha256:` + 12 hex chars (the contract's format), so a reviewer sees that a key changed without seeing the
+key. Only a provider, at the moment it signs or builds a request body, calls `reveal()`.
 
 Why keyed: a plain `sha256(secret)` prefix lets anyone holding a plan (the example workflow posts plans to
-pull requests) confirm a guessed weak secret offline. The fingerprint is an HMAC-SHA256 under a random key
+pull requests) confirm a guessed weak secret offline. The 12 hex chars are of an HMAC-SHA256 under a random key
 kept in the state store (`fingerprint_key`), so fingerprints are stable within one state (a rotation shows
 in plans) and useless for guessing without the state. Where no state is at hand (`capctl validate`, the
 simulator's request log) a random key per process is used: fingerprints then differ from run to run.
@@ -22,7 +22,7 @@ import re
 import secrets as _random
 from typing import Any, Final
 
-FINGERPRINT_PREFIX: Final = "hmac:"
+FINGERPRINT_PREFIX: Final = "sha256:"  # the contract's format; the digest is keyed (HMAC-SHA256)
 # The key used where no state gives one: fingerprints of one run are comparable, never across runs.
 RUN_KEY: Final = _random.token_bytes(32)
 

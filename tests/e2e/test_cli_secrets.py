@@ -36,7 +36,7 @@ def test_secrets_never_leave_memory(work: Workdir) -> None:
 
     written = "\n".join(work.outputs) + (work.root / "plan.json").read_text()
     stored = b"".join(p.read_bytes() for p in work.root.glob("state.db*") if p.is_file())
-    assert "hmac:" in written  # the plan shows keyed fingerprints instead
+    assert "sha256:" in written  # the plan shows keyed fingerprints instead
     for secret in (CANARY_AK, CANARY_SK, *SIM_SECRETS):
         assert secret not in written, f"{secret!r} leaked into an output or the plan file"
         assert secret.encode() not in stored, f"{secret!r} leaked into the state store"
@@ -65,7 +65,7 @@ def test_a_referenced_value_in_an_ordinary_field_is_sent_but_never_shown(work: W
     work.capctl("state", "list", "-o", "json", env=env)
     work.capctl("state", "show", "RecordingJob/rec/class-1", env=env)
     assert _leaks(work, FOLDER) == []
-    assert "hmac:" in work.outputs[0]  # the plan shows the folder's fingerprint instead
+    assert "sha256:" in work.outputs[0]  # the plan shows the folder's fingerprint instead
     sent = [e for e in work.sim.requests() if FOLDER in json.dumps(e)]
     assert sent, "the vendor must still get the folder"
     # A new value is still a change: the hash covers it (keyed, so it reveals nothing).
@@ -88,7 +88,7 @@ def test_fingerprints_are_keyed_per_state(work: Workdir) -> None:
     work.apply()
     first, again = (work.capctl("state", "show", "RecordingJob/rec/class-1").stdout for _ in range(2))
     other = work.capctl("plan", "--format", "json", env={"CAPCTL_STATE": f"sqlite:///{work.root / 'other.db'}"}).stdout
-    fingerprints = [set(re.findall(r"hmac:[0-9a-f]{12}\b", text)) for text in (first, again, other)]
+    fingerprints = [set(re.findall(r"sha256:[0-9a-f]{12}\b", text)) for text in (first, again, other)]
     assert fingerprints[0] and fingerprints[0] == fingerprints[1]  # stable within one state: rotations show
     assert not fingerprints[0] & fingerprints[2]  # another state, another key
     assert all(plain not in text for text in work.outputs)

@@ -87,7 +87,7 @@ async def test_request_log_redacts_credentials(client: SimClient) -> None:
     for secret in ("AKID-SECRET-VALUE", "SK-SECRET-VALUE", "AK-LEAK", "SK-LEAK"):
         assert secret not in text
     entries = (await client.http.get("/_sim/requests?limit=2")).json()["requests"]
-    assert entries[0]["query"]["Signature"].startswith("hmac:")
+    assert entries[0]["query"]["Signature"].startswith("sha256:")
     assert entries[1]["body"]["StorageConfig"]["CustomConfig"]["Bucket"] == "b"
     assert [e["api"] for e in entries] == ["StartRecord", "StartSnapshot"]
 

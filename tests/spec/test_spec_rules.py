@@ -385,7 +385,7 @@ def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> N
 def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
     text = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: BIG}\nimage: {format: {env: BIG}}")
     errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
-    assert len(errors) == 2 and all("QQQQ" not in e and "hmac:" in e for e in errors), errors
+    assert len(errors) == 2 and all("QQQQ" not in e and "sha256:" in e for e in errors), errors
     assert max(len(e) for e in errors) < 300
 
 
@@ -421,4 +421,4 @@ def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
     task = spec_set.tasks["SnapshotJob/j/lobby"]
     assert task.labels == {"team": "media"} and task.provider == "volc"
     shown = redact_tree(task.request)
-    assert shown["AppId"] == task.request["AppId"] and shown["TaskId"].startswith("hmac:")
+    assert shown["AppId"] == task.request["AppId"] and shown["TaskId"].startswith("sha256:")
