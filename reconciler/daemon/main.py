@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import structlog
 import uvicorn
@@ -94,20 +95,29 @@ def run_daemon(
     if max_connections is not None and max_connections < 1:
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
-    limits = _http_limits(read_timeout, max_connections)
-    return asyncio.run(
-        _main(
-            paths or ["specs"],
-            host,
-            port,
-            resync,
-            prune,
-            state_url,
-            max_prune=max_prune,
-            prune_grace=prune_grace,
-            limits=limits,
-        )
+    options = _Options(
+        paths or ["specs"],
+        resync,
+        prune,
+        state_url,
+        max_prune,
+        prune_grace,
+        _http_limits(read_timeout, max_connections),
     )
+    return asyncio.run(_main(host, port, options))
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What the command line decided, handed from `run_daemon` down to the daemon and its HTTP side."""
+
+    paths: list[str]
+    resync: float
+    prune: bool
+    state_url: str | None
+    max_prune: float
+    prune_grace: float
+    limits: HttpLimits
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -125,18 +135,7 @@ def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits
     return HttpLimits(read_timeout, max_connections)
 
 
-async def _main(
-    paths: list[str],
-    host: str,
-    port: int,
-    resync: float,
-    prune: bool,
-    state_url: str | None,
-    *,
-    max_prune: float,
-    prune_grace: float,
-    limits: HttpLimits,
-) -> int:
+async def _main(host: str, port: int, options: _Options) -> int:
     clock = SystemClock()
     errors = AcceptErrors(clock)
     try:
@@ -145,49 +144,26 @@ async def _main(
         log.error("cannot listen", error=exc.strerror)
         return EXIT_ERROR
     with SheddingListener.adopt(sock, errors) as listener:
-        return await _serve(
-            paths,
-            listener,
-            resync,
-            prune,
-            state_url,
-            max_prune=max_prune,
-            prune_grace=prune_grace,
-            limits=limits,
-            clock=clock,
-            errors=errors,
-        )
+        return await _serve(listener, options, clock=clock, errors=errors)
 
 
-async def _serve(
-    paths: list[str],
-    sock: socket.socket,
-    resync: float,
-    prune: bool,
-    state_url: str | None,
-    *,
-    max_prune: float,
-    prune_grace: float,
-    limits: HttpLimits,
-    clock: SystemClock,
-    errors: AcceptErrors,
-) -> int:
+async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, errors: AcceptErrors) -> int:
     try:
-        store = open_state(state_url)
+        store = open_state(options.state_url)
     except StateError as exc:
         log.error("cannot open the state store", error=str(exc))
         return EXIT_ERROR
     daemon = Daemon(
-        paths,
+        options.paths,
         store,
         clock,
-        resync=resync,
-        prune=prune,
+        resync=options.resync,
+        prune=options.prune,
         watch_debounce_ms=DEBOUNCE_MS,
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
-        max_prune=max_prune,
-        prune_grace=prune_grace,
+        max_prune=options.max_prune,
+        prune_grace=options.prune_grace,
     )
     try:
         await daemon.start()
@@ -206,8 +182,8 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
     config = uvicorn.Config(
         daemon.asgi_app,
-        http=guarded_protocol(limits, clock),
-        timeout_keep_alive=math.ceil(limits.read_timeout),  # the protocol's read timeout closes it first
+        http=guarded_protocol(options.limits, clock),
+        timeout_keep_alive=math.ceil(options.limits.read_timeout),  # the protocol's read timeout closes it first
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -225,7 +201,12 @@ async def _serve(
     thread = threading.Thread(target=serve, name="capctl-http", daemon=True)
     thread.start()
     serving = asyncio.create_task(served.wait())
-    log.info("listening", url=url_of(sock), max_connections=limits.max_connections, read_timeout=limits.read_timeout)
+    log.info(
+        "listening",
+        url=url_of(sock),
+        max_connections=options.limits.max_connections,
+        read_timeout=options.limits.read_timeout,
+    )
     waiting = asyncio.create_task(stopping.wait())
     code = EXIT_OK
     try:
