@@ -20,7 +20,7 @@ from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
-from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.base import RESIGN_AFTER, ErrorKind, StartResult, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.secrets import Secret, reveal_tree
@@ -56,7 +56,6 @@ _STATES = {
     4: ObservedState.FAILED,
 }
 _MAX_TEXT = 200  # vendor text quoted in an error message is cut to this length
-RESIGN_AFTER = 5.0  # seconds a signed request may wait for its budget slot before it is signed again
 
 
 def classify_error(status: int, code: str) -> ErrorKind:
@@ -215,11 +214,7 @@ class VolcengineSnapshotProvider:
         self, api: str, priority: Priority, *, body: Any = None, query: Mapping[str, str] | None = None
     ) -> Any:
         """One signed, budgeted request; returns `Result` or raises VendorError. POST when there is a body.
-
-        The request is built and signed before its budget slot and sent the moment the slot is granted, so
-        the time from slot to arrival at the vendor (which counts arrivals) varies as little as it can; one
-        that waited longer than `RESIGN_AFTER` for its slot is signed again, never sent with a stale date.
-        """
+        Signed before its slot, sent as the slot is granted, signed again after a long wait (`RESIGN_AFTER`)."""
         budget = self._budget(api)
         request = self._signed_request(api, body, query)
         signed_at = self._clock.monotonic()

@@ -30,10 +30,9 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.base import RESIGN_AFTER, ErrorKind, VendorError
 from reconciler.providers.volcengine import (
     DEFAULT_RATE_LIMITS,
-    RESIGN_AFTER,
     VolcengineSnapshotProvider,
     classify_error,
     observed_from_snapshot_task,
