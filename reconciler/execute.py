@@ -175,8 +175,6 @@ class Executor:
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
-        # provider -> (its changes failed in a row without an answer, the first of those errors)
-        self._silent: dict[str, tuple[int, VendorError]] = {}
 
     async def apply(
         self,
@@ -194,6 +192,9 @@ class Executor:
         todo = deque(enumerate(c for c in changes if c.action is not Action.NOOP))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
         results: dict[int, ChangeResult] = {}
+        # Per apply (the daemon runs one change per apply): provider -> (its changes that failed in a row
+        # without an answer, the first of those errors).
+        silent: dict[str, tuple[int, VendorError]] = {}
         loop = asyncio.get_running_loop()
         cut = loop.create_task(interrupt.cutting.wait())
 
@@ -216,7 +217,7 @@ class Executor:
             while todo or running:
                 while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
                     index, change = todo.popleft()
-                    run = self._timed(change, desired.get(change.key), records.get(change.key))
+                    run = self._timed(change, desired.get(change.key), records.get(change.key), silent)
                     running[loop.create_task(run)] = (index, change)
                 if not running:
                     break
@@ -234,20 +235,33 @@ class Executor:
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
 
-    async def _timed(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
+    async def _timed(
+        self,
+        change: Change,
+        task: DesiredTask | None,
+        record: TaskRecord | None,
+        silent: dict[str, tuple[int, VendorError]],
+    ) -> ChangeResult:
         """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""
         holdup = Holdup()
         HOLDUP.set(holdup)
         began = self._clock.monotonic()
-        result = await self._run_one(change, task, record)
+        result = await self._run_one(change, task, record, silent)
         if result.ok:  # a failure's time is mostly backoff, not the vendor's latency
             self.window.observe(holdup, self._clock.monotonic() - began)
         return result
 
     # --- one change ---------------------------------------------------------------------------------
 
-    async def _run_one(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
-        streak, first = self._silent.get(change.provider, (0, None))
+    async def _run_one(
+        self,
+        change: Change,
+        task: DesiredTask | None,
+        record: TaskRecord | None,
+        silent: dict[str, tuple[int, VendorError]],
+    ) -> ChangeResult:
+        """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`)."""
+        streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
         try:
@@ -257,12 +271,12 @@ class Executor:
             # each would repeat 2,000 of them on stderr.
             log.info("change failed", key=change.key, action=change.action.value, error=str(exc))
             if exc.kind is ErrorKind.RETRYABLE:  # no answer after every retry (refused, timed out, 5xx)
-                streak, first = self._silent.get(change.provider, (0, exc))
-                self._silent[change.provider] = (streak + 1, first)
+                streak, first = silent.get(change.provider, (0, exc))
+                silent[change.provider] = (streak + 1, first)
             else:  # the vendor answered: it is reachable
-                self._silent.pop(change.provider, None)
+                silent.pop(change.provider, None)
             return ChangeResult(change.key, change.action, ok=False, error=str(exc))
-        self._silent.pop(change.provider, None)
+        silent.pop(change.provider, None)
         return ChangeResult(change.key, change.action, ok=True, note=note)
 
     def _not_attempted(

@@ -235,6 +235,16 @@ async def test_after_five_changes_in_a_row_got_no_answer_the_rest_of_the_provide
     assert records[running.key].last_error == skipped
 
 
+async def test_the_next_apply_tries_the_provider_again(store: StateStore) -> None:
+    changes, tasks = creates(8)
+    provider = DeadProvider()
+    run = sequential(store, provider)  # the daemon keeps one executor and applies one change at a time
+    await run.apply(changes, tasks, {})
+    records = store.load().records
+    result = await run.apply(changes[-1:], tasks, records)
+    assert provider.calls == GIVE_UP_AFTER + 1 and not result.results[0].not_attempted
+
+
 async def test_an_answer_in_between_keeps_the_provider_tried(store: StateStore) -> None:
     changes, tasks = creates(12)
     provider = DeadProvider(answer_every=GIVE_UP_AFTER)  # a terminal answer breaks each row of no-answers
