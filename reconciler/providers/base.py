@@ -14,11 +14,6 @@ from typing import Protocol
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
 
-# Requests are built and signed before their budget slot and sent as it is granted (the vendor counts
-# arrivals: the less happens between slot and send, the less jitter eats of the budget's headroom). One that
-# waited longer than this for its slot is signed again, so no request leaves with a stale timestamp.
-RESIGN_AFTER = 5.0
-
 
 class ErrorKind(enum.StrEnum):
     THROTTLED = "throttled"  # rate limited by the vendor: slow down, retry

@@ -20,7 +20,7 @@ from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
-from reconciler.providers.base import RESIGN_AFTER, ErrorKind, StartResult, VendorError
+from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.secrets import Secret, reveal_tree
@@ -213,24 +213,8 @@ class VolcengineSnapshotProvider:
     async def _call(
         self, api: str, priority: Priority, *, body: Any = None, query: Mapping[str, str] | None = None
     ) -> Any:
-        """One signed, budgeted request; returns `Result` or raises VendorError. POST when there is a body.
-        Signed before its slot, sent as the slot is granted, signed again after a long wait (`RESIGN_AFTER`)."""
-        budget = self._budget(api)
-        request = self._signed_request(api, body, query)
-        signed_at = self._clock.monotonic()
-        await budget.take(priority)
-        if self._clock.monotonic() - signed_at > RESIGN_AFTER:
-            request = self._signed_request(api, body, query)
-        try:
-            response = await self._http.send(request)
-        except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
-            raise transport_error(exc, self._base_url, api=api).named(self.name, self._config.type) from None
-        try:
-            return self._result(api, response, [self._access_key, self._secret_key, *_secret_leaves(body)])
-        except VendorError as exc:
-            raise exc.named(self.name, self._config.type) from None
-
-    def _signed_request(self, api: str, body: Any, query: Mapping[str, str] | None) -> httpx.Request:
+        """One signed, budgeted request; returns `Result` or raises VendorError. POST when there is a body."""
+        await self._budget(api).take(priority)
         params = {"Action": api, "Version": VERSION, **(query or {})}
         url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
         method = "GET" if body is None else "POST"
@@ -249,7 +233,15 @@ class VolcengineSnapshotProvider:
             service=SERVICE,
             now=datetime.fromtimestamp(self._clock.now(), UTC),
         )
-        return self._http.build_request(method, url, content=content, headers=headers)
+        secrets = [self._access_key, self._secret_key, *_secret_leaves(body)]
+        try:
+            response = await self._http.request(method, url, content=content, headers=headers)
+        except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
+            raise transport_error(exc, self._base_url, api=api).named(self.name, self._config.type) from None
+        try:
+            return self._result(api, response, secrets)
+        except VendorError as exc:
+            raise exc.named(self.name, self._config.type) from None
 
     def _result(self, api: str, response: httpx.Response, secrets: list[Secret]) -> Any:
         status = response.status_code

@@ -21,7 +21,7 @@ from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import Observed, ObservedState, ProviderConfig
-from reconciler.providers.base import RESIGN_AFTER, ErrorKind, VendorError
+from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.secrets import Secret
@@ -158,21 +158,19 @@ class ZegoClient:
         """One request through the budget of `api`; returns the answer when its code is 0.
 
         `signed` calls are Action API calls: the query is `Action=api`, `params`, then the Signature 2.0
-        parameters, made before the budget slot (the request leaves as the slot is granted) and made again
-        when the wait for it exceeded `RESIGN_AFTER`, so a long wait never sends a stale timestamp. Legacy
-        calls carry their credentials in the body instead. `not_found` codes become NOT_FOUND for this call;
-        an AUTH error names `credential` (never its value).
+        parameters, made after the budget slot is granted so a long wait never sends a stale timestamp.
+        Legacy calls carry their credentials in the body instead. `not_found` codes become NOT_FOUND for
+        this call; an AUTH error names `credential` (never its value).
         """
         budget = self.budget(api)
-        fixed = list(params)
-        request = self._request(api, method, url, fixed, body, signed)
-        built = self._clock.monotonic()
         await budget.take(priority)
-        if signed and self._clock.monotonic() - built > RESIGN_AFTER:
-            request = self._request(api, method, url, fixed, body, signed)
+        query: list[tuple[str, Any]] = list(params)
+        if signed:
+            signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
+            query = [("Action", api), *query, *signature.items()]
         name, kind = self.config.name, self.config.type
         try:
-            response = await self._http.send(request)
+            response = await self._http.request(method, url, params=query, json=body)
         except httpx.RequestError as exc:
             raise transport_error(exc, url, api=api).named(name, kind) from None
         known_secrets = [self.server_secret, *secret_values(self.config.access_token), *secrets]
@@ -180,15 +178,6 @@ class ZegoClient:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
         except VendorError as exc:
             raise exc.named(name, kind) from None
-
-    def _request(
-        self, api: str, method: str, url: str, params: list[tuple[str, str]], body: Any, signed: bool
-    ) -> httpx.Request:
-        query: list[tuple[str, Any]] = params
-        if signed:
-            signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
-            query = [("Action", api), *params, *signature.items()]
-        return self._http.build_request(method, url, params=query, json=body)
 
     def _judge(
         self,

@@ -30,7 +30,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.providers.base import RESIGN_AFTER, ErrorKind, VendorError
+from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.volcengine import (
     DEFAULT_RATE_LIMITS,
     VolcengineSnapshotProvider,
@@ -553,33 +553,6 @@ async def test_calls_wait_for_their_budget_slot(h: Harness) -> None:
     h.clock.advance(interval * 0.2)  # past the slot
     await asyncio.wait_for(second, 10)
     assert len(h.vendor.requests) == 2
-
-
-async def second_start_date(make: Callable[..., Harness], rate: float) -> tuple[str, float]:
-    """The X-Date of a start that waited one budget interval for its slot, and that interval."""
-    h = make(rate_limits={"StartSnapshot": rate})
-    await h.provider.start(desired(), None)  # takes the first slot at once
-    second = asyncio.create_task(h.provider.start(desired(), None))
-    for _ in range(10):
-        await asyncio.sleep(0)
-    interval = h.budgets.all()[("volcengine:app1", "StartSnapshot")].interval
-    h.clock.advance(interval)
-    await asyncio.wait_for(second, 10)
-    return h.vendor.requests[1].headers["x-date"], interval
-
-
-async def test_a_request_is_signed_before_its_slot_so_it_leaves_as_the_slot_is_granted(
-    make: Callable[..., Harness],
-) -> None:
-    date, waited = await second_start_date(make, rate=0.5)
-    assert 2 < waited < RESIGN_AFTER
-    assert date == "20240102T030405Z"  # signed before the wait, not after it (…07Z)
-
-
-async def test_a_request_that_waited_long_for_its_slot_is_signed_again(make: Callable[..., Harness]) -> None:
-    date, waited = await second_start_date(make, rate=0.1)
-    assert waited > RESIGN_AFTER
-    assert date == "20240102T030415Z"  # the date it was sent, not the one it was first signed with
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from reconciler.model import (
     ProviderConfig,
     TaskRecord,
 )
-from reconciler.providers.base import RESIGN_AFTER, ErrorKind, VendorError
+from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.zego import (
     DEFAULT_RATE_LIMITS,
     ZegoLegacyRecordProvider,
@@ -727,18 +727,3 @@ async def test_thumbnail_stop_and_observe_make_no_call() -> None:
     observed = await rig.provider.observe(rec)
     assert observed.state is ObservedState.UNKNOWN
     assert rig.vendor.requests == []
-
-
-@pytest.mark.parametrize(("rate", "resigned"), [(0.5, False), (0.1, True)])
-async def test_a_request_is_signed_before_its_slot_and_again_only_after_a_long_wait(
-    rate: float, resigned: bool
-) -> None:
-    rig = Rig(ZegoRecordProvider, rate_limits={"DescribeRecordStatus": rate})
-    rig.vendor.script("/base/", {**OK, "Data": {"Status": 2}})
-    await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))  # the first slot, at once
-    await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))  # waits one interval
-    waited = rig.vendor.times[1] - rig.vendor.times[0]
-    assert (waited > RESIGN_AFTER) is resigned
-    stamp = dict(query(rig.vendor.requests[1]))["Timestamp"]
-    # Sent as the slot was granted with the signature made before the wait, unless that wait was long.
-    assert stamp == str(int(START + waited) if resigned else int(START))
