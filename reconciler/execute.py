@@ -8,6 +8,9 @@ it happens (the intent before a non-idempotent start, the vendor id right after)
 already done. A terminal error is recorded on its task; the rest of the plan goes on. An `Interrupt`
 (Ctrl-C) first starts nothing new and lets the changes in flight finish, then, pressed again, cuts them
 short; either way the result says what was done, what was cut short and how many were never started.
+Once `GIVE_UP_AFTER` changes of one provider in a row got no answer at all (after their retries), the rest
+of that provider's changes are not attempted, each recorded on its task: a dead endpoint costs one round
+of retries, not one per change.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class ChangeResult:
     error: str | None = None
     note: str | None = None
     cut_short: bool = False  # interrupted while its vendor call was in flight
+    not_attempted: bool = False  # left out: its provider had stopped answering (counted as failed)
 
 
 CUT_SHORT = "interrupted while its vendor call was in flight: its intent is recorded, the next apply resolves it"
@@ -88,10 +92,12 @@ class ApplyResult:
             "delete": "deleted",
         }
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
+        skipped = sum(1 for r in self.results if r.not_attempted)
+        failed = f"{len(self.failed)} failed" + (f" ({skipped} of them not attempted)" if skipped else "")
         if not self.interrupted:
-            return f"Apply complete: {', '.join(parts)}, {len(self.failed)} failed."
+            return f"Apply complete: {', '.join(parts)}, {failed}."
         return (
-            f"Apply interrupted: {', '.join(parts)}, {len(self.failed)} failed, "
+            f"Apply interrupted: {', '.join(parts)}, {failed}, "
             f"{len(self.cut_short)} cut short in flight, {self.not_started} not started."
         )
 
@@ -186,6 +192,9 @@ class Executor:
         todo = deque(enumerate(c for c in changes if c.action is not Action.NOOP))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
         results: dict[int, ChangeResult] = {}
+        # Per apply (the daemon runs one change per apply): provider -> (its changes that failed in a row
+        # without an answer, the first of those errors).
+        silent: dict[str, tuple[int, VendorError]] = {}
         loop = asyncio.get_running_loop()
         cut = loop.create_task(interrupt.cutting.wait())
 
@@ -208,7 +217,7 @@ class Executor:
             while todo or running:
                 while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
                     index, change = todo.popleft()
-                    run = self._timed(change, desired.get(change.key), records.get(change.key))
+                    run = self._timed(change, desired.get(change.key), records.get(change.key), silent)
                     running[loop.create_task(run)] = (index, change)
                 if not running:
                     break
@@ -226,27 +235,63 @@ class Executor:
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
 
-    async def _timed(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
+    async def _timed(
+        self,
+        change: Change,
+        task: DesiredTask | None,
+        record: TaskRecord | None,
+        silent: dict[str, tuple[int, VendorError]],
+    ) -> ChangeResult:
         """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""
         holdup = Holdup()
         HOLDUP.set(holdup)
         began = self._clock.monotonic()
-        result = await self._run_one(change, task, record)
+        result = await self._run_one(change, task, record, silent)
         if result.ok:  # a failure's time is mostly backoff, not the vendor's latency
             self.window.observe(holdup, self._clock.monotonic() - began)
         return result
 
     # --- one change ---------------------------------------------------------------------------------
 
-    async def _run_one(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> ChangeResult:
+    async def _run_one(
+        self,
+        change: Change,
+        task: DesiredTask | None,
+        record: TaskRecord | None,
+        silent: dict[str, tuple[int, VendorError]],
+    ) -> ChangeResult:
+        """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`)."""
+        streak, first = silent.get(change.provider, (0, None))
+        if first is not None and streak >= GIVE_UP_AFTER:
+            return self._not_attempted(change, task, record, first)
         try:
             note = await self._dispatch(change, task, record)
         except VendorError as exc:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
             log.info("change failed", key=change.key, action=change.action.value, error=str(exc))
+            if exc.kind is ErrorKind.RETRYABLE:  # no answer after every retry (refused, timed out, 5xx)
+                streak, first = silent.get(change.provider, (0, exc))
+                silent[change.provider] = (streak + 1, first)
+            else:  # the vendor answered: it is reachable
+                silent.pop(change.provider, None)
             return ChangeResult(change.key, change.action, ok=False, error=str(exc))
+        silent.pop(change.provider, None)
         return ChangeResult(change.key, change.action, ok=True, note=note)
+
+    def _not_attempted(
+        self, change: Change, task: DesiredTask | None, record: TaskRecord | None, first: VendorError
+    ) -> ChangeResult:
+        """Record on the task why its change was left out (a new task gets a failed record, as a failed
+        create has), and report it as failed."""
+        who = f"{first.provider} ({first.provider_type})" if first.provider else change.provider
+        error = f"not attempted: {who} did not answer: {str(first).removeprefix(who + ': ')}"
+        if record is not None:
+            self._store.put(transitions.not_attempted(record, error))
+        elif task is not None:
+            now = self._clock.now()
+            self._store.put(transitions.failed(transitions.intent(task, None, now, reissue=False), error, now))
+        return ChangeResult(change.key, change.action, ok=False, error=error, not_attempted=True)
 
     async def _dispatch(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> str | None:
         action = change.action
@@ -358,8 +403,9 @@ def needs_observation(record: TaskRecord) -> bool:
     )
 
 
-# After this many tasks of one provider in a row failed their status query (retries included), the rest of
-# that provider's tasks are not tried: a vendor outage then costs one round of retries, not one per task.
+# After this many tasks of one provider in a row failed their status query, or changes of one provider in a
+# row got no answer (retries included), the rest of that provider's are not tried: a vendor outage then costs
+# one round of retries, not one per task.
 GIVE_UP_AFTER = 5
 
 

@@ -161,6 +161,12 @@ def action_failed(record: TaskRecord, action: str, error: str, now: float) -> Ta
     return record.evolve(last_error=f"{action} failed: {error}", observed_at=now)
 
 
+def not_attempted(record: TaskRecord, error: str) -> TaskRecord:
+    """A change left out because its provider stopped answering: the reason is recorded, nothing else
+    changes (no call was made, nothing was observed)."""
+    return record.evolve(last_error=error)
+
+
 def removed(record: TaskRecord, now: float) -> TaskRecord:
     """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay."""
     stopped_now = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and record.family is not (

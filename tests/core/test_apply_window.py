@@ -15,6 +15,7 @@ import pytest
 from reconciler.budget import HOLDUP, Holdup, RateBudget
 from reconciler.clock import FakeClock
 from reconciler.execute import (
+    GIVE_UP_AFTER,
     INITIAL_WINDOW,
     MAX_WINDOW,
     MIN_WINDOW,
@@ -28,7 +29,7 @@ from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.retry import RetryPolicy, RetryReport
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
-from tests.core.factories import desired
+from tests.core.factories import desired, record_for
 
 
 def holdup(budget: str, rate: float, waited: float = 0.0) -> Holdup:
@@ -178,3 +179,74 @@ def test_retry_progress_is_one_line_per_provider_then_one_every_few_seconds() ->
     clock.advance(5.0)
     report(down, 3, 2.0)
     assert lines[-1].endswith("retrying (attempt 4/6, next in 2.0 s); 1999 other retries since the last line")
+
+
+class DeadProvider:
+    """A vendor that never answers starts or stops (`silent`), or answers some with a terminal error."""
+
+    name = "volc"
+    family = ApiFamily.VOLC_SNAPSHOT
+
+    def __init__(self, answer_every: int = 0) -> None:
+        self.calls = 0
+        self.answer_every = answer_every
+
+    def _fail(self) -> None:
+        self.calls += 1
+        if self.answer_every and self.calls % self.answer_every == 0:
+            raise VendorError(ErrorKind.TERMINAL, "InvalidParameter", "bad room", api="StartSnapshot")
+        down = VendorError(ErrorKind.RETRYABLE, "", "cannot connect to http://h:9 (connection refused)", api="X")
+        raise down.named("volc", "volcengine")
+
+    async def start(self, task: DesiredTask, client_task_id: str | None, **_: object) -> StartResult:
+        self._fail()
+        raise AssertionError("unreachable")
+
+    async def stop(self, record: TaskRecord) -> None:
+        self._fail()
+
+
+def sequential(store: StateStore, provider: DeadProvider) -> Executor:
+    return Executor(
+        store,
+        lambda _n, _f: provider,  # type: ignore[arg-type,return-value]
+        FakeClock(),
+        parallelism=1,
+        retry=RetryPolicy(max_attempts=1),
+    )
+
+
+async def test_after_five_changes_in_a_row_got_no_answer_the_rest_of_the_provider_is_not_attempted(
+    store: StateStore,
+) -> None:
+    changes, tasks = creates(8)
+    running = record_for(desired("old", job="gone"))
+    store.put(running)
+    delete = Change(running.key, Action.DELETE, "removed", "volc", ApiFamily.VOLC_SNAPSHOT)
+    provider = DeadProvider()
+    result = await sequential(store, provider).apply((*changes, delete), tasks, {running.key: running})
+    assert provider.calls == GIVE_UP_AFTER
+    skipped = "not attempted: volc (volcengine) did not answer: X: cannot connect to http://h:9 (connection refused)"
+    assert [r.error for r in result.results[GIVE_UP_AFTER:]] == [skipped] * 4
+    assert result.summary().endswith("9 failed (4 of them not attempted).")
+    records = store.load().records
+    assert [records[k].status for k in tasks] == [TaskStatus.FAILED] * 8  # each new task has its record
+    assert records[running.key].status is TaskStatus.RUNNING  # its stop was not attempted: it still runs
+    assert records[running.key].last_error == skipped
+
+
+async def test_the_next_apply_tries_the_provider_again(store: StateStore) -> None:
+    changes, tasks = creates(8)
+    provider = DeadProvider()
+    run = sequential(store, provider)  # the daemon keeps one executor and applies one change at a time
+    await run.apply(changes, tasks, {})
+    records = store.load().records
+    result = await run.apply(changes[-1:], tasks, records)
+    assert provider.calls == GIVE_UP_AFTER + 1 and not result.results[0].not_attempted
+
+
+async def test_an_answer_in_between_keeps_the_provider_tried(store: StateStore) -> None:
+    changes, tasks = creates(12)
+    provider = DeadProvider(answer_every=GIVE_UP_AFTER)  # a terminal answer breaks each row of no-answers
+    result = await sequential(store, provider).apply(changes, tasks, {})
+    assert provider.calls == 12 and not any(r.not_attempted for r in result.results)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from reconciler.execute import GIVE_UP_AFTER
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
 
@@ -42,16 +43,43 @@ def test_an_unreachable_endpoint_is_named_with_its_provider_and_retries_show_pro
     work.write("jobs.yaml", snapshot_job("audit", ROOMS))
     applied = work.apply(expect=1)
     where = f"cannot connect to http://127.0.0.1:{port} (connection refused)"
-    for room in ROOMS:  # CAPCTL_MAX_ATTEMPTS=3 in the test environment
-        assert f"✗ SnapshotJob/audit/{room} (create): volc (volcengine): StartSnapshot: {where} after 3 tries" in (
-            applied.stdout
-        )
+    tried = f"volc (volcengine): StartSnapshot: {where} after 3 tries"  # CAPCTL_MAX_ATTEMPTS=3 in the tests
+    skipped = f"not attempted: volc (volcengine) did not answer: StartSnapshot: {where} after 3 tries"
+    for room in ROOMS:  # those started before the provider was given up on were tried, the rest not
+        line = f"✗ SnapshotJob/audit/{room} (create): "
+        assert line + tried in applied.stdout or line + skipped in applied.stdout
     lines = progress_lines(applied.stderr)
     assert lines[0].startswith(f"volc: StartSnapshot: {where}; retrying (attempt 2/3, next in ")
     assert len(lines) < len(ROOMS)  # 60 retries, rate-limited to a line per provider every few seconds
     assert len(applied.stderr.splitlines()) < len(ROOMS)  # nor a log line per failure: stdout lists them
-    assert "Apply complete: 0 created" in applied.stdout and "30 failed." in applied.stdout
+    assert "Apply complete: 0 created" in applied.stdout and "30 failed (" in applied.stdout
     assert_no_secret(work)
+
+
+def test_apply_gives_up_on_a_provider_after_five_changes_in_a_row_got_no_answer(work: Workdir) -> None:
+    port = closed_port()
+    work.write("providers.yaml", providers(f"http://127.0.0.1:{port}"))
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS))
+    applied = work.apply("--parallelism", "2", expect=1)
+    where = f"cannot connect to http://127.0.0.1:{port} (connection refused) after 3 tries"
+    tried = [
+        line
+        for line in applied.stdout.splitlines()
+        if line.endswith(f"(create): volc (volcengine): StartSnapshot: {where}")
+    ]
+    skipped = f"not attempted: volc (volcengine) did not answer: StartSnapshot: {where}"
+    # Five failed in a row, plus the one that may still be in flight beside the fifth (two at a time): five
+    # or six rounds of retries, not thirty.
+    assert GIVE_UP_AFTER <= len(tried) <= GIVE_UP_AFTER + 1
+    summary = "Apply complete: 0 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 30 failed"
+    assert f"{summary} ({30 - len(tried)} of them not attempted)." in applied.stdout
+    tasks = state_tasks(work)
+    assert len(tasks) == len(ROOMS)  # every task's record says why it is not running
+    assert sum(t["last_error"] == skipped for t in tasks.values()) == len(ROOMS) - len(tried)
+    assert all(t["status"] == "failed" and where in t["last_error"] for t in tasks.values())
+    # The vendor is back: the next apply starts every task.
+    work.write("providers.yaml", providers(work.sim.base))
+    assert "Apply complete: 30 created" in work.apply().stdout
 
 
 def test_a_slow_refresh_reports_progress_on_stderr_and_keeps_json_on_stdout_clean(work: Workdir) -> None:

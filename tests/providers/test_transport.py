@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 
+import httpcore._synchronization
 import httpx
 import pytest
 
+from reconciler.budget import BudgetRegistry
+from reconciler.clock import FakeClock
+from reconciler.providers import ProviderPool
 from reconciler.providers.base import ErrorKind
 from reconciler.providers.transport import endpoint_origin, transport_error
 
@@ -46,3 +52,14 @@ async def test_a_closed_loopback_port_reads_connection_refused() -> None:
 def test_the_exception_text_is_never_quoted() -> None:
     error = transport_error(httpx.ReadError("secret-in-text"), "https://rtc.example", api="GetSnapshotTask")
     assert "secret-in-text" not in str(error) and "ReadError" in str(error)
+
+
+def test_a_provider_pool_records_that_sniffio_is_missing_so_httpcore_stops_searching_for_it() -> None:
+    if importlib.util.find_spec("sniffio") is not None and sys.modules.get("sniffio") is not None:
+        pytest.skip("sniffio is installed: nothing to record")
+    sys.modules.pop("sniffio", None)
+    async_library = httpcore._synchronization.current_async_library
+    assert async_library() == "asyncio"
+    assert "sniffio" not in sys.modules  # each request's `import sniffio` searched sys.path again
+    ProviderPool({}, budgets=BudgetRegistry(FakeClock()), clock=FakeClock(), http=httpx.AsyncClient())
+    assert sys.modules["sniffio"] is None and async_library() == "asyncio"  # now it fails at once
