@@ -10,14 +10,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import sim_output
+from tests.servers import ServerOutput, daemon_output, sim_output
 from tests.specdocs import STORAGE, providers
 
 # Distinctive storage credentials: tests assert they never appear anywhere capctl writes.
@@ -133,6 +133,21 @@ class Workdir:
 
     def apply(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
         return self.capctl("apply", "--auto-approve", *args, expect=expect)
+
+    def run_daemon(
+        self, *args: str, preexec_fn: Callable[[], None] | None = None
+    ) -> tuple[subprocess.Popen[str], ServerOutput]:
+        """`capctl run --listen 127.0.0.1:0 ARGS` here, and its log (read by one thread; it says the URL)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *args],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec_fn,
+        )
+        return proc, daemon_output(proc)
 
 
 @pytest.fixture

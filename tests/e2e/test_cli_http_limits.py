@@ -13,8 +13,6 @@ import contextlib
 import json
 import resource
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -23,7 +21,7 @@ import httpx
 from reconciler.daemon.bodies import MAX_JSON_DEPTH
 from reconciler.daemon.http import MAX_CALLBACK_BYTES
 from tests.e2e.conftest import Workdir
-from tests.servers import ServerOutput, daemon_output
+from tests.servers import ServerOutput
 
 WAIT = 10.0  # seconds: the longest any answer or close is waited for
 
@@ -36,16 +34,7 @@ def daemon(work: Workdir, *args: str, nofile: int | None = None) -> Iterator[tup
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *args],
-        cwd=work.root,
-        env=work.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=limit_descriptors,
-    )
-    log = daemon_output(proc)
+    proc, log = work.run_daemon(*args, preexec_fn=limit_descriptors)
     try:
         yield log.url(), log
     finally:

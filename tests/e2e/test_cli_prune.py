@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,6 @@ import httpx
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
-from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 
 LOBBY, HALL = "SnapshotJob/audit/lobby", "SnapshotJob/extra/hall"
@@ -156,15 +154,7 @@ def test_failed_updates_and_deletes_are_recorded_on_their_task_until_a_success(w
 
 
 def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], Any, httpx.Client]:
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", "--resync", "1s", *args],
-        cwd=work.root,
-        env=work.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = daemon_output(daemon)
+    daemon, log = work.run_daemon("--resync", "1s", *args)
     return daemon, log, httpx.Client(base_url=log.url(), timeout=5)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -13,22 +12,14 @@ from reconciler.listen import bind, url_of
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
-from tests.servers import ServerOutput, daemon_output
+from tests.servers import ServerOutput
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
 
 def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], ServerOutput, httpx.Client]:
     """`capctl run --listen 127.0.0.1:0` in the work directory, once it answers /readyz with 200."""
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *args],
-        cwd=work.root,
-        env=work.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = daemon_output(daemon)
+    daemon, log = work.run_daemon(*args)
     http = httpx.Client(base_url=log.url(), timeout=5)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
