@@ -134,19 +134,30 @@ class Workdir:
     def apply(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
         return self.capctl("apply", "--auto-approve", *args, expect=expect)
 
+    def spawn(
+        self,
+        *args: str,
+        stdout: int = subprocess.PIPE,
+        stderr: int = subprocess.PIPE,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> subprocess.Popen[str]:
+        """`capctl ARGS` here as a background process (no stdin), for tests that signal it or read it live."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=self.root,
+            env=self.env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=preexec_fn,
+        )
+
     def run_daemon(
         self, *args: str, preexec_fn: Callable[[], None] | None = None
     ) -> tuple[subprocess.Popen[str], ServerOutput]:
         """`capctl run --listen 127.0.0.1:0 ARGS` here, and its log (read by one thread; it says the URL)."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "run", "--listen", "127.0.0.1:0", *args],
-            cwd=self.root,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=preexec_fn,
-        )
+        proc = self.spawn("run", "--listen", "127.0.0.1:0", *args, stdout=subprocess.DEVNULL, preexec_fn=preexec_fn)
         return proc, daemon_output(proc)
 
 

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from reconciler.execute import GIVE_UP_AFTER
@@ -113,15 +112,7 @@ def start_slow_apply(work: Workdir, rooms: list[str]) -> subprocess.Popen[str]:
     """An apply of `rooms` against a vendor answering in 300 ms, two at a time, once its first starts are seen."""
     work.write("jobs.yaml", snapshot_job("audit", rooms))
     work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
-        cwd=work.root,
-        env=work.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = work.spawn("apply", "--auto-approve", "--parallelism", "2")
     deadline = time.monotonic() + 60
     while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -193,12 +193,8 @@ def test_kill_9_halfway_then_second_apply_converges(work: Workdir) -> None:
     rooms = [f"r{i}" for i in range(12)]
     work.write("jobs.yaml", snapshot_job("audit", rooms))
     work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--parallelism", "2"],
-        cwd=work.root,
-        env=work.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = work.spawn(
+        "apply", "--auto-approve", "--parallelism", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 30
     while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline:
