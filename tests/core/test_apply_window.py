@@ -164,7 +164,8 @@ async def test_an_apply_that_runs_to_its_end_is_not_interrupted(store: StateStor
 
 
 def test_retry_progress_is_one_line_per_provider_then_one_every_few_seconds() -> None:
-    clock, lines = FakeClock(), []
+    clock = FakeClock()
+    lines: list[str] = []
     report = RetryReport(lines.append, clock, RetryPolicy(max_attempts=6), every=5.0)
     down = VendorError(ErrorKind.RETRYABLE, "", "cannot connect to http://h:9 (connection refused)", api="X")
     down.named("volc-prod", "volcengine")

@@ -9,7 +9,7 @@ import pytest
 from reconciler.clock import FakeClock
 
 
-async def test_tiny_sleeps_at_large_timestamps_wake_on_set_next_wakeup():
+async def test_tiny_sleeps_at_large_timestamps_wake_on_set_next_wakeup() -> None:
     clock = FakeClock(start=1_800_000_000.123)
     woke = []
 
@@ -29,7 +29,7 @@ async def test_tiny_sleeps_at_large_timestamps_wake_on_set_next_wakeup():
     assert woke == [0, 1, 2] and clock.next_wakeup() is None
 
 
-async def test_monotonic_keeps_small_steps():
+async def test_monotonic_keeps_small_steps() -> None:
     clock = FakeClock(start=1_800_000_000.0)
     clock.advance(1e-6)
     assert clock.monotonic() == pytest.approx(1e-6, abs=1e-12)

@@ -31,7 +31,9 @@ def records_of(provider: str, count: int) -> dict[str, TaskRecord]:
     return {t.key: record_for(t).evolve(provider=provider) for t in tasks}
 
 
-async def observe(providers: dict[str, FakeProvider], records: dict[str, TaskRecord], attempts: int = 1):
+async def observe(
+    providers: dict[str, FakeProvider], records: dict[str, TaskRecord], attempts: int = 1
+) -> dict[str, Observed]:
     def lookup(name: str, family: ApiFamily) -> FakeProvider:
         return providers[name]
 

@@ -6,7 +6,18 @@ import json
 
 import pytest
 
-from reconciler.model import Action, ApiFamily, JobKind, Observed, ObservedState, RestartPolicy, TaskStatus
+from reconciler.model import (
+    Action,
+    ApiFamily,
+    Change,
+    DesiredTask,
+    JobKind,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+)
 from reconciler.plan import (
     PlanError,
     PlanOptions,
@@ -22,27 +33,35 @@ from tests.core.factories import desired, record_for
 NOW = 1_800_000_000.0
 
 
-def one(task, record=None, obs=None, **opts):
+def one(
+    task: DesiredTask,
+    record: TaskRecord | None = None,
+    obs: Observed | None = None,
+    *,
+    refreshed: bool = True,
+    replace: tuple[str, ...] = (),
+) -> Change:
     records = {record.key: record} if record else {}
     observed = {task.key: obs} if obs else {}
-    plan = diff({task.key: task}, records, observed, options=PlanOptions(**opts), state_serial=3, now=NOW)
+    options = PlanOptions(refreshed=refreshed, replace=replace)
+    plan = diff({task.key: task}, records, observed, options=options, state_serial=3, now=NOW)
     [change] = plan.changes
     return change
 
 
-def test_new_task_is_created():
+def test_new_task_is_created() -> None:
     change = one(desired())
     assert (change.action, change.reason) == (Action.CREATE, "new task: not in state")
     assert change.after["ImageConfig"]["Interval"] == 5 and change.before is None
 
 
-def test_running_and_unchanged_is_noop():
+def test_running_and_unchanged_is_noop() -> None:
     task = desired()
     assert one(task, record_for(task), Observed(ObservedState.RUNNING)).action is Action.NOOP
     assert one(task, record_for(task)).reason == "running (as recorded)"
 
 
-def test_interval_change_updates_in_place_with_reason():
+def test_interval_change_updates_in_place_with_reason() -> None:
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old))
     assert change.action is Action.UPDATE
@@ -51,20 +70,20 @@ def test_interval_change_updates_in_place_with_reason():
     assert change.before_hash == old.spec_hash and change.after_hash == new.spec_hash
 
 
-def test_other_change_replaces_with_field_details():
+def test_other_change_replaces_with_field_details() -> None:
     old, new = desired(bucket="a"), desired(bucket="b")
     change = one(new, record_for(old))
     assert change.action is Action.REPLACE
     assert "StorageConfig.TosConfig.Bucket: a → b" in change.details
 
 
-def test_interval_change_on_stopped_task_replaces():
+def test_interval_change_on_stopped_task_replaces() -> None:
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
     assert change.action is Action.REPLACE and "not running" in change.reason
 
 
-def test_vendor_idle_stop_is_reissued_with_reason_and_time():
+def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
     task = desired()
     obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)
     change = one(task, record_for(task), obs)
@@ -72,13 +91,13 @@ def test_vendor_idle_stop_is_reissued_with_reason_and_time():
     assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
 
 
-def test_rollover_reason():
+def test_rollover_reason() -> None:
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
     obs = Observed(ObservedState.STOPPED, reason="max duration (ZEGO quit_reason 4)", rollover=True)
     assert one(task, record_for(task), obs).reason == "vendor stopped it (rollover): max duration (ZEGO quit_reason 4)"
 
 
-def test_not_found_is_reissued():
+def test_not_found_is_reissued() -> None:
     task = desired()
     change = one(task, record_for(task), Observed(ObservedState.NOT_FOUND))
     assert (
@@ -87,26 +106,26 @@ def test_not_found_is_reissued():
     )
 
 
-def test_unknown_observation_changes_nothing():
+def test_unknown_observation_changes_nothing() -> None:
     task = desired()
     change = one(task, record_for(task), Observed(ObservedState.UNKNOWN, detail="timeout"))
     assert change.action is Action.NOOP and "could not observe" in change.reason
 
 
-def test_restart_policy_never_is_not_reissued():
+def test_restart_policy_never_is_not_reissued() -> None:
     task = desired(restart=RestartPolicy.NEVER)
     change = one(task, record_for(task), Observed(ObservedState.STOPPED, reason="IdleTimeOut"))
     assert change.action is Action.NOOP and "restartPolicy Never" in change.reason
 
 
-def test_recorded_stop_is_reissued_without_refresh():
+def test_recorded_stop_is_reissued_without_refresh() -> None:
     task = desired()
     rec = record_for(task, TaskStatus.STOPPED, stop_reason="IdleTimeOut", stopped_at=NOW)
     change = one(task, rec, refreshed=False)
     assert change.action is Action.REISSUE and "IdleTimeOut" in change.reason
 
 
-def test_dormant_is_left_alone_and_says_when_it_wakes():
+def test_dormant_is_left_alone_and_says_when_it_wakes() -> None:
     task = desired()
     rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=5, next_attempt_at=NOW + 600)
     change = one(task, rec, refreshed=False)
@@ -114,7 +133,7 @@ def test_dormant_is_left_alone_and_says_when_it_wakes():
 
 
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
-def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state):
+def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState) -> None:
     from reconciler.transitions import observed
 
     task = desired()
@@ -130,7 +149,7 @@ def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state):
     assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
 
 
-def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued():
+def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued() -> None:
     from reconciler.transitions import woken
 
     task = desired()
@@ -142,38 +161,38 @@ def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued():
     assert woken(record_for(task)) is None and woken(record_for(task, TaskStatus.STOPPED)) is None
 
 
-def test_failed_start_is_retried():
+def test_failed_start_is_retried() -> None:
     task = desired()
     change = one(task, record_for(task, TaskStatus.FAILED, last_error="InvalidParameter: bad"))
     assert change.action is Action.CREATE and "InvalidParameter: bad" in change.reason
 
 
-def test_interrupted_start_resumes_with_client_task_id():
+def test_interrupted_start_resumes_with_client_task_id() -> None:
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
     rec = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id="capctl-abc")
     change = one(task, rec)
     assert change.action is Action.CREATE and "ClientTaskId" in change.reason
 
 
-def test_replace_requested():
+def test_replace_requested() -> None:
     task = desired()
     change = one(task, record_for(task), replace=(task.key,))
     assert (change.action, change.reason) == (Action.REPLACE, "replace requested")
 
 
-def test_replace_unknown_key_is_an_error():
+def test_replace_unknown_key_is_an_error() -> None:
     with pytest.raises(PlanError, match="no task with key"):
         diff({}, {}, {}, options=PlanOptions(replace=("SnapshotJob/x/y",)), state_serial=0, now=NOW)
 
 
-def test_thumbnail_submitted_once_and_again_when_changed():
+def test_thumbnail_submitted_once_and_again_when_changed() -> None:
     task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
     assert one(task, record_for(task, TaskStatus.DONE)).action is Action.NOOP
     changed = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, bucket="other")
     assert one(changed, record_for(task, TaskStatus.DONE)).action is Action.REPLACE
 
 
-def test_prune_and_no_prune():
+def test_prune_and_no_prune() -> None:
     gone = desired(room="old")
     rec = record_for(gone)
     plan = diff({}, {gone.key: rec}, {}, options=PlanOptions(), state_serial=1, now=NOW)
@@ -185,7 +204,7 @@ def test_prune_and_no_prune():
     assert "kept as a tombstone" in plan.changes[0].reason
 
 
-def test_tombstones_are_never_deleted_again_and_a_restored_spec_resumes():
+def test_tombstones_are_never_deleted_again_and_a_restored_spec_resumes() -> None:
     from reconciler.transitions import removed
 
     gone = desired(room="old")
@@ -205,7 +224,7 @@ def test_tombstones_are_never_deleted_again_and_a_restored_spec_resumes():
     )
 
 
-def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again():
+def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again() -> None:
     from reconciler.transitions import removed
 
     task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
@@ -219,7 +238,7 @@ def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again():
     assert one(task, never_submitted).action is Action.CREATE
 
 
-def test_tombstones_expire_after_their_retention():
+def test_tombstones_expire_after_their_retention() -> None:
     from reconciler.transitions import TOMBSTONE_RETENTION, removed, tombstone_expired
 
     tomb = removed(record_for(desired()), NOW)
@@ -228,7 +247,7 @@ def test_tombstones_expire_after_their_retention():
     assert not tombstone_expired(record_for(desired(), TaskStatus.STOPPED, stopped_at=0.0), NOW * 2)
 
 
-def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both():
+def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both() -> None:
     gone, idle = desired(room="old"), desired(room="idle")
     records = {gone.key: record_for(gone), idle.key: record_for(idle, TaskStatus.STOPPED)}
     with pytest.raises(PlanError) as err:
@@ -256,11 +275,11 @@ def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both()
         ("SnapshotJob/a/r1", "SnapshotJob/a/r10", False),
     ],
 )
-def test_selectors(selector, key, expected):
+def test_selectors(selector: str, key: str, expected: bool) -> None:
     assert selector_matches(selector, key) is expected
 
 
-def test_targets_narrow_the_plan_and_note_it():
+def test_targets_narrow_the_plan_and_note_it() -> None:
     a, b = desired(room="a"), desired(room="b")
     plan = diff(
         {a.key: a, b.key: b},
@@ -275,12 +294,12 @@ def test_targets_narrow_the_plan_and_note_it():
 
 
 @pytest.mark.parametrize("bad", ["lobby", "Nope/x", "*/x", "SnapshotJob/", "SnapshotJob/a/"])
-def test_bad_selectors_are_errors(bad):
+def test_bad_selectors_are_errors(bad: str) -> None:
     with pytest.raises(PlanError, match="--target"):
         diff({}, {}, {}, options=PlanOptions(targets=(bad,)), state_serial=0, now=NOW)
 
 
-def test_json_round_trip_and_views():
+def test_json_round_trip_and_views() -> None:
     old, new = desired(interval=5), desired(interval=10)
     plan = diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
     data = plan_to_json(plan)
@@ -300,7 +319,7 @@ def test_json_round_trip_and_views():
     assert "~ SnapshotJob/lobby-audit/lobby  update    spec changed" in console.export_text()
 
 
-def test_version_1_plans_with_epoch_seconds_are_still_read():
+def test_version_1_plans_with_epoch_seconds_are_still_read() -> None:
     task = desired()
     data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
     v1 = {**data, "format_version": 1, "created_at": NOW}
@@ -309,7 +328,7 @@ def test_version_1_plans_with_epoch_seconds_are_still_read():
 
 
 @pytest.mark.parametrize("created_at", [NOW, "2027-01-15 08:00:00", "2027-01-15T08:00:00", "yesterday"])
-def test_version_2_plans_need_an_rfc3339_time(created_at):
+def test_version_2_plans_need_an_rfc3339_time(created_at: float | str) -> None:
     task = desired()
     data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
     with pytest.raises(PlanError, match=r"p\.json: malformed plan .*created_at"):
@@ -317,19 +336,19 @@ def test_version_2_plans_need_an_rfc3339_time(created_at):
 
 
 @pytest.mark.parametrize("data", [[], {"format_version": 99}, {"format_version": 1, "prune": True}])
-def test_bad_plan_files_are_rejected(data):
+def test_bad_plan_files_are_rejected(data: object) -> None:
     with pytest.raises(PlanError, match="plan"):
         plan_from_json(data, source="p.json")
 
 
-def test_field_changes_lists_paths_and_truncates():
+def test_field_changes_lists_paths_and_truncates() -> None:
     before = {f"F{i}": i for i in range(20)}
     after = {f"F{i}": i + 1 for i in range(20)}
     lines = field_changes(before, after)
     assert lines[0] == "F0: 0 → 1" and lines[-1] == "… and 8 more"
 
 
-def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
+def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise() -> None:
     from reconciler.transitions import client_task_id, intent, removed
 
     task = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
@@ -350,7 +369,7 @@ def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise():
     )
 
 
-def test_apply_errors_print_verbatim_even_with_brackets():
+def test_apply_errors_print_verbatim_even_with_brackets() -> None:
     from rich.console import Console
 
     from reconciler.execute import ApplyResult, ChangeResult
@@ -370,7 +389,7 @@ def test_apply_errors_print_verbatim_even_with_brackets():
     ]
 
 
-def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view():
+def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view() -> None:
     from rich.console import Console
 
     seen, unseen = desired(room="lobby"), desired(room="hall")
@@ -397,7 +416,7 @@ def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view():
     assert f"| ❓ | `{unseen.key}` | unknown |" in render_markdown(data)
 
 
-def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match():
+def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:
     from rich.console import Console
 
     task = desired()

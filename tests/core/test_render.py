@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from reconciler.model import TaskRecord
 from reconciler.plan import PlanOptions, diff, plan_from_json, plan_to_json
 from reconciler.render import render_markdown, render_text
 from reconciler.spec import load_spec_set
@@ -35,7 +36,7 @@ spec:
 """
 
 
-def plan_of(tmp_path: Path, *jobs: str, records: dict[str, Any] | None = None) -> dict[str, Any]:
+def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = None) -> dict[str, Any]:
     specs = tmp_path / "specs"
     specs.mkdir(exist_ok=True)
     (specs / "providers.yaml").write_text(providers("http://127.0.0.1:9"))
