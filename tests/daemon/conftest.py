@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reconciler import logs
 from reconciler.clock import FakeClock
@@ -24,6 +25,7 @@ from reconciler.model import TaskRecord
 from reconciler.sim.app import create_app
 from reconciler.sim.config import SimConfig
 from reconciler.sim.simulator import Simulator
+from reconciler.sim.world import SimTask
 from reconciler.state.base import StateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.specdocs import STORAGE, providers
@@ -58,7 +60,7 @@ class Harness:
         self.state_path = tmp_path / "state.db"
         self.daemon_options = daemon_options
         self.daemon: Daemon | None = None
-        self._daemon_app: Any = None
+        self._daemon_app: ASGIApp | None = None
         config = SimConfig(
             volcengine_callback_url=f"{DAEMON}/callbacks/volcengine",
             zego_callback_url=f"{DAEMON}/callbacks/zego",
@@ -69,7 +71,7 @@ class Harness:
         self.sim: Simulator = self.sim_app.state.sim
         self._images_at = float("-inf")
 
-    async def _route_callback(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _route_callback(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Callbacks reach whichever daemon is running now (a restarted one too); none: 503, as a dead host."""
         if self._daemon_app is None:
             await send({"type": "http.response.start", "status": 503, "headers": []})
@@ -133,7 +135,7 @@ class Harness:
         assert record is not None, f"no record for {key}"
         return record
 
-    def running_sim_tasks(self, vendor: str | None = None) -> list[Any]:
+    def running_sim_tasks(self, vendor: str | None = None) -> list[SimTask]:
         return [t for t in self.sim.tasks(vendor) if t.running]
 
     def calls(self, api: str) -> int:

@@ -149,7 +149,7 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
 
 def test_json_nesting_limit() -> None:
     assert load_json(b'{"a": [[{"b": 1}]], "c": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}')["a"] == [[{"b": 1}]]
-    nested = {"k": 0}
+    nested: dict[str, object] = {"k": 0}
     for _ in range(MAX_JSON_DEPTH - 1):
         nested = {"k": nested}
     assert load_json(json.dumps(nested)) == nested  # exactly at the limit

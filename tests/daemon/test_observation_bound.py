@@ -52,6 +52,7 @@ async def test_repeated_empty_room_callbacks_cannot_hold_off_observation_past_re
     await harness.advance(1)
     record = harness.record(CLASS)
     assert record.status is TaskStatus.RUNNING and record.vendor_task_id is not None
+    assert record.started_at is not None
     async with await client(harness) as http:
         for n in range(40):  # one event_type 4 every 3 s for 120 s, as the probe sent them
             body = zego_body(

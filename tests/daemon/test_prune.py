@@ -22,13 +22,13 @@ async def metrics(harness: Harness) -> str:
         return (await http.get("/metrics")).text
 
 
-async def start_with_two_files(harness: Harness, **options: float) -> None:
+async def start_with_two_files(harness: Harness, *, prune_grace: float = PRUNE_GRACE) -> None:
     """`audit` (1 task, lobby) in jobs.yaml and `big` (3 tasks) in big.yaml, all running with streams."""
     for room in ["lobby", "r0", "r1", "r2"]:
         harness.sim.publish("volcengine", room, user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     (harness.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
-    await harness.start(**options)
+    await harness.start(prune_grace=prune_grace)
     await harness.advance(1)
 
 

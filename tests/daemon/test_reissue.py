@@ -68,7 +68,7 @@ async def test_empty_room_backs_off_goes_dormant_and_wakes_on_room_activity(harn
     # Runs end at 20, 45, 130, 275 s: re-issued at once, then after 60 s, 120 s; the 4th makes it dormant.
     assert record.status is TaskStatus.DORMANT
     assert harness.calls("StartSnapshot") == 4
-    assert record.next_attempt_at is not None
+    assert record.next_attempt_at is not None and record.stopped_at is not None
     assert record.next_attempt_at - record.stopped_at == pytest.approx(
         policy.backoff_delay(4) + policy.DEADLINE_MARGIN, abs=0.1
     )

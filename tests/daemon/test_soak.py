@@ -30,12 +30,12 @@ async def test_soak_thousand_tasks_two_hours(harness: Harness) -> None:
 
     def churn(share: float) -> None:
         for room in rng.sample(VOLC_ROOMS + ZEGO_ROOMS, int(share * 1000)):
-            vendor, kw = ("volcengine", {"user_id": "u"}) if room[0] == "v" else ("zego", {"stream_id": "s"})
+            vendor, user_id, stream_id = ("volcengine", "u", None) if room[0] == "v" else ("zego", None, "s")
             if room in live:
-                harness.sim.unpublish(vendor, room, **kw)
+                harness.sim.unpublish(vendor, room, user_id=user_id, stream_id=stream_id)
                 live.discard(room)
             else:
-                harness.sim.publish(vendor, room, **kw)
+                harness.sim.publish(vendor, room, user_id=user_id, stream_id=stream_id)
                 live.add(room)
 
     churn(0.5)

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.watch import watch_roots
 from reconciler.model import TaskStatus
-from reconciler.spec import load_spec_set
+from reconciler.spec import SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
 from tests.specdocs import snapshot_job
@@ -22,10 +22,10 @@ from tests.specdocs import snapshot_job
 LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
 
 
-async def running_with_stream(harness: Harness, rooms: list[str], **job: int) -> None:
+async def running_with_stream(harness: Harness, rooms: list[str]) -> None:
     for room in rooms:
         harness.sim.publish("volcengine", room, user_id="u")
-    write_specs(harness.specs, snapshot_job("audit", rooms, **job))
+    write_specs(harness.specs, snapshot_job("audit", rooms))
     await harness.start()
     await harness.advance(1)
 
@@ -155,7 +155,7 @@ async def test_a_slow_spec_load_does_not_stall_the_probes(harness: Harness, monk
     assert daemon is not None
     release, started, loading = threading.Event(), threading.Event(), threading.Event()
 
-    def slow_load(*args: Any, **kwargs: Any) -> Any:
+    def slow_load(*args: Any, **kwargs: Any) -> SpecSet:
         started.set()
         loading.set()
         release.wait(timeout=10)  # on the event loop this would hold /healthz for the whole wait
