@@ -36,22 +36,22 @@ class Sim:
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, **params: str | int) -> Any:
         answer = self.http.get(path, params=params)
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    def faults(self, **config: Any) -> None:
+    def faults(self, **config: float | str | list[str]) -> None:
         answer = self.http.put("/faults", json=config)
         assert answer.status_code == 200, answer.text
 
     def advance(self, seconds: float) -> None:
         self.post("/clock", {"advance": seconds})
 
-    def publish(self, vendor: str, room: str, **who: Any) -> None:
+    def publish(self, vendor: str, room: str, **who: str | int) -> None:
         self.post("/publish", {"vendor": vendor, "roomId": room, **who})
 
-    def unpublish(self, vendor: str, room: str, **who: Any) -> None:
+    def unpublish(self, vendor: str, room: str, **who: str | int) -> None:
         self.post("/unpublish", {"vendor": vendor, "roomId": room, **who})
 
     def tasks(self, vendor: str | None = None, state: str | None = None) -> list[dict[str, Any]]:

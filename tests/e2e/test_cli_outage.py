@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 from reconciler.execute import GIVE_UP_AFTER
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
@@ -129,7 +130,7 @@ def summary_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
-def state_tasks(work: Workdir) -> dict[str, dict]:
+def state_tasks(work: Workdir) -> dict[str, dict[str, Any]]:
     out = work.capctl("state", "list", "-o", "json").stdout
     return {t["key"]: t for t in json.loads(out)["tasks"]}
 

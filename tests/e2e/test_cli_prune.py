@@ -15,12 +15,13 @@ import httpx
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
+from tests.servers import ServerOutput
 from tests.specdocs import snapshot_job
 
 LOBBY, HALL = "SnapshotJob/audit/lobby", "SnapshotJob/extra/hall"
 
 
-def state(work: Workdir) -> dict[str, dict]:
+def state(work: Workdir) -> dict[str, dict[str, Any]]:
     return {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
 
 
@@ -153,7 +154,7 @@ def test_failed_updates_and_deletes_are_recorded_on_their_task_until_a_success(w
     assert tasks[HALL]["status"] == "removed" and tasks[HALL]["last_error"] is None
 
 
-def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], Any, httpx.Client]:
+def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], ServerOutput, httpx.Client]:
     daemon, log = work.run_daemon("--resync", "1s", *args)
     return daemon, log, httpx.Client(base_url=log.url(), timeout=5)
 

@@ -55,7 +55,7 @@ def dropped_meta(path: Path) -> None:
     raw.close()
 
 
-DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "random bytes": (lambda p: p.write_bytes(random.Random(9).randbytes(4096)), "file is not a database"),
     "a text file": (lambda p: p.write_text("not a database\n" * 50), "file is not a database"),
     "0 bytes": (lambda p: p.write_bytes(b""), "the file is 0 bytes"),

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
@@ -15,11 +16,11 @@ from tests.specdocs import snapshot_job
 LOBBY = "SnapshotJob/audit/lobby"
 
 
-def running(work: Workdir, vendor: str = "volcengine") -> list[dict]:
+def running(work: Workdir, vendor: str = "volcengine") -> list[dict[str, Any]]:
     return work.sim.tasks(vendor, state="running")
 
 
-def state(work: Workdir) -> dict[str, dict]:
+def state(work: Workdir) -> dict[str, dict[str, Any]]:
     out = work.capctl("state", "list", "-o", "json").stdout
     return {t["key"]: t for t in json.loads(out)["tasks"]}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,11 +16,11 @@ REC = "RecordingJob/rec/class-1"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def zego_running(work: Workdir, api: str | None = None) -> list[dict]:
+def zego_running(work: Workdir, api: str | None = None) -> list[dict[str, Any]]:
     return [t for t in work.sim.tasks("zego", state="running") if api is None or t["api"] == api]
 
 
-def state(work: Workdir) -> dict[str, dict]:
+def state(work: Workdir) -> dict[str, dict[str, Any]]:
     return {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
 
 
