@@ -21,6 +21,7 @@ import pytest
 from reconciler import logs
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
+from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.servers import daemon_output
@@ -56,9 +57,10 @@ async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Ha
     harness.sim.publish("volcengine", "lobby", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
     store = open_state(pg_url)
+    assert isinstance(store, PostgresStateStore)
     daemon = await harness.start(store, lease_seconds=6.0)
     await harness.advance(1)
-    conn = store._conn  # type: ignore[attr-defined]  # the daemon's own connection: end it as a restart would
+    conn = store._conn  # the daemon's own connection: end it as a restart would
     assert conn is not None
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
@@ -103,7 +105,7 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
         await harness.advance(2)
         assert daemon.lease_lost is None and daemon.readiness().ready
         assert daemon.records.get(tombstone.key) == tombstone  # the state was read again
-        harness.daemon.sync(None)  # type: ignore[union-attr]
+        daemon.sync(None)
         await harness.advance(5)
         assert harness.calls("StartSnapshot") == starts + 1  # acting again: the stopped task is re-issued
         async with client(harness) as http:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.sim.conftest import VOLC_APP, SimClient, snapshot_body
 
 
-def error_code(response: Any) -> str:
+def error_code(response: httpx.Response) -> str:
     code: str = response.json()["ResponseMetadata"]["Error"]["Code"]
     return code
 
@@ -93,7 +95,7 @@ async def test_unknown_action_or_version(client: SimClient) -> None:
         ),
     ],
 )
-async def test_body_validation(client: SimClient, mutate: Any, where: str) -> None:
+async def test_body_validation(client: SimClient, mutate: Callable[[dict[str, Any]], object], where: str) -> None:
     body = snapshot_body()
     mutate(body)
     r = await client.volc("StartSnapshot", body)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from reconciler.sim.signing import make_legacy_token
@@ -12,7 +14,7 @@ from tests.sim.conftest import ZEGO_APP, SimClient, record_body
 SECRET = "0123456789abcdef0123456789abcdef"
 
 
-def code(r: Any) -> int:
+def code(r: httpx.Response) -> int:
     assert r.status_code == 200, r.text
     value: int = r.json()["Code"]
     return value
@@ -42,7 +44,9 @@ async def test_documented_signature_accepted_and_bad_rejected(client: SimClient)
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
     ],
 )
-async def test_start_record_validation(client: SimClient, mutate: Any, where: str) -> None:
+async def test_start_record_validation(
+    client: SimClient, mutate: Callable[[dict[str, Any]], object], where: str
+) -> None:
     body = record_body()
     mutate(body)
     r = await client.zego("StartRecord", body)
@@ -110,7 +114,7 @@ async def test_record_stream_list_targets(client: SimClient) -> None:
 # --- legacy ---------------------------------------------------------------------------------------------
 
 
-async def legacy_token(client: SimClient, *, expired: float | None = None, secret: str = SECRET) -> Any:
+async def legacy_token(client: SimClient, *, expired: float | None = None, secret: str = SECRET) -> httpx.Response:
     exp = int(expired if expired is not None else client.clock.now() + 3600)
     token = make_legacy_token(ZEGO_APP, secret, "0123456789abcdef", exp)
     return await client.http.post(

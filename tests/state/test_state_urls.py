@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
-from reconciler.state.postgres import redact_url
+from reconciler.state.postgres import PostgresStateStore, redact_url
 
 
 def test_default_is_a_sqlite_file_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,8 +116,9 @@ def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
 def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(pg_url: str) -> None:
     """Issue 14: a hung database must not hold a call for ever; a URL's own settings win."""
     store = open_state(pg_url)
+    assert isinstance(store, PostgresStateStore)
     try:
-        with store._cursor(write=False) as cur:  # type: ignore[attr-defined]
+        with store._cursor(write=False) as cur:
             settings = {}
             for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "search_path"):
                 cur.execute(f"SHOW {name}")
@@ -131,8 +132,9 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
     assert settings["search_path"].startswith("capctl_t_")  # the URL's own options are kept
     assert settings["application_name"] == "capctl"
     own = open_state(pg_url.replace("options=", "application_name=replica-a&options=-cstatement_timeout%3D3s%20"))
+    assert isinstance(own, PostgresStateStore)
     try:
-        with own._cursor(write=False) as cur:  # type: ignore[attr-defined]
+        with own._cursor(write=False) as cur:
             cur.execute("SHOW statement_timeout")
             assert cur.fetchall()[0][0] == "3s"
             cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
