@@ -129,7 +129,7 @@ def request_body(business: bool = True) -> dict[str, Any]:
     }
 
 
-def desired(request: Any = None, **changes: Any) -> DesiredTask:
+def desired(request: dict[str, Any] | None = None, **changes: Any) -> DesiredTask:
     fields: dict[str, Any] = {
         "key": "SnapshotJob/lobby-audit/lobby",
         "kind": JobKind.SNAPSHOT,

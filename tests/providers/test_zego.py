@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from reconciler.budget import BudgetRegistry, Priority
+from reconciler.budget import BudgetRegistry, BudgetStats, Priority
 from reconciler.clock import FakeClock
 from reconciler.model import (
     ApiFamily,
@@ -123,11 +123,11 @@ class Rig:
     def run(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return drive(self.clock, call())
 
-    def stats(self, api: str) -> Any:
+    def stats(self, api: str) -> BudgetStats:
         return self.budgets.get(self.config.account, api, DEFAULT_RATE_LIMITS[api]).stats
 
 
-def recording_task(family: ApiFamily, request: Any) -> DesiredTask:
+def recording_task(family: ApiFamily, request: dict[str, Any]) -> DesiredTask:
     return DesiredTask(
         key="RecordingJob/class-rec/class-101",
         kind=JobKind.RECORDING,

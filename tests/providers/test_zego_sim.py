@@ -77,7 +77,7 @@ async def rig() -> AsyncIterator[SimRig]:
         yield SimRig(clock, app.state.sim, http, BudgetRegistry(clock))
 
 
-def recording(family: ApiFamily, request: Any) -> DesiredTask:
+def recording(family: ApiFamily, request: dict[str, Any]) -> DesiredTask:
     return DesiredTask(
         key=f"RecordingJob/class-rec/{ROOM}",
         kind=JobKind.RECORDING,
