@@ -2,17 +2,24 @@
 
 Every line is flushed as written. Secrets cannot leak through a log line: a `Secret` renders as its
 fingerprint, and the scrubber below replaces any value whose key names a credential.
+
+The last `RECENT_EVENTS` events (after scrubbing) are also kept in memory, for the daemon's status page
+("recent decisions"): `recent_events()` reads them without parsing stderr back.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+RECENT_EVENTS = 500  # events the status page can show; about 0.5 MB at most
+RECENT_FIELD_CHARS = 1000  # a longer field is cut in the kept copy (the log line itself has it whole)
 SECRET_WORDS = ("secret", "password", "token", "accesskey", "access_key", "signature", "authorization")
 
 
@@ -21,6 +28,43 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         if any(word in key.lower().replace("-", "_") for word in SECRET_WORDS):
             event[key] = "[redacted]"
     return event
+
+
+class RecentEvents:
+    """A bounded ring of the newest log events, each a flat copy of primitive values (no object is kept alive).
+
+    A structlog processor placed after the scrubber, so what it keeps is what the log line shows. Events are
+    logged from the daemon's loop and its HTTP thread alike, hence the lock."""
+
+    def __init__(self, size: int = RECENT_EVENTS) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        kept = {k: _flat(v) for k, v in event.items() if k != "exc_info"}
+        with self._lock:
+            self._events.append(kept)
+        return event
+
+    def events(self) -> list[dict[str, Any]]:
+        """Oldest first."""
+        with self._lock:
+            return list(self._events)
+
+
+def _flat(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return text if len(text) <= RECENT_FIELD_CHARS else text[: RECENT_FIELD_CHARS - 1] + "…"
+
+
+_RECENT = RecentEvents()
+
+
+def recent_events() -> list[dict[str, Any]]:
+    """The newest log events of this process (at most `RECENT_EVENTS`), oldest first, secrets scrubbed."""
+    return _RECENT.events()
 
 
 class _FlushingFile:
@@ -48,6 +92,7 @@ def configure(level: str = "warning", *, json_logs: bool | None = None, stream: 
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _scrub,
+            _RECENT,
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -1,0 +1,90 @@
+"""`GET /` (the status page) and `GET /api/v1/status` (its JSON twin), for the daemon's HTTP listener.
+
+The routes only read: they ask a snapshot provider (the daemon, in production; a hand-built snapshot in
+tests) for one page and render it. With a token configured, both need it: `Authorization: Bearer <token>`
+for scripts, or HTTP Basic with the token as the password (any user name) so that a browser can ask for it.
+Every answer forbids caching and, through its Content-Security-Policy, loading anything from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from reconciler.status.model import QueryError, StatusQuery, StatusSnapshot
+from reconciler.status.render import render_html, to_json
+
+PAGE_PATH = "/"
+API_PATH = "/api/v1/status"
+SnapshotProvider = Callable[[StatusQuery], Awaitable[StatusSnapshot]]
+
+HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+def token_accepted(expected: str | None, authorization: str | None) -> bool:
+    """No token configured: open. Else a Bearer token, or a Basic password, equal to it (constant time)."""
+    if expected is None:
+        return True
+    scheme, _, credentials = (authorization or "").partition(" ")
+    given = credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    status: int
+    reason: str
+    headers: dict[str, str]
+
+
+def status_routes(provider: SnapshotProvider, *, token: str | None = None) -> list[Route]:
+    """The two routes; `token=None` leaves them open (a listener on a loopback or cluster-internal address)."""
+
+    async def snapshot(request: Request) -> StatusSnapshot | _Refused:
+        if not token_accepted(token, request.headers.get("authorization")):
+            reason = (
+                "the status page needs the daemon's status token: send it as `Authorization: Bearer TOKEN`, "
+                "or as the password when the browser asks"
+            )
+            return _Refused(401, reason, {"www-authenticate": 'Basic realm="capctl status", charset="UTF-8"'})
+        try:
+            query = StatusQuery.parse(dict(request.query_params))
+        except QueryError as exc:
+            return _Refused(400, str(exc), {})
+        return await provider(query)
+
+    async def page(request: Request) -> Response:
+        found = await snapshot(request)
+        if isinstance(found, _Refused):
+            return PlainTextResponse(found.reason + "\n", status_code=found.status, headers=HEADERS | found.headers)
+        return HTMLResponse(render_html(found), headers=HEADERS)
+
+    async def api(request: Request) -> Response:
+        found = await snapshot(request)
+        if isinstance(found, _Refused):
+            body = {"ok": False, "reason": found.reason}
+            return JSONResponse(body, status_code=found.status, headers=HEADERS | found.headers)
+        return JSONResponse(to_json(found), headers=HEADERS)
+
+    return [Route(PAGE_PATH, page, methods=["GET"]), Route(API_PATH, api, methods=["GET"])]
