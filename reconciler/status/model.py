@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from reconciler.model import TaskStatus
 
 DEFAULT_PER_PAGE = 100
-MAX_PER_PAGE = 1000
+MAX_PER_PAGE = 500
 DEFAULT_DECISIONS = 50  # recent decisions shown; the ring buffer (reconciler/logs.py) keeps more
 MAX_DECISIONS = 500
 TIMELINE_SECONDS = 24 * 3600.0
