@@ -8,9 +8,6 @@ Every answer forbids caching and, through its Content-Security-Policy, loading a
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,6 +17,7 @@ from starlette.routing import Route
 
 from reconciler.status.model import QueryError, StatusQuery, StatusSnapshot
 from reconciler.status.render import render_html, to_json
+from reconciler.status.token import token_accepted
 
 PAGE_PATH = "/"
 API_PATH = "/api/v1/status"
@@ -33,22 +31,6 @@ HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
-
-
-def token_accepted(expected: str | None, authorization: str | None) -> bool:
-    """No token configured: open. Else a Bearer token, or a Basic password, equal to it (constant time)."""
-    if expected is None:
-        return True
-    scheme, _, credentials = (authorization or "").partition(" ")
-    given = credentials.strip()
-    if scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-    elif scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 @dataclass(frozen=True, slots=True)

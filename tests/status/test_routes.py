@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, StatusSnapshot, build_snapshot, status_routes
-from reconciler.status.routes import token_accepted
+from reconciler.status.token import token_accepted
 from tests.status.conftest import NOW, inputs, record
 
 TOKEN = "s3cret-status-token"
