@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import typer.main
+from starlette.routing import Route
 
 from reconciler.cli import app
 from reconciler.daemon.http import SYNC_TOKEN_ENV, create_app
@@ -32,7 +33,7 @@ def commands() -> set[str]:
 
 def http_paths() -> set[str]:
     """The daemon's routes (building the app reads no daemon: the handlers only close over it)."""
-    return {route.path for route in create_app(cast(Any, None)).routes}
+    return {cast(Route, route).path for route in create_app(cast(Any, None)).routes}
 
 
 def env_names() -> set[str]:
