@@ -5,6 +5,7 @@ APIs; the drift workflow's own step fails on drift; every capctl command and opt
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -166,3 +167,35 @@ def test_action_is_composite_and_uses_only_what_it_declares() -> None:
     for output in action["outputs"].values():
         step_output = re.fullmatch(r"\$\{\{ steps\.plan\.outputs\.([\w-]+) \}\}", output["value"])
         assert step_output and step_output.group(1) in written
+
+
+def load_plan_comment() -> Any:
+    spec = importlib.util.spec_from_file_location("plan_comment", ROOT / "action" / "plan_comment.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_plan_too_long_for_a_comment_is_cut_and_says_where_the_rest_is(tmp_path: Path) -> None:
+    plan_comment = load_plan_comment()
+    plan = tmp_path / "plan.md"
+    plan.write_text("| + | `SnapshotJob/audit/room` | create | new task |\n" * 2000)  # ~100,000 characters
+    with serve("github") as forge:
+        work_env = {"GITHUB_API_URL": forge.url, "GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": TOKEN}
+        args = ["--plan", str(plan), "--exit-code", "2", "--number", "7", "--where", "the capctl-plan artifact"]
+        assert plan_comment.main(args, env=work_env) == 0
+        [comment] = forge.comments
+    assert len(comment["body"]) < 65_536
+    assert comment["body"].rstrip().endswith("the whole plan is in the capctl-plan artifact.)")
+
+
+def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan_comment = load_plan_comment()
+    (tmp_path / "plan.md").write_text("No changes.\n")
+    with serve("gitlab") as forge:
+        env = {"GITLAB_CI": "true", "CI_API_V4_URL": forge.url, "CI_PROJECT_ID": "o/r", "CI_MERGE_REQUEST_IID": "7"}
+        assert plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "0"], env=env) == 1
+        assert forge.requests == []
+    assert "plan_comment: GITLAB_TOKEN is not set" in capsys.readouterr().err
