@@ -5,9 +5,12 @@ CRD those schemas lack) field by field, and every port, path, flag and variable 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import textwrap
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -149,3 +152,21 @@ def test_single_replica_overlay_is_what_todays_daemon_runs() -> None:
     spec = objects["Deployment"]["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     assert "PodDisruptionBudget" not in objects
+
+
+def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
+    """docs/operations.md's own overlay, rendered as a user would next to a copy of deploy/."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```", guide, re.S)
+    assert block is not None
+    overlay = tmp_path / "my-capctl"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(textwrap.dedent(block.group(1)))
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    assert KUBECTL is not None
+    out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60)
+    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+    assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
+    assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
+    assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
+    assert objects["Deployment"]["spec"]["replicas"] == 1
