@@ -170,8 +170,10 @@ class LeaderElector:
 
     def tick(self) -> float:
         """One attempt: take the lock as a standby, renew it as the leader. Returns the seconds to wait
-        before the next tick."""
-        self._release_given_up()
+        before the next tick. A tick that gives up a lock after a step-down does only that: the other
+        replicas get a retry period to take over before this one tries again."""
+        if self._release_given_up():
+            return self.settings.retry_period
         if self._lock is None:
             return self._try_acquire()
         return self._renew()
@@ -248,10 +250,13 @@ class LeaderElector:
         self._lock, self.epoch, self._to_release = None, None, lock
         self._on_event(LeaderEvent(LeaderEvent.LOST, epoch, reason, detail))
 
-    def _release_given_up(self) -> None:
+    def _release_given_up(self) -> bool:
+        """Release the lock a step-down gave up, if any (whether there was one)."""
         with self._mutex:
             lock, self._to_release = self._to_release, None
-        if lock is not None:
-            # Best effort: an unreachable database lets the lease lapse by itself.
-            with contextlib.suppress(StateError):
-                lock.release()
+        if lock is None:
+            return False
+        # Best effort: an unreachable database lets the lease lapse by itself.
+        with contextlib.suppress(StateError):
+            lock.release()
+        return True
