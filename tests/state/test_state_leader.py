@@ -23,6 +23,7 @@ from reconciler.clock import FakeClock
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
 from reconciler.state import LockHeld, SQLiteStateStore, StateError, open_state
 from reconciler.state.base import Fenced, InboxEntry
+from reconciler.state.fenced import FencedStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import SqlStateStore
 
@@ -143,7 +144,8 @@ def test_a_renew_that_began_after_the_deadline_does_not_extend_the_term(store: S
     assert not a.is_leader and events.events[-1].reason is StepDown.DEADLINE
 
 
-def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
+def superseded(stores: tuple[Store, Store]) -> tuple[FencedStore, LeaderElector]:
+    """The first replica's store of a term that ended, and the elector of the second, which leads now."""
     clock = FakeClock()
     a, _ = elector(stores[0], clock)
     b, _ = elector(stores[1], clock)
@@ -152,6 +154,11 @@ def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
     old.put(make_record(reissue_count=1))
     a.resign()
     b.tick()
+    return old, b
+
+
+def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
+    old, b = superseded(stores)
     serial = stores[1].serial()
     with pytest.raises(Fenced, match=rf"leadership epoch {old.epoch} was superseded \(the current epoch is "):
         old.put(make_record("SnapshotJob/other/room"))
@@ -352,13 +359,7 @@ def test_the_inbox_keeps_callbacks_until_the_leader_claims_them(stores: tuple[St
 
 
 def test_a_deposed_leader_claims_nothing_from_the_inbox(stores: tuple[Store, Store]) -> None:
-    clock = FakeClock()
-    a, _ = elector(stores[0], clock)
-    b, _ = elector(stores[1], clock)
-    a.tick()
-    old = a.store()
-    a.resign()
-    b.tick()
+    old, b = superseded(stores)
     stores[0].inbox_put(inbox_entry("volc:app:2"))
     with pytest.raises(Fenced):
         old.inbox_claim(now=1.0)
