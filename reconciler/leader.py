@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from reconciler.clock import Clock
 from reconciler.spec.fields import parse_duration
 from reconciler.state.base import Fenced, Lock, LockHeld, StateError
-from reconciler.state.fenced import FencedStore
-from reconciler.state.sql import SqlStateStore
+from reconciler.state.fenced import FenceableStore, FencedStore
 
 __all__ = [
     "LeaderElector",
@@ -126,7 +125,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        store: SqlStateStore,
+        store: FenceableStore,
         holder: str,
         *,
         clock: Clock,

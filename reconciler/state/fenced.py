@@ -9,17 +9,33 @@ store `capctl apply` uses is left as it is: an apply holds the lock for the whol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from reconciler.model import TaskRecord
 
-from .base import Fenced, InboxEntry, Lock, Snapshot
-from .sql import SqlStateStore
+from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
+
+
+class FenceableStore(StateStore, Protocol):
+    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox (both SQL stores)."""
+
+    def put_many(
+        self, records: Iterable[TaskRecord], *, expected_serial: int | None = None, fence: int | None = None
+    ) -> int: ...
+
+    def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int: ...
+
+    def inbox_put(self, entry: InboxEntry) -> bool: ...
+
+    def inbox_claim(self, *, now: float, limit: int = 500, fence: int | None = None) -> list[InboxEntry]: ...
+
+    def inbox_purge(self, *, before: float, fence: int | None = None) -> int: ...
 
 
 class FencedStore:
     """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""
 
-    def __init__(self, store: SqlStateStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
+    def __init__(self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
         self.store = store
         self.epoch = epoch
         self.url = store.url
