@@ -14,6 +14,7 @@ from typing import Protocol
 from reconciler.model import TaskRecord
 
 from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
+from .sql import INBOX_KEEP_SECONDS
 
 
 class FenceableStore(StateStore, Protocol):
@@ -27,9 +28,9 @@ class FenceableStore(StateStore, Protocol):
 
     def inbox_put(self, entry: InboxEntry) -> bool: ...
 
-    def inbox_claim(self, *, now: float, limit: int = 500, fence: int | None = None) -> list[InboxEntry]: ...
-
-    def inbox_purge(self, *, before: float, fence: int | None = None) -> int: ...
+    def inbox_claim(
+        self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None
+    ) -> list[InboxEntry]: ...
 
 
 class FencedStore:
@@ -75,15 +76,9 @@ class FencedStore:
         # Any replica stores callbacks, leader or not: not fenced.
         return self.store.inbox_put(entry)
 
-    def inbox_claim(self, *, now: float, limit: int = 500) -> list[InboxEntry]:
+    def inbox_claim(self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS) -> list[InboxEntry]:
         try:
-            return self.store.inbox_claim(now=now, limit=limit, fence=self.epoch)
-        except Fenced as exc:
-            raise self._fenced(exc) from None
-
-    def inbox_purge(self, *, before: float) -> int:
-        try:
-            return self.store.inbox_purge(before=before, fence=self.epoch)
+            return self.store.inbox_claim(now=now, limit=limit, keep=keep, fence=self.epoch)
         except Fenced as exc:
             raise self._fenced(exc) from None
 

@@ -30,6 +30,7 @@ from .base import Fenced, InboxEntry, SerialMismatch, Snapshot, StateDamaged, St
 SCHEMA_VERSION = 1
 # The tables a state has from its first commit on: some without the others is damage, never a new state.
 TABLES = ("capctl_meta", "capctl_records")
+INBOX_KEEP_SECONDS = 3600.0  # how long the inbox remembers a callback (vendors retry within minutes)
 LOCK_NAME = "apply"  # the one lock (row) of a state: `apply`, `state rm` and the daemon's leadership share it
 # Keys an inbox payload may not have: the router stores what it parsed, never what signs a callback.
 _SECRET_WORDS = ("signature", "secret", "password", "token")
@@ -133,7 +134,9 @@ class LeadershipQueries:
         " FROM capctl_inbox WHERE consumed_at IS NULL ORDER BY received_at LIMIT {m})"
         " RETURNING vendor, dedupe_key, payload, digest, received_at"
     )
-    inbox_purge: str = "DELETE FROM capctl_inbox WHERE consumed_at IS NOT NULL AND consumed_at < {m}"
+    # Consumed entries once they are too old to meet a retry, and unconsumed ones no leader took in that
+    # time (a new leader observes every task anyway): the inbox stays bounded without a leader's help.
+    inbox_purge: str = "DELETE FROM capctl_inbox WHERE COALESCE(consumed_at, received_at) < {m}"
 
     def marked(self, mark: str) -> LeadershipQueries:
         """These statements with `mark` as the parameter placeholder."""
@@ -361,28 +364,24 @@ class SqlStateStore(ABC):
             )
             return cur.rowcount > 0
 
-    def inbox_claim(self, *, now: float, limit: int = 500, fence: int | None = None) -> list[InboxEntry]:
+    def inbox_claim(
+        self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None
+    ) -> list[InboxEntry]:
         """The oldest `limit` entries not consumed yet, oldest first, marked consumed at `now` in the same
-        transaction (fenced like any write of a leader: a deposed leader claims nothing)."""
+        transaction (fenced like any write of a leader: a deposed leader claims nothing). The same
+        transaction forgets entries consumed more than `keep` seconds ago, or received that long ago and
+        never consumed; until then a vendor's retry of a consumed one is still a duplicate."""
         self._migrate_leadership()
         with self._cursor(write=True) as cur:
             if fence is not None:
                 self._check_fence(cur, fence)
+            cur.execute(self.leadership.inbox_purge, (now - keep,))
             rows = _rows(cur, self.leadership.inbox_claim, (now, limit))
         try:
             entries = [InboxEntry(v, k, json.loads(p), d, r) for v, k, p, d, r in rows]
         except ValueError as exc:
             raise StateError(f"{self.url}: an inbox entry is not JSON: {exc}") from None
         return sorted(entries, key=lambda e: (e.received_at, e.vendor, e.dedupe_key))
-
-    def inbox_purge(self, *, before: float, fence: int | None = None) -> int:
-        """Forget entries consumed before `before` (wall time); returns how many. Unconsumed ones stay."""
-        self._migrate_leadership()
-        with self._cursor(write=True) as cur:
-            if fence is not None:
-                self._check_fence(cur, fence)
-            cur.execute(self.leadership.inbox_purge, (before,))
-            return cur.rowcount
 
 
 def iso_utc(timestamp: float) -> str:

@@ -353,9 +353,12 @@ def test_the_inbox_keeps_callbacks_until_the_leader_claims_them(stores: tuple[St
     assert claimed[0] == first  # as stored, payload and digest included
     assert leader.store().inbox_claim(now=201.0) == []  # consumed once
     assert not standby.inbox_put(first)  # consumed, still remembered: a late retry is not handled twice
-    assert leader.store().inbox_purge(before=200.0) == 0  # consumed at 200: not before
-    assert leader.store().inbox_purge(before=300.0) == 2
-    assert standby.inbox_put(first)  # forgotten after the purge
+    assert standby.inbox_put(inbox_entry("volc:app:late", at=150.0))  # no leader takes it for an hour
+    assert leader.store().inbox_claim(now=200.0 + 3600.0) == []  # forgets what is an hour old...
+    assert not standby.inbox_put(first)  # ...consumed at 200: kept until after 3800
+    assert leader.store().inbox_claim(now=3800.5) == []
+    assert standby.inbox_put(first)  # forgotten: a vendor retries for minutes, not an hour
+    assert standby.inbox_put(inbox_entry("volc:app:late", at=3801.0))
 
 
 def test_a_deposed_leader_claims_nothing_from_the_inbox(stores: tuple[Store, Store]) -> None:
