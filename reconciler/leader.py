@@ -9,7 +9,7 @@ less than the renew deadline ago: the lease (counted by the database from the re
 lasts longer than that, so a leader stops acting before any other replica can take over, even if it was
 paused (GC, VM freeze, SIGSTOP) and its row in the database still says it holds the lock.
 
-The elector does one attempt per `tick()` (blocking store calls; the daemon may run it in a thread) and
+The elector does one attempt per `tick()` (blocking store calls: a daemon runs it off its event loop) and
 reports `became leader` / `lost leadership` through `on_event`, for the daemon to log and count.
 """
 
@@ -157,7 +157,10 @@ class LeaderElector:
                 return False
             if self._clock.monotonic() - self._renewed_at < self.settings.renew_deadline:
                 return True
-            self._step_down(StepDown.DEADLINE, "no successful renew within the renew deadline")
+            if self.last_error is not None:  # the renewals since failed: say why
+                self._step_down(StepDown.UNREACHABLE, self.last_error)
+            else:
+                self._step_down(StepDown.DEADLINE, "no successful renew within the renew deadline")
             return False
 
     def store(self) -> FencedStore:
@@ -173,14 +176,8 @@ class LeaderElector:
         replicas get a retry period to take over before this one tries again."""
         if self._release_given_up():
             return self.settings.retry_period
-        if self._lock is None:
-            return self._try_acquire()
-        return self._renew()
-
-    async def run(self) -> None:
-        """Tick for ever, in the calling event loop (store calls block it: a daemon runs `tick` in a thread)."""
-        while True:
-            await self._clock.sleep(self.tick())
+        lock = self._lock
+        return self._try_acquire() if lock is None else self._renew(lock)
 
     def resign(self) -> None:
         """Give leadership up now (shutting down): the lock is released for a standby to take."""
@@ -206,10 +203,8 @@ class LeaderElector:
         self._on_event(LeaderEvent(LeaderEvent.BECAME, lock.epoch))
         return retry
 
-    def _renew(self) -> float:
-        lock, retry = self._lock, self.settings.retry_period
-        if lock is None:
-            return 0.0
+    def _renew(self, lock: Lock) -> float:
+        retry = self.settings.retry_period
         began = self._clock.monotonic()
         try:
             lock.renew()
@@ -217,7 +212,7 @@ class LeaderElector:
             with self._mutex:
                 if self._lock is lock:
                     self._step_down(StepDown.LOST, exc.holder)
-            return 0.0  # a standby now: try at once (the new holder's lease will say when it lapses)
+            return retry
         except StateError as exc:
             self.last_error = str(exc)
             # Retried every retry period; `may_act()` turns false at the deadline whatever happens here.

@@ -297,6 +297,20 @@ def test_an_unreachable_database_steps_the_leader_down_at_the_deadline(store_url
         proxy.close()
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_may_act_says_why_when_the_renewals_failed(store_url: str) -> None:
+    store = open_sql(store_url)
+    clock = FakeClock()
+    a, events = elector(store, clock)
+    a.tick()
+    store.close()  # every later call fails, as with a database gone
+    a.tick()
+    assert a.may_act()  # within the deadline
+    clock.advance(10.0)
+    assert not a.may_act()
+    assert events.events[-1].reason is StepDown.UNREACHABLE and "the store is closed" in events.events[-1].detail
+
+
 @contextmanager
 def elect_process(url: str) -> Iterator[subprocess.Popen[str]]:
     settings = SHORT
