@@ -6,6 +6,8 @@ locking. Every write runs as: lock the serial row, compare it with `expected_ser
 the serial, commit; a failure anywhere rolls the whole transaction back, so a crash loses nothing already
 committed and never leaves a half-applied change. Subclasses provide the dialect (`Queries`) and a
 `_cursor()` context manager that runs one transaction and turns driver errors into `StateError`.
+Issue 16 adds, as a migration step of its own (`LeadershipQueries`): the lock's epoch, checked inside a
+leader's writes (`fence=`), and the callback inbox.
 """
 
 from __future__ import annotations
@@ -134,8 +136,8 @@ class LeadershipQueries:
         " FROM capctl_inbox WHERE consumed_at IS NULL ORDER BY received_at LIMIT {m})"
         " RETURNING vendor, dedupe_key, payload, digest, received_at"
     )
-    # Consumed entries once they are too old to meet a retry, and unconsumed ones no leader took in that
-    # time (a new leader observes every task anyway): the inbox stays bounded without a leader's help.
+    # Run by each claim: consumed entries once they are too old to meet a retry, and unconsumed ones no
+    # leader took in that time (a new leader observes every task anyway), so the inbox stays bounded.
     inbox_purge: str = "DELETE FROM capctl_inbox WHERE COALESCE(consumed_at, received_at) < {m}"
 
     def marked(self, mark: str) -> LeadershipQueries:
