@@ -404,6 +404,40 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
+def complete_explain(incomplete: str) -> list[str]:
+    from reconciler.spec import json_schema
+    from reconciler.spec.explain import completions
+
+    return completions(json_schema(), incomplete)
+
+
+@app.command()
+def explain(
+    path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="KIND[.FIELD]",
+            help="A kind (SnapshotJob), or a field path below it: SnapshotJob.spec.interval. Default: the kinds.",
+            autocompletion=complete_explain,
+        ),
+    ] = None,
+) -> None:
+    """Explain a spec kind or field: its type, default, range and description, from the JSON Schema (as kubectl
+    explain). Lists and maps are walked through: SnapshotJob.spec.streams.user."""
+    from reconciler.spec import json_schema
+    from reconciler.spec.explain import ExplainError, kinds
+    from reconciler.spec.explain import explain as explain_path
+
+    schema = json_schema()
+    if path is None:
+        typer.echo("KINDS (capctl explain KIND for its fields):\n" + "".join(f"    {k}\n" for k in kinds(schema)))
+        return
+    try:
+        typer.echo(explain_path(schema, path), nl=False)
+    except ExplainError as exc:
+        fail(str(exc))
+
+
 def _plan_options(
     spec_set: SpecSet,
     prune: bool,

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 
 from .base import (
+    Fenced,
+    InboxEntry,
     Lock,
     LockHeld,
     NoState,
@@ -29,6 +31,8 @@ STATE_ENV = "CAPCTL_STATE"
 __all__ = [
     "DEFAULT_STATE_URL",
     "STATE_ENV",
+    "Fenced",
+    "InboxEntry",
     "Lock",
     "LockHeld",
     "NoState",

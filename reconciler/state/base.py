@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from reconciler.model import TaskRecord
 
@@ -49,9 +49,12 @@ class StateDamaged(StateError):
 
 
 class LockHeld(StateError):
-    def __init__(self, holder: str) -> None:
+    def __init__(self, holder: str, *, expires_in: float | None = None) -> None:
         super().__init__(f"state is locked by {holder}")
         self.holder = holder
+        # Seconds until a lease lapses, as the database server counts them (None: an OS lock, held until its
+        # process ends): a standby retries then rather than a whole retry period later.
+        self.expires_in = expires_in
 
     @property
     def daemon(self) -> bool:
@@ -65,11 +68,37 @@ class LockHeld(StateError):
         return found.group(1) if found else None
 
 
+class Fenced(StateError):
+    """A write of a leader whose term (epoch) was superseded: another holder took the lock since.
+
+    Raised inside the write's transaction, so nothing of it was written; the writer must stop acting."""
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        now = "no one holds the lock" if current is None else f"the current epoch is {current}"
+        super().__init__(f"leadership epoch {epoch} was superseded ({now}): nothing was written")
+        self.epoch = epoch
+        self.current = current
+
+
 class SerialMismatch(StateError):
     def __init__(self, expected: int, actual: int) -> None:
         super().__init__(f"state serial is {actual}, expected {expected}")
         self.expected = expected
         self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A verified vendor callback kept in the state until the leader consumes it (issue 16).
+
+    `payload` is what the callback router parsed from the body (plain JSON, no signature or secret: the
+    store refuses keys that look like one), `digest` the body's sha256, `received_at` wall time."""
+
+    vendor: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    digest: str
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +149,7 @@ class NoState:
 
 class Lock(Protocol):
     holder: str
+    epoch: int  # the term this lock began: raised at every acquisition, kept with the lock in the store
 
     def renew(self) -> None:
         """Extend a lease (no-op for OS locks); raises LockHeld if another holder took it over."""

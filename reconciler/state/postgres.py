@@ -25,7 +25,18 @@ import psycopg.conninfo
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
-from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import (
+    INBOX_TABLE,
+    LOCK_NAME,
+    TABLES,
+    Cursor,
+    LeadershipQueries,
+    LockContext,
+    Queries,
+    SqlStateStore,
+    holder_identity,
+    iso_utc,
+)
 
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
@@ -43,8 +54,11 @@ CONNECTION_LIMITS = {
     "tcp_user_timeout": 30_000,  # milliseconds sent data may stay unacknowledged
 }
 
-_LOCK_NAME = "apply"
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
+_LOCK_TABLE = (
+    "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token TEXT NOT NULL,"
+    " since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL, epoch BIGINT NOT NULL DEFAULT 0)"
+)
 _BASE_QUERIES = Queries.build(
     mark="%s",
     for_update=" FOR UPDATE",
@@ -99,10 +113,22 @@ class PostgresStateStore(SqlStateStore):
             # Replicas starting together queue here instead of racing to create the same tables.
             f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
             *_BASE_QUERIES.create,
-            "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
-            " token TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
+            _LOCK_TABLE,
         ),
     )
+
+    # The epoch lives in the lease row: a column added to lease tables made before issue 16.
+    leadership = LeadershipQueries(
+        missing="SELECT (to_regclass('capctl_inbox') IS NULL)::int + (NOT EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = to_regclass('capctl_lock') AND attname = 'epoch' AND NOT attisdropped))::int",
+        migrate=(
+            f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
+            _LOCK_TABLE,
+            "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
+            INBOX_TABLE,
+        ),
+        fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
+    ).marked("%s")
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
@@ -167,35 +193,44 @@ class PostgresStateStore(SqlStateStore):
                 raise StateError(f"{self.url}: {self._scrub(exc)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
-        """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew()."""
+        """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
+
+        Each taking raises the lease's epoch by one, in the same statement (`Lease.epoch`)."""
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
+        self._migrate_leadership()
         identity, token = holder_identity(holder), secrets.token_hex(16)
         for _ in range(3):  # the current holder may release between our two statements: look again
             with self._cursor(write=True) as cur:
                 cur.execute(
-                    "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at)"
-                    " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second')"
+                    "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
+                    " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second', 1)"
                     " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
-                    " since = excluded.since, expires_at = excluded.expires_at WHERE l.expires_at <= now()"
-                    " RETURNING since",
-                    (_LOCK_NAME, identity, token, lease_seconds),
+                    " since = excluded.since, expires_at = excluded.expires_at, epoch = l.epoch + 1"
+                    " WHERE l.expires_at <= now() RETURNING since, epoch",
+                    (LOCK_NAME, identity, token, lease_seconds),
                 )
                 taken = cur.fetchall()
             if taken:
-                return Lease(self, token, f"{identity} since {_iso(taken[0][0])}", lease_seconds)
+                since, epoch = taken[0]
+                return Lease(self, token, f"{identity} since {_iso(since)}", lease_seconds, epoch)
             if current := self._current_holder():
-                raise LockHeld(current)
+                raise LockHeld(current[0], expires_in=current[1])
         raise StateError(f"{self.url}: the lease changed hands repeatedly; try again")
 
-    def _current_holder(self) -> str | None:
+    def _current_holder(self) -> tuple[str, float] | None:
+        """Who holds the lease (as `LockHeld` shows it) and the seconds until it lapses, by the server."""
         with self._cursor(write=False) as cur:
-            cur.execute("SELECT holder, since, expires_at FROM capctl_lock WHERE name = %s", (_LOCK_NAME,))
+            cur.execute(
+                "SELECT holder, since, expires_at, GREATEST(EXTRACT(EPOCH FROM expires_at - now()), 0)::float8"
+                " FROM capctl_lock WHERE name = %s",
+                (LOCK_NAME,),
+            )
             rows = cur.fetchall()
         if not rows:
             return None
-        holder, since, expires_at = rows[0]
-        return f"{holder} since {_iso(since)} (lease expires {_iso(expires_at)})"
+        holder, since, expires_at, left = rows[0]
+        return f"{holder} since {_iso(since)} (lease expires {_iso(expires_at)})", float(left)
 
     def close(self) -> None:
         with self._mutex:
@@ -211,13 +246,16 @@ def _iso(moment: datetime) -> str:
 
 
 class Lease(LockContext):
-    """A held lease row; `renew()` extends it from the server's now(), `release()` deletes it."""
+    """A held lease row; `renew()` extends it from the server's now(), `release()` lets it lapse at once.
 
-    def __init__(self, store: PostgresStateStore, token: str, holder: str, lease_seconds: float) -> None:
+    Released, the row stays (expired, no token): its epoch must keep rising across holders."""
+
+    def __init__(self, store: PostgresStateStore, token: str, holder: str, lease_seconds: float, epoch: int) -> None:
         self._store = store
         self._token: str | None = token
         self.holder = holder
         self.lease_seconds = lease_seconds
+        self.epoch = epoch
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
@@ -226,15 +264,21 @@ class Lease(LockContext):
         with self._store._cursor(write=True) as cur:
             cur.execute(
                 "UPDATE capctl_lock SET expires_at = now() + %s * interval '1 second' WHERE name = %s AND token = %s",
-                (self.lease_seconds, _LOCK_NAME, self._token),
+                (self.lease_seconds, LOCK_NAME, self._token),
             )
             kept = cur.rowcount > 0
         if not kept:
             self._token = None
-            raise LockHeld(self._store._current_holder() or "no one now: our lease lapsed and was taken over")
+            current = self._store._current_holder()
+            if current is None:
+                raise LockHeld("no one now: our lease lapsed and was taken over")
+            raise LockHeld(current[0], expires_in=current[1])
 
     def release(self) -> None:
         if self._token is not None:
             with self._store._cursor(write=True) as cur:
-                cur.execute("DELETE FROM capctl_lock WHERE name = %s AND token = %s", (_LOCK_NAME, self._token))
+                cur.execute(
+                    "UPDATE capctl_lock SET token = '', expires_at = now() WHERE name = %s AND token = %s",
+                    (LOCK_NAME, self._token),
+                )
             self._token = None

@@ -6,10 +6,13 @@ locking. Every write runs as: lock the serial row, compare it with `expected_ser
 the serial, commit; a failure anywhere rolls the whole transaction back, so a crash loses nothing already
 committed and never leaves a half-applied change. Subclasses provide the dialect (`Queries`) and a
 `_cursor()` context manager that runs one transaction and turns driver errors into `StateError`.
+Issue 16 adds, as a migration step of its own (`LeadershipQueries`): the lock's epoch, checked inside a
+leader's writes (`fence=`), and the callback inbox.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -24,11 +27,15 @@ from reconciler.model import TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
 from . import codec
-from .base import SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
+from .base import Fenced, InboxEntry, SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
 
 SCHEMA_VERSION = 1
 # The tables a state has from its first commit on: some without the others is damage, never a new state.
 TABLES = ("capctl_meta", "capctl_records")
+INBOX_KEEP_SECONDS = 3600.0  # how long the inbox remembers a callback (vendors retry within minutes)
+LOCK_NAME = "apply"  # the one lock (row) of a state: `apply`, `state rm` and the daemon's leadership share it
+# Keys an inbox payload may not have: the router stores what it parsed, never what signs a callback.
+_SECRET_WORDS = ("signature", "secret", "password", "token")
 
 
 class Cursor(Protocol):
@@ -101,6 +108,73 @@ class Queries:
         )
 
 
+# Verified vendor callbacks, kept until the leader consumes them and then until purged (issue 16).
+INBOX_TABLE = (
+    "CREATE TABLE IF NOT EXISTS capctl_inbox (vendor TEXT NOT NULL, dedupe_key TEXT NOT NULL,"
+    " payload TEXT NOT NULL, digest TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,"
+    " consumed_at DOUBLE PRECISION, PRIMARY KEY (vendor, dedupe_key))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipQueries:
+    """Issue 16's statements: the epoch kept with the lock, and the callback inbox (same SQL in both dialects
+    except where noted). A migration step of its own: a state from before it gets the epoch column (or
+    table) and the inbox table the first time a lock or the inbox is used, whatever else migrates."""
+
+    missing: str  # one row, one column: non-zero when a table or column of this step is absent
+    migrate: tuple[str, ...]
+    fence: str  # the current epoch; PostgreSQL row-locks it, so a takeover waits until the write commits
+    inbox_put: str = (
+        "INSERT INTO capctl_inbox (vendor, dedupe_key, payload, digest, received_at) VALUES ({m}, {m}, {m}, {m}, {m})"
+        " ON CONFLICT (vendor, dedupe_key) DO NOTHING"
+    )
+    # The oldest unconsumed entries, marked consumed in the same statement (consumed rows stay until purged,
+    # so a vendor's retry of a callback already handled is still recognised as a duplicate).
+    inbox_claim: str = (
+        "UPDATE capctl_inbox SET consumed_at = {m} WHERE (vendor, dedupe_key) IN (SELECT vendor, dedupe_key"
+        " FROM capctl_inbox WHERE consumed_at IS NULL ORDER BY received_at LIMIT {m})"
+        " RETURNING vendor, dedupe_key, payload, digest, received_at"
+    )
+    # Run by each claim: consumed entries once they are too old to meet a retry, and unconsumed ones no
+    # leader took in that time (a new leader observes every task anyway), so the inbox stays bounded.
+    inbox_purge: str = "DELETE FROM capctl_inbox WHERE COALESCE(consumed_at, received_at) < {m}"
+
+    def marked(self, mark: str) -> LeadershipQueries:
+        """These statements with `mark` as the parameter placeholder."""
+        return LeadershipQueries(
+            missing=self.missing,
+            migrate=self.migrate,
+            fence=self.fence,
+            inbox_put=self.inbox_put.format(m=mark),
+            inbox_claim=self.inbox_claim.format(m=mark),
+            inbox_purge=self.inbox_purge.format(m=mark),
+        )
+
+
+def _inbox_json(entry: InboxEntry) -> str:
+    """The payload as plain JSON; a key that names a signature or secret is refused, nothing stored."""
+
+    def check(value: object, where: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if any(word in str(key).lower() for word in _SECRET_WORDS):
+                    raise StateError(
+                        f"inbox entry {entry.dedupe_key!r}: {where}{key} looks like a signature or secret;"
+                        " store what the callback says, never what signs it"
+                    )
+                check(item, f"{where}{key}.")
+        elif isinstance(value, list):
+            for item in value:
+                check(item, where)
+
+    check(entry.payload, "")
+    try:
+        return json.dumps(entry.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"inbox entry {entry.dedupe_key!r} cannot be stored as JSON: {exc}") from None
+
+
 def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
     cur.execute(sql, params)
     return cur.fetchall()
@@ -111,6 +185,8 @@ class SqlStateStore(ABC):
 
     url: str
     queries: ClassVar[Queries]
+    leadership: ClassVar[LeadershipQueries]
+    _leadership_ready = False  # this store object ran (or found done) the leadership migration step
     created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
     writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
@@ -120,6 +196,13 @@ class SqlStateStore(ABC):
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
         """One transaction: commit on success, roll back on any exception, driver errors → StateError.
         With `write`, concurrent writers wait until it ends (SQLite BEGIN IMMEDIATE / a row lock)."""
+
+    @abstractmethod
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> LockContext:
+        """Take the exclusive lock at once, raising its epoch, or raise `LockHeld` naming the holder."""
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     def _open_schema(self, *, create: bool, where: str) -> bool:
         """Check the capctl tables and their meta row; with `create`, create them where none exist.
@@ -212,29 +295,38 @@ class SqlStateStore(ABC):
         serial: int = rows[0][0]
         return serial
 
-    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
-        return self.put_many((record,), expected_serial=expected_serial)
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None, fence: int | None = None) -> int:
+        return self.put_many((record,), expected_serial=expected_serial, fence=fence)
 
-    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+    def put_many(
+        self, records: Iterable[TaskRecord], *, expected_serial: int | None = None, fence: int | None = None
+    ) -> int:
         """Insert or replace several records in one transaction that moves the serial once.
 
-        An empty batch changes nothing and leaves the serial where it is."""
+        An empty batch changes nothing and leaves the serial where it is. With `fence` (a leader's epoch),
+        the transaction first checks that epoch is still the lock's: otherwise `Fenced`, nothing written."""
         rows = [(record.key, codec.encode(record)) for record in records]
+        if fence is not None:
+            self._migrate_leadership()
         with self._cursor(write=True) as cur:
-            serial = self._check_serial(cur, expected_serial)
+            serial = self._check_serial(cur, expected_serial, fence)
             if not rows:
                 return serial
             cur.executemany(self.queries.upsert, rows)
             return self._bump(cur)
 
-    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+    def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
+        if fence is not None:
+            self._migrate_leadership()
         with self._cursor(write=True) as cur:
-            serial = self._check_serial(cur, expected_serial)
+            serial = self._check_serial(cur, expected_serial, fence)
             cur.execute(self.queries.delete, (key,))
             return self._bump(cur) if cur.rowcount > 0 else serial
 
-    def _check_serial(self, cur: Cursor, expected: int | None) -> int:
+    def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
+        if fence is not None:
+            self._check_fence(cur, fence)
         serial = self._serial_of(cur, self.queries.serial_for_update)
         if expected is not None and serial != expected:
             raise SerialMismatch(expected, serial)
@@ -242,6 +334,56 @@ class SqlStateStore(ABC):
 
     def _bump(self, cur: Cursor) -> int:
         return self._serial_of(cur, self.queries.bump)
+
+    def _check_fence(self, cur: Cursor, epoch: int) -> None:
+        """Raise `Fenced` (rolling the transaction back) unless `epoch` is still the lock's epoch.
+        (A fenced writer took the lock, which ran `_migrate_leadership` first.)"""
+        rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
+        current: int | None = rows[0][0] if rows else None
+        if current != epoch:
+            raise Fenced(epoch, current)
+
+    def _migrate_leadership(self) -> None:
+        """Add the epoch and the inbox to a state made before them: once per store object, its own step."""
+        if self._leadership_ready:
+            return
+        with self._cursor(write=False) as cur:
+            missing = _rows(cur, self.leadership.missing)[0][0]
+        if missing:
+            with self._cursor(write=True) as cur:
+                for statement in self.leadership.migrate:
+                    cur.execute(statement, ())
+        self._leadership_ready = True
+
+    def inbox_put(self, entry: InboxEntry) -> bool:
+        """Store a verified callback durably (committed on return); False when its key is already there
+        (a vendor's retry, consumed or not). Raises `StateError` when it cannot be stored: answer 5xx."""
+        payload = _inbox_json(entry)
+        self._migrate_leadership()
+        with self._cursor(write=True) as cur:
+            cur.execute(
+                self.leadership.inbox_put, (entry.vendor, entry.dedupe_key, payload, entry.digest, entry.received_at)
+            )
+            return cur.rowcount > 0
+
+    def inbox_claim(
+        self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None
+    ) -> list[InboxEntry]:
+        """The oldest `limit` entries not consumed yet, oldest first, marked consumed at `now` in the same
+        transaction (fenced like any write of a leader: a deposed leader claims nothing). The same
+        transaction forgets entries consumed more than `keep` seconds ago, or received that long ago and
+        never consumed; until then a vendor's retry of a consumed one is still a duplicate."""
+        self._migrate_leadership()
+        with self._cursor(write=True) as cur:
+            if fence is not None:
+                self._check_fence(cur, fence)
+            cur.execute(self.leadership.inbox_purge, (now - keep,))
+            rows = _rows(cur, self.leadership.inbox_claim, (now, limit))
+        try:
+            entries = [InboxEntry(v, k, json.loads(p), d, r) for v, k, p, d, r in rows]
+        except ValueError as exc:
+            raise StateError(f"{self.url}: an inbox entry is not JSON: {exc}") from None
+        return sorted(entries, key=lambda e: (e.received_at, e.vendor, e.dedupe_key))
 
 
 def iso_utc(timestamp: float) -> str:
@@ -258,6 +400,7 @@ class LockContext(ABC):
     """A held lock that also works as `with store.lock("capctl apply"):` (released on leaving the block)."""
 
     holder: str
+    epoch: int
 
     @abstractmethod
     def renew(self) -> None: ...

@@ -28,7 +28,18 @@ from typing import ClassVar
 from reconciler.clock import Clock, SystemClock
 
 from .base import LockHeld, StateDamaged, StateError, StateMissing
-from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import (
+    INBOX_TABLE,
+    LOCK_NAME,
+    TABLES,
+    Cursor,
+    LeadershipQueries,
+    LockContext,
+    Queries,
+    SqlStateStore,
+    holder_identity,
+    iso_utc,
+)
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -40,6 +51,17 @@ class SQLiteStateStore(SqlStateStore):
         tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {TABLES}",
         has_key="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_fingerprint_key'",
     )
+
+    # The flock says who holds the lock; this table keeps its epoch, raised at every taking, for fencing.
+    leadership = LeadershipQueries(
+        missing="SELECT 2 - count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('capctl_lock', 'capctl_inbox')",
+        migrate=(
+            "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, epoch INTEGER NOT NULL)",
+            INBOX_TABLE,
+        ),
+        fence="SELECT epoch FROM capctl_lock WHERE name = ?",
+    ).marked("?")
 
     def __init__(
         self,
@@ -217,12 +239,30 @@ class SQLiteStateStore(SqlStateStore):
         except BaseException:
             os.close(fd)
             raise
+        try:
+            epoch = self._next_epoch()
+        except BaseException:
+            os.close(fd)
+            self._file.release()
+            raise
         info = {"holder": holder_identity(holder), "since": iso_utc(self._clock.now())}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         description = f"{info['holder']} since {info['since']}"
         self._file.holder = description
-        return FileLock(fd, self._file, description)
+        return FileLock(fd, self._file, description, epoch)
+
+    def _next_epoch(self) -> int:
+        """Raise the lock's epoch for a new holder (who holds the flock), and return it."""
+        self._migrate_leadership()
+        with self._cursor(write=True) as cur:
+            cur.execute(
+                "INSERT INTO capctl_lock (name, epoch) VALUES (?, 1)"
+                " ON CONFLICT (name) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+                (LOCK_NAME,),
+            )
+            epoch: int = cur.fetchall()[0][0]
+        return epoch
 
     def close(self) -> None:
         with self._mutex:
@@ -312,11 +352,12 @@ class _DbFile:
 class FileLock(LockContext):
     """A held flock on the database file and its `.lock` file; release (or the process dying) frees both."""
 
-    def __init__(self, fd: int, db_file: _DbFile, holder: str) -> None:
+    def __init__(self, fd: int, db_file: _DbFile, holder: str, epoch: int) -> None:
         self._fd: int | None = fd
         self._db_file = db_file
         db_file.retain()
         self.holder = holder
+        self.epoch = epoch
 
     def renew(self) -> None:
         """Nothing to extend: an OS lock lasts while the process holds it."""

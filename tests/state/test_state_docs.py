@@ -15,7 +15,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", DOC.rea
 
 
 def test_the_doc_has_its_examples() -> None:
-    assert len(EXAMPLES) == 2
+    assert len(EXAMPLES) == 3
 
 
 def test_examples_run_in_order(

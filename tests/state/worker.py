@@ -3,6 +3,7 @@
 python -m tests.state.worker hold-lock URL COMMAND LEASE  # prints "locked <holder>", then waits
 python -m tests.state.worker increment URL KEY N          # N compare-and-set increments of reissue_count
 python -m tests.state.worker put-then-die URL N           # N commits, then SIGKILL on itself
+python -m tests.state.worker elect URL LEASE DEADLINE RETRY  # a LeaderElector: prints its events until killed
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import os
 import signal
 import sys
 import threading
+import time
 
-from reconciler.state import SerialMismatch, open_state
+from reconciler.clock import SystemClock
+from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings
+from reconciler.state import SerialMismatch, SQLiteStateStore, open_state
+from reconciler.state.postgres import PostgresStateStore
 
 from .helpers import make_record
 
@@ -47,6 +52,24 @@ def put_then_die(url: str, count: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: as abrupt as a crash
 
 
+def elect(url: str, settings: LeaderSettings) -> None:
+    """Stand by or lead as a daemon replica would; `standby HOLDER` once, then each event as it happens."""
+    store = open_state(url)
+    assert isinstance(store, SQLiteStateStore | PostgresStateStore)
+
+    def report(event: LeaderEvent) -> None:
+        print(event.event, event.epoch, event.reason or "", flush=True)
+
+    elector = LeaderElector(store, "capctl run", clock=SystemClock(), settings=settings, on_event=report)
+    said_standby = False
+    while True:
+        wait = elector.tick()
+        if elector.other_holder and not said_standby:
+            print("standby", elector.other_holder, flush=True)
+            said_standby = True
+        time.sleep(wait)
+
+
 if __name__ == "__main__":
     match sys.argv[1:]:
         case ["hold-lock", url, command, lease]:
@@ -55,5 +78,7 @@ if __name__ == "__main__":
             increment(url, key, int(times))
         case ["put-then-die", url, count]:
             put_then_die(url, int(count))
+        case ["elect", url, lease, deadline, retry]:
+            elect(url, LeaderSettings(float(lease), float(deadline), float(retry)))
         case _:
             sys.exit(__doc__)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The capctl action's work (action.yml), also run by the GitLab example: validate, plan, post the plan as one
+# comment updated in place. Inputs come as variables, so any CI can call it:
+#   CAPCTL_PATHS       spec paths, space-separated (default: specs)
+#   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (word-split)
+#   CAPCTL_COMMENT     "true" (default) posts/updates the comment; "false" only plans
+#   CAPCTL_COMMENT_ID  tells apart several plans in one pull request (default: default)
+#   CAPCTL_OUT_DIR     where plan.json and plan.md go (default: .)
+# Exit: 0 no changes, 2 changes, 1 anything failed (validation, plan, comment). It writes `exitcode` and
+# `has-changes` to $GITHUB_OUTPUT when set.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+read -r -a paths <<< "${CAPCTL_PATHS:-specs}"
+read -r -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
+out="${CAPCTL_OUT_DIR:-.}"
+mkdir -p "$out"
+
+if ! capctl --no-color validate "${paths[@]}"; then
+  echo "capctl validate found errors (listed above as file:line:col): no plan is made" >&2
+  code=1
+else
+  code=0
+  # --detailed-exitcode: 0 = no changes, 2 = changes, 1 = an error (a plan that could not observe a task too)
+  capctl --no-color plan "${paths[@]}" "${extra[@]}" --detailed-exitcode --out "$out/plan.json" \
+    --format markdown > "$out/plan.md" || code=$?
+fi
+if [ "$code" -ne 0 ] && [ "$code" -ne 2 ]; then
+  code=1
+  : > "$out/plan.md"
+fi
+
+if [ -n "${GITHUB_OUTPUT:-}" ]; then
+  { echo "exitcode=$code"; echo "has-changes=$([ "$code" -eq 2 ] && echo true || echo false)"; } >> "$GITHUB_OUTPUT"
+fi
+if [ "${CAPCTL_COMMENT:-true}" = "true" ]; then
+  python3 "$here/plan_comment.py" --plan "$out/plan.md" --exit-code "$code" --id "${CAPCTL_COMMENT_ID:-default}" \
+    || exit 1
+fi
+exit "$code"

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Post a capctl plan to a pull request (GitHub) or merge request (GitLab) as ONE comment, updated in place.
+
+Why a script and not `gh pr comment`: every push would add a new comment, and reviewers would have to find
+the latest one. The comment carries a hidden marker (`<!-- capctl-plan:ID -->`); the script lists the
+comments, edits the one with the marker, and posts a new one only when there is none. Standard library only,
+so it runs before (or without) capctl's own dependencies.
+
+  plan_comment.py --plan plan.md --exit-code 2          # exit code of `capctl plan --detailed-exitcode`
+GitHub: GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_EVENT_PATH (the pull request number).
+GitLab: GITLAB_TOKEN (an access token with `api` scope), CI_API_V4_URL, CI_PROJECT_ID, CI_MERGE_REQUEST_IID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters; GitLab's notes allow more
+PAGE = 100
+
+
+class Refused(Exception):
+    """The forge answered with an error, or a variable the script needs is missing."""
+
+
+@dataclass(frozen=True)
+class Forge:
+    name: str
+    comments_url: str  # list (GET) and create (POST)
+    edit_url: str  # "{id}" replaced by the comment's id
+    edit_method: str
+    headers: dict[str, str]
+
+
+def _need(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise Refused(f"{name} is not set")
+    return value
+
+
+def github(env: dict[str, str], number: str | None) -> Forge:
+    api = env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+    repo = _need(env, "GITHUB_REPOSITORY")
+    if number is None:
+        with open(_need(env, "GITHUB_EVENT_PATH"), encoding="utf-8") as event:
+            pull = json.load(event).get("pull_request") or {}
+        if "number" not in pull:
+            raise Refused("this run is not for a pull request (GITHUB_EVENT_PATH has no pull_request.number)")
+        number = str(pull["number"])
+    return Forge(
+        "GitHub",
+        f"{api}/repos/{repo}/issues/{number}/comments",
+        f"{api}/repos/{repo}/issues/comments/{{id}}",
+        "PATCH",
+        {
+            "Authorization": f"Bearer {_need(env, 'GITHUB_TOKEN')}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        },
+    )
+
+
+def gitlab(env: dict[str, str], number: str | None) -> Forge:
+    api = _need(env, "CI_API_V4_URL").rstrip("/")
+    project = urllib.parse.quote(_need(env, "CI_PROJECT_ID"), safe="")
+    iid = number or _need(env, "CI_MERGE_REQUEST_IID")
+    notes = f"{api}/projects/{project}/merge_requests/{iid}/notes"
+    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", {"PRIVATE-TOKEN": _need(env, "GITLAB_TOKEN")})
+
+
+def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {**forge.headers, "Content-Type": "application/json", "User-Agent": "capctl-plan-comment"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:  # the forge's own message, never the request's headers (the token)
+        detail = exc.read().decode(errors="replace")[:300]
+        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise Refused(f"cannot reach {forge.name} at {url}: {exc.reason}") from None
+
+
+def find_comment(forge: Forge, marker: str) -> int | None:
+    """The id of the first comment holding `marker`, through every page of comments."""
+    page = 1
+    while True:
+        query = urllib.parse.urlencode({"per_page": PAGE, "page": page, "sort": "asc"})
+        comments = call(forge, "GET", f"{forge.comments_url}?{query}")
+        for comment in comments:
+            if marker in (comment.get("body") or ""):
+                return int(comment["id"])
+        if len(comments) < PAGE:
+            return None
+        page += 1
+
+
+def comment_body(marker: str, plan: str, exit_code: int, where: str) -> str:
+    """The comment: the marker, a headline that says plainly what the plan found, then the plan itself."""
+    if exit_code == 0:
+        headline = "#### ✅ capctl: no changes"
+    elif exit_code == 2:
+        headline = "#### capctl: changes to apply"
+    else:  # the old plan must not stay up looking current
+        headline = f"#### ❌ capctl plan failed (exit {exit_code}): no plan. The job log says why."
+        plan = ""
+    if len(plan) > MAX_BODY:
+        plan = plan[:MAX_BODY] + f"\n\n(The plan was cut at {MAX_BODY:,} characters: the whole plan is in {where}.)\n"
+    return f"{marker}\n{headline}\n\n{plan}".rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--plan", required=True, help="the markdown plan (`capctl plan --format markdown`)")
+    parser.add_argument("--exit-code", type=int, required=True, help="`capctl plan --detailed-exitcode`'s exit")
+    parser.add_argument("--id", default="default", help="tells apart several plans in one pull request")
+    parser.add_argument("--forge", choices=["github", "gitlab"], help="default: from the CI's variables")
+    parser.add_argument("--number", help="pull/merge request number (default: from the CI's variables)")
+    parser.add_argument("--where", default="the job's artifacts", help="where the whole plan is, if cut")
+    args = parser.parse_args(argv)
+    env = dict(os.environ) if env is None else env
+    name = args.forge or ("gitlab" if env.get("GITLAB_CI") else "github")
+    marker = f"<!-- capctl-plan:{args.id} -->"
+    try:
+        forge = (gitlab if name == "gitlab" else github)(env, args.number)
+        with open(args.plan, encoding="utf-8") as plan_file:
+            body = comment_body(marker, plan_file.read(), args.exit_code, args.where)
+        existing = find_comment(forge, marker)
+        if existing is None:
+            created = call(forge, "POST", forge.comments_url, {"body": body})
+            print(f"plan_comment: posted comment {created['id']} on the {forge.name} request")
+        else:
+            call(forge, forge.edit_method, forge.edit_url.format(id=existing), {"body": body})
+            print(f"plan_comment: updated comment {existing} on the {forge.name} request")
+    except (Refused, OSError) as exc:
+        print(f"plan_comment: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

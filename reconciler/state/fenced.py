@@ -1,0 +1,89 @@
+"""A leader's view of the state: the store plus the epoch of its term, every write fenced (issue 16).
+
+A replica that was paused (GC pause, VM freeze, SIGSTOP) past its lease may resume while another replica
+leads. Its writes must then fail, not overwrite the new leader's: each write through this view checks, in
+its own transaction, that its epoch is still the lock's (`Fenced` otherwise, nothing written). The plain
+store `capctl apply` uses is left as it is: an apply holds the lock for the whole run and is the only writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from reconciler.model import TaskRecord
+
+from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
+from .sql import INBOX_KEEP_SECONDS
+
+
+class FenceableStore(StateStore, Protocol):
+    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox (both SQL stores)."""
+
+    def put_many(
+        self, records: Iterable[TaskRecord], *, expected_serial: int | None = None, fence: int | None = None
+    ) -> int: ...
+
+    def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int: ...
+
+    def inbox_put(self, entry: InboxEntry) -> bool: ...
+
+    def inbox_claim(
+        self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None
+    ) -> list[InboxEntry]: ...
+
+
+class FencedStore:
+    """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""
+
+    def __init__(self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
+        self.store = store
+        self.epoch = epoch
+        self.url = store.url
+        self._on_fenced = on_fenced
+
+    def _fenced(self, exc: Fenced) -> Fenced:
+        if self._on_fenced is not None:
+            self._on_fenced(exc)
+        return exc
+
+    def load(self) -> Snapshot:
+        return self.store.load()
+
+    def serial(self) -> int:
+        return self.store.serial()
+
+    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
+        # Not fenced: it writes only where no key exists yet, and every replica would write the same row.
+        return self.store.fingerprint_key(new)
+
+    def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
+        return self.put_many((record,), expected_serial=expected_serial)
+
+    def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
+        try:
+            return self.store.put_many(records, expected_serial=expected_serial, fence=self.epoch)
+        except Fenced as exc:
+            raise self._fenced(exc) from None
+
+    def delete(self, key: str, *, expected_serial: int | None = None) -> int:
+        try:
+            return self.store.delete(key, expected_serial=expected_serial, fence=self.epoch)
+        except Fenced as exc:
+            raise self._fenced(exc) from None
+
+    def inbox_put(self, entry: InboxEntry) -> bool:
+        # Any replica stores callbacks, leader or not: not fenced.
+        return self.store.inbox_put(entry)
+
+    def inbox_claim(self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS) -> list[InboxEntry]:
+        try:
+            return self.store.inbox_claim(now=now, limit=limit, keep=keep, fence=self.epoch)
+        except Fenced as exc:
+            raise self._fenced(exc) from None
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        return self.store.lock(holder, lease_seconds=lease_seconds)
+
+    def close(self) -> None:
+        self.store.close()

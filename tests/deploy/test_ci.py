@@ -1,0 +1,201 @@
+"""The pull-request kit: action/plan.sh (what action.yml and the GitLab example run) plans real specs with the
+real CLI against the simulator and keeps ONE comment up to date on a local stand-in for GitHub's and GitLab's
+APIs; the drift workflow's own step fails on drift; every capctl command and option in the CI files exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import typer.main
+import yaml
+
+from reconciler.cli import app
+from tests.deploy.daemon_facts import ROOT
+from tests.deploy.forge import TOKEN, Forge, serve
+from tests.e2e.conftest import Workdir
+from tests.specdocs import snapshot_job
+
+PLAN_SH = ROOT / "action" / "plan.sh"
+MARKER = "<!-- capctl-plan:default -->"
+
+
+def forge_env(forge: Forge, work: Workdir) -> dict[str, str]:
+    """The variables GitHub Actions or GitLab CI would set, pointed at the stand-in."""
+    if forge.kind == "github":
+        event = work.root / "event.json"
+        event.write_text(json.dumps({"pull_request": {"number": 7}}))
+        return {
+            "GITHUB_API_URL": forge.url,
+            "GITHUB_REPOSITORY": "o/r",
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_TOKEN": TOKEN,
+            "GITHUB_OUTPUT": str(work.root / "github-output"),
+        }
+    return {
+        "GITLAB_CI": "true",
+        "CI_API_V4_URL": forge.url,
+        "CI_PROJECT_ID": "o/r",
+        "CI_MERGE_REQUEST_IID": "7",
+        "GITLAB_TOKEN": TOKEN,
+    }
+
+
+def run_plan_sh(work: Workdir, forge: Forge) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in work.env.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_"))}
+    env |= forge_env(forge, work)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # capctl, as the action installs it
+    proc = subprocess.run(
+        ["bash", str(PLAN_SH)], cwd=work.root, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert TOKEN not in proc.stdout + proc.stderr
+    return proc
+
+
+def marked(forge: Forge) -> list[dict[str, Any]]:
+    return [c for c in forge.comments if MARKER in c["body"]]
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_one_comment_updated_in_place_on_every_push(work: Workdir, kind: str) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    with serve(kind) as forge:
+        for n in range(130):  # a busy pull request: the plan comment must be found past the first page
+            forge.add(f"review remark {n}", "someone")
+
+        first = run_plan_sh(work, forge)
+        assert first.returncode == 2, first.stderr
+        [comment] = marked(forge)
+        assert "changes to apply" in comment["body"] and "SnapshotJob/audit/lobby" in comment["body"]
+        assert (work.root / "plan.json").exists()
+
+        work.apply()  # "the next push": the specs now match the vendors
+        second = run_plan_sh(work, forge)
+        assert second.returncode == 0, second.stderr
+        assert marked(forge) == [comment] and len(forge.comments) == 131
+        assert "✅ capctl: no changes" in comment["body"] and "SnapshotJob/audit" not in comment["body"]
+        edits = [r for r in forge.requests if r[0] in ("PATCH", "PUT")]
+        assert len(edits) == 1 and [r for r in forge.requests if r[0] == "POST"] != []
+
+        work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
+        third = run_plan_sh(work, forge)
+        assert third.returncode == 1 and "jobs.yaml:" in third.stdout + third.stderr
+        assert marked(forge) == [comment] and "capctl plan failed (exit 1)" in comment["body"]
+    if kind == "github":
+        outputs = (work.root / "github-output").read_text().split()
+        assert outputs == [f"{k}={v}" for code in ("2", "0", "1") for k, v in _outputs(code)]
+
+
+def _outputs(code: str) -> list[tuple[str, str]]:
+    return [("exitcode", code), ("has-changes", "true" if code == "2" else "false")]
+
+
+def test_a_forge_refusal_fails_the_job_and_says_why(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        forge.refuse = 403
+        proc = run_plan_sh(work, forge)
+    assert proc.returncode == 1
+    assert "GitHub answered 403" in proc.stderr and "Resource not accessible" in proc.stderr
+
+
+def workflow_step(path: Path, job: str, name: str) -> str:
+    steps = yaml.safe_load(path.read_text())["jobs"][job]["steps"]
+    return str(next(step["run"] for step in steps if step.get("name") == name))
+
+
+def test_the_scheduled_drift_check_fails_when_the_vendors_drifted(work: Workdir) -> None:
+    workflow = ROOT / "examples" / "ci" / "github-drift.yaml"
+    assert yaml.safe_load(workflow.read_text())[True]["schedule"][0]["cron"]  # YAML 1.1 reads `on` as True
+    script = workflow_step(workflow, "drift", "Plan against the vendors")
+    env = {**work.env, "PATH": f"{Path(sys.executable).parent}:{work.env.get('PATH', '')}"}
+
+    def drift_check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", script], cwd=work.root, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    in_sync = drift_check()
+    assert in_sync.returncode == 0 and "No drift" in in_sync.stdout
+    work.sim.advance(21)  # the room stays empty: the vendor stops the task, nobody re-issues it
+    drifted = drift_check()
+    assert drifted.returncode == 1 and "drifted from the specs" in drifted.stdout and "reissue" in drifted.stdout
+
+
+CI_FILES = [ROOT / "action" / "plan.sh", *sorted((ROOT / "examples" / "ci").iterdir()), ROOT / "action.yml"]
+CAPCTL_LINE = re.compile(r"\bcapctl((?:\s+[^\s|;&)>]+)+)")
+
+
+def test_every_capctl_command_and_option_in_the_ci_files_exists() -> None:
+    group = cast(Any, typer.main.get_command(app))
+    root_options = {o for p in group.params for o in p.opts}
+    checked = 0
+    for path in CI_FILES:
+        for match in CAPCTL_LINE.finditer(path.read_text()):
+            line = match.group(1).split("#")[0]  # a shell comment ends the command
+            words = [w.strip("\"'`") for w in line.split() if not w.startswith(("$", '"$'))]
+            words = [w for w in words if w not in root_options]
+            if not words or words[0] not in group.commands:
+                continue  # prose ("capctl action", "capctl repository"), not a command line
+            command = group.commands[words[0]]
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            for word in words[1:]:
+                if word.startswith("-"):
+                    assert word.split("=")[0] in options, f"{path.name}: capctl {words[0]} has no {word}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_action_is_composite_and_uses_only_what_it_declares() -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    text = (ROOT / "action.yml").read_text()
+    used = set(re.findall(r"inputs\.([\w-]+)", text))
+    assert used == set(action["inputs"]), "every input is used, and only declared ones"
+    for path in re.findall(r"\$GITHUB_ACTION_PATH/([\w./-]+)", text):
+        assert (ROOT / path).exists(), path
+    written = set(re.findall(r'echo "([\w-]+)=', PLAN_SH.read_text()))
+    for output in action["outputs"].values():
+        step_output = re.fullmatch(r"\$\{\{ steps\.plan\.outputs\.([\w-]+) \}\}", output["value"])
+        assert step_output and step_output.group(1) in written
+
+
+def load_plan_comment() -> Any:
+    spec = importlib.util.spec_from_file_location("plan_comment", ROOT / "action" / "plan_comment.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_plan_too_long_for_a_comment_is_cut_and_says_where_the_rest_is(tmp_path: Path) -> None:
+    plan_comment = load_plan_comment()
+    plan = tmp_path / "plan.md"
+    plan.write_text("| + | `SnapshotJob/audit/room` | create | new task |\n" * 2000)  # ~100,000 characters
+    with serve("github") as forge:
+        work_env = {"GITHUB_API_URL": forge.url, "GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": TOKEN}
+        args = ["--plan", str(plan), "--exit-code", "2", "--number", "7", "--where", "the capctl-plan artifact"]
+        assert plan_comment.main(args, env=work_env) == 0
+        [comment] = forge.comments
+    assert len(comment["body"]) < 65_536
+    assert comment["body"].rstrip().endswith("the whole plan is in the capctl-plan artifact.)")
+
+
+def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan_comment = load_plan_comment()
+    (tmp_path / "plan.md").write_text("No changes.\n")
+    with serve("gitlab") as forge:
+        env = {"GITLAB_CI": "true", "CI_API_V4_URL": forge.url, "CI_PROJECT_ID": "o/r", "CI_MERGE_REQUEST_IID": "7"}
+        assert plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "0"], env=env) == 1
+        assert forge.requests == []
+    assert "plan_comment: GITLAB_TOKEN is not set" in capsys.readouterr().err

@@ -1,0 +1,172 @@
+"""The kustomize package in deploy/: rendered with `kubectl kustomize` as a user would, every object checked
+against the Kubernetes schemas (kubernetes-validate, strict: an unknown field fails), the ServiceMonitor (a
+CRD those schemas lack) field by field, and every port, path, flag and variable checked against the daemon.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from reconciler import __version__
+from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: `kubectl kustomize` renders deploy/")
+
+Objects = dict[str, dict[str, Any]]  # by kind (each package has one object of each kind)
+
+
+def render(overlay: str) -> Objects:
+    assert KUBECTL is not None
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(ROOT / "deploy" / overlay)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    objects: Objects = {}
+    for doc in yaml.safe_load_all(out):
+        assert doc["kind"] not in objects, f"two {doc['kind']} objects"
+        objects[doc["kind"]] = doc
+    return objects
+
+
+PACKAGES = ["base", "overlays/single-replica"]
+
+
+@pytest.fixture(scope="module", params=PACKAGES)
+def package(request: pytest.FixtureRequest) -> Objects:
+    return render(request.param)
+
+
+def container(objects: Objects, name: str) -> dict[str, Any]:
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == name)
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_every_object_is_valid_against_the_kubernetes_schemas(package: Objects) -> None:
+    version = kubernetes_validate.latest_version()
+    for kind, obj in package.items():
+        if kind == "ServiceMonitor":
+            continue  # a CRD: checked field by field below
+        kubernetes_validate.validate(obj, version, strict=True)  # raises, naming the field
+
+
+def test_the_schema_check_catches_a_wrong_field() -> None:
+    """The validation above can fail: a misspelt probe field is refused."""
+    deployment = render("base")["Deployment"]
+    container_spec = deployment["spec"]["template"]["spec"]["containers"][0]
+    container_spec["readinessProbe"]["httpGett"] = container_spec["readinessProbe"].pop("httpGet")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+# The ServiceMonitor fields this package uses, from the prometheus-operator's monitoring.coreos.com/v1 API.
+SERVICE_MONITOR_SPEC = {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "interval", "scrapeTimeout", "scheme"}
+
+
+def test_service_monitor_scrapes_the_daemons_metrics_port(package: Objects) -> None:
+    monitor, service = package["ServiceMonitor"], package["Service"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor["spec"]) <= SERVICE_MONITOR_SPEC
+    assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    service_ports = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert set(endpoint) <= SERVICE_MONITOR_ENDPOINT, endpoint
+        assert endpoint["port"] in service_ports
+        assert endpoint["path"] in http_paths()
+        assert endpoint["interval"][:-1].isdigit() and endpoint["interval"][-1] in "sm"
+
+
+def test_ports_paths_flags_and_variables_exist_in_the_daemon(package: Objects) -> None:
+    capctl = container(package, "capctl")
+    port, paths = check_run_args(capctl["args"])
+    assert capctl["args"][capctl["args"].index("--listen") + 1].startswith("0.0.0.0:"), "reachable from the pod IP"
+    ports = {p["name"]: p["containerPort"] for p in capctl["ports"]}
+    assert ports == {"http": port}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = capctl[probe]["httpGet"]
+        assert get["path"] in http_paths() and get["port"] in ports, probe
+    assert capctl["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert capctl["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {e["name"] for e in capctl["env"]} <= env_names()
+    # The specs the daemon reads are the ones git-sync publishes: --root and --link make /specs/current.
+    sync_args = dict(a.removeprefix("--").split("=", 1) for a in container(package, "git-sync")["args"])
+    mount = next(m["mountPath"] for m in capctl["volumeMounts"] if m["name"] == "specs")
+    assert sync_args["root"] == mount and paths == [f"{mount}/{sync_args['link']}"]
+    service = package["Service"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+    assert {p["port"] for r in package["NetworkPolicy"]["spec"]["ingress"] for p in r["ports"]} <= set(ports)
+
+
+def test_pods_are_selected_by_the_service_and_budget(package: Objects) -> None:
+    labels = package["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert matches(package["Service"]["spec"]["selector"], labels)
+    assert matches(package["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"], labels)
+    if "PodDisruptionBudget" in package:
+        assert matches(package["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"], labels)
+
+
+def test_pods_run_unprivileged_on_a_read_only_root(package: Objects) -> None:
+    pod = package["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], c["name"]
+
+
+def test_the_image_is_this_version_of_capctl() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert container(render("base"), "capctl")["image"] == f"capctl:{__version__}"  # an overlay names the registry
+    assert project["version"] == __version__
+
+
+def test_base_runs_two_replicas_spread_and_protected() -> None:
+    objects = render("base")
+    spec = objects["Deployment"]["spec"]
+    assert spec["replicas"] == 2
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert matches(term["labelSelector"]["matchLabels"], spec["template"]["metadata"]["labels"])
+    assert objects["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+
+def test_single_replica_overlay_is_what_todays_daemon_runs() -> None:
+    """One `capctl run` per state until leader election (issue 16): one replica, Recreate, no budget that
+    would block a drain."""
+    objects = render("overlays/single-replica")
+    spec = objects["Deployment"]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert "PodDisruptionBudget" not in objects
+
+
+def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
+    """docs/operations.md's own overlay, rendered as a user would next to a copy of deploy/."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```", guide, re.S)
+    assert block is not None
+    overlay = tmp_path / "my-capctl"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(textwrap.dedent(block.group(1)))
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    assert KUBECTL is not None
+    out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60)
+    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+    assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
+    assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
+    assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
+    assert objects["Deployment"]["spec"]["replicas"] == 1

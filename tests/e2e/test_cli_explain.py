@@ -1,0 +1,103 @@
+"""`capctl explain KIND[.FIELD]` (read from the JSON Schema, as kubectl explain) and shell completion for zsh
+and fish (bash is in test_cli_contract.py): the real CLI in a subprocess, as a user types it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.spec import json_schema
+from reconciler.spec.explain import ExplainError, completions, explain
+
+
+def capctl(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # The installed `capctl` script, which the completion scripts call (it names the _CAPCTL_COMPLETE variable).
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "capctl"), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def test_explain_a_field_prints_type_default_range_and_description(tmp_path: Path) -> None:
+    width = capctl("explain", "SnapshotJob.spec.image.width", cwd=tmp_path)
+    assert width.returncode == 0, width.stderr
+    assert width.stdout.splitlines()[:6] == [
+        "KIND:     SnapshotJob",
+        "VERSION:  capctl/v1",
+        "",
+        "FIELD:    width <integer>",
+        "DEFAULT:  0",
+        "RANGE:    ≥ 0; ≤ 1920",
+    ]
+    interval = capctl("explain", "snapshotjob.spec.interval", cwd=tmp_path).stdout  # kinds in any case
+    assert "FIELD:    interval <integer | string>" in interval
+    assert "seconds: a whole number of seconds" in interval and "May be a value reference" in interval
+
+
+def test_explain_a_kind_lists_its_fields_and_which_are_required(tmp_path: Path) -> None:
+    spec = capctl("explain", "Provider.spec", cwd=tmp_path).stdout
+    assert "FIELDS:" in spec
+    assert '    type <"volcengine" | "zego">  -required-' in spec
+    # A Provider's spec is a Volcengine or a ZEGO one: a field of one says so.
+    assert "    serverSecret <reference>  -required- (ZegoProvider)" in spec
+    assert "    region <string>  (VolcengineProvider)" in spec
+    kinds = capctl("explain", cwd=tmp_path).stdout
+    assert [line.strip() for line in kinds.splitlines()[1:] if line.strip()] == [
+        "Provider",
+        "Storage",
+        "SnapshotJob",
+        "RecordingJob",
+        "ThumbnailJob",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("Snapshot", "no kind 'Snapshot'; the kinds are Provider, Storage, SnapshotJob"),
+        ("SnapshotJob.spec.intervall", "SnapshotJob.spec has no field 'intervall' (its fields: provider, rooms"),
+        ("SnapshotJob.spec.interval.unit", "SnapshotJob.spec.interval has no field 'unit' (its fields: none"),
+    ],
+)
+def test_explain_an_unknown_kind_or_field_names_what_there_is(tmp_path: Path, path: str, message: str) -> None:
+    proc = capctl("explain", path, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert message in proc.stderr
+
+
+def test_every_field_of_every_kind_can_be_explained() -> None:
+    """Walk the whole schema through the completions (what <Tab> offers is what explain accepts)."""
+    schema = json_schema()
+    seen, todo = 0, completions(schema, "")
+    while todo:
+        path = todo.pop()
+        text = explain(schema, path)
+        assert "<any>" not in text and "DESCRIPTION:" in text, path
+        todo += [p for p in completions(schema, path + ".") if p.count(".") <= 6]
+        seen += 1
+    assert seen > 100
+    with pytest.raises(ExplainError):
+        explain(schema, "RecordingJob.spec.interval")  # a snapshot's field, not a recording's
+
+
+def test_zsh_and_fish_completion_answer_through_their_scripts_protocol(tmp_path: Path) -> None:
+    """What the zsh and fish scripts of `capctl completion` ask capctl on <Tab> (their variables), answered."""
+    zsh = capctl(
+        cwd=tmp_path, env={"_CAPCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "capctl explain SnapshotJob.sp"}
+    )
+    assert zsh.returncode == 0 and "SnapshotJob.spec" in zsh.stdout
+    fish = {"_CAPCTL_COMPLETE": "complete_fish", "_TYPER_COMPLETE_ARGS": "capctl sta"}
+    answer = capctl(cwd=tmp_path, env={**fish, "_TYPER_COMPLETE_FISH_ACTION": "get-args"})
+    assert answer.returncode == 0 and answer.stdout.split("\t")[0] == "state"
+    script = capctl("completion", "fish", cwd=tmp_path).stdout
+    assert "_CAPCTL_COMPLETE=complete_fish" in script and "_TYPER_COMPLETE_FISH_ACTION=get-args" in script
+    assert "_CAPCTL_COMPLETE=complete_zsh" in capctl("completion", "zsh", cwd=tmp_path).stdout

@@ -1,0 +1,437 @@
+"""Leader election, epochs and fencing over the state's lock (issue 16), on real SQLite files and PostgreSQL.
+
+The local side (renew deadline, `may_act()`) runs on a FakeClock; PostgreSQL counts leases on its own clock,
+so the takeover tests use leases of a second or two and wait for them on real time.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
+from reconciler.state import LockHeld, SQLiteStateStore, StateError, open_state
+from reconciler.state.base import Fenced, InboxEntry
+from reconciler.state.fenced import FencedStore
+from reconciler.state.postgres import PostgresStateStore
+from reconciler.state.sql import SqlStateStore
+
+from .helpers import make_record, start_worker
+
+Store = SQLiteStateStore | PostgresStateStore
+# Short enough for a test to wait a lease out, long enough that a slow CI machine renews in time.
+SHORT = LeaderSettings(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
+
+
+def open_sql(url: str) -> Store:
+    store = open_state(url)
+    assert isinstance(store, SQLiteStateStore | PostgresStateStore)
+    return store
+
+
+class Recorder:
+    """An elector's `on_event`: the events it reported, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[LeaderEvent] = []
+
+    def __call__(self, event: LeaderEvent) -> None:
+        self.events.append(event)
+
+
+def elector(
+    store: SqlStateStore, clock: FakeClock, settings: LeaderSettings | None = None
+) -> tuple[LeaderElector, Recorder]:
+    events = Recorder()
+    return LeaderElector(store, "capctl run", clock=clock, settings=settings, on_event=events), events
+
+
+@pytest.fixture
+def stores(store_url: str) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one state, as two replicas have."""
+    first, second = open_sql(store_url), open_sql(store_url)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def test_defaults_are_client_go_s() -> None:
+    assert LeaderSettings() == LeaderSettings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+    assert LeaderSettings.parse(lease_duration="1m", renew_deadline="20", retry_period=None) == LeaderSettings(
+        60.0, 20.0, 2.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"renew_deadline": "15s"}, r"--renew-deadline \(15 s\) must be below --lease-duration \(15 s\)"),
+        ({"lease_duration": "5s"}, r"--renew-deadline \(10 s\) must be below --lease-duration \(5 s\)"),
+        ({"retry_period": "10s"}, r"--retry-period \(10 s\) must be below --renew-deadline \(10 s\)"),
+        ({"retry_period": "0s"}, r"--retry-period must be above 0 s, not 0 s"),
+        ({"lease_duration": "soon"}, r"--lease-duration: invalid duration 'soon'"),
+    ],
+)
+def test_timings_that_cannot_work_are_refused_naming_the_flag(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(LeaderSettingsError, match=message):
+        LeaderSettings.parse(**flags)
+
+
+def test_two_electors_one_leads_the_other_stands_by(stores: tuple[Store, Store]) -> None:
+    clock = FakeClock()
+    a, a_events = elector(stores[0], clock)
+    b, b_events = elector(stores[1], clock)
+    assert a.tick() == 2.0 and a.is_leader and a.may_act()
+    assert b.tick() <= 2.0 and not b.is_leader and not b.may_act()
+    assert b.other_holder is not None and "(capctl run)" in b.other_holder
+    assert a_events.events == [LeaderEvent(LeaderEvent.BECAME, a.epoch or 0)] and not b_events.events
+    with pytest.raises(NotLeader):
+        b.store()
+    a.tick()  # renews
+    assert a.may_act()
+    a.resign()
+    assert a_events.events[-1].reason is StepDown.RESIGNED
+    b.tick()
+    assert b.is_leader and b.epoch == (a_events.events[0].epoch + 1)
+
+
+def test_the_epoch_rises_at_every_taking_even_after_a_release(store: Store) -> None:
+    first = store.lock("capctl apply")
+    first.release()
+    second = store.lock("capctl run")
+    assert second.epoch == first.epoch + 1
+    second.release()
+
+
+def test_may_act_ends_at_the_renew_deadline_though_the_lock_is_still_held(stores: tuple[Store, Store]) -> None:
+    clock = FakeClock()
+    a, events = elector(stores[0], clock)
+    a.tick()
+    epoch = a.epoch
+    clock.advance(9.9)
+    assert a.may_act()
+    clock.advance(0.1)  # paused: no renew for the whole renew deadline
+    assert not a.may_act() and not a.is_leader
+    assert events.events[-1] == LeaderEvent(LeaderEvent.LOST, epoch or 0, StepDown.DEADLINE, events.events[-1].detail)
+    # The store still says the lock is held (the lease runs 15 s, or the flock is not released yet)...
+    with pytest.raises(LockHeld):
+        stores[1].lock("capctl apply")
+    assert a.tick() == 2.0  # ...until the next tick gives it up, and leaves a retry period to the others
+    stores[1].lock("capctl apply").release()  # who could take it now
+    a.tick()
+    assert a.is_leader and a.epoch == (epoch or 0) + 2
+
+
+def test_a_renew_that_began_after_the_deadline_does_not_extend_the_term(store: Store) -> None:
+    clock = FakeClock()
+    a, events = elector(store, clock)
+    a.tick()
+    clock.advance(12.0)  # SIGSTOP'd: nothing ran, not even may_act()
+    a.tick()
+    assert not a.is_leader and events.events[-1].reason is StepDown.DEADLINE
+
+
+def superseded(stores: tuple[Store, Store]) -> tuple[FencedStore, LeaderElector]:
+    """The first replica's store of a term that ended, and the elector of the second, which leads now."""
+    clock = FakeClock()
+    a, _ = elector(stores[0], clock)
+    b, _ = elector(stores[1], clock)
+    a.tick()
+    old = a.store()
+    old.put(make_record(reissue_count=1))
+    a.resign()
+    b.tick()
+    return old, b
+
+
+def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
+    old, b = superseded(stores)
+    serial = stores[1].serial()
+    with pytest.raises(Fenced, match=rf"leadership epoch {old.epoch} was superseded \(the current epoch is "):
+        old.put(make_record("SnapshotJob/other/room"))
+    with pytest.raises(Fenced):
+        old.delete(make_record().key)
+    snapshot = stores[1].load()
+    assert snapshot.serial == serial and set(snapshot.records) == {make_record().key}
+    b.store().put(make_record(reissue_count=2))  # the current term writes
+    assert stores[0].load().records[make_record().key].reissue_count == 2
+    stores[0].put(make_record(reissue_count=3))  # the plain store (`capctl apply`) is not fenced
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_takeover_after_the_lease_lapsed_raises_the_epoch_and_fences_the_old_leader(
+    stores: tuple[Store, Store],
+) -> None:
+    clock = FakeClock()
+    a, a_events = elector(stores[0], clock, SHORT)
+    b, b_events = elector(stores[1], clock, SHORT)
+    a.tick()
+    old = a.store()
+    assert 0 < b.tick() <= SHORT.retry_period  # held: b retries soon
+    taken = wait_until(lambda: b.tick() is not None and b.is_leader, seconds=10.0)
+    assert taken and b.epoch == (old.epoch + 1)
+    # a did not run meanwhile (on its clock no time passed): it would still act, but its writes are fenced
+    assert a.may_act()
+    with pytest.raises(Fenced):
+        old.put(make_record())
+    assert not a.is_leader and a_events.events[-1].reason is StepDown.SUPERSEDED
+    assert stores[1].load().records == {}
+    assert b_events.events == [LeaderEvent(LeaderEvent.BECAME, old.epoch + 1)]
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_leader_whose_lease_was_taken_learns_it_at_its_next_renew(stores: tuple[Store, Store]) -> None:
+    clock = FakeClock()
+    a, events = elector(stores[0], clock, SHORT)
+    a.tick()
+    time.sleep(SHORT.lease_duration + 0.2)
+    stores[1].lock("capctl apply")  # took over the lapsed lease
+    a.tick()
+    assert not a.is_leader and events.events[-1].reason is StepDown.LOST
+    assert "(capctl apply)" in events.events[-1].detail
+
+
+def wait_until(condition: object, seconds: float) -> bool:
+    assert callable(condition)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Proxy:
+    """A TCP relay on a loopback port to PostgreSQL that can be cut (an outage) and restored."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.links: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            self.links += [client, upstream]
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    def _relay(self, left: socket.socket, right: socket.socket) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(left, selectors.EVENT_READ, (left, right))
+            sel.register(right, selectors.EVENT_READ, (right, left))
+            try:
+                while True:
+                    for key, _ in sel.select():
+                        source, sink = key.data
+                        data = source.recv(65536)
+                        if not data:
+                            return
+                        sink.sendall(data)
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        self.open.clear()
+        for link in self.links:
+            link.close()
+        self.links.clear()
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_an_unreachable_database_steps_the_leader_down_at_the_deadline(store_url: str) -> None:
+    import psycopg.conninfo
+
+    given = psycopg.conninfo.conninfo_to_dict(store_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    relayed = store_url.replace(f":{given['port']}/", f":{proxy.port}/")
+    store = PostgresStateStore(relayed, connect_timeout=2)
+    try:
+        clock = FakeClock()
+        a, events = elector(store, clock, SHORT)
+        a.tick()
+        proxy.cut()
+        a.tick()  # the connection dropped...
+        a.tick()  # ...and no new one: failures, but within the deadline: still leading
+        assert a.is_leader and a.may_act() and a.last_error and "cannot connect" in a.last_error
+        assert "127.0.0.1" in a.last_error and "password" not in a.last_error
+        clock.advance(SHORT.renew_deadline)
+        a.tick()
+        assert not a.is_leader
+        assert events.events[-1].reason is StepDown.UNREACHABLE and "cannot connect" in events.events[-1].detail
+        proxy.restore()
+        assert wait_until(lambda: a.tick() is not None and a.is_leader, seconds=10.0)  # its old lease lapsed
+        assert events.events[-1] == LeaderEvent(LeaderEvent.BECAME, events.events[0].epoch + 1)
+    finally:
+        store.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_may_act_says_why_when_the_renewals_failed(store_url: str) -> None:
+    store = open_sql(store_url)
+    clock = FakeClock()
+    a, events = elector(store, clock)
+    a.tick()
+    store.close()  # every later call fails, as with a database gone
+    a.tick()
+    assert a.may_act()  # within the deadline
+    clock.advance(10.0)
+    assert not a.may_act()
+    assert events.events[-1].reason is StepDown.UNREACHABLE and "the store is closed" in events.events[-1].detail
+
+
+@contextmanager
+def elect_process(url: str) -> Iterator[subprocess.Popen[str]]:
+    # Real time in a busy CI machine: a deadline a starved leader still meets, a lease a test can wait out.
+    settings = LeaderSettings(lease_duration=4.0, renew_deadline=3.0, retry_period=0.5)
+    worker = start_worker(
+        "elect", url, str(settings.lease_duration), str(settings.renew_deadline), str(settings.retry_period)
+    )
+    try:
+        yield worker
+    finally:
+        worker.kill()
+        worker.communicate(timeout=30)
+
+
+def next_line(worker: subprocess.Popen[str]) -> str:
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    assert line, worker.stderr.read() if worker.stderr else "no output"
+    return line.strip()
+
+
+def test_a_standby_process_leads_when_the_leader_is_killed(store_url: str, tmp_path: Path) -> None:
+    """SQLite: the second replica waits on the flock (same host); PostgreSQL: on the lease."""
+    with elect_process(store_url) as first:
+        first_line = next_line(first)
+        assert first_line.startswith("became leader "), first_line
+        epoch = int(first_line.split()[2])
+        with elect_process(store_url) as second:
+            assert next_line(second).startswith(f"standby pid {first.pid} ")
+            if store_url.startswith("sqlite"):
+                # `capctl state rm` still fails at once beside the standing-by replica, naming the leader
+                from tests.e2e.test_cli_contract import capctl
+
+                proc = capctl("state", "rm", "SnapshotJob/x/y", "--state", store_url, cwd=tmp_path)
+                assert proc.returncode == 1 and f"pid {first.pid} on" in proc.stderr, proc.stderr
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+            assert next_line(second) == f"became leader {epoch + 1}"
+
+
+def test_the_inbox_keeps_callbacks_until_the_leader_claims_them(stores: tuple[Store, Store]) -> None:
+    standby, leader_store = stores
+    first = inbox_entry("volc:app:1", at=100.0)
+    assert standby.inbox_put(first)
+    assert standby.inbox_put(inbox_entry("zego:app:7:1", vendor="zego", at=101.0))
+    assert not leader_store.inbox_put(inbox_entry("volc:app:1", at=102.0))  # the vendor's retry: a duplicate
+    clock = FakeClock()
+    leader, _ = elector(leader_store, clock)
+    leader.tick()
+    claimed = leader.store().inbox_claim(now=200.0)
+    assert [(e.vendor, e.dedupe_key, e.received_at) for e in claimed] == [
+        ("volc", "volc:app:1", 100.0),
+        ("zego", "zego:app:7:1", 101.0),
+    ]
+    assert claimed[0] == first  # as stored, payload and digest included
+    assert leader.store().inbox_claim(now=201.0) == []  # consumed once
+    assert not standby.inbox_put(first)  # consumed, still remembered: a late retry is not handled twice
+    assert standby.inbox_put(inbox_entry("volc:app:late", at=150.0))  # no leader takes it for an hour
+    assert leader.store().inbox_claim(now=200.0 + 3600.0) == []  # forgets what is an hour old...
+    assert not standby.inbox_put(first)  # ...consumed at 200: kept until after 3800
+    assert leader.store().inbox_claim(now=3800.5) == []
+    assert standby.inbox_put(first)  # forgotten: a vendor retries for minutes, not an hour
+    assert standby.inbox_put(inbox_entry("volc:app:late", at=3801.0))
+
+
+def test_a_deposed_leader_claims_nothing_from_the_inbox(stores: tuple[Store, Store]) -> None:
+    old, b = superseded(stores)
+    stores[0].inbox_put(inbox_entry("volc:app:2"))
+    with pytest.raises(Fenced):
+        old.inbox_claim(now=1.0)
+    assert [e.dedupe_key for e in b.store().inbox_claim(now=2.0)] == ["volc:app:2"]
+
+
+@pytest.mark.parametrize("payload", [{"signature": "abc"}, {"data": {"CallbackSecret": "s"}}, {"n": float("nan")}])
+def test_the_inbox_refuses_signatures_and_non_json(store: Store, payload: dict[str, object]) -> None:
+    with pytest.raises(StateError, match=r"inbox entry 'volc:app:3'"):
+        store.inbox_put(inbox_entry("volc:app:3", payload=payload))
+    assert store.inbox_claim(now=1.0) == []
+
+
+def inbox_entry(
+    key: str, *, vendor: str = "volc", at: float = 1.0, payload: dict[str, object] | None = None
+) -> InboxEntry:
+    body = payload if payload is not None else {"event": "SnapshotResult", "task_id": key.rsplit(":", 1)[-1]}
+    return InboxEntry(vendor, key, dict(body), "sha256:" + "0" * 64, at)
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lease_table_from_before_epochs_is_migrated(store_url: str) -> None:
+    import psycopg
+
+    old = open_sql(store_url)
+    old.lock("capctl apply").release()
+    with psycopg.connect(store_url, autocommit=True) as conn:  # as a state made before issue 16
+        conn.execute("ALTER TABLE capctl_lock DROP COLUMN epoch")
+        conn.execute("DROP TABLE capctl_inbox")
+    old.close()
+    upgraded = open_state(store_url, create=False)  # `state rm` opens read-only, and locks
+    try:
+        lock = upgraded.lock("capctl state rm")
+        assert lock.epoch == 1
+        lock.release()
+        assert isinstance(upgraded, PostgresStateStore) and upgraded.inbox_put(inbox_entry("volc:app:4"))
+    finally:
+        upgraded.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_an_sqlite_state_from_before_epochs_is_migrated(store_url: str) -> None:
+    import sqlite3
+
+    from reconciler.state import sqlite_path
+
+    open_sql(store_url).close()
+    with sqlite3.connect(sqlite_path(store_url)) as db:
+        db.execute("DROP TABLE IF EXISTS capctl_lock")  # made by nothing before issue 16
+        db.execute("DROP TABLE IF EXISTS capctl_inbox")
+    store = open_sql(store_url)
+    try:
+        with store.lock("capctl apply") as lock:
+            assert lock.epoch == 1
+        assert store.inbox_put(inbox_entry("volc:app:5"))
+    finally:
+        store.close()
