@@ -3,17 +3,18 @@
 The state store keeps one run per task (the current or last one: its start, stop and stop reason), which
 is all reconciling needs. The status page's timeline needs the runs before it, so the daemon tells this
 history about every record it commits (`note`) and every room callback (`room_active` / `room_idle`).
-It lives in memory: a restart starts it again from the runs the state still holds. Bounded: runs and
-activity older than the window are dropped, and each task or room keeps at most `MAX_INTERVALS`.
-Not thread-safe on its own: the daemon writes it on its loop, and the page reads it there too.
+It lives in memory: a restart starts it again from the runs the state still holds (the record cache
+notes every record it reads at start). Bounded: runs and activity that ended before the window are
+dropped as new ones come, and each task or room keeps at most `MAX_INTERVALS`. Time comes from the
+injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+from reconciler.clock import Clock
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.status.model import TIMELINE_SECONDS
 
@@ -34,23 +35,20 @@ class Activity:
 
 
 class History:
-    def __init__(self, window: float = TIMELINE_SECONDS) -> None:
+    def __init__(self, clock: Clock, window: float = TIMELINE_SECONDS) -> None:
+        self.clock = clock
         self.window = window
         self._runs: dict[str, deque[Run]] = {}
         self._first_seen: dict[str, float] = {}
         self._rooms: dict[str, deque[Activity]] = {}
-        self.started_at: float | None = None  # when the history began (the daemon's start)
+        self._trimmed = clock.now()
 
     # --- writing --------------------------------------------------------------------------------------------
 
-    def seed(self, records: Iterable[TaskRecord], now: float) -> None:
-        """At start: the runs the state still holds (one per task), so the timeline is not empty after a restart."""
-        self.started_at = now
-        for record in records:
-            self.note(record, now)
-
-    def note(self, record: TaskRecord, now: float) -> None:
-        """A record as committed: a new `started_at` opens a run, a recorded stop closes the open one."""
+    def note(self, record: TaskRecord) -> None:
+        """A record as read or committed: a new `started_at` opens a run, a recorded stop closes the open one."""
+        now = self.clock.now()
+        self._trim(now)
         self._first_seen.setdefault(record.key, now)
         runs = self._runs.get(record.key)
         if record.started_at is not None and (runs is None or runs[-1].start != record.started_at):
@@ -69,18 +67,23 @@ class History:
         self._runs.pop(key, None)
         self._first_seen.pop(key, None)
 
-    def room_active(self, room: str, at: float) -> None:
+    def room_active(self, room: str) -> None:
+        """A room callback said someone is in `room` (a user joined, a stream appeared)."""
         spans = self._rooms.setdefault(room, deque(maxlen=MAX_INTERVALS))
         if not spans or spans[-1].end is not None:
-            spans.append(Activity(at, None))
+            spans.append(Activity(self.clock.now(), None))
 
-    def room_idle(self, room: str, at: float) -> None:
-        spans = self._rooms.setdefault(room, deque(maxlen=MAX_INTERVALS))
+    def room_idle(self, room: str) -> None:
+        """A room callback said `room` emptied (its last user left, no stream left)."""
+        spans = self._rooms.get(room)
         if spans and spans[-1].end is None:
-            spans[-1] = Activity(spans[-1].start, max(at, spans[-1].start))
+            spans[-1] = Activity(spans[-1].start, max(self.clock.now(), spans[-1].start))
 
-    def trim(self, now: float) -> None:
-        """Drop what ended before the window (called now and then; reads ignore it anyway)."""
+    def _trim(self, now: float) -> None:
+        """Drop what ended before the window, at most once per tenth of it (reads skip it anyway)."""
+        if now < self._trimmed + self.window / 10:
+            return
+        self._trimmed = now
         horizon = now - self.window
         for table in (self._runs, self._rooms):
             for spans in table.values():

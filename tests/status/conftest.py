@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.clock import FakeClock
 from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus
 from reconciler.status import History, Replica, StatusInputs
 
@@ -39,6 +40,30 @@ def record(key: str, status: TaskStatus = TaskStatus.RUNNING, **fields: Any) -> 
     )
 
 
+class Told:
+    """A `History` on a fake clock, told what happened when (each call moves the clock there first)."""
+
+    def __init__(self, start: float = NOW - 86_400, window: float | None = None) -> None:
+        self.clock = FakeClock(start)
+        self.history = History(self.clock) if window is None else History(self.clock, window)
+
+    def note(self, record: TaskRecord, at: float) -> None:
+        self.clock.set(at)
+        self.history.note(record)
+
+    def seed(self, records: list[TaskRecord], at: float) -> None:
+        for r in records:
+            self.note(r, at)
+
+    def room_active(self, room: str, at: float) -> None:
+        self.clock.set(at)
+        self.history.room_active(room)
+
+    def room_idle(self, room: str, at: float) -> None:
+        self.clock.set(at)
+        self.history.room_idle(room)
+
+
 def inputs(
     records: list[TaskRecord],
     *,
@@ -48,8 +73,9 @@ def inputs(
     next_observation: dict[str, float] | None = None,
 ) -> StatusInputs:
     if history is None:
-        history = History()
-        history.seed(records, NOW - 3600)
+        told = Told()
+        told.seed(records, NOW - 3600)
+        history = told.history
     return StatusInputs(
         records=records,
         replica=replica,

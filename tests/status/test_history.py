@@ -3,56 +3,61 @@
 from __future__ import annotations
 
 from reconciler.model import TaskStatus
-from reconciler.status.history import MAX_INTERVALS, Activity, History, Run
-from tests.status.conftest import NOW, record
+from reconciler.status.history import MAX_INTERVALS, Activity, Run
+from tests.status.conftest import NOW, Told, record
 
 KEY = "SnapshotJob/lobby-audit/lobby"
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
 
 def test_a_stop_closes_the_run_and_a_reissue_opens_the_next() -> None:
-    history = History()
+    told = Told()
+    history = told.history
     running = record(KEY, started_at=NOW - 100)
-    history.seed([running], NOW - 100)
-    history.note(running.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 60, stop_reason=IDLE), NOW - 55)
-    history.note(running.evolve(started_at=NOW - 50, reissue_count=1), NOW - 50)
+    told.seed([running], NOW - 100)
+    told.note(running.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 60, stop_reason=IDLE), NOW - 55)
+    told.note(running.evolve(started_at=NOW - 50, reissue_count=1), NOW - 50)
     assert history.runs(KEY) == (Run(NOW - 100, NOW - 60, IDLE), Run(NOW - 50, None, None))
     assert history.known_since(KEY) == NOW - 100
 
 
 def test_a_run_replaced_before_its_stop_was_seen_ends_where_the_next_begins() -> None:
-    history = History()
-    history.note(record(KEY, started_at=NOW - 100), NOW - 100)
-    history.note(record(KEY, started_at=NOW - 40), NOW - 40)
+    told = Told()
+    history = told.history
+    told.note(record(KEY, started_at=NOW - 100), NOW - 100)
+    told.note(record(KEY, started_at=NOW - 40), NOW - 40)
     assert history.runs(KEY) == (Run(NOW - 100, NOW - 40, None), Run(NOW - 40, None, None))
 
 
 def test_the_same_record_noted_twice_changes_nothing() -> None:
-    history = History()
+    told = Told()
+    history = told.history
     stopped = record(KEY, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 10, stop_reason=IDLE)
-    history.note(stopped, NOW)
-    history.note(stopped.evolve(status=TaskStatus.DORMANT), NOW + 5)
+    told.note(stopped, NOW)
+    told.note(stopped.evolve(status=TaskStatus.DORMANT), NOW + 5)
     assert history.runs(KEY) == (Run(NOW - 100, NOW - 10, IDLE),)
 
 
 def test_room_activity_opens_once_and_closes_on_idle() -> None:
-    history = History()
+    told = Told()
+    history = told.history
     assert history.activity("lobby") is None  # never reported: unknown, not "empty"
-    history.room_active("lobby", NOW - 50)
-    history.room_active("lobby", NOW - 40)  # a second user joining changes nothing
-    history.room_idle("lobby", NOW - 30)
-    history.room_idle("lobby", NOW - 20)
+    told.room_active("lobby", NOW - 50)
+    told.room_active("lobby", NOW - 40)  # a second user joining changes nothing
+    told.room_idle("lobby", NOW - 30)
+    told.room_idle("lobby", NOW - 20)
     assert history.activity("lobby") == (Activity(NOW - 50, NOW - 30),)
 
 
 def test_history_is_bounded_per_task_and_by_its_window() -> None:
-    history = History(window=1000)
+    told = Told(start=NOW, window=1000)
+    history = told.history
     for i in range(MAX_INTERVALS + 10):
-        history.note(record(KEY, started_at=NOW + i * 10), NOW + i * 10)
+        told.note(record(KEY, started_at=NOW + i * 10), NOW + i * 10)
     runs = history.runs(KEY)
     assert len(runs) == MAX_INTERVALS
     assert runs[-1].start == NOW + (MAX_INTERVALS + 9) * 10
-    history.trim(NOW + (MAX_INTERVALS + 9) * 10 + 1000 - 5)
+    told.note(record(KEY, started_at=NOW + (MAX_INTERVALS + 9) * 10), NOW + (MAX_INTERVALS + 9) * 10 + 995)
     # only the run that ended inside the window and the open one are left
     assert [r.start for r in history.runs(KEY)] == [NOW + (MAX_INTERVALS + 8) * 10, NOW + (MAX_INTERVALS + 9) * 10]
     history.forget(KEY)

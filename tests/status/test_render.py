@@ -7,10 +7,10 @@ import re
 from html.parser import HTMLParser
 
 from reconciler.model import TaskStatus
-from reconciler.status import History, StatusQuery, build_snapshot
+from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.model import Replica
 from reconciler.status.render import JSON_FORMAT_VERSION, page_url, render_html, to_json
-from tests.status.conftest import LEADER, NOW, inputs, record
+from tests.status.conftest import LEADER, NOW, Told, inputs, record
 
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
@@ -42,13 +42,14 @@ def _text(html: str) -> str:
 
 def test_the_page_answers_the_three_questions() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
-    history = History()
+    told = Told()
+    history = told.history
     run = record(key, started_at=NOW - 3000, vendor_task_id="snap-1")
-    history.seed([run], NOW - 3000)
-    history.room_active("lobby", NOW - 2500)
-    history.note(run.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 2000, stop_reason=IDLE), NOW - 2000)
+    told.seed([run], NOW - 3000)
+    told.room_active("lobby", NOW - 2500)
+    told.note(run.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 2000, stop_reason=IDLE), NOW - 2000)
     latest = run.evolve(started_at=NOW - 1400, vendor_task_id="snap-2", reissue_count=1)
-    history.note(latest, NOW - 1400)
+    told.note(latest, NOW - 1400)
     failed = record("RecordingJob/class-rec/class-101", TaskStatus.FAILED, last_error="StartRecord: 403 forbidden")
     snap = build_snapshot(
         inputs([latest, failed], history=history, next_observation={key: NOW + 25}), StatusQuery(), NOW
