@@ -821,10 +821,28 @@ def run(
             "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
         ),
     ] = None,
+    status_page: Annotated[
+        bool,
+        typer.Option(
+            "--status-page/--no-status-page",
+            help="Serve the read-only status page (GET /) and its JSON twin (GET /api/v1/status) on --listen: "
+            "what runs, what the vendor stopped, where capture was lost. See docs/status-page.md.",
+        ),
+    ] = True,
+    status_token_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--status-token-ref",
+            metavar="env:NAME|file:PATH",
+            help="Require this bearer token for the status page and its JSON (a browser asks for it as the "
+            "password), read at start from an environment variable or a file, e.g. a mounted Kubernetes Secret. "
+            "Callbacks keep their own signature checks.",
+        ),
+    ] = None,
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
+    """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page."""
     from reconciler.daemon import run_daemon
 
     _split_listen(listen, "127.0.0.1:8080")
@@ -835,6 +853,14 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
+    status_token = None
+    if status_token_ref is not None:
+        from reconciler.status.token import read_token
+
+        try:
+            status_token = read_token(status_token_ref, os.environ)
+        except ValueError as exc:
+            fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -848,6 +874,8 @@ def run(
             prune_grace=float(grace_seconds),
             read_timeout=float(read_timeout_seconds),
             max_connections=max_connections,
+            status_page=status_page,
+            status_token=status_token,
         )
     )
 

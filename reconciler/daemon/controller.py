@@ -121,6 +121,8 @@ class Daemon:
         sync_token: str | None = None,
         max_prune: float = policy.MAX_PRUNE_PERCENT,
         prune_grace: float = PRUNE_GRACE,
+        status_page: bool = True,
+        status_token: str | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
@@ -139,7 +141,7 @@ class Daemon:
         self._prune_pending: set[str] = set()  # removed, within the grace period
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
         self.store_health = StoreHealth(clock)
-        self.records = RecordCache(WatchedStore(store, self.store_health))
+        self.records = RecordCache(WatchedStore(store, self.store_health), clock)
         self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
         # Why the daemon does not act (it lost the state lease and tries to take it again), or None.
@@ -153,6 +155,7 @@ class Daemon:
         self.spec: SpecSet | None = None
         self.spec_error: str | None = "the specs have not been read yet"
         self.spec_invalid_since: float | None = None  # first failed load since the last good one
+        self.spec_loaded_at: float | None = None  # when the set in force was loaded
         self._transport = transport
         self._workers = workers
         self._rng = rng or random.Random()
@@ -161,6 +164,8 @@ class Daemon:
         self._lease_seconds = lease_seconds
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
+        self.status_page = status_page  # GET / and GET /api/v1/status (reconciler/daemon/status.py)
+        self.status_token = status_token or None  # when set, both need it
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._deduper = Deduper()
@@ -364,6 +369,7 @@ class Daemon:
             )
             return False
         old, self.spec, self.spec_error, self.spec_invalid_since = self.spec, spec, None, None
+        self.spec_loaded_at = self.clock.now()
         self.metrics.spec_load(errors=0, at=self.clock.now())
         assert self._pool is not None, "reload() before start()"
         self._pool.update_configs(spec.providers)
@@ -589,6 +595,10 @@ class Daemon:
         if after is not None and after.started_at is not None and before.stopped_at is not None:
             self.metrics.reissue_gap.observe(max(0.0, after.started_at - before.stopped_at))
 
+    def next_observation(self, key: str) -> float | None:
+        """When the daemon next asks the vendor about a running task (None: not planned yet)."""
+        return self._next_observe.get(key)
+
     # --- re-issue pacing --------------------------------------------------------------------------------
 
     @staticmethod
@@ -748,6 +758,10 @@ class Daemon:
         record = self._record_of(event)
         if record is not None:
             self._on_task_event(event, record)
+        if event.room_id is not None and event.room_active:  # the status page's room timeline
+            self.records.history.room_active(event.room_id)
+        elif event.room_id is not None and event.room_empty:
+            self.records.history.room_idle(event.room_id)
         if event.room_active and event.room_id is not None:
             self._wake_room(event)
         if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
@@ -805,6 +819,7 @@ class Daemon:
         if users:
             return
         del self._room_users[room]
+        self.records.history.room_idle(room[2])
         now = self.clock.now()
         for key in self._rooms.get(room, []):
             record = self.records.get(key)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.model import DesiredTask, JobKind, TaskRecord, TaskStatus
@@ -36,7 +36,15 @@ from reconciler.status.model import (
 
 MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
 MAX_FIELD_CHARS = 300  # a log field longer than this is cut on the page (the log line itself has it whole)
+# A shorter gap is not shown: a new task's first start, or a callback-driven re-issue, takes a few hundred
+# milliseconds, and at 24 h per bar a second is a twentieth of a pixel.
+MIN_GAP_SECONDS = 1.0
+MIN_WINDOW_SECONDS = 900.0  # the shortest span a timeline draws
 _RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
+
+
+def _never(_: str) -> float | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +54,7 @@ class StatusInputs:
     records: Sequence[TaskRecord]
     replica: Replica
     history: History
-    next_observation: Mapping[str, float] = field(default_factory=dict)
+    next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
 
 
@@ -146,7 +154,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissue_count=record.reissue_count,
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
-        next_observation=inputs.next_observation.get(record.key) if status == "running" else None,
+        next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=record.next_attempt_at if status in ("stopped", "dormant", "failed") else None,
     )
 
@@ -163,11 +171,11 @@ def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
 
 def _rooms_on_page(shown: Sequence[TaskRecord], history: History, now: float) -> tuple[RoomTimeline, ...]:
     """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room)."""
-    window = Interval(now - history.window, now)
     rooms: dict[str, list[str]] = defaultdict(list)
     for record in shown:
         if record.kind is not JobKind.THUMBNAIL:
             rooms[record.target].append(record.key)
+    window = _window(rooms, history, now)
     timelines = []
     for room in sorted(rooms):
         spans = history.activity(room)
@@ -184,6 +192,16 @@ def _rooms_on_page(shown: Sequence[TaskRecord], history: History, now: float) ->
     return tuple(timelines)
 
 
+def _window(rooms: Mapping[str, Sequence[str]], history: History, now: float) -> Interval:
+    """One scale for every bar of the page: the last 24 h, or less when the history known for these rooms
+    is younger (a daemon started 10 minutes ago draws 10 minutes, not a sliver of a day), at least
+    MIN_WINDOW_SECONDS."""
+    known = [t for keys in rooms.values() for k in keys if (t := history.known_since(k)) is not None]
+    known += [a[0].start for room in rooms if (a := history.activity(room))]
+    earliest = min(known, default=now)
+    return Interval(max(now - history.window, min(earliest, now - MIN_WINDOW_SECONDS)), now)
+
+
 def _clip(spans: Iterable[Interval], window: Interval) -> tuple[Interval, ...]:
     clipped = (Interval(max(s.start, window.start), min(s.end, window.end)) for s in spans)
     return tuple(s for s in clipped if s.end > s.start)
@@ -197,10 +215,10 @@ def _capture_line(key: str, history: History, window: Interval, active: Sequence
     gaps: list[Gap] = []
     cursor, reason = known.start, _reason_before(runs, known.start)
     for run, span in zip(_in_window(runs, window), spans, strict=True):
-        if span.start > cursor:
+        if span.start - cursor >= MIN_GAP_SECONDS:
             gaps += _split_by_activity(Interval(cursor, span.start), active, reason)
         cursor, reason = max(cursor, span.end), run.reason
-    if known.end > cursor:
+    if known.end - cursor >= MIN_GAP_SECONDS:
         gaps += _split_by_activity(Interval(cursor, known.end), active, reason)
     return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
 

@@ -50,7 +50,7 @@ def render_html(snapshot: StatusSnapshot) -> str:
         url=lambda **changes: page_url(snapshot.query, **changes),
         bars=_bars,
         capture_bars=_capture_bars,
-        hours=_hour_marks(snapshot),
+        ticks=_ticks(snapshot),
         job_choices=snapshot.job_names[:MAX_JOB_CHOICES],
         line_summary=_line_summary,
         status_label=_status_label,
@@ -121,15 +121,19 @@ def _capture_bars(line: CaptureLine, window: Interval) -> Markup:
     return _bars(window, ("c-run", line.runs), ("c-gap", idle), ("c-lost", lost))
 
 
-def _hour_marks(snapshot: StatusSnapshot) -> list[tuple[float, str]]:
-    """Every 6 hours on the timeline's scale, labelled `HH:00Z`."""
+TICK_STEPS = (60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600)
+
+
+def _ticks(snapshot: StatusSnapshot) -> list[tuple[float, str]]:
+    """Round times under the timeline bars (at most 6, `HH:MMZ`), as percentages of the window."""
     if not snapshot.rooms:
         return []
     window = snapshot.rooms[0].window
-    first = (int(window.start) // 21600 + 1) * 21600
+    step = next((s for s in TICK_STEPS if window.seconds / s <= 6), TICK_STEPS[-1])
+    first = (int(window.start) // step + 1) * step
     return [
-        ((t - window.start) * 1000.0 / window.seconds, time.strftime("%H:00Z", time.gmtime(t)))
-        for t in range(first, int(window.end), 21600)
+        ((t - window.start) * 100.0 / window.seconds, time.strftime("%H:%MZ", time.gmtime(t)))
+        for t in range(first, int(window.end), step)
     ]
 
 

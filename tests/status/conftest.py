@@ -80,6 +80,6 @@ def inputs(
         records=records,
         replica=replica,
         history=history,
-        next_observation=next_observation or {},
+        next_observation=(next_observation or {}).get,
         events=events or [],
     )

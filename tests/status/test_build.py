@@ -177,3 +177,20 @@ def test_the_spec_set_digest_follows_what_the_set_asks_for_not_its_order() -> No
     assert spec_set_digest([a, b]) != spec_set_digest([a, _desired("SnapshotJob/x/b", "hmac:3")])
     assert spec_set_digest([a]) != spec_set_digest([a, b])
     assert spec_set_digest([a]).startswith("sha256:") and len(spec_set_digest([a])) == len("sha256:") + 16
+
+
+def test_the_timeline_spans_the_known_history_at_least_15_minutes_at_most_24_hours() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    young = Told(start=NOW - 600)
+    young.note(record(key, started_at=NOW - 600), NOW - 600)
+    (room,) = build_snapshot(inputs([record(key)], history=young.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 900, NOW)  # 10 minutes of history: drawn on 15
+    hour = Told(start=NOW - 3600)
+    hour.note(record(key, started_at=NOW - 3000), NOW - 3000)
+    (room,) = build_snapshot(inputs([record(key)], history=hour.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 3000, NOW)
+    old = Told(start=NOW - 3 * 86_400)
+    old.note(record(key, started_at=NOW - 2 * 86_400), NOW - 2 * 86_400)
+    (room,) = build_snapshot(inputs([record(key)], history=old.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 86_400, NOW)
+    assert room.captures[0].runs == (Interval(NOW - 86_400, NOW),)  # the run, cut at the window

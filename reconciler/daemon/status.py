@@ -1,0 +1,55 @@
+"""The daemon's side of the status page (`GET /`, `GET /api/v1/status`): what it knows, as a snapshot.
+
+`reconciler.status` builds and renders pages from `StatusInputs`; this module fills them from the daemon:
+its record cache (with the run history it keeps), when each task is next observed, the lease, the spec set
+in force and the log's recent events. A page is built on the daemon's loop (where those are changed), and
+rendered on the HTTP thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reconciler import logs
+from reconciler.spec import SpecSet
+from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot, spec_set_digest
+from reconciler.status.routes import SnapshotProvider
+
+if TYPE_CHECKING:
+    from reconciler.daemon.controller import Daemon
+
+
+def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
+    digests: dict[int, str] = {}  # id(spec set) -> digest: one hash of 10,000 tasks per spec load, not per page
+
+    def digest(spec: SpecSet) -> str:
+        if id(spec) not in digests:
+            digests.clear()  # only the set in force is asked for
+            digests[id(spec)] = spec_set_digest(spec.tasks.values())
+        return digests[id(spec)]
+
+    def build(query: StatusQuery) -> StatusSnapshot:
+        spec = daemon.spec
+        lost = daemon.lease_lost
+        replica = Replica(
+            role="standby" if lost else "leader",
+            detail=f"does not act: {lost}" if lost else "holds the state lease and acts",
+            spec_digest=digest(spec) if spec is not None else None,
+            spec_loaded_at=daemon.spec_loaded_at,
+            spec_summary=spec.summary() if spec is not None else None,
+            spec_error=daemon.spec_error,
+            spec_error_since=daemon.spec_invalid_since,
+        )
+        inputs = StatusInputs(
+            records=daemon.records.values(),
+            replica=replica,
+            history=daemon.records.history,
+            next_observation=daemon.next_observation,
+            events=logs.recent_events(),
+        )
+        return build_snapshot(inputs, query, daemon.clock.now())
+
+    async def provide(query: StatusQuery) -> StatusSnapshot:
+        return await daemon.on_daemon_loop(build, query)
+
+    return provide
