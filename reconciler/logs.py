@@ -63,7 +63,8 @@ _RECENT = RecentEvents()
 
 
 def recent_events() -> list[dict[str, Any]]:
-    """The newest log events of this process (at most `RECENT_EVENTS`), oldest first, secrets scrubbed."""
+    """The newest log events since logging was last configured (at most `RECENT_EVENTS`), oldest first,
+    secrets scrubbed."""
     return _RECENT.events()
 
 
@@ -80,6 +81,8 @@ class _FlushingFile:
 
 
 def configure(level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None) -> None:
+    global _RECENT
+    _RECENT = RecentEvents()  # a new set-up (a daemon, a test) starts with no events of an earlier one
     out = stream or sys.stderr
     if json_logs is None:
         json_logs = not out.isatty()
