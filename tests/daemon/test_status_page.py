@@ -15,12 +15,14 @@ IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
 
 def task_of(status: dict[str, Any], key: str) -> dict[str, Any]:
-    (task,) = (t for j in status["jobs"] for g in j["groups"] for t in g["tasks"] if t["key"] == key)
+    tasks: list[dict[str, Any]] = [t for j in status["jobs"] for g in j["groups"] for t in g["tasks"]]
+    (task,) = (t for t in tasks if t["key"] == key)
     return task
 
 
 def room_of(status: dict[str, Any], room: str) -> dict[str, Any]:
-    (found,) = (r for r in status["rooms"] if r["room"] == room)
+    rooms: list[dict[str, Any]] = status["rooms"]
+    (found,) = (r for r in rooms if r["room"] == room)
     return found
 
 
