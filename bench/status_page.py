@@ -92,7 +92,7 @@ async def measure(tasks: int, runs: int) -> None:
         for r in records[:RECENT_EVENTS]
     ]
     replica = Replica("leader", "holds the state lease", "sha256:0123456789abcdef", now - 600, "bench", None, None)
-    inputs = StatusInputs(records, replica, history, {r.key: now + 30 for r in records}, events)
+    inputs = StatusInputs(records, replica, history, {r.key: now + 30 for r in records}.get, events)
 
     async def provider(query: StatusQuery) -> StatusSnapshot:
         return build_snapshot(inputs, query, now)
