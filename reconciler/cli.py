@@ -770,7 +770,9 @@ def run(
     listen: Annotated[
         str,
         typer.Option(
-            "--listen", help="HOST:PORT for callbacks, /healthz, /readyz, /metrics (use 0.0.0.0:8080 in a container)."
+            "--listen",
+            help="HOST:PORT for callbacks, /healthz, /readyz, /metrics and the status page (use 0.0.0.0:8080 in a "
+            "container, with --status-token-ref).",
         ),
     ] = "127.0.0.1:8080",
     resync: Annotated[

@@ -9,6 +9,7 @@ from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus
 from reconciler.status import History, Replica, StatusInputs
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+IDLE = "idle timeout (Volcengine IdleTimeOut)"
 LEADER = Replica(
     role="leader",
     detail="holds the state lease",
@@ -50,6 +51,18 @@ class Told:
     def note(self, record: TaskRecord, at: float) -> None:
         self.clock.set(at)
         self.history.note(record)
+
+    def start(self, run: TaskRecord, at: float, **fields: Any) -> TaskRecord:
+        """`run` (re)started at `at`: the record as committed."""
+        running = run.evolve(status=TaskStatus.RUNNING, started_at=at, stopped_at=None, stop_reason=None, **fields)
+        self.note(running, at)
+        return running
+
+    def stop(self, run: TaskRecord, at: float, reason: str = IDLE, *, seen: float | None = None) -> TaskRecord:
+        """The vendor ended `run` at `at` for `reason`; the daemon recorded it at `seen` (by default, then)."""
+        stopped = run.evolve(status=TaskStatus.STOPPED, stopped_at=at, stop_reason=reason)
+        self.note(stopped, at if seen is None else seen)
+        return stopped
 
     def seed(self, records: list[TaskRecord], at: float) -> None:
         for r in records:

@@ -6,9 +6,7 @@ from reconciler.model import ApiFamily, DesiredTask, JobKind, TaskStatus
 from reconciler.status import StatusQuery, build_snapshot, spec_set_digest
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.model import Gap, Interval, Reissue
-from tests.status.conftest import NOW, Told, inputs, record
-
-IDLE = "idle timeout (Volcengine IdleTimeOut)"
+from tests.status.conftest import IDLE, NOW, Told, inputs, record
 
 
 def test_tasks_are_grouped_by_job_then_status_problems_first() -> None:
@@ -80,15 +78,10 @@ def test_filters_by_job_name_or_kind_and_name_and_by_status() -> None:
 def test_reissues_carry_the_reason_the_run_before_them_ended() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     told = Told()
-    history = told.history
-    first = record(key, started_at=NOW - 3000)
-    told.seed([first], NOW - 3000)
-    told.note(first.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 2000, stop_reason=IDLE), NOW - 1990)
-    told.note(first.evolve(started_at=NOW - 1990, reissue_count=1), NOW - 1990)
-    told.note(first.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 900, stop_reason="max duration"), NOW - 900)
-    latest = first.evolve(started_at=NOW - 899, reissue_count=2)
-    told.note(latest, NOW - 899)
-    task = build_snapshot(inputs([latest], history=history), StatusQuery(), NOW).jobs[0].groups[0].tasks[0]
+    first = told.start(record(key), NOW - 3000)
+    second = told.start(told.stop(first, NOW - 2000, seen=NOW - 1990), NOW - 1990, reissue_count=1)
+    latest = told.start(told.stop(second, NOW - 900, "max duration"), NOW - 899, reissue_count=2)
+    task = build_snapshot(inputs([latest], history=told.history), StatusQuery(), NOW).jobs[0].groups[0].tasks[0]
     assert task.reissue_count == 2
     assert task.reissues == (Reissue(NOW - 899, "max duration"), Reissue(NOW - 1990, IDLE))
 
@@ -97,14 +90,12 @@ def test_gaps_are_split_where_the_room_was_active() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     told = Told()
     history = told.history
-    run = record(key, started_at=NOW - 5000)
-    told.seed([run], NOW - 5000)
-    told.note(run.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 4000, stop_reason=IDLE), NOW - 3990)
+    first = told.start(record(key), NOW - 5000)
+    told.stop(first, NOW - 4000, seen=NOW - 3990)
     told.room_active("lobby", NOW - 3500)  # someone came in while nothing captured
-    second = run.evolve(started_at=NOW - 3000)
-    told.note(second, NOW - 3000)
+    second = told.start(first, NOW - 3000)
     told.room_idle("lobby", NOW - 1500)
-    told.note(second.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 1000, stop_reason=IDLE), NOW - 1000)
+    told.stop(second, NOW - 1000)
     stopped = history.runs(key)[-1]
     assert stopped.end == NOW - 1000
     snap = build_snapshot(

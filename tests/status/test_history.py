@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from reconciler.model import TaskStatus
 from reconciler.status.history import MAX_INTERVALS, Activity, Run
-from tests.status.conftest import NOW, Told, record
+from tests.status.conftest import IDLE, NOW, Told, record
 
 KEY = "SnapshotJob/lobby-audit/lobby"
-IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
 
 def test_a_stop_closes_the_run_and_a_reissue_opens_the_next() -> None:
     told = Told()
     history = told.history
-    running = record(KEY, started_at=NOW - 100)
-    told.seed([running], NOW - 100)
-    told.note(running.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 60, stop_reason=IDLE), NOW - 55)
-    told.note(running.evolve(started_at=NOW - 50, reissue_count=1), NOW - 50)
+    running = told.start(record(KEY), NOW - 100)
+    told.start(told.stop(running, NOW - 60, seen=NOW - 55), NOW - 50, reissue_count=1)
     assert history.runs(KEY) == (Run(NOW - 100, NOW - 60, IDLE), Run(NOW - 50, None, None))
     assert history.known_since(KEY) == NOW - 100
 

@@ -10,9 +10,7 @@ from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.model import Replica
 from reconciler.status.render import JSON_FORMAT_VERSION, page_url, render_html, to_json
-from tests.status.conftest import LEADER, NOW, Told, inputs, record
-
-IDLE = "idle timeout (Volcengine IdleTimeOut)"
+from tests.status.conftest import IDLE, LEADER, NOW, Told, inputs, record
 
 
 class _Tags(HTMLParser):
@@ -44,12 +42,9 @@ def test_the_page_answers_the_three_questions() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     told = Told()
     history = told.history
-    run = record(key, started_at=NOW - 3000, vendor_task_id="snap-1")
-    told.seed([run], NOW - 3000)
+    run = told.start(record(key, vendor_task_id="snap-1"), NOW - 3000)
     told.room_active("lobby", NOW - 2500)
-    told.note(run.evolve(status=TaskStatus.STOPPED, stopped_at=NOW - 2000, stop_reason=IDLE), NOW - 2000)
-    latest = run.evolve(started_at=NOW - 1400, vendor_task_id="snap-2", reissue_count=1)
-    told.note(latest, NOW - 1400)
+    latest = told.start(told.stop(run, NOW - 2000), NOW - 1400, vendor_task_id="snap-2", reissue_count=1)
     failed = record("RecordingJob/class-rec/class-101", TaskStatus.FAILED, last_error="StartRecord: 403 forbidden")
     snap = build_snapshot(
         inputs([latest, failed], history=history, next_observation={key: NOW + 25}), StatusQuery(), NOW
