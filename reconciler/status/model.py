@@ -128,11 +128,6 @@ class JobView:
     def total(self) -> int:
         return sum(n for _, n in self.counts)
 
-    @property
-    def healthy(self) -> bool:
-        """Every task runs (or, one-shot, is done): nothing for an operator to look at."""
-        return all(s in ("running", "done") for s, _ in self.counts)
-
 
 @dataclass(frozen=True, slots=True)
 class Interval:
