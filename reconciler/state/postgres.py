@@ -25,7 +25,7 @@ import psycopg.conninfo
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
-from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import TABLES, Cursor, LockContext, Queries, RoomQueries, SqlStateStore, holder_identity, iso_utc
 
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
@@ -102,6 +102,12 @@ class PostgresStateStore(SqlStateStore):
             "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
             " token TEXT NOT NULL, since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
         ),
+    )
+
+    room_queries = RoomQueries.build(
+        mark="%s",
+        exists="SELECT (to_regclass('capctl_room_activity') IS NOT NULL)::int",
+        serialise=(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",),
     )
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:

@@ -28,7 +28,7 @@ from typing import ClassVar
 from reconciler.clock import Clock, SystemClock
 
 from .base import LockHeld, StateDamaged, StateError, StateMissing
-from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
+from .sql import TABLES, Cursor, LockContext, Queries, RoomQueries, SqlStateStore, holder_identity, iso_utc
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -39,6 +39,9 @@ class SQLiteStateStore(SqlStateStore):
         for_update="",
         tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {TABLES}",
         has_key="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_fingerprint_key'",
+    )
+    room_queries = RoomQueries.build(
+        mark="?", exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_room_activity'"
     )
 
     def __init__(
