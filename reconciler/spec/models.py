@@ -60,21 +60,25 @@ Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_
 
 
 class RoomSelector(_Model):
-    """`rooms: {match: ...}`: every room whose id matches, while it is active (see spec/selectors.py)."""
+    """Every room whose id matches a `match` glob and no `exclude` glob, while it is active (a stream is
+    published in it); `maxRooms` caps how many rooms the job captures at once."""
 
     match: Annotated[Patterns, Field(min_length=1)]
     exclude: Patterns = []
     max_rooms: Annotated[Int, Field(ge=1)] | None = None  # cost cap: beyond it no new room is started
 
 
-def _rooms_form(value: Any) -> str:
-    # A mapping is a selector; anything else is checked as the list of named rooms (and its error says so).
-    return "selector" if isinstance(value, dict) else "names"
+def _rooms_form(value: Any) -> str | None:
+    return "selector" if isinstance(value, dict) else "names" if isinstance(value, list) else None
 
 
 Rooms = Annotated[
     Annotated[RoomNames, Tag("names")] | Annotated[RoomSelector, Tag("selector")],
-    Discriminator(_rooms_form),
+    Discriminator(
+        _rooms_form,
+        custom_error_type="rooms_type",  # `_type`: the message says what was given
+        custom_error_message="expected a list of room names or a selector {match: PATTERN}",
+    ),
 ]
 
 
