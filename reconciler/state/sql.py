@@ -270,6 +270,8 @@ class SqlStateStore(ABC):
 
     def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
         """Keep what was learned of these rooms (newer reports replace older ones); one transaction."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
         rows = [(r.provider, r.room, int(r.active), r.last_seen, r.source) for r in reports]
         if not rows:
             return

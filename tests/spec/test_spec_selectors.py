@@ -19,7 +19,7 @@ from reconciler.model import RoomActivity, TaskStatus
 from reconciler.rooms import Selection, holding, named_rooms, select
 from reconciler.spec import SpecSet
 from reconciler.spec.fields import VOLC_ID_RE
-from reconciler.spec.models import RoomSelector
+from reconciler.spec.models import RoomSelector, SnapshotJobSpec
 from reconciler.spec.selectors import covers
 from tests.spec.conftest import ErrorsOf, Loader, job
 from tests.state.helpers import make_record
@@ -42,8 +42,9 @@ def _select(
 def test_a_selector_job_loads_with_no_task_until_rooms_are_known(load: Loader) -> None:
     spec = load(job(body=VOLC_SELECTOR))
     assert spec.tasks == {} and [c.job.name for c in spec.selector_jobs] == ["j"]
-    model = spec.jobs[("SnapshotJob", "j")].spec.rooms
-    assert isinstance(model, RoomSelector) and model.match == ["class-*"] and model.exclude == ["class-test-*"]
+    model = spec.jobs[("SnapshotJob", "j")].spec
+    assert isinstance(model, SnapshotJobSpec) and isinstance(model.rooms, RoomSelector)
+    assert model.rooms.match == ["class-*"] and model.rooms.exclude == ["class-test-*"]
 
 
 def test_selector_errors_name_the_field_at_its_place(errors_of: ErrorsOf) -> None:
