@@ -70,7 +70,10 @@ def test_selector_job_plans_and_applies_the_active_matching_rooms_within_its_cap
     markdown = work.capctl("plan", "--format", "markdown").stdout
     assert "| `SnapshotJob/classes` | `class-* except class-test-*` | 3 active" in markdown
 
-    assert "Apply complete: 3 created" in work.apply().stdout
+    work.capctl("plan", "--out", "plan.json")
+    shown = work.capctl("show", "plan.json").stdout  # a saved plan carries the selector views
+    assert "Room selector SnapshotJob/classes (rooms: class-* except class-test-*): 3 active" in shown
+    assert "Apply complete: 3 created" in work.capctl("apply", "--plan", "plan.json", "--auto-approve").stdout
     running = sorted((t["roomId"], t["taskId"]) for t in work.sim.tasks("volcengine", state="running"))
     assert running == [
         ("class-1", "classes"),
