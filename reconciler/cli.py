@@ -441,6 +441,8 @@ def _plan_options(
     labels: list[str] | None,
 ) -> Any:
     """The options of a new plan, checked before any state is read or vendor called."""
+    import dataclasses
+
     from reconciler.plan import PlanError, PlanOptions, check_options
 
     options = PlanOptions(
@@ -450,8 +452,11 @@ def _plan_options(
         replace=tuple(replace or ()),
         labels=tuple(labels or ()),
     )
+    # A room-selector job's tasks are known once the state is read: their --replace keys are checked then.
+    selected = tuple(f"{c.job.kind}/{c.job.name}/" for c in spec_set.selector_jobs)
+    early = dataclasses.replace(options, replace=tuple(k for k in options.replace if not k.startswith(selected)))
     try:
-        check_options(options, spec_set.tasks)
+        check_options(early, spec_set.tasks)
     except PlanError as exc:
         fail(str(exc))
     return options

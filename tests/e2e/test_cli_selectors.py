@@ -104,6 +104,10 @@ def test_an_ended_room_is_left_to_end_and_the_cap_admits_another(work: Workdir) 
     assert "- SnapshotJob" not in plan and "delete" not in plan.split("Plan:")[0].split("Note:")[0]
     assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in plan
     assert "+ SnapshotJob/classes/class-3" in plan and "left to end: class-1" in plan
+    forced = work.capctl("plan", "--replace", "SnapshotJob/classes/class-2").stdout  # a selected room's key
+    assert "-/+ SnapshotJob/classes/class-2" in forced
+    unknown = work.capctl("plan", "--replace", "SnapshotJob/classes/class-9", expect=1).stderr
+    assert "--replace: no task with key SnapshotJob/classes/class-9 in the specs" in unknown
     work.apply()
     assert not work.sim.requests("StopSnapshot")
     started = sorted(r["body"]["RoomId"] for r in work.sim.requests("StartSnapshot"))
