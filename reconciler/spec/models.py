@@ -65,7 +65,7 @@ class RoomSelector(_Model):
 
     match: Annotated[Patterns, Field(min_length=1)]
     exclude: Patterns = []
-    max_rooms: Annotated[Int, Field(ge=1)] | None = None  # cost cap: beyond it no new room is started
+    max_rooms: Positive | None = None  # cost cap: beyond it no new room is started
 
 
 def _rooms_form(value: Any) -> str | None:

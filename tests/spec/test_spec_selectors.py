@@ -245,3 +245,12 @@ def test_zego_client_task_ids_are_stable_across_processes_distinct_and_valid(tmp
     ]
     ids = list(runs[0].values())
     assert len(set(ids)) == 4 and all(re.fullmatch(r"capctl-[0-9a-f]{24}", i) for i in ids)
+
+
+def test_globs_cannot_be_references_but_max_rooms_can(load: Loader, errors_of: ErrorsOf) -> None:
+    errors = errors_of(job(body="provider: volc\nrooms: {match: {env: AK}}\nstorage: tos\n"))
+    assert any(re.search(r"spec\.yaml:6:\d+: spec\.rooms\.match: a reference cannot name a task", e) for e in errors)
+    spec = load(job(body="provider: volc\nrooms: {match: x*, maxRooms: {env: APP}}\nstorage: tos\n"))
+    model = spec.jobs[("SnapshotJob", "j")].spec
+    assert isinstance(model, SnapshotJobSpec) and isinstance(model.rooms, RoomSelector)
+    assert model.rooms.max_rooms == 7
