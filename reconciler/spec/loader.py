@@ -81,6 +81,8 @@ class SpecSet:
             _count(len(self.jobs), "job"),
         )
         tail = f" ({vendors})" if vendors else ""
+        if self.selector_jobs:  # their tasks follow room activity: counted apart
+            tail += f" + {_count(len(self.selector_jobs), 'room selector')}"
         return f"{', '.join(parts)}: {', '.join(kinds)} → {_count(len(self.tasks), 'task')}{tail}"
 
 
