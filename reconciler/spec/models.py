@@ -60,12 +60,13 @@ Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_
 
 
 class RoomSelector(_Model):
-    """Every room whose id matches a `match` glob and no `exclude` glob, while it is active (a stream is
-    published in it); `maxRooms` caps how many rooms the job captures at once."""
+    """A room selector: every room whose id matches a `match` glob and no `exclude` glob, while it is active."""
 
     match: Annotated[Patterns, Field(min_length=1)]
     exclude: Patterns = []
-    max_rooms: Positive | None = None  # cost cap: beyond it no new room is started
+    max_rooms: Positive | None = Field(
+        None, description="cost cap: at most this many rooms captured at once; beyond it no new room is started"
+    )
 
 
 def _rooms_form(value: Any) -> str | None:
