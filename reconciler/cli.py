@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from reconciler.execute import ApplyResult
+    from reconciler.model import TaskRecord
     from reconciler.plan import Plan
     from reconciler.retry import RetryPolicy
+    from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
 
@@ -438,6 +440,32 @@ def explain(
         fail(str(exc))
 
 
+def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
+    """Add the tasks of room-selector jobs for the rooms the state knows active (`reconciler/rooms.py`);
+    also returns the selections and the records they were made from (for `rooms.leave_ended`)."""
+    if not spec_set.selector_jobs:
+        return spec_set, [], {}
+    import dataclasses
+
+    from reconciler.rooms import holding, named_rooms, select
+    from reconciler.state import RoomActivityStore
+
+    activity = store.room_activity() if isinstance(store, RoomActivityStore) else []
+    records = store.load().records
+    named = named_rooms(spec_set.tasks.values())
+    selections = select(spec_set.selector_jobs, activity, named, holding(records), store.fingerprint_key())
+    tasks = {**spec_set.tasks, **{t.key: t for s in selections for t in s.tasks}}
+    return dataclasses.replace(spec_set, tasks=tasks), selections, records
+
+
+def _leave_ended(the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord]) -> Plan:
+    if not selections:
+        return the_plan
+    from reconciler.rooms import leave_ended
+
+    return leave_ended(the_plan, selections, records)
+
+
 def _plan_options(
     spec_set: SpecSet,
     prune: bool,
@@ -447,6 +475,8 @@ def _plan_options(
     labels: list[str] | None,
 ) -> Any:
     """The options of a new plan, checked before any state is read or vendor called."""
+    import dataclasses
+
     from reconciler.plan import PlanError, PlanOptions, check_options
 
     options = PlanOptions(
@@ -456,8 +486,11 @@ def _plan_options(
         replace=tuple(replace or ()),
         labels=tuple(labels or ()),
     )
+    # A room-selector job's tasks are known once the state is read: their --replace keys are checked then.
+    selected = tuple(f"{c.job.kind}/{c.job.name}/" for c in spec_set.selector_jobs)
+    early = dataclasses.replace(options, replace=tuple(k for k in options.replace if not k.startswith(selected)))
     try:
-        check_options(options, spec_set.tasks)
+        check_options(early, spec_set.tasks)
     except PlanError as exc:
         fail(str(exc))
     return options
@@ -568,11 +601,13 @@ def plan(
         spec_set = load_specs(spec_paths, fingerprint_key=store.fingerprint_key())
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
+        spec_set, selections, records = _select_rooms(spec_set, store)
         if refresh:
             _setup_logs(log_level)
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
+        the_plan = _leave_ended(the_plan, selections, records)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -711,6 +746,7 @@ async def _apply(
     err = _err_console()
     report = _retry_report(retry, err)
     clock = SystemClock()
+    spec_set, selections, records = _select_rooms(spec_set, store)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
@@ -729,7 +765,7 @@ async def _apply(
                 providers=spec_set.providers,
                 on_retry=report,
             )
-            the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
+            the_plan, snapshot, observed = _leave_ended(run.plan, selections, records), run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit

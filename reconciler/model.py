@@ -88,6 +88,18 @@ class DesiredTask:
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     source: str = ""  # "file:line:col" of the job document, for messages
     labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
+    selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
+
+
+@dataclass(frozen=True, slots=True)
+class RoomActivity:
+    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state."""
+
+    provider: str  # Provider document name
+    room: str
+    active: bool  # a stream is published in it
+    last_seen: float  # when this was learned (epoch seconds)
+    source: str  # how: "callback", "resync", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,7 @@ class TaskRecord:
     productive: bool = False  # a callback reported output during the current run
     request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
     labels: dict[str, str] = field(default_factory=dict)  # the job's labels when last applied (`-l`, deletes)
+    selector: str | None = None  # the room selector that started it (`class-*`), None for a named room
 
     def evolve(self, **changes: Any) -> TaskRecord:
         return replace(self, **changes)

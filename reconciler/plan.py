@@ -62,6 +62,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     unobserved: tuple[str, ...] = ()  # tasks whose vendor status could not be read: left as is, plan incomplete
     format_version: int = FORMAT_VERSION
+    selectors: tuple[dict[str, Any], ...] = ()  # one JSON view per room-selector job (`rooms.selector_view`)
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio formats the result of the task it ran (CPython 3.11's signal-handler
@@ -546,6 +547,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "summary": {a.value: counts[a] for a in ACTION_ORDER},
         "notes": list(plan.notes),
         "unobserved": list(plan.unobserved),
+        "selectors": list(plan.selectors),
         "changes": [
             {
                 "key": c.key,
@@ -604,6 +606,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
             changes=changes,
             notes=tuple(data.get("notes", ())),
             unobserved=tuple(data.get("unobserved", ())),
+            selectors=tuple(data.get("selectors", ())),  # absent in plans saved before room selectors
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None

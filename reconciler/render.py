@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from reconciler.plan import fmt_seconds, fmt_time
+from reconciler.plan import fmt_seconds, fmt_time, parse_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -268,6 +268,31 @@ def _wrap_members(row: Row) -> list[str]:
     return lines
 
 
+# --- room selectors ------------------------------------------------------------------------------------
+
+NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
+
+
+def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str]]:
+    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate."""
+    if view["seen_at"] is None:
+        return NO_ACTIVITY, []
+    n = view["counts"]
+    age = fmt_seconds(max(0, int(parse_rfc3339(created_at) - parse_rfc3339(view["seen_at"]))))
+    cap = f" (maxRooms {view['max_rooms']})" if view["max_rooms"] is not None else ""
+    head = (
+        f"{n['active']} active · {n['running']} running · {n['start']} to start · {n['left_out']} left out{cap}"
+        f" · {n['claimed']} claimed; room activity as of {view['seen_at']} ({age} before this plan)"
+    )
+    details = [
+        f"{what}: {', '.join(view[name])}"
+        for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
+        if view[name]
+    ]
+    details += [f"{c['room']}: named by {c['by']}" for c in view["claimed"]]
+    return head, details
+
+
 def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
     rows = plan_rows(plan, show_unchanged=show_unchanged)
     if not rows:
@@ -302,6 +327,13 @@ def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool 
         else:
             console.print(Group(*(Text.assemble(*line) for line in lines)), soft_wrap=True)
         console.print()
+    for view in plan.get("selectors", ()):
+        head, details = selector_facts(view, plan["created_at"])
+        console.print(Text(f"Room selector {view['job']} (rooms: {view['rooms']}): {head}"), soft_wrap=True)
+        for detail in details:
+            console.print(Text(f"{INDENT}{detail}", style="dim"), soft_wrap=True)
+    if plan.get("selectors"):
+        console.print()
     for note in plan["notes"]:
         console.print(Text(f"Note: {note}", style="yellow"), soft_wrap=True)
     console.print(Text(summary_line(plan), style="bold"), soft_wrap=True)
@@ -328,6 +360,13 @@ def render_markdown(plan: dict[str, Any]) -> str:
     for note in plan["notes"]:
         lines.append(f"> {note}")
     if plan["notes"]:
+        lines.append("")
+    if plan.get("selectors"):
+        lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
+        for view in plan["selectors"]:
+            head, details = selector_facts(view, plan["created_at"])
+            now = "<br>".join(_md_cell(t) for t in (head, *details))
+            lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = plan_rows(plan)
     if not rows:
@@ -366,6 +405,14 @@ def render_apply_result(result: ApplyResult, console: Console) -> None:
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)
 
 
+SELECTOR_COLUMNS = ("JOB", "ROOM", "SELECTOR")
+
+
+def _job_of(key: str) -> str:
+    kind, name, _ = key.split("/", 2)
+    return f"{kind}/{name}"
+
+
 STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
 
 
@@ -374,9 +421,13 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     task survives grep, awk and narrow terminals alike."""
     from reconciler.transitions import TOMBSTONE_RETENTION
 
-    rows = [STATE_COLUMNS] + [
+    # Tasks started by a room selector: their job, room and selector in columns of their own.
+    selected = any(r.selector for r in records)
+    head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
+    rows = [head] + [
         (
             r.key,
+            *((_job_of(r.key), r.target, r.selector or "-") if selected else ()),
             r.status.value,
             r.vendor_task_id or "-",
             str(r.reissue_count),
@@ -387,7 +438,7 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
         )
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(STATE_COLUMNS) - 1)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
     lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.

@@ -98,6 +98,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         restart_policy=task.restart_policy,
         request=redact_tree(task.request),
         labels=dict(task.labels),
+        selector=task.selector,
         last_error=None,
         next_attempt_at=None,
         removed_at=None,

@@ -30,6 +30,15 @@ _INT_RE: Final = re.compile(r"^-?\d+$")
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
 
 
+def volc_task_id(job: str, task_id: str | None) -> str:
+    """The Volcengine TaskId of a job's tasks: `spec.taskId`, else the job's name, for every room.
+
+    The vendor names a task by (AppId, RoomId, TaskId), so one id per job gives each (job, room) its own
+    task and a second StartSnapshot of it is answered "already started": restarts never start a room twice.
+    Named rooms and selected rooms get the same id, so turning a room list into a selector keeps its tasks."""
+    return task_id or job
+
+
 class RefStr(str):
     """Text that came out of a value reference; typed fields may convert it."""
 

@@ -17,7 +17,8 @@ from reconciler.spec.models import DOCUMENT_MODELS
 _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
 _META: Final = ("title", "description", "default")
-_NO_REFS: Final = {"kind", "apiVersion", "type"}  # fields that select a schema must stay literal
+# Fields that select a schema must stay literal, and so must room selector globs: they name tasks (refs.py).
+_NO_REFS: Final = {"kind", "apiVersion", "type", "match", "exclude"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
     "(relative to the spec file). Secret fields must be references.",

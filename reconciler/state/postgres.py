@@ -33,6 +33,7 @@ from .sql import (
     LeadershipQueries,
     LockContext,
     Queries,
+    RoomQueries,
     SqlStateStore,
     holder_identity,
     iso_utc,
@@ -129,6 +130,11 @@ class PostgresStateStore(SqlStateStore):
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
     ).marked("%s")
+    room_queries = RoomQueries.build(
+        mark="%s",
+        exists="SELECT (to_regclass('capctl_room_activity') IS NOT NULL)::int",
+        serialise=(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",),
+    )
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);

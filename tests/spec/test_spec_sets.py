@@ -64,7 +64,8 @@ def test_quickstart_takes_real_values_from_the_environment() -> None:
 def test_examples_validate_with_their_environment() -> None:
     spec_set = load_spec_set([ROOT / "examples" / "specs"], env=EXAMPLE_ENV)
     assert (
-        spec_set.summary() == "5 files, 8 documents: 2 providers, 2 storages, 4 jobs → 8 tasks (volcengine 3, zego 5)"
+        spec_set.summary()
+        == "5 files, 9 documents: 2 providers, 2 storages, 5 jobs → 8 tasks (volcengine 3, zego 5) + 1 room selector"
     )
 
 
