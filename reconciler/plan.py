@@ -29,7 +29,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
 # (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.

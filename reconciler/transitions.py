@@ -17,7 +17,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
 
 PRODUCTIVE_MARGIN = 2.0  # seconds beyond the idle timeout that make a run "clearly longer"
 # How long a tombstone (a pruned task's record) is kept: a spec restored within it resumes the task's history.

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
 
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
@@ -68,7 +69,7 @@ def quote(value: Any) -> str:
     """A value as an error message may show it: `repr` of at most `QUOTE_CHARS` characters with an ellipsis
     and the full length, and for a secret or a hidden reference value only its fingerprint (no part of it)."""
     if isinstance(value, Secret | SecretText):
-        return value.fingerprint
+        return shown(value)
     if not isinstance(value, str):
         value = repr(value)
         return value if len(value) <= QUOTE_CHARS else f"{value[:QUOTE_CHARS]}… ({len(value)} characters)"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.secrets import SecretText, redact_tree
+from reconciler.redact import redact_tree
+from reconciler.secrets import SecretText
 from reconciler.spec import SpecError, SpecErrors
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
 from reconciler.spec import SpecErrors, json_schema, load_spec_set
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
 
