@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from reconciler import stopreasons, transitions
 from reconciler.gcpause import gc_paused
@@ -37,6 +37,40 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
 MAX_DETAIL_LINES = 12
+
+
+class ChangeJSON(TypedDict):
+    """One change in the JSON form of a plan (`changes[i]`)."""
+
+    key: str
+    action: str  # an `Action` value
+    reason: str
+    provider: str
+    family: str  # an `ApiFamily` value
+    before_hash: str | None
+    after_hash: str | None
+    details: list[str]
+    before: dict[str, Any] | None  # redacted request recorded in state
+    after: dict[str, Any] | None  # redacted request the specs imply
+
+
+class PlanJSON(TypedDict):
+    """The JSON form of a plan: what `plan --format json` prints, a saved plan file holds, and views render."""
+
+    format_version: int
+    state_serial: int
+    created_at: str  # RFC 3339 UTC
+    refreshed: bool
+    prune: bool
+    targets: list[str]
+    replace: list[str]
+    labels: list[str]
+    partial: bool
+    paths: list[str]
+    summary: dict[str, int]  # by `Action` value
+    notes: list[str]
+    unobserved: list[str]
+    changes: list[ChangeJSON]
 
 
 class PlanError(Exception):
@@ -206,7 +240,7 @@ def rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def parse_rfc3339(text: Any) -> float:
+def parse_rfc3339(text: object) -> float:
     """An RFC 3339 time with its offset (`Z` or `±hh:mm`) as unix seconds; ValueError otherwise."""
     try:
         parsed = datetime.fromisoformat(text) if isinstance(text, str) and "T" in text else None
@@ -244,7 +278,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def field_changes(before: Any, after: Any) -> tuple[str, ...]:
+def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[str, ...]:
     """Human lines for what differs between two redacted requests: `Path: old → new`."""
     flat_before, flat_after = _flatten(before or {}), _flatten(after or {})
     lines = []
@@ -257,7 +291,7 @@ def field_changes(before: Any, after: Any) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
@@ -525,12 +559,12 @@ def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
 # --- JSON (the one saved format) ---------------------------------------------------------------------
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
+def plan_to_json(plan: Plan) -> PlanJSON:
     with gc_paused():  # one dict per change, no cycles: collector passes here found nothing
         return _plan_json(plan)
 
 
-def _plan_json(plan: Plan) -> dict[str, Any]:
+def _plan_json(plan: Plan) -> PlanJSON:
     counts = plan.counts()
     return {
         "format_version": plan.format_version,
@@ -564,7 +598,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
+def plan_from_json(data: object, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
     version = data.get("format_version")

@@ -25,7 +25,7 @@ from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
-from reconciler.secrets import Hidden, Secret
+from reconciler.secrets import Hidden
 
 # Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
 # The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
@@ -101,6 +101,7 @@ class ZegoClient:
         if config.server_secret is None:
             raise ValueError(f"provider {config.name}{_where(config)}: serverSecret is required")
         self.config = config
+        self._server_secret = config.server_secret
         self.app_id = parse_app_id(config)
         self.random_bytes = random_bytes
         self._budgets = budgets
@@ -109,8 +110,7 @@ class ZegoClient:
 
     @property
     def server_secret(self) -> str:
-        secret: Secret = self.config.server_secret
-        return secret.reveal()
+        return self._server_secret.reveal()
 
     def auth_hint(self, credential: str) -> str:
         return f"check {credential} of provider {self.config.name}{_where(self.config)}"
@@ -153,7 +153,7 @@ class ZegoClient:
             response = await self._http.request(method, url, params=query, json=body)
         except httpx.RequestError as exc:
             raise transport_error(exc, url, api=api).named(name, kind) from None
-        known_secrets = [self.config.server_secret, *secret_leaves(self.config.access_token), *secrets]
+        known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]
         try:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
         except VendorError as exc:
