@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+__all__ = ["main"]
+
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy

@@ -16,6 +16,8 @@ import structlog
 
 from reconciler.redact import redact_named
 
+__all__ = ["configure"]
+
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     redacted: dict[str, Any] = redact_named(dict(event))

@@ -12,6 +12,21 @@ from typing import Any
 
 from reconciler.secrets import Secret
 
+__all__ = [
+    "Action",
+    "ApiFamily",
+    "Change",
+    "DesiredTask",
+    "JobKind",
+    "Observed",
+    "ObservedState",
+    "ProviderConfig",
+    "RestartPolicy",
+    "TaskRecord",
+    "TaskStatus",
+    "task_key",
+]
+
 JSONValue = Any  # a JSON-compatible tree; leaves may be `reconciler.secrets.Secret`
 
 

@@ -31,6 +31,26 @@ from reconciler.model import (
 )
 from reconciler.redact import redact_tree
 
+__all__ = [
+    "ChangeJSON",
+    "Plan",
+    "PlanError",
+    "PlanJSON",
+    "PlanOptions",
+    "Selection",
+    "check_options",
+    "check_selector",
+    "check_stoppable",
+    "diff",
+    "field_changes",
+    "fmt_seconds",
+    "fmt_time",
+    "label_matcher",
+    "plan_from_json",
+    "plan_to_json",
+    "selector_matches",
+]
+
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
 # (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
 FORMAT_VERSION = 2

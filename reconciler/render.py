@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from reconciler.execute import ApplyResult
     from reconciler.model import TaskRecord
 
+__all__ = ["render_apply_result", "render_markdown", "render_state_table", "render_text", "summary_line"]
+
 SYMBOLS = {
     "create": ("+", "green"),
     "update": ("~", "yellow"),
@@ -231,12 +233,12 @@ def _zego_thumbnail(after: dict[str, Any]) -> list[str]:
 def _vendor_names() -> tuple[dict[Any, str], dict[Any, str], dict[Any, str]]:
     """Vendor codes → spec names (Volcengine custom storage, ZEGO storage, ZEGO media), from the very tables the
     requests were built with; imported on first use (the spec layer is heavy for `capctl show`)."""
-    from reconciler.spec.expand import _VOLC_CUSTOM_VENDOR, _ZEGO_STREAM_TYPE, _ZEGO_VENDOR
+    from reconciler.spec.expand import VOLC_CUSTOM_VENDOR, ZEGO_STREAM_TYPE, ZEGO_VENDOR
 
     def names(table: dict[str, int]) -> dict[Any, str]:
         return {code: name for name, code in table.items()}
 
-    return names(_VOLC_CUSTOM_VENDOR), names(_ZEGO_VENDOR), names(_ZEGO_STREAM_TYPE)
+    return names(VOLC_CUSTOM_VENDOR), names(ZEGO_VENDOR), names(ZEGO_STREAM_TYPE)
 
 
 _ZEGO_MODES = {1: "single", 2: "mixed"}

@@ -23,6 +23,21 @@ import secrets as _random
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
+__all__ = [
+    "KEYED_HASH_PREFIX",
+    "RUN_KEY",
+    "UNKEYED_FINGERPRINT_REMOVED",
+    "Hidden",
+    "Secret",
+    "SecretText",
+    "drop_unkeyed_fingerprints",
+    "keyed_hash",
+    "map_hidden",
+    "new_fingerprint_key",
+    "reveal_tree",
+    "upgrade_hash",
+]
+
 FINGERPRINT_PREFIX: Final = "sha256:"  # the contract's format; the digest is keyed (HMAC-SHA256)
 # The key used where no state gives one: fingerprints of one run are comparable, never across runs.
 RUN_KEY: Final = _random.token_bytes(32)

@@ -11,6 +11,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+__all__ = ["FaultConfig", "FaultConfigError", "Faults"]
+
 
 class FaultConfigError(ValueError):
     pass

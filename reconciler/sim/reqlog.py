@@ -13,6 +13,8 @@ from typing import Any
 
 from reconciler.redact import redact_named
 
+__all__ = ["RequestLog"]
+
 
 @dataclass
 class LogEntry:

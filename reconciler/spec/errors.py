@@ -14,6 +14,8 @@ from typing import Any, Final
 from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
 
+__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "dotted", "quote"]
+
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
 QUOTE_CHARS: Final = 40
 

@@ -15,6 +15,20 @@ from typing import Protocol
 
 from reconciler.model import TaskRecord
 
+__all__ = [
+    "DAEMON_HOLDER",
+    "Lock",
+    "LockHeld",
+    "NoState",
+    "SerialMismatch",
+    "Snapshot",
+    "StateDamaged",
+    "StateError",
+    "StateMissing",
+    "StateStore",
+    "daemon_holder",
+]
+
 # The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
 # where it serves (`capctl run on http://127.0.0.1:8080`), so others can point `capctl sync` at it.
 DAEMON_HOLDER = "capctl run"

@@ -28,6 +28,8 @@ from reconciler.secrets import Secret
 from .base import LockHeld, StateError
 from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
+__all__ = ["PostgresStateStore"]
+
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
 # vanished. A URL that sets one of these itself (`?options=-c statement_timeout=...`) keeps its value.

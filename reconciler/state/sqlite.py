@@ -30,6 +30,8 @@ from reconciler.clock import Clock, SystemClock
 from .base import LockHeld, StateDamaged, StateError, StateMissing
 from .sql import TABLES, Cursor, LockContext, Queries, SqlStateStore, holder_identity, iso_utc
 
+__all__ = ["SQLiteStateStore"]
+
 
 class SQLiteStateStore(SqlStateStore):
     """State in one SQLite file. Safe to share between threads (calls are serialised) and processes."""
