@@ -284,9 +284,9 @@ def fmt_seconds(seconds: int) -> str:
     return "".join(parts)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
@@ -336,7 +336,7 @@ def _change(
     task: DesiredTask | None,
     record: TaskRecord | None,
     details: tuple[str, ...] = (),
-    after: Any = None,
+    after: dict[str, Any] | None = None,
 ) -> Change:
     ref = task if task is not None else record
     assert ref is not None
@@ -363,7 +363,11 @@ def stop_description(obs: Observed) -> str:
 
 
 def _diff_one(
-    task: DesiredTask, record: TaskRecord | None, obs: Observed | None, replace_requested: bool, after: Any
+    task: DesiredTask,
+    record: TaskRecord | None,
+    obs: Observed | None,
+    replace_requested: bool,
+    after: dict[str, Any] | None,
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
@@ -392,7 +396,7 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
-def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     return _change(
         Action.NOOP,
@@ -404,7 +408,7 @@ def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     )
 
 
-def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """Back in the specs after it was pruned: its tombstone keeps its history, so it resumes, not restarts."""
     when = f"removed at {fmt_time(record.removed_at)}"
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -417,7 +421,7 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
-def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_changed(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return _change(
             Action.REPLACE,
@@ -438,7 +442,7 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     return _change(Action.REPLACE, reason, task, record, details, after)
 
 
-def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: Any) -> Change:
+def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
@@ -455,7 +459,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     return _diff_recorded(task, record, after)
 
 
-def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """No fresh observation: decide from what the state recorded."""
     status = record.status
     if status is TaskStatus.RUNNING:

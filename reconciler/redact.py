@@ -59,7 +59,7 @@ def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
     return map_hidden(value, shown, memo)
 
 
-def secret_leaves(tree: Any) -> list[Hidden]:
+def secret_leaves(tree: object) -> list[Hidden]:
     """Every `Secret` and `SecretText` in a tree (a request a vendor may echo back in a message)."""
     found: list[Hidden] = []
 
@@ -100,7 +100,7 @@ def redact_named(value: Any) -> Any:
     return redact_tree(value)
 
 
-def _named(value: Any) -> Any:
+def _named(value: object) -> object:
     if isinstance(value, dict | list):
         return redact_named(value)
     if isinstance(value, Secret | SecretText):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
@@ -67,7 +67,7 @@ def dotted(path: Iterable[str | int]) -> str:
     return out
 
 
-def quote(value: Any) -> str:
+def quote(value: object) -> str:
     """A value as an error message may show it: `repr` of at most `QUOTE_CHARS` characters with an ellipsis
     and the full length, and for a secret or a hidden reference value only its fingerprint (no part of it)."""
     if isinstance(value, Secret | SecretText):

@@ -108,11 +108,11 @@ def _secret_json(value: Any) -> str:
 _encode_string: Final = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) does to a str
 
 
-def _canonical(value: Any) -> str:
+def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_secret_json)
 
 
-def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
+def content_hash(provider: str, family: ApiFamily, request: object) -> str:
     """`sha256:` + hex sha256 of the canonical JSON of provider, family and request (secrets by digest)."""
     text = _canonical({"provider": provider, "family": family.value, "request": request})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
