@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import structlog
 from reconciler import logs
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
-from reconciler.model import ApiFamily, DesiredTask, JobKind, ProviderConfig
+from reconciler.model import ApiFamily, DesiredTask, ProviderConfig
 from reconciler.providers.base import VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
 from reconciler.providers.zego import ZegoRecordProvider
@@ -42,6 +43,7 @@ from reconciler.redact import (
 from reconciler.secrets import Secret, SecretText, reveal_tree
 from reconciler.sim import create_app
 from reconciler.state import StateError, open_state
+from tests.core.factories import desired
 
 FINGERPRINT = re.compile(r"sha256:[0-9a-f]{12}")
 STORAGE_KEY = "storage-key-0123"
@@ -174,17 +176,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _task(family: ApiFamily, request: dict[str, Any]) -> DesiredTask:
-    return DesiredTask(
-        key="RecordingJob/j/r",
-        kind=JobKind.RECORDING,
-        job="j",
-        target="r",
-        provider="p",
-        family=family,
-        request=request,
-        spec_hash="h",
-        fixed_hash="f",
-    )
+    return replace(desired(family=family), provider="p", request=request)
 
 
 async def test_a_zego_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
