@@ -29,7 +29,7 @@ from reconciler.clock import FakeClock
 from reconciler.model import ApiFamily, DesiredTask, ProviderConfig
 from reconciler.providers.base import VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
-from reconciler.providers.zego import ZegoRecordProvider
+from reconciler.providers.zego import ZegoRecordProvider, ZegoThumbnailProvider
 from reconciler.redact import (
     MESSAGE_LIMIT,
     is_secret_key,
@@ -130,6 +130,26 @@ def test_a_url_shows_no_password_and_its_spellings_are_secrets() -> None:
     url = "postgresql://app:p%40ss@db:5432/capctl?password=other&sslmode=require"
     assert redact_url(url) == "postgresql://app@db:5432/capctl?sslmode=require"
     assert sorted(s.reveal() for s in url_secrets(url)) == ["other", "p%40ss", "p@ss"]
+
+
+async def test_a_hidden_referenced_value_reaches_the_vendor_as_its_text() -> None:
+    """`reveal_tree` is the wire's side: a query parameter from a hidden reference (`cdn: {env: CDN}`) is sent as
+    the text, not as the fingerprint `str()` of a `SecretText` gives."""
+    clock = FakeClock(1_700_000_000.0)
+    app = create_app(clock=clock)
+    config = ProviderConfig(
+        name="p",
+        type="zego",
+        app_id="1234567890",
+        server_secret=Secret("0123456789abcdef0123456789abcdef"),
+        rtc_endpoint="http://sim/zego/rtc",
+    )
+    request = {"Vendor": SecretText("Huawei"), "FileId": "/record/a.mp4", "Interval": 2, "Type": "SampleSnapshot"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        provider = ZegoThumbnailProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=client)
+        started = await provider.start(_task(ApiFamily.ZEGO_THUMBNAIL, request), None)
+    assert started.vendor_task_id
+    assert app.state.sim.log.entries()[-1].query["Vendor"] == "Huawei"
 
 
 # -- every old path goes through it -------------------------------------------------------------------------
