@@ -10,13 +10,15 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
+
+__all__ = ["main"]
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError
@@ -27,11 +29,12 @@ from reconciler import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
-    from reconciler.execute import ApplyResult
+    from reconciler.execute import ApplyResult, Interrupt
     from reconciler.model import TaskRecord
-    from reconciler.plan import Plan
-    from reconciler.retry import RetryPolicy
+    from reconciler.plan import Plan, PlanOptions
+    from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
@@ -172,7 +175,7 @@ NoColorOpt = Annotated[
 ]
 
 
-def _color_system() -> Any:
+def _color_system() -> Literal["auto"] | None:
     """None (plain text, no escape codes at all) for --no-color or NO_COLOR; else rich's detection."""
     return None if _no_color or os.environ.get("NO_COLOR") else "auto"
 
@@ -300,10 +303,11 @@ def _daemon_advice(command: str, url: str | None) -> str:
     return f"Stop the daemon first (SIGTERM), run `{command}`, then start it again."
 
 
+T = TypeVar("T")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 
-def run_async(coro_factory: Callable[[], Any]) -> Any:
+def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     import asyncio
 
     from reconciler.plan import PlanError
@@ -319,7 +323,7 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _interruptible(interrupt: Any, console: Console) -> Iterator[None]:
+def _interruptible(interrupt: Interrupt, console: Console) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
     lets the changes in flight finish (the summary is printed), a second cuts them short."""
     import asyncio
@@ -345,7 +349,7 @@ def _interruptible(interrupt: Any, console: Console) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _retry_report(policy: RetryPolicy, console: Console) -> Any:
+def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
     """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json).
     `console` is the one a progress bar draws on, so the lines print above the bar, not into it."""
     from rich.text import Text
@@ -356,7 +360,7 @@ def _retry_report(policy: RetryPolicy, console: Console) -> Any:
     return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
-def _progress(total: int, label: str, console: Console | None = None) -> Any:
+def _progress(total: int, label: str, console: Console | None = None) -> Progress:
     """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -473,7 +477,7 @@ def _plan_options(
     target: list[str] | None,
     replace: list[str] | None,
     labels: list[str] | None,
-) -> Any:
+) -> PlanOptions:
     """The options of a new plan, checked before any state is read or vendor called."""
     import dataclasses
 
@@ -496,7 +500,7 @@ def _plan_options(
     return options
 
 
-def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
+def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
     from reconciler.clock import SystemClock
     from reconciler.plan import PlanError, diff
@@ -526,7 +530,7 @@ def _retry_policy() -> RetryPolicy:
         fail(str(exc))
 
 
-async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
+async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
@@ -732,7 +736,7 @@ def _read_plan(path: str) -> Plan:
 async def _apply(
     spec_set: SpecSet,
     store: StateStore,
-    options: Any,
+    options: PlanOptions,
     paths: list[str],
     saved: Plan | None,
     auto_approve: bool,
@@ -942,7 +946,7 @@ def sync(
 # --- state ---------------------------------------------------------------------------------------------
 
 
-def record_to_dict(record: Any) -> dict[str, Any]:
+def record_to_dict(record: TaskRecord) -> dict[str, Any]:
     """Every field of a task record, enums by value (the state's own encoding omits defaults)."""
     import dataclasses
     import enum
@@ -969,7 +973,7 @@ def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> C
     except PlanError as exc:
         fail(str(exc))
 
-    def keep(record: Any) -> bool:
+    def keep(record: TaskRecord) -> bool:
         return (
             (not keys or any(selector_matches(k, record.key) for k in keys))
             and (not wanted or record.status.value in wanted)

@@ -1,7 +1,8 @@
 """Logging set-up: structlog to stderr, one JSON object per line when stderr is not a terminal.
 
 Every line is flushed as written. Secrets cannot leak through a log line: a `Secret` renders as its
-fingerprint, and the scrubber below replaces any value whose key names a credential.
+fingerprint, and every line's fields go through `redact.redact_named`, which shows the value of any key that
+names a credential as its fingerprint too.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any, TextIO
 
 import structlog
 
-SECRET_WORDS = ("secret", "password", "token", "accesskey", "access_key", "signature", "authorization")
+from reconciler.redact import redact_named
+
+__all__ = ["configure"]
 
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
-        if any(word in key.lower().replace("-", "_") for word in SECRET_WORDS):
-            event[key] = "[redacted]"
-    return event
+    redacted: dict[str, Any] = redact_named(dict(event))
+    return redacted
 
 
 class _FlushingFile:

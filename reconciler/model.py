@@ -10,6 +10,23 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.secrets import Secret
+
+__all__ = [
+    "Action",
+    "ApiFamily",
+    "Change",
+    "DesiredTask",
+    "JobKind",
+    "Observed",
+    "ObservedState",
+    "ProviderConfig",
+    "RestartPolicy",
+    "TaskRecord",
+    "TaskStatus",
+    "task_key",
+]
+
 JSONValue = Any  # a JSON-compatible tree; leaves may be `reconciler.secrets.Secret`
 
 
@@ -169,8 +186,8 @@ class Change:
     before_hash: str | None = None
     after_hash: str | None = None
     details: tuple[str, ...] = ()  # human lines, e.g. "interval 5s → 10s"
-    before: Any = None  # redacted request recorded in state (None when new)
-    after: Any = None  # redacted request the specs imply (None when deleted)
+    before: dict[str, Any] | None = None  # redacted request recorded in state (None when new)
+    after: dict[str, Any] | None = None  # redacted request the specs imply (None when deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +202,16 @@ class ProviderConfig:
     endpoint: str = "https://rtc.volcengineapi.com"
     region: str = "cn-north-1"
     business_id: str | None = None
-    access_key: Any = None  # Secret
-    secret_key: Any = None  # Secret
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
     # zego
-    server_secret: Any = None  # Secret
+    server_secret: Secret | None = None
     rtc_endpoint: str = "https://rtc-api.zego.im"
     cloudrecord_endpoint: str = "https://cloudrecord-api.zego.im"
     cloudrecord_api: str = "current"  # "current" | "legacy"
-    access_token: Any = None  # Secret, legacy only
+    access_token: Secret | None = None  # legacy only
     # both
-    callback_secret: Any = None  # Secret
+    callback_secret: Secret | None = None
     rate_limits: dict[str, float] = field(default_factory=dict)  # overrides, by API name
 
     @property

@@ -27,6 +27,8 @@ from reconciler.sim.config import (
 )
 from reconciler.sim.simulator import Simulator
 
+__all__ = ["create_app", "serve"]
+
 PUMP_INTERVAL = 0.2  # real seconds between background passes that fire due events and callbacks
 
 

@@ -23,6 +23,8 @@ from reconciler.clock import Clock
 from reconciler.sim.config import VOLC, SimConfig
 from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
 
+__all__ = ["CallbackQueue"]
+
 MAX_ATTEMPTS = 3  # the first try and two retries, for both vendors
 RETRY_DELAY = 5.0
 VOLC_CALLBACK_VERSION = "2020-12-01"

@@ -19,6 +19,8 @@ from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.faults import FaultConfig, FaultConfigError
 from reconciler.sim.simulator import SimError, Simulator
 
+__all__ = ["routes"]
+
 T = TypeVar("T")
 Handler = Callable[[Simulator, Request, dict[str, Any]], Awaitable[Any]]
 

@@ -27,6 +27,8 @@ from reconciler.sim.ratelimit import SlidingWindowLimiter, Throttle
 from reconciler.sim.reqlog import RequestLog
 from reconciler.sim.world import SimTask, World, volc_stream_key
 
+__all__ = ["Reply", "SimError", "Simulator", "VendorStyle"]
+
 
 @dataclass
 class Reply:

@@ -26,6 +26,8 @@ from reconciler.sim.signing import (
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle
 from reconciler.sim.world import SimTask, volc_stream_key
 
+__all__ = ["endpoint"]
+
 ACTIONS: dict[str, tuple[str, Obj]] = {
     "StartSnapshot": ("POST", VOLC_START),
     "UpdateSnapshot": ("POST", VOLC_UPDATE),

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from reconciler.clock import Clock
 from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
 
+__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "volc_stream_key"]
+
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
 THUMBNAIL_DELAY = 2.0  # seconds from a MediaThumbnails request to its result callback

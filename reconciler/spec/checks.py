@@ -32,6 +32,8 @@ from reconciler.spec.models import (
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
 
+__all__ = ["CheckedJob", "check_all"]
+
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
     "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),

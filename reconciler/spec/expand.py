@@ -42,9 +42,12 @@ from reconciler.spec.models import (
 )
 from reconciler.spec.selectors import describe
 
-_VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
+__all__ = ["VOLC_CUSTOM_VENDOR", "ZEGO_STREAM_TYPE", "ZEGO_VENDOR", "content_hash", "expand", "provider_config"]
+
+# Spec names → vendor codes in requests (public: the plan view, render.py, maps the codes back).
+VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
 _VOLC_STORAGE_CLASS: Final = {"standard": 1, "archive": 2, "infrequent": 3}
-_ZEGO_VENDOR: Final = {
+ZEGO_VENDOR: Final = {
     "s3": 1,
     "oss": 2,
     "cos": 3,
@@ -56,7 +59,7 @@ _ZEGO_VENDOR: Final = {
     "eos": 9,
     "s3-compatible": 10,
 }
-_ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
+ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
 _PASCAL_SPECIAL: Final = {
     "storage_provider": "Vendor",
     "bucket_name": "Bucket",
@@ -109,11 +112,11 @@ def _secret_json(value: Any) -> str:
 _encode_string: Final = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) does to a str
 
 
-def _canonical(value: Any) -> str:
+def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_secret_json)
 
 
-def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
+def content_hash(provider: str, family: ApiFamily, request: object) -> str:
     """`sha256:` + hex sha256 of the canonical JSON of provider, family and request (secrets by digest)."""
     text = _canonical({"provider": provider, "family": family.value, "request": request})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -178,7 +181,7 @@ def _volc_storage(spec: StorageConfig, region: int) -> dict[str, Any]:
     return {
         "Type": 2,
         "CustomConfig": {
-            "Vendor": _VOLC_CUSTOM_VENDOR[spec.type],
+            "Vendor": VOLC_CUSTOM_VENDOR[spec.type],
             "Region": region,
             "Bucket": spec.bucket,
             "AccessKey": spec.access_key,
@@ -239,7 +242,7 @@ def _volc_tasks(
 
 
 def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"storage_provider": _ZEGO_VENDOR[spec.type]}
+    params: dict[str, Any] = {"storage_provider": ZEGO_VENDOR[spec.type]}
     if spec.type == "aliyun-vod":
         params["aliyun_vod_params"] = {
             "region": spec.region,
@@ -275,7 +278,7 @@ def _zego_tasks(
         outputs = {"output_file_format": "jpg", "snapshot_interval": c.interval}
     else:
         max_duration = spec.max_duration
-        inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": _ZEGO_STREAM_TYPE[spec.media]}
+        inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": ZEGO_STREAM_TYPE[spec.media]}
         outputs = {"output_file_format": spec.format}
         if spec.output_folder is not None:
             outputs["output_folder"] = spec.output_folder

@@ -22,6 +22,23 @@ from pydantic import (
 from reconciler.secrets import Secret, SecretText
 from reconciler.spec.errors import quote
 
+__all__ = [
+    "NAME_PATTERN",
+    "SECRET_SCHEMA_MARKER",
+    "VOLC_ID_PATTERN",
+    "VOLC_ID_RE",
+    "Bool",
+    "Duration",
+    "Endpoint",
+    "Int",
+    "Name",
+    "RefStr",
+    "SecretRef",
+    "Text",
+    "Width",
+    "parse_duration",
+]
+
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
 VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)

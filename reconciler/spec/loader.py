@@ -32,6 +32,8 @@ from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, Storag
 from reconciler.spec.refs import resolve_document
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
+__all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "load_spec_set"]
+
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 

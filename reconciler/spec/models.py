@@ -15,6 +15,25 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import Bool, Duration, Endpoint, Int, Name, SecretRef, Text, Width
 
+__all__ = [
+    "API_VERSION",
+    "DOCUMENT_MODELS",
+    "JOB_MODELS",
+    "OUTPUT_OPTIONS",
+    "ZEGO_CLOUDRECORD_ENDPOINT",
+    "ZEGO_LEGACY_ENDPOINT",
+    "Document",
+    "JobDocument",
+    "ProviderDocument",
+    "RecordingJobSpec",
+    "SnapshotJobSpec",
+    "StorageConfig",
+    "StorageDocument",
+    "StreamSelector",
+    "ThumbnailJobSpec",
+    "VolcengineProvider",
+]
+
 VOLC_ENDPOINT: Final = "https://rtc.volcengineapi.com"
 VOLC_REGION: Final = "cn-north-1"
 ZEGO_RTC_ENDPOINT: Final = "https://rtc-api.zego.im"

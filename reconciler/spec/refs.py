@@ -31,6 +31,8 @@ from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, read_regular
 from reconciler.spec.yamlpos import Path, RawDocument
 
+__all__ = ["LITERAL_SECRET", "UNRESOLVED", "UnreadSecret", "resolve_document"]
+
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
     "Storage": ("accessKey", "secretKey"),

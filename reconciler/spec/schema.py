@@ -14,6 +14,8 @@ from pydantic.json_schema import models_json_schema
 from reconciler.spec.fields import SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
+__all__ = ["json_schema"]
+
 _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
 _META: Final = ("title", "description", "default")

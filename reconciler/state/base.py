@@ -15,6 +15,23 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.model import RoomActivity, TaskRecord
 
+__all__ = [
+    "DAEMON_HOLDER",
+    "Fenced",
+    "InboxEntry",
+    "Lock",
+    "LockHeld",
+    "NoState",
+    "RoomActivityStore",
+    "SerialMismatch",
+    "Snapshot",
+    "StateDamaged",
+    "StateError",
+    "StateMissing",
+    "StateStore",
+    "daemon_holder",
+]
+
 # The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
 # where it serves (`capctl run on http://127.0.0.1:8080`), so others can point `capctl sync` at it.
 DAEMON_HOLDER = "capctl run"

@@ -42,6 +42,8 @@ from .sql import (
     iso_utc,
 )
 
+__all__ = ["SQLiteStateStore"]
+
 
 class SQLiteStateStore(SqlStateStore):
     """State in one SQLite file. Safe to share between threads (calls are serialised) and processes."""

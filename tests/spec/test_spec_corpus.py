@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec import SpecErrors, load_spec_set, yamlpos
+from reconciler.spec import SpecErrors, load_spec_set
 from tests.spec.conftest import BASE, HERE, SECRET_ENV
 
 CORPUS = HERE / "corpus"
@@ -104,7 +104,7 @@ def test_ten_megabyte_file_is_refused_before_parsing(tmp_path: Path, monkeypatch
     def parse(*_: object) -> None:
         raise AssertionError("an oversized file reached the YAML parser")
 
-    monkeypatch.setattr(yamlpos._Builder, "run", parse)
+    monkeypatch.setattr("reconciler.spec.loader.load_documents", parse)
     found = _errors(big)
     assert found == [(0, 0, found[0][2])] and "larger than the 4 MiB limit for one spec file" in found[0][2]
 
