@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 from typer.core import TyperGroup
 
-__all__ = ["main"]
+__all__ = [
+    "app",
+    "main",
+]
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError

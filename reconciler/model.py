@@ -22,8 +22,10 @@ __all__ = [
     "ObservedState",
     "ProviderConfig",
     "RestartPolicy",
+    "RoomActivity",
     "TaskRecord",
     "TaskStatus",
+    "split_key",
     "task_key",
 ]
 

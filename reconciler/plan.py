@@ -46,8 +46,10 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "label_matcher",
+    "parse_rfc3339",
     "plan_from_json",
     "plan_to_json",
+    "rfc3339",
     "selector_matches",
 ]
 

@@ -30,6 +30,8 @@ from reconciler.spec.expand import expand
 from reconciler.spec.models import RecordingJobSpec, RoomSelector, SnapshotJobSpec
 from reconciler.spec.selectors import covers, describe
 
+__all__ = ["Selection", "holding", "leave_ended", "named_rooms", "select", "selector_of", "selector_view"]
+
 _HOLDING = frozenset({TaskStatus.RUNNING, TaskStatus.PENDING})  # a task that holds its room now
 
 

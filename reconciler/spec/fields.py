@@ -37,6 +37,7 @@ __all__ = [
     "Text",
     "Width",
     "parse_duration",
+    "volc_task_id",
 ]
 
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

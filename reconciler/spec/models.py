@@ -26,6 +26,7 @@ __all__ = [
     "JobDocument",
     "ProviderDocument",
     "RecordingJobSpec",
+    "RoomSelector",
     "SnapshotJobSpec",
     "StorageConfig",
     "StorageDocument",

@@ -15,6 +15,8 @@ from typing import Final
 
 from reconciler.spec.models import RoomSelector
 
+__all__ = ["covers", "describe", "matches_any", "volc_pattern_problem"]
+
 # What a Volcengine room id may hold (its RoomId rule), plus the glob's own characters.
 _VOLC_GLOB_RE: Final = re.compile(r"^[a-zA-Z0-9_@\-\.\*\?\[\]!]{1,128}$")
 

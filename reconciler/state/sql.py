@@ -29,7 +29,20 @@ from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new
 from . import codec
 from .base import Fenced, InboxEntry, SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
 
-__all__ = ["TABLES", "Cursor", "LockContext", "Queries", "SqlStateStore", "holder_identity", "iso_utc"]
+__all__ = [
+    "INBOX_KEEP_SECONDS",
+    "INBOX_TABLE",
+    "LOCK_NAME",
+    "TABLES",
+    "Cursor",
+    "LeadershipQueries",
+    "LockContext",
+    "Queries",
+    "RoomQueries",
+    "SqlStateStore",
+    "holder_identity",
+    "iso_utc",
+]
 
 SCHEMA_VERSION = 1
 # The tables a state has from its first commit on: some without the others is damage, never a new state.
