@@ -17,6 +17,7 @@ from starlette.routing import Route
 from reconciler.clock import FakeClock
 from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.faults import FaultConfig, FaultConfigError
+from reconciler.sim.scenario import ScenarioError, parse_scenario
 from reconciler.sim.simulator import SimError, Simulator
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return JSONResponse({"error": "body: must be a JSON object"}, status_code=400)
         try:
             result = await handler(sim, request, body)
-        except (SimError, FaultConfigError) as exc:
+        except (SimError, FaultConfigError, ScenarioError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(result)
 
@@ -131,11 +132,17 @@ async def throttled(sim: Simulator, request: Request, body: dict[str, Any]) -> A
 
 
 async def callbacks(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
-    return {
-        "pending": sim.callbacks.pending,
-        "dropped": sim.callbacks.dropped,
-        "deliveries": list(sim.callbacks.log),
-    }
+    return {**sim.callbacks.counts(), "deliveries": list(sim.callbacks.log)}
+
+
+async def scenario(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    if request.method == "POST":
+        return sim.load_scenario(parse_scenario(body, source="body"))
+    return sim.scenario_status()
+
+
+async def coverage(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    return sim.coverage()
 
 
 async def deliver(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
@@ -201,5 +208,7 @@ def routes() -> list[Route]:
         ("/reset", reset, ["POST"]),
         ("/clock", clock, ["GET", "POST"]),
         ("/missing-files", missing_files, ["GET", "POST"]),
+        ("/scenario", scenario, ["GET", "POST"]),
+        ("/coverage", coverage, ["GET"]),
     ]
     return [Route(f"/_sim{path}", _endpoint(handler), methods=methods) for path, handler, methods in table]
