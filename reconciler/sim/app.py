@@ -81,7 +81,7 @@ async def _pump(sim: Simulator, on_scenario_end: Callable[[dict[str, Any]], None
         await sim.deliver_due()
         if on_scenario_end is not None and sim.playing and not sim.playing.reported and sim.scenario_finished():
             sim.playing.reported = True
-            on_scenario_end(sim.coverage())
+            on_scenario_end(sim.coverage(until=sim.playing.end))
 
 
 def serve(

@@ -67,7 +67,7 @@ class _Room:
 
 
 def _union(runs: list[SimTask], now: float) -> list[tuple[float, float]]:
-    spans = sorted((r.start_time, r.end_time if r.end_time is not None else now) for r in runs)
+    spans = sorted((r.start_time, min(now, r.end_time if r.end_time is not None else now)) for r in runs)
     merged: list[tuple[float, float]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:
@@ -102,7 +102,7 @@ class Coverage:
         self.since = since
         self._rooms: dict[RoomKey, _Room] = {}
         self.expected_jobs: dict[str, list[str]] = {}  # vendor -> jobs that should cover every room
-        self.calls_by_api: Counter[str] = Counter()
+        self._calls: list[tuple[float, str]] = []
 
     def _room(self, key: RoomKey, at: float) -> _Room:
         room = self._rooms.get(key)
@@ -127,7 +127,7 @@ class Coverage:
         self._room((task.vendor, task.app_id, task.room_id), task.start_time).runs.append(task)
 
     def call(self, api: str, key: RoomKey | None, at: float) -> None:
-        self.calls_by_api[api] += 1
+        self._calls.append((at, api))
         if key is not None:
             self._room(key, at).calls.append((at, api))
 
@@ -166,8 +166,9 @@ class Coverage:
             room_seconds += sum(b - a for a, b, _ in segments)
             empty_seconds += empty
             present_total += present
-            empty_calls = [api for at, api in room.calls if room.count_at(at) == 0]
-            calls_total += len(room.calls)
+            calls = [(at, api) for at, api in room.calls if at <= now]
+            empty_calls = [api for at, api in calls if room.count_at(at) == 0]
+            calls_total += len(calls)
             calls_empty += len(empty_calls)
             calls_empty_by_api.update(empty_calls)
             by_job: dict[str, list[SimTask]] = {j: [] for j in self.expected_jobs.get(vendor, [])}
@@ -202,7 +203,7 @@ class Coverage:
                     "streamSecondsPresent": present,
                     "roomSeconds": sum(b - a for a, b, _ in segments),
                     "emptySeconds": empty,
-                    "calls": len(room.calls),
+                    "calls": len(calls),
                     "callsWhileEmpty": len(empty_calls),
                     "jobs": job_rows,
                 }
@@ -226,7 +227,7 @@ class Coverage:
                 for j in sorted(jobs.values(), key=lambda j: (j["vendor"], j["job"]))
             ],
             "calls": {
-                "byApi": dict(sorted(self.calls_by_api.items())),
+                "byApi": dict(sorted(Counter(api for at, api in self._calls if at <= now).items())),
                 "whileEmptyByApi": dict(sorted(calls_empty_by_api.items())),
                 "roomHours": room_seconds / 3600,
                 "emptyRoomHours": empty_seconds / 3600,

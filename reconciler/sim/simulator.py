@@ -331,9 +331,11 @@ class Simulator:
             else:
                 self.world.unpublish(vendor, p.app_id, a.room_id, key)
 
-    def coverage(self) -> dict[str, Any]:
+    def coverage(self, until: float | None = None) -> dict[str, Any]:
+        """The ground-truth report from the last reset to now (or to `until`, e.g. a scenario's end)."""
         self.world.catch_up()
-        return self.world.coverage.report(self.clock.now())
+        now = self.clock.now()
+        return self.world.coverage.report(now if until is None else min(now, until))
 
     @property
     def throttled(self) -> list[Throttle]:

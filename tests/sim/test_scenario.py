@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reconciler.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, timeline
+from tests.servers import sim_output
 from tests.sim.conftest import SimClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
@@ -55,7 +58,7 @@ def test_every_stream_is_published_then_unpublished_within_the_duration() -> Non
         live[key] += 1 if a.publish else -1
         assert live[key] in (0, 1), f"{key} published twice or unpublished while not published"
         times.append(a.at)
-    assert times == sorted(times) and 0 <= times[0] and times[-1] <= s.duration
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= s.duration
     assert not +live, "everything is unpublished by the end"
     assert {a.stream.rsplit("-v", 1)[1] for a in timeline(s)} == {"0", "1", "2"}
 
@@ -81,7 +84,7 @@ def test_sessions_bunch_in_the_peak_hours() -> None:
     ],
 )
 def test_a_wrong_scenario_names_the_field(fields: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ScenarioError, match="^body: ") as caught:
+    with pytest.raises(ScenarioError, match=r"^body: ") as caught:
         parse_scenario({"duration": 60, "rooms": 1, "session_length": {"min": 1, "max": 2}, **fields}, source="body")
     assert problem in str(caught.value)
 
@@ -135,3 +138,31 @@ def test_capctl_sim_refuses_a_bad_scenario_file_before_serving(tmp_path: Path) -
     assert done.returncode == 1
     assert f"sim: {bad}: session_length: Value error, max (1) is below min (5)" in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Path) -> None:
+    spec = tmp_path / "two-rooms.yaml"
+    spec.write_text(
+        "seed: 2\nduration: 120\nrooms: 2\nfirst_session_within: 0\n"
+        "gap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\njobs: [snap]\n"
+    )
+    out = tmp_path / "coverage.json"
+    args = ["sim", "--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output = sim_output(proc)
+        url = output.url()
+        assert "playing a scenario of 120 s" in output.lines[0]
+        httpx.post(f"{url}/_sim/clock", json={"advance": 121}, timeout=10).raise_for_status()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.text()
+    assert "volcengine job snap: 0.00 % of 60 stream-seconds captured in 2 rooms; 2 gaps, longest 30.0 s" in text
+    report = json.loads(out.read_text())
+    assert [r["roomId"] for r in report["rooms"]] == ["room-0000", "room-0001"]
+    assert report["streamSecondsPresent"] == 60 and report["calls"]["roomHours"] == pytest.approx(240 / 3600)
