@@ -2,8 +2,8 @@
 
 Vendor endpoints run every call through `call()`, which logs it, applies injected faults and turns the
 vendor module's `Reply` into an HTTP answer. Tests in-process drive the world through the helpers here
-(`publish`, `unpublish`, `advance`, `tasks`) instead of the HTTP control API. A loaded scenario is a
-timeline of publishes and unpublishes played on the simulator's clock, in order with the world's own events.
+(`publish`, `unpublish`, `advance`, `tasks`) instead of the HTTP control API. A loaded scenario's timeline
+of publishes and unpublishes joins the world's event heap, so it plays in order with the world's own events.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from reconciler.sim.coverage import RoomKey
 from reconciler.sim.faults import Faults
 from reconciler.sim.ratelimit import SlidingWindowLimiter, Throttle
 from reconciler.sim.reqlog import RequestLog
-from reconciler.sim.scenario import Action, Scenario, timeline
+from reconciler.sim.scenario import Scenario, timeline
 from reconciler.sim.world import SimTask, World, volc_stream_key
 
 # ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
@@ -60,18 +60,13 @@ class CallerPrefix:
 @dataclass
 class _Playing:
     scenario: Scenario
-    app_id: str
     start: float
-    actions: list[Action]
-    next: int = 0
-    reported: bool = False
+    actions: int
+    reported: bool = False  # the end-of-scenario summary was printed
 
     @property
     def end(self) -> float:
         return self.start + self.scenario.duration
-
-    def next_due(self) -> float | None:
-        return self.start + self.actions[self.next].at if self.next < len(self.actions) else None
 
 
 @dataclass
@@ -292,9 +287,15 @@ class Simulator:
             scenario.vendor == ZEGO and (not app_id.isdigit() or self.config.zego_app(int(app_id)) is None)
         ):
             raise SimError(f"app_id: no {scenario.vendor} app {app_id!r} in this simulator")
-        self.playing = _Playing(scenario, app_id, self.clock.now(), timeline(scenario))
+        if self.playing is not None and not self.scenario_finished():
+            raise SimError("scenario: one is still playing (POST /_sim/reset first)")
+        self.world.catch_up()
+        actions = timeline(scenario)
+        self.playing = _Playing(scenario, self.clock.now(), len(actions))
         for index in range(scenario.rooms):
             self.world.room(scenario.vendor, app_id, scenario.room_id(index))
+        self.world.traffic_played = 0
+        self.world.schedule_traffic(scenario.vendor, app_id, self.playing.start, actions)
         self.world.coverage.expected_jobs[scenario.vendor] = list(scenario.jobs)
         self.callbacks.set_chaos(scenario.callbacks, seed=scenario.seed)
         return self.scenario_status()
@@ -307,29 +308,14 @@ class Simulator:
             "scenario": p.scenario.model_dump(),
             "start": p.start,
             "end": p.end,
-            "actions": len(p.actions),
-            "played": p.next,
+            "actions": p.actions,
+            "played": self.world.traffic_played,
             "finished": self.scenario_finished(),
         }
 
     def scenario_finished(self) -> bool:
         p = self.playing
-        return p is not None and p.next >= len(p.actions) and self.clock.now() >= p.end
-
-    def _play_due(self) -> None:
-        p = self.playing
-        if p is None:
-            return
-        now = self.clock.now()
-        vendor = p.scenario.vendor
-        while p.next < len(p.actions) and p.start + p.actions[p.next].at <= now:
-            a = p.actions[p.next]
-            p.next += 1
-            key = volc_stream_key(a.user_id, int(a.stream)) if vendor == VOLC else a.stream
-            if a.publish:
-                self.world.publish(vendor, p.app_id, a.room_id, key, a.user_id)
-            else:
-                self.world.unpublish(vendor, p.app_id, a.room_id, key)
+        return p is not None and self.world.traffic_played >= p.actions and self.clock.now() >= p.end
 
     def coverage(self, until: float | None = None) -> dict[str, Any]:
         """The ground-truth report from the last reset to now (or to `until`, e.g. a scenario's end)."""
@@ -343,7 +329,6 @@ class Simulator:
 
     async def deliver_due(self) -> int:
         """Process due world events and send every callback due now; returns the attempts made."""
-        self._play_due()
         if self.config.volcengine_callback_url is not None:
             self.world.settle_images()
         else:
@@ -358,13 +343,11 @@ class Simulator:
             raise SimError("advance: seconds must be >= 0")
         target = self.clock.now() + seconds
         while True:
-            script = self.playing.next_due() if self.playing else None
-            dues = [d for d in (self.world.next_due(), self.callbacks.next_due(), script) if d is not None]
+            dues = [d for d in (self.world.next_due(), self.callbacks.next_due()) if d is not None]
             step = min(dues, default=None)
             if step is None or step > target:
                 break
             self.clock.set(step)
-            self._play_due()
             self.world.catch_up()
             await self.callbacks.deliver_due()
         self.clock.set(target)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from reconciler.clock import Clock
 from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
 from reconciler.sim.coverage import QUIT_IDLE, QUIT_MAX_RECORD, Coverage
+from reconciler.sim.scenario import Action
 
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
@@ -144,7 +145,7 @@ class Room:
 
 @dataclass(frozen=True)
 class _Event:
-    kind: str  # "idle" | "max" | "zero" | "thumb"
+    kind: str  # "idle" | "max" | "zero" | "thumb" | "play" (scenario traffic)
     task: SimTask | None = None
     gen: int = 0
     payload: dict[str, Any] | None = None
@@ -171,6 +172,7 @@ class World:
         self._heap: list[tuple[float, int, _Event]] = []
         self._seq = itertools.count()
         self.running_count = 0
+        self.traffic_played = 0
         self.coverage = Coverage(self.now())
 
     # --- time -----------------------------------------------------------------------------------------
@@ -205,6 +207,10 @@ class World:
             assert event.payload is not None
             self._sink.zego_thumbnail(at=at, **event.payload)
             return
+        if event.kind == "play":
+            assert event.payload is not None
+            self._play(at, event.payload["room"], event.payload["action"])
+            return
         if task is None or not task.running:
             return
         if event.kind == "max":
@@ -233,10 +239,12 @@ class World:
     def publish(self, vendor: str, app_id: str, room_id: str, stream_key: str, user_id: str) -> bool:
         """Publish a stream (the user joins if it is their first); False if it was already published."""
         self.catch_up()
-        room = self.room(vendor, app_id, room_id)
+        return self._publish(self.room(vendor, app_id, room_id), stream_key, user_id, self.now())
+
+    def _publish(self, room: Room, stream_key: str, user_id: str, now: float) -> bool:
+        vendor, app_id, room_id = key_of(room)
         if stream_key in room.streams:
             return False
-        now = self.now()
         joined = user_id not in room.users()
         if not room.streams and vendor == ZEGO:
             room.session_id = self._rng.getrandbits(62)
@@ -260,9 +268,12 @@ class World:
         """Unpublish a stream (the user leaves with their last one); False if it was not published."""
         self.catch_up()
         room = self.rooms.get((vendor, app_id, room_id))
-        if room is None or stream_key not in room.streams:
+        return room is not None and self._unpublish(room, stream_key, self.now())
+
+    def _unpublish(self, room: Room, stream_key: str, now: float) -> bool:
+        vendor, app_id, room_id = key_of(room)
+        if stream_key not in room.streams:
             return False
-        now = self.now()
         user_id = room.streams.pop(stream_key)
         self.coverage.streams(key_of(room), len(room.streams), now)
         for task in room.tasks:
@@ -319,6 +330,21 @@ class World:
             else:
                 fields["type"] = "0"
         self._sink.zego_room_event(room.app_id, event, fields, at)
+
+    def schedule_traffic(self, vendor: str, app_id: str, start: float, actions: list[Action]) -> None:
+        """Queue a scenario's publishes and unpublishes with the world's own events, so each happens at its
+        time in order with idle timeouts (on a fake clock exactly; on a real one when next caught up)."""
+        for action in actions:
+            room = self.room(vendor, app_id, action.room_id)
+            self._schedule(start + action.at, _Event("play", payload={"room": room, "action": action}))
+
+    def _play(self, at: float, room: Room, action: Action) -> None:
+        self.traffic_played += 1
+        key = volc_stream_key(action.user_id, int(action.stream)) if room.vendor == VOLC else action.stream
+        if action.publish:
+            self._publish(room, key, action.user_id, at)
+        else:
+            self._unpublish(room, key, at)
 
     def _wake(self, task: SimTask, now: float) -> None:
         task.gen += 1
