@@ -12,6 +12,7 @@ expected answer. Nothing here does I/O.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -189,12 +190,24 @@ class Coverage:
                     }
                 )
                 total = jobs.setdefault(
-                    job, {"job": job, "vendor": vendor, "rooms": 0, "present": 0.0, "captured": 0.0, "gaps": []}
+                    job,
+                    {
+                        "job": job,
+                        "vendor": vendor,
+                        "rooms": 0,
+                        "present": 0.0,
+                        "captured": 0.0,
+                        "gaps": [],
+                        "delays": [],
+                    },
                 )
                 total["rooms"] += 1
                 total["present"] += present
                 total["captured"] += captured
-                total["gaps"].extend(g["seconds"] for g in gaps)
+                total["gaps"].extend(gaps)
+                # Time to capture: from each moment the room fills (0 -> some streams) to a run covering it.
+                gap_at = {g["start"]: g["seconds"] for g in gaps}
+                total["delays"].extend(gap_at.get(start, 0.0) for start in _fills(segments))
             rooms_out.append(
                 {
                     "vendor": vendor,
@@ -222,7 +235,18 @@ class Coverage:
                     "streamSecondsCaptured": j["captured"],
                     "coverage": _ratio(j["captured"], j["present"]),
                     "gaps": len(j["gaps"]),
-                    "gapSecondsMax": max(j["gaps"], default=0.0),
+                    "gapSecondsMax": max((g["seconds"] for g in j["gaps"]), default=0.0),
+                    "gapsByCause": {
+                        cause: {
+                            "count": len(lengths),
+                            "p99Seconds": percentile(lengths, 99),
+                            "maxSeconds": max(lengths),
+                        }
+                        for cause, lengths in sorted(_by_cause(j["gaps"]).items())
+                    },
+                    "roomFills": len(j["delays"]),
+                    "timeToCaptureP50Seconds": percentile(j["delays"], 50),
+                    "timeToCaptureP99Seconds": percentile(j["delays"], 99),
                 }
                 for j in sorted(jobs.values(), key=lambda j: (j["vendor"], j["job"]))
             ],
@@ -235,6 +259,31 @@ class Coverage:
                 "perEmptyRoomHour": _ratio(calls_empty, empty_seconds / 3600),
             },
         }
+
+
+def _fills(segments: list[tuple[float, float, int]]) -> list[float]:
+    """Start times of the stretches with streams that follow a stretch without (or the start)."""
+    fills, before = [], 0
+    for start, _, count in segments:
+        if count and not before:
+            fills.append(start)
+        before = count
+    return fills
+
+
+def _by_cause(gaps: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for gap in gaps:
+        out.setdefault(gap["cause"], []).append(gap["seconds"])
+    return out
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile (None for no values): p99 of 100 values is the 99th smallest."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def _ratio(part: float, whole: float) -> float | None:

@@ -74,6 +74,13 @@ async def test_volcengine_stream_seconds_gaps_and_calls_per_empty_room_hour(clie
         "coverage": pytest.approx(20 / 33),
         "gaps": 2,
         "gapSecondsMax": 10,
+        "gapsByCause": {
+            IDLED_OUT: {"count": 1, "p99Seconds": 10, "maxSeconds": 10},
+            NEVER_STARTED: {"count": 1, "p99Seconds": 3, "maxSeconds": 3},
+        },
+        "roomFills": 2,  # at 5 s (captured 3 s later) and at 40 s (not captured for all of its 10 s)
+        "timeToCaptureP50Seconds": 3,
+        "timeToCaptureP99Seconds": 10,
     }
 
 
