@@ -83,6 +83,7 @@ class Scenario(_Strict):
     sessions_per_day: float = Field(default=24.0, gt=0)
     peak_hours: list[tuple[int, int]] = Field(default_factory=list)
     peak_weight: float = Field(default=1.0, ge=0)
+    start_hour: float = Field(default=0.0, ge=0, lt=24)  # the hour of the day the scenario starts at
     gap: Span | None = None
     first_session_within: float | None = Field(default=None, ge=0)  # a room's first session starts in [0, this)
     session_length: Span
@@ -145,7 +146,7 @@ def parse_scenario(raw: Any, *, source: str = "scenario") -> Scenario:
 
 
 def _weight(s: Scenario, t: float) -> float:
-    hour = (t % DAY) / 3600
+    hour = ((t + s.start_hour * 3600) % DAY) / 3600
     return s.peak_weight if any(a <= hour < b for a, b in s.peak_hours) else 1.0
 
 
