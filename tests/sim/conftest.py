@@ -126,6 +126,18 @@ def snapshot_body(task_id: str = "t1", room: str = "r1", **extra: Any) -> dict[s
     return body
 
 
+def scenario_body(**fields: Any) -> dict[str, Any]:
+    """A small scenario (3 rooms, 5 minutes, back-to-back sessions) as the control API takes it."""
+    return {
+        "seed": 5,
+        "duration": 300,
+        "rooms": 3,
+        "gap": {"min": 10, "max": 20},
+        "session_length": {"min": 30, "max": 60},
+        **fields,
+    }
+
+
 def record_body(room: str = "z1", **inputs: Any) -> dict[str, Any]:
     return {
         "RoomId": room,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from reconciler.sim.coverage import IDLED_OUT, NEVER_STARTED, ROLLOVER, VENDOR_ERROR
-from tests.sim.conftest import START, VOLC_APP, SimClient, record_body, snapshot_body
+from tests.sim.conftest import START, VOLC_APP, SimClient, record_body, scenario_body, snapshot_body
 
 
 async def at(client: SimClient, t: float) -> None:
@@ -106,14 +106,8 @@ async def test_zego_rollover_and_vendor_error_gaps(client: SimClient) -> None:
 
 
 async def test_a_job_expected_everywhere_shows_rooms_it_never_covered(client: SimClient) -> None:
-    body = {
-        "duration": 100,
-        "rooms": 2,
-        "first_session_within": 0,
-        "gap": {"min": 1000, "max": 1000},
-        "session_length": {"min": 10, "max": 10},
-        "jobs": ["snap"],
-    }
+    body = scenario_body(duration=100, rooms=2, first_session_within=0, gap={"min": 1000, "max": 1000}, jobs=["snap"])
+    body["session_length"] = {"min": 10, "max": 10}
     assert (await client.http.post("/_sim/scenario", json=body)).status_code == 200
     assert (await client.volc("StartSnapshot", snapshot_body("snap", "room-0001"))).status_code == 200
     await at(client, 100)

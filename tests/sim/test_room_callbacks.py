@@ -10,7 +10,7 @@ from reconciler.daemon.callbacks import parse_volcengine, parse_zego
 from reconciler.model import ProviderConfig
 from reconciler.secrets import Secret
 from reconciler.sim.config import BUILTIN_VOLC_APP, BUILTIN_ZEGO_APP
-from tests.sim.conftest import START, Receiver, SimClient, sdk_sign, snapshot_body
+from tests.sim.conftest import START, Receiver, SimClient, scenario_body, sdk_sign, snapshot_body
 
 VOLC_PROVIDER = ProviderConfig(
     name="volc",
@@ -28,15 +28,7 @@ ZEGO_ROOM_EVENTS = ["room_create", "room_login", "stream_create", "stream_close"
 
 
 def scenario(**fields: Any) -> dict[str, Any]:
-    return {
-        "seed": 11,
-        "vendor": "zego",
-        "duration": 600,
-        "rooms": 3,
-        "gap": {"min": 10, "max": 30},
-        "session_length": {"min": 20, "max": 60},
-        **fields,
-    }
+    return scenario_body(seed=11, vendor="zego", duration=600, session_length={"min": 20, "max": 60}, **fields)
 
 
 async def test_volcengine_room_events_pass_capctl_verification(cb_client: SimClient, receiver: Receiver) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, timeline
 from tests.servers import sim_output
-from tests.sim.conftest import SimClient
+from tests.sim.conftest import SimClient, scenario_body
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 
@@ -95,13 +95,7 @@ def test_the_examples_load() -> None:
 
 
 async def test_a_scenario_plays_on_the_clock_through_the_control_api(client: SimClient) -> None:
-    body = {
-        "seed": 5,
-        "duration": 300,
-        "rooms": 3,
-        "gap": {"min": 10, "max": 20},
-        "session_length": {"min": 30, "max": 60},
-    }
+    body = scenario_body()
     loaded = (await client.http.post("/_sim/scenario", json=body)).json()
     assert loaded["actions"] == len(timeline(parse_scenario(body))) and loaded["played"] == 0
     rooms = (await client.http.get("/_sim/rooms")).json()["rooms"]
