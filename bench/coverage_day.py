@@ -4,8 +4,8 @@ The real daemon (`reconciler.daemon.Daemon`, as `capctl run` builds it, on a SQL
 simulator run in this one process on one virtual clock: the daemon's vendor calls reach the simulator's
 ASGI app and the simulator's callbacks reach the daemon's, and time jumps from one due event to the next
 (the daemon tests' discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
-(examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs) cut to
-`--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
+(examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
+cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
 
 Six runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
 callbacks at all). Per run it prints, from the simulator's ground truth (GET /_sim/coverage): the share of
@@ -13,6 +13,8 @@ stream-seconds captured, the time from a room's first stream to its first captur
 per empty room-hour, rollover gaps, and the CPU time per simulated hour. The last line is one JSON object.
 
     .venv/bin/python bench/coverage_day.py [--rooms 200] [--hours 6] [--resync 30] [--vendors volcengine,zego]
+    .venv/bin/python bench/coverage_day.py --scenario examples/scenarios/compressed.yaml --rooms 16 --hours 0.05 \
+        --start-hour 0 --idle 10 --resync 5 --vendors volcengine   # the real-time check's traffic, virtually
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ MODES = {"callbacks": 0.0, "lossy callbacks": 0.1, "polling": None}  # mode -> s
 
 
 def scenario_for(
-    vendor: str, rooms: int, hours: float, start_hour: float, loss: float | None, seed: int
+    path: Path, vendor: str, rooms: int, hours: float, start_hour: float, loss: float | None, seed: int
 ) -> dict[str, Any]:
-    base = load_scenario(DEFAULT_SCENARIO).model_dump()
+    base = load_scenario(path).model_dump()
     chaos = {**base["callbacks"], "loss": loss or 0.0}
     job = "capture" if vendor == "volcengine" else "zego"
     return {
@@ -63,7 +65,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     loss = MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
     work.mkdir()
-    scenario = scenario_for(vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
+    scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
     rooms = [f"{scenario['room_prefix']}{i:04d}" for i in range(args.rooms)]
     job = (
         snapshot_job("capture", rooms, idle=args.idle)
@@ -113,6 +115,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="traffic; rooms, hours, seed replaced")
     parser.add_argument("--rooms", type=int, default=200)
     parser.add_argument("--hours", type=float, default=6.0)
     parser.add_argument("--resync", type=float, default=30.0, help="the daemon's --resync, seconds")
@@ -125,7 +128,7 @@ async def main() -> None:
     args = parser.parse_args()
     logs.configure("warning", json_logs=True, stream=io.StringIO())
     print(
-        f"{args.rooms} rooms, {args.hours:g} h of the default scenario from {args.start_hour:g}:00,"
+        f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
         f" --resync {args.resync:g}s, idleTimeout {args.idle}s"
     )
     results: dict[str, dict[str, Any]] = {}
