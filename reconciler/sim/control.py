@@ -119,8 +119,11 @@ async def stop_task(sim: Simulator, request: Request, body: dict[str, Any]) -> A
 
 
 async def requests_log(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
-    limit = request.query_params.get("limit", "")
-    return {"requests": [e.as_json() for e in sim.log.entries(int(limit) if limit.isdigit() else None)]}
+    limit, caller = request.query_params.get("limit", ""), request.query_params.get("caller")
+    entries = [e for e in sim.log.entries() if caller is None or e.caller == caller]
+    if limit.isdigit() and int(limit):
+        entries = entries[-int(limit) :]
+    return {"requests": [e.as_json() for e in entries]}
 
 
 async def throttled(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:

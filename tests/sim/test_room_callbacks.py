@@ -145,4 +145,6 @@ async def test_calls_under_a_caller_prefix_route_like_the_root_and_name_their_ca
         ("StartSnapshot", "replica-2", path),
         ("GetSnapshotTask", None, "/volc/"),
     ]
+    mine = (await client.http.get("/_sim/requests", params={"caller": "replica-2"})).json()["requests"]
+    assert [e["api"] for e in mine] == ["StartSnapshot"]
     assert (await client.http.get("/as/replica-2/_sim/tasks")).json()["tasks"][0]["taskId"] == "t1"
