@@ -2,7 +2,8 @@
 
 Path prefixes select the vendor (fixed; others depend on them): `/volc` (Volcengine OpenAPI), `/zego/rtc`
 (MediaThumbnails), `/zego/cloudrecord` (current recording API), `/zego/legacy/{op}` (v1 recording API) and
-`/_sim/` (control). Each prefix is routed with and without a trailing slash, never redirected.
+`/_sim/` (control). Each prefix is routed with and without a trailing slash, never redirected, and also
+under a caller prefix `/as/<name>/` (the request log names the caller; docs/simulator.md).
 """
 
 from __future__ import annotations
