@@ -1096,11 +1096,16 @@ def sim(
         Path | None, typer.Option("--coverage-out", help="With --scenario: also write the full coverage report (JSON).")
     ] = None,
 ) -> None:
-    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim)."""
+    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim).
+
+    Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
+    """
     from reconciler.sim import serve
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
+    if coverage_out is not None and scenario is None:
+        fail("sim: --coverage-out needs --scenario")
     try:
         played = load_scenario(scenario) if scenario is not None else None
     except ScenarioError as exc:

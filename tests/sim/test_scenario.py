@@ -120,17 +120,24 @@ async def test_a_wrong_scenario_body_is_refused_and_changes_nothing(client: SimC
     assert (await client.http.get("/_sim/rooms")).json() == {"rooms": []}
 
 
-def test_capctl_sim_refuses_a_bad_scenario_file_before_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["bad file", "report without scenario"])
+def test_capctl_sim_refuses_bad_scenario_options_before_serving(tmp_path: Path, case: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("duration: 60\nrooms: 2\nsession_length: {min: 5, max: 1}\n")
+    options = ["--scenario", str(bad)] if case == "bad file" else ["--coverage-out", str(tmp_path / "c.json")]
     done = subprocess.run(
-        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", "--scenario", str(bad)],
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *options],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 1
-    assert f"sim: {bad}: session_length: Value error, max (1) is below min (5)" in done.stderr
+    expected = (
+        f"sim: {bad}: session_length: Value error, max (1) is below min (5)"
+        if case == "bad file"
+        else "sim: --coverage-out needs --scenario"
+    )
+    assert expected in done.stderr
     assert "listening" not in done.stdout
 
 
