@@ -17,7 +17,7 @@ from starlette.routing import Route
 from reconciler.clock import FakeClock
 from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.faults import FaultConfig, FaultConfigError
-from reconciler.sim.scenario import ScenarioError, parse_scenario
+from reconciler.sim.scenario import ScenarioError, parse_chaos, parse_scenario
 from reconciler.sim.simulator import SimError, Simulator
 
 T = TypeVar("T")
@@ -138,6 +138,15 @@ async def callbacks(sim: Simulator, request: Request, body: dict[str, Any]) -> A
     return {**sim.callbacks.counts(), "deliveries": list(sim.callbacks.log)}
 
 
+async def chaos(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    if request.method == "PUT":
+        seed = body.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SimError("seed: must be an integer")
+        sim.callbacks.set_chaos(parse_chaos(body, source="body"), seed=seed)
+    return {"chaos": sim.callbacks.chaos.model_dump(), **sim.callbacks.counts()}
+
+
 async def scenario(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
     if request.method == "POST":
         return sim.load_scenario(parse_scenario(body, source="body"))
@@ -207,6 +216,7 @@ def routes() -> list[Route]:
         ("/throttled", throttled, ["GET"]),
         ("/callbacks", callbacks, ["GET"]),
         ("/callbacks/deliver", deliver, ["POST"]),
+        ("/callbacks/chaos", chaos, ["GET", "PUT"]),
         ("/faults", faults, ["GET", "PUT", "POST", "DELETE"]),
         ("/reset", reset, ["POST"]),
         ("/clock", clock, ["GET", "POST"]),

@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from reconciler.sim.config import VOLC
 
 DAY = 86_400.0
+M = TypeVar("M", bound=BaseModel)
 
 
 class ScenarioError(ValueError):
@@ -136,10 +137,19 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def parse_scenario(raw: Any, *, source: str = "scenario") -> Scenario:
+    return _parse(Scenario, raw, source)
+
+
+def parse_chaos(raw: Any, *, source: str = "callbacks") -> CallbackChaos:
+    """The `callbacks` part alone (`PUT /_sim/callbacks/chaos`)."""
+    return _parse(CallbackChaos, raw, source)
+
+
+def _parse(model: type[M], raw: Any, source: str) -> M:
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{source}: must be a mapping of scenario fields")
+        raise ScenarioError(f"{source}: must be a mapping of {model.__name__} fields")
     try:
-        return Scenario.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
         raise ScenarioError(f"{source}: {problems}") from None

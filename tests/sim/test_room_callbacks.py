@@ -148,3 +148,15 @@ async def test_calls_under_a_caller_prefix_route_like_the_root_and_name_their_ca
     mine = (await client.http.get("/_sim/requests", params={"caller": "replica-2"})).json()["requests"]
     assert [e["api"] for e in mine] == ["StartSnapshot"]
     assert (await client.http.get("/as/replica-2/_sim/tasks")).json()["tasks"][0]["taskId"] == "t1"
+
+
+async def test_callback_chaos_without_a_scenario(cb_client: SimClient, receiver: Receiver) -> None:
+    answer = await cb_client.http.put("/_sim/callbacks/chaos", json={"loss": 1.0, "seed": 3})
+    assert answer.status_code == 200 and answer.json()["chaos"]["loss"] == 1.0
+    cb_client.sim.publish("volcengine", "lobby", user_id="alice")
+    await cb_client.sim.deliver_due()
+    assert receiver.received == []
+    assert (await cb_client.http.get("/_sim/callbacks/chaos")).json()["lost"] == 1
+    bad = await cb_client.http.put("/_sim/callbacks/chaos", json={"loss": 2})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("body: loss: Input should be less than")
+    assert (await cb_client.http.get("/_sim/callbacks/chaos")).json()["chaos"]["loss"] == 1.0
