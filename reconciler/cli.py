@@ -1162,11 +1162,31 @@ def sim(
     ] = False,
     volcengine_callback_url: Annotated[str | None, typer.Option(help="Where to POST Volcengine callbacks.")] = None,
     zego_callback_url: Annotated[str | None, typer.Option(help="Where to POST ZEGO callbacks.")] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenario",
+            help="Play this room-traffic scenario (YAML, see docs/simulator.md), print its coverage, then stop.",
+        ),
+    ] = None,
+    coverage_out: Annotated[
+        Path | None, typer.Option("--coverage-out", help="With --scenario: also write the full coverage report (JSON).")
+    ] = None,
 ) -> None:
-    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim)."""
+    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim).
+
+    Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
+    """
     from reconciler.sim import serve
+    from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
+    if coverage_out is not None and scenario is None:
+        fail("sim: --coverage-out needs --scenario")
+    try:
+        played = load_scenario(scenario) if scenario is not None else None
+    except ScenarioError as exc:
+        fail(f"sim: {exc}")
     try:
         serve(
             listen,
@@ -1174,6 +1194,8 @@ def sim(
             fake_clock=fake_clock,
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
+            scenario=played,
+            coverage_out=coverage_out,
         )
     except OSError as exc:
         fail(f"sim: {exc.strerror}")

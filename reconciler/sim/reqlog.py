@@ -30,6 +30,7 @@ class LogEntry:
     code: str = ""
     throttled: bool = False
     fault: str | None = None
+    caller: str | None = None  # <name> of a call made under /as/<name>/
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -46,6 +47,7 @@ class LogEntry:
             "code": self.code,
             "throttled": self.throttled,
             "fault": self.fault,
+            "caller": self.caller,
         }
 
 
