@@ -22,6 +22,8 @@ from reconciler.sim.config import VOLC
 __all__ = [
     "IDLED_OUT",
     "NEVER_STARTED",
+    "QUIT_IDLE",
+    "QUIT_MAX_RECORD",
     "ROLLOVER",
     "STOPPED",
     "VENDOR_ERROR",
