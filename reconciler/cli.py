@@ -10,13 +10,18 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
+
+__all__ = [
+    "app",
+    "main",
+]
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError
@@ -27,10 +32,13 @@ from reconciler import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
-    from reconciler.execute import ApplyResult
-    from reconciler.plan import Plan
-    from reconciler.retry import RetryPolicy
+    from reconciler.execute import ApplyResult, Interrupt
+    from reconciler.model import TaskRecord
+    from reconciler.plan import Plan, PlanOptions
+    from reconciler.retry import RetryPolicy, RetryReport
+    from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
 
@@ -170,7 +178,7 @@ NoColorOpt = Annotated[
 ]
 
 
-def _color_system() -> Any:
+def _color_system() -> Literal["auto"] | None:
     """None (plain text, no escape codes at all) for --no-color or NO_COLOR; else rich's detection."""
     return None if _no_color or os.environ.get("NO_COLOR") else "auto"
 
@@ -298,10 +306,11 @@ def _daemon_advice(command: str, url: str | None) -> str:
     return f"Stop the daemon first (SIGTERM), run `{command}`, then start it again."
 
 
+T = TypeVar("T")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 
-def run_async(coro_factory: Callable[[], Any]) -> Any:
+def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     import asyncio
 
     from reconciler.plan import PlanError
@@ -317,7 +326,7 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _interruptible(interrupt: Any, console: Console) -> Iterator[None]:
+def _interruptible(interrupt: Interrupt, console: Console) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
     lets the changes in flight finish (the summary is printed), a second cuts them short."""
     import asyncio
@@ -343,7 +352,7 @@ def _interruptible(interrupt: Any, console: Console) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _retry_report(policy: RetryPolicy, console: Console) -> Any:
+def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
     """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json).
     `console` is the one a progress bar draws on, so the lines print above the bar, not into it."""
     from rich.text import Text
@@ -354,7 +363,7 @@ def _retry_report(policy: RetryPolicy, console: Console) -> Any:
     return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
-def _progress(total: int, label: str, console: Console | None = None) -> Any:
+def _progress(total: int, label: str, console: Console | None = None) -> Progress:
     """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -438,6 +447,32 @@ def explain(
         fail(str(exc))
 
 
+def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
+    """Add the tasks of room-selector jobs for the rooms the state knows active (`reconciler/rooms.py`);
+    also returns the selections and the records they were made from (for `rooms.leave_ended`)."""
+    if not spec_set.selector_jobs:
+        return spec_set, [], {}
+    import dataclasses
+
+    from reconciler.rooms import holding, named_rooms, select
+    from reconciler.state import RoomActivityStore
+
+    activity = store.room_activity() if isinstance(store, RoomActivityStore) else []
+    records = store.load().records
+    named = named_rooms(spec_set.tasks.values())
+    selections = select(spec_set.selector_jobs, activity, named, holding(records), store.fingerprint_key())
+    tasks = {**spec_set.tasks, **{t.key: t for s in selections for t in s.tasks}}
+    return dataclasses.replace(spec_set, tasks=tasks), selections, records
+
+
+def _leave_ended(the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord]) -> Plan:
+    if not selections:
+        return the_plan
+    from reconciler.rooms import leave_ended
+
+    return leave_ended(the_plan, selections, records)
+
+
 def _plan_options(
     spec_set: SpecSet,
     prune: bool,
@@ -445,8 +480,10 @@ def _plan_options(
     target: list[str] | None,
     replace: list[str] | None,
     labels: list[str] | None,
-) -> Any:
+) -> PlanOptions:
     """The options of a new plan, checked before any state is read or vendor called."""
+    import dataclasses
+
     from reconciler.plan import PlanError, PlanOptions, check_options
 
     options = PlanOptions(
@@ -456,14 +493,17 @@ def _plan_options(
         replace=tuple(replace or ()),
         labels=tuple(labels or ()),
     )
+    # A room-selector job's tasks are known once the state is read: their --replace keys are checked then.
+    selected = tuple(f"{c.job.kind}/{c.job.name}/" for c in spec_set.selector_jobs)
+    early = dataclasses.replace(options, replace=tuple(k for k in options.replace if not k.startswith(selected)))
     try:
-        check_options(options, spec_set.tasks)
+        check_options(early, spec_set.tasks)
     except PlanError as exc:
         fail(str(exc))
     return options
 
 
-def _plan_from_state(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
+def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
     from reconciler.clock import SystemClock
     from reconciler.plan import PlanError, diff
@@ -493,7 +533,7 @@ def _retry_policy() -> RetryPolicy:
         fail(str(exc))
 
 
-async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: Any, paths: list[str]) -> Plan:
+async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
@@ -568,11 +608,13 @@ def plan(
         spec_set = load_specs(spec_paths, fingerprint_key=store.fingerprint_key())
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
+        spec_set, selections, records = _select_rooms(spec_set, store)
         if refresh:
             _setup_logs(log_level)
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
+        the_plan = _leave_ended(the_plan, selections, records)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -697,7 +739,7 @@ def _read_plan(path: str) -> Plan:
 async def _apply(
     spec_set: SpecSet,
     store: StateStore,
-    options: Any,
+    options: PlanOptions,
     paths: list[str],
     saved: Plan | None,
     auto_approve: bool,
@@ -711,6 +753,7 @@ async def _apply(
     err = _err_console()
     report = _retry_report(retry, err)
     clock = SystemClock()
+    spec_set, selections, records = _select_rooms(spec_set, store)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot = store.load()
@@ -729,7 +772,7 @@ async def _apply(
                 providers=spec_set.providers,
                 on_retry=report,
             )
-            the_plan, snapshot, observed = run.plan, run.snapshot, run.observed
+            the_plan, snapshot, observed = _leave_ended(run.plan, selections, records), run.snapshot, run.observed
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
@@ -936,7 +979,7 @@ def sync(
 # --- state ---------------------------------------------------------------------------------------------
 
 
-def record_to_dict(record: Any) -> dict[str, Any]:
+def record_to_dict(record: TaskRecord) -> dict[str, Any]:
     """Every field of a task record, enums by value (the state's own encoding omits defaults)."""
     import dataclasses
     import enum
@@ -963,7 +1006,7 @@ def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> C
     except PlanError as exc:
         fail(str(exc))
 
-    def keep(record: Any) -> bool:
+    def keep(record: TaskRecord) -> bool:
         return (
             (not keys or any(selector_matches(k, record.key) for k in keys))
             and (not wanted or record.status.value in wanted)
@@ -1149,11 +1192,31 @@ def sim(
     ] = False,
     volcengine_callback_url: Annotated[str | None, typer.Option(help="Where to POST Volcengine callbacks.")] = None,
     zego_callback_url: Annotated[str | None, typer.Option(help="Where to POST ZEGO callbacks.")] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenario",
+            help="Play this room-traffic scenario (YAML, see docs/simulator.md), print its coverage, then stop.",
+        ),
+    ] = None,
+    coverage_out: Annotated[
+        Path | None, typer.Option("--coverage-out", help="With --scenario: also write the full coverage report (JSON).")
+    ] = None,
 ) -> None:
-    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim)."""
+    """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim).
+
+    Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
+    """
     from reconciler.sim import serve
+    from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
+    if coverage_out is not None and scenario is None:
+        fail("sim: --coverage-out needs --scenario")
+    try:
+        played = load_scenario(scenario) if scenario is not None else None
+    except ScenarioError as exc:
+        fail(f"sim: {exc}")
     try:
         serve(
             listen,
@@ -1161,6 +1224,8 @@ def sim(
             fake_clock=fake_clock,
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
+            scenario=played,
+            coverage_out=coverage_out,
         )
     except OSError as exc:
         fail(f"sim: {exc.strerror}")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
+__all__ = ["Clock", "FakeClock", "SystemClock"]
+
 
 class Clock(Protocol):
     def now(self) -> float: ...

@@ -43,6 +43,8 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
+__all__ = ["DemoError", "run_demo"]
+
 DEMO_STATE = Path(".capctl/demo.db")
 WAIT_SECONDS = 60.0
 # The variables the quickstart specs (specs/providers.yaml) read their endpoints from, and the simulator's

@@ -33,6 +33,17 @@ from reconciler.state.base import Snapshot, StateStore
 if TYPE_CHECKING:
     import httpx
 
+__all__ = [
+    "apply_plan",
+    "collect_tombstones",
+    "housekeep",
+    "make_plan",
+    "persist_observations",
+    "persist_restored",
+    "provider_pool",
+    "verify_saved_plan",
+]
+
 HTTP_TIMEOUT_SECONDS = 10.0
 
 

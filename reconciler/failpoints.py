@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from functools import cache
 
+__all__ = ["hit"]
+
 EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
 
 

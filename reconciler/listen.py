@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 
+__all__ = ["bind", "parse_listen", "url_of"]
+
 
 def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
     """(host, port) of `HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port when bound."""

@@ -1,9 +1,10 @@
 """Logging set-up: structlog to stderr, one JSON object per line when stderr is not a terminal.
 
 Every line is flushed as written. Secrets cannot leak through a log line: a `Secret` renders as its
-fingerprint, and the scrubber below replaces any value whose key names a credential.
+fingerprint, and every line's fields go through `redact.redact_named`, which shows the value of any key that
+names a credential as its fingerprint too.
 
-The last `RECENT_EVENTS` events (after scrubbing) are also kept in memory, for the daemon's status page
+The last `RECENT_EVENTS` events (after redaction) are also kept in memory, for the daemon's status page
 ("recent decisions"): `recent_events()` reads them without parsing stderr back.
 """
 
@@ -18,16 +19,17 @@ from typing import Any, TextIO
 
 import structlog
 
+from reconciler.redact import redact_named
+
+__all__ = ["RECENT_EVENTS", "RECENT_FIELD_CHARS", "RecentEvents", "configure", "recent_events"]
+
 RECENT_EVENTS = 500  # events the status page can show; about 0.5 MB at most
 RECENT_FIELD_CHARS = 1000  # a longer field is cut in the kept copy (the log line itself has it whole)
-SECRET_WORDS = ("secret", "password", "token", "accesskey", "access_key", "signature", "authorization")
 
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
-        if any(word in key.lower().replace("-", "_") for word in SECRET_WORDS):
-            event[key] = "[redacted]"
-    return event
+    redacted: dict[str, Any] = redact_named(dict(event))
+    return redacted
 
 
 class RecentEvents:

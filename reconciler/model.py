@@ -10,6 +10,25 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.secrets import Secret
+
+__all__ = [
+    "Action",
+    "ApiFamily",
+    "Change",
+    "DesiredTask",
+    "JobKind",
+    "Observed",
+    "ObservedState",
+    "ProviderConfig",
+    "RestartPolicy",
+    "RoomActivity",
+    "TaskRecord",
+    "TaskStatus",
+    "split_key",
+    "task_key",
+]
+
 JSONValue = Any  # a JSON-compatible tree; leaves may be `reconciler.secrets.Secret`
 
 
@@ -88,6 +107,18 @@ class DesiredTask:
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     source: str = ""  # "file:line:col" of the job document, for messages
     labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
+    selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
+
+
+@dataclass(frozen=True, slots=True)
+class RoomActivity:
+    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state."""
+
+    provider: str  # Provider document name
+    room: str
+    active: bool  # a stream is published in it
+    last_seen: float  # when this was learned (epoch seconds)
+    source: str  # how: "callback", "resync", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +152,7 @@ class TaskRecord:
     productive: bool = False  # a callback reported output during the current run
     request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
     labels: dict[str, str] = field(default_factory=dict)  # the job's labels when last applied (`-l`, deletes)
+    selector: str | None = None  # the room selector that started it (`class-*`), None for a named room
 
     def evolve(self, **changes: Any) -> TaskRecord:
         return replace(self, **changes)
@@ -156,8 +188,8 @@ class Change:
     before_hash: str | None = None
     after_hash: str | None = None
     details: tuple[str, ...] = ()  # human lines, e.g. "interval 5s → 10s"
-    before: Any = None  # redacted request recorded in state (None when new)
-    after: Any = None  # redacted request the specs imply (None when deleted)
+    before: dict[str, Any] | None = None  # redacted request recorded in state (None when new)
+    after: dict[str, Any] | None = None  # redacted request the specs imply (None when deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +204,16 @@ class ProviderConfig:
     endpoint: str = "https://rtc.volcengineapi.com"
     region: str = "cn-north-1"
     business_id: str | None = None
-    access_key: Any = None  # Secret
-    secret_key: Any = None  # Secret
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
     # zego
-    server_secret: Any = None  # Secret
+    server_secret: Secret | None = None
     rtc_endpoint: str = "https://rtc-api.zego.im"
     cloudrecord_endpoint: str = "https://cloudrecord-api.zego.im"
     cloudrecord_api: str = "current"  # "current" | "legacy"
-    access_token: Any = None  # Secret, legacy only
+    access_token: Secret | None = None  # legacy only
     # both
-    callback_secret: Any = None  # Secret
+    callback_secret: Secret | None = None
     rate_limits: dict[str, float] = field(default_factory=dict)  # overrides, by API name
 
     @property

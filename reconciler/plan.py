@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from reconciler import stopreasons, transitions
 from reconciler.gcpause import gc_paused
@@ -29,7 +29,29 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
+
+__all__ = [
+    "ChangeJSON",
+    "Plan",
+    "PlanError",
+    "PlanJSON",
+    "PlanOptions",
+    "Selection",
+    "check_options",
+    "check_selector",
+    "check_stoppable",
+    "diff",
+    "field_changes",
+    "fmt_seconds",
+    "fmt_time",
+    "label_matcher",
+    "parse_rfc3339",
+    "plan_from_json",
+    "plan_to_json",
+    "rfc3339",
+    "selector_matches",
+]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
 # (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
@@ -37,6 +59,41 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
 MAX_DETAIL_LINES = 12
+
+
+class ChangeJSON(TypedDict):
+    """One change in the JSON form of a plan (`changes[i]`)."""
+
+    key: str
+    action: str  # an `Action` value
+    reason: str
+    provider: str
+    family: str  # an `ApiFamily` value
+    before_hash: str | None
+    after_hash: str | None
+    details: list[str]
+    before: dict[str, Any] | None  # redacted request recorded in state
+    after: dict[str, Any] | None  # redacted request the specs imply
+
+
+class PlanJSON(TypedDict):
+    """The JSON form of a plan: what `plan --format json` prints, a saved plan file holds, and views render."""
+
+    format_version: int
+    state_serial: int
+    created_at: str  # RFC 3339 UTC
+    refreshed: bool
+    prune: bool
+    targets: list[str]
+    replace: list[str]
+    labels: list[str]
+    partial: bool
+    paths: list[str]
+    summary: dict[str, int]  # by `Action` value
+    notes: list[str]
+    unobserved: list[str]
+    changes: list[ChangeJSON]
+    selectors: NotRequired[list[dict[str, Any]]]  # room-selector jobs (`rooms.selector_view`); absent before them
 
 
 class PlanError(Exception):
@@ -62,6 +119,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     unobserved: tuple[str, ...] = ()  # tasks whose vendor status could not be read: left as is, plan incomplete
     format_version: int = FORMAT_VERSION
+    selectors: tuple[dict[str, Any], ...] = ()  # one JSON view per room-selector job (`rooms.selector_view`)
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio formats the result of the task it ran (CPython 3.11's signal-handler
@@ -206,7 +264,7 @@ def rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def parse_rfc3339(text: Any) -> float:
+def parse_rfc3339(text: object) -> float:
     """An RFC 3339 time with its offset (`Z` or `±hh:mm`) as unix seconds; ValueError otherwise."""
     try:
         parsed = datetime.fromisoformat(text) if isinstance(text, str) and "T" in text else None
@@ -230,9 +288,9 @@ def fmt_seconds(seconds: int) -> str:
     return "".join(parts)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
@@ -244,7 +302,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def field_changes(before: Any, after: Any) -> tuple[str, ...]:
+def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[str, ...]:
     """Human lines for what differs between two redacted requests: `Path: old → new`."""
     flat_before, flat_after = _flatten(before or {}), _flatten(after or {})
     lines = []
@@ -257,7 +315,7 @@ def field_changes(before: Any, after: Any) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
@@ -282,7 +340,7 @@ def _change(
     task: DesiredTask | None,
     record: TaskRecord | None,
     details: tuple[str, ...] = (),
-    after: Any = None,
+    after: dict[str, Any] | None = None,
 ) -> Change:
     ref = task if task is not None else record
     assert ref is not None
@@ -309,7 +367,11 @@ def stop_description(obs: Observed) -> str:
 
 
 def _diff_one(
-    task: DesiredTask, record: TaskRecord | None, obs: Observed | None, replace_requested: bool, after: Any
+    task: DesiredTask,
+    record: TaskRecord | None,
+    obs: Observed | None,
+    replace_requested: bool,
+    after: dict[str, Any] | None,
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
@@ -338,7 +400,7 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
-def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     return _change(
         Action.NOOP,
@@ -350,7 +412,7 @@ def _dormant(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     )
 
 
-def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """Back in the specs after it was pruned: its tombstone keeps its history, so it resumes, not restarts."""
     when = f"removed at {fmt_time(record.removed_at)}"
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -363,7 +425,7 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
-def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_changed(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return _change(
             Action.REPLACE,
@@ -384,7 +446,7 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
     return _change(Action.REPLACE, reason, task, record, details, after)
 
 
-def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: Any) -> Change:
+def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
@@ -401,7 +463,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     return _diff_recorded(task, record, after)
 
 
-def _diff_recorded(task: DesiredTask, record: TaskRecord, after: Any) -> Change:
+def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """No fresh observation: decide from what the state recorded."""
     status = record.status
     if status is TaskStatus.RUNNING:
@@ -525,12 +587,12 @@ def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
 # --- JSON (the one saved format) ---------------------------------------------------------------------
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
+def plan_to_json(plan: Plan) -> PlanJSON:
     with gc_paused():  # one dict per change, no cycles: collector passes here found nothing
         return _plan_json(plan)
 
 
-def _plan_json(plan: Plan) -> dict[str, Any]:
+def _plan_json(plan: Plan) -> PlanJSON:
     counts = plan.counts()
     return {
         "format_version": plan.format_version,
@@ -546,6 +608,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "summary": {a.value: counts[a] for a in ACTION_ORDER},
         "notes": list(plan.notes),
         "unobserved": list(plan.unobserved),
+        "selectors": list(plan.selectors),
         "changes": [
             {
                 "key": c.key,
@@ -564,7 +627,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
+def plan_from_json(data: object, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
     version = data.get("format_version")
@@ -604,6 +667,7 @@ def plan_from_json(data: Any, *, source: str = "plan") -> Plan:
             changes=changes,
             notes=tuple(data.get("notes", ())),
             unobserved=tuple(data.get("unobserved", ())),
+            selectors=tuple(data.get("selectors", ())),  # absent in plans saved before room selectors
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
 
+__all__ = ["read_plan_file", "write_plan_file"]
+
 
 def read_plan_file(path: str) -> Plan:
     try:

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from reconciler.plan import fmt_seconds, fmt_time
+from reconciler.plan import ChangeJSON, PlanJSON, fmt_seconds, fmt_time, parse_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from reconciler.execute import ApplyResult
     from reconciler.model import TaskRecord
+
+__all__ = ["render_apply_result", "render_markdown", "render_state_table", "render_text", "summary_line"]
 
 SYMBOLS = {
     "create": ("+", "green"),
@@ -48,7 +50,7 @@ SUMMARY_WORDS = (
 MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "↻", "delete": "➖", "no-op": ""}
 
 
-def summary_line(plan: dict[str, Any]) -> str:
+def summary_line(plan: PlanJSON) -> str:
     counts = plan["summary"]
     parts = [f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS]
     unobserved = len(plan.get("unobserved", ()))
@@ -78,10 +80,10 @@ class Row:
 GROUP_MIN = 3  # identical changes of one job printed as one group; fewer are listed one by one (greppable keys)
 
 
-def plan_rows(plan: dict[str, Any], *, show_unchanged: bool = False) -> list[Row]:
+def plan_rows(plan: PlanJSON, *, show_unchanged: bool = False) -> list[Row]:
     """The changes to show, identical changes of one job grouped, in the order of their first appearance."""
     unobserved = set(plan.get("unobserved", ()))
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[ChangeJSON]] = {}
     said_of: dict[tuple[Any, ...], str] = {}  # the tasks of a job share their request's subtrees: read each once
     for c in plan["changes"]:
         key = c["key"]
@@ -111,7 +113,7 @@ _STARTS = frozenset({"create", "reissue", "replace"})
 _TARGETS = frozenset({"RoomId", "room_id", "FileId"})  # what differs between the tasks of one job
 
 
-def _settings_shape(change: dict[str, Any]) -> tuple[Any, ...]:
+def _settings_shape(change: ChangeJSON) -> tuple[Any, ...]:
     """What `settings_of` reads, cheaply: equal for two tasks of one job, which then share one summary."""
     after = change.get("after")
     if not isinstance(after, dict):
@@ -120,12 +122,12 @@ def _settings_shape(change: dict[str, Any]) -> tuple[Any, ...]:
     return (change["action"], change["family"], change["provider"], *fields)
 
 
-def _identity(value: Any) -> Any:
+def _identity(value: object) -> object:
     """A request subtree by identity (shared between a job's tasks, alive as long as the plan), a leaf by value."""
     return id(value) if isinstance(value, dict | list) else value
 
 
-def settings_of(change: dict[str, Any]) -> str:
+def settings_of(change: ChangeJSON) -> str:
     """`provider p · interval 5s · …` for an action that starts a task, read from its redacted request."""
     after = change.get("after")
     if change["action"] not in _STARTS or not isinstance(after, dict):
@@ -134,7 +136,7 @@ def settings_of(change: dict[str, Any]) -> str:
     return " · ".join([f"provider {change['provider']}", *(summarise(after) if summarise else ())])
 
 
-def _get(tree: Any, *names: str) -> Any:
+def _get(tree: object, *names: str) -> Any:
     """The first of `names` in `tree` (PascalCase for ZEGO's current API, snake_case for the legacy one);
     None when absent or when `tree` is not an object (a plan file is user input: nothing is assumed)."""
     if not isinstance(tree, dict):
@@ -145,7 +147,7 @@ def _get(tree: Any, *names: str) -> Any:
     return None
 
 
-def _duration(value: Any) -> str:
+def _duration(value: object) -> str:
     return fmt_seconds(value) if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
@@ -168,7 +170,7 @@ def _volc_snapshot(after: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _volc_storage(storage: Any) -> str:
+def _volc_storage(storage: object) -> str:
     kind = _get(storage, "Type")
     if kind == 0:
         return f"tos {_get(_get(storage, 'TosConfig'), 'Bucket')}"
@@ -231,12 +233,12 @@ def _zego_thumbnail(after: dict[str, Any]) -> list[str]:
 def _vendor_names() -> tuple[dict[Any, str], dict[Any, str], dict[Any, str]]:
     """Vendor codes → spec names (Volcengine custom storage, ZEGO storage, ZEGO media), from the very tables the
     requests were built with; imported on first use (the spec layer is heavy for `capctl show`)."""
-    from reconciler.spec.expand import _VOLC_CUSTOM_VENDOR, _ZEGO_STREAM_TYPE, _ZEGO_VENDOR
+    from reconciler.spec.expand import VOLC_CUSTOM_VENDOR, ZEGO_STREAM_TYPE, ZEGO_VENDOR
 
     def names(table: dict[str, int]) -> dict[Any, str]:
         return {code: name for name, code in table.items()}
 
-    return names(_VOLC_CUSTOM_VENDOR), names(_ZEGO_VENDOR), names(_ZEGO_STREAM_TYPE)
+    return names(VOLC_CUSTOM_VENDOR), names(ZEGO_VENDOR), names(ZEGO_STREAM_TYPE)
 
 
 _ZEGO_MODES = {1: "single", 2: "mixed"}
@@ -268,7 +270,32 @@ def _wrap_members(row: Row) -> list[str]:
     return lines
 
 
-def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool = False) -> None:
+# --- room selectors ------------------------------------------------------------------------------------
+
+NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
+
+
+def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str]]:
+    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate."""
+    if view["seen_at"] is None:
+        return NO_ACTIVITY, []
+    n = view["counts"]
+    age = fmt_seconds(max(0, int(parse_rfc3339(created_at) - parse_rfc3339(view["seen_at"]))))
+    cap = f" (maxRooms {view['max_rooms']})" if view["max_rooms"] is not None else ""
+    head = (
+        f"{n['active']} active · {n['running']} running · {n['start']} to start · {n['left_out']} left out{cap}"
+        f" · {n['claimed']} claimed; room activity as of {view['seen_at']} ({age} before this plan)"
+    )
+    details = [
+        f"{what}: {', '.join(view[name])}"
+        for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
+        if view[name]
+    ]
+    details += [f"{c['room']}: named by {c['by']}" for c in view["claimed"]]
+    return head, details
+
+
+def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = False) -> None:
     rows = plan_rows(plan, show_unchanged=show_unchanged)
     if not rows:
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
@@ -302,6 +329,13 @@ def render_text(plan: dict[str, Any], console: Console, *, show_unchanged: bool 
         else:
             console.print(Group(*(Text.assemble(*line) for line in lines)), soft_wrap=True)
         console.print()
+    for view in plan.get("selectors", ()):
+        head, details = selector_facts(view, plan["created_at"])
+        console.print(Text(f"Room selector {view['job']} (rooms: {view['rooms']}): {head}"), soft_wrap=True)
+        for detail in details:
+            console.print(Text(f"{INDENT}{detail}", style="dim"), soft_wrap=True)
+    if plan.get("selectors"):
+        console.print()
     for note in plan["notes"]:
         console.print(Text(f"Note: {note}", style="yellow"), soft_wrap=True)
     console.print(Text(summary_line(plan), style="bold"), soft_wrap=True)
@@ -323,11 +357,18 @@ def _md_code(text: str) -> str:
     return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
 
 
-def render_markdown(plan: dict[str, Any]) -> str:
+def render_markdown(plan: PlanJSON) -> str:
     lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
     for note in plan["notes"]:
         lines.append(f"> {note}")
     if plan["notes"]:
+        lines.append("")
+    if plan.get("selectors"):
+        lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
+        for view in plan["selectors"]:
+            head, details = selector_facts(view, plan["created_at"])
+            now = "<br>".join(_md_cell(t) for t in (head, *details))
+            lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = plan_rows(plan)
     if not rows:
@@ -366,6 +407,14 @@ def render_apply_result(result: ApplyResult, console: Console) -> None:
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)
 
 
+SELECTOR_COLUMNS = ("JOB", "ROOM", "SELECTOR")
+
+
+def _job_of(key: str) -> str:
+    kind, name, _ = key.split("/", 2)
+    return f"{kind}/{name}"
+
+
 STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
 
 
@@ -374,9 +423,13 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     task survives grep, awk and narrow terminals alike."""
     from reconciler.transitions import TOMBSTONE_RETENTION
 
-    rows = [STATE_COLUMNS] + [
+    # Tasks started by a room selector: their job, room and selector in columns of their own.
+    selected = any(r.selector for r in records)
+    head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
+    rows = [head] + [
         (
             r.key,
+            *((_job_of(r.key), r.target, r.selector or "-") if selected else ()),
             r.status.value,
             r.vendor_task_id or "-",
             str(r.reissue_count),
@@ -387,7 +440,7 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
         )
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(STATE_COLUMNS) - 1)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
     lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.

@@ -16,6 +16,8 @@ from typing import TypeVar
 from reconciler.clock import Clock
 from reconciler.providers.base import ErrorKind, VendorError
 
+__all__ = ["RetryHook", "RetryPolicy", "RetryReport", "call_with_retry"]
+
 T = TypeVar("T")
 RetryHook = Callable[[VendorError, int, float], None]  # (the failure, failures so far, seconds until the next try)
 REPORT_EVERY = 5.0  # seconds between two progress lines about one provider

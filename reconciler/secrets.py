@@ -20,7 +20,23 @@ import hashlib
 import hmac
 import re
 import secrets as _random
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
+
+__all__ = [
+    "KEYED_HASH_PREFIX",
+    "RUN_KEY",
+    "UNKEYED_FINGERPRINT_REMOVED",
+    "Hidden",
+    "Secret",
+    "SecretText",
+    "drop_unkeyed_fingerprints",
+    "keyed_hash",
+    "map_hidden",
+    "new_fingerprint_key",
+    "reveal_tree",
+    "upgrade_hash",
+]
 
 FINGERPRINT_PREFIX: Final = "sha256:"  # the contract's format; the digest is keyed (HMAC-SHA256)
 # The key used where no state gives one: fingerprints of one run are comparable, never across runs.
@@ -141,39 +157,40 @@ class SecretText(str):
         raise TypeError("a SecretText cannot be pickled")
 
 
-def reveal_tree(value: Any) -> Any:
-    """Copy of a JSON-like tree with every `Secret` leaf replaced by its value (for the wire only)."""
-    if isinstance(value, Secret):
-        return value.reveal()
-    if isinstance(value, dict):
-        return {k: reveal_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal_tree(v) for v in value]
-    return value
-
+Hidden: TypeAlias = Secret | SecretText  # a value shown only as its fingerprint
 
 # Exact types kept as they are: `SecretText` is a str subclass, `Secret` none of these, bool is an int.
 _PLAIN: Final = frozenset((str, int, float, bool, type(None)))
 
 
-def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
-    """Copy of a JSON-like tree with every `Secret` and `SecretText` leaf replaced by its fingerprint (for
-    plans, logs, the state's request).
+def map_hidden(value: Any, leaf: Callable[[Hidden], object], memo: dict[int, Any] | None = None) -> Any:
+    """The one walk over a JSON-like tree for its `Secret` and `SecretText` leaves: a copy with each such leaf
+    replaced by `leaf(it)`, everything else kept (`reveal_tree` for the wire, `redact.redact_tree` for display).
 
     With `memo` (a dict owned by the caller for one pass over many trees), a container shared by several
-    trees is redacted once and its copy reused: the memo keeps each source alive, so ids stay unique.
+    trees is copied once and its copy reused: the memo keeps each source alive, so ids stay unique.
     """
     if isinstance(value, Secret | SecretText):
-        return value.fingerprint
+        return leaf(value)
     if not isinstance(value, dict | list):
         return value
     if memo is not None and (hit := memo.get(id(value))) is not None:
         return hit[1]
     # Plain scalar children are kept as they are without a call: most of a request's leaves are plain values.
     if isinstance(value, dict):
-        copy: Any = {k: v if type(v) in _PLAIN else redact_tree(v, memo) for k, v in value.items()}
+        copy: Any = {k: v if type(v) in _PLAIN else map_hidden(v, leaf, memo) for k, v in value.items()}
     else:
-        copy = [v if type(v) in _PLAIN else redact_tree(v, memo) for v in value]
+        copy = [v if type(v) in _PLAIN else map_hidden(v, leaf, memo) for v in value]
     if memo is not None:
         memo[id(value)] = (value, copy)
     return copy
+
+
+def _reveal(value: Hidden) -> str:
+    return value.reveal()
+
+
+def reveal_tree(value: Any) -> Any:
+    """Copy of a JSON-like tree with every `Secret` and `SecretText` leaf replaced by its plain text (for the
+    wire only: a `SecretText` left in would be sent as its fingerprint wherever the wire calls `str()`)."""
+    return map_hidden(value, _reveal)

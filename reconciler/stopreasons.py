@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = ["NOT_FOUND", "ZEGO_QUIT_MAX_DURATION", "phrase_of", "volcengine", "zego_callback", "zego_recording"]
+
 IDLE_TIMEOUT: Final = "idle timeout"
 MAX_DURATION: Final = "max duration"
 OUT_OF_BAND: Final = "stopped out of band"

@@ -17,7 +17,27 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
+
+__all__ = [
+    "TOMBSTONE_RETENTION",
+    "action_failed",
+    "client_task_id",
+    "failed",
+    "intent",
+    "not_attempted",
+    "observed",
+    "removed",
+    "restored",
+    "started",
+    "stoppable",
+    "stopped",
+    "tombstone_expired",
+    "unconfirmed_start",
+    "updated",
+    "was_productive",
+    "woken",
+]
 
 PRODUCTIVE_MARGIN = 2.0  # seconds beyond the idle timeout that make a run "clearly longer"
 # How long a tombstone (a pruned task's record) is kept: a spec restored within it resumes the task's history.
@@ -98,6 +118,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         restart_policy=task.restart_policy,
         request=redact_tree(task.request),
         labels=dict(task.labels),
+        selector=task.selector,
         last_error=None,
         next_attempt_at=None,
         removed_at=None,

@@ -23,7 +23,8 @@ from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, Pr
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
-from reconciler.secrets import Secret, SecretText, reveal_tree
+from reconciler.redact import scrub_text, secret_leaves
+from reconciler.secrets import Hidden, Secret, reveal_tree
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -55,7 +56,6 @@ _STATES = {
     3: ObservedState.STOPPED,
     4: ObservedState.FAILED,
 }
-_MAX_TEXT = 200  # vendor text quoted in an error message is cut to this length
 
 
 def classify_error(status: int, code: str) -> ErrorKind:
@@ -90,24 +90,6 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
         ended_at=_seconds(task.get("EndTime")),
         detail=f"status {status}",
     )
-
-
-def _secret_leaves(tree: Any) -> list[Secret | SecretText]:
-    if isinstance(tree, Secret | SecretText):  # a referenced text is hidden like a secret (spec/refs.py)
-        return [tree]
-    if isinstance(tree, dict):
-        return [s for value in tree.values() for s in _secret_leaves(value)]
-    if isinstance(tree, list):
-        return [s for value in tree for s in _secret_leaves(value)]
-    return []
-
-
-def _scrub(text: str, secrets: Sequence[Secret | SecretText]) -> str:
-    """Vendor text made safe to show: any echoed secret becomes its fingerprint, then it is shortened."""
-    for secret in secrets:
-        if secret.reveal():
-            text = text.replace(secret.reveal(), secret.fingerprint)
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def _required_secret(config: ProviderConfig, field: str, value: Any) -> Secret:
@@ -233,7 +215,7 @@ class VolcengineSnapshotProvider:
             service=SERVICE,
             now=datetime.fromtimestamp(self._clock.now(), UTC),
         )
-        secrets = [self._access_key, self._secret_key, *_secret_leaves(body)]
+        secrets = [self._access_key, self._secret_key, *secret_leaves(body)]
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
@@ -243,7 +225,7 @@ class VolcengineSnapshotProvider:
         except VendorError as exc:
             raise exc.named(self.name, self._config.type) from None
 
-    def _result(self, api: str, response: httpx.Response, secrets: Sequence[Secret | SecretText]) -> Any:
+    def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code
         try:
             payload = response.json()
@@ -252,7 +234,7 @@ class VolcengineSnapshotProvider:
         meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None
         if not isinstance(payload, dict) or not isinstance(meta, dict):
             what = "not JSON" if payload is None else "no ResponseMetadata"
-            text = _scrub(response.text.strip(), secrets)
+            text = scrub_text(response.text.strip(), secrets)
             kind = ErrorKind.THROTTLED if status == 429 else ErrorKind.RETRYABLE
             self._note_throttled(api, kind)
             raise VendorError(
@@ -265,7 +247,7 @@ class VolcengineSnapshotProvider:
         if error or status >= 400:
             error = error if isinstance(error, dict) else {}
             code = str(error.get("Code") or f"HTTP {status}")
-            message = _scrub(str(error.get("Message") or "no message"), secrets)
+            message = scrub_text(str(error.get("Message") or "no message"), secrets)
             kind = classify_error(status, code)
             self._note_throttled(api, kind)
             if kind is ErrorKind.AUTH:

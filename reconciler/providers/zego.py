@@ -30,10 +30,10 @@ from reconciler.providers.zego_client import (
     ZegoClient,
     field,
     observed_from_status,
-    secret_values,
 )
 from reconciler.providers.zego_signing import RandomBytes, access_token_request
-from reconciler.secrets import Secret, reveal_tree
+from reconciler.redact import secret_leaves
+from reconciler.secrets import Hidden, Secret, reveal_tree
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -154,7 +154,7 @@ class ZegoRecordProvider(_RecordingProvider):
         body = reveal_tree(task.request)
         body.setdefault("RecordInputParams", {})["ClientTaskId"] = client_task_id
         answer = await self._client.call(
-            "StartRecord", priority, "POST", self._url, body=body, secrets=secret_values(task.request)
+            "StartRecord", priority, "POST", self._url, body=body, secrets=secret_leaves(task.request)
         )
         task_id = _require_text(field(answer, "Data", "TaskId"), "StartRecord", "Data.TaskId", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
@@ -252,7 +252,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     async def start(
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
     ) -> StartResult:
-        answer = await self._call("start", priority, reveal_tree(task.request), secrets=secret_values(task.request))
+        answer = await self._call("start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request))
         task_id = _require_text(answer.get("task_id"), "start", "task_id", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
 
@@ -277,7 +277,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         fields: Mapping[str, Any],
         *,
         not_found: frozenset[int] = frozenset(),
-        secrets: Iterable[str] = (),
+        secrets: Iterable[Hidden] = (),
     ) -> dict[str, Any]:
         token = await self._token(priority)
         try:
@@ -301,7 +301,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         token: Secret,
         fields: Mapping[str, Any],
         not_found: frozenset[int],
-        secrets: Iterable[str],
+        secrets: Iterable[Hidden],
     ) -> dict[str, Any]:
         body = {"app_id": self._client.app_id, "access_token": token.reveal(), **fields}
         return await self._client.call(
@@ -314,7 +314,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
             envelope=LEGACY_ENVELOPE,
             not_found=not_found,
             credential="accessToken" if self._tokens is None else "serverSecret",
-            secrets=[token.reveal(), *secrets],
+            secrets=[token, *secrets],
         )
 
 
@@ -356,7 +356,7 @@ class ZegoThumbnailProvider(_ZegoProvider):
             self._url,
             params=thumbnail_params(reveal_tree(task.request)),
             codes=THUMBNAIL_CODES,
-            secrets=secret_values(task.request),
+            secrets=secret_leaves(task.request),
         )
         data = answer.get("Data")
         # Seed 002 calls Tencent/Huawei arrays, its example and seed 004 objects: accept both.

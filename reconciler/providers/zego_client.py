@@ -24,7 +24,8 @@ from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
-from reconciler.secrets import Secret, SecretText
+from reconciler.redact import scrub_text, secret_leaves
+from reconciler.secrets import Hidden
 
 # Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
 # The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
@@ -38,8 +39,6 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "query": 10,
     "access_token": 10,
 }
-
-MESSAGE_LIMIT = 200  # characters of a vendor message kept in an error
 
 # Codes every ZEGO server API shares (vendor-apis.md); families add theirs on top.
 SIGNATURE_EXPIRED = 100000004
@@ -83,26 +82,6 @@ def parse_app_id(config: ProviderConfig) -> int:
     return int(text)
 
 
-def secret_values(tree: Any) -> list[str]:
-    """Every revealed `Secret` (and hidden referenced `SecretText`) in a request tree: scrubbed out of vendor
-    messages before they are kept."""
-    if isinstance(tree, Secret | SecretText):
-        return [tree.reveal()]
-    if isinstance(tree, Mapping):
-        return [s for v in tree.values() for s in secret_values(v)]
-    if isinstance(tree, list):
-        return [s for v in tree for s in secret_values(v)]
-    return []
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Vendor messages sometimes echo parameters: cut any secret out, then cap the length."""
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
-
-
 def _where(config: ProviderConfig) -> str:
     return f" ({config.source})" if config.source else ""
 
@@ -122,6 +101,7 @@ class ZegoClient:
         if config.server_secret is None:
             raise ValueError(f"provider {config.name}{_where(config)}: serverSecret is required")
         self.config = config
+        self._server_secret = config.server_secret
         self.app_id = parse_app_id(config)
         self.random_bytes = random_bytes
         self._budgets = budgets
@@ -130,8 +110,7 @@ class ZegoClient:
 
     @property
     def server_secret(self) -> str:
-        secret: Secret = self.config.server_secret
-        return secret.reveal()
+        return self._server_secret.reveal()
 
     def auth_hint(self, credential: str) -> str:
         return f"check {credential} of provider {self.config.name}{_where(self.config)}"
@@ -154,7 +133,7 @@ class ZegoClient:
         codes: Mapping[int, tuple[ErrorKind, str]] = COMMON_CODES,
         not_found: frozenset[int] = frozenset(),
         credential: str = "serverSecret",
-        secrets: Iterable[str] = (),
+        secrets: Iterable[Hidden] = (),
     ) -> dict[str, Any]:
         """One request through the budget of `api`; returns the answer when its code is 0.
 
@@ -174,7 +153,7 @@ class ZegoClient:
             response = await self._http.request(method, url, params=query, json=body)
         except httpx.RequestError as exc:
             raise transport_error(exc, url, api=api).named(name, kind) from None
-        known_secrets = [self.server_secret, *secret_values(self.config.access_token), *secrets]
+        known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]
         try:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
         except VendorError as exc:
@@ -189,7 +168,7 @@ class ZegoClient:
         codes: Mapping[int, tuple[ErrorKind, str]],
         not_found: frozenset[int],
         credential: str,
-        secrets: list[str],
+        secrets: list[Hidden],
     ) -> dict[str, Any]:
         status = response.status_code
         if status == 429:
@@ -211,7 +190,7 @@ class ZegoClient:
         code = answer[envelope.code]
         if code == 0:
             return answer
-        vendor_message = scrub(str(answer.get(envelope.message, "")), secrets)
+        vendor_message = scrub_text(str(answer.get(envelope.message, "")), secrets)  # messages echo parameters
         kind, meaning = codes.get(code, (ErrorKind.TERMINAL, "vendor error"))
         if code in not_found:
             kind = ErrorKind.NOT_FOUND

@@ -2,14 +2,18 @@
 
 Path prefixes select the vendor (fixed; others depend on them): `/volc` (Volcengine OpenAPI), `/zego/rtc`
 (MediaThumbnails), `/zego/cloudrecord` (current recording API), `/zego/legacy/{op}` (v1 recording API) and
-`/_sim/` (control). Each prefix is routed with and without a trailing slash, never redirected.
+`/_sim/` (control). Each prefix is routed with and without a trailing slash, never redirected, and also
+under a caller prefix `/as/<name>/` (the request log names the caller; docs/simulator.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -25,19 +29,30 @@ from reconciler.sim.config import (
     ZEGO_RTC_PREFIX,
     SimConfig,
 )
-from reconciler.sim.simulator import Simulator
+from reconciler.sim.coverage import summary_lines
+from reconciler.sim.scenario import Scenario
+from reconciler.sim.simulator import CallerPrefix, Simulator
+
+__all__ = ["create_app", "serve"]
 
 PUMP_INTERVAL = 0.2  # real seconds between background passes that fire due events and callbacks
 
 
-def create_app(config: SimConfig | None = None, clock: Clock | None = None) -> Starlette:
+def create_app(
+    config: SimConfig | None = None,
+    clock: Clock | None = None,
+    *,
+    on_scenario_end: Callable[[dict[str, Any]], None] | None = None,
+) -> Starlette:
     """The simulator app; the Simulator is `app.state.sim`. Under a server, a background task delivers
-    callbacks as they fall due; in-process tests call `await app.state.sim.advance(...)` instead."""
+    callbacks as they fall due and calls `on_scenario_end(coverage report)` once a loaded scenario has
+    played out; in-process tests call `await app.state.sim.advance(...)` instead. Calls under
+    `/as/<name>/` are routed like the root and logged with `<name>` as their caller."""
     sim = Simulator(config or SimConfig(), clock or SystemClock())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pump = asyncio.create_task(_pump(sim))
+        pump = asyncio.create_task(_pump(sim, on_scenario_end))
         try:
             yield
         finally:
@@ -59,13 +74,17 @@ def create_app(config: SimConfig | None = None, clock: Clock | None = None) -> S
     app = Starlette(routes=routes, lifespan=lifespan)
     app.router.redirect_slashes = False
     app.state.sim = sim
+    app.add_middleware(CallerPrefix)
     return app
 
 
-async def _pump(sim: Simulator) -> None:
+async def _pump(sim: Simulator, on_scenario_end: Callable[[dict[str, Any]], None] | None) -> None:
     while True:
         await asyncio.sleep(PUMP_INTERVAL)  # real time on purpose: it polls the sim clock, whatever its speed
         await sim.deliver_due()
+        if on_scenario_end is not None and sim.playing and not sim.playing.reported and sim.scenario_finished():
+            sim.playing.reported = True
+            on_scenario_end(sim.coverage(until=sim.playing.end))
 
 
 def serve(
@@ -75,23 +94,40 @@ def serve(
     volcengine_callback_url: str | None = None,
     zego_callback_url: str | None = None,
     fake_clock: bool = False,
+    scenario: Scenario | None = None,
+    coverage_out: Path | None = None,
 ) -> None:
     """Run the simulator under uvicorn until interrupted (`capctl sim`).
 
     Prints one line with the address it serves on once the port is bound (the real port for port 0);
-    raises ValueError for a malformed `listen`, OSError when the address cannot be bound."""
+    raises ValueError for a malformed `listen`, OSError when the address cannot be bound. With a
+    `scenario`, plays it from the start and, once it has played out, prints the coverage summary, writes
+    the full report as JSON to `coverage_out` (if given) and stops. A scenario loaded later through the
+    control API gets its summary printed too, and the simulator keeps serving."""
     import uvicorn
 
     host, port = parse_listen(listen, example="127.0.0.1:8750")
     sock = bind(host, port)
     clock: Clock = FakeClock(start=SystemClock().now()) if fake_clock else ScaledClock(speed)
     config = SimConfig(volcengine_callback_url=volcengine_callback_url, zego_callback_url=zego_callback_url)
-    app = create_app(config, clock)
+    server: uvicorn.Server | None = None
+
+    def finished(report: dict[str, Any]) -> None:
+        print("\n".join(summary_lines(report)), flush=True)
+        if coverage_out is not None:
+            coverage_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        if server is not None and scenario is not None:
+            server.should_exit = True
+
+    app = create_app(config, clock, on_scenario_end=finished)
     app.state.sim.in_process = False
+    if scenario is not None:
+        app.state.sim.load_scenario(scenario)
     time_mode = "fake clock: POST /_sim/clock moves it" if fake_clock else f"clock speed {speed:g}x"
+    scenario_note = f"; playing a scenario of {scenario.duration:g} s" if scenario is not None else ""
     print(
         f"capctl sim listening on {url_of(sock)} (Volcengine /volc; ZEGO /zego/rtc, /zego/cloudrecord,"
-        f" /zego/legacy; control API /_sim; {time_mode})",
+        f" /zego/legacy; control API /_sim; {time_mode}{scenario_note})",
         flush=True,
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -12,6 +12,20 @@ from typing import Any
 
 from reconciler.sim.schema import Arr, BodyError, Obj, Schema, Val
 
+__all__ = [
+    "VOLC_GET",
+    "VOLC_START",
+    "VOLC_STOP",
+    "VOLC_UPDATE",
+    "ZEGO_LEGACY_ACCESS_TOKEN",
+    "ZEGO_LEGACY_START",
+    "ZEGO_LEGACY_TASK_BODY",
+    "ZEGO_START_RECORD",
+    "ZEGO_TASK_ID_BODY",
+    "pascal",
+    "snake",
+]
+
 # Seed 001: TaskId "and the Id fields above" follow this pattern.
 ID_PATTERN = r"[a-zA-Z0-9_@\-\.]{1,128}"
 MAX_TARGET_STREAMS = 17

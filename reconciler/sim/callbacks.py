@@ -1,8 +1,11 @@
 """Webhook delivery: events from the world, signed as each vendor signs them, POSTed with its retry rules.
 
 Deliveries wait in a heap keyed by sim time, so a fake clock drives retries exactly: Volcengine retries up
-to twice when the answer is not 200 within the timeout, ZEGO twice, 5 s apart (vendor-apis.md). Every
-attempt is logged for tests; the queue is bounded and counts what it had to drop.
+to twice when the answer is not 200 within the timeout, ZEGO cloud recording twice, 5 s apart
+(vendor-apis.md); ZEGO room and stream callbacks up to 5 times after 2, 4, 8, 16 and 32 s (ZEGO's callback
+pages). Every attempt is logged for tests; the queue is bounded and counts what it had to drop. A scenario
+can make delivery unreliable (`CallbackChaos`: lost, duplicated, delayed, reordered), from its own seeded
+random stream so the same scenario loses the same callbacks.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import httpx
 
 from reconciler.clock import Clock
 from reconciler.sim.config import VOLC, SimConfig
+from reconciler.sim.scenario import CallbackChaos
 from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
 
-MAX_ATTEMPTS = 3  # the first try and two retries, for both vendors
-RETRY_DELAY = 5.0
+__all__ = ["CallbackQueue"]
+
+RETRIES = (5.0, 5.0)  # seconds before each retry: Volcengine, ZEGO cloud recording
+ROOM_RETRIES = (2.0, 4.0, 8.0, 16.0, 32.0)  # ZEGO room/stream callbacks
 VOLC_CALLBACK_VERSION = "2020-12-01"
 _CONCURRENCY = 32
 
@@ -36,6 +42,7 @@ class Delivery:
     url: str
     body: dict[str, Any]
     attempts: int = 0
+    retries: tuple[float, ...] = RETRIES
 
 
 class CallbackQueue:
@@ -54,6 +61,15 @@ class CallbackQueue:
         self._heap: list[tuple[float, int, Delivery]] = []
         self.log: deque[dict[str, Any]] = deque(maxlen=self._config.callback_log_size)
         self.dropped = 0
+        self.set_chaos(CallbackChaos(), seed=0)
+
+    def set_chaos(self, chaos: CallbackChaos, *, seed: int) -> None:
+        self.chaos = chaos
+        self._chaos_rng = random.Random(f"{seed}:callbacks")
+        self.lost = self.duplicated = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"pending": self.pending, "dropped": self.dropped, "lost": self.lost, "duplicated": self.duplicated}
 
     # --- EventSink ------------------------------------------------------------------------------------
 
@@ -75,7 +91,7 @@ class CallbackQueue:
             "Nonce": f"{self._rng.getrandbits(32):08x}",
         }
         body["Signature"] = volc_callback_signature([str(v) for v in body.values()], app.callback_secret)
-        self._push(at, Delivery(VOLC, event_type, url, body))
+        self._send(at, Delivery(VOLC, event_type, url, body))
 
     def zego_record_event(
         self, app_id: str, task_id: str, room_id: str, event_type: int, detail: dict[str, Any], at: float
@@ -101,7 +117,14 @@ class CallbackQueue:
         }
         self._push_zego(app_id, "snapshot", body, at)
 
-    def _push_zego(self, app_id: str, event: str, body: dict[str, Any], at: float) -> None:
+    def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None:
+        # The room callback pages give appid as a string, except room_create/room_close (an integer).
+        appid: int | str = int(app_id) if event in ("room_create", "room_close") else app_id
+        self._push_zego(app_id, event, {"event": event, "appid": appid, **fields}, at, ROOM_RETRIES)
+
+    def _push_zego(
+        self, app_id: str, event: str, body: dict[str, Any], at: float, retries: tuple[float, ...] = RETRIES
+    ) -> None:
         url = self._config.zego_callback_url
         app = self._config.zego_app(int(app_id))
         if url is None or app is None:
@@ -113,11 +136,27 @@ class CallbackQueue:
             nonce=nonce,
             signature=zego_callback_signature(app.callback_secret, timestamp, nonce),
         )
-        self._push(at, Delivery("zego", event, url, body))
+        self._send(at, Delivery("zego", event, url, body, retries=retries))
 
     def _next_sequence(self, app_id: str) -> int:
         self._sequence[app_id] = self._sequence.get(app_id, 0) + 1
         return self._sequence[app_id]
+
+    def _send(self, at: float, delivery: Delivery) -> None:
+        """Queue a new callback, through the configured unreliability."""
+        chaos, rng = self.chaos, self._chaos_rng
+        if chaos.loss and rng.random() < chaos.loss:
+            self.lost += 1
+            return
+        due = at + chaos.delay.draw(rng)
+        if chaos.reorder and rng.random() < chaos.reorder:
+            due += rng.uniform(0, chaos.reorder_window)
+        self._push(due, delivery)
+        if chaos.duplicate and rng.random() < chaos.duplicate:
+            self.duplicated += 1
+            self._push(
+                due, Delivery(delivery.vendor, delivery.event, delivery.url, delivery.body, retries=delivery.retries)
+            )
 
     def _push(self, due: float, delivery: Delivery) -> None:
         if len(self._heap) >= self._config.max_pending_callbacks:
@@ -174,8 +213,8 @@ class CallbackQueue:
                 "body": delivery.body,
             }
         )
-        if not ok and delivery.attempts < MAX_ATTEMPTS:
-            self._push(now + RETRY_DELAY, delivery)
+        if not ok and delivery.attempts <= len(delivery.retries):
+            self._push(now + delivery.retries[delivery.attempts - 1], delivery)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

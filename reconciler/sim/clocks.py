@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from reconciler.clock import Clock, SystemClock
 
+__all__ = ["ScaledClock"]
+
 
 class ScaledClock:
     def __init__(self, speed: float = 1.0, inner: Clock | None = None) -> None:

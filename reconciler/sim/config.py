@@ -10,6 +10,23 @@ from dataclasses import dataclass, field
 
 import httpx
 
+__all__ = [
+    "BUILTIN_VOLC_APP",
+    "BUILTIN_ZEGO_APP",
+    "VOLC",
+    "VOLC_PREFIX",
+    "VOLC_SERVICE",
+    "VOLC_VERSION",
+    "ZEGO",
+    "ZEGO_CLOUDRECORD_PREFIX",
+    "ZEGO_LEGACY",
+    "ZEGO_LEGACY_PREFIX",
+    "ZEGO_RTC_PREFIX",
+    "SimConfig",
+    "VolcApp",
+    "ZegoApp",
+]
+
 VOLC = "volcengine"
 ZEGO = "zego"
 ZEGO_LEGACY = "zego-legacy"

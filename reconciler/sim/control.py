@@ -17,7 +17,10 @@ from starlette.routing import Route
 from reconciler.clock import FakeClock
 from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.faults import FaultConfig, FaultConfigError
+from reconciler.sim.scenario import ScenarioError, parse_chaos, parse_scenario
 from reconciler.sim.simulator import SimError, Simulator
+
+__all__ = ["routes"]
 
 T = TypeVar("T")
 Handler = Callable[[Simulator, Request, dict[str, Any]], Awaitable[Any]]
@@ -64,7 +67,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return JSONResponse({"error": "body: must be a JSON object"}, status_code=400)
         try:
             result = await handler(sim, request, body)
-        except (SimError, FaultConfigError) as exc:
+        except (SimError, FaultConfigError, ScenarioError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(result)
 
@@ -118,8 +121,11 @@ async def stop_task(sim: Simulator, request: Request, body: dict[str, Any]) -> A
 
 
 async def requests_log(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
-    limit = request.query_params.get("limit", "")
-    return {"requests": [e.as_json() for e in sim.log.entries(int(limit) if limit.isdigit() else None)]}
+    limit, caller = request.query_params.get("limit", ""), request.query_params.get("caller")
+    entries = [e for e in sim.log.entries() if caller is None or e.caller == caller]
+    if limit.isdigit() and int(limit):
+        entries = entries[-int(limit) :]
+    return {"requests": [e.as_json() for e in entries]}
 
 
 async def throttled(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
@@ -131,11 +137,26 @@ async def throttled(sim: Simulator, request: Request, body: dict[str, Any]) -> A
 
 
 async def callbacks(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
-    return {
-        "pending": sim.callbacks.pending,
-        "dropped": sim.callbacks.dropped,
-        "deliveries": list(sim.callbacks.log),
-    }
+    return {**sim.callbacks.counts(), "deliveries": list(sim.callbacks.log)}
+
+
+async def chaos(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    if request.method == "PUT":
+        seed = body.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SimError("seed: must be an integer")
+        sim.callbacks.set_chaos(parse_chaos(body, source="body"), seed=seed)
+    return {"chaos": sim.callbacks.chaos.model_dump(), **sim.callbacks.counts()}
+
+
+async def scenario(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    if request.method == "POST":
+        return sim.load_scenario(parse_scenario(body, source="body"))
+    return sim.scenario_status()
+
+
+async def coverage(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
+    return sim.coverage()
 
 
 async def deliver(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
@@ -197,9 +218,12 @@ def routes() -> list[Route]:
         ("/throttled", throttled, ["GET"]),
         ("/callbacks", callbacks, ["GET"]),
         ("/callbacks/deliver", deliver, ["POST"]),
+        ("/callbacks/chaos", chaos, ["GET", "PUT"]),
         ("/faults", faults, ["GET", "PUT", "POST", "DELETE"]),
         ("/reset", reset, ["POST"]),
         ("/clock", clock, ["GET", "POST"]),
         ("/missing-files", missing_files, ["GET", "POST"]),
+        ("/scenario", scenario, ["GET", "POST"]),
+        ("/coverage", coverage, ["GET"]),
     ]
     return [Route(f"/_sim{path}", _endpoint(handler), methods=methods) for path, handler, methods in table]

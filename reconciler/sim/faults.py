@@ -11,6 +11,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+__all__ = ["FaultConfig", "FaultConfigError", "Faults"]
+
 
 class FaultConfigError(ValueError):
     pass
@@ -31,7 +33,7 @@ class FaultConfig:
     seed: int | None = None
 
     @classmethod
-    def from_json(cls, data: Any) -> FaultConfig:
+    def from_json(cls, data: object) -> FaultConfig:
         if not isinstance(data, dict):
             raise FaultConfigError("faults: body must be a JSON object")
         known = {f.name: f for f in fields(cls)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+__all__ = ["SlidingWindowLimiter", "Throttle"]
+
 
 @dataclass(frozen=True)
 class Throttle:

@@ -1,7 +1,8 @@
 """The simulator's request log: a bounded ring buffer of what clients sent, with every credential redacted.
 
 Tests read it to assert what a provider sent; since logs get pasted into bug reports, secrets, tokens and
-signatures are replaced by their fingerprint before they are stored.
+signatures are replaced by their fingerprint (`redact.redact_named`, under the run key) before they are
+stored.
 """
 
 from __future__ import annotations
@@ -10,34 +11,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.secrets import Secret
+from reconciler.redact import redact_named
 
-# Normalised key names (lowercase, no "_" or "-") whose values are credentials.
-_SECRET_KEYS = frozenset({"accesskey", "accesskeyid", "ak", "sk", "authorization", "token", "password"})
-_SECRET_PARTS = ("secret", "signature", "token")
-_PUBLIC_KEYS = frozenset({"signatureversion", "signaturenonce"})
-
-
-def is_secret_key(key: str) -> bool:
-    norm = key.lower().replace("_", "").replace("-", "")
-    if norm in _PUBLIC_KEYS:
-        return False
-    return norm in _SECRET_KEYS or any(part in norm for part in _SECRET_PARTS)
-
-
-def redact(value: Any) -> Any:
-    """Copy of a JSON-like tree with the value of every credential-named key replaced by its fingerprint."""
-    if isinstance(value, dict):
-        return {k: (_fingerprint(v) if is_secret_key(k) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def _fingerprint(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return redact(value)
-    return Secret(str(value)).fingerprint
+__all__ = ["RequestLog"]
 
 
 @dataclass
@@ -54,6 +30,7 @@ class LogEntry:
     code: str = ""
     throttled: bool = False
     fault: str | None = None
+    caller: str | None = None  # <name> of a call made under /as/<name>/
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -70,6 +47,7 @@ class LogEntry:
             "code": self.code,
             "throttled": self.throttled,
             "fault": self.fault,
+            "caller": self.caller,
         }
 
 
@@ -83,7 +61,7 @@ class RequestLog:
     ) -> LogEntry:
         """Store a redacted entry; the caller fills in status/code once the answer is known."""
         self._seq += 1
-        entry = LogEntry(self._seq, time, vendor, api, method, path, redact(query), redact(body))
+        entry = LogEntry(self._seq, time, vendor, api, method, path, redact_named(query), redact_named(body))
         self._entries.append(entry)
         return entry
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["Arr", "BodyError", "Obj", "Schema", "Val", "validate"]
+
 
 class BodyError(Exception):
     """A field is missing, mistyped or out of range; `path` is the dotted location (e.g. `ImageConfig.Interval`)."""

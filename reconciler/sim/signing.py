@@ -14,6 +14,19 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
+__all__ = [
+    "constant_time_equal",
+    "decode_legacy_token",
+    "make_legacy_token",
+    "parse_volc_authorization",
+    "volc_callback_signature",
+    "volc_is_signable_header",
+    "volc_signature",
+    "zego_callback_signature",
+    "zego_legacy_token_hash",
+    "zego_signature",
+]
+
 # --- Volcengine HMAC-SHA256 "V4" ---------------------------------------------------------------------
 
 _SIGNED_HEADER_NAMES = frozenset({"content-type", "content-md5", "host"})

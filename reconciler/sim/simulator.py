@@ -2,7 +2,8 @@
 
 Vendor endpoints run every call through `call()`, which logs it, applies injected faults and turns the
 vendor module's `Reply` into an HTTP answer. Tests in-process drive the world through the helpers here
-(`publish`, `unpublish`, `advance`, `tasks`) instead of the HTTP control API.
+(`publish`, `unpublish`, `advance`, `tasks`) instead of the HTTP control API. A loaded scenario's timeline
+of publishes and unpublishes joins the world's event heap, so it plays in order with the world's own events.
 """
 
 from __future__ import annotations
@@ -22,10 +23,51 @@ from starlette.types import Receive, Scope, Send
 from reconciler.clock import Clock, FakeClock
 from reconciler.sim.callbacks import CallbackQueue
 from reconciler.sim.config import VOLC, ZEGO, SimConfig
+from reconciler.sim.coverage import RoomKey
 from reconciler.sim.faults import Faults
 from reconciler.sim.ratelimit import SlidingWindowLimiter, Throttle
 from reconciler.sim.reqlog import RequestLog
+from reconciler.sim.scenario import Scenario, timeline
 from reconciler.sim.world import SimTask, World, volc_stream_key
+
+__all__ = ["CALLER_KEY", "CallerPrefix", "Reply", "SimError", "Simulator", "VendorStyle", "received_path"]
+# ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
+CALLER_KEY = "capctl.sim.caller"
+RECEIVED_PATH_KEY = "capctl.sim.received_path"
+
+
+def received_path(request: Request) -> str:
+    """The path the client sent (and signed), /as/<name>/ prefix included."""
+    return str(request.scope.get(RECEIVED_PATH_KEY, request.url.path))
+
+
+class CallerPrefix:
+    """Routes `/as/<name>/rest` like `/rest` and remembers `<name>` as the caller: replicas of a daemon
+    pointed at different prefixes of one simulator can be told apart in the request log."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/as/"):
+            name, sep, rest = path[len("/as/") :].partition("/")
+            if name and sep:
+                scope = {**scope, "path": "/" + rest, "raw_path": ("/" + rest).encode()}
+                scope[CALLER_KEY], scope[RECEIVED_PATH_KEY] = name, path
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class _Playing:
+    scenario: Scenario
+    start: float
+    actions: int
+    reported: bool = False  # the end-of-scenario summary was printed
+
+    @property
+    def end(self) -> float:
+        return self.start + self.scenario.duration
 
 
 @dataclass
@@ -86,6 +128,7 @@ class Simulator:
         self.missing_files: set[str] = set()
         self.in_process = True  # serve() clears it: faults then act on real sockets
         self._ids = itertools.count(1)
+        self.playing: _Playing | None = None
 
     # --- helpers for vendor modules -------------------------------------------------------------------
 
@@ -111,10 +154,12 @@ class Simulator:
             vendor=style.vendor,
             api=api,
             method=request.method,
-            path=request.url.path,
+            path=received_path(request),
             query=query,
             body=body,
         )
+        entry.caller = request.scope.get(CALLER_KEY)
+        self.world.coverage.call(api, self._room_of(style.vendor, query, body), entry.time)
         decision = self.faults.decide(api)
         entry.fault = decision.failure
         if decision.delay_ms:
@@ -133,6 +178,19 @@ class Simulator:
         if decision.after and decision.failure is not None:
             return await self._lose_answer(decision.failure)
         return JSONResponse(reply.body, status_code=reply.status)
+
+    def _room_of(self, vendor: str, query: dict[str, Any], body: Any) -> RoomKey | None:
+        """The room a vendor call concerns, for the calls-per-room-hour figures (None: no single room)."""
+        fields = {**query, **(body if isinstance(body, dict) else {})}
+        if vendor == VOLC:
+            app, room = fields.get("AppId"), fields.get("RoomId")
+            return (VOLC, str(app), str(room)) if app and room else None
+        task_id = fields.get("TaskId") or fields.get("task_id")
+        task = self.world.zego_tasks.get(str(task_id)) if task_id else None
+        if task is not None:
+            return (ZEGO, task.app_id, task.room_id)
+        app, room = fields.get("AppId") or fields.get("app_id"), fields.get("RoomId") or fields.get("room_id")
+        return (ZEGO, str(app), str(room)) if app and room else None
 
     async def _lose_answer(self, failure: str) -> Response:
         if failure == "timeout":
@@ -221,6 +279,51 @@ class Simulator:
         self.world.stop_out_of_band(task, reason)
         return task
 
+    # --- scenarios ------------------------------------------------------------------------------------
+
+    def load_scenario(self, scenario: Scenario) -> dict[str, Any]:
+        """Start playing `scenario` now: its rooms exist from now on, its traffic follows its timeline."""
+        app_id = scenario.app_id or self.default_app(scenario.vendor)
+        if (scenario.vendor == VOLC and self.config.volc_app(app_id) is None) or (
+            scenario.vendor == ZEGO and (not app_id.isdigit() or self.config.zego_app(int(app_id)) is None)
+        ):
+            raise SimError(f"app_id: no {scenario.vendor} app {app_id!r} in this simulator")
+        if self.playing is not None and not self.scenario_finished():
+            raise SimError("scenario: one is still playing (POST /_sim/reset first)")
+        self.world.catch_up()
+        actions = timeline(scenario)
+        self.playing = _Playing(scenario, self.clock.now(), len(actions))
+        for index in range(scenario.rooms):
+            self.world.room(scenario.vendor, app_id, scenario.room_id(index))
+        self.world.traffic_played = 0
+        self.world.schedule_traffic(scenario.vendor, app_id, self.playing.start, actions)
+        self.world.coverage.expected_jobs[scenario.vendor] = list(scenario.jobs)
+        self.callbacks.set_chaos(scenario.callbacks, seed=scenario.seed)
+        return self.scenario_status()
+
+    def scenario_status(self) -> dict[str, Any]:
+        p = self.playing
+        if p is None:
+            return {"scenario": None}
+        return {
+            "scenario": p.scenario.model_dump(),
+            "start": p.start,
+            "end": p.end,
+            "actions": p.actions,
+            "played": self.world.traffic_played,
+            "finished": self.scenario_finished(),
+        }
+
+    def scenario_finished(self) -> bool:
+        p = self.playing
+        return p is not None and self.world.traffic_played >= p.actions and self.clock.now() >= p.end
+
+    def coverage(self, until: float | None = None) -> dict[str, Any]:
+        """The ground-truth report from the last reset to now (or to `until`, e.g. a scenario's end)."""
+        self.world.catch_up()
+        now = self.clock.now()
+        return self.world.coverage.report(now if until is None else min(now, until))
+
     @property
     def throttled(self) -> list[Throttle]:
         return list(self.limiter.throttled)
@@ -252,6 +355,7 @@ class Simulator:
         await self.deliver_due()
 
     def reset(self) -> None:
+        self.playing = None
         self.world.reset()
         self.callbacks.reset()
         self.limiter.reset()

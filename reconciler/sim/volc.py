@@ -23,8 +23,10 @@ from reconciler.sim.signing import (
     volc_is_signable_header,
     volc_signature,
 )
-from reconciler.sim.simulator import Reply, Simulator, VendorStyle
+from reconciler.sim.simulator import Reply, Simulator, VendorStyle, received_path
 from reconciler.sim.world import SimTask, volc_stream_key
+
+__all__ = ["endpoint"]
 
 ACTIONS: dict[str, tuple[str, Obj]] = {
     "StartSnapshot": ("POST", VOLC_START),
@@ -163,7 +165,7 @@ def _authenticate(sim: Simulator, request: Request, raw: bytes) -> list[VolcApp]
     expected = volc_signature(
         secret_key=app.secret_key,
         method=request.method,
-        path=request.url.path,
+        path=received_path(request),
         raw_query=request.url.query,
         headers=signed,
         body=raw,

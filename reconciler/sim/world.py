@@ -18,6 +18,10 @@ from typing import Any, Protocol
 
 from reconciler.clock import Clock
 from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
+from reconciler.sim.coverage import QUIT_IDLE, QUIT_MAX_RECORD, Coverage
+from reconciler.sim.scenario import Action
+
+__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "volc_stream_key"]
 
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
@@ -27,7 +31,7 @@ HUAWEI_SAMPLE_COUNT = 5  # the simulator's recorded files are 5 samples long
 # Vendor status numbers (vendor-apis.md).
 VOLC_RUNNING, VOLC_ENDED = 2, 3
 ZEGO_RECORDING, ZEGO_ENDED, ZEGO_ENDED_ABNORMALLY = 2, 3, 4
-QUIT_IDLE, QUIT_MAX_RECORD, QUIT_INTERNAL = 3, 4, 1001
+QUIT_INTERNAL = 1001
 # ZEGO cloud-recording callback event types.
 EVENT_ABNORMAL_END, EVENT_ZERO_STREAMS, EVENT_NORMAL_EXIT = 2, 4, 5
 
@@ -45,9 +49,15 @@ class EventSink(Protocol):
 
     def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None: ...
 
+    def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None: ...
+
 
 def volc_stream_key(user_id: str, stream_type: int) -> str:
     return f"{user_id}/{stream_type}"
+
+
+def key_of(room: Room) -> tuple[str, str, str]:
+    return (room.vendor, room.app_id, room.room_id)
 
 
 @dataclass(eq=False)
@@ -118,6 +128,8 @@ class Room:
     room_id: str
     streams: dict[str, str] = field(default_factory=dict)  # stream key -> user id
     tasks: set[SimTask] = field(default_factory=set)  # running tasks only
+    session_id: int = 0  # ZEGO room_session_id / room_seq: new each time the room is created again
+    stream_seq: int = 0  # ZEGO stream_seq: +1 per change of the room's stream list
 
     def users(self) -> set[str]:
         return set(self.streams.values())
@@ -135,7 +147,7 @@ class Room:
 
 @dataclass(frozen=True)
 class _Event:
-    kind: str  # "idle" | "max" | "zero" | "thumb"
+    kind: str  # "idle" | "max" | "zero" | "thumb" | "play" (scenario traffic)
     task: SimTask | None = None
     gen: int = 0
     payload: dict[str, Any] | None = None
@@ -162,6 +174,8 @@ class World:
         self._heap: list[tuple[float, int, _Event]] = []
         self._seq = itertools.count()
         self.running_count = 0
+        self.traffic_played = 0
+        self.coverage = Coverage(self.now())
 
     # --- time -----------------------------------------------------------------------------------------
 
@@ -195,6 +209,10 @@ class World:
             assert event.payload is not None
             self._sink.zego_thumbnail(at=at, **event.payload)
             return
+        if event.kind == "play":
+            assert event.payload is not None
+            self._play(at, event.payload["room"], event.payload["action"])
+            return
         if task is None or not task.running:
             return
         if event.kind == "max":
@@ -217,19 +235,30 @@ class World:
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(vendor, app_id, room_id)
+            self.coverage.room_seen(key, self.now())
         return room
 
     def publish(self, vendor: str, app_id: str, room_id: str, stream_key: str, user_id: str) -> bool:
         """Publish a stream (the user joins if it is their first); False if it was already published."""
         self.catch_up()
-        room = self.room(vendor, app_id, room_id)
+        return self._publish(self.room(vendor, app_id, room_id), stream_key, user_id, self.now())
+
+    def _publish(self, room: Room, stream_key: str, user_id: str, now: float) -> bool:
+        vendor, app_id, room_id = key_of(room)
         if stream_key in room.streams:
             return False
-        now = self.now()
         joined = user_id not in room.users()
+        if not room.streams and vendor == ZEGO:
+            room.session_id = self._rng.getrandbits(62)
+            self._zego_room_event(room, "room_create", now, id_name=user_id)
         room.streams[stream_key] = user_id
+        self.coverage.streams(key_of(room), len(room.streams), now)
         if joined and vendor == VOLC:
             self._sink.volc_event(app_id, "UserJoinRoom", {"RoomId": room_id, "UserId": user_id}, now)
+        if vendor == ZEGO:
+            if joined:
+                self._zego_room_event(room, "room_login", now, user=user_id)
+            self._zego_room_event(room, "stream_create", now, user=user_id, stream=stream_key)
         for task in room.tasks:
             if task.relevant(stream_key):
                 task.active += 1
@@ -241,19 +270,83 @@ class World:
         """Unpublish a stream (the user leaves with their last one); False if it was not published."""
         self.catch_up()
         room = self.rooms.get((vendor, app_id, room_id))
-        if room is None or stream_key not in room.streams:
+        return room is not None and self._unpublish(room, stream_key, self.now())
+
+    def _unpublish(self, room: Room, stream_key: str, now: float) -> bool:
+        vendor, app_id, room_id = key_of(room)
+        if stream_key not in room.streams:
             return False
-        now = self.now()
         user_id = room.streams.pop(stream_key)
+        self.coverage.streams(key_of(room), len(room.streams), now)
         for task in room.tasks:
             if task.relevant(stream_key):
                 self._settle(task, now, room, leaving=stream_key)
                 task.active -= 1
                 if task.active == 0:
                     self._go_idle(task, now)
-        if vendor == VOLC and user_id not in room.users():
+        left = user_id not in room.users()
+        if vendor == VOLC and left:
             self._sink.volc_event(app_id, "UserLeaveRoom", {"RoomId": room_id, "UserId": user_id}, now)
+            if not room.streams:
+                self._sink.volc_event(app_id, "RoomDestroy", {"RoomId": room_id}, now)
+        if vendor == ZEGO:
+            self._zego_room_event(room, "stream_close", now, user=user_id, stream=stream_key)
+            if left:
+                self._zego_room_event(room, "room_logout", now, user=user_id)
+            if not room.streams:
+                self._zego_room_event(room, "room_close", now)
         return True
+
+    def _zego_room_event(
+        self, room: Room, event: str, at: float, *, user: str = "", stream: str = "", id_name: str = ""
+    ) -> None:
+        """A ZEGO room or stream callback with the fields ZEGO's callback pages list (docs/simulator.md)."""
+        ms = int(at * 1000)
+        fields: dict[str, Any] = {"room_id": room.room_id}
+        if event in ("room_create", "room_close"):
+            fields["room_session_id"] = room.session_id
+            if event == "room_create":
+                fields.update(room_create_time=str(ms), id_name=id_name)
+            else:
+                fields.update(close_reason=0, room_close_time=str(ms))
+        elif event in ("room_login", "room_logout"):
+            fields.update(room_seq=str(room.session_id), user_account=user, user_nickname=user, session_id="0")
+            if event == "room_login":
+                fields.update(room_name=room.room_id, login_time=ms)
+            else:
+                fields.update(logout_time=ms, reason=0)
+        else:
+            room.stream_seq += 1
+            fields.update(
+                room_session_id=str(room.session_id),
+                channel_id=room.room_id,
+                user_id=user,
+                user_name=user,
+                stream_id=stream,
+                stream_alias=stream,
+                stream_sid=f"s-{room.session_id}-{stream}",
+                stream_seq=str(room.stream_seq),
+            )
+            if event == "stream_create":
+                fields.update(title="", create_time=str(int(at)), create_time_ms=str(ms), extra_info="")
+            else:
+                fields["type"] = "0"
+        self._sink.zego_room_event(room.app_id, event, fields, at)
+
+    def schedule_traffic(self, vendor: str, app_id: str, start: float, actions: list[Action]) -> None:
+        """Queue a scenario's publishes and unpublishes with the world's own events, so each happens at its
+        time in order with idle timeouts (on a fake clock exactly; on a real one when next caught up)."""
+        for action in actions:
+            room = self.room(vendor, app_id, action.room_id)
+            self._schedule(start + action.at, _Event("play", payload={"room": room, "action": action}))
+
+    def _play(self, at: float, room: Room, action: Action) -> None:
+        self.traffic_played += 1
+        key = volc_stream_key(action.user_id, int(action.stream)) if room.vendor == VOLC else action.stream
+        if action.publish:
+            self._publish(room, key, action.user_id, at)
+        else:
+            self._unpublish(room, key, at)
 
     def _wake(self, task: SimTask, now: float) -> None:
         task.gen += 1
@@ -315,6 +408,7 @@ class World:
         room = self.room(task.vendor, task.app_id, task.room_id)
         room.tasks.add(task)
         self.running_count += 1
+        self.coverage.run(task)
         task.active = sum(1 for k in room.streams if task.relevant(k))
         if task.active:
             self._wake(task, task.start_time)

@@ -35,6 +35,8 @@ from reconciler.sim.signing import (
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle
 from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
 
+__all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
+
 SIG_EXPIRED, SIG_INVALID = 100000004, 100000005
 RATE_LIMITED, INVALID_PARAMETER = 300000003, 300000004
 TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000

@@ -18,17 +18,21 @@ from typing import Any, Final
 
 from reconciler.spec.documents import Loaded
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
-from reconciler.spec.fields import VOLC_ID_RE, RefStr
+from reconciler.spec.fields import VOLC_ID_RE, RefStr, volc_task_id
 from reconciler.spec.models import (
     ProviderDocument,
     RecordingJobSpec,
+    RoomSelector,
     SnapshotJobSpec,
     StorageDocument,
     StreamSelector,
     ThumbnailJobSpec,
     VolcengineProvider,
 )
+from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
+
+__all__ = ["CheckedJob", "check_all"]
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
@@ -124,7 +128,9 @@ class Checker:
                 self.by_kind[doc.kind][doc.name] = doc
             else:
                 self.invalid[identity] = raw
-        self._claims: dict[tuple[str, str, str], Loaded] = {}
+        # (kind, provider, room) → the job naming it and where in its `rooms`.
+        self._claims: dict[tuple[str, str, str], tuple[Loaded, int]] = {}
+        self._selectors: list[tuple[Loaded, str, RoomSelector]] = []  # (job, provider, selector)
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -236,14 +242,14 @@ class Checker:
             if target in first:
                 self.fail(
                     job,
-                    ("spec", field, i),
+                    ("spec", *field.split("."), i),
                     f"{what} {quote(target)} is listed twice (first at {field}[{first[target]}])",
                 )
                 continue
             first[target] = i
             if what != "room":
                 continue
-            owner = self._claims.setdefault((job.kind, provider, target), job)
+            owner, _ = self._claims.setdefault((job.kind, provider, target), (job, i))
             if owner is not job:
                 self.fail(
                     job,
@@ -251,6 +257,32 @@ class Checker:
                     f"room {quote(target)} on provider '{provider}' is already "
                     f"captured by {owner.ref()}; a room can belong to one {job.kind} per provider",
                 )
+
+    def _selector(self, job: Loaded, provider: str, selector: RoomSelector, vendor: str | None) -> None:
+        """A selector's own checks; whether it covers another job's named room is checked once all are read."""
+        for field in ("match", "exclude"):
+            self._claim(job, provider, getattr(selector, field), f"rooms.{field}", "pattern")
+            for i, pattern in enumerate(getattr(selector, field)):
+                problem = volc_pattern_problem(pattern) if vendor == "volcengine" else None
+                if problem:
+                    self.fail(job, ("spec", "rooms", field, i), f"pattern {quote(pattern)} {problem}")
+        self._selectors.append((job, provider, selector))
+
+    def check_selector_claims(self) -> None:
+        """A named room that a selector job of the same kind and provider also covers is claimed twice.
+
+        Decided here, offline, wherever it can be: a named room is a fixed id. Two selectors that overlap
+        cannot be told apart from their globs alone; at run time the first job by name takes such a room."""
+        for (kind, provider, room), (owner, i) in self._claims.items():
+            for job, on, selector in self._selectors:
+                if job.kind == kind and on == provider and covers(selector, room):
+                    self.fail(
+                        owner,
+                        ("spec", "rooms", i),
+                        f"room {quote(room)} on provider '{provider}' is also covered by the selector of "
+                        f"{job.ref()} (rooms: {describe(selector)}); a room can belong to one {kind} per "
+                        "provider: exclude it there or drop it here",
+                    )
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -278,7 +310,10 @@ class Checker:
         if isinstance(spec, ThumbnailJobSpec):
             self._thumbnails(job, spec)
         else:
-            self._claim(job, spec.provider, spec.rooms, "rooms", "room")
+            if isinstance(spec.rooms, RoomSelector):
+                self._selector(job, spec.provider, spec.rooms, vendor)
+            else:
+                self._claim(job, spec.provider, spec.rooms, "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
             else:
@@ -341,10 +376,10 @@ class Checker:
         interval, idle = values["interval"], values["idleTimeout"]
         self._streams(job, spec.streams, vendor)
         if vendor == "volcengine":
-            task_id = spec.task_id or job.name
+            task_id = volc_task_id(job.name, spec.task_id)
             if not VOLC_ID_RE.match(task_id):
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
-            for i, room in enumerate(spec.rooms):
+            for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) else ()):
                 if not VOLC_ID_RE.match(room):
                     self.fail(
                         job,
@@ -455,4 +490,5 @@ def check_all(outcomes: list[tuple[RawDocument, Loaded | None]], errors: ErrorSi
         checker.check_storage(doc)
     jobs = [d for d in docs if d.kind.endswith("Job") and checker.by_kind[d.kind].get(d.name) is d]
     checked = [c for c in (checker.check_job(job) for job in jobs) if c is not None]
+    checker.check_selector_claims()
     return checker, checked

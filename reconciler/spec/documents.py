@@ -22,6 +22,8 @@ from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
 from reconciler.spec.yamlpos import Path, RawDocument
 
+__all__ = ["Loaded", "validate_document"]
+
 
 @dataclass(frozen=True, slots=True)
 class Loaded:

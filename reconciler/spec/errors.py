@@ -9,9 +9,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
+from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
+
+__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "dotted", "quote"]
 
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
 QUOTE_CHARS: Final = 40
@@ -64,11 +67,11 @@ def dotted(path: Iterable[str | int]) -> str:
     return out
 
 
-def quote(value: Any) -> str:
+def quote(value: object) -> str:
     """A value as an error message may show it: `repr` of at most `QUOTE_CHARS` characters with an ellipsis
     and the full length, and for a secret or a hidden reference value only its fingerprint (no part of it)."""
     if isinstance(value, Secret | SecretText):
-        return value.fingerprint
+        return shown(value)
     if not isinstance(value, str):
         value = repr(value)
         return value if len(value) <= QUOTE_CHARS else f"{value[:QUOTE_CHARS]}… ({len(value)} characters)"

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Final
 
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ProviderConfig, RestartPolicy, task_key
 from reconciler.secrets import Secret, keyed_hash
 from reconciler.spec.checks import CheckedJob
 from reconciler.spec.documents import Loaded
+from reconciler.spec.fields import volc_task_id
 from reconciler.spec.models import (
     OUTPUT_OPTIONS,
     ZEGO_CLOUDRECORD_ENDPOINT,
     ZEGO_LEGACY_ENDPOINT,
     ProviderDocument,
     RecordingJobSpec,
+    RoomSelector,
     SnapshotJobSpec,
     StorageConfig,
     StorageDocument,
@@ -37,10 +40,14 @@ from reconciler.spec.models import (
     ThumbnailJobSpec,
     VolcengineProvider,
 )
+from reconciler.spec.selectors import describe
 
-_VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
+__all__ = ["VOLC_CUSTOM_VENDOR", "ZEGO_STREAM_TYPE", "ZEGO_VENDOR", "content_hash", "expand", "provider_config"]
+
+# Spec names → vendor codes in requests (public: the plan view, render.py, maps the codes back).
+VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
 _VOLC_STORAGE_CLASS: Final = {"standard": 1, "archive": 2, "infrequent": 3}
-_ZEGO_VENDOR: Final = {
+ZEGO_VENDOR: Final = {
     "s3": 1,
     "oss": 2,
     "cos": 3,
@@ -52,7 +59,7 @@ _ZEGO_VENDOR: Final = {
     "eos": 9,
     "s3-compatible": 10,
 }
-_ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
+ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
 _PASCAL_SPECIAL: Final = {
     "storage_provider": "Vendor",
     "bucket_name": "Bucket",
@@ -105,11 +112,11 @@ def _secret_json(value: Any) -> str:
 _encode_string: Final = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) does to a str
 
 
-def _canonical(value: Any) -> str:
+def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_secret_json)
 
 
-def content_hash(provider: str, family: ApiFamily, request: Any) -> str:
+def content_hash(provider: str, family: ApiFamily, request: object) -> str:
     """`sha256:` + hex sha256 of the canonical JSON of provider, family and request (secrets by digest)."""
     text = _canonical({"provider": provider, "family": family.value, "request": request})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -174,7 +181,7 @@ def _volc_storage(spec: StorageConfig, region: int) -> dict[str, Any]:
     return {
         "Type": 2,
         "CustomConfig": {
-            "Vendor": _VOLC_CUSTOM_VENDOR[spec.type],
+            "Vendor": VOLC_CUSTOM_VENDOR[spec.type],
             "Region": region,
             "Bucket": spec.bucket,
             "AccessKey": spec.access_key,
@@ -194,11 +201,11 @@ def _volc_streams(streams: list[StreamSelector]) -> dict[str, Any]:
 
 
 def _volc_tasks(
-    c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider, key: bytes | None
+    c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider, key: bytes | None, rooms: Sequence[str]
 ) -> list[DesiredTask]:
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     assert c.interval is not None
-    task_id = spec.task_id or c.job.name
+    task_id = volc_task_id(c.job.name, spec.task_id)
     head: dict[str, Any] = {"AppId": provider.app_id}
     if provider.business_id is not None:
         head["BusinessId"] = provider.business_id
@@ -214,7 +221,7 @@ def _volc_tasks(
     spec_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": full_image})
     fixed_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": image})
     tasks = []
-    for room in spec.rooms:
+    for room in rooms:
         fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
         request = {**fixed, "ImageConfig": full_image}
         tasks.append(
@@ -235,7 +242,7 @@ def _volc_tasks(
 
 
 def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"storage_provider": _ZEGO_VENDOR[spec.type]}
+    params: dict[str, Any] = {"storage_provider": ZEGO_VENDOR[spec.type]}
     if spec.type == "aliyun-vod":
         params["aliyun_vod_params"] = {
             "region": spec.region,
@@ -260,7 +267,7 @@ def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
 
 
 def _zego_tasks(
-    c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool, key: bytes | None
+    c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool, key: bytes | None, rooms: Sequence[str]
 ) -> list[DesiredTask]:
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     inputs: dict[str, Any]
@@ -271,7 +278,7 @@ def _zego_tasks(
         outputs = {"output_file_format": "jpg", "snapshot_interval": c.interval}
     else:
         max_duration = spec.max_duration
-        inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": _ZEGO_STREAM_TYPE[spec.media]}
+        inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": ZEGO_STREAM_TYPE[spec.media]}
         outputs = {"output_file_format": spec.format}
         if spec.output_folder is not None:
             outputs["output_folder"] = spec.output_folder
@@ -295,7 +302,7 @@ def _zego_tasks(
         rest, room_key = _pascal(body), "RoomId"
     hasher = _TargetHasher(c.provider.name, family, {room_key: _PLACEHOLDER, **rest})
     tasks = []
-    for room in spec.rooms:
+    for room in rooms:
         request = {room_key: room, **rest}
         digest = _keyed(key, hasher(room, request))
         tasks.append(_task(c, room, family, request, digest, digest, max_duration=max_duration))
@@ -337,6 +344,7 @@ def _task(
 ) -> DesiredTask:
     kind = JobKind(c.job.kind)
     policy = getattr(c.job.model.spec, "restart_policy", "Always")
+    rooms = getattr(c.job.model.spec, "rooms", None)
     return DesiredTask(
         key=task_key(kind.value, c.job.name, target),
         kind=kind,
@@ -353,18 +361,24 @@ def _task(
         restart_policy=RestartPolicy(policy),
         source=c.job.raw.source,
         labels=dict(c.job.model.metadata.labels),
+        selector=describe(rooms) if isinstance(rooms, RoomSelector) else None,
     )
 
 
-def expand(c: CheckedJob, key: bytes | None = None) -> list[DesiredTask]:
-    """The tasks one checked job implies, in room (or file) order; hashes keyed with `key` (the state's)."""
+def expand(c: CheckedJob, key: bytes | None = None, rooms: Sequence[str] | None = None) -> list[DesiredTask]:
+    """The tasks one checked job implies, in room (or file) order; hashes keyed with `key` (the state's).
+
+    `rooms`: the rooms to expand a room job for (a selector job's chosen active rooms, `reconciler/rooms.py`);
+    by default its named rooms, none for a selector job (which rooms it covers is known only at run time)."""
     spec = c.job.model.spec
     assert isinstance(c.provider.model, ProviderDocument)
     provider = c.provider.model.spec
     if isinstance(spec, ThumbnailJobSpec):
         return _thumbnail_tasks(c, spec, key)
     assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec)
+    if rooms is None:
+        rooms = spec.rooms if isinstance(spec.rooms, list) else ()
     if isinstance(provider, VolcengineProvider):
         assert isinstance(spec, SnapshotJobSpec)
-        return _volc_tasks(c, spec, provider, key)
-    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy", key)
+        return _volc_tasks(c, spec, provider, key, rooms)
+    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy", key, rooms)

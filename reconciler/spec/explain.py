@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+__all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
+
 REFERENCE_REF: Final = "#/$defs/Reference"
 _RANGE_KEYS: Final = (  # JSON Schema's words, and pydantic's ge/le where a model passed them through
     ("minimum", "≥"),

@@ -22,12 +22,39 @@ from pydantic import (
 from reconciler.secrets import Secret, SecretText
 from reconciler.spec.errors import quote
 
+__all__ = [
+    "NAME_PATTERN",
+    "SECRET_SCHEMA_MARKER",
+    "VOLC_ID_PATTERN",
+    "VOLC_ID_RE",
+    "Bool",
+    "Duration",
+    "Endpoint",
+    "Int",
+    "Name",
+    "RefStr",
+    "SecretRef",
+    "Text",
+    "Width",
+    "parse_duration",
+    "volc_task_id",
+]
+
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
 VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _INT_RE: Final = re.compile(r"^-?\d+$")
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
+
+
+def volc_task_id(job: str, task_id: str | None) -> str:
+    """The Volcengine TaskId of a job's tasks: `spec.taskId`, else the job's name, for every room.
+
+    The vendor names a task by (AppId, RoomId, TaskId), so one id per job gives each (job, room) its own
+    task and a second StartSnapshot of it is answered "already started": restarts never start a room twice.
+    Named rooms and selected rooms get the same id, so turning a room list into a selector keeps its tasks."""
+    return task_id or job
 
 
 class RefStr(str):

@@ -13,6 +13,8 @@ import os
 import stat
 from typing import Final
 
+__all__ = ["FileRefused", "read_regular", "size_text"]
+
 _KINDS: Final = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO"),

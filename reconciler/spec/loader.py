@@ -23,14 +23,16 @@ from typing import Final, NoReturn
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
 from reconciler.secrets import RUN_KEY
-from reconciler.spec.checks import check_all
+from reconciler.spec.checks import CheckedJob, check_all
 from reconciler.spec.documents import Loaded, validate_document
 from reconciler.spec.errors import ErrorSink, SpecErrors
 from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.files import FileRefused, read_regular, size_text
-from reconciler.spec.models import JOB_MODELS, JobDocument, StorageConfig, StorageDocument
+from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
 from reconciler.spec.yamlpos import RawDocument, load_documents
+
+__all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "load_spec_set"]
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -67,7 +69,8 @@ class SpecSet:
     providers: dict[str, ProviderConfig]
     storages: dict[str, StorageConfig]
     jobs: dict[tuple[str, str], JobDocument]
-    tasks: dict[str, DesiredTask]
+    tasks: dict[str, DesiredTask]  # named rooms and files only: selector jobs' rooms are known at run time
+    selector_jobs: tuple[CheckedJob, ...] = ()  # jobs with `rooms: {match: ...}`, for `reconciler.rooms.select`
 
     def summary(self) -> str:
         """One line, e.g. `3 files, 6 documents: 2 providers, 1 storage, 3 jobs → 5 tasks (volcengine 2, zego 3)`."""
@@ -80,6 +83,8 @@ class SpecSet:
             _count(len(self.jobs), "job"),
         )
         tail = f" ({vendors})" if vendors else ""
+        if self.selector_jobs:  # their tasks follow room activity: counted apart
+            tail += f" + {_count(len(self.selector_jobs), 'room selector')}"
         return f"{', '.join(parts)}: {', '.join(kinds)} → {_count(len(self.tasks), 'task')}{tail}"
 
 
@@ -179,6 +184,7 @@ def _load_spec_set(
         assert isinstance(doc.model, StorageDocument)
         storages[name] = doc.model.spec
     jobs: dict[tuple[str, str], JobDocument] = {}
+    selector_jobs = tuple(c for c in checked if isinstance(getattr(c.job.model.spec, "rooms", None), RoomSelector))
     for c in checked:
         assert isinstance(c.job.model, JOB_MODELS)
         jobs[(c.job.kind, c.job.name)] = c.job.model
@@ -189,6 +195,7 @@ def _load_spec_set(
         storages=storages,
         jobs=jobs,
         tasks=tasks,
+        selector_jobs=selector_jobs,
     )
 
 

@@ -10,10 +10,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import Bool, Duration, Endpoint, Int, Name, SecretRef, Text, Width
+
+__all__ = [
+    "API_VERSION",
+    "DOCUMENT_MODELS",
+    "JOB_MODELS",
+    "OUTPUT_OPTIONS",
+    "ZEGO_CLOUDRECORD_ENDPOINT",
+    "ZEGO_LEGACY_ENDPOINT",
+    "Document",
+    "JobDocument",
+    "ProviderDocument",
+    "RecordingJobSpec",
+    "RoomSelector",
+    "SnapshotJobSpec",
+    "StorageConfig",
+    "StorageDocument",
+    "StreamSelector",
+    "ThumbnailJobSpec",
+    "VolcengineProvider",
+]
 
 VOLC_ENDPOINT: Final = "https://rtc.volcengineapi.com"
 VOLC_REGION: Final = "cn-north-1"
@@ -44,7 +64,43 @@ Rate = Annotated[float, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF)]
 RestartPolicyName = Literal["Always", "Never"]
-Rooms = Annotated[list[Text], Field(min_length=1)]
+RoomNames = Annotated[list[Text], Field(min_length=1)]
+
+
+def _one_or_many(value: Any) -> Any:
+    """`match: class-*` is short for `match: [class-*]`."""
+    return [value] if isinstance(value, str) else value
+
+
+_PATTERNS_SCHEMA: Final = {
+    "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
+    "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
+}
+Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_PATTERNS_SCHEMA)]
+
+
+class RoomSelector(_Model):
+    """A room selector: every room whose id matches a `match` glob and no `exclude` glob, while it is active."""
+
+    match: Annotated[Patterns, Field(min_length=1)]
+    exclude: Patterns = []
+    max_rooms: Positive | None = Field(
+        None, description="cost cap: at most this many rooms captured at once; beyond it no new room is started"
+    )
+
+
+def _rooms_form(value: Any) -> str | None:
+    return "selector" if isinstance(value, dict) else "names" if isinstance(value, list) else None
+
+
+Rooms = Annotated[
+    Annotated[RoomNames, Tag("names")] | Annotated[RoomSelector, Tag("selector")],
+    Discriminator(
+        _rooms_form,
+        custom_error_type="rooms_type",  # `_type`: the message says what was given
+        custom_error_message="expected a list of room names or a selector {match: PATTERN}",
+    ),
+]
 
 
 class Metadata(_Model):

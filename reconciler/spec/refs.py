@@ -31,6 +31,8 @@ from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, read_regular
 from reconciler.spec.yamlpos import Path, RawDocument
 
+__all__ = ["LITERAL_SECRET", "UNRESOLVED", "UnreadSecret", "resolve_document"]
+
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
     "Storage": ("accessKey", "secretKey"),
@@ -196,10 +198,11 @@ class _Resolver:
 
 
 def _names_task(path: Path) -> bool:
-    """Whether `path` holds a part of a task key: the job's name, a room, a thumbnail's file id."""
+    """Whether `path` holds a part of a task key: the job's name, a room (or a room selector's glob), a
+    thumbnail's file id."""
     return (
         path == ("metadata", "name")
-        or path[:2] == ("spec", "rooms")
+        or (path[:2] == ("spec", "rooms") and path[2:3] != ("maxRooms",))
         or (len(path) == 4 and path[:2] == ("spec", "files") and path[3] == "fileId")
     )
 

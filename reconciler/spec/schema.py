@@ -14,10 +14,13 @@ from pydantic.json_schema import models_json_schema
 from reconciler.spec.fields import SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
+__all__ = ["json_schema"]
+
 _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
 _META: Final = ("title", "description", "default")
-_NO_REFS: Final = {"kind", "apiVersion", "type"}  # fields that select a schema must stay literal
+# Fields that select a schema must stay literal, and so must room selector globs: they name tasks (refs.py).
+_NO_REFS: Final = {"kind", "apiVersion", "type", "match", "exclude"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
     "(relative to the spec file). Secret fields must be references.",

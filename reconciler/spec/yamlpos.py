@@ -20,6 +20,8 @@ import yaml.resolver
 
 from reconciler.spec.errors import ErrorSink, quote
 
+__all__ = ["Path", "RawDocument", "load_documents"]
+
 try:
     _LOADER: type[Any] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml

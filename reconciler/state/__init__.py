@@ -10,42 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .base import (
-    Fenced,
-    InboxEntry,
-    Lock,
-    LockHeld,
-    NoState,
-    SerialMismatch,
-    Snapshot,
-    StateDamaged,
-    StateError,
-    StateMissing,
-    StateStore,
-)
+from . import base
+from .base import *  # noqa: F403  (the store interface and its errors are the package's)
+from .base import StateError, StateStore
 from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
 STATE_ENV = "CAPCTL_STATE"
 
-__all__ = [
-    "DEFAULT_STATE_URL",
-    "STATE_ENV",
-    "Fenced",
-    "InboxEntry",
-    "Lock",
-    "LockHeld",
-    "NoState",
-    "SQLiteStateStore",
-    "SerialMismatch",
-    "Snapshot",
-    "StateDamaged",
-    "StateError",
-    "StateMissing",
-    "StateStore",
-    "open_state",
-    "sqlite_path",
-]
+__all__ = ["DEFAULT_STATE_URL", "STATE_ENV", "SQLiteStateStore", "open_state", "sqlite_path"]
+__all__ += base.__all__
 
 
 def sqlite_path(url: str) -> str:

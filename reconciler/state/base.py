@@ -11,9 +11,26 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from reconciler.model import TaskRecord
+from reconciler.model import RoomActivity, TaskRecord
+
+__all__ = [
+    "DAEMON_HOLDER",
+    "Fenced",
+    "InboxEntry",
+    "Lock",
+    "LockHeld",
+    "NoState",
+    "RoomActivityStore",
+    "SerialMismatch",
+    "Snapshot",
+    "StateDamaged",
+    "StateError",
+    "StateMissing",
+    "StateStore",
+    "daemon_holder",
+]
 
 # The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
 # where it serves (`capctl run on http://127.0.0.1:8080`), so others can point `capctl sync` at it.
@@ -143,6 +160,12 @@ class NoState:
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         raise StateError(f"{self.missing}: a read-only command takes no lock")
 
+    def room_activity(self) -> list[RoomActivity]:
+        return []
+
+    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        raise StateError(f"{self.missing}: a read-only command cannot record room activity")
+
     def close(self) -> None:
         """Nothing was opened."""
 
@@ -187,3 +210,17 @@ class StateStore(Protocol):
         """Take the exclusive lock at once or raise `LockHeld` naming the current holder."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RoomActivityStore(Protocol):
+    """The room-activity half of a store (`reconciler/rooms.py`): the daemon writes, plan and apply read.
+
+    Apart from `StateStore` so that wrappers of a store (the daemon's caches) need not forward it."""
+
+    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        """Keep the last known activity of these rooms (a report older than what is kept is dropped).
+        Does not move the serial: activity is what the daemon learned of rooms, not a task change."""
+
+    def room_activity(self) -> list[RoomActivity]:
+        """Every room's last known activity (empty before any was recorded)."""

@@ -19,6 +19,8 @@ from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, Task
 
 from .base import StateError
 
+__all__ = ["CodecError", "decode", "decode_rows", "encode"]
+
 
 class CodecError(StateError):
     """A stored record could not be encoded or decoded (names the record key, never a value)."""

@@ -16,6 +16,8 @@ from reconciler.model import TaskRecord
 from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
 from .sql import INBOX_KEEP_SECONDS
 
+__all__ = ["FenceableStore", "FencedStore"]
+
 
 class FenceableStore(StateStore, Protocol):
     """A store whose writes can carry a leader's epoch, and that keeps the callback inbox (both SQL stores)."""

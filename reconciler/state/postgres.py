@@ -22,6 +22,7 @@ from datetime import datetime
 import psycopg
 import psycopg.conninfo
 
+from reconciler.redact import redact_url, scrub_text, url_secrets
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError
@@ -33,10 +34,13 @@ from .sql import (
     LeadershipQueries,
     LockContext,
     Queries,
+    RoomQueries,
     SqlStateStore,
     holder_identity,
     iso_utc,
 )
+
+__all__ = ["PostgresStateStore"]
 
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
@@ -65,28 +69,6 @@ _BASE_QUERIES = Queries.build(
     tables=f"SELECT t FROM unnest(ARRAY{list(TABLES)}) AS t WHERE to_regclass(t) IS NOT NULL",
     has_key="SELECT (to_regclass('capctl_fingerprint_key') IS NOT NULL)::int",
 )
-
-
-def redact_url(url: str) -> str:
-    """`url` without its password (in the user info or a `password=` query parameter)."""
-    parts = urllib.parse.urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    netloc = f"{user}@{hostport}" if at and user else hostport
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="/,="), parts.fragment)
-    )
-
-
-def _passwords(url: str) -> list[str]:
-    """Every spelling of the password(s) in `url`, so they can be scrubbed from driver messages."""
-    parts = urllib.parse.urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    raw = [userinfo.partition(":")[2]] if ":" in userinfo else []
-    raw += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
-    found = {p for value in raw for p in (value, urllib.parse.unquote(value)) if p}
-    return sorted(found, key=len, reverse=True)
 
 
 def _validate(url: str) -> None:
@@ -129,6 +111,11 @@ class PostgresStateStore(SqlStateStore):
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
     ).marked("%s")
+    room_queries = RoomQueries.build(
+        mark="%s",
+        exists="SELECT (to_regclass('capctl_room_activity') IS NOT NULL)::int",
+        serialise=(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",),
+    )
 
     def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
@@ -136,7 +123,7 @@ class PostgresStateStore(SqlStateStore):
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
-        self._passwords = _passwords(url)
+        self._passwords = url_secrets(url)
         self._connect_timeout = connect_timeout
         self.writable = create
         self._mutex = threading.RLock()
@@ -151,11 +138,8 @@ class PostgresStateStore(SqlStateStore):
             raise
 
     def _scrub(self, exc: BaseException) -> str:
-        """The first line of a driver error, with any spelling of the password masked."""
-        message = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        for secret in self._passwords:
-            message = message.replace(secret, "***")
-        return message
+        """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
+        return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
 
     def _limits(self) -> dict[str, str | int]:
         """Connection options the URL does not set itself: timeouts, keepalives, application_name."""

@@ -23,11 +23,26 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
-from reconciler.model import TaskRecord
+from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
 from . import codec
 from .base import Fenced, InboxEntry, SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
+
+__all__ = [
+    "INBOX_KEEP_SECONDS",
+    "INBOX_TABLE",
+    "LOCK_NAME",
+    "TABLES",
+    "Cursor",
+    "LeadershipQueries",
+    "LockContext",
+    "Queries",
+    "RoomQueries",
+    "SqlStateStore",
+    "holder_identity",
+    "iso_utc",
+]
 
 SCHEMA_VERSION = 1
 # The tables a state has from its first commit on: some without the others is damage, never a new state.
@@ -175,6 +190,39 @@ def _inbox_json(entry: InboxEntry) -> str:
         raise StateError(f"inbox entry {entry.dedupe_key!r} cannot be stored as JSON: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class RoomQueries:
+    """Room activity (`reconciler/rooms.py`): one row per (provider, room), in a table of its own that the
+    first writer of activity adds (CREATE TABLE IF NOT EXISTS): a self-contained migration step, so a state
+    from before it needs no schema change and an older capctl ignores the table. A report older than the
+    row it would replace is dropped (replicas may report out of order). Activity does not move the serial:
+    it is knowledge about rooms, not a change of any task record."""
+
+    exists: str  # one row, one column: 1 when the table exists
+    create: tuple[str, ...]
+    upsert: str
+    read: str
+
+    @classmethod
+    def build(cls, *, mark: str, exists: str, serialise: tuple[str, ...] = ()) -> RoomQueries:
+        """`serialise`: statements run first, so that writers creating the table together queue."""
+        table = "capctl_room_activity"
+        return cls(
+            exists=exists,
+            create=(
+                *serialise,
+                f"CREATE TABLE IF NOT EXISTS {table} (provider TEXT NOT NULL, room TEXT NOT NULL,"
+                " active INTEGER NOT NULL, last_seen DOUBLE PRECISION NOT NULL, source TEXT NOT NULL,"
+                " PRIMARY KEY (provider, room))",
+            ),
+            upsert=f"INSERT INTO {table} (provider, room, active, last_seen, source)"
+            f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (provider, room) DO UPDATE SET"
+            " active = excluded.active, last_seen = excluded.last_seen, source = excluded.source"
+            f" WHERE excluded.last_seen >= {table}.last_seen",
+            read=f"SELECT provider, room, active, last_seen, source FROM {table} ORDER BY provider, room",
+        )
+
+
 def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
     cur.execute(sql, params)
     return cur.fetchall()
@@ -187,6 +235,7 @@ class SqlStateStore(ABC):
     queries: ClassVar[Queries]
     leadership: ClassVar[LeadershipQueries]
     _leadership_ready = False  # this store object ran (or found done) the leadership migration step
+    room_queries: ClassVar[RoomQueries]
     created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
     writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
@@ -323,6 +372,25 @@ class SqlStateStore(ABC):
             serial = self._check_serial(cur, expected_serial, fence)
             cur.execute(self.queries.delete, (key,))
             return self._bump(cur) if cur.rowcount > 0 else serial
+
+    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        """Keep what was learned of these rooms (newer reports replace older ones); one transaction."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
+        rows = [(r.provider, r.room, int(r.active), r.last_seen, r.source) for r in reports]
+        if not rows:
+            return
+        with self._cursor(write=True) as cur:
+            for statement in self.room_queries.create:
+                cur.execute(statement, ())
+            cur.executemany(self.room_queries.upsert, rows)
+
+    def room_activity(self) -> list[RoomActivity]:
+        """Every room's last known activity, by provider and room (none before the daemon recorded any)."""
+        q = self.room_queries
+        with self._cursor(write=False) as cur:
+            rows = _rows(cur, q.read) if _rows(cur, q.exists)[0][0] else []
+        return [RoomActivity(p, room, bool(active), float(seen), source) for p, room, active, seen, source in rows]
 
     def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
         if fence is not None:

@@ -36,10 +36,13 @@ from .sql import (
     LeadershipQueries,
     LockContext,
     Queries,
+    RoomQueries,
     SqlStateStore,
     holder_identity,
     iso_utc,
 )
+
+__all__ = ["SQLiteStateStore"]
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -50,6 +53,9 @@ class SQLiteStateStore(SqlStateStore):
         for_update="",
         tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {TABLES}",
         has_key="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_fingerprint_key'",
+    )
+    room_queries = RoomQueries.build(
+        mark="?", exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_room_activity'"
     )
 
     # The flock says who holds the lock; this table keeps its epoch, raised at every taking, for fencing.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.model import ApiFamily, DesiredTask, JobKind, RestartPolicy, TaskRecord, TaskStatus
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
 
 
 def desired(

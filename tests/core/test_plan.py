@@ -52,7 +52,8 @@ def one(
 def test_new_task_is_created() -> None:
     change = one(desired())
     assert (change.action, change.reason) == (Action.CREATE, "new task: not in state")
-    assert change.after["ImageConfig"]["Interval"] == 5 and change.before is None
+    assert change.after is not None and change.before is None
+    assert change.after["ImageConfig"]["Interval"] == 5
 
 
 def test_running_and_unchanged_is_noop() -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from reconciler.model import TaskRecord
-from reconciler.plan import PlanOptions, diff, plan_from_json, plan_to_json
+from reconciler.plan import PlanJSON, PlanOptions, diff, plan_from_json, plan_to_json
 from reconciler.render import render_markdown, render_text
 from reconciler.spec import load_spec_set
 from tests.core.factories import desired, record_for
@@ -36,7 +35,7 @@ spec:
 """
 
 
-def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = None) -> dict[str, Any]:
+def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = None) -> PlanJSON:
     specs = tmp_path / "specs"
     specs.mkdir(exist_ok=True)
     (specs / "providers.yaml").write_text(providers("http://127.0.0.1:9"))
@@ -47,7 +46,7 @@ def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = 
     return plan_to_json(plan)
 
 
-def text_of(plan: dict[str, Any]) -> str:
+def text_of(plan: PlanJSON) -> str:
     console = Console(record=True, width=300, color_system=None)
     render_text(plan, console)
     return console.export_text()

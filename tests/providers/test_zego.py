@@ -386,7 +386,8 @@ async def test_auth_errors_name_the_credential_never_its_value() -> None:
         await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD, CURRENT_REQUEST), "i"))
     text = str(err.value)
     assert "check serverSecret of provider zego-prod (specs/providers.yaml:3:1)" in text
-    assert SERVER_SECRET not in text and STORAGE_SECRET not in text and "***" in text
+    assert SERVER_SECRET not in text and STORAGE_SECRET not in text
+    assert Secret(SERVER_SECRET).fingerprint in text and Secret(STORAGE_SECRET).fingerprint in text
 
 
 async def test_echoed_hidden_reference_values_are_scrubbed_from_messages() -> None:
@@ -396,7 +397,7 @@ async def test_echoed_hidden_reference_values_are_scrubbed_from_messages() -> No
     rig.vendor.script("/base/", {"Code": 2, "Message": f"bad folder {folder.reveal()}"})
     with pytest.raises(VendorError) as err:
         await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD, request), "i"))
-    assert "folder-from-an-env-var" not in str(err.value) and "***" in str(err.value)
+    assert "folder-from-an-env-var" not in str(err.value) and folder.fingerprint in str(err.value)
 
 
 async def test_long_vendor_messages_are_truncated() -> None:

@@ -126,6 +126,18 @@ def snapshot_body(task_id: str = "t1", room: str = "r1", **extra: Any) -> dict[s
     return body
 
 
+def scenario_body(**fields: Any) -> dict[str, Any]:
+    """A small scenario (3 rooms, 5 minutes, back-to-back sessions) as the control API takes it."""
+    return {
+        "seed": 5,
+        "duration": 300,
+        "rooms": 3,
+        "gap": {"min": 10, "max": 20},
+        "session_length": {"min": 30, "max": 60},
+        **fields,
+    }
+
+
 def record_body(room: str = "z1", **inputs: Any) -> dict[str, Any]:
     return {
         "RoomId": room,
@@ -156,5 +168,40 @@ async def client(config: SimConfig, clock: FakeClock) -> AsyncIterator[SimClient
     app = create_app(config, clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim.test") as http:
+        yield SimClient(http, app, clock)
+    await app.state.sim.callbacks.aclose()
+
+
+class Receiver:
+    """A callback endpoint that records bodies and answers with queued status codes (then 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.received.append({"url": str(request.url), "body": json.loads(request.content), "raw": request.content})
+        return httpx.Response(self.statuses.pop(0) if self.statuses else 200)
+
+    def events(self, key: str) -> list[Any]:
+        return [r["body"].get(key) for r in self.received]
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    return Receiver()
+
+
+@pytest.fixture
+async def cb_client(receiver: Receiver) -> AsyncIterator[SimClient]:
+    clock = FakeClock(start=START)
+    config = SimConfig(
+        seed=1,
+        volcengine_callback_url="http://daemon.test/callbacks/volcengine",
+        zego_callback_url="http://daemon.test/callbacks/zego",
+        callback_transport=httpx.MockTransport(receiver.handler),
+    )
+    app = create_app(config, clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
         yield SimClient(http, app, clock)
     await app.state.sim.callbacks.aclose()

@@ -4,50 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import pytest
-
-from reconciler.clock import FakeClock
-from reconciler.sim import SimConfig, create_app
-from tests.sim.conftest import START, SimClient, record_body, snapshot_body
-
-
-class Receiver:
-    """A callback endpoint that records bodies and answers with queued status codes (then 200)."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.statuses: list[int] = []
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.received.append({"url": str(request.url), "body": json.loads(request.content)})
-        return httpx.Response(self.statuses.pop(0) if self.statuses else 200)
-
-    def events(self, key: str) -> list[Any]:
-        return [r["body"].get(key) for r in self.received]
-
-
-@pytest.fixture
-def receiver() -> Receiver:
-    return Receiver()
-
-
-@pytest.fixture
-async def cb_client(receiver: Receiver) -> AsyncIterator[SimClient]:
-    clock = FakeClock(start=START)
-    config = SimConfig(
-        seed=1,
-        volcengine_callback_url="http://daemon.test/callbacks/volcengine",
-        zego_callback_url="http://daemon.test/callbacks/zego",
-        callback_transport=httpx.MockTransport(receiver.handler),
-    )
-    app = create_app(config, clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
-        yield SimClient(http, app, clock)
-    await app.state.sim.callbacks.aclose()
+from tests.sim.conftest import START, Receiver, SimClient, record_body, snapshot_body
 
 
 def volc_signature_ok(body: dict[str, Any], secret: str) -> bool:
@@ -73,7 +32,7 @@ async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Recei
     sim.unpublish("volcengine", "r1", user_id="alice")
     await sim.deliver_due()
     kinds = receiver.events("EventType")
-    assert kinds[0] == "UserJoinRoom" and kinds[-1] == "UserLeaveRoom"
+    assert kinds[0] == "UserJoinRoom" and kinds[-2:] == ["UserLeaveRoom", "RoomDestroy"]
     images = [
         json.loads(r["body"]["EventData"])
         for r in receiver.received

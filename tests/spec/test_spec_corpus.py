@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec import SpecErrors, load_spec_set, yamlpos
+from reconciler.spec import SpecErrors, load_spec_set
 from tests.spec.conftest import BASE, HERE, SECRET_ENV
 
 CORPUS = HERE / "corpus"
@@ -51,7 +51,11 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "recording_on_volcengine": (5, 13, "spec.provider: a RecordingJob needs a zego provider; Provider 'volc'"),
     "reference_key_typo": (6, 21, "unknown key 'defualt' in a reference (did you mean 'default'?)"),
     "room_claimed_twice": (14, 11, "spec.rooms[0]: room 'lobby' on provider 'volc' is already captured by"),
-    "rooms_not_a_list": (6, 10, "spec.rooms: Input should be a valid list, got a string"),
+    "rooms_not_a_list": (
+        6,
+        10,
+        "spec.rooms: expected a list of room names or a selector {match: PATTERN}, got a string",
+    ),
     "storage_missing_field": (4, 1, "spec: storage type vod needs 'space'"),
     "storage_vendor_mismatch": (7, 12, "spec.storage: volcengine cannot write to storage type gcs (Storage"),
     "string_for_int": (9, 12, "spec.image.width: Input should be a valid integer, got a string"),
@@ -100,7 +104,7 @@ def test_ten_megabyte_file_is_refused_before_parsing(tmp_path: Path, monkeypatch
     def parse(*_: object) -> None:
         raise AssertionError("an oversized file reached the YAML parser")
 
-    monkeypatch.setattr(yamlpos._Builder, "run", parse)
+    monkeypatch.setattr("reconciler.spec.loader.load_documents", parse)
     found = _errors(big)
     assert found == [(0, 0, found[0][2])] and "larger than the 4 MiB limit for one spec file" in found[0][2]
 

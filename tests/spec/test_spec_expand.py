@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from reconciler.model import ApiFamily, JobKind, RestartPolicy
-from reconciler.secrets import Secret, keyed_hash, redact_tree, upgrade_hash
+from reconciler.redact import redact_tree
+from reconciler.secrets import Secret, keyed_hash, upgrade_hash
 from reconciler.spec.expand import content_hash
 from tests.spec.conftest import SECRET_ENV, Loader, job
 

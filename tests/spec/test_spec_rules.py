@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.secrets import SecretText, redact_tree
+from reconciler.redact import redact_tree
+from reconciler.secrets import SecretText
 from reconciler.spec import SpecError, SpecErrors
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
@@ -318,7 +319,8 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     )
     spec_set = load(text, env={**SECRET_ENV, "IV": "7", "W": "640"})
     assert spec_set.providers["z2"].app_id == "7"
-    assert spec_set.providers["z2"].server_secret.reveal() == "from-a-file"
+    server_secret = spec_set.providers["z2"].server_secret
+    assert server_secret is not None and server_secret.reveal() == "from-a-file"
     request = spec_set.tasks["SnapshotJob/j/lobby"].request
     assert (request["ImageConfig"]["Interval"], request["ImageConfig"]["Width"], request["MaxIdleTime"]) == (7, 640, 60)
     assert request["TaskId"] == "lobby"  # sent as read; a plan shows only its fingerprint

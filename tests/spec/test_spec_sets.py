@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.secrets import redact_tree
+from reconciler.redact import redact_tree
 from reconciler.spec import SpecErrors, json_schema, load_spec_set
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
 
@@ -43,6 +43,7 @@ def test_quickstart_validates_with_no_environment() -> None:
         "ThumbnailJob/replay-thumbs//record/replays/2024-11-13.mp4",
     ]
     volc, zego = spec_set.providers["volc-sim"], spec_set.providers["zego-sim"]
+    assert volc.access_key is not None and zego.server_secret is not None
     assert (volc.endpoint, volc.app_id, volc.access_key.reveal()) == (
         "http://127.0.0.1:8750/volc",
         "capctl-sim-volc",
@@ -58,13 +59,15 @@ def test_quickstart_validates_with_no_environment() -> None:
 def test_quickstart_takes_real_values_from_the_environment() -> None:
     spec_set = load_spec_set([ROOT / "specs"], env={"CAPCTL_ZEGO_APP_ID": "99", "VOLC_SECRET_KEY": "real"})
     assert spec_set.providers["zego-sim"].app_id == "99"
-    assert spec_set.providers["volc-sim"].secret_key.reveal() == "real"
+    secret_key = spec_set.providers["volc-sim"].secret_key
+    assert secret_key is not None and secret_key.reveal() == "real"
 
 
 def test_examples_validate_with_their_environment() -> None:
     spec_set = load_spec_set([ROOT / "examples" / "specs"], env=EXAMPLE_ENV)
     assert (
-        spec_set.summary() == "5 files, 8 documents: 2 providers, 2 storages, 4 jobs → 8 tasks (volcengine 3, zego 5)"
+        spec_set.summary()
+        == "5 files, 9 documents: 2 providers, 2 storages, 5 jobs → 8 tasks (volcengine 3, zego 5) + 1 room selector"
     )
 
 

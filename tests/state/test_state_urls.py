@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.redact import redact_url
 from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
-from reconciler.state.postgres import PostgresStateStore, redact_url
+from reconciler.state.postgres import PostgresStateStore
 
 
 def test_default_is_a_sqlite_file_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,156 @@
+"""Benchmark (issue 17): a simulated day of rooms coming and going, and what the daemon really captures.
+
+The real daemon (`reconciler.daemon.Daemon`, as `capctl run` builds it, on a SQLite state file) and the real
+simulator run in this one process on one virtual clock: the daemon's vendor calls reach the simulator's
+ASGI app and the simulator's callbacks reach the daemon's, and time jumps from one due event to the next
+(the daemon tests' discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
+(examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
+cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
+
+Six runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
+callbacks at all). Per run it prints, from the simulator's ground truth (GET /_sim/coverage): the share of
+stream-seconds captured, the time from a room's first stream to its first capture (p50, p99), vendor calls
+per empty room-hour, rollover gaps, and the CPU time per simulated hour. The last line is one JSON object.
+
+    .venv/bin/python bench/coverage_day.py [--rooms 200] [--hours 6] [--resync 30] [--vendors volcengine,zego]
+    .venv/bin/python bench/coverage_day.py --scenario examples/scenarios/compressed.yaml --rooms 16 --hours 0.05 \
+        --start-hour 0 --idle 10 --resync 5 --vendors volcengine   # the real-time check's traffic, virtually
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT
+
+sys.path.insert(0, str(ROOT))  # the harness lives with the daemon tests
+
+from reconciler import logs
+from reconciler.clock import FakeClock
+from reconciler.sim.scenario import load_scenario, parse_scenario
+from tests.daemon.conftest import SIM, Harness
+from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
+
+DEFAULT_SCENARIO = ROOT / "examples" / "scenarios" / "day.yaml"
+START = 1_767_225_600.0  # the virtual clock's start (2026-01-01 00:00 UTC)
+MODES = {"callbacks": 0.0, "lossy callbacks": 0.1, "polling": None}  # mode -> share of callbacks lost
+
+
+def scenario_for(
+    path: Path, vendor: str, rooms: int, hours: float, start_hour: float, loss: float | None, seed: int
+) -> dict[str, Any]:
+    base = load_scenario(path).model_dump()
+    chaos = {**base["callbacks"], "loss": loss or 0.0}
+    job = "capture" if vendor == "volcengine" else "zego"
+    return {
+        **base,
+        "vendor": vendor,
+        "rooms": rooms,
+        "duration": hours * 3600,
+        "seed": seed,
+        "callbacks": chaos,
+        "jobs": [job],
+    }
+
+
+async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    loss = MODES[mode]
+    work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
+    work.mkdir()
+    scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
+    rooms = [f"{scenario['room_prefix']}{i:04d}" for i in range(args.rooms)]
+    job = (
+        snapshot_job("capture", rooms, idle=args.idle)
+        if vendor == "volcengine"
+        else recording_job("rec", rooms, idle=args.idle)
+    )
+    specs = work / "specs"
+    specs.mkdir()
+    (specs / "providers.yaml").write_text(providers(SIM, callbacks=loss is not None) + "---\n" + STORAGE)
+    (specs / "jobs.yaml").write_text(job)
+
+    clock = FakeClock(start=START)
+    harness = Harness(work, clock)
+    if loss is None:  # polling only: the vendor sends nothing
+        harness.sim.config.volcengine_callback_url = None
+        harness.sim.config.zego_callback_url = None
+    harness.sim.load_scenario(parse_scenario(scenario))
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    await harness.start(resync=args.resync)
+    await harness.advance(args.hours * 3600)
+    cpu = time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    report = harness.sim.coverage(until=START + args.hours * 3600)
+    await harness.stop()
+    await harness.sim.callbacks.aclose()
+    (totals,) = report["jobs"]
+    rollover = totals["gapsByCause"].get("rollover", {})
+    return {
+        "coverage": totals["coverage"],
+        "time_to_capture_p50_s": totals["timeToCaptureP50Seconds"],
+        "time_to_capture_p99_s": totals["timeToCaptureP99Seconds"],
+        "calls_per_empty_room_hour": report["calls"]["perEmptyRoomHour"],
+        "calls_per_room_hour": report["calls"]["perRoomHour"],
+        "rollover_gaps": rollover.get("count", 0),
+        "rollover_gap_p99_s": rollover.get("p99Seconds"),
+        "gaps_by_cause": {c: v["count"] for c, v in totals["gapsByCause"].items()},
+        "room_fills": totals["roomFills"],
+        "cpu_s_per_sim_hour": cpu / args.hours,
+        "wall_s": wall,
+    }
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="traffic; rooms, hours, seed replaced")
+    parser.add_argument("--rooms", type=int, default=200)
+    parser.add_argument("--hours", type=float, default=6.0)
+    parser.add_argument("--resync", type=float, default=30.0, help="the daemon's --resync, seconds")
+    parser.add_argument("--idle", type=int, default=30, help="the job's idleTimeout, seconds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--start-hour", type=float, default=8.0, help="hour of the day the run starts (peaks: 9-12, 19-22)"
+    )
+    parser.add_argument("--vendors", default="volcengine,zego")
+    args = parser.parse_args()
+    logs.configure("warning", json_logs=True, stream=io.StringIO())
+    print(
+        f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
+        f" --resync {args.resync:g}s, idleTimeout {args.idle}s"
+    )
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for vendor in args.vendors.split(","):
+            for mode in MODES:
+                r = await run(vendor, mode, args, Path(tmp))
+                results[f"{vendor}/{mode}"] = r
+                print(
+                    f"{vendor:10} {mode:15} coverage {fmt(r['coverage'] and 100 * r['coverage'], '.2f')} %"
+                    f"  time to capture p50 {fmt(r['time_to_capture_p50_s'], '.1f')} s"
+                    f" p99 {fmt(r['time_to_capture_p99_s'], '.1f')} s"
+                    f"  calls/empty room-hour {fmt(r['calls_per_empty_room_hour'], '.1f')}"
+                    f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')})"
+                    f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
+                    f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
+                    f"  gaps {r['gaps_by_cause']}",
+                    flush=True,
+                )
+    keys = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
+    print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,131 @@
+"""How a secret is shown anywhere: the one place to audit.
+
+Every secret capctl shows (a plan, a recorded request, a log line, an error message, the simulator's request
+log) is shown as its fingerprint, `sha256:` + 12 hex characters of an HMAC (`secrets.py`), never as its value
+and never as a mask: a reviewer can tell that two values differ or that a key rotated, and nothing more.
+This module holds the rules that decide where secrets are and how they become fingerprints:
+
+- `redact_tree`: a JSON-like tree (a vendor request) with every `Secret` / `SecretText` leaf shown;
+- `secret_leaves` + `scrub_text`: text from outside (a vendor's message, a driver's error) with any secret
+  it echoes replaced by that secret's fingerprint, then shortened;
+- `is_secret_key` + `redact_named`: a tree whose credentials are plain text (what a client sent to the
+  simulator, a log line's fields), found by the key that holds them;
+- `redact_url` + `url_secrets`: a connection URL without its password, and the password as a `Secret`.
+
+Which key a fingerprint uses: a `Secret` / `SecretText` made while loading specs carries the state's key
+(or a per-run key where there is no state yet, `spec/loader.py`). A value that only turns up as plain text
+(a log field, a request the simulator received, a state URL's password) is fingerprinted under the process's
+run key (`secrets.RUN_KEY`): comparable within one run, never across runs and never with the state's.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, Final
+
+from reconciler.secrets import Hidden, Secret, SecretText, map_hidden
+
+__all__ = [
+    "MESSAGE_LIMIT",
+    "is_secret_key",
+    "redact_named",
+    "redact_tree",
+    "redact_url",
+    "scrub_text",
+    "secret_leaves",
+    "shown",
+    "url_secrets",
+]
+
+MESSAGE_LIMIT: Final = 200  # characters of outside text (a vendor message) kept in an error
+
+# Normalised key names (lowercase, no "_" or "-") whose values are credentials, parts of names that make a
+# key a credential, and the names that contain such a part but are public (signing parameters).
+_SECRET_KEYS: Final = frozenset({"ak", "sk"})
+_SECRET_PARTS: Final = ("secret", "signature", "token", "password", "accesskey", "authorization")
+_PUBLIC_KEYS: Final = frozenset({"signatureversion", "signaturenonce", "signaturemethod"})
+
+
+def shown(value: Hidden) -> str:
+    """How a secret is shown: its fingerprint."""
+    return value.fingerprint
+
+
+def redact_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Copy of a JSON-like tree with every `Secret` and `SecretText` leaf shown as its fingerprint (for plans,
+    logs, the state's recorded request). `memo`: see `secrets.map_hidden`."""
+    return map_hidden(value, shown, memo)
+
+
+def secret_leaves(tree: object) -> list[Hidden]:
+    """Every `Secret` and `SecretText` in a tree (a request a vendor may echo back in a message)."""
+    found: list[Hidden] = []
+
+    def keep(leaf: Hidden) -> Hidden:
+        found.append(leaf)
+        return leaf
+
+    map_hidden(tree, keep)
+    return found
+
+
+def scrub_text(text: str, secrets: Iterable[Hidden], *, limit: int | None = MESSAGE_LIMIT) -> str:
+    """`text` with every value of `secrets` it contains replaced by that secret's fingerprint, then cut to
+    `limit` characters (None: not cut). One pass, longest value first, so a value inside another (or inside
+    a fingerprint already written) is never left half replaced."""
+    fingerprints = {s.reveal(): shown(s) for s in secrets if s.reveal()}
+    if fingerprints:
+        pattern = "|".join(re.escape(v) for v in sorted(fingerprints, key=len, reverse=True))
+        text = re.sub(pattern, lambda found: fingerprints[found.group()], text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field named `key` holds a credential (`AccessKeyId`, `X-Signature`, `server_secret`, ...)."""
+    norm = key.lower().replace("_", "").replace("-", "")
+    if norm in _PUBLIC_KEYS:
+        return False
+    return norm in _SECRET_KEYS or any(part in norm for part in _SECRET_PARTS)
+
+
+def redact_named(value: Any) -> Any:
+    """Copy of a JSON-like tree with every `Secret` / `SecretText` leaf, and the value of every key that names a
+    credential, shown as a fingerprint (plain text under the run key)."""
+    if isinstance(value, dict):
+        return {k: _named(v) if isinstance(k, str) and is_secret_key(k) else redact_named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_named(v) for v in value]
+    return redact_tree(value)
+
+
+def _named(value: object) -> object:
+    if isinstance(value, dict | list):
+        return redact_named(value)
+    if isinstance(value, Secret | SecretText):
+        return shown(value)
+    return shown(Secret(str(value)))
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (in the user info or a `password=` query parameter): the URL names a state in
+    messages and logs, so it is shown the same in every run."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}@{hostport}" if at and user else hostport
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urllib.parse.urlunsplit(
+        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="/,="), parts.fragment)
+    )
+
+
+def url_secrets(url: str) -> list[Secret]:
+    """Every spelling (as written, percent-decoded) of the password(s) in `url`, for `scrub_text` over a
+    driver's messages."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    raw = [userinfo.partition(":")[2]] if ":" in userinfo else []
+    raw += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+    return [Secret(p) for p in sorted({p for value in raw for p in (value, urllib.parse.unquote(value)) if p})]

@@ -1,0 +1,127 @@
+"""Issue 18 end to end: room-selector jobs through the CLI against the simulator, with room activity in the
+state as the daemon records it (`StateStore.record_rooms`): plan views, apply, the cap, ended rooms, state
+list, and restarts that start nothing twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from reconciler.model import RoomActivity
+from reconciler.state import SQLiteStateStore
+from tests.e2e.conftest import Workdir
+from tests.specdocs import snapshot_job
+
+SELECTOR = """\
+apiVersion: capctl/v1
+kind: SnapshotJob
+metadata: {name: classes}
+spec:
+  provider: volc
+  rooms: {match: "class-*", exclude: "class-test-*", maxRooms: 2}
+  interval: 5s
+  storage: tos
+  idleTimeout: 20s
+"""
+RECORDING = """\
+apiVersion: capctl/v1
+kind: RecordingJob
+metadata: {name: shows}
+spec:
+  provider: zego
+  rooms: {match: [show-*]}
+  storage: s3
+  outputFolder: record/
+"""
+
+
+def rooms(work: Workdir, provider: str, **active: bool) -> None:
+    """Record room activity in the test's state, as the daemon does from callbacks and its resync."""
+    store = SQLiteStateStore(work.state)
+    try:
+        store.record_rooms(RoomActivity(provider, room, up, time.time(), "callback") for room, up in active.items())
+    finally:
+        store.close()
+
+
+def plan_json(work: Workdir) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(work.capctl("plan", "--format", "json").stdout)
+    return data
+
+
+def test_selector_job_plans_and_applies_the_active_matching_rooms_within_its_cap(work: Workdir) -> None:
+    work.write("jobs.yaml", SELECTOR + "---\n" + snapshot_job("named", ["lobby"]))
+    work.capctl("state", "init")
+    before = work.capctl("plan").stdout
+    assert (
+        "Room selector SnapshotJob/classes (rooms: class-* except class-test-*): no room activity known yet" in before
+    )
+    assert "Plan: 1 to create" in before  # only the named room
+    rooms(work, "volc", **{"class-1": True, "class-2": True, "class-3": True, "class-test-1": True, "other": True})
+    [view] = plan_json(work)["selectors"]
+    assert view["counts"] == {"active": 3, "running": 0, "start": 2, "left_out": 1, "ending": 0, "claimed": 0}
+    assert (view["start"], view["left_out"], view["max_rooms"]) == (["class-1", "class-2"], ["class-3"], 2)
+    text = work.capctl("plan").stdout
+    assert (
+        "3 active · 0 running · 2 to start · 1 left out (maxRooms 2)" in text
+        and "left out (maxRooms 2): class-3" in text
+    )
+    markdown = work.capctl("plan", "--format", "markdown").stdout
+    assert "| `SnapshotJob/classes` | `class-* except class-test-*` | 3 active" in markdown
+
+    work.capctl("plan", "--out", "plan.json")
+    shown = work.capctl("show", "plan.json").stdout  # a saved plan carries the selector views
+    assert "Room selector SnapshotJob/classes (rooms: class-* except class-test-*): 3 active" in shown
+    assert "Apply complete: 3 created" in work.capctl("apply", "--plan", "plan.json", "--auto-approve").stdout
+    running = sorted((t["roomId"], t["taskId"]) for t in work.sim.tasks("volcengine", state="running"))
+    assert running == [
+        ("class-1", "classes"),
+        ("class-2", "classes"),
+        ("lobby", "named"),
+    ]  # nothing that does not match
+    table = work.capctl("state", "list").stdout.splitlines()
+    assert table[1].split()[:4] == ["KEY", "JOB", "ROOM", "SELECTOR"]
+    row = next(line for line in table if line.startswith("SnapshotJob/classes/class-1"))
+    assert row.split()[1:4] == ["SnapshotJob/classes", "class-1", "class-*"]
+    tasks = {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
+    assert tasks["SnapshotJob/classes/class-2"]["selector"] == "class-* except class-test-*"
+    assert tasks["SnapshotJob/named/lobby"]["selector"] is None
+
+    # Applied again (a restart): nothing is started twice.
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+    work.apply()
+    assert len(work.sim.requests("StartSnapshot")) == 3
+
+
+def test_an_ended_room_is_left_to_end_and_the_cap_admits_another(work: Workdir) -> None:
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-1": True, "class-2": True, "class-3": True})
+    work.apply()
+    rooms(work, "volc", **{"class-1": False})
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob" not in plan and "delete" not in plan.split("Plan:")[0].split("Note:")[0]
+    assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in plan
+    assert "+ SnapshotJob/classes/class-3" in plan and "left to end: class-1" in plan
+    forced = work.capctl("plan", "--replace", "SnapshotJob/classes/class-2").stdout  # a selected room's key
+    assert "-/+ SnapshotJob/classes/class-2" in forced
+    unknown = work.capctl("plan", "--replace", "SnapshotJob/classes/class-9", expect=1).stderr
+    assert "--replace: no task with key SnapshotJob/classes/class-9 in the specs" in unknown
+    work.apply()
+    assert not work.sim.requests("StopSnapshot")
+    started = sorted(r["body"]["RoomId"] for r in work.sim.requests("StartSnapshot"))
+    assert started == ["class-1", "class-2", "class-3"]
+
+
+def test_a_crash_mid_start_of_a_selected_zego_room_never_records_twice(work: Workdir) -> None:
+    work.write("jobs.yaml", RECORDING)
+    work.capctl("state", "init")
+    rooms(work, "zego", **{"show-1": True, "talk-1": True})
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    work.apply()  # the restarted apply resumes the start under the same ClientTaskId
+    assert len(work.sim.tasks("zego")) == 1
+    [task] = work.sim.tasks("zego", state="running")
+    assert task["roomId"] == "show-1"
+    record = {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
+    assert record["RecordingJob/shows/show-1"]["client_task_id"] == task["clientTaskId"]

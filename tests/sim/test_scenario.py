@@ -1,0 +1,169 @@
+"""Scenarios: deterministic for a seed, shaped as configured, played on the sim clock, refused when wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, timeline
+from tests.servers import sim_output
+from tests.sim.conftest import SimClient, scenario_body
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+
+
+def scenario(**fields: Any) -> Scenario:
+    base: dict[str, Any] = {"seed": 3, "duration": 600, "rooms": 4, "session_length": {"min": 20, "max": 90}}
+    base.update(fields)
+    return parse_scenario(base)
+
+
+def test_the_same_seed_gives_the_same_timeline_and_another_seed_another() -> None:
+    s = scenario(gap={"min": 15, "max": 60}, users={"min": 1, "max": 3}, dropouts={"probability": 0.5})
+    assert timeline(s) == timeline(
+        scenario(gap={"min": 15, "max": 60}, users={"min": 1, "max": 3}, dropouts={"probability": 0.5})
+    )
+    other = timeline(s.model_copy(update={"seed": 4}))
+    assert other != timeline(s)
+
+
+def test_adding_rooms_leaves_the_traffic_of_the_others_alone() -> None:
+    small = [a for a in timeline(scenario(rooms=2, gap={"min": 5, "max": 9})) if a.room_id == "room-0001"]
+    large = [a for a in timeline(scenario(rooms=9, gap={"min": 5, "max": 9})) if a.room_id == "room-0001"]
+    assert [(a.at, a.user_id, a.stream, a.publish) for a in small] == [
+        (a.at, a.user_id, a.stream, a.publish) for a in large
+    ]
+
+
+def test_every_stream_is_published_then_unpublished_within_the_duration() -> None:
+    s = scenario(
+        vendor="zego",
+        gap={"min": 15, "max": 60},
+        users={"min": 1, "max": 4},
+        streams_per_user={"min": 1, "max": 3},
+        join_spread=10,
+        dropouts={"probability": 1.0, "length": {"min": 1, "max": 5}},
+    )
+    live: Counter[tuple[str, str]] = Counter()
+    times = []
+    for a in timeline(s):
+        key = (a.room_id, a.stream)
+        live[key] += 1 if a.publish else -1
+        assert live[key] in (0, 1), f"{key} published twice or unpublished while not published"
+        times.append(a.at)
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= s.duration
+    assert not +live, "everything is unpublished by the end"
+    assert {a.stream.rsplit("-v", 1)[1] for a in timeline(s)} == {"0", "1", "2"}
+
+
+def test_sessions_bunch_in_the_peak_hours() -> None:
+    s = scenario(duration=86_400, rooms=50, sessions_per_day=24, peak_hours=[[9, 12]], peak_weight=4)
+    starts = [a.at for a in timeline(s) if a.publish and a.user_id.endswith("-u0")]
+    peak = sum(1 for t in starts if 9 <= t / 3600 < 12) / 3
+    off = sum(1 for t in starts if not 9 <= t / 3600 < 12) / 21
+    assert 2.5 < peak / off < 6, (peak, off)  # weight 4, minus sessions still running into the peak
+    assert 0.7 * 50 * 24 < len(starts) < 1.3 * 50 * 24
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"rooms": 0}, "rooms: Input should be greater than or equal to 1"),
+        ({"session_length": {"min": 9, "max": 3}}, "session_length: Value error, max (3) is below min (9)"),
+        ({"peak_hours": [[20, 8]]}, "peak_hours: [20, 8] must satisfy"),
+        ({"streams_per_user": {"min": 1, "max": 3}}, "volcengine users publish at most 2 streams"),
+        ({"callbacks": {"loss": 1.5}}, "callbacks.loss: Input should be less than or equal to 1"),
+        ({"sessions": 3}, "sessions: Extra inputs are not permitted"),
+    ],
+)
+def test_a_wrong_scenario_names_the_field(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ScenarioError, match=r"^body: ") as caught:
+        parse_scenario({"duration": 60, "rooms": 1, "session_length": {"min": 1, "max": 2}, **fields}, source="body")
+    assert problem in str(caught.value)
+
+
+def test_the_examples_load() -> None:
+    for path in EXAMPLES.glob("*.yaml"):
+        assert timeline(load_scenario(path)), path
+
+
+async def test_a_scenario_plays_on_the_clock_through_the_control_api(client: SimClient) -> None:
+    body = scenario_body()
+    loaded = (await client.http.post("/_sim/scenario", json=body)).json()
+    assert loaded["actions"] == len(timeline(parse_scenario(body))) and loaded["played"] == 0
+    rooms = (await client.http.get("/_sim/rooms")).json()["rooms"]
+    assert sorted(r["roomId"] for r in rooms) == ["room-0000", "room-0001", "room-0002"]
+    first = timeline(parse_scenario(body))[0]
+    await client.sim.advance(first.at)
+    room = next(r for r in (await client.http.get("/_sim/rooms")).json()["rooms"] if r["roomId"] == first.room_id)
+    assert room["users"] == [first.user_id]
+    await client.sim.advance(300)
+    status = (await client.http.get("/_sim/scenario")).json()
+    assert status["finished"] and status["played"] == status["actions"]
+    assert all(not r["streams"] for r in (await client.http.get("/_sim/rooms")).json()["rooms"])
+
+
+async def test_a_wrong_scenario_body_is_refused_and_changes_nothing(client: SimClient) -> None:
+    answer = await client.http.post(
+        "/_sim/scenario", json={"duration": 10, "rooms": "many", "session_length": {"min": 1, "max": 2}}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("body: rooms: Input should be a valid integer")
+    assert (await client.http.get("/_sim/scenario")).json() == {"scenario": None}
+    assert (await client.http.get("/_sim/rooms")).json() == {"rooms": []}
+
+
+@pytest.mark.parametrize("case", ["bad file", "report without scenario"])
+def test_capctl_sim_refuses_bad_scenario_options_before_serving(tmp_path: Path, case: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("duration: 60\nrooms: 2\nsession_length: {min: 5, max: 1}\n")
+    options = ["--scenario", str(bad)] if case == "bad file" else ["--coverage-out", str(tmp_path / "c.json")]
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    expected = (
+        f"sim: {bad}: session_length: Value error, max (1) is below min (5)"
+        if case == "bad file"
+        else "sim: --coverage-out needs --scenario"
+    )
+    assert expected in done.stderr
+    assert "listening" not in done.stdout
+
+
+def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Path) -> None:
+    spec = tmp_path / "two-rooms.yaml"
+    spec.write_text(
+        "seed: 2\nduration: 120\nrooms: 2\nfirst_session_within: 0\n"
+        "gap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\njobs: [snap]\n"
+    )
+    out = tmp_path / "coverage.json"
+    args = ["sim", "--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output = sim_output(proc)
+        url = output.url()
+        assert "playing a scenario of 120 s" in output.lines[0]
+        httpx.post(f"{url}/_sim/clock", json={"advance": 121}, timeout=10).raise_for_status()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.text()
+    assert "volcengine job snap: 0.00 % of 60 stream-seconds captured in 2 rooms; 2 gaps, longest 30.0 s" in text
+    report = json.loads(out.read_text())
+    assert [r["roomId"] for r in report["rooms"]] == ["room-0000", "room-0001"]
+    assert report["streamSecondsPresent"] == 60 and report["calls"]["roomHours"] == pytest.approx(240 / 3600)

@@ -1,0 +1,72 @@
+"""Room activity in the state (issue 18): kept per (provider, room) in both stores, newer reports win, the
+serial does not move, a state from before the table reads as no activity, and read-only opens write nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from reconciler.model import RoomActivity
+from reconciler.state import NoState, RoomActivityStore, StateError, StateMissing, open_state, sqlite_path
+
+from .helpers import make_record
+
+
+def rooms_of(store: object) -> RoomActivityStore:
+    """The room-activity half of a store (what the daemon writes and plan reads)."""
+    assert isinstance(store, RoomActivityStore)
+    return store
+
+
+def test_room_activity_is_kept_and_a_newer_report_replaces_an_older_one(store_url: str) -> None:
+    store = open_state(store_url)
+    rooms = rooms_of(store)
+    assert rooms.room_activity() == []
+    serial = store.put(make_record())
+    rooms.record_rooms(
+        [
+            RoomActivity("volc", "class-1", True, 100.0, "callback"),
+            RoomActivity("volc", "class-2", True, 100.5, "resync"),
+            RoomActivity("zego", "class-1", False, 90.0, "callback"),
+        ]
+    )
+    rooms.record_rooms([RoomActivity("volc", "class-1", False, 150.0, "callback")])
+    rooms.record_rooms([RoomActivity("volc", "class-2", False, 50.0, "callback")])  # older than what is kept
+    assert store.serial() == serial  # knowledge about rooms, not a task change: saved plans stay valid
+    store.close()
+    reader = open_state(store_url, create=False)
+    assert rooms_of(reader).room_activity() == [
+        RoomActivity("volc", "class-1", False, 150.0, "callback"),
+        RoomActivity("volc", "class-2", True, 100.5, "resync"),
+        RoomActivity("zego", "class-1", False, 90.0, "callback"),
+    ]
+    reader.close()
+
+
+def test_a_state_from_before_room_activity_reads_none_and_gets_the_table_from_its_first_writer(
+    store_url: str,
+) -> None:
+    store = open_state(store_url)
+    store.put(make_record())
+    store.close()
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(sqlite_path(store_url)) as db:
+            assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'capctl_room_activity'").fetchall()
+    reader = open_state(store_url, create=False)
+    assert rooms_of(reader).room_activity() == []
+    with pytest.raises(StateError, match="read-only"):
+        rooms_of(reader).record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+    reader.close()
+    writer = open_state(store_url)
+    rooms_of(writer).record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+    assert [r.room for r in rooms_of(writer).room_activity()] == ["r"]
+    assert len(writer.load().records) == 1
+    writer.close()
+
+
+def test_no_state_knows_no_room_and_records_none() -> None:
+    missing = NoState(StateMissing("sqlite:///nowhere.db"))
+    assert missing.room_activity() == []
+    with pytest.raises(StateError, match="cannot record room activity"):
+        missing.record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
