@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from reconciler.daemon.controller import Daemon
 
 
+__all__ = ["snapshot_provider"]
+
+
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
     digests: dict[int, str] = {}  # id(spec set) -> digest: one hash of 10,000 tasks per spec load, not per page
 

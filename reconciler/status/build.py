@@ -34,6 +34,16 @@ from reconciler.status.model import (
     TaskView,
 )
 
+__all__ = [
+    "MAX_ATTENTION",
+    "MIN_GAP_SECONDS",
+    "MIN_WINDOW_SECONDS",
+    "StatusInputs",
+    "build_snapshot",
+    "job_of",
+    "spec_set_digest",
+]
+
 MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
 MAX_FIELD_CHARS = 300  # a log field longer than this is cut on the page (the log line itself has it whole)
 # A shorter gap is not shown: a new task's first start, or a callback-driven re-issue, takes a few hundred

@@ -18,6 +18,8 @@ from reconciler.clock import Clock
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.status.model import TIMELINE_SECONDS
 
+__all__ = ["MAX_INTERVALS", "Activity", "History", "Run"]
+
 MAX_INTERVALS = 96  # per task or room: a run every 15 minutes for 24 h; older ones go first
 
 

@@ -13,6 +13,29 @@ from dataclasses import dataclass
 
 from reconciler.model import TaskStatus
 
+__all__ = [
+    "DEFAULT_DECISIONS",
+    "DEFAULT_PER_PAGE",
+    "MAX_DECISIONS",
+    "MAX_PER_PAGE",
+    "STATUS_ORDER",
+    "TIMELINE_SECONDS",
+    "CaptureLine",
+    "Decision",
+    "Gap",
+    "Interval",
+    "JobView",
+    "PageInfo",
+    "QueryError",
+    "Reissue",
+    "Replica",
+    "RoomTimeline",
+    "StatusGroup",
+    "StatusQuery",
+    "StatusSnapshot",
+    "TaskView",
+]
+
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 500
 DEFAULT_DECISIONS = 50  # recent decisions shown; the ring buffer (reconciler/logs.py) keeps more

@@ -26,6 +26,8 @@ from reconciler.status.model import (
     TaskView,
 )
 
+__all__ = ["JSON_FORMAT_VERSION", "duration", "page_url", "render_html", "to_json"]
+
 JSON_FORMAT_VERSION = 1
 MAX_JOB_CHOICES = 1000  # job names offered by the filter box; any other name can still be typed
 

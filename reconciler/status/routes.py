@@ -19,6 +19,8 @@ from reconciler.status.model import QueryError, StatusQuery, StatusSnapshot
 from reconciler.status.render import render_html, to_json
 from reconciler.status.token import token_accepted
 
+__all__ = ["API_PATH", "HEADERS", "PAGE_PATH", "SnapshotProvider", "status_routes"]
+
 PAGE_PATH = "/"
 API_PATH = "/api/v1/status"
 SnapshotProvider = Callable[[StatusQuery], Awaitable[StatusSnapshot]]

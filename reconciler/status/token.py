@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 from reconciler.spec.files import FileRefused, read_regular
 
+__all__ = ["MAX_TOKEN_BYTES", "read_token", "token_accepted"]
+
 MAX_TOKEN_BYTES = 4096
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
