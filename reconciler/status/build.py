@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.model import DesiredTask, JobKind, TaskRecord, TaskStatus
 from reconciler.status.history import History, Run
 from reconciler.status.model import (
+    SETTLED,
     STATUS_ORDER,
     CaptureLine,
     Decision,
@@ -92,7 +93,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     status_filter, job_filter = query.status, query.job is not None
     for record in inputs.records:
         key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
-        job = key[: key.index("/", key.index("/") + 1)]
+        job = job_of(key)
         counts[job, status] = counts.get((job, status), 0) + 1
         if (status_filter is None or status == status_filter) and (not job_filter or query.matches_job(job)):
             matching.append((job, rank.get(status, last), key, record))
@@ -106,8 +107,8 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     number = min(query.page, pages)
     shown = [m[3] for m in matching[(number - 1) * query.per_page : number * query.per_page]]
     troubled = sorted(
-        (j for j, c in by_job.items() if any(s not in ("running", "done") for s in c)),
-        key=lambda j: (-sum(n for s, n in by_job[j].items() if s not in ("running", "done")), j),
+        (j for j, c in by_job.items() if any(s not in SETTLED for s in c)),
+        key=lambda j: (-sum(n for s, n in by_job[j].items() if s not in SETTLED), j),
     )
     return StatusSnapshot(
         generated_at=now,

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_PER_PAGE",
     "MAX_DECISIONS",
     "MAX_PER_PAGE",
+    "SETTLED",
     "STATUS_ORDER",
     "TIMELINE_SECONDS",
     "CaptureLine",
@@ -54,6 +55,8 @@ STATUS_ORDER: tuple[str, ...] = tuple(
         TaskStatus.REMOVED,
     )
 )
+# Statuses that need no look: running, one-shot done, or a tombstone of a job removed from the specs.
+SETTLED = frozenset({TaskStatus.RUNNING.value, TaskStatus.DONE.value, TaskStatus.REMOVED.value})
 
 
 class QueryError(ValueError):
@@ -248,4 +251,4 @@ class StatusSnapshot:
 
     @property
     def all_running(self) -> bool:
-        return all(s in ("running", "done", "removed") for s, _ in self.totals)
+        return all(s in SETTLED for s, _ in self.totals)

@@ -185,3 +185,16 @@ def test_the_timeline_spans_the_known_history_at_least_15_minutes_at_most_24_hou
     (room,) = build_snapshot(inputs([record(key)], history=old.history), StatusQuery(), NOW).rooms
     assert room.window == Interval(NOW - 86_400, NOW)
     assert room.captures[0].runs == (Interval(NOW - 86_400, NOW),)  # the run, cut at the window
+
+
+def test_tombstones_and_done_thumbnails_need_no_look() -> None:
+    records = [
+        record("SnapshotJob/old/a", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("ThumbnailJob/thumbs/f1", TaskStatus.DONE),
+        record("SnapshotJob/lobby/a"),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert snap.all_running and snap.attention == ()
+    assert dict(snap.totals) == {"running": 1, "done": 1, "removed": 1}
+    snap = build_snapshot(inputs([*records, record("SnapshotJob/lobby/b", TaskStatus.PENDING)]), StatusQuery(), NOW)
+    assert not snap.all_running and [j.job for j in snap.attention] == ["SnapshotJob/lobby"]
