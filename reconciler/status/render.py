@@ -109,8 +109,8 @@ def _bars(window: Interval, *layers: tuple[str, Iterable[Interval]]) -> Markup:
     readers: the text printed under it says the same."""
     scale = 1000.0 / max(window.seconds, 1.0)
     rects = "".join(
-        f'<rect class="{css}" x="{(span.start - window.start) * scale:.1f}" y="0" '
-        f'width="{max(span.seconds * scale, 0.5):.1f}" height="10"/>'
+        f'<rect class="{css}" x="{(span.start - window.start) * scale:.1f}" {_THIN if css == "c-gap" else _FULL} '
+        f'width="{max(span.seconds * scale, 0.5):.1f}"/>'
         for css, spans in layers
         for span in spans
     )
@@ -124,6 +124,10 @@ def _capture_bars(line: CaptureLine, window: Interval) -> Markup:
 
 
 TICK_STEPS = (60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600)
+# Shape says what colour says, for those who cannot tell the colours apart: capture is a full bar, a gap a
+# thin line, capture lost while the room was active a full bar hatched (the page's `#hatch` pattern).
+_FULL = 'y="0" height="10"'
+_THIN = 'y="3.5" height="3"'
 
 
 def _ticks(snapshot: StatusSnapshot) -> list[tuple[float, str]]:
