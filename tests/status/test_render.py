@@ -145,3 +145,22 @@ def test_the_json_twin_has_the_same_facts() -> None:
     assert data["decisions"] == [
         {"at": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": key, "fields": {"action": "x"}}
     ]
+
+
+def test_a_standby_says_it_does_not_act_and_why() -> None:
+    standby = Replica(
+        role="standby",
+        detail="does not act: another holder took the state lock: capctl run on http://10.0.0.7:8080",
+        spec_digest=None,
+        spec_loaded_at=None,
+        spec_summary=None,
+        spec_error="the specs have not been read yet",
+        spec_error_since=None,
+    )
+    html = render_html(build_snapshot(inputs([], replica=standby), StatusQuery(), NOW))
+    text = _text(html)
+    assert "standby does not act: another holder took the state lock: capctl run on http://10.0.0.7:8080" in text
+    assert "No task yet." in text and "Spec set none loaded yet" in text
+    assert "Nothing is reconciled until a valid set is loaded." in text
+    assert "0 tasks in 0 jobs" in text and "No task matches." in text
+    assert to_json(build_snapshot(inputs([], replica=standby), StatusQuery(), NOW))["replica"]["role"] == "standby"
