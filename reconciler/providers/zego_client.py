@@ -22,22 +22,13 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.family import ZEGO
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.secrets import Secret, SecretText
 
-# Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
-# The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
-DEFAULT_RATE_LIMITS: dict[str, float] = {
-    "StartRecord": 50,
-    "StopRecord": 50,
-    "DescribeRecordStatus": 10,
-    "MediaThumbnails": 20,
-    "start": 50,
-    "stop": 50,
-    "query": 10,
-    "access_token": 10,
-}
+# Documented limits per AppId (`family.ZEGO`), by the API name `rateLimits` overrides use.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = ZEGO.rate_limits
 
 MESSAGE_LIMIT = 200  # characters of a vendor message kept in an error
 
