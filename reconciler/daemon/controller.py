@@ -11,10 +11,8 @@ Time comes only from the injected clock, so tests drive hours of daemon life in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import structlog
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy, runtime
+from reconciler.daemon.lease import Lease
 from reconciler.daemon.metrics import (
     LAST_VENDOR_FAILURE,
     VENDOR_ERROR_REASONS,
@@ -40,7 +39,7 @@ from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import CallbackRouter
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import changed_keys, error_summary, read_specs
-from reconciler.daemon.storehealth import StoreHealth, WatchedStore
+from reconciler.daemon.storehealth import StoreHealth, WatchedStore, probe_store
 from reconciler.daemon.sync import sync_keys
 from reconciler.daemon.watch import watch_specs
 from reconciler.execute import Executor, needs_observation
@@ -48,7 +47,7 @@ from reconciler.model import ApiFamily
 from reconciler.providers import ProviderPool
 from reconciler.providers.base import Provider, VendorError
 from reconciler.spec import SpecErrors, SpecSet
-from reconciler.state.base import DAEMON_HOLDER, Lock, LockHeld, StateError, StateStore
+from reconciler.state.base import DAEMON_HOLDER, StateError, StateStore
 from reconciler.state.sql import iso_utc
 
 if TYPE_CHECKING:
@@ -64,7 +63,6 @@ WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
 LEASE_SECONDS = 60.0
 HTTP_TIMEOUT = 10.0
-LEASE_RETRY_FIRST = 0.5  # seconds before retrying a failed lease renewal; doubles up to a sixth of the lease
 STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
 # Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
 # (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
@@ -117,8 +115,6 @@ class Daemon:
         self.records = RecordCache(WatchedStore(store, self.store_health))
         self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
-        # Why the daemon does not act (it lost the state lease and tries to take it again), or None.
-        self.lease_lost: str | None = None
         self.runtimes = RuntimeMap()
         self.metrics = Metrics()
         self.metrics.watch(self._status_counts, lambda: self.queue.depth)
@@ -131,16 +127,14 @@ class Daemon:
         self._transport = transport
         self._workers = workers
         self._rng = rng or random.Random()
-        self._holder = holder
         self._grace = shutdown_grace
-        self._lease_seconds = lease_seconds
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
-        self._lock: Lock | None = None
+        self.lease = Lease(self.records, holder, lease_seconds, clock, self.metrics, regained=self._regained)
         self._http: httpx.AsyncClient | None = None
         self._pool: ProviderPool | None = None
         self._providers: dict[tuple[str, ApiFamily], CountingProvider] = {}
@@ -164,14 +158,7 @@ class Daemon:
     async def start(self) -> None:
         """Lock the state (raises LockHeld naming the holder), read it, load the specs, start working."""
         self._loop = asyncio.get_running_loop()
-        self._lock = self.records.lock(self._holder, lease_seconds=self._lease_seconds)
-        self.metrics.lease_held.set(1)
-        try:
-            self.records.refresh()
-        except BaseException:
-            self._lock.release()
-            self._lock = None
-            raise
+        self.lease.take()
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0), limits=limits, transport=self._transport
@@ -182,7 +169,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker(), name=f"capctl-worker-{i}") for i in range(self._workers)]
         self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
-        self._tasks.append(loop.create_task(self._renew_lease(), name="capctl-lease"))
+        self._tasks.append(loop.create_task(self.lease.keep(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
             watcher = watch_specs(
                 self.paths, self.reload_async, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
@@ -219,12 +206,7 @@ class Daemon:
             await self._pool.aclose()
         if self._http is not None:
             await self._http.aclose()
-        if self._lock is not None:
-            try:
-                self._lock.release()
-            except StateError as exc:  # the store is down: the lease lapses by itself
-                log.warning("could not release the state lock", error=str(exc))
-            self._lock = None
+        self.lease.release()
         log.info("daemon stopped")
 
     @property
@@ -248,30 +230,14 @@ class Daemon:
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
 
+    @property
+    def lease_lost(self) -> str | None:
+        """Why the daemon does not act (it lost the state lease and tries to take it again), or None."""
+        return self.lease.lost
+
     async def probe_store(self) -> None:
-        """Ask the store for its serial in a worker thread, waiting at most STORE_PROBE_TIMEOUT: an error
-        is noted in `store_health` (readiness reads it). A call already stuck is not piled onto."""
-        if self.store_health.stuck_for() is not None:
-            return
-        loop = asyncio.get_running_loop()
-        answered = asyncio.Event()
-
-        def probe() -> None:
-            # An error is noted by the watched store (readiness reads it), so it is not raised again here.
-            # Twice: after a database restart the first call finds the old connection dead, the second
-            # reconnects (a read, so repeating it is harmless).
-            for _ in range(2):
-                with contextlib.suppress(StateError):
-                    self.records.serial()
-                    break
-            with contextlib.suppress(RuntimeError):  # the loop may be gone when a hung call returns
-                loop.call_soon_threadsafe(answered.set)
-
-        # A daemon thread, not the loop's executor: a call hung on the database must not hold up shutdown.
-        threading.Thread(target=probe, name="capctl-store-probe", daemon=True).start()
-        # On timeout the call keeps running; `store_health` reports it once it has waited STUCK_AFTER.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(answered.wait(), STORE_PROBE_TIMEOUT)
+        """Ask the store for its serial, bounded (`storehealth.probe_store`); readiness reads the outcome."""
+        await probe_store(self.store_health, self.records.serial, STORE_PROBE_TIMEOUT)
 
     def readiness(self) -> Readiness:
         """Answered from what the daemon knows, without touching the store (it may hang): see probe_store."""
@@ -451,67 +417,8 @@ class Daemon:
             for key in set(self.spec.tasks) | set(self.records.keys()):
                 self.queue.add(key)
 
-    async def _renew_lease(self) -> None:
-        """Keep a PostgreSQL lease alive (a no-op for SQLite's OS lock), and take it again when lost.
-
-        A renewal that fails while the lease is still valid (the database restarting, a dropped
-        connection) is retried with backoff within the lease's remaining time; only another holder, or
-        the lease running out, means it is lost. Then the daemon stops acting (workers drop their keys,
-        /readyz answers 503, capctl_lease_held is 0) and tries to take the lease again every retry
-        period; once it holds it, it re-reads the state (another holder may have changed it) and
-        reconciles every key, as at start."""
-        period = self._lease_seconds / 3
-        valid_until = self.clock.monotonic() + self._lease_seconds
-        wait, retry = period, LEASE_RETRY_FIRST
-        while True:
-            await self.clock.sleep(wait)
-            if self._lock is None:
-                if self._retake_lease():
-                    valid_until = self.clock.monotonic() + self._lease_seconds
-                    wait, retry = period, LEASE_RETRY_FIRST
-                else:
-                    wait, retry = retry, min(retry * 2, period)
-                continue
-            began = self.clock.monotonic()
-            try:
-                self._lock.renew()
-            except LockHeld as exc:
-                self._lose_lease(f"another holder took the state lock: {exc.holder}")
-                wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
-                continue
-            except StateError as exc:
-                left = valid_until - self.clock.monotonic()
-                if left <= 0:
-                    self._lose_lease(f"the state lock lapsed: it could not be renewed ({exc})")
-                    wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
-                    continue
-                log.warning("state lock renewal failed; retrying", error=str(exc), lease_left=round(left, 1))
-                wait, retry = min(retry, left), min(retry * 2, period)
-                continue
-            valid_until = began + self._lease_seconds
-            wait, retry = period, LEASE_RETRY_FIRST
-
-    def _lose_lease(self, why: str) -> None:
-        log.error("lost the state lock; not acting until it is taken again", reason=why)
-        self.lease_lost = f"{why}; trying to take it again"
-        self.metrics.lease_held.set(0)
-        self._lock = None  # the old lease row lapses by itself (or is already another holder's)
-
-    def _retake_lease(self) -> bool:
-        try:
-            lock = self.records.lock(self._holder, lease_seconds=self._lease_seconds)
-        except StateError as exc:
-            log.info("state lock still unavailable", error=str(exc))
-            return False
-        try:
-            self.records.refresh()  # whoever held it meanwhile may have changed the state
-        except StateError as exc:
-            with contextlib.suppress(StateError):
-                lock.release()
-            log.warning("took the state lock but cannot read the state; retrying", error=str(exc))
-            return False
-        self._lock, self.lease_lost = lock, None
-        self.metrics.lease_held.set(1)
+    def _regained(self) -> None:
+        """The lease is back: the state was read again, so recount, look before acting and reconcile all."""
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self._observe_first()
@@ -519,4 +426,3 @@ class Daemon:
         for key in sorted(keys):
             self.queue.add(key)
         log.info("took the state lock again; acting", records=len(self.records.keys()))
-        return True
