@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from reconciler.model import TaskRecord
-from reconciler.providers.callbacks import RunId
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import Lock, Snapshot, StateStore
+
+if TYPE_CHECKING:
+    from reconciler.providers.callbacks import RunId
 
 
 def vendor_id(record: TaskRecord) -> RunId | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.daemon.bodies import load_json
+from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.secrets import Secret
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from reconciler.daemon.bodies import load_json
+from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing
 from reconciler.providers.callbacks import (
