@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -21,39 +20,30 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 import structlog
 
-from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon import policy, runtime
 from reconciler.daemon.lease import Lease
-from reconciler.daemon.metrics import (
-    LAST_VENDOR_FAILURE,
-    VENDOR_ERROR_REASONS,
-    CountingProvider,
-    Metrics,
-    VendorFailure,
-)
-from reconciler.daemon.prune import MAX_LOGGED, PruneGuard
+from reconciler.daemon.metrics import LAST_VENDOR_FAILURE, Metrics, VendorFailure, error_reason
+from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
 from reconciler.daemon.queue import ShutDown, WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import CallbackRouter
 from reconciler.daemon.runtime import RuntimeMap
-from reconciler.daemon.specset import changed_keys, error_summary, read_specs
+from reconciler.daemon.specset import SpecState, changed_keys, read_specs
 from reconciler.daemon.storehealth import StoreHealth, WatchedStore, probe_store
 from reconciler.daemon.sync import sync_keys
+from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
 from reconciler.execute import Executor, needs_observation
-from reconciler.model import ApiFamily
-from reconciler.providers import ProviderPool
-from reconciler.providers.base import Provider, VendorError
+from reconciler.providers.base import VendorError
 from reconciler.spec import SpecErrors, SpecSet
 from reconciler.state.base import DAEMON_HOLDER, StateError, StateStore
-from reconciler.state.sql import iso_utc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["Daemon", "Readiness", "ReconcileFailed"]
+__all__ = ["PRUNE_GRACE", "RESYNC_JITTER", "Daemon", "Readiness", "ReconcileFailed"]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -62,11 +52,7 @@ T = TypeVar("T")
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
 LEASE_SECONDS = 60.0
-HTTP_TIMEOUT = 10.0
 STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
-# Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
-# (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
-PRUNE_GRACE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +89,8 @@ class Daemon:
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
-        if not 0 <= max_prune <= 100:
-            raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
-        if prune_grace < 0:
-            raise ValueError(f"prune_grace must not be negative, got {prune_grace}")
+        self.metrics = Metrics()  # before the store is touched: the prune guard checks its arguments
+        self.pruning = PruneGuard(clock, self.metrics, prune=prune, max_prune=max_prune, grace=prune_grace)
         self.paths = list(paths)
         self.clock = clock
         self.resync = resync
@@ -116,15 +100,10 @@ class Daemon:
         self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
-        self.metrics = Metrics()
-        self.metrics.watch(self._status_counts, lambda: self.queue.depth)
-        self.pruning = PruneGuard(clock, self.metrics, prune=prune, max_prune=max_prune, grace=prune_grace)
         self.router = CallbackRouter(self.records)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.spec: SpecSet | None = None
-        self.spec_error: str | None = "the specs have not been read yet"
-        self.spec_invalid_since: float | None = None  # first failed load since the last good one
-        self._transport = transport
+        self.specs = SpecState(self.metrics)
+        self.vendors = VendorClients(clock, self.metrics, transport)
         self._workers = workers
         self._rng = rng or random.Random()
         self._grace = shutdown_grace
@@ -135,23 +114,12 @@ class Daemon:
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self.lease = Lease(self.records, holder, lease_seconds, clock, self.metrics, regained=self._regained)
-        self._http: httpx.AsyncClient | None = None
-        self._pool: ProviderPool | None = None
-        self._providers: dict[tuple[str, ApiFamily], CountingProvider] = {}
-        executor = Executor(self.records, self._provider, clock, parallelism=1, rng=self._rng)
-        self.reconciler = Reconciler(
-            self.records,
-            self.runtimes,
-            self._provider,
-            executor,
-            self.pruning,
-            self.metrics,
-            clock,
-            resync=resync,
-            rng=self._rng,
-        )
+        provider = self.vendors.provider
+        executor = Executor(self.records, provider, clock, parallelism=1, rng=self._rng)
+        parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
+        self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
         self._app: Starlette | None = None
-        self.budgets = BudgetRegistry(clock)
+        self.metrics.watch(self.reconciler.status_counts, lambda: self.queue.depth)
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -159,11 +127,7 @@ class Daemon:
         """Lock the state (raises LockHeld naming the holder), read it, load the specs, start working."""
         self._loop = asyncio.get_running_loop()
         self.lease.take()
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0), limits=limits, transport=self._transport
-        )
-        self._pool = ProviderPool({}, budgets=self.budgets, clock=self.clock, http=self._http)
+        self.vendors.open()
         self._observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.reload()
         loop = asyncio.get_running_loop()
@@ -202,10 +166,7 @@ class Daemon:
                 )
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._pool is not None:
-            await self._pool.aclose()
-        if self._http is not None:
-            await self._http.aclose()
+        await self.vendors.aclose()
         self.lease.release()
         log.info("daemon stopped")
 
@@ -245,13 +206,14 @@ class Daemon:
             return Readiness(False, f"not acting: {self.lease_lost}")
         if (problem := self.store_health.problem()) is not None:
             return Readiness(False, f"not acting: {problem}")
-        if self.spec is None:
-            return Readiness(False, f"no valid spec set in force: {self.spec_error}")
-        if self.spec_error is not None and self.spec_invalid_since is not None:
-            # Still ready (the last valid set runs), but a probe body is where an operator looks first.
-            since = iso_utc(self.spec_invalid_since)
-            return Readiness(True, f"ready; spec set invalid since {since}: {self.spec_error}")
+        if (said := self.specs.problem()) is not None:
+            return Readiness(*said)
         return Readiness(True, "ready")
+
+    @property
+    def spec(self) -> SpecSet | None:
+        """The spec set in force (the last valid one), or None before the first valid load."""
+        return self.specs.current
 
     # --- specs ------------------------------------------------------------------------------------------
 
@@ -277,26 +239,13 @@ class Daemon:
     def _read_specs(self) -> SpecSet | SpecErrors:
         return read_specs(self.paths, self._fingerprint_key)
 
-    def _take_specs(self, spec: SpecSet | SpecErrors) -> bool:
-        now = self.clock.now()
-        if isinstance(spec, SpecErrors):
-            count, self.spec_error = error_summary(spec)
-            if self.spec_invalid_since is None:
-                self.spec_invalid_since = now
-            self.metrics.spec_load(errors=count, at=now)
-            log.error(
-                "spec set rejected; the last valid set stays in force"
-                if self.spec
-                else "spec set rejected; waiting for a valid one",
-                errors=[str(e) for e in spec.errors[:MAX_LOGGED]],
-                count=len(spec.errors),
-            )
+    def _take_specs(self, loaded: SpecSet | SpecErrors) -> bool:
+        old = self.specs.current
+        if not self.specs.take(loaded, self.clock.now()):
             return False
-        old, self.spec, self.spec_error, self.spec_invalid_since = self.spec, spec, None, None
-        self.metrics.spec_load(errors=0, at=now)
-        assert self._pool is not None, "reload() before start()"
-        self._pool.update_configs(spec.providers)
-        self._providers.clear()  # rebuilt on use, over the pool's (possibly rebuilt) providers
+        spec = self.specs.current
+        assert spec is not None
+        self.vendors.configure(spec.providers)
         self.reconciler.spec = spec
         self.router.index(spec)
         keys = changed_keys(old, spec, self.records.keys())
@@ -329,7 +278,8 @@ class Daemon:
             try:
                 result = await self.reconciler.reconcile(key)
             except (ReconcileFailed, VendorError, StateError) as exc:
-                self.metrics.reconcile_errors.labels(reason=self._error_reason(exc, failure)).inc()
+                reason = error_reason(exc, failure, state_write=self.store_health.last_failed_write)
+                self.metrics.reconcile_errors.labels(reason=reason).inc()
                 delay = self.queue.add_rate_limited(key)
                 log.warning(
                     "reconcile failed; retrying with backoff",
@@ -344,34 +294,11 @@ class Daemon:
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
 
-    def _error_reason(self, exc: Exception, failure: VendorFailure) -> str:
-        if isinstance(exc, StateError):
-            return "state-write" if self.store_health.last_failed_write else "state-read"
-        kind = exc.kind if isinstance(exc, VendorError) else failure.kind
-        return VENDOR_ERROR_REASONS[kind] if kind is not None else "other"
-
-    def _status_counts(self) -> dict[str, int]:
-        """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better."""
-        counts = Counter(self.records.status_counts())
-        for key, status in self.runtimes.unconfirmed().items():
-            record = self.records.get(key)
-            if record is not None and record.status.value != status:
-                counts[record.status.value] -= 1
-                counts[status] += 1
-        return dict(counts)
-
     def _observe_first(self, keys: Sequence[str] | None = None) -> None:
         """Look at the vendor before acting on each of `keys` (None: every record) that may still run."""
         for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
             if needs_observation(record):
                 self.runtimes.set(record.key, runtime.observe_first(self.runtimes.get(record.key)))
-
-    def _provider(self, name: str, family: ApiFamily) -> Provider:
-        counted = self._providers.get((name, family))
-        if counted is None:
-            assert self._pool is not None
-            counted = self._providers[(name, family)] = CountingProvider(self._pool(name, family), self.metrics)
-        return counted
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -394,7 +321,7 @@ class Daemon:
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
         """`capctl sync`: reconcile `keys` (None: every key) now, looking at the vendor first (`sync.py`)."""
         if self.spec is None:
-            return 503, f"no valid spec set in force: {self.spec_error}", []
+            return 503, f"no valid spec set in force: {self.specs.error}", []
         if self.lease_lost is not None:
             return 503, f"not acting: {self.lease_lost}", []
         status, reason, wanted = sync_keys(keys, set(self.spec.tasks) | set(self.records.keys()))

@@ -19,6 +19,7 @@ from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
 from reconciler.providers.family import FAMILIES
+from reconciler.state.base import StateError
 
 T = TypeVar("T")
 
@@ -33,6 +34,14 @@ VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.NOT_FOUND: "vendor-rejected",
 }
 RECONCILE_ERROR_REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
+
+
+def error_reason(exc: Exception, failure: VendorFailure, *, state_write: bool) -> str:
+    """The `reason` label of one failed reconcile; `state_write`: the store's last failure was a write."""
+    if isinstance(exc, StateError):
+        return "state-write" if state_write else "state-read"
+    kind = exc.kind if isinstance(exc, VendorError) else failure.kind
+    return VENDOR_ERROR_REASONS[kind] if kind is not None else "other"
 
 
 class VendorFailure:

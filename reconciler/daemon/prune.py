@@ -17,15 +17,22 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec import SpecSet
 
-__all__ = ["MAX_LOGGED", "PruneGuard"]
+__all__ = ["MAX_LOGGED", "PRUNE_GRACE", "PruneGuard"]
 
 log = structlog.get_logger("capctl.daemon")
 
 MAX_LOGGED = 20  # keys listed in one log line; the count says how many there were
+# Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
+# (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
+PRUNE_GRACE = 30.0
 
 
 class PruneGuard:
     def __init__(self, clock: Clock, metrics: Metrics, *, prune: bool, max_prune: float, grace: float) -> None:
+        if not 0 <= max_prune <= 100:
+            raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
+        if grace < 0:
+            raise ValueError(f"prune_grace must not be negative, got {grace}")
         self.clock = clock
         self.metrics = metrics
         self.prune = prune

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +91,17 @@ class Reconciler:
         self._rng = rng
         self._counts: dict[tuple[str, ApiFamily], int] = {}
         self._counts_at = float("-inf")
+
+    def status_counts(self) -> dict[str, int]:
+        """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
+        seen but not yet recorded, a failed observation). Called from the scrape's thread."""
+        counts = Counter(self.records.status_counts())
+        for key, status in self.runtimes.unconfirmed().items():
+            record = self.records.get(key)
+            if record is not None and record.status.value != status:
+                counts[record.status.value] -= 1
+                counts[status] += 1
+        return dict(counts)
 
     def recount(self) -> None:
         """The records were read again (lease regained): recount the budgets' running tasks on next use."""

@@ -9,9 +9,55 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from reconciler.spec import SpecErrors, SpecSet, load_spec_set
+import structlog
 
-__all__ = ["changed_keys", "error_summary", "read_specs"]
+from reconciler.daemon.metrics import Metrics
+from reconciler.spec import SpecErrors, SpecSet, load_spec_set
+from reconciler.state.sql import iso_utc
+
+__all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs"]
+
+log = structlog.get_logger("capctl.daemon")
+
+MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how many there were
+
+
+class SpecState:
+    """The spec set in force and what the last load said (logs, the `capctl_spec_set_*` gauges, /readyz)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.current: SpecSet | None = None
+        self.error: str | None = "the specs have not been read yet"
+        self.invalid_since: float | None = None  # first failed load since the last good one
+
+    def take(self, loaded: SpecSet | SpecErrors, now: float) -> bool:
+        """Put `loaded` in force, or note why not (the last valid set stays)."""
+        if isinstance(loaded, SpecErrors):
+            count, self.error = error_summary(loaded)
+            if self.invalid_since is None:
+                self.invalid_since = now
+            self.metrics.spec_load(errors=count, at=now)
+            log.error(
+                "spec set rejected; the last valid set stays in force"
+                if self.current
+                else "spec set rejected; waiting for a valid one",
+                errors=[str(e) for e in loaded.errors[:MAX_LOGGED_ERRORS]],
+                count=len(loaded.errors),
+            )
+            return False
+        self.current, self.error, self.invalid_since = loaded, None, None
+        self.metrics.spec_load(errors=0, at=now)
+        return True
+
+    def problem(self) -> tuple[bool, str] | None:
+        """(ready, why) when the spec set is what /readyz should talk about, else None."""
+        if self.current is None:
+            return False, f"no valid spec set in force: {self.error}"
+        if self.error is not None and self.invalid_since is not None:
+            # Still ready (the last valid set runs), but a probe body is where an operator looks first.
+            return True, f"ready; spec set invalid since {iso_utc(self.invalid_since)}: {self.error}"
+        return None
 
 
 def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet | SpecErrors:
