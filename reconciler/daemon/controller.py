@@ -11,7 +11,6 @@ Time comes only from the injected clock, so tests drive hours of daemon life in 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,24 +20,24 @@ import httpx
 import structlog
 
 from reconciler.clock import Clock
-from reconciler.daemon import policy, runtime
+from reconciler.daemon import policy
 from reconciler.daemon.lease import Lease
-from reconciler.daemon.metrics import LAST_VENDOR_FAILURE, Metrics, VendorFailure, error_reason
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
-from reconciler.daemon.queue import ShutDown, WorkQueue
+from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import CallbackRouter
 from reconciler.daemon.runtime import RuntimeMap
-from reconciler.daemon.specset import SpecState, changed_keys, read_specs
+from reconciler.daemon.specset import SpecState, changed_keys
 from reconciler.daemon.storehealth import StoreHealth, WatchedStore, probe_store
 from reconciler.daemon.sync import sync_keys
 from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
-from reconciler.execute import Executor, needs_observation
-from reconciler.providers.base import VendorError
-from reconciler.spec import SpecErrors, SpecSet
-from reconciler.state.base import DAEMON_HOLDER, StateError, StateStore
+from reconciler.daemon.workers import Workers
+from reconciler.execute import Executor
+from reconciler.spec import SpecSet
+from reconciler.state.base import DAEMON_HOLDER, StateStore
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -97,12 +96,11 @@ class Daemon:
         self.prune = prune
         self.store_health = StoreHealth(clock)
         self.records = RecordCache(WatchedStore(store, self.store_health))
-        self._fingerprint_key = store.fingerprint_key()  # specs are keyed with it, to compare with records
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
-        self.router = CallbackRouter(self.records)
+        self.router = CallbackRouter(self.records, self.metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.specs = SpecState(self.metrics)
+        self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
         self.vendors = VendorClients(clock, self.metrics, transport)
         self._workers = workers
         self._rng = rng or random.Random()
@@ -110,8 +108,6 @@ class Daemon:
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self._stop_watching = asyncio.Event()
-        self._reload_lock = asyncio.Lock()
-        self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self.lease = Lease(self.records, holder, lease_seconds, clock, self.metrics, regained=self._regained)
         provider = self.vendors.provider
@@ -120,6 +116,7 @@ class Daemon:
         self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
         self._app: Starlette | None = None
         self.metrics.watch(self.reconciler.status_counts, lambda: self.queue.depth)
+        self.workers = Workers(self.queue, self.reconciler, self.metrics, clock, self.store_health, self.lease.acting)
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -128,10 +125,10 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self.lease.take()
         self.vendors.open()
-        self._observe_first()  # whatever may still run at the vendor is looked at before anything starts
+        self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.reload()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._worker(), name=f"capctl-worker-{i}") for i in range(self._workers)]
+        self._tasks = [loop.create_task(self.workers.run(), name=f"capctl-worker-{i}") for i in range(self._workers)]
         self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
         self._tasks.append(loop.create_task(self.lease.keep(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
@@ -219,13 +216,11 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the specs. An invalid or vanished set is logged and ignored: the last valid set stays."""
-        return self._take_specs(self._read_specs())
+        return self.specs.reload()
 
     async def reload_async(self) -> bool:
-        """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
-        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
-        async with self._reload_lock:
-            return self._take_specs(await asyncio.to_thread(self._read_specs))
+        """`reload()` in a thread, one at a time (`SpecState.reload_async`)."""
+        return await self.specs.reload_async()
 
     def reload_soon(self) -> None:
         """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await)."""
@@ -236,15 +231,7 @@ class Daemon:
         self._tasks = [t for t in self._tasks if not t.done()]  # earlier reloads: a long-lived daemon gets many
         self._tasks.append(asyncio.get_running_loop().create_task(reload(), name="capctl-reload"))
 
-    def _read_specs(self) -> SpecSet | SpecErrors:
-        return read_specs(self.paths, self._fingerprint_key)
-
-    def _take_specs(self, loaded: SpecSet | SpecErrors) -> bool:
-        old = self.specs.current
-        if not self.specs.take(loaded, self.clock.now()):
-            return False
-        spec = self.specs.current
-        assert spec is not None
+    def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
         self.vendors.configure(spec.providers)
         self.reconciler.spec = spec
         self.router.index(spec)
@@ -253,52 +240,6 @@ class Daemon:
         for key in sorted(keys):
             self.queue.add(key)
         log.info("spec set loaded", summary=spec.summary(), changed=len(keys) if old is not None else None)
-        return True
-
-    # --- workers ----------------------------------------------------------------------------------------
-
-    async def _worker(self) -> None:
-        while True:
-            try:
-                key = await self.queue.get()
-            except ShutDown:
-                return
-            try:
-                await self._process(key)
-            finally:
-                self.queue.done(key)
-
-    async def _process(self, key: str) -> None:
-        if self.lease_lost is not None:
-            return  # not acting; every key is queued again once the lease is back
-        started = self.clock.monotonic()
-        failure = VendorFailure()
-        LAST_VENDOR_FAILURE.set(failure)
-        with structlog.contextvars.bound_contextvars(key=key, reconcile_id=next(self._ids)):
-            try:
-                result = await self.reconciler.reconcile(key)
-            except (ReconcileFailed, VendorError, StateError) as exc:
-                reason = error_reason(exc, failure, state_write=self.store_health.last_failed_write)
-                self.metrics.reconcile_errors.labels(reason=reason).inc()
-                delay = self.queue.add_rate_limited(key)
-                log.warning(
-                    "reconcile failed; retrying with backoff",
-                    error=str(exc),
-                    retry_in=delay,
-                    failures=self.queue.failures(key),
-                )
-                return
-            finally:
-                self.metrics.reconcile_seconds.observe(self.clock.monotonic() - started)
-        self.queue.forget(key)
-        if result.requeue_after is not None:
-            self.queue.add_after(key, result.requeue_after)
-
-    def _observe_first(self, keys: Sequence[str] | None = None) -> None:
-        """Look at the vendor before acting on each of `keys` (None: every record) that may still run."""
-        for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
-            if needs_observation(record):
-                self.runtimes.set(record.key, runtime.observe_first(self.runtimes.get(record.key)))
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -310,12 +251,8 @@ class Daemon:
             return 503, f"not acting: {self.lease_lost}"
         providers = self.spec.providers.values() if self.spec else ()
         routed = self.router.route(vendor, body, providers, self.clock.now())
-        self.metrics.callbacks.labels(vendor=vendor, outcome=routed.outcome).inc()
-        if routed.outcome == "rejected" and routed.logged:
-            log.warning("callback rejected", vendor=vendor, status=routed.status, reason=routed.reason)
-        if routed.event is not None:
-            for key, delay in self.reconciler.on_callback(routed):
-                self.queue.add_after(key, delay)
+        for key, delay in self.reconciler.on_callback(routed):
+            self.queue.add_after(key, delay)
         return routed.status, routed.reason
 
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
@@ -324,14 +261,18 @@ class Daemon:
             return 503, f"no valid spec set in force: {self.specs.error}", []
         if self.lease_lost is not None:
             return 503, f"not acting: {self.lease_lost}", []
-        status, reason, wanted = sync_keys(keys, set(self.spec.tasks) | set(self.records.keys()))
+        status, reason, wanted = sync_keys(keys, self._known_keys())
         if status != 200:
             return status, reason, wanted
-        self._observe_first(wanted)
+        self.reconciler.observe_first(wanted)
         for key in wanted:
             self.queue.add(key)
         log.info("sync requested", keys=len(wanted), every_key=keys is None)
         return status, reason, wanted
+
+    def _known_keys(self) -> set[str]:
+        """Every key in the spec set in force or in the state (a removed job's tasks are pruned by a pass)."""
+        return set(self.records.keys()) | (set(self.spec.tasks) if self.spec else set())
 
     # --- timers -----------------------------------------------------------------------------------------
 
@@ -339,17 +280,15 @@ class Daemon:
         """Every resync period (with jitter) every key is looked at: the level-triggered safety net."""
         while True:
             await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
-            if self.spec is None:
-                continue
-            for key in set(self.spec.tasks) | set(self.records.keys()):
-                self.queue.add(key)
+            if self.spec is not None:
+                for key in self._known_keys():
+                    self.queue.add(key)
 
     def _regained(self) -> None:
         """The lease is back: the state was read again, so recount, look before acting and reconcile all."""
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
-        self._observe_first()
-        keys = set(self.records.keys()) | (set(self.spec.tasks) if self.spec else set())
-        for key in sorted(keys):
+        self.reconciler.observe_first()
+        for key in sorted(self._known_keys()):
             self.queue.add(key)
         log.info("took the state lock again; acting", records=len(self.records.keys()))

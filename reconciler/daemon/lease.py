@@ -43,6 +43,9 @@ class Lease:
         self.lock: Lock | None = None
         self.lost: str | None = None  # why the daemon does not act, or None
 
+    def acting(self) -> bool:
+        return self.lost is None
+
     def take(self) -> None:
         """Lock the state at start (raises LockHeld naming the holder) and read it."""
         self.lock = self.records.lock(self.holder, lease_seconds=self.seconds)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -102,6 +102,12 @@ class Reconciler:
                 counts[record.status.value] -= 1
                 counts[status] += 1
         return dict(counts)
+
+    def observe_first(self, keys: Iterable[str] | None = None) -> None:
+        """Look at the vendor before acting on each of `keys` (None: every record) that may still run."""
+        for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
+            if needs_observation(record):
+                self._update(record.key, runtime.observe_first)
 
     def recount(self) -> None:
         """The records were read again (lease regained): recount the budgets' running tasks on next use."""
@@ -311,7 +317,8 @@ class Reconciler:
     def on_callback(self, routed: RoutedCallback) -> list[tuple[str, float]]:
         """Turn an accepted callback into runtime hints; returns the keys to queue, each with its delay."""
         event = routed.event
-        assert event is not None, "on_callback() of a callback that was not accepted"
+        if event is None:  # refused, or a duplicate: nothing to do
+            return []
         queued: list[tuple[str, float]] = []
         record = self.records.get(routed.task_key) if routed.task_key is not None else None
         if record is not None:

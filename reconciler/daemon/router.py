@@ -13,6 +13,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import structlog
+
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
 from reconciler.model import ProviderConfig
 from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected
@@ -20,6 +23,8 @@ from reconciler.providers.family import vendor as vendor_named
 from reconciler.spec import SpecSet
 
 __all__ = ["CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
+
+log = structlog.get_logger("capctl.daemon")
 
 DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seconds)
 # ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time is outside MAX_SKEW (it cannot
@@ -37,7 +42,7 @@ class RoutedCallback:
     status: int
     reason: str
     outcome: str
-    logged: bool = False  # the refusal is worth a log line (said once per replayed pair)
+    logged: bool = False  # a refusal worth a log line (a replayed pair is said once)
     event: CallbackEvent | None = None
     task_key: str | None = None  # the key whose current run the callback is about
     woken: tuple[str, ...] = ()  # keys capturing a room where someone joined or a stream appeared
@@ -45,8 +50,9 @@ class RoutedCallback:
 
 
 class CallbackRouter:
-    def __init__(self, records: RecordCache) -> None:
+    def __init__(self, records: RecordCache, metrics: Metrics) -> None:
         self._records = records
+        self._metrics = metrics
         self._deduper = Deduper()
         self._replays = ReplayGuard()
         self._rooms: dict[Room, list[str]] = {}  # room -> keys
@@ -64,7 +70,14 @@ class CallbackRouter:
             self._rooms.setdefault((config.type, config.app_id, task.target), []).append(task.key)
 
     def route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
-        """Verify, deduplicate and translate one webhook of a known `vendor` (see `knows`)."""
+        """Verify, deduplicate and translate one webhook of a known `vendor` (see `knows`); counted by outcome."""
+        routed = self._route(vendor, body, providers, now)
+        self._metrics.callbacks.labels(vendor=vendor, outcome=routed.outcome).inc()
+        if routed.logged:
+            log.warning("callback rejected", vendor=vendor, status=routed.status, reason=routed.reason)
+        return routed
+
+    def _route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
         found = vendor_named(vendor)
         assert found is not None, "route() of an unknown vendor"
         try:

@@ -1,4 +1,4 @@
-"""Reading the spec set in the daemon, and what a new one changes: pure helpers of `Daemon.reload`.
+"""The spec set in force in the daemon: reading it, keeping the last valid one, what a new one changes.
 
 An invalid or vanished set never replaces the last valid one (the daemon logs it, /readyz and the
 `capctl_spec_set_*` gauges say so); a valid one queues only the keys whose task changed, appeared or
@@ -7,10 +7,12 @@ disappeared, except the first, which queues every key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
+from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from reconciler.state.sql import iso_utc
@@ -23,16 +25,39 @@ MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how
 
 
 class SpecState:
-    """The spec set in force and what the last load said (logs, the `capctl_spec_set_*` gauges, /readyz)."""
+    """The spec set in force and what the last load said (logs, the `capctl_spec_set_*` gauges, /readyz).
+    A set put in force is handed to `taken(old, new)`, which tells the rest of the daemon."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        fingerprint_key: bytes | None,
+        metrics: Metrics,
+        clock: Clock,
+        taken: Callable[[SpecSet | None, SpecSet], None],
+    ) -> None:
+        self.paths = list(paths)
+        self._fingerprint_key = fingerprint_key  # the state's: specs are keyed with it, to compare with records
         self.metrics = metrics
+        self.clock = clock
+        self._taken = taken
+        self._lock = asyncio.Lock()
         self.current: SpecSet | None = None
         self.error: str | None = "the specs have not been read yet"
         self.invalid_since: float | None = None  # first failed load since the last good one
 
-    def take(self, loaded: SpecSet | SpecErrors, now: float) -> bool:
+    def reload(self) -> bool:
+        return self.take(read_specs(self.paths, self._fingerprint_key))
+
+    async def reload_async(self) -> bool:
+        """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
+        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
+        async with self._lock:
+            return self.take(await asyncio.to_thread(read_specs, self.paths, self._fingerprint_key))
+
+    def take(self, loaded: SpecSet | SpecErrors) -> bool:
         """Put `loaded` in force, or note why not (the last valid set stays)."""
+        now = self.clock.now()
         if isinstance(loaded, SpecErrors):
             count, self.error = error_summary(loaded)
             if self.invalid_since is None:
@@ -46,8 +71,9 @@ class SpecState:
                 count=len(loaded.errors),
             )
             return False
-        self.current, self.error, self.invalid_since = loaded, None, None
+        old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
         self.metrics.spec_load(errors=0, at=now)
+        self._taken(old, loaded)
         return True
 
     def problem(self) -> tuple[bool, str] | None:
