@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler import stopreasons
 from reconciler.model import ApiFamily, TaskRecord
 
 if TYPE_CHECKING:
@@ -29,13 +28,13 @@ MUTATING = frozenset({"start", "update", "stop"})  # the methods that change som
 
 @dataclass(frozen=True, slots=True)
 class Vendor:
-    """One vendor: its documented rate limits, its callbacks, its stop-reason vocabulary."""
+    """One vendor: its documented rate limits and its callbacks. (Its stop codes are mapped to capctl's
+    phrases in `reconciler.stopreasons`, which plans and `capctl demo` share.)"""
 
     name: str
     # Documented per-second limits by the API names its budgets use and `rateLimits` may override.
     rate_limits: Mapping[str, float]
     callback_parser: str  # "module:function" of its webhook parser (`callbacks.CallbackParser`)
-    stop_reasons: Mapping[str, str] | Mapping[int, str]  # its own stop codes -> capctl's phrases (`stopreasons`)
 
     def parse_callback(self) -> CallbackParser:
         module, _, name = self.callback_parser.partition(":")
@@ -78,7 +77,6 @@ VOLCENGINE = Vendor(
     # Seed page, vendor-apis.md.
     {"StartSnapshot": 150, "UpdateSnapshot": 150, "StopSnapshot": 150, "GetSnapshotTask": 60},
     "reconciler.providers.volc_callbacks:parse_volcengine",
-    stopreasons.VOLC_STOP_REASONS,
 )
 ZEGO = Vendor(
     "zego",
@@ -95,7 +93,6 @@ ZEGO = Vendor(
         "access_token": 10,
     },
     "reconciler.providers.zego_callbacks:parse_zego",
-    stopreasons.ZEGO_QUIT_REASONS,
 )
 VENDORS: dict[str, Vendor] = {v.name: v for v in (VOLCENGINE, ZEGO)}
 
