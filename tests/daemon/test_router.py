@@ -8,11 +8,12 @@ from pathlib import Path
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import CallbackRouter, RoutedCallback
-from reconciler.model import ApiFamily, JobKind, ProviderConfig, TaskRecord, TaskStatus
+from reconciler.model import ProviderConfig, TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
 from tests.daemon.conftest import write_specs
+from tests.daemon.test_units import record
 from tests.specdocs import snapshot_job
 
 NOW = 1_750_000_000.0
@@ -23,18 +24,10 @@ LOBBY, HALL = "SnapshotJob/cam/lobby", "SnapshotJob/cam/hall"
 def _router(tmp_path: Path) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
     spec = load_spec_set([str(write_specs(tmp_path / "specs", snapshot_job("cam", ["lobby", "hall"])))])
     records = RecordCache(open_state(f"sqlite:///{tmp_path / 'state.db'}"))
+    run = {"AppId": "capctl-sim-volc", "RoomId": "lobby"}
     records.put(
-        TaskRecord(
-            key=LOBBY,
-            provider="volc",
-            family=ApiFamily.VOLC_SNAPSHOT,
-            kind=JobKind.SNAPSHOT,
-            target="lobby",
-            spec_hash="h",
-            fixed_hash="f",
-            status=TaskStatus.RUNNING,
-            vendor_task_id="t-1",
-            vendor_ref={"AppId": "capctl-sim-volc", "RoomId": "lobby"},
+        record(
+            key=LOBBY, provider="volc", target="lobby", status=TaskStatus.RUNNING, vendor_task_id="t-1", vendor_ref=run
         )
     )
     metrics = Metrics()
