@@ -128,8 +128,8 @@ class Daemon:
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.reload()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.workers.run(), name=f"capctl-worker-{i}") for i in range(self._workers)]
-        self._tasks.append(loop.create_task(self._resync_timer(), name="capctl-resync"))
+        self.workers.start(self._workers)
+        self._tasks = [loop.create_task(self._resync_timer(), name="capctl-resync")]
         self._tasks.append(loop.create_task(self.lease.keep(), name="capctl-lease"))
         if self._watch_debounce_ms is not None:
             watcher = watch_specs(
@@ -149,18 +149,9 @@ class Daemon:
         """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
         self.queue.shut_down()
         self._stop_watching.set()
-        workers = [t for t in self._tasks if t.get_name().startswith("capctl-worker")]
-        timers = [t for t in self._tasks if t not in workers]
-        for timer in timers:
+        for timer in self._tasks:  # timers, the watcher, reloads
             timer.cancel()
-        if workers:
-            _, pending = await asyncio.wait(workers, timeout=self._grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.warning(
-                    "shutdown grace period over: in-flight work cancelled", tasks=len(pending), grace=self._grace
-                )
+        await self.workers.stop(self._grace)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.vendors.aclose()

@@ -6,6 +6,7 @@ daemon does not hold the state lease, keys are dropped: every key is queued agai
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 
@@ -41,6 +42,22 @@ class Workers:
         self.store_health = store_health
         self._acting = acting  # False while the lease is lost
         self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.run(), name=f"capctl-worker-{i}") for i in range(count)]
+
+    async def stop(self, grace: float) -> None:
+        """After the queue shut down: let in-flight reconciles finish for `grace` seconds, then cancel them."""
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutdown grace period over: in-flight work cancelled", tasks=len(pending), grace=grace)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def run(self) -> None:
         """One worker: until the queue shuts down."""
