@@ -46,7 +46,7 @@ from reconciler.providers.family import FAMILIES
 from reconciler.spec import SpecSet
 from reconciler.state.base import StateError
 
-__all__ = ["ReconcileFailed", "Reconciler", "Result"]
+__all__ = ["RESYNC_JITTER", "ReconcileFailed", "Reconciler", "Result"]
 
 log = structlog.get_logger("capctl.daemon")
 

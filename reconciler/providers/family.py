@@ -20,7 +20,7 @@ from reconciler.model import ApiFamily, TaskRecord
 if TYPE_CHECKING:
     from reconciler.providers.callbacks import CallbackParser, RunId
 
-__all__ = ["FAMILIES", "VENDORS", "Family", "Vendor", "family", "vendor"]
+__all__ = ["FAMILIES", "VENDORS", "VOLCENGINE", "ZEGO", "Family", "Vendor", "family", "vendor"]
 
 METHODS = ("start", "update", "stop", "observe")  # the provider methods (base.Provider)
 MUTATING = frozenset({"start", "update", "stop"})  # the methods that change something at the vendor
