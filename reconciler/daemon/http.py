@@ -19,6 +19,17 @@ from starlette.routing import Route
 from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 
+__all__ = [
+    "MAX_CALLBACK_BYTES",
+    "MAX_SYNC_BYTES",
+    "SYNC_PATH",
+    "SYNC_TOKEN_ENV",
+    "create_app",
+    "parse_sync_body",
+    "refused",
+    "sync_authorized",
+]
+
 if TYPE_CHECKING:
     from reconciler.daemon.controller import Daemon
 

@@ -21,6 +21,17 @@ from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorEr
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import StateError
 
+__all__ = [
+    "CONTENT_TYPE",
+    "LAST_VENDOR_FAILURE",
+    "RECONCILE_ERROR_REASONS",
+    "VENDOR_ERROR_REASONS",
+    "CountingProvider",
+    "Metrics",
+    "VendorFailure",
+    "error_reason",
+]
+
 T = TypeVar("T")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

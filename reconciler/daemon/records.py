@@ -17,6 +17,8 @@ from reconciler.model import TaskRecord
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import Lock, Snapshot, StateStore
 
+__all__ = ["RecordCache", "vendor_id"]
+
 if TYPE_CHECKING:
     from reconciler.providers.callbacks import RunId
 

@@ -22,6 +22,8 @@ from reconciler.model import TaskRecord
 from reconciler.state.base import Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
 from reconciler.state.sql import iso_utc
 
+__all__ = ["STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
+
 T = TypeVar("T")
 
 STUCK_AFTER = 3.0  # seconds a store call may run before the daemon reports the store as not answering

@@ -20,6 +20,19 @@ from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.secrets import Secret
 
+__all__ = [
+    "MAX_SKEW",
+    "CallbackEvent",
+    "CallbackParser",
+    "CallbackRejected",
+    "RunId",
+    "callback_secrets",
+    "check_time",
+    "event_time",
+    "json_object",
+    "text",
+]
+
 MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
 
 # How a callback names a task's current run; a record says the same through its family's `run_id`.

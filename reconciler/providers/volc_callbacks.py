@@ -22,6 +22,8 @@ from reconciler.providers.callbacks import (
     text,
 )
 
+__all__ = ["VENDOR", "parse_volcengine"]
+
 VENDOR = "volcengine"
 
 

@@ -26,6 +26,17 @@ from reconciler.providers.callbacks import (
     text,
 )
 
+__all__ = [
+    "ABNORMAL_END",
+    "NORMAL_EXIT",
+    "STOPPED_UPLOADING",
+    "STREAM_EVENTS",
+    "UPLOAD_FINISHED",
+    "VENDOR",
+    "ZERO_STREAMS",
+    "parse_zego",
+]
+
 VENDOR = "zego"
 # Cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 UPLOAD_FINISHED, ABNORMAL_END, ZERO_STREAMS, NORMAL_EXIT, STOPPED_UPLOADING = 1, 2, 4, 5, 7

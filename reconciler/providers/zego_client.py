@@ -28,6 +28,24 @@ from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden
 
+__all__ = [
+    "ACTION_ENVELOPE",
+    "COMMON_CODES",
+    "DEFAULT_RATE_LIMITS",
+    "LEGACY_ENVELOPE",
+    "RECORD_STATUS",
+    "ROLLOVER_SLACK",
+    "SIGNATURE_EXPIRED",
+    "SIGNATURE_INVALID",
+    "TASK_ENDED",
+    "TASK_NOT_FOUND",
+    "Envelope",
+    "ZegoClient",
+    "field",
+    "observed_from_status",
+    "parse_app_id",
+]
+
 # Documented limits per AppId (`family.ZEGO`), by the API name `rateLimits` overrides use.
 DEFAULT_RATE_LIMITS: Mapping[str, float] = ZEGO.rate_limits
 
