@@ -5,9 +5,10 @@ rooms pointing at it and runs the real CLI (`apply --auto-approve --no-refresh`,
 `--parallelism N` is given, which is passed on as the cap). The
 physical floor is 2,000 / 150 = 13.3 s. Prints the CLI wall time and its ratio to the floor, the CLI's
 start (its launch to the first StartSnapshot seen by the simulator), the span from the first to the last
-StartSnapshot (the executor alone), the most requests in any 1 s window at the simulator, and the number of
-throttling answers provoked (must be 0). Then the baseline a user would otherwise write: a plain
-sequential loop of StartSnapshot calls through the official Volcengine SDK against the same simulator.
+StartSnapshot (the executor alone), its tail (the last StartSnapshot to the CLI's exit), the most requests
+in any 1 s window at the simulator, and the number of throttling answers provoked (must be 0). Then the
+baseline a user would otherwise write: a plain sequential loop of StartSnapshot calls through the official
+Volcengine SDK against the same simulator.
 
     .venv/bin/python bench/apply_throughput.py [--jobs 200] [--rooms 10] [--parallelism N] [--baseline 2000]
 """
@@ -106,6 +107,7 @@ def main() -> None:
         wall, launched = run_apply(spec_dir, f"sqlite:///{tmp}/state.db", args.parallelism)
         times = start_times(base)
         span, logged = max(times) - min(times), len(times)
+        tail = launched + wall - max(times)  # the last answer, its commit, the summary and the exit
         throttled = http_json("GET", base + "/_sim/throttled")["total"]
         running = len(http_json("GET", base + "/_sim/tasks?vendor=volcengine&state=running")["tasks"])
         print(
@@ -113,6 +115,7 @@ def main() -> None:
             f"{RATE:.0f}/s limit: wall {wall:.2f} s = {wall / floor:.3f} × floor ({floor:.2f} s); "
             f"launch→first StartSnapshot {min(times) - launched:.2f} s; "
             f"first→last StartSnapshot {span:.2f} s = {span / ((logged - 1) / RATE):.3f} × paced span; "
+            f"last StartSnapshot→exit {tail:.3f} s; "
             f"most in any 1 s window at the sim {max_in_window(times)}; "
             f"margin to the limit {window_margin(times, int(RATE)) * 1000:.1f} ms; throttled answers {throttled}; "
             f"running tasks {running}"

@@ -26,6 +26,20 @@ from dataclasses import dataclass, field
 
 from reconciler.clock import Clock
 
+__all__ = [
+    "HEADROOM",
+    "HOLDUP",
+    "MAX_LAG",
+    "THROTTLE_FACTOR",
+    "THROTTLE_PAUSE",
+    "THROTTLE_WINDOW",
+    "BudgetRegistry",
+    "BudgetStats",
+    "Holdup",
+    "Priority",
+    "RateBudget",
+]
+
 HEADROOM = 0.96  # pace at 96 % of the documented limit: absorbs ~35 ms of arrival jitter at the vendor
 MAX_LAG = 0.003  # seconds of a late wake-up the schedule catches up on (see the module docstring)
 THROTTLE_WINDOW = 1.0  # vendors count per second: throttling answers within one window are one event

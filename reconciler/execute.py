@@ -42,6 +42,24 @@ from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.retry import RetryHook, RetryPolicy, call_with_retry
 from reconciler.state.base import StateStore
 
+__all__ = [
+    "CUT_SHORT",
+    "GIVE_UP_AFTER",
+    "INITIAL_WINDOW",
+    "MARGIN",
+    "MAX_WINDOW",
+    "MIN_WINDOW",
+    "SMOOTHING",
+    "ApplyResult",
+    "ChangeResult",
+    "Executor",
+    "Interrupt",
+    "ProviderLookup",
+    "WindowSizer",
+    "needs_observation",
+    "observe_all",
+]
+
 log = structlog.get_logger("capctl.execute")
 
 ProviderLookup = Callable[[str, ApiFamily], Provider]

@@ -34,6 +34,22 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from reconciler.clock import Clock
 
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "FD_RESERVE",
+    "LOG_INTERVAL",
+    "MIN_MAX_CONNECTIONS",
+    "READ_TIMEOUT",
+    "AcceptErrors",
+    "GuardedProtocol",
+    "HttpLimits",
+    "SheddingListener",
+    "Throttle",
+    "default_max_connections",
+    "descriptor_limit",
+    "guarded_protocol",
+]
+
 log = structlog.get_logger("capctl.daemon")
 
 READ_TIMEOUT = 10.0  # seconds for a whole request; a vendor callback takes milliseconds

@@ -21,6 +21,17 @@ from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
 from reconciler.status import status_routes
 
+__all__ = [
+    "MAX_CALLBACK_BYTES",
+    "MAX_SYNC_BYTES",
+    "SYNC_PATH",
+    "SYNC_TOKEN_ENV",
+    "create_app",
+    "parse_sync_body",
+    "refused",
+    "sync_authorized",
+]
+
 if TYPE_CHECKING:
     from reconciler.daemon.controller import Daemon
 

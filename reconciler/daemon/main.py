@@ -47,6 +47,8 @@ from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
 from reconciler.state.base import LockHeld, StateError, daemon_holder
 
+__all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
+
 log = structlog.get_logger("capctl.daemon")
 
 EXIT_OK, EXIT_ERROR = 0, 1

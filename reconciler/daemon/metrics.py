@@ -18,33 +18,23 @@ from prometheus_client.registry import Collector
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
+from reconciler.providers.family import FAMILIES
+from reconciler.state.base import StateError
+
+__all__ = [
+    "CONTENT_TYPE",
+    "LAST_VENDOR_FAILURE",
+    "RECONCILE_ERROR_REASONS",
+    "VENDOR_ERROR_REASONS",
+    "CountingProvider",
+    "Metrics",
+    "VendorFailure",
+    "error_reason",
+]
 
 T = TypeVar("T")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-# The vendor API each provider method calls, by family: the `api` label of capctl_vendor_calls_total.
-API_NAMES: dict[ApiFamily, dict[str, str]] = {
-    ApiFamily.VOLC_SNAPSHOT: {
-        "start": "StartSnapshot",
-        "update": "UpdateSnapshot",
-        "stop": "StopSnapshot",
-        "observe": "GetSnapshotTask",
-    },
-    ApiFamily.ZEGO_RECORD: {
-        "start": "StartRecord",
-        "update": "StartRecord",
-        "stop": "StopRecord",
-        "observe": "DescribeRecordStatus",
-    },
-    ApiFamily.ZEGO_RECORD_LEGACY: {"start": "start", "update": "start", "stop": "stop", "observe": "query"},
-    ApiFamily.ZEGO_THUMBNAIL: {
-        "start": "MediaThumbnails",
-        "update": "MediaThumbnails",
-        "stop": "MediaThumbnails",
-        "observe": "MediaThumbnails",
-    },
-}
 
 # The `reason` label of capctl_reconcile_errors_total: a small fixed set, so an alert can name each one.
 VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
@@ -55,6 +45,14 @@ VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.NOT_FOUND: "vendor-rejected",
 }
 RECONCILE_ERROR_REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
+
+
+def error_reason(exc: Exception, failure: VendorFailure, *, state_write: bool) -> str:
+    """The `reason` label of one failed reconcile; `state_write`: the store's last failure was a write."""
+    if isinstance(exc, StateError):
+        return "state-write" if state_write else "state-read"
+    kind = exc.kind if isinstance(exc, VendorError) else failure.kind
+    return VENDOR_ERROR_REASONS[kind] if kind is not None else "other"
 
 
 class VendorFailure:
@@ -176,7 +174,7 @@ class Metrics:
         return generate_latest(self.registry)
 
     def call(self, family: ApiFamily, method: str, outcome: str) -> None:
-        api = API_NAMES[family][method]
+        api = FAMILIES[family].api(method)  # the family says which vendor API the method calls
         self.vendor_calls.labels(api=api, outcome=outcome).inc()
         if outcome == "throttled":
             self.throttled.labels(api=api).inc()

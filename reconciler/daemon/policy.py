@@ -17,6 +17,26 @@ from dataclasses import dataclass
 from reconciler import transitions
 from reconciler.model import TaskRecord, TaskStatus
 
+__all__ = [
+    "DEADLINE_MARGIN",
+    "DORMANT_AFTER",
+    "MAX_PRUNE_PERCENT",
+    "PROBE_DELAY",
+    "PROBE_INTERVAL",
+    "REISSUE_BACKOFF_BASE",
+    "REISSUE_BACKOFF_CAP",
+    "ROLLOVER_SLACK",
+    "ReissueDecision",
+    "backoff_delay",
+    "expected_deadline",
+    "hinted_look",
+    "is_rollover",
+    "postpone",
+    "prune_blocked",
+    "reissue_decision",
+    "sweep_period",
+]
+
 REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run in a row
 REISSUE_BACKOFF_CAP = 3600.0  # the longest wait between two attempts of an unproductive task
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant

@@ -15,6 +15,8 @@ from collections import deque
 
 from reconciler.clock import Clock
 
+__all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "ShutDown", "WorkQueue"]
+
 BACKOFF_BASE = 5.0  # seconds before the first retry of a key whose reconcile failed
 BACKOFF_CAP = 300.0  # the longest wait between retries of a failing key
 

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from reconciler.clock import Clock, SystemClock
-from reconciler.model import ApiFamily, TaskRecord
+from reconciler.model import TaskRecord
+from reconciler.providers.family import FAMILIES
 from reconciler.state.base import Lock, Snapshot, StateStore
 from reconciler.status.history import History
 
-VendorId = tuple[str, ...]
+__all__ = ["RecordCache", "vendor_id"]
+
+if TYPE_CHECKING:
+    from reconciler.providers.callbacks import RunId
 
 
-def vendor_id(record: TaskRecord) -> VendorId | None:
-    """How a callback names this record's current run: Volcengine (AppId, RoomId, TaskId), ZEGO its task id."""
-    if record.vendor_task_id is None:
-        return None
-    if record.family is ApiFamily.VOLC_SNAPSHOT:
-        ref = record.vendor_ref
-        return ("volcengine", ref.get("AppId", ""), ref.get("RoomId", record.target), record.vendor_task_id)
-    return ("zego", record.vendor_task_id)
+def vendor_id(record: TaskRecord) -> RunId | None:
+    """How a callback names this record's current run: its family says (`Family.run_id`)."""
+    return FAMILIES[record.family].run_id(record)
 
 
 class RecordCache:
@@ -37,7 +37,7 @@ class RecordCache:
         self.url = store.url
         self.history = History(clock or SystemClock())
         self._records: dict[str, TaskRecord] = {}
-        self._by_vendor_id: dict[VendorId, str] = {}
+        self._by_vendor_id: dict[RunId, str] = {}
 
     def refresh(self) -> dict[str, TaskRecord]:
         """Read everything from the store (at start)."""
@@ -56,7 +56,7 @@ class RecordCache:
     def values(self) -> list[TaskRecord]:
         return list(self._records.values())
 
-    def by_vendor_id(self, vid: VendorId) -> TaskRecord | None:
+    def by_vendor_id(self, vid: RunId) -> TaskRecord | None:
         key = self._by_vendor_id.get(vid)
         return None if key is None else self._records.get(key)
 

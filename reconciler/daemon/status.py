@@ -1,9 +1,9 @@
 """The daemon's side of the status page (`GET /`, `GET /api/v1/status`): what it knows, as a snapshot.
 
 `reconciler.status` builds and renders pages from `StatusInputs`; this module fills them from the daemon:
-its record cache (with the run history it keeps), when each task is next observed, the lease, the spec set
-in force and the log's recent events. A page is built on the daemon's loop (where those are changed), and
-rendered on the HTTP thread.
+its record cache (with the run history it keeps; the callback router tells it about rooms), when each
+task is next observed (its `KeyRuntime`), the lease, the spec set in force and the log's recent events.
+A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
 """
 
 from __future__ import annotations
@@ -32,22 +32,22 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         return digests[id(spec)]
 
     def build(query: StatusQuery) -> StatusSnapshot:
-        spec = daemon.spec
+        spec, specs = daemon.spec, daemon.specs
         lost = daemon.lease_lost
         replica = Replica(
             role="standby" if lost else "leader",
             detail=f"does not act: {lost}" if lost else "holds the state lease and acts",
             spec_digest=digest(spec) if spec is not None else None,
-            spec_loaded_at=daemon.spec_loaded_at,
+            spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
-            spec_error=daemon.spec_error,
-            spec_error_since=daemon.spec_invalid_since,
+            spec_error=specs.error,
+            spec_error_since=specs.invalid_since,
         )
         inputs = StatusInputs(
             records=daemon.records.values(),
             replica=replica,
             history=daemon.records.history,
-            next_observation=daemon.next_observation,
+            next_observation=lambda key: daemon.runtimes.get(key).next_observe,
             events=logs.recent_events(),
         )
         return build_snapshot(inputs, query, daemon.clock.now())

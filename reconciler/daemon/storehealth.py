@@ -9,7 +9,10 @@ the daemon cannot act, and `/readyz` says so.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -18,6 +21,8 @@ from reconciler.clock import Clock
 from reconciler.model import TaskRecord
 from reconciler.state.base import Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
 from reconciler.state.sql import iso_utc
+
+__all__ = ["STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
 
 T = TypeVar("T")
 
@@ -123,3 +128,29 @@ class WatchedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+async def probe_store(health: StoreHealth, serial: Callable[[], int], timeout: float) -> None:
+    """Ask the store for its serial in a worker thread, waiting at most `timeout`: an error
+    is noted in `health` (readiness reads it). A call already stuck is not piled onto."""
+    if health.stuck_for() is not None:
+        return
+    loop = asyncio.get_running_loop()
+    answered = asyncio.Event()
+
+    def probe() -> None:
+        # An error is noted by the watched store (readiness reads it), so it is not raised again here.
+        # Twice: after a database restart the first call finds the old connection dead, the second
+        # reconnects (a read, so repeating it is harmless).
+        for _ in range(2):
+            with contextlib.suppress(StateError):
+                serial()
+                break
+        with contextlib.suppress(RuntimeError):  # the loop may be gone when a hung call returns
+            loop.call_soon_threadsafe(answered.set)
+
+    # A daemon thread, not the loop's executor: a call hung on the database must not hold up shutdown.
+    threading.Thread(target=probe, name="capctl-store-probe", daemon=True).start()
+    # On timeout the call keeps running; `store_health` reports it once it has waited STUCK_AFTER.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(answered.wait(), timeout)

@@ -14,6 +14,8 @@ from pathlib import Path
 import structlog
 import watchfiles
 
+__all__ = ["DEBOUNCE_MS", "watch_roots", "watch_specs"]
+
 log = structlog.get_logger("capctl.daemon.watch")
 
 DEBOUNCE_MS = 500

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from reconciler.budget import BudgetRegistry
     from reconciler.clock import Clock
 
+__all__ = ["CLASSES", "ErrorKind", "Provider", "ProviderPool", "VendorError", "record_missing_sniffio"]
+
 CLASSES: dict[ApiFamily, tuple[str, str]] = {
     ApiFamily.VOLC_SNAPSHOT: ("reconciler.providers.volcengine", "VolcengineSnapshotProvider"),
     ApiFamily.ZEGO_RECORD: ("reconciler.providers.zego", "ZegoRecordProvider"),

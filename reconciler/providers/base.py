@@ -14,6 +14,8 @@ from typing import Protocol
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
 
+__all__ = ["ErrorKind", "Provider", "StartResult", "VendorError"]
+
 
 class ErrorKind(enum.StrEnum):
     THROTTLED = "throttled"  # rate limited by the vendor: slow down, retry

@@ -17,6 +17,8 @@ import httpx
 
 from reconciler.providers.base import ErrorKind, VendorError
 
+__all__ = ["DEFAULT_PORTS", "endpoint_origin", "transport_error"]
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+__all__ = ["ALGORITHM", "canonical_query", "sign_callback", "sign_request", "verify_callback"]
+
 ALGORITHM = "HMAC-SHA256"
 _SIGNED_NAMES = frozenset({"content-type", "content-md5", "host"})
 _DEFAULT_PORTS = ("80", "443")

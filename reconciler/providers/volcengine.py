@@ -21,6 +21,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.family import VOLCENGINE
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.redact import scrub_text, secret_leaves
@@ -38,8 +39,8 @@ __all__ = [
 VERSION = "2023-11-01"
 SERVICE = "rtc"
 START, UPDATE, STOP, QUERY = "StartSnapshot", "UpdateSnapshot", "StopSnapshot", "GetSnapshotTask"
-# Documented per-second limits (seed page, vendor-apis.md); ProviderConfig.rate_limits overrides them.
-DEFAULT_RATE_LIMITS: dict[str, float] = {START: 150, UPDATE: 150, STOP: 150, QUERY: 60}
+# Documented per-second limits (`family.VOLCENGINE`); ProviderConfig.rate_limits overrides them.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = VOLCENGINE.rate_limits
 
 NOT_FOUND_CODE = "InvalidParameter.ErrorActiveTaskNotFound"
 # StartSnapshot with the TaskId of a running task succeeds and says so in Result.

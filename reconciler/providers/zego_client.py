@@ -22,23 +22,32 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.family import ZEGO
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden
 
-# Documented limits per AppId, requests per second, by the API name `rateLimits` overrides use.
-# The legacy calls have no surviving limits except /access_token: vendor-apis.md applies the Action API's.
-DEFAULT_RATE_LIMITS: dict[str, float] = {
-    "StartRecord": 50,
-    "StopRecord": 50,
-    "DescribeRecordStatus": 10,
-    "MediaThumbnails": 20,
-    "start": 50,
-    "stop": 50,
-    "query": 10,
-    "access_token": 10,
-}
+__all__ = [
+    "ACTION_ENVELOPE",
+    "COMMON_CODES",
+    "DEFAULT_RATE_LIMITS",
+    "LEGACY_ENVELOPE",
+    "RECORD_STATUS",
+    "ROLLOVER_SLACK",
+    "SIGNATURE_EXPIRED",
+    "SIGNATURE_INVALID",
+    "TASK_ENDED",
+    "TASK_NOT_FOUND",
+    "Envelope",
+    "ZegoClient",
+    "field",
+    "observed_from_status",
+    "parse_app_id",
+]
+
+# Documented limits per AppId (`family.ZEGO`), by the API name `rateLimits` overrides use.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = ZEGO.rate_limits
 
 # Codes every ZEGO server API shares (vendor-apis.md); families add theirs on top.
 SIGNATURE_EXPIRED = 100000004

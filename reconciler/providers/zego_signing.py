@@ -23,6 +23,19 @@ from typing import Any
 
 from reconciler.secrets import Secret
 
+__all__ = [
+    "LEGACY_TOKEN_LIFETIME",
+    "SIGNATURE_VERSION",
+    "RandomBytes",
+    "access_token_request",
+    "callback_signature",
+    "legacy_token",
+    "new_nonce",
+    "signature",
+    "signature_params",
+    "verify_callback",
+]
+
 RandomBytes = Callable[[int], bytes]
 """`os.urandom`-shaped: n -> n random bytes."""
 

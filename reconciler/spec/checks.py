@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Final
 
+from reconciler.providers.family import VENDORS
 from reconciler.spec.documents import Loaded
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import VOLC_ID_RE, RefStr, volc_task_id
@@ -37,20 +38,6 @@ __all__ = ["CheckedJob", "check_all"]
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
     "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),
-}
-# API names `rateLimits` may override (the names the providers budget by).
-RATE_LIMIT_APIS: Final = {
-    "volcengine": ("StartSnapshot", "UpdateSnapshot", "StopSnapshot", "GetSnapshotTask"),
-    "zego": (
-        "StartRecord",
-        "StopRecord",
-        "DescribeRecordStatus",
-        "MediaThumbnails",
-        "start",
-        "stop",
-        "query",
-        "access_token",
-    ),
 }
 _KEYS: Final = ("bucket", "accessKey", "secretKey")
 # Storage type → (required fields, other fields that apply). `region` is checked per vendor.
@@ -140,7 +127,7 @@ class Checker:
     def check_provider(self, doc: Loaded) -> None:
         assert isinstance(doc.model, ProviderDocument)
         spec = doc.model.spec
-        apis = RATE_LIMIT_APIS[spec.type]
+        apis = tuple(VENDORS[spec.type].rate_limits)  # the names the providers budget by
         for api in spec.rate_limits:
             if api not in apis:
                 self.errors.add(

@@ -10,8 +10,9 @@ from __future__ import annotations
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from reconciler.daemon.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected, ReplayGuard
+from reconciler.daemon.router import ReplayGuard
 from reconciler.model import TaskStatus
+from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, zego_body
 from tests.specdocs import recording_job

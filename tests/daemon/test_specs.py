@@ -164,7 +164,7 @@ async def test_a_slow_spec_load_does_not_stall_the_probes(harness: Harness, monk
         finally:
             loading.clear()
 
-    monkeypatch.setattr("reconciler.daemon.controller.load_spec_set", slow_load)
+    monkeypatch.setattr("reconciler.daemon.specset.load_spec_set", slow_load)
     reloading = asyncio.create_task(daemon.reload_async())
     while not started.is_set():
         await asyncio.sleep(0.01)

@@ -8,8 +8,8 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon import policy
-from reconciler.daemon.callbacks import Deduper
 from reconciler.daemon.queue import ShutDown, WorkQueue
+from reconciler.daemon.router import Deduper
 from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus
 
 

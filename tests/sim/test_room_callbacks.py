@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.daemon.callbacks import parse_volcengine, parse_zego
 from reconciler.model import ProviderConfig
+from reconciler.providers.volc_callbacks import parse_volcengine
+from reconciler.providers.zego_callbacks import parse_zego
 from reconciler.secrets import Secret
 from reconciler.sim.config import BUILTIN_VOLC_APP, BUILTIN_ZEGO_APP
 from tests.sim.conftest import START, Receiver, SimClient, scenario_body, sdk_sign, snapshot_body

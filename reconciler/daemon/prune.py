@@ -1,0 +1,114 @@
+"""The prune guard: which tasks removed from the specs the daemon stops, and when.
+
+The safeguard Argo CD and Flux have: a spec change that would prune more than `max_prune` % of the tasks
+in the state (tombstones aside) prunes none of them and waits for a human; a task missing from the specs
+is stopped only once it has stayed missing for `prune_grace` (a spec file rewritten in place is briefly
+missing documents); a task whose Provider is gone too is reported once, not retried (docs/daemon.md,
+"Pruning and its safeguard"). The `capctl_prune_blocked` gauges say how many are held back and why.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from reconciler.clock import Clock
+from reconciler.daemon import policy
+from reconciler.daemon.metrics import Metrics
+from reconciler.model import TaskRecord, TaskStatus
+from reconciler.spec import SpecSet
+
+__all__ = ["MAX_LOGGED", "PRUNE_GRACE", "PruneGuard"]
+
+log = structlog.get_logger("capctl.daemon")
+
+MAX_LOGGED = 20  # keys listed in one log line; the count says how many there were
+# Seconds a task must stay missing from the spec set before it is pruned: a spec file rewritten in place
+# (not atomically) is briefly missing documents, and stopping a recording for that was worse than waiting.
+PRUNE_GRACE = 30.0
+
+
+class PruneGuard:
+    def __init__(self, clock: Clock, metrics: Metrics, *, prune: bool, max_prune: float, grace: float) -> None:
+        if not 0 <= max_prune <= 100:
+            raise ValueError(f"max_prune must be a percentage from 0 to 100, got {max_prune}")
+        if grace < 0:
+            raise ValueError(f"prune_grace must not be negative, got {grace}")
+        self.clock = clock
+        self.metrics = metrics
+        self.prune = prune
+        self.max_prune = max_prune
+        self.grace = grace
+        self._blocked: set[str] = set()  # removed from the specs, held back by --max-prune
+        self._absent_since: dict[str, float] = {}  # removed from the specs at: pruned once grace has passed
+        self._pending: set[str] = set()  # removed, within the grace period
+        self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
+
+    def check(self, spec: SpecSet, records: list[TaskRecord]) -> None:
+        """Decided per spec change, over every task then missing from the specs."""
+        self._unstoppable &= {r.key for r in records} - set(spec.tasks)
+        live = [r for r in records if r.status is not TaskStatus.REMOVED]
+        missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
+        blocked = missing if policy.prune_blocked(len(missing), len(live), self.max_prune) else set()
+        self._start_grace(missing, blocked)
+        if blocked and blocked != self._blocked:
+            log.warning(
+                "prune blocked: too many tasks removed at once; waiting for a human",
+                tasks=len(blocked),
+                of=len(live),
+                max_prune=self.max_prune,
+                first=sorted(blocked)[:MAX_LOGGED],
+                to_confirm="stop the daemon and run `capctl apply`, or restart it with --max-prune 100",
+            )
+        elif self._blocked and not blocked:
+            log.info("prune no longer blocked", tasks=len(missing))
+        self._blocked = blocked
+        self._export()
+
+    def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
+        """Remember since when each task has been missing; say once which tasks will be pruned after the
+        grace period, and which came back in time."""
+        now = self.clock.now()
+        before = self._absent_since
+        self._absent_since = {key: before.get(key, now) for key in missing}
+        came_back = self._pending - missing
+        self._pending = {k for k in missing - blocked if now < self._absent_since[k] + self.grace}
+        if new := sorted(self._pending - before.keys()):
+            log.info(
+                "prune pending: tasks removed from the specs are stopped after the grace period unless they return",
+                tasks=len(new),
+                grace=self.grace,
+                first=new[:MAX_LOGGED],
+            )
+        if came_back:
+            log.info("prune cancelled: tasks are back in the specs", tasks=len(came_back))
+
+    def wait(self, key: str, now: float) -> float | None:
+        """Seconds until the removed task `key` may be stopped (0: now), or None: never without a change."""
+        if not self.prune or key in self._blocked:
+            return None
+        wait = self._absent_since.setdefault(key, now) + self.grace - now
+        if wait > 0:
+            return wait  # looked at again when the grace period ends; a reload that restores it cancels this
+        if key in self._pending:
+            self._pending.discard(key)
+            self._export()
+        return 0.0
+
+    def unstoppable(self, key: str) -> bool:
+        """Its Provider is gone too: True the first time (to report it), False after."""
+        if key in self._unstoppable:
+            return False
+        self._unstoppable.add(key)
+        self._export()
+        return True
+
+    def stopped(self, key: str) -> None:
+        self._absent_since.pop(key, None)
+        if key in self._unstoppable:  # its provider came back and the stop went through
+            self._unstoppable.discard(key)
+            self._export()
+
+    def _export(self) -> None:
+        self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._blocked))
+        self.metrics.prune_blocked.labels(reason="grace").set(len(self._pending))
+        self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))

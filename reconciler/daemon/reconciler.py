@@ -1,0 +1,390 @@
+"""Decides one task key: `reconcile(key) -> Result(requeue_after)`, as controller-runtime's Reconciler.
+
+It re-reads the desired task and the recorded state, observes the vendor when an observation is due,
+decides with the same pure `diff` as `capctl plan`, acts through the same `Executor` as `capctl apply`,
+and says when to look again. Re-issue pacing and polling cadence come from `policy`; what it remembers
+between two passes over a key is that key's `KeyRuntime` (`runtime.py`), changed only by its transition
+functions. It also turns routed callbacks into runtime hints (`on_callback`). It owns no queue, worker,
+lease or timer: the controller (`controller.py`) does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from reconciler import engine, stopreasons, transitions
+from reconciler.budget import HEADROOM
+from reconciler.clock import Clock
+from reconciler.daemon import policy, runtime
+from reconciler.daemon.metrics import VENDOR_ERROR_REASONS, Metrics
+from reconciler.daemon.prune import PruneGuard
+from reconciler.daemon.records import RecordCache
+from reconciler.daemon.router import RoutedCallback
+from reconciler.daemon.runtime import RuntimeMap
+from reconciler.execute import Executor, needs_observation
+from reconciler.model import (
+    Action,
+    ApiFamily,
+    Change,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+)
+from reconciler.plan import PlanError, PlanOptions, diff
+from reconciler.providers.base import Provider, VendorError
+from reconciler.providers.callbacks import CallbackEvent
+from reconciler.providers.family import FAMILIES
+from reconciler.spec import SpecSet
+from reconciler.state.base import StateError
+
+__all__ = ["RESYNC_JITTER", "ReconcileFailed", "Reconciler", "Result"]
+
+log = structlog.get_logger("capctl.daemon")
+
+RESYNC_JITTER = 0.1  # looks and the resync timer are spread over period × [0.9, 1.1]
+# Seconds a per-budget running-task count is reused before it is recounted: the count only sets the sweep
+# period, and recounting 10,000 records every second was 1.4 % of a core in the steady state.
+COUNTS_TTL = 10.0
+
+
+class ReconcileFailed(Exception):
+    """A vendor or state error while reconciling one key: the key is retried with backoff."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    requeue_after: float | None  # seconds until the key is looked at again; None: only on events
+
+
+class Reconciler:
+    def __init__(
+        self,
+        records: RecordCache,
+        runtimes: RuntimeMap,
+        provider: Callable[[str, ApiFamily], Provider],
+        executor: Executor,
+        prune: PruneGuard,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        resync: float,
+        rng: random.Random,
+    ) -> None:
+        self.records = records
+        self.runtimes = runtimes
+        self.spec: SpecSet | None = None  # set by the controller when a spec set is taken
+        self._provider = provider
+        self._executor = executor
+        self._prune = prune
+        self.metrics = metrics
+        self.clock = clock
+        self.resync = resync
+        self._rng = rng
+        self._counts: dict[tuple[str, ApiFamily], int] = {}
+        self._counts_at = float("-inf")
+
+    def status_counts(self) -> dict[str, int]:
+        """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
+        seen but not yet recorded, a failed observation). Called from the scrape's thread."""
+        counts = Counter(self.records.status_counts())
+        for key, status in self.runtimes.unconfirmed().items():
+            record = self.records.get(key)
+            if record is not None and record.status.value != status:
+                counts[record.status.value] -= 1
+                counts[status] += 1
+        return dict(counts)
+
+    def observe_first(self, keys: Iterable[str] | None = None) -> None:
+        """Look at the vendor before acting on each of `keys` (None: every record) that may still run."""
+        for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
+            if needs_observation(record):
+                self._update(record.key, runtime.observe_first)
+
+    def recount(self) -> None:
+        """The records were read again (lease regained): recount the budgets' running tasks on next use."""
+        self._counts_at = float("-inf")
+
+    def _update(
+        self, key: str, transition: Callable[..., runtime.KeyRuntime], *args: object, **kwargs: object
+    ) -> runtime.KeyRuntime:
+        """Apply one transition to the key's current value (no await between the read and the write)."""
+        return self.runtimes.set(key, transition(self.runtimes.get(key), *args, **kwargs))
+
+    async def reconcile(self, key: str) -> Result:
+        """One pass over one key."""
+        spec = self.spec
+        if spec is None:
+            return Result(None)  # no valid spec set yet: nothing is decided, nothing is stopped
+        task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
+        if task is None:
+            return Result(await self._reconcile_removed(key, record))
+        observed: dict[str, Observed] = {}
+        if record is not None and self._observation_due(record, now):
+            obs = self._with_end_reason(record, await self._observe(record))
+            observed[key] = obs
+            self._update(key, runtime.unconfirmed, "unknown" if obs.state is ObservedState.UNKNOWN else None)
+            try:
+                record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+            except StateError:
+                if obs.state is not ObservedState.RUNNING:  # it ended, but the record cannot say so yet
+                    self._update(key, runtime.unconfirmed, TaskStatus.STOPPED.value)
+                self._update(key, runtime.observe_first)  # the retry looks again instead of trusting the record
+                raise
+        if record is not None and self._waiting_to_reissue(task, record):
+            active_at = self.runtimes.get(key).room_activity
+            room_active = active_at is not None and active_at >= (record.started_at or 0.0)
+            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record), room_active=room_active)
+            if not decision.immediate:
+                return Result(self._postpone(record, decision, now))
+            record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
+        records = {key: record} if record is not None else {}
+        change = diff(
+            {key: task}, records, observed, options=PlanOptions(prune=self._prune.prune), state_serial=0, now=now
+        ).changes[0]
+        if change.action is Action.NOOP:
+            log.debug("no change", reason=change.reason)
+            engine.persist_restored(self.records, (change,), records)
+            return Result(self._next_look(key, now))
+        await self._execute(change, task, record)
+        return Result(self._next_look(key, self.clock.now()))
+
+    async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
+        self._update(key, runtime.forgotten)
+        now = self.clock.now()
+        if record is not None and record.status is TaskStatus.REMOVED:
+            if engine.collect_tombstones(self.records, {key: record}, {}, now):
+                log.info("tombstone forgotten", removed_at=record.removed_at)
+                return None
+            return max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now)
+        if record is None:
+            return None
+        wait = self._prune.wait(key, now)
+        if wait is None or wait > 0:
+            return wait
+        assert self.spec is not None
+        try:
+            plan = diff(
+                {}, {key: record}, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
+            )
+        except PlanError as exc:
+            if self._prune.unstoppable(key):  # once per task: no retry loop, no log line per resync
+                log.error("cannot prune", error=str(exc))
+            return None
+        await self._execute(plan.changes[0], None, record)
+        self._prune.stopped(key)
+        return transitions.TOMBSTONE_RETENTION
+
+    async def _execute(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> None:
+        log.info("decision", action=change.action.value, reason=change.reason)
+        desired = {change.key: task} if task is not None else {}
+        records = {change.key: record} if record is not None else {}
+        result = (await self._executor.apply((change,), desired, records)).results[0]
+        if not result.ok:
+            raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
+        if change.action is Action.REISSUE and record is not None:
+            self._count_reissue(record)
+        self._update(change.key, runtime.acted)
+        if result.note:
+            log.info("done", action=change.action.value, note=result.note)
+
+    def _count_reissue(self, before: TaskRecord) -> None:
+        after = self.records.get(before.key)
+        rollover = policy.is_rollover(before, hinted=self._hinted(before))
+        # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
+        reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")
+        self.metrics.reissues.labels(reason=reason[:64]).inc()
+        if after is not None and after.started_at is not None and before.stopped_at is not None:
+            self.metrics.reissue_gap.observe(max(0.0, after.started_at - before.stopped_at))
+
+    # --- re-issue pacing --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
+        return (
+            record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
+            and task.restart_policy is RestartPolicy.ALWAYS
+            and record.spec_hash == task.spec_hash
+        )
+
+    def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
+        """Polling may say only 'ended (ZEGO status 4)'; a callback may have said why: prefer its words."""
+        hint = self.runtimes.get(record.key).end_reason
+        if hint is None or hint[0] != record.vendor_task_id or obs.state is not ObservedState.STOPPED:
+            return obs
+        return dataclasses.replace(obs, reason=hint[1])
+
+    def _hinted(self, record: TaskRecord) -> bool:
+        hint = self.runtimes.get(record.key).rollover_hint
+        return record.vendor_task_id is not None and hint == record.vendor_task_id
+
+    def _postpone(self, record: TaskRecord, decision: policy.ReissueDecision, now: float) -> float:
+        if record.next_attempt_at is None:
+            waiting = policy.postpone(record, decision, now)
+            self.records.put(waiting)
+            log.info(
+                "decision",
+                action="wait",
+                status=waiting.status.value,
+                retry_in=round(decision.delay, 1),
+                unproductive_runs=decision.unproductive,
+                reason="dormant: no room activity" if decision.dormant else "backing off unproductive runs",
+            )
+        return decision.delay
+
+    # --- observation cadence ----------------------------------------------------------------------------
+
+    def _observation_due(self, record: TaskRecord, now: float) -> bool:
+        if not needs_observation(record) or record.status is TaskStatus.DORMANT:
+            return False
+        rt = self.runtimes.get(record.key)
+        return rt.observe_now or rt.next_observe is None or now >= rt.next_observe
+
+    async def _observe(self, record: TaskRecord) -> Observed:
+        self._update(record.key, runtime.looking)
+        try:
+            obs = await self._provider(record.provider, record.family).observe(record)
+        except VendorError as exc:
+            obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
+            self.metrics.reconcile_errors.labels(reason=VENDOR_ERROR_REASONS[exc.kind]).inc()
+            log.warning("observation failed", error=str(exc))
+        now = self.clock.now()
+        swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
+        self._update(record.key, runtime.looked, now, swept, running=obs.state is ObservedState.RUNNING)
+        log.debug("observed", state=obs.state.value, reason=obs.reason)
+        return obs
+
+    def _next_look(self, key: str, now: float) -> float | None:
+        """When this key needs its worker again: its next observation or its scheduled re-issue."""
+        record = self.records.get(key)
+        if record is None:
+            return None
+        if record.next_attempt_at is not None and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
+            return max(0.0, record.next_attempt_at - now)
+        if not needs_observation(record) or record.status is TaskStatus.DORMANT:
+            return None
+        due = self.runtimes.get(key).next_observe
+        if due is None:
+            # Just started: look at its first expected deadline, or after one sweep, whichever is first.
+            deadline = policy.expected_deadline(record)
+            due = now + self._period(record)
+            if deadline is not None and deadline > now:
+                due = min(due, deadline)
+            self._update(key, runtime.planned, due)
+        return max(0.0, due - now)
+
+    def _hint_look(self, record: TaskRecord, hint: float) -> float:
+        """Set the next look a callback suggests, held to one sweep period after the last observation."""
+        rt = self.runtimes.get(record.key)
+        last = rt.looked_at if rt.looked_at is not None else record.observed_at or record.started_at or self.clock.now()
+        due = self._update(record.key, runtime.hinted_look, hint, last, self._period(record)).next_observe
+        assert due is not None
+        return due
+
+    def _period(self, record: TaskRecord) -> float:
+        return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
+
+    def _running_count(self, record: TaskRecord) -> int:
+        """Running tasks sharing this record's query budget (recounted at most once per COUNTS_TTL)."""
+        now = self.clock.monotonic()
+        if now - self._counts_at > COUNTS_TTL:
+            counts: dict[tuple[str, ApiFamily], int] = {}
+            for r in self.records.values():
+                if needs_observation(r) and r.status is not TaskStatus.DORMANT:
+                    account = self._account(r.provider)
+                    counts[(account, r.family)] = counts.get((account, r.family), 0) + 1
+            self._counts, self._counts_at = counts, now
+        return self._counts.get((self._account(record.provider), record.family), 1)
+
+    def _account(self, provider: str) -> str:
+        config = self.spec.providers.get(provider) if self.spec else None
+        return config.account if config is not None else provider
+
+    def _query_rate(self, record: TaskRecord) -> float:
+        config = self.spec.providers.get(record.provider) if self.spec else None
+        return FAMILIES[record.family].query_rate(config.rate_limits if config else None) * HEADROOM
+
+    # --- callback hints ---------------------------------------------------------------------------------
+
+    def on_callback(self, routed: RoutedCallback) -> list[tuple[str, float]]:
+        """Turn an accepted callback into runtime hints; returns the keys to queue, each with its delay."""
+        event = routed.event
+        if event is None:  # refused, or a duplicate: nothing to do
+            return []
+        queued: list[tuple[str, float]] = []
+        record = self.records.get(routed.task_key) if routed.task_key is not None else None
+        if record is not None:
+            queued += self._on_task_event(event, record)
+        queued += self._wake(event, routed.woken)
+        queued += self._emptied(routed.emptied)
+        return queued
+
+    def _on_task_event(self, event: CallbackEvent, record: TaskRecord) -> list[tuple[str, float]]:
+        key = record.key
+        if event.output and not record.productive and record.status is TaskStatus.RUNNING:
+            self.records.put(record.evolve(productive=True))
+            log.info("run is productive", key=key, callback=event.event)
+        if event.ended:
+            if record.vendor_task_id is not None:
+                self._update(
+                    key, runtime.end_hinted, record.vendor_task_id, rollover=event.rollover, reason=event.end_reason
+                )
+            else:
+                self._update(key, runtime.observe_first)
+            log.info("callback: run ended; observing", key=key, callback=event.event)
+            return [(key, 0.0)]
+        idle = record.idle_timeout
+        if (event.output or event.room_empty) and idle is not None:
+            # The run cannot idle out before one idle timeout after this event: no need to poll until then.
+            # Reckoned from when the event reached us, on our clock: the vendor's clock may be skewed.
+            covered = self.clock.now() + idle + policy.DEADLINE_MARGIN
+            if record.max_duration is not None and record.started_at is not None:
+                covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
+            rt = self.runtimes.get(key)
+            if event.room_empty or rt.next_observe is None:
+                due = self._hint_look(record, covered)
+            elif rt.probe_until is None:
+                # While probing after the last user left, an image may still arrive that was taken before
+                # the leave (callbacks race each other): it must not push the look past the idle deadline.
+                due = self._hint_look(record, max(rt.next_observe, covered))
+            else:
+                return []
+            return [(key, max(0.0, due - self.clock.now()))]
+        return []
+
+    def _emptied(self, keys: tuple[str, ...]) -> list[tuple[str, float]]:
+        """The last user we saw join left: the room's runs idle out one idle timeout from now."""
+        now, queued = self.clock.now(), []
+        for key in keys:
+            record = self.records.get(key)
+            if record is None or record.status is not TaskStatus.RUNNING or record.idle_timeout is None:
+                continue
+            # The vendor's idle clock started no later than it sent this callback: the stop is at most
+            # one idle timeout away, on our clock.
+            stop = now + record.idle_timeout
+            self._update(key, runtime.probing, stop)
+            due = self._hint_look(record, stop + policy.PROBE_DELAY)
+            queued.append((key, max(0.0, due - now)))
+        return queued
+
+    def _wake(self, event: CallbackEvent, keys: tuple[str, ...]) -> list[tuple[str, float]]:
+        now, queued = self.clock.now(), []
+        for key in keys:
+            # Remembered: a run that looks running now but already ended is re-issued at once when seen.
+            self._update(key, runtime.room_active, now)  # our clock: compared with our records' start times
+            record = self.records.get(key)
+            if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
+                continue
+            if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+                self.records.put(record.evolve(next_attempt_at=now))
+                queued.append((key, 0.0))
+                log.info("room activity: waking task", key=key, callback=event.event, was=record.status.value)
+        return queued

@@ -1,0 +1,188 @@
+"""Vendor callbacks in, task keys and hints out: the only part of the daemon that sees a webhook.
+
+A callback is verified and parsed by its vendor's parser (`providers.family`, the providers own their
+payloads), deduplicated (`Deduper`: a vendor's retry is acted on once; `ReplayGuard`: a ZEGO signature
+put on another body is refused) and translated into the keys it concerns, using the indexes the router
+owns: rooms to the task keys capturing them, and the users seen in each room. It never decides
+anything: the reconciler turns a `RoutedCallback` into runtime hints, the controller into queued keys.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.records import RecordCache
+from reconciler.model import ProviderConfig
+from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected
+from reconciler.providers.family import vendor as vendor_named
+from reconciler.spec import SpecSet
+
+__all__ = ["CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
+
+log = structlog.get_logger("capctl.daemon")
+
+DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seconds)
+# ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time is outside MAX_SKEW (it cannot
+# pass the time check again), the oldest first when there are more (about 200 bytes each: ≤ 25 MB).
+REPLAY_MEMORY = 100_000
+
+Room = tuple[str, str, str]  # (vendor, app id, room id)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedCallback:
+    """What one callback means for the daemon. `outcome` is the metrics label (accepted, duplicate,
+    rejected); `event` is set only when accepted."""
+
+    status: int
+    reason: str
+    outcome: str
+    logged: bool = False  # a refusal worth a log line (a replayed pair is said once)
+    event: CallbackEvent | None = None
+    task_key: str | None = None  # the key whose current run the callback is about
+    woken: tuple[str, ...] = ()  # keys capturing a room where someone joined or a stream appeared
+    emptied: tuple[str, ...] = ()  # keys capturing a room whose last user we saw join has left
+
+
+class CallbackRouter:
+    def __init__(self, records: RecordCache, metrics: Metrics) -> None:
+        self._records = records
+        self._metrics = metrics
+        self._deduper = Deduper()
+        self._replays = ReplayGuard()
+        self._rooms: dict[Room, list[str]] = {}  # room -> keys
+        self._room_users: dict[Room, set[str]] = {}  # users seen joining and not yet leaving
+
+    @staticmethod
+    def knows(vendor: str) -> bool:
+        return vendor_named(vendor) is not None
+
+    def index(self, spec: SpecSet) -> None:
+        """A new spec set: which keys capture which room."""
+        self._rooms = {}
+        for task in spec.tasks.values():
+            config = spec.providers[task.provider]
+            self._rooms.setdefault((config.type, config.app_id, task.target), []).append(task.key)
+
+    def route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
+        """Verify, deduplicate and translate one webhook of a known `vendor` (see `knows`); counted by outcome."""
+        routed = self._route(vendor, body, providers, now)
+        self._metrics.callbacks.labels(vendor=vendor, outcome=routed.outcome).inc()
+        if routed.logged:
+            log.warning("callback rejected", vendor=vendor, status=routed.status, reason=routed.reason)
+        return routed
+
+    def _route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
+        found = vendor_named(vendor)
+        assert found is not None, "route() of an unknown vendor"
+        try:
+            event = found.parse_callback()(body, providers, now)
+            first = self._replays.first_time(event, now)
+        except CallbackRejected as exc:
+            return RoutedCallback(exc.status, exc.reason, "rejected", logged=exc.logged)
+        if not first or not self._deduper.first_time(event.dedupe_key):
+            return RoutedCallback(200, "duplicate: already accepted", "duplicate")
+        record = self._records.by_vendor_id(event.run_id) if event.run_id is not None else None
+        room = (event.vendor, event.app_id, event.room_id or "")
+        woken = tuple(self._rooms.get(room, ())) if event.room_active and event.room_id is not None else ()
+        emptied: tuple[str, ...] = ()
+        if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
+            emptied = self._track_users(room, event)
+        if event.room_id is not None and event.room_active:  # the status page's room timeline
+            self._records.history.room_active(event.room_id)
+        elif event.room_id is not None and (event.room_empty or emptied):
+            self._records.history.room_idle(event.room_id)
+        return RoutedCallback(
+            200,
+            "accepted",
+            "accepted",
+            event=event,
+            task_key=record.key if record else None,
+            woken=woken,
+            emptied=emptied,
+        )
+
+    def _track_users(self, room: Room, event: CallbackEvent) -> tuple[str, ...]:
+        """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
+        will idle out one idle timeout from now. A user who joined before we started is unknown: their
+        leave also counts as the room emptying (a few extra polls)."""
+        users = self._room_users.setdefault(room, set())
+        if event.room_active:
+            users.add(event.user_id or "")
+            return ()
+        users.discard(event.user_id or "")
+        if users:
+            return ()
+        del self._room_users[room]
+        return tuple(self._rooms.get(room, ()))
+
+
+class Deduper:
+    """Remembers the last `size` callback ids: a vendor's retry of a delivered callback is acted on once."""
+
+    def __init__(self, size: int = DEDUPE_SIZE) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def first_time(self, key: str) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True)
+class _Signed:
+    expires: float  # daemon time after which the pair fails the time check anyway
+    digest: str
+    warned: bool = False
+
+
+class ReplayGuard:
+    """The ZEGO (timestamp, nonce) pairs seen within the time window, each with the digest of its body.
+
+    The same pair with the same body is the vendor's retry (answered as a duplicate); with another body it
+    is a captured signature put on a forged body: refused with 409, logged once per pair. Memory is bounded
+    twice: a pair is forgotten when its time leaves the MAX_SKEW window (it would be refused as stale), and
+    at most `size` pairs are kept (the oldest forgotten first). A pair forgotten early by the cap is no
+    longer recognised; its callback is still only a hint that the controller checks against the vendor.
+    """
+
+    def __init__(self, size: int = REPLAY_MEMORY, window: float = MAX_SKEW) -> None:
+        self._seen: OrderedDict[str, _Signed] = OrderedDict()
+        self._size = size
+        self._window = window
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, event: CallbackEvent, now: float) -> bool:
+        """True for a pair not seen yet, False for an exact repeat; raises CallbackRejected for a replay."""
+        if event.signed_pair is None:
+            return True
+        # Lazy expiry from the oldest arrival: times in the window differ by at most 2 × MAX_SKEW, so an
+        # expired pair waits at most that long behind a younger one (and the cap bounds it meanwhile).
+        while self._seen and next(iter(self._seen.values())).expires < now:
+            self._seen.popitem(last=False)
+        seen = self._seen.get(event.signed_pair)
+        if seen is None:
+            self._seen[event.signed_pair] = _Signed(event.at + self._window, event.body_digest)
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+        if seen.digest == event.body_digest:
+            return False
+        logged, seen.warned = not seen.warned, True
+        raise CallbackRejected(
+            409,
+            "replayed signature: this timestamp and nonce already signed a different callback body",
+            logged=logged,
+        )

@@ -1,0 +1,142 @@
+"""What the daemon knows about one task key between two reconciles, as one immutable value per key.
+
+The record in the state store is the truth about a task; `KeyRuntime` is only the daemon's memory of
+*when to look* and *what callbacks hinted*. It is changed only by the pure transition functions below, so
+what a callback, an observation or an action does to it can be read (and tested) in one place.
+
+What a restart keeps: nothing of this. What comes back from the state store: every task whose record
+says it may run is observed before anything is done (`observe_now`); the next observation, the
+probe window and the backoff wait are recomputed from the record (`started_at`, `observed_at`,
+`next_attempt_at`, `unproductive_runs`). What is lost: callback hints (a rollover or end reason, room
+activity), so a restart may re-issue one run after a short backoff instead of at once, and may name a
+stop by the polled status rather than the callback's reason. The retry backoff of a failing key lives
+in the work queue (`queue.WorkQueue`) and restarts from zero too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from reconciler.daemon import policy
+
+__all__ = [
+    "EMPTY",
+    "KeyRuntime",
+    "RuntimeMap",
+    "acted",
+    "end_hinted",
+    "forgotten",
+    "hinted_look",
+    "looked",
+    "looking",
+    "observe_first",
+    "planned",
+    "probing",
+    "room_active",
+    "unconfirmed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRuntime:
+    next_observe: float | None = None  # wall time the running task is next observed (None: not planned)
+    looked_at: float | None = None  # wall time it was last observed (or tried)
+    observe_now: bool = False  # restart, sync or callback: observe before acting
+    rollover_hint: str | None = None  # the vendor task id a callback said hit its max duration
+    end_reason: tuple[str, str] | None = None  # (vendor task id, why a callback said it ended)
+    room_activity: float | None = None  # time of the last room-activity callback for its room
+    probe_until: float | None = None  # end of the short-interval looks around its expected stop
+    unconfirmed: str | None = None  # the status `capctl_tasks` counts instead of the record's
+
+
+EMPTY = KeyRuntime()
+
+
+def observe_first(rt: KeyRuntime) -> KeyRuntime:
+    """Look at the vendor before deciding (start, lease regained, sync, a callback saying the run ended)."""
+    return replace(rt, observe_now=True)
+
+
+def end_hinted(rt: KeyRuntime, run: str, *, rollover: bool, reason: str | None) -> KeyRuntime:
+    """A callback said run `run` ended (at its max duration when `rollover`, for `reason`): look now."""
+    return replace(
+        rt,
+        observe_now=True,
+        rollover_hint=run if rollover else rt.rollover_hint,
+        end_reason=(run, reason) if reason else rt.end_reason,
+    )
+
+
+def hinted_look(rt: KeyRuntime, hint: float, last: float, period: float) -> KeyRuntime:
+    """A callback says the next look can wait until `hint`, held to one sweep `period` after `last`."""
+    return replace(rt, next_observe=policy.hinted_look(hint, last, period))
+
+
+def probing(rt: KeyRuntime, stop: float) -> KeyRuntime:
+    """The room emptied: the run stops at `stop`; look every PROBE_INTERVAL until the margin after it."""
+    return replace(rt, probe_until=stop + policy.DEADLINE_MARGIN)
+
+
+def room_active(rt: KeyRuntime, now: float) -> KeyRuntime:
+    return replace(rt, room_activity=now)
+
+
+def looking(rt: KeyRuntime) -> KeyRuntime:
+    """An observation is under way: a callback arriving meanwhile may ask for another one."""
+    return replace(rt, observe_now=False)
+
+
+def looked(rt: KeyRuntime, now: float, swept: float, *, running: bool) -> KeyRuntime:
+    """Observed at `now`; `swept` is the regular next look (one jittered sweep period on). While probing
+    a run expected to stop, a running one is looked at every PROBE_INTERVAL from just after the stop (a
+    look held to --resync may come before it: the regular sweep until then)."""
+    if rt.probe_until is not None and now < rt.probe_until and running:
+        probe_from = rt.probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
+        due = now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
+        return replace(rt, looked_at=now, next_observe=due)
+    return replace(rt, looked_at=now, next_observe=swept, probe_until=None)
+
+
+def planned(rt: KeyRuntime, due: float) -> KeyRuntime:
+    return replace(rt, next_observe=due)
+
+
+def unconfirmed(rt: KeyRuntime, status: str | None) -> KeyRuntime:
+    return replace(rt, unconfirmed=status)
+
+
+def acted(rt: KeyRuntime) -> KeyRuntime:
+    """After an action the run is new: its first look is at its own deadline, its start is its last
+    observation, and every hint about the old run is gone. Room activity stays: it is about the room."""
+    return KeyRuntime(room_activity=rt.room_activity)
+
+
+def forgotten(rt: KeyRuntime) -> KeyRuntime:
+    """The task left the specs: nothing more to observe."""
+    return replace(rt, next_observe=None, looked_at=None, unconfirmed=None)
+
+
+class RuntimeMap:
+    """key -> KeyRuntime. Each change applies a transition to the value current at that moment (no await
+    in between), so a callback that arrives while a worker waits on the vendor is never overwritten."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, KeyRuntime] = {}
+
+    def get(self, key: str) -> KeyRuntime:
+        return self._values.get(key, EMPTY)
+
+    def set(self, key: str, value: KeyRuntime) -> KeyRuntime:
+        if value == EMPTY:
+            self._values.pop(key, None)  # most keys carry nothing: the map holds only those that do
+        else:
+            self._values[key] = value
+        return value
+
+    def unconfirmed(self) -> dict[str, str]:
+        """key -> the status the gauge counts instead of the record's (a copy: scraped from another thread)."""
+        return {k: v.unconfirmed for k, v in list(self._values.items()) if v.unconfirmed is not None}
+
+    def clear_unconfirmed(self) -> None:
+        for key, value in list(self._values.items()):
+            self.set(key, unconfirmed(value, None))

@@ -1,0 +1,111 @@
+"""The spec set in force in the daemon: reading it, keeping the last valid one, what a new one changes.
+
+An invalid or vanished set never replaces the last valid one (the daemon logs it, /readyz and the
+`capctl_spec_set_*` gauges say so); a valid one queues only the keys whose task changed, appeared or
+disappeared, except the first, which queues every key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+
+import structlog
+
+from reconciler.clock import Clock
+from reconciler.daemon.metrics import Metrics
+from reconciler.spec import SpecErrors, SpecSet, load_spec_set
+from reconciler.state.sql import iso_utc
+
+__all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs"]
+
+log = structlog.get_logger("capctl.daemon")
+
+MAX_LOGGED_ERRORS = 20  # spec errors listed in one log line; the count says how many there were
+
+
+class SpecState:
+    """The spec set in force and what the last load said (logs, the `capctl_spec_set_*` gauges, /readyz).
+    A set put in force is handed to `taken(old, new)`, which tells the rest of the daemon."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        fingerprint_key: bytes | None,
+        metrics: Metrics,
+        clock: Clock,
+        taken: Callable[[SpecSet | None, SpecSet], None],
+    ) -> None:
+        self.paths = list(paths)
+        self._fingerprint_key = fingerprint_key  # the state's: specs are keyed with it, to compare with records
+        self.metrics = metrics
+        self.clock = clock
+        self._taken = taken
+        self._lock = asyncio.Lock()
+        self.current: SpecSet | None = None
+        self.error: str | None = "the specs have not been read yet"
+        self.invalid_since: float | None = None  # first failed load since the last good one
+        self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)
+
+    def reload(self) -> bool:
+        return self.take(read_specs(self.paths, self._fingerprint_key))
+
+    async def reload_async(self) -> bool:
+        """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
+        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
+        async with self._lock:
+            return self.take(await asyncio.to_thread(read_specs, self.paths, self._fingerprint_key))
+
+    def take(self, loaded: SpecSet | SpecErrors) -> bool:
+        """Put `loaded` in force, or note why not (the last valid set stays)."""
+        now = self.clock.now()
+        if isinstance(loaded, SpecErrors):
+            count, self.error = error_summary(loaded)
+            if self.invalid_since is None:
+                self.invalid_since = now
+            self.metrics.spec_load(errors=count, at=now)
+            log.error(
+                "spec set rejected; the last valid set stays in force"
+                if self.current
+                else "spec set rejected; waiting for a valid one",
+                errors=[str(e) for e in loaded.errors[:MAX_LOGGED_ERRORS]],
+                count=len(loaded.errors),
+            )
+            return False
+        old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
+        self.loaded_at = now
+        self.metrics.spec_load(errors=0, at=now)
+        self._taken(old, loaded)
+        return True
+
+    def problem(self) -> tuple[bool, str] | None:
+        """(ready, why) when the spec set is what /readyz should talk about, else None."""
+        if self.current is None:
+            return False, f"no valid spec set in force: {self.error}"
+        if self.error is not None and self.invalid_since is not None:
+            # Still ready (the last valid set runs), but a probe body is where an operator looks first.
+            return True, f"ready; spec set invalid since {iso_utc(self.invalid_since)}: {self.error}"
+        return None
+
+
+def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet | SpecErrors:
+    """The spec set, or the errors that reject it (returned, so that a worker thread can hand them over)."""
+    try:
+        return load_spec_set(paths, fingerprint_key=fingerprint_key)
+    except SpecErrors as exc:
+        return exc
+
+
+def error_summary(exc: SpecErrors) -> tuple[int, str]:
+    """(how many errors, the line /readyz shows)."""
+    count = len(exc.errors) or 1
+    return count, f"{count} error{'s' if count != 1 else ''}, first: {exc.errors[0]}" if exc.errors else str(exc)
+
+
+def changed_keys(old: SpecSet | None, new: SpecSet, recorded: Iterable[str]) -> set[str]:
+    """The keys a new spec set gives work: all of them (and every recorded one) the first time, then only
+    those whose task was added, changed or removed."""
+    if old is None:
+        return set(new.tasks) | set(recorded)
+    keys = {k for k, t in new.tasks.items() if (o := old.tasks.get(k)) is None or o.spec_hash != t.spec_hash}
+    return keys | (set(old.tasks) - set(new.tasks))

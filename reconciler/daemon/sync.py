@@ -1,0 +1,33 @@
+"""Which keys a `capctl sync` request queues (POST /api/v1/sync). Pure.
+
+It only chooses keys: the daemon queues them and looks at the vendor first, the workers still decide (a
+backing-off or dormant task keeps waiting), vendor calls stay within the budgets, and a key already
+queued is queued once, so repeating the request costs nothing more. Any unknown key: nothing is queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reconciler.spec.errors import did_you_mean
+
+__all__ = ["sync_keys"]
+
+MAX_LISTED = 20  # unknown keys named in one answer
+
+
+def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, list[str]]:
+    """(HTTP status, reason, the keys to queue) for `keys` (None: every key) among the `known` ones (the
+    spec set's and the state's: a removed job's tasks are pruned by a sync)."""
+    if keys is None:
+        wanted = sorted(known)
+    else:
+        wanted = list(dict.fromkeys(keys))
+        unknown = [k for k in wanted if k not in known]
+        if unknown:
+            listed = ", ".join(unknown[:MAX_LISTED]) + (", …" if len(unknown) > MAX_LISTED else "")
+            # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
+            job = unknown[0].rpartition("/")[0] + "/"
+            hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
+            return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
+    return 200, f"queued {len(wanted)} task key(s)", wanted

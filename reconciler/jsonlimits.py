@@ -1,0 +1,51 @@
+"""JSON parsed with a nesting limit, for everything a client or a vendor sends (request bodies, callbacks).
+
+100,000 `[` exhaust Python's recursion inside `json.loads`, which answered 500 with a traceback in the
+log; and a document nested just under that limit parses but would break the next piece of code that
+walks it. Pure, and without the HTTP stack, so the providers' callback parsers can use it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["MAX_JSON_DEPTH", "load_json"]
+
+MAX_JSON_DEPTH = 32  # a vendor callback nests 3 levels; a sync request 2
+
+
+def load_json(data: bytes | str) -> Any:
+    """`json.loads`, but nesting deeper than MAX_JSON_DEPTH is refused; ValueError says what is wrong."""
+    try:
+        value = json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError("malformed JSON: the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _brackets(data) > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):
+        raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _brackets(data: bytes | str) -> int:
+    """An upper bound of the nesting depth, cheap: a usual callback skips the walk below."""
+    if isinstance(data, bytes):
+        return data.count(b"[") + data.count(b"{")
+    return data.count("[") + data.count("{")
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` deep; iterative, so the walk itself cannot recurse too deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

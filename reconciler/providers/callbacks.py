@@ -1,0 +1,134 @@
+"""What every vendor's webhook parser shares: the verified event it returns and how it refuses one.
+
+Each vendor parses its own callbacks beside its provider (`volc_callbacks`, `zego_callbacks`): a callback
+is parsed, matched to a Provider by its app id, checked against that Provider's callbackSecret with the
+vendor's own signature scheme, and refused when its time is more than `MAX_SKEW` from the daemon's clock,
+so a captured callback cannot be replayed later. The daemon's router (`daemon/router.py`) deduplicates
+and routes the events; it never reads a vendor payload. What comes out is only a hint: the daemon
+enqueues the keys it names and re-reads the truth itself. No secret, signature or raw body ever enters
+an error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.jsonlimits import load_json
+from reconciler.model import ProviderConfig
+from reconciler.secrets import Secret
+
+__all__ = [
+    "MAX_SKEW",
+    "CallbackEvent",
+    "CallbackParser",
+    "CallbackRejected",
+    "RunId",
+    "callback_secrets",
+    "check_time",
+    "event_time",
+    "json_object",
+    "text",
+]
+
+MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
+
+# How a callback names a task's current run; a record says the same through its family's `run_id`.
+RunId = tuple[str, ...]
+
+
+class CallbackRejected(Exception):
+    """The callback is refused with HTTP `status`; `reason` is safe to send back and to log."""
+
+    def __init__(self, status: int, reason: str, *, logged: bool = True) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.logged = logged  # False: the same refusal was already logged once; say it only once
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    """What a verified callback tells the controller. Flags, because one event may say several things."""
+
+    vendor: str
+    app_id: str
+    event: str
+    dedupe_key: str
+    at: float
+    task_id: str | None = None
+    room_id: str | None = None
+    output: bool = False  # the run produced something (an image, an uploaded file)
+    ended: bool = False  # the vendor says the run ended: look now
+    rollover: bool = False  # it ended at its max duration
+    room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
+    room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
+    room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
+    user_id: str | None = None  # who joined or left
+    end_reason: str | None = None  # why the run ended, when the vendor said so (stopreasons.zego_callback)
+    signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers
+    body_digest: str = ""  # ZEGO: sha256 of the body (signature aside), to tell a retry from a replay
+    run_id: RunId | None = None  # the run it is about, as `Family.run_id` names a record's run
+
+
+# A vendor's parser: (body, the spec set's Provider documents, the daemon's now) -> a verified event.
+CallbackParser = Callable[[bytes, Iterable[ProviderConfig], float], CallbackEvent]
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = load_json(body)
+    except ValueError as exc:
+        raise CallbackRejected(400, str(exc)) from None
+    if not isinstance(data, dict):
+        raise CallbackRejected(400, f"malformed callback: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def callback_secrets(providers: Iterable[ProviderConfig], vendor: str, app_id: str) -> list[Secret]:
+    matching = [p for p in providers if p.type == vendor and p.app_id == app_id]
+    secrets = [p.callback_secret for p in matching if isinstance(p.callback_secret, Secret)]
+    if not secrets:
+        what = "no Provider" if not matching else "no Provider with a callbackSecret"
+        raise CallbackRejected(401, f"{what} for {vendor} app id {app_id!r}: cannot verify the callback")
+    return secrets
+
+
+def check_time(at: float, now: float) -> None:
+    skew = at - now
+    if abs(skew) > MAX_SKEW:
+        side = "ahead of" if skew > 0 else "behind"
+        raise CallbackRejected(
+            401,
+            f"stale callback: its time is {abs(skew):.0f} s {side} the daemon clock (at most {MAX_SKEW:.0f} s allowed)",
+        )
+
+
+def event_time(value: Any, field: str) -> float:
+    """Unix seconds from ISO 8601 text, or from a number of seconds or milliseconds."""
+    if isinstance(value, bool):
+        raise CallbackRejected(400, f"malformed callback: {field} is not a time")
+    if isinstance(value, int | float):
+        return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        if value.isdigit():
+            return event_time(int(value), field)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise CallbackRejected(400, f"malformed callback: {field} {value[:40]!r} is not a time") from None
+        if parsed.tzinfo is None:
+            raise CallbackRejected(400, f"malformed callback: {field} {value[:40]!r} has no time zone")
+        return parsed.timestamp()
+    raise CallbackRejected(400, f"malformed callback: {field} is missing")
+
+
+def text(data: Mapping[str, Any], field: str) -> str | None:
+    value = data.get(field)
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None

@@ -1,0 +1,65 @@
+"""Volcengine webhooks, parsed and verified (see `callbacks` for what every vendor's parser shares).
+
+Volcengine signs the whole callback (`volc_signing.verify_callback`); the events capctl uses are
+`SnapshotRealTimeData` (an image was taken), `UserJoinRoom` and `UserLeaveRoom`. It has no task-stopped
+callback: the daemon infers a stop from the room emptying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from reconciler.jsonlimits import load_json
+from reconciler.model import ProviderConfig
+from reconciler.providers import volc_signing
+from reconciler.providers.callbacks import (
+    CallbackEvent,
+    CallbackRejected,
+    callback_secrets,
+    check_time,
+    event_time,
+    json_object,
+    text,
+)
+
+__all__ = ["VENDOR", "parse_volcengine"]
+
+VENDOR = "volcengine"
+
+
+def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
+    """A Volcengine webhook (`{EventType, EventData, EventTime, EventId, AppId, Version, Nonce, Signature}`)."""
+    data = json_object(body)
+    app_id = text(data, "AppId")
+    if app_id is None:
+        raise CallbackRejected(400, "malformed callback: AppId is missing")
+    secrets = callback_secrets(providers, VENDOR, app_id)
+    if not isinstance(data.get("Signature"), str):
+        raise CallbackRejected(401, "missing Signature")
+    if not any(volc_signing.verify_callback(data, s.reveal()) for s in secrets):
+        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
+    at = event_time(data.get("EventTime"), "EventTime")
+    check_time(at, now)
+    event_type, event_id = text(data, "EventType") or "", text(data, "EventId") or ""
+    raw = data.get("EventData")
+    try:
+        event_data = load_json(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc})") from None
+    if not isinstance(event_data, dict):
+        raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
+    task_id, room_id = text(event_data, "TaskId"), text(event_data, "RoomId")
+    return CallbackEvent(
+        vendor=VENDOR,
+        app_id=app_id,
+        event=event_type,
+        dedupe_key=f"volc:{app_id}:{event_id}",
+        at=at,
+        task_id=task_id,
+        room_id=room_id,
+        output=event_type == "SnapshotRealTimeData",
+        room_active=event_type == "UserJoinRoom",
+        room_left=event_type == "UserLeaveRoom",
+        user_id=text(event_data, "UserId"),
+        run_id=None if task_id is None else (VENDOR, app_id, room_id or "", task_id),
+    )

@@ -1,0 +1,80 @@
+"""The callback router on its own: a signed webhook in, the keys and hints it means out (no daemon)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.records import RecordCache
+from reconciler.daemon.router import CallbackRouter, RoutedCallback
+from reconciler.model import ProviderConfig, TaskStatus
+from reconciler.providers.volc_signing import sign_callback
+from reconciler.spec import load_spec_set
+from reconciler.state import open_state
+from tests.daemon.conftest import write_specs
+from tests.daemon.test_units import record
+from tests.specdocs import snapshot_job
+
+NOW = 1_750_000_000.0
+SECRET = "capctl-sim-volc-callback"  # the default of the `volc` Provider's callbackSecret (tests/specdocs.py)
+LOBBY, HALL = "SnapshotJob/cam/lobby", "SnapshotJob/cam/hall"
+
+
+def _router(tmp_path: Path) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
+    spec = load_spec_set([str(write_specs(tmp_path / "specs", snapshot_job("cam", ["lobby", "hall"])))])
+    records = RecordCache(open_state(f"sqlite:///{tmp_path / 'state.db'}"))
+    run = {"AppId": "capctl-sim-volc", "RoomId": "lobby"}
+    records.put(
+        record(
+            key=LOBBY, provider="volc", target="lobby", status=TaskStatus.RUNNING, vendor_task_id="t-1", vendor_ref=run
+        )
+    )
+    metrics = Metrics()
+    router = CallbackRouter(records, metrics)
+    router.index(spec)
+    return router, list(spec.providers.values()), metrics
+
+
+def _route(
+    router: CallbackRouter, providers: list[ProviderConfig], event_type: str, event_id: str, **data: str
+) -> RoutedCallback:
+    body = {
+        "EventType": event_type,
+        "EventData": json.dumps(data),
+        "EventTime": str(int(NOW * 1000)),
+        "EventId": event_id,
+        "AppId": "capctl-sim-volc",
+        "Version": "2020-12-01",
+        "Nonce": "n",
+    }
+    body["Signature"] = sign_callback(body, SECRET)
+    return router.route("volcengine", json.dumps(body).encode(), providers, NOW)
+
+
+def test_a_callback_names_its_run_the_room_keys_and_when_a_room_empties(tmp_path: Path) -> None:
+    router, providers, metrics = _router(tmp_path)
+    image = _route(router, providers, "SnapshotRealTimeData", "e1", TaskId="t-1", RoomId="lobby")
+    assert (image.status, image.outcome, image.task_key) == (200, "accepted", LOBBY)
+    assert image.event is not None and image.event.output and image.woken == () == image.emptied
+    joined = _route(router, providers, "UserJoinRoom", "e2", RoomId="lobby", UserId="u1")
+    assert joined.task_key is None and joined.woken == (LOBBY,) and joined.emptied == ()
+    assert _route(router, providers, "UserJoinRoom", "e3", RoomId="hall", UserId="u2").woken == (HALL,)
+    assert _route(router, providers, "UserLeaveRoom", "e4", RoomId="lobby", UserId="u1").emptied == (LOBBY,)
+    assert _route(router, providers, "UserLeaveRoom", "e5", RoomId="elsewhere", UserId="u3").emptied == ()
+    again = _route(router, providers, "UserLeaveRoom", "e4", RoomId="lobby", UserId="u1")  # the vendor's retry
+    assert (again.outcome, again.event) == ("duplicate", None)
+    sample = metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "accepted"}) == 5
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "duplicate"}) == 1
+
+
+def test_an_unsigned_callback_is_refused_and_names_no_key(tmp_path: Path) -> None:
+    router, providers, metrics = _router(tmp_path)
+    routed = router.route("volcengine", b'{"AppId": "capctl-sim-volc"}', providers, NOW)
+    assert (routed.status, routed.outcome, routed.task_key, routed.woken) == (401, "rejected", None, ())
+    assert (
+        metrics.registry.get_sample_value("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"})
+        == 1
+    )
+    assert not CallbackRouter.knows("tencent") and CallbackRouter.knows("zego")
