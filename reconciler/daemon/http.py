@@ -107,13 +107,17 @@ def create_app(daemon: Daemon) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(daemon.metrics.render(), media_type=CONTENT_TYPE)
 
-    routes = [
-        Route("/callbacks/{vendor}", callback, methods=["POST"]),
-        Route(SYNC_PATH, sync, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
-    if daemon.status_page:  # GET / and GET /api/v1/status, read-only (--no-status-page leaves them out)
-        routes += status_routes(snapshot_provider(daemon), token=daemon.status_token)
-    return Starlette(routes=routes)
+    # GET / and GET /api/v1/status, read-only; --no-status-page and --status-token-ref are asked per request
+    page = status_routes(
+        snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
+    )
+    return Starlette(
+        routes=[
+            Route("/callbacks/{vendor}", callback, methods=["POST"]),
+            Route(SYNC_PATH, sync, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            *page,
+        ]
+    )

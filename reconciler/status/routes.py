@@ -42,11 +42,28 @@ class _Refused:
     headers: dict[str, str]
 
 
-def status_routes(provider: SnapshotProvider, *, token: str | None = None) -> list[Route]:
-    """The two routes; `token=None` leaves them open (a listener on a loopback or cluster-internal address)."""
+def _served() -> bool:
+    return True
+
+
+def _no_token() -> str | None:
+    return None
+
+
+def status_routes(
+    provider: SnapshotProvider,
+    *,
+    enabled: Callable[[], bool] = _served,
+    token: Callable[[], str | None] = _no_token,
+) -> list[Route]:
+    """The two routes. `enabled` (False: `--no-status-page`, answered 404) and `token` (None: open, for a
+    loopback or cluster-internal listener) are asked at each request, so that the app can be built before
+    anything is known about the daemon, as the deploy kit's tests build it to list the routes."""
 
     async def snapshot(request: Request) -> StatusSnapshot | _Refused:
-        if not token_accepted(token, request.headers.get("authorization")):
+        if not enabled():
+            return _Refused(404, "the status page is turned off on this daemon (--no-status-page)", {})
+        if not token_accepted(token(), request.headers.get("authorization")):
             reason = (
                 "the status page needs the daemon's status token: send it as `Authorization: Bearer TOKEN`, "
                 "or as the password when the browser asks"

@@ -90,6 +90,7 @@ async def test_no_status_page_serves_neither_route(harness: Harness) -> None:
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     await harness.start(status_page=False)
     async with await client(harness) as http:
-        assert (await http.get("/")).status_code == 404
+        off = await http.get("/")
+        assert off.status_code == 404 and "--no-status-page" in off.text
         assert (await http.get("/api/v1/status")).status_code == 404
         assert (await http.get("/readyz")).status_code == 200

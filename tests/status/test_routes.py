@@ -24,7 +24,7 @@ def _client(token: str | None = None) -> tuple[httpx.AsyncClient, list[StatusQue
         asked.append(query)
         return build_snapshot(inputs(RECORDS), query, NOW)
 
-    app = Starlette(routes=status_routes(provider, token=token))
+    app = Starlette(routes=status_routes(provider, token=lambda: token))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon.local"), asked
 
 
@@ -93,3 +93,19 @@ def test_token_check() -> None:
     assert not token_accepted(TOKEN, "Basic !!not-base64!!")
     assert not token_accepted(TOKEN, "Basic " + base64.b64encode(TOKEN.encode()).decode())  # no "user:" part
     assert token_accepted(TOKEN, f"bearer {TOKEN}")
+
+
+async def test_turned_off_both_routes_answer_404_and_say_why() -> None:
+    asked: list[StatusQuery] = []
+
+    async def provider(query: StatusQuery) -> StatusSnapshot:
+        asked.append(query)
+        return build_snapshot(inputs(RECORDS), query, NOW)
+
+    app = Starlette(routes=status_routes(provider, enabled=lambda: False))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon.local") as client:
+        page = await client.get("/")
+        api = await client.get("/api/v1/status")
+    assert page.status_code == 404 and "turned off on this daemon (--no-status-page)" in page.text
+    assert api.status_code == 404 and api.json()["ok"] is False
+    assert asked == []
