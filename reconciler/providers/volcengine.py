@@ -29,10 +29,12 @@ from reconciler.secrets import Hidden, Secret, reveal_tree
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "STOP_REASONS",
     "VolcengineSnapshotProvider",
     "classify_error",
     "observed_from_snapshot_task",
     "sign_callback",
+    "stop_reason_of",
     "verify_callback",
 ]
 
@@ -57,6 +59,14 @@ _STATES = {
     3: ObservedState.STOPPED,
     4: ObservedState.FAILED,
 }
+# GetSnapshotTask `StopReason` (vendor-apis.md) -> capctl's phrase (`stopreasons`).
+STOP_REASONS: Mapping[str, str] = {
+    "IdleTimeOut": stopreasons.IDLE_TIMEOUT,
+    "StopByAPI": stopreasons.OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue
+    "StartTaskFailed": stopreasons.START_FAILED,
+    "UserDisconnect": "user disconnected",
+    "UnknownStopReason": stopreasons.ENDED,
+}
 
 
 def classify_error(status: int, code: str) -> ErrorKind:
@@ -70,6 +80,14 @@ def classify_error(status: int, code: str) -> ErrorKind:
     if status >= 500 or code.startswith("InternalError") or code == "ServiceUnavailableTemp":
         return ErrorKind.RETRYABLE
     return ErrorKind.TERMINAL
+
+
+def stop_reason_of(reason: str | None, status: object) -> str:
+    """Why a snapshot task ended: its `StopReason`, or without one its `Status` (3 ended, 4 failed)."""
+    if reason:
+        return stopreasons.stop_reason(STOP_REASONS.get(reason, stopreasons.ENDED), f"Volcengine {reason}")
+    phrase = stopreasons.FAILED if status == 4 else stopreasons.ENDED
+    return stopreasons.stop_reason(phrase, f"Volcengine status {status}")
 
 
 def _seconds(ms: Any) -> float | None:
@@ -86,7 +104,7 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     ended = state in (ObservedState.STOPPED, ObservedState.FAILED)
     return Observed(
         state=state,
-        reason=stopreasons.volcengine(task.get("StopReason") or None, status) if ended else None,
+        reason=stop_reason_of(task.get("StopReason") or None, status) if ended else None,
         started_at=_seconds(task.get("StartTime")),
         ended_at=_seconds(task.get("EndTime")),
         detail=f"status {status}",

@@ -25,6 +25,7 @@ from reconciler.providers.callbacks import (
     json_object,
     text,
 )
+from reconciler.providers.zego_client import QUIT_MAX_DURATION, quit_stop_reason
 
 __all__ = [
     "ABNORMAL_END",
@@ -34,6 +35,7 @@ __all__ = [
     "UPLOAD_FINISHED",
     "VENDOR",
     "ZERO_STREAMS",
+    "callback_stop_reason",
     "parse_zego",
 ]
 
@@ -42,6 +44,16 @@ VENDOR = "zego"
 UPLOAD_FINISHED, ABNORMAL_END, ZERO_STREAMS, NORMAL_EXIT, STOPPED_UPLOADING = 1, 2, 4, 5, 7
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 STREAM_EVENTS = frozenset({"stream_create"})
+
+
+def callback_stop_reason(event_type: int, quit_reason: object) -> str | None:
+    """Why a cloud-recording callback says the run ended, or None when the event is not an end."""
+    code = stopreasons.vendor_code(quit_reason)
+    if event_type == ABNORMAL_END and code is not None:
+        return quit_stop_reason(code)
+    if event_type in (ABNORMAL_END, NORMAL_EXIT, STOPPED_UPLOADING):
+        return stopreasons.stop_reason(stopreasons.ENDED, f"ZEGO event_type {event_type}")
+    return None
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -81,9 +93,9 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
             room_id=room_id,
             output=event_type in (UPLOAD_FINISHED, STOPPED_UPLOADING),
             ended=event_type in (ABNORMAL_END, NORMAL_EXIT, STOPPED_UPLOADING),
-            rollover=event_type == ABNORMAL_END and quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION,
+            rollover=event_type == ABNORMAL_END and quit_reason == QUIT_MAX_DURATION,
             room_empty=event_type == ZERO_STREAMS,
-            end_reason=stopreasons.zego_callback(event_type, quit_reason),
+            end_reason=callback_stop_reason(event_type, quit_reason),
             signed_pair=pair,
             body_digest=digest,
             run_id=run_id,
