@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import httpx
 
@@ -41,6 +41,7 @@ __all__ = [
     "SIGNATURE_INVALID",
     "TASK_ENDED",
     "TASK_NOT_FOUND",
+    "ClientDeps",
     "Envelope",
     "ZegoClient",
     "field",
@@ -97,6 +98,15 @@ def parse_app_id(config: ProviderConfig) -> int:
 
 def _where(config: ProviderConfig) -> str:
     return f" ({config.source})" if config.source else ""
+
+
+class ClientDeps(TypedDict):
+    """What a `ZegoClient` is built with; each ZEGO provider takes the same and hands them on."""
+
+    budgets: BudgetRegistry
+    clock: Clock
+    http: httpx.AsyncClient
+    random_bytes: NotRequired[RandomBytes]
 
 
 class ZegoClient:
