@@ -12,29 +12,24 @@ in docs/providers-volcengine.md and docs/providers-zego.md.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-__all__ = [
-    "ENDED",
-    "FAILED",
-    "IDLE_TIMEOUT",
-    "INTERNAL_ERROR",
-    "MAX_DURATION",
-    "NOT_FOUND",
-    "OUT_OF_BAND",
-    "START_FAILED",
-    "phrase_of",
-    "stop_reason",
-    "vendor_code",
-]
+__all__ = ["NOT_FOUND", "Phrase", "phrase_of", "stop_reason", "vendor_code"]
 
-IDLE_TIMEOUT: Final = "idle timeout"
-MAX_DURATION: Final = "max duration"
-OUT_OF_BAND: Final = "stopped out of band"
-START_FAILED: Final = "start failed"
-ENDED: Final = "ended"  # the vendor ended it and did not say why
-FAILED: Final = "failed"
-INTERNAL_ERROR: Final = "internal error"  # the vendor's own fault, by a code it documents as such
+
+class Phrase(StrEnum):
+    """capctl's words for why a run stopped, the same whichever vendor said it."""
+
+    IDLE_TIMEOUT = "idle timeout"
+    MAX_DURATION = "max duration"
+    OUT_OF_BAND = "stopped out of band"
+    START_FAILED = "start failed"
+    ENDED = "ended"  # the vendor ended it and did not say why
+    FAILED = "failed"
+    INTERNAL_ERROR = "internal error"  # the vendor's own fault, by a code it documents as such
+
+
 NOT_FOUND: Final = "not found at the vendor"
 
 

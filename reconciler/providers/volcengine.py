@@ -26,6 +26,7 @@ from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden, Secret, reveal_tree
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -61,11 +62,11 @@ _STATES = {
 }
 # GetSnapshotTask `StopReason` (vendor-apis.md) -> capctl's phrase (`stopreasons`).
 STOP_REASONS: Mapping[str, str] = {
-    "IdleTimeOut": stopreasons.IDLE_TIMEOUT,
-    "StopByAPI": stopreasons.OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue
-    "StartTaskFailed": stopreasons.START_FAILED,
+    "IdleTimeOut": Phrase.IDLE_TIMEOUT,
+    "StopByAPI": Phrase.OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue
+    "StartTaskFailed": Phrase.START_FAILED,
     "UserDisconnect": "user disconnected",
-    "UnknownStopReason": stopreasons.ENDED,
+    "UnknownStopReason": Phrase.ENDED,
 }
 
 
@@ -85,8 +86,8 @@ def classify_error(status: int, code: str) -> ErrorKind:
 def stop_reason_of(reason: str | None, status: object) -> str:
     """Why a snapshot task ended: its `StopReason`, or without one its `Status` (3 ended, 4 failed)."""
     if reason:
-        return stopreasons.stop_reason(STOP_REASONS.get(reason, stopreasons.ENDED), f"Volcengine {reason}")
-    phrase = stopreasons.FAILED if status == 4 else stopreasons.ENDED
+        return stopreasons.stop_reason(STOP_REASONS.get(reason, Phrase.ENDED), f"Volcengine {reason}")
+    phrase = Phrase.FAILED if status == 4 else Phrase.ENDED
     return stopreasons.stop_reason(phrase, f"Volcengine status {status}")
 
 

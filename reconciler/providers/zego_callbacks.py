@@ -18,6 +18,7 @@ from reconciler.model import ProviderConfig
 from reconciler.providers import zego_signing
 from reconciler.providers.callbacks import CallbackEvent, Signing, text, verified
 from reconciler.providers.zego_client import QUIT_MAX_DURATION, quit_stop_reason
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "ABNORMAL_END",
@@ -46,7 +47,7 @@ def callback_stop_reason(event_type: int, quit_reason: object) -> str | None:
     if event_type == ABNORMAL_END and code is not None:
         return quit_stop_reason(code)
     if event_type in (ABNORMAL_END, NORMAL_EXIT, STOPPED_UPLOADING):
-        return stopreasons.stop_reason(stopreasons.ENDED, f"ZEGO event_type {event_type}")
+        return stopreasons.stop_reason(Phrase.ENDED, f"ZEGO event_type {event_type}")
     return None
 
 

@@ -27,6 +27,7 @@ from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "ACTION_ENVELOPE",
@@ -253,10 +254,10 @@ ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended beca
 # Cloud-recording `detail.quit_reason` of an abnormal end (callback event_type 2) -> capctl's phrase
 # (`stopreasons`); 1001 and up are ZEGO's internal errors.
 QUIT_REASONS: Mapping[int, str] = {
-    1: stopreasons.START_FAILED,
+    1: Phrase.START_FAILED,
     2: "room login failed",
-    3: stopreasons.IDLE_TIMEOUT,
-    4: stopreasons.MAX_DURATION,
+    3: Phrase.IDLE_TIMEOUT,
+    4: Phrase.MAX_DURATION,
     5: "engine failed",
     6: "network lost",
 }
@@ -265,7 +266,7 @@ QUIT_MAX_DURATION = 4
 
 def quit_stop_reason(quit_reason: int) -> str:
     """Why a recording ended, by its `quit_reason` (a callback's, or a status answer's `QuitReason`)."""
-    phrase = QUIT_REASONS.get(quit_reason, stopreasons.INTERNAL_ERROR)
+    phrase = QUIT_REASONS.get(quit_reason, Phrase.INTERNAL_ERROR)
     return stopreasons.stop_reason(phrase, f"ZEGO quit_reason {quit_reason}")
 
 
@@ -275,7 +276,7 @@ def recording_stop_reason(status: object, quit_reason: object = None, *, rollove
     code = stopreasons.vendor_code(quit_reason)
     if code is not None:
         return quit_stop_reason(code)
-    phrase = stopreasons.MAX_DURATION if rollover else stopreasons.ENDED
+    phrase = Phrase.MAX_DURATION if rollover else Phrase.ENDED
     return stopreasons.stop_reason(phrase, f"ZEGO status {status}")
 
 
