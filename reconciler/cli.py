@@ -870,11 +870,36 @@ def run(
             "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
         ),
     ] = None,
+    lease_duration: Annotated[
+        str,
+        typer.Option(
+            "--lease-duration",
+            help="Replicas on one state: the leader's lock lapses this long after its last renew, on the "
+            "database's clock; a standby then takes over (a duration: 15s, or seconds).",
+        ),
+    ] = "15s",
+    renew_deadline: Annotated[
+        str,
+        typer.Option(
+            "--renew-deadline",
+            help="The leader stops acting (and stands by) this long after its last successful renew began, on its "
+            "own clock; must be below --lease-duration.",
+        ),
+    ] = "10s",
+    retry_period: Annotated[
+        str,
+        typer.Option(
+            "--retry-period",
+            help="A standby tries to take the lead, and the leader renews, this often; must be below --renew-deadline.",
+        ),
+    ] = "2s",
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
+    """The daemon: reconcile forever, watch the spec files, serve callbacks and probes. Several replicas may run
+    on one state: one leads and acts, the others stand by (they serve callbacks into the state's inbox)."""
     from reconciler.daemon import run_daemon
+    from reconciler.leader import LeaderSettings, LeaderSettingsError
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -884,6 +909,12 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
+    try:
+        leader = LeaderSettings.parse(
+            lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+        )
+    except LeaderSettingsError as exc:
+        fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -897,6 +928,7 @@ def run(
             prune_grace=float(grace_seconds),
             read_timeout=float(read_timeout_seconds),
             max_connections=max_connections,
+            leader=leader,
         )
     )
 

@@ -42,9 +42,10 @@ from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
+from reconciler.leader import LeaderSettings
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
-from reconciler.state.base import LockHeld, StateError, daemon_holder
+from reconciler.state.base import StateError, daemon_holder
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
 
@@ -72,6 +73,7 @@ def run_daemon(
     prune_grace: float = PRUNE_GRACE,
     read_timeout: float = READ_TIMEOUT,
     max_connections: int | None = None,
+    leader: LeaderSettings | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit."""
@@ -105,6 +107,7 @@ def run_daemon(
         max_prune,
         prune_grace,
         _http_limits(read_timeout, max_connections),
+        leader or LeaderSettings(),
     )
     return asyncio.run(_main(host, port, options))
 
@@ -120,6 +123,7 @@ class _Options:
     max_prune: float
     prune_grace: float
     limits: HttpLimits
+    leader: LeaderSettings
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -166,13 +170,10 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
         max_prune=options.max_prune,
         prune_grace=options.prune_grace,
+        leader=options.leader,
     )
     try:
-        await daemon.start()
-    except LockHeld as exc:
-        log.error("another capctl holds the state lock; not starting", holder=exc.holder, state=store.url)
-        store.close()
-        return EXIT_ERROR
+        await daemon.start()  # leads, or stands by while another replica leads
     except StateError as exc:
         log.error("cannot read the state store", error=str(exc))
         store.close()
