@@ -67,7 +67,8 @@ class Daemon:
     """`capctl run` without the process around it: tests drive it with a FakeClock and ASGI transports.
 
     `start()` leads or stands by (several replicas may share a state: lease.py), reads the state and the
-    specs, and starts the workers and timers; `asgi_app` serves callbacks, probes and metrics; `reload()` re-reads the specs.
+    specs, and starts the workers and timers; `asgi_app` serves callbacks, probes and metrics; `reload()`
+    re-reads the specs.
     """
 
     def __init__(

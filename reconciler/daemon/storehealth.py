@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from reconciler.clock import Clock
-from reconciler.model import TaskRecord
 from reconciler.leader import NotLeader
+from reconciler.model import TaskRecord
 from reconciler.state.base import Fenced, Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
 from reconciler.state.sql import iso_utc
 

@@ -18,8 +18,8 @@ import httpx
 import psycopg
 import pytest
 
-from reconciler.leader import LeaderSettings
 from reconciler import logs
+from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from reconciler.state.postgres import PostgresStateStore
