@@ -1,0 +1,109 @@
+"""Issue 16 in process: a standby beside the leader on one state (SQLite and PostgreSQL), on the fake clock.
+
+The simulator's callbacks go to the standby, as a Service would send them to any replica: the standby
+verifies and stores them in the state's inbox, and the leader acts on them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from reconciler.daemon.controller import Daemon
+from reconciler.leader import LeaderSettings
+from reconciler.state import open_state
+from reconciler.state.base import StateStore
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import Harness, settle, write_specs
+from tests.specdocs import recording_job
+
+CLASS = "RecordingJob/rec/class-1"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two_stores(request: pytest.FixtureRequest, harness: Harness) -> AsyncIterator[tuple[StateStore, StateStore]]:
+    if request.param == "sqlite":
+        yield SQLiteStateStore(harness.state_path, clock=harness.clock), SQLiteStateStore(harness.state_path)
+        return
+    url = request.getfixturevalue("pg_url")
+    yield open_state(url), open_state(url)
+
+
+async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    # A resync of an hour: only the callback can make the leader look at the recording before then.
+    leader = await harness.start(leader_store, resync=3600.0)
+    standby = Daemon(
+        [str(harness.specs)],
+        standby_store,
+        harness.clock,
+        resync=3600.0,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        holder="capctl run on standby",
+    )
+    await standby.start()
+    try:
+        await settle()
+        assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
+        assert standby.sync(None)[0] == 503  # sync is the leader's
+        harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
+        await harness.advance(5)
+        harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+        with capture_logs() as logs:
+            await harness.advance(40)  # idle timeout: the vendor's callback goes to the standby
+        assert leader.records.get(CLASS) is not None
+        record = leader.records.get(CLASS)
+        assert record is not None and record.reissue_count == 1  # the leader acted on the stored callback
+        stored = standby.metrics.callbacks.labels(vendor="zego", outcome="stored")._value.get()
+        assert stored >= 1
+        assert any(e["event"] == "callbacks taken from the inbox" for e in logs)
+        reissues = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
+        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3)")
+        standby_calls = standby.metrics.render().decode()
+        assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
+        assert "capctl_leader 0.0" in standby_calls
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_the_standby_leads_when_the_leader_stops_and_reads_the_state_first(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    standby = Daemon(
+        [str(harness.specs)],
+        SQLiteStateStore(harness.state_path),
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        leader=settings,
+    )
+    await standby.start()
+    try:
+        await harness.advance(3)
+        assert standby.lease_lost is not None
+        with capture_logs() as logs:
+            await harness.stop()  # resigns: the lock is free for the standby
+            await harness.advance(2)
+        assert standby.lease_lost is None and standby.readiness().reason == "ready (leader, epoch 2)"
+        assert [e["epoch"] for e in logs if e["event"] == "became leader"] == [2]
+        assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+        record = standby.records.get(CLASS)
+        assert record is not None and record.reissue_count == 0  # observed, still running: not started again
+        assert len([t for t in harness.sim.tasks("zego") if t.running]) == 1
+    finally:
+        await standby.stop()
+        standby.records.close()
