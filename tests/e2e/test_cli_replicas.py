@@ -8,10 +8,13 @@ the defaults' timing is measured by bench/failover.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -196,3 +199,84 @@ def test_a_second_daemon_on_one_sqlite_file_waits_as_a_standby(work: Workdir) ->
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of this test's own, started as .ci/postgres.sh starts the suite's, so that
+    the test can stop it (an outage) and start it again on the same port."""
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+        if not found:
+            pytest.skip("PostgreSQL is not installed (.ci/postgres.sh installs it)")
+        self.bin = found[-1].parent
+        # Not under pytest's tmp_path: its parents are private to this user, and the server runs as postgres.
+        self.dir = Path(tempfile.mkdtemp(prefix="capctl-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self._owner([str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust"])
+
+    def _owner(self, command: list[str]) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run(prefix + command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off"
+        log = str(self.dir / "server.log")
+        self._owner([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l", log, "-o", options, "-w", "start"])
+
+    def stop(self) -> None:
+        self._owner([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def own_pg() -> Iterator[OwnPostgres]:
+    pg = OwnPostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg.stop()
+        shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+def test_postgres_down_for_30s_no_replica_acts_then_one_leads_again(
+    work: Workdir, replicas: Callable[..., Replica], own_pg: OwnPostgres
+) -> None:
+    work.env["CAPCTL_STATE"] = own_pg.url
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS, idle="20s"))
+    first = replicas("a")
+    wait_for("a to lead", first.leads)
+    wait_for("the tasks to run", lambda: starts_by_room(work) == Counter(ROOMS))
+    second = replicas("b")
+    calls = {r.name: len(mutating_calls(work, r.name)) for r in (first, second)}
+    own_pg.stop()
+    work.sim.advance(21)  # every task idles out at the vendor while no replica can write the state
+    wait_for("both to say the store is unreachable", lambda: all(r.ready()[0] == 503 for r in (first, second)))
+    assert "cannot connect to the PostgreSQL state store" in first.ready()[1]
+    wait_for("the leader to step down", lambda: bool(first.events("lost leadership")), timeout=10)
+    assert first.ready()[1].startswith("not ready (standby: the state store cannot be reached")
+    lost = first.events("lost leadership")
+    assert lost and lost[-1]["reason"] in ("database unreachable", "renew deadline passed"), lost
+    time.sleep(30 - 5)  # down for 30 s in all
+    assert {r.name: len(mutating_calls(work, r.name)) for r in (first, second)} == calls  # no one acted
+    own_pg.start()
+    wait_for("a replica to lead again", lambda: first.leads() or second.leads(), timeout=20)
+    leader = first if first.leads() else second
+    assert leader.events("became leader")[-1]["epoch"] == 2
+    wait_for("the re-issues", lambda: starts_by_room(work) == Counter(ROOMS))
+    time.sleep(2)
+    assert starts_by_room(work) == Counter(ROOMS)  # each started once: no double act
+    reissued = sum(len(mutating_calls(work, r.name)) - calls[r.name] for r in (first, second))
+    assert reissued == len(ROOMS)
