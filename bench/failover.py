@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from common import CAPCTL, PROVIDERS, STORAGE, bench_env, free_port, http_json, machine, simulator
@@ -75,8 +76,7 @@ class Replica:
         self._log.close()
 
 
-def wait_until(check: object, timeout: float) -> bool:
-    assert callable(check)
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -88,6 +88,10 @@ def wait_until(check: object, timeout: float) -> bool:
 def calls_after(sim: str, caller: str, since: float, api: str | None = None) -> list[float]:
     entries = http_json("GET", f"{sim}/_sim/requests?caller={caller}&limit=100000")["requests"]
     return sorted(e["time"] for e in entries if e["time"] >= since and (api is None or e["api"] == api))
+
+
+def reissued(sim: str, caller: str, since: float) -> Callable[[], bool]:
+    return lambda: bool(calls_after(sim, caller, since, "StartSnapshot"))
 
 
 def main() -> None:
@@ -164,7 +168,7 @@ def main() -> None:
                 if not wait_until(lambda: any(r.leads() for r in replicas), 60):
                     raise SystemExit("no replica took over within 60 s")
                 new = next(r for r in replicas if r.leads())
-                wait_until(lambda: bool(calls_after(sim, new.name, killed_at, "StartSnapshot")), 30)
+                wait_until(reissued(sim, new.name, killed_at), 30)
                 first_call = calls_after(sim, new.name, killed_at)[0] - killed_at
                 first_start = calls_after(sim, new.name, killed_at, "StartSnapshot")[0] - killed_at
                 to_call.append(first_call)
