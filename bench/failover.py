@@ -4,7 +4,9 @@ Three replicas of `capctl run` share one PostgreSQL state (a new schema of `--po
 `CAPCTL_TEST_POSTGRES_URL`) and a `capctl sim` on the real clock. Each calls the simulator under its own
 caller prefix (`/as/<name>/`, through the endpoint reference of the Provider), so the request log says
 which replica made each call. The load: `--rooms` rooms with a stream each, their tasks running, and one
-task stopped out of band at the simulator every `--stop-every` seconds, which the leader must re-issue.
+task stopped out of band at the simulator every `--stop-every` seconds, which the leader must re-issue (a
+run at least 15 s old, so that capctl counts it productive and re-issues it at once). Kills start once the
+load has run for 20 s.
 
 `--kills` times: wait a random 3-8 s, kill -9 the leader (found by its /readyz), start a fresh standby
 under a new name in its place, and measure from the kill to the new leader's first vendor call and to its
@@ -46,8 +48,11 @@ spec:
   rooms: [{rooms}]
   interval: 5s
   storage: volc-tos
-  idleTimeout: 180s
+  idleTimeout: 10s
 """
+# A run stopped out of band only once it is this old: longer than the idle timeout and capctl's margin, so
+# that capctl counts it as productive and re-issues it at once (a short run would be backed off).
+STOP_AFTER = 15.0
 
 
 class Replica:
@@ -141,8 +146,9 @@ def main() -> None:
                 for room, n in Counter(str(t["roomId"]) for t in tasks).items():
                     if n > 1:
                         doubles[room] += 1
-                if time.monotonic() >= next_stop and tasks:
-                    task = rng.choice(tasks)
+                old = [t for t in tasks if time.time() - float(str(t["startTime"])) > STOP_AFTER]
+                if time.monotonic() >= next_stop and old:
+                    task = rng.choice(old)
                     body = {"vendor": "volcengine", "taskId": task["taskId"], "roomId": task["roomId"]}
                     http_json("POST", f"{sim}/_sim/tasks/stop", body)
                     next_stop += args.stop_every
@@ -153,6 +159,7 @@ def main() -> None:
                 raise SystemExit("the tasks did not all start")
             loader = threading.Thread(target=load, daemon=True)
             loader.start()
+            time.sleep(STOP_AFTER + 5)  # the load in full swing: runs old enough to stop, re-issues flowing
             to_call: list[float] = []
             to_reissue: list[float] = []
             rng = random.Random(1)
