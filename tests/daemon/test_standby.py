@@ -7,6 +7,7 @@ verifies and stores them in the state's inbox, and the leader acts on them.
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 
 import httpx
@@ -18,8 +19,9 @@ from reconciler.leader import LeaderSettings
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
 from reconciler.state.sqlite import SQLiteStateStore
-from tests.daemon.conftest import Harness, settle, write_specs
-from tests.specdocs import recording_job
+from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
+from tests.daemon.test_http import volc_body
+from tests.specdocs import recording_job, snapshot_job
 
 CLASS = "RecordingJob/rec/class-1"
 
@@ -104,6 +106,39 @@ async def test_the_standby_leads_when_the_leader_stops_and_reads_the_state_first
         record = standby.records.get(CLASS)
         assert record is not None and record.reissue_count == 0  # observed, still running: not started again
         assert len([t for t in harness.sim.tasks("zego") if t.running]) == 1
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_standby_answers_503_when_it_cannot_store_a_callback_and_200_on_the_retry(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = Daemon(
+        [str(harness.specs)],
+        SQLiteStateStore(harness.state_path),
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        elect_in_thread=False,
+    )
+    await standby.start()
+    body = volc_body(harness, event_id="kept-1")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            blocker = sqlite3.connect(harness.state_path, timeout=0)
+            blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database past the 5 s busy timeout
+            try:
+                refused = await http.post("/callbacks/volcengine", json=body)
+            finally:
+                blocker.rollback()
+                blocker.close()
+            assert refused.status_code == 503 and "cannot store the callback for the leader" in refused.text
+            stored = await http.post("/callbacks/volcengine", json=body)  # the vendor's retry
+            assert stored.status_code == 200 and stored.json()["reason"] == "stored for the leader"
+            again = await http.post("/callbacks/volcengine", json=body)
+            assert again.status_code == 200 and again.json()["reason"] == "duplicate: already stored for the leader"
+            forged = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="x", secret="guess"))
+            assert forged.status_code == 401  # verified as the leader would
     finally:
         await standby.stop()
         standby.records.close()
