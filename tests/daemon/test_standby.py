@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
-from reconciler.leader import LeaderSettings
+from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
 from reconciler.state.sqlite import SQLiteStateStore
@@ -142,3 +142,26 @@ async def test_a_standby_answers_503_when_it_cannot_store_a_callback_and_200_on_
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stands_by(harness: Harness) -> None:
+    """As a leader paused past its deadline finds itself on resuming: the start is refused before any
+    request leaves, the status query still goes out, and it steps down (`renew deadline passed`)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(2)
+    assert daemon.spec is not None and daemon.lease.acting()
+    task, record = daemon.spec.tasks["SnapshotJob/audit/lobby"], daemon.records.get("SnapshotJob/audit/lobby")
+    assert record is not None
+    provider = daemon.vendors.provider(task.provider, task.family)
+    starts = harness.calls("StartSnapshot")
+    harness.clock.set(harness.clock.now() + 5)  # no tick ran: the last renew is now 5 s old (deadline 4 s)
+    with capture_logs() as logs:
+        with pytest.raises(NotLeader, match="does not lead now"):
+            await provider.start(task, None)
+        with pytest.raises(NotLeader):
+            await provider.stop(record)
+        await provider.observe(record)  # reading changes nothing: allowed
+    assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
+    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
+    assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
