@@ -11,6 +11,7 @@ through the term's fenced store (`fencing.LeaderStore`), mutating vendor calls t
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import structlog
@@ -48,6 +49,10 @@ class Lease:
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
+        # A tick runs in a thread that a cancelled task does not stop: `release` waits for it, and no tick
+        # runs after it, so a replica shutting down cannot take the lock on its way out.
+        self._ticking = threading.Lock()
+        self._released = False
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -85,7 +90,9 @@ class Lease:
 
     def release(self) -> None:
         """Shutting down: a leader gives its lock up now, for a standby to take within a retry period."""
-        self.elector.resign()
+        with self._ticking:
+            self._released = True
+            self.elector.resign()
 
     async def keep(self) -> None:
         """Renew as the leader, try to take the lock as a standby, every retry period (the elector says
@@ -98,7 +105,11 @@ class Lease:
                 self._take_over(epoch)
 
     async def _tick(self) -> float:
-        return await asyncio.to_thread(self.elector.tick) if self._in_thread else self.elector.tick()
+        return await asyncio.to_thread(self._tick_once) if self._in_thread else self._tick_once()
+
+    def _tick_once(self) -> float:
+        with self._ticking:
+            return self.elector.settings.retry_period if self._released else self.elector.tick()
 
     def _take_over(self, epoch: int) -> None:
         try:
