@@ -102,8 +102,9 @@ class Daemon:
         self.store_health = StoreHealth(clock)
         # Leader election (lease.py): writes go through the current term's fenced store (fencing.py).
         self.leader_settings = leader = leader or LeaderSettings()
+        shared = fenceable(store)  # raises StateError for a store that cannot fence writes
         self.lease = Lease(
-            fenceable(store),
+            shared,
             holder,
             leader,
             clock,
@@ -112,7 +113,7 @@ class Daemon:
             regained=self._regained,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
-        self.state = LeaderStore(fenceable(store), self.lease.elector)
+        self.state = LeaderStore(shared, self.lease.elector)
         self.records = RecordCache(WatchedStore(self.state, self.store_health))
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
@@ -201,7 +202,7 @@ class Daemon:
 
     @property
     def lease_lost(self) -> str | None:
-        """Why the daemon does not act (it lost the state lease and tries to take it again), or None."""
+        """Why this replica does not act (a standby, or a new leader still reading the state), or None."""
         return self.lease.lost
 
     async def probe_store(self) -> None:
