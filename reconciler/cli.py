@@ -895,11 +895,37 @@ def run(
             "Callbacks keep their own signature checks.",
         ),
     ] = None,
+    lease_duration: Annotated[
+        str,
+        typer.Option(
+            "--lease-duration",
+            help="Replicas on one state: the leader's lock lapses this long after its last renew, on the "
+            "database's clock; a standby then takes over (a duration: 15s, or seconds).",
+        ),
+    ] = "15s",
+    renew_deadline: Annotated[
+        str,
+        typer.Option(
+            "--renew-deadline",
+            help="The leader stops acting (and stands by) this long after its last successful renew began, on its "
+            "own clock; must be below --lease-duration.",
+        ),
+    ] = "10s",
+    retry_period: Annotated[
+        str,
+        typer.Option(
+            "--retry-period",
+            help="A standby tries to take the lead, and the leader renews, this often; must be below --renew-deadline.",
+        ),
+    ] = "2s",
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page."""
+    """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page.
+    Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
+    the state's inbox)."""
     from reconciler.daemon import run_daemon
+    from reconciler.leader import LeaderSettings, LeaderSettingsError
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -917,6 +943,12 @@ def run(
             status_token = read_token(status_token_ref, os.environ)
         except ValueError as exc:
             fail(str(exc))
+    try:
+        leader = LeaderSettings.parse(
+            lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+        )
+    except LeaderSettingsError as exc:
+        fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -932,6 +964,7 @@ def run(
             max_connections=max_connections,
             status_page=status_page,
             status_token=status_token,
+            leader=leader,
         )
     )
 

@@ -43,9 +43,10 @@ from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
+from reconciler.leader import LeaderSettings
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
-from reconciler.state.base import LockHeld, StateError, daemon_holder
+from reconciler.state.base import StateError, daemon_holder
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
 
@@ -75,6 +76,7 @@ def run_daemon(
     max_connections: int | None = None,
     status_page: bool = True,
     status_token: str | None = None,
+    leader: LeaderSettings | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit;
@@ -117,6 +119,7 @@ def run_daemon(
         _http_limits(read_timeout, max_connections),
         status_page,
         status_token,
+        leader or LeaderSettings(),
     )
     return asyncio.run(_main(host, port, options))
 
@@ -144,6 +147,7 @@ class _Options:
     limits: HttpLimits
     status_page: bool
     status_token: str | None  # read from --status-token-ref at start; never logged
+    leader: LeaderSettings
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -192,13 +196,10 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         prune_grace=options.prune_grace,
         status_page=options.status_page,
         status_token=options.status_token,
+        leader=options.leader,
     )
     try:
-        await daemon.start()
-    except LockHeld as exc:
-        log.error("another capctl holds the state lock; not starting", holder=exc.holder, state=store.url)
-        store.close()
-        return EXIT_ERROR
+        await daemon.start()  # leads, or stands by while another replica leads
     except StateError as exc:
         log.error("cannot read the state store", error=str(exc))
         store.close()

@@ -2,7 +2,8 @@
 
 `reconciler.status` builds and renders pages from `StatusInputs`; this module fills them from the daemon:
 its record cache (with the run history it keeps; the callback router tells it about rooms), when each
-task is next observed (its `KeyRuntime`), the lease, the spec set in force and the log's recent events.
+task is next observed (its `KeyRuntime`), the leader election (lease.py), the spec set in force and the
+log's recent events.
 A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
 """
 
@@ -33,10 +34,10 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
 
     def build(query: StatusQuery) -> StatusSnapshot:
         spec, specs = daemon.spec, daemon.specs
-        lost = daemon.lease_lost
+        acting = daemon.lease.acting()
         replica = Replica(
-            role="standby" if lost else "leader",
-            detail=f"does not act: {lost}" if lost else "holds the state lease and acts",
+            role="leader" if acting else "standby",
+            detail=daemon.lease.role() if acting else f"does not act: {daemon.lease.role()}",
             spec_digest=digest(spec) if spec is not None else None,
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
