@@ -37,7 +37,9 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         acting = daemon.lease.acting()
         replica = Replica(
             role="leader" if acting else "standby",
-            detail=daemon.lease.role() if acting else f"does not act: {daemon.lease.role()}",
+            detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
+            if acting
+            else f"does not act: {daemon.lease.role()}",
             spec_digest=digest(spec) if spec is not None else None,
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
