@@ -101,7 +101,9 @@ def test_ports_paths_flags_and_variables_exist_in_the_daemon(package: Objects) -
         assert get["path"] in http_paths() and get["port"] in ports, probe
     assert capctl["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert capctl["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert {e["name"] for e in capctl["env"]} <= env_names()
+    # Variables the daemon reads itself, or that a flag of its names (`--status-token-ref env:NAME`).
+    referenced = {a.removeprefix("env:") for a in capctl["args"] if a.startswith("env:")}
+    assert {e["name"] for e in capctl["env"]} <= env_names() | referenced
     # The specs the daemon reads are the ones git-sync publishes: --root and --link make /specs/current.
     sync_args = dict(a.removeprefix("--").split("=", 1) for a in container(package, "git-sync")["args"])
     mount = next(m["mountPath"] for m in capctl["volumeMounts"] if m["name"] == "specs")
