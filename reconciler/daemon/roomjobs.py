@@ -1,0 +1,183 @@
+"""Room-selector jobs in the daemon: room activity in, the selector jobs' desired tasks out.
+
+A selector job (`rooms: {match: "class-*"}`) has no tasks in the spec set: which rooms it captures is
+known only at run time. The daemon learns room activity from the router's room and stream callbacks
+and from the room-listing resync (`roomlisting.py`), keeps it in a `RoomBook` (loaded from the state at
+start, written back in batches, never per callback), and derives the tasks with the same pure
+`reconciler.rooms.select` as `capctl plan` and `capctl apply`, so all three agree on which rooms run.
+
+The result is the *effective* spec set the reconciler works from: the spec set's tasks, plus one task
+per chosen room, plus a task for every room a selector job ran in that is not chosen any more (its
+activity ended, or it is past maxRooms). Those are kept with restartPolicy Never: the reconciler keeps
+observing them until they end at the vendor by their idle timeout, never stops them and never re-issues
+them; once their room is active again they are plain tasks again and are re-issued. A selector task is
+therefore never pruned because its room is not in the named-room spec, and a restart starts nothing
+twice: task ids are deterministic, the records and the activity come back from the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import Gauge
+
+from reconciler.daemon.metrics import Metrics
+from reconciler.model import DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.providers.callbacks import CallbackEvent
+from reconciler.rooms import Selection, holding, named_rooms, select
+from reconciler.spec import SpecSet
+from reconciler.spec.expand import expand
+from reconciler.state.base import RoomActivityStore, StateStore
+
+__all__ = ["SELECT_DELAY", "RoomBook", "RoomJobs", "activity_of", "changed_tasks"]
+
+log = structlog.get_logger("capctl.daemon")
+
+# Seconds between a room callback and the selection it changes: callbacks within it are decided (and
+# their activity written to the state) together. Well inside the 2 s first-stream-to-capture target.
+SELECT_DELAY = 0.2
+
+ROOM_STATES = ("active", "chosen", "left_out", "claimed")
+
+
+def activity_of(event: CallbackEvent) -> bool | None:
+    """What a room callback says of its room: True a stream was published (or a user joined, Volcengine's
+    signal), False the room closed, None nothing about its activity."""
+    if event.room_id is None:
+        return None
+    if event.room_active:
+        return True
+    if event.room_closed:
+        return False
+    return None
+
+
+class RoomBook:
+    """The daemon's last known activity of every room, by (Provider document, room id)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store if isinstance(store, RoomActivityStore) else None
+        self._rooms: dict[tuple[str, str], RoomActivity] = {}
+        self._unwritten: dict[tuple[str, str], RoomActivity] = {}
+
+    def load(self) -> None:
+        """Read what earlier runs learned (at start, and when the lease is taken again)."""
+        reports = self._store.room_activity() if self._store is not None else []
+        self._rooms = {(r.provider, r.room): r for r in reports}
+
+    def note(self, provider: str, room: str, active: bool, at: float, source: str) -> bool:
+        """Remember one report; True when it changes whether the room is active (or it is a new room)."""
+        key = (provider, room)
+        old = self._rooms.get(key)
+        if old is not None and old.last_seen > at:
+            return False  # a late callback older than what is known
+        report = RoomActivity(provider=provider, room=room, active=active, last_seen=at, source=source)
+        self._rooms[key] = self._unwritten[key] = report
+        return old is None or old.active != active
+
+    def activity(self) -> list[RoomActivity]:
+        return list(self._rooms.values())
+
+    def known(self, provider: str) -> list[RoomActivity]:
+        return [r for (p, _), r in self._rooms.items() if p == provider]
+
+    def flush(self) -> int:
+        """Write the reports learned since the last flush, in one batch; returns how many."""
+        reports, self._unwritten = list(self._unwritten.values()), {}
+        if reports and self._store is not None:
+            self._store.record_rooms(reports)
+        return len(reports)
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    spec: SpecSet  # the spec set with the selector jobs' tasks added
+    selections: tuple[Selection, ...]
+
+
+class RoomJobs:
+    """Decides the selector jobs' tasks from the room book; says what is left out and what is claimed."""
+
+    def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
+        self._key = fingerprint_key
+        self.rooms = Gauge(
+            "capctl_selector_rooms",
+            "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
+            "left_out (past maxRooms), claimed (a named-room job has it)",
+            ["job", "state"],
+            registry=metrics.registry,
+        )
+        self.left_out = Gauge(
+            "capctl_selector_rooms_left_out",
+            "Active rooms a room-selector job covers but does not capture because of its maxRooms",
+            ["job"],
+            registry=metrics.registry,
+        )
+        self._warned: set[tuple[str, str, str]] = set()  # (job, room, why) already logged
+
+    def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
+        if not spec.selector_jobs:
+            return Effective(spec, ())
+        selections = tuple(
+            select(spec.selector_jobs, book.activity(), named_rooms(spec.tasks.values()), holding(records), self._key)
+        )
+        tasks = dict(spec.tasks)
+        for s in selections:
+            tasks.update((t.key, t) for t in s.tasks)
+        tasks.update(self._leaving(spec, tasks, records))
+        self._tell(selections)
+        return Effective(dataclasses.replace(spec, tasks=tasks), selections)
+
+    def _leaving(
+        self, spec: SpecSet, chosen: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+    ) -> dict[str, DesiredTask]:
+        """The rooms a selector job ran in and does not choose now: observed until they end, not re-issued."""
+        jobs = {f"{c.job.kind}/{c.job.name}": c for c in spec.selector_jobs}
+        rooms: dict[str, list[str]] = {}
+        for key, record in records.items():
+            if key in chosen or record.status is TaskStatus.REMOVED:
+                continue
+            kind, name, room = split_key(key)
+            if f"{kind}/{name}" in jobs:
+                rooms.setdefault(f"{kind}/{name}", []).append(room)
+        return {
+            t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER)
+            for job, names in rooms.items()
+            for t in expand(jobs[job], self._key, sorted(names))
+        }
+
+    def _tell(self, selections: Iterable[Selection]) -> None:
+        """Metrics, and a log line the first time a room is left out or claimed (not at every decision)."""
+        for s in selections:
+            counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
+            counts["claimed"] = len(s.claimed)
+            for state in ROOM_STATES:
+                self.rooms.labels(job=s.job, state=state).set(counts[state])
+            self.left_out.labels(job=s.job).set(len(s.left_out))
+            for room in s.left_out:
+                if (s.job, room, "max") not in self._warned:
+                    self._warned.add((s.job, room, "max"))
+                    log.warning(
+                        "room selector at maxRooms: room not captured",
+                        job=s.job,
+                        room=room,
+                        max_rooms=s.selector.max_rooms,
+                        left_out=len(s.left_out),
+                    )
+            for room, owner in s.claimed:
+                if (s.job, room, owner) not in self._warned:
+                    self._warned.add((s.job, room, owner))
+                    log.warning("room selector clash: the named-room job has the room", job=s.job, room=room, by=owner)
+
+
+def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]) -> set[str]:
+    """The keys whose desired task appeared, went, or changed (content or restart policy)."""
+
+    def same(a: DesiredTask, b: DesiredTask) -> bool:
+        return (a.spec_hash, a.restart_policy) == (b.spec_hash, b.restart_policy)
+
+    keys = {k for k, t in new.items() if (o := old.get(k)) is None or not same(o, t)}
+    return keys | (set(old) - set(new))

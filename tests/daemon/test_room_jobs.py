@@ -1,0 +1,98 @@
+"""Issue 18 in the daemon: room-selector jobs started as rooms become active (callbacks), left to end
+when their room closes, capped by maxRooms, and a restart that starts nothing twice."""
+
+from __future__ import annotations
+
+from reconciler.model import RestartPolicy, TaskStatus
+from tests.daemon.conftest import Harness, write_specs
+
+CLASSES = """\
+apiVersion: capctl/v1
+kind: SnapshotJob
+metadata: {name: classes}
+spec:
+  provider: volc
+  rooms: {match: "class-*", exclude: "class-test-*"%s}
+  interval: 5s
+  storage: tos
+  idleTimeout: 20s
+"""
+
+
+def classes(max_rooms: int | None = None) -> str:
+    return CLASSES % ("" if max_rooms is None else f", maxRooms: {max_rooms}")
+
+
+def started(h: Harness) -> list[str]:
+    """The rooms the simulator has snapshot tasks in (running or not), one entry per task started."""
+    return sorted(t.room_id for t in h.sim.tasks("volcengine"))
+
+
+async def test_a_room_is_captured_once_its_first_stream_is_published(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    await harness.start()
+    await harness.advance(5)
+    assert started(harness) == []
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    harness.sim.publish("volcengine", "class-test-1", user_id="t")  # excluded
+    harness.sim.publish("volcengine", "lobby", user_id="t")  # not matched
+    first = harness.clock.now()
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    record = harness.record("SnapshotJob/classes/class-1")
+    assert record.status is TaskStatus.RUNNING and record.selector == "class-* except class-test-*"
+    assert record.started_at is not None and record.started_at - first < 2.0
+    assert harness.daemon is not None
+    activity = {(a.provider, a.room): a.active for a in harness.daemon.room_book.activity()}
+    assert activity[("volc", "class-1")] and activity[("volc", "lobby")]
+
+
+async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when_active(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
+    await harness.advance(120)
+    assert harness.calls("StopSnapshot") == 0  # never stopped by capctl: it idled out at the vendor
+    assert harness.running_sim_tasks() == []
+    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.STOPPED
+    assert started(harness) == ["class-1"]  # and not re-issued while the room is closed
+    assert harness.daemon is not None
+    leaving = harness.daemon.reconciler.spec.tasks["SnapshotJob/classes/class-1"]  # type: ignore[union-attr]
+    assert leaving.restart_policy is RestartPolicy.NEVER
+    harness.sim.publish("volcengine", "class-1", user_id="t2")
+    await harness.advance(2)
+    assert len(harness.running_sim_tasks()) == 1
+    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
+
+
+async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness: Harness) -> None:
+    write_specs(harness.specs, classes(max_rooms=2))
+    await harness.start()
+    for room in ("class-1", "class-2", "class-3"):
+        harness.sim.publish("volcengine", room, user_id="t")
+    await harness.advance(2)
+    assert started(harness) == ["class-1", "class-2"]
+    assert harness.daemon is not None
+    registry = harness.daemon.metrics.registry
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
+    sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
+    assert sample == 2
+
+
+async def test_a_restart_starts_nothing_twice(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    harness.sim.publish("volcengine", "class-2", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    assert started(harness) == ["class-1", "class-2"]
+    await harness.stop()
+    await harness.advance(10)
+    await harness.start()  # the activity and the records come back from the state
+    await harness.advance(30)
+    assert started(harness) == ["class-1", "class-2"]
+    assert harness.calls("StartSnapshot") == 2
+    assert len(harness.running_sim_tasks()) == 2
