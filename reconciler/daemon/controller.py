@@ -28,6 +28,7 @@ from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.roomjobs import SELECT_DELAY, RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.router import CallbackRouter
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import SpecState, changed_keys
@@ -37,7 +38,9 @@ from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
 from reconciler.daemon.workers import Workers
 from reconciler.execute import Executor
+from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
+from reconciler.providers.family import listing_family
 from reconciler.spec import SpecSet
 from reconciler.state.base import DAEMON_HOLDER, StateStore
 
@@ -104,6 +107,7 @@ class Daemon:
         self.room_book = RoomBook(store)  # room activity for selector jobs (roomjobs.py)
         self.room_jobs = RoomJobs(self.metrics, store.fingerprint_key())
         self._selecting: asyncio.Task[None] | None = None  # the pending batch of room callbacks
+        self.room_lister = RoomLister(self._lister, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
         self.vendors = VendorClients(clock, self.metrics, transport)
@@ -251,11 +255,16 @@ class Daemon:
     def _learn_room(self, event: CallbackEvent) -> None:
         """A room callback: note its room's activity; decide the selector jobs once the batch is in."""
         active = activity_of(event)
-        if active is None or event.room_id is None or self.spec is None:
+        if event.room_id is None or self.spec is None:
             return
         for name, config in self.spec.providers.items():
             if config.type == event.vendor and config.app_id == event.app_id:
-                self.room_book.note(name, event.room_id, active, self.clock.now(), "callback")
+                if active is None:
+                    self.room_book.heard_of(name, event.room_id)
+                else:
+                    self.room_book.note(name, event.room_id, active, self.clock.now(), "callback")
+        if active is None:
+            return
         if self._selecting is None or self._selecting.done():
             self._selecting = asyncio.get_running_loop().create_task(self._select_rooms(), name="capctl-rooms")
 
@@ -319,6 +328,21 @@ class Daemon:
             if self.spec is not None:
                 for key in self._known_keys():
                     self.queue.add(key)
+                await self.resync_rooms()
+
+    async def resync_rooms(self) -> None:
+        """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
+        selection. Repairs a room callback the vendor never delivered."""
+        spec = self.spec
+        if spec is None or not spec.selector_jobs:
+            return
+        for report in await self.room_lister.list_rooms(self.room_book.to_list(spec)):
+            self.room_book.note(report.provider, report.room, report.active, report.last_seen, report.source)
+        self.reselect()
+
+    def _lister(self, name: str) -> Provider:
+        assert self.spec is not None
+        return self.vendors.provider(name, listing_family(self.spec.providers[name].type))
 
     def _regained(self) -> None:
         """The lease is back: the state was read again, so recount, look before acting and reconcile all."""

@@ -27,9 +27,11 @@ from prometheus_client import Gauge
 from reconciler.daemon.metrics import Metrics
 from reconciler.model import DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
 from reconciler.providers.callbacks import CallbackEvent
-from reconciler.rooms import Selection, holding, named_rooms, select
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_of
 from reconciler.spec import SpecSet
 from reconciler.spec.expand import expand
+from reconciler.spec.models import RoomSelector
+from reconciler.spec.selectors import covers
 from reconciler.state.base import RoomActivityStore, StateStore
 
 __all__ = ["SELECT_DELAY", "RoomBook", "RoomJobs", "activity_of", "changed_tasks"]
@@ -62,6 +64,7 @@ class RoomBook:
         self._store = store if isinstance(store, RoomActivityStore) else None
         self._rooms: dict[tuple[str, str], RoomActivity] = {}
         self._unwritten: dict[tuple[str, str], RoomActivity] = {}
+        self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
 
     def load(self) -> None:
         """Read what earlier runs learned (at start, and when the lease is taken again)."""
@@ -78,11 +81,25 @@ class RoomBook:
         self._rooms[key] = self._unwritten[key] = report
         return old is None or old.active != active
 
+    def heard_of(self, provider: str, room: str) -> None:
+        """A callback named the room without saying whether it is active (a login, a stream closing): the
+        room-listing resync asks, so a lost stream callback is repaired."""
+        if (provider, room) not in self._rooms:
+            self._heard_of.add((provider, room))
+
     def activity(self) -> list[RoomActivity]:
         return list(self._rooms.values())
 
-    def known(self, provider: str) -> list[RoomActivity]:
-        return [r for (p, _), r in self._rooms.items() if p == provider]
+    def to_list(self, spec: SpecSet) -> list[tuple[str, str]]:
+        """The rooms the listing resync asks about: known or heard of, and covered by a selector job."""
+        selectors: dict[str, list[RoomSelector]] = {}
+        for c in spec.selector_jobs:
+            selector = selector_of(c)
+            if selector is not None:
+                selectors.setdefault(c.provider.name, []).append(selector)
+        rooms = sorted(self._rooms.keys() | self._heard_of)
+        self._heard_of = set()
+        return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
 
     def flush(self) -> int:
         """Write the reports learned since the last flush, in one batch; returns how many."""

@@ -4,6 +4,7 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 from __future__ import annotations
 
 from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.sim.scenario import CallbackChaos
 from tests.daemon.conftest import Harness, write_specs
 
 CLASSES = """\
@@ -96,3 +97,59 @@ async def test_a_restart_starts_nothing_twice(harness: Harness) -> None:
     assert started(harness) == ["class-1", "class-2"]
     assert harness.calls("StartSnapshot") == 2
     assert len(harness.running_sim_tasks()) == 2
+
+
+SHOWS = """\
+apiVersion: capctl/v1
+kind: RecordingJob
+metadata: {name: shows}
+spec:
+  provider: zego
+  rooms: {match: "show-*"}
+  mode: single
+  storage: s3
+  outputFolder: record/
+  idleTimeout: 30s
+"""
+
+
+def lose_callbacks(h: Harness, loss: float) -> None:
+    h.sim.callbacks.set_chaos(CallbackChaos(loss=loss), seed=1)
+
+
+async def test_the_room_listing_resync_repairs_lost_room_callbacks(harness: Harness) -> None:
+    write_specs(harness.specs, SHOWS)
+    await harness.start()
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(2)
+    assert len(harness.running_sim_tasks("zego")) == 1
+    lose_callbacks(harness, 1.0)  # from now on the vendor's callbacks never arrive
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # room_close lost
+    await harness.advance(40)  # one resync: DescribeSimpleStreamList says the room has no stream
+    assert harness.calls("DescribeSimpleStreamList") >= 1
+    assert harness.daemon is not None
+    activity = {(a.provider, a.room): (a.active, a.source) for a in harness.daemon.room_book.activity()}
+    assert activity[("zego", "show-1")] == (False, "resync")
+    assert activity[("zego-legacy", "show-1")] == (True, "callback")  # no selector job: not listed
+    await harness.advance(60)  # the recording idles out at the vendor and is not re-issued
+    assert harness.running_sim_tasks("zego") == []
+    assert harness.calls("StopRecord") == 0 and harness.calls("StartRecord") == 1
+    harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # stream_create lost too
+    await harness.advance(40)  # the next resync finds the stream and the room is captured again
+    assert len(harness.running_sim_tasks("zego")) == 1
+    assert harness.calls("StartRecord") == 2
+
+
+async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destroy(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    lose_callbacks(harness, 1.0)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom and RoomDestroy lost
+    await harness.advance(100)  # a resync saw the room empty; the task idled out and was not re-issued
+    assert harness.running_sim_tasks() == [] and harness.calls("StartSnapshot") == 1
+    harness.sim.publish("volcengine", "class-1", user_id="t2")  # its UserJoinRoom is lost
+    await harness.advance(40)
+    assert harness.calls("GetRoomOnlineUsers") >= 2
+    assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == 2
