@@ -147,9 +147,12 @@ async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destro
     await harness.advance(2)
     lose_callbacks(harness, 1.0)
     harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom and RoomDestroy lost
-    await harness.advance(100)  # a resync saw the room empty; the task idled out and was not re-issued
-    assert harness.running_sim_tasks() == [] and harness.calls("StartSnapshot") == 1
+    # Until a resync sees the room empty, the task may be re-issued once more (the room looks active):
+    await harness.advance(100)
+    starts = harness.calls("StartSnapshot")
+    await harness.advance(300)  # the room is known empty: nothing is started while it is
+    assert harness.running_sim_tasks() == [] and harness.calls("StartSnapshot") == starts
     harness.sim.publish("volcengine", "class-1", user_id="t2")  # its UserJoinRoom is lost
     await harness.advance(40)
     assert harness.calls("GetRoomOnlineUsers") >= 2
-    assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == 2
+    assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == starts + 1
