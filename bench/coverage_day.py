@@ -166,7 +166,7 @@ async def main() -> None:
                     + (f"  tasks outside the selector {r['tasks_outside_selector']}" if args.selector else ""),
                     flush=True,
                 )
-    keys = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
+    keys: tuple[str, ...] = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
     keys += ("tasks_outside_selector",) if args.selector else ()
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
 

@@ -34,7 +34,7 @@ from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state.base import RoomActivityStore, StateStore
 
-__all__ = ["SELECT_DELAY", "RoomBook", "RoomJobs", "activity_of", "changed_tasks"]
+__all__ = ["ROOM_STATES", "SELECT_DELAY", "Effective", "RoomBook", "RoomJobs", "activity_of", "changed_tasks"]
 
 log = structlog.get_logger("capctl.daemon")
 
