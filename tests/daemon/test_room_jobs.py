@@ -6,22 +6,11 @@ from __future__ import annotations
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from tests.daemon.conftest import Harness, write_specs
-
-CLASSES = """\
-apiVersion: capctl/v1
-kind: SnapshotJob
-metadata: {name: classes}
-spec:
-  provider: volc
-  rooms: {match: "class-*", exclude: "class-test-*"%s}
-  interval: 5s
-  storage: tos
-  idleTimeout: 20s
-"""
+from tests.specdocs import selector_job
 
 
 def classes(max_rooms: int | None = None) -> str:
-    return CLASSES % ("" if max_rooms is None else f", maxRooms: {max_rooms}")
+    return selector_job("classes", "class-*", exclude="class-test-*", max_rooms=max_rooms)
 
 
 def started(h: Harness) -> list[str]:

@@ -4,7 +4,10 @@ tasks a new selection changes, the listing's pacing, and the leaving rooms' rest
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.metrics import Metrics
@@ -13,7 +16,7 @@ from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
-from reconciler.spec import load_spec_set
+from reconciler.spec import SpecSet, load_spec_set
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import write_specs
 from tests.daemon.test_room_jobs import classes
@@ -51,25 +54,29 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
     store.close()
 
 
-def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(tmp_path: Path) -> None:
+@pytest.fixture
+def selecting(tmp_path: Path) -> Iterator[tuple[SpecSet, RoomBook]]:
+    """The `classes` selector job's spec set, and a room book that knows class-1 active."""
     spec = load_spec_set([str(write_specs(tmp_path / "specs", classes()))])
     store = SQLiteStateStore(tmp_path / "state.db")
     book = RoomBook(store)
     book.note("volc", "class-1", True, 1.0, "callback")
+    yield spec, book
+    store.close()
+
+
+def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
     book.note("volc", "lobby", True, 1.0, "callback")  # not covered
     book.heard_of("volc", "class-2")
     book.heard_of("volc", "class-test-1")  # excluded
     book.heard_of("zego", "class-3")  # another provider, without a selector job
     assert book.to_list(spec) == [("volc", "class-1"), ("volc", "class-2")]
     assert book.to_list(spec) == [("volc", "class-1")]  # heard of once: listed once
-    store.close()
 
 
-def test_changed_tasks_sees_a_restart_policy_change(tmp_path: Path) -> None:
-    spec = load_spec_set([str(write_specs(tmp_path / "specs", classes()))])
-    store = SQLiteStateStore(tmp_path / "state.db")
-    book = RoomBook(store)
-    book.note("volc", "class-1", True, 1.0, "callback")
+def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
     jobs = RoomJobs(Metrics(), None)
     active = jobs.effective(spec, book, {}).spec.tasks
     key = "SnapshotJob/classes/class-1"
@@ -82,7 +89,6 @@ def test_changed_tasks_sees_a_restart_policy_change(tmp_path: Path) -> None:
     assert changed_tasks(active, ended) == {key}
     assert changed_tasks(ended, ended) == set()
     assert key not in jobs.effective(spec, book, {}).spec.tasks  # no record, no activity: no task
-    store.close()
 
 
 class Listing:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.e2e.conftest import Sim, Workdir
 from tests.servers import daemon_output, sim_output
-from tests.specdocs import STORAGE, providers
+from tests.specdocs import STORAGE, providers, selector_job
 
 SCENARIO = """\
 seed: 18
@@ -25,17 +25,6 @@ first_session_within: 4
 gap: {min: 1000, max: 1000}
 session_length: {min: 15, max: 15}
 jobs: [classes]
-"""
-CLASSES = """\
-apiVersion: capctl/v1
-kind: SnapshotJob
-metadata: {name: classes}
-spec:
-  provider: volc
-  rooms: {match: "class-*", exclude: "class-0002"}
-  interval: 5s
-  storage: tos
-  idleTimeout: 20s
 """
 
 
@@ -64,7 +53,7 @@ def test_a_selector_job_captures_each_matching_room_of_a_scenario_once(tmp_path:
     work = Workdir(tmp_path, Sim(sim_out.url()))
     work.write("providers.yaml", providers(work.sim.base, callbacks=True))
     work.write("storage.yaml", STORAGE)
-    work.write("jobs.yaml", CLASSES)
+    work.write("jobs.yaml", selector_job("classes", "class-*", exclude="class-0002"))
     daemon = work.spawn("run", "--listen", f"127.0.0.1:{port}", "--resync", "5s", stdout=subprocess.DEVNULL)
     log = daemon_output(daemon)
     try:
