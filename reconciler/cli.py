@@ -875,9 +875,10 @@ def run(
 ) -> None:
     """The daemon: reconcile forever, watch the spec files, serve callbacks and probes.
 
-    Room-selector jobs (`rooms: {match: ...}`) start a room's task when a room callback says a stream appeared
-    in it, and leave it to end at the vendor when the room closes; each --resync also lists those rooms at
-    the vendor, repairing lost callbacks (docs/daemon.md, "Room-selector jobs")."""
+    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop it.
+
+    Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
+    """
     from reconciler.daemon import run_daemon
 
     _split_listen(listen, "127.0.0.1:8080")
