@@ -262,7 +262,8 @@ class Daemon:
                 if active is None:
                     self.room_book.heard_of(name, event.room_id)
                 else:
-                    self.room_book.note(name, event.room_id, active, self.clock.now(), "callback")
+                    # The vendor's time orders its callbacks: a late `close` must not undo a newer `open`.
+                    self.room_book.note(name, event.room_id, active, event.at, "callback")
         if active is None:
             return
         if self._selecting is None or self._selecting.done():
@@ -336,7 +337,7 @@ class Daemon:
         spec = self.spec
         if spec is None or not spec.selector_jobs:
             return
-        for report in await self.room_lister.list_rooms(self.room_book.to_list(spec)):
+        for report in await self.room_lister.list_rooms(self.room_book.to_list(spec, self.clock.now())):
             self.room_book.note(report.provider, report.room, report.active, report.last_seen, report.source)
         self.reselect()
 

@@ -34,13 +34,25 @@ from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state.base import RoomActivityStore, StateStore
 
-__all__ = ["ROOM_STATES", "SELECT_DELAY", "Effective", "RoomBook", "RoomJobs", "activity_of", "changed_tasks"]
+__all__ = [
+    "QUIET_RELIST",
+    "ROOM_STATES",
+    "SELECT_DELAY",
+    "Effective",
+    "RoomBook",
+    "RoomJobs",
+    "activity_of",
+    "changed_tasks",
+]
 
 log = structlog.get_logger("capctl.daemon")
 
 # Seconds between a room callback and the selection it changes: callbacks within it are decided (and
 # their activity written to the state) together. Well inside the 2 s first-stream-to-capture target.
 SELECT_DELAY = 0.2
+# Seconds between two listings of a room known inactive (an active or just-heard-of room is listed at every
+# resync): a lost "stream appeared" callback of a quiet room is repaired within this, at a tenth of the calls.
+QUIET_RELIST = 300.0
 
 ROOM_STATES = ("active", "chosen", "left_out", "claimed")
 
@@ -90,14 +102,16 @@ class RoomBook:
     def activity(self) -> list[RoomActivity]:
         return list(self._rooms.values())
 
-    def to_list(self, spec: SpecSet) -> list[tuple[str, str]]:
-        """The rooms the listing resync asks about: known or heard of, and covered by a selector job."""
+    def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
+        """The rooms the listing resync asks about, among those a selector job covers: the active ones and
+        those heard of, and the inactive ones last reported more than QUIET_RELIST ago."""
         selectors: dict[str, list[RoomSelector]] = {}
         for c in spec.selector_jobs:
             selector = selector_of(c)
             if selector is not None:
                 selectors.setdefault(c.provider.name, []).append(selector)
-        rooms = sorted(self._rooms.keys() | self._heard_of)
+        due = {k for k, r in self._rooms.items() if r.active or now - r.last_seen >= QUIET_RELIST}
+        rooms = sorted(due | self._heard_of)
         self._heard_of = set()
         return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
 

@@ -3,6 +3,7 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+from reconciler.daemon.roomjobs import QUIET_RELIST
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from tests.daemon.conftest import Harness, write_specs
@@ -124,7 +125,7 @@ async def test_the_room_listing_resync_repairs_lost_room_callbacks(harness: Harn
     assert harness.running_sim_tasks("zego") == []
     assert harness.calls("StopRecord") == 0 and harness.calls("StartRecord") == 1
     harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # stream_create lost too
-    await harness.advance(40)  # the next resync finds the stream and the room is captured again
+    await harness.advance(QUIET_RELIST + 40)  # a quiet room is listed again within this: captured again
     assert len(harness.running_sim_tasks("zego")) == 1
     assert harness.calls("StartRecord") == 2
 
@@ -142,6 +143,6 @@ async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destro
     await harness.advance(300)  # the room is known empty: nothing is started while it is
     assert harness.running_sim_tasks() == [] and harness.calls("StartSnapshot") == starts
     harness.sim.publish("volcengine", "class-1", user_id="t2")  # its UserJoinRoom is lost
-    await harness.advance(40)
+    await harness.advance(QUIET_RELIST + 40)
     assert harness.calls("GetRoomOnlineUsers") >= 2
     assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == starts + 1

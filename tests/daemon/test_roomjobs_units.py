@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.roomjobs import RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomjobs import QUIET_RELIST, RoomBook, RoomJobs, activity_of, changed_tasks
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
@@ -71,8 +71,10 @@ def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[S
     book.heard_of("volc", "class-2")
     book.heard_of("volc", "class-test-1")  # excluded
     book.heard_of("zego", "class-3")  # another provider, without a selector job
-    assert book.to_list(spec) == [("volc", "class-1"), ("volc", "class-2")]
-    assert book.to_list(spec) == [("volc", "class-1")]  # heard of once: listed once
+    book.note("volc", "class-4", False, 1.0, "resync")  # known quiet: listed again after QUIET_RELIST
+    assert book.to_list(spec, 2.0) == [("volc", "class-1"), ("volc", "class-2")]
+    assert book.to_list(spec, 2.0) == [("volc", "class-1")]  # heard of once: listed once
+    assert book.to_list(spec, 1.0 + QUIET_RELIST) == [("volc", "class-1"), ("volc", "class-4")]
 
 
 def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, RoomBook]) -> None:
