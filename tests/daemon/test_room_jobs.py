@@ -4,7 +4,8 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 from __future__ import annotations
 
 from reconciler.daemon.roomjobs import QUIET_RELIST
-from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.sim.scenario import CallbackChaos
 from tests.daemon.conftest import Harness, write_specs
 from tests.specdocs import selector_job
@@ -146,3 +147,28 @@ async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destro
     await harness.advance(QUIET_RELIST + 40)
     assert harness.calls("GetRoomOnlineUsers") >= 2
     assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == starts + 1
+
+
+async def test_a_lease_taken_again_reads_the_rooms_another_holder_learned_and_starts_nothing_twice(
+    harness: Harness,
+) -> None:
+    """Failover as the daemon sees it: it lost the state lease, another holder recorded room activity
+    meanwhile, and on taking the lease again it reads that activity and the records before acting."""
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    daemon = await harness.start()
+    await harness.advance(2)
+    held = daemon.lease.lock
+    assert held is not None
+    daemon.lease._lose("simulated: another holder took the lease")  # the lease keeper's own path
+    harness.sim.publish("volcengine", "class-2", user_id="t")  # the other holder hears of class-2
+    other = SQLiteStateStore(harness.state_path)
+    other.record_rooms([RoomActivity("volc", "class-2", True, harness.clock.now(), "callback")])
+    other.close()
+    await harness.advance(1)
+    assert started(harness) == ["class-1"]  # not acting while the lease is lost
+    held.release()  # the other holder is gone: the lease keeper takes it again at its next look
+    await harness.advance(30)
+    assert daemon.lease_lost is None
+    assert started(harness) == ["class-1", "class-2"]
+    assert harness.calls("StartSnapshot") == 2
