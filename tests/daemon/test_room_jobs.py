@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from reconciler.daemon.roomjobs import QUIET_RELIST
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
-from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.sim.scenario import CallbackChaos
+from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
 from tests.specdocs import selector_job
 
