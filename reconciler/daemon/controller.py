@@ -260,7 +260,8 @@ class Daemon:
         for name, config in self.spec.providers.items():
             if config.type == event.vendor and config.app_id == event.app_id:
                 if active is None:
-                    self.room_book.heard_of(name, event.room_id)
+                    if self.spec.selector_jobs:  # only the listing resync of selector jobs asks about them
+                        self.room_book.heard_of(name, event.room_id)
                 else:
                     # The vendor's time orders its callbacks: a late `close` must not undo a newer `open`.
                     self.room_book.note(name, event.room_id, active, event.at, "callback")
