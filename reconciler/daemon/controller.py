@@ -27,8 +27,7 @@ from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
-from reconciler.daemon.roomjobs import SELECT_DELAY, RoomBook, RoomJobs, activity_of, changed_tasks
-from reconciler.daemon.roomlisting import RoomLister
+from reconciler.daemon.roomjobs import RoomSelectors
 from reconciler.daemon.router import CallbackRouter
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import SpecState, changed_keys
@@ -38,9 +37,6 @@ from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
 from reconciler.daemon.workers import Workers
 from reconciler.execute import Executor
-from reconciler.providers.base import Provider
-from reconciler.providers.callbacks import CallbackEvent
-from reconciler.providers.family import listing_family
 from reconciler.spec import SpecSet
 from reconciler.state.base import DAEMON_HOLDER, StateStore
 
@@ -104,10 +100,15 @@ class Daemon:
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
         self.router = CallbackRouter(self.records, self.metrics)
-        self.room_book = RoomBook(store)  # room activity for selector jobs (roomjobs.py)
-        self.room_jobs = RoomJobs(self.metrics, store.fingerprint_key())
-        self._selecting: asyncio.Task[None] | None = None  # the pending batch of room callbacks
-        self.room_lister = RoomLister(self._lister, clock)
+        self.rooms = RoomSelectors(  # room-selector jobs: room activity in, their tasks out (roomjobs.py)
+            store,
+            self.metrics,
+            clock,
+            records=self.records.values,
+            provider=lambda name, family: self.vendors.provider(name, family),
+            in_force=self._in_force,
+            enqueue=self.queue.add,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
         self.vendors = VendorClients(clock, self.metrics, transport)
@@ -135,7 +136,7 @@ class Daemon:
         self.lease.take()
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
-        self.room_book.load()
+        self.rooms.book.load()
         self.reload()
         loop = asyncio.get_running_loop()
         self.workers.start(self._workers)
@@ -162,9 +163,7 @@ class Daemon:
         for timer in self._tasks:  # timers, the watcher, reloads
             timer.cancel()
         await self.workers.stop(self._grace)
-        if self._selecting is not None:
-            self._selecting.cancel()
-        self.room_book.flush()
+        self.rooms.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.vendors.aclose()
@@ -238,53 +237,16 @@ class Daemon:
     def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
         self.vendors.configure(spec.providers)
         before = self.reconciler.spec if old is not None else None
-        spec = self._with_room_jobs(spec)
+        spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())
         for key in sorted(keys):
             self.queue.add(key)
         log.info("spec set loaded", summary=spec.summary(), changed=len(keys) if old is not None else None)
 
-    def _with_room_jobs(self, spec: SpecSet) -> SpecSet:
-        """`spec` with its room-selector jobs' tasks for the rooms known active (`roomjobs.py`), put in force."""
-        effective = self.room_jobs.effective(spec, self.room_book, {r.key: r for r in self.records.values()}).spec
-        self.reconciler.spec = effective
-        self.router.index(effective)
-        return effective
-
-    def _learn_room(self, event: CallbackEvent) -> None:
-        """A room callback: note its room's activity; decide the selector jobs once the batch is in."""
-        active = activity_of(event)
-        if event.room_id is None or self.spec is None:
-            return
-        for name, config in self.spec.providers.items():
-            if config.type == event.vendor and config.app_id == event.app_id:
-                if active is None:
-                    if self.spec.selector_jobs:  # only the listing resync of selector jobs asks about them
-                        self.room_book.heard_of(name, event.room_id)
-                else:
-                    # The vendor's time orders its callbacks: a late `close` must not undo a newer `open`.
-                    self.room_book.note(name, event.room_id, active, event.at, "callback")
-        if active is None:
-            return
-        if self._selecting is None or self._selecting.done():
-            self._selecting = asyncio.get_running_loop().create_task(self._select_rooms(), name="capctl-rooms")
-
-    async def _select_rooms(self) -> None:
-        await self.clock.sleep(SELECT_DELAY)
-        self.reselect()
-
-    def reselect(self) -> None:
-        """Write the room activity learned since last time (one batch) and queue the selector tasks it changes."""
-        self.room_book.flush()
-        spec, before = self.spec, self.reconciler.spec
-        if spec is None or before is None or not spec.selector_jobs:
-            return
-        keys = changed_tasks(before.tasks, self._with_room_jobs(spec).tasks)
-        for key in sorted(keys):
-            self.queue.add(key)
-        if keys:
-            log.info("room activity: selector tasks changed", keys=len(keys))
+    def _in_force(self, spec: SpecSet) -> None:
+        self.reconciler.spec = spec
+        self.router.index(spec)
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -297,7 +259,7 @@ class Daemon:
         providers = self.spec.providers.values() if self.spec else ()
         routed = self.router.route(vendor, body, providers, self.clock.now())
         if routed.event is not None:
-            self._learn_room(routed.event)
+            self.rooms.learn(routed.event)
         for key, delay in self.reconciler.on_callback(routed):
             self.queue.add_after(key, delay)
         return routed.status, routed.reason
@@ -330,28 +292,13 @@ class Daemon:
             if self.spec is not None:
                 for key in self._known_keys():
                     self.queue.add(key)
-                await self.resync_rooms()
-
-    async def resync_rooms(self) -> None:
-        """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
-        selection. Repairs a room callback the vendor never delivered."""
-        spec = self.spec
-        if spec is None or not spec.selector_jobs:
-            return
-        for report in await self.room_lister.list_rooms(self.room_book.to_list(spec, self.clock.now())):
-            self.room_book.note(report.provider, report.room, report.active, report.last_seen, report.source)
-        self.reselect()
-
-    def _lister(self, name: str) -> Provider:
-        assert self.spec is not None
-        return self.vendors.provider(name, listing_family(self.spec.providers[name].type))
+                await self.rooms.resync()
 
     def _regained(self) -> None:
         """The lease is back: the state was read again, so recount, look before acting and reconcile all."""
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
-        self.room_book.load()
-        self.reselect()
+        self.rooms.regained()
         self.reconciler.observe_first()
         for key in sorted(self._known_keys()):
             self.queue.add(key)

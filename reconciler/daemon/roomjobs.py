@@ -17,16 +17,21 @@ twice: task ids are deterministic, the records and the activity come back from t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Gauge
 
+from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
-from reconciler.model import DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.daemon.roomlisting import RoomLister
+from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
+from reconciler.providers.family import listing_family
 from reconciler.rooms import Selection, holding, named_rooms, select, selector_of
 from reconciler.spec import SpecSet
 from reconciler.spec.expand import expand
@@ -41,6 +46,7 @@ __all__ = [
     "Effective",
     "RoomBook",
     "RoomJobs",
+    "RoomSelectors",
     "activity_of",
     "changed_tasks",
 ]
@@ -212,3 +218,95 @@ def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]
 
     keys = {k for k, t in new.items() if (o := old.get(k)) is None or not same(o, t)}
     return keys | (set(old) - set(new))
+
+
+class RoomSelectors:
+    """The daemon's room-selector half, as the controller wires it: the spec set it loads goes through
+    `take` (which puts the effective set in force), room callbacks through `learn`, the resync timer calls
+    `resync`, a lease taken again `regained`. Keys whose selector task changed are handed to `enqueue`."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        records: Callable[[], Iterable[TaskRecord]],
+        provider: Callable[[str, ApiFamily], Provider],
+        in_force: Callable[[SpecSet], None],
+        enqueue: Callable[[str], None],
+    ) -> None:
+        self.book = RoomBook(store)
+        self.jobs = RoomJobs(metrics, store.fingerprint_key())
+        self.lister = RoomLister(self._listing_provider, clock)
+        self._clock = clock
+        self._records = records
+        self._provider = provider
+        self._in_force = in_force
+        self._enqueue = enqueue
+        self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
+        self._effective: SpecSet | None = None
+        self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
+
+    def take(self, spec: SpecSet) -> SpecSet:
+        """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
+        self._spec = spec
+        records = {r.key: r for r in self._records()}
+        self._effective = self.jobs.effective(spec, self.book, records).spec
+        self._in_force(self._effective)
+        return self._effective
+
+    def learn(self, event: CallbackEvent) -> None:
+        """A verified callback: note what it says of its room; decide once the batch (SELECT_DELAY) is in."""
+        spec, active = self._spec, activity_of(event)
+        if event.room_id is None or spec is None:
+            return
+        for name, config in spec.providers.items():
+            if config.type != event.vendor or config.app_id != event.app_id:
+                continue
+            if active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
+                self.book.note(name, event.room_id, active, event.at, "callback")
+            elif spec.selector_jobs:  # only the listing resync of selector jobs asks about these
+                self.book.heard_of(name, event.room_id)
+        if active is not None and (self._batch is None or self._batch.done()):
+            self._batch = asyncio.get_running_loop().create_task(self._decide_soon(), name="capctl-rooms")
+
+    async def _decide_soon(self) -> None:
+        await self._clock.sleep(SELECT_DELAY)
+        self.reselect()
+
+    def reselect(self) -> None:
+        """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
+        self.book.flush()
+        spec, before = self._spec, self._effective
+        if spec is None or before is None or not spec.selector_jobs:
+            return
+        keys = changed_tasks(before.tasks, self.take(spec).tasks)
+        for key in sorted(keys):
+            self._enqueue(key)
+        if keys:
+            log.info("room activity: selector tasks changed", keys=len(keys))
+
+    async def resync(self) -> None:
+        """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
+        decision. Repairs a room callback the vendor never delivered."""
+        spec = self._spec
+        if spec is None or not spec.selector_jobs:
+            return
+        for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
+            self.book.note(report.provider, report.room, report.active, report.last_seen, report.source)
+        self.reselect()
+
+    def regained(self) -> None:
+        """The state lease was taken again: another holder may have learned rooms meanwhile."""
+        self.book.load()
+        self.reselect()
+
+    def stop(self) -> None:
+        if self._batch is not None:
+            self._batch.cancel()
+        self.book.flush()
+
+    def _listing_provider(self, name: str) -> Provider:
+        assert self._spec is not None
+        return self._provider(name, listing_family(self._spec.providers[name].type))

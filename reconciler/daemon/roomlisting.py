@@ -2,11 +2,12 @@
 
 Room activity comes first from callbacks (`roomjobs.RoomBook`); a callback the vendor never delivered
 would otherwise leave a room captured after it closed, or never captured after it opened. Each resync
-period the daemon asks the vendor about the rooms it cares for (`RoomBook.to_list`: those a selector job
-covers, known active or heard of through any callback; quiet ones less often) through its provider's `room_streams` (ZEGO DescribeSimpleStreamList,
-Volcengine GetRoomOnlineUsers: docs/providers-*.md, "Room listing"); the answers are reports like a
-callback's, with source "resync". Neither vendor lists an app's *active* rooms in one call, so a room
-whose every callback was lost stays unknown until one arrives.
+period the daemon asks the vendor about the rooms it cares for (`RoomBook.to_list`: those a selector
+job covers, known active or heard of through any callback; quiet ones less often) through its
+provider's `room_streams` (ZEGO DescribeSimpleStreamList, Volcengine GetRoomOnlineUsers:
+docs/providers-*.md, "Room listing"); the answers are reports like a callback's, with source "resync".
+Neither vendor lists an app's *active* rooms in one call, so a room whose every callback was lost stays
+unknown until one arrives.
 
 Small on purpose (`list_rooms`), so that other parts (the capture policy of named rooms) reuse it.
 Calls go through the providers' rate budgets at POLL priority; ZEGO allows one listing per room per 10 s,

@@ -35,7 +35,7 @@ async def test_a_room_is_captured_once_its_first_stream_is_published(harness: Ha
     assert record.status is TaskStatus.RUNNING and record.selector == "class-* except class-test-*"
     assert record.started_at is not None and record.started_at - first < 2.0
     assert harness.daemon is not None
-    activity = {(a.provider, a.room): a.active for a in harness.daemon.room_book.activity()}
+    activity = {(a.provider, a.room): a.active for a in harness.daemon.rooms.book.activity()}
     assert activity[("volc", "class-1")] and activity[("volc", "lobby")]
 
 
@@ -119,7 +119,7 @@ async def test_the_room_listing_resync_repairs_lost_room_callbacks(harness: Harn
     await harness.advance(40)  # one resync: DescribeSimpleStreamList says the room has no stream
     assert harness.calls("DescribeSimpleStreamList") >= 1
     assert harness.daemon is not None
-    activity = {(a.provider, a.room): (a.active, a.source) for a in harness.daemon.room_book.activity()}
+    activity = {(a.provider, a.room): (a.active, a.source) for a in harness.daemon.rooms.book.activity()}
     assert activity[("zego", "show-1")] == (False, "resync")
     assert activity[("zego-legacy", "show-1")] == (True, "callback")  # no selector job: not listed
     await harness.advance(60)  # the recording idles out at the vendor and is not re-issued
