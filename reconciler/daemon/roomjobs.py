@@ -100,9 +100,10 @@ class RoomBook:
         return old is None or old.active != active
 
     def heard_of(self, provider: str, room: str) -> None:
-        """A callback named the room without saying whether it is active (a login, a stream closing): the
-        room-listing resync asks, so a lost stream callback is repaired."""
-        if (provider, room) not in self._rooms:
+        """A callback named the room without saying whether it is active (a login, a user leaving): unless the
+        room is known active, the next room-listing resync asks, so a lost stream callback is repaired."""
+        known = self._rooms.get((provider, room))
+        if known is None or not known.active:
             self._heard_of.add((provider, room))
 
     def activity(self) -> list[RoomActivity]:
