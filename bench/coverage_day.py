@@ -54,10 +54,19 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 
 
 def scenario_for(
-    path: Path, vendor: str, rooms: int, hours: float, start_hour: float, loss: float | None, seed: int
+    path: Path,
+    vendor: str,
+    rooms: int,
+    hours: float,
+    start_hour: float,
+    loss: float | None,
+    seed: int,
+    reorder: float | None = None,
 ) -> dict[str, Any]:
     base = load_scenario(path).model_dump()
     chaos = {**base["callbacks"], "loss": loss or 0.0}
+    if reorder is not None:
+        chaos["reorder"] = reorder
     job = "capture" if vendor == "volcengine" else "zego"
     return {
         **base,
@@ -74,7 +83,9 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     loss = MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
     work.mkdir()
-    scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
+    scenario = scenario_for(
+        args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed, args.reorder
+    )
     rooms = [f"{scenario['room_prefix']}{i:04d}" for i in range(args.rooms)]
     job = (
         snapshot_job("capture", rooms, idle=args.idle)
@@ -142,6 +153,7 @@ async def main() -> None:
     )
     parser.add_argument("--vendors", default="volcengine,zego")
     parser.add_argument("--selector", action="store_true", help="the job selects its rooms (issue 18)")
+    parser.add_argument("--reorder", type=float, help="share of callbacks delivered late (default: the scenario's)")
     args = parser.parse_args()
     logs.configure("warning", json_logs=True, stream=io.StringIO())
     print(
