@@ -34,11 +34,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler import logs, stopreasons
+from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
 from reconciler.listen import url_of
 from reconciler.plan import PlanOptions, plan_to_json
+from reconciler.providers.volcengine import stop_reason_of
+from reconciler.providers.zego_client import recording_stop_reason
 from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
@@ -177,8 +179,8 @@ def _sim_stop_reason(task: dict[str, Any]) -> str:
     if task.get("state") == "running":
         return "-"
     if task.get("vendor") == "volcengine":
-        return stopreasons.volcengine(task.get("stopReason") or None, task.get("status"))
-    return stopreasons.zego_recording(task.get("status"), task.get("quitReason"))
+        return stop_reason_of(task.get("stopReason") or None, task.get("status"))
+    return recording_stop_reason(task.get("status"), task.get("quitReason"))
 
 
 def _sim_table(sim: SimControl, title: str) -> Table:
@@ -380,6 +382,7 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
             if not _wait_for(seen, lock, functools.partial(_reissued, key=key), daemon):
                 raise DemoError(f"the daemon did not re-issue {key} within {WAIT_SECONDS:.0f} s")
         console.print(_sim_table(sim, "At the vendors: every declared task is running again"))
+        console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
         if keep_running:
             console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):

@@ -3,11 +3,16 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+import random
+
+import httpx
+
+from reconciler.daemon.controller import Daemon
 from reconciler.daemon.roomjobs import QUIET_RELIST
-from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.sqlite import SQLiteStateStore
-from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.conftest import Harness, settle, write_specs
 from tests.specdocs import selector_job
 
 
@@ -149,26 +154,37 @@ async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destro
     assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == starts + 1
 
 
-async def test_a_lease_taken_again_reads_the_rooms_another_holder_learned_and_starts_nothing_twice(
-    harness: Harness,
-) -> None:
-    """Failover as the daemon sees it: it lost the state lease, another holder recorded room activity
-    meanwhile, and on taking the lease again it reads that activity and the records before acting."""
+async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -> None:
+    """The leader captured class-1 and goes; the standby takes the lead, reads the records and the room
+    activity from the state, learns of class-2 from the callbacks it stored meanwhile, and starts only it."""
     write_specs(harness.specs, classes())
     harness.sim.publish("volcengine", "class-1", user_id="t")
-    daemon = await harness.start()
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
     await harness.advance(2)
-    held = daemon.lease.lock
-    assert held is not None
-    daemon.lease._lose("simulated: another holder took the lease")  # the lease keeper's own path
-    harness.sim.publish("volcengine", "class-2", user_id="t")  # the other holder hears of class-2
-    other = SQLiteStateStore(harness.state_path)
-    other.record_rooms([RoomActivity("volc", "class-2", True, harness.clock.now(), "callback")])
-    other.close()
-    await harness.advance(1)
-    assert started(harness) == ["class-1"]  # not acting while the lease is lost
-    held.release()  # the other holder is gone: the lease keeper takes it again at its next look
-    await harness.advance(30)
-    assert daemon.lease_lost is None
-    assert started(harness) == ["class-1", "class-2"]
-    assert harness.calls("StartSnapshot") == 2
+    standby = Daemon(
+        [str(harness.specs)],
+        SQLiteStateStore(harness.state_path),
+        harness.clock,
+        resync=30.0,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        holder="capctl run on standby",
+    )
+    await standby.start()
+    try:
+        await settle()
+        await harness.stop()  # the leader goes; callbacks now reach the standby
+        harness._daemon_app = standby.asgi_app
+        harness.sim.publish("volcengine", "class-2", user_id="t")
+        await harness.advance(60)
+        assert standby.lease.acting()
+        assert started(harness) == ["class-1", "class-2"]
+        assert harness.calls("StartSnapshot") == 2
+        assert {(a.room, a.active) for a in standby.rooms.book.activity() if a.provider == "volc"} == {
+            ("class-1", True),
+            ("class-2", True),
+        }
+    finally:
+        await standby.stop()
+        standby.records.close()
