@@ -3,11 +3,6 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
-import random
-
-import httpx
-
-from reconciler.daemon.controller import Daemon
 from reconciler.daemon.roomjobs import QUIET_RELIST
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
@@ -161,17 +156,7 @@ async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -
     harness.sim.publish("volcengine", "class-1", user_id="t")
     await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
     await harness.advance(2)
-    standby = Daemon(
-        [str(harness.specs)],
-        SQLiteStateStore(harness.state_path),
-        harness.clock,
-        resync=30.0,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        rng=random.Random(2),
-        elect_in_thread=False,
-        holder="capctl run on standby",
-    )
-    await standby.start()
+    standby = await harness.start_standby()
     try:
         await settle()
         await harness.stop()  # the leader goes; callbacks now reach the standby
