@@ -15,6 +15,13 @@ per empty room-hour, rollover gaps, and the CPU time per simulated hour. The las
     .venv/bin/python bench/coverage_day.py [--rooms 200] [--hours 6] [--resync 30] [--vendors volcengine,zego]
     .venv/bin/python bench/coverage_day.py --scenario examples/scenarios/compressed.yaml --rooms 16 --hours 0.05 \
         --start-hour 0 --idle 10 --resync 5 --vendors volcengine   # the real-time check's traffic, virtually
+    .venv/bin/python bench/coverage_day.py --selector   # issue 18: the job names no room, it selects them
+
+With `--selector` the job covers the rooms with a room selector (`rooms: {match: "<prefix>*"}`) and knows
+no room by name: each is started when its first stream's callback arrives (or the room-listing resync finds
+it). After the measured span a room outside the selector gets a stream for a minute; the run counts the tasks
+started there (must be 0).
+Polling-only runs are left out: without callbacks a selector job learns of no room.
 """
 
 from __future__ import annotations
@@ -42,13 +49,24 @@ from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
 DEFAULT_SCENARIO = ROOT / "examples" / "scenarios" / "day.yaml"
 START = 1_767_225_600.0  # the virtual clock's start (2026-01-01 00:00 UTC)
 MODES = {"callbacks": 0.0, "lossy callbacks": 0.1, "polling": None}  # mode -> share of callbacks lost
+OUTSIDE = "outside-0000"  # with --selector: a busy room the selector does not cover
+OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is started within seconds)
 
 
 def scenario_for(
-    path: Path, vendor: str, rooms: int, hours: float, start_hour: float, loss: float | None, seed: int
+    path: Path,
+    vendor: str,
+    rooms: int,
+    hours: float,
+    start_hour: float,
+    loss: float | None,
+    seed: int,
+    reorder: float | None = None,
 ) -> dict[str, Any]:
     base = load_scenario(path).model_dump()
     chaos = {**base["callbacks"], "loss": loss or 0.0}
+    if reorder is not None:
+        chaos["reorder"] = reorder
     job = "capture" if vendor == "volcengine" else "zego"
     return {
         **base,
@@ -65,13 +83,17 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     loss = MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
     work.mkdir()
-    scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
+    scenario = scenario_for(
+        args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed, args.reorder
+    )
     rooms = [f"{scenario['room_prefix']}{i:04d}" for i in range(args.rooms)]
     job = (
         snapshot_job("capture", rooms, idle=args.idle)
         if vendor == "volcengine"
         else recording_job("rec", rooms, idle=args.idle)
     )
+    if args.selector:  # the same job, covering the scenario's rooms by a selector instead of by name
+        job = job.replace(f"rooms: [{', '.join(rooms)}]", f'rooms: {{match: "{scenario["room_prefix"]}*"}}')
     specs = work / "specs"
     specs.mkdir()
     (specs / "providers.yaml").write_text(providers(SIM, callbacks=loss is not None) + "---\n" + STORAGE)
@@ -90,6 +112,10 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
     report = harness.sim.coverage(until=START + args.hours * 3600)
+    if args.selector:  # after the measured span (so it weighs on no figure): a room the selector does not cover
+        harness.sim.publish(vendor, OUTSIDE, user_id="outsider", stream_id="outsider")
+        await harness.advance(OUTSIDE_SECONDS)
+    outside = sum(1 for t in harness.sim.tasks(vendor) if t.room_id == OUTSIDE)
     await harness.stop()
     await harness.sim.callbacks.aclose()
     (totals,) = report["jobs"]
@@ -104,6 +130,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
         "rollover_gap_p99_s": rollover.get("p99Seconds"),
         "gaps_by_cause": {c: v["count"] for c, v in totals["gapsByCause"].items()},
         "room_fills": totals["roomFills"],
+        "tasks_outside_selector": outside if args.selector else None,
         "cpu_s_per_sim_hour": cpu / args.hours,
         "wall_s": wall,
     }
@@ -125,6 +152,8 @@ async def main() -> None:
         "--start-hour", type=float, default=8.0, help="hour of the day the run starts (peaks: 9-12, 19-22)"
     )
     parser.add_argument("--vendors", default="volcengine,zego")
+    parser.add_argument("--selector", action="store_true", help="the job selects its rooms (issue 18)")
+    parser.add_argument("--reorder", type=float, help="share of callbacks delivered late (default: the scenario's)")
     args = parser.parse_args()
     logs.configure("warning", json_logs=True, stream=io.StringIO())
     print(
@@ -134,7 +163,7 @@ async def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for vendor in args.vendors.split(","):
-            for mode in MODES:
+            for mode in [m for m in MODES if not (args.selector and MODES[m] is None)]:
                 r = await run(vendor, mode, args, Path(tmp))
                 results[f"{vendor}/{mode}"] = r
                 print(
@@ -145,10 +174,12 @@ async def main() -> None:
                     f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')})"
                     f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
                     f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
-                    f"  gaps {r['gaps_by_cause']}",
+                    f"  gaps {r['gaps_by_cause']}"
+                    + (f"  tasks outside the selector {r['tasks_outside_selector']}" if args.selector else ""),
                     flush=True,
                 )
-    keys = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
+    keys: tuple[str, ...] = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
+    keys += ("tasks_outside_selector",) if args.selector else ()
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
 
 

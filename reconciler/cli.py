@@ -923,7 +923,12 @@ def run(
 ) -> None:
     """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page.
     Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
-    the state's inbox)."""
+    the state's inbox).
+
+    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop it.
+
+    Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
+    """
     from reconciler.daemon import run_daemon
     from reconciler.leader import LeaderSettings, LeaderSettingsError
 

@@ -132,3 +132,19 @@ def thumbnail_job(name: str = "thumbs", *, huawei_interval: int | str = 2, tence
         f"apiVersion: capctl/v1\nkind: ThumbnailJob\nmetadata: {{name: {name}}}\nspec:\n  provider: zego\n  files:\n"
     )
     return header + "\n".join(files) + "\n"
+
+
+def selector_job(name: str, match: str, *, exclude: str | None = None, max_rooms: int | None = None) -> str:
+    """A Volcengine SnapshotJob selecting its rooms (`rooms: {match: ...}`), to the `tos` storage."""
+    more = (f', exclude: "{exclude}"' if exclude else "") + (f", maxRooms: {max_rooms}" if max_rooms else "")
+    return textwrap.dedent(f"""\
+        apiVersion: capctl/v1
+        kind: SnapshotJob
+        metadata: {{name: {name}}}
+        spec:
+          provider: volc
+          rooms: {{match: "{match}"{more}}}
+          interval: 5s
+          storage: tos
+          idleTimeout: 20s
+        """)

@@ -30,6 +30,7 @@ from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
+from reconciler.daemon.roomjobs import RoomSelectors
 from reconciler.daemon.router import CallbackRouter, RoutedCallback
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import SpecState, changed_keys
@@ -120,6 +121,15 @@ class Daemon:
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
         self.router = CallbackRouter(self.records, self.metrics)
+        self.rooms = RoomSelectors(  # room-selector jobs: room activity in, their tasks out (roomjobs.py)
+            store,
+            self.metrics,
+            clock,
+            records=self.records.values,
+            provider=lambda name, family: self.vendors.provider(name, family),
+            in_force=self._in_force,
+            enqueue=self.queue.add,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
         self.vendors = VendorClients(clock, self.metrics, transport, guard=self.lease.elector)
@@ -150,6 +160,7 @@ class Daemon:
         await self.lease.take()
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
+        self.rooms.book.load()
         self.reload()
         loop = asyncio.get_running_loop()
         self.workers.start(self._workers)
@@ -177,6 +188,7 @@ class Daemon:
         for timer in self._tasks:  # timers, the watcher, reloads
             timer.cancel()
         await self.workers.stop(self._grace)
+        self.rooms.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.vendors.aclose()
@@ -252,9 +264,9 @@ class Daemon:
 
     def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
         self.vendors.configure(spec.providers)
-        self.reconciler.spec = spec
-        self.router.index(spec)
-        keys = changed_keys(old, spec, self.records.keys())
+        before = self.reconciler.spec if old is not None else None
+        spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
+        keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())
         for key in sorted(keys):
             self.queue.add(key)
@@ -267,6 +279,10 @@ class Daemon:
             digest=digest,
             acting=self.lease.acting(),  # only the leader's set acts
         )
+
+    def _in_force(self, spec: SpecSet) -> None:
+        self.reconciler.spec = spec
+        self.router.index(spec)
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -282,6 +298,8 @@ class Daemon:
         return routed.status, routed.reason
 
     def _act_on(self, routed: RoutedCallback) -> None:
+        if routed.event is not None:
+            self.rooms.learn(routed.event)
         for key, delay in self.reconciler.on_callback(routed):
             self.queue.add_after(key, delay)
 
@@ -313,12 +331,15 @@ class Daemon:
             if self.spec is not None:
                 for key in self._known_keys():
                     self.queue.add(key)
+                if self.lease.acting():  # a standby neither lists rooms nor records their activity
+                    await self.rooms.resync()
 
     def _regained(self) -> None:
         """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed
         starts are resolved by their client task id, as at a restart), consume the inbox, reconcile all."""
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
+        self.rooms.regained()
         self.reconciler.observe_first()
         for key in sorted(self._known_keys()):
             self.queue.add(key)

@@ -84,6 +84,9 @@ class GuardedProvider:
     async def observe(self, record: TaskRecord) -> Observed:
         return await self._inner.observe(record)
 
+    async def room_streams(self, room: str) -> int:
+        return await self._inner.room_streams(room)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 

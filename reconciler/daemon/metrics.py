@@ -239,5 +239,8 @@ class CountingProvider:
     async def observe(self, record: TaskRecord) -> Observed:
         return await self._counted("observe", lambda: self._inner.observe(record))
 
+    async def room_streams(self, room: str) -> int:
+        return await self._counted("rooms", lambda: self._inner.room_streams(room))
+
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -91,4 +91,8 @@ class Provider(Protocol):
     async def observe(self, record: TaskRecord) -> Observed:
         """One status query, paced at POLL priority. Never raises for 'not found': returns NOT_FOUND."""
 
+    async def room_streams(self, room: str) -> int:
+        """How many streams (ZEGO) or visible users (Volcengine) the vendor lists in `room` now, 0 for a room
+        that does not exist: the room-listing resync (`daemon/roomlisting.py`). Never mutates; POLL priority."""
+
     async def aclose(self) -> None: ...

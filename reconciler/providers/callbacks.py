@@ -68,6 +68,7 @@ class CallbackEvent:
     room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
     room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
+    room_closed: bool = False  # the room's last stream went (Volcengine RoomDestroy, ZEGO room_close)
     user_id: str | None = None  # who joined or left
     end_reason: str | None = None  # why the run ended, when the vendor said so (zego_callbacks.callback_stop_reason)
     signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers

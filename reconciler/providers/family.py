@@ -20,9 +20,9 @@ from reconciler.model import ApiFamily, TaskRecord
 if TYPE_CHECKING:
     from reconciler.providers.callbacks import CallbackParser, RunId
 
-__all__ = ["FAMILIES", "VENDORS", "VOLCENGINE", "ZEGO", "Family", "Vendor", "family", "vendor"]
+__all__ = ["FAMILIES", "VENDORS", "VOLCENGINE", "ZEGO", "Family", "Vendor", "family", "listing_family", "vendor"]
 
-METHODS = ("start", "update", "stop", "observe")  # the provider methods (base.Provider)
+METHODS = ("start", "update", "stop", "observe", "rooms")  # the provider methods (base.Provider)
 MUTATING = frozenset({"start", "update", "stop"})  # the methods that change something at the vendor
 
 
@@ -76,7 +76,8 @@ class Family:
 VOLCENGINE = Vendor(
     "volcengine",
     # Seed page, vendor-apis.md.
-    {"StartSnapshot": 150, "UpdateSnapshot": 150, "StopSnapshot": 150, "GetSnapshotTask": 60},
+    # GetRoomOnlineUsers: 40 QPS (docs/providers-volcengine.md, "Room listing").
+    {"StartSnapshot": 150, "UpdateSnapshot": 150, "StopSnapshot": 150, "GetSnapshotTask": 60, "GetRoomOnlineUsers": 40},
     "reconciler.providers.volc_callbacks:parse_volcengine",
 )
 ZEGO = Vendor(
@@ -88,6 +89,7 @@ ZEGO = Vendor(
         "StopRecord": 50,
         "DescribeRecordStatus": 10,
         "MediaThumbnails": 20,
+        "DescribeSimpleStreamList": 50,  # and 1 per 10 s per room (docs/providers-zego.md, "Room listing")
         "start": 50,
         "stop": 50,
         "query": 10,
@@ -108,25 +110,48 @@ FAMILIES: dict[ApiFamily, Family] = {
                 "update": "UpdateSnapshot",
                 "stop": "StopSnapshot",
                 "observe": "GetSnapshotTask",
+                "rooms": "GetRoomOnlineUsers",
             },
         ),
         Family(
             ApiFamily.ZEGO_RECORD,
             ZEGO,
-            {"start": "StartRecord", "update": "StartRecord", "stop": "StopRecord", "observe": "DescribeRecordStatus"},
+            {
+                "start": "StartRecord",
+                "update": "StartRecord",
+                "stop": "StopRecord",
+                "observe": "DescribeRecordStatus",
+                "rooms": "DescribeSimpleStreamList",
+            },
         ),
         Family(
             ApiFamily.ZEGO_RECORD_LEGACY,
             ZEGO,
-            {"start": "start", "update": "start", "stop": "stop", "observe": "query"},
+            {
+                "start": "start",
+                "update": "start",
+                "stop": "stop",
+                "observe": "query",
+                "rooms": "DescribeSimpleStreamList",
+            },
         ),
-        Family(ApiFamily.ZEGO_THUMBNAIL, ZEGO, dict.fromkeys(METHODS, "MediaThumbnails")),
+        Family(
+            ApiFamily.ZEGO_THUMBNAIL,
+            ZEGO,
+            {**dict.fromkeys(METHODS, "MediaThumbnails"), "rooms": "DescribeSimpleStreamList"},
+        ),
     )
 }
 
 
 def family(api_family: ApiFamily) -> Family:
     return FAMILIES[api_family]
+
+
+def listing_family(vendor_name: str) -> ApiFamily:
+    """The family whose provider answers the vendor's room listing (`Provider.room_streams`): any family of
+    the vendor signs the same way; this one is always configured for a Provider document of that type."""
+    return ApiFamily.VOLC_SNAPSHOT if vendor_name == VOLCENGINE.name else ApiFamily.ZEGO_RECORD
 
 
 def vendor(name: str) -> Vendor | None:

@@ -46,6 +46,7 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
         output=event_type == "SnapshotRealTimeData",
         room_active=event_type == "UserJoinRoom",
         room_left=event_type == "UserLeaveRoom",
+        room_closed=event_type == "RoomDestroy",
         user_id=text(event_data, "UserId"),
         run_id=None if task_id is None else (VENDOR, app_id, room_id or "", task_id),
     )

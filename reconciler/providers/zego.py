@@ -89,6 +89,18 @@ class _ZegoProvider:
             api=str(self.family),
         )
 
+    async def room_streams(self, room: str) -> int:
+        """DescribeSimpleStreamList on the RTC endpoint (POLL priority): the streams published in the room."""
+        answer = await self._client.call(
+            "DescribeSimpleStreamList",
+            Priority.POLL,
+            "GET",
+            self._client.config.rtc_endpoint.rstrip("/") + "/",
+            params=[("RoomId", room)],
+        )
+        streams = field(answer.get("Data"), "StreamList")
+        return len(streams) if isinstance(streams, list) else 0
+
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client is injected and owned by the caller."""
 

@@ -95,6 +95,7 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         task_id=task_id,
         room_id=room_id,
         room_active=event in STREAM_EVENTS,
+        room_closed=event == "room_close",
         signed_pair=pair,
         body_digest=digest,
         run_id=run_id,

@@ -14,6 +14,7 @@ from reconciler.sim.schema import Arr, BodyError, Obj, Schema, Val
 
 __all__ = [
     "VOLC_GET",
+    "VOLC_ROOM_USERS",
     "VOLC_START",
     "VOLC_STOP",
     "VOLC_UPDATE",
@@ -150,6 +151,10 @@ VOLC_UPDATE = Obj(
 VOLC_STOP = Obj({"AppId": Val("str", required=True), "BusinessId": _OPT_ID, "RoomId": _ID, "TaskId": _ID})
 
 VOLC_GET = Obj({"AppId": Val("str", required=True), "RoomId": _ID, "TaskId": _ID})
+# GetRoomOnlineUsers (query); Property/RoleType are optional and change nothing the simulator answers.
+VOLC_ROOM_USERS = Obj(
+    {"AppId": Val("str", required=True), "RoomId": _ID, "Property": Val("str"), "RoleType": Val("str")}
+)
 
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from reconciler.sim.bodies import VOLC_GET, VOLC_START, VOLC_STOP, VOLC_UPDATE
+from reconciler.sim.bodies import VOLC_GET, VOLC_ROOM_USERS, VOLC_START, VOLC_STOP, VOLC_UPDATE
 from reconciler.sim.config import VOLC, VOLC_SERVICE, VOLC_VERSION, VolcApp
 from reconciler.sim.schema import BodyError, Obj, validate
 from reconciler.sim.signing import (
@@ -33,6 +33,7 @@ ACTIONS: dict[str, tuple[str, Obj]] = {
     "UpdateSnapshot": ("POST", VOLC_UPDATE),
     "StopSnapshot": ("POST", VOLC_STOP),
     "GetSnapshotTask": ("GET", VOLC_GET),
+    "GetRoomOnlineUsers": ("GET", VOLC_ROOM_USERS),
 }
 ALREADY_STARTED = "The task has been started. Please do not call the startup task interface repeatedly"
 NOT_FOUND = "InvalidParameter.ErrorActiveTaskNotFound"
@@ -128,6 +129,7 @@ def _process(sim: Simulator, request: Request, raw: bytes, query: dict[str, str]
         "UpdateSnapshot": _update,
         "StopSnapshot": _stop,
         "GetSnapshotTask": _get,
+        "GetRoomOnlineUsers": _room_users,
     }[action]
     return handler(sim, meta, params)
 
@@ -247,5 +249,23 @@ def _get(sim: Simulator, meta: _Meta, query: dict[str, Any]) -> Reply:
                 "Status": task.status,
                 "StopReason": task.stop_reason,
             }
+        }
+    )
+
+
+def _room_users(sim: Simulator, meta: _Meta, query: dict[str, Any]) -> Reply:
+    """GetRoomOnlineUsers: the users publishing in the room now (a simulated user is in a room while they
+    publish); a room without any is answered as one that does not exist."""
+    room = sim.world.rooms.get((VOLC, query["AppId"], query["RoomId"]))
+    users = sorted(room.users()) if room is not None else []
+    if not users:
+        return meta.ok({"RoomExists": False})
+    return meta.ok(
+        {
+            "RoomExists": True,
+            "TotalUser": len(users),
+            "TotalInvisibleUser": 0,
+            "VisibleUserList": users,
+            "InvisibleUserList": [],
         }
     )

@@ -105,7 +105,11 @@ async def rtc_endpoint(request: Request) -> Response:
         api=action,
         query={**query, "ExtTimeOffsetSet[]": offsets} if offsets else query,  # the log shows every offset
         body=None,
-        process=lambda: _thumbnails(sim, request, query, offsets),
+        process=lambda: (
+            _stream_list(sim, request, query)
+            if action == "DescribeSimpleStreamList"
+            else _thumbnails(sim, request, query, offsets)
+        ),
     )
 
 
@@ -141,6 +145,29 @@ def _thumbnails(sim: Simulator, request: Request, query: dict[str, str], offsets
         {"Tencent": {"TaskId": task_id, "RequestId": rid}} if vendor == "Tencent" else {"Huawei": {"task_id": task_id}}
     )
     return _current_reply(rid, 0, "success", data)
+
+
+def _stream_list(sim: Simulator, request: Request, query: dict[str, str]) -> Reply:
+    """DescribeSimpleStreamList: the streams published in a room now, from the simulated world.
+    Its per-room limit (1 call per 10 s) is not enforced; the per-app 50/s is."""
+    rid = sim.request_id()
+    if request.method != "GET":
+        return _current_reply(rid, INVALID_PARAMETER, "DescribeSimpleStreamList must be called with GET")
+    app = _check_signature(sim, query)
+    if isinstance(app, int):
+        return _current_reply(rid, app, "signature expired" if app == SIG_EXPIRED else "signature invalid")
+    if not sim.allow(ZEGO, str(app.app_id), "DescribeSimpleStreamList"):
+        return _current_reply(rid, RATE_LIMITED, "too many requests")
+    room_id = query.get("RoomId", "")
+    if not room_id:
+        return _current_reply(rid, INVALID_PARAMETER, "RoomId is required")
+    room = sim.world.rooms.get((ZEGO, str(app.app_id), room_id))
+    streams = sorted(room.streams.items()) if room is not None else []
+    listed = [
+        {"StreamId": stream, "UserId": user, "UserName": user, "CreateTime": 0, "StreamNumberId": n}
+        for n, (stream, user) in enumerate(streams, 1)
+    ]
+    return _current_reply(rid, 0, "success", {"StreamList": listed})
 
 
 def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:

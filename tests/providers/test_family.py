@@ -13,7 +13,7 @@ from reconciler.providers.zego_client import DEFAULT_RATE_LIMITS as ZEGO_LIMITS
 def test_every_api_family_with_a_provider_class_is_described() -> None:
     assert set(FAMILIES) == set(CLASSES) == set(ApiFamily)
     for described in FAMILIES.values():
-        assert set(described.apis) == {"start", "update", "stop", "observe"}
+        assert set(described.apis) == {"start", "update", "stop", "observe", "rooms"}
         # Every API a family calls has a documented limit its budgets and `rateLimits` use.
         assert set(described.apis.values()) <= set(described.vendor.rate_limits)
 

@@ -543,7 +543,7 @@ async def test_budgets_use_documented_limits_and_overrides(make: Callable[..., H
     assert budgets[("volcengine:app1", "StartSnapshot")].rate == 20
     assert budgets[("volcengine:app1", "GetSnapshotTask")].rate == DEFAULT_RATE_LIMITS["GetSnapshotTask"] == 60
     assert DEFAULT_RATE_LIMITS == {"StartSnapshot": 150, "UpdateSnapshot": 150, "StopSnapshot": 150,
-                                   "GetSnapshotTask": 60}  # fmt: skip
+                                   "GetSnapshotTask": 60, "GetRoomOnlineUsers": 40}  # fmt: skip
 
 
 async def test_calls_wait_for_their_budget_slot(h: Harness) -> None:

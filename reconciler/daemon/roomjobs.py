@@ -1,0 +1,313 @@
+"""Room-selector jobs in the daemon: room activity in, the selector jobs' desired tasks out.
+
+A selector job (`rooms: {match: "class-*"}`) has no tasks in the spec set: which rooms it captures is
+known only at run time. The daemon learns room activity from the router's room and stream callbacks
+and from the room-listing resync (`roomlisting.py`), keeps it in a `RoomBook` (loaded from the state at
+start, written back in batches, never per callback), and derives the tasks with the same pure
+`reconciler.rooms.select` as `capctl plan` and `capctl apply`, so all three agree on which rooms run.
+
+The result is the *effective* spec set the reconciler works from: the spec set's tasks, plus one task
+per chosen room, plus a task for every room a selector job ran in that is not chosen any more (its
+activity ended, or it is past maxRooms). Those are kept with restartPolicy Never: the reconciler keeps
+observing them until they end at the vendor by their idle timeout, never stops them and never re-issues
+them; once their room is active again they are plain tasks again and are re-issued. A selector task is
+therefore never pruned because its room is not in the named-room spec, and a restart starts nothing
+twice: task ids are deterministic, the records and the activity come back from the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import Gauge
+
+from reconciler.clock import Clock
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.roomlisting import RoomLister
+from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.providers.base import Provider
+from reconciler.providers.callbacks import CallbackEvent
+from reconciler.providers.family import listing_family
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_of
+from reconciler.spec import SpecSet
+from reconciler.spec.expand import expand
+from reconciler.spec.models import RoomSelector
+from reconciler.spec.selectors import covers
+from reconciler.state.base import RoomActivityStore, StateStore
+
+__all__ = [
+    "QUIET_RELIST",
+    "ROOM_STATES",
+    "SELECT_DELAY",
+    "Effective",
+    "RoomBook",
+    "RoomJobs",
+    "RoomSelectors",
+    "activity_of",
+    "changed_tasks",
+]
+
+log = structlog.get_logger("capctl.daemon")
+
+# Seconds between a room callback and the selection it changes: callbacks within it are decided (and
+# their activity written to the state) together. Well inside the 2 s first-stream-to-capture target.
+SELECT_DELAY = 0.2
+# Seconds between two listings of a room known inactive (an active or just-heard-of room is listed at every
+# resync): a lost "stream appeared" callback of a quiet room is repaired within this, at a tenth of the calls.
+QUIET_RELIST = 300.0
+
+ROOM_STATES = ("active", "chosen", "left_out", "claimed")
+
+
+def activity_of(event: CallbackEvent) -> bool | None:
+    """What a room callback says of its room: True a stream was published (or a user joined, Volcengine's
+    signal), False the room closed, None nothing about its activity."""
+    if event.room_id is None:
+        return None
+    if event.room_active:
+        return True
+    if event.room_closed:
+        return False
+    return None
+
+
+class RoomBook:
+    """The daemon's last known activity of every room, by (Provider document, room id)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store if isinstance(store, RoomActivityStore) else None
+        self._rooms: dict[tuple[str, str], RoomActivity] = {}
+        self._unwritten: dict[tuple[str, str], RoomActivity] = {}
+        self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
+
+    def load(self) -> None:
+        """Read what earlier runs learned (at start, and when the lease is taken again)."""
+        reports = self._store.room_activity() if self._store is not None else []
+        self._rooms = {(r.provider, r.room): r for r in reports}
+
+    def note(self, provider: str, room: str, active: bool, at: float, source: str) -> bool:
+        """Remember one report; True when it changes whether the room is active (or it is a new room)."""
+        key = (provider, room)
+        old = self._rooms.get(key)
+        if old is not None and old.last_seen > at:
+            return False  # a late callback older than what is known
+        report = RoomActivity(provider=provider, room=room, active=active, last_seen=at, source=source)
+        self._rooms[key] = self._unwritten[key] = report
+        return old is None or old.active != active
+
+    def heard_of(self, provider: str, room: str) -> None:
+        """A callback named the room without saying whether it is active (a login, a user leaving): unless the
+        room is known active, the next room-listing resync asks, so a lost stream callback is repaired."""
+        known = self._rooms.get((provider, room))
+        if known is None or not known.active:
+            self._heard_of.add((provider, room))
+
+    def activity(self) -> list[RoomActivity]:
+        return list(self._rooms.values())
+
+    def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
+        """The rooms the listing resync asks about, among those a selector job covers: the active ones and
+        those heard of, and the inactive ones last reported more than QUIET_RELIST ago."""
+        selectors: dict[str, list[RoomSelector]] = {}
+        for c in spec.selector_jobs:
+            selector = selector_of(c)
+            if selector is not None:
+                selectors.setdefault(c.provider.name, []).append(selector)
+        due = {k for k, r in self._rooms.items() if r.active or now - r.last_seen >= QUIET_RELIST}
+        rooms = sorted(due | self._heard_of)
+        self._heard_of = set()
+        return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
+
+    def flush(self) -> int:
+        """Write the reports learned since the last flush, in one batch; returns how many."""
+        reports, self._unwritten = list(self._unwritten.values()), {}
+        if reports and self._store is not None:
+            self._store.record_rooms(reports)
+        return len(reports)
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    spec: SpecSet  # the spec set with the selector jobs' tasks added
+    selections: tuple[Selection, ...]
+
+
+class RoomJobs:
+    """Decides the selector jobs' tasks from the room book; says what is left out and what is claimed."""
+
+    def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
+        self._key = fingerprint_key
+        self.rooms = Gauge(
+            "capctl_selector_rooms",
+            "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
+            "left_out (past maxRooms), claimed (a named-room job has it)",
+            ["job", "state"],
+            registry=metrics.registry,
+        )
+        self.left_out = Gauge(
+            "capctl_selector_rooms_left_out",
+            "Active rooms a room-selector job covers but does not capture because of its maxRooms",
+            ["job"],
+            registry=metrics.registry,
+        )
+        self._warned: set[tuple[str, str, str]] = set()  # (job, room, why) already logged
+
+    def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
+        if not spec.selector_jobs:
+            return Effective(spec, ())
+        selections = tuple(
+            select(spec.selector_jobs, book.activity(), named_rooms(spec.tasks.values()), holding(records), self._key)
+        )
+        tasks = dict(spec.tasks)
+        for s in selections:
+            tasks.update((t.key, t) for t in s.tasks)
+        tasks.update(self._leaving(spec, tasks, records))
+        self._tell(selections)
+        return Effective(dataclasses.replace(spec, tasks=tasks), selections)
+
+    def _leaving(
+        self, spec: SpecSet, chosen: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+    ) -> dict[str, DesiredTask]:
+        """The rooms a selector job ran in and does not choose now: observed until they end, not re-issued."""
+        jobs = {f"{c.job.kind}/{c.job.name}": c for c in spec.selector_jobs}
+        rooms: dict[str, list[str]] = {}
+        for key, record in records.items():
+            if key in chosen or record.status is TaskStatus.REMOVED:
+                continue
+            kind, name, room = split_key(key)
+            if f"{kind}/{name}" in jobs:
+                rooms.setdefault(f"{kind}/{name}", []).append(room)
+        return {
+            t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER)
+            for job, names in rooms.items()
+            for t in expand(jobs[job], self._key, sorted(names))
+        }
+
+    def _tell(self, selections: Iterable[Selection]) -> None:
+        """Metrics, and a log line the first time a room is left out or claimed (not at every decision)."""
+        for s in selections:
+            counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
+            counts["claimed"] = len(s.claimed)
+            for state in ROOM_STATES:
+                self.rooms.labels(job=s.job, state=state).set(counts[state])
+            self.left_out.labels(job=s.job).set(len(s.left_out))
+            for room in s.left_out:
+                if (s.job, room, "max") not in self._warned:
+                    self._warned.add((s.job, room, "max"))
+                    log.warning(
+                        "room selector at maxRooms: room not captured",
+                        job=s.job,
+                        room=room,
+                        max_rooms=s.selector.max_rooms,
+                        left_out=len(s.left_out),
+                    )
+            for room, owner in s.claimed:
+                if (s.job, room, owner) not in self._warned:
+                    self._warned.add((s.job, room, owner))
+                    log.warning("room selector clash: the named-room job has the room", job=s.job, room=room, by=owner)
+
+
+def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]) -> set[str]:
+    """The keys whose desired task appeared, went, or changed (content or restart policy)."""
+
+    def same(a: DesiredTask, b: DesiredTask) -> bool:
+        return (a.spec_hash, a.restart_policy) == (b.spec_hash, b.restart_policy)
+
+    keys = {k for k, t in new.items() if (o := old.get(k)) is None or not same(o, t)}
+    return keys | (set(old) - set(new))
+
+
+class RoomSelectors:
+    """The daemon's room-selector half, as the controller wires it: the spec set it loads goes through
+    `take` (which puts the effective set in force), room callbacks through `learn`, the resync timer calls
+    `resync`, a lease taken again `regained`. Keys whose selector task changed are handed to `enqueue`."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        records: Callable[[], Iterable[TaskRecord]],
+        provider: Callable[[str, ApiFamily], Provider],
+        in_force: Callable[[SpecSet], None],
+        enqueue: Callable[[str], None],
+    ) -> None:
+        self.book = RoomBook(store)
+        self.jobs = RoomJobs(metrics, store.fingerprint_key())
+        self.lister = RoomLister(self._listing_provider, clock)
+        self._clock = clock
+        self._records = records
+        self._provider = provider
+        self._in_force = in_force
+        self._enqueue = enqueue
+        self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
+        self._effective: SpecSet | None = None
+        self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
+
+    def take(self, spec: SpecSet) -> SpecSet:
+        """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
+        self._spec = spec
+        records = {r.key: r for r in self._records()}
+        self._effective = self.jobs.effective(spec, self.book, records).spec
+        self._in_force(self._effective)
+        return self._effective
+
+    def learn(self, event: CallbackEvent) -> None:
+        """A verified callback: note what it says of its room; decide once the batch (SELECT_DELAY) is in."""
+        spec, active = self._spec, activity_of(event)
+        if event.room_id is None or spec is None:
+            return
+        for name, config in spec.providers.items():
+            if config.type != event.vendor or config.app_id != event.app_id:
+                continue
+            if active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
+                self.book.note(name, event.room_id, active, event.at, "callback")
+            elif spec.selector_jobs:  # only the listing resync of selector jobs asks about these
+                self.book.heard_of(name, event.room_id)
+        if active is not None and (self._batch is None or self._batch.done()):
+            self._batch = asyncio.get_running_loop().create_task(self._decide_soon(), name="capctl-rooms")
+
+    async def _decide_soon(self) -> None:
+        await self._clock.sleep(SELECT_DELAY)
+        self.reselect()
+
+    def reselect(self) -> None:
+        """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
+        self.book.flush()
+        spec, before = self._spec, self._effective
+        if spec is None or before is None or not spec.selector_jobs:
+            return
+        keys = changed_tasks(before.tasks, self.take(spec).tasks)
+        for key in sorted(keys):
+            self._enqueue(key)
+        if keys:
+            log.info("room activity: selector tasks changed", keys=len(keys))
+
+    async def resync(self) -> None:
+        """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
+        decision. Repairs a room callback the vendor never delivered."""
+        spec = self._spec
+        if spec is None or not spec.selector_jobs:
+            return
+        for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
+            self.book.note(report.provider, report.room, report.active, report.last_seen, report.source)
+        self.reselect()
+
+    def regained(self) -> None:
+        """The state lease was taken again: another holder may have learned rooms meanwhile."""
+        self.book.load()
+        self.reselect()
+
+    def stop(self) -> None:
+        if self._batch is not None:
+            self._batch.cancel()
+        self.book.flush()
+
+    def _listing_provider(self, name: str) -> Provider:
+        assert self._spec is not None
+        return self._provider(name, listing_family(self._spec.providers[name].type))

@@ -1,0 +1,59 @@
+"""The room-listing resync: ask each vendor which rooms have a stream now, so that a lost callback is repaired.
+
+Room activity comes first from callbacks (`roomjobs.RoomBook`); a callback the vendor never delivered
+would otherwise leave a room captured after it closed, or never captured after it opened. Each resync
+period the daemon asks the vendor about the rooms it cares for (`RoomBook.to_list`: those a selector
+job covers, known active or heard of through any callback; quiet ones less often) through its
+provider's `room_streams` (ZEGO DescribeSimpleStreamList, Volcengine GetRoomOnlineUsers:
+docs/providers-*.md, "Room listing"); the answers are reports like a callback's, with source "resync".
+Neither vendor lists an app's *active* rooms in one call, so a room whose every callback was lost stays
+unknown until one arrives.
+
+Small on purpose (`list_rooms`), so that other parts (the capture policy of named rooms) reuse it.
+Calls go through the providers' rate budgets at POLL priority; ZEGO allows one listing per room per 10 s,
+so a room is asked at most once per `MIN_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from reconciler.clock import Clock
+from reconciler.model import RoomActivity
+from reconciler.providers.base import Provider, VendorError
+
+__all__ = ["MIN_INTERVAL", "RoomLister"]
+
+log = structlog.get_logger("capctl.daemon")
+
+MIN_INTERVAL = 10.0  # seconds between two listings of one room (ZEGO: 1 call per room per 10 s)
+
+
+class RoomLister:
+    """Lists rooms at their vendors, each room at most once per MIN_INTERVAL."""
+
+    def __init__(self, provider: Callable[[str], Provider], clock: Clock) -> None:
+        self._provider = provider  # Provider document name -> the provider that answers its room listing
+        self._clock = clock
+        self._listed: dict[tuple[str, str], float] = {}
+
+    async def list_rooms(self, rooms: Iterable[tuple[str, str]]) -> list[RoomActivity]:
+        """One report per (provider, room) the vendor answered: active when it lists a stream (ZEGO) or a
+        visible user (Volcengine). A failed call is logged and reports nothing: the room stays as known."""
+        now = self._clock.now()
+        due = sorted({r for r in rooms if now - self._listed.get(r, float("-inf")) >= MIN_INTERVAL})
+        for room in due:
+            self._listed[room] = now
+        answers = await asyncio.gather(*(self._one(provider, room) for provider, room in due))
+        return [a for a in answers if a is not None]
+
+    async def _one(self, provider: str, room: str) -> RoomActivity | None:
+        try:
+            streams = await self._provider(provider).room_streams(room)
+        except VendorError as exc:
+            log.warning("room listing failed", provider=provider, room=room, error=str(exc))
+            return None
+        return RoomActivity(provider, room, streams > 0, self._clock.now(), "resync")

@@ -1,0 +1,175 @@
+"""Issue 18 in the daemon: room-selector jobs started as rooms become active (callbacks), left to end
+when their room closes, capped by maxRooms, and a restart that starts nothing twice."""
+
+from __future__ import annotations
+
+from reconciler.daemon.roomjobs import QUIET_RELIST
+from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.sim.scenario import CallbackChaos
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import Harness, settle, write_specs
+from tests.specdocs import selector_job
+
+
+def classes(max_rooms: int | None = None) -> str:
+    return selector_job("classes", "class-*", exclude="class-test-*", max_rooms=max_rooms)
+
+
+def started(h: Harness) -> list[str]:
+    """The rooms the simulator has snapshot tasks in (running or not), one entry per task started."""
+    return sorted(t.room_id for t in h.sim.tasks("volcengine"))
+
+
+async def test_a_room_is_captured_once_its_first_stream_is_published(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    await harness.start()
+    await harness.advance(5)
+    assert started(harness) == []
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    harness.sim.publish("volcengine", "class-test-1", user_id="t")  # excluded
+    harness.sim.publish("volcengine", "lobby", user_id="t")  # not matched
+    first = harness.clock.now()
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    record = harness.record("SnapshotJob/classes/class-1")
+    assert record.status is TaskStatus.RUNNING and record.selector == "class-* except class-test-*"
+    assert record.started_at is not None and record.started_at - first < 2.0
+    assert harness.daemon is not None
+    activity = {(a.provider, a.room): a.active for a in harness.daemon.rooms.book.activity()}
+    assert activity[("volc", "class-1")] and activity[("volc", "lobby")]
+
+
+async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when_active(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
+    await harness.advance(120)
+    assert harness.calls("StopSnapshot") == 0  # never stopped by capctl: it idled out at the vendor
+    assert harness.running_sim_tasks() == []
+    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.STOPPED
+    assert started(harness) == ["class-1"]  # and not re-issued while the room is closed
+    assert harness.daemon is not None
+    leaving = harness.daemon.reconciler.spec.tasks["SnapshotJob/classes/class-1"]  # type: ignore[union-attr]
+    assert leaving.restart_policy is RestartPolicy.NEVER
+    harness.sim.publish("volcengine", "class-1", user_id="t2")
+    await harness.advance(2)
+    assert len(harness.running_sim_tasks()) == 1
+    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
+
+
+async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness: Harness) -> None:
+    write_specs(harness.specs, classes(max_rooms=2))
+    await harness.start()
+    for room in ("class-1", "class-2", "class-3"):
+        harness.sim.publish("volcengine", room, user_id="t")
+    await harness.advance(2)
+    assert started(harness) == ["class-1", "class-2"]
+    assert harness.daemon is not None
+    registry = harness.daemon.metrics.registry
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
+    sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
+    assert sample == 2
+
+
+async def test_a_restart_starts_nothing_twice(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    harness.sim.publish("volcengine", "class-2", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    assert started(harness) == ["class-1", "class-2"]
+    await harness.stop()
+    await harness.advance(10)
+    await harness.start()  # the activity and the records come back from the state
+    await harness.advance(30)
+    assert started(harness) == ["class-1", "class-2"]
+    assert harness.calls("StartSnapshot") == 2
+    assert len(harness.running_sim_tasks()) == 2
+
+
+SHOWS = """\
+apiVersion: capctl/v1
+kind: RecordingJob
+metadata: {name: shows}
+spec:
+  provider: zego
+  rooms: {match: "show-*"}
+  mode: single
+  storage: s3
+  outputFolder: record/
+  idleTimeout: 30s
+"""
+
+
+def lose_callbacks(h: Harness, loss: float) -> None:
+    h.sim.callbacks.set_chaos(CallbackChaos(loss=loss), seed=1)
+
+
+async def test_the_room_listing_resync_repairs_lost_room_callbacks(harness: Harness) -> None:
+    write_specs(harness.specs, SHOWS)
+    await harness.start()
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(2)
+    assert len(harness.running_sim_tasks("zego")) == 1
+    lose_callbacks(harness, 1.0)  # from now on the vendor's callbacks never arrive
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # room_close lost
+    await harness.advance(40)  # one resync: DescribeSimpleStreamList says the room has no stream
+    assert harness.calls("DescribeSimpleStreamList") >= 1
+    assert harness.daemon is not None
+    activity = {(a.provider, a.room): (a.active, a.source) for a in harness.daemon.rooms.book.activity()}
+    assert activity[("zego", "show-1")] == (False, "resync")
+    assert activity[("zego-legacy", "show-1")] == (True, "callback")  # no selector job: not listed
+    await harness.advance(60)  # the recording idles out at the vendor and is not re-issued
+    assert harness.running_sim_tasks("zego") == []
+    assert harness.calls("StopRecord") == 0 and harness.calls("StartRecord") == 1
+    harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # stream_create lost too
+    await harness.advance(QUIET_RELIST + 40)  # a quiet room is listed again within this: captured again
+    assert len(harness.running_sim_tasks("zego")) == 1
+    assert harness.calls("StartRecord") == 2
+
+
+async def test_the_volcengine_listing_repairs_a_lost_join_and_a_lost_room_destroy(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    lose_callbacks(harness, 1.0)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom and RoomDestroy lost
+    # Until a resync sees the room empty, the task may be re-issued once more (the room looks active):
+    await harness.advance(100)
+    starts = harness.calls("StartSnapshot")
+    await harness.advance(300)  # the room is known empty: nothing is started while it is
+    assert harness.running_sim_tasks() == [] and harness.calls("StartSnapshot") == starts
+    harness.sim.publish("volcengine", "class-1", user_id="t2")  # its UserJoinRoom is lost
+    await harness.advance(QUIET_RELIST + 40)
+    assert harness.calls("GetRoomOnlineUsers") >= 2
+    assert len(harness.running_sim_tasks()) == 1 and harness.calls("StartSnapshot") == starts + 1
+
+
+async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -> None:
+    """The leader captured class-1 and goes; the standby takes the lead, reads the records and the room
+    activity from the state, learns of class-2 from the callbacks it stored meanwhile, and starts only it."""
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(2)
+    standby = await harness.start_standby()
+    try:
+        await settle()
+        await harness.stop()  # the leader goes; callbacks now reach the standby
+        harness._daemon_app = standby.asgi_app
+        harness.sim.publish("volcengine", "class-2", user_id="t")
+        await harness.advance(60)
+        assert standby.lease.acting()
+        assert started(harness) == ["class-1", "class-2"]
+        assert harness.calls("StartSnapshot") == 2
+        assert {(a.room, a.active) for a in standby.rooms.book.activity() if a.provider == "volc"} == {
+            ("class-1", True),
+            ("class-2", True),
+        }
+    finally:
+        await standby.stop()
+        standby.records.close()

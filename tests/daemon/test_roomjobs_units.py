@@ -1,0 +1,125 @@
+"""Unit tests of the daemon's room-selector parts: the room book, what a callback says of its room, which
+tasks a new selection changes, the listing's pacing, and the leaving rooms' restart policy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.roomjobs import QUIET_RELIST, RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
+from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.providers.base import ErrorKind, Provider, VendorError
+from reconciler.providers.callbacks import CallbackEvent
+from reconciler.spec import SpecSet, load_spec_set
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import write_specs
+from tests.daemon.test_room_jobs import classes
+from tests.state.helpers import make_record
+
+
+def event(**flags: object) -> CallbackEvent:
+    base = CallbackEvent(vendor="volcengine", app_id="a", event="e", dedupe_key="k", at=0.0, room_id="class-1")
+    return dataclasses.replace(base, **flags)  # type: ignore[arg-type]
+
+
+def test_what_a_callback_says_of_its_room() -> None:
+    assert activity_of(event(room_active=True)) is True
+    assert activity_of(event(room_closed=True)) is False
+    assert activity_of(event(room_left=True)) is None  # others may still publish
+    assert activity_of(event(room_active=True, room_id=None)) is None
+
+
+def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "state.db")
+    book = RoomBook(store)
+    assert book.note("volc", "class-1", True, 10.0, "callback")
+    assert not book.note("volc", "class-1", True, 11.0, "callback")  # no change of activity
+    assert not book.note("volc", "class-1", False, 5.0, "resync")  # older than what is known: dropped
+    assert book.note("volc", "class-2", False, 12.0, "resync")
+    assert store.room_activity() == []  # nothing written per report
+    assert book.flush() == 2 and book.flush() == 0
+    assert sorted((a.room, a.active, a.last_seen) for a in store.room_activity()) == [
+        ("class-1", True, 11.0),
+        ("class-2", False, 12.0),
+    ]
+    again = RoomBook(store)
+    again.load()
+    assert {(a.room, a.active) for a in again.activity()} == {("class-1", True), ("class-2", False)}
+    store.close()
+
+
+@pytest.fixture
+def selecting(tmp_path: Path) -> Iterator[tuple[SpecSet, RoomBook]]:
+    """The `classes` selector job's spec set, and a room book that knows class-1 active."""
+    spec = load_spec_set([str(write_specs(tmp_path / "specs", classes()))])
+    store = SQLiteStateStore(tmp_path / "state.db")
+    book = RoomBook(store)
+    book.note("volc", "class-1", True, 1.0, "callback")
+    yield spec, book
+    store.close()
+
+
+def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
+    book.note("volc", "lobby", True, 1.0, "callback")  # not covered
+    book.heard_of("volc", "class-2")
+    book.heard_of("volc", "class-test-1")  # excluded
+    book.heard_of("zego", "class-3")  # another provider, without a selector job
+    book.note("volc", "class-4", False, 1.0, "resync")  # known quiet: listed again after QUIET_RELIST
+    book.note("volc", "class-5", False, 1.0, "resync")
+    book.heard_of("volc", "class-5")  # a user left a room we thought quiet: its join was lost, ask now
+    assert book.to_list(spec, 2.0) == [("volc", "class-1"), ("volc", "class-2"), ("volc", "class-5")]
+    assert book.to_list(spec, 2.0) == [("volc", "class-1")]  # heard of once: listed once
+    assert book.to_list(spec, 1.0 + QUIET_RELIST) == [("volc", "class-1"), ("volc", "class-4"), ("volc", "class-5")]
+
+
+def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
+    jobs = RoomJobs(Metrics(), None)
+    active = jobs.effective(spec, book, {}).spec.tasks
+    key = "SnapshotJob/classes/class-1"
+    assert active[key].restart_policy is RestartPolicy.ALWAYS
+    record = make_record(key).evolve(status=TaskStatus.RUNNING)
+    book.note("volc", "class-1", False, 2.0, "callback")
+    ended = jobs.effective(spec, book, {key: record}).spec.tasks
+    assert ended[key].restart_policy is RestartPolicy.NEVER  # observed until it ends, never re-issued
+    assert ended[key].spec_hash == active[key].spec_hash  # the same task: no replace
+    assert changed_tasks(active, ended) == {key}
+    assert changed_tasks(ended, ended) == set()
+    assert key not in jobs.effective(spec, book, {}).spec.tasks  # no record, no activity: no task
+
+
+class Listing:
+    def __init__(self, streams: dict[str, int], failing: set[str]) -> None:
+        self.streams, self.failing, self.calls = streams, failing, 0
+
+    async def room_streams(self, room: str) -> int:
+        self.calls += 1
+        if room in self.failing:
+            raise VendorError(ErrorKind.RETRYABLE, "HTTP 500", "vendor server error", api="DescribeSimpleStreamList")
+        return self.streams.get(room, 0)
+
+
+async def test_the_lister_reports_answers_skips_failures_and_paces_each_room() -> None:
+    clock = FakeClock(start=100.0)
+    vendor = Listing({"a": 2}, failing={"c"})
+
+    def provider(name: str) -> Provider:
+        return vendor  # type: ignore[return-value]
+
+    lister = RoomLister(provider, clock)
+    reports = await lister.list_rooms([("zego", "a"), ("zego", "b"), ("zego", "c")])
+    assert reports == [
+        RoomActivity("zego", "a", True, 100.0, "resync"),
+        RoomActivity("zego", "b", False, 100.0, "resync"),
+    ]
+    clock.advance(MIN_INTERVAL - 1)
+    assert await lister.list_rooms([("zego", "a")]) == [] and vendor.calls == 3  # too soon for that room
+    clock.advance(1)
+    assert len(await lister.list_rooms([("zego", "a")])) == 1 and vendor.calls == 4
