@@ -5,6 +5,11 @@ unproductive runs (a task that idled out without output) back off exponentially;
 task is dormant (no calls) until room activity or its next backoff slot. A run that produced something
 resets the count. A max-duration rollover is re-issued at once and never counts against the task.
 
+Rooms known empty (issue 17): when the vendor sends room callbacks, a run that idled out with no room
+activity reported since the room was last seen empty is not re-issued at all: the task goes dormant and is
+started on the room's next join or stream. Only a repair slot every EMPTY_ROOM_RECHECK remains, for a join
+whose callback was lost (≤ 2 calls per empty room-hour: one start, one look at its idle deadline).
+
 Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
 budget is a ceiling and never a target. Callback hints move a look, but never past one sweep period after
 the last observation: a run that stopped unannounced is seen within that period.
@@ -14,12 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler import transitions
+from reconciler import stopreasons, transitions
 from reconciler.model import TaskRecord, TaskStatus
 
 __all__ = [
     "DEADLINE_MARGIN",
     "DORMANT_AFTER",
+    "EMPTY_ROOM_RECHECK",
     "MAX_PRUNE_PERCENT",
     "PROBE_DELAY",
     "PROBE_INTERVAL",
@@ -31,9 +37,11 @@ __all__ = [
     "expected_deadline",
     "hinted_look",
     "is_rollover",
+    "may_have_idled",
     "postpone",
     "prune_blocked",
     "reissue_decision",
+    "room_known_empty",
     "sweep_period",
 ]
 
@@ -46,6 +54,8 @@ DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before lookin
 # while it still runs, until DEADLINE_MARGIN has passed (a re-issue within a second of the stop).
 PROBE_DELAY = 0.5
 PROBE_INTERVAL = 1.0
+# seconds: how long a task whose room is known empty stays dormant before one repair start (a lost join)
+EMPTY_ROOM_RECHECK = 3600.0
 
 
 # --max-prune: a spec change may prune at most this share (%) of the tasks in the state at once; above it,
@@ -91,13 +101,39 @@ def backoff_delay(unproductive: int) -> float:
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
+def room_known_empty(record: TaskRecord, *, feed: bool, active_at: float | None, emptied_at: float | None) -> bool:
+    """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), the run
+    idled out (the vendor saw no stream for one idle timeout), and no room activity was reported since the
+    run started or the room was last seen empty (`emptied_at`), whichever is later."""
+    if not feed or stopreasons.phrase_of(record.stop_reason or "") != stopreasons.IDLE_TIMEOUT:
+        return False
+    since = max(record.started_at or 0.0, emptied_at or 0.0)
+    return active_at is None or active_at < since
+
+
+def may_have_idled(record: TaskRecord, *, active_at: float | None, emptied_at: float | None, now: float) -> bool:
+    """A running record whose room was seen emptying during its run, one idle timeout ago or more, with no
+    activity since: the vendor may have stopped it unannounced (Volcengine has no task-stopped callback)."""
+    if record.status is not TaskStatus.RUNNING or emptied_at is None or record.idle_timeout is None:
+        return False
+    if active_at is not None and active_at >= emptied_at:
+        return False
+    return emptied_at >= (record.started_at or 0.0) and now >= emptied_at + record.idle_timeout
+
+
 def reissue_decision(
-    record: TaskRecord, now: float, *, rollover_hint: bool = False, room_active: bool = False
+    record: TaskRecord,
+    now: float,
+    *,
+    rollover_hint: bool = False,
+    room_active: bool = False,
+    room_empty: bool = False,
 ) -> ReissueDecision:
     """What to do with a task the vendor stopped (restartPolicy Always).
 
     A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.
     `room_active`: room activity was reported since the run started, so there is something to capture now.
+    `room_empty`: the room is known empty (`room_known_empty`): dormant until activity or the repair slot.
     """
     rollover = is_rollover(record, hinted=rollover_hint)
     unproductive = 0 if rollover or transitions.was_productive(record) else record.unproductive_runs + 1
@@ -108,6 +144,8 @@ def reissue_decision(
         return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, rollover, unproductive)
     if rollover:
         return ReissueDecision(0.0, False, True, unproductive)
+    if room_empty:
+        return ReissueDecision(EMPTY_ROOM_RECHECK, True, False, unproductive)
     delay = backoff_delay(unproductive)
     return ReissueDecision(delay, unproductive >= DORMANT_AFTER, False, unproductive)
 

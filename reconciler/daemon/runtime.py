@@ -33,6 +33,7 @@ __all__ = [
     "planned",
     "probing",
     "room_active",
+    "room_emptied",
     "unconfirmed",
 ]
 
@@ -45,6 +46,8 @@ class KeyRuntime:
     rollover_hint: str | None = None  # the vendor task id a callback said hit its max duration
     end_reason: tuple[str, str] | None = None  # (vendor task id, why a callback said it ended)
     room_activity: float | None = None  # time of the last room-activity callback for its room
+    room_emptied: float | None = None  # time a callback last said its room emptied (last user left, no stream)
+    waiting_since: float | None = None  # first room activity while no run captured it: capture_gap's start
     probe_until: float | None = None  # end of the short-interval looks around its expected stop
     unconfirmed: str | None = None  # the status `capctl_tasks` counts instead of the record's
 
@@ -77,8 +80,15 @@ def probing(rt: KeyRuntime, stop: float) -> KeyRuntime:
     return replace(rt, probe_until=stop + policy.DEADLINE_MARGIN)
 
 
-def room_active(rt: KeyRuntime, now: float) -> KeyRuntime:
-    return replace(rt, room_activity=now)
+def room_active(rt: KeyRuntime, now: float, *, uncaptured: bool = False) -> KeyRuntime:
+    """Someone joined or a stream appeared at `now`; `uncaptured`: no run of the key may be capturing it,
+    so the wait until one starts begins (kept from the first such callback)."""
+    waiting = rt.waiting_since if rt.waiting_since is not None or not uncaptured else now
+    return replace(rt, room_activity=now, waiting_since=waiting)
+
+
+def room_emptied(rt: KeyRuntime, now: float) -> KeyRuntime:
+    return replace(rt, room_emptied=now)
 
 
 def looking(rt: KeyRuntime) -> KeyRuntime:
@@ -94,7 +104,9 @@ def looked(rt: KeyRuntime, now: float, swept: float, *, running: bool) -> KeyRun
         probe_from = rt.probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
         due = now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
         return replace(rt, looked_at=now, next_observe=due)
-    return replace(rt, looked_at=now, next_observe=swept, probe_until=None)
+    # A run seen running captures the room: any wait for a start is over (no gap to count).
+    waiting = None if running else rt.waiting_since
+    return replace(rt, looked_at=now, next_observe=swept, probe_until=None, waiting_since=waiting)
 
 
 def planned(rt: KeyRuntime, due: float) -> KeyRuntime:
@@ -108,7 +120,7 @@ def unconfirmed(rt: KeyRuntime, status: str | None) -> KeyRuntime:
 def acted(rt: KeyRuntime) -> KeyRuntime:
     """After an action the run is new: its first look is at its own deadline, its start is its last
     observation, and every hint about the old run is gone. Room activity stays: it is about the room."""
-    return KeyRuntime(room_activity=rt.room_activity)
+    return KeyRuntime(room_activity=rt.room_activity, room_emptied=rt.room_emptied)
 
 
 def forgotten(rt: KeyRuntime) -> KeyRuntime:
