@@ -36,6 +36,7 @@ __all__ = [
     "backoff_delay",
     "expected_deadline",
     "hinted_look",
+    "idled_out",
     "is_rollover",
     "may_have_idled",
     "postpone",
@@ -101,11 +102,18 @@ def backoff_delay(unproductive: int) -> float:
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
+def idled_out(record: TaskRecord) -> bool:
+    """The vendor stopped the run for its idle timeout: it saw no stream for that long."""
+    return record.status is not TaskStatus.RUNNING and (
+        stopreasons.phrase_of(record.stop_reason or "") == stopreasons.IDLE_TIMEOUT
+    )
+
+
 def room_known_empty(record: TaskRecord, *, feed: bool, active_at: float | None, emptied_at: float | None) -> bool:
     """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), the run
     idled out (the vendor saw no stream for one idle timeout), and no room activity was reported since the
     run started or the room was last seen empty (`emptied_at`), whichever is later."""
-    if not feed or stopreasons.phrase_of(record.stop_reason or "") != stopreasons.IDLE_TIMEOUT:
+    if not feed or not idled_out(record):
         return False
     since = max(record.started_at or 0.0, emptied_at or 0.0)
     return active_at is None or active_at < since

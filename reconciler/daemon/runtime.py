@@ -145,6 +145,10 @@ class RuntimeMap:
             self._values[key] = value
         return value
 
+    def snapshot(self) -> dict[str, KeyRuntime]:
+        """A copy of every key that carries something (scraped from another thread)."""
+        return dict(list(self._values.items()))
+
     def unconfirmed(self) -> dict[str, str]:
         """key -> the status the gauge counts instead of the record's (a copy: scraped from another thread)."""
         return {k: v.unconfirmed for k, v in list(self._values.items()) if v.unconfirmed is not None}

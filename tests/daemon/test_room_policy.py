@@ -1,0 +1,102 @@
+"""Issue 17: rooms known empty are not re-issued into, a join starts them, and the daemon's coverage view."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reconciler.daemon import coverage, policy
+from reconciler.daemon.runtime import EMPTY, KeyRuntime
+from reconciler.model import TaskStatus
+from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_prune import metrics
+from tests.daemon.test_units import record
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+IDLE = "idle timeout (Volcengine IdleTimeOut)"
+
+
+def test_a_room_is_known_empty_only_with_room_callbacks_after_an_idle_out_and_no_activity_since() -> None:
+    idled = record(stop_reason=IDLE)  # started 1000, stopped 1060
+    assert policy.room_known_empty(idled, feed=True, active_at=None, emptied_at=None)
+    assert not policy.room_known_empty(idled, feed=False, active_at=None, emptied_at=None)  # polling only
+    assert not policy.room_known_empty(
+        record(stop_reason="max duration (ZEGO quit_reason 4)"), feed=True, active_at=None, emptied_at=None
+    )
+    assert not policy.room_known_empty(idled, feed=True, active_at=1030.0, emptied_at=None)  # joined in the run
+    assert policy.room_known_empty(idled, feed=True, active_at=1030.0, emptied_at=1040.0)  # … and left again
+    assert not policy.room_known_empty(idled, feed=True, active_at=1050.0, emptied_at=1040.0)  # … and came back
+
+
+def test_a_known_empty_room_waits_dormant_for_the_repair_slot_unless_activity_or_rollover() -> None:
+    idled = record(stop_reason=IDLE, productive=True)
+    decision = policy.reissue_decision(idled, 2000.0, room_empty=True)
+    assert (decision.delay, decision.dormant) == (policy.EMPTY_ROOM_RECHECK, True)
+    assert policy.reissue_decision(idled, 2000.0).immediate  # not known empty: a productive run goes at once
+    assert policy.reissue_decision(idled, 2000.0, room_empty=True, room_active=True).immediate
+    assert policy.reissue_decision(idled, 2000.0, room_empty=True, rollover_hint=True).immediate
+
+
+def test_a_join_after_the_room_emptied_may_find_the_run_idled_out() -> None:
+    running = record(status=TaskStatus.RUNNING, stopped_at=None)  # idle 60 s, started 1000
+    assert policy.may_have_idled(running, active_at=None, emptied_at=1100.0, now=1160.0)
+    assert not policy.may_have_idled(running, active_at=None, emptied_at=1100.0, now=1159.0)  # not yet
+    assert not policy.may_have_idled(running, active_at=1120.0, emptied_at=1100.0, now=1160.0)  # came back
+    assert not policy.may_have_idled(running, active_at=None, emptied_at=900.0, now=1160.0)  # an older run's
+    assert not policy.may_have_idled(record(stop_reason=IDLE), active_at=None, emptied_at=1100.0, now=1200.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "stop_reason", "rt", "active", "captured"),
+    [
+        (TaskStatus.RUNNING, None, KeyRuntime(room_activity=1010.0), 1, 1),
+        (TaskStatus.DORMANT, IDLE, KeyRuntime(room_activity=1010.0), 0, 0),  # idled out after the join
+        (TaskStatus.DORMANT, IDLE, KeyRuntime(room_activity=1070.0), 1, 0),  # a join since: waiting to start
+        (TaskStatus.RUNNING, None, KeyRuntime(room_activity=1010.0, room_emptied=1020.0), 0, 0),
+        (TaskStatus.RUNNING, None, EMPTY, 0, 0),  # no room callbacks: nothing known
+    ],
+)
+def test_rooms_active_and_captured_per_job(
+    status: TaskStatus, stop_reason: str | None, rt: KeyRuntime, active: int, captured: int
+) -> None:
+    r = record(status=status, stop_reason=stop_reason)
+    other = record(key="SnapshotJob/b/r2", status=TaskStatus.RUNNING)
+    counts = coverage.room_counts([r, other], {r.key: rt})
+    assert counts == {"SnapshotJob/a": (active, captured), "SnapshotJob/b": (0, 0)}
+
+
+def sample(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(60)
+    text = await metrics(harness)
+    assert sample(text, 'capctl_rooms_active{job="SnapshotJob/audit"}') == 1
+    assert sample(text, 'capctl_rooms_captured{job="SnapshotJob/audit"}') == 1
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    await harness.advance(3600 - 60)  # empty for most of an hour: dormant, no start, no look
+    calls = harness.sim.log.entries()
+    starts, looks = harness.calls("StartSnapshot"), harness.calls("GetSnapshotTask")
+    assert starts == 1 and harness.record(LOBBY).status is TaskStatus.DORMANT
+    assert not [e for e in calls if e.api == "GetSnapshotTask" and e.time > harness.record(LOBBY).observed_at + 1]
+    text = await metrics(harness)
+    assert sample(text, 'capctl_rooms_active{job="SnapshotJob/audit"}') == 0
+    assert sample(text, "capctl_capture_gap_seconds_count") == 0
+    back = harness.clock.now()
+    harness.sim.publish("volcengine", "lobby", user_id="bob")
+    await harness.advance(5)
+    r = harness.record(LOBBY)
+    assert r.status is TaskStatus.RUNNING and r.started_at is not None and r.started_at - back < 2
+    assert harness.calls("GetSnapshotTask") == looks
+    text = await metrics(harness)
+    assert sample(text, "capctl_capture_gap_seconds_count") == 1
+    assert sample(text, "capctl_capture_gap_seconds_sum") <= r.started_at - back
+    assert sample(text, 'capctl_rooms_captured{job="SnapshotJob/audit"}') == 1
