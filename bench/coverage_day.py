@@ -7,10 +7,12 @@ ASGI app and the simulator's callbacks reach the daemon's, and time jumps from o
 (examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
 cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
 
-Six runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
-callbacks at all). Per run it prints, from the simulator's ground truth (GET /_sim/coverage): the share of
-stream-seconds captured, the time from a room's first stream to its first capture (p50, p99), vendor calls
-per empty room-hour, rollover gaps, and the CPU time per simulated hour. The last line is one JSON object.
+Seven runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
+callbacks at all); and ZEGO recordings with a `--max-duration` shorter than most sessions (rollover). The
+runs share nothing, so they go `--processes` at a time (2: this machine's cores). Per run it prints, from
+the simulator's ground truth (GET /_sim/coverage): the share of stream-seconds captured, the time from a
+room's first stream to its first capture (p50, p99), vendor calls per empty room-hour (and per API), rollover
+gaps, and the CPU time per simulated hour. The last line is one JSON object.
 
     .venv/bin/python bench/coverage_day.py [--rooms 200] [--hours 6] [--resync 30] [--vendors volcengine,zego]
     .venv/bin/python bench/coverage_day.py --scenario examples/scenarios/compressed.yaml --rooms 16 --hours 0.05 \
@@ -26,6 +28,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,9 @@ from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
 DEFAULT_SCENARIO = ROOT / "examples" / "scenarios" / "day.yaml"
 START = 1_767_225_600.0  # the virtual clock's start (2026-01-01 00:00 UTC)
 MODES = {"callbacks": 0.0, "lossy callbacks": 0.1, "polling": None}  # mode -> share of callbacks lost
+# The rollover run: ZEGO recordings with every callback delivered and a maxDuration shorter than most
+# sessions, so that runs end at their max duration while streams are published.
+ROLLOVER = "rollover"
 
 
 def scenario_for(
@@ -62,7 +68,7 @@ def scenario_for(
 
 
 async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    loss = MODES[mode]
+    loss = 0.0 if mode == ROLLOVER else MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
     work.mkdir()
     scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
@@ -70,7 +76,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     job = (
         snapshot_job("capture", rooms, idle=args.idle)
         if vendor == "volcengine"
-        else recording_job("rec", rooms, idle=args.idle)
+        else recording_job("rec", rooms, idle=args.idle, max_duration=args.max_duration if mode == ROLLOVER else "24h")
     )
     specs = work / "specs"
     specs.mkdir()
@@ -100,6 +106,8 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
         "time_to_capture_p99_s": totals["timeToCaptureP99Seconds"],
         "calls_per_empty_room_hour": report["calls"]["perEmptyRoomHour"],
         "calls_per_room_hour": report["calls"]["perRoomHour"],
+        "calls_while_empty_by_api": report["calls"]["whileEmptyByApi"],
+        "empty_room_hours": report["calls"]["emptyRoomHours"],
         "rollover_gaps": rollover.get("count", 0),
         "rollover_gap_p99_s": rollover.get("p99Seconds"),
         "gaps_by_cause": {c: v["count"] for c, v in totals["gapsByCause"].items()},
@@ -113,7 +121,28 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-async def main() -> None:
+def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One run in a worker process of its own (the runs share nothing: each has its clock, daemon, sim)."""
+    logs.configure("warning", json_logs=True, stream=io.StringIO())
+    return asyncio.run(run(vendor, mode, args, tmp))
+
+
+def line(vendor: str, mode: str, r: dict[str, Any]) -> str:
+    empty = r["empty_room_hours"] or 1.0
+    by_api = ", ".join(f"{api} {n / empty:.2f}" for api, n in r["calls_while_empty_by_api"].items())
+    return (
+        f"{vendor:10} {mode:15} coverage {fmt(r['coverage'] and 100 * r['coverage'], '.2f')} %"
+        f"  time to capture p50 {fmt(r['time_to_capture_p50_s'], '.1f')} s"
+        f" p99 {fmt(r['time_to_capture_p99_s'], '.1f')} s"
+        f"  calls/empty room-hour {fmt(r['calls_per_empty_room_hour'], '.1f')} ({by_api})"
+        f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')})"
+        f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
+        f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
+        f"  gaps {r['gaps_by_cause']}"
+    )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="traffic; rooms, hours, seed replaced")
     parser.add_argument("--rooms", type=int, default=200)
@@ -125,32 +154,31 @@ async def main() -> None:
         "--start-hour", type=float, default=8.0, help="hour of the day the run starts (peaks: 9-12, 19-22)"
     )
     parser.add_argument("--vendors", default="volcengine,zego")
+    parser.add_argument(
+        "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
+    )
+    parser.add_argument("--processes", type=int, default=2, help="runs at once, one process each")
     args = parser.parse_args()
-    logs.configure("warning", json_logs=True, stream=io.StringIO())
     print(
         f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
-        f" --resync {args.resync:g}s, idleTimeout {args.idle}s"
+        f" --resync {args.resync:g}s, idleTimeout {args.idle}s, rollover run: maxDuration {args.max_duration}s",
+        flush=True,
     )
+    vendors = args.vendors.split(",")
+    runs = [(v, m) for v in vendors for m in MODES] + ([("zego", ROLLOVER)] if "zego" in vendors else [])
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for vendor in args.vendors.split(","):
-            for mode in MODES:
-                r = await run(vendor, mode, args, Path(tmp))
-                results[f"{vendor}/{mode}"] = r
-                print(
-                    f"{vendor:10} {mode:15} coverage {fmt(r['coverage'] and 100 * r['coverage'], '.2f')} %"
-                    f"  time to capture p50 {fmt(r['time_to_capture_p50_s'], '.1f')} s"
-                    f" p99 {fmt(r['time_to_capture_p99_s'], '.1f')} s"
-                    f"  calls/empty room-hour {fmt(r['calls_per_empty_room_hour'], '.1f')}"
-                    f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')})"
-                    f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
-                    f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
-                    f"  gaps {r['gaps_by_cause']}",
-                    flush=True,
-                )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
+        # The longest runs first (Volcengine's image callbacks), so the last one to finish is a short one.
+        futures = [pool.submit(run_in_process, v, m, args, Path(tmp)) for v, m in runs]
+        for (vendor, mode), future in zip(runs, futures, strict=True):
+            r = future.result()
+            results[f"{vendor}/{mode}"] = r
+            print(line(vendor, mode, r), flush=True)
+    print(f"all runs: {time.perf_counter() - started:.1f} s wall, {args.processes} processes", flush=True)
     keys = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
