@@ -49,7 +49,8 @@ def room_counts(records: Iterable[TaskRecord], runtimes: Mapping[str, KeyRuntime
 
 
 class RoomGauges(Collector):
-    """`capctl_rooms_active` and `capctl_rooms_captured` by job, read at scrape time."""
+    """`capctl_rooms_active` and `capctl_rooms_captured` by job, read at scrape time. The label is `job_name`:
+    Prometheus gives every scraped series a `job` label of its own (and would rename ours `exported_job`)."""
 
     def __init__(self, counts: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
         self._counts = counts
@@ -58,10 +59,10 @@ class RoomGauges(Collector):
         active = GaugeMetricFamily(
             "capctl_rooms_active",
             "Rooms of each job known active from room callbacks (a join or stream since the room last emptied)",
-            labels=["job"],
+            labels=["job_name"],
         )
         captured = GaugeMetricFamily(
-            "capctl_rooms_captured", "Rooms of each job known active whose task is running", labels=["job"]
+            "capctl_rooms_captured", "Rooms of each job known active whose task is running", labels=["job_name"]
         )
         for job, (n_active, n_captured) in sorted(self._counts().items()):
             active.add_metric([job], n_active)

@@ -79,8 +79,8 @@ async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harn
     await harness.start()
     await harness.advance(60)
     text = await metrics(harness)
-    assert sample(text, 'capctl_rooms_active{job="SnapshotJob/audit"}') == 1
-    assert sample(text, 'capctl_rooms_captured{job="SnapshotJob/audit"}') == 1
+    assert sample(text, 'capctl_rooms_active{job_name="SnapshotJob/audit"}') == 1
+    assert sample(text, 'capctl_rooms_captured{job_name="SnapshotJob/audit"}') == 1
     harness.sim.unpublish("volcengine", "lobby", user_id="alice")
     await harness.advance(3600 - 60)  # empty for most of an hour: dormant, no start, no look
     calls = harness.sim.log.entries()
@@ -88,7 +88,7 @@ async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harn
     assert starts == 1 and harness.record(LOBBY).status is TaskStatus.DORMANT
     assert not [e for e in calls if e.api == "GetSnapshotTask" and e.time > harness.record(LOBBY).observed_at + 1]
     text = await metrics(harness)
-    assert sample(text, 'capctl_rooms_active{job="SnapshotJob/audit"}') == 0
+    assert sample(text, 'capctl_rooms_active{job_name="SnapshotJob/audit"}') == 0
     assert sample(text, "capctl_capture_gap_seconds_count") == 0
     back = harness.clock.now()
     harness.sim.publish("volcengine", "lobby", user_id="bob")
@@ -99,4 +99,4 @@ async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harn
     text = await metrics(harness)
     assert sample(text, "capctl_capture_gap_seconds_count") == 1
     assert sample(text, "capctl_capture_gap_seconds_sum") <= r.started_at - back
-    assert sample(text, 'capctl_rooms_captured{job="SnapshotJob/audit"}') == 1
+    assert sample(text, 'capctl_rooms_captured{job_name="SnapshotJob/audit"}') == 1
