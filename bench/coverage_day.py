@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the daemon tests
 
 from reconciler import logs
 from reconciler.clock import FakeClock
+from reconciler.daemon import policy
 from reconciler.sim.scenario import load_scenario, parse_scenario
 from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
@@ -70,7 +71,7 @@ def scenario_for(
 async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     loss = 0.0 if mode == ROLLOVER else MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
-    work.mkdir()
+    work.mkdir(parents=True)
     scenario = scenario_for(args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed)
     rooms = [f"{scenario['room_prefix']}{i:04d}" for i in range(args.rooms)]
     job = (
@@ -121,9 +122,12 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """One run in a worker process of its own (the runs share nothing: each has its clock, daemon, sim)."""
+def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path, cap: float | None) -> dict[str, Any]:
+    """One run in a worker process of its own (the runs share nothing: each has its clock, daemon, sim).
+    `cap`: the longest backoff wait (`policy.REISSUE_BACKOFF_CAP`) for this process, to draw the trade-off."""
     logs.configure("warning", json_logs=True, stream=io.StringIO())
+    if cap is not None:
+        policy.REISSUE_BACKOFF_CAP = cap
     return asyncio.run(run(vendor, mode, args, tmp))
 
 
@@ -158,6 +162,11 @@ def main() -> None:
         "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
     )
     parser.add_argument("--processes", type=int, default=2, help="runs at once, one process each")
+    parser.add_argument(
+        "--backoff-caps",
+        help="comma-separated seconds: instead of the usual runs, polling only with each longest backoff wait"
+        " (the trade-off of coverage against calls per room-hour)",
+    )
     args = parser.parse_args()
     print(
         f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
@@ -165,16 +174,20 @@ def main() -> None:
         flush=True,
     )
     vendors = args.vendors.split(",")
-    runs = [(v, m) for v in vendors for m in MODES] + ([("zego", ROLLOVER)] if "zego" in vendors else [])
+    runs: list[tuple[str, str, float | None]] = [(v, m, None) for v in vendors for m in MODES]
+    runs += [("zego", ROLLOVER, None)] if "zego" in vendors else []
+    if args.backoff_caps:  # the polling-only trade-off instead: one polling run per vendor and cap
+        runs = [(v, "polling", float(c)) for v in vendors for c in args.backoff_caps.split(",")]
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
         # The longest runs first (Volcengine's image callbacks), so the last one to finish is a short one.
-        futures = [pool.submit(run_in_process, v, m, args, Path(tmp)) for v, m in runs]
-        for (vendor, mode), future in zip(runs, futures, strict=True):
+        futures = [pool.submit(run_in_process, v, m, args, Path(tmp) / f"{i}", c) for i, (v, m, c) in enumerate(runs)]
+        for (vendor, mode, cap), future in zip(runs, futures, strict=True):
             r = future.result()
-            results[f"{vendor}/{mode}"] = r
-            print(line(vendor, mode, r), flush=True)
+            name = mode if cap is None else f"{mode}, cap {cap:g}s"
+            results[f"{vendor}/{name}"] = r
+            print(line(vendor, name, r), flush=True)
     print(f"all runs: {time.perf_counter() - started:.1f} s wall, {args.processes} processes", flush=True)
     keys = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
