@@ -42,6 +42,7 @@ __all__ = [
     "postpone",
     "prune_blocked",
     "reissue_decision",
+    "rollover_at",
     "room_known_empty",
     "sweep_period",
 ]
@@ -176,6 +177,16 @@ def hinted_look(hint: float, last_observed: float, period: float) -> float:
     sweep period after its last observation. A hint may bring a look forward, never hold it off past
     `--resync` (ZEGO signs only a callback's timestamp and nonce, so its body cannot be trusted that far)."""
     return min(hint, last_observed + period)
+
+
+def rollover_at(record: TaskRecord, next_look: float) -> float | None:
+    """When a running recording reaches its max duration, if that comes before `next_look`: the daemon then
+    probes around it (as around an idle deadline) instead of waiting for the end callback, which may be
+    late or lost (rollover gap, issue 17)."""
+    if record.max_duration is None or record.started_at is None:
+        return None
+    at = record.started_at + record.max_duration
+    return at if next_look > at else None
 
 
 def expected_deadline(record: TaskRecord) -> float | None:

@@ -277,6 +277,9 @@ class Reconciler:
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
+        rollover = policy.rollover_at(record, swept) if obs.state is ObservedState.RUNNING else None
+        if rollover is not None and now < rollover + policy.DEADLINE_MARGIN:
+            self._update(record.key, runtime.probing, rollover)
         self._update(record.key, runtime.looked, now, swept, running=obs.state is ObservedState.RUNNING)
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs

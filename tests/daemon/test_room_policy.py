@@ -12,7 +12,7 @@ from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_prune import metrics
 from tests.daemon.test_units import record
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
@@ -100,3 +100,20 @@ async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harn
     assert sample(text, "capctl_capture_gap_seconds_count") == 1
     assert sample(text, "capctl_capture_gap_seconds_sum") <= r.started_at - back
     assert sample(text, 'capctl_rooms_captured{job_name="SnapshotJob/audit"}') == 1
+
+
+async def test_a_rollover_is_seen_by_probing_at_the_max_duration_without_its_end_callback(harness: Harness) -> None:
+    # The end callback of a rollover may come late or never: the daemon looks just after the max duration.
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30, max_duration=300))
+    harness.sim.config.zego_callback_url = None  # nothing announces the end
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(1)
+    first = harness.record("RecordingJob/rec/class-1")
+    await harness.advance(305)
+    record = harness.record("RecordingJob/rec/class-1")
+    assert record.vendor_task_id != first.vendor_task_id and record.status is TaskStatus.RUNNING
+    assert first.started_at is not None and record.started_at is not None
+    gap = record.started_at - (first.started_at + 300)
+    assert gap <= policy.PROBE_DELAY + policy.PROBE_INTERVAL  # the sweep alone: up to --resync (30 s)
+    assert sample(await metrics(harness), "capctl_reissue_gap_seconds_sum") <= gap + 0.01
