@@ -28,6 +28,7 @@ from reconciler.providers.callbacks import (
 
 __all__ = [
     "ABNORMAL_END",
+    "ENTRY_EVENTS",
     "NORMAL_EXIT",
     "STOPPED_UPLOADING",
     "STREAM_EVENTS",
@@ -42,6 +43,7 @@ VENDOR = "zego"
 UPLOAD_FINISHED, ABNORMAL_END, ZERO_STREAMS, NORMAL_EXIT, STOPPED_UPLOADING = 1, 2, 4, 5, 7
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 STREAM_EVENTS = frozenset({"stream_create"})
+ENTRY_EVENTS = frozenset({"room_create", "room_login"})  # a user is in the room: a stream may follow
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -101,4 +103,5 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         signed_pair=pair,
         body_digest=digest,
         run_id=run_id,
+        room_entered=event in ENTRY_EVENTS,
     )

@@ -9,7 +9,9 @@ import pytest
 from reconciler.daemon import coverage, policy
 from reconciler.daemon.runtime import EMPTY, KeyRuntime
 from reconciler.model import TaskStatus
+from reconciler.providers.zego_signing import callback_signature
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import ZEGO_SECRET, client
 from tests.daemon.test_prune import metrics
 from tests.daemon.test_units import record
 from tests.specdocs import recording_job, snapshot_job
@@ -117,3 +119,30 @@ async def test_a_rollover_is_seen_by_probing_at_the_max_duration_without_its_end
     gap = record.started_at - (first.started_at + 300)
     assert gap <= policy.PROBE_DELAY + policy.PROBE_INTERVAL  # the sweep alone: up to --resync (30 s)
     assert sample(await metrics(harness), "capctl_reissue_gap_seconds_sum") <= gap + 0.01
+
+
+async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(harness: Harness) -> None:
+    # ZEGO sends room_create, room_login and stream_create for one arrival: the first one to reach the
+    # daemon starts the capture (a late or lost stream_create no longer holds it up).
+    key = "RecordingJob/rec/class-1"
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(60)
+    harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+    await harness.advance(120)
+    assert harness.record(key).status is TaskStatus.DORMANT  # zero-stream callbacks: the room is empty
+    timestamp, nonce = int(harness.clock.now()), "98765"
+    login = {
+        "event": "room_login",
+        "appid": "1234567890",
+        "room_id": "class-1",
+        "user_account": "pupil",
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "signature": callback_signature(ZEGO_SECRET, str(timestamp), nonce),
+    }
+    async with await client(harness) as http:
+        assert (await http.post("/callbacks/zego", json=login)).status_code == 200
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.RUNNING
