@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["NOT_FOUND", "ZEGO_QUIT_MAX_DURATION", "phrase_of", "volcengine", "zego_callback", "zego_recording"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "NOT_FOUND",
+    "ZEGO_QUIT_MAX_DURATION",
+    "phrase_of",
+    "volcengine",
+    "zego_callback",
+    "zego_recording",
+]
 
 IDLE_TIMEOUT: Final = "idle timeout"
 MAX_DURATION: Final = "max duration"
