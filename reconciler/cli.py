@@ -126,21 +126,26 @@ StateOpt = Annotated[
         help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…",
     ),
 ]
+
+
+def _task_keys_option(flag: str, help: str) -> Any:
+    """A repeatable option naming task keys, completed from the state's keys (--target, --replace)."""
+    return typer.Option(flag, autocompletion=complete_task_keys, help=help)
+
+
 TargetOpt = Annotated[
     list[str] | None,
-    typer.Option(
+    _task_keys_option(
         "--target",
-        autocompletion=complete_task_keys,
-        help="Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
+        "Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
         "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
     ),
 ]
 ReplaceOpt = Annotated[
     list[str] | None,
-    typer.Option(
+    _task_keys_option(
         "--replace",
-        autocompletion=complete_task_keys,
-        help="Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
+        "Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
     ),
 ]
 LabelOpt = Annotated[

@@ -34,11 +34,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler import logs, stopreasons
+from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
 from reconciler.listen import url_of
 from reconciler.plan import PlanOptions, plan_to_json
+from reconciler.providers.volcengine import stop_reason_of
+from reconciler.providers.zego_client import recording_stop_reason
 from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
@@ -177,8 +179,8 @@ def _sim_stop_reason(task: dict[str, Any]) -> str:
     if task.get("state") == "running":
         return "-"
     if task.get("vendor") == "volcengine":
-        return stopreasons.volcengine(task.get("stopReason") or None, task.get("status"))
-    return stopreasons.zego_recording(task.get("status"), task.get("quitReason"))
+        return stop_reason_of(task.get("stopReason") or None, task.get("status"))
+    return recording_stop_reason(task.get("status"), task.get("quitReason"))
 
 
 def _sim_table(sim: SimControl, title: str) -> Table:

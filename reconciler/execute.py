@@ -16,6 +16,7 @@ of retries, not one per change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 from collections import deque
@@ -235,8 +236,10 @@ class Executor:
             while todo or running:
                 while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
                     index, change = todo.popleft()
-                    run = self._timed(change, desired.get(change.key), records.get(change.key), silent)
-                    running[loop.create_task(run)] = (index, change)
+                    one = functools.partial(
+                        self._run_one, change, desired.get(change.key), records.get(change.key), silent
+                    )
+                    running[loop.create_task(self._timed(one))] = (index, change)
                 if not running:
                     break
                 done, _ = await asyncio.wait({*running, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -253,18 +256,12 @@ class Executor:
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
 
-    async def _timed(
-        self,
-        change: Change,
-        task: DesiredTask | None,
-        record: TaskRecord | None,
-        silent: dict[str, tuple[int, VendorError]],
-    ) -> ChangeResult:
+    async def _timed(self, one_change: Callable[[], Awaitable[ChangeResult]]) -> ChangeResult:
         """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""
         holdup = Holdup()
         HOLDUP.set(holdup)
         began = self._clock.monotonic()
-        result = await self._run_one(change, task, record, silent)
+        result = await one_change()
         if result.ok:  # a failure's time is mostly backoff, not the vendor's latency
             self.window.observe(holdup, self._clock.monotonic() - began)
         return result

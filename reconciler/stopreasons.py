@@ -3,56 +3,38 @@
 Each vendor says it its own way (Volcengine `StopReason: IdleTimeOut`, a ZEGO recording's `Status` 4, a ZEGO
 callback's `quit_reason` 3), and the same idle-out used to read `IdleTimeOut`, `ended (status 4)` or
 `idle timeout` depending on who saw it. Every stop reason is now `<phrase> (<vendor> <code>)`: the phrase is
-capctl's and the same for every vendor, the vendor's own code beside it keeps the evidence. Polling a ZEGO
-recording that does not say why it ended gives `ended (ZEGO status N)`. Pure: no I/O. The mapping table is in
-docs/providers-volcengine.md and docs/providers-zego.md.
+capctl's and the same for every vendor, the vendor's own code beside it keeps the evidence. This module holds
+only that vendor-neutral part, the phrases and how a reason is written; each vendor's codes and how they map
+to a phrase belong to its provider (`providers/volcengine.py`, `providers/zego_client.py` and
+`providers/zego_callbacks.py`), so a new vendor adds its table there. Pure: no I/O. The mapping tables are
+in docs/providers-volcengine.md and docs/providers-zego.md.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-__all__ = [
-    "IDLE_TIMEOUT",
-    "NOT_FOUND",
-    "ZEGO_QUIT_MAX_DURATION",
-    "phrase_of",
-    "volcengine",
-    "zego_callback",
-    "zego_recording",
-]
+__all__ = ["NOT_FOUND", "Phrase", "phrase_of", "stop_reason", "vendor_code"]
 
-IDLE_TIMEOUT: Final = "idle timeout"
-MAX_DURATION: Final = "max duration"
-OUT_OF_BAND: Final = "stopped out of band"
-START_FAILED: Final = "start failed"
-ENDED: Final = "ended"  # the vendor ended it and did not say why
-FAILED: Final = "failed"
+
+class Phrase(StrEnum):
+    """capctl's words for why a run stopped, the same whichever vendor said it."""
+
+    IDLE_TIMEOUT = "idle timeout"
+    MAX_DURATION = "max duration"
+    OUT_OF_BAND = "stopped out of band"
+    START_FAILED = "start failed"
+    ENDED = "ended"  # the vendor ended it and did not say why
+    FAILED = "failed"
+    INTERNAL_ERROR = "internal error"  # the vendor's own fault, by a code it documents as such
+
+
 NOT_FOUND: Final = "not found at the vendor"
-
-# Volcengine GetSnapshotTask `StopReason` (vendor-apis.md).
-VOLC_STOP_REASONS: Final = {
-    "IdleTimeOut": IDLE_TIMEOUT,
-    "StopByAPI": OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue: someone else's
-    "StartTaskFailed": START_FAILED,
-    "UserDisconnect": "user disconnected",
-    "UnknownStopReason": ENDED,
-}
-# ZEGO cloud-recording `detail.quit_reason` of an abnormal end (event_type 2); 1001+ are internal errors.
-ZEGO_QUIT_REASONS: Final = {
-    1: START_FAILED,
-    2: "room login failed",
-    3: IDLE_TIMEOUT,
-    4: MAX_DURATION,
-    5: "engine failed",
-    6: "network lost",
-}
-ZEGO_QUIT_MAX_DURATION: Final = 4
-ZEGO_ABNORMAL_END: Final = 2
-ZEGO_END_EVENTS: Final = frozenset({5, 7})  # normal exit; stopped, uploading
 
 
 def stop_reason(phrase: str, vendor_code: str) -> str:
+    """A stop reason as every reader sees it: `idle timeout (ZEGO quit_reason 3)`."""
     return f"{phrase} ({vendor_code})"
 
 
@@ -61,25 +43,6 @@ def phrase_of(reason: str) -> str:
     return reason.split(" (", 1)[0]
 
 
-def volcengine(reason: str | None, status: object) -> str:
-    """A Volcengine snapshot task's `StopReason` (or, without one, its `Status`: 3 ended, 4 failed)."""
-    if reason:
-        return stop_reason(VOLC_STOP_REASONS.get(reason, ENDED), f"Volcengine {reason}")
-    return stop_reason(FAILED if status == 4 else ENDED, f"Volcengine status {status}")
-
-
-def zego_recording(status: object, quit_reason: object = None, *, rollover: bool = False) -> str:
-    """A ZEGO recording that ended: its `quit_reason` when known (a callback, or a status answer carrying one),
-    else its status; a run as long as its max duration is a max-duration end whatever the status says."""
-    if isinstance(quit_reason, int) and not isinstance(quit_reason, bool):
-        return stop_reason(ZEGO_QUIT_REASONS.get(quit_reason, "internal error"), f"ZEGO quit_reason {quit_reason}")
-    return stop_reason(MAX_DURATION if rollover else ENDED, f"ZEGO status {status}")
-
-
-def zego_callback(event_type: int, quit_reason: object) -> str | None:
-    """Why a ZEGO cloud-recording callback says the run ended, or None when the event is not an end."""
-    if event_type == ZEGO_ABNORMAL_END and isinstance(quit_reason, int) and not isinstance(quit_reason, bool):
-        return zego_recording(None, quit_reason)
-    if event_type == ZEGO_ABNORMAL_END or event_type in ZEGO_END_EVENTS:
-        return stop_reason(ENDED, f"ZEGO event_type {event_type}")
-    return None
+def vendor_code(value: object) -> int | None:
+    """A numeric vendor code from a JSON answer, or None: a JSON `true` is not code 1."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -106,7 +106,7 @@ def backoff_delay(unproductive: int) -> float:
 def idled_out(record: TaskRecord) -> bool:
     """The vendor stopped the run for its idle timeout: it saw no stream for that long."""
     return record.status is not TaskStatus.RUNNING and (
-        stopreasons.phrase_of(record.stop_reason or "") == stopreasons.IDLE_TIMEOUT
+        stopreasons.phrase_of(record.stop_reason or "") == stopreasons.Phrase.IDLE_TIMEOUT
     )
 
 

@@ -26,11 +26,13 @@ __all__ = [
     "CallbackParser",
     "CallbackRejected",
     "RunId",
+    "Signing",
     "callback_secrets",
     "check_time",
     "event_time",
     "json_object",
     "text",
+    "verified",
 ]
 
 MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
@@ -67,7 +69,7 @@ class CallbackEvent:
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
     room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
     user_id: str | None = None  # who joined or left
-    end_reason: str | None = None  # why the run ended, when the vendor said so (stopreasons.zego_callback)
+    end_reason: str | None = None  # why the run ended, when the vendor said so (zego_callbacks.callback_stop_reason)
     signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers
     body_digest: str = ""  # ZEGO: sha256 of the body (signature aside), to tell a retry from a replay
     run_id: RunId | None = None  # the run it is about, as `Family.run_id` names a record's run
@@ -78,6 +80,36 @@ class CallbackEvent:
 
 # A vendor's parser: (body, the spec set's Provider documents, the daemon's now) -> a verified event.
 CallbackParser = Callable[[bytes, Iterable[ProviderConfig], float], CallbackEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """Where a vendor's callback names its app, its signature and its time, and how the signature is checked."""
+
+    vendor: str
+    app_id: tuple[str, ...]  # the fields that may name the app, first found wins
+    signature: str
+    time: str
+    verify: Callable[[Mapping[str, Any], Secret], bool]
+
+
+def verified(
+    body: bytes, providers: Iterable[ProviderConfig], now: float, signing: Signing
+) -> tuple[dict[str, Any], str, float]:
+    """The callback's JSON object, its app id and its time, once its signature (against the matching
+    Providers' callbackSecrets) and its time (against `now`) are checked; else `CallbackRejected`."""
+    data = json_object(body)
+    app_id = next(filter(None, (text(data, field) for field in signing.app_id)), None)
+    if app_id is None:
+        raise CallbackRejected(400, f"malformed callback: {signing.app_id[0]} is missing")
+    secrets = callback_secrets(providers, signing.vendor, app_id)
+    if data.get(signing.signature) is None:
+        raise CallbackRejected(401, f"missing {signing.signature}")
+    if not any(signing.verify(data, s) for s in secrets):
+        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
+    at = event_time(data.get(signing.time), signing.time)
+    check_time(at, now)
+    return data, app_id, at
 
 
 def json_object(body: bytes) -> dict[str, Any]:

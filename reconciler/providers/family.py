@@ -29,7 +29,8 @@ MUTATING = frozenset({"start", "update", "stop"})  # the methods that change som
 @dataclass(frozen=True, slots=True)
 class Vendor:
     """One vendor: its documented rate limits and its callbacks. (Its stop codes are mapped to capctl's
-    phrases in `reconciler.stopreasons`, which plans and `capctl demo` share.)"""
+    phrases, `reconciler.stopreasons`, by its provider modules: `volcengine.stop_reason_of`,
+    `zego_client.recording_stop_reason`, `zego_callbacks.callback_stop_reason`.)"""
 
     name: str
     # Documented per-second limits by the API names its budgets use and `rateLimits` may override.

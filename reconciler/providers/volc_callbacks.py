@@ -12,34 +12,20 @@ from collections.abc import Iterable
 from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing
-from reconciler.providers.callbacks import (
-    CallbackEvent,
-    CallbackRejected,
-    callback_secrets,
-    check_time,
-    event_time,
-    json_object,
-    text,
-)
+from reconciler.providers.callbacks import CallbackEvent, CallbackRejected, Signing, text, verified
 
 __all__ = ["VENDOR", "parse_volcengine"]
 
 VENDOR = "volcengine"
+# Where its callback keeps the app id, signature and time (`callbacks.verified`).
+SIGNING = Signing(
+    VENDOR, ("AppId",), "Signature", "EventTime", lambda data, s: volc_signing.verify_callback(data, s.reveal())
+)
 
 
 def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
     """A Volcengine webhook (`{EventType, EventData, EventTime, EventId, AppId, Version, Nonce, Signature}`)."""
-    data = json_object(body)
-    app_id = text(data, "AppId")
-    if app_id is None:
-        raise CallbackRejected(400, "malformed callback: AppId is missing")
-    secrets = callback_secrets(providers, VENDOR, app_id)
-    if not isinstance(data.get("Signature"), str):
-        raise CallbackRejected(401, "missing Signature")
-    if not any(volc_signing.verify_callback(data, s.reveal()) for s in secrets):
-        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
-    at = event_time(data.get("EventTime"), "EventTime")
-    check_time(at, now)
+    data, app_id, at = verified(body, providers, now, SIGNING)
     event_type, event_id = text(data, "EventType") or "", text(data, "EventId") or ""
     raw = data.get("EventData")
     try:

@@ -26,13 +26,16 @@ from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden, Secret, reveal_tree
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "STOP_REASONS",
     "VolcengineSnapshotProvider",
     "classify_error",
     "observed_from_snapshot_task",
     "sign_callback",
+    "stop_reason_of",
     "verify_callback",
 ]
 
@@ -57,6 +60,14 @@ _STATES = {
     3: ObservedState.STOPPED,
     4: ObservedState.FAILED,
 }
+# GetSnapshotTask `StopReason` (vendor-apis.md) -> capctl's phrase (`stopreasons`).
+STOP_REASONS: Mapping[str, str] = {
+    "IdleTimeOut": Phrase.IDLE_TIMEOUT,
+    "StopByAPI": Phrase.OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue
+    "StartTaskFailed": Phrase.START_FAILED,
+    "UserDisconnect": "user disconnected",
+    "UnknownStopReason": Phrase.ENDED,
+}
 
 
 def classify_error(status: int, code: str) -> ErrorKind:
@@ -70,6 +81,14 @@ def classify_error(status: int, code: str) -> ErrorKind:
     if status >= 500 or code.startswith("InternalError") or code == "ServiceUnavailableTemp":
         return ErrorKind.RETRYABLE
     return ErrorKind.TERMINAL
+
+
+def stop_reason_of(reason: str | None, status: object) -> str:
+    """Why a snapshot task ended: its `StopReason`, or without one its `Status` (3 ended, 4 failed)."""
+    if reason:
+        return stopreasons.stop_reason(STOP_REASONS.get(reason, Phrase.ENDED), f"Volcengine {reason}")
+    phrase = Phrase.FAILED if status == 4 else Phrase.ENDED
+    return stopreasons.stop_reason(phrase, f"Volcengine status {status}")
 
 
 def _seconds(ms: Any) -> float | None:
@@ -86,7 +105,7 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     ended = state in (ObservedState.STOPPED, ObservedState.FAILED)
     return Observed(
         state=state,
-        reason=stopreasons.volcengine(task.get("StopReason") or None, status) if ended else None,
+        reason=stop_reason_of(task.get("StopReason") or None, status) if ended else None,
         started_at=_seconds(task.get("StartTime")),
         ended_at=_seconds(task.get("EndTime")),
         detail=f"status {status}",

@@ -11,13 +11,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
-import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
-import httpx
-
-from reconciler.budget import BudgetRegistry, Priority
+from reconciler.budget import Priority
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
@@ -27,11 +24,12 @@ from reconciler.providers.zego_client import (
     LEGACY_ENVELOPE,
     TASK_ENDED,
     TASK_NOT_FOUND,
+    ClientDeps,
     ZegoClient,
     field,
     observed_from_status,
 )
-from reconciler.providers.zego_signing import RandomBytes, access_token_request
+from reconciler.providers.zego_signing import access_token_request
 from reconciler.redact import secret_leaves
 from reconciler.secrets import Hidden, Secret, reveal_tree
 
@@ -74,18 +72,10 @@ class _ZegoProvider:
 
     family: ApiFamily
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        budgets: BudgetRegistry,
-        clock: Clock,
-        http: httpx.AsyncClient,
-        random_bytes: RandomBytes = os.urandom,
-    ) -> None:
+    def __init__(self, config: ProviderConfig, **deps: Unpack[ClientDeps]) -> None:
         self.name = config.name
-        self._clock = clock
-        self._client = ZegoClient(config, budgets=budgets, clock=clock, http=http, random_bytes=random_bytes)
+        self._clock = deps["clock"]
+        self._client = ZegoClient(config, **deps)
         self._setup(config)
 
     def _setup(self, config: ProviderConfig) -> None:
@@ -108,24 +98,27 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
 
     _stop_api: str
     _query_api: str
+    # The status answer's names of (status, begin ms, end ms, quit reason): each generation spells them its way.
+    _status_fields: tuple[str, str, str, str]
 
     @abc.abstractmethod
     async def _stop_task(self, task_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
-        """(status, begin ms, end ms, quit reason) of one task; raises VendorError(NOT_FOUND) for unknown tasks."""
+    async def _describe(self, task_id: str) -> Any:
+        """The status answer's data object of one task; raises VendorError(NOT_FOUND) for unknown tasks."""
 
     async def stop(self, record: TaskRecord) -> None:
         await self._stop_task(self._task_id(record, self._stop_api))
 
     async def observe(self, record: TaskRecord) -> Observed:
         try:
-            status, begin_ms, end_ms, quit_reason = await self._describe(self._task_id(record, self._query_api))
+            data = await self._describe(self._task_id(record, self._query_api))
         except VendorError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Observed(ObservedState.NOT_FOUND, detail=exc.message)
             raise
+        status, begin_ms, end_ms, quit_reason = (field(data, name) for name in self._status_fields)
         return observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
 
     def _task_id(self, record: TaskRecord, api: str) -> str:
@@ -141,6 +134,7 @@ class ZegoRecordProvider(_RecordingProvider):
     family = ApiFamily.ZEGO_RECORD
     _stop_api = "StopRecord"
     _query_api = "DescribeRecordStatus"
+    _status_fields = ("Status", "RecordBeginTimestamp", "RecordEndTimestamp", "QuitReason")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._url = config.cloudrecord_endpoint.rstrip("/") + "/"
@@ -164,7 +158,7 @@ class ZegoRecordProvider(_RecordingProvider):
             "StopRecord", Priority.CHANGE, "POST", self._url, body={"TaskId": task_id}, not_found=STOP_NOT_FOUND
         )
 
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
+    async def _describe(self, task_id: str) -> Any:
         answer = await self._client.call(
             "DescribeRecordStatus",
             Priority.POLL,
@@ -173,13 +167,7 @@ class ZegoRecordProvider(_RecordingProvider):
             body={"TaskId": task_id},
             not_found=QUERY_NOT_FOUND,
         )
-        data = answer.get("Data")
-        return (
-            field(data, "Status"),
-            field(data, "RecordBeginTimestamp"),
-            field(data, "RecordEndTimestamp"),
-            field(data, "QuitReason"),
-        )
+        return answer.get("Data")
 
 
 class _AccessTokens:
@@ -243,6 +231,8 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     family = ApiFamily.ZEGO_RECORD_LEGACY
     _stop_api = "stop"
     _query_api = "query"
+    # UNCONFIRMED: the v1 query answer's field names; the Action API's in snake_case (vendor-apis.md).
+    _status_fields = ("status", "record_begin_timestamp", "record_end_timestamp", "quit_reason")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._base = config.cloudrecord_endpoint.rstrip("/")
@@ -259,16 +249,9 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     async def _stop_task(self, task_id: str) -> None:
         await self._call("stop", Priority.CHANGE, {"task_id": task_id}, not_found=STOP_NOT_FOUND)
 
-    async def _describe(self, task_id: str) -> tuple[Any, Any, Any, Any]:
-        # UNCONFIRMED: the v1 query answer's field names; the Action API's in snake_case (vendor-apis.md).
+    async def _describe(self, task_id: str) -> Any:
         answer = await self._call("query", Priority.POLL, {"task_id": task_id}, not_found=QUERY_NOT_FOUND)
-        data = answer.get("data")
-        return (
-            field(data, "status"),
-            field(data, "record_begin_timestamp"),
-            field(data, "record_end_timestamp"),
-            field(data, "quit_reason"),
-        )
+        return answer.get("data")
 
     async def _call(
         self,

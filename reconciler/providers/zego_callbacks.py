@@ -16,15 +16,9 @@ from typing import Any
 from reconciler import stopreasons
 from reconciler.model import ProviderConfig
 from reconciler.providers import zego_signing
-from reconciler.providers.callbacks import (
-    CallbackEvent,
-    CallbackRejected,
-    callback_secrets,
-    check_time,
-    event_time,
-    json_object,
-    text,
-)
+from reconciler.providers.callbacks import CallbackEvent, Signing, text, verified
+from reconciler.providers.zego_client import QUIT_MAX_DURATION, quit_stop_reason
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "ABNORMAL_END",
@@ -35,15 +29,28 @@ __all__ = [
     "UPLOAD_FINISHED",
     "VENDOR",
     "ZERO_STREAMS",
+    "callback_stop_reason",
     "parse_zego",
 ]
 
 VENDOR = "zego"
+# Where its callback keeps the app id, signature and time (`callbacks.verified`).
+SIGNING = Signing(VENDOR, ("app_id", "appid"), "signature", "timestamp", zego_signing.verify_callback)
 # Cloud-recording event_type values (vendor-apis.md, "Cloud-recording callbacks").
 UPLOAD_FINISHED, ABNORMAL_END, ZERO_STREAMS, NORMAL_EXIT, STOPPED_UPLOADING = 1, 2, 4, 5, 7
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 STREAM_EVENTS = frozenset({"stream_create"})
 ENTRY_EVENTS = frozenset({"room_create", "room_login"})  # a user is in the room: a stream may follow
+
+
+def callback_stop_reason(event_type: int, quit_reason: object) -> str | None:
+    """Why a cloud-recording callback says the run ended, or None when the event is not an end."""
+    code = stopreasons.vendor_code(quit_reason)
+    if event_type == ABNORMAL_END and code is not None:
+        return quit_stop_reason(code)
+    if event_type in (ABNORMAL_END, NORMAL_EXIT, STOPPED_UPLOADING):
+        return stopreasons.stop_reason(Phrase.ENDED, f"ZEGO event_type {event_type}")
+    return None
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -54,17 +61,7 @@ def _digest(data: Mapping[str, Any]) -> str:
 
 def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
     """A ZEGO webhook: cloud recording (`event_type`), thumbnails (`event: snapshot`) or room streams."""
-    data = json_object(body)
-    app_id = text(data, "app_id") or text(data, "appid")
-    if app_id is None:
-        raise CallbackRejected(400, "malformed callback: app_id is missing")
-    secrets = callback_secrets(providers, VENDOR, app_id)
-    if data.get("signature") is None:
-        raise CallbackRejected(401, "missing signature")
-    if not any(zego_signing.verify_callback(data, s) for s in secrets):
-        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
-    at = event_time(data.get("timestamp"), "timestamp")
-    check_time(at, now)
+    data, app_id, at = verified(body, providers, now, SIGNING)
     pair, digest = f"{app_id}:{data.get('timestamp')}:{data.get('nonce')}", _digest(data)
     task_id, room_id = text(data, "task_id"), text(data, "room_id")
     run_id = None if task_id is None else (VENDOR, task_id)
@@ -83,9 +80,9 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
             room_id=room_id,
             output=event_type in (UPLOAD_FINISHED, STOPPED_UPLOADING),
             ended=event_type in (ABNORMAL_END, NORMAL_EXIT, STOPPED_UPLOADING),
-            rollover=event_type == ABNORMAL_END and quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION,
+            rollover=event_type == ABNORMAL_END and quit_reason == QUIT_MAX_DURATION,
             room_empty=event_type == ZERO_STREAMS,
-            end_reason=stopreasons.zego_callback(event_type, quit_reason),
+            end_reason=callback_stop_reason(event_type, quit_reason),
             signed_pair=pair,
             body_digest=digest,
             run_id=run_id,

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import httpx
 
@@ -27,23 +27,29 @@ from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden
+from reconciler.stopreasons import Phrase
 
 __all__ = [
     "ACTION_ENVELOPE",
     "COMMON_CODES",
     "DEFAULT_RATE_LIMITS",
     "LEGACY_ENVELOPE",
+    "QUIT_MAX_DURATION",
+    "QUIT_REASONS",
     "RECORD_STATUS",
     "ROLLOVER_SLACK",
     "SIGNATURE_EXPIRED",
     "SIGNATURE_INVALID",
     "TASK_ENDED",
     "TASK_NOT_FOUND",
+    "ClientDeps",
     "Envelope",
     "ZegoClient",
     "field",
     "observed_from_status",
     "parse_app_id",
+    "quit_stop_reason",
+    "recording_stop_reason",
 ]
 
 # Documented limits per AppId (`family.ZEGO`), by the API name `rateLimits` overrides use.
@@ -93,6 +99,15 @@ def parse_app_id(config: ProviderConfig) -> int:
 
 def _where(config: ProviderConfig) -> str:
     return f" ({config.source})" if config.source else ""
+
+
+class ClientDeps(TypedDict):
+    """What a `ZegoClient` is built with; each ZEGO provider takes the same and hands them on."""
+
+    budgets: BudgetRegistry
+    clock: Clock
+    http: httpx.AsyncClient
+    random_bytes: NotRequired[RandomBytes]
 
 
 class ZegoClient:
@@ -236,6 +251,33 @@ def field(tree: Any, *path: str) -> Any:
 
 RECORD_STATUS = {1: "initialising", 2: "recording", 3: "ended", 4: "ended abnormally", 5: "paused"}
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
+# Cloud-recording `detail.quit_reason` of an abnormal end (callback event_type 2) -> capctl's phrase
+# (`stopreasons`); 1001 and up are ZEGO's internal errors.
+QUIT_REASONS: Mapping[int, str] = {
+    1: Phrase.START_FAILED,
+    2: "room login failed",
+    3: Phrase.IDLE_TIMEOUT,
+    4: Phrase.MAX_DURATION,
+    5: "engine failed",
+    6: "network lost",
+}
+QUIT_MAX_DURATION = 4
+
+
+def quit_stop_reason(quit_reason: int) -> str:
+    """Why a recording ended, by its `quit_reason` (a callback's, or a status answer's `QuitReason`)."""
+    phrase = QUIT_REASONS.get(quit_reason, Phrase.INTERNAL_ERROR)
+    return stopreasons.stop_reason(phrase, f"ZEGO quit_reason {quit_reason}")
+
+
+def recording_stop_reason(status: object, quit_reason: object = None, *, rollover: bool = False) -> str:
+    """A ZEGO recording that ended: its `quit_reason` when known, else its status; a run as long as its max
+    duration is a max-duration end whatever the status says."""
+    code = stopreasons.vendor_code(quit_reason)
+    if code is not None:
+        return quit_stop_reason(code)
+    phrase = Phrase.MAX_DURATION if rollover else Phrase.ENDED
+    return stopreasons.stop_reason(phrase, f"ZEGO status {status}")
 
 
 def observed_from_status(
@@ -255,8 +297,8 @@ def observed_from_status(
         and started is not None
         and ended is not None
         and ended - started >= max_duration - ROLLOVER_SLACK
-    ) or quit_reason == stopreasons.ZEGO_QUIT_MAX_DURATION
-    reason = stopreasons.zego_recording(status, quit_reason, rollover=rollover)
+    ) or quit_reason == QUIT_MAX_DURATION
+    reason = recording_stop_reason(status, quit_reason, rollover=rollover)
     return Observed(
         ObservedState.STOPPED,
         reason=reason,

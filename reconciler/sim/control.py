@@ -18,7 +18,7 @@ from reconciler.clock import FakeClock
 from reconciler.sim.clocks import ScaledClock
 from reconciler.sim.faults import FaultConfig, FaultConfigError
 from reconciler.sim.scenario import ScenarioError, parse_chaos, parse_scenario
-from reconciler.sim.simulator import SimError, Simulator
+from reconciler.sim.simulator import SimError, Simulator, StreamArgs
 
 __all__ = ["routes"]
 
@@ -46,13 +46,13 @@ def _app_id(body: dict[str, Any]) -> str | None:
     return str(value)
 
 
-def _stream_args(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "user_id": _field(body, "userId", str, required=False),
-        "stream_type": _field(body, "streamType", int, required=False) or 0,
-        "stream_id": _field(body, "streamId", str, required=False),
-        "app_id": _app_id(body),
-    }
+def _stream_args(body: dict[str, Any]) -> StreamArgs:
+    return StreamArgs(
+        user_id=_field(body, "userId", str, required=False),
+        stream_type=_field(body, "streamType", int, required=False) or 0,
+        stream_id=_field(body, "streamId", str, required=False),
+        app_id=_app_id(body),
+    )
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

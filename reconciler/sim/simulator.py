@@ -13,7 +13,7 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 from starlette.requests import Request
@@ -30,7 +30,16 @@ from reconciler.sim.reqlog import RequestLog
 from reconciler.sim.scenario import Scenario, timeline
 from reconciler.sim.world import SimTask, World, volc_stream_key
 
-__all__ = ["CALLER_KEY", "CallerPrefix", "Reply", "SimError", "Simulator", "VendorStyle", "received_path"]
+__all__ = [
+    "CALLER_KEY",
+    "CallerPrefix",
+    "Reply",
+    "SimError",
+    "Simulator",
+    "StreamArgs",
+    "VendorStyle",
+    "received_path",
+]
 # ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
 CALLER_KEY = "capctl.sim.caller"
 RECEIVED_PATH_KEY = "capctl.sim.received_path"
@@ -111,6 +120,16 @@ class _DroppedResponse(Response):
         if self._in_process:
             raise httpx.RemoteProtocolError("simulated dropped connection")
         # Under uvicorn, returning with the body incomplete makes the server close the connection.
+
+
+class StreamArgs(TypedDict, total=False):
+    """Which stream `publish` / `unpublish` mean: a Volcengine user's (`user_id`, `stream_type` 0 camera or 1
+    screen) or a ZEGO `stream_id`, in `app_id` (default: the vendor's first app)."""
+
+    user_id: str | None
+    stream_type: int
+    stream_id: str | None
+    app_id: str | None
 
 
 class Simulator:
@@ -208,45 +227,32 @@ class Simulator:
             return str(self.config.zego_apps[0].app_id)
         raise SimError(f"vendor: must be '{VOLC}' or '{ZEGO}', got {vendor!r}")
 
-    def _stream(self, vendor: str, user_id: str | None, stream_type: int, stream_id: str | None) -> tuple[str, str]:
+    def _stream(self, vendor: str, stream: StreamArgs) -> tuple[str, str, str]:
+        """(app id, stream key, user) of a stream named the way its vendor names one."""
+        user_id, stream_id = stream.get("user_id"), stream.get("stream_id")
         if vendor == VOLC:
             if not user_id:
                 raise SimError("userId: required for volcengine streams")
+            stream_type = stream.get("stream_type", 0)
             if stream_type not in (0, 1):
                 raise SimError("streamType: must be 0 (camera) or 1 (screen)")
-            return volc_stream_key(user_id, stream_type), user_id
-        if not stream_id:
+            key, user = volc_stream_key(user_id, stream_type), user_id
+        elif not stream_id:
             raise SimError("streamId: required for zego streams")
-        return stream_id, user_id or stream_id
+        else:
+            key, user = stream_id, user_id or stream_id
+        return stream.get("app_id") or self.default_app(vendor), key, user
 
     def create_room(self, vendor: str, room_id: str, app_id: str | None = None) -> None:
         self.world.room(vendor, app_id or self.default_app(vendor), room_id)
 
-    def publish(
-        self,
-        vendor: str,
-        room_id: str,
-        *,
-        user_id: str | None = None,
-        stream_type: int = 0,
-        stream_id: str | None = None,
-        app_id: str | None = None,
-    ) -> bool:
-        key, user = self._stream(vendor, user_id, stream_type, stream_id)
-        return self.world.publish(vendor, app_id or self.default_app(vendor), room_id, key, user)
+    def publish(self, vendor: str, room_id: str, **stream: Unpack[StreamArgs]) -> bool:
+        app_id, key, user = self._stream(vendor, stream)
+        return self.world.publish(vendor, app_id, room_id, key, user)
 
-    def unpublish(
-        self,
-        vendor: str,
-        room_id: str,
-        *,
-        user_id: str | None = None,
-        stream_type: int = 0,
-        stream_id: str | None = None,
-        app_id: str | None = None,
-    ) -> bool:
-        key, _ = self._stream(vendor, user_id, stream_type, stream_id)
-        return self.world.unpublish(vendor, app_id or self.default_app(vendor), room_id, key)
+    def unpublish(self, vendor: str, room_id: str, **stream: Unpack[StreamArgs]) -> bool:
+        app_id, key, _ = self._stream(vendor, stream)
+        return self.world.unpublish(vendor, app_id, room_id, key)
 
     def tasks(self, vendor: str | None = None) -> list[SimTask]:
         return [t for t in self.world.all_tasks() if vendor is None or t.vendor == vendor]

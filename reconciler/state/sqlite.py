@@ -259,7 +259,13 @@ class SQLiteStateStore(SqlStateStore):
         return FileLock(fd, self._file, description, epoch)
 
     def _next_epoch(self) -> int:
-        """Raise the lock's epoch for a new holder (who holds the flock), and return it."""
+        """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
+        found first (a quick check of every page), so that taking the lock of a damaged state writes nothing."""
+        with self._cursor(write=False) as cur:
+            cur.execute("PRAGMA quick_check(1)", ())
+            problems = [str(row[0]) for row in cur.fetchall()]
+        if problems != ["ok"]:
+            raise StateDamaged(self.url, "database disk image is malformed")  # as SQLite words it on a read
         self._migrate_leadership()
         with self._cursor(write=True) as cur:
             cur.execute(

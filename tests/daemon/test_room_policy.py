@@ -87,8 +87,9 @@ async def test_an_emptied_room_costs_no_starts_and_a_join_starts_it_at_once(harn
     await harness.advance(3600 - 60)  # empty for most of an hour: dormant, no start, no look
     calls = harness.sim.log.entries()
     starts, looks = harness.calls("StartSnapshot"), harness.calls("GetSnapshotTask")
-    assert starts == 1 and harness.record(LOBBY).status is TaskStatus.DORMANT
-    assert not [e for e in calls if e.api == "GetSnapshotTask" and e.time > harness.record(LOBBY).observed_at + 1]
+    seen_stopped = harness.record(LOBBY).observed_at
+    assert starts == 1 and harness.record(LOBBY).status is TaskStatus.DORMANT and seen_stopped is not None
+    assert not [e for e in calls if e.api == "GetSnapshotTask" and e.time > seen_stopped + 1]
     text = await metrics(harness)
     assert sample(text, 'capctl_rooms_active{job_name="SnapshotJob/audit"}') == 0
     assert sample(text, "capctl_capture_gap_seconds_count") == 0
