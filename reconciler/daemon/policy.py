@@ -52,7 +52,7 @@ REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run 
 # only): chosen from the trade-off measured by `bench/coverage_day.py --backoff-caps` (bench/README.md; 100
 # rooms × 6 h, polling only): 120 s 98.5 % of stream-seconds for 49 calls per empty room-hour, 300 s 95.1 % for
 # 24, 900 s 82.6 % for 11, 1,800 s 60.8 % for 7.4, 3,600 s 37.2 % for 5.5. Past 300 s each call saved costs
-# about 1 % of coverage; below it, one more percent costs some 7 calls.
+# at least 1 % of coverage; below it, one more percent costs some 7 calls.
 REISSUE_BACKOFF_CAP = 300.0
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
