@@ -8,8 +8,10 @@ What a restart keeps: nothing of this. What comes back from the state store: eve
 says it may run is observed before anything is done (`observe_now`); the next observation, the
 probe window and the backoff wait are recomputed from the record (`started_at`, `observed_at`,
 `next_attempt_at`, `unproductive_runs`). What is lost: callback hints (a rollover or end reason, room
-activity), so a restart may re-issue one run after a short backoff instead of at once, and may name a
-stop by the polled status rather than the callback's reason. The retry backoff of a failing key lives
+activity, a room reported empty), so a restart may re-issue one run after a short backoff instead of at
+once, and may name a stop by the polled status rather than the callback's reason; and until the first room
+callback after a restart no room is known empty (the reconciler learns again which apps send them), so the
+backoff applies meanwhile. The retry backoff of a failing key lives
 in the work queue (`queue.WorkQueue`) and restarts from zero too.
 """
 
