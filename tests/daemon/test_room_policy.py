@@ -50,6 +50,13 @@ def test_a_join_after_the_room_emptied_may_find_the_run_idled_out() -> None:
     assert not policy.may_have_idled(record(stop_reason=IDLE), active_at=None, emptied_at=1100.0, now=1200.0)
 
 
+def test_the_max_duration_is_probed_only_when_the_next_look_would_pass_it() -> None:
+    recording = record(status=TaskStatus.RUNNING, stopped_at=None, max_duration=600)  # started 1000
+    assert policy.rollover_at(recording, next_look=1601.0) == 1600.0
+    assert policy.rollover_at(recording, next_look=1599.0) is None  # a regular look comes first
+    assert policy.rollover_at(record(status=TaskStatus.RUNNING), next_look=1e9) is None  # no max duration
+
+
 @pytest.mark.parametrize(
     ("status", "stop_reason", "rt", "active", "captured"),
     [
