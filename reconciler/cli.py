@@ -824,7 +824,9 @@ def run(
     listen: Annotated[
         str,
         typer.Option(
-            "--listen", help="HOST:PORT for callbacks, /healthz, /readyz, /metrics (use 0.0.0.0:8080 in a container)."
+            "--listen",
+            help="HOST:PORT for callbacks, /healthz, /readyz, /metrics and the status page (use 0.0.0.0:8080 in a "
+            "container, with --status-token-ref).",
         ),
     ] = "127.0.0.1:8080",
     resync: Annotated[
@@ -875,11 +877,55 @@ def run(
             "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
         ),
     ] = None,
+    status_page: Annotated[
+        bool,
+        typer.Option(
+            "--status-page/--no-status-page",
+            help="Serve the read-only status page (GET /) and its JSON twin (GET /api/v1/status) on --listen: "
+            "what runs, what the vendor stopped, where capture was lost. See docs/status-page.md.",
+        ),
+    ] = True,
+    status_token_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--status-token-ref",
+            metavar="env:NAME|file:PATH",
+            help="Require this bearer token for the status page and its JSON (a browser asks for it as the "
+            "password), read at start from an environment variable or a file, e.g. a mounted Kubernetes Secret. "
+            "Callbacks keep their own signature checks.",
+        ),
+    ] = None,
+    lease_duration: Annotated[
+        str,
+        typer.Option(
+            "--lease-duration",
+            help="Replicas on one state: the leader's lock lapses this long after its last renew, on the "
+            "database's clock; a standby then takes over (a duration: 15s, or seconds).",
+        ),
+    ] = "15s",
+    renew_deadline: Annotated[
+        str,
+        typer.Option(
+            "--renew-deadline",
+            help="The leader stops acting (and stands by) this long after its last successful renew began, on its "
+            "own clock; must be below --lease-duration.",
+        ),
+    ] = "10s",
+    retry_period: Annotated[
+        str,
+        typer.Option(
+            "--retry-period",
+            help="A standby tries to take the lead, and the leader renews, this often; must be below --renew-deadline.",
+        ),
+    ] = "2s",
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """The daemon: reconcile forever, watch the spec files, serve callbacks and probes."""
+    """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page.
+    Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
+    the state's inbox)."""
     from reconciler.daemon import run_daemon
+    from reconciler.leader import LeaderSettings, LeaderSettingsError
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -889,6 +935,20 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
+    status_token = None
+    if status_token_ref is not None:
+        from reconciler.status.token import read_token
+
+        try:
+            status_token = read_token(status_token_ref, os.environ)
+        except ValueError as exc:
+            fail(str(exc))
+    try:
+        leader = LeaderSettings.parse(
+            lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+        )
+    except LeaderSettingsError as exc:
+        fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
         run_daemon(
@@ -902,6 +962,9 @@ def run(
             prune_grace=float(grace_seconds),
             read_timeout=float(read_timeout_seconds),
             max_connections=max_connections,
+            status_page=status_page,
+            status_token=status_token,
+            leader=leader,
         )
     )
 

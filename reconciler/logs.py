@@ -3,12 +3,17 @@
 Every line is flushed as written. Secrets cannot leak through a log line: a `Secret` renders as its
 fingerprint, and every line's fields go through `redact.redact_named`, which shows the value of any key that
 names a credential as its fingerprint too.
+
+The last `RECENT_EVENTS` events (after redaction) are also kept in memory, for the daemon's status page
+("recent decisions"): `recent_events()` reads them without parsing stderr back.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -16,12 +21,53 @@ import structlog
 
 from reconciler.redact import redact_named
 
-__all__ = ["configure"]
+__all__ = ["RECENT_EVENTS", "RECENT_FIELD_CHARS", "RecentEvents", "configure", "recent_events"]
+
+RECENT_EVENTS = 500  # events the status page can show; about 0.5 MB at most
+RECENT_FIELD_CHARS = 1000  # a longer field is cut in the kept copy (the log line itself has it whole)
 
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     redacted: dict[str, Any] = redact_named(dict(event))
     return redacted
+
+
+class RecentEvents:
+    """A bounded ring of the newest log events, each a flat copy of primitive values (no object is kept alive).
+
+    A structlog processor placed after the scrubber, so what it keeps is what the log line shows. Events are
+    logged from the daemon's loop and its HTTP thread alike, hence the lock."""
+
+    def __init__(self, size: int = RECENT_EVENTS) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        kept = {k: _flat(v) for k, v in event.items() if k != "exc_info"}
+        with self._lock:
+            self._events.append(kept)
+        return event
+
+    def events(self) -> list[dict[str, Any]]:
+        """Oldest first."""
+        with self._lock:
+            return list(self._events)
+
+
+def _flat(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return text if len(text) <= RECENT_FIELD_CHARS else text[: RECENT_FIELD_CHARS - 1] + "…"
+
+
+_RECENT = RecentEvents()
+
+
+def recent_events() -> list[dict[str, Any]]:
+    """The newest log events since logging was last configured (at most `RECENT_EVENTS`), oldest first,
+    secrets scrubbed."""
+    return _RECENT.events()
 
 
 class _FlushingFile:
@@ -37,6 +83,8 @@ class _FlushingFile:
 
 
 def configure(level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None) -> None:
+    global _RECENT
+    _RECENT = RecentEvents()  # a new set-up (a daemon, a test) starts with no events of an earlier one
     out = stream or sys.stderr
     if json_logs is None:
         json_logs = not out.isatty()
@@ -49,6 +97,7 @@ def configure(level: str = "warning", *, json_logs: bool | None = None, stream: 
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _scrub,
+            _RECENT,
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -22,13 +22,16 @@ import structlog
 from reconciler.clock import Clock
 from reconciler.daemon import policy
 from reconciler.daemon.coverage import RoomGauges, room_counts
+from reconciler.daemon.digest import spec_digest
+from reconciler.daemon.fencing import LeaderStore, fenceable
+from reconciler.daemon.inbox import Inbox
 from reconciler.daemon.lease import Lease
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
-from reconciler.daemon.router import CallbackRouter
+from reconciler.daemon.router import CallbackRouter, RoutedCallback
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import SpecState, changed_keys
 from reconciler.daemon.storehealth import StoreHealth, WatchedStore, probe_store
@@ -37,6 +40,7 @@ from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
 from reconciler.daemon.workers import Workers
 from reconciler.execute import Executor
+from reconciler.leader import LeaderSettings
 from reconciler.spec import SpecSet
 from reconciler.state.base import DAEMON_HOLDER, StateStore
 
@@ -51,7 +55,6 @@ T = TypeVar("T")
 
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
-LEASE_SECONDS = 60.0
 STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
 
 
@@ -64,8 +67,9 @@ class Readiness:
 class Daemon:
     """`capctl run` without the process around it: tests drive it with a FakeClock and ASGI transports.
 
-    `start()` takes the state lock (held until `stop()`), reads the state and the specs, and starts the
-    workers and timers; `asgi_app` serves callbacks, probes and metrics; `reload()` re-reads the specs.
+    `start()` leads or stands by (several replicas may share a state: lease.py), reads the state and the
+    specs, and starts the workers and timers; `asgi_app` serves callbacks, probes and metrics; `reload()`
+    re-reads the specs.
     """
 
     def __init__(
@@ -81,11 +85,14 @@ class Daemon:
         rng: random.Random | None = None,
         holder: str = DAEMON_HOLDER,
         shutdown_grace: float = SHUTDOWN_GRACE,
-        lease_seconds: float = LEASE_SECONDS,
+        leader: LeaderSettings | None = None,
+        elect_in_thread: bool = True,
         watch_debounce_ms: int | None = None,
         sync_token: str | None = None,
         max_prune: float = policy.MAX_PRUNE_PERCENT,
         prune_grace: float = PRUNE_GRACE,
+        status_page: bool = True,
+        status_token: str | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
@@ -96,21 +103,37 @@ class Daemon:
         self.resync = resync
         self.prune = prune
         self.store_health = StoreHealth(clock)
-        self.records = RecordCache(WatchedStore(store, self.store_health))
+        # Leader election (lease.py): writes go through the current term's fenced store (fencing.py).
+        self.leader_settings = leader = leader or LeaderSettings()
+        shared = fenceable(store)  # raises StateError for a store that cannot fence writes
+        self.lease = Lease(
+            shared,
+            holder,
+            leader,
+            clock,
+            self.metrics,
+            refresh=lambda: self.records.refresh(),
+            regained=self._regained,
+            in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
+        )
+        self.state = LeaderStore(shared, self.lease.elector)
+        self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
         self.router = CallbackRouter(self.records, self.metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
-        self.vendors = VendorClients(clock, self.metrics, transport)
+        self.vendors = VendorClients(clock, self.metrics, transport, guard=self.lease.elector)
         self._workers = workers
         self._rng = rng or random.Random()
         self._grace = shutdown_grace
         self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
+        self.status_page = status_page  # GET / and GET /api/v1/status (daemon/status.py), read-only
+        self.status_token = status_token or None  # when set, both need it
         self._stop_watching = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.lease = Lease(self.records, holder, lease_seconds, clock, self.metrics, regained=self._regained)
+        self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
         provider = self.vendors.provider
         executor = Executor(self.records, provider, clock, parallelism=1, rng=self._rng)
         parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
@@ -123,9 +146,10 @@ class Daemon:
     # --- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Lock the state (raises LockHeld naming the holder), read it, load the specs, start working."""
+        """Lead or stand by (lease.py), read the state and the specs, start working (a standby's workers
+        drop their keys until it leads)."""
         self._loop = asyncio.get_running_loop()
-        self.lease.take()
+        await self.lease.take()
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.reload()
@@ -133,6 +157,7 @@ class Daemon:
         self.workers.start(self._workers)
         self._tasks = [loop.create_task(self._resync_timer(), name="capctl-resync")]
         self._tasks.append(loop.create_task(self.lease.keep(), name="capctl-lease"))
+        self._tasks.append(loop.create_task(self.inbox.keep(self.leader_settings.retry_period), name="capctl-inbox"))
         if self._watch_debounce_ms is not None:
             watcher = watch_specs(
                 self.paths, self.reload_async, stop=self._stop_watching, debounce_ms=self._watch_debounce_ms
@@ -183,7 +208,7 @@ class Daemon:
 
     @property
     def lease_lost(self) -> str | None:
-        """Why the daemon does not act (it lost the state lease and tries to take it again), or None."""
+        """Why this replica does not act (a standby, or a new leader still reading the state), or None."""
         return self.lease.lost
 
     async def probe_store(self) -> None:
@@ -191,14 +216,17 @@ class Daemon:
         await probe_store(self.store_health, self.records.serial, STORE_PROBE_TIMEOUT)
 
     def readiness(self) -> Readiness:
-        """Answered from what the daemon knows, without touching the store (it may hang): see probe_store."""
-        if self.lease_lost is not None:
-            return Readiness(False, f"not acting: {self.lease_lost}")
+        """Answered from what the daemon knows, without touching the store (it may hang): see probe_store.
+        Ready = it acts (leader) or can take callbacks into the inbox (standby); the body says which."""
+        role = self.lease.role()
+        if (unreachable := self.lease.elector.last_error) is not None:
+            return Readiness(False, f"not ready ({role}): the state store cannot be reached: {unreachable}")
         if (problem := self.store_health.problem()) is not None:
-            return Readiness(False, f"not acting: {problem}")
+            return Readiness(False, f"not ready ({role}): {problem}")
         if (said := self.specs.problem()) is not None:
-            return Readiness(*said)
-        return Readiness(True, "ready")
+            ready, why = said
+            return Readiness(ready, why.replace("ready", f"ready ({role})", 1) if ready else why)
+        return Readiness(True, f"ready ({role})")
 
     @property
     def spec(self) -> SpecSet | None:
@@ -232,7 +260,15 @@ class Daemon:
         self.pruning.check(spec, self.records.values())
         for key in sorted(keys):
             self.queue.add(key)
-        log.info("spec set loaded", summary=spec.summary(), changed=len(keys) if old is not None else None)
+        digest = spec_digest(spec)
+        self.metrics.spec_digest(digest)
+        log.info(
+            "spec set loaded",
+            summary=spec.summary(),
+            changed=len(keys) if old is not None else None,
+            digest=digest,
+            acting=self.lease.acting(),  # only the leader's set acts
+        )
 
     # --- requests ---------------------------------------------------------------------------------------
 
@@ -240,20 +276,23 @@ class Daemon:
         """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys."""
         if not self.router.knows(vendor):
             return 404, f"no callback route for {vendor!r}"
-        if self.lease_lost is not None:  # its writes would race the lease's holder; the vendor retries
-            return 503, f"not acting: {self.lease_lost}"
         providers = self.spec.providers.values() if self.spec else ()
+        if self.lease_lost is not None:  # a standby: verified and kept in the inbox for the leader
+            return self.inbox.store(vendor, body, providers)
         routed = self.router.route(vendor, body, providers, self.clock.now())
+        self._act_on(routed)
+        return routed.status, routed.reason
+
+    def _act_on(self, routed: RoutedCallback) -> None:
         for key, delay in self.reconciler.on_callback(routed):
             self.queue.add_after(key, delay)
-        return routed.status, routed.reason
 
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
         """`capctl sync`: reconcile `keys` (None: every key) now, looking at the vendor first (`sync.py`)."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.specs.error}", []
         if self.lease_lost is not None:
-            return 503, f"not acting: {self.lease_lost}", []
+            return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
         status, reason, wanted = sync_keys(keys, self._known_keys())
         if status != 200:
             return status, reason, wanted
@@ -278,10 +317,13 @@ class Daemon:
                     self.queue.add(key)
 
     def _regained(self) -> None:
-        """The lease is back: the state was read again, so recount, look before acting and reconcile all."""
+        """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed
+        starts are resolved by their client task id, as at a restart), consume the inbox, reconcile all."""
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.reconciler.observe_first()
         for key in sorted(self._known_keys()):
             self.queue.add(key)
-        log.info("took the state lock again; acting", records=len(self.records.keys()))
+        self.inbox.drain_soon()  # what standbys stored meanwhile
+        digest = spec_digest(self.spec) if self.spec is not None else None
+        log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=digest)

@@ -1,5 +1,5 @@
-"""The daemon's HTTP side: vendor callbacks, health and readiness probes, Prometheus metrics, and the
-operators' `POST /api/v1/sync` (what `capctl sync` calls).
+"""The daemon's HTTP side: vendor callbacks, health and readiness probes, Prometheus metrics, the
+operators' `POST /api/v1/sync` (what `capctl sync` calls) and the read-only status page.
 
 A thin ASGI layer: it reads bodies and writes answers; verification and acting live in the controller
 (`Daemon.handle_callback`, `Daemon.sync`), so the same logic is reached in-process by tests and over a
@@ -18,6 +18,8 @@ from starlette.routing import Route
 
 from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
+from reconciler.daemon.status import snapshot_provider
+from reconciler.status import status_routes
 
 __all__ = [
     "MAX_CALLBACK_BYTES",
@@ -105,6 +107,10 @@ def create_app(daemon: Daemon) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(daemon.metrics.render(), media_type=CONTENT_TYPE)
 
+    # GET / and GET /api/v1/status, read-only; --no-status-page and --status-token-ref are asked per request
+    page = status_routes(
+        snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
+    )
     return Starlette(
         routes=[
             Route("/callbacks/{vendor}", callback, methods=["POST"]),
@@ -112,5 +118,6 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *page,
         ]
     )

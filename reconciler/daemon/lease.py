@@ -1,136 +1,141 @@
-"""The daemon's state lease: taken at start, renewed, and taken again when lost (issue 14).
+"""The daemon's leadership: several `capctl run` replicas on one state, one leads and acts (issue 16).
 
-While the daemon does not hold it, it does not act: `lost` says why (workers drop their keys, /readyz
-answers 503, `capctl_lease_held` is 0). SQLite's OS lock needs no renewal; PostgreSQL's lease row does.
+`reconciler/leader.py`'s `LeaderElector` does the election on the state's lock; this module runs it for
+the daemon. Every replica ticks the elector off the event loop (its store calls block) every retry
+period. A replica acts only once its term's takeover is done (the state read afresh, every key queued to
+be observed before anything is started: `regained`) and while `may_act()` holds, so a standby, a leader
+whose renewals failed past the renew deadline and a leader that was paused all drop their work. Writes go
+through the term's fenced store (`fencing.LeaderStore`), mutating vendor calls through `fencing`'s guard.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import threading
 from collections.abc import Callable
 
 import structlog
 
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.records import RecordCache
-from reconciler.state.base import Lock, LockHeld, StateError
+from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings
+from reconciler.state.base import StateError
+from reconciler.state.fenced import FenceableStore
 
-__all__ = ["LEASE_RETRY_FIRST", "Lease"]
+__all__ = ["Lease"]
 
 log = structlog.get_logger("capctl.daemon")
-
-LEASE_RETRY_FIRST = 0.5  # seconds before retrying a failed lease renewal; doubles up to a sixth of the lease
 
 
 class Lease:
     def __init__(
         self,
-        records: RecordCache,
+        store: FenceableStore,
         holder: str,
-        seconds: float,
+        settings: LeaderSettings,
         clock: Clock,
         metrics: Metrics,
         *,
+        refresh: Callable[[], object],
         regained: Callable[[], None],
+        in_thread: bool = True,
     ) -> None:
-        self.records = records
-        self.holder = holder
-        self.seconds = seconds
+        self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
+        self._refresh = refresh  # reads the whole state afresh (raises StateError)
         self.clock = clock
         self.metrics = metrics
-        self._regained = regained  # called once the lease is back and the state read again
-        self.lock: Lock | None = None
-        self.lost: str | None = None  # why the daemon does not act, or None
+        self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
+        self._regained = regained  # called once a term's takeover read the state: observe, then act
+        self._acting_epoch: int | None = None  # the term whose takeover is done
+        self._wait = settings.retry_period
+        self._lost_why: str | None = None  # the reason of the last `lost leadership`
+        # A tick runs in a thread that a cancelled task does not stop: `release` waits for it, and no tick
+        # runs after it, so a replica shutting down cannot take the lock on its way out.
+        self._ticking = threading.Lock()
+        self._released = False
 
     def acting(self) -> bool:
-        return self.lost is None
+        """Leading, the takeover done, and the last renew younger than the renew deadline."""
+        epoch = self._acting_epoch
+        return epoch is not None and self.elector.epoch == epoch and self.elector.may_act()
 
-    def take(self) -> None:
-        """Lock the state at start (raises LockHeld naming the holder) and read it."""
-        self.lock = self.records.lock(self.holder, lease_seconds=self.seconds)
-        self.metrics.lease_held.set(1)
-        try:
-            self.records.refresh()
-        except BaseException:
-            self.lock.release()
-            self.lock = None
-            raise
+    def role(self) -> str:
+        """What this replica is now, for /readyz: `leader, epoch N` or `standby: ...`."""
+        if self.acting():
+            return f"leader, epoch {self.elector.epoch}"
+        return self.lost or "standby"
+
+    @property
+    def lost(self) -> str | None:
+        """Why this replica does not act (a standby, or a leader still reading the state), or None."""
+        if self.acting():
+            return None
+        elector = self.elector
+        if elector.is_leader:
+            return f"leader (epoch {elector.epoch}): reading the state before acting"
+        if elector.last_error is not None:
+            return f"standby: the state store cannot be reached: {elector.last_error}"
+        if elector.other_holder is not None:
+            return f"standby: the leader is {elector.other_holder}"
+        if self._lost_why is not None:
+            return f"standby: lost leadership ({self._lost_why}); trying to take the lead"
+        return "standby: trying to take the lead"
+
+    async def take(self) -> None:
+        """The first attempt, at start: lead or stand by; either way read the state (raises StateError)."""
+        self._wait = await self._tick()
+        self._refresh()
+        if (epoch := self.elector.epoch) is not None:
+            self._acting_epoch = epoch
 
     def release(self) -> None:
-        if self.lock is not None:
-            try:
-                self.lock.release()
-            except StateError as exc:  # the store is down: the lease lapses by itself
-                log.warning("could not release the state lock", error=str(exc))
-            self.lock = None
+        """Shutting down: a leader gives its lock up now, for a standby to take within a retry period."""
+        with self._ticking:
+            self._released = True
+            self.elector.resign()
 
     async def keep(self) -> None:
-        """Keep a PostgreSQL lease alive (a no-op for SQLite's OS lock), and take it again when lost.
-
-        A renewal that fails while the lease is still valid (the database restarting, a dropped
-        connection) is retried with backoff within the lease's remaining time; only another holder, or
-        the lease running out, means it is lost. Then the daemon stops acting (workers drop their keys,
-        /readyz answers 503, capctl_lease_held is 0) and tries to take the lease again every retry
-        period; once it holds it, it re-reads the state (another holder may have changed it) and
-        reconciles every key, as at start."""
-        period = self.seconds / 3
-        valid_until = self.clock.monotonic() + self.seconds
-        wait, retry = period, LEASE_RETRY_FIRST
+        """Renew as the leader, try to take the lock as a standby, every retry period (the elector says
+        when exactly); a new term is taken over (state read afresh, then `regained`) before it acts."""
         while True:
-            await self.clock.sleep(wait)
-            if self.lock is None:
-                if self._retake():
-                    valid_until = self.clock.monotonic() + self.seconds
-                    wait, retry = period, LEASE_RETRY_FIRST
-                else:
-                    wait, retry = retry, min(retry * 2, period)
-                continue
-            began = self.clock.monotonic()
-            try:
-                self.lock.renew()
-            except LockHeld as exc:
-                self._lose(f"another holder took the state lock: {exc.holder}")
-                wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
-                continue
-            except StateError as exc:
-                left = valid_until - self.clock.monotonic()
-                if left <= 0:
-                    self._lose(f"the state lock lapsed: it could not be renewed ({exc})")
-                    wait, retry = LEASE_RETRY_FIRST, LEASE_RETRY_FIRST
-                    continue
-                log.warning("state lock renewal failed; retrying", error=str(exc), lease_left=round(left, 1))
-                wait, retry = min(retry, left), min(retry * 2, period)
-                continue
-            valid_until = began + self.seconds
-            wait, retry = period, LEASE_RETRY_FIRST
+            await self.clock.sleep(self._wait)
+            self._wait = await self._tick()
+            epoch = self.elector.epoch
+            if epoch is not None and epoch != self._acting_epoch:
+                self._take_over(epoch)
 
-    def _lose_lease(self, why: str) -> None:
-        log.error("lost the state lock; not acting until it is taken again", reason=why)
-        self.lease_lost = f"{why}; trying to take it again"
-        self.metrics.lease_held.set(0)
-        self.lock = None  # the old lease row lapses by itself (or is already another holder's)
+    async def _tick(self) -> float:
+        return await asyncio.to_thread(self._tick_once) if self._in_thread else self._tick_once()
 
-    def _lose(self, why: str) -> None:
-        log.error("lost the state lock; not acting until it is taken again", reason=why)
-        self.lost = f"{why}; trying to take it again"
-        self.metrics.lease_held.set(0)
-        self.lock = None  # the old lease row lapses by itself (or is already another holder's)
+    def _tick_once(self) -> float:
+        with self._ticking:
+            return self.elector.settings.retry_period if self._released else self.elector.tick()
 
-    def _retake(self) -> bool:
+    def _take_over(self, epoch: int) -> None:
         try:
-            lock = self.records.lock(self.holder, lease_seconds=self.seconds)
+            self._refresh()  # whoever led meanwhile changed the state
         except StateError as exc:
-            log.info("state lock still unavailable", error=str(exc))
-            return False
-        try:
-            self.records.refresh()  # whoever held it meanwhile may have changed the state
-        except StateError as exc:
-            with contextlib.suppress(StateError):
-                lock.release()
-            log.warning("took the state lock but cannot read the state; retrying", error=str(exc))
-            return False
-        self.lock, self.lost = lock, None
-        self.metrics.lease_held.set(1)
+            log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc))
+            return
+        self._acting_epoch = epoch
         self._regained()
-        return True
+
+    def _event(self, event: LeaderEvent) -> None:
+        """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""
+        self.metrics.leadership_changes.inc()
+        if event.event == LeaderEvent.BECAME:
+            self.metrics.leader.set(1)
+            self.metrics.lease_held.set(1)
+            self.metrics.leader_epoch.set(event.epoch)
+            log.info(LeaderEvent.BECAME, epoch=event.epoch, holder=self.elector.holder)
+            return
+        self.metrics.leader.set(0)
+        self.metrics.lease_held.set(0)
+        self._lost_why = f"{event.reason}: {event.detail}" if event.detail else str(event.reason)
+        log.warning(
+            LeaderEvent.LOST,
+            epoch=event.epoch,
+            reason=str(event.reason),
+            detail=event.detail or None,
+            holder=self.elector.holder,
+        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
 import os
 import signal
@@ -42,9 +43,10 @@ from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
+from reconciler.leader import LeaderSettings
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
-from reconciler.state.base import LockHeld, StateError, daemon_holder
+from reconciler.state.base import StateError, daemon_holder
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
 
@@ -72,9 +74,13 @@ def run_daemon(
     prune_grace: float = PRUNE_GRACE,
     read_timeout: float = READ_TIMEOUT,
     max_connections: int | None = None,
+    status_page: bool = True,
+    status_token: str | None = None,
+    leader: LeaderSettings | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
-    caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit."""
+    caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit;
+    `status_token` (read from `--status-token-ref`) protects the status page."""
     if log_level is not None:
         logs.configure(log_level)
     try:
@@ -97,6 +103,12 @@ def run_daemon(
     if max_connections is not None and max_connections < 1:
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
+    if status_page and status_token is None and not _loopback(host):
+        log.warning(
+            "the status page is open to anyone who reaches --listen: protect it with --status-token-ref, "
+            "or turn it off with --no-status-page",
+            listen=listen,
+        )
     options = _Options(
         paths or ["specs"],
         resync,
@@ -105,8 +117,21 @@ def run_daemon(
         max_prune,
         prune_grace,
         _http_limits(read_timeout, max_connections),
+        status_page,
+        status_token,
+        leader or LeaderSettings(),
     )
     return asyncio.run(_main(host, port, options))
+
+
+def _loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +145,9 @@ class _Options:
     max_prune: float
     prune_grace: float
     limits: HttpLimits
+    status_page: bool
+    status_token: str | None  # read from --status-token-ref at start; never logged
+    leader: LeaderSettings
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -166,13 +194,12 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         sync_token=os.environ.get(SYNC_TOKEN_ENV),
         max_prune=options.max_prune,
         prune_grace=options.prune_grace,
+        status_page=options.status_page,
+        status_token=options.status_token,
+        leader=options.leader,
     )
     try:
-        await daemon.start()
-    except LockHeld as exc:
-        log.error("another capctl holds the state lock; not starting", holder=exc.holder, state=store.url)
-        store.close()
-        return EXIT_ERROR
+        await daemon.start()  # leads, or stands by while another replica leads
     except StateError as exc:
         log.error("cannot read the state store", error=str(exc))
         store.close()

@@ -157,6 +157,26 @@ class Metrics:
             "1 while this daemon holds the state lock and acts, 0 while it lost it and tries to take it again",
             registry=self.registry,
         )
+        # Leader election (issue 16): which replica leads, its term, and how often that changed.
+        self.leader = Gauge(
+            "capctl_leader", "1 on the replica that leads (acts), 0 on a standby", registry=self.registry
+        )
+        self.leader_epoch = Gauge(
+            "capctl_leader_epoch",
+            "The epoch of this replica's last leadership term (0 before it first led)",
+            registry=self.registry,
+        )
+        self.leadership_changes = Counter(
+            "capctl_leadership_changes",
+            "Times this replica became leader or lost leadership",
+            registry=self.registry,
+        )
+        self.spec_set_info = Gauge(
+            "capctl_spec_set_info",
+            "1, labelled with the digest of the spec set in force (the leader's is the set that acts)",
+            ["digest"],
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "capctl_reconcile_errors",
             "Reconciles of one task key that failed, by reason (" + ", ".join(RECONCILE_ERROR_REASONS) + ")",
@@ -176,6 +196,11 @@ class Metrics:
         self.spec_set_errors.set(errors)
         if not errors:
             self.spec_set_last_load.set(at)
+
+    def spec_digest(self, digest: str) -> None:
+        """The spec set in force is now the one of `digest` (one series at a time)."""
+        self.spec_set_info.clear()
+        self.spec_set_info.labels(digest=digest).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

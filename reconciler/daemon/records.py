@@ -4,7 +4,8 @@ The daemon holds the state lock for its lifetime, so it is the only writer: it r
 start and keeps a copy that each commit updates (the commit first, then the copy, so the copy is never
 ahead of the store). Workers read records from memory instead of loading the whole store per key, and
 callbacks find a task by its vendor id through an index kept in step with the records.
-It satisfies `StateStore`, so the executor commits through it unchanged.
+It satisfies `StateStore`, so the executor commits through it unchanged. Every record it reads or
+commits is also told to the status page's run history (`reconciler.status.history`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from reconciler.clock import Clock, SystemClock
 from reconciler.model import TaskRecord
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import Lock, Snapshot, StateStore
+from reconciler.status.history import History
 
 __all__ = ["RecordCache", "vendor_id"]
 
@@ -29,9 +32,10 @@ def vendor_id(record: TaskRecord) -> RunId | None:
 
 
 class RecordCache:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, clock: Clock | None = None) -> None:
         self.store = store
         self.url = store.url
+        self.history = History(clock or SystemClock())
         self._records: dict[str, TaskRecord] = {}
         self._by_vendor_id: dict[RunId, str] = {}
 
@@ -62,6 +66,7 @@ class RecordCache:
     def _remember(self, record: TaskRecord) -> None:
         self._forget(record.key)
         self._records[record.key] = record
+        self.history.note(record)
         vid = vendor_id(record)
         if vid is not None:
             self._by_vendor_id[vid] = record.key
@@ -98,6 +103,7 @@ class RecordCache:
     def delete(self, key: str, *, expected_serial: int | None = None) -> int:
         serial = self.store.delete(key, expected_serial=expected_serial)
         self._forget(key)
+        self.history.forget(key)
         return serial
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:

@@ -85,7 +85,38 @@ class CallbackRouter:
             first = self._replays.first_time(event, now)
         except CallbackRejected as exc:
             return RoutedCallback(exc.status, exc.reason, "rejected", logged=exc.logged)
-        if not first or not self._deduper.first_time(event.dedupe_key):
+        if not first:
+            return RoutedCallback(200, "duplicate: already accepted", "duplicate")
+        return self._translate(event)
+
+    def count(self, vendor: str, outcome: str) -> None:
+        """Count a callback whose outcome was decided elsewhere (a standby's inbox: `stored`)."""
+        self._metrics.callbacks.labels(vendor=vendor, outcome=outcome).inc()
+
+    def verify(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
+        """Only verify and parse (a standby, which stores the event for the leader); raises CallbackRejected.
+        A vendor's exact retry passes: the inbox keeps one entry per callback, and a retry after a failed
+        store must be stored. A refusal is counted and logged as `route` does."""
+        found = vendor_named(vendor)
+        assert found is not None, "verify() of an unknown vendor"
+        try:
+            event = found.parse_callback()(body, providers, now)
+            self._replays.first_time(event, now)
+        except CallbackRejected as exc:
+            self.count(vendor, "rejected")
+            if exc.logged:
+                log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+            raise
+        return event
+
+    def route_event(self, event: CallbackEvent) -> RoutedCallback:
+        """An event verified elsewhere (the inbox: a standby verified it): deduplicated and translated."""
+        routed = self._translate(event)
+        self.count(event.vendor, routed.outcome)
+        return routed
+
+    def _translate(self, event: CallbackEvent) -> RoutedCallback:
+        if not self._deduper.first_time(event.dedupe_key):
             return RoutedCallback(200, "duplicate: already accepted", "duplicate")
         record = self._records.by_vendor_id(event.run_id) if event.run_id is not None else None
         room = (event.vendor, event.app_id, event.room_id or "")
@@ -94,6 +125,10 @@ class CallbackRouter:
         emptied: tuple[str, ...] = ()
         if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
             emptied = self._track_users(room, event)
+        if event.room_id is not None and event.room_active:  # the status page's room timeline
+            self._records.history.room_active(event.room_id)
+        elif event.room_id is not None and (event.room_empty or emptied):
+            self._records.history.room_idle(event.room_id)
         return RoutedCallback(
             200,
             "accepted",

@@ -45,6 +45,7 @@ class SpecState:
         self.current: SpecSet | None = None
         self.error: str | None = "the specs have not been read yet"
         self.invalid_since: float | None = None  # first failed load since the last good one
+        self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)
 
     def reload(self) -> bool:
         return self.take(read_specs(self.paths, self._fingerprint_key))
@@ -72,6 +73,7 @@ class SpecState:
             )
             return False
         old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
+        self.loaded_at = now
         self.metrics.spec_load(errors=0, at=now)
         self._taken(old, loaded)
         return True

@@ -81,7 +81,14 @@ class Harness:
 
     async def start(self, store: StateStore | None = None, **options: Any) -> Daemon:
         store = store or SQLiteStateStore(self.state_path, clock=self.clock)
-        merged = {"resync": 30.0, "rng": __import__("random").Random(1), **self.daemon_options, **options}
+        # Elections and inbox claims on the loop: a thread's store call would finish after the fake clock moved on.
+        merged = {
+            "resync": 30.0,
+            "rng": __import__("random").Random(1),
+            "elect_in_thread": False,
+            **self.daemon_options,
+            **options,
+        }
         daemon = Daemon([str(self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app), **merged)
         await daemon.start()
         self.daemon = daemon

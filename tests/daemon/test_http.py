@@ -289,13 +289,16 @@ async def test_a_spec_set_broken_while_running_shows_on_readyz_and_in_metrics(ha
         text = (await http.get("/metrics")).text
     assert ready.status_code == 200  # the last valid set still runs
     since = iso_utc(broken_at)
-    assert ready.text == f"ready; spec set invalid since {since}: {len(errors)} errors, first: {errors[0]}\n"
+    assert (
+        ready.text
+        == f"ready (leader, epoch 1); spec set invalid since {since}: {len(errors)} errors, first: {errors[0]}\n"
+    )
     assert "literal-secret-0042" not in ready.text + text
     assert "capctl_spec_set_valid 0.0" in text and f"capctl_spec_set_errors {len(errors)}.0" in text
     assert sample("capctl_spec_set_last_load_timestamp_seconds") == loaded_at  # the set in force
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     assert daemon.reload()
-    assert daemon.readiness().reason == "ready"
+    assert daemon.readiness().reason == "ready (leader, epoch 1)"
     assert sample("capctl_spec_set_valid") == 1 and sample("capctl_spec_set_errors") == 0
     assert sample("capctl_spec_set_last_load_timestamp_seconds") == harness.clock.now()
 

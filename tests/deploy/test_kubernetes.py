@@ -169,4 +169,5 @@ def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tm
     assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
     assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
     assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
-    assert objects["Deployment"]["spec"]["replicas"] == 1
+    # The guide installs the base: 2 replicas with leader election (issue 16), protected by the PDB.
+    assert objects["Deployment"]["spec"]["replicas"] == 2 and "PodDisruptionBudget" in objects

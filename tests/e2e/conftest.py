@@ -140,12 +140,13 @@ class Workdir:
         stdout: int = subprocess.PIPE,
         stderr: int = subprocess.PIPE,
         preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
         """`capctl ARGS` here as a background process (no stdin), for tests that signal it or read it live."""
         return subprocess.Popen(
             [sys.executable, "-m", "reconciler", *args],
             cwd=self.root,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=stdout,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
@@ -154,10 +155,12 @@ class Workdir:
         )
 
     def run_daemon(
-        self, *args: str, preexec_fn: Callable[[], None] | None = None
+        self, *args: str, preexec_fn: Callable[[], None] | None = None, env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[str], ServerOutput]:
         """`capctl run --listen 127.0.0.1:0 ARGS` here, and its log (read by one thread; it says the URL)."""
-        proc = self.spawn("run", "--listen", "127.0.0.1:0", *args, stdout=subprocess.DEVNULL, preexec_fn=preexec_fn)
+        proc = self.spawn(
+            "run", "--listen", "127.0.0.1:0", *args, stdout=subprocess.DEVNULL, preexec_fn=preexec_fn, env=env
+        )
         return proc, daemon_output(proc)
 
 

@@ -1,0 +1,25 @@
+"""The digest of a spec set: which set a replica acts on, logged and exported (issue 16).
+
+Replicas may hold different spec versions during a roll-out (git-sync updates each pod on its own); only
+the leader's set acts. Its digest, on the leader's log lines and in `capctl_spec_set_info`, says which one.
+It covers every task's key and spec hash (secrets enter those only as keyed digests), the job names and the
+Provider names. Limit: a room-selector job's tasks are known only at run time, so a change to such a job's
+settings alone shows in its tasks' hashes once it has rooms, not in the digest of a set without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from reconciler.spec import SpecSet
+
+__all__ = ["spec_digest"]
+
+
+def spec_digest(spec: SpecSet) -> str:
+    """`sha256:` + 12 hex characters of the set's tasks and their spec hashes, its jobs and Providers."""
+    tasks = sorted((key, task.spec_hash) for key, task in spec.tasks.items())
+    jobs = sorted("/".join(name) for name in spec.jobs)
+    text = json.dumps({"tasks": tasks, "jobs": jobs, "providers": sorted(spec.providers)})
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]

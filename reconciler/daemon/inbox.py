@@ -1,0 +1,121 @@
+"""No callback lost in a failover: a standby stores what it verified, the leader consumes it (issue 16).
+
+The Service sends vendor callbacks to any replica. A standby verifies one as the leader would (the
+router's vendor parsers and replay guard), then stores the event in the state's inbox and answers 200
+only once it is committed; a store that fails answers 503, so the vendor retries. The leader claims the
+inbox every retry period (and at once when it takes over) and routes each entry as if it had received
+it: deduplicated by the callback's own key, against what it received directly too.
+
+An entry holds the parsed event, never the body: no signature, no secret (the store refuses such keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from reconciler.clock import Clock
+from reconciler.model import ProviderConfig
+from reconciler.providers.callbacks import CallbackEvent, CallbackRejected
+from reconciler.state.base import InboxEntry, StateError
+
+if TYPE_CHECKING:
+    from reconciler.daemon.fencing import LeaderStore
+    from reconciler.daemon.router import CallbackRouter, RoutedCallback
+
+__all__ = ["Inbox", "entry_of", "event_of"]
+
+log = structlog.get_logger("capctl.daemon")
+
+# The replay guard's inputs: the standby already checked them, and the leader's check is per body.
+_NOT_STORED = frozenset({"signed_pair", "body_digest"})
+
+
+def entry_of(event: CallbackEvent, body: bytes, now: float) -> InboxEntry:
+    """The inbox entry of a verified event (`body` only gives its digest)."""
+    payload = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in _NOT_STORED}
+    if event.run_id is not None:
+        payload["run_id"] = list(event.run_id)
+    digest = event.body_digest or hashlib.sha256(body).hexdigest()
+    return InboxEntry(event.vendor, event.dedupe_key, payload, digest, now)
+
+
+def event_of(entry: InboxEntry) -> CallbackEvent:
+    """The event a standby stored (fields a later version added and this one lacks are ignored)."""
+    names = {f.name for f in dataclasses.fields(CallbackEvent)} - _NOT_STORED
+    fields: dict[str, Any] = {k: v for k, v in entry.payload.items() if k in names}
+    if isinstance(fields.get("run_id"), list):
+        fields["run_id"] = tuple(fields["run_id"])
+    return CallbackEvent(**fields, body_digest=entry.digest)
+
+
+class Inbox:
+    """A standby's `store` of verified callbacks, and the leader's consumption of them (`drain`)."""
+
+    def __init__(
+        self,
+        state: LeaderStore,
+        router: CallbackRouter,
+        clock: Clock,
+        acting: Callable[[], bool],
+        deliver: Callable[[RoutedCallback], None],
+        *,
+        in_thread: bool = True,
+    ) -> None:
+        self._in_thread = in_thread  # False: claims run on the loop (in-process tests on a fake clock)
+        self._state = state
+        self._router = router
+        self._clock = clock
+        self._acting = acting
+        self._deliver = deliver  # the controller acts on a routed callback (queues its keys)
+        self._draining: asyncio.Task[int] | None = None
+
+    def store(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig]) -> tuple[int, str]:
+        """(HTTP status, reason) for a callback a standby received: 200 only once it is stored."""
+        now = self._clock.now()
+        try:
+            event = self._router.verify(vendor, body, providers, now)
+        except CallbackRejected as exc:
+            return exc.status, exc.reason
+        try:
+            stored = self._state.inbox_put(entry_of(event, body, now))
+        except StateError as exc:
+            log.warning("could not store a callback in the inbox; the vendor retries", vendor=vendor, error=str(exc))
+            return 503, f"standby: cannot store the callback for the leader: {exc}"
+        self._router.count(vendor, "stored" if stored else "duplicate")
+        return 200, "stored for the leader" if stored else "duplicate: already stored for the leader"
+
+    async def drain(self) -> int:
+        """The leader claims what standbys stored (oldest first) and acts on each; returns how many."""
+        if not self._acting():
+            return 0
+        try:
+            now = self._clock.now()
+            if self._in_thread:
+                entries = await asyncio.to_thread(self._state.inbox_claim, now=now)
+            else:
+                entries = self._state.inbox_claim(now=now)
+        except StateError as exc:  # Fenced / NotLeader: the term ended; otherwise retried next period
+            log.warning("could not claim the callback inbox", error=str(exc))
+            return 0
+        for entry in entries:
+            self._deliver(self._router.route_event(event_of(entry)))
+        if entries:
+            log.info("callbacks taken from the inbox", count=len(entries))
+        return len(entries)
+
+    def drain_soon(self) -> None:
+        """`drain()` as a task of its own (a takeover, which cannot await); one at a time."""
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.get_running_loop().create_task(self.drain(), name="capctl-inbox-drain")
+
+    async def keep(self, period: float) -> None:
+        """Drain every `period` (the retry period) while leading."""
+        while True:
+            await self._clock.sleep(period)
+            await self.drain()

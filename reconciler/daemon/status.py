@@ -1,0 +1,59 @@
+"""The daemon's side of the status page (`GET /`, `GET /api/v1/status`): what it knows, as a snapshot.
+
+`reconciler.status` builds and renders pages from `StatusInputs`; this module fills them from the daemon:
+its record cache (with the run history it keeps; the callback router tells it about rooms), when each
+task is next observed (its `KeyRuntime`), the leader election (lease.py), the spec set in force and the
+log's recent events.
+A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reconciler import logs
+from reconciler.spec import SpecSet
+from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot, spec_set_digest
+from reconciler.status.routes import SnapshotProvider
+
+if TYPE_CHECKING:
+    from reconciler.daemon.controller import Daemon
+
+
+__all__ = ["snapshot_provider"]
+
+
+def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
+    digests: dict[int, str] = {}  # id(spec set) -> digest: one hash of 10,000 tasks per spec load, not per page
+
+    def digest(spec: SpecSet) -> str:
+        if id(spec) not in digests:
+            digests.clear()  # only the set in force is asked for
+            digests[id(spec)] = spec_set_digest(spec.tasks.values())
+        return digests[id(spec)]
+
+    def build(query: StatusQuery) -> StatusSnapshot:
+        spec, specs = daemon.spec, daemon.specs
+        acting = daemon.lease.acting()
+        replica = Replica(
+            role="leader" if acting else "standby",
+            detail=daemon.lease.role() if acting else f"does not act: {daemon.lease.role()}",
+            spec_digest=digest(spec) if spec is not None else None,
+            spec_loaded_at=specs.loaded_at,
+            spec_summary=spec.summary() if spec is not None else None,
+            spec_error=specs.error,
+            spec_error_since=specs.invalid_since,
+        )
+        inputs = StatusInputs(
+            records=daemon.records.values(),
+            replica=replica,
+            history=daemon.records.history,
+            next_observation=lambda key: daemon.runtimes.get(key).next_observe,
+            events=logs.recent_events(),
+        )
+        return build_snapshot(inputs, query, daemon.clock.now())
+
+    async def provide(query: StatusQuery) -> StatusSnapshot:
+        return await daemon.on_daemon_loop(build, query)
+
+    return provide

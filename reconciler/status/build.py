@@ -1,0 +1,294 @@
+"""From what the daemon knows to one page's `StatusSnapshot`: pure, so tests and the benchmark call it directly.
+
+The daemon hands over its records, when it next observes each task, the run history, the recent log events
+and what this replica is (`StatusInputs`); `build_snapshot` filters, sorts and paginates, and computes the
+timelines and their gaps only for the rooms on the page, so a request costs one pass over the records
+plus the page itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.model import DesiredTask, JobKind, TaskRecord, TaskStatus
+from reconciler.status.history import History, Run
+from reconciler.status.model import (
+    SETTLED,
+    STATUS_ORDER,
+    CaptureLine,
+    Decision,
+    Gap,
+    Interval,
+    JobView,
+    PageInfo,
+    Reissue,
+    Replica,
+    RoomTimeline,
+    StatusGroup,
+    StatusQuery,
+    StatusSnapshot,
+    TaskView,
+)
+
+__all__ = [
+    "MAX_ATTENTION",
+    "MIN_GAP_SECONDS",
+    "MIN_WINDOW_SECONDS",
+    "StatusInputs",
+    "build_snapshot",
+    "job_of",
+    "spec_set_digest",
+]
+
+MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
+MAX_FIELD_CHARS = 300  # a log field longer than this is cut on the page (the log line itself has it whole)
+# A shorter gap is not shown: a new task's first start, or a callback-driven re-issue, takes a few hundred
+# milliseconds, and at 24 h per bar a second is a twentieth of a pixel.
+MIN_GAP_SECONDS = 1.0
+MIN_WINDOW_SECONDS = 900.0  # the shortest span a timeline draws
+_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
+
+
+def _never(_: str) -> float | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInputs:
+    """What the daemon knows, handed over as is (the builder copies nothing it does not show)."""
+
+    records: Sequence[TaskRecord]
+    replica: Replica
+    history: History
+    next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
+    events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
+
+
+def spec_set_digest(tasks: Iterable[DesiredTask]) -> str:
+    """One hash of what a spec set asks for: every task key with its (state-keyed) spec hash.
+
+    Two replicas with the same specs show the same digest; a changed interval changes it. The task hashes are
+    keyed with the state's random key, so the digest says nothing about a secret (`reconciler/secrets.py`)."""
+    h = hashlib.sha256()
+    for key, spec_hash in sorted((t.key, t.spec_hash) for t in tasks):
+        h.update(f"{key}\0{spec_hash}\n".encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def job_of(key: str) -> str:
+    """`Kind/name` of a task key (the target may hold `/`; kind and name never do)."""
+    return key[: key.index("/", key.index("/") + 1)]
+
+
+def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> StatusSnapshot:
+    # One pass over every record: counts per job and status, and the sort keys of those the filters keep.
+    counts: dict[tuple[str, TaskStatus], int] = {}
+    matching: list[tuple[str, int, str, TaskRecord]] = []
+    rank, last = _RANK, len(_RANK)
+    status_filter, job_filter = query.status, query.job is not None
+    for record in inputs.records:
+        key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
+        job = job_of(key)
+        counts[job, status] = counts.get((job, status), 0) + 1
+        if (status_filter is None or status == status_filter) and (not job_filter or query.matches_job(job)):
+            matching.append((job, rank.get(status, last), key, record))
+    by_job: dict[str, dict[str, int]] = defaultdict(dict)
+    totals: Counter[str] = Counter()
+    for (job, state), n in counts.items():
+        by_job[job][state.value] = n
+        totals[state.value] += n
+    matching.sort()  # keys are unique, so the records themselves are never compared
+    pages = max(1, -(-len(matching) // query.per_page))
+    number = min(query.page, pages)
+    shown = [m[3] for m in matching[(number - 1) * query.per_page : number * query.per_page]]
+    troubled = sorted(
+        (j for j, c in by_job.items() if any(s not in SETTLED for s in c)),
+        key=lambda j: (-sum(n for s, n in by_job[j].items() if s not in SETTLED), j),
+    )
+    return StatusSnapshot(
+        generated_at=now,
+        replica=inputs.replica,
+        totals=_ordered(totals),
+        jobs_total=len(by_job),
+        attention=tuple(_job_view(j, by_job[j], ()) for j in troubled[:MAX_ATTENTION]),
+        attention_more=max(0, len(troubled) - MAX_ATTENTION),
+        job_names=tuple(sorted(by_job)),
+        query=query,
+        page=PageInfo(number, query.per_page, len(matching), pages),
+        jobs=_jobs_on_page(shown, by_job, inputs, now),
+        rooms=_rooms_on_page(shown, inputs.history, now),
+        decisions=_decisions(inputs, query),
+    )
+
+
+def _ordered(counts: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(((s, n) for s, n in counts.items() if n), key=lambda sn: _RANK.get(sn[0], len(_RANK))))
+
+
+def _job_view(job: str, counts: Mapping[str, int], tasks: Sequence[TaskView]) -> JobView:
+    groups: dict[str, list[TaskView]] = defaultdict(list)
+    for task in tasks:
+        groups[task.status].append(task)
+    return JobView(
+        job=job,
+        counts=_ordered(counts),
+        groups=tuple(StatusGroup(s, counts[s], tuple(groups[s])) for s, _ in _ordered(counts) if groups.get(s)),
+    )
+
+
+def _jobs_on_page(
+    shown: Sequence[TaskRecord], by_job: Mapping[str, Mapping[str, int]], inputs: StatusInputs, now: float
+) -> tuple[JobView, ...]:
+    tasks: dict[str, list[TaskView]] = defaultdict(list)
+    for record in shown:  # already in job order
+        tasks[job_of(record.key)].append(_task_view(record, inputs, now))
+    return tuple(_job_view(job, by_job[job], views) for job, views in tasks.items())
+
+
+def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView:
+    status = record.status.value
+    return TaskView(
+        key=record.key,
+        job=job_of(record.key),
+        target=record.target,
+        provider=record.provider,
+        status=status,
+        vendor_task_id=record.vendor_task_id,
+        running_since=record.started_at if status == "running" else None,
+        stopped_at=record.stopped_at if status != "running" else None,
+        stop_reason=record.stop_reason if status != "running" else None,
+        reissue_count=record.reissue_count,
+        reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
+        last_error=record.last_error,
+        next_observation=inputs.next_observation(record.key) if status == "running" else None,
+        next_attempt=record.next_attempt_at if status in ("stopped", "dormant", "failed") else None,
+    )
+
+
+def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
+    """Each run that followed one which ended with a reason: started again because of that reason."""
+    found = [
+        Reissue(after.start, before.reason)
+        for before, after in itertools.pairwise(runs)
+        if before.reason is not None and after.start >= horizon
+    ]
+    return tuple(reversed(found))
+
+
+def _rooms_on_page(shown: Sequence[TaskRecord], history: History, now: float) -> tuple[RoomTimeline, ...]:
+    """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room)."""
+    rooms: dict[str, list[str]] = defaultdict(list)
+    for record in shown:
+        if record.kind is not JobKind.THUMBNAIL:
+            rooms[record.target].append(record.key)
+    window = _window(rooms, history, now)
+    timelines = []
+    for room in sorted(rooms):
+        spans = history.activity(room)
+        active = _clip([Interval(a.start, now if a.end is None else a.end) for a in spans or ()], window)
+        timelines.append(
+            RoomTimeline(
+                room=room,
+                window=window,
+                active=active,
+                activity_reported=spans is not None,
+                captures=tuple(_capture_line(key, history, window, active) for key in rooms[room]),
+            )
+        )
+    return tuple(timelines)
+
+
+def _window(rooms: Mapping[str, Sequence[str]], history: History, now: float) -> Interval:
+    """One scale for every bar of the page: the last 24 h, or less when the history known for these rooms
+    is younger (a daemon started 10 minutes ago draws 10 minutes, not a sliver of a day), at least
+    MIN_WINDOW_SECONDS."""
+    known = [t for keys in rooms.values() for k in keys if (t := history.known_since(k)) is not None]
+    known += [a[0].start for room in rooms if (a := history.activity(room))]
+    earliest = min(known, default=now)
+    return Interval(max(now - history.window, min(earliest, now - MIN_WINDOW_SECONDS)), now)
+
+
+def _clip(spans: Iterable[Interval], window: Interval) -> tuple[Interval, ...]:
+    clipped = (Interval(max(s.start, window.start), min(s.end, window.end)) for s in spans)
+    return tuple(s for s in clipped if s.end > s.start)
+
+
+def _capture_line(key: str, history: History, window: Interval, active: Sequence[Interval]) -> CaptureLine:
+    runs = history.runs(key)
+    since = history.known_since(key)
+    known = Interval(window.end if since is None else max(since, window.start), window.end)
+    spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
+    gaps: list[Gap] = []
+    cursor, reason = known.start, _reason_before(runs, known.start)
+    for run, span in zip(_in_window(runs, window), spans, strict=True):
+        if span.start - cursor >= MIN_GAP_SECONDS:
+            gaps += _split_by_activity(Interval(cursor, span.start), active, reason)
+        cursor, reason = max(cursor, span.end), run.reason
+    if known.end - cursor >= MIN_GAP_SECONDS:
+        gaps += _split_by_activity(Interval(cursor, known.end), active, reason)
+    return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
+
+
+def _in_window(runs: Sequence[Run], window: Interval) -> list[Run]:
+    """The runs `_clip` keeps, in the same order (so they pair with their clipped spans)."""
+    return [r for r in runs if min(window.end if r.end is None else r.end, window.end) > max(r.start, window.start)]
+
+
+def _reason_before(runs: Sequence[Run], at: float) -> str | None:
+    ended = [r for r in runs if r.end is not None and r.end <= at]
+    return ended[-1].reason if ended else None
+
+
+def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | None) -> list[Gap]:
+    """The gap in pieces: while the room was active (capture lost) and while it was not."""
+    cuts = sorted({gap.start, gap.end} | {t for a in active for t in (a.start, a.end) if gap.start < t < gap.end})
+    pieces = []
+    for start, end in itertools.pairwise(cuts):
+        mid = (start + end) / 2
+        pieces.append(Gap(start, end, any(a.start <= mid < a.end for a in active), reason))
+    merged: list[Gap] = []
+    for piece in pieces:  # neighbours of the same kind are one gap
+        if merged and merged[-1].room_active == piece.room_active:
+            merged[-1] = Gap(merged[-1].start, piece.end, piece.room_active, reason)
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]:
+    """The newest log events that pass the filters: `job` by the event's task key, `status` by that task's status."""
+    if query.decisions == 0:
+        return ()
+    status_of = {r.key: r.status.value for r in inputs.records} if query.status is not None else {}
+    found: list[Decision] = []
+    for event in reversed(inputs.events):
+        key = event.get("key")
+        key = key if isinstance(key, str) and key.count("/") >= 2 else None
+        if query.job is not None and (key is None or not query.matches_job(job_of(key))):
+            continue
+        if query.status is not None and (key is None or status_of.get(key) != query.status):
+            continue
+        found.append(_decision(event, key))
+        if len(found) == query.decisions:
+            break
+    return tuple(found)
+
+
+def _decision(event: Mapping[str, Any], key: str | None) -> Decision:
+    skip = {"event", "timestamp", "level", "key"}
+    return Decision(
+        at=str(event.get("timestamp", "")),
+        level=str(event.get("level", "")),
+        event=_cut(str(event.get("event", ""))),
+        key=key,
+        fields=tuple((k, _cut(str(v))) for k, v in event.items() if k not in skip),
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_FIELD_CHARS else text[: MAX_FIELD_CHARS - 1] + "…"

@@ -1,0 +1,111 @@
+"""The last 24 h of each task's runs and each room's activity, as the daemon saw them, for the timeline.
+
+The state store keeps one run per task (the current or last one: its start, stop and stop reason), which
+is all reconciling needs. The status page's timeline needs the runs before it, so the daemon tells this
+history about every record it commits (`note`) and every room callback (`room_active` / `room_idle`).
+It lives in memory: a restart starts it again from the runs the state still holds (the record cache
+notes every record it reads at start). Bounded: runs and activity that ended before the window are
+dropped as new ones come, and each task or room keeps at most `MAX_INTERVALS`. Time comes from the
+injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from reconciler.clock import Clock
+from reconciler.model import TaskRecord, TaskStatus
+from reconciler.status.model import TIMELINE_SECONDS
+
+__all__ = ["MAX_INTERVALS", "Activity", "History", "Run"]
+
+MAX_INTERVALS = 96  # per task or room: a run every 15 minutes for 24 h; older ones go first
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    start: float
+    end: float | None  # None while it runs (or while its end is not known yet)
+    reason: str | None  # why it ended, as recorded (`idle timeout (Volcengine IdleTimeOut)`)
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    start: float
+    end: float | None  # None while the room is active
+
+
+class History:
+    def __init__(self, clock: Clock, window: float = TIMELINE_SECONDS) -> None:
+        self.clock = clock
+        self.window = window
+        self._runs: dict[str, deque[Run]] = {}
+        self._first_seen: dict[str, float] = {}
+        self._rooms: dict[str, deque[Activity]] = {}
+        self._trimmed = clock.now()
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    def note(self, record: TaskRecord) -> None:
+        """A record as read or committed: a new `started_at` opens a run, a recorded stop closes the open one."""
+        now = self.clock.now()
+        self._trim(now)
+        self._first_seen.setdefault(record.key, now)
+        runs = self._runs.get(record.key)
+        if record.started_at is not None and (runs is None or runs[-1].start != record.started_at):
+            if runs is None:
+                runs = self._runs[record.key] = deque(maxlen=MAX_INTERVALS)
+            elif runs[-1].end is None:  # replaced or re-issued before its end was seen: it ended by then
+                runs[-1] = Run(runs[-1].start, record.started_at, None)
+            runs.append(Run(record.started_at, None, None))
+        if runs is None or runs[-1].end is not None or record.status in (TaskStatus.RUNNING, TaskStatus.PENDING):
+            return
+        end = record.stopped_at if record.stopped_at is not None else now
+        runs[-1] = Run(runs[-1].start, max(end, runs[-1].start), record.stop_reason)
+
+    def forget(self, key: str) -> None:
+        """A record deleted from the state (a tombstone forgotten, `state rm`)."""
+        self._runs.pop(key, None)
+        self._first_seen.pop(key, None)
+
+    def room_active(self, room: str) -> None:
+        """A room callback said someone is in `room` (a user joined, a stream appeared)."""
+        spans = self._rooms.setdefault(room, deque(maxlen=MAX_INTERVALS))
+        if not spans or spans[-1].end is not None:
+            spans.append(Activity(self.clock.now(), None))
+
+    def room_idle(self, room: str) -> None:
+        """A room callback said `room` emptied (its last user left, no stream left)."""
+        spans = self._rooms.get(room)
+        if spans and spans[-1].end is None:
+            spans[-1] = Activity(spans[-1].start, max(self.clock.now(), spans[-1].start))
+
+    def _trim(self, now: float) -> None:
+        """Drop what ended before the window, at most once per tenth of it (reads skip it anyway)."""
+        if now < self._trimmed + self.window / 10:
+            return
+        self._trimmed = now
+        horizon = now - self.window
+        for table in (self._runs, self._rooms):
+            for spans in table.values():
+                while spans and spans[0].end is not None and spans[0].end < horizon:
+                    spans.popleft()
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def runs(self, key: str) -> tuple[Run, ...]:
+        return tuple(self._runs.get(key, ()))
+
+    def known_since(self, key: str) -> float | None:
+        """From when this task's history is complete: its first run's start, or when the daemon first saw it."""
+        runs = self._runs.get(key)
+        first = self._first_seen.get(key)
+        if runs:
+            return runs[0].start if first is None else min(runs[0].start, first)
+        return first
+
+    def activity(self, room: str) -> tuple[Activity, ...] | None:
+        """The room's activity spans, or None when no room callback was ever seen for it."""
+        spans = self._rooms.get(room)
+        return None if spans is None else tuple(spans)

@@ -1,0 +1,254 @@
+"""What the status page shows, as one immutable value, and the question a request asks of it.
+
+The page (HTML) and its JSON twin are both rendered from a `StatusSnapshot`, so they cannot disagree, and
+tests build snapshots by hand instead of running a daemon. A snapshot is one page's worth: the filters and
+the pagination of `StatusQuery` are applied when it is built, so a request at 10,000 tasks renders only the
+tasks it shows. Times are unix seconds (UTC); the renderers format them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.model import TaskStatus
+
+__all__ = [
+    "DEFAULT_DECISIONS",
+    "DEFAULT_PER_PAGE",
+    "MAX_DECISIONS",
+    "MAX_PER_PAGE",
+    "SETTLED",
+    "STATUS_ORDER",
+    "TIMELINE_SECONDS",
+    "CaptureLine",
+    "Decision",
+    "Gap",
+    "Interval",
+    "JobView",
+    "PageInfo",
+    "QueryError",
+    "Reissue",
+    "Replica",
+    "RoomTimeline",
+    "StatusGroup",
+    "StatusQuery",
+    "StatusSnapshot",
+    "TaskView",
+]
+
+DEFAULT_PER_PAGE = 100
+MAX_PER_PAGE = 500
+DEFAULT_DECISIONS = 50  # recent decisions shown; the ring buffer (reconciler/logs.py) keeps more
+MAX_DECISIONS = 500
+TIMELINE_SECONDS = 24 * 3600.0
+# The order status groups are shown in: what needs a look first, what runs as it should last.
+STATUS_ORDER: tuple[str, ...] = tuple(
+    s.value
+    for s in (
+        TaskStatus.FAILED,
+        TaskStatus.STOPPED,
+        TaskStatus.DORMANT,
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        TaskStatus.DONE,
+        TaskStatus.REMOVED,
+    )
+)
+# Statuses that need no look: running, one-shot done, or a tombstone of a job removed from the specs.
+SETTLED = frozenset({TaskStatus.RUNNING.value, TaskStatus.DONE.value, TaskStatus.REMOVED.value})
+
+
+class QueryError(ValueError):
+    """A query parameter the page cannot use; the message names the parameter and what it accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """Filters and pagination of one request: `?job=KIND/NAME&status=S&page=N&per_page=M&decisions=K`.
+
+    `job` is a job's `Kind/name`, or a bare name that matches it in every kind; `status` is a task status."""
+
+    job: str | None = None
+    status: str | None = None
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+    decisions: int = DEFAULT_DECISIONS
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> StatusQuery:
+        unknown = sorted(set(params) - {"job", "status", "page", "per_page", "decisions"})
+        if unknown:
+            raise QueryError(f"unknown query parameter {unknown[0]!r} (known: job, status, page, per_page, decisions)")
+        status = params.get("status") or None
+        if status is not None and status not in STATUS_ORDER:
+            raise QueryError(f"status must be one of {', '.join(STATUS_ORDER)}; got {status[:40]!r}")
+        return cls(
+            job=(params.get("job") or "").strip() or None,
+            status=status,
+            page=_int_param(params, "page", 1, 1, 1_000_000),
+            per_page=_int_param(params, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE),
+            decisions=_int_param(params, "decisions", DEFAULT_DECISIONS, 0, MAX_DECISIONS),
+        )
+
+    def matches_job(self, job: str) -> bool:
+        """`job` is `Kind/name`."""
+        if self.job is None:
+            return True
+        return job == self.job or job.split("/", 1)[1] == self.job
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise QueryError(f"{name} must be a whole number from {low} to {high}; got {text[:40]!r}") from None
+    if not low <= value <= high:
+        raise QueryError(f"{name} must be from {low} to {high}; got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reissue:
+    """A run the vendor ended and capctl started again: when the new run started, and why the old one ended."""
+
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    key: str
+    job: str  # Kind/name
+    target: str  # room id, or file id for thumbnails
+    provider: str
+    status: str
+    vendor_task_id: str | None
+    running_since: float | None  # the current run's start, while it runs
+    stopped_at: float | None
+    stop_reason: str | None
+    reissue_count: int  # over the task's life, from the state
+    reissues: tuple[Reissue, ...]  # the ones within the timeline window that this daemon saw, newest first
+    last_error: str | None
+    next_observation: float | None  # when the daemon next asks the vendor about it
+    next_attempt: float | None  # a dormant or backing-off task: when it is started again at the latest
+
+
+@dataclass(frozen=True, slots=True)
+class StatusGroup:
+    status: str
+    count: int  # every task of the job with this status
+    tasks: tuple[TaskView, ...]  # those on this page
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    job: str  # Kind/name
+    counts: tuple[tuple[str, int], ...]  # (status, tasks) in STATUS_ORDER, only statuses present
+    groups: tuple[StatusGroup, ...]  # groups with tasks on this page, in STATUS_ORDER
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Gap(Interval):
+    """A time within the window when the task was declared but no capture ran."""
+
+    room_active: bool  # the room had someone in it meanwhile (capture was lost, not merely idle)
+    reason: str | None  # why the run before it ended
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureLine:
+    key: str
+    runs: tuple[Interval, ...]
+    gaps: tuple[Gap, ...]
+    known_since: float  # history before this time is unknown (daemon start, or the task's first run)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomTimeline:
+    room: str
+    window: Interval
+    active: tuple[Interval, ...]  # when the room had activity (room callbacks); empty when none was reported
+    activity_reported: bool  # any room callback was seen for this room (else `active` says nothing)
+    captures: tuple[CaptureLine, ...]
+
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds of the window when the room was active and some task of it captured nothing."""
+        return sum(g.seconds for c in self.captures for g in c.gaps if g.room_active)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One recent log event of the daemon, as logged (secrets already scrubbed by the log pipeline)."""
+
+    at: str  # the log line's timestamp (ISO 8601 UTC)
+    level: str
+    event: str
+    key: str | None
+    fields: tuple[tuple[str, str], ...]  # the other fields, as text
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    role: str  # "leader" (holds the state lease and acts) or "standby"
+    detail: str  # why, in words
+    spec_digest: str | None  # of the spec set in force; None before the first valid load
+    spec_loaded_at: float | None
+    spec_summary: str | None
+    spec_error: str | None  # the last invalid spec set (the previous valid one stays in force)
+    spec_error_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageInfo:
+    number: int
+    per_page: int
+    matching: int  # tasks matching the filters
+    pages: int
+
+    @property
+    def first(self) -> int:
+        """1-based index of the first task on this page (0 when none)."""
+        return 0 if self.matching == 0 else (self.number - 1) * self.per_page + 1
+
+    @property
+    def last(self) -> int:
+        return min(self.matching, self.number * self.per_page)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    generated_at: float
+    replica: Replica
+    totals: tuple[tuple[str, int], ...]  # every task by status (unfiltered), in STATUS_ORDER
+    jobs_total: int
+    attention: tuple[JobView, ...]  # jobs with a task that is not running, most troubled first (bounded)
+    attention_more: int  # troubled jobs left out of `attention`
+    job_names: tuple[str, ...]  # every job, for the filter's choices
+    query: StatusQuery
+    page: PageInfo
+    jobs: tuple[JobView, ...]  # the jobs with tasks on this page
+    rooms: tuple[RoomTimeline, ...]  # rooms of the tasks on this page
+    decisions: tuple[Decision, ...]  # newest first, filtered
+
+    @property
+    def all_running(self) -> bool:
+        return all(s in SETTLED for s, _ in self.totals)

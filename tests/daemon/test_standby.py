@@ -1,0 +1,167 @@
+"""Issue 16 in process: a standby beside the leader on one state (SQLite and PostgreSQL), on the fake clock.
+
+The simulator's callbacks go to the standby, as a Service would send them to any replica: the standby
+verifies and stores them in the state's inbox, and the leader acts on them.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from reconciler.daemon.controller import Daemon
+from reconciler.leader import LeaderSettings, NotLeader
+from reconciler.state import open_state
+from reconciler.state.base import StateStore
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
+from tests.daemon.test_http import volc_body
+from tests.specdocs import recording_job, snapshot_job
+
+CLASS = "RecordingJob/rec/class-1"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two_stores(request: pytest.FixtureRequest, harness: Harness) -> AsyncIterator[tuple[StateStore, StateStore]]:
+    if request.param == "sqlite":
+        yield SQLiteStateStore(harness.state_path, clock=harness.clock), SQLiteStateStore(harness.state_path)
+        return
+    url = request.getfixturevalue("pg_url")
+    yield open_state(url), open_state(url)
+
+
+async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    # A resync of an hour: only the callback can make the leader look at the recording before then.
+    leader = await harness.start(leader_store, resync=3600.0)
+    standby = Daemon(
+        [str(harness.specs)],
+        standby_store,
+        harness.clock,
+        resync=3600.0,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        holder="capctl run on standby",
+    )
+    await standby.start()
+    try:
+        await settle()
+        assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
+        assert standby.sync(None)[0] == 503  # sync is the leader's
+        harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
+        await harness.advance(5)
+        harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+        with capture_logs() as logs:
+            await harness.advance(40)  # idle timeout: the vendor's callback goes to the standby
+        assert leader.records.get(CLASS) is not None
+        record = leader.records.get(CLASS)
+        assert record is not None and record.reissue_count == 1  # the leader acted on the stored callback
+        stored = standby.metrics.callbacks.labels(vendor="zego", outcome="stored")._value.get()
+        assert stored >= 1
+        assert any(e["event"] == "callbacks taken from the inbox" for e in logs)
+        reissues = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
+        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3)")
+        standby_calls = standby.metrics.render().decode()
+        assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
+        assert "capctl_leader 0.0" in standby_calls
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_the_standby_leads_when_the_leader_stops_and_reads_the_state_first(harness: Harness) -> None:
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    standby = Daemon(
+        [str(harness.specs)],
+        SQLiteStateStore(harness.state_path),
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        leader=settings,
+    )
+    await standby.start()
+    try:
+        await harness.advance(3)
+        assert standby.lease_lost is not None
+        with capture_logs() as logs:
+            await harness.stop()  # resigns: the lock is free for the standby
+            await harness.advance(2)
+        assert standby.lease_lost is None and standby.readiness().reason == "ready (leader, epoch 2)"
+        assert [e["epoch"] for e in logs if e["event"] == "became leader"] == [2]
+        assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+        record = standby.records.get(CLASS)
+        assert record is not None and record.reissue_count == 0  # observed, still running: not started again
+        assert len([t for t in harness.sim.tasks("zego") if t.running]) == 1
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_standby_answers_503_when_it_cannot_store_a_callback_and_200_on_the_retry(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = Daemon(
+        [str(harness.specs)],
+        SQLiteStateStore(harness.state_path),
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        elect_in_thread=False,
+    )
+    await standby.start()
+    body = volc_body(harness, event_id="kept-1")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            blocker = sqlite3.connect(harness.state_path, timeout=0)
+            blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database past the 5 s busy timeout
+            try:
+                refused = await http.post("/callbacks/volcengine", json=body)
+            finally:
+                blocker.rollback()
+                blocker.close()
+            assert refused.status_code == 503 and "cannot store the callback for the leader" in refused.text
+            stored = await http.post("/callbacks/volcengine", json=body)  # the vendor's retry
+            assert stored.status_code == 200 and stored.json()["reason"] == "stored for the leader"
+            again = await http.post("/callbacks/volcengine", json=body)
+            assert again.status_code == 200 and again.json()["reason"] == "duplicate: already stored for the leader"
+            forged = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="x", secret="guess"))
+            assert forged.status_code == 401  # verified as the leader would
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stands_by(harness: Harness) -> None:
+    """As a leader paused past its deadline finds itself on resuming: the start is refused before any
+    request leaves, the status query still goes out, and it steps down (`renew deadline passed`)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(2)
+    assert daemon.spec is not None and daemon.lease.acting()
+    task, record = daemon.spec.tasks["SnapshotJob/audit/lobby"], daemon.records.get("SnapshotJob/audit/lobby")
+    assert record is not None
+    provider = daemon.vendors.provider(task.provider, task.family)
+    starts = harness.calls("StartSnapshot")
+    harness.clock.set(harness.clock.now() + 5)  # no tick ran: the last renew is now 5 s old (deadline 4 s)
+    with capture_logs() as logs:
+        with pytest.raises(NotLeader, match="does not lead now"):
+            await provider.start(task, None)
+        with pytest.raises(NotLeader):
+            await provider.stop(record)
+        await provider.observe(record)  # reading changes nothing: allowed
+    assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
+    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
+    assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()

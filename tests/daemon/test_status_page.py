@@ -1,0 +1,96 @@
+"""The status page of a running daemon (in-process simulator, fake clock): what it shows as tasks idle out
+and are re-issued, rooms fill and empty, specs break; its token and --no-status-page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client, volc_body
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+HALL = "SnapshotJob/audit/hall"
+IDLE = "idle timeout (Volcengine IdleTimeOut)"
+
+
+def task_of(status: dict[str, Any], key: str) -> dict[str, Any]:
+    tasks: list[dict[str, Any]] = [t for j in status["jobs"] for g in j["groups"] for t in g["tasks"]]
+    (task,) = (t for t in tasks if t["key"] == key)
+    return task
+
+
+def room_of(status: dict[str, Any], room: str) -> dict[str, Any]:
+    rooms: list[dict[str, Any]] = status["rooms"]
+    (found,) = (r for r in rooms if r["room"] == room)
+    return found
+
+
+async def test_the_page_follows_an_idle_out_and_its_reissue(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"], idle=20))
+    harness.sim.publish("volcengine", "hall", user_id="alice")  # hall is busy; nobody is in the lobby
+    await harness.start()
+    await harness.advance(1)
+    async with await client(harness) as http:
+        before = (await http.get("/api/v1/status")).json()
+        assert before["all_running"] is True and before["totals"] == {"running": 2}
+        assert before["replica"]["role"] == "leader" and before["replica"]["spec_digest"].startswith("sha256:")
+        lobby = task_of(before, LOBBY)
+        assert lobby["vendor_task_id"] == harness.record(LOBBY).vendor_task_id
+        assert lobby["running_since"] is not None and lobby["reissue_count"] == 0
+        assert lobby["next_observation"] is not None
+        assert room_of(before, "hall")["activity_reported"] is True  # alice's UserJoinRoom callback
+        assert room_of(before, "lobby")["activity_reported"] is False
+
+        await harness.advance(40)  # the lobby idles out at 20 s and is re-issued; the hall keeps running
+        after = (await http.get("/api/v1/status")).json()
+        lobby = task_of(after, LOBBY)
+        assert lobby["status"] == "running" and lobby["reissue_count"] == 1
+        assert [r["reason"] for r in lobby["reissues"]] == [IDLE]
+        (line,) = room_of(after, "lobby")["captures"]
+        assert len(line["runs"]) == 2
+        (gap,) = line["gaps"]
+        assert gap["reason"] == IDLE and gap["room_active"] is False and gap["seconds"] >= 1
+        assert task_of(after, HALL)["reissue_count"] == 0 and not room_of(after, "hall")["captures"][0]["gaps"]
+        reissued = [d for d in after["decisions"] if d["event"] == "decision" and d["fields"]["action"] == "reissue"]
+        assert [d["key"] for d in reissued] == [LOBBY]
+        page = (await http.get("/", params={"job": "audit"})).text
+    assert IDLE in page and "Every task is running." in page
+
+
+async def test_an_invalid_spec_change_shows_and_the_last_valid_set_stays(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    async with await client(harness) as http:
+        valid = (await http.get("/api/v1/status")).json()["replica"]
+        (harness.specs / "jobs.yaml").write_text("kind: SnapshotJob\nspec: [not, a, mapping\n")
+        assert harness.daemon is not None and not harness.daemon.reload()
+        broken = (await http.get("/api/v1/status")).json()["replica"]
+        page = (await http.get("/")).text
+    assert valid["spec_error"] is None and valid["spec_loaded_at"] is not None
+    assert "jobs.yaml:" in broken["spec_error"] and broken["spec_error_since"] is not None
+    assert (broken["spec_digest"], broken["spec_loaded_at"]) == (valid["spec_digest"], valid["spec_loaded_at"])
+    assert "The last spec change is invalid" in page and "stays in force" in page
+
+
+async def test_a_token_guards_the_page_not_the_callbacks(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(status_token="page-token-1")
+    async with await client(harness) as http:
+        assert (await http.get("/")).status_code == 401
+        assert (await http.get("/api/v1/status")).status_code == 401
+        ok = await http.get("/api/v1/status", headers={"authorization": "Bearer page-token-1"})
+        assert ok.status_code == 200 and ok.json()["totals"] == {"running": 1}
+        callback = await http.post("/callbacks/volcengine", json=volc_body(harness))
+        assert callback.status_code == 200 and callback.json()["reason"] == "accepted"  # its signature suffices
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_no_status_page_serves_neither_route(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(status_page=False)
+    async with await client(harness) as http:
+        off = await http.get("/")
+        assert off.status_code == 404 and "--no-status-page" in off.text
+        assert (await http.get("/api/v1/status")).status_code == 404
+        assert (await http.get("/readyz")).status_code == 200

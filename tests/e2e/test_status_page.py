@@ -1,0 +1,254 @@
+"""The status page as a person uses it: headless Chromium on the page of `capctl run` against `capctl sim`.
+
+Debian's `chromium` and `chromium-driver` (`./dev test` installs them with apt-get when it can) are driven
+through selenium with a fresh profile and no background networking. The test reads the page before and
+after a task idles out and is re-issued, walks it with the keyboard, uses the filter form, checks that no
+request leaves 127.0.0.1 and that a phone-sized window needs no sideways scrolling, and saves screenshots
+in its tmp_path. The flags and the token are checked through the real CLI as well.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Sim, Workdir
+from tests.e2e.test_cli_run import start_daemon
+from tests.servers import daemon_output, sim_output
+from tests.specdocs import providers, snapshot_job
+
+pytest.importorskip("selenium", reason="selenium is a dev dependency: ./dev test installs it")
+# below the skip: a plain `pip install -e .` has no selenium
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+LOBBY = "SnapshotJob/audit/lobby"
+IDLE = "idle timeout (Volcengine IdleTimeOut)"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (./dev test installs them as root)")
+    options = Options()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def callback_sim(tmp_path: Path) -> Iterator[tuple[Sim, str]]:
+    """A `capctl sim` (fake clock) whose callbacks go to a daemon port held now; yields (sim, that address).
+    The port is bound (not listening) until the test starts the daemon on it, as `capctl demo` does."""
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{reserved.getsockname()[1]}"
+    callbacks = ["--volcengine-callback-url", f"http://{address}/callbacks/volcengine"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "sim", "--fake-clock", "--listen", "127.0.0.1:0", *callbacks],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        sim = Sim(sim_output(proc).url())
+        reserved.close()  # the daemon binds it next
+        yield sim, address
+    finally:
+        reserved.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wait_for(what: str, check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def focus_path(driver: webdriver.Chrome, presses: int) -> list[str]:
+    """What the Tab key visits from the top of a freshly loaded page: tag, then the link text or the field's name."""
+    seen = []
+    for _ in range(presses):
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        seen.append(
+            driver.execute_script(
+                "const e = document.activeElement;"
+                "return e.tagName.toLowerCase() + ':' + (e.getAttribute('name') || e.textContent.trim());"
+            )
+        )
+    return seen
+
+
+def page_requests(driver: webdriver.Chrome) -> list[str]:
+    """Every network URL asked for since the last call (Chrome's performance log); the browser's own
+    `chrome://` pages (its new tab before the first navigation) are no network requests."""
+    urls = []
+    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return [u for u in urls if urlsplit(u).scheme not in ("chrome", "data", "about")]
+
+
+def lobby_reissues(status: httpx.Client) -> list[str]:
+    """The reasons of the lobby's re-issues, as the JSON twin gives them."""
+    jobs = status.get("/api/v1/status", params={"job": "audit"}).json()["jobs"]
+    tasks = [t for j in jobs for g in j["groups"] for t in g["tasks"] if t["key"] == LOBBY]
+    return [r["reason"] for t in tasks for r in t["reissues"]]
+
+
+def test_a_person_reads_the_page_before_and_after_an_idle_out(
+    tmp_path: Path, callback_sim: tuple[Sim, str], browser: webdriver.Chrome
+) -> None:
+    sim, address = callback_sim
+    sim.post("/reset")
+    work = Workdir(tmp_path, sim)
+    work.write("providers.yaml", providers(sim.base, callbacks=True))
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"], idle=20))
+    daemon = work.spawn("run", "--listen", address, "--resync", "1s", stdout=subprocess.DEVNULL)
+    log = daemon_output(daemon)
+    url = log.url()
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        wait_for("both tasks to run", lambda: len(sim.tasks("volcengine", state="running")) == 2)
+        sim.publish("volcengine", "hall", userId="alice")  # someone comes into the hall; the lobby stays empty
+        sim.post("/callbacks/deliver")  # her UserJoinRoom reaches the daemon
+        status = httpx.Client(base_url=url, timeout=5)
+        wait_for("the hall's activity", lambda: status.get("/api/v1/status").json()["rooms"][0]["active"])
+        browser.get(url + "/")
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "Every task is running." in body and "leader holds the state lease and acts" in body
+        lobby_row = browser.find_element(By.XPATH, "//tr[th[starts-with(normalize-space(), 'lobby')]]")
+        lobby_task = next(t for t in sim.tasks("volcengine") if t["roomId"] == "lobby")
+        assert lobby_task["taskId"] in lobby_row.text and "ago" in lobby_row.text  # vendor id, running since
+        assert "active" in browser.find_element(By.XPATH, "//h3[contains(., 'hall')]/..").text
+        browser.save_screenshot(str(shots / "before.png"))
+
+        # The keyboard: the skip link comes first, then the page's controls in reading order, the filter
+        # form's fields in their visual order; the skip link moves the focus to the tasks.
+        path = focus_path(browser, 12)
+        assert path[0] == "a:Skip to tasks" and path[1:3] == ["a:reload", "a:as JSON"]
+        form = [p for p in path if p.split(":")[0] in ("input", "select", "button")]
+        assert form == ["input:job", "select:status", "select:per_page", "button:Show"]
+        focusable = browser.execute_script(
+            "return [...document.querySelectorAll('a[href], input, select, button')].map(e => e.tagName.toLowerCase()"
+            " + ':' + (e.getAttribute('name') || e.textContent.trim()))"
+        )
+        assert path == focusable[: len(path)]  # no tabindex reorders anything
+        browser.refresh()  # a fresh page: Tab starts from its top again
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        assert browser.switch_to.active_element.text == "Skip to tasks"
+        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        assert browser.execute_script("return document.activeElement.id") == "tasks"
+
+        # The filter form, typed into and submitted with Enter.
+        field = browser.find_element(By.NAME, "job")
+        field.send_keys("audit", Keys.ENTER)
+        wait_for("the filtered page", lambda: "job=audit" in browser.current_url)
+        assert "Tasks 1–2 of 2 matching" in browser.find_element(By.TAG_NAME, "body").text
+
+        # The lobby idles out at the simulated vendor; the daemon (1 s sweeps) re-issues it.
+        sim.advance(21)
+        wait_for("the re-issue", lambda: lobby_reissues(status) == [IDLE])
+        browser.refresh()
+        lobby_row = browser.find_element(By.XPATH, "//tr[th[starts-with(normalize-space(), 'lobby')]]")
+        cells = lobby_row.find_elements(By.TAG_NAME, "td")
+        assert cells[2].text.startswith("1") and IDLE in cells[2].text  # Re-issues: count, then when and why
+        timeline = browser.find_element(By.XPATH, "//h3[contains(., 'Room') and contains(., 'lobby')]/..").text
+        assert "2 runs" in timeline and "gap" in timeline
+        decisions = browser.find_element(By.XPATH, "//section[@aria-labelledby='decisions-h']").text
+        assert "action=reissue" in decisions and LOBBY in decisions
+        browser.save_screenshot(str(shots / "after.png"))
+
+        # A phone: everything readable without scrolling sideways (wide tables scroll in their own box).
+        browser.set_window_size(390, 844)
+        browser.refresh()
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        browser.save_screenshot(str(shots / "phone.png"))
+
+        requests = page_requests(browser)
+        assert requests and all(urlsplit(u).hostname == "127.0.0.1" for u in requests), requests
+        logged = browser.get_log("browser")  # type: ignore[no-untyped-call]
+        errors = [e["message"] for e in logged if e["level"] == "SEVERE"]
+        assert all("favicon.ico" in e for e in errors), errors  # no blocked resource, no script error
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert daemon.returncode == 0, log.text()
+    assert all((shots / name).stat().st_size > 10_000 for name in ("before.png", "after.png", "phone.png"))
+
+
+def test_the_token_and_no_status_page_through_the_cli(work: Workdir, tmp_path: Path) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (tmp_path / "status-token").write_text("tok-status-e2e-4711\n")
+    daemon, log, http = start_daemon(work, "--status-token-ref", f"file:{tmp_path / 'status-token'}")
+    try:
+        assert http.get("/").status_code == 401
+        assert http.get("/api/v1/status", headers={"authorization": "Bearer tok-status-e2e-4711"}).status_code == 200
+        assert http.get("/", auth=("me", "tok-status-e2e-4711")).status_code == 200  # as a browser sends it
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert "tok-status-e2e-4711" not in log.text()
+    daemon, log, http = start_daemon(work, "--no-status-page")
+    try:
+        assert http.get("/").status_code == 404 and http.get("/api/v1/status").status_code == 404
+        assert http.get("/healthz").status_code == 200
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    missing = work.capctl("run", "--status-token-ref", "env:CAPCTL_NO_SUCH_TOKEN", expect=1).stderr
+    assert "--status-token-ref env:CAPCTL_NO_SUCH_TOKEN: environment variable CAPCTL_NO_SUCH_TOKEN is not set" in (
+        " ".join(missing.split())
+    )
+    shape = work.capctl("run", "--status-token-ref", "hunter2", expect=1).stderr
+    assert "--status-token-ref must be env:NAME or file:PATH" in " ".join(shape.split())
+
+
+def test_an_open_page_beyond_loopback_is_warned_about(work: Workdir) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the daemon warns, then cannot listen there.
+    # Tests listen on loopback only, so the warning is checked on an address the daemon never gets.
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.env["STATUS_TOKEN"] = "tok-4712"
+    warned = " ".join(work.capctl("run", "--listen", "192.0.2.1:0", expect=1).stderr.split())
+    assert "the status page is open to anyone who reaches --listen" in warned and "cannot listen on" in warned
+    guarded = work.capctl("run", "--listen", "192.0.2.1:0", "--status-token-ref", "env:STATUS_TOKEN", expect=1)
+    assert "open to anyone" not in guarded.stderr and "tok-4712" not in guarded.stderr
+    closed = work.capctl("run", "--listen", "192.0.2.1:0", "--no-status-page", expect=1)
+    assert "open to anyone" not in closed.stderr

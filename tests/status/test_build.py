@@ -1,0 +1,200 @@
+"""From records and history to one page's snapshot: grouping, order, filters, pagination, gaps, decisions."""
+
+from __future__ import annotations
+
+from reconciler.model import ApiFamily, DesiredTask, JobKind, TaskStatus
+from reconciler.status import StatusQuery, build_snapshot, spec_set_digest
+from reconciler.status.build import MAX_ATTENTION
+from reconciler.status.model import Gap, Interval, Reissue
+from tests.status.conftest import IDLE, NOW, Told, inputs, record
+
+
+def test_tasks_are_grouped_by_job_then_status_problems_first() -> None:
+    records = [
+        record("SnapshotJob/lobby-audit/a", vendor_task_id="t-a", started_at=NOW - 300),
+        record("SnapshotJob/lobby-audit/b", TaskStatus.STOPPED, stopped_at=NOW - 20, stop_reason=IDLE),
+        record("SnapshotJob/lobby-audit/c", TaskStatus.FAILED, last_error="StartSnapshot: InvalidParameter"),
+        record("RecordingJob/class-rec/r1"),
+    ]
+    snap = build_snapshot(inputs(records, next_observation={"SnapshotJob/lobby-audit/a": NOW + 30}), StatusQuery(), NOW)
+    assert [j.job for j in snap.jobs] == ["RecordingJob/class-rec", "SnapshotJob/lobby-audit"]
+    lobby = snap.jobs[1]
+    assert [(g.status, [t.target for t in g.tasks]) for g in lobby.groups] == [
+        ("failed", ["c"]),
+        ("stopped", ["b"]),
+        ("running", ["a"]),
+    ]
+    running = lobby.groups[2].tasks[0]
+    assert (running.vendor_task_id, running.running_since, running.next_observation) == ("t-a", NOW - 300, NOW + 30)
+    assert lobby.groups[1].tasks[0].stop_reason == IDLE
+    assert lobby.groups[0].tasks[0].last_error == "StartSnapshot: InvalidParameter"
+    assert snap.totals == (("failed", 1), ("stopped", 1), ("running", 2))
+    assert not snap.all_running
+    assert [j.job for j in snap.attention] == ["SnapshotJob/lobby-audit"]
+
+
+def test_ten_thousand_tasks_are_paginated_and_counted_whole() -> None:
+    records = [
+        record(
+            f"SnapshotJob/job-{i // 100:03d}/room-{i % 100:02d}",
+            TaskStatus.STOPPED if i % 7 == 0 else TaskStatus.RUNNING,
+        )
+        for i in range(10_000)
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(page=3, per_page=250), NOW)
+    assert (snap.page.number, snap.page.pages, snap.page.matching) == (3, 40, 10_000)
+    assert (snap.page.first, snap.page.last) == (501, 750)
+    assert sum(len(g.tasks) for j in snap.jobs for g in j.groups) == 250
+    assert [j.job for j in snap.jobs] == ["SnapshotJob/job-005", "SnapshotJob/job-006", "SnapshotJob/job-007"]
+    # a group on the page counts every task of its job with that status, not only those shown
+    job5 = snap.jobs[0]
+    assert sum(len(g.tasks) for g in job5.groups) == 100 and job5.total == 100
+    assert dict(snap.totals) == {"stopped": 1429, "running": 8571}
+    assert len(snap.attention) == MAX_ATTENTION and snap.attention_more == 100 - MAX_ATTENTION
+    assert len(snap.rooms) == 100  # the rooms of the page's tasks only
+    past_the_end = build_snapshot(inputs(records), StatusQuery(page=99, per_page=250), NOW)
+    assert past_the_end.page.number == 40  # the last page, not an empty one
+
+
+def test_filters_by_job_name_or_kind_and_name_and_by_status() -> None:
+    records = [
+        record("SnapshotJob/lobby/a"),
+        record("SnapshotJob/lobby/b", TaskStatus.DORMANT),
+        record("RecordingJob/lobby/a"),
+        record("SnapshotJob/hall/a", TaskStatus.DORMANT),
+    ]
+
+    def keys(query: StatusQuery) -> list[str]:
+        snap = build_snapshot(inputs(records), query, NOW)
+        return [t.key for j in snap.jobs for g in j.groups for t in g.tasks]
+
+    assert keys(StatusQuery(job="lobby")) == ["RecordingJob/lobby/a", "SnapshotJob/lobby/b", "SnapshotJob/lobby/a"]
+    assert keys(StatusQuery(job="SnapshotJob/lobby")) == ["SnapshotJob/lobby/b", "SnapshotJob/lobby/a"]
+    assert keys(StatusQuery(status="dormant")) == ["SnapshotJob/hall/a", "SnapshotJob/lobby/b"]
+    assert keys(StatusQuery(job="lobby", status="dormant")) == ["SnapshotJob/lobby/b"]
+    assert keys(StatusQuery(job="nothing")) == []
+
+
+def test_reissues_carry_the_reason_the_run_before_them_ended() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    told = Told()
+    first = told.start(record(key), NOW - 3000)
+    second = told.start(told.stop(first, NOW - 2000, seen=NOW - 1990), NOW - 1990, reissue_count=1)
+    latest = told.start(told.stop(second, NOW - 900, "max duration"), NOW - 899, reissue_count=2)
+    task = build_snapshot(inputs([latest], history=told.history), StatusQuery(), NOW).jobs[0].groups[0].tasks[0]
+    assert task.reissue_count == 2
+    assert task.reissues == (Reissue(NOW - 899, "max duration"), Reissue(NOW - 1990, IDLE))
+
+
+def test_gaps_are_split_where_the_room_was_active() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    told = Told()
+    history = told.history
+    first = told.start(record(key), NOW - 5000)
+    told.stop(first, NOW - 4000, seen=NOW - 3990)
+    told.room_active("lobby", NOW - 3500)  # someone came in while nothing captured
+    second = told.start(first, NOW - 3000)
+    told.room_idle("lobby", NOW - 1500)
+    told.stop(second, NOW - 1000)
+    stopped = history.runs(key)[-1]
+    assert stopped.end == NOW - 1000
+    snap = build_snapshot(
+        inputs([second.evolve(status=TaskStatus.DORMANT, stopped_at=NOW - 1000)], history=history), StatusQuery(), NOW
+    )
+    (room,) = snap.rooms
+    assert room.room == "lobby" and room.activity_reported
+    assert room.active == (Interval(NOW - 3500, NOW - 1500),)
+    (line,) = room.captures
+    assert line.runs == (Interval(NOW - 5000, NOW - 4000), Interval(NOW - 3000, NOW - 1000))
+    assert line.gaps == (
+        Gap(NOW - 4000, NOW - 3500, False, IDLE),
+        Gap(NOW - 3500, NOW - 3000, True, IDLE),
+        Gap(NOW - 1000, NOW, False, IDLE),
+    )
+    assert room.lost_seconds == 500
+    assert line.known_since == NOW - 5000
+
+
+def test_a_room_without_callbacks_has_unknown_activity_and_thumbnails_have_no_room() -> None:
+    records = [record("SnapshotJob/lobby-audit/lobby", started_at=NOW - 100), record("ThumbnailJob/thumbs/file-1")]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    (room,) = snap.rooms
+    assert (room.room, room.activity_reported, room.active) == ("lobby", False, ())
+    # history known from the daemon's start (NOW - 3600) on; the run began later: a gap before it
+    assert room.captures[0].gaps == (Gap(NOW - 3600, NOW - 100, False, None),)
+
+
+def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> None:
+    records = [record("SnapshotJob/lobby/a"), record("SnapshotJob/hall/a", TaskStatus.STOPPED)]
+    events = [
+        {"timestamp": "t1", "level": "info", "event": "spec set loaded", "summary": "x"},
+        {"timestamp": "t2", "level": "info", "event": "decision", "key": "SnapshotJob/lobby/a", "action": "create"},
+        {"timestamp": "t3", "level": "warning", "event": "observation failed", "key": "SnapshotJob/hall/a"},
+        {"timestamp": "t4", "level": "info", "event": "decision", "key": "SnapshotJob/hall/a", "reason": "x" * 400},
+    ]
+
+    def seen(query: StatusQuery) -> list[str]:
+        return [d.at for d in build_snapshot(inputs(records, events=events), query, NOW).decisions]
+
+    assert seen(StatusQuery()) == ["t4", "t3", "t2", "t1"]
+    assert seen(StatusQuery(decisions=2)) == ["t4", "t3"]
+    assert seen(StatusQuery(decisions=0)) == []
+    assert seen(StatusQuery(job="lobby")) == ["t2"]
+    assert seen(StatusQuery(status="stopped")) == ["t4", "t3"]
+    newest = build_snapshot(inputs(records, events=events), StatusQuery(), NOW).decisions[0]
+    assert newest.key == "SnapshotJob/hall/a" and newest.event == "decision"
+    (reason,) = (v for k, v in newest.fields if k == "reason")
+    assert len(reason) == 300 and reason.endswith("…")
+
+
+def _desired(key: str, spec_hash: str) -> DesiredTask:
+    kind, name, target = key.split("/", 2)
+    return DesiredTask(
+        key=key,
+        kind=JobKind(kind),
+        job=name,
+        target=target,
+        provider="volc-prod",
+        family=ApiFamily.VOLC_SNAPSHOT,
+        request={},
+        spec_hash=spec_hash,
+        fixed_hash=spec_hash,
+    )
+
+
+def test_the_spec_set_digest_follows_what_the_set_asks_for_not_its_order() -> None:
+    a, b = _desired("SnapshotJob/x/a", "hmac:1"), _desired("SnapshotJob/x/b", "hmac:2")
+    assert spec_set_digest([a, b]) == spec_set_digest([b, a])
+    assert spec_set_digest([a, b]) != spec_set_digest([a, _desired("SnapshotJob/x/b", "hmac:3")])
+    assert spec_set_digest([a]) != spec_set_digest([a, b])
+    assert spec_set_digest([a]).startswith("sha256:") and len(spec_set_digest([a])) == len("sha256:") + 16
+
+
+def test_the_timeline_spans_the_known_history_at_least_15_minutes_at_most_24_hours() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    young = Told(start=NOW - 600)
+    young.note(record(key, started_at=NOW - 600), NOW - 600)
+    (room,) = build_snapshot(inputs([record(key)], history=young.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 900, NOW)  # 10 minutes of history: drawn on 15
+    hour = Told(start=NOW - 3600)
+    hour.note(record(key, started_at=NOW - 3000), NOW - 3000)
+    (room,) = build_snapshot(inputs([record(key)], history=hour.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 3000, NOW)
+    old = Told(start=NOW - 3 * 86_400)
+    old.note(record(key, started_at=NOW - 2 * 86_400), NOW - 2 * 86_400)
+    (room,) = build_snapshot(inputs([record(key)], history=old.history), StatusQuery(), NOW).rooms
+    assert room.window == Interval(NOW - 86_400, NOW)
+    assert room.captures[0].runs == (Interval(NOW - 86_400, NOW),)  # the run, cut at the window
+
+
+def test_tombstones_and_done_thumbnails_need_no_look() -> None:
+    records = [
+        record("SnapshotJob/old/a", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("ThumbnailJob/thumbs/f1", TaskStatus.DONE),
+        record("SnapshotJob/lobby/a"),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert snap.all_running and snap.attention == ()
+    assert dict(snap.totals) == {"running": 1, "done": 1, "removed": 1}
+    snap = build_snapshot(inputs([*records, record("SnapshotJob/lobby/b", TaskStatus.PENDING)]), StatusQuery(), NOW)
+    assert not snap.all_running and [j.job for j in snap.attention] == ["SnapshotJob/lobby"]

@@ -1,0 +1,62 @@
+"""The run history behind the timeline: runs open on a new start and close on a recorded stop, bounded."""
+
+from __future__ import annotations
+
+from reconciler.model import TaskStatus
+from reconciler.status.history import MAX_INTERVALS, Activity, Run
+from tests.status.conftest import IDLE, NOW, Told, record
+
+KEY = "SnapshotJob/lobby-audit/lobby"
+
+
+def test_a_stop_closes_the_run_and_a_reissue_opens_the_next() -> None:
+    told = Told()
+    history = told.history
+    running = told.start(record(KEY), NOW - 100)
+    told.start(told.stop(running, NOW - 60, seen=NOW - 55), NOW - 50, reissue_count=1)
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 60, IDLE), Run(NOW - 50, None, None))
+    assert history.known_since(KEY) == NOW - 100
+
+
+def test_a_run_replaced_before_its_stop_was_seen_ends_where_the_next_begins() -> None:
+    told = Told()
+    history = told.history
+    told.note(record(KEY, started_at=NOW - 100), NOW - 100)
+    told.note(record(KEY, started_at=NOW - 40), NOW - 40)
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 40, None), Run(NOW - 40, None, None))
+
+
+def test_the_same_record_noted_twice_changes_nothing() -> None:
+    told = Told()
+    history = told.history
+    stopped = record(KEY, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 10, stop_reason=IDLE)
+    told.note(stopped, NOW)
+    told.note(stopped.evolve(status=TaskStatus.DORMANT), NOW + 5)
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 10, IDLE),)
+
+
+def test_room_activity_opens_once_and_closes_on_idle() -> None:
+    told = Told()
+    history = told.history
+    assert history.activity("lobby") is None  # never reported: unknown, not "empty"
+    told.room_active("lobby", NOW - 50)
+    told.room_active("lobby", NOW - 40)  # a second user joining changes nothing
+    told.room_idle("lobby", NOW - 30)
+    told.room_idle("lobby", NOW - 20)
+    assert history.activity("lobby") == (Activity(NOW - 50, NOW - 30),)
+
+
+def test_history_is_bounded_per_task_and_by_its_window() -> None:
+    told = Told(start=NOW, window=1000)
+    history = told.history
+    for i in range(MAX_INTERVALS + 10):
+        told.note(record(KEY, started_at=NOW + i * 10), NOW + i * 10)
+    runs = history.runs(KEY)
+    assert len(runs) == MAX_INTERVALS
+    assert runs[-1].start == NOW + (MAX_INTERVALS + 9) * 10
+    told.note(record(KEY, started_at=NOW + (MAX_INTERVALS + 9) * 10), NOW + (MAX_INTERVALS + 9) * 10 + 995)
+    # only the run that ended inside the window and the open one are left
+    assert [r.start for r in history.runs(KEY)] == [NOW + (MAX_INTERVALS + 8) * 10, NOW + (MAX_INTERVALS + 9) * 10]
+    history.forget(KEY)
+    assert history.runs(KEY) == ()
+    assert history.known_since(KEY) is None

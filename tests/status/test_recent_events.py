@@ -1,0 +1,35 @@
+"""The log's ring of recent events that the page shows as "recent decisions": bounded, scrubbed, flat."""
+
+from __future__ import annotations
+
+import io
+
+import structlog
+
+from reconciler import logs
+from reconciler.logs import RECENT_FIELD_CHARS, RecentEvents
+
+
+def test_events_are_kept_scrubbed_and_bounded() -> None:
+    ring = RecentEvents(size=3)
+    for i in range(5):
+        ring(None, "info", {"event": f"e{i}", "n": i})
+    assert [e["event"] for e in ring.events()] == ["e2", "e3", "e4"]
+    ring(None, "info", {"event": "big", "detail": "x" * 5000, "obj": object(), "exc_info": True})
+    kept = ring.events()[-1]
+    assert len(kept["detail"]) == RECENT_FIELD_CHARS and isinstance(kept["obj"], str) and "exc_info" not in kept
+
+
+def test_the_configured_logger_feeds_the_ring_after_the_scrubber() -> None:
+    logs.configure("info", json_logs=True, stream=io.StringIO())
+    try:
+        log = structlog.get_logger("capctl.daemon")
+        log.info("decision", key="SnapshotJob/lobby/a", action="reissue", access_token="hunter2")
+        log.debug("no change", key="SnapshotJob/lobby/a")  # below the level: neither logged nor kept
+    finally:
+        structlog.reset_defaults()
+    newest = logs.recent_events()[-1]
+    assert newest["event"] == "decision" and newest["key"] == "SnapshotJob/lobby/a"
+    assert newest["access_token"].startswith("sha256:") and "hunter2" not in str(logs.recent_events())
+    assert newest["level"] == "info" and newest["timestamp"]
+    assert all(e["event"] != "no change" for e in logs.recent_events())

@@ -1,0 +1,166 @@
+"""The page and its JSON twin, rendered from hand-built snapshots: what they show, escaping, no outside asset."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+from reconciler.model import TaskStatus
+from reconciler.status import StatusQuery, build_snapshot
+from reconciler.status.model import Replica
+from reconciler.status.render import JSON_FORMAT_VERSION, page_url, render_html, to_json
+from tests.status.conftest import IDLE, LEADER, NOW, Told, inputs, record
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text, for checks that do not depend on formatting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(html: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(html)
+    return parser
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", "".join(_parse(html).text))
+
+
+def test_the_page_answers_the_three_questions() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    told = Told()
+    history = told.history
+    run = told.start(record(key, vendor_task_id="snap-1"), NOW - 3000)
+    told.room_active("lobby", NOW - 2500)
+    latest = told.start(told.stop(run, NOW - 2000), NOW - 1400, vendor_task_id="snap-2", reissue_count=1)
+    failed = record("RecordingJob/class-rec/class-101", TaskStatus.FAILED, last_error="StartRecord: 403 forbidden")
+    snap = build_snapshot(
+        inputs([latest, failed], history=history, next_observation={key: NOW + 25}), StatusQuery(), NOW
+    )
+    html = render_html(snap)
+    text = _text(html)
+    assert "Some tasks are not running." in text
+    assert "leader holds the state lease" in text
+    assert "sha256:0123456789abcdef, loaded 2027-01-15 07:50:00Z (10m ago)" in text
+    assert "snap-2" in text and "2027-01-15 07:36:40Z" in text  # vendor task id, running since
+    assert f"2027-01-15 07:36:40Z: {IDLE}" in text  # the re-issue with its reason
+    assert "in 25s" in text  # next observation
+    assert "StartRecord: 403 forbidden" in text
+    assert "10m lost while active" in text  # 2000 → 1400 s before now, the room active throughout
+    assert "capture lost while the room was active: 2027-01-15 07:26:40Z to 2027-01-15 07:36:40Z (10m)" in text
+    # the timeline's bars: the lost stretch is drawn in the "lost" colour
+    bars = [a.get("class") for t, a in _parse(html).tags if t == "rect"]
+    assert bars.count("c-lost") == 1 and bars.count("c-act") == 1 and bars.count("c-run") == 2
+
+
+def test_user_text_is_escaped_and_nothing_is_loaded_from_elsewhere() -> None:
+    hostile = 'r"><script>alert(1)</script>'
+    replica = Replica(
+        "leader", "holds the state lease", None, None, None, "jobs.yaml:3:5: <img src=x onerror=alert(1)>", NOW - 5
+    )
+    rec = record(f"SnapshotJob/j/{hostile}", TaskStatus.FAILED, last_error="<b>bold</b>")
+    html = render_html(build_snapshot(inputs([rec], replica=replica), StatusQuery(), NOW))
+    html += render_html(build_snapshot(inputs([rec], replica=replica), StatusQuery(job="<i>"), NOW))
+    tags = _parse(html).tags
+    assert not [t for t, _ in tags if t in ("script", "img", "link", "iframe", "b", "i")]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "The last spec change is invalid (since 2027-01-15 07:59:55Z)" in _text(html)
+    assert "Nothing is reconciled until a valid set is loaded." in _text(html)
+    urls = [v for _, attrs in tags for k, v in attrs.items() if k in ("href", "src", "action") and v]
+    assert urls and all(u.startswith(("?", "/", "#")) for u in urls), urls
+    assert "http://" not in html and "https://" not in html and "//" not in "".join(urls)
+
+
+def test_the_page_is_navigable_and_labelled() -> None:
+    records = [record(f"SnapshotJob/job/room-{i:03d}") for i in range(120)]
+    html = render_html(build_snapshot(inputs(records), StatusQuery(status="running"), NOW))
+    tags = _parse(html).tags
+    assert tags[0] == ("html", {"lang": "en"})
+    names = [t for t, _ in tags]
+    for landmark in ("header", "main", "nav", "footer", "form", "table", "caption", "th"):
+        assert landmark in names, landmark
+    assert ("a", {"class": "skip", "href": "#tasks"}) in tags
+    assert ("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}) in tags
+    # the timeline bars are pictures of the text under them: hidden from screen readers, not left unexplained
+    svgs = [a for t, a in tags if t == "svg" and "viewbox" in a]  # the bars (not the page's hatch pattern)
+    assert svgs and all(a.get("aria-hidden") == "true" for a in svgs)
+    assert html.count('<p class="summary-text">') >= len(svgs)
+    assert "Tasks 1–100 of 120 matching · page 1 of 2" in _text(html)
+    assert ("a", {"href": "?status=running&page=2", "rel": "next"}) in tags
+    assert "script" not in names
+
+
+def test_page_links_keep_the_filters_and_drop_defaults() -> None:
+    query = StatusQuery(job="SnapshotJob/lobby", status="stopped", page=3, per_page=250)
+    assert page_url(query, page=4) == "?job=SnapshotJob%2Flobby&status=stopped&per_page=250&page=4"
+    assert page_url(query, status=None) == "?job=SnapshotJob%2Flobby&per_page=250"  # a new filter: page 1
+    assert page_url(StatusQuery()) == "?"
+
+
+def test_the_json_twin_has_the_same_facts() -> None:
+    key = "SnapshotJob/lobby-audit/lobby"
+    rec = record(key, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 50, stop_reason=IDLE)
+    events = [{"timestamp": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": key, "action": "x"}]
+    data = to_json(build_snapshot(inputs([rec], events=events), StatusQuery(per_page=10), NOW))
+    json.dumps(data)  # plain JSON all the way down
+    assert data["format_version"] == JSON_FORMAT_VERSION
+    assert data["generated_at"] == "2027-01-15T08:00:00Z"
+    assert data["replica"] == {
+        "role": "leader",
+        "detail": LEADER.detail,
+        "spec_digest": LEADER.spec_digest,
+        "spec_loaded_at": "2027-01-15T07:50:00Z",
+        "spec_summary": LEADER.spec_summary,
+        "spec_error": None,
+        "spec_error_since": None,
+    }
+    assert data["all_running"] is False and data["totals"] == {"stopped": 1}
+    assert data["page"] == {"number": 1, "pages": 1, "matching": 1}
+    assert data["query"]["per_page"] == 10
+    (task,) = data["jobs"][0]["groups"][0]["tasks"]
+    assert task["stop_reason"] == IDLE and task["stopped_at"] == "2027-01-15T07:59:10Z"
+    (room,) = data["rooms"]
+    assert room["captures"][0]["runs"] == [
+        {"start": "2027-01-15T07:58:20Z", "end": "2027-01-15T07:59:10Z", "seconds": 50.0}
+    ]
+    assert room["captures"][0]["gaps"][-1] | {} == {
+        "start": "2027-01-15T07:59:10Z",
+        "end": "2027-01-15T08:00:00Z",
+        "seconds": 50.0,
+        "room_active": False,
+        "reason": IDLE,
+    }
+    assert data["decisions"] == [
+        {"at": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": key, "fields": {"action": "x"}}
+    ]
+
+
+def test_a_standby_says_it_does_not_act_and_why() -> None:
+    standby = Replica(
+        role="standby",
+        detail="does not act: another holder took the state lock: capctl run on http://10.0.0.7:8080",
+        spec_digest=None,
+        spec_loaded_at=None,
+        spec_summary=None,
+        spec_error="the specs have not been read yet",
+        spec_error_since=None,
+    )
+    html = render_html(build_snapshot(inputs([], replica=standby), StatusQuery(), NOW))
+    text = _text(html)
+    assert "standby does not act: another holder took the state lock: capctl run on http://10.0.0.7:8080" in text
+    assert "No task yet." in text and "Spec set none loaded yet" in text
+    assert "Nothing is reconciled until a valid set is loaded." in text
+    assert "0 tasks in 0 jobs" in text and "No task matches." in text
+    assert to_json(build_snapshot(inputs([], replica=standby), StatusQuery(), NOW))["replica"]["role"] == "standby"

@@ -1,0 +1,111 @@
+"""`GET /` and `GET /api/v1/status` over ASGI: read-only, the token, bad queries, headers that load nothing."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from reconciler.model import TaskStatus
+from reconciler.status import StatusQuery, StatusSnapshot, build_snapshot, status_routes
+from reconciler.status.token import token_accepted
+from tests.status.conftest import NOW, inputs, record
+
+TOKEN = "s3cret-status-token"
+RECORDS = [record("SnapshotJob/lobby/a"), record("SnapshotJob/lobby/b", TaskStatus.STOPPED)]
+
+
+def _client(token: str | None = None) -> tuple[httpx.AsyncClient, list[StatusQuery]]:
+    asked: list[StatusQuery] = []
+
+    async def provider(query: StatusQuery) -> StatusSnapshot:
+        asked.append(query)
+        return build_snapshot(inputs(RECORDS), query, NOW)
+
+    app = Starlette(routes=status_routes(provider, token=lambda: token))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon.local"), asked
+
+
+async def test_page_and_json_answer_with_the_query_asked() -> None:
+    client, asked = _client()
+    async with client:
+        page = await client.get("/", params={"status": "stopped", "per_page": "10"})
+        api = await client.get("/api/v1/status", params={"job": "lobby"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "SnapshotJob/lobby" in page.text
+    assert api.status_code == 200 and api.json()["totals"] == {"stopped": 1, "running": 1}
+    assert asked == [StatusQuery(status="stopped", per_page=10), StatusQuery(job="lobby")]
+    for answer in (page, api):
+        assert answer.headers["cache-control"] == "no-store"
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+
+
+async def test_the_routes_only_read() -> None:
+    client, asked = _client()
+    async with client:
+        for method in ("POST", "PUT", "DELETE"):
+            assert (await client.request(method, "/")).status_code == 405
+            assert (await client.request(method, "/api/v1/status")).status_code == 405
+    assert asked == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"status": "bogus"}, "status must be one of failed, stopped, dormant, pending, running, done, removed"),
+        ({"page": "0"}, "page must be from 1 to 1000000; got 0"),
+        ({"per_page": "lots"}, "per_page must be a whole number from 1 to 500; got 'lots'"),
+        ({"per_page": "5000"}, "per_page must be from 1 to 500; got 5000"),
+        ({"sort": "x"}, "unknown query parameter 'sort'"),
+    ],
+)
+async def test_a_bad_query_is_a_400_naming_the_parameter(params: dict[str, str], message: str) -> None:
+    client, asked = _client()
+    async with client:
+        page = await client.get("/", params=params)
+        api = await client.get("/api/v1/status", params=params)
+    assert page.status_code == 400 and message in page.text
+    assert api.status_code == 400 and api.json()["ok"] is False and message in api.json()["reason"]
+    assert asked == []
+
+
+async def test_with_a_token_both_routes_need_it_as_bearer_or_basic_password() -> None:
+    client, asked = _client(TOKEN)
+    basic = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
+    async with client:
+        bare = await client.get("/")
+        wrong = await client.get("/api/v1/status", headers={"authorization": "Bearer nope"})
+        bearer = await client.get("/api/v1/status", headers={"authorization": f"Bearer {TOKEN}"})
+        browser = await client.get("/", headers={"authorization": f"Basic {basic}"})
+    assert bare.status_code == 401 and bare.headers["www-authenticate"].startswith("Basic realm=")
+    assert wrong.status_code == 401 and "Authorization: Bearer TOKEN" in wrong.json()["reason"]
+    assert TOKEN not in bare.text + wrong.text
+    assert bearer.status_code == 200 and browser.status_code == 200
+    assert len(asked) == 2  # a refused request builds no snapshot
+
+
+def test_token_check() -> None:
+    assert token_accepted(None, None)
+    assert not token_accepted(TOKEN, None)
+    assert not token_accepted(TOKEN, f"Token {TOKEN}")
+    assert not token_accepted(TOKEN, "Basic !!not-base64!!")
+    assert not token_accepted(TOKEN, "Basic " + base64.b64encode(TOKEN.encode()).decode())  # no "user:" part
+    assert token_accepted(TOKEN, f"bearer {TOKEN}")
+
+
+async def test_turned_off_both_routes_answer_404_and_say_why() -> None:
+    asked: list[StatusQuery] = []
+
+    async def provider(query: StatusQuery) -> StatusSnapshot:
+        asked.append(query)
+        return build_snapshot(inputs(RECORDS), query, NOW)
+
+    app = Starlette(routes=status_routes(provider, enabled=lambda: False))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon.local") as client:
+        page = await client.get("/")
+        api = await client.get("/api/v1/status")
+    assert page.status_code == 404 and "turned off on this daemon (--no-status-page)" in page.text
+    assert api.status_code == 404 and api.json()["ok"] is False
+    assert asked == []

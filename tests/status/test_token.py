@@ -1,0 +1,38 @@
+"""`--status-token-ref`: env:NAME or file:PATH, clear errors that never quote the value read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.status.token import read_token
+
+
+def test_a_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert read_token("env:STATUS_TOKEN", {"STATUS_TOKEN": "t0ken"}) == "t0ken"
+    (tmp_path / "token").write_text("from-a-secret\n")  # as a mounted Kubernetes Secret or `echo` writes it
+    assert read_token(f"file:{tmp_path / 'token'}", {}) == "from-a-secret"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("STATUS_TOKEN", "--status-token-ref must be env:NAME or file:PATH, got 'STATUS_TOKEN'"),
+        ("env:1BAD", "--status-token-ref must be env:NAME or file:PATH"),
+        ("env:MISSING", "--status-token-ref env:MISSING: environment variable MISSING is not set"),
+        ("env:EMPTY", "--status-token-ref env:EMPTY: the token is empty"),
+        ("file:/nonexistent/token", "cannot read /nonexistent/token: No such file or directory"),
+        ("file:/dev/zero", "cannot read /dev/zero: not a regular file (a character device)"),
+    ],
+)
+def test_a_bad_reference_is_a_clear_error(ref: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        read_token(ref, {"EMPTY": "  "})
+    assert message in str(caught.value)
+
+
+def test_a_large_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"x" * 100_000)
+    with pytest.raises(ValueError, match="larger than"):
+        read_token(f"file:{tmp_path / 'big'}", {})
