@@ -7,10 +7,12 @@ ASGI app and the simulator's callbacks reach the daemon's, and time jumps from o
 (examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
 cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
 
-Six runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
-callbacks at all). Per run it prints, from the simulator's ground truth (GET /_sim/coverage): the share of
-stream-seconds captured, the time from a room's first stream to its first capture (p50, p99), vendor calls
-per empty room-hour, rollover gaps, and the CPU time per simulated hour. The last line is one JSON object.
+Seven runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
+callbacks at all); and ZEGO recordings with a `--max-duration` shorter than most sessions (rollover). The
+runs share nothing, so they go `--processes` at a time (2: this machine's cores). Per run it prints, from
+the simulator's ground truth (GET /_sim/coverage): the share of stream-seconds captured, the time from a
+room's first stream to its first capture (p50, p99), vendor calls per empty room-hour (and per API), rollover
+gaps, and the CPU time per simulated hour. The last line is one JSON object.
 
     .venv/bin/python bench/coverage_day.py [--rooms 200] [--hours 6] [--resync 30] [--vendors volcengine,zego]
     .venv/bin/python bench/coverage_day.py --scenario examples/scenarios/compressed.yaml --rooms 16 --hours 0.05 \
@@ -33,6 +35,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the daemon tests
 
 from reconciler import logs
 from reconciler.clock import FakeClock
+from reconciler.daemon import policy
 from reconciler.sim.scenario import load_scenario, parse_scenario
 from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
@@ -51,6 +55,12 @@ START = 1_767_225_600.0  # the virtual clock's start (2026-01-01 00:00 UTC)
 MODES = {"callbacks": 0.0, "lossy callbacks": 0.1, "polling": None}  # mode -> share of callbacks lost
 OUTSIDE = "outside-0000"  # with --selector: a busy room the selector does not cover
 OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is started within seconds)
+# The rollover run: ZEGO recordings with every callback delivered and a maxDuration shorter than most
+# sessions, so that runs end at their max duration while streams are published.
+ROLLOVER = "rollover"
+# Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
+# the daemon's look after it, and a minute to spare (the calls around each session's end are not dormant).
+SETTLE = 120.0
 
 
 def scenario_for(
@@ -80,9 +90,9 @@ def scenario_for(
 
 
 async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    loss = MODES[mode]
+    loss = 0.0 if mode == ROLLOVER else MODES[mode]
     work = tmp / f"{vendor}-{mode.replace(' ', '-')}"
-    work.mkdir()
+    work.mkdir(parents=True)
     scenario = scenario_for(
         args.scenario, vendor, args.rooms, args.hours, args.start_hour, loss, args.seed, args.reorder
     )
@@ -90,7 +100,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     job = (
         snapshot_job("capture", rooms, idle=args.idle)
         if vendor == "volcengine"
-        else recording_job("rec", rooms, idle=args.idle)
+        else recording_job("rec", rooms, idle=args.idle, max_duration=args.max_duration if mode == ROLLOVER else "24h")
     )
     if args.selector:  # the same job, covering the scenario's rooms by a selector instead of by name
         job = job.replace(f"rooms: [{', '.join(rooms)}]", f'rooms: {{match: "{scenario["room_prefix"]}*"}}')
@@ -116,6 +126,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
         harness.sim.publish(vendor, OUTSIDE, user_id="outsider", stream_id="outsider")
         await harness.advance(OUTSIDE_SECONDS)
     outside = sum(1 for t in harness.sim.tasks(vendor) if t.room_id == OUTSIDE)
+    settled_calls, settled_hours = harness.sim.world.coverage.settled_empty_calls(SETTLE, START + args.hours * 3600)
     await harness.stop()
     await harness.sim.callbacks.aclose()
     (totals,) = report["jobs"]
@@ -126,6 +137,9 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
         "time_to_capture_p99_s": totals["timeToCaptureP99Seconds"],
         "calls_per_empty_room_hour": report["calls"]["perEmptyRoomHour"],
         "calls_per_room_hour": report["calls"]["perRoomHour"],
+        "calls_per_dormant_room_hour": settled_calls / settled_hours if settled_hours else None,
+        "calls_while_empty_by_api": report["calls"]["whileEmptyByApi"],
+        "empty_room_hours": report["calls"]["emptyRoomHours"],
         "rollover_gaps": rollover.get("count", 0),
         "rollover_gap_p99_s": rollover.get("p99Seconds"),
         "gaps_by_cause": {c: v["count"] for c, v in totals["gapsByCause"].items()},
@@ -140,7 +154,33 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-async def main() -> None:
+def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path, cap: float | None) -> dict[str, Any]:
+    """One run in a worker process of its own (the runs share nothing: each has its clock, daemon, sim).
+    `cap`: the longest backoff wait (`policy.REISSUE_BACKOFF_CAP`) for this process, to draw the trade-off."""
+    logs.configure("warning", json_logs=True, stream=io.StringIO())
+    if cap is not None:
+        policy.REISSUE_BACKOFF_CAP = cap
+    return asyncio.run(run(vendor, mode, args, tmp))
+
+
+def line(vendor: str, mode: str, r: dict[str, Any]) -> str:
+    empty = r["empty_room_hours"] or 1.0
+    by_api = ", ".join(f"{api} {n / empty:.2f}" for api, n in r["calls_while_empty_by_api"].items())
+    return (
+        f"{vendor:10} {mode:15} coverage {fmt(r['coverage'] and 100 * r['coverage'], '.2f')} %"
+        f"  time to capture p50 {fmt(r['time_to_capture_p50_s'], '.1f')} s"
+        f" p99 {fmt(r['time_to_capture_p99_s'], '.1f')} s"
+        f"  calls/empty room-hour {fmt(r['calls_per_empty_room_hour'], '.1f')} ({by_api})"
+        f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')};"
+        f" once dormant, 2 min after the room emptied: {fmt(r['calls_per_dormant_room_hour'], '.2f')})"
+        f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
+        f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
+        f"  gaps {r['gaps_by_cause']}"
+        + ("" if r["tasks_outside_selector"] is None else f"  tasks outside the selector {r['tasks_outside_selector']}")
+    )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="traffic; rooms, hours, seed replaced")
     parser.add_argument("--rooms", type=int, default=200)
@@ -154,34 +194,50 @@ async def main() -> None:
     parser.add_argument("--vendors", default="volcengine,zego")
     parser.add_argument("--selector", action="store_true", help="the job selects its rooms (issue 18)")
     parser.add_argument("--reorder", type=float, help="share of callbacks delivered late (default: the scenario's)")
+    parser.add_argument(
+        "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
+    )
+    parser.add_argument("--processes", type=int, default=2, help="runs at once, one process each")
+    parser.add_argument(
+        "--backoff-caps",
+        help="comma-separated seconds: instead of the usual runs, polling only with each longest backoff wait"
+        " (the trade-off of coverage against calls per room-hour)",
+    )
     args = parser.parse_args()
-    logs.configure("warning", json_logs=True, stream=io.StringIO())
     print(
         f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
-        f" --resync {args.resync:g}s, idleTimeout {args.idle}s"
+        f" --resync {args.resync:g}s, idleTimeout {args.idle}s, rollover run: maxDuration {args.max_duration}s",
+        flush=True,
     )
+    vendors = args.vendors.split(",")
+    # A selector job learns of rooms from callbacks only: no polling-only run, and no rollover run for it.
+    runs: list[tuple[str, str, float | None]] = [
+        (v, m, None) for v in vendors for m in MODES if not (args.selector and MODES[m] is None)
+    ]
+    runs += [("zego", ROLLOVER, None)] if "zego" in vendors and not args.selector else []
+    if args.backoff_caps:  # the polling-only trade-off instead: one polling run per vendor and cap
+        runs = [(v, "polling", float(c)) for v in vendors for c in args.backoff_caps.split(",")]
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for vendor in args.vendors.split(","):
-            for mode in [m for m in MODES if not (args.selector and MODES[m] is None)]:
-                r = await run(vendor, mode, args, Path(tmp))
-                results[f"{vendor}/{mode}"] = r
-                print(
-                    f"{vendor:10} {mode:15} coverage {fmt(r['coverage'] and 100 * r['coverage'], '.2f')} %"
-                    f"  time to capture p50 {fmt(r['time_to_capture_p50_s'], '.1f')} s"
-                    f" p99 {fmt(r['time_to_capture_p99_s'], '.1f')} s"
-                    f"  calls/empty room-hour {fmt(r['calls_per_empty_room_hour'], '.1f')}"
-                    f" (/room-hour {fmt(r['calls_per_room_hour'], '.1f')})"
-                    f"  rollover gaps {r['rollover_gaps']} p99 {fmt(r['rollover_gap_p99_s'], '.2f')} s"
-                    f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
-                    f"  gaps {r['gaps_by_cause']}"
-                    + (f"  tasks outside the selector {r['tasks_outside_selector']}" if args.selector else ""),
-                    flush=True,
-                )
-    keys: tuple[str, ...] = ("coverage", "time_to_capture_p99_s", "calls_per_empty_room_hour", "rollover_gap_p99_s")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
+        # The longest runs first (Volcengine's image callbacks), so the last one to finish is a short one.
+        futures = [pool.submit(run_in_process, v, m, args, Path(tmp) / f"{i}", c) for i, (v, m, c) in enumerate(runs)]
+        for (vendor, mode, cap), future in zip(runs, futures, strict=True):
+            r = future.result()
+            name = mode if cap is None else f"{mode}, cap {cap:g}s"
+            results[f"{vendor}/{name}"] = r
+            print(line(vendor, name, r), flush=True)
+    print(f"all runs: {time.perf_counter() - started:.1f} s wall, {args.processes} processes", flush=True)
+    keys: tuple[str, ...] = (
+        "coverage",
+        "time_to_capture_p99_s",
+        "calls_per_empty_room_hour",
+        "calls_per_dormant_room_hour",
+        "rollover_gap_p99_s",
+    )
     keys += ("tasks_outside_selector",) if args.selector else ()
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

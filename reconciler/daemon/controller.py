@@ -21,6 +21,7 @@ import structlog
 
 from reconciler.clock import Clock
 from reconciler.daemon import policy
+from reconciler.daemon.coverage import RoomGauges, room_counts
 from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.fencing import LeaderStore, fenceable
 from reconciler.daemon.inbox import Inbox
@@ -149,6 +150,7 @@ class Daemon:
         self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
         self._app: Starlette | None = None
         self.metrics.watch(self.reconciler.status_counts, lambda: self.queue.depth)
+        self.metrics.registry.register(RoomGauges(lambda: room_counts(self.records.values(), self.runtimes.snapshot())))
         self.workers = Workers(self.queue, self.reconciler, self.metrics, clock, self.store_health, self.lease.acting)
 
     # --- lifecycle --------------------------------------------------------------------------------------

@@ -129,6 +129,13 @@ class Metrics:
             registry=self.registry,
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400),
         )
+        self.capture_gap = Histogram(
+            "capctl_capture_gap_seconds",
+            "Time from room activity (a join or stream callback) in a room no run captured to the start of "
+            "the task's next run",
+            registry=self.registry,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+        )
         # A spec set that breaks while the daemon runs changes nothing (the last valid set stays in force):
         # these say so where an alert can see it, not only in a log line.
         self.spec_set_valid = Gauge(

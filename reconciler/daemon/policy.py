@@ -5,6 +5,11 @@ unproductive runs (a task that idled out without output) back off exponentially;
 task is dormant (no calls) until room activity or its next backoff slot. A run that produced something
 resets the count. A max-duration rollover is re-issued at once and never counts against the task.
 
+Rooms known empty (issue 17): when the vendor sends room callbacks, a run that idled out with no room
+activity reported since the room was last seen empty is not re-issued at all: the task goes dormant and is
+started on the room's next join or stream. Only a repair slot every EMPTY_ROOM_RECHECK remains, for a join
+whose callback was lost (≤ 2 calls per empty room-hour: one start, one look at its idle deadline).
+
 Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
 budget is a ceiling and never a target. Callback hints move a look, but never past one sweep period after
 the last observation: a run that stopped unannounced is seen within that period.
@@ -14,12 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler import transitions
+from reconciler import stopreasons, transitions
 from reconciler.model import TaskRecord, TaskStatus
 
 __all__ = [
     "DEADLINE_MARGIN",
     "DORMANT_AFTER",
+    "EMPTY_ROOM_RECHECK",
     "MAX_PRUNE_PERCENT",
     "PROBE_DELAY",
     "PROBE_INTERVAL",
@@ -30,15 +36,24 @@ __all__ = [
     "backoff_delay",
     "expected_deadline",
     "hinted_look",
+    "idled_out",
     "is_rollover",
+    "may_have_idled",
     "postpone",
     "prune_blocked",
     "reissue_decision",
+    "rollover_at",
+    "room_known_empty",
     "sweep_period",
 ]
 
 REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run in a row
-REISSUE_BACKOFF_CAP = 3600.0  # the longest wait between two attempts of an unproductive task
+# The longest wait between two attempts of an unproductive task where nothing says its room is empty (polling
+# only): chosen from the trade-off measured by `bench/coverage_day.py --backoff-caps` (bench/README.md; 100
+# rooms × 6 h, polling only): 120 s 98.5 % of stream-seconds for 49 calls per empty room-hour, 300 s 95.1 % for
+# 24, 900 s 82.6 % for 11, 1,800 s 60.8 % for 7.4, 3,600 s 37.2 % for 5.5. Past 300 s each call saved costs
+# at least 1 % of coverage; below it, one more percent costs some 7 calls.
+REISSUE_BACKOFF_CAP = 300.0
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
 DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before looking (the vendor's own lag)
@@ -46,6 +61,8 @@ DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before lookin
 # while it still runs, until DEADLINE_MARGIN has passed (a re-issue within a second of the stop).
 PROBE_DELAY = 0.5
 PROBE_INTERVAL = 1.0
+# seconds: how long a task whose room is known empty stays dormant before one repair start (a lost join)
+EMPTY_ROOM_RECHECK = 3600.0
 
 
 # --max-prune: a spec change may prune at most this share (%) of the tasks in the state at once; above it,
@@ -85,19 +102,52 @@ def is_rollover(record: TaskRecord, *, hinted: bool = False) -> bool:
 
 
 def backoff_delay(unproductive: int) -> float:
-    """0 for the first re-issue after a stop (0 or 1 unproductive runs), then 60 s, 120 s, … ≤ 1 h."""
+    """0 for the first re-issue after a stop (0 or 1 unproductive runs), then 60 s, 120 s, 240 s, ≤ 300 s."""
     if unproductive <= 1:
         return 0.0
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
+def idled_out(record: TaskRecord) -> bool:
+    """The vendor stopped the run for its idle timeout: it saw no stream for that long."""
+    return record.status is not TaskStatus.RUNNING and (
+        stopreasons.phrase_of(record.stop_reason or "") == stopreasons.Phrase.IDLE_TIMEOUT
+    )
+
+
+def room_known_empty(record: TaskRecord, *, feed: bool, active_at: float | None, emptied_at: float | None) -> bool:
+    """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), the run
+    idled out (the vendor saw no stream for one idle timeout), and no room activity was reported since the
+    run started or the room was last seen empty (`emptied_at`), whichever is later."""
+    if not feed or not idled_out(record):
+        return False
+    since = max(record.started_at or 0.0, emptied_at or 0.0)
+    return active_at is None or active_at < since
+
+
+def may_have_idled(record: TaskRecord, *, active_at: float | None, emptied_at: float | None, now: float) -> bool:
+    """A running record whose room was seen emptying during its run, one idle timeout ago or more, with no
+    activity since: the vendor may have stopped it unannounced (Volcengine has no task-stopped callback)."""
+    if record.status is not TaskStatus.RUNNING or emptied_at is None or record.idle_timeout is None:
+        return False
+    if active_at is not None and active_at >= emptied_at:
+        return False
+    return emptied_at >= (record.started_at or 0.0) and now >= emptied_at + record.idle_timeout
+
+
 def reissue_decision(
-    record: TaskRecord, now: float, *, rollover_hint: bool = False, room_active: bool = False
+    record: TaskRecord,
+    now: float,
+    *,
+    rollover_hint: bool = False,
+    room_active: bool = False,
+    room_empty: bool = False,
 ) -> ReissueDecision:
     """What to do with a task the vendor stopped (restartPolicy Always).
 
     A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.
     `room_active`: room activity was reported since the run started, so there is something to capture now.
+    `room_empty`: the room is known empty (`room_known_empty`): dormant until activity or the repair slot.
     """
     rollover = is_rollover(record, hinted=rollover_hint)
     unproductive = 0 if rollover or transitions.was_productive(record) else record.unproductive_runs + 1
@@ -108,6 +158,8 @@ def reissue_decision(
         return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, rollover, unproductive)
     if rollover:
         return ReissueDecision(0.0, False, True, unproductive)
+    if room_empty:
+        return ReissueDecision(EMPTY_ROOM_RECHECK, True, False, unproductive)
     delay = backoff_delay(unproductive)
     return ReissueDecision(delay, unproductive >= DORMANT_AFTER, False, unproductive)
 
@@ -130,6 +182,16 @@ def hinted_look(hint: float, last_observed: float, period: float) -> float:
     sweep period after its last observation. A hint may bring a look forward, never hold it off past
     `--resync` (ZEGO signs only a callback's timestamp and nonce, so its body cannot be trusted that far)."""
     return min(hint, last_observed + period)
+
+
+def rollover_at(record: TaskRecord, next_look: float) -> float | None:
+    """When a running recording reaches its max duration, if that comes before `next_look`: the daemon then
+    probes around it (as around an idle deadline) instead of waiting for the end callback, which may be
+    late or lost (rollover gap, issue 17)."""
+    if record.max_duration is None or record.started_at is None:
+        return None
+    at = record.started_at + record.max_duration
+    return at if next_look > at else None
 
 
 def expected_deadline(record: TaskRecord) -> float | None:

@@ -91,6 +91,8 @@ class Reconciler:
         self._rng = rng
         self._counts: dict[tuple[str, ApiFamily], int] = {}
         self._counts_at = float("-inf")
+        # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
+        self._room_feeds: set[tuple[str, str]] = set()
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
@@ -140,9 +142,15 @@ class Reconciler:
                 self._update(key, runtime.observe_first)  # the retry looks again instead of trusting the record
                 raise
         if record is not None and self._waiting_to_reissue(task, record):
-            active_at = self.runtimes.get(key).room_activity
-            room_active = active_at is not None and active_at >= (record.started_at or 0.0)
-            decision = policy.reissue_decision(record, now, rollover_hint=self._hinted(record), room_active=room_active)
+            rt = self.runtimes.get(key)
+            since = max(record.started_at or 0.0, rt.room_emptied or 0.0)
+            room_active = rt.room_activity is not None and rt.room_activity >= since
+            room_empty = policy.room_known_empty(
+                record, feed=self._has_room_feed(record), active_at=rt.room_activity, emptied_at=rt.room_emptied
+            )
+            decision = policy.reissue_decision(
+                record, now, rollover_hint=self._hinted(record), room_active=room_active, room_empty=room_empty
+            )
             if not decision.immediate:
                 return Result(self._postpone(record, decision, now))
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
@@ -192,6 +200,9 @@ class Reconciler:
             raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)
+        waiting = self.runtimes.get(change.key).waiting_since
+        if waiting is not None and change.action in (Action.CREATE, Action.REISSUE):
+            self.metrics.capture_gap.observe(max(0.0, self.clock.now() - waiting))
         self._update(change.key, runtime.acted)
         if result.note:
             log.info("done", action=change.action.value, note=result.note)
@@ -221,6 +232,14 @@ class Reconciler:
         if hint is None or hint[0] != record.vendor_task_id or obs.state is not ObservedState.STOPPED:
             return obs
         return dataclasses.replace(obs, reason=hint[1])
+
+    def _has_room_feed(self, record: TaskRecord) -> bool:
+        return self._room_app(record.provider) in self._room_feeds
+
+    def _room_app(self, provider: str) -> tuple[str, str]:
+        """(vendor, app id) of a Provider document: how room callbacks name where they come from."""
+        config = self.spec.providers.get(provider) if self.spec else None
+        return (config.type, config.app_id) if config is not None else ("", provider)
 
     def _hinted(self, record: TaskRecord) -> bool:
         hint = self.runtimes.get(record.key).rollover_hint
@@ -258,6 +277,9 @@ class Reconciler:
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
+        rollover = policy.rollover_at(record, swept) if obs.state is ObservedState.RUNNING else None
+        if rollover is not None and now < rollover + policy.DEADLINE_MARGIN:
+            self._update(record.key, runtime.probing, rollover)
         self._update(record.key, runtime.looked, now, swept, running=obs.state is ObservedState.RUNNING)
         log.debug("observed", state=obs.state.value, reason=obs.reason)
         return obs
@@ -320,6 +342,8 @@ class Reconciler:
         if event is None:  # refused, or a duplicate: nothing to do
             return []
         queued: list[tuple[str, float]] = []
+        if event.room_id is not None and event.task_id is None:
+            self._room_feeds.add((event.vendor, event.app_id))
         record = self.records.get(routed.task_key) if routed.task_key is not None else None
         if record is not None:
             queued += self._on_task_event(event, record)
@@ -341,6 +365,8 @@ class Reconciler:
                 self._update(key, runtime.observe_first)
             log.info("callback: run ended; observing", key=key, callback=event.event)
             return [(key, 0.0)]
+        if event.room_empty:
+            self._update(key, runtime.room_emptied, self.clock.now())
         idle = record.idle_timeout
         if (event.output or event.room_empty) and idle is not None:
             # The run cannot idle out before one idle timeout after this event: no need to poll until then.
@@ -370,6 +396,7 @@ class Reconciler:
             # The vendor's idle clock started no later than it sent this callback: the stop is at most
             # one idle timeout away, on our clock.
             stop = now + record.idle_timeout
+            self._update(key, runtime.room_emptied, now)
             self._update(key, runtime.probing, stop)
             due = self._hint_look(record, stop + policy.PROBE_DELAY)
             queued.append((key, max(0.0, due - now)))
@@ -378,9 +405,19 @@ class Reconciler:
     def _wake(self, event: CallbackEvent, keys: tuple[str, ...]) -> list[tuple[str, float]]:
         now, queued = self.clock.now(), []
         for key in keys:
+            record, rt = self.records.get(key), self.runtimes.get(key)
+            maybe_ended = record is not None and policy.may_have_idled(
+                record, active_at=rt.room_activity, emptied_at=rt.room_emptied, now=now
+            )
+            uncaptured = record is not None and (record.status is not TaskStatus.RUNNING or maybe_ended)
             # Remembered: a run that looks running now but already ended is re-issued at once when seen.
-            self._update(key, runtime.room_active, now)  # our clock: compared with our records' start times
-            record = self.records.get(key)
+            # Our clock: compared with our records' start times.
+            self._update(key, runtime.room_active, now, uncaptured=uncaptured)
+            if maybe_ended:
+                # The run may have idled out in the empty room: look now rather than at the next sweep.
+                self._update(key, runtime.observe_first)
+                queued.append((key, 0.0))
+                continue
             if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
                 continue
             if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):

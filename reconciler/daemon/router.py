@@ -120,7 +120,8 @@ class CallbackRouter:
             return RoutedCallback(200, "duplicate: already accepted", "duplicate")
         record = self._records.by_vendor_id(event.run_id) if event.run_id is not None else None
         room = (event.vendor, event.app_id, event.room_id or "")
-        woken = tuple(self._rooms.get(room, ())) if event.room_active and event.room_id is not None else ()
+        waking = event.room_active or event.room_entered
+        woken = tuple(self._rooms.get(room, ())) if waking and event.room_id is not None else ()
         emptied: tuple[str, ...] = ()
         if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
             emptied = self._track_users(room, event)

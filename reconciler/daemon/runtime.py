@@ -8,8 +8,10 @@ What a restart keeps: nothing of this. What comes back from the state store: eve
 says it may run is observed before anything is done (`observe_now`); the next observation, the
 probe window and the backoff wait are recomputed from the record (`started_at`, `observed_at`,
 `next_attempt_at`, `unproductive_runs`). What is lost: callback hints (a rollover or end reason, room
-activity), so a restart may re-issue one run after a short backoff instead of at once, and may name a
-stop by the polled status rather than the callback's reason. The retry backoff of a failing key lives
+activity, a room reported empty), so a restart may re-issue one run after a short backoff instead of at
+once, and may name a stop by the polled status rather than the callback's reason; and until the first room
+callback after a restart no room is known empty (the reconciler learns again which apps send them), so the
+backoff applies meanwhile. The retry backoff of a failing key lives
 in the work queue (`queue.WorkQueue`) and restarts from zero too.
 """
 
@@ -33,6 +35,7 @@ __all__ = [
     "planned",
     "probing",
     "room_active",
+    "room_emptied",
     "unconfirmed",
 ]
 
@@ -45,6 +48,8 @@ class KeyRuntime:
     rollover_hint: str | None = None  # the vendor task id a callback said hit its max duration
     end_reason: tuple[str, str] | None = None  # (vendor task id, why a callback said it ended)
     room_activity: float | None = None  # time of the last room-activity callback for its room
+    room_emptied: float | None = None  # time a callback last said its room emptied (last user left, no stream)
+    waiting_since: float | None = None  # first room activity while no run captured it: capture_gap's start
     probe_until: float | None = None  # end of the short-interval looks around its expected stop
     unconfirmed: str | None = None  # the status `capctl_tasks` counts instead of the record's
 
@@ -77,8 +82,15 @@ def probing(rt: KeyRuntime, stop: float) -> KeyRuntime:
     return replace(rt, probe_until=stop + policy.DEADLINE_MARGIN)
 
 
-def room_active(rt: KeyRuntime, now: float) -> KeyRuntime:
-    return replace(rt, room_activity=now)
+def room_active(rt: KeyRuntime, now: float, *, uncaptured: bool = False) -> KeyRuntime:
+    """Someone joined or a stream appeared at `now`; `uncaptured`: no run of the key may be capturing it,
+    so the wait until one starts begins (kept from the first such callback)."""
+    waiting = rt.waiting_since if rt.waiting_since is not None or not uncaptured else now
+    return replace(rt, room_activity=now, waiting_since=waiting)
+
+
+def room_emptied(rt: KeyRuntime, now: float) -> KeyRuntime:
+    return replace(rt, room_emptied=now)
 
 
 def looking(rt: KeyRuntime) -> KeyRuntime:
@@ -94,7 +106,9 @@ def looked(rt: KeyRuntime, now: float, swept: float, *, running: bool) -> KeyRun
         probe_from = rt.probe_until - policy.DEADLINE_MARGIN + policy.PROBE_DELAY
         due = now + policy.PROBE_INTERVAL if now >= probe_from else min(swept, probe_from)
         return replace(rt, looked_at=now, next_observe=due)
-    return replace(rt, looked_at=now, next_observe=swept, probe_until=None)
+    # A run seen running captures the room: any wait for a start is over (no gap to count).
+    waiting = None if running else rt.waiting_since
+    return replace(rt, looked_at=now, next_observe=swept, probe_until=None, waiting_since=waiting)
 
 
 def planned(rt: KeyRuntime, due: float) -> KeyRuntime:
@@ -108,7 +122,7 @@ def unconfirmed(rt: KeyRuntime, status: str | None) -> KeyRuntime:
 def acted(rt: KeyRuntime) -> KeyRuntime:
     """After an action the run is new: its first look is at its own deadline, its start is its last
     observation, and every hint about the old run is gone. Room activity stays: it is about the room."""
-    return KeyRuntime(room_activity=rt.room_activity)
+    return KeyRuntime(room_activity=rt.room_activity, room_emptied=rt.room_emptied)
 
 
 def forgotten(rt: KeyRuntime) -> KeyRuntime:
@@ -132,6 +146,10 @@ class RuntimeMap:
         else:
             self._values[key] = value
         return value
+
+    def snapshot(self) -> dict[str, KeyRuntime]:
+        """A copy of every key that carries something (scraped from another thread)."""
+        return dict(list(self._values.items()))
 
     def unconfirmed(self) -> dict[str, str]:
         """key -> the status the gauge counts instead of the record's (a copy: scraped from another thread)."""

@@ -74,6 +74,9 @@ class CallbackEvent:
     signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers
     body_digest: str = ""  # ZEGO: sha256 of the body (signature aside), to tell a retry from a replay
     run_id: RunId | None = None  # the run it is about, as `Family.run_id` names a record's run
+    # A user entered the room (ZEGO room_create, room_login): a stream is likely to follow. Wakes dormant
+    # tasks as room_active does, so that a capture waits for the earliest of a room's callbacks (issue 17).
+    room_entered: bool = False
 
 
 # A vendor's parser: (body, the spec set's Provider documents, the daemon's now) -> a verified event.

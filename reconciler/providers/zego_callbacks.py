@@ -22,6 +22,7 @@ from reconciler.stopreasons import Phrase
 
 __all__ = [
     "ABNORMAL_END",
+    "ENTRY_EVENTS",
     "NORMAL_EXIT",
     "STOPPED_UPLOADING",
     "STREAM_EVENTS",
@@ -39,6 +40,7 @@ SIGNING = Signing(VENDOR, ("app_id", "appid"), "signature", "timestamp", zego_si
 UPLOAD_FINISHED, ABNORMAL_END, ZERO_STREAMS, NORMAL_EXIT, STOPPED_UPLOADING = 1, 2, 4, 5, 7
 # UNCONFIRMED (not in vendor-apis.md): ZEGO's room-stream webhook names a new stream `event: stream_create`.
 STREAM_EVENTS = frozenset({"stream_create"})
+ENTRY_EVENTS = frozenset({"room_create", "room_login"})  # a user is in the room: a stream may follow
 
 
 def callback_stop_reason(event_type: int, quit_reason: object) -> str | None:
@@ -99,4 +101,5 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
         signed_pair=pair,
         body_digest=digest,
         run_id=run_id,
+        room_entered=event in ENTRY_EVENTS,
     )

@@ -115,6 +115,19 @@ class Coverage:
     def __init__(self, since: float) -> None:
         self.reset(since)
 
+    def settled_empty_calls(self, settle: float, now: float) -> tuple[int, float]:
+        """(vendor calls, room-hours) over the stretches where a room had been empty for `settle` seconds or
+        more: what a room costs once the daemon has had time to see it empty (a dormant room's cost, issue
+        17), without the calls around each session's end and start."""
+        calls, seconds = 0, 0.0
+        for room in self._rooms.values():
+            for start, end, streams in room.segments(now):
+                if streams or end - start <= settle:
+                    continue
+                seconds += end - start - settle
+                calls += sum(1 for at, _ in room.calls if start + settle <= at < end)
+        return calls, seconds / 3600
+
     def reset(self, since: float) -> None:
         self.since = since
         self._rooms: dict[RoomKey, _Room] = {}

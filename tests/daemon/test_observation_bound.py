@@ -88,13 +88,13 @@ async def test_looks_held_to_resync_before_a_leave_deadline_do_not_start_the_per
     harness.sim.unpublish("volcengine", "lobby", user_id="alice")
     await harness.advance(40)
     record = harness.record(LOBBY)
-    assert record.reissue_count == 1 and record.started_at is not None
-    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
-    # 20 s / 5 s looks before the deadline, one or two probes after it, a few sweeps of the new run.
-    looks_before_reissue = [
+    assert record.status is TaskStatus.DORMANT and record.observed_at is not None  # the room is known empty
+    assert 20 <= record.observed_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+    # 20 s / 5 s looks before the deadline, one or two probes after it, and none once dormant.
+    looks_until_stopped = [
         e.time
         for e in harness.sim.log.entries()
-        if e.api == "GetSnapshotTask" and left_at < e.time <= record.started_at
+        if e.api == "GetSnapshotTask" and left_at < e.time <= record.observed_at
     ]
-    assert len(looks_before_reissue) <= 6, looks_before_reissue
-    assert harness.calls("GetSnapshotTask") - polls <= 6 + 4
+    assert len(looks_until_stopped) <= 6, looks_until_stopped
+    assert harness.calls("GetSnapshotTask") - polls == len(looks_until_stopped)

@@ -54,7 +54,8 @@ async def test_image_callbacks_make_a_run_productive_and_add_no_polling(harness:
     harness.sim.unpublish("volcengine", "lobby", user_id="alice")
     await harness.advance(30)  # idles out 20 s after the last image; seen by then + 5 s at the latest
     record = harness.record(LOBBY)
-    assert record.reissue_count == 1 and record.status is TaskStatus.RUNNING
+    # The room is known empty (alice left, nobody came back): no re-issue, dormant until room activity.
+    assert record.reissue_count == 0 and record.status is TaskStatus.DORMANT
     assert record.unproductive_runs == 0  # the run that ended had produced images
     assert 1 <= harness.calls("GetSnapshotTask") - polls <= 3
 
@@ -176,11 +177,18 @@ async def test_last_user_leaving_makes_the_daemon_look_just_after_the_idle_deadl
     harness.sim.unpublish("volcengine", "lobby", user_id="alice")  # UserLeaveRoom: the room is now empty
     await harness.advance(40)
     record = harness.record(LOBBY)
-    assert record.reissue_count == 1 and record.status is TaskStatus.RUNNING
-    # The run idles out 20 s after the leave; the daemon looks 0.5 s later and re-issues at once (without
-    # the leave it would only look one idle timeout + the 5 s margin after the last image).
-    assert record.started_at is not None
-    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+    # The run idles out 20 s after the leave; the daemon looks 0.5 s later and sees it stopped (without
+    # the leave it would only look one idle timeout + the 5 s margin after the last image). The room is
+    # empty: the task goes dormant instead of being re-issued.
+    assert record.reissue_count == 0 and record.status is TaskStatus.DORMANT
+    assert record.observed_at is not None
+    assert 20 <= record.observed_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+    back_at = harness.clock.now()
+    harness.sim.publish("volcengine", "lobby", user_id="alice")  # UserJoinRoom: started at once
+    await harness.advance(5)
+    record = harness.record(LOBBY)
+    assert record.reissue_count == 1 and record.status is TaskStatus.RUNNING and record.started_at is not None
+    assert record.started_at - back_at < 2
 
 
 async def test_an_image_callback_arriving_after_the_leave_does_not_delay_the_look(harness: Harness) -> None:
@@ -200,5 +208,5 @@ async def test_an_image_callback_arriving_after_the_leave_does_not_delay_the_loo
         assert (await http.post("/callbacks/volcengine", json=late_image)).status_code == 200
     await harness.advance(40)
     record = harness.record(LOBBY)
-    assert record.reissue_count == 1 and record.started_at is not None
-    assert 20 <= record.started_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+    assert record.status is TaskStatus.DORMANT and record.observed_at is not None
+    assert 20 <= record.observed_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL

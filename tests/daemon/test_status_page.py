@@ -42,7 +42,12 @@ async def test_the_page_follows_an_idle_out_and_its_reissue(harness: Harness) ->
         assert room_of(before, "hall")["activity_reported"] is True  # alice's UserJoinRoom callback
         assert room_of(before, "lobby")["activity_reported"] is False
 
-        await harness.advance(40)  # the lobby idles out at 20 s and is re-issued; the hall keeps running
+        # The lobby idles out at 20 s; nobody is there (room callbacks arrive, from the hall): it waits,
+        # dormant, until bob's join re-issues it. The hall keeps running.
+        await harness.advance(40)
+        assert task_of((await http.get("/api/v1/status")).json(), LOBBY)["status"] == "dormant"
+        harness.sim.publish("volcengine", "lobby", user_id="bob")
+        await harness.advance(5)
         after = (await http.get("/api/v1/status")).json()
         lobby = task_of(after, LOBBY)
         assert lobby["status"] == "running" and lobby["reissue_count"] == 1

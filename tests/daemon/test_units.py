@@ -82,7 +82,7 @@ def record(**changes: object) -> TaskRecord:
 
 
 def test_backoff_numbers() -> None:
-    assert [policy.backoff_delay(n) for n in range(8)] == [0, 0, 60, 120, 240, 480, 960, 1920]
+    assert [policy.backoff_delay(n) for n in range(8)] == [0, 0, 60, 120, 240, 300, 300, 300]
     assert policy.backoff_delay(30) == policy.REISSUE_BACKOFF_CAP
 
 

@@ -114,7 +114,8 @@ def test_the_check_flags_a_metric_that_does_not_exist_yet(metrics: Served) -> No
     assert len(wrong_label) == 2 and "no label 'room'" in wrong_label[0]
 
 
-ALERTS = {  # issue 19's alerts, by what they watch; "coverage below target" waits for issue 17's metrics
+ALERTS = {  # issue 19's alerts, by what they watch
+    "coverage below target": "CapctlCoverageBelowTarget",
     "leader missing": "CapctlLeaderMissing",
     "re-issues failing": "CapctlReissuesFailing",
     "throttling": "CapctlVendorThrottled",

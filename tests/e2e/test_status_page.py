@@ -125,11 +125,15 @@ def page_requests(driver: webdriver.Chrome) -> list[str]:
     return [u for u in urls if urlsplit(u).scheme not in ("chrome", "data", "about")]
 
 
+def lobby_tasks(status: httpx.Client) -> list[dict[str, Any]]:
+    """The lobby's task, as the JSON twin gives it."""
+    jobs = status.get("/api/v1/status", params={"job": "audit"}).json()["jobs"]
+    return [t for j in jobs for g in j["groups"] for t in g["tasks"] if t["key"] == LOBBY]
+
+
 def lobby_reissues(status: httpx.Client) -> list[str]:
     """The reasons of the lobby's re-issues, as the JSON twin gives them."""
-    jobs = status.get("/api/v1/status", params={"job": "audit"}).json()["jobs"]
-    tasks = [t for j in jobs for g in j["groups"] for t in g["tasks"] if t["key"] == LOBBY]
-    return [r["reason"] for t in tasks for r in t["reissues"]]
+    return [r["reason"] for t in lobby_tasks(status) for r in t["reissues"]]
 
 
 def test_a_person_reads_the_page_before_and_after_an_idle_out(
@@ -183,8 +187,12 @@ def test_a_person_reads_the_page_before_and_after_an_idle_out(
         wait_for("the filtered page", lambda: "job=audit" in browser.current_url)
         assert "Tasks 1–2 of 2 matching" in browser.find_element(By.TAG_NAME, "body").text
 
-        # The lobby idles out at the simulated vendor; the daemon (1 s sweeps) re-issues it.
+        # The lobby idles out at the simulated vendor; nobody is in it and room callbacks arrive (the hall's),
+        # so the daemon (1 s sweeps) leaves it dormant until someone joins: bob's join re-issues it.
         sim.advance(21)
+        wait_for("the lobby to wait", lambda: [t["status"] for t in lobby_tasks(status)] == ["dormant"])
+        sim.publish("volcengine", "lobby", userId="bob")
+        sim.post("/callbacks/deliver")
         wait_for("the re-issue", lambda: lobby_reissues(status) == [IDLE])
         browser.refresh()
         lobby_row = browser.find_element(By.XPATH, "//tr[th[starts-with(normalize-space(), 'lobby')]]")

@@ -64,6 +64,11 @@ async def test_volcengine_stream_seconds_gaps_and_calls_per_empty_room_hour(clie
     assert calls["whileEmptyByApi"] == {"GetSnapshotTask": 2}
     assert calls["perEmptyRoomHour"] == pytest.approx(2 / (30 / 3600))
     assert calls["perRoomHour"] == pytest.approx(4 / (55 / 3600))
+    # Once the room has been empty 4 s: [24, 40) with the looks at 25 and 35 s, and [54, 60) with none; after
+    # 10 s only [30, 40) counts (the stretch from 50 s is not longer than that).
+    ledger = sim.world.coverage
+    assert ledger.settled_empty_calls(4, START + 60) == pytest.approx((2, 22 / 3600))
+    assert ledger.settled_empty_calls(10, START + 60) == pytest.approx((1, 10 / 3600))
     (total,) = got["jobs"]
     assert total == {
         "job": "snap",
