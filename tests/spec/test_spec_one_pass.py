@@ -112,7 +112,8 @@ def test_an_unknown_field_hides_nothing_else_in_its_document(tmp_path: Path) -> 
     path = _write(tmp_path, "a.yaml", text.replace("storage: tos", "storage: tos\n  image: {widht: 5}"))
     assert _errors(path) == [
         f"{path}:9:16: spec.rateLimits: unknown API 'StartSnapshots' for volcengine (did you mean "
-        "'StartSnapshot'?); known: StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask",
+        "'StartSnapshot'?); known: StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask,"
+        " GetRoomOnlineUsers",
         f"{path}:10:3: unknown field 'spec.regoin' (did you mean 'region'?)",
         f"{path}:17:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
         f"{path}:18:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
