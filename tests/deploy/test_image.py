@@ -51,6 +51,8 @@ events_logger = "file"
 # pip in the build stage verifies the index with the host's CA bundle (which holds any proxy's CA).
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PIP_CONF = "[global]\ncert = /run/capctl-build/ca.crt\n"
+# The daemon on a free port of the host's loopback (host network), sweeping every second.
+DAEMON_ARGS = ("run", "/specs", "--listen", "127.0.0.1:0", "--resync", "1s")
 
 
 def podman(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -138,10 +140,9 @@ def test_the_image_runs_the_daemon_against_the_simulator(
 ) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
     assert PODMAN is not None
+    container = ["--network=host", f"--volume={work.specs}:/specs:ro", f"--volume={state_dir}:/var/lib/capctl"]
     daemon = subprocess.Popen(
-        [PODMAN, "run", "--rm", "--read-only", "--network=host", f"--volume={work.specs}:/specs:ro"]
-        + [f"--volume={state_dir}:/var/lib/capctl", f"--env=S3_SK={CANARY_SK}", image]
-        + ["run", "/specs", "--listen", "127.0.0.1:0", "--resync", "1s"],
+        [PODMAN, "run", "--rm", "--read-only", *container, f"--env=S3_SK={CANARY_SK}", image, *DAEMON_ARGS],
         env=engine,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
