@@ -70,16 +70,21 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def image(engine: dict[str, str]) -> str:
-    """The Dockerfile built on the local base, once per run: the workers take turns, the second hits the cache."""
+def image(engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The Dockerfile built on the local base, once per run: the first worker builds, the others wait and reuse."""
     CACHE.mkdir(parents=True, exist_ok=True)
     conf = Path(engine["CONTAINERS_CONF"]).parent
+    built_marker = tmp_path_factory.getbasetemp().parent / "capctl-image-built"  # shared by this run's workers
     with (CACHE / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if built_marker.exists():
+            return IMAGE
         base = subprocess.run(
             [str(ROOT / "deploy/image/local-base.sh"), BASE], env=engine, capture_output=True, text=True, timeout=900
         )
         assert base.returncode == 0, base.stderr
+        # Earlier runs' superseded images: gone after a day, so recent runs keep their build cache.
+        podman(engine, "image", "prune", "--force", "--filter=until=24h")
         built = podman(
             engine,
             "build",
@@ -92,7 +97,7 @@ def image(engine: dict[str, str]) -> str:
             timeout=900,
         )
         assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-        podman(engine, "image", "prune", "--force")  # the tag's previous builds; the base and the cache stay
+        built_marker.touch()
     return IMAGE
 
 
