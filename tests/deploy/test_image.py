@@ -8,9 +8,9 @@ index through the host network, trusting the host's CA bundle (mounted for the b
 Then the image runs as users run it: read-only root, its own non-root user, `capctl` as the entrypoint, specs
 mounted at /specs, and the daemon reconciling against a `capctl sim` on the host's loopback.
 
-This machine's engine needs three settings that a test-owned containers.conf gives it: runc (crun refuses the
-hybrid cgroup hierarchy), open-file and process limits no higher than the host's (raising them needs a capability
-the sandbox does not grant), and the file events log (no journald).
+This machine's engine needs two settings that a test-owned containers.conf gives it: runc (crun refuses the
+hybrid cgroup hierarchy), and open-file and process limits no higher than the host's (raising them needs a
+capability the sandbox does not grant).
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ CONTAINERS_CONF = """\
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 [engine]
 runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
 """
 # pip in the build stage verifies the index with the host's CA bundle (which holds any proxy's CA).
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -74,7 +72,9 @@ def image(engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> s
     """The Dockerfile built on the local base, once per run: the first worker builds, the others wait and reuse."""
     CACHE.mkdir(parents=True, exist_ok=True)
     conf = Path(engine["CONTAINERS_CONF"]).parent
-    built_marker = tmp_path_factory.getbasetemp().parent / "capctl-image-built"  # shared by this run's workers
+    # This run's temporary root: under xdist, the parent of the workers' own (each run gets a new one).
+    run_temp = tmp_path_factory.getbasetemp()
+    built_marker = (run_temp.parent if "PYTEST_XDIST_WORKER" in os.environ else run_temp) / "capctl-image-built"
     with (CACHE / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if built_marker.exists():
