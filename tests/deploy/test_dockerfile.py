@@ -2,8 +2,8 @@
 image promises: a pinned base, capctl installed from constraints.txt, a non-root user, `capctl` as the
 entrypoint, a default command the daemon accepts, nothing written under / at run time.
 
-No container engine can build it on the machines this suite runs on (no base image can be pulled), so these
-checks read the file; docs/operations.md says how to build and run it.
+These checks read the file; tests/deploy/test_image.py builds the image with podman (on a debootstrapped base,
+as no registry is in reach) and runs it.
 """
 
 from __future__ import annotations
