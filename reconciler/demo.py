@@ -263,6 +263,10 @@ def _describe(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _dormant(event: dict[str, Any], key: str) -> bool:
+    return event.get("event") == "decision" and event.get("key") == key and event.get("status") == "dormant"
+
+
 def _reissued(event: dict[str, Any], key: str) -> bool:
     return event.get("event") == "started" and event.get("key") == key and event.get("reissue") is True
 
@@ -371,14 +375,20 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
             raise DemoError(f"the daemon did not start: {said or 'it said nothing'}")
         walk.step("Rooms vip-1 and class-101 empty; 31 s pass at the vendors: both tasks idle out")
         console.print(
-            "  ZEGO reports the end by callback (event_type 2, quit_reason 3): re-issued at once. Volcengine "
-            "has no task-stopped callback: the daemon looks when the idle timeout is due after the room "
-            "emptied (UserLeaveRoom), about 25 s from now, and re-issues then."
+            "  The room callbacks (UserLeaveRoom, stream_close) tell the daemon the rooms are empty: it does not "
+            "restart a task there, which would only idle out again; the tasks wait, dormant, at no vendor cost."
         )
         for vendor, room, who in STREAMS[1:]:
             sim.publish(vendor, room, who, on=False)
         sim.advance(31)
-        for key in ("RecordingJob/class-rec/class-101", "SnapshotJob/lobby-audit/vip-1"):
+        keys = ("RecordingJob/class-rec/class-101", "SnapshotJob/lobby-audit/vip-1")
+        for key in keys:
+            if not _wait_for(seen, lock, functools.partial(_dormant, key=key), daemon):
+                raise DemoError(f"the daemon did not leave {key} dormant within {WAIT_SECONDS:.0f} s")
+        walk.step("People come back to vip-1 and class-101: their first stream starts the tasks again")
+        for vendor, room, who in STREAMS[1:]:
+            sim.publish(vendor, room, who, on=True)
+        for key in keys:
             if not _wait_for(seen, lock, functools.partial(_reissued, key=key), daemon):
                 raise DemoError(f"the daemon did not re-issue {key} within {WAIT_SECONDS:.0f} s")
         console.print(_sim_table(sim, "At the vendors: every declared task is running again"))
