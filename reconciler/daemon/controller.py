@@ -130,6 +130,7 @@ class Daemon:
             provider=lambda name, family: self.vendors.provider(name, family),
             in_force=self._in_force,
             enqueue=self.queue.add,
+            woken=self._rooms_listed_active,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
@@ -303,6 +304,12 @@ class Daemon:
         if routed.event is not None:
             self.rooms.learn(routed.event)
         for key, delay in self.reconciler.on_callback(routed):
+            self.queue.add_after(key, delay)
+
+    def _rooms_listed_active(self, rooms: set[tuple[str, str]]) -> None:
+        spec = self.reconciler.spec  # in force: with the selector jobs' tasks
+        keys = [t.key for t in spec.tasks.values() if (t.provider, t.target) in rooms] if spec else []
+        for key, delay in self.reconciler.wake(keys, "room listing"):
             self.queue.add_after(key, delay)
 
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:

@@ -403,6 +403,11 @@ class Reconciler:
         return queued
 
     def _wake(self, event: CallbackEvent, keys: tuple[str, ...]) -> list[tuple[str, float]]:
+        return self.wake(keys, event.event)
+
+    def wake(self, keys: Iterable[str], source: str) -> list[tuple[str, float]]:
+        """Room activity reached the rooms of `keys` (a callback, or the room-listing resync: `source`): what
+        was left dormant there is started again; returns the keys to queue, each with its delay."""
         now, queued = self.clock.now(), []
         for key in keys:
             record, rt = self.records.get(key), self.runtimes.get(key)
@@ -423,5 +428,5 @@ class Reconciler:
             if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
                 self.records.put(record.evolve(next_attempt_at=now))
                 queued.append((key, 0.0))
-                log.info("room activity: waking task", key=key, callback=event.event, was=record.status.value)
+                log.info("room activity: waking task", key=key, callback=source, was=record.status.value)
         return queued
