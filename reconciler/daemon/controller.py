@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
@@ -29,6 +28,7 @@ from reconciler.daemon.lease import Lease
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
 from reconciler.daemon.queue import WorkQueue
+from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed, Reconciler
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.roomjobs import RoomSelectors
@@ -36,7 +36,7 @@ from reconciler.daemon.router import CallbackRouter, RoutedCallback
 from reconciler.daemon.runtime import RuntimeMap
 from reconciler.daemon.specset import SpecState, changed_keys
 from reconciler.daemon.storehealth import StoreHealth, WatchedStore, probe_store
-from reconciler.daemon.sync import sync_keys
+from reconciler.daemon.sync import known_keys, sync_keys
 from reconciler.daemon.vendors import VendorClients
 from reconciler.daemon.watch import watch_specs
 from reconciler.daemon.workers import Workers
@@ -56,13 +56,6 @@ T = TypeVar("T")
 
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
-STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    ready: bool
-    reason: str
 
 
 class Daemon:
@@ -130,7 +123,7 @@ class Daemon:
             provider=lambda name, family: self.vendors.provider(name, family),
             in_force=self._in_force,
             enqueue=self.queue.add,
-            woken=self._rooms_listed_active,
+            woken=lambda keys: self.queue.add_all_after(self.reconciler.wake(keys, "room listing")),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
@@ -229,17 +222,8 @@ class Daemon:
         await probe_store(self.store_health, self.records.serial, STORE_PROBE_TIMEOUT)
 
     def readiness(self) -> Readiness:
-        """Answered from what the daemon knows, without touching the store (it may hang): see probe_store.
-        Ready = it acts (leader) or can take callbacks into the inbox (standby); the body says which."""
-        role = self.lease.role()
-        if (unreachable := self.lease.elector.last_error) is not None:
-            return Readiness(False, f"not ready ({role}): the state store cannot be reached: {unreachable}")
-        if (problem := self.store_health.problem()) is not None:
-            return Readiness(False, f"not ready ({role}): {problem}")
-        if (said := self.specs.problem()) is not None:
-            ready, why = said
-            return Readiness(ready, why.replace("ready", f"ready ({role})", 1) if ready else why)
-        return Readiness(True, f"ready ({role})")
+        """Answered from what the daemon knows, without touching the store (it may hang): `readiness.py`."""
+        return readiness_of(self.lease, self.store_health, self.specs)
 
     @property
     def spec(self) -> SpecSet | None:
@@ -271,8 +255,7 @@ class Daemon:
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())
-        for key in sorted(keys):
-            self.queue.add(key)
+        self.queue.add_all(sorted(keys))
         digest = spec_digest(spec)
         self.metrics.spec_digest(digest)
         log.info(
@@ -303,14 +286,7 @@ class Daemon:
     def _act_on(self, routed: RoutedCallback) -> None:
         if routed.event is not None:
             self.rooms.learn(routed.event)
-        for key, delay in self.reconciler.on_callback(routed):
-            self.queue.add_after(key, delay)
-
-    def _rooms_listed_active(self, rooms: set[tuple[str, str]]) -> None:
-        spec = self.reconciler.spec  # in force: with the selector jobs' tasks
-        keys = [t.key for t in spec.tasks.values() if (t.provider, t.target) in rooms] if spec else []
-        for key, delay in self.reconciler.wake(keys, "room listing"):
-            self.queue.add_after(key, delay)
+        self.queue.add_all_after(self.reconciler.on_callback(routed))
 
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
         """`capctl sync`: reconcile `keys` (None: every key) now, looking at the vendor first (`sync.py`)."""
@@ -318,18 +294,12 @@ class Daemon:
             return 503, f"no valid spec set in force: {self.specs.error}", []
         if self.lease_lost is not None:
             return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
-        status, reason, wanted = sync_keys(keys, self._known_keys())
-        if status != 200:
-            return status, reason, wanted
-        self.reconciler.observe_first(wanted)
-        for key in wanted:
-            self.queue.add(key)
-        log.info("sync requested", keys=len(wanted), every_key=keys is None)
+        status, reason, wanted = sync_keys(keys, known_keys(self.records.keys(), self.spec))
+        if status == 200:
+            self.reconciler.observe_first(wanted)
+            self.queue.add_all(wanted)
+            log.info("sync requested", keys=len(wanted), every_key=keys is None)
         return status, reason, wanted
-
-    def _known_keys(self) -> set[str]:
-        """Every key in the spec set in force or in the state (a removed job's tasks are pruned by a pass)."""
-        return set(self.records.keys()) | (set(self.spec.tasks) if self.spec else set())
 
     # --- timers -----------------------------------------------------------------------------------------
 
@@ -338,8 +308,7 @@ class Daemon:
         while True:
             await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
             if self.spec is not None:
-                for key in self._known_keys():
-                    self.queue.add(key)
+                self.queue.add_all(known_keys(self.records.keys(), self.spec))
                 if self.lease.acting():  # a standby neither lists rooms nor records their activity
                     await self.rooms.resync()
 
@@ -350,8 +319,7 @@ class Daemon:
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()
         self.reconciler.observe_first()
-        for key in sorted(self._known_keys()):
-            self.queue.add(key)
+        self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
         digest = spec_digest(self.spec) if self.spec is not None else None
         log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=digest)

@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Iterable
 
 from reconciler.clock import Clock
 
@@ -54,6 +55,15 @@ class WorkQueue:
             self._queued.add(key)
             self._ready.append(key)
             self._wake_one()
+
+    def add_all(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def add_all_after(self, delays: Iterable[tuple[str, float]]) -> None:
+        """`add_after` for each (key, delay): the reconciler's answers to a callback or a wake-up."""
+        for key, delay in delays:
+            self.add_after(key, delay)
 
     def add_after(self, key: str, delay: float) -> None:
         """Queue `key` after `delay` seconds; an earlier pending due time for the key is kept."""

@@ -236,7 +236,7 @@ class RoomSelectors:
         provider: Callable[[str, ApiFamily], Provider],
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
-        woken: Callable[[set[tuple[str, str]]], None],
+        woken: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
@@ -246,7 +246,7 @@ class RoomSelectors:
         self._provider = provider
         self._in_force = in_force
         self._enqueue = enqueue
-        self._woken = woken  # (provider, room) pairs the listing found active again: wake what is dormant there
+        self._woken = woken  # keys in rooms the listing found active again: wake what is dormant there
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
@@ -301,8 +301,9 @@ class RoomSelectors:
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()
         self.reselect()
-        if woken:  # a stream callback was lost: the listing is the only news that people are back
-            self._woken(woken)
+        if woken and (effective := self._effective) is not None:  # a stream callback was lost: the listing
+            # is the only news that people are back; every task in force there, named-room or selector
+            self._woken([t.key for t in effective.tasks.values() if (t.provider, t.target) in woken])
 
     def regained(self) -> None:
         """The state lease was taken again: another holder may have learned rooms meanwhile."""

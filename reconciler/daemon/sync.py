@@ -7,11 +7,12 @@ queued is queued once, so repeating the request costs nothing more. Any unknown 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from reconciler.spec import SpecSet
 from reconciler.spec.errors import did_you_mean
 
-__all__ = ["sync_keys"]
+__all__ = ["known_keys", "sync_keys"]
 
 MAX_LISTED = 20  # unknown keys named in one answer
 
@@ -31,3 +32,8 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
             hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
             return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
     return 200, f"queued {len(wanted)} task key(s)", wanted
+
+
+def known_keys(recorded: Iterable[str], spec: SpecSet | None) -> set[str]:
+    """Every key in the spec set in force or in the state (a removed job's tasks are pruned by a pass)."""
+    return set(recorded) | (set(spec.tasks) if spec else set())

@@ -1,0 +1,36 @@
+"""What /readyz answers, from what the daemon already knows: it never touches the store, which may hang.
+
+The store probe (`storehealth.probe_store`, bounded by STORE_PROBE_TIMEOUT) runs before the answer and
+leaves its outcome in `StoreHealth`; the lease says the role; the spec set in force says whether it is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.daemon.lease import Lease
+from reconciler.daemon.specset import SpecState
+from reconciler.daemon.storehealth import StoreHealth
+
+__all__ = ["STORE_PROBE_TIMEOUT", "Readiness", "readiness_of"]
+
+STORE_PROBE_TIMEOUT = 3.5  # seconds /readyz waits for its store probe: past STUCK_AFTER, so a hung store shows
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+def readiness_of(lease: Lease, store: StoreHealth, specs: SpecState) -> Readiness:
+    """Ready = it acts (leader) or can take callbacks into the inbox (standby); the reason says which."""
+    role = lease.role()
+    if (unreachable := lease.elector.last_error) is not None:
+        return Readiness(False, f"not ready ({role}): the state store cannot be reached: {unreachable}")
+    if (problem := store.problem()) is not None:
+        return Readiness(False, f"not ready ({role}): {problem}")
+    if (said := specs.problem()) is not None:
+        ready, why = said
+        return Readiness(ready, why.replace("ready", f"ready ({role})", 1) if ready else why)
+    return Readiness(True, f"ready ({role})")
