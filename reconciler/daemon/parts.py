@@ -1,0 +1,153 @@
+"""The daemon's parts wired together: which part calls which, built once; `controller.py` runs them.
+
+Split from the controller so that it reads as lifecycle and behaviour only (issue 15: well under 300
+lines). Construction order matters in one place: the metrics come first, since the prune guard checks its
+arguments before the store is touched. The hooks a part calls back into (`_regained`, `_in_force`,
+`_specs_taken`, `_act_on`, `_woken`) are the controller's: they join several parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+
+from reconciler.clock import Clock
+from reconciler.daemon import policy
+from reconciler.daemon.coverage import RoomGauges, room_counts
+from reconciler.daemon.fencing import LeaderStore, fenceable
+from reconciler.daemon.inbox import Inbox
+from reconciler.daemon.lease import Lease
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.prune import PRUNE_GRACE, PruneGuard
+from reconciler.daemon.queue import WorkQueue
+from reconciler.daemon.reconciler import Reconciler
+from reconciler.daemon.records import RecordCache
+from reconciler.daemon.roomjobs import RoomSelectors
+from reconciler.daemon.router import CallbackRouter, RoutedCallback
+from reconciler.daemon.runtime import RuntimeMap
+from reconciler.daemon.specset import SpecState
+from reconciler.daemon.storehealth import StoreHealth, WatchedStore
+from reconciler.daemon.tasks import Background
+from reconciler.daemon.vendors import VendorClients
+from reconciler.daemon.workers import Workers
+from reconciler.execute import Executor
+from reconciler.leader import LeaderSettings
+from reconciler.spec import SpecSet
+from reconciler.state.base import DAEMON_HOLDER, StateStore
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["SHUTDOWN_GRACE", "WORKERS", "DaemonParts"]
+
+WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
+SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
+
+
+class DaemonParts(ABC):
+    """Every part of the daemon as an attribute (tests and the HTTP side reach them as `daemon.<part>`)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        store: StateStore,
+        clock: Clock,
+        *,
+        resync: float = 30.0,
+        prune: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        workers: int = WORKERS,
+        rng: random.Random | None = None,
+        holder: str = DAEMON_HOLDER,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+        leader: LeaderSettings | None = None,
+        elect_in_thread: bool = True,
+        watch_debounce_ms: int | None = None,
+        sync_token: str | None = None,
+        max_prune: float = policy.MAX_PRUNE_PERCENT,
+        prune_grace: float = PRUNE_GRACE,
+        status_page: bool = True,
+        status_token: str | None = None,
+    ) -> None:
+        if resync <= 0:
+            raise ValueError(f"resync must be positive, got {resync}")
+        self.metrics = Metrics()  # before the store is touched: the prune guard checks its arguments
+        self.pruning = PruneGuard(clock, self.metrics, prune=prune, max_prune=max_prune, grace=prune_grace)
+        self.paths = list(paths)
+        self.clock = clock
+        self.resync = resync
+        self.prune = prune
+        self.store_health = StoreHealth(clock)
+        # Leader election (lease.py): writes go through the current term's fenced store (fencing.py).
+        self.leader_settings = leader = leader or LeaderSettings()
+        shared = fenceable(store)  # raises StateError for a store that cannot fence writes
+        self.lease = Lease(
+            shared,
+            holder,
+            leader,
+            clock,
+            self.metrics,
+            refresh=lambda: self.records.refresh(),
+            regained=self._regained,
+            in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
+        )
+        self.state = LeaderStore(shared, self.lease.elector)
+        self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
+        self.queue = WorkQueue(clock)
+        self.runtimes = RuntimeMap()
+        self.router = CallbackRouter(self.records, self.metrics)
+        self.rooms = RoomSelectors(  # room-selector jobs: room activity in, their tasks out (roomjobs.py)
+            store,
+            self.metrics,
+            clock,
+            records=self.records.values,
+            provider=lambda name, family: self.vendors.provider(name, family),
+            in_force=self._in_force,
+            enqueue=self.queue.add,
+            woken=self._woken,
+        )
+        self.background = Background()  # the daemon's loop and its timers, watcher and reloads (tasks.py)
+        self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
+        self.vendors = VendorClients(clock, self.metrics, transport, guard=self.lease.elector)
+        self._workers = workers
+        self._rng = rng or random.Random()
+        self._grace = shutdown_grace
+        self._watch_debounce_ms = watch_debounce_ms  # None: no file watcher (tests call reload() themselves)
+        self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
+        self.status_page = status_page  # GET / and GET /api/v1/status (daemon/status.py), read-only
+        self.status_token = status_token or None  # when set, both need it
+        self._stop_watching = asyncio.Event()
+        self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
+        provider = self.vendors.provider
+        executor = Executor(self.records, provider, clock, parallelism=1, rng=self._rng)
+        parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
+        self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
+        self._app: Starlette | None = None  # built on first use (`asgi_app`)
+        self.metrics.watch(self.reconciler.status_counts, lambda: self.queue.depth)
+        self.metrics.registry.register(RoomGauges(lambda: room_counts(self.records.values(), self.runtimes.snapshot())))
+        self.workers = Workers(self.queue, self.reconciler, self.metrics, clock, self.store_health, self.lease.acting)
+
+    @abstractmethod
+    def _regained(self) -> None:
+        """A new term: the lease read the state again."""
+
+    @abstractmethod
+    def _in_force(self, spec: SpecSet) -> None:
+        """The effective spec set (with the selector jobs' tasks) is put in force."""
+
+    @abstractmethod
+    def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
+        """A valid spec set was read."""
+
+    @abstractmethod
+    def _act_on(self, routed: RoutedCallback) -> None:
+        """A verified callback is acted on (now, or drained from the inbox)."""
+
+    @abstractmethod
+    def _woken(self, keys: list[str]) -> None:
+        """The room listing found the rooms of `keys` active again."""
