@@ -20,8 +20,8 @@ from reconciler.budget import Priority
 from reconciler.leader import LeaderElector, NotLeader
 from reconciler.model import DesiredTask, Observed, TaskRecord
 from reconciler.providers.base import Provider, StartResult
-from reconciler.state.base import InboxEntry, Lock, Snapshot, StateError, StateStore
-from reconciler.state.fenced import FenceableStore
+from reconciler.state.base import InboxEntry, Lock, StateError, StateStore
+from reconciler.state.fenced import FenceableStore, ReadThrough
 
 __all__ = ["GuardedProvider", "LeaderStore", "fenceable", "request_guard"]
 
@@ -91,23 +91,13 @@ class GuardedProvider:
         await self._inner.aclose()
 
 
-class LeaderStore:
+class LeaderStore(ReadThrough):
     """The state as the daemon uses it: reads from the store, writes through the current term's fenced
     store (`NotLeader` on a standby), callbacks into the inbox from any replica."""
 
     def __init__(self, store: FenceableStore, elector: LeaderElector) -> None:
-        self.store = store
+        super().__init__(store)
         self.elector = elector
-        self.url = store.url
-
-    def load(self) -> Snapshot:
-        return self.store.load()
-
-    def serial(self) -> int:
-        return self.store.serial()
-
-    def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
-        return self.store.fingerprint_key(new)
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         return self.elector.store().put(record, expected_serial=expected_serial)

@@ -16,7 +16,7 @@ from reconciler.model import TaskRecord
 from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
 from .sql import INBOX_KEEP_SECONDS
 
-__all__ = ["FenceableStore", "FencedStore"]
+__all__ = ["FenceableStore", "FencedStore", "ReadThrough"]
 
 
 class FenceableStore(StateStore, Protocol):
@@ -35,19 +35,13 @@ class FenceableStore(StateStore, Protocol):
     ) -> list[InboxEntry]: ...
 
 
-class FencedStore:
-    """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""
+class ReadThrough:
+    """What every view of a shared store passes straight through: reads, and the fingerprint key (not fenced:
+    it is written only where no key exists yet, and every replica would write the same row)."""
 
-    def __init__(self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
+    def __init__(self, store: FenceableStore) -> None:
         self.store = store
-        self.epoch = epoch
         self.url = store.url
-        self._on_fenced = on_fenced
-
-    def _fenced(self, exc: Fenced) -> Fenced:
-        if self._on_fenced is not None:
-            self._on_fenced(exc)
-        return exc
 
     def load(self) -> Snapshot:
         return self.store.load()
@@ -56,8 +50,21 @@ class FencedStore:
         return self.store.serial()
 
     def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
-        # Not fenced: it writes only where no key exists yet, and every replica would write the same row.
         return self.store.fingerprint_key(new)
+
+
+class FencedStore(ReadThrough):
+    """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""
+
+    def __init__(self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
+        super().__init__(store)
+        self.epoch = epoch
+        self._on_fenced = on_fenced
+
+    def _fenced(self, exc: Fenced) -> Fenced:
+        if self._on_fenced is not None:
+            self._on_fenced(exc)
+        return exc
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         return self.put_many((record,), expected_serial=expected_serial)
