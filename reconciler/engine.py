@@ -53,9 +53,11 @@ async def provider_pool(
 ) -> AsyncIterator[ProviderPool]:
     import httpx  # imported here: commands that never call a vendor never pay for it
 
+    from reconciler.httpclient import StatelessClient
+
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
     timeout = httpx.Timeout(HTTP_TIMEOUT_SECONDS, connect=5.0)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as http:
+    async with StatelessClient(timeout=timeout, limits=limits, transport=transport) as http:
         pool = ProviderPool(configs, budgets=BudgetRegistry(clock), clock=clock, http=http)
         try:
             yield pool

@@ -16,6 +16,7 @@ from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.daemon.fencing import GuardedProvider, request_guard
 from reconciler.daemon.metrics import CountingProvider, Metrics
+from reconciler.httpclient import StatelessClient
 from reconciler.leader import LeaderElector
 from reconciler.model import ApiFamily, ProviderConfig
 from reconciler.providers import ProviderPool
@@ -41,7 +42,7 @@ class VendorClients:
 
     def open(self) -> None:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        self._http = httpx.AsyncClient(
+        self._http = StatelessClient(
             timeout=httpx.Timeout(HTTP_TIMEOUT, connect=5.0),
             limits=limits,
             transport=self._transport,

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from reconciler.clock import Clock
+from reconciler.httpclient import StatelessClient
 from reconciler.sim.config import VOLC, SimConfig
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
@@ -218,7 +219,7 @@ class CallbackQueue:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = StatelessClient(
                 transport=self._config.callback_transport, timeout=self._config.callback_timeout
             )
         return self._client

@@ -67,8 +67,9 @@ class Harness:
             callback_transport=httpx.ASGITransport(app=self._route_callback),
             seed=7,
         )
-        self.sim_app = create_app(config, clock)
-        self.sim: Simulator = self.sim_app.state.sim
+        app = create_app(config, clock)
+        self.sim: Simulator = app.state.sim
+        self.sim_app: ASGIApp = app  # what the daemon's vendor calls reach (a test may wrap it before start)
         self._images_at = float("-inf")
 
     async def _route_callback(self, scope: Scope, receive: Receive, send: Send) -> None:
