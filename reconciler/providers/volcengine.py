@@ -137,6 +137,7 @@ class VolcengineSnapshotProvider:
         self._access_key = _required_secret(config, "accessKey", config.access_key)
         self._secret_key = _required_secret(config, "secretKey", config.secret_key)
         self._base_url = config.endpoint.rstrip("/") + "/"
+        self._urls: dict[str, tuple[str, httpx.URL]] = {}  # per API, for calls without a query
 
     async def start(
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
@@ -227,8 +228,7 @@ class VolcengineSnapshotProvider:
     ) -> Any:
         """One signed, budgeted request; returns `Result` or raises VendorError. POST when there is a body."""
         await self._budget(api).take(priority)
-        params = {"Action": api, "Version": VERSION, **(query or {})}
-        url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
+        url, parsed = self._url(api, query)
         method = "GET" if body is None else "POST"
         content = (
             b"" if body is None else json.dumps(reveal_tree(body), ensure_ascii=False, separators=(",", ":")).encode()
@@ -247,13 +247,25 @@ class VolcengineSnapshotProvider:
         )
         secrets = [self._access_key, self._secret_key, *secret_leaves(body)]
         try:
-            response = await self._http.request(method, url, content=content, headers=headers)
+            response = await self._http.request(method, parsed, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
             raise transport_error(exc, self._base_url, api=api).named(self.name, self._config.type) from None
         try:
             return self._result(api, response, secrets)
         except VendorError as exc:
             raise exc.named(self.name, self._config.type) from None
+
+    def _url(self, api: str, query: Mapping[str, str] | None) -> tuple[str, httpx.URL]:
+        """The call's URL as signed (text) and as sent, parsed once (httpx would parse the text twice a call);
+        the same for every call of an API without a query (every POST), so those are kept."""
+        kept = self._urls.get(api) if query is None else None
+        if kept is None:
+            params = {"Action": api, "Version": VERSION, **(query or {})}
+            url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
+            kept = (url, httpx.URL(url))
+            if query is None:
+                self._urls[api] = kept
+        return kept
 
     def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code

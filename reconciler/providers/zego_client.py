@@ -131,6 +131,7 @@ class ZegoClient:
         self._budgets = budgets
         self._clock = clock
         self._http = http
+        self._parsed: dict[str, httpx.URL] = {}  # each endpoint parsed once, not twice a call as text would be
 
     @property
     def server_secret(self) -> str:
@@ -174,7 +175,8 @@ class ZegoClient:
             query = [("Action", api), *query, *signature.items()]
         name, kind = self.config.name, self.config.type
         try:
-            response = await self._http.request(method, url, params=query, json=body)
+            parsed = self._parsed.get(url) or self._parsed.setdefault(url, httpx.URL(url))
+            response = await self._http.request(method, parsed, params=query, json=body)
         except httpx.RequestError as exc:
             raise transport_error(exc, url, api=api).named(name, kind) from None
         known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]

@@ -56,6 +56,7 @@ class CallbackQueue:
         self._client: httpx.AsyncClient | None = None
         self._seq = itertools.count()
         self._sequence: dict[str, int] = {}
+        self._urls: dict[str, httpx.URL] = {}  # each callback URL parsed once, not twice a callback as text would be
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +197,8 @@ class CallbackQueue:
         status: int | None = None
         error: str | None = None
         try:
-            response = await self._http().post(delivery.url, json=delivery.body)
+            url = self._urls.get(delivery.url) or self._urls.setdefault(delivery.url, httpx.URL(delivery.url))
+            response = await self._http().post(url, json=delivery.body)
             status = response.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
