@@ -58,6 +58,10 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 # The rollover run: ZEGO recordings with every callback delivered and a maxDuration shorter than most
 # sessions, so that runs end at their max duration while streams are published.
 ROLLOVER = "rollover"
+# CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first: with two processes
+# the last to finish is then a short run, so both cores finish together (longest processing time first).
+CPU_ESTIMATE = {"polling": 42.0, ("volcengine", "callbacks"): 41.0, ("volcengine", "lossy callbacks"): 39.0}
+CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollover run
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
 # the daemon's look after it, and a minute to spare (the calls around each session's end are not dormant).
 SETTLE = 120.0
@@ -163,6 +167,11 @@ def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path, 
     return asyncio.run(run(vendor, mode, args, tmp))
 
 
+def estimated_cpu(run: tuple[str, str, float | None]) -> float:
+    vendor, mode, _ = run
+    return CPU_ESTIMATE.get(mode) or CPU_ESTIMATE.get((vendor, mode)) or CPU_OTHERWISE
+
+
 def line(vendor: str, mode: str, r: dict[str, Any]) -> str:
     empty = r["empty_room_hours"] or 1.0
     by_api = ", ".join(f"{api} {n / empty:.2f}" for api, n in r["calls_while_empty_by_api"].items())
@@ -220,10 +229,10 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
-        # The longest runs first (Volcengine's image callbacks), so the last one to finish is a short one.
-        futures = [pool.submit(run_in_process, v, m, args, Path(tmp) / f"{i}", c) for i, (v, m, c) in enumerate(runs)]
-        for (vendor, mode, cap), future in zip(runs, futures, strict=True):
-            r = future.result()
+        order = sorted(range(len(runs)), key=lambda i: estimated_cpu(runs[i]), reverse=True)
+        futures = {i: pool.submit(run_in_process, *runs[i][:2], args, Path(tmp) / f"{i}", runs[i][2]) for i in order}
+        for i, (vendor, mode, cap) in enumerate(runs):  # printed in the usual order, whichever ends first
+            r = futures[i].result()
             name = mode if cap is None else f"{mode}, cap {cap:g}s"
             results[f"{vendor}/{name}"] = r
             print(line(vendor, name, r), flush=True)

@@ -8,6 +8,7 @@ with the providers' own signing cannot hide.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ def volc_is_signable_header(name: str) -> bool:
     return lower in _SIGNED_HEADER_NAMES or lower.startswith("x-")
 
 
+@functools.lru_cache(maxsize=4096)  # a client sends the same queries again and again (each API, each task polled)
 def volc_canonical_query(raw_query: str) -> str:
     pairs = parse_qsl(raw_query, keep_blank_values=True)
     grouped: dict[str, list[str]] = {}
@@ -54,6 +56,7 @@ def _strip_default_port(host: str) -> str:
     return name if sep and port in ("80", "443") else host
 
 
+@functools.lru_cache(maxsize=64)  # the same for every request of a day: four HMACs each
 def volc_signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     key = hmac.new(secret_key.encode(), date.encode(), hashlib.sha256).digest()
     for part in (region, service, "request"):
