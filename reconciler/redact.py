@@ -20,6 +20,7 @@ run key (`secrets.RUN_KEY`): comparable within one run, never across runs and ne
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -82,6 +83,7 @@ def scrub_text(text: str, secrets: Iterable[Hidden], *, limit: int | None = MESS
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every key of every request the simulator logs: a few names, again
 def is_secret_key(key: str) -> bool:
     """Whether a field named `key` holds a credential (`AccessKeyId`, `X-Signature`, `server_secret`, ...)."""
     norm = key.lower().replace("_", "").replace("-", "")
