@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import sys
@@ -162,6 +163,9 @@ def run_in_process(vendor: str, mode: str, args: argparse.Namespace, tmp: Path, 
     """One run in a worker process of its own (the runs share nothing: each has its clock, daemon, sim).
     `cap`: the longest backoff wait (`policy.REISSUE_BACKOFF_CAP`) for this process, to draw the trade-off."""
     logs.configure("warning", json_logs=True, stream=io.StringIO())
+    # What lives now (modules, the parent's objects) stays: set aside, no full collection walks it again.
+    gc.collect()  # (a previous run's garbage first: frozen, it would never be freed)
+    gc.freeze()
     if cap is not None:
         policy.REISSUE_BACKOFF_CAP = cap
     return asyncio.run(run(vendor, mode, args, tmp))
