@@ -9,7 +9,7 @@ cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJo
 
 Seven runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
 callbacks at all); and ZEGO recordings with a `--max-duration` shorter than most sessions (rollover). The
-runs share nothing, so they go `--processes` at a time (2: this machine's cores). Per run it prints, from
+runs share nothing, so they go `--processes` at a time (3 on 2 cores: see CPU_ESTIMATE). Per run it prints, from
 the simulator's ground truth (GET /_sim/coverage): the share of stream-seconds captured, the time from a
 room's first stream to its first capture (p50, p99), vendor calls per empty room-hour (and per API), rollover
 gaps, and the CPU time per simulated hour. The last line is one JSON object.
@@ -59,8 +59,9 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 # The rollover run: ZEGO recordings with every callback delivered and a maxDuration shorter than most
 # sessions, so that runs end at their max duration while streams are published.
 ROLLOVER = "rollover"
-# CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first: with two processes
-# the last to finish is then a short run, so both cores finish together (longest processing time first).
+# CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first, so the last to finish
+# is a short run (longest processing time first). Four runs of ~43 s and three of ~20 s do not split evenly in
+# two: two processes end ~10 % after half the CPU time; three let the OS share the two cores to the end.
 CPU_ESTIMATE = {"polling": 42.0, ("volcengine", "callbacks"): 41.0, ("volcengine", "lossy callbacks"): 39.0}
 CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollover run
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
@@ -210,7 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
     )
-    parser.add_argument("--processes", type=int, default=2, help="runs at once, one process each")
+    parser.add_argument("--processes", type=int, default=3, help="runs at once, one process each")
     parser.add_argument(
         "--backoff-caps",
         help="comma-separated seconds: instead of the usual runs, polling only with each longest backoff wait"
