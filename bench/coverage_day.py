@@ -211,7 +211,9 @@ def main() -> None:
     parser.add_argument(
         "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
     )
-    parser.add_argument("--processes", type=int, default=3, help="runs at once, one process each")
+    parser.add_argument(
+        "--processes", type=int, default=3, help="runs at once, one process each (3 on 2 cores: the runs are uneven)"
+    )
     parser.add_argument(
         "--backoff-caps",
         help="comma-separated seconds: instead of the usual runs, polling only with each longest backoff wait"
