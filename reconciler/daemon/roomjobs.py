@@ -41,6 +41,7 @@ from reconciler.state.base import RoomActivityStore, StateStore
 
 __all__ = [
     "QUIET_RELIST",
+    "ROOM_RETENTION",
     "ROOM_STATES",
     "SELECT_DELAY",
     "Effective",
@@ -59,6 +60,11 @@ SELECT_DELAY = 0.2
 # Seconds between two listings of a room known inactive (an active or just-heard-of room is listed at every
 # resync): a lost "stream appeared" callback of a quiet room is repaired within this, at a tenth of the calls.
 QUIET_RELIST = 300.0
+
+# Seconds a room known inactive is remembered (in the book and the state): rooms made on the fly (a class,
+# a call) would otherwise pile up, each listed every QUIET_RELIST for ever. A forgotten room is learned
+# again from its next callback, as a new room is.
+ROOM_RETENTION = 86_400.0
 
 ROOM_STATES = ("active", "chosen", "left_out", "claimed")
 
@@ -83,11 +89,13 @@ class RoomBook:
         self._rooms: dict[tuple[str, str], RoomActivity] = {}
         self._unwritten: dict[tuple[str, str], RoomActivity] = {}
         self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
+        self._quiet_seen: dict[tuple[str, str], float] = {}  # a quiet room's newest report that it is still quiet
 
     def load(self) -> None:
         """Read what earlier runs learned (at start, and when the lease is taken again)."""
         reports = self._store.room_activity() if self._store is not None else []
         self._rooms = {(r.provider, r.room): r for r in reports}
+        self._quiet_seen = {}
 
     def note(self, provider: str, room: str, active: bool, at: float, source: str) -> bool:
         """Remember one report; True when it changes whether the room is active (or it is a new room)."""
@@ -95,6 +103,12 @@ class RoomBook:
         old = self._rooms.get(key)
         if old is not None and old.last_seen > at:
             return False  # a late callback older than what is known
+        if old is not None and not old.active and not active:
+            # Still quiet: the report of when it went quiet stays (ROOM_RETENTION counts from it), and this
+            # one only paces the next listing.
+            self._quiet_seen[key] = at
+            return False
+        self._quiet_seen.pop(key, None)
         report = RoomActivity(provider=provider, room=room, active=active, last_seen=at, source=source)
         self._rooms[key] = self._unwritten[key] = report
         return old is None or old.active != active
@@ -117,10 +131,27 @@ class RoomBook:
             selector = selector_of(c)
             if selector is not None:
                 selectors.setdefault(c.provider.name, []).append(selector)
-        due = {k for k, r in self._rooms.items() if r.active or now - r.last_seen >= QUIET_RELIST}
+        due = {
+            k
+            for k, r in self._rooms.items()
+            if r.active or now - max(r.last_seen, self._quiet_seen.get(k, r.last_seen)) >= QUIET_RELIST
+        }
         rooms = sorted(due | self._heard_of)
         self._heard_of = set()
         return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
+
+    def forget_quiet(self, now: float) -> int:
+        """Forget the rooms inactive for more than ROOM_RETENTION (counted from the report that they went
+        quiet, however often a listing found them quiet since), here and in the state."""
+        cutoff = now - ROOM_RETENTION
+        quiet = [k for k, r in self._rooms.items() if not r.active and r.last_seen < cutoff]
+        for key in quiet:
+            del self._rooms[key]
+            self._unwritten.pop(key, None)
+            self._quiet_seen.pop(key, None)
+        if self._store is not None:
+            self._store.forget_rooms(cutoff)
+        return len(quiet)
 
     def flush(self) -> int:
         """Write the reports learned since the last flush, in one batch; returns how many."""
@@ -297,6 +328,7 @@ class RoomSelectors:
         if spec is None or not spec.selector_jobs:
             return
         woken: set[tuple[str, str]] = set()
+        self.book.forget_quiet(self._clock.now())
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()

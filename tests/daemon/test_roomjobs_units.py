@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.roomjobs import QUIET_RELIST, RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION, RoomBook, RoomJobs, activity_of, changed_tasks
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
@@ -51,6 +51,21 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
     again = RoomBook(store)
     again.load()
     assert {(a.room, a.active) for a in again.activity()} == {("class-1", True), ("class-2", False)}
+    store.close()
+
+
+def test_the_room_book_forgets_rooms_quiet_for_longer_than_the_retention(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "state.db")
+    book = RoomBook(store)
+    book.note("volc", "class-1", False, 100.0, "callback")
+    book.note("volc", "class-2", False, 200.0, "callback")
+    book.note("volc", "lobby", True, 50.0, "callback")  # active: kept however old
+    assert not book.note("volc", "class-1", False, 100.0 + ROOM_RETENTION, "resync")  # still quiet: kept as 100
+    book.flush()
+    assert book.forget_quiet(150.0 + ROOM_RETENTION) == 1
+    assert sorted(a.room for a in book.activity()) == ["class-2", "lobby"]
+    assert sorted(a.room for a in store.room_activity()) == ["class-2", "lobby"]
+    assert book.note("volc", "class-1", True, 160.0 + ROOM_RETENTION, "callback")  # learned again: a new room
     store.close()
 
 
