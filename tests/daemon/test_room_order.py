@@ -14,7 +14,7 @@ from reconciler.providers.zego_signing import callback_signature
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import ZEGO_SECRET, client, volc_body
 from tests.daemon.test_prune import metrics
-from tests.daemon.test_room_policy import sample
+from tests.daemon.test_room_policy import dormant_recording, sample
 from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -75,15 +75,22 @@ def zego_room(harness: Harness, event: str, *, nonce: str, ago: float = 0.0, roo
     }
 
 
-async def test_a_late_leave_of_before_a_rejoin_does_not_empty_the_room(harness: Harness) -> None:
-    # alice drops out for 2 s; her leave reaches the daemon 5 s late, after her rejoin: the room is not empty.
+async def alice_leaves_the_lobby(harness: Harness, entry: str) -> float:
+    """The lobby's snapshot runs for 30 s while alice publishes (announced by an `entry` callback), then she
+    stops publishing; the time she did. Only the test's callbacks reach the daemon."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
     quiet(harness)
     harness.sim.publish("volcengine", "lobby", user_id="alice")
     await harness.start()
-    await post(harness, "volcengine", volc(harness, "UserJoinRoom", "j1", user="alice"))
+    await post(harness, "volcengine", volc(harness, entry, "e1", user="alice"))
     await harness.advance(30)
     harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    return harness.clock.now()
+
+
+async def test_a_late_leave_of_before_a_rejoin_does_not_empty_the_room(harness: Harness) -> None:
+    # alice drops out for 2 s; her leave reaches the daemon 5 s late, after her rejoin: the room is not empty.
+    await alice_leaves_the_lobby(harness, "UserJoinRoom")
     await harness.advance(2)
     harness.sim.publish("volcengine", "lobby", user_id="alice")
     await post(harness, "volcengine", volc(harness, "UserJoinRoom", "j2", user="alice"))
@@ -100,14 +107,7 @@ async def test_a_late_leave_of_before_a_rejoin_does_not_empty_the_room(harness: 
 async def test_the_first_of_a_users_stops_and_leave_sets_the_probes(harness: Harness) -> None:
     # alice stops her stream and leaves; her leave arrives 8 s after her stream stop. The vendor's idle clock
     # started with the stop: the run is looked at just after its idle deadline, not 8 s later.
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
-    quiet(harness)
-    harness.sim.publish("volcengine", "lobby", user_id="alice")
-    await harness.start()
-    await post(harness, "volcengine", volc(harness, "UserVideoStreamStart", "s1", user="alice"))
-    await harness.advance(30)
-    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
-    left = harness.clock.now()
+    left = await alice_leaves_the_lobby(harness, "UserVideoStreamStart")
     await post(harness, "volcengine", volc(harness, "UserVideoStreamStop", "s2", user="alice"))
     await harness.advance(8)
     await post(harness, "volcengine", volc(harness, "UserLeaveRoom", "l1", user="alice", ago=8))
@@ -137,13 +137,7 @@ async def test_a_stream_start_wakes_a_dormant_task_when_the_join_is_lost(harness
 async def test_a_retried_room_create_older_than_the_room_close_wakes_nothing(harness: Harness) -> None:
     # ZEGO retries a room callback for up to a minute: a room_create that failed at first can reach the
     # daemon after the room closed again. It must not start a recording in the empty room.
-    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
-    harness.sim.publish("zego", "class-1", stream_id="teacher")
-    await harness.start()
-    await harness.advance(40)
-    harness.sim.unpublish("zego", "class-1", stream_id="teacher")
-    await harness.advance(120)
-    assert harness.record(CLASS).status is TaskStatus.DORMANT
+    await dormant_recording(harness)
     quiet(harness)
     harness.sim.publish("zego", "class-1", stream_id="guest")  # a short visit: in and out within 2 s
     await harness.advance(2)
