@@ -395,10 +395,11 @@ class Reconciler:
             record, rt = self.records.get(key), self.runtimes.get(key)
             if record is None or record.status is not TaskStatus.RUNNING or record.idle_timeout is None:
                 continue
+            # Told already since the last activity (a leave after the stream stops): the first report is the
+            # nearest to the vendor's idle clock, so the probes stay where it put them.
             since = max(rt.room_activity or 0.0, record.started_at or 0.0)
             if rt.room_emptied is not None and rt.room_emptied >= since:
-                continue  # told already since the last activity (a leave after the stream stops): the first
-                # report is the nearest to the vendor's idle clock, so the probes stay where it put them
+                continue
             # The vendor's idle clock started no later than it sent this callback: the stop is at most
             # one idle timeout away, on our clock.
             stop = now + record.idle_timeout
