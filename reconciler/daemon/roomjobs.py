@@ -28,6 +28,7 @@ from prometheus_client import Gauge
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
+from reconciler.daemon.roomorder import supersedes
 from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
@@ -70,11 +71,12 @@ ROOM_STATES = ("active", "chosen", "left_out", "claimed")
 
 
 def activity_of(event: CallbackEvent) -> bool | None:
-    """What a room callback says of its room: True a stream was published (or a user joined, Volcengine's
-    signal), False the room closed, None nothing about its activity."""
+    """What a room callback says of its room: True a stream was published or a user entered (a Volcengine
+    join, a ZEGO room_create or room_login: a stream is likely to follow, and waiting for its own callback,
+    which may be late, delays the capture), False the room closed, None nothing about its activity."""
     if event.room_id is None:
         return None
-    if event.room_active:
+    if event.room_active or event.room_entered:
         return True
     if event.room_closed:
         return False
@@ -101,8 +103,8 @@ class RoomBook:
         """Remember one report; True when it changes whether the room is active (or it is a new room)."""
         key = (provider, room)
         old = self._rooms.get(key)
-        if old is not None and old.last_seen > at:
-            return False  # a late callback older than what is known
+        if old is not None and not supersedes(old.last_seen, old.active, at, active):
+            return False  # a late report older than what is known (`roomorder`: it must not undo a newer one)
         if old is not None and not old.active and not active:
             # Still quiet: the report of when it went quiet stays (ROOM_RETENTION counts from it), and this
             # one only paces the next listing.

@@ -30,6 +30,7 @@ def event(**flags: object) -> CallbackEvent:
 
 def test_what_a_callback_says_of_its_room() -> None:
     assert activity_of(event(room_active=True)) is True
+    assert activity_of(event(room_entered=True)) is True  # a ZEGO room_create or room_login: a stream follows
     assert activity_of(event(room_closed=True)) is False
     assert activity_of(event(room_left=True)) is None  # others may still publish
     assert activity_of(event(room_active=True, room_id=None)) is None
@@ -41,6 +42,7 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
     assert book.note("volc", "class-1", True, 10.0, "callback")
     assert not book.note("volc", "class-1", True, 11.0, "callback")  # no change of activity
     assert not book.note("volc", "class-1", False, 5.0, "resync")  # older than what is known: dropped
+    assert not book.note("volc", "class-1", False, 11.0, "callback")  # a close at the entry's instant: dropped
     assert book.note("volc", "class-2", False, 12.0, "resync")
     assert store.room_activity() == []  # nothing written per report
     assert book.flush() == 2 and book.flush() == 0
