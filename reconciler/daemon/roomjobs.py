@@ -42,6 +42,7 @@ from reconciler.state.base import RoomActivityStore, StateStore
 
 __all__ = [
     "QUIET_RELIST",
+    "QUIET_RELIST_MAX",
     "ROOM_RETENTION",
     "ROOM_STATES",
     "SELECT_DELAY",
@@ -60,7 +61,10 @@ log = structlog.get_logger("capctl.daemon")
 SELECT_DELAY = 0.2
 # Seconds between two listings of a room known inactive (an active or just-heard-of room is listed at every
 # resync): a lost "stream appeared" callback of a quiet room is repaired within this, at a tenth of the calls.
+# The longer a room has been quiet, the less likely it is to come back unannounced: the wait grows to a
+# quarter of its quiet time, at most QUIET_RELIST_MAX (32 listings in a quiet day instead of 288).
 QUIET_RELIST = 300.0
+QUIET_RELIST_MAX = 3_600.0
 
 # Seconds a room known inactive is remembered (in the book and the state): rooms made on the fly (a class,
 # a call) would otherwise pile up, each listed every QUIET_RELIST for ever. A forgotten room is learned
@@ -127,20 +131,21 @@ class RoomBook:
 
     def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
         """The rooms the listing resync asks about, among those a selector job covers: the active ones and
-        those heard of, and the inactive ones last reported more than QUIET_RELIST ago."""
+        those heard of, and the inactive ones due again (`_relist_due`)."""
         selectors: dict[str, list[RoomSelector]] = {}
         for c in spec.selector_jobs:
             selector = selector_of(c)
             if selector is not None:
                 selectors.setdefault(c.provider.name, []).append(selector)
-        due = {
-            k
-            for k, r in self._rooms.items()
-            if r.active or now - max(r.last_seen, self._quiet_seen.get(k, r.last_seen)) >= QUIET_RELIST
-        }
+        due = {k for k, r in self._rooms.items() if r.active or self._relist_due(k, r, now)}
         rooms = sorted(due | self._heard_of)
         self._heard_of = set()
         return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
+
+    def _relist_due(self, key: tuple[str, str], quiet: RoomActivity, now: float) -> bool:
+        """Whether a quiet room is due for a listing: QUIET_RELIST after the last one, more as it stays quiet."""
+        wait = min(QUIET_RELIST_MAX, max(QUIET_RELIST, (now - quiet.last_seen) / 4))
+        return now - max(quiet.last_seen, self._quiet_seen.get(key, quiet.last_seen)) >= wait
 
     def forget_quiet(self, now: float) -> int:
         """Forget the rooms inactive for more than ROOM_RETENTION (counted from the report that they went

@@ -4,6 +4,7 @@ tasks a new selection changes, the listing's pacing, and the leaving rooms' rest
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION, RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomjobs import (
+    QUIET_RELIST,
+    QUIET_RELIST_MAX,
+    ROOM_RETENTION,
+    RoomBook,
+    RoomJobs,
+    activity_of,
+    changed_tasks,
+)
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
@@ -94,6 +103,21 @@ def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[S
     assert book.to_list(spec, 2.0) == [("volc", "class-1"), ("volc", "class-2"), ("volc", "class-5")]
     assert book.to_list(spec, 2.0) == [("volc", "class-1")]  # heard of once: listed once
     assert book.to_list(spec, 1.0 + QUIET_RELIST) == [("volc", "class-1"), ("volc", "class-4"), ("volc", "class-5")]
+
+
+def test_a_room_quiet_for_longer_is_listed_less_often(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
+    book.note("volc", "class-4", False, 0.0, "callback")  # went quiet at 0
+    looks, now = [], 0.0
+    while now < 86_400:
+        now += 30  # the resync period
+        if ("volc", "class-4") in book.to_list(spec, now):
+            looks.append(now)
+            book.note("volc", "class-4", False, now, "resync")  # found still quiet
+    gaps = [b - a for a, b in itertools.pairwise(looks)]
+    assert looks[0] == QUIET_RELIST and gaps[:3] == [QUIET_RELIST] * 3  # the first 20 minutes: every 5 minutes
+    assert all(b >= a for a, b in itertools.pairwise(gaps)) and max(gaps) <= QUIET_RELIST_MAX + 30
+    assert len(looks) == 32  # instead of 288 at a fixed 5 minutes
 
 
 def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, RoomBook]) -> None:
