@@ -115,12 +115,15 @@ def complete_statuses(incomplete: str) -> list[str]:
 
 PathsArg = Annotated[
     list[Path] | None,
-    typer.Argument(help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"),
+    typer.Argument(
+        metavar="PATH...", help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"
+    ),
 ]
 StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
+        metavar="URL",
         envvar="CAPCTL_STATE",
         show_envvar=True,
         help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…",
@@ -130,7 +133,7 @@ StateOpt = Annotated[
 
 def _task_keys_option(flag: str, help: str) -> Any:
     """A repeatable option naming task keys, completed from the state's keys (--target, --replace)."""
-    return typer.Option(flag, autocompletion=complete_task_keys, help=help)
+    return typer.Option(flag, metavar="KEY", autocompletion=complete_task_keys, help=help)
 
 
 TargetOpt = Annotated[
@@ -153,13 +156,14 @@ LabelOpt = Annotated[
     typer.Option(
         "--selector",
         "-l",
+        metavar="LABELS",
         help="Only tasks of jobs whose metadata.labels match: key=value, key!=value, key (set) or !key (unset); "
         "comma-separated or repeated, all must hold.",
     ),
 ]
 LogLevelOpt = Annotated[
     str,
-    typer.Option("--log-level", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
+    typer.Option("--log-level", metavar="LEVEL", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
 ]
 
 # Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
@@ -564,7 +568,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOpt
 
 
 PLAN_FORMATS = ("text", "json", "markdown")
-FormatOpt = Annotated[str, typer.Option("--format", help="text, json or markdown.")]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json or markdown.")]
 
 
 def _check_format(fmt: str) -> None:
@@ -588,7 +592,9 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 @app.command()
 def plan(
     paths: PathsArg = None,
-    out: Annotated[str | None, typer.Option("--out", help="Save the plan (JSON) for `capctl apply --plan`.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", metavar="FILE", help="Save the plan (JSON) for `capctl apply --plan`.")
+    ] = None,
     fmt: FormatOpt = "text",
     refresh: Annotated[
         bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first (default) or plan from state.")
@@ -661,12 +667,15 @@ def _confirm(auto_approve: bool) -> None:
 @app.command()
 def apply(
     paths: PathsArg = None,
-    plan_file: Annotated[str | None, typer.Option("--plan", help="Apply a plan saved by `capctl plan --out`.")] = None,
+    plan_file: Annotated[
+        str | None, typer.Option("--plan", metavar="FILE", help="Apply a plan saved by `capctl plan --out`.")
+    ] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
     parallelism: Annotated[
         int | None,
         typer.Option(
             "--parallelism",
+            metavar="N",
             min=1,
             max=1000,
             show_default="auto",
@@ -825,6 +834,7 @@ def run(
         str,
         typer.Option(
             "--listen",
+            metavar="HOST:PORT",
             help="HOST:PORT for callbacks, /healthz, /readyz, /metrics and the status page (use 0.0.0.0:8080 in a "
             "container, with --status-token-ref).",
         ),
@@ -833,6 +843,7 @@ def run(
         str,
         typer.Option(
             "--resync",
+            metavar="DURATION",
             help="Longest a running task goes unobserved, whatever callbacks say, ± 10 % jitter "
             "(longer only when tasks ÷ query budget needs it; a duration: 30s, 5m, or seconds).",
         ),
@@ -864,6 +875,7 @@ def run(
         str,
         typer.Option(
             "--read-timeout",
+            metavar="DURATION",
             help="A connection must send a whole request (headers and body) within this long of connecting or of "
             "its last answer, else it is closed (a duration: 10s, or seconds).",
         ),
@@ -872,6 +884,7 @@ def run(
         int | None,
         typer.Option(
             "--max-connections",
+            metavar="N",
             min=1,
             help="Open connections at most; beyond it a new one closes the one waiting longest for its request. "
             "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
@@ -899,6 +912,7 @@ def run(
         str,
         typer.Option(
             "--lease-duration",
+            metavar="DURATION",
             help="Replicas on one state: the leader's lock lapses this long after its last renew, on the "
             "database's clock; a standby then takes over (a duration: 15s, or seconds).",
         ),
@@ -907,6 +921,7 @@ def run(
         str,
         typer.Option(
             "--renew-deadline",
+            metavar="DURATION",
             help="The leader stops acting (and stands by) this long after its last successful renew began, on its "
             "own clock; must be below --lease-duration.",
         ),
@@ -915,6 +930,7 @@ def run(
         str,
         typer.Option(
             "--retry-period",
+            metavar="DURATION",
             help="A standby tries to take the lead, and the leader renews, this often; must be below --renew-deadline.",
         ),
     ] = "2s",
@@ -979,6 +995,7 @@ def sync(
     keys: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="KEY...",
             help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
             autocompletion=complete_task_keys,
         ),
@@ -986,7 +1003,11 @@ def sync(
     daemon: Annotated[
         str,
         typer.Option(
-            "--daemon", envvar="CAPCTL_DAEMON", show_envvar=True, help="URL of the running `capctl run` (its --listen)."
+            "--daemon",
+            metavar="URL",
+            envvar="CAPCTL_DAEMON",
+            show_envvar=True,
+            help="URL of the running `capctl run` (its --listen).",
         ),
     ] = "http://127.0.0.1:8080",
 ) -> None:
@@ -1070,8 +1091,9 @@ def state_list(
     keys: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="KEY...",
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
-            "('SnapshotJob/lobby-*/*'), as --target."
+            "('SnapshotJob/lobby-*/*'), as --target.",
         ),
     ] = None,
     status: Annotated[
@@ -1079,6 +1101,7 @@ def state_list(
         typer.Option(
             "--status",
             "-s",
+            metavar="STATUS",
             autocompletion=complete_statuses,
             help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
             "repeatable or comma-separated.",
@@ -1086,7 +1109,7 @@ def state_list(
     ] = None,
     selector: LabelOpt = None,
     state: StateOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
     if output not in ("table", "json"):
@@ -1139,7 +1162,9 @@ def state_init(state: StateOpt = None) -> None:
 def state_show(
     key: Annotated[
         str,
-        typer.Argument(help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys),
+        typer.Argument(
+            metavar="KEY", help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+        ),
     ],
     state: StateOpt = None,
 ) -> None:
@@ -1153,7 +1178,7 @@ def state_show(
 
 @state_app.command("rm")
 def state_rm(
-    key: Annotated[str, typer.Argument(help="Task key to forget", autocompletion=complete_task_keys)],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="Task key to forget", autocompletion=complete_task_keys)],
     state: StateOpt = None,
 ) -> None:
     """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
@@ -1234,22 +1259,32 @@ def _split_listen(listen: str, example: str) -> tuple[str, int]:
 
 @app.command()
 def sim(
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve on.")] = "127.0.0.1:8750",
-    speed: Annotated[float, typer.Option("--speed", min=0.01, help="Simulated time runs this much faster.")] = 1.0,
+    listen: Annotated[
+        str, typer.Option("--listen", metavar="HOST:PORT", help="HOST:PORT to serve on.")
+    ] = "127.0.0.1:8750",
+    speed: Annotated[
+        float, typer.Option("--speed", metavar="FACTOR", min=0.01, help="Simulated time runs this much faster.")
+    ] = 1.0,
     fake_clock: Annotated[
         bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
     ] = False,
-    volcengine_callback_url: Annotated[str | None, typer.Option(help="Where to POST Volcengine callbacks.")] = None,
-    zego_callback_url: Annotated[str | None, typer.Option(help="Where to POST ZEGO callbacks.")] = None,
+    volcengine_callback_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="Where to POST Volcengine callbacks.")
+    ] = None,
+    zego_callback_url: Annotated[str | None, typer.Option(metavar="URL", help="Where to POST ZEGO callbacks.")] = None,
     scenario: Annotated[
         Path | None,
         typer.Option(
             "--scenario",
+            metavar="FILE",
             help="Play this room-traffic scenario (YAML, see docs/simulator.md), print its coverage, then stop.",
         ),
     ] = None,
     coverage_out: Annotated[
-        Path | None, typer.Option("--coverage-out", help="With --scenario: also write the full coverage report (JSON).")
+        Path | None,
+        typer.Option(
+            "--coverage-out", metavar="FILE", help="With --scenario: also write the full coverage report (JSON)."
+        ),
     ] = None,
 ) -> None:
     """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim).
@@ -1287,13 +1322,18 @@ def demo(
         str,
         typer.Option(
             "--listen",
+            metavar="HOST:PORT",
             help="Where the demo's simulator listens (port 0: any free port). The quickstart specs follow it "
             "through the CAPCTL_*_ENDPOINT variables the demo sets.",
         ),
     ] = "127.0.0.1:8750",
     daemon_listen: Annotated[
         str,
-        typer.Option("--daemon-listen", help="Where the demo's daemon (`capctl run`) listens (port 0: any free port)."),
+        typer.Option(
+            "--daemon-listen",
+            metavar="HOST:PORT",
+            help="Where the demo's daemon (`capctl run`) listens (port 0: any free port).",
+        ),
     ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
@@ -1334,7 +1374,7 @@ COMPLETE_VAR = "_CAPCTL_COMPLETE"  # the variable the scripts set when they ask 
 
 
 @app.command()
-def completion(shell: Annotated[CompletionShell, typer.Argument(help="bash, zsh or fish.")]) -> None:
+def completion(shell: Annotated[CompletionShell, typer.Argument(metavar="SHELL", help="bash, zsh or fish.")]) -> None:
     """Print the shell completion script for capctl's commands, options and task keys.
 
     bash: `source <(capctl completion bash)` (add it to ~/.bashrc); zsh: `source <(capctl completion zsh)`

@@ -105,7 +105,8 @@ def create_app(daemon: Daemon) -> Starlette:
         return PlainTextResponse(state.reason + "\n", status_code=200 if state.ready else 503)
 
     async def metrics(_: Request) -> Response:
-        return Response(daemon.metrics.render(), media_type=CONTENT_TYPE)
+        # On the daemon's loop: the scrape-time gauges walk records and rooms that the loop changes.
+        return Response(await daemon.on_daemon_loop(daemon.metrics.render), media_type=CONTENT_TYPE)
 
     # GET / and GET /api/v1/status, read-only; --no-status-page and --status-token-ref are asked per request
     page = status_routes(

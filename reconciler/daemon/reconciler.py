@@ -346,13 +346,15 @@ class Reconciler:
             self._room_feeds.add((event.vendor, event.app_id))
         record = self.records.get(routed.task_key) if routed.task_key is not None else None
         if record is not None:
-            queued += self._on_task_event(event, record)
+            queued += self._on_task_event(event, record, stale=routed.stale)
         queued += self._wake(event, routed.woken)
         queued += self._emptied(routed.emptied)
         return queued
 
-    def _on_task_event(self, event: CallbackEvent, record: TaskRecord) -> list[tuple[str, float]]:
+    def _on_task_event(self, event: CallbackEvent, record: TaskRecord, *, stale: bool) -> list[tuple[str, float]]:
+        """`stale`: the callback's word on its room is older than a contrary one (`roomorder`): ignored."""
         key = record.key
+        room_empty = event.room_empty and not stale
         if event.output and not record.productive and record.status is TaskStatus.RUNNING:
             self.records.put(record.evolve(productive=True))
             log.info("run is productive", key=key, callback=event.event)
@@ -365,17 +367,17 @@ class Reconciler:
                 self._update(key, runtime.observe_first)
             log.info("callback: run ended; observing", key=key, callback=event.event)
             return [(key, 0.0)]
-        if event.room_empty:
+        if room_empty:
             self._update(key, runtime.room_emptied, self.clock.now())
         idle = record.idle_timeout
-        if (event.output or event.room_empty) and idle is not None:
+        if (event.output or room_empty) and idle is not None:
             # The run cannot idle out before one idle timeout after this event: no need to poll until then.
             # Reckoned from when the event reached us, on our clock: the vendor's clock may be skewed.
             covered = self.clock.now() + idle + policy.DEADLINE_MARGIN
             if record.max_duration is not None and record.started_at is not None:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             rt = self.runtimes.get(key)
-            if event.room_empty or rt.next_observe is None:
+            if room_empty or rt.next_observe is None:
                 due = self._hint_look(record, covered)
             elif rt.probe_until is None:
                 # While probing after the last user left, an image may still arrive that was taken before
@@ -387,11 +389,16 @@ class Reconciler:
         return []
 
     def _emptied(self, keys: tuple[str, ...]) -> list[tuple[str, float]]:
-        """The last user we saw join left: the room's runs idle out one idle timeout from now."""
+        """The last user we saw join left (or the room closed): the room's runs idle out one idle timeout from now."""
         now, queued = self.clock.now(), []
         for key in keys:
-            record = self.records.get(key)
+            record, rt = self.records.get(key), self.runtimes.get(key)
             if record is None or record.status is not TaskStatus.RUNNING or record.idle_timeout is None:
+                continue
+            # Told already since the last activity (a leave after the stream stops): the first report is the
+            # nearest to the vendor's idle clock, so the probes stay where it put them.
+            since = max(rt.room_activity or 0.0, record.started_at or 0.0)
+            if rt.room_emptied is not None and rt.room_emptied >= since:
                 continue
             # The vendor's idle clock started no later than it sent this callback: the stop is at most
             # one idle timeout away, on our clock.

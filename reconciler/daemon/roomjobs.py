@@ -28,6 +28,7 @@ from prometheus_client import Gauge
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
+from reconciler.daemon.roomorder import supersedes
 from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
@@ -41,6 +42,8 @@ from reconciler.state.base import RoomActivityStore, StateStore
 
 __all__ = [
     "QUIET_RELIST",
+    "QUIET_RELIST_MAX",
+    "ROOM_RETENTION",
     "ROOM_STATES",
     "SELECT_DELAY",
     "Effective",
@@ -58,17 +61,26 @@ log = structlog.get_logger("capctl.daemon")
 SELECT_DELAY = 0.2
 # Seconds between two listings of a room known inactive (an active or just-heard-of room is listed at every
 # resync): a lost "stream appeared" callback of a quiet room is repaired within this, at a tenth of the calls.
+# The longer a room has been quiet, the less likely it is to come back unannounced: the wait grows to a
+# quarter of its quiet time, at most QUIET_RELIST_MAX (32 listings in a quiet day instead of 288).
 QUIET_RELIST = 300.0
+QUIET_RELIST_MAX = 3_600.0
+
+# Seconds a room known inactive is remembered (in the book and the state): rooms made on the fly (a class,
+# a call) would otherwise pile up, each listed every QUIET_RELIST for ever. A forgotten room is learned
+# again from its next callback, as a new room is.
+ROOM_RETENTION = 86_400.0
 
 ROOM_STATES = ("active", "chosen", "left_out", "claimed")
 
 
 def activity_of(event: CallbackEvent) -> bool | None:
-    """What a room callback says of its room: True a stream was published (or a user joined, Volcengine's
-    signal), False the room closed, None nothing about its activity."""
+    """What a room callback says of its room: True a stream was published or a user entered (a Volcengine
+    join, a ZEGO room_create or room_login: a stream is likely to follow, and waiting for its own callback,
+    which may be late, delays the capture), False the room closed, None nothing about its activity."""
     if event.room_id is None:
         return None
-    if event.room_active:
+    if event.room_active or event.room_entered:
         return True
     if event.room_closed:
         return False
@@ -83,18 +95,26 @@ class RoomBook:
         self._rooms: dict[tuple[str, str], RoomActivity] = {}
         self._unwritten: dict[tuple[str, str], RoomActivity] = {}
         self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
+        self._quiet_seen: dict[tuple[str, str], float] = {}  # a quiet room's newest report that it is still quiet
 
     def load(self) -> None:
         """Read what earlier runs learned (at start, and when the lease is taken again)."""
         reports = self._store.room_activity() if self._store is not None else []
         self._rooms = {(r.provider, r.room): r for r in reports}
+        self._quiet_seen = {}
 
     def note(self, provider: str, room: str, active: bool, at: float, source: str) -> bool:
         """Remember one report; True when it changes whether the room is active (or it is a new room)."""
         key = (provider, room)
         old = self._rooms.get(key)
-        if old is not None and old.last_seen > at:
-            return False  # a late callback older than what is known
+        if old is not None and not supersedes(old.last_seen, old.active, at, active):
+            return False  # a late report older than what is known (`roomorder`: it must not undo a newer one)
+        if old is not None and not old.active and not active:
+            # Still quiet: the report of when it went quiet stays (ROOM_RETENTION counts from it), and this
+            # one only paces the next listing.
+            self._quiet_seen[key] = at
+            return False
+        self._quiet_seen.pop(key, None)
         report = RoomActivity(provider=provider, room=room, active=active, last_seen=at, source=source)
         self._rooms[key] = self._unwritten[key] = report
         return old is None or old.active != active
@@ -111,16 +131,34 @@ class RoomBook:
 
     def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
         """The rooms the listing resync asks about, among those a selector job covers: the active ones and
-        those heard of, and the inactive ones last reported more than QUIET_RELIST ago."""
+        those heard of, and the inactive ones due again (`_relist_due`)."""
         selectors: dict[str, list[RoomSelector]] = {}
         for c in spec.selector_jobs:
             selector = selector_of(c)
             if selector is not None:
                 selectors.setdefault(c.provider.name, []).append(selector)
-        due = {k for k, r in self._rooms.items() if r.active or now - r.last_seen >= QUIET_RELIST}
+        due = {k for k, r in self._rooms.items() if r.active or self._relist_due(k, r, now)}
         rooms = sorted(due | self._heard_of)
         self._heard_of = set()
         return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
+
+    def _relist_due(self, key: tuple[str, str], quiet: RoomActivity, now: float) -> bool:
+        """Whether a quiet room is due for a listing: QUIET_RELIST after the last one, more as it stays quiet."""
+        wait = min(QUIET_RELIST_MAX, max(QUIET_RELIST, (now - quiet.last_seen) / 4))
+        return now - max(quiet.last_seen, self._quiet_seen.get(key, quiet.last_seen)) >= wait
+
+    def forget_quiet(self, now: float) -> int:
+        """Forget the rooms inactive for more than ROOM_RETENTION (counted from the report that they went
+        quiet, however often a listing found them quiet since), here and in the state."""
+        cutoff = now - ROOM_RETENTION
+        quiet = [k for k, r in self._rooms.items() if not r.active and r.last_seen < cutoff]
+        for key in quiet:
+            del self._rooms[key]
+            self._unwritten.pop(key, None)
+            self._quiet_seen.pop(key, None)
+        if self._store is not None:
+            self._store.forget_rooms(cutoff)
+        return len(quiet)
 
     def flush(self) -> int:
         """Write the reports learned since the last flush, in one batch; returns how many."""
@@ -297,6 +335,7 @@ class RoomSelectors:
         if spec is None or not spec.selector_jobs:
             return
         woken: set[tuple[str, str]] = set()
+        self.book.forget_quiet(self._clock.now())
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()

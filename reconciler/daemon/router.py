@@ -2,9 +2,10 @@
 
 A callback is verified and parsed by its vendor's parser (`providers.family`, the providers own their
 payloads), deduplicated (`Deduper`: a vendor's retry is acted on once; `ReplayGuard`: a ZEGO signature
-put on another body is refused) and translated into the keys it concerns, using the indexes the router
-owns: rooms to the task keys capturing them, and the users seen in each room. It never decides
-anything: the reconciler turns a `RoutedCallback` into runtime hints, the controller into queued keys.
+put on another body is refused), ordered (`RoomOrder`: a late callback of an earlier moment that would undo
+a newer one is stale) and translated into the keys it concerns, using the indexes the router owns: rooms to
+the task keys capturing them, and the users seen in each room. It never decides anything: the reconciler
+turns a `RoutedCallback` into runtime hints, the controller into queued keys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
+from reconciler.daemon.roomorder import RoomOrder
 from reconciler.model import ProviderConfig
 from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected
 from reconciler.providers.family import vendor as vendor_named
@@ -47,6 +49,9 @@ class RoutedCallback:
     task_key: str | None = None  # the key whose current run the callback is about
     woken: tuple[str, ...] = ()  # keys capturing a room where someone joined or a stream appeared
     emptied: tuple[str, ...] = ()  # keys capturing a room whose last user we saw join has left
+    # The callback says its room was entered or emptied, but a newer contrary callback of the room was seen
+    # already (`roomorder`): it wakes nothing, empties nothing, and its room hints are ignored.
+    stale: bool = False
 
 
 class CallbackRouter:
@@ -57,6 +62,7 @@ class CallbackRouter:
         self._replays = ReplayGuard()
         self._rooms: dict[Room, list[str]] = {}  # room -> keys
         self._room_users: dict[Room, set[str]] = {}  # users seen joining and not yet leaving
+        self._order = RoomOrder()
 
     @staticmethod
     def knows(vendor: str) -> bool:
@@ -119,30 +125,31 @@ class CallbackRouter:
         if not self._deduper.first_time(event.dedupe_key):
             return RoutedCallback(200, "duplicate: already accepted", "duplicate")
         record = self._records.by_vendor_id(event.run_id) if event.run_id is not None else None
-        room = (event.vendor, event.app_id, event.room_id or "")
+        task_key = record.key if record else None
+        if event.room_id is None:
+            return RoutedCallback(200, "accepted", "accepted", event=event, task_key=task_key)
+        room = (event.vendor, event.app_id, event.room_id)
         waking = event.room_active or event.room_entered
-        woken = tuple(self._rooms.get(room, ())) if waking and event.room_id is not None else ()
+        if (waking or event.room_left or event.room_closed or event.room_empty) and not self._order.news(
+            room, event.at, opening=waking, closes_room=event.room_closed
+        ):
+            return RoutedCallback(200, "accepted", "accepted", event=event, task_key=task_key, stale=True)
+        woken = tuple(self._rooms.get(room, ())) if waking else ()
         emptied: tuple[str, ...] = ()
-        if event.room_id is not None and event.user_id is not None and (event.room_active or event.room_left):
+        if event.room_closed or (event.user_id is not None and (event.room_active or event.room_left)):
             emptied = self._track_users(room, event)
-        if event.room_id is not None and event.room_active:  # the status page's room timeline
+        if event.room_active:  # the status page's room timeline
             self._records.history.room_active(event.room_id)
-        elif event.room_id is not None and (event.room_empty or emptied):
+        elif event.room_empty or emptied:
             self._records.history.room_idle(event.room_id)
-        return RoutedCallback(
-            200,
-            "accepted",
-            "accepted",
-            event=event,
-            task_key=record.key if record else None,
-            woken=woken,
-            emptied=emptied,
-        )
+        return RoutedCallback(200, "accepted", "accepted", event=event, task_key=task_key, woken=woken, emptied=emptied)
 
     def _track_users(self, room: Room, event: CallbackEvent) -> tuple[str, ...]:
-        """Volcengine has no task-stopped callback: when the last user we saw join leaves, the room's runs
-        will idle out one idle timeout from now. A user who joined before we started is unknown: their
-        leave also counts as the room emptying (a few extra polls)."""
+        """Volcengine has no task-stopped callback: when the last user we saw join (or start a stream) leaves
+        (or stops it), or the room closes, the room's runs will idle out one idle timeout from now. A user who
+        joined before we started is unknown: their leave also counts as the room emptying (a few extra polls)."""
+        if event.room_closed:  # nobody is left, whoever we saw: said once, unless the last leave said it already
+            return tuple(self._rooms.get(room, ())) if self._room_users.pop(room, None) else ()
         users = self._room_users.setdefault(room, set())
         if event.room_active:
             users.add(event.user_id or "")

@@ -65,9 +65,9 @@ class CallbackEvent:
     output: bool = False  # the run produced something (an image, an uploaded file)
     ended: bool = False  # the vendor says the run ended: look now
     rollover: bool = False  # it ended at its max duration
-    room_active: bool = False  # someone joined / a stream appeared: wake dormant tasks of the room
+    room_active: bool = False  # someone joined / a stream appeared (also User*StreamStart): wake the room
     room_empty: bool = False  # the room has no stream: the task will idle out one idle timeout from now
-    room_left: bool = False  # a user left the room (Volcengine UserLeaveRoom): it may now be empty
+    room_left: bool = False  # a user left / stopped a stream (UserLeaveRoom, User*StreamStop): may be empty now
     room_closed: bool = False  # the room's last stream went (Volcengine RoomDestroy, ZEGO room_close)
     user_id: str | None = None  # who joined or left
     end_reason: str | None = None  # why the run ended, when the vendor said so (zego_callbacks.callback_stop_reason)

@@ -1,8 +1,12 @@
 """Volcengine webhooks, parsed and verified (see `callbacks` for what every vendor's parser shares).
 
 Volcengine signs the whole callback (`volc_signing.verify_callback`); the events capctl uses are
-`SnapshotRealTimeData` (an image was taken), `UserJoinRoom` and `UserLeaveRoom`. It has no task-stopped
-callback: the daemon infers a stop from the room emptying.
+`SnapshotRealTimeData` (an image was taken), `UserJoinRoom`, `UserLeaveRoom`, `RoomDestroy` and the stream
+events `User{Video,Audio}Stream{Start,Stop}` (names and `EventData {RoomId, UserId, Timestamp}` corroborated
+by a public BytePlus integration, the vendor's own page not retrieved: docs/providers-volcengine.md). A join
+and each stream start are separate signals that people are in the room, so a capture waits for the earliest
+of them rather than for one that may be late or lost. It has no task-stopped callback: the daemon infers a
+stop from the room emptying.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing
 from reconciler.providers.callbacks import CallbackEvent, CallbackRejected, Signing, text, verified
 
-__all__ = ["VENDOR", "parse_volcengine"]
+__all__ = ["STREAM_STARTS", "STREAM_STOPS", "VENDOR", "parse_volcengine"]
 
 VENDOR = "volcengine"
+# A user's main stream went up / down: as telling as the user's join / leave (docs/providers-volcengine.md).
+STREAM_STARTS = frozenset({"UserVideoStreamStart", "UserAudioStreamStart"})
+STREAM_STOPS = frozenset({"UserVideoStreamStop", "UserAudioStreamStop"})
 # Where its callback keeps the app id, signature and time (`callbacks.verified`).
 SIGNING = Signing(
     VENDOR, ("AppId",), "Signature", "EventTime", lambda data, s: volc_signing.verify_callback(data, s.reveal())
@@ -44,8 +51,8 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
         task_id=task_id,
         room_id=room_id,
         output=event_type == "SnapshotRealTimeData",
-        room_active=event_type == "UserJoinRoom",
-        room_left=event_type == "UserLeaveRoom",
+        room_active=event_type == "UserJoinRoom" or event_type in STREAM_STARTS,
+        room_left=event_type == "UserLeaveRoom" or event_type in STREAM_STOPS,
         room_closed=event_type == "RoomDestroy",
         user_id=text(event_data, "UserId"),
         run_id=None if task_id is None else (VENDOR, app_id, room_id or "", task_id),

@@ -28,6 +28,11 @@ ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying
 THUMBNAIL_DELAY = 2.0  # seconds from a MediaThumbnails request to its result callback
 HUAWEI_SAMPLE_COUNT = 5  # the simulator's recorded files are 5 samples long
 
+# Volcengine's main stream type; its publishing is announced by User{Video,Audio}StreamStart (docs/simulator.md).
+VOLC_MAIN_STREAM = 0
+VOLC_STREAM_STARTS = ("UserVideoStreamStart", "UserAudioStreamStart")
+VOLC_STREAM_STOPS = ("UserVideoStreamStop", "UserAudioStreamStop")
+
 # Vendor status numbers (vendor-apis.md).
 VOLC_RUNNING, VOLC_ENDED = 2, 3
 ZEGO_RECORDING, ZEGO_ENDED, ZEGO_ENDED_ABNORMALLY = 2, 3, 4
@@ -54,6 +59,15 @@ class EventSink(Protocol):
 
 def volc_stream_key(user_id: str, stream_type: int) -> str:
     return f"{user_id}/{stream_type}"
+
+
+def volc_stream_events(stream_key: str, *, published: bool) -> tuple[str, ...]:
+    """The Volcengine stream callbacks of a stream being published or unpublished: a main stream (StreamType 0,
+    camera and microphone) announces its video and its audio; a screen stream (1) nothing, as no source
+    corroborates the names of its events."""
+    if not stream_key.endswith(f"/{VOLC_MAIN_STREAM}"):
+        return ()
+    return VOLC_STREAM_STARTS if published else VOLC_STREAM_STOPS
 
 
 def key_of(room: Room) -> tuple[str, str, str]:
@@ -244,7 +258,7 @@ class World:
         return self._publish(self.room(vendor, app_id, room_id), stream_key, user_id, self.now())
 
     def _publish(self, room: Room, stream_key: str, user_id: str, now: float) -> bool:
-        vendor, app_id, room_id = key_of(room)
+        vendor = room.vendor
         if stream_key in room.streams:
             return False
         joined = user_id not in room.users()
@@ -253,8 +267,9 @@ class World:
             self._zego_room_event(room, "room_create", now, id_name=user_id)
         room.streams[stream_key] = user_id
         self.coverage.streams(key_of(room), len(room.streams), now)
-        if joined and vendor == VOLC:
-            self._sink.volc_event(app_id, "UserJoinRoom", {"RoomId": room_id, "UserId": user_id}, now)
+        if vendor == VOLC:
+            joins = ("UserJoinRoom",) if joined else ()
+            self._volc_user_events(room, user_id, now, *joins, *volc_stream_events(stream_key, published=True))
         if vendor == ZEGO:
             if joined:
                 self._zego_room_event(room, "room_login", now, user=user_id)
@@ -285,9 +300,10 @@ class World:
                 if task.active == 0:
                     self._go_idle(task, now)
         left = user_id not in room.users()
-        if vendor == VOLC and left:
-            self._sink.volc_event(app_id, "UserLeaveRoom", {"RoomId": room_id, "UserId": user_id}, now)
-            if not room.streams:
+        if vendor == VOLC:
+            leaves = ("UserLeaveRoom",) if left else ()
+            self._volc_user_events(room, user_id, now, *volc_stream_events(stream_key, published=False), *leaves)
+            if left and not room.streams:
                 self._sink.volc_event(app_id, "RoomDestroy", {"RoomId": room_id}, now)
         if vendor == ZEGO:
             self._zego_room_event(room, "stream_close", now, user=user_id, stream=stream_key)
@@ -296,6 +312,12 @@ class World:
             if not room.streams:
                 self._zego_room_event(room, "room_close", now)
         return True
+
+    def _volc_user_events(self, room: Room, user_id: str, at: float, *events: str) -> None:
+        """Volcengine's user and stream callbacks, EventData `{RoomId, UserId, Timestamp (ms)}`."""
+        data = {"RoomId": room.room_id, "UserId": user_id, "Timestamp": int(at * 1000)}
+        for event in events:
+            self._sink.volc_event(room.app_id, event, data, at)
 
     def _zego_room_event(
         self, room: Room, event: str, at: float, *, user: str = "", stream: str = "", id_name: str = ""

@@ -166,6 +166,9 @@ class NoState:
     def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
         raise StateError(f"{self.missing}: a read-only command cannot record room activity")
 
+    def forget_rooms(self, quiet_before: float) -> int:
+        raise StateError(f"{self.missing}: a read-only command cannot forget room activity")
+
     def close(self) -> None:
         """Nothing was opened."""
 
@@ -221,6 +224,10 @@ class RoomActivityStore(Protocol):
     def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
         """Keep the last known activity of these rooms (a report older than what is kept is dropped).
         Does not move the serial: activity is what the daemon learned of rooms, not a task change."""
+
+    def forget_rooms(self, quiet_before: float) -> int:
+        """Drop the rooms known inactive since before `quiet_before` (rooms made on the fly would otherwise
+        pile up); returns how many. Does not move the serial."""
 
     def room_activity(self) -> list[RoomActivity]:
         """Every room's last known activity (empty before any was recorded)."""

@@ -202,6 +202,7 @@ class RoomQueries:
     create: tuple[str, ...]
     upsert: str
     read: str
+    forget: str
 
     @classmethod
     def build(cls, *, mark: str, exists: str, serialise: tuple[str, ...] = ()) -> RoomQueries:
@@ -220,6 +221,7 @@ class RoomQueries:
             " active = excluded.active, last_seen = excluded.last_seen, source = excluded.source"
             f" WHERE excluded.last_seen >= {table}.last_seen",
             read=f"SELECT provider, room, active, last_seen, source FROM {table} ORDER BY provider, room",
+            forget=f"DELETE FROM {table} WHERE active = 0 AND last_seen < {mark}",
         )
 
 
@@ -384,6 +386,17 @@ class SqlStateStore(ABC):
             for statement in self.room_queries.create:
                 cur.execute(statement, ())
             cur.executemany(self.room_queries.upsert, rows)
+
+    def forget_rooms(self, quiet_before: float) -> int:
+        """Drop the rooms known inactive since before `quiet_before`; returns how many."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot forget room activity")
+        q = self.room_queries
+        with self._cursor(write=True) as cur:
+            if not _rows(cur, q.exists)[0][0]:
+                return 0
+            cur.execute(q.forget, (quiet_before,))
+            return max(cur.rowcount, 0)
 
     def room_activity(self) -> list[RoomActivity]:
         """Every room's last known activity, by provider and room (none before the daemon recorded any)."""

@@ -5,7 +5,8 @@ is all reconciling needs. The status page's timeline needs the runs before it, s
 history about every record it commits (`note`) and every room callback (`room_active` / `room_idle`).
 It lives in memory: a restart starts it again from the runs the state still holds (the record cache
 notes every record it reads at start). Bounded: runs and activity that ended before the window are
-dropped as new ones come, and each task or room keeps at most `MAX_INTERVALS`. Time comes from the
+dropped as new ones come (a room with nothing left is forgotten), and each task or room keeps at most
+`MAX_INTERVALS`. Time comes from the
 injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
 """
 
@@ -91,6 +92,10 @@ class History:
             for spans in table.values():
                 while spans and spans[0].end is not None and spans[0].end < horizon:
                     spans.popleft()
+        # A room quiet for the whole window is forgotten: rooms made on the fly (a class, a call) would
+        # otherwise pile up for the daemon's lifetime. A task's key stays until its record is deleted.
+        for room in [room for room, spans in self._rooms.items() if not spans]:
+            del self._rooms[room]
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -106,6 +111,6 @@ class History:
         return first
 
     def activity(self, room: str) -> tuple[Activity, ...] | None:
-        """The room's activity spans, or None when no room callback was ever seen for it."""
+        """The room's activity spans, or None when no room callback was seen for it within the window."""
         spans = self._rooms.get(room)
         return None if spans is None else tuple(spans)

@@ -186,7 +186,7 @@ class RoomTimeline:
     room: str
     window: Interval
     active: tuple[Interval, ...]  # when the room had activity (room callbacks); empty when none was reported
-    activity_reported: bool  # any room callback was seen for this room (else `active` says nothing)
+    activity_reported: bool  # a room callback was seen for this room in the window (else `active` says nothing)
     captures: tuple[CaptureLine, ...]
 
     @property

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
@@ -313,3 +317,28 @@ async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
             assert "s3cret-token" not in refused.text
         allowed = await http.post("/api/v1/sync", content=b"", headers={"Authorization": "Bearer s3cret-token"})
     assert allowed.status_code == 200 and allowed.json()["queued"] == 1
+
+
+async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(harness: Harness) -> None:
+    """The HTTP server runs on a thread of its own; the scrape-time gauges read records and rooms that the
+    daemon's loop changes (a scrape on the HTTP thread raced with them: 'dictionary changed size')."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    assert harness.daemon is not None
+    daemon = harness.daemon
+    collected_on: list[int] = []
+
+    class Spy(Collector):
+        def collect(self) -> list[GaugeMetricFamily]:
+            collected_on.append(threading.get_ident())
+            return []
+
+    daemon.metrics.registry.register(Spy())
+
+    async def scrape() -> str:  # as uvicorn does: another thread, its own event loop
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon.asgi_app), base_url=DAEMON) as http:
+            return (await http.get("/metrics")).text
+
+    text = await asyncio.to_thread(asyncio.run, scrape())
+    assert 'capctl_tasks{status="running"}' in text
+    assert collected_on[-1] == threading.get_ident()  # the daemon's loop runs on this (the test's) thread

@@ -3,7 +3,7 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
-from reconciler.daemon.roomjobs import QUIET_RELIST
+from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.sqlite import SQLiteStateStore
@@ -72,6 +72,25 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
     sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
     assert sample == 2
+
+
+async def test_a_room_quiet_for_a_day_is_forgotten_and_no_longer_listed(harness: Harness) -> None:
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(3_600)
+    listed = harness.calls("GetRoomOnlineUsers")
+    assert listed > 0  # a quiet room is still listed now and then (a lost callback is repaired)
+    await harness.advance(ROOM_RETENTION)
+    assert harness.daemon is not None and not harness.daemon.rooms.book.activity()
+    reader = SQLiteStateStore(harness.state_path)
+    assert reader.room_activity() == []
+    reader.close()
+    before = harness.calls("GetRoomOnlineUsers")
+    await harness.advance(3_600)
+    assert harness.calls("GetRoomOnlineUsers") == before
 
 
 async def test_a_restart_starts_nothing_twice(harness: Harness) -> None:

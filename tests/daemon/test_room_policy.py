@@ -129,9 +129,8 @@ async def test_a_rollover_is_seen_by_probing_at_the_max_duration_without_its_end
     assert sample(await metrics(harness), "capctl_reissue_gap_seconds_sum") <= gap + 0.01
 
 
-async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(harness: Harness) -> None:
-    # ZEGO sends room_create, room_login and stream_create for one arrival: the first one to reach the
-    # daemon starts the capture (a late or lost stream_create no longer holds it up).
+async def dormant_recording(harness: Harness) -> str:
+    """class-1's recording ran while a teacher published, then went dormant in the emptied room; its key."""
     key = "RecordingJob/rec/class-1"
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
     harness.sim.publish("zego", "class-1", stream_id="teacher")
@@ -140,6 +139,13 @@ async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(har
     harness.sim.unpublish("zego", "class-1", stream_id="teacher")
     await harness.advance(120)
     assert harness.record(key).status is TaskStatus.DORMANT  # zero-stream callbacks: the room is empty
+    return key
+
+
+async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(harness: Harness) -> None:
+    # ZEGO sends room_create, room_login and stream_create for one arrival: the first one to reach the
+    # daemon starts the capture (a late or lost stream_create no longer holds it up).
+    key = await dormant_recording(harness)
     timestamp, nonce = int(harness.clock.now()), "98765"
     login = {
         "event": "room_login",

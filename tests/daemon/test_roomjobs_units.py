@@ -4,6 +4,7 @@ tasks a new selection changes, the listing's pacing, and the leaving rooms' rest
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.roomjobs import QUIET_RELIST, RoomBook, RoomJobs, activity_of, changed_tasks
+from reconciler.daemon.roomjobs import (
+    QUIET_RELIST,
+    QUIET_RELIST_MAX,
+    ROOM_RETENTION,
+    RoomBook,
+    RoomJobs,
+    activity_of,
+    changed_tasks,
+)
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
@@ -30,6 +39,7 @@ def event(**flags: object) -> CallbackEvent:
 
 def test_what_a_callback_says_of_its_room() -> None:
     assert activity_of(event(room_active=True)) is True
+    assert activity_of(event(room_entered=True)) is True  # a ZEGO room_create or room_login: a stream follows
     assert activity_of(event(room_closed=True)) is False
     assert activity_of(event(room_left=True)) is None  # others may still publish
     assert activity_of(event(room_active=True, room_id=None)) is None
@@ -41,6 +51,7 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
     assert book.note("volc", "class-1", True, 10.0, "callback")
     assert not book.note("volc", "class-1", True, 11.0, "callback")  # no change of activity
     assert not book.note("volc", "class-1", False, 5.0, "resync")  # older than what is known: dropped
+    assert not book.note("volc", "class-1", False, 11.0, "callback")  # a close at the entry's instant: dropped
     assert book.note("volc", "class-2", False, 12.0, "resync")
     assert store.room_activity() == []  # nothing written per report
     assert book.flush() == 2 and book.flush() == 0
@@ -51,6 +62,21 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
     again = RoomBook(store)
     again.load()
     assert {(a.room, a.active) for a in again.activity()} == {("class-1", True), ("class-2", False)}
+    store.close()
+
+
+def test_the_room_book_forgets_rooms_quiet_for_longer_than_the_retention(tmp_path: Path) -> None:
+    store = SQLiteStateStore(tmp_path / "state.db")
+    book = RoomBook(store)
+    book.note("volc", "class-1", False, 100.0, "callback")
+    book.note("volc", "class-2", False, 200.0, "callback")
+    book.note("volc", "lobby", True, 50.0, "callback")  # active: kept however old
+    assert not book.note("volc", "class-1", False, 100.0 + ROOM_RETENTION, "resync")  # still quiet: kept as 100
+    book.flush()
+    assert book.forget_quiet(150.0 + ROOM_RETENTION) == 1
+    assert sorted(a.room for a in book.activity()) == ["class-2", "lobby"]
+    assert sorted(a.room for a in store.room_activity()) == ["class-2", "lobby"]
+    assert book.note("volc", "class-1", True, 160.0 + ROOM_RETENTION, "callback")  # learned again: a new room
     store.close()
 
 
@@ -77,6 +103,21 @@ def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[S
     assert book.to_list(spec, 2.0) == [("volc", "class-1"), ("volc", "class-2"), ("volc", "class-5")]
     assert book.to_list(spec, 2.0) == [("volc", "class-1")]  # heard of once: listed once
     assert book.to_list(spec, 1.0 + QUIET_RELIST) == [("volc", "class-1"), ("volc", "class-4"), ("volc", "class-5")]
+
+
+def test_a_room_quiet_for_longer_is_listed_less_often(selecting: tuple[SpecSet, RoomBook]) -> None:
+    spec, book = selecting
+    book.note("volc", "class-4", False, 0.0, "callback")  # went quiet at 0
+    looks, now = [], 0.0
+    while now < 86_400:
+        now += 30  # the resync period
+        if ("volc", "class-4") in book.to_list(spec, now):
+            looks.append(now)
+            book.note("volc", "class-4", False, now, "resync")  # found still quiet
+    gaps = [b - a for a, b in itertools.pairwise(looks)]
+    assert looks[0] == QUIET_RELIST and gaps[:3] == [QUIET_RELIST] * 3  # the first 20 minutes: every 5 minutes
+    assert all(b >= a for a, b in itertools.pairwise(gaps)) and max(gaps) <= QUIET_RELIST_MAX + 30
+    assert len(looks) == 32  # instead of 288 at a fixed 5 minutes
 
 
 def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, RoomBook]) -> None:

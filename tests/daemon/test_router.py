@@ -37,12 +37,19 @@ def _router(tmp_path: Path) -> tuple[CallbackRouter, list[ProviderConfig], Metri
 
 
 def _route(
-    router: CallbackRouter, providers: list[ProviderConfig], event_type: str, event_id: str, **data: str
+    router: CallbackRouter,
+    providers: list[ProviderConfig],
+    event_type: str,
+    event_id: str,
+    *,
+    at: float = NOW,
+    **data: str,
 ) -> RoutedCallback:
+    """A signed Volcengine callback of vendor time `at` (EventTime, in ms), routed at NOW."""
     body = {
         "EventType": event_type,
         "EventData": json.dumps(data),
-        "EventTime": str(int(NOW * 1000)),
+        "EventTime": str(int(at * 1000)),
         "EventId": event_id,
         "AppId": "capctl-sim-volc",
         "Version": "2020-12-01",
@@ -60,9 +67,10 @@ def test_a_callback_names_its_run_the_room_keys_and_when_a_room_empties(tmp_path
     joined = _route(router, providers, "UserJoinRoom", "e2", RoomId="lobby", UserId="u1")
     assert joined.task_key is None and joined.woken == (LOBBY,) and joined.emptied == ()
     assert _route(router, providers, "UserJoinRoom", "e3", RoomId="hall", UserId="u2").woken == (HALL,)
-    assert _route(router, providers, "UserLeaveRoom", "e4", RoomId="lobby", UserId="u1").emptied == (LOBBY,)
+    left = _route(router, providers, "UserLeaveRoom", "e4", at=NOW + 1, RoomId="lobby", UserId="u1")
+    assert left.emptied == (LOBBY,)
     assert _route(router, providers, "UserLeaveRoom", "e5", RoomId="elsewhere", UserId="u3").emptied == ()
-    again = _route(router, providers, "UserLeaveRoom", "e4", RoomId="lobby", UserId="u1")  # the vendor's retry
+    again = _route(router, providers, "UserLeaveRoom", "e4", at=NOW + 1, RoomId="lobby", UserId="u1")  # a retry
     assert (again.outcome, again.event) == ("duplicate", None)
     sample = metrics.registry.get_sample_value
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "accepted"}) == 5
@@ -78,3 +86,20 @@ def test_an_unsigned_callback_is_refused_and_names_no_key(tmp_path: Path) -> Non
         == 1
     )
     assert not CallbackRouter.knows("tencent") and CallbackRouter.knows("zego")
+
+
+def test_stream_events_track_users_and_a_late_callback_of_an_earlier_moment_is_stale(tmp_path: Path) -> None:
+    router, providers, _ = _router(tmp_path)
+    started = _route(router, providers, "UserVideoStreamStart", "s1", at=NOW - 10, RoomId="lobby", UserId="u1")
+    assert started.woken == (LOBBY,) and not started.stale
+    late = _route(router, providers, "UserLeaveRoom", "l0", at=NOW - 20, RoomId="lobby", UserId="u1")
+    assert late.stale and late.emptied == () and late.woken == ()  # from before her stream: she is in
+    stopped = _route(router, providers, "UserVideoStreamStop", "s2", at=NOW - 5, RoomId="lobby", UserId="u1")
+    assert stopped.emptied == (LOBBY,)  # the only user we saw stopped her stream: the room may be empty
+    destroyed = _route(router, providers, "RoomDestroy", "d1", at=NOW - 4, RoomId="lobby")
+    assert destroyed.emptied == () and not destroyed.stale  # said already by her stream stop
+    retried = _route(router, providers, "UserJoinRoom", "j0", at=NOW - 6, RoomId="lobby", UserId="u1")
+    assert retried.stale and retried.woken == ()  # a join older than the room's close wakes nothing
+    _route(router, providers, "UserJoinRoom", "j1", at=NOW - 3, RoomId="lobby", UserId="u2")
+    closed = _route(router, providers, "RoomDestroy", "d2", at=NOW - 1, RoomId="lobby")
+    assert closed.emptied == (LOBBY,)  # her leave was lost: the room's close says it

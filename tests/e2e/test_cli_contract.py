@@ -14,9 +14,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import typer.main
+from typer.core import TyperGroup, TyperOption
 
+from reconciler import cli
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.specdocs import STORAGE, providers, snapshot_job
@@ -75,6 +79,26 @@ def test_usage_errors_exit_1_with_clicks_message(tmp_path: Path, args: tuple[str
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / ".capctl").exists()
+
+
+def _commands(group: TyperGroup, path: str = "capctl") -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for name, command in group.commands.items():
+        found.append((f"{path} {name}", command))
+        if isinstance(command, TyperGroup):
+            found += _commands(command, f"{path} {name}")
+    return found
+
+
+def test_every_option_that_takes_a_value_says_what_in_help() -> None:
+    """`--state URL`, `--resync DURATION`: a metavar, not typer's bare type label (`<str>`)."""
+    bare = [
+        f"{where} {param.opts[0]}"
+        for where, command in _commands(cast(TyperGroup, typer.main.get_command(cli.app)))
+        for param in command.params
+        if isinstance(param, TyperOption) and not param.is_flag and param.metavar is None
+    ]
+    assert bare == []
 
 
 def test_help_and_version_exit_0(tmp_path: Path) -> None:

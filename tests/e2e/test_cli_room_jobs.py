@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import Sim, Workdir
@@ -76,4 +77,42 @@ def test_a_selector_job_captures_each_matching_room_of_a_scenario_once(tmp_path:
     assert excluded[0] == 0  # excluded: never started
     listed = work.capctl("state", "list").stdout
     assert "SnapshotJob/classes/class-0000" in listed and "SnapshotJob/classes/class-0002" not in listed
+    assert '"event": "room activity: selector tasks changed"' in log.text()
+
+
+def test_a_volcengine_stream_start_starts_a_selected_room_whose_join_was_lost(tmp_path: Path) -> None:
+    """A user's join, video start and audio start are three callbacks: with the join lost, the first stream
+    start to arrive starts the room (the room-listing resync, 60 s here, would be the only repair else)."""
+    port = free_port()
+    sim_proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0"),
+            *("--volcengine-callback-url", f"http://127.0.0.1:{port}/callbacks/volcengine"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    work = Workdir(tmp_path, Sim(sim_output(sim_proc).url()))
+    work.write("providers.yaml", providers(work.sim.base, callbacks=True))
+    work.write("jobs.yaml", selector_job("classes", "class-*"))
+    daemon = work.spawn("run", "--listen", f"127.0.0.1:{port}", "--resync", "60s", stdout=subprocess.DEVNULL)
+    log = daemon_output(daemon)
+    try:
+        log.url()
+        # Half the callbacks lost; with this seed the first of the three (the join) is one of them.
+        assert work.sim.http.put("/callbacks/chaos", json={"loss": 0.5, "seed": 4}).status_code == 200
+        work.sim.publish("volcengine", "class-1", userId="alice", streamType=0)
+        published = time.monotonic()
+        while not (tasks := work.sim.tasks("volcengine")) and time.monotonic() - published < 20:
+            time.sleep(0.2)
+        delivered = {d["body"]["EventType"] for d in work.sim.get("/callbacks")["deliveries"] if d["ok"]}
+        assert delivered == {"UserVideoStreamStart", "UserAudioStreamStart"}, delivered  # the join was lost
+        assert [(t["roomId"], t["state"]) for t in tasks] == [("class-1", "running")]  # before any listing
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        sim_proc.kill()
+        sim_proc.wait()
+    assert daemon.returncode == 0, log.text()
     assert '"event": "room activity: selector tasks changed"' in log.text()

@@ -65,7 +65,7 @@ async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, rec
 async def test_retries_are_paced_by_sim_clock(cb_client: SimClient, receiver: Receiver) -> None:
     sim = cb_client.sim
     receiver.statuses = [500, 503, 500]
-    sim.publish("volcengine", "r1", user_id="bob")  # one UserJoinRoom, failing three times
+    sim.publish("volcengine", "r1", user_id="bob", stream_type=1)  # one UserJoinRoom (a screen), failing thrice
     await sim.deliver_due()
     assert len(receiver.received) == 1
     await sim.advance(4.9)

@@ -32,23 +32,36 @@ def scenario(**fields: Any) -> dict[str, Any]:
     return scenario_body(seed=11, vendor="zego", duration=600, session_length={"min": 20, "max": 60}, **fields)
 
 
-async def test_volcengine_room_events_pass_capctl_verification(cb_client: SimClient, receiver: Receiver) -> None:
+async def test_volcengine_room_and_stream_events_pass_capctl_verification(
+    cb_client: SimClient, receiver: Receiver
+) -> None:
     sim = cb_client.sim
-    sim.publish("volcengine", "lobby", user_id="alice")
+    sim.publish("volcengine", "lobby", user_id="alice")  # her main stream: joins, video and audio start
+    sim.publish("volcengine", "lobby", user_id="alice", stream_type=1)  # a screen: no event
+    await sim.advance(1.5)
     sim.publish("volcengine", "lobby", user_id="bob")
-    sim.unpublish("volcengine", "lobby", user_id="alice")
-    sim.unpublish("volcengine", "lobby", user_id="bob")
+    sim.unpublish("volcengine", "lobby", user_id="alice", stream_type=1)
+    sim.unpublish("volcengine", "lobby", user_id="alice")  # her last stream: stops, then she leaves
+    sim.unpublish("volcengine", "lobby", user_id="bob")  # the room's last: stops, leave, destroy
     await sim.deliver_due()
     events = [parse_volcengine(r["raw"], [VOLC_PROVIDER], START) for r in receiver.received]
+    starts, stops = ["UserVideoStreamStart", "UserAudioStreamStart"], ["UserVideoStreamStop", "UserAudioStreamStop"]
     assert [(e.event, e.user_id) for e in events] == [
-        ("UserJoinRoom", "alice"),
-        ("UserJoinRoom", "bob"),
-        ("UserLeaveRoom", "alice"),
-        ("UserLeaveRoom", "bob"),
+        *[(e, "alice") for e in ["UserJoinRoom", *starts]],
+        *[(e, "bob") for e in ["UserJoinRoom", *starts]],
+        *[(e, "alice") for e in [*stops, "UserLeaveRoom"]],
+        *[(e, "bob") for e in [*stops, "UserLeaveRoom"]],
         ("RoomDestroy", None),
     ]
     assert all(e.room_id == "lobby" for e in events)
-    assert events[0].room_active and events[2].room_left and not events[4].room_active
+    assert [e.room_active for e in events] == [True] * 6 + [False] * 7
+    assert [e.room_left for e in events] == [False] * 6 + [True] * 6 + [False]
+    assert events[-1].room_closed and not any(e.room_closed for e in events[:-1])
+    data = [json.loads(r["body"]["EventData"]) for r in receiver.received]
+    ms = int(START * 1000)
+    assert data[0] == {"RoomId": "lobby", "UserId": "alice", "Timestamp": ms}
+    assert data[3] == data[5] == {"RoomId": "lobby", "UserId": "bob", "Timestamp": ms + 1500}
+    assert data[-1] == {"RoomId": "lobby"}
 
 
 async def test_zego_room_and_stream_events_pass_capctl_verification(cb_client: SimClient, receiver: Receiver) -> None:
@@ -154,10 +167,10 @@ async def test_calls_under_a_caller_prefix_route_like_the_root_and_name_their_ca
 async def test_callback_chaos_without_a_scenario(cb_client: SimClient, receiver: Receiver) -> None:
     answer = await cb_client.http.put("/_sim/callbacks/chaos", json={"loss": 1.0, "seed": 3})
     assert answer.status_code == 200 and answer.json()["chaos"]["loss"] == 1.0
-    cb_client.sim.publish("volcengine", "lobby", user_id="alice")
+    cb_client.sim.publish("volcengine", "lobby", user_id="alice")  # her join, video and audio start
     await cb_client.sim.deliver_due()
     assert receiver.received == []
-    assert (await cb_client.http.get("/_sim/callbacks/chaos")).json()["lost"] == 1
+    assert (await cb_client.http.get("/_sim/callbacks/chaos")).json()["lost"] == 3
     bad = await cb_client.http.put("/_sim/callbacks/chaos", json={"loss": 2})
     assert bad.status_code == 400 and bad.json()["error"].startswith("body: loss: Input should be less than")
     assert (await cb_client.http.get("/_sim/callbacks/chaos")).json()["chaos"]["loss"] == 1.0

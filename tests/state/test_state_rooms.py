@@ -70,3 +70,25 @@ def test_no_state_knows_no_room_and_records_none() -> None:
     assert missing.room_activity() == []
     with pytest.raises(StateError, match="cannot record room activity"):
         missing.record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+
+
+def test_rooms_quiet_since_before_a_time_are_forgotten(store_url: str) -> None:
+    store = open_state(store_url)
+    rooms = rooms_of(store)
+    assert rooms.forget_rooms(1000.0) == 0  # no table yet: nothing to forget, none made
+    serial = store.serial()
+    rooms.record_rooms(
+        [
+            RoomActivity("volc", "class-old", False, 100.0, "callback"),
+            RoomActivity("volc", "class-new", False, 900.0, "callback"),
+            RoomActivity("volc", "lobby", True, 50.0, "resync"),  # active: kept however old its report
+        ]
+    )
+    assert rooms.forget_rooms(500.0) == 1
+    assert [r.room for r in rooms.room_activity()] == ["class-new", "lobby"]
+    assert store.serial() == serial
+    store.close()
+    reader = open_state(store_url, create=False)
+    with pytest.raises(StateError, match="read-only"):
+        rooms_of(reader).forget_rooms(1000.0)
+    reader.close()

@@ -60,3 +60,17 @@ def test_history_is_bounded_per_task_and_by_its_window() -> None:
     history.forget(KEY)
     assert history.runs(KEY) == ()
     assert history.known_since(KEY) is None
+
+
+def test_a_room_quiet_for_the_whole_window_is_forgotten() -> None:
+    """Rooms made on the fly must not pile up for the daemon's lifetime."""
+    told = Told(start=NOW, window=1000)
+    history = told.history
+    told.room_active("class-1", NOW + 10)
+    told.room_idle("class-1", NOW + 20)
+    told.room_active("lobby", NOW + 30)  # still active: kept however long ago it began
+    told.note(record(KEY, started_at=NOW + 40), NOW + 1010)  # a write trims; class-1 ended inside the window
+    assert history.activity("class-1") == (Activity(NOW + 10, NOW + 20),)
+    told.note(record(KEY, started_at=NOW + 40), NOW + 1200)  # class-1 ended before the window
+    assert history.activity("class-1") is None
+    assert history.activity("lobby") == (Activity(NOW + 30, None),)
