@@ -391,7 +391,9 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
         for key in keys:
             if not _wait_for(seen, lock, functools.partial(_reissued, key=key), daemon):
                 raise DemoError(f"the daemon did not re-issue {key} within {WAIT_SECONDS:.0f} s")
-        console.print(_sim_table(sim, "At the vendors: every declared task is running again"))
+        console.print(
+            _sim_table(sim, "At the vendors: running again where people came back; the empty lobby waits, dormant")
+        )
         console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
         if keep_running:
             console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
