@@ -24,7 +24,7 @@ from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
 from reconciler.daemon.router import RoutedCallback
 from reconciler.daemon.specset import changed_keys
 from reconciler.daemon.storehealth import probe_store
-from reconciler.daemon.sync import known_keys, sync_keys
+from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
 from reconciler.spec import SpecSet
 
@@ -191,11 +191,13 @@ class Daemon(DaemonParts):
     # --- timers -----------------------------------------------------------------------------------------
 
     async def _resync_timer(self) -> None:
-        """Every resync period (with jitter) every key is looked at: the level-triggered safety net."""
+        """Every resync period (with jitter) every key is looked at, the level-triggered safety net, but for
+        those waiting for a re-issue slot still ahead (`sync.resync_keys`)."""
         while True:
             await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
             if self.spec is not None:
-                self.queue.add_all(known_keys(self.records.keys(), self.spec))
+                known = known_keys(self.records.keys(), self.spec)
+                self.queue.add_all(resync_keys(known, self.records.get, self.clock.now()))
                 if self.lease.acting():  # a standby neither lists rooms nor records their activity
                     await self.rooms.resync()
 

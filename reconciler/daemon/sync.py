@@ -1,4 +1,4 @@
-"""Which keys a `capctl sync` request queues (POST /api/v1/sync). Pure.
+"""Which keys a `capctl sync` request (POST /api/v1/sync) and the resync timer queue. Pure.
 
 It only chooses keys: the daemon queues them and looks at the vendor first, the workers still decide (a
 backing-off or dormant task keeps waiting), vendor calls stay within the budgets, and a key already
@@ -7,12 +7,13 @@ queued is queued once, so repeating the request costs nothing more. Any unknown 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec import SpecSet
 from reconciler.spec.errors import did_you_mean
 
-__all__ = ["known_keys", "sync_keys"]
+__all__ = ["known_keys", "resync_keys", "sync_keys"]
 
 MAX_LISTED = 20  # unknown keys named in one answer
 
@@ -37,3 +38,21 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
 def known_keys(recorded: Iterable[str], spec: SpecSet | None) -> set[str]:
     """Every key in the spec set in force or in the state (a removed job's tasks are pruned by a pass)."""
     return set(recorded) | (set(spec.tasks) if spec else set())
+
+
+def resync_keys(known: Iterable[str], record_of: Callable[[str], TaskRecord | None], now: float) -> list[str]:
+    """The keys the resync timer queues: every known key but those waiting for a re-issue slot still ahead
+    (backing off or dormant). Their worker is already due at that slot, and what could move it (a room
+    callback, a spec change, `capctl sync`) queues them itself; reconciling them at every resync only decided
+    "still waiting" again (three quarters of the daemon's passes over a simulated day). Once the slot has
+    passed they are queued as any key, so a slot the queue lost is still kept within one resync."""
+    return sorted(key for key in known if not _waiting(record_of(key), now))
+
+
+def _waiting(record: TaskRecord | None, now: float) -> bool:
+    return (
+        record is not None
+        and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
+        and record.next_attempt_at is not None
+        and record.next_attempt_at > now
+    )

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from reconciler.daemon import coverage, policy
+from reconciler.daemon.reconciler import Result
 from reconciler.daemon.runtime import EMPTY, KeyRuntime
 from reconciler.model import TaskStatus
 from reconciler.providers.zego_signing import callback_signature
@@ -160,3 +161,23 @@ async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(har
         assert (await http.post("/callbacks/zego", json=login)).status_code == 200
     await harness.advance(1)
     assert harness.record(key).status is TaskStatus.RUNNING
+
+
+async def test_a_dormant_task_is_not_reconciled_at_every_resync_but_still_wakes(harness: Harness) -> None:
+    """Its worker is due at its slot, and a room callback queues it: the resync leaves it out."""
+    key = await dormant_recording(harness)
+    assert harness.daemon is not None
+    reconciler = harness.daemon.reconciler
+    passes: list[str] = []
+    reconcile = reconciler.reconcile
+
+    async def counted(k: str) -> Result:
+        passes.append(k)
+        return await reconcile(k)
+
+    reconciler.reconcile = counted  # type: ignore[method-assign, assignment]
+    await harness.advance(600)  # twenty resyncs
+    assert passes.count(key) == 0 and harness.record(key).status is TaskStatus.DORMANT
+    harness.sim.publish("zego", "class-1", stream_id="teacher")  # people are back: stream callbacks wake it
+    await harness.advance(2)
+    assert passes.count(key) >= 1 and harness.record(key).status is TaskStatus.RUNNING
