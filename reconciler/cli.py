@@ -116,7 +116,7 @@ def complete_statuses(incomplete: str) -> list[str]:
 PathsArg = Annotated[
     list[Path] | None,
     typer.Argument(
-        metavar="PATH...", help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"
+        metavar="PATH", help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"
     ),
 ]
 StateOpt = Annotated[
@@ -995,7 +995,7 @@ def sync(
     keys: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="KEY...",
+            metavar="KEY",
             help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
             autocompletion=complete_task_keys,
         ),
@@ -1091,7 +1091,7 @@ def state_list(
     keys: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="KEY...",
+            metavar="KEY",
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
             "('SnapshotJob/lobby-*/*'), as --target.",
         ),

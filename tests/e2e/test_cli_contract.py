@@ -99,6 +99,14 @@ def test_every_option_that_takes_a_value_says_what_in_help() -> None:
         if isinstance(param, TyperOption) and not param.is_flag and param.metavar is None
     ]
     assert bare == []
+    # typer adds "..." to an argument taking several values: a metavar saying it too reads "[PATH...]...".
+    doubled = [
+        f"{where} {param.metavar}"
+        for where, command in _commands(cast(TyperGroup, typer.main.get_command(cli.app)))
+        for param in command.params
+        if param.metavar is not None and param.metavar.endswith("...")
+    ]
+    assert doubled == []
 
 
 def test_help_and_version_exit_0(tmp_path: Path) -> None:
