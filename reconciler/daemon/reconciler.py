@@ -135,7 +135,9 @@ class Reconciler:
             observed[key] = obs
             self._update(key, runtime.unconfirmed, "unknown" if obs.state is ObservedState.UNKNOWN else None)
             try:
-                record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+                record = engine.persist_observations(
+                    self.records, {key: record}, {key: obs}, now, still_running_every=policy.STILL_RUNNING_WRITE_EVERY
+                ).get(key, record)
             except StateError:
                 if obs.state is not ObservedState.RUNNING:  # it ended, but the record cannot say so yet
                     self._update(key, runtime.unconfirmed, TaskStatus.STOPPED.value)

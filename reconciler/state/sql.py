@@ -360,11 +360,18 @@ class SqlStateStore(ABC):
         if fence is not None:
             self._migrate_leadership()
         with self._cursor(write=True) as cur:
-            serial = self._check_serial(cur, expected_serial, fence)
             if not rows:
-                return serial
+                return self._check_serial(cur, expected_serial, fence)
+            if fence is not None:
+                self._check_fence(cur, fence)
+            # The serial moves first: its row is locked (as `serial_for_update` would), and the serial it held
+            # is the new one less one, so the compare-and-set needs no read of its own (one statement less
+            # per write; a mismatch rolls the move back with the rest).
+            serial = self._bump(cur)
+            if expected_serial is not None and serial - 1 != expected_serial:
+                raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
-            return self._bump(cur)
+            return serial
 
     def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
