@@ -63,9 +63,12 @@ async def test_a_stop_is_written_at_once_and_apply_records_every_observation(har
     assert cache is not None
     assert engine.persist_observations(cache, {LOBBY: record}, running, now, still_running_every=every)[LOBBY] is record
     later = record.observed_at + every
-    assert engine.persist_observations(cache, {LOBBY: record}, running, later, still_running_every=every)[
-        LOBBY
-    ].observed_at == later
+    assert (
+        engine.persist_observations(cache, {LOBBY: record}, running, later, still_running_every=every)[
+            LOBBY
+        ].observed_at
+        == later
+    )
     # Without the throttle (plan/apply's refresh) and for anything new, the observation is written.
     assert engine.persist_observations(cache, {LOBBY: record}, running, now)[LOBBY].observed_at == now
     ended = {LOBBY: Observed(ObservedState.STOPPED, reason="IdleTimeOut")}
