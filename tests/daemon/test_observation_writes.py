@@ -1,6 +1,6 @@
 """A look that finds a running task running writes its record only every `STILL_RUNNING_WRITE_EVERY`.
 
-The write would change nothing but `observed_at`: a third of a callback-driven daemon's commits were those.
+The write would change nothing but `observed_at`: a quarter of a callback-driven daemon's commits were those.
 Anything new (a stop, a start time learnt) is written at once; `capctl apply` records every observation.
 """
 
