@@ -2,8 +2,10 @@
 
 The real daemon (`reconciler.daemon.Daemon`, as `capctl run` builds it, on a SQLite state file) and the real
 simulator run in this one process on one virtual clock: the daemon's vendor calls reach the simulator's
-ASGI app and the simulator's callbacks reach the daemon's, and time jumps from one due event to the next
-(the daemon tests' discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
+ASGI app through the daemon's httpx client, and the simulator's callbacks reach the daemon's app as the
+request its HTTP sender would make, handed over in-process (`AsgiSender`, docs/simulator.md; `capctl sim` and
+the real-time check send them over HTTP); time jumps from one due event to the next (the daemon tests'
+discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
 (examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
 cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
 

@@ -24,6 +24,7 @@ from reconciler.daemon import Daemon
 from reconciler.model import TaskRecord
 from reconciler.sim.app import create_app
 from reconciler.sim.config import SimConfig
+from reconciler.sim.senders import AsgiSender
 from reconciler.sim.simulator import Simulator
 from reconciler.sim.world import SimTask
 from reconciler.state.base import StateStore
@@ -64,7 +65,7 @@ class Harness:
         config = SimConfig(
             volcengine_callback_url=f"{DAEMON}/callbacks/volcengine",
             zego_callback_url=f"{DAEMON}/callbacks/zego",
-            callback_transport=httpx.ASGITransport(app=self._route_callback),
+            callback_sender=AsgiSender(self._route_callback),  # in-process: what the HTTP sender would send
             seed=7,
         )
         app = create_app(config, clock)
