@@ -39,6 +39,7 @@ __all__ = [
     "StreamArgs",
     "VendorStyle",
     "received_path",
+    "received_query",
 ]
 # ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
 CALLER_KEY = "capctl.sim.caller"
@@ -60,6 +61,17 @@ def received_path(request: Request) -> str:
     if path.startswith("/") and not path.startswith("//") and _URL_REWRITES.isdisjoint(path):
         return path
     return request.url.path
+
+
+# Characters that end the query (`#`) or that the URL parser drops, when `request.url` rebuilds it.
+_QUERY_REWRITES = frozenset("#\t\r\n")
+
+
+def received_query(request: Request) -> str:
+    """The query the client sent (and signed): `request.url.query`, read from the scope when the URL would give it
+    back unchanged (the URL is built for nothing else here: 1.6 % of a Volcengine polling run)."""
+    query = request.scope["query_string"].decode()
+    return query if _QUERY_REWRITES.isdisjoint(query) else request.url.query
 
 
 class CallerPrefix:

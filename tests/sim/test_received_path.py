@@ -1,11 +1,12 @@
-"""`received_path` is the path as `request.url` gives it back, read from the scope when that is the same."""
+"""`received_path` and `received_query` are the path and query as `request.url` gives them back, read from the
+scope when that is the same."""
 
 from __future__ import annotations
 
 import pytest
 from starlette.requests import Request
 
-from reconciler.sim.simulator import received_path
+from reconciler.sim.simulator import received_path, received_query
 
 PATHS = ["/volc/", "/zego/cloudrecord", "/a b/é", "/x%2Fy", "/a?b", "/a#b", "/a\\b", "/a\tb", "/a\r\nb", "//double"]
 
@@ -23,3 +24,22 @@ def test_received_path_is_the_urls_path(path: str, host: bool) -> None:
         "server": None,
     }
     assert received_path(Request(scope)) == Request(scope).url.path
+
+
+QUERIES = [
+    b"",
+    b"Action=X&Version=2023-11-01",
+    b"a=%20b&c=d%26e",
+    "é=ü".encode(),
+    b"a=b#c",
+    b"a=\tb",
+    b"a=b\r\nc",
+    b"a=?b",
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+@pytest.mark.parametrize("path", ["/volc/", "//double"])
+def test_received_query_is_the_urls_query(query: bytes, path: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": [], "server": None}
+    assert received_query(Request(scope)) == Request(scope).url.query
