@@ -62,9 +62,9 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 # sessions, so that runs end at their max duration while streams are published.
 ROLLOVER = "rollover"
 # CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first, so the last to finish
-# is a short run (longest processing time first). Four runs of ~43 s and three of ~20 s do not split evenly in
+# is a short run (longest processing time first). Four runs of 35-49 s and three of ~21 s do not split evenly in
 # two: two processes end ~10 % after half the CPU time; three let the OS share the two cores to the end.
-CPU_ESTIMATE = {"polling": 42.0, ("volcengine", "callbacks"): 41.0, ("volcengine", "lossy callbacks"): 39.0}
+CPU_ESTIMATE = {"polling": 48.0, ("volcengine", "callbacks"): 37.0, ("volcengine", "lossy callbacks"): 35.0}
 CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollover run
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
 # the daemon's look after it, and a minute to spare (the calls around each session's end are not dormant).

@@ -3,6 +3,8 @@ scope when that is the same."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from starlette.requests import Request
 
@@ -41,5 +43,12 @@ QUERIES = [
 @pytest.mark.parametrize("query", QUERIES)
 @pytest.mark.parametrize("path", ["/volc/", "//double"])
 def test_received_query_is_the_urls_query(query: bytes, path: str) -> None:
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": [], "server": None}
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": query,
+        "headers": [],
+        "server": None,
+    }
     assert received_query(Request(scope)) == Request(scope).url.query
