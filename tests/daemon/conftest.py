@@ -1,4 +1,6 @@
-"""A daemon and an in-process simulator sharing one FakeClock, wired to each other through ASGI transports.
+"""A daemon and an in-process simulator sharing one FakeClock, wired to each other's ASGI apps: the daemon's
+vendor calls through its httpx client and `httpx.ASGITransport`, the simulator's callbacks handed to the daemon's
+app in-process as the request its HTTP sender would make (`AsgiSender`, reconciler/sim/senders.py).
 
 `Harness.advance(seconds)` is a small discrete-event loop: it lets every runnable coroutine run, then
 jumps the fake clock to the next thing that is due (a daemon sleeper, a rate-budget slot, a simulated
