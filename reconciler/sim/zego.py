@@ -32,7 +32,7 @@ from reconciler.sim.signing import (
     zego_legacy_token_hash,
     zego_signature,
 )
-from reconciler.sim.simulator import Reply, Simulator, VendorStyle, received_query
+from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
 from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
@@ -205,7 +205,7 @@ def _parse_json(raw: bytes) -> Any:
 async def cloudrecord_endpoint(request: Request) -> Response:
     sim: Simulator = request.app.state.sim
     raw = await request.body()
-    query = dict(request.query_params)
+    query = query_fields(request)
     action = query.get("Action", "")
     body = _parse_json(raw)
     return await sim.call(
