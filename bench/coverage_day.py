@@ -2,8 +2,10 @@
 
 The real daemon (`reconciler.daemon.Daemon`, as `capctl run` builds it, on a SQLite state file) and the real
 simulator run in this one process on one virtual clock: the daemon's vendor calls reach the simulator's
-ASGI app and the simulator's callbacks reach the daemon's, and time jumps from one due event to the next
-(the daemon tests' discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
+ASGI app through the daemon's httpx client, and the simulator's callbacks reach the daemon's app as the
+request its HTTP sender would make, handed over in-process (`AsgiSender`, docs/simulator.md; `capctl sim` and
+the real-time check send them over HTTP); time jumps from one due event to the next (the daemon tests'
+discrete-event harness, tests/daemon/conftest.py). The traffic is the default scenario
 (examples/scenarios/day.yaml: sessions per room per day with peak hours, users, drop-outs; or `--scenario`)
 cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJob, ZEGO RecordingJob).
 
@@ -60,9 +62,9 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 # sessions, so that runs end at their max duration while streams are published.
 ROLLOVER = "rollover"
 # CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first, so the last to finish
-# is a short run (longest processing time first). Four runs of ~43 s and three of ~20 s do not split evenly in
+# is a short run (longest processing time first). Four runs of 35-49 s and three of ~21 s do not split evenly in
 # two: two processes end ~10 % after half the CPU time; three let the OS share the two cores to the end.
-CPU_ESTIMATE = {"polling": 42.0, ("volcengine", "callbacks"): 41.0, ("volcengine", "lossy callbacks"): 39.0}
+CPU_ESTIMATE = {"polling": 48.0, ("volcengine", "callbacks"): 37.0, ("volcengine", "lossy callbacks"): 35.0}
 CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollover run
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
 # the daemon's look after it, and a minute to spare (the calls around each session's end are not dormant).

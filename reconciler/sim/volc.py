@@ -23,7 +23,7 @@ from reconciler.sim.signing import (
     volc_is_signable_header,
     volc_signature,
 )
-from reconciler.sim.simulator import Reply, Simulator, VendorStyle, received_path
+from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_path, received_query
 from reconciler.sim.world import SimTask, volc_stream_key
 
 __all__ = ["endpoint"]
@@ -77,7 +77,7 @@ def _style(action: str, region: str) -> VendorStyle:
 async def endpoint(request: Request) -> Response:
     sim: Simulator = request.app.state.sim
     raw = await request.body()
-    query = dict(request.query_params)
+    query = query_fields(request)
     action = query.get("Action", "")
     try:
         logged_body: Any = json.loads(raw) if raw else None
@@ -168,7 +168,7 @@ def _authenticate(sim: Simulator, request: Request, raw: bytes) -> list[VolcApp]
         secret_key=app.secret_key,
         method=request.method,
         path=received_path(request),
-        raw_query=request.url.query,
+        raw_query=received_query(request),
         headers=signed,
         body=raw,
         x_date=x_date,

@@ -32,7 +32,7 @@ from reconciler.sim.signing import (
     zego_legacy_token_hash,
     zego_signature,
 )
-from reconciler.sim.simulator import Reply, Simulator, VendorStyle
+from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
 from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
@@ -95,7 +95,7 @@ def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
 
 async def rtc_endpoint(request: Request) -> Response:
     sim: Simulator = request.app.state.sim
-    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    pairs = parse_qsl(received_query(request), keep_blank_values=True)
     query = dict(pairs)
     offsets = [v for k, v in pairs if k == "ExtTimeOffsetSet[]"]
     action = query.get("Action", "")
@@ -205,7 +205,7 @@ def _parse_json(raw: bytes) -> Any:
 async def cloudrecord_endpoint(request: Request) -> Response:
     sim: Simulator = request.app.state.sim
     raw = await request.body()
-    query = dict(request.query_params)
+    query = query_fields(request)
     action = query.get("Action", "")
     body = _parse_json(raw)
     return await sim.call(

@@ -1,4 +1,6 @@
-"""A daemon and an in-process simulator sharing one FakeClock, wired to each other through ASGI transports.
+"""A daemon and an in-process simulator sharing one FakeClock, wired to each other's ASGI apps: the daemon's
+vendor calls through its httpx client and `httpx.ASGITransport`, the simulator's callbacks handed to the daemon's
+app in-process as the request its HTTP sender would make (`AsgiSender`, reconciler/sim/senders.py).
 
 `Harness.advance(seconds)` is a small discrete-event loop: it lets every runnable coroutine run, then
 jumps the fake clock to the next thing that is due (a daemon sleeper, a rate-budget slot, a simulated
@@ -24,6 +26,7 @@ from reconciler.daemon import Daemon
 from reconciler.model import TaskRecord
 from reconciler.sim.app import create_app
 from reconciler.sim.config import SimConfig
+from reconciler.sim.senders import AsgiSender
 from reconciler.sim.simulator import Simulator
 from reconciler.sim.world import SimTask
 from reconciler.state.base import StateStore
@@ -64,7 +67,7 @@ class Harness:
         config = SimConfig(
             volcengine_callback_url=f"{DAEMON}/callbacks/volcengine",
             zego_callback_url=f"{DAEMON}/callbacks/zego",
-            callback_transport=httpx.ASGITransport(app=self._route_callback),
+            callback_sender=AsgiSender(self._route_callback),  # in-process: what the HTTP sender would send
             seed=7,
         )
         app = create_app(config, clock)

@@ -16,6 +16,7 @@ from reconciler.clock import SystemClock
 from reconciler.engine import provider_pool
 from reconciler.model import ApiFamily
 from reconciler.sim.app import create_app
+from reconciler.sim.senders import AsgiSender, HttpSender
 from reconciler.spec import load_spec_set
 from tests.daemon.conftest import Harness, write_specs
 from tests.specdocs import recording_job, snapshot_job
@@ -44,10 +45,11 @@ async def test_the_daemon_and_the_simulator_send_no_cookie_back(harness: Harness
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20), recording_job("rec", ["class-1"], idle=20))
     vendor = SetsCookies(harness.sim_app)
     harness.sim_app = vendor  # the daemon's vendor calls go through it
-    transport = harness.sim.config.callback_transport
-    assert isinstance(transport, httpx.ASGITransport)
-    daemon = SetsCookies(transport.app)
-    harness.sim.config.callback_transport = httpx.ASGITransport(app=daemon)  # and the simulator's callbacks
+    in_process = harness.sim.config.callback_sender
+    assert isinstance(in_process, AsgiSender)
+    daemon = SetsCookies(in_process.app)
+    # And the simulator's callbacks, over HTTP as `capctl sim` sends them (in-process there is no cookie store).
+    harness.sim.config.callback_sender = HttpSender(5.0, httpx.ASGITransport(app=daemon))
     harness.sim.publish("volcengine", "lobby", user_id="alice")
     harness.sim.publish("zego", "class-1", stream_id="s1")
     await harness.start()

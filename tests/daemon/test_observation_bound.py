@@ -12,12 +12,11 @@ import itertools
 import json
 from typing import Any
 
-import httpx
-
 from reconciler.daemon import policy
 from reconciler.daemon.controller import RESYNC_JITTER
 from reconciler.model import TaskStatus
 from reconciler.providers.zego_signing import callback_signature
+from reconciler.sim.senders import CallbackSender, encode_body
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import ZEGO_SECRET, client, zego_body
 from tests.specdocs import recording_job, snapshot_job
@@ -28,26 +27,29 @@ RESYNC = 5.0
 SKEW = 400.0  # beyond the daemon's 300 s window: the end callback is refused as stale
 
 
-class SkewedEndCallbacks(httpx.AsyncBaseTransport):
+class SkewedEndCallbacks:
     """The simulator's callbacks, with every end event (event_type 2 or 5) signed by a vendor whose clock is
     `SKEW` seconds behind: re-signed as that vendor would, so only the time check can refuse it."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: CallbackSender) -> None:
         self._inner = inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body: dict[str, Any] = json.loads(await request.aread())
-        if body.get("event_type") in (2, 5):
-            body["timestamp"] = int(body["timestamp"] - SKEW)
-            body["signature"] = callback_signature(ZEGO_SECRET, str(body["timestamp"]), str(body["nonce"]))
-            request = httpx.Request(request.method, request.url, json=body)
-        return await self._inner.handle_async_request(request)
+    async def post(self, url: str, body: bytes) -> int:
+        fields: dict[str, Any] = json.loads(body)
+        if fields.get("event_type") in (2, 5):
+            fields["timestamp"] = int(fields["timestamp"] - SKEW)
+            fields["signature"] = callback_signature(ZEGO_SECRET, str(fields["timestamp"]), str(fields["nonce"]))
+            body = encode_body(fields)
+        return await self._inner.post(url, body)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def test_repeated_empty_room_callbacks_cannot_hold_off_observation_past_resync(harness: Harness) -> None:
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=60))
-    assert harness.sim.config.callback_transport is not None
-    harness.sim.config.callback_transport = SkewedEndCallbacks(harness.sim.config.callback_transport)
+    assert harness.sim.config.callback_sender is not None
+    harness.sim.config.callback_sender = SkewedEndCallbacks(harness.sim.config.callback_sender)
     await harness.start(resync=RESYNC)  # nobody publishes: the recording idles out 60 s after its start
     await harness.advance(1)
     record = harness.record(CLASS)

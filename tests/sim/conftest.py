@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 from volcengine.auth.SignerV4 import SignerV4
 from volcengine.auth.SignParam import SignParam
 from volcengine.Credentials import Credentials
@@ -25,6 +26,7 @@ from volcengine.Credentials import Credentials
 from reconciler.clock import FakeClock
 from reconciler.sim import SimConfig, Simulator, create_app
 from reconciler.sim.config import BUILTIN_VOLC_APP, BUILTIN_ZEGO_APP
+from reconciler.sim.senders import AsgiSender, CallbackSender, HttpSender
 
 VOLC_APP = BUILTIN_VOLC_APP.app_id
 ZEGO_APP = BUILTIN_ZEGO_APP.app_id
@@ -173,15 +175,26 @@ async def client(config: SimConfig, clock: FakeClock) -> AsyncIterator[SimClient
 
 
 class Receiver:
-    """A callback endpoint that records bodies and answers with queued status codes (then 200)."""
+    """A callback endpoint that records bodies and answers with queued status codes (then 200): over HTTP
+    (`handler`, an httpx mock) or in-process (`app`, the ASGI app the in-process sender calls)."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.statuses: list[int] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        self.received.append({"url": str(request.url), "body": json.loads(request.content), "raw": request.content})
-        return httpx.Response(self.statuses.pop(0) if self.statuses else 200)
+        return httpx.Response(self._record(str(request.url), request.content))
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert scope["method"] == "POST" and not message["more_body"]
+        url = f"{scope['scheme']}://{dict(scope['headers'])[b'host'].decode()}{scope['path']}"
+        await send({"type": "http.response.start", "status": self._record(url, message["body"]), "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _record(self, url: str, raw: bytes) -> int:
+        self.received.append({"url": url, "body": json.loads(raw), "raw": raw})
+        return self.statuses.pop(0) if self.statuses else 200
 
     def events(self, key: str) -> list[Any]:
         return [r["body"].get(key) for r in self.received]
@@ -192,14 +205,18 @@ def receiver() -> Receiver:
     return Receiver()
 
 
-@pytest.fixture
-async def cb_client(receiver: Receiver) -> AsyncIterator[SimClient]:
+@pytest.fixture(params=["http", "in-process"])
+async def cb_client(request: pytest.FixtureRequest, receiver: Receiver) -> AsyncIterator[SimClient]:
+    """A simulator sending its callbacks to `receiver`; every test using it runs with both senders."""
     clock = FakeClock(start=START)
+    sender: CallbackSender = (
+        HttpSender(5.0, httpx.MockTransport(receiver.handler)) if request.param == "http" else AsgiSender(receiver.app)
+    )
     config = SimConfig(
         seed=1,
         volcengine_callback_url="http://daemon.test/callbacks/volcengine",
         zego_callback_url="http://daemon.test/callbacks/zego",
-        callback_transport=httpx.MockTransport(receiver.handler),
+        callback_sender=sender,
     )
     app = create_app(config, clock)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
