@@ -111,9 +111,18 @@ async def make_plan(
 
 
 def persist_observations(
-    store: StateStore, records: Mapping[str, TaskRecord], observed: Mapping[str, Observed], now: float
+    store: StateStore,
+    records: Mapping[str, TaskRecord],
+    observed: Mapping[str, Observed],
+    now: float,
+    *,
+    still_running_every: float | None = None,
 ) -> dict[str, TaskRecord]:
-    """Before acting, record what the vendor reported (a stop, with its time and reason)."""
+    """Before acting, record what the vendor reported (a stop, with its time and reason).
+
+    With `still_running_every` (the daemon), a running task seen running with nothing else new is recorded
+    only when its recorded `observed_at` is that many seconds old: the write would change nothing but that
+    time. `plan`/`apply` record every observation."""
     updated = dict(records)
     for key, obs in observed.items():
         record = records.get(key)
@@ -122,9 +131,12 @@ def persist_observations(
         new = transitions.observed(record, obs, now)
         if new.status is TaskStatus.STOPPED and record.restart_policy is RestartPolicy.NEVER:
             new = new.evolve(status=TaskStatus.DONE)
-        if new != record:
-            store.put(new)
-            updated[key] = new
+        if new == record or (
+            still_running_every is not None and transitions.still_running(record, new, now - still_running_every)
+        ):
+            continue
+        store.put(new)
+        updated[key] = new
     return updated
 
 

@@ -490,15 +490,19 @@ def diff(
     now: float,
     paths: Iterable[str] = (),
     providers: Collection[str] | None = None,
+    redacted: dict[int, Any] | None = None,
 ) -> Plan:
     """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
-    longer declared is a PlanError (its credentials are never stored, so the stop could not be made)."""
+    longer declared is a PlanError (its credentials are never stored, so the stop could not be made).
+    `redacted`: the memo of redacted requests (`redact_tree`), when it should outlive this call (the daemon
+    diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
     replace = set(options.replace)
     wanted = Selection(options)
 
     changes: list[Change] = []
-    redacted: dict[int, Any] = {}  # tasks of one job share request subtrees: redact each one once
+    if redacted is None:
+        redacted = {}  # tasks of one job share request subtrees: redact each one once
     with gc_paused():
         for key, task in desired.items():
             if wanted(key, task.labels):

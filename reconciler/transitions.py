@@ -30,6 +30,7 @@ __all__ = [
     "removed",
     "restored",
     "started",
+    "still_running",
     "stoppable",
     "stopped",
     "tombstone_expired",
@@ -170,6 +171,16 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
     if obs.state is ObservedState.NOT_FOUND:
         reason = obs.reason or stopreasons.NOT_FOUND
     return stopped(record, reason, now, ended_at=obs.ended_at)
+
+
+def still_running(record: TaskRecord, new: TaskRecord, since: float) -> bool:
+    """`new` only moves the `observed_at` of a running `record` last recorded observed after `since`."""
+    return (
+        record.status is TaskStatus.RUNNING
+        and record.observed_at is not None
+        and record.observed_at > since
+        and new.evolve(observed_at=record.observed_at) == record
+    )
 
 
 def failed(record: TaskRecord, error: str, now: float) -> TaskRecord:

@@ -92,6 +92,7 @@ class _StateCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self.vendor_calls = Counter(
             "capctl_vendor_calls", "Vendor API calls, by API and outcome", ["api", "outcome"], registry=self.registry
         )
@@ -205,11 +206,21 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def counter(self, metric: Counter, *values: str) -> Counter:
+        """`metric.labels(*values)`, looked up once: prometheus_client checks the values and takes a lock at
+        every `labels` call, and these are counted per vendor call and per callback. Never cleared: only
+        gauges (`spec_set_info`) drop series."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def call(self, family: ApiFamily, method: str, outcome: str) -> None:
         api = FAMILIES[family].api(method)  # the family says which vendor API the method calls
-        self.vendor_calls.labels(api=api, outcome=outcome).inc()
+        self.counter(self.vendor_calls, api, outcome).inc()
         if outcome == "throttled":
-            self.throttled.labels(api=api).inc()
+            self.counter(self.throttled, api).inc()
 
 
 class CountingProvider:

@@ -32,6 +32,7 @@ __all__ = [
     "REISSUE_BACKOFF_BASE",
     "REISSUE_BACKOFF_CAP",
     "ROLLOVER_SLACK",
+    "STILL_RUNNING_WRITE_EVERY",
     "ReissueDecision",
     "backoff_delay",
     "expected_deadline",
@@ -56,6 +57,11 @@ REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run 
 REISSUE_BACKOFF_CAP = 300.0
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
+# A look that finds a running task running, with nothing else new, writes its record (`observed_at`) only when
+# the recorded look is this old, as kubelet writes an unchanged node status every nodeStatusReportFrequency (5
+# min): decisions read the daemon's own time of the last look (`KeyRuntime.looked_at`); only a callback hint
+# before the first look after a restart reads the record's, where an older time brings a look forward.
+STILL_RUNNING_WRITE_EVERY = 300.0
 DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before looking (the vendor's own lag)
 # A run whose room emptied stops one idle timeout later: look just after that, then every PROBE_INTERVAL
 # while it still runs, until DEADLINE_MARGIN has passed (a re-issue within a second of the stop).

@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -81,7 +82,7 @@ class Reconciler:
     ) -> None:
         self.records = records
         self.runtimes = runtimes
-        self.spec: SpecSet | None = None  # set by the controller when a spec set is taken
+        self.spec = None  # set by the controller when a spec set is taken
         self._provider = provider
         self._executor = executor
         self._prune = prune
@@ -93,6 +94,17 @@ class Reconciler:
         self._counts_at = float("-inf")
         # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
         self._room_feeds: set[tuple[str, str]] = set()
+
+    @property
+    def spec(self) -> SpecSet | None:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: SpecSet | None) -> None:
+        self._spec = spec
+        # Its tasks' requests, redacted once for every pass (`diff`'s memo keeps each request alive while
+        # the set is in force, so no id is reused).
+        self._redacted: dict[int, Any] = {}
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
@@ -135,7 +147,9 @@ class Reconciler:
             observed[key] = obs
             self._update(key, runtime.unconfirmed, "unknown" if obs.state is ObservedState.UNKNOWN else None)
             try:
-                record = engine.persist_observations(self.records, {key: record}, {key: obs}, now).get(key, record)
+                record = engine.persist_observations(
+                    self.records, {key: record}, {key: obs}, now, still_running_every=policy.STILL_RUNNING_WRITE_EVERY
+                ).get(key, record)
             except StateError:
                 if obs.state is not ObservedState.RUNNING:  # it ended, but the record cannot say so yet
                     self._update(key, runtime.unconfirmed, TaskStatus.STOPPED.value)
@@ -155,9 +169,9 @@ class Reconciler:
                 return Result(self._postpone(record, decision, now))
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
         records = {key: record} if record is not None else {}
-        change = diff(
-            {key: task}, records, observed, options=PlanOptions(prune=self._prune.prune), state_serial=0, now=now
-        ).changes[0]
+        options = PlanOptions(prune=self._prune.prune)
+        plan = diff({key: task}, records, observed, options=options, state_serial=0, now=now, redacted=self._redacted)
+        change = plan.changes[0]
         if change.action is Action.NOOP:
             log.debug("no change", reason=change.reason)
             engine.persist_restored(self.records, (change,), records)

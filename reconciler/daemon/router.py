@@ -78,7 +78,7 @@ class CallbackRouter:
     def route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
         """Verify, deduplicate and translate one webhook of a known `vendor` (see `knows`); counted by outcome."""
         routed = self._route(vendor, body, providers, now)
-        self._metrics.callbacks.labels(vendor=vendor, outcome=routed.outcome).inc()
+        self._metrics.counter(self._metrics.callbacks, vendor, routed.outcome).inc()
         if routed.logged:
             log.warning("callback rejected", vendor=vendor, status=routed.status, reason=routed.reason)
         return routed
@@ -97,7 +97,7 @@ class CallbackRouter:
 
     def count(self, vendor: str, outcome: str) -> None:
         """Count a callback whose outcome was decided elsewhere (a standby's inbox: `stored`)."""
-        self._metrics.callbacks.labels(vendor=vendor, outcome=outcome).inc()
+        self._metrics.counter(self._metrics.callbacks, vendor, outcome).inc()
 
     def verify(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
         """Only verify and parse (a standby, which stores the event for the leader); raises CallbackRejected.

@@ -36,11 +36,12 @@ def _quote(text: str) -> str:
     return quote(text, safe="-_.~").replace("+", "%20")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def canonical_query(query: str) -> str:
     """Keys sorted (repeated keys keep their order), keys and values percent-quoted with `-_.~` safe.
-    Kept for the last 4,096 queries: a daemon signs the same ones again and again (every POST of an API,
-    every status query of a task), and quoting them is a third of the signing."""
+    Kept for the last 16,384 queries: a daemon signs the same ones again and again (every POST of an API,
+    every status query of a task), and quoting them is a third of the signing. (A daemon polling more
+    tasks than are kept would miss every time, as the least recent is the next needed.)"""
     grouped: dict[str, list[str]] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         grouped.setdefault(key, []).append(value)

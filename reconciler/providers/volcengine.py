@@ -8,6 +8,7 @@ and the StartSnapshot seed pages.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -113,6 +114,19 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     )
 
 
+# As many URLs as the status queries of this many tasks (and the POST URL of each API): a daemon builds the
+# same ones again and again, so a poll's URL is encoded and parsed once per task, not at every look.
+_URLS_KEPT = 16384
+
+
+@functools.lru_cache(maxsize=_URLS_KEPT)
+def _parsed_url(base_url: str, params: tuple[tuple[str, str], ...]) -> tuple[str, httpx.URL]:
+    """A call's URL as signed (text) and as sent, parsed once (httpx would parse the text twice a call):
+    the same for every call of an API without a query (every POST) and every status query of a task."""
+    url = base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
+    return url, httpx.URL(url)
+
+
 def _required_secret(config: ProviderConfig, field: str, value: Any) -> Secret:
     if not isinstance(value, Secret):
         raise ValueError(f"provider {config.name} ({config.source or 'no source'}): {field} is required")
@@ -137,7 +151,6 @@ class VolcengineSnapshotProvider:
         self._access_key = _required_secret(config, "accessKey", config.access_key)
         self._secret_key = _required_secret(config, "secretKey", config.secret_key)
         self._base_url = config.endpoint.rstrip("/") + "/"
-        self._urls: dict[str, tuple[str, httpx.URL]] = {}  # per API, for calls without a query
 
     async def start(
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
@@ -256,16 +269,9 @@ class VolcengineSnapshotProvider:
             raise exc.named(self.name, self._config.type) from None
 
     def _url(self, api: str, query: Mapping[str, str] | None) -> tuple[str, httpx.URL]:
-        """The call's URL as signed (text) and as sent, parsed once (httpx would parse the text twice a call);
-        the same for every call of an API without a query (every POST), so those are kept."""
-        kept = self._urls.get(api) if query is None else None
-        if kept is None:
-            params = {"Action": api, "Version": VERSION, **(query or {})}
-            url = self._base_url + "?" + urlencode(params, quote_via=quote, safe="-_.~")
-            kept = (url, httpx.URL(url))
-            if query is None:
-                self._urls[api] = kept
-        return kept
+        """The call's URL as signed (text) and as sent (`_parsed_url`)."""
+        params = {"Action": api, "Version": VERSION, **(query or {})}
+        return _parsed_url(self._base_url, tuple(params.items()))
 
     def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code

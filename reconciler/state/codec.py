@@ -52,12 +52,17 @@ _ENUMS: tuple[tuple[str, dict[Any, Any]], ...] = (
 )
 
 
+# One encoder for every record: `json.dumps` with options builds a new one per call (a daemon writes a
+# record per observation that changed it, per action and per decision to wait).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(record: TaskRecord) -> str:
     """Compact JSON of `record`, without the fields that hold their default value."""
     # Required fields have no default (MISSING equals no value), so they are always written.
     data = {name: value for name, default in _FIELDS if (value := getattr(record, name)) != default}
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
         # TypeError also stops a Secret (or any other object) from ever reaching the store.
         raise CodecError(f"record {record.key!r} cannot be stored as JSON: {exc}") from None

@@ -154,6 +154,9 @@ class LeadershipQueries:
     # Run by each claim: consumed entries once they are too old to meet a retry, and unconsumed ones no
     # leader took in that time (a new leader observes every task anyway), so the inbox stays bounded.
     inbox_purge: str = "DELETE FROM capctl_inbox WHERE COALESCE(consumed_at, received_at) < {m}"
+    # A row when a claim would take or purge anything: most claims (every retry period) find neither, and
+    # this read spares them the write transaction.
+    inbox_due: str = "SELECT 1 FROM capctl_inbox WHERE consumed_at IS NULL OR consumed_at < {m} LIMIT 1"
 
     def marked(self, mark: str) -> LeadershipQueries:
         """These statements with `mark` as the parameter placeholder."""
@@ -164,6 +167,7 @@ class LeadershipQueries:
             inbox_put=self.inbox_put.format(m=mark),
             inbox_claim=self.inbox_claim.format(m=mark),
             inbox_purge=self.inbox_purge.format(m=mark),
+            inbox_due=self.inbox_due.format(m=mark),
         )
 
 
@@ -360,11 +364,18 @@ class SqlStateStore(ABC):
         if fence is not None:
             self._migrate_leadership()
         with self._cursor(write=True) as cur:
-            serial = self._check_serial(cur, expected_serial, fence)
             if not rows:
-                return serial
+                return self._check_serial(cur, expected_serial, fence)
+            if fence is not None:
+                self._check_fence(cur, fence)
+            # The serial moves first: its row is locked (as `serial_for_update` would), and the serial it held
+            # is the new one less one, so the compare-and-set needs no read of its own (one statement less
+            # per write; a mismatch rolls the move back with the rest).
+            serial = self._bump(cur)
+            if expected_serial is not None and serial - 1 != expected_serial:
+                raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
-            return self._bump(cur)
+            return serial
 
     def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
@@ -453,8 +464,14 @@ class SqlStateStore(ABC):
         """The oldest `limit` entries not consumed yet, oldest first, marked consumed at `now` in the same
         transaction (fenced like any write of a leader: a deposed leader claims nothing). The same
         transaction forgets entries consumed more than `keep` seconds ago, or received that long ago and
-        never consumed; until then a vendor's retry of a consumed one is still a duplicate."""
+        never consumed; until then a vendor's retry of a consumed one is still a duplicate. When there is
+        nothing to take or forget (most claims), a read says so and nothing is written."""
         self._migrate_leadership()
+        with self._cursor(write=False) as cur:
+            if fence is not None:
+                self._check_fence(cur, fence)
+            if not _rows(cur, self.leadership.inbox_due, (now - keep,)):
+                return []
         with self._cursor(write=True) as cur:
             if fence is not None:
                 self._check_fence(cur, fence)
