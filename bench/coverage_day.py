@@ -11,7 +11,7 @@ cut to `--rooms` and `--hours`; one job covers every room (Volcengine SnapshotJo
 
 Seven runs: per vendor, with every callback delivered, with 10 % of them lost, and with polling only (no
 callbacks at all); and ZEGO recordings with a `--max-duration` shorter than most sessions (rollover). The
-runs share nothing, so they go `--processes` at a time (3 on 2 cores: see CPU_ESTIMATE). Per run it prints, from
+runs share nothing, so each has a process of its own, all at once (`--processes` caps that). Per run it prints, from
 the simulator's ground truth (GET /_sim/coverage): the share of stream-seconds captured, the time from a
 room's first stream to its first capture (p50, p99), vendor calls per empty room-hour (and per API), rollover
 gaps, and the CPU time per simulated hour. The last line is one JSON object.
@@ -61,9 +61,10 @@ OUTSIDE_SECONDS = 60.0  # how long it is watched for a task (a covered room is s
 # The rollover run: ZEGO recordings with every callback delivered and a maxDuration shorter than most
 # sessions, so that runs end at their max duration while streams are published.
 ROLLOVER = "rollover"
-# CPU seconds of each run at 200 rooms x 6 h (bench/README.md), to submit the longest first, so the last to finish
-# is a short run (longest processing time first). Four runs of 35-49 s and three of ~21 s do not split evenly in
-# two: two processes end ~10 % after half the CPU time; three let the OS share the two cores to the end.
+# CPU seconds of each run at 200 rooms x 6 h (bench/README.md). All seven at once let the OS share the two cores
+# to the end (the longest run is alone only for the last ~2 s); with fewer `--processes` the longest are
+# submitted first, so the last to finish is a short run (longest processing time first). Three processes
+# ended ~5 % later: the two polling runs (~48 s) start together and a ~20 s run is left alone at the end.
 CPU_ESTIMATE = {"polling": 48.0, ("volcengine", "callbacks"): 37.0, ("volcengine", "lossy callbacks"): 35.0}
 CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollover run
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
@@ -214,7 +215,9 @@ def main() -> None:
         "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
     )
     parser.add_argument(
-        "--processes", type=int, default=3, help="runs at once, one process each (3 on 2 cores: the runs are uneven)"
+        "--processes",
+        type=int,
+        help="runs at once, one process each (default: every run at once; the OS shares the cores)",
     )
     parser.add_argument(
         "--backoff-caps",
@@ -237,7 +240,8 @@ def main() -> None:
         runs = [(v, "polling", float(c)) for v in vendors for c in args.backoff_caps.split(",")]
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
+    processes = args.processes or len(runs)
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(processes) as pool:
         order = sorted(range(len(runs)), key=lambda i: estimated_cpu(runs[i]), reverse=True)
         futures = {i: pool.submit(run_in_process, *runs[i][:2], args, Path(tmp) / f"{i}", runs[i][2]) for i in order}
         for i, (vendor, mode, cap) in enumerate(runs):  # printed in the usual order, whichever ends first
@@ -245,7 +249,7 @@ def main() -> None:
             name = mode if cap is None else f"{mode}, cap {cap:g}s"
             results[f"{vendor}/{name}"] = r
             print(line(vendor, name, r), flush=True)
-    print(f"all runs: {time.perf_counter() - started:.1f} s wall, {args.processes} processes", flush=True)
+    print(f"all runs: {time.perf_counter() - started:.1f} s wall, {processes} processes", flush=True)
     keys: tuple[str, ...] = (
         "coverage",
         "time_to_capture_p99_s",

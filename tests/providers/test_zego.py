@@ -738,3 +738,15 @@ async def test_thumbnail_stop_and_observe_make_no_call() -> None:
     observed = await rig.provider.observe(rec)
     assert observed.state is ObservedState.UNKNOWN
     assert rig.vendor.requests == []
+
+
+@pytest.mark.parametrize("room", ["class 101", "a&b=c", "50%25+off", "教室/一", "x?y#z"])
+async def test_query_values_reach_the_vendor_exactly(room: str) -> None:
+    """The query is encoded by capctl (not httpx's `params=`): every reserved character is escaped, an
+    existing `%xx` included, so the vendor reads back exactly the room id the spec names."""
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/", {**OK, "Data": {"StreamList": [{"StreamId": "s1"}]}})
+    assert await rig.run(lambda: rig.provider.room_streams(room)) == 1
+    (request,) = rig.vendor.requests
+    assert ("RoomId", room) in query(request)
+    assert query(request)[0] == ("Action", "DescribeSimpleStreamList")
