@@ -159,6 +159,13 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     }
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -216,7 +223,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--processes",
-        type=int,
+        type=positive,
         help="runs at once, one process each (default: every run at once; the OS shares the cores)",
     )
     parser.add_argument(
