@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 __all__ = [
     "app",
@@ -43,6 +43,23 @@ if TYPE_CHECKING:
     from reconciler.state.base import StateStore
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def without_flag_types(params: list[Any]) -> list[Any]:
+    """Flags show no type in help. typer's rich help prints one beside every option, so a flag read
+    `--auto-approve <bool>`, as if it took a value (click's plain help never showed one): a flag's value is its
+    presence. An empty metavar is what typer prints in that column instead."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class CapctlCommand(TyperCommand):
+    """Every capctl command: its help shows flags without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return without_flag_types(super().get_params(ctx))
 
 
 class CapctlGroup(TyperGroup):
@@ -72,6 +89,9 @@ class CapctlGroup(TyperGroup):
         except StateError as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
             fail(str(exc))
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return without_flag_types(super().get_params(ctx))
+
 
 app = typer.Typer(
     name="capctl",
@@ -83,7 +103,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-state_app = typer.Typer(help="Inspect and edit the state store.", no_args_is_help=True)
+state_app = typer.Typer(cls=CapctlGroup, help="Inspect and edit the state store.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
 
@@ -1385,6 +1405,10 @@ def completion(shell: Annotated[CompletionShell, typer.Argument(metavar="SHELL",
     from typer._completion_shared import get_completion_script
 
     typer.echo(get_completion_script(prog_name="capctl", complete_var=COMPLETE_VAR, shell=shell.value))
+
+
+for command in (*app.registered_commands, *state_app.registered_commands):
+    command.cls = CapctlCommand
 
 
 def version_callback(value: bool) -> None:

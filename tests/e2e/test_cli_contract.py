@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 import typer.main
 from typer.core import TyperGroup, TyperOption
+from typer.testing import CliRunner
 
 from reconciler import cli
 from reconciler.state import open_state
@@ -107,6 +108,17 @@ def test_every_option_that_takes_a_value_says_what_in_help() -> None:
         if param.metavar is not None and param.metavar.endswith("...")
     ]
     assert doubled == []
+
+
+def test_help_shows_no_type_beside_a_flag() -> None:
+    """typer's rich help printed `--auto-approve <bool>`, as if the flag took a value (and `--help <bool>`)."""
+    root = cast(TyperGroup, typer.main.get_command(cli.app))
+    runner = CliRunner()
+    for where, _ in [("capctl", root), *_commands(root)]:
+        result = runner.invoke(cli.app, [*where.split()[1:], "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+        assert result.exit_code == 0, where
+        assert "--help" in result.output, where
+        assert "<bool>" not in result.output, where
 
 
 def test_help_and_version_exit_0(tmp_path: Path) -> None:
