@@ -54,12 +54,22 @@ def test_the_exception_text_is_never_quoted() -> None:
     assert "secret-in-text" not in str(error) and "ReadError" in str(error)
 
 
-def test_a_provider_pool_records_that_sniffio_is_missing_so_httpcore_stops_searching_for_it() -> None:
-    if importlib.util.find_spec("sniffio") is not None and sys.modules.get("sniffio") is not None:
-        pytest.skip("sniffio is installed: nothing to record")
-    sys.modules.pop("sniffio", None)
+def test_a_provider_pool_records_that_sniffio_is_missing_so_httpcore_stops_searching_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The dev environment has sniffio (through selenium's trio); a user's install has not: hide it as there.
+    monkeypatch.delitem(sys.modules, "sniffio", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "-packages" not in p])
+    importlib.invalidate_caches()
     async_library = httpcore._synchronization.current_async_library
     assert async_library() == "asyncio"
     assert "sniffio" not in sys.modules  # each request's `import sniffio` searched sys.path again
     ProviderPool({}, budgets=BudgetRegistry(FakeClock()), clock=FakeClock(), http=httpx.AsyncClient())
     assert sys.modules["sniffio"] is None and async_library() == "asyncio"  # now it fails at once
+
+
+def test_a_provider_pool_leaves_an_installed_sniffio_alone() -> None:
+    import sniffio
+
+    ProviderPool({}, budgets=BudgetRegistry(FakeClock()), clock=FakeClock(), http=httpx.AsyncClient())
+    assert sys.modules["sniffio"] is sniffio
