@@ -171,5 +171,8 @@ def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tm
     assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
     assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
     assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
+    # The daemon applies what the pull request's plan showed: the directory the CI examples plan, in git-sync's link.
+    planned = yaml.safe_load((ROOT / "action.yml").read_text())["inputs"]["paths"]["default"]
+    assert container(objects, "capctl")["args"][:2] == ["run", f"/specs/current/{planned}"]
     # The guide installs the base: 2 replicas with leader election (issue 16), protected by the PDB.
     assert objects["Deployment"]["spec"]["replicas"] == 2 and "PodDisruptionBudget" in objects
