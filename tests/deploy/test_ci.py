@@ -188,7 +188,32 @@ def test_a_plan_too_long_for_a_comment_is_cut_and_says_where_the_rest_is(tmp_pat
         assert plan_comment.main(args, env=work_env) == 0
         [comment] = forge.comments
     assert len(comment["body"]) < 65_536
-    assert comment["body"].rstrip().endswith("the whole plan is in the capctl-plan artifact.)")
+    assert "the whole plan is in the capctl-plan artifact.)" in comment["body"].split("|")[0]  # above the plan
+
+
+def test_a_cut_plan_says_so_where_it_is_seen_and_keeps_its_markup_whole(tmp_path: Path) -> None:
+    """Over 50 entries, "What each change does" is folded: a note at the cut would sit inside the fold, unseen,
+    under a table that looks complete. It goes under the headline; the cut falls at a line's end and the
+    fold is closed."""
+    plan_comment = load_plan_comment()
+    rows = [f"| ➕ | `SnapshotJob/job-{i:04d}/room` | create | new task: not in state |" for i in range(600)]
+    entries = [f"- `SnapshotJob/job-{i:04d}/room`: provider volc · interval 5s · storage tos audit" for i in range(600)]
+    details = ["<details><summary>What each change does</summary>", "", *entries, "", "</details>"]
+    plan = "\n".join(["### capctl plan", "", "| | Task | Action | Reason |", "|---|---|---|---|", *rows, "", *details])
+    body = plan_comment.comment_body(MARKER, plan + "\n", 2, "the capctl-plan artifact")
+    assert len(plan) > plan_comment.MAX_BODY > len(body) - 200
+    before_plan, _, shown = body.partition("### capctl plan")
+    assert "(The plan was cut at 60,000 characters: the whole plan is in the capctl-plan artifact.)" in before_plan
+    assert shown.count("<details>") == shown.count("</details>") == 1
+    assert set(shown.splitlines()) <= set(plan.splitlines()), "a line was cut in half"
+
+
+def test_a_usage_error_exits_1_never_2_which_means_changes(capsys: pytest.CaptureFixture[str]) -> None:
+    plan_comment = load_plan_comment()
+    with pytest.raises(SystemExit) as exited:
+        plan_comment.main(["--exit-code", "2"], env={})
+    assert exited.value.code == 1
+    assert "the following arguments are required: --plan" in capsys.readouterr().err
 
 
 def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,3 +224,19 @@ def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys:
         assert plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "0"], env=env) == 1
         assert forge.requests == []
     assert "plan_comment: GITLAB_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_the_workflow_cuts_a_long_plan_where_it_is_seen_and_as_valid_text(tmp_path: Path) -> None:
+    """github-actions.yaml's own "Prepare the comment" step, run by bash as the runner runs it: on a plan over
+    60,000 bytes of multi-byte text, the comment says first that it was cut, is valid UTF-8 (no character cut
+    in half) and closes the fold it cut into."""
+    workflow = yaml.safe_load((ROOT / "examples" / "ci" / "github-actions.yaml").read_text())
+    [step] = [s for s in workflow["jobs"]["plan"]["steps"] if s.get("name") == "Prepare the comment"]
+    entries = [f"- `SnapshotJob/job-{i:04d}/room` ➕ provider volc · interval 5s" for i in range(1500)]
+    plan = "\n".join(["### capctl plan", "", "<details><summary>What each change does</summary>", "", *entries])
+    (tmp_path / "plan.md").write_text(plan + "\n\n</details>\n")
+    subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path, check=True, timeout=30)
+    comment = (tmp_path / "comment.md").read_bytes().decode("utf-8")  # raises on a character cut in half
+    assert comment.startswith("(The plan was cut at 60,000 characters")
+    assert comment.count("<details>") == comment.count("</details>") == 1
+    assert len(comment.encode()) < 65_536
