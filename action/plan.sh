@@ -15,7 +15,10 @@ read -r -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
 out="${CAPCTL_OUT_DIR:-.}"
 mkdir -p "$out"
 
-if ! capctl --no-color validate "${paths[@]}"; then
+if ! command -v capctl > /dev/null; then
+  echo "capctl is not on PATH: install it first, as action.yml does (pip install -c constraints.txt CAPCTL_REPOSITORY)" >&2
+  code=1
+elif ! capctl --no-color validate "${paths[@]}"; then
   echo "capctl validate found errors (listed above as file:line:col): no plan is made" >&2
   code=1
 else

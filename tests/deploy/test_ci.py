@@ -106,6 +106,21 @@ def test_a_forge_refusal_fails_the_job_and_says_why(work: Workdir) -> None:
     assert "GitHub answered 403" in proc.stderr and "Resource not accessible" in proc.stderr
 
 
+def test_without_capctl_installed_the_job_says_so_and_the_comment_says_failed(work: Workdir) -> None:
+    """Not "validate found errors (listed above)" under a "command not found": what is missing, and the old plan
+    comment does not stay up looking current."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(work.root), **forge_env(forge, work)}
+        proc = subprocess.run(
+            ["bash", str(PLAN_SH)], cwd=work.root, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        [comment] = marked(forge)
+    assert proc.returncode == 1
+    assert "capctl is not on PATH: install it first" in proc.stderr and "validate found errors" not in proc.stderr
+    assert "❌ capctl plan failed (exit 1)" in comment["body"]
+
+
 def workflow_step(path: Path, job: str, name: str) -> str:
     steps = yaml.safe_load(path.read_text())["jobs"][job]["steps"]
     return str(next(step["run"] for step in steps if step.get("name") == name))
