@@ -48,9 +48,9 @@ def forge_env(forge: Forge, work: Workdir) -> dict[str, str]:
     }
 
 
-def run_plan_sh(work: Workdir, forge: Forge) -> subprocess.CompletedProcess[str]:
+def run_plan_sh(work: Workdir, forge: Forge, **inputs: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in work.env.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_"))}
-    env |= forge_env(forge, work)
+    env |= forge_env(forge, work) | inputs
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # capctl, as the action installs it
     proc = subprocess.run(
         ["bash", str(PLAN_SH)], cwd=work.root, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -119,6 +119,19 @@ def test_without_capctl_installed_the_job_says_so_and_the_comment_says_failed(wo
     assert proc.returncode == 1
     assert "capctl is not on PATH: install it first" in proc.stderr and "validate found errors" not in proc.stderr
     assert "❌ capctl plan failed (exit 1)" in comment["body"]
+
+
+def test_paths_given_one_per_line_are_all_planned(work: Workdir) -> None:
+    """A multi-line `paths:` input (one path per line, as YAML lists are often written) plans every path, not
+    only the first line's: a job left out would be planned as a delete."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (work.root / "more").mkdir()
+    (work.root / "more" / "jobs.yaml").write_text(snapshot_job("hall", ["hall-a"]))
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs\nmore\n", CAPCTL_COMMENT="false")
+    assert proc.returncode == 2, proc.stderr
+    planned = {c["key"] for c in json.loads((work.root / "plan.json").read_text())["changes"]}
+    assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
 
 
 def workflow_step(path: Path, job: str, name: str) -> str:
