@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The capctl action's work (action.yml), also run by the GitLab example: validate, plan, post the plan as one
 # comment updated in place. Inputs come as variables, so any CI can call it:
-#   CAPCTL_PATHS       spec paths, space-separated (default: specs)
-#   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (word-split)
+#   CAPCTL_PATHS       spec paths, separated by spaces or newlines (default: specs)
+#   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (split at spaces and newlines)
 #   CAPCTL_COMMENT     "true" (default) posts/updates the comment; "false" only plans
 #   CAPCTL_COMMENT_ID  tells apart several plans in one pull request (default: default)
 #   CAPCTL_OUT_DIR     where plan.json and plan.md go (default: .)
@@ -10,12 +10,16 @@
 # `has-changes` to $GITHUB_OUTPUT when set.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-read -r -a paths <<< "${CAPCTL_PATHS:-specs}"
-read -r -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
+# -d '': every line, as a multi-line `with:` input gives them (read alone stops at the first newline)
+read -r -d '' -a paths <<< "${CAPCTL_PATHS:-specs}"
+read -r -d '' -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
 out="${CAPCTL_OUT_DIR:-.}"
 mkdir -p "$out"
 
-if ! capctl --no-color validate "${paths[@]}"; then
+if ! command -v capctl > /dev/null; then
+  echo "capctl is not on PATH: install it first, as action.yml does (pip install -c constraints.txt CAPCTL_REPOSITORY)" >&2
+  code=1
+elif ! capctl --no-color validate "${paths[@]}"; then
   echo "capctl validate found errors (listed above as file:line:col): no plan is made" >&2
   code=1
 else

@@ -21,10 +21,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters; GitLab's notes allow more
 PAGE = 100
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1: a CI gate reads 2 as "changes" (`--detailed-exitcode`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 class Refused(Exception):
@@ -115,12 +123,16 @@ def comment_body(marker: str, plan: str, exit_code: int, where: str) -> str:
         headline = f"#### ❌ capctl plan failed (exit {exit_code}): no plan. The job log says why."
         plan = ""
     if len(plan) > MAX_BODY:
-        plan = plan[:MAX_BODY] + f"\n\n(The plan was cut at {MAX_BODY:,} characters: the whole plan is in {where}.)\n"
+        # Said under the headline: at the end it would sit inside a folded <details> nobody opens.
+        headline += f"\n\n(The plan was cut at {MAX_BODY:,} characters: the whole plan is in {where}.)"
+        line_end = plan.rfind("\n", 0, MAX_BODY)  # cut at a line's end: no half table row or entry
+        plan = plan[: line_end + 1 if line_end > 0 else MAX_BODY]
+        plan += "\n</details>\n" * (plan.count("<details") - plan.count("</details>"))
     return f"{marker}\n{headline}\n\n{plan}".rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = Parser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--plan", required=True, help="the markdown plan (`capctl plan --format markdown`)")
     parser.add_argument("--exit-code", type=int, required=True, help="`capctl plan --detailed-exitcode`'s exit")
     parser.add_argument("--id", default="default", help="tells apart several plans in one pull request")

@@ -353,9 +353,11 @@ def run_demo(
         walk.plan_and_apply(apply=True)
         reserved.close()  # the daemon binds it next (a closed socket's `with` exit is a no-op)
         _daemon_phase(walk, daemon_listen, keep_running)
+    # Without --keep-running the daemon has stopped by now: its status page is offered, not linked.
+    page = "" if keep_running else "`capctl demo --keep-running` to browse the daemon's status page, "
     console.print(
         "\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
-        "docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
+        f"{page}docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
     )
 
 
@@ -394,8 +396,8 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
         console.print(
             _sim_table(sim, "At the vendors: running again where people came back; the empty lobby waits, dormant")
         )
-        console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
         if keep_running:
+            console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
             console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):
                 daemon.wait()

@@ -2,12 +2,15 @@
 
 The reload itself decides whether the new set is valid; this module only says "something changed".
 A path that is a symlink (git-sync swaps `current` atomically) or that does not exist yet is watched
-through its parent directory, so the swap itself is seen.
+through its parent directory, so the swap itself is seen. A path *inside* such a link (`/specs/current/specs`)
+is watched where the link pointed when the watch began, so the swap of the link above it makes no event
+there: where each path leads is checked every second, and a change reloads and watches the new place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +22,7 @@ __all__ = ["DEBOUNCE_MS", "watch_roots", "watch_specs"]
 log = structlog.get_logger("capctl.daemon.watch")
 
 DEBOUNCE_MS = 500
+LINK_CHECK_MS = 1000  # how often where the paths lead is compared (a few lstat calls)
 
 
 def watch_roots(paths: Sequence[str]) -> list[str]:
@@ -44,11 +48,26 @@ async def watch_specs(
     stop: asyncio.Event,
     debounce_ms: int = DEBOUNCE_MS,
 ) -> None:
-    """Await `on_change()` after each debounced batch of file changes under `paths`, until `stop` is set."""
-    roots = watch_roots(paths)
-    log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
-    async for changes in watchfiles.awatch(
-        *roots, debounce=debounce_ms, step=min(50, debounce_ms), stop_event=stop, recursive=True
-    ):
-        log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
-        await on_change()
+    """Await `on_change()` after each debounced batch of file changes under `paths`, or when a symlink on the
+    way to one of them points elsewhere, until `stop` is set."""
+    while not stop.is_set():
+        roots, leads_to = watch_roots(paths), [os.path.realpath(p) for p in paths]
+        log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
+        async for changes in watchfiles.awatch(
+            *roots,
+            debounce=debounce_ms,
+            step=min(50, debounce_ms),
+            stop_event=stop,
+            recursive=True,
+            rust_timeout=LINK_CHECK_MS,
+            yield_on_timeout=True,
+        ):
+            moved = [os.path.realpath(p) for p in paths] != leads_to
+            if changes:
+                log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
+            elif moved:
+                log.info("spec paths lead elsewhere", paths=list(paths))
+            if changes or moved:
+                await on_change()
+            if moved:
+                break  # the roots were resolved through the old link: watch where it leads now

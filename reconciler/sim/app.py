@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from reconciler.sim.simulator import CallerPrefix, Simulator
 __all__ = ["create_app", "serve"]
 
 PUMP_INTERVAL = 0.2  # real seconds between background passes that fire due events and callbacks
+PROGRESS_EVERY = 30.0  # real seconds between the progress lines of a scenario being played
 
 
 def create_app(
@@ -43,16 +45,19 @@ def create_app(
     clock: Clock | None = None,
     *,
     on_scenario_end: Callable[[dict[str, Any]], None] | None = None,
+    on_scenario_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress_every: float = PROGRESS_EVERY,
 ) -> Starlette:
     """The simulator app; the Simulator is `app.state.sim`. Under a server, a background task delivers
-    callbacks as they fall due and calls `on_scenario_end(coverage report)` once a loaded scenario has
-    played out; in-process tests call `await app.state.sim.advance(...)` instead. Calls under
-    `/as/<name>/` are routed like the root and logged with `<name>` as their caller."""
+    callbacks as they fall due, calls `on_scenario_progress(scenario status)` every `progress_every` real
+    seconds while a loaded scenario plays and `on_scenario_end(coverage report)` once it has played out;
+    in-process tests call `await app.state.sim.advance(...)` instead. Calls under `/as/<name>/` are routed
+    like the root and logged with `<name>` as their caller."""
     sim = Simulator(config or SimConfig(), clock or SystemClock())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pump = asyncio.create_task(_pump(sim, on_scenario_end))
+        pump = asyncio.create_task(_pump(sim, on_scenario_end, on_scenario_progress, progress_every))
         try:
             yield
         finally:
@@ -78,13 +83,25 @@ def create_app(
     return app
 
 
-async def _pump(sim: Simulator, on_scenario_end: Callable[[dict[str, Any]], None] | None) -> None:
+async def _pump(
+    sim: Simulator,
+    on_scenario_end: Callable[[dict[str, Any]], None] | None,
+    on_scenario_progress: Callable[[dict[str, Any]], None] | None,
+    progress_every: float,
+) -> None:
+    said_at = time.monotonic()
     while True:
         await asyncio.sleep(PUMP_INTERVAL)  # real time on purpose: it polls the sim clock, whatever its speed
         await sim.deliver_due()
-        if on_scenario_end is not None and sim.playing and not sim.playing.reported and sim.scenario_finished():
-            sim.playing.reported = True
-            on_scenario_end(sim.coverage(until=sim.playing.end))
+        if sim.playing is None or sim.playing.reported:
+            continue
+        if sim.scenario_finished():
+            if on_scenario_end is not None:
+                sim.playing.reported = True
+                on_scenario_end(sim.coverage(until=sim.playing.end))
+        elif on_scenario_progress is not None and time.monotonic() - said_at >= progress_every:
+            said_at = time.monotonic()
+            on_scenario_progress(sim.scenario_status())
 
 
 def serve(
@@ -119,7 +136,15 @@ def serve(
         if server is not None and scenario is not None:
             server.should_exit = True
 
-    app = create_app(config, clock, on_scenario_end=finished)
+    def progress(status: dict[str, Any]) -> None:  # minutes of traffic pass in silence otherwise
+        played = min(clock.now(), status["end"]) - status["start"]
+        print(
+            f"scenario: {played:.0f} of {status['end'] - status['start']:.0f} s played"
+            f" ({status['played']} of {status['actions']} room events)",
+            flush=True,
+        )
+
+    app = create_app(config, clock, on_scenario_end=finished, on_scenario_progress=progress)
     app.state.sim.in_process = False
     if scenario is not None:
         app.state.sim.load_scenario(scenario)

@@ -328,6 +328,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"  {j['vendor']} job {j['job']}: {cov} of {j['streamSecondsPresent']:.0f} stream-seconds captured"
             f" in {j['rooms']} rooms; {j['gaps']} gaps, longest {j['gapSecondsMax']:.1f} s"
         )
+        if causes := j["gapsByCause"]:
+            lines.append(
+                "    gaps by cause: "
+                + "; ".join(f"{cause} {c['count']} (longest {c['maxSeconds']:.1f} s)" for cause, c in causes.items())
+            )
     calls = report["calls"]
     per_empty = calls["perEmptyRoomHour"]
     by_api = ", ".join(f"{k} {v}" for k, v in calls["byApi"].items()) or "none"

@@ -6,13 +6,14 @@ import asyncio
 import os
 import shutil
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
-from reconciler.daemon.watch import watch_roots
+from reconciler.daemon.watch import watch_roots, watch_specs
 from reconciler.model import TaskStatus
 from reconciler.spec import SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
@@ -189,3 +190,42 @@ def test_watch_roots_follow_symlinks_and_missing_paths(tmp_path: object) -> None
         [str(base / "current"), str(base / "gone" / "deeper"), str(base / "file.yaml"), str(base / "rev-1")]
     )
     assert roots == [str(base), str(base / "rev-1")]
+
+
+async def test_a_spec_directory_inside_git_syncs_link_follows_every_commit(tmp_path: Path) -> None:
+    """The specs in `specs/` of the repository, as every CI example keeps them: PATH=/specs/current/specs.
+    git-sync checks each commit out into a new worktree and swaps `current` to it; the watch, set up through the
+    old link, sees no event of the swap: each commit must still reload, not only the one whose old worktree
+    happens to be deleted."""
+    reloads: list[str] = []
+    path = tmp_path / "current" / "specs"
+
+    def commit(name: str) -> None:
+        (tmp_path / ".worktrees" / name / "specs").mkdir(parents=True)
+        (tmp_path / ".worktrees" / name / "specs" / "jobs.yaml").write_text(f"# {name}\n")
+        (tmp_path / "next").symlink_to(Path(".worktrees") / name)
+        os.replace(tmp_path / "next", tmp_path / "current")  # atomic, as git-sync swaps it
+
+    async def reloaded(name: str) -> bool:
+        for _ in range(100):
+            if reloads and reloads[-1] == os.path.realpath(tmp_path / ".worktrees" / name / "specs"):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def on_change() -> None:
+        reloads.append(os.path.realpath(path))
+
+    commit("a")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_specs([str(path)], on_change, stop=stop, debounce_ms=50))
+    try:
+        await asyncio.sleep(0.3)  # the watch is set up on .worktrees/a/specs
+        commit("b")
+        assert await reloaded("b")
+        commit("c")
+        shutil.rmtree(tmp_path / ".worktrees" / "a")  # git-sync removes the worktrees it no longer links
+        assert await reloaded("c")
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)

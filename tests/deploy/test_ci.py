@@ -48,9 +48,9 @@ def forge_env(forge: Forge, work: Workdir) -> dict[str, str]:
     }
 
 
-def run_plan_sh(work: Workdir, forge: Forge) -> subprocess.CompletedProcess[str]:
+def run_plan_sh(work: Workdir, forge: Forge, **inputs: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in work.env.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_"))}
-    env |= forge_env(forge, work)
+    env |= forge_env(forge, work) | inputs
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # capctl, as the action installs it
     proc = subprocess.run(
         ["bash", str(PLAN_SH)], cwd=work.root, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -104,6 +104,34 @@ def test_a_forge_refusal_fails_the_job_and_says_why(work: Workdir) -> None:
         proc = run_plan_sh(work, forge)
     assert proc.returncode == 1
     assert "GitHub answered 403" in proc.stderr and "Resource not accessible" in proc.stderr
+
+
+def test_without_capctl_installed_the_job_says_so_and_the_comment_says_failed(work: Workdir) -> None:
+    """Not "validate found errors (listed above)" under a "command not found": what is missing, and the old plan
+    comment does not stay up looking current."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(work.root), **forge_env(forge, work)}
+        proc = subprocess.run(
+            ["bash", str(PLAN_SH)], cwd=work.root, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        [comment] = marked(forge)
+    assert proc.returncode == 1
+    assert "capctl is not on PATH: install it first" in proc.stderr and "validate found errors" not in proc.stderr
+    assert "❌ capctl plan failed (exit 1)" in comment["body"]
+
+
+def test_paths_given_one_per_line_are_all_planned(work: Workdir) -> None:
+    """A multi-line `paths:` input (one path per line, as YAML lists are often written) plans every path, not
+    only the first line's: a job left out would be planned as a delete."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (work.root / "more").mkdir()
+    (work.root / "more" / "jobs.yaml").write_text(snapshot_job("hall", ["hall-a"]))
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs\nmore\n", CAPCTL_COMMENT="false")
+    assert proc.returncode == 2, proc.stderr
+    planned = {c["key"] for c in json.loads((work.root / "plan.json").read_text())["changes"]}
+    assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
 
 
 def workflow_step(path: Path, job: str, name: str) -> str:
@@ -188,7 +216,32 @@ def test_a_plan_too_long_for_a_comment_is_cut_and_says_where_the_rest_is(tmp_pat
         assert plan_comment.main(args, env=work_env) == 0
         [comment] = forge.comments
     assert len(comment["body"]) < 65_536
-    assert comment["body"].rstrip().endswith("the whole plan is in the capctl-plan artifact.)")
+    assert "the whole plan is in the capctl-plan artifact.)" in comment["body"].split("|")[0]  # above the plan
+
+
+def test_a_cut_plan_says_so_where_it_is_seen_and_keeps_its_markup_whole(tmp_path: Path) -> None:
+    """Over 50 entries, "What each change does" is folded: a note at the cut would sit inside the fold, unseen,
+    under a table that looks complete. It goes under the headline; the cut falls at a line's end and the
+    fold is closed."""
+    plan_comment = load_plan_comment()
+    rows = [f"| ➕ | `SnapshotJob/job-{i:04d}/room` | create | new task: not in state |" for i in range(600)]
+    entries = [f"- `SnapshotJob/job-{i:04d}/room`: provider volc · interval 5s · storage tos audit" for i in range(600)]
+    details = ["<details><summary>What each change does</summary>", "", *entries, "", "</details>"]
+    plan = "\n".join(["### capctl plan", "", "| | Task | Action | Reason |", "|---|---|---|---|", *rows, "", *details])
+    body = plan_comment.comment_body(MARKER, plan + "\n", 2, "the capctl-plan artifact")
+    assert len(plan) > plan_comment.MAX_BODY > len(body) - 200
+    before_plan, _, shown = body.partition("### capctl plan")
+    assert "(The plan was cut at 60,000 characters: the whole plan is in the capctl-plan artifact.)" in before_plan
+    assert shown.count("<details>") == shown.count("</details>") == 1
+    assert set(shown.splitlines()) <= set(plan.splitlines()), "a line was cut in half"
+
+
+def test_a_usage_error_exits_1_never_2_which_means_changes(capsys: pytest.CaptureFixture[str]) -> None:
+    plan_comment = load_plan_comment()
+    with pytest.raises(SystemExit) as exited:
+        plan_comment.main(["--exit-code", "2"], env={})
+    assert exited.value.code == 1
+    assert "the following arguments are required: --plan" in capsys.readouterr().err
 
 
 def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,3 +252,19 @@ def test_a_missing_variable_is_named_and_nothing_is_sent(tmp_path: Path, capsys:
         assert plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "0"], env=env) == 1
         assert forge.requests == []
     assert "plan_comment: GITLAB_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_the_workflow_cuts_a_long_plan_where_it_is_seen_and_as_valid_text(tmp_path: Path) -> None:
+    """github-actions.yaml's own "Prepare the comment" step, run by bash as the runner runs it: on a plan over
+    60,000 bytes of multi-byte text, the comment says first that it was cut, is valid UTF-8 (no character cut
+    in half) and closes the fold it cut into."""
+    workflow = yaml.safe_load((ROOT / "examples" / "ci" / "github-actions.yaml").read_text())
+    [step] = [s for s in workflow["jobs"]["plan"]["steps"] if s.get("name") == "Prepare the comment"]
+    entries = [f"- `SnapshotJob/job-{i:04d}/room` ➕ provider volc · interval 5s" for i in range(1500)]
+    plan = "\n".join(["### capctl plan", "", "<details><summary>What each change does</summary>", "", *entries])
+    (tmp_path / "plan.md").write_text(plan + "\n\n</details>\n")
+    subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path, check=True, timeout=30)
+    comment = (tmp_path / "comment.md").read_bytes().decode("utf-8")  # raises on a character cut in half
+    assert comment.startswith("(The plan was cut at 60,000 characters")
+    assert comment.count("<details>") == comment.count("</details>") == 1
+    assert len(comment.encode()) < 65_536

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from reconciler import __version__
+from reconciler.state import sqlite_path
 from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
 
 KUBECTL = shutil.which("kubectl")
@@ -147,13 +148,20 @@ def test_base_runs_two_replicas_spread_and_protected() -> None:
     assert objects["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
 
 
-def test_single_replica_overlay_is_what_todays_daemon_runs() -> None:
-    """One `capctl run` per state until leader election (issue 16): one replica, Recreate, no budget that
-    would block a drain."""
+def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
+    """One replica, Recreate, no budget that would block a drain, and a SQLite state the read-only pod can
+    write: on the overlay's own PersistentVolumeClaim, with no PostgreSQL Secret needed."""
     objects = render("overlays/single-replica")
     spec = objects["Deployment"]["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     assert "PodDisruptionBudget" not in objects
+    capctl = container(objects, "capctl")
+    url = next(e for e in capctl["env"] if e["name"] == "CAPCTL_STATE")["value"]
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    mount = next(m for m in capctl["volumeMounts"] if m["mountPath"] == str(Path(sqlite_path(url)).parent))
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    assert objects["PersistentVolumeClaim"]["metadata"]["name"] == claim and not mount.get("readOnly")
+    assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
@@ -171,5 +179,8 @@ def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tm
     assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
     assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
     assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
+    # The daemon applies what the pull request's plan showed: the directory the CI examples plan, in git-sync's link.
+    planned = yaml.safe_load((ROOT / "action.yml").read_text())["inputs"]["paths"]["default"]
+    assert container(objects, "capctl")["args"][:2] == ["run", f"/specs/current/{planned}"]
     # The guide installs the base: 2 replicas with leader election (issue 16), protected by the PDB.
     assert objects["Deployment"]["spec"]["replicas"] == 2 and "PodDisruptionBudget" in objects

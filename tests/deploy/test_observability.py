@@ -142,3 +142,17 @@ def test_dashboard_panels_are_unique_and_use_the_datasource_variable() -> None:
     assert len(ids) == len(set(ids))
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {"${datasource}"}
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+
+
+def test_the_runbook_lists_every_alert_with_its_severity() -> None:
+    """docs/operations.md's alert table is what an on-call engineer looks a firing alert up in: it names each
+    rule of prometheus-rules.yaml, with its severity, and no alert that does not exist."""
+    rules = {
+        rule["alert"]: rule["labels"]["severity"]
+        for group in yaml.safe_load((OBSERVABILITY / "prometheus-rules.yaml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    table = guide[guide.index("| alert | fires when |") :].split("\n\n")[0]
+    documented = dict(re.findall(r"^\| `(\w+)` \((\w+)\) \|", table, re.M))
+    assert documented == rules

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.clock import FakeClock
+from reconciler.sim import create_app
 from reconciler.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, timeline
 from tests.servers import sim_output
 from tests.sim.conftest import SimClient, scenario_body
@@ -164,6 +167,24 @@ def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Pat
             proc.wait()
     text = output.text()
     assert "volcengine job snap: 0.00 % of 60 stream-seconds captured in 2 rooms; 2 gaps, longest 30.0 s" in text
+    assert "    gaps by cause: never started 2 (longest 30.0 s)" in text  # the README promises their causes
     report = json.loads(out.read_text())
     assert [r["roomId"] for r in report["rooms"]] == ["room-0000", "room-0001"]
     assert report["streamSecondsPresent"] == 60 and report["calls"]["roomHours"] == pytest.approx(240 / 3600)
+
+
+async def test_a_scenario_being_played_reports_its_progress() -> None:
+    """`capctl sim --scenario` plays minutes to hours of traffic: while it plays, the server says how far it is
+    (every 30 s of real time under `capctl sim`), not only the summary at the end."""
+    statuses: list[dict[str, Any]] = []
+    clock = FakeClock()
+    app = create_app(clock=clock, on_scenario_progress=statuses.append, progress_every=0.1)
+    app.state.sim.load_scenario(scenario(duration=120, rooms=2, first_session_within=0))
+    await app.state.sim.advance(30)
+    async with app.router.lifespan_context(app):
+        for _ in range(100):
+            if statuses:
+                break
+            await asyncio.sleep(0.05)
+    assert statuses and statuses[0]["end"] - statuses[0]["start"] == 120 and not statuses[0]["finished"]
+    assert 0 < statuses[0]["played"] < statuses[0]["actions"]
