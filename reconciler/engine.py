@@ -143,15 +143,16 @@ def persist_observations(
 def record_labels(
     store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask]
 ) -> dict[str, TaskRecord]:
-    """Give each record its job's current labels, in one commit (none if nothing changed).
+    """Give each record its job's current labels and room selector, in one commit (none if nothing changed).
 
-    A label edit changes no vendor task, so no action would record it; `state list -l` and the selection of a
-    removed job's tasks (`-l` on a delete) read the labels of the last apply.
+    A label edit, or a job switched between named rooms and a selector of the same rooms, changes no vendor
+    task, so no action would record it; `state list` (`-l`, its SELECTOR column) and the selection of a
+    removed job's tasks (`-l` on a delete) read what the last apply or daemon pass recorded.
     """
     changed = [
-        record.evolve(labels=dict(task.labels))
+        record.evolve(labels=dict(task.labels), selector=task.selector)
         for key, record in records.items()
-        if (task := desired.get(key)) is not None and record.labels != task.labels
+        if (task := desired.get(key)) is not None and (record.labels != task.labels or record.selector != task.selector)
     ]
     if changed:
         store.put_many(changed)

@@ -192,3 +192,23 @@ async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_label_edit_and_a_switch_to_named_rooms_reach_the_records(harness: Harness) -> None:
+    """Neither changes a vendor task, yet `state list -l` and its SELECTOR column read the records: the daemon
+    records the job's current labels and selector without a call (walk C, findings 7 and 8)."""
+    labelled = classes().replace("metadata: {name: classes}", "metadata: {name: classes, labels: {team: edu}}")
+    write_specs(harness.specs, labelled)
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).labels == {"team": "edu"} and harness.record(key).selector is not None
+    named = labelled.replace('{match: "class-*", exclude: "class-test-*"}', "[class-1]").replace("edu", "school")
+    write_specs(harness.specs, named)
+    assert harness.daemon is not None and await harness.daemon.reload_async()
+    await harness.advance(1)
+    record = harness.record(key)
+    assert record.labels == {"team": "school"} and record.selector is None
+    assert SQLiteStateStore(harness.state_path).load().records[key].labels == {"team": "school"}
+    assert harness.calls("StartSnapshot") == 1 and harness.calls("StopSnapshot") == 0

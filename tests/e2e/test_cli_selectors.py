@@ -125,3 +125,16 @@ def test_a_crash_mid_start_of_a_selected_zego_room_never_records_twice(work: Wor
     assert task["roomId"] == "show-1"
     record = {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
     assert record["RecordingJob/shows/show-1"]["client_task_id"] == task["clientTaskId"]
+
+
+def test_a_job_switched_to_named_rooms_is_listed_without_its_old_selector(work: Workdir) -> None:
+    """The same keys and requests (no vendor call), but `state list` no longer names the old selector."""
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-1": True})
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("classes", ["class-1"]))
+    assert work.apply().stdout.startswith("No changes.")
+    [task] = json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]
+    assert task["selector"] is None and len(work.sim.requests("StartSnapshot")) == 1
+    assert work.capctl("state", "list").stdout.splitlines()[1].split()[:2] == ["KEY", "STATUS"]
