@@ -1214,7 +1214,7 @@ def wake(
     Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
     room activity)."""
     from reconciler import transitions
-    from reconciler.plan import fmt_time
+    from reconciler.plan import fmt_time, waited_after
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
@@ -1235,9 +1235,7 @@ def wake(
                     continue
                 woken.append(new)
                 slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
-                lines.append(
-                    f"Woke {key} (was {record.status.value} after {record.unproductive_runs} idle runs{slot})."
-                )
+                lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
             serial = store.put_many(woken) if woken else None
     for line in lines:
         typer.echo(line)

@@ -91,7 +91,8 @@ def make_dormant(work: Workdir) -> None:
     work.sim.advance(21)
     store = open_state(f"sqlite:///{work.state}")
     record = store.load().records[LOBBY]
-    store.put(record.evolve(status=TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=4_000_000_000.0))
+    # The daemon counts the run that just idled out (the 4th) only when it starts the task again.
+    store.put(record.evolve(status=TaskStatus.DORMANT, unproductive_runs=3, next_attempt_at=4_000_000_000.0))
     store.close()
 
 
