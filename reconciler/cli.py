@@ -1103,7 +1103,7 @@ def state_list(
             "-s",
             metavar="STATUS",
             autocompletion=complete_statuses,
-            help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
+            help="Only tasks in this status (pending, running, stopped, failed, done, dormant, removed); "
             "repeatable or comma-separated.",
         ),
     ] = None,

@@ -109,6 +109,15 @@ def test_every_option_that_takes_a_value_says_what_in_help() -> None:
     assert doubled == []
 
 
+def test_state_list_help_names_every_status_it_accepts() -> None:
+    from reconciler.model import TaskStatus
+
+    commands = dict(_commands(cast(TyperGroup, typer.main.get_command(cli.app))))
+    [status] = [p for p in commands["capctl state list"].params if p.name == "status"]
+    assert isinstance(status, TyperOption) and status.help is not None
+    assert [s.value for s in TaskStatus if s.value not in status.help] == []  # `removed` was missing
+
+
 def test_help_and_version_exit_0(tmp_path: Path) -> None:
     assert capctl("--help", cwd=tmp_path).returncode == 0
     assert capctl("state", "list", "--help", cwd=tmp_path).returncode == 0
