@@ -41,6 +41,7 @@ __all__ = [
     "persist_observations",
     "persist_restored",
     "provider_pool",
+    "record_labels",
     "verify_saved_plan",
 ]
 
