@@ -1094,6 +1094,7 @@ def state_list(
             metavar="KEY",
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
             "('SnapshotJob/lobby-*/*'), as --target.",
+            autocompletion=complete_task_keys,
         ),
     ] = None,
     status: Annotated[
@@ -1380,8 +1381,14 @@ def completion(shell: Annotated[CompletionShell, typer.Argument(metavar="SHELL",
     """
     # Typer keeps its script templates in a private module; these are the scripts of its own
     # --show-completion, which capctl does not offer (a `completion` command is what kubectl and gh do).
+    # bash's also passes the line as typed (reconciler/completion.py: a `:` in a --state URL).
     from typer._completion_shared import get_completion_script
 
+    from reconciler.completion import BASH_SCRIPT
+
+    if shell is CompletionShell.BASH:
+        typer.echo(BASH_SCRIPT % {"complete_var": COMPLETE_VAR})
+        return
     typer.echo(get_completion_script(prog_name="capctl", complete_var=COMPLETE_VAR, shell=shell.value))
 
 
@@ -1408,7 +1415,10 @@ def main_options(
 def main() -> None:
     from typer._completion_classes import completion_init
 
+    from reconciler import completion
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
     # add_completion, which would add --install-completion options instead of the command)
+    completion.register()  # bash: the words from the line as typed
     app()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -248,16 +249,20 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     store.close()
 
     def complete(*words: str) -> list[str]:
-        # What bash does on <Tab>: COMP_WORDS / COMP_CWORD set, then the function `complete -F` named.
-        line = " ".join(shlex.quote(w) for w in words)
+        # What bash does on <Tab>: the line up to the cursor in COMP_LINE / COMP_POINT, its words in COMP_WORDS
+        # split at COMP_WORDBREAKS too (`sqlite:///x.db` is three words: `sqlite`, `:`, `///x.db`), COMP_CWORD,
+        # then the function `complete -F` named.
+        line = " ".join(words)
+        split = [part for w in words for part in ([p for p in re.split(r"([:=])", w) if p] if w else [""])]
         proc = subprocess.run(
             [
                 "bash",
                 "--norc",
                 "--noprofile",
                 "-c",
-                f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
-                f'COMP_CWORD={len(words) - 1}; _capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
+                f"source {shlex.quote(str(script))}; COMP_WORDS=({' '.join(shlex.quote(w) for w in split)}); "
+                f"COMP_CWORD={len(split) - 1}; COMP_LINE={shlex.quote(line)}; COMP_POINT={len(line)}; "
+                f'_capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
             ],
             cwd=tmp_path,
             text=True,
@@ -276,11 +281,16 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert complete("capctl", "state", "list", "--status", "ru") == ["running"]
     assert complete("capctl", "state", "list", "--status", "r") == ["running", "removed"]
     assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
+    assert complete("capctl", "state", "list", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
     other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
-    other.put(make_record("RecordingJob/rec/hall"))
+    other.put_many([make_record("RecordingJob/rec/hall"), make_record("ThumbnailJob/thumbs/obs:a.mp4")])
     other.close()
-    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "")
-    assert named == ["RecordingJob/rec/hall"]
+    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "R")
+    assert named == ["RecordingJob/rec/hall"]  # the URL's `:` split it in three: capctl read the line instead
+    # bash replaces only what follows a word's last `:`, so that is what it gets back.
+    assert complete(
+        "capctl", "state", "rm", f"--state=sqlite:///{tmp_path / 'other.db'}", "ThumbnailJob/thumbs/obs:"
+    ) == ["a.mp4"]
     assert complete("capctl", "state", "show", "--state", "sqlite:///missing.db", "") == []
     assert not (tmp_path / "missing.db").exists()
 
