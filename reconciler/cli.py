@@ -97,7 +97,8 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
 
     url = ctx.params.get("state")
     try:
-        store = open_state(url if isinstance(url, str) else None, create=False)
+        # A database that does not answer holds the shell's prompt: give up sooner than commands do.
+        store = open_state(url if isinstance(url, str) else None, create=False, connect_timeout=2)
         try:
             keys = store.load().records
         finally:

@@ -295,6 +295,28 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert not (tmp_path / "missing.db").exists()
 
 
+def test_completion_gives_up_soon_on_a_database_that_does_not_answer(tmp_path: Path) -> None:
+    """<Tab> holds the shell's prompt: a PostgreSQL state that accepts and never answers cost 10 s (walk C 9)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts the connection; nobody ever answers
+        port = silent.getsockname()[1]
+        env = {
+            "_CAPCTL_COMPLETE": "complete_zsh",
+            "_TYPER_COMPLETE_ARGS": "capctl state show Snap",
+            "CAPCTL_STATE": f"postgresql://capctl@127.0.0.1:{port}/capctl",
+        }
+        began = time.monotonic()
+        installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+        done = subprocess.run([installed], cwd=tmp_path, text=True, capture_output=True, env={**os.environ, **env})
+        took = time.monotonic() - began
+    assert done.returncode == 0 and "SnapshotJob" not in done.stdout
+    assert took < 6, f"completion took {took:.1f} s"
+
+
 # --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "ci" / "github-actions.yaml"
