@@ -475,12 +475,14 @@ def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[S
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 
 
-def _leave_ended(the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord]) -> Plan:
+def _leave_ended(
+    the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord], spec_set: SpecSet
+) -> Plan:
     if not selections:
         return the_plan
     from reconciler.rooms import leave_ended
 
-    return leave_ended(the_plan, selections, records)
+    return leave_ended(the_plan, selections, records, spec_set.providers)
 
 
 def _plan_options(
@@ -626,7 +628,7 @@ def plan(
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
-        the_plan = _leave_ended(the_plan, selections, records)
+        the_plan = _leave_ended(the_plan, selections, records, spec_set)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -789,7 +791,11 @@ async def _apply(
                 providers=spec_set.providers,
                 on_retry=report,
             )
-            the_plan, snapshot, observed = _leave_ended(run.plan, selections, records), run.snapshot, run.observed
+            the_plan, snapshot, observed = (
+                _leave_ended(run.plan, selections, records, spec_set),
+                run.snapshot,
+                run.observed,
+            )
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit

@@ -3,6 +3,8 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
@@ -212,3 +214,19 @@ async def test_a_label_edit_and_a_switch_to_named_rooms_reach_the_records(harnes
     assert record.labels == {"team": "school"} and record.selector is None
     assert SQLiteStateStore(harness.state_path).load().records[key].labels == {"team": "school"}
     assert harness.calls("StartSnapshot") == 1 and harness.calls("StopSnapshot") == 0
+
+
+async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(harness: Harness) -> None:
+    """Its room callbacks are refused (401), so it would start nothing, silently (walk C finding 10)."""
+    write_specs(harness.specs, classes())
+    providers = harness.specs / "providers.yaml"
+    providers.write_text("\n".join(line for line in providers.read_text().splitlines() if "callbackSecret" not in line))
+    with capture_logs() as logs:
+        await harness.start()
+    [warning] = [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]
+    assert warning["log_level"] == "warning" and warning["job"] == "SnapshotJob/classes"
+    assert "Provider 'volc' has no callbackSecret" in warning["detail"]
+    write_specs(harness.specs, classes())  # with the secret: nothing to say
+    with capture_logs() as logs:
+        assert harness.daemon is not None and await harness.daemon.reload_async()
+    assert not [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]

@@ -11,7 +11,7 @@ from typing import Any
 from reconciler.model import RoomActivity
 from reconciler.state import SQLiteStateStore
 from tests.e2e.conftest import Workdir
-from tests.specdocs import snapshot_job
+from tests.specdocs import providers, snapshot_job
 
 SELECTOR = """\
 apiVersion: capctl/v1
@@ -138,3 +138,16 @@ def test_a_job_switched_to_named_rooms_is_listed_without_its_old_selector(work: 
     [task] = json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]
     assert task["selector"] is None and len(work.sim.requests("StartSnapshot")) == 1
     assert work.capctl("state", "list").stdout.splitlines()[1].split()[:2] == ["KEY", "STATUS"]
+
+
+def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_the_plan(work: Workdir) -> None:
+    """Without a callbackSecret the daemon rejects the vendor's room callbacks (401), learns no room activity
+    and the job starts nothing: the plan says so and what to do (walk C finding 10)."""
+    work.write("jobs.yaml", SELECTOR)
+    plan = work.capctl("plan").stdout
+    assert (
+        "Note: Room selector SnapshotJob/classes starts nothing: Provider 'volc' has no callbackSecret, so "
+        "`capctl run` cannot verify the vendor's room callbacks" in plan
+    )
+    work.write("providers.yaml", providers(work.sim.base, callbacks=True))
+    assert "callbackSecret" not in work.capctl("plan").stdout
