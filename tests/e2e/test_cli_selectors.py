@@ -151,3 +151,16 @@ def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_the_plan(w
     )
     work.write("providers.yaml", providers(work.sim.base, callbacks=True))
     assert "callbackSecret" not in work.capctl("plan").stdout
+
+
+def test_a_room_two_selectors_cover_is_claimed_by_the_first_not_named(work: Workdir) -> None:
+    """`b` lists class-2 as claimed by `a`, a selector: the plan said "named by", as if `a` named it."""
+    first = SELECTOR.replace("name: classes", "name: a-sel").replace(", maxRooms: 2", "")
+    second = SELECTOR.replace("name: classes", "name: b-sel").replace(
+        '{match: "class-*", exclude: "class-test-*"', '{match: "class-2"'
+    )
+    work.write("jobs.yaml", first + "---\n" + second.replace(", maxRooms: 2", ""))
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-2": True})
+    plan = work.capctl("plan").stdout
+    assert "class-2: claimed by SnapshotJob/a-sel" in plan and "named by" not in plan
