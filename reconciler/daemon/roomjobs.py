@@ -246,7 +246,7 @@ class RoomJobs:
             for room, owner in s.claimed:
                 if (s.job, room, owner) not in self._warned:
                     self._warned.add((s.job, room, owner))
-                    log.warning("room selector clash: the named-room job has the room", job=s.job, room=room, by=owner)
+                    log.warning("room selector clash: another job has the room", job=s.job, room=room, by=owner)
 
 
 def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]) -> set[str]:

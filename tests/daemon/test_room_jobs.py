@@ -230,3 +230,16 @@ async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(
     with capture_logs() as logs:
         assert harness.daemon is not None and await harness.daemon.reload_async()
     assert not [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]
+
+
+async def test_a_room_two_selectors_cover_is_logged_as_taken_by_the_other_job(harness: Harness) -> None:
+    """The clash log said "the named-room job has the room" when the other job was a selector (walk C 12)."""
+    write_specs(harness.specs, selector_job("a-sel", "class-*"), selector_job("b-sel", "class-2"))
+    harness.sim.publish("volcengine", "class-2", user_id="t")
+    with capture_logs() as logs:
+        await harness.start()
+        await harness.advance(2)
+    [clash] = [e for e in logs if e["event"].startswith("room selector clash")]
+    assert clash["event"] == "room selector clash: another job has the room"
+    assert (clash["job"], clash["room"], clash["by"]) == ("SnapshotJob/b-sel", "class-2", "SnapshotJob/a-sel")
+    assert started(harness) == ["class-2"]
