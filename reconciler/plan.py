@@ -430,7 +430,8 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
             return _change(Action.NOOP, reason, task, record, after=after)
         details = field_changes(record.request, after)
         return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
-    reason = f"restored to the specs ({when}): started again, its history kept ({record.reissue_count} re-issues)"
+    reissues = f"{record.reissue_count} re-issue{'' if record.reissue_count == 1 else 's'}"
+    reason = f"restored to the specs ({when}): started again, its history kept ({reissues})"
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
