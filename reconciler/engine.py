@@ -15,7 +15,17 @@ from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
-from reconciler.model import Action, Change, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.model import (
+    Action,
+    Change,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+    split_key,
+)
 from reconciler.plan import (
     Plan,
     PlanError,
@@ -229,7 +239,11 @@ def verify_saved_plan(
             stale.append(change.key)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
-        raise PlanError(f"the specs changed since this plan was made ({shown}): run `capctl plan` again")
+        # A room-selector job's tasks also follow room activity, which moves with the specs untouched.
+        selector_jobs = {view["job"] for view in plan.selectors}
+        rooms = any(f"{kind}/{name}" in selector_jobs for kind, name, _ in map(split_key, stale))
+        what = "the specs, or the rooms their room selectors choose (room activity)," if rooms else "the specs"
+        raise PlanError(f"{what} changed since this plan was made ({shown}): run `capctl plan` again")
     deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)
     check_stoppable((r for r in deletes if r is not None), providers)
 

@@ -164,3 +164,18 @@ def test_a_room_two_selectors_cover_is_claimed_by_the_first_not_named(work: Work
     rooms(work, "volc", **{"class-2": True})
     plan = work.capctl("plan").stdout
     assert "class-2: claimed by SnapshotJob/a-sel" in plan and "named by" not in plan
+
+
+def test_a_saved_plan_whose_room_closed_since_is_refused_naming_room_activity(work: Workdir) -> None:
+    """Refused as stale, as documented; it said "the specs changed" when no spec was touched (walk C 14)."""
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-1": True})
+    work.capctl("plan", "--out", "plan.json")
+    rooms(work, "volc", **{"class-1": False})
+    refused = work.capctl("apply", "--plan", "plan.json", expect=1).stderr
+    assert (
+        "the specs, or the rooms their room selectors choose (room activity), changed since this plan was made "
+        "(SnapshotJob/classes/class-1)" in refused
+    )
+    assert not work.sim.requests("StartSnapshot")
