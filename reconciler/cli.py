@@ -117,7 +117,8 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
 
     url = ctx.params.get("state")
     try:
-        store = open_state(url if isinstance(url, str) else None, create=False)
+        # A database that does not answer holds the shell's prompt: give up sooner than commands do.
+        store = open_state(url if isinstance(url, str) else None, create=False, connect_timeout=2)
         try:
             keys = store.load().records
         finally:
@@ -494,12 +495,14 @@ def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[S
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 
 
-def _leave_ended(the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord]) -> Plan:
+def _leave_ended(
+    the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord], spec_set: SpecSet
+) -> Plan:
     if not selections:
         return the_plan
     from reconciler.rooms import leave_ended
 
-    return leave_ended(the_plan, selections, records)
+    return leave_ended(the_plan, selections, records, spec_set.providers)
 
 
 def _plan_options(
@@ -645,7 +648,7 @@ def plan(
             the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
-        the_plan = _leave_ended(the_plan, selections, records)
+        the_plan = _leave_ended(the_plan, selections, records, spec_set)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -808,7 +811,11 @@ async def _apply(
                 providers=spec_set.providers,
                 on_retry=report,
             )
-            the_plan, snapshot, observed = _leave_ended(run.plan, selections, records), run.snapshot, run.observed
+            the_plan, snapshot, observed = (
+                _leave_ended(run.plan, selections, records, spec_set),
+                run.snapshot,
+                run.observed,
+            )
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
@@ -1114,6 +1121,7 @@ def state_list(
             metavar="KEY",
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
             "('SnapshotJob/lobby-*/*'), as --target.",
+            autocompletion=complete_task_keys,
         ),
     ] = None,
     status: Annotated[
@@ -1123,7 +1131,7 @@ def state_list(
             "-s",
             metavar="STATUS",
             autocompletion=complete_statuses,
-            help="Only tasks in this status (pending, running, stopped, failed, done, dormant); "
+            help="Only tasks in this status (pending, running, stopped, failed, done, dormant, removed); "
             "repeatable or comma-separated.",
         ),
     ] = None,
@@ -1234,7 +1242,7 @@ def wake(
     Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
     room activity)."""
     from reconciler import transitions
-    from reconciler.plan import fmt_time
+    from reconciler.plan import fmt_time, waited_after
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
@@ -1255,9 +1263,7 @@ def wake(
                     continue
                 woken.append(new)
                 slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
-                lines.append(
-                    f"Woke {key} (was {record.status.value} after {record.unproductive_runs} idle runs{slot})."
-                )
+                lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
             serial = store.put_many(woken) if woken else None
     for line in lines:
         typer.echo(line)
@@ -1402,8 +1408,14 @@ def completion(shell: Annotated[CompletionShell, typer.Argument(metavar="SHELL",
     """
     # Typer keeps its script templates in a private module; these are the scripts of its own
     # --show-completion, which capctl does not offer (a `completion` command is what kubectl and gh do).
+    # bash's also passes the line as typed (reconciler/completion.py: a `:` in a --state URL).
     from typer._completion_shared import get_completion_script
 
+    from reconciler.completion import BASH_SCRIPT
+
+    if shell is CompletionShell.BASH:
+        typer.echo(BASH_SCRIPT % {"complete_var": COMPLETE_VAR})
+        return
     typer.echo(get_completion_script(prog_name="capctl", complete_var=COMPLETE_VAR, shell=shell.value))
 
 
@@ -1434,7 +1446,10 @@ def main_options(
 def main() -> None:
     from typer._completion_classes import completion_init
 
+    from reconciler import completion
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
     # add_completion, which would add --install-completion options instead of the command)
+    completion.register()  # bash: the words from the line as typed
     app()

@@ -41,6 +41,7 @@ __all__ = [
     "persist_observations",
     "persist_restored",
     "provider_pool",
+    "record_labels",
     "verify_saved_plan",
 ]
 
@@ -143,15 +144,16 @@ def persist_observations(
 def record_labels(
     store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask]
 ) -> dict[str, TaskRecord]:
-    """Give each record its job's current labels, in one commit (none if nothing changed).
+    """Give each record its job's current labels and room selector, in one commit (none if nothing changed).
 
-    A label edit changes no vendor task, so no action would record it; `state list -l` and the selection of a
-    removed job's tasks (`-l` on a delete) read the labels of the last apply.
+    A label edit, or a job switched between named rooms and a selector of the same rooms, changes no vendor
+    task, so no action would record it; `state list` (`-l`, its SELECTOR column) and the selection of a
+    removed job's tasks (`-l` on a delete) read what the last apply or daemon pass recorded.
     """
     changed = [
-        record.evolve(labels=dict(task.labels))
+        record.evolve(labels=dict(task.labels), selector=task.selector)
         for key, record in records.items()
-        if (task := desired.get(key)) is not None and record.labels != task.labels
+        if (task := desired.get(key)) is not None and (record.labels != task.labels or record.selector != task.selector)
     ]
     if changed:
         store.put_many(changed)
@@ -227,7 +229,11 @@ def verify_saved_plan(
             stale.append(change.key)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
-        raise PlanError(f"the specs changed since this plan was made ({shown}): run `capctl plan` again")
+        # A room-selector job's tasks also follow room activity, which moves with the specs untouched.
+        selector_jobs = {view["job"] for view in plan.selectors}
+        rooms = any("/".join(key.split("/", 2)[:2]) in selector_jobs for key in stale)  # `Kind/name` of a key
+        what = "the specs, or the rooms their room selectors choose (room activity)," if rooms else "the specs"
+        raise PlanError(f"{what} changed since this plan was made ({shown}): run `capctl plan` again")
     deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)
     check_stoppable((r for r in deletes if r is not None), providers)
 

@@ -51,6 +51,7 @@ __all__ = [
     "plan_to_json",
     "rfc3339",
     "selector_matches",
+    "waited_after",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -400,11 +401,19 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
+def waited_after(record: TaskRecord) -> str:
+    """What a dormant or backing-off task waits after, as `dormant after …` and `capctl wake` say it."""
+    runs = transitions.idle_runs(record)
+    if runs == 0:  # a productive run: the daemon waits because its room is known empty
+        return "its room emptied"
+    return f"{runs} idle run{'' if runs == 1 else 's'}"
+
+
 def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     return _change(
         Action.NOOP,
-        f"dormant after {record.unproductive_runs} idle runs; wakes on room activity or {slot} "
+        f"dormant after {waited_after(record)}; wakes on room activity or {slot} "
         f"(`capctl wake {task.key}` or --replace starts it now)",
         task,
         record,
@@ -421,7 +430,8 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
             return _change(Action.NOOP, reason, task, record, after=after)
         details = field_changes(record.request, after)
         return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
-    reason = f"restored to the specs ({when}): started again, its history kept ({record.reissue_count} re-issues)"
+    reissues = f"{record.reissue_count} re-issue{'' if record.reissue_count == 1 else 's'}"
+    reason = f"restored to the specs ({when}): started again, its history kept ({reissues})"
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 

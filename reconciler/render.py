@@ -291,7 +291,9 @@ def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [f"{c['room']}: named by {c['by']}" for c in view["claimed"]]
+    details += [
+        f"{c['room']}: claimed by {c['by']}" for c in view["claimed"]
+    ]  # a named job, or a selector first by name
     return head, details
 
 

@@ -23,14 +23,33 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import Action, DesiredTask, JobKind, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.model import (
+    Action,
+    DesiredTask,
+    JobKind,
+    ProviderConfig,
+    RoomActivity,
+    TaskRecord,
+    TaskStatus,
+    split_key,
+)
 from reconciler.plan import Plan, rfc3339
 from reconciler.spec.checks import CheckedJob
 from reconciler.spec.expand import expand
 from reconciler.spec.models import RecordingJobSpec, RoomSelector, SnapshotJobSpec
 from reconciler.spec.selectors import covers, describe
 
-__all__ = ["Selection", "holding", "leave_ended", "named_rooms", "select", "selector_of", "selector_view"]
+__all__ = [
+    "Selection",
+    "holding",
+    "leave_ended",
+    "named_rooms",
+    "select",
+    "selector_of",
+    "selector_view",
+    "unheard",
+    "unheard_note",
+]
 
 _HOLDING = frozenset({TaskStatus.RUNNING, TaskStatus.PENDING})  # a task that holds its room now
 
@@ -121,9 +140,35 @@ def select(
     return selections
 
 
-def leave_ended(plan: Plan, selections: Sequence[Selection], records: Mapping[str, TaskRecord]) -> Plan:
+def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderConfig]) -> list[Selection]:
+    """The selections whose room callbacks the daemon cannot verify: no Provider of their vendor app has a
+    `callbackSecret`. It then learns no room activity for them (the listing resync asks only about rooms a
+    callback named), so they start nothing."""
+    heard = {(p.type, p.app_id) for p in providers.values() if p.callback_secret is not None}
+    return [
+        s
+        for s in selections
+        if (config := providers.get(s.provider)) is not None and (config.type, config.app_id) not in heard
+    ]
+
+
+def unheard_note(selection: Selection) -> str:
+    return (
+        f"Room selector {selection.job} starts nothing: Provider '{selection.provider}' has no callbackSecret, "
+        "so `capctl run` cannot verify the vendor's room callbacks and learns no room activity; give it one "
+        '(docs/daemon.md, "Room-selector jobs").'
+    )
+
+
+def leave_ended(
+    plan: Plan,
+    selections: Sequence[Selection],
+    records: Mapping[str, TaskRecord],
+    providers: Mapping[str, ProviderConfig],
+) -> Plan:
     """`plan` without the deletes of selector jobs' tasks whose room is no longer chosen (their job is still
-    in the specs: they end at the vendor by themselves), with a note saying so and each job's view."""
+    in the specs: they end at the vendor by themselves), with a note saying so and each job's view, and a note
+    for each selector job that cannot learn of its rooms (`unheard`)."""
     jobs = {s.job for s in selections}
 
     def left(change_key: str) -> bool:
@@ -141,6 +186,7 @@ def leave_ended(plan: Plan, selections: Sequence[Selection], records: Mapping[st
             + (f" (and {len(ended) - 3} more)" if len(ended) > 3 else "")
             + ".",
         )
+    notes += tuple(unheard_note(s) for s in unheard(selections, providers))
     actions = {c.key: c.action for c in changes}
     views = tuple(selector_view(s, actions, records) for s in selections)
     return dataclasses.replace(plan, changes=changes, notes=notes, selectors=views)

@@ -24,6 +24,7 @@ __all__ = [
     "action_failed",
     "client_task_id",
     "failed",
+    "idle_runs",
     "intent",
     "not_attempted",
     "observed",
@@ -61,6 +62,12 @@ def was_productive(record: TaskRecord) -> bool:
         return False
     margin = max(PRODUCTIVE_MARGIN, 0.05 * record.idle_timeout)
     return record.stopped_at - record.started_at > record.idle_timeout + margin
+
+
+def idle_runs(record: TaskRecord) -> int:
+    """Unproductive runs in a row of a task that waits to be started again, the one that ended last included:
+    `unproductive_runs` counts that run only when the task is started again (`started`)."""
+    return 0 if was_productive(record) else record.unproductive_runs + 1
 
 
 def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:

@@ -141,6 +141,8 @@ class Reconciler:
         task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
         if task is None:
             return Result(await self._reconcile_removed(key, record))
+        if record is not None:  # a label or selector edit alone changes no vendor task: record it here
+            record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
         if record is not None and self._observation_due(record, now):
             obs = self._with_end_reason(record, await self._observe(record))

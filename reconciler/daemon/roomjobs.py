@@ -33,7 +33,7 @@ from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import listing_family
-from reconciler.rooms import Selection, holding, named_rooms, select, selector_of
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_of, unheard, unheard_note
 from reconciler.spec import SpecSet
 from reconciler.spec.expand import expand
 from reconciler.spec.models import RoomSelector
@@ -246,7 +246,7 @@ class RoomJobs:
             for room, owner in s.claimed:
                 if (s.job, room, owner) not in self._warned:
                     self._warned.add((s.job, room, owner))
-                    log.warning("room selector clash: the named-room job has the room", job=s.job, room=room, by=owner)
+                    log.warning("room selector clash: another job has the room", job=s.job, room=room, by=owner)
 
 
 def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]) -> set[str]:
@@ -293,7 +293,10 @@ class RoomSelectors:
         """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
         self._spec = spec
         records = {r.key: r for r in self._records()}
-        self._effective = self.jobs.effective(spec, self.book, records).spec
+        effective = self.jobs.effective(spec, self.book, records)
+        for s in unheard(effective.selections, spec.providers):  # once per load, as `plan` notes it
+            log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s))
+        self._effective = effective.spec
         self._in_force(self._effective)
         return self._effective
 

@@ -104,8 +104,12 @@ def error_summary(exc: SpecErrors) -> tuple[int, str]:
 
 def changed_keys(old: SpecSet | None, new: SpecSet, recorded: Iterable[str]) -> set[str]:
     """The keys a new spec set gives work: all of them (and every recorded one) the first time, then only
-    those whose task was added, changed or removed."""
+    those whose task was added, changed or removed, or whose labels or selector changed (to be recorded)."""
     if old is None:
         return set(new.tasks) | set(recorded)
-    keys = {k for k, t in new.tasks.items() if (o := old.tasks.get(k)) is None or o.spec_hash != t.spec_hash}
+    keys = {
+        k
+        for k, t in new.tasks.items()
+        if (o := old.tasks.get(k)) is None or (o.spec_hash, o.labels, o.selector) != (t.spec_hash, t.labels, t.selector)
+    }
     return keys | (set(old.tasks) - set(new.tasks))

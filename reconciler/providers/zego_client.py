@@ -225,7 +225,8 @@ class ZegoClient:
         kind, meaning = codes.get(code, (ErrorKind.TERMINAL, "vendor error"))
         if code in not_found:
             kind = ErrorKind.NOT_FOUND
-        text = f"{meaning} ({vendor_message})" if vendor_message else meaning
+        # The vendor's words after capctl's, unless they add nothing ("request failed (request failed)").
+        text = f"{meaning} ({vendor_message})" if vendor_message.lower() not in meaning.lower() else meaning
         if kind is ErrorKind.THROTTLED:
             budget.throttled()
         elif kind is ErrorKind.AUTH:

@@ -38,14 +38,19 @@ def sqlite_path(url: str) -> str:
 
 
 def open_state(
-    url: str | None = None, *, env: Mapping[str, str] | None = None, create: bool = True, init: bool = False
+    url: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    create: bool = True,
+    init: bool = False,
+    connect_timeout: int = 10,
 ) -> StateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
     With `create=False` (commands that only read) nothing is created, no file, directory or table: a store
     that does not exist yet raises `StateMissing`, which names where it looked. A store that exists but is
     not a whole state raises `StateDamaged`; `init=True` (`capctl state init`) starts a new state in an
-    empty SQLite file or one without capctl tables instead.
+    empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL).
     """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
@@ -55,7 +60,7 @@ def open_state(
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
-        return PostgresStateStore(url, create=create or init)
+        return PostgresStateStore(url, create=create or init, connect_timeout=connect_timeout)
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "

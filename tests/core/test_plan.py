@@ -128,9 +128,19 @@ def test_recorded_stop_is_reissued_without_refresh() -> None:
 
 def test_dormant_is_left_alone_and_says_when_it_wakes() -> None:
     task = desired()
-    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=5, next_attempt_at=NOW + 600)
+    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=NOW + 600)
     change = one(task, rec, refreshed=False)
-    assert change.action is Action.NOOP and "dormant after 5 idle runs" in change.reason
+    assert change.action is Action.NOOP and "dormant after 5 idle runs" in change.reason  # the 5th just ended
+
+
+def test_dormant_counts_the_run_that_just_idled_out_or_names_the_emptied_room() -> None:
+    """The record counts an idle run only when the task starts again; the daemon makes a task dormant after
+    its first idle-out in a room known empty (walk C, finding 2: it read "dormant after 0 idle runs")."""
+    task = desired()
+    idle = record_for(task, TaskStatus.DORMANT, started_at=NOW - 60, stopped_at=NOW - 30, next_attempt_at=NOW + 600)
+    assert "dormant after 1 idle run;" in one(task, idle, refreshed=False).reason
+    productive = idle.evolve(productive=True)
+    assert "dormant after its room emptied;" in one(task, productive, refreshed=False).reason
 
 
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
@@ -138,7 +148,7 @@ def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState
     from reconciler.transitions import observed
 
     task = desired()
-    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=NOW + 600)
+    rec = record_for(task, TaskStatus.DORMANT, unproductive_runs=3, next_attempt_at=NOW + 600)
     obs = Observed(state, reason="IdleTimeOut", ended_at=NOW - 900)
     change = one(task, rec, obs)
     assert change.action is Action.NOOP and "dormant after 4 idle runs" in change.reason

@@ -8,6 +8,7 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon import policy
 from reconciler.model import TaskStatus
+from reconciler.plan import PlanOptions, diff
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, volc_body
 from tests.specdocs import recording_job, snapshot_job
@@ -20,6 +21,16 @@ def metric(harness: Harness, name: str, **labels: str) -> float:
     assert harness.daemon is not None
     value = harness.daemon.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
+
+
+def plan_reason(harness: Harness, key: str) -> str:
+    """What `capctl plan` says of the task as the daemon left it (no refresh)."""
+    assert harness.daemon is not None and harness.daemon.reconciler.spec is not None
+    task, record = harness.daemon.reconciler.spec.tasks[key], harness.record(key)
+    plan = diff(
+        {key: task}, {key: record}, {}, options=PlanOptions(refreshed=False), state_serial=0, now=harness.clock.now()
+    )
+    return plan.changes[0].reason
 
 
 async def test_starts_declared_tasks_and_reissues_after_idle_timeout_by_polling(harness: Harness) -> None:
@@ -57,6 +68,7 @@ async def test_image_callbacks_make_a_run_productive_and_add_no_polling(harness:
     # The room is known empty (alice left, nobody came back): no re-issue, dormant until room activity.
     assert record.reissue_count == 0 and record.status is TaskStatus.DORMANT
     assert record.unproductive_runs == 0  # the run that ended had produced images
+    assert plan_reason(harness, LOBBY).startswith("dormant after its room emptied; wakes on room activity")
     assert 1 <= harness.calls("GetSnapshotTask") - polls <= 3
 
 
@@ -74,6 +86,7 @@ async def test_empty_room_backs_off_goes_dormant_and_wakes_on_room_activity(harn
         policy.backoff_delay(4) + policy.DEADLINE_MARGIN, abs=0.1
     )
     assert any(e.get("reason") == "dormant: no room activity" for e in logs)
+    assert plan_reason(harness, LOBBY).startswith("dormant after 4 idle runs;")  # as the daemon counted them
     calls = len(harness.sim.log.entries())
     await harness.advance(100)
     assert len(harness.sim.log.entries()) == calls  # dormant: no calls at all

@@ -3,6 +3,8 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
@@ -192,3 +194,52 @@ async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_label_edit_and_a_switch_to_named_rooms_reach_the_records(harness: Harness) -> None:
+    """Neither changes a vendor task, yet `state list -l` and its SELECTOR column read the records: the daemon
+    records the job's current labels and selector without a call (walk C, findings 7 and 8)."""
+    labelled = classes().replace("metadata: {name: classes}", "metadata: {name: classes, labels: {team: edu}}")
+    write_specs(harness.specs, labelled)
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).labels == {"team": "edu"} and harness.record(key).selector is not None
+    named = labelled.replace('{match: "class-*", exclude: "class-test-*"}', "[class-1]").replace("edu", "school")
+    write_specs(harness.specs, named)
+    assert harness.daemon is not None and await harness.daemon.reload_async()
+    await harness.advance(1)
+    record = harness.record(key)
+    assert record.labels == {"team": "school"} and record.selector is None
+    assert SQLiteStateStore(harness.state_path).load().records[key].labels == {"team": "school"}
+    assert harness.calls("StartSnapshot") == 1 and harness.calls("StopSnapshot") == 0
+
+
+async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(harness: Harness) -> None:
+    """Its room callbacks are refused (401), so it would start nothing, silently (walk C finding 10)."""
+    write_specs(harness.specs, classes())
+    providers = harness.specs / "providers.yaml"
+    providers.write_text("\n".join(line for line in providers.read_text().splitlines() if "callbackSecret" not in line))
+    with capture_logs() as logs:
+        await harness.start()
+    [warning] = [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]
+    assert warning["log_level"] == "warning" and warning["job"] == "SnapshotJob/classes"
+    assert "Provider 'volc' has no callbackSecret" in warning["detail"]
+    write_specs(harness.specs, classes())  # with the secret: nothing to say
+    with capture_logs() as logs:
+        assert harness.daemon is not None and await harness.daemon.reload_async()
+    assert not [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]
+
+
+async def test_a_room_two_selectors_cover_is_logged_as_taken_by_the_other_job(harness: Harness) -> None:
+    """The clash log said "the named-room job has the room" when the other job was a selector (walk C 12)."""
+    write_specs(harness.specs, selector_job("a-sel", "class-*"), selector_job("b-sel", "class-2"))
+    harness.sim.publish("volcengine", "class-2", user_id="t")
+    with capture_logs() as logs:
+        await harness.start()
+        await harness.advance(2)
+    [clash] = [e for e in logs if e["event"].startswith("room selector clash")]
+    assert clash["event"] == "room selector clash: another job has the room"
+    assert (clash["job"], clash["room"], clash["by"]) == ("SnapshotJob/b-sel", "class-2", "SnapshotJob/a-sel")
+    assert started(harness) == ["class-2"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -119,6 +120,15 @@ def test_help_shows_no_type_beside_a_flag() -> None:
         assert result.exit_code == 0, where
         assert "--help" in result.output, where
         assert "<bool>" not in result.output, where
+
+
+def test_state_list_help_names_every_status_it_accepts() -> None:
+    from reconciler.model import TaskStatus
+
+    commands = dict(_commands(cast(TyperGroup, typer.main.get_command(cli.app))))
+    [status] = [p for p in commands["capctl state list"].params if p.name == "status"]
+    assert isinstance(status, TyperOption) and status.help is not None
+    assert [s.value for s in TaskStatus if s.value not in status.help] == []  # `removed` was missing
 
 
 def test_help_and_version_exit_0(tmp_path: Path) -> None:
@@ -251,16 +261,20 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     store.close()
 
     def complete(*words: str) -> list[str]:
-        # What bash does on <Tab>: COMP_WORDS / COMP_CWORD set, then the function `complete -F` named.
-        line = " ".join(shlex.quote(w) for w in words)
+        # What bash does on <Tab>: the line up to the cursor in COMP_LINE / COMP_POINT, its words in COMP_WORDS
+        # split at COMP_WORDBREAKS too (`sqlite:///x.db` is three words: `sqlite`, `:`, `///x.db`), COMP_CWORD,
+        # then the function `complete -F` named.
+        line = " ".join(words)
+        split = [part for w in words for part in ([p for p in re.split(r"([:=])", w) if p] if w else [""])]
         proc = subprocess.run(
             [
                 "bash",
                 "--norc",
                 "--noprofile",
                 "-c",
-                f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
-                f'COMP_CWORD={len(words) - 1}; _capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
+                f"source {shlex.quote(str(script))}; COMP_WORDS=({' '.join(shlex.quote(w) for w in split)}); "
+                f"COMP_CWORD={len(split) - 1}; COMP_LINE={shlex.quote(line)}; COMP_POINT={len(line)}; "
+                f'_capctl_completion capctl; printf "%s\\n" "${{COMPREPLY[@]}}"',
             ],
             cwd=tmp_path,
             text=True,
@@ -279,13 +293,40 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert complete("capctl", "state", "list", "--status", "ru") == ["running"]
     assert complete("capctl", "state", "list", "--status", "r") == ["running", "removed"]
     assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
+    assert complete("capctl", "state", "list", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
     other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
-    other.put(make_record("RecordingJob/rec/hall"))
+    other.put_many([make_record("RecordingJob/rec/hall"), make_record("ThumbnailJob/thumbs/obs:a.mp4")])
     other.close()
-    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "")
-    assert named == ["RecordingJob/rec/hall"]
+    named = complete("capctl", "state", "show", "--state", f"sqlite:///{tmp_path / 'other.db'}", "R")
+    assert named == ["RecordingJob/rec/hall"]  # the URL's `:` split it in three: capctl read the line instead
+    # bash replaces only what follows a word's last `:`, so that is what it gets back.
+    assert complete(
+        "capctl", "state", "rm", f"--state=sqlite:///{tmp_path / 'other.db'}", "ThumbnailJob/thumbs/obs:"
+    ) == ["a.mp4"]
     assert complete("capctl", "state", "show", "--state", "sqlite:///missing.db", "") == []
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_completion_gives_up_soon_on_a_database_that_does_not_answer(tmp_path: Path) -> None:
+    """<Tab> holds the shell's prompt: a PostgreSQL state that accepts and never answers cost 10 s (walk C 9)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts the connection; nobody ever answers
+        port = silent.getsockname()[1]
+        env = {
+            "_CAPCTL_COMPLETE": "complete_zsh",
+            "_TYPER_COMPLETE_ARGS": "capctl state show Snap",
+            "CAPCTL_STATE": f"postgresql://capctl@127.0.0.1:{port}/capctl",
+        }
+        began = time.monotonic()
+        installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+        done = subprocess.run([installed], cwd=tmp_path, text=True, capture_output=True, env={**os.environ, **env})
+        took = time.monotonic() - began
+    assert done.returncode == 0 and "SnapshotJob" not in done.stdout
+    assert took < 6, f"completion took {took:.1f} s"
 
 
 # --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------

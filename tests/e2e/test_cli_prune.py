@@ -50,7 +50,7 @@ def test_a_pruned_task_leaves_a_tombstone_and_its_restored_spec_resumes_it(work:
     work.write("more.yaml", snapshot_job("extra", ["hall"], idle="20s"))
     plan = work.capctl("plan").stdout
     assert "+ SnapshotJob/extra/hall" in plan and "restored to the specs (removed at" in plan
-    assert "history kept (1 re-issues)" in plan
+    assert "history kept (1 re-issue)" in plan
     work.apply()
     back = state(work)[HALL]
     assert back["status"] == "running" and back["reissue_count"] == 1 and back["removed_at"] is None
@@ -91,7 +91,8 @@ def make_dormant(work: Workdir) -> None:
     work.sim.advance(21)
     store = open_state(f"sqlite:///{work.state}")
     record = store.load().records[LOBBY]
-    store.put(record.evolve(status=TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=4_000_000_000.0))
+    # The daemon counts the run that just idled out (the 4th) only when it starts the task again.
+    store.put(record.evolve(status=TaskStatus.DORMANT, unproductive_runs=3, next_attempt_at=4_000_000_000.0))
     store.close()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from reconciler.model import RoomActivity
 from reconciler.state import SQLiteStateStore
 from tests.e2e.conftest import Workdir
-from tests.specdocs import snapshot_job
+from tests.specdocs import providers, snapshot_job
 
 SELECTOR = """\
 apiVersion: capctl/v1
@@ -125,3 +125,57 @@ def test_a_crash_mid_start_of_a_selected_zego_room_never_records_twice(work: Wor
     assert task["roomId"] == "show-1"
     record = {t["key"]: t for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
     assert record["RecordingJob/shows/show-1"]["client_task_id"] == task["clientTaskId"]
+
+
+def test_a_job_switched_to_named_rooms_is_listed_without_its_old_selector(work: Workdir) -> None:
+    """The same keys and requests (no vendor call), but `state list` no longer names the old selector."""
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-1": True})
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("classes", ["class-1"]))
+    assert work.apply().stdout.startswith("No changes.")
+    [task] = json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]
+    assert task["selector"] is None and len(work.sim.requests("StartSnapshot")) == 1
+    assert work.capctl("state", "list").stdout.splitlines()[1].split()[:2] == ["KEY", "STATUS"]
+
+
+def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_the_plan(work: Workdir) -> None:
+    """Without a callbackSecret the daemon rejects the vendor's room callbacks (401), learns no room activity
+    and the job starts nothing: the plan says so and what to do (walk C finding 10)."""
+    work.write("jobs.yaml", SELECTOR)
+    plan = work.capctl("plan").stdout
+    assert (
+        "Note: Room selector SnapshotJob/classes starts nothing: Provider 'volc' has no callbackSecret, so "
+        "`capctl run` cannot verify the vendor's room callbacks" in plan
+    )
+    work.write("providers.yaml", providers(work.sim.base, callbacks=True))
+    assert "callbackSecret" not in work.capctl("plan").stdout
+
+
+def test_a_room_two_selectors_cover_is_claimed_by_the_first_not_named(work: Workdir) -> None:
+    """`b` lists class-2 as claimed by `a`, a selector: the plan said "named by", as if `a` named it."""
+    first = SELECTOR.replace("name: classes", "name: a-sel").replace(", maxRooms: 2", "")
+    second = SELECTOR.replace("name: classes", "name: b-sel").replace(
+        '{match: "class-*", exclude: "class-test-*"', '{match: "class-2"'
+    )
+    work.write("jobs.yaml", first + "---\n" + second.replace(", maxRooms: 2", ""))
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-2": True})
+    plan = work.capctl("plan").stdout
+    assert "class-2: claimed by SnapshotJob/a-sel" in plan and "named by" not in plan
+
+
+def test_a_saved_plan_whose_room_closed_since_is_refused_naming_room_activity(work: Workdir) -> None:
+    """Refused as stale, as documented; it said "the specs changed" when no spec was touched (walk C 14)."""
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    rooms(work, "volc", **{"class-1": True})
+    work.capctl("plan", "--out", "plan.json")
+    rooms(work, "volc", **{"class-1": False})
+    refused = work.capctl("apply", "--plan", "plan.json", expect=1).stderr
+    assert (
+        "the specs, or the rooms their room selectors choose (room activity), changed since this plan was made "
+        "(SnapshotJob/classes/class-1)" in refused
+    )
+    assert not work.sim.requests("StartSnapshot")

@@ -722,6 +722,14 @@ async def test_thumbnail_codes(code: int, kind: ErrorKind, meaning: str) -> None
     assert rig.stats("MediaThumbnails").throttled == (1 if kind is ErrorKind.THROTTLED else 0)
 
 
+async def test_a_vendor_message_that_repeats_the_meaning_is_not_repeated() -> None:
+    rig = Rig(ZegoThumbnailProvider)
+    rig.vendor.script("/", {"Code": 1000, "Message": "Request failed"})
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(thumbnail_task(TENCENT), None))
+    assert err.value.message == "request failed (also a wrong FileId)"  # not "… (Request failed)"
+
+
 async def test_thumbnail_stop_and_observe_make_no_call() -> None:
     rig = Rig(ZegoThumbnailProvider)
     rec = TaskRecord(
