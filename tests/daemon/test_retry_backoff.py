@@ -1,0 +1,42 @@
+"""A key whose reconcile fails waits for its backoff step (5 s, 10 s, 20 s, … 5 min), whatever the resync.
+
+Before, the resync timer queued failing keys like any other: a start whose own retries outlasted --resync was
+queued while its worker held it and ran again the moment it failed, and every failing key was retried at each
+resync, so a failing vendor was called back to back while the log said `retry_in: 40.0`, `80.0`, ….
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from reconciler import logs
+from reconciler.sim.faults import FaultConfig
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+
+
+async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harness: Harness) -> None:
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(resync=10.0)
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    daemon.sync([LOBBY])
+    await harness.advance(150)
+    failed = [
+        event
+        for event in map(json.loads, logged.getvalue().splitlines())
+        if event["event"] == "reconcile failed; retrying with backoff"
+    ]
+    # Each round is 6 tries over ~15 s, then waits 5, 10, 20, 40 s: 5 rounds in 150 s (before: 10, one per resync).
+    assert [e["retry_in"] for e in failed] == [5.0, 10.0, 20.0, 40.0, 80.0][: len(failed)]
+    assert 4 <= len(failed) <= 5, [e["retry_in"] for e in failed]
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(90)  # the next step starts it
+    assert harness.record(LOBBY).status.value == "running"
