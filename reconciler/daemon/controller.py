@@ -140,7 +140,7 @@ class Daemon(DaemonParts):
         keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())
         self.queue.add_all(sorted(keys))
-        digest = spec_digest(spec)
+        self.spec_digest = digest = spec_digest(spec)
         self.metrics.spec_digest(digest)
         log.info(
             "spec set loaded",
@@ -212,5 +212,4 @@ class Daemon(DaemonParts):
         self.reconciler.observe_first()
         self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
-        digest = spec_digest(self.spec) if self.spec is not None else None
-        log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=digest)
+        log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=self.spec_digest)

@@ -8,14 +8,13 @@ plus the page itself.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import DesiredTask, JobKind, TaskRecord, TaskStatus
+from reconciler.model import JobKind, TaskRecord, TaskStatus
 from reconciler.status.history import History, Run
 from reconciler.status.model import (
     SETTLED,
@@ -42,7 +41,6 @@ __all__ = [
     "StatusInputs",
     "build_snapshot",
     "job_of",
-    "spec_set_digest",
 ]
 
 MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
@@ -67,17 +65,6 @@ class StatusInputs:
     history: History
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
-
-
-def spec_set_digest(tasks: Iterable[DesiredTask]) -> str:
-    """One hash of what a spec set asks for: every task key with its (state-keyed) spec hash.
-
-    Two replicas with the same specs show the same digest; a changed interval changes it. The task hashes are
-    keyed with the state's random key, so the digest says nothing about a secret (`reconciler/secrets.py`)."""
-    h = hashlib.sha256()
-    for key, spec_hash in sorted((t.key, t.spec_hash) for t in tasks):
-        h.update(f"{key}\0{spec_hash}\n".encode())
-    return "sha256:" + h.hexdigest()[:16]
 
 
 def job_of(key: str) -> str:

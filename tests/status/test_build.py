@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.model import ApiFamily, DesiredTask, JobKind, TaskStatus
-from reconciler.status import StatusQuery, build_snapshot, spec_set_digest
+from reconciler.model import TaskStatus
+from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.model import Gap, Interval, Reissue
 from tests.status.conftest import IDLE, NOW, Told, inputs, record
@@ -145,29 +145,6 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
     assert newest.key == "SnapshotJob/hall/a" and newest.event == "decision"
     (reason,) = (v for k, v in newest.fields if k == "reason")
     assert len(reason) == 300 and reason.endswith("…")
-
-
-def _desired(key: str, spec_hash: str) -> DesiredTask:
-    kind, name, target = key.split("/", 2)
-    return DesiredTask(
-        key=key,
-        kind=JobKind(kind),
-        job=name,
-        target=target,
-        provider="volc-prod",
-        family=ApiFamily.VOLC_SNAPSHOT,
-        request={},
-        spec_hash=spec_hash,
-        fixed_hash=spec_hash,
-    )
-
-
-def test_the_spec_set_digest_follows_what_the_set_asks_for_not_its_order() -> None:
-    a, b = _desired("SnapshotJob/x/a", "hmac:1"), _desired("SnapshotJob/x/b", "hmac:2")
-    assert spec_set_digest([a, b]) == spec_set_digest([b, a])
-    assert spec_set_digest([a, b]) != spec_set_digest([a, _desired("SnapshotJob/x/b", "hmac:3")])
-    assert spec_set_digest([a]) != spec_set_digest([a, b])
-    assert spec_set_digest([a]).startswith("sha256:") and len(spec_set_digest([a])) == len("sha256:") + 16
 
 
 def test_the_timeline_spans_the_known_history_at_least_15_minutes_at_most_24_hours() -> None:
