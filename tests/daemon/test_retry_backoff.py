@@ -40,3 +40,25 @@ async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harnes
     harness.sim.faults.set(FaultConfig())
     await harness.advance(90)  # the next step starts it
     assert harness.record(LOBBY).status.value == "running"
+
+
+async def test_a_start_tried_again_after_a_failure_shows_its_last_error_meanwhile(harness: Harness) -> None:
+    """`capctl state list` and the status page showed `pending` and no error for most of each round of retries."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    daemon.sync([LOBBY])
+    await harness.advance(20)  # the first round failed (~15 s); the second one is under way or waiting
+    seen = set()
+    for _ in range(30):
+        record = harness.record(LOBBY)
+        seen.add(record.status.value)
+        assert record.last_error is not None and "InternalError" in record.last_error, record
+        await harness.advance(1)
+    assert seen == {"pending", "failed"}
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(90)
+    assert harness.record(LOBBY).status.value == "running" and harness.record(LOBBY).last_error is None
