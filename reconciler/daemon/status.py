@@ -42,6 +42,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             replica=replica,
             history=daemon.records.history,
             next_observation=lambda key: daemon.runtimes.get(key).next_observe,
+            next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
         )
         return build_snapshot(inputs, query, daemon.clock.now())

@@ -65,6 +65,7 @@ class StatusInputs:
     history: History
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
+    next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
 
 
 def job_of(key: str) -> str:
@@ -153,8 +154,16 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
-        next_attempt=record.next_attempt_at if status in ("stopped", "dormant", "failed") else None,
+        next_attempt=_next_attempt(record, inputs),
     )
+
+
+def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
+    """A stopped or dormant task's re-issue slot; a failed one's slot, or else the daemon's next retry."""
+    status = record.status
+    if status is TaskStatus.FAILED:
+        return record.next_attempt_at or inputs.next_retry(record.key)
+    return record.next_attempt_at if status in (TaskStatus.STOPPED, TaskStatus.DORMANT) else None
 
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime
+
+import httpx
 
 from reconciler import logs
 from reconciler.sim.faults import FaultConfig
-from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
+
+
+def timestamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harness: Harness) -> None:
@@ -62,3 +69,23 @@ async def test_a_start_tried_again_after_a_failure_shows_its_last_error_meanwhil
     harness.sim.faults.set(FaultConfig())
     await harness.advance(90)
     assert harness.record(LOBBY).status.value == "running" and harness.record(LOBBY).last_error is None
+
+
+async def test_the_status_page_shows_when_a_failed_task_is_tried_again(harness: Harness) -> None:
+    """Its next attempt was blank: the retry lives in the work queue, not in the record."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    daemon.sync([LOBBY])
+    for _ in range(30):  # until the first round of tries has failed
+        await harness.advance(1)
+        if harness.record(LOBBY).status.value == "failed":
+            break
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon.asgi_app), base_url=DAEMON) as http:
+        status = (await http.get("/api/v1/status")).json()
+    (task,) = (t for j in status["jobs"] for g in j["groups"] for t in g["tasks"])
+    assert task["status"] == "failed" and task["next_attempt"] is not None
+    assert 0 < timestamp(task["next_attempt"]) - harness.clock.now() <= 6  # the first backoff step, 5 s
