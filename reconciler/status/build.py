@@ -253,7 +253,7 @@ def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | 
             merged[-1] = Gap(merged[-1].start, piece.end, piece.room_active, reason)
         else:
             merged.append(piece)
-    return merged
+    return [g for g in merged if g.seconds >= MIN_GAP_SECONDS]  # a piece under a second is not drawn, nor lost
 
 
 def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]:

@@ -115,6 +115,21 @@ def test_gaps_are_split_where_the_room_was_active() -> None:
     assert line.known_since == NOW - 5000
 
 
+def test_a_piece_of_a_gap_under_a_second_is_not_reported_as_lost_capture() -> None:
+    """A join that woke the task 20 ms before its start read "capture lost while the room was active (0s)"."""
+    key = "SnapshotJob/lobby-audit/lobby"
+    told = Told()
+    first = told.start(record(key), NOW - 600)
+    told.stop(first, NOW - 300)
+    told.room_active("lobby", NOW - 100.02)
+    told.start(first, NOW - 100)
+    snap = build_snapshot(inputs([first.evolve(status=TaskStatus.RUNNING)], history=told.history), StatusQuery(), NOW)
+    (room,) = snap.rooms
+    (line,) = room.captures
+    assert line.gaps == (Gap(NOW - 300, NOW - 100.02, False, IDLE),)
+    assert room.lost_seconds == 0
+
+
 def test_a_room_without_callbacks_has_unknown_activity_and_thumbnails_have_no_room() -> None:
     records = [record("SnapshotJob/lobby-audit/lobby", started_at=NOW - 100), record("ThumbnailJob/thumbs/file-1")]
     snap = build_snapshot(inputs(records), StatusQuery(), NOW)
