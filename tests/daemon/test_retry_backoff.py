@@ -14,6 +14,7 @@ from datetime import datetime
 import httpx
 
 from reconciler import logs
+from reconciler.daemon import Daemon
 from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.specdocs import snapshot_job
@@ -25,16 +26,22 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harness: Harness) -> None:
-    logged = io.StringIO()
-    logs.configure("info", json_logs=True, stream=logged)
+async def failing_start(harness: Harness, resync: float = 30.0) -> Daemon:
+    """The lobby runs, every StartSnapshot fails from now on, and the vendor stops the run: the daemon re-issues it."""
     harness.sim.publish("volcengine", "lobby", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
-    daemon = await harness.start(resync=10.0)
+    daemon = await harness.start(resync=resync)
     await harness.advance(1)
     harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
     harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
     daemon.sync([LOBBY])
+    return daemon
+
+
+async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harness: Harness) -> None:
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
+    await failing_start(harness, resync=10.0)
     await harness.advance(150)
     failed = [
         event
@@ -51,13 +58,7 @@ async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harnes
 
 async def test_a_start_tried_again_after_a_failure_shows_its_last_error_meanwhile(harness: Harness) -> None:
     """`capctl state list` and the status page showed `pending` and no error for most of each round of retries."""
-    harness.sim.publish("volcengine", "lobby", user_id="u")
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
-    daemon = await harness.start()
-    await harness.advance(1)
-    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
-    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
-    daemon.sync([LOBBY])
+    await failing_start(harness)
     await harness.advance(20)  # the first round failed (~15 s); the second one is under way or waiting
     seen = set()
     for _ in range(30):
@@ -73,13 +74,7 @@ async def test_a_start_tried_again_after_a_failure_shows_its_last_error_meanwhil
 
 async def test_the_status_page_shows_when_a_failed_task_is_tried_again(harness: Harness) -> None:
     """Its next attempt was blank: the retry lives in the work queue, not in the record."""
-    harness.sim.publish("volcengine", "lobby", user_id="u")
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
-    daemon = await harness.start()
-    await harness.advance(1)
-    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
-    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
-    daemon.sync([LOBBY])
+    daemon = await failing_start(harness)
     for _ in range(30):  # until the first round of tries has failed
         await harness.advance(1)
         if harness.record(LOBBY).status.value == "failed":
