@@ -971,6 +971,8 @@ def run(
     Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop it.
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
+
+    POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
     from reconciler.leader import LeaderSettings, LeaderSettingsError

@@ -140,7 +140,7 @@ class Daemon(DaemonParts):
         keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())
         self.queue.add_all(sorted(keys))
-        digest = spec_digest(spec)
+        self.spec_digest = digest = spec_digest(spec)
         self.metrics.spec_digest(digest)
         log.info(
             "spec set loaded",
@@ -192,12 +192,14 @@ class Daemon(DaemonParts):
 
     async def _resync_timer(self) -> None:
         """Every resync period (with jitter) every key is looked at, the level-triggered safety net, but for
-        those waiting for a re-issue slot still ahead (`sync.resync_keys`)."""
+        those waiting for a re-issue slot still ahead (`sync.resync_keys`) and those being reconciled or
+        backing off after a failed reconcile (`WorkQueue.retrying`): their worker is due anyway."""
         while True:
             await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
             if self.spec is not None:
                 known = known_keys(self.records.keys(), self.spec)
-                self.queue.add_all(resync_keys(known, self.records.get, self.clock.now()))
+                due = resync_keys(known, self.records.get, self.clock.now())
+                self.queue.add_all(key for key in due if not self.queue.retrying(key))
                 if self.lease.acting():  # a standby neither lists rooms nor records their activity
                     await self.rooms.resync()
 
@@ -210,5 +212,4 @@ class Daemon(DaemonParts):
         self.reconciler.observe_first()
         self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
-        digest = spec_digest(self.spec) if self.spec is not None else None
-        log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=digest)
+        log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=self.spec_digest)

@@ -113,6 +113,7 @@ class DaemonParts(ABC):
         )
         self.background = Background()  # the daemon's loop and its timers, watcher and reloads (tasks.py)
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
+        self.spec_digest: str | None = None  # of the set in force: logged, exported, on the status page
         self.vendors = VendorClients(clock, self.metrics, transport, guard=self.lease.elector)
         self._workers = workers
         self._rng = rng or random.Random()

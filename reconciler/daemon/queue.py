@@ -94,6 +94,17 @@ class WorkQueue:
     def failures(self, key: str) -> int:
         return self._failures.get(key, 0)
 
+    def retry_in(self, key: str) -> float | None:
+        """Seconds until a key backing off after a failed reconcile is due; None when it is not backing off."""
+        due = self._due.get(key) if key in self._failures else None
+        return None if due is None else max(0.0, due - self._clock.monotonic())
+
+    def retrying(self, key: str) -> bool:
+        """A worker holds `key`, or its last reconcile failed and it waits for its backoff step. The resync
+        leaves such keys alone: added now, a held key would run again the moment its worker is done, and a
+        failing one at every resync, whatever its backoff (a failing vendor was retried back to back)."""
+        return key in self._processing or key in self._failures
+
     # --- taking -----------------------------------------------------------------------------------------
 
     def _promote_due(self) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reconciler import logs
-from reconciler.spec import SpecSet
-from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot, spec_set_digest
+from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
 from reconciler.status.routes import SnapshotProvider
 
 if TYPE_CHECKING:
@@ -24,14 +23,6 @@ __all__ = ["snapshot_provider"]
 
 
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
-    digests: dict[int, str] = {}  # id(spec set) -> digest: one hash of 10,000 tasks per spec load, not per page
-
-    def digest(spec: SpecSet) -> str:
-        if id(spec) not in digests:
-            digests.clear()  # only the set in force is asked for
-            digests[id(spec)] = spec_set_digest(spec.tasks.values())
-        return digests[id(spec)]
-
     def build(query: StatusQuery) -> StatusSnapshot:
         spec, specs = daemon.spec, daemon.specs
         acting = daemon.lease.acting()
@@ -40,7 +31,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
             if acting
             else f"does not act: {daemon.lease.role()}",
-            spec_digest=digest(spec) if spec is not None else None,
+            spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
             spec_error=specs.error,
@@ -51,6 +42,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             replica=replica,
             history=daemon.records.history,
             next_observation=lambda key: daemon.runtimes.get(key).next_observe,
+            next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
         )
         return build_snapshot(inputs, query, daemon.clock.now())

@@ -6,7 +6,7 @@ snapshot; `render` turns a snapshot into HTML and JSON; `routes` serves them. Ev
 pure or in-memory, so the page is tested on hand-built snapshots and benchmarked without a daemon.
 """
 
-from reconciler.status.build import StatusInputs, build_snapshot, spec_set_digest
+from reconciler.status.build import StatusInputs, build_snapshot
 from reconciler.status.history import History
 from reconciler.status.model import Replica, StatusQuery, StatusSnapshot
 from reconciler.status.routes import API_PATH, PAGE_PATH, status_routes
@@ -20,6 +20,5 @@ __all__ = [
     "StatusQuery",
     "StatusSnapshot",
     "build_snapshot",
-    "spec_set_digest",
     "status_routes",
 ]

@@ -8,14 +8,13 @@ plus the page itself.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import DesiredTask, JobKind, TaskRecord, TaskStatus
+from reconciler.model import JobKind, TaskRecord, TaskStatus
 from reconciler.status.history import History, Run
 from reconciler.status.model import (
     SETTLED,
@@ -42,7 +41,6 @@ __all__ = [
     "StatusInputs",
     "build_snapshot",
     "job_of",
-    "spec_set_digest",
 ]
 
 MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
@@ -67,17 +65,7 @@ class StatusInputs:
     history: History
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
-
-
-def spec_set_digest(tasks: Iterable[DesiredTask]) -> str:
-    """One hash of what a spec set asks for: every task key with its (state-keyed) spec hash.
-
-    Two replicas with the same specs show the same digest; a changed interval changes it. The task hashes are
-    keyed with the state's random key, so the digest says nothing about a secret (`reconciler/secrets.py`)."""
-    h = hashlib.sha256()
-    for key, spec_hash in sorted((t.key, t.spec_hash) for t in tasks):
-        h.update(f"{key}\0{spec_hash}\n".encode())
-    return "sha256:" + h.hexdigest()[:16]
+    next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
 
 
 def job_of(key: str) -> str:
@@ -166,8 +154,16 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
-        next_attempt=record.next_attempt_at if status in ("stopped", "dormant", "failed") else None,
+        next_attempt=_next_attempt(record, inputs),
     )
+
+
+def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
+    """A stopped or dormant task's re-issue slot; a failed one's slot, or else the daemon's next retry."""
+    status = record.status
+    if status is TaskStatus.FAILED:
+        return record.next_attempt_at or inputs.next_retry(record.key)
+    return record.next_attempt_at if status in (TaskStatus.STOPPED, TaskStatus.DORMANT) else None
 
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
@@ -257,7 +253,7 @@ def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | 
             merged[-1] = Gap(merged[-1].start, piece.end, piece.room_active, reason)
         else:
             merged.append(piece)
-    return merged
+    return [g for g in merged if g.seconds >= MIN_GAP_SECONDS]  # a piece under a second is not drawn, nor lost
 
 
 def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]:

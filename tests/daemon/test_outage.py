@@ -135,7 +135,7 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     assert metric(text, 'capctl_tasks{status="running"}') == 0
     assert metric(text, 'capctl_tasks{status="stopped"}') == 1
     db.execute("PRAGMA query_only = OFF")  # space again: the retry records it and the daemon is ready
-    await harness.advance(20)  # within the retry backoff, well before the next regular look
+    await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
     assert daemon.readiness().ready
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
 

@@ -78,6 +78,18 @@ async def test_an_invalid_spec_change_shows_and_the_last_valid_set_stays(harness
     assert "The last spec change is invalid" in page and "stays in force" in page
 
 
+async def test_the_page_shows_the_spec_digest_the_log_and_the_metrics_show(harness: Harness) -> None:
+    """One digest per spec set everywhere (before, the page hashed the set another way: two digests for one set)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    async with await client(harness) as http:
+        shown = (await http.get("/api/v1/status")).json()["replica"]["spec_digest"]
+        metrics = (await http.get("/metrics")).text
+        page = (await http.get("/")).text
+    assert f'capctl_spec_set_info{{digest="{shown}"}} 1.0' in metrics
+    assert shown in page
+
+
 async def test_a_token_guards_the_page_not_the_callbacks(harness: Harness) -> None:
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     await harness.start(status_token="page-token-1")

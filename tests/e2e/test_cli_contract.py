@@ -137,6 +137,12 @@ def test_help_and_version_exit_0(tmp_path: Path) -> None:
     assert capctl("--version", cwd=tmp_path).returncode == 0
 
 
+def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
+    """The daemon's docs table lists CAPCTL_SYNC_TOKEN with the flags; --help did not mention it."""
+    docstring = " ".join((cli.run.__doc__ or "").split())
+    assert "CAPCTL_SYNC_TOKEN" in docstring and "POST /api/v1/sync" in docstring
+
+
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
     write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
     state = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}

@@ -1,0 +1,89 @@
+"""A key whose reconcile fails waits for its backoff step (5 s, 10 s, 20 s, … 5 min), whatever the resync.
+
+Before, the resync timer queued failing keys like any other: a start whose own retries outlasted --resync was
+queued while its worker held it and ran again the moment it failed, and every failing key was retried at each
+resync, so a failing vendor was called back to back while the log said `retry_in: 40.0`, `80.0`, ….
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+
+import httpx
+
+from reconciler import logs
+from reconciler.daemon import Daemon
+from reconciler.sim.faults import FaultConfig
+from tests.daemon.conftest import DAEMON, Harness, write_specs
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+
+
+def timestamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+async def failing_start(harness: Harness, resync: float = 30.0) -> Daemon:
+    """The lobby runs, every StartSnapshot fails from now on, and the vendor stops the run: the daemon re-issues it."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(resync=resync)
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    daemon.sync([LOBBY])
+    return daemon
+
+
+async def test_a_failing_start_waits_for_its_backoff_steps_not_the_resync(harness: Harness) -> None:
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
+    await failing_start(harness, resync=10.0)
+    await harness.advance(150)
+    failed = [
+        event
+        for event in map(json.loads, logged.getvalue().splitlines())
+        if event["event"] == "reconcile failed; retrying with backoff"
+    ]
+    # Each round is 6 tries over ~15 s, then waits 5, 10, 20, 40 s: 5 rounds in 150 s (before: 10, one per resync).
+    assert [e["retry_in"] for e in failed] == [5.0, 10.0, 20.0, 40.0, 80.0][: len(failed)]
+    assert 4 <= len(failed) <= 5, [e["retry_in"] for e in failed]
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(90)  # the next step starts it
+    assert harness.record(LOBBY).status.value == "running"
+
+
+async def test_a_start_tried_again_after_a_failure_shows_its_last_error_meanwhile(harness: Harness) -> None:
+    """`capctl state list` and the status page showed `pending` and no error for most of each round of retries."""
+    daemon = await failing_start(harness)
+    await harness.advance(20)  # the first round failed (~15 s); the second one is under way or waiting
+    seen = set()
+    for _ in range(30):
+        record = harness.record(LOBBY)
+        seen.add(record.status.value)
+        assert record.last_error is not None and "InternalError" in record.last_error, record
+        await harness.advance(1)
+    assert seen == {"pending", "failed"}
+    while harness.record(LOBBY).status.value != "failed":  # a round of tries ends: 20 s or more to the next one
+        await harness.advance(1)
+    harness.sim.faults.set(FaultConfig())
+    daemon.sync([LOBBY])  # the vendor is back: `capctl sync` tries it now, not at its next backoff step
+    await harness.advance(1)
+    assert harness.record(LOBBY).status.value == "running" and harness.record(LOBBY).last_error is None
+
+
+async def test_the_status_page_shows_when_a_failed_task_is_tried_again(harness: Harness) -> None:
+    """Its next attempt was blank: the retry lives in the work queue, not in the record."""
+    daemon = await failing_start(harness)
+    for _ in range(30):  # until the first round of tries has failed
+        await harness.advance(1)
+        if harness.record(LOBBY).status.value == "failed":
+            break
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon.asgi_app), base_url=DAEMON) as http:
+        status = (await http.get("/api/v1/status")).json()
+    (task,) = (t for j in status["jobs"] for g in j["groups"] for t in g["tasks"])
+    assert task["status"] == "failed" and task["next_attempt"] is not None
+    assert 0 < timestamp(task["next_attempt"]) - harness.clock.now() <= 6  # the first backoff step, 5 s
