@@ -400,6 +400,18 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
+def _delete_reason(record: TaskRecord) -> str:
+    if transitions.stoppable(record):
+        return "removed from specs"
+    if record.status is TaskStatus.PENDING:  # a ZEGO start never confirmed: found only by starting it again
+        return (
+            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
+            "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
+            "then remove it)"
+        )
+    return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
+
+
 def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     return _change(
@@ -516,9 +528,7 @@ def diff(
         if not options.prune:
             kept += 1
             continue
-        idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
-        reason = "removed from specs" + ("" if transitions.stoppable(record) else idle)
-        changes.append(_change(Action.DELETE, reason, None, record))
+        changes.append(_change(Action.DELETE, _delete_reason(record), None, record))
         deleted.append(record)
     check_stoppable(deleted, providers)
 

@@ -76,11 +76,13 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
 
 def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
-    ended or never got a vendor id, has nothing to stop)."""
+    ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed (a
+    crash or a Ctrl-C during its call) may be running: the vendor names it by the RoomId + TaskId capctl
+    sent, so it is stopped by those (an unknown task answers not-found)."""
     return (
         record.family is not ApiFamily.ZEGO_THUMBNAIL
-        and record.vendor_task_id is not None
         and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+        and (record.vendor_task_id is not None or record.family is ApiFamily.VOLC_SNAPSHOT)
     )
 
 

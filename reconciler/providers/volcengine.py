@@ -226,8 +226,9 @@ class VolcengineSnapshotProvider:
         return ref
 
     def _ref_from_record(self, record: TaskRecord, api: str) -> dict[str, str]:
-        """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record."""
-        ref = record.vendor_ref
+        """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record. A start
+        never confirmed has no vendor ref of its own (an older run's, at most): its ids are those it sent."""
+        ref = record.vendor_ref if record.vendor_task_id else record.request
         if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
             raise VendorError(ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api)
         return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}

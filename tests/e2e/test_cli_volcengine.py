@@ -239,3 +239,18 @@ def test_tasks_that_cannot_be_observed_make_plan_and_apply_fail_but_the_rest_is_
     work.sim.faults(throttleNext=2, apis=["GetSnapshotTask"])  # refresh retries, as apply does
     assert "No changes." in work.capctl("plan", "--detailed-exitcode").stdout
     assert work.sim.get("/throttled")["total"] == 2
+
+
+def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
+    """The process dies after StartSnapshot succeeded (the record stays pending, without a vendor id): removing
+    the job must stop that task at the vendor by the RoomId + TaskId it sent, not tombstone it as idle."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    assert state(work)[LOBBY]["status"] == "pending" and len(running(work)) == 1
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob/audit/lobby" in plan and "nothing to stop" not in plan
+    work.apply()
+    assert running(work) == []
+    assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
+    assert state(work)[LOBBY]["status"] == "removed"
