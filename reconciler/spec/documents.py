@@ -63,8 +63,9 @@ _TYPE_NAMES: Final = {
 }
 
 
-def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
-    """The path in the document that a pydantic `loc` points at, minus union tags and validator labels."""
+def _data_path(data: Any, loc: tuple[int | str, ...], *, missing: bool) -> Path:
+    """The path in the document that a pydantic `loc` points at, minus union tags and validator labels.
+    Only a missing field ends in a part that is not in the document (a tag such as `rooms`' `names` would)."""
     path: list[str | int] = []
     current = data
     for i, part in enumerate(loc):
@@ -72,7 +73,7 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
         in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
         if in_dict or in_list:
             current = current[part]
-        elif i < len(loc) - 1 or part == "[key]":
+        elif not missing or i < len(loc) - 1 or part == "[key]":
             continue
         path.append(part)
     return tuple(path)
@@ -135,6 +136,9 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
         return f"{field}: {quote(value)} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
+    if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
+        least = ctx.get("min_length")
+        return f"{field}: needs at least {least} {'entry' if least == 1 else 'entries'}, got {ctx.get('actual_length')}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
@@ -182,7 +186,7 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         for err in problems:
             if err.get("input") is UNRESOLVED:
                 continue
-            path = _data_path(data, err["loc"])
+            path = _data_path(data, err["loc"], missing=err["type"] == "missing")
             if err["type"] == "extra_forbidden":
                 unknown.append(path)
             where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(path)

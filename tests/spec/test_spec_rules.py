@@ -123,7 +123,16 @@ RULES: list[tuple[str, str, str]] = [
         "tencent-vod storage takes mp4 or flv files only, not jpg",
     ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
-    ("rooms must not be empty", job(body="provider: volc\nrooms: []\nstorage: tos"), "at least 1 item"),
+    (
+        "rooms must not be empty",
+        job(body="provider: volc\nrooms: []\nstorage: tos"),
+        "spec.rooms: needs at least 1 entry",
+    ),
+    (
+        "files must not be empty",
+        job("ThumbnailJob", body="provider: zego\nfiles: []"),
+        "spec.files: needs at least 1 entry",
+    ),
     (
         "same room, other kind is fine but same kind twice is not",
         job(name="a", body=ZSNAP) + "---\n" + job(name="b", body=ZSNAP),
