@@ -17,7 +17,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
-from reconciler.spec.fields import NAME_PATTERN, VOLC_ID_PATTERN
+from reconciler.spec.fields import CALLBACK_URL_PATTERN, ENDPOINT_PATTERN, NAME_PATTERN, VOLC_ID_PATTERN
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -49,8 +49,10 @@ class Loaded:
 
 
 _PATTERN_HINTS: Final = {
-    NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter or digit",
-    VOLC_ID_PATTERN: "letters, digits and _ @ - . (1..128 characters)",
+    NAME_PATTERN: "does not match lowercase letters, digits and '-', starting and ending with a letter or digit",
+    VOLC_ID_PATTERN: "does not match letters, digits and _ @ - . (1..128 characters)",
+    ENDPOINT_PATTERN: "is not an http:// or https:// URL without spaces, query or fragment (https://host[:port][/path])",
+    CALLBACK_URL_PATTERN: "is not an http:// or https:// URL without spaces or fragment (https://host[:port][/path][?query])",
 }
 _TYPE_NAMES: Final = {
     str: "a string",
@@ -135,7 +137,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"{field}: {LITERAL_SECRET}"
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
-        return f"{field}: {quote(value)} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
+        return f"{field}: {quote(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
     if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
         least = ctx.get("min_length")
         return f"{field}: needs at least {least} {'entry' if least == 1 else 'entries'}, got {ctx.get('actual_length')}"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from reconciler.spec.fields import Bool, Duration, Endpoint, Int, Name, SecretRef, Text, Width
+from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
 
 __all__ = [
     "API_VERSION",
@@ -251,7 +251,7 @@ class RecordOptions(_Model):
     has_whiteboard: Bool | None = None
     whiteboard: list[Whiteboard] | None = None
     output_file_rule: Positive | None = None  # record_output_params
-    callback_url: Endpoint | None = None  # record_output_params
+    callback_url: CallbackUrl | None = None  # record_output_params
 
 
 OUTPUT_OPTIONS: Final = frozenset({"output_file_rule", "callback_url"})
