@@ -24,6 +24,8 @@ from reconciler.spec.errors import quote
 
 __all__ = [
     "CALLBACK_URL_PATTERN",
+    "DURATION_FORMS",
+    "DURATION_SCHEMA_MARKER",
     "ENDPOINT_PATTERN",
     "NAME_PATTERN",
     "SECRET_SCHEMA_MARKER",
@@ -108,7 +110,9 @@ def parse_duration(value: Any) -> Any:
     raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
 
 
+DURATION_SCHEMA_MARKER: Final = "x-capctl-duration"  # `capctl explain` shows such a field as one type, `duration`
 _DURATION_SCHEMA: Final = {
+    DURATION_SCHEMA_MARKER: True,
     "anyOf": [
         {"type": "integer", "minimum": 0},
         {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$", "minLength": 2},
