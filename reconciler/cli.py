@@ -659,7 +659,11 @@ def _confirm(auto_approve: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
-    answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    try:
+        answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
+        typer.echo()
+        answer = ""
     if answer.strip() != "yes":
         fail("apply cancelled", code=EXIT_ERROR)
 

@@ -254,3 +254,26 @@ def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdi
     assert running(work) == []
     assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
     assert state(work)[LOBBY]["status"] == "removed"
+
+
+def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:
+    """On a terminal, Ctrl-D at `Apply these changes?` is a no: `Error: apply cancelled`, exit 1, nothing
+    started (not click's bare "Aborted.", in red whatever --no-color says)."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--no-color", "apply"],
+        cwd=work.root,
+        env={k: v for k, v in work.env.items() if k != "NO_COLOR"},
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(terminal)
+    os.write(controller, b"\x04")  # the terminal's end-of-file character, read when the prompt asks
+    out, err = proc.communicate(timeout=120)
+    os.close(controller)
+    assert proc.returncode == 1, (out, err)
+    assert "Apply these changes?" in out and err.strip() == "Error: apply cancelled"
+    assert "\x1b[" not in out + err and work.sim.requests("StartSnapshot") == []
