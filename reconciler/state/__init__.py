@@ -56,6 +56,11 @@ def open_state(
         from .postgres import PostgresStateStore
 
         return PostgresStateStore(url, create=create or init)
+    if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
+        raise StateError(
+            "the state location is a URL, not a path: sqlite:///path/to/state.db (relative: sqlite:///state.db) "
+            "or postgresql://user@host:5432/db"
+        )
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "
