@@ -644,7 +644,9 @@ def _plan_json(plan: Plan) -> PlanJSON:
 def plan_from_json(data: object, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
-    version = data.get("format_version")
+    if "format_version" not in data:  # any JSON object: say what is missing, not "format_version None"
+        raise PlanError(f"{source}: not a capctl plan (no format_version); save one with `capctl plan --out FILE`")
+    version = data["format_version"]
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PlanError(
             f"{source}: plan format_version {version!r} is not supported "
