@@ -526,7 +526,7 @@ def diff(
         if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
             continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
-            kept += 1
+            kept += transitions.stoppable(record)  # a finished thumbnail or a stopped run is not kept running
             continue
         changes.append(_change(Action.DELETE, _delete_reason(record), None, record))
         deleted.append(record)
