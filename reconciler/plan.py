@@ -403,11 +403,16 @@ def _diff_one(
 def _delete_reason(record: TaskRecord) -> str:
     if transitions.stoppable(record):
         return "removed from specs"
-    if record.status is TaskStatus.PENDING:  # a ZEGO start never confirmed: found only by starting it again
+    if record.status is TaskStatus.PENDING and record.client_task_id:  # found only by starting it again
         return (
             "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
             "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
             "then remove it)"
+        )
+    if record.status is TaskStatus.PENDING:  # the legacy API: no idempotency key, nothing can find it
+        return (
+            "removed from specs: its last start was never confirmed and the legacy API cannot find that "
+            "recording; if it runs, it ends at its idle timeout"
         )
     return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
 

@@ -207,3 +207,16 @@ def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_
     (work.specs / "jobs.yaml").unlink()
     work.apply()
     assert zego_running(work) == []
+
+
+def test_removing_a_legacy_recording_whose_start_was_never_confirmed_does_not_advise_a_second_start(
+    work: Workdir,
+) -> None:
+    """The legacy API has no idempotency key: restoring the job would start a second recording, so the plan
+    only says that the first one, if it runs, ends at its idle timeout."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "the legacy API cannot find that recording; if it runs, it ends at its idle timeout" in plan
+    assert "restore the job" not in plan
