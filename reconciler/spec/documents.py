@@ -144,6 +144,10 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
+    if kind == "string_type" and isinstance(value, bool):  # `rooms: [on]`: YAML 1.1 reads it as true
+        msg += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
+    elif kind == "string_type" and isinstance(value, int | float):
+        msg += " (quote it to make it text)"
     return f"{field}: {msg}"
 
 

@@ -122,6 +122,17 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=ZSNAP.replace("s3", "tv")),
         "tencent-vod storage takes mp4 or flv files only, not jpg",
     ),
+    (
+        "a room YAML reads as a boolean",
+        job(body="provider: volc\nrooms: [on]\nstorage: tos"),
+        "spec.rooms[0]: Input should be a valid string, got a boolean (YAML reads yes, no, on, off, true and false "
+        "as booleans: quote it)",
+    ),
+    (
+        "a room YAML reads as a number",
+        job(body="provider: volc\nrooms: [101]\nstorage: tos"),
+        "(quote it to make it text)",
+    ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
     (
         "rooms must not be empty",
