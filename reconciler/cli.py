@@ -1353,6 +1353,11 @@ def demo(
 
     sim_at = _split_listen(listen, "127.0.0.1:8750")
     daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
+    if not paths and not Path("specs").exists():  # an installed capctl, run away from its repository
+        fail(
+            "capctl demo plays the quickstart specs, the capctl repository's specs/ directory, from ./specs: "
+            "run it from the repository's root or give their path (capctl demo PATH/TO/specs)"
+        )
     spec_paths = _paths(paths)
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
