@@ -49,8 +49,8 @@ def test_broken_provider_hides_nothing(tmp_path: Path) -> None:
     a = _write(tmp_path, "a.yaml", BROKEN_PROVIDER)
     b = _write(tmp_path, "b.yaml", OTHER_FILE)
     assert _errors(a, b) == [
-        f"{a}:9:13: spec.endpoint: 'ftp://not-http' is not an http:// or https:// URL without spaces, query or fragment "
-        "(https://host[:port][/path])",
+        f"{a}:9:13: spec.endpoint: 'ftp://not-http' is not an http:// or https:// URL without spaces, query or "
+        "fragment (https://host[:port][/path])",
         f"{a}:16:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
         f"{a}:17:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
         f"{b}:8:3: unknown field 'spec.intervall' (did you mean 'interval'?)",
