@@ -20,6 +20,7 @@ import httpx
 from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
+from reconciler.jsonlimits import load_json
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.family import VOLCENGINE
@@ -277,7 +278,7 @@ class VolcengineSnapshotProvider:
     def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code
         try:
-            payload = response.json()
+            payload = load_json(response.content)  # nesting bounded: a proxy's 100,000 `[` is not a crash
         except ValueError:
             payload = None
         meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None
