@@ -10,6 +10,7 @@ import enum
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 __all__ = [
+    "LineProgress",
     "app",
     "main",
 ]
@@ -372,18 +374,56 @@ def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
     return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
-def _progress(total: int, label: str, console: Console | None = None) -> Progress:
-    """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
+class LineProgress:
+    """Progress of long work where no bar can be drawn (CI logs, a pipe): a line on stderr every `every`
+    seconds, so a 30 s refresh of 2,000 tasks is not 30 s of silence. The subset of rich's Progress that the
+    commands use; short work prints nothing."""
+
+    def __init__(
+        self, label: str, total: int, console: Console, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._label, self._total, self._console, self._every, self._clock = label, total, console, every, clock
+        self._done = 0
+        self._start = self._next = 0.0
+
+    def __enter__(self) -> LineProgress:
+        self._start = self._clock()
+        self._next = self._start + self._every
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def add_task(self, _name: str, total: float | None = None) -> int:
+        return 0
+
+    def advance(self, _task: int) -> None:
+        self._done += 1
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            of = f"/{self._total}" if self._total else ""
+            self._console.print(f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False)
+
+
+def _progress(
+    total: int, label: str, console: Console | None = None, *, known_total: bool = True
+) -> Progress | LineProgress:
+    """A rich progress bar on stderr for long work on a terminal; elsewhere a line every 10 s (LineProgress).
+    `known_total` false: the count is of work done, its end is not known in advance (a refresh)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = console or _err_console()
+    if not sys.stderr.isatty():
+        return LineProgress(label, total if known_total else 0, console)
     progress = Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console or _err_console(),
+        console=console,
         transient=True,
-        disable=total < 20 or not sys.stderr.isatty(),
+        disable=total < 20,
     )
     return progress
 
@@ -550,7 +590,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOpt
     clock = SystemClock()
     err = _err_console()
     async with provider_pool(spec_set.providers, clock) as pool:
-        with _progress(len(spec_set.tasks), "Refreshing", err) as progress:
+        with _progress(len(spec_set.tasks), "Refreshing", err, known_total=False) as progress:
             bar = progress.add_task("refresh", total=None)
             run = await make_plan(
                 spec_set.tasks,
