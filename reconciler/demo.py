@@ -394,13 +394,8 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
         console.print(
             _sim_table(sim, "At the vendors: running again where people came back; the empty lobby waits, dormant")
         )
-        if not keep_running:  # the daemon stops with the demo: a link to its page would be dead when read
-            console.print(
-                Text("  Its status page closes with the demo: `capctl demo --keep-running` keeps it up to look at."),
-                soft_wrap=True,
-            )
-        else:
-            console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
+        console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
+        if keep_running:
             console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):
                 daemon.wait()

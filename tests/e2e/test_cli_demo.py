@@ -40,8 +40,7 @@ def test_demo_runs_end_to_end_on_any_free_ports(tmp_path: Path) -> None:
     assert "callback: run ended; observing RecordingJob/class-rec/class-101" in out
     assert "SnapshotJob/lobby-audit/vip-1: started" in out
     assert "running again where people came back; the empty lobby waits, dormant" in out and "Done." in out
-    # The daemon stops with the demo: no link to a page that is gone, but how to keep it.
-    assert "status page shows it too" not in out and "`capctl demo --keep-running` keeps it up" in out
+    assert f"The daemon's status page shows it too: http://127.0.0.1:{daemon_port}/" in out
     assert (tmp_path / ".capctl" / "demo.db").exists()
 
 
