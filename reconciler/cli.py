@@ -34,7 +34,7 @@ from reconciler import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
     from reconciler.model import TaskRecord
@@ -394,10 +394,12 @@ class LineProgress:
     def __exit__(self, *_exc: object) -> None:
         return None
 
-    def add_task(self, _name: str, total: float | None = None) -> int:
-        return 0
+    def add_task(self, _name: str, total: float | None = None) -> TaskID:
+        from rich.progress import TaskID
 
-    def advance(self, _task: int) -> None:
+        return TaskID(0)
+
+    def advance(self, _task: TaskID) -> None:
         self._done += 1
         now = self._clock()
         if now >= self._next:
