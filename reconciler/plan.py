@@ -400,23 +400,6 @@ def _diff_one(
     return _diff_same(task, record, obs, after)
 
 
-def _delete_reason(record: TaskRecord) -> str:
-    if transitions.stoppable(record):
-        return "removed from specs"
-    if record.status is TaskStatus.PENDING and record.client_task_id:  # found only by starting it again
-        return (
-            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
-            "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
-            "then remove it)"
-        )
-    if record.status is TaskStatus.PENDING:  # the legacy API: no idempotency key, nothing can find it
-        return (
-            "removed from specs: its last start was never confirmed and the legacy API cannot find that "
-            "recording; if it runs, it ends at its idle timeout"
-        )
-    return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
-
-
 def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     return _change(
@@ -495,6 +478,23 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
+
+
+def _delete_reason(record: TaskRecord) -> str:
+    if transitions.stoppable(record):
+        return "removed from specs"
+    if record.status is TaskStatus.PENDING and record.client_task_id:  # found only by starting it again
+        return (
+            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
+            "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
+            "then remove it)"
+        )
+    if record.status is TaskStatus.PENDING:  # the legacy API: no idempotency key, nothing can find it
+        return (
+            "removed from specs: its last start was never confirmed and the legacy API cannot find that "
+            "recording; if it runs, it ends at its idle timeout"
+        )
+    return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
 
 
 def diff(

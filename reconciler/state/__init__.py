@@ -50,17 +50,17 @@ def open_state(
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
     scheme = url.partition(":")[0].lower()
+    if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
+        raise StateError(
+            "the state location is a URL, not a path: sqlite:///path/to/state.db (relative: sqlite:///state.db) "
+            "or postgresql://user@host:5432/db"
+        )
     if scheme == "sqlite":
         return SQLiteStateStore(sqlite_path(url), create=create, init=init)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
         return PostgresStateStore(url, create=create or init)
-    if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
-        raise StateError(
-            "the state location is a URL, not a path: sqlite:///path/to/state.db (relative: sqlite:///state.db) "
-            "or postgresql://user@host:5432/db"
-        )
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "
