@@ -7,6 +7,8 @@ drove it. The intent record (`PENDING` + ClientTaskId) is what makes non-idempot
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from reconciler import stopreasons
 from reconciler.model import (
@@ -36,6 +38,7 @@ __all__ = [
     "tombstone_expired",
     "unconfirmed_start",
     "updated",
+    "volc_task_name",
     "was_productive",
     "woken",
 ]
@@ -84,6 +87,17 @@ def stoppable(record: TaskRecord) -> bool:
         and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
         and (record.vendor_task_id is not None or record.family is ApiFamily.VOLC_SNAPSHOT)
     )
+
+
+def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(AppId, RoomId, TaskId) of a Volcengine snapshot request or vendor ref: how the vendor names the task,
+    so two capctl tasks with the same name are one vendor task (a job renamed with its `taskId` kept)."""
+    if family is not ApiFamily.VOLC_SNAPSHOT:
+        return None
+    app, room, task = (fields.get(f) for f in ("AppId", "RoomId", "TaskId"))
+    if isinstance(app, str) and isinstance(room, str) and isinstance(task, str) and app and room and task:
+        return app, room, task
+    return None
 
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:

@@ -277,3 +277,15 @@ def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir
     assert proc.returncode == 1, (out, err)
     assert "Apply these changes?" in out and err.strip() == "Error: apply cancelled"
     assert "\x1b[" not in out + err and work.sim.requests("StartSnapshot") == []
+
+
+def test_renaming_a_job_that_keeps_its_task_id_leaves_every_room_captured(work: Workdir) -> None:
+    """Old and new job name the same Volcengine task (RoomId + TaskId): the old one's stop must come before the
+    new one's start, or the stop ends the task the start was told is already running."""
+    rooms = [f"r{i}" for i in range(8)]
+    work.write("jobs.yaml", snapshot_job("old-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("new-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    assert "Apply complete: 8 created, 0 updated, 0 replaced, 0 re-issued, 8 deleted" in work.apply().stdout
+    assert sorted(t["roomId"] for t in running(work)) == rooms
+    assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
