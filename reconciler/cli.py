@@ -10,6 +10,7 @@ import enum
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 __all__ = [
+    "LineProgress",
     "app",
     "main",
 ]
@@ -32,7 +34,7 @@ from reconciler import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
     from reconciler.model import TaskRecord
@@ -393,18 +395,58 @@ def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
     return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
 
 
-def _progress(total: int, label: str, console: Console | None = None) -> Progress:
-    """A rich progress bar on stderr for long work on a terminal; a no-op context otherwise."""
+class LineProgress:
+    """Progress of long work where no bar can be drawn (CI logs, a pipe): a line on stderr every `every`
+    seconds, so a 30 s refresh of 2,000 tasks is not 30 s of silence. The subset of rich's Progress that the
+    commands use; short work prints nothing."""
+
+    def __init__(
+        self, label: str, total: int, console: Console, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._label, self._total, self._console, self._every, self._clock = label, total, console, every, clock
+        self._done = 0
+        self._start = self._next = 0.0
+
+    def __enter__(self) -> LineProgress:
+        self._start = self._clock()
+        self._next = self._start + self._every
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def add_task(self, _name: str, total: float | None = None) -> TaskID:
+        from rich.progress import TaskID
+
+        return TaskID(0)
+
+    def advance(self, _task: TaskID) -> None:
+        self._done += 1
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            of = f"/{self._total}" if self._total else ""
+            self._console.print(f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False)
+
+
+def _progress(
+    total: int, label: str, console: Console | None = None, *, known_total: bool = True
+) -> Progress | LineProgress:
+    """A rich progress bar on stderr for long work on a terminal; elsewhere a line every 10 s (LineProgress).
+    `known_total` false: the count is of work done, its end is not known in advance (a refresh)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = console or _err_console()
+    if not sys.stderr.isatty():
+        return LineProgress(label, total if known_total else 0, console)
     progress = Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console or _err_console(),
+        console=console,
         transient=True,
-        disable=total < 20 or not sys.stderr.isatty(),
+        disable=total < 20,
     )
     return progress
 
@@ -573,7 +615,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOpt
     clock = SystemClock()
     err = _err_console()
     async with provider_pool(spec_set.providers, clock) as pool:
-        with _progress(len(spec_set.tasks), "Refreshing", err) as progress:
+        with _progress(len(spec_set.tasks), "Refreshing", err, known_total=False) as progress:
             bar = progress.add_task("refresh", total=None)
             run = await make_plan(
                 spec_set.tasks,
@@ -682,7 +724,11 @@ def _confirm(auto_approve: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
-    answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    try:
+        answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
+        typer.echo()
+        answer = ""
     if answer.strip() != "yes":
         fail("apply cancelled", code=EXIT_ERROR)
 
@@ -1377,6 +1423,11 @@ def demo(
 
     sim_at = _split_listen(listen, "127.0.0.1:8750")
     daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
+    if not paths and not Path("specs").exists():  # an installed capctl, run away from its repository
+        fail(
+            "capctl demo plays the quickstart specs, the capctl repository's specs/ directory, from ./specs: "
+            "run it from the repository's root or give their path (capctl demo PATH/TO/specs)"
+        )
     spec_paths = _paths(paths)
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:

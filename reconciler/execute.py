@@ -208,7 +208,10 @@ class Executor:
         otherwise; the result counts what was done, what was cut short and what was never started. A
         cancellation from outside cancels the changes in flight and propagates."""
         interrupt = interrupt or Interrupt()
-        todo = deque(enumerate(c for c in changes if c.action is not Action.NOOP))
+        actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
+        stopped_first = _stops_before_starts(actionable, desired, records)
+        # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
+        todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
         results: dict[int, ChangeResult] = {}
         # Per apply (the daemon runs one change per apply): provider -> (its changes that failed in a row
@@ -239,7 +242,7 @@ class Executor:
                     one = functools.partial(
                         self._run_one, change, desired.get(change.key), records.get(change.key), silent
                     )
-                    running[loop.create_task(self._timed(one))] = (index, change)
+                    running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
                     break
                 done, _ = await asyncio.wait({*running, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -255,6 +258,20 @@ class Executor:
             cut.cancel()
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
+
+    async def _gated(
+        self, index: int, one: Callable[[], Awaitable[ChangeResult]], stopped_first: Mapping[int, _Gate]
+    ) -> ChangeResult:
+        """Run change `index`: after the stop its start waits for, if any; a stop others wait for opens
+        their gate when it ends, however it ends."""
+        for gate in stopped_first.values():
+            if index in gate.starts:
+                await gate.ended.wait()
+        try:
+            return await self._timed(one)
+        finally:
+            if index in stopped_first:
+                stopped_first[index].ended.set()
 
     async def _timed(self, one_change: Callable[[], Awaitable[ChangeResult]]) -> ChangeResult:
         """Run one change (in its own asyncio task, so `HOLDUP` is its own) and feed the window sizer."""
@@ -408,6 +425,38 @@ def _with_log(hook: RetryHook | None) -> RetryHook:
         hook(exc, attempt, delay)
 
     return both
+
+
+@dataclass
+class _Gate:
+    """A delete whose vendor task a start of the same plan names too, and the starts that wait for it."""
+
+    starts: set[int]
+    ended: asyncio.Event
+
+
+def _stops_before_starts(
+    actionable: list[tuple[int, Change]], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> dict[int, _Gate]:
+    """Deletes (by index) that stop the vendor task a start of this plan starts: a job renamed with its
+    `taskId` kept, a room moved to another job of the same `taskId`. Volcengine answers that start "already
+    started" while the old task runs, and the stop that follows would end it: the stop must come first."""
+    starts: dict[tuple[str, str, str], set[int]] = {}
+    for index, change in actionable:
+        task = desired.get(change.key)
+        if change.action is not Action.DELETE and task is not None:
+            name = transitions.volc_task_name(task.family, task.request)
+            if name is not None:
+                starts.setdefault(name, set()).add(index)
+    gates: dict[int, _Gate] = {}
+    for index, change in actionable:
+        record = records.get(change.key)
+        if change.action is Action.DELETE and record is not None and transitions.stoppable(record):
+            ref = record.vendor_ref if record.vendor_task_id else record.request
+            name = transitions.volc_task_name(record.family, ref)
+            if name in starts:
+                gates[index] = _Gate(starts[name], asyncio.Event())
+    return gates
 
 
 def needs_observation(record: TaskRecord) -> bool:

@@ -490,6 +490,23 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
 
 
+def _delete_reason(record: TaskRecord) -> str:
+    if transitions.stoppable(record):
+        return "removed from specs"
+    if record.status is TaskStatus.PENDING and record.client_task_id:  # found only by starting it again
+        return (
+            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
+            "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
+            "then remove it)"
+        )
+    if record.status is TaskStatus.PENDING:  # the legacy API: no idempotency key, nothing can find it
+        return (
+            "removed from specs: its last start was never confirmed and the legacy API cannot find that "
+            "recording; if it runs, it ends at its idle timeout"
+        )
+    return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
+
+
 def diff(
     desired: Mapping[str, DesiredTask],
     records: Mapping[str, TaskRecord],
@@ -524,11 +541,9 @@ def diff(
         if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
             continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
-            kept += 1
+            kept += transitions.stoppable(record)  # a finished thumbnail or a stopped run is not kept running
             continue
-        idle = ": nothing to stop at the vendor, its record is kept as a tombstone"
-        reason = "removed from specs" + ("" if transitions.stoppable(record) else idle)
-        changes.append(_change(Action.DELETE, reason, None, record))
+        changes.append(_change(Action.DELETE, _delete_reason(record), None, record))
         deleted.append(record)
     check_stoppable(deleted, providers)
 
@@ -644,7 +659,9 @@ def _plan_json(plan: Plan) -> PlanJSON:
 def plan_from_json(data: object, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(f"{source}: not a capctl plan (expected a JSON object)")
-    version = data.get("format_version")
+    if "format_version" not in data:  # any JSON object: say what is missing, not "format_version None"
+        raise PlanError(f"{source}: not a capctl plan (no format_version); save one with `capctl plan --out FILE`")
+    version = data["format_version"]
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PlanError(
             f"{source}: plan format_version {version!r} is not supported "

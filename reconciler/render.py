@@ -352,11 +352,13 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _md_code(text: str) -> str:
-    """Inline code that a backtick in user text (a room id) cannot end early."""
+def _md_code(text: str, *, in_table: bool = True) -> str:
+    """Inline code that a backtick in user text (a room id) cannot end early. Only a table cell needs its
+    `|` escaped: in a list item the backslash would show inside the code."""
     fence = "``" if "`" in text else "`"
     pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
+    body = _md_cell(text) if in_table else text.replace("\n", " ")
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 def render_markdown(plan: PlanJSON) -> str:
@@ -385,10 +387,11 @@ def render_markdown(plan: PlanJSON) -> str:
         opened = " open" if len(rows) <= MD_OPEN_ROWS else ""
         lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
         for r in described:
-            lines.append(f"- {_md_code(r.label)}{r.count}" + (f": {_md_cell(r.settings)}" if r.settings else ""))
-            lines += [f"  - {_md_code(d)}" for d in r.details]
+            label = _md_code(r.label, in_table=False)
+            lines.append(f"- {label}{r.count}" + (f": {_md_cell(r.settings)}" if r.settings else ""))
+            lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:
-                lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m) for m in r.members))
+                lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m, in_table=False) for m in r.members))
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 

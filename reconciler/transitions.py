@@ -7,6 +7,8 @@ drove it. The intent record (`PENDING` + ClientTaskId) is what makes non-idempot
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from reconciler import stopreasons
 from reconciler.model import (
@@ -37,6 +39,7 @@ __all__ = [
     "tombstone_expired",
     "unconfirmed_start",
     "updated",
+    "volc_task_name",
     "was_productive",
     "woken",
 ]
@@ -83,12 +86,25 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
 
 def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
-    ended or never got a vendor id, has nothing to stop)."""
+    ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed (a
+    crash or a Ctrl-C during its call) may be running: the vendor names it by the RoomId + TaskId capctl
+    sent, so it is stopped by those (an unknown task answers not-found)."""
     return (
         record.family is not ApiFamily.ZEGO_THUMBNAIL
-        and record.vendor_task_id is not None
         and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+        and (record.vendor_task_id is not None or record.family is ApiFamily.VOLC_SNAPSHOT)
     )
+
+
+def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(AppId, RoomId, TaskId) of a Volcengine snapshot request or vendor ref: how the vendor names the task,
+    so two capctl tasks with the same name are one vendor task (a job renamed with its `taskId` kept)."""
+    if family is not ApiFamily.VOLC_SNAPSHOT:
+        return None
+    app, room, task = (fields.get(f) for f in ("AppId", "RoomId", "TaskId"))
+    if isinstance(app, str) and isinstance(room, str) and isinstance(task, str) and app and room and task:
+        return app, room, task
+    return None
 
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:

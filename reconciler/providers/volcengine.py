@@ -20,6 +20,7 @@ import httpx
 from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
+from reconciler.jsonlimits import load_json
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.family import VOLCENGINE
@@ -226,8 +227,9 @@ class VolcengineSnapshotProvider:
         return ref
 
     def _ref_from_record(self, record: TaskRecord, api: str) -> dict[str, str]:
-        """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record."""
-        ref = record.vendor_ref
+        """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record. A start
+        never confirmed has no vendor ref of its own (an older run's, at most): its ids are those it sent."""
+        ref = record.vendor_ref if record.vendor_task_id else record.request
         if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
             raise VendorError(ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api)
         return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}
@@ -276,7 +278,7 @@ class VolcengineSnapshotProvider:
     def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code
         try:
-            payload = response.json()
+            payload = load_json(response.content)  # nesting bounded: a proxy's 100,000 `[` is not a crash
         except ValueError:
             payload = None
         meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None

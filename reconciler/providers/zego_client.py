@@ -9,7 +9,6 @@ generations. It never retries (the executor does) and never logs.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import httpx
 from reconciler import stopreasons
 from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
+from reconciler.jsonlimits import load_json
 from reconciler.model import Observed, ObservedState, ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.family import ZEGO
@@ -237,9 +237,9 @@ class ZegoClient:
 def _parse(response: httpx.Response, envelope: Envelope) -> tuple[dict[str, Any] | None, str]:
     """The answer object if it is JSON with an integer code; otherwise why not (never the body itself)."""
     try:
-        answer = json.loads(response.content)
+        answer = load_json(response.content)  # nesting bounded: a proxy's 100,000 `[` is not a crash
     except ValueError as exc:
-        return None, f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {exc.__class__.__name__})"
+        return None, f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {str(exc)[:80]})"
     if not isinstance(answer, dict):
         return None, f"a JSON {type(answer).__name__}, not an object (HTTP {response.status_code})"
     code = answer.get(envelope.code)

@@ -99,6 +99,8 @@ class Checker:
         # reported again, and what can still be read of them (a provider's type) is used.
         self.invalid: dict[tuple[str, str], RawDocument] = {}
         first: dict[tuple[str, str], RawDocument] = {}
+        # Valid documents whose name was taken already: reported, and still checked (one pass, not rounds).
+        self.duplicates: list[Loaded] = []
         for raw, doc in outcomes:
             identity = (doc.kind, doc.name) if doc is not None else _identity(raw.value)
             if identity is None:
@@ -109,6 +111,8 @@ class Checker:
                     raw.at(("metadata", "name")),
                     f"duplicate {kind} name '{name}' (first defined at {first[identity].source})",
                 )
+                if doc is not None:
+                    self.duplicates.append(doc)
                 continue
             first[identity] = raw
             if doc is not None:
@@ -471,11 +475,15 @@ def check_all(outcomes: list[tuple[RawDocument, Loaded | None]], errors: ErrorSi
     reported again (its own errors say what is wrong)."""
     checker = Checker(outcomes, errors)
     docs = [doc for _, doc in outcomes if doc is not None]
-    for doc in checker.by_kind.get("Provider", {}).values():
-        checker.check_provider(doc)
-    for doc in checker.by_kind.get("Storage", {}).values():
-        checker.check_storage(doc)
-    jobs = [d for d in docs if d.kind.endswith("Job") and checker.by_kind[d.kind].get(d.name) is d]
-    checked = [c for c in (checker.check_job(job) for job in jobs) if c is not None]
+    for doc in docs:
+        if doc.kind == "Provider":
+            checker.check_provider(doc)
+        elif doc.kind == "Storage":
+            checker.check_storage(doc)
+    jobs = [d for d in docs if d.kind.endswith("Job")]
+    # A duplicate job gets every check too, so its other errors show in this run; only the first one is kept.
+    checked = [
+        c for job in jobs if (c := checker.check_job(job)) is not None and not any(job is d for d in checker.duplicates)
+    ]
     checker.check_selector_claims()
     return checker, checked

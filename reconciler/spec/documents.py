@@ -17,7 +17,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
-from reconciler.spec.fields import NAME_PATTERN, VOLC_ID_PATTERN
+from reconciler.spec.fields import CALLBACK_URL_PATTERN, ENDPOINT_PATTERN, NAME_PATTERN, VOLC_ID_PATTERN
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -49,8 +49,10 @@ class Loaded:
 
 
 _PATTERN_HINTS: Final = {
-    NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter or digit",
-    VOLC_ID_PATTERN: "letters, digits and _ @ - . (1..128 characters)",
+    NAME_PATTERN: "does not match lowercase letters, digits and '-', starting and ending with a letter or digit",
+    VOLC_ID_PATTERN: "does not match letters, digits and _ @ - . (1..128 characters)",
+    ENDPOINT_PATTERN: "is not an http:// or https:// URL without spaces, query or fragment (https://host[:port][/path])",
+    CALLBACK_URL_PATTERN: "is not an http:// or https:// URL without spaces or fragment (https://host[:port][/path][?query])",
 }
 _TYPE_NAMES: Final = {
     str: "a string",
@@ -63,8 +65,9 @@ _TYPE_NAMES: Final = {
 }
 
 
-def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
-    """The path in the document that a pydantic `loc` points at, minus union tags and validator labels."""
+def _data_path(data: Any, loc: tuple[int | str, ...], *, missing: bool) -> Path:
+    """The path in the document that a pydantic `loc` points at, minus union tags and validator labels.
+    Only a missing field ends in a part that is not in the document (a tag such as `rooms`' `names` would)."""
     path: list[str | int] = []
     current = data
     for i, part in enumerate(loc):
@@ -72,7 +75,7 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path:
         in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
         if in_dict or in_list:
             current = current[part]
-        elif i < len(loc) - 1 or part == "[key]":
+        elif not missing or i < len(loc) - 1 or part == "[key]":
             continue
         path.append(part)
     return tuple(path)
@@ -134,10 +137,17 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"{field}: {LITERAL_SECRET}"
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
-        return f"{field}: {quote(value)} does not match {_PATTERN_HINTS.get(pattern, 'the pattern ' + pattern)}"
+        return f"{field}: {quote(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
+    if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
+        least = ctx.get("min_length")
+        return f"{field}: needs at least {least} {'entry' if least == 1 else 'entries'}, got {ctx.get('actual_length')}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
+    if kind == "string_type" and isinstance(value, bool):  # `rooms: [on]`: YAML 1.1 reads it as true
+        msg += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
+    elif kind == "string_type" and isinstance(value, int | float):
+        msg += " (quote it to make it text)"
     return f"{field}: {msg}"
 
 
@@ -182,7 +192,7 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         for err in problems:
             if err.get("input") is UNRESOLVED:
                 continue
-            path = _data_path(data, err["loc"])
+            path = _data_path(data, err["loc"], missing=err["type"] == "missing")
             if err["type"] == "extra_forbidden":
                 unknown.append(path)
             where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(path)

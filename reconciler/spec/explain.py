@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER
+
 __all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
 
 REFERENCE_REF: Final = "#/$defs/Reference"
@@ -37,6 +39,7 @@ class Node:
     meta: dict[str, Any] = field(default_factory=dict)  # title, description, default of the field itself
     reference: bool = False  # a value reference ({env: NAME}) is accepted here
     nullable: bool = False
+    duration: bool = False  # a whole number of seconds or a string like 5s
 
 
 def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +58,10 @@ def node(schema: dict[str, Any], defs: dict[str, Any]) -> Node:
             out.meta.setdefault("description", sub.get("description"))
             return
         sub = _resolve(sub, defs)
+        if sub.get(DURATION_SCHEMA_MARKER):  # an integer or a pattern: one type, its range is the field's own
+            out.alternatives.append({"type": "duration"})
+            out.reference = out.duration = True
+            return
         if sub.get("type") == "null":
             out.nullable = True
             return
@@ -155,6 +162,7 @@ def _child_node(child: Child, defs: dict[str, Any]) -> Node:
     merged = Node([alt for n in nodes for alt in n.alternatives], nodes[0].meta)
     merged.reference = any(n.reference for n in nodes)
     merged.nullable = any(n.nullable for n in nodes)
+    merged.duration = any(n.duration for n in nodes)
     return merged
 
 
@@ -228,6 +236,8 @@ def explain(schema: dict[str, Any], path: str) -> str:
     description = current.meta.get("description") or _first_description(current)
     lines.append("DESCRIPTION:")
     lines.append(f"    {description}" if description else "    (none in the schema: see docs/spec-language.md)")
+    if current.duration:
+        lines.append(f"    A duration: {DURATION_FORMS}.")
     if current.reference and current.alternatives:  # (a secret field says already that it must be one)
         lines.append("    May be a value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH}.")
     fields, titles = _children(current, defs)

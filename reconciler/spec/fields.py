@@ -23,11 +23,16 @@ from reconciler.secrets import Secret, SecretText
 from reconciler.spec.errors import quote
 
 __all__ = [
+    "CALLBACK_URL_PATTERN",
+    "DURATION_FORMS",
+    "DURATION_SCHEMA_MARKER",
+    "ENDPOINT_PATTERN",
     "NAME_PATTERN",
     "SECRET_SCHEMA_MARKER",
     "VOLC_ID_PATTERN",
     "VOLC_ID_RE",
     "Bool",
+    "CallbackUrl",
     "Duration",
     "Endpoint",
     "Int",
@@ -43,6 +48,9 @@ __all__ = [
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
 VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)
+# A vendor endpoint gets capctl's own query appended; a callback URL is only POSTed to, so it may carry one.
+ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
+CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _INT_RE: Final = re.compile(r"^-?\d+$")
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
@@ -102,7 +110,9 @@ def parse_duration(value: Any) -> Any:
     raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
 
 
+DURATION_SCHEMA_MARKER: Final = "x-capctl-duration"  # `capctl explain` shows such a field as one type, `duration`
 _DURATION_SCHEMA: Final = {
+    DURATION_SCHEMA_MARKER: True,
     "anyOf": [
         {"type": "integer", "minimum": 0},
         {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$", "minLength": 2},
@@ -115,7 +125,8 @@ Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Text = Annotated[str, StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
-Endpoint = Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$"), WrapValidator(_keep_secret_text)]
+Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_keep_secret_text)]
+CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_keep_secret_text)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
 # A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
 SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from reconciler.spec.fields import Bool, Duration, Endpoint, Int, Name, SecretRef, Text, Width
+from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
 
 __all__ = [
     "API_VERSION",
@@ -182,10 +182,18 @@ class SnapshotJobSpec(_Model):
     provider: Name
     rooms: Rooms
     streams: list[StreamSelector] = []
-    interval: Duration | None = None  # default per vendor
+    interval: Duration | None = Field(
+        None,  # per vendor
+        description="seconds between two snapshots: volcengine 1..600 s, default 2s (changed in place); "
+        "zego 5..3600 s, default 10s",
+    )
     image: ImageConfig = ImageConfig()
     storage: Name
-    idle_timeout: Duration | None = None  # default per vendor
+    idle_timeout: Duration | None = Field(
+        None,  # per vendor
+        description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "
+        "1..86400 s, default 180s; zego max_idle_time ≥ 5 s, default 30s",
+    )
     restart_policy: RestartPolicyName = "Always"
     task_id: Text | None = None  # volcengine only
 
@@ -251,7 +259,7 @@ class RecordOptions(_Model):
     has_whiteboard: Bool | None = None
     whiteboard: list[Whiteboard] | None = None
     output_file_rule: Positive | None = None  # record_output_params
-    callback_url: Endpoint | None = None  # record_output_params
+    callback_url: CallbackUrl | None = None  # record_output_params
 
 
 OUTPUT_OPTIONS: Final = frozenset({"output_file_rule", "callback_url"})
@@ -266,8 +274,12 @@ class RecordingJobSpec(_Model):
     format: Literal["mp4", "flv", "hls", "mp3"] = "mp4"
     output_folder: Text | None = None
     storage: Name
-    idle_timeout: Duration = 30
-    max_duration: Duration = 86400
+    idle_timeout: Duration = Field(
+        30, description="ZEGO max_idle_time: the recording stops after this long without a stream; 5..4294967295 s"
+    )
+    max_duration: Duration = Field(
+        86400, description="ZEGO max_record_time: 300..86400 s; at the limit capctl starts the next recording"
+    )
     mix: MixConfig | None = None
     options: RecordOptions = RecordOptions()
     restart_policy: RestartPolicyName = "Always"
@@ -276,9 +288,11 @@ class RecordingJobSpec(_Model):
 class ThumbnailFile(_Model):
     cdn: Literal["tencent", "huawei"]
     file_id: Text
-    interval: Duration | None = None  # huawei only, required there
+    interval: Duration | None = Field(None, description="huawei only, required there: seconds between thumbnails, ≥ 1s")
     definition: Annotated[Int, Field(ge=0)] | None = None  # tencent only, required there
-    offsets: Annotated[list[Duration], Field(min_length=1)] | None = None
+    offsets: Annotated[list[Duration], Field(min_length=1)] | None = Field(
+        None, description="times into the file to take thumbnails at (SnapshotByTimeOffset); without, SampleSnapshot"
+    )
 
 
 class ThumbnailJobSpec(_Model):

@@ -15,7 +15,7 @@ publish (plans are posted to pull requests). So such text is a `SecretText` (sen
 fingerprint) unless its field is in `SHOWN_FIELDS`, a short list of settings that are harmless and that a
 reviewer needs to see (endpoints, app id, region, ...). Numbers, booleans and durations are shown: they are
 settings, not credentials. A task key is printed in every plan, log and listing, so a reference that would
-name a task (a job's name, a room, a thumbnail file id) is refused.
+name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) is refused.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ SHOWN_FIELDS: Final = frozenset(
 )
 KEY_REFERENCE: Final = (
     "a reference cannot name a task: task keys are printed in every plan, log and state listing; write it literally"
+)
+# The Volcengine TaskId names the vendor task: kept in the state to stop it, printed by `state list` and logs.
+TASK_ID_REFERENCE: Final = (
+    "a reference cannot name a vendor task: its id is kept in the state and printed by `capctl state list` "
+    "and in logs; write it literally"
 )
 LITERAL_SECRET: Final = (
     "secret fields must be references such as {env: NAME} or {file: PATH} so the value never lands in git"
@@ -110,6 +115,8 @@ class _Resolver:
             if path != _LABELS and ("env" in value or "file" in value):
                 if _names_task(path):
                     return self.fail(path, f"{dotted(path)}: {KEY_REFERENCE}")
+                if path == ("spec", "taskId"):
+                    return self.fail(path, f"{dotted(path)}: {TASK_ID_REFERENCE}")
                 return self.shown_or_hidden(self.reference(value, path, read=path not in self.unread), path)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):

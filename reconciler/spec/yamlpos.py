@@ -278,6 +278,8 @@ class _Builder:
             mark = exc.problem_mark or exc.context_mark
             where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+            if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+                detail += " (a tab: YAML indents with spaces only)"
             self.errors.add(where, f"YAML syntax error: {detail}")
         except yaml.YAMLError as exc:
             self.errors.add((self.file, 0, 0), f"YAML error: {exc}")
@@ -295,3 +297,9 @@ def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocumen
     builder = _Builder(file, errors)
     builder.run(text)
     return builder.docs
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    """The character at a 0-based (line, column) of `text`, or '' past its end."""
+    lines = text.split("\n", line + 1)
+    return lines[line][column : column + 1] if line < len(lines) else ""

@@ -55,6 +55,11 @@ def open_state(
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
     scheme = url.partition(":")[0].lower()
+    if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
+        raise StateError(
+            "the state location is a URL, not a path: sqlite:///path/to/state.db (relative: sqlite:///state.db) "
+            "or postgresql://user@host:5432/db"
+        )
     if scheme == "sqlite":
         return SQLiteStateStore(sqlite_path(url), create=create, init=init)
     if scheme in ("postgresql", "postgres"):

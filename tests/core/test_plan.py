@@ -203,6 +203,10 @@ def test_thumbnail_submitted_once_and_again_when_changed() -> None:
     assert one(changed, record_for(task, TaskStatus.DONE)).action is Action.REPLACE
 
 
+def stopped_rec(task: DesiredTask) -> TaskRecord:
+    return record_for(task, TaskStatus.STOPPED).evolve(key="SnapshotJob/j/s", target="s")
+
+
 def test_prune_and_no_prune() -> None:
     gone = desired(room="old")
     rec = record_for(gone)
@@ -210,6 +214,10 @@ def test_prune_and_no_prune() -> None:
     assert [(c.action, c.reason) for c in plan.changes] == [(Action.DELETE, "removed from specs")]
     kept = diff({}, {gone.key: rec}, {}, options=PlanOptions(prune=False), state_serial=1, now=NOW)
     assert kept.changes == () and "kept running (--no-prune)" in kept.notes[0]
+    thumb = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, room="f")
+    done = {gone.key: rec, thumb.key: record_for(thumb, TaskStatus.DONE), "SnapshotJob/j/s": stopped_rec(gone)}
+    kept = diff({}, done, {}, options=PlanOptions(prune=False), state_serial=1, now=NOW)
+    assert kept.notes == ("1 task(s) removed from the specs are kept running (--no-prune).",)  # not the finished ones
     stopped = record_for(gone, TaskStatus.STOPPED)
     plan = diff({}, {gone.key: stopped}, {}, options=PlanOptions(), state_serial=1, now=NOW)
     assert "kept as a tombstone" in plan.changes[0].reason

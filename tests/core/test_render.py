@@ -104,6 +104,16 @@ def test_identical_changes_of_one_job_print_once_with_their_rooms(tmp_path: Path
     assert "<details><summary>" not in markdown and "<details open><summary>" in markdown
 
 
+def test_markdown_escapes_a_pipe_in_table_cells_only(tmp_path: Path) -> None:
+    """A ZEGO room id may hold `|`: escaped in the table (or it splits the row), as is in the list below it,
+    where a backslash inside inline code would show."""
+    plan = plan_of(tmp_path, recording_job("rec", ["a|b", "c|d", "e|f"]), recording_job("one", ["x|y"]))
+    markdown = render_markdown(plan)
+    assert "| ➕ | `RecordingJob/one/x\\|y` | create |" in markdown
+    assert "- `RecordingJob/one/x|y`: provider zego" in markdown
+    assert "  - rooms: `a|b`, `c|d`, `e|f`" in markdown
+
+
 def test_changes_that_differ_are_not_grouped(tmp_path: Path) -> None:
     rooms = ["r1", "r2", "r3", "r4"]
     old = plan_of(tmp_path, snapshot_job("audit", rooms, interval="5s"))

@@ -46,6 +46,14 @@ def test_demo_runs_end_to_end_on_any_free_ports(tmp_path: Path) -> None:
     assert (tmp_path / ".capctl" / "demo.db").exists()
 
 
+def test_demo_away_from_the_quickstart_specs_says_where_they_are(tmp_path: Path) -> None:
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0")
+    assert run.returncode == 1 and run.stdout == ""
+    error = " ".join(run.stderr.split())
+    assert "capctl demo plays the quickstart specs, the capctl repository's specs/ directory" in error
+    assert not (tmp_path / ".capctl").exists()
+
+
 def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     shutil.copytree(REPO / "specs", specs)

@@ -39,8 +39,13 @@ def test_explain_a_field_prints_type_default_range_and_description(tmp_path: Pat
         "RANGE:    ≥ 0; ≤ 1920",
     ]
     interval = capctl("explain", "snapshotjob.spec.interval", cwd=tmp_path).stdout  # kinds in any case
-    assert "FIELD:    interval <integer | string>" in interval
-    assert "seconds: a whole number of seconds" in interval and "May be a value reference" in interval
+    assert "FIELD:    interval <duration>" in interval and "RANGE:" not in interval  # not the pattern's "≥ 0"
+    # Its default and range depend on the vendor: the description gives both (docs/spec-language.md).
+    assert "volcengine 1..600 s, default 2s" in interval and "zego 5..3600 s, default 10s" in interval
+    assert "A duration: a whole number of seconds or a string like 5s" in interval
+    assert "May be a value reference" in interval
+    max_duration = capctl("explain", "RecordingJob.spec.maxDuration", cwd=tmp_path).stdout
+    assert "DEFAULT:  86400" in max_duration and "300..86400 s" in max_duration
 
 
 def test_explain_a_kind_lists_its_fields_and_which_are_required(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
     assert "Error: nope.json: no such plan file" in missing.stderr and missing.stdout == ""
     (work.root / "bad.json").write_text('{"format_version": 2,\n  "changes": [}\n')
     assert "bad.json:2:15: not valid JSON" in work.capctl("show", "bad.json", expect=1).stderr
+    (work.root / "other.json").write_text('{"name": "not a plan"}')
+    other = work.capctl("show", "other.json", expect=1).stderr
+    assert "other.json: not a capctl plan (no format_version)" in other and "None" not in other
     (work.root / "future.json").write_text('{"format_version": 3}')
     assert "make the plan again" in work.capctl("show", "future.json", expect=1).stderr
     (work.root / "odd.json").write_text('{"format_version": 2, "created_at": "2026-12-05T18:04:00Z"}')

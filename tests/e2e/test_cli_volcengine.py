@@ -239,3 +239,53 @@ def test_tasks_that_cannot_be_observed_make_plan_and_apply_fail_but_the_rest_is_
     work.sim.faults(throttleNext=2, apis=["GetSnapshotTask"])  # refresh retries, as apply does
     assert "No changes." in work.capctl("plan", "--detailed-exitcode").stdout
     assert work.sim.get("/throttled")["total"] == 2
+
+
+def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
+    """The process dies after StartSnapshot succeeded (the record stays pending, without a vendor id): removing
+    the job must stop that task at the vendor by the RoomId + TaskId it sent, not tombstone it as idle."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    assert state(work)[LOBBY]["status"] == "pending" and len(running(work)) == 1
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob/audit/lobby" in plan and "nothing to stop" not in plan
+    work.apply()
+    assert running(work) == []
+    assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
+    assert state(work)[LOBBY]["status"] == "removed"
+
+
+def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:
+    """On a terminal, Ctrl-D at `Apply these changes?` is a no: `Error: apply cancelled`, exit 1, nothing
+    started (not click's bare "Aborted.", in red whatever --no-color says)."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--no-color", "apply"],
+        cwd=work.root,
+        env={k: v for k, v in work.env.items() if k != "NO_COLOR"},
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(terminal)
+    os.write(controller, b"\x04")  # the terminal's end-of-file character, read when the prompt asks
+    out, err = proc.communicate(timeout=120)
+    os.close(controller)
+    assert proc.returncode == 1, (out, err)
+    assert "Apply these changes?" in out and err.strip() == "Error: apply cancelled"
+    assert "\x1b[" not in out + err and work.sim.requests("StartSnapshot") == []
+
+
+def test_renaming_a_job_that_keeps_its_task_id_leaves_every_room_captured(work: Workdir) -> None:
+    """Old and new job name the same Volcengine task (RoomId + TaskId): the old one's stop must come before the
+    new one's start, or the stop ends the task the start was told is already running."""
+    rooms = [f"r{i}" for i in range(8)]
+    work.write("jobs.yaml", snapshot_job("old-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("new-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    assert "Apply complete: 8 created, 0 updated, 0 replaced, 0 re-issued, 8 deleted" in work.apply().stdout
+    assert sorted(t["roomId"] for t in running(work)) == rooms
+    assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")

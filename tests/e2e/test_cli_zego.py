@@ -190,3 +190,33 @@ def test_lost_answer_to_a_reissue_is_retried_with_the_same_client_task_id(work: 
     assert len(work.sim.tasks("zego")) == 2  # the first run and exactly one re-issue
     reissues = [r["body"]["RecordInputParams"]["ClientTaskId"] for r in work.sim.requests("StartRecord")[1:]]
     assert len(set(reissues)) == 1
+
+
+def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_to_it(work: Workdir) -> None:
+    """ZEGO knows an unconfirmed start only through its start request (ClientTaskId): without the job, the plan
+    must not claim there is nothing at the vendor, and restoring the job resumes the same recording."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    (work.specs / "jobs.yaml").rename(work.root / "jobs.yaml")
+    plan = work.capctl("plan").stdout
+    assert "its last start was never confirmed" in plan and "nothing to stop" not in plan
+    work.apply()
+    (work.root / "jobs.yaml").rename(work.specs / "jobs.yaml")
+    work.apply()
+    assert len(work.sim.tasks("zego")) == 1  # the same recording resumed, not a second one
+    (work.specs / "jobs.yaml").unlink()
+    work.apply()
+    assert zego_running(work) == []
+
+
+def test_removing_a_legacy_recording_whose_start_was_never_confirmed_does_not_advise_a_second_start(
+    work: Workdir,
+) -> None:
+    """The legacy API has no idempotency key: restoring the job would start a second recording, so the plan
+    only says that the first one, if it runs, ends at its idle timeout."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "the legacy API cannot find that recording; if it runs, it ends at its idle timeout" in plan
+    assert "restore the job" not in plan

@@ -467,6 +467,7 @@ async def test_echoed_hidden_reference_values_are_scrubbed_from_messages(h: Harn
         (httpx.Response(200, json=["ok"]), "no ResponseMetadata"),
         (httpx.Response(502, text="Bad Gateway"), "not JSON"),
         (httpx.Response(404, text="x" * 5000), "not JSON"),
+        (httpx.Response(200, text="[" * 100_000 + "]" * 100_000), "not JSON"),  # was a RecursionError traceback
     ],
 )
 async def test_unexpected_answers_are_retryable(h: Harness, answer: httpx.Response, what: str) -> None:

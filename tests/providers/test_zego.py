@@ -423,6 +423,7 @@ async def test_long_vendor_messages_are_truncated() -> None:
             "unexpected answer from StartRecord: not JSON",
         ),
         (httpx.Response(200, json=[1]), ErrorKind.RETRYABLE, "not an object"),
+        (httpx.Response(200, text="[" * 100_000 + "]" * 100_000), ErrorKind.RETRYABLE, "nested deeper than 32 levels"),
         (httpx.Response(200, json={"Message": "x"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json={"Code": "0"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json=OK), ErrorKind.RETRYABLE, "no Data.TaskId"),

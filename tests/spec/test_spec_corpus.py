@@ -23,6 +23,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_room_volcengine": (6, 11, "spec.rooms[0]: room 'lobby#1' must match [a-zA-Z0-9_@-.]{1,128}"),
     "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
     "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
+    "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
     "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
     "custom_tag": (8, 13, "unsupported tag '!duration': only standard YAML tags (str, int,"),
     "dangling_provider": (5, 13, "spec.provider: no Provider named 'volc-prod' (did you mean 'volc'?)"),

@@ -123,7 +123,7 @@ mix:
   mixInputList:
     - {streamId: teacher, top: 0, left: 0, bottom: 720, right: 640, layer: 1}
 options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 255}, outputFileRule: 2,
-          callbackUrl: "https://hooks.example/rec"}
+          callbackUrl: "https://hooks.example/rec?token=t1"}
 """
 
 STORAGE_SNAKE: dict[str, Any] = {
@@ -159,7 +159,7 @@ def test_zego_recording_current_request(load: Loader) -> None:
             "OutputFileFormat": "flv",
             "OutputFolder": "record/",
             "OutputFileRule": 2,
-            "CallbackUrl": "https://hooks.example/rec",
+            "CallbackUrl": "https://hooks.example/rec?token=t1",
         },
         "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": AK, "AccessKeySecret": SK},
     }

@@ -49,7 +49,8 @@ def test_broken_provider_hides_nothing(tmp_path: Path) -> None:
     a = _write(tmp_path, "a.yaml", BROKEN_PROVIDER)
     b = _write(tmp_path, "b.yaml", OTHER_FILE)
     assert _errors(a, b) == [
-        f"{a}:9:13: spec.endpoint: 'ftp://not-http' does not match the pattern ^https?://[^\\s?#]+$",
+        f"{a}:9:13: spec.endpoint: 'ftp://not-http' is not an http:// or https:// URL without spaces, query or "
+        "fragment (https://host[:port][/path])",
         f"{a}:16:24: spec.rooms[2]: room 'lobby' is listed twice (first at rooms[0])",
         f"{a}:17:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
         f"{b}:8:3: unknown field 'spec.intervall' (did you mean 'interval'?)",
@@ -119,3 +120,21 @@ def test_an_unknown_field_hides_nothing_else_in_its_document(tmp_path: Path) -> 
         f"{path}:18:13: spec.interval: 900s is out of range for volcengine Interval (1..600 s)",
         f"{path}:20:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
     ]
+
+
+def test_a_job_with_a_duplicate_name_is_still_checked(tmp_path: Path) -> None:
+    """A copied job keeps its name by mistake: its own errors show with the duplicate, not after the rename."""
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        job(name="dup", body="provider: volc\nrooms: [a]\nstorage: tos")
+        + "---\n"
+        + job(name="dup", body="provider: volc\nrooms: [c, c]\nstorage: tso\ninterval: 0"),
+    )
+    errors = [e.split(": ", 1)[1] for e in _errors(path)]
+    assert errors == [
+        f"duplicate SnapshotJob name 'dup' (first defined at {path}:1:1)",
+        "spec.rooms[1]: room 'c' is listed twice (first at rooms[0])",
+        "spec.storage: no Storage named 'tso' (did you mean 'tos'?)",
+        "spec.interval: 0s is out of range for volcengine Interval (1..600 s)",
+    ], errors

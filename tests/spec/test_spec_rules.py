@@ -122,8 +122,28 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=ZSNAP.replace("s3", "tv")),
         "tencent-vod storage takes mp4 or flv files only, not jpg",
     ),
+    (
+        "a room YAML reads as a boolean",
+        job(body="provider: volc\nrooms: [on]\nstorage: tos"),
+        "spec.rooms[0]: Input should be a valid string, got a boolean (YAML reads yes, no, on, off, true and false "
+        "as booleans: quote it)",
+    ),
+    (
+        "a room YAML reads as a number",
+        job(body="provider: volc\nrooms: [101]\nstorage: tos"),
+        "(quote it to make it text)",
+    ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
-    ("rooms must not be empty", job(body="provider: volc\nrooms: []\nstorage: tos"), "at least 1 item"),
+    (
+        "rooms must not be empty",
+        job(body="provider: volc\nrooms: []\nstorage: tos"),
+        "spec.rooms: needs at least 1 entry",
+    ),
+    (
+        "files must not be empty",
+        job("ThumbnailJob", body="provider: zego\nfiles: []"),
+        "spec.files: needs at least 1 entry",
+    ),
     (
         "same room, other kind is fine but same kind twice is not",
         job(name="a", body=ZSNAP) + "---\n" + job(name="b", body=ZSNAP),
@@ -314,7 +334,7 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "secret.txt").write_text("from-a-file\n")
     (tmp_path / "name.txt").write_text("lobby\r\n")
     text = provider("z2", "{type: zego, appId: {env: APP}, serverSecret: {file: secret.txt}}") + job(
-        body="provider: volc\nrooms: [lobby]\ntaskId: {file: name.txt}\nstorage: tos\ninterval: {env: IV}\n"
+        body="provider: volc\nrooms: [lobby]\nstreams: [{user: {file: name.txt}}]\nstorage: tos\ninterval: {env: IV}\n"
         "idleTimeout: {env: UNSET_X, default: 1m}\nimage: {width: {env: W}}"
     )
     spec_set = load(text, env={**SECRET_ENV, "IV": "7", "W": "640"})
@@ -323,8 +343,8 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert server_secret is not None and server_secret.reveal() == "from-a-file"
     request = spec_set.tasks["SnapshotJob/j/lobby"].request
     assert (request["ImageConfig"]["Interval"], request["ImageConfig"]["Width"], request["MaxIdleTime"]) == (7, 640, 60)
-    assert request["TaskId"] == "lobby"  # sent as read; a plan shows only its fingerprint
-    assert redact_tree(request)["TaskId"] == SecretText("lobby").fingerprint
+    assert request["TargetStreams"]["StreamList"][0]["UserId"] == "lobby"  # sent as read; a plan shows its fingerprint
+    assert redact_tree(request)["TargetStreams"]["StreamList"][0]["UserId"] == SecretText("lobby").fingerprint
 
 
 def test_labels_may_use_reference_keys(load: Loader) -> None:
@@ -414,13 +434,30 @@ def test_a_reference_cannot_name_a_task(errors_of: ErrorsOf, where: str, text: s
     assert not any("room-canary" in e for e in errors)
 
 
+def test_a_reference_cannot_name_a_vendor_task(errors_of: ErrorsOf) -> None:
+    """The Volcengine TaskId is kept in the state and printed by `state list`: it could not stay hidden."""
+    errors = errors_of(
+        job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ntaskId: {env: T}"), env={"T": "t-canary"}
+    )
+    assert any(
+        e.endswith(
+            "spec.taskId: a reference cannot name a vendor task: its id is kept in the state and "
+            "printed by `capctl state list` and in logs; write it literally"
+        )
+        for e in errors
+    ), errors
+    assert not any("t-canary" in e for e in errors)
+
+
 def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
     text = (
         "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {team: {env: TEAM}}}\nspec:\n"
-        "  provider: {env: PROVIDER}\n  rooms: [lobby]\n  storage: tos\n  taskId: {env: TASK}\n"
+        "  provider: {env: PROVIDER}\n  rooms: [lobby]\n  storage: tos\n  streams: [{user: {env: USER}}]\n"
     )
-    spec_set = load(text, env={**SECRET_ENV, "TEAM": "media", "PROVIDER": "volc", "TASK": "t-1"})
+    spec_set = load(text, env={**SECRET_ENV, "TEAM": "media", "PROVIDER": "volc", "USER": "u-1"})
     task = spec_set.tasks["SnapshotJob/j/lobby"]
     assert task.labels == {"team": "media"} and task.provider == "volc"
     shown = redact_tree(task.request)
-    assert shown["AppId"] == task.request["AppId"] and shown["TaskId"].startswith("sha256:")
+    assert shown["AppId"] == task.request["AppId"] and shown["TargetStreams"]["StreamList"][0]["UserId"].startswith(
+        "sha256:"
+    )

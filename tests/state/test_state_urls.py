@@ -60,6 +60,7 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("sqlite:///s.db?mode=ro", "take no options"),
         ("mysql://admin:hunter2@db/capctl", "scheme 'mysql' is not supported"),
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
+        ("state-hunter2.db", "the state location is a URL, not a path: sqlite:///path/to/state.db"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
     ],
