@@ -139,8 +139,9 @@ def test_help_and_version_exit_0(tmp_path: Path) -> None:
 
 def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
     """The daemon's docs table lists CAPCTL_SYNC_TOKEN with the flags; --help did not mention it."""
-    docstring = " ".join((cli.run.__doc__ or "").split())
-    assert "CAPCTL_SYNC_TOKEN" in docstring and "POST /api/v1/sync" in docstring
+    result = CliRunner().invoke(cli.app, ["run", "--help"], env={"NO_COLOR": "1", "COLUMNS": "2000"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "CAPCTL_SYNC_TOKEN" in text and "POST /api/v1/sync" in text
 
 
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
