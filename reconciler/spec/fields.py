@@ -80,6 +80,22 @@ def _keep_secret_text(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return value if isinstance(value, SecretText) else checked
 
 
+# Characters that act on a terminal or reorder the text around them (C0/C1 controls, DEL, bidirectional
+# overrides): a room id, folder or stream id is printed in every plan, log and `state list` line, so one of
+# these in a spec could clear a reviewer's screen or hide a line of its own plan. No vendor id holds them.
+_UNPRINTABLE_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(value: Any) -> Any:
+    """Text written in the specs holds no control character (a reference's value may: a file's newline)."""
+    if isinstance(value, str) and not isinstance(value, _FROM_REF) and (bad := _UNPRINTABLE_RE.search(value)):
+        raise ValueError(
+            f"{quote(value)} holds a control character (U+{ord(bad.group()):04X}), which plans, logs and vendor "
+            "ids cannot show: write printable text"
+        )
+    return value
+
+
 def _ref_int(value: Any) -> Any:
     if isinstance(value, _FROM_REF) and _INT_RE.match(value):
         return int(value)
@@ -124,7 +140,7 @@ Int = Annotated[int, BeforeValidator(_ref_int)]
 Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_keep_secret_text)]
 CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_keep_secret_text)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]

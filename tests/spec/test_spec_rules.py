@@ -133,6 +133,18 @@ RULES: list[tuple[str, str, str]] = [
         job(body="provider: volc\nrooms: [101]\nstorage: tos"),
         "(quote it to make it text)",
     ),
+    (
+        "a zego room holding a terminal escape",
+        job(body='provider: zego\nrooms: ["a\\e[2Jb"]\nstorage: s3'),
+        "spec.rooms[0]: 'a\\x1b[2Jb' holds a control character (U+001B), which plans, logs and vendor ids cannot show",
+    ),
+    ("a room holding a newline", job(body='provider: zego\nrooms: ["a\\nb"]\nstorage: s3'), "(U+000A)"),
+    (
+        "a file id holding a bidi override",
+        job("ThumbnailJob", body=THUMB + '{cdn: tencent, fileId: "12\\u202e3", definition: 1}'),
+        "(U+202E)",
+    ),
+    ("an output folder holding a control", job("RecordingJob", body=REC + 'outputFolder: "rec/\\x07/"'), "(U+0007)"),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
     (
         "rooms must not be empty",
