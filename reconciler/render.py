@@ -352,6 +352,12 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_text(text: str) -> str:
+    """Text outside code: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there
+    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities."""
+    return _md_cell(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
 def _md_code(text: str, *, in_table: bool = True) -> str:
     """Inline code that a backtick in user text (a room id) cannot end early. Only a table cell needs its
     `|` escaped: in a list item the backslash would show inside the code."""
@@ -364,14 +370,14 @@ def _md_code(text: str, *, in_table: bool = True) -> str:
 def render_markdown(plan: PlanJSON) -> str:
     lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
     for note in plan["notes"]:
-        lines.append(f"> {note}")
+        lines.append(f"> {_md_text(note)}")
     if plan["notes"]:
         lines.append("")
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
             head, details = selector_facts(view, plan["created_at"])
-            now = "<br>".join(_md_cell(t) for t in (head, *details))
+            now = "<br>".join(_md_text(t) for t in (head, *details))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = plan_rows(plan)
@@ -381,14 +387,14 @@ def render_markdown(plan: PlanJSON) -> str:
     lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
     for r in rows:
         icon = "❓" if r.action == "unknown" else MD_ICONS[r.action]
-        lines.append(f"| {icon} | {_md_code(r.label)}{r.count} | {r.action} | {_md_cell(r.reason)} |")
+        lines.append(f"| {icon} | {_md_code(r.label)}{r.count} | {r.action} | {_md_text(r.reason)} |")
     described = [r for r in rows if r.settings or r.details or r.members]
     if described:
         opened = " open" if len(rows) <= MD_OPEN_ROWS else ""
         lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
         for r in described:
             label = _md_code(r.label, in_table=False)
-            lines.append(f"- {label}{r.count}" + (f": {_md_cell(r.settings)}" if r.settings else ""))
+            lines.append(f"- {label}{r.count}" + (f": {_md_text(r.settings)}" if r.settings else ""))
             lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:
                 lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m, in_table=False) for m in r.members))

@@ -114,6 +114,17 @@ def test_markdown_escapes_a_pipe_in_table_cells_only(tmp_path: Path) -> None:
     assert "  - rooms: `a|b`, `c|d`, `e|f`" in markdown
 
 
+def test_markdown_writes_html_in_user_text_as_text(tmp_path: Path) -> None:
+    """A ZEGO room id or folder may hold `<`: outside code, `<!--` would hide the rest of the PR comment (a
+    delete below it) and `<i>` would restyle it, so the settings line writes them as entities; in code (the
+    task keys, the rooms) they are shown as they are."""
+    job = recording_job("rec", ['"<!--a"']).replace("outputFolder: record/", 'outputFolder: "rec/<i>&<!--/"')
+    markdown = render_markdown(plan_of(tmp_path, job))
+    assert "| ➕ | `RecordingJob/rec/<!--a` | create |" in markdown
+    assert "folder rec/&lt;i&gt;&amp;&lt;!--/ · storage" in markdown
+    assert "<!--" not in markdown.replace("`RecordingJob/rec/<!--a`", "")
+
+
 def test_changes_that_differ_are_not_grouped(tmp_path: Path) -> None:
     rooms = ["r1", "r2", "r3", "r4"]
     old = plan_of(tmp_path, snapshot_job("audit", rooms, interval="5s"))
