@@ -560,6 +560,12 @@ def diff(
             notes.append(f"--target {selector} matches no task.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    if relabelled := _relabelled(desired, records, wanted):
+        (job, edits), more = next(iter(relabelled.items())), len(relabelled) - 1
+        notes.append(
+            f"Labels of {len(relabelled)} job(s) changed, recorded by apply (no vendor call; `-l` selects by them): "
+            f"{job}: {edits}" + (f" (and {more} more)" if more else "") + "."
+        )
     dormant = [
         c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
     ]
@@ -587,6 +593,27 @@ def diff(
         notes=tuple(notes),
         unobserved=unobserved,
     )
+
+
+def _relabelled(
+    desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord], wanted: Selection
+) -> dict[str, str]:
+    """Jobs whose labels differ from the ones their tasks were last applied with: `job: team safety → ops`.
+    A label edit changes no vendor task, so no change shows it; the reviewer still sees it in a note."""
+    edits: dict[str, str] = {}
+    for key, task in desired.items():
+        job = "/".join(key.split("/", 2)[:2])
+        record = records.get(key)
+        if job in edits or record is None or record.status is TaskStatus.REMOVED or record.labels == task.labels:
+            continue
+        if wanted(key, task.labels) or wanted(key, record.labels):
+            before, after = record.labels, task.labels
+            edits[job] = ", ".join(
+                f"{name} {before.get(name, '(unset)')} → {after.get(name, '(unset)')}"
+                for name in sorted(before.keys() | after.keys())
+                if before.get(name) != after.get(name)
+            )
+    return edits
 
 
 def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:

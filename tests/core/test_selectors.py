@@ -131,3 +131,19 @@ def test_a_label_selector_matching_nothing_says_so() -> None:
     a = labelled("a", "cams", team="safety")
     plan = diff({a.key: a}, {}, {}, options=PlanOptions(labels=("team=nobody",)), state_serial=0, now=NOW)
     assert plan.changes == () and "-l team=nobody matches no task." in plan.notes
+
+
+def test_a_label_edit_is_noted_though_no_task_changes() -> None:
+    """A label edit changes no vendor task (a no-op) but changes what `-l` selects: the reviewer sees it."""
+    a1, a2 = labelled("a1", "cams", team="media", tier="t1"), labelled("a2", "cams", team="media", tier="t1")
+    b = labelled("b", "hall", team="safety")
+    records = {t.key: replace(record_for(t), labels={"team": "safety", "tier": "t1"}) for t in (a1, a2)}
+    records[b.key] = replace(record_for(b), labels=dict(b.labels))
+    plan = diff({t.key: t for t in (a1, a2, b)}, records, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert all(c.action is Action.NOOP for c in plan.changes) and not plan.has_changes
+    assert (
+        "Labels of 1 job(s) changed, recorded by apply (no vendor call; `-l` selects by them): "
+        "SnapshotJob/cams: team safety → media." in plan.notes
+    )
+    unchanged = diff({b.key: b}, records, {}, options=PlanOptions(labels=("team=safety",)), state_serial=1, now=NOW)
+    assert not any("Labels" in n for n in unchanged.notes)  # outside the selection: not this plan's business
