@@ -332,6 +332,21 @@ def _updatable_details(before: Mapping[str, int], after: Mapping[str, int]) -> t
     return tuple(lines)
 
 
+def _mark_forcing(details: tuple[str, ...], updatable: Mapping[str, int]) -> tuple[str, ...]:
+    """A replace that also changes a field the vendor updates in place (a Volcengine interval) marks the
+    fields that force it, as Terraform does: alone, the interval would have been an update."""
+    names = {name.lower() for name in updatable}
+
+    def in_place(line: str) -> bool:
+        return line.split(": ", 1)[0].rsplit(".", 1)[-1].lower() in names
+
+    if not any(in_place(line) for line in details):
+        return details  # every line forces it, as the reason says
+    return tuple(
+        line if in_place(line) or line.startswith("… and ") else f"{line} (forces the replace)" for line in details
+    )
+
+
 # --- the diff --------------------------------------------------------------------------------------
 
 
@@ -451,6 +466,8 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: dict[str, Any] |
         details = _updatable_details(record.updatable, task.updatable)
         return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
     details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
+    if live and task.updatable:
+        details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
     reason = f"spec changed: {how}"
     return _change(Action.REPLACE, reason, task, record, details, after)

@@ -165,3 +165,21 @@ def test_a_hand_edited_plan_with_odd_values_still_renders(tmp_path: Path) -> Non
     text = text_of(plan)
     assert "provider volc · image jpeg (source size) · storage vendor None None · idle timeout True" in text
     assert "+ no-slashes" in text
+
+
+def test_a_replace_that_also_changes_the_interval_marks_what_forces_it() -> None:
+    """The interval alone is an update in place; with an idle timeout it is a replace, and the reviewer is
+    told which line forced it. A replace where every line forces it is not marked."""
+    old = desired(interval=5, idle=180)
+    both = desired(interval=10, idle=240)
+    plan = plan_to_json(
+        diff({both.key: both}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    )
+    lines = text_of(plan).splitlines()
+    assert "        MaxIdleTime: 180 → 240 (forces the replace)" in lines
+    assert "        ImageConfig.Interval: 5 → 10" in lines
+    alone = desired(interval=5, idle=240)
+    plan = plan_to_json(
+        diff({alone.key: alone}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    )
+    assert "        MaxIdleTime: 180 → 240" in text_of(plan).splitlines()
