@@ -243,3 +243,18 @@ async def test_a_room_two_selectors_cover_is_logged_as_taken_by_the_other_job(ha
     assert clash["event"] == "room selector clash: another job has the room"
     assert (clash["job"], clash["room"], clash["by"]) == ("SnapshotJob/b-sel", "class-2", "SnapshotJob/a-sel")
     assert started(harness) == ["class-2"]
+
+
+async def test_the_loaded_set_is_summed_up_as_validate_counts_it(harness: Harness) -> None:
+    """`spec set loaded` counted a selector's running rooms among the set's tasks (`→ 1 task … + 1 room
+    selector`), where `capctl validate` and the status page say `→ 0 tasks + 1 room selector` (walk H6)."""
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    with capture_logs() as logs:
+        assert harness.daemon is not None and await harness.daemon.reload_async()
+    [loaded] = [e for e in logs if e["event"] == "spec set loaded"]
+    assert harness.daemon.spec is not None and loaded["summary"] == harness.daemon.spec.summary()
+    assert "→ 0 tasks + 1 room selector" in loaded["summary"]
