@@ -9,6 +9,7 @@ plus the page itself.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -282,8 +283,13 @@ def _decision(event: Mapping[str, Any], key: str | None) -> Decision:
         level=str(event.get("level", "")),
         event=_cut(str(event.get("event", ""))),
         key=key,
-        fields=tuple((k, _cut(str(v))) for k, v in event.items() if k not in skip),
+        fields=tuple((k, _cut(_as_logged(v))) for k, v in event.items() if k not in skip),
     )
+
+
+def _as_logged(value: object) -> str:
+    """A field's text as the JSON log line writes it: `true`, not Python's `True`; `null`, not `None`."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def _cut(text: str) -> str:

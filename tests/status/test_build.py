@@ -190,3 +190,17 @@ def test_tombstones_and_done_thumbnails_need_no_look() -> None:
     assert dict(snap.totals) == {"running": 1, "done": 1, "removed": 1}
     snap = build_snapshot(inputs([*records, record("SnapshotJob/lobby/b", TaskStatus.PENDING)]), StatusQuery(), NOW)
     assert not snap.all_running and [j.job for j in snap.attention] == ["SnapshotJob/lobby"]
+
+
+def test_a_decisions_fields_read_as_the_log_line_writes_them() -> None:
+    """`"reissue": true` in the JSON log line read `True` (Python's spelling) on the page and in its API."""
+    records = [record("SnapshotJob/lobby/a")]
+    event = {"timestamp": "t1", "level": "info", "event": "started", "key": "SnapshotJob/lobby/a"}
+    events = [{**event, "reissue": True, "already_running": False, "detail": None, "reconcile_id": 3}]
+    (started,) = build_snapshot(inputs(records, events=events), StatusQuery(), NOW).decisions
+    assert dict(started.fields) == {
+        "reissue": "true",
+        "already_running": "false",
+        "detail": "null",
+        "reconcile_id": "3",
+    }
