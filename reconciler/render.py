@@ -162,12 +162,20 @@ def _volc_snapshot(after: dict[str, Any]) -> list[str]:
     parts.append(f"image {'png' if _get(image, 'Format') == 1 else 'jpeg'} {size}")
     streams = _get(_get(after, "TargetStreams"), "StreamList")
     if isinstance(streams, list) and streams:
-        names = [f"{_get(s, 'UserId')}{' (screen)' if _get(s, 'StreamType') == 1 else ''}" for s in streams]
-        parts.append("streams " + ", ".join(names))
+        parts.append("streams " + ", ".join(_volc_stream(s) for s in streams))
     parts.append(f"storage {_volc_storage(_get(after, 'StorageConfig'))}")
     if _get(after, "MaxIdleTime") is not None:
         parts.append(f"idle timeout {_duration(after['MaxIdleTime'])}")
     return parts
+
+
+def _volc_stream(stream: object) -> str:
+    """`host`, `host (screen)`, `host (screen, index 1)`: the index too, or a changed one would read the same."""
+    marks = ["screen"] if _get(stream, "StreamType") == 1 else []
+    if (index := _get(stream, "Index")) is not None:
+        marks.append(f"index {index}")
+    user = _get(stream, "UserId")
+    return f"{user} ({', '.join(marks)})" if marks else str(user)
 
 
 def _volc_storage(storage: object) -> str:

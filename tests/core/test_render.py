@@ -183,3 +183,11 @@ def test_a_replace_that_also_changes_the_interval_marks_what_forces_it() -> None
         diff({alone.key: alone}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
     )
     assert "        MaxIdleTime: 180 → 240" in text_of(plan).splitlines()
+
+
+def test_a_volcengine_stream_shows_its_type_and_index(tmp_path: Path) -> None:
+    """The index picks one of a user's screen shares: a changed index must not read the same (walk H8)."""
+    job = snapshot_job("audit", ["lobby"]).replace(
+        "storage: tos", "streams: [{user: host}, {user: host, type: screen, index: 1}]\n  storage: tos"
+    )
+    assert "streams host, host (screen, index 1) · storage" in text_of(plan_of(tmp_path, job))
