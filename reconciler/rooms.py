@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from reconciler.model import (
     Action,
@@ -160,6 +160,9 @@ def unheard_note(selection: Selection) -> str:
     )
 
 
+_MAY_RUN: Final = frozenset({TaskStatus.RUNNING, TaskStatus.PENDING})
+
+
 def leave_ended(
     plan: Plan,
     selections: Sequence[Selection],
@@ -175,7 +178,11 @@ def leave_ended(
         kind, name, _ = split_key(change_key)
         return f"{kind}/{name}" in jobs
 
-    ended = [c for c in plan.changes if c.action is Action.DELETE and left(c.key)]
+    ended = [
+        c
+        for c in plan.changes
+        if c.action is Action.DELETE and left(c.key) and (r := records.get(c.key)) and r.status in _MAY_RUN
+    ]  # one the vendor was seen to end is not "left to end" any more: it is only not re-issued
     changes = tuple(c for c in plan.changes if not (c.action is Action.DELETE and left(c.key)))
     notes = plan.notes
     if ended:
