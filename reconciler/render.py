@@ -288,11 +288,12 @@ def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
-    age = fmt_seconds(max(0, int(parse_rfc3339(created_at) - parse_rfc3339(view["seen_at"]))))
+    seen_at = parse_rfc3339(view["seen_at"])
+    age = fmt_seconds(max(0, int(parse_rfc3339(created_at) - seen_at)))
     cap = f" (maxRooms {view['max_rooms']})" if view["max_rooms"] is not None else ""
     head = (
         f"{n['active']} active · {n['running']} running · {n['start']} to start · {n['left_out']} left out{cap}"
-        f" · {n['claimed']} claimed; room activity as of {view['seen_at']} ({age} before this plan)"
+        f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
     details = [
         f"{what}: {', '.join(view[name])}"

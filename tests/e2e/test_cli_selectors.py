@@ -5,10 +5,11 @@ list, and restarts that start nothing twice."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
-from reconciler.model import RoomActivity
+from reconciler.model import RoomActivity, TaskStatus
 from reconciler.state import SQLiteStateStore
 from tests.e2e.conftest import Workdir
 from tests.specdocs import providers, snapshot_job
@@ -67,6 +68,8 @@ def test_selector_job_plans_and_applies_the_active_matching_rooms_within_its_cap
         "3 active · 0 running · 2 to start · 1 left out (maxRooms 2)" in text
         and "left out (maxRooms 2): class-3" in text
     )
+    # Times read as everywhere else in a text plan (a reason's `at 2026-12-06 05:02:29Z`), not RFC 3339.
+    assert re.search(r"room activity as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(\d+s before this plan\)", text)
     markdown = work.capctl("plan", "--format", "markdown").stdout
     assert "| `SnapshotJob/classes` | `class-* except class-test-*` | 3 active" in markdown
 
@@ -112,6 +115,13 @@ def test_an_ended_room_is_left_to_end_and_the_cap_admits_another(work: Workdir) 
     assert not work.sim.requests("StopSnapshot")
     started = sorted(r["body"]["RoomId"] for r in work.sim.requests("StartSnapshot"))
     assert started == ["class-1", "class-2", "class-3"]
+    # Once the vendor was seen to end it (the daemon records that), it is no longer "left to end" (walk H5).
+    store = SQLiteStateStore(work.state)
+    try:
+        store.put(store.load().records["SnapshotJob/classes/class-1"].evolve(status=TaskStatus.STOPPED))
+    finally:
+        store.close()
+    assert "left to end" not in work.capctl("plan").stdout
 
 
 def test_a_crash_mid_start_of_a_selected_zego_room_never_records_twice(work: Workdir) -> None:
