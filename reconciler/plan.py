@@ -578,10 +578,10 @@ def diff(
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if relabelled := _relabelled(desired, records, wanted):
-        (job, edits), more = next(iter(relabelled.items())), len(relabelled) - 1
+        (job, edits), others = next(iter(relabelled.items())), len(relabelled) - 1
         notes.append(
             f"Labels of {len(relabelled)} job(s) changed, recorded by apply (no vendor call; `-l` selects by them): "
-            f"{job}: {edits}" + (f" (and {more} more)" if more else "") + "."
+            f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
         )
     dormant = [
         c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
