@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, volc_body
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 HALL = "SnapshotJob/audit/hall"
@@ -111,3 +111,22 @@ async def test_no_status_page_serves_neither_route(harness: Harness) -> None:
         assert off.status_code == 404 and "--no-status-page" in off.text
         assert (await http.get("/api/v1/status")).status_code == 404
         assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_a_zego_room_that_closed_is_not_shown_active_nor_its_idle_out_as_lost_capture(harness: Harness) -> None:
+    """ZEGO room callbacks name no user the daemon could follow out: `room_close` itself ends the activity
+    (before, the room stayed active on the page, and the recording's idle-out read as capture lost)."""
+    write_specs(harness.specs, recording_job("rec", ["show-1"], idle=30))
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.start()
+    await harness.advance(5)
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # stream_close, room_logout, room_close
+    await harness.advance(90)  # the recording idles out at 30 s, and the room stays empty
+    async with await client(harness) as http:
+        room = room_of((await http.get("/api/v1/status")).json(), "show-1")
+    assert harness.running_sim_tasks("zego") == []
+    assert room["activity_reported"] is True
+    (span,) = room["active"]
+    assert span["seconds"] < 10
+    assert room["lost_seconds"] == 0
+    assert all(not gap["room_active"] for gap in room["captures"][0]["gaps"])
