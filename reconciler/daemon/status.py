@@ -44,6 +44,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             next_observation=lambda key: daemon.runtimes.get(key).next_observe,
             next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
+            look_errors=daemon.runtimes.look_errors(),
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import JobKind, TaskRecord, TaskStatus
@@ -66,6 +66,8 @@ class StatusInputs:
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
+    # key -> why the last look at the vendor failed: the task's status is unknown (the vendor down, a wrong secret)
+    look_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 def job_of(key: str) -> str:
@@ -111,6 +113,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         jobs=_jobs_on_page(shown, by_job, inputs, now),
         rooms=_rooms_on_page(shown, inputs.history, now),
         decisions=_decisions(inputs, query),
+        unknown=len(inputs.look_errors),
     )
 
 
@@ -153,6 +156,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissue_count=record.reissue_count,
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
+        status_unknown=inputs.look_errors.get(record.key),
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, volc_body
 from tests.specdocs import recording_job, snapshot_job
@@ -130,3 +131,27 @@ async def test_a_zego_room_that_closed_is_not_shown_active_nor_its_idle_out_as_l
     assert span["seconds"] < 10
     assert room["lost_seconds"] == 0
     assert all(not gap["room_active"] for gap in room["captures"][0]["gaps"])
+
+
+async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(harness: Harness) -> None:
+    """As `capctl_tasks{status="unknown"}` counts it: the vendor down, the record still says running (before,
+    the page showed it running with no error, and "Every task is running.")."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    await harness.advance(120)  # the next looks fail
+    async with await client(harness) as http:
+        down = (await http.get("/api/v1/status")).json()
+        page = (await http.get("/")).text
+        metrics = (await http.get("/metrics")).text
+        harness.sim.faults.set(FaultConfig())
+        await harness.advance(120)
+        back = (await http.get("/api/v1/status")).json()
+    assert 'capctl_tasks{status="unknown"} 1.0' in metrics
+    assert down["totals"] == {"running": 1} and down["unknown"] == 1 and down["all_running"] is False
+    assert "GetSnapshotTask" in task_of(down, LOBBY)["status_unknown"]
+    assert "status unknown" in page and "The status of 1 task is unknown" in page
+    assert "Every task is running." not in page
+    assert back["unknown"] == 0 and back["all_running"] is True and task_of(back, LOBBY)["status_unknown"] is None
