@@ -34,7 +34,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
-            spec_error=specs.error,
+            spec_error=specs.error_listing(),
             spec_error_since=specs.invalid_since,
         )
         inputs = StatusInputs(

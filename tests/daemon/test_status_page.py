@@ -155,3 +155,21 @@ async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(h
     assert "status unknown" in page and "The status of 1 task is unknown" in page
     assert "Every task is running." not in page
     assert back["unknown"] == 0 and back["all_running"] is True and task_of(back, LOBBY)["status_unknown"] is None
+
+
+async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:
+    """Every error, each with its place (before, only the first: `2 errors, first: …`)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), snapshot_job("hall", ["hall"]))
+    await harness.start()
+    jobs = harness.specs / "jobs.yaml"
+    jobs.write_text(jobs.read_text().replace("  interval:", "  intervl:"))
+    assert harness.daemon is not None and not harness.daemon.reload()
+    async with await client(harness) as http:
+        error = (await http.get("/api/v1/status")).json()["replica"]["spec_error"]
+        page = (await http.get("/")).text
+        ready = (await http.get("/readyz")).text
+    lines = error.splitlines()
+    assert lines[0] == "2 errors:" and len(lines) == 3
+    assert all("jobs.yaml:" in line and "intervl" in line for line in lines[1:]) and lines[1] != lines[2]
+    assert lines[2].split(" ")[0] in page  # its file:line:col:
+    assert "2 errors, first: " in ready  # the probe keeps its one line
