@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, volc_body
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, selector_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 HALL = "SnapshotJob/audit/hall"
@@ -173,3 +173,19 @@ async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness)
     assert all("jobs.yaml:" in line and "intervl" in line for line in lines[1:]) and lines[1] != lines[2]
     assert lines[2].split(" ")[0] in page  # its file:line:col:
     assert "2 errors, first: " in ready  # the probe keeps its one line
+
+
+async def test_the_log_and_the_page_count_a_spec_sets_tasks_alike(harness: Harness) -> None:
+    """A selector job's rooms active at a reload are not counted as the set's tasks in the log only (before:
+    `→ 2 tasks … + 1 room selector` in the log, `→ 1 task … + 1 room selector` on the page, for one set)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), selector_job("classes", "class-*"))
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="alice")
+    await harness.advance(5)
+    assert harness.daemon is not None and harness.daemon.reload()  # the same set, read again
+    async with await client(harness) as http:
+        status = (await http.get("/api/v1/status")).json()
+    (loaded, *_) = [d for d in status["decisions"] if d["event"] == "spec set loaded"]  # newest first
+    assert "SnapshotJob/classes/class-1" in [t["key"] for j in status["jobs"] for g in j["groups"] for t in g["tasks"]]
+    assert loaded["fields"]["summary"] == status["replica"]["spec_summary"]
+    assert "→ 1 task (volcengine 1) + 1 room selector" in loaded["fields"]["summary"]
