@@ -9,6 +9,7 @@ plus the page itself.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -286,8 +287,13 @@ def _decision(event: Mapping[str, Any], key: str | None) -> Decision:
         level=str(event.get("level", "")),
         event=_cut(str(event.get("event", ""))),
         key=key,
-        fields=tuple((k, _cut(str(v))) for k, v in event.items() if k not in skip),
+        fields=tuple((k, _cut(_field_text(v))) for k, v in event.items() if k not in skip),
     )
+
+
+def _field_text(value: object) -> str:
+    """A logged value as the JSON log line writes it (`null`, `true`, `["specs"]`), a text as itself."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _cut(text: str) -> str:
