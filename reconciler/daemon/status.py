@@ -30,7 +30,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             role="leader" if acting else "standby",
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
             if acting
-            else f"does not act: {daemon.lease.role()}",
+            else _not_acting(daemon.lease.role()),
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
@@ -52,3 +52,9 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         return await daemon.on_daemon_loop(build, query)
 
     return provide
+
+
+def _not_acting(role: str) -> str:
+    """`standby: the leader is …` as the words after the page's `standby` badge (which says it once)."""
+    why = role.removeprefix("standby").removeprefix(": ")
+    return f"does not act: {why}" if why else "does not act"

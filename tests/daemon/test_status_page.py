@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from reconciler.sim.faults import FaultConfig
-from tests.daemon.conftest import Harness, write_specs
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import client, volc_body
 from tests.specdocs import recording_job, selector_job, snapshot_job
 
@@ -189,3 +192,18 @@ async def test_the_log_and_the_page_count_a_spec_sets_tasks_alike(harness: Harne
     assert "SnapshotJob/classes/class-1" in [t["key"] for j in status["jobs"] for g in j["groups"] for t in g["tasks"]]
     assert loaded["fields"]["summary"] == status["replica"]["spec_summary"]
     assert "→ 1 task (volcengine 1) + 1 room selector" in loaded["fields"]["summary"]
+
+
+async def test_a_standby_says_why_it_does_not_act_without_saying_standby_twice(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    standby = await harness.start_standby()
+    try:
+        await settle()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            replica = (await http.get("/api/v1/status")).json()["replica"]
+    finally:
+        await standby.stop()
+        standby.records.close()
+    assert replica["role"] == "standby"
+    assert replica["detail"].startswith("does not act: the leader is ") and "standby" not in replica["detail"]
