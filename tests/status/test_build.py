@@ -163,7 +163,9 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
 
 
 def test_decision_fields_read_as_the_json_log_writes_them_not_as_python() -> None:
-    events = [{"timestamp": "t1", "level": "info", "event": "spec set loaded", "changed": None, "acting": True}]
+    events: list[dict[str, object]] = [
+        {"timestamp": "t1", "level": "info", "event": "spec set loaded", "changed": None, "acting": True}
+    ]
     events += [{"timestamp": "t2", "level": "info", "event": "watching specs", "roots": ["specs"], "debounce_ms": 500}]
     decisions = build_snapshot(inputs([], events=events), StatusQuery(), NOW).decisions
     assert [dict(d.fields) for d in decisions] == [
