@@ -136,7 +136,7 @@ class Daemon(DaemonParts):
     def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
         self.vendors.configure(spec.providers)
         before = self.reconciler.spec if old is not None else None
-        summary = spec.summary()  # the set as read, as `capctl validate` and the status page count it
+        summary = spec.summary()  # of the set as loaded, as the status page says it (selector rooms apart)
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         keys = changed_keys(before, spec, self.records.keys())
         self.pruning.check(spec, self.records.values())

@@ -147,7 +147,10 @@ class Reconciler:
         if record is not None and self._observation_due(record, now):
             obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
-            self._update(key, runtime.unconfirmed, "unknown" if obs.state is ObservedState.UNKNOWN else None)
+            unknown = obs.state is ObservedState.UNKNOWN
+            self._update(
+                key, runtime.unconfirmed, "unknown" if unknown else None, _look_error(obs) if unknown else None
+            )
             try:
                 record = engine.persist_observations(
                     self.records, {key: record}, {key: obs}, now, still_running_every=policy.STILL_RUNNING_WRITE_EVERY
@@ -453,3 +456,8 @@ class Reconciler:
                 queued.append((key, 0.0))
                 log.info("room activity: waking task", key=key, callback=source, was=record.status.value)
         return queued
+
+
+def _look_error(obs: Observed) -> str:
+    """Why a task's status is unknown now, as the status page shows it."""
+    return obs.detail or "the vendor's status could not be read"

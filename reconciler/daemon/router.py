@@ -140,7 +140,7 @@ class CallbackRouter:
             emptied = self._track_users(room, event)
         if event.room_active:  # the status page's room timeline
             self._records.history.room_active(event.room_id)
-        elif event.room_empty or emptied:
+        elif event.room_empty or event.room_closed or emptied:  # a close ends it whoever was seen (ZEGO names none)
             self._records.history.room_idle(event.room_id)
         return RoutedCallback(200, "accepted", "accepted", event=event, task_key=task_key, woken=woken, emptied=emptied)
 

@@ -52,6 +52,7 @@ class KeyRuntime:
     waiting_since: float | None = None  # first room activity while no run captured it: capture_gap's start
     probe_until: float | None = None  # end of the short-interval looks around its expected stop
     unconfirmed: str | None = None  # the status `capctl_tasks` counts instead of the record's
+    look_error: str | None = None  # why the last look at the vendor failed (unconfirmed "unknown")
 
 
 EMPTY = KeyRuntime()
@@ -115,8 +116,8 @@ def planned(rt: KeyRuntime, due: float) -> KeyRuntime:
     return replace(rt, next_observe=due)
 
 
-def unconfirmed(rt: KeyRuntime, status: str | None) -> KeyRuntime:
-    return replace(rt, unconfirmed=status)
+def unconfirmed(rt: KeyRuntime, status: str | None, look_error: str | None = None) -> KeyRuntime:
+    return replace(rt, unconfirmed=status, look_error=look_error)
 
 
 def acted(rt: KeyRuntime) -> KeyRuntime:
@@ -127,7 +128,7 @@ def acted(rt: KeyRuntime) -> KeyRuntime:
 
 def forgotten(rt: KeyRuntime) -> KeyRuntime:
     """The task left the specs: nothing more to observe."""
-    return replace(rt, next_observe=None, looked_at=None, unconfirmed=None)
+    return replace(rt, next_observe=None, looked_at=None, unconfirmed=None, look_error=None)
 
 
 class RuntimeMap:
@@ -154,6 +155,10 @@ class RuntimeMap:
     def unconfirmed(self) -> dict[str, str]:
         """key -> the status the gauge counts instead of the record's (a copy: scraped from another thread)."""
         return {k: v.unconfirmed for k, v in list(self._values.items()) if v.unconfirmed is not None}
+
+    def look_errors(self) -> dict[str, str]:
+        """key -> why its last look at the vendor failed, for the tasks whose status is unknown now (a copy)."""
+        return {k: v.look_error for k, v in list(self._values.items()) if v.look_error is not None}
 
     def clear_unconfirmed(self) -> None:
         for key, value in list(self._values.items()):

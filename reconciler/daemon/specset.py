@@ -44,6 +44,10 @@ class SpecState:
         self._lock = asyncio.Lock()
         self.current: SpecSet | None = None
         self.error: str | None = "the specs have not been read yet"
+        self.errors: tuple[
+            str, ...
+        ] = ()  # the last invalid set's errors (the first MAX_LOGGED_ERRORS): the page lists them
+        self.error_count = 0  # how many it had
         self.invalid_since: float | None = None  # first failed load since the last good one
         self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)
 
@@ -61,6 +65,7 @@ class SpecState:
         now = self.clock.now()
         if isinstance(loaded, SpecErrors):
             count, self.error = error_summary(loaded)
+            self.errors, self.error_count = tuple(str(e) for e in loaded.errors[:MAX_LOGGED_ERRORS]), count
             if self.invalid_since is None:
                 self.invalid_since = now
             self.metrics.spec_load(errors=count, at=now)
@@ -73,10 +78,23 @@ class SpecState:
             )
             return False
         old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
+        self.errors = ()
         self.loaded_at = now
         self.metrics.spec_load(errors=0, at=now)
         self._taken(old, loaded)
         return True
+
+    def error_listing(self) -> str | None:
+        """What the status page quotes: the count, then every error (up to MAX_LOGGED_ERRORS) one a line."""
+        if self.error is None or not self.errors:
+            return self.error
+        count = self.error_count
+        more = (
+            f"\n… and {count - len(self.errors)} more (capctl validate lists them all)"
+            if count > len(self.errors)
+            else ""
+        )
+        return f"{count} error{'s' if count != 1 else ''}:\n" + "\n".join(self.errors) + more
 
     def problem(self) -> tuple[bool, str] | None:
         """(ready, why) when the spec set is what /readyz should talk about, else None."""

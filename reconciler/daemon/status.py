@@ -30,11 +30,11 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             role="leader" if acting else "standby",
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
             if acting
-            else f"does not act: {daemon.lease.role()}",
+            else _not_acting(daemon.lease.role()),
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
-            spec_error=specs.error,
+            spec_error=specs.error_listing(),
             spec_error_since=specs.invalid_since,
         )
         inputs = StatusInputs(
@@ -44,6 +44,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             next_observation=lambda key: daemon.runtimes.get(key).next_observe,
             next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
+            look_errors=daemon.runtimes.look_errors(),
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 
@@ -51,3 +52,9 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         return await daemon.on_daemon_loop(build, query)
 
     return provide
+
+
+def _not_acting(role: str) -> str:
+    """`standby: the leader is …` as the words after the page's `standby` badge (which says it once)."""
+    why = role.removeprefix("standby").removeprefix(": ")
+    return f"does not act: {why}" if why else "does not act"

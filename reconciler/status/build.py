@@ -12,7 +12,7 @@ import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import JobKind, TaskRecord, TaskStatus
@@ -67,6 +67,8 @@ class StatusInputs:
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
+    # key -> why the last look at the vendor failed: the task's status is unknown (the vendor down, a wrong secret)
+    look_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 def job_of(key: str) -> str:
@@ -112,6 +114,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         jobs=_jobs_on_page(shown, by_job, inputs, now),
         rooms=_rooms_on_page(shown, inputs.history, now),
         decisions=_decisions(inputs, query),
+        unknown=len(inputs.look_errors),
     )
 
 
@@ -154,6 +157,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissue_count=record.reissue_count,
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
+        status_unknown=inputs.look_errors.get(record.key),
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
     )
@@ -283,13 +287,13 @@ def _decision(event: Mapping[str, Any], key: str | None) -> Decision:
         level=str(event.get("level", "")),
         event=_cut(str(event.get("event", ""))),
         key=key,
-        fields=tuple((k, _cut(_as_logged(v))) for k, v in event.items() if k not in skip),
+        fields=tuple((k, _cut(_field_text(v))) for k, v in event.items() if k not in skip),
     )
 
 
-def _as_logged(value: object) -> str:
-    """A field's text as the JSON log line writes it: `true`, not Python's `True`; `null`, not `None`."""
-    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+def _field_text(value: object) -> str:
+    """A logged value as the JSON log line writes it (`null`, `true`, `["specs"]`), a text as itself."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _cut(text: str) -> str:

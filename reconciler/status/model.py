@@ -133,6 +133,7 @@ class TaskView:
     reissue_count: int  # over the task's life, from the state
     reissues: tuple[Reissue, ...]  # the ones within the timeline window that this daemon saw, newest first
     last_error: str | None
+    status_unknown: str | None  # why the last look at the vendor failed: the record's status is not confirmed
     next_observation: float | None  # when the daemon next asks the vendor about it
     next_attempt: float | None  # a dormant or backing-off task: when it is started again at the latest
 
@@ -248,7 +249,13 @@ class StatusSnapshot:
     jobs: tuple[JobView, ...]  # the jobs with tasks on this page
     rooms: tuple[RoomTimeline, ...]  # rooms of the tasks on this page
     decisions: tuple[Decision, ...]  # newest first, filtered
+    unknown: int = 0  # tasks whose last look at the vendor failed (unfiltered): their status is not confirmed
+
+    @property
+    def settled(self) -> bool:
+        """Every record says running, done or removed (whether or not the vendor confirmed it)."""
+        return all(s in SETTLED for s, _ in self.totals)
 
     @property
     def all_running(self) -> bool:
-        return all(s in SETTLED for s, _ in self.totals)
+        return self.settled and not self.unknown

@@ -182,6 +182,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             "spec_error_since": _time(r.spec_error_since),
         },
         "all_running": snapshot.all_running,
+        "unknown": snapshot.unknown,
         "totals": dict(snapshot.totals),
         "jobs_total": snapshot.jobs_total,
         "attention": [{"job": j.job, "counts": dict(j.counts)} for j in snapshot.attention],
@@ -230,6 +231,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "reissue_count": t.reissue_count,
         "reissues": [{"at": rfc3339(x.at), "reason": x.reason} for x in t.reissues],
         "last_error": t.last_error,
+        "status_unknown": t.status_unknown,
         "next_observation": _time(t.next_observation),
         "next_attempt": _time(t.next_attempt),
     }

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.daemon.conftest import Harness, write_specs
+import httpx
+
+from reconciler.sim.faults import FaultConfig
+from reconciler.state.sqlite import SQLiteStateStore
+from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import client, volc_body
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, selector_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
 HALL = "SnapshotJob/audit/hall"
@@ -111,3 +115,95 @@ async def test_no_status_page_serves_neither_route(harness: Harness) -> None:
         assert off.status_code == 404 and "--no-status-page" in off.text
         assert (await http.get("/api/v1/status")).status_code == 404
         assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_a_zego_room_that_closed_is_not_shown_active_nor_its_idle_out_as_lost_capture(harness: Harness) -> None:
+    """ZEGO room callbacks name no user the daemon could follow out: `room_close` itself ends the activity
+    (before, the room stayed active on the page, and the recording's idle-out read as capture lost)."""
+    write_specs(harness.specs, recording_job("rec", ["show-1"], idle=30))
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.start()
+    await harness.advance(5)
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # stream_close, room_logout, room_close
+    await harness.advance(90)  # the recording idles out at 30 s, and the room stays empty
+    async with await client(harness) as http:
+        room = room_of((await http.get("/api/v1/status")).json(), "show-1")
+    assert harness.running_sim_tasks("zego") == []
+    assert room["activity_reported"] is True
+    (span,) = room["active"]
+    assert span["seconds"] < 10
+    assert room["lost_seconds"] == 0
+    assert all(not gap["room_active"] for gap in room["captures"][0]["gaps"])
+
+
+async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(harness: Harness) -> None:
+    """As `capctl_tasks{status="unknown"}` counts it: the vendor down, the record still says running (before,
+    the page showed it running with no error, and "Every task is running.")."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    await harness.advance(120)  # the next looks fail
+    async with await client(harness) as http:
+        down = (await http.get("/api/v1/status")).json()
+        page = (await http.get("/")).text
+        metrics = (await http.get("/metrics")).text
+        harness.sim.faults.set(FaultConfig())
+        await harness.advance(120)
+        back = (await http.get("/api/v1/status")).json()
+    assert 'capctl_tasks{status="unknown"} 1.0' in metrics
+    assert down["totals"] == {"running": 1} and down["unknown"] == 1 and down["all_running"] is False
+    assert "GetSnapshotTask" in task_of(down, LOBBY)["status_unknown"]
+    assert "status unknown" in page and "The status of 1 task is unknown" in page
+    assert "Every task is running." not in page
+    assert back["unknown"] == 0 and back["all_running"] is True and task_of(back, LOBBY)["status_unknown"] is None
+
+
+async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:
+    """Every error, each with its place (before, only the first: `2 errors, first: …`)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), snapshot_job("hall", ["hall"]))
+    await harness.start()
+    jobs = harness.specs / "jobs.yaml"
+    jobs.write_text(jobs.read_text().replace("  interval:", "  intervl:"))
+    assert harness.daemon is not None and not harness.daemon.reload()
+    async with await client(harness) as http:
+        error = (await http.get("/api/v1/status")).json()["replica"]["spec_error"]
+        page = (await http.get("/")).text
+        ready = (await http.get("/readyz")).text
+    lines = error.splitlines()
+    assert lines[0] == "2 errors:" and len(lines) == 3
+    assert all("jobs.yaml:" in line and "intervl" in line for line in lines[1:]) and lines[1] != lines[2]
+    assert lines[2].split(" ")[0] in page  # its file:line:col:
+    assert "2 errors, first: " in ready  # the probe keeps its one line
+
+
+async def test_the_log_and_the_page_count_a_spec_sets_tasks_alike(harness: Harness) -> None:
+    """A selector job's rooms active at a reload are not counted as the set's tasks in the log only (before:
+    `→ 2 tasks … + 1 room selector` in the log, `→ 1 task … + 1 room selector` on the page, for one set)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), selector_job("classes", "class-*"))
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="alice")
+    await harness.advance(5)
+    assert harness.daemon is not None and harness.daemon.reload()  # the same set, read again
+    async with await client(harness) as http:
+        status = (await http.get("/api/v1/status")).json()
+    (loaded, *_) = [d for d in status["decisions"] if d["event"] == "spec set loaded"]  # newest first
+    assert "SnapshotJob/classes/class-1" in [t["key"] for j in status["jobs"] for g in j["groups"] for t in g["tasks"]]
+    assert loaded["fields"]["summary"] == status["replica"]["spec_summary"]
+    assert "→ 1 task (volcengine 1) + 1 room selector" in loaded["fields"]["summary"]
+
+
+async def test_a_standby_says_why_it_does_not_act_without_saying_standby_twice(harness: Harness) -> None:
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    standby = await harness.start_standby()
+    try:
+        await settle()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            replica = (await http.get("/api/v1/status")).json()["replica"]
+    finally:
+        await standby.stop()
+        standby.records.close()
+    assert replica["role"] == "standby"
+    assert replica["detail"].startswith("does not act: the leader is ") and "standby" not in replica["detail"]

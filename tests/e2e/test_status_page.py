@@ -48,6 +48,9 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 LOBBY = "SnapshotJob/audit/lobby"
+ONE_LINE_TIMES = (
+    "return [...document.querySelectorAll('table.decisions time')].every(t => t.getClientRects().length == 1)"
+)
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
 
@@ -202,12 +205,16 @@ def test_a_person_reads_the_page_before_and_after_an_idle_out(
         assert "2 runs" in timeline and "gap" in timeline
         decisions = browser.find_element(By.XPATH, "//section[@aria-labelledby='decisions-h']").text
         assert "action=reissue" in decisions and LOBBY in decisions
+        assert browser.execute_script(ONE_LINE_TIMES)  # a long detail does not squeeze the time over lines
         browser.save_screenshot(str(shots / "after.png"))
 
         # A phone: everything readable without scrolling sideways (wide tables scroll in their own box).
         browser.set_window_size(390, 844)
         browser.refresh()
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        # what each decision was and why stay on a phone too (their table scrolls in its box, as the tasks')
+        decisions = browser.find_element(By.XPATH, "//section[@aria-labelledby='decisions-h']").text
+        assert "action=reissue" in decisions and browser.execute_script(ONE_LINE_TIMES)
         browser.save_screenshot(str(shots / "phone.png"))
 
         requests = page_requests(browser)

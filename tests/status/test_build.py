@@ -162,6 +162,18 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
     assert len(reason) == 300 and reason.endswith("…")
 
 
+def test_decision_fields_read_as_the_json_log_writes_them_not_as_python() -> None:
+    events: list[dict[str, object]] = [
+        {"timestamp": "t1", "level": "info", "event": "spec set loaded", "changed": None, "acting": True}
+    ]
+    events += [{"timestamp": "t2", "level": "info", "event": "watching specs", "roots": ["specs"], "debounce_ms": 500}]
+    decisions = build_snapshot(inputs([], events=events), StatusQuery(), NOW).decisions
+    assert [dict(d.fields) for d in decisions] == [
+        {"roots": '["specs"]', "debounce_ms": "500"},
+        {"changed": "null", "acting": "true"},
+    ]
+
+
 def test_the_timeline_spans_the_known_history_at_least_15_minutes_at_most_24_hours() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     young = Told(start=NOW - 600)

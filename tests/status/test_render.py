@@ -102,6 +102,13 @@ def test_the_page_is_navigable_and_labelled() -> None:
     assert "script" not in names
 
 
+def test_a_filter_matching_nothing_says_so_plainly() -> None:
+    html = render_html(build_snapshot(inputs([record("SnapshotJob/hall/h1")]), StatusQuery(job="nope"), NOW))
+    text = _text(html)
+    assert "No task matches." in text and "No room on this page." in text
+    assert "0–0" not in text and "thumbnail" not in text  # no task at all: neither a count nor a file to explain
+
+
 def test_page_links_keep_the_filters_and_drop_defaults() -> None:
     query = StatusQuery(job="SnapshotJob/lobby", status="stopped", page=3, per_page=250)
     assert page_url(query, page=4) == "?job=SnapshotJob%2Flobby&status=stopped&per_page=250&page=4"
