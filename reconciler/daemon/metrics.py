@@ -69,8 +69,8 @@ LAST_VENDOR_FAILURE: ContextVar[VendorFailure | None] = ContextVar("capctl_last_
 class _StateCollector(Collector):
     """Gauges computed at scrape time from the controller's live view."""
 
-    def __init__(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
-        self._statuses = statuses
+    def __init__(self, statuses: Callable[[], Mapping[str, int] | None], depth: Callable[[], int]) -> None:
+        self._statuses = statuses  # None: not leading, no sample (a standby's records are those it read last)
         self._depth = depth
 
     def collect(self) -> list[GaugeMetricFamily]:
@@ -82,7 +82,7 @@ class _StateCollector(Collector):
         )
         counts = self._statuses()
         # Every status, and "unknown": tasks whose last observation failed (the daemon does not know).
-        for status in [*(s.value for s in TaskStatus), "unknown"]:
+        for status in [*(s.value for s in TaskStatus), "unknown"] if counts is not None else []:
             tasks.add_metric([status], counts.get(status, 0))
         depth = GaugeMetricFamily("capctl_queue_depth", "Task keys ready to be reconciled now")
         depth.add_metric([], self._depth())
@@ -187,7 +187,7 @@ class Metrics:
         for reason in RECONCILE_ERROR_REASONS:  # every series exists from the start: rate() needs a zero
             self.reconcile_errors.labels(reason=reason)
 
-    def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
+    def watch(self, statuses: Callable[[], Mapping[str, int] | None], depth: Callable[[], int]) -> None:
         """Register the scrape-time gauges (called once by the controller)."""
         self.registry.register(_StateCollector(statuses, depth))
 

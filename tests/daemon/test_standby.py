@@ -18,12 +18,14 @@ from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
+from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.specdocs import recording_job, snapshot_job
 
 CLASS = "RecordingJob/rec/class-1"
+LOBBY = "SnapshotJob/audit/lobby"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -165,3 +167,39 @@ async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stand
     assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
     assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
+
+
+async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
+    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once)."""
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    leader = await harness.start(leader_store)
+    standby = Daemon(
+        [str(harness.specs)],
+        standby_store,
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        rng=random.Random(2),
+        elect_in_thread=False,
+        holder="capctl run on standby",
+    )
+    await standby.start()
+    try:
+        await harness.advance(30)  # nobody in the lobby: it idles out at 20 s and the leader re-issues it
+        record = leader.records.get(LOBBY)
+        assert record is not None and record.reissue_count == 1 and record.started_at is not None
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            page = (await http.get("/api/v1/status")).json()
+            metrics = (await http.get("/metrics")).text
+        assert page["replica"]["role"] == "standby"
+        (task,) = (t for j in page["jobs"] for g in j["groups"] for t in g["tasks"])
+        assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
+        assert task["running_since"] == iso_utc(record.started_at)
+        assert "capctl_tasks{" not in metrics and "capctl_rooms_active{" not in metrics
+        assert 'capctl_tasks{status="running"} 1.0' in leader.metrics.render().decode()
+    finally:
+        await standby.stop()
+        standby.records.close()
