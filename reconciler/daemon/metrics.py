@@ -172,6 +172,13 @@ class Metrics:
             "Times this replica became leader or lost leadership",
             registry=self.registry,
         )
+        # Every replica tries the lock every retry period, leader or not: whether that reached the store is
+        # the one signal of an outage that standbys (which reconcile nothing) and a deposed leader give.
+        self.state_store_reachable = Gauge(
+            "capctl_state_store_reachable",
+            "1 when this replica's last attempt to take or renew the state lock reached the state store, else 0",
+            registry=self.registry,
+        )
         self.spec_set_info = Gauge(
             "capctl_spec_set_info",
             "1, labelled with the digest of the spec set in force (the leader's is the set that acts)",

@@ -96,6 +96,7 @@ class DaemonParts(ABC):
             regained=self._regained,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
+        self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))
         self.state = LeaderStore(shared, self.lease.elector)
         self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
         self.queue = WorkQueue(clock)
