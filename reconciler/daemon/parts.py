@@ -94,6 +94,7 @@ class DaemonParts(ABC):
             self.metrics,
             refresh=lambda: self.records.refresh(),
             regained=self._regained,
+            may_lead=lambda: self.specs.current is not None,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
         self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))

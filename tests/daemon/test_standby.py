@@ -203,3 +203,39 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_replica_without_a_valid_spec_set_leaves_the_lead_to_one_that_has_one(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """A pod whose specs do not load (a secret missing from its environment, a bad checkout) leading would
+    act on nothing, while a replica with a valid set stood by: it stands by until it has a valid set."""
+    broken_store, good_store = two_stores
+    broken_specs = harness.tmp_path / "broken"
+    broken_specs.mkdir()
+    (broken_specs / "jobs.yaml").write_text("apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: x}\nspec: {}\n")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    broken = Daemon(
+        [str(broken_specs)],
+        broken_store,
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        elect_in_thread=False,
+        holder="capctl run on broken",
+    )
+    await broken.start()  # first, on a free lock
+    try:
+        await harness.advance(3)
+        assert not broken.lease.elector.is_leader
+        assert "no valid spec set in force" in broken.readiness().reason
+        good = await harness.start(good_store)
+        await harness.advance(3)
+        assert good.lease.acting() and harness.calls("StartSnapshot") == 1
+        write_specs(broken_specs, snapshot_job("audit", ["lobby"]))
+        assert broken.reload()
+        await harness.stop()  # the leader goes: the replica, valid now, takes over
+        await harness.advance(3)
+        assert broken.lease.acting() and harness.calls("StartSnapshot") == 1  # observed running: not started again
+    finally:
+        await broken.stop()
+        broken.records.close()
