@@ -209,6 +209,9 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
             text = (await http.get("/metrics")).text
             assert metric(text, "capctl_state_store_reachable") == 0 and metric(text, "capctl_leader") == 0
             assert metric(text, 'capctl_reconcile_errors_total{reason="state-read"}') == 0
+            ready = await http.get("/readyz")  # the store's error once, not twice (role, then reason)
+            assert ready.status_code == 503 and ready.text.startswith("not ready (standby: the state store cannot")
+            assert ready.text.count("cannot connect to the PostgreSQL state store") == 1
             proxy.restore()
             await harness.advance(2)  # the next attempt reaches the store (its old lease lapses on the server's clock)
             assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
