@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg.conninfo
 import pytest
 from structlog.testing import capture_logs
 
@@ -18,11 +19,13 @@ from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
+from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.specdocs import recording_job, snapshot_job
+from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
 LOBBY = "SnapshotJob/audit/lobby"
@@ -239,3 +242,40 @@ async def test_a_replica_without_a_valid_spec_set_leaves_the_lead_to_one_that_ha
     finally:
         await broken.stop()
         broken.records.close()
+
+
+async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per_callback(
+    harness: Harness, pg_url: str
+) -> None:
+    """A database outage fails every callback a standby receives (6 rooms: 45 warnings in 40 s by hand; a
+    fleet's images every 5 s would log hundreds a second): one warning, with the repeats it held back."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(open_state(pg_url))
+    standby = Daemon(
+        [str(harness.specs)],
+        PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2),
+        harness.clock,
+        transport=httpx.ASGITransport(app=harness.sim_app),
+        elect_in_thread=False,
+        holder="capctl run on standby",
+    )
+    await standby.start()
+    try:
+        proxy.cut()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            with capture_logs() as logs:
+                for n in range(4):
+                    refused = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id=f"e{n}"))
+                    assert refused.status_code == 503
+                harness.clock.advance(61)
+                assert (
+                    await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e9"))
+                ).status_code == 503
+        warned = [e for e in logs if e["event"] == "could not store a callback in the inbox; the vendor retries"]
+        assert [e["repeats_held_back"] for e in warned] == [0, 3]
+    finally:
+        await standby.stop()
+        standby.records.close()
+        proxy.close()
