@@ -51,6 +51,7 @@ class Lease:
         # stands by: it does not try to take the lock until it has one.
         self._may_lead = may_lead
         self._held_back = False  # started without a valid spec set: its first valid set tries at once
+        self._unreachable: str | None = None  # the store's error at the last attempt (logged when it changes)
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
@@ -119,6 +120,7 @@ class Lease:
 
     async def _attempt(self, lead: bool) -> None:
         self._wait = await self._tick(lead)
+        self._tell_reachability(self.elector.last_error)
         epoch = self.elector.epoch
         if epoch is not None and epoch != self._acting_epoch:
             self._take_over(epoch)
@@ -132,6 +134,16 @@ class Lease:
             if self._released or not (lead or self.elector.is_leader):
                 return self.elector.settings.retry_period
             return self.elector.tick()
+
+    def _tell_reachability(self, error: str | None) -> None:
+        """One line when the store stops answering this replica's lock attempts and one when it answers
+        again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
+        if (error is None) != (self._unreachable is None):
+            if error is not None:
+                log.warning("cannot reach the state store; trying again every retry period", error=error)
+            else:
+                log.info("the state store answers again", role=self.role())
+        self._unreachable = error
 
     def _take_over(self, epoch: int) -> None:
         try:

@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import psycopg.conninfo
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler import logs
 from reconciler.leader import LeaderSettings
@@ -205,7 +206,8 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
         async with client(harness) as http:
             assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
             proxy.cut()
-            await harness.advance(6)  # renewals fail past the renew deadline: it stands by
+            with capture_logs() as cut:
+                await harness.advance(6)  # renewals fail past the renew deadline: it stands by
             text = (await http.get("/metrics")).text
             assert metric(text, "capctl_state_store_reachable") == 0 and metric(text, "capctl_leader") == 0
             assert metric(text, 'capctl_reconcile_errors_total{reason="state-read"}') == 0
@@ -213,8 +215,12 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
             assert ready.status_code == 503 and ready.text.startswith("not ready (standby: the state store cannot")
             assert ready.text.count("cannot connect to the PostgreSQL state store") == 1
             proxy.restore()
-            await harness.advance(2)  # the next attempt reaches the store (its old lease lapses on the server's clock)
+            with capture_logs() as back:
+                await harness.advance(2)  # the next attempt reaches the store (its lease lapses on the server's clock)
             assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
+        # Said once each way, whatever the role (a standby logs nothing else during an outage).
+        assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
+        assert [e["event"] for e in back].count("the state store answers again") == 1
     finally:
         await harness.stop()
         proxy.close()
