@@ -80,10 +80,10 @@ class _StateCollector(Collector):
             " or whose last observation failed (unknown)",
             labels=["status"],
         )
-        counts = self._statuses()
         # Every status, and "unknown": tasks whose last observation failed (the daemon does not know).
-        for status in [*(s.value for s in TaskStatus), "unknown"] if counts is not None else []:
-            tasks.add_metric([status], counts.get(status, 0))
+        if (counts := self._statuses()) is not None:
+            for status in [*(s.value for s in TaskStatus), "unknown"]:
+                tasks.add_metric([status], counts.get(status, 0))
         depth = GaugeMetricFamily("capctl_queue_depth", "Task keys ready to be reconciled now")
         depth.add_metric([], self._depth())
         return [tasks, depth]
