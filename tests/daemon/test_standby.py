@@ -48,17 +48,7 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
     harness.sim.publish("zego", "class-1", stream_id="teacher")
     # A resync of an hour: only the callback can make the leader look at the recording before then.
     leader = await harness.start(leader_store, resync=3600.0)
-    standby = Daemon(
-        [str(harness.specs)],
-        standby_store,
-        harness.clock,
-        resync=3600.0,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        rng=random.Random(2),
-        elect_in_thread=False,
-        holder="capctl run on standby",
-    )
-    await standby.start()
+    standby = await harness.start_standby(standby_store, resync=3600.0)
     try:
         await settle()
         assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
@@ -180,16 +170,7 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
     leader_store, standby_store = two_stores
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
     leader = await harness.start(leader_store)
-    standby = Daemon(
-        [str(harness.specs)],
-        standby_store,
-        harness.clock,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        rng=random.Random(2),
-        elect_in_thread=False,
-        holder="capctl run on standby",
-    )
-    await standby.start()
+    standby = await harness.start_standby(standby_store)
     try:
         await harness.advance(30)  # nobody in the lobby: it idles out at 20 s and the leader re-issues it
         record = leader.records.get(LOBBY)
@@ -218,15 +199,7 @@ async def test_a_replica_without_a_valid_spec_set_leaves_the_lead_to_one_that_ha
     broken_specs.mkdir()
     (broken_specs / "jobs.yaml").write_text("apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: x}\nspec: {}\n")
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
-    broken = Daemon(
-        [str(broken_specs)],
-        broken_store,
-        harness.clock,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        elect_in_thread=False,
-        holder="capctl run on broken",
-    )
-    await broken.start()  # first, on a free lock
+    broken = await harness.start_standby(broken_store, broken_specs, holder="capctl run on broken")  # first
     try:
         await harness.advance(3)
         assert not broken.lease.elector.is_leader
@@ -253,15 +226,8 @@ async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per
     proxy = Proxy((str(given["host"]), int(str(given["port"]))))
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     await harness.start(open_state(pg_url))
-    standby = Daemon(
-        [str(harness.specs)],
-        PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2),
-        harness.clock,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        elect_in_thread=False,
-        holder="capctl run on standby",
-    )
-    await standby.start()
+    relayed = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    standby = await harness.start_standby(relayed)
     try:
         proxy.cut()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
