@@ -35,12 +35,17 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         acting = daemon.lease.acting()
         if read is not None and not acting:  # (a term that began meanwhile read the state itself)
             daemon.records.adopt(read)
-        stale = f"; the state store cannot be read ({unread}): tasks as this replica last read them" if unread else ""
+        role = daemon.lease.role()
+        stale = ""
+        if unread:  # the role may quote the store's error already
+            stale = "; tasks as this replica last read them" + (
+                "" if unread in role else f" (cannot read them: {unread})"
+            )
         replica = Replica(
             role="leader" if acting else "standby",
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
             if acting
-            else f"does not act: {daemon.lease.role()}{stale}",
+            else f"does not act: {role}{stale}",
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
