@@ -328,14 +328,21 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
         lock.release()
 
 
+# Stopping the one holder is not enough: a standby replica takes the lock within a retry period.
+_STOP_EVERY_REPLICA = (
+    "stop the daemon first (SIGTERM), every replica of it: a standby takes the lock within seconds"
+    " (Kubernetes: `kubectl scale deploy/capctl --replicas=0`)"
+)
+
+
 def _daemon_advice(command: str, url: str | None) -> str:
     sync = f"capctl sync --daemon {url}" if url else "capctl sync --daemon URL"
     if command == "capctl apply":
         return (
             f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
-            "To apply by hand instead, stop the daemon first (SIGTERM)."
+            f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
         )
-    return f"Stop the daemon first (SIGTERM), run `{command}`, then start it again."
+    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then start it again."
 
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from reconciler.daemon.specset import changed_keys
 from reconciler.daemon.storehealth import probe_store
 from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
-from reconciler.spec import SpecSet
+from reconciler.spec import SpecErrors, SpecSet
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -52,11 +52,12 @@ class Daemon(DaemonParts):
         """Lead or stand by (lease.py), read the state and the specs, start working (a standby's workers
         drop their keys until it leads)."""
         self.background.bind()
-        await self.lease.take()
+        specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
+        await self.lease.take(lead=not isinstance(specs, SpecErrors))
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.rooms.book.load()
-        self.reload()
+        self.specs.take(specs)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
         self.background.spawn(self.lease.keep(), "capctl-lease")
@@ -135,6 +136,8 @@ class Daemon(DaemonParts):
 
     def _specs_taken(self, old: SpecSet | None, spec: SpecSet) -> None:
         self.vendors.configure(spec.providers)
+        if old is None:  # started without a valid set, it did not try to lead (lease.py): it may now
+            self.background.spawn(self.lease.lead_now(), "capctl-lead")
         before = self.reconciler.spec if old is not None else None
         summary = spec.summary()  # of the set as loaded, as the status page says it (selector rooms apart)
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler.clock import Clock
+from reconciler.daemon.connections import Throttle
 from reconciler.model import ProviderConfig
 from reconciler.providers.callbacks import CallbackEvent, CallbackRejected
 from reconciler.state.base import InboxEntry, StateError
@@ -74,6 +75,8 @@ class Inbox:
         self._acting = acting
         self._deliver = deliver  # the controller acts on a routed callback (queues its keys)
         self._draining: asyncio.Task[int] | None = None
+        # A database outage fails every callback a standby receives: one warning a minute, not one each.
+        self._unstored = Throttle(clock)
 
     def store(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig]) -> tuple[int, str]:
         """(HTTP status, reason) for a callback a standby received: 200 only once it is stored."""
@@ -85,7 +88,13 @@ class Inbox:
         try:
             stored = self._state.inbox_put(entry_of(event, body, now))
         except StateError as exc:
-            log.warning("could not store a callback in the inbox; the vendor retries", vendor=vendor, error=str(exc))
+            if (held := self._unstored.allow()) is not None:
+                log.warning(
+                    "could not store a callback in the inbox; the vendor retries",
+                    vendor=vendor,
+                    error=str(exc),
+                    repeats_held_back=held,
+                )
             return 503, f"standby: cannot store the callback for the leader: {exc}"
         self._router.count(vendor, "stored" if stored else "duplicate")
         return 200, "stored for the leader" if stored else "duplicate: already stored for the leader"

@@ -38,6 +38,7 @@ class Lease:
         *,
         refresh: Callable[[], object],
         regained: Callable[[], None],
+        may_lead: Callable[[], bool],
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
@@ -46,6 +47,11 @@ class Lease:
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
         self._regained = regained  # called once a term's takeover read the state: observe, then act
+        # A replica with no valid spec set in force would lead and act on nothing while one that has a set
+        # stands by: it does not try to take the lock until it has one.
+        self._may_lead = may_lead
+        self._held_back = False  # started without a valid spec set: its first valid set tries at once
+        self._unreachable: str | None = None  # the store's error at the last attempt (logged when it changes)
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
@@ -73,6 +79,8 @@ class Lease:
         elector = self.elector
         if elector.is_leader:
             return f"leader (epoch {elector.epoch}): reading the state before acting"
+        if not self._may_lead():
+            return "standby: no valid spec set in force; it tries to take the lead once it has one"
         if elector.last_error is not None:
             return f"standby: the state store cannot be reached: {elector.last_error}"
         if elector.other_holder is not None:
@@ -81,9 +89,11 @@ class Lease:
             return f"standby: lost leadership ({self._lost_why}); trying to take the lead"
         return "standby: trying to take the lead"
 
-    async def take(self) -> None:
-        """The first attempt, at start: lead or stand by; either way read the state (raises StateError)."""
-        self._wait = await self._tick()
+    async def take(self, *, lead: bool) -> None:
+        """The first attempt, at start (`lead`: the specs read are valid): lead or stand by; either way read
+        the state (raises StateError)."""
+        self._held_back = not lead
+        self._wait = await self._tick(lead)
         self._refresh()
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
@@ -99,17 +109,41 @@ class Lease:
         when exactly); a new term is taken over (state read afresh, then `regained`) before it acts."""
         while True:
             await self.clock.sleep(self._wait)
-            self._wait = await self._tick()
-            epoch = self.elector.epoch
-            if epoch is not None and epoch != self._acting_epoch:
-                self._take_over(epoch)
+            await self._attempt(self._may_lead())
 
-    async def _tick(self) -> float:
-        return await asyncio.to_thread(self._tick_once) if self._in_thread else self._tick_once()
+    async def lead_now(self) -> None:
+        """The first valid spec set of a replica that started without one: try to lead now, not a retry
+        period later (as a replica started with a valid set does)."""
+        if self._held_back:
+            self._held_back = False
+            await self._attempt(True)
 
-    def _tick_once(self) -> float:
+    async def _attempt(self, lead: bool) -> None:
+        self._wait = await self._tick(lead)
+        self._tell_reachability(self.elector.last_error)
+        epoch = self.elector.epoch
+        if epoch is not None and epoch != self._acting_epoch:
+            self._take_over(epoch)
+
+    async def _tick(self, lead: bool) -> float:
+        """Renew as the leader; as a standby, try to take the lock if `lead`."""
+        return await asyncio.to_thread(self._tick_once, lead) if self._in_thread else self._tick_once(lead)
+
+    def _tick_once(self, lead: bool) -> float:
         with self._ticking:
-            return self.elector.settings.retry_period if self._released else self.elector.tick()
+            if self._released or not (lead or self.elector.is_leader):
+                return self.elector.settings.retry_period
+            return self.elector.tick()
+
+    def _tell_reachability(self, error: str | None) -> None:
+        """One line when the store stops answering this replica's lock attempts and one when it answers
+        again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
+        if (error is None) != (self._unreachable is None):
+            if error is not None:
+                log.warning("cannot reach the state store; trying again every retry period", error=error)
+            else:
+                log.info("the state store answers again", role=self.role())
+        self._unreachable = error
 
     def _take_over(self, epoch: int) -> None:
         try:

@@ -69,8 +69,8 @@ LAST_VENDOR_FAILURE: ContextVar[VendorFailure | None] = ContextVar("capctl_last_
 class _StateCollector(Collector):
     """Gauges computed at scrape time from the controller's live view."""
 
-    def __init__(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
-        self._statuses = statuses
+    def __init__(self, statuses: Callable[[], Mapping[str, int] | None], depth: Callable[[], int]) -> None:
+        self._statuses = statuses  # None: not leading, no sample (a standby's records are those it read last)
         self._depth = depth
 
     def collect(self) -> list[GaugeMetricFamily]:
@@ -80,10 +80,10 @@ class _StateCollector(Collector):
             " or whose last observation failed (unknown)",
             labels=["status"],
         )
-        counts = self._statuses()
         # Every status, and "unknown": tasks whose last observation failed (the daemon does not know).
-        for status in [*(s.value for s in TaskStatus), "unknown"]:
-            tasks.add_metric([status], counts.get(status, 0))
+        if (counts := self._statuses()) is not None:
+            for status in [*(s.value for s in TaskStatus), "unknown"]:
+                tasks.add_metric([status], counts.get(status, 0))
         depth = GaugeMetricFamily("capctl_queue_depth", "Task keys ready to be reconciled now")
         depth.add_metric([], self._depth())
         return [tasks, depth]
@@ -172,6 +172,13 @@ class Metrics:
             "Times this replica became leader or lost leadership",
             registry=self.registry,
         )
+        # Every replica tries the lock every retry period, leader or not: whether that reached the store is
+        # the one signal of an outage that standbys (which reconcile nothing) and a deposed leader give.
+        self.state_store_reachable = Gauge(
+            "capctl_state_store_reachable",
+            "1 when this replica's last attempt to take or renew the state lock reached the state store, else 0",
+            registry=self.registry,
+        )
         self.spec_set_info = Gauge(
             "capctl_spec_set_info",
             "1, labelled with the digest of the spec set in force (the leader's is the set that acts)",
@@ -187,7 +194,7 @@ class Metrics:
         for reason in RECONCILE_ERROR_REASONS:  # every series exists from the start: rate() needs a zero
             self.reconcile_errors.labels(reason=reason)
 
-    def watch(self, statuses: Callable[[], Mapping[str, int]], depth: Callable[[], int]) -> None:
+    def watch(self, statuses: Callable[[], Mapping[str, int] | None], depth: Callable[[], int]) -> None:
         """Register the scrape-time gauges (called once by the controller)."""
         self.registry.register(_StateCollector(statuses, depth))
 

@@ -94,8 +94,10 @@ class DaemonParts(ABC):
             self.metrics,
             refresh=lambda: self.records.refresh(),
             regained=self._regained,
+            may_lead=lambda: self.specs.current is not None,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
+        self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))
         self.state = LeaderStore(shared, self.lease.elector)
         self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
         self.queue = WorkQueue(clock)
@@ -129,8 +131,13 @@ class DaemonParts(ABC):
         parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
         self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
         self._app: Starlette | None = None  # built on first use (`asgi_app`)
-        self.metrics.watch(self.reconciler.status_counts, lambda: self.queue.depth)
-        self.metrics.registry.register(RoomGauges(lambda: room_counts(self.records.values(), self.runtimes.snapshot())))
+        # Task and room counts come from the leader alone: a standby's records are those it read last (at
+        # start, or when it last led), and a sum over the replicas must count each task once.
+        leading = self.lease.acting
+        self.metrics.watch(lambda: self.reconciler.status_counts() if leading() else None, lambda: self.queue.depth)
+        self.metrics.registry.register(
+            RoomGauges(lambda: room_counts(self.records.values(), self.runtimes.snapshot()) if leading() else {})
+        )
         self.workers = Workers(self.queue, self.reconciler, self.metrics, clock, self.store_health, self.lease.acting)
 
     @abstractmethod

@@ -27,7 +27,8 @@ def readiness_of(lease: Lease, store: StoreHealth, specs: SpecState) -> Readines
     """Ready = it acts (leader) or can take callbacks into the inbox (standby); the reason says which."""
     role = lease.role()
     if (unreachable := lease.elector.last_error) is not None:
-        return Readiness(False, f"not ready ({role}): the state store cannot be reached: {unreachable}")
+        why = f"the state store cannot be reached: {unreachable}"  # a standby's role says it already
+        return Readiness(False, f"not ready ({role})" if role.endswith(why) else f"not ready ({role}): {why}")
     if (problem := store.problem()) is not None:
         return Readiness(False, f"not ready ({role}): {problem}")
     if (said := specs.problem()) is not None:

@@ -11,7 +11,7 @@ commits is also told to the status page's run history (`reconciler.status.histor
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from reconciler.clock import Clock, SystemClock
@@ -40,10 +40,14 @@ class RecordCache:
         self._by_vendor_id: dict[RunId, str] = {}
 
     def refresh(self) -> dict[str, TaskRecord]:
-        """Read everything from the store (at start)."""
+        """Read everything from the store (at start, and when a term begins)."""
+        return self.adopt(self.store.load().records)
+
+    def adopt(self, records: Mapping[str, TaskRecord]) -> dict[str, TaskRecord]:
+        """Take `records`, just read from the store, as the whole cache (a standby's status page reads them)."""
         self._records = {}
         self._by_vendor_id = {}
-        for record in self.store.load().records.values():
+        for record in records.values():
             self._remember(record)
         return dict(self._records)
 

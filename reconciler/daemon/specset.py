@@ -52,7 +52,11 @@ class SpecState:
         self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)
 
     def reload(self) -> bool:
-        return self.take(read_specs(self.paths, self._fingerprint_key))
+        return self.take(self.read())
+
+    def read(self) -> SpecSet | SpecErrors:
+        """Read and validate the specs; nothing is put in force (`take` does)."""
+        return read_specs(self.paths, self._fingerprint_key)
 
     async def reload_async(self) -> bool:
         """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the

@@ -5,13 +5,20 @@ its record cache (with the run history it keeps; the callback router tells it ab
 task is next observed (its `KeyRuntime`), the leader election (lease.py), the spec set in force and the
 log's recent events.
 A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
+A standby's cache holds the state as the replica last read it (at start, or when it last led): its page
+reads the records afresh first, so it shows what the leader recorded, as the leader's page does.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from reconciler import logs
+from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT
+from reconciler.model import TaskRecord
+from reconciler.state.base import StateError
 from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
 from reconciler.status.routes import SnapshotProvider
 
@@ -23,14 +30,22 @@ __all__ = ["snapshot_provider"]
 
 
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
-    def build(query: StatusQuery) -> StatusSnapshot:
+    def build(query: StatusQuery, read: Mapping[str, TaskRecord] | None, unread: str | None) -> StatusSnapshot:
         spec, specs = daemon.spec, daemon.specs
         acting = daemon.lease.acting()
+        if read is not None and not acting:  # (a term that began meanwhile read the state itself)
+            daemon.records.adopt(read)
+        role = daemon.lease.role()
+        stale = ""
+        if unread:  # the role may quote the store's error already
+            stale = "; tasks as this replica last read them" + (
+                "" if unread in role else f" (cannot read them: {unread})"
+            )
         replica = Replica(
             role="leader" if acting else "standby",
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
             if acting
-            else _not_acting(daemon.lease.role()),
+            else _not_acting(role) + stale,
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports
             spec_loaded_at=specs.loaded_at,
             spec_summary=spec.summary() if spec is not None else None,
@@ -49,7 +64,16 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         return build_snapshot(inputs, query, daemon.clock.now())
 
     async def provide(query: StatusQuery) -> StatusSnapshot:
-        return await daemon.on_daemon_loop(build, query)
+        read, unread = None, None
+        if not daemon.lease.acting():  # bounded as /readyz's probe: a hung store must not hang the page
+            try:
+                load = asyncio.to_thread(daemon.records.store.load)
+                read = (await asyncio.wait_for(load, STORE_PROBE_TIMEOUT)).records
+            except StateError as exc:
+                unread = str(exc)
+            except TimeoutError:
+                unread = f"no answer within {STORE_PROBE_TIMEOUT:g} s"
+        return await daemon.on_daemon_loop(build, query, read, unread)
 
     return provide
 

@@ -100,14 +100,14 @@ class Harness:
         await settle()
         return daemon
 
-    async def start_standby(self, **options: Any) -> Daemon:
-        """A second replica on the same specs, state file and simulator (a standby while another leads);
-        not the harness's daemon: callbacks reach it only once `_daemon_app` is pointed at it."""
+    async def start_standby(self, store: StateStore | None = None, specs: Path | None = None, **options: Any) -> Daemon:
+        """A second replica on the same simulator, specs and state file (or `specs`, `store`): a standby
+        while another leads; not the harness's daemon: callbacks reach it once `_daemon_app` points at it."""
         merged = {"resync": 30.0, "rng": __import__("random").Random(2), "elect_in_thread": False, **options}
         merged.setdefault("holder", "capctl run on standby")
-        store = SQLiteStateStore(self.state_path)
+        store = store or SQLiteStateStore(self.state_path)
         standby = Daemon(
-            [str(self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app), **merged
+            [str(specs or self.specs)], store, self.clock, transport=httpx.ASGITransport(app=self.sim_app), **merged
         )
         await standby.start()
         return standby

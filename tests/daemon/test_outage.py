@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import psycopg.conninfo
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler import logs
 from reconciler.leader import LeaderSettings
@@ -28,6 +30,7 @@ from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
+from tests.state.test_state_leader import Proxy
 
 LOBBY = "SnapshotJob/audit/lobby"
 
@@ -188,3 +191,36 @@ def test_probes_answer_while_the_database_is_paused(tmp_path: Path, pg_url: str)
             os.kill(backend, signal.SIGCONT)
         daemon.terminate()
         daemon.wait(timeout=30)
+
+
+async def test_every_replica_exports_whether_it_reaches_the_state_store(harness: Harness, pg_url: str) -> None:
+    """A database outage: the leader soon stands by and nobody reconciles, so no reconcile error says it;
+    `capctl_state_store_reachable` (the alert CapctlStateStoreUnreachable) does, until the store is back."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    store = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    try:
+        await harness.start(store, leader=LeaderSettings(6.0, 4.0, 1.0))
+        await harness.advance(1)
+        async with client(harness) as http:
+            assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
+            proxy.cut()
+            with capture_logs() as cut:
+                await harness.advance(6)  # renewals fail past the renew deadline: it stands by
+            text = (await http.get("/metrics")).text
+            assert metric(text, "capctl_state_store_reachable") == 0 and metric(text, "capctl_leader") == 0
+            assert metric(text, 'capctl_reconcile_errors_total{reason="state-read"}') == 0
+            ready = await http.get("/readyz")  # the store's error once, not twice (role, then reason)
+            assert ready.status_code == 503 and ready.text.startswith("not ready (standby: the state store cannot")
+            assert ready.text.count("cannot connect to the PostgreSQL state store") == 1
+            proxy.restore()
+            with capture_logs() as back:
+                await harness.advance(2)  # the next attempt reaches the store (its lease lapses on the server's clock)
+            assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
+        # Said once each way, whatever the role (a standby logs nothing else during an outage).
+        assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
+        assert [e["event"] for e in back].count("the state store answers again") == 1
+    finally:
+        await harness.stop()
+        proxy.close()

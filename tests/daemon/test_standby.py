@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg.conninfo
 import pytest
 from structlog.testing import capture_logs
 
@@ -18,12 +19,16 @@ from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
+from reconciler.state.postgres import PostgresStateStore
+from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.specdocs import recording_job, snapshot_job
+from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
+LOBBY = "SnapshotJob/audit/lobby"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,17 +48,7 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
     harness.sim.publish("zego", "class-1", stream_id="teacher")
     # A resync of an hour: only the callback can make the leader look at the recording before then.
     leader = await harness.start(leader_store, resync=3600.0)
-    standby = Daemon(
-        [str(harness.specs)],
-        standby_store,
-        harness.clock,
-        resync=3600.0,
-        transport=httpx.ASGITransport(app=harness.sim_app),
-        rng=random.Random(2),
-        elect_in_thread=False,
-        holder="capctl run on standby",
-    )
-    await standby.start()
+    standby = await harness.start_standby(standby_store, resync=3600.0)
     try:
         await settle()
         assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
@@ -165,3 +160,91 @@ async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stand
     assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
     assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
+
+
+async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
+    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once)."""
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    leader = await harness.start(leader_store)
+    standby = await harness.start_standby(standby_store)
+    try:
+        await harness.advance(30)  # nobody in the lobby: it idles out at 20 s and the leader re-issues it
+        record = leader.records.get(LOBBY)
+        assert record is not None and record.reissue_count == 1 and record.started_at is not None
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            page = (await http.get("/api/v1/status")).json()
+            metrics = (await http.get("/metrics")).text
+        assert page["replica"]["role"] == "standby"
+        (task,) = (t for j in page["jobs"] for g in j["groups"] for t in g["tasks"])
+        assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
+        assert task["running_since"] == iso_utc(record.started_at)
+        assert "capctl_tasks{" not in metrics and "capctl_rooms_active{" not in metrics
+        assert 'capctl_tasks{status="running"} 1.0' in leader.metrics.render().decode()
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_replica_without_a_valid_spec_set_leaves_the_lead_to_one_that_has_one(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """A pod whose specs do not load (a secret missing from its environment, a bad checkout) leading would
+    act on nothing, while a replica with a valid set stood by: it stands by until it has a valid set."""
+    broken_store, good_store = two_stores
+    broken_specs = harness.tmp_path / "broken"
+    broken_specs.mkdir()
+    (broken_specs / "jobs.yaml").write_text("apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: x}\nspec: {}\n")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    broken = await harness.start_standby(broken_store, broken_specs, holder="capctl run on broken")  # first
+    try:
+        await harness.advance(3)
+        assert not broken.lease.elector.is_leader
+        assert "no valid spec set in force" in broken.readiness().reason
+        good = await harness.start(good_store)
+        await harness.advance(3)
+        assert good.lease.acting() and harness.calls("StartSnapshot") == 1
+        write_specs(broken_specs, snapshot_job("audit", ["lobby"]))
+        assert broken.reload()
+        await harness.stop()  # the leader goes: the replica, valid now, takes over
+        await harness.advance(3)
+        assert broken.lease.acting() and harness.calls("StartSnapshot") == 1  # observed running: not started again
+    finally:
+        await broken.stop()
+        broken.records.close()
+
+
+async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per_callback(
+    harness: Harness, pg_url: str
+) -> None:
+    """A database outage fails every callback a standby receives (6 rooms: 45 warnings in 40 s by hand; a
+    fleet's images every 5 s would log hundreds a second): one warning, with the repeats it held back."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(open_state(pg_url))
+    relayed = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    standby = await harness.start_standby(relayed)
+    try:
+        proxy.cut()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            with capture_logs() as logs:
+                for n in range(4):
+                    refused = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id=f"e{n}"))
+                    assert refused.status_code == 503
+                harness.clock.advance(61)
+                assert (
+                    await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e9"))
+                ).status_code == 503
+            await harness.advance(2)  # a lock attempt fails too: the role says why, once
+            detail = (await http.get("/api/v1/status")).json()["replica"]["detail"]
+        assert detail.endswith("; tasks as this replica last read them") and detail.count("cannot connect") == 1
+        warned = [e for e in logs if e["event"] == "could not store a callback in the inbox; the vendor retries"]
+        assert [e["repeats_held_back"] for e in warned] == [0, 3]
+    finally:
+        await standby.stop()
+        standby.records.close()
+        proxy.close()

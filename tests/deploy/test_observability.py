@@ -156,3 +156,14 @@ def test_the_runbook_lists_every_alert_with_its_severity() -> None:
     table = guide[guide.index("| alert | fires when |") :].split("\n\n")[0]
     documented = dict(re.findall(r"^\| `(\w+)` \((\w+)\) \|", table, re.M))
     assert documented == rules
+
+
+def test_replica_level_alerts_fire_on_any_replica() -> None:
+    """Gauges every replica exports for itself are alerted on the worst replica: `max` over the replicas
+    hid a pod whose specs do not load (it stands by for good) behind the others' valid sets."""
+    exprs = dict(rule_exprs())
+    for alert, gauge in (
+        ("CapctlSpecSetInvalid", "capctl_spec_set_valid"),
+        ("CapctlStateStoreUnreachable", "capctl_state_store_reachable"),
+    ):
+        assert f"min({gauge}) < 1" in exprs[f"rule {alert}"], alert
