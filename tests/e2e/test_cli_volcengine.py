@@ -256,6 +256,23 @@ def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdi
     assert state(work)[LOBBY]["status"] == "removed"
 
 
+def test_a_start_whose_answers_were_lost_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
+    """Every try of StartSnapshot takes effect but its answer is lost: the record is `failed`, without a vendor
+    id, while the task runs. Removing the job must stop it by the RoomId + TaskId it sent, not tombstone it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartSnapshot"])
+    work.apply(expect=1)
+    work.sim.http.delete("/faults")
+    assert state(work)[LOBBY]["status"] == "failed" and len(running(work)) == 1
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob/audit/lobby" in plan and "nothing to stop" not in plan
+    work.apply()
+    assert running(work) == []
+    assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
+    assert state(work)[LOBBY]["status"] == "removed"
+
+
 def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:
     """On a terminal, Ctrl-D at `Apply these changes?` is a no: `Error: apply cancelled`, exit 1, nothing
     started (not click's bare "Aborted.", in red whatever --no-color says)."""
