@@ -171,6 +171,27 @@ async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harnes
         assert len(synced.json()["reason"]) < 500
 
 
+async def test_a_flood_of_forged_callbacks_is_logged_once_a_minute_and_counted_in_full(harness: Harness) -> None:
+    """Whoever reaches the callback route must not decide the log's volume: refusals of one vendor and status
+    are said once a minute with the number held back; the metric counts every one."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    async with await client(harness) as http:
+        with capture_logs() as logs:
+            for n in range(50):
+                forged = volc_body(harness, event_id=f"f{n}", secret="guess")
+                assert (await http.post("/callbacks/volcengine", json=forged)).status_code == 401
+            assert (await http.post("/callbacks/volcengine", content=b"{")).status_code == 400  # another status
+            await harness.advance(61)
+            late = volc_body(harness, event_id="late", secret="guess")
+            assert (await http.post("/callbacks/volcengine", json=late)).status_code == 401
+    warnings = [(e["status"], e.get("repeats_held_back")) for e in logs if e["event"] == "callback rejected"]
+    assert warnings == [(401, None), (400, None), (401, 49)]
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 52
+
+
 def test_what_is_not_json_is_refused_in_its_own_words() -> None:
     """Python's parser takes NaN and Infinity (not JSON) and answers a 5,000-digit number with advice to call
     sys.set_int_max_str_digits(): both are malformed JSON, said as such."""
