@@ -26,7 +26,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
     "bad_yaml_control_character": (
         6,
-        15,
+        16,
         "the character U+001B is not allowed in YAML (in a double-quoted string, write",
     ),
     "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
