@@ -44,6 +44,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             next_observation=lambda key: daemon.runtimes.get(key).next_observe,
             next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
+            unknown={key for key, status in daemon.runtimes.unconfirmed().items() if status == "unknown"},
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 

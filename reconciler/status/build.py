@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_ATTENTION",
     "MIN_GAP_SECONDS",
     "MIN_WINDOW_SECONDS",
+    "UNKNOWN_NOTE",
     "StatusInputs",
     "build_snapshot",
     "job_of",
@@ -50,6 +51,9 @@ MAX_FIELD_CHARS = 300  # a log field longer than this is cut on the page (the lo
 MIN_GAP_SECONDS = 1.0
 MIN_WINDOW_SECONDS = 900.0  # the shortest span a timeline draws
 _RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
+
+
+UNKNOWN_NOTE = "its last status query failed: the vendor may have stopped it (see the log's `observation failed`)"
 
 
 def _never(_: str) -> float | None:
@@ -66,6 +70,7 @@ class StatusInputs:
     next_observation: Callable[[str], float | None] = _never  # when the daemon next observes a task
     events: Sequence[Mapping[str, Any]] = ()  # recent log events, oldest first (reconciler.logs.recent_events)
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
+    unknown: Collection[str] = frozenset()  # keys whose last status query failed: the daemon does not know
 
 
 def job_of(key: str) -> str:
@@ -79,8 +84,11 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     matching: list[tuple[str, int, str, TaskRecord]] = []
     rank, last = _RANK, len(_RANK)
     status_filter, job_filter = query.status, query.job is not None
+    looks_failed, unknown = inputs.unknown, 0
     for record in inputs.records:
         key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
+        if looks_failed and status is TaskStatus.RUNNING and key in looks_failed:
+            unknown += 1
         job = job_of(key)
         counts[job, status] = counts.get((job, status), 0) + 1
         if (status_filter is None or status == status_filter) and (not job_filter or query.matches_job(job)):
@@ -111,6 +119,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         jobs=_jobs_on_page(shown, by_job, inputs, now),
         rooms=_rooms_on_page(shown, inputs.history, now),
         decisions=_decisions(inputs, query),
+        unknown=unknown,
     )
 
 
@@ -152,7 +161,8 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         stop_reason=record.stop_reason if status != "running" else None,
         reissue_count=record.reissue_count,
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
-        last_error=record.last_error,
+        last_error=record.last_error
+        or (UNKNOWN_NOTE if status == "running" and record.key in inputs.unknown else None),
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
     )

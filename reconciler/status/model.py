@@ -248,7 +248,15 @@ class StatusSnapshot:
     jobs: tuple[JobView, ...]  # the jobs with tasks on this page
     rooms: tuple[RoomTimeline, ...]  # rooms of the tasks on this page
     decisions: tuple[Decision, ...]  # newest first, filtered
+    # Tasks recorded running whose last status query failed (a vendor outage, a wrong secret): not known
+    # to run, so the page does not say that every task is running (`capctl_tasks{status="unknown"}`).
+    unknown: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """No task recorded failed, stopped, dormant or pending."""
+        return all(s in SETTLED for s, _ in self.totals)
 
     @property
     def all_running(self) -> bool:
-        return all(s in SETTLED for s, _ in self.totals)
+        return self.unknown == 0 and self.settled

@@ -182,6 +182,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             "spec_error_since": _time(r.spec_error_since),
         },
         "all_running": snapshot.all_running,
+        "unknown": snapshot.unknown,
         "totals": dict(snapshot.totals),
         "jobs_total": snapshot.jobs_total,
         "attention": [{"job": j.job, "counts": dict(j.counts)} for j in snapshot.attention],

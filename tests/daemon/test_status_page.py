@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client, volc_body
 from tests.specdocs import snapshot_job
@@ -111,3 +112,23 @@ async def test_no_status_page_serves_neither_route(harness: Harness) -> None:
         assert off.status_code == 404 and "--no-status-page" in off.text
         assert (await http.get("/api/v1/status")).status_code == 404
         assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_during_a_vendor_outage_the_page_does_not_say_every_task_is_running(harness: Harness) -> None:
+    """Every status query fails (the vendor is down, or stopped the task meanwhile): the records still say
+    running, `capctl_tasks{status="unknown"}` says otherwise, and the page said "Every task is running."."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"], idle=600))
+    await harness.start(resync=10.0)
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    await harness.advance(30)
+    async with await client(harness) as http:
+        during = (await http.get("/api/v1/status")).json()
+        page = (await http.get("/")).text
+        assert during["all_running"] is False and during["unknown"] == 2 and during["totals"] == {"running": 2}
+        assert "its last status query failed" in (task_of(during, LOBBY)["last_error"] or "")
+        assert "Every task is running." not in page and "The status of 2 task(s) recorded running is unknown" in page
+        harness.sim.faults.set(FaultConfig())
+        await harness.advance(30)
+        after = (await http.get("/api/v1/status")).json()
+        assert after["all_running"] is True and after["unknown"] == 0 and task_of(after, LOBBY)["last_error"] is None
