@@ -10,19 +10,37 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["MAX_JSON_DEPTH", "load_json"]
+__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "load_json"]
 
 MAX_JSON_DEPTH = 32  # a vendor callback nests 3 levels; a sync request 2
+# An app id or a time has at most 20 digits; Python's own limit (4,300) answers with advice for programmers.
+MAX_INT_DIGITS = 100
+
+
+class _Refused(ValueError):
+    """Valid to Python's parser, not to JSON or to us: NaN and Infinity, an integer of absurd length."""
+
+
+def _constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON value")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Refused(f"a number of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def load_json(data: bytes | str) -> Any:
     """`json.loads`, but nesting deeper than MAX_JSON_DEPTH is refused; ValueError says what is wrong."""
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_constant=_constant, parse_int=_integer)
     except UnicodeDecodeError:
         raise ValueError("malformed JSON: the body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except _Refused as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if _brackets(data) > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):

@@ -510,18 +510,19 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
 def _delete_reason(record: TaskRecord) -> str:
     if transitions.stoppable(record):
         return "removed from specs"
-    if record.status is TaskStatus.PENDING and record.client_task_id:  # found only by starting it again
+    if not transitions.start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
+    if record.client_task_id:  # ZEGO's current API: found only by starting it again
         return (
             "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
             "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
             "then remove it)"
         )
-    if record.status is TaskStatus.PENDING:  # the legacy API: no idempotency key, nothing can find it
-        return (
-            "removed from specs: its last start was never confirmed and the legacy API cannot find that "
-            "recording; if it runs, it ends at its idle timeout"
-        )
-    return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
+    # The legacy API: no idempotency key, nothing can find it.
+    return (
+        "removed from specs: its last start was never confirmed and the legacy API cannot find that "
+        "recording; if it runs, it ends at its idle timeout"
+    )
 
 
 def diff(

@@ -32,6 +32,7 @@ __all__ = [
     "observed",
     "removed",
     "restored",
+    "start_unconfirmed",
     "started",
     "still_running",
     "stoppable",
@@ -84,16 +85,22 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
     )
 
 
+def start_unconfirmed(record: TaskRecord) -> bool:
+    """Its last start got no answer that named a vendor task: a crash or a Ctrl-C during the call (PENDING),
+    or every try failed (FAILED), among them answers lost after the vendor acted. It may be running."""
+    return record.vendor_task_id is None and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+
+
 def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
-    ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed (a
-    crash or a Ctrl-C during its call) may be running: the vendor names it by the RoomId + TaskId capctl
-    sent, so it is stopped by those (an unknown task answers not-found)."""
-    return (
-        record.family is not ApiFamily.ZEGO_THUMBNAIL
-        and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
-        and (record.vendor_task_id is not None or record.family is ApiFamily.VOLC_SNAPSHOT)
-    )
+    ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed
+    (`start_unconfirmed`) may be running: the vendor names it by the RoomId + TaskId capctl sent, so it is
+    stopped by those (an unknown task answers not-found)."""
+    if record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return False
+    if record.family is ApiFamily.VOLC_SNAPSHOT and start_unconfirmed(record):
+        return True
+    return record.vendor_task_id is not None and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
 
 
 def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, str, str] | None:

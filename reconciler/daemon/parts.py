@@ -102,7 +102,7 @@ class DaemonParts(ABC):
         self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
-        self.router = CallbackRouter(self.records, self.metrics)
+        self.router = CallbackRouter(self.records, self.metrics, clock)
         self.rooms = RoomSelectors(  # room-selector jobs: room activity in, their tasks out (roomjobs.py)
             store,
             self.metrics,

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from reconciler.clock import Clock, SystemClock
+from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.roomorder import RoomOrder
@@ -55,9 +57,13 @@ class RoutedCallback:
 
 
 class CallbackRouter:
-    def __init__(self, records: RecordCache, metrics: Metrics) -> None:
+    def __init__(self, records: RecordCache, metrics: Metrics, clock: Clock | None = None) -> None:
         self._records = records
         self._metrics = metrics
+        self._clock = clock or SystemClock()
+        # One `callback rejected` line a minute per vendor and status: whoever reaches the route must not
+        # decide the log's volume (a flood of forged callbacks); the metric counts every refusal.
+        self._said: dict[tuple[str, int], Throttle] = {}
         self._deduper = Deduper()
         self._replays = ReplayGuard()
         self._rooms: dict[Room, list[str]] = {}  # room -> keys
@@ -80,8 +86,14 @@ class CallbackRouter:
         routed = self._route(vendor, body, providers, now)
         self._metrics.counter(self._metrics.callbacks, vendor, routed.outcome).inc()
         if routed.logged:
-            log.warning("callback rejected", vendor=vendor, status=routed.status, reason=routed.reason)
+            self._warn(vendor, routed.status, routed.reason)
         return routed
+
+    def _warn(self, vendor: str, status: int, reason: str) -> None:
+        held = self._said.setdefault((vendor, status), Throttle(self._clock)).allow()
+        if held is not None:
+            repeats = {"repeats_held_back": held} if held else {}
+            log.warning("callback rejected", vendor=vendor, status=status, reason=reason, **repeats)
 
     def _route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
         found = vendor_named(vendor)
@@ -111,7 +123,7 @@ class CallbackRouter:
         except CallbackRejected as exc:
             self.count(vendor, "rejected")
             if exc.logged:
-                log.warning("callback rejected", vendor=vendor, status=exc.status, reason=exc.reason)
+                self._warn(vendor, exc.status, exc.reason)
             raise
         return event
 

@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec import SpecSet
-from reconciler.spec.errors import did_you_mean
+from reconciler.spec.errors import did_you_mean, shorten
 
 __all__ = ["known_keys", "resync_keys", "sync_keys"]
 
 MAX_LISTED = 20  # unknown keys named in one answer
+MAX_KEY_CHARS = 300  # of each: a task key is a kind, a job name and a room id (at most 128 + 63 + 12)
 
 
 def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, list[str]]:
@@ -27,7 +28,8 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
         wanted = list(dict.fromkeys(keys))
         unknown = [k for k in wanted if k not in known]
         if unknown:
-            listed = ", ".join(unknown[:MAX_LISTED]) + (", …" if len(unknown) > MAX_LISTED else "")
+            listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
+            listed += ", …" if len(unknown) > MAX_LISTED else ""
             # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
             job = unknown[0].rpartition("/")[0] + "/"
             hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))

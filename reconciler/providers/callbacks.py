@@ -19,6 +19,7 @@ from typing import Any
 from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.secrets import Secret
+from reconciler.spec.errors import quote
 
 __all__ = [
     "MAX_SKEW",
@@ -128,7 +129,8 @@ def callback_secrets(providers: Iterable[ProviderConfig], vendor: str, app_id: s
     secrets = [p.callback_secret for p in matching if isinstance(p.callback_secret, Secret)]
     if not secrets:
         what = "no Provider" if not matching else "no Provider with a callbackSecret"
-        raise CallbackRejected(401, f"{what} for {vendor} app id {app_id!r}: cannot verify the callback")
+        # The app id is the client's word, not yet verified: quoted at a bounded size (answer and log line).
+        raise CallbackRejected(401, f"{what} for {vendor} app id {quote(app_id)}: cannot verify the callback")
     return secrets
 
 

@@ -234,6 +234,17 @@ class ZegoClient:
         raise VendorError(kind, str(code), text, api=api)
 
 
+# JSON's own names for what an answer was instead of an object (not Python's: `NoneType`, `list`).
+_JSON_TYPES: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
 def _parse(response: httpx.Response, envelope: Envelope) -> tuple[dict[str, Any] | None, str]:
     """The answer object if it is JSON with an integer code; otherwise why not (never the body itself)."""
     try:
@@ -241,7 +252,7 @@ def _parse(response: httpx.Response, envelope: Envelope) -> tuple[dict[str, Any]
     except ValueError as exc:
         return None, f"not JSON (HTTP {response.status_code}, {len(response.content)} bytes: {str(exc)[:80]})"
     if not isinstance(answer, dict):
-        return None, f"a JSON {type(answer).__name__}, not an object (HTTP {response.status_code})"
+        return None, f"a JSON {_JSON_TYPES.get(type(answer), 'value')}, not an object (HTTP {response.status_code})"
     code = answer.get(envelope.code)
     if isinstance(code, bool) or not isinstance(code, int):
         return None, f"no integer {envelope.code!r} field (HTTP {response.status_code})"

@@ -14,7 +14,7 @@ from typing import Final
 from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
 
-__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "dotted", "quote"]
+__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "dotted", "quote", "shorten"]
 
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
 QUOTE_CHARS: Final = 40
@@ -73,11 +73,16 @@ def quote(value: object) -> str:
     if isinstance(value, Secret | SecretText):
         return shown(value)
     if not isinstance(value, str):
-        value = repr(value)
-        return value if len(value) <= QUOTE_CHARS else f"{value[:QUOTE_CHARS]}… ({len(value)} characters)"
+        return shorten(repr(value))
     if len(value) <= QUOTE_CHARS:
         return repr(value)
     return f"{value[:QUOTE_CHARS]!r}… ({len(value)} characters)"
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text`, or its first `limit` characters, an ellipsis and the full length: what a client sent is
+    quoted in an answer or a log line at a bounded size."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

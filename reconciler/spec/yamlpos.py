@@ -281,6 +281,16 @@ class _Builder:
             if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
                 detail += " (a tab: YAML indents with spaces only)"
             self.errors.add(where, f"YAML syntax error: {detail}")
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow anywhere: no mark, a position
+            at = min(exc.position, len(text))
+            line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+            char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            escape = f"\\x{char:02x}" if char < 0x100 else f"\\u{char:04x}"
+            self.errors.add(
+                (self.file, line, col),
+                f"YAML syntax error: the character U+{char:04X} is not allowed in YAML (in a double-quoted string, "
+                f'write it as the escape "{escape}")',
+            )
         except yaml.YAMLError as exc:
             self.errors.add((self.file, 0, 0), f"YAML error: {exc}")
 

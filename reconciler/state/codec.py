@@ -52,6 +52,23 @@ _ENUMS: tuple[tuple[str, dict[Any, Any]], ...] = (
 )
 
 
+_TEXT, _NUMBER, _NONE = frozenset({str}), frozenset({int, float}), frozenset({type(None)})
+# The JSON types each field may hold once its enum is looked up: a row edited by hand (`"reissue_count":
+# "many"`) is refused when read, not a TypeError in the middle of an apply.
+_TYPES: dict[str, frozenset[type]] = {
+    **dict.fromkeys(("key", "provider", "target", "spec_hash", "fixed_hash"), _TEXT),
+    **dict.fromkeys(("vendor_task_id", "client_task_id", "stop_reason", "last_error", "selector"), _TEXT | _NONE),
+    **dict.fromkeys(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"), _NUMBER | _NONE),
+    **dict.fromkeys(("reissue_count", "unproductive_runs"), frozenset({int})),
+    **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
+    **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
+    "productive": frozenset({bool}),
+    **{name: frozenset({kind}) for name, kind in (("family", ApiFamily), ("kind", JobKind))},
+    **{name: frozenset({kind}) for name, kind in (("status", TaskStatus), ("restart_policy", RestartPolicy))},
+}
+assert _TYPES.keys() == _NAMES, "every TaskRecord field needs its stored types"
+
+
 # One encoder for every record: `json.dumps` with options builds a new one per call (a daemon writes a
 # record per observation that changed it, per action and per decision to wait).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -77,8 +94,11 @@ def decode(text: str | bytes) -> TaskRecord:
         for name, members in _ENUMS:
             if name in data:
                 data[name] = members[data[name]]
+        for name, value in data.items():
+            if type(value) not in _TYPES[name]:
+                raise TypeError(name)
         return TaskRecord(**data)
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):  # AttributeError: not a JSON object
         return _decode_checked(text)
 
 
@@ -98,6 +118,9 @@ def _decode_checked(text: str | bytes) -> TaskRecord:
                 data[name] = members[data[name]]
             except (KeyError, TypeError):
                 raise CodecError(f"stored record {data['key']!r} has unknown {name} {data[name]!r}") from None
+    for name, value in data.items():
+        if type(value) not in _TYPES[name]:
+            raise CodecError(f"stored record {data['key']!r} has a {name} of the wrong type ({type(value).__name__})")
     try:
         return TaskRecord(**data)
     except TypeError as exc:

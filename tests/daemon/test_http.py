@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
@@ -149,6 +150,60 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         assert answer.json()["reason"] == (
             "malformed callback: EventData is not JSON (malformed JSON: nested deeper than 32 levels)"
         )
+
+
+async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harness: Harness) -> None:
+    """An unknown app id (or sync key) of 100,000 characters: the answer and the log line quote its start and
+    its length, so each request under the 1 MiB limit cannot write a megabyte of log."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    async with await client(harness) as http:
+        with capture_logs() as logs:
+            for route, field in (("/callbacks/volcengine", "AppId"), ("/callbacks/zego", "app_id")):
+                answer = await http.post(route, json={field: "A" * 100_000, "Signature": "x", "signature": "x"})
+                assert answer.status_code == 401
+                assert answer.json()["reason"].endswith(
+                    f"app id '{'A' * 40}'… (100000 characters): cannot verify the callback"
+                )
+        assert [len(log["reason"]) < 200 for log in logs if log["event"] == "callback rejected"] == [True, True]
+        synced = await http.post("/api/v1/sync", json={"keys": ["S" * 100_000]})
+        assert synced.status_code == 404 and synced.json()["reason"].endswith("… (100000 characters)")
+        assert len(synced.json()["reason"]) < 500
+
+
+async def test_a_flood_of_forged_callbacks_is_logged_once_a_minute_and_counted_in_full(harness: Harness) -> None:
+    """Whoever reaches the callback route must not decide the log's volume: refusals of one vendor and status
+    are said once a minute with the number held back; the metric counts every one."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    async with await client(harness) as http:
+        with capture_logs() as logs:
+            for n in range(50):
+                forged = volc_body(harness, event_id=f"f{n}", secret="guess")
+                assert (await http.post("/callbacks/volcengine", json=forged)).status_code == 401
+            assert (await http.post("/callbacks/volcengine", content=b"{")).status_code == 400  # another status
+            await harness.advance(61)
+            late = volc_body(harness, event_id="late", secret="guess")
+            assert (await http.post("/callbacks/volcengine", json=late)).status_code == 401
+    warnings = [(e["status"], e.get("repeats_held_back")) for e in logs if e["event"] == "callback rejected"]
+    assert warnings == [(401, None), (400, None), (401, 49)]
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 52
+
+
+def test_what_is_not_json_is_refused_in_its_own_words() -> None:
+    """Python's parser takes NaN and Infinity (not JSON) and answers a 5,000-digit number with advice to call
+    sys.set_int_max_str_digits(): both are malformed JSON, said as such."""
+    for body, why in (
+        (b'{"app_id": NaN}', "malformed JSON: NaN is not a JSON value"),
+        (b"[-Infinity]", "malformed JSON: -Infinity is not a JSON value"),
+        (b'{"app_id": ' + b"9" * 5000 + b"}", "malformed JSON: a number of 5000 digits (at most 100)"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            load_json(body)
+        assert str(refused.value) == why
+    assert load_json(b'{"timestamp": 1733456789123, "n": -1.5}') == {"timestamp": 1733456789123, "n": -1.5}
 
 
 def test_json_nesting_limit() -> None:

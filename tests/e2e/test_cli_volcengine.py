@@ -241,12 +241,9 @@ def test_tasks_that_cannot_be_observed_make_plan_and_apply_fail_but_the_rest_is_
     assert work.sim.get("/throttled")["total"] == 2
 
 
-def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
-    """The process dies after StartSnapshot succeeded (the record stays pending, without a vendor id): removing
-    the job must stop that task at the vendor by the RoomId + TaskId it sent, not tombstone it as idle."""
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
-    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
-    assert state(work)[LOBBY]["status"] == "pending" and len(running(work)) == 1
+def removing_the_job_stops_its_task(work: Workdir) -> None:
+    """The lobby's start was never confirmed but runs: without its job, the plan and apply stop it by the
+    RoomId + TaskId it sent, and its record becomes a tombstone."""
     (work.specs / "jobs.yaml").unlink()
     plan = work.capctl("plan").stdout
     assert "- SnapshotJob/audit/lobby" in plan and "nothing to stop" not in plan
@@ -254,6 +251,26 @@ def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdi
     assert running(work) == []
     assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
     assert state(work)[LOBBY]["status"] == "removed"
+
+
+def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
+    """The process dies after StartSnapshot succeeded (the record stays pending, without a vendor id): removing
+    the job must stop that task at the vendor by the RoomId + TaskId it sent, not tombstone it as idle."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    assert state(work)[LOBBY]["status"] == "pending" and len(running(work)) == 1
+    removing_the_job_stops_its_task(work)
+
+
+def test_a_start_whose_answers_were_lost_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
+    """Every try of StartSnapshot takes effect but its answer is lost: the record is `failed`, without a vendor
+    id, while the task runs. Removing the job must stop it by the RoomId + TaskId it sent, not tombstone it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartSnapshot"])
+    work.apply(expect=1)
+    work.sim.http.delete("/faults")
+    assert state(work)[LOBBY]["status"] == "failed" and len(running(work)) == 1
+    removing_the_job_stops_its_task(work)
 
 
 def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:

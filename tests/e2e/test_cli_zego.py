@@ -209,6 +209,18 @@ def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_
     assert zego_running(work) == []
 
 
+def test_removing_a_recording_whose_start_failed_with_its_answers_lost_says_it_may_run(work: Workdir) -> None:
+    """Every try of StartRecord takes effect but its answer is lost: the record is `failed` without a vendor id,
+    and the recording runs. Without the job, the plan must not claim there is nothing at the vendor."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartRecord"])
+    work.apply(expect=1)
+    work.sim.http.delete("/faults")
+    (work.specs / "jobs.yaml").unlink()
+    plan = work.capctl("plan").stdout
+    assert "its last start was never confirmed" in plan and "nothing to stop" not in plan
+
+
 def test_removing_a_legacy_recording_whose_start_was_never_confirmed_does_not_advise_a_second_start(
     work: Workdir,
 ) -> None:

@@ -24,6 +24,11 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
     "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
     "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
+    "bad_yaml_control_character": (
+        6,
+        16,
+        "the character U+001B is not allowed in YAML (in a double-quoted string, write",
+    ),
     "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
     "custom_tag": (8, 13, "unsupported tag '!duration': only standard YAML tags (str, int,"),
     "dangling_provider": (5, 13, "spec.provider: no Provider named 'volc-prod' (did you mean 'volc'?)"),

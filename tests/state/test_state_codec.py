@@ -75,6 +75,16 @@ def test_labels_are_stored_and_left_out_when_empty() -> None:
             '"fixed_hash":"f","status":["running"]}',
             "has unknown status \\['running'\\]",
         ),
+        (  # edited by hand: was a TypeError traceback in the middle of an apply (reissue_count + 1)
+            '{"key":"k","provider":"p","family":"zego-record","kind":"SnapshotJob","target":"t","spec_hash":"h",'
+            '"fixed_hash":"f","reissue_count":"many"}',
+            "'k' has a reissue_count of the wrong type \\(str\\)",
+        ),
+        (
+            '{"key":"k","provider":"p","family":"zego-record","kind":"SnapshotJob","target":"t","spec_hash":"h",'
+            '"fixed_hash":"f","started_at":"yesterday","labels":[]}',
+            "'k' has a started_at of the wrong type \\(str\\)",
+        ),
     ],
 )
 def test_unreadable_rows_are_explained(text: str, message: str) -> None:
