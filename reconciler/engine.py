@@ -15,7 +15,17 @@ from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
 from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
-from reconciler.model import Action, Change, DesiredTask, Observed, ObservedState, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.model import (
+    Action,
+    Change,
+    DesiredTask,
+    Observed,
+    ObservedState,
+    RestartPolicy,
+    TaskRecord,
+    TaskStatus,
+    job_of,
+)
 from reconciler.plan import (
     Plan,
     PlanError,
@@ -231,7 +241,7 @@ def verify_saved_plan(
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         # A room-selector job's tasks also follow room activity, which moves with the specs untouched.
         selector_jobs = {view["job"] for view in plan.selectors}
-        rooms = any("/".join(key.split("/", 2)[:2]) in selector_jobs for key in stale)  # `Kind/name` of a key
+        rooms = any(job_of(key) in selector_jobs for key in stale)
         what = "the specs, or the rooms their room selectors choose (room activity)," if rooms else "the specs"
         raise PlanError(f"{what} changed since this plan was made ({shown}): run `capctl plan` again")
     deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)

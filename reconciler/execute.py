@@ -452,8 +452,7 @@ def _stops_before_starts(
     for index, change in actionable:
         record = records.get(change.key)
         if change.action is Action.DELETE and record is not None and transitions.stoppable(record):
-            ref = record.vendor_ref if record.vendor_task_id else record.request
-            name = transitions.volc_task_name(record.family, ref)
+            name = transitions.volc_task_name(record.family, record.vendor_ids)
             if name in starts:
                 gates[index] = _Gate(starts[name], asyncio.Event())
     return gates

@@ -26,6 +26,7 @@ __all__ = [
     "RoomActivity",
     "TaskRecord",
     "TaskStatus",
+    "job_of",
     "split_key",
     "task_key",
 ]
@@ -82,6 +83,11 @@ def task_key(kind: str, name: str, target: str) -> str:
 def split_key(key: str) -> tuple[str, str, str]:
     kind, name, target = key.split("/", 2)
     return kind, name, target
+
+
+def job_of(key: str) -> str:
+    """`Kind/name` of a task key (the target may hold `/`; kind and name never do)."""
+    return key[: key.index("/", key.index("/") + 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,12 @@ class TaskRecord:
     request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
     labels: dict[str, str] = field(default_factory=dict)  # the job's labels when last applied (`-l`, deletes)
     selector: str | None = None  # the room selector that started it (`class-*`), None for a named room
+
+    @property
+    def vendor_ids(self) -> dict[str, Any]:
+        """The fields that name its vendor task: its vendor ref; for a start never confirmed (no vendor task id,
+        at most an older run's ref), those it sent."""
+        return self.vendor_ref if self.vendor_task_id else self.request
 
     def evolve(self, **changes: Any) -> TaskRecord:
         # As dataclasses.replace, in about two thirds of its time (a daemon evolves records at every pass).

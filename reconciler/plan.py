@@ -28,6 +28,7 @@ from reconciler.model import (
     RestartPolicy,
     TaskRecord,
     TaskStatus,
+    job_of,
 )
 from reconciler.redact import redact_tree
 
@@ -515,13 +516,13 @@ def _delete_reason(record: TaskRecord) -> str:
     if record.client_task_id:  # ZEGO's current API: found only by starting it again
         return (
             "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
-            "start request; if it runs, it ends at its idle timeout (to stop it now: restore the job, apply, "
-            "then remove it)"
+            "start request; if it runs, it ends by itself at its idle timeout or its maximum duration (to stop it "
+            "now: restore the job, apply, then remove it)"
         )
     # The legacy API: no idempotency key, nothing can find it.
     return (
         "removed from specs: its last start was never confirmed and the legacy API cannot find that "
-        "recording; if it runs, it ends at its idle timeout"
+        "recording; if it runs, it ends by itself at its idle timeout or its maximum duration"
     )
 
 
@@ -620,7 +621,7 @@ def _relabelled(
     A label edit changes no vendor task, so no change shows it; the reviewer still sees it in a note."""
     edits: dict[str, str] = {}
     for key, task in desired.items():
-        job = "/".join(key.split("/", 2)[:2])
+        job = job_of(key)
         record = records.get(key)
         if job in edits or record is None or record.status is TaskStatus.REMOVED or record.labels == task.labels:
             continue

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, Group
 from rich.text import Text
 
+from reconciler.model import job_of
 from reconciler.plan import ChangeJSON, PlanJSON, fmt_seconds, fmt_time, parse_rfc3339
 
 if TYPE_CHECKING:
@@ -300,9 +301,7 @@ def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [
-        f"{c['room']}: claimed by {c['by']}" for c in view["claimed"]
-    ]  # a named job, or a selector first by name
+    details += [f"{c['room']}: claimed by {c['by']}" for c in view["claimed"]]  # by a named job or a selector
     return head, details
 
 
@@ -430,11 +429,6 @@ def render_apply_result(result: ApplyResult, console: Console) -> None:
 SELECTOR_COLUMNS = ("JOB", "ROOM", "SELECTOR")
 
 
-def _job_of(key: str) -> str:
-    kind, name, _ = key.split("/", 2)
-    return f"{kind}/{name}"
-
-
 STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
 
 
@@ -449,7 +443,7 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
     rows = [head] + [
         (
             r.key,
-            *((_job_of(r.key), r.target, r.selector or "-") if selected else ()),
+            *((job_of(r.key), r.target, r.selector or "-") if selected else ()),
             r.status.value,
             r.vendor_task_id or "-",
             str(r.reissue_count),

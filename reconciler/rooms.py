@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from reconciler.model import (
     Action,
@@ -31,7 +31,7 @@ from reconciler.model import (
     RoomActivity,
     TaskRecord,
     TaskStatus,
-    split_key,
+    job_of,
 )
 from reconciler.plan import Plan, rfc3339
 from reconciler.spec.checks import CheckedJob
@@ -160,9 +160,6 @@ def unheard_note(selection: Selection) -> str:
     )
 
 
-_MAY_RUN: Final = frozenset({TaskStatus.RUNNING, TaskStatus.PENDING})
-
-
 def leave_ended(
     plan: Plan,
     selections: Sequence[Selection],
@@ -175,13 +172,12 @@ def leave_ended(
     jobs = {s.job for s in selections}
 
     def left(change_key: str) -> bool:
-        kind, name, _ = split_key(change_key)
-        return f"{kind}/{name}" in jobs
+        return job_of(change_key) in jobs
 
     ended = [
         c
         for c in plan.changes
-        if c.action is Action.DELETE and left(c.key) and (r := records.get(c.key)) and r.status in _MAY_RUN
+        if c.action is Action.DELETE and left(c.key) and (r := records.get(c.key)) and r.status in _HOLDING
     ]  # one the vendor was seen to end is not "left to end" any more: it is only not re-issued
     changes = tuple(c for c in plan.changes if not (c.action is Action.DELETE and left(c.key)))
     notes = plan.notes

@@ -228,8 +228,8 @@ class VolcengineSnapshotProvider:
 
     def _ref_from_record(self, record: TaskRecord, api: str) -> dict[str, str]:
         """AppId, BusinessId (if any), RoomId, TaskId in the vendor's body order, from the record. A start
-        never confirmed has no vendor ref of its own (an older run's, at most): its ids are those it sent."""
-        ref = record.vendor_ref if record.vendor_task_id else record.request
+        never confirmed names its task by the ids it sent (`TaskRecord.vendor_ids`)."""
+        ref = record.vendor_ids
         if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
             raise VendorError(ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api)
         return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}

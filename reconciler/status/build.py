@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import JobKind, TaskRecord, TaskStatus
+from reconciler.model import JobKind, TaskRecord, TaskStatus, job_of
 from reconciler.status.history import History, Run
 from reconciler.status.model import (
     SETTLED,
@@ -41,7 +41,6 @@ __all__ = [
     "MIN_WINDOW_SECONDS",
     "StatusInputs",
     "build_snapshot",
-    "job_of",
 ]
 
 MAX_ATTENTION = 50  # troubled jobs listed at the top; the rest are counted and reached through the filter
@@ -69,11 +68,6 @@ class StatusInputs:
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
     # key -> why the last look at the vendor failed: the task's status is unknown (the vendor down, a wrong secret)
     look_errors: Mapping[str, str] = field(default_factory=dict)
-
-
-def job_of(key: str) -> str:
-    """`Kind/name` of a task key (the target may hold `/`; kind and name never do)."""
-    return key[: key.index("/", key.index("/") + 1)]
 
 
 def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> StatusSnapshot:
