@@ -44,9 +44,8 @@ class SpecState:
         self._lock = asyncio.Lock()
         self.current: SpecSet | None = None
         self.error: str | None = "the specs have not been read yet"
-        self.errors: tuple[
-            str, ...
-        ] = ()  # the last invalid set's errors (the first MAX_LOGGED_ERRORS): the page lists them
+        # The last invalid set's errors (the first MAX_LOGGED_ERRORS): the status page lists them.
+        self.errors: tuple[str, ...] = ()
         self.error_count = 0  # how many it had
         self.invalid_since: float | None = None  # first failed load since the last good one
         self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)

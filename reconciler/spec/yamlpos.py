@@ -285,11 +285,10 @@ class _Builder:
             at = min(exc.position, len(text))
             line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
             char = exc.character if isinstance(exc.character, int) else ord(exc.character)
-            escape = f"\\x{char:02x}" if char < 0x100 else f"\\u{char:04x}"
+            # No escape is advised: text in the specs holds no control character either (fields.py).
             self.errors.add(
                 (self.file, line, col),
-                f"YAML syntax error: the character U+{char:04X} is not allowed in YAML (in a double-quoted string, "
-                f'write it as the escape "{escape}")',
+                f"YAML syntax error: the character U+{char:04X} is not allowed in YAML, nor in spec text: remove it",
             )
         except yaml.YAMLError as exc:
             self.errors.add((self.file, 0, 0), f"YAML error: {exc}")

@@ -27,7 +27,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_yaml_control_character": (
         6,
         16,
-        "the character U+001B is not allowed in YAML (in a double-quoted string, write",
+        "the character U+001B is not allowed in YAML, nor in spec text: remove it",
     ),
     "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
     "custom_tag": (8, 13, "unsupported tag '!duration': only standard YAML tags (str, int,"),
