@@ -94,12 +94,19 @@ def decode(text: str | bytes) -> TaskRecord:
         for name, members in _ENUMS:
             if name in data:
                 data[name] = members[data[name]]
-        for name, value in data.items():
-            if type(value) not in _TYPES[name]:
-                raise TypeError(name)
+        if _mistyped(data) is not None:
+            raise TypeError("a field of the wrong type")
         return TaskRecord(**data)
     except (ValueError, TypeError, KeyError, AttributeError):  # AttributeError: not a JSON object
         return _decode_checked(text)
+
+
+def _mistyped(data: dict[str, Any]) -> str | None:
+    """The first field whose value is of a type the record never stores there, if any."""
+    for name, value in data.items():  # a loop: a generator costs a load of 100k rows ~0.04 s more
+        if type(value) not in _TYPES[name]:
+            return name
+    return None
 
 
 def _decode_checked(text: str | bytes) -> TaskRecord:
@@ -118,9 +125,10 @@ def _decode_checked(text: str | bytes) -> TaskRecord:
                 data[name] = members[data[name]]
             except (KeyError, TypeError):
                 raise CodecError(f"stored record {data['key']!r} has unknown {name} {data[name]!r}") from None
-    for name, value in data.items():
-        if type(value) not in _TYPES[name]:
-            raise CodecError(f"stored record {data['key']!r} has a {name} of the wrong type ({type(value).__name__})")
+    if (wrong := _mistyped(data)) is not None:
+        raise CodecError(
+            f"stored record {data['key']!r} has a {wrong} of the wrong type ({type(data[wrong]).__name__})"
+        )
     try:
         return TaskRecord(**data)
     except TypeError as exc:
