@@ -210,6 +210,7 @@ class Executor:
         interrupt = interrupt or Interrupt()
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
         stopped_first = _stops_before_starts(actionable, desired, records)
+        held = _held_elsewhere(actionable, desired, records)
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
@@ -240,7 +241,7 @@ class Executor:
                 while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
                     index, change = todo.popleft()
                     one = functools.partial(
-                        self._run_one, change, desired.get(change.key), records.get(change.key), silent
+                        self._run_one, change, desired.get(change.key), records.get(change.key), silent, held.get(index)
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
@@ -291,13 +292,15 @@ class Executor:
         task: DesiredTask | None,
         record: TaskRecord | None,
         silent: dict[str, tuple[int, VendorError]],
+        held_by: str | None,
     ) -> ChangeResult:
-        """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`)."""
+        """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`).
+        `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`)."""
         streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
         try:
-            note = await self._dispatch(change, task, record)
+            note = await self._dispatch(change, task, record, held_by)
         except VendorError as exc:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
@@ -325,11 +328,13 @@ class Executor:
             self._store.put(transitions.failed(transitions.intent(task, None, now, reissue=False), error, now))
         return ChangeResult(change.key, change.action, ok=False, error=error, not_attempted=True)
 
-    async def _dispatch(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> str | None:
+    async def _dispatch(
+        self, change: Change, task: DesiredTask | None, record: TaskRecord | None, held_by: str | None
+    ) -> str | None:
         action = change.action
         if action is Action.DELETE:
             assert record is not None
-            return await self._recording_failure(record, "delete", self._delete(record))
+            return await self._recording_failure(record, "delete", self._delete(record, held_by))
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
@@ -399,8 +404,12 @@ class Executor:
             self._store.put(record)
         return record
 
-    async def _delete(self, record: TaskRecord) -> str | None:
-        """Prune: stop it, and keep its record as a tombstone (restoring the spec resumes its history)."""
+    async def _delete(self, record: TaskRecord, held_by: str | None) -> str | None:
+        """Prune: stop it, and keep its record as a tombstone (restoring the spec resumes its history). A vendor
+        task that the kept key `held_by` holds too is not stopped: the stop would end that key's run."""
+        if held_by is not None:
+            self._store.put(transitions.removed(record, self._clock.now(), handed_to=held_by))
+            return f"its vendor task is {held_by}'s now (the same RoomId and TaskId): not stopped"
         stopped = await self._stop_remote(record)
         self._store.put(transitions.removed(record, self._clock.now()))
         return None if stopped else "nothing to stop at the vendor; its record is kept as a tombstone"
@@ -456,6 +465,25 @@ def _stops_before_starts(
             if name in starts:
                 gates[index] = _Gate(starts[name], asyncio.Event())
     return gates
+
+
+def _held_elsewhere(
+    actionable: list[tuple[int, Change]], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> dict[int, str]:
+    """Deletes (by index) whose vendor task a record the specs keep holds too, with that record's key: a renamed
+    job's new key took the running task ("already started") while the old key was kept (`--no-prune`, a
+    `--target` or `-l` apply). Their stop would end the kept key's run: they are retired without one."""
+    if not any(change.action is Action.DELETE for _, change in actionable):
+        return {}
+    holders = transitions.volc_holders(records, desired)
+    held: dict[int, str] = {}
+    for index, change in actionable:
+        record = records.get(change.key)
+        if change.action is Action.DELETE and record is not None:
+            name = transitions.volc_task_name(record.family, record.vendor_ids)
+            if name is not None and name in holders:
+                held[index] = holders[name]
+    return held
 
 
 def needs_observation(record: TaskRecord) -> bool:

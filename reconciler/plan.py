@@ -508,7 +508,9 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
 
 
-def _delete_reason(record: TaskRecord) -> str:
+def _delete_reason(record: TaskRecord, held_by: str | None) -> str:
+    if held_by is not None:
+        return f"removed from specs: its vendor task (RoomId + TaskId) is {held_by}'s now, so it is not stopped"
     if transitions.stoppable(record):
         return "removed from specs"
     if not transitions.start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -556,13 +558,18 @@ def diff(
                 changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
     kept = 0
     deleted: list[TaskRecord] = []
+    holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete
     for key, record in records.items():
         if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
             continue  # a tombstone was pruned already: never a delete again
         if not options.prune:
             kept += transitions.stoppable(record)  # a finished thumbnail or a stopped run is not kept running
             continue
-        changes.append(_change(Action.DELETE, _delete_reason(record), None, record))
+        if holders is None:
+            holders = transitions.volc_holders(records, desired)
+        name = transitions.volc_task_name(record.family, record.vendor_ids)
+        held_by = holders.get(name) if name is not None else None
+        changes.append(_change(Action.DELETE, _delete_reason(record, held_by), None, record))
         deleted.append(record)
     check_stoppable(deleted, providers)
 

@@ -7,7 +7,7 @@ drove it. The intent record (`PENDING` + ClientTaskId) is what makes non-idempot
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from reconciler import stopreasons
@@ -40,6 +40,7 @@ __all__ = [
     "tombstone_expired",
     "unconfirmed_start",
     "updated",
+    "volc_holders",
     "volc_task_name",
     "was_productive",
     "woken",
@@ -112,6 +113,19 @@ def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, s
     if isinstance(app, str) and isinstance(room, str) and isinstance(task, str) and app and room and task:
         return app, room, task
     return None
+
+
+def volc_holders(records: Mapping[str, TaskRecord], kept: Container[str]) -> dict[tuple[str, str, str], str]:
+    """The Volcengine tasks (`volc_task_name`) that the records of the `kept` keys may be running, each with its
+    key. Another record naming one of them must not be stopped when it is removed: that would end the kept
+    key's run (a renamed job's new key took the running task over while the old key was kept)."""
+    holders: dict[tuple[str, str, str], str] = {}
+    for key, record in records.items():
+        if key in kept and stoppable(record):
+            name = volc_task_name(record.family, record.vendor_ids)
+            if name is not None:
+                holders[name] = key
+    return holders
 
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
@@ -231,14 +245,16 @@ def not_attempted(record: TaskRecord, error: str) -> TaskRecord:
     return record.evolve(last_error=error)
 
 
-def removed(record: TaskRecord, now: float) -> TaskRecord:
-    """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay."""
+def removed(record: TaskRecord, now: float, *, handed_to: str | None = None) -> TaskRecord:
+    """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay.
+    `handed_to`: the key of the specs that holds its vendor task now (not stopped: that key's run goes on)."""
     stopped_now = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and record.family is not (
         ApiFamily.ZEGO_THUMBNAIL
     )
+    reason = f"handed over to {handed_to}" if handed_to else "removed from specs"
     return record.evolve(
         status=TaskStatus.REMOVED,
-        stop_reason="removed from specs" if stopped_now else record.stop_reason,
+        stop_reason=reason if stopped_now else record.stop_reason,
         stopped_at=now if stopped_now else record.stopped_at,
         next_attempt_at=None,
         last_error=None,

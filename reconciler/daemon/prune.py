@@ -9,6 +9,8 @@ missing documents); a task whose Provider is gone too is reported once, not retr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import structlog
 
 from reconciler.clock import Clock
@@ -93,6 +95,11 @@ class PruneGuard:
             self._pending.discard(key)
             self._export()
         return 0.0
+
+    def removing(self) -> Iterable[str]:
+        """The keys missing from the specs that are to be stopped: within the grace, or held back for a human
+        (not those whose Provider is gone: nothing stops them)."""
+        return self._absent_since.keys() - self._unstoppable
 
     def unstoppable(self, key: str) -> bool:
         """Its Provider is gone too: True the first time (to report it), False after."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,7 @@ class ReconcileFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class Result:
     requeue_after: float | None  # seconds until the key is looked at again; None: only on events
+    wake: tuple[str, ...] = ()  # other keys to look at now (a prune's stop lets a renamed job's start go)
 
 
 class Reconciler:
@@ -105,6 +106,8 @@ class Reconciler:
         # Its tasks' requests, redacted once for every pass (`diff`'s memo keeps each request alive while
         # the set is in force, so no id is reused).
         self._redacted: dict[int, Any] = {}
+        self._naming: dict[tuple[str, str, str], list[str]] | None = None  # built at the first prune (`_keys_naming`)
+        self._told_waiting: set[str] = set()  # keys whose wait for a renamed job's prune was logged (once per set)
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
@@ -140,7 +143,7 @@ class Reconciler:
             return Result(None)  # no valid spec set yet: nothing is decided, nothing is stopped
         task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
         if task is None:
-            return Result(await self._reconcile_removed(key, record))
+            return await self._reconcile_removed(key, record)
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
@@ -181,39 +184,76 @@ class Reconciler:
             log.debug("no change", reason=change.reason)
             engine.persist_restored(self.records, (change,), records)
             return Result(self._next_look(key, now))
-        await self._execute(change, task, record)
+        if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
+            # A job renamed with its taskId kept: the vendor would answer this start "already started", and the
+            # old key's stop would then end the run. Its prune stops it first and wakes this key (`wake`).
+            reason = f"its vendor task (RoomId + TaskId) is still {holder}'s, which is pruned first"
+            # Info once: a prune held back for a human keeps it waiting through every resync.
+            (log.debug if key in self._told_waiting else log.info)("decision", action="wait", reason=reason)
+            self._told_waiting.add(key)
+            return Result(None)
+        await self._execute(change, {key: task}, records)
         return Result(self._next_look(key, self.clock.now()))
 
-    async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> float | None:
+    async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> Result:
         self._update(key, runtime.forgotten)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):
                 log.info("tombstone forgotten", removed_at=record.removed_at)
-                return None
-            return max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now)
+                return Result(None)
+            return Result(max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now))
         if record is None:
-            return None
+            return Result(None)
         wait = self._prune.wait(key, now)
         if wait is None or wait > 0:
-            return wait
+            return Result(wait)
         assert self.spec is not None
+        # Keys of the specs that name its Volcengine task (a renamed job's): one that holds it already keeps it
+        # (the plan and the executor retire this key without a stop); one waiting to start it goes now (`wake`).
+        name = transitions.volc_task_name(record.family, record.vendor_ids)
+        naming = self._keys_naming(name) if name is not None else []
+        holders = {r.key: r for r in map(self.records.get, naming) if r is not None and _holds(r, name)}
+        desired = {k: self.spec.tasks[k] for k in holders}
+        records = {key: record, **holders}
         try:
             plan = diff(
-                {}, {key: record}, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
+                desired, records, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
             )
         except PlanError as exc:
             if self._prune.unstoppable(key):  # once per task: no retry loop, no log line per resync
                 log.error("cannot prune", error=str(exc))
-            return None
-        await self._execute(plan.changes[0], None, record)
+            return Result(None, wake=tuple(naming))  # nothing stops it now: a key waiting to start it may
+        await self._execute(next(c for c in plan.changes if c.key == key), desired, records)
         self._prune.stopped(key)
-        return transitions.TOMBSTONE_RETENTION
+        return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 
-    async def _execute(self, change: Change, task: DesiredTask | None, record: TaskRecord | None) -> None:
+    def _held_by_removed(self, task: DesiredTask) -> str | None:
+        """The key removed from the specs and still to be pruned whose record holds the Volcengine task that
+        `task` starts (a job renamed with its taskId kept), or None."""
+        name = transitions.volc_task_name(task.family, task.request)
+        if name is None:
+            return None
+        return next((k for k in self._prune.removing() if _holds(self.records.get(k), name)), None)
+
+    def _keys_naming(self, name: tuple[str, str, str]) -> list[str]:
+        """The keys of the spec set in force whose task is the Volcengine task `name`: indexed once per set."""
+        if self._naming is None:
+            assert self.spec is not None
+            naming: dict[tuple[str, str, str], list[str]] = {}
+            for key, task in self.spec.tasks.items():
+                if (its := transitions.volc_task_name(task.family, task.request)) is not None:
+                    naming.setdefault(its, []).append(key)
+            self._naming = naming
+        return self._naming.get(name, [])
+
+    async def _execute(
+        self, change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+    ) -> None:
+        """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
+        deleted record's vendor task too (the executor then retires it without a stop)."""
         log.info("decision", action=change.action.value, reason=change.reason)
-        desired = {change.key: task} if task is not None else {}
-        records = {change.key: record} if record is not None else {}
+        record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
         if not result.ok:
             raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
@@ -456,6 +496,19 @@ class Reconciler:
                 queued.append((key, 0.0))
                 log.info("room activity: waking task", key=key, callback=source, was=record.status.value)
         return queued
+
+
+_STARTS = (Action.CREATE, Action.REPLACE, Action.REISSUE)
+
+
+def _holds(record: TaskRecord | None, name: tuple[str, str, str] | None) -> bool:
+    """This record's run may be the Volcengine task `name` (a stop of it would end that task)."""
+    return (
+        record is not None
+        and name is not None
+        and transitions.stoppable(record)
+        and transitions.volc_task_name(record.family, record.vendor_ids) == name
+    )
 
 
 def _look_error(obs: Observed) -> str:

@@ -97,5 +97,6 @@ class Workers:
             self.metrics.reconcile_seconds.observe(self.clock.monotonic() - started)
             structlog.contextvars.reset_contextvars(**tokens)
         self.queue.forget(key)
+        self.queue.add_all(result.wake)
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)

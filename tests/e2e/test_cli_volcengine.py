@@ -306,3 +306,20 @@ def test_renaming_a_job_that_keeps_its_task_id_leaves_every_room_captured(work: 
     assert "Apply complete: 8 created, 0 updated, 0 replaced, 0 re-issued, 8 deleted" in work.apply().stdout
     assert sorted(t["roomId"] for t in running(work)) == rooms
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
+
+
+def test_pruning_a_renamed_job_whose_task_the_new_job_holds_already_stops_nothing(work: Workdir) -> None:
+    """Applied without --prune, the new job took the running task ("already started"); the old job's delete
+    later must not stop it: the old record is retired without a stop, as the daemon's prune does."""
+    work.write("jobs.yaml", snapshot_job("old-name", ["r1"]).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("new-name", ["r1"]).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    work.apply("--no-prune")
+    out = work.apply().stdout
+    assert "its vendor task (RoomId + TaskId) is SnapshotJob/new-name/r1's now, so it is not stopped" in out
+    assert "Apply complete: 0 created, 0 updated, 0 replaced, 0 re-issued, 1 deleted" in out
+    assert [t["roomId"] for t in running(work)] == ["r1"]
+    tasks = state(work)
+    assert tasks["SnapshotJob/old-name/r1"]["status"] == "removed"
+    assert tasks["SnapshotJob/new-name/r1"]["status"] == "running"
+    assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")

@@ -1,0 +1,155 @@
+"""A job renamed with its Volcengine `taskId` kept, in the daemon: two task keys name one vendor task (RoomId +
+TaskId). The new key's start waits for the old key's prune, whose stop goes first, as `capctl apply` orders
+them; a stop never ends a task a key of the specs holds. ZEGO renames start a recording of their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.model import TaskStatus
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import recording_job, snapshot_job
+
+ROOMS = ["r1", "r2"]
+OTHERS = ["o1", "o2", "o3"]  # so that the rename's two removed tasks stay within --max-prune's 50 %
+
+
+def pinned(name: str, rooms: list[str] = ROOMS) -> str:
+    return snapshot_job(name, rooms).replace("spec:\n", "spec:\n  taskId: pinned\n")
+
+
+def sim_calls(harness: Harness, api: str, room: str) -> list[float]:
+    return [e.time for e in harness.sim.log.entries() if e.api == api and e.body.get("RoomId") == room]
+
+
+async def start_renamed(harness: Harness, **options: Any) -> None:
+    """`old` (taskId pinned) and `other` running with streams, then `old` renamed to `new`."""
+    for room in ROOMS + OTHERS:
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, pinned("old"), snapshot_job("other", OTHERS))
+    daemon = await harness.start(**options)
+    await harness.advance(1)
+    assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.RUNNING for r in ROOMS)
+    write_specs(harness.specs, pinned("new"), snapshot_job("other", OTHERS))
+    assert daemon.reload()
+
+
+async def test_a_renamed_job_keeps_capturing_its_rooms_and_no_stop_ends_the_new_keys_task(harness: Harness) -> None:
+    with capture_logs() as logs:
+        await start_renamed(harness)
+        await harness.advance(PRUNE_GRACE / 2)
+    waits = [e["reason"] for e in logs if e["event"] == "decision" and e["action"] == "wait"]
+    assert waits == [
+        f"its vendor task (RoomId + TaskId) is still SnapshotJob/old/{r}'s, which is pruned first" for r in ROOMS
+    ]
+    # Within the grace the old key still holds the task, and it runs: the new key waits, nothing is stopped.
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 5
+    assert harness.daemon is not None and harness.daemon.records.get("SnapshotJob/new/r1") is None
+    await harness.advance(PRUNE_GRACE + 120)  # the prune, then two minutes of looks and resyncs
+    assert harness.calls("StopSnapshot") == 2 and harness.calls("StartSnapshot") == 7
+    for room in ROOMS:
+        (stop,), (_, start) = sim_calls(harness, "StopSnapshot", room), sim_calls(harness, "StartSnapshot", room)
+        assert stop <= start  # the old key's stop came first, the new key's start after it
+        old, new = harness.record(f"SnapshotJob/old/{room}"), harness.record(f"SnapshotJob/new/{room}")
+        # What `capctl apply` leaves (tests/e2e/test_cli_volcengine.py): a tombstone, and a run of the new key.
+        assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "removed from specs")
+        assert (new.status, new.vendor_task_id, new.reissue_count, new.last_error) == (
+            TaskStatus.RUNNING,
+            "pinned",
+            0,
+            None,
+        )
+    assert sorted(t.room_id for t in harness.running_sim_tasks("volcengine")) == sorted(ROOMS + OTHERS)
+
+
+async def test_a_rename_held_by_max_prune_keeps_the_old_task_running_until_a_human_confirms(harness: Harness) -> None:
+    with capture_logs() as logs:
+        await start_renamed(harness, max_prune=0)  # every prune waits for a human
+        await harness.advance(PRUNE_GRACE + 300)  # ten resyncs
+    assert sum(e["event"] == "decision" and e["action"] == "wait" for e in logs) == 2  # said once per key
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 5
+    assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.RUNNING for r in ROOMS)
+    assert len(harness.running_sim_tasks("volcengine")) == 5  # the old key's task captures meanwhile
+    await harness.stop()
+    await harness.start(max_prune=100)  # the human confirms
+    await harness.advance(PRUNE_GRACE + 60)
+    assert harness.calls("StopSnapshot") == 2 and harness.calls("StartSnapshot") == 7
+    assert all(harness.record(f"SnapshotJob/new/{r}").status is TaskStatus.RUNNING for r in ROOMS)
+    assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.REMOVED for r in ROOMS)
+
+
+async def test_without_prune_the_new_key_takes_the_running_task_and_it_is_never_stopped(harness: Harness) -> None:
+    await start_renamed(harness, prune=False)
+    await harness.advance(PRUNE_GRACE + 120)
+    assert harness.calls("StopSnapshot") == 0
+    assert all(harness.record(f"SnapshotJob/new/{r}").status is TaskStatus.RUNNING for r in ROOMS)
+    assert len(harness.running_sim_tasks("volcengine")) == 5
+
+
+async def test_a_task_another_key_already_holds_is_retired_without_a_stop(harness: Harness) -> None:
+    """Both keys' records hold the task (the new one took it while the old one was kept, e.g. under
+    --no-prune): pruning the old key must not stop the task the new key runs."""
+    await start_renamed(harness, prune=False)
+    await harness.advance(5)
+    await harness.stop()
+    await harness.start()  # pruning again
+    with capture_logs() as logs:
+        await harness.advance(PRUNE_GRACE + 120)
+    deletes = [e["reason"] for e in logs if e["event"] == "decision" and e["action"] == "delete"]
+    assert deletes == [
+        f"removed from specs: its vendor task (RoomId + TaskId) is SnapshotJob/new/{r}'s now, so it is not stopped"
+        for r in ROOMS
+    ]
+    assert harness.calls("StopSnapshot") == 0
+    for room in ROOMS:
+        old, new = harness.record(f"SnapshotJob/old/{room}"), harness.record(f"SnapshotJob/new/{room}")
+        assert old.status is TaskStatus.REMOVED and old.stop_reason == "handed over to SnapshotJob/new/" + room
+        assert new.status is TaskStatus.RUNNING and new.reissue_count == 0
+    assert len(harness.running_sim_tasks("volcengine")) == 5
+
+
+async def test_a_renamed_zego_recording_starts_its_own_and_the_old_one_is_stopped(harness: Harness) -> None:
+    """ZEGO names a recording by the TaskId it returns, and the ClientTaskId differs per key: two recordings."""
+    for provider in ["zego", "zego-legacy"]:
+        harness.sim.publish("zego", f"{provider}-room", stream_id="teacher")
+    jobs = [recording_job(f"{p}-old", [f"{p}-room"], provider=p) for p in ["zego", "zego-legacy"]]
+    write_specs(harness.specs, *jobs, snapshot_job("other", OTHERS))
+    daemon = await harness.start()
+    await harness.advance(1)
+    old = {p: harness.record(f"RecordingJob/{p}-old/{p}-room").vendor_task_id for p in ["zego", "zego-legacy"]}
+    write_specs(harness.specs, *(j.replace("-old}", "-new}") for j in jobs), snapshot_job("other", OTHERS))
+    assert daemon.reload()
+    await harness.advance(PRUNE_GRACE + 120)
+    for p in ["zego", "zego-legacy"]:
+        new = harness.record(f"RecordingJob/{p}-new/{p}-room")
+        assert new.status is TaskStatus.RUNNING and new.vendor_task_id not in (None, old[p])
+        assert harness.record(f"RecordingJob/{p}-old/{p}-room").status is TaskStatus.REMOVED
+    running = {t.task_id for t in harness.running_sim_tasks("zego")}
+    assert running == {harness.record(f"RecordingJob/{p}-new/{p}-room").vendor_task_id for p in ["zego", "zego-legacy"]}
+
+
+async def test_a_rename_whose_old_provider_is_gone_takes_the_task_over_once_the_prune_cannot_stop_it(
+    harness: Harness,
+) -> None:
+    """The Provider renamed with the job (same appId): the old key cannot be stopped (its credentials are gone),
+    so it never ends the task, and the new key does not wait for it forever."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    for room in OTHERS:
+        harness.sim.publish("zego", room, stream_id="teacher")
+    others = recording_job("rec", OTHERS)
+    write_specs(harness.specs, pinned("old", ["r1"]), others)
+    daemon = await harness.start()
+    await harness.advance(1)
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("{name: volc}", "{name: volc-new}"))
+    (harness.specs / "jobs.yaml").write_text(
+        pinned("new", ["r1"]).replace("provider: volc", "provider: volc-new") + "---\n" + others
+    )
+    assert daemon.reload()
+    await harness.advance(PRUNE_GRACE + 120)
+    assert harness.calls("StopSnapshot") == 0
+    assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
+    assert [t.room_id for t in harness.running_sim_tasks("volcengine")] == ["r1"]
