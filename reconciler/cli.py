@@ -1277,7 +1277,10 @@ def state_copy(
         src = stack.enter_context(closing(open_state(source, create=False)))
         assert isinstance(src, SqlStateStore)  # as every store open_state makes
         stack.enter_context(locked(src, "capctl state copy"))
-        copy = src.export()  # before the destination is opened: a refusal creates nothing there
+        try:
+            copy = src.export()  # before the destination is opened: a refusal creates nothing there
+        except KeyboardInterrupt:
+            fail("interrupted while reading the source: nothing was copied", code=EXIT_INTERRUPTED)
         dst = stack.enter_context(closing(open_state(to)))
         assert isinstance(dst, SqlStateStore)
         if src.url == dst.url:
@@ -1289,7 +1292,10 @@ def state_copy(
             if total >= 10_000:  # a small state is copied in a blink: no running count
                 err.print(f"copied {done:,} of {total:,} task records", soft_wrap=True)
 
-        serial = dst.import_copy(copy, replace=force, progress=progress)
+        try:
+            serial = dst.import_copy(copy, replace=force, progress=progress)
+        except KeyboardInterrupt:  # its transaction was rolled back
+            fail(f"interrupted: nothing was copied, {dst.url} is as it was", code=EXIT_INTERRUPTED)
     key = "the fingerprint key" if copy.key_hex else "no fingerprint key (the source's hashes are not keyed yet)"
     typer.echo(
         f"Copied the state at {src.url} (serial {copy.serial}) to {dst.url} (serial {serial}): "

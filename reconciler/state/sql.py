@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
+from reconciler import failpoints
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
@@ -531,6 +532,7 @@ class SqlStateStore(ABC):
                 cur.executemany(q.upsert, chunk)
                 if progress is not None:
                     progress(start + len(chunk), len(copy.records))
+                failpoints.hit("state-copy.records-written")
             cur.executemany(self.room_queries.upsert, copy.rooms)
             cur.executemany(self.leadership.inbox_copy, copy.inbox)
             new_serial = max(copy.serial, serial + 1)

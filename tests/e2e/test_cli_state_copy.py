@@ -5,6 +5,10 @@ never shown, and a large state reports its progress."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from reconciler.state import open_state
@@ -73,3 +77,20 @@ def test_a_missing_source_or_the_same_state_twice_is_refused(tmp_path: Path) -> 
     same = capctl("state", "copy", "--from", source, "--to", "sqlite:///state.db", cwd=tmp_path)
     assert same.returncode == 1 and "--from and --to name the same state" in same.stderr
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "copy.db").exists()
+
+
+def test_a_copy_interrupted_or_killed_half_way_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
+    source = make_state(tmp_path / "state.db", 30_000)
+    env = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    command = [sys.executable, "-m", "reconciler", "state", "copy", "--from", source, "--to", "sqlite:///copy.db"]
+    ctrl_c = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert ctrl_c.stderr is not None
+    assert ctrl_c.stderr.readline() == "copied 10,000 of 30,000 task records\n"
+    ctrl_c.send_signal(signal.SIGINT)  # in the middle of the destination's transaction
+    _, err = ctrl_c.communicate(timeout=60)
+    assert ctrl_c.returncode == 130 and "interrupted: nothing was copied, sqlite:///" in err and "Traceback" not in err
+
+    killed = capctl(*command[3:], cwd=tmp_path, env={"CAPCTL_FAILPOINTS": "state-copy.records-written"})
+    assert killed.returncode == 137  # died as kill -9 would, after its first 10,000 records
+    listed = capctl("state", "list", "--state", "sqlite:///copy.db", cwd=tmp_path)
+    assert listed.stdout.startswith("0 tasks (state serial 0)")  # the new, empty state: no record of the copy
