@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -1239,6 +1239,73 @@ def state_init(state: StateOpt = None) -> None:
         typer.echo(f"Started a new state at {store.url} (serial {serial}).")
     else:
         typer.echo(f"A state already exists at {store.url} (serial {serial}): nothing changed.")
+
+
+@state_app.command("copy")
+def state_copy(
+    to: Annotated[
+        str, typer.Option("--to", metavar="URL", help="The state to copy into: a new or empty one (see --force).")
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="URL",
+            envvar="CAPCTL_STATE",
+            show_envvar=True,
+            help="The state to copy (default sqlite:///.capctl/state.db).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the tasks, rooms and inbox of a destination that holds a state.")
+    ] = False,
+) -> None:
+    """Copy a whole state to another store, e.g. SQLite to PostgreSQL before running several replicas.
+
+    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity and the callback inbox.
+
+    Both states' locks are taken: stop every daemon replica first.
+
+    The destination gets all of it or nothing (one transaction); one that holds task records is refused unless
+    --force. Its serial never moves back.
+
+    The source is left as it was: point every capctl at the copy, then move the source away."""
+    from reconciler.state import open_state
+    from reconciler.state.sql import SqlStateStore
+
+    with ExitStack() as stack:
+        src = stack.enter_context(closing(open_state(source, create=False)))
+        assert isinstance(src, SqlStateStore)  # as every store open_state makes
+        stack.enter_context(locked(src, "capctl state copy"))
+        try:
+            copy = src.export()  # before the destination is opened: a refusal creates nothing there
+        except KeyboardInterrupt:
+            fail("interrupted while reading the source: nothing was copied", code=EXIT_INTERRUPTED)
+        dst = stack.enter_context(closing(open_state(to)))
+        assert isinstance(dst, SqlStateStore)
+        if src.url == dst.url:
+            fail(f"--from and --to name the same state ({src.url}): nothing to copy")
+        stack.enter_context(locked(dst, "capctl state copy"))
+        err = _err_console()
+
+        def progress(done: int, total: int) -> None:
+            if total >= 10_000:  # a small state is copied in a blink: no running count
+                err.print(f"copied {done:,} of {total:,} task records", soft_wrap=True)
+
+        try:
+            serial = dst.import_copy(copy, replace=force, progress=progress)
+        except KeyboardInterrupt:  # its transaction was rolled back
+            fail(f"interrupted: nothing was copied, {dst.url} is as it was", code=EXIT_INTERRUPTED)
+    key = "the fingerprint key" if copy.key_hex else "no fingerprint key (the source's hashes are not keyed yet)"
+    typer.echo(
+        f"Copied the state at {src.url} (serial {copy.serial}) to {dst.url} (serial {serial}): "
+        f"{len(copy.records):,} task record(s), tombstones included; {key}; the activity of {len(copy.rooms)} "
+        f"room(s); {len(copy.inbox)} inbox entr{'y' if len(copy.inbox) == 1 else 'ies'}."
+    )
+    typer.echo(
+        f"Point every capctl at {dst.url} now (--state, CAPCTL_STATE) and move the source away, keeping it as a "
+        "backup: a daemon on each state would start each task twice."
+    )
 
 
 @state_app.command("show")

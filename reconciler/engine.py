@@ -244,8 +244,8 @@ def verify_saved_plan(
         rooms = any(job_of(key) in selector_jobs for key in stale)
         what = "the specs, or the rooms their room selectors choose (room activity)," if rooms else "the specs"
         raise PlanError(f"{what} changed since this plan was made ({shown}): run `capctl plan` again")
-    deletes = (snapshot.records.get(c.key) for c in plan.actionable if c.action is Action.DELETE)
-    check_stoppable((r for r in deletes if r is not None), providers)
+    stops = (snapshot.records.get(c.key) for c in plan.actionable if c.action in (Action.DELETE, Action.REPLACE))
+    check_stoppable((r for r in stops if r is not None), providers)
 
 
 async def apply_plan(

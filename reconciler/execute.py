@@ -520,14 +520,14 @@ async def observe_all(
     observed: dict[str, Observed] = {}
 
     async def one(record: TaskRecord) -> None:
-        provider = providers(record.provider, record.family)
         async with semaphore:
             streak, last = failing.get(record.provider, (0, ""))
             if streak >= GIVE_UP_AFTER:
                 detail = f"not tried: the last {streak} status queries to provider {record.provider} failed ({last})"
                 obs = Observed(ObservedState.UNKNOWN, detail=detail)
             else:
-                try:
+                try:  # the lookup too: a task's Provider may have left the specs (renamed, say)
+                    provider = providers(record.provider, record.family)
                     obs = await call_with_retry(
                         lambda: provider.observe(record), clock=clock, policy=policy, rng=jitter, on_retry=hook
                     )

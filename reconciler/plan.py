@@ -571,7 +571,9 @@ def diff(
         held_by = holders.get(name) if name is not None else None
         changes.append(_change(Action.DELETE, _delete_reason(record, held_by), None, record))
         deleted.append(record)
-    check_stoppable(deleted, providers)
+    # A replace stops the old run through the provider recorded with it, which a rename may have taken away.
+    replaced = [records[c.key] for c in changes if c.action is Action.REPLACE and c.key in records]
+    check_stoppable([*deleted, *replaced], providers)
 
     notes = []
     if options.targets or options.labels:
@@ -643,7 +645,8 @@ def _relabelled(
 
 
 def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
-    """A PlanError when a task to delete still runs but its Provider is no longer declared (None: not checked)."""
+    """A PlanError when a task to delete or replace still runs but the Provider recorded with it is no longer
+    declared (None: not checked)."""
     if providers is None:
         return
     orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
@@ -661,8 +664,10 @@ def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
         parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
-        "Keep the Provider document until its tasks are deleted (apply, then remove it), "
-        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or use --no-prune."
+        "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to rename a "
+        "Provider or move jobs to another, declare the new one beside it, apply, then remove the old one), "
+        "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or, for jobs removed from "
+        "the specs, use --no-prune."
     )
 
 

@@ -72,7 +72,8 @@ class ProviderPool:
                 ErrorKind.TERMINAL,
                 "ProviderMissing",
                 f"Provider {name!r} is not in the specs: keep its Provider document until "
-                "the tasks it started are deleted",
+                "the tasks it started are deleted or moved (renamed: declare the new one beside it until "
+                "every task is replaced)",
             )
         module, cls_name = CLASSES[family]
         cls = getattr(importlib.import_module(module), cls_name)

@@ -88,6 +88,7 @@ class PostgresStateStore(SqlStateStore):
     """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
 
     no_tables = " (no capctl tables in that database)"
+    snapshot_reads = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",)
 
     queries = dataclasses.replace(
         _BASE_QUERIES,
@@ -110,6 +111,7 @@ class PostgresStateStore(SqlStateStore):
             INBOX_TABLE,
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
+        inbox_exists="SELECT (to_regclass('capctl_inbox') IS NOT NULL)::int",
     ).marked("%s")
     room_queries = RoomQueries.build(
         mark="%s",

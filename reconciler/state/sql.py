@@ -17,12 +17,13 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
+from reconciler import failpoints
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
@@ -40,6 +41,7 @@ __all__ = [
     "Queries",
     "RoomQueries",
     "SqlStateStore",
+    "StateCopy",
     "holder_identity",
     "iso_utc",
 ]
@@ -84,6 +86,7 @@ class Queries:
     create_key: str
     read_key: str
     init_key: str
+    set_serial: str
 
     @classmethod
     def build(cls, *, mark: str, for_update: str, tables: str, has_key: str) -> Queries:
@@ -120,6 +123,7 @@ class Queries:
             upsert=f"INSERT INTO capctl_records (key, body) VALUES ({mark}, {mark})"
             " ON CONFLICT (key) DO UPDATE SET body = excluded.body",
             delete=f"DELETE FROM capctl_records WHERE key = {mark}",
+            set_serial=f"UPDATE {meta} SET serial = {mark} WHERE id = 1",
         )
 
 
@@ -140,6 +144,7 @@ class LeadershipQueries:
     missing: str  # one row, one column: non-zero when a table or column of this step is absent
     migrate: tuple[str, ...]
     fence: str  # the current epoch; PostgreSQL row-locks it, so a takeover waits until the write commits
+    inbox_exists: str  # one row, one column: 1 when the inbox table exists
     inbox_put: str = (
         "INSERT INTO capctl_inbox (vendor, dedupe_key, payload, digest, received_at) VALUES ({m}, {m}, {m}, {m}, {m})"
         " ON CONFLICT (vendor, dedupe_key) DO NOTHING"
@@ -157,6 +162,14 @@ class LeadershipQueries:
     # A row when a claim would take or purge anything: most claims (every retry period) find neither, and
     # this read spares them the write transaction.
     inbox_due: str = "SELECT 1 FROM capctl_inbox WHERE consumed_at IS NULL OR consumed_at < {m} LIMIT 1"
+    # Every entry as stored, and one put back as it was (`capctl state copy`).
+    inbox_read: str = (
+        "SELECT vendor, dedupe_key, payload, digest, received_at, consumed_at FROM capctl_inbox ORDER BY received_at"
+    )
+    inbox_copy: str = (
+        "INSERT INTO capctl_inbox (vendor, dedupe_key, payload, digest, received_at, consumed_at)"
+        " VALUES ({m}, {m}, {m}, {m}, {m}, {m})"
+    )
 
     def marked(self, mark: str) -> LeadershipQueries:
         """These statements with `mark` as the parameter placeholder."""
@@ -164,10 +177,13 @@ class LeadershipQueries:
             missing=self.missing,
             migrate=self.migrate,
             fence=self.fence,
+            inbox_exists=self.inbox_exists,
             inbox_put=self.inbox_put.format(m=mark),
             inbox_claim=self.inbox_claim.format(m=mark),
             inbox_purge=self.inbox_purge.format(m=mark),
             inbox_due=self.inbox_due.format(m=mark),
+            inbox_read=self.inbox_read,
+            inbox_copy=self.inbox_copy.format(m=mark),
         )
 
 
@@ -229,6 +245,26 @@ class RoomQueries:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StateCopy:
+    """Everything a state holds but its lock, as stored (`capctl state copy`): the serial, every record row
+    (tombstones, backoffs and dormancy are fields of them), the fingerprint key (None for a state from
+    before keys), room activity and the callback inbox. The lock and its epoch stay with each store: the
+    destination's epoch keeps rising, so a leader of it from before the copy is fenced."""
+
+    serial: int
+    records: list[tuple[str, str]]  # (key, body): the stored JSON, checked by decoding, copied unchanged
+    key_hex: str | None
+    rooms: list[tuple[Any, ...]]
+    inbox: list[tuple[Any, ...]]
+
+    def __repr__(self) -> str:  # may hold 100,000 rows: never print them
+        return f"StateCopy(serial={self.serial}, records={len(self.records)}, rooms={len(self.rooms)})"
+
+
+_COPY_CHUNK = 10_000  # records per progress report of a copy
+
+
 def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
     cur.execute(sql, params)
     return cur.fetchall()
@@ -245,6 +281,7 @@ class SqlStateStore(ABC):
     created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
     writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
+    snapshot_reads: ClassVar[tuple[str, ...]] = ()  # begins a transaction whose reads see one snapshot
     _fingerprint_key: bytes | None = None
 
     @abstractmethod
@@ -446,6 +483,62 @@ class SqlStateStore(ABC):
                 for statement in self.leadership.migrate:
                     cur.execute(statement, ())
         self._leadership_ready = True
+
+    def export(self) -> StateCopy:
+        """Everything this state holds (`StateCopy`), read from one snapshot. Every record row is decoded
+        first: a row this capctl cannot read is refused, naming it, and nothing is exported."""
+        q, rq = self.queries, self.room_queries
+        with self._cursor(write=False) as cur:
+            for statement in self.snapshot_reads:
+                cur.execute(statement, ())
+            serial = self._serial_of(cur, q.serial)
+            records = [(key, body) for key, body in _rows(cur, "SELECT key, body FROM capctl_records ORDER BY key")]
+            keys = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            rooms = _rows(cur, rq.read) if _rows(cur, rq.exists)[0][0] else []
+            inbox = _rows(cur, self.leadership.inbox_read) if _rows(cur, self.leadership.inbox_exists)[0][0] else []
+        try:
+            codec.decode_rows(records)
+        except codec.CodecError as exc:
+            raise StateError(f"{self.url}: {exc}") from None
+        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox)
+
+    def import_copy(
+        self, copy: StateCopy, *, replace: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Make this state hold `copy`, in one transaction: all of it, or on any error nothing. A state that
+        holds records is refused unless `replace`. The serial becomes the copy's, or this state's plus one when
+        that is higher: it never moves back, so a plan saved here before cannot apply. `progress(done, total)`
+        follows the records. Returns the new serial."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot take a copy")
+        self._migrate_leadership()  # the inbox table, in a state from before it
+        q = self.queries
+        with self._cursor(write=True) as cur:
+            serial = self._serial_of(cur, q.serial_for_update)
+            held = _rows(cur, "SELECT count(*) FROM capctl_records")[0][0]
+            if held and not replace:
+                raise StateError(
+                    f"{self.url} already holds a state ({held:,} task record(s), serial {serial}): nothing was copied."
+                    " Copy into a new or empty state, or replace this one with --force (after a backup of it)"
+                )
+            for statement in (*self.room_queries.create, q.create_key):
+                cur.execute(statement, ())
+            for table in ("capctl_records", "capctl_room_activity", "capctl_inbox", "capctl_fingerprint_key"):
+                cur.execute(f"DELETE FROM {table}", ())
+            if copy.key_hex is not None:  # none: the first writer keys the copied hashes, as after an upgrade
+                cur.execute(q.init_key, (copy.key_hex,))
+            for start in range(0, len(copy.records), _COPY_CHUNK):
+                chunk = copy.records[start : start + _COPY_CHUNK]
+                cur.executemany(q.upsert, chunk)
+                if progress is not None:
+                    progress(start + len(chunk), len(copy.records))
+                failpoints.hit("state-copy.records-written")
+            cur.executemany(self.room_queries.upsert, copy.rooms)
+            cur.executemany(self.leadership.inbox_copy, copy.inbox)
+            new_serial = max(copy.serial, serial + 1)
+            cur.execute(q.set_serial, (new_serial,))
+        self._fingerprint_key = None  # read afresh: it is the copy's now
+        return new_serial
 
     def inbox_put(self, entry: InboxEntry) -> bool:
         """Store a verified callback durably (committed on return); False when its key is already there

@@ -67,6 +67,7 @@ class SQLiteStateStore(SqlStateStore):
             INBOX_TABLE,
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = ?",
+        inbox_exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_inbox'",
     ).marked("?")
 
     def __init__(

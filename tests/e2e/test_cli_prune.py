@@ -84,6 +84,28 @@ def test_removing_a_provider_that_still_runs_tasks_fails_the_plan_and_saves_noth
     assert "kept running (--no-prune)" in kept
 
 
+def test_renaming_a_provider_is_refused_until_the_old_one_stays_beside_it_for_one_apply(work: Workdir) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.apply()
+    old = (work.specs / "providers.yaml").read_text()
+    first, rest = old.split("---\n", 1)
+    (work.specs / "providers.yaml").write_text(first.replace("{name: volc}", "{name: volc-main}") + "---\n" + rest)
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]).replace("provider: volc", "provider: volc-main"))
+    for command in (("plan",), ("apply", "--auto-approve")):  # the refresh met the missing provider: a traceback
+        refused = work.capctl(*command, expect=1)
+        assert "provider 'volc' was removed from the specs but still runs 1 task(s): SnapshotJob/audit/lobby" in (
+            refused.stderr
+        )
+        assert "to rename a Provider or move jobs to another, declare the new one beside it" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert state(work)[LOBBY]["provider"] == "volc" and running(work) == ["lobby"]
+    work.write("old-providers.yaml", first)  # the old document beside the new one, for one apply
+    assert "1 replaced" in work.apply().stdout
+    (work.specs / "old-providers.yaml").unlink()
+    assert "No changes" in work.capctl("plan").stdout
+    assert state(work)[LOBBY]["provider"] == "volc-main" and running(work) == ["lobby"]
+
+
 def make_dormant(work: Workdir) -> None:
     """As the daemon leaves an empty room's task: its run idled out, dormant until its next slot."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))

@@ -1,0 +1,96 @@
+"""`capctl state copy`: going from one SQLite state to PostgreSQL (several replicas) and back, as the
+operator does it (docs/state.md "Moving a state"): the copy lists as the source did, a destination holding
+tasks is refused, a state a daemon holds is refused before anything is created, the password of a URL is
+never shown, and a large state reports its progress."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from reconciler.state import open_state
+from tests.e2e.test_cli_contract import capctl
+from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL, a schema per test)
+from tests.state.helpers import make_record
+
+
+def make_state(path: Path, count: int) -> str:
+    url = f"sqlite:///{path}"
+    store = open_state(url)
+    store.put_many(make_record(f"SnapshotJob/audit/room-{n}") for n in range(count))
+    store.close()
+    return url
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", "postgresql://postgres:hunter2-canary@")  # trust auth: ignored
+
+
+def test_sqlite_to_postgres_and_back(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+    source = make_state(tmp_path / "state.db", 3)
+    to_pg = capctl("state", "copy", "--to", with_password(pg_url), cwd=tmp_path, env={"CAPCTL_STATE": source})
+    assert to_pg.returncode == 0, to_pg.stderr
+    assert "Copied the state at sqlite:///" in to_pg.stdout and "3 task record(s)" in to_pg.stdout
+    assert "Point every capctl at postgresql://postgres@127.0.0.1" in to_pg.stdout
+    assert "hunter2-canary" not in to_pg.stdout + to_pg.stderr and to_pg.stderr == ""
+
+    listed = [capctl("state", "list", "-o", "json", "--state", url, cwd=tmp_path).stdout for url in (source, pg_url)]
+    assert listed[0] == listed[1] and '"serial": 1' in listed[0]
+
+    again = capctl("state", "copy", "--from", source, "--to", pg_url, cwd=tmp_path)
+    assert (
+        again.returncode == 1
+        and "already holds a state (3 task record(s), serial 1): nothing was copied" in again.stderr
+    )
+
+    back = capctl("state", "copy", "--from", pg_url, "--to", "sqlite:///back/state.db", cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    restored = capctl("state", "list", "-o", "json", "--state", "sqlite:///back/state.db", cwd=tmp_path).stdout
+    assert restored == listed[0]
+
+
+def test_a_state_a_daemon_holds_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    source = make_state(tmp_path / "state.db", 1)
+    daemon = open_state(source)
+    with daemon.lock("capctl run on http://127.0.0.1:61599"):
+        refused = capctl("state", "copy", "--from", source, "--to", "sqlite:///copy.db", cwd=tmp_path)
+    daemon.close()
+    assert refused.returncode == 1
+    assert "the capctl daemon holds the state lock" in refused.stderr and "every replica" in refused.stderr
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_large_state_reports_its_progress(tmp_path: Path) -> None:
+    source = make_state(tmp_path / "state.db", 20_000)
+    done = capctl("state", "copy", "--from", source, "--to", "sqlite:///copy.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["copied 10,000 of 20,000 task records", "copied 20,000 of 20,000 task records"]
+
+
+def test_a_missing_source_or_the_same_state_twice_is_refused(tmp_path: Path) -> None:
+    missing = capctl("state", "copy", "--from", "sqlite:///none.db", "--to", "sqlite:///copy.db", cwd=tmp_path)
+    assert missing.returncode == 1 and "no state at sqlite:///none.db" in missing.stderr
+    source = make_state(tmp_path / "state.db", 1)
+    same = capctl("state", "copy", "--from", source, "--to", "sqlite:///state.db", cwd=tmp_path)
+    assert same.returncode == 1 and "--from and --to name the same state" in same.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "copy.db").exists()
+
+
+def test_a_copy_interrupted_or_killed_half_way_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
+    source = make_state(tmp_path / "state.db", 30_000)
+    env = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    command = [sys.executable, "-m", "reconciler", "state", "copy", "--from", source, "--to", "sqlite:///copy.db"]
+    ctrl_c = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert ctrl_c.stderr is not None
+    assert ctrl_c.stderr.readline() == "copied 10,000 of 30,000 task records\n"
+    ctrl_c.send_signal(signal.SIGINT)  # in the middle of the destination's transaction
+    _, err = ctrl_c.communicate(timeout=60)
+    assert ctrl_c.returncode == 130 and "interrupted: nothing was copied, sqlite:///" in err and "Traceback" not in err
+
+    killed = capctl(*command[3:], cwd=tmp_path, env={"CAPCTL_FAILPOINTS": "state-copy.records-written"})
+    assert killed.returncode == 137  # died as kill -9 would, after its first 10,000 records
+    listed = capctl("state", "list", "--state", "sqlite:///copy.db", cwd=tmp_path)
+    assert listed.stdout.startswith("0 tasks (state serial 0)")  # the new, empty state: no record of the copy

@@ -1,0 +1,134 @@
+"""`capctl state copy`'s two halves, `export` and `import_copy`, between real SQLite and PostgreSQL stores:
+everything a state holds arrives (records with tombstones and backoffs, the fingerprint key, room activity,
+the inbox), a destination that holds tasks is refused unless replaced, its serial never moves back, and a
+copy that fails half-way writes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from reconciler.model import RoomActivity, TaskStatus
+from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
+from reconciler.state.sql import SqlStateStore, StateCopy
+
+from .helpers import make_record
+
+KEY = b"k" * 32
+
+
+def sql_store(url: str) -> SqlStateStore:
+    store = open_state(url)
+    assert isinstance(store, SqlStateStore)
+    return store
+
+
+def fill(store: SqlStateStore) -> None:
+    """A state a few months old: a running task, a tombstone, a dormant one backing off, rooms, callbacks."""
+    store.fingerprint_key(KEY)
+    store.put(make_record("SnapshotJob/a/lobby", status=TaskStatus.RUNNING, vendor_task_id="a", reissue_count=4))
+    store.put(make_record("SnapshotJob/old/hall", status=TaskStatus.REMOVED, removed_at=1_000.0, stopped_at=999.0))
+    store.put(make_record("SnapshotJob/a/vip", status=TaskStatus.DORMANT, next_attempt_at=5_000.0, unproductive_runs=3))
+    store.record_rooms(
+        [RoomActivity("volc", "lobby", True, 10.0, "callback"), RoomActivity("volc", "vip", False, 9.0, "resync")]
+    )
+    for n in range(2):
+        store.inbox_put(InboxEntry("zego", f"event-{n}", {"room_id": "lobby", "n": n}, f"sha-{n}", 100.0 + n))
+    store.inbox_claim(now=200.0, limit=1)  # one handled (kept, so a retry of it is still a duplicate), one not
+
+
+@pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
+def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str, pg_url: str) -> None:
+    src_url, dst_url = (sqlite_url, pg_url) if direction == "sqlite-to-postgres" else (pg_url, sqlite_url)
+    src, dst = sql_store(src_url), sql_store(dst_url)
+    fill(src)
+    source = src.export()
+
+    serial = dst.import_copy(source)
+
+    assert serial == source.serial == dst.serial() and source.key_hex == KEY.hex()
+    copied = dst.export()
+    assert (copied.records, copied.key_hex, copied.rooms, copied.inbox) == (
+        source.records,
+        source.key_hex,
+        source.rooms,
+        source.inbox,
+    )
+    assert dst.load().records == src.load().records and dst.fingerprint_key() == KEY
+    assert dst.room_activity() == src.room_activity()
+    assert [e.dedupe_key for e in dst.inbox_claim(now=300.0)] == ["event-1"]  # the handled one stays handled
+    src.close()
+    dst.close()
+
+
+def test_a_destination_holding_tasks_is_refused_unless_replaced_and_its_serial_never_moves_back(
+    store_url: str, sqlite_url: str
+) -> None:
+    src = sql_store(sqlite_url.replace("state.db", "source.db"))
+    fill(src)
+    dst = sql_store(store_url)
+    for n in range(30):  # a busier state: its serial is above the source's
+        dst.put(make_record(f"SnapshotJob/other/room-{n}"))
+    before = dst.export()
+
+    with pytest.raises(StateError, match=r"already holds a state \(30 task record\(s\), serial 30\): nothing was"):
+        dst.import_copy(src.export())
+    assert dst.export() == before
+
+    serial = dst.import_copy(src.export(), replace=True)
+    assert serial == 31 and dst.load().records == src.load().records  # 31: never back to the source's 3
+    src.close()
+    dst.close()
+
+
+def test_a_copy_that_fails_half_way_writes_nothing(store_url: str, sqlite_url: str) -> None:
+    src = sql_store(sqlite_url.replace("state.db", "source.db"))
+    fill(src)
+    good = src.export()
+    dst = sql_store(store_url)
+    before = dst.export()
+    # The inbox goes in last, after every record: a twice-stored callback fails its primary key there.
+    bad = StateCopy(good.serial, good.records, good.key_hex, good.rooms, [*good.inbox, good.inbox[0]])
+    progress: list[tuple[int, int]] = []
+
+    with pytest.raises(StateError):
+        dst.import_copy(bad, progress=lambda done, total: progress.append((done, total)))
+
+    assert progress == [(3, 3)]  # the records were written ...
+    assert dst.export() == before and dst.load().records == {}  # ... and rolled back with the rest
+    src.close()
+    dst.close()
+
+
+def test_a_state_from_before_keys_rooms_and_the_inbox_is_copied_as_it_is(sqlite_url: str, store_url: str) -> None:
+    old = sql_store(sqlite_url.replace("state.db", "old.db"))
+    old.put(make_record(spec_hash="sha256:" + "c" * 64, fixed_hash="sha256:" + "c" * 64))
+    old.close()
+    with sqlite3.connect(sqlite_path(old.url)) as db:  # as capctl before issue 14 left it
+        db.execute("DROP TABLE capctl_fingerprint_key")
+    db.close()
+    src, dst = sql_store(old.url), sql_store(store_url)
+
+    copy = src.export()
+    dst.import_copy(copy)
+
+    assert (copy.key_hex, copy.rooms, copy.inbox) == (None, [], [])
+    reader = open_state(store_url, create=False)
+    assert reader.fingerprint_key() is None and reader.load().records == src.load().records  # keyed by its first writer
+    reader.close()
+    src.close()
+    dst.close()
+
+
+def test_a_record_row_this_capctl_cannot_read_is_refused_by_name_before_anything_is_copied(sqlite_url: str) -> None:
+    src = sql_store(sqlite_url)
+    src.put(make_record())
+    src.close()
+    with sqlite3.connect(sqlite_path(src.url)) as db:
+        db.execute("UPDATE capctl_records SET body = '{\"key\": 1}'")
+    db.close()
+    src = sql_store(sqlite_url)
+    with pytest.raises(StateError, match="row 'SnapshotJob/lobby-audit/lobby'"):
+        src.export()
+    src.close()
