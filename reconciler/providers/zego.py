@@ -236,8 +236,8 @@ class _AccessTokens:
 class ZegoLegacyRecordProvider(_RecordingProvider):
     """Cloud recording, legacy v1 API (seed page 003): /access_token, /start, /query, /stop.
 
-    No idempotency key exists, so `client_task_id` is ignored; the executor resolves an interrupted start
-    by querying. A rejected obtained token (100000004/100000005) is refreshed and the call retried once.
+    No idempotency key exists, so `client_task_id` is ignored, and a start that may have reached the vendor
+    without an answer is not retried (`ZegoClient.call(repeatable=False)`). A rejected obtained token (100000004/100000005) is refreshed and the call retried once.
     """
 
     family = ApiFamily.ZEGO_RECORD_LEGACY
@@ -254,7 +254,9 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     async def start(
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
     ) -> StartResult:
-        answer = await self._call("start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request))
+        answer = await self._call(
+            "start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request), repeatable=False
+        )
         task_id = _require_text(answer.get("task_id"), "start", "task_id", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
 
@@ -273,15 +275,17 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         *,
         not_found: frozenset[int] = frozenset(),
         secrets: Iterable[Hidden] = (),
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         token = await self._token(priority)
+        send = (api, priority, fields, not_found, secrets, repeatable)
         try:
-            return await self._send(api, priority, token, fields, not_found, secrets)
+            return await self._send(token, *send)
         except VendorError as exc:
             if exc.kind is not ErrorKind.AUTH or self._tokens is None:
                 raise
             self._tokens.invalidate(token)
-        return await self._send(api, priority, await self._token(priority), fields, not_found, secrets)
+        return await self._send(await self._token(priority), *send)
 
     async def _token(self, priority: Priority) -> Secret:
         if self._tokens is None:
@@ -291,12 +295,13 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
 
     async def _send(
         self,
+        token: Secret,
         api: str,
         priority: Priority,
-        token: Secret,
         fields: Mapping[str, Any],
         not_found: frozenset[int],
         secrets: Iterable[Hidden],
+        repeatable: bool,
     ) -> dict[str, Any]:
         body = {"app_id": self._client.app_id, "access_token": token.reveal(), **fields}
         return await self._client.call(
@@ -310,6 +315,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
             not_found=not_found,
             credential="accessToken" if self._tokens is None else "serverSecret",
             secrets=[token, *secrets],
+            repeatable=repeatable,
         )
 
 

@@ -233,3 +233,13 @@ def test_removing_a_legacy_recording_whose_start_was_never_confirmed_does_not_ad
     ends = "the legacy API cannot find that recording; if it runs, it ends by itself at its idle timeout or its maximum"
     assert ends in " ".join(plan.split())
     assert "restore the job" not in plan
+
+
+def test_a_legacy_start_whose_answer_is_lost_is_not_tried_again(work: Workdir) -> None:
+    """The legacy /start has no idempotency key: retrying a start the vendor took but whose answer was lost
+    made a second (third, ...) recording of the room that capctl never knew of."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["start"])
+    out = work.apply(expect=1).stdout
+    assert "not retried: the vendor may have started a recording" in out
+    assert len(work.sim.requests("start")) == 1 and len(zego_running(work, "legacy")) == 1

@@ -502,6 +502,38 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
     assert rig.stats("access_token").granted == 1 and rig.stats("start").granted == 1
 
 
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (httpx.ReadTimeout("slow"), ErrorKind.TERMINAL),
+        (httpx.RemoteProtocolError("dropped"), ErrorKind.TERMINAL),
+        (httpx.Response(500), ErrorKind.TERMINAL),
+        (httpx.Response(200, text="<html>oops</html>"), ErrorKind.TERMINAL),
+        (httpx.ConnectError("refused"), ErrorKind.RETRYABLE),  # never sent: safe to try again
+        (httpx.Response(200, json={"code": 300010000, "message": "system error"}), ErrorKind.RETRYABLE),
+        (httpx.Response(429), ErrorKind.THROTTLED),
+    ],
+)
+async def test_a_legacy_start_that_may_have_started_is_not_retryable(answer: Answer, kind: ErrorKind) -> None:
+    """No idempotency key: a start the vendor may have acted on without saying so must not be tried again."""
+    rig = Rig(ZegoLegacyRecordProvider)
+    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    rig.vendor.script("/base/start", answer)
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
+    assert err.value.kind is kind
+    assert ("not retried: the vendor may have started a recording" in str(err.value)) is (kind is ErrorKind.TERMINAL)
+
+
+async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None:
+    rig = Rig(ZegoLegacyRecordProvider)
+    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    rig.vendor.script("/base/stop", httpx.ReadTimeout("slow"))
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.stop(record(ApiFamily.ZEGO_RECORD_LEGACY)))
+    assert err.value.kind is ErrorKind.RETRYABLE
+
+
 async def test_legacy_token_is_cached_until_five_minutes_before_expiry() -> None:
     rig = Rig(ZegoLegacyRecordProvider)
     rig.vendor.script("/base/access_token", token_answer("tok-1"), token_answer("tok-2"))
