@@ -243,3 +243,36 @@ def test_a_legacy_start_whose_answer_is_lost_is_not_tried_again(work: Workdir) -
     out = work.apply(expect=1).stdout
     assert "not retried: the vendor may have started a recording" in out
     assert len(work.sim.requests("start")) == 1 and len(zego_running(work, "legacy")) == 1
+
+
+ZEGO_STORAGES = {  # every storage type a ZEGO provider writes to, with what its type requires
+    "s3": "region: us-east-1, bucket: b",
+    "oss": "region: oss-cn-shanghai, bucket: b",
+    "cos": "region: ap-shanghai, bucket: b",
+    "kodo": "region: z0, bucket: b",
+    "obs": "region: cn-north-4, bucket: b",
+    "gcs": "region: us, bucket: b",
+    "eos": "region: eos-wuxi-1, bucket: b",
+    "s3-compatible": "region: us-east-1, bucket: b, endpoint: https://minio.example",
+    "aliyun-vod": "region: cn-shanghai, title: t, storageLocation: x.oss-cn-shanghai.aliyuncs.com",
+    "tencent-vod": "region: ap-shanghai, subAppId: 7",
+}
+
+
+def test_every_zego_storage_type_records(work: Workdir) -> None:
+    """What validate accepts for a storage type, the vendor (the simulator, seed 003's fields) accepts too."""
+    docs = []
+    for kind, fields in ZEGO_STORAGES.items():
+        keys = "accessKey: {env: S3_AK, default: ak}, secretKey: {env: S3_SK, default: sk}"
+        docs.append(
+            f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: st-{kind}}}\nspec: {{type: {kind}, {fields}, {keys}}}\n"
+        )
+        job = recording_job(f"rec-{kind}", [f"room-{kind}"]).replace("storage: s3", f"storage: st-{kind}")
+        docs.append(job)
+    work.write("jobs.yaml", "---\n".join(docs))
+    assert "0 failed" in work.apply().stdout
+    bodies = {
+        r["body"]["StorageParams"]["Vendor"]: r["body"]["StorageParams"] for r in work.sim.requests("StartRecord")
+    }
+    assert sorted(bodies) == list(range(1, 11))
+    assert bodies[6]["TencentyunVodParams"]["SubAppId"] == 7  # seed 003's tencentyun_vod_params, in PascalCase
