@@ -161,6 +161,9 @@ VOLC_ROOM_USERS = Obj(
 
 _PASCAL_RENAMES = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
 RECORD_FORMATS = ("mp4", "flv", "hls", "jpg", "mp3")
+# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选".
+# Nothing says so of the current API's 8 (GCS), 9 (EOS) and 10 (S3-compatible): their region is optional.
+SEED_REGION_VENDORS = frozenset({1, 2, 3, 4, 7})
 
 
 def snake(name: str) -> str:
@@ -196,8 +199,10 @@ def record_schema(current: bool) -> Obj:
     def storage_fields(obj: dict[str, Any], path: str) -> None:
         provider = obj[n("storage_provider")]
         needed = {5: ["aliyun_vod_params"], 6: ["tencentyun_vod_params"]}.get(
-            provider, ["region", "bucket_name", "access_key_id", "access_key_secret"]
+            provider, ["bucket_name", "access_key_id", "access_key_secret"]
         )
+        if provider in SEED_REGION_VENDORS:
+            needed = ["region", *needed]
         if provider == 10:
             needed = [*needed, "end_point"]
         for name in needed:
