@@ -33,7 +33,7 @@ from reconciler.spec.models import (
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["CheckedJob", "check_all"]
+__all__ = ["ZEGO_LEGACY_STORAGE", "CheckedJob", "check_all"]
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
@@ -51,6 +51,8 @@ STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "tencent-vod": (("region", "accessKey", "secretKey"), ("subAppId",)),
 }
 _ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
+# Seed 003's storage_provider 1..7; 8 (gcs) and 9 (eos) came with the current API (vendor-apis.md).
+ZEGO_LEGACY_STORAGE: Final = ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs")
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
 VOLC_MAX_STREAMS: Final = 17
 UINT32_MAX: Final = 4_294_967_295
@@ -216,6 +218,13 @@ class Checker:
                 ("spec", "storage"),
                 f"the legacy ZEGO recording API has no storage endpoint, so "
                 f"s3-compatible storage is not possible ({both})",
+            )
+        elif pspec.cloudrecord_api == "legacy" and sspec.type not in ZEGO_LEGACY_STORAGE:
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"the legacy ZEGO recording API writes to storage_provider 1..7 ({', '.join(ZEGO_LEGACY_STORAGE)}) "
+                f"only, not {sspec.type}: use cloudrecordApi: current ({both})",
             )
         if isinstance(region, int):
             self.fail(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.spec.checks import ZEGO_LEGACY_STORAGE
 from tests.e2e.conftest import Workdir
 from tests.specdocs import recording_job, thumbnail_job
 
@@ -260,19 +261,23 @@ ZEGO_STORAGES = {  # every storage type a ZEGO provider writes to, with what its
 
 
 def test_every_zego_storage_type_records(work: Workdir) -> None:
-    """What validate accepts for a storage type, the vendor (the simulator, seed 003's fields) accepts too."""
+    """What validate accepts for a storage type on either API, the vendor (the simulator, seed 003's fields)
+    accepts too."""
+    keys = "accessKey: {env: S3_AK, default: ak}, secretKey: {env: S3_SK, default: sk}"
     docs = []
     for kind, fields in ZEGO_STORAGES.items():
-        keys = "accessKey: {env: S3_AK, default: ak}, secretKey: {env: S3_SK, default: sk}"
-        docs.append(
-            f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: st-{kind}}}\nspec: {{type: {kind}, {fields}, {keys}}}\n"
-        )
+        docs.append(f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: st-{kind}}}\n")
+        docs[-1] += f"spec: {{type: {kind}, {fields}, {keys}}}\n"
         job = recording_job(f"rec-{kind}", [f"room-{kind}"]).replace("storage: s3", f"storage: st-{kind}")
         docs.append(job)
+        if kind in ZEGO_LEGACY_STORAGE:
+            docs.append(job.replace("name: rec-", "name: legacy-").replace("provider: zego", "provider: zego-legacy"))
     work.write("jobs.yaml", "---\n".join(docs))
     assert "0 failed" in work.apply().stdout
-    bodies = {
+    current = {
         r["body"]["StorageParams"]["Vendor"]: r["body"]["StorageParams"] for r in work.sim.requests("StartRecord")
     }
-    assert sorted(bodies) == list(range(1, 11))
-    assert bodies[6]["TencentyunVodParams"]["SubAppId"] == 7  # seed 003's tencentyun_vod_params, in PascalCase
+    assert sorted(current) == list(range(1, 11))
+    assert current[6]["TencentyunVodParams"]["SubAppId"] == 7  # seed 003's tencentyun_vod_params, in PascalCase
+    legacy = {r["body"]["storage_params"]["storage_provider"] for r in work.sim.requests("start")}
+    assert sorted(legacy) == list(range(1, 8))
