@@ -237,7 +237,8 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     """Cloud recording, legacy v1 API (seed page 003): /access_token, /start, /query, /stop.
 
     No idempotency key exists, so `client_task_id` is ignored, and a start that may have reached the vendor
-    without an answer is not retried (`ZegoClient.call(repeatable=False)`). A rejected obtained token (100000004/100000005) is refreshed and the call retried once.
+    without an answer is not retried (`ZegoClient.call(repeatable=False)`). A rejected obtained token
+    (100000004/100000005) is refreshed and the call retried once.
     """
 
     family = ApiFamily.ZEGO_RECORD_LEGACY

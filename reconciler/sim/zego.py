@@ -254,13 +254,11 @@ def _cloudrecord(sim: Simulator, request: Request, query: dict[str, str], action
 def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable[[str], str], *, legacy: bool) -> str:
     inputs = body[n("record_input_params")]
     outputs = body.get(n("record_output_params"), {})
-    streams = inputs.get(n("record_stream_list"), [])
     jpg = outputs.get(n("output_file_format"), "mp4") == "jpg"
     task_id, _ = sim.world.start_zego(
         app_id,
         body[n("room_id")],
         legacy=legacy,
-        targets=frozenset(s[n("stream_id")] for s in streams) or None,
         max_idle=inputs.get(n("max_idle_time"), DEFAULT_MAX_IDLE),
         max_record=inputs.get(n("max_record_time"), DEFAULT_MAX_RECORD),
         interval=outputs.get(n("snapshot_interval"), DEFAULT_SNAPSHOT_INTERVAL) if jpg else None,

@@ -136,7 +136,7 @@ async def test_ten_thousand_tasks_advance_six_hours() -> None:
             )
         else:
             sim.world.start_zego(
-                "1234567890", f"room{i}", legacy=False, targets=None, max_idle=30, max_record=3600, interval=10
+                "1234567890", f"room{i}", legacy=False, max_idle=30, max_record=3600, interval=10
             )
     await sim.advance(6 * 3600)
     tasks = sim.tasks()

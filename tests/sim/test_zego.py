@@ -97,17 +97,19 @@ async def test_client_task_id_idempotency(client: SimClient) -> None:
     assert third != first and len(client.sim.tasks("zego")) == 2
 
 
-async def test_record_stream_list_targets(client: SimClient) -> None:
+async def test_a_recording_idles_out_only_when_the_room_has_no_stream(client: SimClient) -> None:
+    """Seed 003: max_idle_time applies "仅当房间内无流" (only when the room has no stream), whatever streams the
+    recording lists: another stream in the room keeps it running."""
     sim = client.sim
     sim.publish("zego", "z1", stream_id="other")
     body = record_body(MaxIdleTime=10, RecordStreamList=[{"StreamId": "teacher"}])
     task_id = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
-    await sim.advance(5)
-    sim.publish("zego", "z1", stream_id="teacher", user_id="t")
-    await sim.advance(100)
+    await sim.advance(100)  # its stream never came, the room was never empty
     assert sim.world.zego_tasks[task_id].running
-    sim.unpublish("zego", "z1", stream_id="teacher")
-    await sim.advance(10)
+    sim.unpublish("zego", "z1", stream_id="other")
+    await sim.advance(9)
+    assert sim.world.zego_tasks[task_id].running
+    await sim.advance(1)
     assert sim.world.zego_tasks[task_id].quit_reason == 3
 
 
