@@ -54,7 +54,7 @@ THUMBNAIL_CODES: dict[int, tuple[ErrorKind, str]] = {
     4: (ErrorKind.TERMINAL, "CDN type mismatch"),
     5: (ErrorKind.TERMINAL, "configuration error"),
     6: (ErrorKind.THROTTLED, "request too frequent"),
-    7: (ErrorKind.TERMINAL, "authentication failed"),
+    7: (ErrorKind.AUTH, "authentication failed"),  # seed 004: "check if the authentication parameters are correct"
     1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId)"),
     41003: (ErrorKind.TERMINAL, "file does not exist"),
 }

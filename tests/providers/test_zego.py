@@ -740,7 +740,7 @@ def test_thumbnail_params_keep_an_explicit_array_suffix_and_render_booleans() ->
         (4, ErrorKind.TERMINAL, "CDN type mismatch"),
         (5, ErrorKind.TERMINAL, "configuration error"),
         (6, ErrorKind.THROTTLED, "request too frequent"),
-        (7, ErrorKind.TERMINAL, "authentication failed"),
+        (7, ErrorKind.AUTH, "check serverSecret of provider zego-prod"),
         (41003, ErrorKind.TERMINAL, "file does not exist"),
         (1000, ErrorKind.TERMINAL, "request failed (also a wrong FileId)"),
         (100000005, ErrorKind.AUTH, "signature invalid"),
