@@ -8,6 +8,7 @@ Every Action call is checked with signature 2.0; legacy calls carry an access to
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -43,6 +44,7 @@ TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
 # MediaThumbnails' own codes (seed 002/004).
 THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
 LEGACY_TOKEN_TTL = 7200
+_NONCE = re.compile(r"[0-9a-fA-F]{16}")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
 
@@ -75,9 +77,15 @@ LEGACY_STYLE = VendorStyle(
 
 
 def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
-    """The calling app, or SIG_INVALID / SIG_EXPIRED (an unknown AppId is an invalid signature)."""
+    """The calling app, or SIG_INVALID / SIG_EXPIRED (an unknown AppId is an invalid signature).
+
+    Seed 004: SignatureNonce is "A 16-character hexadecimal random string"; UNCONFIRMED which code another
+    nonce gets: the simulator answers it as an invalid signature. A nonce used before is accepted: no seed
+    says the vendor refuses one."""
     app_id, ts = query.get("AppId", ""), query.get("Timestamp", "")
     if not app_id.isdigit() or not ts.isdigit() or query.get("SignatureVersion") != "2.0":
+        return SIG_INVALID
+    if not _NONCE.fullmatch(query.get("SignatureNonce", "")):
         return SIG_INVALID
     app = sim.config.zego_app(int(app_id))
     if app is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from reconciler.sim.signing import make_legacy_token
-from tests.sim.conftest import ZEGO_APP, SimClient, record_body
+from tests.sim.conftest import ZEGO_APP, SimClient, record_body, zego_query
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -27,6 +28,16 @@ async def test_documented_signature_accepted_and_bad_rejected(client: SimClient)
     assert code(await client.zego("StartRecord", record_body(), app_id=42)) == 100000005
     assert code(await client.zego("StartRecord", record_body(), when=client.clock.now() - 601)) == 100000004
     assert code(await client.zego("StartRecord", record_body(), when=client.clock.now() + 599)) == 0
+
+
+@pytest.mark.parametrize("nonce", ["", "abc", "4fd24687296dd9f", "4fd24687296dd9f3a", "4fd24687296dd9g3"])
+async def test_a_nonce_that_is_not_16_hex_characters_is_refused(client: SimClient, nonce: str) -> None:
+    """Seed 004: SignatureNonce is "A 16-character hexadecimal random string", and the signature covers it."""
+    query = {**zego_query("DescribeRecordStatus", client.clock.now()), "SignatureNonce": nonce}
+    ts = query["Timestamp"]
+    query["Signature"] = hashlib.md5(f"{ZEGO_APP}{nonce}{SECRET}{ts}".encode()).hexdigest()
+    answer = await client.http.post("/zego/cloudrecord/", params=query, json={"TaskId": "0123456789abcdef"})
+    assert code(answer) == 100000005
 
 
 @pytest.mark.parametrize(
