@@ -40,6 +40,23 @@ async def test_a_nonce_that_is_not_16_hex_characters_is_refused(client: SimClien
     assert code(answer) == 100000005
 
 
+def mix(**region: int) -> dict[str, Any]:
+    """A mix_config on a 1280 × 720 canvas with one region, its corners overridden by `region`."""
+    item = {
+        "Top": 0,
+        "Left": 0,
+        "Bottom": 720,
+        "Right": 1280,
+        "Layer": 1,
+        **{k.capitalize(): v for k, v in region.items()},
+    }
+    video = {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1_500_000}
+    return {"MixOutputStreamId": "mix", "MixOutputVideoConfig": video, "MixInputList": [item]}
+
+
+TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}}
+
+
 @pytest.mark.parametrize(
     ("mutate", "where"),
     [
@@ -53,6 +70,15 @@ async def test_a_nonce_that_is_not_16_hex_characters_is_refused(client: SimClien
         (lambda b: b["StorageParams"].update(Vendor=10), "StorageParams.EndPoint"),
         (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
+        (
+            lambda b: b["RecordInputParams"].update(MixConfig=mix(bottom=721)),
+            "MixConfig.MixInputList[0]: Bottom/Right must not exceed the canvas height/width",
+        ),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(right=1281)), "MixInputList[0]: Bottom/Right"),
+        (
+            lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
+            "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",
+        ),
     ],
 )
 async def test_start_record_validation(
