@@ -443,15 +443,31 @@ class Checker:
                     "needs top ≤ bottom ≤ canvas height and "
                     f"left ≤ right ≤ canvas width ({video.width} × {video.height})",
                 )
+            # Seed 003's conditions under which a field takes effect: set otherwise, it would do nothing.
+            if item.background_image is not None and item.stream_id is None:
+                self.fail(job, ("spec", "mix", "mixInputList", i, "backgroundImage"), "only applies with streamId")
+        if spec.mix.mix_max_resolution_stream_id is not None and spec.mix.mix_mode not in (3, 4, 5):
+            self.fail(job, ("spec", "mix", "mixMaxResolutionStreamId"), "only applies with mixMode 3, 4 or 5")
+        if spec.mix.default_mix_stream_background_image is not None and not spec.options.fill_blank:
+            self.fail(
+                job, ("spec", "mix", "defaultMixStreamBackgroundImage"), "only applies with options.fillBlank: true"
+            )
 
     def _options(self, job: Loaded, spec: RecordingJobSpec) -> None:
         opts, path = spec.options, ("spec", "options")
-        if opts.fill_frame is not None and spec.mode != "mixed":
+        fill = opts.fill_frame
+        if fill is not None and spec.mode != "mixed":
             self.fail(job, (*path, "fillFrame"), "only applies to mode: mixed")
+        elif fill is not None and fill.frame_fill_color is not None and fill.frame_fill_mode != 2:
+            # seed 003: "frame_fill_mode 设置为 2 时有效"
+            self.fail(job, (*path, "fillFrame", "frameFillColor"), "only applies with frameFillMode: 2")
         single_audio_mp3 = spec.mode == "single" and spec.media == "audio" and spec.format == "mp3"
         for name in ("recordMuteAudio", "recordMuteAudioSplitThreshold"):
             if name in _fields_set(opts) and not single_audio_mp3:
                 self.fail(job, (*path, name), "only applies to mode: single, media: audio, format: mp3")
+        if single_audio_mp3 and opts.record_mute_audio_split_threshold is not None and opts.record_mute_audio != 2:
+            # seed 003: "… 且 record_mute_audio 为 2 时生效"
+            self.fail(job, (*path, "recordMuteAudioSplitThreshold"), "only applies with recordMuteAudio: 2")
         if opts.has_whiteboard:
             if not opts.whiteboard:
                 self.fail(job, (*path, "hasWhiteboard"), "needs 'whiteboard' (the whiteboards to record)")
