@@ -46,17 +46,17 @@ STOP_NOT_FOUND = frozenset({TASK_NOT_FOUND, TASK_ENDED})
 QUERY_NOT_FOUND = frozenset({TASK_NOT_FOUND})
 TOKEN_MARGIN = 300.0  # seconds: an obtained legacy token is replaced 5 min before it expires
 
-# MediaThumbnails business codes (seed pages 002/004), on top of the common ones.
+# MediaThumbnails business codes (seed pages 002/004), on top of the common ones, with the seed's advice.
 THUMBNAIL_CODES: dict[int, tuple[ErrorKind, str]] = {
     **COMMON_CODES,
     2: (ErrorKind.TERMINAL, "input parameter error"),
-    3: (ErrorKind.TERMINAL, "related permissions not activated"),
-    4: (ErrorKind.TERMINAL, "CDN type mismatch"),
-    5: (ErrorKind.TERMINAL, "configuration error"),
+    3: (ErrorKind.TERMINAL, "related permissions not activated: ask ZEGO technical support to activate them"),
+    4: (ErrorKind.TERMINAL, "CDN type mismatch: check the entry's cdn and fileId"),
+    5: (ErrorKind.TERMINAL, "configuration error: ask ZEGO technical support"),
     6: (ErrorKind.THROTTLED, "request too frequent"),
-    7: (ErrorKind.AUTH, "authentication failed"),  # seed 004: "check if the authentication parameters are correct"
-    1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId)"),
-    41003: (ErrorKind.TERMINAL, "file does not exist"),
+    7: (ErrorKind.AUTH, "authentication failed"),  # the auth hint names the credential to check
+    1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId): check fileId, else ask ZEGO technical support"),
+    41003: (ErrorKind.TERMINAL, "file does not exist: check the entry's fileId and the file's format"),
 }
 
 

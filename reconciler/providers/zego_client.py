@@ -64,7 +64,7 @@ TASK_ENDED = 300001001
 COMMON_CODES: dict[int, tuple[ErrorKind, str]] = {
     SIGNATURE_EXPIRED: (ErrorKind.AUTH, "signature expired"),
     SIGNATURE_INVALID: (ErrorKind.AUTH, "signature invalid"),
-    300000002: (ErrorKind.TERMINAL, "service not enabled"),
+    300000002: (ErrorKind.TERMINAL, "service not enabled for this AppId: ask ZEGO to enable it"),
     300000003: (ErrorKind.THROTTLED, "rate limited"),
     300000004: (ErrorKind.TERMINAL, "invalid parameter"),
     300000005: (ErrorKind.TERMINAL, "gateway check failed"),
