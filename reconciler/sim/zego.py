@@ -44,6 +44,7 @@ TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
 # MediaThumbnails' own codes (seed 002/004).
 THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
 LEGACY_TOKEN_TTL = 7200
+LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
 _NONCE = re.compile(r"[0-9a-fA-F]{16}")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
@@ -360,6 +361,8 @@ def _legacy_access_token(sim: Simulator, app: ZegoApp, body: dict[str, Any]) -> 
     token = decode_legacy_token(body["token"])
     if token is None:
         return _legacy_reply(SIG_INVALID, "token is not base64 JSON {ver, hash, nonce, expired}")
+    if len(token.nonce) != LEGACY_NONCE_LENGTH:  # UNCONFIRMED which code: answered as an invalid token
+        return _legacy_reply(SIG_INVALID, f"token nonce must be a {LEGACY_NONCE_LENGTH}-character random string")
     expected = zego_legacy_token_hash(app.app_id, app.server_secret, token.nonce, token.expired)
     if not constant_time_equal(expected, token.hash):
         return _legacy_reply(SIG_INVALID, "token hash invalid")

@@ -153,9 +153,11 @@ async def test_a_recording_idles_out_only_when_the_room_has_no_stream(client: Si
 # --- legacy ---------------------------------------------------------------------------------------------
 
 
-async def legacy_token(client: SimClient, *, expired: float | None = None, secret: str = SECRET) -> httpx.Response:
+async def legacy_token(
+    client: SimClient, *, expired: float | None = None, secret: str = SECRET, nonce: str = "0123456789abcdef"
+) -> httpx.Response:
     exp = int(expired if expired is not None else client.clock.now() + 3600)
-    token = make_legacy_token(ZEGO_APP, secret, "0123456789abcdef", exp)
+    token = make_legacy_token(ZEGO_APP, secret, nonce, exp)
     return await client.http.post(
         "/zego/legacy/access_token", json={"app_id": ZEGO_APP, "seq": 1, "token": token, "version": 1}
     )
@@ -200,6 +202,8 @@ async def test_legacy_flow(client: SimClient) -> None:
 async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
     assert (await legacy_token(client, secret="x" * 32)).json()["code"] == 100000005
     assert (await legacy_token(client, expired=client.clock.now() - 1)).json()["code"] == 100000004
+    for nonce in ("", "0123456789abcde", "0123456789abcdef0"):  # vendor-apis.md: "a 16-character random string"
+        assert (await legacy_token(client, nonce=nonce)).json()["code"] == 100000005
     body = legacy_start_body("unknown-token")
     assert (await client.http.post("/zego/legacy/start", json=body)).json()["code"] == 100000005
     token = (await legacy_token(client)).json()["data"]["access_token"]
