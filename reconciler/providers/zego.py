@@ -46,17 +46,17 @@ STOP_NOT_FOUND = frozenset({TASK_NOT_FOUND, TASK_ENDED})
 QUERY_NOT_FOUND = frozenset({TASK_NOT_FOUND})
 TOKEN_MARGIN = 300.0  # seconds: an obtained legacy token is replaced 5 min before it expires
 
-# MediaThumbnails business codes (seed pages 002/004), on top of the common ones.
+# MediaThumbnails business codes (seed pages 002/004), on top of the common ones, with the seed's advice.
 THUMBNAIL_CODES: dict[int, tuple[ErrorKind, str]] = {
     **COMMON_CODES,
     2: (ErrorKind.TERMINAL, "input parameter error"),
-    3: (ErrorKind.TERMINAL, "related permissions not activated"),
-    4: (ErrorKind.TERMINAL, "CDN type mismatch"),
-    5: (ErrorKind.TERMINAL, "configuration error"),
+    3: (ErrorKind.TERMINAL, "related permissions not activated: ask ZEGO technical support to activate them"),
+    4: (ErrorKind.TERMINAL, "CDN type mismatch: check the entry's cdn and fileId"),
+    5: (ErrorKind.TERMINAL, "configuration error: ask ZEGO technical support"),
     6: (ErrorKind.THROTTLED, "request too frequent"),
-    7: (ErrorKind.TERMINAL, "authentication failed"),
-    1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId)"),
-    41003: (ErrorKind.TERMINAL, "file does not exist"),
+    7: (ErrorKind.AUTH, "authentication failed"),  # the auth hint names the credential to check
+    1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId): check fileId, else ask ZEGO technical support"),
+    41003: (ErrorKind.TERMINAL, "file does not exist: check the entry's fileId and the file's format"),
 }
 
 
@@ -236,8 +236,9 @@ class _AccessTokens:
 class ZegoLegacyRecordProvider(_RecordingProvider):
     """Cloud recording, legacy v1 API (seed page 003): /access_token, /start, /query, /stop.
 
-    No idempotency key exists, so `client_task_id` is ignored; the executor resolves an interrupted start
-    by querying. A rejected obtained token (100000004/100000005) is refreshed and the call retried once.
+    No idempotency key exists, so `client_task_id` is ignored, and a start that may have reached the vendor
+    without an answer is not retried (`ZegoClient.call(repeatable=False)`). A rejected obtained token
+    (100000004/100000005) is refreshed and the call retried once.
     """
 
     family = ApiFamily.ZEGO_RECORD_LEGACY
@@ -254,7 +255,9 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     async def start(
         self, task: DesiredTask, client_task_id: str | None, *, priority: Priority = Priority.CHANGE
     ) -> StartResult:
-        answer = await self._call("start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request))
+        answer = await self._call(
+            "start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request), repeatable=False
+        )
         task_id = _require_text(answer.get("task_id"), "start", "task_id", self._client)
         return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
 
@@ -273,15 +276,17 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         *,
         not_found: frozenset[int] = frozenset(),
         secrets: Iterable[Hidden] = (),
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         token = await self._token(priority)
+        send = (api, priority, fields, not_found, secrets, repeatable)
         try:
-            return await self._send(api, priority, token, fields, not_found, secrets)
+            return await self._send(token, *send)
         except VendorError as exc:
             if exc.kind is not ErrorKind.AUTH or self._tokens is None:
                 raise
             self._tokens.invalidate(token)
-        return await self._send(api, priority, await self._token(priority), fields, not_found, secrets)
+        return await self._send(await self._token(priority), *send)
 
     async def _token(self, priority: Priority) -> Secret:
         if self._tokens is None:
@@ -291,12 +296,13 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
 
     async def _send(
         self,
+        token: Secret,
         api: str,
         priority: Priority,
-        token: Secret,
         fields: Mapping[str, Any],
         not_found: frozenset[int],
         secrets: Iterable[Hidden],
+        repeatable: bool,
     ) -> dict[str, Any]:
         body = {"app_id": self._client.app_id, "access_token": token.reveal(), **fields}
         return await self._client.call(
@@ -310,6 +316,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
             not_found=not_found,
             credential="accessToken" if self._tokens is None else "serverSecret",
             secrets=[token, *secrets],
+            repeatable=repeatable,
         )
 
 

@@ -64,7 +64,7 @@ TASK_ENDED = 300001001
 COMMON_CODES: dict[int, tuple[ErrorKind, str]] = {
     SIGNATURE_EXPIRED: (ErrorKind.AUTH, "signature expired"),
     SIGNATURE_INVALID: (ErrorKind.AUTH, "signature invalid"),
-    300000002: (ErrorKind.TERMINAL, "service not enabled"),
+    300000002: (ErrorKind.TERMINAL, "service not enabled for this AppId: ask ZEGO to enable it"),
     300000003: (ErrorKind.THROTTLED, "rate limited"),
     300000004: (ErrorKind.TERMINAL, "invalid parameter"),
     300000005: (ErrorKind.TERMINAL, "gateway check failed"),
@@ -160,13 +160,16 @@ class ZegoClient:
         not_found: frozenset[int] = frozenset(),
         credential: str = "serverSecret",
         secrets: Iterable[Hidden] = (),
+        repeatable: bool = True,
     ) -> dict[str, Any]:
         """One request through the budget of `api`; returns the answer when its code is 0.
 
         `signed` calls are Action API calls: the query is `Action=api`, `params`, then the Signature 2.0
         parameters, made after the budget slot is granted so a long wait never sends a stale timestamp.
         Legacy calls carry their credentials in the body instead. `not_found` codes become NOT_FOUND for
-        this call; an AUTH error names `credential` (never its value).
+        this call; an AUTH error names `credential` (never its value). A call that is not `repeatable` (each
+        try may start something: the legacy /start) fails terminally when its request may have reached the
+        vendor without an answer that says what happened, so the executor's retry cannot start a second one.
         """
         budget = self.budget(api)
         await budget.take(priority)
@@ -183,12 +186,16 @@ class ZegoClient:
             target = parsed.copy_with(query=urlencode(query, quote_via=quote, safe="").encode()) if query else parsed
             response = await self._http.request(method, target, json=body)
         except httpx.RequestError as exc:
-            raise transport_error(exc, url, api=api).named(name, kind) from None
+            error = transport_error(exc, url, api=api)
+            sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)  # else it never left
+            raise (error if repeatable or not sent else _unconfirmed(error)).named(name, kind) from None
         known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]
         try:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
         except VendorError as exc:
-            raise exc.named(name, kind) from None
+            # A vendor code is the vendor's word that it did not act; an HTTP 5xx or an unreadable answer is not.
+            unanswered = exc.kind is ErrorKind.RETRYABLE and not exc.code.isdigit()
+            raise (_unconfirmed(exc) if unanswered and not repeatable else exc).named(name, kind) from None
 
     def _judge(
         self,
@@ -232,6 +239,19 @@ class ZegoClient:
         elif kind is ErrorKind.AUTH:
             text = f"{text}: {self.auth_hint(credential)}"
         raise VendorError(kind, str(code), text, api=api)
+
+
+def _unconfirmed(error: VendorError) -> VendorError:
+    """`error` of a call that may have taken effect, as a failure not to retry (one more try could start a
+    second recording), saying what may be left at the vendor."""
+    return VendorError(
+        ErrorKind.TERMINAL,
+        error.code,
+        f"{error.message}; not retried: the vendor may have started a recording that no answer named, and this "
+        "API has no idempotency key (another try could start a second one); if it runs, it ends at its idle "
+        "timeout or maximum duration",
+        api=error.api,
+    )
 
 
 # JSON's own names for what an answer was instead of an object (not Python's: `NoneType`, `list`).

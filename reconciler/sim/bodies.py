@@ -161,6 +161,9 @@ VOLC_ROOM_USERS = Obj(
 
 _PASCAL_RENAMES = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
 RECORD_FORMATS = ("mp4", "flv", "hls", "jpg", "mp3")
+# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选".
+# Nothing says so of the current API's 8 (GCS), 9 (EOS) and 10 (S3-compatible): their region is optional.
+SEED_REGION_VENDORS = frozenset({1, 2, 3, 4, 7})
 
 
 def snake(name: str) -> str:
@@ -193,11 +196,29 @@ def record_schema(current: bool) -> Obj:
         if obj[n("top")] > obj[n("bottom")] or obj[n("left")] > obj[n("right")]:
             raise BodyError(path, f"{n('top')}/{n('left')} must not exceed {n('bottom')}/{n('right')}")
 
+    def regions_inside_canvas(obj: dict[str, Any], path: str) -> None:
+        # Seed 003: bottom / right "不能超过画布的高 / 宽" (mix_output_video_config's height / width).
+        canvas = obj[n("mix_output_video_config")]
+        for i, item in enumerate(obj.get(n("mix_input_list"), [])):
+            if item[n("bottom")] > canvas[n("height")] or item[n("right")] > canvas[n("width")]:
+                where = f"{_join(path, n('mix_input_list'))}[{i}]"
+                raise BodyError(where, f"{n('bottom')}/{n('right')} must not exceed the canvas height/width")
+
+    def vod_takes_mp4_or_flv(obj: dict[str, Any], path: str) -> None:
+        # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件".
+        provider = obj[n("storage_params")][n("storage_provider")]
+        fmt = obj.get(n("record_output_params"), {}).get(n("output_file_format"), "mp4")
+        if provider in (5, 6) and fmt not in ("mp4", "flv"):
+            where = _join(path, f"{n('record_output_params')}.{n('output_file_format')}")
+            raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes mp4 or flv files only")
+
     def storage_fields(obj: dict[str, Any], path: str) -> None:
         provider = obj[n("storage_provider")]
         needed = {5: ["aliyun_vod_params"], 6: ["tencentyun_vod_params"]}.get(
-            provider, ["region", "bucket_name", "access_key_id", "access_key_secret"]
+            provider, ["bucket_name", "access_key_id", "access_key_secret"]
         )
+        if provider in SEED_REGION_VENDORS:
+            needed = ["region", *needed]
         if provider == 10:
             needed = [*needed, "end_point"]
         for name in needed:
@@ -265,7 +286,8 @@ def record_schema(current: bool) -> Obj:
                 "mix_max_resolution_stream_id": Val("str"),
                 "mix_output_watermark_image": Val("str"),
                 "default_mix_stream_background_image": Val("str"),
-            }
+            },
+            checks=(regions_inside_canvas,),
         ),
     }
     if current:
@@ -316,7 +338,7 @@ def record_schema(current: bool) -> Obj:
             "storage_params": o(storage_fields_schema, required=True, checks=(storage_fields,)),
         }
     )
-    return o(top)
+    return o(top, checks=(vod_takes_mp4_or_flv,))
 
 
 ZEGO_START_RECORD = record_schema(current=True)

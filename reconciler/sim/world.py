@@ -541,13 +541,16 @@ class World:
         room_id: str,
         *,
         legacy: bool,
-        targets: frozenset[str] | None,
         max_idle: int,
         max_record: int,
         interval: int | None,
         client_task_id: str | None = None,
     ) -> tuple[str, bool]:
-        """Start a recording; with a ClientTaskId of a running task, return that task and start nothing."""
+        """Start a recording; with a ClientTaskId of a running task, return that task and start nothing.
+
+        It watches every stream of the room, whatever its `record_stream_list`: ZEGO's max_idle_time counts
+        from the moment the room has no stream at all (seed 003: "房间内没有任何流、白板之后多长时间自动停止云录制",
+        "该参数仅当房间内无流、无白板时生效"), and so does event_type 4 (room has zero streams)."""
         self.catch_up()
         if client_task_id is not None:
             existing = self._client_ids.get((app_id, client_task_id))
@@ -558,7 +561,7 @@ class World:
             app_id,
             room_id,
             self.new_zego_task_id(),
-            targets,
+            None,
             max_idle,
             max_record,
             interval,

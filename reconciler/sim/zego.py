@@ -8,6 +8,7 @@ Every Action call is checked with signature 2.0; legacy calls carry an access to
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -43,6 +44,8 @@ TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
 # MediaThumbnails' own codes (seed 002/004).
 THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
 LEGACY_TOKEN_TTL = 7200
+LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
+_NONCE = re.compile(r"[0-9a-fA-F]{16}")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
 
@@ -75,9 +78,15 @@ LEGACY_STYLE = VendorStyle(
 
 
 def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
-    """The calling app, or SIG_INVALID / SIG_EXPIRED (an unknown AppId is an invalid signature)."""
+    """The calling app, or SIG_INVALID / SIG_EXPIRED (an unknown AppId is an invalid signature).
+
+    Seed 004: SignatureNonce is "A 16-character hexadecimal random string"; UNCONFIRMED which code another
+    nonce gets: the simulator answers it as an invalid signature. A nonce used before is accepted: no seed
+    says the vendor refuses one."""
     app_id, ts = query.get("AppId", ""), query.get("Timestamp", "")
     if not app_id.isdigit() or not ts.isdigit() or query.get("SignatureVersion") != "2.0":
+        return SIG_INVALID
+    if not _NONCE.fullmatch(query.get("SignatureNonce", "")):
         return SIG_INVALID
     app = sim.config.zego_app(int(app_id))
     if app is None:
@@ -254,13 +263,11 @@ def _cloudrecord(sim: Simulator, request: Request, query: dict[str, str], action
 def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable[[str], str], *, legacy: bool) -> str:
     inputs = body[n("record_input_params")]
     outputs = body.get(n("record_output_params"), {})
-    streams = inputs.get(n("record_stream_list"), [])
     jpg = outputs.get(n("output_file_format"), "mp4") == "jpg"
     task_id, _ = sim.world.start_zego(
         app_id,
         body[n("room_id")],
         legacy=legacy,
-        targets=frozenset(s[n("stream_id")] for s in streams) or None,
         max_idle=inputs.get(n("max_idle_time"), DEFAULT_MAX_IDLE),
         max_record=inputs.get(n("max_record_time"), DEFAULT_MAX_RECORD),
         interval=outputs.get(n("snapshot_interval"), DEFAULT_SNAPSHOT_INTERVAL) if jpg else None,
@@ -354,6 +361,8 @@ def _legacy_access_token(sim: Simulator, app: ZegoApp, body: dict[str, Any]) -> 
     token = decode_legacy_token(body["token"])
     if token is None:
         return _legacy_reply(SIG_INVALID, "token is not base64 JSON {ver, hash, nonce, expired}")
+    if len(token.nonce) != LEGACY_NONCE_LENGTH:  # UNCONFIRMED which code: answered as an invalid token
+        return _legacy_reply(SIG_INVALID, f"token nonce must be a {LEGACY_NONCE_LENGTH}-character random string")
     expected = zego_legacy_token_hash(app.app_id, app.server_secret, token.nonce, token.expired)
     if not constant_time_equal(expected, token.hash):
         return _legacy_reply(SIG_INVALID, "token hash invalid")

@@ -33,7 +33,7 @@ from reconciler.spec.models import (
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["CheckedJob", "check_all"]
+__all__ = ["ZEGO_LEGACY_STORAGE", "CheckedJob", "check_all"]
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
@@ -51,6 +51,8 @@ STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "tencent-vod": (("region", "accessKey", "secretKey"), ("subAppId",)),
 }
 _ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
+# Seed 003's storage_provider 1..7; 8 (gcs) and 9 (eos) came with the current API (vendor-apis.md).
+ZEGO_LEGACY_STORAGE: Final = ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs")
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
 VOLC_MAX_STREAMS: Final = 17
 UINT32_MAX: Final = 4_294_967_295
@@ -216,6 +218,13 @@ class Checker:
                 ("spec", "storage"),
                 f"the legacy ZEGO recording API has no storage endpoint, so "
                 f"s3-compatible storage is not possible ({both})",
+            )
+        elif pspec.cloudrecord_api == "legacy" and sspec.type not in ZEGO_LEGACY_STORAGE:
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"the legacy ZEGO recording API writes to storage_provider 1..7 ({', '.join(ZEGO_LEGACY_STORAGE)}) "
+                f"only, not {sspec.type}: use cloudrecordApi: current ({both})",
             )
         if isinstance(region, int):
             self.fail(
@@ -434,15 +443,31 @@ class Checker:
                     "needs top ≤ bottom ≤ canvas height and "
                     f"left ≤ right ≤ canvas width ({video.width} × {video.height})",
                 )
+            # Seed 003's conditions under which a field takes effect: set otherwise, it would do nothing.
+            if item.background_image is not None and item.stream_id is None:
+                self.fail(job, ("spec", "mix", "mixInputList", i, "backgroundImage"), "only applies with streamId")
+        if spec.mix.mix_max_resolution_stream_id is not None and spec.mix.mix_mode not in (3, 4, 5):
+            self.fail(job, ("spec", "mix", "mixMaxResolutionStreamId"), "only applies with mixMode 3, 4 or 5")
+        if spec.mix.default_mix_stream_background_image is not None and not spec.options.fill_blank:
+            self.fail(
+                job, ("spec", "mix", "defaultMixStreamBackgroundImage"), "only applies with options.fillBlank: true"
+            )
 
     def _options(self, job: Loaded, spec: RecordingJobSpec) -> None:
         opts, path = spec.options, ("spec", "options")
-        if opts.fill_frame is not None and spec.mode != "mixed":
+        fill = opts.fill_frame
+        if fill is not None and spec.mode != "mixed":
             self.fail(job, (*path, "fillFrame"), "only applies to mode: mixed")
+        elif fill is not None and fill.frame_fill_color is not None and fill.frame_fill_mode != 2:
+            # seed 003: "frame_fill_mode 设置为 2 时有效"
+            self.fail(job, (*path, "fillFrame", "frameFillColor"), "only applies with frameFillMode: 2")
         single_audio_mp3 = spec.mode == "single" and spec.media == "audio" and spec.format == "mp3"
         for name in ("recordMuteAudio", "recordMuteAudioSplitThreshold"):
             if name in _fields_set(opts) and not single_audio_mp3:
                 self.fail(job, (*path, name), "only applies to mode: single, media: audio, format: mp3")
+        if single_audio_mp3 and opts.record_mute_audio_split_threshold is not None and opts.record_mute_audio != 2:
+            # seed 003: "… 且 record_mute_audio 为 2 时生效"
+            self.fail(job, (*path, "recordMuteAudioSplitThreshold"), "only applies with recordMuteAudio: 2")
         if opts.has_whiteboard:
             if not opts.whiteboard:
                 self.fail(job, (*path, "hasWhiteboard"), "needs 'whiteboard' (the whiteboards to record)")

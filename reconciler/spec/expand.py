@@ -60,12 +60,9 @@ ZEGO_VENDOR: Final = {
     "s3-compatible": 10,
 }
 ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
-_PASCAL_SPECIAL: Final = {
-    "storage_provider": "Vendor",
-    "bucket_name": "Bucket",
-    "tencentyun_vod_params": "TencentVodParams",
-    "end_point": "EndPoint",
-}
+# vendor-apis.md names these two differently; every other field is seed 003's name in PascalCase
+# (`tencentyun_vod_params` → `TencentyunVodParams`, `end_point` → `EndPoint`).
+_PASCAL_SPECIAL: Final = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
 ZEGO_SNAPSHOT_MAX_RECORD_TIME: Final = 86400
 _PLACEHOLDER: Final = "\x00capctl-target\x00"
 

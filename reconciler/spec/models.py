@@ -192,7 +192,7 @@ class SnapshotJobSpec(_Model):
     idle_timeout: Duration | None = Field(
         None,  # per vendor
         description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "
-        "1..86400 s, default 180s; zego max_idle_time ≥ 5 s, default 30s",
+        "1..86400 s, default 180s; zego max_idle_time 5..4294967295 s (without any stream in the room), default 30s",
     )
     restart_policy: RestartPolicyName = "Always"
     task_id: Text | None = None  # volcengine only
@@ -275,7 +275,9 @@ class RecordingJobSpec(_Model):
     output_folder: Text | None = None
     storage: Name
     idle_timeout: Duration = Field(
-        30, description="ZEGO max_idle_time: the recording stops after this long without a stream; 5..4294967295 s"
+        30,
+        description="ZEGO max_idle_time: the recording stops after this long without any stream in the room; "
+        "5..4294967295 s",
     )
     max_duration: Duration = Field(
         86400, description="ZEGO max_record_time: 300..86400 s; at the limit capctl starts the next recording"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.spec.checks import ZEGO_LEGACY_STORAGE
 from tests.e2e.conftest import Workdir
 from tests.specdocs import recording_job, thumbnail_job
 
@@ -233,3 +234,50 @@ def test_removing_a_legacy_recording_whose_start_was_never_confirmed_does_not_ad
     ends = "the legacy API cannot find that recording; if it runs, it ends by itself at its idle timeout or its maximum"
     assert ends in " ".join(plan.split())
     assert "restore the job" not in plan
+
+
+def test_a_legacy_start_whose_answer_is_lost_is_not_tried_again(work: Workdir) -> None:
+    """The legacy /start has no idempotency key: retrying a start the vendor took but whose answer was lost
+    made a second (third, ...) recording of the room that capctl never knew of."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["start"])
+    out = work.apply(expect=1).stdout
+    assert "not retried: the vendor may have started a recording" in out
+    assert len(work.sim.requests("start")) == 1 and len(zego_running(work, "legacy")) == 1
+
+
+ZEGO_STORAGES = {  # every storage type a ZEGO provider writes to, with what its type requires
+    "s3": "region: us-east-1, bucket: b",  # seed 003: region required for 1~4 and 7 only
+    "oss": "region: oss-cn-shanghai, bucket: b",
+    "cos": "region: ap-shanghai, bucket: b",
+    "kodo": "region: z0, bucket: b",
+    "obs": "region: cn-north-4, bucket: b",
+    "gcs": "bucket: b",
+    "eos": "bucket: b",
+    "s3-compatible": "bucket: b, endpoint: https://minio.example",
+    "aliyun-vod": "region: cn-shanghai, title: t, storageLocation: x.oss-cn-shanghai.aliyuncs.com",
+    "tencent-vod": "region: ap-shanghai, subAppId: 7",
+}
+
+
+def test_every_zego_storage_type_records(work: Workdir) -> None:
+    """What validate accepts for a storage type on either API, the vendor (the simulator, seed 003's fields)
+    accepts too."""
+    keys = "accessKey: {env: S3_AK, default: ak}, secretKey: {env: S3_SK, default: sk}"
+    docs = []
+    for kind, fields in ZEGO_STORAGES.items():
+        docs.append(f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: st-{kind}}}\n")
+        docs[-1] += f"spec: {{type: {kind}, {fields}, {keys}}}\n"
+        job = recording_job(f"rec-{kind}", [f"room-{kind}"]).replace("storage: s3", f"storage: st-{kind}")
+        docs.append(job)
+        if kind in ZEGO_LEGACY_STORAGE:
+            docs.append(job.replace("name: rec-", "name: legacy-").replace("provider: zego", "provider: zego-legacy"))
+    work.write("jobs.yaml", "---\n".join(docs))
+    assert "0 failed" in work.apply().stdout
+    current = {
+        r["body"]["StorageParams"]["Vendor"]: r["body"]["StorageParams"] for r in work.sim.requests("StartRecord")
+    }
+    assert sorted(current) == list(range(1, 11))
+    assert current[6]["TencentyunVodParams"]["SubAppId"] == 7  # seed 003's tencentyun_vod_params, in PascalCase
+    legacy = {r["body"]["storage_params"]["storage_provider"] for r in work.sim.requests("start")}
+    assert sorted(legacy) == list(range(1, 8))

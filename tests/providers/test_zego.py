@@ -29,6 +29,7 @@ from reconciler.model import (
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.zego import (
     DEFAULT_RATE_LIMITS,
+    THUMBNAIL_CODES,
     ZegoLegacyRecordProvider,
     ZegoRecordProvider,
     ZegoThumbnailProvider,
@@ -360,7 +361,7 @@ async def test_observe_raises_other_failures() -> None:
     [
         (100000004, ErrorKind.AUTH, "signature expired"),
         (100000005, ErrorKind.AUTH, "signature invalid"),
-        (300000002, ErrorKind.TERMINAL, "service not enabled"),
+        (300000002, ErrorKind.TERMINAL, "service not enabled for this AppId: ask ZEGO to enable it"),
         (300000003, ErrorKind.THROTTLED, "rate limited"),
         (300000004, ErrorKind.TERMINAL, "invalid parameter"),
         (300000006, ErrorKind.RETRYABLE, "too many concurrent tasks"),
@@ -500,6 +501,38 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
         "storage_params": {"storage_provider": 2, "access_key_secret": STORAGE_SECRET},
     }
     assert rig.stats("access_token").granted == 1 and rig.stats("start").granted == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (httpx.ReadTimeout("slow"), ErrorKind.TERMINAL),
+        (httpx.RemoteProtocolError("dropped"), ErrorKind.TERMINAL),
+        (httpx.Response(500), ErrorKind.TERMINAL),
+        (httpx.Response(200, text="<html>oops</html>"), ErrorKind.TERMINAL),
+        (httpx.ConnectError("refused"), ErrorKind.RETRYABLE),  # never sent: safe to try again
+        (httpx.Response(200, json={"code": 300010000, "message": "system error"}), ErrorKind.RETRYABLE),
+        (httpx.Response(429), ErrorKind.THROTTLED),
+    ],
+)
+async def test_a_legacy_start_that_may_have_started_is_not_retryable(answer: Answer, kind: ErrorKind) -> None:
+    """No idempotency key: a start the vendor may have acted on without saying so must not be tried again."""
+    rig = Rig(ZegoLegacyRecordProvider)
+    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    rig.vendor.script("/base/start", answer)
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
+    assert err.value.kind is kind
+    assert ("not retried: the vendor may have started a recording" in str(err.value)) is (kind is ErrorKind.TERMINAL)
+
+
+async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None:
+    rig = Rig(ZegoLegacyRecordProvider)
+    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    rig.vendor.script("/base/stop", httpx.ReadTimeout("slow"))
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.stop(record(ApiFamily.ZEGO_RECORD_LEGACY)))
+    assert err.value.kind is ErrorKind.RETRYABLE
 
 
 async def test_legacy_token_is_cached_until_five_minutes_before_expiry() -> None:
@@ -704,13 +737,13 @@ def test_thumbnail_params_keep_an_explicit_array_suffix_and_render_booleans() ->
     ("code", "kind", "meaning"),
     [
         (2, ErrorKind.TERMINAL, "input parameter error"),
-        (3, ErrorKind.TERMINAL, "related permissions not activated"),
-        (4, ErrorKind.TERMINAL, "CDN type mismatch"),
-        (5, ErrorKind.TERMINAL, "configuration error"),
+        (3, ErrorKind.TERMINAL, "not activated: ask ZEGO technical support to activate them"),
+        (4, ErrorKind.TERMINAL, "CDN type mismatch: check the entry's cdn and fileId"),
+        (5, ErrorKind.TERMINAL, "configuration error: ask ZEGO technical support"),
         (6, ErrorKind.THROTTLED, "request too frequent"),
-        (7, ErrorKind.TERMINAL, "authentication failed"),
-        (41003, ErrorKind.TERMINAL, "file does not exist"),
-        (1000, ErrorKind.TERMINAL, "request failed (also a wrong FileId)"),
+        (7, ErrorKind.AUTH, "check serverSecret of provider zego-prod"),
+        (41003, ErrorKind.TERMINAL, "file does not exist: check the entry's fileId and the file's format"),
+        (1000, ErrorKind.TERMINAL, "check fileId, else ask ZEGO technical support"),
         (100000005, ErrorKind.AUTH, "signature invalid"),
         (300000003, ErrorKind.THROTTLED, "rate limited"),
     ],
@@ -729,7 +762,7 @@ async def test_a_vendor_message_that_repeats_the_meaning_is_not_repeated() -> No
     rig.vendor.script("/", {"Code": 1000, "Message": "Request failed"})
     with pytest.raises(VendorError) as err:
         await rig.run(lambda: rig.provider.start(thumbnail_task(TENCENT), None))
-    assert err.value.message == "request failed (also a wrong FileId)"  # not "… (Request failed)"
+    assert err.value.message == THUMBNAIL_CODES[1000][1]  # not "… (Request failed)"
 
 
 async def test_thumbnail_stop_and_observe_make_no_call() -> None:

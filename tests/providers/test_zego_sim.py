@@ -186,6 +186,18 @@ async def test_a_wrong_server_secret_is_an_auth_error(rig: SimRig) -> None:
     assert err.value.kind is ErrorKind.AUTH and "f" * 32 not in str(err.value)
 
 
+async def test_a_wrong_server_secret_on_thumbnails_says_what_to_check(rig: SimRig) -> None:
+    """MediaThumbnails answers its own code 7, which must read like every other rejected credential."""
+    provider = ZegoThumbnailProvider(
+        rig.config(server_secret=Secret("f" * 32)), budgets=rig.budgets, clock=rig.clock, http=rig.http
+    )
+    huawei = {"Vendor": "Huawei", "FileId": "/record/a.mp4", "Interval": 2, "Type": "SampleSnapshot"}
+    with pytest.raises(VendorError) as err:
+        await rig.run(provider.start(thumbnail(huawei), None))
+    assert err.value.kind is ErrorKind.AUTH and err.value.code == "7"
+    assert "check serverSecret of provider zego-sim" in str(err.value) and "f" * 32 not in str(err.value)
+
+
 async def test_legacy_lifecycle_and_token_refresh(rig: SimRig) -> None:
     rig.sim.publish(ZEGO, ROOM, stream_id="teacher")
     provider = rig.legacy()

@@ -135,9 +135,7 @@ async def test_ten_thousand_tasks_advance_six_hours() -> None:
                 VOLC_APP, f"room{i}", "t", business_id="", targets=None, max_idle=180, interval=2, settings={}
             )
         else:
-            sim.world.start_zego(
-                "1234567890", f"room{i}", legacy=False, targets=None, max_idle=30, max_record=3600, interval=10
-            )
+            sim.world.start_zego("1234567890", f"room{i}", legacy=False, max_idle=30, max_record=3600, interval=10)
     await sim.advance(6 * 3600)
     tasks = sim.tasks()
     assert sim.world.running_count == 2_500  # volcengine tasks with a stream never stop

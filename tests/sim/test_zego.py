@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from reconciler.sim.signing import make_legacy_token
-from tests.sim.conftest import ZEGO_APP, SimClient, record_body
+from tests.sim.conftest import ZEGO_APP, SimClient, record_body, zego_query
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -29,6 +30,33 @@ async def test_documented_signature_accepted_and_bad_rejected(client: SimClient)
     assert code(await client.zego("StartRecord", record_body(), when=client.clock.now() + 599)) == 0
 
 
+@pytest.mark.parametrize("nonce", ["", "abc", "4fd24687296dd9f", "4fd24687296dd9f3a", "4fd24687296dd9g3"])
+async def test_a_nonce_that_is_not_16_hex_characters_is_refused(client: SimClient, nonce: str) -> None:
+    """Seed 004: SignatureNonce is "A 16-character hexadecimal random string", and the signature covers it."""
+    query = {**zego_query("DescribeRecordStatus", client.clock.now()), "SignatureNonce": nonce}
+    ts = query["Timestamp"]
+    query["Signature"] = hashlib.md5(f"{ZEGO_APP}{nonce}{SECRET}{ts}".encode()).hexdigest()
+    answer = await client.http.post("/zego/cloudrecord/", params=query, json={"TaskId": "0123456789abcdef"})
+    assert code(answer) == 100000005
+
+
+def mix(**region: int) -> dict[str, Any]:
+    """A mix_config on a 1280 × 720 canvas with one region, its corners overridden by `region`."""
+    item = {
+        "Top": 0,
+        "Left": 0,
+        "Bottom": 720,
+        "Right": 1280,
+        "Layer": 1,
+        **{k.capitalize(): v for k, v in region.items()},
+    }
+    video = {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1_500_000}
+    return {"MixOutputStreamId": "mix", "MixOutputVideoConfig": video, "MixInputList": [item]}
+
+
+TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}}
+
+
 @pytest.mark.parametrize(
     ("mutate", "where"),
     [
@@ -42,6 +70,15 @@ async def test_documented_signature_accepted_and_bad_rejected(client: SimClient)
         (lambda b: b["StorageParams"].update(Vendor=10), "StorageParams.EndPoint"),
         (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
+        (
+            lambda b: b["RecordInputParams"].update(MixConfig=mix(bottom=721)),
+            "MixConfig.MixInputList[0]: Bottom/Right must not exceed the canvas height/width",
+        ),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(right=1281)), "MixInputList[0]: Bottom/Right"),
+        (
+            lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
+            "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",
+        ),
     ],
 )
 async def test_start_record_validation(
@@ -97,26 +134,30 @@ async def test_client_task_id_idempotency(client: SimClient) -> None:
     assert third != first and len(client.sim.tasks("zego")) == 2
 
 
-async def test_record_stream_list_targets(client: SimClient) -> None:
+async def test_a_recording_idles_out_only_when_the_room_has_no_stream(client: SimClient) -> None:
+    """Seed 003: max_idle_time applies "仅当房间内无流" (only when the room has no stream), whatever streams the
+    recording lists: another stream in the room keeps it running."""
     sim = client.sim
     sim.publish("zego", "z1", stream_id="other")
     body = record_body(MaxIdleTime=10, RecordStreamList=[{"StreamId": "teacher"}])
     task_id = (await client.zego("StartRecord", body)).json()["Data"]["TaskId"]
-    await sim.advance(5)
-    sim.publish("zego", "z1", stream_id="teacher", user_id="t")
-    await sim.advance(100)
+    await sim.advance(100)  # its stream never came, the room was never empty
     assert sim.world.zego_tasks[task_id].running
-    sim.unpublish("zego", "z1", stream_id="teacher")
-    await sim.advance(10)
+    sim.unpublish("zego", "z1", stream_id="other")
+    await sim.advance(9)
+    assert sim.world.zego_tasks[task_id].running
+    await sim.advance(1)
     assert sim.world.zego_tasks[task_id].quit_reason == 3
 
 
 # --- legacy ---------------------------------------------------------------------------------------------
 
 
-async def legacy_token(client: SimClient, *, expired: float | None = None, secret: str = SECRET) -> httpx.Response:
+async def legacy_token(
+    client: SimClient, *, expired: float | None = None, secret: str = SECRET, nonce: str = "0123456789abcdef"
+) -> httpx.Response:
     exp = int(expired if expired is not None else client.clock.now() + 3600)
-    token = make_legacy_token(ZEGO_APP, secret, "0123456789abcdef", exp)
+    token = make_legacy_token(ZEGO_APP, secret, nonce, exp)
     return await client.http.post(
         "/zego/legacy/access_token", json={"app_id": ZEGO_APP, "seq": 1, "token": token, "version": 1}
     )
@@ -161,6 +202,8 @@ async def test_legacy_flow(client: SimClient) -> None:
 async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
     assert (await legacy_token(client, secret="x" * 32)).json()["code"] == 100000005
     assert (await legacy_token(client, expired=client.clock.now() - 1)).json()["code"] == 100000004
+    for nonce in ("", "0123456789abcde", "0123456789abcdef0"):  # vendor-apis.md: "a 16-character random string"
+        assert (await legacy_token(client, nonce=nonce)).json()["code"] == 100000005
     body = legacy_start_body("unknown-token")
     assert (await client.http.post("/zego/legacy/start", json=body)).json()["code"] == 100000005
     token = (await legacy_token(client)).json()["data"]["access_token"]

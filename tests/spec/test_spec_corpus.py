@@ -42,6 +42,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "interval_range_volcengine": (8, 13, "spec.interval: 601s is out of range for volcengine Interval (1..600 s)"),
     "interval_range_zego": (8, 13, "spec.interval: 4s is out of range for zego snapshot_interval (5..3600"),
     "legacy_s3_compatible": (7, 12, "spec.storage: the legacy ZEGO recording API has no storage endpoint,"),
+    "legacy_gcs": (7, 12, "spec.storage: the legacy ZEGO recording API writes to storage_provider 1..7 (s3, oss,"),
     "literal_secret": (7, 14, "spec.accessKey: secret fields must be references such as {env: NAME}"),
     "max_duration_range": (8, 16, "spec.maxDuration: 240s is out of range for zego max_record_time"),
     "missing_file_ref": (7, 17, "cannot read referenced file 'no-such-secret.txt': No such file or"),

@@ -24,6 +24,9 @@ def provider(name: str, spec: str) -> str:
 VOLC = "provider: volc\nrooms: [lobby]\nstorage: tos\n"
 ZSNAP = "provider: zego\nrooms: [lobby]\nstorage: s3\n"
 REC = "provider: zego\nrooms: [r]\nstorage: s3\n"
+MIXED = (
+    "mode: mixed\nmix: {mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}\n"
+)
 THUMB = "provider: zego\nfiles:\n  - "
 
 RULES: list[tuple[str, str, str]] = [
@@ -204,6 +207,40 @@ RULES: list[tuple[str, str, str]] = [
         "mute audio only for single audio mp3",
         job("RecordingJob", body=REC + "options: {recordMuteAudio: 1}"),
         "only applies to mode: single, media: audio, format: mp3",
+    ),
+    (
+        "split threshold only with mute audio 2",
+        job(
+            "RecordingJob",
+            body=REC + "media: audio\nformat: mp3\noptions: {recordMuteAudio: 1, recordMuteAudioSplitThreshold: 0}",
+        ),
+        "spec.options.recordMuteAudioSplitThreshold: only applies with recordMuteAudio: 2",
+    ),
+    (
+        "fill colour only with fill mode 2",
+        job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 1, frameFillColor: 0}}"),
+        "spec.options.fillFrame.frameFillColor: only applies with frameFillMode: 2",
+    ),
+    (
+        "large-view stream only with mix modes 3-5",
+        job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {mixMode: 1, mixMaxResolutionStreamId: s, ")),
+        "spec.mix.mixMaxResolutionStreamId: only applies with mixMode 3, 4 or 5",
+    ),
+    (
+        "default stream background only with fill blank",
+        job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {defaultMixStreamBackgroundImage: u, ")),
+        "spec.mix.defaultMixStreamBackgroundImage: only applies with options.fillBlank: true",
+    ),
+    (
+        "region background only with its stream",
+        job(
+            "RecordingJob",
+            body=REC
+            + MIXED.replace(
+                "mix: {", "mix: {mixInputList: [{top: 0, left: 0, bottom: 1, right: 1, layer: 1, backgroundImage: u}], "
+            ),
+        ),
+        "spec.mix.mixInputList[0].backgroundImage: only applies with streamId",
     ),
     (
         "mute audio enum",
