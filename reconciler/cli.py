@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
-    from reconciler.model import TaskRecord
+    from reconciler.model import Observed, TaskRecord
     from reconciler.plan import Plan, PlanOptions
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
@@ -527,31 +527,35 @@ def explain(
 
 
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
-    """Add the tasks of room-selector jobs for the rooms the state knows active (`reconciler/rooms.py`);
-    also returns the selections and the records they were made from (for `rooms.leave_ended`)."""
+    """Add the tasks of room-selector jobs for the rooms the state knows active, and those leaving their room
+    (`reconciler/rooms.py`); also returns the selections and the records they were made from (for `_annotate`)."""
     if not spec_set.selector_jobs:
         return spec_set, [], {}
     import dataclasses
 
-    from reconciler.rooms import holding, named_rooms, select
+    from reconciler.rooms import selected_tasks
     from reconciler.state import RoomActivityStore
 
     activity = store.room_activity() if isinstance(store, RoomActivityStore) else []
     records = store.load().records
-    named = named_rooms(spec_set.tasks.values())
-    selections = select(spec_set.selector_jobs, activity, named, holding(records), store.fingerprint_key())
-    tasks = {**spec_set.tasks, **{t.key: t for s in selections for t in s.tasks}}
+    tasks, selections = selected_tasks(
+        spec_set.tasks, spec_set.selector_jobs, activity, records, store.fingerprint_key()
+    )
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 
 
-def _leave_ended(
-    the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord], spec_set: SpecSet
+def _annotate(
+    the_plan: Plan,
+    selections: list[Selection],
+    records: dict[str, TaskRecord],
+    observed: Mapping[str, Observed],
+    spec_set: SpecSet,
 ) -> Plan:
     if not selections:
         return the_plan
-    from reconciler.rooms import leave_ended
+    from reconciler.rooms import annotate
 
-    return leave_ended(the_plan, selections, records, spec_set.providers)
+    return annotate(the_plan, selections, records, observed, spec_set.providers)
 
 
 def _plan_options(
@@ -614,7 +618,9 @@ def _retry_policy() -> RetryPolicy:
         fail(str(exc))
 
 
-async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
+async def _refreshed_plan(
+    spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]
+) -> tuple[Plan, dict[str, Observed]]:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
@@ -636,7 +642,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOpt
                 providers=spec_set.providers,
                 on_retry=_retry_report(retry, err),
             )
-    return run.plan
+    return run.plan, run.observed
 
 
 PLAN_FORMATS = ("text", "json", "markdown")
@@ -692,12 +698,13 @@ def plan(
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
         spec_set, selections, records = _select_rooms(spec_set, store)
+        observed: dict[str, Observed] = {}
         if refresh:
             _setup_logs(log_level)
-            the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
+            the_plan, observed = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
-        the_plan = _leave_ended(the_plan, selections, records, spec_set)
+        the_plan = _annotate(the_plan, selections, records, observed, spec_set)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -865,13 +872,14 @@ async def _apply(
                 on_retry=report,
             )
             the_plan, snapshot, observed = (
-                _leave_ended(run.plan, selections, records, spec_set),
+                _annotate(run.plan, selections, records, run.observed, spec_set),
                 run.snapshot,
                 run.observed,
             )
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
+                # e.g. a label edit, or a stop the vendor reported of a task left alone
+                housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
         # What is loaded by now (specs, records, the plan) lives until exit. Frozen, it is out of the collector's
