@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 __all__ = [
     "LineProgress",
@@ -47,21 +47,37 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
-def without_flag_types(params: list[Any]) -> list[Any]:
-    """Flags show no type in help. typer's rich help prints one beside every option, so a flag read
+class _PlainArgument(TyperArgument):
+    """An argument as mature CLIs print it: `capctl show [OPTIONS] PLAN` and `[PATH]...` on the usage line
+    (typer 0.29 braces a required one: `{PLAN}`), and no Python type beside its name in help (`<list[Path]>`,
+    `<str>`): its metavar and help say what it takes."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+
+def without_help_types(params: list[Any]) -> list[Any]:
+    """Help shows no Python types. typer's rich help prints one beside every parameter, so a flag read
     `--auto-approve <bool>`, as if it took a value (click's plain help never showed one): a flag's value is its
-    presence. An empty metavar is what typer prints in that column instead."""
+    presence, and an empty metavar is what typer prints in that column instead. Arguments print as
+    `_PlainArgument` (options all have a metavar: tests/e2e/test_cli_contract.py)."""
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        elif type(param) is TyperArgument:
+            param.__class__ = _PlainArgument
     return params
 
 
 class CapctlCommand(TyperCommand):
-    """Every capctl command: its help shows flags without a type."""
+    """Every capctl command: its help shows no Python types."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return without_flag_types(super().get_params(ctx))
+        return without_help_types(super().get_params(ctx))
 
 
 class CapctlGroup(TyperGroup):
@@ -92,7 +108,7 @@ class CapctlGroup(TyperGroup):
             fail(str(exc))
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return without_flag_types(super().get_params(ctx))
+        return without_help_types(super().get_params(ctx))
 
 
 app = typer.Typer(
