@@ -26,6 +26,7 @@ from typing import Any
 
 from reconciler.model import (
     Action,
+    Change,
     DesiredTask,
     JobKind,
     Observed,
@@ -246,7 +247,16 @@ def annotate(
     notes += tuple(unheard_note(s) for s in unheard(selections, providers))
     actions = {c.key: c.action for c in plan.changes}
     views = tuple(selector_view(s, actions, live) for s in selections)
-    return dataclasses.replace(plan, notes=notes, selectors=views)
+    selectors = {s.job: f"{describe(s.selector)} on provider '{s.provider}'" for s in selections}
+
+    def uncovered(change: Change) -> Change:  # a selector job's delete: a room it does not cover (`leaving`)
+        if change.action is not Action.DELETE or (rooms := selectors.get(job_of(change.key))) is None:
+            return change
+        why = f"its job's room selector ({rooms}) does not cover this room"
+        return dataclasses.replace(change, reason=change.reason.replace("removed from specs", why, 1))
+
+    changes = tuple(uncovered(c) for c in plan.changes)
+    return dataclasses.replace(plan, changes=changes, notes=notes, selectors=views)
 
 
 def selector_view(selection: Selection, actions: Mapping[str, Action], live: Collection[str]) -> dict[str, Any]:

@@ -203,6 +203,7 @@ def test_a_job_switched_to_a_selector_stops_the_rooms_it_no_longer_covers_and_ob
     work.write("jobs.yaml", SELECTOR)
     plan = work.capctl("plan").stdout
     assert "- SnapshotJob/classes/lobby" in plan and "0 to re-issue, 1 to delete, 1 unchanged" in plan
+    assert "its job's room selector (class-* except class-test-* on provider 'volc') does not cover this room" in plan
     assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in plan
     assert "0 re-issued, 1 deleted, 0 failed" in work.apply().stdout
     [stop] = work.sim.requests("StopSnapshot")
