@@ -211,6 +211,9 @@ def test_a_job_switched_to_a_selector_stops_the_rooms_it_no_longer_covers_and_ob
     status = {t["key"]: t["status"] for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
     assert status == {"SnapshotJob/classes/class-1": "running", "SnapshotJob/classes/lobby": "removed"}
 
+    work.write("jobs.yaml", SELECTOR.replace("interval: 5s", "interval: 7s"))  # left to end: not updated
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
     work.sim.advance(25)  # past its idleTimeout (20s): the vendor ends it
     plan = work.capctl("plan", "--detailed-exitcode").stdout  # observed: nothing to do, nothing left to end
     assert "left to end" not in plan
