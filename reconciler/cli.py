@@ -11,13 +11,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 __all__ = [
     "LineProgress",
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
-    from reconciler.model import TaskRecord
+    from reconciler.model import Observed, TaskRecord
     from reconciler.plan import Plan, PlanOptions
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
@@ -47,21 +47,37 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
-def without_flag_types(params: list[Any]) -> list[Any]:
-    """Flags show no type in help. typer's rich help prints one beside every option, so a flag read
+class _PlainArgument(TyperArgument):
+    """An argument as mature CLIs print it: `capctl show [OPTIONS] PLAN` and `[PATH]...` on the usage line
+    (typer 0.29 braces a required one: `{PLAN}`), and no Python type beside its name in help (`<list[Path]>`,
+    `<str>`): its metavar and help say what it takes."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+
+def without_help_types(params: list[Any]) -> list[Any]:
+    """Help shows no Python types. typer's rich help prints one beside every parameter, so a flag read
     `--auto-approve <bool>`, as if it took a value (click's plain help never showed one): a flag's value is its
-    presence. An empty metavar is what typer prints in that column instead."""
+    presence, and an empty metavar is what typer prints in that column instead. Arguments print as
+    `_PlainArgument` (options all have a metavar: tests/e2e/test_cli_contract.py)."""
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        elif type(param) is TyperArgument:
+            param.__class__ = _PlainArgument
     return params
 
 
 class CapctlCommand(TyperCommand):
-    """Every capctl command: its help shows flags without a type."""
+    """Every capctl command: its help shows no Python types."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return without_flag_types(super().get_params(ctx))
+        return without_help_types(super().get_params(ctx))
 
 
 class CapctlGroup(TyperGroup):
@@ -92,7 +108,7 @@ class CapctlGroup(TyperGroup):
             fail(str(exc))
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return without_flag_types(super().get_params(ctx))
+        return without_help_types(super().get_params(ctx))
 
 
 app = typer.Typer(
@@ -527,31 +543,35 @@ def explain(
 
 
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
-    """Add the tasks of room-selector jobs for the rooms the state knows active (`reconciler/rooms.py`);
-    also returns the selections and the records they were made from (for `rooms.leave_ended`)."""
+    """Add the tasks of room-selector jobs for the rooms the state knows active, and those leaving their room
+    (`reconciler/rooms.py`); also returns the selections and the records they were made from (for `_annotate`)."""
     if not spec_set.selector_jobs:
         return spec_set, [], {}
     import dataclasses
 
-    from reconciler.rooms import holding, named_rooms, select
+    from reconciler.rooms import selected_tasks
     from reconciler.state import RoomActivityStore
 
     activity = store.room_activity() if isinstance(store, RoomActivityStore) else []
     records = store.load().records
-    named = named_rooms(spec_set.tasks.values())
-    selections = select(spec_set.selector_jobs, activity, named, holding(records), store.fingerprint_key())
-    tasks = {**spec_set.tasks, **{t.key: t for s in selections for t in s.tasks}}
+    tasks, selections = selected_tasks(
+        spec_set.tasks, spec_set.selector_jobs, activity, records, store.fingerprint_key()
+    )
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 
 
-def _leave_ended(
-    the_plan: Plan, selections: list[Selection], records: dict[str, TaskRecord], spec_set: SpecSet
+def _annotate(
+    the_plan: Plan,
+    selections: list[Selection],
+    records: dict[str, TaskRecord],
+    observed: Mapping[str, Observed],
+    spec_set: SpecSet,
 ) -> Plan:
     if not selections:
         return the_plan
-    from reconciler.rooms import leave_ended
+    from reconciler.rooms import annotate
 
-    return leave_ended(the_plan, selections, records, spec_set.providers)
+    return annotate(the_plan, selections, records, observed, spec_set.providers)
 
 
 def _plan_options(
@@ -614,7 +634,9 @@ def _retry_policy() -> RetryPolicy:
         fail(str(exc))
 
 
-async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
+async def _refreshed_plan(
+    spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]
+) -> tuple[Plan, dict[str, Observed]]:
     from reconciler.clock import SystemClock
     from reconciler.engine import make_plan, provider_pool
 
@@ -636,7 +658,7 @@ async def _refreshed_plan(spec_set: SpecSet, store: StateStore, options: PlanOpt
                 providers=spec_set.providers,
                 on_retry=_retry_report(retry, err),
             )
-    return run.plan
+    return run.plan, run.observed
 
 
 PLAN_FORMATS = ("text", "json", "markdown")
@@ -692,12 +714,13 @@ def plan(
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
         spec_set, selections, records = _select_rooms(spec_set, store)
+        observed: dict[str, Observed] = {}
         if refresh:
             _setup_logs(log_level)
-            the_plan = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
+            the_plan, observed = run_async(lambda: _refreshed_plan(spec_set, store, options, spec_paths))
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
-        the_plan = _leave_ended(the_plan, selections, records, spec_set)
+        the_plan = _annotate(the_plan, selections, records, observed, spec_set)
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -865,13 +888,14 @@ async def _apply(
                 on_retry=report,
             )
             the_plan, snapshot, observed = (
-                _leave_ended(run.plan, selections, records, spec_set),
+                _annotate(run.plan, selections, records, run.observed, spec_set),
                 run.snapshot,
                 run.observed,
             )
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                housekeep(store, the_plan, spec_set.tasks, snapshot.records, clock.now())  # e.g. a label edit
+                # e.g. a label edit, or a stop the vendor reported of a task left alone
+                housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
         # What is loaded by now (specs, records, the plan) lives until exit. Frozen, it is out of the collector's

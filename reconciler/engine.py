@@ -135,6 +135,7 @@ def persist_observations(
     only when its recorded `observed_at` is that many seconds old: the write would change nothing but that
     time. `plan`/`apply` record every observation."""
     updated = dict(records)
+    changed: dict[str, TaskRecord] = {}
     for key, obs in observed.items():
         record = records.get(key)
         if record is None or obs.state is ObservedState.UNKNOWN:
@@ -146,8 +147,9 @@ def persist_observations(
             still_running_every is not None and transitions.still_running(record, new, now - still_running_every)
         ):
             continue
-        store.put(new)
-        updated[key] = new
+        updated[key] = changed[key] = new
+    if changed:  # one commit, not one a task: ~0.1 ms each on SQLite, a round trip each on PostgreSQL
+        store.put_many(changed.values())
     return updated
 
 
@@ -195,11 +197,18 @@ def collect_tombstones(
 
 
 def housekeep(
-    store: StateStore, plan: Plan, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord], now: float
+    store: StateStore,
+    plan: Plan,
+    desired: Mapping[str, DesiredTask],
+    records: Mapping[str, TaskRecord],
+    observed: Mapping[str, Observed],
+    now: float,
 ) -> dict[str, TaskRecord]:
-    """What an apply does to the state besides the plan's changes (it holds the lock): record label edits,
-    revive restored thumbnails, forget expired tombstones. Returns the records as they now are."""
-    updated = record_labels(store, records, desired)
+    """What an apply does to the state besides the plan's changes (it holds the lock), also when it has none:
+    record what the vendor reported (a restartPolicy Never task or one left to end at its room is a no-op,
+    but its stop is news), record label edits, revive restored thumbnails, forget expired tombstones.
+    Returns the records as they now are."""
+    updated = record_labels(store, persist_observations(store, records, observed, now), desired)
     updated.update(persist_restored(store, plan.changes, updated))
     for key in collect_tombstones(store, updated, desired, now):
         del updated[key]
@@ -264,6 +273,6 @@ async def apply_plan(
     interrupt: Interrupt | None = None,
 ) -> ApplyResult:
     now = clock.now()
-    records = housekeep(store, plan, desired, persist_observations(store, snapshot.records, observed, now), now)
+    records = housekeep(store, plan, desired, snapshot.records, observed, now)
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

@@ -11,9 +11,10 @@ daemon call the same `select`, so they agree on which rooms a selector job captu
 - `maxRooms` caps the rooms a job holds: rooms already running are kept first (in room order), then new
   ones in room order; beyond the cap nothing new is started and the rest is returned as `left_out`, so the
   caller can warn and count;
-- a room whose activity ended is not desired any more, but its task is not stopped: it ends at the vendor
-  by its idle timeout, and is not re-issued until the room is active again (`leave_ended` keeps such tasks
-  out of a plan's deletes).
+- a room whose activity ended is not chosen any more, but its task is not stopped: `leaving` keeps it with
+  restartPolicy Never, so it is observed until it ends at the vendor by its idle timeout, and is not
+  re-issued until the room is active again;
+- a room the selector does not cover (any more) is not the job's: its task is deleted as any undeclared one.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from typing import Any
 
 from reconciler.model import (
     Action,
+    Change,
     DesiredTask,
     JobKind,
+    Observed,
+    ObservedState,
     ProviderConfig,
+    RestartPolicy,
     RoomActivity,
     TaskRecord,
     TaskStatus,
     job_of,
+    split_key,
 )
 from reconciler.plan import Plan, rfc3339
 from reconciler.spec.checks import CheckedJob
@@ -41,10 +47,12 @@ from reconciler.spec.selectors import covers, describe
 
 __all__ = [
     "Selection",
+    "annotate",
     "holding",
-    "leave_ended",
+    "leaving",
     "named_rooms",
     "select",
+    "selected_tasks",
     "selector_of",
     "selector_view",
     "unheard",
@@ -140,6 +148,20 @@ def select(
     return selections
 
 
+def selected_tasks(
+    tasks: Mapping[str, DesiredTask],
+    jobs: Sequence[CheckedJob],
+    activity: Iterable[RoomActivity],
+    records: Mapping[str, TaskRecord],
+    key: bytes | None = None,
+) -> tuple[dict[str, DesiredTask], list[Selection]]:
+    """The spec set's `tasks` with those of its selector `jobs`: one per chosen room, and those `leaving`
+    their room; and the selections. What `plan`, `apply` and the daemon all work from."""
+    selections = select(jobs, activity, named_rooms(tasks.values()), holding(records), key)
+    chosen = {**tasks, **{t.key: t for s in selections for t in s.tasks}}
+    return {**chosen, **leaving(jobs, chosen, records, key)}, selections
+
+
 def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderConfig]) -> list[Selection]:
     """The selections whose room callbacks the daemon cannot verify: no Provider of their vendor app has a
     `callbackSecret`. It then learns no room activity for them (the listing resync asks only about rooms a
@@ -160,47 +182,88 @@ def unheard_note(selection: Selection) -> str:
     )
 
 
-def leave_ended(
+def leaving(
+    jobs: Sequence[CheckedJob],
+    chosen: Collection[str],
+    records: Mapping[str, TaskRecord],
+    key: bytes | None = None,
+) -> dict[str, DesiredTask]:
+    """The tasks selector `jobs` ran in rooms they cover but do not choose now (`chosen`: the keys of the tasks
+    they do choose): the room's activity ended, it is past maxRooms or another selector took it. Each keeps
+    restartPolicy Never and the spec hash it ran with, so it is observed until it ends at the vendor and never
+    stopped, re-issued or changed (a spec edit reaches it when its room is chosen again).
+
+    A room its job's selector no longer covers (named before the job became a selector, or a glob edited) is
+    not among them: its task is no longer declared, and is planned as a delete like any other."""
+    by_job = {f"{c.job.kind}/{c.job.name}": c for c in jobs}
+    rooms: dict[str, list[str]] = {}
+    for task_key, record in records.items():
+        job = by_job.get(job_of(task_key))
+        if job is None or task_key in chosen or record.status is TaskStatus.REMOVED:
+            continue
+        selector = selector_of(job)
+        if selector is not None and record.provider == job.provider.name and covers(selector, record.target):
+            rooms.setdefault(f"{job.job.kind}/{job.job.name}", []).append(record.target)
+    return {
+        t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=records[t.key].spec_hash)
+        for job, names in rooms.items()
+        for t in expand(by_job[job], key, sorted(names))
+    }
+
+
+def annotate(
     plan: Plan,
     selections: Sequence[Selection],
     records: Mapping[str, TaskRecord],
+    observed: Mapping[str, Observed],
     providers: Mapping[str, ProviderConfig],
 ) -> Plan:
-    """`plan` without the deletes of selector jobs' tasks whose room is no longer chosen (their job is still
-    in the specs: they end at the vendor by themselves), with a note saying so and each job's view, and a note
-    for each selector job that cannot learn of its rooms (`unheard`)."""
-    jobs = {s.job for s in selections}
+    """`plan` with each selector job's view, a note naming the tasks left to end at the vendor (`leaving`:
+    seen running, or recorded so when not observed) and one for each selector job that cannot learn of its
+    rooms (`unheard`)."""
+    chosen = {s.job: frozenset(s.chosen) for s in selections}
 
-    def left(change_key: str) -> bool:
-        return job_of(change_key) in jobs
+    def runs(task_key: str) -> bool:
+        obs = observed.get(task_key)
+        if obs is not None and obs.state is not ObservedState.UNKNOWN:
+            return obs.state is ObservedState.RUNNING
+        return (r := records.get(task_key)) is not None and r.status in _HOLDING
 
+    live = {k for k in records if job_of(k) in chosen and runs(k)}
     ended = [
-        c
+        c.key
         for c in plan.changes
-        if c.action is Action.DELETE and left(c.key) and (r := records.get(c.key)) and r.status in _HOLDING
-    ]  # one the vendor was seen to end is not "left to end" any more: it is only not re-issued
-    changes = tuple(c for c in plan.changes if not (c.action is Action.DELETE and left(c.key)))
+        if c.action is Action.NOOP and c.key in live and split_key(c.key)[2] not in chosen[job_of(c.key)]
+    ]
     notes = plan.notes
     if ended:
         notes += (
             f"{len(ended)} task(s) of room-selector jobs whose room is no longer active (or is past maxRooms) are "
             "left to end at the vendor, not stopped: "
-            + ", ".join(c.key for c in ended[:3])
+            + ", ".join(ended[:3])
             + (f" (and {len(ended) - 3} more)" if len(ended) > 3 else "")
             + ".",
         )
     notes += tuple(unheard_note(s) for s in unheard(selections, providers))
-    actions = {c.key: c.action for c in changes}
-    views = tuple(selector_view(s, actions, records) for s in selections)
+    actions = {c.key: c.action for c in plan.changes}
+    views = tuple(selector_view(s, actions, live) for s in selections)
+    selectors = {s.job: f"{describe(s.selector)} on provider '{s.provider}'" for s in selections}
+
+    def uncovered(change: Change) -> Change:  # a selector job's delete: a room it does not cover (`leaving`)
+        if change.action is not Action.DELETE or (rooms := selectors.get(job_of(change.key))) is None:
+            return change
+        why = f"its job's room selector ({rooms}) does not cover this room"
+        return dataclasses.replace(change, reason=change.reason.replace("removed from specs", why, 1))
+
+    changes = tuple(uncovered(c) for c in plan.changes)
     return dataclasses.replace(plan, changes=changes, notes=notes, selectors=views)
 
 
-def selector_view(
-    selection: Selection, actions: Mapping[str, Action], records: Mapping[str, TaskRecord]
-) -> dict[str, Any]:
-    """The plan JSON of one selector job: its rooms by what happens to them, and their counts."""
+def selector_view(selection: Selection, actions: Mapping[str, Action], live: Collection[str]) -> dict[str, Any]:
+    """The plan JSON of one selector job: its rooms by what happens to them, and their counts (`live`: the
+    task keys that run, as observed or else recorded)."""
     prefix = selection.job + "/"
-    running = sorted(r.target for k, r in records.items() if k.startswith(prefix) and r.status is TaskStatus.RUNNING)
+    running = sorted(k.removeprefix(prefix) for k in live if k.startswith(prefix))
     start = [
         room
         for room in selection.chosen

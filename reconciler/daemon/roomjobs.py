@@ -7,12 +7,13 @@ start, written back in batches, never per callback), and derives the tasks with 
 `reconciler.rooms.select` as `capctl plan` and `capctl apply`, so all three agree on which rooms run.
 
 The result is the *effective* spec set the reconciler works from: the spec set's tasks, plus one task
-per chosen room, plus a task for every room a selector job ran in that is not chosen any more (its
-activity ended, or it is past maxRooms). Those are kept with restartPolicy Never: the reconciler keeps
-observing them until they end at the vendor by their idle timeout, never stops them and never re-issues
-them; once their room is active again they are plain tasks again and are re-issued. A selector task is
-therefore never pruned because its room is not in the named-room spec, and a restart starts nothing
-twice: task ids are deterministic, the records and the activity come back from the state.
+per chosen room, plus a task for every room a selector job ran in that it covers but does not choose any
+more (its activity ended, or it is past maxRooms): `reconciler.rooms.leaving`, as `plan` and `apply` add
+them. Those are kept with restartPolicy Never: the reconciler keeps observing them until they end at the
+vendor by their idle timeout, never stops them and never re-issues them; once their room is active again
+they are plain tasks again and are re-issued. A selector task is therefore never pruned because its room
+is not in the named-room spec (only a room its selector no longer covers is pruned), and a restart starts
+nothing twice: task ids are deterministic, the records and the activity come back from the state.
 """
 
 from __future__ import annotations
@@ -29,13 +30,12 @@ from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
-from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.model import ApiFamily, DesiredTask, RoomActivity, TaskRecord
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import listing_family
-from reconciler.rooms import Selection, holding, named_rooms, select, selector_of, unheard, unheard_note
+from reconciler.rooms import Selection, selected_tasks, selector_of, unheard, unheard_note
 from reconciler.spec import SpecSet
-from reconciler.spec.expand import expand
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state.base import RoomActivityStore, StateStore
@@ -197,33 +197,9 @@ class RoomJobs:
     def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
         if not spec.selector_jobs:
             return Effective(spec, ())
-        selections = tuple(
-            select(spec.selector_jobs, book.activity(), named_rooms(spec.tasks.values()), holding(records), self._key)
-        )
-        tasks = dict(spec.tasks)
-        for s in selections:
-            tasks.update((t.key, t) for t in s.tasks)
-        tasks.update(self._leaving(spec, tasks, records))
+        tasks, selections = selected_tasks(spec.tasks, spec.selector_jobs, book.activity(), records, self._key)
         self._tell(selections)
-        return Effective(dataclasses.replace(spec, tasks=tasks), selections)
-
-    def _leaving(
-        self, spec: SpecSet, chosen: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
-    ) -> dict[str, DesiredTask]:
-        """The rooms a selector job ran in and does not choose now: observed until they end, not re-issued."""
-        jobs = {f"{c.job.kind}/{c.job.name}": c for c in spec.selector_jobs}
-        rooms: dict[str, list[str]] = {}
-        for key, record in records.items():
-            if key in chosen or record.status is TaskStatus.REMOVED:
-                continue
-            kind, name, room = split_key(key)
-            if f"{kind}/{name}" in jobs:
-                rooms.setdefault(f"{kind}/{name}", []).append(room)
-        return {
-            t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER)
-            for job, names in rooms.items()
-            for t in expand(jobs[job], self._key, sorted(names))
-        }
+        return Effective(dataclasses.replace(spec, tasks=tasks), tuple(selections))
 
     def _tell(self, selections: Iterable[Selection]) -> None:
         """Metrics, and a log line the first time a room is left out or claimed (not at every decision)."""

@@ -7,7 +7,9 @@ vendor's documented ranges), and rooms are checked across jobs. The result of a 
 A spec set is fixed in one pass, not in rounds: a job whose provider or storage is invalid or missing
 still gets every check that does not depend on it (duplicate rooms, room claims, and the vendor's ranges
 when an invalid provider's `spec.type` can still be read); only the checks that need the missing document
-are skipped, since its own error already says what to fix.
+are skipped, since its own error already says what to fix. Likewise inside one document: a document
+modelled partially (`Loaded.broken`: `spec` fields that failed validation, already reported) gets the
+checks of its other fields, none that reads a broken one, and is not used by other documents' checks.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class Checker:
                     self.duplicates.append(doc)
                 continue
             first[identity] = raw
-            if doc is not None:
+            if doc is not None and not doc.broken:
                 self.by_kind[doc.kind][doc.name] = doc
             else:
                 self.invalid[identity] = raw
@@ -145,7 +147,7 @@ class Checker:
             for name, value in (("appId", spec.app_id), ("businessId", spec.business_id)):
                 if value is not None and not VOLC_ID_RE.match(value):
                     self.fail(doc, ("spec", name), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
-        elif spec.access_token is not None and spec.cloudrecord_api != "legacy":
+        elif spec.access_token is not None and spec.cloudrecord_api != "legacy" and "cloudrecordApi" not in doc.broken:
             self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
 
     def check_storage(self, doc: Loaded) -> None:
@@ -154,7 +156,7 @@ class Checker:
         required, optional = STORAGE_FIELDS[spec.type]
         present = _fields_set(spec)
         for name in required:
-            if name not in present:
+            if name not in present and name not in doc.broken:
                 self.errors.add(doc.raw.key_at(("spec",)), f"spec: storage type {spec.type} needs '{name}'")
         for name in present:
             if name not in (*required, *optional, "type"):
@@ -288,13 +290,14 @@ class Checker:
 
     def check_job(self, job: Loaded) -> CheckedJob | None:
         """The checked job, or None after reporting every problem that can be found without what is missing."""
-        spec = job.model.spec
+        spec, broken = job.model.spec, job.broken
         assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec | ThumbnailJobSpec)
         before = len(self.errors.errors)
-        provider = self._lookup(job, "provider", "Provider", spec.provider)
-        storage_name = getattr(spec, "storage", None)
+        named = "provider" not in broken  # else its placeholder: no provider, no vendor, no room of it
+        provider = self._lookup(job, "provider", "Provider", spec.provider) if named else None
+        storage_name = getattr(spec, "storage", None) if "storage" not in broken else None
         storage = self._lookup(job, "storage", "Storage", storage_name) if storage_name else None
-        vendor = self._vendor(spec.provider)  # None: unknown, so the vendor's own rules cannot be checked
+        vendor = self._vendor(spec.provider) if named else None  # None: unknown, its rules cannot be checked
         region = 0
         if isinstance(spec, RecordingJobSpec | ThumbnailJobSpec) and vendor == "volcengine":
             where = provider.raw.source if provider is not None else self.invalid[("Provider", spec.provider)].source
@@ -307,18 +310,21 @@ class Checker:
             region = self._storage_fits(job, provider, storage)
         interval: int | None = None
         idle: int | None = None
+        targets = named and not {"rooms", "files"} & broken
         if isinstance(spec, ThumbnailJobSpec):
-            self._thumbnails(job, spec)
+            if targets:
+                self._thumbnails(job, spec)
         else:
-            if isinstance(spec.rooms, RoomSelector):
-                self._selector(job, spec.provider, spec.rooms, vendor)
-            else:
-                self._claim(job, spec.provider, spec.rooms, "rooms", "room")
+            rooms = spec.rooms if targets else None
+            if isinstance(rooms, RoomSelector):
+                self._selector(job, spec.provider, rooms, vendor)
+            elif rooms is not None:
+                self._claim(job, spec.provider, rooms, "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
             else:
                 idle = self._recording(job, spec, storage)
-        if provider is None or (storage_name and storage is None) or len(self.errors.errors) != before:
+        if provider is None or (storage_name and storage is None) or broken or len(self.errors.errors) != before:
             return None
         return CheckedJob(job, provider, storage, interval, idle, region)
 
@@ -379,7 +385,7 @@ class Checker:
             task_id = volc_task_id(job.name, spec.task_id)
             if not VOLC_ID_RE.match(task_id):
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
-            for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) else ()):
+            for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) and "rooms" not in job.broken else ()):
                 if not VOLC_ID_RE.match(room):
                     self.fail(
                         job,
@@ -413,6 +419,8 @@ class Checker:
         self._streams(job, spec.streams, "zego")
         self._range(job, ("spec", "idleTimeout"), spec.idle_timeout, 5, UINT32_MAX, "zego max_idle_time")
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
+        if {"mode", "media", "format", "mix", "options"} & job.broken:
+            return spec.idle_timeout  # the rest weighs these fields against each other: not with a default
         self._zego_vod_format(job, storage, spec.format)
         if spec.format == "mp3" and spec.media != "audio":
             self.fail(job, ("spec", "format"), "mp3 needs media: audio")

@@ -3,7 +3,11 @@ positioned messages a person can act on (unknown field → "did you mean", enum 
 
 A document whose only problems are unknown fields is still modelled without them, so that the checks
 that need it (its relations, its vendor's ranges) run in the same pass: a typo does not hide the next
-error. The load fails anyway on the reported unknown fields.
+error. One whose `spec` fields fail validation (a type error, a bad value) is modelled too, *partially*:
+without those fields, or with a placeholder where one is required, and with their names in
+`Loaded.broken`, so that the checks of the fields that did validate (`interval: 0s` beside a `storage` of
+the wrong type) run in the same pass; checks read no broken field (`checks.py`), and such a document is
+never used by another document's checks nor expanded. The load fails anyway on the reported errors.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class Loaded:
 
     raw: RawDocument
     model: Document
+    # `spec` fields (YAML names) that failed validation, already reported: the model holds no value of
+    # theirs (a default, or a placeholder for a required one), so no check may read them.
+    broken: frozenset[str] = frozenset()
 
     @property
     def kind(self) -> str:
@@ -201,11 +208,58 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
             elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 where = raw.at((*path, "type"))
             errors.add(where, _message(err, dotted(path), model, path))
-        if not unknown or len(unknown) != len(problems):
+        broken = _broken_fields(data, problems)
+        if broken is None:
             return None
         for path in unknown:
             data = _without(data, path)
-        try:
-            return Loaded(raw, model.model_validate(data))
-        except ValidationError:  # reported above; what is left cannot be checked further
+        return _partial(raw, model, data, broken)
+
+
+# Values that pass a required field's validation when it is broken, tried in order (a name, room names):
+# no check reads a broken field, they only let the rest of the document be modelled.
+_PLACEHOLDERS: Final[tuple[Any, ...]] = ("placeholder", ["placeholder"])
+
+
+def _broken_fields(data: dict[str, Any], problems: list[Any]) -> frozenset[str] | None:
+    """The `spec` fields with an error other than an unknown field; None when an error is elsewhere (kind,
+    metadata, a `spec` that is not a mapping, a union's type tag): then nothing can be modelled."""
+    spec = data.get("spec")
+    broken = set()
+    for err in problems:
+        if err["type"] == "extra_forbidden":
+            continue
+        path = _data_path(data, err["loc"], missing=err["type"] == "missing")
+        if not isinstance(spec, dict) or len(path) < 2 or path[0] != "spec":
             return None
+        broken.add(str(path[1]))
+    return frozenset(broken)
+
+
+def _partial(raw: RawDocument, model: type[Document], data: dict[str, Any], broken: frozenset[str]) -> Loaded | None:
+    """The document modelled without its `broken` spec fields (see the module docstring), or None."""
+    spec = {k: v for k, v in data["spec"].items() if k not in broken}
+    for _ in range(len(broken) + 1):
+        try:
+            return Loaded(raw, model.model_validate({**data, "spec": spec}), broken)
+        except ValidationError as exc:  # a broken field is required: a placeholder where one passes
+            missing = {
+                err["loc"][-1]
+                for err in exc.errors(include_url=False)
+                if err["type"] == "missing" and err["loc"][-1] in broken
+            }
+            if not missing or any(name in spec for name in missing):
+                return None
+            for name in missing:
+                spec[name] = next((v for v in _PLACEHOLDERS if _passes(model, data, spec, name, v)), None)
+            if None in (spec[name] for name in missing):
+                return None
+    return None
+
+
+def _passes(model: type[Document], data: dict[str, Any], spec: dict[str, Any], name: Any, value: Any) -> bool:
+    try:
+        model.model_validate({**data, "spec": {**spec, name: value}})
+    except ValidationError as exc:
+        return not any(name in err["loc"] for err in exc.errors(include_url=False))
+    return True

@@ -10,7 +10,7 @@ from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, settle, write_specs
-from tests.specdocs import selector_job
+from tests.specdocs import selector_job, snapshot_job
 
 
 def classes(max_rooms: int | None = None) -> str:
@@ -258,3 +258,22 @@ async def test_the_loaded_set_is_summed_up_as_validate_counts_it(harness: Harnes
     [loaded] = [e for e in logs if e["event"] == "spec set loaded"]
     assert harness.daemon.spec is not None and loaded["summary"] == harness.daemon.spec.summary()
     assert "→ 0 tasks + 1 room selector" in loaded["summary"]
+
+
+async def test_a_switch_to_a_selector_prunes_the_rooms_it_does_not_cover_and_keeps_the_others(
+    harness: Harness,
+) -> None:
+    """As `plan` and `apply` decide it (tests/e2e/test_cli_selectors.py): a room named before that the selector
+    does not cover is no longer declared, and is stopped; one it covers stays the job's."""
+    write_specs(harness.specs, snapshot_job("classes", ["class-1", "lobby"]))
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    harness.sim.publish("volcengine", "lobby", user_id="t")
+    await harness.start(max_prune=100)
+    await harness.advance(2)
+    write_specs(harness.specs, classes())
+    assert harness.daemon is not None and await harness.daemon.reload_async()
+    await harness.advance(40)  # past the prune grace (30 s)
+    assert harness.record("SnapshotJob/classes/lobby").status is TaskStatus.REMOVED
+    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
+    assert [t.room_id for t in harness.running_sim_tasks()] == ["class-1"]
+    assert harness.calls("StopSnapshot") == 1 and harness.calls("StartSnapshot") == 2

@@ -130,7 +130,8 @@ def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, Ro
     book.note("volc", "class-1", False, 2.0, "callback")
     ended = jobs.effective(spec, book, {key: record}).spec.tasks
     assert ended[key].restart_policy is RestartPolicy.NEVER  # observed until it ends, never re-issued
-    assert ended[key].spec_hash == active[key].spec_hash  # the same task: no replace
+    # The spec it ran with (here another than the job's now): never replaced or updated by a spec edit.
+    assert ended[key].spec_hash == record.spec_hash != active[key].spec_hash
     assert changed_tasks(active, ended) == {key}
     assert changed_tasks(ended, ended) == set()
     assert key not in jobs.effective(spec, book, {}).spec.tasks  # no record, no activity: no task

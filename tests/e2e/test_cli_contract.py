@@ -111,15 +111,24 @@ def test_every_option_that_takes_a_value_says_what_in_help() -> None:
     assert doubled == []
 
 
-def test_help_shows_no_type_beside_a_flag() -> None:
-    """typer's rich help printed `--auto-approve <bool>`, as if the flag took a value (and `--help <bool>`)."""
+def test_help_shows_no_python_type_and_a_plain_usage_line() -> None:
+    """typer's rich help printed `--auto-approve <bool>`, as if the flag took a value (and `--help <bool>`),
+    `PATH <list[Path]>` and `PLAN <str>` beside arguments, and `capctl show [OPTIONS] {PLAN}`."""
     root = cast(TyperGroup, typer.main.get_command(cli.app))
     runner = CliRunner()
     for where, _ in [("capctl", root), *_commands(root)]:
         result = runner.invoke(cli.app, [*where.split()[1:], "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"})
         assert result.exit_code == 0, where
         assert "--help" in result.output, where
-        assert "<bool>" not in result.output, where
+        assert re.findall(r"<(?:bool|str|int|float|Path|list\[\w+\])>", result.output) == [], where
+        assert "{" not in result.output.split("Usage:")[1].splitlines()[0], where
+    for where, line in (
+        ("capctl show", "capctl show [OPTIONS] PLAN"),
+        ("capctl plan", "capctl plan [OPTIONS] [PATH]..."),
+        ("capctl state list", "capctl state list [OPTIONS] [KEY]..."),
+    ):
+        output = runner.invoke(cli.app, [*where.split()[1:], "--help"], env={"COLUMNS": "200"}).output
+        assert output.split("Usage: ")[1].splitlines()[0].rstrip() == line
 
 
 def test_state_list_help_names_every_status_it_accepts() -> None:

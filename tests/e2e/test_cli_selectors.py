@@ -189,3 +189,35 @@ def test_a_saved_plan_whose_room_closed_since_is_refused_naming_room_activity(wo
         "(SnapshotJob/classes/class-1)" in refused
     )
     assert not work.sim.requests("StartSnapshot")
+
+
+def test_a_job_switched_to_a_selector_stops_the_rooms_it_no_longer_covers_and_observes_the_others(
+    work: Workdir,
+) -> None:
+    """Named rooms → a selector, with no room activity known (no daemon): a room the selector covers is left to
+    end and observed until it does (its stop reaches `state list`); a room it does not cover is no longer
+    declared and is stopped, as `capctl run` does too (tests/daemon/test_room_jobs.py)."""
+    work.write("jobs.yaml", snapshot_job("classes", ["class-1", "lobby"]))
+    work.capctl("state", "init")
+    work.apply()
+    work.write("jobs.yaml", SELECTOR)
+    plan = work.capctl("plan").stdout
+    assert "- SnapshotJob/classes/lobby" in plan and "0 to re-issue, 1 to delete, 1 unchanged" in plan
+    assert "its job's room selector (class-* except class-test-* on provider 'volc') does not cover this room" in plan
+    assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in plan
+    assert "0 re-issued, 1 deleted, 0 failed" in work.apply().stdout
+    [stop] = work.sim.requests("StopSnapshot")
+    assert stop["body"]["RoomId"] == "lobby"
+    status = {t["key"]: t["status"] for t in json.loads(work.capctl("state", "list", "-o", "json").stdout)["tasks"]}
+    assert status == {"SnapshotJob/classes/class-1": "running", "SnapshotJob/classes/lobby": "removed"}
+
+    work.write("jobs.yaml", SELECTOR.replace("interval: 5s", "interval: 7s"))  # left to end: not updated
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+    work.sim.advance(25)  # past its idleTimeout (20s): the vendor ends it
+    plan = work.capctl("plan", "--detailed-exitcode").stdout  # observed: nothing to do, nothing left to end
+    assert "left to end" not in plan
+    assert work.apply().stdout.startswith("No changes.")
+    [task] = json.loads(work.capctl("state", "list", "SnapshotJob/classes/class-1", "-o", "json").stdout)["tasks"]
+    assert (task["status"], task["selector"]) == ("stopped", "class-* except class-test-*")
+    assert len(work.sim.requests("StartSnapshot")) == 2 and len(work.sim.requests("StopSnapshot")) == 1

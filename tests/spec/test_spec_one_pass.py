@@ -138,3 +138,70 @@ def test_a_job_with_a_duplicate_name_is_still_checked(tmp_path: Path) -> None:
         "spec.storage: no Storage named 'tso' (did you mean 'tos'?)",
         "spec.interval: 0s is out of range for volcengine Interval (1..600 s)",
     ], errors
+
+
+def test_a_type_error_hides_no_range_check_of_the_other_fields(tmp_path: Path) -> None:
+    """Issue 13: `interval: 0s` beside a `storage` of the wrong type was reported only once `storage` was fixed.
+    The broken fields are reported once, and nothing is made up from the placeholder that stands in for them."""
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        job(name="a", body="provider: volc\nrooms: [r1]\ninterval: 0s\nstorage: [tos]")
+        + "---\n"
+        + job(name="b", body="provider: [volc]\nrooms: [on, 'a b']\nidleTimeout: 0s")  # and no storage
+        + "---\n"
+        + job(name="c", body="provider: volc\nrooms: {match: 'a b*'}\ninterval: 700s\nstorage: tos\ntaskId: {x: 1}"),
+    )
+    assert _errors(path) == [
+        f"{path}:7:13: spec.interval: 0s is out of range for volcengine Interval (1..600 s)",
+        f"{path}:8:12: spec.storage: Input should be a valid string, got a list",
+        f"{path}:13:1: missing required field 'spec.storage'",
+        f"{path}:14:13: spec.provider: Input should be a valid string, got a list",
+        f"{path}:15:11: spec.rooms[0]: Input should be a valid string, got a boolean (YAML reads yes, no, on, "
+        "off, true and false as booleans: quote it)",
+        f"{path}:16:16: spec.idleTimeout: 0s is out of range for every vendor (volcengine MaxIdleTime 1..86400 s, "
+        "zego max_idle_time 5..4294967295 s)",
+        f"{path}:23:18: spec.rooms.match[0]: pattern 'a b*' can never match a volcengine room id: room ids match "
+        "[a-zA-Z0-9_@-.]{1,128} (globs add * ? [ ] !)",
+        f"{path}:24:13: spec.interval: 700s is out of range for volcengine Interval (1..600 s)",
+        f"{path}:26:11: spec.taskId: Input should be a valid string, got a mapping",
+    ]
+
+
+def test_a_partly_valid_recording_provider_and_storage_are_checked_without_their_broken_fields(
+    tmp_path: Path,
+) -> None:
+    """A recording's fields weighed against each other are not checked against a broken one's default (`mode`
+    defaulting to single would make `mix` "only for mode: mixed"); a Provider's and a Storage's own checks run
+    beside a type error, and a job naming them is not told they do not exist."""
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        job(
+            kind="RecordingJob",
+            name="rec",
+            body="""\
+            provider: zego
+            rooms: [r1]
+            mode: 5
+            mix: {mixOutputStreamId: out, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}
+            storage: s3
+            maxDuration: 10s""",
+        )
+        + "---\napiVersion: capctl/v1\nkind: Provider\nmetadata: {name: z2}\n"
+        + "spec: {type: zego, appId: 44, serverSecret: {env: SK}, rtcEndpoint: 5, accessToken: {env: AK}}\n"
+        + "---\napiVersion: capctl/v1\nkind: Storage\nmetadata: {name: s4}\n"
+        + "spec: {type: s3, bucket: [b], space: x, accessKey: {env: AK}, secretKey: {env: SK}}\n"
+        + job(kind="RecordingJob", name="rec2", body="provider: z2\nrooms: [r2]\nstorage: s4").replace(
+            "apiVersion", "---\napiVersion", 1
+        ),
+    )
+    errors = [e.removeprefix(f"{path}:") for e in _errors(path)]
+    assert errors == [
+        "7:9: spec.mode: 5 is not allowed; expected 'single' or 'mixed'",
+        "10:16: spec.maxDuration: 10s is out of range for zego max_record_time (300..86400 s)",
+        "15:69: spec.rtcEndpoint: Input should be a valid string, got an integer (quote it to make it text)",
+        "15:85: spec.accessToken: only used with cloudrecordApi: legacy",
+        "20:26: spec.bucket: Input should be a valid string, got a list",
+        "20:31: spec.space: does not apply to storage type s3",
+    ], errors
