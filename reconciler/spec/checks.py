@@ -202,8 +202,15 @@ class Checker:
         if isinstance(pspec, VolcengineProvider):
             if isinstance(region, RefStr) and region.isdigit():
                 return int(region)
-            if region is None or isinstance(region, int):
+            if region is None or (isinstance(region, int) and region >= 0):
                 return region or 0
+            if isinstance(region, int):  # the vendor refuses it (its Region fields are table numbers from 0)
+                self.fail(
+                    job,
+                    ("spec", "storage"),
+                    f"volcengine needs a storage region ≥ 0 (its region table), got {region} ({both})",
+                )
+                return 0
             self.fail(
                 job,
                 ("spec", "storage"),

@@ -106,6 +106,11 @@ RULES: list[tuple[str, str, str]] = [
         "volcengine needs an integer storage region (its region table), got 'us-east-1'",
     ),
     (
+        "volcengine region is not negative",
+        storage("neg", "{type: tos, bucket: b, accountId: '1', region: -1}") + job(body=VOLC.replace("tos", "neg")),
+        "volcengine needs a storage region ≥ 0 (its region table), got -1",
+    ),
+    (
         "wrong kind for storage",
         job(body=VOLC.replace("storage: tos", "storage: zego")),
         "spec.storage: 'zego' is Provider 'zego'",
