@@ -59,7 +59,17 @@ def _region(value: Any) -> int | str:
     return value
 
 
-Region = Annotated[int | str, PlainValidator(_region), WithJsonSchema({"type": ["integer", "string"]})]
+Region = Annotated[
+    int | str,
+    PlainValidator(_region),
+    WithJsonSchema(
+        {
+            "type": ["integer", "string"],
+            "description": "volcengine: an integer ≥ 0 from its storage region table (default 0); "
+            "zego: a region name such as oss-cn-shanghai",
+        }
+    ),
+]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF)]
@@ -166,10 +176,14 @@ class StorageConfig(_Model):
 
 
 class StreamSelector(_Model):
-    user: Text | None = None  # volcengine UserId
-    type: Literal["camera", "screen"] | None = None
-    index: Annotated[Int, Field(ge=0)] | None = None
-    stream: Text | None = None  # zego stream id
+    user: Text | None = Field(None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}")
+    type: Literal["camera", "screen"] | None = Field(
+        None, description="volcengine StreamType: camera (0, the default) or screen (1)"
+    )
+    index: Annotated[Int, Field(ge=0)] | None = Field(
+        None, description="volcengine StreamList Index (optional); unique within the job's streams"
+    )
+    stream: Text | None = Field(None, description="zego stream id")
 
 
 class ImageConfig(_Model):
@@ -181,7 +195,11 @@ class ImageConfig(_Model):
 class SnapshotJobSpec(_Model):
     provider: Name
     rooms: Rooms
-    streams: list[StreamSelector] = []
+    streams: list[StreamSelector] = Field(
+        [],
+        description="the streams to snapshot; empty = every stream in the room. volcengine: {user, type, index}, "
+        "at most 17; zego: {stream}",
+    )
     interval: Duration | None = Field(
         None,  # per vendor
         description="seconds between two snapshots: volcengine 1..600 s, default 2s (changed in place); "
@@ -195,7 +213,11 @@ class SnapshotJobSpec(_Model):
         "1..86400 s, default 180s; zego max_idle_time ≥ 5 s, default 30s",
     )
     restart_policy: RestartPolicyName = "Always"
-    task_id: Text | None = None  # volcengine only
+    task_id: Text | None = Field(
+        None,
+        description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
+        "matches [a-zA-Z0-9_@-.]{1,128}",
+    )
 
 
 class MixInput(_Model):
