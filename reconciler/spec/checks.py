@@ -122,6 +122,8 @@ class Checker:
         # (kind, provider, room) → the job naming it and where in its `rooms`.
         self._claims: dict[tuple[str, str, str], tuple[Loaded, int]] = {}
         self._selectors: list[tuple[Loaded, str, RoomSelector]] = []  # (job, provider, selector)
+        # Volcengine (AppId, RoomId, TaskId) → the job naming that vendor task, and its provider.
+        self._volc_tasks: dict[tuple[str, str, str], tuple[Loaded, str]] = {}
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -314,6 +316,8 @@ class Checker:
                 self._claim(job, spec.provider, spec.rooms, "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
+                if vendor == "volcengine" and provider is not None:
+                    self._volc_task_names(job, spec, provider)
             else:
                 idle = self._recording(job, spec, storage)
         if provider is None or (storage_name and storage is None) or len(self.errors.errors) != before:
@@ -395,6 +399,24 @@ class Checker:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
             self._zego_vod_format(job, storage, "jpg")
         return interval, idle
+
+    def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
+        """Seed 001: AppId + RoomId + TaskId name one vendor task. Two Provider documents of one app are one
+        app at the vendor, so two jobs on them naming a room with one TaskId would share one task: the second
+        start is "already started" with the first job's settings, and deleting either job stops both.
+        (On one provider the room claim already says so.)"""
+        assert isinstance(provider.model, ProviderDocument)
+        app_id, task_id = provider.model.spec.app_id, volc_task_id(job.name, spec.task_id)
+        for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) else ()):
+            owner, on = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name))
+            if owner is not job and on != provider.name:
+                self.fail(
+                    job,
+                    ("spec", "rooms", i),
+                    f"room {quote(room)} with taskId {quote(task_id)} is the Volcengine task of {owner.ref()} "
+                    f"(Provider '{on}', the same appId {quote(app_id)}): the vendor knows one task by AppId, "
+                    "RoomId and TaskId, so the two jobs would share it; give one of them another taskId",
+                )
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
         if storage is None:  # missing or invalid: reported on its own

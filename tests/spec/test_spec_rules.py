@@ -111,6 +111,14 @@ RULES: list[tuple[str, str, str]] = [
         "volcengine needs a storage region ≥ 0 (its region table), got -1",
     ),
     (
+        "one volcengine task named by two providers of one app",
+        provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(name="a", body=VOLC + "taskId: t")
+        + "---\n"
+        + job(name="b", body=VOLC.replace("volc", "volc2") + "taskId: t"),
+        "spec.rooms[0]: room 'lobby' with taskId 't' is the Volcengine task of SnapshotJob 'a'",
+    ),
+    (
         "wrong kind for storage",
         job(body=VOLC.replace("storage: tos", "storage: zego")),
         "spec.storage: 'zego' is Provider 'zego'",
