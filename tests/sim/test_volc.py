@@ -79,6 +79,7 @@ async def test_unknown_action_or_version(client: SimClient) -> None:
         (lambda b: b.update(ImageConfig={"Width": 1921}), "ImageConfig.Width"),
         (lambda b: b.update(ImageConfig={"Format": 2}), "ImageConfig.Format"),
         (lambda b: b.update(TaskId="bad task!"), "TaskId: must match"),
+        (lambda b: b.update(AppId="app 1"), "AppId: must match"),  # seed 001: "TaskId 及以上 Id 字段"
         (lambda b: b.pop("StorageConfig"), "StorageConfig: is required"),
         (lambda b: b.update(StorageConfig={"Type": 3}), "StorageConfig.VeImageXConfig: is required"),
         (lambda b: b.update(StorageConfig={"Type": 0, "TosConfig": {"Bucket": "b"}}), "TosConfig.AccountId"),
