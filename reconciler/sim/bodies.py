@@ -152,9 +152,7 @@ VOLC_STOP = Obj({"AppId": _ID, "BusinessId": _OPT_ID, "RoomId": _ID, "TaskId": _
 
 VOLC_GET = Obj({"AppId": _ID, "RoomId": _ID, "TaskId": _ID})
 # GetRoomOnlineUsers (query); Property/RoleType are optional and change nothing the simulator answers.
-VOLC_ROOM_USERS = Obj(
-    {"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "RoleType": Val("str")}
-)
+VOLC_ROOM_USERS = Obj({"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "RoleType": Val("str")})
 
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------

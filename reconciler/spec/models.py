@@ -187,9 +187,9 @@ class StreamSelector(_Model):
 
 
 class ImageConfig(_Model):
-    format: Literal["jpeg", "png"] = "jpeg"
-    width: Width = 0
-    height: Width = 0
+    format: Literal["jpeg", "png"] = Field("jpeg", description="volcengine ImageConfig.Format: jpeg (0) or png (1)")
+    width: Width = Field(0, description="volcengine ImageConfig.Width in pixels; 0 = the stream's own width")
+    height: Width = Field(0, description="volcengine ImageConfig.Height in pixels; 0 = the stream's own height")
 
 
 class SnapshotJobSpec(_Model):
