@@ -405,7 +405,7 @@ class Checker:
         app at the vendor, so two jobs on them naming a room with one TaskId would share one task: the second
         start is "already started" with the first job's settings, and deleting either job stops both.
         (On one provider the room claim already says so.)"""
-        assert isinstance(provider.model, ProviderDocument)
+        assert isinstance(provider.model, ProviderDocument) and isinstance(provider.model.spec, VolcengineProvider)
         app_id, task_id = provider.model.spec.app_id, volc_task_id(job.name, spec.task_id)
         for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) else ()):
             owner, on = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name))
