@@ -127,8 +127,10 @@ class VolcengineProvider(_Model):
     access_key: SecretRef
     secret_key: SecretRef
     endpoint: Endpoint = VOLC_ENDPOINT
-    region: Text = VOLC_REGION
-    business_id: Text | None = None
+    region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
+    business_id: Text | None = Field(
+        None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
+    )
     callback_secret: SecretRef | None = None
     rate_limits: dict[str, Rate] = {}
 
