@@ -122,8 +122,10 @@ class Checker:
         # (kind, provider, room) → the job naming it and where in its `rooms`.
         self._claims: dict[tuple[str, str, str], tuple[Loaded, int]] = {}
         self._selectors: list[tuple[Loaded, str, RoomSelector]] = []  # (job, provider, selector)
-        # Volcengine (AppId, RoomId, TaskId) → the job naming that vendor task, and its provider.
-        self._volc_tasks: dict[tuple[str, str, str], tuple[Loaded, str]] = {}
+        # Volcengine (AppId, RoomId, TaskId) → the job naming that vendor task, its provider, where in `rooms`;
+        # and the selector jobs by (AppId, TaskId): (job, provider, selector).
+        self._volc_tasks: dict[tuple[str, str, str], tuple[Loaded, str, int]] = {}
+        self._volc_selectors: dict[tuple[str, str], list[tuple[Loaded, str, RoomSelector]]] = defaultdict(list)
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -283,6 +285,11 @@ class Checker:
                         f"{job.ref()} (rooms: {describe(selector)}); a room can belong to one {kind} per "
                         "provider: exclude it there or drop it here",
                     )
+        for (app_id, room, task_id), (owner, provider, i) in self._volc_tasks.items():
+            for job, on, selector in self._volc_selectors.get((app_id, task_id), ()):
+                if on != provider and covers(selector, room):
+                    whose = f"is also the Volcengine task of the selector of {job.ref()} (rooms: {describe(selector)})"
+                    self._shared_volc_task(owner, i, whose, on, app_id, task_id)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -407,16 +414,23 @@ class Checker:
         (On one provider the room claim already says so.)"""
         assert isinstance(provider.model, ProviderDocument) and isinstance(provider.model.spec, VolcengineProvider)
         app_id, task_id = provider.model.spec.app_id, volc_task_id(job.name, spec.task_id)
-        for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) else ()):
-            owner, on = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name))
+        if isinstance(spec.rooms, RoomSelector):  # matched against named rooms once every job is read
+            self._volc_selectors[(app_id, task_id)].append((job, provider.name, spec.rooms))
+            return
+        for i, room in enumerate(spec.rooms):
+            owner, on, _ = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name, i))
             if owner is not job and on != provider.name:
-                self.fail(
-                    job,
-                    ("spec", "rooms", i),
-                    f"room {quote(room)} with taskId {quote(task_id)} is the Volcengine task of {owner.ref()} "
-                    f"(Provider '{on}', the same appId {quote(app_id)}): the vendor knows one task by AppId, "
-                    "RoomId and TaskId, so the two jobs would share it; give one of them another taskId",
-                )
+                self._shared_volc_task(job, i, f"is the Volcengine task of {owner.ref()}", on, app_id, task_id)
+
+    def _shared_volc_task(self, job: Loaded, i: int, whose: str, on: str, app_id: str, task_id: str) -> None:
+        assert isinstance(job.model.spec, SnapshotJobSpec) and isinstance(job.model.spec.rooms, list)
+        self.fail(
+            job,
+            ("spec", "rooms", i),
+            f"room {quote(job.model.spec.rooms[i])} with taskId {quote(task_id)} {whose} (Provider '{on}', the same "
+            f"appId {quote(app_id)}): the vendor knows one task by AppId, RoomId and TaskId, so the two jobs would "
+            "share it; give one of them another taskId",
+        )
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
         if storage is None:  # missing or invalid: reported on its own

@@ -119,6 +119,14 @@ RULES: list[tuple[str, str, str]] = [
         "spec.rooms[0]: room 'lobby' with taskId 't' is the Volcengine task of SnapshotJob 'a'",
     ),
     (
+        "one volcengine task named by a room and a selector on two providers of one app",
+        provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(name="a", body=VOLC + "taskId: t")
+        + "---\n"
+        + job(name="b", body="provider: volc2\nrooms: {match: 'lob*'}\nstorage: tos\ntaskId: t"),
+        "spec.rooms[0]: room 'lobby' with taskId 't' is also the Volcengine task of the selector of SnapshotJob 'b'",
+    ),
+    (
         "wrong kind for storage",
         job(body=VOLC.replace("storage: tos", "storage: zego")),
         "spec.storage: 'zego' is Provider 'zego'",
