@@ -134,6 +134,7 @@ RULES: list[tuple[str, str, str]] = [
     # snapshot jobs
     ("volcengine streams by user", job(body=VOLC + "streams: [{stream: s1}]"), "volcengine selects streams by `user`"),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
+    ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
