@@ -204,8 +204,8 @@ class Checker:
             return 0
         region = sspec.region
         if isinstance(pspec, VolcengineProvider):
-            if isinstance(region, RefStr) and region.isdigit():
-                return int(region)
+            if isinstance(region, RefStr) and region.removeprefix("-").isdigit():
+                region = int(region)  # a reference's text: its number is checked as a literal one
             if region is None or (isinstance(region, int) and region >= 0):
                 return region or 0
             if isinstance(region, int):  # the vendor refuses it (its Region fields are table numbers from 0)

@@ -111,6 +111,12 @@ RULES: list[tuple[str, str, str]] = [
         "volcengine needs a storage region ≥ 0 (its region table), got -1",
     ),
     (
+        "volcengine region from a reference is not negative",
+        storage("neg", "{type: tos, bucket: b, accountId: '1', region: {env: NEG, default: '-2'}}")
+        + job(body=VOLC.replace("tos", "neg")),
+        "volcengine needs a storage region ≥ 0 (its region table), got -2",
+    ),
+    (
         "one volcengine task named by two providers of one app",
         provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
         + job(name="a", body=VOLC + "taskId: t")
