@@ -374,7 +374,10 @@ class Executor:
             self._store.put(transitions.failed(pending, str(exc), self._clock.now()))
             raise
         failpoints.hit("start.after-call")
-        self._store.put(transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now()))
+        done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
+        if result.already_running and reissue and record is not None:
+            done = transitions.run_goes_on(done, record)
+        self._store.put(done)
         failpoints.hit("start.after-commit")
         log.info(
             "started",

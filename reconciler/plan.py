@@ -407,7 +407,7 @@ def _diff_one(
             Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}", task, record, after=after
         )
     if record.spec_hash != task.spec_hash:
-        return _diff_changed(task, record, after)
+        return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         if record.status is TaskStatus.FAILED:
             return _change(
@@ -451,7 +451,7 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
-def _diff_changed(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
+def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return _change(
             Action.REPLACE,
@@ -461,7 +461,10 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, after: dict[str, Any] |
             field_changes(record.request, after),
             after,
         )
-    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+    # A task the refresh saw ended is not live, whatever its record says: an update would be refused
+    # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
+    ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
+    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)

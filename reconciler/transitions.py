@@ -32,6 +32,7 @@ __all__ = [
     "observed",
     "removed",
     "restored",
+    "run_goes_on",
     "start_unconfirmed",
     "started",
     "still_running",
@@ -184,6 +185,17 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
         stopped_at=None,
         stop_reason=None,
         last_error=None,
+    )
+
+
+def run_goes_on(started_record: TaskRecord, before: TaskRecord) -> TaskRecord:
+    """A re-issue the vendor answered "already running": its run never ended (a stop inferred wrongly, or a
+    Volcengine task past GetSnapshotTask's 72 h window, seen "not found" while it runs). The same run goes
+    on: no re-issue is counted and it keeps its start time, so it is not taken for a short, idle run."""
+    return started_record.evolve(
+        reissue_count=before.reissue_count,
+        unproductive_runs=before.unproductive_runs,
+        started_at=before.started_at or started_record.started_at,
     )
 
 

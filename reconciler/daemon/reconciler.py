@@ -268,6 +268,8 @@ class Reconciler:
 
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
+        if after is not None and after.reissue_count == before.reissue_count:
+            return  # answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
         # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
         reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")

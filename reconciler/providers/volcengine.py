@@ -28,6 +28,7 @@ from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
 from reconciler.redact import scrub_text, secret_leaves
 from reconciler.secrets import Hidden, Secret, reveal_tree
+from reconciler.spec.errors import quote as quote_value
 from reconciler.stopreasons import Phrase
 
 __all__ = [
@@ -161,6 +162,16 @@ class VolcengineSnapshotProvider:
         ref = self._ref_from_request(task)
         result = await self._call(START, priority, body=task.request)
         already = isinstance(result, str) and ALREADY_STARTED in result
+        if not already and result != "ok":
+            # Seed 001: `Result` is "ok" only on success, empty on failure. Retrying is safe: a task that did
+            # start is answered "already started".
+            got = "no Result" if result in (None, "") else f"Result {quote_value(result)}"
+            raise VendorError(
+                ErrorKind.RETRYABLE,
+                "capctl.StartNotConfirmed",
+                f'{task.key}: answered without an error but with {got} instead of "ok"',
+                api=START,
+            ).named(self.name, self._config.type)
         return StartResult(vendor_task_id=ref["TaskId"], vendor_ref=ref, already_running=already)
 
     async def update(self, task: DesiredTask, record: TaskRecord) -> None:

@@ -27,7 +27,7 @@ __all__ = [
     "snake",
 ]
 
-# Seed 001: TaskId "and the Id fields above" follow this pattern.
+# Seed 001: TaskId "and the Id fields above" (AppId, BusinessId, RoomId) follow this pattern.
 ID_PATTERN = r"[a-zA-Z0-9_@\-\.]{1,128}"
 MAX_TARGET_STREAMS = 17
 
@@ -74,7 +74,7 @@ VOLC_IMAGE_CONFIG = Obj(
 
 VOLC_START = Obj(
     {
-        "AppId": Val("str", required=True),
+        "AppId": _ID,
         "BusinessId": _OPT_ID,
         "RoomId": _ID,
         "TaskId": _ID,
@@ -140,7 +140,7 @@ VOLC_START = Obj(
 
 VOLC_UPDATE = Obj(
     {
-        "AppId": Val("str", required=True),
+        "AppId": _ID,
         "BusinessId": _OPT_ID,
         "RoomId": _ID,
         "TaskId": _ID,
@@ -148,13 +148,11 @@ VOLC_UPDATE = Obj(
     }
 )
 
-VOLC_STOP = Obj({"AppId": Val("str", required=True), "BusinessId": _OPT_ID, "RoomId": _ID, "TaskId": _ID})
+VOLC_STOP = Obj({"AppId": _ID, "BusinessId": _OPT_ID, "RoomId": _ID, "TaskId": _ID})
 
-VOLC_GET = Obj({"AppId": Val("str", required=True), "RoomId": _ID, "TaskId": _ID})
+VOLC_GET = Obj({"AppId": _ID, "RoomId": _ID, "TaskId": _ID})
 # GetRoomOnlineUsers (query); Property/RoleType are optional and change nothing the simulator answers.
-VOLC_ROOM_USERS = Obj(
-    {"AppId": Val("str", required=True), "RoomId": _ID, "Property": Val("str"), "RoleType": Val("str")}
-)
+VOLC_ROOM_USERS = Obj({"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "RoleType": Val("str")})
 
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------

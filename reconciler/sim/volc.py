@@ -237,7 +237,7 @@ def _stop(sim: Simulator, meta: _Meta, body: dict[str, Any]) -> Reply:
 
 def _get(sim: Simulator, meta: _Meta, query: dict[str, Any]) -> Reply:
     # Unknown (or older than 72 h): the simulator answers like Stop does, ErrorActiveTaskNotFound.
-    task = sim.world.volc_task(query["AppId"], query["RoomId"], query["TaskId"])
+    task = sim.world.queried_volc_task(query["AppId"], query["RoomId"], query["TaskId"])
     if task is None:
         return meta.error(400, NOT_FOUND, f"no task {query['TaskId']!r} in room {query['RoomId']!r}")
     return meta.ok(

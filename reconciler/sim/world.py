@@ -507,11 +507,17 @@ class World:
         return True
 
     def volc_task(self, app_id: str, room_id: str, task_id: str) -> SimTask | None:
+        """The task of that id, however long ago it started: Stop and Update act on a running task of any age
+        (only GetSnapshotTask has a query window, `queried_volc_task`)."""
         self.catch_up()
-        task = self._recent(self.volc_tasks.get((app_id, room_id, task_id)))
+        task = self.volc_tasks.get((app_id, room_id, task_id))
         if task is not None:
             self._refresh(task)
         return task
+
+    def queried_volc_task(self, app_id: str, room_id: str, task_id: str) -> SimTask | None:
+        """GetSnapshotTask's view: tasks started in the last 72 h only (vendor-apis.md)."""
+        return self._recent(self.volc_task(app_id, room_id, task_id))
 
     def running_volc_task(self, app_id: str, room_id: str, task_id: str) -> SimTask | None:
         task = self.volc_task(app_id, room_id, task_id)

@@ -126,6 +126,10 @@ class Checker:
         # (kind, provider, room) → the job naming it and where in its `rooms`.
         self._claims: dict[tuple[str, str, str], tuple[Loaded, int]] = {}
         self._selectors: list[tuple[Loaded, str, RoomSelector]] = []  # (job, provider, selector)
+        # Volcengine (AppId, RoomId, TaskId) → the job naming that vendor task, its provider, where in `rooms`;
+        # and the selector jobs by (AppId, TaskId): (job, provider, selector).
+        self._volc_tasks: dict[tuple[str, str, str], tuple[Loaded, str, int]] = {}
+        self._volc_selectors: dict[tuple[str, str], list[tuple[Loaded, str, RoomSelector]]] = defaultdict(list)
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -204,10 +208,17 @@ class Checker:
             return 0
         region = sspec.region
         if isinstance(pspec, VolcengineProvider):
-            if isinstance(region, RefStr) and region.isdigit():
-                return int(region)
-            if region is None or isinstance(region, int):
+            if isinstance(region, RefStr) and region.removeprefix("-").isdigit():
+                region = int(region)  # a reference's text: its number is checked as a literal one
+            if region is None or (isinstance(region, int) and region >= 0):
                 return region or 0
+            if isinstance(region, int):  # the vendor refuses it (its Region fields are table numbers from 0)
+                self.fail(
+                    job,
+                    ("spec", "storage"),
+                    f"volcengine needs a storage region ≥ 0 (its region table), got {region} ({both})",
+                )
+                return 0
             self.fail(
                 job,
                 ("spec", "storage"),
@@ -285,6 +296,11 @@ class Checker:
                         f"{job.ref()} (rooms: {describe(selector)}); a room can belong to one {kind} per "
                         "provider: exclude it there or drop it here",
                     )
+        for (app_id, room, task_id), (owner, provider, i) in self._volc_tasks.items():
+            for job, on, selector in self._volc_selectors.get((app_id, task_id), ()):
+                if on != provider and covers(selector, room):
+                    whose = f"is also the Volcengine task of the selector of {job.ref()} (rooms: {describe(selector)})"
+                    self._shared_volc_task(owner, i, whose, on, app_id, task_id)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -322,6 +338,8 @@ class Checker:
                 self._claim(job, spec.provider, rooms, "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
+                if vendor == "volcengine" and provider is not None:
+                    self._volc_task_names(job, spec, provider)
             else:
                 idle = self._recording(job, spec, storage)
         if provider is None or (storage_name and storage is None) or broken or len(self.errors.errors) != before:
@@ -403,6 +421,31 @@ class Checker:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
             self._zego_vod_format(job, storage, "jpg")
         return interval, idle
+
+    def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
+        """Seed 001: AppId + RoomId + TaskId name one vendor task. Two Provider documents of one app are one
+        app at the vendor, so two jobs on them naming a room with one TaskId would share one task: the second
+        start is "already started" with the first job's settings, and deleting either job stops both.
+        (On one provider the room claim already says so.)"""
+        assert isinstance(provider.model, ProviderDocument) and isinstance(provider.model.spec, VolcengineProvider)
+        app_id, task_id = provider.model.spec.app_id, volc_task_id(job.name, spec.task_id)
+        if isinstance(spec.rooms, RoomSelector):  # matched against named rooms once every job is read
+            self._volc_selectors[(app_id, task_id)].append((job, provider.name, spec.rooms))
+            return
+        for i, room in enumerate(spec.rooms):
+            owner, on, _ = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name, i))
+            if owner is not job and on != provider.name:
+                self._shared_volc_task(job, i, f"is the Volcengine task of {owner.ref()}", on, app_id, task_id)
+
+    def _shared_volc_task(self, job: Loaded, i: int, whose: str, on: str, app_id: str, task_id: str) -> None:
+        assert isinstance(job.model.spec, SnapshotJobSpec) and isinstance(job.model.spec.rooms, list)
+        self.fail(
+            job,
+            ("spec", "rooms", i),
+            f"room {quote(job.model.spec.rooms[i])} with taskId {quote(task_id)} {whose} (Provider '{on}', the same "
+            f"appId {quote(app_id)}): the vendor knows one task by AppId, RoomId and TaskId, so the two jobs would "
+            "share it; give one of them another taskId",
+        )
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
         if storage is None:  # missing or invalid: reported on its own

@@ -147,7 +147,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"{field}: {quote(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
     if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
         least = ctx.get("min_length")
-        return f"{field}: needs at least {least} {'entry' if least == 1 else 'entries'}, got {ctx.get('actual_length')}"
+        unit = ("character", "characters") if isinstance(value, str) else ("entry", "entries")  # '' is a Text too
+        return f"{field}: needs at least {least} {unit[least != 1]}, got {ctx.get('actual_length')}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"

@@ -92,8 +92,8 @@ def type_name(n: Node, defs: dict[str, Any]) -> str:
             name = "map[string]" + type_name(node(alt["additionalProperties"], defs), defs)
         elif kind == "object":
             name = alt.get("title", "object")
-        else:
-            name = str(kind)
+        else:  # JSON Schema allows a list of types: `{"type": ["integer", "string"]}`
+            name = " | ".join(kind) if isinstance(kind, list) else str(kind)
         if name not in names:
             names.append(name)
     if not names and n.reference:

@@ -59,7 +59,17 @@ def _region(value: Any) -> int | str:
     return value
 
 
-Region = Annotated[int | str, PlainValidator(_region), WithJsonSchema({"type": ["integer", "string"]})]
+Region = Annotated[
+    int | str,
+    PlainValidator(_region),
+    WithJsonSchema(
+        {
+            "type": ["integer", "string"],
+            "description": "volcengine: an integer ≥ 0 from its storage region table (default 0); "
+            "zego: a region name such as oss-cn-shanghai",
+        }
+    ),
+]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF)]
@@ -117,8 +127,10 @@ class VolcengineProvider(_Model):
     access_key: SecretRef
     secret_key: SecretRef
     endpoint: Endpoint = VOLC_ENDPOINT
-    region: Text = VOLC_REGION
-    business_id: Text | None = None
+    region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
+    business_id: Text | None = Field(
+        None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
+    )
     callback_secret: SecretRef | None = None
     rate_limits: dict[str, Rate] = {}
 
@@ -166,22 +178,30 @@ class StorageConfig(_Model):
 
 
 class StreamSelector(_Model):
-    user: Text | None = None  # volcengine UserId
-    type: Literal["camera", "screen"] | None = None
-    index: Annotated[Int, Field(ge=0)] | None = None
-    stream: Text | None = None  # zego stream id
+    user: Text | None = Field(None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}")
+    type: Literal["camera", "screen"] | None = Field(
+        None, description="volcengine StreamType: camera (0, the default) or screen (1)"
+    )
+    index: Annotated[Int, Field(ge=0)] | None = Field(
+        None, description="volcengine StreamList Index (optional); unique within the job's streams"
+    )
+    stream: Text | None = Field(None, description="zego stream id")
 
 
 class ImageConfig(_Model):
-    format: Literal["jpeg", "png"] = "jpeg"
-    width: Width = 0
-    height: Width = 0
+    format: Literal["jpeg", "png"] = Field("jpeg", description="volcengine ImageConfig.Format: jpeg (0) or png (1)")
+    width: Width = Field(0, description="volcengine ImageConfig.Width in pixels; 0 = the stream's own width")
+    height: Width = Field(0, description="volcengine ImageConfig.Height in pixels; 0 = the stream's own height")
 
 
 class SnapshotJobSpec(_Model):
     provider: Name
     rooms: Rooms
-    streams: list[StreamSelector] = []
+    streams: list[StreamSelector] = Field(
+        [],
+        description="the streams to snapshot; empty = every stream in the room. volcengine: {user, type, index}, "
+        "at most 17; zego: {stream}",
+    )
     interval: Duration | None = Field(
         None,  # per vendor
         description="seconds between two snapshots: volcengine 1..600 s, default 2s (changed in place); "
@@ -195,7 +215,11 @@ class SnapshotJobSpec(_Model):
         "1..86400 s, default 180s; zego max_idle_time 5..4294967295 s (without any stream in the room), default 30s",
     )
     restart_policy: RestartPolicyName = "Always"
-    task_id: Text | None = None  # volcengine only
+    task_id: Text | None = Field(
+        None,
+        description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
+        "matches [a-zA-Z0-9_@-.]{1,128}",
+    )
 
 
 class MixInput(_Model):

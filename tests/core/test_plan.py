@@ -84,6 +84,14 @@ def test_interval_change_on_stopped_task_replaces() -> None:
     assert change.action is Action.REPLACE and "not running" in change.reason
 
 
+@pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND])
+def test_interval_change_on_a_task_the_refresh_sees_ended_replaces(state: ObservedState) -> None:
+    """Recorded running, but the vendor says it ended: UpdateSnapshot would answer ErrorActiveTaskNotFound."""
+    old, new = desired(interval=5), desired(interval=10)
+    change = one(new, record_for(old), Observed(state, reason="idle timeout (Volcengine IdleTimeOut)"))
+    assert change.action is Action.REPLACE and change.reason == "spec changed: not running, start anew"
+
+
 def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
     task = desired()
     obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)

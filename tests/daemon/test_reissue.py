@@ -223,3 +223,22 @@ async def test_an_image_callback_arriving_after_the_leave_does_not_delay_the_loo
     record = harness.record(LOBBY)
     assert record.status is TaskStatus.DORMANT and record.observed_at is not None
     assert 20 <= record.observed_at - left_at <= 20 + policy.PROBE_DELAY + policy.PROBE_INTERVAL
+
+
+async def test_a_task_past_the_query_window_goes_on_without_counting_reissues(harness: Harness) -> None:
+    """GetSnapshotTask answers for 72 h only (vendor-apis.md): a task running longer is "not found" at every
+    look, and the re-issue that follows is answered "already started". The run goes on: no re-issue is
+    counted, in the record or the metric, and the run is not backed off as a short idle one."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(1)
+    started_at = harness.record(LOBBY).started_at
+    harness.sim.world.queried_volc_task = lambda app_id, room_id, task_id: None  # type: ignore[method-assign]
+    await harness.advance(300)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING
+    assert (record.reissue_count, record.unproductive_runs, record.started_at) == (0, 0, started_at)
+    assert metric(harness, "capctl_reissues_total", reason="not found at the vendor") == 0
+    assert metric(harness, "capctl_vendor_calls_total", api="StartSnapshot", outcome="ok") > 2
+    assert len(harness.running_sim_tasks()) == 1

@@ -79,6 +79,18 @@ def test_explain_an_unknown_kind_or_field_names_what_there_is(tmp_path: Path, pa
     assert message in proc.stderr
 
 
+def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
+    """A type that is a JSON list of types reads as the others do; the Id rule and limits checked per vendor
+    (checks.py) are said where the schema cannot say them."""
+    schema = json_schema()
+    region = explain(schema, "Storage.spec.region")
+    assert "FIELD:    region <integer | string>" in region and "≥ 0" in region
+    assert "[a-zA-Z0-9_@-.]{1,128}" in explain(schema, "SnapshotJob.spec.taskId")
+    assert "at most 17" in explain(schema, "SnapshotJob.spec.streams")
+    assert "UserId" in explain(schema, "SnapshotJob.spec.streams.user")
+    assert "StreamList Index" in explain(schema, "SnapshotJob.spec.streams.index")
+
+
 def test_every_field_of_every_kind_can_be_explained() -> None:
     """Walk the whole schema through the completions (what <Tab> offers is what explain accepts)."""
     schema = json_schema()

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
+from reconciler.execute import Executor
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ObservedState, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
@@ -22,6 +25,7 @@ from reconciler.secrets import Secret
 from reconciler.sim import create_app
 from reconciler.sim.faults import FaultConfig
 from reconciler.sim.simulator import Simulator
+from reconciler.state import open_state
 
 T = TypeVar("T")
 APP = "capctl-sim-volc"
@@ -181,3 +185,27 @@ async def test_simulated_faults_map_to_their_kinds(env: Sim, fault: FaultConfig,
     assert info.value.kind is kind
     if kind is ErrorKind.THROTTLED:
         assert env.budgets.all()[(CONFIG.account, "StartSnapshot")].stats.throttled == 1
+
+
+async def test_a_reissue_answered_already_running_is_the_same_run(env: Sim, tmp_path: Path) -> None:
+    """Past 72 h GetSnapshotTask knows no task that runs on (vendor-apis.md), so it is seen "not found" and
+    re-issued; the vendor answers "already started": the same run goes on, not a new one. No re-issue is
+    counted and its start time is kept, or a 24/7 room would count one re-issue per look, each a short
+    "unproductive" run that backs off into dormancy while the vendor task runs."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock)
+    env.sim.publish("volcengine", "lobby", user_id="alice")
+    desired = task()
+    await env.do(executor.start(desired, None, reissue=False))
+    first = store.load().records[desired.key]
+    env.clock.advance(72 * 3600)
+    observed = await env.do(env.provider.observe(first))
+    assert observed.state is ObservedState.NOT_FOUND
+    seen = transitions.observed(first, observed, env.clock.now())
+    store.put(seen)
+    note = await env.do(executor.start(desired, seen, reissue=True))
+    again = store.load().records[desired.key]
+    assert note == "the vendor reports it was already running"
+    assert again.status is TaskStatus.RUNNING and again.stop_reason is None
+    assert (again.reissue_count, again.unproductive_runs, again.started_at) == (0, 0, first.started_at)
+    assert [t.running for t in env.sim.tasks()] == [True]

@@ -221,6 +221,17 @@ async def test_start_of_a_running_task_is_success_already_running(h: Harness) ->
     assert result.already_running and result.vendor_task_id == "lobby-audit"
 
 
+@pytest.mark.parametrize("result", ["", None, "failed"])
+async def test_a_start_answered_without_ok_is_not_confirmed(h: Harness, result: object) -> None:
+    """Seed 001: `Result` is "ok" only on success and empty on failure; an answer without it starts nothing
+    capctl may count on, and a retry is safe (a running TaskId is answered "already started")."""
+    h.vendor.reply(json=envelope(result))
+    with pytest.raises(VendorError) as info:
+        await h.provider.start(desired(), None)
+    assert (info.value.kind, info.value.code) == (ErrorKind.RETRYABLE, "capctl.StartNotConfirmed")
+    assert info.value.provider == "volc-test" and 'instead of "ok"' in str(info.value)
+
+
 async def test_start_uses_the_priority_given(h: Harness) -> None:
     await h.provider.start(desired(), "ignored-client-id", priority=Priority.REISSUE)
     assert h.budget_stats("StartSnapshot") == {Priority.REISSUE: 1}

@@ -79,6 +79,7 @@ async def test_unknown_action_or_version(client: SimClient) -> None:
         (lambda b: b.update(ImageConfig={"Width": 1921}), "ImageConfig.Width"),
         (lambda b: b.update(ImageConfig={"Format": 2}), "ImageConfig.Format"),
         (lambda b: b.update(TaskId="bad task!"), "TaskId: must match"),
+        (lambda b: b.update(AppId="app 1"), "AppId: must match"),  # seed 001: "TaskId 及以上 Id 字段"
         (lambda b: b.pop("StorageConfig"), "StorageConfig: is required"),
         (lambda b: b.update(StorageConfig={"Type": 3}), "StorageConfig.VeImageXConfig: is required"),
         (lambda b: b.update(StorageConfig={"Type": 0, "TosConfig": {"Bucket": "b"}}), "TosConfig.AccountId"),
@@ -225,3 +226,20 @@ async def test_get_unknown_and_after_72h(client: SimClient) -> None:
 async def test_app_of_another_account_is_refused(client: SimClient) -> None:
     r = await client.volc("StopSnapshot", {"AppId": "other-app", "RoomId": "r1", "TaskId": "t1"})
     assert r.status_code == 400 and "not an app of this account" in r.text
+
+
+async def test_a_task_running_beyond_72h_is_still_stopped_and_updated(client: SimClient) -> None:
+    """The 72 h window is GetSnapshotTask's (vendor-apis.md): StopSnapshot's not-found is for a task that is
+    unknown or stopped, and a task that has run for four days is neither."""
+    client.sim.publish("volcengine", "r1", user_id="alice")
+    await client.volc("StartSnapshot", snapshot_body())
+    await client.sim.advance(72 * 3600 + 1)
+    ids = {"AppId": VOLC_APP, "RoomId": "r1", "TaskId": "t1"}
+    r = await client.volc("GetSnapshotTask", ids)
+    assert (r.status_code, error_code(r)) == (400, "InvalidParameter.ErrorActiveTaskNotFound")
+    r = await client.volc("UpdateSnapshot", {**ids, "ImageConfig": {"Interval": 3}})
+    assert r.status_code == 200, r.text
+    r = await client.volc("StopSnapshot", ids)
+    assert r.status_code == 200, r.text
+    (task,) = client.sim.tasks()
+    assert not task.running and task.stop_reason == "StopByAPI"

@@ -109,6 +109,33 @@ RULES: list[tuple[str, str, str]] = [
         "volcengine needs an integer storage region (its region table), got 'us-east-1'",
     ),
     (
+        "volcengine region is not negative",
+        storage("neg", "{type: tos, bucket: b, accountId: '1', region: -1}") + job(body=VOLC.replace("tos", "neg")),
+        "volcengine needs a storage region ≥ 0 (its region table), got -1",
+    ),
+    (
+        "volcengine region from a reference is not negative",
+        storage("neg", "{type: tos, bucket: b, accountId: '1', region: {env: NEG, default: '-2'}}")
+        + job(body=VOLC.replace("tos", "neg")),
+        "volcengine needs a storage region ≥ 0 (its region table), got -2",
+    ),
+    (
+        "one volcengine task named by two providers of one app",
+        provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(name="a", body=VOLC + "taskId: t")
+        + "---\n"
+        + job(name="b", body=VOLC.replace("volc", "volc2") + "taskId: t"),
+        "spec.rooms[0]: room 'lobby' with taskId 't' is the Volcengine task of SnapshotJob 'a'",
+    ),
+    (
+        "one volcengine task named by a room and a selector on two providers of one app",
+        provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(name="a", body=VOLC + "taskId: t")
+        + "---\n"
+        + job(name="b", body="provider: volc2\nrooms: {match: 'lob*'}\nstorage: tos\ntaskId: t"),
+        "spec.rooms[0]: room 'lobby' with taskId 't' is also the Volcengine task of the selector of SnapshotJob 'b'",
+    ),
+    (
         "wrong kind for storage",
         job(body=VOLC.replace("storage: tos", "storage: zego")),
         "spec.storage: 'zego' is Provider 'zego'",
@@ -116,6 +143,7 @@ RULES: list[tuple[str, str, str]] = [
     # snapshot jobs
     ("volcengine streams by user", job(body=VOLC + "streams: [{stream: s1}]"), "volcengine selects streams by `user`"),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
+    ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
