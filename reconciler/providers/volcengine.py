@@ -51,6 +51,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = VOLCENGINE.rate_limits
 NOT_FOUND_CODE = "InvalidParameter.ErrorActiveTaskNotFound"
 # StartSnapshot with the TaskId of a running task succeeds and says so in Result.
 ALREADY_STARTED = "The task has been started"
+_CODE_LIMIT = 80  # an error code is a dotted word; one that echoes the request is cut (and scrubbed) like a message
 _AUTH_HINTS = {
     "SignatureDoesNotMatch": "check the provider's secretKey",
     "MissingSignature": "check the provider's accessKey and secretKey",
@@ -296,7 +297,7 @@ class VolcengineSnapshotProvider:
         error = meta.get("Error")
         if error or status >= 400:
             error = error if isinstance(error, dict) else {}
-            code = str(error.get("Code") or f"HTTP {status}")
+            code = scrub_text(str(error.get("Code") or f"HTTP {status}"), secrets, limit=_CODE_LIMIT)
             message = scrub_text(str(error.get("Message") or "no message"), secrets)
             kind = classify_error(status, code)
             self._note_throttled(api, kind)

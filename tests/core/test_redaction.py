@@ -159,10 +159,17 @@ class _Echo(BaseHTTPRequestHandler):
     """A vendor that rejects every call and quotes what it got, as real vendors sometimes do."""
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"null")
-        said = json.dumps(body, separators=(",", ":"))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        # /wire-…: the body quoted as it came (its JSON escapes kept); else as the vendor re-encodes it
+        said = (
+            raw.decode()
+            if self.path.startswith("/wire-")
+            else json.dumps(json.loads(raw or b"null"), separators=(",", ":"))
+        )
         answer: dict[str, Any]
-        if self.path.startswith("/volc"):
+        if self.path.startswith("/volc-code"):  # the echo in the error code, where none was expected
+            answer, status = {"ResponseMetadata": {"Error": {"Code": f"Invalid {said[-40:]}", "Message": said}}}, 400
+        elif "/volc" in self.path:
             credential = self.headers.get("Authorization", "").partition("Credential=")[2].partition("/")[0]
             answer = {"ResponseMetadata": {"Error": {"Code": "InvalidParameter", "Message": f"{credential} {said}"}}}
             status = 400
@@ -238,6 +245,56 @@ async def test_a_volcengine_error_shows_echoed_secrets_as_fingerprints(echo_url:
     text = str(err.value)
     assert ACCESS_KEY not in text and STORAGE_KEY not in text
     assert access.fingerprint in text and storage.fingerprint in text
+
+
+async def _volcengine_error(endpoint: str, http: httpx.AsyncClient, storage: Secret) -> str:
+    clock = FakeClock(1_700_000_000.0)
+    config = ProviderConfig(
+        name="p",
+        type="volcengine",
+        app_id="app1",
+        endpoint=endpoint,
+        access_key=Secret(ACCESS_KEY),
+        secret_key=Secret(SECRET_KEY),
+    )
+    provider = VolcengineSnapshotProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+    request = {"AppId": "app1", "RoomId": "r", "TaskId": "t", "StorageConfig": {"SecretKey": storage}}
+    with pytest.raises(VendorError) as err:
+        await provider.start(_task(ApiFamily.VOLC_SNAPSHOT, request), "i")
+    return str(err.value)
+
+
+async def test_a_volcengine_error_code_that_echoes_the_request_is_scrubbed_and_cut(
+    echo_url: str, http: httpx.AsyncClient
+) -> None:
+    storage = Secret(STORAGE_KEY)
+    text = await _volcengine_error(f"{echo_url}/volc-code", http, storage)
+    assert STORAGE_KEY not in text and storage.fingerprint in text and len(text) < 300, text
+
+
+@pytest.mark.parametrize("vendor", ["volc", "zego"])
+async def test_a_secret_echoed_in_its_json_escaped_wire_form_is_scrubbed(
+    vendor: str, echo_url: str, http: httpx.AsyncClient
+) -> None:
+    """`"`, `\\` and non-ASCII are escaped on the wire: an echo of the raw body quotes that spelling."""
+    value = 'k"e\\y/é-0123'
+    storage = Secret(value)
+    if vendor == "volc":
+        text = await _volcengine_error(f"{echo_url}/wire-volc", http, storage)
+    else:
+        clock = FakeClock(1_700_000_000.0)
+        config = ProviderConfig(
+            name="p",
+            type="zego",
+            app_id="1234567890",
+            server_secret=Secret("0123456789abcdef0123456789abcdef"),
+            cloudrecord_endpoint=f"{echo_url}/wire-zego/",
+        )
+        provider = ZegoRecordProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+        with pytest.raises(VendorError) as err:
+            await provider.start(_task(ApiFamily.ZEGO_RECORD, {"StorageParams": {"Key": storage}}), "i")
+        text = str(err.value)
+    assert "-0123" not in text and storage.fingerprint in text, text
 
 
 def test_a_state_driver_error_shows_the_password_as_its_run_key_fingerprint() -> None:
