@@ -97,9 +97,16 @@ UNRESOLVED: Final = Unresolved()
 
 class _Resolver:
     def __init__(
-        self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, read_secrets: bool, key: bytes
+        self,
+        doc: RawDocument,
+        env: Mapping[str, str],
+        errors: ErrorSink,
+        read_secrets: bool,
+        key: bytes,
+        files_read: list[str],
     ) -> None:
         self.doc = doc
+        self.files_read = files_read
         self.env = env
         self.errors = errors
         self.read_secrets = read_secrets
@@ -170,6 +177,7 @@ class _Resolver:
 
     def file(self, name: str, path: Path) -> Any:
         target = FsPath(self.doc.file).parent / name
+        self.files_read.append(str(target))
         try:
             data = read_regular(target, MAX_REF_FILE_BYTES)
         except FileRefused as exc:
@@ -215,12 +223,19 @@ def _names_task(path: Path) -> bool:
 
 
 def resolve_document(
-    doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, *, read_secrets: bool = True, key: bytes = RUN_KEY
+    doc: RawDocument,
+    env: Mapping[str, str],
+    errors: ErrorSink,
+    *,
+    read_secrets: bool = True,
+    key: bytes = RUN_KEY,
+    files_read: list[str] | None = None,
 ) -> Any:
     """The document's value with every reference resolved and secret fields as `Secret`s (or, without
     `read_secrets`, secret references checked for shape only and held as `UnreadSecret`s). Fingerprints
-    are keyed with `key` (the state's fingerprint key; a per-run key where there is no state)."""
-    resolver = _Resolver(doc, env, errors, read_secrets, key)
+    are keyed with `key` (the state's fingerprint key; a per-run key where there is no state). The path of
+    each file a `{file: …}` reference reads is appended to `files_read`."""
+    resolver = _Resolver(doc, env, errors, read_secrets, key, [] if files_read is None else files_read)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
         kind = doc.value.get("kind")
