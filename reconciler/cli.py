@@ -1102,14 +1102,23 @@ def sync(
     import httpx
 
     from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV
+    from reconciler.redact import redact_url
 
-    base = daemon.rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        fail(f"--daemon {daemon!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    url = daemon.rstrip("/")
+    try:
+        base = redact_url(url)  # what messages show: a password in the URL is not printed
+        target = httpx.URL(url + SYNC_PATH)
+    except (ValueError, httpx.InvalidURL):  # not quoted: neither can say which part is a password
+        fail(
+            "--daemon: the URL cannot be read (an unclosed [ or a port that is not a number): expected the "
+            "daemon's URL, e.g. http://127.0.0.1:8080"
+        )
+    if not url.startswith(("http://", "https://")):
+        fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
     token = os.environ.get(SYNC_TOKEN_ENV)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the daemon at {base}: {exc or type(exc).__name__}. Is `capctl run` serving there? "

@@ -98,6 +98,14 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     assert f"cannot reach the daemon at {url}" in dead and "CAPCTL_DAEMON" in dead
     not_a_daemon = " ".join(work.capctl("sync", "--daemon", work.sim.base, expect=1).stderr.split())
     assert f"{work.sim.base} answered 404 Not Found, not as a capctl daemon" in not_a_daemon
+    with_password = url.replace("http://", "http://ops:pw-31337@")
+    refused = " ".join(work.capctl("sync", "--daemon", with_password, expect=1).stderr.split())
+    assert (
+        f"cannot reach the daemon at {url.replace('http://', 'http://ops@')}" in refused and "pw-31337" not in refused
+    )
+    for unreadable in ("http://[::1", "http://127.0.0.1:port"):  # a traceback from httpx before
+        said = " ".join(work.capctl("sync", "--daemon", unreadable, expect=1).stderr.split())
+        assert said.startswith("Error: --daemon: the URL cannot be read") and "Traceback" not in said, said
 
 
 def test_run_rejects_bad_options(work: Workdir) -> None:
