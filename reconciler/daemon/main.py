@@ -109,6 +109,12 @@ def run_daemon(
             "or turn it off with --no-status-page",
             listen=listen,
         )
+    if not os.environ.get(SYNC_TOKEN_ENV) and not _loopback(host):  # what `Daemon` reads: empty means none
+        log.warning(
+            f"POST /api/v1/sync is open to anyone who reaches --listen: anyone can make the daemon call the vendors "
+            f"now; set {SYNC_TOKEN_ENV} (capctl sync sends it), and keep /api/ out of the ingress",
+            listen=listen,
+        )
     options = _Options(
         paths or ["specs"],
         resync,
