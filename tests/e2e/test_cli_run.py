@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import time
 
@@ -49,12 +51,18 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
         assert "capctl_" in http.get("/metrics").text
+        with socket.create_connection((http.base_url.host, http.base_url.port)) as garbage:  # uvicorn logs it
+            garbage.sendall(b"garbage\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     stderr = log.text()
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
+    lines = [json.loads(line) for line in stderr.splitlines()]  # every line JSON: uvicorn's was bare text
+    bad_request = {"event": "Invalid HTTP request received.", "logger": "uvicorn.error", "level": "warning"}
+    assert any(bad_request.items() <= line.items() for line in lines)
     assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture
 
 
