@@ -83,7 +83,8 @@ def create_app(daemon: Daemon) -> Starlette:
     async def sync(request: Request) -> Response:
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
-            return JSONResponse({"ok": False, "reason": reason}, status_code=401)
+            challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
+            return JSONResponse({"ok": False, "reason": reason}, status_code=401, headers=challenge)
         try:
             body = await read_body(request, MAX_SYNC_BYTES, "sync")
         except BodyRefused as exc:
