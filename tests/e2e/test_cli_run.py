@@ -69,7 +69,9 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
 def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
     work.sim.publish("volcengine", "lobby", userId="u")
-    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337"  # the daemon requires it; `capctl sync` sends it
+    # The daemon requires it; `capctl sync` sends it. Its newline is a Secret's made --from-file of an `echo`ed
+    # file: the daemon refused every sync, and `capctl sync` failed printing the token ("Illegal header value").
+    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337\n"
     daemon, log, http = start_daemon(work, "--resync", "1h")
     url = str(http.base_url).rstrip("/")
     lobby = "SnapshotJob/audit/lobby"
@@ -111,6 +113,9 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     assert (
         f"cannot reach the daemon at {url.replace('http://', 'http://ops@')}" in refused and "pw-31337" not in refused
     )
+    broken_token = {"CAPCTL_SYNC_TOKEN": "tok-e2e\n31337"}  # refused before anything is sent (the sim listens)
+    broken = work.capctl("sync", "--daemon", work.sim.base, env=broken_token, expect=1).stderr
+    assert "CAPCTL_SYNC_TOKEN holds a character an HTTP header cannot carry" in broken and "31337" not in broken
     for unreadable in ("http://[::1", "http://127.0.0.1:port"):  # a traceback from httpx before
         said = " ".join(work.capctl("sync", "--daemon", unreadable, expect=1).stderr.split())
         assert said.startswith("Error: --daemon: the URL cannot be read") and "Traceback" not in said, said
