@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.watch import watch_roots, watch_specs
 from reconciler.model import TaskStatus
 from reconciler.spec import SpecSet, load_spec_set
@@ -304,3 +305,17 @@ async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_res
                 await asyncio.sleep(0.05)
         old = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e3"))
         assert old.status_code == 401
+
+
+def test_the_spec_digest_tells_a_rotated_provider_key_apart_but_not_where_a_provider_is_written(tmp_path: Path) -> None:
+    """Replicas compare digests (a pod with a rotated key's old value acts differently); a key that changes
+    the tasks' hashes (a storage key) showed already, a Provider's own key (callback, API) did not."""
+    specs = write_specs(tmp_path / "specs", snapshot_job("audit", ["lobby"]))
+
+    def digest(**env: str) -> str:
+        return spec_digest(load_spec_set([str(specs)], env=env, fingerprint_key=b"k" * 32))
+
+    before = digest()
+    assert digest(VOLC_CB="rotated-callback") != before and digest(VOLC_SK="rotated-api-key") != before
+    (specs / "providers.yaml").write_text("# moved down a line\n" + (specs / "providers.yaml").read_text())
+    assert digest() == before
