@@ -261,7 +261,9 @@ class VolcengineSnapshotProvider:
             service=SERVICE,
             now=datetime.fromtimestamp(self._clock.now(), UTC),
         )
-        secrets = [self._access_key, self._secret_key, *secret_leaves(body)]
+        # The signature too: with its X-Date it is a credential for 15 minutes, should an answer quote it.
+        signature = Secret(headers["Authorization"].rpartition("Signature=")[2])
+        secrets = [self._access_key, self._secret_key, signature, *secret_leaves(body)]
         try:
             response = await self._http.request(method, parsed, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings

@@ -29,7 +29,7 @@ from reconciler.clock import FakeClock
 from reconciler.model import ApiFamily, DesiredTask, ProviderConfig
 from reconciler.providers.base import VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
-from reconciler.providers.zego import ZegoRecordProvider, ZegoThumbnailProvider
+from reconciler.providers.zego import ZegoLegacyRecordProvider, ZegoRecordProvider, ZegoThumbnailProvider
 from reconciler.redact import (
     MESSAGE_LIMIT,
     is_secret_key,
@@ -155,6 +155,9 @@ async def test_a_hidden_referenced_value_reaches_the_vendor_as_its_text() -> Non
 # -- every old path goes through it -------------------------------------------------------------------------
 
 
+_SIGNED: list[str] = []  # what the echo vendor received: each call's Authorization header, path and body
+
+
 class _Echo(BaseHTTPRequestHandler):
     """A vendor that rejects every call and quotes what it got, as real vendors sometimes do."""
 
@@ -166,8 +169,15 @@ class _Echo(BaseHTTPRequestHandler):
             if self.path.startswith("/wire-")
             else json.dumps(json.loads(raw or b"null"), separators=(",", ":"))
         )
+        _SIGNED.append(f"{self.headers.get('Authorization')} {self.path} {raw.decode()}")  # its signature is there
         answer: dict[str, Any]
-        if self.path.startswith("/volc-code"):  # the echo in the error code, where none was expected
+        if self.path.startswith("/quote-signed"):  # the call's signature quoted back: query (ZEGO) or header
+            quoted = self.headers.get("Authorization", "").rpartition(", ")[2] or self.path  # `Signature=…`
+            answer = {"ResponseMetadata": {"Error": {"Code": "InvalidParameter", "Message": quoted}}}
+            answer, status = (answer, 400) if "volc" in self.path else ({"Code": 300000004, "Message": quoted}, 200)
+        elif "/legacy/" in self.path:  # seed 003's envelope: lower-case
+            answer, status = {"code": 100000001, "message": said}, 200
+        elif self.path.startswith("/volc-code"):  # the echo in the error code, where none was expected
             answer, status = {"ResponseMetadata": {"Error": {"Code": f"Invalid {said[-40:]}", "Message": said}}}, 400
         elif "/volc" in self.path:
             credential = self.headers.get("Authorization", "").partition("Credential=")[2].partition("/")[0]
@@ -295,6 +305,38 @@ async def test_a_secret_echoed_in_its_json_escaped_wire_form_is_scrubbed(
             await provider.start(_task(ApiFamily.ZEGO_RECORD, {"StorageParams": {"Key": storage}}), "i")
         text = str(err.value)
     assert "-0123" not in text and storage.fingerprint in text, text
+
+
+@pytest.mark.parametrize("api", ["volc", "zego", "zego-legacy"])
+async def test_a_signature_quoted_back_is_shown_as_its_fingerprint(
+    api: str, echo_url: str, http: httpx.AsyncClient
+) -> None:
+    """A Volcengine or ZEGO signature is a credential for minutes (and a ZEGO one an md5 preimage of the server
+    secret); the legacy token request is signed with it and exchanged for access tokens."""
+    _SIGNED.clear()
+    clock = FakeClock(1_700_000_000.0)
+    if api == "volc":
+        text = await _volcengine_error(f"{echo_url}/quote-signed-volc", http, Secret(STORAGE_KEY))
+    else:
+        legacy = api == "zego-legacy"
+        config = ProviderConfig(
+            name="p",
+            type="zego",
+            app_id="1234567890",
+            server_secret=Secret("0123456789abcdef0123456789abcdef"),
+            cloudrecord_endpoint=f"{echo_url}/zego/legacy" if legacy else f"{echo_url}/quote-signed/",
+            cloudrecord_api="legacy" if legacy else "current",
+        )
+        kind = ZegoLegacyRecordProvider if legacy else ZegoRecordProvider
+        provider = kind(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+        family = ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD
+        with pytest.raises(VendorError) as err:
+            await provider.start(_task(family, {"RoomId": "r"}), "i")
+        text = str(err.value)
+    found = re.search(r'Signature=([0-9a-f]+)|"token":\s*"([^"]+)"', _SIGNED[-1])
+    assert found, _SIGNED
+    signature = found.group(1) or found.group(2)
+    assert signature not in text and "sha256:" in text, text
 
 
 def test_a_state_driver_error_shows_the_password_as_its_run_key_fingerprint() -> None:
