@@ -68,7 +68,7 @@ class Daemon(DaemonParts):
                 self.reload_async,
                 stop=self._stop_watching,
                 debounce_ms=debounce_ms,
-                referenced=lambda: self.specs.current.referenced_files if self.specs.current else (),
+                referenced=lambda: self.specs.referenced,
             )
             self.background.spawn(watcher, "capctl-watch")
         log.info(

@@ -69,8 +69,8 @@ async def watch_specs(
     referenced: Callable[[], Sequence[str]] = tuple,
 ) -> None:
     """Await `on_change()` after each debounced batch of file changes under `paths`, when a symlink on the
-    way to one of them points elsewhere, or when a file of `referenced()` (those the set in force read)
-    changes, until `stop` is set."""
+    way to one of them points elsewhere, or when a file of `referenced()` (those the specs' references name)
+    changes, appears or goes, until `stop` is set."""
     seen = _file_states(referenced())
     while not stop.is_set():
         roots, leads_to = watch_roots(paths), [os.path.realpath(p) for p in paths]

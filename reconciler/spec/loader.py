@@ -71,8 +71,8 @@ class SpecSet:
     jobs: dict[tuple[str, str], JobDocument]
     tasks: dict[str, DesiredTask]  # named rooms and files only: selector jobs' rooms are known at run time
     selector_jobs: tuple[CheckedJob, ...] = ()  # jobs with `rooms: {match: ...}`, for `reconciler.rooms.select`
-    # The files `{file: …}` references read (mounted Secrets): the daemon reloads when one changes, so a rotated
-    # key is picked up without a restart.
+    # The files `{file: …}` references named (mounted Secrets): the daemon reloads when one changes, so a
+    # rotated key is picked up without a restart.
     referenced_files: tuple[str, ...] = ()
 
     def summary(self) -> str:
@@ -180,7 +180,9 @@ def _load_spec_set(
         )
     checker, checked = check_all(outcomes, errors)
     if errors:
-        raise SpecErrors(errors.errors)
+        failed = SpecErrors(errors.errors)
+        failed.referenced_files = tuple(dict.fromkeys(files_read))
+        raise failed
     tasks: dict[str, DesiredTask] = {}
     for job in checked:
         for task in expand(job, key):

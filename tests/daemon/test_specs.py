@@ -319,3 +319,22 @@ def test_the_spec_digest_tells_a_rotated_provider_key_apart_but_not_where_a_prov
     assert digest(VOLC_CB="rotated-callback") != before and digest(VOLC_SK="rotated-api-key") != before
     (specs / "providers.yaml").write_text("# moved down a line\n" + (specs / "providers.yaml").read_text())
     assert digest() == before
+
+
+async def test_a_set_invalid_for_a_missing_referenced_file_loads_once_the_file_appears(harness: Harness) -> None:
+    """The daemon waits for a valid set; a referenced file outside the spec paths that appears (a Secret
+    created after the pod) makes it valid: before, nothing reloaded until a spec file changed or SIGHUP."""
+    harness.daemon_options["watch_debounce_ms"] = 50
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(
+        providers.read_text().replace("{env: VOLC_CB, default: capctl-sim-volc-callback}", "{file: ../secret/key}")
+    )
+    daemon = await harness.start()
+    assert daemon.spec is None and not daemon.readiness().ready
+    _mount_secret(harness.tmp_path / "secret", "rev-1", VOLC_SECRET)
+    async with asyncio.timeout(10):  # real time: the watcher checks the file every second
+        while daemon.spec is None:
+            await asyncio.sleep(0.05)
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
