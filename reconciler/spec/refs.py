@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 from reconciler.secrets import RUN_KEY, Secret, SecretText
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
-from reconciler.spec.files import FileRefused, read_regular
+from reconciler.spec.files import FileRefused, read_regular, without_newline
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["LITERAL_SECRET", "UNRESOLVED", "UnreadSecret", "resolve_document"]
@@ -167,7 +167,9 @@ class _Resolver:
     def env_value(self, ref: dict[Any, Any], name: str, path: Path) -> Any:
         value = self.env.get(name)
         if value is not None:
-            return RefStr(value)
+            # A Kubernetes Secret made --from-file of an `echo`ed file: the newline a file reference drops too,
+            # which no credential holds (it made every signature wrong, the key looking right)
+            return RefStr(without_newline(value) if path in self.secret_paths else value)
         if "default" not in ref:
             # Why validate needs this one when it needs no secret: the value is checked (a type, a range).
             hint = "" if self.read_secrets else " (only secret fields are checked without their values)"
@@ -186,7 +188,7 @@ class _Resolver:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self.fail(path, f"referenced file {quote(name)} is not UTF-8 text")
-        return RefStr(text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text)
+        return RefStr(without_newline(text))
 
     def secrets(self, raw: Any, resolved: Any, kind: str) -> None:
         """Turn resolved secret fields into `Secret`s; refuse literals (their text is never echoed)."""

@@ -360,6 +360,16 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value)
 
 
+def test_a_secret_from_the_environment_drops_a_trailing_newline_as_one_from_a_file_does(load: Loader) -> None:
+    """A Kubernetes Secret made --from-file of an `echo`ed file: the key looked right, every signature was wrong."""
+    text = provider("z2", "{type: zego, appId: 5, serverSecret: {env: ZS}, rtcEndpoint: {env: EP}}")
+    spec_set = load(text, env={**SECRET_ENV, "ZS": "zego-secret\r\n", "EP": "https://rtc.example"})
+    server_secret = spec_set.providers["z2"].server_secret
+    assert server_secret is not None and server_secret.reveal() == "zego-secret"
+    with pytest.raises(SpecErrors):  # other fields keep what they are given: an endpoint with a newline is wrong
+        load(text, env={**SECRET_ENV, "ZS": "zego-secret", "EP": "https://rtc.example\n"})
+
+
 def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "secret.txt").write_text("from-a-file\n")
     (tmp_path / "name.txt").write_text("lobby\r\n")
