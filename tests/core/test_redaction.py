@@ -216,48 +216,26 @@ def _task(family: ApiFamily, request: dict[str, Any]) -> DesiredTask:
     return replace(desired(family=family), provider="p", request=request)
 
 
-async def test_a_zego_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
+async def _zego_error(endpoint: str, http: httpx.AsyncClient, request: dict[str, Any], *, legacy: bool = False) -> str:
+    """What a recording start against `endpoint` fails with (the legacy API's with `legacy`)."""
     clock = FakeClock(1_700_000_000.0)
     config = ProviderConfig(
         name="p",
         type="zego",
         app_id="1234567890",
         server_secret=Secret("0123456789abcdef0123456789abcdef"),
-        rtc_endpoint=echo_url,
-        cloudrecord_endpoint=f"{echo_url}/zego/",
+        cloudrecord_endpoint=endpoint,
+        cloudrecord_api="legacy" if legacy else "current",
     )
-    provider = ZegoRecordProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
-    storage, folder = Secret(STORAGE_KEY), SecretText(FOLDER)
-    request = {"RoomId": "r", "RecordOutputParams": {"OutputFolder": folder}, "StorageParams": {"Key": storage}}
+    kind = ZegoLegacyRecordProvider if legacy else ZegoRecordProvider
+    provider = kind(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
     with pytest.raises(VendorError) as err:
-        await provider.start(_task(ApiFamily.ZEGO_RECORD, request), "i")
-    text = str(err.value)
-    assert STORAGE_KEY not in text and FOLDER not in text
-    assert storage.fingerprint in text and folder.fingerprint in text
-
-
-async def test_a_volcengine_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
-    clock = FakeClock(1_700_000_000.0)
-    access = Secret(ACCESS_KEY)
-    config = ProviderConfig(
-        name="p",
-        type="volcengine",
-        app_id="app1",
-        endpoint=f"{echo_url}/volc",
-        access_key=access,
-        secret_key=Secret(SECRET_KEY),
-    )
-    provider = VolcengineSnapshotProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
-    storage = Secret(STORAGE_KEY)
-    request = {"AppId": "app1", "RoomId": "r", "TaskId": "t", "StorageConfig": {"SecretKey": storage}}
-    with pytest.raises(VendorError) as err:
-        await provider.start(_task(ApiFamily.VOLC_SNAPSHOT, request), "i")
-    text = str(err.value)
-    assert ACCESS_KEY not in text and STORAGE_KEY not in text
-    assert access.fingerprint in text and storage.fingerprint in text
+        await provider.start(_task(ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD, request), "i")
+    return str(err.value)
 
 
 async def _volcengine_error(endpoint: str, http: httpx.AsyncClient, storage: Secret) -> str:
+    """What a snapshot start against `endpoint`, with `storage` as its storage secret key, fails with."""
     clock = FakeClock(1_700_000_000.0)
     config = ProviderConfig(
         name="p",
@@ -274,6 +252,21 @@ async def _volcengine_error(endpoint: str, http: httpx.AsyncClient, storage: Sec
     return str(err.value)
 
 
+async def test_a_zego_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
+    storage, folder = Secret(STORAGE_KEY), SecretText(FOLDER)
+    request = {"RoomId": "r", "RecordOutputParams": {"OutputFolder": folder}, "StorageParams": {"Key": storage}}
+    text = await _zego_error(f"{echo_url}/zego/", http, request)
+    assert STORAGE_KEY not in text and FOLDER not in text
+    assert storage.fingerprint in text and folder.fingerprint in text
+
+
+async def test_a_volcengine_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
+    storage = Secret(STORAGE_KEY)
+    text = await _volcengine_error(f"{echo_url}/volc", http, storage)
+    assert ACCESS_KEY not in text and STORAGE_KEY not in text
+    assert Secret(ACCESS_KEY).fingerprint in text and storage.fingerprint in text
+
+
 async def test_a_volcengine_error_code_that_echoes_the_request_is_scrubbed_and_cut(
     echo_url: str, http: httpx.AsyncClient
 ) -> None:
@@ -287,23 +280,11 @@ async def test_a_secret_echoed_in_its_json_escaped_wire_form_is_scrubbed(
     vendor: str, echo_url: str, http: httpx.AsyncClient
 ) -> None:
     """`"`, `\\` and non-ASCII are escaped on the wire: an echo of the raw body quotes that spelling."""
-    value = 'k"e\\y/é-0123'
-    storage = Secret(value)
+    storage = Secret('k"e\\y/é-0123')
     if vendor == "volc":
         text = await _volcengine_error(f"{echo_url}/wire-volc", http, storage)
     else:
-        clock = FakeClock(1_700_000_000.0)
-        config = ProviderConfig(
-            name="p",
-            type="zego",
-            app_id="1234567890",
-            server_secret=Secret("0123456789abcdef0123456789abcdef"),
-            cloudrecord_endpoint=f"{echo_url}/wire-zego/",
-        )
-        provider = ZegoRecordProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
-        with pytest.raises(VendorError) as err:
-            await provider.start(_task(ApiFamily.ZEGO_RECORD, {"StorageParams": {"Key": storage}}), "i")
-        text = str(err.value)
+        text = await _zego_error(f"{echo_url}/wire-zego/", http, {"StorageParams": {"Key": storage}})
     assert "-0123" not in text and storage.fingerprint in text, text
 
 
@@ -314,25 +295,12 @@ async def test_a_signature_quoted_back_is_shown_as_its_fingerprint(
     """A Volcengine or ZEGO signature is a credential for minutes (and a ZEGO one an md5 preimage of the server
     secret); the legacy token request is signed with it and exchanged for access tokens."""
     _SIGNED.clear()
-    clock = FakeClock(1_700_000_000.0)
     if api == "volc":
         text = await _volcengine_error(f"{echo_url}/quote-signed-volc", http, Secret(STORAGE_KEY))
+    elif api == "zego":
+        text = await _zego_error(f"{echo_url}/quote-signed/", http, {"RoomId": "r"})
     else:
-        legacy = api == "zego-legacy"
-        config = ProviderConfig(
-            name="p",
-            type="zego",
-            app_id="1234567890",
-            server_secret=Secret("0123456789abcdef0123456789abcdef"),
-            cloudrecord_endpoint=f"{echo_url}/zego/legacy" if legacy else f"{echo_url}/quote-signed/",
-            cloudrecord_api="legacy" if legacy else "current",
-        )
-        kind = ZegoLegacyRecordProvider if legacy else ZegoRecordProvider
-        provider = kind(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
-        family = ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD
-        with pytest.raises(VendorError) as err:
-            await provider.start(_task(family, {"RoomId": "r"}), "i")
-        text = str(err.value)
+        text = await _zego_error(f"{echo_url}/zego/legacy", http, {"RoomId": "r"}, legacy=True)
     found = re.search(r'Signature=([0-9a-f]+)|"token":\s*"([^"]+)"', _SIGNED[-1])
     assert found, _SIGNED
     signature = found.group(1) or found.group(2)
