@@ -171,12 +171,11 @@ class ZegoClient:
         budget = self.budget(api)
         await budget.take(priority)
         query: list[tuple[str, Any]] = list(params)
-        signed_with: list[Hidden] = []
         if signed:
             signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
             query = [("Action", api), *query, *signature.items()]
             # A credential for ±10 minutes and an md5 preimage of the server secret, should an answer quote it.
-            signed_with.append(Secret(signature["Signature"]))
+            secrets = [*secrets, Secret(signature["Signature"])]
         name, kind = self.config.name, self.config.type
         try:
             parsed = self._parsed.get(url) or self._parsed.setdefault(url, httpx.URL(url))
@@ -187,7 +186,7 @@ class ZegoClient:
             response = await self._http.request(method, target, json=body)
         except httpx.RequestError as exc:
             raise transport_error(exc, url, api=api).named(name, kind) from None
-        known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *signed_with, *secrets]
+        known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]
         try:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)
         except VendorError as exc:
