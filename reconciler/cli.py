@@ -1125,18 +1125,31 @@ def sync(
     """
     import httpx
 
-    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV
+    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV, sync_token
+    from reconciler.redact import redact_url, scrub_text
+    from reconciler.secrets import Secret
 
-    base = daemon.rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        fail(f"--daemon {daemon!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
-    token = os.environ.get(SYNC_TOKEN_ENV)
+    url = daemon.rstrip("/")
+    try:
+        base = redact_url(url)  # what messages show: a password in the URL is not printed
+        target = httpx.URL(url + SYNC_PATH)
+    except (ValueError, httpx.InvalidURL):  # not quoted: neither can say which part is a password
+        fail(
+            "--daemon: the URL cannot be read (an unclosed [ or a port that is not a number): expected the "
+            "daemon's URL, e.g. http://127.0.0.1:8080"
+        )
+    if not url.startswith(("http://", "https://")):
+        fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    token = sync_token(os.environ)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.post(base + SYNC_PATH, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+    except httpx.LocalProtocolError:  # its message quotes the header, token and all
+        fail(f"{SYNC_TOKEN_ENV} holds a character an HTTP header cannot carry (a control character): check its value")
     except httpx.HTTPError as exc:
+        said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
         fail(
-            f"cannot reach the daemon at {base}: {exc or type(exc).__name__}. Is `capctl run` serving there? "
+            f"cannot reach the daemon at {base}: {said}. Is `capctl run` serving there? "
             "Point --daemon or CAPCTL_DAEMON at its --listen address."
         )
     try:

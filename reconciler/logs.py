@@ -82,6 +82,15 @@ class _FlushingFile:
         self._stream.flush()
 
 
+class _FromLogging(logging.Handler):
+    """What libraries log through `logging` (uvicorn's `Invalid HTTP request received.` for each malformed
+    request, asyncio's errors), as a line like every other: without it Python's last-resort handler wrote the
+    bare text, one unparsable line in a JSON log for every bad request anyone sends."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger().log(record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info)
+
+
 def configure(level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None) -> None:
     global _RECENT
     _RECENT = RecentEvents()  # a new set-up (a daemon, a test) starts with no events of an earlier one
@@ -105,3 +114,6 @@ def configure(level: str = "warning", *, json_logs: bool | None = None, stream: 
         logger_factory=structlog.PrintLoggerFactory(file=_FlushingFile(out)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _FromLogging)]
+    root.addHandler(_FromLogging(logging.WARNING))  # libraries' info (httpx: every URL it calls) stays out

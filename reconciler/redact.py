@@ -21,6 +21,7 @@ run key (`secrets.RUN_KEY`): comparable within one run, never across runs and ne
 from __future__ import annotations
 
 import functools
+import json
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -76,11 +77,19 @@ def scrub_text(text: str, secrets: Iterable[Hidden], *, limit: int | None = MESS
     """`text` with every value of `secrets` it contains replaced by that secret's fingerprint, then cut to
     `limit` characters (None: not cut). One pass, longest value first, so a value inside another (or inside
     a fingerprint already written) is never left half replaced."""
-    fingerprints = {s.reveal(): shown(s) for s in secrets if s.reveal()}
+    fingerprints = {spelling: shown(s) for s in secrets if s.reveal() for spelling in _spellings(s.reveal())}
     if fingerprints:
         pattern = "|".join(re.escape(v) for v in sorted(fingerprints, key=len, reverse=True))
         text = re.sub(pattern, lambda found: fingerprints[found.group()], text)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _spellings(value: str) -> set[str]:
+    """`value` as written, and as JSON writes it inside a string, once or twice (with and without `\\uXXXX`):
+    a vendor that echoes the request body quotes its wire form (`"` as `\\"`, `é` as `\\u00e9`), and an answer
+    that is not the expected JSON is quoted whole, escaping the vendor's own quote of it once more."""
+    once = {value, *(json.dumps(value, ensure_ascii=ascii)[1:-1] for ascii in (True, False))}
+    return once | {json.dumps(v, ensure_ascii=ascii)[1:-1] for v in once for ascii in (True, False)}
 
 
 @functools.lru_cache(maxsize=1024)  # asked for every key of every request the simulator logs: a few names, again

@@ -63,7 +63,13 @@ class Daemon(DaemonParts):
         self.background.spawn(self.lease.keep(), "capctl-lease")
         self.background.spawn(self.inbox.keep(self.leader_settings.retry_period), "capctl-inbox")
         if (debounce_ms := self._watch_debounce_ms) is not None:
-            watcher = watch_specs(self.paths, self.reload_async, stop=self._stop_watching, debounce_ms=debounce_ms)
+            watcher = watch_specs(
+                self.paths,
+                self.reload_async,
+                stop=self._stop_watching,
+                debounce_ms=debounce_ms,
+                referenced=lambda: self.specs.referenced,
+            )
             self.background.spawn(watcher, "capctl-watch")
         log.info(
             "daemon started",

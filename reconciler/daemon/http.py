@@ -9,6 +9,7 @@ socket in production.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ __all__ = [
     "parse_sync_body",
     "refused",
     "sync_authorized",
+    "sync_token",
 ]
 
 if TYPE_CHECKING:
@@ -39,6 +41,13 @@ MAX_CALLBACK_BYTES = 1 << 20  # a vendor callback is a few hundred bytes; refuse
 MAX_SYNC_BYTES = 1 << 20  # about 10,000 keys; to sync more, sync every key (an empty body)
 SYNC_PATH = "/api/v1/sync"
 SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set for `capctl sync`: it is sent
+
+
+def sync_token(env: Mapping[str, str]) -> str | None:
+    """`CAPCTL_SYNC_TOKEN` as the daemon requires it and `capctl sync` sends it: without surrounding whitespace
+    (a Secret made `--from-file` of an `echo`ed file ends in a newline, which a header cannot carry and a
+    stripped bearer token never matched), None when unset or blank."""
+    return env.get(SYNC_TOKEN_ENV, "").strip() or None
 
 
 def sync_authorized(expected: str | None, authorization: str | None) -> bool:
@@ -83,7 +92,8 @@ def create_app(daemon: Daemon) -> Starlette:
     async def sync(request: Request) -> Response:
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
-            return JSONResponse({"ok": False, "reason": reason}, status_code=401)
+            challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
+            return JSONResponse({"ok": False, "reason": reason}, status_code=401, headers=challenge)
         try:
             body = await read_body(request, MAX_SYNC_BYTES, "sync")
         except BodyRefused as exc:

@@ -40,7 +40,7 @@ from reconciler.daemon.connections import (
     guarded_protocol,
 )
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
-from reconciler.daemon.http import SYNC_TOKEN_ENV
+from reconciler.daemon.http import SYNC_TOKEN_ENV, sync_token
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.leader import LeaderSettings
@@ -107,6 +107,12 @@ def run_daemon(
         log.warning(
             "the status page is open to anyone who reaches --listen: protect it with --status-token-ref, "
             "or turn it off with --no-status-page",
+            listen=listen,
+        )
+    if sync_token(os.environ) is None and not _loopback(host):
+        log.warning(
+            f"POST /api/v1/sync is open to anyone who reaches --listen: anyone can make the daemon call the vendors "
+            f"now; set {SYNC_TOKEN_ENV} (capctl sync sends it), and keep /api/ out of the ingress",
             listen=listen,
         )
     options = _Options(
@@ -191,7 +197,7 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         prune=options.prune,
         watch_debounce_ms=DEBOUNCE_MS,
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
-        sync_token=os.environ.get(SYNC_TOKEN_ENV),
+        sync_token=sync_token(os.environ),
         max_prune=options.max_prune,
         prune_grace=options.prune_grace,
         status_page=options.status_page,

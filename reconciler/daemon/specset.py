@@ -49,6 +49,9 @@ class SpecState:
         self.error_count = 0  # how many it had
         self.invalid_since: float | None = None  # first failed load since the last good one
         self.loaded_at: float | None = None  # when the set in force was loaded (the status page shows it)
+        # Files whose change may matter (the watcher checks them): those the set in force read, and those the
+        # last load named if it failed (a missing one that appears may make it valid).
+        self.referenced: tuple[str, ...] = ()
 
     def reload(self) -> bool:
         return self.take(self.read())
@@ -67,6 +70,8 @@ class SpecState:
         """Put `loaded` in force, or note why not (the last valid set stays)."""
         now = self.clock.now()
         if isinstance(loaded, SpecErrors):
+            in_force = self.current.referenced_files if self.current else ()
+            self.referenced = tuple(dict.fromkeys(in_force + loaded.referenced_files))
             count, self.error = error_summary(loaded)
             self.errors, self.error_count = tuple(str(e) for e in loaded.errors[:MAX_LOGGED_ERRORS]), count
             if self.invalid_since is None:
@@ -81,7 +86,7 @@ class SpecState:
             )
             return False
         old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
-        self.errors = ()
+        self.errors, self.referenced = (), loaded.referenced_files
         self.loaded_at = now
         self.metrics.spec_load(errors=0, at=now)
         self._taken(old, loaded)

@@ -5,6 +5,12 @@ A path that is a symlink (git-sync swaps `current` atomically) or that does not 
 through its parent directory, so the swap itself is seen. A path *inside* such a link (`/specs/current/specs`)
 is watched where the link pointed when the watch began, so the swap of the link above it makes no event
 there: where each path leads is checked every second, and a change reloads and watches the new place.
+
+Files that `{file: …}` references read (a mounted Kubernetes Secret) are checked every second too, by where
+they lead and their inode, size and mtime: a Secret update swaps the mount's `..data` link, and an edit in
+place changes the file, so a rotated key is read within a second or two instead of at the next restart (or,
+silently, at whatever spec change came next). They may live anywhere (`/var/run/secrets/...`): their
+directories are not watched, a few `stat` calls a second are enough.
 """
 
 from __future__ import annotations
@@ -41,15 +47,31 @@ def watch_roots(paths: Sequence[str]) -> list[str]:
     return roots
 
 
+def _file_states(files: Sequence[str]) -> list[tuple[str, int, int, int] | None]:
+    """Where each file leads and its inode, size and mtime (None: it cannot be read now)."""
+    states: list[tuple[str, int, int, int] | None] = []
+    for file in files:
+        try:
+            st = os.stat(file)
+        except OSError:
+            states.append(None)
+        else:
+            states.append((os.path.realpath(file), st.st_ino, st.st_size, st.st_mtime_ns))
+    return states
+
+
 async def watch_specs(
     paths: Sequence[str],
     on_change: Callable[[], Awaitable[object]],
     *,
     stop: asyncio.Event,
     debounce_ms: int = DEBOUNCE_MS,
+    referenced: Callable[[], Sequence[str]] = tuple,
 ) -> None:
-    """Await `on_change()` after each debounced batch of file changes under `paths`, or when a symlink on the
-    way to one of them points elsewhere, until `stop` is set."""
+    """Await `on_change()` after each debounced batch of file changes under `paths`, when a symlink on the
+    way to one of them points elsewhere, or when a file of `referenced()` (those the specs' references name)
+    changes, appears or goes, until `stop` is set."""
+    seen = _file_states(referenced())
     while not stop.is_set():
         roots, leads_to = watch_roots(paths), [os.path.realpath(p) for p in paths]
         log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
@@ -63,11 +85,16 @@ async def watch_specs(
             yield_on_timeout=True,
         ):
             moved = [os.path.realpath(p) for p in paths] != leads_to
+            files = referenced()
+            rotated = [f for f, was, now in zip(files, seen, _file_states(files), strict=False) if was != now]
             if changes:
                 log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
             elif moved:
                 log.info("spec paths lead elsewhere", paths=list(paths))
-            if changes or moved:
+            elif rotated:
+                log.info("referenced files changed", files=rotated[:20], count=len(rotated))
+            if changes or moved or rotated:
                 await on_change()
+                seen = _file_states(referenced())  # the files of the set now in force, as that load read them
             if moved:
                 break  # the roots were resolved through the old link: watch where it leads now

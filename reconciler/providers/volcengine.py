@@ -52,6 +52,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = VOLCENGINE.rate_limits
 NOT_FOUND_CODE = "InvalidParameter.ErrorActiveTaskNotFound"
 # StartSnapshot with the TaskId of a running task succeeds and says so in Result.
 ALREADY_STARTED = "The task has been started"
+_CODE_LIMIT = 80  # an error code is a dotted word; one that echoes the request is cut (and scrubbed) like a message
 _AUTH_HINTS = {
     "SignatureDoesNotMatch": "check the provider's secretKey",
     "MissingSignature": "check the provider's accessKey and secretKey",
@@ -271,7 +272,9 @@ class VolcengineSnapshotProvider:
             service=SERVICE,
             now=datetime.fromtimestamp(self._clock.now(), UTC),
         )
-        secrets = [self._access_key, self._secret_key, *secret_leaves(body)]
+        # The signature too: with its X-Date it is a credential for 15 minutes, should an answer quote it.
+        signature = Secret(headers["Authorization"].rpartition("Signature=")[2])
+        secrets = [self._access_key, self._secret_key, signature, *secret_leaves(body)]
         try:
             response = await self._http.request(method, parsed, content=content, headers=headers)
         except httpx.RequestError as exc:  # timeouts, refused / dropped connections, broken encodings
@@ -307,7 +310,7 @@ class VolcengineSnapshotProvider:
         error = meta.get("Error")
         if error or status >= 400:
             error = error if isinstance(error, dict) else {}
-            code = str(error.get("Code") or f"HTTP {status}")
+            code = scrub_text(str(error.get("Code") or f"HTTP {status}"), secrets, limit=_CODE_LIMIT)
             message = scrub_text(str(error.get("Message") or "no message"), secrets)
             kind = classify_error(status, code)
             self._note_throttled(api, kind)

@@ -210,7 +210,14 @@ class _AccessTokens:
                 random_bytes=self._client.random_bytes,
             )
             answer = await self._client.call(
-                "access_token", priority, "POST", self._url, signed=False, body=body, envelope=LEGACY_ENVELOPE
+                "access_token",
+                priority,
+                "POST",
+                self._url,
+                signed=False,
+                body=body,
+                envelope=LEGACY_ENVELOPE,
+                secrets=[Secret(body["token"])],  # signed with the server secret: exchanged for access tokens
             )
             token = _require_text(
                 field(answer, "data", "access_token"), "access_token", "data.access_token", self._client

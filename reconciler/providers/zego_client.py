@@ -27,7 +27,7 @@ from reconciler.providers.family import ZEGO
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
 from reconciler.redact import scrub_text, secret_leaves
-from reconciler.secrets import Hidden
+from reconciler.secrets import Hidden, Secret
 from reconciler.stopreasons import Phrase
 
 __all__ = [
@@ -177,6 +177,8 @@ class ZegoClient:
         if signed:
             signature = signature_params(self.app_id, self.server_secret, self._clock.now(), self.random_bytes)
             query = [("Action", api), *query, *signature.items()]
+            # A credential for ±10 minutes and an md5 preimage of the server secret, should an answer quote it.
+            secrets = [*secrets, Secret(signature["Signature"])]
         name, kind = self.config.name, self.config.type
         try:
             parsed = self._parsed.get(url) or self._parsed.setdefault(url, httpx.URL(url))

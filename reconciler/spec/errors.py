@@ -38,6 +38,10 @@ class SpecError:
 class SpecErrors(Exception):
     """Every error found in a spec set, sorted by file, line, column."""
 
+    # The files the set's `{file: …}` references named, read or not (`SpecSet.referenced_files`): one that
+    # appears or changes may make the set valid.
+    referenced_files: tuple[str, ...] = ()
+
     def __init__(self, errors: Iterable[SpecError]) -> None:
         self.errors: list[SpecError] = sorted(set(errors))
         super().__init__("\n".join(str(e) for e in self.errors))

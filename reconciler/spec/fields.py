@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final
 
+import httpx
 from pydantic import (
     BeforeValidator,
     Field,
@@ -80,6 +81,22 @@ def _keep_secret_text(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return value if isinstance(value, SecretText) else checked
 
 
+def _usable_url(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A URL the HTTP client can call: the pattern lets `http://[::1/`, `http://h:abc/` or `http://:80/` through,
+    and they failed only at the first call, with a traceback, after the plan had recorded its intents. The
+    reasons are capctl's words: the client's own quote parts of a value that may be hidden."""
+    checked = _keep_secret_text(value, handler)
+    try:
+        url = httpx.URL(checked.reveal() if isinstance(checked, SecretText) else checked)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or (url.port is not None and not 0 < url.port < 65536):
+        raise ValueError(f"{quote(checked)} is not a usable URL: write its host, then a port from 1 to 65535 if any")
+    if not url.host:
+        raise ValueError(f"{quote(checked)} names no host")
+    return checked
+
+
 # Characters that act on a terminal or reorder the text around them (C0/C1 controls, DEL, bidirectional
 # overrides): a room id, folder or stream id is printed in every plan, log and `state list` line, so one of
 # these in a spec could clear a reviewer's screen or hide a line of its own plan. No vendor id holds them.
@@ -141,8 +158,8 @@ Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
-Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_keep_secret_text)]
-CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_keep_secret_text)]
+Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_usable_url)]
+CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_usable_url)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
 # A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
 SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"

@@ -13,7 +13,7 @@ import os
 import stat
 from typing import Final
 
-__all__ = ["FileRefused", "read_regular", "size_text"]
+__all__ = ["FileRefused", "read_regular", "size_text", "without_newline"]
 
 _KINDS: Final = (
     (stat.S_ISDIR, "a directory"),
@@ -74,3 +74,9 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     if left <= 0:
         raise FileRefused(f"larger than the {size_text(limit)} limit")
     return b"".join(chunks)
+
+
+def without_newline(text: str) -> str:
+    """`text` without one trailing line break (`\n` or `\r\n`): what `echo` (or `kubectl create secret
+    --from-file` of such a file) adds to a secret, which no credential or token holds."""
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text

@@ -71,6 +71,9 @@ class SpecSet:
     jobs: dict[tuple[str, str], JobDocument]
     tasks: dict[str, DesiredTask]  # named rooms and files only: selector jobs' rooms are known at run time
     selector_jobs: tuple[CheckedJob, ...] = ()  # jobs with `rooms: {match: ...}`, for `reconciler.rooms.select`
+    # The files `{file: …}` references named (mounted Secrets): the daemon reloads when one changes, so a
+    # rotated key is picked up without a restart.
+    referenced_files: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line, e.g. `3 files, 6 documents: 2 providers, 1 storage, 3 jobs → 5 tasks (volcengine 2, zego 3)`."""
@@ -145,6 +148,7 @@ def _load_spec_set(
     files = _spec_files(paths, errors)
     outcomes: list[tuple[RawDocument, Loaded | None]] = []
     documents = total_bytes = task_count = 0
+    files_read: list[str] = []
     for file in files:
         try:
             data = read_regular(file, limits.file_bytes)
@@ -165,7 +169,9 @@ def _load_spec_set(
                 _refuse(errors, raw.where, f"the spec set has more than the limit of {limits.documents:,} documents")
             if task_count > limits.tasks:
                 _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
-            resolved = resolve_document(raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY)
+            resolved = resolve_document(
+                raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY, files_read=files_read
+            )
             outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(
@@ -174,7 +180,9 @@ def _load_spec_set(
         )
     checker, checked = check_all(outcomes, errors)
     if errors:
-        raise SpecErrors(errors.errors)
+        failed = SpecErrors(errors.errors)
+        failed.referenced_files = tuple(dict.fromkeys(files_read))
+        raise failed
     tasks: dict[str, DesiredTask] = {}
     for job in checked:
         for task in expand(job, key):
@@ -196,6 +204,7 @@ def _load_spec_set(
         jobs=jobs,
         tasks=tasks,
         selector_jobs=selector_jobs,
+        referenced_files=tuple(dict.fromkeys(files_read)),
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 from reconciler.secrets import RUN_KEY, Secret, SecretText
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
-from reconciler.spec.files import FileRefused, read_regular
+from reconciler.spec.files import FileRefused, read_regular, without_newline
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["LITERAL_SECRET", "UNRESOLVED", "UnreadSecret", "resolve_document"]
@@ -97,9 +97,16 @@ UNRESOLVED: Final = Unresolved()
 
 class _Resolver:
     def __init__(
-        self, doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, read_secrets: bool, key: bytes
+        self,
+        doc: RawDocument,
+        env: Mapping[str, str],
+        errors: ErrorSink,
+        read_secrets: bool,
+        key: bytes,
+        files_read: list[str],
     ) -> None:
         self.doc = doc
+        self.files_read = files_read
         self.env = env
         self.errors = errors
         self.read_secrets = read_secrets
@@ -160,7 +167,9 @@ class _Resolver:
     def env_value(self, ref: dict[Any, Any], name: str, path: Path) -> Any:
         value = self.env.get(name)
         if value is not None:
-            return RefStr(value)
+            # A Kubernetes Secret made --from-file of an `echo`ed file: the newline a file reference drops too,
+            # which no credential holds (it made every signature wrong, the key looking right)
+            return RefStr(without_newline(value) if path in self.secret_paths else value)
         if "default" not in ref:
             # Why validate needs this one when it needs no secret: the value is checked (a type, a range).
             hint = "" if self.read_secrets else " (only secret fields are checked without their values)"
@@ -170,6 +179,7 @@ class _Resolver:
 
     def file(self, name: str, path: Path) -> Any:
         target = FsPath(self.doc.file).parent / name
+        self.files_read.append(str(target))
         try:
             data = read_regular(target, MAX_REF_FILE_BYTES)
         except FileRefused as exc:
@@ -178,7 +188,7 @@ class _Resolver:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self.fail(path, f"referenced file {quote(name)} is not UTF-8 text")
-        return RefStr(text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text)
+        return RefStr(without_newline(text))
 
     def secrets(self, raw: Any, resolved: Any, kind: str) -> None:
         """Turn resolved secret fields into `Secret`s; refuse literals (their text is never echoed)."""
@@ -215,12 +225,19 @@ def _names_task(path: Path) -> bool:
 
 
 def resolve_document(
-    doc: RawDocument, env: Mapping[str, str], errors: ErrorSink, *, read_secrets: bool = True, key: bytes = RUN_KEY
+    doc: RawDocument,
+    env: Mapping[str, str],
+    errors: ErrorSink,
+    *,
+    read_secrets: bool = True,
+    key: bytes = RUN_KEY,
+    files_read: list[str] | None = None,
 ) -> Any:
     """The document's value with every reference resolved and secret fields as `Secret`s (or, without
     `read_secrets`, secret references checked for shape only and held as `UnreadSecret`s). Fingerprints
-    are keyed with `key` (the state's fingerprint key; a per-run key where there is no state)."""
-    resolver = _Resolver(doc, env, errors, read_secrets, key)
+    are keyed with `key` (the state's fingerprint key; a per-run key where there is no state). The path of
+    each file a `{file: …}` reference reads is appended to `files_read`."""
+    resolver = _Resolver(doc, env, errors, read_secrets, key, [] if files_read is None else files_read)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
         kind = doc.value.get("kind")

@@ -72,8 +72,13 @@ _BASE_QUERIES = Queries.build(
 
 
 def _validate(url: str) -> None:
-    redacted = redact_url(url)
-    parts = urllib.parse.urlsplit(url)
+    try:
+        redacted, parts = redact_url(url), urllib.parse.urlsplit(url)
+    except ValueError as exc:  # `[::1` without its `]`: nothing of the URL can be shown safely
+        raise StateError(
+            f"the PostgreSQL state URL cannot be read ({exc}): write an IPv6 host in brackets, "
+            "as in postgresql://user:pass@[::1]:5432/db"
+        ) from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise StateError(f"state URL {redacted}: the scheme must be postgresql:// or postgres://")
     try:

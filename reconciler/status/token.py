@@ -13,7 +13,7 @@ import hmac
 import re
 from collections.abc import Mapping
 
-from reconciler.spec.files import FileRefused, read_regular
+from reconciler.spec.files import FileRefused, read_regular, without_newline
 
 __all__ = ["MAX_TOKEN_BYTES", "read_token", "token_accepted"]
 
@@ -25,16 +25,17 @@ def read_token(ref: str, env: Mapping[str, str]) -> str:
     """The token a reference names; ValueError says what is wrong (never quoting a value it read)."""
     scheme, _, where = ref.partition(":")
     if scheme == "env" and _ENV_NAME.match(where):
-        value = env.get(where)
-        if value is None:
+        found = env.get(where)
+        if found is None:
             raise ValueError(f"--status-token-ref {ref}: environment variable {where} is not set")
+        value = without_newline(found)  # a Secret made --from-file of an `echo`ed file: as a mounted file
     elif scheme == "file" and where:
         try:
             data = read_regular(where, MAX_TOKEN_BYTES)
         except FileRefused as exc:
             raise ValueError(f"--status-token-ref {ref}: cannot read {where}: {exc}") from None
         try:
-            value = data.decode("utf-8").removesuffix("\n").removesuffix("\r")  # a file written by `echo`
+            value = without_newline(data.decode("utf-8"))  # a file written by `echo`
         except UnicodeDecodeError:
             raise ValueError(f"--status-token-ref {ref}: {where} is not UTF-8 text") from None
     else:

@@ -29,7 +29,7 @@ from reconciler.clock import FakeClock
 from reconciler.model import ApiFamily, DesiredTask, ProviderConfig
 from reconciler.providers.base import VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
-from reconciler.providers.zego import ZegoRecordProvider, ZegoThumbnailProvider
+from reconciler.providers.zego import ZegoLegacyRecordProvider, ZegoRecordProvider, ZegoThumbnailProvider
 from reconciler.redact import (
     MESSAGE_LIMIT,
     is_secret_key,
@@ -155,14 +155,31 @@ async def test_a_hidden_referenced_value_reaches_the_vendor_as_its_text() -> Non
 # -- every old path goes through it -------------------------------------------------------------------------
 
 
+_SIGNED: list[str] = []  # what the echo vendor received: each call's Authorization header, path and body
+
+
 class _Echo(BaseHTTPRequestHandler):
     """A vendor that rejects every call and quotes what it got, as real vendors sometimes do."""
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"null")
-        said = json.dumps(body, separators=(",", ":"))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        # /wire-…: the body quoted as it came (its JSON escapes kept); else as the vendor re-encodes it
+        said = (
+            raw.decode()
+            if self.path.startswith("/wire-")
+            else json.dumps(json.loads(raw or b"null"), separators=(",", ":"))
+        )
+        _SIGNED.append(f"{self.headers.get('Authorization')} {self.path} {raw.decode()}")  # its signature is there
         answer: dict[str, Any]
-        if self.path.startswith("/volc"):
+        if self.path.startswith("/quote-signed"):  # the call's signature quoted back: query (ZEGO) or header
+            quoted = self.headers.get("Authorization", "").rpartition(", ")[2] or self.path  # `Signature=…`
+            answer = {"ResponseMetadata": {"Error": {"Code": "InvalidParameter", "Message": quoted}}}
+            answer, status = (answer, 400) if "volc" in self.path else ({"Code": 300000004, "Message": quoted}, 200)
+        elif "/legacy/" in self.path:  # seed 003's envelope: lower-case
+            answer, status = {"code": 100000001, "message": said}, 200
+        elif self.path.startswith("/volc-code"):  # the echo in the error code, where none was expected
+            answer, status = {"ResponseMetadata": {"Error": {"Code": f"Invalid {said[-40:]}", "Message": said}}}, 400
+        elif "/volc" in self.path:
             credential = self.headers.get("Authorization", "").partition("Credential=")[2].partition("/")[0]
             answer = {"ResponseMetadata": {"Error": {"Code": "InvalidParameter", "Message": f"{credential} {said}"}}}
             status = 400
@@ -199,45 +216,95 @@ def _task(family: ApiFamily, request: dict[str, Any]) -> DesiredTask:
     return replace(desired(family=family), provider="p", request=request)
 
 
-async def test_a_zego_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
+async def _zego_error(endpoint: str, http: httpx.AsyncClient, request: dict[str, Any], *, legacy: bool = False) -> str:
+    """What a recording start against `endpoint` fails with (the legacy API's with `legacy`)."""
     clock = FakeClock(1_700_000_000.0)
     config = ProviderConfig(
         name="p",
         type="zego",
         app_id="1234567890",
         server_secret=Secret("0123456789abcdef0123456789abcdef"),
-        rtc_endpoint=echo_url,
-        cloudrecord_endpoint=f"{echo_url}/zego/",
+        cloudrecord_endpoint=endpoint,
+        cloudrecord_api="legacy" if legacy else "current",
     )
-    provider = ZegoRecordProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+    kind = ZegoLegacyRecordProvider if legacy else ZegoRecordProvider
+    provider = kind(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+    with pytest.raises(VendorError) as err:
+        await provider.start(_task(ApiFamily.ZEGO_RECORD_LEGACY if legacy else ApiFamily.ZEGO_RECORD, request), "i")
+    return str(err.value)
+
+
+async def _volcengine_error(endpoint: str, http: httpx.AsyncClient, storage: Secret) -> str:
+    """What a snapshot start against `endpoint`, with `storage` as its storage secret key, fails with."""
+    clock = FakeClock(1_700_000_000.0)
+    config = ProviderConfig(
+        name="p",
+        type="volcengine",
+        app_id="app1",
+        endpoint=endpoint,
+        access_key=Secret(ACCESS_KEY),
+        secret_key=Secret(SECRET_KEY),
+    )
+    provider = VolcengineSnapshotProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
+    request = {"AppId": "app1", "RoomId": "r", "TaskId": "t", "StorageConfig": {"SecretKey": storage}}
+    with pytest.raises(VendorError) as err:
+        await provider.start(_task(ApiFamily.VOLC_SNAPSHOT, request), "i")
+    return str(err.value)
+
+
+async def test_a_zego_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
     storage, folder = Secret(STORAGE_KEY), SecretText(FOLDER)
     request = {"RoomId": "r", "RecordOutputParams": {"OutputFolder": folder}, "StorageParams": {"Key": storage}}
-    with pytest.raises(VendorError) as err:
-        await provider.start(_task(ApiFamily.ZEGO_RECORD, request), "i")
-    text = str(err.value)
+    text = await _zego_error(f"{echo_url}/zego/", http, request)
     assert STORAGE_KEY not in text and FOLDER not in text
     assert storage.fingerprint in text and folder.fingerprint in text
 
 
 async def test_a_volcengine_error_shows_echoed_secrets_as_fingerprints(echo_url: str, http: httpx.AsyncClient) -> None:
-    clock = FakeClock(1_700_000_000.0)
-    access = Secret(ACCESS_KEY)
-    config = ProviderConfig(
-        name="p",
-        type="volcengine",
-        app_id="app1",
-        endpoint=f"{echo_url}/volc",
-        access_key=access,
-        secret_key=Secret(SECRET_KEY),
-    )
-    provider = VolcengineSnapshotProvider(config, budgets=BudgetRegistry(clock), clock=clock, http=http)
     storage = Secret(STORAGE_KEY)
-    request = {"AppId": "app1", "RoomId": "r", "TaskId": "t", "StorageConfig": {"SecretKey": storage}}
-    with pytest.raises(VendorError) as err:
-        await provider.start(_task(ApiFamily.VOLC_SNAPSHOT, request), "i")
-    text = str(err.value)
+    text = await _volcengine_error(f"{echo_url}/volc", http, storage)
     assert ACCESS_KEY not in text and STORAGE_KEY not in text
-    assert access.fingerprint in text and storage.fingerprint in text
+    assert Secret(ACCESS_KEY).fingerprint in text and storage.fingerprint in text
+
+
+async def test_a_volcengine_error_code_that_echoes_the_request_is_scrubbed_and_cut(
+    echo_url: str, http: httpx.AsyncClient
+) -> None:
+    storage = Secret(STORAGE_KEY)
+    text = await _volcengine_error(f"{echo_url}/volc-code", http, storage)
+    assert STORAGE_KEY not in text and storage.fingerprint in text and len(text) < 300, text
+
+
+@pytest.mark.parametrize("vendor", ["volc", "zego"])
+async def test_a_secret_echoed_in_its_json_escaped_wire_form_is_scrubbed(
+    vendor: str, echo_url: str, http: httpx.AsyncClient
+) -> None:
+    """`"`, `\\` and non-ASCII are escaped on the wire: an echo of the raw body quotes that spelling."""
+    storage = Secret('k"e\\y/é-0123')
+    if vendor == "volc":
+        text = await _volcengine_error(f"{echo_url}/wire-volc", http, storage)
+    else:
+        text = await _zego_error(f"{echo_url}/wire-zego/", http, {"StorageParams": {"Key": storage}})
+    assert "-0123" not in text and storage.fingerprint in text, text
+
+
+@pytest.mark.parametrize("api", ["volc", "zego", "zego-legacy"])
+async def test_a_signature_quoted_back_is_shown_as_its_fingerprint(
+    api: str, echo_url: str, http: httpx.AsyncClient
+) -> None:
+    """A Volcengine or ZEGO signature is a credential for minutes (and a ZEGO one an md5 preimage of the server
+    secret); the legacy token request is signed with it and exchanged for access tokens."""
+    _SIGNED.clear()
+    if api == "volc":
+        text = await _volcengine_error(f"{echo_url}/quote-signed-volc", http, Secret(STORAGE_KEY))
+    elif api == "zego":
+        text = await _zego_error(f"{echo_url}/quote-signed/", http, {"RoomId": "r"})
+    else:
+        text = await _zego_error(f"{echo_url}/zego/legacy", http, {"RoomId": "r"}, legacy=True)
+    found = re.search(r'Signature=([0-9a-f]+)|"token":\s*"([^"]+)"', _SIGNED[-1])
+    assert found, _SIGNED
+    signature = found.group(1) or found.group(2)
+    assert signature not in text and "sha256:" in text, text
 
 
 def test_a_state_driver_error_shows_the_password_as_its_run_key_fingerprint() -> None:

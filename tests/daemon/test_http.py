@@ -369,6 +369,7 @@ async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
         for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "Basic s3cret-token"}):
             refused = await http.post("/api/v1/sync", content=b"", headers=headers)
             assert refused.status_code == 401 and "bearer token" in refused.json()["reason"], headers
+            assert refused.headers["www-authenticate"] == 'Bearer realm="capctl sync"'  # a 401 must say which scheme
             assert "s3cret-token" not in refused.text
         allowed = await http.post("/api/v1/sync", content=b"", headers={"Authorization": "Bearer s3cret-token"})
     assert allowed.status_code == 200 and allowed.json()["queued"] == 1

@@ -13,11 +13,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.watch import watch_roots, watch_specs
 from reconciler.model import TaskStatus
 from reconciler.spec import SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
-from tests.daemon.test_http import client
+from tests.daemon.test_http import VOLC_SECRET, client, volc_body
 from tests.specdocs import snapshot_job
 
 LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
@@ -229,3 +230,111 @@ async def test_a_spec_directory_inside_git_syncs_link_follows_every_commit(tmp_p
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 5)
+
+
+def _mount_secret(mount: Path, revision: str, value: str) -> None:
+    """A Kubernetes Secret volume: `key -> ..data/key`, `..data -> ..<revision>`, swapped atomically by kubelet."""
+    (mount / f"..{revision}").mkdir(parents=True)
+    (mount / f"..{revision}" / "key").write_text(value)
+    (mount / "..data_tmp").symlink_to(f"..{revision}")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    if not (mount / "key").is_symlink():
+        (mount / "key").symlink_to("..data/key")
+
+
+async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
+    """The files `{file: …}` references read lie outside the spec paths (a Secret mounted elsewhere): the
+    kubelet's `..data` swap and an edit in place each reload, a file no longer read does not."""
+    reloads: list[int] = []
+    mount, other = tmp_path / "secret", tmp_path / "other"
+    _mount_secret(mount, "rev-1", "old")
+    other.write_text("x")
+    (tmp_path / "specs").mkdir()
+    referenced = [str(mount / "key"), str(other)]
+
+    async def on_change() -> None:
+        reloads.append(len(reloads))
+
+    async def reloaded(count: int) -> bool:
+        for _ in range(100):
+            if len(reloads) >= count:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    stop = asyncio.Event()
+    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
+    watcher = asyncio.create_task(watch)
+    try:
+        await asyncio.sleep(0.3)
+        _mount_secret(mount, "rev-2", "new")
+        assert await reloaded(1)
+        other.write_text("y")  # an edit in place
+        assert await reloaded(2)
+        referenced.pop()
+        other.write_text("z")
+        await asyncio.sleep(1.5)  # a check or more later
+        assert len(reloads) == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+
+
+async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_restart(harness: Harness) -> None:
+    """A Secret update of the file a callbackSecret references: the daemon verifies with the new key within a
+    second or two; before, it kept the old one until a restart (or until some unrelated spec change)."""
+    harness.daemon_options["watch_debounce_ms"] = 50
+    mount = harness.tmp_path / "secret"
+    _mount_secret(mount, "rev-1", VOLC_SECRET)
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(
+        providers.read_text().replace("{env: VOLC_CB, default: capctl-sim-volc-callback}", "{file: ../secret/key}")
+    )
+    await harness.start()
+    async with await client(harness) as http:
+        assert (await http.post("/callbacks/volcengine", json=volc_body(harness))).status_code == 200
+        _mount_secret(mount, "rev-2", "rotated-callback-secret")
+        async with asyncio.timeout(10):  # real time: the watcher checks the file every second
+            while True:
+                answer = await http.post(
+                    "/callbacks/volcengine", json=volc_body(harness, event_id="e2", secret="rotated-callback-secret")
+                )
+                if answer.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+        old = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e3"))
+        assert old.status_code == 401
+
+
+def test_the_spec_digest_tells_a_rotated_provider_key_apart_but_not_where_a_provider_is_written(tmp_path: Path) -> None:
+    """Replicas compare digests (a pod with a rotated key's old value acts differently); a key that changes
+    the tasks' hashes (a storage key) showed already, a Provider's own key (callback, API) did not."""
+    specs = write_specs(tmp_path / "specs", snapshot_job("audit", ["lobby"]))
+
+    def digest(**env: str) -> str:
+        return spec_digest(load_spec_set([str(specs)], env=env, fingerprint_key=b"k" * 32))
+
+    before = digest()
+    assert digest(VOLC_CB="rotated-callback") != before and digest(VOLC_SK="rotated-api-key") != before
+    (specs / "providers.yaml").write_text("# moved down a line\n" + (specs / "providers.yaml").read_text())
+    assert digest() == before
+
+
+async def test_a_set_invalid_for_a_missing_referenced_file_loads_once_the_file_appears(harness: Harness) -> None:
+    """The daemon waits for a valid set; a referenced file outside the spec paths that appears (a Secret
+    created after the pod) makes it valid: before, nothing reloaded until a spec file changed or SIGHUP."""
+    harness.daemon_options["watch_debounce_ms"] = 50
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(
+        providers.read_text().replace("{env: VOLC_CB, default: capctl-sim-volc-callback}", "{file: ../secret/key}")
+    )
+    daemon = await harness.start()
+    assert daemon.spec is None and not daemon.readiness().ready
+    _mount_secret(harness.tmp_path / "secret", "rev-1", VOLC_SECRET)
+    async with asyncio.timeout(10):  # real time: the watcher checks the file every second
+        while daemon.spec is None:
+            await asyncio.sleep(0.05)
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import time
 
@@ -49,19 +51,27 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
         assert "capctl_" in http.get("/metrics").text
+        with socket.create_connection((http.base_url.host, http.base_url.port)) as garbage:  # uvicorn logs it
+            garbage.sendall(b"garbage\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     stderr = log.text()
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
+    lines = [json.loads(line) for line in stderr.splitlines()]  # every line JSON: uvicorn's was bare text
+    bad_request = {"event": "Invalid HTTP request received.", "logger": "uvicorn.error", "level": "warning"}
+    assert any(bad_request.items() <= line.items() for line in lines)
     assert len(work.sim.tasks("volcengine", state="running")) == 1  # stopping capctl never stops a capture
 
 
 def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
     work.sim.publish("volcengine", "lobby", userId="u")
-    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337"  # the daemon requires it; `capctl sync` sends it
+    # The daemon requires it; `capctl sync` sends it. Its newline is a Secret's made --from-file of an `echo`ed
+    # file: the daemon refused every sync, and `capctl sync` failed printing the token ("Illegal header value").
+    work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337\n"
     daemon, log, http = start_daemon(work, "--resync", "1h")
     url = str(http.base_url).rstrip("/")
     lobby = "SnapshotJob/audit/lobby"
@@ -98,6 +108,17 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     assert f"cannot reach the daemon at {url}" in dead and "CAPCTL_DAEMON" in dead
     not_a_daemon = " ".join(work.capctl("sync", "--daemon", work.sim.base, expect=1).stderr.split())
     assert f"{work.sim.base} answered 404 Not Found, not as a capctl daemon" in not_a_daemon
+    with_password = url.replace("http://", "http://ops:pw-31337@")
+    refused = " ".join(work.capctl("sync", "--daemon", with_password, expect=1).stderr.split())
+    assert (
+        f"cannot reach the daemon at {url.replace('http://', 'http://ops@')}" in refused and "pw-31337" not in refused
+    )
+    broken_token = {"CAPCTL_SYNC_TOKEN": "tok-e2e\n31337"}  # refused before anything is sent (the sim listens)
+    broken = work.capctl("sync", "--daemon", work.sim.base, env=broken_token, expect=1).stderr
+    assert "CAPCTL_SYNC_TOKEN holds a character an HTTP header cannot carry" in broken and "31337" not in broken
+    for unreadable in ("http://[::1", "http://127.0.0.1:port"):  # a traceback from httpx before
+        said = " ".join(work.capctl("sync", "--daemon", unreadable, expect=1).stderr.split())
+        assert said.startswith("Error: --daemon: the URL cannot be read") and "Traceback" not in said, said
 
 
 def test_run_rejects_bad_options(work: Workdir) -> None:

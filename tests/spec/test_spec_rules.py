@@ -73,6 +73,24 @@ RULES: list[tuple[str, str, str]] = [
         provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rtcEndpoint: rtc-api.zego.im}"),
         "spec.rtcEndpoint",
     ),
+    # a URL the pattern lets through but no HTTP client can call: apply crashed at its first call
+    *(
+        (
+            f"endpoint {url} cannot be called",
+            provider(
+                "v2",
+                f"{{type: volcengine, appId: a, accessKey: {{env: AK}}, secretKey: {{env: SK}}, endpoint: '{url}'}}",
+            ),
+            f"spec.endpoint: '{url}' {why}",
+        )
+        for url, why in [
+            ("http://[::1/volc", "is not a usable URL: write its host, then a port from 1 to 65535 if any"),
+            ("http://h:abc/", "is not a usable URL"),
+            ("http://h:99999/", "is not a usable URL"),
+            ("http://h:0/", "is not a usable URL"),
+            ("http://:80/", "names no host"),
+        ]
+    ),
     # storages
     (
         "storage field does not apply",
@@ -407,6 +425,16 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value)
 
 
+def test_a_secret_from_the_environment_drops_a_trailing_newline_as_one_from_a_file_does(load: Loader) -> None:
+    """A Kubernetes Secret made --from-file of an `echo`ed file: the key looked right, every signature was wrong."""
+    text = provider("z2", "{type: zego, appId: 5, serverSecret: {env: ZS}, rtcEndpoint: {env: EP}}")
+    spec_set = load(text, env={**SECRET_ENV, "ZS": "zego-secret\r\n", "EP": "https://rtc.example"})
+    server_secret = spec_set.providers["z2"].server_secret
+    assert server_secret is not None and server_secret.reveal() == "zego-secret"
+    with pytest.raises(SpecErrors):  # other fields keep what they are given: an endpoint with a newline is wrong
+        load(text, env={**SECRET_ENV, "ZS": "zego-secret", "EP": "https://rtc.example\n"})
+
+
 def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     (tmp_path / "secret.txt").write_text("from-a-file\n")
     (tmp_path / "name.txt").write_text("lobby\r\n")
@@ -486,6 +514,13 @@ def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
     errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
     assert len(errors) == 2 and all("QQQQ" not in e and "sha256:" in e for e in errors), errors
     assert max(len(e) for e in errors) < 300
+
+
+def test_an_unusable_hidden_url_is_refused_by_its_fingerprint(errors_of: ErrorsOf) -> None:
+    text = job("RecordingJob", body=REC + "options: {callbackUrl: {env: CB}}")
+    (error,) = errors_of(text, env={**SECRET_ENV, "CB": "https://hooks.example:70000/cb?token=W3GHIDDEN"})
+    assert "spec.options.callbackUrl: sha256:" in error and "is not a usable URL" in error, error
+    assert "W3GHIDDEN" not in error and "70000" not in error
 
 
 @pytest.mark.parametrize(

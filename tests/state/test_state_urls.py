@@ -63,6 +63,10 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("state-hunter2.db", "the state location is a URL, not a path: sqlite:///path/to/state.db"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
+        (
+            "postgresql://admin:hunter2@[::1/capctl",
+            r"cannot be read \(Invalid IPv6 URL\): write an IPv6 host in brackets",
+        ),
     ],
 )
 def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> None:

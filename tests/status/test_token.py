@@ -11,6 +11,8 @@ from reconciler.status.token import read_token
 
 def test_a_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
     assert read_token("env:STATUS_TOKEN", {"STATUS_TOKEN": "t0ken"}) == "t0ken"
+    # a Secret made --from-file of an `echo`ed file reaches the environment with its newline, as it reaches a file
+    assert read_token("env:STATUS_TOKEN", {"STATUS_TOKEN": "t0ken\n"}) == "t0ken"
     (tmp_path / "token").write_text("from-a-secret\n")  # as a mounted Kubernetes Secret or `echo` writes it
     assert read_token(f"file:{tmp_path / 'token'}", {}) == "from-a-secret"
 
