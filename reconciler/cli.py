@@ -1506,8 +1506,9 @@ def main_options(
 def main() -> None:
     from typer._completion_classes import completion_init
 
-    from reconciler import completion
+    from reconciler import completion, streams
 
+    streams.install()  # a reader that leaves early (`| head`) or an ASCII terminal: no traceback, same exit code
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
     # add_completion, which would add --install-completion options instead of the command)

@@ -1,0 +1,69 @@
+"""The command line behind a pipe whose reader leaves early, and on a terminal that cannot encode its glyphs.
+
+Each case runs the real `capctl` in a subprocess, as a shell pipeline would: `capctl plan | head -3` closes
+capctl's stdout while it writes; `PYTHONIOENCODING=ascii` is a terminal without UTF-8.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Workdir
+from tests.e2e.test_cli_contract import write_specs
+from tests.specdocs import snapshot_job
+
+ROOMS = [f"r{i}" for i in range(6)]
+
+
+def with_reader_gone(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """`capctl ARGS | true`: the reader closes the pipe before capctl writes a byte. Exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
+def test_a_plan_whose_reader_left_exits_with_its_own_code_and_says_nothing(tmp_path: Path) -> None:
+    write_specs(tmp_path, *(snapshot_job(f"job-{j}", [f"{j}-{r}" for r in ROOMS]) for j in range(3)))
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "NO_COLOR": "1"}
+    for args, code in ((["plan", "--detailed-exitcode"], 2), (["plan"], 0), (["--help"], 0)):
+        returncode, stderr = with_reader_gone(args, tmp_path, env)
+        assert returncode == code, stderr
+        assert "Traceback" not in stderr and "Broken pipe" not in stderr
+
+
+def test_an_apply_whose_reader_left_applies_every_change(work: Workdir) -> None:
+    """Before, the plan's print raised and the apply ended there, exit 1, with nothing said and nothing done."""
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS))
+    returncode, stderr = with_reader_gone(["apply", "--auto-approve"], work.root, work.env)
+    assert returncode == 0, stderr
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == ROOMS
+    assert "Plan: 0 to create" in work.capctl("plan").stdout
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_without_utf8_gets_the_glyphs_in_ascii(tmp_path: Path, encoding: str) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "PYTHONIOENCODING": encoding}
+    for args in (["validate"], ["plan", "--no-color"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args], cwd=tmp_path, env=env, capture_output=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert b"Traceback" not in proc.stderr
+    settings = proc.stdout.decode(encoding)
+    assert "provider volc" in settings and "interval 5s" in settings  # `·` between them: latin-1 has it, ascii `-`
