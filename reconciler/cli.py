@@ -347,6 +347,7 @@ def _daemon_advice(command: str, url: str | None) -> str:
 
 T = TypeVar("T")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
 
 
 def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -365,30 +366,37 @@ def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @contextmanager
-def _interruptible(interrupt: Interrupt, console: Console) -> Iterator[None]:
+def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
-    lets the changes in flight finish (the summary is printed), a second cuts them short."""
+    lets the changes in flight finish (the summary is printed), a second cuts them short. SIGTERM (a service
+    manager, a CI runner, Kubernetes) presses it too, rather than killing the apply with its calls in flight.
+    Each signal is added to `received`, which decides the exit code."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    again = {signal.SIGINT: "Press Ctrl-C again", signal.SIGTERM: "Send SIGTERM again"}
+    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)"}
 
-    def on_sigint() -> None:
+    def on_signal(signum: int) -> None:
+        received.append(signum)
         if interrupt.press() == 1:
             console.print(
-                "Interrupted: no new change starts; the changes in flight finish. "
-                "Press Ctrl-C again to cut them short.",
+                f"{said[signum]}: no new change starts; the changes in flight finish. "
+                f"{again[signum]} to cut them short.",
                 markup=False,
                 soft_wrap=True,
             )
 
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for signum in previous:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
 
 
 def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
@@ -770,7 +778,8 @@ def apply(
 ) -> None:
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
 
-    Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130.
+    Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
+    SIGTERM does the same and exits 143.
     """
     _setup_logs(log_level)
     if plan_file and (target or replace or selector):
@@ -784,15 +793,18 @@ def apply(
     with open_store(state) as store, locked(store, "capctl apply"):
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
+        received: list[int] = []  # the signals that stopped its changes
         the_plan, result = run_async(
-            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
+            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism, received)
         )
     if result is not None:
         from reconciler.render import render_apply_result
 
         render_apply_result(result, _out_console())
         if result.interrupted:
-            raise typer.Exit(EXIT_INTERRUPTED)
+            import signal
+
+            raise typer.Exit(EXIT_TERMINATED if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED)
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
@@ -834,6 +846,7 @@ async def _apply(
     saved: Plan | None,
     auto_approve: bool,
     parallelism: int | None,
+    received: list[int],
 ) -> tuple[Plan, ApplyResult | None]:
     import gc
 
@@ -879,7 +892,7 @@ async def _apply(
         # paces the vendor calls) and the one at exit no longer walk it. bench/README.md, "Apply at the defaults".
         gc.freeze()
         interrupt = Interrupt()
-        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err):
+        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err, received):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
                 the_plan,
