@@ -379,7 +379,7 @@ def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) 
     again = {signal.SIGINT: "Press Ctrl-C again", signal.SIGTERM: "Send SIGTERM again"}
     said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)"}
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: signal.Signals) -> None:
         received.append(signum)
         if interrupt.press() == 1:
             console.print(
