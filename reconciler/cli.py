@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
-    from reconciler.state.base import StateStore
+    from reconciler.state.base import NoState, StateStore
+    from reconciler.state.sql import SqlStateStore
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -122,12 +123,12 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
         # A database that does not answer holds the shell's prompt: give up sooner than commands do.
         store = open_state(url if isinstance(url, str) else None, create=False, connect_timeout=2)
         try:
-            keys = store.load().records
+            keys = store.keys()
         finally:
             store.close()
     except StateError:
         return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
-    return sorted(k for k in keys if k.startswith(incomplete))
+    return [k for k in keys if k.startswith(incomplete)]
 
 
 def complete_statuses(incomplete: str) -> list[str]:
@@ -279,12 +280,12 @@ def load_specs(
 
 
 @contextmanager
-def open_store(url: str | None, *, read_only: bool = False) -> Iterator[StateStore]:
+def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlStateStore | NoState]:
     """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
     from reconciler.state import NoState, StateMissing, open_state
     from reconciler.state.base import StateError
 
-    store: StateStore
+    store: SqlStateStore | NoState
     try:
         store = open_state(url, create=not read_only)
     except StateMissing as exc:
@@ -1266,7 +1267,7 @@ def state_show(
 ) -> None:
     """Show one task's record as JSON."""
     with open_store(state, read_only=True) as store:
-        record = store.load().records.get(key)
+        record = store.record(key)
     if record is None:
         _no_task(key, store)
     typer.echo(json.dumps(record_to_dict(record), indent=2))
