@@ -1146,14 +1146,19 @@ def sync(
 
 
 def record_to_dict(record: TaskRecord) -> dict[str, Any]:
-    """Every field of a task record, enums by value (the state's own encoding omits defaults)."""
+    """Every field of a task record, enums by value, times (`*_at`) in RFC 3339 as a plan's JSON has them
+    (the state's own encoding omits defaults and keeps epoch seconds)."""
     import dataclasses
     import enum
 
-    return {
-        f.name: (v.value if isinstance(v := getattr(record, f.name), enum.Enum) else v)
-        for f in dataclasses.fields(record)
-    }
+    from reconciler.plan import rfc3339
+
+    def shown(name: str, value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        return rfc3339(value) if name.endswith("_at") and isinstance(value, float) else value
+
+    return {f.name: shown(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)}
 
 
 def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:

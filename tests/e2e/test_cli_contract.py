@@ -186,6 +186,17 @@ def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> 
     assert "the state changed since this plan was made" not in applied.stderr
 
 
+def test_state_json_gives_times_in_rfc_3339_as_a_plan_does(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url)
+    store.put(make_record("SnapshotJob/audit/lobby", started_at=1796537859.32, stopped_at=None))
+    store.close()
+    shown = json.loads(capctl("state", "show", "SnapshotJob/audit/lobby", "--state", url, cwd=tmp_path).stdout)
+    (listed,) = json.loads(capctl("state", "list", "-o", "json", "--state", url, cwd=tmp_path).stdout)["tasks"]
+    for record in (shown, listed):
+        assert record["started_at"] == "2026-12-06T06:17:39Z" and record["stopped_at"] is None
+
+
 # --- 19 and 20: what a plan covers, against the simulator ---------------------------------------------
 
 
