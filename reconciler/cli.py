@@ -1211,7 +1211,10 @@ def state_list(
     ] = None,
     selector: LabelOpt = None,
     state: StateOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", metavar="FORMAT", help="table or json.")] = "table",
+    output: Annotated[
+        # --format as plan and show spell it; -o/--output as kubectl does
+        str, typer.Option("--output", "-o", "--format", metavar="FORMAT", help="table or json.")
+    ] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
     if output not in ("table", "json"):

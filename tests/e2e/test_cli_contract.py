@@ -195,6 +195,11 @@ def test_state_json_gives_times_in_rfc_3339_as_a_plan_does(tmp_path: Path) -> No
     (listed,) = json.loads(capctl("state", "list", "-o", "json", "--state", url, cwd=tmp_path).stdout)["tasks"]
     for record in (shown, listed):
         assert record["started_at"] == "2026-12-06T06:17:39Z" and record["stopped_at"] is None
+    # --format, as plan and show spell it, is -o's other name
+    assert (
+        capctl("state", "list", "--format", "json", "--state", url, cwd=tmp_path).stdout
+        == json.dumps({"serial": 1, "tasks": [listed]}, indent=2) + "\n"
+    )
 
 
 # --- 19 and 20: what a plan covers, against the simulator ---------------------------------------------
