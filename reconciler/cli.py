@@ -442,7 +442,9 @@ class LineProgress:
         if now >= self._next:
             self._next = now + self._every
             of = f"/{self._total}" if self._total else ""
-            self._console.print(f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False)
+            self._console.print(
+                f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False, soft_wrap=True
+            )
 
 
 def _progress(
@@ -719,7 +721,9 @@ def plan(
             write_plan_file(the_plan, out)
         except OSError as exc:
             fail(f"{out}: cannot write the plan ({exc.strerror})")
-        _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False)
+        _err_console().print(
+            f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False, soft_wrap=True
+        )
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
 
@@ -1137,9 +1141,9 @@ def sync(
     if answer.status_code != 200:
         fail(f"the daemon at {base} queued nothing: {reason}")
     what = f"{queued} task(s)" if keys else f"every task ({queued})"
-    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False)
+    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False, soft_wrap=True)
     for key in keys or ():
-        _out_console().print(f"  {key}", markup=False)
+        _out_console().print(f"  {key}", markup=False, soft_wrap=True)
 
 
 # --- state ---------------------------------------------------------------------------------------------

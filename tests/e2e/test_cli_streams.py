@@ -1,4 +1,4 @@
-"""The command line behind a pipe whose reader leaves early, and on a terminal that cannot encode its glyphs.
+"""The command line behind a pipe whose reader leaves early, on a narrow terminal, on one without UTF-8.
 
 Each case runs the real `capctl` in a subprocess, as a shell pipeline would: `capctl plan | head -3` closes
 capctl's stdout while it writes; `PYTHONIOENCODING=ascii` is a terminal without UTF-8.
@@ -67,3 +67,21 @@ def test_a_terminal_without_utf8_gets_the_glyphs_in_ascii(tmp_path: Path, encodi
         assert b"Traceback" not in proc.stderr
     settings = proc.stdout.decode(encoding)
     assert "provider volc" in settings and "interval 5s" in settings  # `·` between them: latin-1 has it, ascii `-`
+
+
+def test_a_narrow_terminal_keeps_the_command_to_run_on_one_line(tmp_path: Path) -> None:
+    """COLUMNS=40: `Apply it with: capctl apply --plan PATH` was broken across lines, mid-path."""
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    out = tmp_path / "plans" / "a-directory-name-longer-than-the-terminal-is-wide" / "plan.json"
+    out.parent.mkdir(parents=True)
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "COLUMNS": "40", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", "--no-refresh", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Apply it with: capctl apply --plan {out}\n" in proc.stderr
