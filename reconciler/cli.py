@@ -745,9 +745,13 @@ def _confirm(auto_approve: bool) -> None:
     if not sys.stdin.isatty():
         fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
     try:
-        answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+        # On stderr, as progress is: `capctl apply > apply.log` on a terminal put the question in the file and
+        # left the user before a silent wait.
+        answer = typer.prompt(
+            "Apply these changes? Only 'yes' will be accepted", default="", show_default=False, err=True
+        )
     except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
-        typer.echo()
+        typer.echo(err=True)
         answer = ""
     if answer.strip() != "yes":
         fail("apply cancelled", code=EXIT_ERROR)
