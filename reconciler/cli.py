@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
 
 from reconciler import __version__
+from reconciler.streams import write_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -665,7 +666,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 
     data = plan_to_json(plan)
     if fmt == "json":
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        write_json(data, sys.stdout, ensure_ascii=False)
     elif fmt == "markdown":
         typer.echo(render_markdown(data), nl=False)
     else:
@@ -1234,7 +1235,7 @@ def state_list(
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
     if output == "json":
-        typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
+        write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
         return
     from reconciler.render import render_state_table
 

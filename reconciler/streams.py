@@ -7,16 +7,22 @@ is dropped, and the command finishes as it would have. (click's own handling exi
 
 `PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
 they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
+
+JSON documents of 50,000 tasks (`state list -o json`, a plan) are written as they are encoded (`write_json`):
+`json.dumps(indent=2)` held every piece of the text at once, 760 MB for a 80 MB listing.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+import json
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install"]
+__all__ = ["GLYPH_ERRORS", "install", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -94,3 +100,23 @@ def install() -> None:
         sys.stdout = _wrapped(sys.stdout)
     if isinstance(sys.stderr, io.TextIOWrapper) and not isinstance(sys.stderr, _Output):
         sys.stderr = _wrapped(sys.stderr)
+
+
+def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True) -> None:
+    """`json.dumps(data, indent=2)` and a newline, the same text, written to `out` a top-level list item at a
+    time: only one task (or change) is held as text at once."""
+
+    def encoded(value: Any, depth: int) -> str:
+        return json.dumps(value, indent=2, ensure_ascii=ensure_ascii).replace("\n", "\n" + "  " * depth)
+
+    out.write("{")
+    for n, (key, value) in enumerate(data.items()):
+        out.write(f"{',' if n else ''}\n  {json.dumps(key, ensure_ascii=ensure_ascii)}: ")
+        if isinstance(value, list) and value:
+            out.write("[")
+            for m, item in enumerate(value):
+                out.write(f"{',' if m else ''}\n    {encoded(item, 2)}")
+            out.write("\n  ]")
+        else:
+            out.write(encoded(value, 1))
+    out.write("\n}\n" if data else "}\n")
