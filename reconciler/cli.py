@@ -745,14 +745,15 @@ def _confirm(auto_approve: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
+    asked_on_stderr = not sys.stdout.isatty()
     try:
-        # On stderr, as progress is: `capctl apply > apply.log` on a terminal put the question in the file and
-        # left the user before a silent wait.
+        # Where the user sees it: `capctl apply > apply.log` on a terminal put the question in the file and left
+        # the user before a silent wait; stderr then, but stdout while that is the terminal (`2>/dev/null`).
         answer = typer.prompt(
-            "Apply these changes? Only 'yes' will be accepted", default="", show_default=False, err=True
+            "Apply these changes? Only 'yes' will be accepted", default="", show_default=False, err=asked_on_stderr
         )
     except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
-        typer.echo(err=True)
+        typer.echo(err=asked_on_stderr)
         answer = ""
     if answer.strip() != "yes":
         fail("apply cancelled", code=EXIT_ERROR)
