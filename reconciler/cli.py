@@ -424,6 +424,12 @@ class LineProgress:
         self._done = 0
         self._start = self._next = 0.0
 
+    @staticmethod
+    def instead_of_a_bar(console: Console) -> bool:
+        """Lines rather than a bar: stderr is no terminal (a CI log, a pipe, whatever FORCE_COLOR says), or a
+        dumb one (TERM=dumb, as in Emacs' shell), where rich draws no bar: a long apply showed nothing at all."""
+        return not sys.stderr.isatty() or console.is_dumb_terminal
+
     def __enter__(self) -> LineProgress:
         self._start = self._clock()
         self._next = self._start + self._every
@@ -456,7 +462,7 @@ def _progress(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or _err_console()
-    if not sys.stderr.isatty():
+    if LineProgress.instead_of_a_bar(console):
         return LineProgress(label, total if known_total else 0, console)
     progress = Progress(
         TextColumn(label),
