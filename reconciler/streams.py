@@ -78,13 +78,24 @@ class _Output(io.TextIOWrapper):
             os.close(devnull)
 
 
+class _AsciiOutput(_Output):
+    """An ASCII stream, which click takes for a misconfigured locale: it wrote UTF-8 to the stream's binary
+    buffer instead (`typer.echo`), past the glyph spelling and the closed-pipe handling. Offered no buffer,
+    click writes here as rich does."""
+
+    @property
+    def buffer(self) -> None:  # type: ignore[override]
+        return None
+
+
 def _wrapped(stream: io.TextIOWrapper) -> io.TextIOWrapper:
     errors = stream.errors
-    if codecs.lookup(stream.encoding).name != "utf-8":
+    codec = codecs.lookup(stream.encoding).name
+    if codec != "utf-8":
         errors = GLYPH_ERRORS
     line_buffering, write_through = stream.line_buffering, stream.write_through
     encoding = stream.encoding
-    return _Output(
+    return (_AsciiOutput if codec == "ascii" else _Output)(
         stream.detach(),
         encoding=encoding,
         errors=errors,

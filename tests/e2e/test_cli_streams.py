@@ -40,9 +40,16 @@ def with_reader_gone(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[i
 def test_a_plan_whose_reader_left_exits_with_its_own_code_and_says_nothing(tmp_path: Path) -> None:
     write_specs(tmp_path, *(snapshot_job(f"job-{j}", [f"{j}-{r}" for r in ROOMS]) for j in range(3)))
     env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "NO_COLOR": "1"}
-    for args, code in ((["plan", "--detailed-exitcode"], 2), (["plan"], 0), (["--help"], 0)):
-        returncode, stderr = with_reader_gone(args, tmp_path, env)
-        assert returncode == code, stderr
+    ascii_terminal = {**env, "PYTHONIOENCODING": "ascii"}  # click writes past an ASCII stream unless kept from it
+    for args, code, where in (
+        (["plan", "--detailed-exitcode"], 2, env),
+        (["plan"], 0, env),
+        (["--help"], 0, env),
+        (["validate"], 0, ascii_terminal),
+        (["schema"], 0, ascii_terminal),
+    ):
+        returncode, stderr = with_reader_gone(args, tmp_path, where)
+        assert returncode == code, (args, stderr)
         assert "Traceback" not in stderr and "Broken pipe" not in stderr
 
 
@@ -59,14 +66,20 @@ def test_an_apply_whose_reader_left_applies_every_change(work: Workdir) -> None:
 def test_a_terminal_without_utf8_gets_the_glyphs_in_ascii(tmp_path: Path, encoding: str) -> None:
     write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
     env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "PYTHONIOENCODING": encoding}
-    for args in (["validate"], ["plan", "--no-color"]):
+    said = {}
+    for command, *options in (["validate"], ["plan", "--no-color"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "reconciler", *args], cwd=tmp_path, env=env, capture_output=True, timeout=60
+            [sys.executable, "-m", "reconciler", command, *options],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         assert b"Traceback" not in proc.stderr
-    settings = proc.stdout.decode(encoding)
-    assert "provider volc" in settings and "interval 5s" in settings  # `·` between them: latin-1 has it, ascii `-`
+        said[command] = proc.stdout.decode(encoding)  # in that encoding: click wrote UTF-8 on an ASCII one
+    assert "1 job -> 1 task" in said["validate"]
+    assert "provider volc" in said["plan"] and "interval 5s" in said["plan"]  # `·` between: latin-1 has it, ascii `-`
 
 
 def test_a_narrow_terminal_keeps_the_command_to_run_on_one_line(tmp_path: Path) -> None:
