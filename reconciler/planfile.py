@@ -28,6 +28,10 @@ def write_plan_file(plan: Plan, path: str) -> None:
     """Atomic: a reader never sees half a plan."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as out:
-        write_json(plan_to_json(plan), out, ensure_ascii=False)
-    os.replace(tmp, target)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            write_json(plan_to_json(plan), out, ensure_ascii=False)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, a directory in the way, Ctrl-C: no half-written file left beside it
+        tmp.unlink(missing_ok=True)
+        raise

@@ -186,6 +186,14 @@ def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> 
     assert "the state changed since this plan was made" not in applied.stderr
 
 
+def test_a_plan_that_cannot_be_saved_says_why_and_leaves_no_file_behind(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    (tmp_path / "plan.json").mkdir()  # in the way of the file
+    proc = capctl("plan", "--no-refresh", "--out", "plan.json", cwd=tmp_path)
+    assert proc.returncode == 1 and "Error: plan.json: cannot write the plan (Is a directory)" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json", "specs"]  # its temporary file was left
+
+
 def test_state_json_gives_times_in_rfc_3339_as_a_plan_does(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = open_state(url)
