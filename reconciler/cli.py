@@ -1310,7 +1310,7 @@ def state_rm(
         if isinstance(store, NoState):
             _no_task(key, store)
         with locked(store, "capctl state rm"):
-            record = store.load().records.get(key)
+            record = store.record(key)
             if record is None:
                 _no_task(key, store)
             serial = store.delete(key)
@@ -1342,7 +1342,7 @@ def wake(
         if isinstance(store, NoState):
             fail(f"nothing to wake: {store.missing}")
         with locked(store, "capctl wake"):
-            records = store.load().records
+            records = {k: r for k in dict.fromkeys(keys) if (r := store.record(k)) is not None}
             unknown = [k for k in keys if k not in records]
             if unknown:
                 named = ", ".join(repr(k) for k in unknown)
