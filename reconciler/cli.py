@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
 
 from reconciler import __version__
+from reconciler.streams import write_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
-    from reconciler.state.base import StateStore
+    from reconciler.state.base import NoState, StateStore
+    from reconciler.state.sql import SqlStateStore
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -138,12 +140,12 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
         # A database that does not answer holds the shell's prompt: give up sooner than commands do.
         store = open_state(url if isinstance(url, str) else None, create=False, connect_timeout=2)
         try:
-            keys = store.load().records
+            keys = store.keys()
         finally:
             store.close()
     except StateError:
         return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
-    return sorted(k for k in keys if k.startswith(incomplete))
+    return [k for k in keys if k.startswith(incomplete)]
 
 
 def complete_statuses(incomplete: str) -> list[str]:
@@ -295,12 +297,12 @@ def load_specs(
 
 
 @contextmanager
-def open_store(url: str | None, *, read_only: bool = False) -> Iterator[StateStore]:
+def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlStateStore | NoState]:
     """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
     from reconciler.state import NoState, StateMissing, open_state
     from reconciler.state.base import StateError
 
-    store: StateStore
+    store: SqlStateStore | NoState
     try:
         store = open_state(url, create=not read_only)
     except StateMissing as exc:
@@ -363,6 +365,7 @@ def _daemon_advice(command: str, url: str | None) -> str:
 
 T = TypeVar("T")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
 
 
 def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -381,30 +384,37 @@ def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @contextmanager
-def _interruptible(interrupt: Interrupt, console: Console) -> Iterator[None]:
+def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
-    lets the changes in flight finish (the summary is printed), a second cuts them short."""
+    lets the changes in flight finish (the summary is printed), a second cuts them short. SIGTERM (a service
+    manager, a CI runner, Kubernetes) presses it too, rather than killing the apply with its calls in flight.
+    Each signal is added to `received`, which decides the exit code."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    again = {signal.SIGINT: "Press Ctrl-C again", signal.SIGTERM: "Send SIGTERM again"}
+    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)"}
 
-    def on_sigint() -> None:
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
         if interrupt.press() == 1:
             console.print(
-                "Interrupted: no new change starts; the changes in flight finish. "
-                "Press Ctrl-C again to cut them short.",
+                f"{said[signum]}: no new change starts; the changes in flight finish. "
+                f"{again[signum]} to cut them short.",
                 markup=False,
                 soft_wrap=True,
             )
 
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for signum in previous:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
 
 
 def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
@@ -430,6 +440,12 @@ class LineProgress:
         self._done = 0
         self._start = self._next = 0.0
 
+    @staticmethod
+    def instead_of_a_bar(console: Console) -> bool:
+        """Lines rather than a bar: stderr is no terminal (a CI log, a pipe, whatever FORCE_COLOR says), or a
+        dumb one (TERM=dumb, as in Emacs' shell), where rich draws no bar: a long apply showed nothing at all."""
+        return not sys.stderr.isatty() or console.is_dumb_terminal
+
     def __enter__(self) -> LineProgress:
         self._start = self._clock()
         self._next = self._start + self._every
@@ -449,7 +465,9 @@ class LineProgress:
         if now >= self._next:
             self._next = now + self._every
             of = f"/{self._total}" if self._total else ""
-            self._console.print(f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False)
+            self._console.print(
+                f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False, soft_wrap=True
+            )
 
 
 def _progress(
@@ -460,7 +478,7 @@ def _progress(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or _err_console()
-    if not sys.stderr.isatty():
+    if LineProgress.instead_of_a_bar(console):
         return LineProgress(label, total if known_total else 0, console)
     progress = Progress(
         TextColumn(label),
@@ -676,7 +694,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 
     data = plan_to_json(plan)
     if fmt == "json":
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        write_json(data, sys.stdout, ensure_ascii=False)
     elif fmt == "markdown":
         typer.echo(render_markdown(data), nl=False)
     else:
@@ -733,7 +751,9 @@ def plan(
             write_plan_file(the_plan, out)
         except OSError as exc:
             fail(f"{out}: cannot write the plan ({exc.strerror})")
-        _err_console().print(f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False)
+        _err_console().print(
+            f"Saved the plan to {out}. Apply it with: capctl apply --plan {out}", markup=False, soft_wrap=True
+        )
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
 
@@ -754,10 +774,15 @@ def _confirm(auto_approve: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
+    asked_on_stderr = not sys.stdout.isatty()
     try:
-        answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+        # Where the user sees it: `capctl apply > apply.log` on a terminal put the question in the file and left
+        # the user before a silent wait; stderr then, but stdout while that is the terminal (`2>/dev/null`).
+        answer = typer.prompt(
+            "Apply these changes? Only 'yes' will be accepted", default="", show_default=False, err=asked_on_stderr
+        )
     except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
-        typer.echo()
+        typer.echo(err=asked_on_stderr)
         answer = ""
     if answer.strip() != "yes":
         fail("apply cancelled", code=EXIT_ERROR)
@@ -793,7 +818,8 @@ def apply(
 ) -> None:
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
 
-    Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130.
+    Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
+    SIGTERM does the same and exits 143.
     """
     _setup_logs(log_level)
     if plan_file and (target or replace or selector):
@@ -807,15 +833,18 @@ def apply(
     with open_store(state) as store, locked(store, "capctl apply"):
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
+        received: list[int] = []  # the signals that stopped its changes
         the_plan, result = run_async(
-            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism)
+            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism, received)
         )
     if result is not None:
         from reconciler.render import render_apply_result
 
         render_apply_result(result, _out_console())
         if result.interrupted:
-            raise typer.Exit(EXIT_INTERRUPTED)
+            import signal
+
+            raise typer.Exit(EXIT_TERMINATED if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED)
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
@@ -857,6 +886,7 @@ async def _apply(
     saved: Plan | None,
     auto_approve: bool,
     parallelism: int | None,
+    received: list[int],
 ) -> tuple[Plan, ApplyResult | None]:
     import gc
 
@@ -903,7 +933,7 @@ async def _apply(
         # paces the vendor calls) and the one at exit no longer walk it. bench/README.md, "Apply at the defaults".
         gc.freeze()
         interrupt = Interrupt()
-        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err):
+        with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err, received):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
             return the_plan, await apply_plan(
                 the_plan,
@@ -1160,23 +1190,28 @@ def sync(
     if answer.status_code != 200:
         fail(f"the daemon at {base} queued nothing: {reason}")
     what = f"{queued} task(s)" if keys else f"every task ({queued})"
-    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False)
+    _out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False, soft_wrap=True)
     for key in keys or ():
-        _out_console().print(f"  {key}", markup=False)
+        _out_console().print(f"  {key}", markup=False, soft_wrap=True)
 
 
 # --- state ---------------------------------------------------------------------------------------------
 
 
 def record_to_dict(record: TaskRecord) -> dict[str, Any]:
-    """Every field of a task record, enums by value (the state's own encoding omits defaults)."""
+    """Every field of a task record, enums by value, times (`*_at`) in RFC 3339 as a plan's JSON has them
+    (the state's own encoding omits defaults and keeps epoch seconds)."""
     import dataclasses
     import enum
 
-    return {
-        f.name: (v.value if isinstance(v := getattr(record, f.name), enum.Enum) else v)
-        for f in dataclasses.fields(record)
-    }
+    from reconciler.plan import rfc3339
+
+    def shown(name: str, value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        return rfc3339(value) if name.endswith("_at") and isinstance(value, float) else value
+
+    return {f.name: shown(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)}
 
 
 def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
@@ -1229,7 +1264,10 @@ def state_list(
     ] = None,
     selector: LabelOpt = None,
     state: StateOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", metavar="FORMAT", help="table or json.")] = "table",
+    output: Annotated[
+        # --format as plan and show spell it; -o/--output as kubectl does
+        str, typer.Option("--output", "-o", "--format", metavar="FORMAT", help="table or json.")
+    ] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
     if output not in ("table", "json"):
@@ -1241,7 +1279,7 @@ def state_list(
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
     if output == "json":
-        typer.echo(json.dumps({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, indent=2))
+        write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
         return
     from reconciler.render import render_state_table
 
@@ -1357,7 +1395,7 @@ def state_show(
 ) -> None:
     """Show one task's record as JSON."""
     with open_store(state, read_only=True) as store:
-        record = store.load().records.get(key)
+        record = store.record(key)
     if record is None:
         _no_task(key, store)
     typer.echo(json.dumps(record_to_dict(record), indent=2))
@@ -1376,7 +1414,7 @@ def state_rm(
         if isinstance(store, NoState):
             _no_task(key, store)
         with locked(store, "capctl state rm"):
-            record = store.load().records.get(key)
+            record = store.record(key)
             if record is None:
                 _no_task(key, store)
             serial = store.delete(key)
@@ -1408,7 +1446,7 @@ def wake(
         if isinstance(store, NoState):
             fail(f"nothing to wake: {store.missing}")
         with locked(store, "capctl wake"):
-            records = store.load().records
+            records = {k: r for k in dict.fromkeys(keys) if (r := store.record(k)) is not None}
             unknown = [k for k in keys if k not in records]
             if unknown:
                 named = ", ".join(repr(k) for k in unknown)
@@ -1610,8 +1648,9 @@ def main_options(
 def main() -> None:
     from typer._completion_classes import completion_init
 
-    from reconciler import completion
+    from reconciler import completion, streams
 
+    streams.install()  # a reader that leaves early (`| head`) or an ASCII terminal: no traceback, same exit code
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
     # add_completion, which would add --install-completion options instead of the command)

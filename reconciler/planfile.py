@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
+from reconciler.streams import write_json
 
 __all__ = ["read_plan_file", "write_plan_file"]
 
 
 def read_plan_file(path: str) -> Plan:
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))  # JSON is UTF-8 (RFC 8259), as it is written
     except FileNotFoundError:
         raise PlanError(f"{path}: no such plan file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -27,5 +28,10 @@ def write_plan_file(plan: Plan, path: str) -> None:
     """Atomic: a reader never sees half a plan."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            write_json(plan_to_json(plan), out, ensure_ascii=False)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, a directory in the way, Ctrl-C: no half-written file left beside it
+        tmp.unlink(missing_ok=True)
+        raise

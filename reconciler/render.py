@@ -311,9 +311,10 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
         if all(r.action in ("no-op", "unknown") for r in rows):
-            console.print("No changes for the tasks that could be observed. Left as is:\n")
+            console.print("No changes for the tasks that could be observed. Left as is:\n", soft_wrap=True)
         else:
-            console.print("capctl will perform the following actions:\n")
+            # Unwrapped as every other line: on a narrow terminal, the header alone was broken in two.
+            console.print("capctl will perform the following actions:\n", soft_wrap=True)
         width = max(len(r.label + r.count) for r in rows)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for row in rows:

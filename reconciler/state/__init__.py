@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from . import base
 from .base import *  # noqa: F403  (the store interface and its errors are the package's)
-from .base import StateError, StateStore
+from .base import StateError
+from .sql import SqlStateStore
 from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
@@ -44,7 +45,7 @@ def open_state(
     create: bool = True,
     init: bool = False,
     connect_timeout: int = 10,
-) -> StateStore:
+) -> SqlStateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
     With `create=False` (commands that only read) nothing is created, no file, directory or table: a store

@@ -141,6 +141,9 @@ class NoState:
     def load(self) -> Snapshot:
         return Snapshot(serial=0, records={})
 
+    def record(self, key: str) -> TaskRecord | None:
+        return None
+
     def serial(self) -> int:
         return 0
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
 
+import pytest
 from rich.console import Console
 
 from reconciler.cli import LineProgress
@@ -34,3 +36,16 @@ def test_without_a_known_end_it_counts_what_is_done() -> None:
         now[0] = 12.0
         progress.advance(progress.add_task("refresh"))
     assert out.getvalue() == "Refreshing: 1 (12 s)\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("term", "lines"), [("dumb", True), ("xterm-256color", False)])
+def test_a_dumb_terminal_gets_lines_as_it_gets_no_bar(monkeypatch: pytest.MonkeyPatch, term: str, lines: bool) -> None:
+    """TERM=dumb: rich draws no bar there, and stderr is a terminal, so a long apply showed no progress at all."""
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert LineProgress.instead_of_a_bar(Console(stderr=True)) is lines

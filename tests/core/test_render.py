@@ -104,6 +104,13 @@ def test_identical_changes_of_one_job_print_once_with_their_rooms(tmp_path: Path
     assert "<details><summary>" not in markdown and "<details open><summary>" in markdown
 
 
+def test_a_narrow_terminal_wraps_no_line_of_a_plan(tmp_path: Path) -> None:
+    """COLUMNS=40: the header alone was wrapped (`the following \\nactions:`), the entries were not."""
+    console = Console(record=True, width=40, color_system=None)
+    render_text(plan_of(tmp_path, snapshot_job("audit", ["lobby"])), console)
+    assert console.export_text().splitlines()[0] == "capctl will perform the following actions:"
+
+
 def test_markdown_escapes_a_pipe_in_table_cells_only(tmp_path: Path) -> None:
     """A ZEGO room id may hold `|`: escaped in the table (or it splits the row), as is in the list below it,
     where a backslash inside inline code would show."""

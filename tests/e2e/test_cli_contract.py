@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -193,6 +194,50 @@ def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> 
     applied = capctl("apply", "--plan", "plan.json", cwd=tmp_path)
     assert (tmp_path / ".capctl" / "state.db").is_file()
     assert "the state changed since this plan was made" not in applied.stderr
+
+
+def test_a_plan_that_cannot_be_saved_says_why_and_leaves_no_file_behind(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    (tmp_path / "plan.json").mkdir()  # in the way of the file
+    proc = capctl("plan", "--no-refresh", "--out", "plan.json", cwd=tmp_path)
+    assert proc.returncode == 1 and "Error: plan.json: cannot write the plan (Is a directory)" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json", "specs"]  # its temporary file was left
+
+
+def test_commands_on_one_task_read_that_task_alone(tmp_path: Path) -> None:
+    """`state show`, `state rm` and `wake` decoded every record (5 s at 50,000 tasks): one that cannot be
+    decoded stopped them all, whichever task they named."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url)
+    store.put_many([make_record(f"SnapshotJob/audit/{room}") for room in ("lobby", "hall", "broken")])
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE capctl_records SET body = 'not json' WHERE key = 'SnapshotJob/audit/broken'")
+    db.close()
+    for command in (("state", "show", "SnapshotJob/audit/lobby"), ("wake", "SnapshotJob/audit/lobby")):
+        proc = capctl(*command, "--state", url, cwd=tmp_path)
+        assert proc.returncode == 0 and "SnapshotJob/audit/lobby" in proc.stdout, proc.stderr
+    assert capctl("state", "rm", "SnapshotJob/audit/hall", "--state", url, cwd=tmp_path).returncode == 0
+    assert (
+        "SnapshotJob/audit/broken"
+        in capctl("state", "show", "SnapshotJob/audit/broken", "--state", url, cwd=tmp_path).stderr
+    )
+
+
+def test_state_json_gives_times_in_rfc_3339_as_a_plan_does(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url)
+    store.put(make_record("SnapshotJob/audit/lobby", started_at=1796537859.32, stopped_at=None))
+    store.close()
+    shown = json.loads(capctl("state", "show", "SnapshotJob/audit/lobby", "--state", url, cwd=tmp_path).stdout)
+    (listed,) = json.loads(capctl("state", "list", "-o", "json", "--state", url, cwd=tmp_path).stdout)["tasks"]
+    for record in (shown, listed):
+        assert record["started_at"] == "2026-12-06T06:17:39Z" and record["stopped_at"] is None
+    # --format, as plan and show spell it, is -o's other name
+    assert (
+        capctl("state", "list", "--format", "json", "--state", url, cwd=tmp_path).stdout
+        == json.dumps({"serial": 1, "tasks": [listed]}, indent=2) + "\n"
+    )
 
 
 # --- 19 and 20: what a plan covers, against the simulator ---------------------------------------------

@@ -14,6 +14,8 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from reconciler.execute import GIVE_UP_AFTER
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
@@ -135,12 +137,19 @@ def state_tasks(work: Workdir) -> dict[str, dict[str, Any]]:
     return {t["key"]: t for t in json.loads(out)["tasks"]}
 
 
-def test_ctrl_c_lets_the_calls_in_flight_finish_reports_what_is_left_and_exits_130(work: Workdir) -> None:
+STOPS = [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated (SIGTERM)")]
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), STOPS, ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_lets_the_calls_in_flight_finish_reports_what_is_left_and_exits_128_plus_it(
+    work: Workdir, signum: int, code: int, said: str
+) -> None:
+    """SIGTERM (Kubernetes, a CI runner) killed the apply at once: exit 143, no summary, tasks left pending."""
     proc = start_slow_apply(work, ROOMS)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Interrupted: no new change starts; the changes in flight finish." in stderr
+    assert proc.returncode == code, stderr
+    assert f"{said}: no new change starts; the changes in flight finish." in stderr
     counts = summary_counts(stdout)
     assert counts["cut short in flight"] == 0 and counts["failed"] == 0
     assert counts["created"] > 0 and counts["not started"] > 0

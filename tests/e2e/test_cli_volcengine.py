@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -292,8 +293,34 @@ def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir
     out, err = proc.communicate(timeout=120)
     os.close(controller)
     assert proc.returncode == 1, (out, err)
-    assert "Apply these changes?" in out and err.strip() == "Error: apply cancelled"
+    # The question is on stderr, with the terminal, also when stdout goes to a file (`apply > apply.log`).
+    assert "Apply these changes?" not in out and "Plan: 1 to create" in out
+    assert err.startswith("Apply these changes?") and err.strip().endswith("\nError: apply cancelled")
     assert "\x1b[" not in out + err and work.sim.requests("StartSnapshot") == []
+
+
+def test_the_confirmation_question_stays_on_the_terminal_when_stderr_is_discarded(work: Workdir) -> None:
+    """`capctl apply 2>/dev/null` on a terminal: the question is asked on stdout, the terminal, not stderr."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--no-color", "apply"],
+        cwd=work.root,
+        env=work.env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"Apply these changes?" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        if select.select([controller], [], [], 0.5)[0]:
+            seen += os.read(controller, 65536)
+    os.write(controller, b"no\n")
+    assert proc.wait(timeout=60) == 1
+    os.close(controller)
+    assert b"Apply these changes?" in seen and work.sim.requests("StartSnapshot") == []
 
 
 def test_renaming_a_job_that_keeps_its_task_id_leaves_every_room_captured(work: Workdir) -> None:

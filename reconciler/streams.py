@@ -1,0 +1,133 @@
+"""stdout and stderr as scripts and odd terminals meet them: a reader that leaves early, a narrow encoding.
+
+`capctl plan | head -3`: the reader closes the pipe while capctl still writes. A CI script tests capctl's
+exit code (0, 2 for changes with --detailed-exitcode, 1 for an error; GitHub Actions runs bash with
+pipefail), so a closed pipe must change neither that code nor what an apply does: what is left to print
+is dropped, and the command finishes as it would have. (click's own handling exits 1 on the spot.)
+
+`PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
+they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
+
+JSON documents of 50,000 tasks (`state list -o json`, a plan) are written as they are encoded (`write_json`):
+`json.dumps(indent=2)` held every piece of the text at once, 760 MB for a 80 MB listing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+__all__ = ["GLYPH_ERRORS", "install", "write_json"]
+
+GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
+
+_ASCII = {
+    "→": "->",
+    "…": "...",
+    "×": "x",
+    "≤": "<=",
+    "≥": ">=",
+    "·": "-",
+    "÷": "/",
+    "µ": "u",
+    "↻": "^",
+    "—": "-",
+    "–": "-",
+    "±": "+/-",
+    "✗": "x",
+    "✓": "v",
+    "│": "|",
+    "▶": ">",
+}
+
+
+def _spell(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(_ASCII.get(c) or c.encode("ascii", "backslashreplace").decode() for c in text), error.end
+
+
+class _Output(io.TextIOWrapper):
+    """A standard stream that, once its reader is gone, sends the rest to /dev/null instead of raising."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # The bytes still buffered, and everything after them, go to /dev/null through the same descriptor.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.fileno())
+        finally:
+            os.close(devnull)
+
+
+class _AsciiOutput(_Output):
+    """An ASCII stream, which click takes for a misconfigured locale: it wrote UTF-8 to the stream's binary
+    buffer instead (`typer.echo`), past the glyph spelling and the closed-pipe handling. Offered no buffer,
+    click writes here as rich does."""
+
+    @property
+    def buffer(self) -> None:  # type: ignore[override]
+        return None
+
+
+def _wrapped(stream: io.TextIOWrapper) -> io.TextIOWrapper:
+    errors = stream.errors
+    codec = codecs.lookup(stream.encoding).name
+    if codec != "utf-8":
+        errors = GLYPH_ERRORS
+    line_buffering, write_through = stream.line_buffering, stream.write_through
+    encoding = stream.encoding
+    return (_AsciiOutput if codec == "ascii" else _Output)(
+        stream.detach(),
+        encoding=encoding,
+        errors=errors,
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )
+
+
+def install() -> None:
+    """Make sys.stdout and sys.stderr survive a closed pipe and a narrow encoding (once, at startup)."""
+    codecs.register_error(GLYPH_ERRORS, _spell)
+    if isinstance(sys.stdout, io.TextIOWrapper) and not isinstance(sys.stdout, _Output):
+        sys.stdout = _wrapped(sys.stdout)
+    if isinstance(sys.stderr, io.TextIOWrapper) and not isinstance(sys.stderr, _Output):
+        sys.stderr = _wrapped(sys.stderr)
+
+
+def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True) -> None:
+    """`json.dumps(data, indent=2)` and a newline, the same text, written to `out` a top-level list item at a
+    time: only one task (or change) is held as text at once."""
+
+    def encoded(value: Any, depth: int) -> str:
+        return json.dumps(value, indent=2, ensure_ascii=ensure_ascii).replace("\n", "\n" + "  " * depth)
+
+    out.write("{")
+    for n, (key, value) in enumerate(data.items()):
+        out.write(f"{',' if n else ''}\n  {json.dumps(key, ensure_ascii=ensure_ascii)}: ")
+        if isinstance(value, list) and value:
+            out.write("[")
+            for m, item in enumerate(value):
+                out.write(f"{',' if m else ''}\n    {encoded(item, 2)}")
+            out.write("\n  ]")
+        else:
+            out.write(encoded(value, 1))
+    out.write("\n}\n" if data else "}\n")
