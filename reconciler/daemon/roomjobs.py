@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import Gauge
 
 from reconciler.clock import Clock
+from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
@@ -38,7 +39,7 @@ from reconciler.spec import SpecSet
 from reconciler.spec.expand import expand
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
-from reconciler.state.base import RoomActivityStore, StateStore
+from reconciler.state.base import RoomActivityStore, StateError, StateStore
 
 __all__ = [
     "QUIET_RELIST",
@@ -161,10 +162,15 @@ class RoomBook:
         return len(quiet)
 
     def flush(self) -> int:
-        """Write the reports learned since the last flush, in one batch; returns how many."""
+        """Write the reports learned since the last flush, in one batch; returns how many. A write that fails
+        (StateError, raised) keeps them for the next flush."""
         reports, self._unwritten = list(self._unwritten.values()), {}
         if reports and self._store is not None:
-            self._store.record_rooms(reports)
+            try:
+                self._store.record_rooms(reports)
+            except StateError:
+                self._unwritten = {(r.provider, r.room): r for r in reports}
+                raise
         return len(reports)
 
 
@@ -288,6 +294,7 @@ class RoomSelectors:
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
+        self._write_failed = Throttle(clock)  # one `room activity not written` line a minute, whatever the rate
 
     def take(self, spec: SpecSet) -> SpecSet:
         """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
@@ -319,9 +326,20 @@ class RoomSelectors:
         await self._clock.sleep(SELECT_DELAY)
         self.reselect()
 
+    def _store_rooms(self, write: Callable[[], object]) -> None:
+        """A room-activity write to the state; one that fails (a locked SQLite file, PostgreSQL restarting) is
+        logged and tried again at the next batch or resync: it must not end the resync timer, whose polling is
+        every task's safety net (before, one failure ended it for the process's life)."""
+        try:
+            write()
+        except StateError as exc:
+            if (held := self._write_failed.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("room activity not written", error=str(exc), retry="at the next batch or resync", **repeats)
+
     def reselect(self) -> None:
         """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
-        self.book.flush()
+        self._store_rooms(self.book.flush)
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
             return
@@ -338,7 +356,7 @@ class RoomSelectors:
         if spec is None or not spec.selector_jobs:
             return
         woken: set[tuple[str, str]] = set()
-        self.book.forget_quiet(self._clock.now())
+        self._store_rooms(lambda: self.book.forget_quiet(self._clock.now()))
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()
@@ -355,7 +373,7 @@ class RoomSelectors:
     def stop(self) -> None:
         if self._batch is not None:
             self._batch.cancel()
-        self.book.flush()
+        self._store_rooms(self.book.flush)
 
     def _listing_provider(self, name: str) -> Provider:
         assert self._spec is not None

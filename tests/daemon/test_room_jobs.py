@@ -3,11 +3,14 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from structlog.testing import capture_logs
 
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
-from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
+from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, settle, write_specs
 from tests.specdocs import selector_job
@@ -258,3 +261,42 @@ async def test_the_loaded_set_is_summed_up_as_validate_counts_it(harness: Harnes
     [loaded] = [e for e in logs if e["event"] == "spec set loaded"]
     assert harness.daemon.spec is not None and loaded["summary"] == harness.daemon.spec.summary()
     assert "→ 0 tasks + 1 room selector" in loaded["summary"]
+
+
+class FlakyRoomStore(SQLiteStateStore):
+    """A state whose room-activity writes fail while `failing` is set (a locked SQLite file, PostgreSQL
+    restarting): the task records are written as usual."""
+
+    failing = False
+
+    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        if self.failing:
+            raise StateError("database is locked")
+        super().record_rooms(reports)
+
+    def forget_rooms(self, quiet_before: float) -> int:
+        if self.failing:
+            raise StateError("database is locked")
+        return super().forget_rooms(quiet_before)
+
+
+async def test_a_state_error_in_the_room_listing_resync_does_not_end_the_resyncs(harness: Harness) -> None:
+    """Before, one failed room-activity write during a resync ended the resync timer for the process's life:
+    no polling safety net, no room listing, until a restart."""
+    write_specs(harness.specs, classes())
+    store = FlakyRoomStore(harness.state_path, clock=harness.clock)
+    await harness.start(store)
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(40)
+    assert harness.calls("GetRoomOnlineUsers") == 1  # an active room is listed at every resync
+    store.failing = True
+    with capture_logs() as logs:
+        await harness.advance(40)  # a resync, whose room-activity writes fail
+    assert any(e["event"] == "room activity not written" for e in logs), logs
+    store.failing = False
+    listed = harness.calls("GetRoomOnlineUsers")
+    await harness.advance(100)
+    assert harness.calls("GetRoomOnlineUsers") >= listed + 2
+    reader = SQLiteStateStore(harness.state_path)
+    assert [(a.room, a.active) for a in reader.room_activity()] == [("class-1", True)]  # written once it could be
+    reader.close()
