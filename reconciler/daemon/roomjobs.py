@@ -30,7 +30,16 @@ from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
-from reconciler.model import ApiFamily, DesiredTask, RestartPolicy, RoomActivity, TaskRecord, TaskStatus, split_key
+from reconciler.model import (
+    ApiFamily,
+    DesiredTask,
+    RestartPolicy,
+    RoomActivity,
+    TaskRecord,
+    TaskStatus,
+    job_of,
+    split_key,
+)
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import listing_family
@@ -53,6 +62,7 @@ __all__ = [
     "RoomSelectors",
     "activity_of",
     "changed_tasks",
+    "forgotten_tasks",
 ]
 
 log = structlog.get_logger("capctl.daemon")
@@ -130,6 +140,9 @@ class RoomBook:
     def activity(self) -> list[RoomActivity]:
         return list(self._rooms.values())
 
+    def knows(self, provider: str, room: str) -> bool:
+        return (provider, room) in self._rooms
+
     def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
         """The rooms the listing resync asks about, among those a selector job covers: the active ones and
         those heard of, and the inactive ones due again (`_relist_due`)."""
@@ -198,10 +211,14 @@ class RoomJobs:
             ["job"],
             registry=metrics.registry,
         )
-        self._warned: set[tuple[str, str, str]] = set()  # (job, room, why) already logged
+        # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
+        # (again if it comes back so later), and the set holds the rooms of now, not every room ever left out.
+        self._warned: set[tuple[str, str, str]] = set()
+        self._exported: set[str] = set()  # jobs with series in the two gauges
 
     def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
         if not spec.selector_jobs:
+            self._tell(())
             return Effective(spec, ())
         selections = tuple(
             select(spec.selector_jobs, book.activity(), named_rooms(spec.tasks.values()), holding(records), self._key)
@@ -231,8 +248,15 @@ class RoomJobs:
             for t in expand(jobs[job], self._key, sorted(names))
         }
 
-    def _tell(self, selections: Iterable[Selection]) -> None:
-        """Metrics, and a log line the first time a room is left out or claimed (not at every decision)."""
+    def _tell(self, selections: tuple[Selection, ...]) -> None:
+        """Metrics, and a log line when a room becomes left out or claimed (not at every decision)."""
+        warned, self._warned = self._warned, set()
+        jobs = {s.job for s in selections}
+        for job in self._exported - jobs:  # a selector job left the specs: its series go too
+            for state in ROOM_STATES:
+                self.rooms.remove(job, state)
+            self.left_out.remove(job)
+        self._exported = jobs
         for s in selections:
             counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
             counts["claimed"] = len(s.claimed)
@@ -240,8 +264,8 @@ class RoomJobs:
                 self.rooms.labels(job=s.job, state=state).set(counts[state])
             self.left_out.labels(job=s.job).set(len(s.left_out))
             for room in s.left_out:
-                if (s.job, room, "max") not in self._warned:
-                    self._warned.add((s.job, room, "max"))
+                self._warned.add((s.job, room, "max"))
+                if (s.job, room, "max") not in warned:
                     log.warning(
                         "room selector at maxRooms: room not captured",
                         job=s.job,
@@ -250,8 +274,8 @@ class RoomJobs:
                         left_out=len(s.left_out),
                     )
             for room, owner in s.claimed:
-                if (s.job, room, owner) not in self._warned:
-                    self._warned.add((s.job, room, owner))
+                self._warned.add((s.job, room, owner))
+                if (s.job, room, owner) not in warned:
                     log.warning("room selector clash: another job has the room", job=s.job, room=room, by=owner)
 
 
@@ -263,6 +287,27 @@ def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]
 
     keys = {k for k, t in new.items() if (o := old.get(k)) is None or not same(o, t)}
     return keys | (set(old) - set(new))
+
+
+# A selector task's record is kept while its run may still need a look, or its room may come back soon.
+_SETTLED = (TaskStatus.STOPPED, TaskStatus.DONE, TaskStatus.DORMANT, TaskStatus.FAILED)
+
+
+def forgotten_tasks(spec: SpecSet, book: RoomBook, records: Iterable[TaskRecord], now: float) -> list[str]:
+    """The selector tasks to forget with their rooms: a selector job's task whose room the book forgot (quiet
+    for ROOM_RETENTION) and whose last run ended ROOM_RETENTION ago or more. Rooms made on the fly would
+    otherwise leave a record each for ever (in the state, in memory, in every resync and status page); the
+    room's next activity starts its task as a new room's, with the same ids (they derive from job and room)."""
+    jobs = {f"{c.job.kind}/{c.job.name}" for c in spec.selector_jobs}
+    cutoff = now - ROOM_RETENTION
+    return sorted(
+        r.key
+        for r in records
+        if r.status in _SETTLED
+        and job_of(r.key) in jobs
+        and not book.knows(r.provider, r.target)
+        and max(filter(None, (r.stopped_at, r.observed_at, r.started_at)), default=cutoff) <= cutoff
+    )
 
 
 class RoomSelectors:
@@ -281,6 +326,7 @@ class RoomSelectors:
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
         woken: Callable[[list[str]], None],
+        forget: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
@@ -291,6 +337,7 @@ class RoomSelectors:
         self._in_force = in_force
         self._enqueue = enqueue
         self._woken = woken  # keys in rooms the listing found active again: wake what is dormant there
+        self._forget = forget  # deletes records (`forgotten_tasks`) from the state and the daemon's memory
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
@@ -357,6 +404,8 @@ class RoomSelectors:
             return
         woken: set[tuple[str, str]] = set()
         self._store_rooms(lambda: self.book.forget_quiet(self._clock.now()))
+        if gone := forgotten_tasks(spec, self.book, self._records(), self._clock.now()):
+            self._forget(gone)  # the reselect below drops them from the set in force
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()

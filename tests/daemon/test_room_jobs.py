@@ -300,3 +300,30 @@ async def test_a_state_error_in_the_room_listing_resync_does_not_end_the_resyncs
     reader = SQLiteStateStore(harness.state_path)
     assert [(a.room, a.active) for a in reader.room_activity()] == [("class-1", True)]  # written once it could be
     reader.close()
+
+
+async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when_it_returns(harness: Harness) -> None:
+    """Before, every room a selector ever ran in kept its record for ever: in the state, in memory, in every
+    resync's keys and on the status page, growing with the rooms ever made rather than those alive."""
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(3_600)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).status is TaskStatus.STOPPED  # its room is still known: kept
+    daemon = harness.daemon
+    assert daemon is not None and daemon.reconciler.spec is not None
+    with capture_logs() as logs:
+        await harness.advance(ROOM_RETENTION)
+    assert any(e["event"] == "selector tasks forgotten with their rooms" and e["tasks"] == 1 for e in logs), logs
+    assert daemon.records.get(key) is None and key not in daemon.reconciler.spec.tasks
+    assert key not in daemon.runtimes.snapshot() and daemon.records.history.runs(key) == ()
+    reader = SQLiteStateStore(harness.state_path)
+    assert key not in reader.load().records
+    reader.close()
+    harness.sim.publish("volcengine", "class-1", user_id="t")  # back a day later: a new room's task
+    await harness.advance(2)
+    assert harness.record(key).status is TaskStatus.RUNNING
+    assert harness.calls("StartSnapshot") == 2
