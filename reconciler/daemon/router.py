@@ -26,7 +26,7 @@ from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackReje
 from reconciler.providers.family import vendor as vendor_named
 from reconciler.spec import SpecSet
 
-__all__ = ["CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
+__all__ = ["ROOM_USERS_MEMORY", "CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -62,7 +62,12 @@ class RoutedCallback:
 
 class CallbackRouter:
     def __init__(
-        self, records: RecordCache, metrics: Metrics, clock: Clock | None = None, *, room_memory: int = ROOM_USERS_MEMORY
+        self,
+        records: RecordCache,
+        metrics: Metrics,
+        clock: Clock | None = None,
+        *,
+        room_memory: int = ROOM_USERS_MEMORY,
     ) -> None:
         self._records = records
         self._metrics = metrics

@@ -23,14 +23,14 @@ from reconciler.daemon.roomjobs import (
     forgotten_tasks,
 )
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
-from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.model import RestartPolicy, RoomActivity, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.spec import SpecSet, load_spec_set
-from tests.specdocs import snapshot_job
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import write_specs
 from tests.daemon.test_room_jobs import classes
+from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
 
@@ -144,7 +144,7 @@ def test_selector_tasks_are_forgotten_with_their_rooms_once_their_run_ended_a_da
     book.note("volc", "class-known", False, 0.0, "callback")  # quiet, but not for a day yet: still known
     now, day = ROOM_RETENTION + 100.0, ROOM_RETENTION
 
-    def stopped(key: str, at: float, status: TaskStatus = TaskStatus.STOPPED) -> object:
+    def stopped(key: str, at: float, status: TaskStatus = TaskStatus.STOPPED) -> TaskRecord:
         return make_record(key, status=status, started_at=at - 60, stopped_at=at, observed_at=at)
 
     records = [
@@ -157,7 +157,7 @@ def test_selector_tasks_are_forgotten_with_their_rooms_once_their_run_ended_a_da
         stopped("SnapshotJob/named/lobby", now - day - 1),  # a named room's task stays
         stopped("SnapshotJob/other/class-x", now - day - 1),  # not a selector job of this set: pruned, if at all
     ]
-    assert forgotten_tasks(spec, book, records, now) == [  # type: ignore[arg-type]
+    assert forgotten_tasks(spec, book, records, now) == [
         "SnapshotJob/classes/class-dormant",
         "SnapshotJob/classes/class-gone",
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
-from reconciler.daemon.router import CallbackRouter, RoutedCallback
+from reconciler.daemon.router import ROOM_USERS_MEMORY, CallbackRouter, RoutedCallback
 from reconciler.model import ProviderConfig, TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.spec import load_spec_set
@@ -21,7 +21,9 @@ SECRET = "capctl-sim-volc-callback"  # the default of the `volc` Provider's call
 LOBBY, HALL = "SnapshotJob/cam/lobby", "SnapshotJob/cam/hall"
 
 
-def _router(tmp_path: Path, **options: int) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
+def _router(
+    tmp_path: Path, room_memory: int = ROOM_USERS_MEMORY
+) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
     spec = load_spec_set([str(write_specs(tmp_path / "specs", snapshot_job("cam", ["lobby", "hall"])))])
     records = RecordCache(open_state(f"sqlite:///{tmp_path / 'state.db'}"))
     run = {"AppId": "capctl-sim-volc", "RoomId": "lobby"}
@@ -31,7 +33,7 @@ def _router(tmp_path: Path, **options: int) -> tuple[CallbackRouter, list[Provid
         )
     )
     metrics = Metrics()
-    router = CallbackRouter(records, metrics, **options)
+    router = CallbackRouter(records, metrics, room_memory=room_memory)
     router.index(spec)
     return router, list(spec.providers.values()), metrics
 
