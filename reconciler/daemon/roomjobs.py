@@ -405,7 +405,10 @@ class RoomSelectors:
         woken: set[tuple[str, str]] = set()
         self._store_rooms(lambda: self.book.forget_quiet(self._clock.now()))
         if gone := forgotten_tasks(spec, self.book, self._records(), self._clock.now()):
-            self._forget(gone)  # the reselect below drops them from the set in force
+            self._forget(gone)
+            # Out of the set in force before anything awaits: a worker finding one of them desired without
+            # its record would start it as a new task.
+            self.reselect()
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()

@@ -313,11 +313,15 @@ async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when
     await harness.advance(3_600)
     key = "SnapshotJob/classes/class-1"
     assert harness.record(key).status is TaskStatus.STOPPED  # its room is still known: kept
+    harness.sim.publish("volcengine", "class-2", user_id="t")  # active all along: listed at every resync
     daemon = harness.daemon
     assert daemon is not None and daemon.reconciler.spec is not None
     with capture_logs() as logs:
         await harness.advance(ROOM_RETENTION)
     assert any(e["event"] == "selector tasks forgotten with their rooms" and e["tasks"] == 1 for e in logs), logs
+    starts = harness.calls("StartSnapshot")
+    await harness.advance(120)  # resyncs: a key still in force without its record was started as a new task
+    assert harness.calls("StartSnapshot") == starts
     assert daemon.records.get(key) is None and key not in daemon.reconciler.spec.tasks
     assert key not in daemon.runtimes.snapshot() and daemon.records.history.runs(key) == ()
     reader = SQLiteStateStore(harness.state_path)
@@ -326,4 +330,4 @@ async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when
     harness.sim.publish("volcengine", "class-1", user_id="t")  # back a day later: a new room's task
     await harness.advance(2)
     assert harness.record(key).status is TaskStatus.RUNNING
-    assert harness.calls("StartSnapshot") == 2
+    assert harness.calls("StartSnapshot") == starts + 1
