@@ -18,15 +18,17 @@ import structlog
 
 from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.parts import DaemonParts
-from reconciler.daemon.prune import PRUNE_GRACE
+from reconciler.daemon.prune import MAX_LOGGED, PRUNE_GRACE
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
 from reconciler.daemon.router import RoutedCallback
+from reconciler.daemon.runtime import EMPTY
 from reconciler.daemon.specset import changed_keys
 from reconciler.daemon.storehealth import probe_store
 from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
 from reconciler.spec import SpecErrors, SpecSet
+from reconciler.state.base import StateError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -197,6 +199,19 @@ class Daemon(DaemonParts):
 
     def _woken(self, keys: list[str]) -> None:
         self.queue.add_all_after(self.reconciler.wake(keys, "room listing"))
+
+    def _forget_tasks(self, keys: list[str]) -> None:
+        forgotten = 0
+        try:
+            for key in keys:
+                self.records.delete(key)  # and its status-page history
+                self.runtimes.set(key, EMPTY)
+                self.queue.forget(key)
+                forgotten += 1
+        except StateError as exc:  # the rest are tried again at the next resync
+            log.warning("selector tasks not forgotten", error=str(exc), left=len(keys) - forgotten)
+        if forgotten:
+            log.info("selector tasks forgotten with their rooms", tasks=forgotten, first=keys[:MAX_LOGGED])
 
     # --- timers -----------------------------------------------------------------------------------------
 

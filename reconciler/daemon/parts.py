@@ -112,6 +112,7 @@ class DaemonParts(ABC):
             in_force=self._in_force,
             enqueue=self.queue.add,
             woken=self._woken,
+            forget=self._forget_tasks,
         )
         self.background = Background()  # the daemon's loop and its timers, watcher and reloads (tasks.py)
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)
@@ -159,3 +160,8 @@ class DaemonParts(ABC):
     @abstractmethod
     def _woken(self, keys: list[str]) -> None:
         """The room listing found the rooms of `keys` active again."""
+
+    @abstractmethod
+    def _forget_tasks(self, keys: list[str]) -> None:
+        """Selector tasks whose rooms were forgotten (`roomjobs.forgotten_tasks`): delete their records, and
+        what the daemon keeps per key."""

@@ -23,6 +23,7 @@ from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM
 from reconciler.clock import Clock
 from reconciler.daemon import policy, runtime
+from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import VENDOR_ERROR_REASONS, Metrics
 from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache
@@ -95,6 +96,7 @@ class Reconciler:
         self._counts_at = float("-inf")
         # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
         self._room_feeds: set[tuple[str, str]] = set()
+        self._hint_failed = Throttle(clock)  # one `callback hint not written` line a minute
 
     @property
     def spec(self) -> SpecSet | None:
@@ -416,8 +418,8 @@ class Reconciler:
         """`stale`: the callback's word on its room is older than a contrary one (`roomorder`): ignored."""
         key = record.key
         room_empty = event.room_empty and not stale
-        if event.output and not record.productive and record.status is TaskStatus.RUNNING:
-            self.records.put(record.evolve(productive=True))
+        productive = event.output and not record.productive and record.status is TaskStatus.RUNNING
+        if productive and self._write_hint(record.evolve(productive=True)):  # else the next image says it again
             log.info("run is productive", key=key, callback=event.event)
         if event.ended:
             if record.vendor_task_id is not None:
@@ -470,6 +472,19 @@ class Reconciler:
             queued.append((key, max(0.0, due - now)))
         return queued
 
+    def _write_hint(self, record: TaskRecord) -> bool:
+        """A callback's word written to its record (a run productive, a dormant task woken). A store that
+        cannot be written (PostgreSQL restarting, a full disk) must not fail the callback: before, it was
+        answered 500 with a traceback. Logged at most once a minute; False when not written."""
+        try:
+            self.records.put(record)
+        except StateError as exc:
+            if (held := self._hint_failed.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("callback hint not written to the state", key=record.key, error=str(exc), **repeats)
+            return False
+        return True
+
     def _wake(self, event: CallbackEvent, keys: tuple[str, ...]) -> list[tuple[str, float]]:
         return self.wake(keys, event.event)
 
@@ -494,7 +509,8 @@ class Reconciler:
             if record is None or record.next_attempt_at is None or record.next_attempt_at <= now:
                 continue
             if record.status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
-                self.records.put(record.evolve(next_attempt_at=now))
+                # Unwritten, the worker still starts it: the room activity noted above makes it immediate.
+                self._write_hint(record.evolve(next_attempt_at=now))
                 queued.append((key, 0.0))
                 log.info("room activity: waking task", key=key, callback=source, was=record.status.value)
         return queued

@@ -27,10 +27,18 @@ import structlog
 from prometheus_client import Gauge
 
 from reconciler.clock import Clock
+from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
-from reconciler.model import ApiFamily, DesiredTask, RoomActivity, TaskRecord
+from reconciler.model import (
+    ApiFamily,
+    DesiredTask,
+    RoomActivity,
+    TaskRecord,
+    TaskStatus,
+    job_of,
+)
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import listing_family
@@ -38,7 +46,7 @@ from reconciler.rooms import Selection, selected_tasks, selector_of, unheard, un
 from reconciler.spec import SpecSet
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
-from reconciler.state.base import RoomActivityStore, StateStore
+from reconciler.state.base import RoomActivityStore, StateError, StateStore
 
 __all__ = [
     "QUIET_RELIST",
@@ -52,6 +60,7 @@ __all__ = [
     "RoomSelectors",
     "activity_of",
     "changed_tasks",
+    "forgotten_tasks",
 ]
 
 log = structlog.get_logger("capctl.daemon")
@@ -129,6 +138,9 @@ class RoomBook:
     def activity(self) -> list[RoomActivity]:
         return list(self._rooms.values())
 
+    def knows(self, provider: str, room: str) -> bool:
+        return (provider, room) in self._rooms
+
     def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
         """The rooms the listing resync asks about, among those a selector job covers: the active ones and
         those heard of, and the inactive ones due again (`_relist_due`)."""
@@ -161,10 +173,15 @@ class RoomBook:
         return len(quiet)
 
     def flush(self) -> int:
-        """Write the reports learned since the last flush, in one batch; returns how many."""
+        """Write the reports learned since the last flush, in one batch; returns how many. A write that fails
+        (StateError, raised) keeps them for the next flush."""
         reports, self._unwritten = list(self._unwritten.values()), {}
         if reports and self._store is not None:
-            self._store.record_rooms(reports)
+            try:
+                self._store.record_rooms(reports)
+            except StateError:
+                self._unwritten = {(r.provider, r.room): r for r in reports}
+                raise
         return len(reports)
 
 
@@ -192,17 +209,29 @@ class RoomJobs:
             ["job"],
             registry=metrics.registry,
         )
-        self._warned: set[tuple[str, str, str]] = set()  # (job, room, why) already logged
+        # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
+        # (again if it comes back so later), and the set holds the rooms of now, not every room ever left out.
+        self._warned: set[tuple[str, str, str]] = set()
+        self._exported: set[str] = set()  # jobs with series in the two gauges
 
     def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
         if not spec.selector_jobs:
+            self._tell(())
             return Effective(spec, ())
-        tasks, selections = selected_tasks(spec.tasks, spec.selector_jobs, book.activity(), records, self._key)
+        tasks, selected = selected_tasks(spec.tasks, spec.selector_jobs, book.activity(), records, self._key)
+        selections = tuple(selected)
         self._tell(selections)
-        return Effective(dataclasses.replace(spec, tasks=tasks), tuple(selections))
+        return Effective(dataclasses.replace(spec, tasks=tasks), selections)
 
-    def _tell(self, selections: Iterable[Selection]) -> None:
-        """Metrics, and a log line the first time a room is left out or claimed (not at every decision)."""
+    def _tell(self, selections: tuple[Selection, ...]) -> None:
+        """Metrics, and a log line when a room becomes left out or claimed (not at every decision)."""
+        warned, self._warned = self._warned, set()
+        jobs = {s.job for s in selections}
+        for job in self._exported - jobs:  # a selector job left the specs: its series go too
+            for state in ROOM_STATES:
+                self.rooms.remove(job, state)
+            self.left_out.remove(job)
+        self._exported = jobs
         for s in selections:
             counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
             counts["claimed"] = len(s.claimed)
@@ -210,8 +239,8 @@ class RoomJobs:
                 self.rooms.labels(job=s.job, state=state).set(counts[state])
             self.left_out.labels(job=s.job).set(len(s.left_out))
             for room in s.left_out:
-                if (s.job, room, "max") not in self._warned:
-                    self._warned.add((s.job, room, "max"))
+                self._warned.add((s.job, room, "max"))
+                if (s.job, room, "max") not in warned:
                     log.warning(
                         "room selector at maxRooms: room not captured",
                         job=s.job,
@@ -220,8 +249,8 @@ class RoomJobs:
                         left_out=len(s.left_out),
                     )
             for room, owner in s.claimed:
-                if (s.job, room, owner) not in self._warned:
-                    self._warned.add((s.job, room, owner))
+                self._warned.add((s.job, room, owner))
+                if (s.job, room, owner) not in warned:
                     log.warning("room selector clash: another job has the room", job=s.job, room=room, by=owner)
 
 
@@ -233,6 +262,27 @@ def changed_tasks(old: Mapping[str, DesiredTask], new: Mapping[str, DesiredTask]
 
     keys = {k for k, t in new.items() if (o := old.get(k)) is None or not same(o, t)}
     return keys | (set(old) - set(new))
+
+
+# A selector task's record is kept while its run may still need a look, or its room may come back soon.
+_SETTLED = (TaskStatus.STOPPED, TaskStatus.DONE, TaskStatus.DORMANT, TaskStatus.FAILED)
+
+
+def forgotten_tasks(spec: SpecSet, book: RoomBook, records: Iterable[TaskRecord], now: float) -> list[str]:
+    """The selector tasks to forget with their rooms: a selector job's task whose room the book forgot (quiet
+    for ROOM_RETENTION) and whose last run ended ROOM_RETENTION ago or more. Rooms made on the fly would
+    otherwise leave a record each for ever (in the state, in memory, in every resync and status page); the
+    room's next activity starts its task as a new room's, with the same ids (they derive from job and room)."""
+    jobs = {f"{c.job.kind}/{c.job.name}" for c in spec.selector_jobs}
+    cutoff = now - ROOM_RETENTION
+    return sorted(
+        r.key
+        for r in records
+        if r.status in _SETTLED
+        and job_of(r.key) in jobs
+        and not book.knows(r.provider, r.target)
+        and max(filter(None, (r.stopped_at, r.observed_at, r.started_at)), default=cutoff) <= cutoff
+    )
 
 
 class RoomSelectors:
@@ -251,6 +301,7 @@ class RoomSelectors:
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
         woken: Callable[[list[str]], None],
+        forget: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
@@ -261,9 +312,11 @@ class RoomSelectors:
         self._in_force = in_force
         self._enqueue = enqueue
         self._woken = woken  # keys in rooms the listing found active again: wake what is dormant there
+        self._forget = forget  # deletes records (`forgotten_tasks`) from the state and the daemon's memory
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
+        self._write_failed = Throttle(clock)  # one `room activity not written` line a minute, whatever the rate
 
     def take(self, spec: SpecSet) -> SpecSet:
         """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
@@ -295,9 +348,20 @@ class RoomSelectors:
         await self._clock.sleep(SELECT_DELAY)
         self.reselect()
 
+    def _store_rooms(self, write: Callable[[], object]) -> None:
+        """A room-activity write to the state; one that fails (a locked SQLite file, PostgreSQL restarting) is
+        logged and tried again at the next batch or resync: it must not end the resync timer, whose polling is
+        every task's safety net (before, one failure ended it for the process's life)."""
+        try:
+            write()
+        except StateError as exc:
+            if (held := self._write_failed.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("room activity not written", error=str(exc), retry="at the next batch or resync", **repeats)
+
     def reselect(self) -> None:
         """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
-        self.book.flush()
+        self._store_rooms(self.book.flush)
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
             return
@@ -314,7 +378,12 @@ class RoomSelectors:
         if spec is None or not spec.selector_jobs:
             return
         woken: set[tuple[str, str]] = set()
-        self.book.forget_quiet(self._clock.now())
+        self._store_rooms(lambda: self.book.forget_quiet(self._clock.now()))
+        if gone := forgotten_tasks(spec, self.book, self._records(), self._clock.now()):
+            self._forget(gone)
+            # Out of the set in force before anything awaits: a worker finding one of them desired without
+            # its record would start it as a new task.
+            self.reselect()
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.provider, report.room)} if report.active else set()
@@ -331,7 +400,7 @@ class RoomSelectors:
     def stop(self) -> None:
         if self._batch is not None:
             self._batch.cancel()
-        self.book.flush()
+        self._store_rooms(self.book.flush)
 
     def _listing_provider(self, name: str) -> Provider:
         assert self._spec is not None

@@ -40,11 +40,17 @@ class RoomLister:
         self._clock = clock
         self._listed: dict[tuple[str, str], float] = {}
 
+    def __len__(self) -> int:
+        """Rooms listed within the last MIN_INTERVAL (those still paced)."""
+        return len(self._listed)
+
     async def list_rooms(self, rooms: Iterable[tuple[str, str]]) -> list[RoomActivity]:
         """One report per (provider, room) the vendor answered: active when it lists a stream (ZEGO) or a
         visible user (Volcengine). A failed call is logged and reports nothing: the room stays as known."""
         now = self._clock.now()
-        due = sorted({r for r in rooms if now - self._listed.get(r, float("-inf")) >= MIN_INTERVAL})
+        # Only the last MIN_INTERVAL paces anything: older times go, else every room ever listed stays here.
+        self._listed = {r: at for r, at in self._listed.items() if now - at < MIN_INTERVAL}
+        due = sorted({r for r in rooms if r not in self._listed})
         for room in due:
             self._listed[room] = now
         answers = await asyncio.gather(*(self._one(provider, room) for provider, room in due))

@@ -26,7 +26,7 @@ from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackReje
 from reconciler.providers.family import vendor as vendor_named
 from reconciler.spec import SpecSet
 
-__all__ = ["CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
+__all__ = ["ROOM_USERS_MEMORY", "CallbackRouter", "Deduper", "ReplayGuard", "RoutedCallback"]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -34,6 +34,10 @@ DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seco
 # ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time is outside MAX_SKEW (it cannot
 # pass the time check again), the oldest first when there are more (about 200 bytes each: ≤ 25 MB).
 REPLAY_MEMORY = 100_000
+# Rooms whose users are tracked (`_track_users`). A room leaves the map when its last user leaves or it
+# closes; one whose leave and close callbacks were both lost would stay for ever, so the least recently
+# changed go first past this. A forgotten room's next leave counts as its emptying: a few extra looks.
+ROOM_USERS_MEMORY = 100_000
 
 Room = tuple[str, str, str]  # (vendor, app id, room id)
 
@@ -57,7 +61,14 @@ class RoutedCallback:
 
 
 class CallbackRouter:
-    def __init__(self, records: RecordCache, metrics: Metrics, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        records: RecordCache,
+        metrics: Metrics,
+        clock: Clock | None = None,
+        *,
+        room_memory: int = ROOM_USERS_MEMORY,
+    ) -> None:
         self._records = records
         self._metrics = metrics
         self._clock = clock or SystemClock()
@@ -67,7 +78,9 @@ class CallbackRouter:
         self._deduper = Deduper()
         self._replays = ReplayGuard()
         self._rooms: dict[Room, list[str]] = {}  # room -> keys
-        self._room_users: dict[Room, set[str]] = {}  # users seen joining and not yet leaving
+        # users seen joining and not yet leaving, least recently changed room first
+        self._room_users: OrderedDict[Room, set[str]] = OrderedDict()
+        self._room_memory = room_memory
         self._order = RoomOrder()
 
     @staticmethod
@@ -163,8 +176,11 @@ class CallbackRouter:
         if event.room_closed:  # nobody is left, whoever we saw: said once, unless the last leave said it already
             return tuple(self._rooms.get(room, ())) if self._room_users.pop(room, None) else ()
         users = self._room_users.setdefault(room, set())
+        self._room_users.move_to_end(room)
         if event.room_active:
             users.add(event.user_id or "")
+            if len(self._room_users) > self._room_memory:
+                self._room_users.popitem(last=False)
             return ()
         users.discard(event.user_id or "")
         if users:

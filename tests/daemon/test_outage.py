@@ -7,6 +7,7 @@ write-failure and wrong-secret tests on a real SQLite file and the simulator.
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import signal
@@ -23,6 +24,7 @@ from structlog.testing import capture_logs
 from reconciler import logs
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
+from reconciler.providers.volc_signing import sign_callback
 from reconciler.state import open_state
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
@@ -224,3 +226,40 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
     finally:
         await harness.stop()
         proxy.close()
+
+
+async def test_a_callback_whose_hint_cannot_be_written_is_still_answered_and_acted_on(harness: Harness) -> None:
+    """Before, an image callback arriving while the state could not be written (PostgreSQL restarting, a full
+    disk) failed with a traceback and a 500: the write of "this run is productive" was not caught. Now it is
+    answered 200, logged, and written by the next image once the store is back."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    daemon = await harness.start(store)
+    await harness.advance(1)
+    daemon.records.put(harness.record(LOBBY).evolve(productive=False))  # as before its first image
+    db = store._db
+    assert db is not None
+    db.execute("PRAGMA query_only = ON")
+
+    def image(n: int) -> bytes:
+        body = {
+            "EventType": "SnapshotRealTimeData",
+            "EventData": json.dumps({"TaskId": harness.record(LOBBY).vendor_task_id, "RoomId": "lobby"}),
+            "EventTime": str(int(harness.clock.now() * 1000)),
+            "EventId": f"image-{n}",
+            "AppId": "capctl-sim-volc",
+            "Version": "2020-12-01",
+            "Nonce": "n",
+        }
+        body["Signature"] = sign_callback(body, "capctl-sim-volc-callback")
+        return json.dumps(body).encode()
+
+    async with client(harness) as http:
+        with capture_logs() as logs:
+            answer = await http.post("/callbacks/volcengine", content=image(1))
+        assert answer.status_code == 200, answer.text
+        assert any(e["event"] == "callback hint not written to the state" for e in logs), logs
+        db.execute("PRAGMA query_only = OFF")
+        assert (await http.post("/callbacks/volcengine", content=image(2))).status_code == 200
+    assert harness.record(LOBBY).productive

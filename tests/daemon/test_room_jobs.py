@@ -3,11 +3,14 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from structlog.testing import capture_logs
 
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
-from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
+from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, settle, write_specs
 from tests.specdocs import selector_job, snapshot_job
@@ -277,3 +280,73 @@ async def test_a_switch_to_a_selector_prunes_the_rooms_it_does_not_cover_and_kee
     assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
     assert [t.room_id for t in harness.running_sim_tasks()] == ["class-1"]
     assert harness.calls("StopSnapshot") == 1 and harness.calls("StartSnapshot") == 2
+
+
+class FlakyRoomStore(SQLiteStateStore):
+    """A state whose room-activity writes fail while `failing` is set (a locked SQLite file, PostgreSQL
+    restarting): the task records are written as usual."""
+
+    failing = False
+
+    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        if self.failing:
+            raise StateError("database is locked")
+        super().record_rooms(reports)
+
+    def forget_rooms(self, quiet_before: float) -> int:
+        if self.failing:
+            raise StateError("database is locked")
+        return super().forget_rooms(quiet_before)
+
+
+async def test_a_state_error_in_the_room_listing_resync_does_not_end_the_resyncs(harness: Harness) -> None:
+    """Before, one failed room-activity write during a resync ended the resync timer for the process's life:
+    no polling safety net, no room listing, until a restart."""
+    write_specs(harness.specs, classes())
+    store = FlakyRoomStore(harness.state_path, clock=harness.clock)
+    await harness.start(store)
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(40)
+    assert harness.calls("GetRoomOnlineUsers") == 1  # an active room is listed at every resync
+    store.failing = True
+    with capture_logs() as logs:
+        await harness.advance(40)  # a resync, whose room-activity writes fail
+    assert any(e["event"] == "room activity not written" for e in logs), logs
+    store.failing = False
+    listed = harness.calls("GetRoomOnlineUsers")
+    await harness.advance(100)
+    assert harness.calls("GetRoomOnlineUsers") >= listed + 2
+    reader = SQLiteStateStore(harness.state_path)
+    assert [(a.room, a.active) for a in reader.room_activity()] == [("class-1", True)]  # written once it could be
+    reader.close()
+
+
+async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when_it_returns(harness: Harness) -> None:
+    """Before, every room a selector ever ran in kept its record for ever: in the state, in memory, in every
+    resync's keys and on the status page, growing with the rooms ever made rather than those alive."""
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(3_600)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).status is TaskStatus.STOPPED  # its room is still known: kept
+    harness.sim.publish("volcengine", "class-2", user_id="t")  # active all along: listed at every resync
+    daemon = harness.daemon
+    assert daemon is not None and daemon.reconciler.spec is not None
+    with capture_logs() as logs:
+        await harness.advance(ROOM_RETENTION)
+    assert any(e["event"] == "selector tasks forgotten with their rooms" and e["tasks"] == 1 for e in logs), logs
+    starts = harness.calls("StartSnapshot")
+    await harness.advance(120)  # resyncs: a key still in force without its record was started as a new task
+    assert harness.calls("StartSnapshot") == starts
+    assert daemon.records.get(key) is None and key not in daemon.reconciler.spec.tasks
+    assert key not in daemon.runtimes.snapshot() and daemon.records.history.runs(key) == ()
+    reader = SQLiteStateStore(harness.state_path)
+    assert key not in reader.load().records
+    reader.close()
+    harness.sim.publish("volcengine", "class-1", user_id="t")  # back a day later: a new room's task
+    await harness.advance(2)
+    assert harness.record(key).status is TaskStatus.RUNNING
+    assert harness.calls("StartSnapshot") == starts + 1

@@ -20,15 +20,17 @@ from reconciler.daemon.roomjobs import (
     RoomJobs,
     activity_of,
     changed_tasks,
+    forgotten_tasks,
 )
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
-from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.model import RestartPolicy, RoomActivity, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.spec import SpecSet, load_spec_set
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import write_specs
 from tests.daemon.test_room_jobs import classes
+from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
 
@@ -137,6 +139,51 @@ def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, Ro
     assert key not in jobs.effective(spec, book, {}).spec.tasks  # no record, no activity: no task
 
 
+def test_selector_tasks_are_forgotten_with_their_rooms_once_their_run_ended_a_day_ago(tmp_path: Path) -> None:
+    spec = load_spec_set([str(write_specs(tmp_path / "specs", classes(), snapshot_job("named", ["lobby"])))])
+    book = RoomBook(SQLiteStateStore(tmp_path / "state.db"))
+    book.note("volc", "class-known", False, 0.0, "callback")  # quiet, but not for a day yet: still known
+    now, day = ROOM_RETENTION + 100.0, ROOM_RETENTION
+
+    def stopped(key: str, at: float, status: TaskStatus = TaskStatus.STOPPED) -> TaskRecord:
+        return make_record(key, status=status, started_at=at - 60, stopped_at=at, observed_at=at)
+
+    records = [
+        stopped("SnapshotJob/classes/class-gone", now - day - 1),  # forgotten
+        stopped("SnapshotJob/classes/class-dormant", now - day - 1, TaskStatus.DORMANT),  # forgotten
+        stopped("SnapshotJob/classes/class-recent", now - day + 60),  # its run ended within the day
+        stopped("SnapshotJob/classes/class-known", now - day - 1),  # its room is still known
+        stopped("SnapshotJob/classes/class-removed", now - day - 1, TaskStatus.REMOVED),  # a tombstone's own rule
+        make_record("SnapshotJob/classes/class-runs", status=TaskStatus.RUNNING, started_at=0.0),  # may still run
+        stopped("SnapshotJob/named/lobby", now - day - 1),  # a named room's task stays
+        stopped("SnapshotJob/other/class-x", now - day - 1),  # not a selector job of this set: pruned, if at all
+    ]
+    assert forgotten_tasks(spec, book, records, now) == [
+        "SnapshotJob/classes/class-dormant",
+        "SnapshotJob/classes/class-gone",
+    ]
+
+
+def test_left_out_rooms_are_remembered_while_left_out_and_a_gone_job_s_series_are_removed(
+    selecting: tuple[SpecSet, RoomBook], tmp_path: Path
+) -> None:
+    spec, book = selecting
+    capped = load_spec_set([str(write_specs(tmp_path / "capped", classes(max_rooms=1)))])
+    metrics = Metrics()
+    jobs = RoomJobs(metrics, None)
+    for n in range(2, 6):  # rooms made on the fly, each left out for a while
+        book.note("volc", f"class-{n}", True, float(n), "callback")
+        jobs.effective(capped, book, {})
+        book.note("volc", f"class-{n}", False, float(n) + 0.5, "callback")
+    jobs.effective(capped, book, {})
+    assert jobs._warned == set()  # none left out now: nothing kept for the rooms that were
+    sample = metrics.registry.get_sample_value
+    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 0
+    jobs.effective(dataclasses.replace(spec, selector_jobs=()), book, {})  # the job left the specs
+    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) is None
+    assert sample("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "active"}) is None
+
+
 class Listing:
     def __init__(self, streams: dict[str, int], failing: set[str]) -> None:
         self.streams, self.failing, self.calls = streams, failing, 0
@@ -165,3 +212,4 @@ async def test_the_lister_reports_answers_skips_failures_and_paces_each_room() -
     assert await lister.list_rooms([("zego", "a")]) == [] and vendor.calls == 3  # too soon for that room
     clock.advance(1)
     assert len(await lister.list_rooms([("zego", "a")])) == 1 and vendor.calls == 4
+    assert len(lister) == 1  # b and c were listed longer ago than MIN_INTERVAL: nothing kept for them

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
-from reconciler.daemon.router import CallbackRouter, RoutedCallback
+from reconciler.daemon.router import ROOM_USERS_MEMORY, CallbackRouter, RoutedCallback
 from reconciler.model import ProviderConfig, TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.spec import load_spec_set
@@ -21,7 +21,9 @@ SECRET = "capctl-sim-volc-callback"  # the default of the `volc` Provider's call
 LOBBY, HALL = "SnapshotJob/cam/lobby", "SnapshotJob/cam/hall"
 
 
-def _router(tmp_path: Path) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
+def _router(
+    tmp_path: Path, room_memory: int = ROOM_USERS_MEMORY
+) -> tuple[CallbackRouter, list[ProviderConfig], Metrics]:
     spec = load_spec_set([str(write_specs(tmp_path / "specs", snapshot_job("cam", ["lobby", "hall"])))])
     records = RecordCache(open_state(f"sqlite:///{tmp_path / 'state.db'}"))
     run = {"AppId": "capctl-sim-volc", "RoomId": "lobby"}
@@ -31,7 +33,7 @@ def _router(tmp_path: Path) -> tuple[CallbackRouter, list[ProviderConfig], Metri
         )
     )
     metrics = Metrics()
-    router = CallbackRouter(records, metrics)
+    router = CallbackRouter(records, metrics, room_memory=room_memory)
     router.index(spec)
     return router, list(spec.providers.values()), metrics
 
@@ -103,3 +105,17 @@ def test_stream_events_track_users_and_a_late_callback_of_an_earlier_moment_is_s
     _route(router, providers, "UserJoinRoom", "j1", at=NOW - 3, RoomId="lobby", UserId="u2")
     closed = _route(router, providers, "RoomDestroy", "d2", at=NOW - 1, RoomId="lobby")
     assert closed.emptied == (LOBBY,)  # her leave was lost: the room's close says it
+
+
+def test_the_users_of_rooms_whose_leaves_were_lost_are_not_kept_for_ever(tmp_path: Path) -> None:
+    """Before, a room whose last leave and close callbacks were lost kept its users for the process's life,
+    one entry per such room ever made. Past the cap the least recently changed room is forgotten: its next
+    leave counts as the room emptying (a few extra looks), as for a user who joined before the daemon started."""
+    router, providers, _ = _router(tmp_path, room_memory=2)
+    _route(router, providers, "UserJoinRoom", "a", RoomId="lobby", UserId="u1")
+    _route(router, providers, "UserJoinRoom", "b", RoomId="lobby", UserId="u2")
+    assert _route(router, providers, "UserLeaveRoom", "c", at=NOW + 1, RoomId="lobby", UserId="u1").emptied == ()
+    for n in range(2):  # rooms whose leaves never arrive
+        _route(router, providers, "UserJoinRoom", f"x{n}", RoomId=f"gone-{n}", UserId="u")
+    left = _route(router, providers, "UserLeaveRoom", "d", at=NOW + 2, RoomId="lobby", UserId="u1")
+    assert left.emptied == (LOBBY,)  # lobby's u2 was forgotten with it: its leave may have emptied the room
