@@ -344,10 +344,13 @@ def _state_fingerprint_key(url: str | None) -> bytes:
 @contextmanager
 def locked(store: StateStore, command: str) -> Iterator[None]:
     from reconciler.state.base import LockHeld
+    from reconciler.state.sql import holder_identity
 
     try:
         lock = store.lock(command)
     except LockHeld as exc:
+        if exc.holder.startswith(holder_identity(command)):  # this very command: `state copy`'s source, named again
+            fail(f"--from and --to name the same state ({store.url} is the source by another name): nothing to copy")
         if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
             fail(
                 f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
