@@ -380,7 +380,9 @@ def _daemon_advice(command: str, url: str | None) -> str:
             f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
             f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
         )
-    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then start it again."
+    # After a copy it runs on the copy: on both states it would start each task twice.
+    then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"
+    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then {then}."
 
 
 T = TypeVar("T")

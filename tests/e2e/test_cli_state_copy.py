@@ -60,6 +60,7 @@ def test_a_state_a_daemon_holds_is_refused_and_nothing_is_created(tmp_path: Path
     daemon.close()
     assert refused.returncode == 1
     assert "the capctl daemon holds the state lock" in refused.stderr and "every replica" in refused.stderr
+    assert "then start it on the copy (--state, CAPCTL_STATE)." in refused.stderr  # was: "start it again"
     assert not (tmp_path / "copy.db").exists()
 
 
