@@ -7,6 +7,7 @@ them, so `capctl validate` and `capctl plan --no-refresh` start fast.
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import os
 import sys
@@ -75,21 +76,39 @@ def without_help_types(params: list[Any]) -> list[Any]:
     return params
 
 
+def reflowed(help_text: str | None) -> str | None:
+    """A help text whose paragraphs are each one line, so rich wraps them to the terminal's width. Docstrings
+    break lines where the source is 110 wide; typer joins those only in a command's own first paragraph, so
+    its later paragraphs and its entry in the group's command list kept them mid-sentence at any other
+    width. Only a blank line separates paragraphs."""
+    if help_text is None:
+        return None
+    return "\n\n".join(p.replace("\n", " ") for p in inspect.cleandoc(help_text).split("\n\n"))
+
+
 class CapctlCommand(TyperCommand):
-    """Every capctl command: its help shows no Python types."""
+    """Every capctl command: its help shows no Python types, and reflows to the terminal's width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflowed(self.help)
 
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
 
 
 class CapctlGroup(TyperGroup):
-    """A command group whose usage errors exit 1 instead of click's 2.
+    """A command group whose usage errors exit 1 instead of click's 2, and whose help reflows.
 
     `capctl plan --detailed-exitcode` exits 2 for "changes present", so CI scripts test for 2 (`|| [ $? -eq 2 ]`):
     a typo such as `--tagret` must not pass for a plan with changes. As Terraform, every error exits 1; click's
     usage message (with its "did you mean") is kept. Sub-groups (`state`) are parsed and invoked from here, so
     their usage errors pass through this class too.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflowed(self.help)  # as CapctlCommand's
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
@@ -327,10 +346,13 @@ def _state_fingerprint_key(url: str | None) -> bytes:
 @contextmanager
 def locked(store: StateStore, command: str) -> Iterator[None]:
     from reconciler.state.base import LockHeld
+    from reconciler.state.sql import holder_identity
 
     try:
         lock = store.lock(command)
     except LockHeld as exc:
+        if exc.holder.startswith(holder_identity(command)):  # this very command: `state copy`'s source, named again
+            fail(f"--from and --to name the same state ({store.url} is the source by another name): nothing to copy")
         if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
             fail(
                 f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
@@ -360,7 +382,9 @@ def _daemon_advice(command: str, url: str | None) -> str:
             f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
             f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
         )
-    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then start it again."
+    # After a copy it runs on the copy: on both states it would start each task twice.
+    then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"
+    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then {then}."
 
 
 T = TypeVar("T")

@@ -469,7 +469,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
         # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)
         return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
-    details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
+    # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
+    moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
+    details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"

@@ -55,6 +55,7 @@ __all__ = [
     "selected_tasks",
     "selector_of",
     "selector_view",
+    "uncovered",
     "unheard",
     "unheard_note",
 ]
@@ -247,16 +248,22 @@ def annotate(
     notes += tuple(unheard_note(s) for s in unheard(selections, providers))
     actions = {c.key: c.action for c in plan.changes}
     views = tuple(selector_view(s, actions, live) for s in selections)
-    selectors = {s.job: f"{describe(s.selector)} on provider '{s.provider}'" for s in selections}
-
-    def uncovered(change: Change) -> Change:  # a selector job's delete: a room it does not cover (`leaving`)
-        if change.action is not Action.DELETE or (rooms := selectors.get(job_of(change.key))) is None:
-            return change
-        why = f"its job's room selector ({rooms}) does not cover this room"
-        return dataclasses.replace(change, reason=change.reason.replace("removed from specs", why, 1))
-
-    changes = tuple(uncovered(c) for c in plan.changes)
+    selectors = [(s.job, s.selector, s.provider) for s in selections]
+    changes = tuple(uncovered(c, selectors) for c in plan.changes)
     return dataclasses.replace(plan, changes=changes, notes=notes, selectors=views)
+
+
+def uncovered(change: Change, selectors: Iterable[tuple[str, RoomSelector, str]]) -> Change:
+    """A selector job's delete (of a room its selector does not cover: named before the job became a selector,
+    or a glob edited) says so: `removed from specs` alone read as if the job had gone. `selectors`: each
+    selector job's `Kind/name`, selector and provider; `plan`, `apply` and the daemon say it alike."""
+    if change.action is not Action.DELETE:
+        return change
+    for job, selector, provider in selectors:
+        if job == job_of(change.key):
+            why = f"its job's room selector ({describe(selector)} on provider '{provider}') does not cover this room"
+            return dataclasses.replace(change, reason=change.reason.replace("removed from specs", why, 1))
+    return change
 
 
 def selector_view(selection: Selection, actions: Mapping[str, Action], live: Collection[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from reconciler.daemon.digest import spec_digest
+from reconciler.daemon.digest import provider_settings, spec_digest
 from reconciler.daemon.parts import DaemonParts
 from reconciler.daemon.prune import MAX_LOGGED, PRUNE_GRACE
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
@@ -149,9 +149,14 @@ class Daemon(DaemonParts):
         before = self.reconciler.spec if old is not None else None
         summary = spec.summary()  # of the set as loaded, as the status page says it (selector rooms apart)
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
-        keys = changed_keys(before, spec, self.records.keys())
+        recorded = self.records.keys()
+        keys = changed_keys(before, spec, recorded)
         self.pruning.check(spec, self.records.values())
         self.queue.add_all(sorted(keys))
+        if old is not None and provider_settings(old) != provider_settings(spec):
+            # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,
+            # not at the end of its backoff (up to 5 minutes), though no task of the set changed.
+            self.queue.add_all(sorted(k for k in recorded if self.queue.failures(k)))
         self.spec_digest = digest = spec_digest(spec)
         self.metrics.spec_digest(digest)
         log.info(

@@ -18,14 +18,18 @@ import json
 
 from reconciler.spec import SpecSet
 
-__all__ = ["spec_digest"]
+__all__ = ["provider_settings", "spec_digest"]
+
+
+def provider_settings(spec: SpecSet) -> list[str]:
+    """The set's Providers as settings, credentials by their fingerprints, not where they are written."""
+    # A ProviderConfig's repr shows each Secret as its fingerprint, never its value.
+    return sorted(repr(dataclasses.replace(p, source="")) for p in spec.providers.values())
 
 
 def spec_digest(spec: SpecSet) -> str:
     """`sha256:` + 12 hex characters of the set's tasks and their spec hashes, its jobs and Providers."""
     tasks = sorted((key, task.spec_hash) for key, task in spec.tasks.items())
     jobs = sorted("/".join(name) for name in spec.jobs)
-    # A ProviderConfig's repr shows each Secret as its fingerprint, never its value.
-    providers = sorted(repr(dataclasses.replace(p, source="")) for p in spec.providers.values())
-    text = json.dumps({"tasks": tasks, "jobs": jobs, "providers": providers})
+    text = json.dumps({"tasks": tasks, "jobs": jobs, "providers": provider_settings(spec)})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]

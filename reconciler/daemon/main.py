@@ -103,6 +103,13 @@ def run_daemon(
     if max_connections is not None and max_connections < 1:
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
+    if SYNC_TOKEN_ENV in os.environ and sync_token(os.environ) is None:  # as an empty --status-token-ref is
+        log.error(
+            "bad option",
+            error=f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
+            "or unset the variable to leave the route open on purpose",
+        )
+        return EXIT_ERROR
     if status_page and status_token is None and not _loopback(host):
         log.warning(
             "the status page is open to anyone who reaches --listen: protect it with --status-token-ref, "

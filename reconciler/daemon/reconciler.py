@@ -45,6 +45,7 @@ from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import FAMILIES
+from reconciler.rooms import selector_of, uncovered
 from reconciler.spec import SpecSet
 from reconciler.state.base import StateError
 
@@ -226,7 +227,11 @@ class Reconciler:
             if self._prune.unstoppable(key):  # once per task: no retry loop, no log line per resync
                 log.error("cannot prune", error=str(exc))
             return Result(None, wake=tuple(naming))  # nothing stops it now: a key waiting to start it may
-        await self._execute(next(c for c in plan.changes if c.key == key), desired, records)
+        selectors = [
+            (f"{c.job.kind}/{c.job.name}", r, c.provider.name) for c in self.spec.selector_jobs if (r := selector_of(c))
+        ]
+        change = uncovered(next(c for c in plan.changes if c.key == key), selectors)
+        await self._execute(change, desired, records)
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 

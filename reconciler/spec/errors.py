@@ -76,6 +76,8 @@ def quote(value: object) -> str:
     and the full length, and for a secret or a hidden reference value only its fingerprint (no part of it)."""
     if isinstance(value, Secret | SecretText):
         return shown(value)
+    if value is None or isinstance(value, bool):  # as the YAML said it (`yes` and `~` read as these too)
+        return "null" if value is None else str(value).lower()
     if not isinstance(value, str):
         return shorten(repr(value))
     if len(value) <= QUOTE_CHARS:

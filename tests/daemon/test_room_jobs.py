@@ -275,7 +275,12 @@ async def test_a_switch_to_a_selector_prunes_the_rooms_it_does_not_cover_and_kee
     await harness.advance(2)
     write_specs(harness.specs, classes())
     assert harness.daemon is not None and await harness.daemon.reload_async()
-    await harness.advance(40)  # past the prune grace (30 s)
+    with capture_logs() as logs:
+        await harness.advance(40)  # past the prune grace (30 s)
+    [decision] = [e for e in logs if e["event"] == "decision" and e["action"] == "delete"]
+    assert decision["reason"] == (  # as `plan` says it; it was only "removed from specs"
+        "its job's room selector (class-* except class-test-* on provider 'volc') does not cover this room"
+    )
     assert harness.record("SnapshotJob/classes/lobby").status is TaskStatus.REMOVED
     assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
     assert [t.room_id for t in harness.running_sim_tasks()] == ["class-1"]

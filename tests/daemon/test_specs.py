@@ -307,6 +307,24 @@ async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_res
         assert old.status_code == 401
 
 
+async def test_a_provider_change_retries_a_failing_task_at_once(harness: Harness) -> None:
+    """A rotated key (or a renamed Provider's old document put back) changes no task's hash: a task failing
+    for want of it waited out its backoff (5 s, 10 s, … up to 5 minutes) after the fix was in force."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    providers = harness.specs / "providers.yaml"
+    good = providers.read_text()
+    providers.write_text(good.replace("default: capctl-sim-volc-secret", "default: not-the-secret"))
+    await harness.start()
+    await harness.advance(8)  # two failed starts: the next in 10 s
+    assert harness.record(LOBBY).status is TaskStatus.FAILED
+    assert harness.daemon is not None
+    providers.write_text(good)
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
 def test_the_spec_digest_tells_a_rotated_provider_key_apart_but_not_where_a_provider_is_written(tmp_path: Path) -> None:
     """Replicas compare digests (a pod with a rotated key's old value acts differently); a key that changes
     the tasks' hashes (a storage key) showed already, a Provider's own key (callback, API) did not."""

@@ -6,6 +6,7 @@ plans are made with `--no-refresh` or without any recorded task, so no vendor is
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -130,6 +131,47 @@ def test_help_shows_no_python_type_and_a_plain_usage_line() -> None:
     ):
         output = runner.invoke(cli.app, [*where.split()[1:], "--help"], env={"COLUMNS": "200"}).output
         assert output.split("Usage: ")[1].splitlines()[0].rstrip() == line
+
+
+def _wrapped_early(lines: list[str], width: int) -> list[str]:
+    """Lines of one wrapped paragraph that end where the next line's first word would still have fit."""
+    return [
+        line
+        for line, after in itertools.pairwise(lines)
+        if after.strip() and len(line.rstrip()) + 1 + len(after.split()[0]) <= width
+    ]
+
+
+@pytest.mark.parametrize("columns", [60, 160])
+def test_help_text_reflows_to_the_terminal_width(columns: int) -> None:
+    """Docstrings are wrapped at 110 in the source; typer kept those breaks in later paragraphs and in the
+    command list, so `capctl --help`'s run entry broke after 'they serve callbacks into' at any width."""
+    root = cast(TyperGroup, typer.main.get_command(cli.app))
+    runner = CliRunner()
+    early: list[tuple[str, str]] = []
+    for where, _ in [("capctl", root), *_commands(root)]:
+        output = runner.invoke(
+            cli.app, [*where.split()[1:], "--help"], env={"NO_COLOR": "1", "COLUMNS": str(columns)}
+        ).output
+        # The text between the usage line and the first panel: paragraphs a column in, `columns - 2` wide.
+        body = output.split("Usage:")[1].split("╭")[0].splitlines()[1:]
+        paragraph: list[str] = []
+        for line in [*body, ""]:
+            if line.strip():
+                paragraph.append(line[1:])
+                continue
+            early += [(where, found) for found in _wrapped_early(paragraph, columns - 2)]
+            paragraph = []
+        # The command list: `│ name   description │`, continuation rows blank in the name column.
+        commands = output.split("─ Commands ")[1].split("╰")[0].splitlines()[1:] if "─ Commands " in output else []
+        start = len(commands[0]) - len(commands[0][2:].split(maxsplit=1)[1]) if commands else 0
+        entry: list[str] = []
+        for row in [*commands, "│ end"]:
+            if row[2:start].strip() and entry:
+                early += [(where, found) for found in _wrapped_early(entry, columns - 2 - start)]
+                entry = []
+            entry.append(row[start:-2])
+    assert early == []
 
 
 def test_state_list_help_names_every_status_it_accepts() -> None:

@@ -100,6 +100,8 @@ def test_renaming_a_provider_is_refused_until_the_old_one_stays_beside_it_for_on
         assert "Traceback" not in refused.stderr
     assert state(work)[LOBBY]["provider"] == "volc" and running(work) == ["lobby"]
     work.write("old-providers.yaml", first)  # the old document beside the new one, for one apply
+    plan = work.capctl("plan").stdout  # said only "spec changed (content hash differs)"
+    assert "replace" in plan and "provider: volc → volc-main" in plan and "content hash" not in plan
     assert "1 replaced" in work.apply().stdout
     (work.specs / "old-providers.yaml").unlink()
     assert "No changes" in work.capctl("plan").stdout

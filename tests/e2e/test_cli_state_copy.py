@@ -60,6 +60,7 @@ def test_a_state_a_daemon_holds_is_refused_and_nothing_is_created(tmp_path: Path
     daemon.close()
     assert refused.returncode == 1
     assert "the capctl daemon holds the state lock" in refused.stderr and "every replica" in refused.stderr
+    assert "then start it on the copy (--state, CAPCTL_STATE)." in refused.stderr  # was: "start it again"
     assert not (tmp_path / "copy.db").exists()
 
 
@@ -76,6 +77,12 @@ def test_a_missing_source_or_the_same_state_twice_is_refused(tmp_path: Path) -> 
     source = make_state(tmp_path / "state.db", 1)
     same = capctl("state", "copy", "--from", source, "--to", "sqlite:///state.db", cwd=tmp_path)
     assert same.returncode == 1 and "--from and --to name the same state" in same.stderr
+    (tmp_path / "link.db").symlink_to("state.db")  # one file by another name: it said another capctl held it
+    linked = capctl("state", "copy", "--from", source, "--to", "sqlite:///link.db", "--force", cwd=tmp_path)
+    assert linked.returncode == 1 and "another capctl" not in linked.stderr
+    assert (
+        "--from and --to name the same state (sqlite:///" in linked.stderr and "link.db is the source" in linked.stderr
+    )
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "copy.db").exists()
 
 

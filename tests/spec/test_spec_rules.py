@@ -425,6 +425,14 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value)
 
 
+def test_a_wrong_value_is_quoted_as_yaml_spells_it(errors_of: ErrorsOf) -> None:
+    """`interval: yes` was `invalid duration True`, `restartPolicy: ~` was `None is not allowed`."""
+    found = errors_of(job(body=VOLC + "interval: yes\nrestartPolicy: ~\nidleTimeout: false"))
+    assert any("spec.interval: invalid duration true:" in e for e in found), found
+    assert any("spec.restartPolicy: null is not allowed" in e for e in found), found
+    assert any("spec.idleTimeout: invalid duration false:" in e for e in found), found
+
+
 def test_a_secret_from_the_environment_drops_a_trailing_newline_as_one_from_a_file_does(load: Loader) -> None:
     """A Kubernetes Secret made --from-file of an `echo`ed file: the key looked right, every signature was wrong."""
     text = provider("z2", "{type: zego, appId: 5, serverSecret: {env: ZS}, rtcEndpoint: {env: EP}}")
