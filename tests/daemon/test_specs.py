@@ -280,6 +280,39 @@ async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tm
         await asyncio.wait_for(watcher, 5)
 
 
+async def test_a_file_a_reload_from_elsewhere_adds_is_watched_too(tmp_path: Path) -> None:
+    """A SIGHUP reload (not the watcher's) may change which files the references name: each is compared with
+    its own earlier state, so a file added then is watched, and a new order is no change (before: compared by
+    position, the added file was never looked at and the reordered list reloaded for nothing)."""
+    reloads: list[int] = []
+    first, added = tmp_path / "first", tmp_path / "added"
+    first.write_text("a")
+    added.write_text("b")
+    (tmp_path / "specs").mkdir()
+    referenced = [str(first)]
+
+    async def on_change() -> None:
+        reloads.append(len(reloads))
+
+    stop = asyncio.Event()
+    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
+    watcher = asyncio.create_task(watch)
+    try:
+        await asyncio.sleep(0.3)
+        referenced.insert(0, str(added))  # the set a SIGHUP loaded reads one more file, listed first
+        await asyncio.sleep(1.5)  # a check or more: the new list is noted, nothing reloaded
+        assert reloads == []
+        added.write_text("rotated")
+        for _ in range(60):
+            if reloads:
+                break
+            await asyncio.sleep(0.05)
+        assert reloads == [0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+
+
 async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_restart(harness: Harness) -> None:
     """A Secret update of the file a callbackSecret references: the daemon verifies with the new key within a
     second or two; before, it kept the old one until a restart (or until some unrelated spec change)."""
