@@ -479,14 +479,13 @@ def _held_elsewhere(
     if not any(change.action is Action.DELETE for _, change in actionable):
         return {}
     holders = transitions.volc_holders(records, desired)
-    held: dict[int, str] = {}
-    for index, change in actionable:
-        record = records.get(change.key)
-        if change.action is Action.DELETE and record is not None:
-            name = transitions.volc_task_name(record.family, record.vendor_ids)
-            if name is not None and name in holders:
-                held[index] = holders[name]
-    return held
+    return {
+        index: holder
+        for index, change in actionable
+        if change.action is Action.DELETE
+        and (record := records.get(change.key)) is not None
+        and (holder := transitions.handed_over_to(record, holders)) is not None
+    }
 
 
 def needs_observation(record: TaskRecord) -> bool:

@@ -213,7 +213,7 @@ class Reconciler:
         # (the plan and the executor retire this key without a stop); one waiting to start it goes now (`wake`).
         name = transitions.volc_task_name(record.family, record.vendor_ids)
         naming = self._keys_naming(name) if name is not None else []
-        holders = {r.key: r for r in map(self.records.get, naming) if r is not None and _holds(r, name)}
+        holders = {k: r for k in naming if (r := self.records.get(k)) and transitions.volc_task_held(r) == name}
         desired = {k: self.spec.tasks[k] for k in holders}
         records = {key: record, **holders}
         try:
@@ -234,7 +234,9 @@ class Reconciler:
         name = transitions.volc_task_name(task.family, task.request)
         if name is None:
             return None
-        return next((k for k in self._prune.removing() if _holds(self.records.get(k), name)), None)
+        return next(
+            (k for k in self._prune.removing() if transitions.volc_task_held(self.records.get(k)) == name), None
+        )
 
     def _keys_naming(self, name: tuple[str, str, str]) -> list[str]:
         """The keys of the spec set in force whose task is the Volcengine task `name`: indexed once per set."""
@@ -501,16 +503,6 @@ class Reconciler:
 
 
 _STARTS = (Action.CREATE, Action.REPLACE, Action.REISSUE)
-
-
-def _holds(record: TaskRecord | None, name: tuple[str, str, str] | None) -> bool:
-    """This record's run may be the Volcengine task `name` (a stop of it would end that task)."""
-    return (
-        record is not None
-        and name is not None
-        and transitions.stoppable(record)
-        and transitions.volc_task_name(record.family, record.vendor_ids) == name
-    )
 
 
 def _look_error(obs: Observed) -> str:
