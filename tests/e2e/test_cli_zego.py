@@ -242,7 +242,7 @@ def test_a_legacy_start_whose_answer_is_lost_is_not_tried_again(work: Workdir) -
     work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
     work.sim.faults(dropRate=1.0, phase="after", apis=["start"])
     out = work.apply(expect=1).stdout
-    assert "not retried: the vendor may have started a recording" in out
+    assert "not retried at once: the vendor may have started a recording" in out
     assert len(work.sim.requests("start")) == 1 and len(zego_running(work, "legacy")) == 1
 
 

@@ -523,7 +523,7 @@ async def test_a_legacy_start_that_may_have_started_is_not_retryable(answer: Ans
     with pytest.raises(VendorError) as err:
         await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
     assert err.value.kind is kind
-    assert ("not retried: the vendor may have started a recording" in str(err.value)) is (kind is ErrorKind.TERMINAL)
+    assert ("not retried at once: the vendor may have started a recording" in str(err.value)) is (kind is ErrorKind.TERMINAL)
 
 
 async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None:
