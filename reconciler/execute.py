@@ -305,7 +305,7 @@ class Executor:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
             log.info("change failed", key=change.key, action=change.action.value, error=str(exc))
-            if exc.kind is ErrorKind.RETRYABLE:  # no answer after every retry (refused, timed out, 5xx)
+            if exc.unanswered:  # no answer after every retry (refused, timed out, 5xx), or a lost one
                 streak, first = silent.get(change.provider, (0, exc))
                 silent[change.provider] = (streak + 1, first)
             else:  # the vendor answered: it is reachable

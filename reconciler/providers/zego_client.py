@@ -253,6 +253,7 @@ def _unconfirmed(error: VendorError) -> VendorError:
         "and this API has no idempotency key (each try could start another); the next apply or daemon retry "
         "starts one again, and an unnamed one ends only at its idle timeout or maximum duration",
         api=error.api,
+        unanswered=True,
     )
 
 
