@@ -23,7 +23,7 @@ from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM
 from reconciler.clock import Clock
 from reconciler.daemon import policy, runtime
-from reconciler.daemon.metrics import VENDOR_ERROR_REASONS, Metrics
+from reconciler.daemon.metrics import Metrics, vendor_error_reason
 from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import RoutedCallback
@@ -336,7 +336,7 @@ class Reconciler:
             obs = await self._provider(record.provider, record.family).observe(record)
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
-            self.metrics.reconcile_errors.labels(reason=VENDOR_ERROR_REASONS[exc.kind]).inc()
+            self.metrics.reconcile_errors.labels(reason=vendor_error_reason(exc)).inc()
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
