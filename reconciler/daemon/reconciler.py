@@ -258,6 +258,8 @@ class Reconciler:
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
         if not result.ok:
+            if change.action is Action.UPDATE:  # it may have ended unseen (refused: no running task): the retry
+                self._update(change.key, runtime.observe_first)  # looks first, and then starts it anew
             raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)

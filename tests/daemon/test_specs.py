@@ -56,6 +56,24 @@ async def test_edits_add_update_and_prune(harness: Harness) -> None:
     assert harness.record("SnapshotJob/other/hall").status in (TaskStatus.RUNNING, TaskStatus.DORMANT)
 
 
+async def test_an_edit_of_a_task_that_ended_unseen_is_started_anew_after_one_refused_update(harness: Harness) -> None:
+    """The daemon updates a task it believes running; the vendor refuses (no running task: it ended since the
+    last look). The retry looks first and replaces it, as `plan` does with a refresh; before, it tried the same
+    update at every backoff step until the next scheduled look."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, snapshot_job("j", ["r1"], interval=5))
+    daemon = await harness.start()
+    await harness.advance(1)
+    (task,) = harness.running_sim_tasks("volcengine")
+    harness.sim.world.stop_out_of_band(task, "StopByAPI")
+    write_specs(harness.specs, snapshot_job("j", ["r1"], interval=9))
+    assert daemon.reload()
+    await harness.advance(6)  # the refused update, then its retry after the first backoff step (5 s)
+    assert harness.calls("UpdateSnapshot") == 1 and harness.calls("StartSnapshot") == 2
+    record = harness.record("SnapshotJob/j/r1")
+    assert (record.status, record.updatable, record.last_error) == (TaskStatus.RUNNING, {"interval": 9}, None)
+
+
 async def test_no_prune_keeps_removed_jobs_running(harness: Harness) -> None:
     harness.daemon_options["prune"] = False
     await running_with_stream(harness, ["lobby"])
