@@ -1095,11 +1095,12 @@ def run(
     state: StateOpt = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """The daemon: reconcile forever, watch the spec files, serve callbacks, probes and the status page.
+    """The daemon: reconcile forever, watch the spec files (and the files their references read), serve
+    callbacks, probes and the status page.
     Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
     the state's inbox).
 
-    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop it.
+    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop one they cover.
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
 

@@ -305,7 +305,7 @@ class Executor:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
             log.info("change failed", key=change.key, action=change.action.value, error=str(exc))
-            if exc.kind is ErrorKind.RETRYABLE:  # no answer after every retry (refused, timed out, 5xx)
+            if exc.unanswered:  # no answer after every retry (refused, timed out, 5xx), or a lost one
                 streak, first = silent.get(change.provider, (0, exc))
                 silent[change.provider] = (streak + 1, first)
             else:  # the vendor answered: it is reachable
@@ -479,14 +479,13 @@ def _held_elsewhere(
     if not any(change.action is Action.DELETE for _, change in actionable):
         return {}
     holders = transitions.volc_holders(records, desired)
-    held: dict[int, str] = {}
-    for index, change in actionable:
-        record = records.get(change.key)
-        if change.action is Action.DELETE and record is not None:
-            name = transitions.volc_task_name(record.family, record.vendor_ids)
-            if name is not None and name in holders:
-                held[index] = holders[name]
-    return held
+    return {
+        index: holder
+        for index, change in actionable
+        if change.action is Action.DELETE
+        and (record := records.get(change.key)) is not None
+        and (holder := transitions.handed_over_to(record, holders)) is not None
+    }
 
 
 def needs_observation(record: TaskRecord) -> bool:

@@ -572,8 +572,7 @@ def diff(
             continue
         if holders is None:
             holders = transitions.volc_holders(records, desired)
-        name = transitions.volc_task_name(record.family, record.vendor_ids)
-        held_by = holders.get(name) if name is not None else None
+        held_by = transitions.handed_over_to(record, holders)
         changes.append(_change(Action.DELETE, _delete_reason(record, held_by), None, record))
         deleted.append(record)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away.

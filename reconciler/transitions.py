@@ -26,6 +26,7 @@ __all__ = [
     "action_failed",
     "client_task_id",
     "failed",
+    "handed_over_to",
     "idle_runs",
     "intent",
     "not_attempted",
@@ -42,6 +43,7 @@ __all__ = [
     "unconfirmed_start",
     "updated",
     "volc_holders",
+    "volc_task_held",
     "volc_task_name",
     "was_productive",
     "woken",
@@ -116,17 +118,26 @@ def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, s
     return None
 
 
+def volc_task_held(record: TaskRecord | None) -> tuple[str, str, str] | None:
+    """The Volcengine task (`volc_task_name`) that this record's run may be, so that a stop of the record
+    would end it; None when it names none or has nothing to stop."""
+    if record is None or not stoppable(record):
+        return None
+    return volc_task_name(record.family, record.vendor_ids)
+
+
 def volc_holders(records: Mapping[str, TaskRecord], kept: Container[str]) -> dict[tuple[str, str, str], str]:
-    """The Volcengine tasks (`volc_task_name`) that the records of the `kept` keys may be running, each with its
-    key. Another record naming one of them must not be stopped when it is removed: that would end the kept
+    """The Volcengine tasks that the records of the `kept` keys may be running (`volc_task_held`), each with
+    its key. Another record naming one of them must not be stopped when it is removed: that would end the kept
     key's run (a renamed job's new key took the running task over while the old key was kept)."""
-    holders: dict[tuple[str, str, str], str] = {}
-    for key, record in records.items():
-        if key in kept and stoppable(record):
-            name = volc_task_name(record.family, record.vendor_ids)
-            if name is not None:
-                holders[name] = key
-    return holders
+    return {name: key for key, record in records.items() if key in kept and (name := volc_task_held(record))}
+
+
+def handed_over_to(record: TaskRecord, holders: Mapping[tuple[str, str, str], str]) -> str | None:
+    """The key of `holders` (`volc_holders`) whose run is this removed record's Volcengine task: its delete
+    retires it without a stop. None: it is its own."""
+    name = volc_task_name(record.family, record.vendor_ids)
+    return holders.get(name) if name is not None else None
 
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:

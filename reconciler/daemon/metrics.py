@@ -25,11 +25,11 @@ __all__ = [
     "CONTENT_TYPE",
     "LAST_VENDOR_FAILURE",
     "RECONCILE_ERROR_REASONS",
-    "VENDOR_ERROR_REASONS",
     "CountingProvider",
     "Metrics",
     "VendorFailure",
     "error_reason",
+    "vendor_error_reason",
 ]
 
 T = TypeVar("T")
@@ -37,13 +37,21 @@ T = TypeVar("T")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The `reason` label of capctl_reconcile_errors_total: a small fixed set, so an alert can name each one.
-VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
+_VENDOR_ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.AUTH: "vendor-auth",  # a wrong or revoked secret
     ErrorKind.THROTTLED: "vendor-unavailable",
     ErrorKind.RETRYABLE: "vendor-unavailable",  # 5xx, timeout, refused connection
     ErrorKind.TERMINAL: "vendor-rejected",
     ErrorKind.NOT_FOUND: "vendor-rejected",
 }
+
+
+def vendor_error_reason(exc: VendorError) -> str:
+    """The `reason` label of a vendor error: one that no answer explained is `vendor-unavailable` whatever its
+    kind (a legacy ZEGO start whose answer was lost is terminal only so as not to be retried)."""
+    return "vendor-unavailable" if exc.unanswered else _VENDOR_ERROR_REASONS[exc.kind]
+
+
 RECONCILE_ERROR_REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
 
 
@@ -51,16 +59,17 @@ def error_reason(exc: Exception, failure: VendorFailure, *, state_write: bool) -
     """The `reason` label of one failed reconcile; `state_write`: the store's last failure was a write."""
     if isinstance(exc, StateError):
         return "state-write" if state_write else "state-read"
-    kind = exc.kind if isinstance(exc, VendorError) else failure.kind
-    return VENDOR_ERROR_REASONS[kind] if kind is not None else "other"
+    if isinstance(exc, VendorError):
+        return vendor_error_reason(exc)
+    return failure.reason or "other"
 
 
 class VendorFailure:
-    """The kind of the last vendor error in one reconcile. The executor reports a failed change as text
-    only, so `CountingProvider` notes the kind here; set per reconcile through `LAST_VENDOR_FAILURE`
+    """The reason label of the last vendor error in one reconcile. The executor reports a failed change as
+    text only, so `CountingProvider` notes it here; set per reconcile through `LAST_VENDOR_FAILURE`
     (the executor's child tasks copy the context, and with it this same holder)."""
 
-    kind: ErrorKind | None = None
+    reason: str | None = None  # `vendor_error_reason`
 
 
 LAST_VENDOR_FAILURE: ContextVar[VendorFailure | None] = ContextVar("capctl_last_vendor_failure", default=None)
@@ -245,7 +254,7 @@ class CountingProvider:
         except VendorError as exc:
             self._metrics.call(self.family, method, exc.kind.value)
             if (failure := LAST_VENDOR_FAILURE.get()) is not None:
-                failure.kind = exc.kind
+                failure.reason = vendor_error_reason(exc)
             raise
         self._metrics.call(self.family, method, "ok")
         return result

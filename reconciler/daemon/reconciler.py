@@ -24,7 +24,7 @@ from reconciler.budget import HEADROOM
 from reconciler.clock import Clock
 from reconciler.daemon import policy, runtime
 from reconciler.daemon.connections import Throttle
-from reconciler.daemon.metrics import VENDOR_ERROR_REASONS, Metrics
+from reconciler.daemon.metrics import Metrics, vendor_error_reason
 from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import RoutedCallback
@@ -216,7 +216,7 @@ class Reconciler:
         # (the plan and the executor retire this key without a stop); one waiting to start it goes now (`wake`).
         name = transitions.volc_task_name(record.family, record.vendor_ids)
         naming = self._keys_naming(name) if name is not None else []
-        holders = {r.key: r for r in map(self.records.get, naming) if r is not None and _holds(r, name)}
+        holders = {k: r for k in naming if (r := self.records.get(k)) and transitions.volc_task_held(r) == name}
         desired = {k: self.spec.tasks[k] for k in holders}
         records = {key: record, **holders}
         try:
@@ -228,7 +228,9 @@ class Reconciler:
                 log.error("cannot prune", error=str(exc))
             return Result(None, wake=tuple(naming))  # nothing stops it now: a key waiting to start it may
         selectors = [
-            (f"{c.job.kind}/{c.job.name}", r, c.provider.name) for c in self.spec.selector_jobs if (r := selector_of(c))
+            (f"{c.job.kind}/{c.job.name}", room_selector, c.provider.name)
+            for c in self.spec.selector_jobs
+            if (room_selector := selector_of(c))
         ]
         change = uncovered(next(c for c in plan.changes if c.key == key), selectors)
         await self._execute(change, desired, records)
@@ -241,7 +243,9 @@ class Reconciler:
         name = transitions.volc_task_name(task.family, task.request)
         if name is None:
             return None
-        return next((k for k in self._prune.removing() if _holds(self.records.get(k), name)), None)
+        return next(
+            (k for k in self._prune.removing() if transitions.volc_task_held(self.records.get(k)) == name), None
+        )
 
     def _keys_naming(self, name: tuple[str, str, str]) -> list[str]:
         """The keys of the spec set in force whose task is the Volcengine task `name`: indexed once per set."""
@@ -263,6 +267,8 @@ class Reconciler:
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
         if not result.ok:
+            if change.action is Action.UPDATE:  # it may have ended unseen (refused: no running task): the retry
+                self._update(change.key, runtime.observe_first)  # looks first, and then starts it anew
             raise ReconcileFailed(f"{change.action.value} failed: {result.error}")
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)
@@ -341,7 +347,7 @@ class Reconciler:
             obs = await self._provider(record.provider, record.family).observe(record)
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
-            self.metrics.reconcile_errors.labels(reason=VENDOR_ERROR_REASONS[exc.kind]).inc()
+            self.metrics.reconcile_errors.labels(reason=vendor_error_reason(exc)).inc()
             log.warning("observation failed", error=str(exc))
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
@@ -522,16 +528,6 @@ class Reconciler:
 
 
 _STARTS = (Action.CREATE, Action.REPLACE, Action.REISSUE)
-
-
-def _holds(record: TaskRecord | None, name: tuple[str, str, str] | None) -> bool:
-    """This record's run may be the Volcengine task `name` (a stop of it would end that task)."""
-    return (
-        record is not None
-        and name is not None
-        and transitions.stoppable(record)
-        and transitions.volc_task_name(record.family, record.vendor_ids) == name
-    )
 
 
 def _look_error(obs: Observed) -> str:

@@ -47,16 +47,16 @@ def watch_roots(paths: Sequence[str]) -> list[str]:
     return roots
 
 
-def _file_states(files: Sequence[str]) -> list[tuple[str, int, int, int] | None]:
+def _file_states(files: Sequence[str]) -> dict[str, tuple[str, int, int, int] | None]:
     """Where each file leads and its inode, size and mtime (None: it cannot be read now)."""
-    states: list[tuple[str, int, int, int] | None] = []
+    states: dict[str, tuple[str, int, int, int] | None] = {}
     for file in files:
         try:
             st = os.stat(file)
         except OSError:
-            states.append(None)
+            states[file] = None
         else:
-            states.append((os.path.realpath(file), st.st_ino, st.st_size, st.st_mtime_ns))
+            states[file] = (os.path.realpath(file), st.st_ino, st.st_size, st.st_mtime_ns)
     return states
 
 
@@ -85,8 +85,10 @@ async def watch_specs(
             yield_on_timeout=True,
         ):
             moved = [os.path.realpath(p) for p in paths] != leads_to
-            files = referenced()
-            rotated = [f for f, was, now in zip(files, seen, _file_states(files), strict=False) if was != now]
+            # By name: a reload from elsewhere (SIGHUP) may have changed the list; a file new to it is only
+            # noted, as that load read it.
+            now = _file_states(referenced())
+            rotated = [f for f, state in now.items() if seen.get(f, state) != state]
             if changes:
                 log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
             elif moved:
@@ -95,6 +97,7 @@ async def watch_specs(
                 log.info("referenced files changed", files=rotated[:20], count=len(rotated))
             if changes or moved or rotated:
                 await on_change()
-                seen = _file_states(referenced())  # the files of the set now in force, as that load read them
+                now = _file_states(referenced())  # the files of the set now in force, as that load read them
+            seen = now
             if moved:
                 break  # the roots were resolved through the old link: watch where it leads now

@@ -29,13 +29,16 @@ class VendorError(Exception):
     """A vendor call failed. `message` never contains a secret.
 
     `code` is the vendor's error code, or "" when no answer came at all (a refused connection, a timeout).
+    `unanswered`: no answer said what happened (every retryable error; a terminal one that must not be retried
+    only because the call may have acted), so that a run of them gives up on the provider (`GIVE_UP_AFTER`).
     `provider` and `provider_type` name the Provider document whose call failed: the provider sets them
     (`named`), so that every error says which account and endpoint it is about.
     """
 
-    def __init__(self, kind: ErrorKind, code: str, message: str, *, api: str = "") -> None:
+    def __init__(self, kind: ErrorKind, code: str, message: str, *, api: str = "", unanswered: bool = False) -> None:
         super().__init__(code, message)
         self.kind = kind
+        self.unanswered = unanswered or kind is ErrorKind.RETRYABLE
         self.code = code
         self.message = message
         self.api = api
@@ -54,7 +57,9 @@ class VendorError(Exception):
 
     def after_tries(self, tries: int) -> VendorError:
         """The same failure, saying how many tries it took to give up (the message a retry loop ends with)."""
-        final = VendorError(self.kind, self.code, f"{self.message} after {tries} tries", api=self.api)
+        final = VendorError(
+            self.kind, self.code, f"{self.message} after {tries} tries", api=self.api, unanswered=self.unanswered
+        )
         return final.named(self.provider, self.provider_type)
 
     @property

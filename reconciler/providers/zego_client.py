@@ -249,10 +249,11 @@ def _unconfirmed(error: VendorError) -> VendorError:
     return VendorError(
         ErrorKind.TERMINAL,
         error.code,
-        f"{error.message}; not retried: the vendor may have started a recording that no answer named, and this "
-        "API has no idempotency key (another try could start a second one); if it runs, it ends at its idle "
-        "timeout or maximum duration",
+        f"{error.message}; not retried at once: the vendor may have started a recording that no answer named, "
+        "and this API has no idempotency key (each try could start another); the next apply or daemon retry "
+        "starts one again, and an unnamed one ends only at its idle timeout or maximum duration",
         api=error.api,
+        unanswered=True,
     )
 
 

@@ -15,6 +15,7 @@ checks of its other fields, none that reads a broken one, and is not used by oth
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -95,6 +96,49 @@ def _identity(value: Any) -> tuple[str, str] | None:
     return (kind, name) if isinstance(kind, str) and isinstance(name, str) else None
 
 
+_Scope = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Covered:
+    """A room that a job names (its `rooms[index]`) and a selector job covers, in one scope (`_Overlaps`)."""
+
+    scope: _Scope
+    room: str
+    named_by: Loaded
+    provider: str  # named_by's
+    index: int
+    selected_by: Loaded
+    on: str  # selected_by's provider
+    selector: RoomSelector
+
+
+class _Overlaps:
+    """Which jobs name or cover which rooms within scopes that two jobs must not share: a room of one kind on
+    one provider, or (Volcengine) a room with one TaskId in one app, one vendor task. A room named twice is
+    known at once (`name`); one that a selector covers too once every job is read (`covered`)."""
+
+    def __init__(self) -> None:
+        self._named: dict[tuple[_Scope, str], tuple[Loaded, str, int]] = {}  # → job, its provider, index in rooms
+        self._selectors: dict[_Scope, list[tuple[Loaded, str, RoomSelector]]] = defaultdict(list)
+
+    def name(self, scope: _Scope, room: str, job: Loaded, provider: str, i: int) -> tuple[Loaded, str] | None:
+        """`job` names `room` (its `rooms[i]`) in `scope`: the job that named it first and its provider, if
+        another did."""
+        owner, on, _ = self._named.setdefault((scope, room), (job, provider, i))
+        return None if owner is job else (owner, on)
+
+    def cover(self, scope: _Scope, job: Loaded, provider: str, selector: RoomSelector) -> None:
+        self._selectors[scope].append((job, provider, selector))
+
+    def covered(self) -> Iterator[_Covered]:
+        """Each named room that a selector of its scope covers."""
+        for (scope, room), (owner, provider, i) in self._named.items():
+            for job, on, selector in self._selectors.get(scope, ()):
+                if covers(selector, room):
+                    yield _Covered(scope, room, owner, provider, i, job, on, selector)
+
+
 class Checker:
     def __init__(self, outcomes: list[tuple[RawDocument, Loaded | None]], errors: ErrorSink) -> None:
         self.errors = errors
@@ -123,13 +167,8 @@ class Checker:
                 self.by_kind[doc.kind][doc.name] = doc
             else:
                 self.invalid[identity] = raw
-        # (kind, provider, room) → the job naming it and where in its `rooms`.
-        self._claims: dict[tuple[str, str, str], tuple[Loaded, int]] = {}
-        self._selectors: list[tuple[Loaded, str, RoomSelector]] = []  # (job, provider, selector)
-        # Volcengine (AppId, RoomId, TaskId) → the job naming that vendor task, its provider, where in `rooms`;
-        # and the selector jobs by (AppId, TaskId): (job, provider, selector).
-        self._volc_tasks: dict[tuple[str, str, str], tuple[Loaded, str, int]] = {}
-        self._volc_selectors: dict[tuple[str, str], list[tuple[Loaded, str, RoomSelector]]] = defaultdict(list)
+        self._claims = _Overlaps()  # scope (kind, provider): a room belongs to one job of a kind per provider
+        self._volc_tasks = _Overlaps()  # scope (AppId, TaskId): a room there is one Volcengine task
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -262,8 +301,8 @@ class Checker:
             first[target] = i
             if what != "room":
                 continue
-            owner, _ = self._claims.setdefault((job.kind, provider, target), (job, i))
-            if owner is not job:
+            if (clash := self._claims.name((job.kind, provider), target, job, provider, i)) is not None:
+                owner, _ = clash
                 self.fail(
                     job,
                     ("spec", field, i),
@@ -279,28 +318,26 @@ class Checker:
                 problem = volc_pattern_problem(pattern) if vendor == "volcengine" else None
                 if problem:
                     self.fail(job, ("spec", "rooms", field, i), f"pattern {quote(pattern)} {problem}")
-        self._selectors.append((job, provider, selector))
+        self._claims.cover((job.kind, provider), job, provider, selector)
 
     def check_selector_claims(self) -> None:
         """A named room that a selector job of the same kind and provider also covers is claimed twice.
 
         Decided here, offline, wherever it can be: a named room is a fixed id. Two selectors that overlap
         cannot be told apart from their globs alone; at run time the first job by name takes such a room."""
-        for (kind, provider, room), (owner, i) in self._claims.items():
-            for job, on, selector in self._selectors:
-                if job.kind == kind and on == provider and covers(selector, room):
-                    self.fail(
-                        owner,
-                        ("spec", "rooms", i),
-                        f"room {quote(room)} on provider '{provider}' is also covered by the selector of "
-                        f"{job.ref()} (rooms: {describe(selector)}); a room can belong to one {kind} per "
-                        "provider: exclude it there or drop it here",
-                    )
-        for (app_id, room, task_id), (owner, provider, i) in self._volc_tasks.items():
-            for job, on, selector in self._volc_selectors.get((app_id, task_id), ()):
-                if on != provider and covers(selector, room):
-                    whose = f"is also the Volcengine task of the selector of {job.ref()} (rooms: {describe(selector)})"
-                    self._shared_volc_task(owner, i, whose, on, app_id, task_id)
+        for c in self._claims.covered():
+            self.fail(
+                c.named_by,
+                ("spec", "rooms", c.index),
+                f"room {quote(c.room)} on provider '{c.provider}' is also covered by the selector of "
+                f"{c.selected_by.ref()} (rooms: {describe(c.selector)}); a room can belong to one "
+                f"{c.named_by.kind} per provider: exclude it there or drop it here",
+            )
+        for c in self._volc_tasks.covered():
+            if c.on != c.provider:  # on one provider, the room claim above says so
+                whose = f"is also the Volcengine task of the selector of {c.selected_by.ref()}"
+                whose += f" (rooms: {describe(c.selector)})"
+                self._shared_volc_task(c.named_by, c.index, whose, c.on, c.scope)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -428,17 +465,18 @@ class Checker:
         start is "already started" with the first job's settings, and deleting either job stops both.
         (On one provider the room claim already says so.)"""
         assert isinstance(provider.model, ProviderDocument) and isinstance(provider.model.spec, VolcengineProvider)
-        app_id, task_id = provider.model.spec.app_id, volc_task_id(job.name, spec.task_id)
+        scope = (provider.model.spec.app_id, volc_task_id(job.name, spec.task_id))
         if isinstance(spec.rooms, RoomSelector):  # matched against named rooms once every job is read
-            self._volc_selectors[(app_id, task_id)].append((job, provider.name, spec.rooms))
+            self._volc_tasks.cover(scope, job, provider.name, spec.rooms)
             return
         for i, room in enumerate(spec.rooms):
-            owner, on, _ = self._volc_tasks.setdefault((app_id, room, task_id), (job, provider.name, i))
-            if owner is not job and on != provider.name:
-                self._shared_volc_task(job, i, f"is the Volcengine task of {owner.ref()}", on, app_id, task_id)
+            clash = self._volc_tasks.name(scope, room, job, provider.name, i)
+            if clash is not None and clash[1] != provider.name:
+                self._shared_volc_task(job, i, f"is the Volcengine task of {clash[0].ref()}", clash[1], scope)
 
-    def _shared_volc_task(self, job: Loaded, i: int, whose: str, on: str, app_id: str, task_id: str) -> None:
+    def _shared_volc_task(self, job: Loaded, i: int, whose: str, on: str, scope: _Scope) -> None:
         assert isinstance(job.model.spec, SnapshotJobSpec) and isinstance(job.model.spec.rooms, list)
+        app_id, task_id = scope
         self.fail(
             job,
             ("spec", "rooms", i),

@@ -56,6 +56,24 @@ async def test_edits_add_update_and_prune(harness: Harness) -> None:
     assert harness.record("SnapshotJob/other/hall").status in (TaskStatus.RUNNING, TaskStatus.DORMANT)
 
 
+async def test_an_edit_of_a_task_that_ended_unseen_is_started_anew_after_one_refused_update(harness: Harness) -> None:
+    """The daemon updates a task it believes running; the vendor refuses (no running task: it ended since the
+    last look). The retry looks first and replaces it, as `plan` does with a refresh; before, it tried the same
+    update at every backoff step until the next scheduled look."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, snapshot_job("j", ["r1"], interval=5))
+    daemon = await harness.start()
+    await harness.advance(1)
+    (task,) = harness.running_sim_tasks("volcengine")
+    harness.sim.world.stop_out_of_band(task, "StopByAPI")
+    write_specs(harness.specs, snapshot_job("j", ["r1"], interval=9))
+    assert daemon.reload()
+    await harness.advance(6)  # the refused update, then its retry after the first backoff step (5 s)
+    assert harness.calls("UpdateSnapshot") == 1 and harness.calls("StartSnapshot") == 2
+    record = harness.record("SnapshotJob/j/r1")
+    assert (record.status, record.updatable, record.last_error) == (TaskStatus.RUNNING, {"interval": 9}, None)
+
+
 async def test_no_prune_keeps_removed_jobs_running(harness: Harness) -> None:
     harness.daemon_options["prune"] = False
     await running_with_stream(harness, ["lobby"])
@@ -275,6 +293,39 @@ async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tm
         other.write_text("z")
         await asyncio.sleep(1.5)  # a check or more later
         assert len(reloads) == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+
+
+async def test_a_file_a_reload_from_elsewhere_adds_is_watched_too(tmp_path: Path) -> None:
+    """A SIGHUP reload (not the watcher's) may change which files the references name: each is compared with
+    its own earlier state, so a file added then is watched, and a new order is no change (before: compared by
+    position, the added file was never looked at and the reordered list reloaded for nothing)."""
+    reloads: list[int] = []
+    first, added = tmp_path / "first", tmp_path / "added"
+    first.write_text("a")
+    added.write_text("b")
+    (tmp_path / "specs").mkdir()
+    referenced = [str(first)]
+
+    async def on_change() -> None:
+        reloads.append(len(reloads))
+
+    stop = asyncio.Event()
+    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
+    watcher = asyncio.create_task(watch)
+    try:
+        await asyncio.sleep(0.3)
+        referenced.insert(0, str(added))  # the set a SIGHUP loaded reads one more file, listed first
+        await asyncio.sleep(1.5)  # a check or more: the new list is noted, nothing reloaded
+        assert reloads == []
+        added.write_text("rotated")
+        for _ in range(60):
+            if reloads:
+                break
+            await asyncio.sleep(0.05)
+        assert reloads == [0]
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 5)

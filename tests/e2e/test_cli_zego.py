@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.execute import GIVE_UP_AFTER
 from reconciler.spec.checks import ZEGO_LEGACY_STORAGE
 from tests.e2e.conftest import Workdir
 from tests.specdocs import recording_job, thumbnail_job
@@ -242,8 +243,20 @@ def test_a_legacy_start_whose_answer_is_lost_is_not_tried_again(work: Workdir) -
     work.write("jobs.yaml", recording_job("rec", ["class-1"], provider="zego-legacy"))
     work.sim.faults(dropRate=1.0, phase="after", apis=["start"])
     out = work.apply(expect=1).stdout
-    assert "not retried: the vendor may have started a recording" in out
+    assert "not retried at once: the vendor may have started a recording" in out
     assert len(work.sim.requests("start")) == 1 and len(zego_running(work, "legacy")) == 1
+
+
+def test_legacy_starts_whose_answers_are_lost_give_the_provider_up_as_no_answer_does(work: Workdir) -> None:
+    """A lost answer is no answer: after GIVE_UP_AFTER in a row, the provider's other legacy starts are not
+    attempted (each could leave one more recording nobody knows of). Made terminal so as not to be retried,
+    they were taken for the vendor's answer, and every start of the apply was tried."""
+    rooms = [f"class-{i}" for i in range(GIVE_UP_AFTER + 3)]
+    work.write("jobs.yaml", recording_job("rec", rooms, provider="zego-legacy"))
+    work.sim.faults(dropRate=1.0, phase="after", apis=["start"])
+    out = work.apply("--parallelism", "1", expect=1).stdout
+    assert len(work.sim.requests("start")) == GIVE_UP_AFTER
+    assert out.count("not attempted: zego-legacy (zego) did not answer: ") == 3
 
 
 ZEGO_STORAGES = {  # every storage type a ZEGO provider writes to, with what its type requires

@@ -18,6 +18,7 @@ import pytest
 
 from reconciler.budget import BudgetRegistry, BudgetStats, Priority
 from reconciler.clock import FakeClock
+from reconciler.daemon.metrics import VendorFailure, error_reason
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
@@ -523,7 +524,13 @@ async def test_a_legacy_start_that_may_have_started_is_not_retryable(answer: Ans
     with pytest.raises(VendorError) as err:
         await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
     assert err.value.kind is kind
-    assert ("not retried: the vendor may have started a recording" in str(err.value)) is (kind is ErrorKind.TERMINAL)
+    assert ("not retried at once: the vendor may have started a recording" in str(err.value)) is (
+        kind is ErrorKind.TERMINAL
+    )
+    # Lost or unexplained, it is no answer: it counts towards giving up on the provider, and the daemon's
+    # metric says the vendor is unavailable, not that it refused (`CapctlReconcileErrors` would name the secret).
+    assert err.value.unanswered is (kind is not ErrorKind.THROTTLED)
+    assert error_reason(err.value, VendorFailure(), state_write=False) == "vendor-unavailable"
 
 
 async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None:
