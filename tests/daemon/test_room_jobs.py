@@ -79,13 +79,18 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert sample == 2
 
 
-async def test_a_room_quiet_for_a_day_is_forgotten_and_no_longer_listed(harness: Harness) -> None:
+async def class_1_quiet_for_an_hour(harness: Harness) -> None:
+    """The daemon on `classes()`, where class-1 had a stream for 2 s an hour ago."""
     write_specs(harness.specs, classes())
     await harness.start()
     harness.sim.publish("volcengine", "class-1", user_id="t")
     await harness.advance(2)
     harness.sim.unpublish("volcengine", "class-1", user_id="t")
     await harness.advance(3_600)
+
+
+async def test_a_room_quiet_for_a_day_is_forgotten_and_no_longer_listed(harness: Harness) -> None:
+    await class_1_quiet_for_an_hour(harness)
     listed = harness.calls("GetRoomOnlineUsers")
     assert listed > 0  # a quiet room is still listed now and then (a lost callback is repaired)
     await harness.advance(ROOM_RETENTION)
@@ -329,12 +334,7 @@ async def test_a_state_error_in_the_room_listing_resync_does_not_end_the_resyncs
 async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when_it_returns(harness: Harness) -> None:
     """Before, every room a selector ever ran in kept its record for ever: in the state, in memory, in every
     resync's keys and on the status page, growing with the rooms ever made rather than those alive."""
-    write_specs(harness.specs, classes())
-    await harness.start()
-    harness.sim.publish("volcengine", "class-1", user_id="t")
-    await harness.advance(2)
-    harness.sim.unpublish("volcengine", "class-1", user_id="t")
-    await harness.advance(3_600)
+    await class_1_quiet_for_an_hour(harness)
     key = "SnapshotJob/classes/class-1"
     assert harness.record(key).status is TaskStatus.STOPPED  # its room is still known: kept
     harness.sim.publish("volcengine", "class-2", user_id="t")  # active all along: listed at every resync
