@@ -513,9 +513,14 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
 
 
-def _delete_reason(record: TaskRecord, held_by: str | None) -> str:
+def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | None) -> str:
     if held_by is not None:
         return f"removed from specs: its vendor task (RoomId + TaskId) is {held_by}'s now, so it is not stopped"
+    if started_by is not None:  # a job renamed with its taskId kept: the executor orders the stop first
+        return (
+            f"removed from specs: stopped first, then {started_by} starts the same vendor task (RoomId + TaskId) "
+            "again: a short gap in capture"
+        )
     if transitions.stoppable(record):
         return "removed from specs"
     if not transitions.start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -564,6 +569,7 @@ def diff(
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete
+    starting: dict[tuple[str, str, str], str] = {}  # the Volcengine tasks this plan starts, with their key
     for key, record in records.items():
         if key in desired or not wanted(key, record.labels) or record.status is TaskStatus.REMOVED:
             continue  # a tombstone was pruned already: never a delete again
@@ -572,8 +578,15 @@ def diff(
             continue
         if holders is None:
             holders = transitions.volc_holders(records, desired)
+            starting = {
+                name: c.key
+                for c in changes
+                if c.action in (Action.CREATE, Action.REPLACE, Action.REISSUE)
+                and (name := transitions.volc_task_name(desired[c.key].family, desired[c.key].request))
+            }
         held_by = transitions.handed_over_to(record, holders)
-        changes.append(_change(Action.DELETE, _delete_reason(record, held_by), None, record))
+        started_by = starting.get(name) if (name := transitions.volc_task_held(record)) else None
+        changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record))
         deleted.append(record)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away.
     replaced = [records[c.key] for c in changes if c.action is Action.REPLACE and c.key in records]

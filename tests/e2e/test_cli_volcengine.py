@@ -330,6 +330,11 @@ def test_renaming_a_job_that_keeps_its_task_id_leaves_every_room_captured(work: 
     work.write("jobs.yaml", snapshot_job("old-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
     work.apply()
     work.write("jobs.yaml", snapshot_job("new-name", rooms).replace("spec:\n", "spec:\n  taskId: pinned\n"))
+    # The reviewer is told of the gap: each delete names the create that starts its vendor task again.
+    assert (
+        "stopped first, then SnapshotJob/new-name/r3 starts the same vendor task (RoomId + TaskId) again: a short "
+        "gap in capture" in " ".join(work.capctl("plan").stdout.split())
+    )
     assert "Apply complete: 8 created, 0 updated, 0 replaced, 0 re-issued, 8 deleted" in work.apply().stdout
     assert sorted(t["roomId"] for t in running(work)) == rooms
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
