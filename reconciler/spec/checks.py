@@ -14,7 +14,7 @@ checks of its other fields, none that reads a broken one, and is not used by oth
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -169,6 +169,14 @@ class Checker:
                 self.invalid[identity] = raw
         self._claims = _Overlaps()  # scope (kind, provider): a room belongs to one job of a kind per provider
         self._volc_tasks = _Overlaps()  # scope (AppId, TaskId): a room there is one Volcengine task
+        # Only Provider documents that share their appId with another can share a Volcengine task (on one
+        # provider the room claim says so): a set of 10k rooms on distinct apps skips that registry.
+        apps = Counter(
+            d.model.spec.app_id
+            for d in self.by_kind["Provider"].values()
+            if isinstance(d.model, ProviderDocument) and isinstance(d.model.spec, VolcengineProvider)
+        )
+        self._shared_apps = {app for app, providers in apps.items() if providers > 1}
 
     def fail(self, doc: Loaded, path: Path, message: str) -> None:
         self.errors.add(doc.at(path), f"{dotted(path)}: {message}")
@@ -465,6 +473,8 @@ class Checker:
         start is "already started" with the first job's settings, and deleting either job stops both.
         (On one provider the room claim already says so.)"""
         assert isinstance(provider.model, ProviderDocument) and isinstance(provider.model.spec, VolcengineProvider)
+        if provider.model.spec.app_id not in self._shared_apps:
+            return
         scope = (provider.model.spec.app_id, volc_task_id(job.name, spec.task_id))
         if isinstance(spec.rooms, RoomSelector):  # matched against named rooms once every job is read
             self._volc_tasks.cover(scope, job, provider.name, spec.rooms)
