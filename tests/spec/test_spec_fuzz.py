@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import httpx
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.spec import SpecErrors, load_spec_set
+from reconciler.spec.fields import ENDPOINT_PATTERN
 from tests.spec.conftest import BASE, SECRET_ENV
 
 KEYS = [
@@ -95,3 +98,42 @@ def test_random_job_specs_never_crash(tmp_path: Path, spec: dict[str, object]) -
         yaml.safe_dump({"apiVersion": "capctl/v1", "kind": "SnapshotJob", "metadata": {"name": "j"}, "spec": spec})
     )
     _load(path)
+
+
+_URL_PARTS = st.sampled_from(["a", "Z", "0", "9", ".", "-", ":", "[", "]", "/", "%", "_", "~", "@", "f", "1", "5"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    scheme=st.sampled_from(["http://", "https://"]),
+    host=st.one_of(
+        st.text(_URL_PARTS, min_size=0, max_size=14),
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    ),
+    port=st.one_of(st.none(), st.integers(0, 99_999).map(str), st.text(_URL_PARTS, max_size=4)),
+    path=st.text(_URL_PARTS, max_size=10),
+)
+def test_an_endpoint_is_usable_exactly_when_the_http_client_can_parse_it(
+    scheme: str, host: str, port: str | None, path: str
+) -> None:
+    """`validate` checks the plain URLs of most specs without importing httpx (~50 ms): its verdict must be the
+    client's own for every URL, plain or not (the client is asked for the others)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from reconciler.spec.fields import Endpoint
+
+    url = scheme + host + (f":{port}" if port is not None else "") + (f"/{path}" if path else "")
+    try:
+        parsed = httpx.URL(url)
+        client_takes = bool(parsed.host) and (parsed.port is None or 0 < parsed.port < 65536)
+    except httpx.InvalidURL:
+        client_takes = False
+    if re.fullmatch(ENDPOINT_PATTERN, url) is None:
+        return  # refused by the field's pattern first
+    try:
+        TypeAdapter(Endpoint).validate_python(url)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == client_takes, url

@@ -104,3 +104,18 @@ def test_non_secret_references_are_read_and_checked(tmp_path: Path) -> None:
     )
     (wrong,) = _errors(path, {"ZEGO_APP": "abc"}, resolve_secrets=False)
     assert wrong.startswith(f"{path}:13:27: spec.appId: Input should be a valid integer")
+
+
+def test_loading_the_quickstart_specs_imports_no_http_client() -> None:
+    """`validate` and `plan --no-refresh` load specs whose endpoints are plain URLs: checking them must not
+    import httpx (with what it pulls in, ~50 ms of every such command)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; from reconciler.spec import load_spec_set; load_spec_set(['specs']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'httpx'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
