@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -28,8 +28,10 @@ __all__ = [
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError
+    from typer._click.formatting import HelpFormatter
 except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy
     from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.formatting import HelpFormatter  # type: ignore[assignment]
 
 from reconciler import __version__
 from reconciler.streams import write_json
@@ -109,6 +111,24 @@ def _rich_options_width(params: list[Any], ctx: Any) -> int:
     return 2 + sum(w + 2 for w in widths)
 
 
+_NO_BREAK_HYPHEN: Final = "\u2011"  # textwrap breaks lines after "-" but not after this one
+
+
+class _WholeWords(HelpFormatter):
+    """click's plain help, with no line broken after a hyphen inside a word: it wrapped `--max-` / `prune`,
+    `re-` / `issues`. Hyphens go through the wrapping as non-breaking ones and come out as they were."""
+
+    def write(self, string: str) -> None:
+        super().write(string.replace(_NO_BREAK_HYPHEN, "-"))
+
+    def write_text(self, text: str) -> None:
+        super().write_text(text.replace("-", _NO_BREAK_HYPHEN))
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = [(first, second.replace("-", _NO_BREAK_HYPHEN)) for first, second in rows]
+        super().write_dl(rows, col_max, col_spacing)
+
+
 class CapctlCommand(TyperCommand):
     """Every capctl command: its help shows no Python types, and reflows to the terminal's width.
 
@@ -126,9 +146,12 @@ class CapctlCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console
 
-        if _rich_options_width(self.get_params(ctx), ctx) > Console().width:
-            return super(TyperCommand, self).format_help(ctx, formatter)  # click's
-        return super().format_help(ctx, formatter)
+        if _rich_options_width(self.get_params(ctx), ctx) <= Console().width:
+            return super().format_help(ctx, formatter)
+        plain = _WholeWords(width=formatter.width)
+        super(TyperCommand, self).format_help(ctx, plain)  # click's
+        formatter.write(plain.getvalue())
+        return None
 
 
 class CapctlGroup(TyperGroup):

@@ -184,11 +184,13 @@ def test_help_text_reflows_to_the_terminal_width(columns: int) -> None:
 def test_help_cuts_no_option_name_and_no_word(columns: int) -> None:
     """rich's option table cut what did not fit with an ellipsis: `--detailed-e…` and `--auto-app…` at 60
     columns, `--status-token-r…` and `sqlite:///.capctl/state…` at 80. Too narrow for it, the help is click's
-    plain one, each option's names whole on its line."""
+    plain one, each option's names whole on its line, and no line broken inside a word."""
     cut: list[tuple[str, str]] = []
     for where, command, output in _helps(columns):
         assert output.strip() and "Traceback" not in output, where
         cut += [(where, line) for line in output.splitlines() if "…" in line.replace("postgresql://…", "")]
+        # click's plain help wrapped after a hyphen inside a word: `--max-` / `prune`, `re-` / `issues`
+        cut += [(where, line) for line in output.splitlines() if re.search(r"\w-[ │]*$", line)]
         options = [p for p in getattr(command, "params", []) if isinstance(p, TyperOption)]
         assert [o for p in options for o in p.opts if o not in output] == [], where
     assert cut == []
