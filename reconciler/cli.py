@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -28,8 +28,10 @@ __all__ = [
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
     from typer._click.exceptions import UsageError
+    from typer._click.formatting import HelpFormatter
 except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy
     from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.formatting import HelpFormatter  # type: ignore[assignment]
 
 from reconciler import __version__
 from reconciler.streams import write_json
@@ -86,8 +88,53 @@ def reflowed(help_text: str | None) -> str | None:
     return "\n\n".join(p.replace("\n", " ") for p in inspect.cleandoc(help_text).split("\n\n"))
 
 
+def _rich_options_width(params: list[Any], ctx: Any) -> int:
+    """The width typer's rich option table needs to cut no option name and no word of its help: its columns
+    (a `*` one when an option is required; long names, short names or an argument's name, their negations
+    long and short, the metavar with its range, the help), each as wide as its widest cell (the help's
+    longest word: a URL, a glob) and one space either side, empty ones too; the panel's border around it."""
+    rows = [
+        (
+            ",".join(o for o in p.opts if "--" in o),
+            p.display_name_raw if isinstance(p, TyperArgument) else ",".join(o for o in p.opts if "--" not in o),
+            ",".join(o for o in p.secondary_opts if "--" in o),
+            ",".join(o for o in p.secondary_opts if "--" not in o),
+            (p.display_type_rich(ctx) or "") + (f" [{r}]" if (r := p._get_number_range_help_str()) else ""),
+            max((p.help or "").split(), key=len, default=""),
+        )
+        for p in params
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    widths[-1] = max(widths)  # rich narrows the help column only down to the widest other, then all of them
+    if any(p.required for p in params):
+        widths.append(1)
+    return 2 + sum(w + 2 for w in widths)
+
+
+_NO_BREAK_HYPHEN: Final = "\u2011"  # textwrap breaks lines after "-" but not after this one
+
+
+class _WholeWords(HelpFormatter):
+    """click's plain help, with no line broken after a hyphen inside a word: it wrapped `--max-` / `prune`,
+    `re-` / `issues`. Hyphens go through the wrapping as non-breaking ones and come out as they were."""
+
+    def write(self, string: str) -> None:
+        super().write(string.replace(_NO_BREAK_HYPHEN, "-"))
+
+    def write_text(self, text: str) -> None:
+        super().write_text(text.replace("-", _NO_BREAK_HYPHEN))
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = [(first, second.replace("-", _NO_BREAK_HYPHEN)) for first, second in rows]
+        super().write_dl(rows, col_max, col_spacing)
+
+
 class CapctlCommand(TyperCommand):
-    """Every capctl command: its help shows no Python types, and reflows to the terminal's width."""
+    """Every capctl command: its help shows no Python types, and reflows to the terminal's width.
+
+    Where the terminal is too narrow for rich's option table (it cut option names and words with an ellipsis,
+    `--detailed-e…`, at 60 columns; `capctl run`'s at 80), the help is click's plain one: each option's names
+    whole on its line, its help wrapped beside them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,6 +142,16 @@ class CapctlCommand(TyperCommand):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from rich.console import Console
+
+        if _rich_options_width(self.get_params(ctx), ctx) <= Console().width:
+            return super().format_help(ctx, formatter)
+        plain = _WholeWords(width=formatter.width)
+        super(TyperCommand, self).format_help(ctx, plain)  # click's
+        formatter.write(plain.getvalue())
+        return None
 
 
 class CapctlGroup(TyperGroup):

@@ -182,9 +182,12 @@ class Executor:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         on_retry: RetryHook | None = None,
+        retry_in: Callable[[str], float] | None = None,
     ) -> None:
         """`parallelism` caps the changes in flight (None: `MAX_WINDOW`); within it the window is sized
-        from the rate budgets and the observed time per change. `on_retry` hears of every retry."""
+        from the rate budgets and the observed time per change. `on_retry` hears of every retry.
+        `retry_in(key)`: the seconds until a task whose start failed is tried again (the daemon's backoff),
+        recorded with the failure as its next attempt; None (apply): the next apply tries it."""
         if parallelism is not None and parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self._store = store
@@ -194,6 +197,7 @@ class Executor:
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
+        self._retry_in = retry_in
 
     async def apply(
         self,
@@ -324,9 +328,13 @@ class Executor:
         if record is not None:
             self._store.put(transitions.not_attempted(record, error))
         elif task is not None:
-            now = self._clock.now()
-            self._store.put(transitions.failed(transitions.intent(task, None, now, reissue=False), error, now))
+            self._store.put(self._failed(transitions.intent(task, None, self._clock.now(), reissue=False), error))
         return ChangeResult(change.key, change.action, ok=False, error=error, not_attempted=True)
+
+    def _failed(self, record: TaskRecord, error: str) -> TaskRecord:
+        now = self._clock.now()
+        retry_at = now + self._retry_in(record.key) if self._retry_in is not None else None
+        return transitions.failed(record, error, now, next_attempt_at=retry_at)
 
     async def _dispatch(
         self, change: Change, task: DesiredTask | None, record: TaskRecord | None, held_by: str | None
@@ -371,7 +379,7 @@ class Executor:
         try:
             result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
         except VendorError as exc:
-            self._store.put(transitions.failed(pending, str(exc), self._clock.now()))
+            self._store.put(self._failed(pending, str(exc)))
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())

@@ -252,8 +252,9 @@ def still_running(record: TaskRecord, new: TaskRecord, since: float) -> bool:
     )
 
 
-def failed(record: TaskRecord, error: str, now: float) -> TaskRecord:
-    return record.evolve(status=TaskStatus.FAILED, last_error=error, observed_at=now)
+def failed(record: TaskRecord, error: str, now: float, *, next_attempt_at: float | None = None) -> TaskRecord:
+    """A start that failed; `next_attempt_at`: when the daemon tries it again (its backoff), in the same write."""
+    return record.evolve(status=TaskStatus.FAILED, last_error=error, observed_at=now, next_attempt_at=next_attempt_at)
 
 
 def action_failed(record: TaskRecord, action: str, error: str, now: float) -> TaskRecord:

@@ -128,7 +128,9 @@ class DaemonParts(ABC):
         self._stop_watching = asyncio.Event()
         self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
         provider = self.vendors.provider
-        executor = Executor(self.records, provider, clock, parallelism=1, rng=self._rng)
+        executor = Executor(
+            self.records, provider, clock, parallelism=1, rng=self._rng, retry_in=self.queue.next_backoff
+        )
         parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
         self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
         self._app: Starlette | None = None  # built on first use (`asgi_app`)

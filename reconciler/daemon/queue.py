@@ -81,11 +81,14 @@ class WorkQueue:
 
     def add_rate_limited(self, key: str) -> float:
         """Queue `key` after its next backoff step (5 s, 10 s, … up to 5 min); returns the delay."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        delay = min(self._backoff_cap, self._backoff_base * 2.0**failures)
+        delay = self.next_backoff(key)
+        self._failures[key] = self._failures.get(key, 0) + 1
         self.add_after(key, delay)
         return delay
+
+    def next_backoff(self, key: str) -> float:
+        """The delay `add_rate_limited` will give `key` (a failed start records it as its next attempt)."""
+        return min(self._backoff_cap, self._backoff_base * 2.0 ** self._failures.get(key, 0))
 
     def forget(self, key: str) -> None:
         """The key succeeded: its backoff starts from the beginning next time."""

@@ -98,6 +98,9 @@ class Reconciler:
         # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
         self._room_feeds: set[tuple[str, str]] = set()
         self._hint_failed = Throttle(clock)  # one `callback hint not written` line a minute
+        # Keys whose wait for a renamed job's prune was logged: kept while the wait lasts, not reset with the set
+        # (a selector job's room callbacks put the set in force again, about once per resync).
+        self._told_waiting: set[str] = set()
 
     @property
     def spec(self) -> SpecSet | None:
@@ -110,7 +113,6 @@ class Reconciler:
         # the set is in force, so no id is reused).
         self._redacted: dict[int, Any] = {}
         self._naming: dict[tuple[str, str, str], list[str]] | None = None  # built at the first prune (`_keys_naming`)
-        self._told_waiting: set[str] = set()  # keys whose wait for a renamed job's prune was logged (once per set)
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
@@ -195,11 +197,13 @@ class Reconciler:
             (log.debug if key in self._told_waiting else log.info)("decision", action="wait", reason=reason)
             self._told_waiting.add(key)
             return Result(None)
+        self._told_waiting.discard(key)
         await self._execute(change, {key: task}, records)
         return Result(self._next_look(key, self.clock.now()))
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> Result:
         self._update(key, runtime.forgotten)
+        self._told_waiting.discard(key)
         now = self.clock.now()
         if record is not None and record.status is TaskStatus.REMOVED:
             if engine.collect_tombstones(self.records, {key: record}, {}, now):

@@ -12,7 +12,8 @@ activity, a room reported empty), so a restart may re-issue one run after a shor
 once, and may name a stop by the polled status rather than the callback's reason; and until the first room
 callback after a restart no room is known empty (the reconciler learns again which apps send them), so the
 backoff applies meanwhile. The retry backoff of a failing key lives
-in the work queue (`queue.WorkQueue`) and restarts from zero too.
+in the work queue (`queue.WorkQueue`) and restarts from zero too (a failed start's record says when it is
+tried again, for `capctl state list`, but the queue decides).
 """
 
 from __future__ import annotations

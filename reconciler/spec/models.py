@@ -114,37 +114,79 @@ Rooms = Annotated[
 
 
 class Metadata(_Model):
-    name: Name
-    labels: dict[str, str] = {}
+    """The document's name and labels."""
+
+    name: Name = Field(
+        description=(
+            "the document's name, unique per kind: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters; jobs"
+            " name their Provider and Storage by it, and it is part of every task key"
+        )
+    )
+    labels: dict[str, str] = Field(
+        {}, description="string → string, for label selectors (plan, apply, state list -l team=safety)"
+    )
 
 
 # --- Provider ---------------------------------------------------------------------------------------
 
 
+# Said alike in both kinds of Provider: `capctl explain Provider.spec.X` shows the first alternative's.
+_PROVIDER_TYPE: Final = "the vendor of this account: volcengine or zego; it decides which other fields apply"
+_APP_ID: Final = (
+    "volcengine: the AppId, a string matching [a-zA-Z0-9_@-.]{1,128}; zego: the AppID, an integer 1..4294967295 "
+    "(a reference's digits are converted)"
+)
+_RATE_LIMITS: Final = (
+    "requests per second per API, overriding the documented limits (values > 0); keys: volcengine StartSnapshot, "
+    "UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
+    "DescribeRecordStatus, MediaThumbnails, and with cloudrecordApi legacy start, stop, query, access_token"
+)
+
+
 class VolcengineProvider(_Model):
-    type: Literal["volcengine"]
-    app_id: Text
+    """A Volcengine account."""
+
+    type: Literal["volcengine"] = Field(description=_PROVIDER_TYPE)
+    app_id: Text = Field(description=_APP_ID)
     access_key: SecretRef
     secret_key: SecretRef
-    endpoint: Endpoint = VOLC_ENDPOINT
+    endpoint: Endpoint = Field(VOLC_ENDPOINT, description="URL of the OpenAPI, default https://rtc.volcengineapi.com")
     region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
     business_id: Text | None = Field(
         None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
     )
     callback_secret: SecretRef | None = None
-    rate_limits: dict[str, Rate] = {}
+    rate_limits: dict[str, Rate] = Field(
+        {},
+        description=_RATE_LIMITS,
+    )
 
 
 class ZegoProvider(_Model):
-    type: Literal["zego"]
-    app_id: Annotated[Int, Field(ge=1, le=4_294_967_295)]
+    """A ZEGO account."""
+
+    type: Literal["zego"] = Field(description=_PROVIDER_TYPE)
+    app_id: Annotated[Int, Field(ge=1, le=4_294_967_295)] = Field(description=_APP_ID)
     server_secret: SecretRef
-    rtc_endpoint: Endpoint = ZEGO_RTC_ENDPOINT
-    cloudrecord_endpoint: Endpoint | None = None  # default depends on cloudrecordApi
-    cloudrecord_api: Literal["current", "legacy"] = "current"
+    rtc_endpoint: Endpoint = Field(
+        ZEGO_RTC_ENDPOINT, description="URL of the RTC API (MediaThumbnails), default https://rtc-api.zego.im"
+    )
+    cloudrecord_endpoint: Endpoint | None = Field(
+        None,
+        description=(
+            "URL of the cloud recording API; default https://cloudrecord-api.zego.im, with cloudrecordApi "
+            "legacy https://cloudrecord-sh.zego.im"
+        ),
+    )
+    cloudrecord_api: Literal["current", "legacy"] = Field(
+        "current", description="current (the signed PascalCase API) or legacy (seed 003's /start with an access token)"
+    )
     access_token: SecretRef | None = None
     callback_secret: SecretRef | None = None
-    rate_limits: dict[str, Rate] = {}
+    rate_limits: dict[str, Rate] = Field(
+        {},
+        description=_RATE_LIMITS,
+    )
 
 
 # --- Storage ----------------------------------------------------------------------------------------
@@ -156,28 +198,48 @@ StorageType = Literal[
 
 
 class StorageConfig(_Model):
-    """One Storage document's spec. Which fields a type needs is checked per type in `checks.py`."""
+    """Where captures are written; which fields a type takes: docs/spec-language.md, Storage."""
 
-    type: StorageType
-    bucket: Text | None = None
+    type: StorageType = Field(
+        description=(
+            "where captures go; volcengine: tos, vod, veimagex, s3, oss, obs, cos, kodo; zego: s3, oss, obs, "
+            "cos, kodo, gcs, eos, s3-compatible, aliyun-vod, tencent-vod. Which other fields a type takes: "
+            "docs/spec-language.md, Storage"
+        )
+    )
+    bucket: Text | None = Field(None, description="the bucket name (tos and the object stores)")
     region: Region | None = None
     access_key: SecretRef | None = None
     secret_key: SecretRef | None = None
-    account_id: Text | None = None
-    service_id: Text | None = None
-    space: Text | None = None
-    storage_class: Literal["standard", "archive", "infrequent"] | None = None
-    auto_set_file_extension: Bool | None = None
-    endpoint: Endpoint | None = None
-    title: Text | None = None  # zego aliyun-vod
-    storage_location: Text | None = None  # zego aliyun-vod
-    sub_app_id: Annotated[Int, Field(ge=0)] | None = None  # zego tencent-vod
+    account_id: Text | None = Field(
+        None, description="volcengine tos, vod and veimagex: the account id (quote it: text, not a number)"
+    )
+    service_id: Text | None = Field(None, description="volcengine veimagex: the ImageX service id")
+    space: Text | None = Field(None, description="volcengine vod: the VOD space name")
+    storage_class: Literal["standard", "archive", "infrequent"] | None = Field(
+        None, description="volcengine vod: standard, archive or infrequent (StorageClass 1/2/3), default standard"
+    )
+    auto_set_file_extension: Bool | None = Field(
+        None, description="volcengine vod: add the file extension to the name, default false"
+    )
+    endpoint: Endpoint | None = Field(
+        None, description="zego s3-compatible only, required there: the object store's URL"
+    )
+    title: Text | None = Field(None, description="zego aliyun-vod, required there: the video title (aliyun_vod_params)")
+    storage_location: Text | None = Field(
+        None, description="zego aliyun-vod, required there: the storage address (aliyun_vod_params)"
+    )
+    sub_app_id: Annotated[Int, Field(ge=0)] | None = Field(
+        None, description="zego tencent-vod: the VOD sub-application id (tencentyun_vod_params.sub_app_id)"
+    )
 
 
 # --- Jobs -------------------------------------------------------------------------------------------
 
 
 class StreamSelector(_Model):
+    """One stream: volcengine {user, type, index}; zego {stream}."""
+
     user: Text | None = Field(None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}")
     type: Literal["camera", "screen"] | None = Field(
         None, description="volcengine StreamType: camera (0, the default) or screen (1)"
@@ -189,13 +251,17 @@ class StreamSelector(_Model):
 
 
 class ImageConfig(_Model):
+    """Volcengine ImageConfig: the snapshots' format and size (png and sizes are Volcengine only)."""
+
     format: Literal["jpeg", "png"] = Field("jpeg", description="volcengine ImageConfig.Format: jpeg (0) or png (1)")
     width: Width = Field(0, description="volcengine ImageConfig.Width in pixels; 0 = the stream's own width")
     height: Width = Field(0, description="volcengine ImageConfig.Height in pixels; 0 = the stream's own height")
 
 
 class SnapshotJobSpec(_Model):
-    provider: Name
+    """A SnapshotJob's settings."""
+
+    provider: Name = Field(description="the name of the Provider the tasks run on")
     rooms: Rooms
     streams: list[StreamSelector] = Field(
         [],
@@ -207,14 +273,16 @@ class SnapshotJobSpec(_Model):
         description="seconds between two snapshots: volcengine 1..600 s, default 2s (changed in place); "
         "zego 5..3600 s, default 10s",
     )
-    image: ImageConfig = ImageConfig()
-    storage: Name
+    image: ImageConfig = ImageConfig()  # described by its model
+    storage: Name = Field(description="the name of the Storage the snapshots are written to")
     idle_timeout: Duration | None = Field(
         None,  # per vendor
         description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "
         "1..86400 s, default 180s; zego max_idle_time 5..4294967295 s (without any stream in the room), default 30s",
     )
-    restart_policy: RestartPolicyName = "Always"
+    restart_policy: RestartPolicyName = Field(
+        "Always", description="Always: a task the vendor stops is re-issued; Never: started once, never re-issued"
+    )
     task_id: Text | None = Field(
         None,
         description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
@@ -222,82 +290,187 @@ class SnapshotJobSpec(_Model):
     )
 
 
+_ON_CANVAS: Final = " of the region on the canvas, 0..1920; top ≤ bottom ≤ canvas height, left ≤ right ≤ canvas width"
+
+
 class MixInput(_Model):
-    stream_id: Text | None = None
-    view_type: Positive | None = None
-    top: Width
-    left: Width
-    bottom: Width
-    right: Width
-    layer: Int
-    fill_mode: Positive | None = None
-    background_image: Text | None = None
+    """One region of a custom layout."""
+
+    stream_id: Text | None = Field(
+        None, description="the stream shown in this region; without, streams fill regions in the order they joined"
+    )
+    view_type: Positive | None = Field(
+        None, description="what the region shows (seed 003 lost its value list: an integer ≥ 1, passed through)"
+    )
+    top: Width = Field(description="y of the top-left corner" + _ON_CANVAS)
+    left: Width = Field(description="x of the top-left corner" + _ON_CANVAS)
+    bottom: Width = Field(description="y of the bottom-right corner" + _ON_CANVAS)
+    right: Width = Field(description="x of the bottom-right corner" + _ON_CANVAS)
+    layer: Int = Field(description="stacking order: where two regions overlap, the larger layer is shown on top")
+    fill_mode: Positive | None = Field(
+        None,
+        description=(
+            "what is done when the stream's aspect ratio differs from the region's (an integer ≥ 1, passed through)"
+        ),
+    )
+    background_image: Text | None = Field(
+        None, description="URL of an image shown when the region's stream is missing or interrupted; only with streamId"
+    )
 
 
 class MixVideo(_Model):
-    width: Annotated[Int, Field(ge=1, le=1920)]
-    height: Annotated[Int, Field(ge=1, le=1920)]
-    fps: Annotated[Int, Field(ge=5, le=30)]
-    bitrate: Positive
+    """The mixed output's video."""
+
+    width: Annotated[Int, Field(ge=1, le=1920)] = Field(
+        description="output width in pixels, 1..1920; width × height ≤ 1920 × 1080"
+    )
+    height: Annotated[Int, Field(ge=1, le=1920)] = Field(
+        description="output height in pixels, 1..1920; width × height ≤ 1920 × 1080"
+    )
+    fps: Annotated[Int, Field(ge=5, le=30)] = Field(description="output frame rate, 5..30")
+    bitrate: Positive = Field(description="output video bitrate in bps (1.5 Mbps = 1500000)")
 
 
 class MixAudio(_Model):
-    bitrate: Positive | None = None
+    """The mixed output's audio."""
+
+    bitrate: Positive | None = Field(None, description="output audio bitrate in bps, vendor default 48000")
 
 
 class MixConfig(_Model):
-    mix_mode: Positive | None = None
-    mix_input_list: list[MixInput] | None = None
-    mix_output_stream_id: Text
-    mix_output_video_config: MixVideo
-    mix_output_audio_config: MixAudio | None = None
-    mix_output_background_color: Color | None = None
-    mix_output_background_image: Text | None = None
-    mix_max_resolution_stream_id: Text | None = None
-    mix_output_watermark_image: Text | None = None
-    default_mix_stream_background_image: Text | None = None
+    """Mixed mode: seed 003's mix_config in camelCase."""
+
+    mix_mode: Positive | None = Field(
+        None,
+        description=(
+            "the layout (seed 003 lost its value list: an integer ≥ 1, passed through); 3, 4 and 5 show one "
+            "stream large (mixMaxResolutionStreamId)"
+        ),
+    )
+    mix_input_list: list[MixInput] | None = Field(
+        None,
+        description=(
+            "a custom layout: one region per entry {streamId, viewType, top, left, bottom, right, layer, "
+            "fillMode, backgroundImage}"
+        ),
+    )
+    mix_output_stream_id: Text = Field(description="the id of the mixed output stream, part of the recorded file names")
+    mix_output_video_config: MixVideo = Field(description="the output video: {width, height, fps, bitrate}")
+    mix_output_audio_config: MixAudio | None = Field(None, description="the output audio: {bitrate}")
+    mix_output_background_color: Color | None = Field(
+        None, description="canvas background colour as 0xRRGGBB00, vendor default black"
+    )
+    mix_output_background_image: Text | None = Field(None, description="URL of the canvas background image")
+    mix_max_resolution_stream_id: Text | None = Field(
+        None, description="the stream shown large; only with mixMode 3, 4 or 5"
+    )
+    mix_output_watermark_image: Text | None = Field(None, description="URL of a watermark image")
+    default_mix_stream_background_image: Text | None = Field(
+        None,
+        description="URL of an image shown where a stream is missing or interrupted; only with options.fillBlank: true",
+    )
 
 
 class FillFrame(_Model):
-    frame_fill_mode: Positive | None = None
-    frame_fill_color: Color | None = None
+    """How the picture is filled while a camera is off (mixed mode)."""
+
+    frame_fill_mode: Positive | None = Field(
+        None,
+        description=(
+            "how the picture is filled while a camera is off and audio goes on (an integer ≥ 1, passed through)"
+        ),
+    )
+    frame_fill_color: Color | None = Field(
+        None, description="the fill colour as 0xRRGGBB00, vendor default black; only with frameFillMode: 2"
+    )
 
 
 class Whiteboard(_Model):
-    horizontal_ratio: Positive
-    vertical_ratio: Positive
-    width: Positive | None = None
-    height: Positive | None = None
-    whiteboard_id: Text | None = None
-    is_ppt_animation: Bool | None = None
-    ppt_animation_fps: Annotated[Int, Field(ge=1, le=30)] | None = None
+    """One whiteboard to record."""
+
+    horizontal_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its width part, ≥ 1")
+    vertical_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its height part, ≥ 1")
+    width: Positive | None = Field(None, description="output video width in single mode, vendor default 1280")
+    height: Positive | None = Field(None, description="output video height in single mode, vendor default 720")
+    whiteboard_id: Text | None = Field(None, description="the id of the whiteboard to record")
+    is_ppt_animation: Bool | None = Field(
+        None, description="record animated PPT (billed separately by ZEGO), vendor default false"
+    )
+    ppt_animation_fps: Annotated[Int, Field(ge=1, le=30)] | None = Field(
+        None, description="frame rate of the animated PPT, 1..30, vendor default 15"
+    )
 
 
 class RecordOptions(_Model):
-    """Seed 003's remaining record_input_params / record_output_params fields, in camelCase."""
+    """Seed 003's other record_input_params and record_output_params fields, in camelCase."""
 
-    fill_blank: Bool | None = None
-    fill_frame: FillFrame | None = None
-    record_mute_audio: Annotated[Int, Field(ge=1, le=2)] | None = None
-    record_mute_audio_split_threshold: Int | None = None
-    has_whiteboard: Bool | None = None
-    whiteboard: list[Whiteboard] | None = None
-    output_file_rule: Positive | None = None  # record_output_params
-    callback_url: CallbackUrl | None = None  # record_output_params
+    fill_blank: Bool | None = Field(
+        None,
+        description=(
+            "fill an interrupted stream with blank frames instead of a gap (record_input_params), vendor default false"
+        ),
+    )
+    fill_frame: FillFrame | None = Field(
+        None,
+        description="mixed mode only: how the picture is filled while a camera is off {frameFillMode, frameFillColor}",
+    )
+    record_mute_audio: Annotated[Int, Field(ge=1, le=2)] | None = Field(
+        None,
+        description=(
+            "1 or 2: whether muted audio frames are recorded; only with mode single, media audio and format mp3"
+        ),
+    )
+    record_mute_audio_split_threshold: Int | None = Field(
+        None,
+        description=(
+            "seconds of silence that split the file (0: at any silence, negative: never); same conditions, "
+            "and recordMuteAudio: 2"
+        ),
+    )
+    has_whiteboard: Bool | None = Field(
+        None, description="record a whiteboard too; needs whiteboard, not with media: audio"
+    )
+    whiteboard: list[Whiteboard] | None = Field(
+        None, description="the whiteboards to record; needs hasWhiteboard: true"
+    )
+    output_file_rule: Positive | None = Field(
+        None, description="the recorded files' naming rule (record_output_params; an integer ≥ 1, passed through)"
+    )  # record_output_params
+    callback_url: CallbackUrl | None = Field(
+        None, description="an http(s) URL ZEGO posts this recording's events to (record_output_params)"
+    )  # record_output_params
 
 
 OUTPUT_OPTIONS: Final = frozenset({"output_file_rule", "callback_url"})
 
 
 class RecordingJobSpec(_Model):
-    provider: Name
+    """A RecordingJob's settings (ZEGO only)."""
+
+    provider: Name = Field(description="the name of the zego Provider the recordings run on")
     rooms: Rooms
-    mode: Literal["single", "mixed"] = "single"
-    media: Literal["audio", "video", "audio-video", "separate"] = "audio-video"
-    streams: list[StreamSelector] = []
-    format: Literal["mp4", "flv", "hls", "mp3"] = "mp4"
-    output_folder: Text | None = None
-    storage: Name
+    mode: Literal["single", "mixed"] = Field(
+        "single",
+        description=(
+            "single (one file per stream, record_mode 1) or mixed (one mixed picture, record_mode 2; needs mix)"
+        ),
+    )
+    media: Literal["audio", "video", "audio-video", "separate"] = Field(
+        "audio-video",
+        description=(
+            "what is recorded (stream_type 1..4): audio, video, audio-video or separate (audio and video files apart)"
+        ),
+    )
+    streams: list[StreamSelector] = Field(
+        [], description="the streams to record ({stream}, record_stream_list); empty = every stream in the room"
+    )
+    format: Literal["mp4", "flv", "hls", "mp3"] = Field(
+        "mp4", description="the file format: mp4, flv, hls or mp3 (mp3 needs media: audio)"
+    )
+    output_folder: Text | None = Field(
+        None, description="the folder in the storage the files go to (output_folder), default its root"
+    )
+    storage: Name = Field(description="the name of the Storage the recordings are written to")
     idle_timeout: Duration = Field(
         30,
         description="ZEGO max_idle_time: the recording stops after this long without any stream in the room; "
@@ -306,57 +479,86 @@ class RecordingJobSpec(_Model):
     max_duration: Duration = Field(
         86400, description="ZEGO max_record_time: 300..86400 s; at the limit capctl starts the next recording"
     )
-    mix: MixConfig | None = None
+    mix: MixConfig | None = Field(
+        None, description="mixed mode only, required there: seed 003's mix_config in camelCase"
+    )
     options: RecordOptions = RecordOptions()
-    restart_policy: RestartPolicyName = "Always"
+    restart_policy: RestartPolicyName = Field(
+        "Always", description="Always: a recording the vendor stops is re-issued; Never: started once, never re-issued"
+    )
 
 
 class ThumbnailFile(_Model):
-    cdn: Literal["tencent", "huawei"]
-    file_id: Text
+    """One stored video file to take thumbnails of."""
+
+    cdn: Literal["tencent", "huawei"] = Field(
+        description="where the file is: tencent (Vendor Tencent) or huawei (Vendor Huawei)"
+    )
+    file_id: Text = Field(
+        description="the Tencent FileID or the Huawei ObsObject; once per job (it is part of the task key)"
+    )
     interval: Duration | None = Field(None, description="huawei only, required there: seconds between thumbnails, ≥ 1s")
-    definition: Annotated[Int, Field(ge=0)] | None = None  # tencent only, required there
+    definition: Annotated[Int, Field(ge=0)] | None = Field(
+        None, description="tencent only, required there: the snapshot template id"
+    )  # tencent only, required there
     offsets: Annotated[list[Duration], Field(min_length=1)] | None = Field(
         None, description="times into the file to take thumbnails at (SnapshotByTimeOffset); without, SampleSnapshot"
     )
 
 
 class ThumbnailJobSpec(_Model):
-    provider: Name
-    files: Annotated[list[ThumbnailFile], Field(min_length=1)]
+    """A ThumbnailJob's settings (ZEGO only)."""
+
+    provider: Name = Field(description="the name of the zego Provider the thumbnails are taken with")
+    files: Annotated[list[ThumbnailFile], Field(min_length=1)] = Field(description="one task per file")
 
 
 # --- Documents --------------------------------------------------------------------------------------
 
 
 class _Document(_Model):
-    api_version: Literal["capctl/v1"]
-    metadata: Metadata
+    api_version: Literal["capctl/v1"] = Field(description="the version of the spec language: capctl/v1")
+    metadata: Metadata = Field(description="the document's name and labels")
 
 
 class ProviderDocument(_Document):
-    kind: Literal["Provider"]
-    spec: Annotated[VolcengineProvider | ZegoProvider, Field(discriminator="type")]
+    """One vendor account (Volcengine or ZEGO) and its credentials; jobs name it by metadata.name."""
+
+    kind: Literal["Provider"] = Field(description="the document kind: Provider")
+    spec: Annotated[VolcengineProvider | ZegoProvider, Field(discriminator="type")] = Field(
+        description="the account: its vendor (type), app id, credentials (references) and endpoints"
+    )
 
 
 class StorageDocument(_Document):
-    kind: Literal["Storage"]
-    spec: StorageConfig
+    """Where captures are written (a bucket, a VOD space); jobs name it by metadata.name."""
+
+    kind: Literal["Storage"] = Field(description="the document kind: Storage")
+    spec: StorageConfig = Field(description="the storage: its type and the fields that type takes")
 
 
 class SnapshotJobDocument(_Document):
-    kind: Literal["SnapshotJob"]
-    spec: SnapshotJobSpec
+    """Rooms snapshotted every interval, kept running: one task per room (Volcengine StartSnapshot; ZEGO a
+    cloud recording with jpg output)."""
+
+    kind: Literal["SnapshotJob"] = Field(description="the document kind: SnapshotJob")
+    spec: SnapshotJobSpec = Field(description="the job: provider, rooms, streams, interval, image, storage")
 
 
 class RecordingJobDocument(_Document):
-    kind: Literal["RecordingJob"]
-    spec: RecordingJobSpec
+    """Rooms recorded by ZEGO cloud recording, kept running: one task per room."""
+
+    kind: Literal["RecordingJob"] = Field(description="the document kind: RecordingJob")
+    spec: RecordingJobSpec = Field(
+        description="the job: provider, rooms, mode, media, format, storage, mix and options"
+    )
 
 
 class ThumbnailJobDocument(_Document):
-    kind: Literal["ThumbnailJob"]
-    spec: ThumbnailJobSpec
+    """Thumbnails of stored video files by ZEGO MediaThumbnails: one task per file."""
+
+    kind: Literal["ThumbnailJob"] = Field(description="the document kind: ThumbnailJob")
+    spec: ThumbnailJobSpec = Field(description="the job: provider and files")
 
 
 JobDocument = SnapshotJobDocument | RecordingJobDocument | ThumbnailJobDocument

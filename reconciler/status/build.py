@@ -158,10 +158,11 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
 
 
 def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
-    """A stopped or dormant task's re-issue slot; a failed one's slot, or else the daemon's next retry."""
+    """A stopped or dormant task's re-issue slot; a failed one's next retry in the daemon's queue, or else the
+    one recorded with its failure (the queue's is exact after `capctl sync` or a restart)."""
     status = record.status
     if status is TaskStatus.FAILED:
-        return record.next_attempt_at or inputs.next_retry(record.key)
+        return inputs.next_retry(record.key) or record.next_attempt_at
     return record.next_attempt_at if status in (TaskStatus.STOPPED, TaskStatus.DORMANT) else None
 
 

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, selector_job, snapshot_job
 
 ROOMS = ["r1", "r2"]
 OTHERS = ["o1", "o2", "o3"]  # so that the rename's two removed tasks stay within --max-prune's 50 %
@@ -25,15 +25,16 @@ def sim_calls(harness: Harness, api: str, room: str) -> list[float]:
     return [e.time for e in harness.sim.log.entries() if e.api == api and e.body.get("RoomId") == room]
 
 
-async def start_renamed(harness: Harness, **options: Any) -> None:
-    """`old` (taskId pinned) and `other` running with streams, then `old` renamed to `new`."""
+async def start_renamed(harness: Harness, *more: str, **options: Any) -> None:
+    """`old` (taskId pinned) and `other` running with streams (and the `more` specs), then `old` renamed to
+    `new`."""
     for room in ROOMS + OTHERS:
         harness.sim.publish("volcengine", room, user_id="u")
-    write_specs(harness.specs, pinned("old"), snapshot_job("other", OTHERS))
+    write_specs(harness.specs, pinned("old"), snapshot_job("other", OTHERS), *more)
     daemon = await harness.start(**options)
     await harness.advance(1)
     assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.RUNNING for r in ROOMS)
-    write_specs(harness.specs, pinned("new"), snapshot_job("other", OTHERS))
+    write_specs(harness.specs, pinned("new"), snapshot_job("other", OTHERS), *more)
     assert daemon.reload()
 
 
@@ -79,6 +80,22 @@ async def test_a_rename_held_by_max_prune_keeps_the_old_task_running_until_a_hum
     assert harness.calls("StopSnapshot") == 2 and harness.calls("StartSnapshot") == 7
     assert all(harness.record(f"SnapshotJob/new/{r}").status is TaskStatus.RUNNING for r in ROOMS)
     assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.REMOVED for r in ROOMS)
+
+
+async def test_a_held_rename_beside_a_selector_job_says_its_wait_once_per_key(harness: Harness) -> None:
+    """A selector job's room callbacks put its set in force again (with its rooms' tasks); the wait was said
+    again at each of them, about once per resync, where it is said once per key while the wait lasts."""
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    with capture_logs() as logs:
+        await start_renamed(harness, selector_job("classes", "class-*"), max_prune=0)
+        for _ in range(10):  # rooms come and go: each callback batch puts the set in force again
+            harness.sim.publish("volcengine", "class-2", user_id="t")
+            await harness.advance(30)
+            harness.sim.unpublish("volcengine", "class-2", user_id="t")
+            await harness.advance(30)
+    waits = [e for e in logs if e["event"] == "decision" and e["action"] == "wait" and e["log_level"] == "info"]
+    assert len(waits) == 2, waits
+    assert harness.calls("StopSnapshot") == 0
 
 
 async def test_without_prune_the_new_key_takes_the_running_task_and_it_is_never_stopped(harness: Harness) -> None:

@@ -15,6 +15,7 @@ import httpx
 
 from reconciler import logs
 from reconciler.daemon import Daemon
+from reconciler.render import render_state_table
 from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.specdocs import snapshot_job
@@ -87,3 +88,21 @@ async def test_the_status_page_shows_when_a_failed_task_is_tried_again(harness: 
     (task,) = (t for j in status["jobs"] for g in j["groups"] for t in g["tasks"])
     assert task["status"] == "failed" and task["next_attempt"] is not None
     assert 0 < timestamp(task["next_attempt"]) - harness.clock.now() <= 6  # the first backoff step, 5 s
+
+
+async def test_state_list_shows_when_a_failed_task_is_tried_again(harness: Harness) -> None:
+    """Its NEXT ATTEMPT was `-`: the daemon's backoff lived only in its work queue. The failure's one write
+    says it now (5 s, then 10 s, ... as the queue waits), and the next try's intent clears it."""
+    await failing_start(harness)
+    steps: list[tuple[float, float]] = []
+    while len(steps) < 2:
+        record = harness.record(LOBBY)
+        if record.status.value == "failed" and (not steps or record.observed_at != steps[-1][0]):
+            assert record.next_attempt_at is not None and record.observed_at is not None, record
+            steps.append((record.observed_at, record.next_attempt_at - record.observed_at))
+            row = render_state_table([record], 0).splitlines()[-1]
+            assert row.split("   ")[-2].strip() not in ("", "-"), row  # NEXT ATTEMPT, before ERROR
+        elif record.status.value == "pending":
+            assert record.next_attempt_at is None, record
+        await harness.advance(1)
+    assert [round(delay) for _, delay in steps] == [5, 10]

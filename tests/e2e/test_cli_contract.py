@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -142,19 +143,24 @@ def _wrapped_early(lines: list[str], width: int) -> list[str]:
     ]
 
 
+def _helps(columns: int) -> Iterator[tuple[str, Any, str]]:
+    """(`capctl …`, its command, its `--help` at `columns`) for the root and every command."""
+    root = cast(TyperGroup, typer.main.get_command(cli.app))
+    runner = CliRunner()
+    for where, command in [("capctl", root), *_commands(root)]:
+        env = {"NO_COLOR": "1", "COLUMNS": str(columns)}
+        yield where, command, runner.invoke(cli.app, [*where.split()[1:], "--help"], env=env).output
+
+
 @pytest.mark.parametrize("columns", [60, 160])
 def test_help_text_reflows_to_the_terminal_width(columns: int) -> None:
     """Docstrings are wrapped at 110 in the source; typer kept those breaks in later paragraphs and in the
     command list, so `capctl --help`'s run entry broke after 'they serve callbacks into' at any width."""
-    root = cast(TyperGroup, typer.main.get_command(cli.app))
-    runner = CliRunner()
     early: list[tuple[str, str]] = []
-    for where, _ in [("capctl", root), *_commands(root)]:
-        output = runner.invoke(
-            cli.app, [*where.split()[1:], "--help"], env={"NO_COLOR": "1", "COLUMNS": str(columns)}
-        ).output
-        # The text between the usage line and the first panel: paragraphs a column in, `columns - 2` wide.
-        body = output.split("Usage:")[1].split("╭")[0].splitlines()[1:]
+    for where, _, output in _helps(columns):
+        # The text between the usage line and the first panel (or, in click's plain help where rich's table would
+        # cut names, its first section): paragraphs a column or two in, `columns - 2` wide.
+        body = re.split(r"╭|\n(?:Arguments|Options):", output.split("Usage:")[1])[0].splitlines()[1:]
         paragraph: list[str] = []
         for line in [*body, ""]:
             if line.strip():
@@ -172,6 +178,24 @@ def test_help_text_reflows_to_the_terminal_width(columns: int) -> None:
                 entry = []
             entry.append(row[start:-2])
     assert early == []
+
+
+@pytest.mark.parametrize("columns", [60, 75, 80, 100])
+def test_help_cuts_no_option_name_and_no_word(columns: int) -> None:
+    """rich's option table cut what did not fit with an ellipsis: `--detailed-e…` and `--auto-app…` at 60
+    columns, `--status-token-r…` and `sqlite:///.capctl/state…` at 80. Too narrow for it, the help is click's
+    plain one, each option's names whole on its line, and no line broken inside a word."""
+    cut: list[tuple[str, str]] = []
+    for where, command, output in _helps(columns):
+        assert output.strip() and "Traceback" not in output, where
+        cut += [(where, line) for line in output.splitlines() if "…" in line.replace("postgresql://…", "")]
+        # click's plain help wrapped after a hyphen inside a word: `--max-` / `prune`, `re-` / `issues`
+        cut += [(where, line) for line in output.splitlines() if re.search(r"\w-[ │]*$", line)]
+        options = [p for p in getattr(command, "params", []) if isinstance(p, TyperOption)]
+        assert [o for p in options for o in p.opts if o not in output] == [], where
+    assert cut == []
+    plain = CliRunner().invoke(cli.app, ["plan", "--help"], env={"NO_COLOR": "1", "COLUMNS": "60"}).output
+    assert "  --detailed-exitcode       Exit 0 = no changes, 2 =" in plain
 
 
 def test_state_list_help_names_every_status_it_accepts() -> None:

@@ -92,16 +92,21 @@ def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
 
 
 def test_every_field_of_every_kind_can_be_explained() -> None:
-    """Walk the whole schema through the completions (what <Tab> offers is what explain accepts)."""
+    """Walk the whole schema through the completions (what <Tab> offers is what explain accepts). Each kind
+    and field has a description: 111 of them had none (`SnapshotJob.spec.image`, every kind, `metadata`, the
+    Storage fields, a RecordingJob's mix and options), where their siblings had one."""
     schema = json_schema()
-    seen, todo = 0, completions(schema, "")
+    seen, todo, undescribed = 0, completions(schema, ""), []
     while todo:
         path = todo.pop()
         text = explain(schema, path)
         assert "<any>" not in text and "DESCRIPTION:" in text, path
+        if "(none in the schema" in text:
+            undescribed.append(path)
         todo += [p for p in completions(schema, path + ".") if p.count(".") <= 6]
         seen += 1
     assert seen > 100
+    assert sorted(undescribed) == []
     with pytest.raises(ExplainError):
         explain(schema, "RecordingJob.spec.interval")  # a snapshot's field, not a recording's
 
