@@ -126,10 +126,11 @@ def redact_url(url: str) -> str:
     userinfo, at, hostport = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     netloc = f"{user}@{hostport}" if at and user else hostport
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="/,="), parts.fragment)
-    )
+    # The other parameters as written: the URL is also shown to be used (`state copy`: "Point every capctl at
+    # URL"), and a decoded `options=-csearch_path%3Dcapctl` is one libpq refuses.
+    kept = (p for p in parts.query.split("&") if urllib.parse.unquote_plus(p.partition("=")[0]) != "password")
+    query = "&".join(p for p in kept if p)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def url_secrets(url: str) -> list[Secret]:

@@ -216,9 +216,9 @@ def _inbox_json(entry: InboxEntry) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RoomQueries:
-    """Room activity (`reconciler/rooms.py`): one row per (provider, room), in a table of its own that the
-    first writer of activity adds (CREATE TABLE IF NOT EXISTS): a self-contained migration step, so a state
-    from before it needs no schema change and an older capctl ignores the table. A report older than the
+    """Room activity (`reconciler/rooms.py`): one row per (provider, room), in a table of its own, made with a
+    new state, that the first writer of activity adds to a state from before it (a self-contained migration
+    step, so such a state needs no schema change) and an older capctl ignores. A report older than the
     row it would replace is dropped (replicas may report out of order). Activity does not move the serial:
     it is knowledge about rooms, not a change of any task record."""
 
@@ -269,6 +269,15 @@ class StateCopy:
 _COPY_CHUNK = 10_000  # records per progress report of a copy
 
 
+def _create_absent(cur: Cursor, exists: str, statements: Iterable[str]) -> None:
+    """Run `statements` (which create a table) only when the query `exists` says the table is absent: PostgreSQL
+    checks the schema's CREATE privilege even for `CREATE TABLE IF NOT EXISTS` of a table that is there, and
+    after the first run the database user needs none (docs/state.md)."""
+    if not _rows(cur, exists)[0][0]:
+        for statement in statements:
+            cur.execute(statement, ())
+
+
 def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
     cur.execute(sql, params)
     return cur.fetchall()
@@ -314,7 +323,9 @@ class SqlStateStore(ABC):
             if created:
                 if not create:
                     raise StateMissing(where + self.no_tables)
-                for statement in q.create:
+                # Every table at once (the lock, inbox and room-activity tables too, which a state from before
+                # them gets from its first writer): after this first run the user may lack CREATE.
+                for statement in (*q.create, *self.leadership.migrate, *self.room_queries.create):
                     cur.execute(statement, ())
                 cur.execute(q.init_meta, (SCHEMA_VERSION,))
             if missing := [t for t in TABLES if t not in found and not created]:
@@ -342,7 +353,7 @@ class SqlStateStore(ABC):
             made = False
             with self._cursor(write=self.writable) as cur:
                 if self.writable:
-                    cur.execute(q.create_key, ())  # a state from before keyed fingerprints lacks the table
+                    _create_absent(cur, q.has_key, (q.create_key,))  # a state from before keyed fingerprints
                     cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
                     made = cur.rowcount == 1
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
@@ -452,8 +463,7 @@ class SqlStateStore(ABC):
         if not rows:
             return
         with self._cursor(write=True) as cur:
-            for statement in self.room_queries.create:
-                cur.execute(statement, ())
+            _create_absent(cur, self.room_queries.exists, self.room_queries.create)
             cur.executemany(self.room_queries.upsert, rows)
 
     def forget_rooms(self, quiet_before: float) -> int:
@@ -542,8 +552,8 @@ class SqlStateStore(ABC):
                     f"{self.url} already holds a state ({held:,} task record(s), serial {serial}): nothing was copied."
                     " Copy into a new or empty state, or replace this one with --force (after a backup of it)"
                 )
-            for statement in (*self.room_queries.create, q.create_key):
-                cur.execute(statement, ())
+            _create_absent(cur, self.room_queries.exists, self.room_queries.create)
+            _create_absent(cur, q.has_key, (q.create_key,))
             for table in ("capctl_records", "capctl_room_activity", "capctl_inbox", "capctl_fingerprint_key"):
                 cur.execute(f"DELETE FROM {table}", ())
             if copy.key_hex is not None:  # none: the first writer keys the copied hashes, as after an upgrade

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.daemon_facts import ROOT
+from tests.deploy.daemon_facts import ROOT, run_options
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
 
@@ -34,3 +34,20 @@ def test_every_quoted_message_is_in_the_code() -> None:
             if len(piece) >= 8 and piece not in sources:
                 missing.append(f"{piece!r} (from {quote!r})")
     assert missing == []
+
+
+def test_the_daemon_flags_table_lists_every_option_of_capctl_run() -> None:
+    """docs/daemon.md "Flags" is where `capctl run`'s options are described: each one (by any spelling) is
+    a row there, and each row names an option the command has."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    table = text[text.index("## Flags") : text.index("## How it works")]
+    documented = {
+        flag
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for flag in re.findall(r"--[a-z-]+", row.split(" | ")[0])
+    }
+    params = {id(p): p for p in run_options().values() if p.param_type_name == "option" and p.name != "help"}.values()
+    missing = [p.opts[0] for p in params if not documented & {*p.opts, *p.secondary_opts}]
+    unknown = documented - set(run_options())
+    assert (missing, unknown) == ([], set())

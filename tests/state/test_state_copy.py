@@ -132,3 +132,36 @@ def test_a_record_row_this_capctl_cannot_read_is_refused_by_name_before_anything
     with pytest.raises(StateError, match="row 'SnapshotJob/lobby-audit/lobby'"):
         src.export()
     src.close()
+
+
+def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(sqlite_url: str, pg_url: str) -> None:
+    """docs/state.md: the database user needs `CREATE` on the schema the first time, then only `SELECT`,
+    `INSERT`, `UPDATE` and `DELETE`. PostgreSQL checks that privilege even for `CREATE TABLE IF NOT EXISTS`
+    of a table that exists, so no such statement may run once the tables are there."""
+    import psycopg
+
+    admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
+    role = f"{schema}_user"
+    url = pg_url.replace("://postgres@", f"://{role}@", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")
+    try:
+        sql_store(url).close()  # the first run creates every table, the room-activity one included
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {role}")
+
+        store = sql_store(url)
+        with store.lock("capctl apply"):
+            fill(store)  # the key, records, room activity, the inbox
+        store.record_rooms([RoomActivity("volc", "hall", True, 20.0, "callback")])
+        assert store.fingerprint_key() == KEY
+        source = sql_store(sqlite_url)
+        fill(source)
+        store.import_copy(source.export(), replace=True)
+        assert {r.room for r in store.room_activity()} == {"lobby", "vip"}
+        store.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -83,6 +83,11 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
         ("postgresql://app@db/capctl?password=s3cret&sslmode=require", "postgresql://app@db/capctl?sslmode=require"),
         ("postgresql://:s3cret@db/capctl", "postgresql://db/capctl"),
         ("postgresql://db/capctl", "postgresql://db/capctl"),
+        # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
+        (
+            "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
+            "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
+        ),
     ],
 )
 def test_redacted_urls_keep_everything_but_the_password(url: str, shown: str) -> None:
