@@ -2,23 +2,35 @@
 
 `CAPCTL_FAILPOINTS=start.after-call` makes the process die at that point exactly as `kill -9` would
 (os._exit, no cleanup, no flush), so tests can prove an interrupted apply loses and duplicates nothing.
+`NAME:pause` stops it there instead (for up to an hour) until a signal arrives, so a test can interrupt it at
+that very point rather than racing the work to it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from functools import cache
 
 __all__ = ["hit"]
 
 EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
+PAUSE_SECONDS = 3600.0
 
 
 @cache
-def _active() -> frozenset[str]:
-    return frozenset(p.strip() for p in os.environ.get("CAPCTL_FAILPOINTS", "").split(",") if p.strip())
+def _active() -> dict[str, str]:
+    """Each point switched on, with its action: "pause", or "" (die)."""
+    active: dict[str, str] = {}
+    for point in filter(None, (p.strip() for p in os.environ.get("CAPCTL_FAILPOINTS", "").split(","))):
+        name, _, action = point.partition(":")
+        active[name] = action
+    return active
 
 
 def hit(name: str) -> None:
-    if name in _active():
+    action = _active().get(name)
+    if action == "pause":
+        time.sleep(PAUSE_SECONDS)  # a signal's handler (Ctrl-C: KeyboardInterrupt) ends it
+    elif action is not None:
         os._exit(EXIT_CODE)

@@ -90,10 +90,13 @@ def test_a_copy_interrupted_or_killed_half_way_leaves_the_destination_as_it_was(
     source = make_state(tmp_path / "state.db", 30_000)
     env = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
     command = [sys.executable, "-m", "reconciler", "state", "copy", "--from", source, "--to", "sqlite:///copy.db"]
-    ctrl_c = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    paused = {**env, "CAPCTL_FAILPOINTS": "state-copy.records-written:pause"}  # held after 10,000 records
+    ctrl_c = subprocess.Popen(
+        command, cwd=tmp_path, env=paused, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert ctrl_c.stderr is not None
     assert ctrl_c.stderr.readline() == "copied 10,000 of 30,000 task records\n"
-    ctrl_c.send_signal(signal.SIGINT)  # in the middle of the destination's transaction
+    ctrl_c.send_signal(signal.SIGINT)  # in the middle of the destination's transaction, however loaded the machine
     _, err = ctrl_c.communicate(timeout=60)
     assert ctrl_c.returncode == 130 and "interrupted: nothing was copied, sqlite:///" in err and "Traceback" not in err
 
