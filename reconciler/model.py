@@ -119,9 +119,12 @@ class DesiredTask:
 
 @dataclass(frozen=True, slots=True)
 class RoomActivity:
-    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state."""
+    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state.
 
-    provider: str  # Provider document name
+    Keyed by the vendor account, not by a Provider document: a room is a fact of the vendor app, whatever
+    the specs call it, so a Provider renamed (or a second one for the same app) knows its rooms at once."""
+
+    account: str  # the vendor account: `ProviderConfig.account` (`volcengine:APPID`, `zego:APPID`)
     room: str
     active: bool  # a stream is published in it
     last_seen: float  # when this was learned (epoch seconds)
@@ -238,5 +241,5 @@ class ProviderConfig:
 
     @property
     def account(self) -> str:
-        """Rate budgets are per vendor account: the app id on that vendor."""
+        """The vendor account, the app id on that vendor: rate budgets and room activity are per account."""
         return f"{self.type}:{self.app_id}"

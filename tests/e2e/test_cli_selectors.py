@@ -12,7 +12,7 @@ from typing import Any
 from reconciler.model import RoomActivity, TaskStatus
 from reconciler.state import SQLiteStateStore
 from tests.e2e.conftest import Workdir
-from tests.specdocs import providers, snapshot_job
+from tests.specdocs import VOLC_ACCOUNT, ZEGO_ACCOUNT, providers, snapshot_job
 
 SELECTOR = """\
 apiVersion: capctl/v1
@@ -38,10 +38,12 @@ spec:
 
 
 def rooms(work: Workdir, provider: str, **active: bool) -> None:
-    """Record room activity in the test's state, as the daemon does from callbacks and its resync."""
+    """Record room activity of `provider`'s vendor account in the test's state, as the daemon does from
+    callbacks and its resync."""
+    account = {"volc": VOLC_ACCOUNT, "zego": ZEGO_ACCOUNT}[provider]
     store = SQLiteStateStore(work.state)
     try:
-        store.record_rooms(RoomActivity(provider, room, up, time.time(), "callback") for room, up in active.items())
+        store.record_rooms(RoomActivity(account, room, up, time.time(), "callback") for room, up in active.items())
     finally:
         store.close()
 

@@ -14,6 +14,7 @@ from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
 from reconciler.state.sql import SqlStateStore, StateCopy
 
 from .helpers import make_record
+from .test_state_rooms import ACCOUNTS, UPGRADED, schema_1_state
 
 KEY = b"k" * 32
 
@@ -38,6 +39,23 @@ def fill(store: SqlStateStore) -> None:
     store.inbox_claim(now=200.0, limit=1)  # one handled (kept, so a retry of it is still a duplicate), one not
 
 
+def test_a_copy_of_a_state_of_schema_1_keeps_its_rooms_for_its_first_daemon_to_upgrade(
+    sqlite_url: str, pg_url: str
+) -> None:
+    """Copied before any daemon of schema 2 ran on it (moving to PostgreSQL at the upgrade), a state keeps its
+    activity by Provider name, and its schema: the copy is upgraded as the source would have been."""
+    schema_1_state(sqlite_url)
+    src, dst = sql_store(sqlite_url), sql_store(pg_url)
+    dst.import_copy(src.export())
+    assert dst.room_activity(ACCOUNTS) == UPGRADED
+    assert dst.upgrade_rooms(ACCOUNTS) == (3, ["gone"])
+    assert dst.room_activity({}) == UPGRADED
+    dst.import_copy(sql_store(sqlite_url.replace("state.db", "new.db")).export(), replace=True)  # schema 2 again
+    assert dst.room_activity({}) == [] and dst.upgrade_rooms(ACCOUNTS) is None
+    src.close()
+    dst.close()
+
+
 @pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
 def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str, pg_url: str) -> None:
     src_url, dst_url = (sqlite_url, pg_url) if direction == "sqlite-to-postgres" else (pg_url, sqlite_url)
@@ -56,7 +74,7 @@ def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str,
         source.inbox,
     )
     assert dst.load().records == src.load().records and dst.fingerprint_key() == KEY
-    assert dst.room_activity() == src.room_activity()
+    assert dst.room_activity({}) == src.room_activity({})
     assert [e.dedupe_key for e in dst.inbox_claim(now=300.0)] == ["event-1"]  # the handled one stays handled
     src.close()
     dst.close()
@@ -159,7 +177,7 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
         source = sql_store(sqlite_url)
         fill(source)
         store.import_copy(source.export(), replace=True)
-        assert {r.room for r in store.room_activity()} == {"lobby", "vip"}
+        assert {r.room for r in store.room_activity({})} == {"lobby", "vip"}
         store.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
