@@ -173,7 +173,7 @@ def selected_tasks(
     their room; and the selections. What `plan`, `apply` and the daemon all work from."""
     selections = select(jobs, activity, named_rooms(tasks.values()), holding(records), providers, key)
     chosen = {**tasks, **{t.key: t for s in selections for t in s.tasks}}
-    return {**chosen, **leaving(jobs, chosen, records, key)}, selections
+    return {**chosen, **leaving(jobs, chosen, records, providers, key)}, selections
 
 
 def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderConfig]) -> list[Selection]:
@@ -200,6 +200,7 @@ def leaving(
     jobs: Sequence[CheckedJob],
     chosen: Collection[str],
     records: Mapping[str, TaskRecord],
+    providers: Mapping[str, ProviderConfig],
     key: bytes | None = None,
 ) -> dict[str, DesiredTask]:
     """The tasks selector `jobs` ran in rooms they cover but do not choose now (`chosen`: the keys of the tasks
@@ -208,7 +209,9 @@ def leaving(
     stopped, re-issued or changed (a spec edit reaches it when its room is chosen again).
 
     A room its job's selector no longer covers (named before the job became a selector, or a glob edited) is
-    not among them: its task is no longer declared, and is planned as a delete like any other."""
+    not among them: its task is no longer declared, and is planned as a delete like any other. A run started
+    through another Provider document of the job's vendor account (the Provider renamed) is among them while
+    that document is declared (it is observed through it), as its room is the account's."""
     by_job = {f"{c.job.kind}/{c.job.name}": c for c in jobs}
     rooms: dict[str, list[str]] = {}
     for task_key, record in records.items():
@@ -216,7 +219,9 @@ def leaving(
         if job is None or task_key in chosen or record.status is TaskStatus.REMOVED:
             continue
         selector = selector_of(job)
-        if selector is not None and record.provider == job.provider.name and covers(selector, record.target):
+        started = providers.get(record.provider)
+        same_app = started is not None and started.account == providers[job.provider.name].account
+        if selector is not None and same_app and covers(selector, record.target):
             rooms.setdefault(f"{job.job.kind}/{job.job.name}", []).append(record.target)
     return {
         t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=records[t.key].spec_hash)

@@ -86,3 +86,27 @@ async def test_a_daemon_upgrades_a_state_of_schema_1_and_keeps_its_rooms(harness
         assert db.execute("SELECT account, room, active FROM capctl_room_activity").fetchall() == [
             (VOLC_ACCOUNT, "class-1", 1)
         ]
+
+
+async def test_a_room_quiet_at_the_rename_is_left_to_end_and_captured_again_when_it_comes_back(
+    harness: Harness,
+) -> None:
+    write_specs(harness.specs, selector_job("classes", "class-*"))
+    await harness.start()
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # its run idles out 20 s later
+    await harness.advance(1)
+    await harness.stop()
+    write_specs(harness.specs, volc_b(harness), renamed(selector_job("classes", "class-*")))
+    with capture_logs() as logs:
+        await harness.start()
+        await harness.advance(5)
+        harness.sim.publish("volcengine", "class-1", user_id="t2")  # back before the run idled out
+        await harness.advance(60)
+    # Before, the run of `volc` was not the renamed job's leaving task: missing from the specs, its prune
+    # was held by --max-prune, and the start the room's return asked for waited for that prune for ever.
+    assert not [e for e in logs if e["event"] == "decision" and e["action"] == "wait"]
+    assert capturing(harness) == ["class-1"]
+    record = harness.record("SnapshotJob/classes/class-1")
+    assert (record.status, record.provider) == (TaskStatus.RUNNING, "volc-b")
