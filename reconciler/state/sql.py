@@ -226,23 +226,17 @@ class RoomQueries:
     order). Activity does not move the serial: it is knowledge about rooms, not a change of any task record.
 
     Schema 1 kept the rows per (Provider document name, room): a rename forgot them. Schema 2 keys them by the
-    vendor account (`ProviderConfig.account`); `SqlStateStore.upgrade_rooms` moves a state from one to the
-    other in one transaction, given the accounts of the Provider names (only the specs know them)."""
+    vendor account (`ProviderConfig.account`) in the same table and column (still named `provider`), so that
+    `SqlStateStore.upgrade_rooms`, given the accounts of the Provider names (only the specs know them), only
+    rewrites rows: one transaction, and no privilege a writer lacks (a table replaced needs its owner)."""
 
     exists: str  # one row, one column: 1 when the table exists
-    serialise: tuple[str, ...]  # run first by a transaction that creates or replaces the table: writers queue
+    serialise: tuple[str, ...]  # run first by a transaction that creates the table: writers creating it queue
     create: str
     upsert: str
     read: str
     forget: str
-    insert_v1: str
-    read_v1: str = "SELECT provider, room, active, last_seen, source FROM capctl_room_activity"
-    drop: str = "DROP TABLE capctl_room_activity"
-    # The form of schema 1, for a copy of such a state (`import_copy`): created as it was, upgraded by its daemon.
-    create_v1: str = (
-        "CREATE TABLE capctl_room_activity (provider TEXT NOT NULL, room TEXT NOT NULL, active INTEGER NOT NULL,"
-        " last_seen DOUBLE PRECISION NOT NULL, source TEXT NOT NULL, PRIMARY KEY (provider, room))"
-    )
+    clear: str = "DELETE FROM capctl_room_activity"
 
     @classmethod
     def build(cls, *, mark: str, exists: str, serialise: tuple[str, ...] = ()) -> RoomQueries:
@@ -251,17 +245,15 @@ class RoomQueries:
         return cls(
             exists=exists,
             serialise=serialise,
-            create=f"CREATE TABLE IF NOT EXISTS {table} (account TEXT NOT NULL, room TEXT NOT NULL,"
+            create=f"CREATE TABLE IF NOT EXISTS {table} (provider TEXT NOT NULL, room TEXT NOT NULL,"
             " active INTEGER NOT NULL, last_seen DOUBLE PRECISION NOT NULL, source TEXT NOT NULL,"
-            " PRIMARY KEY (account, room))",
-            upsert=f"INSERT INTO {table} (account, room, active, last_seen, source)"
-            f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (account, room) DO UPDATE SET"
+            " PRIMARY KEY (provider, room))",
+            upsert=f"INSERT INTO {table} (provider, room, active, last_seen, source)"
+            f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (provider, room) DO UPDATE SET"
             " active = excluded.active, last_seen = excluded.last_seen, source = excluded.source"
             f" WHERE excluded.last_seen >= {table}.last_seen",
-            read=f"SELECT account, room, active, last_seen, source FROM {table} ORDER BY account, room",
+            read=f"SELECT provider, room, active, last_seen, source FROM {table} ORDER BY provider, room",
             forget=f"DELETE FROM {table} WHERE active = 0 AND last_seen < {mark}",
-            insert_v1=f"INSERT INTO {table} (provider, room, active, last_seen, source)"
-            f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
         )
 
 
@@ -514,8 +506,9 @@ class SqlStateStore(ABC):
         with self._cursor(write=False) as cur:
             if not _rows(cur, q.exists)[0][0]:
                 return []
-            current = self._version(cur) >= SCHEMA_VERSION
-            rows = _rows(cur, q.read) if current else _by_account(_rows(cur, q.read_v1), accounts)
+            rows = _rows(cur, q.read)
+            if self._version(cur) < SCHEMA_VERSION:
+                rows = _by_account(rows, accounts)
         return [RoomActivity(a, room, bool(active), float(seen), source) for a, room, active, seen, source in rows]
 
     def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
@@ -550,15 +543,16 @@ class SqlStateStore(ABC):
             return None  # another writer upgraded it meanwhile
         rows = []
         if _rows(cur, rq.exists)[0][0]:
-            rows = _rows(cur, rq.read_v1)
+            rows = _rows(cur, rq.read)
             if rows and accounts is None:
                 raise StateError(
                     f"{self.url}: its room activity is kept by Provider name (state schema 1); `capctl run` "
                     f"upgrades it to schema {SCHEMA_VERSION} when it starts"
                 )
-            cur.execute(rq.drop, ())
+            cur.execute(rq.clear, ())
+        else:  # a state from before room activity: the table, as its first writer of activity always made it
+            cur.execute(rq.create, ())
         kept = _by_account(rows, accounts or {})
-        cur.execute(rq.create, ())
         cur.executemany(rq.upsert, kept)
         cur.execute(self.queries.set_version, (SCHEMA_VERSION,))
         failpoints.hit("state-upgrade.rooms-written")
@@ -613,9 +607,7 @@ class SqlStateStore(ABC):
             records = [(key, body) for key, body in _rows(cur, "SELECT key, body FROM capctl_records ORDER BY key")]
             keys = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
             schema = self._version(cur)
-            rooms = (
-                _rows(cur, rq.read if schema >= SCHEMA_VERSION else rq.read_v1) if _rows(cur, rq.exists)[0][0] else []
-            )
+            rooms = _rows(cur, rq.read) if _rows(cur, rq.exists)[0][0] else []
             inbox = _rows(cur, self.leadership.inbox_read) if _rows(cur, self.leadership.inbox_exists)[0][0] else []
         try:
             codec.decode_rows(records)
@@ -642,7 +634,7 @@ class SqlStateStore(ABC):
                     f"{self.url} already holds a state ({held:,} task record(s), serial {serial}): nothing was copied."
                     " Copy into a new or empty state, or replace this one with --force (after a backup of it)"
                 )
-            rooms_in = self._rooms_form(cur, copy.schema)
+            _create_absent(cur, self.room_queries.exists, (*self.room_queries.serialise, self.room_queries.create))
             _create_absent(cur, q.has_key, (q.create_key,))
             for table in ("capctl_records", "capctl_room_activity", "capctl_inbox", "capctl_fingerprint_key"):
                 cur.execute(f"DELETE FROM {table}", ())
@@ -654,25 +646,13 @@ class SqlStateStore(ABC):
                 if progress is not None:
                     progress(start + len(chunk), len(copy.records))
                 failpoints.hit("state-copy.records-written")
-            cur.executemany(rooms_in, copy.rooms)
+            cur.executemany(self.room_queries.upsert, copy.rooms)
+            cur.execute(q.set_version, (copy.schema,))  # its rooms' keys are those of its schema
             cur.executemany(self.leadership.inbox_copy, copy.inbox)
             new_serial = max(copy.serial, serial + 1)
             cur.execute(q.set_serial, (new_serial,))
         self._fingerprint_key = None  # read afresh: it is the copy's now
         return new_serial
-
-    def _rooms_form(self, cur: Cursor, schema: int) -> str:
-        """Make this state's room table (and schema version) that of a copy of `schema` (a source not upgraded
-        yet keeps its rows by Provider name, upgraded by the first daemon on the copy); returns its insert."""
-        rq = self.room_queries
-        if self._version(cur) != schema or not _rows(cur, rq.exists)[0][0]:
-            for statement in rq.serialise:
-                cur.execute(statement, ())
-            if _rows(cur, rq.exists)[0][0]:
-                cur.execute(rq.drop, ())
-            cur.execute(rq.create if schema >= SCHEMA_VERSION else rq.create_v1, ())
-            cur.execute(self.queries.set_version, (schema,))
-        return rq.upsert if schema >= SCHEMA_VERSION else rq.insert_v1
 
     def inbox_put(self, entry: InboxEntry) -> bool:
         """Store a verified callback durably (committed on return); False when its key is already there

@@ -83,7 +83,7 @@ async def test_a_daemon_upgrades_a_state_of_schema_1_and_keeps_its_rooms(harness
     assert capturing(harness) == ["class-1"] and harness.calls("StartSnapshot") == 1  # known, not started twice
     with sqlite3.connect(harness.state_path) as db:
         assert db.execute("SELECT schema_version FROM capctl_meta").fetchall() == [(2,)]
-        assert db.execute("SELECT account, room, active FROM capctl_room_activity").fetchall() == [
+        assert db.execute("SELECT provider, room, active FROM capctl_room_activity").fetchall() == [
             (VOLC_ACCOUNT, "class-1", 1)
         ]
 

@@ -178,6 +178,9 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
         fill(source)
         store.import_copy(source.export(), replace=True)
         assert {r.room for r in store.room_activity({})} == {"lobby", "vip"}
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # its rows by Provider name: schema 1 again
+            conn.execute("UPDATE capctl_meta SET schema_version = 1")
+        assert store.upgrade_rooms({"volc": "volcengine:app"}) == (2, [])  # rows rewritten: no CREATE needed
         store.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
