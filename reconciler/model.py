@@ -26,6 +26,7 @@ __all__ = [
     "RoomActivity",
     "TaskRecord",
     "TaskStatus",
+    "account_of",
     "job_of",
     "split_key",
     "task_key",
@@ -115,6 +116,11 @@ class DesiredTask:
     source: str = ""  # "file:line:col" of the job document, for messages
     labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
     selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
+
+
+def account_of(vendor: str, app_id: str) -> str:
+    """`volcengine:APPID`: a vendor account, as a Provider's type and appId, or a callback's vendor and app, name it."""
+    return f"{vendor}:{app_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,4 +248,4 @@ class ProviderConfig:
     @property
     def account(self) -> str:
         """The vendor account, the app id on that vendor: rate budgets and room activity are per account."""
-        return f"{self.type}:{self.app_id}"
+        return account_of(self.type, self.app_id)
