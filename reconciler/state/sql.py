@@ -236,7 +236,9 @@ class RoomQueries:
     upsert: str
     read: str
     forget: str
-    clear: str = "DELETE FROM capctl_room_activity"
+    # Rows by Provider name (`_by_name`: no `:`, the parameter NAMES): schema 1's, or an older capctl's since.
+    any_name: str
+    forget_names: str
 
     @classmethod
     def build(cls, *, mark: str, exists: str, serialise: tuple[str, ...] = ()) -> RoomQueries:
@@ -254,15 +256,26 @@ class RoomQueries:
             f" WHERE excluded.last_seen >= {table}.last_seen",
             read=f"SELECT provider, room, active, last_seen, source FROM {table} ORDER BY provider, room",
             forget=f"DELETE FROM {table} WHERE active = 0 AND last_seen < {mark}",
+            any_name=f"SELECT 1 FROM {table} WHERE provider NOT LIKE {mark} LIMIT 1",
+            forget_names=f"DELETE FROM {table} WHERE provider NOT LIKE {mark}",
         )
 
 
+NAMES = "%:%"  # the LIKE pattern of keys by account; those NOT LIKE it are by Provider name (`_by_name`)
+
+
+def _by_name(key: str) -> bool:
+    """A row keyed by a Provider document name, as schema 1 kept them (or an older capctl still running wrote
+    one since): a name cannot hold a `:`, a vendor account (`volcengine:APPID`) always does."""
+    return ":" not in key
+
+
 def _by_account(rows: Iterable[Sequence[Any]], accounts: Mapping[str, str]) -> list[tuple[Any, ...]]:
-    """Schema 1's rows (Provider name, room, ...) as schema 2's (account, room, ...): a name `accounts` does not
-    know is left out; two names of one account keep the newer report of each room."""
+    """Rows (account or Provider name, room, ...) as rows by account: a name through `accounts`, left out when it
+    does not know it; two rows of one account and room keep the newer report."""
     newest: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for provider, room, active, seen, source in rows:
-        if (account := accounts.get(provider)) is None:
+    for key, room, active, seen, source in rows:
+        if (account := accounts.get(key) if _by_name(key) else key) is None:
             continue
         kept = newest.get((account, room))
         if kept is None or seen > kept[3]:
@@ -501,26 +514,23 @@ class SqlStateStore(ABC):
 
     def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
         """Every room's last known activity, by account and room (none before the daemon recorded any).
-        `accounts` (Provider name → account) reads a state of schema 1, whose rows name a Provider."""
+        `accounts` (Provider name → account) reads the rows kept by Provider name (`_by_name`) not upgraded yet."""
         q = self.room_queries
         with self._cursor(write=False) as cur:
-            if not _rows(cur, q.exists)[0][0]:
-                return []
-            rows = _rows(cur, q.read)
-            if self._version(cur) < SCHEMA_VERSION:
-                rows = _by_account(rows, accounts)
+            rows = _by_account(_rows(cur, q.read), accounts) if _rows(cur, q.exists)[0][0] else []
         return [RoomActivity(a, room, bool(active), float(seen), source) for a, room, active, seen, source in rows]
 
     def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
         """Upgrade a state of schema 1 to schema 2 in one transaction: its room activity keyed by vendor account
         instead of Provider name (`accounts`: Provider name → account, of the specs in force). From then on a
-        capctl that knows only schema 1 refuses the state. None when there was nothing to do (schema 2 already,
-        or a read-only open); else the rooms kept and the Provider names left out (not in `accounts`: their
+        capctl that knows only schema 1 refuses the state. Rows an older capctl still running wrote by name
+        since (a rolling upgrade) are keyed anew the same way. None when there was nothing to do (or a
+        read-only open); else the rooms keyed anew and the Provider names left out (not in `accounts`: their
         rows go, learned again from the next callback)."""
         if not self.writable:
             return None
         with self._cursor(write=False) as cur:
-            if self._version(cur) >= SCHEMA_VERSION:
+            if not self._upgrade_due(cur):
                 return None
         try:
             with self._cursor(write=True) as cur:
@@ -535,28 +545,37 @@ class SqlStateStore(ABC):
         """`upgrade_rooms` in the transaction of `cur`. Without `accounts` (a writer that has no specs), a state
         that holds activity of schema 1 is refused, nothing written: only the specs know the accounts."""
         rq = self.room_queries
-        if self._version(cur) >= SCHEMA_VERSION:
+        if not self._upgrade_due(cur, names=accounts is not None):
             return None
         for statement in rq.serialise:
             cur.execute(statement, ())
-        if _rows(cur, self.queries.version_for_update)[0][0] >= SCHEMA_VERSION:
+        version = _rows(cur, self.queries.version_for_update)[0][0]
+        if not self._upgrade_due(cur, names=accounts is not None):
             return None  # another writer upgraded it meanwhile
         rows = []
         if _rows(cur, rq.exists)[0][0]:
-            rows = _rows(cur, rq.read)
+            rows = [row for row in _rows(cur, rq.read) if _by_name(row[0])]
             if rows and accounts is None:
                 raise StateError(
                     f"{self.url}: its room activity is kept by Provider name (state schema 1); `capctl run` "
                     f"upgrades it to schema {SCHEMA_VERSION} when it starts"
                 )
-            cur.execute(rq.clear, ())
+            cur.execute(rq.forget_names, (NAMES,))
         else:  # a state from before room activity: the table, as its first writer of activity always made it
             cur.execute(rq.create, ())
         kept = _by_account(rows, accounts or {})
-        cur.executemany(rq.upsert, kept)
-        cur.execute(self.queries.set_version, (SCHEMA_VERSION,))
+        cur.executemany(rq.upsert, kept)  # beside rows by account: the newer report of a room wins
+        if version < SCHEMA_VERSION:
+            cur.execute(self.queries.set_version, (SCHEMA_VERSION,))
         failpoints.hit("state-upgrade.rooms-written")
         return len(kept), sorted({row[0] for row in rows} - set(accounts or {}))
+
+    def _upgrade_due(self, cur: Cursor, *, names: bool = True) -> bool:
+        """A state of schema 1, or (`names`) one holding rows by Provider name (an older capctl wrote them)."""
+        if self._version(cur) < SCHEMA_VERSION:
+            return True
+        rq = self.room_queries
+        return names and bool(_rows(cur, rq.exists)[0][0]) and bool(_rows(cur, rq.any_name, (NAMES,)))
 
     def _version(self, cur: Cursor) -> int:
         rows = _rows(cur, self.queries.read_meta)

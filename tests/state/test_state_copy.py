@@ -14,7 +14,7 @@ from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
 from reconciler.state.sql import SqlStateStore, StateCopy
 
 from .helpers import make_record
-from .test_state_rooms import ACCOUNTS, UPGRADED, schema_1_state
+from .test_state_rooms import ACCOUNTS, UPGRADED, VOLC, schema_1_state
 
 KEY = b"k" * 32
 
@@ -32,7 +32,7 @@ def fill(store: SqlStateStore) -> None:
     store.put(make_record("SnapshotJob/old/hall", status=TaskStatus.REMOVED, removed_at=1_000.0, stopped_at=999.0))
     store.put(make_record("SnapshotJob/a/vip", status=TaskStatus.DORMANT, next_attempt_at=5_000.0, unproductive_runs=3))
     store.record_rooms(
-        [RoomActivity("volc", "lobby", True, 10.0, "callback"), RoomActivity("volc", "vip", False, 9.0, "resync")]
+        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")]
     )
     for n in range(2):
         store.inbox_put(InboxEntry("zego", f"event-{n}", {"room_id": "lobby", "n": n}, f"sha-{n}", 100.0 + n))
@@ -172,15 +172,16 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
         store = sql_store(url)
         with store.lock("capctl apply"):
             fill(store)  # the key, records, room activity, the inbox
-        store.record_rooms([RoomActivity("volc", "hall", True, 20.0, "callback")])
+        store.record_rooms([RoomActivity(VOLC, "hall", True, 20.0, "callback")])
         assert store.fingerprint_key() == KEY
         source = sql_store(sqlite_url)
         fill(source)
         store.import_copy(source.export(), replace=True)
         assert {r.room for r in store.room_activity({})} == {"lobby", "vip"}
-        with psycopg.connect(pg_url, autocommit=True) as conn:  # its rows by Provider name: schema 1 again
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # a row by Provider name: schema 1 again
+            conn.execute("INSERT INTO capctl_room_activity VALUES ('volc', 'hall', 1, 30.0, 'callback')")
             conn.execute("UPDATE capctl_meta SET schema_version = 1")
-        assert store.upgrade_rooms({"volc": "volcengine:app"}) == (2, [])  # rows rewritten: no CREATE needed
+        assert store.upgrade_rooms(ACCOUNTS) == (1, [])  # rows rewritten: no CREATE needed
         store.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -41,20 +41,22 @@ def test_room_activity_is_kept_and_a_newer_report_replaces_an_older_one(store_ur
     serial = store.put(make_record())
     rooms.record_rooms(
         [
-            RoomActivity("volc", "class-1", True, 100.0, "callback"),
-            RoomActivity("volc", "class-2", True, 100.5, "resync"),
-            RoomActivity("zego", "class-1", False, 90.0, "callback"),
+            RoomActivity("volcengine:app-1", "class-1", True, 100.0, "callback"),
+            RoomActivity("volcengine:app-1", "class-2", True, 100.5, "resync"),
+            RoomActivity("zego:7", "class-1", False, 90.0, "callback"),
         ]
     )
-    rooms.record_rooms([RoomActivity("volc", "class-1", False, 150.0, "callback")])
-    rooms.record_rooms([RoomActivity("volc", "class-2", False, 50.0, "callback")])  # older than what is kept
+    rooms.record_rooms([RoomActivity("volcengine:app-1", "class-1", False, 150.0, "callback")])
+    rooms.record_rooms(
+        [RoomActivity("volcengine:app-1", "class-2", False, 50.0, "callback")]
+    )  # older than what is kept
     assert store.serial() == serial  # knowledge about rooms, not a task change: saved plans stay valid
     store.close()
     reader = open_state(store_url, create=False)
     assert rooms_of(reader).room_activity({}) == [
-        RoomActivity("volc", "class-1", False, 150.0, "callback"),
-        RoomActivity("volc", "class-2", True, 100.5, "resync"),
-        RoomActivity("zego", "class-1", False, 90.0, "callback"),
+        RoomActivity("volcengine:app-1", "class-1", False, 150.0, "callback"),
+        RoomActivity("volcengine:app-1", "class-2", True, 100.5, "resync"),
+        RoomActivity("zego:7", "class-1", False, 90.0, "callback"),
     ]
     reader.close()
 
@@ -70,10 +72,10 @@ def test_a_state_from_before_room_activity_reads_none_and_gets_the_table_from_it
     reader = open_state(store_url, create=False)
     assert rooms_of(reader).room_activity({}) == []
     with pytest.raises(StateError, match="read-only"):
-        rooms_of(reader).record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+        rooms_of(reader).record_rooms([RoomActivity("volcengine:app-1", "r", True, 1.0, "callback")])
     reader.close()
     writer = open_state(store_url)
-    rooms_of(writer).record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+    rooms_of(writer).record_rooms([RoomActivity("volcengine:app-1", "r", True, 1.0, "callback")])
     assert [r.room for r in rooms_of(writer).room_activity({})] == ["r"]
     assert len(writer.load().records) == 1
     writer.close()
@@ -83,7 +85,7 @@ def test_no_state_knows_no_room_and_records_none() -> None:
     missing = NoState(StateMissing("sqlite:///nowhere.db"))
     assert missing.room_activity({}) == []
     with pytest.raises(StateError, match="cannot record room activity"):
-        missing.record_rooms([RoomActivity("volc", "r", True, 1.0, "callback")])
+        missing.record_rooms([RoomActivity("volcengine:app-1", "r", True, 1.0, "callback")])
 
 
 def test_rooms_quiet_since_before_a_time_are_forgotten(store_url: str) -> None:
@@ -93,9 +95,9 @@ def test_rooms_quiet_since_before_a_time_are_forgotten(store_url: str) -> None:
     serial = store.serial()
     rooms.record_rooms(
         [
-            RoomActivity("volc", "class-old", False, 100.0, "callback"),
-            RoomActivity("volc", "class-new", False, 900.0, "callback"),
-            RoomActivity("volc", "lobby", True, 50.0, "resync"),  # active: kept however old its report
+            RoomActivity("volcengine:app-1", "class-old", False, 100.0, "callback"),
+            RoomActivity("volcengine:app-1", "class-new", False, 900.0, "callback"),
+            RoomActivity("volcengine:app-1", "lobby", True, 50.0, "resync"),  # active: kept however old its report
         ]
     )
     assert rooms.forget_rooms(500.0) == 1
@@ -184,3 +186,28 @@ def test_an_upgrade_that_dies_half_way_leaves_the_state_as_it_was(
     worker = start_worker("upgrade", store_url, json.dumps(ACCOUNTS))
     out, err = worker.communicate(timeout=60)
     assert (worker.returncode, out) == (0, "(3, ['gone'])\n"), err
+
+
+def test_rows_an_older_capctl_wrote_by_name_after_the_upgrade_are_keyed_anew(store_url: str) -> None:
+    """A rolling upgrade: the new replica upgraded the state while the old leader still ran and kept writing
+    rows by Provider name; the next upgrade (a daemon starting, or taking the lead) keys them by account."""
+    schema_1_state(store_url)
+    store = open_state(store_url)
+    assert rooms_of(store).upgrade_rooms(ACCOUNTS) == (3, ["gone"])
+    raw_sql(
+        store_url,
+        "INSERT INTO capctl_room_activity VALUES ('volc', 'class-9', 1, 300.0, 'callback')",  # news, by name
+        "INSERT INTO capctl_room_activity VALUES ('volc', 'class-2', 0, 10.0, 'callback')",  # older than kept
+    )
+    assert rooms_of(store).room_activity(ACCOUNTS)[-2:] == [
+        RoomActivity(VOLC, "class-9", True, 300.0, "callback"),
+        RoomActivity("zego:7", "class-1", False, 70.0, "callback"),
+    ]
+    assert rooms_of(store).upgrade_rooms(ACCOUNTS) == (2, [])
+    assert rooms_of(store).upgrade_rooms(ACCOUNTS) is None
+    assert rooms_of(store).room_activity({}) == [
+        *UPGRADED[:2],
+        RoomActivity(VOLC, "class-9", True, 300.0, "callback"),
+        UPGRADED[2],
+    ]
+    store.close()
