@@ -39,6 +39,7 @@ from reconciler.model import (
     RoomActivity,
     TaskRecord,
     TaskStatus,
+    account_of,
     job_of,
 )
 from reconciler.providers.base import Provider
@@ -351,13 +352,12 @@ class RoomSelectors:
         spec, active = self._spec, activity_of(event)
         if event.room_id is None or spec is None:
             return
-        # The callback's vendor app, when a Provider of the specs names it (any of them: they share its rooms).
-        account = next(
-            (c.account for c in spec.providers.values() if (c.type, c.app_id) == (event.vendor, event.app_id)), None
-        )
-        if account is not None and active is not None:  # ordered by the vendor's time: a late close must not
-            self.book.note(account, event.room_id, active, event.at, "callback")  # undo a newer open
-        elif account is not None and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
+        # Its vendor app's room, noted once whichever of the specs' Providers (one or several) name that app.
+        account = account_of(event.vendor, event.app_id)
+        declared = any(c.account == account for c in spec.providers.values())
+        if declared and active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
+            self.book.note(account, event.room_id, active, event.at, "callback")
+        elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
             self.book.heard_of(account, event.room_id)
         if active is not None and (self._batch is None or self._batch.done()):
             self._batch = asyncio.get_running_loop().create_task(self._decide_soon(), name="capctl-rooms")
