@@ -295,7 +295,9 @@ class StateCopy:
     key_hex: str | None
     rooms: list[tuple[Any, ...]]
     inbox: list[tuple[Any, ...]]
-    schema: int = SCHEMA_VERSION  # of the source: its rooms are in that schema's form, and the copy keeps it
+    # The source's schema version, which the copy keeps: a backup from before an upgrade, copied back, is a
+    # state the older capctl reads again (rolling back), and its rows by Provider name are keyed anew later.
+    schema: int = SCHEMA_VERSION
 
     def __repr__(self) -> str:  # may hold 100,000 rows: never print them
         return f"StateCopy(serial={self.serial}, records={len(self.records)}, rooms={len(self.rooms)})"
