@@ -76,11 +76,11 @@ async def measure(tasks: int, runs: int) -> None:
             reason = "idle timeout (Volcengine IdleTimeOut)"
             record = record.evolve(status=TaskStatus.STOPPED, stopped_at=stop, stop_reason=reason)
             clock.t = stop - 300
-            history.room_active(record.target)
+            history.room_active(record.provider, record.target)
             clock.t = stop
             history.note(record)
             clock.t = stop + 200
-            history.room_idle(record.target)
+            history.room_idle(record.provider, record.target)
             start = stop + rng.uniform(1, 900)
         if record.status is TaskStatus.STOPPED and rng.random() < 0.9:  # most were re-issued and run now
             record = record.evolve(status=TaskStatus.RUNNING, started_at=start, stopped_at=None, stop_reason=None)
@@ -92,7 +92,9 @@ async def measure(tasks: int, runs: int) -> None:
         for r in records[:RECENT_EVENTS]
     ]
     replica = Replica("leader", "holds the state lease", "sha256:0123456789abcdef", now - 600, "bench", None, None)
-    inputs = StatusInputs(records, replica, history, {r.key: now + 30 for r in records}.get, events)
+    inputs = StatusInputs(
+        records, replica, history, {r.key: now + 30 for r in records}.get, events
+    )  # no accounts: rooms by Provider name, as told above
 
     async def provider(query: StatusQuery) -> StatusSnapshot:
         return build_snapshot(inputs, query, now)

@@ -648,13 +648,14 @@ def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[S
         return spec_set, [], {}
     import dataclasses
 
-    from reconciler.rooms import selected_tasks
+    from reconciler.rooms import accounts_of, selected_tasks
     from reconciler.state import RoomActivityStore
 
-    activity = store.room_activity() if isinstance(store, RoomActivityStore) else []
+    providers = spec_set.providers
+    activity = store.room_activity(accounts_of(providers)) if isinstance(store, RoomActivityStore) else []
     records = store.load().records
     tasks, selections = selected_tasks(
-        spec_set.tasks, spec_set.selector_jobs, activity, records, store.fingerprint_key()
+        spec_set.tasks, spec_set.selector_jobs, activity, records, providers, store.fingerprint_key()
     )
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 

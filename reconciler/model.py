@@ -26,6 +26,7 @@ __all__ = [
     "RoomActivity",
     "TaskRecord",
     "TaskStatus",
+    "account_of",
     "job_of",
     "split_key",
     "task_key",
@@ -117,11 +118,19 @@ class DesiredTask:
     selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
 
 
+def account_of(vendor: str, app_id: str) -> str:
+    """`volcengine:APPID`: a vendor account, as a Provider's type and appId, or a callback's vendor and app, name it."""
+    return f"{vendor}:{app_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class RoomActivity:
-    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state."""
+    """What the daemon last learned of one room (callbacks, the room-listing resync); kept in the state.
 
-    provider: str  # Provider document name
+    Keyed by the vendor account, not by a Provider document: a room is a fact of the vendor app, whatever
+    the specs call it, so a Provider renamed (or a second one for the same app) knows its rooms at once."""
+
+    account: str  # the vendor account: `ProviderConfig.account` (`volcengine:APPID`, `zego:APPID`)
     room: str
     active: bool  # a stream is published in it
     last_seen: float  # when this was learned (epoch seconds)
@@ -238,5 +247,5 @@ class ProviderConfig:
 
     @property
     def account(self) -> str:
-        """Rate budgets are per vendor account: the app id on that vendor."""
-        return f"{self.type}:{self.app_id}"
+        """The vendor account, the app id on that vendor: rate budgets and room activity are per account."""
+        return account_of(self.type, self.app_id)

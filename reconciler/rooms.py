@@ -4,7 +4,9 @@ Pure: the room activity comes from the state (`StateStore.room_activity()`, writ
 callbacks and the room-listing resync), the records tell which rooms already run. `plan`/`apply` and the
 daemon call the same `select`, so they agree on which rooms a selector job captures:
 
-- a room is captured when a selector covers its id (`spec/selectors.py`) and it is known active;
+- a room is captured when a selector covers its id (`spec/selectors.py`) and it is known active in the
+  vendor account of the job's Provider (type + appId: activity is the account's, whatever the Provider
+  document is called, so a Provider renamed knows its rooms at once);
 - a room named by a job of the same kind and provider belongs to that job (offline this is a spec error;
   at run time the named job wins and the selector lists the room as claimed); between two selector jobs
   that overlap, the first by name takes the room;
@@ -47,6 +49,7 @@ from reconciler.spec.selectors import covers, describe
 
 __all__ = [
     "Selection",
+    "accounts_of",
     "annotate",
     "holding",
     "leaving",
@@ -74,7 +77,7 @@ class Selection:
     chosen: tuple[str, ...]  # those it has a task for (within maxRooms)
     left_out: tuple[str, ...]  # covered and active, but beyond maxRooms: nothing is started for them
     claimed: tuple[tuple[str, str], ...]  # (room, `Kind/name` of the job that has it instead)
-    seen_at: float | None  # the newest room report of its provider: how fresh the knowledge is (None: none)
+    seen_at: float | None  # the newest room report of its provider's account: how fresh it is (None: none)
     tasks: tuple[DesiredTask, ...]
 
 
@@ -83,6 +86,12 @@ def selector_of(job: CheckedJob) -> RoomSelector | None:
     if isinstance(spec, SnapshotJobSpec | RecordingJobSpec) and isinstance(spec.rooms, RoomSelector):
         return spec.rooms
     return None
+
+
+def accounts_of(providers: Mapping[str, ProviderConfig]) -> dict[str, str]:
+    """Provider name → its vendor account, the key of room activity (how a state of schema 1, which kept the
+    activity by Provider name, is read and upgraded)."""
+    return {name: config.account for name, config in providers.items()}
 
 
 def named_rooms(tasks: Iterable[DesiredTask]) -> dict[tuple[str, str, str], str]:
@@ -104,23 +113,26 @@ def select(
     activity: Iterable[RoomActivity],
     named: Mapping[tuple[str, str, str], str],
     held: Collection[str],
+    providers: Mapping[str, ProviderConfig],
     key: bytes | None = None,
 ) -> list[Selection]:
     """The selections of `jobs` (selector jobs) given the known room `activity`, the rooms `named` by other
-    jobs (`named_rooms`) and the task keys that hold their room now (`holding`); task hashes keyed with `key`."""
+    jobs (`named_rooms`), the task keys that hold their room now (`holding`) and the `providers` that say each
+    job's vendor account; task hashes keyed with `key`."""
     active: dict[str, list[str]] = {}
     seen: dict[str, float] = {}
     for report in activity:
-        seen[report.provider] = max(seen.get(report.provider, report.last_seen), report.last_seen)
+        seen[report.account] = max(seen.get(report.account, report.last_seen), report.last_seen)
         if report.active:
-            active.setdefault(report.provider, []).append(report.room)
+            active.setdefault(report.account, []).append(report.room)
     taken = dict(named)
     selections = []
     for c in sorted(jobs, key=lambda j: (j.job.kind, j.job.name)):
         selector = selector_of(c)
         assert selector is not None, f"{c.job.ref()} is not a selector job"
         kind, provider, job = c.job.kind, c.provider.name, f"{c.job.kind}/{c.job.name}"
-        covered = sorted({room for room in active.get(provider, ()) if covers(selector, room)})
+        account = providers[provider].account
+        covered = sorted({room for room in active.get(account, ()) if covers(selector, room)})
         free: list[tuple[str, str]] = []
         claimed: list[tuple[str, str]] = []
         for room in covered:
@@ -142,7 +154,7 @@ def select(
                 chosen=tuple(chosen),
                 left_out=tuple(left_out),
                 claimed=tuple((room, owner) for room, owner in claimed),
-                seen_at=seen.get(provider),
+                seen_at=seen.get(account),
                 tasks=tuple(expand(c, key, chosen)),
             )
         )
@@ -154,13 +166,14 @@ def selected_tasks(
     jobs: Sequence[CheckedJob],
     activity: Iterable[RoomActivity],
     records: Mapping[str, TaskRecord],
+    providers: Mapping[str, ProviderConfig],
     key: bytes | None = None,
 ) -> tuple[dict[str, DesiredTask], list[Selection]]:
     """The spec set's `tasks` with those of its selector `jobs`: one per chosen room, and those `leaving`
     their room; and the selections. What `plan`, `apply` and the daemon all work from."""
-    selections = select(jobs, activity, named_rooms(tasks.values()), holding(records), key)
+    selections = select(jobs, activity, named_rooms(tasks.values()), holding(records), providers, key)
     chosen = {**tasks, **{t.key: t for s in selections for t in s.tasks}}
-    return {**chosen, **leaving(jobs, chosen, records, key)}, selections
+    return {**chosen, **leaving(jobs, chosen, records, providers, key)}, selections
 
 
 def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderConfig]) -> list[Selection]:
@@ -187,6 +200,7 @@ def leaving(
     jobs: Sequence[CheckedJob],
     chosen: Collection[str],
     records: Mapping[str, TaskRecord],
+    providers: Mapping[str, ProviderConfig],
     key: bytes | None = None,
 ) -> dict[str, DesiredTask]:
     """The tasks selector `jobs` ran in rooms they cover but do not choose now (`chosen`: the keys of the tasks
@@ -195,7 +209,9 @@ def leaving(
     stopped, re-issued or changed (a spec edit reaches it when its room is chosen again).
 
     A room its job's selector no longer covers (named before the job became a selector, or a glob edited) is
-    not among them: its task is no longer declared, and is planned as a delete like any other."""
+    not among them: its task is no longer declared, and is planned as a delete like any other. A run started
+    through another Provider document of the job's vendor account (the Provider renamed) is among them while
+    that document is declared (it is observed through it), as its room is the account's."""
     by_job = {f"{c.job.kind}/{c.job.name}": c for c in jobs}
     rooms: dict[str, list[str]] = {}
     for task_key, record in records.items():
@@ -203,7 +219,9 @@ def leaving(
         if job is None or task_key in chosen or record.status is TaskStatus.REMOVED:
             continue
         selector = selector_of(job)
-        if selector is not None and record.provider == job.provider.name and covers(selector, record.target):
+        started = providers.get(record.provider)
+        same_app = started is not None and started.account == providers[job.provider.name].account
+        if selector is not None and same_app and covers(selector, record.target):
             rooms.setdefault(f"{job.job.kind}/{job.job.name}", []).append(record.target)
     return {
         t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=records[t.key].spec_hash)

@@ -15,6 +15,11 @@ def _duration(value: int | str) -> str:
     return f"{value}s" if isinstance(value, int) else value
 
 
+# The vendor accounts (`ProviderConfig.account`) of `providers`: what room activity is kept by.
+VOLC_ACCOUNT = "volcengine:capctl-sim-volc"
+ZEGO_ACCOUNT = "zego:1234567890"
+
+
 def providers(base: str, *, callbacks: bool = False) -> str:
     """Providers `volc`, `zego` and `zego-legacy` at the simulator `base`, with callback secrets if asked."""
     volc_callback = "\n  callbackSecret: {env: VOLC_CB, default: capctl-sim-volc-callback}" if callbacks else ""

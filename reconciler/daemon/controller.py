@@ -58,7 +58,7 @@ class Daemon(DaemonParts):
         await self.lease.take(lead=not isinstance(specs, SpecErrors))
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
-        self.rooms.book.load()
+        self.rooms.load(specs if isinstance(specs, SpecSet) else None)
         self.specs.take(specs)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")

@@ -2,8 +2,9 @@
 
 A selector job (`rooms: {match: "class-*"}`) has no tasks in the spec set: which rooms it captures is
 known only at run time. The daemon learns room activity from the router's room and stream callbacks
-and from the room-listing resync (`roomlisting.py`), keeps it in a `RoomBook` (loaded from the state at
-start, written back in batches, never per callback), and derives the tasks with the same pure
+and from the room-listing resync (`roomlisting.py`), keeps it in a `RoomBook` by vendor account and room
+(loaded from the state at start, written back in batches, never per callback; a Provider document renamed
+names the same account, so nothing is forgotten), and derives the tasks with the same pure
 `reconciler.rooms.select` as `capctl plan` and `capctl apply`, so all three agree on which rooms run.
 
 The result is the *effective* spec set the reconciler works from: the spec set's tasks, plus one task
@@ -34,15 +35,17 @@ from reconciler.daemon.roomorder import supersedes
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
+    ProviderConfig,
     RoomActivity,
     TaskRecord,
     TaskStatus,
+    account_of,
     job_of,
 )
 from reconciler.providers.base import Provider
 from reconciler.providers.callbacks import CallbackEvent
 from reconciler.providers.family import listing_family
-from reconciler.rooms import Selection, selected_tasks, selector_of, unheard, unheard_note
+from reconciler.rooms import Selection, accounts_of, selected_tasks, selector_of, unheard, unheard_note
 from reconciler.spec import SpecSet
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
@@ -97,7 +100,8 @@ def activity_of(event: CallbackEvent) -> bool | None:
 
 
 class RoomBook:
-    """The daemon's last known activity of every room, by (Provider document, room id)."""
+    """The daemon's last known activity of every room, by (vendor account, room id): `ProviderConfig.account`,
+    so every Provider document of one vendor app shares it, and a rename keeps it."""
 
     def __init__(self, store: StateStore) -> None:
         self._store = store if isinstance(store, RoomActivityStore) else None
@@ -106,15 +110,21 @@ class RoomBook:
         self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
         self._quiet_seen: dict[tuple[str, str], float] = {}  # a quiet room's newest report that it is still quiet
 
-    def load(self) -> None:
-        """Read what earlier runs learned (at start, and when the lease is taken again)."""
-        reports = self._store.room_activity() if self._store is not None else []
-        self._rooms = {(r.provider, r.room): r for r in reports}
+    def load(self, providers: Mapping[str, ProviderConfig]) -> None:
+        """Read what earlier runs learned (at start, and when the lease is taken again). A state of schema 1,
+        which kept activity by Provider name, is upgraded first: `providers` say which account a name means."""
+        if self._store is None:
+            return
+        accounts = accounts_of(providers)
+        if (upgraded := self._store.upgrade_rooms(accounts)) is not None:
+            rooms, unknown = upgraded
+            log.info("state upgraded: room activity kept by vendor account", rooms=rooms, providers_unknown=unknown)
+        self._rooms = {(r.account, r.room): r for r in self._store.room_activity(accounts)}
         self._quiet_seen = {}
 
-    def note(self, provider: str, room: str, active: bool, at: float, source: str) -> bool:
+    def note(self, account: str, room: str, active: bool, at: float, source: str) -> bool:
         """Remember one report; True when it changes whether the room is active (or it is a new room)."""
-        key = (provider, room)
+        key = (account, room)
         old = self._rooms.get(key)
         if old is not None and not supersedes(old.last_seen, old.active, at, active):
             return False  # a late report older than what is known (`roomorder`: it must not undo a newer one)
@@ -124,22 +134,22 @@ class RoomBook:
             self._quiet_seen[key] = at
             return False
         self._quiet_seen.pop(key, None)
-        report = RoomActivity(provider=provider, room=room, active=active, last_seen=at, source=source)
+        report = RoomActivity(account=account, room=room, active=active, last_seen=at, source=source)
         self._rooms[key] = self._unwritten[key] = report
         return old is None or old.active != active
 
-    def heard_of(self, provider: str, room: str) -> None:
+    def heard_of(self, account: str, room: str) -> None:
         """A callback named the room without saying whether it is active (a login, a user leaving): unless the
         room is known active, the next room-listing resync asks, so a lost stream callback is repaired."""
-        known = self._rooms.get((provider, room))
+        known = self._rooms.get((account, room))
         if known is None or not known.active:
-            self._heard_of.add((provider, room))
+            self._heard_of.add((account, room))
 
     def activity(self) -> list[RoomActivity]:
         return list(self._rooms.values())
 
-    def knows(self, provider: str, room: str) -> bool:
-        return (provider, room) in self._rooms
+    def knows(self, account: str, room: str) -> bool:
+        return (account, room) in self._rooms
 
     def to_list(self, spec: SpecSet, now: float) -> list[tuple[str, str]]:
         """The rooms the listing resync asks about, among those a selector job covers: the active ones and
@@ -148,11 +158,11 @@ class RoomBook:
         for c in spec.selector_jobs:
             selector = selector_of(c)
             if selector is not None:
-                selectors.setdefault(c.provider.name, []).append(selector)
+                selectors.setdefault(spec.providers[c.provider.name].account, []).append(selector)
         due = {k for k, r in self._rooms.items() if r.active or self._relist_due(k, r, now)}
         rooms = sorted(due | self._heard_of)
         self._heard_of = set()
-        return [(p, room) for p, room in rooms if any(covers(s, room) for s in selectors.get(p, ()))]
+        return [(a, room) for a, room in rooms if any(covers(s, room) for s in selectors.get(a, ()))]
 
     def _relist_due(self, key: tuple[str, str], quiet: RoomActivity, now: float) -> bool:
         """Whether a quiet room is due for a listing: QUIET_RELIST after the last one, more as it stays quiet."""
@@ -180,7 +190,7 @@ class RoomBook:
             try:
                 self._store.record_rooms(reports)
             except StateError:
-                self._unwritten = {(r.provider, r.room): r for r in reports}
+                self._unwritten = {(r.account, r.room): r for r in reports}
                 raise
         return len(reports)
 
@@ -218,7 +228,9 @@ class RoomJobs:
         if not spec.selector_jobs:
             self._tell(())
             return Effective(spec, ())
-        tasks, selected = selected_tasks(spec.tasks, spec.selector_jobs, book.activity(), records, self._key)
+        tasks, selected = selected_tasks(
+            spec.tasks, spec.selector_jobs, book.activity(), records, spec.providers, self._key
+        )
         selections = tuple(selected)
         self._tell(selections)
         return Effective(dataclasses.replace(spec, tasks=tasks), selections)
@@ -273,14 +285,14 @@ def forgotten_tasks(spec: SpecSet, book: RoomBook, records: Iterable[TaskRecord]
     for ROOM_RETENTION) and whose last run ended ROOM_RETENTION ago or more. Rooms made on the fly would
     otherwise leave a record each for ever (in the state, in memory, in every resync and status page); the
     room's next activity starts its task as a new room's, with the same ids (they derive from job and room)."""
-    jobs = {f"{c.job.kind}/{c.job.name}" for c in spec.selector_jobs}
+    jobs = {f"{c.job.kind}/{c.job.name}": spec.providers[c.provider.name].account for c in spec.selector_jobs}
     cutoff = now - ROOM_RETENTION
     return sorted(
         r.key
         for r in records
         if r.status in _SETTLED
-        and job_of(r.key) in jobs
-        and not book.knows(r.provider, r.target)
+        and (account := jobs.get(job_of(r.key))) is not None
+        and not book.knows(account, r.target)
         and max(filter(None, (r.stopped_at, r.observed_at, r.started_at)), default=cutoff) <= cutoff
     )
 
@@ -318,6 +330,12 @@ class RoomSelectors:
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
         self._write_failed = Throttle(clock)  # one `room activity not written` line a minute, whatever the rate
 
+    def load(self, spec: SpecSet | None) -> None:
+        """Read the room activity earlier runs learned (upgrading a state of schema 1), at start and when the
+        lease is taken again; without a valid spec set nothing is read: which account a name means is unknown."""
+        if spec is not None:
+            self.book.load(spec.providers)
+
     def take(self, spec: SpecSet) -> SpecSet:
         """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
         self._spec = spec
@@ -334,13 +352,13 @@ class RoomSelectors:
         spec, active = self._spec, activity_of(event)
         if event.room_id is None or spec is None:
             return
-        for name, config in spec.providers.items():
-            if config.type != event.vendor or config.app_id != event.app_id:
-                continue
-            if active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
-                self.book.note(name, event.room_id, active, event.at, "callback")
-            elif spec.selector_jobs:  # only the listing resync of selector jobs asks about these
-                self.book.heard_of(name, event.room_id)
+        # Its vendor app's room, noted once whichever of the specs' Providers (one or several) name that app.
+        account = account_of(event.vendor, event.app_id)
+        declared = any(c.account == account for c in spec.providers.values())
+        if declared and active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
+            self.book.note(account, event.room_id, active, event.at, "callback")
+        elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
+            self.book.heard_of(account, event.room_id)
         if active is not None and (self._batch is None or self._batch.done()):
             self._batch = asyncio.get_running_loop().create_task(self._decide_soon(), name="capctl-rooms")
 
@@ -385,16 +403,17 @@ class RoomSelectors:
             # its record would start it as a new task.
             self.reselect()
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
-            if self.book.note(report.provider, report.room, report.active, report.last_seen, report.source):
-                woken |= {(report.provider, report.room)} if report.active else set()
+            if self.book.note(report.account, report.room, report.active, report.last_seen, report.source):
+                woken |= {(report.account, report.room)} if report.active else set()
         self.reselect()
         if woken and (effective := self._effective) is not None:  # a stream callback was lost: the listing
             # is the only news that people are back; every task in force there, named-room or selector
-            self._woken([t.key for t in effective.tasks.values() if (t.provider, t.target) in woken])
+            accounts = accounts_of(effective.providers)
+            self._woken([t.key for t in effective.tasks.values() if (accounts[t.provider], t.target) in woken])
 
     def regained(self) -> None:
         """The state lease was taken again: another holder may have learned rooms meanwhile."""
-        self.book.load()
+        self.load(self._spec)
         self.reselect()
 
     def stop(self) -> None:
@@ -402,6 +421,9 @@ class RoomSelectors:
             self._batch.cancel()
         self._store_rooms(self.book.flush)
 
-    def _listing_provider(self, name: str) -> Provider:
+    def _listing_provider(self, account: str) -> Provider:
+        """The provider that lists the rooms of `account`: that of the first selector job on it (by name)."""
         assert self._spec is not None
-        return self._provider(name, listing_family(self._spec.providers[name].type))
+        providers = self._spec.providers
+        name = min(c.provider.name for c in self._spec.selector_jobs if providers[c.provider.name].account == account)
+        return self._provider(name, listing_family(providers[name].type))

@@ -36,7 +36,7 @@ class RoomLister:
     """Lists rooms at their vendors, each room at most once per MIN_INTERVAL."""
 
     def __init__(self, provider: Callable[[str], Provider], clock: Clock) -> None:
-        self._provider = provider  # Provider document name -> the provider that answers its room listing
+        self._provider = provider  # vendor account -> the provider that answers its room listing
         self._clock = clock
         self._listed: dict[tuple[str, str], float] = {}
 
@@ -45,7 +45,7 @@ class RoomLister:
         return len(self._listed)
 
     async def list_rooms(self, rooms: Iterable[tuple[str, str]]) -> list[RoomActivity]:
-        """One report per (provider, room) the vendor answered: active when it lists a stream (ZEGO) or a
+        """One report per (account, room) the vendor answered: active when it lists a stream (ZEGO) or a
         visible user (Volcengine). A failed call is logged and reports nothing: the room stays as known."""
         now = self._clock.now()
         # Only the last MIN_INTERVAL paces anything: older times go, else every room ever listed stays here.
@@ -53,13 +53,13 @@ class RoomLister:
         due = sorted({r for r in rooms if r not in self._listed})
         for room in due:
             self._listed[room] = now
-        answers = await asyncio.gather(*(self._one(provider, room) for provider, room in due))
+        answers = await asyncio.gather(*(self._one(account, room) for account, room in due))
         return [a for a in answers if a is not None]
 
-    async def _one(self, provider: str, room: str) -> RoomActivity | None:
+    async def _one(self, account: str, room: str) -> RoomActivity | None:
         try:
-            streams = await self._provider(provider).room_streams(room)
+            streams = await self._provider(account).room_streams(room)
         except VendorError as exc:
-            log.warning("room listing failed", provider=provider, room=room, error=str(exc))
+            log.warning("room listing failed", account=account, room=room, error=str(exc))
             return None
-        return RoomActivity(provider, room, streams > 0, self._clock.now(), "resync")
+        return RoomActivity(account, room, streams > 0, self._clock.now(), "resync")

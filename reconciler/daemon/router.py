@@ -21,7 +21,7 @@ from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.roomorder import RoomOrder
-from reconciler.model import ProviderConfig
+from reconciler.model import ProviderConfig, account_of
 from reconciler.providers.callbacks import MAX_SKEW, CallbackEvent, CallbackRejected
 from reconciler.providers.family import vendor as vendor_named
 from reconciler.spec import SpecSet
@@ -163,10 +163,11 @@ class CallbackRouter:
         emptied: tuple[str, ...] = ()
         if event.room_closed or (event.user_id is not None and (event.room_active or event.room_left)):
             emptied = self._track_users(room, event)
+        account = account_of(event.vendor, event.app_id)
         if event.room_active:  # the status page's room timeline
-            self._records.history.room_active(event.room_id)
+            self._records.history.room_active(account, event.room_id)
         elif event.room_empty or event.room_closed or emptied:  # a close ends it whoever was seen (ZEGO names none)
-            self._records.history.room_idle(event.room_id)
+            self._records.history.room_idle(account, event.room_id)
         return RoutedCallback(200, "accepted", "accepted", event=event, task_key=task_key, woken=woken, emptied=emptied)
 
     def _track_users(self, room: Room, event: CallbackEvent) -> tuple[str, ...]:

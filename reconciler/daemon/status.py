@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from reconciler import logs
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT
 from reconciler.model import TaskRecord
+from reconciler.rooms import accounts_of
 from reconciler.state.base import StateError
 from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
 from reconciler.status.routes import SnapshotProvider
@@ -60,6 +61,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
             look_errors=daemon.runtimes.look_errors(),
+            accounts=accounts_of(spec.providers) if spec is not None else {},
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 

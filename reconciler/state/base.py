@@ -8,7 +8,7 @@ already committed. `lock()` is an OS lock or an expiring lease: a holder that di
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -163,8 +163,11 @@ class NoState:
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         raise StateError(f"{self.missing}: a read-only command takes no lock")
 
-    def room_activity(self) -> list[RoomActivity]:
+    def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
         return []
+
+    def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
+        return None
 
     def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
         raise StateError(f"{self.missing}: a read-only command cannot record room activity")
@@ -232,5 +235,11 @@ class RoomActivityStore(Protocol):
         """Drop the rooms known inactive since before `quiet_before` (rooms made on the fly would otherwise
         pile up); returns how many. Does not move the serial."""
 
-    def room_activity(self) -> list[RoomActivity]:
-        """Every room's last known activity (empty before any was recorded)."""
+    def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
+        """Every room's last known activity, by vendor account (empty before any was recorded). `accounts`
+        (Provider name → `ProviderConfig.account`) reads a state of schema 1, which kept it by Provider name."""
+
+    def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
+        """Key a schema-1 state's room activity by account (`accounts` as above), in one transaction that
+        raises the schema version; None when there is nothing to do, else (rooms kept, Provider names left
+        out). The daemon runs it when it starts: only the specs know which account a Provider name meant."""

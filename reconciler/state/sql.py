@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,7 +46,8 @@ __all__ = [
     "iso_utc",
 ]
 
-SCHEMA_VERSION = 1
+# 2: room activity keyed by vendor account (`RoomQueries`); a capctl that knows only 1 refuses such a state.
+SCHEMA_VERSION = 2
 # The tables a state has from its first commit on: some without the others is damage, never a new state.
 TABLES = ("capctl_meta", "capctl_records")
 INBOX_KEEP_SECONDS = 3600.0  # how long the inbox remembers a callback (vendors retry within minutes)
@@ -89,6 +90,8 @@ class Queries:
     read_key: str
     init_key: str
     set_serial: str
+    version_for_update: str  # the schema version, its row locked: one upgrade at a time
+    set_version: str
 
     @classmethod
     def build(cls, *, mark: str, for_update: str, tables: str, has_key: str) -> Queries:
@@ -128,6 +131,8 @@ class Queries:
             " ON CONFLICT (key) DO UPDATE SET body = excluded.body",
             delete=f"DELETE FROM capctl_records WHERE key = {mark}",
             set_serial=f"UPDATE {meta} SET serial = {mark} WHERE id = 1",
+            version_for_update=f"SELECT schema_version FROM {meta} WHERE id = 1{for_update}",
+            set_version=f"UPDATE {meta} SET schema_version = {mark} WHERE id = 1",
         )
 
 
@@ -216,17 +221,24 @@ def _inbox_json(entry: InboxEntry) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RoomQueries:
-    """Room activity (`reconciler/rooms.py`): one row per (provider, room), in a table of its own, made with a
-    new state, that the first writer of activity adds to a state from before it (a self-contained migration
-    step, so such a state needs no schema change) and an older capctl ignores. A report older than the
-    row it would replace is dropped (replicas may report out of order). Activity does not move the serial:
-    it is knowledge about rooms, not a change of any task record."""
+    """Room activity (`reconciler/rooms.py`): one row per (vendor account, room), in a table of its own, made
+    with a new state. A report older than the row it would replace is dropped (replicas may report out of
+    order). Activity does not move the serial: it is knowledge about rooms, not a change of any task record.
+
+    Schema 1 kept the rows per (Provider document name, room): a rename forgot them. Schema 2 keys them by the
+    vendor account (`ProviderConfig.account`) in the same table and column (still named `provider`), so that
+    `SqlStateStore.upgrade_rooms`, given the accounts of the Provider names (only the specs know them), only
+    rewrites rows: one transaction, and no privilege a writer lacks (a table replaced needs its owner)."""
 
     exists: str  # one row, one column: 1 when the table exists
-    create: tuple[str, ...]
+    serialise: tuple[str, ...]  # run first by a transaction that creates the table: writers creating it queue
+    create: str
     upsert: str
     read: str
     forget: str
+    # Rows by Provider name (`_by_name`: no `:`, the parameter NAMES): schema 1's, or an older capctl's since.
+    any_name: str
+    forget_names: str
 
     @classmethod
     def build(cls, *, mark: str, exists: str, serialise: tuple[str, ...] = ()) -> RoomQueries:
@@ -234,19 +246,41 @@ class RoomQueries:
         table = "capctl_room_activity"
         return cls(
             exists=exists,
-            create=(
-                *serialise,
-                f"CREATE TABLE IF NOT EXISTS {table} (provider TEXT NOT NULL, room TEXT NOT NULL,"
-                " active INTEGER NOT NULL, last_seen DOUBLE PRECISION NOT NULL, source TEXT NOT NULL,"
-                " PRIMARY KEY (provider, room))",
-            ),
+            serialise=serialise,
+            create=f"CREATE TABLE IF NOT EXISTS {table} (provider TEXT NOT NULL, room TEXT NOT NULL,"
+            " active INTEGER NOT NULL, last_seen DOUBLE PRECISION NOT NULL, source TEXT NOT NULL,"
+            " PRIMARY KEY (provider, room))",
             upsert=f"INSERT INTO {table} (provider, room, active, last_seen, source)"
             f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (provider, room) DO UPDATE SET"
             " active = excluded.active, last_seen = excluded.last_seen, source = excluded.source"
             f" WHERE excluded.last_seen >= {table}.last_seen",
             read=f"SELECT provider, room, active, last_seen, source FROM {table} ORDER BY provider, room",
             forget=f"DELETE FROM {table} WHERE active = 0 AND last_seen < {mark}",
+            any_name=f"SELECT 1 FROM {table} WHERE provider NOT LIKE {mark} LIMIT 1",
+            forget_names=f"DELETE FROM {table} WHERE provider NOT LIKE {mark}",
         )
+
+
+NAMES = "%:%"  # the LIKE pattern of keys by account; those NOT LIKE it are by Provider name (`_by_name`)
+
+
+def _by_name(key: str) -> bool:
+    """A row keyed by a Provider document name, as schema 1 kept them (or an older capctl still running wrote
+    one since): a name cannot hold a `:`, a vendor account (`volcengine:APPID`) always does."""
+    return ":" not in key
+
+
+def _by_account(rows: Iterable[Sequence[Any]], accounts: Mapping[str, str]) -> list[tuple[Any, ...]]:
+    """Rows (account or Provider name, room, ...) as rows by account: a name through `accounts`, left out when it
+    does not know it; two rows of one account and room keep the newer report."""
+    newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for key, room, active, seen, source in rows:
+        if (account := accounts.get(key) if _by_name(key) else key) is None:
+            continue
+        kept = newest.get((account, room))
+        if kept is None or seen > kept[3]:
+            newest[(account, room)] = (account, room, active, seen, source)
+    return [newest[k] for k in sorted(newest)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +295,9 @@ class StateCopy:
     key_hex: str | None
     rooms: list[tuple[Any, ...]]
     inbox: list[tuple[Any, ...]]
+    # The source's schema version, which the copy keeps: a backup from before an upgrade, copied back, is a
+    # state the older capctl reads again (rolling back), and its rows by Provider name are keyed anew later.
+    schema: int = SCHEMA_VERSION
 
     def __repr__(self) -> str:  # may hold 100,000 rows: never print them
         return f"StateCopy(serial={self.serial}, records={len(self.records)}, rooms={len(self.rooms)})"
@@ -325,7 +362,7 @@ class SqlStateStore(ABC):
                     raise StateMissing(where + self.no_tables)
                 # Every table at once (the lock, inbox and room-activity tables too, which a state from before
                 # them gets from its first writer): after this first run the user may lack CREATE.
-                for statement in (*q.create, *self.leadership.migrate, *self.room_queries.create):
+                for statement in (*q.create, *self.leadership.migrate, self.room_queries.create):
                     cur.execute(statement, ())
                 cur.execute(q.init_meta, (SCHEMA_VERSION,))
             if missing := [t for t in TABLES if t not in found and not created]:
@@ -459,11 +496,11 @@ class SqlStateStore(ABC):
         """Keep what was learned of these rooms (newer reports replace older ones); one transaction."""
         if not self.writable:
             raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
-        rows = [(r.provider, r.room, int(r.active), r.last_seen, r.source) for r in reports]
+        rows = [(r.account, r.room, int(r.active), r.last_seen, r.source) for r in reports]
         if not rows:
             return
         with self._cursor(write=True) as cur:
-            _create_absent(cur, self.room_queries.exists, self.room_queries.create)
+            self._upgrade(cur, None)  # a state of schema 1 without activity yet: nothing to key anew
             cur.executemany(self.room_queries.upsert, rows)
 
     def forget_rooms(self, quiet_before: float) -> int:
@@ -477,12 +514,77 @@ class SqlStateStore(ABC):
             cur.execute(q.forget, (quiet_before,))
             return max(cur.rowcount, 0)
 
-    def room_activity(self) -> list[RoomActivity]:
-        """Every room's last known activity, by provider and room (none before the daemon recorded any)."""
+    def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
+        """Every room's last known activity, by account and room (none before the daemon recorded any).
+        `accounts` (Provider name → account) reads the rows kept by Provider name (`_by_name`) not upgraded yet."""
         q = self.room_queries
         with self._cursor(write=False) as cur:
-            rows = _rows(cur, q.read) if _rows(cur, q.exists)[0][0] else []
-        return [RoomActivity(p, room, bool(active), float(seen), source) for p, room, active, seen, source in rows]
+            rows = _by_account(_rows(cur, q.read), accounts) if _rows(cur, q.exists)[0][0] else []
+        return [RoomActivity(a, room, bool(active), float(seen), source) for a, room, active, seen, source in rows]
+
+    def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
+        """Upgrade a state of schema 1 to schema 2 in one transaction: its room activity keyed by vendor account
+        instead of Provider name (`accounts`: Provider name → account, of the specs in force). From then on a
+        capctl that knows only schema 1 refuses the state. Rows an older capctl still running wrote by name
+        since (a rolling upgrade) are keyed anew the same way. None when there was nothing to do (or a
+        read-only open); else the rooms keyed anew and the Provider names left out (not in `accounts`: their
+        rows go, learned again from the next callback)."""
+        if not self.writable:
+            return None
+        with self._cursor(write=False) as cur:
+            if not self._upgrade_due(cur):
+                return None
+        try:
+            with self._cursor(write=True) as cur:
+                return self._upgrade(cur, accounts)
+        except StateError as exc:
+            raise StateError(
+                f"upgrading the state to schema {SCHEMA_VERSION} (room activity by vendor account) failed, nothing "
+                f"was changed: {exc}"
+            ) from None
+
+    def _upgrade(self, cur: Cursor, accounts: Mapping[str, str] | None) -> tuple[int, list[str]] | None:
+        """`upgrade_rooms` in the transaction of `cur`. Without `accounts` (a writer that has no specs), a state
+        that holds activity of schema 1 is refused, nothing written: only the specs know the accounts."""
+        rq = self.room_queries
+        if not self._upgrade_due(cur, names=accounts is not None):
+            return None
+        for statement in rq.serialise:
+            cur.execute(statement, ())
+        version = _rows(cur, self.queries.version_for_update)[0][0]
+        if not self._upgrade_due(cur, names=accounts is not None):
+            return None  # another writer upgraded it meanwhile
+        rows = []
+        if _rows(cur, rq.exists)[0][0]:
+            rows = [row for row in _rows(cur, rq.read) if _by_name(row[0])]
+            if rows and accounts is None:
+                raise StateError(
+                    f"{self.url}: its room activity is kept by Provider name (state schema 1); `capctl run` "
+                    f"upgrades it to schema {SCHEMA_VERSION} when it starts"
+                )
+            cur.execute(rq.forget_names, (NAMES,))
+        else:  # a state from before room activity: the table, as its first writer of activity always made it
+            cur.execute(rq.create, ())
+        kept = _by_account(rows, accounts or {})
+        cur.executemany(rq.upsert, kept)  # beside rows by account: the newer report of a room wins
+        if version < SCHEMA_VERSION:
+            cur.execute(self.queries.set_version, (SCHEMA_VERSION,))
+        failpoints.hit("state-upgrade.rooms-written")
+        return len(kept), sorted({row[0] for row in rows} - set(accounts or {}))
+
+    def _upgrade_due(self, cur: Cursor, *, names: bool = True) -> bool:
+        """A state of schema 1, or (`names`) one holding rows by Provider name (an older capctl wrote them)."""
+        if self._version(cur) < SCHEMA_VERSION:
+            return True
+        rq = self.room_queries
+        return names and bool(_rows(cur, rq.exists)[0][0]) and bool(_rows(cur, rq.any_name, (NAMES,)))
+
+    def _version(self, cur: Cursor) -> int:
+        rows = _rows(cur, self.queries.read_meta)
+        if not rows:
+            raise StateDamaged(self.url, "the capctl_meta table has no row")
+        version: int = rows[0][0]
+        return version
 
     def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
         if fence is not None:
@@ -525,13 +627,14 @@ class SqlStateStore(ABC):
             serial = self._serial_of(cur, q.serial)
             records = [(key, body) for key, body in _rows(cur, "SELECT key, body FROM capctl_records ORDER BY key")]
             keys = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            schema = self._version(cur)
             rooms = _rows(cur, rq.read) if _rows(cur, rq.exists)[0][0] else []
             inbox = _rows(cur, self.leadership.inbox_read) if _rows(cur, self.leadership.inbox_exists)[0][0] else []
         try:
             codec.decode_rows(records)
         except codec.CodecError as exc:
             raise StateError(f"{self.url}: {exc}") from None
-        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox)
+        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox, schema)
 
     def import_copy(
         self, copy: StateCopy, *, replace: bool = False, progress: Callable[[int, int], None] | None = None
@@ -552,7 +655,7 @@ class SqlStateStore(ABC):
                     f"{self.url} already holds a state ({held:,} task record(s), serial {serial}): nothing was copied."
                     " Copy into a new or empty state, or replace this one with --force (after a backup of it)"
                 )
-            _create_absent(cur, self.room_queries.exists, self.room_queries.create)
+            _create_absent(cur, self.room_queries.exists, (*self.room_queries.serialise, self.room_queries.create))
             _create_absent(cur, q.has_key, (q.create_key,))
             for table in ("capctl_records", "capctl_room_activity", "capctl_inbox", "capctl_fingerprint_key"):
                 cur.execute(f"DELETE FROM {table}", ())
@@ -565,6 +668,7 @@ class SqlStateStore(ABC):
                     progress(start + len(chunk), len(copy.records))
                 failpoints.hit("state-copy.records-written")
             cur.executemany(self.room_queries.upsert, copy.rooms)
+            cur.execute(q.set_version, (copy.schema,))  # its rooms' keys are those of its schema
             cur.executemany(self.leadership.inbox_copy, copy.inbox)
             new_serial = max(copy.serial, serial + 1)
             cur.execute(q.set_serial, (new_serial,))

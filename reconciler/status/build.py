@@ -68,6 +68,8 @@ class StatusInputs:
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
     # key -> why the last look at the vendor failed: the task's status is unknown (the vendor down, a wrong secret)
     look_errors: Mapping[str, str] = field(default_factory=dict)
+    # Provider name -> its vendor account: a room is an account's (two apps may both have a `lobby`)
+    accounts: Mapping[str, str] = field(default_factory=dict)
 
 
 def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> StatusSnapshot:
@@ -106,7 +108,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         query=query,
         page=PageInfo(number, query.per_page, len(matching), pages),
         jobs=_jobs_on_page(shown, by_job, inputs, now),
-        rooms=_rooms_on_page(shown, inputs.history, now),
+        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now),
         decisions=_decisions(inputs, query),
         unknown=len(inputs.look_errors),
     )
@@ -176,35 +178,39 @@ def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
     return tuple(reversed(found))
 
 
-def _rooms_on_page(shown: Sequence[TaskRecord], history: History, now: float) -> tuple[RoomTimeline, ...]:
-    """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room)."""
-    rooms: dict[str, list[str]] = defaultdict(list)
+def _rooms_on_page(
+    shown: Sequence[TaskRecord], history: History, accounts: Mapping[str, str], now: float
+) -> tuple[RoomTimeline, ...]:
+    """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room), each of
+    its vendor account (a task of a Provider no longer declared: of that name, which no activity is of)."""
+    rooms: dict[tuple[str, str], list[str]] = defaultdict(list)
     for record in shown:
         if record.kind is not JobKind.THUMBNAIL:
-            rooms[record.target].append(record.key)
+            rooms[record.target, accounts.get(record.provider, record.provider)].append(record.key)
     window = _window(rooms, history, now)
     timelines = []
-    for room in sorted(rooms):
-        spans = history.activity(room)
+    for room, account in sorted(rooms):
+        spans = history.activity(account, room)
         active = _clip([Interval(a.start, now if a.end is None else a.end) for a in spans or ()], window)
         timelines.append(
             RoomTimeline(
                 room=room,
+                account=account,
                 window=window,
                 active=active,
                 activity_reported=spans is not None,
-                captures=tuple(_capture_line(key, history, window, active) for key in rooms[room]),
+                captures=tuple(_capture_line(key, history, window, active) for key in rooms[room, account]),
             )
         )
     return tuple(timelines)
 
 
-def _window(rooms: Mapping[str, Sequence[str]], history: History, now: float) -> Interval:
+def _window(rooms: Mapping[tuple[str, str], Sequence[str]], history: History, now: float) -> Interval:
     """One scale for every bar of the page: the last 24 h, or less when the history known for these rooms
     is younger (a daemon started 10 minutes ago draws 10 minutes, not a sliver of a day), at least
     MIN_WINDOW_SECONDS."""
     known = [t for keys in rooms.values() for k in keys if (t := history.known_since(k)) is not None]
-    known += [a[0].start for room in rooms if (a := history.activity(room))]
+    known += [a[0].start for room, account in rooms if (a := history.activity(account, room))]
     earliest = min(known, default=now)
     return Interval(max(now - history.window, min(earliest, now - MIN_WINDOW_SECONDS)), now)
 

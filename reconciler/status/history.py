@@ -43,7 +43,8 @@ class History:
         self.window = window
         self._runs: dict[str, deque[Run]] = {}
         self._first_seen: dict[str, float] = {}
-        self._rooms: dict[str, deque[Activity]] = {}
+        # By (vendor account, room id): two vendor apps may both have a room `lobby`, and they are two rooms.
+        self._rooms: dict[tuple[str, str], deque[Activity]] = {}
         self._trimmed = clock.now()
 
     # --- writing --------------------------------------------------------------------------------------------
@@ -70,15 +71,15 @@ class History:
         self._runs.pop(key, None)
         self._first_seen.pop(key, None)
 
-    def room_active(self, room: str) -> None:
-        """A room callback said someone is in `room` (a user joined, a stream appeared)."""
-        spans = self._rooms.setdefault(room, deque(maxlen=MAX_INTERVALS))
+    def room_active(self, account: str, room: str) -> None:
+        """A room callback of the vendor `account` said someone is in `room` (a user joined, a stream appeared)."""
+        spans = self._rooms.setdefault((account, room), deque(maxlen=MAX_INTERVALS))
         if not spans or spans[-1].end is not None:
             spans.append(Activity(self.clock.now(), None))
 
-    def room_idle(self, room: str) -> None:
-        """A room callback said `room` emptied (its last user left, no stream left)."""
-        spans = self._rooms.get(room)
+    def room_idle(self, account: str, room: str) -> None:
+        """A room callback of the vendor `account` said `room` emptied (its last user left, no stream left)."""
+        spans = self._rooms.get((account, room))
         if spans and spans[-1].end is None:
             spans[-1] = Activity(spans[-1].start, max(self.clock.now(), spans[-1].start))
 
@@ -110,7 +111,7 @@ class History:
             return runs[0].start if first is None else min(runs[0].start, first)
         return first
 
-    def activity(self, room: str) -> tuple[Activity, ...] | None:
+    def activity(self, account: str, room: str) -> tuple[Activity, ...] | None:
         """The room's activity spans, or None when no room callback was seen for it within the window."""
-        spans = self._rooms.get(room)
+        spans = self._rooms.get((account, room))
         return None if spans is None else tuple(spans)

@@ -185,6 +185,7 @@ class CaptureLine:
 @dataclass(frozen=True, slots=True)
 class RoomTimeline:
     room: str
+    account: str  # the vendor account the room is of (`volcengine:APPID`): rooms of two apps may share an id
     window: Interval
     active: tuple[Interval, ...]  # when the room had activity (room callbacks); empty when none was reported
     activity_reported: bool  # a room callback was seen for this room in the window (else `active` says nothing)

@@ -244,6 +244,7 @@ def _span_json(span: Interval) -> dict[str, Any]:
 def _room_json(room: RoomTimeline) -> dict[str, Any]:
     return {
         "room": room.room,
+        "account": room.account,
         "window": _span_json(room.window),
         "activity_reported": room.activity_reported,
         "active": [_span_json(a) for a in room.active],

@@ -13,6 +13,8 @@ from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, settle, write_specs
+from tests.specdocs import VOLC_ACCOUNT as VOLC
+from tests.specdocs import ZEGO_ACCOUNT as ZEGO
 from tests.specdocs import selector_job, snapshot_job
 
 
@@ -40,8 +42,8 @@ async def test_a_room_is_captured_once_its_first_stream_is_published(harness: Ha
     assert record.status is TaskStatus.RUNNING and record.selector == "class-* except class-test-*"
     assert record.started_at is not None and record.started_at - first < 2.0
     assert harness.daemon is not None
-    activity = {(a.provider, a.room): a.active for a in harness.daemon.rooms.book.activity()}
-    assert activity[("volc", "class-1")] and activity[("volc", "lobby")]
+    activity = {(a.account, a.room): a.active for a in harness.daemon.rooms.book.activity()}
+    assert activity[(VOLC, "class-1")] and activity[(VOLC, "lobby")]
 
 
 async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when_active(harness: Harness) -> None:
@@ -96,7 +98,7 @@ async def test_a_room_quiet_for_a_day_is_forgotten_and_no_longer_listed(harness:
     await harness.advance(ROOM_RETENTION)
     assert harness.daemon is not None and not harness.daemon.rooms.book.activity()
     reader = SQLiteStateStore(harness.state_path)
-    assert reader.room_activity() == []
+    assert reader.room_activity({}) == []
     reader.close()
     before = harness.calls("GetRoomOnlineUsers")
     await harness.advance(3_600)
@@ -148,9 +150,9 @@ async def test_the_room_listing_resync_repairs_lost_room_callbacks(harness: Harn
     await harness.advance(40)  # one resync: DescribeSimpleStreamList says the room has no stream
     assert harness.calls("DescribeSimpleStreamList") >= 1
     assert harness.daemon is not None
-    activity = {(a.provider, a.room): (a.active, a.source) for a in harness.daemon.rooms.book.activity()}
-    assert activity[("zego", "show-1")] == (False, "resync")
-    assert activity[("zego-legacy", "show-1")] == (True, "callback")  # no selector job: not listed
+    activity = {(a.account, a.room): (a.active, a.source) for a in harness.daemon.rooms.book.activity()}
+    assert activity[(ZEGO, "show-1")] == (False, "resync")
+    assert len(activity) == 1  # `zego` and `zego-legacy` are one vendor app: they share its rooms
     await harness.advance(60)  # the recording idles out at the vendor and is not re-issued
     assert harness.running_sim_tasks("zego") == []
     assert harness.calls("StopRecord") == 0 and harness.calls("StartRecord") == 1
@@ -195,7 +197,7 @@ async def test_a_failover_to_a_standby_starts_each_room_once(harness: Harness) -
         assert standby.lease.acting()
         assert started(harness) == ["class-1", "class-2"]
         assert harness.calls("StartSnapshot") == 2
-        assert {(a.room, a.active) for a in standby.rooms.book.activity() if a.provider == "volc"} == {
+        assert {(a.room, a.active) for a in standby.rooms.book.activity() if a.account == VOLC} == {
             ("class-1", True),
             ("class-2", True),
         }
@@ -327,7 +329,7 @@ async def test_a_state_error_in_the_room_listing_resync_does_not_end_the_resyncs
     await harness.advance(100)
     assert harness.calls("GetRoomOnlineUsers") >= listed + 2
     reader = SQLiteStateStore(harness.state_path)
-    assert [(a.room, a.active) for a in reader.room_activity()] == [("class-1", True)]  # written once it could be
+    assert [(a.room, a.active) for a in reader.room_activity({})] == [("class-1", True)]  # written once it could be
     reader.close()
 
 

@@ -30,6 +30,8 @@ from reconciler.spec import SpecSet, load_spec_set
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import write_specs
 from tests.daemon.test_room_jobs import classes
+from tests.specdocs import VOLC_ACCOUNT as VOLC
+from tests.specdocs import ZEGO_ACCOUNT as ZEGO
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
@@ -50,19 +52,19 @@ def test_what_a_callback_says_of_its_room() -> None:
 def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path: Path) -> None:
     store = SQLiteStateStore(tmp_path / "state.db")
     book = RoomBook(store)
-    assert book.note("volc", "class-1", True, 10.0, "callback")
-    assert not book.note("volc", "class-1", True, 11.0, "callback")  # no change of activity
-    assert not book.note("volc", "class-1", False, 5.0, "resync")  # older than what is known: dropped
-    assert not book.note("volc", "class-1", False, 11.0, "callback")  # a close at the entry's instant: dropped
-    assert book.note("volc", "class-2", False, 12.0, "resync")
-    assert store.room_activity() == []  # nothing written per report
+    assert book.note(VOLC, "class-1", True, 10.0, "callback")
+    assert not book.note(VOLC, "class-1", True, 11.0, "callback")  # no change of activity
+    assert not book.note(VOLC, "class-1", False, 5.0, "resync")  # older than what is known: dropped
+    assert not book.note(VOLC, "class-1", False, 11.0, "callback")  # a close at the entry's instant: dropped
+    assert book.note(VOLC, "class-2", False, 12.0, "resync")
+    assert store.room_activity({}) == []  # nothing written per report
     assert book.flush() == 2 and book.flush() == 0
-    assert sorted((a.room, a.active, a.last_seen) for a in store.room_activity()) == [
+    assert sorted((a.room, a.active, a.last_seen) for a in store.room_activity({})) == [
         ("class-1", True, 11.0),
         ("class-2", False, 12.0),
     ]
     again = RoomBook(store)
-    again.load()
+    again.load({})
     assert {(a.room, a.active) for a in again.activity()} == {("class-1", True), ("class-2", False)}
     store.close()
 
@@ -70,15 +72,15 @@ def test_the_room_book_keeps_the_newest_report_and_writes_in_one_batch(tmp_path:
 def test_the_room_book_forgets_rooms_quiet_for_longer_than_the_retention(tmp_path: Path) -> None:
     store = SQLiteStateStore(tmp_path / "state.db")
     book = RoomBook(store)
-    book.note("volc", "class-1", False, 100.0, "callback")
-    book.note("volc", "class-2", False, 200.0, "callback")
-    book.note("volc", "lobby", True, 50.0, "callback")  # active: kept however old
-    assert not book.note("volc", "class-1", False, 100.0 + ROOM_RETENTION, "resync")  # still quiet: kept as 100
+    book.note(VOLC, "class-1", False, 100.0, "callback")
+    book.note(VOLC, "class-2", False, 200.0, "callback")
+    book.note(VOLC, "lobby", True, 50.0, "callback")  # active: kept however old
+    assert not book.note(VOLC, "class-1", False, 100.0 + ROOM_RETENTION, "resync")  # still quiet: kept as 100
     book.flush()
     assert book.forget_quiet(150.0 + ROOM_RETENTION) == 1
     assert sorted(a.room for a in book.activity()) == ["class-2", "lobby"]
-    assert sorted(a.room for a in store.room_activity()) == ["class-2", "lobby"]
-    assert book.note("volc", "class-1", True, 160.0 + ROOM_RETENTION, "callback")  # learned again: a new room
+    assert sorted(a.room for a in store.room_activity({})) == ["class-2", "lobby"]
+    assert book.note(VOLC, "class-1", True, 160.0 + ROOM_RETENTION, "callback")  # learned again: a new room
     store.close()
 
 
@@ -88,34 +90,34 @@ def selecting(tmp_path: Path) -> Iterator[tuple[SpecSet, RoomBook]]:
     spec = load_spec_set([str(write_specs(tmp_path / "specs", classes()))])
     store = SQLiteStateStore(tmp_path / "state.db")
     book = RoomBook(store)
-    book.note("volc", "class-1", True, 1.0, "callback")
+    book.note(VOLC, "class-1", True, 1.0, "callback")
     yield spec, book
     store.close()
 
 
 def test_rooms_to_list_are_the_covered_ones_known_or_heard_of(selecting: tuple[SpecSet, RoomBook]) -> None:
     spec, book = selecting
-    book.note("volc", "lobby", True, 1.0, "callback")  # not covered
-    book.heard_of("volc", "class-2")
-    book.heard_of("volc", "class-test-1")  # excluded
-    book.heard_of("zego", "class-3")  # another provider, without a selector job
-    book.note("volc", "class-4", False, 1.0, "resync")  # known quiet: listed again after QUIET_RELIST
-    book.note("volc", "class-5", False, 1.0, "resync")
-    book.heard_of("volc", "class-5")  # a user left a room we thought quiet: its join was lost, ask now
-    assert book.to_list(spec, 2.0) == [("volc", "class-1"), ("volc", "class-2"), ("volc", "class-5")]
-    assert book.to_list(spec, 2.0) == [("volc", "class-1")]  # heard of once: listed once
-    assert book.to_list(spec, 1.0 + QUIET_RELIST) == [("volc", "class-1"), ("volc", "class-4"), ("volc", "class-5")]
+    book.note(VOLC, "lobby", True, 1.0, "callback")  # not covered
+    book.heard_of(VOLC, "class-2")
+    book.heard_of(VOLC, "class-test-1")  # excluded
+    book.heard_of(ZEGO, "class-3")  # another provider, without a selector job
+    book.note(VOLC, "class-4", False, 1.0, "resync")  # known quiet: listed again after QUIET_RELIST
+    book.note(VOLC, "class-5", False, 1.0, "resync")
+    book.heard_of(VOLC, "class-5")  # a user left a room we thought quiet: its join was lost, ask now
+    assert book.to_list(spec, 2.0) == [(VOLC, "class-1"), (VOLC, "class-2"), (VOLC, "class-5")]
+    assert book.to_list(spec, 2.0) == [(VOLC, "class-1")]  # heard of once: listed once
+    assert book.to_list(spec, 1.0 + QUIET_RELIST) == [(VOLC, "class-1"), (VOLC, "class-4"), (VOLC, "class-5")]
 
 
 def test_a_room_quiet_for_longer_is_listed_less_often(selecting: tuple[SpecSet, RoomBook]) -> None:
     spec, book = selecting
-    book.note("volc", "class-4", False, 0.0, "callback")  # went quiet at 0
+    book.note(VOLC, "class-4", False, 0.0, "callback")  # went quiet at 0
     looks, now = [], 0.0
     while now < 86_400:
         now += 30  # the resync period
-        if ("volc", "class-4") in book.to_list(spec, now):
+        if (VOLC, "class-4") in book.to_list(spec, now):
             looks.append(now)
-            book.note("volc", "class-4", False, now, "resync")  # found still quiet
+            book.note(VOLC, "class-4", False, now, "resync")  # found still quiet
     gaps = [b - a for a, b in itertools.pairwise(looks)]
     assert looks[0] == QUIET_RELIST and gaps[:3] == [QUIET_RELIST] * 3  # the first 20 minutes: every 5 minutes
     assert all(b >= a for a, b in itertools.pairwise(gaps)) and max(gaps) <= QUIET_RELIST_MAX + 30
@@ -129,7 +131,7 @@ def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, Ro
     key = "SnapshotJob/classes/class-1"
     assert active[key].restart_policy is RestartPolicy.ALWAYS
     record = make_record(key).evolve(status=TaskStatus.RUNNING)
-    book.note("volc", "class-1", False, 2.0, "callback")
+    book.note(VOLC, "class-1", False, 2.0, "callback")
     ended = jobs.effective(spec, book, {key: record}).spec.tasks
     assert ended[key].restart_policy is RestartPolicy.NEVER  # observed until it ends, never re-issued
     # The spec it ran with (here another than the job's now): never replaced or updated by a spec edit.
@@ -142,7 +144,7 @@ def test_changed_tasks_sees_a_restart_policy_change(selecting: tuple[SpecSet, Ro
 def test_selector_tasks_are_forgotten_with_their_rooms_once_their_run_ended_a_day_ago(tmp_path: Path) -> None:
     spec = load_spec_set([str(write_specs(tmp_path / "specs", classes(), snapshot_job("named", ["lobby"])))])
     book = RoomBook(SQLiteStateStore(tmp_path / "state.db"))
-    book.note("volc", "class-known", False, 0.0, "callback")  # quiet, but not for a day yet: still known
+    book.note(VOLC, "class-known", False, 0.0, "callback")  # quiet, but not for a day yet: still known
     now, day = ROOM_RETENTION + 100.0, ROOM_RETENTION
 
     def stopped(key: str, at: float, status: TaskStatus = TaskStatus.STOPPED) -> TaskRecord:
@@ -172,9 +174,9 @@ def test_left_out_rooms_are_remembered_while_left_out_and_a_gone_job_s_series_ar
     metrics = Metrics()
     jobs = RoomJobs(metrics, None)
     for n in range(2, 6):  # rooms made on the fly, each left out for a while
-        book.note("volc", f"class-{n}", True, float(n), "callback")
+        book.note(VOLC, f"class-{n}", True, float(n), "callback")
         jobs.effective(capped, book, {})
-        book.note("volc", f"class-{n}", False, float(n) + 0.5, "callback")
+        book.note(VOLC, f"class-{n}", False, float(n) + 0.5, "callback")
     jobs.effective(capped, book, {})
     assert jobs._warned == set()  # none left out now: nothing kept for the rooms that were
     sample = metrics.registry.get_sample_value

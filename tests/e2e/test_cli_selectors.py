@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from typing import Any
 
 from reconciler.model import RoomActivity, TaskStatus
 from reconciler.state import SQLiteStateStore
 from tests.e2e.conftest import Workdir
-from tests.specdocs import providers, snapshot_job
+from tests.specdocs import VOLC_ACCOUNT, ZEGO_ACCOUNT, providers, snapshot_job
 
 SELECTOR = """\
 apiVersion: capctl/v1
@@ -38,10 +39,12 @@ spec:
 
 
 def rooms(work: Workdir, provider: str, **active: bool) -> None:
-    """Record room activity in the test's state, as the daemon does from callbacks and its resync."""
+    """Record room activity of `provider`'s vendor account in the test's state, as the daemon does from
+    callbacks and its resync."""
+    account = {"volc": VOLC_ACCOUNT, "zego": ZEGO_ACCOUNT}[provider]
     store = SQLiteStateStore(work.state)
     try:
-        store.record_rooms(RoomActivity(provider, room, up, time.time(), "callback") for room, up in active.items())
+        store.record_rooms(RoomActivity(account, room, up, time.time(), "callback") for room, up in active.items())
     finally:
         store.close()
 
@@ -221,3 +224,17 @@ def test_a_job_switched_to_a_selector_stops_the_rooms_it_no_longer_covers_and_ob
     [task] = json.loads(work.capctl("state", "list", "SnapshotJob/classes/class-1", "-o", "json").stdout)["tasks"]
     assert (task["status"], task["selector"]) == ("stopped", "class-* except class-test-*")
     assert len(work.sim.requests("StartSnapshot")) == 2 and len(work.sim.requests("StopSnapshot")) == 1
+
+
+def test_plan_reads_the_rooms_of_a_state_from_before_schema_2_without_upgrading_it(work: Workdir) -> None:
+    """capctl before schema 2 kept room activity by Provider name: `plan` (read-only) reads it through the
+    specs' names, and leaves the upgrade to `capctl run`."""
+    work.write("jobs.yaml", SELECTOR)
+    work.capctl("state", "init")
+    with sqlite3.connect(work.state) as db:
+        db.execute("INSERT INTO capctl_room_activity VALUES ('volc', 'class-1', 1, ?, 'callback')", (time.time(),))
+        db.execute("UPDATE capctl_meta SET schema_version = 1")
+    [view] = plan_json(work)["selectors"]
+    assert (view["active"], view["start"]) == (["class-1"], ["class-1"])
+    with sqlite3.connect(work.state) as db:
+        assert db.execute("SELECT schema_version FROM capctl_meta").fetchall() == [(1,)]

@@ -31,9 +31,10 @@ ZEGO_SELECTOR = "provider: zego\nrooms: {match: 'class-*'}\nstorage: s3\n"
 def _select(
     spec: SpecSet, active: list[str], provider: str = "volc", held: frozenset[str] = frozenset()
 ) -> list[Selection]:
-    """The selections of `spec` with `active` rooms of `provider` known active, as plan makes them."""
-    activity = [RoomActivity(provider, room, True, 100.0, "callback") for room in active]
-    return select(spec.selector_jobs, activity, named_rooms(spec.tasks.values()), held)
+    """The selections of `spec` with `active` rooms of `provider`'s account known active, as plan makes them."""
+    account = spec.providers[provider].account
+    activity = [RoomActivity(account, room, True, 100.0, "callback") for room in active]
+    return select(spec.selector_jobs, activity, named_rooms(spec.tasks.values()), held, spec.providers)
 
 
 # --- validation ---------------------------------------------------------------------------------------
@@ -143,8 +144,9 @@ def test_selection_starts_covered_active_rooms_only_and_the_named_job_keeps_its_
     assert (first.job, first.chosen, first.claimed) == ("SnapshotJob/all", ("class-1", "other"), ())
     assert (second.job, second.chosen, second.claimed) == ("SnapshotJob/sel", (), (("class-1", "SnapshotJob/all"),))
     # A room a named job has (offline a spec error; at run time the named job wins) is never selected.
-    activity = [RoomActivity("volc", "class-1", True, 1.0, "callback")]
-    (taken,) = select(spec.selector_jobs, activity, {("SnapshotJob", "volc", "class-1"): "SnapshotJob/named"}, ())
+    activity = [RoomActivity(spec.providers["volc"].account, "class-1", True, 1.0, "callback")]
+    named_by = {("SnapshotJob", "volc", "class-1"): "SnapshotJob/named"}
+    (taken,) = select(spec.selector_jobs, activity, named_by, (), spec.providers)
     assert (taken.chosen, taken.claimed, taken.tasks) == ((), (("class-1", "SnapshotJob/named"),), ())
 
 
@@ -214,8 +216,8 @@ from reconciler.rooms import named_rooms, select
 from reconciler.spec import load_spec_set
 path = sys.argv[1]
 spec = load_spec_set([BASE, path], env=SECRET_ENV)
-acts = [RoomActivity("zego", r, True, 1.0, "resync") for r in ("class-1", "class-2")]
-chosen = select(spec.selector_jobs, acts, named_rooms(spec.tasks.values()), set())
+acts = [RoomActivity(spec.providers["zego"].account, r, True, 1.0, "resync") for r in ("class-1", "class-2")]
+chosen = select(spec.selector_jobs, acts, named_rooms(spec.tasks.values()), set(), spec.providers)
 out = {t.key: transitions.client_task_id(t, None) for s in chosen for t in s.tasks}
 print(json.dumps(out))
 """

@@ -14,6 +14,7 @@ from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
 from reconciler.state.sql import SqlStateStore, StateCopy
 
 from .helpers import make_record
+from .test_state_rooms import ACCOUNTS, UPGRADED, VOLC, schema_1_state
 
 KEY = b"k" * 32
 
@@ -31,11 +32,29 @@ def fill(store: SqlStateStore) -> None:
     store.put(make_record("SnapshotJob/old/hall", status=TaskStatus.REMOVED, removed_at=1_000.0, stopped_at=999.0))
     store.put(make_record("SnapshotJob/a/vip", status=TaskStatus.DORMANT, next_attempt_at=5_000.0, unproductive_runs=3))
     store.record_rooms(
-        [RoomActivity("volc", "lobby", True, 10.0, "callback"), RoomActivity("volc", "vip", False, 9.0, "resync")]
+        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")]
     )
     for n in range(2):
         store.inbox_put(InboxEntry("zego", f"event-{n}", {"room_id": "lobby", "n": n}, f"sha-{n}", 100.0 + n))
     store.inbox_claim(now=200.0, limit=1)  # one handled (kept, so a retry of it is still a duplicate), one not
+
+
+def test_a_copy_of_a_state_of_schema_1_keeps_its_rooms_for_its_first_daemon_to_upgrade(
+    sqlite_url: str, pg_url: str
+) -> None:
+    """Copied before any daemon of schema 2 ran on it (moving to PostgreSQL at the upgrade), a state keeps its
+    activity by Provider name, and its schema: the copy is upgraded as the source would have been."""
+    schema_1_state(sqlite_url)
+    src, dst = sql_store(sqlite_url), sql_store(pg_url)
+    dst.import_copy(src.export())
+    assert dst.export().schema == 1  # restored from a backup of before the upgrade: the older capctl reads it
+    assert dst.room_activity(ACCOUNTS) == UPGRADED
+    assert dst.upgrade_rooms(ACCOUNTS) == (3, ["gone"])
+    assert dst.room_activity({}) == UPGRADED
+    dst.import_copy(sql_store(sqlite_url.replace("state.db", "new.db")).export(), replace=True)  # schema 2 again
+    assert dst.room_activity({}) == [] and dst.upgrade_rooms(ACCOUNTS) is None
+    src.close()
+    dst.close()
 
 
 @pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
@@ -56,7 +75,7 @@ def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str,
         source.inbox,
     )
     assert dst.load().records == src.load().records and dst.fingerprint_key() == KEY
-    assert dst.room_activity() == src.room_activity()
+    assert dst.room_activity({}) == src.room_activity({})
     assert [e.dedupe_key for e in dst.inbox_claim(now=300.0)] == ["event-1"]  # the handled one stays handled
     src.close()
     dst.close()
@@ -154,12 +173,16 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
         store = sql_store(url)
         with store.lock("capctl apply"):
             fill(store)  # the key, records, room activity, the inbox
-        store.record_rooms([RoomActivity("volc", "hall", True, 20.0, "callback")])
+        store.record_rooms([RoomActivity(VOLC, "hall", True, 20.0, "callback")])
         assert store.fingerprint_key() == KEY
         source = sql_store(sqlite_url)
         fill(source)
         store.import_copy(source.export(), replace=True)
-        assert {r.room for r in store.room_activity()} == {"lobby", "vip"}
+        assert {r.room for r in store.room_activity({})} == {"lobby", "vip"}
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # a row by Provider name: schema 1 again
+            conn.execute("INSERT INTO capctl_room_activity VALUES ('volc', 'hall', 1, 30.0, 'callback')")
+            conn.execute("UPDATE capctl_meta SET schema_version = 1")
+        assert store.upgrade_rooms(ACCOUNTS) == (1, [])  # rows rewritten: no CREATE needed
         store.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -4,10 +4,12 @@ python -m tests.state.worker hold-lock URL COMMAND LEASE  # prints "locked <hold
 python -m tests.state.worker increment URL KEY N          # N compare-and-set increments of reissue_count
 python -m tests.state.worker put-then-die URL N           # N commits, then SIGKILL on itself
 python -m tests.state.worker elect URL LEASE DEADLINE RETRY  # a LeaderElector: prints its events until killed
+python -m tests.state.worker upgrade URL ACCOUNTS         # upgrade_rooms(ACCOUNTS, JSON); prints its result
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -80,5 +82,7 @@ if __name__ == "__main__":
             put_then_die(url, int(count))
         case ["elect", url, lease, deadline, retry]:
             elect(url, LeaderSettings(float(lease), float(deadline), float(retry)))
+        case ["upgrade", url, accounts]:
+            print(open_state(url).upgrade_rooms(json.loads(accounts)), flush=True)
         case _:
             sys.exit(__doc__)

@@ -10,6 +10,9 @@ from reconciler.status import History, Replica, StatusInputs
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
+# The vendor accounts of the records' Providers (`record`): a room's activity is its account's.
+VOLC, ZEGO = "volcengine:app-prod", "zego:1"
+ACCOUNTS = {"volc-prod": VOLC, "zego-prod": ZEGO}
 LEADER = Replica(
     role="leader",
     detail="holds the state lease",
@@ -68,13 +71,13 @@ class Told:
         for r in records:
             self.note(r, at)
 
-    def room_active(self, room: str, at: float) -> None:
+    def room_active(self, room: str, at: float, account: str = VOLC) -> None:
         self.clock.set(at)
-        self.history.room_active(room)
+        self.history.room_active(account, room)
 
-    def room_idle(self, room: str, at: float) -> None:
+    def room_idle(self, room: str, at: float, account: str = VOLC) -> None:
         self.clock.set(at)
-        self.history.room_idle(room)
+        self.history.room_idle(account, room)
 
 
 def inputs(
@@ -95,4 +98,5 @@ def inputs(
         history=history,
         next_observation=(next_observation or {}).get,
         events=events or [],
+        accounts=ACCOUNTS,
     )

@@ -6,7 +6,7 @@ from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.model import Gap, Interval, Reissue
-from tests.status.conftest import IDLE, NOW, Told, inputs, record
+from tests.status.conftest import IDLE, NOW, VOLC, ZEGO, Told, inputs, record
 
 
 def test_tasks_are_grouped_by_job_then_status_problems_first() -> None:
@@ -216,3 +216,18 @@ def test_a_decisions_fields_read_as_the_log_line_writes_them() -> None:
         "detail": "null",
         "reconcile_id": "3",
     }
+
+
+def test_rooms_of_two_vendor_apps_sharing_an_id_are_two_timelines() -> None:
+    """A ZEGO `lobby` full of people says nothing of the Volcengine `lobby`: before, both were one timeline,
+    and the Volcengine task's idle gap showed as capture lost while the (other app's) room was active."""
+    told = Told()
+    volc = told.stop(told.start(record("SnapshotJob/a/lobby"), NOW - 3000), NOW - 2500)
+    zego = told.start(record("RecordingJob/b/lobby"), NOW - 3000)
+    told.room_active("lobby", NOW - 2900, account=ZEGO)
+    snap = build_snapshot(inputs([volc, zego], history=told.history), StatusQuery(), NOW)
+    assert [(r.room, r.account, r.activity_reported, r.lost_seconds) for r in snap.rooms] == [
+        ("lobby", VOLC, False, 0.0),
+        ("lobby", ZEGO, True, 0.0),
+    ]
+    assert [c.key for r in snap.rooms for c in r.captures] == ["SnapshotJob/a/lobby", "RecordingJob/b/lobby"]

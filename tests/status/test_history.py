@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.model import TaskStatus
 from reconciler.status.history import MAX_INTERVALS, Activity, Run
-from tests.status.conftest import IDLE, NOW, Told, record
+from tests.status.conftest import IDLE, NOW, VOLC, Told, record
 
 KEY = "SnapshotJob/lobby-audit/lobby"
 
@@ -38,12 +38,12 @@ def test_the_same_record_noted_twice_changes_nothing() -> None:
 def test_room_activity_opens_once_and_closes_on_idle() -> None:
     told = Told()
     history = told.history
-    assert history.activity("lobby") is None  # never reported: unknown, not "empty"
+    assert history.activity(VOLC, "lobby") is None  # never reported: unknown, not "empty"
     told.room_active("lobby", NOW - 50)
     told.room_active("lobby", NOW - 40)  # a second user joining changes nothing
     told.room_idle("lobby", NOW - 30)
     told.room_idle("lobby", NOW - 20)
-    assert history.activity("lobby") == (Activity(NOW - 50, NOW - 30),)
+    assert history.activity(VOLC, "lobby") == (Activity(NOW - 50, NOW - 30),)
 
 
 def test_history_is_bounded_per_task_and_by_its_window() -> None:
@@ -70,7 +70,7 @@ def test_a_room_quiet_for_the_whole_window_is_forgotten() -> None:
     told.room_idle("class-1", NOW + 20)
     told.room_active("lobby", NOW + 30)  # still active: kept however long ago it began
     told.note(record(KEY, started_at=NOW + 40), NOW + 1010)  # a write trims; class-1 ended inside the window
-    assert history.activity("class-1") == (Activity(NOW + 10, NOW + 20),)
+    assert history.activity(VOLC, "class-1") == (Activity(NOW + 10, NOW + 20),)
     told.note(record(KEY, started_at=NOW + 40), NOW + 1200)  # class-1 ended before the window
-    assert history.activity("class-1") is None
-    assert history.activity("lobby") == (Activity(NOW + 30, None),)
+    assert history.activity(VOLC, "class-1") is None
+    assert history.activity(VOLC, "lobby") == (Activity(NOW + 30, None),)
