@@ -1237,7 +1237,7 @@ def sync(
     """
     import httpx
 
-    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV, sync_token
+    from reconciler.daemon.http import SYNC_PATH, sync_token
     from reconciler.redact import redact_url, scrub_text
     from reconciler.secrets import Secret
 
@@ -1252,12 +1252,13 @@ def sync(
         )
     if not url.startswith(("http://", "https://")):
         fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
-    token = sync_token(os.environ)
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
-    except httpx.LocalProtocolError:  # its message quotes the header, token and all
-        fail(f"{SYNC_TOKEN_ENV} holds a character an HTTP header cannot carry (a control character): check its value")
     except httpx.HTTPError as exc:
         said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
         fail(

@@ -21,6 +21,7 @@ from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
 from reconciler.status import status_routes
+from reconciler.status.token import unsendable
 
 __all__ = [
     "MAX_CALLBACK_BYTES",
@@ -46,8 +47,12 @@ SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set f
 def sync_token(env: Mapping[str, str]) -> str | None:
     """`CAPCTL_SYNC_TOKEN` as the daemon requires it and `capctl sync` sends it: without surrounding whitespace
     (a Secret made `--from-file` of an `echo`ed file ends in a newline, which a header cannot carry and a
-    stripped bearer token never matched), None when unset or blank."""
-    return env.get(SYNC_TOKEN_ENV, "").strip() or None
+    stripped bearer token never matched), None when unset or blank. ValueError for a token no bearer header
+    can carry (a control character, a character outside ASCII), saying where, never quoting it."""
+    value = env.get(SYNC_TOKEN_ENV, "")
+    if (problem := unsendable(value, ascii_only=True)) is not None:
+        raise ValueError(f"{SYNC_TOKEN_ENV} holds {problem}: set the token without it")
+    return value.strip() or None
 
 
 def sync_authorized(expected: str | None, authorization: str | None) -> bool:

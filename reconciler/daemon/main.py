@@ -103,7 +103,12 @@ def run_daemon(
     if max_connections is not None and max_connections < 1:
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
-    if SYNC_TOKEN_ENV in os.environ and sync_token(os.environ) is None:  # as an empty --status-token-ref is
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        log.error("bad option", error=str(exc))
+        return EXIT_ERROR
+    if SYNC_TOKEN_ENV in os.environ and token is None:  # as an empty --status-token-ref is
         log.error(
             "bad option",
             error=f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
@@ -116,7 +121,7 @@ def run_daemon(
             "or turn it off with --no-status-page",
             listen=listen,
         )
-    if sync_token(os.environ) is None and not _loopback(host):
+    if token is None and not _loopback(host):
         log.warning(
             f"POST /api/v1/sync is open to anyone who reaches --listen: anyone can make the daemon call the vendors "
             f"now; set {SYNC_TOKEN_ENV} (capctl sync sends it), and keep /api/ out of the ingress",
@@ -132,6 +137,7 @@ def run_daemon(
         _http_limits(read_timeout, max_connections),
         status_page,
         status_token,
+        token,
         leader or LeaderSettings(),
     )
     return asyncio.run(_main(host, port, options))
@@ -160,6 +166,7 @@ class _Options:
     limits: HttpLimits
     status_page: bool
     status_token: str | None  # read from --status-token-ref at start; never logged
+    sync_token: str | None  # CAPCTL_SYNC_TOKEN, read at start; never logged
     leader: LeaderSettings
 
 
@@ -204,7 +211,7 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         prune=options.prune,
         watch_debounce_ms=DEBOUNCE_MS,
         holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
-        sync_token=sync_token(os.environ),
+        sync_token=options.sync_token,
         max_prune=options.max_prune,
         prune_grace=options.prune_grace,
         status_page=options.status_page,

@@ -113,9 +113,18 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     assert (
         f"cannot reach the daemon at {url.replace('http://', 'http://ops@')}" in refused and "pw-31337" not in refused
     )
-    broken_token = {"CAPCTL_SYNC_TOKEN": "tok-e2e\n31337"}  # refused before anything is sent (the sim listens)
-    broken = work.capctl("sync", "--daemon", work.sim.base, env=broken_token, expect=1).stderr
-    assert "CAPCTL_SYNC_TOKEN holds a character an HTTP header cannot carry" in broken and "31337" not in broken
+    # Refused before anything is sent (the sim listens), saying what and where; a character outside ASCII was a
+    # traceback, one of \x01 or DEL was sent (the daemon answered "wrong bearer token")
+    for value, said in [
+        ("tok-e2e\n31337", "a control character (U+000A) at character 8 of 13"),
+        ("tok-e2e\x0131337", "a control character (U+0001) at character 8 of 13"),
+        ("tök-e2e31337", "a character outside ASCII at character 2 of 12"),
+    ]:
+        broken = " ".join(
+            work.capctl("sync", "--daemon", work.sim.base, env={"CAPCTL_SYNC_TOKEN": value}, expect=1).stderr.split()
+        )
+        assert f"Error: CAPCTL_SYNC_TOKEN holds {said}, which an HTTP header cannot carry" in broken, broken
+        assert "31337" not in broken and "Traceback" not in broken
     for unreadable in ("http://[::1", "http://127.0.0.1:port"):  # a traceback from httpx before
         said = " ".join(work.capctl("sync", "--daemon", unreadable, expect=1).stderr.split())
         assert said.startswith("Error: --daemon: the URL cannot be read") and "Traceback" not in said, said
