@@ -1150,6 +1150,16 @@ def run(
         ),
     ] = "2s",
     state: StateOpt = None,
+    state_wait: Annotated[
+        str,
+        typer.Option(
+            "--state-wait",
+            metavar="DURATION",
+            help="How long to wait at start for a state store whose server does not answer (a PostgreSQL not up "
+            "yet), trying again every 1 s to 30 s while /healthz answers and /readyz says why; then exit 1. "
+            "0 exits at once (a duration: 5m, or seconds; or forever).",
+        ),
+    ] = "forever",
     log_level: LogLevelOpt = "info",
 ) -> None:
     """The daemon: reconcile forever, watch the spec files (and the files their references read), serve
@@ -1164,6 +1174,7 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
+    from reconciler.daemon.starting import FOREVER
     from reconciler.leader import LeaderSettings, LeaderSettingsError
 
     _split_listen(listen, "127.0.0.1:8080")
@@ -1174,6 +1185,7 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
+    wait_seconds = FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait))
     status_token = None
     if status_token_ref is not None:
         from reconciler.status.token import read_token
@@ -1204,6 +1216,7 @@ def run(
             status_page=status_page,
             status_token=status_token,
             leader=leader,
+            state_wait=wait_seconds,
         )
     )
 

@@ -29,6 +29,7 @@ __all__ = [
     "SYNC_PATH",
     "SYNC_TOKEN_ENV",
     "create_app",
+    "healthz",
     "parse_sync_body",
     "refused",
     "sync_authorized",
@@ -84,6 +85,11 @@ def refused(exc: BodyRefused) -> Response:
     return JSONResponse({"ok": False, "reason": exc.reason}, status_code=exc.status, headers={"connection": "close"})
 
 
+async def healthz(_: Request) -> Response:
+    """Alive: it answers whatever the daemon is doing (waiting for its store, reading it, acting)."""
+    return PlainTextResponse("ok\n")
+
+
 def create_app(daemon: Daemon) -> Starlette:
     async def callback(request: Request) -> Response:
         vendor = request.path_params["vendor"]
@@ -110,9 +116,6 @@ def create_app(daemon: Daemon) -> Starlette:
         status, reason, queued = await daemon.on_daemon_loop(daemon.sync, keys)
         # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
         return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
-
-    async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
         await daemon.probe_store()  # in a thread, bounded: a hung store gives a 503, not a hung probe
