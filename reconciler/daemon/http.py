@@ -20,6 +20,7 @@ from starlette.routing import Route
 from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
+from reconciler.headers import NoSniffApp
 from reconciler.status import status_routes
 from reconciler.status.token import unsendable
 
@@ -130,7 +131,7 @@ def create_app(daemon: Daemon) -> Starlette:
     page = status_routes(
         snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
     )
-    return Starlette(
+    return NoSniffApp(
         routes=[
             Route("/callbacks/{vendor}", callback, methods=["POST"]),
             Route(SYNC_PATH, sync, methods=["POST"]),

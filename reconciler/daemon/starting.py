@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import structlog
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reconciler.clock import Clock
 from reconciler.daemon.http import healthz
 from reconciler.daemon.metrics import CONTENT_TYPE, Metrics
+from reconciler.headers import NoSniffApp
 from reconciler.state.base import StateUnreachable
 
 __all__ = ["FOREVER", "MAX_RETRY_DELAY", "Front", "open_when_reachable", "retry_delay"]
@@ -79,7 +79,7 @@ def _starting_app(front: Front, metrics: Metrics) -> ASGIApp:
         return JSONResponse({"ok": False, "reason": front.reason}, status_code=503)
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return Starlette(
+    return NoSniffApp(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

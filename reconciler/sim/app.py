@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from reconciler.clock import Clock, FakeClock, SystemClock
+from reconciler.headers import NoSniffApp
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.sim import control, volc, zego
 from reconciler.sim.clocks import ScaledClock
@@ -76,7 +77,7 @@ def create_app(
         Route(ZEGO_LEGACY_PREFIX + "/{op}", zego.legacy_endpoint, methods=["GET", "POST"]),
         *control.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = NoSniffApp(routes=routes, lifespan=lifespan)  # nosniff on every answer, as the daemon's
     app.router.redirect_slashes = False
     app.state.sim = sim
     app.add_middleware(CallerPrefix)

@@ -51,6 +51,15 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
         assert "capctl_" in http.get("/metrics").text
+        # Every answer says nosniff, not only the status page's (each route once: the page sets its own)
+        answers = [
+            *(http.get(path) for path in ("/healthz", "/readyz", "/metrics", "/", "/api/v1/status", "/nowhere")),
+            http.post("/api/v1/sync", content=b"[]"),
+            http.post("/callbacks/volcengine", content=b"not json"),
+            http.get("/callbacks/volcengine"),
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 400, 400, 405]
+        assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
         with socket.create_connection((http.base_url.host, http.base_url.port)) as garbage:  # uvicorn logs it
             garbage.sendall(b"garbage\r\n\r\n")
             assert garbage.recv(100).startswith(b"HTTP/1.1 400")

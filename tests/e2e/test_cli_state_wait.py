@@ -38,7 +38,7 @@ def test_a_replica_started_before_its_postgresql_is_alive_not_ready_and_starts_o
         with httpx.Client(base_url=str(waits(log.lines)[0]["url"]), timeout=5) as http:
             assert http.get("/healthz").status_code == 200  # alive: the kubelet does not restart it
             ready = http.get("/readyz")
-            assert ready.status_code == 503, ready.text
+            assert ready.status_code == 503 and ready.headers["x-content-type-options"] == "nosniff", ready.text
             assert ready.text.startswith("not ready (waiting for the state store: attempt ")
             assert f"cannot connect to the PostgreSQL state store {shown}: " in ready.text
             scraped = http.get("/metrics").text

@@ -84,3 +84,17 @@ def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:
         assert url == f"http://127.0.0.1:{port}" and port > 0
         with pytest.raises(OSError, match=rf"^\[Errno \d+\] cannot listen on 127\.0\.0\.1:{port}: "):
             bind("127.0.0.1", port)
+
+
+def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:
+    """A vendor's JSON, the control API, a refusal or an unknown path: the browser must not sniff HTML."""
+    base, _ = server
+    with httpx.Client(base_url=base) as http:
+        answers = [
+            http.get("/volc/"),
+            http.get("/_sim/requests"),
+            http.post("/zego/legacy/start"),
+            http.get("/nowhere"),
+        ]
+    assert [a.status_code for a in answers] == [404, 200, 200, 404]
+    assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
