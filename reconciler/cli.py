@@ -445,6 +445,7 @@ def _daemon_advice(command: str, url: str | None) -> str:
 
 
 T = TypeVar("T")
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: an apply whose terminal closed (ssh dropped; changes in flight finished)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
 
@@ -468,22 +469,22 @@ def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
     lets the changes in flight finish (the summary is printed), a second cuts them short. SIGTERM (a service
-    manager, a CI runner, Kubernetes) presses it too, rather than killing the apply with its calls in flight.
-    Each signal is added to `received`, which decides the exit code."""
+    manager, a CI runner, Kubernetes) and SIGHUP (the terminal closed, an ssh session dropped) press it too,
+    rather than killing the apply with its calls in flight; output to a terminal that is gone is dropped
+    (streams.py). Each signal is added to `received`, which decides the exit code (`exit_code_of`)."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    again = {signal.SIGINT: "Press Ctrl-C again", signal.SIGTERM: "Send SIGTERM again"}
-    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)"}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)", signal.SIGHUP: "Hung up (SIGHUP)"}
 
     def on_signal(signum: signal.Signals) -> None:
         received.append(signum)
         if interrupt.press() == 1:
+            again = "Press Ctrl-C" if signum == signal.SIGINT else f"Send {signum.name}"
             console.print(
-                f"{said[signum]}: no new change starts; the changes in flight finish. "
-                f"{again[signum]} to cut them short.",
+                f"{said[signum]}: no new change starts; the changes in flight finish. {again} again to cut them short.",
                 markup=False,
                 soft_wrap=True,
             )
@@ -496,6 +497,14 @@ def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) 
         for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
             signal.signal(signum, handler)
+
+
+def _exit_code_of(received: list[int]) -> int:
+    """128 + the signal that stopped an apply's changes first (Ctrl-C without one)."""
+    import signal
+
+    codes = {signal.SIGHUP: EXIT_HUNG_UP, signal.SIGTERM: EXIT_TERMINATED}
+    return codes.get(signal.Signals(received[0]), EXIT_INTERRUPTED) if received else EXIT_INTERRUPTED
 
 
 def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
@@ -900,7 +909,7 @@ def apply(
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
 
     Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
-    SIGTERM does the same and exits 143.
+    SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
     _setup_logs(log_level)
     if plan_file and (target or replace or selector):
@@ -923,9 +932,7 @@ def apply(
 
         render_apply_result(result, _out_console())
         if result.interrupted:
-            import signal
-
-            raise typer.Exit(EXIT_TERMINATED if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED)
+            raise typer.Exit(_exit_code_of(received))
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
