@@ -46,6 +46,7 @@ from reconciler.daemon.http import SYNC_TOKEN_ENV, sync_token
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
+from reconciler.daemon.tasks import first_of
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.leader import LeaderSettings
 from reconciler.listen import bind, parse_listen, url_of
@@ -321,13 +322,7 @@ async def _start(
 
 async def _until_stopped(sock: socket.socket, served: asyncio.Event, stopping: asyncio.Event) -> int:
     """Run until a signal (exit 0) or until the HTTP server ends by itself (exit 1)."""
-    serving = asyncio.create_task(served.wait())
-    waiting = asyncio.create_task(stopping.wait())
-    try:
-        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-        serving.cancel()
+    await first_of(served.wait(), stopping.wait())
     if not stopping.is_set():
         log.error("the HTTP server stopped; shutting down", url=url_of(sock))
         return EXIT_ERROR

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reconciler.clock import Clock
 from reconciler.daemon.http import healthz
 from reconciler.daemon.metrics import CONTENT_TYPE, Metrics
+from reconciler.daemon.tasks import first_of
 from reconciler.headers import NoSniffApp
 from reconciler.state.base import StateUnreachable
 
@@ -134,11 +135,5 @@ async def open_when_reachable(
 
 async def _stopped_within(stopping: asyncio.Event, clock: Clock, seconds: float) -> bool:
     """Wait `seconds` on `clock`, or until `stopping` is set; whether it was."""
-    pause = asyncio.ensure_future(clock.sleep(seconds))
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait({pause, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        pause.cancel()
-        stop.cancel()
+    await first_of(clock.sleep(seconds), stopping.wait())
     return stopping.is_set()
