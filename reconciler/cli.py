@@ -1039,14 +1039,15 @@ async def _apply(
             )
 
 
-def _duration_option(option: str, value: str) -> int:
-    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option."""
+def _duration_option(option: str, value: str, *, also: str = "") -> int:
+    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option (and
+    `also`, what else it takes)."""
     from reconciler.spec.fields import parse_duration
 
     try:
         return int(parse_duration(int(value) if value.isdigit() else value))
     except ValueError as exc:
-        fail(f"{option}: {exc}")
+        fail(f"{option}: {exc}{also}")
 
 
 @app.command()
@@ -1192,7 +1193,9 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
-    wait_seconds = FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait))
+    wait_seconds = (
+        FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait, also=", or forever"))
+    )
     status_token = None
     if status_token_ref is not None:
         from reconciler.status.token import read_token

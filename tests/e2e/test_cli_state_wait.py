@@ -74,6 +74,8 @@ def test_state_wait_bounds_the_wait_a_signal_ends_it_and_one_shot_commands_never
     assert PASSWORD not in bounded
     at_once = work.capctl("run", "--listen", "127.0.0.1:0", "--state", dead, "--state-wait", "0", expect=1).stderr
     assert "cannot open the state store" in at_once and "waiting for it" not in at_once
+    typo = work.capctl("run", "--state", dead, "--state-wait", "soon", expect=1).stderr
+    assert "--state-wait: invalid duration 'soon'" in typo and typo.rstrip().endswith(", or forever")
     planned = work.capctl("plan", "--state", dead, expect=1).stderr
     assert "cannot connect to the PostgreSQL state store" in planned and PASSWORD not in planned
     proc, log = work.run_daemon("--state", dead)
