@@ -19,7 +19,10 @@ one-shot commands (plan, apply, state) never wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -102,13 +105,18 @@ async def open_when_reachable(
 ) -> T | None:
     """`open_store()` (in a thread: a connection may take its timeout), tried again while it raises
     `StateUnreachable`, for at most `wait` seconds; each failure is logged with `url`, where the probes answer
-    meanwhile. None when `stopping` is set meanwhile (SIGTERM: a clean stop); StateUnreachable once `wait`
-    has passed; any other error at once."""
+    meanwhile. None when `stopping` is set meanwhile (SIGTERM: a clean stop, at once, even while a connection
+    to a silent host is under way); StateUnreachable once `wait` has passed; any other error at once."""
     started, attempt = clock.monotonic(), 0
+    front.reason = "not ready (starting: connecting to the state store)"
     while True:
         attempt += 1
+        opening = _in_thread(open_store)
+        await first_of(opening, stopping.wait())
+        if opening.cancelled():
+            return None
         try:
-            return await asyncio.to_thread(open_store)
+            return opening.result()
         except StateUnreachable as exc:
             metrics.state_store_connect_failures.inc()
             waited = clock.monotonic() - started
@@ -131,6 +139,31 @@ async def open_when_reachable(
             )
             if await _stopped_within(stopping, clock, delay):
                 return None
+
+
+def _in_thread(call: Callable[[], T]) -> asyncio.Future[T]:
+    """`call()` on a daemon thread of its own, its outcome in the future returned. Not the loop's executor: the
+    process waits for those threads at exit, and a connection to a host that does not answer takes its whole
+    timeout (10 s). A store opened after the future was cancelled is left to the process's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # cancelled: the daemon is stopping
+            outcome()
+
+    def run() -> None:
+        try:
+            result = call()
+        except Exception as exc:
+            done = functools.partial(future.set_exception, exc)
+        else:
+            done = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
+            loop.call_soon_threadsafe(settle, done)
+
+    threading.Thread(target=run, name="capctl-state-open", daemon=True).start()
+    return future
 
 
 async def _stopped_within(stopping: asyncio.Event, clock: Clock, seconds: float) -> bool:

@@ -6,6 +6,7 @@ The process-level behaviour, with a real PostgreSQL that comes up late, is tests
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -104,6 +105,28 @@ async def test_a_signal_while_waiting_ends_the_wait_without_opening() -> None:
     db = Database(down=None)
     stopped, _, _, _ = await wait_for(db, stop_after=2)
     assert stopped is None and db.attempts == 2
+
+
+async def test_a_signal_during_a_connection_to_a_silent_host_ends_the_wait_at_once() -> None:
+    """A host that accepts and never answers holds a connection for its whole timeout (10 s): SIGTERM waited it out."""
+    released = threading.Event()
+
+    def silent() -> str:
+        released.wait(30)
+        raise StateUnreachable(f"cannot connect to the PostgreSQL state store {URL}: timeout expired", where=URL)
+
+    clock, metrics, stopping = FakeClock(), Metrics(), asyncio.Event()
+    front = Front(metrics)
+    waiting = asyncio.ensure_future(
+        open_when_reachable(silent, url=URL, wait=FOREVER, clock=clock, stopping=stopping, front=front, metrics=metrics)
+    )
+    await asyncio.sleep(0.05)
+    assert front.reason == "not ready (starting: connecting to the state store)"
+    stopping.set()
+    try:
+        assert await asyncio.wait_for(waiting, 2) is None
+    finally:
+        released.set()
 
 
 async def test_a_store_that_answers_with_an_error_is_not_waited_for() -> None:
