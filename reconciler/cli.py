@@ -476,7 +476,9 @@ def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) 
     import signal
 
     loop = asyncio.get_running_loop()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # A signal ignored when capctl started stays ignored: `nohup capctl apply` must outlive its terminal.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: handler for signum, handler in handlers.items() if handler is not signal.SIG_IGN}
     said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)", signal.SIGHUP: "Hung up (SIGHUP)"}
 
     def on_signal(signum: signal.Signals) -> None:

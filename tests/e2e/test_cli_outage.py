@@ -192,6 +192,24 @@ def test_an_apply_whose_terminal_hung_up_finishes_its_calls_in_flight_and_record
     assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # nothing started twice
 
 
+def test_nohup_apply_ignores_sighup_and_applies_every_change(work: Workdir) -> None:
+    """SIGHUP ignored when it started (`nohup capctl apply`) stays ignored: the apply outlives its terminal."""
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:8]))
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = work.spawn("apply", "--auto-approve", "--parallelism", "2", preexec_fn=nohup)
+    deadline = time.monotonic() + 60
+    while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGHUP)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Apply complete: 8 created" in stdout and "Hung up" not in stderr
+
+
 def test_a_second_ctrl_c_cuts_the_calls_in_flight_short_and_the_next_apply_resolves_them(work: Workdir) -> None:
     proc = start_slow_apply(work, ROOMS)
     os.kill(proc.pid, signal.SIGINT)
