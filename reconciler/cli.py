@@ -445,6 +445,7 @@ def _daemon_advice(command: str, url: str | None) -> str:
 
 
 T = TypeVar("T")
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: an apply whose terminal closed (ssh dropped; changes in flight finished)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
 
@@ -468,22 +469,24 @@ def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) -> Iterator[None]:
     """While an apply executes changes, Ctrl-C presses `interrupt`: the first press starts nothing new and
     lets the changes in flight finish (the summary is printed), a second cuts them short. SIGTERM (a service
-    manager, a CI runner, Kubernetes) presses it too, rather than killing the apply with its calls in flight.
-    Each signal is added to `received`, which decides the exit code."""
+    manager, a CI runner, Kubernetes) and SIGHUP (the terminal closed, an ssh session dropped) press it too,
+    rather than killing the apply with its calls in flight; output to a terminal that is gone is dropped
+    (streams.py). Each signal is added to `received`, which decides the exit code (`exit_code_of`)."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    again = {signal.SIGINT: "Press Ctrl-C again", signal.SIGTERM: "Send SIGTERM again"}
-    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)"}
+    # A signal ignored when capctl started stays ignored: `nohup capctl apply` must outlive its terminal.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: handler for signum, handler in handlers.items() if handler is not signal.SIG_IGN}
+    said = {signal.SIGINT: "Interrupted", signal.SIGTERM: "Terminated (SIGTERM)", signal.SIGHUP: "Hung up (SIGHUP)"}
 
     def on_signal(signum: signal.Signals) -> None:
         received.append(signum)
         if interrupt.press() == 1:
+            again = "Press Ctrl-C" if signum == signal.SIGINT else f"Send {signum.name}"
             console.print(
-                f"{said[signum]}: no new change starts; the changes in flight finish. "
-                f"{again[signum]} to cut them short.",
+                f"{said[signum]}: no new change starts; the changes in flight finish. {again} again to cut them short.",
                 markup=False,
                 soft_wrap=True,
             )
@@ -496,6 +499,14 @@ def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) 
         for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
             signal.signal(signum, handler)
+
+
+def _exit_code_of(received: list[int]) -> int:
+    """128 + the signal that stopped an apply's changes first (Ctrl-C without one)."""
+    import signal
+
+    codes = {signal.SIGHUP: EXIT_HUNG_UP, signal.SIGTERM: EXIT_TERMINATED}
+    return codes.get(signal.Signals(received[0]), EXIT_INTERRUPTED) if received else EXIT_INTERRUPTED
 
 
 def _retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
@@ -901,7 +912,7 @@ def apply(
     """Converge: start missing tasks, re-issue stopped ones, update or replace changed ones, stop removed ones.
 
     Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
-    SIGTERM does the same and exits 143.
+    SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
     _setup_logs(log_level)
     if plan_file and (target or replace or selector):
@@ -924,9 +935,7 @@ def apply(
 
         render_apply_result(result, _out_console())
         if result.interrupted:
-            import signal
-
-            raise typer.Exit(EXIT_TERMINATED if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED)
+            raise typer.Exit(_exit_code_of(received))
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
@@ -1033,14 +1042,15 @@ async def _apply(
             )
 
 
-def _duration_option(option: str, value: str) -> int:
-    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option."""
+def _duration_option(option: str, value: str, *, also: str = "") -> int:
+    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option (and
+    `also`, what else it takes)."""
     from reconciler.spec.fields import parse_duration
 
     try:
         return int(parse_duration(int(value) if value.isdigit() else value))
     except ValueError as exc:
-        fail(f"{option}: {exc}")
+        fail(f"{option}: {exc}{also}")
 
 
 @app.command()
@@ -1151,6 +1161,16 @@ def run(
         ),
     ] = "2s",
     state: StateOpt = None,
+    state_wait: Annotated[
+        str,
+        typer.Option(
+            "--state-wait",
+            metavar="DURATION",
+            help="How long to wait at start for a state store whose server does not answer (a PostgreSQL not up "
+            "yet), trying again every 1 s to 30 s while /healthz answers and /readyz says why; then exit 1. "
+            "0 exits at once (a duration: 5m, or seconds; or forever).",
+        ),
+    ] = "forever",
     log_level: LogLevelOpt = "info",
 ) -> None:
     """The daemon: reconcile forever, watch the spec files (and the files their references read), serve
@@ -1165,6 +1185,7 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
+    from reconciler.daemon.starting import FOREVER
     from reconciler.leader import LeaderSettings, LeaderSettingsError
 
     _split_listen(listen, "127.0.0.1:8080")
@@ -1175,6 +1196,9 @@ def run(
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
     if read_timeout_seconds <= 0:
         fail("--read-timeout must be at least 1s")
+    wait_seconds = (
+        FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait, also=", or forever"))
+    )
     status_token = None
     if status_token_ref is not None:
         from reconciler.status.token import read_token
@@ -1205,6 +1229,7 @@ def run(
             status_page=status_page,
             status_token=status_token,
             leader=leader,
+            state_wait=wait_seconds,
         )
     )
 
@@ -1238,7 +1263,7 @@ def sync(
     """
     import httpx
 
-    from reconciler.daemon.http import SYNC_PATH, SYNC_TOKEN_ENV, sync_token
+    from reconciler.daemon.http import SYNC_PATH, sync_token
     from reconciler.redact import redact_url, scrub_text
     from reconciler.secrets import Secret
 
@@ -1253,12 +1278,13 @@ def sync(
         )
     if not url.startswith(("http://", "https://")):
         fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
-    token = sync_token(os.environ)
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
-    except httpx.LocalProtocolError:  # its message quotes the header, token and all
-        fail(f"{SYNC_TOKEN_ENV} holds a character an HTTP header cannot carry (a control character): check its value")
     except httpx.HTTPError as exc:
         said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
         fail(

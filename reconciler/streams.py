@@ -3,7 +3,8 @@
 `capctl plan | head -3`: the reader closes the pipe while capctl still writes. A CI script tests capctl's
 exit code (0, 2 for changes with --detailed-exitcode, 1 for an error; GitHub Actions runs bash with
 pipefail), so a closed pipe must change neither that code nor what an apply does: what is left to print
-is dropped, and the command finishes as it would have. (click's own handling exits 1 on the spot.)
+is dropped, and the command finishes as it would have. (click's own handling exits 1 on the spot.) The same
+for a terminal that hangs up (EIO): an apply stopped by SIGHUP still finishes its changes in flight.
 
 `PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
 they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
@@ -15,6 +16,7 @@ JSON documents of 50,000 tasks (`state list -o json`, a plan) are written as the
 from __future__ import annotations
 
 import codecs
+import errno
 import io
 import json
 import os
@@ -53,20 +55,29 @@ def _spell(error: UnicodeError) -> tuple[str, int]:
     return "".join(_ASCII.get(c) or c.encode("ascii", "backslashreplace").decode() for c in text), error.end
 
 
+# A closed pipe, and a terminal that hung up (its window closed, its ssh session dropped: SIGHUP, and then every
+# write fails with EIO while an apply finishes its changes in flight and writes its summary).
+_READER_GONE = frozenset({errno.EPIPE, errno.EIO})
+
+
 class _Output(io.TextIOWrapper):
     """A standard stream that, once its reader is gone, sends the rest to /dev/null instead of raising."""
 
     def write(self, text: str) -> int:
         try:
             return super().write(text)
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in _READER_GONE:
+                raise
             self._reader_gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             super().flush()
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in _READER_GONE:
+                raise
             self._reader_gone()
 
     def _reader_gone(self) -> None:

@@ -20,7 +20,9 @@ from starlette.routing import Route
 from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
+from reconciler.headers import NoSniffApp
 from reconciler.status import status_routes
+from reconciler.status.token import unsendable
 
 __all__ = [
     "MAX_CALLBACK_BYTES",
@@ -28,6 +30,7 @@ __all__ = [
     "SYNC_PATH",
     "SYNC_TOKEN_ENV",
     "create_app",
+    "healthz",
     "parse_sync_body",
     "refused",
     "sync_authorized",
@@ -46,8 +49,12 @@ SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set f
 def sync_token(env: Mapping[str, str]) -> str | None:
     """`CAPCTL_SYNC_TOKEN` as the daemon requires it and `capctl sync` sends it: without surrounding whitespace
     (a Secret made `--from-file` of an `echo`ed file ends in a newline, which a header cannot carry and a
-    stripped bearer token never matched), None when unset or blank."""
-    return env.get(SYNC_TOKEN_ENV, "").strip() or None
+    stripped bearer token never matched), None when unset or blank. ValueError for a token no bearer header
+    can carry (a control character, a character outside ASCII), saying where, never quoting it."""
+    value = env.get(SYNC_TOKEN_ENV, "")
+    if (problem := unsendable(value, ascii_only=True)) is not None:
+        raise ValueError(f"{SYNC_TOKEN_ENV} holds {problem}: set the token without it")
+    return value.strip() or None
 
 
 def sync_authorized(expected: str | None, authorization: str | None) -> bool:
@@ -79,6 +86,11 @@ def refused(exc: BodyRefused) -> Response:
     return JSONResponse({"ok": False, "reason": exc.reason}, status_code=exc.status, headers={"connection": "close"})
 
 
+async def healthz(_: Request) -> Response:
+    """Alive: it answers whatever the daemon is doing (waiting for its store, reading it, acting)."""
+    return PlainTextResponse("ok\n")
+
+
 def create_app(daemon: Daemon) -> Starlette:
     async def callback(request: Request) -> Response:
         vendor = request.path_params["vendor"]
@@ -106,9 +118,6 @@ def create_app(daemon: Daemon) -> Starlette:
         # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
         return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
 
-    async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
     async def readyz(_: Request) -> Response:
         await daemon.probe_store()  # in a thread, bounded: a hung store gives a 503, not a hung probe
         state = daemon.readiness()
@@ -122,7 +131,7 @@ def create_app(daemon: Daemon) -> Starlette:
     page = status_routes(
         snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
     )
-    return Starlette(
+    return NoSniffApp(
         routes=[
             Route("/callbacks/{vendor}", callback, methods=["POST"]),
             Route(SYNC_PATH, sync, methods=["POST"]),

@@ -9,6 +9,8 @@ The HTTP server runs on a thread with an event loop of its own. The executor cal
 synchronously on the daemon's loop, so a hung database would freeze every coroutine on that loop,
 probes included; on its own loop, /healthz always answers and /readyz says the store does not answer
 (issue 14). Handlers that touch the daemon's state hand the work back to its loop (`on_daemon_loop`).
+HTTP is served from the moment the port is bound, while the daemon waits for a state store that does not
+answer yet and reads it (starting.py), so /healthz answers and /readyz says why it is not ready.
 """
 
 from __future__ import annotations
@@ -41,12 +43,16 @@ from reconciler.daemon.connections import (
 )
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV, sync_token
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
+from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
+from reconciler.daemon.tasks import first_of
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.leader import LeaderSettings
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
+from reconciler.state.sql import SqlStateStore
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
 
@@ -77,10 +83,12 @@ def run_daemon(
     status_page: bool = True,
     status_token: str | None = None,
     leader: LeaderSettings | None = None,
+    state_wait: float = FOREVER,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit;
-    `status_token` (read from `--status-token-ref`) protects the status page."""
+    `status_token` (read from `--status-token-ref`) protects the status page; `state_wait`: seconds to wait at
+    start for a state store whose server does not answer (starting.py)."""
     if log_level is not None:
         logs.configure(log_level)
     try:
@@ -100,10 +108,18 @@ def run_daemon(
     if read_timeout <= 0:
         log.error("bad option", error=f"--read-timeout must be positive, got {read_timeout:g}")
         return EXIT_ERROR
+    if state_wait < 0:
+        log.error("bad option", error=f"--state-wait must not be negative, got {state_wait:g}")
+        return EXIT_ERROR
     if max_connections is not None and max_connections < 1:
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
-    if SYNC_TOKEN_ENV in os.environ and sync_token(os.environ) is None:  # as an empty --status-token-ref is
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        log.error("bad option", error=str(exc))
+        return EXIT_ERROR
+    if SYNC_TOKEN_ENV in os.environ and token is None:  # as an empty --status-token-ref is
         log.error(
             "bad option",
             error=f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
@@ -116,7 +132,7 @@ def run_daemon(
             "or turn it off with --no-status-page",
             listen=listen,
         )
-    if sync_token(os.environ) is None and not _loopback(host):
+    if token is None and not _loopback(host):
         log.warning(
             f"POST /api/v1/sync is open to anyone who reaches --listen: anyone can make the daemon call the vendors "
             f"now; set {SYNC_TOKEN_ENV} (capctl sync sends it), and keep /api/ out of the ingress",
@@ -132,7 +148,9 @@ def run_daemon(
         _http_limits(read_timeout, max_connections),
         status_page,
         status_token,
+        token,
         leader or LeaderSettings(),
+        state_wait,
     )
     return asyncio.run(_main(host, port, options))
 
@@ -160,7 +178,9 @@ class _Options:
     limits: HttpLimits
     status_page: bool
     status_token: str | None  # read from --status-token-ref at start; never logged
+    sync_token: str | None  # CAPCTL_SYNC_TOKEN, read at start; never logged
     leader: LeaderSettings
+    state_wait: float  # seconds; FOREVER by default
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -191,39 +211,18 @@ async def _main(host: str, port: int, options: _Options) -> int:
 
 
 async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, errors: AcceptErrors) -> int:
-    try:
-        store = open_state(options.state_url)
-    except StateError as exc:
-        log.error("cannot open the state store", error=str(exc))
-        return EXIT_ERROR
-    daemon = Daemon(
-        options.paths,
-        store,
-        clock,
-        resync=options.resync,
-        prune=options.prune,
-        watch_debounce_ms=DEBOUNCE_MS,
-        holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
-        sync_token=sync_token(os.environ),
-        max_prune=options.max_prune,
-        prune_grace=options.prune_grace,
-        status_page=options.status_page,
-        status_token=options.status_token,
-        leader=options.leader,
-    )
-    try:
-        await daemon.start()  # leads, or stands by while another replica leads
-    except StateError as exc:
-        log.error("cannot read the state store", error=str(exc))
-        store.close()
-        return EXIT_ERROR
+    """Serve HTTP from the start (a `Front` answers until the daemon runs: starting.py), then open the store
+    (waiting for its server), start the daemon and run it until SIGTERM / SIGINT."""
+    metrics = Metrics()
+    front = Front(metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
+    # Until the daemon runs, SIGHUP (re-read the specs) has nothing to do: they are read as it starts.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: the specs are read once the daemon starts"))
     config = uvicorn.Config(
-        daemon.asgi_app,
+        front,
         http=guarded_protocol(options.limits, clock),
         timeout_keep_alive=math.ceil(options.limits.read_timeout),  # the protocol's read timeout closes it first
         log_config=None,
@@ -242,31 +241,93 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
 
     thread = threading.Thread(target=serve, name="capctl-http", daemon=True)
     thread.start()
-    serving = asyncio.create_task(served.wait())
-    log.info(
-        "listening",
-        url=url_of(sock),
-        max_connections=options.limits.max_connections,
-        read_timeout=options.limits.read_timeout,
-    )
-    waiting = asyncio.create_task(stopping.wait())
-    code = EXIT_OK
+    store: SqlStateStore | None = None
     try:
-        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():  # the server ended by itself
-            log.error("the HTTP server stopped; shutting down", url=url_of(sock))
-            code = EXIT_ERROR
-        else:
-            log.info("signal received: stopping (vendor tasks keep running)")
+        started = await _start(sock, options, front, metrics, clock=clock, stopping=stopping)
+        if isinstance(started, int):
+            return started
+        daemon, store = started
+        front.serve(daemon.asgi_app)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
+        # Said once the daemon runs (scripts and tests wait for it); while it waits, each warning names the URL.
+        log.info(
+            "listening",
+            url=url_of(sock),
+            max_connections=options.limits.max_connections,
+            read_timeout=options.limits.read_timeout,
+        )
+        try:
+            return await _until_stopped(sock, served, stopping)
+        finally:
+            await daemon.stop()
     finally:
-        waiting.cancel()
-        await daemon.stop()
         server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await serving
+        await served.wait()
         await asyncio.to_thread(thread.join)
+        if store is not None:
+            store.close()
+
+
+async def _start(
+    sock: socket.socket,
+    options: _Options,
+    front: Front,
+    metrics: Metrics,
+    *,
+    clock: SystemClock,
+    stopping: asyncio.Event,
+) -> tuple[Daemon, SqlStateStore] | int:
+    """Open the store (waiting for its server) and start the daemon; an exit code when it does not start."""
+    try:
+        store = await open_when_reachable(
+            lambda: open_state(options.state_url),
+            url=url_of(sock),
+            wait=options.state_wait,
+            clock=clock,
+            stopping=stopping,
+            front=front,
+            metrics=metrics,
+        )
+    except StateError as exc:
+        log.error("cannot open the state store", error=str(exc))
+        return EXIT_ERROR
+    if store is None:
+        log.info("signal received while waiting for the state store: stopping")
+        return EXIT_OK
+    front.reason = "not ready (starting: reading the state and the specs)"
+    daemon = Daemon(
+        options.paths,
+        store,
+        clock,
+        resync=options.resync,
+        prune=options.prune,
+        watch_debounce_ms=DEBOUNCE_MS,
+        holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
+        sync_token=options.sync_token,
+        max_prune=options.max_prune,
+        prune_grace=options.prune_grace,
+        status_page=options.status_page,
+        status_token=options.status_token,
+        leader=options.leader,
+        metrics=metrics,
+    )
+    try:
+        await daemon.start()  # leads, or stands by while another replica leads
+    except StateError as exc:
+        log.error("cannot read the state store", error=str(exc))
         store.close()
-    return code
+        return EXIT_ERROR
+    return daemon, store
+
+
+async def _until_stopped(sock: socket.socket, served: asyncio.Event, stopping: asyncio.Event) -> int:
+    """Run until a signal (exit 0) or until the HTTP server ends by itself (exit 1)."""
+    await first_of(served.wait(), stopping.wait())
+    if not stopping.is_set():
+        log.error("the HTTP server stopped; shutting down", url=url_of(sock))
+        return EXIT_ERROR
+    log.info("signal received: stopping (vendor tasks keep running)")
+    return EXIT_OK
 
 
 async def _serve_http(server: uvicorn.Server, sock: socket.socket, errors: AcceptErrors) -> None:

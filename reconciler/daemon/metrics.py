@@ -188,6 +188,12 @@ class Metrics:
             "1 when this replica's last attempt to take or renew the state lock reached the state store, else 0",
             registry=self.registry,
         )
+        # A replica started before its database waits for it (starting.py): each failed attempt counts here.
+        self.state_store_connect_failures = Counter(
+            "capctl_state_store_connect_failures",
+            "Failed attempts to connect to the state store while the daemon starts (it waits: --state-wait)",
+            registry=self.registry,
+        )
         self.spec_set_info = Gauge(
             "capctl_spec_set_info",
             "1, labelled with the digest of the spec set in force (the leader's is the set that acts)",

@@ -73,10 +73,13 @@ class DaemonParts(ABC):
         prune_grace: float = PRUNE_GRACE,
         status_page: bool = True,
         status_token: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if resync <= 0:
             raise ValueError(f"resync must be positive, got {resync}")
-        self.metrics = Metrics()  # before the store is touched: the prune guard checks its arguments
+        # Before the store is touched: the prune guard checks its arguments. `capctl run` passes the ones it
+        # served while it waited for the store, so a scrape sees one series throughout.
+        self.metrics = metrics or Metrics()
         self.pruning = PruneGuard(clock, self.metrics, prune=prune, max_prune=max_prune, grace=prune_grace)
         self.paths = list(paths)
         self.clock = clock

@@ -8,12 +8,22 @@ to the daemon's loop by `call`. Tasks are kept so that stopping cancels them and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Background"]
+__all__ = ["Background", "first_of"]
 
 T = TypeVar("T")
+
+
+async def first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until one of `waits` ends (a pause, a signal, the HTTP server's end); the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class Background:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from reconciler.clock import Clock, FakeClock, SystemClock
+from reconciler.headers import NoSniffApp
 from reconciler.listen import bind, parse_listen, url_of
 from reconciler.sim import control, volc, zego
 from reconciler.sim.clocks import ScaledClock
@@ -76,7 +80,7 @@ def create_app(
         Route(ZEGO_LEGACY_PREFIX + "/{op}", zego.legacy_endpoint, methods=["GET", "POST"]),
         *control.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = NoSniffApp(routes=routes, lifespan=lifespan)  # nosniff on every answer, as the daemon's
     app.router.redirect_slashes = False
     app.state.sim = sim
     app.add_middleware(CallerPrefix)
@@ -121,8 +125,6 @@ def serve(
     `scenario`, plays it from the start and, once it has played out, prints the coverage summary, writes
     the full report as JSON to `coverage_out` (if given) and stops. A scenario loaded later through the
     control API gets its summary printed too, and the simulator keeps serving."""
-    import uvicorn
-
     host, port = parse_listen(listen, example="127.0.0.1:8750")
     sock = bind(host, port)
     clock: Clock = FakeClock(start=SystemClock().now()) if fake_clock else ScaledClock(speed)
@@ -155,5 +157,22 @@ def serve(
         f" /zego/legacy; control API /_sim; {time_mode}{scenario_note})",
         flush=True,
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, without raising the signal that stopped it again once it shut down cleanly: the process died
+    of it (143 on SIGTERM, which a container runtime reports as a failure). It exits 0, as `capctl run` does."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+            yield
+            return
+        previous = {signum: signal.signal(signum, self.handle_exit) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

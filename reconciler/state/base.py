@@ -29,6 +29,7 @@ __all__ = [
     "StateError",
     "StateMissing",
     "StateStore",
+    "StateUnreachable",
     "daemon_holder",
 ]
 
@@ -43,6 +44,16 @@ def daemon_holder(url: str) -> str:
 
 class StateError(Exception):
     """The state store could not be read or written (names the store, never a secret)."""
+
+
+class StateUnreachable(StateError):
+    """No connection to the store's server could be made (refused, timed out, an unknown host, a server starting
+    up, a login refused): nothing was read or written. `capctl run` waits for it at start (`--state-wait`);
+    the one-shot commands fail at once. `where` is the store's URL without its password."""
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 class StateMissing(StateError):

@@ -25,7 +25,7 @@ import psycopg.conninfo
 from reconciler.redact import redact_url, scrub_text, url_secrets
 from reconciler.secrets import Secret
 
-from .base import LockHeld, StateError
+from .base import LockHeld, StateError, StateUnreachable
 from .sql import (
     INBOX_TABLE,
     LOCK_NAME,
@@ -166,8 +166,8 @@ class PostgresStateStore(SqlStateStore):
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits())
                 self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
-                raise StateError(
-                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}"
+                raise StateUnreachable(
+                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}", where=self.url
                 ) from None
         return self._conn
 

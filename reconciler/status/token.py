@@ -3,6 +3,10 @@
 `--status-token-ref env:NAME` or `file:PATH`, the two forms a spec's secret reference takes
 (`{env: NAME}`, `{file: PATH}`), so the token itself is never on a command line (`ps` shows those) and a
 Kubernetes Secret reaches it as an environment variable or a mounted file. It is read once, at start.
+
+A token is sent in an HTTP header, which cannot carry a control character (h11 refuses CR, LF and NUL, and
+lets others through to a server that may drop the request): such a token is refused when it is read, naming
+the variable or file and the character's position (`unsendable`), never quoting the token.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import base64
 import binascii
 import hmac
 import re
+import unicodedata
 from collections.abc import Mapping
 
 from reconciler.spec.files import FileRefused, read_regular, without_newline
 
-__all__ = ["MAX_TOKEN_BYTES", "read_token", "token_accepted"]
+__all__ = ["MAX_TOKEN_BYTES", "read_token", "token_accepted", "unsendable"]
 
 MAX_TOKEN_BYTES = 4096
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -42,7 +47,25 @@ def read_token(ref: str, env: Mapping[str, str]) -> str:
         raise ValueError(f"--status-token-ref must be env:NAME or file:PATH, got {ref[:80]!r}")
     if not value.strip():
         raise ValueError(f"--status-token-ref {ref}: the token is empty")
+    if (problem := unsendable(value)) is not None:
+        raise ValueError(f"--status-token-ref {ref}: the token holds {problem}: set it without it")
     return value
+
+
+def unsendable(value: str, *, ascii_only: bool = False) -> str | None:
+    """What in `value` an HTTP header cannot carry, and where (its surrounding whitespace is dropped before
+    use, so it is not looked at), or None. With `ascii_only` (a bearer header as httpx sends it) a character
+    outside ASCII too. Never quotes the value: a control character is named by its code point only."""
+    start = len(value) - len(value.lstrip())
+    for at, char in enumerate(value.strip(), start + 1):
+        if unicodedata.category(char) == "Cc":  # C0 (tab, CR, LF ...), DEL and C1
+            return (
+                f"a control character (U+{ord(char):04X}) at character {at} of {len(value)}, "
+                "which an HTTP header cannot carry"
+            )
+        if ascii_only and not char.isascii():
+            return f"a character outside ASCII at character {at} of {len(value)}, which an HTTP header cannot carry"
+    return None
 
 
 def token_accepted(expected: str | None, authorization: str | None) -> bool:

@@ -12,12 +12,16 @@ import httpx
 import pytest
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
 from reconciler.daemon.connections import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, Throttle, default_max_connections
 from reconciler.daemon.http import parse_sync_body
+from reconciler.headers import NoSniffApp
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.providers.zego_signing import callback_signature
 from reconciler.spec import SpecErrors, load_spec_set
@@ -398,3 +402,16 @@ async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(har
     text = await asyncio.to_thread(asyncio.run, scrape())
     assert 'capctl_tasks{status="running"}' in text
     assert collected_on[-1] == threading.get_ident()  # the daemon's loop runs on this (the test's) thread
+
+
+async def test_an_error_the_app_did_not_handle_says_nosniff_too() -> None:
+    """Starlette answers it outside the middleware an app adds: NoSniffApp wraps the whole stack."""
+
+    async def broken(_: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app = NoSniffApp(routes=[Route("/broken", broken)])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=DAEMON) as http:
+        answer = await http.get("/broken")
+    assert answer.status_code == 500 and answer.headers.get_list("x-content-type-options") == ["nosniff"]

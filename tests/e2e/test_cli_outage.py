@@ -137,10 +137,14 @@ def state_tasks(work: Workdir) -> dict[str, dict[str, Any]]:
     return {t["key"]: t for t in json.loads(out)["tasks"]}
 
 
-STOPS = [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated (SIGTERM)")]
+STOPS = [
+    (signal.SIGINT, 130, "Interrupted"),
+    (signal.SIGTERM, 143, "Terminated (SIGTERM)"),
+    (signal.SIGHUP, 129, "Hung up (SIGHUP)"),  # it killed the apply at once, as SIGTERM did
+]
 
 
-@pytest.mark.parametrize(("signum", "code", "said"), STOPS, ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(("signum", "code", "said"), STOPS, ids=["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_or_sigterm_lets_the_calls_in_flight_finish_reports_what_is_left_and_exits_128_plus_it(
     work: Workdir, signum: int, code: int, said: str
 ) -> None:
@@ -161,6 +165,49 @@ def test_ctrl_c_or_sigterm_lets_the_calls_in_flight_finish_reports_what_is_left_
     work.sim.http.delete("/faults")
     assert f"Apply complete: {counts['not started']} created" in work.apply().stdout
     assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # nothing started twice
+
+
+def test_an_apply_whose_terminal_hung_up_finishes_its_calls_in_flight_and_records_them(work: Workdir) -> None:
+    """An ssh session dropped: the terminal is gone (every write fails with EIO) and SIGHUP arrives. The apply
+    was killed with its calls in flight (tasks left pending); now it finishes them, its summary is dropped."""
+    terminal, tty = os.openpty()
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS))
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+    proc = work.spawn("apply", "--auto-approve", "--parallelism", "2", stdout=tty, stderr=tty)
+    os.close(tty)
+    deadline = time.monotonic() + 60
+    while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the apply ended before its terminal hung up"
+    os.close(terminal)  # the terminal is gone: writes to it fail
+    os.kill(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == 129
+    running = {t["roomId"] for t in work.sim.tasks("volcengine", state="running")}
+    statuses = {key.rsplit("/", 1)[1]: task["status"] for key, task in state_tasks(work).items()}
+    assert running and running == {room for room, status in statuses.items() if status == "running"}
+    assert "pending" not in statuses.values()  # no call left unresolved
+    work.sim.http.delete("/faults")
+    work.apply()
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(ROOMS)
+    assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # nothing started twice
+
+
+def test_nohup_apply_ignores_sighup_and_applies_every_change(work: Workdir) -> None:
+    """SIGHUP ignored when it started (`nohup capctl apply`) stays ignored: the apply outlives its terminal."""
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:8]))
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = work.spawn("apply", "--auto-approve", "--parallelism", "2", preexec_fn=nohup)
+    deadline = time.monotonic() + 60
+    while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGHUP)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Apply complete: 8 created" in stdout and "Hung up" not in stderr
 
 
 def test_a_second_ctrl_c_cuts_the_calls_in_flight_short_and_the_next_apply_resolves_them(work: Workdir) -> None:

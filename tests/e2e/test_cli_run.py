@@ -51,6 +51,15 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
         assert "capctl_" in http.get("/metrics").text
+        # Every answer says nosniff, not only the status page's (each route once: the page sets its own)
+        answers = [
+            *(http.get(path) for path in ("/healthz", "/readyz", "/metrics", "/", "/api/v1/status", "/nowhere")),
+            http.post("/api/v1/sync", content=b"[]"),
+            http.post("/callbacks/volcengine", content=b"not json"),
+            http.get("/callbacks/volcengine"),
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 400, 400, 405]
+        assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
         with socket.create_connection((http.base_url.host, http.base_url.port)) as garbage:  # uvicorn logs it
             garbage.sendall(b"garbage\r\n\r\n")
             assert garbage.recv(100).startswith(b"HTTP/1.1 400")
@@ -113,9 +122,18 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     assert (
         f"cannot reach the daemon at {url.replace('http://', 'http://ops@')}" in refused and "pw-31337" not in refused
     )
-    broken_token = {"CAPCTL_SYNC_TOKEN": "tok-e2e\n31337"}  # refused before anything is sent (the sim listens)
-    broken = work.capctl("sync", "--daemon", work.sim.base, env=broken_token, expect=1).stderr
-    assert "CAPCTL_SYNC_TOKEN holds a character an HTTP header cannot carry" in broken and "31337" not in broken
+    # Refused before anything is sent (the sim listens), saying what and where; a character outside ASCII was a
+    # traceback, one of \x01 or DEL was sent (the daemon answered "wrong bearer token")
+    for value, said in [
+        ("tok-e2e\n31337", "a control character (U+000A) at character 8 of 13"),
+        ("tok-e2e\x0131337", "a control character (U+0001) at character 8 of 13"),
+        ("tök-e2e31337", "a character outside ASCII at character 2 of 12"),
+    ]:
+        broken = " ".join(
+            work.capctl("sync", "--daemon", work.sim.base, env={"CAPCTL_SYNC_TOKEN": value}, expect=1).stderr.split()
+        )
+        assert f"Error: CAPCTL_SYNC_TOKEN holds {said}, which an HTTP header cannot carry" in broken, broken
+        assert "31337" not in broken and "Traceback" not in broken
     for unreadable in ("http://[::1", "http://127.0.0.1:port"):  # a traceback from httpx before
         said = " ".join(work.capctl("sync", "--daemon", unreadable, expect=1).stderr.split())
         assert said.startswith("Error: --daemon: the URL cannot be read") and "Traceback" not in said, said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,3 +85,35 @@ def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:
         assert url == f"http://127.0.0.1:{port}" and port > 0
         with pytest.raises(OSError, match=rf"^\[Errno \d+\] cannot listen on 127\.0\.0\.1:{port}: "):
             bind("127.0.0.1", port)
+
+
+def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:
+    """A vendor's JSON, the control API, a refusal or an unknown path: the browser must not sniff HTML."""
+    base, _ = server
+    with httpx.Client(base_url=base) as http:
+        answers = [
+            http.get("/volc/"),
+            http.get("/_sim/requests"),
+            http.post("/zego/legacy/start"),
+            http.get("/nowhere"),
+        ]
+    assert [a.status_code for a in answers] == [404, 200, 200, 404]
+    assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int) -> None:
+    """It died of the signal after a clean shutdown (uvicorn raises it again): 143, which a container runtime
+    reports as a failure. It exits 0 now, as `capctl run` does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = sim_output(proc)
+    with httpx.Client(base_url=output.url()) as http:
+        assert http.get("/_sim/requests").status_code == 200
+    proc.send_signal(signum)
+    assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in output.text()

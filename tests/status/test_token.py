@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.status.token import read_token
+from reconciler.status.token import read_token, unsendable
 
 
 def test_a_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
@@ -38,3 +38,34 @@ def test_a_large_file_is_refused_without_being_read_whole(tmp_path: Path) -> Non
     (tmp_path / "big").write_bytes(b"x" * 100_000)
     with pytest.raises(ValueError, match="larger than"):
         read_token(f"file:{tmp_path / 'big'}", {})
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("ab\x01cd", "a control character (U+0001) at character 3 of 5"),
+        ("a\tb", "a control character (U+0009) at character 2 of 3"),
+        ("\n ab\x7f ", "a control character (U+007F) at character 5 of 6"),  # surrounding whitespace is dropped
+    ],
+)
+def test_a_token_with_a_control_character_is_refused_naming_where_never_what(
+    tmp_path: Path, value: str, said: str
+) -> None:
+    """A header cannot carry it: the token was accepted, and no browser or client could send it."""
+    (tmp_path / "token").write_text(value)
+    for ref, env in ((f"file:{tmp_path / 'token'}", {}), ("env:STATUS_TOKEN", {"STATUS_TOKEN": value})):
+        with pytest.raises(ValueError) as caught:
+            read_token(ref, env)
+        assert (
+            str(caught.value)
+            == f"--status-token-ref {ref}: the token holds {said}, which an HTTP header cannot carry: set it without it"
+        )
+
+
+def test_a_token_outside_ascii_is_named_as_such_only_for_a_bearer_header() -> None:
+    assert read_token("env:T", {"T": "pässwort"}) == "pässwort"  # HTTP Basic (the browser) sends it as UTF-8
+    assert unsendable("pässwort") is None
+    assert unsendable("pässwort", ascii_only=True) == (
+        "a character outside ASCII at character 2 of 8, which an HTTP header cannot carry"
+    )
+    assert unsendable(" token\n", ascii_only=True) is None

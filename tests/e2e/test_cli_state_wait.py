@@ -1,0 +1,85 @@
+"""A `capctl run` replica started before its PostgreSQL waits for it (starting.py), as a real process.
+
+It exited 1 at once, which Kubernetes turns into a CrashLoopBackOff whose delays grow to 5 minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import httpx
+
+from tests.e2e.conftest import Workdir
+from tests.e2e.test_cli_replicas import OwnPostgres, free_port, wait_for
+from tests.specdocs import snapshot_job
+
+PASSWORD = "pw-4e-31337"  # trust authentication ignores it; it must never be printed
+
+
+def waits(lines: list[str]) -> list[dict[str, object]]:
+    """The daemon's `state store unreachable; waiting for it` log entries so far."""
+    entries = [json.loads(line) for line in list(lines) if line.startswith("{")]
+    return [e for e in entries if e.get("event") == "state store unreachable; waiting for it"]
+
+
+def test_a_replica_started_before_its_postgresql_is_alive_not_ready_and_starts_once_it_answers(work: Workdir) -> None:
+    pg = OwnPostgres()  # initialised, not started: nothing listens on its port yet
+    shown = pg.url  # the URL as logs and probes show it: without the password
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
+    proc, log = work.run_daemon("--state", pg.url.replace("postgres@", f"postgres:{PASSWORD}@"))
+    try:
+        wait_for("two failed attempts", lambda: len(waits(log.lines)) >= 2)
+        # `listening` is said once the daemon runs; meanwhile each warning says where the probes answer
+        with httpx.Client(base_url=str(waits(log.lines)[0]["url"]), timeout=5) as http:
+            assert http.get("/healthz").status_code == 200  # alive: the kubelet does not restart it
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and ready.headers["x-content-type-options"] == "nosniff", ready.text
+            assert ready.text.startswith("not ready (waiting for the state store: attempt ")
+            assert f"cannot connect to the PostgreSQL state store {shown}: " in ready.text
+            scraped = http.get("/metrics").text
+            assert (
+                "capctl_state_store_reachable 0.0" in scraped and "capctl_state_store_connect_failures_total" in scraped
+            )
+            assert http.post("/api/v1/sync").status_code == 503
+            pg.start()
+            wait_for("the daemon to lead", lambda: http.get("/readyz").text.startswith("ready (leader"), timeout=40)
+            wait_for("the task to start", lambda: len(work.sim.tasks("volcengine", state="running")) == 1)
+            assert "capctl_state_store_reachable 1.0" in http.get("/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        with contextlib.suppress(subprocess.CalledProcessError):  # never started: the assertions above say why
+            pg.stop()
+        shutil.rmtree(pg.dir, ignore_errors=True)
+    assert proc.returncode == 0
+    text = log.text()
+    assert PASSWORD not in text
+    logged = waits(log.lines)
+    assert [e["attempt"] for e in logged] == list(range(1, len(logged) + 1))  # one line per attempt
+    assert all(e["state"] == shown and e["level"] == "warning" for e in logged)
+    assert '"event": "daemon started"' in text
+
+
+def test_state_wait_bounds_the_wait_a_signal_ends_it_and_one_shot_commands_never_wait(work: Workdir) -> None:
+    dead = f"postgresql://capctl:{PASSWORD}@127.0.0.1:{free_port()}/capctl"  # nothing listens there
+    began = time.monotonic()
+    bounded = work.capctl("run", "--listen", "127.0.0.1:0", "--state", dead, "--state-wait", "2s", expect=1).stderr
+    assert 2 <= time.monotonic() - began < 20
+    assert '"event": "cannot open the state store"' in bounded and "gave up after 2 s (--state-wait)" in bounded
+    assert PASSWORD not in bounded
+    at_once = work.capctl("run", "--listen", "127.0.0.1:0", "--state", dead, "--state-wait", "0", expect=1).stderr
+    assert "cannot open the state store" in at_once and "waiting for it" not in at_once
+    typo = work.capctl("run", "--state", dead, "--state-wait", "soon", expect=1).stderr
+    assert "--state-wait: invalid duration 'soon'" in typo and typo.rstrip().endswith(", or forever")
+    planned = work.capctl("plan", "--state", dead, expect=1).stderr
+    assert "cannot connect to the PostgreSQL state store" in planned and PASSWORD not in planned
+    proc, log = work.run_daemon("--state", dead)
+    wait_for("a failed attempt", lambda: bool(waits(log.lines)))
+    proc.send_signal(signal.SIGTERM)  # a rollout or scale-down while it waits: a clean stop
+    assert proc.wait(timeout=30) == 0
+    assert "signal received while waiting for the state store: stopping" in log.text()
