@@ -348,6 +348,7 @@ class Executor:
             assert record is not None
             current = record
             await self._recording_failure(current, "update", self._update(task, current))
+            failpoints.hit("update.after-call")
             self._store.put(transitions.updated(current, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
@@ -407,12 +408,14 @@ class Executor:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return False
             raise
+        failpoints.hit("stop.after-call")
         return True
 
     async def _stop_for_replace(self, record: TaskRecord) -> TaskRecord:
         if await self._stop_remote(record):
             record = transitions.stopped(record, "replaced", self._clock.now())
             self._store.put(record)
+            failpoints.hit("stop.after-commit")
         return record
 
     async def _delete(self, record: TaskRecord, held_by: str | None) -> str | None:
@@ -423,6 +426,7 @@ class Executor:
             return f"its vendor task is {held_by}'s now (the same RoomId and TaskId): not stopped"
         stopped = await self._stop_remote(record)
         self._store.put(transitions.removed(record, self._clock.now()))
+        failpoints.hit("stop.after-commit")
         return None if stopped else "nothing to stop at the vendor; its record is kept as a tombstone"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
