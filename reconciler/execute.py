@@ -352,6 +352,9 @@ class Executor:
             self._store.put(transitions.updated(current, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
+            if transitions.findable_start(task, record):
+                step = self._find_unconfirmed(task, record)
+                record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         return await self.start(task, record, reissue=action is Action.REISSUE)
 
@@ -380,7 +383,8 @@ class Executor:
         try:
             result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
         except VendorError as exc:
-            self._store.put(self._failed(pending, str(exc)))
+            # A start the vendor answered with a refusal started nothing: no recording to find by its ClientTaskId.
+            self._store.put(self._failed(pending if exc.unanswered else pending.evolve(client_task_id=None), str(exc)))
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
@@ -396,6 +400,18 @@ class Executor:
             already_running=result.already_running,
         )
         return "the vendor reports it was already running" if result.already_running else None
+
+    async def _find_unconfirmed(self, task: DesiredTask, record: TaskRecord) -> TaskRecord:
+        """A ZEGO start of an older spec that was never confirmed, before its replace: ZEGO finds that recording
+        only by a start under its ClientTaskId, which answers with it when it runs (and starts one of `task`
+        when it does not). Its id is recorded under the older spec, so the replace stops it."""
+        provider = self._providers(record.provider, record.family)
+        cid = record.client_task_id
+        result = await self._call(lambda: provider.start(task, cid, priority=Priority.CHANGE))
+        failpoints.hit("find.after-call")
+        found = transitions.started(record, result.vendor_task_id, result.vendor_ref, self._clock.now())
+        self._store.put(found)
+        return found
 
     async def _stop_remote(self, record: TaskRecord) -> bool:
         """Stop at the vendor; False when there was nothing to stop (already stopped or unknown)."""

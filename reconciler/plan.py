@@ -401,7 +401,7 @@ def _diff_one(
     seen_running = obs is not None and obs.state is ObservedState.RUNNING
     if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
         return _dormant(task, record, after)
-    if record.status is TaskStatus.PENDING and not record.vendor_task_id:
+    if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
         how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
         return _change(
             Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}", task, record, after=after
@@ -465,13 +465,18 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
     ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
     live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
+    # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
+    moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
+    details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
+    if transitions.start_unconfirmed(record):
+        # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
+        # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
+        reason = f"spec changed since a start that was never confirmed: {_unconfirmed_stop(task, record)}"
+        return _change(Action.REPLACE, reason, task, record, details, after)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)
         return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
-    # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
-    moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
-    details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
@@ -511,6 +516,18 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
+
+
+def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
+    """What a replace does first about a run whose start was never confirmed (`transitions.start_unconfirmed`)."""
+    if record.family is ApiFamily.VOLC_SNAPSHOT:
+        return "stopped by the RoomId + TaskId it was started with (if it runs), then started anew"
+    if transitions.findable_start(task, record):
+        return "found by its recorded ClientTaskId (ZEGO starts it if it did not run) and stopped, then started anew"
+    return (
+        "started anew; that start cannot be found (legacy API, or another Provider): if it runs, it ends by itself "
+        "at its idle timeout or its maximum duration"
+    )
 
 
 def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | None) -> str:

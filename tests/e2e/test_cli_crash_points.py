@@ -119,6 +119,25 @@ def test_a_kill_anywhere_in_a_mixed_apply_is_resolved_by_the_next(work: Workdir,
     check_converged(work, work.sim)
 
 
+def test_a_spec_changed_after_an_unconfirmed_start_replaces_what_may_run(work: Workdir) -> None:
+    """Killed after the vendor started it, the task's spec then edited: Volcengine answered the next start
+    "already started" and the old interval ran on under the new spec's hash; ZEGO's recording of the old spec
+    ran on unnamed beside a new one. Both are replaced: Volcengine's stopped by its name, ZEGO's found by its
+    ClientTaskId (killed once more after that, too) and stopped."""
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=5), "z.yaml": recording_job("z", ["z-1"], idle=30)})
+    crash(work, "start.after-call", "apply", "--auto-approve", "--target", "SnapshotJob/v/v-1")
+    crash(work, "start.after-call", "apply", "--auto-approve", "--target", "RecordingJob/z/z-1")
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=9), "z.yaml": recording_job("z", ["z-1"], idle=40)})
+    crash(work, "find.after-call", "apply", "--auto-approve")
+    assert "spec changed since a start that was never confirmed" in work.apply().stdout  # z-1's, found again
+    records = state(work)
+    [volc] = work.sim.tasks("volcengine", state="running")
+    assert volc["interval"] == 9 and records["v-1"]["status"] == "running"
+    [zego] = work.sim.tasks("zego", state="running")
+    assert zego["maxIdleTime"] == 40 and zego["taskId"] == records["z-1"]["vendor_task_id"]
+    assert len(work.sim.tasks("zego")) == 2  # the first recording, found and stopped, and the new one
+
+
 def start_daemon(work: Workdir, point: str | None = None) -> tuple[subprocess.Popen[str], ServerOutput]:
     return work.run_daemon("--resync", "1s", "--prune-grace", "0s", env={"CAPCTL_FAILPOINTS": point} if point else None)
 
@@ -146,3 +165,13 @@ def test_a_daemon_takes_up_a_killed_apply_and_is_killed_in_its_prune_then_resolv
         daemon.wait(timeout=30)
     assert daemon.returncode == 0, log.text()
 
+
+def test_a_start_the_vendor_refused_is_not_looked_for_when_its_spec_changes(work: Workdir) -> None:
+    """A refused start (here a wrong serverSecret) started nothing: a later replace must not look for it by its
+    ClientTaskId, which would start a recording only to stop it."""
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=30)})
+    work.capctl("apply", "--auto-approve", env={"ZEGO_SECRET": "f" * 32}, expect=1)
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=40)})
+    assert "never confirmed" not in work.apply().stdout
+    [task] = work.sim.tasks("zego")
+    assert task["maxIdleTime"] == 40 and task["state"] == "running"
