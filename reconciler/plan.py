@@ -402,10 +402,8 @@ def _diff_one(
     if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
         return _dormant(task, record, after)
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
-        how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
-        return _change(
-            Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}", task, record, after=after
-        )
+        reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
+        return _change(Action.CREATE, reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -415,6 +413,20 @@ def _diff_one(
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
     return _diff_same(task, record, obs, after)
+
+
+def _resumed(record: TaskRecord) -> str:
+    """How a start cut short (a crash, a second Ctrl-C) is taken up again, and what it may leave behind."""
+    if record.client_task_id:
+        return "resuming with its recorded ClientTaskId"
+    if record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return "submitting it again (if the first submission reached ZEGO, its thumbnails are made twice)"
+    if record.family is ApiFamily.ZEGO_RECORD_LEGACY:
+        return (
+            "starting it again (the legacy API cannot find the first recording; if it runs, it ends by itself at "
+            "its idle timeout or its maximum duration)"
+        )
+    return "starting it again (by the same RoomId + TaskId: a run that did start goes on)"
 
 
 def waited_after(record: TaskRecord) -> str:
