@@ -346,10 +346,21 @@ class Executor:
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
-            current = record
-            await self._recording_failure(current, "update", self._update(task, current))
+            # The intent of an update: until its answer is recorded, the vendor may hold either value.
+            sent = record.evolve(update_unconfirmed=True)
+            self._store.put(sent)
+            try:
+                await self._update(task, sent)
+            except VendorError as exc:
+                # An answered refusal changed nothing at the vendor; a lost answer may have changed it.
+                self._store.put(
+                    transitions.action_failed(
+                        sent.evolve(update_unconfirmed=exc.unanswered), "update", str(exc), self._clock.now()
+                    )
+                )
+                raise
             failpoints.hit("update.after-call")
-            self._store.put(transitions.updated(current, task, self._clock.now()))
+            self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
             if transitions.findable_start(task, record):

@@ -497,6 +497,12 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
 
 
 def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+    seen_ended = obs is not None and obs.state is not ObservedState.RUNNING and obs.state is not ObservedState.UNKNOWN
+    if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
+        # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
+        details = tuple(f"{name} {fmt_seconds(value)}" for name, value in sorted(task.updatable.items()))
+        reason = "an earlier update was not confirmed (interrupted): the vendor may hold either value; sending it again"
+        return _change(Action.UPDATE, reason, task, record, details, after)
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:

@@ -194,6 +194,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         next_attempt_at=None,
         removed_at=None,
         productive=False,
+        update_unconfirmed=False,
     )
 
 
@@ -231,6 +232,7 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
         labels=dict(task.labels),
         observed_at=now,
         last_error=None,
+        update_unconfirmed=False,
     )
 
 

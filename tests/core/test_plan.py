@@ -479,3 +479,16 @@ def test_a_start_cut_short_is_resumed_unchanged_and_replaced_once_its_spec_chang
     assert same.action is Action.CREATE and resumed in same.reason
     changed = one(desired(family=family, interval=9), pending)
     assert changed.action is Action.REPLACE and found in changed.reason
+
+
+def test_an_update_never_confirmed_is_sent_again_even_at_the_recorded_values() -> None:
+    """Killed after UpdateSnapshot was sent, the spec then reverted: spec and record agree, but the vendor may
+    hold the new interval. The update goes out again (unless the task is seen ended: then it is re-issued)."""
+    task = desired(interval=5)
+    sent = record_for(task, update_unconfirmed=True)
+    change = one(task, sent, Observed(ObservedState.RUNNING))
+    assert change.action is Action.UPDATE and change.details == ("interval 5s",)
+    assert "an earlier update was not confirmed" in change.reason
+    assert one(task, sent, refreshed=False).action is Action.UPDATE
+    assert one(task, sent, Observed(ObservedState.STOPPED, reason="IdleTimeOut")).action is Action.REISSUE
+    assert one(task, record_for(task), Observed(ObservedState.RUNNING)).action is Action.NOOP
