@@ -49,13 +49,10 @@ KEPT = {"v-upd": 7, "v-rep": 240, "v-new": 300, "z-rep": 240, "z-re": 5, "z-new"
 REMOVED = ("v-gone", "z-gone")
 # ZEGO recordings each room ever had by the end: one per run (a replace and a re-issue make a second run).
 ZEGO_RUNS = {"z-rep": 2, "z-re": 2, "z-new": 1, "z-gone": 1}
-POINTS = (
-    "start.before-call",
-    "start.after-call",  # start.after-commit: tests/e2e/test_cli_zego.py, test_cli_volcengine.py
-    "stop.after-call",
-    "stop.after-commit",
-    "update.after-call",
-)
+# start.before-call leaves the state as start.after-call does, with less at the vendor; it and start.after-commit
+# are killed in the one executor path every family's start takes by tests/e2e/test_cli_zego.py (each run here
+# costs seconds).
+POINTS = ("start.after-call", "stop.after-call", "stop.after-commit", "update.after-call")
 
 
 def write(work: Workdir, files: dict[str, str]) -> None:
