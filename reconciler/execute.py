@@ -346,11 +346,26 @@ class Executor:
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
-            current = record
-            await self._recording_failure(current, "update", self._update(task, current))
-            self._store.put(transitions.updated(current, task, self._clock.now()))
+            # The intent of an update: until its answer is recorded, the vendor may hold either value.
+            sent = record.evolve(update_unconfirmed=True)
+            self._store.put(sent)
+            try:
+                await self._update(task, sent)
+            except VendorError as exc:
+                # An answered refusal changed nothing at the vendor; a lost answer may have changed it.
+                self._store.put(
+                    transitions.action_failed(
+                        sent.evolve(update_unconfirmed=exc.unanswered), "update", str(exc), self._clock.now()
+                    )
+                )
+                raise
+            failpoints.hit("update.after-call")
+            self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
+            if transitions.findable_start(task, record):
+                step = self._find_unconfirmed(task, record)
+                record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         return await self.start(task, record, reissue=action is Action.REISSUE)
 
@@ -379,7 +394,8 @@ class Executor:
         try:
             result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
         except VendorError as exc:
-            self._store.put(self._failed(pending, str(exc)))
+            # A start the vendor answered with a refusal started nothing: no recording to find by its ClientTaskId.
+            self._store.put(self._failed(pending if exc.unanswered else pending.evolve(client_task_id=None), str(exc)))
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
@@ -396,6 +412,18 @@ class Executor:
         )
         return "the vendor reports it was already running" if result.already_running else None
 
+    async def _find_unconfirmed(self, task: DesiredTask, record: TaskRecord) -> TaskRecord:
+        """A ZEGO start of an older spec that was never confirmed, before its replace: ZEGO finds that recording
+        only by a start under its ClientTaskId, which answers with it when it runs (and starts one of `task`
+        when it does not). Its id is recorded under the older spec, so the replace stops it."""
+        provider = self._providers(record.provider, record.family)
+        cid = record.client_task_id
+        result = await self._call(lambda: provider.start(task, cid, priority=Priority.CHANGE))
+        failpoints.hit("find.after-call")
+        found = transitions.started(record, result.vendor_task_id, result.vendor_ref, self._clock.now())
+        self._store.put(found)
+        return found
+
     async def _stop_remote(self, record: TaskRecord) -> bool:
         """Stop at the vendor; False when there was nothing to stop (already stopped or unknown)."""
         if not transitions.stoppable(record):
@@ -407,12 +435,14 @@ class Executor:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return False
             raise
+        failpoints.hit("stop.after-call")
         return True
 
     async def _stop_for_replace(self, record: TaskRecord) -> TaskRecord:
         if await self._stop_remote(record):
             record = transitions.stopped(record, "replaced", self._clock.now())
             self._store.put(record)
+            failpoints.hit("stop.after-commit")
         return record
 
     async def _delete(self, record: TaskRecord, held_by: str | None) -> str | None:
@@ -423,6 +453,7 @@ class Executor:
             return f"its vendor task is {held_by}'s now (the same RoomId and TaskId): not stopped"
         stopped = await self._stop_remote(record)
         self._store.put(transitions.removed(record, self._clock.now()))
+        failpoints.hit("stop.after-commit")
         return None if stopped else "nothing to stop at the vendor; its record is kept as a tombstone"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:

@@ -1,7 +1,8 @@
 """Named crash points for crash-safety tests (like etcd's gofail), inert unless switched on.
 
 `CAPCTL_FAILPOINTS=start.after-call` makes the process die at that point exactly as `kill -9` would
-(os._exit, no cleanup, no flush), so tests can prove an interrupted apply loses and duplicates nothing.
+(os._exit, no cleanup, no flush), so tests can prove an interrupted apply loses and duplicates nothing. The
+points (docs/failure-modes.md lists them) sit wherever a vendor call and a state commit meet.
 `NAME:pause` stops it there instead (for up to an hour) until a signal arrives, so a test can interrupt it at
 that very point rather than racing the work to it.
 """

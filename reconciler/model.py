@@ -169,6 +169,9 @@ class TaskRecord:
     request: dict[str, Any] = field(default_factory=dict)  # redacted request (secrets as fingerprints)
     labels: dict[str, str] = field(default_factory=dict)  # the job's labels when last applied (`-l`, deletes)
     selector: str | None = None  # the room selector that started it (`class-*`), None for a named room
+    # An in-place update was sent and its answer not recorded (a crash, a Ctrl-C, a lost answer): the vendor
+    # may hold the old values or the new ones, so the next plan sends the spec's values again.
+    update_unconfirmed: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

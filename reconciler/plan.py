@@ -401,11 +401,9 @@ def _diff_one(
     seen_running = obs is not None and obs.state is ObservedState.RUNNING
     if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
         return _dormant(task, record, after)
-    if record.status is TaskStatus.PENDING and not record.vendor_task_id:
-        how = "resuming with its recorded ClientTaskId" if record.client_task_id else "starting it again"
-        return _change(
-            Action.CREATE, f"an earlier start was not confirmed (interrupted apply): {how}", task, record, after=after
-        )
+    if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
+        reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
+        return _change(Action.CREATE, reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -415,6 +413,20 @@ def _diff_one(
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
     return _diff_same(task, record, obs, after)
+
+
+def _resumed(record: TaskRecord) -> str:
+    """How a start cut short (a crash, a second Ctrl-C) is taken up again, and what it may leave behind."""
+    if record.client_task_id:
+        return "resuming with its recorded ClientTaskId"
+    if record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return "submitting it again (if the first submission reached ZEGO, its thumbnails are made twice)"
+    if record.family is ApiFamily.ZEGO_RECORD_LEGACY:
+        return (
+            "starting it again (the legacy API cannot find the first recording; if it runs, it ends by itself at "
+            "its idle timeout or its maximum duration)"
+        )
+    return "starting it again (by the same RoomId + TaskId: a run that did start goes on)"
 
 
 def waited_after(record: TaskRecord) -> str:
@@ -465,13 +477,18 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
     ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
     live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
+    # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
+    moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
+    details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
+    if transitions.start_unconfirmed(record):
+        # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
+        # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
+        reason = f"spec changed since a start that was never confirmed: {_unconfirmed_stop(task, record)}"
+        return _change(Action.REPLACE, reason, task, record, details, after)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)
         return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
-    # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
-    moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
-    details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
@@ -480,6 +497,12 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
 
 
 def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+    seen_ended = obs is not None and obs.state is not ObservedState.RUNNING and obs.state is not ObservedState.UNKNOWN
+    if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
+        # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
+        details = tuple(f"{name} {fmt_seconds(value)}" for name, value in sorted(task.updatable.items()))
+        reason = "an earlier update was not confirmed (interrupted): the vendor may hold either value; sending it again"
+        return _change(Action.UPDATE, reason, task, record, details, after)
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
@@ -511,6 +534,18 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
+
+
+def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
+    """What a replace does first about a run whose start was never confirmed (`transitions.start_unconfirmed`)."""
+    if record.family is ApiFamily.VOLC_SNAPSHOT:
+        return "stopped by the RoomId + TaskId it was started with (if it runs), then started anew"
+    if transitions.findable_start(task, record):
+        return "found by its recorded ClientTaskId (ZEGO starts it if it did not run) and stopped, then started anew"
+    return (
+        "started anew; that start cannot be found (legacy API, or another Provider): if it runs, it ends by itself "
+        "at its idle timeout or its maximum duration"
+    )
 
 
 def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | None) -> str:

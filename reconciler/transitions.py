@@ -26,6 +26,7 @@ __all__ = [
     "action_failed",
     "client_task_id",
     "failed",
+    "findable_start",
     "handed_over_to",
     "idle_runs",
     "intent",
@@ -91,8 +92,19 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
 
 def start_unconfirmed(record: TaskRecord) -> bool:
     """Its last start got no answer that named a vendor task: a crash or a Ctrl-C during the call (PENDING),
-    or every try failed (FAILED), among them answers lost after the vendor acted. It may be running."""
-    return record.vendor_task_id is None and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+    or every try failed (FAILED), among them answers lost after the vendor acted. It may be running. A ZEGO
+    start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it."""
+    return (
+        record.vendor_task_id is None
+        and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+        and (record.family is not ApiFamily.ZEGO_RECORD or record.client_task_id is not None)
+    )
+
+
+def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
+    """A ZEGO start that was never confirmed (`start_unconfirmed`) and that a start of `task` under its recorded
+    ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs)."""
+    return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
 
 
 def stoppable(record: TaskRecord) -> bool:
@@ -182,6 +194,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         next_attempt_at=None,
         removed_at=None,
         productive=False,
+        update_unconfirmed=False,
     )
 
 
@@ -219,6 +232,7 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
         labels=dict(task.labels),
         observed_at=now,
         last_error=None,
+        update_unconfirmed=False,
     )
 
 

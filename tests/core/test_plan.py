@@ -456,3 +456,39 @@ def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:
     text = console.export_text()
     assert text.startswith("No changes for the tasks that could be observed. Left as is:")
     assert "match the recorded and observed state" not in text
+
+
+@pytest.mark.parametrize(
+    ("family", "cid", "resumed", "found"),
+    [
+        (ApiFamily.VOLC_SNAPSHOT, None, "by the same RoomId + TaskId", "stopped by the RoomId + TaskId"),
+        (ApiFamily.ZEGO_RECORD, "capctl-1", "resuming with its recorded ClientTaskId", "found by its recorded"),
+        (ApiFamily.ZEGO_RECORD_LEGACY, None, "the legacy API cannot find the first", "that start cannot be found"),
+        (ApiFamily.ZEGO_THUMBNAIL, None, "its thumbnails are made twice", "it is submitted again"),
+    ],
+)
+def test_a_start_cut_short_is_resumed_unchanged_and_replaced_once_its_spec_changed(
+    family: ApiFamily, cid: str | None, resumed: str, found: str
+) -> None:
+    """A `pending` record (a crash between the call and its commit) of the same spec is resumed, the plan saying
+    what that may leave behind; of a changed spec (even an interval alone, which a running task would take as an
+    update) it is replaced: resuming it kept the old spec running (Volcengine) or running unnamed (ZEGO)."""
+    task = desired(family=family)
+    pending = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id=cid)
+    same = one(task, pending)
+    assert same.action is Action.CREATE and resumed in same.reason
+    changed = one(desired(family=family, interval=9), pending)
+    assert changed.action is Action.REPLACE and found in changed.reason
+
+
+def test_an_update_never_confirmed_is_sent_again_even_at_the_recorded_values() -> None:
+    """Killed after UpdateSnapshot was sent, the spec then reverted: spec and record agree, but the vendor may
+    hold the new interval. The update goes out again (unless the task is seen ended: then it is re-issued)."""
+    task = desired(interval=5)
+    sent = record_for(task, update_unconfirmed=True)
+    change = one(task, sent, Observed(ObservedState.RUNNING))
+    assert change.action is Action.UPDATE and change.details == ("interval 5s",)
+    assert "an earlier update was not confirmed" in change.reason
+    assert one(task, sent, refreshed=False).action is Action.UPDATE
+    assert one(task, sent, Observed(ObservedState.STOPPED, reason="IdleTimeOut")).action is Action.REISSUE
+    assert one(task, record_for(task), Observed(ObservedState.RUNNING)).action is Action.NOOP

@@ -51,3 +51,16 @@ def test_the_daemon_flags_table_lists_every_option_of_capctl_run() -> None:
     missing = [p.opts[0] for p in params if not documented & {*p.opts, *p.secondary_opts}]
     unknown = documented - set(run_options())
     assert (missing, unknown) == ([], set())
+
+
+def test_every_failpoint_is_documented_and_every_documented_one_exists() -> None:
+    """docs/failure-modes.md's crash table (and README's CAPCTL_FAILPOINTS row) name each `failpoints.hit` point
+    of the code, and no other: a point added without its row, or a row left after its point, fails here."""
+    sources = "\n".join(p.read_text() for p in ROOT.glob("reconciler/**/*.py"))
+    in_code = set(re.findall(r'failpoints\.hit\("([a-z.-]+)"\)', sources))
+    text = (ROOT / "docs" / "failure-modes.md").read_text()
+    table = text[text.index("## A process killed between") :].split("\n## ")[0]
+    documented = {row.split(" | ")[0].strip("| `") for row in table.splitlines() if row.startswith("| `")}
+    readme = next(line for line in (ROOT / "README.md").read_text().splitlines() if "`CAPCTL_FAILPOINTS`" in line)
+    assert in_code - {"state-copy.records-written"} == documented
+    assert in_code <= set(re.findall(r"`([a-z]+[a-z-]*\.[a-z-]+)`", readme))

@@ -24,9 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.servers import ServerOutput
-from tests.specdocs import providers, snapshot_job
+from tests.specdocs import providers, recording_job, snapshot_job
 from tests.state.conftest import pg_url  # noqa: F401  (the replicas share the suite's PostgreSQL)
 
 # A renew deadline of 4 s leaves room for a busy test machine (a starved leader would step down).
@@ -79,8 +80,8 @@ def replicas(work: Workdir, pg_url: str) -> Iterator[Callable[..., Replica]]:  #
     work.write("providers.yaml", providers(work.sim.base).replace(f"{work.sim.base}/volc", "{env: VOLC_ENDPOINT}"))
     started: list[Replica] = []
 
-    def start(name: str, *args: str, specs: Path | None = None) -> Replica:
-        env = {"VOLC_ENDPOINT": f"{work.sim.base}/as/{name}/volc"}
+    def start(name: str, *args: str, specs: Path | None = None, env: dict[str, str] | None = None) -> Replica:
+        env = {"VOLC_ENDPOINT": f"{work.sim.base}/as/{name}/volc", **(env or {})}
         paths = [str(specs)] if specs is not None else []
         proc, log = work.run_daemon(*paths, "--resync", "1s", *TIMINGS, *args, env=env)
         replica = Replica(name, proc, log, httpx.Client(base_url=log.url(), timeout=5))
@@ -175,6 +176,31 @@ def test_a_leader_paused_past_its_lease_makes_no_call_after_it_resumes(
     assert len(mutating_calls(work, "old")) == paused_calls  # not one call after it resumed
     assert starts_by_room(work) == Counter(["k1"])  # the removed job stays stopped
     assert "standby" in old.ready()[1]
+
+
+def test_a_leader_killed_between_a_start_and_its_commit_leaves_the_new_leader_one_recording(
+    work: Workdir, replicas: Callable[..., Replica]
+) -> None:
+    """The leader's ZEGO start reached the vendor and it died before recording the answer: the standby that takes
+    over resumes the intent under its ClientTaskId, and ZEGO answers with the same recording."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="180s"))
+    first = replicas("a", env={"CAPCTL_FAILPOINTS": "start.after-call:pause"})
+    wait_for("a's start to reach ZEGO", lambda: len(work.sim.tasks("zego", state="running")) == 1)
+    second = replicas("b")
+    first.proc.kill()  # as kill -9 at that point
+    first.proc.wait(timeout=10)
+    wait_for("b to lead", second.leads, timeout=20)
+    store = open_state(work.env["CAPCTL_STATE"])
+    try:
+
+        def recorded() -> str | None:
+            return store.load().records["RecordingJob/rec/class-1"].vendor_task_id
+
+        wait_for("b to record it", lambda: recorded() is not None)
+        [task] = work.sim.tasks("zego")  # one recording ever
+        assert recorded() == task["taskId"] and task["state"] == "running"
+    finally:
+        store.close()
 
 
 def test_run_refuses_leader_timings_that_cannot_work(work: Workdir) -> None:

@@ -42,6 +42,7 @@ def every_field_set() -> TaskRecord:
         max_duration=86400,
         restart_policy=RestartPolicy.NEVER,
         productive=True,
+        update_unconfirmed=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
