@@ -45,7 +45,7 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["DemoError", "run_demo"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "run_demo"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 WAIT_SECONDS = 60.0
