@@ -90,6 +90,23 @@ def _process(
                 proc.kill()
 
 
+@contextlib.contextmanager
+def _signals_end_it_as_ctrl_c_does() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a service manager) and SIGHUP (its terminal closed) end the demo through its
+    clean-up, as Ctrl-C does, which stops the simulator and the daemon it started. By default they would end
+    the demo alone and leave both running, holding their ports. The exit code is 128 + the signal's number."""
+
+    def end(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, end) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _sim_url(proc: subprocess.Popen[str]) -> str:
     """The URL a `capctl sim` started with stdout piped says it listens on (the real port for port 0).
     Its output is read to the end on a thread, so the simulator never blocks on a full pipe."""
@@ -309,7 +326,11 @@ def run_demo(
     callbacks = f"http://{daemon_listen}/callbacks"
     sim_args = ["sim", "--fake-clock", "--listen", _address(*sim_at)]
     sim_args += ["--volcengine-callback-url", f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]
-    with reserved, _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc:
+    with (
+        _signals_end_it_as_ctrl_c_does(),
+        reserved,
+        _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc,
+    ):
         base = _sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
         spec_set = load(paths)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,47 @@ def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
     error = " ".join(run.stderr.split())
     assert "provider volc-sim" in error and "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
     assert "CAPCTL_VOLC_ENDPOINT" in error
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc: their stat's 4th field)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_ends_the_demo_and_the_simulator_it_started(tmp_path: Path) -> None:
+    """`kill`, `timeout` or a closed terminal end the demo through its clean-up, as Ctrl-C does: it once
+    exited alone and left its simulator and daemon running on their ports."""
+    ports = ["--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "demo", *ports, str(REPO / "specs")],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    children: set[int] = set()
+    try:
+        first = proc.stdout.readline()  # said once the simulator listens
+        assert first.startswith("capctl demo: simulator on http://127.0.0.1:"), first
+        children = _children(proc.pid)
+        assert children, "the demo's simulator"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not any(Path(f"/proc/{child}").exists() for child in children)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        for child in children:  # left running by a demo that did not stop them (they are reaped otherwise)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
