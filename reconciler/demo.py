@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -136,18 +137,41 @@ def _sim_url(proc: subprocess.Popen[str]) -> str:
 
 def _reserve(host: str, port: int, what: str) -> socket.socket:
     """Hold (host, port) bound, not listening (connections are refused as by a free port), until the
-    server that needs it starts; port 0 takes a free port now, so that its number is known in advance."""
+    server that needs it starts; port 0 takes a free port now, so that its number is known in advance.
+    Without SO_REUSEADDR no one else can bind it meanwhile; but then the connections of an earlier run that
+    the kernel keeps for a minute after it ended (TIME_WAIT) refuse it too. So when nothing listens there,
+    it is bound once more with SO_REUSEADDR, as every server (the daemon too) binds its port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)  # no SO_REUSEADDR: no one else can bind it meanwhile
     try:
-        sock.bind((host, port))
+        return _bound(family, host, port, reuse=False)
     except OSError as exc:
+        error = exc
+    if error.errno == errno.EADDRINUSE and not _listening(family, host, port):
+        try:
+            return _bound(family, host, port, reuse=True)
+        except OSError as exc:
+            error = exc
+    raise DemoError(
+        f"{host}:{port}: {error.strerror}: the demo's {what} needs it (is a `capctl run` already running? "
+        "stop it first, or choose another port)"
+    )
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int, *, reuse: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse))
+        sock.bind((host, port))
+    except OSError:
         sock.close()
-        raise DemoError(
-            f"{host}:{port}: {exc.strerror}: the demo's {what} needs it (is a `capctl run` already running? "
-            "stop it first, or choose another port)"
-        ) from None
+        raise
     return sock
+
+
+def _listening(family: socket.AddressFamily, host: str, port: int) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((host, port)) == 0
 
 
 def _sim_environment(base: str) -> dict[str, str]:

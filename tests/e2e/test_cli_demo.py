@@ -7,9 +7,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +59,8 @@ def test_demo_away_from_the_quickstart_specs_says_where_they_are(tmp_path: Path)
     assert not (tmp_path / ".capctl").exists()
 
 
-def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
+def specs_calling_elsewhere(tmp_path: Path) -> Path:
+    """The quickstart specs with a literal Volcengine endpoint: the demo refuses them once its simulator runs."""
     specs = tmp_path / "specs"
     shutil.copytree(REPO / "specs", specs)
     providers = specs / "providers.yaml"
@@ -64,11 +68,37 @@ def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
         r"endpoint: \{env: CAPCTL_VOLC_ENDPOINT, [^}]*\}", "endpoint: http://127.0.0.1:8750/volc", providers.read_text()
     )
     providers.write_text(literal)
-    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs))
+    return specs
+
+
+def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
+    run = demo(
+        tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs_calling_elsewhere(tmp_path))
+    )
     assert run.returncode == 1
     error = " ".join(run.stderr.split())
     assert "provider volc-sim" in error and "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
     assert "CAPCTL_VOLC_ENDPOINT" in error
+
+
+def test_the_daemon_port_an_earlier_run_just_left_is_free_to_the_next(tmp_path: Path) -> None:
+    """A server's connections stay in TIME_WAIT for a minute after it closed them: `capctl demo` run again
+    at once on the same ports said "Address already in use (is a `capctl run` already running?)"."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's listener (uvicorn)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            conn, _ = server.accept()
+            conn.close()  # the server's side closes first: its end of the connection waits in TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+        plain.bind(("127.0.0.1", port))  # nothing listens, yet a bind without SO_REUSEADDR is refused
+    specs = specs_calling_elsewhere(tmp_path)  # the demo stops right after taking its ports
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", f"127.0.0.1:{port}", str(specs))
+    error = " ".join(run.stderr.split())
+    assert run.returncode == 1 and "not the demo's simulator" in error, error
 
 
 def _children(pid: int) -> set[int]:
