@@ -73,8 +73,10 @@ class DemoError(Exception):
 def _process(
     args: list[str], *, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
 ) -> Iterator[subprocess.Popen[str]]:
+    # -P: the working directory stays off the children's import path, or a `reconciler/` there (a capctl
+    # checkout's, where the demo finds ./specs) would run as the simulator and the daemon instead of this capctl.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args],
+        [sys.executable, "-P", "-m", "reconciler", *args],
         stdout=stdout,
         stderr=stderr,
         text=True,

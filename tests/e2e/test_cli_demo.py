@@ -143,3 +143,27 @@ def test_sigterm_ends_the_demo_and_the_simulator_it_started(tmp_path: Path) -> N
         for child in children:  # left running by a demo that did not stop them (they are reaped otherwise)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """Run from a capctl checkout (where ./specs is) with another capctl installed, the demo's children
+    imported the checkout's `reconciler/` (the working directory comes first on `python -m`'s path)."""
+    shadow = tmp_path / "reconciler"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text('print("the reconciler/ of the working directory")\n')
+    capctl = Path(sys.executable).parent / "capctl"  # the installed script: its own path comes first, not cwd
+    specs = specs_calling_elsewhere(tmp_path)  # the demo stops once its simulator runs
+    run = subprocess.run(
+        [str(capctl), "demo", "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs)],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    error = " ".join(run.stderr.split())
+    assert run.returncode == 1 and "not the demo's simulator" in error, error
