@@ -17,9 +17,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+PYTHON_M_CAPCTL = (sys.executable, "-m", "reconciler")
+
+
+def demo(cwd: Path, *args: str, capctl: tuple[str, ...] = PYTHON_M_CAPCTL) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reconciler", "demo", *args],
+        [*capctl, "demo", *args],
         cwd=cwd,
         text=True,
         capture_output=True,
@@ -154,16 +157,8 @@ def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_wo
     shadow.mkdir()
     (shadow / "__init__.py").write_text("")
     (shadow / "__main__.py").write_text('print("the reconciler/ of the working directory")\n')
-    capctl = Path(sys.executable).parent / "capctl"  # the installed script: its own path comes first, not cwd
+    capctl = str(Path(sys.executable).parent / "capctl")  # the installed script: its own path comes first, not cwd
     specs = specs_calling_elsewhere(tmp_path)  # the demo stops once its simulator runs
-    run = subprocess.run(
-        [str(capctl), "demo", "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs)],
-        cwd=tmp_path,
-        text=True,
-        capture_output=True,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs), capctl=(capctl,))
     error = " ".join(run.stderr.split())
     assert run.returncode == 1 and "not the demo's simulator" in error, error
