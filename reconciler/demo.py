@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -45,7 +46,7 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["DemoError", "run_demo"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "run_demo"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 WAIT_SECONDS = 60.0
@@ -72,8 +73,10 @@ class DemoError(Exception):
 def _process(
     args: list[str], *, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
 ) -> Iterator[subprocess.Popen[str]]:
+    # -P: the working directory stays off the children's import path, or a `reconciler/` there (a capctl
+    # checkout's, where the demo finds ./specs) would run as the simulator and the daemon instead of this capctl.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args],
+        [sys.executable, "-P", "-m", "reconciler", *args],
         stdout=stdout,
         stderr=stderr,
         text=True,
@@ -88,6 +91,23 @@ def _process(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def _signals_end_it_as_ctrl_c_does() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a service manager) and SIGHUP (its terminal closed) end the demo through its
+    clean-up, as Ctrl-C does, which stops the simulator and the daemon it started. By default they would end
+    the demo alone and leave both running, holding their ports. The exit code is 128 + the signal's number."""
+
+    def end(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, end) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _sim_url(proc: subprocess.Popen[str]) -> str:
@@ -119,18 +139,41 @@ def _sim_url(proc: subprocess.Popen[str]) -> str:
 
 def _reserve(host: str, port: int, what: str) -> socket.socket:
     """Hold (host, port) bound, not listening (connections are refused as by a free port), until the
-    server that needs it starts; port 0 takes a free port now, so that its number is known in advance."""
+    server that needs it starts; port 0 takes a free port now, so that its number is known in advance.
+    Without SO_REUSEADDR no one else can bind it meanwhile; but then the connections of an earlier run that
+    the kernel keeps for a minute after it ended (TIME_WAIT) refuse it too. So when nothing listens there,
+    it is bound once more with SO_REUSEADDR, as every server (the daemon too) binds its port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)  # no SO_REUSEADDR: no one else can bind it meanwhile
     try:
-        sock.bind((host, port))
+        return _bound(family, host, port, reuse=False)
     except OSError as exc:
+        error = exc
+    if error.errno == errno.EADDRINUSE and not _listening(family, host, port):
+        try:
+            return _bound(family, host, port, reuse=True)
+        except OSError as exc:
+            error = exc
+    raise DemoError(
+        f"{host}:{port}: {error.strerror}: the demo's {what} needs it (is a `capctl run` already running? "
+        "stop it first, or choose another port)"
+    )
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int, *, reuse: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse))
+        sock.bind((host, port))
+    except OSError:
         sock.close()
-        raise DemoError(
-            f"{host}:{port}: {exc.strerror}: the demo's {what} needs it (is a `capctl run` already running? "
-            "stop it first, or choose another port)"
-        ) from None
+        raise
     return sock
+
+
+def _listening(family: socket.AddressFamily, host: str, port: int) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((host, port)) == 0
 
 
 def _sim_environment(base: str) -> dict[str, str]:
@@ -309,7 +352,11 @@ def run_demo(
     callbacks = f"http://{daemon_listen}/callbacks"
     sim_args = ["sim", "--fake-clock", "--listen", _address(*sim_at)]
     sim_args += ["--volcengine-callback-url", f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]
-    with reserved, _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc:
+    with (
+        _signals_end_it_as_ctrl_c_does(),
+        reserved,
+        _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc,
+    ):
         base = _sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
         spec_set = load(paths)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -160,7 +161,8 @@ def test_the_scheduled_drift_check_fails_when_the_vendors_drifted(work: Workdir)
 
 
 CI_FILES = [ROOT / "action" / "plan.sh", *sorted((ROOT / "examples" / "ci").iterdir()), ROOT / "action.yml"]
-CAPCTL_LINE = re.compile(r"\bcapctl((?:\s+[^\s|;&)>]+)+)")
+# A command line: its words up to the end of the line, or of the lines a trailing backslash continues.
+CAPCTL_LINE = re.compile(r"\bcapctl((?:(?:[ \t]*\\\n[ \t]*|[ \t]+)[^\s|;&)>]+)+)")
 
 
 def test_every_capctl_command_and_option_in_the_ci_files_exists() -> None:
@@ -169,7 +171,7 @@ def test_every_capctl_command_and_option_in_the_ci_files_exists() -> None:
     checked = 0
     for path in CI_FILES:
         for match in CAPCTL_LINE.finditer(path.read_text()):
-            line = match.group(1).split("#")[0]  # a shell comment ends the command
+            line = re.split("[#`]", match.group(1))[0]  # a shell comment ends the command, a backtick prose's
             words = [w.strip("\"'`") for w in line.split() if not w.startswith(("$", '"$'))]
             words = [w for w in words if w not in root_options]
             if not words or words[0] not in group.commands:
@@ -268,3 +270,17 @@ def test_the_workflow_cuts_a_long_plan_where_it_is_seen_and_as_valid_text(tmp_pa
     assert comment.startswith("(The plan was cut at 60,000 characters")
     assert comment.count("<details>") == comment.count("</details>") == 1
     assert len(comment.encode()) < 65_536
+
+
+@pytest.mark.parametrize("path", [p for p in CI_FILES if p.suffix in (".yml", ".yaml")], ids=lambda p: p.name)
+def test_every_ci_file_installs_capctl_from_its_sources_with_the_pins(path: Path) -> None:
+    """`pip install capctl` installs another tool of that name from PyPI (capctl is not published there), with
+    the job's vendor secrets in its environment. Every install names capctl's sources and its constraints, or
+    the file uses the action, which does so."""
+    text = path.read_text()
+    installs = [shlex.split(cmd) for line in text.splitlines() for cmd in re.findall(r"pip install (.*?)(?:#|$)", line)]
+    assert installs or "uses: example/capctl@" in text, "capctl is installed"
+    for args in installs:
+        requirements = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c"]
+        assert "-c" in args and requirements, args
+        assert not any(re.match(r"capctl\b", r) for r in requirements), f"capctl by name, from the index: {args}"

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+PYTHON_M_CAPCTL = (sys.executable, "-m", "reconciler")
+
+
+def demo(cwd: Path, *args: str, capctl: tuple[str, ...] = PYTHON_M_CAPCTL) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reconciler", "demo", *args],
+        [*capctl, "demo", *args],
         cwd=cwd,
         text=True,
         capture_output=True,
@@ -54,7 +62,8 @@ def test_demo_away_from_the_quickstart_specs_says_where_they_are(tmp_path: Path)
     assert not (tmp_path / ".capctl").exists()
 
 
-def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
+def specs_calling_elsewhere(tmp_path: Path) -> Path:
+    """The quickstart specs with a literal Volcengine endpoint: the demo refuses them once its simulator runs."""
     specs = tmp_path / "specs"
     shutil.copytree(REPO / "specs", specs)
     providers = specs / "providers.yaml"
@@ -62,8 +71,94 @@ def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
         r"endpoint: \{env: CAPCTL_VOLC_ENDPOINT, [^}]*\}", "endpoint: http://127.0.0.1:8750/volc", providers.read_text()
     )
     providers.write_text(literal)
-    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs))
+    return specs
+
+
+def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
+    run = demo(
+        tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs_calling_elsewhere(tmp_path))
+    )
     assert run.returncode == 1
     error = " ".join(run.stderr.split())
     assert "provider volc-sim" in error and "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
     assert "CAPCTL_VOLC_ENDPOINT" in error
+
+
+def test_the_daemon_port_an_earlier_run_just_left_is_free_to_the_next(tmp_path: Path) -> None:
+    """A server's connections stay in TIME_WAIT for a minute after it closed them: `capctl demo` run again
+    at once on the same ports said "Address already in use (is a `capctl run` already running?)"."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's listener (uvicorn)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            conn, _ = server.accept()
+            conn.close()  # the server's side closes first: its end of the connection waits in TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+        plain.bind(("127.0.0.1", port))  # nothing listens, yet a bind without SO_REUSEADDR is refused
+    specs = specs_calling_elsewhere(tmp_path)  # the demo stops right after taking its ports
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", f"127.0.0.1:{port}", str(specs))
+    error = " ".join(run.stderr.split())
+    assert run.returncode == 1 and "not the demo's simulator" in error, error
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc: their stat's 4th field)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_ends_the_demo_and_the_simulator_it_started(tmp_path: Path) -> None:
+    """`kill`, `timeout` or a closed terminal end the demo through its clean-up, as Ctrl-C does: it once
+    exited alone and left its simulator and daemon running on their ports."""
+    ports = ["--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "demo", *ports, str(REPO / "specs")],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    children: set[int] = set()
+    try:
+        first = proc.stdout.readline()  # said once the simulator listens
+        assert first.startswith("capctl demo: simulator on http://127.0.0.1:"), first
+        children = _children(proc.pid)
+        assert children, "the demo's simulator"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not any(Path(f"/proc/{child}").exists() for child in children)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        for child in children:  # left running by a demo that did not stop them (they are reaped otherwise)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """Run from a capctl checkout (where ./specs is) with another capctl installed, the demo's children
+    imported the checkout's `reconciler/` (the working directory comes first on `python -m`'s path)."""
+    shadow = tmp_path / "reconciler"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text('print("the reconciler/ of the working directory")\n')
+    capctl = str(Path(sys.executable).parent / "capctl")  # the installed script: its own path comes first, not cwd
+    specs = specs_calling_elsewhere(tmp_path)  # the demo stops once its simulator runs
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs), capctl=(capctl,))
+    error = " ".join(run.stderr.split())
+    assert run.returncode == 1 and "not the demo's simulator" in error, error
