@@ -62,5 +62,6 @@ def test_every_failpoint_is_documented_and_every_documented_one_exists() -> None
     table = text[text.index("## A process killed between") :].split("\n## ")[0]
     documented = {row.split(" | ")[0].strip("| `") for row in table.splitlines() if row.startswith("| `")}
     readme = next(line for line in (ROOT / "README.md").read_text().splitlines() if "`CAPCTL_FAILPOINTS`" in line)
-    assert in_code - {"state-copy.records-written"} == documented
+    state_only = {"state-copy.records-written", "state-upgrade.rooms-written"}  # no vendor call near them
+    assert in_code - state_only == documented
     assert in_code <= set(re.findall(r"`([a-z]+[a-z-]*\.[a-z-]+)`", readme))
