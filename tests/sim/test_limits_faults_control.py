@@ -57,6 +57,29 @@ async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
     assert r.status_code == 400 and "errorRate" in r.json()["error"]
 
 
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"hangSeconds": Infinity}', "faults.hangSeconds: must be a number of seconds from 0 to 3600"),
+        ('{"hangSeconds": "30"}', "faults.hangSeconds: must be a number of seconds from 0 to 3600"),
+        ('{"seed": [1]}', "faults.seed: must be an integer"),
+        ('{"seed": "x"}', "faults.seed: must be an integer"),
+        ('{"phase": "during"}', "faults.phase: must be 'before' or 'after'"),
+        ('{"apis": "StartSnapshot"}', "faults.apis: must be a list of API names"),
+    ],
+)
+async def test_a_fault_setting_out_of_range_is_refused_and_the_faults_stay(
+    client: SimClient, body: str, error: str
+) -> None:
+    """hangSeconds and seed were taken as given: Infinity answered 500 and left GET /_sim/faults a 500 until a
+    reset; a string made a timed-out request on a real socket answer 500 instead of hanging."""
+    assert (await client.http.put("/_sim/faults", json={"errorRate": 0.5})).status_code == 200
+    answer = await client.http.put("/_sim/faults", content=body)
+    assert (answer.status_code, answer.json()) == (400, {"error": error})
+    now = await client.http.get("/_sim/faults")
+    assert now.status_code == 200 and now.json()["faults"]["errorRate"] == 0.5
+
 async def test_timeout_and_drop_before_and_after(client: SimClient) -> None:
     await client.http.put("/_sim/faults", json={"timeoutRate": 1.0})
     with pytest.raises(httpx.TimeoutException):
