@@ -61,7 +61,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
             return JSONResponse({"error": "body: not valid JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "body: must be a JSON object"}, status_code=400)

@@ -205,7 +205,7 @@ def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
         return raw.decode(errors="replace")
 
 

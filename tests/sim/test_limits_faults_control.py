@@ -163,3 +163,20 @@ async def test_ten_thousand_tasks_advance_six_hours() -> None:
     tasks = sim.tasks()
     assert sim.world.running_count == 2_500  # volcengine tasks with a stream never stop
     assert sum(t.images for t in tasks) == 2_500 * (6 * 3600 // 2) + 2_500 * 360
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/volc/?Action=StartSnapshot&Version=2023-11-01", 401),  # read for the request log, then unsigned
+        ("/zego/cloudrecord/?Action=StartRecord", 200),  # ZEGO answers errors with 200 and a Code
+        ("/zego/legacy/start", 200),
+        ("/_sim/faults", 400),
+    ],
+)
+async def test_a_body_nested_100000_deep_is_an_answer_not_a_crash(client: SimClient, path: str, status: int) -> None:
+    """json.loads raises RecursionError (not a ValueError) on it: the simulator answered 500 with a traceback."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = await client.http.request("PUT" if path.startswith("/_sim") else "POST", path, content=deep)
+    assert answer.status_code == status
+    assert "Internal Server Error" not in answer.text
