@@ -181,6 +181,7 @@ async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(har
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 4
     assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 1
 
+
 async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harness: Harness) -> None:
     """An unknown app id (or sync key) of 100,000 characters: the answer and the log line quote its start and
     its length, so each request under the 1 MiB limit cannot write a megabyte of log."""

@@ -187,6 +187,7 @@ async def test_a_start_granted_its_rate_slot_after_the_renew_deadline_sends_noth
     assert harness.calls("StartSnapshot") == starts
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
 
+
 async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
     harness: Harness, two_stores: tuple[StateStore, StateStore]
 ) -> None:

@@ -57,7 +57,6 @@ async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
     assert r.status_code == 400 and "errorRate" in r.json()["error"]
 
 
-
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -79,6 +78,7 @@ async def test_a_fault_setting_out_of_range_is_refused_and_the_faults_stay(
     assert (answer.status_code, answer.json()) == (400, {"error": error})
     now = await client.http.get("/_sim/faults")
     assert now.status_code == 200 and now.json()["faults"]["errorRate"] == 0.5
+
 
 async def test_timeout_and_drop_before_and_after(client: SimClient) -> None:
     await client.http.put("/_sim/faults", json={"timeoutRate": 1.0})
