@@ -119,13 +119,13 @@ async def test_an_advance_out_of_range_is_refused_and_the_fake_clock_stays() -> 
         assert (await http.get("/_sim/clock")).json()["now"] == 1_700_000_000.0
 
 
-@pytest.mark.parametrize("speed", ["inf", "1e300"])
-def test_capctl_sim_refuses_a_speed_out_of_range_before_serving(speed: str) -> None:
+def test_capctl_sim_refuses_a_speed_out_of_range_before_serving() -> None:
+    """The same check as the control API's (1e300 and NaN are proved there): --speed had only min=0.01."""
     done = subprocess.run(
-        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", "--speed", speed],
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", "--speed", "inf"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 1 and "listening" not in done.stdout
-    assert f"--speed: must be a factor from 0.01 to 100000, got {float(speed):g}" in done.stderr
+    assert "--speed: must be a factor from 0.01 to 100000, got inf" in done.stderr
