@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
+from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
 from reconciler.state.postgres import PostgresStateStore
@@ -274,3 +275,20 @@ async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per
         await standby.stop()
         standby.records.close()
         proxy.close()
+
+
+async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_grace(harness: Harness) -> None:
+    """SIGTERM while a start is retrying (the vendor answers 500). The leader stopped renewing at the signal:
+    past the renew deadline, inside the shutdown grace, it logged 'lost leadership: renew deadline passed' and
+    each in-flight reconcile 'reconcile failed; retrying with backoff' (does not lead now), a retry that never
+    comes. It renews until the in-flight work is done, then resigns: 'shutting down', as docs/daemon.md says."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0), shutdown_grace=2.0)
+    await harness.advance(1)  # the start is between two tries
+    starts = harness.calls("StartSnapshot")
+    with capture_logs() as logs:
+        await harness.stop()  # moves the fake clock on while the grace runs
+    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+    assert not [e for e in logs if "does not lead now" in str(e.get("error"))]
+    assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
