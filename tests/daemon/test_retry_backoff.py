@@ -142,4 +142,4 @@ async def test_a_call_throttled_past_the_limit_gives_up_after_31_tries_then_back
     assert len(failed) == 1 and failed[0]["error"].endswith("after 31 tries") and failed[0]["retry_in"] == 5.0
     sample = daemon.metrics.registry.get_sample_value
     assert sample("capctl_vendor_throttled_total", {"api": "StartSnapshot"}) == 31
-    assert sample("capctl_vendor_calls_total", {"api": "StartSnapshot", "outcome": "ok"}) >= 1  # then it ran
+    assert (sample("capctl_vendor_calls_total", {"api": "StartSnapshot", "outcome": "ok"}) or 0) >= 1  # then it ran
