@@ -1595,7 +1595,10 @@ def sim(
         str, typer.Option("--listen", metavar="HOST:PORT", help="HOST:PORT to serve on.")
     ] = "127.0.0.1:8750",
     speed: Annotated[
-        float, typer.Option("--speed", metavar="FACTOR", min=0.01, help="Simulated time runs this much faster.")
+        float,
+        typer.Option(
+            "--speed", metavar="FACTOR", min=0.01, help="Simulated time runs this much faster (at most 100000)."
+        ),
     ] = 1.0,
     fake_clock: Annotated[
         bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
@@ -1624,9 +1627,14 @@ def sim(
     Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
     """
     from reconciler.sim import serve
+    from reconciler.sim.clocks import check_speed
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
+    try:
+        check_speed(speed)
+    except ValueError as exc:
+        fail(f"--speed: {exc}")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
     try:

@@ -39,6 +39,8 @@ log = structlog.get_logger("capctl.daemon")
 
 T = TypeVar("T")
 
+LEASE_TASK = "capctl-lease"  # the lease renewals: kept through the shutdown grace (`stop`)
+
 
 class Daemon(DaemonParts):
     """`capctl run` without the process around it: tests drive it with a FakeClock and ASGI transports.
@@ -62,7 +64,7 @@ class Daemon(DaemonParts):
         self.specs.take(specs)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
-        self.background.spawn(self.lease.keep(), "capctl-lease")
+        self.background.spawn(self.lease.keep(), LEASE_TASK)
         self.background.spawn(self.inbox.keep(self.leader_settings.retry_period), "capctl-inbox")
         if (debounce_ms := self._watch_debounce_ms) is not None:
             watcher = watch_specs(
@@ -86,8 +88,10 @@ class Daemon(DaemonParts):
         """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
         self.queue.shut_down()
         self._stop_watching.set()
-        self.background.cancel()  # timers, the watcher, reloads
+        self.lease.hold_only()
+        self.background.cancel(keep=LEASE_TASK)  # timers, the watcher, reloads; not the lease renewals
         await self.workers.stop(self._grace)
+        self.background.cancel()
         self.rooms.stop()
         await self.background.join()
         await self.vendors.aclose()

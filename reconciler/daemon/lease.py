@@ -59,6 +59,7 @@ class Lease:
         # runs after it, so a replica shutting down cannot take the lock on its way out.
         self._ticking = threading.Lock()
         self._released = False
+        self._holding_only = False  # shutting down: renew a lock held, never take one
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -98,6 +99,11 @@ class Lease:
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
 
+    def hold_only(self) -> None:
+        """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
+        as the leader it is, and leadership is given up once, by `release`); a standby takes no lock now."""
+        self._holding_only = True
+
     def release(self) -> None:
         """Shutting down: a leader gives its lock up now, for a standby to take within a retry period."""
         with self._ticking:
@@ -109,7 +115,7 @@ class Lease:
         when exactly); a new term is taken over (state read afresh, then `regained`) before it acts."""
         while True:
             await self.clock.sleep(self._wait)
-            await self._attempt(self._may_lead())
+            await self._attempt(self._may_lead() and not self._holding_only)
 
     async def lead_now(self) -> None:
         """The first valid spec set of a replica that started without one: try to lead now, not a retry

@@ -50,9 +50,11 @@ class Background:
         self._tasks = [t for t in self._tasks if not t.done()]  # earlier reloads: a long-lived daemon gets many
         self._tasks.append(asyncio.get_running_loop().create_task(work, name=name))
 
-    def cancel(self) -> None:
+    def cancel(self, *, keep: str | None = None) -> None:
+        """Cancel every task, or every one but the task named `keep`."""
         for task in self._tasks:
-            task.cancel()
+            if task.get_name() != keep:
+                task.cancel()
 
     async def join(self) -> None:
         """Wait for the cancelled tasks to end."""

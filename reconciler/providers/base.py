@@ -62,10 +62,6 @@ class VendorError(Exception):
         )
         return final.named(self.provider, self.provider_type)
 
-    @property
-    def retryable(self) -> bool:
-        return self.kind in (ErrorKind.THROTTLED, ErrorKind.RETRYABLE)
-
 
 @dataclass(frozen=True, slots=True)
 class StartResult:

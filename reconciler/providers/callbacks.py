@@ -146,12 +146,12 @@ def check_time(at: float, now: float) -> None:
 
 def event_time(value: Any, field: str) -> float:
     """Unix seconds from ISO 8601 text, or from a number of seconds or milliseconds."""
-    if isinstance(value, bool):
-        raise CallbackRejected(400, f"malformed callback: {field} is not a time")
-    if isinstance(value, int | float):
+    if value is None:
+        raise CallbackRejected(400, f"malformed callback: {field} is missing")
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return value / 1000 if value > 1e11 else float(value)
     if isinstance(value, str):
-        if value.isdigit():
+        if value.isascii() and value.isdigit():  # not "1²": str.isdigit() holds, int() refuses
             return event_time(int(value), field)
         try:
             parsed = datetime.fromisoformat(value)
@@ -160,7 +160,7 @@ def event_time(value: Any, field: str) -> float:
         if parsed.tzinfo is None:
             raise CallbackRejected(400, f"malformed callback: {field} {value[:40]!r} has no time zone")
         return parsed.timestamp()
-    raise CallbackRejected(400, f"malformed callback: {field} is missing")
+    raise CallbackRejected(400, f"malformed callback: {field} is not a time")  # a bool, a list, an object
 
 
 def text(data: Mapping[str, Any], field: str) -> str | None:

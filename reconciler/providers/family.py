@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["FAMILIES", "VENDORS", "VOLCENGINE", "ZEGO", "Family", "Vendor", "family", "listing_family", "vendor"]
 
 METHODS = ("start", "update", "stop", "observe", "rooms")  # the provider methods (base.Provider)
-MUTATING = frozenset({"start", "update", "stop"})  # the methods that change something at the vendor
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +52,6 @@ class Family:
 
     def api(self, method: str) -> str:
         return self.apis[method]
-
-    def mutates(self, method: str) -> bool:
-        """Whether the call changes something at the vendor (`observe` never does)."""
-        return method in MUTATING
 
     def query_rate(self, overrides: Mapping[str, float] | None) -> float:
         """The documented status-query limit, or the Provider document's `rateLimits` override of it."""

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from reconciler.clock import Clock, SystemClock
 
-__all__ = ["ScaledClock"]
+__all__ = ["MAX_SPEED", "MIN_SPEED", "ScaledClock", "check_speed"]
+
+# A simulated day in under a second at most: an infinite or absurd factor (1e300) puts the clock past what a
+# timestamp can hold, and every answer after that fails.
+MIN_SPEED, MAX_SPEED = 0.01, 100_000.0
+
+
+def check_speed(speed: float) -> None:
+    """ValueError unless `speed` is a factor a ScaledClock can run at (NaN and Infinity are not)."""
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"must be a factor from {MIN_SPEED:g} to {MAX_SPEED:g}, got {speed:g}")
 
 
 class ScaledClock:
@@ -26,8 +36,7 @@ class ScaledClock:
         return self._speed
 
     def set_speed(self, speed: float) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0, got {speed}")
+        check_speed(speed)
         self._sim_now, self._sim_mono = self.now(), self.monotonic()
         self._real_now, self._real_mono = self._inner.now(), self._inner.monotonic()
         self._speed = float(speed)

@@ -61,7 +61,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
             return JSONResponse({"error": "body: not valid JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "body: must be a JSON object"}, status_code=400)
@@ -187,9 +187,12 @@ async def clock(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
             speed = body["speed"]
             if not isinstance(sim.clock, ScaledClock):
                 raise SimError("speed: the simulator runs on a fake clock; use advance")
-            if isinstance(speed, bool) or not isinstance(speed, int | float) or speed <= 0:
-                raise SimError("speed: must be a number > 0")
-            sim.clock.set_speed(float(speed))
+            if isinstance(speed, bool) or not isinstance(speed, int | float):
+                raise SimError("speed: must be a number")
+            try:
+                sim.clock.set_speed(float(speed))
+            except ValueError as exc:  # out of range (Infinity, NaN): the clock is left as it was
+                raise SimError(f"speed: {exc}") from None
         else:
             raise SimError("body: give 'advance' (seconds) or 'speed' (factor)")
     kind = "fake" if isinstance(sim.clock, FakeClock) else "scaled"

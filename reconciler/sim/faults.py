@@ -11,7 +11,9 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["FaultConfig", "FaultConfigError", "Faults"]
+__all__ = ["MAX_HANG_SECONDS", "FaultConfig", "FaultConfigError", "Faults"]
+
+MAX_HANG_SECONDS = 3600  # far past any client timeout; more only holds connections open
 
 
 class FaultConfigError(ValueError):
@@ -57,6 +59,11 @@ class FaultConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise FaultConfigError(f"faults.{_camel(name)}: must be an integer >= 0")
+        hang = self.hang_seconds  # a real server sleeps this long: Infinity would hold a connection for good
+        if isinstance(hang, bool) or not isinstance(hang, int | float) or not 0 <= hang <= MAX_HANG_SECONDS:
+            raise FaultConfigError(f"faults.hangSeconds: must be a number of seconds from 0 to {MAX_HANG_SECONDS}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise FaultConfigError("faults.seed: must be an integer")
         if self.phase not in ("before", "after"):
             raise FaultConfigError("faults.phase: must be 'before' or 'after'")
         if self.apis is not None and (

@@ -33,6 +33,7 @@ from reconciler.sim.world import SimTask, World, volc_stream_key
 
 __all__ = [
     "CALLER_KEY",
+    "MAX_ADVANCE",
     "CallerPrefix",
     "Reply",
     "SimError",
@@ -46,6 +47,9 @@ __all__ = [
 # ASGI scope keys set by `CallerPrefix` for a call made under /as/<name>/.
 CALLER_KEY = "capctl.sim.caller"
 RECEIVED_PATH_KEY = "capctl.sim.received_path"
+# The most one `advance` moves a fake clock: enough for any test of idle timeouts, retention or max
+# durations; Infinity or 1e300 would leave the clock where no timestamp can follow it.
+MAX_ADVANCE = 365 * 86400.0
 
 
 # Characters `request.url` escapes or drops when it rebuilds the path from the ASGI scope.
@@ -378,8 +382,8 @@ class Simulator:
         """Move a fake clock forward, stepping through every due event and callback retry on the way."""
         if not isinstance(self.clock, FakeClock):
             raise SimError("advance: the simulator is not running on a fake clock")
-        if seconds < 0:
-            raise SimError("advance: seconds must be >= 0")
+        if not 0 <= seconds <= MAX_ADVANCE:  # NaN too: it would never reach its target
+            raise SimError(f"advance: seconds must be from 0 to {MAX_ADVANCE:.0f} (a year), got {seconds:g}")
         target = self.clock.now() + seconds
         while True:
             dues = [d for d in (self.world.next_due(), self.callbacks.next_due()) if d is not None]

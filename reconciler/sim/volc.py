@@ -81,7 +81,7 @@ async def endpoint(request: Request) -> Response:
     action = query.get("Action", "")
     try:
         logged_body: Any = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
         logged_body = raw.decode(errors="replace")
     return await sim.call(
         request,
@@ -111,7 +111,7 @@ def _process(sim: Simulator, request: Request, raw: bytes, query: dict[str, str]
     else:
         try:
             params = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
             return meta.error(400, "InvalidParameter", "the body is not valid JSON")
     app_key = params.get("AppId") if isinstance(params, dict) else None
     rate_key = app_key if isinstance(app_key, str) else auth[0].app_id

@@ -123,10 +123,8 @@ async def rtc_endpoint(request: Request) -> Response:
 
 
 def _number(value: str) -> float | None:
-    try:
-        return float(value) if value.strip() == value and value else None
-    except ValueError:
-        return None
+    """A decimal number as ZEGO's gateway reads one; not Python's float() extras (nan, inf, 1_0, 1e3)."""
+    return float(value) if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value) else None
 
 
 def _thumbnails(sim: Simulator, request: Request, query: dict[str, str], offsets: list[str]) -> Reply:
@@ -207,7 +205,7 @@ def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[… 100,000 deep: RecursionError
         return raw.decode(errors="replace")
 
 

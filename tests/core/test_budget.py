@@ -94,3 +94,26 @@ async def test_throttling_pauses_briefly_then_recovers() -> None:
     times = await grants(budget, clock, 40)
     assert times[0] - start == pytest.approx(THROTTLE_PAUSE)
     assert budget.effective_rate == pytest.approx(150 * HEADROOM)  # recovered after a few dozen grants
+
+
+async def test_a_waiter_cancelled_in_the_queue_gives_its_slot_to_the_next_and_counts_no_grant() -> None:
+    """A reconcile cancelled while it waits for a slot (shutdown grace over, a key re-queued): its slot is not
+    spent on it, the next waiter gets it, one interval after the previous grant, as if it had never queued."""
+    clock = FakeClock()
+    budget = RateBudget("zego/StartRecord", 10, clock)
+    granted: list[tuple[str, float]] = []
+
+    async def one(name: str) -> None:
+        await budget.take()
+        granted.append((name, clock.monotonic()))
+
+    first, cancelled, last = (asyncio.create_task(one(n)) for n in ("first", "cancelled", "last"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [name for name, _ in granted] == ["first"] and budget.waiting == 2
+    cancelled.cancel()
+    await drive(clock, [first, last])
+    assert cancelled.cancelled() and budget.waiting == 0
+    interval = 1 / (10 * HEADROOM)
+    assert granted == [("first", 0.0), ("last", pytest.approx(interval))]
+    assert budget.stats.granted == 2

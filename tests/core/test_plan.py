@@ -211,6 +211,16 @@ def test_thumbnail_submitted_once_and_again_when_changed() -> None:
     assert one(changed, record_for(task, TaskStatus.DONE)).action is Action.REPLACE
 
 
+def test_a_thumbnail_whose_submission_failed_is_submitted_again_saying_why() -> None:
+    task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
+    failed = record_for(task, TaskStatus.FAILED, last_error="MediaThumbnails: 1000: request failed")
+    change = one(task, failed)
+    assert (change.action, change.reason) == (
+        Action.CREATE,
+        "previous submission failed: MediaThumbnails: 1000: request failed",
+    )
+
+
 def stopped_rec(task: DesiredTask) -> TaskRecord:
     return record_for(task, TaskStatus.STOPPED).evolve(key="SnapshotJob/j/s", target="s")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -67,6 +68,24 @@ def test_a_tree_shows_every_secret_and_hidden_text_as_its_fingerprint_and_nothin
     assert secret_leaves(tree) == [secret, hidden]
     assert reveal_tree(tree) == {"a": [1, True, None, "plain", {"k": "s3cret"}], "b": "hidden", "c": 2.5}
     assert type(reveal_tree(tree)["b"]) is str  # a SecretText left in would reach the wire as its fingerprint
+
+
+@pytest.mark.parametrize("hidden", [Secret("s3cr3t-value"), SecretText("s3cr3t-value")], ids=type)
+def test_every_way_of_making_text_of_a_hidden_value_shows_its_fingerprint(hidden: Secret | SecretText) -> None:
+    """str, repr, f-strings with any format spec or conversion, %-formatting, str.format: the fingerprint each
+    time, never the value; pickling (a cache, a process pool) is refused rather than carrying the value away."""
+    shown = [str(hidden), repr(hidden), f"{hidden}", f"{hidden!r}", f"{hidden:>40}", format(hidden, "s")]
+    shown += ["%s" % hidden, "%r" % hidden, "{}".format(hidden)]  # noqa: UP031, UP032 (each way is the point)
+    assert set(shown) == {hidden.fingerprint} and FINGERPRINT.fullmatch(hidden.fingerprint)
+    assert hidden.reveal() == "s3cr3t-value"
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(hidden)
+
+
+def test_secrets_of_one_value_are_one_secret() -> None:
+    """Equal by value and hashed alike, so a set of the Providers' callbackSecrets tries each value once."""
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b") and Secret("a") != "a"
+    assert len({Secret("a"), Secret("a"), Secret("b")}) == 2
 
 
 def test_a_shared_subtree_is_redacted_once_per_pass() -> None:

@@ -156,6 +156,36 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         )
 
 
+async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
+    """The time is read after the signature is checked: a vendor's (or a signing proxy's) odd time field is
+    answered 400 saying what is wrong with it, never 500, and nothing is stored."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    cases: list[tuple[str, dict[str, Any], str]] = []
+    for n, (time, why) in enumerate(
+        (
+            ("yesterday", "EventTime 'yesterday' is not a time"),
+            ("2026-12-06T08:00:00", "EventTime '2026-12-06T08:00:00' has no time zone"),
+            (True, "EventTime is not a time"),
+            ([1733456789], "EventTime is not a time"),
+        )
+    ):
+        body = volc_body(harness, event_id=f"t{n}") | {"EventTime": time}
+        body["Signature"] = sign_callback(body, VOLC_SECRET)
+        cases.append(("/callbacks/volcengine", body, why))
+    superscript = zego_body(harness) | {"timestamp": "1²"}  # str.isdigit() holds, int() refuses
+    superscript["signature"] = callback_signature(ZEGO_SECRET, "1²", superscript["nonce"])
+    cases.append(("/callbacks/zego", superscript, "timestamp '1²' is not a time"))
+    async with await client(harness) as http:
+        for route, body, why in cases:
+            answer = await http.post(route, json=body)
+            assert (answer.status_code, answer.json()["reason"]) == (400, f"malformed callback: {why}")
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 4
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 1
+
+
 async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harness: Harness) -> None:
     """An unknown app id (or sync key) of 100,000 characters: the answer and the log line quote its start and
     its length, so each request under the 1 MiB limit cannot write a megabyte of log."""

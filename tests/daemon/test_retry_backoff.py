@@ -106,3 +106,40 @@ async def test_state_list_shows_when_a_failed_task_is_tried_again(harness: Harne
             assert record.next_attempt_at is None, record
         await harness.advance(1)
     assert [round(delay) for _, delay in steps] == [5, 10]
+
+
+async def test_each_throttling_answer_counts_once_in_the_throttled_metric_and_the_start_goes_through(
+    harness: Harness,
+) -> None:
+    """What the CapctlVendorThrottled alert reads (deploy/observability): every 'too many requests' answer,
+    by API, while the retry after it succeeds; no other test made the vendor throttle the daemon."""
+    harness.sim.faults.set(FaultConfig(throttle_next=2, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start()
+    await harness.advance(10)
+    assert harness.record(LOBBY).status.value == "running"
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("capctl_vendor_throttled_total", {"api": "StartSnapshot"}) == 2
+    assert sample("capctl_vendor_calls_total", {"api": "StartSnapshot", "outcome": "throttled"}) == 2
+    assert sample("capctl_vendor_calls_total", {"api": "StartSnapshot", "outcome": "ok"}) == 1
+    assert harness.calls("StartSnapshot") == 3
+
+
+async def test_a_call_throttled_past_the_limit_gives_up_after_31_tries_then_backs_off(harness: Harness) -> None:
+    """README: throttling answers are retried up to 30 times. The 31st answer ends the call (the budget has
+    slowed down all along); the key then waits its backoff step, and the next try gets through."""
+    harness.sim.faults.set(FaultConfig(throttle_next=31, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)
+    daemon = await harness.start()
+    await harness.advance(900)
+    failed = [
+        e
+        for e in map(json.loads, logged.getvalue().splitlines())
+        if e["event"] == "reconcile failed; retrying with backoff"
+    ]
+    assert len(failed) == 1 and failed[0]["error"].endswith("after 31 tries") and failed[0]["retry_in"] == 5.0
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("capctl_vendor_throttled_total", {"api": "StartSnapshot"}) == 31
+    assert (sample("capctl_vendor_calls_total", {"api": "StartSnapshot", "outcome": "ok"}) or 0) >= 1  # then it ran

@@ -6,6 +6,7 @@ verifies and stores them in the state's inbox, and the leader acts on them.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
+from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
 from reconciler.state.postgres import PostgresStateStore
@@ -162,6 +164,31 @@ async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stand
     assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
 
 
+async def test_a_start_granted_its_rate_slot_after_the_renew_deadline_sends_nothing(harness: Harness) -> None:
+    """The second guard (`fencing.request_guard`): a start that was allowed to begin waits for a rate-budget slot,
+    and the process resumes from a pause past its renew deadline before any renew runs. The request hook asks
+    `may_act()` again right before the request would leave: the start fails with NotLeader and the vendor gets
+    nothing."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(2)
+    assert daemon.spec is not None and daemon.lease.acting()
+    task = daemon.spec.tasks["SnapshotJob/audit/lobby"]
+    provider = daemon.vendors.provider(task.provider, task.family)
+    starts = harness.calls("StartSnapshot")
+    (budget,) = (b for (_, api), b in daemon.vendors.budgets.all().items() if api == "StartSnapshot")
+    budget.throttled()  # the next slot is THROTTLE_PAUSE (0.25 s) away: earlier than the next renew (1 s)
+    start = asyncio.ensure_future(provider.start(task, None))
+    await settle()
+    assert not start.done() and budget.waiting == 1  # let in (may_act held), waiting for its slot
+    with capture_logs() as logs:
+        harness.clock.set(harness.clock.now() + 5)  # the pause ends: the slot is due first, the renew after it
+        with pytest.raises(NotLeader, match="does not lead now"):
+            await start
+    assert harness.calls("StartSnapshot") == starts
+    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
+
+
 async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
     harness: Harness, two_stores: tuple[StateStore, StateStore]
 ) -> None:
@@ -248,3 +275,20 @@ async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per
         await standby.stop()
         standby.records.close()
         proxy.close()
+
+
+async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_grace(harness: Harness) -> None:
+    """SIGTERM while a start is retrying (the vendor answers 500). The leader stopped renewing at the signal:
+    past the renew deadline, inside the shutdown grace, it logged 'lost leadership: renew deadline passed' and
+    each in-flight reconcile 'reconcile failed; retrying with backoff' (does not lead now), a retry that never
+    comes. It renews until the in-flight work is done, then resigns: 'shutting down', as docs/daemon.md says."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0), shutdown_grace=2.0)
+    await harness.advance(1)  # the start is between two tries
+    starts = harness.calls("StartSnapshot")
+    with capture_logs() as logs:
+        await harness.stop()  # moves the fake clock on while the grace runs
+    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+    assert not [e for e in logs if "does not lead now" in str(e.get("error"))]
+    assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader

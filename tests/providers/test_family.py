@@ -27,7 +27,6 @@ def test_the_query_rate_is_the_documented_one_unless_overridden() -> None:
     assert volc.api("observe") == "GetSnapshotTask" and volc.query_rate(None) == 60
     assert volc.query_rate({"GetSnapshotTask": 20}) == 20 and volc.query_rate({"StartSnapshot": 1}) == 60
     assert family(ApiFamily.ZEGO_RECORD_LEGACY).query_rate({}) == 10
-    assert not volc.mutates("observe") and all(volc.mutates(m) for m in ("start", "update", "stop"))
 
 
 def test_a_vendor_names_its_callback_parser_and_unknown_vendors_have_none() -> None:

@@ -57,6 +57,29 @@ async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
     assert r.status_code == 400 and "errorRate" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"hangSeconds": Infinity}', "faults.hangSeconds: must be a number of seconds from 0 to 3600"),
+        ('{"hangSeconds": "30"}', "faults.hangSeconds: must be a number of seconds from 0 to 3600"),
+        ('{"seed": [1]}', "faults.seed: must be an integer"),
+        ('{"seed": "x"}', "faults.seed: must be an integer"),
+        ('{"phase": "during"}', "faults.phase: must be 'before' or 'after'"),
+        ('{"apis": "StartSnapshot"}', "faults.apis: must be a list of API names"),
+    ],
+)
+async def test_a_fault_setting_out_of_range_is_refused_and_the_faults_stay(
+    client: SimClient, body: str, error: str
+) -> None:
+    """hangSeconds and seed were taken as given: Infinity answered 500 and left GET /_sim/faults a 500 until a
+    reset; a string made a timed-out request on a real socket answer 500 instead of hanging."""
+    assert (await client.http.put("/_sim/faults", json={"errorRate": 0.5})).status_code == 200
+    answer = await client.http.put("/_sim/faults", content=body)
+    assert (answer.status_code, answer.json()) == (400, {"error": error})
+    now = await client.http.get("/_sim/faults")
+    assert now.status_code == 200 and now.json()["faults"]["errorRate"] == 0.5
+
+
 async def test_timeout_and_drop_before_and_after(client: SimClient) -> None:
     await client.http.put("/_sim/faults", json={"timeoutRate": 1.0})
     with pytest.raises(httpx.TimeoutException):
@@ -140,3 +163,20 @@ async def test_ten_thousand_tasks_advance_six_hours() -> None:
     tasks = sim.tasks()
     assert sim.world.running_count == 2_500  # volcengine tasks with a stream never stop
     assert sum(t.images for t in tasks) == 2_500 * (6 * 3600 // 2) + 2_500 * 360
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/volc/?Action=StartSnapshot&Version=2023-11-01", 401),  # read for the request log, then unsigned
+        ("/zego/cloudrecord/?Action=StartRecord", 200),  # ZEGO answers errors with 200 and a Code
+        ("/zego/legacy/start", 200),
+        ("/_sim/faults", 400),
+    ],
+)
+async def test_a_body_nested_100000_deep_is_an_answer_not_a_crash(client: SimClient, path: str, status: int) -> None:
+    """json.loads raises RecursionError (not a ValueError) on it: the simulator answered 500 with a traceback."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = await client.http.request("PUT" if path.startswith("/_sim") else "POST", path, content=deep)
+    assert answer.status_code == status
+    assert "Internal Server Error" not in answer.text

@@ -117,3 +117,48 @@ def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int) 
     proc.send_signal(signum)
     assert proc.wait(timeout=30) == 0
     assert "Traceback" not in output.text()
+
+
+async def test_a_clock_value_out_of_range_is_refused_and_the_clock_keeps_running(server: tuple[str, int]) -> None:
+    """Infinity, NaN or 1e300 as a speed used to be taken (or answered 500): the clock went past what a
+    timestamp holds and every answer after it was a 500. Refused with the range, the clock as it was."""
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.post("/_sim/clock", json={"speed": 60})).status_code == 200
+        for speed, shown in (("Infinity", "inf"), ("NaN", "nan"), ("1e300", "1e+300"), ("0.001", "0.001")):
+            answer = await http.post("/_sim/clock", content=f'{{"speed": {speed}}}')  # as Python's json sends them
+            assert (answer.status_code, answer.json()) == (
+                400,
+                {"error": f"speed: must be a factor from 0.01 to 100000, got {shown}"},
+            )
+        now = await http.get("/_sim/clock")
+        assert now.status_code == 200 and now.json()["speed"] == 60
+
+
+async def test_an_advance_out_of_range_is_refused_and_the_fake_clock_stays() -> None:
+    """NaN never reaches its target (a sim with a task due stepped forever), Infinity broke every answer."""
+    from reconciler.clock import FakeClock
+    from reconciler.sim import create_app
+
+    clock = FakeClock()
+    app = create_app(clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as http:
+        for seconds, shown in (("NaN", "nan"), ("Infinity", "inf"), ("-5", "-5"), ("1e300", "1e+300")):
+            answer = await http.post("/_sim/clock", content=f'{{"advance": {seconds}}}')
+            assert (answer.status_code, answer.json()) == (
+                400,
+                {"error": f"advance: seconds must be from 0 to 31536000 (a year), got {shown}"},
+            )
+        assert (await http.get("/_sim/clock")).json()["now"] == 1_700_000_000.0
+
+
+def test_capctl_sim_refuses_a_speed_out_of_range_before_serving() -> None:
+    """The same check as the control API's (1e300 and NaN are proved there): --speed had only min=0.01."""
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", "--speed", "inf"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "listening" not in done.stdout
+    assert "--speed: must be a factor from 0.01 to 100000, got inf" in done.stderr

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.sim.conftest import VOLC_APP, SimClient, snapshot_body
+from tests.sim.conftest import VOLC_APP, SimClient, sdk_sign, snapshot_body
 
 
 def error_code(response: httpx.Response) -> str:
@@ -53,6 +54,42 @@ async def test_tampered_body_is_signature_mismatch(client: SimClient) -> None:
 async def test_missing_authorization(client: SimClient) -> None:
     r = await client.http.post("/volc/?Action=StartSnapshot&Version=2023-11-01", json=snapshot_body())
     assert (r.status_code, error_code(r)) == (401, "MissingSignature")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "status", "code"),
+    [
+        ({"Authorization": "HMAC-SHA256 garbage"}, 401, "MissingSignature"),
+        ({"X-Date": "2023-01-01"}, 403, "InvalidTimestamp"),
+        ({"X-Content-Sha256": "0" * 64}, 401, "SignatureDoesNotMatch"),  # the body is not the one signed
+    ],
+)
+async def test_the_gateway_refuses_a_spoilt_signature_with_the_vendors_code(
+    client: SimClient, spoil: dict[str, str], status: int, code: str
+) -> None:
+    query, raw = {"Action": "StartSnapshot", "Version": "2023-11-01"}, json.dumps(snapshot_body()).encode()
+    headers = sdk_sign(method="POST", path="/volc/", query=query, body=raw, host="sim.test", when=client.clock.now())
+    r = await client.http.post("/volc/", params=query, content=raw, headers=headers | spoil)
+    assert (r.status_code, error_code(r)) == (status, code) and client.sim.tasks() == []
+
+
+async def test_a_request_signed_for_another_region_does_not_match(client: SimClient) -> None:
+    r = await client.volc("StartSnapshot", snapshot_body(), region="ap-singapore-1")
+    assert (r.status_code, error_code(r)) == (401, "SignatureDoesNotMatch")
+
+
+async def test_a_signed_request_with_the_wrong_method_or_no_json_is_an_invalid_parameter(client: SimClient) -> None:
+    query = {"Action": "StartSnapshot", "Version": "2023-11-01"}
+    for method, raw, message in (
+        ("GET", b"", "StartSnapshot must be called with POST"),
+        ("POST", b"{nope", "the body is not valid JSON"),
+    ):
+        headers = sdk_sign(
+            method=method, path="/volc/", query=query, body=raw, host="sim.test", when=client.clock.now()
+        )
+        r = await client.http.request(method, "/volc/", params=query, content=raw, headers=headers)
+        assert (r.status_code, error_code(r)) == (400, "InvalidParameter")
+        assert r.json()["ResponseMetadata"]["Error"]["Message"] == message
 
 
 @pytest.mark.parametrize(("skew", "ok"), [(14 * 60, True), (-14 * 60, True), (16 * 60, False), (-16 * 60, False)])

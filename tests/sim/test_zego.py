@@ -241,3 +241,19 @@ async def test_thumbnails_codes(client: SimClient) -> None:
     assert code(await client.thumbs(huawei, secret="0" * 32)) == 7
     client.sim.missing_files.add("/record/a.mp4")
     assert code(await client.thumbs(huawei)) == 1000
+
+
+@pytest.mark.parametrize("odd", ["nan", "inf", "1_0", "1e3", " 1", "0x10", ""])
+async def test_thumbnail_numbers_are_decimal_numbers(client: SimClient, odd: str) -> None:
+    """Python's float() takes nan, inf and 1_0: a nan or inf offset passed the checks and then failed inside the
+    simulator (500, a traceback), 1_0 was read as 10. The gateway answers Code 2, naming the parameter."""
+    tencent = [("Vendor", "Tencent"), ("FileId", "1397757897438985100"), ("Type", "SnapshotByTimeOffset")]
+    for params, name in (
+        (
+            [*tencent, ("Definition", "10"), ("ExtTimeOffsetSet[]", "1"), ("ExtTimeOffsetSet[]", odd)],
+            "ExtTimeOffsetSet[]",
+        ),
+        ([*tencent, ("Definition", odd), ("ExtTimeOffsetSet[]", "1")], "Definition"),
+    ):
+        r = await client.thumbs(params)
+        assert (r.json()["Code"], r.json()["Message"].split(":")[0]) == (2, name)
