@@ -501,11 +501,13 @@ class PlanApplyMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def apply_narrowed(self, data: st.DataObject) -> None:
-        """`--target`, `-l` or `--replace`: what the narrowed plan shows is what its apply does."""
+        """`--target`, `-l`, `--replace` or `--no-prune`: what the narrowed plan shows is what its apply does."""
         keys = sorted(self.declared())
-        how = data.draw(st.sampled_from(["target", "label", "replace"]))
-        if how == "label":
-            args: tuple[str, ...] = ("-l", data.draw(st.sampled_from(["team=x", "team!=x", "!team"])))
+        how = data.draw(st.sampled_from(["target", "label", "replace", "no-prune"]))
+        if how == "no-prune":
+            args: tuple[str, ...] = ("--no-prune",)
+        elif how == "label":
+            args = ("-l", data.draw(st.sampled_from(["team=x", "team!=x", "!team"])))
         elif not keys:
             return
         elif how == "target":
