@@ -39,7 +39,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.providers.base import ErrorKind, Provider, VendorError
+from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
 from reconciler.retry import RetryHook, RetryPolicy, call_with_retry
 from reconciler.state.base import StateStore
 
@@ -183,11 +183,14 @@ class Executor:
         rng: random.Random | None = None,
         on_retry: RetryHook | None = None,
         retry_in: Callable[[str], float] | None = None,
+        whole_state: bool = False,
     ) -> None:
         """`parallelism` caps the changes in flight (None: `MAX_WINDOW`); within it the window is sized
         from the rate budgets and the observed time per change. `on_retry` hears of every retry.
         `retry_in(key)`: the seconds until a task whose start failed is tried again (the daemon's backoff),
-        recorded with the failure as its next attempt; None (apply): the next apply tries it."""
+        recorded with the failure as its next attempt; None (apply): the next apply tries it.
+        `whole_state`: `apply` is given every record of the state (`capctl apply`), so a start that finds a run
+        no record accounts for restarts it (`start`); the daemon passes a key's own records only."""
         if parallelism is not None and parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self._store = store
@@ -198,6 +201,7 @@ class Executor:
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
         self._retry_in = retry_in
+        self._whole_state = whole_state
 
     async def apply(
         self,
@@ -215,6 +219,7 @@ class Executor:
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
+        shared = _shares_vendor_task(actionable, desired, records) if self._whole_state else None
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
@@ -245,7 +250,13 @@ class Executor:
                 while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
                     index, change = todo.popleft()
                     one = functools.partial(
-                        self._run_one, change, desired.get(change.key), records.get(change.key), silent, held.get(index)
+                        self._run_one,
+                        change,
+                        desired.get(change.key),
+                        records.get(change.key),
+                        silent,
+                        held.get(index),
+                        shared=shared is None or index in shared,
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
@@ -297,14 +308,17 @@ class Executor:
         record: TaskRecord | None,
         silent: dict[str, tuple[int, VendorError]],
         held_by: str | None,
+        *,
+        shared: bool = False,
     ) -> ChangeResult:
         """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`).
-        `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`)."""
+        `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`);
+        `shared`: for a start, another record names its vendor task too (`_shares_vendor_task`)."""
         streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
         try:
-            note = await self._dispatch(change, task, record, held_by)
+            note = await self._dispatch(change, task, record, held_by, shared=shared)
         except VendorError as exc:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
@@ -337,7 +351,7 @@ class Executor:
         return transitions.failed(record, error, now, next_attempt_at=retry_at)
 
     async def _dispatch(
-        self, change: Change, task: DesiredTask | None, record: TaskRecord | None, held_by: str | None
+        self, change: Change, task: DesiredTask | None, record: TaskRecord | None, held_by: str | None, *, shared: bool
     ) -> str | None:
         action = change.action
         if action is Action.DELETE:
@@ -367,7 +381,7 @@ class Executor:
                 step = self._find_unconfirmed(task, record)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
-        return await self.start(task, record, reissue=action is Action.REISSUE)
+        return await self.start(task, record, reissue=action is Action.REISSUE, take_over=shared)
 
     async def _recording_failure(self, record: TaskRecord, action: str, step: Awaitable[T]) -> T:
         """Run one step of a change; a vendor error is recorded on the task (status unchanged), then raised.
@@ -383,16 +397,43 @@ class Executor:
         await self._call(lambda: provider.update(task, record))
 
     async def start(
-        self, task: DesiredTask, record: TaskRecord | None, *, reissue: bool, priority: Priority | None = None
+        self,
+        task: DesiredTask,
+        record: TaskRecord | None,
+        *,
+        reissue: bool,
+        priority: Priority | None = None,
+        take_over: bool = True,
     ) -> str | None:
-        """Intent → start → commit. Failpoints mark the three places a crash can interrupt it."""
+        """Intent → start → commit. Failpoints mark the three places a crash can interrupt it.
+
+        A Volcengine start answered "already started" at its first try finds a run that was there before it.
+        Unless the record says it was started with these very settings (a run older than the vendor's 72 h
+        status window, an unconfirmed start), or `take_over` (another key's record names that vendor task: a
+        renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state rm` forgot,
+        one started from another state), and the vendor would go on running them while the state says the
+        specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
         self._store.put(pending)
         failpoints.hit("start.before-call")
         prio = priority if priority is not None else Priority.REISSUE if reissue else Priority.CHANGE
+        tries = 0
+
+        async def attempt() -> StartResult:
+            nonlocal tries
+            tries += 1
+            return await provider.start(task, pending.client_task_id, priority=prio)
+
+        restarted = False
         try:
-            result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
+            result = await self._call(attempt)
+            known = take_over or tries > 1 or (record is not None and record.spec_hash == task.spec_hash)
+            if result.already_running and not known:
+                found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
+                await self._stop_remote(found)
+                result = await self._call(attempt)
+                restarted = True
         except VendorError as exc:
             # A start the vendor answered with a refusal started nothing: no recording to find by its ClientTaskId.
             self._store.put(self._failed(pending if exc.unanswered else pending.evolve(client_task_id=None), str(exc)))
@@ -410,6 +451,8 @@ class Executor:
             reissue=reissue,
             already_running=result.already_running,
         )
+        if restarted:
+            return "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
         return "the vendor reports it was already running" if result.already_running else None
 
     async def _find_unconfirmed(self, task: DesiredTask, record: TaskRecord) -> TaskRecord:
@@ -524,6 +567,25 @@ def _held_elsewhere(
         if change.action is Action.DELETE
         and (record := records.get(change.key)) is not None
         and (holder := transitions.handed_over_to(record, holders)) is not None
+    }
+
+
+def _shares_vendor_task(
+    actionable: list[tuple[int, Change]], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> set[int]:
+    """Starts (by index) whose Volcengine task another record may be running (`volc_task_held`): a renamed job's
+    new key. Its "already started" is that record's run, taken over as it is (docs/daemon.md, "Pruning")."""
+    held: dict[tuple[str, str, str], set[str]] = {}
+    for key, record in records.items():
+        if (name := transitions.volc_task_held(record)) is not None:
+            held.setdefault(name, set()).add(key)
+    return {
+        index
+        for index, change in actionable
+        if change.action is not Action.DELETE
+        and (task := desired.get(change.key)) is not None
+        and (name := transitions.volc_task_name(task.family, task.request)) is not None
+        and held.get(name, set()) - {change.key}
     }
 
 

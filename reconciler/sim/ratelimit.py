@@ -34,23 +34,29 @@ class Throttle:
 
 
 class SlidingWindowLimiter:
-    """Accepts a request when fewer than `limit` were accepted in the last second (sim-clock seconds)."""
+    """Accepts a request when fewer than `limit` were accepted in the last second (sim-clock seconds, or where
+    `window_at` says the window is)."""
 
     def __init__(self, max_records: int = 10_000) -> None:
         self._accepted: dict[tuple[str, str, str], deque[float]] = {}
         self.throttled: deque[Throttle] = deque(maxlen=max_records)
         self.throttled_total = 0
 
-    def try_acquire(self, vendor: str, app_id: str, api: str, limit: int | None, now: float) -> bool:
+    def try_acquire(
+        self, vendor: str, app_id: str, api: str, limit: int | None, now: float, *, window_at: float | None = None
+    ) -> bool:
+        """`now` is the simulator's time (recorded with a throttled answer); `window_at`, where the window is, when
+        it moves otherwise (Simulator._window_time)."""
         if limit is None:
             return True
+        at = now if window_at is None else window_at
         window = self._accepted.setdefault((vendor, app_id, api), deque())
-        while window and window[0] <= now - 1.0:
+        while window and window[0] <= at - 1.0:
             window.popleft()
         if len(window) >= limit:
             self.record(Throttle(now, vendor, app_id, api))
             return False
-        window.append(now)
+        window.append(at)
         return True
 
     def record(self, throttle: Throttle) -> None:

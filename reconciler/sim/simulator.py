@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
@@ -191,7 +192,18 @@ class Simulator:
         return f"sim{int(self.clock.now())}{next(self._ids):08d}"
 
     def allow(self, vendor: str, app_id: str, api: str) -> bool:
-        return self.limiter.try_acquire(vendor, app_id, api, self.config.rate_limit(vendor, api), self.clock.now())
+        limit = self.config.rate_limit(vendor, api)
+        return self.limiter.try_acquire(vendor, app_id, api, limit, self.clock.now(), window_at=self._window_time())
+
+    def _window_time(self) -> float:
+        """Where the rate limits' 1-second window is. A vendor counts requests per real second: on a fake clock
+        served over sockets (`capctl sim --fake-clock`), whose time moves only when told, the window also moves
+        with real time, or a client paced at the limit would stay throttled until the next advance. In-process
+        (tests), the fake clock alone moves it, so a test decides exactly which call is throttled."""
+        now = self.clock.now()
+        if isinstance(self.clock, FakeClock) and not self.in_process:
+            return now + time.monotonic()
+        return now
 
     async def call(
         self,

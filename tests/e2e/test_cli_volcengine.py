@@ -355,3 +355,19 @@ def test_pruning_a_renamed_job_whose_task_the_new_job_holds_already_stops_nothin
     assert tasks["SnapshotJob/old-name/r1"]["status"] == "removed"
     assert tasks["SnapshotJob/new-name/r1"]["status"] == "running"
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
+
+
+def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir) -> None:
+    """`state rm` forgets a running task; the job's interval then changes. The apply's StartSnapshot was answered
+    "already started" and recorded as a run of the new settings while the vendor kept the old interval, and
+    every later plan said "No changes" (found by tests/e2e/test_model_plan_apply.py)."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=5))
+    work.apply()
+    work.capctl("state", "rm", LOBBY)
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
+    work.apply()
+    [task] = running(work)
+    assert task["interval"] == 10
+    assert len(work.sim.requests("StopSnapshot")) == 1
+    assert state(work)[LOBBY]["status"] == "running"
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0

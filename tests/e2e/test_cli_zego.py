@@ -294,3 +294,14 @@ def test_every_zego_storage_type_records(work: Workdir) -> None:
     assert current[6]["TencentyunVodParams"]["SubAppId"] == 7  # seed 003's tencentyun_vod_params, in PascalCase
     legacy = {r["body"]["storage_params"]["storage_provider"] for r in work.sim.requests("start")}
     assert sorted(legacy) == list(range(1, 8))
+
+
+def test_a_fake_clock_simulator_does_not_throttle_a_client_paced_at_the_limit(work: Workdir) -> None:
+    """`capctl sim --fake-clock` counted DescribeRecordStatus (10/s) per second of its frozen clock: after ten
+    status queries without an `advance`, every further one was throttled, and a plan retried each for minutes
+    (found by tests/e2e/test_model_plan_apply.py). A vendor counts per real second: capctl's pacing suffices."""
+    work.write("jobs.yaml", recording_job("rec", [f"class-{i}" for i in range(8)]))
+    work.apply()
+    for _ in range(2):  # 16 status queries in well under two seconds of the frozen clock
+        work.capctl("plan", "--detailed-exitcode")
+    assert work.sim.get("/throttled")["notForced"] == 0
