@@ -59,6 +59,7 @@ class Daemon(DaemonParts):
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.rooms.book.load()
+        self.reconciler.recall_rooms(self.rooms.book.activity())
         self.specs.take(specs)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
@@ -239,6 +240,7 @@ class Daemon(DaemonParts):
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()
+        self.reconciler.recall_rooms(self.rooms.book.activity())
         self.reconciler.observe_first()
         self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
