@@ -59,7 +59,6 @@ class Daemon(DaemonParts):
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.rooms.book.load()
-        self.reconciler.recall_rooms(self.rooms.book.activity())
         self.specs.take(specs)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
@@ -152,6 +151,8 @@ class Daemon(DaemonParts):
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         recorded = self.records.keys()
         keys = changed_keys(before, spec, recorded)
+        # Keys back in the set missed their room's callbacks meanwhile; the room book heard them.
+        self.reconciler.recall_rooms(self.rooms.book.activity())
         # A prune no longer held back goes now, not at the next resync: its keys are in neither set.
         released = self.pruning.check(spec, self.records.values())
         self.queue.add_all(sorted(keys | released))

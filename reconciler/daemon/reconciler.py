@@ -133,14 +133,16 @@ class Reconciler:
                 self._update(record.key, runtime.observe_first)
 
     def recall_rooms(self, reports: Iterable[RoomActivity]) -> None:
-        """Room activity learned before a restart or a takeover (the room book, kept in the state): a record
-        whose room was last known active has that activity again, as if its callback had just been routed, so
-        a run seen ended is re-issued at once instead of backed off while people are in its room."""
+        """Room activity the key's runtime missed (the room book, kept in the state, hears every room): learned
+        before a restart or a takeover, or while the key was out of the set in force (callbacks reach only the
+        keys of the set). A record whose room was last known active has that activity, as if its callback had
+        been routed, so a run seen ended is re-issued at once instead of backed off while people are in its room."""
         active = {(r.provider, r.room): r.last_seen for r in reports if r.active}
         now = self.clock.now()
         for record in self.records.values():
             at = active.get((record.provider, record.target))
-            if at is not None and self.runtimes.get(record.key).room_activity is None:
+            known = self.runtimes.get(record.key).room_activity
+            if at is not None and (known is None or known < min(at, now)):
                 self._update(record.key, runtime.room_active, min(at, now))
 
     def recount(self) -> None:

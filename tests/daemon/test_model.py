@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.controller import PRUNE_GRACE
-from reconciler.model import RestartPolicy, TaskRecord, TaskStatus
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec.models import RoomSelector
 from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.spec.selectors import covers
@@ -115,7 +115,8 @@ class DaemonMachine(RuleBasedStateMachine):
         self.clock = FakeClock(start=1_750_000_000.0)
         self.h = Harness(self.dir, self.clock)
         self.world = World()
-        self.max_prune = 100.0
+        self.options: dict[str, Any] = {}
+        self.grace = PRUNE_GRACE
         self.stops_seen = 0
 
     def run(self, coro: Any) -> Any:
@@ -175,6 +176,9 @@ class DaemonMachine(RuleBasedStateMachine):
             self.world.removed_at.setdefault(key, now)
         for key in after:
             self.world.removed_at.pop(key, None)
+        if self.world.in_force is not None:  # a restarted daemon counts the grace from its first valid set
+            for key in self.records().keys() - after:
+                self.world.removed_at.setdefault(key, now)
 
     def desired(self) -> dict[str, Job]:
         """Task key -> its job, for every task of the set in force (selector jobs: every covered room)."""
@@ -186,10 +190,13 @@ class DaemonMachine(RuleBasedStateMachine):
 
     @initialize(
         jobs=st.lists(st.sampled_from(["snap", "pinned", "rec", "sel"]), min_size=1, max_size=3, unique=True),
-        max_prune=st.sampled_from([100.0, 50.0]),
+        max_prune=st.sampled_from([100.0, 50.0, 0.0]),
+        grace=st.sampled_from([PRUNE_GRACE, 0.0]),
+        prune=st.booleans(),
     )
-    def start(self, jobs: list[str], max_prune: float) -> None:
-        self.max_prune = max_prune
+    def start(self, jobs: list[str], max_prune: float, grace: float = PRUNE_GRACE, prune: bool = True) -> None:
+        self.options = {"max_prune": max_prune, "prune_grace": grace, "prune": prune}
+        self.grace = grace
         rooms = iter(NAMED_ROOMS)
         for i, kind in enumerate(jobs):
             name = f"j{i}"
@@ -201,7 +208,7 @@ class DaemonMachine(RuleBasedStateMachine):
                 job = Job("sel", name, pattern="c-*", file="extra.yaml")
             self.world.jobs[name] = job
         self.write()
-        self.run(self.h.start(max_prune=max_prune))
+        self.run(self.h.start(**self.options))
         self.put_in_force(self.written())
         self.step(1.0)
 
@@ -290,7 +297,8 @@ class DaemonMachine(RuleBasedStateMachine):
         leaving = user in users
         users ^= {user}
         self.sim_control("POST", "/unpublish" if leaving else "/publish", {"vendor": vendor, "roomId": room, **who})
-        if not leaving and len(users) == 1 and self.world.callbacks:
+        # Without a set in force (started on a broken one) the daemon cannot verify a callback: refused (401).
+        if not leaving and len(users) == 1 and self.world.callbacks and self.world.in_force is not None:
             self.world.announced[room] = self.clock.now()
         elif not users:
             self.world.announced.pop(room, None)
@@ -323,17 +331,19 @@ class DaemonMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.step(seconds, image_every=5.0 if seconds < 300 else 30.0)
 
-    @rule()
-    def restart(self) -> None:
+    @rule(down=st.sampled_from([0.0, 0.0, 40.0]))
+    def restart(self, down: float = 0.0) -> None:
         held = self.records()
         self.run(self.h.stop())
+        self.run(self.h.advance(down))  # callbacks meanwhile are answered 503: retried, then lost
         reader = SQLiteStateStore(self.h.state_path)
         try:  # the daemon's view was the state's: nothing only in memory is lost with the process
             assert reader.load().records == held
         finally:
             reader.close()
         self.write()
-        self.run(self.h.start(max_prune=self.max_prune))
+        self.run(self.h.start(**self.options))
+        self.world.in_force, self.world.removed_at = None, {}
         # A daemon started on a broken set acts on nothing until it is fixed.
         self.put_in_force(None if self.world.broken else self.written())
         self.step(1.0)
@@ -395,8 +405,8 @@ class DaemonMachine(RuleBasedStateMachine):
             holders = self.holders(task)
             assert holders, f"running vendor task held by no record: {task}"
             # Removed ones are stopped once their grace has passed, unless held back for a human.
-            if self.h.daemon is not None and self.world.in_force is not None and not self.pruning_blocked():
-                overdue = [k for k in holders if now - self.world.removed_at.get(k, now) > PRUNE_GRACE + SLACK]
+            if self.options["prune"] and self.world.in_force is not None and not self.pruning_blocked():
+                overdue = [k for k in holders if now - self.world.removed_at.get(k, now) > self.grace + SLACK]
                 assert len(overdue) < len(holders), f"{task} still runs for {overdue}, removed from the specs"
         if self.world.in_force is None:
             return
@@ -422,9 +432,8 @@ class DaemonMachine(RuleBasedStateMachine):
                 if ident not in running:
                     assert end is not None, f"{key} is recorded running a task the vendor never had"
                     assert now - end["endTime"] <= UNSEEN, f"{key}'s run ended at {end['endTime']}, unseen since"
-            elif record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and record.restart_policy is (
-                RestartPolicy.ALWAYS
-            ):
+            elif record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and (job.kind != "sel" or announced):
+                # (A selector job's room gone quiet is left to end, never re-issued: restartPolicy Never.)
                 assert record.next_attempt_at is not None, f"{key} waits for nothing: {record}"
                 assert record.next_attempt_at >= now - SLACK, f"{key}'s slot at {record.next_attempt_at} passed"
             # A room with a stream, announced by a callback, is captured within seconds.
@@ -449,14 +458,15 @@ class DaemonMachine(RuleBasedStateMachine):
         for other, record in self.records().items():
             held = volc_task_held(record)
             if other != key and held is not None and held[1:] == (room, task_id) and other not in self.desired():
-                if self.pruning_blocked() or now - self.world.removed_at.get(other, now) <= PRUNE_GRACE + SLACK:
+                late = now - self.world.removed_at.get(other, now) > self.grace + SLACK
+                if self.pruning_blocked() or not self.options["prune"] or not late:
                     return True
         return False
 
 
 DaemonMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("MODEL_EXAMPLES", "20")),
-    stateful_step_count=12,
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "12")),
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDaemonModel = DaemonMachine.TestCase
@@ -484,4 +494,28 @@ def test_a_restart_remembers_that_a_room_is_active() -> None:
         ("restart", {}),
         ("advance", {"seconds": 5.0}),
         ("advance", {"seconds": 5.0}),
+    )
+
+
+def test_a_room_joined_while_its_job_was_out_of_the_specs_is_known_active_when_it_comes_back() -> None:
+    """The join reached no key (its job's file was deleted, prune off); the job came back and its run, idled out
+    meanwhile, went dormant for an hour in a room with a user. The room book had heard the join."""
+    replay(
+        ("start", {"jobs": ["snap", "sel", "rec"], "max_prune": 100.0, "grace": 0.0, "prune": False}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("advance", {"seconds": 65.0}),
+        ("join_or_leave", {"room": "r1", "user": "u2"}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("advance", {"seconds": 35.0}),
+    )
+
+
+def test_a_prune_no_longer_held_back_goes_at_once() -> None:
+    """Both jobs' file deleted (100 % > --max-prune 50: held back), then restored without j0 (50 %: released):
+    j0's prune waited for the next resync, though --prune-grace 0 prunes at once."""
+    replay(
+        ("start", {"jobs": ["snap", "pinned"], "max_prune": 50.0, "grace": 0.0, "prune": True}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("remove_job", {"index": 0}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
     )
