@@ -26,21 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.daemon.policy import REISSUE_BACKOFF_CAP
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec.models import RoomSelector
-from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.spec.selectors import covers
+from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.transitions import volc_task_held
-from tests.daemon.conftest import Harness
+from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, selector_job, snapshot_job
-from tests.daemon.conftest import SIM
 
 RESYNC = 30.0
 NAMED_ROOMS = ("r1", "r2", "r3")
@@ -66,17 +65,18 @@ class Job:
     idle: int = 20
     task_id: str | None = None  # a pinned Volcengine taskId, kept through renames
     max_duration: int = 300
+    interval: int = 5  # updated in place (UpdateSnapshot), never a replace
     file: str = "jobs.yaml"
 
     def doc(self) -> str:
         if self.kind == "snap":
-            text = snapshot_job(self.name, list(self.rooms), idle=self.idle)
+            text = snapshot_job(self.name, list(self.rooms), idle=self.idle, interval=self.interval)
             return text.replace("spec:\n", f"spec:\n  taskId: {self.task_id}\n") if self.task_id else text
         if self.kind == "rec":
             return recording_job(self.name, list(self.rooms), idle=self.idle, max_duration=self.max_duration)
         return selector_job(self.name, self.pattern)
 
-    def keys(self) -> dict[str, str]:
+    def tasks(self) -> dict[str, str]:
         """Task key -> room, for the rooms this job names or its pattern covers (active or not)."""
         if self.kind == "sel":
             return {f"SnapshotJob/{self.name}/{r}": r for r in SELECTOR_ROOMS if covers_room(self.pattern, r)}
@@ -103,6 +103,7 @@ class World:
     announced: dict[str, float] = field(default_factory=dict)  # room -> when its activity was announced
     callbacks: bool = True
     stopped_behind: dict[str, float] = field(default_factory=dict)  # key -> last out-of-band stop
+    trouble_until: float = float("-inf")  # the vendor failing, then the failed keys' backoff (up to 5 min)
 
 
 class DaemonMachine(RuleBasedStateMachine):
@@ -117,7 +118,6 @@ class DaemonMachine(RuleBasedStateMachine):
         self.world = World()
         self.options: dict[str, Any] = {}
         self.grace = PRUNE_GRACE
-        self.stops_seen = 0
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -157,7 +157,6 @@ class DaemonMachine(RuleBasedStateMachine):
         """Write the files and have the daemon read them (its watcher is off in tests), as the model expects."""
         self.write()
         assert self.h.daemon is not None
-        before = self.desired()
         valid = self.run(self.h.daemon.reload_async())
         assert valid == (not self.world.broken), "reload() said the wrong thing about the set's validity"
         if valid:
@@ -169,7 +168,7 @@ class DaemonMachine(RuleBasedStateMachine):
         now = self.clock.now()
         after = set(self.desired())
         for key, job in self.desired().items():  # its last job in force, removed since or not
-            if self.world.last_job.get(key, job).doc() != job.doc():
+            if replace(self.world.last_job.get(key, job), interval=5).doc() != replace(job, interval=5).doc():
                 self.world.changed.add(key)  # may be replaced: stopped and started anew
             self.world.last_job[key] = job
         for key in before - after:
@@ -184,7 +183,7 @@ class DaemonMachine(RuleBasedStateMachine):
         """Task key -> its job, for every task of the set in force (selector jobs: every covered room)."""
         if self.world.in_force is None:
             return {}
-        return {key: job for job in self.world.in_force.values() for key in job.keys()}
+        return {key: job for job in self.world.in_force.values() for key in job.tasks()}
 
     # --- steps ---------------------------------------------------------------------------------------------
 
@@ -195,7 +194,7 @@ class DaemonMachine(RuleBasedStateMachine):
         prune=st.booleans(),
     )
     def start(self, jobs: list[str], max_prune: float, grace: float = PRUNE_GRACE, prune: bool = True) -> None:
-        self.options = {"max_prune": max_prune, "prune_grace": grace, "prune": prune}
+        self.options = {"resync": RESYNC, "max_prune": max_prune, "prune_grace": grace, "prune": prune}
         self.grace = grace
         rooms = iter(NAMED_ROOMS)
         for i, kind in enumerate(jobs):
@@ -243,7 +242,7 @@ class DaemonMachine(RuleBasedStateMachine):
         self.step(1.0)
 
     @precondition(lambda self: bool(self.world.jobs))
-    @rule(index=st.integers(0, 9), what=st.sampled_from(["idle", "room", "pattern", "max"]))
+    @rule(index=st.integers(0, 9), what=st.sampled_from(["idle", "room", "pattern", "max", "interval"]))
     def change_job(self, index: int, what: str) -> None:
         name = sorted(self.world.jobs)[index % len(self.world.jobs)]
         job = self.world.jobs[name]
@@ -255,6 +254,8 @@ class DaemonMachine(RuleBasedStateMachine):
             taken = {r for j in self.world.jobs.values() for r in j.rooms}
             free = [r for r in pool if r not in taken]
             job = replace(job, rooms=tuple(sorted(job.rooms + tuple(free[:1])))) if free else job
+        elif what == "interval" and job.kind == "snap":
+            job = replace(job, interval=10 if job.interval == 5 else 5)
         elif what == "max" and job.kind == "rec":
             job = replace(job, max_duration=600 if job.max_duration == 300 else 300)
         else:
@@ -327,18 +328,32 @@ class DaemonMachine(RuleBasedStateMachine):
             self.world.announced.clear()
         self.step(1.0)
 
+    @rule(trouble=st.sampled_from(["errors", "lost answers", "none"]))
+    def vendor_trouble(self, trouble: str) -> None:
+        """Every vendor call fails (HTTP 500), or takes effect but its answer is lost; or the vendor recovers."""
+        if trouble == "none":
+            self.sim_control("DELETE", "/faults")
+            if self.world.trouble_until == float("inf"):
+                self.world.trouble_until = self.clock.now() + REISSUE_BACKOFF_CAP + UNSEEN
+        else:
+            rates = {"errorRate": 1.0} if trouble == "errors" else {"timeoutRate": 1.0, "phase": "after"}
+            self.sim_control("PUT", "/faults", rates)
+            self.world.trouble_until = float("inf")
+        self.step(1.0)
+
     @rule(seconds=st.sampled_from([5.0, 25.0, PRUNE_GRACE + 5, 65.0, 310.0, 3_700.0]))
     def advance(self, seconds: float) -> None:
         self.step(seconds, image_every=5.0 if seconds < 300 else 30.0)
 
     @rule(down=st.sampled_from([0.0, 0.0, 40.0]))
     def restart(self, down: float = 0.0) -> None:
-        held = self.records()
-        self.run(self.h.stop())
+        assert self.h.daemon is not None
+        cache = self.h.daemon.records
+        self.run(self.h.stop())  # (in-flight work finishes meanwhile)
         self.run(self.h.advance(down))  # callbacks meanwhile are answered 503: retried, then lost
         reader = SQLiteStateStore(self.h.state_path)
-        try:  # the daemon's view was the state's: nothing only in memory is lost with the process
-            assert reader.load().records == held
+        try:  # the daemon's last view was the state's: nothing only in memory is lost with the process
+            assert reader.load().records == {r.key: r for r in cache.values()}
         finally:
             reader.close()
         self.write()
@@ -374,7 +389,9 @@ class DaemonMachine(RuleBasedStateMachine):
                 held = volc_task_held(record)
                 if held is not None and held[1:] == (task["roomId"], task["taskId"]):
                     found.append(key)
-            elif record.vendor_task_id == task["taskId"]:
+            elif task["taskId"] == record.vendor_task_id or (
+                record.client_task_id is not None and task["clientTaskId"] == record.client_task_id
+            ):  # (a start whose answer was lost is held by its intent, its ClientTaskId, until it is resolved)
                 found.append(key)
         return found
 
@@ -400,24 +417,26 @@ class DaemonMachine(RuleBasedStateMachine):
             if ident in before and task["state"] == "ended" and by_capctl:
                 live = [k for k in before[ident] if k in desired and k not in self.world.changed]
                 assert not live, f"capctl stopped {ident}, the task of {live}, keys of the set in force"
+        calm = now >= self.world.trouble_until  # else failed calls are retried with backoff: no deadline holds
         # No leak: every running vendor task is held by a live record.
         for task in (t for t in every if t["state"] == "running"):
             holders = self.holders(task)
             assert holders, f"running vendor task held by no record: {task}"
             # Removed ones are stopped once their grace has passed, unless held back for a human.
-            if self.options["prune"] and self.world.in_force is not None and not self.pruning_blocked():
+            if self.options["prune"] and self.world.in_force is not None and not self.pruning_blocked() and calm:
                 overdue = [k for k in holders if now - self.world.removed_at.get(k, now) > self.grace + SLACK]
                 assert len(overdue) < len(holders), f"{task} still runs for {overdue}, removed from the specs"
-        if self.world.in_force is None:
+        if self.world.in_force is None or not calm:
             return
         running = {(t["roomId"], t["taskId"]): t for t in every if t["state"] == "running"}
         ended = {(t["roomId"], t["taskId"]): t for t in every if t["state"] == "ended"}
         for key, job in desired.items():
-            room = job.keys()[key]
+            room = key.rsplit("/", 1)[1]
             active = bool(self.world.users.get(room))
             since = self.world.announced.get(room)
             announced = active and since is not None and now - since > 5.0 and self.world.callbacks
-            if job.kind == "sel" and key not in records and not announced:
+            gone = key not in records or records[key].status is TaskStatus.REMOVED
+            if job.kind == "sel" and gone and not announced:
                 continue  # a room the selector job has not heard of (or inactive): nothing to start
             record = records.get(key)
             if record is None:
@@ -427,9 +446,9 @@ class DaemonMachine(RuleBasedStateMachine):
             assert record.status is not TaskStatus.PENDING or record.last_error, f"half-written {record}"
             assert record.status is not TaskStatus.REMOVED, f"{key} is declared but its record is a tombstone"
             if record.status is TaskStatus.RUNNING:
-                ident = (room, record.vendor_task_id or "")
-                end = ended.get(ident)
-                if ident not in running:
+                run = (room, record.vendor_task_id or "")
+                end = ended.get(run)
+                if run not in running:
                     assert end is not None, f"{key} is recorded running a task the vendor never had"
                     assert now - end["endTime"] <= UNSEEN, f"{key}'s run ended at {end['endTime']}, unseen since"
             elif record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and (job.kind != "sel" or announced):
@@ -437,8 +456,7 @@ class DaemonMachine(RuleBasedStateMachine):
                 assert record.next_attempt_at is not None, f"{key} waits for nothing: {record}"
                 assert record.next_attempt_at >= now - SLACK, f"{key}'s slot at {record.next_attempt_at} passed"
             # A room with a stream, announced by a callback, is captured within seconds.
-            calm = self.world.stopped_behind.get(key, float("-inf")) < now - UNSEEN
-            if announced and calm:
+            if announced and self.world.stopped_behind.get(key, float("-inf")) < now - UNSEEN:
                 assert record.status is TaskStatus.RUNNING and (room, record.vendor_task_id) in running, (
                     f"{key}: room {room} active since {since}, announced, yet {record.status.value}"
                 )
@@ -452,7 +470,7 @@ class DaemonMachine(RuleBasedStateMachine):
         """The key's Volcengine task is still held by a key removed from the specs, not yet pruned."""
         if job.kind != "snap":
             return False
-        room = job.keys()[key]
+        room = key.rsplit("/", 1)[1]
         task_id = job.task_id or job.name
         now = self.clock.now()
         for other, record in self.records().items():
@@ -465,12 +483,11 @@ class DaemonMachine(RuleBasedStateMachine):
 
 
 DaemonMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "20")),
-    stateful_step_count=int(os.environ.get("MODEL_STEPS", "12")),
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "40")),
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "20")),
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDaemonModel = DaemonMachine.TestCase
-TestDaemonModel = pytest.mark.filterwarnings("ignore::DeprecationWarning")(TestDaemonModel)
 
 
 def replay(*steps: tuple[str, dict[str, Any]]) -> None:
