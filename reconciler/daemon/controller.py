@@ -155,8 +155,11 @@ class Daemon(DaemonParts):
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         recorded = self.records.keys()
         keys = changed_keys(before, spec, recorded)
-        self.pruning.check(spec, self.records.values())
-        self.queue.add_all(sorted(keys))
+        # Keys back in the set missed their room's callbacks meanwhile; the room book heard them.
+        self.reconciler.recall_rooms(self.rooms.book.activity())
+        # A prune no longer held back goes now, not at the next resync: its keys are in neither set.
+        released = self.pruning.check(spec, self.records.values())
+        self.queue.add_all(sorted(keys | released))
         if old is not None and provider_settings(old) != provider_settings(spec):
             # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,
             # not at the end of its backoff (up to 5 minutes), though no task of the set changed.
@@ -243,6 +246,7 @@ class Daemon(DaemonParts):
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()
+        self.reconciler.recall_rooms(self.rooms.book.activity())
         self.reconciler.observe_first()
         self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile

@@ -45,8 +45,9 @@ class PruneGuard:
         self._pending: set[str] = set()  # removed, within the grace period
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
 
-    def check(self, spec: SpecSet, records: list[TaskRecord]) -> None:
-        """Decided per spec change, over every task then missing from the specs."""
+    def check(self, spec: SpecSet, records: list[TaskRecord]) -> set[str]:
+        """Decided per spec change, over every task then missing from the specs. Returns the keys held back
+        until now and still missing: their prune may go (after what is left of their grace)."""
         self._unstoppable &= {r.key for r in records} - set(spec.tasks)
         live = [r for r in records if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
@@ -63,8 +64,10 @@ class PruneGuard:
             )
         elif self._blocked and not blocked:
             log.info("prune no longer blocked", tasks=len(missing))
+        released = (self._blocked - blocked) & missing
         self._blocked = blocked
         self._export()
+        return released
 
     def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
         """Remember since when each task has been missing; say once which tasks will be pruned after the

@@ -38,6 +38,7 @@ from reconciler.model import (
     Observed,
     ObservedState,
     RestartPolicy,
+    RoomActivity,
     TaskRecord,
     TaskStatus,
 )
@@ -130,6 +131,19 @@ class Reconciler:
         for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
             if needs_observation(record):
                 self._update(record.key, runtime.observe_first)
+
+    def recall_rooms(self, reports: Iterable[RoomActivity]) -> None:
+        """Room activity the key's runtime missed (the room book, kept in the state, hears every room): learned
+        before a restart or a takeover, or while the key was out of the set in force (callbacks reach only the
+        keys of the set). A record whose room was last known active has that activity, as if its callback had
+        been routed, so a run seen ended is re-issued at once instead of backed off while people are in its room."""
+        active = {(r.provider, r.room): r.last_seen for r in reports if r.active}
+        now = self.clock.now()
+        for record in self.records.values():
+            at = active.get((record.provider, record.target))
+            known = self.runtimes.get(record.key).room_activity
+            if at is not None and (known is None or known < min(at, now)):
+                self._update(record.key, runtime.room_active, min(at, now))
 
     def recount(self) -> None:
         """The records were read again (lease regained): recount the budgets' running tasks on next use."""

@@ -1,0 +1,539 @@
+"""A model-based test of the daemon against the simulator: hypothesis drives random sequences of spec edits
+(jobs added, removed, changed, renamed with their `taskId` kept, a selector's pattern changed, a file deleted
+and restored, a broken file), room traffic, vendor-side ends, callbacks on and off, clock jumps and restarts,
+and after each step checks what docs/daemon.md promises against the simulator's own view (its control API)
+and the state:
+
+- no leak: every running vendor task is held by a record of the state that is not a tombstone;
+- no lost task: every declared task has a record, and a record waiting to be re-issued has its slot ahead;
+- removed ones are stopped once their grace has passed (unless the prune is held back for a human);
+- no stop hits a task a key of the specs holds (a key whose spec changed may be replaced);
+- a running record's run is running at the vendor, or ended within one sweep period;
+- a room with a stream, announced by a callback, is captured within seconds.
+
+Example tests pin what each feature does; this one looks for what their combinations miss. Every sequence
+it shrank to a failure is kept below as a plain regression test, so CI replays it whatever hypothesis draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from reconciler.clock import FakeClock
+from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.daemon.policy import REISSUE_BACKOFF_CAP
+from reconciler.model import TaskRecord, TaskStatus
+from reconciler.spec.models import RoomSelector
+from reconciler.spec.selectors import covers
+from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.transitions import volc_task_held
+from tests.daemon.conftest import SIM, Harness
+from tests.specdocs import STORAGE, providers, recording_job, selector_job, snapshot_job
+
+RESYNC = 30.0
+NAMED_ROOMS = ("r1", "r2", "r3")
+SELECTOR_ROOMS = ("c-1", "c-2")
+ZEGO_ROOMS = ("z1", "z2")
+PATTERNS = ("c-*", "c-1", "*-2")
+USERS = ("u1", "u2")
+FILES = ("jobs.yaml", "extra.yaml")
+# Seconds a worker may take past a due time in these checks (the fake clock jumps in steps of its own).
+SLACK = 2.0
+# The longest a stop goes unseen: one sweep period (--resync + 10 % jitter) after the last look, plus slack.
+UNSEEN = RESYNC * 1.1 + SLACK
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job document of the model's spec set."""
+
+    kind: str  # "snap" (Volcengine, named rooms), "rec" (ZEGO recording), "sel" (Volcengine room selector)
+    name: str
+    rooms: tuple[str, ...] = ()
+    pattern: str = ""
+    idle: int = 20
+    task_id: str | None = None  # a pinned Volcengine taskId, kept through renames
+    max_duration: int = 300
+    interval: int = 5  # updated in place (UpdateSnapshot) while it runs
+    file: str = "jobs.yaml"
+
+    def doc(self) -> str:
+        if self.kind == "snap":
+            text = snapshot_job(self.name, list(self.rooms), idle=self.idle, interval=self.interval)
+            return text.replace("spec:\n", f"spec:\n  taskId: {self.task_id}\n") if self.task_id else text
+        if self.kind == "rec":
+            return recording_job(self.name, list(self.rooms), idle=self.idle, max_duration=self.max_duration)
+        return selector_job(self.name, self.pattern)
+
+    def tasks(self) -> dict[str, str]:
+        """Task key -> room, for the rooms this job names or its pattern covers (active or not)."""
+        if self.kind == "sel":
+            return {f"SnapshotJob/{self.name}/{r}": r for r in SELECTOR_ROOMS if covers_room(self.pattern, r)}
+        kind = "SnapshotJob" if self.kind == "snap" else "RecordingJob"
+        return {f"{kind}/{self.name}/{r}": r for r in self.rooms}
+
+
+def covers_room(pattern: str, room: str) -> bool:
+    return covers(RoomSelector(match=[pattern]), room)
+
+
+@dataclass
+class World:
+    """What the model knows, on the simulator's clock."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)  # the files as written
+    broken: bool = False
+    deleted: set[str] = field(default_factory=set)  # files deleted (their jobs kept here to restore)
+    in_force: dict[str, Job] | None = None  # the set the daemon acts on: the last valid one it loaded
+    removed_at: dict[str, float] = field(default_factory=dict)  # key -> when it left the set in force
+    changed: set[str] = field(default_factory=set)  # keys whose spec changed in the current step
+    last_job: dict[str, Job] = field(default_factory=dict)  # key -> its job when last in force
+    users: dict[str, set[str]] = field(default_factory=dict)  # room -> users (Volcengine) / streams (ZEGO)
+    announced: dict[str, float] = field(default_factory=dict)  # room -> when its activity was announced
+    callbacks: bool = True
+    stopped_behind: dict[str, float] = field(default_factory=dict)  # key -> last out-of-band stop
+    trouble_until: float = float("-inf")  # the vendor failing, then the failed keys' backoff (up to 5 min)
+
+
+class DaemonMachine(RuleBasedStateMachine):
+    """One daemon (and its restarts) on one simulator and one SQLite state, per example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dir = Path(tempfile.mkdtemp(prefix="capctl-model-"))
+        self.clock = FakeClock(start=1_750_000_000.0)
+        self.h = Harness(self.dir, self.clock)
+        self.world = World()
+        self.options: dict[str, Any] = {}
+        self.grace = PRUNE_GRACE
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            if self.h.daemon is not None:
+                self.run(self.h.stop())
+            self.run(self.h.sim.callbacks.aclose())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- the spec files ------------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        specs = self.h.specs
+        specs.mkdir(parents=True, exist_ok=True)
+        (specs / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
+        for name in FILES:
+            path = specs / name
+            docs = [j.doc() for j in self.world.jobs.values() if j.file == name]
+            if name in self.world.deleted:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text("---\n".join(docs))
+        broken = specs / "broken.yaml"
+        if self.world.broken:
+            broken.write_text("apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [\n")
+        else:
+            broken.unlink(missing_ok=True)
+
+    def written(self) -> dict[str, Job]:
+        return {n: j for n, j in self.world.jobs.items() if j.file not in self.world.deleted}
+
+    def reload(self) -> None:
+        """Write the files and have the daemon read them (its watcher is off in tests), as the model expects."""
+        self.write()
+        assert self.h.daemon is not None
+        valid = self.run(self.h.daemon.reload_async())
+        assert valid == (not self.world.broken), "reload() said the wrong thing about the set's validity"
+        if valid:
+            self.put_in_force(self.written())
+
+    def put_in_force(self, jobs: dict[str, Job] | None) -> None:
+        before = set(self.desired())
+        self.world.in_force = dict(jobs) if jobs is not None else None
+        now = self.clock.now()
+        after = set(self.desired())
+        for key, job in self.desired().items():  # its last job in force, removed since or not
+            # May be replaced (stopped and started anew): an interval change too, when its start's answer was lost.
+            if self.world.last_job.get(key, job).doc() != job.doc():
+                self.world.changed.add(key)
+            self.world.last_job[key] = job
+        for key in before - after:
+            self.world.removed_at.setdefault(key, now)
+        for key in after:
+            self.world.removed_at.pop(key, None)
+        if self.world.in_force is not None:  # a restarted daemon counts the grace from its first valid set
+            for key in self.records().keys() - after:
+                self.world.removed_at.setdefault(key, now)
+
+    def desired(self) -> dict[str, Job]:
+        """Task key -> its job, for every task of the set in force (selector jobs: every covered room)."""
+        if self.world.in_force is None:
+            return {}
+        return {key: job for job in self.world.in_force.values() for key in job.tasks()}
+
+    # --- steps ---------------------------------------------------------------------------------------------
+
+    @initialize(
+        jobs=st.lists(st.sampled_from(["snap", "pinned", "rec", "sel"]), min_size=1, max_size=3, unique=True),
+        max_prune=st.sampled_from([100.0, 50.0, 0.0]),
+        grace=st.sampled_from([PRUNE_GRACE, 0.0]),
+        prune=st.booleans(),
+    )
+    def start(self, jobs: list[str], max_prune: float, grace: float = PRUNE_GRACE, prune: bool = True) -> None:
+        self.options = {"resync": RESYNC, "max_prune": max_prune, "prune_grace": grace, "prune": prune}
+        self.grace = grace
+        rooms = iter(NAMED_ROOMS)
+        for i, kind in enumerate(jobs):
+            name = f"j{i}"
+            if kind in ("snap", "pinned"):
+                job = Job("snap", name, rooms=(next(rooms),), task_id=f"t{i}" if kind == "pinned" else None)
+            elif kind == "rec":
+                job = Job("rec", name, rooms=ZEGO_ROOMS[:1], idle=30)
+            else:
+                job = Job("sel", name, pattern="c-*", file="extra.yaml")
+            self.world.jobs[name] = job
+        self.write()
+        self.run(self.h.start(**self.options))
+        self.put_in_force(self.written())
+        self.step(1.0)
+
+    @rule(kind=st.sampled_from(["snap", "pinned", "rec", "sel"]), file=st.sampled_from(FILES))
+    def add_job(self, kind: str, file: str) -> None:
+        name = f"j{len(self.world.jobs) + len(self.world.removed_at)}x{int(self.clock.now()) % 1000}"
+        taken = {r for j in self.world.jobs.values() for r in j.rooms}
+        if kind in ("snap", "pinned"):
+            free = [r for r in NAMED_ROOMS if r not in taken]
+            if not free:
+                return
+            job = Job("snap", name, rooms=(free[0],), task_id=f"t-{name}" if kind == "pinned" else None, file=file)
+        elif kind == "rec":
+            free = [r for r in ZEGO_ROOMS if r not in taken]
+            if not free:
+                return
+            job = Job("rec", name, rooms=(free[0],), idle=30, file=file)
+        else:
+            if any(j.kind == "sel" for j in self.world.jobs.values()):
+                return
+            job = Job("sel", name, pattern="c-*", file=file)
+        self.world.jobs[name] = job
+        self.reload()
+        self.step(1.0)
+
+    @precondition(lambda self: bool(self.world.jobs))
+    @rule(index=st.integers(0, 9))
+    def remove_job(self, index: int) -> None:
+        name = sorted(self.world.jobs)[index % len(self.world.jobs)]
+        del self.world.jobs[name]
+        self.reload()
+        self.step(1.0)
+
+    @precondition(lambda self: bool(self.world.jobs))
+    @rule(index=st.integers(0, 9), what=st.sampled_from(["idle", "room", "pattern", "max", "interval"]))
+    def change_job(self, index: int, what: str) -> None:
+        name = sorted(self.world.jobs)[index % len(self.world.jobs)]
+        job = self.world.jobs[name]
+        if job.kind == "sel":
+            others = [p for p in PATTERNS if p != job.pattern]
+            job = replace(job, pattern=others[index % len(others)])
+        elif what == "room":
+            pool = NAMED_ROOMS if job.kind == "snap" else ZEGO_ROOMS
+            taken = {r for j in self.world.jobs.values() for r in j.rooms}
+            free = [r for r in pool if r not in taken]
+            job = replace(job, rooms=tuple(sorted(job.rooms + tuple(free[:1])))) if free else job
+        elif what == "interval" and job.kind == "snap":
+            job = replace(job, interval=10 if job.interval == 5 else 5)
+        elif what == "max" and job.kind == "rec":
+            job = replace(job, max_duration=600 if job.max_duration == 300 else 300)
+        else:
+            job = replace(job, idle=30 if job.idle == 20 else 20)
+        self.world.jobs[name] = job
+        self.reload()
+        self.step(1.0)
+
+    @precondition(lambda self: any(j.kind != "sel" for j in self.world.jobs.values()))
+    @rule(index=st.integers(0, 9))
+    def rename_job(self, index: int) -> None:
+        """A job renamed: a Volcengine one keeps its taskId (pinned, or the old name pinned now)."""
+        names = sorted(n for n, j in self.world.jobs.items() if j.kind != "sel")
+        old = names[index % len(names)]
+        job = self.world.jobs.pop(old)
+        new = f"{old}r"
+        task_id = (job.task_id or old) if job.kind == "snap" else None
+        self.world.jobs[new] = replace(job, name=new, task_id=task_id)
+        self.reload()
+        self.step(1.0)
+
+    @rule(file=st.sampled_from(FILES))
+    def delete_or_restore_file(self, file: str) -> None:
+        self.world.deleted ^= {file}
+        self.reload()
+        self.step(1.0)
+
+    @rule()
+    def break_or_fix(self) -> None:
+        self.world.broken = not self.world.broken
+        self.reload()
+        self.step(1.0)
+
+    @rule(room=st.sampled_from(NAMED_ROOMS + SELECTOR_ROOMS + ZEGO_ROOMS), user=st.sampled_from(USERS))
+    def join_or_leave(self, room: str, user: str) -> None:
+        users = self.world.users.setdefault(room, set())
+        zego = room in ZEGO_ROOMS
+        vendor = "zego" if zego else "volcengine"
+        who: dict[str, str] = {"streamId": user} if zego else {"userId": user}
+        leaving = user in users
+        users ^= {user}
+        self.sim_control("POST", "/unpublish" if leaving else "/publish", {"vendor": vendor, "roomId": room, **who})
+        # Without a set in force (started on a broken one) the daemon cannot verify a callback: refused (401).
+        if not leaving and len(users) == 1 and self.world.callbacks and self.world.in_force is not None:
+            self.world.announced[room] = self.clock.now()
+        elif not users:
+            self.world.announced.pop(room, None)
+        self.step(1.0)
+
+    @rule(index=st.integers(0, 9), reason=st.sampled_from(["UnknownStopReason", 6]))
+    def stop_behind_capctls_back(self, index: int, reason: str | int) -> None:
+        running = self.sim_control("GET", "/tasks?state=running")["tasks"]
+        if not running:
+            return
+        task = running[index % len(running)]
+        body = {"vendor": task["vendor"], "roomId": task["roomId"], "taskId": task["taskId"]}
+        body["reason"] = reason if (task["vendor"] == "zego") == isinstance(reason, int) else None
+        self.sim_control("POST", "/tasks/stop", body)
+        for key in self.holders(task):
+            self.world.stopped_behind[key] = self.clock.now()
+        self.step(1.0)
+
+    @rule()
+    def callbacks_on_or_off(self) -> None:
+        on = not self.world.callbacks
+        self.world.callbacks = on
+        self.h.sim.config.volcengine_callback_url = "http://daemon.local/callbacks/volcengine" if on else None
+        self.h.sim.config.zego_callback_url = "http://daemon.local/callbacks/zego" if on else None
+        if not on:
+            self.world.announced.clear()
+        self.step(1.0)
+
+    @rule(trouble=st.sampled_from(["errors", "lost answers", "none"]))
+    def vendor_trouble(self, trouble: str) -> None:
+        """Every vendor call fails (HTTP 500), or takes effect but its answer is lost; or the vendor recovers."""
+        if trouble == "none":
+            self.sim_control("DELETE", "/faults")
+            if self.world.trouble_until == float("inf"):
+                self.world.trouble_until = self.clock.now() + REISSUE_BACKOFF_CAP + UNSEEN
+        else:
+            rates = {"errorRate": 1.0} if trouble == "errors" else {"timeoutRate": 1.0, "phase": "after"}
+            self.sim_control("PUT", "/faults", rates)
+            self.world.trouble_until = float("inf")
+        self.step(1.0)
+
+    @rule(seconds=st.sampled_from([5.0, 25.0, PRUNE_GRACE + 5, 65.0, 310.0, 3_700.0]))
+    def advance(self, seconds: float) -> None:
+        self.step(seconds, image_every=5.0 if seconds < 300 else 30.0)
+
+    @rule(down=st.sampled_from([0.0, 0.0, 40.0]))
+    def restart(self, down: float = 0.0) -> None:
+        assert self.h.daemon is not None
+        cache = self.h.daemon.records
+        self.run(self.h.stop())  # (in-flight work finishes meanwhile)
+        self.run(self.h.advance(down))  # callbacks meanwhile are answered 503: retried, then lost
+        reader = SQLiteStateStore(self.h.state_path)
+        try:  # the daemon's last view was the state's: nothing only in memory is lost with the process
+            assert reader.load().records == {r.key: r for r in cache.values()}
+        finally:
+            reader.close()
+        self.write()
+        self.run(self.h.start(**self.options))
+        self.world.in_force, self.world.removed_at = None, {}
+        # A daemon started on a broken set acts on nothing until it is fixed.
+        self.put_in_force(None if self.world.broken else self.written())
+        self.step(1.0)
+
+    # --- looking --------------------------------------------------------------------------------------------
+
+    def sim_control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async def call() -> Any:
+            transport = httpx.ASGITransport(app=self.h.sim_app)
+            async with httpx.AsyncClient(transport=transport, base_url=SIM) as http:
+                answer = await http.request(method, f"/_sim{path}", json=body)
+                assert answer.status_code == 200, answer.text
+                return answer.json()
+
+        return self.run(call())
+
+    def records(self) -> dict[str, TaskRecord]:
+        assert self.h.daemon is not None
+        return {r.key: r for r in self.h.daemon.records.values()}
+
+    def holders(self, task: dict[str, Any]) -> list[str]:
+        """Keys whose record (not a tombstone) holds this running vendor task."""
+        found = []
+        for key, record in self.records().items():
+            if record.status is TaskStatus.REMOVED:
+                continue
+            if task["vendor"] == "volcengine":
+                held = volc_task_held(record)
+                if held is not None and held[1:] == (task["roomId"], task["taskId"]):
+                    found.append(key)
+            elif task["taskId"] == record.vendor_task_id or (
+                record.client_task_id is not None and task["clientTaskId"] == record.client_task_id
+            ):  # (a start whose answer was lost is held by its intent, its ClientTaskId, until it is resolved)
+                found.append(key)
+        return found
+
+    def step(self, seconds: float, *, image_every: float = 5.0) -> None:
+        before = {(t["vendor"], t["roomId"], t["taskId"], t["startTime"]): self.holders(t) for t in self.running()}
+        self.run(self.h.advance(seconds, image_every=image_every))
+        self.check(before)
+        self.world.changed.clear()
+
+    def running(self) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = self.sim_control("GET", "/tasks?state=running")["tasks"]
+        return tasks
+
+    def check(self, before: dict[tuple[str, str, str, float], list[str]]) -> None:
+        now = self.clock.now()
+        records = self.records()
+        desired = self.desired()
+        every = self.sim_control("GET", "/tasks")["tasks"]
+        # No stop hits a task a key of the specs holds (a key whose spec just changed may be replaced).
+        for task in every:
+            ident = (task["vendor"], task["roomId"], task["taskId"], task["startTime"])
+            by_capctl = task["stopReason"] == "StopByAPI" or (task["vendor"] == "zego" and task["status"] == 3)
+            if ident in before and task["state"] == "ended" and by_capctl:
+                live = [k for k in before[ident] if k in desired and k not in self.world.changed]
+                assert not live, f"capctl stopped {ident}, the task of {live}, keys of the set in force"
+        calm = now >= self.world.trouble_until  # else failed calls are retried with backoff: no deadline holds
+        # No leak: every running vendor task is held by a live record.
+        for task in (t for t in every if t["state"] == "running"):
+            holders = self.holders(task)
+            assert holders, f"running vendor task held by no record: {task}"
+            # Removed ones are stopped once their grace has passed, unless held back for a human.
+            if self.options["prune"] and self.world.in_force is not None and not self.pruning_blocked() and calm:
+                overdue = [k for k in holders if now - self.world.removed_at.get(k, now) > self.grace + SLACK]
+                assert len(overdue) < len(holders), f"{task} still runs for {overdue}, removed from the specs"
+        if self.world.in_force is None or not calm:
+            return
+        running = {(t["roomId"], t["taskId"]): t for t in every if t["state"] == "running"}
+        ended = {(t["roomId"], t["taskId"]): t for t in every if t["state"] == "ended"}
+        for key, job in desired.items():
+            room = key.rsplit("/", 1)[1]
+            active = bool(self.world.users.get(room))
+            since = self.world.announced.get(room)
+            announced = active and since is not None and now - since > 5.0 and self.world.callbacks
+            gone = key not in records or records[key].status is TaskStatus.REMOVED
+            if job.kind == "sel" and gone and not announced:
+                continue  # a room the selector job has not heard of (or inactive): nothing to start
+            record = records.get(key)
+            if record is None:
+                # A renamed job's key waits for the old key's prune (within the grace, or held back).
+                assert self.waits_for_rename(key, job), f"declared task {key} has no record"
+                continue
+            assert record.status is not TaskStatus.PENDING or record.last_error, f"half-written {record}"
+            assert record.status is not TaskStatus.REMOVED, f"{key} is declared but its record is a tombstone"
+            if record.status is TaskStatus.RUNNING:
+                run = (room, record.vendor_task_id or "")
+                end = ended.get(run)
+                if run not in running:
+                    assert end is not None, f"{key} is recorded running a task the vendor never had"
+                    assert now - end["endTime"] <= UNSEEN, f"{key}'s run ended at {end['endTime']}, unseen since"
+            elif record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and (job.kind != "sel" or announced):
+                # (A selector job's room gone quiet is left to end, never re-issued: restartPolicy Never.)
+                assert record.next_attempt_at is not None, f"{key} waits for nothing: {record}"
+                assert record.next_attempt_at >= now - SLACK, f"{key}'s slot at {record.next_attempt_at} passed"
+            # A room with a stream, announced by a callback, is captured within seconds.
+            if announced and self.world.stopped_behind.get(key, float("-inf")) < now - UNSEEN:
+                assert record.status is TaskStatus.RUNNING and (room, record.vendor_task_id) in running, (
+                    f"{key}: room {room} active since {since}, announced, yet {record.status.value}"
+                )
+
+    def pruning_blocked(self) -> bool:
+        assert self.h.daemon is not None
+        registry = self.h.daemon.metrics.registry
+        return bool(registry.get_sample_value("capctl_prune_blocked", {"reason": "max-prune"}))
+
+    def waits_for_rename(self, key: str, job: Job) -> bool:
+        """The key's Volcengine task is still held by a key removed from the specs, not yet pruned."""
+        if job.kind != "snap":
+            return False
+        room = key.rsplit("/", 1)[1]
+        task_id = job.task_id or job.name
+        now = self.clock.now()
+        for other, record in self.records().items():
+            held = volc_task_held(record)
+            if other != key and held is not None and held[1:] == (room, task_id) and other not in self.desired():
+                late = now - self.world.removed_at.get(other, now) > self.grace + SLACK
+                if self.pruning_blocked() or not self.options["prune"] or not late:
+                    return True
+        return False
+
+
+DaemonMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "40")),
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "20")),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDaemonModel = DaemonMachine.TestCase
+
+
+def replay(*steps: tuple[str, dict[str, Any]]) -> None:
+    """Run one shrunk sequence on a fresh machine, checking after every step as the stateful test does."""
+    machine = DaemonMachine()
+    try:
+        for name, args in steps:
+            getattr(machine, name)(**args)
+    finally:
+        machine.teardown()
+
+
+def test_a_restart_remembers_that_a_room_is_active() -> None:
+    """The user joined after the run idled out unseen; the restart forgot the join (it lived in memory only), so
+    the stopped run was backed off 120 s while the room had a user. The room book, kept in the state, says."""
+    replay(
+        ("start", {"jobs": ["snap"], "max_prune": 100.0}),
+        ("advance", {"seconds": 65.0}),
+        ("advance", {"seconds": 65.0}),
+        ("join_or_leave", {"room": "r1", "user": "u1"}),
+        ("restart", {}),
+        ("advance", {"seconds": 5.0}),
+        ("advance", {"seconds": 5.0}),
+    )
+
+
+def test_a_room_joined_while_its_job_was_out_of_the_specs_is_known_active_when_it_comes_back() -> None:
+    """The join reached no key (its job's file was deleted, prune off); the job came back and its run, idled out
+    meanwhile, went dormant for an hour in a room with a user. The room book had heard the join."""
+    replay(
+        ("start", {"jobs": ["snap", "sel", "rec"], "max_prune": 100.0, "grace": 0.0, "prune": False}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("advance", {"seconds": 65.0}),
+        ("join_or_leave", {"room": "r1", "user": "u2"}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("advance", {"seconds": 35.0}),
+    )
+
+
+def test_a_prune_no_longer_held_back_goes_at_once() -> None:
+    """Both jobs' file deleted (100 % > --max-prune 50: held back), then restored without j0 (50 %: released):
+    j0's prune waited for the next resync, though --prune-grace 0 prunes at once."""
+    replay(
+        ("start", {"jobs": ["snap", "pinned"], "max_prune": 50.0, "grace": 0.0, "prune": True}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("remove_job", {"index": 0}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+    )
