@@ -137,10 +137,10 @@ class Reconciler:
         before a restart or a takeover, or while the key was out of the set in force (callbacks reach only the
         keys of the set). A record whose room was last known active has that activity, as if its callback had
         been routed, so a run seen ended is re-issued at once instead of backed off while people are in its room."""
-        active = {(r.provider, r.room): r.last_seen for r in reports if r.active}
+        active = {(r.account, r.room): r.last_seen for r in reports if r.active}
         now = self.clock.now()
         for record in self.records.values():
-            at = active.get((record.provider, record.target))
+            at = active.get((self._account(record.provider), record.target))
             known = self.runtimes.get(record.key).room_activity
             if at is not None and (known is None or known < min(at, now)):
                 self._update(record.key, runtime.room_active, min(at, now))
