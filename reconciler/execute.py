@@ -387,6 +387,7 @@ class Executor:
     ) -> str | None:
         """Intent → start → commit. Failpoints mark the three places a crash can interrupt it."""
         provider = self._providers(task.provider, task.family)
+        resumed = transitions.unconfirmed_start(task, record)
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
         self._store.put(pending)
         failpoints.hit("start.before-call")
@@ -394,8 +395,10 @@ class Executor:
         try:
             result = await self._call(lambda: provider.start(task, pending.client_task_id, priority=prio))
         except VendorError as exc:
-            # A start the vendor answered with a refusal started nothing: no recording to find by its ClientTaskId.
-            self._store.put(self._failed(pending if exc.unanswered else pending.evolve(client_task_id=None), str(exc)))
+            # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
+            # an earlier start under that id, which may run whatever this answer says.
+            kept = pending if exc.unanswered or resumed else pending.evolve(client_task_id=None)
+            self._store.put(self._failed(kept, str(exc)))
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())

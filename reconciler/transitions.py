@@ -93,7 +93,8 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
 def start_unconfirmed(record: TaskRecord) -> bool:
     """Its last start got no answer that named a vendor task: a crash or a Ctrl-C during the call (PENDING),
     or every try failed (FAILED), among them answers lost after the vendor acted. It may be running. A ZEGO
-    start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it."""
+    start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it (a refused resume
+    of an earlier start keeps it: that start may run)."""
     return (
         record.vendor_task_id is None
         and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)

@@ -178,3 +178,17 @@ def test_a_start_the_vendor_refused_is_not_looked_for_when_its_spec_changes(work
     assert "never confirmed" not in work.apply().stdout
     [task] = work.sim.tasks("zego")
     assert task["maxIdleTime"] == 40 and task["state"] == "running"
+
+
+def test_a_resumed_start_the_vendor_refused_still_finds_the_first_when_its_spec_changes(work: Workdir) -> None:
+    """Killed after ZEGO started the recording, then resumed under its ClientTaskId by an apply ZEGO refused (a
+    wrong serverSecret): the refusal says that try started nothing, not that the first did not. The ClientTaskId
+    was dropped all the same, so the spec's next change started a second recording and left the first running
+    unnamed (until its idle timeout); it is found by that id and stopped."""
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=30)})
+    crash(work, "start.after-call", "apply", "--auto-approve")
+    work.capctl("apply", "--auto-approve", env={"ZEGO_SECRET": "f" * 32}, expect=1)
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=40)})
+    assert "spec changed since a start that" in work.apply().stdout
+    [zego] = work.sim.tasks("zego", state="running")
+    assert zego["maxIdleTime"] == 40 and zego["taskId"] == state(work)["z-1"]["vendor_task_id"]
