@@ -352,12 +352,11 @@ class Executor:
             try:
                 await self._update(task, sent)
             except VendorError as exc:
-                # An answered refusal changed nothing at the vendor; a lost answer may have changed it.
-                self._store.put(
-                    transitions.action_failed(
-                        sent.evolve(update_unconfirmed=exc.unanswered), "update", str(exc), self._clock.now()
-                    )
-                )
+                # An answered refusal changed nothing at the vendor; a lost answer may have changed it, and an
+                # update sent again refused leaves the vendor holding whatever the first one left.
+                unconfirmed = exc.unanswered or record.update_unconfirmed
+                failed = sent.evolve(update_unconfirmed=unconfirmed)
+                self._store.put(transitions.action_failed(failed, "update", str(exc), self._clock.now()))
                 raise
             failpoints.hit("update.after-call")
             self._store.put(transitions.updated(sent, task, self._clock.now()))

@@ -192,3 +192,19 @@ def test_a_resumed_start_the_vendor_refused_still_finds_the_first_when_its_spec_
     assert "spec changed since a start that" in work.apply().stdout
     [zego] = work.sim.tasks("zego", state="running")
     assert zego["maxIdleTime"] == 40 and zego["taskId"] == state(work)["z-1"]["vendor_task_id"]
+
+
+def test_an_update_sent_again_and_refused_stays_unconfirmed(work: Workdir) -> None:
+    """Killed after UpdateSnapshot took interval 7, the spec reverted to 5: the update of 5 goes out again. Refused
+    (a wrong secretKey), it changed nothing, but the vendor may still hold 7: the mark stays, and the next apply
+    sends 5 (it said "No changes" while the vendor ran 7)."""
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=5)})
+    work.apply()
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=7)})
+    crash(work, "update.after-call", "apply", "--auto-approve")
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=5)})
+    refused = work.capctl("apply", "--auto-approve", "--no-refresh", env={"VOLC_SK": "wrong"}, expect=1)
+    assert "UpdateSnapshot: SignatureDoesNotMatch" in refused.stdout
+    assert "an earlier update was not confirmed" in work.apply().stdout
+    [volc] = work.sim.tasks("volcengine", state="running")
+    assert volc["interval"] == 5
