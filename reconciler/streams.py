@@ -55,33 +55,33 @@ def _spell(error: UnicodeError) -> tuple[str, int]:
     return "".join(_ASCII.get(c) or c.encode("ascii", "backslashreplace").decode() for c in text), error.end
 
 
-# A closed pipe, and a terminal that hung up (its window closed, its ssh session dropped: SIGHUP, and then every
-# write fails with EIO while an apply finishes its changes in flight and writes its summary).
-_READER_GONE = frozenset({errno.EPIPE, errno.EIO})
-
-
 class _Output(io.TextIOWrapper):
     """A standard stream that, once its reader is gone, sends the rest to /dev/null instead of raising."""
+
+    # Whether it was a terminal when capctl started (`_wrapped`): one that hung up no longer says it is.
+    terminal = False
 
     def write(self, text: str) -> int:
         try:
             return super().write(text)
         except OSError as exc:
-            if exc.errno not in _READER_GONE:
-                raise
-            self._reader_gone()
+            self._reader_gone(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             super().flush()
         except OSError as exc:
-            if exc.errno not in _READER_GONE:
-                raise
-            self._reader_gone()
+            self._reader_gone(exc)
 
-    def _reader_gone(self) -> None:
-        # The bytes still buffered, and everything after them, go to /dev/null through the same descriptor.
+    def _reader_gone(self, exc: OSError) -> None:
+        """A closed pipe, or a terminal that hung up (its window closed, its ssh session dropped: SIGHUP, and
+        then every write fails with EIO while an apply finishes its changes in flight): the bytes still
+        buffered, and everything after them, go to /dev/null through the same descriptor. Anything else is
+        raised, EIO from a file too (a failing disk: `> backup.json` cut short must not exit 0)."""
+        if not (exc.errno == errno.EPIPE or (exc.errno == errno.EIO and self.terminal)):
+            raise exc
+
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, self.fileno())
@@ -105,14 +105,16 @@ def _wrapped(stream: io.TextIOWrapper) -> io.TextIOWrapper:
     if codec != "utf-8":
         errors = GLYPH_ERRORS
     line_buffering, write_through = stream.line_buffering, stream.write_through
-    encoding = stream.encoding
-    return (_AsciiOutput if codec == "ascii" else _Output)(
+    encoding, terminal = stream.encoding, stream.isatty()
+    wrapped = (_AsciiOutput if codec == "ascii" else _Output)(
         stream.detach(),
         encoding=encoding,
         errors=errors,
         line_buffering=line_buffering,
         write_through=write_through,
     )
+    wrapped.terminal = terminal
+    return wrapped
 
 
 def install() -> None:
