@@ -64,15 +64,35 @@ from reconciler import streams
 streams.install()
 print("the whole backup")
 sys.stdout.flush()
+print(streams.output_failure(), file=sys.stderr)
 """
 
 
-def test_an_io_error_writing_to_a_file_is_raised_not_taken_for_a_terminal_that_hung_up(tmp_path: Path) -> None:
+def test_an_io_error_writing_to_a_file_is_a_failure_not_taken_for_a_terminal_that_hung_up(tmp_path: Path) -> None:
     """EIO is how a terminal that hung up refuses writes (dropped, so an apply stopped by SIGHUP finishes). It is
     also a disk's error: `capctl state list -o json > backup.json` cut short must not exit 0 as if written."""
-    backup = tmp_path / "backup.json"
-    done = subprocess.run([sys.executable, "-c", FAILING_DISK, str(backup)], capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "Input/output error" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_DISK, str(tmp_path / "backup.json")], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        done.stderr
+        == "cannot write to " + str(tmp_path / "backup.json") + ": Input/output error; the output is incomplete\n"
+    )
+
+
+def test_a_command_whose_output_cannot_be_written_says_so_and_exits_1() -> None:
+    """A full disk under `> file`: one line on stderr and exit 1, not a traceback (nor a silent 0)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "state", "list", "-o", "json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CAPCTL_STATE": "sqlite:////nonexistent/state.db"},
+            timeout=60,
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.endswith("Error: cannot write to stdout: No space left on device; the output is incomplete\n")
 
 
 HUNG_UP = """
