@@ -386,7 +386,7 @@ class Executor:
     ) -> str | None:
         """Intent → start → commit. Failpoints mark the three places a crash can interrupt it."""
         provider = self._providers(task.provider, task.family)
-        resumed = transitions.unconfirmed_start(task, record)
+        resumed = transitions.resumable_start(task, record)
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
         self._store.put(pending)
         failpoints.hit("start.before-call")

@@ -526,7 +526,7 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     if status is TaskStatus.RUNNING:
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
-        resume = "; resuming it with its recorded ClientTaskId" if transitions.unconfirmed_start(task, record) else ""
+        resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         return _change(
             Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
         )
