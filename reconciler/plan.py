@@ -488,7 +488,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     if transitions.start_unconfirmed(record):
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
-        reason = f"spec changed since a start that was never confirmed: {_unconfirmed_stop(task, record)}"
+        # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.
+        how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
+        reason = f"spec changed since a start that {how}: {_unconfirmed_stop(task, record)}"
         return _change(Action.REPLACE, reason, task, record, details, after)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).

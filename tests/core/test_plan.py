@@ -516,3 +516,15 @@ def test_a_task_that_could_not_be_observed_is_left_as_is_whatever_changed() -> N
     ):
         change = one(changed, record, unknown)
         assert change.action is Action.NOOP and change.reason == "could not observe it (connection refused); left as is"
+
+
+def test_a_spec_fixed_after_a_start_the_vendor_refused_does_not_say_the_start_was_never_confirmed() -> None:
+    """A Volcengine start refused (a bucket the vendor does not know), the spec then fixed: the replace still
+    stops by the RoomId + TaskId (a failed start may also be one whose answers were lost), but the reason does
+    not call a start the vendor answered "never confirmed", which is a crash's word."""
+    task = desired()
+    refused = record_for(task, TaskStatus.FAILED, vendor_task_id=None, last_error="StartSnapshot: bucket not found")
+    change = one(desired(bucket="fixed"), refused)
+    assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")
+    pending = record_for(task, TaskStatus.PENDING, vendor_task_id=None)
+    assert "since a start that was never confirmed: " in one(desired(bucket="fixed"), pending).reason
