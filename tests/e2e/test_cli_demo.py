@@ -162,3 +162,35 @@ def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_wo
     run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs), capctl=(capctl,))
     error = " ".join(run.stderr.split())
     assert run.returncode == 1 and "not the demo's simulator" in error, error
+
+
+def test_a_sighup_ignored_when_the_demo_started_stays_ignored(tmp_path: Path) -> None:
+    """`nohup capctl demo`: the terminal closing must not end it (it did: its SIGHUP handler replaced nohup's
+    SIG_IGN, as `capctl apply` no longer does); SIGTERM still ends it through its clean-up."""
+    ports = ["--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "demo", *ports, str(REPO / "specs")],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup starts it
+    )
+    assert proc.stdout is not None
+    children: set[int] = set()
+    try:
+        assert proc.stdout.readline().startswith("capctl demo: simulator on http://127.0.0.1:")
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
