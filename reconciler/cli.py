@@ -1772,4 +1772,9 @@ def main() -> None:
     completion_init()  # registers the shells whose scripts `capctl completion` prints (typer does so only with
     # add_completion, which would add --install-completion options instead of the command)
     completion.register()  # bash: the words from the line as typed
-    app()
+    try:
+        app()
+    finally:
+        if (failure := streams.output_failure()) is not None:  # a full or failing disk under `> file`
+            print(f"Error: {failure}", file=sys.stderr, flush=True)  # dropped if stderr is the one that failed
+            sys.exit(EXIT_ERROR)  # not the 0 (or 2) of a command whose output is cut short

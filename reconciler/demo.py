@@ -102,7 +102,9 @@ def _signals_end_it_as_ctrl_c_does() -> Iterator[None]:
     def end(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    previous = {signum: signal.signal(signum, end) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    # One ignored when it started stays ignored, as `capctl apply` keeps it: `nohup capctl demo` outlives its terminal.
+    taken = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, end) for signum in taken}
     try:
         yield
     finally:

@@ -366,12 +366,11 @@ class Executor:
             try:
                 await self._update(task, sent)
             except VendorError as exc:
-                # An answered refusal changed nothing at the vendor; a lost answer may have changed it.
-                self._store.put(
-                    transitions.action_failed(
-                        sent.evolve(update_unconfirmed=exc.unanswered), "update", str(exc), self._clock.now()
-                    )
-                )
+                # An answered refusal changed nothing at the vendor; a lost answer may have changed it, and an
+                # update sent again refused leaves the vendor holding whatever the first one left.
+                unconfirmed = exc.unanswered or record.update_unconfirmed
+                failed = sent.evolve(update_unconfirmed=unconfirmed)
+                self._store.put(transitions.action_failed(failed, "update", str(exc), self._clock.now()))
                 raise
             failpoints.hit("update.after-call")
             self._store.put(transitions.updated(sent, task, self._clock.now()))
@@ -414,6 +413,7 @@ class Executor:
         one started from another state), and the vendor would go on running them while the state says the
         specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
+        resumed = transitions.resumable_start(task, record)
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
         self._store.put(pending)
         failpoints.hit("start.before-call")
@@ -435,8 +435,10 @@ class Executor:
                 result = await self._call(attempt)
                 restarted = True
         except VendorError as exc:
-            # A start the vendor answered with a refusal started nothing: no recording to find by its ClientTaskId.
-            self._store.put(self._failed(pending if exc.unanswered else pending.evolve(client_task_id=None), str(exc)))
+            # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
+            # an earlier start under that id, which may run whatever this answer says.
+            kept = pending if exc.unanswered or resumed else pending.evolve(client_task_id=None)
+            self._store.put(self._failed(kept, str(exc)))
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())

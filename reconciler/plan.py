@@ -401,6 +401,11 @@ def _diff_one(
     seen_running = obs is not None and obs.state is ObservedState.RUNNING
     if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
         return _dormant(task, record, after)
+    if obs is not None and obs.state is ObservedState.UNKNOWN:
+        # Its status could not be read: left as is, whatever changed (the plan lists it so and is incomplete).
+        return _change(
+            Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is", task, record, after=after
+        )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
         reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
         return _change(Action.CREATE, reason, task, record, after=after)
@@ -483,7 +488,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     if transitions.start_unconfirmed(record):
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
-        reason = f"spec changed since a start that was never confirmed: {_unconfirmed_stop(task, record)}"
+        # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.
+        how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
+        reason = f"spec changed since a start that {how}: {_unconfirmed_stop(task, record)}"
         return _change(Action.REPLACE, reason, task, record, details, after)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).
@@ -497,7 +504,7 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
 
 
 def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
-    seen_ended = obs is not None and obs.state is not ObservedState.RUNNING and obs.state is not ObservedState.UNKNOWN
+    seen_ended = obs is not None and obs.state is not ObservedState.RUNNING
     if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
         # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
         details = tuple(f"{name} {fmt_seconds(value)}" for name, value in sorted(task.updatable.items()))
@@ -505,11 +512,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
         return _change(Action.UPDATE, reason, task, record, details, after)
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
-    if obs is not None and obs.state is ObservedState.UNKNOWN:
-        return _change(
-            Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is", task, record, after=after
-        )
-    if obs is not None:  # the vendor reports it stopped, failed, or unknown
+    if obs is not None:  # the vendor reports it stopped, failed, or not found
         why = stop_description(obs)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
@@ -525,7 +528,7 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     if status is TaskStatus.RUNNING:
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
-        resume = "; resuming it with its recorded ClientTaskId" if transitions.unconfirmed_start(task, record) else ""
+        resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         return _change(
             Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
         )

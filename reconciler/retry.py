@@ -2,8 +2,10 @@
 
 Retryable errors (5xx, timeouts, dropped connections) get `max_attempts`; throttling answers get a
 larger allowance, because the rate budget has already slowed down and the call will go through. The error
-a call finally fails with says how many tries it took. `RetryReport` tells a person on a terminal that
-calls are being retried, instead of a silent wait of a dozen seconds against a dead endpoint.
+a call finally fails with says how many tries it took, and is `unanswered` when any try was: a try whose answer
+was lost may have acted (a recording started, an interval changed), whatever a later answer says.
+`RetryReport` tells a person on a terminal that calls are being retried, instead of a silent wait of a dozen
+seconds against a dead endpoint.
 """
 
 from __future__ import annotations
@@ -55,14 +57,17 @@ async def call_with_retry(
     on_retry: RetryHook | None = None,
 ) -> T:
     failures = throttles = 0
+    lost = False  # a try got no answer: the call may have acted, whatever a later answer says
     while True:
         try:
             return await call()
         except VendorError as exc:
+            final = exc.after_a_lost_answer() if lost and not exc.unanswered else exc
+            lost = final.unanswered
             if exc.kind is ErrorKind.THROTTLED:
                 throttles += 1
                 if throttles > policy.max_throttled:
-                    raise exc.after_tries(throttles) from None
+                    raise final.after_tries(throttles) from None
                 attempt = throttles
             elif exc.kind is ErrorKind.RETRYABLE:
                 failures += 1
@@ -70,7 +75,7 @@ async def call_with_retry(
                     raise (exc.after_tries(failures) if failures > 1 else exc) from None
                 attempt = failures
             else:
-                raise
+                raise final from None
             delay = policy.delay(attempt, rng)
             if on_retry is not None:
                 on_retry(exc, attempt, delay)

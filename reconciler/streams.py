@@ -4,7 +4,9 @@
 exit code (0, 2 for changes with --detailed-exitcode, 1 for an error; GitHub Actions runs bash with
 pipefail), so a closed pipe must change neither that code nor what an apply does: what is left to print
 is dropped, and the command finishes as it would have. (click's own handling exits 1 on the spot.) The same
-for a terminal that hangs up (EIO): an apply stopped by SIGHUP still finishes its changes in flight.
+for a terminal that hangs up (EIO): an apply stopped by SIGHUP still finishes its changes in flight. Any other
+failure to write (a full or failing disk under `> file`) drops the rest too, so the command still finishes what
+it does, but it is no success: `cli.main` says it in one line and exits 1 (`output_failure`).
 
 `PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
 they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
@@ -24,7 +26,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -55,38 +57,49 @@ def _spell(error: UnicodeError) -> tuple[str, int]:
     return "".join(_ASCII.get(c) or c.encode("ascii", "backslashreplace").decode() for c in text), error.end
 
 
-# A closed pipe, and a terminal that hung up (its window closed, its ssh session dropped: SIGHUP, and then every
-# write fails with EIO while an apply finishes its changes in flight and writes its summary).
-_READER_GONE = frozenset({errno.EPIPE, errno.EIO})
+# Why stdout or stderr could not be written (a full disk, a failing one), once that happened: `output_failure`.
+_failed: list[str] = []
+
+
+def output_failure() -> str | None:
+    """Why the output is incomplete (its stream failed as no reader leaving makes it fail), or None. The
+    command went on (an apply's changes are not cut short by its log's disk); `cli.main` then exits 1."""
+    return _failed[0] if _failed else None
 
 
 class _Output(io.TextIOWrapper):
     """A standard stream that, once its reader is gone, sends the rest to /dev/null instead of raising."""
 
+    # Whether it was a terminal when capctl started (`_wrapped`): one that hung up no longer says it is.
+    terminal = False
+
     def write(self, text: str) -> int:
         try:
             return super().write(text)
         except OSError as exc:
-            if exc.errno not in _READER_GONE:
-                raise
-            self._reader_gone()
+            self._reader_gone(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             super().flush()
         except OSError as exc:
-            if exc.errno not in _READER_GONE:
-                raise
-            self._reader_gone()
+            self._reader_gone(exc)
 
-    def _reader_gone(self) -> None:
-        # The bytes still buffered, and everything after them, go to /dev/null through the same descriptor.
+    def _reader_gone(self, exc: OSError) -> None:
+        """A closed pipe, or a terminal that hung up (its window closed, its ssh session dropped: SIGHUP, and
+        then every write fails with EIO while an apply finishes its changes in flight): the bytes still
+        buffered, and everything after them, go to /dev/null through the same descriptor. Anything else is
+        kept for `output_failure`, EIO from a file too (a failing disk: `> backup.json` cut short must not exit
+        0), and the rest dropped all the same (the command finishes what it does)."""
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, self.fileno())
         finally:
             os.close(devnull)
+        if not (exc.errno == errno.EPIPE or (exc.errno == errno.EIO and self.terminal)):
+            where = str(self.name).strip("<>")
+            _failed.append(f"cannot write to {where}: {exc.strerror or exc}; the output is incomplete")
 
 
 class _AsciiOutput(_Output):
@@ -105,14 +118,16 @@ def _wrapped(stream: io.TextIOWrapper) -> io.TextIOWrapper:
     if codec != "utf-8":
         errors = GLYPH_ERRORS
     line_buffering, write_through = stream.line_buffering, stream.write_through
-    encoding = stream.encoding
-    return (_AsciiOutput if codec == "ascii" else _Output)(
+    encoding, terminal = stream.encoding, stream.isatty()
+    wrapped = (_AsciiOutput if codec == "ascii" else _Output)(
         stream.detach(),
         encoding=encoding,
         errors=errors,
         line_buffering=line_buffering,
         write_through=write_through,
     )
+    wrapped.terminal = terminal
+    return wrapped
 
 
 def install() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "observed",
     "removed",
     "restored",
+    "resumable_start",
     "run_goes_on",
     "start_unconfirmed",
     "started",
@@ -41,7 +42,6 @@ __all__ = [
     "stoppable",
     "stopped",
     "tombstone_expired",
-    "unconfirmed_start",
     "updated",
     "volc_holders",
     "volc_task_held",
@@ -79,9 +79,10 @@ def idle_runs(record: TaskRecord) -> int:
     return 0 if was_productive(record) else record.unproductive_runs + 1
 
 
-def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
-    """The last start of this same spec was never confirmed: a crash (PENDING) or answers lost or refused
-    after the vendor may have acted (FAILED). The vendor may be running it, under the recorded id."""
+def resumable_start(task: DesiredTask, record: TaskRecord | None) -> bool:
+    """The last start of this same spec was never confirmed, and a start under its recorded ClientTaskId takes
+    it up again: a crash (PENDING) or answers lost or refused after the vendor may have acted (FAILED). The
+    vendor may be running it, under that id. (`start_unconfirmed`: whatever the spec, may it run.)"""
     return (
         record is not None
         and record.vendor_task_id is None
@@ -93,7 +94,8 @@ def unconfirmed_start(task: DesiredTask, record: TaskRecord | None) -> bool:
 def start_unconfirmed(record: TaskRecord) -> bool:
     """Its last start got no answer that named a vendor task: a crash or a Ctrl-C during the call (PENDING),
     or every try failed (FAILED), among them answers lost after the vendor acted. It may be running. A ZEGO
-    start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it."""
+    start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it (a refused resume
+    of an earlier start keeps it: that start may run)."""
     return (
         record.vendor_task_id is None
         and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
@@ -154,7 +156,7 @@ def handed_over_to(record: TaskRecord, holders: Mapping[tuple[str, str, str], st
 
 def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
     """The record written before a start call."""
-    if record is not None and unconfirmed_start(task, record):
+    if record is not None and resumable_start(task, record):
         # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
         # started one) and its recorded counters: it is still the same run.
         return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None)

@@ -152,13 +152,15 @@ class Lease:
         self._unreachable = error
 
     def _take_over(self, epoch: int) -> None:
+        before = self._acting_epoch
         try:
             self._refresh()  # whoever led meanwhile changed the state
+            self._acting_epoch = epoch
+            self._regained()  # reads the state too (room activity): a failure there is retried the same way
         except StateError as exc:
+            # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
+            self._acting_epoch = before
             log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc))
-            return
-        self._acting_epoch = epoch
-        self._regained()
 
     def _event(self, event: LeaderEvent) -> None:
         """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""

@@ -57,10 +57,16 @@ class VendorError(Exception):
 
     def after_tries(self, tries: int) -> VendorError:
         """The same failure, saying how many tries it took to give up (the message a retry loop ends with)."""
-        final = VendorError(
-            self.kind, self.code, f"{self.message} after {tries} tries", api=self.api, unanswered=self.unanswered
-        )
-        return final.named(self.provider, self.provider_type)
+        return self._copy(f"{self.message} after {tries} tries", unanswered=self.unanswered)
+
+    def after_a_lost_answer(self) -> VendorError:
+        """The same failure of a call an earlier try of which got no answer: that try may have acted, whatever
+        this answer says (`unanswered`)."""
+        return self._copy(self.message, unanswered=True)
+
+    def _copy(self, message: str, *, unanswered: bool) -> VendorError:
+        copy = VendorError(self.kind, self.code, message, api=self.api, unanswered=unanswered)
+        return copy.named(self.provider, self.provider_type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ def read_token(ref: str, env: Mapping[str, str]) -> str:
         raise ValueError(f"--status-token-ref {ref}: the token is empty")
     if (problem := unsendable(value)) is not None:
         raise ValueError(f"--status-token-ref {ref}: the token holds {problem}: set it without it")
-    return value
+    return value.strip()  # a header's value arrives without it (HTTP's optional whitespace), as sync_token's
 
 
 def unsendable(value: str, *, ascii_only: bool = False) -> str | None:

@@ -502,3 +502,29 @@ def test_an_update_never_confirmed_is_sent_again_even_at_the_recorded_values() -
     assert one(task, sent, refreshed=False).action is Action.UPDATE
     assert one(task, sent, Observed(ObservedState.STOPPED, reason="IdleTimeOut")).action is Action.REISSUE
     assert one(task, record_for(task), Observed(ObservedState.RUNNING)).action is Action.NOOP
+
+
+def test_a_task_that_could_not_be_observed_is_left_as_is_whatever_changed() -> None:
+    """README: a task whose status cannot be read is listed `? … unknown`, left as is. A changed spec (an update
+    or a replace) and an update never confirmed were planned and carried out all the same, under that line."""
+    task = desired(interval=5)
+    unknown = Observed(ObservedState.UNKNOWN, detail="connection refused")
+    for changed, record in (
+        (desired(interval=9), record_for(task)),  # an update
+        (desired(interval=5, bucket="other"), record_for(task)),  # a replace
+        (task, record_for(task, update_unconfirmed=True)),
+    ):
+        change = one(changed, record, unknown)
+        assert change.action is Action.NOOP and change.reason == "could not observe it (connection refused); left as is"
+
+
+def test_a_spec_fixed_after_a_start_the_vendor_refused_does_not_say_the_start_was_never_confirmed() -> None:
+    """A Volcengine start refused (a bucket the vendor does not know), the spec then fixed: the replace still
+    stops by the RoomId + TaskId (a failed start may also be one whose answers were lost), but the reason does
+    not call a start the vendor answered "never confirmed", which is a crash's word."""
+    task = desired()
+    refused = record_for(task, TaskStatus.FAILED, vendor_task_id=None, last_error="StartSnapshot: bucket not found")
+    change = one(desired(bucket="fixed"), refused)
+    assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")
+    pending = record_for(task, TaskStatus.PENDING, vendor_task_id=None)
+    assert "since a start that was never confirmed: " in one(desired(bucket="fixed"), pending).reason

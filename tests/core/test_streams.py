@@ -1,10 +1,15 @@
-"""JSON documents of many tasks are written as they are encoded, and read as `json.dumps(indent=2)` wrote them."""
+"""streams.py: JSON documents of many tasks are written as they are encoded (read as `json.dumps(indent=2)` wrote
+them), and output whose reader is gone (a closed pipe, a terminal that hung up) is dropped, a disk's error is not."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,3 +52,64 @@ def test_one_task_at_a_time_is_held_as_text() -> None:
     finally:
         tracemalloc.stop()
     assert peak < size / 20, (peak, size)
+
+
+# A stdout whose every write fails with EIO, as a file on a failing disk (or a lost NFS server) does.
+FAILING_DISK = """
+import errno, io, sys
+class Disk(io.FileIO):  # a real descriptor (a file's), whose writes fail
+    def write(self, b): raise OSError(errno.EIO, "Input/output error")
+sys.stdout = io.TextIOWrapper(io.BufferedWriter(Disk(sys.argv[1], "w")), encoding="utf-8")
+from reconciler import streams
+streams.install()
+print("the whole backup")
+sys.stdout.flush()
+print(streams.output_failure(), file=sys.stderr)
+"""
+
+
+def test_an_io_error_writing_to_a_file_is_a_failure_not_taken_for_a_terminal_that_hung_up(tmp_path: Path) -> None:
+    """EIO is how a terminal that hung up refuses writes (dropped, so an apply stopped by SIGHUP finishes). It is
+    also a disk's error: `capctl state list -o json > backup.json` cut short must not exit 0 as if written."""
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_DISK, str(tmp_path / "backup.json")], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        done.stderr
+        == "cannot write to " + str(tmp_path / "backup.json") + ": Input/output error; the output is incomplete\n"
+    )
+
+
+def test_a_command_whose_output_cannot_be_written_says_so_and_exits_1() -> None:
+    """A full disk under `> file`: one line on stderr and exit 1, not a traceback (nor a silent 0)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "state", "list", "-o", "json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CAPCTL_STATE": "sqlite:////nonexistent/state.db"},
+            timeout=60,
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.endswith("Error: cannot write to stdout: No space left on device; the output is incomplete\n")
+
+
+HUNG_UP = """
+import sys, time
+from reconciler import streams
+streams.install()
+print("started", file=sys.stderr, flush=True)
+time.sleep(0.5)
+print("the summary of an apply that finished" * 1000)
+"""
+
+
+def test_writes_to_a_terminal_that_hung_up_are_dropped() -> None:
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", HUNG_UP], stdout=terminal, stderr=subprocess.PIPE, text=True)
+    os.close(terminal)
+    assert proc.stderr is not None and proc.stderr.readline() == "started\n"
+    os.close(controller)  # the terminal window closed: every later write to it fails with EIO
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

@@ -292,3 +292,30 @@ async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_gr
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
     assert not [e for e in logs if "does not lead now" in str(e.get("error"))]
     assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
+
+
+async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_given_up(harness: Harness) -> None:
+    """A new term reads the room activity after the records (`rooms.regained`: the schema-2 upgrade, then the
+    read). A StateError there ended the lease's renewals for good: the standby turned leader, acted until its
+    renew deadline and never renewed or tried to lead again. It is retried like a failed read of the records."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    standby = await harness.start_standby(leader=settings)
+    try:
+        await harness.advance(3)
+        with sqlite3.connect(harness.state_path) as db:  # a room table the daemon cannot read
+            db.execute("ALTER TABLE capctl_room_activity RENAME TO kept")
+            db.execute("CREATE TABLE capctl_room_activity (provider TEXT)")
+        with capture_logs() as logs:
+            await harness.stop()  # resigns: the standby takes the lock and fails to read the rooms
+            await harness.advance(2)
+        assert "leading but cannot read the state; retrying" in [e["event"] for e in logs]
+        with sqlite3.connect(harness.state_path) as db:
+            db.execute("DROP TABLE capctl_room_activity")
+            db.execute("ALTER TABLE kept RENAME TO capctl_room_activity")
+        await harness.advance(12)  # three renew deadlines: a replica that stopped renewing has lost the lead
+        assert standby.readiness().reason == "ready (leader, epoch 2)"
+    finally:
+        await standby.stop()
+        standby.records.close()

@@ -178,3 +178,33 @@ def test_a_start_the_vendor_refused_is_not_looked_for_when_its_spec_changes(work
     assert "never confirmed" not in work.apply().stdout
     [task] = work.sim.tasks("zego")
     assert task["maxIdleTime"] == 40 and task["state"] == "running"
+
+
+def test_a_resumed_start_the_vendor_refused_still_finds_the_first_when_its_spec_changes(work: Workdir) -> None:
+    """Killed after ZEGO started the recording, then resumed under its ClientTaskId by an apply ZEGO refused (a
+    wrong serverSecret): the refusal says that try started nothing, not that the first did not. The ClientTaskId
+    was dropped all the same, so the spec's next change started a second recording and left the first running
+    unnamed (until its idle timeout); it is found by that id and stopped."""
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=30)})
+    crash(work, "start.after-call", "apply", "--auto-approve")
+    work.capctl("apply", "--auto-approve", env={"ZEGO_SECRET": "f" * 32}, expect=1)
+    write(work, {"z.yaml": recording_job("z", ["z-1"], idle=40)})
+    assert "spec changed since a start that" in work.apply().stdout
+    [zego] = work.sim.tasks("zego", state="running")
+    assert zego["maxIdleTime"] == 40 and zego["taskId"] == state(work)["z-1"]["vendor_task_id"]
+
+
+def test_an_update_sent_again_and_refused_stays_unconfirmed(work: Workdir) -> None:
+    """Killed after UpdateSnapshot took interval 7, the spec reverted to 5: the update of 5 goes out again. Refused
+    (a wrong secretKey), it changed nothing, but the vendor may still hold 7: the mark stays, and the next apply
+    sends 5 (it said "No changes" while the vendor ran 7)."""
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=5)})
+    work.apply()
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=7)})
+    crash(work, "update.after-call", "apply", "--auto-approve")
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], interval=5)})
+    refused = work.capctl("apply", "--auto-approve", "--no-refresh", env={"VOLC_SK": "wrong"}, expect=1)
+    assert "UpdateSnapshot: SignatureDoesNotMatch" in refused.stdout
+    assert "an earlier update was not confirmed" in work.apply().stdout
+    [volc] = work.sim.tasks("volcengine", state="running")
+    assert volc["interval"] == 5

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,35 +118,43 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def test_sigterm_ends_the_demo_and_the_simulator_it_started(tmp_path: Path) -> None:
-    """`kill`, `timeout` or a closed terminal end the demo through its clean-up, as Ctrl-C does: it once
-    exited alone and left its simulator and daemon running on their ports."""
+@contextlib.contextmanager
+def running_demo(cwd: Path, *, sighup_ignored: bool = False) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
+    """A demo on free ports, once its simulator listens, and its children; whatever it left running is killed."""
     ports = ["--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "demo", *ports, str(REPO / "specs")],
-        cwd=tmp_path,
+        cwd=cwd,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
         stdin=subprocess.DEVNULL,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if sighup_ignored else None,  # nohup
     )
     assert proc.stdout is not None
     children: set[int] = set()
     try:
         first = proc.stdout.readline()  # said once the simulator listens
         assert first.startswith("capctl demo: simulator on http://127.0.0.1:"), first
-        children = _children(proc.pid)
-        assert children, "the demo's simulator"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-        assert not any(Path(f"/proc/{child}").exists() for child in children)
+        children |= _children(proc.pid)
+        yield proc, children
     finally:
         proc.kill()
         proc.communicate(timeout=30)
         for child in children:  # left running by a demo that did not stop them (they are reaped otherwise)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_sigterm_ends_the_demo_and_the_simulator_it_started(tmp_path: Path) -> None:
+    """`kill`, `timeout` or a closed terminal end the demo through its clean-up, as Ctrl-C does: it once
+    exited alone and left its simulator and daemon running on their ports."""
+    with running_demo(tmp_path) as (proc, children):
+        assert children, "the demo's simulator"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not any(Path(f"/proc/{child}").exists() for child in children)
 
 
 def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_working_directory(
@@ -162,3 +171,14 @@ def test_the_simulator_and_the_daemon_are_this_capctl_not_a_reconciler_in_the_wo
     run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs), capctl=(capctl,))
     error = " ".join(run.stderr.split())
     assert run.returncode == 1 and "not the demo's simulator" in error, error
+
+
+def test_a_sighup_ignored_when_the_demo_started_stays_ignored(tmp_path: Path) -> None:
+    """`nohup capctl demo`: the terminal closing must not end it (it did: its SIGHUP handler replaced nohup's
+    SIG_IGN, as `capctl apply` no longer does); SIGTERM still ends it through its clean-up."""
+    with running_demo(tmp_path, sighup_ignored=True) as (proc, _):
+        proc.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM

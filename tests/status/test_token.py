@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.status.token import read_token, unsendable
+from reconciler.status.token import read_token, token_accepted, unsendable
 
 
 def test_a_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
@@ -69,3 +69,12 @@ def test_a_token_outside_ascii_is_named_as_such_only_for_a_bearer_header() -> No
         "a character outside ASCII at character 2 of 8, which an HTTP header cannot carry"
     )
     assert unsendable(" token\n", ascii_only=True) is None
+
+
+@pytest.mark.parametrize("value", ["t0ken ", "t0ken\t", " t0ken", "t0ken\n\n"])
+def test_a_token_with_surrounding_whitespace_is_the_token_without_it(value: str) -> None:
+    """A header's value loses its surrounding whitespace on the way (HTTP's optional whitespace) and
+    `token_accepted` strips what it is given: a token kept with it (a tab `unsendable` passed as surrounding
+    whitespace, a second newline) matched no request, and the status page answered 401 to everyone."""
+    token = read_token("env:STATUS_TOKEN", {"STATUS_TOKEN": value})
+    assert token == "t0ken" and token_accepted(token, "Bearer t0ken")

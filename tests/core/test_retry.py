@@ -1,0 +1,46 @@
+"""retry.py: what the error a call finally fails with says about whether the vendor may have acted."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from reconciler.clock import SystemClock
+from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.retry import RetryPolicy, call_with_retry
+
+LOST = VendorError(ErrorKind.RETRYABLE, "", "timed out", api="StartRecord")  # the vendor may have acted
+THROTTLED = VendorError(ErrorKind.THROTTLED, "HTTP 429", "too many requests", api="StartRecord")
+REFUSED = VendorError(ErrorKind.TERMINAL, "1001", "bad request", api="StartRecord")
+
+
+def failing(*errors: VendorError) -> Callable[[], Awaitable[None]]:
+    """A call that raises `errors` in turn, the last one for ever."""
+    tries = iter(errors)
+
+    async def call() -> None:
+        raise next(tries, errors[-1])
+
+    return call
+
+
+async def retry(call: Callable[[], Awaitable[None]]) -> VendorError:
+    with pytest.raises(VendorError) as caught:
+        await call_with_retry(call, clock=SystemClock(), policy=RetryPolicy(base=0.0), rng=random.Random(1))
+    return caught.value
+
+
+@pytest.mark.parametrize("last", [THROTTLED, REFUSED], ids=["throttled-out", "refused"])
+async def test_a_call_whose_answer_was_lost_once_fails_unanswered_whatever_the_last_answer(last: VendorError) -> None:
+    """A start timed out (ZEGO may have started the recording), then throttled past the limit: the final error
+    said 'answered', so the executor dropped the ClientTaskId that finds that recording (and an update was not
+    marked unconfirmed). One lost answer makes the outcome unknown, whatever a later answer says."""
+    final = await retry(failing(LOST, last))
+    assert final.kind is last.kind and final.unanswered
+
+
+async def test_a_call_answered_every_time_fails_answered() -> None:
+    assert not (await retry(failing(THROTTLED))).unanswered
+    assert not (await retry(failing(REFUSED))).unanswered
