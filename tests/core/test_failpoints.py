@@ -49,3 +49,34 @@ def test_a_pause_ends_on_a_signal_that_interrupts_no_sleep() -> None:
         proc.kill()
         proc.wait()
     assert out == "interrupted\n"
+
+
+def ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_a_suite_started_with_ctrl_c_ignored_still_sends_ctrl_c_to_what_it_starts() -> None:
+    """A suite run in the background of a script (`./dev test … &`) inherits SIGINT ignored, and so did every
+    process it started: `state copy`'s interrupt test waited 60 s for a Ctrl-C the copy ignored. tests/conftest.py
+    takes SIGINT back; the test above, run so, passes."""
+    inner = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            "-q",
+            "-k",
+            "interrupts_no_sleep",
+            __file__,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=ignore_ctrl_c,
+    )
+    assert inner.returncode == 0, inner.stdout + inner.stderr
