@@ -180,7 +180,7 @@ def test_a_leader_paused_past_its_lease_makes_no_call_after_it_resumes(
     assert "standby" in new.ready()[1]
     old.proc.send_signal(signal.SIGSTOP)
     paused_calls = len(mutating_calls(work, "old"))
-    wait_for("new to lead", new.leads, timeout=20)
+    wait_for("new to lead", new.leads)
     wait_for("the removed job's task to stop", lambda: starts_by_room(work) == Counter(["k1"]))
     digest = new.events("spec set loaded")[-1]["digest"]
     assert new.events("took over: state read again; acting")[-1]["spec_digest"] == digest
@@ -205,7 +205,7 @@ def test_a_leader_killed_between_a_start_and_its_commit_leaves_the_new_leader_on
     second = replicas("b")
     first.proc.kill()  # as kill -9 at that point
     first.proc.wait(timeout=10)
-    wait_for("b to lead", second.leads, timeout=20)
+    wait_for("b to lead", second.leads)
     store = open_state(work.env["CAPCTL_STATE"])
     try:
 
@@ -311,14 +311,14 @@ def test_postgres_down_for_30s_no_replica_acts_then_one_leads_again(
     wait_for("both to say the store is unreachable", lambda: all(r.ready()[0] == 503 for r in (first, second)))
     # The first failure may be the open connection dying ("server closed the connection"), later ones refusals.
     assert "not ready" in first.ready()[1] and "the state store" in first.ready()[1]
-    wait_for("the leader to step down", lambda: bool(first.events("lost leadership")), timeout=10)
+    wait_for("the leader to step down", lambda: bool(first.events("lost leadership")))
     assert first.ready()[1].startswith("not ready (standby: the state store cannot be reached")
     lost = first.events("lost leadership")
     assert lost and lost[-1]["reason"] in ("database unreachable", "renew deadline passed"), lost
     time.sleep(30 - 5)  # down for 30 s in all
     assert {r.name: len(mutating_calls(work, r.name)) for r in (first, second)} == calls  # no one acted
     own_pg.start()
-    wait_for("a replica to lead again", lambda: first.leads() or second.leads(), timeout=20)
+    wait_for("a replica to lead again", lambda: first.leads() or second.leads())
     leader = first if first.leads() else second
     assert int(str(leader.events("became leader")[-1]["epoch"])) >= 2
     wait_for("the re-issues", lambda: starts_by_room(work) == Counter(ROOMS))
