@@ -1635,6 +1635,8 @@ def sim(
         check_speed(speed)
     except ValueError as exc:
         fail(f"--speed: {exc}")
+    if fake_clock and speed != 1.0:  # taken silently before: the clock stood still all the same
+        fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
     try:
