@@ -8,9 +8,9 @@ each failed connection is logged (the URL without its password), counted
 (`capctl_state_store_connect_failures_total`, with `capctl_state_store_reachable 0`) and tried again after
 a backoff (1 s, doubling, at most `MAX_RETRY_DELAY`). Meanwhile `/healthz` answers 200 (the process is alive:
 the kubelet must not restart it), `/readyz` and the status page 503 with the reason, and every other route
-503. `--state-wait` bounds the wait (default: none; 0 fails at once, as before). Only a server that cannot be reached is waited
-for: a bad URL, a damaged state or a refused permission does not mend by waiting, and exits 1 at once. The
-one-shot commands (plan, apply, state) never wait.
+503. `--state-wait` bounds the wait (default: none; 0 fails at once, as before). Only a server that cannot
+be reached is waited for: a bad URL, a damaged state or a refused permission does not mend by waiting, and
+exits 1 at once. The one-shot commands (plan, apply, state) never wait.
 
 `Front` is the ASGI app uvicorn serves from the start: it answers as above until the daemon has started
 (the state and the specs read), then hands every request to the daemon's own app.
