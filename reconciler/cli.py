@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__
+from reconciler import __version__, failpoints
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -1635,6 +1635,8 @@ def sim(
         check_speed(speed)
     except ValueError as exc:
         fail(f"--speed: {exc}")
+    if fake_clock and speed != 1.0:  # taken silently before: the clock stood still all the same
+        fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
     try:
@@ -1760,6 +1762,8 @@ def main_options(
     """capctl keeps declared RTC capture jobs running."""
     global _no_color
     _no_color = no_color  # the root runs first on every invocation: an earlier in-process run leaves nothing
+    if problem := failpoints.misspelt():
+        fail(problem)
 
 
 def main() -> None:

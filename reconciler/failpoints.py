@@ -14,21 +14,50 @@ import os
 import time
 from functools import cache
 
-__all__ = ["hit"]
+__all__ = ["POINTS", "hit", "misspelt"]
 
 EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
 PAUSE_SECONDS = 3600.0
 PAUSE_SLICE = 0.1  # seconds: the longest a signal's handler waits to run in a pause
+# Every point `hit` is called with (tests/deploy/test_docs.py checks the code names no other). A name not in
+# it, or an action but `pause`, in CAPCTL_FAILPOINTS is refused (`misspelt`): a typo such as
+# `start.afer-call` used to switch nothing on, and the "crash" test passed without any crash.
+POINTS = frozenset(
+    {
+        "start.before-call",
+        "start.after-call",
+        "start.after-commit",
+        "find.after-call",
+        "stop.after-call",
+        "stop.after-commit",
+        "update.after-call",
+        "state-copy.records-written",
+        "state-upgrade.rooms-written",
+    }
+)
 
 
-@cache
-def _active() -> dict[str, str]:
+def _parse() -> dict[str, str]:
     """Each point switched on, with its action: "pause", or "" (die)."""
     active: dict[str, str] = {}
     for point in filter(None, (p.strip() for p in os.environ.get("CAPCTL_FAILPOINTS", "").split(","))):
         name, _, action = point.partition(":")
         active[name] = action
     return active
+
+
+_active = cache(_parse)  # read once, at the first point reached
+
+
+def misspelt() -> str | None:
+    """What in CAPCTL_FAILPOINTS names no point or no action, said for an error; None when all is known."""
+    unknown = [f"{n}:{a}" if a else n for n, a in _parse().items() if n not in POINTS or a not in ("", "pause")]
+    if not unknown:
+        return None
+    return (
+        f"CAPCTL_FAILPOINTS: {', '.join(unknown)} is no failpoint; use NAME or NAME:pause with NAME one of "
+        f"{', '.join(sorted(POINTS))}"
+    )
 
 
 def hit(name: str) -> None:

@@ -147,20 +147,23 @@ class Metrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
         )
         # A spec set that breaks while the daemon runs changes nothing (the last valid set stays in force):
-        # these say so where an alert can see it, not only in a log line.
+        # these say so where an alert can see it, not only in a log line. They are exported from the first
+        # load on (`spec_load`): before it (a daemon waiting for its state store) no load failed, and a 0
+        # there fired CapctlSpecSetInvalid ("the specs do not validate") during a database outage.
         self.spec_set_valid = Gauge(
             "capctl_spec_set_valid",
             "1 when the last spec load succeeded, 0 when it failed (the last valid set stays in force)",
-            registry=self.registry,
+            registry=None,
         )
         self.spec_set_errors = Gauge(
-            "capctl_spec_set_errors", "Errors found by the last spec load (0 when it succeeded)", registry=self.registry
+            "capctl_spec_set_errors", "Errors found by the last spec load (0 when it succeeded)", registry=None
         )
         self.spec_set_last_load = Gauge(
             "capctl_spec_set_last_load_timestamp_seconds",
             "When the spec set in force was loaded (Unix time; 0 before the first valid load)",
-            registry=self.registry,
+            registry=None,
         )
+        self._spec_set_exported = False
         # A daemon that cannot act says so here as well as on /readyz (issue 14).
         self.lease_held = Gauge(
             "capctl_lease_held",
@@ -215,6 +218,10 @@ class Metrics:
 
     def spec_load(self, *, errors: int, at: float) -> None:
         """Record the outcome of one spec load: `errors` 0 means it succeeded at `at`."""
+        if not self._spec_set_exported:
+            self._spec_set_exported = True
+            for gauge in (self.spec_set_valid, self.spec_set_errors, self.spec_set_last_load):
+                self.registry.register(gauge)
         self.spec_set_valid.set(0 if errors else 1)
         self.spec_set_errors.set(errors)
         if not errors:

@@ -7,10 +7,10 @@ rescheduled during an outage) exited 1 at once. In Kubernetes that is a CrashLoo
 each failed connection is logged (the URL without its password), counted
 (`capctl_state_store_connect_failures_total`, with `capctl_state_store_reachable 0`) and tried again after
 a backoff (1 s, doubling, at most `MAX_RETRY_DELAY`). Meanwhile `/healthz` answers 200 (the process is alive:
-the kubelet must not restart it), `/readyz` 503 with the reason, and every other route 503. `--state-wait`
-bounds the wait (default: none; 0 fails at once, as before). Only a server that cannot be reached is waited
-for: a bad URL, a damaged state or a refused permission does not mend by waiting, and exits 1 at once. The
-one-shot commands (plan, apply, state) never wait.
+the kubelet must not restart it), `/readyz` and the status page 503 with the reason, and every other route
+503. `--state-wait` bounds the wait (default: none; 0 fails at once, as before). Only a server that cannot
+be reached is waited for: a bad URL, a damaged state or a refused permission does not mend by waiting, and
+exits 1 at once. The one-shot commands (plan, apply, state) never wait.
 
 `Front` is the ASGI app uvicorn serves from the start: it answers as above until the daemon has started
 (the state and the specs read), then hands every request to the daemon's own app.
@@ -72,7 +72,7 @@ class Front:
 
 
 def _starting_app(front: Front, metrics: Metrics) -> ASGIApp:
-    async def readyz(_: Request) -> Response:
+    async def not_ready(_: Request) -> Response:
         return PlainTextResponse(front.reason + "\n", status_code=503)
 
     async def metrics_page(_: Request) -> Response:
@@ -86,7 +86,8 @@ def _starting_app(front: Front, metrics: Metrics) -> ASGIApp:
     return NoSniffApp(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            Route("/readyz", not_ready, methods=["GET"]),
+            Route("/", not_ready, methods=["GET"]),  # the status page, opened in a browser: words, not JSON
             Route("/metrics", metrics_page, methods=["GET"]),
             Route("/{path:path}", unavailable, methods=methods),
         ]

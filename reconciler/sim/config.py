@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from reconciler.sim.senders import CallbackSender
 
 __all__ = [
+    "API_NAMES",
     "BUILTIN_VOLC_APP",
     "BUILTIN_ZEGO_APP",
     "VOLC",
@@ -91,6 +92,9 @@ DEFAULT_RATE_LIMITS: dict[tuple[str, str], int] = {
     (ZEGO_LEGACY, "stop"): 50,
     (ZEGO_LEGACY, "query"): 10,
 }
+
+# Every API the simulator serves, by the name its request log and fault scoping (`apis`) use.
+API_NAMES = frozenset(api for _, api in DEFAULT_RATE_LIMITS)
 
 
 @dataclass

@@ -11,6 +11,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from reconciler.sim.config import API_NAMES
+
 __all__ = ["MAX_HANG_SECONDS", "FaultConfig", "FaultConfigError", "Faults"]
 
 MAX_HANG_SECONDS = 3600  # far past any client timeout; more only holds connections open
@@ -70,6 +72,12 @@ class FaultConfig:
             not isinstance(self.apis, list) or not all(isinstance(a, str) for a in self.apis)
         ):
             raise FaultConfigError("faults.apis: must be a list of API names")
+        # A misspelt name scoped the faults to no call at all: a fault test then passed without any fault.
+        if unknown := [a for a in self.apis or () if a not in API_NAMES]:
+            raise FaultConfigError(
+                f"faults.apis: {', '.join(map(repr, unknown))} is no API of the simulator "
+                f"(known: {', '.join(sorted(API_NAMES))})"
+            )
 
     def as_json(self) -> dict[str, Any]:
         return {_camel(k): v for k, v in asdict(self).items()}

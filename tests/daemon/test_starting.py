@@ -152,9 +152,19 @@ async def test_until_the_daemon_runs_it_is_alive_not_ready_and_says_why_then_the
         scraped = (await http.get("/metrics")).text
         assert "capctl_state_store_connect_failures_total 3.0" in scraped
         assert "capctl_state_store_reachable 0.0" in scraped
-        for call in (http.post("/callbacks/volcengine", content=b"{}"), http.post("/api/v1/sync"), http.get("/")):
+        # No spec load failed yet: no capctl_spec_set_valid 0 to fire CapctlSpecSetInvalid during the outage.
+        assert "capctl_spec_set_valid" not in scraped and "capctl_spec_set_errors" not in scraped
+        page = await http.get("/")  # the status page in a browser: the reason in words
+        assert page.status_code == 503 and page.text == front.reason + "\n"
+        for call in (http.post("/callbacks/volcengine", content=b"{}"), http.post("/api/v1/sync")):
             answer = await call
             assert answer.status_code == 503 and answer.json() == {"ok": False, "reason": front.reason}
+        assert (await http.get("/api/v1/status")).json() == {"ok": False, "reason": front.reason}
+
+    metrics.spec_load(errors=2, at=1.0)  # the first load exports them, and a second one does not re-register
+    metrics.spec_load(errors=0, at=2.0)
+    assert metrics.registry.get_sample_value("capctl_spec_set_valid") == 1
+    assert metrics.registry.get_sample_value("capctl_spec_set_last_load_timestamp_seconds") == 2
 
     front.serve(PlainTextResponse("the daemon's app\n"))
     async with client() as http:

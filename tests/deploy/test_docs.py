@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from reconciler import failpoints
 from tests.deploy.daemon_facts import ROOT, run_options
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
@@ -64,4 +65,5 @@ def test_every_failpoint_is_documented_and_every_documented_one_exists() -> None
     readme = next(line for line in (ROOT / "README.md").read_text().splitlines() if "`CAPCTL_FAILPOINTS`" in line)
     state_only = {"state-copy.records-written", "state-upgrade.rooms-written"}  # no vendor call near them
     assert in_code - state_only == documented
+    assert in_code == failpoints.POINTS  # the names CAPCTL_FAILPOINTS takes (any other is refused)
     assert in_code <= set(re.findall(r"`([a-z]+[a-z-]*\.[a-z-]+)`", readme))

@@ -213,6 +213,17 @@ def test_help_and_version_exit_0(tmp_path: Path) -> None:
     assert capctl("--version", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.parametrize("points", ["start.afer-call", "start.after-call:paws", "stop.after-call, findafter-call"])
+def test_a_misspelt_failpoint_is_an_error_not_a_test_without_a_crash(tmp_path: Path, points: str) -> None:
+    """A typo in CAPCTL_FAILPOINTS switched nothing on: the apply ran through and a crash test passed untested."""
+    result = CliRunner().invoke(cli.app, ["plan", str(tmp_path)], env={"CAPCTL_FAILPOINTS": points, "NO_COLOR": "1"})
+    assert result.exit_code == 1
+    assert "CAPCTL_FAILPOINTS:" in result.output and "is no failpoint" in result.output
+    assert "start.after-call, start.after-commit" in result.output  # the names it takes
+    known = CliRunner().invoke(cli.app, ["plan", str(tmp_path)], env={"CAPCTL_FAILPOINTS": " start.after-call:pause"})
+    assert "CAPCTL_FAILPOINTS" not in known.output
+
+
 def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
     """The daemon's docs table lists CAPCTL_SYNC_TOKEN with the flags; --help did not mention it."""
     result = CliRunner().invoke(cli.app, ["run", "--help"], env={"NO_COLOR": "1", "COLUMNS": "2000"})

@@ -66,6 +66,12 @@ async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
         ('{"seed": "x"}', "faults.seed: must be an integer"),
         ('{"phase": "during"}', "faults.phase: must be 'before' or 'after'"),
         ('{"apis": "StartSnapshot"}', "faults.apis: must be a list of API names"),
+        (  # a typo scoped the faults to no call: a fault test passed without any fault
+            '{"errorRate": 1, "apis": ["StartSnapshot", "StopSnapshots"]}',
+            "faults.apis: 'StopSnapshots' is no API of the simulator (known: DescribeRecordStatus, "
+            "DescribeSimpleStreamList, GetRoomOnlineUsers, GetSnapshotTask, MediaThumbnails, StartRecord, "
+            "StartSnapshot, StopRecord, StopSnapshot, UpdateSnapshot, access_token, query, start, stop)",
+        ),
     ],
 )
 async def test_a_fault_setting_out_of_range_is_refused_and_the_faults_stay(

@@ -152,13 +152,21 @@ async def test_an_advance_out_of_range_is_refused_and_the_fake_clock_stays() -> 
         assert (await http.get("/_sim/clock")).json()["now"] == 1_700_000_000.0
 
 
-def test_capctl_sim_refuses_a_speed_out_of_range_before_serving() -> None:
-    """The same check as the control API's (1e300 and NaN are proved there): --speed had only min=0.01."""
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        # The same check as the control API's (1e300 and NaN are proved there): --speed had only min=0.01.
+        (["--speed", "inf"], "--speed: must be a factor from 0.01 to 100000, got inf"),
+        # Taken silently before: the simulator served a clock that never moved.
+        (["--fake-clock", "--speed", "60"], "sim: --speed and --fake-clock exclude each other"),
+    ],
+)
+def test_capctl_sim_refuses_a_speed_it_cannot_run_before_serving(options: list[str], error: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", "--speed", "inf"],
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *options],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 1 and "listening" not in done.stdout
-    assert "--speed: must be a factor from 0.01 to 100000, got inf" in done.stderr
+    assert error in done.stderr
