@@ -626,9 +626,15 @@ def diff(
         started_by = starting.get(name) if (name := transitions.volc_task_held(record)) else None
         changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record))
         deleted.append(record)
-    # A replace stops the old run through the provider recorded with it, which a rename may have taken away.
-    replaced = [records[c.key] for c in changes if c.action is Action.REPLACE and c.key in records]
-    check_stoppable([*deleted, *replaced], providers)
+    # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
+    # does any task moved to another Provider, even one left as is because that old provider could not observe it.
+    stopped_through = {
+        c.key: records[c.key]
+        for c in changes
+        if c.key in records
+        and (c.action is Action.REPLACE or (c.key in desired and records[c.key].provider != desired[c.key].provider))
+    }
+    check_stoppable([*deleted, *stopped_through.values()], providers)
 
     notes = []
     if options.targets or options.labels:
