@@ -415,9 +415,15 @@ def render_markdown(plan: PlanJSON) -> str:
 
 
 def render_apply_result(result: ApplyResult, console: Console) -> None:
-    """Each failed action with its error, each change an interruption cut short, then the summary line
-    (after an interruption it also counts the changes never started). Vendor error text is printed as it
-    came: rich Text, never markup, so brackets in it can neither vanish nor break the output."""
+    """Each change done otherwise than its plan line reads (a run found already there, stopped and started
+    again; nothing left to stop) with its note, each failed action with its error, each change an interruption
+    cut short, then the summary line (after an interruption it also counts the changes never started). Vendor
+    error text is printed as it came: rich Text, never markup, so brackets in it can neither vanish nor break
+    the output."""
+    for noted in (r for r in result.results if r.ok and r.note):
+        console.print(
+            Text.assemble((f"• {noted.key}", "yellow"), f" ({noted.action.value}): {noted.note}"), soft_wrap=True
+        )
     for failure in result.failed:
         console.print(
             Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
