@@ -250,11 +250,12 @@ def run_ended_at(record: TaskRecord, obs: Observed, now: float) -> float:
     The vendor's EndTime is on the vendor's clock, which may be minutes off the daemon's and drift: compared
     with the daemon's own start time it would make an empty room's runs look productive (vendor ahead) or a
     productive run look empty (vendor behind). So the run's length is read from the vendor's two times of the
-    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded, never later than
-    now (it ended before it was seen ended). Without both times the run ended when it was seen ended."""
+    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded. It is not cut at
+    `now`: a vendor clock that runs fast (a simulator's fake clock moved on by hand) keeps its runs' lengths.
+    Without both times the run ended when it was seen ended."""
     if obs.ended_at is None or obs.started_at is None or record.started_at is None:
         return now
-    return min(now, record.started_at + max(0.0, obs.ended_at - obs.started_at))
+    return record.started_at + max(0.0, obs.ended_at - obs.started_at)
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
