@@ -375,12 +375,14 @@ def _change(
     )
 
 
-def stop_description(obs: Observed) -> str:
-    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
+def stop_description(obs: Observed, record: TaskRecord) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`);
+    when on the daemon's clock, as the record will say it (`transitions.laid_end`), not the vendor's."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
-    return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
+    ended = transitions.laid_end(record, obs)
+    return what if ended is None else f"{what} at {fmt_time(ended)}"
 
 
 def _diff_one(
@@ -513,7 +515,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None:  # the vendor reports it stopped, failed, or not found
-        why = stop_description(obs)
+        why = stop_description(obs, record)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
         # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.

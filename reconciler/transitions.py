@@ -30,6 +30,7 @@ __all__ = [
     "handed_over_to",
     "idle_runs",
     "intent",
+    "laid_end",
     "not_attempted",
     "observed",
     "removed",
@@ -245,16 +246,24 @@ def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | No
 
 
 def run_ended_at(record: TaskRecord, obs: Observed, now: float) -> float:
-    """When the run the vendor reports ended, on the daemon's clock (docs/daemon.md "Two clocks").
+    """When the run the vendor reports ended, on the daemon's clock (`laid_end`); without it, now: the run
+    ended when it was seen ended."""
+    laid = laid_end(record, obs)
+    return now if laid is None else laid
+
+
+def laid_end(record: TaskRecord, obs: Observed) -> float | None:
+    """The end of the run the vendor reports, on the daemon's clock (docs/daemon.md "Two clocks"); None when
+    the answer or the record lacks a time.
 
     The vendor's EndTime is on the vendor's clock, which may be minutes off the daemon's and drift: compared
     with the daemon's own start time it would make an empty room's runs look productive (vendor ahead) or a
     productive run look empty (vendor behind). So the run's length is read from the vendor's two times of the
     same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded. It is not cut at
-    `now`: a vendor clock that runs fast (a simulator's fake clock moved on by hand) keeps its runs' lengths.
-    Without both times the run ended when it was seen ended."""
+    a present time: a vendor clock that runs fast (a simulator's fake clock moved on by hand) keeps its runs'
+    lengths."""
     if obs.ended_at is None or obs.started_at is None or record.started_at is None:
-        return now
+        return None
     return record.started_at + max(0.0, obs.ended_at - obs.started_at)
 
 
