@@ -96,12 +96,12 @@ def test_interval_change_on_a_task_the_refresh_sees_ended_replaces(state: Observ
 def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
     """The time on the daemon's clock, as the record will keep it: the vendor's is 5 min ahead here."""
     task = desired()
-    vendor = {"started_at": 1_800_000_300.0, "ended_at": 1_800_000_487.0}
-    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", **vendor)
+    reason = "idle timeout (Volcengine IdleTimeOut)"
+    obs = Observed(ObservedState.STOPPED, reason=reason, started_at=1_800_000_300.0, ended_at=1_800_000_487.0)
     change = one(task, record_for(task, started_at=1_800_000_000.0), obs)
     assert change.action is Action.REISSUE
     assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
-    no_start = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_487.0)
+    no_start = Observed(ObservedState.STOPPED, reason=reason, ended_at=1_800_000_487.0)
     assert one(task, record_for(task), no_start).reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut)"
 
 
