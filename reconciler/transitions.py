@@ -248,23 +248,23 @@ def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | No
 def run_ended_at(record: TaskRecord, obs: Observed, now: float) -> float:
     """When the run the vendor reports ended, on the daemon's clock (`laid_end`); without it, now: the run
     ended when it was seen ended."""
-    laid = laid_end(record, obs)
+    laid = laid_end(record, obs, now)
     return now if laid is None else laid
 
 
-def laid_end(record: TaskRecord, obs: Observed) -> float | None:
+def laid_end(record: TaskRecord, obs: Observed, now: float) -> float | None:
     """The end of the run the vendor reports, on the daemon's clock (docs/daemon.md "Two clocks"); None when
     the answer or the record lacks a time.
 
     The vendor's EndTime is on the vendor's clock, which may be minutes off the daemon's and drift: compared
     with the daemon's own start time it would make an empty room's runs look productive (vendor ahead) or a
     productive run look empty (vendor behind). So the run's length is read from the vendor's two times of the
-    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded. It is not cut at
-    a present time: a vendor clock that runs fast (a simulator's fake clock moved on by hand) keeps its runs'
-    lengths."""
+    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded, never after `now`
+    (it ended before it was seen ended): a run the daemon took up running (a start resumed after a crash,
+    recorded as starting then) would otherwise end hours ahead of the daemon's clock."""
     if obs.ended_at is None or obs.started_at is None or record.started_at is None:
         return None
-    return record.started_at + max(0.0, obs.ended_at - obs.started_at)
+    return min(now, record.started_at + max(0.0, obs.ended_at - obs.started_at))
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
