@@ -23,7 +23,7 @@ from reconciler.daemon.roomjobs import (
     forgotten_tasks,
 )
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
-from reconciler.daemon.vendorclock import AGREE, WINDOW, VendorClocks
+from reconciler.daemon.vendorclock import AGREE, KEEP, WINDOW, VendorClocks
 from reconciler.model import RestartPolicy, RoomActivity, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -231,8 +231,14 @@ def test_vendor_clocks_correct_only_an_offset_that_callbacks_prove() -> None:
         daemon_at = clocks.heard("zego", sent + skew, sent + next(delays))
         assert sent - AGREE <= daemon_at <= sent + AGREE + 0.05
     # A correction follows the drift, but not every faster delivery: the same one between two callbacks.
-    assert clocks.heard("zego", 2e9, 2e9 - 300.8) - clocks.heard("zego", 2e9, 2e9 - 300.9) == 0
-    # The bounds of a window ago are forgotten: 5 min behind now, the only callback since is put at its
-    # arrival (the fastest delivery, so far).
-    later = 2e9 + WINDOW + 1
-    assert clocks.heard("zego", later - 300, later + 0.1) == later + 0.1
+    in_use = 2e9 - clocks.heard("zego", 2e9, 2e9 - 300.9)
+    assert clocks.heard("zego", 2e9, 2e9 - 300.8) == 2e9 - in_use
+    # After a quiet spell, a callback retried a minute late keeps that correction: the last KEEP bound it.
+    quiet = 2e9 + WINDOW + 1
+    assert clocks.heard("zego", quiet, quiet - 240) == quiet - in_use
+    # Bounds older than the window and than the last KEEP callbacks are forgotten: 5 min behind now, as KEEP
+    # callbacks since show (put at their arrival: the fastest delivery so far).
+    later = quiet + WINDOW + 1
+    times = [clocks.heard("zego", later + n - 300, later + n + 0.1) for n in range(KEEP)]
+    assert times[0] == later - 300 - in_use  # the first of them still with the correction in use
+    assert times[-1] == later + KEEP - 1 + 0.1
