@@ -426,6 +426,23 @@ def test_apply_errors_print_verbatim_even_with_brackets() -> None:
     ]
 
 
+def test_apply_prints_what_a_change_found_at_the_vendor() -> None:
+    """The executor's note on a start that met a run nobody recorded was dropped: an apply stopped and started
+    again a task a team's script had started, and said only `1 created`."""
+    from rich.console import Console
+
+    from reconciler.execute import ApplyResult, ChangeResult
+
+    note = "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
+    result = ApplyResult((ChangeResult("SnapshotJob/audit/lobby", Action.CREATE, ok=True, note=note),))
+    console = Console(record=True, width=200)
+    render_apply_result(result, console)
+    assert console.export_text().splitlines() == [
+        f"! SnapshotJob/audit/lobby (create): {note}",
+        "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 0 failed.",
+    ]
+
+
 def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view() -> None:
     from rich.console import Console
 
