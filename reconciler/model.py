@@ -206,6 +206,7 @@ class Observed:
     ended_at: float | None = None
     rollover: bool = False  # ended at its max duration: re-issue without backoff
     detail: str | None = None  # raw status for messages ("status 4")
+    room: str | None = None  # the room the vendor's answer names (ZEGO recordings), for `capctl state import`
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, Unpack
@@ -110,8 +111,9 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
 
     _stop_api: str
     _query_api: str
-    # The status answer's names of (status, begin ms, end ms, quit reason): each generation spells them its way.
-    _status_fields: tuple[str, str, str, str]
+    # The status answer's names of (status, begin ms, end ms, quit reason, room): each generation spells them
+    # its way.
+    _status_fields: tuple[str, str, str, str, str]
 
     @abc.abstractmethod
     async def _stop_task(self, task_id: str) -> None: ...
@@ -130,8 +132,9 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Observed(ObservedState.NOT_FOUND, detail=exc.message)
             raise
-        status, begin_ms, end_ms, quit_reason = (field(data, name) for name in self._status_fields)
-        return observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
+        status, begin_ms, end_ms, quit_reason, room = (field(data, name) for name in self._status_fields)
+        observed = observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
+        return dataclasses.replace(observed, room=room) if isinstance(room, str) else observed
 
     def _task_id(self, record: TaskRecord, api: str) -> str:
         task_id = record.vendor_task_id or record.vendor_ref.get("TaskId")
@@ -146,7 +149,7 @@ class ZegoRecordProvider(_RecordingProvider):
     family = ApiFamily.ZEGO_RECORD
     _stop_api = "StopRecord"
     _query_api = "DescribeRecordStatus"
-    _status_fields = ("Status", "RecordBeginTimestamp", "RecordEndTimestamp", "QuitReason")
+    _status_fields = ("Status", "RecordBeginTimestamp", "RecordEndTimestamp", "QuitReason", "RoomId")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._url = config.cloudrecord_endpoint.rstrip("/") + "/"
@@ -252,7 +255,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     _stop_api = "stop"
     _query_api = "query"
     # UNCONFIRMED: the v1 query answer's field names; the Action API's in snake_case (vendor-apis.md).
-    _status_fields = ("status", "record_begin_timestamp", "record_end_timestamp", "quit_reason")
+    _status_fields = ("status", "record_begin_timestamp", "record_end_timestamp", "quit_reason", "room_id")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._base = config.cloudrecord_endpoint.rstrip("/")
