@@ -485,6 +485,10 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
+    if record.family is not task.family:
+        # Another vendor API (a SnapshotJob moved between Volcengine and ZEGO): no request field carries over,
+        # so listing them all says nothing the settings line does not; the move itself is the change.
+        details = (f"provider: {record.provider} ({record.family.value}) → {task.provider} ({task.family.value})",)
     if transitions.start_unconfirmed(record):
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).

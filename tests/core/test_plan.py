@@ -78,6 +78,19 @@ def test_other_change_replaces_with_field_details() -> None:
     assert "StorageConfig.TosConfig.Bucket: a → b" in change.details
 
 
+def test_a_job_moved_to_another_vendor_says_so_instead_of_listing_every_request_field() -> None:
+    """A SnapshotJob moved from Volcengine to ZEGO listed 13 fields `X: … → (unset)` and "… and 10 more"."""
+    import dataclasses
+
+    old = desired()
+    new = dataclasses.replace(
+        old, provider="zego", family=ApiFamily.ZEGO_RECORD, request={"RoomId": "lobby"}, spec_hash="z", fixed_hash="z"
+    )
+    change = one(new, record_for(old))
+    assert change.action is Action.REPLACE
+    assert change.details == ("provider: volc (volcengine-snapshot) → zego (zego-record)",)
+
+
 def test_interval_change_on_stopped_task_replaces() -> None:
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
