@@ -1530,7 +1530,11 @@ def state_rm(
     if record.status is TaskStatus.REMOVED:
         typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
         return
-    typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+    typer.echo(
+        f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running. While the specs "
+        "declare its job, the next apply (or the daemon) starts it again: remove the job to hand the task back, "
+        "or `capctl state import` it again."
+    )
 
 
 def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:

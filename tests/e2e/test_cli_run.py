@@ -154,8 +154,12 @@ def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
     assert "keeps running" in out
     assert len(work.sim.tasks("volcengine", state="running")) == 1
     assert "no task" in work.capctl("state", "rm", "SnapshotJob/audit/lobby", expect=1).stderr
-    adopted = work.apply().stdout  # TaskId is the idempotency key: the running task is adopted again
-    assert "1 created" in adopted and len(work.sim.tasks("volcengine")) == 1
+    assert "the next apply (or the daemon) starts it again" in out
+    # Its settings cannot be read back: the run found under the TaskId is stopped and started again, and said.
+    again = work.apply().stdout
+    assert "1 created" in again and len(work.sim.requests("StopSnapshot")) == 1
+    assert "! SnapshotJob/audit/lobby (create): the vendor already ran it, with settings capctl had not" in again
+    assert len(work.sim.tasks("volcengine", state="running")) == 1
 
 
 def test_servers_refuse_a_taken_address_before_doing_anything(work: Workdir) -> None:
