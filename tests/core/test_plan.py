@@ -313,6 +313,28 @@ def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both()
     assert diff({}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"volc"}).changes
 
 
+def test_a_zego_provider_switched_to_the_other_api_in_place_is_a_plan_error_while_its_recordings_run() -> None:
+    """Editing `cloudrecordApi` (and the endpoint) of a Provider in place left its running recordings to be
+    queried at the new endpoint with the old API: every plan incomplete (an HTTP 404 blamed on the endpoint),
+    forever, and the recording never moved nor stopped."""
+    import dataclasses
+
+    from reconciler.model import ProviderConfig
+
+    old = desired("class-1", family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    new = dataclasses.replace(old, family=ApiFamily.ZEGO_RECORD_LEGACY, spec_hash="legacy", fixed_hash="legacy")
+    legacy = {"volc": ProviderConfig(name="volc", type="zego", app_id="1", cloudrecord_api="legacy")}
+    unknown = {old.key: Observed(ObservedState.UNKNOWN, detail="ProviderApiChanged")}
+    records = {old.key: record_for(old)}
+    with pytest.raises(PlanError, match=r"provider 'volc' now declares cloudrecordApi legacy, but 1 recording\(s\)"):
+        diff({new.key: new}, records, unknown, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    current = {"volc": dataclasses.replace(legacy["volc"], cloudrecord_api="current")}
+    assert current["volc"].serves(ApiFamily.ZEGO_RECORD) and not legacy["volc"].serves(ApiFamily.ZEGO_RECORD)
+    stopped = {old.key: record_for(old, TaskStatus.STOPPED)}  # nothing runs: it simply starts on the new API
+    plan = diff({new.key: new}, stopped, {}, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    assert [c.action for c in plan.changes] == [Action.REPLACE]
+
+
 @pytest.mark.parametrize(
     ("selector", "key", "expected"),
     [
