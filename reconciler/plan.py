@@ -722,27 +722,29 @@ def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | 
         return
     orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
     switched: dict[str, list[str]] = {}  # provider now on the other ZEGO API -> recordings of the first one
+    apis: dict[str, str] = {}  # that provider's API now
     for record in deleted:
         if not transitions.stoppable(record):
             continue
         if record.provider not in providers:
             orphans.setdefault(record.provider, []).append(record.key)
-        elif isinstance(providers, Mapping) and not providers[record.provider].serves(record.family):
+        elif isinstance(providers, Mapping) and not (config := providers[record.provider]).serves(record.family):
             switched.setdefault(record.provider, []).append(record.key)
+            apis[record.provider] = config.cloudrecord_api
     if orphans:
         raise PlanError(_orphaned_message(orphans))
     if switched:
-        raise PlanError(_switched_message(switched, providers))
+        raise PlanError(_switched_message(switched, apis))
 
 
 def _shown(keys: list[str]) -> str:
     return ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
-def _switched_message(switched: Mapping[str, list[str]], providers: Mapping[str, Any]) -> str:
+def _switched_message(switched: Mapping[str, list[str]], apis: Mapping[str, str]) -> str:
     parts = []
     for provider, keys in sorted(switched.items()):
-        now = providers[provider].cloudrecord_api
+        now = apis[provider]
         before = "current" if now == "legacy" else "legacy"
         parts.append(
             f"provider {provider!r} now declares cloudrecordApi {now}, but {len(keys)} recording(s) it started on "
