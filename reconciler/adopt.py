@@ -29,7 +29,7 @@ class AdoptError(Exception):
     """Why a vendor task cannot be imported: said to the operator as is."""
 
 
-def _vendor_ref(task: DesiredTask, vendor_id: str) -> dict[str, str]:
+def _vendor_ref(task: DesiredTask, vendor_id: str, app_id: str) -> dict[str, str]:
     """The ids a start of `task` would have recorded (each provider's `StartResult.vendor_ref`), naming
     `vendor_id` instead of the task the spec would start."""
     if task.family is ApiFamily.VOLC_SNAPSHOT:
@@ -37,12 +37,13 @@ def _vendor_ref(task: DesiredTask, vendor_id: str) -> dict[str, str]:
         return {**ids, "RoomId": task.target, "TaskId": vendor_id}
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return {"TaskId": vendor_id, "FileId": task.target}
-    return {"TaskId": vendor_id, "RoomId": task.target}
+    return {"TaskId": vendor_id, "RoomId": task.target, "AppId": app_id}
 
 
-def probe(task: DesiredTask, vendor_id: str, now: float) -> TaskRecord:
+def probe(task: DesiredTask, vendor_id: str, now: float, *, app_id: str) -> TaskRecord:
     """The record of `task` as if its start had answered `vendor_id`: what the status query is made with,
-    and (once the vendor confirms it) what is stored. It holds no ClientTaskId: capctl never sent one."""
+    and (once the vendor confirms it) what is stored. It holds no ClientTaskId: capctl never sent one.
+    `app_id`: the app of the task's Provider, which a ZEGO recording's record keeps."""
     if not vendor_id or len(vendor_id) > _MAX_ID or not vendor_id.isprintable() or vendor_id != vendor_id.strip():
         raise AdoptError(
             f"vendor task id {vendor_id!r}: expected the vendor's id of the task, 1 to {_MAX_ID} characters"
@@ -50,7 +51,7 @@ def probe(task: DesiredTask, vendor_id: str, now: float) -> TaskRecord:
     if task.family is ApiFamily.VOLC_SNAPSHOT and not _VOLC_ID.fullmatch(vendor_id):
         raise AdoptError(f"vendor task id {vendor_id!r}: a Volcengine TaskId is 1 to 128 of a-z A-Z 0-9 _ @ - .")
     start = transitions.intent(task, None, now, reissue=False).evolve(client_task_id=None)
-    return transitions.started(start, vendor_id, _vendor_ref(task, vendor_id), now)
+    return transitions.started(start, vendor_id, _vendor_ref(task, vendor_id, app_id), now)
 
 
 def describe(record: TaskRecord) -> str:

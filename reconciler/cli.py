@@ -1637,7 +1637,7 @@ def state_import(
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     task = _task_to_import(spec_set, key, spec_paths)
     try:
-        record = probe(task, vendor_id, SystemClock().now())
+        record = probe(task, vendor_id, SystemClock().now(), app_id=spec_set.providers[task.provider].app_id)
     except AdoptError as exc:
         fail(f"{key}: {exc}")
     # Checked read-only first, so a refusal creates no state; a dry run stops there.
