@@ -1512,29 +1512,52 @@ def state_show(
 
 @state_app.command("rm")
 def state_rm(
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Task key to forget", autocompletion=complete_task_keys)],
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY",
+            help="Task keys to forget, or globs as `state list` takes them ('SnapshotJob/lobby-*/*')",
+            autocompletion=complete_task_keys,
+        ),
+    ],
     state: StateOpt = None,
 ) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
+    tombstones; all in one transaction, or none when a KEY matches nothing."""
     from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, selector_matches
     from reconciler.state import NoState
 
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
     with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
         if isinstance(store, NoState):
-            _no_task(key, store)
+            _no_task(keys[0], store)
         with locked(store, "capctl state rm"):
-            record = store.record(key)
-            if record is None:
-                _no_task(key, store)
-            serial = store.delete(key)
-    if record.status is TaskStatus.REMOVED:
-        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
-        return
-    typer.echo(
-        f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running. While the specs "
-        "declare its job, the next apply (or the daemon) starts it again: remove the job to hand the task back, "
-        "or `capctl state import` it again."
-    )
+            known = store.keys()
+            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            if unmatched := [k for k, hits in matched.items() if not hits]:
+                if len(keys) == 1:
+                    _no_task(keys[0], store)
+                named = ", ".join(repr(k) for k in unmatched)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
+            forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
+            serial = store.delete_many(forgotten)
+    running = False
+    for key, record in forgotten.items():
+        if record is not None and record.status is TaskStatus.REMOVED:
+            typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        else:
+            running = True
+            typer.echo(f"Removed {key} from the state (serial {serial}).")
+    if running:
+        typer.echo(
+            "The vendor tasks, if any, keep running. While the specs declare their jobs, the next apply (or the "
+            "daemon) starts them again: remove the jobs to hand the tasks back, or `capctl state import` them again."
+        )
 
 
 def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:
