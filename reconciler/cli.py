@@ -1539,10 +1539,13 @@ def state_rm(
         with locked(store, "capctl state rm"):
             known = store.keys()
             matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
-            if unmatched := [k for k, hits in matched.items() if not hits]:
+            # A key named outright must be there (a typo forgets nothing); a glob may match nothing, as long as
+            # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
+            unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
+            if unmatched or not any(matched.values()):
                 if len(keys) == 1:
                     _no_task(keys[0], store)
-                named = ", ".join(repr(k) for k in unmatched)
+                named = ", ".join(repr(k) for k in unmatched or keys)
                 fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
             forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
             serial = store.delete_many(forgotten)
