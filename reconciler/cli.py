@@ -1523,7 +1523,8 @@ def state_rm(
     state: StateOpt = None,
 ) -> None:
     """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
-    tombstones; all in one transaction, or none when a KEY matches nothing."""
+    tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
+    others that do)."""
     from reconciler.model import TaskStatus
     from reconciler.plan import PlanError, check_selector, selector_matches
     from reconciler.state import NoState
