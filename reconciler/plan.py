@@ -488,6 +488,10 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
+    if record.family is not task.family:
+        # Another vendor API (a SnapshotJob moved between Volcengine and ZEGO): no request field carries over,
+        # so listing them all says nothing the settings line does not; the move itself is the change.
+        details = (f"provider: {record.provider} ({record.family.value}) → {task.provider} ({task.family.value})",)
     if transitions.start_unconfirmed(record):
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
@@ -637,7 +641,7 @@ def diff(
         c.key: records[c.key]
         for c in changes
         if c.key in records
-        and (c.action is Action.REPLACE or (c.key in desired and records[c.key].provider != desired[c.key].provider))
+        and (c.action is Action.REPLACE or (c.key in desired and _moved(records[c.key], desired[c.key])))
     }
     check_stoppable([*deleted, *stopped_through.values()], providers)
 
@@ -710,24 +714,62 @@ def _relabelled(
     return edits
 
 
+def _moved(record: TaskRecord, task: DesiredTask) -> bool:
+    """The task goes to another Provider, or its Provider to another API (a ZEGO `cloudrecordApi` edited)."""
+    return record.provider != task.provider or record.family is not task.family
+
+
 def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
     """A PlanError when a task to delete or replace still runs but the Provider recorded with it is no longer
-    declared (None: not checked)."""
+    declared, or (given the documents: a Mapping to `ProviderConfig`) no longer declares the API it was started
+    on (None: not checked)."""
     if providers is None:
         return
     orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    switched: dict[str, list[str]] = {}  # provider now on the other ZEGO API -> recordings of the first one
+    apis: dict[str, str] = {}  # that provider's API now
     for record in deleted:
-        if transitions.stoppable(record) and record.provider not in providers:
+        if not transitions.stoppable(record):
+            continue
+        if record.provider not in providers:
             orphans.setdefault(record.provider, []).append(record.key)
+        elif isinstance(providers, Mapping) and not (config := providers[record.provider]).serves(record.family):
+            switched.setdefault(record.provider, []).append(record.key)
+            apis[record.provider] = config.cloudrecord_api
     if orphans:
         raise PlanError(_orphaned_message(orphans))
+    if switched:
+        raise PlanError(_switched_message(switched, apis))
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _switched_message(switched: Mapping[str, list[str]], apis: Mapping[str, str]) -> str:
+    parts = []
+    for provider, keys in sorted(switched.items()):
+        now = apis[provider]
+        before = "current" if now == "legacy" else "legacy"
+        parts.append(
+            f"provider {provider!r} now declares cloudrecordApi {now}, but {len(keys)} recording(s) it started on "
+            f"the {before} API still run: {_shown(keys)}"
+        )
+    return (
+        "; ".join(parts) + ". capctl stops a recording through the API and endpoint it was started on, which the "
+        "document no longer names. Put its cloudrecordApi (and cloudrecordEndpoint) back, declare the other API "
+        "as a Provider of its own beside it, move the jobs to that one and apply (each recording is stopped "
+        "through the old and started through the new), then remove the old one; or forget them with "
+        "`capctl state rm KEY` (their recordings keep running)."
+    )
 
 
 def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
     parts = []
     for provider, keys in sorted(orphans.items()):
-        shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
+        parts.append(
+            f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {_shown(keys)}"
+        )
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
         "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to rename a "

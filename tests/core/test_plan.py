@@ -79,6 +79,19 @@ def test_other_change_replaces_with_field_details() -> None:
     assert "StorageConfig.TosConfig.Bucket: a → b" in change.details
 
 
+def test_a_job_moved_to_another_vendor_says_so_instead_of_listing_every_request_field() -> None:
+    """A SnapshotJob moved from Volcengine to ZEGO listed 13 fields `X: … → (unset)` and "… and 10 more"."""
+    import dataclasses
+
+    old = desired()
+    new = dataclasses.replace(
+        old, provider="zego", family=ApiFamily.ZEGO_RECORD, request={"RoomId": "lobby"}, spec_hash="z", fixed_hash="z"
+    )
+    change = one(new, record_for(old))
+    assert change.action is Action.REPLACE
+    assert change.details == ("provider: volc (volcengine-snapshot) → zego (zego-record)",)
+
+
 def test_interval_change_on_stopped_task_replaces() -> None:
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
@@ -305,6 +318,28 @@ def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both()
     assert diff({}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"volc"}).changes
 
 
+def test_a_zego_provider_switched_to_the_other_api_in_place_is_a_plan_error_while_its_recordings_run() -> None:
+    """Editing `cloudrecordApi` (and the endpoint) of a Provider in place left its running recordings to be
+    queried at the new endpoint with the old API: every plan incomplete (an HTTP 404 blamed on the endpoint),
+    forever, and the recording never moved nor stopped."""
+    import dataclasses
+
+    from reconciler.model import ProviderConfig
+
+    old = desired("class-1", family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    new = dataclasses.replace(old, family=ApiFamily.ZEGO_RECORD_LEGACY, spec_hash="legacy", fixed_hash="legacy")
+    legacy = {"volc": ProviderConfig(name="volc", type="zego", app_id="1", cloudrecord_api="legacy")}
+    unknown = {old.key: Observed(ObservedState.UNKNOWN, detail="ProviderApiChanged")}
+    records = {old.key: record_for(old)}
+    with pytest.raises(PlanError, match=r"provider 'volc' now declares cloudrecordApi legacy, but 1 recording\(s\)"):
+        diff({new.key: new}, records, unknown, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    current = {"volc": dataclasses.replace(legacy["volc"], cloudrecord_api="current")}
+    assert current["volc"].serves(ApiFamily.ZEGO_RECORD) and not legacy["volc"].serves(ApiFamily.ZEGO_RECORD)
+    stopped = {old.key: record_for(old, TaskStatus.STOPPED)}  # nothing runs: it simply starts on the new API
+    plan = diff({new.key: new}, stopped, {}, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    assert [c.action for c in plan.changes] == [Action.REPLACE]
+
+
 @pytest.mark.parametrize(
     ("selector", "key", "expected"),
     [
@@ -428,6 +463,23 @@ def test_apply_errors_print_verbatim_even_with_brackets() -> None:
     assert console.export_text().splitlines() == [
         f"✗ SnapshotJob/audit/[lobby] (create): {error}",
         "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 1 failed.",
+    ]
+
+
+def test_apply_prints_what_a_change_found_at_the_vendor() -> None:
+    """The executor's note on a start that met a run nobody recorded was dropped: an apply stopped and started
+    again a task a team's script had started, and said only `1 created`."""
+    from rich.console import Console
+
+    from reconciler.execute import ApplyResult, ChangeResult
+
+    note = "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
+    result = ApplyResult((ChangeResult("SnapshotJob/audit/lobby", Action.CREATE, ok=True, note=note),))
+    console = Console(record=True, width=200)
+    render_apply_result(result, console)
+    assert console.export_text().splitlines() == [
+        f"! SnapshotJob/audit/lobby (create): {note}",
+        "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 0 failed.",
     ]
 
 
