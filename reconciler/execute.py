@@ -110,6 +110,8 @@ class ApplyResult:
             "reissue": "re-issued",
             "delete": "deleted",
         }
+        if done.get(Action.MOVE.value):  # said only when some were: most applies move nothing
+            words["move"] = "re-homed"
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
         skipped = sum(1 for r in self.results if r.not_attempted)
         failed = f"{len(self.failed)} failed" + (f" ({skipped} of them not attempted)" if skipped else "")
@@ -358,6 +360,10 @@ class Executor:
             assert record is not None
             return await self._recording_failure(record, "delete", self._delete(record, held_by))
         assert task is not None, f"{change.key}: no desired task for {action.value}"
+        if action is Action.MOVE:  # `moves.rehome` re-homed the record: only the state changes
+            assert record is not None
+            self._store.put(record.evolve(labels=dict(task.labels), selector=task.selector))
+            return None
         if action is Action.UPDATE:
             assert record is not None
             # The intent of an update: until its answer is recorded, the vendor may hold either value.

@@ -252,7 +252,7 @@ def annotate(
     ended = [
         c.key
         for c in plan.changes
-        if c.action is Action.NOOP and c.key in live and split_key(c.key)[2] not in chosen[job_of(c.key)]
+        if c.action in (Action.NOOP, Action.MOVE) and c.key in live and split_key(c.key)[2] not in chosen[job_of(c.key)]
     ]
     notes = plan.notes
     if ended:
