@@ -178,9 +178,10 @@ def record_labels(
 
 
 def _home(record: TaskRecord, task: DesiredTask) -> str | None:
-    """A record of an older capctl learns where its task lives from its own Provider, so that Provider can be
-    renamed later in one edit (`moves.rehome`); a home once recorded stays (the task runs where it started)."""
-    if record.home is None and record.provider == task.provider and task.home:
+    """Where its task lives follows its Provider while that is declared (a record of an older capctl learns it;
+    an endpoint edited in place is where capctl reaches the task from then on), so the Provider can be renamed
+    later in one edit (`moves.rehome` reads the home of a Provider no longer declared from here)."""
+    if record.provider == task.provider and task.home:
         return task.home
     return record.home
 

@@ -624,8 +624,11 @@ def diff(
         for key, task in desired.items():
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
-                change = _diff_one(task, records.get(key), observed.get(key), key in replace, after)
-                changes.append(change if moved is None or key not in moved else _moved(change, moved[key], task))
+                obs = observed.get(key)
+                change = _diff_one(task, records.get(key), obs, key in replace, after)
+                # One that could not be observed is left as is, its record too (the plan is incomplete).
+                unknown = obs is not None and obs.state is ObservedState.UNKNOWN
+                changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete

@@ -167,3 +167,38 @@ def test_a_job_removed_with_its_renamed_provider_is_stopped_through_the_one_of_i
     assert deletes["SnapshotJob/audit/r1"].details == ("provider: volc → volc-main (same account)",)
     tomb = records["SnapshotJob/audit/r1"].evolve(status=TaskStatus.REMOVED)
     assert rehome({}, {tomb.key: tomb}, spec_set.providers, KEY).moved == {}  # a tombstone stops nothing
+
+
+def test_a_task_that_could_not_be_observed_is_left_as_is_and_a_home_follows_its_provider(tmp_path: Path) -> None:
+    from reconciler.engine import record_labels
+    from reconciler.model import Observed, ObservedState
+    from reconciler.state.sqlite import SQLiteStateStore
+
+    records = running(load(tmp_path, providers("http://127.0.0.1:9"), [snapshot_job("audit", ["r1"])]))
+    spec_set = load(tmp_path, renamed_providers(), [snapshot_job("audit", ["r1"])], renamed=True)
+    rehomed = rehome(spec_set.tasks, records, spec_set.providers, KEY)
+    unknown = {key: Observed(ObservedState.UNKNOWN, detail="timed out") for key in records}
+    plan = diff(
+        spec_set.tasks,
+        rehomed.records,
+        unknown,
+        options=PlanOptions(),
+        state_serial=1,
+        now=NOW,
+        providers=spec_set.providers,
+        moved=rehomed.moved,
+    )
+    assert [c.action for c in plan.changes] == [Action.NOOP] and plan.unobserved == ("SnapshotJob/audit/r1",)
+    # An endpoint edited in place: capctl reaches the task there from then on, and so would a renamed Provider.
+    proxied = load(
+        tmp_path,
+        providers("http://127.0.0.1:9").replace("127.0.0.1:9/volc", "127.0.0.1:8/volc"),
+        [snapshot_job("audit", ["r1"])],
+    )
+    store = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        [record] = record_labels(store, records, proxied.tasks).values()
+        assert record.home == "volcengine:capctl-sim-volc at http://127.0.0.1:8/volc"
+        assert store.load().records[record.key].home == record.home
+    finally:
+        store.close()
