@@ -108,9 +108,11 @@ def test_providers_renamed_in_one_edit_move_their_tasks_without_a_vendor_call(wo
     shown = json.loads(work.capctl("show", "saved.json", "--format", "json").stdout)
     assert {c["action"] for c in shown["changes"]} == {"move"} and shown["summary"]["move"] == 5
     assert work.capctl("show", "saved.json", "--format", "markdown").stdout.count("| move |") == 3
-    calls = len(work.sim.requests())
+    calls, serial = len(work.sim.requests()), shown["state_serial"]
     applied = work.capctl("apply", "--plan", "saved.json").stdout
     assert "5 re-homed, 0 failed" in applied and len(work.sim.requests()) == calls
+    listed = json.loads(work.capctl("state", "list", "-o", "json").stdout)
+    assert listed["serial"] == serial + 1  # every record re-homed in one commit
     assert {t["provider"] for t in state(work).values()} == {"volc-main", "zego-main"}
     assert "No changes" in work.capctl("plan").stdout and running(work) == ["lobby"]
     other = renamed.replace("{name: volc-main}", "{name: volc-other}").replace("capctl-sim-volc", "other-app")
