@@ -180,8 +180,11 @@ def record_labels(
 def _home(record: TaskRecord, task: DesiredTask) -> str | None:
     """Where its task lives follows its Provider while that is declared (a record of an older capctl learns it;
     an endpoint edited in place is where capctl reaches the task from then on), so the Provider can be renamed
-    later in one edit (`moves.rehome` reads the home of a Provider no longer declared from here)."""
-    if record.provider == task.provider and task.home:
+    later in one edit (`moves.rehome` reads the home of a Provider no longer declared from here). An appId
+    edited in place does not move a running task to the new app: that home stays until the task starts again."""
+    if record.provider != task.provider or not task.home:
+        return record.home
+    if record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]:
         return task.home
     return record.home
 

@@ -268,4 +268,4 @@ class ProviderConfig:
             url = self.endpoint
         else:
             url = self.rtc_endpoint if family is ApiFamily.ZEGO_THUMBNAIL else self.cloudrecord_endpoint
-        return f"{self.account} at {url.rstrip('/')}"
+        return f"{self.account} at {url.rstrip('/')}"  # an account has no space: `engine._home` splits on " at "

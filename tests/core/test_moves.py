@@ -200,5 +200,13 @@ def test_a_task_that_could_not_be_observed_is_left_as_is_and_a_home_follows_its_
         [record] = record_labels(store, records, proxied.tasks).values()
         assert record.home == "volcengine:capctl-sim-volc at http://127.0.0.1:8/volc"
         assert store.load().records[record.key].home == record.home
+        # An appId edited in place does not move the running task to that app: its home stays.
+        other_app = load(
+            tmp_path,
+            providers("http://127.0.0.1:9").replace("capctl-sim-volc", "other-app"),
+            [snapshot_job("audit", ["r1"])],
+        )
+        [kept] = record_labels(store, {record.key: record}, other_app.tasks).values()
+        assert kept.home == record.home
     finally:
         store.close()
