@@ -118,6 +118,14 @@ def test_providers_renamed_in_one_edit_move_every_task_in_one_line_per_job_with_
         "provider: volc → volc-main (same account: re-homed)",
         "interval 5s → 10s",
     )
+    # Another change is a replace, stopped through the new document (the old one is gone): not refused.
+    idle = load(tmp_path, renamed_providers(), [recording_job("rec", ["c1", "c2"], idle=60)], True)
+    replace = plan_of(idle, {k: r for k, r in records.items() if k.startswith("RecordingJob/rec/")})
+    assert {(c.action, c.provider) for c in replace.changes} == {(Action.REPLACE, "zego-main")}
+    assert replace.changes[0].details[:2] == (
+        "provider: zego → zego-main (same account: re-homed)",
+        "RecordInputParams.MaxIdleTime: 30 → 60",
+    )
 
 
 def test_only_what_target_selects_is_re_homed(tmp_path: Path) -> None:
