@@ -1608,6 +1608,14 @@ def sim(
     fake_clock: Annotated[
         bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
     ] = False,
+    clock_offset: Annotated[
+        float,
+        typer.Option(
+            "--clock-offset",
+            metavar="SECONDS",
+            help="Start the clock this far off this machine's (negative: behind), as a vendor whose clock is off.",
+        ),
+    ] = 0.0,
     volcengine_callback_url: Annotated[
         str | None, typer.Option(metavar="URL", help="Where to POST Volcengine callbacks.")
     ] = None,
@@ -1632,7 +1640,7 @@ def sim(
     Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
     """
     from reconciler.sim import serve
-    from reconciler.sim.clocks import check_speed
+    from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
@@ -1640,6 +1648,10 @@ def sim(
         check_speed(speed)
     except ValueError as exc:
         fail(f"--speed: {exc}")
+    try:
+        check_offset(clock_offset)
+    except ValueError as exc:
+        fail(f"--clock-offset: {exc}")
     if fake_clock and speed != 1.0:  # taken silently before: the clock stood still all the same
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
@@ -1653,6 +1665,7 @@ def sim(
             listen,
             speed=speed,
             fake_clock=fake_clock,
+            clock_offset=clock_offset,
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
             scenario=played,

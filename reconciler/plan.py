@@ -384,12 +384,14 @@ def _change(
     )
 
 
-def stop_description(obs: Observed) -> str:
-    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
+def stop_description(obs: Observed, record: TaskRecord, now: float) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`);
+    when on the daemon's clock, as the record will say it (`transitions.laid_end`), not the vendor's."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
-    return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
+    ended = transitions.laid_end(record, obs, now)
+    return what if ended is None else f"{what} at {fmt_time(ended)}"
 
 
 def _diff_one(
@@ -398,6 +400,7 @@ def _diff_one(
     obs: Observed | None,
     replace_requested: bool,
     after: dict[str, Any] | None,
+    now: float,
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
@@ -426,7 +429,7 @@ def _diff_one(
                 Action.CREATE, f"previous submission failed: {record.last_error or 'error'}", task, record, after=after
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
-    return _diff_same(task, record, obs, after)
+    return _diff_same(task, record, obs, after, now)
 
 
 def _moved(change: Change, old: str, task: DesiredTask) -> Change:
@@ -521,7 +524,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     return _change(Action.REPLACE, reason, task, record, details, after)
 
 
-def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+def _diff_same(
+    task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
+) -> Change:
     seen_ended = obs is not None and obs.state is not ObservedState.RUNNING
     if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
         # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
@@ -531,7 +536,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None:  # the vendor reports it stopped, failed, or not found
-        why = stop_description(obs)
+        why = stop_description(obs, record, now)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
         # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.
@@ -625,7 +630,7 @@ def diff(
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
                 obs = observed.get(key)
-                change = _diff_one(task, records.get(key), obs, key in replace, after)
+                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
                 # One that could not be observed is left as is, its record too (the plan is incomplete).
                 unknown = obs is not None and obs.state is ObservedState.UNKNOWN
                 changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)

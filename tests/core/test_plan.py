@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from reconciler import transitions
 from reconciler.model import (
     Action,
     ApiFamily,
@@ -93,11 +94,15 @@ def test_interval_change_on_a_task_the_refresh_sees_ended_replaces(state: Observ
 
 
 def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
+    """The time on the daemon's clock, as the record will keep it: the vendor's is 5 min ahead here."""
     task = desired()
-    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)
-    change = one(task, record_for(task), obs)
+    reason = "idle timeout (Volcengine IdleTimeOut)"
+    obs = Observed(ObservedState.STOPPED, reason=reason, started_at=NOW + 100, ended_at=NOW + 287)
+    change = one(task, record_for(task, started_at=NOW - 200), obs)
     assert change.action is Action.REISSUE
-    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
+    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 07:59:47Z"
+    no_start = Observed(ObservedState.STOPPED, reason=reason, ended_at=1_800_000_487.0)
+    assert one(task, record_for(task), no_start).reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut)"
 
 
 def test_rollover_reason() -> None:
@@ -528,3 +533,26 @@ def test_a_spec_fixed_after_a_start_the_vendor_refused_does_not_say_the_start_wa
     assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")
     pending = record_for(task, TaskStatus.PENDING, vendor_task_id=None)
     assert "since a start that was never confirmed: " in one(desired(bucket="fixed"), pending).reason
+
+
+@pytest.mark.parametrize("offset", [300.0, -300.0], ids=["vendor-ahead", "vendor-behind"])
+def test_a_runs_times_are_kept_on_the_daemons_clock_whatever_the_vendors(offset: float) -> None:
+    """docs/daemon.md "Two clocks": the stop is the recorded start plus the vendor's own StartTime-to-EndTime,
+    never after it was seen ended (without a StartTime: when it was seen ended); a start time the daemon did
+    not take is the vendor's, never after now."""
+    task = desired("lobby")
+    vendor_start = NOW - 100 + offset
+    found = transitions.observed(
+        record_for(task, TaskStatus.PENDING, started_at=None),
+        Observed(ObservedState.RUNNING, started_at=vendor_start),
+        NOW,
+    )
+    assert found.started_at == min(NOW, vendor_start)
+    run = record_for(task, started_at=NOW - 100, idle_timeout=20.0)
+    ended = Observed(ObservedState.STOPPED, reason="idle timeout", started_at=vendor_start, ended_at=vendor_start + 21)
+    stopped = transitions.observed(run, ended, NOW)
+    assert stopped.stopped_at == NOW - 79 and not transitions.was_productive(stopped)
+    assert transitions.observed(run, Observed(ObservedState.STOPPED, ended_at=vendor_start + 21), NOW).stopped_at == NOW
+    # A run taken up running (a start resumed after a crash: recorded as starting then) ends no later than seen.
+    resumed = Observed(ObservedState.STOPPED, started_at=vendor_start - 7200, ended_at=vendor_start + 21)
+    assert transitions.observed(run, resumed, NOW).stopped_at == NOW
