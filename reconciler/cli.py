@@ -718,9 +718,10 @@ def _plan_options(
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
     from reconciler.clock import SystemClock
+    from reconciler.moves import load_rehomed
     from reconciler.plan import PlanError, diff
 
-    snapshot = store.load()
+    snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
     try:
         return diff(
             spec_set.tasks,
@@ -731,6 +732,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions,
             now=SystemClock().now(),
             paths=paths,
             providers=spec_set.providers,
+            moved=moved,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -984,6 +986,7 @@ async def _apply(
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
     from reconciler.execute import Interrupt
+    from reconciler.moves import load_rehomed
 
     retry = _retry_policy()
     err = _err_console()
@@ -992,8 +995,10 @@ async def _apply(
     spec_set, selections, records = _select_rooms(spec_set, store)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
-            snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key())
+            snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, saved.options)
+            verify_saved_plan(
+                saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key(), moved=moved
+            )
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:

@@ -110,6 +110,8 @@ class ApplyResult:
             "reissue": "re-issued",
             "delete": "deleted",
         }
+        if done.get(Action.MOVE.value):  # said only when some were: most applies move nothing
+            words["move"] = "re-homed"
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
         skipped = sum(1 for r in self.results if r.not_attempted)
         failed = f"{len(self.failed)} failed" + (f" ({skipped} of them not attempted)" if skipped else "")
@@ -217,13 +219,15 @@ class Executor:
         cancellation from outside cancels the changes in flight and propagates."""
         interrupt = interrupt or Interrupt()
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
+        results: dict[int, ChangeResult] = {}
+        if any(change.action is Action.MOVE for _, change in actionable):
+            actionable = self._move(actionable, desired, records, results, on_done)
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
         shared = _shares_vendor_task(actionable, desired, records) if self._whole_state else None
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
-        results: dict[int, ChangeResult] = {}
         # Per apply (the daemon runs one change per apply): provider -> (its changes that failed in a row
         # without an answer, the first of those errors).
         silent: dict[str, tuple[int, VendorError]] = {}
@@ -274,6 +278,27 @@ class Executor:
             cut.cancel()
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
+
+    def _move(
+        self,
+        actionable: list[tuple[int, Change]],
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        results: dict[int, ChangeResult],
+        on_done: Callable[[ChangeResult], None] | None,
+    ) -> list[tuple[int, Change]]:
+        """Write every move's record (`moves.rehome` re-homed it: no vendor call) in one commit, before any call;
+        returns the other changes."""
+        moves = [(index, change) for index, change in actionable if change.action is Action.MOVE]
+        self._store.put_many(
+            records[c.key].evolve(labels=dict(desired[c.key].labels), selector=desired[c.key].selector)
+            for _, c in moves
+        )
+        for index, change in moves:
+            results[index] = ChangeResult(change.key, change.action, ok=True)
+            if on_done is not None:
+                on_done(results[index])
+        return [(index, change) for index, change in actionable if change.action is not Action.MOVE]
 
     async def _gated(
         self, index: int, one: Callable[[], Awaitable[ChangeResult]], stopped_first: Mapping[int, _Gate]

@@ -7,6 +7,7 @@ Each change carries a reason a human understands; the reason explains the action
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import time
@@ -59,7 +60,15 @@ __all__ = [
 # (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
+ACTION_ORDER = (
+    Action.CREATE,
+    Action.UPDATE,
+    Action.REPLACE,
+    Action.REISSUE,
+    Action.DELETE,
+    Action.MOVE,
+    Action.NOOP,
+)
 MAX_DETAIL_LINES = 12
 
 
@@ -423,6 +432,15 @@ def _diff_one(
     return _diff_same(task, record, obs, after, now)
 
 
+def _moved(change: Change, old: str, task: DesiredTask) -> Change:
+    """A change of a task whose record was re-homed from Provider `old` (same vendor account)."""
+    if change.action is Action.NOOP:  # one reason for every task of the job: the text view shows it in one line
+        reason = f"provider {old} → {task.provider}, same account ({task.home}): record re-homed, no vendor call"
+        return dataclasses.replace(change, action=Action.MOVE, reason=reason)
+    line = f"provider: {old} → {task.provider} (same account: re-homed)"
+    return dataclasses.replace(change, details=(line, *change.details))
+
+
 def _resumed(record: TaskRecord) -> str:
     """How a start cut short (a crash, a second Ctrl-C) is taken up again, and what it may leave behind."""
     if record.client_task_id:
@@ -596,9 +614,12 @@ def diff(
     paths: Iterable[str] = (),
     providers: Collection[str] | None = None,
     redacted: dict[int, Any] | None = None,
+    moved: Mapping[str, str] | None = None,
 ) -> Plan:
     """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
     longer declared is a PlanError (its credentials are never stored, so the stop could not be made).
+    `moved`: the keys whose `records` were re-homed to another Provider of the same account (`moves.rehome`),
+    with the Provider each one named: what would be a no-op for them is a move of the record.
     `redacted`: the memo of redacted requests (`redact_tree`), when it should outlive this call (the daemon
     diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
@@ -612,7 +633,11 @@ def diff(
         for key, task in desired.items():
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
-                changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after, now))
+                obs = observed.get(key)
+                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
+                # One that could not be observed is left as is, its record too (the plan is incomplete).
+                unknown = obs is not None and obs.state is ObservedState.UNKNOWN
+                changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete
@@ -633,7 +658,9 @@ def diff(
             }
         held_by = transitions.handed_over_to(record, holders)
         started_by = starting.get(name) if (name := transitions.volc_task_held(record)) else None
-        changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record))
+        # Its Provider removed, it is stopped through another of the same account (`moves.rehome`).
+        via = (f"provider: {moved[key]} → {record.provider} (same account)",) if moved and key in moved else ()
+        changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record, via))
         deleted.append(record)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
@@ -772,8 +799,10 @@ def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
         )
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
-        "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to rename a "
-        "Provider or move jobs to another, declare the new one beside it, apply, then remove the old one), "
+        "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to move jobs "
+        "to a Provider of another account, declare the new one beside it, apply, then remove the old one; tasks "
+        "started by an older capctl learn their account at the next apply while their Provider is declared, "
+        "and then move to one of the same type, appId and endpoint without a stop), "
         "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or, for jobs removed from "
         "the specs, use --no-prune."
     )

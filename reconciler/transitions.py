@@ -192,6 +192,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         request=redact_tree(task.request),
         labels=dict(task.labels),
         selector=task.selector,
+        home=task.home or None,
         # Another try of a failed start keeps its error until a start succeeds: a task whose starts keep
         # failing would otherwise show `pending` without a word for most of each round of retries.
         last_error=base.last_error if base.status is TaskStatus.FAILED else None,

@@ -42,6 +42,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
+from reconciler.moves import rehome
 from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -163,6 +164,10 @@ class Reconciler:
         task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
         if task is None:
             return await self._reconcile_removed(key, record)
+        moved: dict[str, str] = {}
+        if record is not None and record.provider != task.provider:  # a Provider renamed: the same account's?
+            rehomed = rehome({key: task}, {key: record}, spec.providers, self.records.fingerprint_key())
+            record, moved = rehomed.records[key], rehomed.moved
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
@@ -197,7 +202,16 @@ class Reconciler:
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
         records = {key: record} if record is not None else {}
         options = PlanOptions(prune=self._prune.prune)
-        plan = diff({key: task}, records, observed, options=options, state_serial=0, now=now, redacted=self._redacted)
+        plan = diff(
+            {key: task},
+            records,
+            observed,
+            options=options,
+            state_serial=0,
+            now=now,
+            redacted=self._redacted,
+            moved=moved,
+        )
         change = plan.changes[0]
         if change.action is Action.NOOP:
             log.debug("no change", reason=change.reason)
@@ -236,10 +250,19 @@ class Reconciler:
         naming = self._keys_naming(name) if name is not None else []
         holders = {k: r for k in naming if (r := self.records.get(k)) and transitions.volc_task_held(r) == name}
         desired = {k: self.spec.tasks[k] for k in holders}
-        records = {key: record, **holders}
+        # Its Provider removed with it, another of the same account stops it (`moves.rehome`).
+        rehomed = rehome(desired, {key: record, **holders}, self.spec.providers, self.records.fingerprint_key())
+        records = rehomed.records
         try:
             plan = diff(
-                desired, records, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
+                desired,
+                records,
+                {},
+                options=PlanOptions(),
+                state_serial=0,
+                now=now,
+                providers=self.spec.providers,
+                moved=rehomed.moved,
             )
         except PlanError as exc:
             if self._prune.unstoppable(key):  # once per task: no retry loop, no log line per resync

@@ -104,6 +104,17 @@ class World:
     callbacks: bool = True
     stopped_behind: dict[str, float] = field(default_factory=dict)  # key -> last out-of-band stop
     trouble_until: float = float("-inf")  # the vendor failing, then the failed keys' backoff (up to 5 min)
+    renamed: bool = False  # the Provider documents are `volc-r` and `zego-r`: the same accounts, other names
+
+
+RENAMES = (("volc", "volc-r"), ("zego", "zego-r"))
+
+
+def renamed(text: str) -> str:
+    """Provider documents and the jobs naming them on the `-r` names (the accounts and endpoints unchanged)."""
+    for old, new in RENAMES:
+        text = text.replace(f"{{name: {old}}}", f"{{name: {new}}}").replace(f"provider: {old}\n", f"provider: {new}\n")
+    return text
 
 
 class DaemonMachine(RuleBasedStateMachine):
@@ -136,10 +147,11 @@ class DaemonMachine(RuleBasedStateMachine):
     def write(self) -> None:
         specs = self.h.specs
         specs.mkdir(parents=True, exist_ok=True)
-        (specs / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
+        on = renamed if self.world.renamed else str
+        (specs / "providers.yaml").write_text(on(providers(SIM, callbacks=True)) + "---\n" + STORAGE)
         for name in FILES:
             path = specs / name
-            docs = [j.doc() for j in self.world.jobs.values() if j.file == name]
+            docs = [on(j.doc()) for j in self.world.jobs.values() if j.file == name]
             if name in self.world.deleted:
                 path.unlink(missing_ok=True)
             else:
@@ -275,6 +287,14 @@ class DaemonMachine(RuleBasedStateMachine):
         new = f"{old}r"
         task_id = (job.task_id or old) if job.kind == "snap" else None
         self.world.jobs[new] = replace(job, name=new, task_id=task_id)
+        self.reload()
+        self.step(1.0)
+
+    @rule()
+    def rename_providers(self) -> None:
+        """Both Provider documents renamed (or back) in one edit, the old ones gone: the same vendor accounts,
+        so no key counts as changed and no task may be stopped (before, each was replaced)."""
+        self.world.renamed = not self.world.renamed
         self.reload()
         self.step(1.0)
 

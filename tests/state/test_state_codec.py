@@ -149,6 +149,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     request=st.dictionaries(text_values, json_tree, max_size=4),
     labels=st.dictionaries(text_values, text_values, max_size=3),
     selector=st.none() | text_values,
+    home=st.none() | text_values,
 )
 TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
 

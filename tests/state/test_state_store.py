@@ -46,6 +46,7 @@ def every_field_set() -> TaskRecord:
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
+        home="zego:1234567890 at https://cloudrecord-sh.zego.im",
     )
 
 
