@@ -1185,8 +1185,9 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
+    from reconciler.daemon.http import daemon_sync_token
     from reconciler.daemon.starting import FOREVER
-    from reconciler.leader import LeaderSettings, LeaderSettingsError
+    from reconciler.leader import LeaderSettings
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -1211,7 +1212,8 @@ def run(
         leader = LeaderSettings.parse(
             lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
         )
-    except LeaderSettingsError as exc:
+        daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
+    except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
