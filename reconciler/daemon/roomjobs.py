@@ -312,7 +312,7 @@ class RoomSelectors:
         provider: Callable[[str, ApiFamily], Provider],
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
-        woken: Callable[[list[str]], None],
+        woken: Callable[[list[str], str], None],
         forget: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
@@ -323,7 +323,7 @@ class RoomSelectors:
         self._provider = provider
         self._in_force = in_force
         self._enqueue = enqueue
-        self._woken = woken  # keys in rooms the listing found active again: wake what is dormant there
+        self._woken = woken  # keys in rooms known active (and why): wake what is dormant there
         self._forget = forget  # deletes records (`forgotten_tasks`) from the state and the daemon's memory
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
@@ -383,11 +383,16 @@ class RoomSelectors:
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
             return
-        keys = changed_tasks(before.tasks, self.take(spec).tasks)
+        after = self.take(spec).tasks
+        keys = changed_tasks(before.tasks, after)
         for key in sorted(keys):
             self._enqueue(key)
         if keys:
             log.info("room activity: selector tasks changed", keys=len(keys))
+        # The activity that selected these rooms reached none of their tasks (not in force yet): they learn of
+        # it as a named room's task does, or `capctl_rooms_active` never counted a room with one stream in it.
+        if added := sorted(key for key in keys if key in after and key not in before.tasks):
+            self._woken(added, "room selected")
 
     async def resync(self) -> None:
         """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
@@ -409,7 +414,9 @@ class RoomSelectors:
         if woken and (effective := self._effective) is not None:  # a stream callback was lost: the listing
             # is the only news that people are back; every task in force there, named-room or selector
             accounts = accounts_of(effective.providers)
-            self._woken([t.key for t in effective.tasks.values() if (accounts[t.provider], t.target) in woken])
+            self._woken(
+                [t.key for t in effective.tasks.values() if (accounts[t.provider], t.target) in woken], "room listing"
+            )
 
     def regained(self) -> None:
         """The state lease was taken again: another holder may have learned rooms meanwhile."""

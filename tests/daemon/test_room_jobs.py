@@ -79,6 +79,11 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
     sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
     assert sample == 2
+    # The rooms whose first stream made their tasks count as active and captured (walk 5g: 0 and 0, as the
+    # activity reached no task of theirs), so CapctlCoverageBelowTarget sees selector jobs too.
+    coverage = {"job_name": "SnapshotJob/classes"}
+    assert registry.get_sample_value("capctl_rooms_active", coverage) == 2
+    assert registry.get_sample_value("capctl_rooms_captured", coverage) == 2
 
 
 async def class_1_quiet_for_an_hour(harness: Harness) -> None:
