@@ -206,17 +206,19 @@ class RoomJobs:
 
     def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
         self._key = fingerprint_key
+        # The label is `job_name`, as capctl_rooms_active's (coverage.py): Prometheus gives every scraped series a
+        # `job` label of its own and renames ours `exported_job`.
         self.rooms = Gauge(
             "capctl_selector_rooms",
             "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
             "left_out (past maxRooms), claimed (a named-room job has it)",
-            ["job", "state"],
+            ["job_name", "state"],
             registry=metrics.registry,
         )
         self.left_out = Gauge(
             "capctl_selector_rooms_left_out",
             "Active rooms a room-selector job covers but does not capture because of its maxRooms",
-            ["job"],
+            ["job_name"],
             registry=metrics.registry,
         )
         # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
@@ -248,8 +250,8 @@ class RoomJobs:
             counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
             counts["claimed"] = len(s.claimed)
             for state in ROOM_STATES:
-                self.rooms.labels(job=s.job, state=state).set(counts[state])
-            self.left_out.labels(job=s.job).set(len(s.left_out))
+                self.rooms.labels(job_name=s.job, state=state).set(counts[state])
+            self.left_out.labels(job_name=s.job).set(len(s.left_out))
             for room in s.left_out:
                 self._warned.add((s.job, room, "max"))
                 if (s.job, room, "max") not in warned:
