@@ -379,12 +379,13 @@ class RoomSelectors:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("room activity not written", error=str(exc), retry="at the next batch or resync", **repeats)
 
-    def reselect(self) -> None:
-        """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
+    def reselect(self) -> set[str]:
+        """Write the activity learned since last time (one batch) and queue the selector tasks it changes;
+        returns the tasks it added to the set in force (told of their room's activity already)."""
         self._store_rooms(self.book.flush)
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
-            return
+            return set()
         after = self.take(spec).tasks
         keys = changed_tasks(before.tasks, after)
         for key in sorted(keys):
@@ -395,6 +396,7 @@ class RoomSelectors:
         # it as a named room's task does, or `capctl_rooms_active` never counted a room with one stream in it.
         if added := sorted(key for key in keys if key in after and key not in before.tasks):
             self._woken(added, "room selected")
+        return set(added)
 
     async def resync(self) -> None:
         """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
@@ -412,12 +414,18 @@ class RoomSelectors:
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.account, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.account, report.room)} if report.active else set()
-        self.reselect()
+        added = self.reselect()
         if woken and (effective := self._effective) is not None:  # a stream callback was lost: the listing
-            # is the only news that people are back; every task in force there, named-room or selector
+            # is the only news that people are back; every task in force there, named-room or selector (but
+            # those the listing has just added, told so once)
             accounts = accounts_of(effective.providers)
             self._woken(
-                [t.key for t in effective.tasks.values() if (accounts[t.provider], t.target) in woken], "room listing"
+                [
+                    t.key
+                    for t in effective.tasks.values()
+                    if (accounts[t.provider], t.target) in woken and t.key not in added
+                ],
+                "room listing",
             )
 
     def regained(self) -> None:
