@@ -224,6 +224,15 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     return [k for k in keys if k.startswith(incomplete)]
 
 
+def complete_choices(*choices: str) -> Callable[[str], list[str]]:
+    """Shell completion of an option that takes one of these words (--format, --output, --log-level)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
 def complete_statuses(incomplete: str) -> list[str]:
     from reconciler.model import TaskStatus
 
@@ -278,9 +287,16 @@ LabelOpt = Annotated[
         "comma-separated or repeated, all must hold.",
     ),
 ]
+LOG_LEVELS = ("debug", "info", "warning", "error")
 LogLevelOpt = Annotated[
     str,
-    typer.Option("--log-level", metavar="LEVEL", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        envvar="CAPCTL_LOG_LEVEL",
+        autocompletion=complete_choices(*LOG_LEVELS),
+        help="debug, info, warning or error.",
+    ),
 ]
 
 # Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
@@ -334,7 +350,7 @@ def _paths(paths: list[Path] | None) -> list[str]:
 
 
 def _check_log_level(level: str) -> None:
-    if level.lower() not in {"debug", "info", "warning", "error"}:
+    if level.lower() not in LOG_LEVELS:
         fail(f"--log-level {level!r}: expected debug, info, warning or error")
 
 
@@ -775,7 +791,12 @@ async def _refreshed_plan(
 
 
 PLAN_FORMATS = ("text", "json", "markdown")
-FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json or markdown.")]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format", metavar="FORMAT", autocompletion=complete_choices(*PLAN_FORMATS), help="text, json or markdown."
+    ),
+]
 
 
 def _check_format(fmt: str) -> None:
@@ -1190,8 +1211,9 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
+    from reconciler.daemon.http import daemon_sync_token
     from reconciler.daemon.starting import FOREVER
-    from reconciler.leader import LeaderSettings, LeaderSettingsError
+    from reconciler.leader import LeaderSettings
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -1216,7 +1238,8 @@ def run(
         leader = LeaderSettings.parse(
             lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
         )
-    except LeaderSettingsError as exc:
+        daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
+    except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
@@ -1380,7 +1403,15 @@ def state_list(
     state: StateOpt = None,
     output: Annotated[
         # --format as plan and show spell it; -o/--output as kubectl does
-        str, typer.Option("--output", "-o", "--format", metavar="FORMAT", help="table or json.")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            "--format",
+            metavar="FORMAT",
+            autocompletion=complete_choices("table", "json"),
+            help="table or json.",
+        ),
     ] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""

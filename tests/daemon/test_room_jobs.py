@@ -79,9 +79,18 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert started(harness) == ["class-1", "class-2"]
     assert harness.daemon is not None
     registry = harness.daemon.metrics.registry
-    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
-    sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 1
+    sample = registry.get_sample_value("capctl_selector_rooms", {"job_name": "SnapshotJob/classes", "state": "chosen"})
     assert sample == 2
+    # The rooms whose first stream made their tasks count as active and captured (walk 5g: 0 and 0, as the
+    # activity reached no task of theirs), so CapctlCoverageBelowTarget sees selector jobs too.
+    coverage = {"job_name": "SnapshotJob/classes"}
+    assert registry.get_sample_value("capctl_rooms_active", coverage) == 2
+    assert registry.get_sample_value("capctl_rooms_captured", coverage) == 2
+    # No series has a `job` or `instance` label: Prometheus sets both itself and renames ours `exported_job`
+    # (walk 5g: the two selector gauges had `job`, unlike capctl_rooms_active's `job_name`).
+    labels = {name for family in registry.collect() for sample in family.samples for name in sample.labels}
+    assert "job_name" in labels and not labels & {"job", "instance"}
 
 
 async def class_1_quiet_for_an_hour(harness: Harness) -> None:

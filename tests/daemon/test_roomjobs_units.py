@@ -181,10 +181,10 @@ def test_left_out_rooms_are_remembered_while_left_out_and_a_gone_job_s_series_ar
     jobs.effective(capped, book, {})
     assert jobs._warned == set()  # none left out now: nothing kept for the rooms that were
     sample = metrics.registry.get_sample_value
-    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 0
+    assert sample("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 0
     jobs.effective(dataclasses.replace(spec, selector_jobs=()), book, {})  # the job left the specs
-    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) is None
-    assert sample("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "active"}) is None
+    assert sample("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) is None
+    assert sample("capctl_selector_rooms", {"job_name": "SnapshotJob/classes", "state": "active"}) is None
 
 
 class Listing:
