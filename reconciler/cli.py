@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__, failpoints
+from reconciler import __version__, failpoints, manual
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -650,6 +650,49 @@ def explain(
         typer.echo(explain_path(schema, path), nl=False)
     except ExplainError as exc:
         fail(str(exc))
+
+
+@app.command()
+def docs(
+    topic: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TOPIC",
+            help="A page, as messages name it: spec-language, spec-language.md or docs/spec-language.md. "
+            "Default: the list of pages.",
+            autocompletion=manual.completions,
+        ),
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Argument(metavar="SECTION", help="Only this section of the page, by its heading: Limits."),
+    ] = None,
+) -> None:
+    """Read capctl's documentation, the docs/*.md pages its messages point at, shipped with capctl.
+
+    On a terminal the page is formatted and paged (PAGER, or less); piped or redirected, it is printed as
+    Markdown. `capctl docs spec-language Limits` shows one section."""
+    if topic is None:
+        pages = manual.topics()
+        width = max(map(len, pages))
+        typer.echo(
+            "TOPICS (capctl docs TOPIC [SECTION] to read one):\n"
+            + "".join(f"    {name:<{width}}  {title}\n" for name, title in pages.items())
+        )
+        return
+    try:
+        found = manual.page(topic, section)
+    except manual.ManualError as exc:
+        fail(f"docs: {exc}")
+    if not sys.stdout.isatty():
+        typer.echo(found.text, nl=False)
+        return
+    from rich.markdown import Markdown
+
+    os.environ.setdefault("LESS", "FRX")  # as git: colours through, and a short page needs no `q`
+    console = _out_console()
+    with console.pager(styles=True):
+        console.print(Markdown(found.text))
 
 
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
@@ -1659,7 +1702,14 @@ def sim(
 
 @app.command()
 def demo(
-    paths: PathsArg = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="PATH",
+            help="Spec files or directories. Default: ./specs (a capctl checkout's), else the quickstart specs "
+            "capctl ships.",
+        ),
+    ] = None,
     listen: Annotated[
         str,
         typer.Option(
@@ -1687,16 +1737,12 @@ def demo(
     plan → apply → a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it →
     the daemon keeps it all running by itself. State goes to .capctl/demo.db, apart from your real state.
     """
-    from reconciler.demo import DemoError, run_demo
+    from reconciler.demo import DemoError, quickstart, run_demo
 
     sim_at = _split_listen(listen, "127.0.0.1:8750")
     daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
-    if not paths and not Path("specs").exists():  # an installed capctl, run away from its repository
-        fail(
-            "capctl demo plays the quickstart specs, the capctl repository's specs/ directory, from ./specs: "
-            "run it from the repository's root or give their path (capctl demo PATH/TO/specs)"
-        )
-    spec_paths = _paths(paths)
+    # ./specs is a capctl checkout's quickstart (every command's default); elsewhere, the copy capctl ships.
+    spec_paths = _paths(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
         run_demo(

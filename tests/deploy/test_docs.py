@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from reconciler import failpoints
 from tests.deploy.daemon_facts import ROOT, run_options
 
@@ -67,3 +69,38 @@ def test_every_failpoint_is_documented_and_every_documented_one_exists() -> None
     assert in_code - state_only == documented
     assert in_code == failpoints.POINTS  # the names CAPCTL_FAILPOINTS takes (any other is refused)
     assert in_code <= set(re.findall(r"`([a-z]+[a-z-]*\.[a-z-]+)`", readme))
+
+
+POINTER = re.compile(r'docs/([a-z-]+)\.md(?:,\s+"([^"]+)"|, ([A-Z][a-z]+)\b)?')
+
+
+def test_every_page_and_section_the_code_points_at_is_one_capctl_docs_shows() -> None:
+    """Messages, --help and comments say "docs/spec-language.md, Limits": an installed capctl has no docs/, so
+    `capctl docs spec-language Limits` must show that page and section (its pages are the package's)."""
+    from reconciler.manual import ManualError, page, topics
+
+    assert set(topics()) == {p.stem for p in (ROOT / "docs").glob("*.md")}
+    pointers = {m.groups() for p in ROOT.glob("reconciler/**/*.py") for m in POINTER.finditer(p.read_text())}
+    assert len(pointers) > 15
+    unresolved = []
+    for name, quoted, word in sorted(pointers, key=str):
+        try:
+            page(name, quoted or word)
+        except ManualError as exc:
+            unresolved.append(str(exc))
+    assert unresolved == []
+
+
+def test_capctl_docs_takes_a_page_and_a_section_as_messages_and_links_spell_them() -> None:
+    from reconciler.manual import ManualError, completions, page
+
+    assert page("docs/spec-language.md#limits").text.startswith("### Limits\n")
+    assert page("spec-language.md", "limits").text == page("spec-language", "Limits").text
+    # A `#` line in fenced code is a YAML comment, not a heading that would end the section.
+    assert "# yaml-language-server: $schema=" in page("spec-language", "Editor set-up").text
+    assert page("daemon", "Pruning").text.startswith("### Pruning and its safeguard\n")  # the one heading so begun
+    with pytest.raises(ManualError, match="several sections starting 'How'; they: How it works; How long"):
+        page("daemon", "How")
+    with pytest.raises(ManualError, match=r"no topic 'daemon\.txt'; the topics: architecture, daemon, "):
+        page("daemon.txt")
+    assert completions("sp") == ["spec-language"]
