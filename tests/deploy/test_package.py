@@ -162,10 +162,17 @@ def test_the_sdist_and_the_wheel_hold_the_package_its_data_and_the_license(insta
     shipped |= {f"reconciler/quickstart/{p.name}" for p in (ROOT / "specs").glob("*.yaml")}
     assert shipped <= names and shipped <= files, sorted(shipped - names) + sorted(shipped - files)
     assert {"reconciler/status/templates/status.html", f"capctl-{__version__}.dist-info/licenses/LICENSE"} <= files
+    assert "reconciler/py.typed" in files
     assert not any(name.startswith(("tests/", "bench/", "docs/")) for name in files)
     assert "capctl = reconciler.cli:main" in entry_points
     assert "License-Expression: Apache-2.0" in metadata and "Requires-Python: >=3.11" in metadata
+    classifiers = {line.removeprefix("Classifier: ") for line in metadata.splitlines() if line.startswith("Classifier")}
+    assert {"Programming Language :: Python :: 3.11", "Operating System :: POSIX", "Typing :: Typed"} <= classifiers
+    assert "Keywords: rtc," in metadata
+    # The README, as an index shows it: a link relative to the repository would lead nowhere there.
     assert "Description-Content-Type: text/markdown" in metadata and "# capctl" in metadata
+    assert re.findall(r"\]\((?![a-z]+:)[^)]*\)", metadata) == []
+    assert "See docs/state.md (`capctl docs state`)." in metadata
 
 
 def test_the_installed_capctl_runs_outside_the_checkout(installed: Installed, away: Path) -> None:
