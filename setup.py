@@ -2,36 +2,26 @@
 
 It is README.md, whose links are relative to the repository (docs/state.md, Dockerfile, #deploying). An index
 shows it on a page of its own, where a relative link leads nowhere and no project URL is published to make it
-absolute; so each such link becomes its text, and a link to a docs/ page also names `capctl docs PAGE`, which
-shows that page from the package. Links with a scheme stay links.
+absolute; so each such link becomes its text, a link to a docs/ page naming `capctl docs PAGE`, which shows that
+page from the package: `capctl docs` does the same to the pages, with the same code (reconciler/manual.py, loaded
+by its path: capctl is not installed while it is built).
 """
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import sys
 from pathlib import Path
 
 from setuptools import setup
 
-LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
-DOCS_PAGE = re.compile(r"docs/([a-z0-9-]+)\.md(?:#.*)?")
-
-
-def _plain(link: re.Match[str]) -> str:
-    image, text, target = link.groups()
-    if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
-        return link.group(0)
-    if image:  # a picture of the repository's: there is none to show
-        return ""
-    page = DOCS_PAGE.fullmatch(target)
-    return f"{text} (`capctl docs {page.group(1)}`)" if page else text
-
-
-def long_description(readme: str) -> str:
-    return LINK.sub(_plain, readme)
-
+HERE = Path(__file__).parent
+loaded = importlib.util.spec_from_file_location("capctl_manual", HERE / "reconciler" / "manual.py")
+assert loaded is not None and loaded.loader is not None
+manual = sys.modules[loaded.name] = importlib.util.module_from_spec(loaded)  # its dataclass looks itself up there
+loaded.loader.exec_module(manual)
 
 setup(
-    long_description=long_description(Path(__file__).with_name("README.md").read_text(encoding="utf-8")),
+    long_description=manual.plain_links((HERE / "README.md").read_text(encoding="utf-8")),
     long_description_content_type="text/markdown",
 )

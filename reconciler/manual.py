@@ -4,7 +4,10 @@ capctl's messages and --help point at docs/NAME.md ("see docs/spec-language.md, 
 directory; a wheel or the image does not, so the same pages ship inside the package: reconciler/docs is a link
 to the repository's docs/ (one copy in git), whose files the build copies into the sdist and the wheel. The
 reader takes a topic the way the messages spell it (`docs/spec-language.md`, `spec-language.md` or
-`spec-language`) and a section by its heading or its anchor, so a message's pointer can be typed as it reads.
+`spec-language`) and a section by its heading or its anchor, so a message's pointer can be typed as it reads;
+the pages' links to each other become the `capctl docs` commands that show them.
+
+setup.py loads this module by its path (at build time capctl is not installed) for the README's links.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-__all__ = ["ManualError", "Page", "completions", "page", "topics"]
+__all__ = ["ManualError", "Page", "completions", "page", "plain_links", "topics"]
 
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
+# A code span (left as it is: `[a-z]([-a-z0-9]*)` is no link), or a link or image: [text](target).
+LINK_OR_CODE = re.compile(r"(`+)[^`\n]*?\1|(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
+# A link to a page of docs/, from README.md (docs/state.md) or from another page (state.md, ../docs/state.md).
+PAGE_LINK = re.compile(r"(?:(?:\.\./)?docs/)?([a-z0-9-]+)\.md(?:#(.+))?")
 
 
 class ManualError(Exception):
@@ -45,6 +52,29 @@ def completions(incomplete: str) -> list[str]:
     return [name for name in topics() if name.startswith(incomplete)]
 
 
+def plain_links(markdown: str) -> str:
+    """The Markdown with its links relative to the repository made text, for where there is no repository
+    around it: the terminal, an index's page of the README (setup.py). A link to a page of docs/ names the
+    command that shows it, `(capctl docs state backups)`; a picture is left out; links with a scheme stay."""
+
+    def plain(found: re.Match[str]) -> str:
+        code, image, text, target = found.groups()
+        if code or re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            return found.group(0)
+        if image:
+            return ""
+        if page := PAGE_LINK.fullmatch(target):
+            return f"{text} (`capctl docs {' '.join(filter(None, page.groups()))}`)"
+        return text
+
+    lines, fenced = [], False
+    for line in markdown.splitlines(keepends=True):
+        if FENCE.match(line):
+            fenced = not fenced
+        lines.append(line if fenced or FENCE.match(line) else LINK_OR_CODE.sub(plain, line))
+    return "".join(lines)
+
+
 def _title(text: str) -> str:
     for line in text.splitlines():
         if found := HEADING.match(line):
@@ -66,7 +96,7 @@ def page(topic: str, section: str | None = None) -> Page:
         raise ManualError(f"no topic {topic!r}; the topics: {', '.join(sorted(pages))} (`capctl docs` lists them)")
     text = pages[name].read_text(encoding="utf-8")
     wanted = section or fragment
-    return Page(name, _section(text, name, wanted) if wanted else text)
+    return Page(name, plain_links(_section(text, name, wanted) if wanted else text))
 
 
 def _headings(lines: list[str]) -> list[tuple[int, int, str]]:

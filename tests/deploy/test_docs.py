@@ -104,3 +104,20 @@ def test_capctl_docs_takes_a_page_and_a_section_as_messages_and_links_spell_them
     with pytest.raises(ManualError, match=r"no topic 'daemon\.txt'; the topics: architecture, daemon, "):
         page("daemon.txt")
     assert completions("sp") == ["spec-language"]
+
+
+def test_the_links_of_the_pages_and_the_readme_become_capctl_docs_commands_that_work() -> None:
+    """Without a repository around them (the terminal, an index's page of the README), a link to a page of
+    docs/ names the `capctl docs` command that shows it: each command named must show its page and section."""
+    from reconciler.manual import page, plain_links, topics
+
+    tombstones = page("state", "Tombstones").text
+    assert (
+        "[daemon.md](" not in tombstones and "daemon.md (`capctl docs daemon pruning-and-its-safeguard`)" in tombstones
+    )
+    assert "# [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63" in page("spec-language").text  # code, not a link
+    texts = [page(name).text for name in topics()] + [plain_links((ROOT / "README.md").read_text())]
+    commands = {found for text in texts for found in re.findall(r"\(`capctl docs ([a-z0-9-]+)(?: (\S+))?`\)", text)}
+    assert len(commands) > 30
+    for name, section in sorted(commands):
+        page(name, section or None)  # raises ManualError, naming the page and its sections, on a broken link
