@@ -369,6 +369,13 @@ def load_specs(
         summary.append(f" in {files} file{'s' if files != 1 else ''}")
         summary.append("." if validating else ": nothing was changed.")
         console.print(summary, soft_wrap=True)
+        if paths == _paths(None) and not Path(paths[0]).exists():  # the default, where a new user has none
+            console.print(
+                "./specs, the default spec path, is not here: give spec files or directories as arguments "
+                "(`capctl demo` plays the quickstart specs capctl ships, and says where they are).",
+                markup=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(EXIT_ERROR) from None
 
 

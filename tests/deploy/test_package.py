@@ -187,6 +187,9 @@ def test_the_installed_capctl_runs_outside_the_checkout(installed: Installed, aw
     assert explained.returncode == 0 and "FIELD:    width" in explained.stdout, explained.stdout + explained.stderr
     assert json.loads(run(away, capctl, "schema").stdout)["title"].startswith("capctl spec document")
     assert "complete -o default -F _capctl_completion capctl" in run(away, capctl, "completion", "bash").stdout
+    nowhere = away / "empty"  # a new user's directory: no ./specs, the default
+    nowhere.mkdir()
+    assert "give spec files or directories as arguments (`capctl demo`" in run(nowhere, capctl, "validate").stderr
     usage = run(away, capctl, "state", "show")
     assert usage.returncode == 1 and "Missing argument 'KEY'" in usage.stderr, usage.stderr
     # The pages messages point at ("see docs/spec-language.md, Limits"), without a checkout.
