@@ -696,10 +696,27 @@ def docs(
         return
     from rich.markdown import Markdown
 
-    os.environ.setdefault("LESS", "FRX")  # as git: colours through, and a short page needs no `q`
     console = _out_console()
-    with console.pager(styles=True):
+    with console.capture() as captured:
         console.print(Markdown(found.text))
+    _page(captured.get())
+
+
+def _page(text: str) -> None:
+    """Through PAGER, else less (LESS=FRX unless set, as git: colours through, a short page needs no `q`),
+    else more, else straight out. Not pydoc's pager (rich's default): where less is missing, as in the image,
+    it first runs `more` on an empty file to see whether it works, a blank screen to dismiss before the page."""
+    import shutil
+    import subprocess
+
+    command = os.environ.get("PAGER") or next((name for name in ("less", "more") if shutil.which(name)), None)
+    if not command:
+        typer.echo(text, nl=False)
+        return
+    # As git runs PAGER: through the shell, so `less -S` or a pipeline works.
+    done = subprocess.run(command, shell=True, input=text, text=True, env={"LESS": "FRX", **os.environ}, check=False)
+    if done.returncode == 127:  # the shell's "not found"
+        fail(f"docs: the pager {command!r} (PAGER) was not found: set PAGER to one that is, or pipe to a file")
 
 
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:

@@ -3,7 +3,12 @@ message cannot leave the troubleshooting table describing one nobody sees any mo
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +126,27 @@ def test_the_links_of_the_pages_and_the_readme_become_capctl_docs_commands_that_
     assert len(commands) > 30
     for name, section in sorted(commands):
         page(name, section or None)  # raises ManualError, naming the page and its sections, on a broken link
+
+
+def test_capctl_docs_on_a_terminal_goes_through_the_pager_and_says_when_there_is_none(tmp_path: Path) -> None:
+    """On a terminal, the page formatted, through PAGER (run by the shell, as git does); a PAGER that is not
+    there is an error saying so (it was exit 0 with nothing shown). Not pydoc's pager, which in the image
+    (no less) first showed a blank `--More--(END)` screen."""
+
+    def on_a_terminal(pager: str) -> subprocess.CompletedProcess[str]:
+        main, terminal = pty.openpty()
+        try:
+            env = {**os.environ, "PAGER": pager, "NO_COLOR": "1", "COLUMNS": "100"}
+            command = [sys.executable, "-m", "reconciler", "docs", "state", "Backups"]
+            return subprocess.run(command, stdout=terminal, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+        finally:
+            os.close(main)
+            os.close(terminal)
+
+    shown = tmp_path / "shown"
+    assert on_a_terminal(f"cat > {shown}").returncode == 0
+    page = shown.read_text()
+    assert page.splitlines()[0].strip() == "Backups" and "• SQLite: copy the database" in page, page
+    missing = on_a_terminal("no-such-pager-here")
+    assert missing.returncode == 1
+    assert "Error: docs: the pager 'no-such-pager-here' (PAGER) was not found" in missing.stderr
