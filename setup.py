@@ -16,6 +16,11 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
+# In a checkout they are symlinks to docs/ and specs/; cloned where symlinks are not made (core.symlinks=false)
+# each is a one-line file, and the wheel would be built without the pages and the quickstart specs.
+for shipped in ("docs", "quickstart"):
+    if not (HERE / "reconciler" / shipped).is_dir():
+        sys.exit(f"reconciler/{shipped} is not a directory: it is a symlink in git; clone with symlinks to build")
 loaded = importlib.util.spec_from_file_location("capctl_manual", HERE / "reconciler" / "manual.py")
 assert loaded is not None and loaded.loader is not None
 manual = sys.modules[loaded.name] = importlib.util.module_from_spec(loaded)  # its dataclass looks itself up there

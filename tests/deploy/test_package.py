@@ -71,6 +71,17 @@ def test_the_pinned_versions_are_within_the_dependency_ranges() -> None:
         assert req.specifier.contains(pinned), f"constraints.txt pins {name}=={pinned}, outside {req}"
 
 
+def test_a_checkout_without_its_symlinks_does_not_build_a_package_without_the_docs(tmp_path: Path) -> None:
+    """Cloned with core.symlinks=false, reconciler/docs is a file holding `../docs`: refused, not left out."""
+    for name in ("setup.py", "pyproject.toml", "README.md", "reconciler/manual.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "reconciler" / "docs").write_text("../docs")
+    built = subprocess.run([sys.executable, "setup.py", "--name"], cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 1, built.stdout + built.stderr
+    assert "reconciler/docs is not a directory: it is a symlink in git; clone with symlinks" in built.stderr
+
+
 @dataclass
 class Installed:
     bin: Path
