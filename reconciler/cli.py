@@ -1726,14 +1726,7 @@ def sim(
 
 @app.command()
 def demo(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            metavar="PATH",
-            help="Spec files or directories. Default: ./specs (a capctl checkout's), else the quickstart specs "
-            "capctl ships.",
-        ),
-    ] = None,
+    paths: PathsArg = None,
     listen: Annotated[
         str,
         typer.Option(
@@ -1760,6 +1753,7 @@ def demo(
 
     plan → apply → a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it →
     the daemon keeps it all running by itself. State goes to .capctl/demo.db, apart from your real state.
+    Without ./specs (a capctl checkout's quickstart specs), it plays the copy of them that capctl ships.
     """
     from reconciler.demo import DemoError, quickstart, run_demo
 
