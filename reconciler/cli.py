@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__, failpoints
+from reconciler import __version__, failpoints, manual
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -385,6 +385,13 @@ def load_specs(
         summary.append(f" in {files} file{'s' if files != 1 else ''}")
         summary.append("." if validating else ": nothing was changed.")
         console.print(summary, soft_wrap=True)
+        if paths == _paths(None) and not Path(paths[0]).exists():  # the default, where a new user has none
+            console.print(
+                "./specs, the default spec path, is not here: give spec files or directories as arguments "
+                "(`capctl demo` plays the quickstart specs capctl ships, and says where they are).",
+                markup=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -666,6 +673,66 @@ def explain(
         typer.echo(explain_path(schema, path), nl=False)
     except ExplainError as exc:
         fail(str(exc))
+
+
+@app.command()
+def docs(
+    topic: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TOPIC",
+            help="A page, as messages name it: spec-language, spec-language.md or docs/spec-language.md. "
+            "Default: the list of pages.",
+            autocompletion=manual.completions,
+        ),
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Argument(metavar="SECTION", help="Only this section of the page, by its heading: Limits."),
+    ] = None,
+) -> None:
+    """Read capctl's documentation, the docs/*.md pages its messages point at, shipped with capctl.
+
+    On a terminal the page is formatted and paged (PAGER, or less); piped or redirected, it is printed as
+    Markdown. `capctl docs spec-language Limits` shows one section."""
+    if topic is None:
+        pages = manual.topics()
+        width = max(map(len, pages))
+        typer.echo(
+            "TOPICS (capctl docs TOPIC [SECTION] to read one):\n"
+            + "".join(f"    {name:<{width}}  {title}\n" for name, title in pages.items())
+        )
+        return
+    try:
+        found = manual.page(topic, section)
+    except manual.ManualError as exc:
+        fail(f"docs: {exc}")
+    if not sys.stdout.isatty():
+        typer.echo(found.text, nl=False)
+        return
+    from rich.markdown import Markdown
+
+    console = _out_console()
+    with console.capture() as captured:
+        console.print(Markdown(found.text))
+    _page(captured.get())
+
+
+def _page(text: str) -> None:
+    """Through PAGER, else less (LESS=FRX unless set, as git: colours through, a short page needs no `q`),
+    else more, else straight out. Not pydoc's pager (rich's default): where less is missing, as in the image,
+    it first runs `more` on an empty file to see whether it works, a blank screen to dismiss before the page."""
+    import shutil
+    import subprocess
+
+    command = os.environ.get("PAGER") or next((name for name in ("less", "more") if shutil.which(name)), None)
+    if not command:
+        typer.echo(text, nl=False)
+        return
+    # As git runs PAGER: through the shell, so `less -S` or a pipeline works.
+    done = subprocess.run(command, shell=True, input=text, text=True, env={"LESS": "FRX", **os.environ}, check=False)
+    if done.returncode == 127:  # the shell's "not found"
+        fail(f"docs: the pager {command!r} (PAGER) was not found: set PAGER to one that is, or pipe to a file")
 
 
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
@@ -1894,17 +1961,14 @@ def demo(
 
     plan → apply → a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it →
     the daemon keeps it all running by itself. State goes to .capctl/demo.db, apart from your real state.
+    Without ./specs (a capctl checkout's quickstart specs), it plays the copy of them that capctl ships.
     """
-    from reconciler.demo import DemoError, run_demo
+    from reconciler.demo import DemoError, quickstart, run_demo
 
     sim_at = _split_listen(listen, "127.0.0.1:8750")
     daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
-    if not paths and not Path("specs").exists():  # an installed capctl, run away from its repository
-        fail(
-            "capctl demo plays the quickstart specs, the capctl repository's specs/ directory, from ./specs: "
-            "run it from the repository's root or give their path (capctl demo PATH/TO/specs)"
-        )
-    spec_paths = _paths(paths)
+    # ./specs is a capctl checkout's quickstart (every command's default); elsewhere, the copy capctl ships.
+    spec_paths = _paths(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
         run_demo(

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["SIM_ENDPOINTS", "DemoError", "run_demo"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 WAIT_SECONDS = 60.0
@@ -67,6 +68,12 @@ STREAMS: list[tuple[str, str, dict[str, Any]]] = [  # (vendor, room, publisher):
 
 class DemoError(Exception):
     pass
+
+
+def quickstart() -> str:
+    """The quickstart specs shipped in the package: reconciler/quickstart links to the repository's specs/,
+    whose files the build copies into the sdist and the wheel, so an installed capctl has them too."""
+    return str(files("reconciler") / "quickstart")
 
 
 @contextlib.contextmanager
@@ -368,6 +375,7 @@ def run_demo(
                 ("capctl demo", "bold"),
                 f": simulator on {base} (clock moved by the demo), daemon on http://{daemon_listen}, "
                 f"state {DEMO_STATE}, specs {' '.join(paths)}",
+                " (the quickstart specs shipped with capctl)" if paths == [quickstart()] else "",
             ),
             soft_wrap=True,
         )
@@ -404,9 +412,15 @@ def run_demo(
         _daemon_phase(walk, daemon_listen, keep_running)
     # Without --keep-running the daemon has stopped by now: its status page is offered, not linked.
     page = "" if keep_running else "`capctl demo --keep-running` to browse the daemon's status page, "
+    start = f" (`cp -r {quickstart()} specs` to start from these)" if paths == [quickstart()] else ""
     console.print(
-        "\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
-        f"{page}docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
+        Text.assemble(
+            ("\nDone.", "bold green"),
+            " Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
+            f"{page}`capctl docs spec-language` to write your own specs{start}, "
+            "`capctl docs daemon` to run capctl in a cluster.",
+        ),
+        soft_wrap=True,
     )
 
 
