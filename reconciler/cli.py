@@ -1973,7 +1973,7 @@ def demo(
     try:
         run_demo(
             spec_paths,
-            load_specs,
+            lambda paths, key: load_specs(paths, fingerprint_key=key),
             sim_at=sim_at,
             daemon_at=daemon_at,
             console=_out_console(),

@@ -50,6 +50,7 @@ from reconciler.state import open_state
 __all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo"]
 
 DEMO_STATE = Path(".capctl/demo.db")
+DEMO_STATE_URL = f"sqlite:///{DEMO_STATE}"
 WAIT_SECONDS = 60.0
 # The variables the quickstart specs (specs/providers.yaml) read their endpoints from, and the simulator's
 # path for each (docs/simulator.md): the demo points them at its own simulator, wherever it listens.
@@ -255,7 +256,7 @@ def _sim_table(sim: SimControl, title: str) -> Table:
 class Walkthrough:
     def __init__(self, spec_set: SpecSet, paths: list[str], console: Console, sim: SimControl) -> None:
         self.spec_set, self.paths, self.console, self.sim = spec_set, paths, console, sim
-        self.state_url = f"sqlite:///{DEMO_STATE}"
+        self.state_url = DEMO_STATE_URL
 
     def step(self, text: str) -> None:
         self.console.print(Text(f"\n▶ {text}", style="bold cyan"), soft_wrap=True)
@@ -344,7 +345,7 @@ def _address(host: str, port: int) -> str:
 
 def run_demo(
     paths: list[str],
-    load: Callable[[list[str]], SpecSet],
+    load: Callable[[list[str], bytes | None], SpecSet],
     *,
     sim_at: tuple[str, int],
     daemon_at: tuple[str, int],
@@ -352,7 +353,8 @@ def run_demo(
     keep_running: bool = False,
 ) -> None:
     """The walk-through, with the simulator on `sim_at` and the daemon on `daemon_at` (port 0: any free port).
-    `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator."""
+    `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator, with the
+    fingerprint key of the demo's new state (as every command reads them: records and specs hashed alike)."""
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
     reserved = _reserve(*daemon_at, "daemon")
     daemon_listen = url_of(reserved).removeprefix("http://")
@@ -368,7 +370,12 @@ def run_demo(
     ):
         base = _sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
-        spec_set = load(paths)
+        store = open_state(DEMO_STATE_URL)
+        try:
+            key = store.fingerprint_key()
+        finally:
+            store.close()
+        spec_set = load(paths, key)
         _check_endpoints(spec_set, base)
         console.print(
             Text.assemble(
