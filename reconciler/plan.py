@@ -668,7 +668,7 @@ def diff(
         c.key: records[c.key]
         for c in changes
         if c.key in records
-        and (c.action is Action.REPLACE or (c.key in desired and _moved(records[c.key], desired[c.key])))
+        and (c.action is Action.REPLACE or (c.key in desired and _leaves_its_provider(records[c.key], desired[c.key])))
     }
     check_stoppable([*deleted, *stopped_through.values()], providers)
 
@@ -741,7 +741,7 @@ def _relabelled(
     return edits
 
 
-def _moved(record: TaskRecord, task: DesiredTask) -> bool:
+def _leaves_its_provider(record: TaskRecord, task: DesiredTask) -> bool:
     """The task goes to another Provider, or its Provider to another API (a ZEGO `cloudrecordApi` edited)."""
     return record.provider != task.provider or record.family is not task.family
 
