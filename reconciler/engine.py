@@ -274,5 +274,5 @@ async def apply_plan(
 ) -> ApplyResult:
     now = clock.now()
     records = housekeep(store, plan, desired, snapshot.records, observed, now)
-    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry, whole_state=True)
+    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

@@ -183,14 +183,11 @@ class Executor:
         rng: random.Random | None = None,
         on_retry: RetryHook | None = None,
         retry_in: Callable[[str], float] | None = None,
-        whole_state: bool = False,
     ) -> None:
         """`parallelism` caps the changes in flight (None: `MAX_WINDOW`); within it the window is sized
         from the rate budgets and the observed time per change. `on_retry` hears of every retry.
         `retry_in(key)`: the seconds until a task whose start failed is tried again (the daemon's backoff),
-        recorded with the failure as its next attempt; None (apply): the next apply tries it.
-        `whole_state`: `apply` is given every record of the state (`capctl apply`), so a start that finds a run
-        no record accounts for restarts it (`start`); the daemon passes a key's own records only."""
+        recorded with the failure as its next attempt; None (apply): the next apply tries it."""
         if parallelism is not None and parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self._store = store
@@ -201,7 +198,6 @@ class Executor:
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
         self._retry_in = retry_in
-        self._whole_state = whole_state
 
     async def apply(
         self,
@@ -214,12 +210,15 @@ class Executor:
     ) -> ApplyResult:
         """Every change that is not a no-op, in plan order, within the window, until `interrupt` says
         otherwise; the result counts what was done, what was cut short and what was never started. A
-        cancellation from outside cancels the changes in flight and propagates."""
+        cancellation from outside cancels the changes in flight and propagates. `records` has every record
+        that may run a Volcengine task one of the starts names (`capctl apply`: the whole state; the daemon:
+        the key's own and those `RecordCache.holding` finds): a start answered "already started" by a run none
+        of them accounts for restarts it (`start`)."""
         interrupt = interrupt or Interrupt()
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
-        shared = _shares_vendor_task(actionable, desired, records) if self._whole_state else None
+        shared = _shares_vendor_task(actionable, desired, records)
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
@@ -256,7 +255,7 @@ class Executor:
                         records.get(change.key),
                         silent,
                         held.get(index),
-                        shared=shared is None or index in shared,
+                        shared=index in shared,
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:

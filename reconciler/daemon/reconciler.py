@@ -212,6 +212,11 @@ class Reconciler:
             self._told_waiting.add(key)
             return Result(None)
         self._told_waiting.discard(key)
+        if change.action in _STARTS and (name := transitions.volc_task_name(task.family, task.request)) is not None:
+            # The keys that may run its Volcengine task: one does (a renamed job's old key, never pruned), and
+            # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
+            # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
+            records = {**self.records.holding(name), **records}
         await self._execute(change, {key: task}, records)
         return Result(self._next_look(key, self.clock.now()))
 
@@ -280,7 +285,8 @@ class Reconciler:
         self, change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
     ) -> None:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
-        deleted record's vendor task too (the executor then retires it without a stop)."""
+        deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
+        also has those that may run the Volcengine task it starts."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
