@@ -441,7 +441,8 @@ class Executor:
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
-        if result.already_running and reissue and record is not None:
+        if result.already_running and reissue and record is not None and not record.reissuing:
+            # (A re-issue taken up again: the run is likely its own, started before the crash or the lost answer.)
             done = transitions.run_goes_on(done, record)
         self._store.put(done)
         failpoints.hit("start.after-commit")

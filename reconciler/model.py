@@ -172,6 +172,9 @@ class TaskRecord:
     # An in-place update was sent and its answer not recorded (a crash, a Ctrl-C, a lost answer): the vendor
     # may hold the old values or the new ones, so the next plan sends the spec's values again.
     update_unconfirmed: bool = False
+    # Its last start, not confirmed yet (pending, or failed), is a re-issue: taken up again, it is planned and
+    # counted as one, and its re-issue is not counted a second time.
+    reissuing: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

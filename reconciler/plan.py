@@ -408,7 +408,7 @@ def _diff_one(
         )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
         reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
-        return _change(Action.CREATE, reason, task, record, after=after)
+        return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -418,6 +418,11 @@ def _diff_one(
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
     return _diff_same(task, record, obs, after)
+
+
+def _start_again(record: TaskRecord) -> Action:
+    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, or a create."""
+    return Action.REISSUE if record.reissuing else Action.CREATE
 
 
 def _resumed(record: TaskRecord) -> str:
@@ -529,9 +534,8 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
-        return _change(
-            Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
-        )
+        reason = f"previous start failed: {record.last_error or 'error'}{resume}"
+        return _change(_start_again(record), reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"

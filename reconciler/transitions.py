@@ -170,8 +170,10 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         spec_hash=task.spec_hash,
         fixed_hash=task.fixed_hash,
     )
+    # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
+    counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
     unproductive = base.unproductive_runs
-    if reissue:
+    if counted:
         unproductive = 0 if was_productive(base) else unproductive + 1
     return base.evolve(
         provider=task.provider,
@@ -182,7 +184,8 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         status=TaskStatus.PENDING,
         vendor_task_id=None,
         client_task_id=cid,
-        reissue_count=base.reissue_count + (1 if reissue else 0),
+        reissue_count=base.reissue_count + (1 if counted else 0),
+        reissuing=reissue,
         unproductive_runs=unproductive,
         idle_timeout=task.idle_timeout,
         max_duration=task.max_duration,
@@ -211,6 +214,7 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
         stopped_at=None,
         stop_reason=None,
         last_error=None,
+        reissuing=False,
     )
 
 

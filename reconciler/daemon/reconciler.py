@@ -305,8 +305,10 @@ class Reconciler:
 
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
-        if after is not None and after.reissue_count == before.reissue_count:
-            return  # answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued
+        if after is not None and after.reissue_count == before.reissue_count and not before.reissuing:
+            # Answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued. (A
+            # re-issue taken up again, `reissuing`, was counted in its record at its first intent, not here.)
+            return
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
         # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
         reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")

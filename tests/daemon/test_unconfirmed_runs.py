@@ -3,9 +3,12 @@ start whose answer was lost, a re-issue cut short by a crash. The daemon ends ea
 
 from __future__ import annotations
 
-from reconciler.model import TaskStatus
+from reconciler import transitions
+from reconciler.model import Action, TaskStatus
+from reconciler.plan import PlanOptions, diff
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_reissue import metric
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -29,3 +32,30 @@ async def test_a_forgotten_run_is_started_again_with_the_declared_settings(harne
     assert (task.interval, task.max_idle) == (10, 240)
     assert harness.calls("StopSnapshot") == 1
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_a_reissue_resumed_after_a_crash_is_counted_as_a_reissue(harness: Harness) -> None:
+    """A crash between a re-issue's intent and its start: the next pass planned it as a create, and
+    `capctl_reissues_total` missed it (its record's re-issue count was right: counted at the intent)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    assert daemon.reconciler.spec is not None
+    task = daemon.reconciler.spec.tasks[LOBBY]
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path)
+    ran = store.load().records[LOBBY]
+    harness.sim.stop_task("volcengine", ran.vendor_task_id or "", room_id="lobby", reason="ops")
+    # The re-issue's intent, committed before the crash (`Executor.start`, failpoint start.before-call).
+    now = harness.clock.now()
+    pending = transitions.intent(task, transitions.stopped(ran, "idle timeout", now), now, reissue=True)
+    store.put(pending)
+    store.close()
+    for start in (pending, transitions.failed(pending, "lost", now)):  # cut short; failed: tried again
+        plan = diff({LOBBY: task}, {LOBBY: start}, {}, options=PlanOptions(), state_serial=0, now=now)
+        assert plan.changes[0].action is Action.REISSUE, plan.changes[0]
+    await harness.start()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert harness.record(LOBBY).reissue_count == 1
+    assert metric(harness, "capctl_reissues_total", reason="idle timeout") == 1
