@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
-from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
+from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, needs_observation, observe_all
 from reconciler.model import (
     Action,
     Change,
@@ -107,7 +107,13 @@ async def make_plan(
         # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
         wanted = Selection(options)
         relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
-        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
+
+        def looked_at(record: TaskRecord) -> bool:  # and a start never confirmed, if an update may do
+            return needs_observation(record) or transitions.confirmable(desired[record.key], record)
+
+        observed = await observe_all(
+            relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry, wanted=looked_at
+        )
     plan = diff(
         desired,
         snapshot.records,

@@ -615,10 +615,11 @@ async def observe_all(
     concurrency: int = 64,
     on_done: Callable[[str, Observed], None] | None = None,
     on_retry: RetryHook | None = None,
+    wanted: Callable[[TaskRecord], bool] = needs_observation,
 ) -> dict[str, Observed]:
-    """Observe every record that can be running. Pacing is the rate budgets' job; a read is always safe to
-    retry, so 5xx, timeouts and dropped connections are retried as apply's calls are; what still fails
-    becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
+    """Observe every record that can be running (or those `wanted` picks). Pacing is the rate budgets' job; a
+    read is always safe to retry, so 5xx, timeouts and dropped connections are retried as apply's calls are;
+    what still fails becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
     semaphore = asyncio.Semaphore(concurrency)
     policy, jitter, hook = retry or RetryPolicy(), rng or random.Random(), _with_log(on_retry)
     failing: dict[str, tuple[int, str]] = {}  # provider -> (tasks failed in a row, the last error)
@@ -645,5 +646,5 @@ async def observe_all(
         if on_done is not None:
             on_done(record.key, obs)
 
-    await asyncio.gather(*(one(r) for r in records.values() if needs_observation(r)))
+    await asyncio.gather(*(one(r) for r in records.values() if wanted(r)))
     return observed

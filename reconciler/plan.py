@@ -486,11 +486,13 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A task the refresh saw ended is not live, whatever its record says: an update would be refused
     # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
     ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
-    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
+    # A start never confirmed that the vendor says runs (`transitions.confirmable`): it is that start's run.
+    seen = obs is not None and obs.state is ObservedState.RUNNING and transitions.confirmable(task, record)
+    live = (record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) or seen) and not ended
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
-    if transitions.start_unconfirmed(record):
+    if transitions.start_unconfirmed(record) and not seen:
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
         # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.

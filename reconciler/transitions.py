@@ -25,6 +25,7 @@ __all__ = [
     "TOMBSTONE_RETENTION",
     "action_failed",
     "client_task_id",
+    "confirmable",
     "failed",
     "findable_start",
     "handed_over_to",
@@ -107,6 +108,21 @@ def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     """A ZEGO start that was never confirmed (`start_unconfirmed`) and that a start of `task` under its recorded
     ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs)."""
     return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
+
+
+def confirmable(task: DesiredTask, record: TaskRecord) -> bool:
+    """A Volcengine start never confirmed (`start_unconfirmed`: a crash, answers lost), of a spec that differs
+    from `task` only in values the vendor updates in place. Asked by the RoomId + TaskId it sent, the vendor says
+    whether it runs: then it is that start's run (`observed` confirms it) and an update, not a replace, makes
+    it `task`'s."""
+    return (
+        record.family is ApiFamily.VOLC_SNAPSHOT
+        and start_unconfirmed(record)
+        and record.provider == task.provider
+        and record.fixed_hash == task.fixed_hash
+        and bool(task.updatable)
+        and record.updatable != task.updatable
+    )
 
 
 def stoppable(record: TaskRecord) -> bool:
@@ -247,7 +263,15 @@ def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | No
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
-    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt)."""
+    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt). A start never
+    confirmed (`confirmable`), seen running, is confirmed with the ids it sent; seen not running, it stays as it
+    is: its start is tried again as planned."""
+    if record.vendor_task_id is None and start_unconfirmed(record):
+        if obs.state is not ObservedState.RUNNING or (name := volc_task_name(record.family, record.request)) is None:
+            return record
+        ids = ("AppId", "BusinessId", "RoomId", "TaskId")
+        ref = {k: v for k in ids if isinstance(v := record.request.get(k), str) and v}
+        return started(record, name[2], ref, now).evolve(started_at=obs.started_at or now, next_attempt_at=None)
     if obs.state is ObservedState.RUNNING:
         return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or obs.started_at)
     if obs.state is ObservedState.UNKNOWN:

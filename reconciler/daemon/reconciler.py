@@ -166,7 +166,8 @@ class Reconciler:
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
-        if record is not None and self._observation_due(record, now):
+        # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
+        if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
             obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN

@@ -6,6 +6,7 @@ from __future__ import annotations
 from reconciler import transitions
 from reconciler.model import Action, TaskStatus
 from reconciler.plan import PlanOptions, diff
+from reconciler.sim.faults import FaultConfig
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_reissue import metric
@@ -31,6 +32,29 @@ async def test_a_forgotten_run_is_started_again_with_the_declared_settings(harne
     [task] = harness.running_sim_tasks("volcengine")
     assert (task.interval, task.max_idle) == (10, 240)
     assert harness.calls("StopSnapshot") == 1
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_a_start_whose_answer_was_lost_is_updated_when_the_vendor_runs_it(harness: Harness) -> None:
+    """Every StartSnapshot answer lost (the start took effect), then an interval change: the daemon stopped and
+    started the task again (a replace) where the vendor runs it and an update does."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    harness.sim.faults.set(FaultConfig(timeout_rate=1.0, phase="after", apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=5, idle=180))
+    daemon = await harness.start()
+    for _ in range(60):  # a round of tries, each answer lost
+        await harness.advance(5)
+        if harness.record(LOBBY).status is TaskStatus.FAILED:
+            break
+    assert harness.record(LOBBY).status is TaskStatus.FAILED, harness.record(LOBBY)
+    harness.sim.faults.set(FaultConfig())
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10, idle=180))
+    assert daemon.reload()
+    await harness.advance(60)
+    assert harness.calls("StopSnapshot") == 0
+    assert harness.calls("UpdateSnapshot") == 1
+    [task] = harness.running_sim_tasks("volcengine")
+    assert task.interval == 10
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
 
 
