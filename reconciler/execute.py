@@ -372,6 +372,8 @@ class Executor:
                 self._store.put(transitions.action_failed(failed, "update", str(exc), self._clock.now()))
                 raise
             failpoints.hit("update.after-call")
+            if transitions.start_unconfirmed(sent):  # a saved plan's update of a start never confirmed: it runs
+                sent = transitions.observed(sent, Observed(ObservedState.RUNNING), self._clock.now())
             self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
