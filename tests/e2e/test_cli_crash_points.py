@@ -137,7 +137,8 @@ def test_a_spec_changed_after_an_unconfirmed_start_replaces_what_may_run(work: W
     records = state(work)
     [volc] = work.sim.tasks("volcengine", state="running")
     assert volc["interval"] == 9 and records["v-1"]["status"] == "running"
-    assert (len(work.sim.requests("StopSnapshot")), len(work.sim.requests("UpdateSnapshot"))) == (0, 1)
+    # (Updated by the apply killed at ZEGO's find too, when its update went out first: then sent again.)
+    assert len(work.sim.requests("StopSnapshot")) == 0 and len(work.sim.requests("UpdateSnapshot")) in (1, 2)
     [zego] = work.sim.tasks("zego", state="running")
     assert zego["maxIdleTime"] == 40 and zego["taskId"] == records["z-1"]["vendor_task_id"]
     assert len(work.sim.tasks("zego")) == 2  # the first recording, found and stopped, and the new one

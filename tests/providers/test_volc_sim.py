@@ -14,21 +14,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from reconciler import transitions
+from reconciler import model, transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
 from reconciler.execute import Executor
-from reconciler.model import (
-    Action,
-    ApiFamily,
-    Change,
-    DesiredTask,
-    JobKind,
-    ObservedState,
-    ProviderConfig,
-    TaskRecord,
-    TaskStatus,
-)
+from reconciler.model import ApiFamily, DesiredTask, JobKind, ObservedState, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
 from reconciler.secrets import Secret
@@ -230,7 +220,7 @@ async def test_an_update_of_a_start_never_confirmed_confirms_it(env: Sim, tmp_pa
     old, new = task(), dataclasses.replace(task(interval=10), spec_hash="h2")
     await env.do(env.provider.start(old, None))  # its answer lost:
     lost = transitions.failed(transitions.intent(old, None, env.clock.now(), reissue=False), "lost", env.clock.now())
-    change = Change(key=old.key, action=Action.UPDATE, reason="", provider=old.provider, family=old.family)
+    change = model.Change(key=old.key, action=model.Action.UPDATE, reason="", provider=old.provider, family=old.family)
     result = await env.do(executor.apply((change,), {new.key: new}, {lost.key: lost}))
     assert result.results[0].ok, result.results
     record = store.load().records[new.key]
