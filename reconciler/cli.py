@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
-    from reconciler.model import Observed, TaskRecord
+    from reconciler.model import DesiredTask, Observed, TaskRecord
     from reconciler.plan import Plan, PlanOptions
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
@@ -1512,25 +1512,184 @@ def state_show(
 
 @state_app.command("rm")
 def state_rm(
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Task key to forget", autocompletion=complete_task_keys)],
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY",
+            help="Task keys to forget, or globs as `state list` takes them ('SnapshotJob/lobby-*/*')",
+            autocompletion=complete_task_keys,
+        ),
+    ],
     state: StateOpt = None,
 ) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
+    tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
+    others that do)."""
     from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, selector_matches
     from reconciler.state import NoState
 
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
     with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
         if isinstance(store, NoState):
-            _no_task(key, store)
+            _no_task(keys[0], store)
         with locked(store, "capctl state rm"):
-            record = store.record(key)
-            if record is None:
-                _no_task(key, store)
-            serial = store.delete(key)
-    if record.status is TaskStatus.REMOVED:
-        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+            known = store.keys()
+            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            # A key named outright must be there (a typo forgets nothing); a glob may match nothing, as long as
+            # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
+            unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
+            if unmatched or not any(matched.values()):
+                if len(keys) == 1:
+                    _no_task(keys[0], store)
+                named = ", ".join(repr(k) for k in unmatched or keys)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
+            forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
+            serial = store.delete_many(forgotten)
+    running = False
+    for key, record in forgotten.items():
+        if record is not None and record.status is TaskStatus.REMOVED:
+            typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        else:
+            running = True
+            typer.echo(f"Removed {key} from the state (serial {serial}).")
+    if running:
+        typer.echo(
+            "The vendor tasks, if any, keep running. While the specs declare their jobs, the next apply (or the "
+            "daemon) starts them again: remove the jobs to hand the tasks back, or `capctl state import` them again."
+        )
+
+
+def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys the specs in ./specs declare that the state does not track yet: what `state import` can
+    adopt (shell completion: reads no secret, creates nothing; any error offers nothing)."""
+    from reconciler.spec import SpecErrors, load_spec_set
+
+    try:
+        declared = load_spec_set(["specs"], resolve_secrets=False).tasks
+    except (SpecErrors, OSError):
+        return []
+    tracked = set(complete_task_keys(ctx, incomplete))
+    return [k for k in declared if k.startswith(incomplete) and k not in tracked]
+
+
+def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask:
+    import difflib
+
+    from reconciler.model import job_of
+
+    task = spec_set.tasks.get(key)
+    if task is not None:
+        return task
+    if any(key.startswith(f"{c.job.kind}/{c.job.name}/") for c in spec_set.selector_jobs):
+        fail(
+            f"{key}: {job_of(key)} picks its rooms with a selector, whose tasks start as the rooms become active; "
+            "import adopts the tasks of named rooms and files only"
+        )
+    close = difflib.get_close_matches(key, list(spec_set.tasks), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    fail(f"{key}: no such task in the specs ({', '.join(paths)}){hint}; import adopts a task the specs declare")
+
+
+def _adopt_checked(record: TaskRecord, store: StateStore, spec_set: SpecSet, *, vendor: bool = True) -> TaskRecord:
+    """The record to store for the probe `record`: checked against the state, then (`vendor`) at the vendor."""
+    from reconciler.adopt import AdoptError, adopted, check_unclaimed
+    from reconciler.model import ApiFamily
+
+    async def observe() -> Observed | None:
+        from reconciler.clock import SystemClock
+        from reconciler.engine import provider_pool
+        from reconciler.execute import observe_all
+
+        retry, clock = _retry_policy(), SystemClock()
+        async with provider_pool(spec_set.providers, clock) as pool:
+            found = await observe_all(
+                {record.key: record}, pool, clock, retry=retry, on_retry=_retry_report(retry, _err_console())
+            )
+        return found.get(record.key)
+
+    try:
+        check_unclaimed(record, store.load().records)
+        if vendor:
+            # MediaThumbnails has no status query: a thumbnail task is recorded on the operator's word.
+            observed = None if record.family is ApiFamily.ZEGO_THUMBNAIL else run_async(observe)
+            return adopted(record, observed)
+    except AdoptError as exc:
+        fail(f"{record.key}: {exc}")
+    return record
+
+
+@state_app.command("import")
+def state_import(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="The task key the specs give it (kind/name/room)", autocompletion=complete_spec_keys
+        ),
+    ],
+    vendor_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="VENDOR_TASK_ID",
+            help="The vendor's id of the task: a Volcengine TaskId, a ZEGO recording's TaskId (legacy: task_id), "
+            "a MediaThumbnails TaskId",
+        ),
+    ],
+    paths: PathsArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check the task at the vendor and say what would be recorded; write nothing."),
+    ] = False,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Adopt a task started outside capctl as KEY's, without stopping it, as `terraform import` does.
+
+    The vendor's status query must find it running in KEY's room (a MediaThumbnails task, which has no status
+    query, is taken on your word); it is then recorded as if capctl had started it with the spec's settings,
+    so `capctl plan` shows it unchanged."""
+    from reconciler.adopt import AdoptError, describe, probe
+    from reconciler.clock import SystemClock
+    from reconciler.model import TaskStatus
+    from reconciler.plan import fmt_time
+
+    _setup_logs(log_level)
+    spec_paths = _paths(paths)
+    # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
+    hash_key = _state_fingerprint_key(state)
+    spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
+    task = _task_to_import(spec_set, key, spec_paths)
+    try:
+        record = probe(task, vendor_id, SystemClock().now(), app_id=spec_set.providers[task.provider].app_id)
+    except AdoptError as exc:
+        fail(f"{key}: {exc}")
+    # Checked read-only first, so a refusal creates no state; a dry run stops there.
+    with open_store(state, read_only=True) as store:
+        found = _adopt_checked(record, store, spec_set)
+    if not dry_run:
+        with open_store(state) as store, locked(store, "capctl state import"):
+            if store.fingerprint_key(hash_key) != hash_key:
+                fail("another command created the state meanwhile; nothing was imported: run it again")
+            serial = store.put(_adopt_checked(found, store, spec_set, vendor=False))  # what changed since
+    what = describe(found)
+    how = (
+        "recorded as submitted (MediaThumbnails has no status query: not checked at the vendor)"
+        if found.status is TaskStatus.DONE
+        else f"running since {fmt_time(found.started_at)}"
+        if found.started_at
+        else "running"
+    )
+    if dry_run:
+        typer.echo(f"Would import {key}: the {what}, {how}. Nothing was written (--dry-run).")
         return
-    typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+    typer.echo(
+        f"Imported {key} (serial {serial}): the {what}, {how}. capctl now keeps it as if it had started it with "
+        "the spec's settings: `capctl plan` shows it unchanged."
+    )
 
 
 @app.command()
@@ -1603,6 +1762,14 @@ def sim(
     fake_clock: Annotated[
         bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
     ] = False,
+    clock_offset: Annotated[
+        float,
+        typer.Option(
+            "--clock-offset",
+            metavar="SECONDS",
+            help="Start the clock this far off this machine's (negative: behind), as a vendor whose clock is off.",
+        ),
+    ] = 0.0,
     volcengine_callback_url: Annotated[
         str | None, typer.Option(metavar="URL", help="Where to POST Volcengine callbacks.")
     ] = None,
@@ -1627,7 +1794,7 @@ def sim(
     Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
     """
     from reconciler.sim import serve
-    from reconciler.sim.clocks import check_speed
+    from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
@@ -1635,6 +1802,10 @@ def sim(
         check_speed(speed)
     except ValueError as exc:
         fail(f"--speed: {exc}")
+    try:
+        check_offset(clock_offset)
+    except ValueError as exc:
+        fail(f"--clock-offset: {exc}")
     if fake_clock and speed != 1.0:  # taken silently before: the clock stood still all the same
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
@@ -1648,6 +1819,7 @@ def sim(
             listen,
             speed=speed,
             fake_clock=fake_clock,
+            clock_offset=clock_offset,
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
             scenario=played,

@@ -209,6 +209,7 @@ class Observed:
     ended_at: float | None = None
     rollover: bool = False  # ended at its max duration: re-issue without backoff
     detail: str | None = None  # raw status for messages ("status 4")
+    room: str | None = None  # the room the vendor's answer names (ZEGO recordings), for `capctl state import`
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,3 +256,12 @@ class ProviderConfig:
     def account(self) -> str:
         """The vendor account, the app id on that vendor: rate budgets and room activity are per account."""
         return account_of(self.type, self.app_id)
+
+    def serves(self, family: ApiFamily) -> bool:
+        """False for a ZEGO recording started on the other cloud recording API than the one this document
+        declares now: its stop and status calls would go to the wrong API, at the wrong endpoint."""
+        api = _RECORDING_APIS.get(family)
+        return api is None or api == self.cloudrecord_api
+
+
+_RECORDING_APIS = {ApiFamily.ZEGO_RECORD: "current", ApiFamily.ZEGO_RECORD_LEGACY: "legacy"}

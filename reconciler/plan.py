@@ -375,12 +375,14 @@ def _change(
     )
 
 
-def stop_description(obs: Observed) -> str:
-    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
+def stop_description(obs: Observed, record: TaskRecord, now: float) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`);
+    when on the daemon's clock, as the record will say it (`transitions.laid_end`), not the vendor's."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
-    return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
+    ended = transitions.laid_end(record, obs, now)
+    return what if ended is None else f"{what} at {fmt_time(ended)}"
 
 
 def _diff_one(
@@ -389,6 +391,7 @@ def _diff_one(
     obs: Observed | None,
     replace_requested: bool,
     after: dict[str, Any] | None,
+    now: float,
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
@@ -417,7 +420,7 @@ def _diff_one(
                 Action.CREATE, f"previous submission failed: {record.last_error or 'error'}", task, record, after=after
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
-    return _diff_same(task, record, obs, after)
+    return _diff_same(task, record, obs, after, now)
 
 
 def _start_again(record: TaskRecord) -> Action:
@@ -492,6 +495,10 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
+    if record.family is not task.family:
+        # Another vendor API (a SnapshotJob moved between Volcengine and ZEGO): no request field carries over,
+        # so listing them all says nothing the settings line does not; the move itself is the change.
+        details = (f"provider: {record.provider} ({record.family.value}) → {task.provider} ({task.family.value})",)
     if transitions.start_unconfirmed(record) and not seen:
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
@@ -510,7 +517,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     return _change(Action.REPLACE, reason, task, record, details, after)
 
 
-def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+def _diff_same(
+    task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
+) -> Change:
     seen_ended = obs is not None and obs.state is not ObservedState.RUNNING
     if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
         # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
@@ -520,7 +529,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None:  # the vendor reports it stopped, failed, or not found
-        why = stop_description(obs)
+        why = stop_description(obs, record, now)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
         # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.
@@ -609,7 +618,7 @@ def diff(
         for key, task in desired.items():
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
-                changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
+                changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after, now))
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete
@@ -638,7 +647,7 @@ def diff(
         c.key: records[c.key]
         for c in changes
         if c.key in records
-        and (c.action is Action.REPLACE or (c.key in desired and records[c.key].provider != desired[c.key].provider))
+        and (c.action is Action.REPLACE or (c.key in desired and _moved(records[c.key], desired[c.key])))
     }
     check_stoppable([*deleted, *stopped_through.values()], providers)
 
@@ -711,24 +720,62 @@ def _relabelled(
     return edits
 
 
+def _moved(record: TaskRecord, task: DesiredTask) -> bool:
+    """The task goes to another Provider, or its Provider to another API (a ZEGO `cloudrecordApi` edited)."""
+    return record.provider != task.provider or record.family is not task.family
+
+
 def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
     """A PlanError when a task to delete or replace still runs but the Provider recorded with it is no longer
-    declared (None: not checked)."""
+    declared, or (given the documents: a Mapping to `ProviderConfig`) no longer declares the API it was started
+    on (None: not checked)."""
     if providers is None:
         return
     orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    switched: dict[str, list[str]] = {}  # provider now on the other ZEGO API -> recordings of the first one
+    apis: dict[str, str] = {}  # that provider's API now
     for record in deleted:
-        if transitions.stoppable(record) and record.provider not in providers:
+        if not transitions.stoppable(record):
+            continue
+        if record.provider not in providers:
             orphans.setdefault(record.provider, []).append(record.key)
+        elif isinstance(providers, Mapping) and not (config := providers[record.provider]).serves(record.family):
+            switched.setdefault(record.provider, []).append(record.key)
+            apis[record.provider] = config.cloudrecord_api
     if orphans:
         raise PlanError(_orphaned_message(orphans))
+    if switched:
+        raise PlanError(_switched_message(switched, apis))
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _switched_message(switched: Mapping[str, list[str]], apis: Mapping[str, str]) -> str:
+    parts = []
+    for provider, keys in sorted(switched.items()):
+        now = apis[provider]
+        before = "current" if now == "legacy" else "legacy"
+        parts.append(
+            f"provider {provider!r} now declares cloudrecordApi {now}, but {len(keys)} recording(s) it started on "
+            f"the {before} API still run: {_shown(keys)}"
+        )
+    return (
+        "; ".join(parts) + ". capctl stops a recording through the API and endpoint it was started on, which the "
+        "document no longer names. Put its cloudrecordApi (and cloudrecordEndpoint) back, declare the other API "
+        "as a Provider of its own beside it, move the jobs to that one and apply (each recording is stopped "
+        "through the old and started through the new), then remove the old one; or forget them with "
+        "`capctl state rm KEY` (their recordings keep running)."
+    )
 
 
 def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
     parts = []
     for provider, keys in sorted(orphans.items()):
-        shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
+        parts.append(
+            f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {_shown(keys)}"
+        )
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
         "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to rename a "

@@ -415,13 +415,19 @@ def render_markdown(plan: PlanJSON) -> str:
 
 
 def render_apply_result(result: ApplyResult, console: Console) -> None:
-    """Each failed action with its error, each change an interruption cut short, then the summary line
+    """Each failed action with its error, each change an interruption cut short, each done change with a
+    note (a run the vendor already had: stopped and started again, or going on), then the summary line
     (after an interruption it also counts the changes never started). Vendor error text is printed as it
     came: rich Text, never markup, so brackets in it can neither vanish nor break the output."""
     for failure in result.failed:
         console.print(
             Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
         )
+    for done in result.results:
+        if done.ok and done.note:
+            console.print(
+                Text.assemble((f"! {done.key}", "yellow"), f" ({done.action.value}): {done.note}"), soft_wrap=True
+            )
     for cut in result.cut_short:
         console.print(Text.assemble((f"… {cut.key}", "yellow"), f" ({cut.action.value}): {cut.error}"), soft_wrap=True)
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)

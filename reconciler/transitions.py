@@ -31,11 +31,13 @@ __all__ = [
     "handed_over_to",
     "idle_runs",
     "intent",
+    "laid_end",
     "not_attempted",
     "observed",
     "removed",
     "restored",
     "resumable_start",
+    "run_ended_at",
     "run_goes_on",
     "start_unconfirmed",
     "started",
@@ -259,7 +261,30 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
 
 
 def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | None = None) -> TaskRecord:
+    """`ended_at`: when the run ended on the daemon's clock (`run_ended_at`); None: now."""
     return record.evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=ended_at or now, observed_at=now)
+
+
+def run_ended_at(record: TaskRecord, obs: Observed, now: float) -> float:
+    """When the run the vendor reports ended, on the daemon's clock (`laid_end`); without it, now: the run
+    ended when it was seen ended."""
+    laid = laid_end(record, obs, now)
+    return now if laid is None else laid
+
+
+def laid_end(record: TaskRecord, obs: Observed, now: float) -> float | None:
+    """The end of the run the vendor reports, on the daemon's clock (docs/daemon.md "Two clocks"); None when
+    the answer or the record lacks a time.
+
+    The vendor's EndTime is on the vendor's clock, which may be minutes off the daemon's and drift: compared
+    with the daemon's own start time it would make an empty room's runs look productive (vendor ahead) or a
+    productive run look empty (vendor behind). So the run's length is read from the vendor's two times of the
+    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded, never after `now`
+    (it ended before it was seen ended): a run the daemon took up running (a start resumed after a crash,
+    recorded as starting then) would otherwise end hours ahead of the daemon's clock."""
+    if obs.ended_at is None or obs.started_at is None or record.started_at is None:
+        return None
+    return min(now, record.started_at + max(0.0, obs.ended_at - obs.started_at))
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
@@ -271,9 +296,13 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
             return record
         ids = ("AppId", "BusinessId", "RoomId", "TaskId")
         ref = {k: v for k in ids if isinstance(v := record.request.get(k), str) and v}
-        return started(record, name[2], ref, now).evolve(started_at=obs.started_at or now, next_attempt_at=None)
+        began = now if obs.started_at is None else min(obs.started_at, now)  # (the vendor's clock may be ahead)
+        return started(record, name[2], ref, now).evolve(started_at=began, next_attempt_at=None)
     if obs.state is ObservedState.RUNNING:
-        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or obs.started_at)
+        # The vendor's start time only when the daemon took none (a start resumed after a crash), and never
+        # later than now: the vendor's clock may be ahead of the daemon's.
+        vendor_start = None if obs.started_at is None else min(obs.started_at, now)
+        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or vendor_start)
     if obs.state is ObservedState.UNKNOWN:
         return record
     if record.status is TaskStatus.DORMANT:
@@ -283,7 +312,7 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
     reason = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         reason = obs.reason or stopreasons.NOT_FOUND
-    return stopped(record, reason, now, ended_at=obs.ended_at)
+    return stopped(record, reason, now, ended_at=run_ended_at(record, obs, now))
 
 
 def still_running(record: TaskRecord, new: TaskRecord, since: float) -> bool:

@@ -32,6 +32,7 @@ from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
+from reconciler.daemon.vendorclock import VendorClocks
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
@@ -316,6 +317,7 @@ class RoomSelectors:
         forget: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
+        self.vendor_clocks = VendorClocks()
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
         self.lister = RoomLister(self._listing_provider, clock)
         self._clock = clock
@@ -356,7 +358,9 @@ class RoomSelectors:
         account = account_of(event.vendor, event.app_id)
         declared = any(c.account == account for c in spec.providers.values())
         if declared and active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
-            self.book.note(account, event.room_id, active, event.at, "callback")
+            # ... put on the daemon's clock, as the listing's reports are (`vendorclock`)
+            at = self.vendor_clocks.heard(account, event.at, self._clock.now())
+            self.book.note(account, event.room_id, active, at, "callback")
         elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
             self.book.heard_of(account, event.room_id)
         if active is not None and (self._batch is None or self._batch.done()):
