@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
-from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
+from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, needs_observation, observe_all
 from reconciler.model import (
     Action,
     Change,
@@ -110,7 +110,13 @@ async def make_plan(
         # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
         wanted = Selection(options)
         relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
-        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
+
+        def looked_at(record: TaskRecord) -> bool:  # and a start never confirmed, if an update may do
+            return needs_observation(record) or transitions.confirmable(desired[record.key], record)
+
+        observed = await observe_all(
+            relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry, wanted=looked_at
+        )
     plan = diff(
         desired,
         snapshot.records,
@@ -297,5 +303,5 @@ async def apply_plan(
 ) -> ApplyResult:
     now = clock.now()
     records = housekeep(store, plan, desired, snapshot.records, observed, now)
-    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry, whole_state=True)
+    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

@@ -179,6 +179,9 @@ class TaskRecord:
     # `ProviderConfig.home` of the Provider it was started through (None: recorded by an older capctl): a
     # Provider renamed, or its job moved to another document, keeps the task when the home is the same.
     home: str | None = None
+    # Its last start, not confirmed yet (pending, or failed), is a re-issue: taken up again, it is planned and
+    # counted as one, and its re-issue is not counted a second time.
+    reissuing: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

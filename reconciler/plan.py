@@ -420,7 +420,7 @@ def _diff_one(
         )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
         reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
-        return _change(Action.CREATE, reason, task, record, after=after)
+        return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -439,6 +439,11 @@ def _moved(change: Change, old: str, task: DesiredTask) -> Change:
         return dataclasses.replace(change, action=Action.MOVE, reason=reason)
     line = f"provider: {old} → {task.provider} (same account: re-homed)"
     return dataclasses.replace(change, details=(line, *change.details))
+
+
+def _start_again(record: TaskRecord) -> Action:
+    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, or a create."""
+    return Action.REISSUE if record.reissuing else Action.CREATE
 
 
 def _resumed(record: TaskRecord) -> str:
@@ -502,7 +507,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A task the refresh saw ended is not live, whatever its record says: an update would be refused
     # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
     ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
-    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
+    # A start never confirmed that the vendor says runs (`transitions.confirmable`): it is that start's run.
+    seen = obs is not None and obs.state is ObservedState.RUNNING and transitions.confirmable(task, record)
+    live = (record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) or seen) and not ended
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
@@ -510,7 +517,7 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
         # Another vendor API (a SnapshotJob moved between Volcengine and ZEGO): no request field carries over,
         # so listing them all says nothing the settings line does not; the move itself is the change.
         details = (f"provider: {record.provider} ({record.family.value}) → {task.provider} ({task.family.value})",)
-    if transitions.start_unconfirmed(record):
+    if transitions.start_unconfirmed(record) and not seen:
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
         # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.
@@ -556,9 +563,8 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
-        return _change(
-            Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
-        )
+        reason = f"previous start failed: {record.last_error or 'error'}{resume}"
+        return _change(_start_again(record), reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"

@@ -25,6 +25,7 @@ __all__ = [
     "TOMBSTONE_RETENTION",
     "action_failed",
     "client_task_id",
+    "confirmable",
     "failed",
     "findable_start",
     "handed_over_to",
@@ -111,6 +112,21 @@ def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
 
 
+def confirmable(task: DesiredTask, record: TaskRecord) -> bool:
+    """A Volcengine start never confirmed (`start_unconfirmed`: a crash, answers lost), of a spec that differs
+    from `task` only in values the vendor updates in place. Asked by the RoomId + TaskId it sent, the vendor says
+    whether it runs: then it is that start's run (`observed` confirms it) and an update, not a replace, makes
+    it `task`'s."""
+    return (
+        record.family is ApiFamily.VOLC_SNAPSHOT
+        and start_unconfirmed(record)
+        and record.provider == task.provider
+        and record.fixed_hash == task.fixed_hash
+        and bool(task.updatable)
+        and record.updatable != task.updatable
+    )
+
+
 def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
     ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed
@@ -172,8 +188,10 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         spec_hash=task.spec_hash,
         fixed_hash=task.fixed_hash,
     )
+    # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
+    counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
     unproductive = base.unproductive_runs
-    if reissue:
+    if counted:
         unproductive = 0 if was_productive(base) else unproductive + 1
     return base.evolve(
         provider=task.provider,
@@ -184,7 +202,8 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         status=TaskStatus.PENDING,
         vendor_task_id=None,
         client_task_id=cid,
-        reissue_count=base.reissue_count + (1 if reissue else 0),
+        reissue_count=base.reissue_count + (1 if counted else 0),
+        reissuing=reissue,
         unproductive_runs=unproductive,
         idle_timeout=task.idle_timeout,
         max_duration=task.max_duration,
@@ -214,6 +233,7 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
         stopped_at=None,
         stop_reason=None,
         last_error=None,
+        reissuing=False,
     )
 
 
@@ -269,7 +289,16 @@ def laid_end(record: TaskRecord, obs: Observed, now: float) -> float | None:
 
 
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
-    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt)."""
+    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt). A start never
+    confirmed (`confirmable`), seen running, is confirmed with the ids it sent; seen not running, it stays as it
+    is: its start is tried again as planned."""
+    if record.vendor_task_id is None and start_unconfirmed(record):
+        if obs.state is not ObservedState.RUNNING or (name := volc_task_name(record.family, record.request)) is None:
+            return record
+        ids = ("AppId", "BusinessId", "RoomId", "TaskId")
+        ref = {k: v for k in ids if isinstance(v := record.request.get(k), str) and v}
+        began = now if obs.started_at is None else min(obs.started_at, now)  # (the vendor's clock may be ahead)
+        return started(record, name[2], ref, now).evolve(started_at=began, next_attempt_at=None)
     if obs.state is ObservedState.RUNNING:
         # The vendor's start time only when the daemon took none (a start resumed after a crash), and never
         # later than now: the vendor's clock may be ahead of the daemon's.

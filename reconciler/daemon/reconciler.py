@@ -171,7 +171,8 @@ class Reconciler:
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
-        if record is not None and self._observation_due(record, now):
+        # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
+        if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
             obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
@@ -226,6 +227,11 @@ class Reconciler:
             self._told_waiting.add(key)
             return Result(None)
         self._told_waiting.discard(key)
+        if change.action in _STARTS and (name := transitions.volc_task_name(task.family, task.request)) is not None:
+            # The keys that may run its Volcengine task: one does (a renamed job's old key, never pruned), and
+            # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
+            # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
+            records = {**self.records.holding(name), **records}
         await self._execute(change, {key: task}, records)
         return Result(self._next_look(key, self.clock.now()))
 
@@ -303,7 +309,8 @@ class Reconciler:
         self, change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
     ) -> None:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
-        deleted record's vendor task too (the executor then retires it without a stop)."""
+        deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
+        also has those that may run the Volcengine task it starts."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
@@ -322,8 +329,10 @@ class Reconciler:
 
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
-        if after is not None and after.reissue_count == before.reissue_count:
-            return  # answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued
+        if after is not None and after.reissue_count == before.reissue_count and not before.reissuing:
+            # Answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued. (A
+            # re-issue taken up again, `reissuing`, was counted in its record at its first intent, not here.)
+            return
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
         # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
         reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")

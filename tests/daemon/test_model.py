@@ -65,7 +65,7 @@ class Job:
     idle: int = 20
     task_id: str | None = None  # a pinned Volcengine taskId, kept through renames
     max_duration: int = 300
-    interval: int = 5  # updated in place (UpdateSnapshot) while it runs
+    interval: int = 5  # updated in place (UpdateSnapshot), never a replace
     file: str = "jobs.yaml"
 
     def doc(self) -> str:
@@ -180,8 +180,9 @@ class DaemonMachine(RuleBasedStateMachine):
         now = self.clock.now()
         after = set(self.desired())
         for key, job in self.desired().items():  # its last job in force, removed since or not
-            # May be replaced (stopped and started anew): an interval change too, when its start's answer was lost.
-            if self.world.last_job.get(key, job).doc() != job.doc():
+            # May be replaced (stopped and started anew); an interval change is an update, also when its start's
+            # answer was lost (the vendor is asked first).
+            if replace(self.world.last_job.get(key, job), interval=5).doc() != replace(job, interval=5).doc():
                 self.world.changed.add(key)
             self.world.last_job[key] = job
         for key in before - after:

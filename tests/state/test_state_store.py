@@ -43,6 +43,7 @@ def every_field_set() -> TaskRecord:
         restart_policy=RestartPolicy.NEVER,
         productive=True,
         update_unconfirmed=True,
+        reissuing=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
