@@ -14,7 +14,10 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY pyproject.toml setup.py constraints.txt README.md LICENSE ./
+# reconciler/docs and reconciler/quickstart link to these two: the install copies their files into the package.
+COPY docs ./docs
+COPY specs ./specs
 COPY reconciler ./reconciler
 # A regular (non-editable) install: the runtime stage needs no /src. The pip pin comes from constraints.txt too.
 RUN python -m venv /opt/capctl \

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__, failpoints
+from reconciler import __version__, failpoints, manual
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from reconciler.execute import ApplyResult, Interrupt
-    from reconciler.model import Observed, TaskRecord
+    from reconciler.model import DesiredTask, Observed, TaskRecord
     from reconciler.plan import Plan, PlanOptions
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.rooms import Selection
@@ -224,6 +224,15 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     return [k for k in keys if k.startswith(incomplete)]
 
 
+def complete_choices(*choices: str) -> Callable[[str], list[str]]:
+    """Shell completion of an option that takes one of these words (--format, --output, --log-level)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
 def complete_statuses(incomplete: str) -> list[str]:
     from reconciler.model import TaskStatus
 
@@ -278,9 +287,16 @@ LabelOpt = Annotated[
         "comma-separated or repeated, all must hold.",
     ),
 ]
+LOG_LEVELS = ("debug", "info", "warning", "error")
 LogLevelOpt = Annotated[
     str,
-    typer.Option("--log-level", metavar="LEVEL", envvar="CAPCTL_LOG_LEVEL", help="debug, info, warning or error."),
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        envvar="CAPCTL_LOG_LEVEL",
+        autocompletion=complete_choices(*LOG_LEVELS),
+        help="debug, info, warning or error.",
+    ),
 ]
 
 # Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
@@ -334,7 +350,7 @@ def _paths(paths: list[Path] | None) -> list[str]:
 
 
 def _check_log_level(level: str) -> None:
-    if level.lower() not in {"debug", "info", "warning", "error"}:
+    if level.lower() not in LOG_LEVELS:
         fail(f"--log-level {level!r}: expected debug, info, warning or error")
 
 
@@ -369,6 +385,13 @@ def load_specs(
         summary.append(f" in {files} file{'s' if files != 1 else ''}")
         summary.append("." if validating else ": nothing was changed.")
         console.print(summary, soft_wrap=True)
+        if paths == _paths(None) and not Path(paths[0]).exists():  # the default, where a new user has none
+            console.print(
+                "./specs, the default spec path, is not here: give spec files or directories as arguments "
+                "(`capctl demo` plays the quickstart specs capctl ships, and says where they are).",
+                markup=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -652,6 +675,66 @@ def explain(
         fail(str(exc))
 
 
+@app.command()
+def docs(
+    topic: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TOPIC",
+            help="A page, as messages name it: spec-language, spec-language.md or docs/spec-language.md. "
+            "Default: the list of pages.",
+            autocompletion=manual.completions,
+        ),
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Argument(metavar="SECTION", help="Only this section of the page, by its heading: Limits."),
+    ] = None,
+) -> None:
+    """Read capctl's documentation, the docs/*.md pages its messages point at, shipped with capctl.
+
+    On a terminal the page is formatted and paged (PAGER, or less); piped or redirected, it is printed as
+    Markdown. `capctl docs spec-language Limits` shows one section."""
+    if topic is None:
+        pages = manual.topics()
+        width = max(map(len, pages))
+        typer.echo(
+            "TOPICS (capctl docs TOPIC [SECTION] to read one):\n"
+            + "".join(f"    {name:<{width}}  {title}\n" for name, title in pages.items())
+        )
+        return
+    try:
+        found = manual.page(topic, section)
+    except manual.ManualError as exc:
+        fail(f"docs: {exc}")
+    if not sys.stdout.isatty():
+        typer.echo(found.text, nl=False)
+        return
+    from rich.markdown import Markdown
+
+    console = _out_console()
+    with console.capture() as captured:
+        console.print(Markdown(found.text))
+    _page(captured.get())
+
+
+def _page(text: str) -> None:
+    """Through PAGER, else less (LESS=FRX unless set, as git: colours through, a short page needs no `q`),
+    else more, else straight out. Not pydoc's pager (rich's default): where less is missing, as in the image,
+    it first runs `more` on an empty file to see whether it works, a blank screen to dismiss before the page."""
+    import shutil
+    import subprocess
+
+    command = os.environ.get("PAGER") or next((name for name in ("less", "more") if shutil.which(name)), None)
+    if not command:
+        typer.echo(text, nl=False)
+        return
+    # As git runs PAGER: through the shell, so `less -S` or a pipeline works.
+    done = subprocess.run(command, shell=True, input=text, text=True, env={"LESS": "FRX", **os.environ}, check=False)
+    if done.returncode == 127:  # the shell's "not found"
+        fail(f"docs: the pager {command!r} (PAGER) was not found: set PAGER to one that is, or pipe to a file")
+
+
 def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
     """Add the tasks of room-selector jobs for the rooms the state knows active, and those leaving their room
     (`reconciler/rooms.py`); also returns the selections and the records they were made from (for `_annotate`)."""
@@ -718,9 +801,10 @@ def _plan_options(
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
     """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
     from reconciler.clock import SystemClock
+    from reconciler.moves import load_rehomed
     from reconciler.plan import PlanError, diff
 
-    snapshot = store.load()
+    snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
     try:
         return diff(
             spec_set.tasks,
@@ -731,6 +815,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions,
             now=SystemClock().now(),
             paths=paths,
             providers=spec_set.providers,
+            moved=moved,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -773,7 +858,12 @@ async def _refreshed_plan(
 
 
 PLAN_FORMATS = ("text", "json", "markdown")
-FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json or markdown.")]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format", metavar="FORMAT", autocompletion=complete_choices(*PLAN_FORMATS), help="text, json or markdown."
+    ),
+]
 
 
 def _check_format(fmt: str) -> None:
@@ -984,6 +1074,7 @@ async def _apply(
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
     from reconciler.execute import Interrupt
+    from reconciler.moves import load_rehomed
 
     retry = _retry_policy()
     err = _err_console()
@@ -992,8 +1083,10 @@ async def _apply(
     spec_set, selections, records = _select_rooms(spec_set, store)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
-            snapshot = store.load()
-            verify_saved_plan(saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key())
+            snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, saved.options)
+            verify_saved_plan(
+                saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key(), moved=moved
+            )
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")
         else:
@@ -1185,8 +1278,9 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
+    from reconciler.daemon.http import daemon_sync_token
     from reconciler.daemon.starting import FOREVER
-    from reconciler.leader import LeaderSettings, LeaderSettingsError
+    from reconciler.leader import LeaderSettings
 
     _split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
@@ -1211,7 +1305,8 @@ def run(
         leader = LeaderSettings.parse(
             lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
         )
-    except LeaderSettingsError as exc:
+        daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
+    except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
     _setup_logs(log_level)
     raise typer.Exit(
@@ -1375,7 +1470,15 @@ def state_list(
     state: StateOpt = None,
     output: Annotated[
         # --format as plan and show spell it; -o/--output as kubectl does
-        str, typer.Option("--output", "-o", "--format", metavar="FORMAT", help="table or json.")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            "--format",
+            metavar="FORMAT",
+            autocompletion=complete_choices("table", "json"),
+            help="table or json.",
+        ),
     ] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
@@ -1512,25 +1615,184 @@ def state_show(
 
 @state_app.command("rm")
 def state_rm(
-    key: Annotated[str, typer.Argument(metavar="KEY", help="Task key to forget", autocompletion=complete_task_keys)],
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY",
+            help="Task keys to forget, or globs as `state list` takes them ('SnapshotJob/lobby-*/*')",
+            autocompletion=complete_task_keys,
+        ),
+    ],
     state: StateOpt = None,
 ) -> None:
-    """Forget a task (the vendor task is NOT stopped: capctl just stops tracking it), or a removed task's tombstone."""
+    """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
+    tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
+    others that do)."""
     from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, selector_matches
     from reconciler.state import NoState
 
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
     with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
         if isinstance(store, NoState):
-            _no_task(key, store)
+            _no_task(keys[0], store)
         with locked(store, "capctl state rm"):
-            record = store.record(key)
-            if record is None:
-                _no_task(key, store)
-            serial = store.delete(key)
-    if record.status is TaskStatus.REMOVED:
-        typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+            known = store.keys()
+            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            # A key named outright must be there (a typo forgets nothing); a glob may match nothing, as long as
+            # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
+            unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
+            if unmatched or not any(matched.values()):
+                if len(keys) == 1:
+                    _no_task(keys[0], store)
+                named = ", ".join(repr(k) for k in unmatched or keys)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
+            forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
+            serial = store.delete_many(forgotten)
+    running = False
+    for key, record in forgotten.items():
+        if record is not None and record.status is TaskStatus.REMOVED:
+            typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        else:
+            running = True
+            typer.echo(f"Removed {key} from the state (serial {serial}).")
+    if running:
+        typer.echo(
+            "The vendor tasks, if any, keep running. While the specs declare their jobs, the next apply (or the "
+            "daemon) starts them again: remove the jobs to hand the tasks back, or `capctl state import` them again."
+        )
+
+
+def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys the specs in ./specs declare that the state does not track yet: what `state import` can
+    adopt (shell completion: reads no secret, creates nothing; any error offers nothing)."""
+    from reconciler.spec import SpecErrors, load_spec_set
+
+    try:
+        declared = load_spec_set(["specs"], resolve_secrets=False).tasks
+    except (SpecErrors, OSError):
+        return []
+    tracked = set(complete_task_keys(ctx, incomplete))
+    return [k for k in declared if k.startswith(incomplete) and k not in tracked]
+
+
+def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask:
+    import difflib
+
+    from reconciler.model import job_of
+
+    task = spec_set.tasks.get(key)
+    if task is not None:
+        return task
+    if any(key.startswith(f"{c.job.kind}/{c.job.name}/") for c in spec_set.selector_jobs):
+        fail(
+            f"{key}: {job_of(key)} picks its rooms with a selector, whose tasks start as the rooms become active; "
+            "import adopts the tasks of named rooms and files only"
+        )
+    close = difflib.get_close_matches(key, list(spec_set.tasks), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    fail(f"{key}: no such task in the specs ({', '.join(paths)}){hint}; import adopts a task the specs declare")
+
+
+def _adopt_checked(record: TaskRecord, store: StateStore, spec_set: SpecSet, *, vendor: bool = True) -> TaskRecord:
+    """The record to store for the probe `record`: checked against the state, then (`vendor`) at the vendor."""
+    from reconciler.adopt import AdoptError, adopted, check_unclaimed
+    from reconciler.model import ApiFamily
+
+    async def observe() -> Observed | None:
+        from reconciler.clock import SystemClock
+        from reconciler.engine import provider_pool
+        from reconciler.execute import observe_all
+
+        retry, clock = _retry_policy(), SystemClock()
+        async with provider_pool(spec_set.providers, clock) as pool:
+            found = await observe_all(
+                {record.key: record}, pool, clock, retry=retry, on_retry=_retry_report(retry, _err_console())
+            )
+        return found.get(record.key)
+
+    try:
+        check_unclaimed(record, store.load().records)
+        if vendor:
+            # MediaThumbnails has no status query: a thumbnail task is recorded on the operator's word.
+            observed = None if record.family is ApiFamily.ZEGO_THUMBNAIL else run_async(observe)
+            return adopted(record, observed)
+    except AdoptError as exc:
+        fail(f"{record.key}: {exc}")
+    return record
+
+
+@state_app.command("import")
+def state_import(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="The task key the specs give it (kind/name/room)", autocompletion=complete_spec_keys
+        ),
+    ],
+    vendor_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="VENDOR_TASK_ID",
+            help="The vendor's id of the task: a Volcengine TaskId, a ZEGO recording's TaskId (legacy: task_id), "
+            "a MediaThumbnails TaskId",
+        ),
+    ],
+    paths: PathsArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check the task at the vendor and say what would be recorded; write nothing."),
+    ] = False,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Adopt a task started outside capctl as KEY's, without stopping it, as `terraform import` does.
+
+    The vendor's status query must find it running in KEY's room (a MediaThumbnails task, which has no status
+    query, is taken on your word); it is then recorded as if capctl had started it with the spec's settings,
+    so `capctl plan` shows it unchanged."""
+    from reconciler.adopt import AdoptError, describe, probe
+    from reconciler.clock import SystemClock
+    from reconciler.model import TaskStatus
+    from reconciler.plan import fmt_time
+
+    _setup_logs(log_level)
+    spec_paths = _paths(paths)
+    # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
+    hash_key = _state_fingerprint_key(state)
+    spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
+    task = _task_to_import(spec_set, key, spec_paths)
+    try:
+        record = probe(task, vendor_id, SystemClock().now(), app_id=spec_set.providers[task.provider].app_id)
+    except AdoptError as exc:
+        fail(f"{key}: {exc}")
+    # Checked read-only first, so a refusal creates no state; a dry run stops there.
+    with open_store(state, read_only=True) as store:
+        found = _adopt_checked(record, store, spec_set)
+    if not dry_run:
+        with open_store(state) as store, locked(store, "capctl state import"):
+            if store.fingerprint_key(hash_key) != hash_key:
+                fail("another command created the state meanwhile; nothing was imported: run it again")
+            serial = store.put(_adopt_checked(found, store, spec_set, vendor=False))  # what changed since
+    what = describe(found)
+    how = (
+        "recorded as submitted (MediaThumbnails has no status query: not checked at the vendor)"
+        if found.status is TaskStatus.DONE
+        else f"running since {fmt_time(found.started_at)}"
+        if found.started_at
+        else "running"
+    )
+    if dry_run:
+        typer.echo(f"Would import {key}: the {what}, {how}. Nothing was written (--dry-run).")
         return
-    typer.echo(f"Removed {key} from the state (serial {serial}). The vendor task, if any, keeps running.")
+    typer.echo(
+        f"Imported {key} (serial {serial}): the {what}, {how}. capctl now keeps it as if it had started it with "
+        "the spec's settings: `capctl plan` shows it unchanged."
+    )
 
 
 @app.command()
@@ -1603,6 +1865,14 @@ def sim(
     fake_clock: Annotated[
         bool, typer.Option("--fake-clock", help="Time moves only via POST /_sim/clock (for tests).")
     ] = False,
+    clock_offset: Annotated[
+        float,
+        typer.Option(
+            "--clock-offset",
+            metavar="SECONDS",
+            help="Start the clock this far off this machine's (negative: behind), as a vendor whose clock is off.",
+        ),
+    ] = 0.0,
     volcengine_callback_url: Annotated[
         str | None, typer.Option(metavar="URL", help="Where to POST Volcengine callbacks.")
     ] = None,
@@ -1627,7 +1897,7 @@ def sim(
     Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
     """
     from reconciler.sim import serve
-    from reconciler.sim.clocks import check_speed
+    from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
@@ -1635,6 +1905,10 @@ def sim(
         check_speed(speed)
     except ValueError as exc:
         fail(f"--speed: {exc}")
+    try:
+        check_offset(clock_offset)
+    except ValueError as exc:
+        fail(f"--clock-offset: {exc}")
     if fake_clock and speed != 1.0:  # taken silently before: the clock stood still all the same
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
@@ -1648,6 +1922,7 @@ def sim(
             listen,
             speed=speed,
             fake_clock=fake_clock,
+            clock_offset=clock_offset,
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
             scenario=played,
@@ -1686,22 +1961,19 @@ def demo(
 
     plan → apply → a room empties → its task idles out → plan shows the re-issue and why → apply re-issues it →
     the daemon keeps it all running by itself. State goes to .capctl/demo.db, apart from your real state.
+    Without ./specs (a capctl checkout's quickstart specs), it plays the copy of them that capctl ships.
     """
-    from reconciler.demo import DemoError, run_demo
+    from reconciler.demo import DemoError, quickstart, run_demo
 
     sim_at = _split_listen(listen, "127.0.0.1:8750")
     daemon_at = _split_listen(daemon_listen, "127.0.0.1:8081")
-    if not paths and not Path("specs").exists():  # an installed capctl, run away from its repository
-        fail(
-            "capctl demo plays the quickstart specs, the capctl repository's specs/ directory, from ./specs: "
-            "run it from the repository's root or give their path (capctl demo PATH/TO/specs)"
-        )
-    spec_paths = _paths(paths)
+    # ./specs is a capctl checkout's quickstart (every command's default); elsewhere, the copy capctl ships.
+    spec_paths = _paths(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
         run_demo(
             spec_paths,
-            load_specs,
+            lambda paths, key: load_specs(paths, fingerprint_key=key),
             sim_at=sim_at,
             daemon_at=daemon_at,
             console=_out_console(),

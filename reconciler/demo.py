@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,10 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["SIM_ENDPOINTS", "DemoError", "run_demo"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo"]
 
 DEMO_STATE = Path(".capctl/demo.db")
+DEMO_STATE_URL = f"sqlite:///{DEMO_STATE}"
 WAIT_SECONDS = 60.0
 # The variables the quickstart specs (specs/providers.yaml) read their endpoints from, and the simulator's
 # path for each (docs/simulator.md): the demo points them at its own simulator, wherever it listens.
@@ -67,6 +69,12 @@ STREAMS: list[tuple[str, str, dict[str, Any]]] = [  # (vendor, room, publisher):
 
 class DemoError(Exception):
     pass
+
+
+def quickstart() -> str:
+    """The quickstart specs shipped in the package: reconciler/quickstart links to the repository's specs/,
+    whose files the build copies into the sdist and the wheel, so an installed capctl has them too."""
+    return str(files("reconciler") / "quickstart")
 
 
 @contextlib.contextmanager
@@ -248,7 +256,7 @@ def _sim_table(sim: SimControl, title: str) -> Table:
 class Walkthrough:
     def __init__(self, spec_set: SpecSet, paths: list[str], console: Console, sim: SimControl) -> None:
         self.spec_set, self.paths, self.console, self.sim = spec_set, paths, console, sim
-        self.state_url = f"sqlite:///{DEMO_STATE}"
+        self.state_url = DEMO_STATE_URL
 
     def step(self, text: str) -> None:
         self.console.print(Text(f"\n▶ {text}", style="bold cyan"), soft_wrap=True)
@@ -337,7 +345,7 @@ def _address(host: str, port: int) -> str:
 
 def run_demo(
     paths: list[str],
-    load: Callable[[list[str]], SpecSet],
+    load: Callable[[list[str], bytes | None], SpecSet],
     *,
     sim_at: tuple[str, int],
     daemon_at: tuple[str, int],
@@ -345,7 +353,8 @@ def run_demo(
     keep_running: bool = False,
 ) -> None:
     """The walk-through, with the simulator on `sim_at` and the daemon on `daemon_at` (port 0: any free port).
-    `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator."""
+    `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator, with the
+    fingerprint key of the demo's new state (as every command reads them: records and specs hashed alike)."""
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
     reserved = _reserve(*daemon_at, "daemon")
     daemon_listen = url_of(reserved).removeprefix("http://")
@@ -361,13 +370,19 @@ def run_demo(
     ):
         base = _sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
-        spec_set = load(paths)
+        store = open_state(DEMO_STATE_URL)
+        try:
+            key = store.fingerprint_key()
+        finally:
+            store.close()
+        spec_set = load(paths, key)
         _check_endpoints(spec_set, base)
         console.print(
             Text.assemble(
                 ("capctl demo", "bold"),
                 f": simulator on {base} (clock moved by the demo), daemon on http://{daemon_listen}, "
                 f"state {DEMO_STATE}, specs {' '.join(paths)}",
+                " (the quickstart specs shipped with capctl)" if paths == [quickstart()] else "",
             ),
             soft_wrap=True,
         )
@@ -404,9 +419,15 @@ def run_demo(
         _daemon_phase(walk, daemon_listen, keep_running)
     # Without --keep-running the daemon has stopped by now: its status page is offered, not linked.
     page = "" if keep_running else "`capctl demo --keep-running` to browse the daemon's status page, "
+    start = f" (`cp -r {quickstart()} specs` to start from these)" if paths == [quickstart()] else ""
     console.print(
-        "\n[bold green]Done.[/bold green] Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
-        f"{page}docs/spec-language.md to write your own specs, docs/daemon.md to run capctl in a cluster."
+        Text.assemble(
+            ("\nDone.", "bold green"),
+            " Next: `capctl state list --state sqlite:///.capctl/demo.db`, "
+            f"{page}`capctl docs spec-language` to write your own specs{start}, "
+            "`capctl docs daemon` to run capctl in a cluster.",
+        ),
+        soft_wrap=True,
     )
 
 

@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING, Any
 from reconciler import transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import Clock
-from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, observe_all
+from reconciler.execute import ApplyResult, ChangeResult, Executor, Interrupt, needs_observation, observe_all
 from reconciler.model import (
     Action,
     Change,
     DesiredTask,
     Observed,
     ObservedState,
+    ProviderConfig,
     RestartPolicy,
     TaskRecord,
     TaskStatus,
     job_of,
 )
+from reconciler.moves import load_rehomed
 from reconciler.plan import (
     Plan,
     PlanError,
@@ -96,18 +98,25 @@ async def make_plan(
     paths: Sequence[str],
     retry: RetryPolicy | None = None,
     on_observed: Callable[[str, Observed], None] | None = None,
-    providers: Collection[str] | None = None,
+    providers: Mapping[str, ProviderConfig] | None = None,
     on_retry: RetryHook | None = None,
 ) -> PlanRun:
-    """Read state, observe the tasks that may be running (when `pool` is given), diff."""
+    """Read state, observe the tasks that may be running (when `pool` is given), diff. The snapshot returned
+    holds the records re-homed to the Provider documents the specs moved them to (`moves.rehome`)."""
     check_options(options, desired)
-    snapshot = store.load()
+    snapshot, moved = load_rehomed(store, desired, providers or {}, options)
     observed: dict[str, Observed] = {}
     if options.refreshed and pool is not None:
         # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
         wanted = Selection(options)
         relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
-        observed = await observe_all(relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry)
+
+        def looked_at(record: TaskRecord) -> bool:  # and a start never confirmed, if an update may do
+            return needs_observation(record) or transitions.confirmable(desired[record.key], record)
+
+        observed = await observe_all(
+            relevant, pool, clock, retry=retry, on_done=on_observed, on_retry=on_retry, wanted=looked_at
+        )
     plan = diff(
         desired,
         snapshot.records,
@@ -117,6 +126,7 @@ async def make_plan(
         now=clock.now(),
         paths=paths,
         providers=providers,
+        moved=moved,
     )
     return PlanRun(plan, snapshot, observed)
 
@@ -163,13 +173,26 @@ def record_labels(
     removed job's tasks (`-l` on a delete) read what the last apply or daemon pass recorded.
     """
     changed = [
-        record.evolve(labels=dict(task.labels), selector=task.selector)
+        record.evolve(labels=dict(task.labels), selector=task.selector, home=_home(record, task))
         for key, record in records.items()
-        if (task := desired.get(key)) is not None and (record.labels != task.labels or record.selector != task.selector)
+        if (task := desired.get(key)) is not None
+        and (record.labels != task.labels or record.selector != task.selector or record.home != _home(record, task))
     ]
     if changed:
         store.put_many(changed)
     return {**records, **{record.key: record for record in changed}}
+
+
+def _home(record: TaskRecord, task: DesiredTask) -> str | None:
+    """Where its task lives follows its Provider while that is declared (a record of an older capctl learns it;
+    an endpoint edited in place is where capctl reaches the task from then on), so the Provider can be renamed
+    later in one edit (`moves.rehome` reads the home of a Provider no longer declared from here). An appId
+    edited in place does not move a running task to the new app: that home stays until the task starts again."""
+    if record.provider != task.provider or not task.home:
+        return record.home
+    if record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]:
+        return task.home
+    return record.home
 
 
 def persist_restored(
@@ -222,12 +245,14 @@ def verify_saved_plan(
     providers: Collection[str] | None = None,
     *,
     hash_key: bytes | None = None,
+    moved: Collection[str] = (),
 ) -> None:
     """A saved plan is applied only against the state and specs it was made from (and, given `providers`, only
     if every task it stops still has its Provider: one removed since the plan was made could not stop it).
 
     A plan made while the state had no fingerprint key (none yet, or one from before keyed hashes) holds bare
-    content hashes: with `hash_key`, the state's key now, they are compared as this version computes them."""
+    content hashes: with `hash_key`, the state's key now, they are compared as this version computes them.
+    `moved`: the keys `snapshot` re-homes now (`moves.load_rehomed`); a planned move of another is stale."""
 
     def same(planned: str | None, current: str) -> bool:
         return planned is not None and (planned if hash_key is None else upgrade_hash(hash_key, planned)) == current
@@ -244,7 +269,11 @@ def verify_saved_plan(
             record = snapshot.records.get(change.key)
             if task is not None or record is None or not same(change.before_hash, record.spec_hash):
                 stale.append(change.key)
-        elif task is None or not same(change.after_hash, task.spec_hash):
+        elif (
+            task is None
+            or not same(change.after_hash, task.spec_hash)
+            or (change.action is Action.MOVE and change.key not in moved)  # a Provider's endpoint or appId edited
+        ):
             stale.append(change.key)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
@@ -274,5 +303,5 @@ async def apply_plan(
 ) -> ApplyResult:
     now = clock.now()
     records = housekeep(store, plan, desired, snapshot.records, observed, now)
-    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry, whole_state=True)
+    executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
     return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)

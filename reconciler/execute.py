@@ -110,6 +110,8 @@ class ApplyResult:
             "reissue": "re-issued",
             "delete": "deleted",
         }
+        if done.get(Action.MOVE.value):  # said only when some were: most applies move nothing
+            words["move"] = "re-homed"
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
         skipped = sum(1 for r in self.results if r.not_attempted)
         failed = f"{len(self.failed)} failed" + (f" ({skipped} of them not attempted)" if skipped else "")
@@ -183,14 +185,11 @@ class Executor:
         rng: random.Random | None = None,
         on_retry: RetryHook | None = None,
         retry_in: Callable[[str], float] | None = None,
-        whole_state: bool = False,
     ) -> None:
         """`parallelism` caps the changes in flight (None: `MAX_WINDOW`); within it the window is sized
         from the rate budgets and the observed time per change. `on_retry` hears of every retry.
         `retry_in(key)`: the seconds until a task whose start failed is tried again (the daemon's backoff),
-        recorded with the failure as its next attempt; None (apply): the next apply tries it.
-        `whole_state`: `apply` is given every record of the state (`capctl apply`), so a start that finds a run
-        no record accounts for restarts it (`start`); the daemon passes a key's own records only."""
+        recorded with the failure as its next attempt; None (apply): the next apply tries it."""
         if parallelism is not None and parallelism < 1:
             raise ValueError("parallelism must be at least 1")
         self._store = store
@@ -201,7 +200,6 @@ class Executor:
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
         self._retry_in = retry_in
-        self._whole_state = whole_state
 
     async def apply(
         self,
@@ -214,16 +212,21 @@ class Executor:
     ) -> ApplyResult:
         """Every change that is not a no-op, in plan order, within the window, until `interrupt` says
         otherwise; the result counts what was done, what was cut short and what was never started. A
-        cancellation from outside cancels the changes in flight and propagates."""
+        cancellation from outside cancels the changes in flight and propagates. `records` has every record
+        that may run a Volcengine task one of the starts names (`capctl apply`: the whole state; the daemon:
+        the key's own and those `RecordCache.holding` finds): a start answered "already started" by a run none
+        of them accounts for restarts it (`start`)."""
         interrupt = interrupt or Interrupt()
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
+        results: dict[int, ChangeResult] = {}
+        if any(change.action is Action.MOVE for _, change in actionable):
+            actionable = self._move(actionable, desired, records, results, on_done)
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
-        shared = _shares_vendor_task(actionable, desired, records) if self._whole_state else None
+        shared = _shares_vendor_task(actionable, desired, records)
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
-        results: dict[int, ChangeResult] = {}
         # Per apply (the daemon runs one change per apply): provider -> (its changes that failed in a row
         # without an answer, the first of those errors).
         silent: dict[str, tuple[int, VendorError]] = {}
@@ -256,7 +259,7 @@ class Executor:
                         records.get(change.key),
                         silent,
                         held.get(index),
-                        shared=shared is None or index in shared,
+                        shared=index in shared,
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
@@ -274,6 +277,27 @@ class Executor:
             cut.cancel()
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
+
+    def _move(
+        self,
+        actionable: list[tuple[int, Change]],
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        results: dict[int, ChangeResult],
+        on_done: Callable[[ChangeResult], None] | None,
+    ) -> list[tuple[int, Change]]:
+        """Write every move's record (`moves.rehome` re-homed it: no vendor call) in one commit, before any call;
+        returns the other changes."""
+        moves = [(index, change) for index, change in actionable if change.action is Action.MOVE]
+        self._store.put_many(
+            records[c.key].evolve(labels=dict(desired[c.key].labels), selector=desired[c.key].selector)
+            for _, c in moves
+        )
+        for index, change in moves:
+            results[index] = ChangeResult(change.key, change.action, ok=True)
+            if on_done is not None:
+                on_done(results[index])
+        return [(index, change) for index, change in actionable if change.action is not Action.MOVE]
 
     async def _gated(
         self, index: int, one: Callable[[], Awaitable[ChangeResult]], stopped_first: Mapping[int, _Gate]
@@ -373,6 +397,8 @@ class Executor:
                 self._store.put(transitions.action_failed(failed, "update", str(exc), self._clock.now()))
                 raise
             failpoints.hit("update.after-call")
+            if transitions.start_unconfirmed(sent):  # a saved plan's update of a start never confirmed: it runs
+                sent = transitions.observed(sent, Observed(ObservedState.RUNNING), self._clock.now())
             self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
         if action is Action.REPLACE and record is not None:
@@ -442,7 +468,8 @@ class Executor:
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
-        if result.already_running and reissue and record is not None:
+        if result.already_running and reissue and record is not None and not record.reissuing:
+            # (A re-issue taken up again: the run is likely its own, started before the crash or the lost answer.)
             done = transitions.run_goes_on(done, record)
         self._store.put(done)
         failpoints.hit("start.after-commit")
@@ -615,10 +642,11 @@ async def observe_all(
     concurrency: int = 64,
     on_done: Callable[[str, Observed], None] | None = None,
     on_retry: RetryHook | None = None,
+    wanted: Callable[[TaskRecord], bool] = needs_observation,
 ) -> dict[str, Observed]:
-    """Observe every record that can be running. Pacing is the rate budgets' job; a read is always safe to
-    retry, so 5xx, timeouts and dropped connections are retried as apply's calls are; what still fails
-    becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
+    """Observe every record that can be running (or those `wanted` picks). Pacing is the rate budgets' job; a
+    read is always safe to retry, so 5xx, timeouts and dropped connections are retried as apply's calls are;
+    what still fails becomes UNKNOWN (left as is, and the plan says it is incomplete)."""
     semaphore = asyncio.Semaphore(concurrency)
     policy, jitter, hook = retry or RetryPolicy(), rng or random.Random(), _with_log(on_retry)
     failing: dict[str, tuple[int, str]] = {}  # provider -> (tasks failed in a row, the last error)
@@ -645,5 +673,5 @@ async def observe_all(
         if on_done is not None:
             on_done(record.key, obs)
 
-    await asyncio.gather(*(one(r) for r in records.values() if needs_observation(r)))
+    await asyncio.gather(*(one(r) for r in records.values() if wanted(r)))
     return observed

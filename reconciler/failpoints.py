@@ -3,9 +3,12 @@
 `CAPCTL_FAILPOINTS=start.after-call` makes the process die at that point exactly as `kill -9` would
 (os._exit, no cleanup, no flush), so tests can prove an interrupted apply loses and duplicates nothing. The
 points (docs/failure-modes.md lists them) sit wherever a vendor call and a state commit meet.
-`NAME:pause` stops it there instead (for up to an hour) until a signal arrives, so a test can interrupt it at
-that very point rather than racing the work to it. It sleeps in short slices: a signal that lands just before
-a sleep starts interrupts no system call, and its handler would wait for that sleep to end (an hour).
+`NAME:pause` stops it there instead (for up to an hour), so a test can kill it at that very point rather than
+racing the work to it. Where the point runs on the main thread outside an event loop (`state copy`), a signal's
+handler (Ctrl-C: KeyboardInterrupt) ends the pause: it sleeps in short slices, since a signal that lands just
+before a sleep starts interrupts no system call, and its handler would wait for that sleep to end (an hour).
+The executor's points run on the event loop of `apply` and `run`, whose signal handlers the pause holds off:
+there only SIGKILL ends it.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def hit(name: str) -> None:
     action = _active().get(name)
     if action == "pause":
         deadline = time.monotonic() + PAUSE_SECONDS
-        while time.monotonic() < deadline:  # a signal's handler (Ctrl-C: KeyboardInterrupt) ends it
+        while time.monotonic() < deadline:  # a signal's Python handler (Ctrl-C: KeyboardInterrupt) ends it
             time.sleep(PAUSE_SLICE)
     elif action is not None:
         os._exit(EXIT_CODE)

@@ -73,6 +73,9 @@ class Action(enum.StrEnum):
     REPLACE = "replace"
     REISSUE = "reissue"
     DELETE = "delete"
+    # The task's record re-homed to another Provider document of the same vendor account (`moves.py`): a
+    # renamed Provider, as Terraform's `moved`; no vendor call.
+    MOVE = "move"
     NOOP = "no-op"
 
 
@@ -116,6 +119,7 @@ class DesiredTask:
     source: str = ""  # "file:line:col" of the job document, for messages
     labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
     selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
+    home: str = ""  # where its vendor task lives: `ProviderConfig.home` of its Provider ("": not known)
 
 
 def account_of(vendor: str, app_id: str) -> str:
@@ -172,6 +176,12 @@ class TaskRecord:
     # An in-place update was sent and its answer not recorded (a crash, a Ctrl-C, a lost answer): the vendor
     # may hold the old values or the new ones, so the next plan sends the spec's values again.
     update_unconfirmed: bool = False
+    # `ProviderConfig.home` of the Provider it was started through (None: recorded by an older capctl): a
+    # Provider renamed, or its job moved to another document, keeps the task when the home is the same.
+    home: str | None = None
+    # Its last start, not confirmed yet (pending, or failed), is a re-issue: taken up again, it is planned and
+    # counted as one, and its re-issue is not counted a second time.
+    reissuing: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:
@@ -206,6 +216,7 @@ class Observed:
     ended_at: float | None = None
     rollover: bool = False  # ended at its max duration: re-issue without backoff
     detail: str | None = None  # raw status for messages ("status 4")
+    room: str | None = None  # the room the vendor's answer names (ZEGO recordings), for `capctl state import`
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +263,22 @@ class ProviderConfig:
     def account(self) -> str:
         """The vendor account, the app id on that vendor: rate budgets and room activity are per account."""
         return account_of(self.type, self.app_id)
+
+    def home(self, family: ApiFamily) -> str:
+        """Where its tasks of `family` live: the vendor account and the endpoint they are started at. A vendor
+        names a task by the account and its own ids (Volcengine AppId + RoomId + TaskId, ZEGO the TaskId it
+        returned), never by a Provider document's name: two documents with one home reach the same tasks."""
+        if self.type != "zego":
+            url = self.endpoint
+        else:
+            url = self.rtc_endpoint if family is ApiFamily.ZEGO_THUMBNAIL else self.cloudrecord_endpoint
+        return f"{self.account} at {url.rstrip('/')}"  # an account has no space: `engine._home` splits on " at "
+
+    def serves(self, family: ApiFamily) -> bool:
+        """False for a ZEGO recording started on the other cloud recording API than the one this document
+        declares now: its stop and status calls would go to the wrong API, at the wrong endpoint."""
+        api = _RECORDING_APIS.get(family)
+        return api is None or api == self.cloudrecord_api
+
+
+_RECORDING_APIS = {ApiFamily.ZEGO_RECORD: "current", ApiFamily.ZEGO_RECORD_LEGACY: "legacy"}

@@ -7,6 +7,7 @@ Each change carries a reason a human understands; the reason explains the action
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import time
@@ -59,7 +60,15 @@ __all__ = [
 # (epoch seconds) are still read: a saved plan lives minutes, but one may be made by an older capctl in CI.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-ACTION_ORDER = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.REISSUE, Action.DELETE, Action.NOOP)
+ACTION_ORDER = (
+    Action.CREATE,
+    Action.UPDATE,
+    Action.REPLACE,
+    Action.REISSUE,
+    Action.DELETE,
+    Action.MOVE,
+    Action.NOOP,
+)
 MAX_DETAIL_LINES = 12
 
 
@@ -375,12 +384,14 @@ def _change(
     )
 
 
-def stop_description(obs: Observed) -> str:
-    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`)."""
+def stop_description(obs: Observed, record: TaskRecord, now: float) -> str:
+    """Why and when the vendor stopped it, in the stop-reason vocabulary (the providers' `Observed.reason`);
+    when on the daemon's clock, as the record will say it (`transitions.laid_end`), not the vendor's."""
     what = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         return f"{stopreasons.NOT_FOUND} (stopped, or older than its query window)"
-    return f"{what} at {fmt_time(obs.ended_at)}" if obs.ended_at else what
+    ended = transitions.laid_end(record, obs, now)
+    return what if ended is None else f"{what} at {fmt_time(ended)}"
 
 
 def _diff_one(
@@ -389,6 +400,7 @@ def _diff_one(
     obs: Observed | None,
     replace_requested: bool,
     after: dict[str, Any] | None,
+    now: float,
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
@@ -408,7 +420,7 @@ def _diff_one(
         )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
         reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
-        return _change(Action.CREATE, reason, task, record, after=after)
+        return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
@@ -417,7 +429,21 @@ def _diff_one(
                 Action.CREATE, f"previous submission failed: {record.last_error or 'error'}", task, record, after=after
             )
         return _change(Action.NOOP, "submitted; unchanged since", task, record, after=after)
-    return _diff_same(task, record, obs, after)
+    return _diff_same(task, record, obs, after, now)
+
+
+def _moved(change: Change, old: str, task: DesiredTask) -> Change:
+    """A change of a task whose record was re-homed from Provider `old` (same vendor account)."""
+    if change.action is Action.NOOP:  # one reason for every task of the job: the text view shows it in one line
+        reason = f"provider {old} → {task.provider}, same account ({task.home}): record re-homed, no vendor call"
+        return dataclasses.replace(change, action=Action.MOVE, reason=reason)
+    line = f"provider: {old} → {task.provider} (same account: re-homed)"
+    return dataclasses.replace(change, details=(line, *change.details))
+
+
+def _start_again(record: TaskRecord) -> Action:
+    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, or a create."""
+    return Action.REISSUE if record.reissuing else Action.CREATE
 
 
 def _resumed(record: TaskRecord) -> str:
@@ -481,11 +507,17 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     # A task the refresh saw ended is not live, whatever its record says: an update would be refused
     # (Volcengine ErrorActiveTaskNotFound), and the task is started anew with the new spec.
     ended = obs is not None and obs.state in (ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND)
-    live = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and not ended
+    # A start never confirmed that the vendor says runs (`transitions.confirmable`): it is that start's run.
+    seen = obs is not None and obs.state is ObservedState.RUNNING and transitions.confirmable(task, record)
+    live = (record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) or seen) and not ended
     # A renamed Provider (or a job moved to another) changes no request field, only the account it goes to.
     moved = (f"provider: {record.provider} → {task.provider}",) if record.provider != task.provider else ()
     details = (*moved, *field_changes(record.request, after)) or ("spec changed (content hash differs)",)
-    if transitions.start_unconfirmed(record):
+    if record.family is not task.family:
+        # Another vendor API (a SnapshotJob moved between Volcengine and ZEGO): no request field carries over,
+        # so listing them all says nothing the settings line does not; the move itself is the change.
+        details = (f"provider: {record.provider} ({record.family.value}) → {task.provider} ({task.family.value})",)
+    if transitions.start_unconfirmed(record) and not seen:
         # Its last start, of the old spec, may run: resuming it would keep the old spec running under the new
         # hash (Volcengine answers "already started"), or leave it running unnamed (ZEGO).
         # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.
@@ -503,7 +535,9 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     return _change(Action.REPLACE, reason, task, record, details, after)
 
 
-def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+def _diff_same(
+    task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
+) -> Change:
     seen_ended = obs is not None and obs.state is not ObservedState.RUNNING
     if record.update_unconfirmed and record.status is TaskStatus.RUNNING and not seen_ended:
         # Even back at the values it had before (the spec reverted): the vendor may hold the unconfirmed ones.
@@ -513,7 +547,7 @@ def _diff_same(task: DesiredTask, record: TaskRecord, obs: Observed | None, afte
     if obs is not None and obs.state is ObservedState.RUNNING:
         return _change(Action.NOOP, "running", task, record, after=after)
     if obs is not None:  # the vendor reports it stopped, failed, or not found
-        why = stop_description(obs)
+        why = stop_description(obs, record, now)
         if task.restart_policy is RestartPolicy.NEVER:
             return _change(Action.NOOP, f"vendor stopped it: {why}; restartPolicy Never", task, record, after=after)
         # The stop reason already names the cause ("max duration (ZEGO quit_reason 4)"): say it once.
@@ -529,9 +563,8 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
     if status is TaskStatus.FAILED:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
-        return _change(
-            Action.CREATE, f"previous start failed: {record.last_error or 'error'}{resume}", task, record, after=after
-        )
+        reason = f"previous start failed: {record.last_error or 'error'}{resume}"
+        return _change(_start_again(record), reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"
@@ -587,9 +620,12 @@ def diff(
     paths: Iterable[str] = (),
     providers: Collection[str] | None = None,
     redacted: dict[int, Any] | None = None,
+    moved: Mapping[str, str] | None = None,
 ) -> Plan:
     """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
     longer declared is a PlanError (its credentials are never stored, so the stop could not be made).
+    `moved`: the keys whose `records` were re-homed to another Provider of the same account (`moves.rehome`),
+    with the Provider each one named: what would be a no-op for them is a move of the record.
     `redacted`: the memo of redacted requests (`redact_tree`), when it should outlive this call (the daemon
     diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
@@ -603,7 +639,11 @@ def diff(
         for key, task in desired.items():
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
-                changes.append(_diff_one(task, records.get(key), observed.get(key), key in replace, after))
+                obs = observed.get(key)
+                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
+                # One that could not be observed is left as is, its record too (the plan is incomplete).
+                unknown = obs is not None and obs.state is ObservedState.UNKNOWN
+                changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete
@@ -624,7 +664,9 @@ def diff(
             }
         held_by = transitions.handed_over_to(record, holders)
         started_by = starting.get(name) if (name := transitions.volc_task_held(record)) else None
-        changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record))
+        # Its Provider removed, it is stopped through another of the same account (`moves.rehome`).
+        via = (f"provider: {moved[key]} → {record.provider} (same account)",) if moved and key in moved else ()
+        changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record, via))
         deleted.append(record)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
@@ -632,7 +674,7 @@ def diff(
         c.key: records[c.key]
         for c in changes
         if c.key in records
-        and (c.action is Action.REPLACE or (c.key in desired and records[c.key].provider != desired[c.key].provider))
+        and (c.action is Action.REPLACE or (c.key in desired and _leaves_its_provider(records[c.key], desired[c.key])))
     }
     check_stoppable([*deleted, *stopped_through.values()], providers)
 
@@ -705,28 +747,68 @@ def _relabelled(
     return edits
 
 
+def _leaves_its_provider(record: TaskRecord, task: DesiredTask) -> bool:
+    """The task goes to another Provider, or its Provider to another API (a ZEGO `cloudrecordApi` edited)."""
+    return record.provider != task.provider or record.family is not task.family
+
+
 def check_stoppable(deleted: Iterable[TaskRecord], providers: Collection[str] | None) -> None:
     """A PlanError when a task to delete or replace still runs but the Provider recorded with it is no longer
-    declared (None: not checked)."""
+    declared, or (given the documents: a Mapping to `ProviderConfig`) no longer declares the API it was started
+    on (None: not checked)."""
     if providers is None:
         return
     orphans: dict[str, list[str]] = {}  # provider no longer in the specs -> running tasks only it can stop
+    switched: dict[str, list[str]] = {}  # provider now on the other ZEGO API -> recordings of the first one
+    apis: dict[str, str] = {}  # that provider's API now
     for record in deleted:
-        if transitions.stoppable(record) and record.provider not in providers:
+        if not transitions.stoppable(record):
+            continue
+        if record.provider not in providers:
             orphans.setdefault(record.provider, []).append(record.key)
+        elif isinstance(providers, Mapping) and not (config := providers[record.provider]).serves(record.family):
+            switched.setdefault(record.provider, []).append(record.key)
+            apis[record.provider] = config.cloudrecord_api
     if orphans:
         raise PlanError(_orphaned_message(orphans))
+    if switched:
+        raise PlanError(_switched_message(switched, apis))
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _switched_message(switched: Mapping[str, list[str]], apis: Mapping[str, str]) -> str:
+    parts = []
+    for provider, keys in sorted(switched.items()):
+        now = apis[provider]
+        before = "current" if now == "legacy" else "legacy"
+        parts.append(
+            f"provider {provider!r} now declares cloudrecordApi {now}, but {len(keys)} recording(s) it started on "
+            f"the {before} API still run: {_shown(keys)}"
+        )
+    return (
+        "; ".join(parts) + ". capctl stops a recording through the API and endpoint it was started on, which the "
+        "document no longer names. Put its cloudrecordApi (and cloudrecordEndpoint) back, declare the other API "
+        "as a Provider of its own beside it, move the jobs to that one and apply (each recording is stopped "
+        "through the old and started through the new), then remove the old one; or forget them with "
+        "`capctl state rm KEY` (their recordings keep running)."
+    )
 
 
 def _orphaned_message(orphans: Mapping[str, list[str]]) -> str:
     parts = []
     for provider, keys in sorted(orphans.items()):
-        shown = ", ".join(sorted(keys)[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        parts.append(f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {shown}")
+        parts.append(
+            f"provider {provider!r} was removed from the specs but still runs {len(keys)} task(s): {_shown(keys)}"
+        )
     return (
         "; ".join(parts) + ". capctl needs the provider's credentials to stop them (they are never stored). "
-        "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to rename a "
-        "Provider or move jobs to another, declare the new one beside it, apply, then remove the old one), "
+        "Keep the Provider document until its tasks are deleted or moved (apply, then remove it; to move jobs "
+        "to a Provider of another account, declare the new one beside it, apply, then remove the old one; tasks "
+        "started by an older capctl learn their account at the next apply while their Provider is declared, "
+        "and then move to one of the same type, appId and endpoint without a stop), "
         "or forget them with `capctl state rm KEY` (their vendor tasks keep running), or, for jobs removed from "
         "the specs, use --no-prune."
     )

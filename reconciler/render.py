@@ -37,6 +37,7 @@ SYMBOLS = {
     "replace": ("-/+", "magenta"),
     "reissue": ("↻", "cyan"),
     "delete": ("-", "red"),
+    "move": ("→", "blue"),
     "no-op": ("=", "dim"),
 }
 UNOBSERVED = ("?", "yellow")  # a no-op only because its vendor status could not be read
@@ -46,14 +47,17 @@ SUMMARY_WORDS = (
     ("replace", "to replace"),
     ("reissue", "to re-issue"),
     ("delete", "to delete"),
+    ("move", "to re-home"),  # said only when some are: most plans move nothing
     ("no-op", "unchanged"),
 )
-MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "↻", "delete": "➖", "no-op": ""}
+MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "↻", "delete": "➖", "move": "➡️", "no-op": ""}
 
 
 def summary_line(plan: PlanJSON) -> str:
     counts = plan["summary"]
-    parts = [f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS]
+    parts = [
+        f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS if action != "move" or counts.get(action)
+    ]
     unobserved = len(plan.get("unobserved", ()))
     return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
 
@@ -99,7 +103,8 @@ def plan_rows(plan: PlanJSON, *, show_unchanged: bool = False) -> list[Row]:
         groups.setdefault((action, job, c["reason"], tuple(c["details"]), said), []).append(c)
     rows = []
     for (action, (kind, name), reason, details, settings), members in groups.items():
-        if len(members) < GROUP_MIN or not name:
+        # A job's moves are one line however few: each says the same, and it is no vendor call to grep for.
+        if len(members) < (2 if action == "move" else GROUP_MIN) or not name:
             rows += [Row(action, m["key"], reason, settings, details) for m in members]
             continue
         word = "files" if members[0]["family"] == "zego-thumbnail" else "rooms"
@@ -415,19 +420,19 @@ def render_markdown(plan: PlanJSON) -> str:
 
 
 def render_apply_result(result: ApplyResult, console: Console) -> None:
-    """Each change done otherwise than its plan line reads (a run found already there, stopped and started
-    again; nothing left to stop) with its note, each failed action with its error, each change an interruption
-    cut short, then the summary line (after an interruption it also counts the changes never started). Vendor
-    error text is printed as it came: rich Text, never markup, so brackets in it can neither vanish nor break
-    the output."""
-    for noted in (r for r in result.results if r.ok and r.note):
-        console.print(
-            Text.assemble((f"• {noted.key}", "yellow"), f" ({noted.action.value}): {noted.note}"), soft_wrap=True
-        )
+    """Each failed action with its error, each change an interruption cut short, each done change with a
+    note (a run the vendor already had: stopped and started again, or going on), then the summary line
+    (after an interruption it also counts the changes never started). Vendor error text is printed as it
+    came: rich Text, never markup, so brackets in it can neither vanish nor break the output."""
     for failure in result.failed:
         console.print(
             Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
         )
+    for done in result.results:
+        if done.ok and done.note:
+            console.print(
+                Text.assemble((f"! {done.key}", "yellow"), f" ({done.action.value}): {done.note}"), soft_wrap=True
+            )
     for cut in result.cut_short:
         console.print(Text.assemble((f"… {cut.key}", "yellow"), f" ({cut.action.value}): {cut.error}"), soft_wrap=True)
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)

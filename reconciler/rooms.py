@@ -43,7 +43,7 @@ from reconciler.model import (
 )
 from reconciler.plan import Plan, rfc3339
 from reconciler.spec.checks import CheckedJob
-from reconciler.spec.expand import expand
+from reconciler.spec.expand import expand, hashes_under
 from reconciler.spec.models import RecordingJobSpec, RoomSelector, SnapshotJobSpec
 from reconciler.spec.selectors import covers, describe
 
@@ -211,7 +211,8 @@ def leaving(
     A room its job's selector no longer covers (named before the job became a selector, or a glob edited) is
     not among them: its task is no longer declared, and is planned as a delete like any other. A run started
     through another Provider document of the job's vendor account (the Provider renamed) is among them while
-    that document is declared (it is observed through it), as its room is the account's."""
+    that document is declared (it is observed through it), as its room is the account's; so is one whose
+    document is gone but whose recorded home is the job's Provider's (`moves.rehome` re-homes it)."""
     by_job = {f"{c.job.kind}/{c.job.name}": c for c in jobs}
     rooms: dict[str, list[str]] = {}
     for task_key, record in records.items():
@@ -219,15 +220,23 @@ def leaving(
         if job is None or task_key in chosen or record.status is TaskStatus.REMOVED:
             continue
         selector = selector_of(job)
-        started = providers.get(record.provider)
-        same_app = started is not None and started.account == providers[job.provider.name].account
+        started, now = providers.get(record.provider), providers[job.provider.name]
+        same_app = started.account == now.account if started is not None else record.home == now.home(record.family)
         if selector is not None and same_app and covers(selector, record.target):
             rooms.setdefault(f"{job.job.kind}/{job.job.name}", []).append(record.target)
     return {
-        t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=records[t.key].spec_hash)
+        t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=_ran_with(t, records[t.key], key))
         for job, names in rooms.items()
         for t in expand(by_job[job], key, sorted(names))
     }
+
+
+def _ran_with(task: DesiredTask, record: TaskRecord, key: bytes | None) -> str:
+    """The spec hash a leaving task keeps: the one it ran with; under a renamed Provider, when it ran with the
+    same content, the new name's (so it is re-homed as it is, and not replaced once its room is chosen again)."""
+    if record.provider != task.provider and hashes_under(task, record.provider, key)[0] == record.spec_hash:
+        return task.spec_hash
+    return record.spec_hash
 
 
 def annotate(
@@ -252,7 +261,7 @@ def annotate(
     ended = [
         c.key
         for c in plan.changes
-        if c.action is Action.NOOP and c.key in live and split_key(c.key)[2] not in chosen[job_of(c.key)]
+        if c.action in (Action.NOOP, Action.MOVE) and c.key in live and split_key(c.key)[2] not in chosen[job_of(c.key)]
     ]
     notes = plan.notes
     if ended:

@@ -25,16 +25,19 @@ __all__ = [
     "TOMBSTONE_RETENTION",
     "action_failed",
     "client_task_id",
+    "confirmable",
     "failed",
     "findable_start",
     "handed_over_to",
     "idle_runs",
     "intent",
+    "laid_end",
     "not_attempted",
     "observed",
     "removed",
     "restored",
     "resumable_start",
+    "run_ended_at",
     "run_goes_on",
     "start_unconfirmed",
     "started",
@@ -109,6 +112,21 @@ def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
 
 
+def confirmable(task: DesiredTask, record: TaskRecord) -> bool:
+    """A Volcengine start never confirmed (`start_unconfirmed`: a crash, answers lost), of a spec that differs
+    from `task` only in values the vendor updates in place. Asked by the RoomId + TaskId it sent, the vendor says
+    whether it runs: then it is that start's run (`observed` confirms it) and an update, not a replace, makes
+    it `task`'s."""
+    return (
+        record.family is ApiFamily.VOLC_SNAPSHOT
+        and start_unconfirmed(record)
+        and record.provider == task.provider
+        and record.fixed_hash == task.fixed_hash
+        and bool(task.updatable)
+        and record.updatable != task.updatable
+    )
+
+
 def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
     ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed
@@ -170,8 +188,10 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         spec_hash=task.spec_hash,
         fixed_hash=task.fixed_hash,
     )
+    # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
+    counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
     unproductive = base.unproductive_runs
-    if reissue:
+    if counted:
         unproductive = 0 if was_productive(base) else unproductive + 1
     return base.evolve(
         provider=task.provider,
@@ -182,7 +202,8 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         status=TaskStatus.PENDING,
         vendor_task_id=None,
         client_task_id=cid,
-        reissue_count=base.reissue_count + (1 if reissue else 0),
+        reissue_count=base.reissue_count + (1 if counted else 0),
+        reissuing=reissue,
         unproductive_runs=unproductive,
         idle_timeout=task.idle_timeout,
         max_duration=task.max_duration,
@@ -190,6 +211,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         request=redact_tree(task.request),
         labels=dict(task.labels),
         selector=task.selector,
+        home=task.home or None,
         # Another try of a failed start keeps its error until a start succeeds: a task whose starts keep
         # failing would otherwise show `pending` without a word for most of each round of retries.
         last_error=base.last_error if base.status is TaskStatus.FAILED else None,
@@ -211,6 +233,7 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
         stopped_at=None,
         stop_reason=None,
         last_error=None,
+        reissuing=False,
     )
 
 
@@ -239,13 +262,48 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
 
 
 def stopped(record: TaskRecord, reason: str, now: float, *, ended_at: float | None = None) -> TaskRecord:
+    """`ended_at`: when the run ended on the daemon's clock (`run_ended_at`); None: now."""
     return record.evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=ended_at or now, observed_at=now)
 
 
+def run_ended_at(record: TaskRecord, obs: Observed, now: float) -> float:
+    """When the run the vendor reports ended, on the daemon's clock (`laid_end`); without it, now: the run
+    ended when it was seen ended."""
+    laid = laid_end(record, obs, now)
+    return now if laid is None else laid
+
+
+def laid_end(record: TaskRecord, obs: Observed, now: float) -> float | None:
+    """The end of the run the vendor reports, on the daemon's clock (docs/daemon.md "Two clocks"); None when
+    the answer or the record lacks a time.
+
+    The vendor's EndTime is on the vendor's clock, which may be minutes off the daemon's and drift: compared
+    with the daemon's own start time it would make an empty room's runs look productive (vendor ahead) or a
+    productive run look empty (vendor behind). So the run's length is read from the vendor's two times of the
+    same run (StartTime to EndTime: one clock) and laid from the start the daemon recorded, never after `now`
+    (it ended before it was seen ended): a run the daemon took up running (a start resumed after a crash,
+    recorded as starting then) would otherwise end hours ahead of the daemon's clock."""
+    if obs.ended_at is None or obs.started_at is None or record.started_at is None:
+        return None
+    return min(now, record.started_at + max(0.0, obs.ended_at - obs.started_at))
+
+
 def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
-    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt)."""
+    """Fold a vendor observation into the record (UNKNOWN changes nothing but nothing is learnt). A start never
+    confirmed (`confirmable`), seen running, is confirmed with the ids it sent; seen not running, it stays as it
+    is: its start is tried again as planned."""
+    if record.vendor_task_id is None and start_unconfirmed(record):
+        if obs.state is not ObservedState.RUNNING or (name := volc_task_name(record.family, record.request)) is None:
+            return record
+        ids = ("AppId", "BusinessId", "RoomId", "TaskId")
+        ref = {k: v for k in ids if isinstance(v := record.request.get(k), str) and v}
+        began = now if obs.started_at is None else min(obs.started_at, now)  # (the vendor's clock may be ahead)
+        return started(record, name[2], ref, now).evolve(started_at=began, next_attempt_at=None)
     if obs.state is ObservedState.RUNNING:
-        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or obs.started_at)
+        # The vendor's start time only when the daemon took none (a start resumed after a crash), and never
+        # later than now: the vendor's clock may be ahead of the daemon's.
+        vendor_start = None if obs.started_at is None else min(obs.started_at, now)
+        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or vendor_start)
     if obs.state is ObservedState.UNKNOWN:
         return record
     if record.status is TaskStatus.DORMANT:
@@ -255,7 +313,7 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
     reason = obs.reason or obs.detail or obs.state.value
     if obs.state is ObservedState.NOT_FOUND:
         reason = obs.reason or stopreasons.NOT_FOUND
-    return stopped(record, reason, now, ended_at=obs.ended_at)
+    return stopped(record, reason, now, ended_at=run_ended_at(record, obs, now))
 
 
 def still_running(record: TaskRecord, new: TaskRecord, since: float) -> bool:

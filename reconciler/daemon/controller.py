@@ -209,8 +209,8 @@ class Daemon(DaemonParts):
             log.info("sync requested", keys=len(wanted), every_key=keys is None)
         return status, reason, wanted
 
-    def _woken(self, keys: list[str]) -> None:
-        self.queue.add_all_after(self.reconciler.wake(keys, "room listing"))
+    def _woken(self, keys: list[str], source: str) -> None:
+        self.queue.add_all_after(self.reconciler.wake(keys, source))
 
     def _forget_tasks(self, keys: list[str]) -> None:
         forgotten = 0

@@ -30,6 +30,7 @@ __all__ = [
     "SYNC_PATH",
     "SYNC_TOKEN_ENV",
     "create_app",
+    "daemon_sync_token",
     "healthz",
     "parse_sync_body",
     "refused",
@@ -55,6 +56,18 @@ def sync_token(env: Mapping[str, str]) -> str | None:
     if (problem := unsendable(value, ascii_only=True)) is not None:
         raise ValueError(f"{SYNC_TOKEN_ENV} holds {problem}: set the token without it")
     return value.strip() or None
+
+
+def daemon_sync_token(env: Mapping[str, str]) -> str | None:
+    """The token the daemon's sync route requires (`sync_token`); ValueError also when the variable is set but
+    blank (an empty Secret): the route would be open, so it is refused as an empty `--status-token-ref` is."""
+    token = sync_token(env)
+    if SYNC_TOKEN_ENV in env and token is None:
+        raise ValueError(
+            f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
+            "or unset the variable to leave the route open on purpose"
+        )
+    return token
 
 
 def sync_authorized(expected: str | None, authorization: str | None) -> bool:

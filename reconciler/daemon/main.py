@@ -42,7 +42,7 @@ from reconciler.daemon.connections import (
     guarded_protocol,
 )
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
-from reconciler.daemon.http import SYNC_TOKEN_ENV, sync_token
+from reconciler.daemon.http import SYNC_TOKEN_ENV, daemon_sync_token
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
@@ -115,16 +115,9 @@ def run_daemon(
         log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
         return EXIT_ERROR
     try:
-        token = sync_token(os.environ)
+        token = daemon_sync_token(os.environ)
     except ValueError as exc:
         log.error("bad option", error=str(exc))
-        return EXIT_ERROR
-    if SYNC_TOKEN_ENV in os.environ and token is None:  # as an empty --status-token-ref is
-        log.error(
-            "bad option",
-            error=f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
-            "or unset the variable to leave the route open on purpose",
-        )
         return EXIT_ERROR
     if status_page and status_token is None and not _loopback(host):
         log.warning(

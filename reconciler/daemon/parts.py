@@ -163,8 +163,9 @@ class DaemonParts(ABC):
         """A verified callback is acted on (now, or drained from the inbox)."""
 
     @abstractmethod
-    def _woken(self, keys: list[str]) -> None:
-        """The room listing found the rooms of `keys` active again."""
+    def _woken(self, keys: list[str], source: str) -> None:
+        """The rooms of `keys` are active: the room listing found them active again (`source` "room listing"),
+        or their first activity made a selector job's tasks of them ("room selected")."""
 
     @abstractmethod
     def _forget_tasks(self, keys: list[str]) -> None:

@@ -42,6 +42,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
+from reconciler.moves import rehome
 from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -163,10 +164,15 @@ class Reconciler:
         task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
         if task is None:
             return await self._reconcile_removed(key, record)
+        moved: dict[str, str] = {}
+        if record is not None and record.provider != task.provider:  # a Provider renamed: the same account's?
+            rehomed = rehome({key: task}, {key: record}, spec.providers, self.records.fingerprint_key())
+            record, moved = rehomed.records[key], rehomed.moved
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
-        if record is not None and self._observation_due(record, now):
+        # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
+        if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
             obs = self._with_end_reason(record, await self._observe(record))
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
@@ -197,7 +203,16 @@ class Reconciler:
             record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
         records = {key: record} if record is not None else {}
         options = PlanOptions(prune=self._prune.prune)
-        plan = diff({key: task}, records, observed, options=options, state_serial=0, now=now, redacted=self._redacted)
+        plan = diff(
+            {key: task},
+            records,
+            observed,
+            options=options,
+            state_serial=0,
+            now=now,
+            redacted=self._redacted,
+            moved=moved,
+        )
         change = plan.changes[0]
         if change.action is Action.NOOP:
             log.debug("no change", reason=change.reason)
@@ -212,6 +227,11 @@ class Reconciler:
             self._told_waiting.add(key)
             return Result(None)
         self._told_waiting.discard(key)
+        if change.action in _STARTS and (name := transitions.volc_task_name(task.family, task.request)) is not None:
+            # The keys that may run its Volcengine task: one does (a renamed job's old key, never pruned), and
+            # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
+            # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
+            records = {**self.records.holding(name), **records}
         await self._execute(change, {key: task}, records)
         return Result(self._next_look(key, self.clock.now()))
 
@@ -236,10 +256,19 @@ class Reconciler:
         naming = self._keys_naming(name) if name is not None else []
         holders = {k: r for k in naming if (r := self.records.get(k)) and transitions.volc_task_held(r) == name}
         desired = {k: self.spec.tasks[k] for k in holders}
-        records = {key: record, **holders}
+        # Its Provider removed with it, another of the same account stops it (`moves.rehome`).
+        rehomed = rehome(desired, {key: record, **holders}, self.spec.providers, self.records.fingerprint_key())
+        records = rehomed.records
         try:
             plan = diff(
-                desired, records, {}, options=PlanOptions(), state_serial=0, now=now, providers=self.spec.providers
+                desired,
+                records,
+                {},
+                options=PlanOptions(),
+                state_serial=0,
+                now=now,
+                providers=self.spec.providers,
+                moved=rehomed.moved,
             )
         except PlanError as exc:
             if self._prune.unstoppable(key):  # once per task: no retry loop, no log line per resync
@@ -280,7 +309,8 @@ class Reconciler:
         self, change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
     ) -> None:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
-        deleted record's vendor task too (the executor then retires it without a stop)."""
+        deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
+        also has those that may run the Volcengine task it starts."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records)).results[0]
@@ -299,8 +329,10 @@ class Reconciler:
 
     def _count_reissue(self, before: TaskRecord) -> None:
         after = self.records.get(before.key)
-        if after is not None and after.reissue_count == before.reissue_count:
-            return  # answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued
+        if after is not None and after.reissue_count == before.reissue_count and not before.reissuing:
+            # Answered "already running": the run went on (`transitions.run_goes_on`), nothing re-issued. (A
+            # re-issue taken up again, `reissuing`, was counted in its record at its first intent, not here.)
+            return
         rollover = policy.is_rollover(before, hinted=self._hinted(before))
         # The vocabulary's phrase, not the whole reason: one label per cause, whichever vendor code came with it.
         reason = "rollover" if rollover else stopreasons.phrase_of(before.stop_reason or "unknown")

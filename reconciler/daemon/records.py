@@ -2,8 +2,9 @@
 
 The daemon holds the state lock for its lifetime, so it is the only writer: it reads every record once at
 start and keeps a copy that each commit updates (the commit first, then the copy, so the copy is never
-ahead of the store). Workers read records from memory instead of loading the whole store per key, and
-callbacks find a task by its vendor id through an index kept in step with the records.
+ahead of the store). Workers read records from memory instead of loading the whole store per key,
+callbacks find a task by its vendor id, and a start the Volcengine task another key may run (`holding`),
+through indexes kept in step with the records.
 It satisfies `StateStore`, so the executor commits through it unchanged. Every record it reads or
 commits is also told to the status page's run history (`reconciler.status.history`).
 """
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from reconciler import transitions
 from reconciler.clock import Clock, SystemClock
 from reconciler.model import TaskRecord
 from reconciler.providers.family import FAMILIES
@@ -38,6 +40,7 @@ class RecordCache:
         self.history = History(clock or SystemClock())
         self._records: dict[str, TaskRecord] = {}
         self._by_vendor_id: dict[RunId, str] = {}
+        self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
 
     def refresh(self) -> dict[str, TaskRecord]:
         """Read everything from the store (at start, and when a term begins)."""
@@ -47,6 +50,7 @@ class RecordCache:
         """Take `records`, just read from the store, as the whole cache (a standby's status page reads them)."""
         self._records = {}
         self._by_vendor_id = {}
+        self._by_volc_task = {}
         for record in records.values():
             self._remember(record)
         return dict(self._records)
@@ -64,6 +68,10 @@ class RecordCache:
         key = self._by_vendor_id.get(vid)
         return None if key is None else self._records.get(key)
 
+    def holding(self, name: tuple[str, str, str]) -> dict[str, TaskRecord]:
+        """The records that may be running the Volcengine task `name` (`transitions.volc_task_held`), by key."""
+        return {key: self._records[key] for key in self._by_volc_task.get(name, ())}
+
     def status_counts(self) -> dict[str, int]:
         return dict(Counter(r.status.value for r in self._records.values()))
 
@@ -74,12 +82,19 @@ class RecordCache:
         vid = vendor_id(record)
         if vid is not None:
             self._by_vendor_id[vid] = record.key
+        if (name := transitions.volc_task_held(record)) is not None:
+            self._by_volc_task.setdefault(name, set()).add(record.key)
 
     def _forget(self, key: str) -> None:
         old = self._records.pop(key, None)
         vid = vendor_id(old) if old is not None else None
         if vid is not None and self._by_vendor_id.get(vid) == key:
             del self._by_vendor_id[vid]
+        if old is not None and (name := transitions.volc_task_held(old)) is not None:
+            holders = self._by_volc_task[name]
+            holders.discard(key)
+            if not holders:
+                del self._by_volc_task[name]
 
     # --- StateStore -------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
+from reconciler.daemon.vendorclock import VendorClocks
 from reconciler.model import (
     ApiFamily,
     DesiredTask,
@@ -206,17 +207,19 @@ class RoomJobs:
 
     def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
         self._key = fingerprint_key
+        # The label is `job_name`, as capctl_rooms_active's (coverage.py): Prometheus gives every scraped series a
+        # `job` label of its own and renames ours `exported_job`.
         self.rooms = Gauge(
             "capctl_selector_rooms",
             "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
             "left_out (past maxRooms), claimed (a named-room job has it)",
-            ["job", "state"],
+            ["job_name", "state"],
             registry=metrics.registry,
         )
         self.left_out = Gauge(
             "capctl_selector_rooms_left_out",
             "Active rooms a room-selector job covers but does not capture because of its maxRooms",
-            ["job"],
+            ["job_name"],
             registry=metrics.registry,
         )
         # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
@@ -248,8 +251,8 @@ class RoomJobs:
             counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
             counts["claimed"] = len(s.claimed)
             for state in ROOM_STATES:
-                self.rooms.labels(job=s.job, state=state).set(counts[state])
-            self.left_out.labels(job=s.job).set(len(s.left_out))
+                self.rooms.labels(job_name=s.job, state=state).set(counts[state])
+            self.left_out.labels(job_name=s.job).set(len(s.left_out))
             for room in s.left_out:
                 self._warned.add((s.job, room, "max"))
                 if (s.job, room, "max") not in warned:
@@ -312,10 +315,11 @@ class RoomSelectors:
         provider: Callable[[str, ApiFamily], Provider],
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
-        woken: Callable[[list[str]], None],
+        woken: Callable[[list[str], str], None],
         forget: Callable[[list[str]], None],
     ) -> None:
         self.book = RoomBook(store)
+        self.vendor_clocks = VendorClocks()
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
         self.lister = RoomLister(self._listing_provider, clock)
         self._clock = clock
@@ -323,7 +327,7 @@ class RoomSelectors:
         self._provider = provider
         self._in_force = in_force
         self._enqueue = enqueue
-        self._woken = woken  # keys in rooms the listing found active again: wake what is dormant there
+        self._woken = woken  # keys in rooms known active (and why): wake what is dormant there
         self._forget = forget  # deletes records (`forgotten_tasks`) from the state and the daemon's memory
         self._spec: SpecSet | None = None  # as loaded: without the selector jobs' tasks
         self._effective: SpecSet | None = None
@@ -356,7 +360,9 @@ class RoomSelectors:
         account = account_of(event.vendor, event.app_id)
         declared = any(c.account == account for c in spec.providers.values())
         if declared and active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
-            self.book.note(account, event.room_id, active, event.at, "callback")
+            # ... put on the daemon's clock, as the listing's reports are (`vendorclock`)
+            at = self.vendor_clocks.heard(account, event.at, self._clock.now())
+            self.book.note(account, event.room_id, active, at, "callback")
         elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
             self.book.heard_of(account, event.room_id)
         if active is not None and (self._batch is None or self._batch.done()):
@@ -377,17 +383,24 @@ class RoomSelectors:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("room activity not written", error=str(exc), retry="at the next batch or resync", **repeats)
 
-    def reselect(self) -> None:
-        """Write the activity learned since last time (one batch) and queue the selector tasks it changes."""
+    def reselect(self) -> set[str]:
+        """Write the activity learned since last time (one batch) and queue the selector tasks it changes;
+        returns the tasks it added to the set in force (told of their room's activity already)."""
         self._store_rooms(self.book.flush)
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
-            return
-        keys = changed_tasks(before.tasks, self.take(spec).tasks)
+            return set()
+        after = self.take(spec).tasks
+        keys = changed_tasks(before.tasks, after)
         for key in sorted(keys):
             self._enqueue(key)
         if keys:
             log.info("room activity: selector tasks changed", keys=len(keys))
+        # The activity that selected these rooms reached none of their tasks (not in force yet): they learn of
+        # it as a named room's task does, or `capctl_rooms_active` never counted a room with one stream in it.
+        if added := sorted(key for key in keys if key in after and key not in before.tasks):
+            self._woken(added, "room selected")
+        return set(added)
 
     async def resync(self) -> None:
         """The room-listing resync (`roomlisting.py`): the vendors' answers, as callbacks' reports, then one
@@ -405,11 +418,19 @@ class RoomSelectors:
         for report in await self.lister.list_rooms(self.book.to_list(spec, self._clock.now())):
             if self.book.note(report.account, report.room, report.active, report.last_seen, report.source):
                 woken |= {(report.account, report.room)} if report.active else set()
-        self.reselect()
+        added = self.reselect()
         if woken and (effective := self._effective) is not None:  # a stream callback was lost: the listing
-            # is the only news that people are back; every task in force there, named-room or selector
+            # is the only news that people are back; every task in force there, named-room or selector (but
+            # those the listing has just added, told so once)
             accounts = accounts_of(effective.providers)
-            self._woken([t.key for t in effective.tasks.values() if (accounts[t.provider], t.target) in woken])
+            self._woken(
+                [
+                    t.key
+                    for t in effective.tasks.values()
+                    if (accounts[t.provider], t.target) in woken and t.key not in added
+                ],
+                "room listing",
+            )
 
     def regained(self) -> None:
         """The state lease was taken again: another holder may have learned rooms meanwhile."""

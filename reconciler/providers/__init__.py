@@ -75,6 +75,14 @@ class ProviderPool:
                 "the tasks it started are deleted or moved (renamed: declare the new one beside it until "
                 "every task is replaced)",
             )
+        if not config.serves(family):
+            raise VendorError(
+                ErrorKind.TERMINAL,
+                "ProviderApiChanged",
+                f"Provider {name!r} now declares cloudrecordApi {config.cloudrecord_api}, but this recording was "
+                "started on the other API, whose endpoint the document no longer names: keep that API in a "
+                "Provider document of its own until the recordings it started are replaced (docs/providers-zego.md)",
+            )
         module, cls_name = CLASSES[family]
         cls = getattr(importlib.import_module(module), cls_name)
         provider: Provider = cls(config, budgets=self._budgets, clock=self._clock, http=self._http)

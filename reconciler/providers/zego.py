@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, Unpack
@@ -74,6 +75,7 @@ class _ZegoProvider:
 
     def __init__(self, config: ProviderConfig, **deps: Unpack[ClientDeps]) -> None:
         self.name = config.name
+        self._app_id = config.app_id
         self._clock = deps["clock"]
         self._client = ZegoClient(config, **deps)
         self._setup(config)
@@ -110,8 +112,9 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
 
     _stop_api: str
     _query_api: str
-    # The status answer's names of (status, begin ms, end ms, quit reason): each generation spells them its way.
-    _status_fields: tuple[str, str, str, str]
+    # The status answer's names of (status, begin ms, end ms, quit reason, room): each generation spells them
+    # its way.
+    _status_fields: tuple[str, str, str, str, str]
 
     @abc.abstractmethod
     async def _stop_task(self, task_id: str) -> None: ...
@@ -130,13 +133,32 @@ class _RecordingProvider(_ZegoProvider, abc.ABC):
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Observed(ObservedState.NOT_FOUND, detail=exc.message)
             raise
-        status, begin_ms, end_ms, quit_reason = (field(data, name) for name in self._status_fields)
-        return observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
+        status, begin_ms, end_ms, quit_reason, room = (field(data, name) for name in self._status_fields)
+        observed = observed_from_status(status, begin_ms, end_ms, record.max_duration, quit_reason)
+        return dataclasses.replace(observed, room=room) if isinstance(room, str) else observed
+
+    def _ref(self, task_id: str, room: str) -> dict[str, str]:
+        """What a record keeps of a recording: its id, its room, and the app that started it (a ZEGO task id
+        means something only to the app whose signature reaches it)."""
+        return {"TaskId": task_id, "RoomId": room, "AppId": self._app_id}
 
     def _task_id(self, record: TaskRecord, api: str) -> str:
         task_id = record.vendor_task_id or record.vendor_ref.get("TaskId")
         if not task_id:
             raise VendorError(ErrorKind.NOT_FOUND, "no-task-id", f"{record.key}: no vendor task id recorded", api=api)
+        app = record.vendor_ref.get("AppId", self._app_id)  # records made before capctl kept it: not known
+        if app != self._app_id:
+            # Asked through another app, ZEGO answers "no such task": the recording would be counted stopped
+            # (and started again) while it runs on in the app that started it.
+            raise VendorError(
+                ErrorKind.TERMINAL,
+                "ProviderAppChanged",
+                f"Provider {self.name!r} now names app {self._app_id}, but this recording was started "
+                f"in app {app}, which alone can observe or stop it: put that appId (and its serverSecret) back, "
+                "declare the new app as a Provider of its own beside it, move the jobs to it and apply, then "
+                "remove the old one (docs/providers-zego.md)",
+                api=api,
+            )
         return task_id
 
 
@@ -146,7 +168,7 @@ class ZegoRecordProvider(_RecordingProvider):
     family = ApiFamily.ZEGO_RECORD
     _stop_api = "StopRecord"
     _query_api = "DescribeRecordStatus"
-    _status_fields = ("Status", "RecordBeginTimestamp", "RecordEndTimestamp", "QuitReason")
+    _status_fields = ("Status", "RecordBeginTimestamp", "RecordEndTimestamp", "QuitReason", "RoomId")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._url = config.cloudrecord_endpoint.rstrip("/") + "/"
@@ -163,7 +185,7 @@ class ZegoRecordProvider(_RecordingProvider):
             "StartRecord", priority, "POST", self._url, body=body, secrets=secret_leaves(task.request)
         )
         task_id = _require_text(field(answer, "Data", "TaskId"), "StartRecord", "Data.TaskId", self._client)
-        return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
+        return StartResult(task_id, self._ref(task_id, task.target))
 
     async def _stop_task(self, task_id: str) -> None:
         await self._client.call(
@@ -252,7 +274,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
     _stop_api = "stop"
     _query_api = "query"
     # UNCONFIRMED: the v1 query answer's field names; the Action API's in snake_case (vendor-apis.md).
-    _status_fields = ("status", "record_begin_timestamp", "record_end_timestamp", "quit_reason")
+    _status_fields = ("status", "record_begin_timestamp", "record_end_timestamp", "quit_reason", "room_id")
 
     def _setup(self, config: ProviderConfig) -> None:
         self._base = config.cloudrecord_endpoint.rstrip("/")
@@ -266,7 +288,7 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
             "start", priority, reveal_tree(task.request), secrets=secret_leaves(task.request), repeatable=False
         )
         task_id = _require_text(answer.get("task_id"), "start", "task_id", self._client)
-        return StartResult(task_id, {"TaskId": task_id, "RoomId": task.target})
+        return StartResult(task_id, self._ref(task_id, task.target))
 
     async def _stop_task(self, task_id: str) -> None:
         await self._call("stop", Priority.CHANGE, {"task_id": task_id}, not_found=STOP_NOT_FOUND)

@@ -115,6 +115,7 @@ def serve(
     volcengine_callback_url: str | None = None,
     zego_callback_url: str | None = None,
     fake_clock: bool = False,
+    clock_offset: float = 0.0,
     scenario: Scenario | None = None,
     coverage_out: Path | None = None,
 ) -> None:
@@ -124,10 +125,13 @@ def serve(
     raises ValueError for a malformed `listen`, OSError when the address cannot be bound. With a
     `scenario`, plays it from the start and, once it has played out, prints the coverage summary, writes
     the full report as JSON to `coverage_out` (if given) and stops. A scenario loaded later through the
-    control API gets its summary printed too, and the simulator keeps serving."""
+    control API gets its summary printed too, and the simulator keeps serving. `clock_offset`: seconds its
+    clock starts off this machine's (a vendor whose clock is off; negative: behind)."""
     host, port = parse_listen(listen, example="127.0.0.1:8750")
     sock = bind(host, port)
-    clock: Clock = FakeClock(start=SystemClock().now()) if fake_clock else ScaledClock(speed)
+    clock: Clock = (
+        FakeClock(start=SystemClock().now() + clock_offset) if fake_clock else ScaledClock(speed, offset=clock_offset)
+    )
     config = SimConfig(volcengine_callback_url=volcengine_callback_url, zego_callback_url=zego_callback_url)
     server: uvicorn.Server | None = None
 
@@ -151,6 +155,8 @@ def serve(
     if scenario is not None:
         app.state.sim.load_scenario(scenario)
     time_mode = "fake clock: POST /_sim/clock moves it" if fake_clock else f"clock speed {speed:g}x"
+    if clock_offset:
+        time_mode += f", started {abs(clock_offset):g} s {'ahead of' if clock_offset > 0 else 'behind'} this machine's"
     scenario_note = f"; playing a scenario of {scenario.duration:g} s" if scenario is not None else ""
     print(
         f"capctl sim listening on {url_of(sock)} (Volcengine /volc; ZEGO /zego/rtc, /zego/cloudrecord,"

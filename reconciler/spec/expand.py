@@ -42,7 +42,15 @@ from reconciler.spec.models import (
 )
 from reconciler.spec.selectors import describe
 
-__all__ = ["VOLC_CUSTOM_VENDOR", "ZEGO_STREAM_TYPE", "ZEGO_VENDOR", "content_hash", "expand", "provider_config"]
+__all__ = [
+    "VOLC_CUSTOM_VENDOR",
+    "ZEGO_STREAM_TYPE",
+    "ZEGO_VENDOR",
+    "content_hash",
+    "expand",
+    "hashes_under",
+    "provider_config",
+]
 
 # Spec names → vendor codes in requests (public: the plan view, render.py, maps the codes back).
 VOLC_CUSTOM_VENDOR: Final = {"s3": 0, "oss": 1, "obs": 2, "cos": 3, "kodo": 4}
@@ -123,6 +131,17 @@ def _keyed(key: bytes | None, content: str) -> str:
     return content if key is None else keyed_hash(key, content)
 
 
+def hashes_under(task: DesiredTask, provider: str, key: bytes | None) -> tuple[str, str]:
+    """`task`'s (spec_hash, fixed_hash) had its job named Provider `provider`: equal to a record's, the record
+    holds this very task under another Provider document (`reconciler/moves.py`). As `_volc_tasks` builds
+    them: a Volcengine task's fixed hash leaves out the interval, the only field updated in place."""
+    spec_hash = _keyed(key, content_hash(provider, task.family, task.request))
+    if task.family is not ApiFamily.VOLC_SNAPSHOT:
+        return spec_hash, spec_hash
+    image = {name: value for name, value in task.request["ImageConfig"].items() if name != "Interval"}
+    return spec_hash, _keyed(key, content_hash(provider, task.family, {**task.request, "ImageConfig": image}))
+
+
 class _TargetHasher:
     """`content_hash` for requests that differ only in their room: the JSON is encoded once per job with
     a placeholder and the room spliced in, which gives the same text as encoding each request."""
@@ -198,7 +217,12 @@ def _volc_streams(streams: list[StreamSelector]) -> dict[str, Any]:
 
 
 def _volc_tasks(
-    c: CheckedJob, spec: SnapshotJobSpec, provider: VolcengineProvider, key: bytes | None, rooms: Sequence[str]
+    c: CheckedJob,
+    spec: SnapshotJobSpec,
+    provider: VolcengineProvider,
+    key: bytes | None,
+    rooms: Sequence[str],
+    config: ProviderConfig,
 ) -> list[DesiredTask]:
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     assert c.interval is not None
@@ -217,6 +241,7 @@ def _volc_tasks(
     ids = {"RoomId": _PLACEHOLDER, "TaskId": task_id}
     spec_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": full_image})
     fixed_hash = _TargetHasher(name, family, {**head, **ids, **tail, "ImageConfig": image})
+    home = config.home(family)
     tasks = []
     for room in rooms:
         fixed = {**head, "RoomId": room, "TaskId": task_id, **tail, "ImageConfig": image}
@@ -230,6 +255,7 @@ def _volc_tasks(
                 _keyed(key, spec_hash(room, request)),
                 _keyed(key, fixed_hash(room, fixed)),
                 updatable={"interval": c.interval},
+                home=home,
             )
         )
     return tasks
@@ -264,8 +290,13 @@ def _zego_storage(spec: StorageConfig) -> dict[str, Any]:
 
 
 def _zego_tasks(
-    c: CheckedJob, spec: SnapshotJobSpec | RecordingJobSpec, legacy: bool, key: bytes | None, rooms: Sequence[str]
+    c: CheckedJob,
+    spec: SnapshotJobSpec | RecordingJobSpec,
+    key: bytes | None,
+    rooms: Sequence[str],
+    config: ProviderConfig,
 ) -> list[DesiredTask]:
+    legacy = config.cloudrecord_api == "legacy"
     assert c.storage is not None and isinstance(c.storage.model, StorageDocument)
     inputs: dict[str, Any]
     outputs: dict[str, Any]
@@ -298,18 +329,22 @@ def _zego_tasks(
     else:
         rest, room_key = _pascal(body), "RoomId"
     hasher = _TargetHasher(c.provider.name, family, {room_key: _PLACEHOLDER, **rest})
+    home = config.home(family)
     tasks = []
     for room in rooms:
         request = {room_key: room, **rest}
         digest = _keyed(key, hasher(room, request))
-        tasks.append(_task(c, room, family, request, digest, digest, max_duration=max_duration))
+        tasks.append(_task(c, room, family, request, digest, digest, max_duration=max_duration, home=home))
     return tasks
 
 
 # --- zego thumbnails --------------------------------------------------------------------------------
 
 
-def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec, key: bytes | None) -> list[DesiredTask]:
+def _thumbnail_tasks(
+    c: CheckedJob, spec: ThumbnailJobSpec, key: bytes | None, config: ProviderConfig
+) -> list[DesiredTask]:
+    home = config.home(ApiFamily.ZEGO_THUMBNAIL)
     tasks = []
     for item in spec.files:
         request: dict[str, Any] = {
@@ -324,7 +359,7 @@ def _thumbnail_tasks(c: CheckedJob, spec: ThumbnailJobSpec, key: bytes | None) -
         if item.interval is not None:
             request["Interval"] = item.interval
         digest = _keyed(key, content_hash(c.provider.name, ApiFamily.ZEGO_THUMBNAIL, request))
-        tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request, digest, digest))
+        tasks.append(_task(c, item.file_id, ApiFamily.ZEGO_THUMBNAIL, request, digest, digest, home=home))
     return tasks
 
 
@@ -338,6 +373,7 @@ def _task(
     *,
     updatable: dict[str, int] | None = None,
     max_duration: int | None = None,
+    home: str,
 ) -> DesiredTask:
     kind = JobKind(c.job.kind)
     policy = getattr(c.job.model.spec, "restart_policy", "Always")
@@ -359,6 +395,7 @@ def _task(
         source=c.job.raw.source,
         labels=dict(c.job.model.metadata.labels),
         selector=describe(rooms) if isinstance(rooms, RoomSelector) else None,
+        home=home,
     )
 
 
@@ -370,12 +407,13 @@ def expand(c: CheckedJob, key: bytes | None = None, rooms: Sequence[str] | None 
     spec = c.job.model.spec
     assert isinstance(c.provider.model, ProviderDocument)
     provider = c.provider.model.spec
+    config = provider_config(c.provider)
     if isinstance(spec, ThumbnailJobSpec):
-        return _thumbnail_tasks(c, spec, key)
+        return _thumbnail_tasks(c, spec, key, config)
     assert isinstance(spec, SnapshotJobSpec | RecordingJobSpec)
     if rooms is None:
         rooms = spec.rooms if isinstance(spec.rooms, list) else ()
     if isinstance(provider, VolcengineProvider):
         assert isinstance(spec, SnapshotJobSpec)
-        return _volc_tasks(c, spec, provider, key, rooms)
-    return _zego_tasks(c, spec, provider.cloudrecord_api == "legacy", key, rooms)
+        return _volc_tasks(c, spec, provider, key, rooms, config)
+    return _zego_tasks(c, spec, key, rooms, config)

@@ -235,6 +235,8 @@ def explain(schema: dict[str, Any], path: str) -> str:
         lines.append("")
     description = current.meta.get("description") or _first_description(current)
     lines.append("DESCRIPTION:")
+    # On one line: a model's docstring keeps its line break (SnapshotJob's printed its second line unindented).
+    description = " ".join(description.split()) if description else None
     lines.append(f"    {description}" if description else "    (none in the schema: see docs/spec-language.md)")
     if current.duration:
         lines.append(f"    A duration: {DURATION_FORMS}.")

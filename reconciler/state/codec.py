@@ -57,12 +57,14 @@ _TEXT, _NUMBER, _NONE = frozenset({str}), frozenset({int, float}), frozenset({ty
 # "many"`) is refused when read, not a TypeError in the middle of an apply.
 _TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(("key", "provider", "target", "spec_hash", "fixed_hash"), _TEXT),
-    **dict.fromkeys(("vendor_task_id", "client_task_id", "stop_reason", "last_error", "selector"), _TEXT | _NONE),
+    **dict.fromkeys(
+        ("vendor_task_id", "client_task_id", "stop_reason", "last_error", "selector", "home"), _TEXT | _NONE
+    ),
     **dict.fromkeys(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"), _NUMBER | _NONE),
     **dict.fromkeys(("reissue_count", "unproductive_runs"), frozenset({int})),
     **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
     **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
-    **dict.fromkeys(("productive", "update_unconfirmed"), frozenset({bool})),
+    **dict.fromkeys(("productive", "update_unconfirmed", "reissuing"), frozenset({bool})),
     **{name: frozenset({kind}) for name, kind in (("family", ApiFamily), ("kind", JobKind))},
     **{name: frozenset({kind}) for name, kind in (("status", TaskStatus), ("restart_policy", RestartPolicy))},
 }

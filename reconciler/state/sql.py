@@ -485,12 +485,20 @@ class SqlStateStore(ABC):
 
     def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
+        return self.delete_many((key,), expected_serial=expected_serial, fence=fence)
+
+    def delete_many(self, keys: Iterable[str], *, expected_serial: int | None = None, fence: int | None = None) -> int:
+        """Remove several records in one transaction that moves the serial once (not at all when none of the
+        keys was there)."""
         if fence is not None:
             self._migrate_leadership()
         with self._cursor(write=True) as cur:
             serial = self._check_serial(cur, expected_serial, fence)
-            cur.execute(self.queries.delete, (key,))
-            return self._bump(cur) if cur.rowcount > 0 else serial
+            removed = 0
+            for key in keys:
+                cur.execute(self.queries.delete, (key,))
+                removed += cur.rowcount
+            return self._bump(cur) if removed > 0 else serial
 
     def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
         """Keep what was learned of these rooms (newer reports replace older ones); one transaction."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from reconciler import transitions
 from reconciler.model import (
     Action,
     ApiFamily,
@@ -78,6 +79,19 @@ def test_other_change_replaces_with_field_details() -> None:
     assert "StorageConfig.TosConfig.Bucket: a → b" in change.details
 
 
+def test_a_job_moved_to_another_vendor_says_so_instead_of_listing_every_request_field() -> None:
+    """A SnapshotJob moved from Volcengine to ZEGO listed 13 fields `X: … → (unset)` and "… and 10 more"."""
+    import dataclasses
+
+    old = desired()
+    new = dataclasses.replace(
+        old, provider="zego", family=ApiFamily.ZEGO_RECORD, request={"RoomId": "lobby"}, spec_hash="z", fixed_hash="z"
+    )
+    change = one(new, record_for(old))
+    assert change.action is Action.REPLACE
+    assert change.details == ("provider: volc (volcengine-snapshot) → zego (zego-record)",)
+
+
 def test_interval_change_on_stopped_task_replaces() -> None:
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
@@ -93,11 +107,15 @@ def test_interval_change_on_a_task_the_refresh_sees_ended_replaces(state: Observ
 
 
 def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
+    """The time on the daemon's clock, as the record will keep it: the vendor's is 5 min ahead here."""
     task = desired()
-    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=1_800_000_187.0)
-    change = one(task, record_for(task), obs)
+    reason = "idle timeout (Volcengine IdleTimeOut)"
+    obs = Observed(ObservedState.STOPPED, reason=reason, started_at=NOW + 100, ended_at=NOW + 287)
+    change = one(task, record_for(task, started_at=NOW - 200), obs)
     assert change.action is Action.REISSUE
-    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 08:03:07Z"
+    assert change.reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut) at 2027-01-15 07:59:47Z"
+    no_start = Observed(ObservedState.STOPPED, reason=reason, ended_at=1_800_000_487.0)
+    assert one(task, record_for(task), no_start).reason == "vendor stopped it: idle timeout (Volcengine IdleTimeOut)"
 
 
 def test_rollover_reason() -> None:
@@ -300,6 +318,28 @@ def test_removing_a_provider_that_still_runs_tasks_is_a_plan_error_naming_both()
     assert diff({}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"volc"}).changes
 
 
+def test_a_zego_provider_switched_to_the_other_api_in_place_is_a_plan_error_while_its_recordings_run() -> None:
+    """Editing `cloudrecordApi` (and the endpoint) of a Provider in place left its running recordings to be
+    queried at the new endpoint with the old API: every plan incomplete (an HTTP 404 blamed on the endpoint),
+    forever, and the recording never moved nor stopped."""
+    import dataclasses
+
+    from reconciler.model import ProviderConfig
+
+    old = desired("class-1", family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    new = dataclasses.replace(old, family=ApiFamily.ZEGO_RECORD_LEGACY, spec_hash="legacy", fixed_hash="legacy")
+    legacy = {"volc": ProviderConfig(name="volc", type="zego", app_id="1", cloudrecord_api="legacy")}
+    unknown = {old.key: Observed(ObservedState.UNKNOWN, detail="ProviderApiChanged")}
+    records = {old.key: record_for(old)}
+    with pytest.raises(PlanError, match=r"provider 'volc' now declares cloudrecordApi legacy, but 1 recording\(s\)"):
+        diff({new.key: new}, records, unknown, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    current = {"volc": dataclasses.replace(legacy["volc"], cloudrecord_api="current")}
+    assert current["volc"].serves(ApiFamily.ZEGO_RECORD) and not legacy["volc"].serves(ApiFamily.ZEGO_RECORD)
+    stopped = {old.key: record_for(old, TaskStatus.STOPPED)}  # nothing runs: it simply starts on the new API
+    plan = diff({new.key: new}, stopped, {}, options=PlanOptions(), state_serial=1, now=NOW, providers=legacy)
+    assert [c.action for c in plan.changes] == [Action.REPLACE]
+
+
 @pytest.mark.parametrize(
     ("selector", "key", "expected"),
     [
@@ -426,6 +466,23 @@ def test_apply_errors_print_verbatim_even_with_brackets() -> None:
     ]
 
 
+def test_apply_prints_what_a_change_found_at_the_vendor() -> None:
+    """The executor's note on a start that met a run nobody recorded was dropped: an apply stopped and started
+    again a task a team's script had started, and said only `1 created`."""
+    from rich.console import Console
+
+    from reconciler.execute import ApplyResult, ChangeResult
+
+    note = "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
+    result = ApplyResult((ChangeResult("SnapshotJob/audit/lobby", Action.CREATE, ok=True, note=note),))
+    console = Console(record=True, width=200)
+    render_apply_result(result, console)
+    assert console.export_text().splitlines() == [
+        f"! SnapshotJob/audit/lobby (create): {note}",
+        "Apply complete: 1 created, 0 updated, 0 replaced, 0 re-issued, 0 deleted, 0 failed.",
+    ]
+
+
 def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view() -> None:
     from rich.console import Console
 
@@ -528,3 +585,26 @@ def test_a_spec_fixed_after_a_start_the_vendor_refused_does_not_say_the_start_wa
     assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")
     pending = record_for(task, TaskStatus.PENDING, vendor_task_id=None)
     assert "since a start that was never confirmed: " in one(desired(bucket="fixed"), pending).reason
+
+
+@pytest.mark.parametrize("offset", [300.0, -300.0], ids=["vendor-ahead", "vendor-behind"])
+def test_a_runs_times_are_kept_on_the_daemons_clock_whatever_the_vendors(offset: float) -> None:
+    """docs/daemon.md "Two clocks": the stop is the recorded start plus the vendor's own StartTime-to-EndTime,
+    never after it was seen ended (without a StartTime: when it was seen ended); a start time the daemon did
+    not take is the vendor's, never after now."""
+    task = desired("lobby")
+    vendor_start = NOW - 100 + offset
+    found = transitions.observed(
+        record_for(task, TaskStatus.PENDING, started_at=None),
+        Observed(ObservedState.RUNNING, started_at=vendor_start),
+        NOW,
+    )
+    assert found.started_at == min(NOW, vendor_start)
+    run = record_for(task, started_at=NOW - 100, idle_timeout=20.0)
+    ended = Observed(ObservedState.STOPPED, reason="idle timeout", started_at=vendor_start, ended_at=vendor_start + 21)
+    stopped = transitions.observed(run, ended, NOW)
+    assert stopped.stopped_at == NOW - 79 and not transitions.was_productive(stopped)
+    assert transitions.observed(run, Observed(ObservedState.STOPPED, ended_at=vendor_start + 21), NOW).stopped_at == NOW
+    # A run taken up running (a start resumed after a crash: recorded as starting then) ends no later than seen.
+    resumed = Observed(ObservedState.STOPPED, started_at=vendor_start - 7200, ended_at=vendor_start + 21)
+    assert transitions.observed(run, resumed, NOW).stopped_at == NOW

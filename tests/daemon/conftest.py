@@ -55,10 +55,38 @@ async def settle() -> None:
         quiet = quiet + 1 if not loop._ready else 0  # type: ignore[attr-defined]
 
 
+class VendorClock:
+    """The simulator's clock when the vendor's is off the daemon's: `offset` seconds at the start, drifting
+    `drift` seconds per second after it. Durations (sleeps, the monotonic clock) are the daemon clock's."""
+
+    def __init__(self, daemon: FakeClock, offset: float, drift: float = 0.0) -> None:
+        self._daemon, self._offset, self._drift, self._t0 = daemon, offset, drift, daemon.now()
+
+    def now(self) -> float:
+        return self.vendor(self._daemon.now())
+
+    def vendor(self, daemon_time: float) -> float:
+        return daemon_time + self._offset + self._drift * (daemon_time - self._t0)
+
+    def daemon(self, vendor_time: float) -> float:
+        """The daemon's time when the vendor's reads `vendor_time`."""
+        return self._t0 + (vendor_time - self._t0 - self._offset) / (1 + self._drift)
+
+    def monotonic(self) -> float:
+        return self._daemon.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._daemon.sleep(seconds)
+
+
 class Harness:
-    def __init__(self, tmp_path: Path, clock: FakeClock, **daemon_options: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, clock: FakeClock, *, vendor_clock: VendorClock | None = None, **daemon_options: Any
+    ) -> None:
+        """`vendor_clock`: the simulator's, when it is off `clock` (the daemon's); None: they share `clock`."""
         self.tmp_path = tmp_path
         self.clock = clock
+        self.vendor_clock = vendor_clock
         self.specs = tmp_path / "specs"
         self.state_path = tmp_path / "state.db"
         self.daemon_options = daemon_options
@@ -70,7 +98,7 @@ class Harness:
             callback_sender=AsgiSender(self._route_callback),  # in-process: what the HTTP sender would send
             seed=7,
         )
-        app = create_app(config, clock)
+        app = create_app(config, vendor_clock or clock)
         self.sim: Simulator = app.state.sim
         self.sim_app: ASGIApp = app  # what the daemon's vendor calls reach (a test may wrap it before start)
         self._images_at = float("-inf")
@@ -131,8 +159,8 @@ class Harness:
             await settle()
             dues = [
                 self.clock.next_wakeup(),
-                self.sim.world.next_due(),
-                self.sim.callbacks.next_due(),
+                self._daemon_time(self.sim.world.next_due()),
+                self._daemon_time(self.sim.callbacks.next_due()),
                 self._images_at + image_every,
             ]
             step = min((d for d in dues if d is not None), default=None)
@@ -142,6 +170,12 @@ class Harness:
         self.clock.set(target)
         await self._pump(0.0)
         await settle()
+
+    def _daemon_time(self, vendor_time: float | None) -> float | None:
+        """A simulator's due time on the daemon's clock (they differ with a `vendor_clock`)."""
+        if vendor_time is None or self.vendor_clock is None:
+            return vendor_time
+        return self.vendor_clock.daemon(vendor_time)
 
     async def _pump(self, image_every: float) -> None:
         """Due vendor events and callbacks; image callbacks are batched every `image_every` sim seconds."""

@@ -1,8 +1,8 @@
 """A model-based test of the daemon against the simulator: hypothesis drives random sequences of spec edits
 (jobs added, removed, changed, renamed with their `taskId` kept, a selector's pattern changed, a recording moved
-between ZEGO's two APIs, thumbnails, a file deleted and restored, a broken file), room traffic, vendor-side ends, callbacks on and off, clock jumps and restarts,
-and after each step checks what docs/daemon.md promises against the simulator's own view (its control API)
-and the state:
+between ZEGO's two APIs, thumbnails, a file deleted and restored, a broken file, Providers renamed), room traffic,
+vendor-side ends, callbacks on and off, clock jumps and restarts, and after each step checks what docs/daemon.md
+promises against the simulator's own view (its control API) and the state:
 
 - no leak: every running vendor task is held by a record of the state that is not a tombstone;
 - no lost task: every declared task has a record, and a record waiting to be re-issued has its slot ahead;
@@ -72,7 +72,7 @@ class Job:
     idle: int = 20
     task_id: str | None = None  # a pinned Volcengine taskId, kept through renames
     max_duration: int = 300
-    interval: int = 5  # updated in place (UpdateSnapshot) while it runs
+    interval: int = 5  # updated in place (UpdateSnapshot), never a replace
     file: str = "jobs.yaml"
     provider: str = "zego"  # a recording's: "zego" (the current API) or "zego-legacy" (the v1 API)
 
@@ -123,6 +123,17 @@ class World:
     # Legacy ZEGO recordings started while answers were lost: that API cannot find them again (no idempotency
     # key, docs/providers-zego.md), so they run on, held by nothing, to their idle timeout or maximum duration.
     legacy_orphans: set[str] = field(default_factory=set)
+    renamed: bool = False  # the Provider documents are `volc-r` and `zego-r`: the same accounts, other names
+
+
+RENAMES = (("volc", "volc-r"), ("zego", "zego-r"))
+
+
+def renamed(text: str) -> str:
+    """Provider documents and the jobs naming them on the `-r` names (the accounts and endpoints unchanged)."""
+    for old, new in RENAMES:
+        text = text.replace(f"{{name: {old}}}", f"{{name: {new}}}").replace(f"provider: {old}\n", f"provider: {new}\n")
+    return text
 
 
 class DaemonMachine(RuleBasedStateMachine):
@@ -162,10 +173,11 @@ class DaemonMachine(RuleBasedStateMachine):
     def write(self) -> None:
         specs = self.h.specs
         specs.mkdir(parents=True, exist_ok=True)
-        (specs / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
+        on = renamed if self.world.renamed else str
+        (specs / "providers.yaml").write_text(on(providers(SIM, callbacks=True)) + "---\n" + STORAGE)
         for name in FILES:
             path = specs / name
-            docs = [j.doc() for j in self.world.jobs.values() if j.file == name]
+            docs = [on(j.doc()) for j in self.world.jobs.values() if j.file == name]
             if name in self.world.deleted:
                 path.unlink(missing_ok=True)
             else:
@@ -194,8 +206,9 @@ class DaemonMachine(RuleBasedStateMachine):
         now = self.clock.now()
         after = set(self.desired())
         for key, job in self.desired().items():  # its last job in force, removed since or not
-            # May be replaced (stopped and started anew): an interval change too, when its start's answer was lost.
-            if self.world.last_job.get(key, job).doc() != job.doc():
+            # May be replaced (stopped and started anew); an interval change is an update, also when its start's
+            # answer was lost (the vendor is asked first).
+            if replace(self.world.last_job.get(key, job), interval=5).doc() != replace(job, interval=5).doc():
                 self.world.changed.add(key)
             self.world.last_job[key] = job
         for key in before - after:
@@ -313,6 +326,14 @@ class DaemonMachine(RuleBasedStateMachine):
         new = f"{old}r"
         task_id = (job.task_id or old) if job.kind == "snap" else None
         self.world.jobs[new] = replace(job, name=new, task_id=task_id)
+        self.reload()
+        self.step(1.0)
+
+    @rule()
+    def rename_providers(self) -> None:
+        """Both Provider documents renamed (or back) in one edit, the old ones gone: the same vendor accounts,
+        so no key counts as changed and no task may be stopped (before, each was replaced)."""
+        self.world.renamed = not self.world.renamed
         self.reload()
         self.step(1.0)
 

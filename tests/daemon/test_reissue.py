@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from reconciler.clock import FakeClock
 from reconciler.daemon import policy
 from reconciler.model import TaskStatus
 from reconciler.plan import PlanOptions, diff
-from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.conftest import Harness, VendorClock, write_specs
 from tests.daemon.test_http import client, volc_body
 from tests.specdocs import recording_job, snapshot_job
 
@@ -242,3 +245,46 @@ async def test_a_task_past_the_query_window_goes_on_without_counting_reissues(ha
     assert metric(harness, "capctl_reissues_total", reason="not found at the vendor") == 0
     assert metric(harness, "capctl_vendor_calls_total", api="StartSnapshot", outcome="ok") > 2
     assert len(harness.running_sim_tasks()) == 1
+
+
+# A vendor clock minutes off the daemon's, drifting (100 µs/s), either way: a run's length must still be read
+# right (docs/daemon.md "Two clocks"). Polling only: callbacks this far off are refused as stale anyway.
+SKEWS = [pytest.param(300.0, 1e-4, id="vendor-ahead"), pytest.param(-300.0, -1e-4, id="vendor-behind")]
+JOBS = [
+    pytest.param("volcengine", LOBBY, snapshot_job("audit", ["lobby"], idle=20), id="volcengine"),
+    pytest.param(
+        "zego", "RecordingJob/rec/lobby", recording_job("rec", ["lobby"], idle=20, max_duration=300), id="zego"
+    ),
+]
+
+
+@pytest.mark.parametrize(("offset", "drift"), SKEWS)
+@pytest.mark.parametrize(("vendor", "key", "job"), JOBS)
+async def test_a_skewed_vendor_clock_neither_hides_an_empty_room_nor_an_active_one(
+    tmp_path: Path, clock: FakeClock, offset: float, drift: float, vendor: str, key: str, job: str
+) -> None:
+    harness = Harness(tmp_path, clock, vendor_clock=VendorClock(clock, offset, drift))
+    write_specs(harness.specs, job)
+    harness.sim.config.volcengine_callback_url = harness.sim.config.zego_callback_url = None
+    harness.sim.publish(vendor, "lobby", user_id="alice", stream_id="alice")
+    try:
+        await harness.start()
+        await harness.advance(60)
+        harness.sim.unpublish(vendor, "lobby", user_id="alice", stream_id="alice")
+        await harness.advance(40)  # it idles out 20 s after the stream left: a run of 80 s, productive by its length
+        first = harness.record(key)
+        assert (first.status, first.reissue_count, first.unproductive_runs) == (TaskStatus.RUNNING, 1, 0)
+        assert metric(harness, "capctl_reissue_gap_seconds_sum") <= policy.DEADLINE_MARGIN + 1
+        await harness.advance(30)  # the next run idles out: the first unproductive one is re-issued at once
+        second = harness.record(key)
+        assert (second.status, second.reissue_count, second.unproductive_runs) == (TaskStatus.RUNNING, 2, 1)
+        await harness.advance(300)  # then 60 s, 120 s of backoff; the 4th in a row makes it dormant
+        record = harness.record(key)
+        assert (record.status, record.unproductive_runs) == (TaskStatus.DORMANT, 3)
+        assert record.stopped_at is not None and record.started_at is not None
+        assert record.stopped_at - record.started_at == pytest.approx(20, abs=policy.DEADLINE_MARGIN)
+        assert record.stopped_at <= clock.now()  # a stop on the daemon's clock, not the vendor's
+    finally:
+        if harness.daemon is not None:
+            await harness.stop()
+        await harness.sim.callbacks.aclose()

@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
-from tests.specdocs import recording_job, selector_job, snapshot_job
+from tests.daemon.test_http import client
+from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
 
 ROOMS = ["r1", "r2"]
 OTHERS = ["o1", "o2", "o3"]  # so that the rename's two removed tasks stay within --max-prune's 50 %
@@ -148,11 +149,12 @@ async def test_a_renamed_zego_recording_starts_its_own_and_the_old_one_is_stoppe
     assert running == {harness.record(f"RecordingJob/{p}-new/{p}-room").vendor_task_id for p in ["zego", "zego-legacy"]}
 
 
-async def test_a_rename_whose_old_provider_is_gone_takes_the_task_over_once_the_prune_cannot_stop_it(
+async def test_a_job_renamed_with_its_provider_is_stopped_through_the_new_provider_of_its_account(
     harness: Harness,
 ) -> None:
-    """The Provider renamed with the job (same appId): the old key cannot be stopped (its credentials are gone),
-    so it never ends the task, and the new key does not wait for it forever."""
+    """The Provider renamed with the job (same appId, the old document removed): the old key is pruned through
+    the new document, which reaches the same account, then the new key starts, as any rename keeping its taskId.
+    (Before, the old key could not be stopped at all: `cannot prune`.)"""
     harness.sim.publish("volcengine", "r1", user_id="u")
     for room in OTHERS:
         harness.sim.publish("zego", room, stream_id="teacher")
@@ -165,8 +167,63 @@ async def test_a_rename_whose_old_provider_is_gone_takes_the_task_over_once_the_
     (harness.specs / "jobs.yaml").write_text(
         pinned("new", ["r1"]).replace("provider: volc", "provider: volc-new") + "---\n" + others
     )
-    assert daemon.reload()
-    await harness.advance(PRUNE_GRACE + 120)
-    assert harness.calls("StopSnapshot") == 0
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(PRUNE_GRACE + 120)
+    assert not [e for e in logs if e["event"] == "cannot prune"]
+    assert harness.calls("StopSnapshot") == 1
+    old = harness.record("SnapshotJob/old/r1")
+    assert (old.status, old.provider) == (TaskStatus.REMOVED, "volc-new")
     assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
     assert [t.room_id for t in harness.running_sim_tasks("volcengine")] == ["r1"]
+
+
+async def test_providers_renamed_while_the_daemon_runs_move_their_tasks_without_a_stop(harness: Harness) -> None:
+    """Same account: each task's record is re-homed (`decision` action move), no start or stop; the status page
+    names the new Provider. A second rename with an interval edit is an update in place, no replace."""
+    for room in ROOMS:
+        harness.sim.publish("volcengine", room, user_id="u")
+    harness.sim.publish("zego", "c1", stream_id="teacher")
+    write_specs(harness.specs, snapshot_job("audit", ROOMS), recording_job("rec", ["c1"]), thumbnail_job())
+    daemon = await harness.start()
+    await harness.advance(1)
+    acting = ("Start", "Stop", "Update", "MediaThumbnails")
+
+    def acted() -> list[str]:
+        return [e.api for e in harness.sim.log.entries() if e.api.startswith(acting)]
+
+    before = acted()
+    assert len(before) == 5
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(
+        providers.read_text().replace("{name: volc}", "{name: volc-main}").replace("{name: zego}", "{name: zego-main}")
+    )
+    jobs = harness.specs / "jobs.yaml"
+    text = jobs.read_text().replace("provider: volc\n", "provider: volc-main\n")
+    jobs.write_text(text.replace("provider: zego\n", "provider: zego-main\n"))
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(60)
+    assert sorted(e["action"] for e in logs if e["event"] == "decision") == ["move"] * 5
+    assert acted() == before
+    records = [harness.record(k) for k in harness.daemon.records.load().records] if harness.daemon else []
+    assert {r.provider for r in records} == {"volc-main", "zego-main"}
+    assert all(r.status in (TaskStatus.RUNNING, TaskStatus.DONE) for r in records)
+    async with await client(harness) as http:
+        status = (await http.get("/api/v1/status")).json()
+    shown = {t["key"]: t["provider"] for j in status["jobs"] for g in j["groups"] for t in g["tasks"]}
+    assert shown["SnapshotJob/audit/r1"] == "volc-main" and shown["RecordingJob/rec/c1"] == "zego-main"
+    providers.write_text(providers.read_text().replace("{name: volc-main}", "{name: volc-x}"))
+    jobs.write_text(
+        snapshot_job("audit", ROOMS, interval=10).replace("provider: volc\n", "provider: volc-x\n")
+        + "---\n"
+        + "---\n".join(jobs.read_text().split("---\n")[1:])
+    )
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(60)
+    assert sorted(e["action"] for e in logs if e["event"] == "decision") == ["update", "update"]
+    assert acted() == [*before, "UpdateSnapshot", "UpdateSnapshot"]
+    for room in ROOMS:
+        record = harness.record(f"SnapshotJob/audit/{room}")
+        assert (record.provider, record.updatable, record.status) == ("volc-x", {"interval": 10}, TaskStatus.RUNNING)

@@ -51,8 +51,8 @@ async def test_a_renamed_provider_keeps_the_activity_of_its_rooms(harness: Harne
     # for a prune (held by --max-prune), and the listing never asked about rooms known under `volc`.
     assert capturing(harness) == ROOMS
     decisions = sorted(e["action"] for e in logs if e["event"] == "decision")
-    assert decisions == ["replace", "replace"]  # stopped through `volc`, started through `volc-b`, at once
-    assert (harness.calls("StopSnapshot"), harness.calls("StartSnapshot")) == (2, 4)
+    assert decisions == ["move", "move"]  # the same account: re-homed to `volc-b`, no stop, no start
+    assert (harness.calls("StopSnapshot"), harness.calls("StartSnapshot")) == (0, 2)
     for room in ROOMS:
         record = harness.record(f"SnapshotJob/classes/{room}")
         assert (record.status, record.provider) == (TaskStatus.RUNNING, "volc-b")

@@ -4,15 +4,18 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
+from reconciler.clock import FakeClock
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
-from tests.daemon.conftest import Harness, settle, write_specs
+from tests.daemon.conftest import Harness, VendorClock, settle, write_specs
 from tests.specdocs import VOLC_ACCOUNT as VOLC
 from tests.specdocs import ZEGO_ACCOUNT as ZEGO
 from tests.specdocs import selector_job, snapshot_job
@@ -76,9 +79,18 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert started(harness) == ["class-1", "class-2"]
     assert harness.daemon is not None
     registry = harness.daemon.metrics.registry
-    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 1
-    sample = registry.get_sample_value("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "chosen"})
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 1
+    sample = registry.get_sample_value("capctl_selector_rooms", {"job_name": "SnapshotJob/classes", "state": "chosen"})
     assert sample == 2
+    # The rooms whose first stream made their tasks count as active and captured (walk 5g: 0 and 0, as the
+    # activity reached no task of theirs), so CapctlCoverageBelowTarget sees selector jobs too.
+    coverage = {"job_name": "SnapshotJob/classes"}
+    assert registry.get_sample_value("capctl_rooms_active", coverage) == 2
+    assert registry.get_sample_value("capctl_rooms_captured", coverage) == 2
+    # No series has a `job` or `instance` label: Prometheus sets both itself and renames ours `exported_job`
+    # (walk 5g: the two selector gauges had `job`, unlike capctl_rooms_active's `job_name`).
+    labels = {name for family in registry.collect() for sample in family.samples for name in sample.labels}
+    assert "job_name" in labels and not labels & {"job", "instance"}
 
 
 async def class_1_quiet_for_an_hour(harness: Harness) -> None:
@@ -357,3 +369,34 @@ async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when
     await harness.advance(2)
     assert harness.record(key).status is TaskStatus.RUNNING
     assert harness.calls("StartSnapshot") == starts + 1
+
+
+@pytest.mark.parametrize("offset", [290.0, -290.0], ids=["vendor-ahead", "vendor-behind"])
+async def test_room_reports_of_a_skewed_vendor_clock_are_weighed_on_the_daemons(tmp_path: Path, offset: float) -> None:
+    """The listing's reports are on the daemon's clock, callbacks on the vendor's (290 s off: still fresh):
+    a listing must undo an older callback (ahead: it did not) and a newer callback a listing (behind: an
+    entry within 290 s of it was ignored until the next listing, 5 min or more later)."""
+    clock = FakeClock(start=1_750_000_000.0)
+    harness = Harness(tmp_path, clock, vendor_clock=VendorClock(clock, offset, 1e-4 if offset > 0 else -1e-4))
+    write_specs(harness.specs, SHOWS)
+    try:
+        await harness.start()
+        harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+        await harness.advance(2)
+        assert len(harness.running_sim_tasks("zego")) == 1
+        lose_callbacks(harness, 1.0)
+        harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # room_close lost
+        await harness.advance(40)  # one resync: the listing says the room has no stream
+        assert harness.daemon is not None
+        activity = {(a.account, a.room): (a.active, a.source) for a in harness.daemon.rooms.book.activity()}
+        assert activity[(ZEGO, "show-1")] == (False, "resync")
+        await harness.advance(60)  # idled out, not re-issued
+        lose_callbacks(harness, 0.0)
+        harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # its stream_create arrives
+        await harness.advance(2)
+        assert len(harness.running_sim_tasks("zego")) == 1
+        assert harness.calls("StartRecord") == 2
+    finally:
+        if harness.daemon is not None:
+            await harness.stop()
+        await harness.sim.callbacks.aclose()

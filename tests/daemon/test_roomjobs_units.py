@@ -23,6 +23,7 @@ from reconciler.daemon.roomjobs import (
     forgotten_tasks,
 )
 from reconciler.daemon.roomlisting import MIN_INTERVAL, RoomLister
+from reconciler.daemon.vendorclock import AGREE, KEEP, WINDOW, VendorClocks
 from reconciler.model import RestartPolicy, RoomActivity, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -180,10 +181,10 @@ def test_left_out_rooms_are_remembered_while_left_out_and_a_gone_job_s_series_ar
     jobs.effective(capped, book, {})
     assert jobs._warned == set()  # none left out now: nothing kept for the rooms that were
     sample = metrics.registry.get_sample_value
-    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) == 0
+    assert sample("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 0
     jobs.effective(dataclasses.replace(spec, selector_jobs=()), book, {})  # the job left the specs
-    assert sample("capctl_selector_rooms_left_out", {"job": "SnapshotJob/classes"}) is None
-    assert sample("capctl_selector_rooms", {"job": "SnapshotJob/classes", "state": "active"}) is None
+    assert sample("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) is None
+    assert sample("capctl_selector_rooms", {"job_name": "SnapshotJob/classes", "state": "active"}) is None
 
 
 class Listing:
@@ -215,3 +216,29 @@ async def test_the_lister_reports_answers_skips_failures_and_paces_each_room() -
     clock.advance(1)
     assert len(await lister.list_rooms([("zego", "a")])) == 1 and vendor.calls == 4
     assert len(lister) == 1  # b and c were listed longer ago than MIN_INTERVAL: nothing kept for them
+
+
+def test_vendor_clocks_correct_only_an_offset_that_callbacks_prove() -> None:
+    clocks, delays = VendorClocks(), itertools.cycle([1.5, 0.05, 0.7, 10.0])
+    # Clocks that agree: each callback keeps its own time, whatever its delay (their order is the vendor's).
+    for t in range(0, 100, 5):
+        sent = 1e9 + t
+        assert clocks.heard("volc", sent, sent + next(delays)) == sent
+    # 300 s ahead, drifting 100 µs/s: on the daemon's clock within AGREE (and the fastest delivery).
+    for t in range(0, 7200, 5):
+        sent = 1e9 + t
+        skew = 300 + 1e-4 * t
+        daemon_at = clocks.heard("zego", sent + skew, sent + next(delays))
+        assert sent - AGREE <= daemon_at <= sent + AGREE + 0.05
+    # A correction follows the drift, but not every faster delivery: the same one between two callbacks.
+    in_use = 2e9 - clocks.heard("zego", 2e9, 2e9 - 300.9)
+    assert clocks.heard("zego", 2e9, 2e9 - 300.8) == 2e9 - in_use
+    # After a quiet spell, a callback retried a minute late keeps that correction: the last KEEP bound it.
+    quiet = 2e9 + WINDOW + 1
+    assert clocks.heard("zego", quiet, quiet - 240) == quiet - in_use
+    # Bounds older than the window and than the last KEEP callbacks are forgotten: 5 min behind now, as KEEP
+    # callbacks since show (put at their arrival: the fastest delivery so far).
+    later = quiet + WINDOW + 1
+    times = [clocks.heard("zego", later + n - 300, later + n + 0.1) for n in range(KEEP)]
+    assert times[0] == later - 300 - in_use  # the first of them still with the correction in use
+    assert times[-1] == later + KEEP - 1 + 0.1

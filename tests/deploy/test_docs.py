@@ -4,8 +4,12 @@ message cannot leave the troubleshooting table describing one nobody sees any mo
 from __future__ import annotations
 
 import re
+from typing import Any, cast
+
+import typer.main
 
 from reconciler import failpoints
+from reconciler.cli import app
 from tests.deploy.daemon_facts import ROOT, run_options
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
@@ -67,3 +71,50 @@ def test_every_failpoint_is_documented_and_every_documented_one_exists() -> None
     assert in_code - state_only == documented
     assert in_code == failpoints.POINTS  # the names CAPCTL_FAILPOINTS takes (any other is refused)
     assert in_code <= set(re.findall(r"`([a-z]+[a-z-]*\.[a-z-]+)`", readme))
+
+
+def every_command() -> dict[str, Any]:
+    """Each command capctl has, by how it is typed (`plan`, `state copy`), to its click command."""
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: str) -> None:
+        for name, sub in command.commands.items():
+            if hasattr(sub, "commands"):
+                walk(sub, f"{path}{name} ")
+            else:
+                found[f"{path}{name}"] = sub
+
+    walk(cast(Any, typer.main.get_command(app)), "")
+    return found
+
+
+def test_every_long_option_of_every_command_is_documented() -> None:
+    """Each option --help shows is named in README.md or docs/*.md (by one of its long spellings): an option
+    added without a word of documentation, or only ever written by its short form (`-l`), fails here."""
+    docs = "\n".join(p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")])
+    named = set(re.findall(r"--[a-z][a-z-]*", docs))
+    missing = [
+        f"capctl {path} {param.opts[0]}"
+        for path, command in every_command().items()
+        for param in command.params
+        if param.param_type_name == "option"
+        and not named & {o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")}
+    ]
+    assert missing == []
+    assert {"--selector", "--output"} <= named  # spelt out since walk 5g (README knew only -l and -o)
+
+
+def test_the_readme_commands_table_names_every_command_and_no_other() -> None:
+    """README's "Commands" table is what `capctl --help` lists: a row per command (the `state` row names its
+    subcommands), none for a command that does not exist."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("### Commands") : text.index("`PATH` defaults to")]
+    firsts = [row.split(" | ")[0] for row in table.splitlines() if row.startswith("| `capctl ")]
+    documented = set()
+    for first in firsts:
+        command = re.match(r"\| `capctl (state [a-z]+|[a-z]+)", first)
+        assert command is not None, first
+        documented.add(command[1])
+        if command[1] == "state list":  # `state list … \| show KEY \| rm KEY \| init`
+            documented |= {f"state {name}" for name in re.findall(r"\\\| ([a-z]+)", first)}
+    assert documented == set(every_command())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,9 +35,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from reconciler import __version__
-from reconciler.demo import SIM_ENDPOINTS
 from tests.deploy.daemon_facts import ROOT
-from tests.servers import daemon_output, sim_output
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # (package, version): what capctl did on it, each found by installing the wheel at pyproject's old floors.
@@ -72,6 +71,17 @@ def test_the_pinned_versions_are_within_the_dependency_ranges() -> None:
         assert req.specifier.contains(pinned), f"constraints.txt pins {name}=={pinned}, outside {req}"
 
 
+def test_a_checkout_without_its_symlinks_does_not_build_a_package_without_the_docs(tmp_path: Path) -> None:
+    """Cloned with core.symlinks=false, reconciler/docs is a file holding `../docs`: refused, not left out."""
+    for name in ("setup.py", "pyproject.toml", "README.md", "reconciler/manual.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "reconciler" / "docs").write_text("../docs")
+    built = subprocess.run([sys.executable, "setup.py", "--name"], cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 1, built.stdout + built.stderr
+    assert "reconciler/docs is not a directory: it is a symlink in git; clone with symlinks" in built.stderr
+
+
 @dataclass
 class Installed:
     bin: Path
@@ -89,7 +99,10 @@ def _install(into: Path) -> None:
     src, dist, venv = into / "src", into / "dist", into / "venv"
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True, check=True)
     for name in filter(None, tracked.stdout.split("\0")):
-        if (ROOT / name).is_file():  # a file deleted but not yet committed is no longer there
+        if (ROOT / name).is_symlink():  # reconciler/docs, reconciler/quickstart: links as git keeps them
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).symlink_to((ROOT / name).readlink())
+        elif (ROOT / name).is_file():  # a file deleted but not yet committed is no longer there
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
     # --no-isolation: the build backend of the dev tools (pinned), no download.
@@ -155,11 +168,22 @@ def test_the_sdist_and_the_wheel_hold_the_package_its_data_and_the_license(insta
         entry_points = wheel.read(f"capctl-{__version__}.dist-info/entry_points.txt").decode()
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "reconciler").rglob("*.py")}
     assert sources <= files, sorted(sources - files)
+    # The docs and the quickstart specs, from the one copy in git (docs/, specs/), for `capctl docs` and the demo.
+    shipped = {f"reconciler/docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    shipped |= {f"reconciler/quickstart/{p.name}" for p in (ROOT / "specs").glob("*.yaml")}
+    assert shipped <= names and shipped <= files, sorted(shipped - names) + sorted(shipped - files)
     assert {"reconciler/status/templates/status.html", f"capctl-{__version__}.dist-info/licenses/LICENSE"} <= files
+    assert "reconciler/py.typed" in files
     assert not any(name.startswith(("tests/", "bench/", "docs/")) for name in files)
     assert "capctl = reconciler.cli:main" in entry_points
     assert "License-Expression: Apache-2.0" in metadata and "Requires-Python: >=3.11" in metadata
+    classifiers = {line.removeprefix("Classifier: ") for line in metadata.splitlines() if line.startswith("Classifier")}
+    assert {"Programming Language :: Python :: 3.11", "Operating System :: POSIX", "Typing :: Typed"} <= classifiers
+    assert "Keywords: rtc," in metadata
+    # The README, as an index shows it: a link relative to the repository would lead nowhere there.
     assert "Description-Content-Type: text/markdown" in metadata and "# capctl" in metadata
+    assert re.findall(r"\]\((?![a-z]+:)[^)]*\)", metadata) == []
+    assert "See docs/state.md (`capctl docs state`)." in metadata
 
 
 def test_the_installed_capctl_runs_outside_the_checkout(installed: Installed, away: Path) -> None:
@@ -174,8 +198,15 @@ def test_the_installed_capctl_runs_outside_the_checkout(installed: Installed, aw
     assert explained.returncode == 0 and "FIELD:    width" in explained.stdout, explained.stdout + explained.stderr
     assert json.loads(run(away, capctl, "schema").stdout)["title"].startswith("capctl spec document")
     assert "complete -o default -F _capctl_completion capctl" in run(away, capctl, "completion", "bash").stdout
+    nowhere = away / "empty"  # a new user's directory: no ./specs, the default
+    nowhere.mkdir()
+    assert "give spec files or directories as arguments (`capctl demo`" in run(nowhere, capctl, "validate").stderr
     usage = run(away, capctl, "state", "show")
     assert usage.returncode == 1 and "Missing argument 'KEY'" in usage.stderr, usage.stderr
+    # The pages messages point at ("see docs/spec-language.md, Limits"), without a checkout.
+    assert "spec-language         The capctl spec language" in run(away, capctl, "docs").stdout
+    limits = run(away, capctl, "docs", "docs/spec-language.md", "Limits")
+    assert limits.returncode == 0 and limits.stdout.startswith("### Limits\n"), limits.stdout + limits.stderr
 
 
 @pytest.fixture
@@ -189,34 +220,52 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
         proc.wait(timeout=20)
 
 
-def test_the_installed_simulator_daemon_and_status_page_work_together(
-    installed: Installed, away: Path, started: list[subprocess.Popen[str]]
+def test_the_installed_demo_runs_end_to_end_anywhere_on_any_free_ports(
+    installed: Installed, tmp_path: Path, started: list[subprocess.Popen[str]]
 ) -> None:
-    """The templates of the status page come from the package data, not from the checkout."""
-    capctl = str(installed.bin / "capctl")
-    sim = subprocess.Popen(
-        [capctl, "sim", "--listen", "127.0.0.1:0"],
-        cwd=away,
-        env=_env(),
+    """`pip install` then `capctl demo`, in a directory without specs/: the quickstart specs and the template of
+    the daemon's status page come from the package. The demo's one end-to-end run in the suite (its ports,
+    signals and refusals: tests/e2e/test_cli_demo.py)."""
+    # Port 0 for both: never the defaults 8750 / 8081, which another demo on this machine may hold.
+    ports = ["--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0"]
+    demo = subprocess.Popen(
+        [installed.bin / "capctl", "demo", *ports],
+        cwd=tmp_path,
+        env={**_env(), "COLUMNS": "200"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    started.append(sim)
-    base = sim_output(sim).url()
-    env = {**_env(), **{name: base + path for name, path in SIM_ENDPOINTS.items()}}
-    state = f"sqlite:///{away / 'state.db'}"
-    daemon = subprocess.Popen(
-        [capctl, "run", "--listen", "127.0.0.1:0", "--state", state, "--resync", "1h"],
-        cwd=away,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started.append(daemon)
-    with httpx.Client(base_url=daemon_output(daemon).url(), timeout=10) as http:
-        page = http.get("/")
-    assert page.status_code == 200 and "<title>" in page.text and "SnapshotJob/lobby-audit" in page.text
-    daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(timeout=20) == 0
+    started.append(demo)
+    assert demo.stdout is not None
+    said, page = [], None
+    for line in demo.stdout:
+        said.append(line)
+        if "daemon │ daemon started" in line:  # it serves its status page until the demo's last step
+            where = re.search(r"daemon on (http://127\.0\.0\.1:\d+),", said[0])
+            assert where is not None, said[0]
+            page = httpx.get(where.group(1) + "/", timeout=10)
+    out = "".join(said)
+    assert demo.wait(timeout=60) == 0, out
+    assert page is not None and page.status_code == 200, out
+    assert "<title>" in page.text and "SnapshotJob/lobby-audit" in page.text
+    where = re.search(r"simulator on (http://127\.0\.0\.1:(\d+)) .*daemon on http://127\.0\.0\.1:(\d+),", out)
+    assert where is not None, out
+    sim, sim_port, daemon_port = where.group(1), int(where.group(2)), int(where.group(3))
+    assert 0 not in (sim_port, daemon_port) and sim_port != 8750 and daemon_port != 8081
+    shipped = f"{installed.bin.parent}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages/"
+    assert f"specs {shipped}reconciler/quickstart (the quickstart specs shipped with capctl)" in out
+    assert f"`cp -r {shipped}reconciler/quickstart specs` to start from these" in out
+    assert f"CAPCTL_VOLC_ENDPOINT={sim}/volc" in out
+    assert "Apply complete: 5 created" in out and "1 re-issued" in out
+    assert f"capctl run --resync 5s --listen 127.0.0.1:{daemon_port} " in out
+    # The daemon got the simulator's callbacks on its port, and used the simulator's port for its calls.
+    assert "callback: run ended; observing RecordingJob/class-rec/class-101" in out
+    assert "SnapshotJob/lobby-audit/vip-1: started" in out
+    # It takes over what apply started: the specs the demo read were hashed with its state's key.
+    assert "replace —" not in out
+    assert "running again where people came back; the empty lobby waits, dormant" in out and "Done." in out
+    # The daemon stops with the demo: no link to a page that is gone, but how to keep it up.
+    assert "status page shows it too" not in out
+    assert "`capctl demo --keep-running` to browse the daemon's status page" in out
+    assert (tmp_path / ".capctl" / "demo.db").exists()

@@ -430,8 +430,22 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
     assert complete("capctl", "state", "list", "--status", "ru") == ["running"]
     assert complete("capctl", "state", "list", "--status", "r") == ["running", "removed"]
+    # the options that take one of a few words complete them too (walk 5g: --format, -o and --log-level did not)
+    assert complete("capctl", "show", "plan.json", "--format", "") == ["text", "json", "markdown"]
+    assert complete("capctl", "state", "list", "-o", "j") == ["json"]
+    assert complete("capctl", "apply", "--log-level", "w") == ["warning"]
     assert complete("capctl", "plan", "--replace", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
     assert complete("capctl", "state", "list", "SnapshotJob/audit/l") == ["SnapshotJob/audit/lobby"]
+    # `state import` offers the keys ./specs declares that the state does not track yet.
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "jobs.yaml").write_text(
+        providers("http://127.0.0.1:9")
+        + "---\n"
+        + STORAGE
+        + "---\n"
+        + snapshot_job("audit", ["lobby", "vip-1", "hall"])
+    )
+    assert complete("capctl", "state", "import", "SnapshotJob/audit/") == ["SnapshotJob/audit/hall"]
     other = open_state(f"sqlite:///{tmp_path / 'other.db'}")
     other.put_many([make_record("RecordingJob/rec/hall"), make_record("ThumbnailJob/thumbs/obs:a.mp4")])
     other.close()

@@ -1,4 +1,7 @@
-"""`capctl demo` as a new user runs it, on ports of its choosing: the walk-through must work on any of them."""
+"""`capctl demo` as a new user runs it, on ports of its choosing: the walk-through must work on any of them.
+
+Its end-to-end run is the installed capctl's, in tests/deploy/test_package.py; these are its ports, signals and
+refusals."""
 
 from __future__ import annotations
 
@@ -33,36 +36,6 @@ def demo(cwd: Path, *args: str, capctl: tuple[str, ...] = PYTHON_M_CAPCTL) -> su
     )
 
 
-def test_demo_runs_end_to_end_on_any_free_ports(tmp_path: Path) -> None:
-    # Port 0 for both: never the defaults 8750 / 8081, which another demo on this machine may hold.
-    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(REPO / "specs"))
-    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
-    out = run.stdout
-    where = re.search(r"simulator on (http://127\.0\.0\.1:(\d+)) .*daemon on http://127\.0\.0\.1:(\d+),", out)
-    assert where is not None, out
-    sim, sim_port, daemon_port = where.group(1), int(where.group(2)), int(where.group(3))
-    assert 0 not in (sim_port, daemon_port) and sim_port != 8750 and daemon_port != 8081
-    assert f"CAPCTL_VOLC_ENDPOINT={sim}/volc" in out
-    assert "Apply complete: 5 created" in out and "1 re-issued" in out
-    assert f"capctl run --resync 5s --listen 127.0.0.1:{daemon_port} " in out
-    # The daemon got the simulator's callbacks on its port, and used the simulator's port for its calls.
-    assert "callback: run ended; observing RecordingJob/class-rec/class-101" in out
-    assert "SnapshotJob/lobby-audit/vip-1: started" in out
-    assert "running again where people came back; the empty lobby waits, dormant" in out and "Done." in out
-    # The daemon stops with the demo: no link to a page that is gone, but how to keep it up.
-    assert "status page shows it too" not in out
-    assert "`capctl demo --keep-running` to browse the daemon's status page" in " ".join(out.split())
-    assert (tmp_path / ".capctl" / "demo.db").exists()
-
-
-def test_demo_away_from_the_quickstart_specs_says_where_they_are(tmp_path: Path) -> None:
-    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0")
-    assert run.returncode == 1 and run.stdout == ""
-    error = " ".join(run.stderr.split())
-    assert "capctl demo plays the quickstart specs, the capctl repository's specs/ directory" in error
-    assert not (tmp_path / ".capctl").exists()
-
-
 def specs_calling_elsewhere(tmp_path: Path) -> Path:
     """The quickstart specs with a literal Volcengine endpoint: the demo refuses them once its simulator runs."""
     specs = tmp_path / "specs"
@@ -76,12 +49,13 @@ def specs_calling_elsewhere(tmp_path: Path) -> Path:
 
 
 def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
-    run = demo(
-        tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0", str(specs_calling_elsewhere(tmp_path))
-    )
+    """Given no path where ./specs is (a capctl checkout), the demo plays ./specs, not the copy it ships."""
+    specs_calling_elsewhere(tmp_path)
+    run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0")
     assert run.returncode == 1
     error = " ".join(run.stderr.split())
-    assert "provider volc-sim" in error and "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
+    assert "provider volc-sim (specs/providers.yaml" in error
+    assert "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
     assert "CAPCTL_VOLC_ENDPOINT" in error
 
 

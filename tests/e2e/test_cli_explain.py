@@ -101,6 +101,8 @@ def test_every_field_of_every_kind_can_be_explained() -> None:
         path = todo.pop()
         text = explain(schema, path)
         assert "<any>" not in text and "DESCRIPTION:" in text, path
+        described = text.split("DESCRIPTION:\n")[1].split("\n\n")[0].splitlines()
+        assert all(line.startswith("    ") for line in described), path  # walk 5g: `SnapshotJob`'s was not
         if "(none in the schema" in text:
             undescribed.append(path)
         todo += [p for p in completions(schema, path + ".") if p.count(".") <= 6]

@@ -16,7 +16,7 @@ from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.servers import ServerOutput
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, snapshot_job, thumbnail_job
 
 LOBBY, HALL = "SnapshotJob/audit/lobby", "SnapshotJob/extra/hall"
 
@@ -84,28 +84,45 @@ def test_removing_a_provider_that_still_runs_tasks_fails_the_plan_and_saves_noth
     assert "kept running (--no-prune)" in kept
 
 
-def test_renaming_a_provider_is_refused_until_the_old_one_stays_beside_it_for_one_apply(work: Workdir) -> None:
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+def test_providers_renamed_in_one_edit_move_their_tasks_without_a_vendor_call(work: Workdir) -> None:
+    """Same type, appId and endpoints: each job's tasks are one `move` line; the saved plan's apply calls no
+    vendor and re-homes the records. Another appId is another account: refused until the old one stays."""
+    work.write("jobs.yaml", "---\n".join([snapshot_job("audit", ["lobby"]), recording_job("rec", ["c1", "c2"])]))
+    work.write("thumbs.yaml", thumbnail_job())
     work.apply()
     old = (work.specs / "providers.yaml").read_text()
-    first, rest = old.split("---\n", 1)
-    (work.specs / "providers.yaml").write_text(first.replace("{name: volc}", "{name: volc-main}") + "---\n" + rest)
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]).replace("provider: volc", "provider: volc-main"))
-    for command in (("plan",), ("apply", "--auto-approve")):  # the refresh met the missing provider: a traceback
-        refused = work.capctl(*command, expect=1)
-        assert "provider 'volc' was removed from the specs but still runs 1 task(s): SnapshotJob/audit/lobby" in (
-            refused.stderr
+    renamed = old.replace("{name: volc}", "{name: volc-main}").replace("{name: zego}", "{name: zego-main}")
+    (work.specs / "providers.yaml").write_text(renamed)
+    for name in ("jobs.yaml", "thumbs.yaml"):
+        path = work.specs / name
+        path.write_text(
+            path.read_text()
+            .replace("provider: volc\n", "provider: volc-main\n")
+            .replace("provider: zego\n", "provider: zego-main\n")
         )
-        assert "to rename a Provider or move jobs to another, declare the new one beside it" in refused.stderr
-        assert "Traceback" not in refused.stderr
-    assert state(work)[LOBBY]["provider"] == "volc" and running(work) == ["lobby"]
-    work.write("old-providers.yaml", first)  # the old document beside the new one, for one apply
-    plan = work.capctl("plan").stdout  # said only "spec changed (content hash differs)"
-    assert "replace" in plan and "provider: volc → volc-main" in plan and "content hash" not in plan
-    assert "1 replaced" in work.apply().stdout
-    (work.specs / "old-providers.yaml").unlink()
-    assert "No changes" in work.capctl("plan").stdout
-    assert state(work)[LOBBY]["provider"] == "volc-main" and running(work) == ["lobby"]
+    plan = work.capctl("plan", "--out", "saved.json", "--detailed-exitcode", expect=2).stdout
+    heads = [line.split()[:3] for line in plan.splitlines() if line.startswith("    → ")]
+    assert heads == [["→", LOBBY, "move"], ["→", "RecordingJob/rec", "(2"], ["→", "ThumbnailJob/thumbs", "(2"]]
+    assert "move      provider volc → volc-main, same account (volcengine:capctl-sim-volc at " in plan
+    assert "0 to replace" in plan and "5 to re-home" in plan
+    shown = json.loads(work.capctl("show", "saved.json", "--format", "json").stdout)
+    assert {c["action"] for c in shown["changes"]} == {"move"} and shown["summary"]["move"] == 5
+    assert work.capctl("show", "saved.json", "--format", "markdown").stdout.count("| move |") == 3
+    calls, serial = len(work.sim.requests()), shown["state_serial"]
+    applied = work.capctl("apply", "--plan", "saved.json").stdout
+    assert "5 re-homed, 0 failed" in applied and len(work.sim.requests()) == calls
+    listed = json.loads(work.capctl("state", "list", "-o", "json").stdout)
+    assert listed["serial"] == serial + 1  # every record re-homed in one commit
+    assert {t["provider"] for t in state(work).values()} == {"volc-main", "zego-main"}
+    assert "No changes" in work.capctl("plan").stdout and running(work) == ["lobby"]
+    other = renamed.replace("{name: volc-main}", "{name: volc-other}").replace("capctl-sim-volc", "other-app")
+    (work.specs / "providers.yaml").write_text(other)
+    jobs = work.specs / "jobs.yaml"
+    jobs.write_text(jobs.read_text().replace("provider: volc-main\n", "provider: volc-other\n"))
+    refused = work.capctl("plan", expect=1)  # apply refuses alike: test_removing_a_provider_that_still_runs_…
+    assert f"provider 'volc-main' was removed from the specs but still runs 1 task(s): {LOBBY}" in refused.stderr
+    assert "to move jobs to a Provider of another account, declare the new one beside it" in refused.stderr
+    assert "Traceback" not in refused.stderr and running(work) == ["lobby"]
 
 
 def make_dormant(work: Workdir) -> None:

@@ -148,14 +148,28 @@ def test_run_rejects_bad_options(work: Workdir) -> None:
 
 
 def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
     work.apply()
-    out = work.capctl("state", "rm", "SnapshotJob/audit/lobby").stdout
-    assert "keeps running" in out
-    assert len(work.sim.tasks("volcengine", state="running")) == 1
+    assert (
+        "no task 'SnapshotJob/audit/nowhere'"
+        in work.capctl("state", "rm", "SnapshotJob/audit/nowhere", expect=1).stderr
+    )
+    refused = work.capctl("state", "rm", "SnapshotJob/audit/*", "SnapshotJob/audit/typo", expect=1).stderr
+    assert "no task 'SnapshotJob/audit/typo' in the state (see `capctl state list`); nothing forgotten" in refused
+    # A glob forgets every task it matches, in one transaction (hand many tasks back at once); one that matches
+    # nothing beside it is no error.
+    out = work.capctl("state", "rm", "SnapshotJob/audit/*", "RecordingJob/*").stdout
+    serial = int(json.loads(work.capctl("state", "list", "-o", "json").stdout)["serial"])
+    assert f"Removed SnapshotJob/audit/hall from the state (serial {serial})." in out
+    assert f"Removed SnapshotJob/audit/lobby from the state (serial {serial})." in out
+    assert "keep running" in out and "the next apply (or the daemon) starts them again" in out
+    assert len(work.sim.tasks("volcengine", state="running")) == 2
     assert "no task" in work.capctl("state", "rm", "SnapshotJob/audit/lobby", expect=1).stderr
-    adopted = work.apply().stdout  # TaskId is the idempotency key: the running task is adopted again
-    assert "1 created" in adopted and len(work.sim.tasks("volcengine")) == 1
+    # Their settings cannot be read back: the runs found under the TaskId are stopped and started again, and said.
+    again = work.apply().stdout
+    assert "2 created" in again and len(work.sim.requests("StopSnapshot")) == 2
+    assert "! SnapshotJob/audit/lobby (create): the vendor already ran it, with settings capctl had not" in again
+    assert len(work.sim.tasks("volcengine", state="running")) == 2
 
 
 def test_servers_refuse_a_taken_address_before_doing_anything(work: Workdir) -> None:

@@ -118,6 +118,16 @@ def test_an_ended_room_is_left_to_end_and_the_cap_admits_another(work: Workdir) 
     assert not work.sim.requests("StopSnapshot")
     started = sorted(r["body"]["RoomId"] for r in work.sim.requests("StartSnapshot"))
     assert started == ["class-1", "class-2", "class-3"]
+    # Its Provider renamed (same account, the old document gone): the job's tasks move, one line, none started
+    # or stopped; the room left to end is still left to end.
+    providers = work.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("{name: volc}", "{name: volc-x}"))
+    work.write("jobs.yaml", SELECTOR.replace("provider: volc\n", "provider: volc-x\n"))
+    moved = work.capctl("plan").stdout
+    assert "→ SnapshotJob/classes (3 rooms)  move      provider volc → volc-x, same account" in moved
+    assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in moved
+    assert "3 re-homed" in work.apply().stdout
+    assert len(work.sim.requests("StartSnapshot")) == 3 and not work.sim.requests("StopSnapshot")
     # Once the vendor was seen to end it (the daemon records that), it is no longer "left to end" (walk H5).
     store = SQLiteStateStore(work.state)
     try:

@@ -108,6 +108,27 @@ def test_legacy_api_with_access_token_query_and_reissue(work: Workdir) -> None:
     assert again["taskId"] != task["taskId"]
 
 
+def test_a_provider_switched_to_the_legacy_api_in_place_says_how_to_move_its_recordings(work: Workdir) -> None:
+    """Its recordings were queried with DescribeRecordStatus at the legacy endpoint (HTTP 404, retried, blamed
+    on the endpoint): every plan incomplete, the job stuck on the current API for good."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.apply()
+    current = (work.specs / "providers.yaml").read_text()
+    switched = current.replace(f"cloudrecordEndpoint: {work.sim.base}/zego/cloudrecord", "")
+    switched = switched.replace(
+        "  rtcEndpoint:",
+        f"  cloudrecordApi: legacy\n  cloudrecordEndpoint: {work.sim.base}/zego/legacy\n  rtcEndpoint:",
+        1,
+    )
+    assert switched.count("cloudrecordApi: legacy") == 2
+    work.write("providers.yaml", switched)
+    error = " ".join(work.capctl("plan", expect=1).stderr.split())
+    assert "provider 'zego' now declares cloudrecordApi legacy, but 1 recording(s) it started on the current" in error
+    assert "declare the other API as a Provider of its own beside it" in error
+    assert not work.sim.requests("DescribeRecordStatus")  # not sent with the wrong API to the legacy endpoint
+    assert len(zego_running(work, "current")) == 1
+
+
 @pytest.mark.parametrize("point", ["start.before-call", "start.after-call", "start.after-commit"])
 def test_kill_at_every_step_of_a_start_never_records_twice(work: Workdir, point: str) -> None:
     work.write("jobs.yaml", recording_job("rec", ["class-1"]))

@@ -360,16 +360,21 @@ class PlanApplyMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def toggle_provider_b(self, data: st.DataObject) -> None:
-        """Adds `volc-b`, moves a job to it or back, or removes it (with its jobs, or with them kept)."""
+        """Adds `volc-b`, moves a job to it or back, or removes it (with its jobs, or with them kept, or moved
+        to `volc` in the same edit: the same account, so their tasks move without a stop)."""
         if not self.provider_b:
             self.provider_b = True
         else:
             on_b = sorted(n for n, j in self.jobs.items() if j.provider == "volc-b")
-            choice = data.draw(st.sampled_from(["remove", "remove-with-jobs", "move"]))
+            choice = data.draw(st.sampled_from(["remove", "remove-with-jobs", "move", "fold"]))
             if choice == "move" and any(j.kind == "volc" for j in self.jobs.values()):
                 name = data.draw(st.sampled_from(sorted(n for n, j in self.jobs.items() if j.kind == "volc")))
                 job = self.jobs[name]
                 self.jobs[name] = replace(job, provider="volc" if job.provider == "volc-b" else "volc-b")
+            elif choice == "fold":
+                for name in on_b:
+                    self.jobs[name] = replace(self.jobs[name], provider="volc")
+                self.provider_b = False
             elif choice == "remove-with-jobs" or not on_b:
                 for name in on_b:
                     del self.jobs[name]
@@ -656,6 +661,7 @@ class PlanApplyMachine(RuleBasedStateMachine):
         for key, (room, job) in declared.items():
             assert key in records, f"{key} is declared but not in the state"
             record = records[key]
+            assert record["provider"] == job.provider, f"{key} recorded on {record['provider']}: {record}"
             if record["status"] == "running":
                 ident = room if job.kind == "volc" else ""
                 assert (ident, record["vendor_task_id"]) in running_ids, f"{key} recorded running, not at the vendor"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from reconciler import transitions
+from reconciler import model, transitions
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
 from reconciler.execute import Executor
@@ -209,3 +209,20 @@ async def test_a_reissue_answered_already_running_is_the_same_run(env: Sim, tmp_
     assert again.status is TaskStatus.RUNNING and again.stop_reason is None
     assert (again.reissue_count, again.unproductive_runs, again.started_at) == (0, 0, first.started_at)
     assert [t.running for t in env.sim.tasks()] == [True]
+
+
+async def test_an_update_of_a_start_never_confirmed_confirms_it(env: Sim, tmp_path: Path) -> None:
+    """`apply --plan` (no refresh) of an interval change planned as an update of a start whose answer was lost:
+    the vendor's answer says it runs, so the record is running with its vendor id, not left `failed` with the
+    new spec (the next plan then started it again)."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock)
+    old, new = task(), dataclasses.replace(task(interval=10), spec_hash="h2")
+    await env.do(env.provider.start(old, None))  # its answer lost:
+    lost = transitions.failed(transitions.intent(old, None, env.clock.now(), reissue=False), "lost", env.clock.now())
+    change = model.Change(key=old.key, action=model.Action.UPDATE, reason="", provider=old.provider, family=old.family)
+    result = await env.do(executor.apply((change,), {new.key: new}, {lost.key: lost}))
+    assert result.results[0].ok, result.results
+    record = store.load().records[new.key]
+    assert (record.status, record.vendor_task_id, record.spec_hash) == (TaskStatus.RUNNING, "lobby-audit", "h2")
+    assert [(t.running, t.interval) for t in env.sim.tasks()] == [(True, 10)]

@@ -222,7 +222,7 @@ async def test_start_record_wire_format() -> None:
     result = await rig.run(lambda: rig.provider.start(task, "intent-1", priority=Priority.REISSUE))
 
     assert result.vendor_task_id == "TASK0123456789AB"
-    assert result.vendor_ref == {"TaskId": "TASK0123456789AB", "RoomId": "class-101"}
+    assert result.vendor_ref == {"TaskId": "TASK0123456789AB", "RoomId": "class-101", "AppId": "1234567890"}
     (request,) = rig.vendor.requests
     assert request.method == "POST" and request.url.host == "rec.test" and request.url.path == "/base/"
     assert query(request) == expected_signature_query("StartRecord")
@@ -485,7 +485,7 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
     result = await rig.run(lambda: rig.provider.start(task, "ignored-intent"))
 
     assert result.vendor_task_id == "LEGACY0123456789"
-    assert result.vendor_ref == {"TaskId": "LEGACY0123456789", "RoomId": "class-101"}
+    assert result.vendor_ref == {"TaskId": "LEGACY0123456789", "RoomId": "class-101", "AppId": "1234567890"}
     token_request, start_request = rig.vendor.requests
     assert token_request.method == "POST" and token_request.url.path == "/base/access_token"
     assert query(token_request) == []

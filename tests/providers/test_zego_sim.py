@@ -155,6 +155,34 @@ async def test_current_lifecycle_with_idempotent_start(rig: SimRig) -> None:
     assert err.value.kind is ErrorKind.NOT_FOUND
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_a_recording_is_never_asked_for_through_another_app(legacy: bool) -> None:
+    """A Provider's appId edited in place (a move to a new ZEGO app): asked through the new app, ZEGO answers
+    "no such task", so the recording was counted stopped, started again in the new app, and ran on unseen in
+    the old one. The record keeps its app; the other app's provider refuses it without a call."""
+    from reconciler.sim import SimConfig
+    from reconciler.sim.config import BUILTIN_ZEGO_APP, ZegoApp
+
+    clock = FakeClock()
+    app = create_app(SimConfig(zego_apps=[BUILTIN_ZEGO_APP, ZegoApp(2222, SIM_SECRET)]), clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        rig = SimRig(clock, app.state.sim, http, BudgetRegistry(clock))
+        rig.sim.publish(ZEGO, ROOM, stream_id="teacher")
+        family, request = (
+            (ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST) if legacy else (ApiFamily.ZEGO_RECORD, current_request())
+        )
+        task = recording(family, request)
+        started = await rig.run((rig.legacy() if legacy else rig.current()).start(task, "intent-1"))
+        assert started.vendor_ref["AppId"] == "1234567890"
+        moved = rig.legacy(app_id="2222") if legacy else rig.current(app_id="2222")
+        calls = len(rig.sim.log.entries())
+        for call in (moved.observe, moved.stop):
+            with pytest.raises(VendorError) as err:
+                await rig.run(call(record_of(task, started)))
+            assert err.value.kind is ErrorKind.TERMINAL and "started in app 1234567890" in str(err.value)
+        assert len(rig.sim.log.entries()) == calls and [t.status for t in rig.sim.tasks(ZEGO)] == [2]
+
+
 async def test_current_idle_end_is_seen_by_polling(rig: SimRig) -> None:
     provider = rig.current()
     task = recording(ApiFamily.ZEGO_RECORD, current_request(max_idle=5))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from reconciler import cli
 from reconciler.listen import bind, parse_listen, url_of
 from tests.servers import sim_output
 from tests.sim.conftest import VOLC_APP, sdk_sign
@@ -101,12 +103,16 @@ def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:
     assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "offset", "said"),
+    [(signal.SIGTERM, [], ""), (signal.SIGINT, ["--clock-offset", "-300"], ", started 300 s behind this machine's")],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int, offset: list[str], said: str) -> None:
     """It died of the signal after a clean shutdown (uvicorn raises it again): 143, which a container runtime
-    reports as a failure. It exits 0 now, as `capctl run` does."""
+    reports as a failure. It exits 0 now, as `capctl run` does. (And `--clock-offset` starts its clock off.)"""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *offset],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -114,9 +120,10 @@ def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int) 
     output = sim_output(proc)
     with httpx.Client(base_url=output.url()) as http:
         assert http.get("/_sim/requests").status_code == 200
+        assert http.get("/_sim/clock").json()["now"] - time.time() == pytest.approx(-300 if offset else 0, abs=5)
     proc.send_signal(signum)
     assert proc.wait(timeout=30) == 0
-    assert "Traceback" not in output.text()
+    assert "Traceback" not in output.text() and f"clock speed 1x{said})" in output.text()
 
 
 async def test_a_clock_value_out_of_range_is_refused_and_the_clock_keeps_running(server: tuple[str, int]) -> None:
@@ -170,3 +177,10 @@ def test_capctl_sim_refuses_a_speed_it_cannot_run_before_serving(options: list[s
     )
     assert done.returncode == 1 and "listening" not in done.stdout
     assert error in done.stderr
+
+
+@pytest.mark.parametrize("offset", ["nan", "-86401"])
+def test_capctl_sim_refuses_a_clock_offset_past_a_day_before_serving(offset: str) -> None:
+    result = CliRunner().invoke(cli.app, ["sim", "--listen", "127.0.0.1:0", "--clock-offset", offset])
+    assert result.exit_code == 1 and "listening" not in result.output
+    assert f"--clock-offset: must be seconds from -86400 to 86400, got {offset}" in result.output

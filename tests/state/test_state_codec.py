@@ -146,9 +146,11 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     restart_policy=st.sampled_from(RestartPolicy),
     productive=st.booleans(),
     update_unconfirmed=st.booleans(),
+    reissuing=st.booleans(),
     request=st.dictionaries(text_values, json_tree, max_size=4),
     labels=st.dictionaries(text_values, text_values, max_size=3),
     selector=st.none() | text_values,
+    home=st.none() | text_values,
 )
 TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
 

@@ -43,9 +43,11 @@ def every_field_set() -> TaskRecord:
         restart_policy=RestartPolicy.NEVER,
         productive=True,
         update_unconfirmed=True,
+        reissuing=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
+        home="zego:1234567890 at https://cloudrecord-sh.zego.im",
     )
 
 
@@ -104,6 +106,18 @@ def test_put_many_is_one_change(store: StateStore) -> None:
     assert store.put_many([records[0].evolve(status=TaskStatus.STOPPED)], expected_serial=1) == 2
     loaded = store.load().records
     assert len(loaded) == 50 and loaded[records[0].key].status is TaskStatus.STOPPED
+
+
+def test_delete_many_is_one_change(store: StateStore) -> None:
+    """`capctl state rm 'SnapshotJob/bulk/*'`: every match forgotten in one transaction, the serial moved once."""
+    from reconciler.state.sql import SqlStateStore
+
+    assert isinstance(store, SqlStateStore)
+    records = [make_record(f"SnapshotJob/bulk/room-{i}") for i in range(3)]
+    assert store.put_many(records) == 1
+    assert store.delete_many([r.key for r in records[:2]] + ["SnapshotJob/bulk/none"]) == 2
+    assert store.delete_many(["SnapshotJob/bulk/none"]) == 2  # nothing there: nothing changed
+    assert store.load().records == {records[2].key: records[2]}
 
 
 def test_compare_and_set_refuses_a_stale_serial(store: StateStore) -> None:

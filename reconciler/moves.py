@@ -1,0 +1,102 @@
+"""A Provider renamed (or jobs moved to another Provider document of the same vendor account) keeps its tasks.
+
+A vendor names a task by the account and its own ids (Volcengine AppId + RoomId + TaskId, ZEGO the TaskId it
+returned), never by the Provider document's name; the content hashes do include that name (so that a job moved
+to another account is a replace). So before the diff, each record whose task the specs now declare under
+another Provider document of the same home (`ProviderConfig.home`: vendor account and endpoint) is re-homed:
+read as if it had been recorded under the new document, its hashes the new name's when its content is the
+same. The diff then plans what the content asks (nothing, an update, a replace stopped through the new
+document, which reaches the same account), and a plan that would do nothing else moves the record (`Action.MOVE`,
+as Terraform's `moved`): no vendor call, no gap in capture. Pure but for `load_rehomed`, which reads the state;
+the executor writes the moved records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from reconciler.model import DesiredTask, ProviderConfig, TaskRecord, TaskStatus
+from reconciler.plan import PlanOptions, Selection
+from reconciler.spec.expand import hashes_under
+from reconciler.state.base import Snapshot, StateStore
+
+__all__ = ["Rehomed", "home_of", "load_rehomed", "rehome"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rehomed:
+    records: dict[str, TaskRecord]  # every record; the moved ones as if recorded under their new Provider
+    moved: dict[str, str]  # key -> the Provider document its record named
+
+
+def home_of(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> str | None:
+    """Where `record`'s task lives: as recorded, else (a record of an older capctl) its Provider's if declared."""
+    if record.home is not None:
+        return record.home
+    config = providers.get(record.provider)
+    return config.home(record.family) if config is not None else None
+
+
+def rehome(
+    desired: Mapping[str, DesiredTask],
+    records: dict[str, TaskRecord],
+    providers: Mapping[str, ProviderConfig],
+    hash_key: bytes | None,
+    wanted: Callable[[str, Mapping[str, str]], bool] | None = None,
+) -> Rehomed:
+    """The records with each one the specs moved to another Provider of the same home re-homed (only those
+    `wanted` selects: --target and -l leave the others as recorded). `hash_key`: the state's (`expand`).
+
+    A record of a job removed from the specs whose Provider was removed too is re-homed to a declared one of
+    the same home, the first by name: its delete stops it through that one."""
+    moved: dict[str, str] = {}
+    out: dict[str, TaskRecord] | None = None
+    for key, record in records.items():
+        task = desired.get(key)
+        if task is None:
+            new = _orphan_rehomed(record, providers)
+        elif task.provider == record.provider or task.family is not record.family:
+            continue
+        elif task.home and home_of(record, providers) == task.home:
+            new = _rehomed(record, task, hash_key)
+        else:
+            continue  # another account, or one that cannot be told: a replace (it needs the old one to stop)
+        if new is None or (wanted is not None and not wanted(key, (task or record).labels)):
+            continue
+        if out is None:
+            out = dict(records)
+        out[key] = new
+        moved[key] = record.provider
+    return Rehomed(out if out is not None else records, moved)
+
+
+def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> TaskRecord | None:
+    if record.status is TaskStatus.REMOVED or record.provider in providers:
+        return None  # a tombstone stops nothing
+    if (home := home_of(record, providers)) is None:
+        return None
+    name = next((n for n, config in sorted(providers.items()) if config.home(record.family) == home), None)
+    return record.evolve(provider=name) if name is not None else None
+
+
+def _rehomed(record: TaskRecord, task: DesiredTask, hash_key: bytes | None) -> TaskRecord:
+    spec_hash, fixed_hash = hashes_under(task, record.provider, hash_key)
+    return record.evolve(
+        provider=task.provider,
+        home=task.home,
+        # Same content under the old name: the same content under the new one. Otherwise the recorded hash
+        # stays, differing from the spec's as the content does.
+        spec_hash=task.spec_hash if record.spec_hash == spec_hash else record.spec_hash,
+        fixed_hash=task.fixed_hash if record.fixed_hash == fixed_hash else record.fixed_hash,
+    )
+
+
+def load_rehomed(
+    store: StateStore, desired: Mapping[str, DesiredTask], providers: Mapping[str, ProviderConfig], options: PlanOptions
+) -> tuple[Snapshot, dict[str, str]]:
+    """The state, its records re-homed where the specs moved a task to another Provider document of the same
+    vendor account (among the tasks `options` select), and the keys moved with the Provider each one named."""
+    snapshot = store.load()
+    rehomed = rehome(desired, snapshot.records, providers, store.fingerprint_key(), Selection(options))
+    return Snapshot(snapshot.serial, rehomed.records), rehomed.moved

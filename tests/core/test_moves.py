@@ -1,0 +1,220 @@
+"""A Provider renamed within one vendor account re-homes its tasks' records (`moves.py`); another account
+replaces them. Real spec sets (every API family), the pure diff and the plan views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from reconciler.model import Action, ApiFamily, TaskRecord, TaskStatus
+from reconciler.moves import rehome
+from reconciler.plan import Plan, PlanError, PlanOptions, Selection, diff, plan_to_json
+from reconciler.render import render_markdown, render_text
+from reconciler.spec import SpecSet, load_spec_set
+from reconciler.spec.expand import hashes_under
+from reconciler.transitions import intent, started
+from tests.specdocs import STORAGE, providers, recording_job, snapshot_job, thumbnail_job
+
+NOW = 1_800_000_000.0
+KEY = b"k" * 32
+ENV = {"S3_AK": "AKMOVES0000000001", "S3_SK": "moves-secret"}
+NAMES = {"volc": "volc-main", "zego": "zego-main", "zego-legacy": "zego-old"}
+JOBS = [
+    snapshot_job("audit", ["r1", "r2", "r3"]),
+    recording_job("rec", ["c1", "c2"]),
+    recording_job("old-rec", ["c3"], provider="zego-legacy"),
+    thumbnail_job(),
+]
+
+
+def load(tmp_path: Path, provider_docs: str, jobs: list[str] = JOBS, renamed: bool = False) -> SpecSet:
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    text = "---\n".join(jobs)
+    if renamed:
+        for old, new in NAMES.items():
+            text = text.replace(f"provider: {old}\n", f"provider: {new}\n")
+    for path in specs.glob("*.yaml"):
+        path.unlink()
+    (specs / "providers.yaml").write_text(provider_docs)
+    (specs / "storage.yaml").write_text(STORAGE)
+    (specs / "jobs.yaml").write_text(text)
+    return load_spec_set([specs], env=ENV, fingerprint_key=KEY)
+
+
+def renamed_providers(old: str = "") -> str:
+    docs = providers("http://127.0.0.1:9")
+    for name, new in NAMES.items():
+        docs = docs.replace(f"{{name: {name}}}", f"{{name: {new}}}")
+    return docs + ("---\n" + old if old else "")
+
+
+def running(spec_set: SpecSet) -> dict[str, TaskRecord]:
+    """Each task started through its Provider, as apply records it."""
+    return {
+        key: started(intent(task, None, NOW, reissue=False), f"vt-{task.target}", {}, NOW)
+        for key, task in spec_set.tasks.items()
+    }
+
+
+def plan_of(spec_set: SpecSet, records: dict[str, TaskRecord], options: PlanOptions | None = None) -> Plan:
+    options = options or PlanOptions()
+    rehomed = rehome(spec_set.tasks, records, spec_set.providers, KEY, Selection(options))
+    return diff(
+        spec_set.tasks,
+        rehomed.records,
+        {},
+        options=options,
+        state_serial=1,
+        now=NOW,
+        providers=spec_set.providers,
+        moved=rehomed.moved,
+    )
+
+
+def test_a_tasks_hashes_under_its_own_provider_are_its_own(tmp_path: Path) -> None:
+    """`hashes_under` rebuilds what expand hashed: a Volcengine fixed hash without the interval, the others whole."""
+    for key in (KEY, None):
+        specs = tmp_path / str(key is None)
+        specs.mkdir()
+        (specs / "p.yaml").write_text(
+            providers("http://127.0.0.1:9") + "---\n" + STORAGE + "---\n" + "---\n".join(JOBS)
+        )
+        spec_set = load_spec_set([specs], env=ENV, fingerprint_key=key)
+        assert {t.family for t in spec_set.tasks.values()} == set(ApiFamily)
+        for task in spec_set.tasks.values():
+            assert hashes_under(task, task.provider, key) == (task.spec_hash, task.fixed_hash), task.key
+            assert hashes_under(task, "other", key)[0] != task.spec_hash
+
+
+def test_providers_renamed_in_one_edit_move_every_task_in_one_line_per_job_with_no_vendor_call(tmp_path: Path) -> None:
+    records = running(load(tmp_path, providers("http://127.0.0.1:9")))
+    assert {r.home for r in records.values()} == {
+        "volcengine:capctl-sim-volc at http://127.0.0.1:9/volc",
+        "zego:1234567890 at http://127.0.0.1:9/zego/cloudrecord",
+        "zego:1234567890 at http://127.0.0.1:9/zego/legacy",
+        "zego:1234567890 at http://127.0.0.1:9/zego/rtc",
+    }
+    spec_set = load(tmp_path, renamed_providers(), renamed=True)  # the old documents removed in the same edit
+    plan = plan_of(spec_set, records)
+    assert {c.action for c in plan.changes} == {Action.MOVE}
+    data = plan_to_json(plan)
+    assert data["summary"]["move"] == 8 and all(c["provider"] in NAMES.values() for c in data["changes"])
+    console = Console(record=True, width=400, color_system=None)
+    render_text(data, console)
+    text = console.export_text()
+    assert text.count(" move ") == 4, text  # audit (3 rooms), rec (2 rooms), old-rec, thumbs (2 files)
+    assert "→ SnapshotJob/audit (3 rooms)" in text and "→ RecordingJob/rec (2 rooms)" in text
+    assert "provider volc → volc-main, same account (volcengine:capctl-sim-volc at http://127.0.0.1:9/volc)" in text
+    assert "8 to re-home, 0 unchanged." in text
+    assert render_markdown(data).count("| move |") == 4
+    # An interval edited with the rename is an update in place, its record re-homed as it is sent.
+    edited = load(tmp_path, renamed_providers(), [snapshot_job("audit", ["r1", "r2", "r3"], interval=10)], True)
+    update = plan_of(edited, {k: r for k, r in records.items() if k.startswith("SnapshotJob/")})
+    assert {c.action for c in update.changes} == {Action.UPDATE}
+    assert update.changes[0].details == (
+        "provider: volc → volc-main (same account: re-homed)",
+        "interval 5s → 10s",
+    )
+    # Another change is a replace, stopped through the new document (the old one is gone): not refused.
+    idle = load(tmp_path, renamed_providers(), [recording_job("rec", ["c1", "c2"], idle=60)], True)
+    replace = plan_of(idle, {k: r for k, r in records.items() if k.startswith("RecordingJob/rec/")})
+    assert {(c.action, c.provider) for c in replace.changes} == {(Action.REPLACE, "zego-main")}
+    assert replace.changes[0].details[:2] == (
+        "provider: zego → zego-main (same account: re-homed)",
+        "RecordInputParams.MaxIdleTime: 30 → 60",
+    )
+
+
+def test_only_what_target_selects_is_re_homed(tmp_path: Path) -> None:
+    records = running(load(tmp_path, providers("http://127.0.0.1:9")))
+    spec_set = load(tmp_path, renamed_providers(), renamed=True)
+    options = PlanOptions(targets=("SnapshotJob/audit/r1",))
+    rehomed = rehome(spec_set.tasks, records, spec_set.providers, KEY, lambda key, _labels: key.endswith("/r1"))
+    assert list(rehomed.moved) == ["SnapshotJob/audit/r1"] and rehomed.moved["SnapshotJob/audit/r1"] == "volc"
+    assert rehomed.records["SnapshotJob/audit/r2"] is records["SnapshotJob/audit/r2"]
+    assert [(c.key, c.action) for c in plan_of(spec_set, records, options).changes] == [
+        ("SnapshotJob/audit/r1", Action.MOVE)
+    ]
+
+
+def test_another_account_or_an_unknown_one_still_needs_the_old_provider_to_stop_its_tasks(tmp_path: Path) -> None:
+    old_docs = providers("http://127.0.0.1:9")
+    records = running(load(tmp_path, old_docs))
+    other_app = renamed_providers().replace("appId: capctl-sim-volc", "appId: other-app")
+    spec_set = load(tmp_path, other_app, [snapshot_job("audit", ["r1"])], renamed=True)
+    audit = {"SnapshotJob/audit/r1": records["SnapshotJob/audit/r1"]}
+    with pytest.raises(PlanError, match="provider 'volc' was removed from the specs but still runs 1 task"):
+        plan_of(spec_set, audit)
+    old_volc = old_docs.split("---\n", 1)[0]
+    beside = load(tmp_path, other_app + "---\n" + old_volc, [snapshot_job("audit", ["r1"])], renamed=True)
+    [change] = plan_of(beside, audit).changes
+    assert change.action is Action.REPLACE and change.details[0] == "provider: volc → volc-main"
+    # A record of an older capctl knows no home: moved only while its old Provider tells it.
+    older = {k: r.evolve(home=None) for k, r in audit.items()}
+    same = load(tmp_path, renamed_providers(), [snapshot_job("audit", ["r1"])], renamed=True)
+    with pytest.raises(PlanError, match="provider 'volc' was removed"):
+        plan_of(same, older)
+    both = load(tmp_path, renamed_providers(old_docs), [snapshot_job("audit", ["r1"])], renamed=True)
+    assert [c.action for c in plan_of(both, older).changes] == [Action.MOVE]
+
+
+def test_a_job_removed_with_its_renamed_provider_is_stopped_through_the_one_of_its_account(tmp_path: Path) -> None:
+    records = running(load(tmp_path, providers("http://127.0.0.1:9")))
+    spec_set = load(
+        tmp_path, renamed_providers(), [thumbnail_job().replace("provider: zego\n", "provider: zego-main\n")]
+    )
+    plan = plan_of(spec_set, records)
+    deletes = {c.key: c for c in plan.changes if c.action is Action.DELETE}
+    assert len(deletes) == 6 and all(
+        c.provider in ("volc-main", "zego-main", "zego-old") and c.details[0].endswith("(same account)")
+        for c in deletes.values()
+    )
+    assert deletes["SnapshotJob/audit/r1"].details == ("provider: volc → volc-main (same account)",)
+    tomb = records["SnapshotJob/audit/r1"].evolve(status=TaskStatus.REMOVED)
+    assert rehome({}, {tomb.key: tomb}, spec_set.providers, KEY).moved == {}  # a tombstone stops nothing
+
+
+def test_a_task_that_could_not_be_observed_is_left_as_is_and_a_home_follows_its_provider(tmp_path: Path) -> None:
+    from reconciler.engine import record_labels
+    from reconciler.model import Observed, ObservedState
+    from reconciler.state.sqlite import SQLiteStateStore
+
+    records = running(load(tmp_path, providers("http://127.0.0.1:9"), [snapshot_job("audit", ["r1"])]))
+    spec_set = load(tmp_path, renamed_providers(), [snapshot_job("audit", ["r1"])], renamed=True)
+    rehomed = rehome(spec_set.tasks, records, spec_set.providers, KEY)
+    unknown = {key: Observed(ObservedState.UNKNOWN, detail="timed out") for key in records}
+    plan = diff(
+        spec_set.tasks,
+        rehomed.records,
+        unknown,
+        options=PlanOptions(),
+        state_serial=1,
+        now=NOW,
+        providers=spec_set.providers,
+        moved=rehomed.moved,
+    )
+    assert [c.action for c in plan.changes] == [Action.NOOP] and plan.unobserved == ("SnapshotJob/audit/r1",)
+    # An endpoint edited in place: capctl reaches the task there from then on, and so would a renamed Provider.
+    proxied = load(
+        tmp_path,
+        providers("http://127.0.0.1:9").replace("127.0.0.1:9/volc", "127.0.0.1:8/volc"),
+        [snapshot_job("audit", ["r1"])],
+    )
+    store = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        [record] = record_labels(store, records, proxied.tasks).values()
+        assert record.home == "volcengine:capctl-sim-volc at http://127.0.0.1:8/volc"
+        assert store.load().records[record.key].home == record.home
+        # An appId edited in place does not move the running task to that app: its home stays.
+        other_app = load(
+            tmp_path,
+            providers("http://127.0.0.1:9").replace("capctl-sim-volc", "other-app"),
+            [snapshot_job("audit", ["r1"])],
+        )
+        [kept] = record_labels(store, {record.key: record}, other_app.tasks).values()
+        assert kept.home == record.home
+    finally:
+        store.close()

@@ -1,0 +1,146 @@
+"""`capctl state import`: a team adopting capctl with captures its own scripts started, end to end.
+
+The team's scripts are signed requests straight at the simulator (not through capctl's providers), as a
+team's own tooling would make them; `capctl state import` must adopt each without a second start or a stop.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from reconciler.providers.volc_signing import sign_request
+from reconciler.providers.zego_signing import access_token_request, signature_params
+from reconciler.state import open_state
+from tests.e2e.conftest import Sim, Workdir
+from tests.specdocs import recording_job, snapshot_job, thumbnail_job
+
+ZEGO_APP, ZEGO_SECRET = 1234567890, "0123456789abcdef0123456789abcdef"
+STORAGE_S3 = {"region": "us-east-1", "access_key_id": "AKS3", "access_key_secret": "s3-secret"}
+
+
+def _clock(sim: Sim) -> float:
+    """The simulator's time (a fake clock): signatures are checked against it."""
+    return float(sim.get("/clock")["now"])
+
+
+def their_volc_start(sim: Sim, room: str, task_id: str) -> None:
+    url = f"{sim.base}/volc/?Action=StartSnapshot&Version=2023-11-01"
+    body = json.dumps(
+        {
+            "AppId": "capctl-sim-volc",
+            "RoomId": room,
+            "TaskId": task_id,
+            "ImageConfig": {"Interval": 10},
+            "StorageConfig": {"Type": 0, "TosConfig": {"AccountId": "2100000000", "Region": 0, "Bucket": "theirs"}},
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    now = datetime.fromtimestamp(_clock(sim), UTC)
+    headers |= sign_request(
+        "POST", url, headers, body, access_key="AKCAPCTLSIM0000000001", secret_key="capctl-sim-volc-secret",
+        region="cn-north-1", service="rtc", now=now,
+    )  # fmt: skip
+    answer = httpx.post(url, content=body, headers=headers)
+    assert answer.json()["Result"] == "ok", answer.text
+
+
+def their_zego_start(sim: Sim, room: str) -> str:
+    params = signature_params(ZEGO_APP, ZEGO_SECRET, _clock(sim))
+    body = {
+        "RoomId": room,
+        "RecordInputParams": {"RecordMode": 1, "StreamType": 3, "MaxIdleTime": 60},
+        "RecordOutputParams": {"OutputFileFormat": "mp4"},
+        "StorageParams": {
+            "Vendor": 1,
+            "Region": "us-east-1",
+            "Bucket": "theirs",
+            "AccessKeyId": "A",
+            "AccessKeySecret": "S",
+        },
+    }
+    answer = httpx.post(f"{sim.base}/zego/cloudrecord/", params={"Action": "StartRecord", **params}, json=body).json()
+    return str(answer["Data"]["TaskId"])
+
+
+def their_legacy_start(sim: Sim, room: str) -> str:
+    token = httpx.post(
+        f"{sim.base}/zego/legacy/access_token", json=access_token_request(ZEGO_APP, ZEGO_SECRET, _clock(sim), seq=1)
+    ).json()["data"]["access_token"]
+    body: dict[str, Any] = {
+        "app_id": ZEGO_APP,
+        "access_token": token,
+        "room_id": room,
+        "record_input_params": {"record_mode": 1, "stream_type": 3, "max_idle_time": 60},
+        "record_output_params": {"output_file_format": "mp4"},
+        "storage_params": {"storage_provider": 1, "bucket_name": "theirs", **STORAGE_S3},
+    }
+    return str(httpx.post(f"{sim.base}/zego/legacy/start", json=body).json()["task_id"])
+
+
+def their_thumbnails(sim: Sim, file_id: str) -> str:
+    params = signature_params(ZEGO_APP, ZEGO_SECRET, _clock(sim))
+    query: dict[str, str | list[str]] = {"Action": "MediaThumbnails", "Vendor": "Tencent", "FileId": file_id}
+    query |= {"Type": "SnapshotByTimeOffset", "Definition": "10", "ExtTimeOffsetSet[]": ["1", "2"], **params}
+    return str(httpx.get(f"{sim.base}/zego/rtc/", params=query).json()["Data"]["Tencent"]["TaskId"])
+
+
+def starts(sim: Sim) -> int:
+    return sum(len(sim.requests(api)) for api in ("StartSnapshot", "StartRecord", "start", "MediaThumbnails"))
+
+
+def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_start(work: Workdir) -> None:
+    """Before `state import`, apply stopped and restarted a running Volcengine TaskId (a capture gap) and
+    started second ZEGO recordings and thumbnails: capctl had no way to adopt what a team already ran."""
+    sim = work.sim
+    for room in ("lobby", "hall"):
+        sim.publish("volcengine", room, userId="u")
+    for room in ("class-1", "class-2"):
+        sim.publish("zego", room, userId="u", streamId=f"s-{room}")
+    their_volc_start(sim, "lobby", "audit")  # the spec's own TaskId
+    their_volc_start(sim, "hall", "their-hall")  # another TaskId
+    ids = {
+        "SnapshotJob/audit/lobby": "audit",
+        "SnapshotJob/audit/hall": "their-hall",
+        "RecordingJob/rec/class-1": their_zego_start(sim, "class-1"),
+        "RecordingJob/leg/class-2": their_legacy_start(sim, "class-2"),
+        "ThumbnailJob/thumbs/1397757897438985100": their_thumbnails(sim, "1397757897438985100"),
+    }
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    work.write(
+        "rec.yaml",
+        recording_job("rec", ["class-1"]) + "---\n" + recording_job("leg", ["class-2"], provider="zego-legacy"),
+    )
+    work.write("thumbs.yaml", thumbnail_job())
+    before = starts(sim)
+
+    # A refusal (a recording of another room) creates no state; a dry run checks at the vendor, writes nothing.
+    other = ids["RecordingJob/leg/class-2"]
+    refused = work.capctl("state", "import", "RecordingJob/rec/class-1", other, expect=1).stderr
+    assert f"the vendor reports {other} in room class-2, not in RecordingJob/rec/class-1's room class-1" in refused
+    assert not work.state.exists()
+    dry = work.capctl("state", "import", "SnapshotJob/audit/lobby", "audit", "--dry-run").stdout
+    assert dry.startswith("Would import SnapshotJob/audit/lobby: the Volcengine snapshot task audit in room lobby")
+    assert not work.state.exists()
+
+    for key, vendor_id in ids.items():
+        assert f"Imported {key} " in work.capctl("state", "import", key, vendor_id).stdout
+
+    applied = work.apply().stdout  # only the Huawei file, which nobody submitted, is left to do
+    assert "Plan: 1 to create, 0 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 5 unchanged." in applied
+    assert starts(sim) == before + 1 and not sim.requests("StopSnapshot") and not sim.requests("StopRecord")
+    running = {(t["roomId"], t["taskId"]) for t in sim.tasks(state="running")}
+    assert running == {
+        ("lobby", "audit"),
+        ("hall", "their-hall"),
+        ("class-1", ids["RecordingJob/rec/class-1"]),
+        ("class-2", ids["RecordingJob/leg/class-2"]),
+    }
+    with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
+        records = store.load().records
+    assert {k: records[k].vendor_task_id for k in ids} == ids
+    assert all(records[k].client_task_id is None for k in ids)
