@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,20 @@ def vendor_room(entry: dict[str, Any]) -> tuple[str, str] | None:
     body = entry.get("body")
     room = (body if isinstance(body, dict) else {}).get("RoomId") or (entry.get("query") or {}).get("RoomId")
     return (entry["vendor"], room) if room else None
+
+
+def wait_child(pid: int, *, timeout: float) -> int:
+    """The exit code of a forked child; one still running after `timeout` is killed and fails the test (a fork
+    of a process with threads, as a pytest-xdist worker has, could in theory deadlock: never hang CI on it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked apply did not end within {timeout} s")
 
 
 class PlanApplyMachine(RuleBasedStateMachine):
@@ -579,11 +594,14 @@ class PlanApplyMachine(RuleBasedStateMachine):
     def apply_killed(self, data: st.DataObject) -> None:
         """An apply killed (as `kill -9` would) at a failpoint one of its planned changes passes: in a forked
         child, which costs milliseconds where a new Python costs a second. The next apply resolves what it left."""
+        # Drawn first, in fixed bounds: a draw whose range or presence follows the vendor's state (the plan)
+        # is replayed by hypothesis as flaky.
+        pick = data.draw(st.integers(0, 6))
         code, plan = self.planned()
         points = sorted({p for c in plan.get("changes", ()) for p in KILL_POINTS.get(c["action"], ())})
         if code != 0 or not points:
             return
-        point = data.draw(st.sampled_from(points))
+        point = points[pick % len(points)]
         pid = os.fork()
         if pid == 0:  # the child: dies at `point` as CAPCTL_FAILPOINTS would make it, or exits as the apply ends
             code = 3
@@ -597,7 +615,7 @@ class PlanApplyMachine(RuleBasedStateMachine):
                 code = CliRunner().invoke(app, ["apply", "--auto-approve", str(self.specs)], env=self.env).exit_code
             finally:
                 os._exit(code)
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = wait_child(pid, timeout=120.0)
         self.log.append(f"$ CAPCTL_FAILPOINTS={point} capctl apply --auto-approve -> {code}")
         assert code in (0, 1, 137), code
         if code == 137 and point == "start.after-call":
