@@ -365,7 +365,8 @@ def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work
     work.apply()
     work.capctl("state", "rm", LOBBY)
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
-    work.apply()
+    out = work.apply().stdout  # the plan said create: the stop it could not foresee is noted (the model test checks)
+    assert f"{LOBBY} " in out and "with settings capctl had not recorded: stopped and started again" in out, out
     [task] = running(work)
     assert task["interval"] == 10
     assert len(work.sim.requests("StopSnapshot")) == 1
