@@ -8,7 +8,7 @@ import os
 import resource
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,15 +263,8 @@ def _mount_secret(mount: Path, revision: str, value: str) -> None:
         (mount / "key").symlink_to("..data/key")
 
 
-async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
-    """The files `{file: …}` references read lie outside the spec paths (a Secret mounted elsewhere): the
-    kubelet's `..data` swap and an edit in place each reload, a file no longer read does not."""
-    reloads: list[int] = []
-    mount, other = tmp_path / "secret", tmp_path / "other"
-    _mount_secret(mount, "rev-1", "old")
-    other.write_text("x")
-    (tmp_path / "specs").mkdir()
-    referenced = [str(mount / "key"), str(other)]
+def _counting(reloads: list[int]) -> tuple[Callable[[], Awaitable[None]], Callable[[int], Awaitable[bool]]]:
+    """An `on_change` that appends to `reloads`, and a wait (up to 5 s) until it holds `count` of them."""
 
     async def on_change() -> None:
         reloads.append(len(reloads))
@@ -282,6 +275,21 @@ async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tm
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    return on_change, reloaded
+
+
+async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
+    """The files `{file: …}` references read lie outside the spec paths (a Secret mounted elsewhere): the
+    kubelet's `..data` swap and an edit in place each reload, a file no longer read does not."""
+    reloads: list[int] = []
+    mount, other = tmp_path / "secret", tmp_path / "other"
+    _mount_secret(mount, "rev-1", "old")
+    other.write_text("x")
+    (tmp_path / "specs").mkdir()
+    referenced = [str(mount / "key"), str(other)]
+
+    on_change, reloaded = _counting(reloads)
 
     stop = asyncio.Event()
     watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
@@ -359,15 +367,7 @@ async def test_a_watch_that_cannot_be_set_up_says_so_and_watches_once_it_can(tmp
     specs = tmp_path / "specs"
     specs.mkdir()
 
-    async def on_change() -> None:
-        reloads.append(len(reloads))
-
-    async def reloaded(count: int) -> bool:
-        for _ in range(100):
-            if len(reloads) >= count:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+    on_change, reloaded = _counting(reloads)
 
     stop = asyncio.Event()
     with capture_logs() as logs:
