@@ -16,12 +16,14 @@ directories are not watched, a few `stat` calls a second are enough.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
 import watchfiles
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 __all__ = ["DEBOUNCE_MS", "watch_roots", "watch_specs"]
 
@@ -72,32 +74,73 @@ async def watch_specs(
     way to one of them points elsewhere, or when a file of `referenced()` (those the specs' references name)
     changes, appears or goes, until `stop` is set."""
     seen = _file_states(referenced())
+    failing: str | None = None  # why the last watch could not be set up (said once), None while one runs
+
+    async def started() -> None:
+        nonlocal failing
+        if failing is not None:
+            failing = None
+            log.info("watching the spec files again")
+            await on_change()  # whatever changed while nothing watched
+
     while not stop.is_set():
         roots, leads_to = watch_roots(paths), [os.path.realpath(p) for p in paths]
-        log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
-        async for changes in watchfiles.awatch(
-            *roots,
-            debounce=debounce_ms,
-            step=min(50, debounce_ms),
-            stop_event=stop,
-            recursive=True,
-            rust_timeout=LINK_CHECK_MS,
-            yield_on_timeout=True,
-        ):
-            moved = [os.path.realpath(p) for p in paths] != leads_to
-            # By name: a reload from elsewhere (SIGHUP) may have changed the list; a file new to it is only
-            # noted, as that load read it.
-            now = _file_states(referenced())
-            rotated = [f for f, state in now.items() if seen.get(f, state) != state]
-            if changes:
-                log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
-            elif moved:
-                log.info("spec paths lead elsewhere", paths=list(paths))
-            elif rotated:
-                log.info("referenced files changed", files=rotated[:20], count=len(rotated))
-            if changes or moved or rotated:
-                await on_change()
-                now = _file_states(referenced())  # the files of the set now in force, as that load read them
-            seen = now
-            if moved:
-                break  # the roots were resolved through the old link: watch where it leads now
+        try:
+            seen = await _watch(paths, roots, leads_to, seen, on_change, stop, debounce_ms, referenced, started)
+        except (OSError, WatchfilesRustInternalError) as exc:  # the latter: the inotify set-up failed
+            # Out of descriptors (a flood of connections) the watch's inotify, its thread's wake-up and the
+            # modules it loads on first use cannot be had: said once, tried again every check, never given up
+            # (before: the watch task ended silently, and no spec change was seen until a restart).
+            if failing is None:
+                log.error(
+                    "cannot watch the spec files; trying again every second (SIGHUP re-reads them)",
+                    roots=roots,
+                    error=str(exc),
+                )
+            failing = str(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LINK_CHECK_MS / 1000)
+
+
+async def _watch(
+    paths: Sequence[str],
+    roots: list[str],
+    leads_to: list[str],
+    seen: dict[str, tuple[str, int, int, int] | None],
+    on_change: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    debounce_ms: int,
+    referenced: Callable[[], Sequence[str]],
+    started: Callable[[], Awaitable[None]],
+) -> dict[str, tuple[str, int, int, int] | None]:
+    """One watch of `roots`, until `stop` or until the paths lead elsewhere; the referenced files' states.
+    `started()` is awaited once the watch runs (its first check, within LINK_CHECK_MS)."""
+    log.info("watching specs", roots=roots, debounce_ms=debounce_ms)
+    async for changes in watchfiles.awatch(
+        *roots,
+        debounce=debounce_ms,
+        step=min(50, debounce_ms),
+        stop_event=stop,
+        recursive=True,
+        rust_timeout=LINK_CHECK_MS,
+        yield_on_timeout=True,
+    ):
+        await started()
+        moved = [os.path.realpath(p) for p in paths] != leads_to
+        # By name: a reload from elsewhere (SIGHUP) may have changed the list; a file new to it is only
+        # noted, as that load read it.
+        now = _file_states(referenced())
+        rotated = [f for f, state in now.items() if seen.get(f, state) != state]
+        if changes:
+            log.info("spec files changed", files=sorted({p for _, p in changes})[:20], count=len(changes))
+        elif moved:
+            log.info("spec paths lead elsewhere", paths=list(paths))
+        elif rotated:
+            log.info("referenced files changed", files=rotated[:20], count=len(rotated))
+        if changes or moved or rotated:
+            await on_change()
+            now = _file_states(referenced())  # the files of the set now in force, as that load read them
+        seen = now
+        if moved:
+            break  # the roots were resolved through the old link: watch where it leads now
+    return seen

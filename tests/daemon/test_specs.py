@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import shutil
 import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,15 +263,8 @@ def _mount_secret(mount: Path, revision: str, value: str) -> None:
         (mount / "key").symlink_to("..data/key")
 
 
-async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
-    """The files `{file: …}` references read lie outside the spec paths (a Secret mounted elsewhere): the
-    kubelet's `..data` swap and an edit in place each reload, a file no longer read does not."""
-    reloads: list[int] = []
-    mount, other = tmp_path / "secret", tmp_path / "other"
-    _mount_secret(mount, "rev-1", "old")
-    other.write_text("x")
-    (tmp_path / "specs").mkdir()
-    referenced = [str(mount / "key"), str(other)]
+def _counting(reloads: list[int]) -> tuple[Callable[[], Awaitable[None]], Callable[[int], Awaitable[bool]]]:
+    """An `on_change` that appends to `reloads`, and a wait (up to 5 s) until it holds `count` of them."""
 
     async def on_change() -> None:
         reloads.append(len(reloads))
@@ -279,6 +275,21 @@ async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tm
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    return on_change, reloaded
+
+
+async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
+    """The files `{file: …}` references read lie outside the spec paths (a Secret mounted elsewhere): the
+    kubelet's `..data` swap and an edit in place each reload, a file no longer read does not."""
+    reloads: list[int] = []
+    mount, other = tmp_path / "secret", tmp_path / "other"
+    _mount_secret(mount, "rev-1", "old")
+    other.write_text("x")
+    (tmp_path / "specs").mkdir()
+    referenced = [str(mount / "key"), str(other)]
+
+    on_change, reloaded = _counting(reloads)
 
     stop = asyncio.Event()
     watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
@@ -329,6 +340,56 @@ async def test_a_file_a_reload_from_elsewhere_adds_is_watched_too(tmp_path: Path
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 5)
+
+
+@contextlib.contextmanager
+def _out_of_descriptors() -> Iterator[list[int]]:
+    """This process out of file descriptors (a low soft limit, filled) until the list it gives is emptied."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(int(n) for n in os.listdir("/proc/self/fd")) + 16, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield fillers
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_watch_that_cannot_be_set_up_says_so_and_watches_once_it_can(tmp_path: Path) -> None:
+    """Started while the process is out of descriptors (`capctl run` flooded with connections right after it
+    said it listens), the watch cannot have its inotify: one error line, a try every second, and the specs are
+    read once it watches. Before, the watch task ended silently and no spec change was seen until a restart."""
+    reloads: list[int] = []
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    on_change, reloaded = _counting(reloads)
+
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        with _out_of_descriptors() as fillers:
+            watcher = asyncio.create_task(watch_specs([str(specs)], on_change, stop=stop, debounce_ms=50))
+            await asyncio.sleep(1.5)  # the first try and the one a second later
+            for fd in fillers:
+                os.close(fd)
+            fillers.clear()
+        try:
+            assert await reloaded(1)  # the catch-up read, once it watches
+            (specs / "jobs.yaml").write_text("a: 1\n")
+            assert await reloaded(2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(watcher, 5)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == [
+        "cannot watch the spec files; trying again every second (SIGHUP re-reads them)"
+    ]
+    assert "Too many open files" in errors[0]["error"]
+    assert "watching the spec files again" in [e["event"] for e in logs]
 
 
 async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_restart(harness: Harness) -> None:
