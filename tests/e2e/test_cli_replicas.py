@@ -32,6 +32,7 @@ from tests.specdocs import providers, recording_job, snapshot_job
 from tests.state.conftest import pg_url  # noqa: F401  (the replicas share the suite's PostgreSQL)
 
 # A renew deadline of 4 s leaves room for a busy test machine (a starved leader would step down).
+PRODUCTIVE = 7.5  # seconds of real time a run with idleTimeout 5s lasts to be productive (5 s + the 2 s margin)
 TIMINGS = ("--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s")
 MUTATING = ("StartSnapshot", "UpdateSnapshot", "StopSnapshot")
 ROOMS = [f"r{i}" for i in range(4)]
@@ -110,9 +111,9 @@ def starts_by_room(work: Workdir) -> Counter[str]:
 def streamed_then_left(work: Workdir, rooms: list[str], seconds: float) -> None:
     """Someone streams in each room for `seconds` of vendor time, then leaves: each run idles out one idle
     timeout later, a productive run (longer than its idle timeout), which the daemon re-issues at once.
-    A run's length is the vendor's end time less the daemon's start time, so the fake clock (moved only by
-    the tests, hence behind this machine's by however long the module has run) is first brought up to the
-    machine's: otherwise a loaded machine would make the run look short, and unproductive runs back off."""
+    The daemon reads a run's length from the vendor's StartTime and EndTime, never longer than it has seen
+    it run on its own clock (docs/daemon.md, "Two clocks"): the fake clock jumps, so the caller keeps each
+    run going for its idle timeout + 2 s of real time as well (`PRODUCTIVE`); else unproductive runs back off."""
     for room in rooms:
         work.sim.publish("volcengine", room, userId="host")
     behind = time.time() - float(work.sim.get("/clock")["now"])
@@ -124,10 +125,11 @@ def streamed_then_left(work: Workdir, rooms: list[str], seconds: float) -> None:
 def test_replicas_killed_in_turn_each_standby_takes_over_and_reissues_once(
     work: Workdir, replicas: Callable[..., Replica]
 ) -> None:
-    work.write("jobs.yaml", snapshot_job("audit", ROOMS, idle="20s"))
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS, idle="5s"))
     first = replicas("a")
     wait_for("a to lead", first.leads)
     wait_for("the tasks to run", lambda: starts_by_room(work) == Counter(ROOMS))
+    running_since = time.monotonic()
     standbys = [replicas("b"), replicas("c")]
     for standby in standbys:
         status, text = standby.ready()
@@ -137,6 +139,7 @@ def test_replicas_killed_in_turn_each_standby_takes_over_and_reissues_once(
     leader, epoch = first, 1
     for _ in range(2):
         streamed_then_left(work, ROOMS, 30)  # productive runs: each is re-issued at once (two idle ones back off)
+        time.sleep(max(0.0, running_since + PRODUCTIVE - time.monotonic()))
         leader.proc.kill()  # kill -9: no resign, the lease lapses by itself
         leader.proc.wait(timeout=10)
         work.sim.advance(21)  # meanwhile every task idles out at the vendor (everyone left)
@@ -146,7 +149,11 @@ def test_replicas_killed_in_turn_each_standby_takes_over_and_reissues_once(
         became = leader.events("became leader")[-1]["epoch"]
         assert isinstance(became, int) and became > epoch  # a new term, with a higher epoch
         epoch = became
-        wait_for("the re-issues", lambda: starts_by_room(work) == Counter(ROOMS))
+        try:
+            wait_for("the re-issues", lambda: starts_by_room(work) == Counter(ROOMS))
+        except AssertionError:
+            raise AssertionError("".join(list(leader.log.lines)[-60:])) from None
+        running_since = time.monotonic()
         time.sleep(2)  # a few more resyncs: nothing is started twice
         assert starts_by_room(work) == Counter(ROOMS)
         starts = [e for e in mutating_calls(work, leader.name) if e["api"] == "StartSnapshot"]
@@ -300,7 +307,7 @@ def test_postgres_down_for_30s_no_replica_acts_then_one_leads_again(
     work: Workdir, replicas: Callable[..., Replica], own_pg: OwnPostgres
 ) -> None:
     work.env["CAPCTL_STATE"] = own_pg.url
-    work.write("jobs.yaml", snapshot_job("audit", ROOMS, idle="20s"))
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS, idle="5s"))
     first = replicas("a")
     wait_for("a to lead", first.leads)
     wait_for("the tasks to run", lambda: starts_by_room(work) == Counter(ROOMS))
