@@ -178,6 +178,8 @@ def test_a_task_waiting_after_vendor_faults_says_so() -> None:
     waiting = faulted.evolve(started_at=NOW - 60, stopped_at=NOW - 58, next_attempt_at=NOW + 5)
     assert waited_after(waiting) == "2 vendor faults in a row"
     assert waited_after(waiting.evolve(status=TaskStatus.DORMANT)) == "its room emptied"
+    # (not "3 idle runs": the idle-outs before the fault did not make it dormant)
+    assert waited_after(waiting.evolve(status=TaskStatus.DORMANT, unproductive_runs=3)) == "its room emptied"
 
 
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
