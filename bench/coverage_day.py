@@ -294,6 +294,8 @@ def main() -> None:
         " (the trade-off of coverage against calls per room-hour)",
     )
     args = parser.parse_args()
+    if not 0 <= args.faults < 3600:  # (NaN and infinity too: bursts would never end)
+        parser.error(f"--faults: expected bursts per room-hour from 0 to 3600, got {args.faults:g}")
     print(
         f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
         f" --resync {args.resync:g}s, idleTimeout {args.idle}s, rollover run: maxDuration {args.max_duration}s",
