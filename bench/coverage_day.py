@@ -26,6 +26,9 @@ no room by name: each is started when its first stream's callback arrives (or th
 it). After the measured span a room outside the selector gets a stream for a minute; the run counts the tasks
 started there (must be 0).
 Polling-only runs are left out: without callbacks a selector job learns of no room.
+
+With `--faults R` the vendor ends runs by faults (bursts of 1 to 3 in a row, R per room-hour; `play`), and each
+run counts the runs they ended (bench/README.md, "Vendor faults in occupied rooms").
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import asyncio
 import gc
 import io
 import json
+import random
 import sys
 import tempfile
 import time
@@ -50,6 +54,7 @@ from reconciler import logs
 from reconciler.clock import FakeClock
 from reconciler.daemon import policy
 from reconciler.sim.scenario import load_scenario, parse_scenario
+from reconciler.sim.world import SimTask
 from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, snapshot_job
 
@@ -70,6 +75,14 @@ CPU_OTHERWISE = 21.0  # ZEGO with callbacks (no image callbacks), and the rollov
 # Seconds a room must have been empty before its calls count as a dormant room's: the job's idle timeout,
 # the daemon's look after it, and a minute to spare (the calls around each session's end are not dormant).
 SETTLE = 120.0
+# --faults: what the vendor says when it ends a run by a fault (ZEGO quit_reason, Volcengine StopReason), how
+# long after a faulted run's stop the next one may start and still be failed (a burst), and how far into it.
+FAULT_REASONS: dict[str, list[str | int]] = {
+    "zego": [1, 2, 5, 6, 1001],
+    "volcengine": ["StartTaskFailed", "UserDisconnect"],
+}
+FAULT_NEXT_RUN = 10.0
+FAULT_INTO_RUN = 2.0
 
 
 def scenario_for(
@@ -127,7 +140,7 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
     cpu = time.process_time()
     wall = time.perf_counter()
     await harness.start(resync=args.resync)
-    await harness.advance(args.hours * 3600)
+    faults = await play(harness, vendor, args)
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
     report = harness.sim.coverage(until=START + args.hours * 3600)
@@ -154,9 +167,51 @@ async def run(vendor: str, mode: str, args: argparse.Namespace, tmp: Path) -> di
         "gaps_by_cause": {c: v["count"] for c, v in totals["gapsByCause"].items()},
         "room_fills": totals["roomFills"],
         "tasks_outside_selector": outside if args.selector else None,
+        "faults": faults,
         "cpu_s_per_sim_hour": cpu / args.hours,
         "wall_s": wall,
     }
+
+
+async def play(harness: Harness, vendor: str, args: argparse.Namespace) -> int:
+    """Advance through the measured span; with `--faults`, the vendor ends runs by faults on the way: bursts at
+    random times (`--seed`), each in one random room, of 1 to 3 faults in a row (the first ends the room's
+    running task, each next one the run started after it, 2 s into that run, if one starts within 10 s). The
+    draws do not depend on what the daemon does; a burst in a room with no running task ends nothing.
+    Returns how many runs the faults ended."""
+    end = harness.clock.now() + args.hours * 3600
+    rng = random.Random(args.seed)
+    bursts, at = [], harness.clock.now()
+    while args.faults > 0 and (at := at + rng.expovariate(args.faults * args.rooms / 3600)) < end:
+        reasons = [rng.choice(FAULT_REASONS[vendor]) for _ in range(rng.randint(1, 3))]
+        bursts.append((at, rng.randrange(args.rooms), reasons))
+    prefix, ended = load_scenario(args.scenario).room_prefix, 0
+    for at, index, reasons in bursts:
+        await harness.advance(max(0.0, at - harness.clock.now()))
+        room = f"{prefix}{index:04d}"
+        for i, reason in enumerate(reasons):
+            running = await next_run(harness, vendor, room, wait=0.0 if i == 0 else FAULT_NEXT_RUN, end=end)
+            if running is None:
+                break
+            harness.sim.world.stop_out_of_band(running, reason)
+            ended += 1
+    await harness.advance(max(0.0, end - harness.clock.now()))
+    return ended
+
+
+async def next_run(harness: Harness, vendor: str, room: str, *, wait: float, end: float) -> SimTask | None:
+    """The room's running task, 2 s into it, or one started within `wait` seconds (before `end`)."""
+    deadline = min(end, harness.clock.now() + wait)
+    while True:
+        running = [t for t in harness.running_sim_tasks(vendor) if t.room_id == room]
+        if running:
+            if wait > 0:  # a run the daemon re-issued: the vendor fails it again a moment later
+                await harness.advance(min(FAULT_INTO_RUN, max(0.0, end - harness.clock.now())))
+                running = [t for t in harness.running_sim_tasks(vendor) if t.room_id == room]
+            return running[0] if running else None
+        if harness.clock.now() >= deadline:
+            return None
+        await harness.advance(min(0.5, deadline - harness.clock.now()))
 
 
 def positive(text: str) -> int:
@@ -201,6 +256,7 @@ def line(vendor: str, mode: str, r: dict[str, Any]) -> str:
         f"  CPU {r['cpu_s_per_sim_hour']:.2f} s/sim-hour  wall {r['wall_s']:.1f} s"
         f"  gaps {r['gaps_by_cause']}"
         + ("" if r["tasks_outside_selector"] is None else f"  tasks outside the selector {r['tasks_outside_selector']}")
+        + (f"  runs ended by faults {r['faults']}" if r["faults"] else "")
     )
 
 
@@ -222,6 +278,12 @@ def main() -> None:
         "--max-duration", type=int, default=1800, help="the ZEGO job's maxDuration in the rollover run, seconds"
     )
     parser.add_argument(
+        "--faults",
+        type=float,
+        default=0.0,
+        help="bursts of vendor faults per room-hour (1-3 runs ended in a row each; default 0: none)",
+    )
+    parser.add_argument(
         "--processes",
         type=positive,
         help="runs at once, one process each (default: every run at once; the OS shares the cores)",
@@ -232,6 +294,8 @@ def main() -> None:
         " (the trade-off of coverage against calls per room-hour)",
     )
     args = parser.parse_args()
+    if not 0 <= args.faults < 3600:  # (NaN and infinity too: bursts would never end)
+        parser.error(f"--faults: expected bursts per room-hour from 0 to 3600, got {args.faults:g}")
     print(
         f"{args.rooms} rooms, {args.hours:g} h of {args.scenario.name} from {args.start_hour:g}:00,"
         f" --resync {args.resync:g}s, idleTimeout {args.idle}s, rollover run: maxDuration {args.max_duration}s",
@@ -265,6 +329,7 @@ def main() -> None:
         "rollover_gap_p99_s",
     )
     keys += ("tasks_outside_selector",) if args.selector else ()
+    keys += ("faults",) if args.faults else ()
     print(json.dumps({name: {k: r[k] for k in keys} for name, r in results.items()}))
 
 

@@ -162,7 +162,8 @@ class TaskRecord:
     observed_at: float | None = None
     stopped_at: float | None = None
     reissue_count: int = 0
-    unproductive_runs: int = 0
+    unproductive_runs: int = 0  # idle-outs in a row (no productive run since): the empty-room backoff
+    fault_runs: int = 0  # runs the vendor ended by a fault, in a row (no productive run since): the fault retry
     next_attempt_at: float | None = None
     last_error: str | None = None
     removed_at: float | None = None  # when a tombstone (REMOVED) was made: its retention counts from here

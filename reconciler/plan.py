@@ -462,8 +462,10 @@ def _resumed(record: TaskRecord) -> str:
 
 def waited_after(record: TaskRecord) -> str:
     """What a dormant or backing-off task waits after, as `dormant after …` and `capctl wake` say it."""
-    runs = transitions.idle_runs(record)
-    if runs == 0:  # a productive run: the daemon waits because its room is known empty
+    runs, faults = transitions.run_counts(record)
+    if faults and record.status is not TaskStatus.DORMANT:
+        return f"{faults} vendor fault{'' if faults == 1 else 's'} in a row"
+    if runs == 0 or faults:  # a productive run, or a fault: the daemon waits because its room is known empty
         return "its room emptied"
     return f"{runs} idle run{'' if runs == 1 else 's'}"
 

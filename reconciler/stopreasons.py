@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["NOT_FOUND", "Phrase", "phrase_of", "stop_reason", "vendor_code"]
+__all__ = ["FAULTS", "NOT_FOUND", "Phrase", "phrase_of", "stop_reason", "vendor_code"]
 
 
 class Phrase(StrEnum):
@@ -25,12 +25,32 @@ class Phrase(StrEnum):
     MAX_DURATION = "max duration"
     OUT_OF_BAND = "stopped out of band"
     START_FAILED = "start failed"
+    ROOM_LOGIN_FAILED = "room login failed"
+    ENGINE_FAILED = "engine failed"
+    NETWORK_LOST = "network lost"
+    USER_DISCONNECTED = "user disconnected"
     ENDED = "ended"  # the vendor ended it and did not say why
     FAILED = "failed"
     INTERNAL_ERROR = "internal error"  # the vendor's own fault, by a code it documents as such
 
 
 NOT_FOUND: Final = "not found at the vendor"
+# Ends that say nothing about the room (the daemon retries them as faults, not as idle-outs): the vendor's
+# faults, someone else's stop, a task gone. A phrase not known here (a reason an older capctl stored in the
+# vendor's own words) is not one.
+FAULTS: Final = frozenset(
+    {
+        Phrase.START_FAILED,
+        Phrase.ROOM_LOGIN_FAILED,
+        Phrase.ENGINE_FAILED,
+        Phrase.NETWORK_LOST,
+        Phrase.USER_DISCONNECTED,
+        Phrase.FAILED,
+        Phrase.INTERNAL_ERROR,
+        Phrase.OUT_OF_BAND,
+        NOT_FOUND,
+    }
+)
 
 
 def stop_reason(phrase: str, vendor_code: str) -> str:

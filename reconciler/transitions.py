@@ -22,14 +22,15 @@ from reconciler.model import (
 from reconciler.redact import redact_tree
 
 __all__ = [
+    "PRODUCTIVE_MARGIN",
     "TOMBSTONE_RETENTION",
     "action_failed",
     "client_task_id",
     "confirmable",
+    "ended_by_fault",
     "failed",
     "findable_start",
     "handed_over_to",
-    "idle_runs",
     "intent",
     "laid_end",
     "not_attempted",
@@ -37,6 +38,7 @@ __all__ = [
     "removed",
     "restored",
     "resumable_start",
+    "run_counts",
     "run_ended_at",
     "run_goes_on",
     "start_unconfirmed",
@@ -72,14 +74,42 @@ def was_productive(record: TaskRecord) -> bool:
         return True
     if record.started_at is None or record.stopped_at is None or record.idle_timeout is None:
         return False
-    margin = max(PRODUCTIVE_MARGIN, 0.05 * record.idle_timeout)
-    return record.stopped_at - record.started_at > record.idle_timeout + margin
+    return record.stopped_at - record.started_at > record.idle_timeout + _margin(record.idle_timeout)
 
 
-def idle_runs(record: TaskRecord) -> int:
-    """Unproductive runs in a row of a task that waits to be started again, the one that ended last included:
-    `unproductive_runs` counts that run only when the task is started again (`started`)."""
-    return 0 if was_productive(record) else record.unproductive_runs + 1
+def _margin(idle_timeout: int) -> float:
+    """How far a run's length may be from its idle timeout and still be taken for one (vendor lag)."""
+    return max(PRODUCTIVE_MARGIN, 0.05 * idle_timeout)
+
+
+def ended_by_fault(record: TaskRecord) -> bool:
+    """The vendor ended the stopped run for a cause that says nothing about its room: a fault (ZEGO quit_reason
+    1, 2, 5, 6, 1001+; Volcengine `StartTaskFailed`, `UserDisconnect`, status 4), a stop out of band, a task
+    not found (`stopreasons.FAULTS`); an end whose cause the vendor did not give (`ended (ZEGO status 4)`,
+    `UnknownStopReason`) before its idle timeout. Not one: an idle-out, a max-duration end, such an end as
+    long as the idle timeout (what an idle-out seen by polling alone looks like), a reason in other words."""
+    if record.status not in (TaskStatus.STOPPED, TaskStatus.DORMANT) or record.stop_reason is None:
+        return False
+    phrase = stopreasons.phrase_of(record.stop_reason)
+    if phrase in stopreasons.FAULTS:
+        return True
+    if phrase != stopreasons.Phrase.ENDED:
+        return False
+    if record.started_at is None or record.stopped_at is None or record.idle_timeout is None:
+        return False  # no cause, no length: taken for an idle-out, as before
+    return record.stopped_at - record.started_at < record.idle_timeout - _margin(record.idle_timeout)
+
+
+def run_counts(record: TaskRecord) -> tuple[int, int]:
+    """(idle-outs, vendor faults) in a row of a task that waits to be started again, the run that ended last
+    included (`started` writes them when it is): a productive run resets both; a fault adds to the second
+    only (it says nothing about the room, so it never leads to dormancy); any other unproductive end adds to
+    the first and ends a series of faults (the vendor ran it to its idle deadline)."""
+    if was_productive(record):
+        return 0, 0
+    if ended_by_fault(record):
+        return record.unproductive_runs, record.fault_runs + 1
+    return record.unproductive_runs + 1, 0
 
 
 def resumable_start(task: DesiredTask, record: TaskRecord | None) -> bool:
@@ -190,9 +220,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
     )
     # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
     counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
-    unproductive = base.unproductive_runs
-    if counted:
-        unproductive = 0 if was_productive(base) else unproductive + 1
+    unproductive, faults = run_counts(base) if counted else (base.unproductive_runs, base.fault_runs)
     return base.evolve(
         provider=task.provider,
         family=task.family,
@@ -205,6 +233,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         reissue_count=base.reissue_count + (1 if counted else 0),
         reissuing=reissue,
         unproductive_runs=unproductive,
+        fault_runs=faults,
         idle_timeout=task.idle_timeout,
         max_duration=task.max_duration,
         restart_policy=task.restart_policy,
@@ -244,6 +273,7 @@ def run_goes_on(started_record: TaskRecord, before: TaskRecord) -> TaskRecord:
     return started_record.evolve(
         reissue_count=before.reissue_count,
         unproductive_runs=before.unproductive_runs,
+        fault_runs=before.fault_runs,
         started_at=before.started_at or started_record.started_at,
     )
 
@@ -377,8 +407,9 @@ def woken(record: TaskRecord) -> TaskRecord | None:
     """`capctl wake`: a dormant or backing-off task, made due now with its backoff cleared (the next apply,
     or the daemon, re-issues it); None when it is not waiting."""
     waiting = record.status is TaskStatus.DORMANT or (
-        record.status is TaskStatus.STOPPED and (record.next_attempt_at is not None or record.unproductive_runs > 0)
+        record.status is TaskStatus.STOPPED
+        and (record.next_attempt_at is not None or record.unproductive_runs > 0 or record.fault_runs > 0)
     )
     if not waiting:
         return None
-    return record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, unproductive_runs=0)
+    return record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, unproductive_runs=0, fault_runs=0)

@@ -10,6 +10,14 @@ activity reported since the room was last seen empty is not re-issued at all: th
 started on the room's next join or stream. Only a repair slot every EMPTY_ROOM_RECHECK remains, for a join
 whose callback was lost (≤ 2 calls per empty room-hour: one start, one look at its idle deadline).
 
+Vendor faults: a run the vendor ended for a cause that says nothing about its room (`transitions.ended_by_fault`:
+a network loss, an engine failure, an internal error, a stop out of band) is not an idle-out, so it neither
+feeds that backoff nor leads to dormancy: it is retried as Kubernetes restarts a crashing container
+(CrashLoopBackOff), the first time at once, then after 5 s, 10 s, 20 s, 40 s, and 60 s each time after that,
+counted from the stop, until a productive run resets the count. Whether the room was occupied before the
+run started does not matter (a fault ends a run whatever the room holds); only a room known empty (a room
+callback said it emptied, and no activity since) makes the task dormant until its next activity.
+
 Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
 budget is a ceiling and never a target. Callback hints move a look, but never past one sweep period after
 the last observation: a run that stopped unannounced is seen within that period.
@@ -26,6 +34,8 @@ __all__ = [
     "DEADLINE_MARGIN",
     "DORMANT_AFTER",
     "EMPTY_ROOM_RECHECK",
+    "FAULT_RETRY_BASE",
+    "FAULT_RETRY_CAP",
     "MAX_PRUNE_PERCENT",
     "PROBE_DELAY",
     "PROBE_INTERVAL",
@@ -36,6 +46,7 @@ __all__ = [
     "ReissueDecision",
     "backoff_delay",
     "expected_deadline",
+    "fault_delay",
     "hinted_look",
     "idled_out",
     "is_rollover",
@@ -55,6 +66,11 @@ REISSUE_BACKOFF_BASE = 60.0  # seconds: the wait after the 2nd unproductive run 
 # 24, 900 s 82.6 % for 11, 1,800 s 60.8 % for 7.4, 3,600 s 37.2 % for 5.5. Past 300 s each call saved costs
 # at least 1 % of coverage; below it, one more percent costs some 7 calls.
 REISSUE_BACKOFF_CAP = 300.0
+# The retry after a vendor fault (CrashLoopBackOff's 10 s doubling to 5 min, shortened: a fault in an occupied
+# room costs capture every second it waits): the 2nd fault in a row waits 5 s, each next one twice as long, at
+# most 60 s, so a vendor that fails every run is asked once a minute per task, no more.
+FAULT_RETRY_BASE = 5.0
+FAULT_RETRY_CAP = 60.0
 DORMANT_AFTER = 4  # unproductive runs in a row after which the task goes dormant
 ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended because of it
 # A look that finds a running task running, with nothing else new, writes its record (`observed_at`) only when
@@ -86,12 +102,14 @@ def prune_blocked(removed: int, known: int, max_percent: float) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ReissueDecision:
-    """`delay` 0 means now. `unproductive` counts the run that just ended."""
+    """`delay` 0 means now. `unproductive` (idle-outs) and `faults` (vendor faults) count the run that just
+    ended (`transitions.run_counts`)."""
 
     delay: float
     dormant: bool
     rollover: bool
     unproductive: int
+    faults: int = 0
 
     @property
     def immediate(self) -> bool:
@@ -114,6 +132,13 @@ def backoff_delay(unproductive: int) -> float:
     return min(REISSUE_BACKOFF_CAP, REISSUE_BACKOFF_BASE * 2.0 ** (unproductive - 2))
 
 
+def fault_delay(faults: int) -> float:
+    """0 for the first retry after a vendor fault, then 5 s, 10 s, 20 s, 40 s, ≤ 60 s (from the stop)."""
+    if faults <= 1:
+        return 0.0
+    return min(FAULT_RETRY_CAP, FAULT_RETRY_BASE * 2.0 ** (faults - 2))
+
+
 def idled_out(record: TaskRecord) -> bool:
     """The vendor stopped the run for its idle timeout: it saw no stream for that long."""
     return record.status is not TaskStatus.RUNNING and (
@@ -122,10 +147,15 @@ def idled_out(record: TaskRecord) -> bool:
 
 
 def room_known_empty(record: TaskRecord, *, feed: bool, active_at: float | None, emptied_at: float | None) -> bool:
-    """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), the run
-    idled out (the vendor saw no stream for one idle timeout), and no room activity was reported since the
-    run started or the room was last seen empty (`emptied_at`), whichever is later."""
-    if not feed or not idled_out(record):
+    """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), and either
+    the run idled out (the vendor saw no stream for one idle timeout) with no room activity reported since the
+    run started or the room was last seen empty (`emptied_at`), whichever is later; or a fault ended it
+    (which says nothing of the room) and a callback said the room emptied after its last activity."""
+    if not feed:
+        return False
+    if transitions.ended_by_fault(record):
+        return emptied_at is not None and (active_at is None or active_at < emptied_at)
+    if not idled_out(record):
         return False
     since = max(record.started_at or 0.0, emptied_at or 0.0)
     return active_at is None or active_at < since
@@ -154,9 +184,13 @@ def reissue_decision(
     A wait already scheduled (`next_attempt_at`) is honoured until it has passed; then the task goes.
     `room_active`: room activity was reported since the run started, so there is something to capture now.
     `room_empty`: the room is known empty (`room_known_empty`): dormant until activity or the repair slot.
+    A run a vendor fault ended waits `fault_delay` from its stop whatever the room holds (room activity does
+    not mend the vendor), unless its room is known empty.
     """
     rollover = is_rollover(record, hinted=rollover_hint)
-    unproductive = 0 if rollover or transitions.was_productive(record) else record.unproductive_runs + 1
+    unproductive, faults = (0, 0) if rollover else transitions.run_counts(record)
+    if faults:
+        return _after_fault(record, now, unproductive, faults, room_active=room_active, room_empty=room_empty)
     if room_active:
         return ReissueDecision(0.0, False, rollover, unproductive)
     if record.next_attempt_at is not None:
@@ -168,6 +202,22 @@ def reissue_decision(
         return ReissueDecision(EMPTY_ROOM_RECHECK, True, False, unproductive)
     delay = backoff_delay(unproductive)
     return ReissueDecision(delay, unproductive >= DORMANT_AFTER, False, unproductive)
+
+
+def _after_fault(
+    record: TaskRecord, now: float, unproductive: int, faults: int, *, room_active: bool, room_empty: bool
+) -> ReissueDecision:
+    """`reissue_decision` of a run a vendor fault ended: its retry `fault_delay` after the stop; dormant, as an
+    idle-out would be, while its room is known empty, and woken by room activity to that same retry."""
+    retry = max(0.0, (record.stopped_at or now) + fault_delay(faults) - now)
+    if record.status is TaskStatus.DORMANT and room_active:
+        return ReissueDecision(retry, False, False, unproductive, faults)
+    if record.next_attempt_at is not None:
+        wait = max(0.0, record.next_attempt_at - now)
+        return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, False, unproductive, faults)
+    if room_empty:
+        return ReissueDecision(max(retry, EMPTY_ROOM_RECHECK), True, False, unproductive, faults)
+    return ReissueDecision(retry, False, False, unproductive, faults)
 
 
 def postpone(record: TaskRecord, decision: ReissueDecision, now: float) -> TaskRecord:

@@ -379,7 +379,8 @@ class Reconciler:
                 status=waiting.status.value,
                 retry_in=round(decision.delay, 1),
                 unproductive_runs=decision.unproductive,
-                reason="dormant: no room activity" if decision.dormant else "backing off unproductive runs",
+                vendor_faults=decision.faults,
+                reason=_wait_reason(decision),
             )
         return decision.delay
 
@@ -583,3 +584,10 @@ _STARTS = (Action.CREATE, Action.REPLACE, Action.REISSUE)
 def _look_error(obs: Observed) -> str:
     """Why a task's status is unknown now, as the status page shows it."""
     return obs.detail or "the vendor's status could not be read"
+
+
+def _wait_reason(decision: policy.ReissueDecision) -> str:
+    """Why a stopped task waits, in the decision log line's words (docs/daemon.md, "Re-issue policy")."""
+    if decision.dormant:
+        return "dormant: no room activity"
+    return "retrying after vendor faults" if decision.faults else "backing off unproductive runs"

@@ -70,7 +70,7 @@ STOP_REASONS: Mapping[str, str] = {
     "IdleTimeOut": Phrase.IDLE_TIMEOUT,
     "StopByAPI": Phrase.OUT_OF_BAND,  # capctl's own stops are never observed as a stop to re-issue
     "StartTaskFailed": Phrase.START_FAILED,
-    "UserDisconnect": "user disconnected",
+    "UserDisconnect": Phrase.USER_DISCONNECTED,
     "UnknownStopReason": Phrase.ENDED,
 }
 

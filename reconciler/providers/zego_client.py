@@ -297,11 +297,11 @@ ROLLOVER_SLACK = 2.0  # seconds: a run this close to its max duration ended beca
 # (`stopreasons`); 1001 and up are ZEGO's internal errors.
 QUIT_REASONS: Mapping[int, str] = {
     1: Phrase.START_FAILED,
-    2: "room login failed",
+    2: Phrase.ROOM_LOGIN_FAILED,
     3: Phrase.IDLE_TIMEOUT,
     4: Phrase.MAX_DURATION,
-    5: "engine failed",
-    6: "network lost",
+    5: Phrase.ENGINE_FAILED,
+    6: Phrase.NETWORK_LOST,
 }
 QUIT_MAX_DURATION = 4
 

@@ -61,7 +61,7 @@ _TYPES: dict[str, frozenset[type]] = {
         ("vendor_task_id", "client_task_id", "stop_reason", "last_error", "selector", "home"), _TEXT | _NONE
     ),
     **dict.fromkeys(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"), _NUMBER | _NONE),
-    **dict.fromkeys(("reissue_count", "unproductive_runs"), frozenset({int})),
+    **dict.fromkeys(("reissue_count", "unproductive_runs", "fault_runs"), frozenset({int})),
     **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
     **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
     **dict.fromkeys(("productive", "update_unconfirmed", "reissuing"), frozenset({bool})),

@@ -169,6 +169,19 @@ def test_dormant_counts_the_run_that_just_idled_out_or_names_the_emptied_room() 
     assert "dormant after its room emptied;" in one(task, productive, refreshed=False).reason
 
 
+def test_a_task_waiting_after_vendor_faults_says_so() -> None:
+    """`capctl wake` names what a task waited after: faults are not idle runs (nor an emptied room)."""
+    from reconciler.plan import waited_after
+
+    task = desired()
+    faulted = record_for(task, TaskStatus.STOPPED, stop_reason="network lost (ZEGO quit_reason 6)", fault_runs=1)
+    waiting = faulted.evolve(started_at=NOW - 60, stopped_at=NOW - 58, next_attempt_at=NOW + 5)
+    assert waited_after(waiting) == "2 vendor faults in a row"
+    assert waited_after(waiting.evolve(status=TaskStatus.DORMANT)) == "its room emptied"
+    # (not "3 idle runs": the idle-outs before the fault did not make it dormant)
+    assert waited_after(waiting.evolve(status=TaskStatus.DORMANT, unproductive_runs=3)) == "its room emptied"
+
+
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
 def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState) -> None:
     from reconciler.transitions import observed

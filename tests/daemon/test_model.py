@@ -35,13 +35,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.controller import PRUNE_GRACE
-from reconciler.daemon.policy import REISSUE_BACKOFF_CAP
+from reconciler.daemon.policy import FAULT_RETRY_CAP, REISSUE_BACKOFF_CAP, fault_delay
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state import StateStore, open_state
 from reconciler.state.sqlite import SQLiteStateStore
-from reconciler.transitions import volc_task_held
+from reconciler.transitions import PRODUCTIVE_MARGIN, volc_task_held
 from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, selector_job, snapshot_job, thumbnail_job
 from tests.state.helpers import PG_ENV, with_search_path
@@ -57,6 +57,8 @@ FILES = ("jobs.yaml", "extra.yaml")
 SLACK = 2.0
 # The longest a stop goes unseen: one sweep period (--resync + 10 % jitter) after the last look, plus slack.
 UNSEEN = RESYNC * 1.1 + SLACK
+# Out-of-band stops this close together may end runs too short to be productive: their retry waits grow.
+FAULT_SERIES = 30 + PRODUCTIVE_MARGIN + FAULT_RETRY_CAP + UNSEEN
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class World:
     announced: dict[str, float] = field(default_factory=dict)  # room -> when its activity was announced
     callbacks: bool = True
     stopped_behind: dict[str, float] = field(default_factory=dict)  # key -> last out-of-band stop
+    faults: dict[str, int] = field(default_factory=dict)  # key -> out-of-band stops in a row, no productive run between
     trouble_until: float = float("-inf")  # the vendor failing, then the failed keys' backoff (up to 5 min)
     losing_answers: bool = False
     # Legacy ZEGO recordings started while answers were lost: that API cannot find them again (no idempotency
@@ -368,7 +371,7 @@ class DaemonMachine(RuleBasedStateMachine):
             self.world.announced.pop(room, None)
         self.step(1.0)
 
-    @rule(index=st.integers(0, 9), reason=st.sampled_from(["UnknownStopReason", 6]))
+    @rule(index=st.integers(0, 9), reason=st.sampled_from(["UnknownStopReason", "StartTaskFailed", 6, 1001]))
     def stop_behind_capctls_back(self, index: int, reason: str | int) -> None:
         running = self.sim_control("GET", "/tasks?state=running")["tasks"]
         if not running:
@@ -377,8 +380,12 @@ class DaemonMachine(RuleBasedStateMachine):
         body = {"vendor": task["vendor"], "roomId": task["roomId"], "taskId": task["taskId"]}
         body["reason"] = reason if (task["vendor"] == "zego") == isinstance(reason, int) else None
         self.sim_control("POST", "/tasks/stop", body)
+        now = self.clock.now()
         for key in self.holders(task):
-            self.world.stopped_behind[key] = self.clock.now()
+            # A run between two stops further apart than this lasted past its idle timeout: productive, a reset.
+            in_a_row = now - self.world.stopped_behind.get(key, float("-inf")) < FAULT_SERIES
+            self.world.faults[key] = self.world.faults.get(key, 0) + 1 if in_a_row else 1
+            self.world.stopped_behind[key] = now
         self.step(1.0)
 
     @rule()
@@ -528,7 +535,9 @@ class DaemonMachine(RuleBasedStateMachine):
                 assert record.next_attempt_at is not None, f"{key} waits for nothing: {record}"
                 assert record.next_attempt_at >= now - SLACK, f"{key}'s slot at {record.next_attempt_at} passed"
             # A room with a stream, announced by a callback, is captured within seconds.
-            if announced and self.world.stopped_behind.get(key, float("-inf")) < now - UNSEEN:
+            # (A vendor fault is retried at once, then after a wait that grows with the faults in a row.)
+            retry = fault_delay(self.world.faults.get(key, 0))
+            if announced and self.world.stopped_behind.get(key, float("-inf")) < now - UNSEEN - retry:
                 assert record.status is TaskStatus.RUNNING and (room, record.vendor_task_id) in running, (
                     f"{key}: room {room} active since {since}, announced, yet {record.status.value}"
                 )
@@ -709,4 +718,19 @@ def test_a_replace_in_flight_may_stop_the_task_a_rename_hands_to_a_new_key() -> 
         ("rename_providers", {}),
         ("rename_job", {"index": 0}),
         ("break_or_fix", {}),
+    )
+
+
+def test_two_vendor_faults_in_an_occupied_room_cost_seconds_not_a_minute() -> None:
+    """A user in the room since before the run started; two ZEGO recordings ended by vendor faults (network
+    lost, an internal error) a second apart were backed off 60 s as an empty room's idle-outs: nothing had
+    been reported since the run began. A fault says nothing about the room: it is retried within 5 s."""
+    replay(
+        ("start", {"jobs": ["rec"], "max_prune": 100.0}),
+        ("join_or_leave", {"room": "z1", "user": "u1"}),
+        ("advance", {"seconds": 5.0}),
+        ("stop_behind_capctls_back", {"index": 0, "reason": 6}),
+        ("stop_behind_capctls_back", {"index": 0, "reason": 1001}),
+        ("advance", {"seconds": 25.0}),
+        ("advance", {"seconds": 25.0}),
     )

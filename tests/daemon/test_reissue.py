@@ -288,3 +288,29 @@ async def test_a_skewed_vendor_clock_neither_hides_an_empty_room_nor_an_active_o
         if harness.daemon is not None:
             await harness.stop()
         await harness.sim.callbacks.aclose()
+
+
+async def test_vendor_faults_are_retried_within_seconds_and_sleep_only_in_a_room_known_empty(harness: Harness) -> None:
+    """Faults a second apart in a room with a stream since before the run: at once, then 5 s after the stop (it
+    was 60 s, as a 2nd idle-out). Once a callback says the room emptied, a fault makes the task dormant, and the
+    room's next stream starts it."""
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=60))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(5)
+    for reason in (6, 1001):
+        harness.sim.stop_task("zego", harness.record(CLASS).vendor_task_id or "", reason=reason)
+        await harness.advance(1)
+    assert harness.record(CLASS).status is TaskStatus.STOPPED and harness.record(CLASS).fault_runs == 1
+    await harness.advance(4.5)
+    record = harness.record(CLASS)
+    assert record.status is TaskStatus.RUNNING and (record.fault_runs, record.unproductive_runs) == (2, 0)
+    assert metric(harness, "capctl_reissues_total", reason="internal error") == 1
+    harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+    await harness.advance(35)  # ZEGO's "room has zero streams" (event_type 4) arrived: the room is known empty
+    harness.sim.stop_task("zego", harness.record(CLASS).vendor_task_id or "", reason=5)  # before its idle timeout
+    await harness.advance(30)
+    assert harness.record(CLASS).status is TaskStatus.DORMANT and not harness.running_sim_tasks("zego")
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.advance(2)
+    assert harness.record(CLASS).status is TaskStatus.RUNNING and harness.record(CLASS).fault_runs == 3

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from reconciler import transitions
 from reconciler.clock import FakeClock
 from reconciler.daemon import policy
 from reconciler.daemon.queue import ShutDown, WorkQueue
@@ -117,6 +118,91 @@ def test_a_scheduled_wait_is_honoured_until_it_passes() -> None:
     assert decision.delay == 500.0 and decision.dormant
     assert policy.reissue_decision(waiting, 2500.0).immediate
     assert policy.postpone(record(), policy.ReissueDecision(60.0, True, False, 4), 2000.0).status is TaskStatus.DORMANT
+
+
+def test_fault_retry_numbers() -> None:
+    assert [policy.fault_delay(n) for n in range(9)] == [0, 0, 5, 10, 20, 40, 60, 60, 60]
+    assert policy.fault_delay(500) == policy.FAULT_RETRY_CAP  # a vendor failing every run: once a minute
+
+
+FAULTS = (
+    "network lost (ZEGO quit_reason 6)",
+    "internal error (ZEGO quit_reason 1001)",
+    "room login failed (ZEGO quit_reason 2)",
+    "engine failed (ZEGO quit_reason 5)",
+    "start failed (Volcengine StartTaskFailed)",
+    "user disconnected (Volcengine UserDisconnect)",
+    "failed (Volcengine status 4)",
+    "stopped out of band (Volcengine StopByAPI)",
+    "ended (Volcengine UnknownStopReason)",  # no cause given, and 10 s long: not an idle-out
+    "not found at the vendor",
+)
+
+
+@pytest.mark.parametrize("reason", FAULTS)
+def test_a_vendor_fault_is_retried_within_seconds_whatever_the_room_held(reason: str) -> None:
+    # The second fault in a row, 10 s into a run whose room had a user since before it began (no activity
+    # reported since the run started): 5 s after the stop, not the 60 s of a second idle-out.
+    faulted = record(stop_reason=reason, stopped_at=1010.0, unproductive_runs=1, fault_runs=1)
+    decision = policy.reissue_decision(faulted, 1012.0)
+    assert (decision.delay, decision.dormant, decision.unproductive, decision.faults) == (3.0, False, 1, 2)
+    assert policy.reissue_decision(faulted.evolve(fault_runs=0), 1012.0).immediate  # the first: at once
+    # Room activity does not mend the vendor: the retry waits all the same; later faults wait longer.
+    assert policy.reissue_decision(faulted, 1012.0, room_active=True).delay == 3.0
+    assert policy.reissue_decision(faulted.evolve(fault_runs=9), 1012.0).delay == 58.0
+    assert not policy.reissue_decision(faulted.evolve(fault_runs=9, unproductive_runs=9), 1012.0).dormant
+    assert transitions.run_counts(faulted) == (1, 2)  # what the re-issue writes (`transitions.started`)
+
+
+@pytest.mark.parametrize(
+    ("reason", "stopped_at"),
+    [
+        ("idle timeout (ZEGO quit_reason 3)", 1010.0),
+        ("idle timeout (Volcengine IdleTimeOut)", 1060.0),
+        ("ended (ZEGO status 4)", 1060.0),  # no cause given, as long as its idle timeout: polling saw an idle-out
+        ("ended (ZEGO status 4)", None),  # no length either
+        ("IdleTimeOut", 1010.0),  # a reason in the vendor's words (an older capctl's record): not a known fault
+    ],
+)
+def test_idle_outs_back_off_as_before_and_end_a_series_of_faults(reason: str, stopped_at: float | None) -> None:
+    idle = record(stop_reason=reason, stopped_at=stopped_at, unproductive_runs=1, fault_runs=3)
+    decision = policy.reissue_decision(idle, 2000.0)
+    assert (decision.delay, decision.unproductive, decision.faults) == (60.0, 2, 0)
+    assert transitions.run_counts(idle) == (2, 0)
+
+
+def test_a_productive_run_or_a_rollover_ends_a_series_of_faults() -> None:
+    long_run = record(stop_reason=FAULTS[0], stopped_at=1000.0 + 60 + 30, unproductive_runs=3, fault_runs=7)
+    assert transitions.run_counts(long_run) == (0, 0) and policy.reissue_decision(long_run, 2000.0).immediate
+    hinted = record(stop_reason=FAULTS[0], stopped_at=1010.0, fault_runs=7)
+    assert policy.reissue_decision(hinted, 1010.0, rollover_hint=True).immediate
+
+
+def test_a_fault_in_a_room_known_empty_goes_dormant_until_its_next_activity() -> None:
+    faulted = record(stop_reason=FAULTS[0], stopped_at=1010.0, fault_runs=2)
+    # A user joined before the run: occupied, not empty. Emptied after that: empty.
+    assert not policy.room_known_empty(faulted, feed=True, active_at=900.0, emptied_at=None)
+    assert not policy.room_known_empty(faulted, feed=True, active_at=900.0, emptied_at=800.0)
+    assert not policy.room_known_empty(faulted, feed=False, active_at=900.0, emptied_at=1005.0)
+    assert policy.room_known_empty(faulted, feed=True, active_at=900.0, emptied_at=1005.0)
+    decision = policy.reissue_decision(faulted, 1011.0, room_empty=True)
+    assert decision.dormant and decision.delay == policy.EMPTY_ROOM_RECHECK
+    dormant = policy.postpone(faulted, decision, 1011.0)
+    assert policy.reissue_decision(dormant, 1012.0).dormant
+    woken = policy.reissue_decision(dormant, 1012.0, room_active=True)  # a join: the fault's retry, no more
+    assert (woken.delay, woken.dormant) == (8.0, False)
+    assert policy.reissue_decision(dormant, 1030.0, room_active=True).immediate
+
+
+def test_a_fault_retry_survives_as_its_scheduled_wait() -> None:
+    waiting = policy.postpone(
+        faulted := record(stop_reason=FAULTS[0], stopped_at=1010.0, fault_runs=3),
+        policy.reissue_decision(faulted, 1010.0),
+        1010.0,
+    )
+    assert (waiting.status, waiting.next_attempt_at) == (TaskStatus.STOPPED, 1030.0)
+    assert policy.reissue_decision(waiting, 1020.0).delay == 10.0
+    assert policy.reissue_decision(waiting, 1030.0).immediate
 
 
 def test_sweep_period_is_a_ceiling_on_the_budget_never_a_target() -> None:

@@ -18,6 +18,8 @@ from tests.servers import ServerOutput
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
+FAULT = {"reason": "UserDisconnect"}  # a Volcengine StopReason that is neither an idle-out nor a stop by the API
+
 
 def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], ServerOutput, httpx.Client]:
     """`capctl run --listen 127.0.0.1:0` in the work directory, once it answers /readyz with 200."""
@@ -50,6 +52,14 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         while len(work.sim.requests("StartSnapshot")) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
+        # Then the vendor ends the new run by a fault: it says nothing about the room, so it is not taken for a
+        # 2nd idle-out (backed off 60 s) but retried at once (a 2nd fault in a row would wait 5 s).
+        run = work.sim.tasks("volcengine", state="running")[0]
+        work.sim.post("/tasks/stop", {"vendor": "volcengine", "taskId": run["taskId"], "roomId": "lobby"} | FAULT)
+        deadline = time.monotonic() + 10
+        while len(work.sim.requests("StartSnapshot")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(work.sim.tasks("volcengine", state="running")) == 1
         assert "capctl_" in http.get("/metrics").text
         # Every answer says nosniff, not only the status page's (each route once: the page sets its own)
         answers = [
@@ -69,6 +79,7 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
     stderr = log.text()
     assert daemon.returncode == 0, stderr
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
+    assert '"reason": "vendor stopped it: user disconnected (Volcengine UserDisconnect)' in stderr
     lines = [json.loads(line) for line in stderr.splitlines()]  # every line JSON: uvicorn's was bare text
     bad_request = {"event": "Invalid HTTP request received.", "logger": "uvicorn.error", "level": "warning"}
     assert any(bad_request.items() <= line.items() for line in lines)

@@ -138,6 +138,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     stopped_at=optional_time,
     reissue_count=st.integers(min_value=0, max_value=10**6),
     unproductive_runs=st.integers(min_value=0, max_value=10**6),
+    fault_runs=st.integers(min_value=0, max_value=10**6),
     next_attempt_at=optional_time,
     last_error=st.none() | text_values,
     removed_at=optional_time,

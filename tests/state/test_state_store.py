@@ -35,6 +35,7 @@ def every_field_set() -> TaskRecord:
         stopped_at=1764227000.0,
         reissue_count=3,
         unproductive_runs=2,
+        fault_runs=1,
         next_attempt_at=1764230000.75,
         last_error='quote " and newline \n kept',
         removed_at=1764231000.5,
