@@ -447,9 +447,9 @@ class SqlStateStore(ABC):
             raise StateError(f"{self.url}: {exc}") from None
         # A capctl from before keyed hashes still running beside this one (a rolling update) keeps writing
         # bare content hashes into a keyed state: read them keyed, or each task it touched looks changed.
-        if any(not r.spec_hash.startswith(KEYED_HASH_PREFIX) for r in records.values()):
-            if (key := self._stored_key()) is not None:
-                return {**records, **_keyed(records, key)}
+        bare = any(not r.spec_hash.startswith(KEYED_HASH_PREFIX) for r in records.values())
+        if bare and (key := self._stored_key()) is not None:
+            return {**records, **_keyed(records, key)}
         return records
 
     # Shell completion and `state show` need a key list or one record: at 50,000 tasks, reading and decoding
