@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["bind", "parse_listen", "url_of"]
+__all__ = ["advertised_host", "advertised_url", "bind", "parse_listen", "url_of"]
 
 
 def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
@@ -37,4 +37,21 @@ def bind(host: str, port: int) -> socket.socket:
 def url_of(sock: socket.socket) -> str:
     """`http://host:port` of a bound socket (the real port when it was bound to port 0)."""
     host, port = sock.getsockname()[:2]
+    return _http(host, port)
+
+
+def advertised_url(sock: socket.socket) -> str:
+    """Where other machines reach the server: the URL it names to others (the lock holder that a standby or a
+    locked-out `capctl apply` shows, with the `capctl sync --daemon` to use)."""
+    host, port = sock.getsockname()[:2]
+    return _http(advertised_host(host, socket.gethostname()), port)
+
+
+def advertised_host(host: str, hostname: str) -> str:
+    """A wildcard bind (`0.0.0.0`, `::`, as in a pod) is no address anyone can connect to: name it by the
+    host's name (in Kubernetes, the pod's, which `kubectl exec` and `port-forward` take)."""
+    return hostname if host in ("0.0.0.0", "::") else host
+
+
+def _http(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

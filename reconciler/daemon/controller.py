@@ -157,8 +157,9 @@ class Daemon(DaemonParts):
         keys = changed_keys(before, spec, recorded)
         # Keys back in the set missed their room's callbacks meanwhile; the room book heard them.
         self.reconciler.recall_rooms(self.rooms.book.activity())
-        # A prune no longer held back goes now, not at the next resync: its keys are in neither set.
-        released = self.pruning.check(spec, self.records.values())
+        # A prune no longer held back goes now, not at the next resync: its keys are in neither set. Only the
+        # leader weighs prunes: a standby's records are the state as it last read it (`_regained` checks).
+        released = self.pruning.check(spec, self.records.values()) if self.lease.acting() else set()
         self.queue.add_all(sorted(keys | released))
         if old is not None and provider_settings(old) != provider_settings(spec):
             # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,
@@ -248,6 +249,10 @@ class Daemon(DaemonParts):
         self.rooms.regained()
         self.reconciler.recall_rooms(self.rooms.book.activity())
         self.reconciler.observe_first()
+        # The safeguard against the state as read now: a standby's view was stale, and a prune its old leader
+        # held for a human is held here too (the keys it releases are among those queued below).
+        if (spec := self.reconciler.spec) is not None:  # in force, with the selector jobs' tasks
+            self.pruning.check(spec, self.records.values())
         self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
         log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=self.spec_digest)

@@ -49,7 +49,7 @@ from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
 from reconciler.daemon.tasks import first_of
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.leader import LeaderSettings
-from reconciler.listen import bind, parse_listen, url_of
+from reconciler.listen import advertised_url, bind, parse_listen, url_of
 from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
 from reconciler.state.sql import SqlStateStore
@@ -295,7 +295,7 @@ async def _start(
         resync=options.resync,
         prune=options.prune,
         watch_debounce_ms=DEBOUNCE_MS,
-        holder=daemon_holder(url_of(sock)),  # a locked-out apply is told where to send `capctl sync`
+        holder=daemon_holder(advertised_url(sock)),  # a locked-out apply is told where to send `capctl sync`
         sync_token=options.sync_token,
         max_prune=options.max_prune,
         prune_grace=options.prune_grace,

@@ -320,6 +320,20 @@ def _rows(cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
     return cur.fetchall()
 
 
+def _keyed(records: dict[str, TaskRecord], key: bytes) -> dict[str, TaskRecord]:
+    """The records that hold bare content hashes (written by a capctl from before keyed hashes), as this
+    version writes them: hashes keyed (`upgrade_hash`), unkeyed fingerprints dropped from their requests."""
+    return {
+        k: r.evolve(
+            spec_hash=upgrade_hash(key, r.spec_hash),
+            fixed_hash=upgrade_hash(key, r.fixed_hash),
+            request=drop_unkeyed_fingerprints(r.request),
+        )
+        for k, r in records.items()
+        if not r.spec_hash.startswith(KEYED_HASH_PREFIX)
+    }
+
+
 class SqlStateStore(ABC):
     """The StateStore operations, written once over a dialect and a transaction-scoped cursor."""
 
@@ -400,21 +414,22 @@ class SqlStateStore(ABC):
         return self._fingerprint_key
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
-        """Records written before the state had a key hold bare content hashes: key them (`upgrade_hash`), in
+        """Records written before the state had a key hold bare content hashes: key them (`_keyed`), in
         the transaction that stores the key, so the first plan after an upgrade shows no change, and drop
         the unkeyed fingerprints from their requests (a guess could be checked against them). The serial
         does not move: the records mean what they meant, and a plan saved before still applies."""
         records = codec.decode_rows((k, body) for k, body in _rows(cur, "SELECT key, body FROM capctl_records"))
-        old = [r for r in records.values() if not r.spec_hash.startswith(KEYED_HASH_PREFIX)]
-        upgraded = (
-            r.evolve(
-                spec_hash=upgrade_hash(key, r.spec_hash),
-                fixed_hash=upgrade_hash(key, r.fixed_hash),
-                request=drop_unkeyed_fingerprints(r.request),
-            )
-            for r in old
-        )
+        upgraded = _keyed(records, key).values()
         cur.executemany(self.queries.upsert, [(r.key, codec.encode(r)) for r in upgraded])
+
+    def _stored_key(self) -> bytes | None:
+        """The state's key if it has one, never making one (reading a record must not write)."""
+        if self._fingerprint_key is None:
+            q = self.queries
+            with self._cursor(write=False) as cur:
+                rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+        return self._fingerprint_key
 
     def load(self) -> Snapshot:
         with self._cursor(write=False) as cur:
@@ -427,9 +442,15 @@ class SqlStateStore(ABC):
 
     def _decode(self, rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
         try:
-            return codec.decode_rows(rows)
+            records = codec.decode_rows(rows)
         except codec.CodecError as exc:
             raise StateError(f"{self.url}: {exc}") from None
+        # A capctl from before keyed hashes still running beside this one (a rolling update) keeps writing
+        # bare content hashes into a keyed state: read them keyed, or each task it touched looks changed.
+        bare = any(not r.spec_hash.startswith(KEYED_HASH_PREFIX) for r in records.values())
+        if bare and (key := self._stored_key()) is not None:
+            return {**records, **_keyed(records, key)}
+        return records
 
     # Shell completion and `state show` need a key list or one record: at 50,000 tasks, reading and decoding
     # every record (`load`) took 5 s on a loaded machine, the keys alone 0.1 s.

@@ -228,3 +228,34 @@ async def test_the_grace_period_does_not_lift_the_max_prune_safeguard(harness: H
     assert harness.calls("StopSnapshot") == 0
     text = await metrics(harness)
     assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in text and 'capctl_prune_blocked{reason="grace"} 0.0' in text
+
+
+async def test_a_held_prune_stays_held_across_a_failover_to_a_standby_that_never_saw_those_tasks(
+    harness: Harness,
+) -> None:
+    # The standby's records are the state as it read it at its start: the `big` tasks came later. It did not
+    # check the prune against the state at its takeover, so the new leader pruned 3 of 4 tasks (75 %) after
+    # the grace that the old one held for a human. A standby (its view is stale) exports no held count.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(prune_grace=5.0)
+    standby = await harness.start_standby(prune_grace=5.0)
+    try:
+        (harness.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+        assert harness.daemon is not None and harness.daemon.reload() and standby.reload()
+        await harness.advance(2)
+        assert all(harness.record(k).status is TaskStatus.RUNNING for k in BIG)
+        (harness.specs / "big.yaml").unlink()  # 3 of 4: held by the leader
+        assert harness.daemon.reload() and standby.reload()
+        await harness.advance(10)
+        assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in await metrics(harness)
+        assert "capctl_prune_blocked{" not in standby.metrics.render().decode()  # the leader's word only
+        with capture_logs() as logs:
+            await harness.stop()  # the standby takes over
+            await harness.advance(60)
+        assert standby.lease_lost is None
+        assert harness.calls("StopSnapshot") == 0
+        assert [e["tasks"] for e in logs if e["event"].startswith("prune blocked")] == [3]
+        assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in standby.metrics.render().decode()
+    finally:
+        await standby.stop()
+        standby.records.close()

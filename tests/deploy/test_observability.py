@@ -121,6 +121,7 @@ ALERTS = {  # issue 19's alerts, by what they watch
     "throttling": "CapctlVendorThrottled",
     "callbacks rejected": "CapctlCallbacksRejected",
     "state store unreachable": "CapctlStateStoreUnreachable",
+    "a prune held for a human": "CapctlPruneHeld",  # docs/daemon.md: "alert on it"
 }
 
 

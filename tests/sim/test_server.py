@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler import cli
-from reconciler.listen import bind, parse_listen, url_of
+from reconciler.listen import advertised_host, advertised_url, bind, parse_listen, url_of
 from tests.servers import sim_output
 from tests.sim.conftest import VOLC_APP, sdk_sign
 
@@ -87,6 +87,16 @@ def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:
         assert url == f"http://127.0.0.1:{port}" and port > 0
         with pytest.raises(OSError, match=rf"^\[Errno \d+\] cannot listen on 127\.0\.0\.1:{port}: "):
             bind("127.0.0.1", port)
+
+
+def test_a_wildcard_listen_is_named_by_the_host_s_name_for_others() -> None:
+    """The daemon's lock holder tells a standby's `capctl sync` and a locked-out `apply` where the leader is:
+    `--listen 0.0.0.0:8080` (the cluster kit) said `http://0.0.0.0:8080`, which reaches no pod."""
+    assert advertised_host("0.0.0.0", "capctl-6d5f-x2k9p") == "capctl-6d5f-x2k9p"
+    assert advertised_host("::", "capctl-6d5f-x2k9p") == "capctl-6d5f-x2k9p"
+    assert advertised_host("127.0.0.1", "capctl-6d5f-x2k9p") == "127.0.0.1"
+    with bind("127.0.0.1", 0) as sock:
+        assert advertised_url(sock) == url_of(sock)
 
 
 def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:

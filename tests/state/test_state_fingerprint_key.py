@@ -67,3 +67,21 @@ def test_an_unkeyed_state_is_keyed_in_place_by_its_first_writer(store_url: str) 
         "Room": "r",
     }
     assert records[keyed.key] == keyed  # already keyed: left alone
+
+
+def test_bare_hashes_an_older_capctl_writes_into_a_keyed_state_are_read_keyed(store_url: str) -> None:
+    # A rolling update: the new pod keyed the state, the old one still leads and writes bare content hashes
+    # (a re-issue, a room added meanwhile). Read as they are, each looked like a changed spec: a replace.
+    store = open_state(store_url)
+    key = store.fingerprint_key(b"k" * 32)
+    assert key is not None
+    old = make_record(spec_hash=BARE, fixed_hash=BARE, request={"SecretKey": "sha256:abcdefabcdef", "Room": "r"})
+    store.put_many([old])
+    store.close()
+
+    reader = open_state(store_url, create=False)  # a new read-only open (plan, state list) knows no key yet
+    for record in (reader.load().records[old.key], reader.record(old.key)):
+        assert record is not None
+        assert (record.spec_hash, record.fixed_hash) == (upgrade_hash(key, BARE), upgrade_hash(key, BARE))
+        assert record.request == {"SecretKey": UNKEYED_FINGERPRINT_REMOVED, "Room": "r"}
+    reader.close()
