@@ -419,7 +419,8 @@ def _diff_one(
             Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is", task, record, after=after
         )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
-        reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
+        what = "the start of a replace (its old run stopped)" if record.replacing else "an earlier start"
+        reason = f"{what} was not confirmed (interrupted): {_resumed(record)}"
         return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
@@ -442,8 +443,11 @@ def _moved(change: Change, old: str, task: DesiredTask) -> Change:
 
 
 def _start_again(record: TaskRecord) -> Action:
-    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, or a create."""
-    return Action.REISSUE if record.reissuing else Action.CREATE
+    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, a replace's
+    start (its old run stopped: `transitions.replace_resumed`), or a create."""
+    if record.reissuing:
+        return Action.REISSUE
+    return Action.REPLACE if record.replacing else Action.CREATE
 
 
 def _resumed(record: TaskRecord) -> str:
