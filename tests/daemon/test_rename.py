@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
+from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
 from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
@@ -227,3 +228,32 @@ async def test_providers_renamed_while_the_daemon_runs_move_their_tasks_without_
     for room in ROOMS:
         record = harness.record(f"SnapshotJob/audit/{room}")
         assert (record.provider, record.updatable, record.status) == ("volc-x", {"interval": 10}, TaskStatus.RUNNING)
+
+
+async def test_a_replace_in_flight_when_its_job_is_renamed_never_stops_the_new_keys_run(harness: Harness) -> None:
+    """`--no-prune`. Every StopSnapshot answer lost, after it took effect: `old`'s idle timeout changed, so its
+    replace kept retrying its stop. `old` was then renamed to `new` (taskId kept): `new` started the vendor task
+    again, and the old key's next retry, decided for a job no longer declared, ended `new`'s run. The reload
+    cuts the old key's change short: no call of it goes out once its key left the specs."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, pinned("old", ["r1"]))
+    daemon = await harness.start(prune=False)
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(timeout_rate=1.0, phase="after", apis=["StopSnapshot"]))
+    write_specs(harness.specs, pinned("old", ["r1"]).replace("idleTimeout: 20s", "idleTimeout: 40s"))
+    assert daemon.reload()
+    await harness.advance(1)
+    stops = sim_calls(harness, "StopSnapshot", "r1")
+    assert stops, "the replace's stop went out"
+    write_specs(harness.specs, pinned("new", ["r1"]).replace("idleTimeout: 20s", "idleTimeout: 40s"))
+    renamed_at = harness.clock.now()
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(120)
+    assert sim_calls(harness, "StopSnapshot", "r1") == stops
+    assert [(e["event"], e["action"]) for e in logs if e["event"] in ("decision", "cut short")] == [
+        ("cut short", "replace"),
+        ("decision", "create"),
+    ]
+    [run] = harness.running_sim_tasks("volcengine")
+    assert run.start_time >= renamed_at and harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
