@@ -535,8 +535,19 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
-    reason = f"spec changed: {how}"
+    reason = (_app_moved(task, record) if live else None) or f"spec changed: {how}"
     return _change(Action.REPLACE, reason, task, record, details, after)
+
+
+def _app_moved(task: DesiredTask, record: TaskRecord) -> str | None:
+    """A Volcengine task whose Provider's appId was edited in place: what its replace does (the keys are the
+    account's, so its stop reaches the app it runs in; docs/providers-volcengine.md)."""
+    if not (record.family is task.family is ApiFamily.VOLC_SNAPSHOT):
+        return None
+    old, new = record.vendor_ids.get("AppId"), task.request.get("AppId")
+    if old == new:
+        return None
+    return f"its Provider's appId changed: stopped in app {old}, where it runs, then started in app {new}"
 
 
 def _diff_same(
