@@ -205,6 +205,8 @@ class Reconciler:
                     self._update(key, runtime.unconfirmed, TaskStatus.STOPPED.value)
                 self._update(key, runtime.observe_first)  # the retry looks again instead of trusting the record
                 raise
+            if self._left(key):
+                return Result(0.0)  # what it saw is recorded; nothing is decided for a task no longer declared
         if record is not None and self._waiting_to_reissue(task, record):
             rt = self.runtimes.get(key)
             since = max(record.started_at or 0.0, rt.room_emptied or 0.0)
@@ -249,6 +251,8 @@ class Reconciler:
             for other in [c for k, c in self._in_flight.items() if k != key and name in c.names]:
                 if other.interrupt.cutting.is_set():
                     await other.ended.wait()
+            if self._left(key):
+                return Result(0.0)
             # The keys that may run its Volcengine task: one does (a renamed job's old key, never pruned), and
             # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
             # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
@@ -261,6 +265,11 @@ class Reconciler:
             del self._in_flight[key]
             in_flight.ended.set()
         return Result(self._next_look(key, self.clock.now()))
+
+    def _left(self, key: str) -> bool:
+        """The key left the set in force while its pass awaited a vendor call: its decision is void (the set's
+        reload queued it again, as a removed key)."""
+        return self.spec is not None and key not in self.spec.tasks
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> Result:
         self._update(key, runtime.forgotten)

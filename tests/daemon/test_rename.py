@@ -4,6 +4,7 @@ them; a stop never ends a task a key of the specs holds. ZEGO renames start a re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -323,3 +324,33 @@ async def test_a_volcengine_app_of_another_account_edited_in_place_says_how_to_m
     assert [e["error"] for e in logs if e["event"] == "reconcile failed; retrying with backoff"] == []
     assert running_apps(harness) == [(app, "r1")]
     assert harness.record("SnapshotJob/audit/r1").provider == "volc-2"
+
+
+async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_old_key(harness: Harness) -> None:
+    """The old key's status query was in flight at the rename (taskId kept) and answered that the run had ended:
+    the pass, decided for a job no longer declared, re-issued it (a start of the old key, stopped again by its
+    prune before the new key could start). Now what it saw is recorded and nothing is decided for it."""
+    answer = asyncio.Event()
+    sim = harness.sim_app
+
+    async def slow_looks(scope: Any, receive: Any, send: Any) -> None:
+        if b"GetSnapshotTask" in scope.get("query_string", b""):
+            await answer.wait()
+        await sim(scope, receive, send)
+
+    harness.sim_app = slow_looks
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, pinned("old", ["r1"]))
+    daemon = await harness.start(max_prune=100)
+    await harness.advance(1)
+    harness.sim.stop_task("volcengine", "pinned", room_id="r1", reason="ops")
+    await harness.advance(40)  # its look is due, and waits for its answer
+    write_specs(harness.specs, pinned("new", ["r1"]))
+    assert daemon.reload()
+    answer.set()
+    await harness.advance(PRUNE_GRACE + 30)
+    assert len(sim_calls(harness, "StartSnapshot", "r1")) == 2  # the old key's first, the new key's
+    assert harness.calls("StopSnapshot") == 0  # the prune found nothing to stop: the run had ended
+    old, new = harness.record("SnapshotJob/old/r1"), harness.record("SnapshotJob/new/r1")
+    assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine ops)")
+    assert new.status is TaskStatus.RUNNING
