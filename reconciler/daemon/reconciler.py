@@ -74,11 +74,13 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
-    """A declared key's change being carried out, and the Volcengine tasks (`transitions.volc_task_name`) its
-    calls may start or stop. Its key leaving the specs cuts it short (`interrupt`): a retried call, decided for
-    a task that is no longer declared, would otherwise land after another key took that vendor task over."""
+    """A key's change being carried out, and the Volcengine tasks (`transitions.volc_task_name`) its calls may
+    start or stop. A change decided for a declared key is cut short (`interrupt`) when the key leaves the specs,
+    a prune when it comes back: a retried call would otherwise land on a task that is no longer what it was
+    decided for (a run another key took over, a run declared again)."""
 
     names: frozenset[tuple[str, str, str]]
+    declared: bool  # decided for a key of the specs (False: its prune)
     interrupt: Interrupt = dataclasses.field(default_factory=Interrupt)
     ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -129,7 +131,11 @@ class Reconciler:
         self._redacted: dict[int, Any] = {}
         self._naming: dict[tuple[str, str, str], list[str]] | None = None  # built at the first prune (`_keys_naming`)
         for key, change in self._in_flight.items():
-            if spec is not None and key not in spec.tasks and not change.interrupt.cutting.is_set():
+            if (
+                spec is not None
+                and (key in spec.tasks) is not change.declared
+                and not change.interrupt.cutting.is_set()
+            ):
                 change.interrupt.press()
                 change.interrupt.press()  # the second press cuts the calls in flight (and their retries) short
 
@@ -257,14 +263,26 @@ class Reconciler:
             # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
             # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
             records = {**self.records.holding(name), **records}
-        names = {transitions.volc_task_name(task.family, task.request), transitions.volc_task_held(record)}
-        in_flight = self._in_flight[key] = _InFlight(frozenset(n for n in names if n is not None))
-        try:
-            await self._execute(change, {key: task}, records, in_flight.interrupt)
-        finally:
-            del self._in_flight[key]
-            in_flight.ended.set()
+        names = (transitions.volc_task_name(task.family, task.request), transitions.volc_task_held(record))
+        await self._carry_out(change, {key: task}, records, names, declared=True)
         return Result(self._next_look(key, self.clock.now()))
+
+    async def _carry_out(
+        self,
+        change: Change,
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        names: Iterable[tuple[str, str, str] | None],
+        *,
+        declared: bool,
+    ) -> None:
+        """`_execute`, known as in flight (`_InFlight`) until it ends."""
+        in_flight = self._in_flight[change.key] = _InFlight(frozenset(n for n in names if n is not None), declared)
+        try:
+            await self._execute(change, desired, records, in_flight.interrupt)
+        finally:
+            del self._in_flight[change.key]
+            in_flight.ended.set()
 
     def _left(self, key: str) -> bool:
         """The key left the set in force while its pass awaited a vendor call: its decision is void (the set's
@@ -316,7 +334,7 @@ class Reconciler:
             if (room_selector := selector_of(c))
         ]
         change = uncovered(next(c for c in plan.changes if c.key == key), selectors)
-        await self._execute(change, desired, records)
+        await self._carry_out(change, desired, records, (name,), declared=False)
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 
@@ -351,14 +369,15 @@ class Reconciler:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
         deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
         also has those that may run the Volcengine task it starts. `interrupt`: pressed when its key leaves the
-        specs (`_InFlight`)."""
+        specs, or comes back to them during its prune (`_InFlight`)."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)
         result = (await self._executor.apply((change,), desired, records, interrupt=interrupt)).results[0]
         if result.cut_short:
             # The record holds what was committed before the cut. What the call cut short did is not known: a
             # key back in the specs is observed before anything is decided for it (`runtime.forgotten`).
-            reason = "its task left the specs while the change was in flight: what it committed stays recorded"
+            how = "is back in" if self._spec is not None and change.key in self._spec.tasks else "left"
+            reason = f"its task {how} the specs while the change was in flight: what it committed stays recorded"
             log.info("cut short", action=change.action.value, reason=reason)
             return
         if not result.ok:

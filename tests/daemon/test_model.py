@@ -687,6 +687,20 @@ def test_a_recording_started_again_by_a_retried_start_of_a_removed_key_may_run_o
     )
 
 
+def test_a_prune_in_flight_never_stops_a_task_back_in_the_specs() -> None:
+    """Every call failing, the jobs' file deleted (--prune-grace 0): j0's prune keeps retrying its stop; the file
+    restored, then answers lost: the prune's retried stop (decided while j0 was removed) ended the run j0 holds
+    again. The reload that restores j0 cuts its prune short (seed 62, 250 x 35)."""
+    replay(
+        ("start", {"jobs": ["snap"], "prune": True, "grace": 0.0, "max_prune": 100.0}),
+        ("callbacks_on_or_off", {}),
+        ("vendor_trouble", {"trouble": "errors"}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("vendor_trouble", {"trouble": "lost answers"}),
+    )
+
+
 def test_a_replace_in_flight_never_stops_the_task_a_rename_hands_to_a_new_key() -> None:
     """Every answer lost: j0's idle timeout changed, so its replace keeps retrying StopSnapshot; j0 is renamed
     meanwhile with its taskId kept, and the retried stop (decided for j0's old spec) ended the run j0r now held.
