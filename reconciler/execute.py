@@ -401,12 +401,13 @@ class Executor:
                 sent = transitions.observed(sent, Observed(ObservedState.RUNNING), self._clock.now())
             self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
-        if action is Action.REPLACE and record is not None:
+        if action is Action.REPLACE and record is not None and not transitions.replace_resumed(task, record):
             if transitions.findable_start(task, record):
                 step = self._find_unconfirmed(task, record)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
-        return await self.start(task, record, reissue=action is Action.REISSUE, take_over=shared)
+        replace = action is Action.REPLACE
+        return await self.start(task, record, reissue=action is Action.REISSUE, replace=replace, take_over=shared)
 
     async def _recording_failure(self, record: TaskRecord, action: str, step: Awaitable[T]) -> T:
         """Run one step of a change; a vendor error is recorded on the task (status unchanged), then raised.
@@ -427,6 +428,7 @@ class Executor:
         record: TaskRecord | None,
         *,
         reissue: bool,
+        replace: bool = False,
         priority: Priority | None = None,
         take_over: bool = True,
     ) -> str | None:
@@ -440,7 +442,7 @@ class Executor:
         specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
         resumed = transitions.resumable_start(task, record)
-        pending = transitions.intent(task, record, self._clock.now(), reissue=reissue)
+        pending = transitions.intent(task, record, self._clock.now(), reissue=reissue, replace=replace)
         self._store.put(pending)
         failpoints.hit("start.before-call")
         prio = priority if priority is not None else Priority.REISSUE if reissue else Priority.CHANGE

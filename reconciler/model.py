@@ -183,6 +183,9 @@ class TaskRecord:
     # Its last start, not confirmed yet (pending, or failed), is a re-issue: taken up again, it is planned and
     # counted as one, and its re-issue is not counted a second time.
     reissuing: bool = False
+    # Its last start, not confirmed yet, is a replace's (its old run stopped first): taken up again, it is
+    # planned and counted as a replace, and started without a second stop.
+    replacing: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

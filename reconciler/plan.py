@@ -419,7 +419,8 @@ def _diff_one(
             Action.NOOP, f"could not observe it ({obs.detail or 'error'}); left as is", task, record, after=after
         )
     if record.status is TaskStatus.PENDING and not record.vendor_task_id and record.spec_hash == task.spec_hash:
-        reason = f"an earlier start was not confirmed (interrupted): {_resumed(record)}"
+        what = "the start of a replace (its old run stopped)" if record.replacing else "an earlier start"
+        reason = f"{what} was not confirmed (interrupted): {_resumed(record)}"
         return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
         return _diff_changed(task, record, obs, after)
@@ -442,8 +443,11 @@ def _moved(change: Change, old: str, task: DesiredTask) -> Change:
 
 
 def _start_again(record: TaskRecord) -> Action:
-    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, or a create."""
-    return Action.REISSUE if record.reissuing else Action.CREATE
+    """A start tried again (cut short, or failed) is what it was: a re-issue of a run that ended, a replace's
+    start (its old run stopped: `transitions.replace_resumed`), or a create."""
+    if record.reissuing:
+        return Action.REISSUE
+    return Action.REPLACE if record.replacing else Action.CREATE
 
 
 def _resumed(record: TaskRecord) -> str:
@@ -533,8 +537,19 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
     how = "the vendor cannot change it in place" if live else "not running, start anew"
-    reason = f"spec changed: {how}"
+    reason = (_app_moved(task, record) if live else None) or f"spec changed: {how}"
     return _change(Action.REPLACE, reason, task, record, details, after)
+
+
+def _app_moved(task: DesiredTask, record: TaskRecord) -> str | None:
+    """A Volcengine task whose Provider's appId was edited in place: what its replace does (the keys are the
+    account's, so its stop reaches the app it runs in; docs/providers-volcengine.md)."""
+    if not (record.family is task.family is ApiFamily.VOLC_SNAPSHOT):
+        return None
+    old, new = record.vendor_ids.get("AppId"), task.request.get("AppId")
+    if old == new:
+        return None
+    return f"its Provider's appId changed: stopped in app {old}, where it runs, then started in app {new}"
 
 
 def _diff_same(

@@ -36,6 +36,7 @@ __all__ = [
     "not_attempted",
     "observed",
     "removed",
+    "replace_resumed",
     "restored",
     "resumable_start",
     "run_counts",
@@ -136,6 +137,18 @@ def start_unconfirmed(record: TaskRecord) -> bool:
     )
 
 
+def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
+    """A replace cut short after its stop (a crash, a start that failed) whose spec has not changed since: only
+    its start remains, taken up again as the replace it is (its old run was stopped first; a second stop
+    would end the new run it may have started)."""
+    return (
+        record.replacing
+        and record.vendor_task_id is None
+        and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+        and record.spec_hash == task.spec_hash
+    )
+
+
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     """A ZEGO start that was never confirmed (`start_unconfirmed`) and that a start of `task` under its recorded
     ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs)."""
@@ -202,8 +215,10 @@ def handed_over_to(record: TaskRecord, holders: Mapping[tuple[str, str, str], st
     return holders.get(name) if name is not None else None
 
 
-def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool) -> TaskRecord:
-    """The record written before a start call."""
+def intent(
+    task: DesiredTask, record: TaskRecord | None, now: float, *, reissue: bool, replace: bool = False
+) -> TaskRecord:
+    """The record written before a start call; `replace`: a replace's, its old run stopped."""
     if record is not None and resumable_start(task, record):
         # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
         # started one) and its recorded counters: it is still the same run.
@@ -232,6 +247,7 @@ def intent(task: DesiredTask, record: TaskRecord | None, now: float, *, reissue:
         client_task_id=cid,
         reissue_count=base.reissue_count + (1 if counted else 0),
         reissuing=reissue,
+        replacing=replace,
         unproductive_runs=unproductive,
         fault_runs=faults,
         idle_timeout=task.idle_timeout,
@@ -263,6 +279,7 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
         stop_reason=None,
         last_error=None,
         reissuing=False,
+        replacing=False,
     )
 
 

@@ -10,6 +10,7 @@ lease or timer: the controller (`controller.py`) does.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from collections import Counter
@@ -29,7 +30,7 @@ from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import RoutedCallback
 from reconciler.daemon.runtime import RuntimeMap
-from reconciler.execute import Executor, needs_observation
+from reconciler.execute import Executor, Interrupt, needs_observation
 from reconciler.model import (
     Action,
     ApiFamily,
@@ -71,6 +72,19 @@ class Result:
     wake: tuple[str, ...] = ()  # other keys to look at now (a prune's stop lets a renamed job's start go)
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A key's change being carried out, and the Volcengine tasks (`transitions.volc_task_name`) its calls may
+    start or stop. A change decided for a declared key is cut short (`interrupt`) when the key leaves the specs,
+    a prune when it comes back: a retried call would otherwise land on a task that is no longer what it was
+    decided for (a run another key took over, a run declared again)."""
+
+    names: frozenset[tuple[str, str, str]]
+    declared: bool  # decided for a key of the specs (False: its prune)
+    interrupt: Interrupt = dataclasses.field(default_factory=Interrupt)
+    ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -87,6 +101,7 @@ class Reconciler:
     ) -> None:
         self.records = records
         self.runtimes = runtimes
+        self._in_flight: dict[str, _InFlight] = {}
         self.spec = None  # set by the controller when a spec set is taken
         self._provider = provider
         self._executor = executor
@@ -115,6 +130,14 @@ class Reconciler:
         # the set is in force, so no id is reused).
         self._redacted: dict[int, Any] = {}
         self._naming: dict[tuple[str, str, str], list[str]] | None = None  # built at the first prune (`_keys_naming`)
+        for key, change in self._in_flight.items():
+            if (
+                spec is not None
+                and (key in spec.tasks) is not change.declared
+                and not change.interrupt.cutting.is_set()
+            ):
+                change.interrupt.press()
+                change.interrupt.press()  # the second press cuts the calls in flight (and their retries) short
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
@@ -188,6 +211,8 @@ class Reconciler:
                     self._update(key, runtime.unconfirmed, TaskStatus.STOPPED.value)
                 self._update(key, runtime.observe_first)  # the retry looks again instead of trusting the record
                 raise
+            if self._left(key):
+                return Result(0.0)  # what it saw is recorded; nothing is decided for a task no longer declared
         if record is not None and self._waiting_to_reissue(task, record):
             rt = self.runtimes.get(key)
             since = max(record.started_at or 0.0, rt.room_emptied or 0.0)
@@ -228,12 +253,41 @@ class Reconciler:
             return Result(None)
         self._told_waiting.discard(key)
         if change.action in _STARTS and (name := transitions.volc_task_name(task.family, task.request)) is not None:
+            # A removed key's change being cut short may still end a call on this vendor task: it ends first.
+            for other in [c for k, c in self._in_flight.items() if k != key and name in c.names]:
+                if other.interrupt.cutting.is_set():
+                    await other.ended.wait()
+            if self._left(key):
+                return Result(0.0)
             # The keys that may run its Volcengine task: one does (a renamed job's old key, never pruned), and
             # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
             # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
             records = {**self.records.holding(name), **records}
-        await self._execute(change, {key: task}, records)
+        names = (transitions.volc_task_name(task.family, task.request), transitions.volc_task_held(record))
+        await self._carry_out(change, {key: task}, records, names, declared=True)
         return Result(self._next_look(key, self.clock.now()))
+
+    async def _carry_out(
+        self,
+        change: Change,
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        names: Iterable[tuple[str, str, str] | None],
+        *,
+        declared: bool,
+    ) -> None:
+        """`_execute`, known as in flight (`_InFlight`) until it ends."""
+        in_flight = self._in_flight[change.key] = _InFlight(frozenset(n for n in names if n is not None), declared)
+        try:
+            await self._execute(change, desired, records, in_flight.interrupt)
+        finally:
+            del self._in_flight[change.key]
+            in_flight.ended.set()
+
+    def _left(self, key: str) -> bool:
+        """The key left the set in force while its pass awaited a vendor call: its decision is void (the set's
+        reload queued it again, as a removed key)."""
+        return self.spec is not None and key not in self.spec.tasks
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> Result:
         self._update(key, runtime.forgotten)
@@ -280,7 +334,7 @@ class Reconciler:
             if (room_selector := selector_of(c))
         ]
         change = uncovered(next(c for c in plan.changes if c.key == key), selectors)
-        await self._execute(change, desired, records)
+        await self._carry_out(change, desired, records, (name,), declared=False)
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 
@@ -306,14 +360,26 @@ class Reconciler:
         return self._naming.get(name, [])
 
     async def _execute(
-        self, change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+        self,
+        change: Change,
+        desired: Mapping[str, DesiredTask],
+        records: Mapping[str, TaskRecord],
+        interrupt: Interrupt | None = None,
     ) -> None:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
         deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
-        also has those that may run the Volcengine task it starts."""
+        also has those that may run the Volcengine task it starts. `interrupt`: pressed when its key leaves the
+        specs, or comes back to them during its prune (`_InFlight`)."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)
-        result = (await self._executor.apply((change,), desired, records)).results[0]
+        result = (await self._executor.apply((change,), desired, records, interrupt=interrupt)).results[0]
+        if result.cut_short:
+            # The record holds what was committed before the cut. What the call cut short did is not known: a
+            # key back in the specs is observed before anything is decided for it (`runtime.forgotten`).
+            how = "is back in" if self._spec is not None and change.key in self._spec.tasks else "left"
+            reason = f"its task {how} the specs while the change was in flight: what it committed stays recorded"
+            log.info("cut short", action=change.action.value, reason=reason)
+            return
         if not result.ok:
             if change.action is Action.UPDATE:  # it may have ended unseen (refused: no running task): the retry
                 self._update(change.key, runtime.observe_first)  # looks first, and then starts it anew

@@ -59,6 +59,10 @@ class VendorError(Exception):
         """The same failure, saying how many tries it took to give up (the message a retry loop ends with)."""
         return self._copy(f"{self.message} after {tries} tries", unanswered=self.unanswered)
 
+    def explained(self, why: str) -> VendorError:
+        """The same failure, with what the caller knows of its likely cause and what to do."""
+        return self._copy(f"{self.message} ({why})", unanswered=self.unanswered)
+
     def after_a_lost_answer(self) -> VendorError:
         """The same failure of a call an earlier try of which got no answer: that try may have acted, whatever
         this answer says (`unanswered`)."""

@@ -186,18 +186,18 @@ class VolcengineSnapshotProvider:
                 api=UPDATE,
             )
         body = {**self._ref_from_record(record, UPDATE), "ImageConfig": {"Interval": interval}}
-        await self._call(UPDATE, Priority.CHANGE, body=body)
+        await self._on_its_app(UPDATE, Priority.CHANGE, body=body)
 
     async def stop(self, record: TaskRecord) -> None:
         """StopSnapshot; an unknown or already stopped task raises VendorError(NOT_FOUND)."""
-        await self._call(STOP, Priority.CHANGE, body=self._ref_from_record(record, STOP))
+        await self._on_its_app(STOP, Priority.CHANGE, body=self._ref_from_record(record, STOP))
 
     async def observe(self, record: TaskRecord) -> Observed:
         """GetSnapshotTask (POLL priority). Unknown tasks (also those older than 72 h) are NOT_FOUND."""
         try:
             ref = self._ref_from_record(record, QUERY)
             query = {name: ref[name] for name in ("AppId", "RoomId", "TaskId")}
-            result = await self._call(QUERY, Priority.POLL, query=query)
+            result = await self._on_its_app(QUERY, Priority.POLL, query=query)
         except VendorError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Observed(state=ObservedState.NOT_FOUND, detail=exc.code)
@@ -245,6 +245,25 @@ class VolcengineSnapshotProvider:
         if not all(ref.get(name) for name in ("AppId", "RoomId", "TaskId")):
             raise VendorError(ErrorKind.NOT_FOUND, "capctl.NoTaskId", f"{record.key}: no task recorded", api=api)
         return {name: ref[name] for name in ("AppId", "BusinessId", "RoomId", "TaskId") if name in ref}
+
+    async def _on_its_app(
+        self, api: str, priority: Priority, *, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> Any:
+        """A call about a recorded task, in the app it was started in (its `AppId`). When that is not the app the
+        Provider names now (its `appId` edited in place), the call is made all the same: Volcengine's keys are
+        the account's, and reach each of its apps. A refusal then says the likely cause and what to do."""
+        app = (body if body is not None else query or {}).get("AppId")
+        try:
+            return await self._call(api, priority, body=body, query=query)
+        except VendorError as exc:
+            if app == self._config.app_id or exc.kind not in (ErrorKind.TERMINAL, ErrorKind.AUTH):
+                raise
+            raise exc.explained(
+                f"this task was started in app {app}, and Provider {self.name!r} now names app "
+                f"{self._config.app_id}: if its keys are not of {app}'s account, put that appId and its keys back, "
+                "declare the new app as a Provider of its own beside it, move the jobs to it and apply, then "
+                "remove the old one (docs/providers-volcengine.md)"
+            ) from None
 
     def _budget(self, api: str) -> RateBudget:
         rate = self._config.rate_limits.get(api, DEFAULT_RATE_LIMITS[api])

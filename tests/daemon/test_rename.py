@@ -4,12 +4,16 @@ them; a stop never ends a task a key of the specs holds. ZEGO renames start a re
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
+from reconciler.sim.config import BUILTIN_VOLC_APP
+from reconciler.sim.faults import FaultConfig
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
 from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
@@ -227,3 +231,126 @@ async def test_providers_renamed_while_the_daemon_runs_move_their_tasks_without_
     for room in ROOMS:
         record = harness.record(f"SnapshotJob/audit/{room}")
         assert (record.provider, record.updatable, record.status) == ("volc-x", {"interval": 10}, TaskStatus.RUNNING)
+
+
+async def test_a_replace_in_flight_when_its_job_is_renamed_never_stops_the_new_keys_run(harness: Harness) -> None:
+    """`--no-prune`. Every StopSnapshot answer lost, after it took effect: `old`'s idle timeout changed, so its
+    replace kept retrying its stop. `old` was then renamed to `new` (taskId kept): `new` started the vendor task
+    again, and the old key's next retry, decided for a job no longer declared, ended `new`'s run. The reload
+    cuts the old key's change short: no call of it goes out once its key left the specs."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, pinned("old", ["r1"]))
+    daemon = await harness.start(prune=False)
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(timeout_rate=1.0, phase="after", apis=["StopSnapshot"]))
+    write_specs(harness.specs, pinned("old", ["r1"]).replace("idleTimeout: 20s", "idleTimeout: 40s"))
+    assert daemon.reload()
+    await harness.advance(1)
+    stops = sim_calls(harness, "StopSnapshot", "r1")
+    assert stops, "the replace's stop went out"
+    write_specs(harness.specs, pinned("new", ["r1"]).replace("idleTimeout: 20s", "idleTimeout: 40s"))
+    renamed_at = harness.clock.now()
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(120)
+    assert sim_calls(harness, "StopSnapshot", "r1") == stops
+    assert [(e["event"], e["action"]) for e in logs if e["event"] in ("decision", "cut short")] == [
+        ("cut short", "replace"),
+        ("decision", "create"),
+    ]
+    [run] = harness.running_sim_tasks("volcengine")
+    assert run.start_time >= renamed_at and harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
+
+
+def volc_app(harness: Harness, keys: str = "") -> str:
+    """A second app in the simulator: of the same account, or (`keys`) of another with keys `AK<keys>`."""
+    app = dataclasses.replace(BUILTIN_VOLC_APP, app_id="second-app")
+    if keys:
+        app = dataclasses.replace(app, access_key=f"AK{keys}", secret_key=f"{keys}-secret")
+    harness.sim.config.volcengine_apps.append(app)
+    return app.app_id
+
+
+def running_apps(harness: Harness) -> list[tuple[str, str]]:
+    return sorted((t.app_id, t.room_id) for t in harness.running_sim_tasks("volcengine"))
+
+
+async def test_a_volcengine_appid_edited_in_place_moves_its_runs_to_the_new_app(harness: Harness) -> None:
+    """The Provider's appId edited in place, the same account's keys: each task is replaced, its stop sent to
+    the app its run is in (the record's AppId), its start to the new one; nothing runs on in the old app."""
+    app = volc_app(harness)
+    write_specs(harness.specs, snapshot_job("audit", ROOMS, idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("appId: capctl-sim-volc", f"appId: {app}"))
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(60)
+    reasons = {e["reason"] for e in logs if e["event"] == "decision"}
+    assert reasons == {
+        f"its Provider's appId changed: stopped in app capctl-sim-volc, where it runs, then started in app {app}"
+    }
+    stops = [e.body["AppId"] for e in harness.sim.log.entries() if e.api == "StopSnapshot" and e.body]
+    assert stops == ["capctl-sim-volc"] * 2
+    assert running_apps(harness) == [(app, room) for room in ROOMS]
+    assert all(harness.record(f"SnapshotJob/audit/{r}").vendor_ref["AppId"] == app for r in ROOMS)
+
+
+async def test_a_volcengine_app_of_another_account_edited_in_place_says_how_to_move_to_it(harness: Harness) -> None:
+    """appId and keys edited in place to another account's app: those keys cannot stop the old app's run. The
+    replace failed with the vendor's words alone; it now says what to do, and doing it moves the task."""
+    app = volc_app(harness, keys="OTHER")
+    write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
+    daemon = await harness.start()
+    await harness.advance(1)
+    providers = harness.specs / "providers.yaml"
+    old = providers.read_text()
+    edited = old.replace("appId: capctl-sim-volc", f"appId: {app}").replace("AKCAPCTLSIM0000000001", "AKOTHER")
+    edited = edited.replace("capctl-sim-volc-secret", "OTHER-secret")
+    providers.write_text(edited)
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(10)
+    [error, *_] = [e["error"] for e in logs if e["event"] == "reconcile failed; retrying with backoff"]
+    assert f"this task was started in app capctl-sim-volc, and Provider 'volc' now names app {app}" in error
+    assert running_apps(harness) == [("capctl-sim-volc", "r1")]  # still running, still recorded
+    # As it says: the old Provider back, the new app a Provider of its own, the job moved to it.
+    write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180).replace("provider: volc", "provider: volc-2"))
+    providers.write_text(old + "---\n" + edited.split("---\n")[0].replace("{name: volc}", "{name: volc-2}"))
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(10)  # (a Provider change retries a failed key at once)
+    assert [e["error"] for e in logs if e["event"] == "reconcile failed; retrying with backoff"] == []
+    assert running_apps(harness) == [(app, "r1")]
+    assert harness.record("SnapshotJob/audit/r1").provider == "volc-2"
+
+
+async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_old_key(harness: Harness) -> None:
+    """The old key's status query was in flight at the rename (taskId kept) and answered that the run had ended:
+    the pass, decided for a job no longer declared, re-issued it (a start of the old key, stopped again by its
+    prune before the new key could start). Now what it saw is recorded and nothing is decided for it."""
+    answer = asyncio.Event()
+    sim = harness.sim_app
+
+    async def slow_looks(scope: Any, receive: Any, send: Any) -> None:
+        if b"GetSnapshotTask" in scope.get("query_string", b""):
+            await answer.wait()
+        await sim(scope, receive, send)
+
+    harness.sim_app = slow_looks
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, pinned("old", ["r1"]))
+    daemon = await harness.start(max_prune=100)
+    await harness.advance(1)
+    harness.sim.stop_task("volcengine", "pinned", room_id="r1", reason="ops")
+    await harness.advance(40)  # its look is due, and waits for its answer
+    write_specs(harness.specs, pinned("new", ["r1"]))
+    assert daemon.reload()
+    answer.set()
+    await harness.advance(PRUNE_GRACE + 30)
+    assert len(sim_calls(harness, "StartSnapshot", "r1")) == 2  # the old key's first, the new key's
+    assert harness.calls("StopSnapshot") == 0  # the prune found nothing to stop: the run had ended
+    old, new = harness.record("SnapshotJob/old/r1"), harness.record("SnapshotJob/new/r1")
+    assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine ops)")
+    assert new.status is TaskStatus.RUNNING

@@ -3,16 +3,21 @@ start whose answer was lost, a re-issue cut short by a crash. The daemon ends ea
 
 from __future__ import annotations
 
+import pytest
+from structlog.testing import capture_logs
+
 from reconciler import transitions
 from reconciler.model import Action, TaskStatus
 from reconciler.plan import PlanOptions, diff
 from reconciler.sim.faults import FaultConfig
+from reconciler.spec import load_spec_set
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_reissue import metric
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
+REC = "RecordingJob/rec/lobby"
 
 
 async def test_a_forgotten_run_is_started_again_with_the_declared_settings(harness: Harness) -> None:
@@ -83,3 +88,46 @@ async def test_a_reissue_resumed_after_a_crash_is_counted_as_a_reissue(harness: 
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
     assert harness.record(LOBBY).reissue_count == 1
     assert metric(harness, "capctl_reissues_total", reason="idle timeout") == 1
+
+
+@pytest.mark.parametrize("family", ["volcengine", "zego"])
+async def test_a_replace_resumed_after_its_stop_is_a_replace_and_stops_nothing_again(
+    harness: Harness, family: str
+) -> None:
+    """A crash between a replace's stop and its start (its intent committed, failpoint start.before-call): the
+    next pass planned a create ("an earlier start was not confirmed"), `apply` said "1 created". It is the
+    replace's start, planned and done as one, without a second stop (ZEGO: nor a start under its ClientTaskId
+    to find that start first)."""
+    key, stop_api = (LOBBY, "StopSnapshot") if family == "volcengine" else (REC, "StopRecord")
+
+    def job(idle: int) -> str:
+        if family == "volcengine":
+            return snapshot_job("audit", ["lobby"], idle=idle)
+        return recording_job("rec", ["lobby"], idle=idle)
+
+    write_specs(harness.specs, job(180))
+    await harness.start()
+    await harness.advance(1)
+    await harness.stop()
+    write_specs(harness.specs, job(240))
+    store = SQLiteStateStore(harness.state_path)
+    task = load_spec_set([harness.specs], fingerprint_key=store.fingerprint_key()).tasks[key]
+    ran = store.load().records[key]
+    # The replace's stop, committed (reason `replaced`), then its start's intent (`Executor.start`).
+    harness.sim.stop_task(family, ran.vendor_task_id or "", room_id="lobby")
+    now = harness.clock.now()
+    pending = transitions.intent(task, transitions.stopped(ran, "replaced", now), now, reissue=False, replace=True)
+    store.put(pending)
+    store.close()
+    for start in (pending, transitions.failed(pending, "lost", now)):  # cut short; failed: tried again
+        plan = diff({key: task}, {key: start}, {}, options=PlanOptions(), state_serial=0, now=now)
+        assert plan.changes[0].action is Action.REPLACE, plan.changes[0]
+    stops = harness.calls(stop_api)
+    with capture_logs() as logs:
+        await harness.start()
+        await harness.advance(1)
+    assert [e["action"] for e in logs if e["event"] == "decision"] == ["replace"]
+    assert harness.calls(stop_api) == stops
+    [running] = harness.running_sim_tasks(family)
+    assert (running.max_idle, harness.record(key).vendor_task_id) == (240, running.task_id)
+    assert harness.record(key).status is TaskStatus.RUNNING and not harness.record(key).replacing

@@ -45,6 +45,7 @@ def every_field_set() -> TaskRecord:
         productive=True,
         update_unconfirmed=True,
         reissuing=True,
+        replacing=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
