@@ -425,7 +425,7 @@ def _state_fingerprint_key(url: str | None) -> bytes:
 
 @contextmanager
 def locked(store: StateStore, command: str) -> Iterator[None]:
-    from reconciler.state.base import LockHeld
+    from reconciler.state.base import LockHeld, StateError
     from reconciler.state.sql import holder_identity
 
     try:
@@ -445,7 +445,15 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
+            _err_console().print(
+                f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 # Stopping the one holder is not enough: a standby replica takes the lock within a retry period.
@@ -1024,6 +1032,10 @@ def apply(
         from reconciler.render import render_apply_result
 
         render_apply_result(result, _out_console())
+        if result.store_error is not None:
+            fail(
+                f"{result.store_error}: apply again once the state store can be written: it finishes what this one left"
+            )
         if result.interrupted:
             raise typer.Exit(_exit_code_of(received))
     if the_plan.unobserved:
@@ -1073,8 +1085,9 @@ async def _apply(
 
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
-    from reconciler.execute import Interrupt
+    from reconciler.execute import ApplyResult, ChangeResult, Interrupt
     from reconciler.moves import load_rehomed
+    from reconciler.state.base import StateError
 
     retry = _retry_policy()
     err = _err_console()
@@ -1117,22 +1130,32 @@ async def _apply(
         # paces the vendor calls) and the one at exit no longer walk it. bench/README.md, "Apply at the defaults".
         gc.freeze()
         interrupt = Interrupt()
+        done: list[ChangeResult] = []  # as they end: what to report should the state store fail half-way
+
+        def on_done(result: ChangeResult) -> None:
+            done.append(result)
+            progress.advance(bar)
+
         with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err, received):
             bar = progress.add_task("apply", total=len(the_plan.actionable))
-            return the_plan, await apply_plan(
-                the_plan,
-                spec_set.tasks,
-                snapshot,
-                observed,
-                store,
-                pool,
-                clock,
-                parallelism=parallelism,
-                retry=retry,
-                on_done=lambda _r: progress.advance(bar),
-                on_retry=report,
-                interrupt=interrupt,
-            )
+            try:
+                return the_plan, await apply_plan(
+                    the_plan,
+                    spec_set.tasks,
+                    snapshot,
+                    observed,
+                    store,
+                    pool,
+                    clock,
+                    parallelism=parallelism,
+                    retry=retry,
+                    on_done=on_done,
+                    on_retry=report,
+                    interrupt=interrupt,
+                )
+            except StateError as exc:  # the changes in flight have finished: say what was done and what was not
+                not_started = len(the_plan.actionable) - len(done)
+                return the_plan, ApplyResult(tuple(done), not_started=not_started, store_error=str(exc))
 
 
 def _duration_option(option: str, value: str, *, also: str = "") -> int:

@@ -41,7 +41,7 @@ from reconciler.model import (
 )
 from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
 from reconciler.retry import RetryHook, RetryPolicy, call_with_retry
-from reconciler.state.base import StateStore
+from reconciler.state.base import StateError, StateStore
 
 __all__ = [
     "CUT_SHORT",
@@ -84,8 +84,9 @@ CUT_SHORT = "interrupted while its vendor call was in flight: its intent is reco
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     results: tuple[ChangeResult, ...]
-    not_started: int = 0  # changes left out because the apply was interrupted
+    not_started: int = 0  # changes left out because the apply was interrupted, or its state store failed
     interrupted: bool = False
+    store_error: str | None = None  # the state store failed: no change started after it
 
     def __repr__(self) -> str:  # asyncio.run reprs the result it returns: keep 10,000 results out of it
         return f"ApplyResult(results={len(self.results)}, failed={len(self.failed)})"
@@ -115,6 +116,10 @@ class ApplyResult:
         parts = [f"{done.get(a, 0)} {w}" for a, w in words.items()]
         skipped = sum(1 for r in self.results if r.not_attempted)
         failed = f"{len(self.failed)} failed" + (f" ({skipped} of them not attempted)" if skipped else "")
+        if self.store_error is not None:
+            return (
+                f"Apply stopped (the state store failed): {', '.join(parts)}, {failed}, {self.not_started} not started."
+            )
         if not self.interrupted:
             return f"Apply complete: {', '.join(parts)}, {failed}."
         return (
@@ -232,11 +237,17 @@ class Executor:
         silent: dict[str, tuple[int, VendorError]] = {}
         loop = asyncio.get_running_loop()
         cut = loop.create_task(interrupt.cutting.wait())
+        # The first change whose state write failed: no change starts after it, those in flight finish (each was
+        # committed as an intent before its call), then it is raised (the daemon's reason `state-write`).
+        store_failed: list[StateError] = []
 
         def collect(task: asyncio.Task[ChangeResult]) -> None:
             index, change = running.pop(task)
             if task.cancelled():
                 result = ChangeResult(change.key, change.action, ok=False, error=CUT_SHORT, cut_short=True)
+            elif isinstance(error := task.exception(), StateError):
+                store_failed.append(error)
+                result = ChangeResult(change.key, change.action, ok=False, error=f"the state store failed: {error}")
             else:
                 result = task.result()
             results[index] = result
@@ -250,7 +261,7 @@ class Executor:
 
         try:
             while todo or running:
-                while todo and len(running) < self.window.size and not interrupt.stopping.is_set():
+                while todo and len(running) < self.window.size and not interrupt.stopping.is_set() and not store_failed:
                     index, change = todo.popleft()
                     one = functools.partial(
                         self._run_one,
@@ -275,6 +286,8 @@ class Executor:
             raise
         finally:
             cut.cancel()
+        if store_failed:
+            raise store_failed[0]
         ordered = tuple(results[i] for i in sorted(results))
         return ApplyResult(ordered, not_started=len(todo), interrupted=interrupt.stopping.is_set())
 

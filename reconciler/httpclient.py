@@ -11,17 +11,63 @@ cookie). Two parts:
   each answer and its request in urllib objects for the jar to read, even a refusing one: 30-40 µs a call,
   some 8 % of the daemon's CPU over the coverage benchmark (bench/README.md, "Coverage over a simulated day").
 
-tests/core/test_httpclient.py proves that a cookie set by an answer is not sent back.
+Every answer is also read whole within bounds, for a vendor's gateway (or a proxy before it) may be hostile or
+broken: httpx's timeout is per read, so an answer whose bytes trickle in never times out, and it reads any
+length into memory. `send` reads at most `answer_limit` bytes (8 MiB: a room listing of 10,000 users is
+about 1.5 MB) and gives the whole exchange `answer_deadline` seconds (30); past either the call fails as an
+`httpx.RequestError` the callers already treat as an answer lost (`AnswerTooLarge`, `AnswerTooSlow`).
+
+tests/core/test_httpclient.py proves that a cookie set by an answer is not sent back, and the two bounds over
+a real socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
 
-__all__ = ["RefusingJar", "StatelessClient"]
+__all__ = ["ANSWER_DEADLINE", "ANSWER_LIMIT", "AnswerTooLarge", "AnswerTooSlow", "RefusingJar", "StatelessClient"]
+
+ANSWER_LIMIT = 8 << 20  # bytes of one answer's body, as sent (before any decompression)
+ANSWER_DEADLINE = 30.0  # seconds from sending a request to the last byte of its answer
+
+
+class AnswerTooLarge(httpx.RequestError):
+    """An answer's body ran past the limit: the rest is not read, the connection is dropped."""
+
+    def __init__(self, limit: int, *, request: httpx.Request) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes", request=request)
+        self.limit = limit
+
+
+class AnswerTooSlow(httpx.ReadTimeout):
+    """An answer not complete within the deadline, though each of its reads came in time."""
+
+    def __init__(self, deadline: float, *, request: httpx.Request) -> None:
+        super().__init__(f"no complete answer within {deadline:g} s", request=request)
+        self.deadline = deadline
+
+
+class _Bounded(httpx.AsyncByteStream):
+    """An answer's byte stream that stops with `AnswerTooLarge` once more than `limit` bytes came."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, limit: int, request: httpx.Request) -> None:
+        self._stream, self._limit, self._request = stream, limit, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in self._stream:
+            read += len(chunk)
+            if read > self._limit:
+                raise AnswerTooLarge(self._limit, request=self._request)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class RefusingJar(CookieJar):
@@ -50,11 +96,34 @@ class _NoCookies(httpx.Cookies):
 class StatelessClient(httpx.AsyncClient):
     """`httpx.AsyncClient` without cookies: none stored, none sent (`cookies=` is not taken)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(
+        self, *, answer_limit: int = ANSWER_LIMIT, answer_deadline: float = ANSWER_DEADLINE, **options: Any
+    ) -> None:
         if "cookies" in options:
             raise TypeError("StatelessClient sends no cookies: do not pass cookies=")
         super().__init__(cookies=RefusingJar(), **options)
         self._no_cookies = _NoCookies()
+        self._answer_limit = answer_limit
+        self._answer_deadline = answer_deadline
+
+    async def send(self, request: httpx.Request, *, stream: bool = False, **options: Any) -> httpx.Response:
+        """Send, and read the whole answer within the limit and the deadline (never a stream left open)."""
+        if stream:
+            raise TypeError("StatelessClient reads every answer whole, within bounds: do not pass stream=True")
+        try:
+            async with asyncio.timeout(self._answer_deadline):
+                response = await super().send(request, stream=True, **options)
+                try:
+                    answer = response.stream
+                    assert isinstance(answer, httpx.AsyncByteStream)  # an AsyncClient's answers are async streams
+                    response.stream = _Bounded(answer, self._answer_limit, request)
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
+        except TimeoutError:
+            raise AnswerTooSlow(self._answer_deadline, request=request) from None
+        return response
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -15,6 +15,7 @@ import ssl
 
 import httpx
 
+from reconciler.httpclient import AnswerTooLarge, AnswerTooSlow
 from reconciler.providers.base import ErrorKind, VendorError
 
 __all__ = ["DEFAULT_PORTS", "endpoint_origin", "transport_error"]
@@ -53,7 +54,11 @@ def transport_error(exc: httpx.RequestError, url: str, *, api: str) -> VendorErr
     """A retryable `VendorError` for a request that got no (complete) answer from `url`."""
     origin = endpoint_origin(url)
     reason = _os_reason(exc)
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, AnswerTooSlow):
+        message = f"no complete answer from {origin} within {exc.deadline:g} s (its bytes kept trickling in)"
+    elif isinstance(exc, AnswerTooLarge):
+        message = f"the answer from {origin} is larger than the limit of {exc.limit:,} bytes: not read further"
+    elif isinstance(exc, httpx.ConnectTimeout):
         message = f"cannot connect to {origin} (timed out)"
     elif isinstance(exc, httpx.TimeoutException):
         message = f"no answer from {origin} in time ({type(exc).__name__})"

@@ -1,14 +1,23 @@
-"""`StatelessClient`: a cookie an answer sets is never sent back, where a stock httpx client would send it."""
+"""`StatelessClient`: a cookie an answer sets is never sent back, where a stock httpx client would send it; an
+answer is read whole within a deadline and a size limit, over a real socket."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from http.cookiejar import Cookie
 
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from reconciler.httpclient import RefusingJar, StatelessClient
+from reconciler.budget import BudgetRegistry
+from reconciler.clock import FakeClock
+from reconciler.httpclient import AnswerTooLarge, AnswerTooSlow, RefusingJar, StatelessClient
+from reconciler.model import ProviderConfig
+from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.providers.volcengine import VolcengineSnapshotProvider
+from reconciler.secrets import Secret
 
 
 class CookieSetter:
@@ -61,3 +70,81 @@ def test_the_jar_refuses_every_cookie() -> None:
     cookie = Cookie(0, "a", "b", None, False, "x.test", True, False, "/", True, False, None, False, None, None, {})
     jar.set_cookie(cookie)
     assert list(jar) == []
+
+
+class Gateway:
+    """A hostile HTTP/1.1 server on a loopback socket: its answer trickles (a byte every 0.05 s, for ever) or
+    floods (64 KiB chunks, for ever), as a broken gateway before a vendor can."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sent = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/volc/"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"{" if self.mode == "trickle" else b" " * 65536
+        try:
+            while True:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                self.sent += len(chunk)
+                await asyncio.sleep(0.05 if self.mode == "trickle" else 0)
+        except (ConnectionError, OSError):
+            writer.close()
+
+
+async def test_an_answer_that_trickles_in_fails_at_the_deadline_though_each_read_is_in_time() -> None:
+    async with Gateway("trickle") as url, StatelessClient(timeout=5, answer_deadline=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(AnswerTooSlow, match=r"no complete answer within 0.5 s"):
+            await asyncio.wait_for(client.get(url), 10)  # without the deadline: 10 s here, for ever in capctl
+        assert 0.5 <= time.monotonic() - started < 3
+
+
+async def test_an_answer_past_the_limit_is_not_read_further() -> None:
+    gateway = Gateway("flood")
+    async with gateway as url, StatelessClient(timeout=5, answer_limit=1 << 20) as client:
+        with pytest.raises(AnswerTooLarge, match=r"larger than 1048576 bytes"):
+            await asyncio.wait_for(client.get(url), 10)
+    assert gateway.sent < 8 << 20  # the client stopped reading: the server's writes backed up and stopped
+
+
+async def test_an_answer_within_the_bounds_is_read_whole() -> None:
+    app = CookieSetter()
+    async with StatelessClient(transport=httpx.ASGITransport(app=app), answer_limit=2) as client:
+        assert (await client.get("http://vendor.test/")).content == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("trickle", "no complete answer from http://127.0.0.1:{port} within 0.5 s (its bytes kept trickling in)"),
+        (
+            "flood",
+            "the answer from http://127.0.0.1:{port} is larger than the limit of 1,048,576 bytes: not read further",
+        ),
+    ],
+)
+async def test_a_provider_reads_a_hostile_answer_as_a_lost_one(mode: str, message: str) -> None:
+    async with Gateway(mode) as url, StatelessClient(answer_deadline=0.5, answer_limit=1 << 20) as http:
+        config = ProviderConfig(
+            name="volc-prod", type="volcengine", app_id="app", endpoint=url,
+            access_key=Secret("AKTEST"), secret_key=Secret("hunter2"),
+        )  # fmt: skip
+        provider = VolcengineSnapshotProvider(config, budgets=BudgetRegistry(FakeClock()), clock=FakeClock(), http=http)
+        with pytest.raises(VendorError) as info:
+            await provider.room_streams("lobby")
+    port = httpx.URL(url).port
+    assert info.value.kind is ErrorKind.RETRYABLE
+    assert str(info.value) == f"volc-prod (volcengine): GetRoomOnlineUsers: {message.format(port=port)}"

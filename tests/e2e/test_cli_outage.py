@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from typing import Any
@@ -232,3 +233,34 @@ def test_a_second_ctrl_c_cuts_the_calls_in_flight_short_and_the_next_apply_resol
     work.apply()
     assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(ROOMS)
     assert len(work.sim.tasks("volcengine")) == len(ROOMS)  # no task lost, none started twice
+
+
+def test_a_state_store_that_fails_half_way_stops_the_apply_says_what_it_did_and_the_next_one_finishes(
+    work: Workdir,
+) -> None:
+    rooms = ROOMS[:12]
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.capctl("state", "init")
+    with sqlite3.connect(work.state) as db:  # the disk fills up once four task records are written
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON capctl_records WHEN (SELECT count(*) FROM capctl_records) >= 4"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    applied = work.apply("--parallelism", "2", expect=1)
+    # Not a bare error line: the summary says what was done and left, as after Ctrl-C; no change started after it.
+    (summary,) = [line for line in applied.stdout.splitlines() if line.startswith("Apply stopped ")]
+    assert summary.startswith("Apply stopped (the state store failed): ")
+    assert summary.endswith(" not started.") and not summary.endswith(" 0 not started.")
+    failed = [line for line in applied.stdout.splitlines() if line.startswith("✗ SnapshotJob/audit/")]
+    assert failed and all("(create): the state store failed: " in line for line in failed)
+    assert applied.stderr.rstrip().endswith(
+        "database or disk is full: apply again once the state store can be written: it finishes what this one left"
+    )
+    assert "Traceback" not in applied.stderr
+    recorded = state_tasks(work)  # every task the vendor runs has its intent (or more) in the state
+    assert {t["roomId"] for t in work.sim.tasks("volcengine", state="running")} <= {k.split("/")[2] for k in recorded}
+    with sqlite3.connect(work.state) as db:
+        db.execute("DROP TRIGGER disk_full")
+    work.apply()
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(rooms)
+    assert {t["status"] for t in state_tasks(work).values()} == {"running"}
