@@ -437,7 +437,11 @@ class RecordOptions(_Model):
         None, description="the recorded files' naming rule (record_output_params; an integer ≥ 1, passed through)"
     )  # record_output_params
     callback_url: CallbackUrl | None = Field(
-        None, description="an http(s) URL ZEGO posts this recording's events to (record_output_params)"
+        None,
+        description=(
+            "an http(s) URL ZEGO posts this recording's events to instead of the app's callback URL "
+            "(record_output_params): unset, or capctl's /callbacks/zego, or the daemon sees its end by polling only"
+        ),
     )  # record_output_params
 
 
