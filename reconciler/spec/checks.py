@@ -15,7 +15,7 @@ checks of its other fields, none that reads a broken one, and is not used by oth
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from reconciler.spec.models import (
     SnapshotJobSpec,
     StorageDocument,
     StreamSelector,
+    ThumbnailFile,
     ThumbnailJobSpec,
     VolcengineProvider,
 )
@@ -296,9 +297,9 @@ class Checker:
             self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {sspec.type} ({both})")
         return 0
 
-    def _claim(self, job: Loaded, provider: str, targets: list[str], field: str, what: str) -> None:
+    def _claim(self, job: Loaded, provider: str, targets: Iterable[tuple[int, str]], field: str, what: str) -> None:
         first: dict[str, int] = {}
-        for i, target in enumerate(targets):
+        for i, target in targets:
             if target in first:
                 self.fail(
                     job,
@@ -321,7 +322,7 @@ class Checker:
     def _selector(self, job: Loaded, provider: str, selector: RoomSelector, vendor: str | None) -> None:
         """A selector's own checks; whether it covers another job's named room is checked once all are read."""
         for field in ("match", "exclude"):
-            self._claim(job, provider, getattr(selector, field), f"rooms.{field}", "pattern")
+            self._claim(job, provider, enumerate(getattr(selector, field)), f"rooms.{field}", "pattern")
             for i, pattern in enumerate(getattr(selector, field)):
                 problem = volc_pattern_problem(pattern) if vendor == "volcengine" else None
                 if problem:
@@ -373,14 +374,15 @@ class Checker:
         idle: int | None = None
         targets = named and not {"rooms", "files"} & broken
         if isinstance(spec, ThumbnailJobSpec):
-            if targets:
-                self._thumbnails(job, spec)
+            if named:  # with a broken entry, the entries valid on their own (`Loaded.entries`)
+                files = job.entries.get("files", ()) if "files" in broken else tuple(enumerate(spec.files))
+                self._thumbnails(job, spec.provider, [(i, f) for i, f in files if isinstance(f, ThumbnailFile)])
         else:
             rooms = spec.rooms if targets else None
             if isinstance(rooms, RoomSelector):
                 self._selector(job, spec.provider, rooms, vendor)
             elif rooms is not None:
-                self._claim(job, spec.provider, rooms, "rooms", "room")
+                self._claim(job, spec.provider, enumerate(rooms), "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
                 if vendor == "volcengine" and provider is not None:
@@ -575,9 +577,9 @@ class Checker:
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
 
-    def _thumbnails(self, job: Loaded, spec: ThumbnailJobSpec) -> None:
-        self._claim(job, spec.provider, [f.file_id for f in spec.files], "files", "fileId")
-        for i, item in enumerate(spec.files):
+    def _thumbnails(self, job: Loaded, provider: str, files: list[tuple[int, ThumbnailFile]]) -> None:
+        self._claim(job, provider, [(i, f.file_id) for i, f in files], "files", "fileId")
+        for i, item in files:
             path = ("spec", "files", i)
             if item.cdn == "tencent":
                 if item.definition is None:

@@ -31,6 +31,7 @@ __all__ = [
     "StorageConfig",
     "StorageDocument",
     "StreamSelector",
+    "ThumbnailFile",
     "ThumbnailJobSpec",
     "VolcengineProvider",
 ]
