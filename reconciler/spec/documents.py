@@ -126,6 +126,14 @@ def _describe(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+_BOUNDS: Final = {
+    "greater_than_equal": ("ge", "at least"),
+    "less_than_equal": ("le", "at most"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
 def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
@@ -154,6 +162,9 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         least = ctx.get("min_length")
         unit = ("character", "characters") if isinstance(value, str) else ("entry", "entries")  # '' is a Text too
         return f"{field}: needs at least {least} {unit[least != 1]}, got {ctx.get('actual_length')}"
+    if kind in _BOUNDS:  # pydantic says "Input should be greater than or equal to 1"
+        bound, word = _BOUNDS[kind]
+        return f"{field}: must be {word} {ctx.get(bound)}, got {value}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"

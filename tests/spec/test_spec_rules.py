@@ -65,7 +65,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "zego app id range",
         provider("z2", "{type: zego, appId: 4294967296, serverSecret: {env: SK}}"),
-        "less than or equal to 4294967295",
+        "must be at most 4294967295, got 4294967296",
     ),
     ("server secret required", provider("z2", "{type: zego, appId: 5}"), "missing required field 'spec.serverSecret'"),
     (
@@ -194,7 +194,7 @@ RULES: list[tuple[str, str, str]] = [
         "(U+202E)",
     ),
     ("an output folder holding a control", job("RecordingJob", body=REC + 'outputFolder: "rec/\\x07/"'), "(U+0007)"),
-    ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
+    ("image width range", job(body=VOLC + "image: {width: 1921}"), "must be at most 1920, got 1921"),
     (
         "rooms must not be empty",
         job(body="provider: volc\nrooms: []\nstorage: tos"),
@@ -291,7 +291,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "mute audio enum",
         job("RecordingJob", body=REC + "media: audio\nformat: mp3\noptions: {recordMuteAudio: 3}"),
-        "less than or equal to 2",
+        "must be at most 2, got 3",
     ),
     (
         "whiteboard flag needs boards",
