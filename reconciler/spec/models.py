@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
@@ -73,7 +83,16 @@ Region = Annotated[
 ]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
-Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF)]
+
+
+def _rrggbb00(value: int) -> int:
+    # Seed 003 (mix_output_background_color, frame_fill_color): "第四个字节固定为 0,即 0xRRGGBB00".
+    if value & 0xFF:
+        raise ValueError(f"0x{value:08X} is not a colour: write 0xRRGGBB00 (red, green, blue, then a last byte 00)")
+    return value
+
+
+Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF), AfterValidator(_rrggbb00)]
 RestartPolicyName = Literal["Always", "Never"]
 RoomNames = Annotated[list[Text], Field(min_length=1)]
 

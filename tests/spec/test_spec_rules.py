@@ -268,6 +268,16 @@ RULES: list[tuple[str, str, str]] = [
         "spec.options.fillFrame.frameFillColor: only applies with frameFillMode: 2",
     ),
     (
+        "fill colour is 0xRRGGBB00",
+        job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 2, frameFillColor: 0xFF0000FF}}"),
+        "spec.options.fillFrame.frameFillColor: 0xFF0000FF is not a colour: write 0xRRGGBB00",
+    ),
+    (
+        "background colour is 0xRRGGBB00",
+        job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {mixOutputBackgroundColor: 0x00000001, ")),
+        "spec.mix.mixOutputBackgroundColor: 0x00000001 is not a colour: write 0xRRGGBB00",
+    ),
+    (
         "large-view stream only with mix modes 3-5",
         job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {mixMode: 1, mixMaxResolutionStreamId: s, ")),
         "spec.mix.mixMaxResolutionStreamId: only applies with mixMode 3, 4 or 5",
