@@ -576,6 +576,11 @@ class Checker:
                 self.fail(job, (*path, "hasWhiteboard"), "an audio-only recording cannot record a whiteboard")
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
+        for i, board in enumerate(opts.whiteboard or () if spec.mode == "mixed" else ()):
+            # seed 003: width / height are "单流录制白板输出视频的分辨率" (a single-stream recording's whiteboard video)
+            for name in ("width", "height"):
+                if name in _fields_set(board):
+                    self.fail(job, (*path, "whiteboard", i, name), "only applies to mode: single")
 
     def _thumbnails(self, job: Loaded, provider: str, files: list[tuple[int, ThumbnailFile]]) -> None:
         self._claim(job, provider, [(i, f.file_id) for i, f in files], "files", "fileId")

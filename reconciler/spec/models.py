@@ -410,8 +410,8 @@ class Whiteboard(_Model):
 
     horizontal_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its width part, ≥ 1")
     vertical_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its height part, ≥ 1")
-    width: Positive | None = Field(None, description="output video width in single mode, vendor default 1280")
-    height: Positive | None = Field(None, description="output video height in single mode, vendor default 720")
+    width: Positive | None = Field(None, description="output video width, vendor default 1280; mode single only")
+    height: Positive | None = Field(None, description="output video height, vendor default 720; mode single only")
     whiteboard_id: Text | None = Field(None, description="the id of the whiteboard to record")
     is_ppt_animation: Bool | None = Field(
         None, description="record animated PPT (billed separately by ZEGO), vendor default false"

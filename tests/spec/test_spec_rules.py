@@ -268,6 +268,16 @@ RULES: list[tuple[str, str, str]] = [
         "spec.options.fillFrame.frameFillColor: only applies with frameFillMode: 2",
     ),
     (
+        "whiteboard size only in single mode",
+        job(
+            "RecordingJob",
+            body=REC
+            + MIXED
+            + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: 16, verticalRatio: 9, height: 720}]}",
+        ),
+        "spec.options.whiteboard[0].height: only applies to mode: single",
+    ),
+    (
         "fill colour is 0xRRGGBB00",
         job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 2, frameFillColor: 0xFF0000FF}}"),
         "spec.options.fillFrame.frameFillColor: 0xFF0000FF is not a colour: write 0xRRGGBB00",
