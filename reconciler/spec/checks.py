@@ -82,6 +82,13 @@ class CheckedJob:
     volc_region: int = 0  # the storage region as the volcengine region table number
 
 
+# The budget names of each ZEGO cloud recording API (docs/providers-zego.md, "Rate limits").
+_ZEGO_RECORDING_APIS: Final = {
+    "current": ("StartRecord", "StopRecord", "DescribeRecordStatus"),
+    "legacy": ("start", "stop", "query", "access_token"),
+}
+
+
 def _fields_set(model: Any) -> dict[str, Any]:
     """camelCase name → value of every field the user set (or that is not None)."""
     return {
@@ -199,8 +206,17 @@ class Checker:
             for name, value in (("appId", spec.app_id), ("businessId", spec.business_id)):
                 if value is not None and not VOLC_ID_RE.match(value):
                     self.fail(doc, ("spec", name), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
-        elif spec.access_token is not None and spec.cloudrecord_api != "legacy" and "cloudrecordApi" not in doc.broken:
-            self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
+        elif "cloudrecordApi" not in doc.broken:
+            if spec.access_token is not None and spec.cloudrecord_api != "legacy":
+                self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
+            for api in spec.rate_limits:
+                other = next((a for a, names in _ZEGO_RECORDING_APIS.items() if api in names), spec.cloudrecord_api)
+                if other != spec.cloudrecord_api:  # it would limit nothing: no call of that API is made
+                    self.errors.add(
+                        doc.raw.key_at(("spec", "rateLimits", api)),
+                        f"spec.rateLimits: {api!r} is a call of the {other} cloud recording API, "
+                        f"only used with cloudrecordApi: {other}",
+                    )
 
     def check_storage(self, doc: Loaded) -> None:
         assert isinstance(doc.model, StorageDocument)

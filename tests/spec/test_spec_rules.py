@@ -45,6 +45,18 @@ RULES: list[tuple[str, str, str]] = [
         "unknown API 'StartSnapshots' for volcengine (did you mean 'StartSnapshot'?)",
     ),
     (
+        "a legacy rate limit on the current api",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {query: 5}}"),
+        "spec.rateLimits: 'query' is a call of the legacy cloud recording API, only used with cloudrecordApi: legacy",
+    ),
+    (
+        "a current rate limit on the legacy api",
+        provider(
+            "z2", "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, rateLimits: {StopRecord: 5}}"
+        ),
+        "'StopRecord' is a call of the current cloud recording API, only used with cloudrecordApi: current",
+    ),
+    (
         "rate limit must be positive",
         provider(
             "v2",
