@@ -107,8 +107,8 @@ def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:
 def zego_describe(http: httpx.Client, app_id: int, secret: str, now: float) -> object:
     """DescribeRecordStatus of an unknown task, signed for `app_id`: its Code."""
     nonce, ts = "0123456789abcdef", int(now)
-    query = {"Action": "DescribeRecordStatus", "AppId": app_id, "SignatureNonce": nonce, "Timestamp": ts}
-    query |= {"SignatureVersion": "2.0", "Signature": zego_signature(app_id, nonce, secret, ts)}
+    query: dict[str, str | int] = {"Action": "DescribeRecordStatus", "AppId": app_id, "SignatureNonce": nonce}
+    query |= {"Timestamp": ts, "SignatureVersion": "2.0", "Signature": zego_signature(app_id, nonce, secret, ts)}
     return http.post("/zego/cloudrecord/", params=query, json={"TaskId": "0123456789abcdef"}).json()["Code"]
 
 
