@@ -436,6 +436,8 @@ class Checker:
                     path,
                     "zego selects streams by `stream` (stream id) only; user/type/index are volcengine fields",
                 )
+        if vendor == "zego":  # record_stream_list: a stream id listed twice is a slip, as a room listed twice
+            self._claim(job, "", [(i, s.stream) for i, s in enumerate(streams) if s.stream], "streams", "stream")
         if vendor == "volcengine" and len(streams) > VOLC_MAX_STREAMS:
             self.fail(
                 job, ("spec", "streams"), f"volcengine takes at most {VOLC_MAX_STREAMS} streams, got {len(streams)}"

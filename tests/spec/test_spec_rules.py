@@ -280,6 +280,11 @@ RULES: list[tuple[str, str, str]] = [
         "spec.options.fillFrame.frameFillColor: only applies with frameFillMode: 2",
     ),
     (
+        "a zego stream listed twice",
+        job("RecordingJob", body=REC + "streams: [{stream: teacher}, {stream: board}, {stream: teacher}]"),
+        "spec.streams[2]: stream 'teacher' is listed twice (first at streams[0])",
+    ),
+    (
         "whiteboard size only in single mode",
         job(
             "RecordingJob",
