@@ -763,9 +763,10 @@ def _annotate(
 ) -> Plan:
     if not selections:
         return the_plan
-    from reconciler.rooms import annotate
+    from reconciler.rooms import annotate, in_view
 
-    return annotate(the_plan, selections, records, observed, spec_set.providers)
+    shown = in_view(selections, spec_set.selector_jobs, the_plan.options)  # --target / -l narrow them too
+    return annotate(the_plan, shown, records, observed, spec_set.providers)
 
 
 def _plan_options(
