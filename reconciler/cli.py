@@ -771,9 +771,10 @@ def _annotate(
 ) -> Plan:
     if not selections:
         return the_plan
-    from reconciler.rooms import annotate
+    from reconciler.rooms import annotate, in_view
 
-    return annotate(the_plan, selections, records, observed, spec_set.providers)
+    shown = in_view(selections, spec_set.selector_jobs, the_plan.options)  # --target / -l narrow them too
+    return annotate(the_plan, shown, records, observed, spec_set.providers)
 
 
 def _plan_options(
@@ -1914,6 +1915,15 @@ def sim(
             "--coverage-out", metavar="FILE", help="With --scenario: also write the full coverage report (JSON)."
         ),
     ] = None,
+    zego_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zego-app",
+            metavar="APPID:SERVER_SECRET:CALLBACK_SECRET",
+            help="Serve this ZEGO app too, beside the built-in 1234567890 (repeatable): specs of several apps "
+            "can point at one simulator.",
+        ),
+    ] = None,
 ) -> None:
     """Run the local vendor simulator (Volcengine under /volc, ZEGO under /zego, control API under /_sim).
 
@@ -1921,6 +1931,7 @@ def sim(
     """
     from reconciler.sim import serve
     from reconciler.sim.clocks import check_offset, check_speed
+    from reconciler.sim.config import BUILTIN_ZEGO_APP, parse_zego_app
     from reconciler.sim.scenario import ScenarioError, load_scenario
 
     _split_listen(listen, "127.0.0.1:8750")
@@ -1936,6 +1947,14 @@ def sim(
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
+    zego_apps = []
+    for text in zego_app or ():
+        try:
+            zego_apps.append(parse_zego_app(text))
+        except ValueError as exc:
+            fail(f"--zego-app: {exc}")
+        if zego_apps[-1].app_id in {a.app_id for a in (BUILTIN_ZEGO_APP, *zego_apps[:-1])}:
+            fail(f"--zego-app: app {zego_apps[-1].app_id} is given twice (1234567890 is built in)")
     try:
         played = load_scenario(scenario) if scenario is not None else None
     except ScenarioError as exc:
@@ -1950,6 +1969,7 @@ def sim(
             zego_callback_url=zego_callback_url,
             scenario=played,
             coverage_out=coverage_out,
+            zego_apps=zego_apps,
         )
     except OSError as exc:
         fail(f"sim: {exc.strerror}")

@@ -582,11 +582,14 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         reason = f"previous start failed: {record.last_error or 'error'}{resume}"
         return _change(_start_again(record), reason, task, record, after=after)
-    if task.restart_policy is RestartPolicy.NEVER or status is TaskStatus.DONE:
+    if task.restart_policy is RestartPolicy.NEVER:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
-    return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}", task, record, after=after)
+    # A recording's `done` is a run ended under restartPolicy Never (thumbnails never come here): a job made
+    # Always since is re-issued as any stopped task of an Always job.
+    now_always = "; ended under restartPolicy Never, the job is Always now" if status is TaskStatus.DONE else ""
+    return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}{now_always}", task, record, after=after)
 
 
 def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:

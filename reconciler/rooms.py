@@ -41,7 +41,7 @@ from reconciler.model import (
     job_of,
     split_key,
 )
-from reconciler.plan import Plan, rfc3339
+from reconciler.plan import Plan, PlanOptions, label_matcher, rfc3339, selector_matches
 from reconciler.spec.checks import CheckedJob
 from reconciler.spec.expand import expand, hashes_under
 from reconciler.spec.models import RecordingJobSpec, RoomSelector, SnapshotJobSpec
@@ -52,6 +52,7 @@ __all__ = [
     "accounts_of",
     "annotate",
     "holding",
+    "in_view",
     "leaving",
     "named_rooms",
     "select",
@@ -237,6 +238,24 @@ def _ran_with(task: DesiredTask, record: TaskRecord, key: bytes | None) -> str:
     if record.provider != task.provider and hashes_under(task, record.provider, key)[0] == record.spec_hash:
         return task.spec_hash
     return record.spec_hash
+
+
+def in_view(selections: Sequence[Selection], jobs: Sequence[CheckedJob], options: PlanOptions) -> list[Selection]:
+    """The selector jobs a plan narrowed by --target or -l covers (their lines are shown): a target naming the
+    job (whatever its room part: any room may become active), its job's labels matching, or a --replace key."""
+    if not (options.targets or options.labels):
+        return list(selections)
+    labels = {f"{c.job.kind}/{c.job.name}": c.job.model.metadata.labels for c in jobs}
+    matches = label_matcher(options.labels)
+
+    def shown(s: Selection) -> bool:
+        # A two-part target (kind/name) matches every room of the job: the room part here is a placeholder.
+        targeted = not options.targets or any(
+            selector_matches("/".join(t.split("/", 2)[:2]), f"{s.job}/-") for t in options.targets
+        )
+        return (targeted and matches(labels.get(s.job, {}))) or any(job_of(k) == s.job for k in options.replace)
+
+    return [s for s in selections if shown(s)]
 
 
 def annotate(

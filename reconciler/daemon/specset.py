@@ -14,6 +14,7 @@ import structlog
 
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
+from reconciler.model import DesiredTask
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from reconciler.state.sql import iso_utc
 
@@ -130,12 +131,13 @@ def error_summary(exc: SpecErrors) -> tuple[int, str]:
 
 def changed_keys(old: SpecSet | None, new: SpecSet, recorded: Iterable[str]) -> set[str]:
     """The keys a new spec set gives work: all of them (and every recorded one) the first time, then only
-    those whose task was added, changed or removed, or whose labels or selector changed (to be recorded)."""
+    those whose task was added, changed or removed, whose labels or selector changed (to be recorded), or
+    whose restartPolicy changed (a run ended under Never is re-issued once the job is Always)."""
     if old is None:
         return set(new.tasks) | set(recorded)
-    keys = {
-        k
-        for k, t in new.tasks.items()
-        if (o := old.tasks.get(k)) is None or (o.spec_hash, o.labels, o.selector) != (t.spec_hash, t.labels, t.selector)
-    }
+
+    def looks(t: DesiredTask) -> tuple[object, ...]:
+        return (t.spec_hash, t.labels, t.selector, t.restart_policy)
+
+    keys = {k for k, t in new.tasks.items() if (o := old.tasks.get(k)) is None or looks(o) != looks(t)}
     return keys | (set(old.tasks) - set(new.tasks))

@@ -14,7 +14,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from reconciler.sim.config import (
     ZEGO_LEGACY_PREFIX,
     ZEGO_RTC_PREFIX,
     SimConfig,
+    ZegoApp,
 )
 from reconciler.sim.coverage import summary_lines
 from reconciler.sim.scenario import Scenario
@@ -118,6 +119,7 @@ def serve(
     clock_offset: float = 0.0,
     scenario: Scenario | None = None,
     coverage_out: Path | None = None,
+    zego_apps: Sequence[ZegoApp] = (),
 ) -> None:
     """Run the simulator under uvicorn until interrupted (`capctl sim`).
 
@@ -126,13 +128,15 @@ def serve(
     `scenario`, plays it from the start and, once it has played out, prints the coverage summary, writes
     the full report as JSON to `coverage_out` (if given) and stops. A scenario loaded later through the
     control API gets its summary printed too, and the simulator keeps serving. `clock_offset`: seconds its
-    clock starts off this machine's (a vendor whose clock is off; negative: behind)."""
+    clock starts off this machine's (a vendor whose clock is off; negative: behind). `zego_apps`: served beside
+    the built-in ZEGO app (`capctl sim --zego-app`)."""
     host, port = parse_listen(listen, example="127.0.0.1:8750")
     sock = bind(host, port)
     clock: Clock = (
         FakeClock(start=SystemClock().now() + clock_offset) if fake_clock else ScaledClock(speed, offset=clock_offset)
     )
     config = SimConfig(volcengine_callback_url=volcengine_callback_url, zego_callback_url=zego_callback_url)
+    config.zego_apps.extend(zego_apps)
     server: uvicorn.Server | None = None
 
     def finished(report: dict[str, Any]) -> None:
@@ -157,10 +161,12 @@ def serve(
     time_mode = "fake clock: POST /_sim/clock moves it" if fake_clock else f"clock speed {speed:g}x"
     if clock_offset:
         time_mode += f", started {abs(clock_offset):g} s {'ahead of' if clock_offset > 0 else 'behind'} this machine's"
-    scenario_note = f"; playing a scenario of {scenario.duration:g} s" if scenario is not None else ""
+    notes = f"; playing a scenario of {scenario.duration:g} s" if scenario is not None else ""
+    if zego_apps:
+        notes += f"; ZEGO apps {', '.join(str(a.app_id) for a in config.zego_apps)}"
     print(
         f"capctl sim listening on {url_of(sock)} (Volcengine /volc; ZEGO /zego/rtc, /zego/cloudrecord,"
-        f" /zego/legacy; control API /_sim; {time_mode}{scenario_note})",
+        f" /zego/legacy; control API /_sim; {time_mode}{notes})",
         flush=True,
     )
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -194,6 +194,12 @@ def record_schema(current: bool) -> Obj:
         if obj[n("top")] > obj[n("bottom")] or obj[n("left")] > obj[n("right")]:
             raise BodyError(path, f"{n('top')}/{n('left')} must not exceed {n('bottom')}/{n('right')}")
 
+    def colour(obj: dict[str, Any], path: str) -> None:
+        # Seed 003: "前三个字节为 RGB 颜色值,第四个字节固定为 0,即 0xRRGGBB00".
+        for name in (n("frame_fill_color"), n("mix_output_background_color")):
+            if obj.get(name, 0) & 0xFF:
+                raise BodyError(_join(path, name), "must be 0xRRGGBB00 (its fourth byte 0)")
+
     def regions_inside_canvas(obj: dict[str, Any], path: str) -> None:
         # Seed 003: bottom / right "不能超过画布的高 / 宽" (mix_output_video_config's height / width).
         canvas = obj[n("mix_output_video_config")]
@@ -229,7 +235,7 @@ def record_schema(current: bool) -> Obj:
         "stream_type": Val("int", choices=(1, 2, 3, 4)),
         "record_stream_list": Arr(o({"stream_id": Val("str", required=True)})),
         "fill_blank": Val("bool"),
-        "fill_frame": o({"frame_fill_mode": Val("int"), "frame_fill_color": Val("int")}),
+        "fill_frame": o({"frame_fill_mode": Val("int"), "frame_fill_color": Val("int")}, checks=(colour,)),
         "record_mute_audio": Val("int"),
         "record_mute_audio_split_threshold": Val("int"),
         "has_whiteboard": Val("bool"),
@@ -285,7 +291,7 @@ def record_schema(current: bool) -> Obj:
                 "mix_output_watermark_image": Val("str"),
                 "default_mix_stream_background_image": Val("str"),
             },
-            checks=(regions_inside_canvas,),
+            checks=(regions_inside_canvas, colour),
         ),
     }
     if current:

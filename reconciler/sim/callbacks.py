@@ -25,6 +25,7 @@ from reconciler.sim.config import VOLC, SimConfig
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.sim.senders import CallbackSender, HttpSender, SendError, encode_body
 from reconciler.sim.signing import volc_callback_signature, zego_callback_signature
+from reconciler.sim.world import SimTask
 
 __all__ = ["CallbackQueue"]
 
@@ -92,19 +93,17 @@ class CallbackQueue:
         body["Signature"] = volc_callback_signature([str(v) for v in body.values()], app.callback_secret)
         self._send(at, Delivery(VOLC, event_type, url, body))
 
-    def zego_record_event(
-        self, app_id: str, task_id: str, room_id: str, event_type: int, detail: dict[str, Any], at: float
-    ) -> None:
+    def zego_record_event(self, task: SimTask, event_type: int, detail: dict[str, Any], at: float) -> None:
         body: dict[str, Any] = {
-            "app_id": int(app_id),
-            "task_id": task_id,
-            "room_id": room_id,
+            "app_id": int(task.app_id),
+            "task_id": task.task_id,
+            "room_id": task.room_id,
             "event_type": event_type,
             "message": _ZEGO_MESSAGES.get(event_type, ""),
-            "sequence": self._next_sequence(app_id),
+            "sequence": self._next_sequence(task.app_id),
             "detail": detail,
         }
-        self._push_zego(app_id, f"event_type {event_type}", body, at)
+        self._push_zego(task.app_id, f"event_type {event_type}", body, at, url=task.callback_url)
 
     def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None:
         body: dict[str, Any] = {
@@ -122,9 +121,16 @@ class CallbackQueue:
         self._push_zego(app_id, event, {"event": event, "appid": appid, **fields}, at, ROOM_RETRIES)
 
     def _push_zego(
-        self, app_id: str, event: str, body: dict[str, Any], at: float, retries: tuple[float, ...] = RETRIES
+        self,
+        app_id: str,
+        event: str,
+        body: dict[str, Any],
+        at: float,
+        retries: tuple[float, ...] = RETRIES,
+        *,
+        url: str | None = None,
     ) -> None:
-        url = self._config.zego_callback_url
+        url = url or self._config.zego_callback_url
         app = self._config.zego_app(int(app_id))
         if url is None or app is None:
             return

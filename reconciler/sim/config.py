@@ -26,6 +26,7 @@ __all__ = [
     "SimConfig",
     "VolcApp",
     "ZegoApp",
+    "parse_zego_app",
 ]
 
 VOLC = "volcengine"
@@ -68,6 +69,19 @@ BUILTIN_ZEGO_APP = ZegoApp(
     server_secret="0123456789abcdef0123456789abcdef",
     callback_secret="capctl-sim-zego-callback",
 )
+
+
+def parse_zego_app(text: str) -> ZegoApp:
+    """`APPID:SERVER_SECRET:CALLBACK_SECRET` (`capctl sim --zego-app`): one more ZEGO app to serve."""
+    app_id, _, secrets = text.partition(":")
+    server_secret, _, callback_secret = secrets.partition(":")
+    if not (app_id.isdigit() and 1 <= int(app_id) <= 0xFFFFFFFF) or not server_secret or not callback_secret:
+        raise ValueError(
+            f"{text!r} is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to 4294967295 "
+            "(e.g. 222:my-server-secret:my-callback-secret)"
+        )
+    return ZegoApp(int(app_id), server_secret, callback_secret)
+
 
 VOLC_PREFIX = "/volc"
 ZEGO_RTC_PREFIX = "/zego/rtc"

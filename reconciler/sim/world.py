@@ -48,9 +48,7 @@ class EventSink(Protocol):
 
     def volc_event(self, app_id: str, event_type: str, data: dict[str, Any], at: float) -> None: ...
 
-    def zego_record_event(
-        self, app_id: str, task_id: str, room_id: str, event_type: int, detail: dict[str, Any], at: float
-    ) -> None: ...
+    def zego_record_event(self, task: SimTask, event_type: int, detail: dict[str, Any], at: float) -> None: ...
 
     def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None: ...
 
@@ -99,6 +97,7 @@ class SimTask:
     idle_since: float | None = None
     gen: int = 0  # bumped whenever scheduled idle events become stale
     last_stream: str = ""
+    callback_url: str | None = None  # ZEGO callback_url: this task's events go there, not to the app's URL
     settings: dict[str, Any] = field(default_factory=dict)  # start-time settings an update may not change
 
     @property
@@ -239,7 +238,7 @@ class World:
             else:
                 self._end(task, at, stop_reason="", status=ZEGO_ENDED_ABNORMALLY, quit_reason=QUIT_IDLE)
         elif event.kind == "zero":
-            self._sink.zego_record_event(task.app_id, task.task_id, task.room_id, EVENT_ZERO_STREAMS, {}, at)
+            self._sink.zego_record_event(task, EVENT_ZERO_STREAMS, {}, at)
             self._schedule_zero_reminder(task, at)
 
     # --- rooms and streams ----------------------------------------------------------------------------
@@ -453,11 +452,9 @@ class World:
         if task.family != ZEGO:
             return  # no end events for Volcengine snapshots; legacy tasks: UNCONFIRMED, we send none
         if quit_reason is None:
-            self._sink.zego_record_event(task.app_id, task.task_id, task.room_id, EVENT_NORMAL_EXIT, {}, at)
+            self._sink.zego_record_event(task, EVENT_NORMAL_EXIT, {}, at)
         else:
-            self._sink.zego_record_event(
-                task.app_id, task.task_id, task.room_id, EVENT_ABNORMAL_END, {"quit_reason": quit_reason}, at
-            )
+            self._sink.zego_record_event(task, EVENT_ABNORMAL_END, {"quit_reason": quit_reason}, at)
 
     def _recent(self, task: SimTask | None) -> SimTask | None:
         if task is None or task.start_time < self.now() - RETENTION_SECONDS:
@@ -551,6 +548,7 @@ class World:
         max_record: int,
         interval: int | None,
         client_task_id: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[str, bool]:
         """Start a recording; with a ClientTaskId of a running task, return that task and start nothing.
 
@@ -574,6 +572,7 @@ class World:
             self.now(),
             ZEGO_RECORDING,
             client_task_id=client_task_id,
+            callback_url=callback_url,
         )
         self.zego_tasks[task.task_id] = task
         if client_task_id is not None:

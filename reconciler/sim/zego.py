@@ -270,6 +270,8 @@ def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable
         max_record=inputs.get(n("max_record_time"), DEFAULT_MAX_RECORD),
         interval=outputs.get(n("snapshot_interval"), DEFAULT_SNAPSHOT_INTERVAL) if jpg else None,
         client_task_id=None if legacy else inputs.get("ClientTaskId"),
+        # Seed 003: the task's callback_url, else the one configured for the service (--zego-callback-url).
+        callback_url=outputs.get(n("callback_url")),
     )
     return task_id
 

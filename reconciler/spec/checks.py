@@ -15,7 +15,7 @@ checks of its other fields, none that reads a broken one, and is not used by oth
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from reconciler.spec.models import (
     SnapshotJobSpec,
     StorageDocument,
     StreamSelector,
+    ThumbnailFile,
     ThumbnailJobSpec,
     VolcengineProvider,
 )
@@ -79,6 +80,13 @@ class CheckedJob:
     interval: int | None = None  # snapshot jobs
     idle_timeout: int | None = None
     volc_region: int = 0  # the storage region as the volcengine region table number
+
+
+# The budget names of each ZEGO cloud recording API (docs/providers-zego.md, "Rate limits").
+_ZEGO_RECORDING_APIS: Final = {
+    "current": ("StartRecord", "StopRecord", "DescribeRecordStatus"),
+    "legacy": ("start", "stop", "query", "access_token"),
+}
 
 
 def _fields_set(model: Any) -> dict[str, Any]:
@@ -198,8 +206,17 @@ class Checker:
             for name, value in (("appId", spec.app_id), ("businessId", spec.business_id)):
                 if value is not None and not VOLC_ID_RE.match(value):
                     self.fail(doc, ("spec", name), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
-        elif spec.access_token is not None and spec.cloudrecord_api != "legacy" and "cloudrecordApi" not in doc.broken:
-            self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
+        elif "cloudrecordApi" not in doc.broken:
+            if spec.access_token is not None and spec.cloudrecord_api != "legacy":
+                self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
+            for api in spec.rate_limits:
+                other = next((a for a, names in _ZEGO_RECORDING_APIS.items() if api in names), spec.cloudrecord_api)
+                if other != spec.cloudrecord_api:  # it would limit nothing: no call of that API is made
+                    self.errors.add(
+                        doc.raw.key_at(("spec", "rateLimits", api)),
+                        f"spec.rateLimits: {api!r} is a call of the {other} cloud recording API, "
+                        f"only used with cloudrecordApi: {other}",
+                    )
 
     def check_storage(self, doc: Loaded) -> None:
         assert isinstance(doc.model, StorageDocument)
@@ -296,9 +313,9 @@ class Checker:
             self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {sspec.type} ({both})")
         return 0
 
-    def _claim(self, job: Loaded, provider: str, targets: list[str], field: str, what: str) -> None:
+    def _claim(self, job: Loaded, provider: str, targets: Iterable[tuple[int, str]], field: str, what: str) -> None:
         first: dict[str, int] = {}
-        for i, target in enumerate(targets):
+        for i, target in targets:
             if target in first:
                 self.fail(
                     job,
@@ -321,7 +338,7 @@ class Checker:
     def _selector(self, job: Loaded, provider: str, selector: RoomSelector, vendor: str | None) -> None:
         """A selector's own checks; whether it covers another job's named room is checked once all are read."""
         for field in ("match", "exclude"):
-            self._claim(job, provider, getattr(selector, field), f"rooms.{field}", "pattern")
+            self._claim(job, provider, enumerate(getattr(selector, field)), f"rooms.{field}", "pattern")
             for i, pattern in enumerate(getattr(selector, field)):
                 problem = volc_pattern_problem(pattern) if vendor == "volcengine" else None
                 if problem:
@@ -373,14 +390,15 @@ class Checker:
         idle: int | None = None
         targets = named and not {"rooms", "files"} & broken
         if isinstance(spec, ThumbnailJobSpec):
-            if targets:
-                self._thumbnails(job, spec)
+            if named:  # with a broken entry, the entries valid on their own (`Loaded.entries`)
+                files = job.entries.get("files", ()) if "files" in broken else tuple(enumerate(spec.files))
+                self._thumbnails(job, spec.provider, [(i, f) for i, f in files if isinstance(f, ThumbnailFile)])
         else:
             rooms = spec.rooms if targets else None
             if isinstance(rooms, RoomSelector):
                 self._selector(job, spec.provider, rooms, vendor)
             elif rooms is not None:
-                self._claim(job, spec.provider, rooms, "rooms", "room")
+                self._claim(job, spec.provider, enumerate(rooms), "rooms", "room")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
                 if vendor == "volcengine" and provider is not None:
@@ -418,6 +436,8 @@ class Checker:
                     path,
                     "zego selects streams by `stream` (stream id) only; user/type/index are volcengine fields",
                 )
+        if vendor == "zego":  # record_stream_list: a stream id listed twice is a slip, as a room listed twice
+            self._claim(job, "", [(i, s.stream) for i, s in enumerate(streams) if s.stream], "streams", "stream")
         if vendor == "volcengine" and len(streams) > VOLC_MAX_STREAMS:
             self.fail(
                 job, ("spec", "streams"), f"volcengine takes at most {VOLC_MAX_STREAMS} streams, got {len(streams)}"
@@ -574,10 +594,15 @@ class Checker:
                 self.fail(job, (*path, "hasWhiteboard"), "an audio-only recording cannot record a whiteboard")
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
+        for i, board in enumerate(opts.whiteboard or () if spec.mode == "mixed" else ()):
+            # seed 003: width / height are "单流录制白板输出视频的分辨率" (a single-stream recording's whiteboard video)
+            for name in ("width", "height"):
+                if name in _fields_set(board):
+                    self.fail(job, (*path, "whiteboard", i, name), "only applies to mode: single")
 
-    def _thumbnails(self, job: Loaded, spec: ThumbnailJobSpec) -> None:
-        self._claim(job, spec.provider, [f.file_id for f in spec.files], "files", "fileId")
-        for i, item in enumerate(spec.files):
+    def _thumbnails(self, job: Loaded, provider: str, files: list[tuple[int, ThumbnailFile]]) -> None:
+        self._claim(job, provider, [(i, f.file_id) for i, f in files], "files", "fileId")
+        for i, item in files:
             path = ("spec", "files", i)
             if item.cdn == "tencent":
                 if item.definition is None:

@@ -12,17 +12,19 @@ never used by another document's checks nor expanded. The load fails anyway on t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
 from reconciler.spec.fields import CALLBACK_URL_PATTERN, ENDPOINT_PATTERN, NAME_PATTERN, VOLC_ID_PATTERN
-from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document
+from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
 from reconciler.spec.yamlpos import Path, RawDocument
 
@@ -38,6 +40,9 @@ class Loaded:
     # `spec` fields (YAML names) that failed validation, already reported: the model holds no value of
     # theirs (a default, or a placeholder for a required one), so no check may read them.
     broken: frozenset[str] = frozenset()
+    # Of a broken list field whose entries are checked one by one (`ENTRY_MODELS`): the entries that are
+    # valid on their own, with their index, so their rules are reported in the same pass as the others' errors.
+    entries: Mapping[str, tuple[tuple[int, BaseModel], ...]] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -121,6 +126,14 @@ def _describe(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+_BOUNDS: Final = {
+    "greater_than_equal": ("ge", "at least"),
+    "less_than_equal": ("le", "at most"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
 def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
@@ -149,6 +162,9 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         least = ctx.get("min_length")
         unit = ("character", "characters") if isinstance(value, str) else ("entry", "entries")  # '' is a Text too
         return f"{field}: needs at least {least} {unit[least != 1]}, got {ctx.get('actual_length')}"
+    if kind in _BOUNDS:  # pydantic says "Input should be greater than or equal to 1"
+        bound, word = _BOUNDS[kind]
+        return f"{field}: must be {word} {ctx.get(bound)}, got {value}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
@@ -214,7 +230,30 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
             return None
         for path in unknown:
             data = _without(data, path)
-        return _partial(raw, model, data, broken)
+        entries = _valid_entries(str(kind), data["spec"], broken)
+        loaded = _partial(raw, model, data, broken, entries)
+        return dataclasses.replace(loaded, entries=entries) if loaded is not None and entries else loaded
+
+
+# List fields whose entries are modelled one by one when the list is broken (one bad entry would otherwise
+# hide every other entry's rule errors until it is fixed): (kind, YAML field name) → the entry's model.
+ENTRY_MODELS: Final[Mapping[tuple[str, str], type[BaseModel]]] = {("ThumbnailJob", "files"): ThumbnailFile}
+
+
+def _valid_entries(kind: str, spec: Any, broken: frozenset[str]) -> dict[str, tuple[tuple[int, BaseModel], ...]]:
+    entries: dict[str, tuple[tuple[int, BaseModel], ...]] = {}
+    for (of, name), model in ENTRY_MODELS.items():
+        items = spec.get(name) if of == kind and name in broken and isinstance(spec, dict) else None
+        if isinstance(items, list):
+            entries[name] = tuple((i, valid) for i, item in enumerate(items) if (valid := _entry(model, item)))
+    return entries
+
+
+def _entry(model: type[BaseModel], item: Any) -> BaseModel | None:
+    try:
+        return model.model_validate(item)
+    except ValidationError:  # its errors were reported with the document's
+        return None
 
 
 # Values that pass a required field's validation when it is broken, tried in order (a name, room names):
@@ -237,9 +276,19 @@ def _broken_fields(data: dict[str, Any], problems: list[Any]) -> frozenset[str] 
     return frozenset(broken)
 
 
-def _partial(raw: RawDocument, model: type[Document], data: dict[str, Any], broken: frozenset[str]) -> Loaded | None:
-    """The document modelled without its `broken` spec fields (see the module docstring), or None."""
+def _partial(
+    raw: RawDocument,
+    model: type[Document],
+    data: dict[str, Any],
+    broken: frozenset[str],
+    entries: Mapping[str, tuple[tuple[int, BaseModel], ...]],
+) -> Loaded | None:
+    """The document modelled without its `broken` spec fields (see the module docstring), or None. A broken
+    list with `entries` valid on their own holds those (a required one needs a value; checks read `entries`)."""
     spec = {k: v for k, v in data["spec"].items() if k not in broken}
+    for name, valid in entries.items():
+        if valid:
+            spec[name] = [data["spec"][name][i] for i, _ in valid]
     for _ in range(len(broken) + 1):
         try:
             return Loaded(raw, model.model_validate({**data, "spec": spec}), broken)

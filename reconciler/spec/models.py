@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
@@ -31,6 +41,7 @@ __all__ = [
     "StorageConfig",
     "StorageDocument",
     "StreamSelector",
+    "ThumbnailFile",
     "ThumbnailJobSpec",
     "VolcengineProvider",
 ]
@@ -72,7 +83,16 @@ Region = Annotated[
 ]
 Rate = Annotated[float, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
-Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF)]
+
+
+def _rrggbb00(value: int) -> int:
+    # Seed 003 (mix_output_background_color, frame_fill_color): "第四个字节固定为 0,即 0xRRGGBB00".
+    if value & 0xFF:
+        raise ValueError(f"0x{value:08X} is not a colour: write 0xRRGGBB00 (red, green, blue, then a last byte 00)")
+    return value
+
+
+Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF), AfterValidator(_rrggbb00)]
 RestartPolicyName = Literal["Always", "Never"]
 RoomNames = Annotated[list[Text], Field(min_length=1)]
 
@@ -390,8 +410,8 @@ class Whiteboard(_Model):
 
     horizontal_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its width part, ≥ 1")
     vertical_ratio: Positive = Field(description="the original whiteboard's aspect ratio: its height part, ≥ 1")
-    width: Positive | None = Field(None, description="output video width in single mode, vendor default 1280")
-    height: Positive | None = Field(None, description="output video height in single mode, vendor default 720")
+    width: Positive | None = Field(None, description="output video width, vendor default 1280; mode single only")
+    height: Positive | None = Field(None, description="output video height, vendor default 720; mode single only")
     whiteboard_id: Text | None = Field(None, description="the id of the whiteboard to record")
     is_ppt_animation: Bool | None = Field(
         None, description="record animated PPT (billed separately by ZEGO), vendor default false"
@@ -437,7 +457,11 @@ class RecordOptions(_Model):
         None, description="the recorded files' naming rule (record_output_params; an integer ≥ 1, passed through)"
     )  # record_output_params
     callback_url: CallbackUrl | None = Field(
-        None, description="an http(s) URL ZEGO posts this recording's events to (record_output_params)"
+        None,
+        description=(
+            "an http(s) URL ZEGO posts this recording's events to instead of the app's callback URL "
+            "(record_output_params): unset, or capctl's /callbacks/zego, or the daemon sees its end by polling only"
+        ),
     )  # record_output_params
 
 

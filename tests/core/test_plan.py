@@ -145,6 +145,17 @@ def test_restart_policy_never_is_not_reissued() -> None:
     assert change.action is Action.NOOP and "restartPolicy Never" in change.reason
 
 
+def test_a_run_ended_under_never_is_reissued_once_the_job_is_always() -> None:
+    task = desired()  # restartPolicy Always; the record: the run of its Never days, ended
+    rec = record_for(task, TaskStatus.DONE, stop_reason="IdleTimeOut", stopped_at=NOW)
+    assert one(desired(restart=RestartPolicy.NEVER), rec, refreshed=False).action is Action.NOOP
+    change = one(task, rec, refreshed=False)
+    assert change.action is Action.REISSUE
+    assert change.reason.endswith(
+        "IdleTimeOut at 2027-01-15 08:00:00Z; ended under restartPolicy Never, the job is Always now"
+    )
+
+
 def test_recorded_stop_is_reissued_without_refresh() -> None:
     task = desired()
     rec = record_for(task, TaskStatus.STOPPED, stop_reason="IdleTimeOut", stopped_at=NOW)

@@ -149,13 +149,20 @@ async def test_recording_seen_ended_by_polling_alone_is_reissued_with_its_status
     assert harness.record(CLASS).reissue_count == 1
 
 
-async def test_restart_policy_never_is_not_reissued(harness: Harness) -> None:
+async def test_restart_policy_never_is_not_reissued_until_the_job_is_always(harness: Harness) -> None:
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, restart="Never"))
-    await harness.start()
+    daemon = await harness.start()
     await harness.advance(200)
     record = harness.record(LOBBY)
     assert record.status is TaskStatus.DONE
     assert harness.calls("StartSnapshot") == 1
+    # The job made Always (nothing else changed, so no hash did): the run that ended under Never is re-issued.
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    assert daemon.reload()
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert harness.calls("StartSnapshot") == 2
 
 
 async def test_three_tasks_are_polled_once_per_resync_not_at_the_budget(harness: Harness) -> None:

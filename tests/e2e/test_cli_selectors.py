@@ -75,6 +75,8 @@ def test_selector_job_plans_and_applies_the_active_matching_rooms_within_its_cap
     assert re.search(r"room activity as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(\d+s before this plan\)", text)
     markdown = work.capctl("plan", "--format", "markdown").stdout
     assert "| `SnapshotJob/classes` | `class-* except class-test-*` | 3 active" in markdown
+    narrowed = work.capctl("plan", "--target", "SnapshotJob/named").stdout  # the selector job is not targeted
+    assert "Plan: 1 to create" in narrowed and "Room selector" not in narrowed
 
     work.capctl("plan", "--out", "plan.json")
     shown = work.capctl("show", "plan.json").stdout  # a saved plan carries the selector views

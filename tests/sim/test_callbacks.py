@@ -60,6 +60,14 @@ async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, rec
     await cb_client.zego("StopRecord", {"TaskId": task2})
     await sim.deliver_due()
     assert receiver.received[-1]["body"]["event_type"] == 5
+    assert {r["url"] for r in receiver.received} == {"http://daemon.test/callbacks/zego"}
+    # Seed 003 callback_url: a task's own URL takes its events, instead of the one configured for the service.
+    body = record_body()
+    body["RecordOutputParams"]["CallbackUrl"] = "http://hooks.test/zego"
+    task3 = (await cb_client.zego("StartRecord", body)).json()["Data"]["TaskId"]
+    await cb_client.zego("StopRecord", {"TaskId": task3})
+    await sim.deliver_due()
+    assert (receiver.received[-1]["url"], receiver.received[-1]["body"]["task_id"]) == ("http://hooks.test/zego", task3)
 
 
 async def test_retries_are_paced_by_sim_clock(cb_client: SimClient, receiver: Receiver) -> None:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from reconciler import cli
 from reconciler.listen import advertised_host, advertised_url, bind, parse_listen, url_of
+from reconciler.sim.signing import zego_signature
 from tests.servers import sim_output
 from tests.sim.conftest import VOLC_APP, sdk_sign
 
@@ -113,16 +114,32 @@ def test_every_answer_says_nosniff(server: tuple[str, int]) -> None:
     assert all(a.headers.get_list("x-content-type-options") == ["nosniff"] for a in answers)
 
 
+def zego_describe(http: httpx.Client, app_id: int, secret: str, now: float) -> object:
+    """DescribeRecordStatus of an unknown task, signed for `app_id`: its Code."""
+    nonce, ts = "0123456789abcdef", int(now)
+    query: dict[str, str | int] = {"Action": "DescribeRecordStatus", "AppId": app_id, "SignatureNonce": nonce}
+    query |= {"Timestamp": ts, "SignatureVersion": "2.0", "Signature": zego_signature(app_id, nonce, secret, ts)}
+    return http.post("/zego/cloudrecord/", params=query, json={"TaskId": "0123456789abcdef"}).json()["Code"]
+
+
 @pytest.mark.parametrize(
-    ("signum", "offset", "said"),
-    [(signal.SIGTERM, [], ""), (signal.SIGINT, ["--clock-offset", "-300"], ", started 300 s behind this machine's")],
+    ("signum", "options", "said"),
+    [
+        (signal.SIGTERM, [], ""),
+        (
+            signal.SIGINT,
+            ["--clock-offset", "-300", "--zego-app", "222:secret-222:cb-222"],
+            ", started 300 s behind this machine's; ZEGO apps 1234567890, 222",
+        ),
+    ],
     ids=["sigterm", "ctrl-c"],
 )
-def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int, offset: list[str], said: str) -> None:
+def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int, options: list[str], said: str) -> None:
     """It died of the signal after a clean shutdown (uvicorn raises it again): 143, which a container runtime
-    reports as a failure. It exits 0 now, as `capctl run` does. (And `--clock-offset` starts its clock off.)"""
+    reports as a failure. It exits 0 now, as `capctl run` does. (And `--clock-offset` starts its clock off;
+    `--zego-app` serves one more ZEGO app, whose signatures it checks with that app's secret.)"""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *offset],
+        [sys.executable, "-m", "reconciler", "sim", "--listen", "127.0.0.1:0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -130,7 +147,10 @@ def test_capctl_sim_stops_cleanly_and_exits_0_on_sigterm_or_ctrl_c(signum: int, 
     output = sim_output(proc)
     with httpx.Client(base_url=output.url()) as http:
         assert http.get("/_sim/requests").status_code == 200
-        assert http.get("/_sim/clock").json()["now"] - time.time() == pytest.approx(-300 if offset else 0, abs=5)
+        now = http.get("/_sim/clock").json()["now"]
+        assert now - time.time() == pytest.approx(-300 if options else 0, abs=5)
+        # 300001000: no such task (signature accepted); 100000005: signature invalid (an app it does not serve)
+        assert zego_describe(http, 222, "secret-222", now) == (300001000 if options else 100000005)
     proc.send_signal(signum)
     assert proc.wait(timeout=30) == 0
     assert "Traceback" not in output.text() and f"clock speed 1x{said})" in output.text()
@@ -187,6 +207,22 @@ def test_capctl_sim_refuses_a_speed_it_cannot_run_before_serving(options: list[s
     )
     assert done.returncode == 1 and "listening" not in done.stdout
     assert error in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("apps", "error"),
+    [
+        (["222:s"], "--zego-app: '222:s' is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to"),
+        (["0:s:c"], "--zego-app: '0:s:c' is not APPID:SERVER_SECRET:CALLBACK_SECRET"),
+        (["222:s:c", "222:t:d"], "--zego-app: app 222 is given twice (1234567890 is built in)"),
+        (["1234567890:s:c"], "--zego-app: app 1234567890 is given twice (1234567890 is built in)"),
+    ],
+)
+def test_capctl_sim_refuses_a_zego_app_it_cannot_serve_before_serving(apps: list[str], error: str) -> None:
+    options = [arg for app in apps for arg in ("--zego-app", app)]
+    result = CliRunner().invoke(cli.app, ["sim", "--listen", "127.0.0.1:0", *options])
+    assert result.exit_code == 1 and "listening" not in result.output
+    assert error in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("offset", ["nan", "-86401"])

@@ -79,6 +79,14 @@ TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessK
             lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
             "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",
         ),
+        (
+            lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixOutputBackgroundColor": 0x123456FF}),
+            "MixConfig.MixOutputBackgroundColor: must be 0xRRGGBB00",
+        ),
+        (
+            lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 2, "FrameFillColor": 0xFF0000FF}),
+            "FillFrame.FrameFillColor: must be 0xRRGGBB00",
+        ),
     ],
 )
 async def test_start_record_validation(

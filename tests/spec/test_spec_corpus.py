@@ -48,6 +48,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "missing_file_ref": (7, 17, "cannot read referenced file 'no-such-secret.txt': No such file or"),
     "missing_kind": (1, 1, "missing required field 'kind' (one of Provider, Storage, SnapshotJob,"),
     "mix_canvas_too_large": (11, 27, "spec.mix.mixOutputVideoConfig: width × height must not exceed 1920 ×"),
+    "mix_fps_range": (11, 60, "spec.mix.mixOutputVideoConfig.fps: must be at most 30, got 31"),
     "mixed_without_mix": (4, 1, "spec: mode mixed needs 'mix' (mix_config)"),
     "name_too_long": (3, 18, "metadata.name: String should have at most 63 characters"),
     "negative_duration": (8, 13, "spec.interval: invalid duration -5: a duration cannot be negative;"),

@@ -122,7 +122,7 @@ mix:
   mixOutputVideoConfig: {width: 1280, height: 720, fps: 15, bitrate: 1500000}
   mixInputList:
     - {streamId: teacher, top: 0, left: 0, bottom: 720, right: 640, layer: 1}
-options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 255}, outputFileRule: 2,
+options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 65280}, outputFileRule: 2,
           callbackUrl: "https://hooks.example/rec?token=t1"}
 """
 
@@ -147,7 +147,7 @@ def test_zego_recording_current_request(load: Loader) -> None:
             "MaxIdleTime": 60,
             "MaxRecordTime": 7200,
             "FillBlank": True,
-            "FillFrame": {"FrameFillMode": 2, "FrameFillColor": 255},
+            "FillFrame": {"FrameFillMode": 2, "FrameFillColor": 65280},
             "MixConfig": {
                 "MixMode": 1,
                 "MixOutputStreamId": "mix-out",

@@ -205,3 +205,24 @@ def test_a_partly_valid_recording_provider_and_storage_are_checked_without_their
         "20:26: spec.bucket: Input should be a valid string, got a list",
         "20:31: spec.space: does not apply to storage type s3",
     ], errors
+
+
+def test_a_broken_thumbnail_entry_hides_no_rule_of_the_other_entries(tmp_path: Path) -> None:
+    body = """\
+    provider: zego
+    files:
+      - {cdn: huawei, fileId: /x, interval: 0}
+      - {cdn: tencent, fileId: "2", definition: 1, offsets: [0s, -1]}
+      - {cdn: huawei, fileId: /x, interval: 2s}
+      - {cdn: tencent, fileId: "3"}
+      - {cdn: huawei, fileId: "", interval: 2s, definition: 1}
+    """
+    a = _write(tmp_path, "a.yaml", job("ThumbnailJob", "thumbs", body))
+    errors = _errors(a)
+    assert errors[0] == f"{a}:7:43: spec.files[0].interval: must be at least 1s"
+    assert errors[1].startswith(f"{a}:8:64: spec.files[1].offsets[1]: invalid duration -1")
+    assert errors[2:] == [
+        f"{a}:9:7: spec.files[2]: fileId '/x' is listed twice (first at files[0])",
+        f"{a}:10:7: spec.files[3]: cdn tencent needs 'definition' (a snapshot template id)",
+        f"{a}:11:29: spec.files[4].fileId: needs at least 1 character, got 0",
+    ]

@@ -45,6 +45,18 @@ RULES: list[tuple[str, str, str]] = [
         "unknown API 'StartSnapshots' for volcengine (did you mean 'StartSnapshot'?)",
     ),
     (
+        "a legacy rate limit on the current api",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {query: 5}}"),
+        "spec.rateLimits: 'query' is a call of the legacy cloud recording API, only used with cloudrecordApi: legacy",
+    ),
+    (
+        "a current rate limit on the legacy api",
+        provider(
+            "z2", "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, rateLimits: {StopRecord: 5}}"
+        ),
+        "'StopRecord' is a call of the current cloud recording API, only used with cloudrecordApi: current",
+    ),
+    (
         "rate limit must be positive",
         provider(
             "v2",
@@ -65,7 +77,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "zego app id range",
         provider("z2", "{type: zego, appId: 4294967296, serverSecret: {env: SK}}"),
-        "less than or equal to 4294967295",
+        "must be at most 4294967295, got 4294967296",
     ),
     ("server secret required", provider("z2", "{type: zego, appId: 5}"), "missing required field 'spec.serverSecret'"),
     (
@@ -194,7 +206,7 @@ RULES: list[tuple[str, str, str]] = [
         "(U+202E)",
     ),
     ("an output folder holding a control", job("RecordingJob", body=REC + 'outputFolder: "rec/\\x07/"'), "(U+0007)"),
-    ("image width range", job(body=VOLC + "image: {width: 1921}"), "less than or equal to 1920"),
+    ("image width range", job(body=VOLC + "image: {width: 1921}"), "must be at most 1920, got 1921"),
     (
         "rooms must not be empty",
         job(body="provider: volc\nrooms: []\nstorage: tos"),
@@ -268,6 +280,31 @@ RULES: list[tuple[str, str, str]] = [
         "spec.options.fillFrame.frameFillColor: only applies with frameFillMode: 2",
     ),
     (
+        "a zego stream listed twice",
+        job("RecordingJob", body=REC + "streams: [{stream: teacher}, {stream: board}, {stream: teacher}]"),
+        "spec.streams[2]: stream 'teacher' is listed twice (first at streams[0])",
+    ),
+    (
+        "whiteboard size only in single mode",
+        job(
+            "RecordingJob",
+            body=REC
+            + MIXED
+            + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: 16, verticalRatio: 9, height: 720}]}",
+        ),
+        "spec.options.whiteboard[0].height: only applies to mode: single",
+    ),
+    (
+        "fill colour is 0xRRGGBB00",
+        job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 2, frameFillColor: 0xFF0000FF}}"),
+        "spec.options.fillFrame.frameFillColor: 0xFF0000FF is not a colour: write 0xRRGGBB00",
+    ),
+    (
+        "background colour is 0xRRGGBB00",
+        job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {mixOutputBackgroundColor: 0x00000001, ")),
+        "spec.mix.mixOutputBackgroundColor: 0x00000001 is not a colour: write 0xRRGGBB00",
+    ),
+    (
         "large-view stream only with mix modes 3-5",
         job("RecordingJob", body=REC + MIXED.replace("mix: {", "mix: {mixMode: 1, mixMaxResolutionStreamId: s, ")),
         "spec.mix.mixMaxResolutionStreamId: only applies with mixMode 3, 4 or 5",
@@ -291,7 +328,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "mute audio enum",
         job("RecordingJob", body=REC + "media: audio\nformat: mp3\noptions: {recordMuteAudio: 3}"),
-        "less than or equal to 2",
+        "must be at most 2, got 3",
     ),
     (
         "whiteboard flag needs boards",
