@@ -799,7 +799,7 @@ def _plan_options(
 
 
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
-    """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
+    """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers' HTTP code is loaded."""
     from reconciler.clock import SystemClock
     from reconciler.moves import load_rehomed
     from reconciler.plan import PlanError, diff

@@ -1,0 +1,60 @@
+"""A CLI that starts fast (design.md, "Fast by construction"): each command imports only what it uses.
+
+Runs the real `capctl` in a subprocess per command and reads the modules it had imported when it exited. What
+a command must not import is what it never uses: an HTTP client, a web server or an event loop where no vendor
+is called, the state package where no state is read, pydantic where nothing is validated. Each of these cost
+15–100 ms of every such command (bench/README.md, "The CLI's start").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs capctl as its console script does, then writes the names of the modules it imported to argv[1].
+RUN = """
+import json, runpy, sys
+out, sys.argv = sys.argv[1], ["capctl", *sys.argv[2:]]
+try:
+    runpy.run_module("reconciler", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+NO_VENDOR = ("asyncio", "httpx", "httpcore", "ssl", "starlette", "uvicorn", "structlog", "rich.traceback")
+
+
+def _imported(tmp_path: Path, *args: str) -> set[str]:
+    out = tmp_path / "modules.json"
+    done = subprocess.run([sys.executable, "-c", RUN, str(out), *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["code"] in (None, 0), done.stdout + done.stderr
+    return set(result["modules"])
+
+
+@pytest.mark.parametrize(
+    ("args", "unused"),
+    [
+        # No vendor is called: the spec checks once loaded the providers' rate budgets (and with them asyncio and
+        # ssl).
+        (("validate", "specs"), NO_VENDOR),
+        # Planned from the state alone: no vendor, so no event loop either (reconciler/clock.py).
+        (("plan", "--no-refresh", "--state", "sqlite:///{tmp}/state.db", "specs"), NO_VENDOR),
+    ],
+    ids=["validate", "plan-no-refresh"],
+)
+def test_a_command_imports_nothing_it_does_not_use(
+    tmp_path: Path, args: tuple[str, ...], unused: tuple[str, ...]
+) -> None:
+    imported = _imported(tmp_path, *(arg.format(tmp=tmp_path) for arg in args))
+    assert "reconciler.cli" in imported  # the run was the CLI's
+    assert sorted(imported.intersection(unused)) == []
