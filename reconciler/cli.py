@@ -175,14 +175,17 @@ class CapctlGroup(TyperGroup):
             raise
 
     def invoke(self, ctx: Any) -> Any:
-        from reconciler.state.base import StateError
-
         try:
             return super().invoke(ctx)
         except UsageError as exc:
             exc.exit_code = EXIT_ERROR
             raise
-        except StateError as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
+        except Exception as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
+            # A StateError, if the command loaded the state package at all (those that never do, such as
+            # validate, do not pay for importing it here).
+            state = sys.modules.get("reconciler.state.base")
+            if state is None or not isinstance(exc, state.StateError):
+                raise
             fail(str(exc))
 
     def get_params(self, ctx: Any) -> list[Any]:

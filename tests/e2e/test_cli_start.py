@@ -44,9 +44,9 @@ def _imported(tmp_path: Path, *args: str) -> set[str]:
 @pytest.mark.parametrize(
     ("args", "unused"),
     [
-        # No vendor is called: the spec checks once loaded the providers' rate budgets (and with them asyncio and
-        # ssl).
-        (("validate", "specs"), NO_VENDOR),
+        # No vendor is called and no state read: the spec checks once loaded the providers' rate budgets (and with
+        # them asyncio and ssl), and every command the state package for its error type.
+        (("validate", "specs"), (*NO_VENDOR, "reconciler.state", "sqlite3")),
         # Planned from the state alone: no vendor, so no event loop either (reconciler/clock.py).
         (("plan", "--no-refresh", "--state", "sqlite:///{tmp}/state.db", "specs"), NO_VENDOR),
     ],
