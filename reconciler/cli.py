@@ -191,6 +191,14 @@ class CapctlGroup(TyperGroup):
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
 
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            # Absent, typer's --help has no value (None), which it coerces through a pydantic adapter on every
+            # invocation of a sub-command: `capctl plan --help` imported pydantic for that alone.
+            option.default = False
+        return option
+
 
 app = typer.Typer(
     name="capctl",
