@@ -406,6 +406,16 @@ def load_specs(
         raise typer.Exit(EXIT_ERROR) from None
 
 
+def _keep_until_exit() -> None:
+    """What a one-shot command has loaded by now (specs, records, a plan) lives until it exits. Frozen, it is out of
+    the cyclic collector's reach: loaded with the collector paused (`gcpause.py`), it was walked afterwards anyway,
+    by the next young pass, again by a middle one and by the interpreter's full pass at exit, 40–130 ms of a plan of
+    10,000 tasks (bench/README.md, "The CLI's start"). Still freed by reference counting as before."""
+    import gc
+
+    gc.freeze()
+
+
 @contextmanager
 def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlStateStore | NoState]:
     """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
@@ -639,6 +649,7 @@ def validate(
     as a fingerprint, in errors and plans alike.
     """
     spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
+    _keep_until_exit()
     typer.echo(f"Valid: {spec_set.summary()}")
     if not resolve_secrets:
         typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
@@ -923,6 +934,7 @@ def plan(
     with open_store(state, read_only=True) as store:
         # Hashes and fingerprints are keyed with the state's key (`secrets.py`), so the specs are read after it.
         spec_set = load_specs(spec_paths, fingerprint_key=store.fingerprint_key())
+        _keep_until_exit()
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
         spec_set, selections, records = _select_rooms(spec_set, store)
@@ -933,6 +945,7 @@ def plan(
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
         the_plan = _annotate(the_plan, selections, records, observed, spec_set)
+        _keep_until_exit()
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -1023,6 +1036,7 @@ def apply(
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
     key = _state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=key)
+    _keep_until_exit()
     options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state) as store, locked(store, "capctl apply"):
         if store.fingerprint_key(key) != key:
@@ -1080,8 +1094,6 @@ async def _apply(
     parallelism: int | None,
     received: list[int],
 ) -> tuple[Plan, ApplyResult | None]:
-    import gc
-
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
     from reconciler.execute import Interrupt
@@ -1123,10 +1135,10 @@ async def _apply(
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
-        # What is loaded by now (specs, records, the plan) lives until exit. Frozen, it is out of the collector's
-        # reach: its full passes during the apply (up to 0.1 s on a loaded machine, each a stall of the loop that
-        # paces the vendor calls) and the one at exit no longer walk it. bench/README.md, "Apply at the defaults".
-        gc.freeze()
+        # The records and the plan too: the collector's full passes during the apply (up to 0.1 s on a loaded
+        # machine, each a stall of the loop that paces the vendor calls) and the one at exit no longer walk them.
+        # bench/README.md, "Apply at the defaults".
+        _keep_until_exit()
         interrupt = Interrupt()
         with _progress(len(the_plan.actionable), "Applying", err) as progress, _interruptible(interrupt, err, received):
             bar = progress.add_task("apply", total=len(the_plan.actionable))

@@ -1,4 +1,5 @@
-"""Issue 13, point 21: what an apply loaded before its first change is out of the cyclic collector's reach.
+"""Issue 13, point 21: what an apply loaded before its first change is out of the cyclic collector's reach (and
+what a plan or a validate loaded: the collector's later passes and the one at exit no longer walk it).
 
 The spec set, the state's records and the plan live until the process exits. Left in the collector's
 generations, every full pass during the apply walks them (up to 0.1 s on a loaded machine: a stall of the
@@ -51,3 +52,18 @@ def test_an_apply_freezes_what_it_loaded_before_its_first_change(
     [frozen] = frozen_when_executing
     assert frozen > before
     assert len(work.sim.tasks("volcengine", state="running")) == 2
+
+
+@pytest.mark.usefixtures("unfrozen")
+@pytest.mark.parametrize("command", [["validate"], ["plan", "--no-refresh"]], ids=["validate", "plan"])
+def test_a_plan_or_a_validate_freezes_what_it_loaded(
+    work: Workdir, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1"]))
+    for name, value in work.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(work.root)
+    before = gc.get_freeze_count()
+    result = CliRunner().invoke(app, [*command, str(work.specs)])
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() > before
