@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__, failpoints, manual
+from reconciler import __version__, failpoints
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -697,6 +697,12 @@ def explain(
         fail(str(exc))
 
 
+def complete_docs(incomplete: str) -> list[str]:
+    from reconciler import manual  # here: only `docs` reads the pages (importlib.resources and all)
+
+    return manual.completions(incomplete)
+
+
 @app.command()
 def docs(
     topic: Annotated[
@@ -705,7 +711,7 @@ def docs(
             metavar="TOPIC",
             help="A page, as messages name it: spec-language, spec-language.md or docs/spec-language.md. "
             "Default: the list of pages.",
-            autocompletion=manual.completions,
+            autocompletion=complete_docs,
         ),
     ] = None,
     section: Annotated[
@@ -717,6 +723,8 @@ def docs(
 
     On a terminal the page is formatted and paged (PAGER, or less); piped or redirected, it is printed as
     Markdown. `capctl docs spec-language Limits` shows one section."""
+    from reconciler import manual
+
     if topic is None:
         pages = manual.topics()
         width = max(map(len, pages))

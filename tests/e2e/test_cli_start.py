@@ -49,10 +49,12 @@ def _imported(tmp_path: Path, *args: str) -> set[str]:
         (("validate", "specs"), (*NO_VENDOR, "reconciler.state", "sqlite3")),
         # Planned from the state alone: no vendor, so no event loop either (reconciler/clock.py).
         (("plan", "--no-refresh", "--state", "sqlite:///{tmp}/state.db", "specs"), NO_VENDOR),
+        # Only `docs` reads the pages shipped with capctl (importlib.resources with them).
+        (("--version",), ("reconciler.manual", "importlib.resources", "pydantic", "rich", *NO_VENDOR)),
         # Help validates nothing: typer coerced its absent --help flag through a pydantic adapter.
         (("plan", "--help"), ("pydantic", "reconciler.state", "reconciler.spec", *NO_VENDOR)),
     ],
-    ids=["validate", "plan-no-refresh", "plan-help"],
+    ids=["validate", "plan-no-refresh", "version", "plan-help"],
 )
 def test_a_command_imports_nothing_it_does_not_use(
     tmp_path: Path, args: tuple[str, ...], unused: tuple[str, ...]
