@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar, get_type_hints
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -2067,6 +2067,15 @@ def main_options(
     _no_color = no_color  # the root runs first on every invocation: an earlier in-process run leaves nothing
     if problem := failpoints.misspelt():
         fail(problem)
+
+
+# typer reads each command's parameters from its annotations on every run and evaluates them twice
+# (`inspect.signature(eval_str=True)`, then `get_type_hints`), and this module's are strings (`from __future__ import
+# annotations`): 23 ms of every command's start. Evaluated once, here: 4 ms, and typer's part 9 ms.
+for _command in (*app.registered_commands, *state_app.registered_commands):
+    if _command.callback is not None:
+        _command.callback.__annotations__ = get_type_hints(_command.callback, include_extras=True)
+main_options.__annotations__ = get_type_hints(main_options, include_extras=True)
 
 
 def main() -> None:

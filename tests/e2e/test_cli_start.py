@@ -62,3 +62,17 @@ def test_a_command_imports_nothing_it_does_not_use(
     imported = _imported(tmp_path, *(arg.format(tmp=tmp_path) for arg in args))
     assert "reconciler.cli" in imported  # the run was the CLI's
     assert sorted(imported.intersection(unused)) == []
+
+
+def test_the_commands_annotations_are_evaluated_once_at_import() -> None:
+    """typer evaluates string annotations twice on every run (23 ms of each command's start, 9 ms without)."""
+    from reconciler.cli import app
+
+    groups = [app, *(group.typer_instance for group in app.registered_groups if group.typer_instance)]
+    callbacks = [c.callback for g in groups for c in g.registered_commands]
+    callbacks += [g.registered_callback.callback for g in groups if g.registered_callback]
+    strings = [
+        f"{f.__name__}: {name}" for f in callbacks if f for name, a in f.__annotations__.items() if isinstance(a, str)
+    ]
+    assert len(callbacks) >= 20  # every command, the state ones and the group's options
+    assert strings == []
