@@ -381,13 +381,13 @@ def load_specs(
     changed", which only means something to a command that would have changed something.
     `fingerprint_key`: the state's, for a set compared with records (None: the state has none yet).
     """
-    from rich.text import Text
-
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
         return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key)
     except SpecErrors as exc:
+        from rich.text import Text  # here: a valid set is printed without rich (`validate`)
+
         console = _err_console()
         for error in exc.errors:
             console.print(str(error), markup=False, highlight=False, soft_wrap=True)

@@ -46,7 +46,8 @@ def _imported(tmp_path: Path, *args: str) -> set[str]:
     [
         # No vendor is called and no state read: the spec checks once loaded the providers' rate budgets (and with
         # them asyncio and ssl), and every command the state package for its error type.
-        (("validate", "specs"), (*NO_VENDOR, "reconciler.state", "sqlite3")),
+        # A valid set is printed without rich (its text styles were imported for the error summary).
+        (("validate", "specs"), (*NO_VENDOR, "reconciler.state", "sqlite3", "rich")),
         # Planned from the state alone: no vendor, so no event loop either (reconciler/clock.py).
         (("plan", "--no-refresh", "--state", "sqlite:///{tmp}/state.db", "specs"), NO_VENDOR),
         # Only `docs` reads the pages shipped with capctl (importlib.resources with them).
