@@ -835,6 +835,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions,
     from reconciler.plan import PlanError, diff
 
     snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
+    _keep_until_exit()  # the records, before the diff's allocations start a young pass over them
     try:
         return diff(
             spec_set.tasks,

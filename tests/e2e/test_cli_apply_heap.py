@@ -67,3 +67,31 @@ def test_a_plan_or_a_validate_freezes_what_it_loaded(
     result = CliRunner().invoke(app, [*command, str(work.specs)])
     assert result.exit_code == 0, result.output
     assert gc.get_freeze_count() > before
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_a_plan_freezes_the_records_before_its_diff(work: Workdir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The diff allocates right after the state's records are decoded: unfrozen, its first young pass walked all."""
+    from reconciler import moves, plan
+
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "vip-1"]))
+    for name, value in work.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(work.root)
+    counts: dict[str, int] = {}
+    load, diff = moves.load_rehomed, plan.diff
+
+    def loaded(*args: Any, **kwargs: Any) -> Any:
+        result = load(*args, **kwargs)
+        counts["loaded"] = gc.get_freeze_count()
+        return result
+
+    def diffed(*args: Any, **kwargs: Any) -> Any:
+        counts["diff"] = gc.get_freeze_count()
+        return diff(*args, **kwargs)
+
+    monkeypatch.setattr(moves, "load_rehomed", loaded)
+    monkeypatch.setattr(plan, "diff", diffed)
+    result = CliRunner().invoke(app, ["plan", "--no-refresh", str(work.specs)])
+    assert result.exit_code == 0, result.output
+    assert counts["diff"] > counts["loaded"]
