@@ -11,6 +11,7 @@ baseline a user would otherwise write: a plain sequential loop of StartSnapshot 
 Volcengine SDK against the same simulator.
 
     .venv/bin/python bench/apply_throughput.py [--jobs 200] [--rooms 10] [--parallelism N] [--baseline 2000]
+        [--port P]
 """
 
 from __future__ import annotations
@@ -96,11 +97,12 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--parallelism", type=int, default=None, help="the cap to pass (default: capctl's own)")
     parser.add_argument("--baseline", type=int, default=2000, help="SDK loop calls (0 to skip)")
+    parser.add_argument("--port", type=int, default=None, help="the simulator's loopback port (default: a free one)")
     args = parser.parse_args()
     tasks = args.jobs * args.rooms
     floor = tasks / RATE
     print(f"machine: {machine()}")
-    port = free_port()
+    port = args.port or free_port()
     with tempfile.TemporaryDirectory() as tmp, simulator(port) as base:
         spec_dir = write_specs(Path(tmp) / "specs", args.jobs, args.rooms, port=port, idle=86400)
         http_json("PUT", base + "/_sim/faults", {"latencyMs": LATENCY_MS})

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, TypeVar, get_type_hints
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-from reconciler import __version__, failpoints, manual
+from reconciler import __version__, failpoints
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -175,18 +175,29 @@ class CapctlGroup(TyperGroup):
             raise
 
     def invoke(self, ctx: Any) -> Any:
-        from reconciler.state.base import StateError
-
         try:
             return super().invoke(ctx)
         except UsageError as exc:
             exc.exit_code = EXIT_ERROR
             raise
-        except StateError as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
+        except Exception as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
+            # A StateError, if the command loaded the state package at all (those that never do, such as
+            # validate, do not pay for importing it here).
+            state = sys.modules.get("reconciler.state.base")
+            if state is None or not isinstance(exc, state.StateError):
+                raise
             fail(str(exc))
 
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            # Absent, typer's --help has no value (None), which it coerces through a pydantic adapter on every
+            # invocation of a sub-command: `capctl plan --help` imported pydantic for that alone.
+            option.default = False
+        return option
 
 
 app = typer.Typer(
@@ -370,13 +381,13 @@ def load_specs(
     changed", which only means something to a command that would have changed something.
     `fingerprint_key`: the state's, for a set compared with records (None: the state has none yet).
     """
-    from rich.text import Text
-
     from reconciler.spec import SpecErrors, load_spec_set
 
     try:
         return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key)
     except SpecErrors as exc:
+        from rich.text import Text  # here: a valid set is printed without rich (`validate`)
+
         console = _err_console()
         for error in exc.errors:
             console.print(str(error), markup=False, highlight=False, soft_wrap=True)
@@ -393,6 +404,16 @@ def load_specs(
                 soft_wrap=True,
             )
         raise typer.Exit(EXIT_ERROR) from None
+
+
+def _keep_until_exit() -> None:
+    """What a one-shot command has loaded by now (specs, records, a plan) lives until it exits. Frozen, it is out of
+    the cyclic collector's reach: loaded with the collector paused (`gcpause.py`), it was walked afterwards anyway,
+    by the next young pass, again by a middle one and by the interpreter's full pass at exit, 40–130 ms of a plan of
+    10,000 tasks (bench/README.md, "The CLI's start"). Still freed by reference counting as before."""
+    import gc
+
+    gc.freeze()
 
 
 @contextmanager
@@ -636,6 +657,7 @@ def validate(
     as a fingerprint, in errors and plans alike.
     """
     spec_set = load_specs(_paths(paths), resolve_secrets=resolve_secrets, validating=True)
+    _keep_until_exit()
     typer.echo(f"Valid: {spec_set.summary()}")
     if not resolve_secrets:
         typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
@@ -683,6 +705,12 @@ def explain(
         fail(str(exc))
 
 
+def complete_docs(incomplete: str) -> list[str]:
+    from reconciler import manual  # here: only `docs` reads the pages (importlib.resources and all)
+
+    return manual.completions(incomplete)
+
+
 @app.command()
 def docs(
     topic: Annotated[
@@ -691,7 +719,7 @@ def docs(
             metavar="TOPIC",
             help="A page, as messages name it: spec-language, spec-language.md or docs/spec-language.md. "
             "Default: the list of pages.",
-            autocompletion=manual.completions,
+            autocompletion=complete_docs,
         ),
     ] = None,
     section: Annotated[
@@ -703,6 +731,8 @@ def docs(
 
     On a terminal the page is formatted and paged (PAGER, or less); piped or redirected, it is printed as
     Markdown. `capctl docs spec-language Limits` shows one section."""
+    from reconciler import manual
+
     if topic is None:
         pages = manual.topics()
         width = max(map(len, pages))
@@ -808,12 +838,13 @@ def _plan_options(
 
 
 def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions, paths: list[str]) -> Plan:
-    """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers are loaded."""
+    """`--no-refresh`: no vendor is called, so neither asyncio, httpx nor the providers' HTTP code is loaded."""
     from reconciler.clock import SystemClock
     from reconciler.moves import load_rehomed
     from reconciler.plan import PlanError, diff
 
     snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
+    _keep_until_exit()  # the records, before the diff's allocations start a young pass over them
     try:
         return diff(
             spec_set.tasks,
@@ -921,6 +952,7 @@ def plan(
     with open_store(state, read_only=True) as store:
         # Hashes and fingerprints are keyed with the state's key (`secrets.py`), so the specs are read after it.
         spec_set = load_specs(spec_paths, fingerprint_key=store.fingerprint_key())
+        _keep_until_exit()
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         _say_if_no_state(store, "planning as if nothing was created yet")
         spec_set, selections, records = _select_rooms(spec_set, store)
@@ -931,6 +963,7 @@ def plan(
         else:
             the_plan = _plan_from_state(spec_set, store, options, spec_paths)
         the_plan = _annotate(the_plan, selections, records, observed, spec_set)
+        _keep_until_exit()
     show_plan(the_plan, fmt)
     if the_plan.unobserved:
         # As Terraform's refresh errors: the diff printed above may be wrong for those tasks, so it is an error.
@@ -1021,6 +1054,7 @@ def apply(
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
     key = _state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=key)
+    _keep_until_exit()
     options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
     with open_store(state) as store, locked(store, "capctl apply"):
         if store.fingerprint_key(key) != key:
@@ -1082,8 +1116,6 @@ async def _apply(
     parallelism: int | None,
     received: list[int],
 ) -> tuple[Plan, ApplyResult | None]:
-    import gc
-
     from reconciler.clock import SystemClock
     from reconciler.engine import apply_plan, housekeep, make_plan, provider_pool, verify_saved_plan
     from reconciler.execute import ApplyResult, ChangeResult, Interrupt
@@ -1126,10 +1158,10 @@ async def _apply(
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
-        # What is loaded by now (specs, records, the plan) lives until exit. Frozen, it is out of the collector's
-        # reach: its full passes during the apply (up to 0.1 s on a loaded machine, each a stall of the loop that
-        # paces the vendor calls) and the one at exit no longer walk it. bench/README.md, "Apply at the defaults".
-        gc.freeze()
+        # The records and the plan too: the collector's full passes during the apply (up to 0.1 s on a loaded
+        # machine, each a stall of the loop that paces the vendor calls) and the one at exit no longer walk them.
+        # bench/README.md, "Apply at the defaults".
+        _keep_until_exit()
         interrupt = Interrupt()
         done: list[ChangeResult] = []  # as they end: what to report should the state store fail half-way
 
@@ -2079,6 +2111,15 @@ def main_options(
     _no_color = no_color  # the root runs first on every invocation: an earlier in-process run leaves nothing
     if problem := failpoints.misspelt():
         fail(problem)
+
+
+# typer reads each command's parameters from its annotations on every run and evaluates them twice
+# (`inspect.signature(eval_str=True)`, then `get_type_hints`), and this module's are strings (`from __future__ import
+# annotations`): 23 ms of every command's start. Evaluated once, here: 4 ms, and typer's part 9 ms.
+for _command in (*app.registered_commands, *state_app.registered_commands):
+    if _command.callback is not None:
+        _command.callback.__annotations__ = get_type_hints(_command.callback, include_extras=True)
+main_options.__annotations__ = get_type_hints(main_options, include_extras=True)
 
 
 def main() -> None:

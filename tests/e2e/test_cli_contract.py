@@ -428,6 +428,7 @@ def test_the_bash_script_completes_commands_options_and_task_keys(tmp_path: Path
     assert "--target" in complete("capctl", "plan", "--ta")
     assert complete("capctl", "state", "show", "SnapshotJob/audit/v") == ["SnapshotJob/audit/vip-1"]
     assert complete("capctl", "completion", "") == ["bash", "zsh", "fish"]
+    assert complete("capctl", "docs", "spec") == ["spec-language"]
     assert complete("capctl", "state", "list", "--status", "ru") == ["running"]
     assert complete("capctl", "state", "list", "--status", "r") == ["running", "removed"]
     # the options that take one of a few words complete them too (walk 5g: --format, -o and --log-level did not)

@@ -42,7 +42,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reconciler import failpoints
 from reconciler.cli import app
@@ -234,9 +234,13 @@ class PlanApplyMachine(RuleBasedStateMachine):
 
     # --- the CLI -----------------------------------------------------------------------------------------
 
-    def capctl(self, *args: str) -> tuple[int, str]:
+    def invoke(self, *args: str) -> Result:
         result = CliRunner().invoke(app, list(args), env=self.env)
-        gc.unfreeze()  # what an apply froze goes back to the collector (the CLI process would exit here)
+        gc.unfreeze()  # what plan or apply froze goes back to the collector (the CLI process would exit here)
+        return result
+
+    def capctl(self, *args: str) -> tuple[int, str]:
+        result = self.invoke(*args)
         self.log.append(f"$ capctl {' '.join(args)} -> {result.exit_code}\n{result.output}")
         assert result.exit_code in (0, 1), result.output
         if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -460,14 +464,14 @@ class PlanApplyMachine(RuleBasedStateMachine):
     def plan_is_read_only(self, args: tuple[str, ...]) -> None:
         before_calls, before_serial = len(self.mutating_calls()), self.serial()
         before_records = self.records()
-        result = CliRunner().invoke(app, ["plan", *args, str(self.specs)], env=self.env)
+        result = self.invoke("plan", *args, str(self.specs))
         assert result.exit_code in ((0, 1, 2) if args else (0, 1)), result.output
         assert len(self.mutating_calls()) == before_calls
         assert self.serial() == before_serial
         assert self.records() == before_records
 
     def planned(self, *args: str) -> tuple[int, dict[str, Any]]:
-        result = CliRunner().invoke(app, ["plan", "--format", "json", *args, str(self.specs)], env=self.env)
+        result = self.invoke("plan", "--format", "json", *args, str(self.specs))
         self.log.append(f"$ capctl plan --format json {' '.join(args)} -> {result.exit_code}\n{result.stderr}")
         assert result.exit_code in (0, 1), result.output
         return result.exit_code, json.loads(result.stdout) if result.exit_code == 0 else {}
@@ -699,7 +703,7 @@ class PlanApplyMachine(RuleBasedStateMachine):
                 if record["status"] == "stopped":
                     assert record["next_attempt_at"], f"{key} stopped, not re-issued, no backoff: {record}"
         # Converged: a plan now has nothing to do (and says so with its exit code).
-        result = CliRunner().invoke(app, ["plan", "--detailed-exitcode", str(self.specs)], env=self.env)
+        result = self.invoke("plan", "--detailed-exitcode", str(self.specs))
         assert result.exit_code == 0, result.output
 
 
