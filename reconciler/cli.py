@@ -1954,7 +1954,10 @@ def demo(
     ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
-        typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
+        typer.Option(
+            "--keep-running",
+            help="Leave the daemon and the simulator running at the end, until Ctrl-C (exit 130) or SIGTERM (exit 0).",
+        ),
     ] = False,
 ) -> None:
     """Walk through the main job end to end on the quickstart specs, against a local simulator.
@@ -1971,7 +1974,7 @@ def demo(
     spec_paths = _paths(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
-        run_demo(
+        code = run_demo(
             spec_paths,
             lambda paths, key: load_specs(paths, fingerprint_key=key),
             sim_at=sim_at,
@@ -1981,6 +1984,8 @@ def demo(
         )
     except DemoError as exc:
         fail(f"demo: {exc}")
+    if code:
+        raise typer.Exit(code)
 
 
 class CompletionShell(enum.StrEnum):

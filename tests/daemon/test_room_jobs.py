@@ -87,6 +87,9 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     coverage = {"job_name": "SnapshotJob/classes"}
     assert registry.get_sample_value("capctl_rooms_active", coverage) == 2
     assert registry.get_sample_value("capctl_rooms_captured", coverage) == 2
+    # Their first runs each ended a capture gap, from the selection to the start (walk 6d: none was counted).
+    assert registry.get_sample_value("capctl_capture_gap_seconds_count") == 2
+    assert 0 < (registry.get_sample_value("capctl_capture_gap_seconds_sum") or 0) < 2
     # No series has a `job` or `instance` label: Prometheus sets both itself and renames ours `exported_job`
     # (walk 5g: the two selector gauges had `job`, unlike capctl_rooms_active's `job_name`).
     labels = {name for family in registry.collect() for sample in family.samples for name in sample.labels}
