@@ -13,7 +13,7 @@ from reconciler.clock import FakeClock
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
-from reconciler.state.base import StateError
+from reconciler.state.base import HistorySpan, StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, VendorClock, settle, write_specs
 from tests.specdocs import VOLC_ACCOUNT as VOLC
@@ -315,10 +315,10 @@ class FlakyRoomStore(SQLiteStateStore):
 
     failing = False
 
-    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
         if self.failing:
             raise StateError("database is locked")
-        super().record_rooms(reports)
+        super().record_rooms(reports, spans)
 
     def forget_rooms(self, quiet_before: float) -> int:
         if self.failing:
