@@ -176,18 +176,18 @@ class HistoryQueries:
         " VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (kind, subject, room, start_at)"
         " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason WHERE capctl_history.end_at IS NULL"
     )
-    # A task's run replaced or re-issued before its end was recorded ended by the next one's start.
-    close: str = (
-        "UPDATE capctl_history SET end_at = {m} WHERE kind = 'run' AND subject = {m} AND room = ''"
-        " AND end_at IS NULL AND start_at < {m}"
-    )
     forget: str = "DELETE FROM capctl_history WHERE kind = 'run' AND subject = {m}"
     read: str = (
         "SELECT kind, subject, room, start_at, end_at, reason FROM capctl_history"
         " ORDER BY kind, subject, room, start_at"
     )
-    # Bounded in age (ended before the window) and in size (the newest {m} spans of each task or room).
-    prune_old: str = "DELETE FROM capctl_history WHERE end_at < {m}"
+    # Bounded in age (ended before the window) and in size (the newest {m} spans of each task or room). A run
+    # left open, whose record never showed its end (replaced, re-issued), ended where the next one began.
+    prune_old: str = (
+        "DELETE FROM capctl_history WHERE end_at < {m} OR (end_at IS NULL AND kind = 'run' AND EXISTS (SELECT 1"
+        " FROM capctl_history later WHERE later.kind = 'run' AND later.subject = capctl_history.subject"
+        " AND later.start_at > capctl_history.start_at AND later.start_at < {m}))"
+    )
     prune_many: str = (
         "DELETE FROM capctl_history WHERE (kind, subject, room, start_at) IN (SELECT kind, subject, room, start_at"
         " FROM (SELECT kind, subject, room, start_at, row_number() OVER (PARTITION BY kind, subject, room"
@@ -199,7 +199,6 @@ class HistoryQueries:
         return HistoryQueries(
             exists=self.exists,
             put=self.put.format(m=mark),
-            close=self.close.format(m=mark),
             forget=self.forget.format(m=mark),
             read=self.read,
             prune_old=self.prune_old.format(m=mark),
@@ -403,6 +402,7 @@ class SqlStateStore(ABC):
     writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
     snapshot_reads: ClassVar[tuple[str, ...]] = ()  # begins a transaction whose reads see one snapshot
     _fingerprint_key: bytes | None = None
+    _runs_written: dict[str, HistorySpan] | None = None  # `_written_runs`
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -538,6 +538,8 @@ class SqlStateStore(ABC):
         the transaction first checks that epoch is still the lock's: otherwise `Fenced`, nothing written."""
         records = list(records)
         rows = [(record.key, codec.encode(record)) for record in records]
+        written = self._written_runs()
+        runs = [run for record in records if (run := run_of(record)) is not None and written.get(run.subject) != run]
         self._migrate_leadership()  # (the history table, in a state from before it)
         with self._cursor(write=True) as cur:
             if not rows:
@@ -551,16 +553,17 @@ class SqlStateStore(ABC):
             if expected_serial is not None and serial - 1 != expected_serial:
                 raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
-            self._note_runs(cur, records)
-            return serial
+            # The runs these records describe, into the history in their transaction (`run_of`).
+            cur.executemany(self.history_queries.put, [_span_row(run) for run in runs])
+        written.update((run.subject, run) for run in runs)
+        return serial
 
-    def _note_runs(self, cur: Cursor, records: Sequence[TaskRecord]) -> None:
-        """The runs these records describe, into the history, in their commit's transaction."""
-        runs = [run for record in records if (run := run_of(record)) is not None]
-        if runs:
-            hq = self.history_queries
-            cur.executemany(hq.close, [(run.start, run.subject, run.start) for run in runs])
-            cur.executemany(hq.put, [_span_row(run) for run in runs])
+    def _written_runs(self) -> dict[str, HistorySpan]:
+        """The run this store object last committed for each key: most writes of a record (observed, pending, a
+        start that failed) leave its run as it was, and it is not written again."""
+        if self._runs_written is None:
+            self._runs_written = {}
+        return self._runs_written
 
     def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
@@ -577,6 +580,7 @@ class SqlStateStore(ABC):
                 cur.execute(self.queries.delete, (key,))
                 removed += cur.rowcount
                 cur.execute(self.history_queries.forget, (key,))
+                self._written_runs().pop(key, None)
             return self._bump(cur) if removed > 0 else serial
 
     def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
@@ -616,7 +620,7 @@ class SqlStateStore(ABC):
         self._migrate_leadership()
         hq = self.history_queries
         with self._cursor(write=True) as cur:
-            cur.execute(hq.prune_old, (ended_before,))
+            cur.execute(hq.prune_old, (ended_before, ended_before))
             dropped = max(cur.rowcount, 0)
             cur.execute(hq.prune_many, (keep,))
             return dropped + max(cur.rowcount, 0)
@@ -800,6 +804,7 @@ class SqlStateStore(ABC):
             new_serial = max(copy.serial, serial + 1)
             cur.execute(q.set_serial, (new_serial,))
         self._fingerprint_key = None  # read afresh: it is the copy's now
+        self._runs_written = None  # and its history
         return new_serial
 
     def inbox_put(self, entry: InboxEntry) -> bool:

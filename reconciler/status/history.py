@@ -100,9 +100,10 @@ class History:
         rooms: dict[tuple[str, str], deque[Activity]] = {}
         for span in spans:  # in start order
             if span.kind == "run":
-                runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS)).append(
-                    Run(span.start, span.end, span.reason)
-                )
+                kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
+                if kept and kept[-1].end is None:  # replaced or re-issued before its end was seen: ended by then
+                    kept[-1] = Run(kept[-1].start, span.start, None)
+                kept.append(Run(span.start, span.end, span.reason))
             elif span.kind == "room":
                 rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
                     Activity(span.start, span.end)

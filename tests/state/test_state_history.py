@@ -1,7 +1,7 @@
 """The status page's timeline history in the state (walk 6d): each record's run is written in its commit's
-transaction, room spans with room activity; a re-issue closes the run before it, a deleted record takes its
-runs along, pruning bounds age and count, a state from before the table reads as none and gets it from its
-first writer, and `state copy` carries it. Both stores."""
+transaction, room spans with room activity; a deleted record takes its runs along, pruning bounds age and
+count, a state from before the table reads as none and gets it from its first writer, and `state copy`
+carries it. Both stores."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def sql(store: object) -> SqlStateStore:
     return store
 
 
-def test_runs_are_written_with_their_records_and_a_reissue_closes_the_one_before(store_url: str) -> None:
+def test_runs_are_written_with_their_records_in_their_transaction(store_url: str) -> None:
     store = sql(open_state(store_url))
     try:
         serial = store.put(make_record(status=TaskStatus.RUNNING, started_at=100.0, observed_at=100.0))
@@ -38,7 +38,8 @@ def test_runs_are_written_with_their_records_and_a_reissue_closes_the_one_before
         assert runs(store) == [(100.0, 130.0, IDLE)]
         store.put(make_record(status=TaskStatus.RUNNING, started_at=150.0))
         store.put(make_record(status=TaskStatus.RUNNING, started_at=200.0))  # replaced before its end was seen
-        assert runs(store) == [(100.0, 130.0, IDLE), (150.0, 200.0, None), (200.0, None, None)]
+        # (kept open: it ended where the next began, which the page reads back: `History.restore`)
+        assert runs(store) == [(100.0, 130.0, IDLE), (150.0, None, None), (200.0, None, None)]
         with pytest.raises(SerialMismatch):  # one transaction with its record: neither is written
             store.put(make_record(status=TaskStatus.RUNNING, started_at=300.0), expected_serial=serial)
         assert runs(store)[-1] == (200.0, None, None)
@@ -63,7 +64,8 @@ def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
         for start in range(100):
             store.put(make_record(status=TaskStatus.RUNNING, started_at=float(start)))
         store.put(make_record(key="SnapshotJob/lobby-audit/hall", status=TaskStatus.RUNNING, started_at=5.0))
-        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 3  # run 0 ended before 2; 96 of 99 kept
+        # run 0 ended before 2 (where run 1 began); of the 99 left, the newest 96 are kept
+        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 3
         assert [start for start, _, _ in runs(store)] == [float(s) for s in range(4, 100)]
         assert [s.subject for s in store.history() if s.start == 5.0] == ["SnapshotJob/lobby-audit/hall", KEY]
     finally:

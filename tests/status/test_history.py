@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reconciler.model import TaskStatus
+from reconciler.state.base import HistorySpan
 from reconciler.status.history import MAX_INTERVALS, Activity, Run
 from tests.status.conftest import IDLE, NOW, VOLC, Told, record
 
@@ -91,3 +92,23 @@ def test_a_run_that_ended_before_the_window_noted_again_is_not_drawn_and_breaks_
     assert history.runs(KEY) == ()
     told.start(stopped, NOW + 1700)
     assert history.runs(KEY) == (Run(NOW + 1700, None, None),)
+
+
+def test_the_history_read_back_from_the_state_ends_a_run_where_the_next_began() -> None:
+    """The state keeps a run open whose record never showed its end (replaced, re-issued before a stop was
+    seen); read back, it ended where the next one began, as `note` draws it."""
+    told = Told()
+    told.history.restore(
+        [
+            HistorySpan("run", KEY, "", NOW - 100, NOW - 60, IDLE),
+            HistorySpan("run", KEY, "", NOW - 50, None),
+            HistorySpan("run", KEY, "", NOW - 20, None),
+            HistorySpan("room", VOLC, "lobby", NOW - 110, NOW - 55),
+        ]
+    )
+    assert told.history.runs(KEY) == (
+        Run(NOW - 100, NOW - 60, IDLE),
+        Run(NOW - 50, NOW - 20, None),
+        Run(NOW - 20, None, None),
+    )
+    assert told.history.activity(VOLC, "lobby") == (Activity(NOW - 110, NOW - 55),)
