@@ -435,13 +435,22 @@ def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlState
         store.close()
 
 
-def _state_fingerprint_key(url: str | None) -> bytes:
+def _state_fingerprint_key(url: str | None) -> tuple[bytes, bool]:
     """The key of the state's fingerprints and hashes, creating nothing: a fresh one for a state that has
-    none yet (new, or made before keyed fingerprints), which the writable open then stores."""
+    none yet (new, or made before keyed fingerprints), which the writable open then stores; and whether
+    there is a state."""
     from reconciler.secrets import new_fingerprint_key
+    from reconciler.state import NoState
 
     with open_store(url, read_only=True) as store:
-        return store.fingerprint_key() or new_fingerprint_key()
+        return store.fingerprint_key() or new_fingerprint_key(), not isinstance(store, NoState)
+
+
+def _locked_store(url: str | None, command: str, held: ExitStack) -> SqlStateStore | NoState:
+    """The state at `url`, opened for writing (created if absent) and locked by `command` until `held` ends."""
+    store = held.enter_context(open_store(url))
+    held.enter_context(locked(store, command))
+    return store
 
 
 @contextmanager
@@ -1051,12 +1060,15 @@ def apply(
         fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
-    # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
-    key = _state_fingerprint_key(state)
-    spec_set = load_specs(spec_paths, fingerprint_key=key)
-    _keep_until_exit()
-    options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
-    with open_store(state) as store, locked(store, "capctl apply"):
+    with ExitStack() as held:
+        # The state's fingerprint key, read before anything is created: bad specs leave no state behind. A state
+        # that exists is locked first: a second apply fails at once, naming the holder, without reading specs.
+        key, exists = _state_fingerprint_key(state)
+        store = _locked_store(state, "capctl apply", held) if exists else None
+        spec_set = load_specs(spec_paths, fingerprint_key=key)
+        _keep_until_exit()
+        options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
+        store = store or _locked_store(state, "capctl apply", held)
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
         received: list[int] = []  # the signals that stopped its changes
@@ -1819,7 +1831,7 @@ def state_import(
     _setup_logs(log_level)
     spec_paths = _paths(paths)
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
-    hash_key = _state_fingerprint_key(state)
+    hash_key, _ = _state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     task = _task_to_import(spec_set, key, spec_paths)
     try:
@@ -2029,7 +2041,10 @@ def demo(
     ] = "127.0.0.1:8081",
     keep_running: Annotated[
         bool,
-        typer.Option("--keep-running", help="Leave the daemon and the simulator running at the end, until Ctrl-C."),
+        typer.Option(
+            "--keep-running",
+            help="Leave the daemon and the simulator running at the end, until Ctrl-C (exit 130) or SIGTERM (exit 0).",
+        ),
     ] = False,
 ) -> None:
     """Walk through the main job end to end on the quickstart specs, against a local simulator.
@@ -2046,7 +2061,7 @@ def demo(
     spec_paths = _paths(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
     try:
-        run_demo(
+        code = run_demo(
             spec_paths,
             lambda paths, key: load_specs(paths, fingerprint_key=key),
             sim_at=sim_at,
@@ -2056,6 +2071,8 @@ def demo(
         )
     except DemoError as exc:
         fail(f"demo: {exc}")
+    if code:
+        raise typer.Exit(code)
 
 
 class CompletionShell(enum.StrEnum):

@@ -47,7 +47,7 @@ from reconciler.render import render_apply_result, render_text
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo", "until_stopped"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 DEMO_STATE_URL = f"sqlite:///{DEMO_STATE}"
@@ -351,10 +351,11 @@ def run_demo(
     daemon_at: tuple[str, int],
     console: Console,
     keep_running: bool = False,
-) -> None:
+) -> int:
     """The walk-through, with the simulator on `sim_at` and the daemon on `daemon_at` (port 0: any free port).
     `load` reads the specs once the demo has pointed the CAPCTL_*_ENDPOINT variables at its simulator, with the
-    fingerprint key of the demo's new state (as every command reads them: records and specs hashed alike)."""
+    fingerprint key of the demo's new state (as every command reads them: records and specs hashed alike).
+    Returns the exit code: 0, or 130 when Ctrl-C stopped a `keep_running` demo (SIGTERM then is a clean stop: 0)."""
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
     reserved = _reserve(*daemon_at, "daemon")
     daemon_listen = url_of(reserved).removeprefix("http://")
@@ -416,7 +417,7 @@ def run_demo(
         walk.command("capctl apply --auto-approve")
         walk.plan_and_apply(apply=True)
         reserved.close()  # the daemon binds it next (a closed socket's `with` exit is a no-op)
-        _daemon_phase(walk, daemon_listen, keep_running)
+        code = _daemon_phase(walk, daemon_listen, keep_running)
     # Without --keep-running the daemon has stopped by now: its status page is offered, not linked.
     page = "" if keep_running else "`capctl demo --keep-running` to browse the daemon's status page, "
     start = f" (`cp -r {quickstart()} specs` to start from these)" if paths == [quickstart()] else ""
@@ -429,9 +430,10 @@ def run_demo(
         ),
         soft_wrap=True,
     )
+    return code
 
 
-def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
+def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> int:
     console, sim = walk.console, walk.sim
     walk.step("Now the daemon keeps the jobs running by itself")
     walk.command(f"capctl run --resync 5s --listen {listen} --state {walk.state_url} {' '.join(walk.paths)}")
@@ -468,6 +470,20 @@ def _daemon_phase(walk: Walkthrough, listen: str, keep_running: bool) -> None:
         )
         if keep_running:
             console.print(Text(f"  The daemon's status page shows it too: http://{listen}/"), soft_wrap=True)
-            console.print("The daemon and the simulator keep running; press Ctrl-C to stop.")
-            with contextlib.suppress(KeyboardInterrupt):
-                daemon.wait()
+            console.print("The daemon and the simulator keep running; press Ctrl-C (or send SIGTERM) to stop.")
+            return until_stopped(daemon)
+    return 0
+
+
+def until_stopped(daemon: subprocess.Popen[str]) -> int:
+    """Wait while a `--keep-running` demo serves. Its walk-through is done, so being stopped is how it ends: SIGTERM
+    (`docker stop`, systemd, `kill`) is a clean stop, exit 0, as `capctl run` and uvicorn exit; Ctrl-C 130, as a
+    shell reports it. Either way the daemon and the simulator are stopped first (the callers' clean-up)."""
+    try:
+        daemon.wait()
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except SystemExit as exc:  # raised by `_signals_end_it_as_ctrl_c_does`
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+    return 0

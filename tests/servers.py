@@ -14,6 +14,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 SIM_READY = re.compile(r"^capctl sim listening on (http://\S+) ")
@@ -78,3 +79,16 @@ def sim_output(proc: subprocess.Popen[str]) -> ServerOutput:
 def daemon_output(proc: subprocess.Popen[str]) -> ServerOutput:
     """For `capctl run --listen 127.0.0.1:0` started with stderr=PIPE (its JSON log), text=True."""
     return ServerOutput(proc, proc.stderr, _daemon_url)
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc: their stat's 4th field)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found

@@ -240,6 +240,14 @@ class Daemon(DaemonParts):
                 self.queue.add_all(key for key in due if not self.queue.retrying(key))
                 if self.lease.acting():  # a standby neither lists rooms nor records their activity
                     await self.rooms.resync()
+                    self._prune_history()
+
+    def _prune_history(self) -> None:
+        """The status page's history in the state, bounded as the page's own (a failure is tried again later)."""
+        try:
+            self.records.prune_history()
+        except StateError as exc:
+            log.warning("status page history not pruned", error=str(exc), retry="at a later resync")
 
     def _regained(self) -> None:
         """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed

@@ -102,7 +102,7 @@ class DaemonParts(ABC):
         )
         self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))
         self.state = LeaderStore(shared, self.lease.elector)
-        self.records = RecordCache(WatchedStore(self.state, self.store_health), clock)
+        self.records = RecordCache(WatchedStore(self.state, self.store_health), clock, history_store=shared)
         self.queue = WorkQueue(clock)
         self.runtimes = RuntimeMap()
         self.router = CallbackRouter(self.records, self.metrics, clock)
@@ -111,6 +111,7 @@ class DaemonParts(ABC):
             self.metrics,
             clock,
             records=self.records.values,
+            history=self.records.history,
             provider=lambda name, family: self.vendors.provider(name, family),
             in_force=self._in_force,
             enqueue=self.queue.add,

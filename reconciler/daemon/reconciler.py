@@ -625,7 +625,9 @@ class Reconciler:
             maybe_ended = record is not None and policy.may_have_idled(
                 record, active_at=rt.room_activity, emptied_at=rt.room_emptied, now=now
             )
-            uncaptured = record is not None and (record.status is not TaskStatus.RUNNING or maybe_ended)
+            # No record yet is no run either: a room-selector room's first stream makes its task, whose first
+            # run then ends a capture gap as a named room's re-issue does (walk 5g: it counted none).
+            uncaptured = record is None or record.status is not TaskStatus.RUNNING or maybe_ended
             # Remembered: a run that looks running now but already ended is re-issued at once when seen.
             # Our clock: compared with our records' start times.
             self._update(key, runtime.room_active, now, uncaptured=uncaptured)

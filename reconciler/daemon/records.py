@@ -6,7 +6,8 @@ ahead of the store). Workers read records from memory instead of loading the who
 callbacks find a task by its vendor id, and a start the Volcengine task another key may run (`holding`),
 through indexes kept in step with the records.
 It satisfies `StateStore`, so the executor commits through it unchanged. Every record it reads or
-commits is also told to the status page's run history (`reconciler.status.history`).
+commits is also told to the status page's run history (`reconciler.status.history`), which the state keeps
+too (`history_store`): read back with the records, so a restart or a new leader keeps the timelines.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from reconciler import transitions
 from reconciler.clock import Clock, SystemClock
 from reconciler.model import TaskRecord
 from reconciler.providers.family import FAMILIES
-from reconciler.state.base import Lock, Snapshot, StateStore
-from reconciler.status.history import History
+from reconciler.state.base import HistorySpan, HistoryStore, Lock, Snapshot, StateStore
+from reconciler.status.history import MAX_INTERVALS, History
 
 __all__ = ["RecordCache", "vendor_id"]
 
@@ -34,26 +35,46 @@ def vendor_id(record: TaskRecord) -> RunId | None:
 
 
 class RecordCache:
-    def __init__(self, store: StateStore, clock: Clock | None = None) -> None:
+    def __init__(
+        self, store: StateStore, clock: Clock | None = None, history_store: HistoryStore | None = None
+    ) -> None:
         self.store = store
         self.url = store.url
         self.history = History(clock or SystemClock())
+        self.history_store = history_store
         self._records: dict[str, TaskRecord] = {}
         self._by_vendor_id: dict[RunId, str] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
 
     def refresh(self) -> dict[str, TaskRecord]:
-        """Read everything from the store (at start, and when a term begins)."""
-        return self.adopt(self.store.load().records)
+        """Read everything from the store (at start, and when a term begins), the history with it."""
+        return self.adopt(*self.read())
 
-    def adopt(self, records: Mapping[str, TaskRecord]) -> dict[str, TaskRecord]:
-        """Take `records`, just read from the store, as the whole cache (a standby's status page reads them)."""
+    def read(self) -> tuple[dict[str, TaskRecord], list[HistorySpan] | None]:
+        """The records and the history the store holds (the history first: a run committed meanwhile is
+        in the records, and noted from them)."""
+        history = None if self.history_store is None else self.history_store.history()
+        return self.store.load().records, history
+
+    def adopt(
+        self, records: Mapping[str, TaskRecord], history: list[HistorySpan] | None = None
+    ) -> dict[str, TaskRecord]:
+        """Take `records` and `history`, just read from the store, as the whole cache (a standby's status page
+        reads them: it shows the leader's)."""
+        if history is not None:
+            self.history.restore(history)
         self._records = {}
         self._by_vendor_id = {}
         self._by_volc_task = {}
         for record in records.values():
             self._remember(record)
         return dict(self._records)
+
+    def prune_history(self) -> int:
+        """Bound the state's history as the page's (at most every 15 minutes); returns the spans dropped."""
+        if self.history_store is None or (horizon := self.history.prune_due()) is None:
+            return 0
+        return self.history_store.prune_history(horizon, MAX_INTERVALS)
 
     def get(self, key: str) -> TaskRecord | None:
         return self._records.get(key)

@@ -51,6 +51,7 @@ from reconciler.spec import SpecSet
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state.base import RoomActivityStore, StateError, StateStore
+from reconciler.status.history import History
 
 __all__ = [
     "QUIET_RELIST",
@@ -104,8 +105,9 @@ class RoomBook:
     """The daemon's last known activity of every room, by (vendor account, room id): `ProviderConfig.account`,
     so every Provider document of one vendor app shares it, and a rename keeps it."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, history: History | None = None) -> None:
         self._store = store if isinstance(store, RoomActivityStore) else None
+        self._history = history  # the status page's: its rooms' spans are written with each batch
         self._rooms: dict[tuple[str, str], RoomActivity] = {}
         self._unwritten: dict[tuple[str, str], RoomActivity] = {}
         self._heard_of: set[tuple[str, str]] = set()  # named by a callback that said nothing of its activity
@@ -187,11 +189,14 @@ class RoomBook:
         """Write the reports learned since the last flush, in one batch; returns how many. A write that fails
         (StateError, raised) keeps them for the next flush."""
         reports, self._unwritten = list(self._unwritten.values()), {}
-        if reports and self._store is not None:
+        spans = self._history.take_rooms() if self._history is not None and self._store is not None else []
+        if (reports or spans) and self._store is not None:
             try:
-                self._store.record_rooms(reports)
+                self._store.record_rooms(reports, spans)
             except StateError:
                 self._unwritten = {(r.account, r.room): r for r in reports}
+                if self._history is not None:
+                    self._history.untake(spans)
                 raise
         return len(reports)
 
@@ -312,13 +317,15 @@ class RoomSelectors:
         clock: Clock,
         *,
         records: Callable[[], Iterable[TaskRecord]],
+        history: History | None = None,
         provider: Callable[[str, ApiFamily], Provider],
         in_force: Callable[[SpecSet], None],
         enqueue: Callable[[str], None],
         woken: Callable[[list[str], str], None],
         forget: Callable[[list[str]], None],
     ) -> None:
-        self.book = RoomBook(store)
+        self.book = RoomBook(store, history)
+        self._history = history
         self.vendor_clocks = VendorClocks()
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
         self.lister = RoomLister(self._listing_provider, clock)
@@ -365,7 +372,9 @@ class RoomSelectors:
             self.book.note(account, event.room_id, active, at, "callback")
         elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these
             self.book.heard_of(account, event.room_id)
-        if active is not None and (self._batch is None or self._batch.done()):
+        # (A room that emptied changes only the status page's history: written with a batch too.)
+        written = active is not None or (self._history is not None and self._history.rooms_unwritten)
+        if written and (self._batch is None or self._batch.done()):
             self._batch = asyncio.get_running_loop().create_task(self._decide_soon(), name="capctl-rooms")
 
     async def _decide_soon(self) -> None:

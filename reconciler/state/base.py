@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from reconciler.model import RoomActivity, TaskRecord
+from reconciler.model import RoomActivity, TaskRecord, TaskStatus
 
 __all__ = [
     "DAEMON_HOLDER",
     "Fenced",
+    "HistorySpan",
+    "HistoryStore",
     "InboxEntry",
     "Lock",
     "LockHeld",
@@ -31,6 +33,7 @@ __all__ = [
     "StateStore",
     "StateUnreachable",
     "daemon_holder",
+    "run_of",
 ]
 
 # The command name a daemon locks the state under; `LockHeld` recognises a daemon by it. The daemon adds
@@ -130,6 +133,33 @@ class InboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySpan:
+    """One span of the status page's timeline history, kept in the state (`capctl_history`): a task's run
+    (`kind` "run", `subject` its key, `room` "") or a room's activity ("room", the vendor account, the room).
+    Times and the stop reason as the records hold them: nothing secret."""
+
+    kind: str
+    subject: str
+    room: str
+    start: float
+    end: float | None  # None while it runs (or the room is active)
+    reason: str | None = None  # why a run ended, as recorded (`idle timeout (Volcengine IdleTimeOut)`)
+
+
+def run_of(record: TaskRecord) -> HistorySpan | None:
+    """The run a record describes (its current or last one), or None before its first start. A run ends when
+    the record says it no longer runs: at its recorded stop, else when it was last observed (a thumbnail done
+    at once, a start that failed)."""
+    if record.started_at is None:
+        return None
+    end: float | None = None
+    if record.status not in (TaskStatus.RUNNING, TaskStatus.PENDING):
+        end = record.stopped_at if record.stopped_at is not None else record.observed_at
+        end = record.started_at if end is None else max(end, record.started_at)
+    return HistorySpan("run", record.key, "", record.started_at, end, record.stop_reason if end is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     serial: int
     records: dict[str, TaskRecord]
@@ -180,7 +210,7 @@ class NoState:
     def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
         return None
 
-    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
         raise StateError(f"{self.missing}: a read-only command cannot record room activity")
 
     def forget_rooms(self, quiet_before: float) -> int:
@@ -232,15 +262,26 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
+class HistoryStore(Protocol):
+    """The status page's timeline history a store keeps (`HistorySpan`): runs are written with their records'
+    commits, room spans with room activity; the daemon reads it back and prunes it."""
+
+    def history(self) -> list[HistorySpan]: ...
+
+    def prune_history(self, ended_before: float, keep: int) -> int:
+        """Drop the spans that ended before `ended_before`, and all but the newest `keep` of each task or room."""
+
+
 @runtime_checkable
 class RoomActivityStore(Protocol):
     """The room-activity half of a store (`reconciler/rooms.py`): the daemon writes, plan and apply read.
 
     Apart from `StateStore` so that wrappers of a store (the daemon's caches) need not forward it."""
 
-    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
-        """Keep the last known activity of these rooms (a report older than what is kept is dropped).
-        Does not move the serial: activity is what the daemon learned of rooms, not a task change."""
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+        """Keep the last known activity of these rooms (a report older than what is kept is dropped), and the
+        status page's `spans` of room activity, in one transaction. Does not move the serial: activity is what
+        the daemon learned of rooms, not a task change."""
 
     def forget_rooms(self, quiet_before: float) -> int:
         """Drop the rooms known inactive since before `quiet_before` (rooms made on the fly would otherwise

@@ -13,14 +13,15 @@ from typing import Protocol
 
 from reconciler.model import TaskRecord
 
-from .base import Fenced, InboxEntry, Lock, Snapshot, StateStore
+from .base import Fenced, HistoryStore, InboxEntry, Lock, Snapshot, StateStore
 from .sql import INBOX_KEEP_SECONDS
 
 __all__ = ["FenceableStore", "FencedStore", "ReadThrough"]
 
 
-class FenceableStore(StateStore, Protocol):
-    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox (both SQL stores)."""
+class FenceableStore(StateStore, HistoryStore, Protocol):
+    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox and the status page's
+    history (both SQL stores)."""
 
     def put_many(
         self, records: Iterable[TaskRecord], *, expected_serial: int | None = None, fence: int | None = None

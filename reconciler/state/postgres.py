@@ -27,10 +27,12 @@ from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError, StateUnreachable
 from .sql import (
+    HISTORY_TABLE,
     INBOX_TABLE,
     LOCK_NAME,
     TABLES,
     Cursor,
+    HistoryQueries,
     LeadershipQueries,
     LockContext,
     Queries,
@@ -107,17 +109,20 @@ class PostgresStateStore(SqlStateStore):
 
     # The epoch lives in the lease row: a column added to lease tables made before issue 16.
     leadership = LeadershipQueries(
-        missing="SELECT (to_regclass('capctl_inbox') IS NULL)::int + (NOT EXISTS (SELECT 1 FROM pg_attribute"
+        missing="SELECT (to_regclass('capctl_inbox') IS NULL)::int + (to_regclass('capctl_history') IS NULL)::int"
+        " + (NOT EXISTS (SELECT 1 FROM pg_attribute"
         " WHERE attrelid = to_regclass('capctl_lock') AND attname = 'epoch' AND NOT attisdropped))::int",
         migrate=(
             f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
             _LOCK_TABLE,
             "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
             INBOX_TABLE,
+            HISTORY_TABLE,
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
         inbox_exists="SELECT (to_regclass('capctl_inbox') IS NOT NULL)::int",
     ).marked("%s")
+    history_queries = HistoryQueries(exists="SELECT (to_regclass('capctl_history') IS NOT NULL)::int").marked("%s")
     room_queries = RoomQueries.build(
         mark="%s",
         exists="SELECT (to_regclass('capctl_room_activity') IS NOT NULL)::int",

@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
@@ -28,14 +28,26 @@ from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
 from . import codec
-from .base import Fenced, InboxEntry, SerialMismatch, Snapshot, StateDamaged, StateError, StateMissing
+from .base import (
+    Fenced,
+    HistorySpan,
+    InboxEntry,
+    SerialMismatch,
+    Snapshot,
+    StateDamaged,
+    StateError,
+    StateMissing,
+    run_of,
+)
 
 __all__ = [
+    "HISTORY_TABLE",
     "INBOX_KEEP_SECONDS",
     "INBOX_TABLE",
     "LOCK_NAME",
     "TABLES",
     "Cursor",
+    "HistoryQueries",
     "LeadershipQueries",
     "LockContext",
     "Queries",
@@ -142,6 +154,60 @@ INBOX_TABLE = (
     " payload TEXT NOT NULL, digest TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,"
     " consumed_at DOUBLE PRECISION, PRIMARY KEY (vendor, dedupe_key))"
 )
+
+
+# The status page's timeline history (`HistorySpan`): task runs and room activity of the last 24 h, so that a
+# restarted daemon, or a new leader, draws what the one before it saw. Added with the leadership step's tables.
+HISTORY_TABLE = (
+    "CREATE TABLE IF NOT EXISTS capctl_history (kind TEXT NOT NULL, subject TEXT NOT NULL, room TEXT NOT NULL,"
+    " start_at DOUBLE PRECISION NOT NULL, end_at DOUBLE PRECISION, reason TEXT,"
+    " PRIMARY KEY (kind, subject, room, start_at))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQueries:
+    """The history table's statements (same SQL in both dialects but for `exists` and the placeholder)."""
+
+    exists: str  # one row, one column: 1 when the table exists (a read-only open of an older state lacks it)
+    # A span as it is now; one that ended keeps its end (the first one recorded), as the page drew it.
+    put: str = (
+        "INSERT INTO capctl_history (kind, subject, room, start_at, end_at, reason)"
+        " VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (kind, subject, room, start_at)"
+        " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason WHERE capctl_history.end_at IS NULL"
+    )
+    forget: str = "DELETE FROM capctl_history WHERE kind = 'run' AND subject = {m}"
+    read: str = (
+        "SELECT kind, subject, room, start_at, end_at, reason FROM capctl_history"
+        " ORDER BY kind, subject, room, start_at"
+    )
+    # Bounded in age (ended before the window) and in size (the newest {m} spans of each task or room). A run
+    # left open, whose record never showed its end (replaced, re-issued), ended where the next one began.
+    prune_old: str = (
+        "DELETE FROM capctl_history WHERE end_at < {m} OR (end_at IS NULL AND kind = 'run' AND EXISTS (SELECT 1"
+        " FROM capctl_history later WHERE later.kind = 'run' AND later.subject = capctl_history.subject"
+        " AND later.start_at > capctl_history.start_at AND later.start_at < {m}))"
+    )
+    prune_many: str = (
+        "DELETE FROM capctl_history WHERE (kind, subject, room, start_at) IN (SELECT kind, subject, room, start_at"
+        " FROM (SELECT kind, subject, room, start_at, row_number() OVER (PARTITION BY kind, subject, room"
+        " ORDER BY start_at DESC) AS n FROM capctl_history) ranked WHERE n > {m})"
+    )
+
+    def marked(self, mark: str) -> HistoryQueries:
+        """These statements with `mark` as the parameter placeholder."""
+        return HistoryQueries(
+            exists=self.exists,
+            put=self.put.format(m=mark),
+            forget=self.forget.format(m=mark),
+            read=self.read,
+            prune_old=self.prune_old.format(m=mark),
+            prune_many=self.prune_many.format(m=mark),
+        )
+
+
+def _span_row(span: HistorySpan) -> tuple[Any, ...]:
+    return (span.kind, span.subject, span.room, span.start, span.end, span.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,8 +353,9 @@ def _by_account(rows: Iterable[Sequence[Any]], accounts: Mapping[str, str]) -> l
 class StateCopy:
     """Everything a state holds but its lock, as stored (`capctl state copy`): the serial, every record row
     (tombstones, backoffs and dormancy are fields of them), the fingerprint key (None for a state from
-    before keys), room activity and the callback inbox. The lock and its epoch stay with each store: the
-    destination's epoch keeps rising, so a leader of it from before the copy is fenced."""
+    before keys), room activity, the callback inbox and the status page's history. The lock and its epoch
+    stay with each store: the destination's epoch keeps rising, so a leader of it from before the copy is
+    fenced."""
 
     serial: int
     records: list[tuple[str, str]]  # (key, body): the stored JSON, checked by decoding, copied unchanged
@@ -298,6 +365,7 @@ class StateCopy:
     # The source's schema version, which the copy keeps: a backup from before an upgrade, copied back, is a
     # state the older capctl reads again (rolling back), and its rows by Provider name are keyed anew later.
     schema: int = SCHEMA_VERSION
+    history: list[HistorySpan] = field(default_factory=list)
 
     def __repr__(self) -> str:  # may hold 100,000 rows: never print them
         return f"StateCopy(serial={self.serial}, records={len(self.records)}, rooms={len(self.rooms)})"
@@ -342,11 +410,13 @@ class SqlStateStore(ABC):
     leadership: ClassVar[LeadershipQueries]
     _leadership_ready = False  # this store object ran (or found done) the leadership migration step
     room_queries: ClassVar[RoomQueries]
+    history_queries: ClassVar[HistoryQueries]
     created = False  # this open made a new state (`capctl state init` says so)
     no_tables: ClassVar[str] = ""  # how `StateMissing` says there were no tables, when a store can be without
     writable: bool  # False for read-only opens: nothing is written, not even a fingerprint key
     snapshot_reads: ClassVar[tuple[str, ...]] = ()  # begins a transaction whose reads see one snapshot
     _fingerprint_key: bytes | None = None
+    _runs_written: dict[str, HistorySpan] | None = None  # `_written_runs`
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -487,9 +557,11 @@ class SqlStateStore(ABC):
 
         An empty batch changes nothing and leaves the serial where it is. With `fence` (a leader's epoch),
         the transaction first checks that epoch is still the lock's: otherwise `Fenced`, nothing written."""
+        records = list(records)
         rows = [(record.key, codec.encode(record)) for record in records]
-        if fence is not None:
-            self._migrate_leadership()
+        written = self._written_runs()
+        runs = [run for record in records if (run := run_of(record)) is not None and written.get(run.subject) != run]
+        self._migrate_leadership()  # (the history table, in a state from before it)
         with self._cursor(write=True) as cur:
             if not rows:
                 return self._check_serial(cur, expected_serial, fence)
@@ -502,7 +574,17 @@ class SqlStateStore(ABC):
             if expected_serial is not None and serial - 1 != expected_serial:
                 raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
-            return serial
+            # The runs these records describe, into the history in their transaction (`run_of`).
+            cur.executemany(self.history_queries.put, [_span_row(run) for run in runs])
+        written.update((run.subject, run) for run in runs)
+        return serial
+
+    def _written_runs(self) -> dict[str, HistorySpan]:
+        """The run this store object last committed for each key: most writes of a record (observed, pending, a
+        start that failed) leave its run as it was, and it is not written again."""
+        if self._runs_written is None:
+            self._runs_written = {}
+        return self._runs_written
 
     def delete(self, key: str, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove one record; deleting a key that is not there changes nothing, not even the serial."""
@@ -511,26 +593,58 @@ class SqlStateStore(ABC):
     def delete_many(self, keys: Iterable[str], *, expected_serial: int | None = None, fence: int | None = None) -> int:
         """Remove several records in one transaction that moves the serial once (not at all when none of the
         keys was there)."""
-        if fence is not None:
-            self._migrate_leadership()
+        self._migrate_leadership()
         with self._cursor(write=True) as cur:
             serial = self._check_serial(cur, expected_serial, fence)
             removed = 0
             for key in keys:
                 cur.execute(self.queries.delete, (key,))
                 removed += cur.rowcount
+                cur.execute(self.history_queries.forget, (key,))
+                self._written_runs().pop(key, None)
             return self._bump(cur) if removed > 0 else serial
 
-    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
-        """Keep what was learned of these rooms (newer reports replace older ones); one transaction."""
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+        """Keep what was learned of these rooms (newer reports replace older ones), and the status page's
+        `spans` of their activity (`HistorySpan`, kind "room"); one transaction."""
         if not self.writable:
             raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
         rows = [(r.account, r.room, int(r.active), r.last_seen, r.source) for r in reports]
-        if not rows:
+        history = [_span_row(span) for span in spans]
+        if not rows and not history:
             return
+        if history:
+            self._migrate_leadership()
         with self._cursor(write=True) as cur:
-            self._upgrade(cur, None)  # a state of schema 1 without activity yet: nothing to key anew
-            cur.executemany(self.room_queries.upsert, rows)
+            if rows:
+                self._upgrade(cur, None)  # a state of schema 1 without activity yet: nothing to key anew
+                cur.executemany(self.room_queries.upsert, rows)
+            cur.executemany(self.history_queries.put, history)
+
+    def history(self) -> list[HistorySpan]:
+        """The status page's timeline history as kept (none in a state from before it)."""
+        with self._cursor(write=False) as cur:
+            return self._history(cur)
+
+    def _history(self, cur: Cursor) -> list[HistorySpan]:
+        hq = self.history_queries
+        rows = _rows(cur, hq.read) if _rows(cur, hq.exists)[0][0] else []
+        return [
+            HistorySpan(k, s, room, float(a), None if b is None else float(b), why) for k, s, room, a, b, why in rows
+        ]
+
+    def prune_history(self, ended_before: float, keep: int) -> int:
+        """Drop the spans that ended before `ended_before`, and all but the newest `keep` of each task or room;
+        returns how many. Does not move the serial."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot prune the history")
+        self._migrate_leadership()
+        hq = self.history_queries
+        with self._cursor(write=True) as cur:
+            cur.execute(hq.prune_old, (ended_before, ended_before))
+            dropped = max(cur.rowcount, 0)
+            cur.execute(hq.prune_many, (keep,))
+            return dropped + max(cur.rowcount, 0)
 
     def forget_rooms(self, quiet_before: float) -> int:
         """Drop the rooms known inactive since before `quiet_before`; returns how many."""
@@ -659,11 +773,12 @@ class SqlStateStore(ABC):
             schema = self._version(cur)
             rooms = _rows(cur, rq.read) if _rows(cur, rq.exists)[0][0] else []
             inbox = _rows(cur, self.leadership.inbox_read) if _rows(cur, self.leadership.inbox_exists)[0][0] else []
+            history = self._history(cur)
         try:
             codec.decode_rows(records)
         except codec.CodecError as exc:
             raise StateError(f"{self.url}: {exc}") from None
-        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox, schema)
+        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox, schema, history)
 
     def import_copy(
         self, copy: StateCopy, *, replace: bool = False, progress: Callable[[int, int], None] | None = None
@@ -686,7 +801,14 @@ class SqlStateStore(ABC):
                 )
             _create_absent(cur, self.room_queries.exists, (*self.room_queries.serialise, self.room_queries.create))
             _create_absent(cur, q.has_key, (q.create_key,))
-            for table in ("capctl_records", "capctl_room_activity", "capctl_inbox", "capctl_fingerprint_key"):
+            tables = (
+                "capctl_records",
+                "capctl_room_activity",
+                "capctl_inbox",
+                "capctl_fingerprint_key",
+                "capctl_history",
+            )
+            for table in tables:
                 cur.execute(f"DELETE FROM {table}", ())
             if copy.key_hex is not None:  # none: the first writer keys the copied hashes, as after an upgrade
                 cur.execute(q.init_key, (copy.key_hex,))
@@ -699,9 +821,11 @@ class SqlStateStore(ABC):
             cur.executemany(self.room_queries.upsert, copy.rooms)
             cur.execute(q.set_version, (copy.schema,))  # its rooms' keys are those of its schema
             cur.executemany(self.leadership.inbox_copy, copy.inbox)
+            cur.executemany(self.history_queries.put, [_span_row(span) for span in copy.history])
             new_serial = max(copy.serial, serial + 1)
             cur.execute(q.set_serial, (new_serial,))
         self._fingerprint_key = None  # read afresh: it is the copy's now
+        self._runs_written = None  # and its history
         return new_serial
 
     def inbox_put(self, entry: InboxEntry) -> bool:

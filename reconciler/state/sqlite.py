@@ -29,10 +29,12 @@ from reconciler.clock import Clock, SystemClock
 
 from .base import LockHeld, StateDamaged, StateError, StateMissing
 from .sql import (
+    HISTORY_TABLE,
     INBOX_TABLE,
     LOCK_NAME,
     TABLES,
     Cursor,
+    HistoryQueries,
     LeadershipQueries,
     LockContext,
     Queries,
@@ -60,14 +62,18 @@ class SQLiteStateStore(SqlStateStore):
 
     # The flock says who holds the lock; this table keeps its epoch, raised at every taking, for fencing.
     leadership = LeadershipQueries(
-        missing="SELECT 2 - count(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('capctl_lock', 'capctl_inbox')",
+        missing="SELECT 3 - count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('capctl_lock', 'capctl_inbox', 'capctl_history')",
         migrate=(
             "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, epoch INTEGER NOT NULL)",
             INBOX_TABLE,
+            HISTORY_TABLE,
         ),
         fence="SELECT epoch FROM capctl_lock WHERE name = ?",
         inbox_exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_inbox'",
+    ).marked("?")
+    history_queries = HistoryQueries(
+        exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_history'"
     ).marked("?")
 
     def __init__(

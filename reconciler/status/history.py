@@ -1,22 +1,26 @@
 """The last 24 h of each task's runs and each room's activity, as the daemon saw them, for the timeline.
 
-The state store keeps one run per task (the current or last one: its start, stop and stop reason), which
-is all reconciling needs. The status page's timeline needs the runs before it, so the daemon tells this
-history about every record it commits (`note`) and every room callback (`room_active` / `room_idle`).
-It lives in memory: a restart starts it again from the runs the state still holds (the record cache
-notes every record it reads at start). Bounded: runs and activity that ended before the window are
+The state store keeps one run per task in its record (the current or last one: its start, stop and stop
+reason), which is all reconciling needs; the status page's timeline needs the runs before it and the rooms'
+activity. The daemon tells this history about every record it reads or commits (`note`) and every room
+callback (`room_active` / `room_idle`), and the state keeps the same (`capctl_history`): each commit of a
+record writes its run in its own transaction (`run_of`), and the rooms' spans go with the room-activity
+batch (`take_rooms`). So a restarted daemon, a new leader or a standby's page reads it back (`restore`)
+and draws what the daemon before it saw. Bounded: runs and activity that ended before the window are
 dropped as new ones come (a room with nothing left is forgotten), and each task or room keeps at most
-`MAX_INTERVALS`. Time comes from the
-injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
+`MAX_INTERVALS`; the state is pruned alike (`prune_due`). Time comes from the injected clock. Not
+thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.clock import Clock
-from reconciler.model import TaskRecord, TaskStatus
+from reconciler.model import TaskRecord
+from reconciler.state.base import HistorySpan, run_of
 from reconciler.status.model import TIMELINE_SECONDS
 
 __all__ = ["MAX_INTERVALS", "Activity", "History", "Run"]
@@ -45,7 +49,9 @@ class History:
         self._first_seen: dict[str, float] = {}
         # By (vendor account, room id): two vendor apps may both have a room `lobby`, and they are two rooms.
         self._rooms: dict[tuple[str, str], deque[Activity]] = {}
+        self._unwritten: set[tuple[str, str]] = set()  # rooms whose spans changed since `take_rooms`
         self._trimmed = clock.now()
+        self._pruned: float | None = None
 
     # --- writing --------------------------------------------------------------------------------------------
 
@@ -54,17 +60,19 @@ class History:
         now = self.clock.now()
         self._trim(now)
         self._first_seen.setdefault(record.key, now)
-        runs = self._runs.get(record.key)
-        if record.started_at is not None and (runs is None or runs[-1].start != record.started_at):
+        runs = self._runs.get(record.key) or None  # (emptied by `_trim`: its runs ended before the window)
+        run = run_of(record)  # with its end as the state keeps it (`capctl_history`)
+        if run is not None and (runs is None or runs[-1].start != run.start):
             if runs is None:
+                if run.end is not None and run.end < now - self.window:
+                    return  # a run that ended before the window (`_trim` dropped it): nothing to draw
                 runs = self._runs[record.key] = deque(maxlen=MAX_INTERVALS)
             elif runs[-1].end is None:  # replaced or re-issued before its end was seen: it ended by then
-                runs[-1] = Run(runs[-1].start, record.started_at, None)
-            runs.append(Run(record.started_at, None, None))
-        if runs is None or runs[-1].end is not None or record.status in (TaskStatus.RUNNING, TaskStatus.PENDING):
+                runs[-1] = Run(runs[-1].start, run.start, None)
+            runs.append(Run(run.start, None, None))
+        if run is None or runs is None or runs[-1].end is not None or run.end is None:
             return
-        end = record.stopped_at if record.stopped_at is not None else now
-        runs[-1] = Run(runs[-1].start, max(end, runs[-1].start), record.stop_reason)
+        runs[-1] = Run(runs[-1].start, max(run.end, runs[-1].start), record.stop_reason)
 
     def forget(self, key: str) -> None:
         """A record deleted from the state (a tombstone forgotten, `state rm`)."""
@@ -76,12 +84,59 @@ class History:
         spans = self._rooms.setdefault((account, room), deque(maxlen=MAX_INTERVALS))
         if not spans or spans[-1].end is not None:
             spans.append(Activity(self.clock.now(), None))
+            self._unwritten.add((account, room))
 
     def room_idle(self, account: str, room: str) -> None:
         """A room callback of the vendor `account` said `room` emptied (its last user left, no stream left)."""
         spans = self._rooms.get((account, room))
         if spans and spans[-1].end is None:
             spans[-1] = Activity(spans[-1].start, max(self.clock.now(), spans[-1].start))
+            self._unwritten.add((account, room))
+
+    def restore(self, spans: Iterable[HistorySpan]) -> None:
+        """Take the history the state keeps (read at start, when a term begins, or for a standby's page) as
+        the whole history: it holds what this daemon noted and what a daemon before it did."""
+        runs: dict[str, deque[Run]] = {}
+        rooms: dict[tuple[str, str], deque[Activity]] = {}
+        for span in spans:  # in start order
+            if span.kind == "run":
+                kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
+                if kept and kept[-1].end is None:  # replaced or re-issued before its end was seen: ended by then
+                    kept[-1] = Run(kept[-1].start, span.start, None)
+                kept.append(Run(span.start, span.end, span.reason))
+            elif span.kind == "room":
+                rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
+                    Activity(span.start, span.end)
+                )
+        self._runs, self._rooms, self._unwritten = runs, rooms, set()
+        self._trimmed = self.clock.now() - self.window  # trimmed at the next note
+
+    def take_rooms(self) -> list[HistorySpan]:
+        """The spans of the rooms whose activity changed since the last call, for the state (written with the
+        room-activity batch); `untake` puts them back when that write failed."""
+        taken = [
+            HistorySpan("room", account, room, a.start, a.end)
+            for account, room in sorted(self._unwritten)
+            for a in self._rooms.get((account, room), ())
+        ]
+        self._unwritten = set()
+        return taken
+
+    def untake(self, spans: Iterable[HistorySpan]) -> None:
+        self._unwritten |= {(s.subject, s.room) for s in spans}
+
+    @property
+    def rooms_unwritten(self) -> bool:
+        return bool(self._unwritten)
+
+    def prune_due(self) -> float | None:
+        """The horizon to prune the state's history to (spans that ended before it go), at most once per
+        `window / MAX_INTERVALS` (15 minutes); None when it is not due yet."""
+        now = self.clock.now()
+        if self._pruned is not None and now < self._pruned + self.window / MAX_INTERVALS:
+            return None
+        self._pruned = now
+        return now - self.window
 
     def _trim(self, now: float) -> None:
         """Drop what ended before the window, at most once per tenth of it (reads skip it anyway)."""

@@ -13,7 +13,7 @@ from reconciler.clock import FakeClock
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.scenario import CallbackChaos
-from reconciler.state.base import StateError
+from reconciler.state.base import HistorySpan, StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, VendorClock, settle, write_specs
 from tests.specdocs import VOLC_ACCOUNT as VOLC
@@ -87,6 +87,9 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     coverage = {"job_name": "SnapshotJob/classes"}
     assert registry.get_sample_value("capctl_rooms_active", coverage) == 2
     assert registry.get_sample_value("capctl_rooms_captured", coverage) == 2
+    # Their first runs each ended a capture gap, from the selection to the start (walk 6d: none was counted).
+    assert registry.get_sample_value("capctl_capture_gap_seconds_count") == 2
+    assert 0 < (registry.get_sample_value("capctl_capture_gap_seconds_sum") or 0) < 2
     # No series has a `job` or `instance` label: Prometheus sets both itself and renames ours `exported_job`
     # (walk 5g: the two selector gauges had `job`, unlike capctl_rooms_active's `job_name`).
     labels = {name for family in registry.collect() for sample in family.samples for name in sample.labels}
@@ -312,10 +315,10 @@ class FlakyRoomStore(SQLiteStateStore):
 
     failing = False
 
-    def record_rooms(self, reports: Iterable[RoomActivity]) -> None:
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
         if self.failing:
             raise StateError("database is locked")
-        super().record_rooms(reports)
+        super().record_rooms(reports, spans)
 
     def forget_rooms(self, quiet_before: float) -> int:
         if self.failing:

@@ -30,6 +30,18 @@ def room_of(status: dict[str, Any], room: str) -> dict[str, Any]:
     return found
 
 
+def timelines(status: dict[str, Any]) -> list[Any]:
+    """The rooms' timelines as spans that ended (start, end) and the starts of those that go on (whose end is now)."""
+
+    def spans(items: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+        return [(i["start"], None if i["end"] == status["generated_at"] else i["end"]) for i in items]
+
+    return [
+        (r["room"], spans(r["active"]), [(c["key"], spans(c["runs"]), spans(c["gaps"])) for c in r["captures"]])
+        for r in status["rooms"]
+    ]
+
+
 async def test_the_page_follows_an_idle_out_and_its_reissue(harness: Harness) -> None:
     write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"], idle=20))
     harness.sim.publish("volcengine", "hall", user_id="alice")  # hall is busy; nobody is in the lobby
@@ -65,6 +77,26 @@ async def test_the_page_follows_an_idle_out_and_its_reissue(harness: Harness) ->
         assert [d["key"] for d in reissued] == [LOBBY]
         page = (await http.get("/", params={"job": "audit"})).text
     assert IDLE in page and "Every task is running." in page
+
+    # The history is the state's (walk 6d: the daemon's memory only): a standby's page shows the leader's, a
+    # restarted daemon the same runs, gaps and room activity, not a timeline begun again from the last run.
+    standby = await harness.start_standby()
+    try:
+        async with await client(harness) as http:
+            led = (await http.get("/api/v1/status")).json()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            followed = (await http.get("/api/v1/status")).json()
+    finally:
+        await standby.stop()
+        standby.records.close()
+    assert followed["replica"]["role"] == "standby" and followed["generated_at"] == led["generated_at"]
+    assert followed["rooms"] == led["rooms"] and task_of(followed, LOBBY)["reissues"] == lobby["reissues"]
+    await harness.stop()
+    await harness.start()
+    async with await client(harness) as http:
+        restarted = (await http.get("/api/v1/status")).json()
+    assert timelines(restarted) == timelines(led) and task_of(restarted, LOBBY)["reissues"] == lobby["reissues"]
+    assert all(room["activity_reported"] and room["active"] for room in restarted["rooms"])
 
 
 async def test_an_invalid_spec_change_shows_and_the_last_valid_set_stays(harness: Harness) -> None:

@@ -13,10 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from reconciler.demo import until_stopped
+from tests.servers import children_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,19 +83,6 @@ def test_the_daemon_port_an_earlier_run_just_left_is_free_to_the_next(tmp_path: 
     assert run.returncode == 1 and "not the demo's simulator" in error, error
 
 
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (from /proc: their stat's 4th field)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # it ended meanwhile
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
 @contextlib.contextmanager
 def running_demo(cwd: Path, *, sighup_ignored: bool = False) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
     """A demo on free ports, once its simulator listens, and its children; whatever it left running is killed."""
@@ -111,7 +102,7 @@ def running_demo(cwd: Path, *, sighup_ignored: bool = False) -> Iterator[tuple[s
     try:
         first = proc.stdout.readline()  # said once the simulator listens
         assert first.startswith("capctl demo: simulator on http://127.0.0.1:"), first
-        children |= _children(proc.pid)
+        children |= children_of(proc.pid)
         yield proc, children
     finally:
         proc.kill()
@@ -156,3 +147,15 @@ def test_a_sighup_ignored_when_the_demo_started_stays_ignored(tmp_path: Path) ->
             proc.wait(timeout=2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_ctrl_c_stops_a_kept_demo_with_130() -> None:
+    """`--keep-running` waits until it is stopped: Ctrl-C is an interrupt, exit 130, as a shell reports it (it
+    was 0), SIGTERM a clean stop, exit 0 (the installed demo's end-to-end run sends that one)."""
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], text=True)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        assert until_stopped(daemon) == 128 + signal.SIGINT
+    finally:
+        daemon.kill()
+        daemon.wait()

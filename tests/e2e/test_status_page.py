@@ -222,11 +222,28 @@ def test_a_person_reads_the_page_before_and_after_an_idle_out(
         logged = browser.get_log("browser")  # type: ignore[no-untyped-call]
         errors = [e["message"] for e in logged if e["level"] == "SEVERE"]
         assert all("favicon.ico" in e for e in errors), errors  # no blocked resource, no script error
+
+        # A restart (a rollout, a failover) keeps the timelines: the history is the state's (walk 6d: it was
+        # the daemon's memory, and the page began again from each task's last run, the rooms "activity unknown").
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, log.text()
+        daemon = work.spawn("run", "--listen", address, "--resync", "1s", stdout=subprocess.DEVNULL)
+        log = daemon_output(daemon)
+        log.url()
+        browser.set_window_size(1200, 1000)
+        browser.get(url + "/")
+        timeline = browser.find_element(By.XPATH, "//h3[contains(., 'Room') and contains(., 'lobby')]/..").text
+        assert "2 runs" in timeline and "gap" in timeline and "activity unknown" not in timeline
+        assert "active" in browser.find_element(By.XPATH, "//h3[contains(., 'hall')]/..").text
+        lobby_row = browser.find_element(By.XPATH, "//tr[th[starts-with(normalize-space(), 'lobby')]]")
+        assert IDLE in lobby_row.find_elements(By.TAG_NAME, "td")[2].text
+        browser.save_screenshot(str(shots / "restarted.png"))
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     assert daemon.returncode == 0, log.text()
-    assert all((shots / name).stat().st_size > 10_000 for name in ("before.png", "after.png", "phone.png"))
+    shown = ("before.png", "after.png", "phone.png", "restarted.png")
+    assert all((shots / name).stat().st_size > 10_000 for name in shown)
 
 
 def test_the_token_and_no_status_page_through_the_cli(work: Workdir, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reconciler.model import TaskStatus
+from reconciler.state.base import HistorySpan
 from reconciler.status.history import MAX_INTERVALS, Activity, Run
 from tests.status.conftest import IDLE, NOW, VOLC, Told, record
 
@@ -74,3 +75,40 @@ def test_a_room_quiet_for_the_whole_window_is_forgotten() -> None:
     told.note(record(KEY, started_at=NOW + 40), NOW + 1200)  # class-1 ended before the window
     assert history.activity(VOLC, "class-1") is None
     assert history.activity(VOLC, "lobby") == (Activity(NOW + 30, None),)
+
+
+def test_a_run_that_ended_before_the_window_noted_again_is_not_drawn_and_breaks_nothing() -> None:
+    """Walk 6d: once a write trimmed a task's runs away (its last ended over a day ago: its starts kept
+    failing, its room stayed empty), the next write of its record raised IndexError after the commit, so
+    the daemon's copy of it went stale and the task never started again (pending a day after the vendor
+    recovered)."""
+    told = Told(start=NOW, window=1000)
+    history = told.history
+    stopped = record(KEY, TaskStatus.STOPPED, started_at=NOW, stopped_at=NOW + 10, stop_reason=IDLE)
+    told.note(stopped, NOW + 10)
+    told.note(record("SnapshotJob/lobby-audit/hall", started_at=NOW + 1500), NOW + 1500)  # a write trims
+    assert history.runs(KEY) == ()
+    told.note(stopped.evolve(status=TaskStatus.FAILED, observed_at=NOW + 1600), NOW + 1600)
+    assert history.runs(KEY) == ()
+    told.start(stopped, NOW + 1700)
+    assert history.runs(KEY) == (Run(NOW + 1700, None, None),)
+
+
+def test_the_history_read_back_from_the_state_ends_a_run_where_the_next_began() -> None:
+    """The state keeps a run open whose record never showed its end (replaced, re-issued before a stop was
+    seen); read back, it ended where the next one began, as `note` draws it."""
+    told = Told()
+    told.history.restore(
+        [
+            HistorySpan("run", KEY, "", NOW - 100, NOW - 60, IDLE),
+            HistorySpan("run", KEY, "", NOW - 50, None),
+            HistorySpan("run", KEY, "", NOW - 20, None),
+            HistorySpan("room", VOLC, "lobby", NOW - 110, NOW - 55),
+        ]
+    )
+    assert told.history.runs(KEY) == (
+        Run(NOW - 100, NOW - 60, IDLE),
+        Run(NOW - 50, NOW - 20, None),
+        Run(NOW - 20, None, None),
+    )
+    assert told.history.activity(VOLC, "lobby") == (Activity(NOW - 110, NOW - 55),)

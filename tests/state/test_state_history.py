@@ -1,0 +1,105 @@
+"""The status page's timeline history in the state (walk 6d): each record's run is written in its commit's
+transaction, room spans with room activity; a deleted record takes its runs along, pruning bounds age and
+count, a state from before the table reads as none and gets it from its first writer, and `state copy`
+carries it. Both stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.model import TaskStatus
+from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, open_state
+from reconciler.state.sql import SqlStateStore
+
+from .helpers import make_record
+from .test_state_rooms import raw_sql
+
+KEY = "SnapshotJob/lobby-audit/lobby"
+IDLE = "idle timeout (Volcengine IdleTimeOut)"
+
+
+def runs(store: HistoryStore) -> list[tuple[float, float | None, str | None]]:
+    return [(s.start, s.end, s.reason) for s in store.history() if s.kind == "run" and s.subject == KEY]
+
+
+def sql(store: object) -> SqlStateStore:
+    assert isinstance(store, SqlStateStore)
+    return store
+
+
+def test_runs_are_written_with_their_records_in_their_transaction(store_url: str) -> None:
+    store = sql(open_state(store_url))
+    try:
+        serial = store.put(make_record(status=TaskStatus.RUNNING, started_at=100.0, observed_at=100.0))
+        assert runs(store) == [(100.0, None, None)]
+        stopped = make_record(status=TaskStatus.STOPPED, started_at=100.0, stopped_at=130.0, stop_reason=IDLE)
+        store.put(stopped)
+        store.put(stopped.evolve(status=TaskStatus.PENDING, stopped_at=140.0))  # the re-issue's intent: no new run
+        assert runs(store) == [(100.0, 130.0, IDLE)]
+        store.put(make_record(status=TaskStatus.RUNNING, started_at=150.0))
+        store.put(make_record(status=TaskStatus.RUNNING, started_at=200.0))  # replaced before its end was seen
+        # (kept open: it ended where the next began, which the page reads back: `History.restore`)
+        assert runs(store) == [(100.0, 130.0, IDLE), (150.0, None, None), (200.0, None, None)]
+        with pytest.raises(SerialMismatch):  # one transaction with its record: neither is written
+            store.put(make_record(status=TaskStatus.RUNNING, started_at=300.0), expected_serial=serial)
+        assert runs(store)[-1] == (200.0, None, None)
+        # A thumbnail done at once, or a start that failed: ended when last observed.
+        store.put(make_record(status=TaskStatus.FAILED, started_at=200.0, observed_at=210.0))
+        assert runs(store)[-1] == (200.0, 210.0, None)
+
+        before = store.serial()
+        room = HistorySpan("room", "volcengine:app-1", "lobby", 90.0, None)
+        store.record_rooms([], [room])
+        store.record_rooms([], [HistorySpan("room", "volcengine:app-1", "lobby", 90.0, 125.0)])
+        assert store.serial() == before  # what the daemon saw, not a task change: saved plans stay valid
+        store.delete(KEY)
+        assert store.history() == [HistorySpan("room", "volcengine:app-1", "lobby", 90.0, 125.0)]
+    finally:
+        store.close()
+
+
+def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
+    store = sql(open_state(store_url))
+    try:
+        for start in range(100):
+            store.put(make_record(status=TaskStatus.RUNNING, started_at=float(start)))
+        store.put(make_record(key="SnapshotJob/lobby-audit/hall", status=TaskStatus.RUNNING, started_at=5.0))
+        # run 0 ended before 2 (where run 1 began); of the 99 left, the newest 96 are kept
+        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 3
+        assert [start for start, _, _ in runs(store)] == [float(s) for s in range(4, 100)]
+        assert [s.subject for s in store.history() if s.start == 5.0] == ["SnapshotJob/lobby-audit/hall", KEY]
+    finally:
+        store.close()
+
+
+def test_a_state_from_before_the_history_reads_none_and_gets_it_from_its_first_writer(store_url: str) -> None:
+    store = open_state(store_url)
+    store.put(make_record(status=TaskStatus.RUNNING, started_at=100.0))
+    store.close()
+    raw_sql(store_url, "DROP TABLE capctl_history")
+    reader = sql(open_state(store_url, create=False))
+    assert reader.history() == []
+    reader.close()
+    writer = sql(open_state(store_url))
+    try:
+        writer.put(make_record(status=TaskStatus.STOPPED, started_at=100.0, stopped_at=120.0, stop_reason=IDLE))
+        assert runs(writer) == [(100.0, 120.0, IDLE)]
+    finally:
+        writer.close()
+
+
+def test_state_copy_carries_the_history(store_url: str, sqlite_url: str) -> None:
+    source = sql(open_state(store_url))
+    source.put(make_record(status=TaskStatus.RUNNING, started_at=100.0))
+    source.record_rooms([], [HistorySpan("room", "zego:7", "class-1", 95.0, None)])
+    copy = source.export()
+    source.close()
+    target = sql(open_state(sqlite_url.replace("state.db", "copy.db")))
+    try:
+        target.import_copy(copy)
+        assert target.history() == [
+            HistorySpan("room", "zego:7", "class-1", 95.0, None),
+            HistorySpan("run", KEY, "", 100.0, None),
+        ]
+    finally:
+        target.close()
