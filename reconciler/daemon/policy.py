@@ -20,7 +20,9 @@ callback said it emptied, and no activity since) makes the task dormant until it
 
 Polling: each running task is observed once per sweep period = max(resync, tasks ÷ query budget), so the
 budget is a ceiling and never a target. Callback hints move a look, but never past one sweep period after
-the last observation: a run that stopped unannounced is seen within that period.
+the last observation: a run that stopped unannounced is seen within that period. Volcengine sends no
+task-stopped callback, so a snapshot run is also looked at when its images stop arriving (`image_silence_look`,
+as vendor-apis.md allows): a run a fault ended in a room with streams is seen in seconds, not at the next sweep.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler import stopreasons, transitions
-from reconciler.model import TaskRecord, TaskStatus
+from reconciler.model import ApiFamily, TaskRecord, TaskStatus
 
 __all__ = [
     "DEADLINE_MARGIN",
@@ -36,6 +38,7 @@ __all__ = [
     "EMPTY_ROOM_RECHECK",
     "FAULT_RETRY_BASE",
     "FAULT_RETRY_CAP",
+    "IMAGE_SILENCE_INTERVALS",
     "MAX_PRUNE_PERCENT",
     "PROBE_DELAY",
     "PROBE_INTERVAL",
@@ -49,6 +52,7 @@ __all__ = [
     "fault_delay",
     "hinted_look",
     "idled_out",
+    "image_silence_look",
     "is_rollover",
     "may_have_idled",
     "postpone",
@@ -82,6 +86,9 @@ DEADLINE_MARGIN = 5.0  # seconds after an expected vendor deadline before lookin
 # A run whose room emptied stops one idle timeout later: look just after that, then every PROBE_INTERVAL
 # while it still runs, until DEADLINE_MARGIN has passed (a re-issue within a second of the stop).
 PROBE_DELAY = 0.5
+# Image intervals without an image after which a running snapshot run is looked at: one late image (the
+# callback's own delay, a retry) is not yet a stop.
+IMAGE_SILENCE_INTERVALS = 2
 PROBE_INTERVAL = 1.0
 # seconds: how long a task whose room is known empty stays dormant before one repair start (a lost join)
 EMPTY_ROOM_RECHECK = 3600.0
@@ -238,6 +245,17 @@ def hinted_look(hint: float, last_observed: float, period: float) -> float:
     sweep period after its last observation. A hint may bring a look forward, never hold it off past
     `--resync` (ZEGO signs only a callback's timestamp and nonce, so its body cannot be trusted that far)."""
     return min(hint, last_observed + period)
+
+
+def image_silence_look(record: TaskRecord, now: float, last_observed: float, share: float) -> float | None:
+    """When to look at a running Volcengine snapshot run whose image arrived at `now`, should no next image
+    come: IMAGE_SILENCE_INTERVALS image intervals plus DEADLINE_MARGIN later. Never sooner than `share` (one
+    task's share of its query budget: tasks ÷ query rate) after its last observation, so these looks, all
+    together, stay within the budget. None for a run that sends no images at an interval (ZEGO)."""
+    interval = record.updatable.get("interval") if record.family is ApiFamily.VOLC_SNAPSHOT else None
+    if interval is None:
+        return None
+    return max(now + IMAGE_SILENCE_INTERVALS * interval + DEADLINE_MARGIN, last_observed + share)
 
 
 def rollover_at(record: TaskRecord, next_look: float) -> float | None:

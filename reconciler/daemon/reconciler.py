@@ -496,11 +496,14 @@ class Reconciler:
 
     def _hint_look(self, record: TaskRecord, hint: float) -> float:
         """Set the next look a callback suggests, held to one sweep period after the last observation."""
+        due = self._update(record.key, runtime.hinted_look, hint, self._last_look(record), self._period(record))
+        assert due.next_observe is not None
+        return due.next_observe
+
+    def _last_look(self, record: TaskRecord) -> float:
+        """When the running task was last observed (the record's time before the first look after a restart)."""
         rt = self.runtimes.get(record.key)
-        last = rt.looked_at if rt.looked_at is not None else record.observed_at or record.started_at or self.clock.now()
-        due = self._update(record.key, runtime.hinted_look, hint, last, self._period(record)).next_observe
-        assert due is not None
-        return due
+        return rt.looked_at if rt.looked_at is not None else record.observed_at or record.started_at or self.clock.now()
 
     def _period(self, record: TaskRecord) -> float:
         return policy.sweep_period(self.resync, self._running_count(record), self._query_rate(record))
@@ -569,13 +572,19 @@ class Reconciler:
                 covered = min(covered, record.started_at + record.max_duration + policy.DEADLINE_MARGIN)
             rt = self.runtimes.get(key)
             if room_empty or rt.next_observe is None:
-                due = self._hint_look(record, covered)
+                hint = covered
             elif rt.probe_until is None:
                 # While probing after the last user left, an image may still arrive that was taken before
                 # the leave (callbacks race each other): it must not push the look past the idle deadline.
-                due = self._hint_look(record, max(rt.next_observe, covered))
+                hint = max(rt.next_observe, covered)
             else:
                 return []
+            # No task-stopped callback (Volcengine): a run a fault ended is seen when its images stop.
+            share = self._running_count(record) / self._query_rate(record)
+            silence = policy.image_silence_look(record, self.clock.now(), self._last_look(record), share)
+            if event.output and silence is not None:
+                hint = min(hint, silence)
+            due = self._hint_look(record, hint)
             return [(key, max(0.0, due - self.clock.now()))]
         return []
 

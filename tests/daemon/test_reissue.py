@@ -75,6 +75,24 @@ async def test_image_callbacks_make_a_run_productive_and_add_no_polling(harness:
     assert 1 <= harness.calls("GetSnapshotTask") - polls <= 3
 
 
+async def test_a_volcengine_run_ended_by_a_fault_is_seen_when_its_images_stop(harness: Harness) -> None:
+    """Volcengine has no task-stopped callback: a run a fault ended in a room with a stream is looked at
+    2 image intervals + 5 s after its last image (15 s), not at the next sweep (up to --resync, 30 s)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(36)  # looked at about 30 s in; the next sweep is 57-60 s in
+    polls, stopped_at = harness.calls("GetSnapshotTask"), harness.clock.now()
+    harness.sim.stop_task(
+        "volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="StartTaskFailed"
+    )
+    await harness.advance(16)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING and record.reissue_count == 1  # a fault: retried at once
+    assert record.started_at is not None and record.started_at <= stopped_at + 15
+    assert harness.calls("GetSnapshotTask") - polls == 1  # one look, when the images stopped
+
+
 async def test_empty_room_backs_off_goes_dormant_and_wakes_on_room_activity(harness: Harness) -> None:
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
     await harness.start()

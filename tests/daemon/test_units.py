@@ -214,6 +214,16 @@ def test_sweep_period_is_a_ceiling_on_the_budget_never_a_target() -> None:
     assert policy.expected_deadline(record(started_at=None)) is None
 
 
+def test_a_snapshot_run_is_looked_at_when_its_images_stop_within_its_share_of_the_budget() -> None:
+    running = record(status=TaskStatus.RUNNING, updatable={"interval": 5})
+    # An image at 2000: no next one by 2 intervals + the margin later means the run may have ended.
+    assert policy.image_silence_look(running, 2000, 1990, 0.5) == 2000 + 2 * 5 + policy.DEADLINE_MARGIN
+    # Many tasks on one budget (a share of 40 s each): never sooner than that after the last look.
+    assert policy.image_silence_look(running, 2000, 1990, 40) == 2030
+    zego = running.evolve(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, updatable={})
+    assert policy.image_silence_look(zego, 2000, 1990, 0.5) is None  # ZEGO names the end in a callback
+
+
 def test_deduper_is_bounded() -> None:
     dedupe = Deduper(size=2)
     assert dedupe.first_time("a") and dedupe.first_time("b") and not dedupe.first_time("a")
