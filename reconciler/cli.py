@@ -339,13 +339,13 @@ def _color_system() -> Literal["auto"] | None:
 def _err_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, color_system=_color_system())
+    return Console(stderr=True, highlight=False, emoji=False, color_system=_color_system())
 
 
 def _out_console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False, color_system=_color_system())
+    return Console(highlight=False, emoji=False, color_system=_color_system())
 
 
 def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:

@@ -212,8 +212,9 @@ def test_capctl_sim_refuses_a_speed_it_cannot_run_before_serving(options: list[s
 @pytest.mark.parametrize(
     ("apps", "error"),
     [
-        (["222:s"], "--zego-app: '222:s' is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to"),
-        (["0:s:c"], "--zego-app: '0:s:c' is not APPID:SERVER_SECRET:CALLBACK_SECRET"),
+        (["222:s3cret"], "--zego-app: '222:…' is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to"),
+        (["0:s3cret:x:"], "--zego-app: '0:…' is not APPID:SERVER_SECRET:CALLBACK_SECRET"),
+        (["s3cret:222:c"], "--zego-app: the value (not shown: it may hold secrets) is not APPID:SERVER_SECRET"),
         (["222:s:c", "222:t:d"], "--zego-app: app 222 is given twice (1234567890 is built in)"),
         (["1234567890:s:c"], "--zego-app: app 1234567890 is given twice (1234567890 is built in)"),
     ],
@@ -223,6 +224,13 @@ def test_capctl_sim_refuses_a_zego_app_it_cannot_serve_before_serving(apps: list
     result = CliRunner().invoke(cli.app, ["sim", "--listen", "127.0.0.1:0", *options])
     assert result.exit_code == 1 and "listening" not in result.output
     assert error in " ".join(result.output.split())
+    assert "s3cret" not in result.output  # the secrets given are never echoed
+
+
+def test_capctl_errors_print_user_input_as_typed_not_as_emoji() -> None:
+    # Rich would turn ":x:" in a quoted value into an emoji.
+    result = CliRunner().invoke(cli.app, ["sim", "--listen", "127.0.0.1:0", "--scenario", "/nonexistent/no:x:.yaml"])
+    assert result.exit_code == 1 and "no:x:.yaml" in result.output and "\u274c" not in result.output
 
 
 @pytest.mark.parametrize("offset", ["nan", "-86401"])
