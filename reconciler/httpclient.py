@@ -13,9 +13,10 @@ cookie). Two parts:
 
 Every answer is also read whole within bounds, for a vendor's gateway (or a proxy before it) may be hostile or
 broken: httpx's timeout is per read, so an answer whose bytes trickle in never times out, and it reads any
-length into memory. `send` reads at most `answer_limit` bytes (8 MiB: a room listing of 10,000 users is
-about 1.5 MB) and gives the whole exchange `answer_deadline` seconds (30); past either the call fails as an
-`httpx.RequestError` the callers already treat as an answer lost (`AnswerTooLarge`, `AnswerTooSlow`).
+length into memory. `send` reads at most `answer_limit` bytes, as sent and once decompressed (8 MiB: a room
+listing of 10,000 users is about 1.5 MB) and gives the whole exchange `answer_deadline` seconds (30); past
+either the call fails as an `httpx.RequestError` the callers already treat as an answer lost
+(`AnswerTooLarge`, `AnswerTooSlow`).
 
 tests/core/test_httpclient.py proves that a cookie set by an answer is not sent back, and the two bounds over
 a real socket.
@@ -32,7 +33,7 @@ import httpx
 
 __all__ = ["ANSWER_DEADLINE", "ANSWER_LIMIT", "AnswerTooLarge", "AnswerTooSlow", "RefusingJar", "StatelessClient"]
 
-ANSWER_LIMIT = 8 << 20  # bytes of one answer's body, as sent (before any decompression)
+ANSWER_LIMIT = 8 << 20  # bytes of one answer's body, as sent and once decompressed
 ANSWER_DEADLINE = 30.0  # seconds from sending a request to the last byte of its answer
 
 
@@ -68,6 +69,19 @@ class _Bounded(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def _read_within(response: httpx.Response, limit: int) -> None:
+    """Read the answer whole, decoded (gzip, deflate, br): its decoded size is bounded too, for a small
+    compressed answer can expand without bound (a gzip bomb)."""
+    parts: list[bytes] = []
+    read = 0
+    async for part in response.aiter_bytes():
+        read += len(part)
+        if read > limit:
+            raise AnswerTooLarge(limit, request=response.request)
+        parts.append(part)
+    response._content = b"".join(parts)  # what `aread` does; `.content` and `.json()` read it
 
 
 class RefusingJar(CookieJar):
@@ -117,7 +131,7 @@ class StatelessClient(httpx.AsyncClient):
                     answer = response.stream
                     assert isinstance(answer, httpx.AsyncByteStream)  # an AsyncClient's answers are async streams
                     response.stream = _Bounded(answer, self._answer_limit, request)
-                    await response.aread()
+                    await _read_within(response, self._answer_limit)
                 except BaseException:
                     await response.aclose()
                     raise

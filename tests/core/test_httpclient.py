@@ -4,6 +4,7 @@ answer is read whole within a deadline and a size limit, over a real socket."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from http.cookiejar import Cookie
 
@@ -92,6 +93,13 @@ class Gateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        if self.mode == "bomb":  # 4 MiB of gzip-compressed spaces: about 4 KB as sent
+            body = gzip.compress(b" " * (4 << 20))
+            head = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%s\r\n%s" % (head, body))
+            await writer.drain()
+            writer.close()
+            return
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"{" if self.mode == "trickle" else b" " * 65536
         try:
@@ -118,6 +126,12 @@ async def test_an_answer_past_the_limit_is_not_read_further() -> None:
         with pytest.raises(AnswerTooLarge, match=r"larger than 1048576 bytes"):
             await asyncio.wait_for(client.get(url), 10)
     assert gateway.sent < 8 << 20  # the client stopped reading: the server's writes backed up and stopped
+
+
+async def test_a_compressed_answer_is_bounded_once_decoded() -> None:
+    async with Gateway("bomb") as url, StatelessClient(timeout=5, answer_limit=1 << 20) as client:
+        with pytest.raises(AnswerTooLarge, match=r"larger than 1048576 bytes"):
+            await asyncio.wait_for(client.get(url), 10)
 
 
 async def test_an_answer_within_the_bounds_is_read_whole() -> None:
