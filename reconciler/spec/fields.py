@@ -28,6 +28,8 @@ __all__ = [
     "DURATION_FORMS",
     "DURATION_SCHEMA_MARKER",
     "ENDPOINT_PATTERN",
+    "LITERAL_ONLY",
+    "LITERAL_SCHEMA_MARKER",
     "NAME_PATTERN",
     "SECRET_SCHEMA_MARKER",
     "VOLC_ID_PATTERN",
@@ -197,3 +199,7 @@ Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
 # A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
 SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"
 SecretRef = Annotated[Secret, WithJsonSchema({SECRET_SCHEMA_MARKER: True})]
+# A field that names a task (a job's name, a room, a glob, a file id, a TaskId): `refs.py` refuses a reference
+# there, so `schema.py` offers none either (`Field(json_schema_extra=LITERAL_ONLY)`).
+LITERAL_SCHEMA_MARKER: Final = "x-capctl-literal"
+LITERAL_ONLY: Final = {LITERAL_SCHEMA_MARKER: True}

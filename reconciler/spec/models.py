@@ -23,7 +23,18 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
+from reconciler.spec.fields import (
+    LITERAL_ONLY,
+    Bool,
+    CallbackUrl,
+    Duration,
+    Endpoint,
+    Int,
+    Name,
+    SecretRef,
+    Text,
+    Width,
+)
 
 __all__ = [
     "API_VERSION",
@@ -103,6 +114,7 @@ def _one_or_many(value: Any) -> Any:
 
 
 _PATTERNS_SCHEMA: Final = {
+    **LITERAL_ONLY,
     "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
     "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
 }
@@ -123,6 +135,10 @@ def _rooms_form(value: Any) -> str | None:
     return "selector" if isinstance(value, dict) else "names" if isinstance(value, list) else None
 
 
+_ROOMS: Final = (
+    "one task per room: a list of room ids, or a selector {match, exclude, maxRooms} for rooms made on the fly"
+    " (every matching room while it is active); written literally, never a reference (rooms name tasks)"
+)
 Rooms = Annotated[
     Annotated[RoomNames, Tag("names")] | Annotated[RoomSelector, Tag("selector")],
     Discriminator(
@@ -140,7 +156,8 @@ class Metadata(_Model):
         description=(
             "the document's name, unique per kind: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters; jobs"
             " name their Provider and Storage by it, and it is part of every task key"
-        )
+        ),
+        json_schema_extra=LITERAL_ONLY,
     )
     labels: dict[str, str] = Field(
         {}, description="string → string, for label selectors (plan, apply, state list -l team=safety)"
@@ -282,7 +299,7 @@ class SnapshotJobSpec(_Model):
     """A SnapshotJob's settings."""
 
     provider: Name = Field(description="the name of the Provider the tasks run on")
-    rooms: Rooms
+    rooms: Rooms = Field(description=_ROOMS)
     streams: list[StreamSelector] = Field(
         [],
         description="the streams to snapshot; empty = every stream in the room. volcengine: {user, type, index}, "
@@ -307,6 +324,7 @@ class SnapshotJobSpec(_Model):
         None,
         description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
         "matches [a-zA-Z0-9_@-.]{1,128}",
+        json_schema_extra=LITERAL_ONLY,
     )
 
 
@@ -472,7 +490,7 @@ class RecordingJobSpec(_Model):
     """A RecordingJob's settings (ZEGO only)."""
 
     provider: Name = Field(description="the name of the zego Provider the recordings run on")
-    rooms: Rooms
+    rooms: Rooms = Field(description=_ROOMS)
     mode: Literal["single", "mixed"] = Field(
         "single",
         description=(
@@ -519,7 +537,8 @@ class ThumbnailFile(_Model):
         description="where the file is: tencent (Vendor Tencent) or huawei (Vendor Huawei)"
     )
     file_id: Text = Field(
-        description="the Tencent FileID or the Huawei ObsObject; once per job (it is part of the task key)"
+        description="the Tencent FileID or the Huawei ObsObject; once per job (it is part of the task key)",
+        json_schema_extra=LITERAL_ONLY,
     )
     interval: Duration | None = Field(None, description="huawei only, required there: seconds between thumbnails, ≥ 1s")
     definition: Annotated[Int, Field(ge=0)] | None = Field(

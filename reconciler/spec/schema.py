@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
-from reconciler.spec.fields import SECRET_SCHEMA_MARKER
+from reconciler.spec.fields import LITERAL_SCHEMA_MARKER, SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
 __all__ = ["json_schema"]
@@ -19,8 +19,9 @@ __all__ = ["json_schema"]
 _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
 _META: Final = ("title", "description", "default")
-# Fields that select a schema must stay literal, and so must room selector globs: they name tasks (refs.py).
-_NO_REFS: Final = {"kind", "apiVersion", "type", "match", "exclude"}
+# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind); those that name a
+# task carry LITERAL_SCHEMA_MARKER (refs.py refuses a reference there).
+_NO_REFS: Final = {"kind", "apiVersion", "type"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
     "(relative to the spec file). Secret fields must be references.",
@@ -56,6 +57,8 @@ def _allow_refs(schema: Any) -> Any:
         return schema
     if schema.get(SECRET_SCHEMA_MARKER):
         return {**_REF, "description": "secret: must be a reference such as {env: NAME}"}
+    if schema.get(LITERAL_SCHEMA_MARKER):
+        return {k: v for k, v in schema.items() if k != LITERAL_SCHEMA_MARKER}
     out = dict(schema)
     if "properties" in out:
         out["properties"] = {

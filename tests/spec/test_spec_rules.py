@@ -8,7 +8,8 @@ import pytest
 
 from reconciler.redact import redact_tree
 from reconciler.secrets import SecretText
-from reconciler.spec import SpecError, SpecErrors
+from reconciler.spec import SpecError, SpecErrors, json_schema
+from reconciler.spec.explain import explain
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
 
@@ -604,6 +605,26 @@ def test_a_reference_cannot_name_a_vendor_task(errors_of: ErrorsOf) -> None:
         for e in errors
     ), errors
     assert not any("t-canary" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("SnapshotJob", "metadata.name"),
+        ("Provider", "metadata.name"),
+        ("SnapshotJob", "spec.taskId"),
+        ("ThumbnailJob", "spec.files.fileId"),
+        ("RecordingJob", "spec.rooms.match"),
+    ],
+)
+def test_the_schema_offers_no_reference_where_one_is_refused(kind: str, field: str) -> None:
+    """Walk 8c: `capctl schema` and `capctl explain` offered `{env: NAME}` for a job's name, a file id and a
+    TaskId, which validate refuses (the two tests above): an editor said fine what validate then refused."""
+    schema, offered = json_schema(), "May be a value reference"
+    text = explain(schema, f"{kind}.{field}")
+    assert "FIELD:" in text and offered not in text, text
+    beside = "spec.appId" if kind == "Provider" else "spec.provider"  # a field that does take one
+    assert offered in explain(schema, f"{kind}.{beside}")
 
 
 def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
