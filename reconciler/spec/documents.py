@@ -256,9 +256,14 @@ def _entry(model: type[BaseModel], item: Any) -> BaseModel | None:
         return None
 
 
-# Values that pass a required field's validation when it is broken, tried in order (a name, room names):
-# no check reads a broken field, they only let the rest of the document be modelled.
-_PLACEHOLDERS: Final[tuple[Any, ...]] = ("placeholder", ["placeholder"])
+# Values that pass a required field's validation when it is broken, tried in order (a name, room names, a
+# thumbnail's files when none is valid): no check reads a broken field, they only let the rest of the
+# document be modelled.
+_PLACEHOLDERS: Final[tuple[Any, ...]] = (
+    "placeholder",
+    ["placeholder"],
+    [{"cdn": "tencent", "fileId": "placeholder", "definition": 0}],
+)
 
 
 def _broken_fields(data: dict[str, Any], problems: list[Any]) -> frozenset[str] | None:
