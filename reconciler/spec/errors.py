@@ -64,10 +64,11 @@ class ErrorSink:
 
 
 def dotted(path: Iterable[str | int]) -> str:
-    """`spec.streams[2].user` for the path ("spec", "streams", 2, "user")."""
+    """`spec.streams[2].user` for the path ("spec", "streams", 2, "user"). A key the user wrote (an unknown
+    field, a label, a rateLimits API) is shortened as a quoted value is: a 10,000-character key is no name."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{shorten(part)}" if out else shorten(str(part)))
     return out
 
 

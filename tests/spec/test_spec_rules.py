@@ -555,6 +555,16 @@ def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> N
     assert f"{'Q' * 40!r}… (130000 characters)" in error and len(error) < 300
 
 
+def test_errors_quote_a_short_excerpt_of_a_key_too(errors_of: ErrorsOf) -> None:
+    """Walk 8c: an unknown field, a label key or a rateLimits API of 1,000 characters was printed whole."""
+    key = "K" * 1000  # YAML's longest implicit key is 1024 characters
+    volc = f"{{type: volcengine, appId: a, accessKey: {{env: AK}}, secretKey: {{env: SK}}, rateLimits: {{{key}: 1}}}}"
+    errors = errors_of(provider("v2", volc))
+    errors += errors_of(job(body=f"{VOLC}{key}: 1"))
+    errors += errors_of(job(body=VOLC).replace("{name: j}", f"{{name: j, labels: {{{key}: 1}}}}"))
+    assert len(errors) == 3 and all("K… (1000 characters)" in e.replace("'", "") and len(e) < 400 for e in errors), errors
+
+
 def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
     text = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: BIG}\nimage: {format: {env: BIG}}")
     errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
