@@ -166,6 +166,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         bound, word = _BOUNDS[kind]
         return f"{field}: must be {word} {ctx.get(bound)}, got {value}"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "model_type":  # pydantic names the model's class: "… or instance of StreamSelector"
+        msg = "Input should be a valid mapping"
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
     if kind == "string_type" and isinstance(value, bool):  # `rooms: [on]`: YAML 1.1 reads it as true

@@ -20,6 +20,7 @@ from pydantic import (
     PlainValidator,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -73,6 +74,16 @@ class _Model(BaseModel):
         alias_generator=to_camel,
         arbitrary_types_allowed=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """An optional field given as null (`streams:` with every entry commented out) is not set: it takes
+        its default, as kubectl and Terraform read a null. A required field's null is still refused."""
+        if not isinstance(data, dict):
+            return data
+        optional = {field.alias or name for name, field in cls.model_fields.items() if not field.is_required()}
+        return {key: value for key, value in data.items() if value is not None or key not in optional}
 
 
 def _region(value: Any) -> int | str:

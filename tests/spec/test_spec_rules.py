@@ -464,10 +464,12 @@ def test_bad_durations(value: object) -> None:
 
 
 def test_a_wrong_value_is_quoted_as_yaml_spells_it(errors_of: ErrorsOf) -> None:
-    """`interval: yes` was `invalid duration True`, `restartPolicy: ~` was `None is not allowed`."""
-    found = errors_of(job(body=VOLC + "interval: yes\nrestartPolicy: ~\nidleTimeout: false"))
+    """`interval: yes` was `invalid duration True`, a null was `None` (an optional field's null is now unset)."""
+    found = errors_of(job(body=VOLC + "interval: yes\nstreams: [{user: u, type: no}]\nidleTimeout: false"))
+    found += errors_of(job("ThumbnailJob", body="provider: zego\nfiles: [{cdn: ~, fileId: a, definition: 1}]"))
     assert any("spec.interval: invalid duration true:" in e for e in found), found
-    assert any("spec.restartPolicy: null is not allowed" in e for e in found), found
+    assert any("spec.streams[0].type: false is not allowed" in e for e in found), found
+    assert any("spec.files[0].cdn: null is not allowed" in e for e in found), found
     assert any("spec.idleTimeout: invalid duration false:" in e for e in found), found
 
 
@@ -553,6 +555,21 @@ def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> N
     text = provider("z2", "{type: zego, appId: 1, serverSecret: {env: SK}, rtcEndpoint: {env: BIG}}")
     (error,) = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
     assert f"{'Q' * 40!r}… (130000 characters)" in error and len(error) < 300
+
+
+def test_an_optional_field_given_as_null_takes_its_default(load: Loader, errors_of: ErrorsOf) -> None:
+    """Walk 8c: `streams:` with its entries commented out (YAML null) was "Input should be a valid list, got
+    null", `image: ~` named a class ("… or instance of ImageConfig"), while `interval: ~` was taken as unset."""
+    body = f"{VOLC}streams:\n  # - {{user: alice}}\nimage: {{format: ~, width: ~}}\ninterval: ~\nrestartPolicy: ~"
+    spec_set = load(job(body=body).replace("{name: j}", "{name: j, labels: ~}"))
+    assert spec_set.tasks["SnapshotJob/j/lobby"] == load(job(body=VOLC)).tasks["SnapshotJob/j/lobby"]
+    errors = errors_of(job(body="provider: ~\nrooms: [lobby]\nstorage: tos\nstreams: [~]"))
+    assert [e.split(": ", 1)[1] for e in errors] == [
+        "spec.provider: Input should be a valid string, got null",
+        "spec.streams[0]: Input should be a valid mapping, got null",
+    ], errors
+    properties = json_schema()["$defs"]["SnapshotJobSpec"]["properties"]
+    assert {"type": "null"} in properties["streams"]["anyOf"] and {"type": "null"} not in properties["storage"]["anyOf"]
 
 
 def test_errors_quote_a_short_excerpt_of_a_key_too(errors_of: ErrorsOf) -> None:
