@@ -123,6 +123,8 @@ def _field_names(model: type[BaseModel], path: Path) -> list[str]:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, str):  # also a reference's text (RefStr, SecretText): no class name in a message
+        return _TYPE_NAMES[str]
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 

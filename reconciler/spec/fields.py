@@ -40,6 +40,7 @@ __all__ = [
     "Endpoint",
     "Int",
     "Name",
+    "Number",
     "RefStr",
     "SecretRef",
     "Text",
@@ -56,6 +57,7 @@ ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
 CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _INT_RE: Final = re.compile(r"^-?\d+$")
+_NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$")
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
 
 
@@ -154,6 +156,12 @@ def _ref_int(value: Any) -> Any:
     return value
 
 
+def _ref_number(value: Any) -> Any:
+    if isinstance(value, _FROM_REF) and _NUMBER_RE.match(value):
+        return float(value)
+    return value
+
+
 def _ref_bool(value: Any) -> Any:
     if isinstance(value, _FROM_REF) and value.lower() in ("true", "false"):
         return value.lower() == "true"
@@ -190,6 +198,7 @@ _DURATION_SCHEMA: Final = {
 
 Int = Annotated[int, BeforeValidator(_ref_int)]
 Bool = Annotated[bool, BeforeValidator(_ref_bool)]
+Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]

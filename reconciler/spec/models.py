@@ -32,6 +32,7 @@ from reconciler.spec.fields import (
     Endpoint,
     Int,
     Name,
+    Number,
     SecretRef,
     Text,
     Width,
@@ -103,7 +104,7 @@ Region = Annotated[
         }
     ),
 ]
-Rate = Annotated[float, Field(gt=0, le=100_000)]
+Rate = Annotated[Number, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 
 

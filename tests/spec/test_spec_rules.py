@@ -500,6 +500,17 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert redact_tree(request)["TargetStreams"]["StreamList"][0]["UserId"] == SecretText("lobby").fingerprint
 
 
+def test_a_rate_limit_may_be_a_reference(load: Loader, errors_of: ErrorsOf) -> None:
+    """Walk 8c: `rateLimits: {StartSnapshot: {env: RL}}` was "Input should be a valid number, got SecretText"
+    (any scalar may be a reference, and a number's text is converted as an integer's is)."""
+    volc = "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: %s}"
+    limits = "{StartSnapshot: {env: RL}, StopSnapshot: {env: RLF}}"
+    spec_set = load(provider("v2", volc % limits), env={**SECRET_ENV, "RL": "150", "RLF": "1.5"})
+    assert spec_set.providers["v2"].rate_limits == {"StartSnapshot": 150.0, "StopSnapshot": 1.5}
+    (error,) = errors_of(provider("v2", volc % "{StartSnapshot: {env: RL}}"), env={**SECRET_ENV, "RL": "fast"})
+    assert error.endswith("spec.rateLimits.StartSnapshot: Input should be a valid number, got a string"), error
+
+
 def test_labels_may_use_reference_keys(load: Loader) -> None:
     text = (
         "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j, labels: {env: prod, file: x}}\nspec:\n"
