@@ -1041,8 +1041,15 @@ def apply(
             "observed vendor latency (at most 128), so the budgets bound the apply.",
         ),
     ] = None,
-    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
-    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
+    # None when not given: a saved plan fixed them, so one given with --plan is refused, not ignored.
+    prune: Annotated[
+        bool | None,
+        typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.", show_default="prune"),
+    ] = None,
+    refresh: Annotated[
+        bool | None,
+        typer.Option("--refresh/--no-refresh", help="Observe vendor status first.", show_default="refresh"),
+    ] = None,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
     selector: LabelOpt = None,
@@ -1056,8 +1063,14 @@ def apply(
     SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
     _setup_logs(log_level)
-    if plan_file and (target or replace or selector):
-        fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
+    given = [
+        flag
+        for flag, value in (("--target", target), ("--replace", replace), ("-l", selector))
+        + (("--prune/--no-prune", prune is not None), ("--refresh/--no-refresh", refresh is not None))
+        if value
+    ]
+    if plan_file and given:
+        fail(f"{', '.join(given)} cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = _paths(paths) if paths or saved is None else list(saved.paths)
     with ExitStack() as held:
@@ -1067,7 +1080,9 @@ def apply(
         store = _locked_store(state, "capctl apply", held) if exists else None
         spec_set = load_specs(spec_paths, fingerprint_key=key)
         _keep_until_exit()
-        options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
+        options = saved.options if saved else _plan_options(
+            spec_set, prune is not False, refresh is not False, target, replace, selector
+        )
         store = store or _locked_store(state, "capctl apply", held)
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
