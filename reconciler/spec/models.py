@@ -188,7 +188,8 @@ _APP_ID: Final = (
 _RATE_LIMITS: Final = (
     "requests per second per API, overriding the documented limits (values > 0); keys: volcengine StartSnapshot, "
     "UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
-    "DescribeRecordStatus, MediaThumbnails, and with cloudrecordApi legacy start, stop, query, access_token"
+    "DescribeRecordStatus, MediaThumbnails, DescribeSimpleStreamList, and with cloudrecordApi legacy start, stop, "
+    "query, access_token (instead of the first three)"
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.providers.family import VENDORS
 from reconciler.spec import json_schema
 from reconciler.spec.explain import ExplainError, completions, explain
 
@@ -89,6 +90,12 @@ def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
     assert "at most 17" in explain(schema, "SnapshotJob.spec.streams")
     assert "UserId" in explain(schema, "SnapshotJob.spec.streams.user")
     assert "StreamList Index" in explain(schema, "SnapshotJob.spec.streams.index")
+
+
+def test_rate_limits_name_every_api_that_is_budgeted() -> None:
+    """Walk 8c: the zego room listing's key (DescribeSimpleStreamList) was missing from explain and the schema."""
+    text = explain(json_schema(), "Provider.spec.rateLimits")
+    assert [api for vendor in VENDORS.values() for api in vendor.rate_limits if api not in text] == []
 
 
 def test_every_field_of_every_kind_can_be_explained() -> None:
