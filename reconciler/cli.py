@@ -1063,12 +1063,14 @@ def apply(
     SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
     _setup_logs(log_level)
-    given = [
-        flag
-        for flag, value in (("--target", target), ("--replace", replace), ("-l", selector))
-        + (("--prune/--no-prune", prune is not None), ("--refresh/--no-refresh", refresh is not None))
-        if value
-    ]
+    fixed_by_plan = {
+        "--target": target,
+        "--replace": replace,
+        "-l": selector,
+        "--prune/--no-prune": prune is not None,
+        "--refresh/--no-refresh": refresh is not None,
+    }
+    given = [flag for flag, value in fixed_by_plan.items() if value]
     if plan_file and given:
         fail(f"{', '.join(given)} cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
@@ -1080,8 +1082,10 @@ def apply(
         store = _locked_store(state, "capctl apply", held) if exists else None
         spec_set = load_specs(spec_paths, fingerprint_key=key)
         _keep_until_exit()
-        options = saved.options if saved else _plan_options(
-            spec_set, prune is not False, refresh is not False, target, replace, selector
+        options = (
+            saved.options
+            if saved
+            else _plan_options(spec_set, prune is not False, refresh is not False, target, replace, selector)
         )
         store = store or _locked_store(state, "capctl apply", held)
         if store.fingerprint_key(key) != key:

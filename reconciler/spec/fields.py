@@ -211,4 +211,4 @@ SecretRef = Annotated[Secret, WithJsonSchema({SECRET_SCHEMA_MARKER: True})]
 # A field that names a task (a job's name, a room, a glob, a file id, a TaskId): `refs.py` refuses a reference
 # there, so `schema.py` offers none either (`Field(json_schema_extra=LITERAL_ONLY)`).
 LITERAL_SCHEMA_MARKER: Final = "x-capctl-literal"
-LITERAL_ONLY: Final = {LITERAL_SCHEMA_MARKER: True}
+LITERAL_ONLY: Final[dict[str, Any]] = {LITERAL_SCHEMA_MARKER: True}

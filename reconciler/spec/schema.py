@@ -85,7 +85,7 @@ def _nullable(schema: dict[str, Any], required: bool) -> dict[str, Any]:
         return schema
     if "anyOf" in schema:
         return {**schema, "anyOf": [*schema["anyOf"], _NULL]}
-    meta = {k: schema[k] for k in _META if k in schema}
+    meta: dict[str, Any] = {k: schema[k] for k in _META if k in schema}
     return {"anyOf": [{k: v for k, v in schema.items() if k not in _META}, _NULL], **meta}
 
 
