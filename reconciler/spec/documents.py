@@ -136,6 +136,14 @@ _BOUNDS: Final = {
 }
 
 
+# A quoted number or boolean (`width: "800"`): the value the field wants, written as text.
+_UNQUOTED: Final = {
+    "int_type": re.compile(r"-?\d+"),
+    "float_type": re.compile(r"-?\d+(\.\d+)?"),
+    "bool_type": re.compile(r"true|false"),
+}
+
+
 def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
@@ -176,6 +184,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         msg += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
     elif kind == "string_type" and isinstance(value, int | float):
         msg += " (quote it to make it text)"
+    elif type(value) is str and (shape := _UNQUOTED.get(kind)) and shape.fullmatch(value):  # not a reference's
+        msg += " (write it without quotes: quoted, it is text)"
     return f"{field}: {msg}"
 
 

@@ -73,7 +73,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "zego app id must be a number",
         provider("z2", "{type: zego, appId: '5', serverSecret: {env: SK}}"),
-        "spec.appId: Input should be a valid integer, got a string",
+        "spec.appId: Input should be a valid integer, got a string (write it without quotes: quoted, it is text)",
     ),
     (
         "zego app id range",
