@@ -41,6 +41,7 @@ __all__ = [
     "Int",
     "Name",
     "Number",
+    "Printable",
     "RefStr",
     "SecretRef",
     "Text",
@@ -202,6 +203,8 @@ Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+# Text that may be empty (a label's value: kubectl's may be); printed as Text is, so it holds no control character.
+Printable = Annotated[str, BeforeValidator(_printable), WrapValidator(_keep_secret_text)]
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_usable_url)]
 CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_usable_url)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]

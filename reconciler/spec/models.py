@@ -33,6 +33,7 @@ from reconciler.spec.fields import (
     Int,
     Name,
     Number,
+    Printable,
     SecretRef,
     Text,
     Width,
@@ -171,7 +172,7 @@ class Metadata(_Model):
         ),
         json_schema_extra=LITERAL_ONLY,
     )
-    labels: dict[str, str] = Field(
+    labels: dict[Printable, Printable] = Field(
         {}, description="string → string, for label selectors (plan, apply, state list -l team=safety)"
     )
 

@@ -207,6 +207,17 @@ RULES: list[tuple[str, str, str]] = [
         "(U+202E)",
     ),
     ("an output folder holding a control", job("RecordingJob", body=REC + 'outputFolder: "rec/\\x07/"'), "(U+0007)"),
+    (  # walk 8c: labels are printed by plan notes and `state list -l`, but took any text
+        "a label value holding a bidi override",
+        job(body=VOLC).replace("{name: j}", '{name: j, labels: {team: "x\\u202e"}}'),
+        "metadata.labels.team: 'x\\u202e' holds a control character (U+202E)",
+    ),
+    (  # walk 8c: a key was printed raw, escape and all
+        "a label key holding an escape",
+        job(body=VOLC).replace("{name: j}", '{name: j, labels: {"k\\e[2J": v}}'),
+        "metadata.labels.k\\x1b[2J: 'k\\x1b[2J' holds a control character (U+001B)",
+    ),
+    ("an unknown field holding an escape", job(body=VOLC + '"x\\e[2J": 1'), "unknown field 'spec.x\\x1b[2J'"),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "must be at most 1920, got 1921"),
     (
         "rooms must not be empty",
