@@ -47,6 +47,7 @@ __all__ = [
     "Text",
     "Width",
     "parse_duration",
+    "printable",
     "volc_task_id",
 ]
 
@@ -141,7 +142,7 @@ def _usable_url(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 _UNPRINTABLE_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _printable(value: Any) -> Any:
+def printable(value: Any) -> Any:
     """Text written in the specs holds no control character (a reference's value may: a file's newline)."""
     if isinstance(value, str) and not isinstance(value, _FROM_REF) and (bad := _UNPRINTABLE_RE.search(value)):
         raise ValueError(
@@ -202,9 +203,9 @@ Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+Text = Annotated[str, BeforeValidator(printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
 # Text that may be empty (a label's value: kubectl's may be); printed as Text is, so it holds no control character.
-Printable = Annotated[str, BeforeValidator(_printable), WrapValidator(_keep_secret_text)]
+Printable = Annotated[str, BeforeValidator(printable), WrapValidator(_keep_secret_text)]
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_usable_url)]
 CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_usable_url)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]

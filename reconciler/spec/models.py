@@ -37,6 +37,7 @@ from reconciler.spec.fields import (
     SecretRef,
     Text,
     Width,
+    printable,
 )
 
 __all__ = [
@@ -97,6 +98,7 @@ def _region(value: Any) -> int | str:
 Region = Annotated[
     int | str,
     PlainValidator(_region),
+    BeforeValidator(printable),  # a region name is shown in plans as any text
     WithJsonSchema(
         {
             "type": ["integer", "string"],

@@ -218,6 +218,12 @@ RULES: list[tuple[str, str, str]] = [
         "metadata.labels.k\\x1b[2J: 'k\\x1b[2J' holds a control character (U+001B)",
     ),
     ("an unknown field holding an escape", job(body=VOLC + '"x\\e[2J": 1'), "unknown field 'spec.x\\x1b[2J'"),
+    (  # walk 8c: a region name is no Text, so it took one
+        "a storage region holding an escape",
+        'apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: r}\nspec: {type: oss, bucket: b, region: "a\\e[2J", '
+        "accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        "spec.region: 'a\\x1b[2J' holds a control character (U+001B)",
+    ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "must be at most 1920, got 1921"),
     (
         "rooms must not be empty",
