@@ -405,7 +405,7 @@ def _diff_one(
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
-        return _change(Action.REPLACE, "replace requested", task, record, after=after)
+        return _change(Action.REPLACE, _requested(task, record), task, record, after=after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
@@ -590,6 +590,16 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     # Always since is re-issued as any stopped task of an Always job.
     now_always = "; ended under restartPolicy Never, the job is Always now" if status is TaskStatus.DONE else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}{now_always}", task, record, after=after)
+
+
+def _requested(task: DesiredTask, record: TaskRecord) -> str:
+    """Why a --replace key is replaced, and what may run of a start never confirmed (a replace cut short after
+    its stop too: the executor stops what that start may have begun before it starts anew)."""
+    if record.family is ApiFamily.ZEGO_THUMBNAIL or not transitions.start_unconfirmed(record):
+        return "replace requested"
+    what = "the start of a replace (its old run stopped)" if record.replacing else "its last start"
+    how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
+    return f"replace requested; {what} {how}: {_unconfirmed_stop(task, record)}"
 
 
 def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
