@@ -552,6 +552,27 @@ def _app_moved(task: DesiredTask, record: TaskRecord) -> str | None:
     return f"its Provider's appId changed: stopped in app {old}, where it runs, then started in app {new}"
 
 
+def _endpoint_moved(change: Change, task: DesiredTask, record: TaskRecord | None) -> Change:
+    """A ZEGO recording whose Provider's cloudrecordEndpoint was edited in place (the record's home names the
+    old one): a start there may leave the recording started at the old endpoint running unseen, which its row
+    says (docs/providers-zego.md); what is done does not change. (The first apply or daemon pass records the
+    new endpoint as its home: a plan made after that no longer knows the old one.)"""
+    starts = change.action in (Action.CREATE, Action.REPLACE, Action.REISSUE)
+    recording = task.family in (ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY)
+    if not starts or not recording or record is None or record.family is not task.family or not record.home:
+        return change
+    account, _, old = record.home.partition(" at ")
+    now_account, _, new = task.home.partition(" at ")
+    if record.provider != task.provider or account != now_account or old == new:
+        return change
+    note = (
+        f"its Provider's cloudrecordEndpoint changed from {old} to {new}: if that is another ZEGO environment, "
+        f"the recording started at {old} is not stopped and runs on unseen until its idle timeout or maximum "
+        "duration (put the old endpoint back to keep it in view)"
+    )
+    return dataclasses.replace(change, reason=f"{change.reason}; {note}")
+
+
 def _diff_same(
     task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
 ) -> Change:
@@ -670,7 +691,8 @@ def diff(
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
                 obs = observed.get(key)
-                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
+                record = records.get(key)
+                change = _endpoint_moved(_diff_one(task, record, obs, key in replace, after, now), task, record)
                 # One that could not be observed is left as is, its record too (the plan is incomplete).
                 unknown = obs is not None and obs.state is ObservedState.UNKNOWN
                 changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
