@@ -405,7 +405,7 @@ def _diff_one(
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:
-        return _change(Action.REPLACE, "replace requested", task, record, after=after)
+        return _change(Action.REPLACE, _requested(task, record), task, record, after=after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
@@ -552,6 +552,27 @@ def _app_moved(task: DesiredTask, record: TaskRecord) -> str | None:
     return f"its Provider's appId changed: stopped in app {old}, where it runs, then started in app {new}"
 
 
+def _endpoint_moved(change: Change, task: DesiredTask, record: TaskRecord | None) -> Change:
+    """A ZEGO recording whose Provider's cloudrecordEndpoint was edited in place (the record's home names the
+    old one): a start there may leave the recording started at the old endpoint running unseen, which its row
+    says (docs/providers-zego.md); what is done does not change. (The first apply or daemon pass records the
+    new endpoint as its home: a plan made after that no longer knows the old one.)"""
+    starts = change.action in (Action.CREATE, Action.REPLACE, Action.REISSUE)
+    recording = task.family in (ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY)
+    if not starts or not recording or record is None or record.family is not task.family or not record.home:
+        return change
+    account, _, old = record.home.partition(" at ")
+    now_account, _, new = task.home.partition(" at ")
+    if record.provider != task.provider or account != now_account or old == new:
+        return change
+    note = (
+        f"its Provider's cloudrecordEndpoint changed from {old} to {new}: if that is another ZEGO environment, "
+        f"the recording started at {old} is not stopped and runs on unseen until its idle timeout or maximum "
+        "duration (put the old endpoint back to keep it in view)"
+    )
+    return dataclasses.replace(change, reason=f"{change.reason}; {note}")
+
+
 def _diff_same(
     task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
 ) -> Change:
@@ -590,6 +611,16 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     # Always since is re-issued as any stopped task of an Always job.
     now_always = "; ended under restartPolicy Never, the job is Always now" if status is TaskStatus.DONE else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}{now_always}", task, record, after=after)
+
+
+def _requested(task: DesiredTask, record: TaskRecord) -> str:
+    """Why a --replace key is replaced, and what may run of a start never confirmed (a replace cut short after
+    its stop too: the executor stops what that start may have begun before it starts anew)."""
+    if record.family is ApiFamily.ZEGO_THUMBNAIL or not transitions.start_unconfirmed(record):
+        return "replace requested"
+    what = "the start of a replace (its old run stopped)" if record.replacing else "its last start"
+    how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
+    return f"replace requested; {what} {how}: {_unconfirmed_stop(task, record)}"
 
 
 def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
@@ -660,7 +691,8 @@ def diff(
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
                 obs = observed.get(key)
-                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
+                record = records.get(key)
+                change = _endpoint_moved(_diff_one(task, record, obs, key in replace, after, now), task, record)
                 # One that could not be observed is left as is, its record too (the plan is incomplete).
                 unknown = obs is not None and obs.state is ObservedState.UNKNOWN
                 changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)

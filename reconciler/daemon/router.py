@@ -58,6 +58,9 @@ class RoutedCallback:
     # The callback says its room was entered or emptied, but a newer contrary callback of the room was seen
     # already (`roomorder`): it wakes nothing, empties nothing, and its room hints are ignored.
     stale: bool = False
+    # When a standby stored it in the inbox (its `received_at`), for one the leader claims from there; None:
+    # received now. Room activity older than a task's last start wakes nothing of it (`Reconciler.wake`).
+    received_at: float | None = None
 
 
 class CallbackRouter:
