@@ -339,7 +339,7 @@ class Simulator:
         """Start playing `scenario` now: its rooms exist from now on, its traffic follows its timeline."""
         app_id = scenario.app_id or self.default_app(scenario.vendor)
         if (scenario.vendor == VOLC and self.config.volc_app(app_id) is None) or (
-            scenario.vendor == ZEGO and (not app_id.isdigit() or self.config.zego_app(int(app_id)) is None)
+            scenario.vendor == ZEGO and (not (app_id.isascii() and app_id.isdigit()) or self.config.zego_app(int(app_id)) is None)
         ):
             raise SimError(f"app_id: no {scenario.vendor} app {app_id!r} in this simulator")
         if self.playing is not None and not self.scenario_finished():

@@ -46,6 +46,7 @@ THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILE
 LEGACY_TOKEN_TTL = 7200
 LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
 _NONCE = re.compile(r"[0-9a-fA-F]{16}")
+_DIGITS = re.compile(r"[0-9]+")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
 
@@ -84,7 +85,8 @@ def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
     nonce gets: the simulator answers it as an invalid signature. A nonce used before is accepted: no seed
     says the vendor refuses one."""
     app_id, ts = query.get("AppId", ""), query.get("Timestamp", "")
-    if not app_id.isdigit() or not ts.isdigit() or query.get("SignatureVersion") != "2.0":
+    # ASCII digits only: str.isdigit() holds for "²" (int() refuses it) and "１２３" (int() reads 123).
+    if not _DIGITS.fullmatch(app_id) or not _DIGITS.fullmatch(ts) or query.get("SignatureVersion") != "2.0":
         return SIG_INVALID
     if not _NONCE.fullmatch(query.get("SignatureNonce", "")):
         return SIG_INVALID

@@ -40,6 +40,23 @@ async def test_a_nonce_that_is_not_16_hex_characters_is_refused(client: SimClien
     assert code(answer) == 100000005
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("AppId", "²"), ("AppId", "１２３４５６７８９０"), ("Timestamp", "²"), ("Timestamp", "１")]
+)
+async def test_an_app_id_or_timestamp_in_digits_other_than_ascii_is_an_invalid_signature(
+    client: SimClient, field: str, value: str
+) -> None:
+    """AppId is a uint32, Timestamp an int64 (seed 004): "²" passes str.isdigit() and crashed int() (HTTP 500);
+    "１２３…" (fullwidth) was read as the app 1234567890. Signed as sent, both are answered 100000005."""
+    query = {**zego_query("DescribeRecordStatus", client.clock.now()), field: value}
+    nonce, ts = query["SignatureNonce"], query["Timestamp"]
+    query["Signature"] = hashlib.md5(f"{query['AppId']}{nonce}{SECRET}{ts}".encode()).hexdigest()
+    answer = await client.http.post("/zego/cloudrecord/", params=query, json={"TaskId": "0123456789abcdef"})
+    assert code(answer) == 100000005
+    thumbnails = {**query, "Action": "MediaThumbnails", "Vendor": "Tencent", "FileId": "1", "Type": "SampleSnapshot"}
+    assert code(await client.http.get("/zego/rtc/", params={**thumbnails, "Definition": "10"})) == 7
+
+
 def mix(**region: int) -> dict[str, Any]:
     """A mix_config on a 1280 × 720 canvas with one region, its corners overridden by `region`."""
     item = {
