@@ -34,7 +34,7 @@ from reconciler.sim.signing import (
     zego_signature,
 )
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
-from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
+from reconciler.sim.world import SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
 
@@ -288,8 +288,9 @@ def _stop_record(sim: Simulator, app_id: str, task_id: str) -> tuple[int, str]:
 
 
 def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
-    """Status of a recording; QuitReason / quit_reason is a simulator extra, present after an abnormal end."""
-    view: dict[str, Any] = {
+    """Status of a recording. No quit reason: vendor-apis.md gives `Data.Status`, ZEGO's DescribeRecordStatus page
+    lists no such field, and only the end callback names the cause (`detail.quit_reason`)."""
+    return {
         n("task_id"): task.task_id,
         n("room_id"): task.room_id,
         n("status"): task.status,
@@ -297,9 +298,6 @@ def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
         n("record_begin_timestamp"): int(task.start_time * 1000),
         n("record_end_timestamp"): 0 if task.end_time is None else int(task.end_time * 1000),
     }
-    if task.status == ZEGO_ENDED_ABNORMALLY:
-        view[n("quit_reason")] = task.quit_reason
-    return view
 
 
 # --- legacy v1 API --------------------------------------------------------------------------------------
