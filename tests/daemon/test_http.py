@@ -314,7 +314,9 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
     await harness.start()
     await harness.advance(1)
     lobby = "SnapshotJob/audit/lobby"
-    harness.sim.stop_task("volcengine", harness.record(lobby).vendor_task_id or "", room_id="lobby", reason="ops")
+    harness.sim.stop_task(
+        "volcengine", harness.record(lobby).vendor_task_id or "", room_id="lobby", reason="UnknownStopReason"
+    )
     await harness.advance(1)
     assert harness.calls("StartSnapshot") == 1  # Volcengine sends no stop callback: the next look is far off
     async with await client(harness) as http:
