@@ -30,9 +30,16 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
         if unknown:
             listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
             listed += ", …" if len(unknown) > MAX_LISTED else ""
-            # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
-            job = unknown[0].rpartition("/")[0] + "/"
-            hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
+            if selection := next((k for k in unknown if "*" in k or k.count("/") < 2), None):
+                # A glob or kind/name, as `state list` and --target take: they name keys, they are none.
+                hint = (
+                    f" (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
+                    f"`capctl state list {shorten(selection, MAX_KEY_CHARS)!r}` lists the keys it means)"
+                )
+            else:
+                # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
+                job = unknown[0].rpartition("/")[0] + "/"
+                hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
             return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
     return 200, f"queued {len(wanted)} task key(s)", wanted
 

@@ -334,6 +334,12 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
             "unknown task key(s), in neither the spec set nor the state: SnapshotJob/audit/lobbi"
             " (did you mean 'SnapshotJob/audit/lobby'?)"
         )
+        for selection in ("SnapshotJob/audit/*", "SnapshotJob/audit"):  # as `state list` takes: no key (walk 8f)
+            glob = await http.post("/api/v1/sync", json={"keys": [selection]})
+            assert glob.status_code == 404 and glob.json()["reason"].endswith(
+                " (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
+                f"`capctl state list '{selection}'` lists the keys it means)"
+            )
         for bad, why in (
             (b"{", "malformed JSON"),
             (b'{"keys": []}', "non-empty list"),
