@@ -1339,7 +1339,8 @@ def run(
     Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
     the state's inbox).
 
-    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop one they cover.
+    Room-selector jobs start a room's task as a callback says someone entered it (a join, a stream), never stop
+    one they cover.
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
 

@@ -229,6 +229,8 @@ def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
     result = CliRunner().invoke(cli.app, ["run", "--help"], env={"NO_COLOR": "1", "COLUMNS": "2000"})
     text = " ".join(result.output.replace("│", " ").split())
     assert "CAPCTL_SYNC_TOKEN" in text and "POST /api/v1/sync" in text
+    # A selector room starts on entry, before a stream (docs/daemon.md); --help said "a stream appeared" (walk 8f).
+    assert "start a room's task as a callback says someone entered it (a join, a stream)" in text
 
 
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
