@@ -48,6 +48,7 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "label_matcher",
+    "literal_hint",
     "parse_rfc3339",
     "plan_from_json",
     "plan_to_json",
@@ -165,6 +166,14 @@ class Plan:
 def _glob(pattern: str) -> re.Pattern[str]:
     # Only `*` is special (any text, "/" included: file ids contain it); `?` and `[` are literal in keys.
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def literal_hint(selector: str) -> str:
+    """What to add when a task-key glob matched nothing and holds `?` or `[`: wildcards in a room selector's
+    globs, themselves in task keys (`_glob`), so `SnapshotJob/classes/class-?` silently matched nothing."""
+    if "?" in selector or "[" in selector:
+        return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
+    return ""
 
 
 def selector_matches(selector: str, key: str) -> bool:
@@ -708,7 +717,7 @@ def diff(
         notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
-            notes.append(f"--target {selector} matches no task.")
+            notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if relabelled := _relabelled(desired, records, wanted):

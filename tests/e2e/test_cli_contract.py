@@ -233,6 +233,14 @@ def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
     assert "start a room's task as a callback says someone entered it (a join, a stream)" in text
 
 
+def test_state_list_says_a_question_mark_is_no_wildcard_when_a_key_matches_nothing(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    result = CliRunner().invoke(cli.app, ["state", "list", "SnapshotJob/cams/c?", "--state", state])
+    assert result.exit_code == 0 and "KEY SnapshotJob/cams/c? matches no task (in task keys only * is a wildcard" in (
+        result.stderr
+    )
+
+
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
     write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
     state = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}
