@@ -30,7 +30,7 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
         if unknown:
             listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
             listed += ", …" if len(unknown) > MAX_LISTED else ""
-            if selection := next((k for k in unknown if "*" in k or k.count("/") < 2), None):
+            if selection := next((k for k in unknown if "*" in k or k.count("/") == 1), None):
                 # A glob or kind/name, as `state list` and --target take: they name keys, they are none.
                 hint = (
                     f" (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
