@@ -1884,7 +1884,7 @@ def wake(
     Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
     room activity)."""
     from reconciler import transitions
-    from reconciler.plan import fmt_time, waited_after
+    from reconciler.plan import fmt_time, waited_after, whole_keys_hint
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
@@ -1895,7 +1895,8 @@ def wake(
             unknown = [k for k in keys if k not in records]
             if unknown:
                 named = ", ".join(repr(k) for k in unknown)
-                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+                hint = next((h for k in unknown if (h := whole_keys_hint("wake", k))), "")
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
             lines, woken = [], []
             for key in dict.fromkeys(keys):
                 record = records[key]

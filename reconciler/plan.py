@@ -55,6 +55,7 @@ __all__ = [
     "rfc3339",
     "selector_matches",
     "waited_after",
+    "whole_keys_hint",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -173,6 +174,17 @@ def literal_hint(selector: str) -> str:
     globs, themselves in task keys (`_glob`), so `SnapshotJob/classes/class-?` silently matched nothing."""
     if "?" in selector or "[" in selector:
         return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
+    return ""
+
+
+def whole_keys_hint(command: str, key: str) -> str:
+    """What to add when `command` (sync, wake), which takes whole task keys, did not know `key` and `key` is a
+    glob or kind/name, as `state list` and --target take: it names keys, it is none."""
+    if "*" in key or key.count("/") == 1:
+        return (
+            f" ({command} takes whole task keys, kind/name/room, not a glob or kind/name: "
+            f"`capctl state list {key!r}` lists the keys it means)"
+        )
     return ""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from reconciler.model import TaskRecord, TaskStatus
+from reconciler.plan import whole_keys_hint
 from reconciler.spec import SpecSet
 from reconciler.spec.errors import did_you_mean, shorten
 
@@ -30,13 +31,8 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
         if unknown:
             listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
             listed += ", …" if len(unknown) > MAX_LISTED else ""
-            if selection := next((k for k in unknown if "*" in k or k.count("/") == 1), None):
-                # A glob or kind/name, as `state list` and --target take: they name keys, they are none.
-                hint = (
-                    f" (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
-                    f"`capctl state list {shorten(selection, MAX_KEY_CHARS)!r}` lists the keys it means)"
-                )
-            else:
+            hint = next((h for k in unknown if (h := whole_keys_hint("sync", shorten(k, MAX_KEY_CHARS)))), "")
+            if not hint:
                 # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
                 job = unknown[0].rpartition("/")[0] + "/"
                 hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
