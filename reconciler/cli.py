@@ -1339,7 +1339,8 @@ def run(
     Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
     the state's inbox).
 
-    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop one they cover.
+    Room-selector jobs start a room's task as a callback says someone entered it (a join, a stream), never stop
+    one they cover.
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
 
@@ -1558,6 +1559,11 @@ def state_list(
         _say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
+    from reconciler.plan import literal_hint, selector_matches
+
+    for key in keys or []:
+        if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
+            typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if output == "json":
         write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
         return
@@ -1878,7 +1884,7 @@ def wake(
     Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
     room activity)."""
     from reconciler import transitions
-    from reconciler.plan import fmt_time, waited_after
+    from reconciler.plan import fmt_time, waited_after, whole_keys_hint
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
@@ -1889,7 +1895,8 @@ def wake(
             unknown = [k for k in keys if k not in records]
             if unknown:
                 named = ", ".join(repr(k) for k in unknown)
-                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+                hint = next((h for k in unknown if (h := whole_keys_hint("wake", k))), "")
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
             lines, woken = [], []
             for key in dict.fromkeys(keys):
                 record = records[key]

@@ -48,12 +48,14 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "label_matcher",
+    "literal_hint",
     "parse_rfc3339",
     "plan_from_json",
     "plan_to_json",
     "rfc3339",
     "selector_matches",
     "waited_after",
+    "whole_keys_hint",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -165,6 +167,25 @@ class Plan:
 def _glob(pattern: str) -> re.Pattern[str]:
     # Only `*` is special (any text, "/" included: file ids contain it); `?` and `[` are literal in keys.
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def literal_hint(selector: str) -> str:
+    """What to add when a task-key glob matched nothing and holds `?` or `[`: wildcards in a room selector's
+    globs, themselves in task keys (`_glob`), so `SnapshotJob/classes/class-?` silently matched nothing."""
+    if "?" in selector or "[" in selector:
+        return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
+    return ""
+
+
+def whole_keys_hint(command: str, key: str) -> str:
+    """What to add when `command` (sync, wake), which takes whole task keys, did not know `key` and `key` is a
+    glob or kind/name, as `state list` and --target take: it names keys, it is none."""
+    if "*" in key or key.count("/") == 1:
+        return (
+            f" ({command} takes whole task keys, kind/name/room, not a glob or kind/name: "
+            f"`capctl state list {key!r}` lists the keys it means)"
+        )
+    return ""
 
 
 def selector_matches(selector: str, key: str) -> bool:
@@ -740,7 +761,7 @@ def diff(
         notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
-            notes.append(f"--target {selector} matches no task.")
+            notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if relabelled := _relabelled(desired, records, wanted):

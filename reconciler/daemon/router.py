@@ -105,6 +105,12 @@ class CallbackRouter:
             self._warn(vendor, routed.status, routed.reason)
         return routed
 
+    def refuse(self, vendor: str, status: int, reason: str) -> tuple[int, str]:
+        """A callback refused before it could be verified (no valid spec set yet): counted and logged as any."""
+        self.count(vendor, "rejected")
+        self._warn(vendor, status, reason)
+        return status, reason
+
     def _warn(self, vendor: str, status: int, reason: str) -> None:
         held = self._said.setdefault((vendor, status), Throttle(self._clock)).allow()
         if held is not None:

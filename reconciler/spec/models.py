@@ -282,7 +282,10 @@ class SnapshotJobSpec(_Model):
     """A SnapshotJob's settings."""
 
     provider: Name = Field(description="the name of the Provider the tasks run on")
-    rooms: Rooms
+    rooms: Rooms = Field(
+        description="the rooms: a list of room ids (one task each), or a selector {match, exclude, maxRooms}: every "
+        "room whose id matches a match glob and no exclude glob, while it is active"
+    )
     streams: list[StreamSelector] = Field(
         [],
         description="the streams to snapshot; empty = every stream in the room. volcengine: {user, type, index}, "
@@ -472,7 +475,10 @@ class RecordingJobSpec(_Model):
     """A RecordingJob's settings (ZEGO only)."""
 
     provider: Name = Field(description="the name of the zego Provider the recordings run on")
-    rooms: Rooms
+    rooms: Rooms = Field(
+        description="the rooms: a list of room ids (one task each), or a selector {match, exclude, maxRooms}: every "
+        "room whose id matches a match glob and no exclude glob, while it is active"
+    )
     mode: Literal["single", "mixed"] = Field(
         "single",
         description=(
