@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
-__all__ = ["CapctlCommand", "CapctlGroup", "reflowed", "without_help_types"]
+__all__ = ["CapctlCommand", "CapctlGroup"]
 
 
 class _PlainArgument(TyperArgument):
