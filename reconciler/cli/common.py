@@ -32,7 +32,6 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_HUNG_UP",
     "EXIT_INTERRUPTED",
-    "EXIT_OK",
     "EXIT_TERMINATED",
     "LOG_LEVELS",
     "LineProgress",
@@ -58,7 +57,7 @@ __all__ = [
 ]
 
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_ERROR, EXIT_CHANGES = 1, 2
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: an apply whose terminal closed (ssh dropped; changes in flight finished)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
