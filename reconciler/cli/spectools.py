@@ -16,7 +16,7 @@ import typer
 from reconciler.cli.common import fail, keep_until_exit, load_specs, out_console, paths_or_default
 from reconciler.cli.options import PathsArg
 
-__all__ = ["COMPLETE_VAR", "CompletionShell", "completion", "docs", "explain", "schema", "validate"]
+__all__ = ["completion", "docs", "explain", "schema", "validate"]
 
 
 def validate(
