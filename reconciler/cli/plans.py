@@ -76,7 +76,7 @@ def _interruptible(interrupt: Interrupt, console: Console, received: list[int]) 
     lets the changes in flight finish (the summary is printed), a second cuts them short. SIGTERM (a service
     manager, a CI runner, Kubernetes) and SIGHUP (the terminal closed, an ssh session dropped) press it too,
     rather than killing the apply with its calls in flight; output to a terminal that is gone is dropped
-    (streams.py). Each signal is added to `received`, which decides the exit code (`exit_code_of`)."""
+    (streams.py). Each signal is added to `received`, which decides the exit code (`_exit_code_of`)."""
     import asyncio
     import signal
 
