@@ -304,4 +304,6 @@ async def apply_plan(
     now = clock.now()
     records = housekeep(store, plan, desired, snapshot.records, observed, now)
     executor = Executor(store, pool, clock, parallelism=parallelism, retry=retry, on_retry=on_retry)
-    return await executor.apply(plan.changes, desired, records, on_done=on_done, interrupt=interrupt)
+    return await executor.apply(
+        plan.changes, desired, records, on_done=on_done, interrupt=interrupt, requested=plan.options.replace
+    )

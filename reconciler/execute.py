@@ -20,7 +20,7 @@ import functools
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -214,13 +214,15 @@ class Executor:
         *,
         on_done: Callable[[ChangeResult], None] | None = None,
         interrupt: Interrupt | None = None,
+        requested: Collection[str] = (),
     ) -> ApplyResult:
         """Every change that is not a no-op, in plan order, within the window, until `interrupt` says
         otherwise; the result counts what was done, what was cut short and what was never started. A
         cancellation from outside cancels the changes in flight and propagates. `records` has every record
         that may run a Volcengine task one of the starts names (`capctl apply`: the whole state; the daemon:
         the key's own and those `RecordCache.holding` finds): a start answered "already started" by a run none
-        of them accounts for restarts it (`start`)."""
+        of them accounts for restarts it (`start`). `requested`: the keys `--replace` names, stopped and started
+        again whatever their records say (a replace cut short after its stop too: its start may have begun a run)."""
         interrupt = interrupt or Interrupt()
         actionable = list(enumerate(c for c in changes if c.action is not Action.NOOP))
         results: dict[int, ChangeResult] = {}
@@ -271,6 +273,7 @@ class Executor:
                         silent,
                         held.get(index),
                         shared=index in shared,
+                        requested=change.key in requested,
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
@@ -347,15 +350,17 @@ class Executor:
         held_by: str | None,
         *,
         shared: bool = False,
+        requested: bool = False,
     ) -> ChangeResult:
         """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`).
         `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`);
-        `shared`: for a start, another record names its vendor task too (`_shares_vendor_task`)."""
+        `shared`: for a start, another record names its vendor task too (`_shares_vendor_task`);
+        `requested`: a replace `--replace` asked for."""
         streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
         try:
-            note = await self._dispatch(change, task, record, held_by, shared=shared)
+            note = await self._dispatch(change, task, record, held_by, shared=shared, requested=requested)
         except VendorError as exc:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
@@ -388,7 +393,14 @@ class Executor:
         return transitions.failed(record, error, now, next_attempt_at=retry_at)
 
     async def _dispatch(
-        self, change: Change, task: DesiredTask | None, record: TaskRecord | None, held_by: str | None, *, shared: bool
+        self,
+        change: Change,
+        task: DesiredTask | None,
+        record: TaskRecord | None,
+        held_by: str | None,
+        *,
+        shared: bool,
+        requested: bool = False,
     ) -> str | None:
         action = change.action
         if action is Action.DELETE:
@@ -414,7 +426,13 @@ class Executor:
                 sent = transitions.observed(sent, Observed(ObservedState.RUNNING), self._clock.now())
             self._store.put(transitions.updated(sent, task, self._clock.now()))
             return None
-        if action is Action.REPLACE and record is not None and not transitions.replace_resumed(task, record):
+        # A replace cut short after its stop is taken up with its start alone, unless --replace asks for it
+        # again: then whatever its start may have begun is stopped too (as Terraform's -replace).
+        if (
+            action is Action.REPLACE
+            and record is not None
+            and (requested or not transitions.replace_resumed(task, record))
+        ):
             if transitions.findable_start(task, record):
                 step = self._find_unconfirmed(task, record)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)

@@ -71,9 +71,14 @@ class _Bounded(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
-async def _read_within(response: httpx.Response, limit: int) -> None:
-    """Read the answer whole, decoded (gzip, deflate, br): its decoded size is bounded too, for a small
-    compressed answer can expand without bound (a gzip bomb)."""
+# Headers that describe the body as sent (its coding, its length, its framing), not the decoded one kept.
+_AS_SENT = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+async def _read_within(response: httpx.Response, limit: int) -> httpx.Response:
+    """The answer read whole and decoded (gzip, deflate, br), as a read `httpx.Response` of the decoded body
+    (httpx's public constructor; `aread` would decode without a bound): its decoded size is bounded too, for a
+    small compressed answer can expand without bound (a gzip bomb)."""
     parts: list[bytes] = []
     read = 0
     async for part in response.aiter_bytes():
@@ -81,7 +86,17 @@ async def _read_within(response: httpx.Response, limit: int) -> None:
         if read > limit:
             raise AnswerTooLarge(limit, request=response.request)
         parts.append(part)
-    response._content = b"".join(parts)  # what `aread` does; `.content` and `.json()` read it
+    answer = httpx.Response(
+        response.status_code,
+        headers=[(name, value) for name, value in response.headers.raw if name.lower() not in _AS_SENT],
+        content=b"".join(parts),  # read at once; its Content-Length is the decoded length
+        request=response.request,
+        extensions=response.extensions,  # the HTTP version and reason phrase
+        history=response.history,
+        default_encoding=response.default_encoding,
+    )
+    answer.elapsed, answer.next_request = response.elapsed, response.next_request  # what the client sets
+    return answer
 
 
 class RefusingJar(CookieJar):
@@ -131,7 +146,7 @@ class StatelessClient(httpx.AsyncClient):
                     answer = response.stream
                     assert isinstance(answer, httpx.AsyncByteStream)  # an AsyncClient's answers are async streams
                     response.stream = _Bounded(answer, self._answer_limit, request)
-                    await _read_within(response, self._answer_limit)
+                    response = await _read_within(response, self._answer_limit)
                 except BaseException:
                     await response.aclose()
                     raise

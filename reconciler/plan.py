@@ -48,12 +48,14 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "label_matcher",
+    "literal_hint",
     "parse_rfc3339",
     "plan_from_json",
     "plan_to_json",
     "rfc3339",
     "selector_matches",
     "waited_after",
+    "whole_keys_hint",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -165,6 +167,25 @@ class Plan:
 def _glob(pattern: str) -> re.Pattern[str]:
     # Only `*` is special (any text, "/" included: file ids contain it); `?` and `[` are literal in keys.
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def literal_hint(selector: str) -> str:
+    """What to add when a task-key glob matched nothing and holds `?` or `[`: wildcards in a room selector's
+    globs, themselves in task keys (`_glob`), so `SnapshotJob/classes/class-?` silently matched nothing."""
+    if "?" in selector or "[" in selector:
+        return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
+    return ""
+
+
+def whole_keys_hint(command: str, key: str) -> str:
+    """What to add when `command` (sync, wake), which takes whole task keys, did not know `key` and `key` is a
+    glob or kind/name, as `state list` and --target take: it names keys, it is none."""
+    if "*" in key or key.count("/") == 1:
+        return (
+            f" ({command} takes whole task keys, kind/name/room, not a glob or kind/name: "
+            f"`capctl state list {key!r}` lists the keys it means)"
+        )
+    return ""
 
 
 def selector_matches(selector: str, key: str) -> bool:
@@ -406,7 +427,7 @@ def _diff_one(
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
     if replace_requested:  # what else changed is shown too: it is started with the new spec
         changed = field_changes(record.request, after) if record.spec_hash != task.spec_hash else ()
-        return _change(Action.REPLACE, "replace requested", task, record, changed, after)
+        return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
@@ -561,6 +582,27 @@ def _app_moved(task: DesiredTask, record: TaskRecord) -> str | None:
     return f"its Provider's appId changed: stopped in app {old}, where it runs, then started in app {new}"
 
 
+def _endpoint_moved(change: Change, task: DesiredTask, record: TaskRecord | None) -> Change:
+    """A ZEGO recording whose Provider's cloudrecordEndpoint was edited in place (the record's home names the
+    old one): a start there may leave the recording started at the old endpoint running unseen, which its row
+    says (docs/providers-zego.md); what is done does not change. (The first apply or daemon pass records the
+    new endpoint as its home: a plan made after that no longer knows the old one.)"""
+    starts = change.action in (Action.CREATE, Action.REPLACE, Action.REISSUE)
+    recording = task.family in (ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY)
+    if not starts or not recording or record is None or record.family is not task.family or not record.home:
+        return change
+    account, _, old = record.home.partition(" at ")
+    now_account, _, new = task.home.partition(" at ")
+    if record.provider != task.provider or account != now_account or old == new:
+        return change
+    note = (
+        f"its Provider's cloudrecordEndpoint changed from {old} to {new}: if that is another ZEGO environment, "
+        f"the recording started at {old} is not stopped and runs on unseen until its idle timeout or maximum "
+        "duration (put the old endpoint back to keep it in view)"
+    )
+    return dataclasses.replace(change, reason=f"{change.reason}; {note}")
+
+
 def _diff_same(
     task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
 ) -> Change:
@@ -599,6 +641,16 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     # Always since is re-issued as any stopped task of an Always job.
     now_always = "; ended under restartPolicy Never, the job is Always now" if status is TaskStatus.DONE else ""
     return _change(Action.REISSUE, f"vendor stopped it: {reason}{when}{now_always}", task, record, after=after)
+
+
+def _requested(task: DesiredTask, record: TaskRecord) -> str:
+    """Why a --replace key is replaced, and what may run of a start never confirmed (a replace cut short after
+    its stop too: the executor stops what that start may have begun before it starts anew)."""
+    if record.family is ApiFamily.ZEGO_THUMBNAIL or not transitions.start_unconfirmed(record):
+        return "replace requested"
+    what = "the start of a replace (its old run stopped)" if record.replacing else "its last start"
+    how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
+    return f"replace requested; {what} {how}: {_unconfirmed_stop(task, record)}"
 
 
 def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
@@ -669,7 +721,8 @@ def diff(
             if wanted(key, task.labels):
                 after = redact_tree(task.request, redacted)
                 obs = observed.get(key)
-                change = _diff_one(task, records.get(key), obs, key in replace, after, now)
+                record = records.get(key)
+                change = _endpoint_moved(_diff_one(task, record, obs, key in replace, after, now), task, record)
                 # One that could not be observed is left as is, its record too (the plan is incomplete).
                 unknown = obs is not None and obs.state is ObservedState.UNKNOWN
                 changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
@@ -717,7 +770,7 @@ def diff(
         notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
-            notes.append(f"--target {selector} matches no task.")
+            notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     if relabelled := _relabelled(desired, records, wanted):

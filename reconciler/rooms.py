@@ -314,9 +314,11 @@ def uncovered(change: Change, selectors: Iterable[tuple[str, RoomSelector, str]]
 
 def selector_view(selection: Selection, actions: Mapping[str, Action], live: Collection[str]) -> dict[str, Any]:
     """The plan JSON of one selector job: its rooms by what happens to them, and their counts (`live`: the
-    task keys that run, as observed or else recorded)."""
+    task keys that run, as observed or else recorded). Only rooms its selector covers: one it no longer covers
+    (a glob edited) is the plan's delete, not a room of the job that runs or is left to end."""
     prefix = selection.job + "/"
-    running = sorted(k.removeprefix(prefix) for k in live if k.startswith(prefix))
+    rooms = (k.removeprefix(prefix) for k in live if k.startswith(prefix))
+    running = sorted(room for room in rooms if covers(selection.selector, room))
     start = [
         room
         for room in selection.chosen

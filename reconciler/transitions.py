@@ -27,6 +27,7 @@ __all__ = [
     "action_failed",
     "client_task_id",
     "confirmable",
+    "ended_as_idle",
     "ended_by_fault",
     "failed",
     "findable_start",
@@ -99,6 +100,23 @@ def ended_by_fault(record: TaskRecord) -> bool:
     if record.started_at is None or record.stopped_at is None or record.idle_timeout is None:
         return False  # no cause, no length: taken for an idle-out, as before
     return record.stopped_at - record.started_at < record.idle_timeout - _margin(record.idle_timeout)
+
+
+def ended_as_idle(record: TaskRecord, emptied_at: float | None = None) -> bool:
+    """The stopped run ended for a cause the vendor did not give (`ended (ZEGO status 4)`: ZEGO's status answers
+    carry no quit reason), as its idle timer would have ended it: one idle timeout after its start (a run that
+    never saw a stream), or one idle timeout or more after its room was seen emptying (`emptied_at`, no
+    activity since): an idle-out as polling sees it."""
+    if record.status not in (TaskStatus.STOPPED, TaskStatus.DORMANT) or record.stop_reason is None:
+        return False
+    if record.stopped_at is None or record.idle_timeout is None:
+        return False
+    if stopreasons.phrase_of(record.stop_reason) != stopreasons.Phrase.ENDED:
+        return False
+    margin = _margin(record.idle_timeout)
+    if record.started_at is not None and abs(record.stopped_at - record.started_at - record.idle_timeout) <= margin:
+        return True
+    return emptied_at is not None and record.stopped_at >= emptied_at + record.idle_timeout - margin
 
 
 def run_counts(record: TaskRecord) -> tuple[int, int]:

@@ -185,7 +185,11 @@ class Daemon(DaemonParts):
         """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys."""
         if not self.router.knows(vendor):
             return 404, f"no callback route for {vendor!r}"
-        providers = self.spec.providers.values() if self.spec else ()
+        if self.spec is None:
+            # No Provider to verify it with yet. Not 401 "no Provider for … app id", which sent the operator
+            # to the Providers' appId: 503, the vendor retries (and this daemon says why, as /readyz does).
+            return self.router.refuse(vendor, 503, "no valid spec set in force yet: cannot verify the callback")
+        providers = self.spec.providers.values()
         if self.lease_lost is not None:  # a standby: verified and kept in the inbox for the leader
             return self.inbox.store(vendor, body, providers)
         routed = self.router.route(vendor, body, providers, self.clock.now())

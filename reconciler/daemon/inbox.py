@@ -113,7 +113,8 @@ class Inbox:
             log.warning("could not claim the callback inbox", error=str(exc))
             return 0
         for entry in entries:
-            self._deliver(self._router.route_event(event_of(entry)))
+            routed = self._router.route_event(event_of(entry))
+            self._deliver(dataclasses.replace(routed, received_at=entry.received_at))
         if entries:
             log.info("callbacks taken from the inbox", count=len(entries))
         return len(entries)

@@ -147,25 +147,34 @@ def fault_delay(faults: int) -> float:
 
 
 def idled_out(record: TaskRecord) -> bool:
-    """The vendor stopped the run for its idle timeout: it saw no stream for that long."""
-    return record.status is not TaskStatus.RUNNING and (
-        stopreasons.phrase_of(record.stop_reason or "") == stopreasons.Phrase.IDLE_TIMEOUT
-    )
+    """The vendor stopped the run for its idle timeout: it saw no stream for that long (it said so, or the run
+    ended without a cause exactly one idle timeout after its start, `transitions.ended_as_idle`)."""
+    if record.status is TaskStatus.RUNNING:
+        return False
+    phrase = stopreasons.phrase_of(record.stop_reason or "")
+    return phrase == stopreasons.Phrase.IDLE_TIMEOUT or transitions.ended_as_idle(record)
 
 
 def room_known_empty(record: TaskRecord, *, feed: bool, active_at: float | None, emptied_at: float | None) -> bool:
     """The stopped run's room is known to be empty now: room callbacks arrive for its app (`feed`), and either
     the run idled out (the vendor saw no stream for one idle timeout) with no room activity reported since the
-    run started or the room was last seen empty (`emptied_at`), whichever is later; or a fault ended it
-    (which says nothing of the room) and a callback said the room emptied after its last activity."""
+    run started or the room was last seen empty (`emptied_at`), whichever is later; or it ended without a cause
+    one idle timeout or more after a callback said the room emptied, with no activity since (an idle-out as
+    polling sees it, `transitions.ended_as_idle`); or a fault ended it (which says nothing of the room) and a
+    callback said the room emptied after its last activity."""
     if not feed:
         return False
     if transitions.ended_by_fault(record):
         return emptied_at is not None and (active_at is None or active_at < emptied_at)
-    if not idled_out(record):
-        return False
     since = max(record.started_at or 0.0, emptied_at or 0.0)
-    return active_at is None or active_at < since
+    if active_at is not None and active_at >= since:
+        return False
+    if idled_out(record):
+        return True
+    # A longer run ended without a cause is an idle-out only one idle timeout after a callback said its room
+    # emptied: a user there since before its start may be there still.
+    emptied = emptied_at is not None and (active_at is None or active_at < emptied_at)
+    return emptied and transitions.ended_as_idle(record, emptied_at)
 
 
 def may_have_idled(record: TaskRecord, *, active_at: float | None, emptied_at: float | None, now: float) -> bool:

@@ -541,7 +541,7 @@ class Reconciler:
         record = self.records.get(routed.task_key) if routed.task_key is not None else None
         if record is not None:
             queued += self._on_task_event(event, record, stale=routed.stale)
-        queued += self._wake(event, routed.woken)
+        queued += self.wake(routed.woken, event.event, received_at=routed.received_at)
         queued += self._emptied(routed.emptied)
         return queued
 
@@ -622,15 +622,18 @@ class Reconciler:
             return False
         return True
 
-    def _wake(self, event: CallbackEvent, keys: tuple[str, ...]) -> list[tuple[str, float]]:
-        return self.wake(keys, event.event)
-
-    def wake(self, keys: Iterable[str], source: str) -> list[tuple[str, float]]:
+    def wake(self, keys: Iterable[str], source: str, *, received_at: float | None = None) -> list[tuple[str, float]]:
         """Room activity reached the rooms of `keys` (a callback, or the room-listing resync: `source`): what
-        was left dormant there is started again; returns the keys to queue, each with its delay."""
+        was left dormant there is started again; returns the keys to queue, each with its delay.
+        `received_at`: when a standby stored the callback in the inbox (None: received now). A key whose last
+        run started after that was started after the activity, which is not news to it: received directly, it
+        would have come before that start (a leader of a version without the inbox left the entries unread for
+        the whole of a rolling update: woken, the task started into a room emptied since; walk 6G-4)."""
         now, queued = self.clock.now(), []
         for key in keys:
             record, rt = self.records.get(key), self.runtimes.get(key)
+            if received_at is not None and record is not None and received_at < (record.started_at or received_at):
+                continue
             maybe_ended = record is not None and policy.may_have_idled(
                 record, active_at=rt.room_activity, emptied_at=rt.room_emptied, now=now
             )

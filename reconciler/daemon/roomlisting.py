@@ -57,9 +57,12 @@ class RoomLister:
         return [a for a in answers if a is not None]
 
     async def _one(self, account: str, room: str) -> RoomActivity | None:
+        # The answer tells the room at some moment of the call: stamped with its first, the question's, so a
+        # callback of a moment during the call (a close, an entry) is newer and is neither undone nor dropped.
+        asked = self._clock.now()
         try:
             streams = await self._provider(account).room_streams(room)
         except VendorError as exc:
             log.warning("room listing failed", account=account, room=room, error=str(exc))
             return None
-        return RoomActivity(account, room, streams > 0, self._clock.now(), "resync")
+        return RoomActivity(account, room, streams > 0, asked, "resync")

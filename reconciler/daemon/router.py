@@ -58,6 +58,9 @@ class RoutedCallback:
     # The callback says its room was entered or emptied, but a newer contrary callback of the room was seen
     # already (`roomorder`): it wakes nothing, empties nothing, and its room hints are ignored.
     stale: bool = False
+    # When a standby stored it in the inbox (its `received_at`), for one the leader claims from there; None:
+    # received now. Room activity older than a task's last start wakes nothing of it (`Reconciler.wake`).
+    received_at: float | None = None
 
 
 class CallbackRouter:
@@ -101,6 +104,12 @@ class CallbackRouter:
         if routed.logged:
             self._warn(vendor, routed.status, routed.reason)
         return routed
+
+    def refuse(self, vendor: str, status: int, reason: str) -> tuple[int, str]:
+        """A callback refused before it could be verified (no valid spec set yet): counted and logged as any."""
+        self.count(vendor, "rejected")
+        self._warn(vendor, status, reason)
+        return status, reason
 
     def _warn(self, vendor: str, status: int, reason: str) -> None:
         held = self._said.setdefault((vendor, status), Throttle(self._clock)).allow()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from reconciler.model import TaskRecord, TaskStatus
+from reconciler.plan import whole_keys_hint
 from reconciler.spec import SpecSet
 from reconciler.spec.errors import did_you_mean, shorten
 
@@ -30,9 +31,11 @@ def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, li
         if unknown:
             listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
             listed += ", …" if len(unknown) > MAX_LISTED else ""
-            # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
-            job = unknown[0].rpartition("/")[0] + "/"
-            hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
+            hint = next((h for k in unknown if (h := whole_keys_hint("sync", shorten(k, MAX_KEY_CHARS)))), "")
+            if not hint:
+                # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
+                job = unknown[0].rpartition("/")[0] + "/"
+                hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
             return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
     return 200, f"queued {len(wanted)} task key(s)", wanted
 

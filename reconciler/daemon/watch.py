@@ -23,6 +23,10 @@ from pathlib import Path
 
 import structlog
 import watchfiles
+
+# Private path, on purpose: watchfiles exports this error nowhere public (its docs show `_rust_notify` as the
+# interface to its Rust code), and its public base, RuntimeError, would take capctl's own errors for a watch
+# that cannot be set up. tests/daemon/test_specs.py fails if a watchfiles release moves it or stops raising it.
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 __all__ = ["DEBOUNCE_MS", "watch_roots", "watch_specs"]

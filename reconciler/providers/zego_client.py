@@ -326,7 +326,7 @@ def observed_from_status(
     status: Any, begin_ms: Any, end_ms: Any, max_duration: int | None, quit_reason: Any = None
 ) -> Observed:
     """A recording status answer (both generations use the Action API's numbers) as an `Observed`. A
-    `QuitReason` in the answer (not documented for DescribeRecordStatus; the simulator sends it) names the cause."""
+    `QuitReason` in the answer (not documented for DescribeRecordStatus, nor sent by the simulator) names the cause."""
     started = begin_ms / 1000 if isinstance(begin_ms, int | float) and begin_ms > 0 else None
     ended = end_ms / 1000 if isinstance(end_ms, int | float) and end_ms > 0 else None
     detail = f"status {status}"

@@ -103,7 +103,9 @@ class CallbackQueue:
             "sequence": self._next_sequence(task.app_id),
             "detail": detail,
         }
-        self._push_zego(task.app_id, f"event_type {event_type}", body, at, url=task.callback_url)
+        # ZEGO's recording-status callback page types `timestamp` as a String (`nonce` too) and numbers
+        # `sequence` from 0 (zegocloud.com/docs/cloud-recording-server/recording-status-callback).
+        self._push_zego(task.app_id, f"event_type {event_type}", body, at, url=task.callback_url, text_time=True)
 
     def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None:
         body: dict[str, Any] = {
@@ -129,6 +131,7 @@ class CallbackQueue:
         retries: tuple[float, ...] = RETRIES,
         *,
         url: str | None = None,
+        text_time: bool = False,
     ) -> None:
         url = url or self._config.zego_callback_url
         app = self._config.zego_app(int(app_id))
@@ -137,14 +140,14 @@ class CallbackQueue:
         timestamp = int(at)
         nonce = str(self._rng.randrange(10**8))
         body.update(
-            timestamp=timestamp,
+            timestamp=str(timestamp) if text_time else timestamp,
             nonce=nonce,
             signature=zego_callback_signature(app.callback_secret, timestamp, nonce),
         )
         self._send(at, Delivery("zego", event, url, body, retries=retries))
 
     def _next_sequence(self, app_id: str) -> int:
-        self._sequence[app_id] = self._sequence.get(app_id, 0) + 1
+        self._sequence[app_id] = self._sequence.get(app_id, -1) + 1
         return self._sequence[app_id]
 
     def _send(self, at: float, delivery: Delivery) -> None:

@@ -75,9 +75,10 @@ def parse_zego_app(text: str) -> ZegoApp:
     """`APPID:SERVER_SECRET:CALLBACK_SECRET` (`capctl sim --zego-app`): one more ZEGO app to serve."""
     app_id, _, secrets = text.partition(":")
     server_secret, _, callback_secret = secrets.partition(":")
-    if not (app_id.isdigit() and 1 <= int(app_id) <= 0xFFFFFFFF) or not server_secret or not callback_secret:
+    numeric = app_id.isascii() and app_id.isdigit()  # not "²" (int() refuses it) nor "１２３" (int() reads 123)
+    if not (numeric and 1 <= int(app_id) <= 0xFFFFFFFF) or not server_secret or not callback_secret:
         # Only a numeric APPID is echoed: the rest holds secrets (or is one, in a value given out of order).
-        shown = f"'{app_id}:…'" if app_id.isdigit() else "the value (not shown: it may hold secrets)"
+        shown = f"'{app_id}:…'" if numeric else "the value (not shown: it may hold secrets)"
         raise ValueError(
             f"{shown} is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to 4294967295 "
             "(e.g. 222:my-server-secret:my-callback-secret)"

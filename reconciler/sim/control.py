@@ -123,7 +123,7 @@ async def stop_task(sim: Simulator, request: Request, body: dict[str, Any]) -> A
 async def requests_log(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
     limit, caller = request.query_params.get("limit", ""), request.query_params.get("caller")
     entries = [e for e in sim.log.entries() if caller is None or e.caller == caller]
-    if limit.isdigit() and int(limit):
+    if limit.isascii() and limit.isdigit() and int(limit):
         entries = entries[-int(limit) :]
     return {"requests": [e.as_json() for e in entries]}
 

@@ -30,7 +30,7 @@ from reconciler.sim.faults import Faults
 from reconciler.sim.ratelimit import SlidingWindowLimiter, Throttle
 from reconciler.sim.reqlog import RequestLog
 from reconciler.sim.scenario import Scenario, timeline
-from reconciler.sim.world import SimTask, World, volc_stream_key
+from reconciler.sim.world import SimTask, World, out_of_band_problem, volc_stream_key
 
 __all__ = [
     "CALLER_KEY",
@@ -330,6 +330,9 @@ class Simulator:
         task = self.find_task(vendor, task_id, room_id, app_id)
         if not task.running:
             raise SimError(f"taskId: {task_id!r} has already ended")
+        problem = out_of_band_problem(task.family, reason)
+        if problem is not None:
+            raise SimError(f"reason: {problem}")
         self.world.stop_out_of_band(task, reason)
         return task
 
@@ -339,7 +342,8 @@ class Simulator:
         """Start playing `scenario` now: its rooms exist from now on, its traffic follows its timeline."""
         app_id = scenario.app_id or self.default_app(scenario.vendor)
         if (scenario.vendor == VOLC and self.config.volc_app(app_id) is None) or (
-            scenario.vendor == ZEGO and (not app_id.isdigit() or self.config.zego_app(int(app_id)) is None)
+            scenario.vendor == ZEGO
+            and (not (app_id.isascii() and app_id.isdigit()) or self.config.zego_app(int(app_id)) is None)
         ):
             raise SimError(f"app_id: no {scenario.vendor} app {app_id!r} in this simulator")
         if self.playing is not None and not self.scenario_finished():

@@ -21,7 +21,7 @@ from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
 from reconciler.sim.coverage import QUIT_IDLE, QUIT_MAX_RECORD, Coverage
 from reconciler.sim.scenario import Action
 
-__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "volc_stream_key"]
+__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "out_of_band_problem", "volc_stream_key"]
 
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
@@ -37,6 +37,10 @@ VOLC_STREAM_STOPS = ("UserVideoStreamStop", "UserAudioStreamStop")
 VOLC_RUNNING, VOLC_ENDED = 2, 3
 ZEGO_RECORDING, ZEGO_ENDED, ZEGO_ENDED_ABNORMALLY = 2, 3, 4
 QUIT_INTERNAL = 1001
+# What a vendor says of a run it ended (vendor-apis.md): Volcengine's StopReason values, ZEGO's quit_reason
+# 1..6 and 1001 and up (internal). An out-of-band stop takes only these, so no answer says what the vendor never does.
+VOLC_STOP_REASONS = ("IdleTimeOut", "StopByAPI", "StartTaskFailed", "UserDisconnect", "UnknownStopReason")
+ZEGO_QUIT_REASONS = "1..6 or 1001 and up"
 # ZEGO cloud-recording callback event types.
 EVENT_ABNORMAL_END, EVENT_ZERO_STREAMS, EVENT_NORMAL_EXIT = 2, 4, 5
 
@@ -53,6 +57,19 @@ class EventSink(Protocol):
     def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None: ...
 
     def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None: ...
+
+
+def out_of_band_problem(family: str, reason: str | int | None) -> str | None:
+    """Why `reason` cannot end a task of `family` out of band (None: it can; no reason is the vendor's default)."""
+    if reason is None:
+        return None
+    if family == VOLC:
+        if reason in VOLC_STOP_REASONS and isinstance(reason, str):
+            return None
+        return f"a Volcengine StopReason is one of {', '.join(VOLC_STOP_REASONS)}, got {reason!r}"
+    if isinstance(reason, int) and not isinstance(reason, bool) and (1 <= reason <= 6 or reason >= QUIT_INTERNAL):
+        return None
+    return f"a ZEGO quit_reason is an integer {ZEGO_QUIT_REASONS}, got {reason!r}"
 
 
 def volc_stream_key(user_id: str, stream_type: int) -> str:

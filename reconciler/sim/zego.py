@@ -34,7 +34,7 @@ from reconciler.sim.signing import (
     zego_signature,
 )
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
-from reconciler.sim.world import ZEGO_ENDED_ABNORMALLY, SimTask, StopOutcome
+from reconciler.sim.world import SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
 
@@ -46,6 +46,7 @@ THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILE
 LEGACY_TOKEN_TTL = 7200
 LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
 _NONCE = re.compile(r"[0-9a-fA-F]{16}")
+_DIGITS = re.compile(r"[0-9]+")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
 
@@ -84,7 +85,8 @@ def _check_signature(sim: Simulator, query: dict[str, str]) -> ZegoApp | int:
     nonce gets: the simulator answers it as an invalid signature. A nonce used before is accepted: no seed
     says the vendor refuses one."""
     app_id, ts = query.get("AppId", ""), query.get("Timestamp", "")
-    if not app_id.isdigit() or not ts.isdigit() or query.get("SignatureVersion") != "2.0":
+    # ASCII digits only: str.isdigit() holds for "²" (int() refuses it) and "１２３" (int() reads 123).
+    if not _DIGITS.fullmatch(app_id) or not _DIGITS.fullmatch(ts) or query.get("SignatureVersion") != "2.0":
         return SIG_INVALID
     if not _NONCE.fullmatch(query.get("SignatureNonce", "")):
         return SIG_INVALID
@@ -286,8 +288,9 @@ def _stop_record(sim: Simulator, app_id: str, task_id: str) -> tuple[int, str]:
 
 
 def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
-    """Status of a recording; QuitReason / quit_reason is a simulator extra, present after an abnormal end."""
-    view: dict[str, Any] = {
+    """Status of a recording. No quit reason: vendor-apis.md gives `Data.Status`, ZEGO's DescribeRecordStatus page
+    lists no such field, and only the end callback names the cause (`detail.quit_reason`)."""
+    return {
         n("task_id"): task.task_id,
         n("room_id"): task.room_id,
         n("status"): task.status,
@@ -295,9 +298,6 @@ def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
         n("record_begin_timestamp"): int(task.start_time * 1000),
         n("record_end_timestamp"): 0 if task.end_time is None else int(task.end_time * 1000),
     }
-    if task.status == ZEGO_ENDED_ABNORMALLY:
-        view[n("quit_reason")] = task.quit_reason
-    return view
 
 
 # --- legacy v1 API --------------------------------------------------------------------------------------

@@ -150,10 +150,6 @@ def _rooms_form(value: Any) -> str | None:
     return "selector" if isinstance(value, dict) else "names" if isinstance(value, list) else None
 
 
-_ROOMS: Final = (
-    "one task per room: a list of room ids, or a selector {match, exclude, maxRooms} for rooms made on the fly"
-    " (every matching room while it is active); written literally, never a reference (rooms name tasks)"
-)
 Rooms = Annotated[
     Annotated[RoomNames, Tag("names")] | Annotated[RoomSelector, Tag("selector")],
     Discriminator(
@@ -315,7 +311,10 @@ class SnapshotJobSpec(_Model):
     """A SnapshotJob's settings."""
 
     provider: Name = Field(description="the name of the Provider the tasks run on")
-    rooms: Rooms = Field(description=_ROOMS)
+    rooms: Rooms = Field(
+        description="the rooms: a list of room ids (one task each), or a selector {match, exclude, maxRooms}: every "
+        "room whose id matches a match glob and no exclude glob, while it is active"
+    )
     streams: list[StreamSelector] = Field(
         [],
         description="the streams to snapshot; empty = every stream in the room. volcengine: {user, type, index}, "
@@ -506,7 +505,10 @@ class RecordingJobSpec(_Model):
     """A RecordingJob's settings (ZEGO only)."""
 
     provider: Name = Field(description="the name of the zego Provider the recordings run on")
-    rooms: Rooms = Field(description=_ROOMS)
+    rooms: Rooms = Field(
+        description="the rooms: a list of room ids (one task each), or a selector {match, exclude, maxRooms}: every "
+        "room whose id matches a match glob and no exclude glob, while it is active"
+    )
     mode: Literal["single", "mixed"] = Field(
         "single",
         description=(

@@ -9,6 +9,7 @@ one of / none of. Whether a room is *active* is not known here: that is run-time
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Final
@@ -19,6 +20,8 @@ __all__ = ["covers", "describe", "matches_any", "volc_pattern_problem"]
 
 # What a Volcengine room id may hold (its RoomId rule), plus the glob's own characters.
 _VOLC_GLOB_RE: Final = re.compile(r"^[a-zA-Z0-9_@\-\.\*\?\[\]!]{1,128}$")
+_VOLC_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_@-.")
+_VOLC_RULE: Final = "room ids match [a-zA-Z0-9_@-.]{1,128}"
 
 
 def matches_any(room: str, patterns: Iterable[str]) -> bool:
@@ -39,7 +42,30 @@ def describe(selector: RoomSelector) -> str:
 
 
 def volc_pattern_problem(pattern: str) -> str | None:
-    """Why a glob can never match a Volcengine room id, or None."""
-    if _VOLC_GLOB_RE.match(pattern):
-        return None
-    return "can never match a volcengine room id: room ids match [a-zA-Z0-9_@-.]{1,128} (globs add * ? [ ] !)"
+    """Why a glob can never match a Volcengine room id, or None: a character no room id holds (`a b*`), also
+    one that `fnmatch` takes as itself (a `[` no `]` closes, a `]` or `!` outside a set), or a set that holds
+    no character a room id may (`[z-a]`). The glob is read as `fnmatch` reads it."""
+    if not _VOLC_GLOB_RE.match(pattern):
+        return f"can never match a volcengine room id: {_VOLC_RULE} (globs add * ? [ ] !)"
+    i = 0
+    while i < len(pattern):
+        c, i = pattern[i], i + 1
+        if c == "[":
+            start = i + (pattern[i : i + 1] == "!")  # fnmatch: a leading `]` (after `!`) is one of the set
+            end = pattern.find("]", start + (pattern[start : start + 1] == "]"))
+            if end < 0:
+                return (
+                    f"can never match a volcengine room id: no ']' closes its '[' at character {i}, so the '[' "
+                    f"stands for itself, and {_VOLC_RULE}"
+                )
+            if not any(fnmatchcase(ch, pattern[i - 1 : end + 1]) for ch in _VOLC_ID_CHARS):
+                return (
+                    f"can never match a volcengine room id: its set {pattern[i - 1 : end + 1]} holds none of the "
+                    f"characters a room id may ({_VOLC_RULE})"
+                )
+            i = end + 1
+        elif c in "]!":
+            return (
+                f"can never match a volcengine room id: a '{c}' outside a set [...] stands for itself, and {_VOLC_RULE}"
+            )
+    return None

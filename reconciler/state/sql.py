@@ -136,7 +136,10 @@ class Queries:
             serial_for_update=f"SELECT serial FROM {meta} WHERE id = 1{for_update}",
             bump=f"UPDATE {meta} SET serial = serial + 1 WHERE id = 1 RETURNING serial",
             # One query returns the serial and every record from the same snapshot of the database.
-            load=f"SELECT m.serial, r.key, r.body FROM {meta} m LEFT JOIN capctl_records r ON 1 = 1 WHERE m.id = 1",
+            # In key order: a plan lists its deletes (and groups their rooms) in the records' order, which was
+            # the table's (insertion on SQLite, where an update leaves a row on PostgreSQL): unsorted, churning.
+            load=f"SELECT m.serial, r.key, r.body FROM {meta} m LEFT JOIN capctl_records r ON 1 = 1 WHERE m.id = 1"
+            " ORDER BY r.key",
             keys="SELECT key FROM capctl_records ORDER BY key",
             record=f"SELECT key, body FROM capctl_records WHERE key = {mark}",
             upsert=f"INSERT INTO capctl_records (key, body) VALUES ({mark}, {mark})"

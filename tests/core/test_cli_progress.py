@@ -8,7 +8,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from reconciler.cli import LineProgress
+from reconciler.cli.common import LineProgress
 
 
 def test_a_line_every_ten_seconds_and_none_for_short_work() -> None:

@@ -93,8 +93,8 @@ class Gateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        if self.mode == "bomb":  # 4 MiB of gzip-compressed spaces: about 4 KB as sent
-            body = gzip.compress(b" " * (4 << 20))
+        if self.mode in ("bomb", "gzip"):  # bomb: 4 MiB of gzip-compressed spaces, about 4 KB as sent
+            body = gzip.compress(b" " * (4 << 20) if self.mode == "bomb" else b'{"Result": "ok"}')
             head = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%s\r\n%s" % (head, body))
             await writer.drain()
@@ -132,6 +132,17 @@ async def test_a_compressed_answer_is_bounded_once_decoded() -> None:
     async with Gateway("bomb") as url, StatelessClient(timeout=5, answer_limit=1 << 20) as client:
         with pytest.raises(AnswerTooLarge, match=r"larger than 1048576 bytes"):
             await asyncio.wait_for(client.get(url), 10)
+
+
+async def test_a_compressed_answer_within_the_bounds_is_an_ordinary_answer_of_its_decoded_body() -> None:
+    """The decoded body was put in httpx's private `Response._content`, under the headers of the body as sent
+    (`Content-Encoding: gzip`, the compressed length): now a new Response of the decoded body, read whole."""
+    async with Gateway("gzip") as url, StatelessClient(timeout=5, answer_limit=1 << 20) as client:
+        answer = await asyncio.wait_for(client.get(url), 10)
+    assert (answer.status_code, answer.json(), answer.reason_phrase) == (200, {"Result": "ok"}, "OK")
+    assert answer.is_closed and answer.request.url == url and answer.elapsed.total_seconds() > 0
+    assert "content-encoding" not in answer.headers and answer.headers["content-type"] == "application/json"
+    assert answer.headers["content-length"] == str(len(answer.content))
 
 
 async def test_an_answer_within_the_bounds_is_read_whole() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from reconciler.model import (
     JobKind,
     Observed,
     ObservedState,
+    ProviderConfig,
     RestartPolicy,
     TaskRecord,
     TaskStatus,
@@ -248,6 +250,33 @@ def test_replace_requested() -> None:
     # Walk 8c: a spec edit of the same task was not shown, though the new spec is what starts.
     edited = one(desired(idle=240), record_for(task), replace=(task.key,))
     assert (edited.reason, edited.details) == ("replace requested", ("MaxIdleTime: 180 → 240",))
+
+
+def test_a_zego_cloudrecord_endpoint_edited_in_place_says_on_each_start_what_may_run_on_unseen() -> None:
+    """The Provider's cloudrecordEndpoint edited in place to another environment: each recording it started is
+    "not found" there and planned as a re-issue, which leaves the old one running unseen; the row said only
+    `not found at the vendor`. Said on each row that starts (re-issue, replace, a start taken up again), as the
+    Volcengine appId edit's; a row seen running at the new endpoint (a proxy) is unchanged."""
+    old, new = "https://cloudrecord-api.zego.im", "https://cloudrecord-test.zego.im"
+    homes = [
+        ProviderConfig(name="volc", type="zego", app_id="1", cloudrecord_endpoint=url).home(ApiFamily.ZEGO_RECORD)
+        for url in (old, new)
+    ]
+    task = dataclasses.replace(desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING), home=homes[1])
+    ran = record_for(task, home=homes[0])
+    note = (
+        f"its Provider's cloudrecordEndpoint changed from {old} to {new}: if that is another ZEGO environment, the "
+        f"recording started at {old} is not stopped and runs on unseen until its idle timeout or maximum duration "
+        "(put the old endpoint back to keep it in view)"
+    )
+    gone = one(task, ran, Observed(ObservedState.NOT_FOUND))
+    assert gone.action is Action.REISSUE and gone.reason.endswith(f"(stopped, or older than its query window); {note}")
+    replaced = one(task, ran, Observed(ObservedState.NOT_FOUND), replace=(task.key,))
+    assert (replaced.action, replaced.reason) == (Action.REPLACE, f"replace requested; {note}")
+    cut_short = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id="capctl-abc", home=homes[0])
+    assert one(task, cut_short).reason.endswith(note)
+    assert one(task, ran, Observed(ObservedState.RUNNING)).reason == "running"
+    assert one(task, record_for(task, home=homes[1]), Observed(ObservedState.NOT_FOUND)).reason.endswith("window)")
 
 
 def test_replace_unknown_key_is_an_error() -> None:

@@ -133,6 +133,24 @@ def test_a_label_selector_matching_nothing_says_so() -> None:
     assert plan.changes == () and "-l team=nobody matches no task." in plan.notes
 
 
+def test_a_target_matching_nothing_says_so_and_that_question_marks_are_literal_in_keys() -> None:
+    """`?` is a wildcard in a room selector's globs, not in task keys: `class-?` matched nothing silently."""
+    a = labelled("c1", "cams")
+    plan = diff(
+        {a.key: a},
+        {},
+        {},
+        options=PlanOptions(targets=("SnapshotJob/cams/c?", "SnapshotJob/nope")),
+        state_serial=0,
+        now=NOW,
+    )
+    assert (
+        "--target SnapshotJob/cams/c? matches no task (in task keys only * is a wildcard: ? and [ stand for "
+        "themselves, unlike in room selectors)." in plan.notes
+    )
+    assert "--target SnapshotJob/nope matches no task." in plan.notes
+
+
 def test_a_label_edit_is_noted_though_no_task_changes() -> None:
     """A label edit changes no vendor task (a no-op) but changes what `-l` selects: the reviewer sees it."""
     a1, a2 = labelled("a1", "cams", team="media", tier="t1"), labelled("a2", "cams", team="media", tier="t1")

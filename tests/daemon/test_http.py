@@ -314,7 +314,9 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
     await harness.start()
     await harness.advance(1)
     lobby = "SnapshotJob/audit/lobby"
-    harness.sim.stop_task("volcengine", harness.record(lobby).vendor_task_id or "", room_id="lobby", reason="ops")
+    harness.sim.stop_task(
+        "volcengine", harness.record(lobby).vendor_task_id or "", room_id="lobby", reason="UnknownStopReason"
+    )
     await harness.advance(1)
     assert harness.calls("StartSnapshot") == 1  # Volcengine sends no stop callback: the next look is far off
     async with await client(harness) as http:
@@ -334,6 +336,12 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
             "unknown task key(s), in neither the spec set nor the state: SnapshotJob/audit/lobbi"
             " (did you mean 'SnapshotJob/audit/lobby'?)"
         )
+        for selection in ("SnapshotJob/audit/*", "SnapshotJob/audit"):  # as `state list` takes: no key (walk 8f)
+            glob = await http.post("/api/v1/sync", json={"keys": [selection]})
+            assert glob.status_code == 404 and glob.json()["reason"].endswith(
+                " (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
+                f"`capctl state list '{selection}'` lists the keys it means)"
+            )
         for bad, why in (
             (b"{", "malformed JSON"),
             (b'{"keys": []}', "non-empty list"),
@@ -352,7 +360,11 @@ async def test_sync_before_any_valid_spec_set_queues_nothing(harness: Harness) -
     await harness.start()
     async with await client(harness) as http:
         answer = await http.post("/api/v1/sync", content=b"{}")
+        # A callback then: 503 saying why (the vendor retries), not 401 "no Provider for … app id" (walk 8f).
+        callback = await http.post("/callbacks/volcengine", json=volc_body(harness))
     assert answer.status_code == 503 and "no valid spec set in force" in answer.json()["reason"]
+    assert callback.status_code == 503
+    assert callback.json()["reason"] == "no valid spec set in force yet: cannot verify the callback"
 
 
 async def test_a_spec_set_broken_while_running_shows_on_readyz_and_in_metrics(harness: Harness) -> None:

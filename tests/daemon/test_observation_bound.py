@@ -37,8 +37,8 @@ class SkewedEndCallbacks:
     async def post(self, url: str, body: bytes) -> int:
         fields: dict[str, Any] = json.loads(body)
         if fields.get("event_type") in (2, 5):
-            fields["timestamp"] = int(fields["timestamp"] - SKEW)
-            fields["signature"] = callback_signature(ZEGO_SECRET, str(fields["timestamp"]), str(fields["nonce"]))
+            fields["timestamp"] = str(int(fields["timestamp"]) - int(SKEW))  # a string, as ZEGO sends it
+            fields["signature"] = callback_signature(ZEGO_SECRET, fields["timestamp"], str(fields["nonce"]))
             body = encode_body(fields)
         return await self._inner.post(url, body)
 

@@ -50,7 +50,9 @@ def metric(text: str, name: str) -> float:
 
 async def stop_at_vendor(harness: Harness) -> None:
     """Stop the task at the vendor and ask the daemon to look (as `capctl sync` does)."""
-    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    harness.sim.stop_task(
+        "volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="UnknownStopReason"
+    )
     assert harness.daemon is not None
     harness.daemon.sync(None)
 

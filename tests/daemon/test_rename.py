@@ -343,7 +343,7 @@ async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_
     write_specs(harness.specs, pinned("old", ["r1"]))
     daemon = await harness.start(max_prune=100)
     await harness.advance(1)
-    harness.sim.stop_task("volcengine", "pinned", room_id="r1", reason="ops")
+    harness.sim.stop_task("volcengine", "pinned", room_id="r1", reason="UnknownStopReason")
     await harness.advance(40)  # its look is due, and waits for its answer
     write_specs(harness.specs, pinned("new", ["r1"]))
     assert daemon.reload()
@@ -352,5 +352,5 @@ async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_
     assert len(sim_calls(harness, "StartSnapshot", "r1")) == 2  # the old key's first, the new key's
     assert harness.calls("StopSnapshot") == 0  # the prune found nothing to stop: the run had ended
     old, new = harness.record("SnapshotJob/old/r1"), harness.record("SnapshotJob/new/r1")
-    assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine ops)")
+    assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine UnknownStopReason)")
     assert new.status is TaskStatus.RUNNING

@@ -34,7 +34,9 @@ async def failing_start(harness: Harness, resync: float = 30.0) -> Daemon:
     daemon = await harness.start(resync=resync)
     await harness.advance(1)
     harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
-    harness.sim.stop_task("volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="ops")
+    harness.sim.stop_task(
+        "volcengine", harness.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="UnknownStopReason"
+    )
     daemon.sync([LOBBY])
     return daemon
 

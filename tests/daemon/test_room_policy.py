@@ -33,6 +33,23 @@ def test_a_room_is_known_empty_only_with_room_callbacks_after_an_idle_out_and_no
     assert not policy.room_known_empty(idled, feed=True, active_at=1050.0, emptied_at=1040.0)  # … and came back
 
 
+def test_an_end_without_a_cause_is_an_idle_out_where_the_idle_timer_explains_it() -> None:
+    # ZEGO's status answers carry no quit reason: an idle-out seen by polling reads "ended (ZEGO status 4)".
+    ended = "ended (ZEGO status 4)"
+    never_streamed = record(stop_reason=ended)  # idle 60 s: started 1000, ended 1060
+    assert policy.idled_out(never_streamed)
+    assert policy.room_known_empty(never_streamed, feed=True, active_at=None, emptied_at=None)
+    assert not policy.room_known_empty(never_streamed, feed=True, active_at=1030.0, emptied_at=None)
+    longer = record(stop_reason=ended, stopped_at=1500.0)
+    assert not policy.idled_out(longer)
+    assert policy.room_known_empty(longer, feed=True, active_at=1030.0, emptied_at=1400.0)  # emptied, idle, ended
+    assert not policy.room_known_empty(longer, feed=True, active_at=1030.0, emptied_at=1470.0)  # ended too soon
+    assert not policy.room_known_empty(longer, feed=True, active_at=900.0, emptied_at=None)  # there since before
+    assert not policy.room_known_empty(longer, feed=True, active_at=1450.0, emptied_at=1400.0)  # came back
+    assert not policy.room_known_empty(longer, feed=False, active_at=1030.0, emptied_at=1400.0)  # polling only
+    assert not policy.idled_out(record(stop_reason=ended, stopped_at=1020.0))  # a fault: shorter than idle
+
+
 def test_a_known_empty_room_waits_dormant_for_the_repair_slot_unless_activity_or_rollover() -> None:
     idled = record(stop_reason=IDLE, productive=True)
     decision = policy.reissue_decision(idled, 2000.0, room_empty=True)

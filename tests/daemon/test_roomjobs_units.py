@@ -218,6 +218,34 @@ async def test_the_lister_reports_answers_skips_failures_and_paces_each_room() -
     assert len(lister) == 1  # b and c were listed longer ago than MIN_INTERVAL: nothing kept for them
 
 
+@pytest.mark.parametrize("asked_active", [True, False], ids=["closed-meanwhile", "entered-meanwhile"])
+async def test_a_listing_answer_does_not_undo_a_callback_of_a_moment_during_the_call(
+    tmp_path: Path, asked_active: bool
+) -> None:
+    """Seen live: a listing sent before a RoomDestroy and answered after it ("active") was stamped at its
+    answer, so the close was undone (and left a new room out at maxRooms until the next listing); the other
+    way, an entry undone leaves the room quiet until its next quiet look, 5 min on."""
+    clock, store = FakeClock(start=100.0), SQLiteStateStore(tmp_path / "state.db")
+    book = RoomBook(store)
+    book.note(VOLC, "class-1", asked_active, 90.0, "callback")
+
+    class Slow:
+        async def room_streams(self, room: str) -> int:
+            clock.advance(0.2)  # the room changes while the call is out, and its callback arrives first
+            assert book.note(VOLC, room, not asked_active, clock.now(), "callback")
+            clock.advance(0.3)
+            return int(asked_active)  # the room as the vendor saw it when asked
+
+    def provider(name: str) -> Provider:
+        return Slow()  # type: ignore[return-value]
+
+    [report] = await RoomLister(provider, clock).list_rooms([(VOLC, "class-1")])
+    assert report.last_seen == 100.0
+    assert not book.note(report.account, report.room, report.active, report.last_seen, report.source)
+    assert {(a.room, a.active) for a in book.activity()} == {("class-1", not asked_active)}
+    store.close()
+
+
 def test_vendor_clocks_correct_only_an_offset_that_callbacks_prove() -> None:
     clocks, delays = VendorClocks(), itertools.cycle([1.5, 0.05, 0.7, 10.0])
     # Clocks that agree: each callback keeps its own time, whatever its delay (their order is the vendor's).

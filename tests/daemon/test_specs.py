@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import watchfiles
 from structlog.testing import capture_logs
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.digest import spec_digest
@@ -390,6 +392,17 @@ async def test_a_watch_that_cannot_be_set_up_says_so_and_watches_once_it_can(tmp
     ]
     assert "Too many open files" in errors[0]["error"]
     assert "watching the spec files again" in [e["event"] for e in logs]
+
+
+async def test_watchfiles_still_raises_the_private_error_the_watch_catches(tmp_path: Path) -> None:
+    """reconciler/daemon/watch.py catches `watchfiles._rust_notify.WatchfilesRustInternalError` by its private
+    path: watchfiles exports it nowhere public (its docs show `_rust_notify` as the interface to its Rust
+    code), and its public base, RuntimeError, would take capctl's own errors for a watch that cannot be set up.
+    If a watchfiles release moves it or raises another error there, this fails, not a daemon in production
+    (an ImportError at start, or a watch task that ends silently)."""
+    with _out_of_descriptors(), pytest.raises(WatchfilesRustInternalError, match="Too many open files"):
+        async for _ in watchfiles.awatch(tmp_path, stop_event=asyncio.Event()):
+            break
 
 
 async def test_a_rotated_callback_secret_in_a_mounted_file_is_used_without_a_restart(harness: Harness) -> None:

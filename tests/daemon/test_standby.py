@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
+from reconciler.model import TaskStatus
 from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
@@ -67,7 +68,8 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         assert stored >= 1
         assert any(e["event"] == "callbacks taken from the inbox" for e in logs)
         reissues = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
-        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3)")
+        # The leader's own look reads the end first; DescribeRecordStatus says the status, not the quit reason.
+        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: ended (ZEGO status 4)")
         standby_calls = standby.metrics.render().decode()
         assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
         assert "capctl_leader 0.0" in standby_calls
@@ -319,3 +321,42 @@ async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothing_it_already_saw(
+    harness: Harness,
+) -> None:
+    """A rolling update from a version without the inbox (walk 6G-4): the old leader never reads what the new
+    standby stores. Alice joins and leaves lobby; the old leader re-issues lobby on its own looks, which idle
+    out in the empty room: backing off. At takeover the new leader took the entries at once and woke lobby on
+    the old join (its leave in the same batch): a start into an empty room."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    old = await harness.start(leader=settings, resync=10.0)
+
+    async def reads_no_inbox() -> int:  # a version before the inbox
+        return 0
+
+    old.inbox.drain = reads_no_inbox  # type: ignore[method-assign]
+    new = await harness.start_standby(leader=settings, resync=10.0)
+    try:
+        harness._daemon_app = new.asgi_app  # the Service sends the callbacks to the new pod
+        await harness.advance(3)
+        harness.sim.publish("volcengine", "lobby", user_id="alice")
+        await harness.advance(4)
+        harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+        await harness.advance(190)  # the old leader's re-issues idle out: it backs off
+        record = harness.record(LOBBY)
+        assert record.status is not TaskStatus.RUNNING and (record.next_attempt_at or 0) > harness.clock.now() + 10
+        starts = harness.calls("StartSnapshot")
+        with capture_logs() as logs:
+            await harness.stop()  # the old pod goes: the new one leads and takes the inbox
+            await harness.advance(5)
+        assert new.lease_lost is None and any(e["event"] == "callbacks taken from the inbox" for e in logs)
+        assert [e for e in logs if e["event"] == "room activity: waking task"] == []
+        assert harness.calls("StartSnapshot") == starts
+        # An entry stored after its last start is news: it wakes the task, as before.
+        assert new.reconciler.wake([LOBBY], "UserJoinRoom", received_at=harness.clock.now()) == [(LOBBY, 0.0)]
+    finally:
+        await new.stop()
+        new.records.close()

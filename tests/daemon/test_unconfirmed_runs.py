@@ -74,7 +74,7 @@ async def test_a_reissue_resumed_after_a_crash_is_counted_as_a_reissue(harness: 
     await harness.stop()
     store = SQLiteStateStore(harness.state_path)
     ran = store.load().records[LOBBY]
-    harness.sim.stop_task("volcengine", ran.vendor_task_id or "", room_id="lobby", reason="ops")
+    harness.sim.stop_task("volcengine", ran.vendor_task_id or "", room_id="lobby", reason="UnknownStopReason")
     # The re-issue's intent, committed before the crash (`Executor.start`, failpoint start.before-call).
     now = harness.clock.now()
     pending = transitions.intent(task, transitions.stopped(ran, "idle timeout", now), now, reissue=True)

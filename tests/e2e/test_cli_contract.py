@@ -229,6 +229,29 @@ def test_run_help_names_every_environment_variable_the_daemon_reads() -> None:
     result = CliRunner().invoke(cli.app, ["run", "--help"], env={"NO_COLOR": "1", "COLUMNS": "2000"})
     text = " ".join(result.output.replace("│", " ").split())
     assert "CAPCTL_SYNC_TOKEN" in text and "POST /api/v1/sync" in text
+    # A selector room starts on entry, before a stream (docs/daemon.md); --help said "a stream appeared" (walk 8f).
+    assert "start a room's task as a callback says someone entered it (a join, a stream)" in text
+
+
+def test_state_list_says_a_question_mark_is_no_wildcard_when_a_key_matches_nothing(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    result = CliRunner().invoke(cli.app, ["state", "list", "SnapshotJob/cams/c?", "--state", state])
+    assert result.exit_code == 0 and "KEY SnapshotJob/cams/c? matches no task (in task keys only * is a wildcard" in (
+        result.stderr
+    )
+
+
+def test_wake_says_it_takes_whole_task_keys_when_given_a_glob(tmp_path: Path) -> None:
+    """As `state list` takes globs, a team wrote `wake 'SnapshotJob/classes/*'`: "no task" alone (walk 8f)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url, init=True)
+    store.put(make_record("SnapshotJob/classes/class-1"))
+    store.close()
+    result = CliRunner().invoke(cli.app, ["wake", "SnapshotJob/classes/*", "--state", url])
+    assert result.exit_code == 1 and (
+        "nothing woken (wake takes whole task keys, kind/name/room, not a glob or kind/name: "
+        "`capctl state list 'SnapshotJob/classes/*'` lists the keys it means)"
+    ) in " ".join(result.stderr.split())
 
 
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:

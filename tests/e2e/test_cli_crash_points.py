@@ -76,6 +76,13 @@ def crash(work: Workdir, point: str, *args: str) -> None:
     assert died.returncode == 137, f"{point} never reached: exit {died.returncode}\n{died.stdout}\n{died.stderr}"
 
 
+def in_process(work: Workdir, *args: str) -> str:
+    """`capctl ARGS SPECS` run in this process (no crash point on), its output; a subprocess costs a second."""
+    done = CliRunner().invoke(cli.app, [*args, str(work.specs)], env=work.env)
+    assert done.exit_code == 0, done.output
+    return done.stdout
+
+
 def state(work: Workdir) -> dict[str, dict[str, Any]]:
     """`capctl state list -o json` by room, run in this process (a subprocess costs a second a call)."""
     listed = CliRunner().invoke(
@@ -142,6 +149,33 @@ def test_a_spec_changed_after_an_unconfirmed_start_replaces_what_may_run(work: W
     [zego] = work.sim.tasks("zego", state="running")
     assert zego["maxIdleTime"] == 40 and zego["taskId"] == records["z-1"]["vendor_task_id"]
     assert len(work.sim.tasks("zego")) == 2  # the first recording, found and stopped, and the new one
+
+
+def test_replace_of_a_replace_cut_short_stops_what_its_start_began_and_starts_again(work: Workdir) -> None:
+    """A replace killed after its start reached the vendor (its stop done, its start never confirmed), then
+    asked for again with `--replace`: the run that start began was taken up (Volcengine: "already started",
+    ZEGO: its ClientTaskId) and went on; a restart needed a second --replace. As Terraform's -replace, one
+    --replace stops whatever may run and starts it again, and the plan says so."""
+    v, z = "SnapshotJob/v/v-1", "RecordingJob/z/z-1"
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], idle=300), "z.yaml": recording_job("z", ["z-1"], idle=300)})
+    in_process(work, "apply", "--auto-approve")
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], idle=240), "z.yaml": recording_job("z", ["z-1"], idle=240)})
+    crash(work, "start.after-call", "apply", "--auto-approve", "--target", v)
+    crash(work, "start.after-call", "apply", "--auto-approve", "--target", z)
+    out = in_process(work, "apply", "--auto-approve", "--replace", v, "--replace", z)
+    assert (
+        "replace requested; the start of a replace (its old run stopped) was never confirmed: stopped by the "
+        "RoomId + TaskId it was started with (if it runs), then started anew" in out
+    ), out
+    assert "found by its recorded ClientTaskId (ZEGO starts it if it did not run) and stopped" in out, out
+    assert "already running" not in out, out
+    assert len(work.sim.requests("StopSnapshot")) == 2  # the first replace's, and this one's
+    assert len(work.sim.tasks("zego")) == 3  # the first run, the one the cut-short start began, the new one
+    records = state(work)
+    for room in ("v-1", "z-1"):
+        [run] = [t for t in work.sim.tasks(state="running") if t["roomId"] == room]
+        assert (run["maxIdleTime"], run["taskId"]) == (240, records[room]["vendor_task_id"]), (run, records[room])
+        assert records[room]["status"] == "running"
 
 
 def start_daemon(work: Workdir, point: str | None = None) -> tuple[subprocess.Popen[str], ServerOutput]:

@@ -90,6 +90,9 @@ def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
     assert "at most 17" in explain(schema, "SnapshotJob.spec.streams")
     assert "UserId" in explain(schema, "SnapshotJob.spec.streams.user")
     assert "StreamList Index" in explain(schema, "SnapshotJob.spec.streams.index")
+    # Both forms of `rooms`: it described only the selector (walk 8f).
+    for kind in ("SnapshotJob", "RecordingJob"):
+        assert "a list of room ids (one task each), or a selector" in explain(schema, f"{kind}.spec.rooms")
 
 
 def test_rate_limits_name_every_api_that_is_budgeted() -> None:

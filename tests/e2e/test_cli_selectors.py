@@ -216,8 +216,12 @@ def test_a_job_switched_to_a_selector_stops_the_rooms_it_no_longer_covers_and_ob
     work.capctl("state", "init")
     work.apply()
     work.write("jobs.yaml", SELECTOR)
+    rooms(work, "volc", **{"class-1": False, "lobby": True})
     plan = work.capctl("plan").stdout
     assert "- SnapshotJob/classes/lobby" in plan and "0 to re-issue, 1 to delete, 1 unchanged" in plan
+    # The selector's own line counts the rooms it covers: lobby, stopped as the plan's delete, is neither one
+    # of its running rooms nor "left to end" (it was both, walk 8f F1).
+    assert "0 active · 1 running · 0 to start" in plan and re.search(r"left to end: class-1$", plan, re.M)
     assert "its job's room selector (class-* except class-test-* on provider 'volc') does not cover this room" in plan
     assert "left to end at the vendor, not stopped: SnapshotJob/classes/class-1" in plan
     assert "0 re-issued, 1 deleted, 0 failed" in work.apply().stdout

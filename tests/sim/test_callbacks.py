@@ -53,8 +53,11 @@ async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, rec
     bodies = [x["body"] for x in receiver.received]
     assert [b["event_type"] for b in bodies] == [4, 4, 2]  # zero streams at 30 s and 60 s, then the end
     assert bodies[-1]["detail"] == {"quit_reason": 3} and bodies[-1]["task_id"] == task_id
+    # ZEGO's recording-status callback page: `timestamp` and `nonce` are strings, `sequence` counts from 0.
+    assert [b["sequence"] for b in bodies] == [0, 1, 2]
     for b in bodies:
-        expected = hashlib.sha1("".join(sorted(["capctl-sim-zego-callback", str(b["timestamp"]), b["nonce"]])).encode())
+        assert isinstance(b["timestamp"], str) and isinstance(b["nonce"], str)
+        expected = hashlib.sha1("".join(sorted(["capctl-sim-zego-callback", b["timestamp"], b["nonce"]])).encode())
         assert expected.hexdigest() == b["signature"]
     task2 = (await cb_client.zego("StartRecord", record_body())).json()["Data"]["TaskId"]
     await cb_client.zego("StopRecord", {"TaskId": task2})

@@ -119,6 +119,10 @@ async def test_a_wrong_scenario_body_is_refused_and_changes_nothing(client: SimC
     )
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("body: rooms: Input should be a valid integer")
+    # A ZEGO app id in digits int() refuses (it was HTTP 500) is an app this simulator does not have.
+    body = {"vendor": "zego", "app_id": "²", "duration": 10, "rooms": 1, "session_length": {"min": 1, "max": 2}}
+    answer = await client.http.post("/_sim/scenario", json=body)
+    assert answer.status_code == 400 and "no zego app '²'" in answer.json()["error"]
     assert (await client.http.get("/_sim/scenario")).json() == {"scenario": None}
     assert (await client.http.get("/_sim/rooms")).json() == {"rooms": []}
 

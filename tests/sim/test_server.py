@@ -215,6 +215,9 @@ def test_capctl_sim_refuses_a_speed_it_cannot_run_before_serving(options: list[s
         (["222:s3cret"], "--zego-app: '222:…' is not APPID:SERVER_SECRET:CALLBACK_SECRET with an APPID from 1 to"),
         (["0:s3cret:x:"], "--zego-app: '0:…' is not APPID:SERVER_SECRET:CALLBACK_SECRET"),
         (["s3cret:222:c"], "--zego-app: the value (not shown: it may hold secrets) is not APPID:SERVER_SECRET"),
+        # Digits int() refuses ("²": was a ValueError's text) or reads as another app ("２２２": was app 222).
+        (["²:s3cret:c"], "--zego-app: the value (not shown: it may hold secrets) is not APPID:SERVER_SECRET"),
+        (["２２２:s3cret:c"], "--zego-app: the value (not shown: it may hold secrets) is not APPID:SERVER_SECRET"),
         (["222:s:c", "222:t:d"], "--zego-app: app 222 is given twice (1234567890 is built in)"),
         (["1234567890:s:c"], "--zego-app: app 1234567890 is given twice (1234567890 is built in)"),
     ],

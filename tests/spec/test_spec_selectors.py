@@ -61,12 +61,29 @@ def test_selector_errors_name_the_field_at_its_place(errors_of: ErrorsOf) -> Non
     )
 
 
-def test_volcengine_patterns_that_can_never_match_and_repeated_patterns_are_errors(errors_of: ErrorsOf) -> None:
+def test_volcengine_patterns_that_can_never_match_and_repeated_patterns_are_errors(
+    load: Loader, errors_of: ErrorsOf
+) -> None:
     errors = errors_of(job(body="provider: volc\nrooms: {match: ['a b*', 'x*', 'x*']}\nstorage: tos\n"))
     assert any(
         re.search(r"spec\.yaml:6:\d+: spec\.rooms\.match\[0\]: pattern 'a b\*' can never match", e) for e in errors
     )
     assert any("spec.rooms.match[2]: pattern 'x*' is listed twice (first at rooms.match[1])" in e for e in errors)
+    # What fnmatch takes as itself, or a set of no room-id character, can never match either (walk 8f F4: valid
+    # before, a selector job that silently captured nothing).
+    odd = errors_of(
+        job(body="provider: volc\nrooms: {match: ['mod-[0-9', 'mod-[z-a]', 'mod-!x'], exclude: ']*'}\nstorage: tos\n")
+    )
+    for field, pattern, why in [
+        ("match[0]", "mod-[0-9", "no ']' closes its '[' at character 5, so the '[' stands for itself"),
+        ("match[1]", "mod-[z-a]", "its set [z-a] holds none of the characters a room id may"),
+        ("match[2]", "mod-!x", "a '!' outside a set [...] stands for itself"),
+        ("exclude[0]", "]*", "a ']' outside a set [...] stands for itself"),
+    ]:
+        assert any(
+            f"spec.rooms.{field}: pattern '{pattern}' can never match a volcengine room id: {why}" in e for e in odd
+        )
+    load(job(body="provider: volc\nrooms: {match: ['class-[0-9]*', '[!x]?', '[!]]*']}\nstorage: tos\n"))  # valid
 
 
 def test_a_named_room_covered_by_a_selector_on_the_same_provider_is_an_error_naming_both(errors_of: ErrorsOf) -> None:

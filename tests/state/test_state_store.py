@@ -160,6 +160,14 @@ def test_many_records_load_in_one_snapshot(store: StateStore) -> None:
     assert snapshot.records == {r.key: r for r in records}
 
 
+def test_records_load_in_key_order(store: StateStore) -> None:
+    """A plan lists deletes in the records' order: it was the table's (`mod-8, mod-7, mod-21, …`, walk 8f)."""
+    serial = store.put(make_record("SnapshotJob/j/mod-8"))
+    serial = store.put(make_record("SnapshotJob/j/mod-7"), expected_serial=serial)
+    store.put(make_record("SnapshotJob/j/mod-8", vendor_task_id="again"), expected_serial=serial)
+    assert list(store.load().records) == ["SnapshotJob/j/mod-7", "SnapshotJob/j/mod-8"]
+
+
 def test_a_closed_store_says_so(store_url: str) -> None:
     store = open_state(store_url)
     store.close()

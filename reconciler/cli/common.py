@@ -1,0 +1,372 @@
+"""What every capctl command shares: exit codes, consoles and `fail`, loading specs, the state store and its
+lock, running a coroutine, progress and retry lines.
+
+One place, so that every command says an error the same way (`Error: ...` on stderr, exit 1), honours
+--no-color alike, and opens and locks a state alike. Heavy modules (rich, asyncio, the state package) are
+imported inside the helpers that use them: a command pays only for what it calls.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from reconciler.retry import RetryPolicy, RetryReport
+    from reconciler.spec import SpecSet
+    from reconciler.state.base import NoState, StateStore
+    from reconciler.state.sql import SqlStateStore
+
+__all__ = [
+    "EXIT_CHANGES",
+    "EXIT_ERROR",
+    "EXIT_HUNG_UP",
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "LOG_LEVELS",
+    "LineProgress",
+    "check_log_level",
+    "err_console",
+    "fail",
+    "keep_until_exit",
+    "load_specs",
+    "locked",
+    "open_store",
+    "out_console",
+    "paths_or_default",
+    "progress_bar",
+    "reset_no_color",
+    "retry_policy",
+    "retry_report",
+    "run_async",
+    "say_if_no_state",
+    "set_no_color",
+    "setup_logs",
+    "split_listen",
+    "state_fingerprint_key",
+]
+
+
+EXIT_ERROR, EXIT_CHANGES = 1, 2
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: an apply whose terminal closed (ssh dropped; changes in flight finished)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: an apply a service manager or CI runner stopped (changes in flight finished)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# Set by --no-color (global or on a command) for this invocation; reset by the root callback on every run.
+# The commands' own `no_color` parameters exist for the option; its callback is what takes effect.
+_no_color = False
+
+
+def set_no_color(value: bool) -> bool:
+    global _no_color
+    _no_color = _no_color or value
+    return value
+
+
+def reset_no_color(no_color: bool) -> None:
+    """The root's --no-color: the root runs first on every invocation, so an earlier in-process run leaves nothing."""
+    global _no_color
+    _no_color = no_color
+
+
+def _color_system() -> Literal["auto"] | None:
+    """None (plain text, no escape codes at all) for --no-color or NO_COLOR; else rich's detection."""
+    return None if _no_color or os.environ.get("NO_COLOR") else "auto"
+
+
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, emoji=False, color_system=_color_system())
+
+
+def out_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, emoji=False, color_system=_color_system())
+
+
+def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
+    from rich.markup import escape
+
+    # The message may quote user input (a path, a flag value): escaped, so "[...]" in it prints as typed.
+    err_console().print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True, markup=True)
+    raise typer.Exit(code)
+
+
+def paths_or_default(paths: list[Path] | None) -> list[str]:
+    return [str(p) for p in paths] if paths else ["specs"]
+
+
+def check_log_level(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {level!r}: expected debug, info, warning or error")
+
+
+def setup_logs(level: str) -> None:
+    from reconciler import logs
+
+    check_log_level(level)
+    logs.configure(level)
+
+
+def load_specs(
+    paths: list[str], *, resolve_secrets: bool = True, validating: bool = False, fingerprint_key: bytes | None = None
+) -> SpecSet:
+    """Load and validate, or print every error as file:line:col, then `N errors in M files`, and exit 1.
+
+    `validating`: the caller only checks (`capctl validate`), so the count is not followed by "nothing was
+    changed", which only means something to a command that would have changed something.
+    `fingerprint_key`: the state's, for a set compared with records (None: the state has none yet).
+    """
+    from reconciler.spec import SpecErrors, load_spec_set
+
+    try:
+        return load_spec_set(paths, resolve_secrets=resolve_secrets, fingerprint_key=fingerprint_key)
+    except SpecErrors as exc:
+        from rich.text import Text  # here: a valid set is printed without rich (`validate`)
+
+        console = err_console()
+        for error in exc.errors:
+            console.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        count, files = len(exc.errors), len({e.file for e in exc.errors})
+        summary = Text(f"{count} error{'s' if count != 1 else ''}", style="bold red")
+        summary.append(f" in {files} file{'s' if files != 1 else ''}")
+        summary.append("." if validating else ": nothing was changed.")
+        console.print(summary, soft_wrap=True)
+        if paths == paths_or_default(None) and not Path(paths[0]).exists():  # the default, where a new user has none
+            console.print(
+                "./specs, the default spec path, is not here: give spec files or directories as arguments "
+                "(`capctl demo` plays the quickstart specs capctl ships, and says where they are).",
+                markup=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def keep_until_exit() -> None:
+    """What a one-shot command has loaded by now (specs, records, a plan) lives until it exits. Frozen, it is out of
+    the cyclic collector's reach: loaded with the collector paused (`gcpause.py`), it was walked afterwards anyway,
+    by the next young pass, again by a middle one and by the interpreter's full pass at exit, 40–130 ms of a plan of
+    10,000 tasks (bench/README.md, "The CLI's start"). Still freed by reference counting as before."""
+    import gc
+
+    gc.freeze()
+
+
+@contextmanager
+def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlStateStore | NoState]:
+    """The store at `url`; `read_only` creates nothing and yields a `NoState` when there is none yet."""
+    from reconciler.state import NoState, StateMissing, open_state
+    from reconciler.state.base import StateError
+
+    store: SqlStateStore | NoState
+    try:
+        store = open_state(url, create=not read_only)
+    except StateMissing as exc:
+        store = NoState(exc)
+    except StateError as exc:
+        fail(str(exc))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def state_fingerprint_key(url: str | None) -> tuple[bytes, bool]:
+    """The key of the state's fingerprints and hashes, creating nothing: a fresh one for a state that has
+    none yet (new, or made before keyed fingerprints), which the writable open then stores; and whether
+    there is a state."""
+    from reconciler.secrets import new_fingerprint_key
+    from reconciler.state import NoState
+
+    with open_store(url, read_only=True) as store:
+        return store.fingerprint_key() or new_fingerprint_key(), not isinstance(store, NoState)
+
+
+@contextmanager
+def locked(store: StateStore, command: str) -> Iterator[None]:
+    from reconciler.state.base import LockHeld, StateError
+    from reconciler.state.sql import holder_identity
+
+    try:
+        lock = store.lock(command)
+    except LockHeld as exc:
+        if exc.holder.startswith(holder_identity(command)):  # this very command: `state copy`'s source, named again
+            fail(f"--from and --to name the same state ({store.url} is the source by another name): nothing to copy")
+        if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
+            fail(
+                f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
+                + _daemon_advice(command, exc.daemon_url)
+            )
+        fail(
+            f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
+            f"A lock held by a process that died is released by itself."
+        )
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
+            err_console().print(
+                f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+# Stopping the one holder is not enough: a standby replica takes the lock within a retry period.
+_STOP_EVERY_REPLICA = (
+    "stop the daemon first (SIGTERM), every replica of it: a standby takes the lock within seconds"
+    " (Kubernetes: `kubectl scale deploy/capctl --replicas=0`)"
+)
+
+
+def _daemon_advice(command: str, url: str | None) -> str:
+    sync = f"capctl sync --daemon {url}" if url else "capctl sync --daemon URL"
+    if command == "capctl apply":
+        return (
+            f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
+            f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
+        )
+    # After a copy it runs on the copy: on both states it would start each task twice.
+    then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"
+    return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then {then}."
+
+
+T = TypeVar("T")
+
+
+def run_async(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    import asyncio
+
+    from reconciler.plan import PlanError
+    from reconciler.state.base import StateError
+
+    try:
+        return asyncio.run(coro_factory())
+    except (PlanError, StateError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        # Outside an apply's changes (those report what was done, see `_interruptible`): nothing was changed.
+        fail("interrupted before any change was made", code=EXIT_INTERRUPTED)
+
+
+def retry_report(policy: RetryPolicy, console: Console) -> RetryReport:
+    """Progress lines on stderr while vendor calls are retried (stdout stays clean for --format json).
+    `console` is the one a progress bar draws on, so the lines print above the bar, not into it."""
+    from rich.text import Text
+
+    from reconciler.clock import SystemClock
+    from reconciler.retry import RetryReport
+
+    return RetryReport(lambda line: console.print(Text(line), soft_wrap=True), SystemClock(), policy)
+
+
+class LineProgress:
+    """Progress of long work where no bar can be drawn (CI logs, a pipe): a line on stderr every `every`
+    seconds, so a 30 s refresh of 2,000 tasks is not 30 s of silence. The subset of rich's Progress that the
+    commands use; short work prints nothing."""
+
+    def __init__(
+        self, label: str, total: int, console: Console, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._label, self._total, self._console, self._every, self._clock = label, total, console, every, clock
+        self._done = 0
+        self._start = self._next = 0.0
+
+    @staticmethod
+    def instead_of_a_bar(console: Console) -> bool:
+        """Lines rather than a bar: stderr is no terminal (a CI log, a pipe, whatever FORCE_COLOR says), or a
+        dumb one (TERM=dumb, as in Emacs' shell), where rich draws no bar: a long apply showed nothing at all."""
+        return not sys.stderr.isatty() or console.is_dumb_terminal
+
+    def __enter__(self) -> LineProgress:
+        self._start = self._clock()
+        self._next = self._start + self._every
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def add_task(self, _name: str, total: float | None = None) -> TaskID:
+        from rich.progress import TaskID
+
+        return TaskID(0)
+
+    def advance(self, _task: TaskID) -> None:
+        self._done += 1
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            of = f"/{self._total}" if self._total else ""
+            self._console.print(
+                f"{self._label}: {self._done}{of} ({now - self._start:.0f} s)", markup=False, soft_wrap=True
+            )
+
+
+def progress_bar(
+    total: int, label: str, console: Console | None = None, *, known_total: bool = True
+) -> Progress | LineProgress:
+    """A rich progress bar on stderr for long work on a terminal; elsewhere a line every 10 s (LineProgress).
+    `known_total` false: the count is of work done, its end is not known in advance (a refresh)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or err_console()
+    if LineProgress.instead_of_a_bar(console):
+        return LineProgress(label, total if known_total else 0, console)
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=total < 20,
+    )
+    return progress
+
+
+def retry_policy() -> RetryPolicy:
+    from reconciler.retry import RetryPolicy
+
+    try:
+        return RetryPolicy.from_env(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def say_if_no_state(store: StateStore, consequence: str) -> bool:
+    """On stderr, where a read-only command looked for a state and found none; True if so."""
+    from reconciler.state import NoState
+
+    if not isinstance(store, NoState):
+        return False
+    where = str(store.missing)
+    err_console().print(f"{where[:1].upper()}{where[1:]}: {consequence}.", markup=False, soft_wrap=True)
+    return True
+
+
+def split_listen(listen: str, example: str) -> tuple[str, int]:
+    from reconciler.listen import parse_listen
+
+    try:
+        return parse_listen(listen, example=example)
+    except ValueError as exc:
+        fail(str(exc))

@@ -1,0 +1,320 @@
+"""The commands around the daemon: `run` (the daemon itself), `sync` (asks it to reconcile now) and `wake`
+(clears a dormant or backing-off task's wait, for the next apply or the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from reconciler.cli.common import fail, locked, open_store, out_console, paths_or_default, setup_logs, split_listen
+from reconciler.cli.options import LogLevelOpt, PathsArg, StateOpt, complete_task_keys
+
+__all__ = ["run", "sync", "wake"]
+
+
+def _duration_option(option: str, value: str, *, also: str = "") -> int:
+    """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option (and
+    `also`, what else it takes)."""
+    from reconciler.spec.fields import parse_duration
+
+    try:
+        return int(parse_duration(int(value) if value.isdigit() else value))
+    except ValueError as exc:
+        fail(f"{option}: {exc}{also}")
+
+
+def run(
+    paths: PathsArg = None,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="HOST:PORT for callbacks, /healthz, /readyz, /metrics and the status page (use 0.0.0.0:8080 in a "
+            "container, with --status-token-ref).",
+        ),
+    ] = "127.0.0.1:8080",
+    resync: Annotated[
+        str,
+        typer.Option(
+            "--resync",
+            metavar="DURATION",
+            help="Longest a running task goes unobserved, whatever callbacks say, ± 10 % jitter "
+            "(longer only when tasks ÷ query budget needs it; a duration: 30s, 5m, or seconds).",
+        ),
+    ] = "30s",
+    prune: Annotated[
+        bool, typer.Option("--prune/--no-prune", help="Stop tasks of jobs removed from the specs.")
+    ] = True,
+    max_prune: Annotated[
+        float,
+        typer.Option(
+            "--max-prune",
+            min=0,
+            max=100,
+            metavar="PERCENT",
+            help="A spec change that removes more than this share of the tasks in the state prunes none of them "
+            "and waits for a human (`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
+        ),
+    ] = 50.0,
+    prune_grace: Annotated[
+        str,
+        typer.Option(
+            "--prune-grace",
+            metavar="DURATION",
+            help="How long a task must be missing from the specs before it is stopped (a file rewritten in "
+            "place is briefly missing documents); one that comes back in time is left alone. 0 prunes at once.",
+        ),
+    ] = "30s",
+    read_timeout: Annotated[
+        str,
+        typer.Option(
+            "--read-timeout",
+            metavar="DURATION",
+            help="A connection must send a whole request (headers and body) within this long of connecting or of "
+            "its last answer, else it is closed (a duration: 10s, or seconds).",
+        ),
+    ] = "10s",
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            min=1,
+            help="Open connections at most; beyond it a new one closes the one waiting longest for its request. "
+            "Default: the file-descriptor limit (ulimit -n) less 128, at most 1024.",
+        ),
+    ] = None,
+    status_page: Annotated[
+        bool,
+        typer.Option(
+            "--status-page/--no-status-page",
+            help="Serve the read-only status page (GET /) and its JSON twin (GET /api/v1/status) on --listen: "
+            "what runs, what the vendor stopped, where capture was lost. See docs/status-page.md.",
+        ),
+    ] = True,
+    status_token_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--status-token-ref",
+            metavar="env:NAME|file:PATH",
+            help="Require this bearer token for the status page and its JSON (a browser asks for it as the "
+            "password), read at start from an environment variable or a file, e.g. a mounted Kubernetes Secret. "
+            "Callbacks keep their own signature checks.",
+        ),
+    ] = None,
+    lease_duration: Annotated[
+        str,
+        typer.Option(
+            "--lease-duration",
+            metavar="DURATION",
+            help="Replicas on one state: the leader's lock lapses this long after its last renew, on the "
+            "database's clock; a standby then takes over (a duration: 15s, or seconds).",
+        ),
+    ] = "15s",
+    renew_deadline: Annotated[
+        str,
+        typer.Option(
+            "--renew-deadline",
+            metavar="DURATION",
+            help="The leader stops acting (and stands by) this long after its last successful renew began, on its "
+            "own clock; must be below --lease-duration.",
+        ),
+    ] = "10s",
+    retry_period: Annotated[
+        str,
+        typer.Option(
+            "--retry-period",
+            metavar="DURATION",
+            help="A standby tries to take the lead, and the leader renews, this often; must be below --renew-deadline.",
+        ),
+    ] = "2s",
+    state: StateOpt = None,
+    state_wait: Annotated[
+        str,
+        typer.Option(
+            "--state-wait",
+            metavar="DURATION",
+            help="How long to wait at start for a state store whose server does not answer (a PostgreSQL not up "
+            "yet), trying again every 1 s to 30 s while /healthz answers and /readyz says why; then exit 1. "
+            "0 exits at once (a duration: 5m, or seconds; or forever).",
+        ),
+    ] = "forever",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """The daemon: reconcile forever, watch the spec files (and the files their references read), serve
+    callbacks, probes and the status page.
+    Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
+    the state's inbox).
+
+    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop one they cover.
+
+    Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
+
+    POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
+    """
+    from reconciler.daemon import run_daemon
+    from reconciler.daemon.http import daemon_sync_token
+    from reconciler.daemon.starting import FOREVER
+    from reconciler.leader import LeaderSettings
+
+    split_listen(listen, "127.0.0.1:8080")
+    resync_seconds = _duration_option("--resync", resync)
+    if resync_seconds <= 0:
+        fail("--resync must be at least 1s")
+    grace_seconds = _duration_option("--prune-grace", prune_grace)
+    read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
+    if read_timeout_seconds <= 0:
+        fail("--read-timeout must be at least 1s")
+    wait_seconds = (
+        FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait, also=", or forever"))
+    )
+    status_token = None
+    if status_token_ref is not None:
+        from reconciler.status.token import read_token
+
+        try:
+            status_token = read_token(status_token_ref, os.environ)
+        except ValueError as exc:
+            fail(str(exc))
+    try:
+        leader = LeaderSettings.parse(
+            lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+        )
+        daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
+    except ValueError as exc:  # LeaderSettingsError is one
+        fail(str(exc))
+    setup_logs(log_level)
+    raise typer.Exit(
+        run_daemon(
+            paths_or_default(paths),
+            listen=listen,
+            resync=float(resync_seconds),
+            prune=prune,
+            state_url=state,
+            log_level=None,
+            max_prune=max_prune,
+            prune_grace=float(grace_seconds),
+            read_timeout=float(read_timeout_seconds),
+            max_connections=max_connections,
+            status_page=status_page,
+            status_token=status_token,
+            leader=leader,
+            state_wait=wait_seconds,
+        )
+    )
+
+
+def sync(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY",
+            help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
+            autocompletion=complete_task_keys,
+        ),
+    ] = None,
+    daemon: Annotated[
+        str,
+        typer.Option(
+            "--daemon",
+            metavar="URL",
+            envvar="CAPCTL_DAEMON",
+            show_envvar=True,
+            help="URL of the running `capctl run` (its --listen).",
+        ),
+    ] = "http://127.0.0.1:8080",
+) -> None:
+    """Ask the running daemon to reconcile now (these keys, or every task), looking at the vendors first.
+
+    It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
+    keeps waiting), within the vendors' rate budgets. Use it instead of `capctl apply` while a daemon runs.
+    When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
+    """
+    import httpx
+
+    from reconciler.daemon.http import SYNC_PATH, sync_token
+    from reconciler.redact import redact_url, scrub_text
+    from reconciler.secrets import Secret
+
+    url = daemon.rstrip("/")
+    try:
+        base = redact_url(url)  # what messages show: a password in the URL is not printed
+        target = httpx.URL(url + SYNC_PATH)
+    except (ValueError, httpx.InvalidURL):  # not quoted: neither can say which part is a password
+        fail(
+            "--daemon: the URL cannot be read (an unclosed [ or a port that is not a number): expected the "
+            "daemon's URL, e.g. http://127.0.0.1:8080"
+        )
+    if not url.startswith(("http://", "https://")):
+        fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
+        fail(
+            f"cannot reach the daemon at {base}: {said}. Is `capctl run` serving there? "
+            "Point --daemon or CAPCTL_DAEMON at its --listen address."
+        )
+    try:
+        reply = answer.json()
+        reason, queued = str(reply["reason"]), int(reply.get("queued", 0))
+    except (ValueError, KeyError, TypeError):
+        fail(f"{base} answered {answer.status_code} {answer.reason_phrase}, not as a capctl daemon: is --daemon right?")
+    if answer.status_code != 200:
+        fail(f"the daemon at {base} queued nothing: {reason}")
+    what = f"{queued} task(s)" if keys else f"every task ({queued})"
+    out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False, soft_wrap=True)
+    for key in keys or ():
+        out_console().print(f"  {key}", markup=False, soft_wrap=True)
+
+
+def wake(
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+        ),
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
+
+    Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
+    room activity)."""
+    from reconciler import transitions
+    from reconciler.plan import fmt_time, waited_after
+    from reconciler.state import NoState
+
+    with open_store(state, read_only=True) as store:  # waking a task in no state creates none
+        if isinstance(store, NoState):
+            fail(f"nothing to wake: {store.missing}")
+        with locked(store, "capctl wake"):
+            records = {k: r for k in dict.fromkeys(keys) if (r := store.record(k)) is not None}
+            unknown = [k for k in keys if k not in records]
+            if unknown:
+                named = ", ".join(repr(k) for k in unknown)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+            lines, woken = [], []
+            for key in dict.fromkeys(keys):
+                record = records[key]
+                new = transitions.woken(record)
+                if new is None:
+                    lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                    continue
+                woken.append(new)
+                slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+                lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
+            serial = store.put_many(woken) if woken else None
+    for line in lines:
+        typer.echo(line)
+    if serial is not None:
+        typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")

@@ -1,0 +1,135 @@
+"""The options and arguments several commands share (spec paths, --state, --target, -l, --log-level,
+--no-color), and the shell completions they offer.
+
+Declared once, so a flag reads, completes and is documented the same in every command that takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reconciler.cli.common import LOG_LEVELS, set_no_color
+
+__all__ = [
+    "LabelOpt",
+    "LogLevelOpt",
+    "NoColorOpt",
+    "PathsArg",
+    "ReplaceOpt",
+    "StateOpt",
+    "TargetOpt",
+    "complete_choices",
+    "complete_task_keys",
+]
+
+
+def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys in the state that start with what was typed (shell completion: reads, never creates).
+
+    The state is the one the command line names so far (`--state`), else `CAPCTL_STATE`, else the default.
+    """
+    from reconciler.state import open_state
+    from reconciler.state.base import StateError
+
+    url = ctx.params.get("state")
+    try:
+        # A database that does not answer holds the shell's prompt: give up sooner than commands do.
+        store = open_state(url if isinstance(url, str) else None, create=False, connect_timeout=2)
+        try:
+            keys = store.keys()
+        finally:
+            store.close()
+    except StateError:
+        return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
+    return [k for k in keys if k.startswith(incomplete)]
+
+
+def complete_choices(*choices: str) -> Callable[[str], list[str]]:
+    """Shell completion of an option that takes one of these words (--format, --output, --log-level)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="PATH", help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"
+    ),
+]
+
+
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        metavar="URL",
+        envvar="CAPCTL_STATE",
+        show_envvar=True,
+        help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…",
+    ),
+]
+
+
+def _task_keys_option(flag: str, help: str) -> Any:
+    """A repeatable option naming task keys, completed from the state's keys (--target, --replace)."""
+    return typer.Option(flag, metavar="KEY", autocompletion=complete_task_keys, help=help)
+
+
+TargetOpt = Annotated[
+    list[str] | None,
+    _task_keys_option(
+        "--target",
+        "Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
+        "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
+    ),
+]
+
+
+ReplaceOpt = Annotated[
+    list[str] | None,
+    _task_keys_option(
+        "--replace",
+        "Plan the whole set with this task key stopped and started again (as Terraform's -replace). Repeatable.",
+    ),
+]
+
+
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        metavar="LABELS",
+        help="Only tasks of jobs whose metadata.labels match: key=value, key!=value, key (set) or !key (unset); "
+        "comma-separated or repeated, all must hold.",
+    ),
+]
+
+
+LogLevelOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        envvar="CAPCTL_LOG_LEVEL",
+        autocompletion=complete_choices(*LOG_LEVELS),
+        help="debug, info, warning or error.",
+    ),
+]
+
+
+NoColorOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-color",
+        callback=set_no_color,
+        help="Plain text: no colours or styles (as the NO_COLOR environment variable).",
+    ),
+]

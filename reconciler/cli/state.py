@@ -1,0 +1,433 @@
+"""The `capctl state` commands: list, show, init, copy, rm and import the task records of a state store.
+
+They read and edit the state directly (under its lock where they write), never a vendor, but for `import`,
+which checks the adopted task at the vendor first.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack, closing
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from reconciler.cli.common import (
+    EXIT_INTERRUPTED,
+    err_console,
+    fail,
+    load_specs,
+    locked,
+    open_store,
+    paths_or_default,
+    retry_policy,
+    retry_report,
+    run_async,
+    say_if_no_state,
+    setup_logs,
+    state_fingerprint_key,
+)
+from reconciler.cli.options import LabelOpt, LogLevelOpt, PathsArg, StateOpt, complete_choices, complete_task_keys
+from reconciler.streams import write_json
+
+if TYPE_CHECKING:
+    from reconciler.model import DesiredTask, Observed, TaskRecord
+    from reconciler.spec import SpecSet
+    from reconciler.state.base import StateStore
+
+__all__ = ["state_copy", "state_import", "state_init", "state_list", "state_rm", "state_show"]
+
+
+def complete_statuses(incomplete: str) -> list[str]:
+    from reconciler.model import TaskStatus
+
+    return [s.value for s in TaskStatus if s.value.startswith(incomplete)]
+
+
+def record_to_dict(record: TaskRecord) -> dict[str, Any]:
+    """Every field of a task record, enums by value, times (`*_at`) in RFC 3339 as a plan's JSON has them
+    (the state's own encoding omits defaults and keeps epoch seconds)."""
+    import dataclasses
+    import enum
+
+    from reconciler.plan import rfc3339
+
+    def shown(name: str, value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        return rfc3339(value) if name.endswith("_at") and isinstance(value, float) else value
+
+    return {f.name: shown(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
+    """`state list`'s filters, checked before the state is read: each given filter must hold."""
+    from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, label_matcher, selector_matches
+
+    wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
+    known = {s.value for s in TaskStatus}
+    if unknown := sorted(wanted - known):
+        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}")
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+        matches_labels = label_matcher(labels)
+    except PlanError as exc:
+        fail(str(exc))
+
+    def keep(record: TaskRecord) -> bool:
+        return (
+            (not keys or any(selector_matches(k, record.key) for k in keys))
+            and (not wanted or record.status.value in wanted)
+            and matches_labels(record.labels)
+        )
+
+    return keep
+
+
+def state_list(
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY",
+            help="Only these tasks: task keys or kind/name, with * in the name or room part "
+            "('SnapshotJob/lobby-*/*'), as --target.",
+            autocompletion=complete_task_keys,
+        ),
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            autocompletion=complete_statuses,
+            help="Only tasks in this status (pending, running, stopped, failed, done, dormant, removed); "
+            "repeatable or comma-separated.",
+        ),
+    ] = None,
+    selector: LabelOpt = None,
+    state: StateOpt = None,
+    output: Annotated[
+        # --format as plan and show spell it; -o/--output as kubectl does
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            "--format",
+            metavar="FORMAT",
+            autocompletion=complete_choices("table", "json"),
+            help="table or json.",
+        ),
+    ] = "table",
+) -> None:
+    """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
+    if output not in ("table", "json"):
+        fail(f"--output {output!r}: expected table or json")
+    keep = _record_filter(keys or [], status or [], selector or [])
+    with open_store(state, read_only=True) as store:
+        # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
+        say_if_no_state(store, "no task is recorded (apply or run creates it)")
+        snapshot = store.load()
+    records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
+    if output == "json":
+        write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
+        return
+    from reconciler.render import render_state_table
+
+    typer.echo(render_state_table(records, snapshot.serial))
+
+
+def _no_task(key: str, store: StateStore) -> NoReturn:
+    from reconciler.state import NoState
+
+    if isinstance(store, NoState):
+        fail(f"no task {key!r}: {store.missing}")
+    fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`)")
+
+
+def state_init(state: StateOpt = None) -> None:
+    """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
+
+    It creates the capctl tables where there is no state, in an empty SQLite file, or in an SQLite file or
+    PostgreSQL database without capctl tables (apply, run and demo also create a state where there is none).
+    An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt pages) is
+    refused: restore it from a backup, or move it away."""
+    from reconciler.state import open_state
+    from reconciler.state.sql import SqlStateStore
+
+    store = open_state(state, init=True)
+    try:
+        serial = store.serial()
+    finally:
+        store.close()
+    if isinstance(store, SqlStateStore) and store.created:
+        typer.echo(f"Started a new state at {store.url} (serial {serial}).")
+    else:
+        typer.echo(f"A state already exists at {store.url} (serial {serial}): nothing changed.")
+
+
+def state_copy(
+    to: Annotated[
+        str, typer.Option("--to", metavar="URL", help="The state to copy into: a new or empty one (see --force).")
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="URL",
+            envvar="CAPCTL_STATE",
+            show_envvar=True,
+            help="The state to copy (default sqlite:///.capctl/state.db).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the tasks, rooms and inbox of a destination that holds a state.")
+    ] = False,
+) -> None:
+    """Copy a whole state to another store, e.g. SQLite to PostgreSQL before running several replicas.
+
+    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity and the callback inbox.
+
+    Both states' locks are taken: stop every daemon replica first.
+
+    The destination gets all of it or nothing (one transaction); one that holds task records is refused unless
+    --force. Its serial never moves back.
+
+    The source is left as it was: point every capctl at the copy, then move the source away."""
+    from reconciler.state import open_state
+    from reconciler.state.sql import SqlStateStore
+
+    with ExitStack() as stack:
+        src = stack.enter_context(closing(open_state(source, create=False)))
+        assert isinstance(src, SqlStateStore)  # as every store open_state makes
+        stack.enter_context(locked(src, "capctl state copy"))
+        try:
+            copy = src.export()  # before the destination is opened: a refusal creates nothing there
+        except KeyboardInterrupt:
+            fail("interrupted while reading the source: nothing was copied", code=EXIT_INTERRUPTED)
+        dst = stack.enter_context(closing(open_state(to)))
+        assert isinstance(dst, SqlStateStore)
+        if src.url == dst.url:
+            fail(f"--from and --to name the same state ({src.url}): nothing to copy")
+        stack.enter_context(locked(dst, "capctl state copy"))
+        err = err_console()
+
+        def progress(done: int, total: int) -> None:
+            if total >= 10_000:  # a small state is copied in a blink: no running count
+                err.print(f"copied {done:,} of {total:,} task records", soft_wrap=True)
+
+        try:
+            serial = dst.import_copy(copy, replace=force, progress=progress)
+        except KeyboardInterrupt:  # its transaction was rolled back
+            fail(f"interrupted: nothing was copied, {dst.url} is as it was", code=EXIT_INTERRUPTED)
+    key = "the fingerprint key" if copy.key_hex else "no fingerprint key (the source's hashes are not keyed yet)"
+    typer.echo(
+        f"Copied the state at {src.url} (serial {copy.serial}) to {dst.url} (serial {serial}): "
+        f"{len(copy.records):,} task record(s), tombstones included; {key}; the activity of {len(copy.rooms)} "
+        f"room(s); {len(copy.inbox)} inbox entr{'y' if len(copy.inbox) == 1 else 'ies'}."
+    )
+    typer.echo(
+        f"Point every capctl at {dst.url} now (--state, CAPCTL_STATE) and move the source away, keeping it as a "
+        "backup: a daemon on each state would start each task twice."
+    )
+
+
+def state_show(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+        ),
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Show one task's record as JSON."""
+    with open_store(state, read_only=True) as store:
+        record = store.record(key)
+    if record is None:
+        _no_task(key, store)
+    typer.echo(json.dumps(record_to_dict(record), indent=2))
+
+
+def state_rm(
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY",
+            help="Task keys to forget, or globs as `state list` takes them ('SnapshotJob/lobby-*/*')",
+            autocompletion=complete_task_keys,
+        ),
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
+    tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
+    others that do)."""
+    from reconciler.model import TaskStatus
+    from reconciler.plan import PlanError, check_selector, selector_matches
+    from reconciler.state import NoState
+
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
+    with open_store(state, read_only=True) as store:  # forgetting a task in no state creates none
+        if isinstance(store, NoState):
+            _no_task(keys[0], store)
+        with locked(store, "capctl state rm"):
+            known = store.keys()
+            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            # A key named outright must be there (a typo forgets nothing); a glob may match nothing, as long as
+            # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
+            unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
+            if unmatched or not any(matched.values()):
+                if len(keys) == 1:
+                    _no_task(keys[0], store)
+                named = ", ".join(repr(k) for k in unmatched or keys)
+                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
+            forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
+            serial = store.delete_many(forgotten)
+    running = False
+    for key, record in forgotten.items():
+        if record is not None and record.status is TaskStatus.REMOVED:
+            typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+        else:
+            running = True
+            typer.echo(f"Removed {key} from the state (serial {serial}).")
+    if running:
+        typer.echo(
+            "The vendor tasks, if any, keep running. While the specs declare their jobs, the next apply (or the "
+            "daemon) starts them again: remove the jobs to hand the tasks back, or `capctl state import` them again."
+        )
+
+
+def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Task keys the specs in ./specs declare that the state does not track yet: what `state import` can
+    adopt (shell completion: reads no secret, creates nothing; any error offers nothing)."""
+    from reconciler.spec import SpecErrors, load_spec_set
+
+    try:
+        declared = load_spec_set(["specs"], resolve_secrets=False).tasks
+    except (SpecErrors, OSError):
+        return []
+    tracked = set(complete_task_keys(ctx, incomplete))
+    return [k for k in declared if k.startswith(incomplete) and k not in tracked]
+
+
+def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask:
+    import difflib
+
+    from reconciler.model import job_of
+
+    task = spec_set.tasks.get(key)
+    if task is not None:
+        return task
+    if any(key.startswith(f"{c.job.kind}/{c.job.name}/") for c in spec_set.selector_jobs):
+        fail(
+            f"{key}: {job_of(key)} picks its rooms with a selector, whose tasks start as the rooms become active; "
+            "import adopts the tasks of named rooms and files only"
+        )
+    close = difflib.get_close_matches(key, list(spec_set.tasks), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    fail(f"{key}: no such task in the specs ({', '.join(paths)}){hint}; import adopts a task the specs declare")
+
+
+def _adopt_checked(record: TaskRecord, store: StateStore, spec_set: SpecSet, *, vendor: bool = True) -> TaskRecord:
+    """The record to store for the probe `record`: checked against the state, then (`vendor`) at the vendor."""
+    from reconciler.adopt import AdoptError, adopted, check_unclaimed
+    from reconciler.model import ApiFamily
+
+    async def observe() -> Observed | None:
+        from reconciler.clock import SystemClock
+        from reconciler.engine import provider_pool
+        from reconciler.execute import observe_all
+
+        retry, clock = retry_policy(), SystemClock()
+        async with provider_pool(spec_set.providers, clock) as pool:
+            found = await observe_all(
+                {record.key: record}, pool, clock, retry=retry, on_retry=retry_report(retry, err_console())
+            )
+        return found.get(record.key)
+
+    try:
+        check_unclaimed(record, store.load().records)
+        if vendor:
+            # MediaThumbnails has no status query: a thumbnail task is recorded on the operator's word.
+            observed = None if record.family is ApiFamily.ZEGO_THUMBNAIL else run_async(observe)
+            return adopted(record, observed)
+    except AdoptError as exc:
+        fail(f"{record.key}: {exc}")
+    return record
+
+
+def state_import(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="The task key the specs give it (kind/name/room)", autocompletion=complete_spec_keys
+        ),
+    ],
+    vendor_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="VENDOR_TASK_ID",
+            help="The vendor's id of the task: a Volcengine TaskId, a ZEGO recording's TaskId (legacy: task_id), "
+            "a MediaThumbnails TaskId",
+        ),
+    ],
+    paths: PathsArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check the task at the vendor and say what would be recorded; write nothing."),
+    ] = False,
+    state: StateOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Adopt a task started outside capctl as KEY's, without stopping it, as `terraform import` does.
+
+    The vendor's status query must find it running in KEY's room (a MediaThumbnails task, which has no status
+    query, is taken on your word); it is then recorded as if capctl had started it with the spec's settings,
+    so `capctl plan` shows it unchanged."""
+    from reconciler.adopt import AdoptError, describe, probe
+    from reconciler.clock import SystemClock
+    from reconciler.model import TaskStatus
+    from reconciler.plan import fmt_time
+
+    setup_logs(log_level)
+    spec_paths = paths_or_default(paths)
+    # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
+    hash_key, _ = state_fingerprint_key(state)
+    spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
+    task = _task_to_import(spec_set, key, spec_paths)
+    try:
+        record = probe(task, vendor_id, SystemClock().now(), app_id=spec_set.providers[task.provider].app_id)
+    except AdoptError as exc:
+        fail(f"{key}: {exc}")
+    # Checked read-only first, so a refusal creates no state; a dry run stops there.
+    with open_store(state, read_only=True) as store:
+        found = _adopt_checked(record, store, spec_set)
+    if not dry_run:
+        with open_store(state) as store, locked(store, "capctl state import"):
+            if store.fingerprint_key(hash_key) != hash_key:
+                fail("another command created the state meanwhile; nothing was imported: run it again")
+            serial = store.put(_adopt_checked(found, store, spec_set, vendor=False))  # what changed since
+    what = describe(found)
+    how = (
+        "recorded as submitted (MediaThumbnails has no status query: not checked at the vendor)"
+        if found.status is TaskStatus.DONE
+        else f"running since {fmt_time(found.started_at)}"
+        if found.started_at
+        else "running"
+    )
+    if dry_run:
+        typer.echo(f"Would import {key}: the {what}, {how}. Nothing was written (--dry-run).")
+        return
+    typer.echo(
+        f"Imported {key} (serial {serial}): the {what}, {how}. capctl now keeps it as if it had started it with "
+        "the spec's settings: `capctl plan` shows it unchanged."
+    )
