@@ -425,8 +425,9 @@ def _diff_one(
 ) -> Change:
     if record is None:
         return _change(Action.CREATE, "new task: not in state", task, None, after=after)
-    if replace_requested:
-        return _change(Action.REPLACE, _requested(task, record), task, record, after=after)
+    if replace_requested:  # what else changed is shown too: it is started with the new spec
+        changed = field_changes(record.request, after) if record.spec_hash != task.spec_hash else ()
+        return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
@@ -444,7 +445,7 @@ def _diff_one(
         reason = f"{what} was not confirmed (interrupted): {_resumed(record)}"
         return _change(_start_again(record), reason, task, record, after=after)
     if record.spec_hash != task.spec_hash:
-        return _diff_changed(task, record, obs, after)
+        return _diff_changed(task, record, obs, after, now)
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         if record.status is TaskStatus.FAILED:
             return _change(
@@ -521,7 +522,9 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
 
 
-def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None) -> Change:
+def _diff_changed(
+    task: DesiredTask, record: TaskRecord, obs: Observed | None, after: dict[str, Any] | None, now: float
+) -> Change:
     if task.family is ApiFamily.ZEGO_THUMBNAIL:
         return _change(
             Action.REPLACE,
@@ -557,7 +560,13 @@ def _diff_changed(task: DesiredTask, record: TaskRecord, obs: Observed | None, a
         return _change(Action.UPDATE, "spec changed: the vendor updates it in place", task, record, details, after)
     if live and task.updatable:
         details = _mark_forcing(details, task.updatable)
-    how = "the vendor cannot change it in place" if live else "not running, start anew"
+    # Not running: why, as a re-issue says it (the reviewer would lose the vendor's stop behind the edit).
+    why = None
+    if ended and obs is not None:
+        why = stop_description(obs, record, now)
+    elif record.stop_reason:
+        why = record.stop_reason + (f" at {fmt_time(record.stopped_at)}" if record.stopped_at else "")
+    how = "the vendor cannot change it in place" if live else f"not running{f' ({why})' if why else ''}, start anew"
     reason = (_app_moved(task, record) if live else None) or f"spec changed: {how}"
     return _change(Action.REPLACE, reason, task, record, details, after)
 

@@ -353,8 +353,15 @@ def apply(
             "observed vendor latency (at most 128), so the budgets bound the apply.",
         ),
     ] = None,
-    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.")] = True,
-    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Observe vendor status first.")] = True,
+    # None when not given: a saved plan fixed them, so one given with --plan is refused, not ignored.
+    prune: Annotated[
+        bool | None,
+        typer.Option("--prune/--no-prune", help="Stop tasks removed from the specs.", show_default="prune"),
+    ] = None,
+    refresh: Annotated[
+        bool | None,
+        typer.Option("--refresh/--no-refresh", help="Observe vendor status first.", show_default="refresh"),
+    ] = None,
     target: TargetOpt = None,
     replace: ReplaceOpt = None,
     selector: LabelOpt = None,
@@ -368,8 +375,16 @@ def apply(
     SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
     setup_logs(log_level)
-    if plan_file and (target or replace or selector):
-        fail("--target, --replace and -l cannot be combined with --plan: they were fixed when the plan was made")
+    fixed_by_plan = {
+        "--target": target,
+        "--replace": replace,
+        "-l": selector,
+        "--prune/--no-prune": prune is not None,
+        "--refresh/--no-refresh": refresh is not None,
+    }
+    given = [flag for flag, value in fixed_by_plan.items() if value]
+    if plan_file and given:
+        fail(f"{', '.join(given)} cannot be combined with --plan: they were fixed when the plan was made")
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = paths_or_default(paths) if paths or saved is None else list(saved.paths)
     with ExitStack() as held:
@@ -379,7 +394,11 @@ def apply(
         store = _locked_store(state, "capctl apply", held) if exists else None
         spec_set = load_specs(spec_paths, fingerprint_key=key)
         keep_until_exit()
-        options = saved.options if saved else _plan_options(spec_set, prune, refresh, target, replace, selector)
+        options = (
+            saved.options
+            if saved
+            else _plan_options(spec_set, prune is not False, refresh is not False, target, replace, selector)
+        )
         store = store or _locked_store(state, "capctl apply", held)
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")

@@ -199,7 +199,7 @@ class Checker:
             if api not in apis:
                 self.errors.add(
                     doc.raw.key_at(("spec", "rateLimits", api)),
-                    f"spec.rateLimits: unknown API {api!r} for {spec.type}{did_you_mean(api, apis)}; "
+                    f"spec.rateLimits: unknown API {quote(api)} for {spec.type}{did_you_mean(api, apis)}; "
                     f"known: {', '.join(apis)}",
                 )
         if isinstance(spec, VolcengineProvider):
@@ -214,7 +214,7 @@ class Checker:
                 if other != spec.cloudrecord_api:  # it would limit nothing: no call of that API is made
                     self.errors.add(
                         doc.raw.key_at(("spec", "rateLimits", api)),
-                        f"spec.rateLimits: {api!r} is a call of the {other} cloud recording API, "
+                        f"spec.rateLimits: {quote(api)} is a call of the {other} cloud recording API, "
                         f"only used with cloudrecordApi: {other}",
                     )
 

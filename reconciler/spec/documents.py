@@ -123,6 +123,8 @@ def _field_names(model: type[BaseModel], path: Path) -> list[str]:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, str):  # also a reference's text (RefStr, SecretText): no class name in a message
+        return _TYPE_NAMES[str]
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -131,6 +133,14 @@ _BOUNDS: Final = {
     "less_than_equal": ("le", "at most"),
     "greater_than": ("gt", "greater than"),
     "less_than": ("lt", "less than"),
+}
+
+
+# A quoted number or boolean (`width: "800"`): the value the field wants, written as text.
+_UNQUOTED: Final = {
+    "int_type": re.compile(r"-?\d+"),
+    "float_type": re.compile(r"-?\d+(\.\d+)?"),
+    "bool_type": re.compile(r"true|false"),
 }
 
 
@@ -166,12 +176,16 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         bound, word = _BOUNDS[kind]
         return f"{field}: must be {word} {ctx.get(bound)}, got {value}"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "model_type":  # pydantic names the model's class: "… or instance of StreamSelector"
+        msg = "Input should be a valid mapping"
     if kind.endswith("_type"):
         msg += f", got {_describe(value)}"
     if kind == "string_type" and isinstance(value, bool):  # `rooms: [on]`: YAML 1.1 reads it as true
         msg += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
     elif kind == "string_type" and isinstance(value, int | float):
         msg += " (quote it to make it text)"
+    elif type(value) is str and (shape := _UNQUOTED.get(kind)) and shape.fullmatch(value):  # not a reference's
+        msg += " (write it without quotes: quoted, it is text)"
     return f"{field}: {msg}"
 
 
@@ -256,9 +270,14 @@ def _entry(model: type[BaseModel], item: Any) -> BaseModel | None:
         return None
 
 
-# Values that pass a required field's validation when it is broken, tried in order (a name, room names):
-# no check reads a broken field, they only let the rest of the document be modelled.
-_PLACEHOLDERS: Final[tuple[Any, ...]] = ("placeholder", ["placeholder"])
+# Values that pass a required field's validation when it is broken, tried in order (a name, room names, a
+# thumbnail's files when none is valid): no check reads a broken field, they only let the rest of the
+# document be modelled.
+_PLACEHOLDERS: Final[tuple[Any, ...]] = (
+    "placeholder",
+    ["placeholder"],
+    [{"cdn": "tencent", "fileId": "placeholder", "definition": 0}],
+)
 
 
 def _broken_fields(data: dict[str, Any], problems: list[Any]) -> frozenset[str] | None:

@@ -64,11 +64,18 @@ class ErrorSink:
 
 
 def dotted(path: Iterable[str | int]) -> str:
-    """`spec.streams[2].user` for the path ("spec", "streams", 2, "user")."""
+    """`spec.streams[2].user` for the path ("spec", "streams", 2, "user"). A key the user wrote (an unknown
+    field, a label, a rateLimits API) is shortened as a quoted value is: a 10,000-character key is no name."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(str(part)))
     return out
+
+
+def _key(key: str) -> str:
+    """A key as a message shows it: shortened, and escaped when it holds a character that would act on the
+    reader's terminal (`spec.x\x1b[2J`), as `quote` escapes a value."""
+    return shorten(key if key.isprintable() else key.encode("unicode_escape").decode("ascii"))
 
 
 def quote(value: object) -> str:

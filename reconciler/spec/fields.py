@@ -28,6 +28,8 @@ __all__ = [
     "DURATION_FORMS",
     "DURATION_SCHEMA_MARKER",
     "ENDPOINT_PATTERN",
+    "LITERAL_ONLY",
+    "LITERAL_SCHEMA_MARKER",
     "NAME_PATTERN",
     "SECRET_SCHEMA_MARKER",
     "VOLC_ID_PATTERN",
@@ -38,11 +40,14 @@ __all__ = [
     "Endpoint",
     "Int",
     "Name",
+    "Number",
+    "Printable",
     "RefStr",
     "SecretRef",
     "Text",
     "Width",
     "parse_duration",
+    "printable",
     "volc_task_id",
 ]
 
@@ -54,6 +59,7 @@ ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
 CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _INT_RE: Final = re.compile(r"^-?\d+$")
+_NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$")
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
 
 
@@ -136,7 +142,7 @@ def _usable_url(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 _UNPRINTABLE_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _printable(value: Any) -> Any:
+def printable(value: Any) -> Any:
     """Text written in the specs holds no control character (a reference's value may: a file's newline)."""
     if isinstance(value, str) and not isinstance(value, _FROM_REF) and (bad := _UNPRINTABLE_RE.search(value)):
         raise ValueError(
@@ -149,6 +155,12 @@ def _printable(value: Any) -> Any:
 def _ref_int(value: Any) -> Any:
     if isinstance(value, _FROM_REF) and _INT_RE.match(value):
         return int(value)
+    return value
+
+
+def _ref_number(value: Any) -> Any:
+    if isinstance(value, _FROM_REF) and _NUMBER_RE.match(value):
+        return float(value)
     return value
 
 
@@ -188,12 +200,19 @@ _DURATION_SCHEMA: Final = {
 
 Int = Annotated[int, BeforeValidator(_ref_int)]
 Bool = Annotated[bool, BeforeValidator(_ref_bool)]
+Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, BeforeValidator(_printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+Text = Annotated[str, BeforeValidator(printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+# Text that may be empty (a label's value: kubectl's may be); printed as Text is, so it holds no control character.
+Printable = Annotated[str, BeforeValidator(printable), WrapValidator(_keep_secret_text)]
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_usable_url)]
 CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_usable_url)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]
 # A resolved secret reference. `schema.py` turns the marker into the Reference schema (literals are refused).
 SECRET_SCHEMA_MARKER: Final = "x-capctl-secret"
 SecretRef = Annotated[Secret, WithJsonSchema({SECRET_SCHEMA_MARKER: True})]
+# A field that names a task (a job's name, a room, a glob, a file id, a TaskId): `refs.py` refuses a reference
+# there, so `schema.py` offers none either (`Field(json_schema_extra=LITERAL_ONLY)`).
+LITERAL_SCHEMA_MARKER: Final = "x-capctl-literal"
+LITERAL_ONLY: Final[dict[str, Any]] = {LITERAL_SCHEMA_MARKER: True}

@@ -20,10 +20,25 @@ from pydantic import (
     PlainValidator,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from reconciler.spec.fields import Bool, CallbackUrl, Duration, Endpoint, Int, Name, SecretRef, Text, Width
+from reconciler.spec.fields import (
+    LITERAL_ONLY,
+    Bool,
+    CallbackUrl,
+    Duration,
+    Endpoint,
+    Int,
+    Name,
+    Number,
+    Printable,
+    SecretRef,
+    Text,
+    Width,
+    printable,
+)
 
 __all__ = [
     "API_VERSION",
@@ -63,6 +78,16 @@ class _Model(BaseModel):
         arbitrary_types_allowed=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """An optional field given as null (`streams:` with every entry commented out) is not set: it takes
+        its default, as kubectl and Terraform read a null. A required field's null is still refused."""
+        if not isinstance(data, dict):
+            return data
+        optional = {field.alias or name for name, field in cls.model_fields.items() if not field.is_required()}
+        return {key: value for key, value in data.items() if value is not None or key not in optional}
+
 
 def _region(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -73,6 +98,7 @@ def _region(value: Any) -> int | str:
 Region = Annotated[
     int | str,
     PlainValidator(_region),
+    BeforeValidator(printable),  # a region name is shown in plans as any text
     WithJsonSchema(
         {
             "type": ["integer", "string"],
@@ -81,7 +107,7 @@ Region = Annotated[
         }
     ),
 ]
-Rate = Annotated[float, Field(gt=0, le=100_000)]
+Rate = Annotated[Number, Field(gt=0, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 
 
@@ -103,6 +129,7 @@ def _one_or_many(value: Any) -> Any:
 
 
 _PATTERNS_SCHEMA: Final = {
+    **LITERAL_ONLY,
     "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
     "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
 }
@@ -140,9 +167,10 @@ class Metadata(_Model):
         description=(
             "the document's name, unique per kind: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters; jobs"
             " name their Provider and Storage by it, and it is part of every task key"
-        )
+        ),
+        json_schema_extra=LITERAL_ONLY,
     )
-    labels: dict[str, str] = Field(
+    labels: dict[Printable, Printable] = Field(
         {}, description="string → string, for label selectors (plan, apply, state list -l team=safety)"
     )
 
@@ -159,7 +187,8 @@ _APP_ID: Final = (
 _RATE_LIMITS: Final = (
     "requests per second per API, overriding the documented limits (values > 0); keys: volcengine StartSnapshot, "
     "UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
-    "DescribeRecordStatus, MediaThumbnails, and with cloudrecordApi legacy start, stop, query, access_token"
+    "DescribeRecordStatus, MediaThumbnails, DescribeSimpleStreamList, and with cloudrecordApi legacy start, stop, "
+    "query, access_token (instead of the first three)"
 )
 
 
@@ -310,6 +339,7 @@ class SnapshotJobSpec(_Model):
         None,
         description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
         "matches [a-zA-Z0-9_@-.]{1,128}",
+        json_schema_extra=LITERAL_ONLY,
     )
 
 
@@ -525,7 +555,8 @@ class ThumbnailFile(_Model):
         description="where the file is: tencent (Vendor Tencent) or huawei (Vendor Huawei)"
     )
     file_id: Text = Field(
-        description="the Tencent FileID or the Huawei ObsObject; once per job (it is part of the task key)"
+        description="the Tencent FileID or the Huawei ObsObject; once per job (it is part of the task key)",
+        json_schema_extra=LITERAL_ONLY,
     )
     interval: Duration | None = Field(None, description="huawei only, required there: seconds between thumbnails, ≥ 1s")
     definition: Annotated[Int, Field(ge=0)] | None = Field(

@@ -11,16 +11,18 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
-from reconciler.spec.fields import SECRET_SCHEMA_MARKER
+from reconciler.spec.fields import LITERAL_SCHEMA_MARKER, SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
 __all__ = ["json_schema"]
 
 _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
+_NULL: Final = {"type": "null"}
 _META: Final = ("title", "description", "default")
-# Fields that select a schema must stay literal, and so must room selector globs: they name tasks (refs.py).
-_NO_REFS: Final = {"kind", "apiVersion", "type", "match", "exclude"}
+# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind); those that name a
+# task carry LITERAL_SCHEMA_MARKER (refs.py refuses a reference there).
+_NO_REFS: Final = {"kind", "apiVersion", "type"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
     "(relative to the spec file). Secret fields must be references.",
@@ -56,10 +58,14 @@ def _allow_refs(schema: Any) -> Any:
         return schema
     if schema.get(SECRET_SCHEMA_MARKER):
         return {**_REF, "description": "secret: must be a reference such as {env: NAME}"}
+    if schema.get(LITERAL_SCHEMA_MARKER):
+        return {k: v for k, v in schema.items() if k != LITERAL_SCHEMA_MARKER}
     out = dict(schema)
     if "properties" in out:
+        required = set(out.get("required", ()))
         out["properties"] = {
-            name: (sub if name in _NO_REFS else _allow_refs(sub)) for name, sub in out["properties"].items()
+            name: _nullable(sub if name in _NO_REFS else _allow_refs(sub), name in required)
+            for name, sub in out["properties"].items()
         }
     for key in ("items", "additionalProperties"):
         if isinstance(out.get(key), dict):
@@ -71,6 +77,16 @@ def _allow_refs(schema: Any) -> Any:
         meta = {k: out.pop(k) for k in _META if k in out}
         return {"anyOf": [out, _REF], **meta}
     return out
+
+
+def _nullable(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+    """An optional field may be null (`streams:` left empty): the models read it as not set (models.py)."""
+    if required or _NULL in schema.get("anyOf", ()) or schema.get("type") == "null":
+        return schema
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [*schema["anyOf"], _NULL]}
+    meta: dict[str, Any] = {k: schema[k] for k in _META if k in schema}
+    return {"anyOf": [{k: v for k, v in schema.items() if k not in _META}, _NULL], **meta}
 
 
 def json_schema() -> dict[str, Any]:

@@ -95,9 +95,13 @@ def test_a_job_moved_to_another_vendor_says_so_instead_of_listing_every_request_
 
 
 def test_interval_change_on_stopped_task_replaces() -> None:
+    """The stop reason a re-issue would show is kept (walk 8c: an edit hid the vendor's stop)."""
     old, new = desired(interval=5), desired(interval=10)
-    change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut"))
-    assert change.action is Action.REPLACE and "not running" in change.reason
+    change = one(new, record_for(old, TaskStatus.STOPPED, stop_reason="IdleTimeOut", stopped_at=NOW - 60))
+    assert change.action is Action.REPLACE
+    assert change.reason == "spec changed: not running (IdleTimeOut at 2027-01-15 07:59:00Z), start anew"
+    failed = one(new, record_for(old, TaskStatus.FAILED, last_error="InvalidParameter"))
+    assert failed.reason == "spec changed: not running, start anew"
 
 
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.FAILED, ObservedState.NOT_FOUND])
@@ -105,7 +109,9 @@ def test_interval_change_on_a_task_the_refresh_sees_ended_replaces(state: Observ
     """Recorded running, but the vendor says it ended: UpdateSnapshot would answer ErrorActiveTaskNotFound."""
     old, new = desired(interval=5), desired(interval=10)
     change = one(new, record_for(old), Observed(state, reason="idle timeout (Volcengine IdleTimeOut)"))
-    assert change.action is Action.REPLACE and change.reason == "spec changed: not running, start anew"
+    assert change.action is Action.REPLACE and change.reason.startswith("spec changed: not running (")
+    if state is ObservedState.STOPPED:
+        assert change.reason == "spec changed: not running (idle timeout (Volcengine IdleTimeOut)), start anew"
 
 
 def test_vendor_idle_stop_is_reissued_with_reason_and_time() -> None:
@@ -240,7 +246,10 @@ def test_interrupted_start_resumes_with_client_task_id() -> None:
 def test_replace_requested() -> None:
     task = desired()
     change = one(task, record_for(task), replace=(task.key,))
-    assert (change.action, change.reason) == (Action.REPLACE, "replace requested")
+    assert (change.action, change.reason, change.details) == (Action.REPLACE, "replace requested", ())
+    # Walk 8c: a spec edit of the same task was not shown, though the new spec is what starts.
+    edited = one(desired(idle=240), record_for(task), replace=(task.key,))
+    assert (edited.reason, edited.details) == ("replace requested", ("MaxIdleTime: 180 → 240",))
 
 
 def test_a_zego_cloudrecord_endpoint_edited_in_place_says_on_each_start_what_may_run_on_unseen() -> None:

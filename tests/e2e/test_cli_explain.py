@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.providers.family import VENDORS
 from reconciler.spec import json_schema
 from reconciler.spec.explain import ExplainError, completions, explain
 
@@ -92,6 +93,12 @@ def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
     # Both forms of `rooms`: it described only the selector (walk 8f).
     for kind in ("SnapshotJob", "RecordingJob"):
         assert "a list of room ids (one task each), or a selector" in explain(schema, f"{kind}.spec.rooms")
+
+
+def test_rate_limits_name_every_api_that_is_budgeted() -> None:
+    """Walk 8c: the zego room listing's key (DescribeSimpleStreamList) was missing from explain and the schema."""
+    text = explain(json_schema(), "Provider.spec.rateLimits")
+    assert [api for vendor in VENDORS.values() for api in vendor.rate_limits if api not in text] == []
 
 
 def test_every_field_of_every_kind_can_be_explained() -> None:

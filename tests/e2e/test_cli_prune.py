@@ -37,6 +37,10 @@ def test_a_pruned_task_leaves_a_tombstone_and_its_restored_spec_resumes_it(work:
     work.apply()
     assert state(work)[HALL]["reissue_count"] == 1
     more.unlink()
+    # Walk 8c: --no-prune beside a saved plan that prunes was ignored, and the hall was stopped.
+    work.capctl("plan", "--out", "saved.json")
+    refused = work.capctl("apply", "--plan", "saved.json", "--no-prune", expect=1).stderr
+    assert "--prune/--no-prune cannot be combined with --plan" in refused and running(work) == ["hall", "lobby"]
     assert "removed from specs" in work.apply().stdout
     tomb = state(work)[HALL]
     assert tomb["status"] == "removed" and tomb["reissue_count"] == 1 and tomb["stop_reason"] == "removed from specs"

@@ -226,3 +226,13 @@ def test_a_broken_thumbnail_entry_hides_no_rule_of_the_other_entries(tmp_path: P
         f"{a}:10:7: spec.files[3]: cdn tencent needs 'definition' (a snapshot template id)",
         f"{a}:11:29: spec.files[4].fileId: needs at least 1 character, got 0",
     ]
+
+
+@pytest.mark.parametrize("files", ["[{cdn: Tencent, fileId: a, definition: 1}]", "[]"])
+def test_a_thumbnail_job_with_no_valid_entry_still_has_its_provider_checked(tmp_path: Path, files: str) -> None:
+    """Walk 8c: with every entry broken the job could not be modelled at all, so its unknown provider showed
+    only in the next round, once the entries were fixed."""
+    a = _write(tmp_path, "a.yaml", job("ThumbnailJob", "thumbs", f"provider: zgo\nfiles: {files}"))
+    errors = _errors(a)
+    assert f"{a}:5:13: spec.provider: no Provider named 'zgo' (did you mean 'zego'?)" in errors, errors
+    assert len(errors) == 2, errors

@@ -8,7 +8,8 @@ import pytest
 
 from reconciler.redact import redact_tree
 from reconciler.secrets import SecretText
-from reconciler.spec import SpecError, SpecErrors
+from reconciler.spec import SpecError, SpecErrors, json_schema
+from reconciler.spec.explain import explain
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
 
@@ -72,7 +73,7 @@ RULES: list[tuple[str, str, str]] = [
     (
         "zego app id must be a number",
         provider("z2", "{type: zego, appId: '5', serverSecret: {env: SK}}"),
-        "spec.appId: Input should be a valid integer, got a string",
+        "spec.appId: Input should be a valid integer, got a string (write it without quotes: quoted, it is text)",
     ),
     (
         "zego app id range",
@@ -206,6 +207,23 @@ RULES: list[tuple[str, str, str]] = [
         "(U+202E)",
     ),
     ("an output folder holding a control", job("RecordingJob", body=REC + 'outputFolder: "rec/\\x07/"'), "(U+0007)"),
+    (  # walk 8c: labels are printed by plan notes and `state list -l`, but took any text
+        "a label value holding a bidi override",
+        job(body=VOLC).replace("{name: j}", '{name: j, labels: {team: "x\\u202e"}}'),
+        "metadata.labels.team: 'x\\u202e' holds a control character (U+202E)",
+    ),
+    (  # walk 8c: a key was printed raw, escape and all
+        "a label key holding an escape",
+        job(body=VOLC).replace("{name: j}", '{name: j, labels: {"k\\e[2J": v}}'),
+        "metadata.labels.k\\x1b[2J: 'k\\x1b[2J' holds a control character (U+001B)",
+    ),
+    ("an unknown field holding an escape", job(body=VOLC + '"x\\e[2J": 1'), "unknown field 'spec.x\\x1b[2J'"),
+    (  # walk 8c: a region name is no Text, so it took one
+        "a storage region holding an escape",
+        'apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: r}\nspec: {type: oss, bucket: b, region: "a\\e[2J", '
+        "accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        "spec.region: 'a\\x1b[2J' holds a control character (U+001B)",
+    ),
     ("image width range", job(body=VOLC + "image: {width: 1921}"), "must be at most 1920, got 1921"),
     (
         "rooms must not be empty",
@@ -463,10 +481,12 @@ def test_bad_durations(value: object) -> None:
 
 
 def test_a_wrong_value_is_quoted_as_yaml_spells_it(errors_of: ErrorsOf) -> None:
-    """`interval: yes` was `invalid duration True`, `restartPolicy: ~` was `None is not allowed`."""
-    found = errors_of(job(body=VOLC + "interval: yes\nrestartPolicy: ~\nidleTimeout: false"))
+    """`interval: yes` was `invalid duration True`, a null was `None` (an optional field's null is now unset)."""
+    found = errors_of(job(body=VOLC + "interval: yes\nstreams: [{user: u, type: no}]\nidleTimeout: false"))
+    found += errors_of(job("ThumbnailJob", body="provider: zego\nfiles: [{cdn: ~, fileId: a, definition: 1}]"))
     assert any("spec.interval: invalid duration true:" in e for e in found), found
-    assert any("spec.restartPolicy: null is not allowed" in e for e in found), found
+    assert any("spec.streams[0].type: false is not allowed" in e for e in found), found
+    assert any("spec.files[0].cdn: null is not allowed" in e for e in found), found
     assert any("spec.idleTimeout: invalid duration false:" in e for e in found), found
 
 
@@ -495,6 +515,17 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert (request["ImageConfig"]["Interval"], request["ImageConfig"]["Width"], request["MaxIdleTime"]) == (7, 640, 60)
     assert request["TargetStreams"]["StreamList"][0]["UserId"] == "lobby"  # sent as read; a plan shows its fingerprint
     assert redact_tree(request)["TargetStreams"]["StreamList"][0]["UserId"] == SecretText("lobby").fingerprint
+
+
+def test_a_rate_limit_may_be_a_reference(load: Loader, errors_of: ErrorsOf) -> None:
+    """Walk 8c: `rateLimits: {StartSnapshot: {env: RL}}` was "Input should be a valid number, got SecretText"
+    (any scalar may be a reference, and a number's text is converted as an integer's is)."""
+    volc = "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: %s}"
+    limits = "{StartSnapshot: {env: RL}, StopSnapshot: {env: RLF}}"
+    spec_set = load(provider("v2", volc % limits), env={**SECRET_ENV, "RL": "150", "RLF": "1.5"})
+    assert spec_set.providers["v2"].rate_limits == {"StartSnapshot": 150.0, "StopSnapshot": 1.5}
+    (error,) = errors_of(provider("v2", volc % "{StartSnapshot: {env: RL}}"), env={**SECRET_ENV, "RL": "fast"})
+    assert error.endswith("spec.rateLimits.StartSnapshot: Input should be a valid number, got a string"), error
 
 
 def test_labels_may_use_reference_keys(load: Loader) -> None:
@@ -554,6 +585,32 @@ def test_errors_quote_a_short_excerpt_of_a_shown_value(errors_of: ErrorsOf) -> N
     assert f"{'Q' * 40!r}… (130000 characters)" in error and len(error) < 300
 
 
+def test_an_optional_field_given_as_null_takes_its_default(load: Loader, errors_of: ErrorsOf) -> None:
+    """Walk 8c: `streams:` with its entries commented out (YAML null) was "Input should be a valid list, got
+    null", `image: ~` named a class ("… or instance of ImageConfig"), while `interval: ~` was taken as unset."""
+    body = f"{VOLC}streams:\n  # - {{user: alice}}\nimage: {{format: ~, width: ~}}\ninterval: ~\nrestartPolicy: ~"
+    spec_set = load(job(body=body).replace("{name: j}", "{name: j, labels: ~}"))
+    assert spec_set.tasks["SnapshotJob/j/lobby"] == load(job(body=VOLC)).tasks["SnapshotJob/j/lobby"]
+    errors = errors_of(job(body="provider: ~\nrooms: [lobby]\nstorage: tos\nstreams: [~]"))
+    assert [e.split(": ", 1)[1] for e in errors] == [
+        "spec.provider: Input should be a valid string, got null",
+        "spec.streams[0]: Input should be a valid mapping, got null",
+    ], errors
+    properties = json_schema()["$defs"]["SnapshotJobSpec"]["properties"]
+    assert {"type": "null"} in properties["streams"]["anyOf"] and {"type": "null"} not in properties["storage"]["anyOf"]
+
+
+def test_errors_quote_a_short_excerpt_of_a_key_too(errors_of: ErrorsOf) -> None:
+    """Walk 8c: an unknown field, a label key or a rateLimits API of 1,000 characters was printed whole."""
+    key = "K" * 1000  # YAML's longest implicit key is 1024 characters
+    volc = f"{{type: volcengine, appId: a, accessKey: {{env: AK}}, secretKey: {{env: SK}}, rateLimits: {{{key}: 1}}}}"
+    errors = errors_of(provider("v2", volc))
+    errors += errors_of(job(body=f"{VOLC}{key}: 1"))
+    errors += errors_of(job(body=VOLC).replace("{name: j}", f"{{name: j, labels: {{{key}: 1}}}}"))
+    shortened = [e for e in errors if "K… (1000 characters)" in e.replace("'", "") and len(e) < 400]
+    assert len(shortened) == len(errors) == 3, errors
+
+
 def test_errors_show_no_part_of_a_hidden_value(errors_of: ErrorsOf) -> None:
     text = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: BIG}\nimage: {format: {env: BIG}}")
     errors = errors_of(text, env={**SECRET_ENV, "BIG": BIG})
@@ -604,6 +661,26 @@ def test_a_reference_cannot_name_a_vendor_task(errors_of: ErrorsOf) -> None:
         for e in errors
     ), errors
     assert not any("t-canary" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("SnapshotJob", "metadata.name"),
+        ("Provider", "metadata.name"),
+        ("SnapshotJob", "spec.taskId"),
+        ("ThumbnailJob", "spec.files.fileId"),
+        ("RecordingJob", "spec.rooms.match"),
+    ],
+)
+def test_the_schema_offers_no_reference_where_one_is_refused(kind: str, field: str) -> None:
+    """Walk 8c: `capctl schema` and `capctl explain` offered `{env: NAME}` for a job's name, a file id and a
+    TaskId, which validate refuses (the two tests above): an editor said fine what validate then refused."""
+    schema, offered = json_schema(), "May be a value reference"
+    text = explain(schema, f"{kind}.{field}")
+    assert "FIELD:" in text and offered not in text, text
+    beside = "spec.appId" if kind == "Provider" else "spec.provider"  # a field that does take one
+    assert offered in explain(schema, f"{kind}.{beside}")
 
 
 def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
