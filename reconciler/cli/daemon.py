@@ -150,7 +150,8 @@ def run(
     Several replicas may run on one state: one leads and acts, the others stand by (they serve callbacks into
     the state's inbox).
 
-    Room-selector jobs start a room's task as a callback says a stream appeared in it, never stop one they cover.
+    Room-selector jobs start a room's task as a callback says someone entered it (a join, a stream), never stop
+    one they cover.
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
 
@@ -291,7 +292,7 @@ def wake(
     Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
     room activity)."""
     from reconciler import transitions
-    from reconciler.plan import fmt_time, waited_after
+    from reconciler.plan import fmt_time, waited_after, whole_keys_hint
     from reconciler.state import NoState
 
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
@@ -302,7 +303,8 @@ def wake(
             unknown = [k for k in keys if k not in records]
             if unknown:
                 named = ", ".join(repr(k) for k in unknown)
-                fail(f"no task {named} in the state (see `capctl state list`); nothing woken")
+                hint = next((h for k in unknown if (h := whole_keys_hint("wake", k))), "")
+                fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
             lines, woken = [], []
             for key in dict.fromkeys(keys):
                 record = records[key]

@@ -133,6 +133,11 @@ def state_list(
         say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
+    from reconciler.plan import literal_hint, selector_matches
+
+    for key in keys or []:
+        if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
+            typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if output == "json":
         write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
         return
