@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import structlog
 
+from reconciler import transitions
 from reconciler.clock import Clock
 from reconciler.daemon import policy
 from reconciler.daemon.metrics import Metrics
@@ -51,13 +52,22 @@ class PruneGuard:
         self._unstoppable &= {r.key for r in records} - set(spec.tasks)
         live = [r for r in records if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
-        blocked = missing if policy.prune_blocked(len(missing), len(live), self.max_prune) else set()
+        # Weighed on the running tasks too: a selector job's stopped rooms of the last day must not dilute a
+        # removal of most of what captures now.
+        running = [r.key for r in live if transitions.stoppable(r)]
+        stopping = sum(1 for key in running if key in missing)
+        too_many = policy.prune_blocked(len(missing), len(live), self.max_prune) or policy.prune_blocked(
+            stopping, len(running), self.max_prune
+        )
+        blocked = missing if too_many else set()
         self._start_grace(missing, blocked)
         if blocked and blocked != self._blocked:
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
                 tasks=len(blocked),
                 of=len(live),
+                running=stopping,
+                of_running=len(running),
                 max_prune=self.max_prune,
                 first=sorted(blocked)[:MAX_LOGGED],
                 to_confirm="stop the daemon and run `capctl apply`, or restart it with --max-prune 100",

@@ -55,6 +55,29 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
     assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
 
 
+async def test_stopped_records_do_not_dilute_the_share_of_what_runs_that_a_prune_would_stop(harness: Harness) -> None:
+    """3 of 12 tasks (25 %) but 3 of the 4 running (75 %): held, for a selector job's quiet rooms of the last day
+    (or any stopped tasks) must not let a bad merge stop most of what captures now."""
+    for room in ["lobby", "r0", "r1", "r2"]:
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    (harness.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+    quiet = [f"q{i}" for i in range(8)]
+    (harness.specs / "quiet.yaml").write_text(snapshot_job("quiet", quiet, restart="Never"))
+    await harness.start()
+    await harness.advance(60)  # the quiet rooms' runs idle out: 8 stopped records, 4 running
+    assert all(harness.record(f"SnapshotJob/quiet/{q}").status is not TaskStatus.RUNNING for q in quiet)
+    assert harness.daemon is not None
+    (harness.specs / "big.yaml").unlink()
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 60)
+    assert harness.calls("StopSnapshot") == 0
+    assert all(harness.record(k).status is TaskStatus.RUNNING for k in BIG)
+    (blocked,) = [e for e in logs if e["event"].startswith("prune blocked")]
+    assert (blocked["tasks"], blocked["of"], blocked["running"], blocked["of_running"]) == (3, 12, 3, 4)
+
+
 async def test_a_blocked_prune_is_released_when_the_file_comes_back(harness: Harness) -> None:
     await start_with_two_files(harness)
     assert harness.daemon is not None
