@@ -7,14 +7,24 @@ replays it (`@reproduce_failure`).
 A suite started in the background of a script (`./dev test … &`, nohup) inherits SIGINT ignored, and so would
 every capctl it starts (an ignored signal stays ignored across exec, and capctl keeps it so, for nohup): a
 test that presses Ctrl-C on one would wait for nothing. Here SIGINT is Ctrl-C, whatever started the suite.
+
+Bytecode caching is on for the suite and every `capctl` it starts, whatever the environment says (this
+machine's sets PYTHONDONTWRITEBYTECODE=1): the package is installed editable, so with it every one of the
+suite's hundreds of CLI, simulator and daemon children compiled the modules it imports again (a fifth of the end-to-end
+tests' CPU), where an installed capctl reads the compiled files pip wrote (bench/ runs its children so too).
 """
 
+import os
 import signal
+import sys
 
 from hypothesis import settings
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 settings.register_profile("capctl", deadline=None, print_blob=True)
 settings.load_profile("capctl")
