@@ -140,7 +140,7 @@ async def test_a_compressed_answer_within_the_bounds_is_an_ordinary_answer_of_it
     async with Gateway("gzip") as url, StatelessClient(timeout=5, answer_limit=1 << 20) as client:
         answer = await asyncio.wait_for(client.get(url), 10)
     assert (answer.status_code, answer.json(), answer.reason_phrase) == (200, {"Result": "ok"}, "OK")
-    assert answer.is_closed and answer.request.url == url and answer.elapsed.total_seconds() > 0
+    assert answer.is_closed and answer.request.url == url
     assert "content-encoding" not in answer.headers and answer.headers["content-type"] == "application/json"
     assert answer.headers["content-length"] == str(len(answer.content))
 
