@@ -47,7 +47,9 @@ from reconciler.model import TaskRecord, TaskStatus
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
 from reconciler.state import StateStore, open_state
+from reconciler.state.sql import SqlStateStore
 from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.status.history import History
 from reconciler.transitions import PRODUCTIVE_MARGIN, start_unconfirmed, volc_task_held
 from tests.daemon.conftest import SIM, Harness
 from tests.specdocs import STORAGE, providers, recording_job, selector_job, snapshot_job, thumbnail_job
@@ -443,6 +445,13 @@ class DaemonMachine(RuleBasedStateMachine):
         reader = self.store()
         try:  # the daemon's last view was the state's: nothing only in memory is lost with the process
             assert reader.load().records == {r.key: r for r in cache.values()}
+            # Nor the status page's run history: a restarted daemon draws the runs the stopped one saw.
+            assert isinstance(reader, SqlStateStore)
+            kept = History(self.clock)
+            kept.restore(reader.history())
+            keys = cache.keys()
+            runs = {key: kept.runs(key) for key in keys}
+            assert runs == {key: cache.history.runs(key) for key in keys}, "the state's run history differs"
         finally:
             reader.close()
         self.write()
