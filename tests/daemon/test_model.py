@@ -831,3 +831,18 @@ def test_a_snapshot_run_a_fault_ends_in_a_room_with_a_stream_is_seen_when_its_im
         ("stop_behind_capctls_back", {"index": 0, "reason": "UnknownStopReason"}),
         *[("advance", {"seconds": 5.0})] * 6,
     )
+
+
+def test_a_room_joined_while_its_job_was_out_of_the_specs_is_recalled_after_a_provider_rename() -> None:
+    """j0 backed off (two runs idled out), its file deleted, the Providers renamed meanwhile, a user joins r1, the
+    file restored: j0's record still named the old Provider, gone from the set, so the room book's word on r1 was
+    looked up under a name no account has, and j0 waited out its backoff (60 s) in an occupied room (seed 831)."""
+    replay(
+        ("start", {"jobs": ["snap"], "max_prune": 100.0, "grace": 30.0, "prune": True}),
+        ("advance", {"seconds": 65.0}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("rename_providers", {}),
+        ("join_or_leave", {"room": "r1", "user": "u1"}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("advance", {"seconds": 5.0}),
+    )
