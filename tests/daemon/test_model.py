@@ -547,7 +547,9 @@ class DaemonMachine(RuleBasedStateMachine):
                 # A renamed job's key waits for the old key's prune (within the grace, or held back).
                 assert self.waits_for_rename(key, job), f"declared task {key} has no record"
                 continue
-            assert record.status is not TaskStatus.PENDING or record.last_error, f"half-written {record}"
+            # (An intent whose call is still in flight, waiting on a rate-budget slot past the step's end, is not.)
+            in_flight = self.h.daemon is not None and self.h.daemon.queue.retrying(key)
+            assert record.status is not TaskStatus.PENDING or record.last_error or in_flight, f"half-written {record}"
             assert record.status is not TaskStatus.REMOVED, f"{key} is declared but its record is a tombstone"
             if job.kind == "thumb":  # submitted once, or given up on (said), or waiting to be tried again
                 assert record.status in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.PENDING), record
@@ -845,4 +847,32 @@ def test_a_room_joined_while_its_job_was_out_of_the_specs_is_recalled_after_a_pr
         ("join_or_leave", {"room": "r1", "user": "u1"}),
         ("delete_or_restore_file", {"file": "jobs.yaml"}),
         ("advance", {"seconds": 5.0}),
+    )
+
+
+def test_a_start_waiting_on_its_rate_budget_past_a_step_is_in_flight_not_half_written() -> None:
+    """Three re-issues due at one instant (after Provider renames and restarts): the third start waits a few
+    milliseconds of the fake clock for its rate-budget slot, past the step's end. Its record is `pending`
+    without an error while a worker holds its key: in flight, which the model accepts (seed 831, 80 x 30)."""
+    replay(
+        ("start", {"jobs": ["snap", "pinned", "rec"], "grace": 30.0, "max_prune": 100.0}),
+        ("restart", {"down": 40.0}),
+        ("restart", {"down": 40.0}),
+        ("rename_providers", {}),
+        ("add_job", {"file": "jobs.yaml", "kind": "rec"}),
+        ("add_job", {"file": "extra.yaml", "kind": "snap"}),
+        ("delete_or_restore_file", {"file": "extra.yaml"}),
+        ("restart", {"down": 0.0}),
+        ("join_or_leave", {"room": "c-2", "user": "u1"}),
+        ("restart", {"down": 40.0}),
+        ("rename_providers", {}),
+        ("join_or_leave", {"room": "z2", "user": "u2"}),
+        ("stop_behind_capctls_back", {"index": 6, "reason": 1001}),
+        ("add_job", {"file": "jobs.yaml", "kind": "thumb"}),
+        ("rename_providers", {}),
+        ("stop_behind_capctls_back", {"index": 6, "reason": "UnknownStopReason"}),
+        ("restart", {"down": 0.0}),
+        ("restart", {"down": 0.0}),
+        ("delete_or_restore_file", {"file": "extra.yaml"}),
+        ("rename_providers", {}),
     )
