@@ -876,3 +876,17 @@ def test_a_start_waiting_on_its_rate_budget_past_a_step_is_in_flight_not_half_wr
         ("delete_or_restore_file", {"file": "extra.yaml"}),
         ("rename_providers", {}),
     )
+
+
+def test_a_thumbnail_back_in_the_specs_under_a_renamed_provider_is_revived() -> None:
+    """--prune-grace 0: the jobs' file deleted while the set was broken, then fixed: the thumbnails' records are
+    tombstones. The Providers renamed, the file restored: the restored thumbnails' no-op was a move (re-homed)
+    and the move wrote them back as tombstones of declared tasks, until the next resync (seed 821, 800 x 40)."""
+    replay(
+        ("start", {"jobs": ["thumb", "snap", "pinned"], "prune": True, "max_prune": 100.0, "grace": 0.0}),
+        ("break_or_fix", {}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+        ("break_or_fix", {}),
+        ("rename_providers", {}),
+        ("delete_or_restore_file", {"file": "jobs.yaml"}),
+    )
