@@ -890,3 +890,34 @@ def test_a_thumbnail_back_in_the_specs_under_a_renamed_provider_is_revived() -> 
         ("rename_providers", {}),
         ("delete_or_restore_file", {"file": "jobs.yaml"}),
     )
+
+
+def test_a_recording_moved_to_the_legacy_api_as_its_provider_is_renamed_is_replaced() -> None:
+    """The Providers renamed (zego -> zego-r) and the recording job moved to the legacy API in one edit (made while
+    the set was broken): its record named `zego`, gone, and another API is no move, so the replace could neither
+    look at nor stop the old run (ProviderMissing, for ever): it idled out unseen and no legacy recording started.
+    The old run is now stopped through `zego-r`, the same account (PostgreSQL variant, seed 863, 200 x 40)."""
+    replay(
+        ("start", {"jobs": ["snap"], "prune": False, "grace": 30.0, "max_prune": 100.0}),
+        ("add_job", {"file": "jobs.yaml", "kind": "rec"}),
+        ("delete_or_restore_file", {"file": "extra.yaml"}),
+        ("vendor_trouble", {"trouble": "none"}),
+        ("break_or_fix", {}),
+        ("rename_providers", {}),
+        ("change_job", {"index": 5, "what": "provider"}),
+        ("restart", {"down": 0.0}),
+        ("break_or_fix", {}),
+        ("advance", {"seconds": 5.0}),
+        ("callbacks_on_or_off", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("break_or_fix", {}),
+        ("callbacks_on_or_off", {}),
+        ("break_or_fix", {}),
+        ("callbacks_on_or_off", {}),
+        ("restart", {"down": 40.0}),
+    )
