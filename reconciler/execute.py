@@ -305,10 +305,7 @@ class Executor:
         """Write every move's record (`moves.rehome` re-homed it: no vendor call) in one commit, before any call;
         returns the other changes."""
         moves = [(index, change) for index, change in actionable if change.action is Action.MOVE]
-        self._store.put_many(
-            records[c.key].evolve(labels=dict(desired[c.key].labels), selector=desired[c.key].selector)
-            for _, c in moves
-        )
+        self._store.put_many(_moved(records[c.key], desired[c.key]) for _, c in moves)
         for index, change in moves:
             results[index] = ChangeResult(change.key, change.action, ok=True)
             if on_done is not None:
@@ -708,3 +705,11 @@ async def observe_all(
 
     await asyncio.gather(*(one(r) for r in records.values() if wanted(r)))
     return observed
+
+
+def _moved(record: TaskRecord, task: DesiredTask) -> TaskRecord:
+    """A move's record as written: re-homed already (`moves.rehome`), with the task's labels. A tombstoned
+    thumbnail back in the specs unchanged is revived, as its no-op is (`engine.persist_restored`): under a
+    renamed Provider its no-op is this move, and before, the record stayed a tombstone of a declared task."""
+    moved = record.evolve(labels=dict(task.labels), selector=task.selector)
+    return transitions.restored(moved) if moved.status is TaskStatus.REMOVED else moved

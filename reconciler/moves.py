@@ -48,15 +48,18 @@ def rehome(
     """The records with each one the specs moved to another Provider of the same home re-homed (only those
     `wanted` selects: --target and -l leave the others as recorded). `hash_key`: the state's (`expand`).
 
-    A record of a job removed from the specs whose Provider was removed too is re-homed to a declared one of
-    the same home, the first by name: its delete stops it through that one."""
+    A record of a job removed from the specs (or moved to another vendor API: a replace) whose Provider was
+    removed too is re-homed to a declared one of the same home, the first by name: its delete (or the replace's
+    stop) stops it through that one."""
     moved: dict[str, str] = {}
     out: dict[str, TaskRecord] | None = None
     for key, record in records.items():
         task = desired.get(key)
-        if task is None:
+        if task is None or task.family is not record.family:
+            # Removed, or moved to another vendor API (a replace that stops it first): its Provider gone too (a
+            # rename in the same edit), it is stopped through a declared one of its home.
             new = _orphan_rehomed(record, providers)
-        elif task.provider == record.provider or task.family is not record.family:
+        elif task.provider == record.provider:
             continue
         elif task.home and home_of(record, providers) == task.home:
             new = _rehomed(record, task, hash_key)

@@ -455,12 +455,13 @@ def _diff_one(
     return _diff_same(task, record, obs, after, now)
 
 
-def _moved(change: Change, old: str, task: DesiredTask) -> Change:
-    """A change of a task whose record was re-homed from Provider `old` (same vendor account)."""
+def _moved(change: Change, old: str, task: DesiredTask, new: str) -> Change:
+    """A change of a task whose record was re-homed from Provider `old` to `new` (same vendor account; the
+    task's, or for a task moved to another vendor API a declared one of the old run's home)."""
     if change.action is Action.NOOP:  # one reason for every task of the job: the text view shows it in one line
-        reason = f"provider {old} → {task.provider}, same account ({task.home}): record re-homed, no vendor call"
+        reason = f"provider {old} → {new}, same account ({task.home}): record re-homed, no vendor call"
         return dataclasses.replace(change, action=Action.MOVE, reason=reason)
-    line = f"provider: {old} → {task.provider} (same account: re-homed)"
+    line = f"provider: {old} → {new} (same account: re-homed)"
     return dataclasses.replace(change, details=(line, *change.details))
 
 
@@ -725,7 +726,8 @@ def diff(
                 change = _endpoint_moved(_diff_one(task, record, obs, key in replace, after, now), task, record)
                 # One that could not be observed is left as is, its record too (the plan is incomplete).
                 unknown = obs is not None and obs.state is ObservedState.UNKNOWN
-                changes.append(_moved(change, moved[key], task) if moved and key in moved and not unknown else change)
+                old = moved.get(key) if moved and not unknown else None
+                changes.append(_moved(change, old, task, records[key].provider) if old is not None else change)
     kept = 0
     deleted: list[TaskRecord] = []
     holders: dict[tuple[str, str, str], str] | None = None  # of kept keys' vendor tasks, at the first delete

@@ -162,9 +162,12 @@ class Reconciler:
         keys of the set). A record whose room was last known active has that activity, as if its callback had
         been routed, so a run seen ended is re-issued at once instead of backed off while people are in its room."""
         active = {(r.account, r.room): r.last_seen for r in reports if r.active}
-        now = self.clock.now()
+        now, tasks = self.clock.now(), self.spec.tasks if self.spec else {}
         for record in self.records.values():
-            at = active.get((self._account(record.provider), record.target))
+            # A key back in the set after its Provider was renamed: its record, not re-homed yet, names a
+            # Provider gone from the set; its task names the account (before, its room's activity was missed).
+            task = tasks.get(record.key)
+            at = active.get((self._account(task.provider if task else record.provider), record.target))
             known = self.runtimes.get(record.key).room_activity
             if at is not None and (known is None or known < min(at, now)):
                 self._update(record.key, runtime.room_active, min(at, now))

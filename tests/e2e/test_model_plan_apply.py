@@ -12,8 +12,8 @@ real `capctl sim` over loopback HTTP, the state a real SQLite file.
 "Runs the declared tasks" includes their settings (idle timeout, interval, maximum duration as the vendor
 reports them). What the docs say waits is allowed to: a declared task that does not run is dormant, failed, or
 stopped with a next attempt. Decided here: a saved plan is checked against the specs for the changes it makes
-(an edit of a job it leaves unchanged does not make it stale); a ZEGO recording that `state rm` forgot runs on
-unknown to capctl unless a start with the same request takes it up again (docs: `state rm` stops nothing).
+(an edit of a job it leaves unchanged does not make it stale); a ZEGO recording or a Volcengine run that `state rm`
+forgot runs on unknown to capctl unless a start of a declared key takes it up again (docs: `state rm` stops nothing).
 
 The simulator runs on a fake clock that starts at the real time, and vendor signatures must be within 10
 minutes of it: one example moves it at most `ADVANCE_BUDGET`, and a new simulator is started once it runs
@@ -226,6 +226,9 @@ class PlanApplyMachine(RuleBasedStateMachine):
         self.jobs: dict[str, Job] = {}
         self.provider_b = False
         self.zego_orphans: set[str] = set()  # ZEGO recordings `state rm` made capctl forget: they run on, unknown
+        # Volcengine runs (RoomId, TaskId) `state rm` made capctl forget: they run on, unknown, unless a declared
+        # key starts the same task again ("the vendor tasks, if any, keep running", `state rm` says).
+        self.volc_orphans: set[tuple[str, str]] = set()
         self.faulty = False  # a fault is switched on for the next apply
         self.advanced = 0.0
         self.log: list[str] = []
@@ -638,8 +641,11 @@ class PlanApplyMachine(RuleBasedStateMachine):
         record = records[key]
         code, out = self.capctl("state", "rm", key)
         assert code == 0, out
-        if record["family"] != "volcengine-snapshot" and record["vendor_task_id"] and record["status"] == "running":
-            self.zego_orphans.add(record["vendor_task_id"])
+        if record["vendor_task_id"] and record["status"] == "running":
+            if record["family"] == "volcengine-snapshot":
+                self.volc_orphans.add((record["vendor_ref"].get("RoomId", ""), record["vendor_task_id"]))
+            else:
+                self.zego_orphans.add(record["vendor_task_id"])
 
     @rule(data=st.data())
     def wake(self, data: st.DataObject) -> None:
@@ -678,7 +684,7 @@ class PlanApplyMachine(RuleBasedStateMachine):
         for task in running:
             ident = task["roomId"] if task["vendor"] == "volcengine" else ""
             holders = by_vendor_id.get((ident, task["taskId"]), [])
-            if not holders and task["taskId"] in self.zego_orphans:
+            if not holders and (task["taskId"] in self.zego_orphans or (ident, task["taskId"]) in self.volc_orphans):
                 continue  # forgotten by `state rm`, and not taken up again (its start request differs now)
             if not holders and task["clientTaskId"] in given_up:
                 continue  # its key was removed while its start was unconfirmed: it ends by itself (plan's reason)
