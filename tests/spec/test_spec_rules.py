@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -695,3 +697,18 @@ def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
     assert shown["AppId"] == task.request["AppId"] and shown["TargetStreams"]["StreamList"][0]["UserId"].startswith(
         "sha256:"
     )
+
+
+def test_the_schema_states_bounds_in_json_schema_words() -> None:
+    """Review 9b: a bound after a validator (`Int`, and since walk 8 `Number`: rateLimits) came out under
+    pydantic's names, `"ge": 0, "le": 1920`, which no JSON Schema validator reads: an editor took `width: 5000`
+    and `rateLimits: {StartSnapshot: 0}` as fine, while validate refuses both."""
+    schema = json_schema()
+    text = json.dumps(schema)
+    assert not re.search(r'"(ge|gt|le|lt)": ', text), re.findall(r'"(?:ge|gt|le|lt)": [^,}]*', text)
+    width = schema["$defs"]["ImageConfig"]["properties"]["width"]["anyOf"][0]
+    assert (width["minimum"], width["maximum"]) == (0, 1920), width
+    rate = schema["$defs"]["VolcengineProvider"]["properties"]["rateLimits"]["anyOf"][0]["additionalProperties"][
+        "anyOf"
+    ][0]
+    assert (rate["exclusiveMinimum"], rate["maximum"]) == (0, 100_000), rate
