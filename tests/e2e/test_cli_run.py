@@ -153,6 +153,9 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
 def test_run_rejects_bad_options(work: Workdir) -> None:
     assert "--resync" in work.capctl("run", "--resync", "soon", expect=1).stderr
     assert "--prune-grace: " in work.capctl("run", "--prune-grace", "a while", expect=1).stderr
+    # Review 9b: "²" passed str.isdigit() and int() refused it: "invalid literal for int() with base 10".
+    said = work.capctl("run", "--resync", "²", expect=1).stderr
+    assert "--resync: invalid duration '²': use a whole number" in said and "int()" not in said, said
     assert "--listen" in work.capctl("run", "--listen", "nowhere", expect=1).stderr
     # User input is quoted as typed, never read as terminal markup.
     assert "got '[bold]lobby'" in work.capctl("sim", "--listen", "[bold]lobby", expect=1).stderr
