@@ -152,6 +152,12 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=VOLC.replace("tos", "neg")),
         "volcengine needs a storage region ≥ 0 (its region table), got -2",
     ),
+    (  # review 9b: "²" passed str.isdigit(), and int() raised out of validate and plan (a traceback)
+        "volcengine region from a reference in other digits",
+        storage("sup", "{type: tos, bucket: b, accountId: '1', region: {env: SUP, default: '-²'}}")
+        + job(body=VOLC.replace("tos", "sup")),
+        "volcengine needs an integer storage region (its region table), got '-²'",
+    ),
     (
         "one volcengine task named by two providers of one app",
         provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
