@@ -170,6 +170,9 @@ def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
     )
     refused = work.capctl("state", "rm", "SnapshotJob/audit/*", "SnapshotJob/audit/typo", expect=1).stderr
     assert "no task 'SnapshotJob/audit/typo' in the state (see `capctl state list`); nothing forgotten" in refused
+    # Review 9b: a `?` stands for itself in task keys; `state list` and --target said so, `state rm` did not.
+    said = " ".join(work.capctl("state", "rm", "SnapshotJob/audit/lobb?", expect=1).stderr.split())
+    assert said.endswith("(in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)")
     # A glob forgets every task it matches, in one transaction (hand many tasks back at once); one that matches
     # nothing beside it is no error.
     out = work.capctl("state", "rm", "SnapshotJob/audit/*", "RecordingJob/*").stdout
