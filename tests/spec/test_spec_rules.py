@@ -422,6 +422,11 @@ RULES: list[tuple[str, str, str]] = [
     ("env and file at once", job(body=VOLC + "interval: {env: A, file: b}"), "either `env` or `file`, not both"),
     ("bad env name", job(body=VOLC + "interval: {env: 'A-B'}"), "invalid environment variable name"),
     ("env value must fit the field", job(body=VOLC + "interval: {env: AK}"), "invalid duration"),
+    (  # review 9b: it was "invalid literal for int() with base 10: sha256:…", Python's words
+        "env duration in other digits",
+        job(body=VOLC + "interval: {env: SUP, default: '²'}"),
+        "spec.interval: invalid duration sha256:",
+    ),
     ("default must be scalar", job(body=VOLC + "interval: {env: UNSET_X, default: [1]}"), "default must be a scalar"),
     (
         "secret default is text",
