@@ -422,8 +422,10 @@ class Checker:
         for i, stream in enumerate(streams):
             path = ("spec", "streams", i)
             if vendor == "volcengine":
-                if stream.user is None or stream.stream is not None:
+                if stream.stream is not None:
                     self.fail(job, path, "volcengine selects streams by `user` (UserId), not `stream`")
+                elif stream.user is None:  # `{}`, `{type: screen}`, `{user: ~}` (a null is unset): no `stream` to blame
+                    self.fail(job, path, "volcengine needs `user` (UserId) in each stream; no streams = every stream")
                 elif not VOLC_ID_RE.match(stream.user):
                     self.fail(job, (*path, "user"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
                 if stream.index is not None:

@@ -181,6 +181,11 @@ RULES: list[tuple[str, str, str]] = [
     ),
     # snapshot jobs
     ("volcengine streams by user", job(body=VOLC + "streams: [{stream: s1}]"), "volcengine selects streams by `user`"),
+    (  # review 9b: it said "… by `user` (UserId), not `stream`" of a selector that gave no `stream`
+        "volcengine stream without user",
+        job(body=VOLC + "streams: [{type: screen}, {user: ~}]"),
+        "spec.streams[1]: volcengine needs `user` (UserId) in each stream; no streams = every stream",
+    ),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
     ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
