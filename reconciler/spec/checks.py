@@ -436,6 +436,8 @@ class Checker:
                             f"index {stream.index} is already used by streams[{indexes[stream.index]}]",
                         )
                     indexes.setdefault(stream.index, i)
+            elif stream.stream is None and stream.user is None and not stream.type and stream.index is None:
+                self.fail(job, path, "zego needs `stream` (stream id) in each stream; no streams = every stream")
             elif stream.stream is None or stream.user is not None or stream.type or stream.index is not None:
                 self.fail(
                     job,

@@ -186,6 +186,11 @@ RULES: list[tuple[str, str, str]] = [
         job(body=VOLC + "streams: [{type: screen}, {user: ~}]"),
         "spec.streams[1]: volcengine needs `user` (UserId) in each stream; no streams = every stream",
     ),
+    (  # review 9b: it said "… `stream` only; user/type/index are volcengine fields" of one that gave none
+        "zego stream without stream id",
+        job("RecordingJob", body=REC + "streams: [{stream: ~}]"),
+        "spec.streams[0]: zego needs `stream` (stream id) in each stream; no streams = every stream",
+    ),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
     ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
