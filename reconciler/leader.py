@@ -86,7 +86,7 @@ class LeaderSettings:
             if text is None:
                 continue
             try:
-                given[flag] = float(text) if text.isdigit() else float(parse_duration(text))
+                given[flag] = float(text) if text.isascii() and text.isdigit() else float(parse_duration(text))
             except ValueError as exc:
                 raise LeaderSettingsError(f"--{flag.replace('_', '-')}: {exc}") from None
         return cls(**given)

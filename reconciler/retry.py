@@ -38,7 +38,7 @@ class RetryPolicy:
         raw = env.get("CAPCTL_MAX_ATTEMPTS")
         if raw is None:
             return cls()
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
             raise ValueError(f"CAPCTL_MAX_ATTEMPTS={raw!r}: expected a whole number from 1 to 100")
         return cls(max_attempts=int(raw))
 

@@ -21,7 +21,8 @@ def _duration_option(option: str, value: str, *, also: str = "") -> int:
     from reconciler.spec.fields import parse_duration
 
     try:
-        return int(parse_duration(int(value) if value.isdigit() else value))
+        # ASCII digits only: str.isdigit() holds for "²", which int() refuses with Python's own words.
+        return int(parse_duration(int(value) if value.isascii() and value.isdigit() else value))
     except ValueError as exc:
         fail(f"{option}: {exc}{also}")
 

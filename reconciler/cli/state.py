@@ -146,12 +146,12 @@ def state_list(
     typer.echo(render_state_table(records, snapshot.serial))
 
 
-def _no_task(key: str, store: StateStore) -> NoReturn:
+def _no_task(key: str, store: StateStore, hint: str = "") -> NoReturn:
     from reconciler.state import NoState
 
     if isinstance(store, NoState):
         fail(f"no task {key!r}: {store.missing}")
-    fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`)")
+    fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`){hint}")
 
 
 def state_init(state: StateOpt = None) -> None:
@@ -273,7 +273,7 @@ def state_rm(
     tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
     others that do)."""
     from reconciler.model import TaskStatus
-    from reconciler.plan import PlanError, check_selector, selector_matches
+    from reconciler.plan import PlanError, check_selector, literal_hint, selector_matches
     from reconciler.state import NoState
 
     try:
@@ -291,10 +291,12 @@ def state_rm(
             # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
             unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
             if unmatched or not any(matched.values()):
+                # A glob's `?` or `[` stands for itself in task keys, as in `state list` (its KEY hint).
+                hint = next((h for k in unmatched or keys if (h := literal_hint(k))), "")
                 if len(keys) == 1:
-                    _no_task(keys[0], store)
+                    _no_task(keys[0], store, hint)
                 named = ", ".join(repr(k) for k in unmatched or keys)
-                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten")
+                fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten{hint}")
             forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
             serial = store.delete_many(forgotten)
     running = False

@@ -14,6 +14,7 @@ checks of its other fields, none that reads a broken one, and is not used by oth
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ VENDOR_STORAGE: Final = {
     "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),
 }
 _KEYS: Final = ("bucket", "accessKey", "secretKey")
+_INTEGER: Final = re.compile(r"-?[0-9]+")
 # Storage type → (required fields, other fields that apply). `region` is checked per vendor.
 STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "tos": (("bucket", "accountId"), ("region",)),
@@ -272,8 +274,10 @@ class Checker:
             return 0
         region = sspec.region
         if isinstance(pspec, VolcengineProvider):
-            if isinstance(region, RefStr) and region.removeprefix("-").isdigit():
-                region = int(region)  # a reference's text: its number is checked as a literal one
+            # A reference's text: its number is checked as a literal one. ASCII digits only: "²" passes
+            # str.isdigit() and int() refuses it (a traceback from validate and plan).
+            if isinstance(region, RefStr) and _INTEGER.fullmatch(region):
+                region = int(region)
             if region is None or (isinstance(region, int) and region >= 0):
                 return region or 0
             if isinstance(region, int):  # the vendor refuses it (its Region fields are table numbers from 0)
@@ -418,8 +422,10 @@ class Checker:
         for i, stream in enumerate(streams):
             path = ("spec", "streams", i)
             if vendor == "volcengine":
-                if stream.user is None or stream.stream is not None:
+                if stream.stream is not None:
                     self.fail(job, path, "volcengine selects streams by `user` (UserId), not `stream`")
+                elif stream.user is None:  # `{}`, `{type: screen}`, `{user: ~}` (a null is unset): no `stream` to blame
+                    self.fail(job, path, "volcengine needs `user` (UserId) in each stream; no streams = every stream")
                 elif not VOLC_ID_RE.match(stream.user):
                     self.fail(job, (*path, "user"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine Id rule)")
                 if stream.index is not None:
@@ -430,6 +436,8 @@ class Checker:
                             f"index {stream.index} is already used by streams[{indexes[stream.index]}]",
                         )
                     indexes.setdefault(stream.index, i)
+            elif stream.stream is None and stream.user is None and not stream.type and stream.index is None:
+                self.fail(job, path, "zego needs `stream` (stream id) in each stream; no streams = every stream")
             elif stream.stream is None or stream.user is not None or stream.type or stream.index is not None:
                 self.fail(
                     job,

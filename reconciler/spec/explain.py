@@ -15,16 +15,7 @@ from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER
 __all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
 
 REFERENCE_REF: Final = "#/$defs/Reference"
-_RANGE_KEYS: Final = (  # JSON Schema's words, and pydantic's ge/le where a model passed them through
-    ("minimum", "≥"),
-    ("ge", "≥"),
-    ("exclusiveMinimum", ">"),
-    ("gt", ">"),
-    ("maximum", "≤"),
-    ("le", "≤"),
-    ("exclusiveMaximum", "<"),
-    ("lt", "<"),
-)
+_RANGE_KEYS: Final = (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
 
 
 class ExplainError(ValueError):

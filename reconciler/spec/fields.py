@@ -179,7 +179,7 @@ def parse_duration(value: Any) -> Any:
             raise ValueError(f"invalid duration {value}: a duration cannot be negative; use {DURATION_FORMS}")
         return value
     if isinstance(value, str):
-        if isinstance(value, _FROM_REF) and value.isdigit():
+        if isinstance(value, _FROM_REF) and value.isascii() and value.isdigit():  # "²" passes isdigit(), not int()
             return int(value)
         match = _DURATION_RE.match(value)
         if value and match:

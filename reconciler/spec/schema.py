@@ -20,6 +20,9 @@ _SCALARS: Final = {"string", "integer", "number", "boolean"}
 _REF: Final = {"$ref": "#/$defs/Reference"}
 _NULL: Final = {"type": "null"}
 _META: Final = ("title", "description", "default")
+# pydantic passes a bound through under its own name where a validator runs before it (`Int`, `Number`: a
+# reference's text read as a number): JSON Schema's words, or an editor checks no bound.
+_BOUNDS: Final = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 # Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind); those that name a
 # task carry LITERAL_SCHEMA_MARKER (refs.py refuses a reference there).
 _NO_REFS: Final = {"kind", "apiVersion", "type"}
@@ -89,10 +92,20 @@ def _nullable(schema: dict[str, Any], required: bool) -> dict[str, Any]:
     return {"anyOf": [{k: v for k, v in schema.items() if k not in _META}, _NULL], **meta}
 
 
+def _standard_bounds(schema: Any) -> Any:
+    """A copy of `schema` with pydantic's bound names (`ge`, …) in a number's schema as JSON Schema's."""
+    if isinstance(schema, list):
+        return [_standard_bounds(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    numeric = schema.get("type") in ("integer", "number")
+    return {(_BOUNDS.get(k, k) if numeric else k): _standard_bounds(v) for k, v in schema.items()}
+
+
 def json_schema() -> dict[str, Any]:
     """The schema of one document: `oneOf` the five kinds, each with its `kind` constant."""
     _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()], ref_template="#/$defs/{model}")
-    defs = {name: _allow_refs(sub) for name, sub in top.get("$defs", {}).items()}
+    defs = {name: _allow_refs(_standard_bounds(sub)) for name, sub in top.get("$defs", {}).items()}
     defs["Reference"] = REFERENCE
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -44,3 +44,11 @@ async def test_a_call_whose_answer_was_lost_once_fails_unanswered_whatever_the_l
 async def test_a_call_answered_every_time_fails_answered() -> None:
     assert not (await retry(failing(THROTTLED))).unanswered
     assert not (await retry(failing(REFUSED))).unanswered
+
+
+@pytest.mark.parametrize("raw", ["0", "101", "three", "²", ""])
+def test_max_attempts_out_of_range_or_not_a_number_is_refused_naming_the_variable(raw: str) -> None:
+    """Review 9b: "²" passed str.isdigit(), and int() refused it in Python's words."""
+    with pytest.raises(ValueError, match=rf"^CAPCTL_MAX_ATTEMPTS={raw!r}: expected a whole number from 1 to 100$"):
+        RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": raw})
+    assert RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": "7"}).max_attempts == 7

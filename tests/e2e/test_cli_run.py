@@ -153,6 +153,9 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
 def test_run_rejects_bad_options(work: Workdir) -> None:
     assert "--resync" in work.capctl("run", "--resync", "soon", expect=1).stderr
     assert "--prune-grace: " in work.capctl("run", "--prune-grace", "a while", expect=1).stderr
+    # Review 9b: "²" passed str.isdigit() and int() refused it: "invalid literal for int() with base 10".
+    said = work.capctl("run", "--resync", "²", expect=1).stderr
+    assert "--resync: invalid duration '²': use a whole number" in said and "int()" not in said, said
     assert "--listen" in work.capctl("run", "--listen", "nowhere", expect=1).stderr
     # User input is quoted as typed, never read as terminal markup.
     assert "got '[bold]lobby'" in work.capctl("sim", "--listen", "[bold]lobby", expect=1).stderr
@@ -167,6 +170,9 @@ def test_state_rm_forgets_without_stopping(work: Workdir) -> None:
     )
     refused = work.capctl("state", "rm", "SnapshotJob/audit/*", "SnapshotJob/audit/typo", expect=1).stderr
     assert "no task 'SnapshotJob/audit/typo' in the state (see `capctl state list`); nothing forgotten" in refused
+    # Review 9b: a `?` stands for itself in task keys; `state list` and --target said so, `state rm` did not.
+    said = " ".join(work.capctl("state", "rm", "SnapshotJob/audit/lobb?", expect=1).stderr.split())
+    assert said.endswith("(in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)")
     # A glob forgets every task it matches, in one transaction (hand many tasks back at once); one that matches
     # nothing beside it is no error.
     out = work.capctl("state", "rm", "SnapshotJob/audit/*", "RecordingJob/*").stdout

@@ -76,7 +76,7 @@ def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:8750", example="x") == ("127.0.0.1", 8750)
     assert parse_listen("[::1]:9000", example="x") == ("::1", 9000)
     assert parse_listen("127.0.0.1:0", example="x") == ("127.0.0.1", 0)  # any free port
-    for bad in ("8750", "127.0.0.1:", ":8750", "127.0.0.1:65536", "127.0.0.1:http"):
+    for bad in ("8750", "127.0.0.1:", ":8750", "127.0.0.1:65536", "127.0.0.1:http", "127.0.0.1:²"):
         with pytest.raises(ValueError, match=r"HOST:PORT \(e\.g\. x; port 0 picks a free one\)"):
             parse_listen(bad, example="x")
 

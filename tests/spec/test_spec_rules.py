@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -150,6 +152,12 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=VOLC.replace("tos", "neg")),
         "volcengine needs a storage region ≥ 0 (its region table), got -2",
     ),
+    (  # review 9b: "²" passed str.isdigit(), and int() raised out of validate and plan (a traceback)
+        "volcengine region from a reference in other digits",
+        storage("sup", "{type: tos, bucket: b, accountId: '1', region: {env: SUP, default: '-²'}}")
+        + job(body=VOLC.replace("tos", "sup")),
+        "volcengine needs an integer storage region (its region table), got '-²'",
+    ),
     (
         "one volcengine task named by two providers of one app",
         provider("volc2", "{type: volcengine, appId: app1, accessKey: {env: AK}, secretKey: {env: SK}}")
@@ -173,6 +181,16 @@ RULES: list[tuple[str, str, str]] = [
     ),
     # snapshot jobs
     ("volcengine streams by user", job(body=VOLC + "streams: [{stream: s1}]"), "volcengine selects streams by `user`"),
+    (  # review 9b: it said "… by `user` (UserId), not `stream`" of a selector that gave no `stream`
+        "volcengine stream without user",
+        job(body=VOLC + "streams: [{type: screen}, {user: ~}]"),
+        "spec.streams[1]: volcengine needs `user` (UserId) in each stream; no streams = every stream",
+    ),
+    (  # review 9b: it said "… `stream` only; user/type/index are volcengine fields" of one that gave none
+        "zego stream without stream id",
+        job("RecordingJob", body=REC + "streams: [{stream: ~}]"),
+        "spec.streams[0]: zego needs `stream` (stream id) in each stream; no streams = every stream",
+    ),
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
     ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
@@ -414,6 +432,11 @@ RULES: list[tuple[str, str, str]] = [
     ("env and file at once", job(body=VOLC + "interval: {env: A, file: b}"), "either `env` or `file`, not both"),
     ("bad env name", job(body=VOLC + "interval: {env: 'A-B'}"), "invalid environment variable name"),
     ("env value must fit the field", job(body=VOLC + "interval: {env: AK}"), "invalid duration"),
+    (  # review 9b: it was "invalid literal for int() with base 10: sha256:…", Python's words
+        "env duration in other digits",
+        job(body=VOLC + "interval: {env: SUP, default: '²'}"),
+        "spec.interval: invalid duration sha256:",
+    ),
     ("default must be scalar", job(body=VOLC + "interval: {env: UNSET_X, default: [1]}"), "default must be a scalar"),
     (
         "secret default is text",
@@ -695,3 +718,18 @@ def test_referenced_text_is_shown_only_in_harmless_fields(load: Loader) -> None:
     assert shown["AppId"] == task.request["AppId"] and shown["TargetStreams"]["StreamList"][0]["UserId"].startswith(
         "sha256:"
     )
+
+
+def test_the_schema_states_bounds_in_json_schema_words() -> None:
+    """Review 9b: a bound after a validator (`Int`, and since walk 8 `Number`: rateLimits) came out under
+    pydantic's names, `"ge": 0, "le": 1920`, which no JSON Schema validator reads: an editor took `width: 5000`
+    and `rateLimits: {StartSnapshot: 0}` as fine, while validate refuses both."""
+    schema = json_schema()
+    text = json.dumps(schema)
+    assert not re.search(r'"(ge|gt|le|lt)": ', text), re.findall(r'"(?:ge|gt|le|lt)": [^,}]*', text)
+    width = schema["$defs"]["ImageConfig"]["properties"]["width"]["anyOf"][0]
+    assert (width["minimum"], width["maximum"]) == (0, 1920), width
+    rate = schema["$defs"]["VolcengineProvider"]["properties"]["rateLimits"]["anyOf"][0]["additionalProperties"][
+        "anyOf"
+    ][0]
+    assert (rate["exclusiveMinimum"], rate["maximum"]) == (0, 100_000), rate

@@ -83,6 +83,7 @@ def test_defaults_are_client_go_s() -> None:
         ({"retry_period": "10s"}, r"--retry-period \(10 s\) must be below --renew-deadline \(10 s\)"),
         ({"retry_period": "0s"}, r"--retry-period must be above 0 s, not 0 s"),
         ({"lease_duration": "soon"}, r"--lease-duration: invalid duration 'soon'"),
+        ({"lease_duration": "²"}, r"--lease-duration: invalid duration '²'"),  # review 9b: float() refused it
     ],
 )
 def test_timings_that_cannot_work_are_refused_naming_the_flag(flags: dict[str, str], message: str) -> None:
