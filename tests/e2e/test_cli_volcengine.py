@@ -82,6 +82,29 @@ def test_idle_timeout_is_reissued_with_its_reason(work: Workdir) -> None:
     assert tasks[LOBBY]["reissue_count"] == 1 and tasks[LOBBY]["status"] == "running"
 
 
+def test_a_restart_policy_edit_on_a_running_task_is_shown_and_recorded_without_a_vendor_call(work: Workdir) -> None:
+    """Always -> Never on a running task is no vendor change, but the record learns it: the run that then ends
+    is `done`, not `stopped` (8c-11); the plan says so in a note; back to Always, the ended run is re-issued."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s", restart="Never"))
+    calls = len(work.sim.requests())
+    plan = work.capctl("plan", "--detailed-exitcode").stdout
+    assert plan.startswith("No changes.") and (
+        "restartPolicy of 1 job(s) changed, recorded by apply (no vendor call): SnapshotJob/audit: Always → Never."
+        in plan
+    )
+    assert work.apply().stdout.startswith("No changes.") and state(work)[LOBBY]["restart_policy"] == "Never"
+    assert {r["api"] for r in work.sim.requests()[calls:]} == {"GetSnapshotTask"}  # observed, nothing sent
+    assert "restartPolicy" not in work.capctl("plan").stdout  # recorded: said once
+    work.sim.advance(21)  # the run idles out
+    work.apply()
+    assert state(work)[LOBBY]["status"] == "done" and running(work) == []
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    assert state(work)[LOBBY]["restart_policy"] == "Always" and len(running(work)) == 1
+
+
 def test_prune_and_no_prune(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     work.write("more.yaml", snapshot_job("extra", ["hall"]))
