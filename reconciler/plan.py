@@ -775,9 +775,11 @@ def diff(
             notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
+    # A task started again records its policy with its start: the note is of those left as they are.
+    unchanged = {c.key: desired[c.key] for c in changes if c.action is Action.NOOP and c.key in desired}
     for what, edited in (
         ("Labels", _edited(desired, records, wanted, _label_edits)),
-        ("restartPolicy", _edited(desired, records, wanted, _policy_edit)),
+        ("restartPolicy", _edited(unchanged, records, wanted, _policy_edit)),
     ):
         if edited:
             (job, edits), others = next(iter(edited.items())), len(edited) - 1
