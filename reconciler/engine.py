@@ -166,17 +166,28 @@ def persist_observations(
 def record_labels(
     store: StateStore, records: Mapping[str, TaskRecord], desired: Mapping[str, DesiredTask]
 ) -> dict[str, TaskRecord]:
-    """Give each record its job's current labels and room selector, in one commit (none if nothing changed).
+    """Give each record its job's current labels, room selector and restartPolicy, in one commit (none if
+    nothing changed).
 
-    A label edit, or a job switched between named rooms and a selector of the same rooms, changes no vendor
-    task, so no action would record it; `state list` (`-l`, its SELECTOR column) and the selection of a
-    removed job's tasks (`-l` on a delete) read what the last apply or daemon pass recorded.
+    A label or restartPolicy edit, or a job switched between named rooms and a selector of the same rooms,
+    changes no vendor task, so no action would record it; `state list` (`-l`, its SELECTOR column) and the
+    selection of a removed job's tasks (`-l` on a delete) read what the last apply or daemon pass recorded, and
+    a run that ends is `done` or `stopped` by the recorded policy (`persist_observations`). A selector's task
+    left to end keeps the policy it ran with: `stopped` when it ends, re-issued if its room is chosen again.
     """
     changed = [
-        record.evolve(labels=dict(task.labels), selector=task.selector, home=_home(record, task))
+        new
         for key, record in records.items()
         if (task := desired.get(key)) is not None
-        and (record.labels != task.labels or record.selector != task.selector or record.home != _home(record, task))
+        and (
+            new := record.evolve(
+                labels=dict(task.labels),
+                selector=task.selector,
+                home=_home(record, task),
+                restart_policy=record.restart_policy if task.ending else task.restart_policy,
+            )
+        )
+        != record
     ]
     if changed:
         store.put_many(changed)
@@ -229,9 +240,10 @@ def housekeep(
 ) -> dict[str, TaskRecord]:
     """What an apply does to the state besides the plan's changes (it holds the lock), also when it has none:
     record what the vendor reported (a restartPolicy Never task or one left to end at its room is a no-op,
-    but its stop is news), record label edits, revive restored thumbnails, forget expired tombstones.
+    but its stop is news), record label and restartPolicy edits, revive restored thumbnails, forget expired tombstones.
     Returns the records as they now are."""
-    updated = record_labels(store, persist_observations(store, records, observed, now), desired)
+    # The policy first: a run of a job just made Never that the vendor ended is `done`, not `stopped`.
+    updated = persist_observations(store, record_labels(store, records, desired), observed, now)
     updated.update(persist_restored(store, plan.changes, updated))
     for key in collect_tombstones(store, updated, desired, now):
         del updated[key]

@@ -120,6 +120,9 @@ class DesiredTask:
     labels: dict[str, str] = field(default_factory=dict)  # the job's metadata.labels, for `-l` selectors
     selector: str | None = None  # the room selector that chose this room (`class-*`), None for a named room
     home: str = ""  # where its vendor task lives: `ProviderConfig.home` of its Provider ("": not known)
+    # A room selector's task left to end at its room (`rooms.leaving`): its restartPolicy Never is how it is
+    # handled, not its job's policy, so it is not recorded as the task's.
+    ending: bool = False
 
 
 def account_of(vendor: str, app_id: str) -> str:

@@ -775,12 +775,19 @@ def diff(
             notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
-    if relabelled := _relabelled(desired, records, wanted):
-        (job, edits), others = next(iter(relabelled.items())), len(relabelled) - 1
-        notes.append(
-            f"Labels of {len(relabelled)} job(s) changed, recorded by apply (no vendor call; `-l` selects by them): "
-            f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
-        )
+    # A task started again records its policy with its start: the note is of those left as they are.
+    unchanged = {c.key: desired[c.key] for c in changes if c.action is Action.NOOP and c.key in desired}
+    for what, edited in (
+        ("Labels", _edited(desired, records, wanted, _label_edits)),
+        ("restartPolicy", _edited(unchanged, records, wanted, _policy_edit)),
+    ):
+        if edited:
+            (job, edits), others = next(iter(edited.items())), len(edited) - 1
+            why = "; `-l` selects by them" if what == "Labels" else ""
+            notes.append(
+                f"{what} of {len(edited)} job(s) changed, recorded by apply (no vendor call{why}): "
+                f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
+            )
     dormant = [
         c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
     ]
@@ -810,25 +817,40 @@ def diff(
     )
 
 
-def _relabelled(
-    desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord], wanted: Selection
+def _edited(
+    desired: Mapping[str, DesiredTask],
+    records: Mapping[str, TaskRecord],
+    wanted: Selection,
+    edit: Callable[[TaskRecord, DesiredTask], str],
 ) -> dict[str, str]:
-    """Jobs whose labels differ from the ones their tasks were last applied with: `job: team safety → ops`.
-    A label edit changes no vendor task, so no change shows it; the reviewer still sees it in a note."""
+    """Jobs whose labels (or restartPolicy) differ from the ones their tasks were last applied with, as `edit`
+    tells them: `job: team safety → ops`. Such an edit changes no vendor task, so no change shows it; the
+    reviewer still sees it in a note."""
     edits: dict[str, str] = {}
     for key, task in desired.items():
         job = job_of(key)
         record = records.get(key)
-        if job in edits or record is None or record.status is TaskStatus.REMOVED or record.labels == task.labels:
+        if job in edits or record is None or record.status is TaskStatus.REMOVED or not (said := edit(record, task)):
             continue
         if wanted(key, task.labels) or wanted(key, record.labels):
-            before, after = record.labels, task.labels
-            edits[job] = ", ".join(
-                f"{name} {before.get(name, '(unset)')} → {after.get(name, '(unset)')}"
-                for name in sorted(before.keys() | after.keys())
-                if before.get(name) != after.get(name)
-            )
+            edits[job] = said
     return edits
+
+
+def _label_edits(record: TaskRecord, task: DesiredTask) -> str:
+    before, after = record.labels, task.labels
+    return ", ".join(
+        f"{name} {before.get(name, '(unset)')} → {after.get(name, '(unset)')}"
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    )
+
+
+def _policy_edit(record: TaskRecord, task: DesiredTask) -> str:
+    # A selector's task left to end is Never by how it is handled, not by an edit (`engine.record_labels`).
+    if task.ending or record.restart_policy is task.restart_policy:
+        return ""
+    return f"{record.restart_policy.value} → {task.restart_policy.value}"
 
 
 def _leaves_its_provider(record: TaskRecord, task: DesiredTask) -> bool:

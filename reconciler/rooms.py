@@ -226,7 +226,9 @@ def leaving(
         if selector is not None and same_app and covers(selector, record.target):
             rooms.setdefault(f"{job.job.kind}/{job.job.name}", []).append(record.target)
     return {
-        t.key: dataclasses.replace(t, restart_policy=RestartPolicy.NEVER, spec_hash=_ran_with(t, records[t.key], key))
+        t.key: dataclasses.replace(
+            t, restart_policy=RestartPolicy.NEVER, spec_hash=_ran_with(t, records[t.key], key), ending=True
+        )
         for job, names in rooms.items()
         for t in expand(by_job[job], key, sorted(names))
     }

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from reconciler.model import Action, DesiredTask, TaskStatus
+from reconciler.model import Action, DesiredTask, RestartPolicy, TaskStatus
 from reconciler.plan import PlanError, PlanOptions, check_selector, diff, label_matcher, selector_matches
 from tests.core.factories import desired, record_for
 
@@ -165,3 +165,16 @@ def test_a_label_edit_is_noted_though_no_task_changes() -> None:
     )
     unchanged = diff({b.key: b}, records, {}, options=PlanOptions(labels=("team=safety",)), state_serial=1, now=NOW)
     assert not any("Labels" in n for n in unchanged.notes)  # outside the selection: not this plan's business
+
+
+def test_a_restart_policy_edit_is_noted_but_not_a_selector_task_left_to_end() -> None:
+    """The policy is no vendor field (8c-11): the plan says apply records it; a selector's task left to end is
+    handled as Never (`rooms.leaving`) without its job's policy being edited, so nothing is said of it."""
+    a = replace(labelled("a", "cams"), restart_policy=RestartPolicy.NEVER)
+    left = replace(labelled("b", "rooms"), restart_policy=RestartPolicy.NEVER, selector="b*", ending=True)
+    records = {t.key: replace(record_for(t), restart_policy=RestartPolicy.ALWAYS) for t in (a, left)}
+    plan = diff({t.key: t for t in (a, left)}, records, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert not plan.has_changes
+    assert [n for n in plan.notes if "restartPolicy" in n] == [
+        "restartPolicy of 1 job(s) changed, recorded by apply (no vendor call): SnapshotJob/cams: Always → Never."
+    ]

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.daemon import policy
-from reconciler.model import TaskStatus
+from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.plan import PlanOptions, diff
 from tests.daemon.conftest import Harness, VendorClock, write_specs
 from tests.daemon.test_http import client, volc_body
@@ -182,6 +182,15 @@ async def test_restart_policy_never_is_not_reissued_until_the_job_is_always(harn
     await harness.advance(1)
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
     assert harness.calls("StartSnapshot") == 2
+    # Made Never again while it runs: no call, but the record learns it, so the run's end is `done` (8c-11).
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, restart="Never"))
+    assert daemon.reload()
+    await harness.advance(1)
+    assert harness.record(LOBBY).restart_policy is RestartPolicy.NEVER
+    harness.sim.unpublish("volcengine", "lobby", user_id="alice")
+    await harness.advance(200)
+    assert harness.record(LOBBY).status is TaskStatus.DONE
+    assert harness.calls("StartSnapshot") == 2 and harness.calls("UpdateSnapshot") == 0
 
 
 async def test_three_tasks_are_polled_once_per_resync_not_at_the_budget(harness: Harness) -> None:

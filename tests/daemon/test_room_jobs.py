@@ -59,7 +59,9 @@ async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when
     await harness.advance(120)
     assert harness.calls("StopSnapshot") == 0  # never stopped by capctl: it idled out at the vendor
     assert harness.running_sim_tasks() == []
-    assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.STOPPED
+    ended = harness.record("SnapshotJob/classes/class-1")
+    # Left to end as Never, yet its record keeps its job's policy: `stopped`, not `done` (the job is Always).
+    assert ended.status is TaskStatus.STOPPED and ended.restart_policy is RestartPolicy.ALWAYS
     assert started(harness) == ["class-1"]  # and not re-issued while the room is closed
     assert harness.daemon is not None
     leaving = harness.daemon.reconciler.spec.tasks["SnapshotJob/classes/class-1"]  # type: ignore[union-attr]

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from reconciler.model import RestartPolicy, TaskStatus
+from reconciler.state.sqlite import SQLiteStateStore
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
 
@@ -80,6 +82,29 @@ def test_idle_timeout_is_reissued_with_its_reason(work: Workdir) -> None:
     assert len(running(work)) == 1
     tasks = state(work)
     assert tasks[LOBBY]["reissue_count"] == 1 and tasks[LOBBY]["status"] == "running"
+
+
+def test_a_restart_policy_edit_on_a_running_task_is_shown_and_recorded_without_a_vendor_call(work: Workdir) -> None:
+    """Always -> Never on a running task is no vendor change, but the record learns it, before the apply records
+    what it observed: the run, ended since, is `done`, not `stopped` (8c-11); the plan says so in a note; back
+    to Always, the ended run is re-issued, and the re-issue says why."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s", restart="Never"))
+    calls = len(work.sim.requests())
+    plan = work.capctl("plan", "--detailed-exitcode").stdout
+    assert plan.startswith("No changes.") and (
+        "restartPolicy of 1 job(s) changed, recorded by apply (no vendor call): SnapshotJob/audit: Always → Never."
+        in plan
+    )
+    work.sim.advance(21)  # the run idles out before the apply sees it
+    assert work.apply().stdout.startswith("No changes.") and running(work) == []
+    record = SQLiteStateStore(work.state).load().records[LOBBY]
+    assert (record.restart_policy, record.status) == (RestartPolicy.NEVER, TaskStatus.DONE)
+    assert {r["api"] for r in work.sim.requests()[calls:]} == {"GetSnapshotTask"}  # observed, nothing sent
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
+    back = work.capctl("plan").stdout  # a note of "no vendor call" beside the re-issue would not hold
+    assert "ended under restartPolicy Never, the job is Always now" in back and "restartPolicy of" not in back
 
 
 def test_prune_and_no_prune(work: Workdir) -> None:
