@@ -652,11 +652,16 @@ class PostgresDaemonMachine(DaemonMachine):
                 conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
 
 
-def test_the_daemon_model_on_postgresql() -> None:
+def use_postgresql() -> None:
+    """Point `PostgresDaemonMachine` at the test PostgreSQL, or skip the test when none is given."""
     admin = os.environ.get(PG_ENV)
     if not admin:
         pytest.skip(f"{PG_ENV} is not set (run `source .ci/postgres.sh` first)")
     PostgresDaemonMachine.admin = admin
+
+
+def test_the_daemon_model_on_postgresql() -> None:
+    use_postgresql()
     run_state_machine_as_test(
         PostgresDaemonMachine,
         settings=settings(
@@ -667,9 +672,12 @@ def test_the_daemon_model_on_postgresql() -> None:
     )
 
 
-def replay(*steps: tuple[str, dict[str, Any]]) -> None:
-    """Run one shrunk sequence on a fresh machine, checking after every step as the stateful test does."""
-    machine = DaemonMachine()
+def replay(*steps: tuple[str, dict[str, Any]], machine_type: type[DaemonMachine] = DaemonMachine) -> None:
+    """Run one shrunk sequence on a fresh machine, checking after every step as the stateful test does
+    (`PostgresDaemonMachine`: skipped unless a PostgreSQL is given, as the stateful test on it is)."""
+    if machine_type is PostgresDaemonMachine:
+        use_postgresql()
+    machine = machine_type()
     try:
         for name, args in steps:
             getattr(machine, name)(**args)
@@ -920,4 +928,28 @@ def test_a_recording_moved_to_the_legacy_api_as_its_provider_is_renamed_is_repla
         ("break_or_fix", {}),
         ("callbacks_on_or_off", {}),
         ("restart", {"down": 40.0}),
+    )
+
+
+@pytest.mark.parametrize("machine_type", [DaemonMachine, PostgresDaemonMachine], ids=["sqlite", "postgresql"])
+def test_a_recording_moved_to_the_legacy_api_after_a_restart_on_a_broken_set_with_renamed_providers_is_replaced(
+    machine_type: type[DaemonMachine],
+) -> None:
+    """Walk 8G-6 (reported PostgreSQL only; it was 8G-5 on code without its fix: the run had imported
+    /work/main's reconciler): three jobs; the set broken, the Providers renamed and a restart on the broken set,
+    then the recording moved to the legacy API and the set fixed. The old run was never stopped (ProviderMissing)
+    and idled out during a 40 s restart, unseen. Fails on both stores without dce4f7d (moves.rehome)."""
+    replay(
+        ("start", {"jobs": ["snap", "pinned", "rec"], "max_prune": 0.0, "grace": 30.0, "prune": False}),
+        ("break_or_fix", {}),
+        ("delete_or_restore_file", {"file": "extra.yaml"}),
+        ("rename_providers", {}),
+        ("restart", {"down": 0.0}),
+        ("vendor_trouble", {"trouble": "none"}),
+        ("change_job", {"index": 5, "what": "provider"}),
+        *[("break_or_fix", {})] * 9,
+        *[("callbacks_on_or_off", {})] * 3,
+        ("advance", {"seconds": 5.0}),
+        ("restart", {"down": 40.0}),
+        machine_type=machine_type,
     )
