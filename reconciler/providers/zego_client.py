@@ -91,7 +91,8 @@ LEGACY_ENVELOPE = Envelope("code", "message")
 def parse_app_id(config: ProviderConfig) -> int:
     """ZEGO AppIds are uint32 on the wire; the config carries decimal text."""
     text = config.app_id.strip()
-    if not text.isdecimal() or not 0 < int(text) < 2**32:
+    # ASCII digits only: str.isdecimal() holds for "１２３" too, which int() reads as 123 (another app).
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2**32:
         raise ValueError(
             f"provider {config.name}{_where(config)}: appId must be a positive 32-bit integer, got {config.app_id!r}"
         )

@@ -138,8 +138,8 @@ _BOUNDS: Final = {
 
 # A quoted number or boolean (`width: "800"`): the value the field wants, written as text.
 _UNQUOTED: Final = {
-    "int_type": re.compile(r"-?\d+"),
-    "float_type": re.compile(r"-?\d+(\.\d+)?"),
+    "int_type": re.compile(r"-?\d+", re.ASCII),  # unquoted, "１２３" is text still: no hint
+    "float_type": re.compile(r"-?\d+(\.\d+)?", re.ASCII),
     "bool_type": re.compile(r"true|false"),
 }
 

@@ -57,9 +57,9 @@ VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)
 # A vendor endpoint gets capctl's own query appended; a callback URL is only POSTed to, so it may carry one.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
 CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
-_DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_INT_RE: Final = re.compile(r"^-?\d+$")
-_NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$")
+_DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+_INT_RE: Final = re.compile(r"^-?\d+$", re.ASCII)
+_NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$", re.ASCII)
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
 
 

@@ -183,7 +183,8 @@ def expected_signature_query(action: str) -> list[tuple[str, str]]:
 # --- construction ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("app_id", ["abc", "0", "4294967296", "-1", ""])
+# Fullwidth or Arabic-Indic digits pass str.isdecimal(), and int() reads them as another app's number.
+@pytest.mark.parametrize("app_id", ["abc", "0", "4294967296", "-1", "", "１２３４５６７８９０", "٣"])
 def test_a_bad_app_id_is_refused_naming_the_provider(app_id: str) -> None:
     with pytest.raises(ValueError, match=r"zego-prod \(specs/providers.yaml:3:1\): appId"):
         Rig(ZegoRecordProvider, app_id=app_id)

@@ -437,6 +437,16 @@ RULES: list[tuple[str, str, str]] = [
         job(body=VOLC + "interval: {env: SUP, default: '²'}"),
         "spec.interval: invalid duration sha256:",
     ),
+    (  # fullwidth digits match `\d` (a Unicode class) and int() reads them: "１h" was one hour, "１２３" app 123
+        "env duration in fullwidth digits",
+        job(body=VOLC + "interval: {env: FW, default: '１０s'}"),
+        "spec.interval: invalid duration sha256:",
+    ),
+    (
+        "env integer in fullwidth digits",
+        provider("z2", "{type: zego, appId: {env: FW, default: '１２３４５'}, serverSecret: {env: SK}}"),
+        "spec.appId: ",
+    ),
     ("default must be scalar", job(body=VOLC + "interval: {env: UNSET_X, default: [1]}"), "default must be a scalar"),
     (
         "secret default is text",
@@ -460,6 +470,12 @@ RULES: list[tuple[str, str, str]] = [
 def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
     found = errors_of(text, env={**SECRET_ENV, "EMPTY": ""})
     assert any(fragment in e for e in found), found
+
+
+def test_quoted_fullwidth_digits_get_no_hint_to_unquote_them(errors_of: ErrorsOf) -> None:
+    # Unquoted, "１２３４５" is text still (YAML reads ASCII digits only): the hint would not help.
+    (found,) = errors_of(provider("z2", "{type: zego, appId: '１２３４５', serverSecret: {env: SK}}"), env=SECRET_ENV)
+    assert found.endswith("spec.appId: Input should be a valid integer, got a string"), found
 
 
 def test_every_error_is_reported_at_once(errors_of: ErrorsOf) -> None:
