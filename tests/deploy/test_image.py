@@ -33,9 +33,12 @@ from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 
 PODMAN = shutil.which("podman")
-pytestmark = pytest.mark.skipif(
-    PODMAN is None or os.geteuid() != 0, reason="needs podman as root (./dev test installs it)"
-)
+pytestmark = [
+    pytest.mark.skipif(PODMAN is None or os.geteuid() != 0, reason="needs podman as root (./dev test installs it)"),
+    # The first test waits for the build: the base (up to 900 s) and the image (up to 900 s) have their own limits,
+    # which the suite's 300 s per test would cut short on a fresh machine under load (debootstrap, pip downloads).
+    pytest.mark.timeout(1900),
+]
 
 BASE = "localhost/capctl-base:bookworm"
 IMAGE = "localhost/capctl:suite"

@@ -117,15 +117,20 @@ def focus_path(driver: webdriver.Chrome, presses: int) -> list[str]:
     return seen
 
 
+# URL schemes of the browser's own pages and of data held in the page: never a request over the network.
+BROWSER_OWN_SCHEMES = ("chrome", "chrome-untrusted", "chrome-search", "data", "about")
+
+
 def page_requests(driver: webdriver.Chrome) -> list[str]:
-    """Every network URL asked for since the last call (Chrome's performance log); the browser's own
-    `chrome://` pages (its new tab before the first navigation) are no network requests."""
+    """Every network URL asked for since the last call (Chrome's performance log); the browser's own pages
+    (its new tab before the first navigation: `chrome://`, and since Chromium 150 `chrome-untrusted://` and
+    `chrome-search://` parts of it) are no network requests of the page."""
     urls = []
     for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
-    return [u for u in urls if urlsplit(u).scheme not in ("chrome", "data", "about")]
+    return [u for u in urls if urlsplit(u).scheme not in BROWSER_OWN_SCHEMES]
 
 
 def lobby_tasks(status: httpx.Client) -> list[dict[str, Any]]:
