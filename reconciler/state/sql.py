@@ -494,6 +494,12 @@ class SqlStateStore(ABC):
         records = codec.decode_rows((k, body) for k, body in _rows(cur, "SELECT key, body FROM capctl_records"))
         upgraded = _keyed(records, key).values()
         cur.executemany(self.queries.upsert, [(r.key, codec.encode(r)) for r in upgraded])
+        # A capctl from before keyed hashes reads them as changed specs and would replace every task: it must
+        # refuse the state from now on, and it refuses only a schema newer than its 1. Rows by Provider name
+        # (none in a state from before keys in practice) wait for `capctl run`, which knows their accounts.
+        rq = self.room_queries
+        if not (_rows(cur, rq.exists)[0][0] and _rows(cur, rq.any_name, (NAMES,))):
+            self._upgrade(cur, None)
 
     def _stored_key(self) -> bytes | None:
         """The state's key if it has one, never making one (reading a record must not write)."""
