@@ -289,8 +289,9 @@ def _wrap_members(row: Row) -> list[str]:
 NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
 
 
-def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str]]:
-    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate."""
+def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], str] = str) -> tuple[str, list[str]]:
+    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate, each
+    room id and job written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
@@ -302,11 +303,11 @@ def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str
         f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
     details = [
-        f"{what}: {', '.join(view[name])}"
+        f"{what}: {', '.join(map(code, view[name]))}"
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [f"{c['room']}: claimed by {c['by']}" for c in view["claimed"]]  # by a named job or a selector
+    details += [f"{code(c['room'])}: claimed by {code(c['by'])}" for c in view["claimed"]]  # a named job or a selector
     return head, details
 
 
@@ -390,8 +391,8 @@ def render_markdown(plan: PlanJSON) -> str:
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
-            head, details = selector_facts(view, plan["created_at"])
-            now = "<br>".join(_md_text(t) for t in (head, *details))
+            head, details = selector_facts(view, plan["created_at"], _md_code)
+            now = "<br>".join((_md_text(head), *details))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = plan_rows(plan)
