@@ -13,6 +13,7 @@ Terraform shows the attributes of a new resource. Changes of one job that are id
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -361,6 +362,8 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
+# What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
+_MENTION_RE = re.compile(r"(?<![\w`])@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
 
 
 def _md_cell(text: str) -> str:
@@ -369,8 +372,10 @@ def _md_cell(text: str) -> str:
 
 def _md_text(text: str) -> str:
     """Text outside code: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there
-    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities."""
-    return _md_cell(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities. An
+    `@name` (a room id a vendor's message quotes) is put in code, where GitHub mentions no one."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _md_cell(_MENTION_RE.sub(lambda found: f"`{found.group()}`", escaped))
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:
