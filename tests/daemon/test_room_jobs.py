@@ -427,7 +427,8 @@ async def test_a_room_id_no_vendor_room_can_have_is_refused_where_it_enters(harn
     started (walk 10a). Such a callback is refused with 400 naming it, and nothing of its room is kept."""
     write_specs(harness.specs, selector_job("all", "*"), ZEGO_SELECTOR)
     await harness.start()
-    hostile = ["lob\u200bby", "lobby\u202egpj.exe", 'x\n{"event": "forged"}\x1b[31m', "L" * 10_000]
+    # (a NUL: PostgreSQL refuses it, and the room-activity batch holding it failed at every write after)
+    hostile = ["lob\u200bby", "lobby\u202egpj.exe", 'x\n{"event": "forged"}\x1b[31m', "L" * 10_000, "a\x00b"]
     for i, room in enumerate(["lobby", "<b>@team", *hostile]):  # ZEGO room ids may hold < > @ (its charset)
         harness.sim.publish("zego", room, user_id=f"u{i}", stream_id=f"s{i}")
     for i, room in enumerate(["lobby", "<b>", *hostile]):  # Volcengine's Id rule holds no < >
@@ -448,7 +449,7 @@ async def test_a_room_id_no_vendor_room_can_have_is_refused_where_it_enters(harn
     reader.close()
     refused = [d for d in harness.sim.callbacks.log if d["status"] == 400]
     assert {d["body"]["room_id"] for d in refused if d["vendor"] == "zego"} == set(hostile)
-    assert len([d for d in refused if d["vendor"] == "volcengine"]) >= 5  # "<b>" and the four
+    assert len([d for d in refused if d["vendor"] == "volcengine"]) >= 6  # "<b>" and the five
     reasons = [e["reason"] for e in logs if e["event"] == "callback rejected"]
     named = ("malformed callback: room_id '", "malformed callback: RoomId '")
     assert reasons and all(r.startswith(named) for r in reasons)
