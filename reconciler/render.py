@@ -379,10 +379,11 @@ def _md_text(text: str) -> str:
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:
-    """Inline code that a backtick in user text (a room id) cannot end early. Only a table cell needs its
-    `|` escaped: in a list item the backslash would show inside the code."""
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
+    """Inline code that backticks in user text (a room id) cannot end early: its fence is one backtick longer
+    than their longest run (a room "``<!--``" in a fence of two ended it, and `<!--` hid the rest of the
+    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if len(fence) > 1 else ""
     body = _md_cell(text) if in_table else text.replace("\n", " ")
     return f"{fence}{pad}{body}{pad}{fence}"
 

@@ -221,3 +221,11 @@ def test_markdown_writes_a_selectors_rooms_as_code(tmp_path: Path) -> None:
     text = text_of(plan)
     assert "to start: @octocat" in text and "left out (maxRooms 1): x|<b>" in text
     assert "@org: claimed by SnapshotJob/named" in text
+
+
+def test_markdown_code_holds_any_run_of_backticks(tmp_path: Path) -> None:
+    """A ZEGO room id may hold backticks: "``<!--``" in a fence of two ended the code at its own `` and
+    `<!--` opened an HTML comment that hid the rest of the PR comment (a delete below it)."""
+    markdown = render_markdown(plan_of(tmp_path, recording_job("rec", ['"``<!--``"'])))
+    assert "| ➕ | ``` RecordingJob/rec/``<!--`` ``` | create |" in markdown
+    assert "- ``` RecordingJob/rec/``<!--`` ```: provider zego" in markdown
