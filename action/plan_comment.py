@@ -3,8 +3,8 @@
 
 Why a script and not `gh pr comment`: every push would add a new comment, and reviewers would have to find
 the latest one. The comment carries a hidden marker (`<!-- capctl-plan:ID -->`); the script lists the
-comments, edits the one with the marker, and posts a new one only when there is none. Standard library only,
-so it runs before (or without) capctl's own dependencies.
+comments, edits its own one with the marker (never a stranger's that quotes it), and posts a new one only when
+there is none. Standard library only, so it runs before (or without) capctl's own dependencies.
 
   plan_comment.py --plan plan.md --exit-code 2          # exit code of `capctl plan --detailed-exitcode`
 GitHub: GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_EVENT_PATH (the pull request number).
@@ -46,6 +46,9 @@ class Forge:
     edit_url: str  # "{id}" replaced by the comment's id
     edit_method: str
     headers: dict[str, str]
+    user_url: str  # who the token is (GET)
+    author: str  # the comment's field naming its author
+    login: str  # the author's (and the user's) field holding the login
 
 
 def _need(env: dict[str, str], name: str) -> str:
@@ -74,6 +77,9 @@ def github(env: dict[str, str], number: str | None) -> Forge:
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
         },
+        f"{api}/user",
+        "user",
+        "login",
     )
 
 
@@ -82,7 +88,8 @@ def gitlab(env: dict[str, str], number: str | None) -> Forge:
     project = urllib.parse.quote(_need(env, "CI_PROJECT_ID"), safe="")
     iid = number or _need(env, "CI_MERGE_REQUEST_IID")
     notes = f"{api}/projects/{project}/merge_requests/{iid}/notes"
-    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", {"PRIVATE-TOKEN": _need(env, "GITLAB_TOKEN")})
+    headers = {"PRIVATE-TOKEN": _need(env, "GITLAB_TOKEN")}
+    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", headers, f"{api}/user", "author", "username")
 
 
 def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
@@ -99,14 +106,33 @@ def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None
         raise Refused(f"cannot reach {forge.name} at {url}: {exc.reason}") from None
 
 
+def whoami(forge: Forge) -> str | None:
+    """The login the token comments as, or None when the forge will not say (GitHub's GITHUB_TOKEN, an app's
+    token: their comments are a bot's)."""
+    try:
+        user = call(forge, "GET", forge.user_url)
+    except Refused:
+        return None
+    login = user.get(forge.login) if isinstance(user, dict) else None
+    return login if isinstance(login, str) and login else None
+
+
+def ours(forge: Forge, comment: dict[str, Any], me: str | None) -> bool:
+    """Whether the token wrote `comment`: anyone may post a comment holding the marker (before the first plan
+    is posted), and the script would then have edited that stranger's comment, or failed on it every push."""
+    author = comment.get(forge.author) or {}
+    return author.get(forge.login) == me if me is not None else author.get("type") == "Bot"
+
+
 def find_comment(forge: Forge, marker: str) -> int | None:
-    """The id of the first comment holding `marker`, through every page of comments."""
+    """The id of the first comment of the token's own holding `marker`, through every page of comments."""
+    me = whoami(forge)
     page = 1
     while True:
         query = urllib.parse.urlencode({"per_page": PAGE, "page": page, "sort": "asc"})
         comments = call(forge, "GET", f"{forge.comments_url}?{query}")
         for comment in comments:
-            if marker in (comment.get("body") or ""):
+            if marker in (comment.get("body") or "") and ours(forge, comment, me):
                 return int(comment["id"])
         if len(comments) < PAGE:
             return None

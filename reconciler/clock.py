@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["LOG_INTERVAL", "Clock", "FakeClock", "SystemClock", "Throttle"]
+
+LOG_INTERVAL = 60.0  # seconds between two log lines about the same problem (a resource, a flood of bad requests)
 
 
 class Clock(Protocol):
@@ -92,3 +94,23 @@ class FakeClock:
     def next_wakeup(self) -> float | None:
         """Wall time at which the earliest sleeper wakes, or None."""
         return self._sleepers[0][0] if self._sleepers else None
+
+
+class Throttle:
+    """Lets one event through per `interval` seconds and counts those it held back meanwhile."""
+
+    def __init__(self, clock: Clock, interval: float = LOG_INTERVAL) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._next = float("-inf")
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """None: hold this one back. Else let it through: the number held back since the last one."""
+        now = self._clock.monotonic()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self._interval
+        return held

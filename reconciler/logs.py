@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from reconciler.clock import Clock, SystemClock, Throttle
 from reconciler.redact import redact_named
 
 __all__ = ["RECENT_EVENTS", "RECENT_FIELD_CHARS", "RecentEvents", "configure", "recent_events"]
@@ -85,13 +86,33 @@ class _FlushingFile:
 class _FromLogging(logging.Handler):
     """What libraries log through `logging` (uvicorn's `Invalid HTTP request received.` for each malformed
     request, asyncio's errors), as a line like every other: without it Python's last-resort handler wrote the
-    bare text, one unparsable line in a JSON log for every bad request anyone sends."""
+    bare text, one unparsable line in a JSON log for every bad request anyone sends.
+
+    Their warnings are said once a minute per logger and message (with `repeats_held_back`): anyone who reaches
+    the port can send malformed requests, and one line each let them decide the log's volume and push every
+    decision out of the status page's recent events. Errors always pass."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(logging.WARNING)  # libraries' info (httpx: every URL it calls) stays out
+        self._clock = clock
+        self._said: dict[tuple[str, str], Throttle] = {}  # by the message's template: as many as the code has
 
     def emit(self, record: logging.LogRecord) -> None:
-        structlog.get_logger().log(record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info)
+        repeats: dict[str, int] = {}
+        if record.levelno < logging.ERROR:
+            template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+            held = self._said.setdefault((record.name, template), Throttle(self._clock)).allow()
+            if held is None:
+                return
+            repeats = {"repeats_held_back": held} if held else {}
+        structlog.get_logger().log(
+            record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info, **repeats
+        )
 
 
-def configure(level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None, clock: Clock | None = None
+) -> None:
     global _RECENT
     _RECENT = RecentEvents()  # a new set-up (a daemon, a test) starts with no events of an earlier one
     out = stream or sys.stderr
@@ -116,4 +137,4 @@ def configure(level: str = "warning", *, json_logs: bool | None = None, stream: 
     )
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not isinstance(h, _FromLogging)]
-    root.addHandler(_FromLogging(logging.WARNING))  # libraries' info (httpx: every URL it calls) stays out
+    root.addHandler(_FromLogging(clock or SystemClock()))

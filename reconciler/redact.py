@@ -7,7 +7,7 @@ This module holds the rules that decide where secrets are and how they become fi
 
 - `redact_tree`: a JSON-like tree (a vendor request) with every `Secret` / `SecretText` leaf shown;
 - `secret_leaves` + `scrub_text`: text from outside (a vendor's message, a driver's error) with any secret
-  it echoes replaced by that secret's fingerprint, then shortened;
+  it echoes replaced by that secret's fingerprint, then put on one line and shortened;
 - `is_secret_key` + `redact_named`: a tree whose credentials are plain text (what a client sent to the
   simulator, a log line's fields), found by the key that holds them;
 - `redact_url` + `url_secrets`: a connection URL without its password, and the password as a `Secret`.
@@ -81,7 +81,19 @@ def scrub_text(text: str, secrets: Iterable[Hidden], *, limit: int | None = MESS
     if fingerprints:
         pattern = "|".join(re.escape(v) for v in sorted(fingerprints, key=len, reverse=True))
         text = re.sub(pattern, lambda found: fingerprints[found.group()], text)
+    text = _one_line(text)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    """Outside text as plans, `state list`, `apply` and logs print it: its line breaks and tabs as single spaces,
+    any other unprintable character (an escape sequence's ESC, a right-to-left override) written as its escape
+    (`\\x1b`). A proxy's HTML error page or a vendor's message otherwise broke a listing's row in two, or
+    restyled the reader's terminal."""
+    if text.isprintable():
+        return text
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _spellings(value: str) -> set[str]:

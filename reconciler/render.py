@@ -13,6 +13,7 @@ Terraform shows the attributes of a new resource. Changes of one job that are id
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -289,8 +290,9 @@ def _wrap_members(row: Row) -> list[str]:
 NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
 
 
-def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str]]:
-    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate."""
+def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], str] = str) -> tuple[str, list[str]]:
+    """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate, each
+    room id and job written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
@@ -302,11 +304,11 @@ def selector_facts(view: dict[str, Any], created_at: str) -> tuple[str, list[str
         f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
     details = [
-        f"{what}: {', '.join(view[name])}"
+        f"{what}: {', '.join(map(code, view[name]))}"
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [f"{c['room']}: claimed by {c['by']}" for c in view["claimed"]]  # by a named job or a selector
+    details += [f"{code(c['room'])}: claimed by {code(c['by'])}" for c in view["claimed"]]  # a named job or a selector
     return head, details
 
 
@@ -360,6 +362,8 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
+# What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
+_MENTION_RE = re.compile(r"(?<![\w`])@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
 
 
 def _md_cell(text: str) -> str:
@@ -368,15 +372,18 @@ def _md_cell(text: str) -> str:
 
 def _md_text(text: str) -> str:
     """Text outside code: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there
-    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities."""
-    return _md_cell(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities. An
+    `@name` (a room id a vendor's message quotes) is put in code, where GitHub mentions no one."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _md_cell(_MENTION_RE.sub(lambda found: f"`{found.group()}`", escaped))
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:
-    """Inline code that a backtick in user text (a room id) cannot end early. Only a table cell needs its
-    `|` escaped: in a list item the backslash would show inside the code."""
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
+    """Inline code that backticks in user text (a room id) cannot end early: its fence is one backtick longer
+    than their longest run (a room "``<!--``" in a fence of two ended it, and `<!--` hid the rest of the
+    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if len(fence) > 1 else ""
     body = _md_cell(text) if in_table else text.replace("\n", " ")
     return f"{fence}{pad}{body}{pad}{fence}"
 
@@ -390,8 +397,8 @@ def render_markdown(plan: PlanJSON) -> str:
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
-            head, details = selector_facts(view, plan["created_at"])
-            now = "<br>".join(_md_text(t) for t in (head, *details))
+            head, details = selector_facts(view, plan["created_at"], _md_code)
+            now = "<br>".join((_md_text(head), *details))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = plan_rows(plan)

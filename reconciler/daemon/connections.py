@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
 import resource
 import socket
@@ -32,19 +31,17 @@ from typing import Any, ClassVar
 import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
-from reconciler.clock import Clock
+from reconciler.clock import Clock, Throttle
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "FD_RESERVE",
-    "LOG_INTERVAL",
     "MIN_MAX_CONNECTIONS",
     "READ_TIMEOUT",
     "AcceptErrors",
     "GuardedProtocol",
     "HttpLimits",
     "SheddingListener",
-    "Throttle",
     "default_max_connections",
     "descriptor_limit",
     "guarded_protocol",
@@ -56,7 +53,6 @@ READ_TIMEOUT = 10.0  # seconds for a whole request; a vendor callback takes mill
 DEFAULT_MAX_CONNECTIONS = 1024
 MIN_MAX_CONNECTIONS = 16
 FD_RESERVE = 128  # descriptors left for the state store, the spec watcher and the vendor connections
-LOG_INTERVAL = 60.0  # seconds between two log lines about the same resource problem
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -77,26 +73,6 @@ def default_max_connections(nofile: int | None) -> int:
 class HttpLimits:
     read_timeout: float = READ_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-
-
-class Throttle:
-    """Lets one event through per `interval` seconds and counts those it held back meanwhile."""
-
-    def __init__(self, clock: Clock, interval: float = LOG_INTERVAL) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._next = -math.inf
-        self._held = 0
-
-    def allow(self) -> int | None:
-        """None: hold this one back. Else let it through: the number held back since the last one."""
-        now = self._clock.monotonic()
-        if now < self._next:
-            self._held += 1
-            return None
-        held, self._held = self._held, 0
-        self._next = now + self._interval
-        return held
 
 
 class GuardedProtocol(H11Protocol):

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from reconciler.clock import Clock
-from reconciler.daemon.connections import Throttle
+from reconciler.clock import Clock, Throttle
 from reconciler.model import ProviderConfig
 from reconciler.providers.callbacks import CallbackEvent, CallbackRejected
 from reconciler.state.base import InboxEntry, StateError

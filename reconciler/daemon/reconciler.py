@@ -22,9 +22,8 @@ import structlog
 
 from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM
-from reconciler.clock import Clock
+from reconciler.clock import Clock, Throttle
 from reconciler.daemon import policy, runtime
-from reconciler.daemon.connections import Throttle
 from reconciler.daemon.metrics import Metrics, vendor_error_reason
 from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache

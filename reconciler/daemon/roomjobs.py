@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Gauge
 
-from reconciler.clock import Clock
-from reconciler.daemon.connections import Throttle
+from reconciler.clock import Clock, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes

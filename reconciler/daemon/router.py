@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from reconciler.clock import Clock, SystemClock
-from reconciler.daemon.connections import Throttle
+from reconciler.clock import Clock, SystemClock, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.roomorder import RoomOrder

@@ -90,8 +90,9 @@ def classify_error(status: int, code: str) -> ErrorKind:
 
 def stop_reason_of(reason: str | None, status: object) -> str:
     """Why a snapshot task ended: its `StopReason`, or without one its `Status` (3 ended, 4 failed)."""
-    if reason:
-        return stopreasons.stop_reason(STOP_REASONS.get(reason, Phrase.ENDED), f"Volcengine {reason}")
+    if reason:  # the vendor's word, shown as its error codes are (one line, cut): printed in plans and listings
+        shown = scrub_text(str(reason), (), limit=_CODE_LIMIT)
+        return stopreasons.stop_reason(STOP_REASONS.get(str(reason), Phrase.ENDED), f"Volcengine {shown}")
     phrase = Phrase.FAILED if status == 4 else Phrase.ENDED
     return stopreasons.stop_reason(phrase, f"Volcengine status {status}")
 

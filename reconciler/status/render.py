@@ -8,6 +8,7 @@ timelines are inline SVG, each with a text summary beside it for screen readers 
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -56,7 +57,19 @@ def render_html(snapshot: StatusSnapshot) -> str:
         job_choices=snapshot.job_names[:MAX_JOB_CHOICES],
         line_summary=_line_summary,
         status_label=_status_label,
+        spelled=_spelled,
     )
+
+
+def _spelled(name: str) -> str:
+    """How a room id that may pass for another is told apart: ` (l\\u043ebby)` after a `lоbby` whose `о` is
+    Cyrillic (ASCII letters mixed with others), or after a fullwidth `ｌｏｂｂｙ` (NFKC makes it another name);
+    nothing after plain ASCII, or a name in one script (`班级101`). ZEGO room ids are named by whoever joins."""
+    if name.isascii():
+        return ""
+    if not any(c.isascii() and c.isalpha() for c in name) and unicodedata.normalize("NFKC", name) == name:
+        return ""
+    return f" ({name.encode('ascii', 'backslashreplace').decode('ascii')})"
 
 
 def page_url(query: StatusQuery, **changes: Any) -> str:

@@ -29,7 +29,7 @@ from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
 from reconciler.model import ApiFamily, DesiredTask, ProviderConfig
 from reconciler.providers.base import VendorError
-from reconciler.providers.volcengine import VolcengineSnapshotProvider
+from reconciler.providers.volcengine import VolcengineSnapshotProvider, stop_reason_of
 from reconciler.providers.zego import ZegoLegacyRecordProvider, ZegoRecordProvider, ZegoThumbnailProvider
 from reconciler.redact import (
     MESSAGE_LIMIT,
@@ -190,6 +190,15 @@ class _Echo(BaseHTTPRequestHandler):
         )
         _SIGNED.append(f"{self.headers.get('Authorization')} {self.path} {raw.decode()}")  # its signature is there
         answer: dict[str, Any]
+        if self.path.startswith("/proxy"):  # a proxy's error page (no JSON), or a message, with lines and escapes
+            said = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\x1b[2J\x1b[31mforged\t\u202e</body>"
+            zego = json.dumps({"Code": 300000004, "Message": said.replace("<", "")})
+            page = (zego if "zego" in self.path else said).encode()
+            self.send_response(200 if "zego" in self.path else 502)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         if self.path.startswith("/quote-signed"):  # the call's signature quoted back: query (ZEGO) or header
             quoted = self.headers.get("Authorization", "").rpartition(", ")[2] or self.path  # `Signature=…`
             answer = {"ResponseMetadata": {"Error": {"Code": "InvalidParameter", "Message": quoted}}}
@@ -377,3 +386,19 @@ def test_no_other_module_masks_a_secret_or_reads_a_fingerprint_itself() -> None:
         if re.search(r"""\.fingerprint\b|["']\*\*\*["']|\[redacted\]""", line)
     ]
     assert offenders == []
+
+
+async def test_a_vendors_or_proxys_text_is_shown_on_one_line_without_its_control_characters(
+    echo_url: str, http: httpx.AsyncClient
+) -> None:
+    """A proxy's HTML error page (or a vendor message with line breaks) was quoted as it came: `capctl apply`,
+    plan reasons and `state list` printed its lines apart and its ESC sequences to the reader's terminal."""
+    volc = await _volcengine_error(f"{echo_url}/proxy/volc", http, Secret(STORAGE_KEY))
+    assert volc.endswith(
+        "(HTTP 502, not JSON): <html> <head><title>502 Bad Gateway</title></head> <body>\\x1b[2J\\x1b[31mforged "
+        "\\u202e</body>"
+    ), volc
+    zego = await _zego_error(f"{echo_url}/proxy/zego/", http, {"RoomId": "r"})
+    assert zego.endswith("body>\\x1b[2J\\x1b[31mforged \\u202e/body>)"), zego
+    said = stop_reason_of("Idle\nTimeOut\x1b[2J" + "x" * 100, 3)  # a StopReason, kept in the record, is as short
+    assert said.startswith("ended (Volcengine Idle TimeOut\\x1b[2Jxxx") and said.isprintable() and len(said) < 100

@@ -198,3 +198,34 @@ def test_a_volcengine_stream_shows_its_type_and_index(tmp_path: Path) -> None:
         "storage: tos", "streams: [{user: host}, {user: host, type: screen, index: 1}]\n  storage: tos"
     )
     assert "streams host, host (screen, index 1) · storage" in text_of(plan_of(tmp_path, job))
+
+
+def test_markdown_writes_a_selectors_rooms_as_code(tmp_path: Path) -> None:
+    """A selector's rooms are named by whoever joins them: outside code, a room `@octocat` (a Volcengine room
+    id may hold `@`) pinged that GitHub user from every plan comment listing it, and `<b>` was markup. In
+    inline code a mention is no mention; the text view is unchanged. A reason quoting one is written alike."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    counts = {"active": 3, "running": 0, "start": 1, "left_out": 1, "ending": 0, "claimed": 1}
+    view = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "*", "max_rooms": 1, "counts": counts}
+    view |= {"seen_at": plan["created_at"], "start": ["@octocat"], "left_out": ["x|<b>"], "ending": []}
+    plan["selectors"] = [view | {"claimed": [{"room": "@org", "by": "SnapshotJob/named"}]}]
+    plan["changes"][0]["reason"] = 'previous start failed: invalid parameter ({"RoomId":"@octocat"}); ops@example.com'
+    markdown = render_markdown(plan)
+    assert '| create | previous start failed: invalid parameter ({"RoomId":"`@octocat`"}); ops@example.com |' in (
+        markdown
+    )  # a vendor's message quoting a room: the mention in code too (an email address is no mention)
+    assert (
+        "<br>to start: `@octocat`<br>left out (maxRooms 1): `x\\|<b>`<br>`@org`: claimed by `SnapshotJob/named` |"
+        in markdown
+    )
+    text = text_of(plan)
+    assert "to start: @octocat" in text and "left out (maxRooms 1): x|<b>" in text
+    assert "@org: claimed by SnapshotJob/named" in text
+
+
+def test_markdown_code_holds_any_run_of_backticks(tmp_path: Path) -> None:
+    """A ZEGO room id may hold backticks: "``<!--``" in a fence of two ended the code at its own `` and
+    `<!--` opened an HTML comment that hid the rest of the PR comment (a delete below it)."""
+    markdown = render_markdown(plan_of(tmp_path, recording_job("rec", ['"``<!--``"'])))
+    assert "| ➕ | ``` RecordingJob/rec/``<!--`` ``` | create |" in markdown
+    assert "- ``` RecordingJob/rec/``<!--`` ```: provider zego" in markdown

@@ -17,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
-from reconciler.clock import FakeClock
+from reconciler.clock import FakeClock, Throttle
 from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
-from reconciler.daemon.connections import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, Throttle, default_max_connections
+from reconciler.daemon.connections import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, default_max_connections
 from reconciler.daemon.http import parse_sync_body
 from reconciler.headers import NoSniffApp
 from reconciler.providers.volc_signing import sign_callback

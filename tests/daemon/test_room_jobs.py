@@ -406,3 +406,51 @@ async def test_room_reports_of_a_skewed_vendor_clock_are_weighed_on_the_daemons(
         if harness.daemon is not None:
             await harness.stop()
         await harness.sim.callbacks.aclose()
+
+
+ZEGO_SELECTOR = """\
+apiVersion: capctl/v1
+kind: RecordingJob
+metadata: {name: shows}
+spec:
+  provider: zego
+  rooms: {match: "*"}
+  storage: s3
+  outputFolder: record/
+"""
+
+
+async def test_a_room_id_no_vendor_room_can_have_is_refused_where_it_enters(harness: Harness) -> None:
+    """Anyone who joins a room names it, and a selector job makes the id a task key that plans, `state list`,
+    logs and the status page print: an escape sequence or a newline (a forged line on a reviewer's terminal),
+    a right-to-left override or a zero-width space (`lobby` twice, two rooms) or a 10 kB id was selected and
+    started (walk 10a). Such a callback is refused with 400 naming it, and nothing of its room is kept."""
+    write_specs(harness.specs, selector_job("all", "*"), ZEGO_SELECTOR)
+    await harness.start()
+    # (a NUL: PostgreSQL refuses it, and the room-activity batch holding it failed at every write after)
+    hostile = ["lob\u200bby", "lobby\u202egpj.exe", 'x\n{"event": "forged"}\x1b[31m', "L" * 10_000, "a\x00b"]
+    for i, room in enumerate(["lobby", "<b>@team", *hostile]):  # ZEGO room ids may hold < > @ (its charset)
+        harness.sim.publish("zego", room, user_id=f"u{i}", stream_id=f"s{i}")
+    for i, room in enumerate(["lobby", "<b>", *hostile]):  # Volcengine's Id rule holds no < >
+        harness.sim.publish("volcengine", room, user_id=f"u{i}")
+    with capture_logs() as logs:
+        await harness.advance(3)
+    assert harness.daemon is not None
+    assert sorted(harness.daemon.records.keys()) == [
+        "RecordingJob/shows/<b>@team",
+        "RecordingJob/shows/lobby",
+        "SnapshotJob/all/lobby",
+    ]
+    rooms = {(a.account, a.room) for a in harness.daemon.rooms.book.activity()}
+    assert rooms == {(ZEGO, "<b>@team"), (ZEGO, "lobby"), (VOLC, "lobby")}
+    reader = SQLiteStateStore(harness.state_path)
+    assert {(a.account, a.room) for a in reader.room_activity({})} == rooms
+    assert {(s.subject, s.room) for s in reader.history() if s.kind == "room"} == rooms
+    reader.close()
+    refused = [d for d in harness.sim.callbacks.log if d["status"] == 400]
+    assert {d["body"]["room_id"] for d in refused if d["vendor"] == "zego"} == set(hostile)
+    assert len([d for d in refused if d["vendor"] == "volcengine"]) >= 6  # "<b>" and the five
+    reasons = [e["reason"] for e in logs if e["event"] == "callback rejected"]
+    named = ("malformed callback: room_id '", "malformed callback: RoomId '")
+    assert reasons and all(r.startswith(named) for r in reasons)
+    assert all(r.isprintable() and len(r) < 200 for r in reasons), reasons  # quoted escaped, at a bounded size

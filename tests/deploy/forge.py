@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 TOKEN = "forge-token-5d1e0c"  # tests assert it is never printed
+BOT = "capctl-bot"  # who the token comments as (GitHub: `github-actions[bot]`, a bot)
 
 
 @dataclass
@@ -31,8 +32,13 @@ class Forge:
             return bool(headers.get("Authorization") == f"Bearer {TOKEN}")
         return bool(headers.get("PRIVATE-TOKEN") == TOKEN)
 
-    def add(self, body: str, author: str) -> dict[str, Any]:
-        comment = {"id": 1000 + len(self.comments), "body": body, "user": {"login": author}}
+    def add(self, body: str, author: str, *, bot: bool = False) -> dict[str, Any]:
+        """A comment by `author`, who is named as each forge does (GitHub: `user.login` and `user.type`)."""
+        if self.kind == "github":
+            who = {"user": {"login": author, "type": "Bot" if bot else "User"}}
+        else:
+            who = {"author": {"username": author}}
+        comment = {"id": 1000 + len(self.comments), "body": body, **who}
         self.comments.append(comment)
         return comment
 
@@ -76,7 +82,11 @@ def handler(forge: Forge) -> type[BaseHTTPRequestHandler]:
                 per_page, page = int(query["per_page"][0]), int(query["page"][0])
                 return self.answer(200, forge.comments[(page - 1) * per_page : page * per_page])
             if LIST[forge.kind].match(url.path) and self.command == "POST":
-                return self.answer(201, forge.add(self.body()["body"], "capctl-bot"))
+                return self.answer(201, forge.add(self.body()["body"], BOT, bot=True))
+            if url.path == "/user" and self.command == "GET":  # GitHub's GITHUB_TOKEN may not ask who it is
+                if forge.kind == "github":
+                    return self.answer(403, {"message": "Resource not accessible by integration"})
+                return self.answer(200, {"id": 1, "username": BOT})
             edit = EDIT[forge.kind].match(url.path)
             if edit and self.command == EDIT_METHOD[forge.kind]:
                 comment = next((c for c in forge.comments if c["id"] == int(edit.group(1))), None)

@@ -68,19 +68,22 @@ def marked(forge: Forge) -> list[dict[str, Any]]:
 def test_one_comment_updated_in_place_on_every_push(work: Workdir, kind: str) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
     with serve(kind) as forge:
+        # Someone quoting the marker before the first plan is posted: their comment is neither edited nor taken
+        # for the plan's (it was: the plan then showed under their name, and they could edit it between pushes).
+        stranger = forge.add(f"{MARKER}\n#### ✅ capctl: no changes", "someone")
         for n in range(130):  # a busy pull request: the plan comment must be found past the first page
             forge.add(f"review remark {n}", "someone")
 
         first = run_plan_sh(work, forge)
         assert first.returncode == 2, first.stderr
-        [comment] = marked(forge)
+        [comment] = [c for c in marked(forge) if c is not stranger]
         assert "changes to apply" in comment["body"] and "SnapshotJob/audit/lobby" in comment["body"]
         assert (work.root / "plan.json").exists()
 
         work.apply()  # "the next push": the specs now match the vendors
         second = run_plan_sh(work, forge)
         assert second.returncode == 0, second.stderr
-        assert marked(forge) == [comment] and len(forge.comments) == 131
+        assert marked(forge) == [stranger, comment] and len(forge.comments) == 132
         assert "✅ capctl: no changes" in comment["body"] and "SnapshotJob/audit" not in comment["body"]
         edits = [r for r in forge.requests if r[0] in ("PATCH", "PUT")]
         assert len(edits) == 1 and [r for r in forge.requests if r[0] == "POST"] != []
@@ -88,7 +91,8 @@ def test_one_comment_updated_in_place_on_every_push(work: Workdir, kind: str) ->
         work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
         third = run_plan_sh(work, forge)
         assert third.returncode == 1 and "jobs.yaml:" in third.stdout + third.stderr
-        assert marked(forge) == [comment] and "capctl plan failed (exit 1)" in comment["body"]
+        assert marked(forge) == [stranger, comment] and "capctl plan failed (exit 1)" in comment["body"]
+        assert stranger["body"] == f"{MARKER}\n#### ✅ capctl: no changes"
     if kind == "github":
         outputs = (work.root / "github-output").read_text().split()
         assert outputs == [f"{k}={v}" for code in ("2", "0", "1") for k, v in _outputs(code)]

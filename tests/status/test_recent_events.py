@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 
 import structlog
 
 from reconciler import logs
+from reconciler.clock import FakeClock
 from reconciler.logs import RECENT_FIELD_CHARS, RecentEvents
 
 
@@ -33,3 +36,31 @@ def test_the_configured_logger_feeds_the_ring_after_the_scrubber() -> None:
     assert newest["access_token"].startswith("sha256:") and "hunter2" not in str(logs.recent_events())
     assert newest["level"] == "info" and newest["timestamp"]
     assert all(e["event"] != "no change" for e in logs.recent_events())
+
+
+def test_a_librarys_warnings_are_said_once_a_minute_and_leave_the_decisions_in_the_ring() -> None:
+    """uvicorn warns `Invalid HTTP request received.` for every malformed request anyone sends: 600 of them were
+    600 log lines and pushed every decision out of the status page's recent events (500)."""
+    clock, out = FakeClock(1_800_000_000.0), io.StringIO()
+    logs.configure("info", json_logs=True, stream=out, clock=clock)
+    try:
+        structlog.get_logger("capctl.daemon").info("decision", key="SnapshotJob/lobby/a", action="reissue")
+        for _ in range(600):
+            logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        logging.getLogger("uvicorn.error").warning("another %s", "thing")  # another message: said too
+        logging.getLogger("asyncio").error("Task exception was never retrieved")  # errors always pass
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+        clock.advance(61)
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e.get("repeats_held_back")) for e in lines] == [
+        ("decision", None),
+        ("Invalid HTTP request received.", None),
+        ("another thing", None),
+        ("Task exception was never retrieved", None),
+        ("Task exception was never retrieved", None),
+        ("Invalid HTTP request received.", 599),
+    ]
+    assert [e["event"] for e in logs.recent_events()] == [e["event"] for e in lines]  # the decision kept

@@ -10,7 +10,7 @@ from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.model import Replica
 from reconciler.status.render import JSON_FORMAT_VERSION, page_url, render_html, to_json
-from tests.status.conftest import IDLE, LEADER, NOW, Told, inputs, record
+from tests.status.conftest import IDLE, LEADER, NOW, ZEGO, Told, inputs, record
 
 
 class _Tags(HTMLParser):
@@ -171,3 +171,19 @@ def test_a_standby_says_it_does_not_act_and_why() -> None:
     assert "Nothing is reconciled until a valid set is loaded." in text
     assert "0 tasks in 0 jobs" in text and "No task matches." in text
     assert to_json(build_snapshot(inputs([], replica=standby), StatusQuery(), NOW))["replica"]["role"] == "standby"
+
+
+def test_a_room_that_may_pass_for_another_is_spelled_out() -> None:
+    """A ZEGO room is named by whoever joins it: `lоbby` with a Cyrillic `о`, or a fullwidth `ｌｏｂｂｙ`, read
+    as a second `lobby` on the page (its capture running, the real lobby's not). Their escapes follow them;
+    an ASCII name, or one in a single other script, is shown as it is."""
+    rooms = ["lobby", "l\u043ebby", "\uff4c\uff4f\uff42\uff42\uff59", "班级101"]
+    told = Told()
+    records = [record(f"RecordingJob/rec/{room}") for room in rooms]
+    told.seed(records, NOW - 3600)
+    for room in rooms:
+        told.room_active(room, NOW - 600, account=ZEGO)
+    text = _text(render_html(build_snapshot(inputs(records, history=told.history), StatusQuery(), NOW)))
+    assert "lоbby (l\\u043ebby)" in text and "ｌｏｂｂｙ (\\uff4c\\uff4f\\uff42\\uff42\\uff59)" in text
+    assert "Room lоbby (l\\u043ebby)" in text  # its timeline too
+    assert "lobby (" not in text and "班级101 (" not in text
