@@ -4,6 +4,10 @@ message cannot leave the troubleshooting table describing one nobody sees any mo
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from typing import Any, cast
 
 import typer.main
@@ -11,6 +15,7 @@ import typer.main
 from reconciler import failpoints
 from reconciler.cli import app
 from tests.deploy.daemon_facts import ROOT, run_options
+from tests.e2e.conftest import Workdir
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
 
@@ -118,3 +123,26 @@ def test_the_readme_commands_table_names_every_command_and_no_other() -> None:
         if command[1] == "state list":  # `state list … \| show KEY \| rm KEY \| init`
             documented |= {f"state {name}" for name in re.findall(r"\\\| ([a-z]+)", first)}
     assert documented == set(every_command())
+
+
+def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: Workdir) -> None:
+    """Install step 4's one-liner, run in the pod, is what an operator reads a 503's reason in: `urlopen` raised
+    `HTTP Error 503: Service Unavailable` and dropped the body that says why (here: the specs do not load)."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    [command] = re.findall(r'kubectl exec deploy/capctl -c capctl -- python -c "([^"]+)"', guide)
+    work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
+    daemon, log = work.run_daemon()
+    try:
+        check = [sys.executable, "-c", command.replace("http://127.0.0.1:8080", log.url())]
+        deadline = time.monotonic() + 10
+        while True:  # the port answers from its bind; the spec load follows
+            out = subprocess.run(check, capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            if "spec set" in out.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert out.stdout.startswith("503 no valid spec set in force: 1 error, first: "), out.stdout
+        assert "specs/jobs.yaml:4:1: YAML syntax error" in out.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
