@@ -182,3 +182,13 @@ def test_each_vendors_rejected_callbacks_are_served_from_zero() -> None:
         if s.name == "capctl_callbacks_total" and s.labels["outcome"] == "rejected"
     }
     assert rejected == {vendor: 0.0 for vendor in VENDORS}
+
+
+def test_every_metric_an_alert_watches_or_names_is_on_the_dashboard() -> None:
+    """The on-call engineer opens the dashboard when an alert fires: what the alert watches, and what its
+    description says to look at, is drawn there (coverage and the state store were not)."""
+    drawn = {name.removesuffix("_bucket") for _, expr in dashboard_exprs() for name, _ in METRIC.findall(expr)}
+    for group in yaml.safe_load((OBSERVABILITY / "prometheus-rules.yaml").read_text())["groups"]:
+        for rule in group["rules"]:
+            watched = {name for name, _ in METRIC.findall(rule["expr"] + " " + rule["annotations"]["description"])}
+            assert watched <= drawn, f"{rule['alert']}: {sorted(watched - drawn)} not on the dashboard"
