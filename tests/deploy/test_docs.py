@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import typer.main
@@ -146,3 +147,18 @@ def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: 
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
+
+
+def test_the_install_guides_credentials_secret_holds_every_variable_the_example_specs_need(tmp_path: Path) -> None:
+    """Install step 2 creates `capctl-credentials` for examples/specs: it held two of their nine variables, and a
+    pod missing one stays unready. Its listing command, run as the guide says, names exactly those nine."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    create = guide[guide.index("kubectl create secret generic capctl-credentials") :].split("\n   kubectl", 1)[0]
+    in_secret = set(re.findall(r"--from-literal=([A-Z0-9_]+)=", create))
+    [listing] = re.findall(r'^   (env -i "\$\(command -v capctl\)" .*)$', guide, re.M)
+    (tmp_path / "specs").symlink_to(ROOT / "examples" / "specs")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    out = subprocess.run(["bash", "-c", listing], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    named = set(re.findall(r"environment variable ([A-Z0-9_]+) is not set", out.stdout + out.stderr))
+    assert out.returncode == 1 and len(named) == 9, out.stdout + out.stderr
+    assert in_secret == named
