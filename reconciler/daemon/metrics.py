@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
-from reconciler.providers.family import FAMILIES
+from reconciler.providers.family import FAMILIES, VENDORS
 from reconciler.state.base import StateError
 
 __all__ = [
@@ -120,6 +120,10 @@ class Metrics:
             ["vendor", "outcome"],
             registry=self.registry,
         )
+        # CapctlCallbacksRejected uses increase(): a series born at 1 shows no increase, so one forged callback
+        # (or the first burst of a wrong secret's) went unseen. Each vendor's `rejected` series starts at 0.
+        for vendor in VENDORS:
+            self.counter(self.callbacks, vendor, "rejected")
         self.reconcile_seconds = Histogram(
             "capctl_reconcile_duration_seconds",
             "Time to reconcile one task key (vendor calls included)",

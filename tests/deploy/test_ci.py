@@ -288,3 +288,31 @@ def test_every_ci_file_installs_capctl_from_its_sources_with_the_pins(path: Path
         requirements = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c"]
         assert "-c" in args and requirements, args
         assert not any(re.match(r"capctl\b", r) for r in requirements), f"capctl by name, from the index: {args}"
+
+
+def example_spec_variables() -> set[str]:
+    """Every `{env: NAME}` examples/specs reference without a default: `validate --resolve-secrets` in an
+    empty environment names each one."""
+    capctl = str(Path(sys.executable).parent / "capctl")
+    args = [capctl, "--no-color", "validate", "--resolve-secrets", str(ROOT / "examples" / "specs")]
+    listed = subprocess.run(args, env={}, capture_output=True, text=True, timeout=60, check=False)
+    needed = set(re.findall(r"environment variable ([A-Z0-9_]+) is not set", listed.stdout + listed.stderr))
+    assert len(needed) >= 9, listed.stdout + listed.stderr
+    return needed
+
+
+def test_the_github_workflows_give_every_variable_the_example_specs_reference() -> None:
+    """Copied beside examples/specs, a workflow must resolve every variable they reference: the Storage's OSS keys
+    were missing, so every plan, drift check and apply failed (`environment variable OSS_ACCESS_KEY is not set`)."""
+    needed = example_spec_variables()
+    for path in sorted((ROOT / "examples" / "ci").glob("github-*.yaml")):
+        given = set(yaml.safe_load(path.read_text())["env"])
+        assert needed <= given, f"{path.name} lacks {sorted(needed - given)}"
+
+
+def test_the_gitlab_example_names_every_variable_the_example_specs_reference() -> None:
+    """GitLab takes its variables from the project's settings, so the file's header is the list: it named no app
+    id (validate itself needs them) and no OSS key."""
+    lines = (ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text().splitlines()
+    header = " ".join(line for line in lines if line.startswith("#"))
+    assert {name for name in example_spec_variables() if name not in header} == set()

@@ -4,6 +4,11 @@ message cannot leave the troubleshooting table describing one nobody sees any mo
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any, cast
 
 import typer.main
@@ -11,6 +16,7 @@ import typer.main
 from reconciler import failpoints
 from reconciler.cli import app
 from tests.deploy.daemon_facts import ROOT, run_options
+from tests.e2e.conftest import Workdir
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
 
@@ -118,3 +124,41 @@ def test_the_readme_commands_table_names_every_command_and_no_other() -> None:
         if command[1] == "state list":  # `state list … \| show KEY \| rm KEY \| init`
             documented |= {f"state {name}" for name in re.findall(r"\\\| ([a-z]+)", first)}
     assert documented == set(every_command())
+
+
+def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: Workdir) -> None:
+    """Install step 4's one-liner, run in the pod, is what an operator reads a 503's reason in: `urlopen` raised
+    `HTTP Error 503: Service Unavailable` and dropped the body that says why (here: the specs do not load)."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    [command] = re.findall(r'kubectl exec deploy/capctl -c capctl -- python -c "([^"]+)"', guide)
+    work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
+    daemon, log = work.run_daemon()
+    try:
+        check = [sys.executable, "-c", command.replace("http://127.0.0.1:8080", log.url())]
+        deadline = time.monotonic() + 10
+        while True:  # the port answers from its bind; the spec load follows
+            out = subprocess.run(check, capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            if "spec set" in out.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert out.stdout.startswith("503 no valid spec set in force: 1 error, first: "), out.stdout
+        assert "specs/jobs.yaml:4:1: YAML syntax error" in out.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def test_the_install_guides_credentials_secret_holds_every_variable_the_example_specs_need(tmp_path: Path) -> None:
+    """Install step 2 creates `capctl-credentials` for examples/specs: it held two of their nine variables, and a
+    pod missing one stays unready. Its listing command, run as the guide says, names exactly those nine."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    create = guide[guide.index("kubectl create secret generic capctl-credentials") :].split("\n   kubectl", 1)[0]
+    in_secret = set(re.findall(r"--from-literal=([A-Z0-9_]+)=", create))
+    [listing] = re.findall(r'^   (env -i "\$\(command -v capctl\)" .*)$', guide, re.M)
+    (tmp_path / "specs").symlink_to(ROOT / "examples" / "specs")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    out = subprocess.run(["bash", "-c", listing], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    named = set(re.findall(r"environment variable ([A-Z0-9_]+) is not set", out.stdout + out.stderr))
+    assert out.returncode == 1 and len(named) == 9, out.stdout + out.stderr
+    assert in_secret == named

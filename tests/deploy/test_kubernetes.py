@@ -146,6 +146,9 @@ def test_base_runs_two_replicas_spread_and_protected() -> None:
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert matches(term["labelSelector"]["matchLabels"], spec["template"]["metadata"]["labels"])
     assert objects["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    # A state-store outage makes both replicas unready (/readyz 503): the default policy would then refuse
+    # every eviction of them, and a node drain would wait for the database.
+    assert objects["PodDisruptionBudget"]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.daemon.metrics import Metrics
+from reconciler.providers.family import VENDORS
 from tests.deploy.daemon_facts import ROOT
 from tests.e2e.conftest import Workdir
 from tests.e2e.test_cli_run import start_daemon
@@ -168,3 +170,25 @@ def test_replica_level_alerts_fire_on_any_replica() -> None:
         ("CapctlStateStoreUnreachable", "capctl_state_store_reachable"),
     ):
         assert f"min({gauge}) < 1" in exprs[f"rule {alert}"], alert
+
+
+def test_each_vendors_rejected_callbacks_are_served_from_zero() -> None:
+    """CapctlCallbacksRejected takes increase(): a `rejected` series that appeared at its first rejection
+    (at 1) showed no increase, and one forged callback fired nothing. Each vendor's series is there at 0."""
+    families = {f.name: f for f in text_string_to_metric_families(Metrics().render().decode())}
+    rejected = {
+        s.labels["vendor"]: s.value
+        for s in families["capctl_callbacks"].samples
+        if s.name == "capctl_callbacks_total" and s.labels["outcome"] == "rejected"
+    }
+    assert rejected == {vendor: 0.0 for vendor in VENDORS}
+
+
+def test_every_metric_an_alert_watches_or_names_is_on_the_dashboard() -> None:
+    """The on-call engineer opens the dashboard when an alert fires: what the alert watches, and what its
+    description says to look at, is drawn there (coverage and the state store were not)."""
+    drawn = {name.removesuffix("_bucket") for _, expr in dashboard_exprs() for name, _ in METRIC.findall(expr)}
+    for group in yaml.safe_load((OBSERVABILITY / "prometheus-rules.yaml").read_text())["groups"]:
+        for rule in group["rules"]:
+            watched = {name for name, _ in METRIC.findall(rule["expr"] + " " + rule["annotations"]["description"])}
+            assert watched <= drawn, f"{rule['alert']}: {sorted(watched - drawn)} not on the dashboard"

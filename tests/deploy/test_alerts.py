@@ -1,0 +1,190 @@
+"""Each alert of deploy/observability fires in the situation its description names, and no other alert does:
+`promtool test rules` (Prometheus' own rule evaluation, `for:` and all) over two replicas' series, healthy
+but for the situation. The series have the shapes a running daemon gives them (tests/deploy/
+test_observability.py checks the names and labels against one): a task whose starts keep failing is
+`pending` during each round of tries and `failed` between rounds; a counter child appears at its first
+increment unless the daemon creates it at 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.daemon_facts import ROOT
+
+# On PATH, or where ./dev puts the one it takes from Debian's prometheus package.
+PROMTOOL = shutil.which("promtool") or shutil.which("promtool", path=str(ROOT / ".cache" / "promtool"))
+RULES = ROOT / "deploy" / "observability" / "prometheus-rules.yaml"
+pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="no promtool (./dev test fetches it into .cache/promtool)")
+
+STEP = 30  # seconds between two scrapes (the ServiceMonitor's interval)
+SAMPLES = 160  # 80 minutes: CapctlCoverageBelowTarget needs a 30 min average held for 30 min
+STATUSES = ("pending", "running", "stopped", "failed", "done", "dormant", "removed", "unknown")
+Samples = Sequence[float | None]  # one value per scrape; None: not scraped
+REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
+
+
+def flat(value: float) -> Samples:
+    return [value] * SAMPLES
+
+
+def counter(per_sample: float) -> Samples:
+    return [per_sample * i for i in range(SAMPLES)]
+
+
+def rounds(every: int, busy: int, inside: float, outside: float) -> Samples:
+    """`inside` for `busy` samples out of each `every`, else `outside` (a round of tries, then a wait)."""
+    return [inside if i % every < busy else outside for i in range(SAMPLES)]
+
+
+def healthy() -> dict[str, Samples]:
+    """Two replicas, `a` leading: 10 tasks running, starts answered, nothing held or rejected."""
+    series: dict[str, Samples] = {}
+    for pod, leads in (("a", 1), ("b", 0)):
+        series[f'capctl_leader{{pod="{pod}"}}'] = flat(leads)
+        series[f'capctl_spec_set_valid{{pod="{pod}"}}'] = flat(1)
+        series[f'capctl_state_store_reachable{{pod="{pod}"}}'] = flat(1)
+        for reason in REASONS:
+            series[f'capctl_reconcile_errors_total{{pod="{pod}",reason="{reason}"}}'] = flat(0)
+        for reason in ("max-prune", "grace", "provider-missing"):
+            series[f'capctl_prune_blocked{{pod="{pod}",reason="{reason}"}}'] = flat(0)
+        for vendor in ("volcengine", "zego"):
+            series[f'capctl_callbacks_total{{pod="{pod}",vendor="{vendor}",outcome="rejected"}}'] = flat(0)
+    for status in STATUSES:  # only the leader exports tasks
+        series[f'capctl_tasks{{pod="a",status="{status}"}}'] = flat(10 if status == "running" else 0)
+    series['capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="ok"}'] = counter(1)
+    series['capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="ok"}'] = counter(5)
+    series['capctl_rooms_active{pod="a",job_name="SnapshotJob/audit"}'] = flat(10)
+    series['capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}'] = flat(10)
+    return series
+
+
+@dataclass
+class Situation:
+    fires: set[str]  # the alerts firing at the end, and only they
+    series: dict[str, Samples] = field(default_factory=dict)  # replaces or adds to healthy()
+
+
+def failing_starts(round_samples: int, outcome: str) -> dict[str, Samples]:
+    """One task whose re-issue fails: a round of 6 tries (`pending`) every 12 samples, `failed` between."""
+    return {
+        f'capctl_vendor_calls_total{{pod="a",api="StartSnapshot",outcome="{outcome}"}}': [
+            6.0 * (i // 12 + 1) for i in range(SAMPLES)
+        ],
+        'capctl_tasks{pod="a",status="running"}': flat(9),
+        'capctl_tasks{pod="a",status="pending"}': rounds(12, round_samples, 1, 0),
+        'capctl_tasks{pod="a",status="failed"}': rounds(12, round_samples, 0, 1),
+    }
+
+
+SITUATIONS: dict[str, Situation] = {
+    "healthy": Situation(set()),
+    "no replica leads": Situation({"CapctlLeaderMissing"}, {'capctl_leader{pod="a"}': [1] * 10 + [0] * 150}),
+    "no daemon scraped": Situation(
+        {"CapctlLeaderMissing"}, {f'capctl_leader{{pod="{p}"}}': [None] * SAMPLES for p in "ab"}
+    ),
+    # A vendor that hangs: each round is 6 timeouts (about a minute, `pending`), then the queue's backoff.
+    "re-issues time out": Situation({"CapctlReissuesFailing"}, failing_starts(2, "retryable")),
+    # A vendor that answers 500 at once: a round of about 12 s.
+    "re-issues refused": Situation({"CapctlReissuesFailing"}, failing_starts(1, "retryable")),
+    "throttled": Situation(
+        {"CapctlVendorThrottled"}, {'capctl_vendor_throttled_total{pod="a",api="GetSnapshotTask"}': counter(6)}
+    ),
+    # One forged callback, to the standby: its `rejected` series moves from 0 to 1 once.
+    "a callback rejected": Situation(
+        {"CapctlCallbacksRejected"},
+        {'capctl_callbacks_total{pod="b",vendor="zego",outcome="rejected"}': [0] * 140 + [1] * 20},
+    ),
+    "prune held": Situation({"CapctlPruneHeld"}, {'capctl_prune_blocked{pod="a",reason="max-prune"}': flat(3)}),
+    # A replica that led before keeps its last count: not the leader's word.
+    "a standby's old prune count": Situation(set(), {'capctl_prune_blocked{pod="b",reason="max-prune"}': flat(3)}),
+    "prune within its grace": Situation(set(), {'capctl_prune_blocked{pod="a",reason="grace"}': flat(3)}),
+    "database down": Situation(
+        {"CapctlStateStoreUnreachable", "CapctlLeaderMissing"},
+        {
+            **{f'capctl_state_store_reachable{{pod="{p}"}}': [1] * 10 + [0] * 150 for p in "ab"},
+            **{f'capctl_leader{{pod="{p}"}}': [1 if p == "a" else 0] * 10 + [0] * 150 for p in "ab"},
+        },
+    ),
+    "state writes fail": Situation(
+        {"CapctlStateStoreUnreachable"},
+        {'capctl_reconcile_errors_total{pod="a",reason="state-write"}': counter(1)},
+    ),
+    "one replica's specs invalid": Situation({"CapctlSpecSetInvalid"}, {'capctl_spec_set_valid{pod="b"}': flat(0)}),
+    "a revoked vendor secret": Situation(
+        {"CapctlReconcileErrors"}, {'capctl_reconcile_errors_total{pod="a",reason="vendor-auth"}': counter(1)}
+    ),
+    "rooms captured late": Situation(
+        {"CapctlCoverageBelowTarget"}, {'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9)}
+    ),
+}
+
+
+def values(samples: Samples) -> str:
+    return " ".join("_" if v is None else f"{v:g}" for v in samples)
+
+
+def promtool_tests(situations: dict[str, Situation]) -> dict[str, object]:
+    end = f"{(SAMPLES - 1) * STEP}s"
+    tests = []
+    for name, situation in situations.items():
+        series = healthy() | situation.series
+        tests.append(
+            {
+                "name": name,
+                "interval": f"{STEP}s",
+                "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
+                "promql_expr_test": [
+                    {
+                        # The situation's name as a label: promtool's report names no test, only the expression.
+                        "expr": f'label_replace(count by (alertname) (ALERTS{{alertstate="firing"}}), '
+                        f'"situation", "{name}", "", "")',
+                        "eval_time": end,
+                        "exp_samples": [
+                            {"labels": f'{{alertname="{a}",situation="{name}"}}', "value": 1}
+                            for a in sorted(situation.fires)
+                        ],
+                    }
+                ],
+            }
+        )
+    return {"rule_files": [str(RULES)], "evaluation_interval": f"{STEP}s", "tests": tests}
+
+
+def run_promtool(tmp_path: Path, situations: dict[str, Situation]) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    spec = tmp_path / "alerts_test.yaml"
+    spec.write_text(yaml.safe_dump(promtool_tests(situations), sort_keys=False))
+    return subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_rules_parse() -> None:
+    assert PROMTOOL is not None
+    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_alert_fires_in_its_situation_and_no_other(tmp_path: Path) -> None:
+    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    assert {a for situation in SITUATIONS.values() for a in situation.fires} == alerts, "an alert without a situation"
+    result = run_promtool(tmp_path, SITUATIONS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_check_fails_when_an_alert_stays_quiet(tmp_path: Path) -> None:
+    """The check can fail: a situation whose alert does not fire, or where another one does, is reported."""
+    wrong = {
+        "healthy, said to fire": Situation({"CapctlSpecSetInvalid"}),
+        "leader gone, said quiet": Situation(set(), SITUATIONS["no replica leads"].series),
+    }
+    result = run_promtool(tmp_path, wrong)
+    assert result.returncode != 0
+    assert "healthy, said to fire" in result.stdout + result.stderr
+    assert "leader gone, said quiet" in result.stdout + result.stderr
