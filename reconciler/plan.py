@@ -430,11 +430,10 @@ def _diff_one(
         return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
-    # The daemon chose to leave a dormant task alone; only --replace or `capctl wake` overrides that on
-    # purpose (a changed spec is a replace, as for any stopped task; a task seen running is just running).
-    seen_running = obs is not None and obs.state is ObservedState.RUNNING
-    if record.status is TaskStatus.DORMANT and not seen_running and record.spec_hash == task.spec_hash:
-        return _dormant(task, record, after)
+    # The daemon chose to leave a dormant or backing-off task alone; only --replace or `capctl wake` overrides
+    # that on purpose (a changed spec is a replace, as for any stopped task; a task seen running is just running).
+    if _left_waiting(task, record, now) and not _seen_running(obs):
+        return _waiting(task, record, after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
         # Its status could not be read: left as is, whatever changed (the plan lists it so and is incomplete).
         return _change(
@@ -497,15 +496,36 @@ def waited_after(record: TaskRecord) -> str:
     return f"{runs} idle run{'' if runs == 1 else 's'}"
 
 
-def _dormant(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
+def _seen_running(obs: Observed | None) -> bool:
+    return obs is not None and obs.state is ObservedState.RUNNING
+
+
+def _left_waiting(task: DesiredTask, record: TaskRecord, now: float) -> bool:
+    """Whether the daemon chose to leave the task waiting, which a plan respects as the daemon does: dormant,
+    or stopped and backing off (idle runs, vendor faults) until a re-issue slot still ahead. A PR's plan or an
+    hourly drift check would otherwise report the daemon's own backoff as changes, and apply would re-issue
+    into the empty room the backoff spares."""
+    if record.spec_hash != task.spec_hash:
+        return False  # a changed spec is a replace, as for any stopped task
+    if record.status is TaskStatus.DORMANT:
+        return True
+    return (
+        record.status is TaskStatus.STOPPED
+        and task.restart_policy is RestartPolicy.ALWAYS
+        and record.next_attempt_at is not None
+        and record.next_attempt_at > now
+    )
+
+
+def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
+    how = (
+        f"dormant after {waited_after(record)}; wakes on room activity or {slot}"
+        if record.status is TaskStatus.DORMANT
+        else f"backing off after {waited_after(record)}; the daemon re-issues it {slot}"
+    )
     return _change(
-        Action.NOOP,
-        f"dormant after {waited_after(record)}; wakes on room activity or {slot} "
-        f"(`capctl wake {task.key}` or --replace starts it now)",
-        task,
-        record,
-        after=after,
+        Action.NOOP, f"{how} (`capctl wake {task.key}` or --replace starts it now)", task, record, after=after
     )
 
 
@@ -788,12 +808,21 @@ def diff(
                 f"{what} of {len(edited)} job(s) changed, recorded by apply (no vendor call{why}): "
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
-    dormant = [
-        c for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.DORMANT
-    ]
-    if dormant:  # no-ops are not listed in the text view: say that they wait, and how to start them
-        more = f" (and {len(dormant) - 1} more)" if len(dormant) > 1 else ""
-        notes.append(f"{len(dormant)} dormant task(s) left alone: {dormant[0].key}: {dormant[0].reason}{more}.")
+    for status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+        waiting = [
+            c
+            for c in changes
+            if c.action is Action.NOOP
+            and c.key in desired
+            and (r := records.get(c.key))
+            and r.status is status
+            and _left_waiting(desired[c.key], r, now)
+            and not _seen_running(observed.get(c.key))
+        ]
+        if waiting:  # no-ops are not listed in the text view: say that they wait, and how to start them
+            what = "dormant" if status is TaskStatus.DORMANT else "backing-off"
+            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            notes.append(f"{len(waiting)} {what} task(s) left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
     unobserved = tuple(

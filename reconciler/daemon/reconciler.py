@@ -227,7 +227,8 @@ class Reconciler:
             )
             if not decision.immediate:
                 return Result(self._postpone(record, decision, now))
-            record = record.evolve(status=TaskStatus.STOPPED)  # its time has come: diff re-issues it
+            # Its time has come (room activity may come before the slot): diff re-issues it, no longer waiting.
+            record = record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None)
         records = {key: record} if record is not None else {}
         options = PlanOptions(prune=self._prune.prune)
         plan = diff(

@@ -218,6 +218,47 @@ def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState
     assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
 
 
+def test_a_task_backing_off_is_left_to_its_slot_as_a_dormant_one_is() -> None:
+    """The daemon backs off a task that idled out (walk 10G-8): a PR's plan or an hourly drift check against
+    its state reported that wait as a re-issue ("changes to apply", exit 2) though nothing changed, and apply
+    would re-issue into the empty room the backoff spares. Until its slot it is left alone, and said so."""
+    from reconciler.transitions import observed, woken
+
+    task = desired()
+    rec = record_for(
+        task,
+        TaskStatus.STOPPED,
+        stop_reason="idle timeout (Volcengine IdleTimeOut)",
+        started_at=NOW - 300,
+        stopped_at=NOW - 120,
+        unproductive_runs=1,
+        next_attempt_at=NOW + 60,
+    )
+    obs = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)", ended_at=NOW - 120)
+    for seen in (obs, None):  # refreshed, or from the record alone
+        change = one(task, rec, seen, refreshed=seen is not None)
+        assert change.action is Action.NOOP
+        assert change.reason == (
+            "backing off after 2 idle runs; the daemon re-issues it at 2027-01-15 08:01:00Z "
+            f"(`capctl wake {task.key}` or --replace starts it now)"
+        )
+    plan = diff({task.key: task}, {task.key: rec}, {task.key: obs}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert plan.changes[0].action is Action.NOOP
+    assert plan.notes == (f"1 backing-off task(s) left alone: {task.key}: {plan.changes[0].reason}.",)
+    assert observed(rec, obs, NOW).next_attempt_at == NOW + 60  # apply persists the observation: still waiting
+    # What overrides or ends the wait: --replace, `capctl wake`, the slot passing, a changed spec, a run seen
+    assert one(task, rec, obs, replace=(task.key,)).action is Action.REPLACE
+    awake = woken(rec)
+    assert awake is not None and one(task, awake, obs).action is Action.REISSUE
+    assert one(task, rec.evolve(next_attempt_at=NOW), obs).action is Action.REISSUE
+    assert one(desired(interval=10), rec, obs).action is not Action.NOOP
+    assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
+    assert diff({task.key: task}, {task.key: rec}, {}, options=PlanOptions(), state_serial=1, now=NOW + 61).notes == ()
+    # restartPolicy Never is never re-issued at all: no wait to speak of
+    never = desired(restart=RestartPolicy.NEVER)
+    assert "restartPolicy Never" in one(never, rec.evolve(spec_hash=never.spec_hash), obs).reason
+
+
 def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued() -> None:
     from reconciler.transitions import woken
 
