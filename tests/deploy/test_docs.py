@@ -1,12 +1,17 @@
-"""docs/operations.md quotes the errors users meet: each quoted piece must still be in the code, so a reworded
-message cannot leave the troubleshooting table describing one nobody sees any more."""
+"""The docs against the code: docs/operations.md quotes the errors users meet (each quoted piece must still be
+in the code, so a reworded message cannot leave the troubleshooting table describing one nobody sees any
+more), every option and failpoint is documented, and every `capctl` command a page shows still parses."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, cast
 
 import typer.main
+from typer._click.core import Context
+from typer._click.exceptions import ClickException, MissingParameter
+from typer.exceptions import Exit
 
 from reconciler import failpoints
 from reconciler.cli import app
@@ -118,3 +123,90 @@ def test_the_readme_commands_table_names_every_command_and_no_other() -> None:
         if command[1] == "state list":  # `state list … \| show KEY \| rm KEY \| init`
             documented |= {f"state {name}" for name in re.findall(r"\\\| ([a-z]+)", first)}
     assert documented == set(every_command())
+
+
+SYNOPSIS = re.compile(r"…|\.\.\.|\w\|\w|\\\||\[[A-Z.-]")  # `[PATH...]`, `bash|zsh`, `[--from URL]`: --help's
+SHELL_END = re.compile(r"\s(?:#|\||&&|;|>|2>|<|&\s)|\)")  # a comment, a pipe, a redirection, `<(capctl …)`
+
+
+def documented_command_lines() -> list[tuple[str, str, bool]]:
+    """Each `capctl …` a reader may copy, with where it is and whether it is a whole line: the commands of the
+    shell blocks of README.md, docs/*.md and the examples' READMEs (continuations joined, cut at a comment,
+    pipe or redirection; in a console block the `$ ` lines; in a plain block the lines that start with a
+    command or an option, prompt or not, not its output), and the code spans that name a command in the prose (they may
+    leave its arguments out); synopses (`[PATH...]`, `…`, `bash|zsh`) are left to --help."""
+    commands = set(every_command()) | {"state"}
+    found = []
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md")), *sorted(ROOT.glob("examples/**/*.md"))]:
+        text = path.read_text()
+        where = path.relative_to(ROOT).as_posix()
+        for language, block in shell_blocks(text):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if language == "console":
+                    line = line[2:] if line.startswith("$ ") else ""
+                elif language == "":
+                    line = line.removeprefix("$ ")
+                    word = line.split()[1] if re.match(r"capctl \S", line) else ""
+                    if word not in commands and not word.startswith("-"):
+                        continue  # output: `capctl will perform the following actions:`
+                start = re.search(r"(?:^|[\s(;|&/])capctl ", line)
+                if start is not None and not line.startswith(("#", "docker ", "podman ", "kubectl ")):
+                    found.append((where, SHELL_END.split(line[start.end() - 7 :] + " ")[0], True))
+        for span in re.findall(r"`(capctl [^`]+)`", text):
+            if not SYNOPSIS.search(span):
+                found.append((where, SHELL_END.split(span + " ")[0], False))
+    return found
+
+
+def shell_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of a page that are shell (```sh, ```console, ```bash, or plain ```): language, text."""
+    blocks: list[tuple[str, str]] = []
+    opened: str | None = None  # the language of the block being read
+    lines: list[str] = []
+    for line in text.splitlines(keepends=True):
+        fence = line.lstrip().startswith("```")  # a block in a list item is indented
+        if fence and opened is None:
+            opened, lines = line.strip()[3:], []
+        elif fence:
+            if opened in ("sh", "console", "bash", ""):
+                blocks.append((opened, "".join(lines)))
+            opened = None
+        else:
+            lines.append(line)
+    return blocks
+
+
+def test_every_capctl_command_the_docs_show_parses_with_the_current_cli() -> None:
+    """A reader copies `capctl state list -s dormant` from a page: each command line shown must still be one
+    capctl takes (its command, options and their values, as click parses them, without running anything), so
+    an option renamed or removed cannot leave a page showing a command that fails with a usage error."""
+    lines = documented_command_lines()
+    assert len(lines) > 200
+    group = cast(Any, typer.main.get_command(app))
+    refused = []
+    for where, line, whole in lines:
+        try:
+            parse_command_line(group, "capctl", shlex.split(line)[1:], None)
+        except Exit:
+            continue  # --help, --version
+        except MissingParameter:
+            if whole:
+                refused.append(f"{where}: {line!r}: a required argument is missing")
+        except (ClickException, ValueError) as exc:
+            refused.append(f"{where}: {line!r}: {exc}")
+    assert refused == []
+
+
+def parse_command_line(command: Any, name: str, args: list[str], parent: Context | None) -> None:
+    """Parse `args` as click would before running `command`: the options of a group (flags only, as capctl's
+    and `state`'s are) up to its first word, the subcommand that word names, and so on down."""
+    if not hasattr(command, "commands"):
+        command.make_context(name, args, parent=parent)
+        return
+    first = next((n for n, arg in enumerate(args) if not arg.startswith("-")), len(args))
+    # No option before the word: a bare context (click's make_context would take the empty list for --help).
+    context = command.make_context(name, args[:first], parent=parent) if first else Context(command, parent, name)
+    if first < len(args):
+        sub_name, sub, rest = command.resolve_command(context, args[first:])
+        parse_command_line(sub, sub_name, rest, context)
