@@ -4,10 +4,15 @@ more), every option and failpoint is documented, and every `capctl` command a pa
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
+import shutil
+import textwrap
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import typer.main
 from typer._click.core import Context
 from typer._click.exceptions import ClickException, MissingParameter
@@ -210,3 +215,16 @@ def parse_command_line(command: Any, name: str, args: list[str], parent: Context
     if first < len(args):
         sub_name, sub, rest = command.resolve_command(context, args[first:])
         parse_command_line(sub, sub_name, rest, context)
+
+
+def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/daemon.md "For tests: the async core" is a test's body: run in a coroutine, beside the quickstart
+    specs, it starts the daemon against the in-process simulator, reloads and stops it (its names imported)."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    code = text[text.index("## For tests: the async core") :].split("```python\n")[1].split("```")[0]
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/daemon.md", "exec"), namespace)
+    asyncio.run(namespace["example"]())
+    assert (tmp_path / "test-state.db").exists()
