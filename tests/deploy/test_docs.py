@@ -20,6 +20,8 @@ from typer.exceptions import Exit
 
 from reconciler import failpoints
 from reconciler.cli import app
+from reconciler.clock import FakeClock
+from reconciler.sim import create_app as create_sim_app
 from tests.deploy.daemon_facts import ROOT, run_options
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
@@ -228,3 +230,13 @@ def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: p
     exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/daemon.md", "exec"), namespace)
     asyncio.run(namespace["example"]())
     assert (tmp_path / "test-state.db").exists()
+
+
+def test_the_simulators_control_api_block_shows_every_route_and_no_other() -> None:
+    """docs/simulator.md's "Control API" block is the reference of `/_sim/`: a `curl … $S/PATH` line per route
+    the simulator serves, and none for a route it does not."""
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    block = text[text.index("## Control API") :].split("```sh\n")[1].split("```")[0]
+    documented = {f"/_sim/{path}" for path in re.findall(r"\$S/([a-z/-]+)", block)}
+    served = {path for route in create_sim_app(clock=FakeClock()).routes if (path := getattr(route, "path", ""))}
+    assert documented == {path for path in served if path.startswith("/_sim/")}
