@@ -22,7 +22,7 @@ from reconciler import failpoints
 from reconciler.cli import app
 from reconciler.clock import FakeClock
 from reconciler.sim import create_app as create_sim_app
-from tests.deploy.daemon_facts import ROOT, run_options
+from tests.deploy.daemon_facts import ROOT, http_paths, run_options
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
 
@@ -240,3 +240,14 @@ def test_the_simulators_control_api_block_shows_every_route_and_no_other() -> No
     documented = {f"/_sim/{path}" for path in re.findall(r"\$S/([a-z/-]+)", block)}
     served = {path for route in create_sim_app(clock=FakeClock()).routes if (path := getattr(route, "path", ""))}
     assert documented == {path for path in served if path.startswith("/_sim/")}
+
+
+def test_the_daemons_routes_table_lists_every_route_and_no_other() -> None:
+    """docs/daemon.md "Routes" has a row for each path `capctl run` serves (each vendor's callback path for
+    `/callbacks/{vendor}`), and none for a path it does not."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    table = text[text.index("## Routes") :].split("\n\n")[1]
+    documented = set(re.findall(r"`(?:GET|POST) (/[^`]*)`", table))
+    vendors = {path.removeprefix("/callbacks/") for path in documented if path.startswith("/callbacks/")}
+    assert vendors == {"volcengine", "zego"}
+    assert {re.sub(r"^/callbacks/.*", "/callbacks/{vendor}", path) for path in documented} == http_paths()
