@@ -251,3 +251,28 @@ def test_the_daemons_routes_table_lists_every_route_and_no_other() -> None:
     vendors = {path.removeprefix("/callbacks/") for path in documented if path.startswith("/callbacks/")}
     assert vendors == {"volcengine", "zego"}
     assert {re.sub(r"^/callbacks/.*", "/callbacks/{vendor}", path) for path in documented} == http_paths()
+
+
+def test_every_option_a_synopsis_names_is_one_its_command_has() -> None:
+    """The synopses the pages give (`capctl plan [PATH...] [--target SEL] [-l/--selector LABELS]`, README's
+    command table), which the parse above leaves out, name only options their command has: a removed or renamed
+    option cannot stay in them. The `state` row names several subcommands (`… \\| show KEY \\| rm KEY...`)."""
+    commands = every_command()
+    longest_first = sorted(commands, key=len, reverse=True)
+    named, unknown = 0, []
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+        for span in re.findall(r"`capctl ([^`]+)`", path.read_text()):
+            if not SYNOPSIS.search(span):
+                continue
+            for part in re.split(r"\s\\\|\s(?=(?:show|rm|import|init|copy|list)\b)", span):
+                part = part if part.startswith("state ") or part == span else f"state {part}"
+                command = next((c for c in longest_first if part == c or part.startswith(f"{c} ")), None)
+                if command is None:
+                    continue
+                options = {o for param in commands[command].params for o in (*param.opts, *param.secondary_opts)}
+                for option in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", part[len(command) :]):
+                    named += 1
+                    if option not in options:
+                        unknown.append(f"{path.name}: `capctl {span}`: {option}")
+    assert named > 40
+    assert unknown == []
