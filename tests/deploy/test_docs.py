@@ -276,3 +276,14 @@ def test_every_option_a_synopsis_names_is_one_its_command_has() -> None:
                         unknown.append(f"{path.name}: `capctl {span}`: {option}")
     assert named > 40
     assert unknown == []
+
+
+def test_the_python_example_of_spec_language_md_prints_what_its_comment_says(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/spec-language.md's "From Python" example, run in a checkout, prints the quickstart set's summary
+    that its last comment gives."""
+    code = (ROOT / "docs" / "spec-language.md").read_text().split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "docs/spec-language.md", "exec"), {"__name__": "__doc_example__"})
+    assert capsys.readouterr().out == code.rstrip().rsplit("# ", 1)[1] + "\n"
