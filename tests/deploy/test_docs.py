@@ -287,3 +287,21 @@ def test_the_python_example_of_spec_language_md_prints_what_its_comment_says(
     monkeypatch.chdir(ROOT)
     exec(compile(code, "docs/spec-language.md", "exec"), {"__name__": "__doc_example__"})
     assert capsys.readouterr().out == code.rstrip().rsplit("# ", 1)[1] + "\n"
+
+
+def test_the_daemon_flags_table_gives_each_options_default() -> None:
+    """docs/daemon.md "Flags": a default written as a literal (`30s`, `50`) is the option's default in the code."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    table = text[text.index("## Flags") : text.index("## How it works")]
+    compared = []
+    for row in table.splitlines():
+        if not row.startswith("| `--"):
+            continue
+        flag, default = row.split(" | ")[:2]
+        literal = re.fullmatch(r"`([^`]+)`", default)
+        param = run_options()[re.findall(r"--[a-z-]+", flag)[0]]
+        if literal and param.default is not None:
+            value = param.default
+            compared.append((literal[1], f"{value:g}" if isinstance(value, float) else str(value)))
+    assert len(compared) >= 10
+    assert [documented for documented, _ in compared] == [in_code for _, in_code in compared]
