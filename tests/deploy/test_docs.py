@@ -293,13 +293,14 @@ def test_the_daemon_flags_table_gives_each_options_default() -> None:
     """docs/daemon.md "Flags": a default written as a literal (`30s`, `50`) is the option's default in the code."""
     text = (ROOT / "docs" / "daemon.md").read_text()
     table = text[text.index("## Flags") : text.index("## How it works")]
+    options = run_options()
     compared = []
     for row in table.splitlines():
         if not row.startswith("| `--"):
             continue
         flag, default = row.split(" | ")[:2]
         literal = re.fullmatch(r"`([^`]+)`", default)
-        param = run_options()[re.findall(r"--[a-z-]+", flag)[0]]
+        param = options[re.findall(r"--[a-z-]+", flag)[0]]
         if literal and param.default is not None:
             value = param.default
             compared.append((literal[1], f"{value:g}" if isinstance(value, float) else str(value)))
