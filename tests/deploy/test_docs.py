@@ -1,21 +1,32 @@
-"""docs/operations.md quotes the errors users meet: each quoted piece must still be in the code, so a reworded
-message cannot leave the troubleshooting table describing one nobody sees any more."""
+"""The docs against the code: docs/operations.md quotes the errors users meet (each quoted piece must still be
+in the code, so a reworded message cannot leave the troubleshooting table describing one nobody sees any
+more), every option and failpoint is documented, and every `capctl` command a page shows still parses."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import typer.main
+from typer._click.core import Context
+from typer._click.exceptions import ClickException, MissingParameter
+from typer.exceptions import Exit
 
 from reconciler import failpoints
 from reconciler.cli import app
-from tests.deploy.daemon_facts import ROOT, run_options
+from reconciler.clock import FakeClock
+from reconciler.sim import create_app as create_sim_app
+from tests.deploy.daemon_facts import ROOT, http_paths, run_options
 from tests.e2e.conftest import Workdir
 
 CODE_SPAN = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
@@ -162,3 +173,179 @@ def test_the_install_guides_credentials_secret_holds_every_variable_the_example_
     named = set(re.findall(r"environment variable ([A-Z0-9_]+) is not set", out.stdout + out.stderr))
     assert out.returncode == 1 and len(named) == 9, out.stdout + out.stderr
     assert in_secret == named
+
+
+SYNOPSIS = re.compile(r"…|\.\.\.|\w\|\w|\\\||\[[A-Z.-]")  # `[PATH...]`, `bash|zsh`, `[--from URL]`: --help's
+SHELL_END = re.compile(r"\s(?:#|\||&&|;|>|2>|<|&\s)|\)")  # a comment, a pipe, a redirection, `<(capctl …)`
+
+
+def documented_command_lines() -> list[tuple[str, str, bool]]:
+    """Each `capctl …` a reader may copy, with where it is and whether it is a whole line: the commands of the
+    shell blocks of README.md, docs/*.md and the examples' READMEs (continuations joined, cut at a comment,
+    pipe or redirection; in a console block the `$ ` lines; in a plain block the lines that start with a
+    command or an option, prompt or not, not its output), and the code spans that name a command in the prose (they may
+    leave its arguments out); synopses (`[PATH...]`, `…`, `bash|zsh`) are left to --help."""
+    commands = set(every_command()) | {"state"}
+    found = []
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md")), *sorted(ROOT.glob("examples/**/*.md"))]:
+        text = path.read_text()
+        where = path.relative_to(ROOT).as_posix()
+        for language, block in shell_blocks(text):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if language == "console":
+                    line = line[2:] if line.startswith("$ ") else ""
+                elif language == "":
+                    line = line.removeprefix("$ ")
+                    word = line.split()[1] if re.match(r"capctl \S", line) else ""
+                    if word not in commands and not word.startswith("-"):
+                        continue  # output: `capctl will perform the following actions:`
+                start = re.search(r"(?:^|[\s(;|&/])capctl ", line)
+                if start is not None and not line.startswith(("#", "docker ", "podman ", "kubectl ")):
+                    found.append((where, SHELL_END.split(line[start.end() - 7 :] + " ")[0], True))
+        for span in re.findall(r"`(capctl [^`]+)`", text):
+            if not SYNOPSIS.search(span):
+                found.append((where, SHELL_END.split(span + " ")[0], False))
+    return found
+
+
+def shell_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of a page that are shell (```sh, ```console, ```bash, or plain ```): language, text."""
+    blocks: list[tuple[str, str]] = []
+    opened: str | None = None  # the language of the block being read
+    lines: list[str] = []
+    for line in text.splitlines(keepends=True):
+        fence = line.lstrip().startswith("```")  # a block in a list item is indented
+        if fence and opened is None:
+            opened, lines = line.strip()[3:], []
+        elif fence:
+            if opened in ("sh", "console", "bash", ""):
+                blocks.append((opened, "".join(lines)))
+            opened = None
+        else:
+            lines.append(line)
+    return blocks
+
+
+def test_every_capctl_command_the_docs_show_parses_with_the_current_cli() -> None:
+    """A reader copies `capctl state list -s dormant` from a page: each command line shown must still be one
+    capctl takes (its command, options and their values, as click parses them, without running anything), so
+    an option renamed or removed cannot leave a page showing a command that fails with a usage error."""
+    lines = documented_command_lines()
+    assert len(lines) > 200
+    group = cast(Any, typer.main.get_command(app))
+    refused = []
+    for where, line, whole in lines:
+        try:
+            parse_command_line(group, "capctl", shlex.split(line)[1:], None)
+        except Exit:
+            continue  # --help, --version
+        except MissingParameter:
+            if whole:
+                refused.append(f"{where}: {line!r}: a required argument is missing")
+        except (ClickException, ValueError) as exc:
+            refused.append(f"{where}: {line!r}: {exc}")
+    assert refused == []
+
+
+def parse_command_line(command: Any, name: str, args: list[str], parent: Context | None) -> None:
+    """Parse `args` as click would before running `command`: the options of a group (flags only, as capctl's
+    and `state`'s are) up to its first word, the subcommand that word names, and so on down."""
+    if not hasattr(command, "commands"):
+        command.make_context(name, args, parent=parent)
+        return
+    first = next((n for n, arg in enumerate(args) if not arg.startswith("-")), len(args))
+    # No option before the word: a bare context (click's make_context would take the empty list for --help).
+    context = command.make_context(name, args[:first], parent=parent) if first else Context(command, parent, name)
+    if first < len(args):
+        sub_name, sub, rest = command.resolve_command(context, args[first:])
+        parse_command_line(sub, sub_name, rest, context)
+
+
+def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/daemon.md "For tests: the async core" is a test's body: run in a coroutine, beside the quickstart
+    specs, it starts the daemon against the in-process simulator, reloads and stops it (its names imported)."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    code = text[text.index("## For tests: the async core") :].split("```python\n")[1].split("```")[0]
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/daemon.md", "exec"), namespace)
+    asyncio.run(namespace["example"]())
+    assert (tmp_path / "test-state.db").exists()
+
+
+def test_the_simulators_control_api_block_shows_every_route_and_no_other() -> None:
+    """docs/simulator.md's "Control API" block is the reference of `/_sim/`: a `curl … $S/PATH` line per route
+    the simulator serves, and none for a route it does not."""
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    block = text[text.index("## Control API") :].split("```sh\n")[1].split("```")[0]
+    documented = {f"/_sim/{path}" for path in re.findall(r"\$S/([a-z/-]+)", block)}
+    served = {path for route in create_sim_app(clock=FakeClock()).routes if (path := getattr(route, "path", ""))}
+    assert documented == {path for path in served if path.startswith("/_sim/")}
+
+
+def test_the_daemons_routes_table_lists_every_route_and_no_other() -> None:
+    """docs/daemon.md "Routes" has a row for each path `capctl run` serves (each vendor's callback path for
+    `/callbacks/{vendor}`), and none for a path it does not."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    table = text[text.index("## Routes") :].split("\n\n")[1]
+    documented = set(re.findall(r"`(?:GET|POST) (/[^`]*)`", table))
+    vendors = {path.removeprefix("/callbacks/") for path in documented if path.startswith("/callbacks/")}
+    assert vendors == {"volcengine", "zego"}
+    assert {re.sub(r"^/callbacks/.*", "/callbacks/{vendor}", path) for path in documented} == http_paths()
+
+
+def test_every_option_a_synopsis_names_is_one_its_command_has() -> None:
+    """The synopses the pages give (`capctl plan [PATH...] [--target SEL] [-l/--selector LABELS]`, README's
+    command table), which the parse above leaves out, name only options their command has: a removed or renamed
+    option cannot stay in them. The `state` row names several subcommands (`… \\| show KEY \\| rm KEY...`)."""
+    commands = every_command()
+    longest_first = sorted(commands, key=len, reverse=True)
+    named, unknown = 0, []
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+        for span in re.findall(r"`capctl ([^`]+)`", path.read_text()):
+            if not SYNOPSIS.search(span):
+                continue
+            for part in re.split(r"\s\\\|\s(?=(?:show|rm|import|init|copy|list)\b)", span):
+                part = part if part.startswith("state ") or part == span else f"state {part}"
+                command = next((c for c in longest_first if part == c or part.startswith(f"{c} ")), None)
+                if command is None:
+                    continue
+                options = {o for param in commands[command].params for o in (*param.opts, *param.secondary_opts)}
+                for option in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", part[len(command) :]):
+                    named += 1
+                    if option not in options:
+                        unknown.append(f"{path.name}: `capctl {span}`: {option}")
+    assert named > 40
+    assert unknown == []
+
+
+def test_the_python_example_of_spec_language_md_prints_what_its_comment_says(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/spec-language.md's "From Python" example, run in a checkout, prints the quickstart set's summary
+    that its last comment gives."""
+    code = (ROOT / "docs" / "spec-language.md").read_text().split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "docs/spec-language.md", "exec"), {"__name__": "__doc_example__"})
+    assert capsys.readouterr().out == code.rstrip().rsplit("# ", 1)[1] + "\n"
+
+
+def test_the_daemon_flags_table_gives_each_options_default() -> None:
+    """docs/daemon.md "Flags": a default written as a literal (`30s`, `50`) is the option's default in the code."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    table = text[text.index("## Flags") : text.index("## How it works")]
+    options = run_options()
+    compared = []
+    for row in table.splitlines():
+        if not row.startswith("| `--"):
+            continue
+        flag, default = row.split(" | ")[:2]
+        literal = re.fullmatch(r"`([^`]+)`", default)
+        param = options[re.findall(r"--[a-z-]+", flag)[0]]
+        if literal and param.default is not None:
+            value = param.default
+            compared.append((literal[1], f"{value:g}" if isinstance(value, float) else str(value)))
+    assert len(compared) >= 10
+    assert [documented for documented, _ in compared] == [in_code for _, in_code in compared]
