@@ -1,6 +1,7 @@
 """ZEGO server APIs: MediaThumbnails, cloud recording (current Action API) and the legacy v1 recording API.
 
-Business errors are HTTP 200 with the code in the body (`Code` for the Action APIs, `code` for legacy).
+Business errors are HTTP 200 with the code in the body (`Code` for the Action APIs, `code` for legacy), injected
+ones too (vendor-apis.md: "HTTP 200 for every business answer"), each in the code its API documents.
 Every Action call is checked with signature 2.0; legacy calls carry an access token obtained from
 /access_token. Decisions vendor-apis.md leaves open are marked UNCONFIRMED where they are made.
 """
@@ -43,6 +44,9 @@ RATE_LIMITED, INVALID_PARAMETER = 300000003, 300000004
 TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
 # MediaThumbnails' own codes (seed 002/004).
 THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
+# Room-signalling codes (DescribeSimpleStreamList's page and ZEGO's RTC server "全局返回码", docs_all
+# core_products/real-time-voice-video/zh/server/api-reference/return-codes.mdx): list failed (retry), app QPS limit.
+LIST_FAILED, APP_QPS_LIMITED = 154, 206
 LEGACY_TOKEN_TTL = 7200
 LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
 _NONCE = re.compile(r"[0-9a-fA-F]{16}")
@@ -50,30 +54,37 @@ _DIGITS = re.compile(r"[0-9]+")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
 
 
+_THROTTLE_CODES = frozenset({RATE_LIMITED, THUMB_TOO_FREQUENT, APP_QPS_LIMITED})
+
+
 def _current_reply(request_id: str, code: int, message: str, data: Any = None) -> Reply:
     body: dict[str, Any] = {"Code": code, "Message": message, "RequestId": request_id}
     if data is not None:
         body["Data"] = data
-    return Reply(200, body, code=str(code), throttled=code in (RATE_LIMITED, THUMB_TOO_FREQUENT))
+    return Reply(200, body, code=str(code), throttled=code in _THROTTLE_CODES)
 
 
 def _legacy_reply(code: int, message: str, **extra: Any) -> Reply:
     return Reply(200, {"code": code, "message": message, **extra}, code=str(code), throttled=code == RATE_LIMITED)
 
 
-def _current_style(throttle_code: int) -> VendorStyle:
+def _current_style(throttle_code: int, error_code: int, error_message: str) -> VendorStyle:
+    """Injected faults as the API answers them: HTTP 200 with its own throttling and failure codes."""
     return VendorStyle(
         ZEGO,
-        internal_error=lambda rid: Reply(
-            500, {"Code": SYSTEM_ERROR, "Message": "system error", "RequestId": rid}, code=str(SYSTEM_ERROR)
-        ),
+        internal_error=lambda rid: _current_reply(rid, error_code, error_message),
         throttled=lambda rid: _current_reply(rid, throttle_code, "simulated throttling burst"),
     )
 
 
+CLOUDRECORD_STYLE = _current_style(RATE_LIMITED, SYSTEM_ERROR, "system error")
+# MediaThumbnails documents no system error: its one failure code is 1000 "request failed" (seed 002/004).
+THUMBNAILS_STYLE = _current_style(THUMB_TOO_FREQUENT, THUMB_FAILED, "request failed")
+STREAM_LIST_STYLE = _current_style(APP_QPS_LIMITED, LIST_FAILED, "failed to get the list")
 LEGACY_STYLE = VendorStyle(
     ZEGO_LEGACY,
-    internal_error=lambda rid: Reply(500, {"code": SYSTEM_ERROR, "message": "system error"}, code=str(SYSTEM_ERROR)),
+    # No v1 table survives: the Action API's system error (vendor-apis.md), in the v1 envelope, HTTP 200.
+    internal_error=lambda rid: _legacy_reply(SYSTEM_ERROR, "system error"),
     throttled=lambda rid: _legacy_reply(RATE_LIMITED, "simulated throttling burst"),
 )
 
@@ -112,7 +123,7 @@ async def rtc_endpoint(request: Request) -> Response:
     action = query.get("Action", "")
     return await sim.call(
         request,
-        style=_current_style(THUMB_TOO_FREQUENT),
+        style=STREAM_LIST_STYLE if action == "DescribeSimpleStreamList" else THUMBNAILS_STYLE,
         api=action,
         query={**query, "ExtTimeOffsetSet[]": offsets} if offsets else query,  # the log shows every offset
         body=None,
@@ -166,7 +177,7 @@ def _stream_list(sim: Simulator, request: Request, query: dict[str, str]) -> Rep
     if isinstance(app, int):
         return _current_reply(rid, app, "signature expired" if app == SIG_EXPIRED else "signature invalid")
     if not sim.allow(ZEGO, str(app.app_id), "DescribeSimpleStreamList"):
-        return _current_reply(rid, RATE_LIMITED, "too many requests")
+        return _current_reply(rid, APP_QPS_LIMITED, "app QPS over the limit")
     room_id = query.get("RoomId", "")
     if not room_id:
         return _current_reply(rid, INVALID_PARAMETER, "RoomId is required")
@@ -219,7 +230,7 @@ async def cloudrecord_endpoint(request: Request) -> Response:
     body = _parse_json(raw)
     return await sim.call(
         request,
-        style=_current_style(RATE_LIMITED),
+        style=CLOUDRECORD_STYLE,
         api=action,
         query=query,
         body=body,

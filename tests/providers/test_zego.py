@@ -801,3 +801,39 @@ async def test_query_values_reach_the_vendor_exactly(room: str) -> None:
     (request,) = rig.vendor.requests
     assert ("RoomId", room) in query(request)
     assert query(request)[0] == ("Action", "DescribeSimpleStreamList")
+
+
+# --- room listing (DescribeSimpleStreamList) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "streams"),
+    [
+        # ZEGO destroys a room when its last user leaves: "room does not exist" is a room without a stream.
+        ({"Code": 50001, "Message": "room not exist"}, 0),
+        ({"Code": 104, "Message": "room not exist"}, 0),
+        ({"Code": 5024, "Message": "room not exist"}, 0),
+        ({**OK, "Data": {"StreamList": []}}, 0),
+        ({**OK, "Data": {"StreamList": None}}, 0),
+        ({**OK, "Data": None}, 0),
+        ({**OK, "Data": {"StreamList": [{"StreamId": "s1", "Extra": 1}], "Total": "1"}, "Unknown": {}}, 1),
+    ],
+)
+async def test_room_listing_answers(answer: dict[str, Any], streams: int) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/", answer)
+    assert await rig.run(lambda: rig.provider.room_streams("class-101")) == streams
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(154, ErrorKind.RETRYABLE), (206, ErrorKind.THROTTLED), (207, ErrorKind.THROTTLED), (9, ErrorKind.TERMINAL)],
+)
+async def test_room_listing_codes(code: int, kind: ErrorKind) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/", {"Code": code, "Message": "no"})
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.room_streams("class-101"))
+    assert (err.value.kind, err.value.code, err.value.api) == (kind, str(code), "DescribeSimpleStreamList")
+    stats = rig.budgets.get(rig.config.account, "DescribeSimpleStreamList", 50).stats
+    assert stats.throttled == (1 if kind is ErrorKind.THROTTLED else 0)
