@@ -116,6 +116,8 @@ class SimTask:
     last_stream: str = ""
     callback_url: str | None = None  # ZEGO callback_url: this task's events go there, not to the app's URL
     settings: dict[str, Any] = field(default_factory=dict)  # start-time settings an update may not change
+    # ZEGO: each stream published while the recording ran -> (its user, when it was first recorded): its files.
+    recorded: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -291,6 +293,8 @@ class World:
                 self._zego_room_event(room, "room_login", now, user=user_id)
             self._zego_room_event(room, "stream_create", now, user=user_id, stream=stream_key)
         for task in room.tasks:
+            if task.family != VOLC:
+                task.recorded.setdefault(stream_key, (user_id, now))
             if task.relevant(stream_key):
                 task.active += 1
                 if task.active == 1:
@@ -448,6 +452,8 @@ class World:
         self.running_count += 1
         self.coverage.run(task)
         task.active = sum(1 for k in room.streams if task.relevant(k))
+        if task.family != VOLC:
+            task.recorded = {k: (user, task.start_time) for k, user in room.streams.items()}
         if task.active:
             self._wake(task, task.start_time)
         else:
@@ -566,6 +572,7 @@ class World:
         interval: int | None,
         client_task_id: str | None = None,
         callback_url: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Start a recording; with a ClientTaskId of a running task, return that task and start nothing.
 
@@ -590,6 +597,7 @@ class World:
             ZEGO_RECORDING,
             client_task_id=client_task_id,
             callback_url=callback_url,
+            settings=settings or {},
         )
         self.zego_tasks[task.task_id] = task
         if client_task_id is not None:
