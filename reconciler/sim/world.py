@@ -400,14 +400,18 @@ class World:
         task.gen += 1
         task.idle_since = now
         task.next_image = None
+        if task.family == ZEGO:  # scheduled first: due with the idle end, it is sent before it
+            self._schedule_zero_reminder(task, now, first=True)
         self._schedule(now + task.max_idle, _Event("idle", task, task.gen))
-        if task.family == ZEGO:
-            self._schedule_zero_reminder(task, now)
 
-    def _schedule_zero_reminder(self, task: SimTask, now: float) -> None:
+    def _schedule_zero_reminder(self, task: SimTask, now: float, *, first: bool = False) -> None:
+        """ZEGO event_type 4 "is triggered within 30 seconds after the number of streams in the room becomes zero",
+        then every 30 s "until a stream is detected or the task times out" (recording-status-callback, docs_all):
+        the first one also when the idle end falls at that instant (the default MaxIdleTime, 30 s), before it; no
+        reminder at the end itself. When in the 30 s the first comes is not said: the simulator sends it at 30 s."""
         assert task.idle_since is not None
-        due = now + ZERO_STREAM_PERIOD
-        if due < task.idle_since + task.max_idle:
+        due, end = now + ZERO_STREAM_PERIOD, task.idle_since + task.max_idle
+        if due < end or (first and due == end):
             self._schedule(due, _Event("zero", task, task.gen))
 
     def _settle(self, task: SimTask, until: float, room: Room, leaving: str | None = None) -> None:

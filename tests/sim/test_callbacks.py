@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+import pytest
+
 from tests.sim.conftest import START, Receiver, SimClient, record_body, snapshot_body
 
 
@@ -43,6 +45,26 @@ async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Recei
     assert images[0]["UserId"] == "alice" and images[0]["TaskId"] == "t1"
     assert all(volc_signature_ok(r["body"], "capctl-sim-volc-callback") for r in receiver.received)
     assert all(r["url"].endswith("/callbacks/volcengine") for r in receiver.received)
+
+
+@pytest.mark.parametrize(
+    ("max_idle", "events"),
+    [
+        # "Triggered within 30 seconds after the number of streams in the room becomes zero": with the default
+        # MaxIdleTime (30 s) too, at the idle end and before it; reminders "until ... the task times out", none at it.
+        (None, [(30, 4), (30, 2)]),
+        (60, [(30, 4), (60, 2)]),
+        (20, [(20, 2)]),  # ended before 30 s: when "within 30 s" the event would come is not said
+    ],
+)
+async def test_zego_zero_streams_event_with_the_idle_end(
+    cb_client: SimClient, receiver: Receiver, max_idle: int | None, events: list[tuple[int, int]]
+) -> None:
+    inputs = {} if max_idle is None else {"MaxIdleTime": max_idle}
+    await cb_client.zego("StartRecord", record_body(**inputs))
+    await cb_client.sim.advance(100)
+    bodies = [x["body"] for x in receiver.received]
+    assert [(int(b["timestamp"]) - int(START), b["event_type"]) for b in bodies] == events
 
 
 async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, receiver: Receiver) -> None:
