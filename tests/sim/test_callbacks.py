@@ -60,8 +60,10 @@ async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Recei
 async def test_zego_zero_streams_event_with_the_idle_end(
     cb_client: SimClient, receiver: Receiver, max_idle: int | None, events: list[tuple[int, int]]
 ) -> None:
-    inputs = {} if max_idle is None else {"MaxIdleTime": max_idle}
-    await cb_client.zego("StartRecord", record_body(**inputs))
+    body = record_body()
+    if max_idle is not None:
+        body["RecordInputParams"]["MaxIdleTime"] = max_idle
+    await cb_client.zego("StartRecord", body)
     await cb_client.sim.advance(100)
     bodies = [x["body"] for x in receiver.received]
     assert [(int(b["timestamp"]) - int(START), b["event_type"]) for b in bodies] == events
