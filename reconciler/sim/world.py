@@ -21,7 +21,7 @@ from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
 from reconciler.sim.coverage import QUIT_IDLE, QUIT_MAX_RECORD, Coverage
 from reconciler.sim.scenario import Action
 
-__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "out_of_band_problem", "volc_stream_key"]
+__all__ = ["ZEGO_ENDED_ABNORMALLY", "Room", "SimTask", "StopOutcome", "World", "out_of_band_problem", "volc_stream_key"]
 
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
@@ -162,6 +162,9 @@ class Room:
     tasks: set[SimTask] = field(default_factory=set)  # running tasks only
     session_id: int = 0  # ZEGO room_session_id / room_seq: new each time the room is created again
     stream_seq: int = 0  # ZEGO stream_seq: +1 per change of the room's stream list
+    # ZEGO: each published stream's DescribeSimpleStreamList CreateTime (s) and StreamNumberId (per room, from 1).
+    listed: dict[str, tuple[float, int]] = field(default_factory=dict)
+    numbered: int = 0
 
     def users(self) -> set[str]:
         return set(self.streams.values())
@@ -289,6 +292,8 @@ class World:
             joins = ("UserJoinRoom",) if joined else ()
             self._volc_user_events(room, user_id, now, *joins, *volc_stream_events(stream_key, published=True))
         if vendor == ZEGO:
+            room.numbered += 1
+            room.listed[stream_key] = (now, room.numbered)
             if joined:
                 self._zego_room_event(room, "room_login", now, user=user_id)
             self._zego_room_event(room, "stream_create", now, user=user_id, stream=stream_key)
@@ -312,6 +317,7 @@ class World:
         if stream_key not in room.streams:
             return False
         user_id = room.streams.pop(stream_key)
+        room.listed.pop(stream_key, None)
         self.coverage.streams(key_of(room), len(room.streams), now)
         for task in room.tasks:
             if task.relevant(stream_key):

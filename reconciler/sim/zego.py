@@ -36,7 +36,7 @@ from reconciler.sim.signing import (
     zego_signature,
 )
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
-from reconciler.sim.world import SimTask, StopOutcome
+from reconciler.sim.world import Room, SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
 
@@ -184,12 +184,22 @@ def _stream_list(sim: Simulator, request: Request, query: dict[str, str]) -> Rep
     if not room_id:
         return _current_reply(rid, INVALID_PARAMETER, "RoomId is required")
     room = sim.world.rooms.get((ZEGO, str(app.app_id), room_id))
-    streams = sorted(room.streams.items()) if room is not None else []
-    listed = [
-        {"StreamId": stream, "UserId": user, "UserName": user, "CreateTime": 0, "StreamNumberId": n}
-        for n, (stream, user) in enumerate(streams, 1)
-    ]
+    # In the order of publishing (a dict keeps it).
+    listed = [] if room is None else [_listed_stream(room, s, user) for s, user in room.streams.items()]
     return _current_reply(rid, 0, "success", {"StreamList": listed})
+
+
+def _listed_stream(room: Room, stream: str, user: str) -> dict[str, Any]:
+    """One StreamList item: CreateTime in ms (the page's example: 1642045110123); StreamNumberId, "the stream's
+    number in the room", our choice: counted per room from 1 in the order of publishing, never reused."""
+    created, number = room.listed[stream]
+    return {
+        "StreamId": stream,
+        "UserId": user,
+        "UserName": user,
+        "CreateTime": int(created * 1000),
+        "StreamNumberId": number,
+    }
 
 
 def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:

@@ -344,3 +344,25 @@ async def test_thumbnail_numbers_are_decimal_numbers(client: SimClient, odd: str
     ):
         r = await client.thumbs(params)
         assert (r.json()["Code"], r.json()["Message"].split(":")[0]) == (2, name)
+
+
+async def test_stream_list_answers_create_time_and_a_stable_number(client: SimClient) -> None:
+    """DescribeSimpleStreamList (ZEGO's page): `CreateTime` is when the stream was published (ms), `StreamNumberId`
+    its number in the room (ours: from 1 in publishing order, kept while it lives, never reused)."""
+    sim = client.sim
+
+    async def listed() -> list[tuple[str, str, int, int]]:
+        query = zego_query("DescribeSimpleStreamList", client.clock.now())
+        r = await client.http.get("/zego/rtc/", params={**query, "RoomId": "z1"})
+        items = r.json()["Data"]["StreamList"]
+        return [(i["StreamId"], i["UserId"], i["CreateTime"] - int(START * 1000), i["StreamNumberId"]) for i in items]
+
+    assert await listed() == []
+    sim.publish("zego", "z1", stream_id="b", user_id="u1")
+    await sim.advance(2)
+    sim.publish("zego", "z1", stream_id="a", user_id="u2")
+    assert await listed() == [("b", "u1", 0, 1), ("a", "u2", 2000, 2)]
+    sim.unpublish("zego", "z1", stream_id="b")
+    await sim.advance(1)
+    sim.publish("zego", "z1", stream_id="b", user_id="u1")
+    assert await listed() == [("a", "u2", 2000, 2), ("b", "u1", 3000, 3)]
