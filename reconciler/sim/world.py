@@ -54,7 +54,9 @@ class EventSink(Protocol):
 
     def zego_record_event(self, task: SimTask, event_type: int, detail: dict[str, Any], at: float) -> None: ...
 
-    def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None: ...
+    def zego_thumbnail(
+        self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float, file_id: str = ""
+    ) -> None: ...
 
     def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None: ...
 
@@ -632,7 +634,7 @@ class World:
         self._end(task, self.now(), stop_reason="", status=ZEGO_ENDED)
         return StopOutcome.STOPPED
 
-    def submit_thumbnails(self, app_id: str, vendor: str, offsets: list[float]) -> str:
+    def submit_thumbnails(self, app_id: str, vendor: str, offsets: list[float], file_id: str = "") -> str:
         """Accept a MediaThumbnails request; its result callback is due THUMBNAIL_DELAY seconds later."""
         task_id = f"thumb-{self._rng.getrandbits(64):016x}"
         base = f"https://sim.invalid/thumbnails/{task_id}"
@@ -645,6 +647,7 @@ class World:
             "task_id": task_id,
             "vendor": "tencent" if vendor == "Tencent" else "hw",
             "pics": pics,
+            "file_id": file_id,
         }
         self._schedule(self.now() + THUMBNAIL_DELAY, _Event("thumb", payload=payload))
         return task_id

@@ -162,7 +162,7 @@ def _thumbnails(sim: Simulator, request: Request, query: dict[str, str], offsets
         return _current_reply(rid, THUMB_CDN_MISMATCH, f"FileId {file_id!r} is not a {vendor} file id")
     if file_id in sim.missing_files:
         return _current_reply(rid, THUMB_FAILED, "request failed")
-    task_id = sim.world.submit_thumbnails(str(app.app_id), vendor, [float(o) for o in offsets])
+    task_id = sim.world.submit_thumbnails(str(app.app_id), vendor, [float(o) for o in offsets], file_id)
     data = (
         {"Tencent": {"TaskId": task_id, "RequestId": rid}} if vendor == "Tencent" else {"Huawei": {"task_id": task_id}}
     )

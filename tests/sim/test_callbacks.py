@@ -120,9 +120,20 @@ async def test_thumbnail_result_callback(cb_client: SimClient, receiver: Receive
         ("ExtTimeOffsetSet[]", "1.5"),
         ("Type", "SnapshotByTimeOffset"),
     ]
+    receiver.statuses = [500] * 5  # failing: ZEGO's page retries 5 times, 2, 4, 8, 16 and 32 s apart
     r = await cb_client.thumbs(params)
     await cb_client.sim.advance(2)
     (body,) = [x["body"] for x in receiver.received]
     assert body["event"] == "snapshot" and body["vendor"] == "tencent"
     assert body["task_id"] == r.json()["Data"]["Tencent"]["TaskId"]
     assert json.loads(body["snapshot_pic_list"])[0]["offset"] == 1500
+    # The page's types: appid, timestamp and nonce are strings; field_id names the Tencent source file.
+    assert (body["appid"], body["field_id"], body["timestamp"]) == ("1234567890", "42", str(int(START) + 2))
+    assert isinstance(body["nonce"], str)
+    for gap in (2, 4, 8, 16, 32):
+        await cb_client.sim.advance(gap - 0.1)
+        before = len(receiver.received)
+        await cb_client.sim.advance(0.1)
+        assert len(receiver.received) == before + 1
+    await cb_client.sim.advance(600)
+    assert len(receiver.received) == 6 and receiver.received[-1]["body"] == body
