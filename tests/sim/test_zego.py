@@ -286,6 +286,17 @@ async def test_legacy_flow(client: SimClient) -> None:
     assert (await client.http.post("/zego/legacy/query", json=q)).json()["code"] == 100000004
 
 
+async def test_legacy_query_lists_record_files_in_snake_case(client: SimClient) -> None:
+    client.sim.publish("zego", "z1", stream_id="s1", user_id="u1")
+    token = (await legacy_token(client)).json()["data"]["access_token"]
+    task_id = (await client.http.post("/zego/legacy/start", json=legacy_start_body(token))).json()["task_id"]
+    await client.sim.advance(5)
+    q = {"app_id": ZEGO_APP, "access_token": token, "task_id": task_id}
+    (file,) = (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["record_files"]
+    assert (file["stream_id"], file["user_id"], file["media_track_type"], file["duration"]) == ("s1", "u1", 3, 5000)
+    assert file["file_url"] == f"https://b.sim.invalid/record/{file['file_id']}" and file["status"] == 1
+
+
 async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
     assert (await legacy_token(client, secret="x" * 32)).json()["code"] == 100000005
     assert (await legacy_token(client, expired=client.clock.now() - 1)).json()["code"] == 100000004
