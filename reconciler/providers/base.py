@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
 
-__all__ = ["ErrorKind", "Provider", "StartResult", "VendorError"]
+__all__ = ["ErrorKind", "Provider", "StartResult", "VendorError", "seconds_of_ms", "vendor_int"]
+
+
+def vendor_int(value: Any) -> int | None:
+    """A vendor's JSON integer (a status, a code); None for anything else, a boolean too (Python's True == 1)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def seconds_of_ms(ms: Any) -> float | None:
+    """Vendor milliseconds as unix seconds; 0 (not ended), a missing value or one that is no number → None."""
+    if isinstance(ms, int | float) and not isinstance(ms, bool) and ms > 0:
+        return ms / 1000
+    return None
 
 
 class ErrorKind(enum.StrEnum):

@@ -22,7 +22,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.jsonlimits import load_json
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
-from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.base import ErrorKind, StartResult, VendorError, seconds_of_ms, vendor_int
 from reconciler.providers.family import VOLCENGINE
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
@@ -97,23 +97,17 @@ def stop_reason_of(reason: str | None, status: object) -> str:
     return stopreasons.stop_reason(phrase, f"Volcengine status {status}")
 
 
-def _seconds(ms: Any) -> float | None:
-    """Vendor milliseconds → unix seconds; 0 (not ended) or anything not a number → None."""
-    if isinstance(ms, int | float) and not isinstance(ms, bool) and ms > 0:
-        return ms / 1000
-    return None
-
-
 def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
     """Map GetSnapshotTask's `Result.SnapshotTask` to `Observed` (status 0 or unknown → UNKNOWN)."""
     status = task.get("Status")
-    state = _STATES.get(status, ObservedState.UNKNOWN) if isinstance(status, int) else ObservedState.UNKNOWN
+    code = vendor_int(status)  # JSON true is no status, though Python reads it as 1
+    state = ObservedState.UNKNOWN if code is None else _STATES.get(code, ObservedState.UNKNOWN)
     ended = state in (ObservedState.STOPPED, ObservedState.FAILED)
     return Observed(
         state=state,
         reason=stop_reason_of(task.get("StopReason") or None, status) if ended else None,
-        started_at=_seconds(task.get("StartTime")),
-        ended_at=_seconds(task.get("EndTime")),
+        started_at=seconds_of_ms(task.get("StartTime")),
+        ended_at=seconds_of_ms(task.get("EndTime")),
         detail=f"status {status}",
     )
 

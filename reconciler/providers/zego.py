@@ -36,6 +36,8 @@ from reconciler.secrets import Hidden, Secret, reveal_tree
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "ROOM_GONE",
+    "ROOM_LIST_CODES",
     "THUMBNAIL_CODES",
     "ZegoLegacyRecordProvider",
     "ZegoRecordProvider",
@@ -59,6 +61,16 @@ THUMBNAIL_CODES: dict[int, tuple[ErrorKind, str]] = {
     1000: (ErrorKind.TERMINAL, "request failed (also a wrong FileId): check fileId, else ask ZEGO technical support"),
     41003: (ErrorKind.TERMINAL, "file does not exist: check the entry's fileId and the file's format"),
 }
+
+# DescribeSimpleStreamList is a room-signalling API: its page lists 154, ZEGO's RTC server return codes
+# (docs/providers-zego.md, "Room listing") the QPS limits and "room does not exist" (an empty room is destroyed).
+ROOM_LIST_CODES: dict[int, tuple[ErrorKind, str]] = {
+    **COMMON_CODES,
+    154: (ErrorKind.RETRYABLE, "failed to get the stream list"),
+    206: (ErrorKind.THROTTLED, "app QPS over the limit"),
+    207: (ErrorKind.THROTTLED, "room QPS over the limit"),
+}
+ROOM_GONE = frozenset({104, 5024, 50001})
 
 
 def _require_text(value: Any, api: str, where: str, client: ZegoClient) -> str:
@@ -92,14 +104,22 @@ class _ZegoProvider:
         )
 
     async def room_streams(self, room: str) -> int:
-        """DescribeSimpleStreamList on the RTC endpoint (POLL priority): the streams published in the room."""
-        answer = await self._client.call(
-            "DescribeSimpleStreamList",
-            Priority.POLL,
-            "GET",
-            self._client.config.rtc_endpoint.rstrip("/") + "/",
-            params=[("RoomId", room)],
-        )
+        """DescribeSimpleStreamList on the RTC endpoint (POLL priority): the streams published in the room; a room
+        that does not exist (ZEGO destroys one when its last user leaves) has none."""
+        try:
+            answer = await self._client.call(
+                "DescribeSimpleStreamList",
+                Priority.POLL,
+                "GET",
+                self._client.config.rtc_endpoint.rstrip("/") + "/",
+                params=[("RoomId", room)],
+                codes=ROOM_LIST_CODES,
+                not_found=ROOM_GONE,
+            )
+        except VendorError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return 0
+            raise
         streams = field(answer.get("Data"), "StreamList")
         return len(streams) if isinstance(streams, list) else 0
 

@@ -30,7 +30,7 @@ from reconciler.sim.world import SimTask
 __all__ = ["CallbackQueue"]
 
 RETRIES = (5.0, 5.0)  # seconds before each retry: Volcengine, ZEGO cloud recording
-ROOM_RETRIES = (2.0, 4.0, 8.0, 16.0, 32.0)  # ZEGO room/stream callbacks
+ROOM_RETRIES = (2.0, 4.0, 8.0, 16.0, 32.0)  # ZEGO room/stream callbacks, and thumbnail results
 VOLC_CALLBACK_VERSION = "2020-12-01"
 _CONCURRENCY = 32
 
@@ -107,15 +107,17 @@ class CallbackQueue:
         # `sequence` from 0 (zegocloud.com/docs/cloud-recording-server/recording-status-callback).
         self._push_zego(task.app_id, f"event_type {event_type}", body, at, url=task.callback_url, text_time=True)
 
-    def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None:
-        body: dict[str, Any] = {
-            "event": "snapshot",
-            "appid": int(app_id),
-            "task_id": task_id,
-            "vendor": vendor,
-            "snapshot_pic_list": json.dumps(pics, separators=(",", ":")),
-        }
-        self._push_zego(app_id, "snapshot", body, at)
+    def zego_thumbnail(
+        self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float, file_id: str = ""
+    ) -> None:
+        # ZEGO's thumbnail callback page (docs_all core_products/real-time-voice-video/zh/server/callback/cdn/
+        # media-thumbnails-completed.mdx): appid, timestamp and nonce are strings, `field_id` (sic) names the source
+        # file for Tencent, and a failed delivery is retried 5 times, 2, 4, 8, 16 and 32 s apart.
+        body: dict[str, Any] = {"event": "snapshot", "appid": app_id, "task_id": task_id, "vendor": vendor}
+        if vendor == "tencent":
+            body["field_id"] = file_id
+        body["snapshot_pic_list"] = json.dumps(pics, separators=(",", ":"))
+        self._push_zego(app_id, "snapshot", body, at, ROOM_RETRIES, text_time=True)
 
     def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None:
         # The room callback pages give appid as a string, except room_create/room_close (an integer).

@@ -21,7 +21,7 @@ from reconciler.sim.config import VOLC, ZEGO, ZEGO_LEGACY
 from reconciler.sim.coverage import QUIT_IDLE, QUIT_MAX_RECORD, Coverage
 from reconciler.sim.scenario import Action
 
-__all__ = ["ZEGO_ENDED_ABNORMALLY", "SimTask", "StopOutcome", "World", "out_of_band_problem", "volc_stream_key"]
+__all__ = ["ZEGO_ENDED_ABNORMALLY", "Room", "SimTask", "StopOutcome", "World", "out_of_band_problem", "volc_stream_key"]
 
 RETENTION_SECONDS = 72 * 3600  # GetSnapshotTask / DescribeRecordStatus answer for tasks of the last 3 days
 ZERO_STREAM_PERIOD = 30.0  # ZEGO event_type 4: within 30 s of the room emptying, then every 30 s
@@ -54,7 +54,9 @@ class EventSink(Protocol):
 
     def zego_record_event(self, task: SimTask, event_type: int, detail: dict[str, Any], at: float) -> None: ...
 
-    def zego_thumbnail(self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float) -> None: ...
+    def zego_thumbnail(
+        self, app_id: str, task_id: str, vendor: str, pics: list[dict[str, Any]], at: float, file_id: str = ""
+    ) -> None: ...
 
     def zego_room_event(self, app_id: str, event: str, fields: dict[str, Any], at: float) -> None: ...
 
@@ -116,6 +118,8 @@ class SimTask:
     last_stream: str = ""
     callback_url: str | None = None  # ZEGO callback_url: this task's events go there, not to the app's URL
     settings: dict[str, Any] = field(default_factory=dict)  # start-time settings an update may not change
+    # ZEGO: each stream published while the recording ran -> (its user, when it was first recorded): its files.
+    recorded: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -160,6 +164,9 @@ class Room:
     tasks: set[SimTask] = field(default_factory=set)  # running tasks only
     session_id: int = 0  # ZEGO room_session_id / room_seq: new each time the room is created again
     stream_seq: int = 0  # ZEGO stream_seq: +1 per change of the room's stream list
+    # ZEGO: each published stream's DescribeSimpleStreamList CreateTime (s) and StreamNumberId (per room, from 1).
+    listed: dict[str, tuple[float, int]] = field(default_factory=dict)
+    numbered: int = 0
 
     def users(self) -> set[str]:
         return set(self.streams.values())
@@ -287,10 +294,14 @@ class World:
             joins = ("UserJoinRoom",) if joined else ()
             self._volc_user_events(room, user_id, now, *joins, *volc_stream_events(stream_key, published=True))
         if vendor == ZEGO:
+            room.numbered += 1
+            room.listed[stream_key] = (now, room.numbered)
             if joined:
                 self._zego_room_event(room, "room_login", now, user=user_id)
             self._zego_room_event(room, "stream_create", now, user=user_id, stream=stream_key)
         for task in room.tasks:
+            if task.family != VOLC:
+                task.recorded.setdefault(stream_key, (user_id, now))
             if task.relevant(stream_key):
                 task.active += 1
                 if task.active == 1:
@@ -308,6 +319,7 @@ class World:
         if stream_key not in room.streams:
             return False
         user_id = room.streams.pop(stream_key)
+        room.listed.pop(stream_key, None)
         self.coverage.streams(key_of(room), len(room.streams), now)
         for task in room.tasks:
             if task.relevant(stream_key):
@@ -396,14 +408,18 @@ class World:
         task.gen += 1
         task.idle_since = now
         task.next_image = None
+        if task.family == ZEGO:  # scheduled first: due with the idle end, it is sent before it
+            self._schedule_zero_reminder(task, now, first=True)
         self._schedule(now + task.max_idle, _Event("idle", task, task.gen))
-        if task.family == ZEGO:
-            self._schedule_zero_reminder(task, now)
 
-    def _schedule_zero_reminder(self, task: SimTask, now: float) -> None:
+    def _schedule_zero_reminder(self, task: SimTask, now: float, *, first: bool = False) -> None:
+        """ZEGO event_type 4 "is triggered within 30 seconds after the number of streams in the room becomes zero",
+        then every 30 s "until a stream is detected or the task times out" (recording-status-callback, docs_all):
+        the first one also when the idle end falls at that instant (the default MaxIdleTime, 30 s), before it; no
+        reminder at the end itself. When in the 30 s the first comes is not said: the simulator sends it at 30 s."""
         assert task.idle_since is not None
-        due = now + ZERO_STREAM_PERIOD
-        if due < task.idle_since + task.max_idle:
+        due, end = now + ZERO_STREAM_PERIOD, task.idle_since + task.max_idle
+        if due < end or (first and due == end):
             self._schedule(due, _Event("zero", task, task.gen))
 
     def _settle(self, task: SimTask, until: float, room: Room, leaving: str | None = None) -> None:
@@ -448,6 +464,8 @@ class World:
         self.running_count += 1
         self.coverage.run(task)
         task.active = sum(1 for k in room.streams if task.relevant(k))
+        if task.family != VOLC:
+            task.recorded = {k: (user, task.start_time) for k, user in room.streams.items()}
         if task.active:
             self._wake(task, task.start_time)
         else:
@@ -566,6 +584,7 @@ class World:
         interval: int | None,
         client_task_id: str | None = None,
         callback_url: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Start a recording; with a ClientTaskId of a running task, return that task and start nothing.
 
@@ -590,6 +609,7 @@ class World:
             ZEGO_RECORDING,
             client_task_id=client_task_id,
             callback_url=callback_url,
+            settings=settings or {},
         )
         self.zego_tasks[task.task_id] = task
         if client_task_id is not None:
@@ -614,7 +634,7 @@ class World:
         self._end(task, self.now(), stop_reason="", status=ZEGO_ENDED)
         return StopOutcome.STOPPED
 
-    def submit_thumbnails(self, app_id: str, vendor: str, offsets: list[float]) -> str:
+    def submit_thumbnails(self, app_id: str, vendor: str, offsets: list[float], file_id: str = "") -> str:
         """Accept a MediaThumbnails request; its result callback is due THUMBNAIL_DELAY seconds later."""
         task_id = f"thumb-{self._rng.getrandbits(64):016x}"
         base = f"https://sim.invalid/thumbnails/{task_id}"
@@ -627,6 +647,7 @@ class World:
             "task_id": task_id,
             "vendor": "tencent" if vendor == "Tencent" else "hw",
             "pics": pics,
+            "file_id": file_id,
         }
         self._schedule(self.now() + THUMBNAIL_DELAY, _Event("thumb", payload=payload))
         return task_id

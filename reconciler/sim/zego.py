@@ -1,6 +1,7 @@
 """ZEGO server APIs: MediaThumbnails, cloud recording (current Action API) and the legacy v1 recording API.
 
-Business errors are HTTP 200 with the code in the body (`Code` for the Action APIs, `code` for legacy).
+Business errors are HTTP 200 with the code in the body (`Code` for the Action APIs, `code` for legacy), injected
+ones too (vendor-apis.md: "HTTP 200 for every business answer"), each in the code its API documents.
 Every Action call is checked with signature 2.0; legacy calls carry an access token obtained from
 /access_token. Decisions vendor-apis.md leaves open are marked UNCONFIRMED where they are made.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,7 +36,7 @@ from reconciler.sim.signing import (
     zego_signature,
 )
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
-from reconciler.sim.world import SimTask, StopOutcome
+from reconciler.sim.world import Room, SimTask, StopOutcome
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
 
@@ -43,37 +45,48 @@ RATE_LIMITED, INVALID_PARAMETER = 300000003, 300000004
 TASK_NOT_FOUND, TASK_ENDED, SYSTEM_ERROR = 300001000, 300001001, 300010000
 # MediaThumbnails' own codes (seed 002/004).
 THUMB_BAD_PARAM, THUMB_CDN_MISMATCH, THUMB_TOO_FREQUENT, THUMB_AUTH, THUMB_FAILED = 2, 4, 6, 7, 1000
+# Room-signalling codes (DescribeSimpleStreamList's page and ZEGO's RTC server "全局返回码", docs_all
+# core_products/real-time-voice-video/zh/server/api-reference/return-codes.mdx): list failed (retry), app QPS limit.
+LIST_FAILED, APP_QPS_LIMITED = 154, 206
 LEGACY_TOKEN_TTL = 7200
 LEGACY_NONCE_LENGTH = 16  # vendor-apis.md: the token's `N` is "a 16-character random string"
 _NONCE = re.compile(r"[0-9a-fA-F]{16}")
 _DIGITS = re.compile(r"[0-9]+")
 DEFAULT_MAX_IDLE, DEFAULT_MAX_RECORD, DEFAULT_SNAPSHOT_INTERVAL = 30, 86400, 10
+DEFAULT_STREAM_TYPE = 3  # audio and video in one file (ZEGO's StartRecord page)
+
+
+_THROTTLE_CODES = frozenset({RATE_LIMITED, THUMB_TOO_FREQUENT, APP_QPS_LIMITED})
 
 
 def _current_reply(request_id: str, code: int, message: str, data: Any = None) -> Reply:
     body: dict[str, Any] = {"Code": code, "Message": message, "RequestId": request_id}
     if data is not None:
         body["Data"] = data
-    return Reply(200, body, code=str(code), throttled=code in (RATE_LIMITED, THUMB_TOO_FREQUENT))
+    return Reply(200, body, code=str(code), throttled=code in _THROTTLE_CODES)
 
 
 def _legacy_reply(code: int, message: str, **extra: Any) -> Reply:
     return Reply(200, {"code": code, "message": message, **extra}, code=str(code), throttled=code == RATE_LIMITED)
 
 
-def _current_style(throttle_code: int) -> VendorStyle:
+def _current_style(throttle_code: int, error_code: int, error_message: str) -> VendorStyle:
+    """Injected faults as the API answers them: HTTP 200 with its own throttling and failure codes."""
     return VendorStyle(
         ZEGO,
-        internal_error=lambda rid: Reply(
-            500, {"Code": SYSTEM_ERROR, "Message": "system error", "RequestId": rid}, code=str(SYSTEM_ERROR)
-        ),
+        internal_error=lambda rid: _current_reply(rid, error_code, error_message),
         throttled=lambda rid: _current_reply(rid, throttle_code, "simulated throttling burst"),
     )
 
 
+CLOUDRECORD_STYLE = _current_style(RATE_LIMITED, SYSTEM_ERROR, "system error")
+# MediaThumbnails documents no system error: its one failure code is 1000 "request failed" (seed 002/004).
+THUMBNAILS_STYLE = _current_style(THUMB_TOO_FREQUENT, THUMB_FAILED, "request failed")
+STREAM_LIST_STYLE = _current_style(APP_QPS_LIMITED, LIST_FAILED, "failed to get the list")
 LEGACY_STYLE = VendorStyle(
     ZEGO_LEGACY,
-    internal_error=lambda rid: Reply(500, {"code": SYSTEM_ERROR, "message": "system error"}, code=str(SYSTEM_ERROR)),
+    # No v1 table survives: the Action API's system error (vendor-apis.md), in the v1 envelope, HTTP 200.
+    internal_error=lambda rid: _legacy_reply(SYSTEM_ERROR, "system error"),
     throttled=lambda rid: _legacy_reply(RATE_LIMITED, "simulated throttling burst"),
 )
 
@@ -112,7 +125,7 @@ async def rtc_endpoint(request: Request) -> Response:
     action = query.get("Action", "")
     return await sim.call(
         request,
-        style=_current_style(THUMB_TOO_FREQUENT),
+        style=STREAM_LIST_STYLE if action == "DescribeSimpleStreamList" else THUMBNAILS_STYLE,
         api=action,
         query={**query, "ExtTimeOffsetSet[]": offsets} if offsets else query,  # the log shows every offset
         body=None,
@@ -149,7 +162,7 @@ def _thumbnails(sim: Simulator, request: Request, query: dict[str, str], offsets
         return _current_reply(rid, THUMB_CDN_MISMATCH, f"FileId {file_id!r} is not a {vendor} file id")
     if file_id in sim.missing_files:
         return _current_reply(rid, THUMB_FAILED, "request failed")
-    task_id = sim.world.submit_thumbnails(str(app.app_id), vendor, [float(o) for o in offsets])
+    task_id = sim.world.submit_thumbnails(str(app.app_id), vendor, [float(o) for o in offsets], file_id)
     data = (
         {"Tencent": {"TaskId": task_id, "RequestId": rid}} if vendor == "Tencent" else {"Huawei": {"task_id": task_id}}
     )
@@ -166,17 +179,27 @@ def _stream_list(sim: Simulator, request: Request, query: dict[str, str]) -> Rep
     if isinstance(app, int):
         return _current_reply(rid, app, "signature expired" if app == SIG_EXPIRED else "signature invalid")
     if not sim.allow(ZEGO, str(app.app_id), "DescribeSimpleStreamList"):
-        return _current_reply(rid, RATE_LIMITED, "too many requests")
+        return _current_reply(rid, APP_QPS_LIMITED, "app QPS over the limit")
     room_id = query.get("RoomId", "")
     if not room_id:
         return _current_reply(rid, INVALID_PARAMETER, "RoomId is required")
     room = sim.world.rooms.get((ZEGO, str(app.app_id), room_id))
-    streams = sorted(room.streams.items()) if room is not None else []
-    listed = [
-        {"StreamId": stream, "UserId": user, "UserName": user, "CreateTime": 0, "StreamNumberId": n}
-        for n, (stream, user) in enumerate(streams, 1)
-    ]
+    # In the order of publishing (a dict keeps it).
+    listed = [] if room is None else [_listed_stream(room, s, user) for s, user in room.streams.items()]
     return _current_reply(rid, 0, "success", {"StreamList": listed})
+
+
+def _listed_stream(room: Room, stream: str, user: str) -> dict[str, Any]:
+    """One StreamList item: CreateTime in ms (the page's example: 1642045110123); StreamNumberId, "the stream's
+    number in the room", our choice: counted per room from 1 in the order of publishing, never reused."""
+    created, number = room.listed[stream]
+    return {
+        "StreamId": stream,
+        "UserId": user,
+        "UserName": user,
+        "CreateTime": int(created * 1000),
+        "StreamNumberId": number,
+    }
 
 
 def _thumbnail_problem(query: dict[str, str], offsets: list[str]) -> str | None:
@@ -219,7 +242,7 @@ async def cloudrecord_endpoint(request: Request) -> Response:
     body = _parse_json(raw)
     return await sim.call(
         request,
-        style=_current_style(RATE_LIMITED),
+        style=CLOUDRECORD_STYLE,
         api=action,
         query=query,
         body=body,
@@ -257,13 +280,15 @@ def _cloudrecord(sim: Simulator, request: Request, query: dict[str, str], action
     task = sim.world.zego_task(app_id, body["TaskId"])
     if task is None:
         return _current_reply(rid, TASK_NOT_FOUND, "task does not exist")
-    return _current_reply(rid, 0, "success", _status_view(task, pascal))
+    return _current_reply(rid, 0, "success", _status_view(task, pascal, sim.clock.now()))
 
 
 def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable[[str], str], *, legacy: bool) -> str:
     inputs = body[n("record_input_params")]
     outputs = body.get(n("record_output_params"), {})
-    jpg = outputs.get(n("output_file_format"), "mp4") == "jpg"
+    storage = body[n("storage_params")]
+    file_format = outputs.get(n("output_file_format"), "mp4")
+    jpg = file_format == "jpg"
     task_id, _ = sim.world.start_zego(
         app_id,
         body[n("room_id")],
@@ -274,6 +299,17 @@ def _start_record(sim: Simulator, app_id: str, body: dict[str, Any], n: Callable
         client_task_id=None if legacy else inputs.get("ClientTaskId"),
         # Seed 003: the task's callback_url, else the one configured for the service (--zego-callback-url).
         callback_url=outputs.get(n("callback_url")),
+        # What the status answer reports of the task and its files (`_status_view`).
+        settings={
+            "record_mode": inputs[n("record_mode")],
+            "stream_type": inputs.get(n("stream_type"), DEFAULT_STREAM_TYPE),
+            "streams": [s[n("stream_id")] for s in inputs.get(n("record_stream_list"), [])],
+            "mix_stream": inputs.get(n("mix_config"), {}).get(n("mix_output_stream_id")),
+            "format": file_format,
+            "folder": outputs.get(n("output_folder"), ""),
+            "storage": storage[n("storage_provider")],
+            "bucket": storage.get(n("bucket_name"), ""),
+        },
     )
     return task_id
 
@@ -287,17 +323,87 @@ def _stop_record(sim: Simulator, app_id: str, task_id: str) -> tuple[int, str]:
     return 0, "succeed"
 
 
-def _status_view(task: SimTask, n: Callable[[str], str]) -> dict[str, Any]:
-    """Status of a recording. No quit reason: vendor-apis.md gives `Data.Status`, ZEGO's DescribeRecordStatus page
-    lists no such field, and only the end callback names the cause (`detail.quit_reason`)."""
-    return {
-        n("task_id"): task.task_id,
+def _status_view(task: SimTask, n: Callable[[str], str], now: float) -> dict[str, Any]:
+    """A recording's status, with the fields ZEGO's DescribeRecordStatus page lists (ZEGOCLOUD/docs_all
+    extended_services/cloud_recording/{en,zh}/server/describe-record-status.yaml): no TaskId, and no quit reason
+    (only the end callback names the cause, `detail.quit_reason`). The legacy /query spelling is UNCONFIRMED:
+    snake_case of the same names."""
+    settings = {**_SETTING_DEFAULTS, **task.settings}
+    view = {
         n("room_id"): task.room_id,
+        n("record_mode"): settings["record_mode"],
+        n("stream_type"): settings["stream_type"],
+        n("record_begin_timestamp"): _ms(task.start_time),
+        # UNCONFIRMED what a running task answers: 0, as GetSnapshotTask's EndTime (vendor-apis.md)
+        n("record_end_timestamp"): 0 if task.end_time is None else _ms(task.end_time),
         n("status"): task.status,
-        # DescribeRecordStatus names (ms); the legacy /query spelling is UNCONFIRMED: snake_case of the same
-        n("record_begin_timestamp"): int(task.start_time * 1000),
-        n("record_end_timestamp"): 0 if task.end_time is None else int(task.end_time * 1000),
     }
+    files = _record_files(task, settings, n, now)
+    if files:  # "not returned" for screenshots (jpg), nor when no stream was published during the recording
+        view[n("record_files")] = files
+    return view
+
+
+# A task started by `World.start_zego` alone (tests, benchmarks): an mp4 recording of every stream.
+_SETTING_DEFAULTS: dict[str, Any] = {
+    "record_mode": 1,
+    "stream_type": DEFAULT_STREAM_TYPE,
+    "streams": [],
+    "mix_stream": None,
+    "format": "mp4",
+    "folder": "",
+    "storage": 1,
+    "bucket": "",
+}
+_TRACKS = {1: (1,), 2: (2,), 3: (3,), 4: (1, 2)}  # StreamType -> the MediaTrackType of each file of a stream
+_TRACK_TAGS = {1: "A", 2: "V", 3: "VA"}
+_NO_FILE_URL = (4, 5)  # "FileUrl: not returned when the storage is Qiniu (4) or Aliyun VOD (5)"
+_FILE_RECORDING, _FILE_UPLOADED = 1, 3
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _record_files(task: SimTask, settings: dict[str, Any], n: Callable[[str], str], now: float) -> list[dict[str, Any]]:
+    """`RecordFiles` of a recording: one file per recorded stream (single-stream mode: the listed streams, else
+    every one) or one of the mixed output (mixed mode), split into an audio and a video file for StreamType 4.
+    The simulator stores nothing: FileSize is 0, resolutions and VOD video ids are left out."""
+    if settings["format"] == "jpg" or not task.recorded:
+        return []
+    if settings["record_mode"] == 2:
+        mix = settings["mix_stream"] or task.room_id
+        sources = [(mix, mix, min(at for _, at in task.recorded.values()))]
+    else:
+        wanted = settings["streams"]
+        sources = [(k, user, at) for k, (user, at) in task.recorded.items() if not wanted or k in wanted]
+    end = task.end_time if task.end_time is not None else now
+    files = []
+    for stream, user, begin in sorted(sources, key=lambda s: (s[2], s[0])):
+        for track in _TRACKS[settings["stream_type"]]:
+            file_format = settings["format"]
+            if track == 1 and settings["stream_type"] == 4 and file_format in ("mp4", "flv"):
+                file_format = "aac"  # seed 003: with stream_type 4, mp4 and flv recordings give aac audio files
+            stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(begin)) + f"{_ms(begin) % 1000:03d}"
+            file_id = f"{task.task_id}_{task.room_id}_{stream}_{_TRACK_TAGS[track]}_{stamp}.{file_format}"
+            entry: dict[str, Any] = {
+                n("user_id"): user,
+                n("user_name"): user,
+                n("stream_id"): stream,
+                n("file_id"): file_id,
+                n("output_file_format"): file_format,
+                n("file_size"): 0,
+                n("duration"): max(0, _ms(end) - _ms(begin)),
+                n("media_track_type"): track,
+                n("begin_timestamp"): _ms(begin),
+                n("status"): _FILE_RECORDING if task.running else _FILE_UPLOADED,
+            }
+            if settings["storage"] not in _NO_FILE_URL:
+                entry[n("file_url")] = (
+                    f"https://{settings['bucket'] or 'storage'}.sim.invalid/{settings['folder']}{file_id}"
+                )
+            files.append(entry)
+    return files
 
 
 # --- legacy v1 API --------------------------------------------------------------------------------------
@@ -348,7 +454,7 @@ def _legacy(sim: Simulator, op: str, body: Any) -> Reply:
     task = sim.world.zego_task(str(app_id), body["task_id"])
     if task is None:
         return _legacy_reply(TASK_NOT_FOUND, "task does not exist")
-    return _legacy_reply(0, "succeed", data=_status_view(task, snake))
+    return _legacy_reply(0, "succeed", data=_status_view(task, snake, sim.clock.now()))
 
 
 def _legacy_access_token(sim: Simulator, app: ZegoApp, body: dict[str, Any]) -> Reply:

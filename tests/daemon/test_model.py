@@ -420,7 +420,8 @@ class DaemonMachine(RuleBasedStateMachine):
 
     @rule(trouble=st.sampled_from(["errors", "lost answers", "none"]))
     def vendor_trouble(self, trouble: str) -> None:
-        """Every vendor call fails (HTTP 500), or takes effect but its answer is lost; or the vendor recovers."""
+        """Every vendor call fails (an internal error: Volcengine HTTP 500, ZEGO its system-error code), or takes
+        effect but its answer is lost; or the vendor recovers."""
         if trouble == "none":
             self.sim_control("DELETE", "/faults")
             if self.world.trouble_until == float("inf"):

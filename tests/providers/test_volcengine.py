@@ -347,8 +347,11 @@ def test_snapshot_task_status_mapping(
     assert observed.detail == f"status {status}"
 
 
-def test_a_status_that_is_not_an_integer_is_unknown() -> None:
-    assert observed_from_snapshot_task({"Status": "2"}).state is ObservedState.UNKNOWN
+@pytest.mark.parametrize("status", ["2", True, None, 2.0])
+def test_a_status_that_is_not_an_integer_is_unknown(status: object) -> None:
+    """JSON true is no status, though Python reads it as 1 (not started: running)."""
+    observed = observed_from_snapshot_task({"Status": status, "StartTime": True, "EndTime": "1700000000000"})
+    assert (observed.state, observed.started_at, observed.ended_at) == (ObservedState.UNKNOWN, None, None)
 
 
 @pytest.mark.parametrize(

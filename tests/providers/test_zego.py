@@ -299,6 +299,62 @@ async def test_describe_record_status_maps_statuses(status: int, state: Observed
     assert rig.stats("DescribeRecordStatus").by_priority == {Priority.POLL: 1}
 
 
+# ZEGO's DescribeRecordStatus example (ZEGOCLOUD/docs_all describe-record-status.yaml): no TaskId, RecordFiles.
+DOCUMENTED_STATUS = {
+    "RoomId": "xxxx",
+    "RecordMode": 2,
+    "StreamType": 3,
+    "RecordBeginTimestamp": 1601221452099,
+    "RecordEndTimestamp": 1601221508795,
+    "Status": 3,
+    "RecordFiles": [
+        {
+            "UserId": "my_out",
+            "UserName": "my_out",
+            "StreamId": "my_out",
+            "FileId": "X3CgNeE4I1qAAABN_xxxx_my_out_VA_20200927154419775.mp4",
+            "VideoId": "820e50e52e0a490caf44eec8aec527a7",
+            "OutputFileFormat": "mp4",
+            "FileSize": 432643544,
+            "Duration": 33874,
+            "ResolutionWidth": 1920,
+            "ResolutionHeight": 1080,
+            "MediaTrackType": 3,
+            "BeginTimestamp": 1601221459830,
+            "Status": 3,
+            "FileUrl": "https://xxxx.com/record/X3CgNeE4I1qAAABN_xxxx_my_out_VA_20200927154419775.mp4",
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "state", "times"),
+    [
+        (DOCUMENTED_STATUS, ObservedState.STOPPED, (1601221452.099, 1601221508.795)),
+        (
+            {**DOCUMENTED_STATUS, "RecordFiles": [], "Extra": {"x": None}},
+            ObservedState.STOPPED,
+            (1601221452.099, 1601221508.795),
+        ),
+        ({"Status": 2, "RecordBeginTimestamp": None, "RecordEndTimestamp": None}, ObservedState.RUNNING, (None, None)),
+        ({"Status": 2, "RecordBeginTimestamp": "1601221452099"}, ObservedState.RUNNING, (None, None)),
+        ({"Status": "2"}, ObservedState.UNKNOWN, (None, None)),  # a string is no documented status
+        ({"Status": True}, ObservedState.UNKNOWN, (None, None)),  # nor a boolean (True == 1 in Python)
+        ({"Status": None}, ObservedState.UNKNOWN, (None, None)),
+        (None, ObservedState.UNKNOWN, (None, None)),
+        ([], ObservedState.UNKNOWN, (None, None)),
+    ],
+)
+async def test_unusual_status_answers_have_a_clear_outcome(
+    data: Any, state: ObservedState, times: tuple[float | None, float | None]
+) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {**OK, "Data": data})
+    observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))
+    assert (observed.state, (observed.started_at, observed.ended_at)) == (state, times)
+
+
 @pytest.mark.parametrize(
     ("quit_reason", "rollover", "reason"),
     [(3, False, "idle timeout (ZEGO quit_reason 3)"), (4, True, "max duration (ZEGO quit_reason 4)")],
@@ -801,3 +857,39 @@ async def test_query_values_reach_the_vendor_exactly(room: str) -> None:
     (request,) = rig.vendor.requests
     assert ("RoomId", room) in query(request)
     assert query(request)[0] == ("Action", "DescribeSimpleStreamList")
+
+
+# --- room listing (DescribeSimpleStreamList) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "streams"),
+    [
+        # ZEGO destroys a room when its last user leaves: "room does not exist" is a room without a stream.
+        ({"Code": 50001, "Message": "room not exist"}, 0),
+        ({"Code": 104, "Message": "room not exist"}, 0),
+        ({"Code": 5024, "Message": "room not exist"}, 0),
+        ({**OK, "Data": {"StreamList": []}}, 0),
+        ({**OK, "Data": {"StreamList": None}}, 0),
+        ({**OK, "Data": None}, 0),
+        ({**OK, "Data": {"StreamList": [{"StreamId": "s1", "Extra": 1}], "Total": "1"}, "Unknown": {}}, 1),
+    ],
+)
+async def test_room_listing_answers(answer: dict[str, Any], streams: int) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/", answer)
+    assert await rig.run(lambda: rig.provider.room_streams("class-101")) == streams
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(154, ErrorKind.RETRYABLE), (206, ErrorKind.THROTTLED), (207, ErrorKind.THROTTLED), (9, ErrorKind.TERMINAL)],
+)
+async def test_room_listing_codes(code: int, kind: ErrorKind) -> None:
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/", {"Code": code, "Message": "no"})
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.room_streams("class-101"))
+    assert (err.value.kind, err.value.code, err.value.api) == (kind, str(code), "DescribeSimpleStreamList")
+    stats = rig.budgets.get(rig.config.account, "DescribeSimpleStreamList", 50).stats
+    assert stats.throttled == (1 if kind is ErrorKind.THROTTLED else 0)

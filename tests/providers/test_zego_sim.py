@@ -21,6 +21,7 @@ from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.zego import ZegoLegacyRecordProvider, ZegoRecordProvider, ZegoThumbnailProvider
 from reconciler.secrets import Secret
 from reconciler.sim import Simulator, create_app
+from reconciler.sim.faults import FaultConfig
 
 T = TypeVar("T")
 SIM_SECRET = "0123456789abcdef0123456789abcdef"
@@ -280,3 +281,43 @@ async def test_thumbnails_for_both_cdns(rig: SimRig) -> None:
     with pytest.raises(VendorError) as err:
         await rig.run(provider.start(thumbnail(mismatch), None))
     assert err.value.kind is ErrorKind.TERMINAL and "CDN type mismatch" in err.value.message
+
+
+# An injected failure is answered as each API documents one: HTTP 200 with its code, never an HTTP 500 (vendor-apis.md:
+# "HTTP 200 for every business answer"), so the provider reads the vendor's word that nothing was done.
+async def call_api(rig: SimRig, api: str) -> object:
+    if api == "StartRecord":
+        return await rig.current().start(recording(ApiFamily.ZEGO_RECORD, current_request()), "c1")
+    if api == "start":
+        return await rig.legacy().start(recording(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None)
+    if api == "MediaThumbnails":
+        huawei = {"Vendor": "Huawei", "FileId": "/r/a.mp4", "Interval": 2, "Type": "SampleSnapshot"}
+        return await rig.thumbnails().start(thumbnail(huawei), None)
+    return await rig.current().room_streams(ROOM)
+
+
+@pytest.mark.parametrize(
+    ("api", "code", "kind"),
+    [
+        ("StartRecord", "300010000", ErrorKind.RETRYABLE),
+        # The v1 start has no idempotency key: only a code (the vendor's word it did nothing) lets it be retried.
+        ("start", "300010000", ErrorKind.RETRYABLE),
+        ("MediaThumbnails", "1000", ErrorKind.TERMINAL),  # its one documented failure code: "request failed"
+        ("DescribeSimpleStreamList", "154", ErrorKind.RETRYABLE),  # "failed to get the list", retry
+    ],
+)
+async def test_injected_errors_are_the_documented_codes(rig: SimRig, api: str, code: str, kind: ErrorKind) -> None:
+    rig.sim.faults.set(FaultConfig(error_rate=1.0, apis=[api]))
+    with pytest.raises(VendorError) as err:
+        await rig.run(call_api(rig, api))
+    assert (err.value.kind, err.value.code, err.value.unanswered) == (kind, code, kind is ErrorKind.RETRYABLE)
+    entry = [e for e in rig.sim.log.entries() if e.api == api][-1]
+    assert (entry.status, entry.fault) == (200, "error") and rig.sim.tasks() == []
+
+
+async def test_a_throttled_room_listing_slows_its_budget(rig: SimRig) -> None:
+    rig.sim.faults.set(FaultConfig(throttle_next=1, apis=["DescribeSimpleStreamList"]))
+    with pytest.raises(VendorError) as err:
+        await rig.run(rig.current().room_streams(ROOM))
+    assert (err.value.kind, err.value.code) == (ErrorKind.THROTTLED, "206")
+    assert await rig.run(rig.current().room_streams(ROOM)) == 0

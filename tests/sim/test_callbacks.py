@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+import pytest
+
 from tests.sim.conftest import START, Receiver, SimClient, record_body, snapshot_body
 
 
@@ -43,6 +45,28 @@ async def test_volc_room_events_and_images(cb_client: SimClient, receiver: Recei
     assert images[0]["UserId"] == "alice" and images[0]["TaskId"] == "t1"
     assert all(volc_signature_ok(r["body"], "capctl-sim-volc-callback") for r in receiver.received)
     assert all(r["url"].endswith("/callbacks/volcengine") for r in receiver.received)
+
+
+@pytest.mark.parametrize(
+    ("max_idle", "events"),
+    [
+        # "Triggered within 30 seconds after the number of streams in the room becomes zero": with the default
+        # MaxIdleTime (30 s) too, at the idle end and before it; reminders "until ... the task times out", none at it.
+        (None, [(30, 4), (30, 2)]),
+        (60, [(30, 4), (60, 2)]),
+        (20, [(20, 2)]),  # ended before 30 s: when "within 30 s" the event would come is not said
+    ],
+)
+async def test_zego_zero_streams_event_with_the_idle_end(
+    cb_client: SimClient, receiver: Receiver, max_idle: int | None, events: list[tuple[int, int]]
+) -> None:
+    body = record_body()
+    if max_idle is not None:
+        body["RecordInputParams"]["MaxIdleTime"] = max_idle
+    await cb_client.zego("StartRecord", body)
+    await cb_client.sim.advance(100)
+    bodies = [x["body"] for x in receiver.received]
+    assert [(int(b["timestamp"]) - int(START), b["event_type"]) for b in bodies] == events
 
 
 async def test_zego_events_signed_and_idle_quit_reason(cb_client: SimClient, receiver: Receiver) -> None:
@@ -96,9 +120,20 @@ async def test_thumbnail_result_callback(cb_client: SimClient, receiver: Receive
         ("ExtTimeOffsetSet[]", "1.5"),
         ("Type", "SnapshotByTimeOffset"),
     ]
+    receiver.statuses = [500] * 5  # failing: ZEGO's page retries 5 times, 2, 4, 8, 16 and 32 s apart
     r = await cb_client.thumbs(params)
     await cb_client.sim.advance(2)
     (body,) = [x["body"] for x in receiver.received]
     assert body["event"] == "snapshot" and body["vendor"] == "tencent"
     assert body["task_id"] == r.json()["Data"]["Tencent"]["TaskId"]
     assert json.loads(body["snapshot_pic_list"])[0]["offset"] == 1500
+    # The page's types: appid, timestamp and nonce are strings; field_id names the Tencent source file.
+    assert (body["appid"], body["field_id"], body["timestamp"]) == ("1234567890", "42", str(int(START) + 2))
+    assert isinstance(body["nonce"], str)
+    for gap in (2, 4, 8, 16, 32):
+        await cb_client.sim.advance(gap - 0.1)
+        before = len(receiver.received)
+        await cb_client.sim.advance(0.1)
+        assert len(receiver.received) == before + 1
+    await cb_client.sim.advance(600)
+    assert len(receiver.received) == 6 and receiver.received[-1]["body"] == body

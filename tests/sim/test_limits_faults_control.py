@@ -57,6 +57,25 @@ async def test_faults_error_throttle_and_scope(client: SimClient) -> None:
     assert r.status_code == 400 and "errorRate" in r.json()["error"]
 
 
+async def test_injected_errors_wear_each_vendors_envelope(client: SimClient) -> None:
+    """vendor-apis.md: a Volcengine failure is non-200 with `ResponseMetadata.Error{Code, Message}` and no `Result`;
+    every ZEGO business answer is HTTP 200 with its code in the body, injected ones too."""
+    await client.http.put("/_sim/faults", json={"errorRate": 1.0})
+    r = await client.volc("StartSnapshot", snapshot_body())
+    meta = r.json()["ResponseMetadata"]
+    assert r.status_code == 500 and list(r.json()) == ["ResponseMetadata"]
+    assert sorted(meta) == ["Action", "Error", "Region", "RequestId", "Service", "Version"]
+    assert (meta["Action"], meta["Service"], meta["Error"]["Code"]) == ("StartSnapshot", "rtc", "InternalError.Unknown")
+    r = await client.zego("StartRecord", record_body())
+    assert r.status_code == 200 and sorted(r.json()) == ["Code", "Message", "RequestId"]
+    assert r.json()["Code"] == 300010000
+    r = await client.thumbs([("Vendor", "Huawei"), ("FileId", "/a.mp4"), ("Type", "SampleSnapshot"), ("Interval", "2")])
+    assert (r.status_code, r.json()["Code"]) == (200, 1000)
+    r = await client.http.post("/zego/legacy/stop", json={"app_id": 1, "access_token": "t", "task_id": "x"})
+    assert (r.status_code, r.json()) == (200, {"code": 300010000, "message": "system error"})
+    assert client.sim.tasks() == []
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from reconciler.sim.signing import make_legacy_token
-from tests.sim.conftest import ZEGO_APP, SimClient, record_body, zego_query
+from tests.sim.conftest import START, ZEGO_APP, SimClient, record_body, zego_query
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -124,19 +124,70 @@ async def test_idle_end_status_4_quit_reason_3(client: SimClient) -> None:
     assert data["Status"] == 2 and data["RecordEndTimestamp"] == 0 and "QuitReason" not in data
     await client.sim.advance(1)
     data = (await client.zego("DescribeRecordStatus", {"TaskId": task_id})).json()["Data"]
-    # The fields vendor-apis.md gives: the quit reason is the callback's only (it was a simulator extra here).
-    assert data["Status"] == 4 and sorted(data) == [
-        "RecordBeginTimestamp",
-        "RecordEndTimestamp",
-        "RoomId",
-        "Status",
-        "TaskId",
-    ]
+    # The fields ZEGO's page lists: no TaskId, and the quit reason is the callback's only (both were simulator
+    # extras here); no RecordFiles for a jpg task, nor for one in whose room no stream was published.
+    assert data == {
+        "RoomId": "z1",
+        "RecordMode": 1,
+        "StreamType": 3,
+        "RecordBeginTimestamp": int(START * 1000),
+        "RecordEndTimestamp": int(START * 1000) + 30_000,
+        "Status": 4,
+    }
     assert client.sim.world.zego_tasks[task_id].quit_reason == 3
     assert data["RecordEndTimestamp"] - data["RecordBeginTimestamp"] == 30_000
     assert code(await client.zego("StopRecord", {"TaskId": task_id})) == 300001001
     assert code(await client.zego("StopRecord", {"TaskId": "0" * 16})) == 300001000
     assert code(await client.zego("DescribeRecordStatus", {"TaskId": "0" * 16})) == 300001000
+
+
+async def test_record_files_of_single_stream_and_mixed_recordings(client: SimClient) -> None:
+    """DescribeRecordStatus lists `RecordFiles` (ZEGO's page): one file per recorded stream, or one of the mixed
+    output named by MixOutputStreamId; recording (1) while the task runs, uploaded (3) once it ended."""
+    sim = client.sim
+    sim.publish("zego", "z1", stream_id="s1", user_id="u1")
+    mp4 = {"OutputFileFormat": "mp4", "OutputFolder": "rec/"}
+    single = {**record_body(StreamType=4, RecordStreamList=[{"StreamId": "s1"}, {"StreamId": "s2"}])}
+    single["RecordOutputParams"] = mp4
+    mixed = record_body(RecordMode=2, StreamType=1, MixConfig=mix())
+    mixed["RecordOutputParams"], mixed["StorageParams"]["Vendor"] = mp4, 4  # Qiniu: no FileUrl
+    ids = [(await client.zego("StartRecord", body)).json()["Data"]["TaskId"] for body in (single, mixed)]
+    await sim.advance(10)
+    sim.publish("zego", "z1", stream_id="s2", user_id="u2")
+    sim.publish("zego", "z1", stream_id="other", user_id="u3")  # not listed: not recorded by the first
+    await sim.advance(5)
+    files = (await client.zego("DescribeRecordStatus", {"TaskId": ids[0]})).json()["Data"]["RecordFiles"]
+    begin = int(START * 1000)
+    assert [(f["StreamId"], f["UserId"], f["MediaTrackType"], f["OutputFileFormat"]) for f in files] == [
+        ("s1", "u1", 1, "aac"),  # StreamType 4: audio and video apart, mp4's audio in aac (seed 003)
+        ("s1", "u1", 2, "mp4"),
+        ("s2", "u2", 1, "aac"),
+        ("s2", "u2", 2, "mp4"),
+    ]
+    assert [(f["BeginTimestamp"], f["Duration"], f["Status"]) for f in files] == [(begin, 15_000, 1)] * 2 + [
+        (begin + 10_000, 5_000, 1)
+    ] * 2
+    assert files[1]["FileId"] == f"{ids[0]}_z1_s1_V_20231114221320000.mp4"
+    assert files[1]["FileUrl"] == f"https://b.sim.invalid/rec/{files[1]['FileId']}"
+    assert sorted(files[0]) == [
+        "BeginTimestamp",
+        "Duration",
+        "FileId",
+        "FileSize",
+        "FileUrl",
+        "MediaTrackType",
+        "OutputFileFormat",
+        "Status",
+        "StreamId",
+        "UserId",
+        "UserName",
+    ]
+    assert code(await client.zego("StopRecord", {"TaskId": ids[1]})) == 0
+    data = (await client.zego("DescribeRecordStatus", {"TaskId": ids[1]})).json()["Data"]
+    assert (data["RecordMode"], data["StreamType"], data["Status"]) == (2, 1, 3)
+    (file,) = data["RecordFiles"]
+    assert (file["StreamId"], file["UserId"], file["MediaTrackType"], file["Status"]) == ("mix", "mix", 1, 3)
+    assert "FileUrl" not in file and file["Duration"] == 15_000
 
 
 async def test_max_record_time_ends_with_quit_reason_4_and_images(client: SimClient) -> None:
@@ -226,10 +277,24 @@ async def test_legacy_flow(client: SimClient) -> None:
     assert (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["status"] == 2
     await client.sim.advance(60)
     data = (await client.http.post("/zego/legacy/query", json=q)).json()["data"]
-    assert data["status"] == 4 and "quit_reason" not in data
+    # The Action API's fields in snake_case (UNCONFIRMED for v1): no task_id, no quit_reason; no stream, no file.
+    assert (data["status"], data["record_mode"], data["stream_type"], data["room_id"]) == (4, 1, 3, "z1")
+    assert data["record_end_timestamp"] - data["record_begin_timestamp"] == 60_000
+    assert not {"task_id", "quit_reason", "record_files"} & set(data)
     assert (await client.http.post("/zego/legacy/stop", json=q)).json()["code"] == 300001001
     await client.sim.advance(7200)
     assert (await client.http.post("/zego/legacy/query", json=q)).json()["code"] == 100000004
+
+
+async def test_legacy_query_lists_record_files_in_snake_case(client: SimClient) -> None:
+    client.sim.publish("zego", "z1", stream_id="s1", user_id="u1")
+    token = (await legacy_token(client)).json()["data"]["access_token"]
+    task_id = (await client.http.post("/zego/legacy/start", json=legacy_start_body(token))).json()["task_id"]
+    await client.sim.advance(5)
+    q = {"app_id": ZEGO_APP, "access_token": token, "task_id": task_id}
+    (file,) = (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["record_files"]
+    assert (file["stream_id"], file["user_id"], file["media_track_type"], file["duration"]) == ("s1", "u1", 3, 5000)
+    assert file["file_url"] == f"https://b.sim.invalid/record/{file['file_id']}" and file["status"] == 1
 
 
 async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
@@ -290,3 +355,25 @@ async def test_thumbnail_numbers_are_decimal_numbers(client: SimClient, odd: str
     ):
         r = await client.thumbs(params)
         assert (r.json()["Code"], r.json()["Message"].split(":")[0]) == (2, name)
+
+
+async def test_stream_list_answers_create_time_and_a_stable_number(client: SimClient) -> None:
+    """DescribeSimpleStreamList (ZEGO's page): `CreateTime` is when the stream was published (ms), `StreamNumberId`
+    its number in the room (ours: from 1 in publishing order, kept while it lives, never reused)."""
+    sim = client.sim
+
+    async def listed() -> list[tuple[str, str, int, int]]:
+        query = zego_query("DescribeSimpleStreamList", client.clock.now())
+        r = await client.http.get("/zego/rtc/", params={**query, "RoomId": "z1"})
+        items = r.json()["Data"]["StreamList"]
+        return [(i["StreamId"], i["UserId"], i["CreateTime"] - int(START * 1000), i["StreamNumberId"]) for i in items]
+
+    assert await listed() == []
+    sim.publish("zego", "z1", stream_id="b", user_id="u1")
+    await sim.advance(2)
+    sim.publish("zego", "z1", stream_id="a", user_id="u2")
+    assert await listed() == [("b", "u1", 0, 1), ("a", "u2", 2000, 2)]
+    sim.unpublish("zego", "z1", stream_id="b")
+    await sim.advance(1)
+    sim.publish("zego", "z1", stream_id="b", user_id="u1")
+    assert await listed() == [("a", "u2", 2000, 2), ("b", "u1", 3000, 3)]
