@@ -148,9 +148,10 @@ def _written(level: int) -> bool:
     """Whether an event at `level` is written (structlog decides, once configured): the first one that is
     applies the deferred set-up."""
     global _deferred
-    if _deferred is None:
+    deferred = _deferred  # read once: another thread (a library logging) may apply it meanwhile
+    if deferred is None:
         return True
-    if level < logging.getLevelNamesMapping()[_deferred[0].upper()]:
+    if level < logging.getLevelNamesMapping()[deferred[0].upper()]:
         return False
     with _deferred_lock:
         if _deferred is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 
 import structlog
 
@@ -33,3 +35,27 @@ def test_the_configured_logger_feeds_the_ring_after_the_scrubber() -> None:
     assert newest["access_token"].startswith("sha256:") and "hunter2" not in str(logs.recent_events())
     assert newest["level"] == "info" and newest["timestamp"]
     assert all(e["event"] != "no change" for e in logs.recent_events())
+
+
+def test_a_deferred_set_up_is_applied_by_the_first_event_the_level_lets_through() -> None:
+    """One-shot commands set up logging without importing structlog (reconciler/logs.py): an event below the level
+    applies nothing, the first one at it (a module's, or a library's through `logging`) writes as `configure`."""
+    out, handlers = io.StringIO(), logging.getLogger().handlers[:]
+    logs.configure("info", json_logs=True, stream=io.StringIO())
+    logs.configure_on_first_event("warning", json_logs=True, stream=out)
+    try:
+        log = logs.lazy_logger("capctl.execute")
+        log.info("retrying", attempt=1)  # below the level: the earlier set-up is still the one in force
+        assert out.getvalue() == "" and logs.recent_events() == []
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        log.warning("change failed", access_token="hunter2")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers = handlers
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("Invalid HTTP request received.", "warning"),
+        ("change failed", "warning"),
+    ]
+    assert lines[0]["logger"] == "uvicorn.error" and lines[1]["access_token"].startswith("sha256:")
+    assert [e["event"] for e in logs.recent_events()] == ["Invalid HTTP request received.", "change failed"]
