@@ -24,9 +24,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-import structlog
-
-from reconciler import failpoints, transitions
+from reconciler import failpoints, logs, transitions
 from reconciler.budget import HOLDUP, Holdup, Priority
 from reconciler.clock import Clock
 from reconciler.model import (
@@ -61,7 +59,7 @@ __all__ = [
     "observe_all",
 ]
 
-log = structlog.get_logger("capctl.execute")
+log = logs.lazy_logger("capctl.execute")  # structlog imported by the first line written
 
 ProviderLookup = Callable[[str, ApiFamily], Provider]
 T = TypeVar("T")

@@ -18,20 +18,37 @@ listing of 10,000 users is about 1.5 MB) and gives the whole exchange `answer_de
 either the call fails as an `httpx.RequestError` the callers already treat as an answer lost
 (`AnswerTooLarge`, `AnswerTooSlow`).
 
-tests/core/test_httpclient.py proves that a cookie set by an answer is not sent back, and the two bounds over
-a real socket.
+The certificate authorities that verify a vendor's TLS certificate (certifi's bundle, or `SSL_CERT_FILE` /
+`SSL_CERT_DIR`, as httpx reads them) are loaded when the first TLS connection is made, not when the client is:
+parsing the bundle is 40–60 ms of CPU, which every plan and apply paid at its start, and which the simulator's
+plain-http endpoints (the demo, the tests, the benchmarks) never need (bench/README.md, "The CLI's start").
+
+tests/core/test_httpclient.py proves that a cookie set by an answer is not sent back, the two bounds over
+a real socket, and that the authorities are loaded once, by the first TLS connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
+import sys
+import threading
 from collections.abc import AsyncIterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
 
-__all__ = ["ANSWER_DEADLINE", "ANSWER_LIMIT", "AnswerTooLarge", "AnswerTooSlow", "RefusingJar", "StatelessClient"]
+__all__ = [
+    "ANSWER_DEADLINE",
+    "ANSWER_LIMIT",
+    "AnswerTooLarge",
+    "AnswerTooSlow",
+    "RefusingJar",
+    "StatelessClient",
+    "trust_on_first_use",
+]
 
 ANSWER_LIMIT = 8 << 20  # bytes of one answer's body, as sent and once decompressed
 ANSWER_DEADLINE = 30.0  # seconds from sending a request to the last byte of its answer
@@ -124,14 +141,64 @@ class _NoCookies(httpx.Cookies):
         pass
 
 
+class _TrustOnFirstUse(ssl.SSLContext):
+    """httpx's context for `verify=True` (`ssl.create_default_context` of the same file or directory), its
+    certificate authorities loaded by the first connection that wraps a socket in TLS, once."""
+
+    _cafile: str | None
+    _capath: str | None
+    _loaded: bool
+    _lock: threading.Lock
+
+    def _trust(self) -> None:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self.load_verify_locations(cafile=self._cafile, capath=self._capath)
+                    self._loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # httpx's sync clients
+        self._trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # asyncio's and anyio's TLS
+        self._trust()
+        return super().wrap_bio(*args, **kwargs)
+
+
+def trust_on_first_use(*, trust_env: bool = True) -> ssl.SSLContext:
+    """What httpx makes of `verify=True`, but loaded on first use. A file or directory named in the
+    environment that is not there fails here, as httpx fails when the client is made."""
+    import certifi
+
+    context = _TrustOnFirstUse(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+    # The flags this Python's default context adds (3.13: VERIFY_X509_STRICT and _PARTIAL_CHAIN), from one that
+    # loads no authorities (it verifies no peer).
+    context.verify_flags = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).verify_flags
+    context._cafile, context._capath = certifi.where(), None
+    if trust_env and os.environ.get("SSL_CERT_FILE"):
+        context._cafile = os.environ["SSL_CERT_FILE"]
+    elif trust_env and os.environ.get("SSL_CERT_DIR"):
+        context._cafile, context._capath = None, os.environ["SSL_CERT_DIR"]
+    context._loaded, context._lock = False, threading.Lock()
+    if not os.path.exists(context._cafile or context._capath or ""):
+        context._trust()
+    if (keylog := os.environ.get("SSLKEYLOGFILE")) and not sys.flags.ignore_environment:
+        context.keylog_filename = keylog  # as ssl.create_default_context does
+    return context
+
+
 class StatelessClient(httpx.AsyncClient):
-    """`httpx.AsyncClient` without cookies: none stored, none sent (`cookies=` is not taken)."""
+    """`httpx.AsyncClient` without cookies: none stored, none sent (`cookies=` is not taken). Unless `verify` is
+    given, the certificate authorities are loaded by the first TLS connection (`trust_on_first_use`)."""
 
     def __init__(
         self, *, answer_limit: int = ANSWER_LIMIT, answer_deadline: float = ANSWER_DEADLINE, **options: Any
     ) -> None:
         if "cookies" in options:
             raise TypeError("StatelessClient sends no cookies: do not pass cookies=")
+        if "verify" not in options:
+            options["verify"] = trust_on_first_use(trust_env=options.get("trust_env", True))
         super().__init__(cookies=RefusingJar(), **options)
         self._no_cookies = _NoCookies()
         self._answer_limit = answer_limit

@@ -6,6 +6,12 @@ names a credential as its fingerprint too.
 
 The last `RECENT_EVENTS` events (after redaction) are also kept in memory, for the daemon's status page
 ("recent decisions"): `recent_events()` reads them without parsing stderr back.
+
+structlog is imported when the first line is written, not before: importing it imports rich's traceback and
+pretty printers and asyncio's standard library glue, 120 M instructions (30–50 ms) of every plan's and apply's
+start, which at the default level (warning) most never write a line with (bench/README.md, "The CLI's start").
+One-shot commands `configure_on_first_event` and log through `lazy_logger`; the daemon, whose modules log
+through structlog directly, configures at once.
 """
 
 from __future__ import annotations
@@ -17,12 +23,19 @@ from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-import structlog
-
 from reconciler.clock import Clock, SystemClock, Throttle
 from reconciler.redact import redact_named
 
-__all__ = ["RECENT_EVENTS", "RECENT_FIELD_CHARS", "RecentEvents", "configure", "recent_events"]
+__all__ = [
+    "RECENT_EVENTS",
+    "RECENT_FIELD_CHARS",
+    "LazyLogger",
+    "RecentEvents",
+    "configure",
+    "configure_on_first_event",
+    "lazy_logger",
+    "recent_events",
+]
 
 RECENT_EVENTS = 500  # events the status page can show; about 0.5 MB at most
 RECENT_FIELD_CHARS = 1000  # a longer field is cut in the kept copy (the log line itself has it whole)
@@ -98,6 +111,8 @@ class _FromLogging(logging.Handler):
         self._said: dict[tuple[str, str], Throttle] = {}  # by the message's template: as many as the code has
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not _written(record.levelno):
+            return
         repeats: dict[str, int] = {}
         if record.levelno < logging.ERROR:
             template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
@@ -105,14 +120,95 @@ class _FromLogging(logging.Handler):
             if held is None:
                 return
             repeats = {"repeats_held_back": held} if held else {}
+        import structlog
+
         structlog.get_logger().log(
             record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info, **repeats
         )
 
 
+class LazyLogger:
+    """A module's logger that imports structlog only for an event the configured level lets through (then it
+    is structlog's logger, as `structlog.get_logger(name)`)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _log(self, method: str, level: int, event: str, fields: dict[str, Any]) -> None:
+        if _written(level):
+            import structlog
+
+            getattr(structlog.get_logger(self._name), method)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", logging.ERROR, event, fields)
+
+
+def lazy_logger(name: str) -> LazyLogger:
+    return LazyLogger(name)
+
+
+# `configure`'s arguments, while they wait for the first event at or above their level (None: nothing waits).
+_deferred: tuple[str, bool | None, TextIO | None] | None = None
+_deferred_lock = threading.Lock()
+
+
+def _written(level: int) -> bool:
+    """Whether an event at `level` is written (structlog decides, once configured): the first one that is
+    applies the deferred set-up."""
+    global _deferred
+    deferred = _deferred  # read once: another thread (a library logging) may apply it meanwhile
+    if deferred is None:
+        return True
+    if level < logging.getLevelNamesMapping()[deferred[0].upper()]:
+        return False
+    with _deferred_lock:
+        if _deferred is not None:
+            _configure(*_deferred)
+            _deferred = None
+    return True
+
+
+def configure_on_first_event(
+    level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None, clock: Clock | None = None
+) -> None:
+    """`configure`, applied by the first event that the level lets through (none: structlog is never imported).
+    For modules that log through `lazy_logger`, and libraries through `logging`."""
+    global _deferred
+    logging.getLevelNamesMapping()[level.upper()]  # a level that does not exist fails here, as configure's does
+    _deferred = (level, json_logs, stream)
+    _from_logging(clock)
+
+
 def configure(
     level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None, clock: Clock | None = None
 ) -> None:
+    """Logging set up at once (the daemon, whose modules log through structlog directly). `clock`: the one
+    libraries' repeated warnings are held back by (`_FromLogging`)."""
+    global _deferred
+    _deferred = None
+    _configure(level, json_logs, stream)
+    _from_logging(clock)
+
+
+def _from_logging(clock: Clock | None) -> None:
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _FromLogging)]
+    root.addHandler(_FromLogging(clock or SystemClock()))
+
+
+def _configure(level: str, json_logs: bool | None, stream: TextIO | None) -> None:
+    import structlog
+
     global _RECENT
     _RECENT = RecentEvents()  # a new set-up (a daemon, a test) starts with no events of an earlier one
     out = stream or sys.stderr
@@ -135,6 +231,3 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=_FlushingFile(out)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    root = logging.getLogger()
-    root.handlers = [h for h in root.handlers if not isinstance(h, _FromLogging)]
-    root.addHandler(_FromLogging(clock or SystemClock()))

@@ -94,7 +94,16 @@ for _info in (*app.registered_commands, *state_app.registered_commands):
 main_options.__annotations__ = get_type_hints(main_options, include_extras=True)
 
 
+# Optional modules that libraries import whenever they are installed, and that capctl never runs: httpcore imports
+# trio (installed beside capctl by selenium, say) for trio callers, httpx its own command line (click, rich's syntax,
+# pygments). Marked absent in capctl's own process, both fall back as where they are not installed: 240 M and 60 M
+# instructions of every command that calls a vendor (bench/README.md, "The CLI's start").
+_UNUSED_OPTIONAL_MODULES = ("trio", "httpx._main")
+
+
 def main() -> None:
+    for name in _UNUSED_OPTIONAL_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
     from typer._completion_classes import completion_init
 
     from reconciler import completion, streams

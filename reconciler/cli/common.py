@@ -117,11 +117,13 @@ def check_log_level(level: str) -> None:
         fail(f"--log-level {level!r}: expected debug, info, warning or error")
 
 
-def setup_logs(level: str) -> None:
+def setup_logs(level: str, *, now: bool = False) -> None:
+    """Logging at `level`, set up by the first line written (`logs.configure_on_first_event`), or `now` for the
+    daemon, whose modules log through structlog directly."""
     from reconciler import logs
 
     check_log_level(level)
-    logs.configure(level)
+    (logs.configure if now else logs.configure_on_first_event)(level)
 
 
 def load_specs(

@@ -190,7 +190,7 @@ def run(
         daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
     except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
-    setup_logs(log_level)
+    setup_logs(log_level, now=True)
     raise typer.Exit(
         run_daemon(
             paths_or_default(paths),

@@ -1,12 +1,15 @@
 """`StatelessClient`: a cookie an answer sets is never sent back, where a stock httpx client would send it; an
-answer is read whole within a deadline and a size limit, over a real socket."""
+answer is read whole within a deadline and a size limit, over a real socket; the certificate authorities are
+loaded by the first TLS connection, not by the client's start."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import time
 from http.cookiejar import Cookie
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
-from reconciler.httpclient import AnswerTooLarge, AnswerTooSlow, RefusingJar, StatelessClient
+from reconciler.httpclient import AnswerTooLarge, AnswerTooSlow, RefusingJar, StatelessClient, trust_on_first_use
 from reconciler.model import ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
@@ -173,3 +176,41 @@ async def test_a_provider_reads_a_hostile_answer_as_a_lost_one(mode: str, messag
     port = httpx.URL(url).port
     assert info.value.kind is ErrorKind.RETRYABLE
     assert str(info.value) == f"volc-prod (volcengine): GetRoomOnlineUsers: {message.format(port=port)}"
+
+
+def _authorities(client: StatelessClient) -> int:
+    context = client._transport._pool._ssl_context  # type: ignore[attr-defined]  # httpx's default transport
+    assert isinstance(context, ssl.SSLContext)
+    return int(context.cert_store_stats()["x509_ca"])
+
+
+def test_the_context_verifies_as_httpx_default_one() -> None:
+    """The same settings as httpx's context for `verify=True`, and once loaded, the same authorities."""
+    ours, httpx_own = trust_on_first_use(), httpx.create_ssl_context()
+    settings = ("verify_mode", "check_hostname", "verify_flags", "options", "minimum_version", "protocol")
+    assert [getattr(ours, name) for name in settings] == [getattr(httpx_own, name) for name in settings]
+    assert ours.cert_store_stats()["x509_ca"] == 0
+    assert ours.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="vendor.test") is not None
+    assert ours.get_ca_certs() == httpx_own.get_ca_certs() != []
+
+
+async def test_the_authorities_are_loaded_by_the_first_tls_connection_only(tmp_path: Path) -> None:
+    """Parsing the bundle is 40–60 ms of every plan's and apply's start (bench/README.md, "The CLI's start"):
+    a plain-http endpoint never needs it. A TLS one still verifies: a gateway that cannot prove itself fails."""
+
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    no_tls = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with Gateway("gzip") as url, StatelessClient(timeout=5) as client:
+        assert _authorities(client) == 0
+        assert (await client.get(url)).json() == {"Result": "ok"}
+        assert _authorities(client) == 0
+        with pytest.raises(httpx.ConnectError):  # it hangs up on the TLS handshake
+            await client.get(f"https://127.0.0.1:{no_tls.sockets[0].getsockname()[1]}/volc/")
+        assert _authorities(client) > 0
+    no_tls.close()
+    with pytest.MonkeyPatch.context() as env:  # a file named in the environment that is not there: at once
+        env.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+        with pytest.raises(FileNotFoundError):
+            StatelessClient()

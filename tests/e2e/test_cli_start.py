@@ -2,8 +2,9 @@
 
 Runs the real `capctl` in a subprocess per command and reads the modules it had imported when it exited. What
 a command must not import is what it never uses: an HTTP client, a web server or an event loop where no vendor
-is called, the state package where no state is read, pydantic where nothing is validated. Each of these cost
-15–100 ms of every such command (bench/README.md, "The CLI's start").
+is called, the state package where no state is read, pydantic where nothing is validated, structlog (and rich's
+traceback printer with it) where no log line is written. Each of these cost 15–100 ms of every such command
+(bench/README.md, "The CLI's start").
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import Workdir
+from tests.specdocs import snapshot_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,18 +30,26 @@ try:
 except SystemExit as exc:
     code = exc.code
 with open(out, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+    json.dump({"code": code, "modules": sorted(name for name, module in sys.modules.items() if module)}, f)
 """
 
 NO_VENDOR = ("asyncio", "httpx", "httpcore", "ssl", "starlette", "uvicorn", "structlog", "rich.traceback")
 
 
-def _imported(tmp_path: Path, *args: str) -> set[str]:
+def _imported(tmp_path: Path, *args: str, work: Workdir | None = None) -> set[str]:
     out = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", RUN, str(out), *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, str(out), *args],
+        cwd=work.root if work else ROOT,
+        env=work.env if work else None,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert result["code"] in (None, 0), done.stdout + done.stderr
+    if work:
+        work.outputs += [done.stdout, done.stderr]
     return set(result["modules"])
 
 
@@ -63,6 +75,24 @@ def test_a_command_imports_nothing_it_does_not_use(
     imported = _imported(tmp_path, *(arg.format(tmp=tmp_path) for arg in args))
     assert "reconciler.cli" in imported  # the run was the CLI's
     assert sorted(imported.intersection(unused)) == []
+
+
+def test_a_plan_and_an_apply_that_write_no_log_line_import_no_logging_library(tmp_path: Path, work: Workdir) -> None:
+    """structlog is imported by the first line the level lets through (reconciler/logs.py): at the default level
+    a plan and an apply that go well write none. One that does is written as before."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    for args in (("apply", "--auto-approve"), ("plan",)):
+        imported = _imported(tmp_path, *args, work=work)
+        assert "reconciler.execute" in imported and "httpx" in imported  # the vendor was called
+        assert sorted(imported.intersection({"structlog", "rich.traceback"})) == []
+        assert sorted(imported.intersection({"trio", "httpx._main", "click", "pygments"})) == []
+    work.sim.faults(errorRate=1.0, apis=["StopSnapshot"], seed=1)
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))  # hall's task is stopped: that fails
+    env = {"CAPCTL_MAX_ATTEMPTS": "1"}
+    failed = work.capctl("apply", "--auto-approve", "--log-level", "info", expect=1, env=env)
+    lines = [json.loads(line) for line in failed.stderr.splitlines() if line.startswith("{")]
+    assert {"event": "change failed", "level": "info", "action": "delete"}.items() <= lines[0].items()
+    assert "timestamp" in lines[0] and "InternalError" in lines[0]["error"]
 
 
 def test_the_commands_annotations_are_evaluated_once_at_import() -> None:

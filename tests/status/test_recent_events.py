@@ -64,3 +64,27 @@ def test_a_librarys_warnings_are_said_once_a_minute_and_leave_the_decisions_in_t
         ("Invalid HTTP request received.", 599),
     ]
     assert [e["event"] for e in logs.recent_events()] == [e["event"] for e in lines]  # the decision kept
+
+
+def test_a_deferred_set_up_is_applied_by_the_first_event_the_level_lets_through() -> None:
+    """One-shot commands set up logging without importing structlog (reconciler/logs.py): an event below the level
+    applies nothing, the first one at it (a module's, or a library's through `logging`) writes as `configure`."""
+    out, handlers = io.StringIO(), logging.getLogger().handlers[:]
+    logs.configure("info", json_logs=True, stream=io.StringIO())
+    logs.configure_on_first_event("warning", json_logs=True, stream=out)
+    try:
+        log = logs.lazy_logger("capctl.execute")
+        log.info("retrying", attempt=1)  # below the level: the earlier set-up is still the one in force
+        assert out.getvalue() == "" and logs.recent_events() == []
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        log.warning("change failed", access_token="hunter2")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers = handlers
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("Invalid HTTP request received.", "warning"),
+        ("change failed", "warning"),
+    ]
+    assert lines[0]["logger"] == "uvicorn.error" and lines[1]["access_token"].startswith("sha256:")
+    assert [e["event"] for e in logs.recent_events()] == ["Invalid HTTP request received.", "change failed"]
