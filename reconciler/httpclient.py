@@ -34,7 +34,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "RefusingJar",
     "StatelessClient",
     "trust_on_first_use",
+    "trust_settings_problem",
 ]
 
 ANSWER_LIMIT = 8 << 20  # bytes of one answer's body, as sent and once decompressed
@@ -166,11 +167,29 @@ class _TrustOnFirstUse(ssl.SSLContext):
         return super().wrap_bio(*args, **kwargs)
 
 
+def trust_settings_problem(env: Mapping[str, str]) -> str | None:
+    """What is wrong with the certificate authorities the environment names (SSL_CERT_FILE, else SSL_CERT_DIR,
+    as httpx reads them), said before any vendor is called; None when nothing is."""
+    for name, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
+        if value := env.get(name):
+            if exists(value):
+                return None
+            what = "file" if name == "SSL_CERT_FILE" else "directory"
+            return f"{name} names {value!r}, which is no {what}" + (
+                ": point it at the certificate authorities to trust (a PEM bundle, or a directory of them), "
+                "or unset it to trust certifi's"
+            )
+    return None
+
+
 def trust_on_first_use(*, trust_env: bool = True) -> ssl.SSLContext:
     """What httpx makes of `verify=True`, but loaded on first use. A file or directory named in the
-    environment that is not there fails here, as httpx fails when the client is made."""
+    environment that is not there fails here (ValueError, `trust_settings_problem`), as httpx fails when the
+    client is made."""
     import certifi
 
+    if trust_env and (problem := trust_settings_problem(os.environ)):
+        raise ValueError(problem)
     context = _TrustOnFirstUse(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
     # The flags this Python's default context adds (3.13: VERIFY_X509_STRICT and _PARTIAL_CHAIN), from one that
     # loads no authorities (it verifies no peer).
@@ -181,8 +200,6 @@ def trust_on_first_use(*, trust_env: bool = True) -> ssl.SSLContext:
     elif trust_env and os.environ.get("SSL_CERT_DIR"):
         context._cafile, context._capath = None, os.environ["SSL_CERT_DIR"]
     context._loaded, context._lock = False, threading.Lock()
-    if not os.path.exists(context._cafile or context._capath or ""):
-        context._trust()
     if (keylog := os.environ.get("SSLKEYLOGFILE")) and not sys.flags.ignore_environment:
         context.keylog_filename = keylog  # as ssl.create_default_context does
     return context

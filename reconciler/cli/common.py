@@ -346,8 +346,13 @@ def progress_bar(
 
 
 def retry_policy() -> RetryPolicy:
+    """How calls to vendors are tried (CAPCTL_MAX_ATTEMPTS); the certificate authorities they trust checked too
+    (SSL_CERT_FILE / SSL_CERT_DIR): each refused with what is wrong before any call, not as a traceback."""
+    from reconciler.httpclient import trust_settings_problem
     from reconciler.retry import RetryPolicy
 
+    if problem := trust_settings_problem(os.environ):
+        fail(problem)
     try:
         return RetryPolicy.from_env(os.environ)
     except ValueError as exc:

@@ -162,6 +162,7 @@ def run(
     from reconciler.daemon import run_daemon
     from reconciler.daemon.http import daemon_sync_token
     from reconciler.daemon.starting import FOREVER
+    from reconciler.httpclient import trust_settings_problem
     from reconciler.leader import LeaderSettings
 
     split_listen(listen, "127.0.0.1:8080")
@@ -190,6 +191,8 @@ def run(
         daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
     except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
+    if problem := trust_settings_problem(os.environ):  # the vendors' client is made once the daemon runs
+        fail(problem)
     setup_logs(log_level, now=True)
     raise typer.Exit(
         run_daemon(

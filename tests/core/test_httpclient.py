@@ -212,5 +212,5 @@ async def test_the_authorities_are_loaded_by_the_first_tls_connection_only(tmp_p
     no_tls.close()
     with pytest.MonkeyPatch.context() as env:  # a file named in the environment that is not there: at once
         env.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(ValueError, match=r"SSL_CERT_FILE names '.*none\.pem', which is no file"):
             StatelessClient()

@@ -264,6 +264,26 @@ def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> N
     assert capctl("plan", "--detailed-exitcode", "--no-refresh", cwd=tmp_path, env=state).returncode == 1
 
 
+def test_a_missing_certificate_bundle_in_the_environment_is_an_error_not_a_traceback(work: Workdir) -> None:
+    """SSL_CERT_FILE / SSL_CERT_DIR naming nothing (a bundle path from another machine's image): every command that
+    calls a vendor printed a FileNotFoundError traceback (walk 10D-4). Now: exit 1, what is wrong, nothing done."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.apply()
+    serial = json.loads(work.capctl("state", "list", "-o", "json").stdout)["serial"]
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    for name, value, what in (
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem", "file"),
+        ("SSL_CERT_DIR", "/nonexistent", "directory"),
+    ):
+        for command in (("plan",), ("apply", "--auto-approve"), ("run", "--listen", "127.0.0.1:0")):
+            # (the machine may set the other: httpx reads SSL_CERT_FILE first, SSL_CERT_DIR only without it)
+            proc = work.capctl(*command, expect=1, env={"SSL_CERT_FILE": "", "SSL_CERT_DIR": "", name: value})
+            assert f"{name} names '{value}', which is no {what}" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(work.capctl("state", "list", "-o", "json").stdout)["serial"] == serial  # nothing done
+    # --no-refresh calls no vendor: the setting does not matter to it
+    work.capctl("plan", "--no-refresh", expect=0, env={"SSL_CERT_FILE": "/nonexistent/ca.pem"})
+
+
 # --- 5: a command that only reads never creates a state ------------------------------------------------
 
 
