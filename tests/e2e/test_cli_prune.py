@@ -205,7 +205,7 @@ def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], Serv
     return daemon, log, httpx.Client(base_url=log.url(), timeout=5)
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 20) -> bool:
+def wait_for(condition: Callable[[], bool], seconds: float = 60) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -177,7 +177,7 @@ def test_second_apply_fails_at_once_naming_the_holder(work: Workdir) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline:
             time.sleep(0.05)
         second = work.capctl("apply", "--auto-approve", expect=1)
@@ -226,7 +226,7 @@ def test_kill_9_halfway_then_second_apply_converges(work: Workdir) -> None:
     proc = work.spawn(
         "apply", "--auto-approve", "--parallelism", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while len(work.sim.requests("StartSnapshot")) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
