@@ -231,11 +231,9 @@ async def test_a_spec_directory_inside_git_syncs_link_follows_every_commit(tmp_p
         os.replace(tmp_path / "next", tmp_path / "current")  # atomic, as git-sync swaps it
 
     async def reloaded(name: str) -> bool:
-        for _ in range(100):
-            if reloads and reloads[-1] == os.path.realpath(tmp_path / ".worktrees" / name / "specs"):
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await _until(
+            lambda: bool(reloads) and reloads[-1] == os.path.realpath(tmp_path / ".worktrees" / name / "specs")
+        )
 
     async def on_change() -> None:
         reloads.append(os.path.realpath(path))
