@@ -55,8 +55,11 @@ class ServerOutput:
                 self._found.set()
         self._found.set()  # end of output: the process exited (or closed the stream)
 
-    def url(self, timeout: float = 20) -> str:
-        """The URL the server reported; fails with its output so far if it exited or took too long."""
+    def url(self, timeout: float = 90) -> str:
+        """The URL the server reported; fails with its output so far if it exited or took too long.
+
+        `timeout` is for a server that hangs (one that exits ends the wait at once): a start takes 1-2 s on an
+        idle machine, and a daemon at load 30 had not said it listens 20 s after it started."""
         if not self._found.wait(timeout):
             raise AssertionError(f"no address after {timeout} s; output so far:\n{''.join(self.lines)}")
         if self._url is None:

@@ -96,18 +96,20 @@ def test_a_command_whose_output_cannot_be_written_says_so_and_exits_1() -> None:
 
 
 HUNG_UP = """
-import sys, time
+import sys
 from reconciler import streams
 streams.install()
 print("started", file=sys.stderr, flush=True)
-time.sleep(0.5)
+sys.stdin.read()  # until the test has closed the terminal (a sleep here lost that race on a loaded machine)
 print("the summary of an apply that finished" * 1000)
 """
 
 
 def test_writes_to_a_terminal_that_hung_up_are_dropped() -> None:
     controller, terminal = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", HUNG_UP], stdout=terminal, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HUNG_UP], stdin=subprocess.PIPE, stdout=terminal, stderr=subprocess.PIPE, text=True
+    )
     os.close(terminal)
     assert proc.stderr is not None and proc.stderr.readline() == "started\n"
     os.close(controller)  # the terminal window closed: every later write to it fails with EIO

@@ -231,11 +231,9 @@ async def test_a_spec_directory_inside_git_syncs_link_follows_every_commit(tmp_p
         os.replace(tmp_path / "next", tmp_path / "current")  # atomic, as git-sync swaps it
 
     async def reloaded(name: str) -> bool:
-        for _ in range(100):
-            if reloads and reloads[-1] == os.path.realpath(tmp_path / ".worktrees" / name / "specs"):
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await _until(
+            lambda: bool(reloads) and reloads[-1] == os.path.realpath(tmp_path / ".worktrees" / name / "specs")
+        )
 
     async def on_change() -> None:
         reloads.append(os.path.realpath(path))
@@ -266,19 +264,43 @@ def _mount_secret(mount: Path, revision: str, value: str) -> None:
 
 
 def _counting(reloads: list[int]) -> tuple[Callable[[], Awaitable[None]], Callable[[int], Awaitable[bool]]]:
-    """An `on_change` that appends to `reloads`, and a wait (up to 5 s) until it holds `count` of them."""
+    """An `on_change` that appends to `reloads`, and a wait (up to 30 s) until it holds `count` of them."""
 
     async def on_change() -> None:
         reloads.append(len(reloads))
 
     async def reloaded(count: int) -> bool:
-        for _ in range(100):
-            if len(reloads) >= count:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+        return await _until(lambda: len(reloads) >= count)
 
     return on_change, reloaded
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether `condition()` came true within `seconds`: a bound for a loaded machine, not a measure."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while not condition():
+                await asyncio.sleep(0.05)
+            return True
+    return False
+
+
+class _Referenced:
+    """The files the specs' references name, as `watch_specs(referenced=…)` asks for them at each check:
+    `checks` counts the asks, so a test waits for the watch's next check instead of guessing its time."""
+
+    def __init__(self, *files: Path) -> None:
+        self.files = [str(f) for f in files]
+        self.checks = 0
+
+    def __call__(self) -> list[str]:
+        self.checks += 1
+        return self.files
+
+    async def checked(self, times: int = 1) -> None:
+        """Until the watch has checked `times` more times (each check notes the list and the files' states)."""
+        then = self.checks
+        assert await _until(lambda: self.checks >= then + times), "the watch made no check"
 
 
 async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tmp_path: Path) -> None:
@@ -289,22 +311,22 @@ async def test_a_referenced_file_rotated_by_a_secret_update_reloads_the_specs(tm
     _mount_secret(mount, "rev-1", "old")
     other.write_text("x")
     (tmp_path / "specs").mkdir()
-    referenced = [str(mount / "key"), str(other)]
+    referenced = _Referenced(mount / "key", other)
 
     on_change, reloaded = _counting(reloads)
 
     stop = asyncio.Event()
-    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
+    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=referenced)
     watcher = asyncio.create_task(watch)
     try:
-        await asyncio.sleep(0.3)
+        await referenced.checked()  # the states it compares with are taken
         _mount_secret(mount, "rev-2", "new")
         assert await reloaded(1)
         other.write_text("y")  # an edit in place
         assert await reloaded(2)
-        referenced.pop()
+        referenced.files.pop()
         other.write_text("z")
-        await asyncio.sleep(1.5)  # a check or more later
+        await referenced.checked(2)  # a check or more later
         assert len(reloads) == 2
     finally:
         stop.set()
@@ -320,24 +342,22 @@ async def test_a_file_a_reload_from_elsewhere_adds_is_watched_too(tmp_path: Path
     first.write_text("a")
     added.write_text("b")
     (tmp_path / "specs").mkdir()
-    referenced = [str(first)]
+    referenced = _Referenced(first)
 
-    async def on_change() -> None:
-        reloads.append(len(reloads))
+    on_change, reloaded = _counting(reloads)
 
     stop = asyncio.Event()
-    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=lambda: referenced)
+    watch = watch_specs([str(tmp_path / "specs")], on_change, stop=stop, debounce_ms=50, referenced=referenced)
     watcher = asyncio.create_task(watch)
     try:
-        await asyncio.sleep(0.3)
-        referenced.insert(0, str(added))  # the set a SIGHUP loaded reads one more file, listed first
-        await asyncio.sleep(1.5)  # a check or more: the new list is noted, nothing reloaded
+        await referenced.checked()
+        referenced.files.insert(0, str(added))  # the set a SIGHUP loaded reads one more file, listed first
+        # A check or more: the new list is noted, nothing reloaded. Waited for, not slept: a write before
+        # the check that notes the file would be the file's first state, and no change.
+        await referenced.checked(2)
         assert reloads == []
         added.write_text("rotated")
-        for _ in range(60):
-            if reloads:
-                break
-            await asyncio.sleep(0.05)
+        assert await reloaded(1)
         assert reloads == [0]
     finally:
         stop.set()

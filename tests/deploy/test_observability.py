@@ -92,7 +92,7 @@ def metrics(work: Workdir) -> Served:
     daemon, _, http = start_daemon(work, "--resync", "1s")
     try:
         # A start call (vendor calls, tasks) and a forged callback (callbacks{outcome="rejected"}).
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
             time.sleep(0.1)
         assert work.sim.tasks("volcengine", state="running"), "the daemon started no task"

@@ -106,6 +106,7 @@ class Workdir:
             "NO_COLOR": "1",
         }
         self.outputs: list[str] = []
+        self.spawned: list[subprocess.Popen[str]] = []
         self.write("providers.yaml", providers(sim.base))
         self.write("storage.yaml", STORAGE)
 
@@ -143,7 +144,7 @@ class Workdir:
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
         """`capctl ARGS` here as a background process (no stdin), for tests that signal it or read it live."""
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", *args],
             cwd=self.root,
             env={**self.env, **(env or {})},
@@ -153,6 +154,16 @@ class Workdir:
             text=True,
             preexec_fn=preexec_fn,
         )
+        self.spawned.append(proc)
+        return proc
+
+    def reap(self) -> None:
+        """Kill what the test left running: a daemon whose start timed out on a loaded machine (its test failed
+        before its own clean-up) ran on for 50 minutes, loading the machine for every test after it."""
+        for proc in self.spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
 
     def run_daemon(
         self, *args: str, preexec_fn: Callable[[], None] | None = None, env: dict[str, str] | None = None
@@ -165,5 +176,7 @@ class Workdir:
 
 
 @pytest.fixture
-def work(tmp_path: Path, sim: Sim) -> Workdir:
-    return Workdir(tmp_path, sim)
+def work(tmp_path: Path, sim: Sim) -> Iterator[Workdir]:
+    workdir = Workdir(tmp_path, sim)
+    yield workdir
+    workdir.reap()

@@ -25,7 +25,7 @@ def start_daemon(work: Workdir, *args: str) -> tuple[subprocess.Popen[str], Serv
     """`capctl run --listen 127.0.0.1:0` in the work directory, once it answers /readyz with 200."""
     daemon, log = work.run_daemon(*args)
     http = httpx.Client(base_url=log.url(), timeout=5)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             if http.get("/readyz").status_code == 200:
@@ -40,7 +40,7 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
     daemon, log, http = start_daemon(work, "--resync", "1s")
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         assert http.get("/healthz").status_code == 200
         while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -48,7 +48,7 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         locked = work.capctl("apply", "--auto-approve", expect=1)
         assert "holds the state lock" in locked.stderr and "capctl run" in locked.stderr
         work.sim.advance(21)  # the room never had a stream: the task idles out; the 1 s sweep sees it
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while len(work.sim.requests("StartSnapshot")) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
@@ -56,7 +56,7 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         # 2nd idle-out (backed off 60 s) but retried at once (a 2nd fault in a row would wait 5 s).
         run = work.sim.tasks("volcengine", state="running")[0]
         work.sim.post("/tasks/stop", {"vendor": "volcengine", "taskId": run["taskId"], "roomId": "lobby"} | FAULT)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while len(work.sim.requests("StartSnapshot")) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1
@@ -96,7 +96,7 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     url = str(http.base_url).rstrip("/")
     lobby = "SnapshotJob/audit/lobby"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not work.sim.tasks("volcengine", state="running") and time.monotonic() < deadline:
             time.sleep(0.1)
         applied = work.capctl("apply", "--auto-approve", expect=1).stderr
@@ -110,7 +110,7 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
         work.sim.post("/tasks/stop", {"vendor": "volcengine", "taskId": task["taskId"], "roomId": "lobby"})
         synced = work.capctl("sync", lobby, env={"CAPCTL_DAEMON": url}).stdout
         assert synced == f"Queued 1 task(s) for an immediate reconcile at {url}.\n  {lobby}\n"
-        deadline = time.monotonic() + 20  # with --resync 1h, only the sync makes the daemon look now
+        deadline = time.monotonic() + 60  # with --resync 1h, only the sync makes the daemon look now
         while len(work.sim.requests("StartSnapshot")) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(work.sim.tasks("volcengine", state="running")) == 1

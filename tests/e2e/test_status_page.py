@@ -96,7 +96,7 @@ def callback_sim(tmp_path: Path) -> Iterator[tuple[Sim, str]]:
         proc.wait(timeout=10)
 
 
-def wait_for(what: str, check: Any, timeout: float = 30) -> None:
+def wait_for(what: str, check: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
