@@ -36,7 +36,12 @@ class Parser(argparse.ArgumentParser):
 
 
 class Refused(Exception):
-    """The forge answered with an error, or a variable the script needs is missing."""
+    """The forge answered with an error (`status`), or could not be reached, or a variable the script needs is
+    missing (`status` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -101,18 +106,21 @@ def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None
             return json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:  # the forge's own message, never the request's headers (the token)
         detail = exc.read().decode(errors="replace")[:300]
-        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}") from None
+        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}", exc.code) from None
     except urllib.error.URLError as exc:
         raise Refused(f"cannot reach {forge.name} at {url}: {exc.reason}") from None
 
 
 def whoami(forge: Forge) -> str | None:
-    """The login the token comments as, or None when the forge will not say (GitHub's GITHUB_TOKEN, an app's
-    token: their comments are a bot's)."""
+    """The login the token comments as, or None when the forge will not say (403: GitHub's GITHUB_TOKEN, an
+    app's token, whose comments are a bot's). Any other failure is one: taken for "a bot", a GitLab or PAT
+    token's own comment would be a stranger's, and one more plan comment posted."""
     try:
         user = call(forge, "GET", forge.user_url)
-    except Refused:
-        return None
+    except Refused as exc:
+        if exc.status == 403:
+            return None
+        raise
     login = user.get(forge.login) if isinstance(user, dict) else None
     return login if isinstance(login, str) and login else None
 

@@ -172,14 +172,30 @@ def trust_settings_problem(env: Mapping[str, str]) -> str | None:
     as httpx reads them), said before any vendor is called; None when nothing is."""
     for name, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
         if value := env.get(name):
+            what: str | None = "is no file" if name == "SSL_CERT_FILE" else "is no directory"
             if exists(value):
+                what = _no_certificate(value) if name == "SSL_CERT_FILE" else None
+            if what is None:
                 return None
-            what = "file" if name == "SSL_CERT_FILE" else "directory"
-            return f"{name} names {value!r}, which is no {what}" + (
+            return f"{name} names {value!r}, which {what}" + (
                 ": point it at the certificate authorities to trust (a PEM bundle, or a directory of them), "
                 "or unset it to trust certifi's"
             )
     return None
+
+
+def _no_certificate(path: str) -> str | None:
+    """Why a bundle file cannot be loaded, or None. Only looked at, not parsed (the first TLS connection parses
+    it): one that holds no PEM certificate (a DER `.crt`, a key, an empty file) would otherwise fail every
+    vendor call as a TLS handshake, retried as a network fault, the variable named nowhere."""
+    try:
+        with open(path, "rb") as file:
+            body = file.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if b"-----BEGIN CERTIFICATE-----" in body or b"-----BEGIN TRUSTED CERTIFICATE-----" in body:
+        return None
+    return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
 
 
 def trust_on_first_use(*, trust_env: bool = True) -> ssl.SSLContext:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from reconciler.execute import ApplyResult, Interrupt
     from reconciler.model import Observed, TaskRecord
     from reconciler.plan import Plan, PlanOptions
+    from reconciler.retry import RetryPolicy
     from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
     from reconciler.state.base import NoState, StateStore
@@ -399,12 +400,13 @@ def apply(
             if saved
             else _plan_options(spec_set, prune is not False, refresh is not False, target, replace, selector)
         )
+        retry = retry_policy()  # vendor settings refused before the state is made, as bad specs are
         store = store or _locked_store(state, "capctl apply", held)
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
         received: list[int] = []  # the signals that stopped its changes
         the_plan, result = run_async(
-            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism, received)
+            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism, retry, received)
         )
     if result is not None:
         from reconciler.render import render_apply_result
@@ -456,6 +458,7 @@ async def _apply(
     saved: Plan | None,
     auto_approve: bool,
     parallelism: int | None,
+    retry: RetryPolicy,
     received: list[int],
 ) -> tuple[Plan, ApplyResult | None]:
     from reconciler.clock import SystemClock
@@ -464,7 +467,6 @@ async def _apply(
     from reconciler.moves import load_rehomed
     from reconciler.state.base import StateError
 
-    retry = retry_policy()
     err = err_console()
     report = retry_report(retry, err)
     clock = SystemClock()

@@ -20,7 +20,7 @@ from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.secrets import Secret
 from reconciler.spec.errors import quote
-from reconciler.spec.fields import VOLC_ID_RE
+from reconciler.spec.fields import room_id_problem
 
 __all__ = [
     "MAX_SKEW",
@@ -39,8 +39,6 @@ __all__ = [
 ]
 
 MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
-# A room id is at most 128 bytes at either vendor (Volcengine's Id rule; ZEGO's roomID limit).
-ROOM_ID_BYTES = 128
 
 # How a callback names a task's current run; a record says the same through its family's `run_id`.
 RunId = tuple[str, ...]
@@ -168,22 +166,13 @@ def event_time(value: Any, field: str) -> float:
 
 
 def room_text(data: Mapping[str, Any], field: str, vendor: str) -> str | None:
-    """The room id a callback names, or None; `CallbackRejected` for one no room of the vendor can have.
-    Anyone who joins a room names it, and a selector job turns the id into a task key printed in plans,
-    `state list`, logs and the status page: a control character, a bidirectional override or an invisible
-    character there (an escape sequence, a forged line, a look-alike `lobby`) or a 10 kB id goes no further.
-    Volcengine ids follow its Id rule; ZEGO's any printable text of at most 128 bytes."""
+    """The room id a callback names, or None; `CallbackRejected` for one no room of the vendor can have
+    (`spec.fields.room_id_problem`, the rule a spec's named rooms follow too). Anyone who joins a room names it,
+    and a selector job turns the id into a task key printed in plans, `state list`, logs and the status page: a
+    control character, a bidirectional override or an invisible character there (an escape sequence, a forged
+    line, a look-alike `lobby`) or a 10 kB id goes no further."""
     room = text(data, field)
-    if room is None:
-        return None
-    if vendor == "volcengine" and not VOLC_ID_RE.fullmatch(room):
-        problem = "is no Volcengine room id ([a-zA-Z0-9_@-.]{1,128})"
-    elif not room.isprintable():
-        bad = next(c for c in room if not c.isprintable())
-        problem = f"holds an unprintable character (U+{ord(bad):04X}), which no room id has"
-    elif len(room.encode()) > ROOM_ID_BYTES:
-        problem = f"is longer than the {ROOM_ID_BYTES} bytes a room id may be"
-    else:
+    if room is None or (problem := room_id_problem(room, vendor)) is None:
         return room
     raise CallbackRejected(400, f"malformed callback: {field} {quote(room)} {problem}")
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 from reconciler.providers.family import VENDORS
 from reconciler.spec.documents import Loaded
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
-from reconciler.spec.fields import VOLC_ID_RE, RefStr, volc_task_id
+from reconciler.spec.fields import VOLC_ID_RE, RefStr, room_id_problem, volc_task_id
 from reconciler.spec.models import (
     ProviderDocument,
     RecordingJobSpec,
@@ -403,6 +403,10 @@ class Checker:
                 self._selector(job, spec.provider, rooms, vendor)
             elif rooms is not None:
                 self._claim(job, spec.provider, enumerate(rooms), "rooms", "room")
+                if vendor == "zego":  # (volcengine's Id rule: `_snapshot`) the ids its callbacks are answered for
+                    for i, room in enumerate(rooms):
+                        if problem := room_id_problem(room, vendor):
+                            self.fail(job, ("spec", "rooms", i), f"room {quote(room)} {problem}")
             if isinstance(spec, SnapshotJobSpec):
                 interval, idle = self._snapshot(job, spec, vendor, storage)
                 if vendor == "volcengine" and provider is not None:

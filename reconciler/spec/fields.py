@@ -31,6 +31,7 @@ __all__ = [
     "LITERAL_ONLY",
     "LITERAL_SCHEMA_MARKER",
     "NAME_PATTERN",
+    "ROOM_ID_BYTES",
     "SECRET_SCHEMA_MARKER",
     "VOLC_ID_PATTERN",
     "VOLC_ID_RE",
@@ -48,12 +49,15 @@ __all__ = [
     "Width",
     "parse_duration",
     "printable",
+    "room_id_problem",
     "volc_task_id",
 ]
 
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VOLC_ID_PATTERN: Final = r"^[a-zA-Z0-9_@\-\.]{1,128}$"
 VOLC_ID_RE: Final = re.compile(VOLC_ID_PATTERN)
+# A room id is at most 128 bytes at either vendor (Volcengine's Id rule; ZEGO's roomID limit).
+ROOM_ID_BYTES: Final = 128
 # A vendor endpoint gets capctl's own query appended; a callback URL is only POSTed to, so it may carry one.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
 CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
@@ -61,6 +65,21 @@ _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCI
 _INT_RE: Final = re.compile(r"^-?\d+$", re.ASCII)
 _NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$", re.ASCII)
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
+
+
+def room_id_problem(room: str, vendor: str) -> str | None:
+    """What makes `room` an id no room of `vendor` can have, or None. One rule for the rooms a spec names and
+    the rooms callbacks name (`providers.callbacks.room_text`): a named room whose callbacks were refused would
+    lose its room activity and its tasks' end callbacks. Volcengine ids follow its Id rule; ZEGO's are printable
+    text (no control, bidirectional or invisible character: no look-alike `lobby`) of at most 128 bytes."""
+    if vendor == "volcengine" and not VOLC_ID_RE.fullmatch(room):
+        return "is no Volcengine room id ([a-zA-Z0-9_@-.]{1,128})"
+    if not room.isprintable():
+        bad = next(c for c in room if not c.isprintable())
+        return f"holds an unprintable character (U+{ord(bad):04X}), which no room id has"
+    if len(room.encode()) > ROOM_ID_BYTES:
+        return f"is longer than the {ROOM_ID_BYTES} bytes a room id may be"
+    return None
 
 
 def volc_task_id(job: str, task_id: str | None) -> str:

@@ -11,13 +11,21 @@ import time
 from http.cookiejar import Cookie
 from pathlib import Path
 
+import certifi
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
 from reconciler.budget import BudgetRegistry
 from reconciler.clock import FakeClock
-from reconciler.httpclient import AnswerTooLarge, AnswerTooSlow, RefusingJar, StatelessClient, trust_on_first_use
+from reconciler.httpclient import (
+    AnswerTooLarge,
+    AnswerTooSlow,
+    RefusingJar,
+    StatelessClient,
+    trust_on_first_use,
+    trust_settings_problem,
+)
 from reconciler.model import ProviderConfig
 from reconciler.providers.base import ErrorKind, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
@@ -214,3 +222,23 @@ async def test_the_authorities_are_loaded_by_the_first_tls_connection_only(tmp_p
         env.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
         with pytest.raises(ValueError, match=r"SSL_CERT_FILE names '.*none\.pem', which is no file"):
             StatelessClient()
+
+
+def test_a_bundle_that_holds_no_certificate_is_refused_before_any_call(tmp_path: Path) -> None:
+    """The authorities are parsed by the first TLS connection: a file that holds no PEM certificate (a DER `.crt`,
+    a key, an empty file) made every vendor call fail as `TLS handshake failed`, retried as a network fault (the
+    daemon forever), and the variable was named nowhere (walk 11A-1). It is refused at once, as a missing one is."""
+    pem = Path(certifi.where()).read_text()
+    first = pem[pem.index("-----BEGIN CERTIFICATE-----") : pem.index("-----END CERTIFICATE-----") + 25]
+    der = ssl.PEM_cert_to_DER_cert(first)
+    for name, body in (("ca.der", der), ("empty.pem", b""), ("key.pem", b"-----BEGIN PRIVATE KEY-----\nMC4=\n")):
+        (tmp_path / name).write_bytes(body)
+        problem = trust_settings_problem({"SSL_CERT_FILE": str(tmp_path / name)})
+        assert problem is not None and f"SSL_CERT_FILE names '{tmp_path / name}', which holds no PEM" in problem
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SSL_CERT_FILE", str(tmp_path / name))
+            with pytest.raises(ValueError, match="which holds no PEM certificate"):
+                StatelessClient()
+    (tmp_path / "ca.pem").write_text(pem)
+    assert trust_settings_problem({"SSL_CERT_FILE": str(tmp_path / "ca.pem")}) is None
+    assert trust_settings_problem({"SSL_CERT_FILE": certifi.where()}) is None

@@ -25,6 +25,7 @@ class Forge:
     comments: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     refuse: int | None = None  # answer every request with this status
+    user_status: int | None = None  # answer `GET /user` (who the token is) with this status
     url: str = ""
 
     def authorized(self, headers: Any) -> bool:
@@ -84,6 +85,8 @@ def handler(forge: Forge) -> type[BaseHTTPRequestHandler]:
             if LIST[forge.kind].match(url.path) and self.command == "POST":
                 return self.answer(201, forge.add(self.body()["body"], BOT, bot=True))
             if url.path == "/user" and self.command == "GET":  # GitHub's GITHUB_TOKEN may not ask who it is
+                if forge.user_status is not None:
+                    return self.answer(forge.user_status, {"message": "Server Error"})
                 if forge.kind == "github":
                     return self.answer(403, {"message": "Resource not accessible by integration"})
                 return self.answer(200, {"id": 1, "username": BOT})

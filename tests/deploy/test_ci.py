@@ -20,7 +20,7 @@ import yaml
 
 from reconciler.cli import app
 from tests.deploy.daemon_facts import ROOT
-from tests.deploy.forge import TOKEN, Forge, serve
+from tests.deploy.forge import BOT, TOKEN, Forge, serve
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
 
@@ -316,3 +316,24 @@ def test_the_gitlab_example_names_every_variable_the_example_specs_reference() -
     lines = (ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text().splitlines()
     header = " ".join(line for line in lines if line.startswith("#"))
     assert {name for name in example_spec_variables() if name not in header} == set()
+
+
+def test_a_failure_to_say_who_the_token_is_fails_the_job_and_posts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only GitHub's 403 (its GITHUB_TOKEN may not ask) means "a bot's comments are ours". A 502 or an unreachable
+    forge on `GET /user` was taken as that too: on GitLab (no bot type) and for a PAT the token's own comment
+    was then a stranger's, and every such push posted one more plan comment (walk 11A-3)."""
+    plan_comment = load_plan_comment()
+    (tmp_path / "plan.md").write_text("No changes.\n")
+    with serve("gitlab") as forge:
+        forge.add(f"{MARKER}\n#### ✅ capctl: no changes", BOT)
+        env = {"GITLAB_CI": "true", "CI_API_V4_URL": forge.url, "CI_PROJECT_ID": "o/r", "GITLAB_TOKEN": TOKEN}
+        args = ["--plan", str(tmp_path / "plan.md"), "--exit-code", "0", "--number", "7"]
+        forge.user_status = 502
+        assert plan_comment.main(args, env=env) == 1
+        assert len(forge.comments) == 1 and [r for r in forge.requests if r[0] != "GET"] == []
+        assert "GitLab answered 502 to GET" in capsys.readouterr().err
+        forge.user_status = None
+        assert plan_comment.main(args, env=env) == 0
+        assert len(forge.comments) == 1 and [r[0] for r in forge.requests if r[0] != "GET"] == ["PUT"]

@@ -307,6 +307,16 @@ def test_read_only_commands_create_no_state_and_say_where_they_looked(tmp_path: 
     assert os.listdir(elsewhere) == []
 
 
+def test_an_apply_refused_for_its_vendor_settings_creates_no_state(tmp_path: Path) -> None:
+    """Bad specs leave no state behind; a bad CAPCTL_MAX_ATTEMPTS or SSL_CERT_FILE left an empty one: they were
+    checked once the state was made, just before the first vendor call (walk 11A-4)."""
+    write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
+    for env in ({"CAPCTL_MAX_ATTEMPTS": "x"}, {"SSL_CERT_FILE": str(tmp_path / "none.pem")}):
+        proc = capctl("apply", "--auto-approve", cwd=tmp_path, env=env)
+        assert proc.returncode == 1 and "Error: " in proc.stderr, proc.stderr
+        assert not (tmp_path / ".capctl").exists()
+
+
 def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> None:
     write_specs(tmp_path, snapshot_job("audit", ["lobby"], restart="Never"))
     plan = capctl("plan", "--no-refresh", "--out", "plan.json", cwd=tmp_path)

@@ -21,6 +21,9 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_duration_units": (8, 13, "spec.interval: invalid duration '5 sec': use a whole number of"),
     "bad_name_uppercase": (3, 18, "metadata.name: 'Lobby-Audit' does not match lowercase letters, digits"),
     "bad_room_volcengine": (6, 11, "spec.rooms[0]: room 'lobby#1' must match [a-zA-Z0-9_@-.]{1,128}"),
+    # a room id the daemon's callbacks refuse (walk 11A-2): its callbacks would be answered 400
+    "bad_room_zego_invisible": (6, 18, r"spec.rooms[1]: room 'lob\u200bby' holds an unprintable character (U+200B)"),
+    "bad_room_zego_long": (6, 18, "spec.rooms[1]: room 'rrrrrrrr"),
     "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
     "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
     "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
