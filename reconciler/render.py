@@ -363,7 +363,12 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
 # What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
-_MENTION_RE = re.compile(r"(?<![\w`])@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
+_MENTION_RE = r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?"
+# What GitHub links as it is (GFM's extended autolinks): a backslash there would show, and be in the link.
+_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`]*[^\s&`?!.,:*_~]"
+_VERBATIM_RE = re.compile(f"({_MENTION_RE}|{_URL_RE})")
+# Markdown's own characters in text (a vendor's message, a folder): each backslash-escaped, so it shows as is.
+_MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
 
 
 def _md_cell(text: str) -> str:
@@ -371,11 +376,21 @@ def _md_cell(text: str) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Text outside code: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there
-    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities. An
-    `@name` (a room id a vendor's message quotes) is put in code, where GitHub mentions no one."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _md_cell(_MENTION_RE.sub(lambda found: f"`{found.group()}`", escaped))
+    """Text outside code, shown as it is: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or
+    `<details>` there would hide the rest of the comment from the reviewer, so HTML's characters are written
+    as entities; markdown's (`*`, `_`, `[`, a backtick, `|`, ...) are backslash-escaped, or a vendor's message
+    quoting a room "a`b" opened a code span that pushed an `@name` after it out of code. An `@name` (a room
+    id a vendor's message quotes) is put in code, where GitHub mentions no one; a link is left as it is."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
+    return "".join(
+        _md_verbatim(part) if i % 2 else _MD_SPECIAL_RE.sub(r"\\\g<0>", part) for i, part in enumerate(parts)
+    )
+
+
+def _md_verbatim(part: str) -> str:
+    """A mention in code; a link as it is, but for `|` (a table would split at it; GFM unescapes it there)."""
+    return f"`{part}`" if part.startswith("@") else _md_cell(part)
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:

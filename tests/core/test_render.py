@@ -7,8 +7,11 @@ recorded state, so the settings shown are read from the very requests capctl wou
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 from pathlib import Path
 
+import cmarkgfm
 from rich.console import Console
 
 from reconciler.model import TaskRecord
@@ -229,3 +232,30 @@ def test_markdown_code_holds_any_run_of_backticks(tmp_path: Path) -> None:
     markdown = render_markdown(plan_of(tmp_path, recording_job("rec", ['"``<!--``"'])))
     assert "| ➕ | ``` RecordingJob/rec/``<!--`` ``` | create |" in markdown
     assert "- ``` RecordingJob/rec/``<!--`` ```: provider zego" in markdown
+
+
+def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Path) -> None:
+    """Rendered by cmark-gfm (GitHub's own): a vendor's message quoting a room "a`b" opened a code span that
+    pushed the `@octocat` after it out of code (a mention from every plan comment), and `*x*`, `[z](url)`,
+    `~~w~~` in a message or a folder became emphasis, a masked link, a strike-through. Each text now reads back
+    as it was (a bare URL is still a link, as GitHub makes it), in a table whose rows keep their columns."""
+    hostile = 'room "a`b" of @octocat: *x* _y_ [z](https://evil.example) ~~w~~ a\\|b; see https://e.com/a_b|c'
+    folder = "rec/*a*_b_`c`[d]/"
+    job = recording_job("rec", ["lobby"]).replace("outputFolder: record/", f'outputFolder: "{folder}"')
+    plan = plan_of(tmp_path, job)
+    plan["changes"][0]["reason"] = hostile
+    plan["notes"] = [hostile.replace("|c", "/c")]  # outside a table a `|` in a link keeps its backslash
+    html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan), options=cmarkgfm.Options.CMARK_OPT_UNSAFE)
+
+    def text(fragment: str) -> str:
+        return unescape(re.sub(r"<[^>]+>", "", fragment))
+
+    note = re.search(r"<blockquote>\s*<p>(.*?)</p>", html, re.S)
+    assert note and text(note.group(1)) == hostile.replace("|c", "/c")
+    rows = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
+    assert [len(cells) for cells in rows] == [4, 4] and text(rows[1][3]) == hostile
+    assert f"mp4 · folder {folder} · storage" in text(html)
+    outside_code = re.sub(r"<code>.*?</code>", "", html)
+    assert "@octocat" not in outside_code and not re.search("<(em|del)>", outside_code)
+    links = re.findall(r'<a href="[^"]+">([^<]+)</a>', html)  # each link says where it goes: none is masked
+    assert links == ["https://evil.example", "https://e.com/a_b/c", "https://evil.example", "https://e.com/a_b|c"]
