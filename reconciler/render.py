@@ -365,22 +365,34 @@ MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is s
 # What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
 _MENTION_RE = r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?"
 # What GitHub links as it is (GFM's extended autolinks): a backslash there would show, and be in the link.
-_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`]*[^\s&`?!.,:*_~]"
+_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~]"
 _VERBATIM_RE = re.compile(f"({_MENTION_RE}|{_URL_RE})")
 # Markdown's own characters in text (a vendor's message, a folder): each backslash-escaped, so it shows as is.
 _MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
+# A code span as CommonMark reads one: a run of backticks up to the next run of as many.
+_CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
 
 
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _md_text(text: str) -> str:
-    """Text outside code, shown as it is: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or
-    `<details>` there would hide the rest of the comment from the reviewer, so HTML's characters are written
-    as entities; markdown's (`*`, `_`, `[`, a backtick, `|`, ...) are backslash-escaped, or a vendor's message
-    quoting a room "a`b" opened a code span that pushed an `@name` after it out of code. An `@name` (a room
-    id a vendor's message quotes) is put in code, where GitHub mentions no one; a link is left as it is."""
+def _md_text(text: str, *, code_spans: bool = True) -> str:
+    """Text outside code, shown as it is. capctl's own reasons and notes put commands in code spans (`capctl
+    wake KEY`), kept as GitHub would read them (`code_spans`); all else is written so that it cannot be markup.
+    A room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there would hide the rest of
+    the comment from the reviewer, so HTML's characters are written as entities; markdown's (`*`, `_`, `[`, a
+    stray backtick, `|`, ...) are backslash-escaped, or a vendor's message quoting a room "a`b" opened a code
+    span that pushed an `@name` after it out of code. An `@name` (a room id a vendor's message quotes) is put
+    in code, where GitHub mentions no one; a link is left as it is."""
+    out, at = [], 0
+    for span in _CODE_SPAN_RE.finditer(text) if code_spans else ():
+        out += [_md_plain(text[at : span.start()]), _md_cell(span.group())]
+        at = span.end()
+    return "".join([*out, _md_plain(text[at:])])
+
+
+def _md_plain(text: str) -> str:
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
     parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
     return "".join(
@@ -405,10 +417,9 @@ def _md_code(text: str, *, in_table: bool = True) -> str:
 
 def render_markdown(plan: PlanJSON) -> str:
     lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
-    for note in plan["notes"]:
-        lines.append(f"> {_md_text(note)}")
+    # One paragraph each: consecutive `>` lines are one paragraph, run together where a newline is a space (GitLab).
     if plan["notes"]:
-        lines.append("")
+        lines += ["\n>\n".join(f"> {_md_text(note)}" for note in plan["notes"]), ""]
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
@@ -430,7 +441,7 @@ def render_markdown(plan: PlanJSON) -> str:
         lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
         for r in described:
             label = _md_code(r.label, in_table=False)
-            lines.append(f"- {label}{r.count}" + (f": {_md_text(r.settings)}" if r.settings else ""))
+            lines.append(f"- {label}{r.count}" + (f": {_md_text(r.settings, code_spans=False)}" if r.settings else ""))
             lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:
                 lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m, in_table=False) for m in r.members))

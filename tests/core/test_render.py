@@ -244,14 +244,18 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     job = recording_job("rec", ["lobby"]).replace("outputFolder: record/", f'outputFolder: "{folder}"')
     plan = plan_of(tmp_path, job)
     plan["changes"][0]["reason"] = hostile
-    plan["notes"] = [hostile.replace("|c", "/c")]  # outside a table a `|` in a link keeps its backslash
+    # capctl's own notes put commands in code: kept as code (where a key's `*` and `_` are no emphasis either)
+    waiting = "1 backing-off task(s) left alone: R/j/*a*_b_: backing off (`capctl wake R/j/*a*_b_` starts it)."
+    plan["notes"] = [hostile.replace("|c", "/c"), waiting]  # outside a table a `|` in a link keeps its backslash
     html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan), options=cmarkgfm.Options.CMARK_OPT_UNSAFE)
 
     def text(fragment: str) -> str:
         return unescape(re.sub(r"<[^>]+>", "", fragment))
 
-    note = re.search(r"<blockquote>\s*<p>(.*?)</p>", html, re.S)
-    assert note and text(note.group(1)) == hostile.replace("|c", "/c")
+    quote = re.search("<blockquote>(.*?)</blockquote>", html, re.S)
+    notes = re.findall(r"<p>(.*?)</p>", quote.group(1) if quote else "", re.S)  # a paragraph each
+    assert [text(note) for note in notes] == [hostile.replace("|c", "/c"), waiting.replace("`", "")]
+    assert "<code>capctl wake R/j/*a*_b_</code>" in notes[1]
     rows = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert [len(cells) for cells in rows] == [4, 4] and text(rows[1][3]) == hostile
     assert f"mp4 · folder {folder} · storage" in text(html)
