@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.text import Text
 
@@ -61,6 +62,12 @@ def summary_line(plan: PlanJSON) -> str:
     ]
     unobserved = len(plan.get("unobserved", ()))
     return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
+
+
+def _pad(text: str, width: int) -> str:
+    """`text` and spaces up to `width` terminal cells: a CJK character or an emoji in a room id takes two (as a
+    terminal shows it), where `str.ljust` counts one and pushed the columns after it out of line."""
+    return text + " " * (width - cell_len(text))
 
 
 # --- rows: what each view lists ----------------------------------------------------------------------
@@ -322,7 +329,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         else:
             # Unwrapped as every other line: on a narrow terminal, the header alone was broken in two.
             console.print("capctl will perform the following actions:\n", soft_wrap=True)
-        width = max(len(r.label + r.count) for r in rows)
+        width = max(cell_len(r.label + r.count) for r in rows)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for row in rows:
             symbol, style = UNOBSERVED if row.action == "unknown" else SYMBOLS[row.action]
@@ -330,7 +337,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
                 (
                     ("  ", ""),
                     (f"{symbol:>3} ", f"bold {style}"),
-                    ((row.label + row.count).ljust(width), style),
+                    (_pad(row.label + row.count, width), style),
                     (f"  {row.action:<8}", f"bold {style}"),
                     (f"  {row.reason}", ""),
                 )
@@ -499,8 +506,8 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
         )
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(head) - 1)]
+    lines = ["   ".join([*(_pad(cell, w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
     removed = sum(1 for r in records if r.status.value == "removed")

@@ -12,11 +12,12 @@ from html import unescape
 from pathlib import Path
 
 import cmarkgfm
+from rich.cells import cell_len
 from rich.console import Console
 
 from reconciler.model import TaskRecord
 from reconciler.plan import PlanJSON, PlanOptions, diff, plan_from_json, plan_to_json
-from reconciler.render import render_markdown, render_text
+from reconciler.render import render_markdown, render_state_table, render_text
 from reconciler.spec import load_spec_set
 from tests.core.factories import desired, record_for
 from tests.specdocs import STORAGE, providers, recording_job, snapshot_job, thumbnail_job
@@ -263,3 +264,15 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     assert "@octocat" not in outside_code and not re.search("<(em|del)>", outside_code)
     links = re.findall(r'<a href="[^"]+">([^<]+)</a>', html)  # each link says where it goes: none is masked
     assert links == ["https://evil.example", "https://e.com/a_b/c", "https://evil.example", "https://e.com/a_b|c"]
+
+
+def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -> None:
+    """A room id in CJK or with an emoji (ZEGO allows them) takes two terminal cells a character: padded by
+    `str.ljust`, the plan's action column and `capctl state list`'s columns after such a key were pushed right."""
+    plan = plan_of(tmp_path, recording_job("rec", ["房间一号", '"🎉 party"']), recording_job("r2", ["plain-room"]))
+    rows = [line for line in text_of(plan).splitlines() if line.endswith("new task: not in state")]
+    assert len(rows) == 3 and len({cell_len(row.split("create")[0]) for row in rows}) == 1, rows
+    records = [record_for(desired(room)) for room in ("房间一号", "lobby")]
+    table = render_state_table(records, 1).splitlines()[1:]
+    assert len({cell_len(line.split("running")[0]) for line in table[1:]}) == 1, table
+    assert cell_len(table[0].split("STATUS")[0]) == cell_len(table[1].split("running")[0]), table
