@@ -274,17 +274,19 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 
 # --- text --------------------------------------------------------------------------------------------
 
-MEMBER_LINE = 100  # columns of a wrapped list of rooms
+LABEL_COLUMN = 56  # cells of the task column at most: with the symbol and the action, 80 columns at most
+MEMBER_LINE = 100  # columns of a wrapped list of rooms, at most: fewer on a narrower terminal
 INDENT = "        "
 
 
-def _wrap_members(row: Row) -> list[str]:
-    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms)."""
+def _wrap_members(row: Row, columns: int) -> list[str]:
+    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms), in terminal
+    cells: at 100 columns on an 80-column terminal, the terminal broke each line again at column 80."""
     lines, line = [], f"{INDENT}{row.member_word}: "
     last = len(row.members) - 1
     for i, name in enumerate(row.members):
         item = name if i == last else name + ","
-        if len(line) + len(item) > MEMBER_LINE and not line.endswith(": "):
+        if cell_len(line) + cell_len(item) > columns and not line.endswith(": "):
             lines.append(line.rstrip())
             line = INDENT + "  "
         line += item + " "
@@ -329,7 +331,10 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         else:
             # Unwrapped as every other line: on a narrow terminal, the header alone was broken in two.
             console.print("capctl will perform the following actions:\n", soft_wrap=True)
-        width = max(cell_len(r.label + r.count) for r in rows)
+        # Labels are padded to the widest of those up to LABEL_COLUMN: one long room id (ZEGO allows 128 bytes)
+        # pushed every row's action past column 150; a longer label now pushes only its own row's.
+        widths = [cell_len(r.label + r.count) for r in rows]
+        width = max((w for w in widths if w <= LABEL_COLUMN), default=0)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for row in rows:
             symbol, style = UNOBSERVED if row.action == "unknown" else SYMBOLS[row.action]
@@ -346,7 +351,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
                 lines.append(((f"{INDENT}{row.settings}", ""),))
             lines += [((f"{INDENT}{detail}", "dim"),) for detail in row.details]
             if row.members:
-                lines += [((text, "dim"),) for text in _wrap_members(row)]
+                lines += [((text, "dim"),) for text in _wrap_members(row, min(MEMBER_LINE, console.width))]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the
         # styles would be dropped anyway, so the lines go out as one unstyled Text (same bytes, 10× faster).
         if console.color_system is None:
