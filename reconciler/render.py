@@ -385,11 +385,13 @@ _MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
 _CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_cell(text: str, in_table: bool = True) -> str:
+    """One line; in a table cell, `|` escaped (or it splits the row; GFM takes the backslash out again, in code
+    too). Elsewhere a backslash in code or a link would show, so it is left out."""
+    return (text.replace("|", "\\|") if in_table else text).replace("\n", " ")
 
 
-def _md_text(text: str, *, code_spans: bool = True) -> str:
+def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> str:
     """Text outside code, shown as it is. capctl's own reasons and notes put commands in code spans (`capctl
     wake KEY`), kept as GitHub would read them (`code_spans`); all else is written so that it cannot be markup.
     A room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there would hide the rest of
@@ -399,22 +401,20 @@ def _md_text(text: str, *, code_spans: bool = True) -> str:
     in code, where GitHub mentions no one; a link is left as it is."""
     out, at = [], 0
     for span in _CODE_SPAN_RE.finditer(text) if code_spans else ():
-        out += [_md_plain(text[at : span.start()]), _md_cell(span.group())]
+        out += [_md_plain(text[at : span.start()], in_table), _md_cell(span.group(), in_table)]
         at = span.end()
-    return "".join([*out, _md_plain(text[at:])])
+    return "".join([*out, _md_plain(text[at:], in_table)])
 
 
-def _md_plain(text: str) -> str:
+def _md_plain(text: str, in_table: bool) -> str:
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
     parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
     return "".join(
-        _md_verbatim(part) if i % 2 else _MD_SPECIAL_RE.sub(r"\\\g<0>", part) for i, part in enumerate(parts)
+        (f"`{part}`" if part.startswith("@") else _md_cell(part, in_table))
+        if i % 2
+        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
+        for i, part in enumerate(parts)
     )
-
-
-def _md_verbatim(part: str) -> str:
-    """A mention in code; a link as it is, but for `|` (a table would split at it; GFM unescapes it there)."""
-    return f"`{part}`" if part.startswith("@") else _md_cell(part)
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:
@@ -423,15 +423,14 @@ def _md_code(text: str, *, in_table: bool = True) -> str:
     comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code."""
     fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
     pad = " " if len(fence) > 1 else ""
-    body = _md_cell(text) if in_table else text.replace("\n", " ")
-    return f"{fence}{pad}{body}{pad}{fence}"
+    return f"{fence}{pad}{_md_cell(text, in_table)}{pad}{fence}"
 
 
 def render_markdown(plan: PlanJSON) -> str:
     lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
     # One paragraph each: consecutive `>` lines are one paragraph, run together where a newline is a space (GitLab).
     if plan["notes"]:
-        lines += ["\n>\n".join(f"> {_md_text(note)}" for note in plan["notes"]), ""]
+        lines += ["\n>\n".join(f"> {_md_text(note, in_table=False)}" for note in plan["notes"]), ""]
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
@@ -453,7 +452,10 @@ def render_markdown(plan: PlanJSON) -> str:
         lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
         for r in described:
             label = _md_code(r.label, in_table=False)
-            lines.append(f"- {label}{r.count}" + (f": {_md_text(r.settings, code_spans=False)}" if r.settings else ""))
+            lines.append(
+                f"- {label}{r.count}"
+                + (f": {_md_text(r.settings, in_table=False, code_spans=False)}" if r.settings else "")
+            )
             lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:
                 lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m, in_table=False) for m in r.members))

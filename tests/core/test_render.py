@@ -247,7 +247,7 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     plan["changes"][0]["reason"] = hostile
     # capctl's own notes put commands in code: kept as code (where a key's `*` and `_` are no emphasis either)
     waiting = "1 backing-off task(s) left alone: R/j/*a*_b_: backing off (`capctl wake R/j/*a*_b_` starts it)."
-    plan["notes"] = [hostile.replace("|c", "/c"), waiting]  # outside a table a `|` in a link keeps its backslash
+    plan["notes"] = [hostile, waiting.replace("starts it", "or `capctl wake R/j/a|b` start them")]
     html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan), options=cmarkgfm.Options.CMARK_OPT_UNSAFE)
 
     def text(fragment: str) -> str:
@@ -255,7 +255,7 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
 
     quote = re.search("<blockquote>(.*?)</blockquote>", html, re.S)
     notes = re.findall(r"<p>(.*?)</p>", quote.group(1) if quote else "", re.S)  # a paragraph each
-    assert [text(note) for note in notes] == [hostile.replace("|c", "/c"), waiting.replace("`", "")]
+    assert [text(note) for note in notes] == [hostile, plan["notes"][1].replace("`", "")]
     assert "<code>capctl wake R/j/*a*_b_</code>" in notes[1]
     rows = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert [len(cells) for cells in rows] == [4, 4] and text(rows[1][3]) == hostile
@@ -263,7 +263,7 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     outside_code = re.sub(r"<code>.*?</code>", "", html)
     assert "@octocat" not in outside_code and not re.search("<(em|del)>", outside_code)
     links = re.findall(r'<a href="[^"]+">([^<]+)</a>', html)  # each link says where it goes: none is masked
-    assert links == ["https://evil.example", "https://e.com/a_b/c", "https://evil.example", "https://e.com/a_b|c"]
+    assert links == ["https://evil.example", "https://e.com/a_b|c"] * 2
 
 
 def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -> None:
