@@ -420,9 +420,12 @@ def _md_plain(text: str, in_table: bool) -> str:
 def _md_code(text: str, *, in_table: bool = True) -> str:
     """Inline code that backticks in user text (a room id) cannot end early: its fence is one backtick longer
     than their longest run (a room "``<!--``" in a fence of two ended it, and `<!--` hid the rest of the
-    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code."""
+    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code.
+    CommonMark takes one space off each end of code that has one at both: a room " a " would show as "a", so
+    such text is padded with one more, as text starting or ending with a backtick is."""
     fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
-    pad = " " if len(fence) > 1 else ""
+    spaced = text[:1] == text[-1:] == " " and text.strip(" ")
+    pad = " " if len(fence) > 1 or spaced else ""
     return f"{fence}{pad}{_md_cell(text, in_table)}{pad}{fence}"
 
 

@@ -235,6 +235,18 @@ def test_markdown_code_holds_any_run_of_backticks(tmp_path: Path) -> None:
     assert "- ``` RecordingJob/rec/``<!--`` ```: provider zego" in markdown
 
 
+def test_markdown_code_keeps_the_spaces_at_both_ends_of_a_room(tmp_path: Path) -> None:
+    """A room from callbacks may be " a " (ZEGO's ids are any printable text): CommonMark takes one space off
+    each end of such code, and the plan showed room "a", another room, to the reviewer."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    counts = {"active": 3, "running": 0, "start": 3, "left_out": 0, "ending": 0, "claimed": 0}
+    view = {"job": "SnapshotJob/sel", "provider": "zego", "rooms": "*", "max_rooms": None, "counts": counts}
+    plan["selectors"] = [view | {"seen_at": plan["created_at"], "start": [" a ", "b ", "   "], "left_out": []}]
+    plan["selectors"][0] |= {"ending": [], "claimed": []}
+    html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan))
+    assert "to start: <code> a </code>, <code>b </code>, <code>   </code></td>" in html
+
+
 def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Path) -> None:
     """Rendered by cmark-gfm (GitHub's own): a vendor's message quoting a room "a`b" opened a code span that
     pushed the `@octocat` after it out of code (a mention from every plan comment), and `*x*`, `[z](url)`,
