@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.text import Text
 
@@ -61,6 +62,12 @@ def summary_line(plan: PlanJSON) -> str:
     ]
     unobserved = len(plan.get("unobserved", ()))
     return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
+
+
+def _pad(text: str, width: int) -> str:
+    """`text` and spaces up to `width` terminal cells: a CJK character or an emoji in a room id takes two (as a
+    terminal shows it), where `str.ljust` counts one and pushed the columns after it out of line."""
+    return text + " " * (width - cell_len(text))
 
 
 # --- rows: what each view lists ----------------------------------------------------------------------
@@ -267,17 +274,19 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 
 # --- text --------------------------------------------------------------------------------------------
 
-MEMBER_LINE = 100  # columns of a wrapped list of rooms
+LABEL_COLUMN = 56  # cells of the task column at most: with the symbol and the action, 80 columns at most
+MEMBER_LINE = 100  # columns of a wrapped list of rooms, at most: fewer on a narrower terminal
 INDENT = "        "
 
 
-def _wrap_members(row: Row) -> list[str]:
-    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms)."""
+def _wrap_members(row: Row, columns: int) -> list[str]:
+    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms), in terminal
+    cells: at 100 columns on an 80-column terminal, the terminal broke each line again at column 80."""
     lines, line = [], f"{INDENT}{row.member_word}: "
     last = len(row.members) - 1
     for i, name in enumerate(row.members):
         item = name if i == last else name + ","
-        if len(line) + len(item) > MEMBER_LINE and not line.endswith(": "):
+        if cell_len(line) + cell_len(item) > columns and not line.endswith(": "):
             lines.append(line.rstrip())
             line = INDENT + "  "
         line += item + " "
@@ -322,7 +331,10 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         else:
             # Unwrapped as every other line: on a narrow terminal, the header alone was broken in two.
             console.print("capctl will perform the following actions:\n", soft_wrap=True)
-        width = max(len(r.label + r.count) for r in rows)
+        # Labels are padded to the widest of those up to LABEL_COLUMN: one long room id (ZEGO allows 128 bytes)
+        # pushed every row's action past column 150; a longer label now pushes only its own row's.
+        widths = [cell_len(r.label + r.count) for r in rows]
+        width = max((w for w in widths if w <= LABEL_COLUMN), default=0)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
         for row in rows:
             symbol, style = UNOBSERVED if row.action == "unknown" else SYMBOLS[row.action]
@@ -330,7 +342,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
                 (
                     ("  ", ""),
                     (f"{symbol:>3} ", f"bold {style}"),
-                    ((row.label + row.count).ljust(width), style),
+                    (_pad(row.label + row.count, width), style),
                     (f"  {row.action:<8}", f"bold {style}"),
                     (f"  {row.reason}", ""),
                 )
@@ -339,7 +351,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
                 lines.append(((f"{INDENT}{row.settings}", ""),))
             lines += [((f"{INDENT}{detail}", "dim"),) for detail in row.details]
             if row.members:
-                lines += [((text, "dim"),) for text in _wrap_members(row)]
+                lines += [((text, "dim"),) for text in _wrap_members(row, min(MEMBER_LINE, console.width))]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the
         # styles would be dropped anyway, so the lines go out as one unstyled Text (same bytes, 10× faster).
         if console.color_system is None:
@@ -363,37 +375,65 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
 # What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
-_MENTION_RE = re.compile(r"(?<![\w`])@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
+_MENTION_RE = r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?"
+# What GitHub links as it is (GFM's extended autolinks): a backslash there would show, and be in the link.
+_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~]"
+_VERBATIM_RE = re.compile(f"({_MENTION_RE}|{_URL_RE})")
+# Markdown's own characters in text (a vendor's message, a folder): each backslash-escaped, so it shows as is.
+_MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
+# A code span as CommonMark reads one: a run of backticks up to the next run of as many.
+_CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_cell(text: str, in_table: bool = True) -> str:
+    """One line; in a table cell, `|` escaped (or it splits the row; GFM takes the backslash out again, in code
+    too). Elsewhere a backslash in code or a link would show, so it is left out."""
+    return (text.replace("|", "\\|") if in_table else text).replace("\n", " ")
 
 
-def _md_text(text: str) -> str:
-    """Text outside code: a room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there
-    would hide the rest of the comment from the reviewer, so HTML's characters are written as entities. An
-    `@name` (a room id a vendor's message quotes) is put in code, where GitHub mentions no one."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _md_cell(_MENTION_RE.sub(lambda found: f"`{found.group()}`", escaped))
+def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> str:
+    """Text outside code, shown as it is. capctl's own reasons and notes put commands in code spans (`capctl
+    wake KEY`), kept as GitHub would read them (`code_spans`); all else is written so that it cannot be markup.
+    A room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there would hide the rest of
+    the comment from the reviewer, so HTML's characters are written as entities; markdown's (`*`, `_`, `[`, a
+    stray backtick, `|`, ...) are backslash-escaped, or a vendor's message quoting a room "a`b" opened a code
+    span that pushed an `@name` after it out of code. An `@name` (a room id a vendor's message quotes) is put
+    in code, where GitHub mentions no one; a link is left as it is."""
+    out, at = [], 0
+    for span in _CODE_SPAN_RE.finditer(text) if code_spans else ():
+        out += [_md_plain(text[at : span.start()], in_table), _md_cell(span.group(), in_table)]
+        at = span.end()
+    return "".join([*out, _md_plain(text[at:], in_table)])
+
+
+def _md_plain(text: str, in_table: bool) -> str:
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
+    return "".join(
+        (f"`{part}`" if part.startswith("@") else _md_cell(part, in_table))
+        if i % 2
+        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
+        for i, part in enumerate(parts)
+    )
 
 
 def _md_code(text: str, *, in_table: bool = True) -> str:
     """Inline code that backticks in user text (a room id) cannot end early: its fence is one backtick longer
     than their longest run (a room "``<!--``" in a fence of two ended it, and `<!--` hid the rest of the
-    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code."""
+    comment). Only a table cell needs its `|` escaped: in a list item the backslash would show inside the code.
+    CommonMark takes one space off each end of code that has one at both: a room " a " would show as "a", so
+    such text is padded with one more, as text starting or ending with a backtick is."""
     fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
-    pad = " " if len(fence) > 1 else ""
-    body = _md_cell(text) if in_table else text.replace("\n", " ")
-    return f"{fence}{pad}{body}{pad}{fence}"
+    spaced = text[:1] == text[-1:] == " " and text.strip(" ")
+    pad = " " if len(fence) > 1 or spaced else ""
+    return f"{fence}{pad}{_md_cell(text, in_table)}{pad}{fence}"
 
 
 def render_markdown(plan: PlanJSON) -> str:
     lines = ["### capctl plan", "", f"**{summary_line(plan)}**", ""]
-    for note in plan["notes"]:
-        lines.append(f"> {_md_text(note)}")
+    # One paragraph each: consecutive `>` lines are one paragraph, run together where a newline is a space (GitLab).
     if plan["notes"]:
-        lines.append("")
+        lines += ["\n>\n".join(f"> {_md_text(note, in_table=False)}" for note in plan["notes"]), ""]
     if plan.get("selectors"):
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
@@ -415,7 +455,10 @@ def render_markdown(plan: PlanJSON) -> str:
         lines += ["", f"<details{opened}><summary>What each change does</summary>", ""]
         for r in described:
             label = _md_code(r.label, in_table=False)
-            lines.append(f"- {label}{r.count}" + (f": {_md_text(r.settings)}" if r.settings else ""))
+            lines.append(
+                f"- {label}{r.count}"
+                + (f": {_md_text(r.settings, in_table=False, code_spans=False)}" if r.settings else "")
+            )
             lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:
                 lines.append(f"  - {r.member_word}: " + ", ".join(_md_code(m, in_table=False) for m in r.members))
@@ -473,8 +516,8 @@ def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
         )
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(head) - 1)]
+    lines = ["   ".join([*(_pad(cell, w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
     removed = sum(1 for r in records if r.status.value == "removed")

@@ -7,13 +7,17 @@ recorded state, so the settings shown are read from the very requests capctl wou
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 from pathlib import Path
 
+import cmarkgfm
+from rich.cells import cell_len
 from rich.console import Console
 
 from reconciler.model import TaskRecord
 from reconciler.plan import PlanJSON, PlanOptions, diff, plan_from_json, plan_to_json
-from reconciler.render import render_markdown, render_text
+from reconciler.render import render_markdown, render_state_table, render_text
 from reconciler.spec import load_spec_set
 from tests.core.factories import desired, record_for
 from tests.specdocs import STORAGE, providers, recording_job, snapshot_job, thumbnail_job
@@ -229,3 +233,74 @@ def test_markdown_code_holds_any_run_of_backticks(tmp_path: Path) -> None:
     markdown = render_markdown(plan_of(tmp_path, recording_job("rec", ['"``<!--``"'])))
     assert "| ➕ | ``` RecordingJob/rec/``<!--`` ``` | create |" in markdown
     assert "- ``` RecordingJob/rec/``<!--`` ```: provider zego" in markdown
+
+
+def test_markdown_code_keeps_the_spaces_at_both_ends_of_a_room(tmp_path: Path) -> None:
+    """A room from callbacks may be " a " (ZEGO's ids are any printable text): CommonMark takes one space off
+    each end of such code, and the plan showed room "a", another room, to the reviewer."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    counts = {"active": 3, "running": 0, "start": 3, "left_out": 0, "ending": 0, "claimed": 0}
+    view = {"job": "SnapshotJob/sel", "provider": "zego", "rooms": "*", "max_rooms": None, "counts": counts}
+    plan["selectors"] = [view | {"seen_at": plan["created_at"], "start": [" a ", "b ", "   "], "left_out": []}]
+    plan["selectors"][0] |= {"ending": [], "claimed": []}
+    html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan))
+    assert "to start: <code> a </code>, <code>b </code>, <code>   </code></td>" in html
+
+
+def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Path) -> None:
+    """Rendered by cmark-gfm (GitHub's own): a vendor's message quoting a room "a`b" opened a code span that
+    pushed the `@octocat` after it out of code (a mention from every plan comment), and `*x*`, `[z](url)`,
+    `~~w~~` in a message or a folder became emphasis, a masked link, a strike-through. Each text now reads back
+    as it was (a bare URL is still a link, as GitHub makes it), in a table whose rows keep their columns."""
+    hostile = 'room "a`b" of @octocat: *x* _y_ [z](https://evil.example) ~~w~~ a\\|b; see https://e.com/a_b|c'
+    folder = "rec/*a*_b_`c`[d]/"
+    job = recording_job("rec", ["lobby"]).replace("outputFolder: record/", f'outputFolder: "{folder}"')
+    plan = plan_of(tmp_path, job)
+    plan["changes"][0]["reason"] = hostile
+    # capctl's own notes put commands in code: kept as code (where a key's `*` and `_` are no emphasis either)
+    waiting = "1 backing-off task(s) left alone: R/j/*a*_b_: backing off (`capctl wake R/j/*a*_b_` starts it)."
+    plan["notes"] = [hostile, waiting.replace("starts it", "or `capctl wake R/j/a|b` start them")]
+    html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan), options=cmarkgfm.Options.CMARK_OPT_UNSAFE)
+
+    def text(fragment: str) -> str:
+        return unescape(re.sub(r"<[^>]+>", "", fragment))
+
+    quote = re.search("<blockquote>(.*?)</blockquote>", html, re.S)
+    notes = re.findall(r"<p>(.*?)</p>", quote.group(1) if quote else "", re.S)  # a paragraph each
+    assert [text(note) for note in notes] == [hostile, plan["notes"][1].replace("`", "")]
+    assert "<code>capctl wake R/j/*a*_b_</code>" in notes[1]
+    rows = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
+    assert [len(cells) for cells in rows] == [4, 4] and text(rows[1][3]) == hostile
+    assert f"mp4 · folder {folder} · storage" in text(html)
+    outside_code = re.sub(r"<code>.*?</code>", "", html)
+    assert "@octocat" not in outside_code and not re.search("<(em|del)>", outside_code)
+    links = re.findall(r'<a href="[^"]+">([^<]+)</a>', html)  # each link says where it goes: none is masked
+    assert links == ["https://evil.example", "https://e.com/a_b|c"] * 2
+
+
+def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -> None:
+    """A room id in CJK or with an emoji (ZEGO allows them) takes two terminal cells a character: padded by
+    `str.ljust`, the plan's action column and `capctl state list`'s columns after such a key were pushed right."""
+    plan = plan_of(tmp_path, recording_job("rec", ["房间一号", '"🎉 party"']), recording_job("r2", ["plain-room"]))
+    rows = [line for line in text_of(plan).splitlines() if line.endswith("new task: not in state")]
+    assert len(rows) == 3 and len({cell_len(row.split("create")[0]) for row in rows}) == 1, rows
+    records = [record_for(desired(room)) for room in ("房间一号", "lobby")]
+    table = render_state_table(records, 1).splitlines()[1:]
+    assert len({cell_len(line.split("running")[0]) for line in table[1:]}) == 1, table
+    assert cell_len(table[0].split("STATUS")[0]) == cell_len(table[1].split("running")[0]), table
+
+
+def test_a_long_room_id_or_a_narrow_terminal_keeps_the_text_plan_in_80_columns(tmp_path: Path) -> None:
+    """One room id of 150 characters (ZEGO allows 128 bytes and more in a selector's callbacks) padded every
+    row's label to it, pushing each action past column 150; and rooms were wrapped at 100 columns, which an
+    80-column terminal broke again at 80. Now only the long row is pushed, and rooms wrap at the terminal's width."""
+    long = "L" + "o" * 150
+    rooms = [long, *(f"房间-{i:03d}" for i in range(30))]
+    plan = plan_of(tmp_path, recording_job("rec", rooms[:1]), recording_job("many", rooms[1:]), ZEGO_SNAPSHOT)
+    console = Console(record=True, width=80, color_system=None)
+    render_text(plan, console)
+    lines = console.export_text().splitlines()
+    actions = [cell_len(line.split(" create ")[0]) for line in lines if "new task: not in state" in line]
+    assert actions[1:] == [35, 35] and actions[0] > 150, lines  # `RecordingJob/many (30 rooms)`: 28 cells
+    members = [line for line in lines if "房间-" in line]
+    assert len(members) > 3 and all(cell_len(line) <= 80 for line in members), lines
