@@ -53,6 +53,9 @@ SUMMARY_WORDS = (
     ("no-op", "unchanged"),
 )
 MD_ICONS = {"create": "➕", "update": "✏️", "replace": "🔁", "reissue": "↻", "delete": "➖", "move": "➡️", "no-op": ""}
+# The markdown plan (a pull request's comment, cut at GitHub's limit) lists what stops captures first: a delete
+# or a replace must never be what the cut hides. Everything else keeps the plan's order.
+MD_FIRST = {"delete": 0, "replace": 1}
 
 
 def summary_line(plan: PlanJSON) -> str:
@@ -441,7 +444,7 @@ def render_markdown(plan: PlanJSON) -> str:
             now = "<br>".join((_md_text(head), *details))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
-    rows = plan_rows(plan)
+    rows = sorted(plan_rows(plan), key=lambda r: MD_FIRST.get(r.action, len(MD_FIRST)))
     if not rows:
         lines.append("No changes.")
         return "\n".join(lines) + "\n"

@@ -291,16 +291,16 @@ def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -
 
 
 def test_a_long_room_id_or_a_narrow_terminal_keeps_the_text_plan_in_80_columns(tmp_path: Path) -> None:
-    """One room id of 150 characters (ZEGO allows 128 bytes and more in a selector's callbacks) padded every
-    row's label to it, pushing each action past column 150; and rooms were wrapped at 100 columns, which an
-    80-column terminal broke again at 80. Now only the long row is pushed, and rooms wrap at the terminal's width."""
-    long = "L" + "o" * 150
+    """One room id of 128 characters (ZEGO's longest) padded every row's label to it, pushing each action past
+    column 150; and rooms were wrapped at 100 columns, which an 80-column terminal broke again at 80. Now only
+    the long row is pushed, and rooms wrap at the terminal's width."""
+    long = "L" + "o" * 127
     rooms = [long, *(f"房间-{i:03d}" for i in range(30))]
     plan = plan_of(tmp_path, recording_job("rec", rooms[:1]), recording_job("many", rooms[1:]), ZEGO_SNAPSHOT)
     console = Console(record=True, width=80, color_system=None)
     render_text(plan, console)
     lines = console.export_text().splitlines()
     actions = [cell_len(line.split(" create ")[0]) for line in lines if "new task: not in state" in line]
-    assert actions[1:] == [35, 35] and actions[0] > 150, lines  # `RecordingJob/many (30 rooms)`: 28 cells
+    assert actions[1:] == [35, 35] and actions[0] > 128, lines  # `RecordingJob/many (30 rooms)`: 28 cells
     members = [line for line in lines if "房间-" in line]
     assert len(members) > 3 and all(cell_len(line) <= 80 for line in members), lines

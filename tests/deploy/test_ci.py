@@ -19,10 +19,14 @@ import typer.main
 import yaml
 
 from reconciler.cli import app
+from reconciler.plan import PlanOptions, diff, plan_to_json
+from reconciler.render import render_markdown
+from reconciler.spec import load_spec_set
+from tests.core.factories import record_for
 from tests.deploy.daemon_facts import ROOT
 from tests.deploy.forge import BOT, TOKEN, Forge, serve
 from tests.e2e.conftest import Workdir
-from tests.specdocs import snapshot_job
+from tests.specdocs import STORAGE, providers, snapshot_job
 
 PLAN_SH = ROOT / "action" / "plan.sh"
 MARKER = "<!-- capctl-plan:default -->"
@@ -240,6 +244,33 @@ def test_a_cut_plan_says_so_where_it_is_seen_and_keeps_its_markup_whole(tmp_path
     assert "(The plan was cut at 60,000 characters: the whole plan is in the capctl-plan artifact.)" in before_plan
     assert shown.count("<details>") == shown.count("</details>") == 1
     assert set(shown.splitlines()) <= set(plan.splitlines()), "a line was cut in half"
+
+
+def test_a_cut_plan_never_hides_a_delete_or_a_replace(tmp_path: Path) -> None:
+    """The plan lists deletes after every declared task: 2,000 new single-room jobs and one removed were cut at
+    row ~880, the delete counted in the summary line but not named in the comment (walk 11b). The markdown plan
+    lists deletes and replaces first; the rest keeps its order."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "providers.yaml").write_text(providers("http://127.0.0.1:9"))
+    (specs / "storage.yaml").write_text(STORAGE)
+    (specs / "jobs.yaml").write_text("---\n".join(snapshot_job(f"job-{i:04d}", [f"room-{i}"]) for i in range(2000)))
+    spec_set = load_spec_set([specs], env={"S3_AK": "AKCANARYCUT00001", "S3_SK": "canary-cut-secret"})
+    kept = spec_set.tasks["SnapshotJob/job-0007/room-7"]
+    records = {
+        "SnapshotJob/gone/lobby": record_for(kept).evolve(key="SnapshotJob/gone/lobby"),
+        kept.key: record_for(kept).evolve(spec_hash="changed"),  # a replace, in the middle of the plan's order
+    }
+    plan = plan_to_json(
+        diff(spec_set.tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=0.0)
+    )
+    markdown = render_markdown(plan)
+    body = load_plan_comment().comment_body(MARKER, markdown, 2, "the capctl-plan artifact")
+    assert "(The plan was cut at 60,000 characters" in body and "`SnapshotJob/job-1999/room-1999`" not in body
+    table = [line for line in body.splitlines() if line.startswith("| ") and "Task" not in line]
+    assert [row.split(" | ")[2] for row in table[:2]] == ["delete", "replace"]
+    assert "`SnapshotJob/gone/lobby`" in table[0] and "`SnapshotJob/job-0007/room-7`" in table[1]
+    assert "`SnapshotJob/job-0000/room-0`" in table[2]  # then the plan's own order
 
 
 def test_a_usage_error_exits_1_never_2_which_means_changes(capsys: pytest.CaptureFixture[str]) -> None:
