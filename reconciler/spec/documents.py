@@ -151,6 +151,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "extra_forbidden":
         return f"unknown field '{field}'{did_you_mean(str(path[-1]), _field_names(model, path[:-1]))}"
     if kind == "missing":
+        if field == "apiVersion":  # the one field whose value is fixed: say it, as a wrong value's error does
+            return f"missing required field 'apiVersion': start the document with `apiVersion: {API_VERSION}`"
         return f"missing required field '{field}'"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
