@@ -79,6 +79,8 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "too_many_streams": (9, 5, "spec.streams: volcengine takes at most 17 streams, got 18"),
     "unknown_alias": (8, 13, "unknown alias *every (an anchor must be defined before it is used)"),
     "unknown_field_typo": (8, 3, "unknown field 'spec.intervall' (did you mean 'interval'?)"),
+    # walk 12A-8: no near miss to suggest (a SnapshotJob's field on a RecordingJob): where its fields are listed
+    "unknown_field_no_near_miss": (8, 3, "unknown field 'spec.interval' (`capctl explain RecordingJob.spec` lists"),
     "unknown_kind_typo": (2, 7, "kind: unknown kind 'SnapshotJobs'; expected one of Provider, Storage,"),
     "unknown_nested_field": (8, 25, "unknown field 'spec.image.widht' (did you mean 'width'?)"),
     "unset_env": (7, 17, "environment variable CAPCTL_CORPUS_UNSET is not set and the reference"),
