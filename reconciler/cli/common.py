@@ -247,6 +247,11 @@ def _daemon_advice(command: str, url: str | None) -> str:
             f"It applies the specs by itself; `{sync} [KEY...]` makes it reconcile now. "
             f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
         )
+    if command == "capctl wake":  # what the daemon does about a dormant task without a human (walk 12A-5)
+        return (
+            "It wakes a dormant task by itself at the first activity in its room (a join or a stream), "
+            f"or at its next slot. To wake it by hand, {_STOP_EVERY_REPLICA}, then start it again."
+        )
     # After a copy it runs on the copy: on both states it would start each task twice.
     then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"
     return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then {then}."

@@ -109,6 +109,10 @@ class PruneGuard:
             self._export()
         return 0.0
 
+    def held(self) -> tuple[str, ...]:
+        """The keys held back by --max-prune, waiting for a human (the status page shows them)."""
+        return tuple(sorted(self._blocked))
+
     def removing(self) -> Iterable[str]:
         """The keys missing from the specs that are to be stopped: within the grace, or held back for a human
         (not those whose Provider is gone: nothing stops them)."""

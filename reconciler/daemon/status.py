@@ -55,6 +55,8 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             spec_summary=spec.summary() if spec is not None else None,
             spec_error=specs.error_listing(),
             spec_error_since=specs.invalid_since,
+            prune_held=daemon.pruning.held(),
+            max_prune=daemon.pruning.max_prune,
         )
         inputs = StatusInputs(
             records=daemon.records.values(),

@@ -149,8 +149,15 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     ctx = err.get("ctx") or {}
     value = err.get("input")
     if kind == "extra_forbidden":
-        return f"unknown field '{field}'{did_you_mean(str(path[-1]), _field_names(model, path[:-1]))}"
+        hint = did_you_mean(str(path[-1]), _field_names(model, path[:-1]))
+        if not hint:  # no near miss (`interval` on a RecordingJob): say where the right names are (walk 12A-8)
+            doc = next(name for name, m in DOCUMENT_MODELS.items() if m is model)
+            where = ".".join([doc, *(p for p in path[:-1] if isinstance(p, str))])  # explain walks lists through
+            hint = f" (`capctl explain {where}` lists its fields)"
+        return f"unknown field '{field}'{hint}"
     if kind == "missing":
+        if field == "apiVersion":  # the one field whose value is fixed: say it, as a wrong value's error does
+            return f"missing required field 'apiVersion': start the document with `apiVersion: {API_VERSION}`"
         return f"missing required field '{field}'"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))

@@ -280,6 +280,8 @@ class _Builder:
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
             if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
                 detail += " (a tab: YAML indents with spaces only)"
+            elif "mapping values are not allowed" in detail:  # PyYAML says "here", libyaml "in this context"
+                detail += " (is this line indented deeper than the key above it? Or quote a value holding ': ')"
             self.errors.add(where, f"YAML syntax error: {detail}")
         except yaml.reader.ReaderError as exc:  # a character YAML does not allow anywhere: no mark, a position
             at = min(exc.position, len(text))

@@ -217,6 +217,8 @@ class Replica:
     spec_summary: str | None
     spec_error: str | None  # the last invalid spec set (the previous valid one stays in force)
     spec_error_since: float | None
+    prune_held: tuple[str, ...] = ()  # removed from the specs, not stopped: more than --max-prune at once
+    max_prune: float | None = None  # the daemon's --max-prune, in percent
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             "spec_summary": r.spec_summary,
             "spec_error": r.spec_error,
             "spec_error_since": _time(r.spec_error_since),
+            "prune_held": list(r.prune_held),
         },
         "all_running": snapshot.all_running,
         "unknown": snapshot.unknown,

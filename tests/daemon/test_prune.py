@@ -45,6 +45,12 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
     assert len(blocked) == 1 and blocked[0]["tasks"] == 3 and blocked[0]["of"] == 4
     assert "--max-prune 100" in blocked[0]["to_confirm"]
     assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in await metrics(harness)
+    # The status page says so (walk 12A-3: it read "Every task is running." and nothing else).
+    async with await client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"]["prune_held"] == BIG
+        page = (await http.get("/")).text
+    assert "A prune waits for a human: 3 tasks removed from the specs are not stopped" in page
+    assert "More than --max-prune (50 %)" in page and all(key in page for key in BIG)
     # The operator confirms by restarting the daemon with the safeguard off: the three are pruned.
     await harness.stop()
     await harness.start(max_prune=100)
@@ -53,6 +59,8 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
     assert all(harness.record(k).status is TaskStatus.REMOVED for k in BIG)
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
     assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+    async with await client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"]["prune_held"] == []
 
 
 async def test_stopped_records_do_not_dilute_the_share_of_what_runs_that_a_prune_would_stop(harness: Harness) -> None:

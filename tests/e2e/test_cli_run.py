@@ -106,6 +106,9 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
         removed = " ".join(work.capctl("state", "rm", lobby, expect=1).stderr.split())
         assert "the capctl daemon holds the state lock" in removed and "stop the daemon first (SIGTERM)" in removed
         assert "every replica of it: a standby takes the lock" in removed  # stopping the holder alone is not enough
+        woken = " ".join(work.capctl("wake", lobby, expect=1).stderr.split())
+        assert "It wakes a dormant task by itself at the first activity in its room" in woken
+        assert "To wake it by hand, stop the daemon first (SIGTERM)" in woken
         task = work.sim.tasks("volcengine", state="running")[0]
         work.sim.post("/tasks/stop", {"vendor": "volcengine", "taskId": task["taskId"], "roomId": "lobby"})
         synced = work.capctl("sync", lobby, env={"CAPCTL_DAEMON": url}).stdout

@@ -32,6 +32,10 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
         16,
         "the character U+001B is not allowed in YAML, nor in spec text: remove it",
     ),
+    # walk 12A-1: a first spec written from the docs said only "missing required field 'apiVersion'"
+    "missing_api_version": (1, 1, "field 'apiVersion': start the document with `apiVersion: capctl/v1`"),
+    # walk 12A-2: one space too many before a key; PyYAML's words alone do not say it is the indentation
+    "bad_yaml_over_indent": (8, 11, "not allowed in this context (is this line indented deeper than the key above it?"),
     "bad_yaml_unclosed_flow": (7, 10, "YAML syntax error: while parsing a flow sequence; did not find"),
     "custom_tag": (8, 13, "unsupported tag '!duration': only standard YAML tags (str, int,"),
     "dangling_provider": (5, 13, "spec.provider: no Provider named 'volc-prod' (did you mean 'volc'?)"),
@@ -75,6 +79,8 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "too_many_streams": (9, 5, "spec.streams: volcengine takes at most 17 streams, got 18"),
     "unknown_alias": (8, 13, "unknown alias *every (an anchor must be defined before it is used)"),
     "unknown_field_typo": (8, 3, "unknown field 'spec.intervall' (did you mean 'interval'?)"),
+    # walk 12A-8: no near miss to suggest (a SnapshotJob's field on a RecordingJob): where its fields are listed
+    "unknown_field_no_near_miss": (8, 3, "unknown field 'spec.interval' (`capctl explain RecordingJob.spec` lists"),
     "unknown_kind_typo": (2, 7, "kind: unknown kind 'SnapshotJobs'; expected one of Provider, Storage,"),
     "unknown_nested_field": (8, 25, "unknown field 'spec.image.widht' (did you mean 'width'?)"),
     "unset_env": (7, 17, "environment variable CAPCTL_CORPUS_UNSET is not set and the reference"),

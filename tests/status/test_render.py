@@ -132,6 +132,7 @@ def test_the_json_twin_has_the_same_facts() -> None:
         "spec_summary": LEADER.spec_summary,
         "spec_error": None,
         "spec_error_since": None,
+        "prune_held": [],
     }
     assert data["all_running"] is False and data["totals"] == {"stopped": 1}
     assert data["page"] == {"number": 1, "pages": 1, "matching": 1}
