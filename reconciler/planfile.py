@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
@@ -27,6 +30,12 @@ def read_plan_file(path: str) -> Plan:
 def write_plan_file(plan: Plan, path: str) -> None:
     """Atomic: a reader never sees half a plan."""
     target = Path(path)
+    with contextlib.suppress(FileNotFoundError):  # os.replace would put the plan in place of a device's or FIFO's
+        mode = target.stat().st_mode  # entry (for root, /dev/null itself: walk 12b); "/" and "." have no name beside
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EEXIST, "not a regular file", path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("w", encoding="utf-8") as out:

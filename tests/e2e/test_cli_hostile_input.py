@@ -1,0 +1,50 @@
+"""Hostile command-line values end in a one-line error and exit 1, never a traceback, and write nothing.
+
+Found by driving every command and option with odd values (walk 12b): names the OS refuses for what they are
+(too long) and plan files named by a directory's own path fell through as Python exceptions, and a plan file
+named by a FIFO or a device replaced it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler import cli
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"  # the quickstart's, planned offline (--no-refresh)
+LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which pathlib's is_dir() raises
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["validate", LONG], f"{LONG}: file name too long"),
+        (["validate", f"specs/{LONG}/x.yaml"], "file name too long"),
+        (["plan", "specs", "--no-refresh", "--out", "/"], "Error: /: cannot write the plan (Is a directory)"),
+        (["plan", "specs", "--no-refresh", "--out", "."], "Error: .: cannot write the plan (Is a directory)"),
+        (["plan", "specs", "--no-refresh", "--out", "specs/.."], "cannot write the plan (Is a directory)"),
+        # os.replace put the plan in the FIFO's place (as root, in place of /dev/null: every later `> /dev/null`
+        # filled a file): a file that is there and is not a regular file is refused, and stays what it was.
+        (["plan", "specs", "--no-refresh", "--out", "pipe"], "Error: pipe: cannot write the plan (not a regular file)"),
+    ],
+    ids=["validate-long-name", "validate-long-dir", "out-root", "out-dot", "out-dotdot", "out-fifo"],
+)
+def test_a_hostile_value_is_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], error: str
+) -> None:
+    shutil.copytree(SPECS, tmp_path / "specs")
+    os.mkfifo(tmp_path / "pipe")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.walk(tmp_path))
+    result = CliRunner().invoke(cli.app, argv, env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert error in result.output
+    assert sorted(os.walk(tmp_path)) == before  # no state, no plan file, no temporary file left
+    assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
