@@ -1,8 +1,8 @@
 """Hostile command-line values end in a one-line error and exit 1, never a traceback, and write nothing.
 
 Found by driving every command and option with odd values (walk 12b): names the OS refuses for what they are
-(too long) and plan files named by a directory's own path fell through as Python exceptions, and a plan file
-named by a FIFO or a device replaced it.
+(too long) and plan files named by a directory's own path fell through as Python exceptions, a plan file
+named by a FIFO or a device replaced it, and one read from a FIFO or /dev/zero blocked or filled memory.
 """
 
 from __future__ import annotations
@@ -32,9 +32,22 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         # os.replace put the plan in the FIFO's place (as root, in place of /dev/null: every later `> /dev/null`
         # filled a file): a file that is there and is not a regular file is refused, and stays what it was.
         (["plan", "specs", "--no-refresh", "--out", "pipe"], "Error: pipe: cannot write the plan (not a regular file)"),
+        # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
+        (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
+        (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
     ],
-    ids=["validate-long-name", "validate-long-dir", "out-root", "out-dot", "out-dotdot", "out-fifo"],
+    ids=[
+        "validate-long-name",
+        "validate-long-dir",
+        "out-root",
+        "out-dot",
+        "out-dotdot",
+        "out-fifo",
+        "show-fifo",
+        "apply-plan-dir",
+    ],
 )
+@pytest.mark.timeout(60)  # a FIFO read as a plan blocked for good: fail, not wait for the suite's timeout
 def test_a_hostile_value_is_a_named_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], error: str
 ) -> None:
