@@ -35,6 +35,9 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
+        # The simulator's scenario file too (no server starts: the file is read first).
+        (["sim", "--listen", "127.0.0.1:0", "--scenario", "pipe"], "Error: sim: pipe: cannot read: not a regular file"),
+        (["sim", "--listen", "127.0.0.1:0", "--scenario", "binary"], "Error: sim: binary: not UTF-8 text (byte 0)"),
     ],
     ids=[
         "validate-long-name",
@@ -45,6 +48,8 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         "out-fifo",
         "show-fifo",
         "apply-plan-dir",
+        "sim-scenario-fifo",
+        "sim-scenario-binary",
     ],
 )
 @pytest.mark.timeout(60)  # a FIFO read as a plan blocked for good: fail, not wait for the suite's timeout
@@ -53,6 +58,7 @@ def test_a_hostile_value_is_a_named_error(
 ) -> None:
     shutil.copytree(SPECS, tmp_path / "specs")
     os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00rooms: 1\n")
     monkeypatch.chdir(tmp_path)
     before = sorted(os.walk(tmp_path))
     result = CliRunner().invoke(cli.app, argv, env={"NO_COLOR": "1", "COLUMNS": "200"})
