@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from reconciler import cli
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"  # the quickstart's, planned offline (--no-refresh)
+STATE = "sqlite:///state.db"  # made by `state init` before each case
+CLOSED = "http://127.0.0.1:9"  # discard: nothing listens; no case gets as far as connecting
 LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which pathlib's is_dir() raises
 
 
@@ -38,6 +40,13 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         # The simulator's scenario file too (no server starts: the file is read first).
         (["sim", "--listen", "127.0.0.1:0", "--scenario", "pipe"], "Error: sim: pipe: cannot read: not a regular file"),
         (["sim", "--listen", "127.0.0.1:0", "--scenario", "binary"], "Error: sim: binary: not UTF-8 text (byte 0)"),
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which the state's driver and httpx's JSON
+        # encoder refused with a traceback: such a key is in no state, and is not sent.
+        (["state", "show", "\udcff", "--state", STATE], "Error: no task '\\udcff' in the state"),
+        (["wake", "\udcff", "--state", STATE], "Error: no task '\\udcff' in the state"),
+        (["sync", "\udcff", "--daemon", CLOSED], "Error: KEY '\\udcff': not UTF-8 text"),
+        # sync made its client before looking at the certificate settings plan and apply check first.
+        (["sync", "--daemon", CLOSED], "Error: SSL_CERT_FILE names 'nowhere.pem', which is no file"),
     ],
     ids=[
         "validate-long-name",
@@ -50,18 +59,29 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         "apply-plan-dir",
         "sim-scenario-fifo",
         "sim-scenario-binary",
+        "state-show-not-utf8",
+        "wake-not-utf8",
+        "sync-not-utf8",
+        "sync-cert-file",
     ],
 )
 @pytest.mark.timeout(60)  # a FIFO read as a plan blocked for good: fail, not wait for the suite's timeout
 def test_a_hostile_value_is_a_named_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], error: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, argv: list[str], error: str
 ) -> None:
     shutil.copytree(SPECS, tmp_path / "specs")
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00rooms: 1\n")
     monkeypatch.chdir(tmp_path)
+    env = {
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "SSL_CERT_FILE": "nowhere.pem" if "sync-cert" in request.node.name else None,
+    }
+    assert CliRunner().invoke(cli.app, ["state", "init", "--state", STATE], env=env).exit_code == 0
+    (tmp_path / "state.db.lock").touch()  # the lock's file, which every command that locks leaves in place
     before = sorted(os.walk(tmp_path))
-    result = CliRunner().invoke(cli.app, argv, env={"NO_COLOR": "1", "COLUMNS": "200"})
+    result = CliRunner().invoke(cli.app, argv, env=env)
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert error in result.output
