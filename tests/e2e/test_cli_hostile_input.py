@@ -21,6 +21,14 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"  # the quickstart's, plann
 STATE = "sqlite:///state.db"  # made by `state init` before each case
 CLOSED = "http://127.0.0.1:9"  # discard: nothing listens; no case gets as far as connecting
 LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which pathlib's is_dir() raises
+ENDPOINTS = {  # the quickstart specs' vendors, at the closed port too
+    f"CAPCTL_{name}_ENDPOINT": f"{CLOSED}/{name.lower()}" for name in ("VOLC", "ZEGO_RTC", "ZEGO_CLOUDRECORD")
+}
+ENVIRONMENTS = {  # each case's own, beside those
+    "sync-cert-file": {"SSL_CERT_FILE": "nowhere.pem"},
+    "plan-keylog-dir": {"SSLKEYLOGFILE": "specs"},
+    "sync-keylog-long": {"SSLKEYLOGFILE": LONG},
+}
 
 
 @pytest.mark.parametrize(
@@ -47,6 +55,9 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         (["sync", "\udcff", "--daemon", CLOSED], "Error: KEY '\\udcff': not UTF-8 text"),
         # sync made its client before looking at the certificate settings plan and apply check first.
         (["sync", "--daemon", CLOSED], "Error: SSL_CERT_FILE names 'nowhere.pem', which is no file"),
+        # The TLS context opened SSLKEYLOGFILE as it was made: OSError's traceback from every command that calls out.
+        (["plan", "specs"], "Error: SSLKEYLOGFILE names 'specs', which cannot be written (Is a directory)"),
+        (["sync", "--daemon", CLOSED], f"Error: SSLKEYLOGFILE names '{LONG}', which cannot be written (File name too"),
     ],
     ids=[
         "validate-long-name",
@@ -63,6 +74,8 @@ LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which
         "wake-not-utf8",
         "sync-not-utf8",
         "sync-cert-file",
+        "plan-keylog-dir",
+        "sync-keylog-long",
     ],
 )
 @pytest.mark.timeout(60)  # a FIFO read as a plan blocked for good: fail, not wait for the suite's timeout
@@ -73,11 +86,7 @@ def test_a_hostile_value_is_a_named_error(
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00rooms: 1\n")
     monkeypatch.chdir(tmp_path)
-    env = {
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-        "SSL_CERT_FILE": "nowhere.pem" if "sync-cert" in request.node.name else None,
-    }
+    env = {"NO_COLOR": "1", "COLUMNS": "200", **ENDPOINTS, **ENVIRONMENTS.get(request.node.callspec.id, {})}
     assert CliRunner().invoke(cli.app, ["state", "init", "--state", STATE], env=env).exit_code == 0
     (tmp_path / "state.db.lock").touch()  # the lock's file, which every command that locks leaves in place
     before = sorted(os.walk(tmp_path))
