@@ -21,8 +21,9 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"  # the quickstart's, plann
 STATE = "sqlite:///state.db"  # made by `state init` before each case
 CLOSED = "http://127.0.0.1:9"  # discard: nothing listens; no case gets as far as connecting
 LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which pathlib's is_dir() raises
-ENDPOINTS = {  # the quickstart specs' vendors, at the closed port too
-    f"CAPCTL_{name}_ENDPOINT": f"{CLOSED}/{name.lower()}" for name in ("VOLC", "ZEGO_RTC", "ZEGO_CLOUDRECORD")
+ENDPOINTS = {  # the quickstart specs' vendors, at the closed port too, tried once
+    "CAPCTL_MAX_ATTEMPTS": "1",
+    **{f"CAPCTL_{name}_ENDPOINT": f"{CLOSED}/{name.lower()}" for name in ("VOLC", "ZEGO_RTC", "ZEGO_CLOUDRECORD")},
 }
 ENVIRONMENTS = {  # each case's own, beside those
     "sync-cert-file": {"SSL_CERT_FILE": "nowhere.pem"},
@@ -42,6 +43,9 @@ ENVIRONMENTS = {  # each case's own, beside those
         # os.replace put the plan in the FIFO's place (as root, in place of /dev/null: every later `> /dev/null`
         # filled a file): a file that is there and is not a regular file is refused, and stays what it was.
         (["plan", "specs", "--no-refresh", "--out", "pipe"], "Error: pipe: cannot write the plan (not a regular file)"),
+        # An empty name (`--plan "$PLAN"`, PLAN unset) was no --plan: apply planned afresh and applied that.
+        (["apply", "--plan", "", "--auto-approve"], "Error: --plan '': no file named (an unset variable?)"),
+        (["plan", "specs", "--no-refresh", "--out", " "], "Error: --out ' ': no file named (an unset variable?)"),
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
@@ -66,6 +70,8 @@ ENVIRONMENTS = {  # each case's own, beside those
         "out-dot",
         "out-dotdot",
         "out-fifo",
+        "apply-plan-empty",
+        "plan-out-empty",
         "show-fifo",
         "apply-plan-dir",
         "sim-scenario-fifo",
