@@ -23,6 +23,7 @@ CLOSED = "http://127.0.0.1:9"  # discard: nothing listens; no case gets as far a
 LONG = "x" * 5000  # past every file system's 255-byte name: ENAMETOOLONG, which pathlib's is_dir() raises
 ENDPOINTS = {  # the quickstart specs' vendors, at the closed port too, tried once
     "CAPCTL_MAX_ATTEMPTS": "1",
+    "CAPCTL_STATE": None,
     **{f"CAPCTL_{name}_ENDPOINT": f"{CLOSED}/{name.lower()}" for name in ("VOLC", "ZEGO_RTC", "ZEGO_CLOUDRECORD")},
 }
 ENVIRONMENTS = {  # each case's own, beside those
@@ -46,6 +47,9 @@ ENVIRONMENTS = {  # each case's own, beside those
         # An empty name (`--plan "$PLAN"`, PLAN unset) was no --plan: apply planned afresh and applied that.
         (["apply", "--plan", "", "--auto-approve"], "Error: --plan '': no file named (an unset variable?)"),
         (["plan", "specs", "--no-refresh", "--out", " "], "Error: --out ' ': no file named (an unset variable?)"),
+        # `--state "$STATE"` with STATE unset was the default state: apply started every task again in a new one.
+        (["apply", "--auto-approve", "--state", ""], "'' names no state (an unset variable?)"),
+        (["state", "copy", "--from", " ", "--to", "sqlite:///copy.db"], "' ' names no state (an unset variable?)"),
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
@@ -72,6 +76,8 @@ ENVIRONMENTS = {  # each case's own, beside those
         "out-fifo",
         "apply-plan-empty",
         "plan-out-empty",
+        "apply-state-empty",
+        "copy-from-empty",
         "show-fifo",
         "apply-plan-dir",
         "sim-scenario-fifo",
