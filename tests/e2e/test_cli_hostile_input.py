@@ -50,6 +50,11 @@ ENVIRONMENTS = {  # each case's own, beside those
         # `--state "$STATE"` with STATE unset was the default state: apply started every task again in a new one.
         (["apply", "--auto-approve", "--state", ""], "'' names no state (an unset variable?)"),
         (["state", "copy", "--from", " ", "--to", "sqlite:///copy.db"], "' ' names no state (an unset variable?)"),
+        # Refused before the daemon starts: on PostgreSQL every lock then failed, "interval out of range".
+        (
+            ["run", "--listen", "127.0.0.1:0", "--state", STATE, "--lease-duration", "99999999999h"],
+            "Error: --lease-duration must be at most 1 day (86400 s), not 3.6e+14 s",
+        ),
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
@@ -78,6 +83,7 @@ ENVIRONMENTS = {  # each case's own, beside those
         "plan-out-empty",
         "apply-state-empty",
         "copy-from-empty",
+        "run-lease-huge",
         "show-fifo",
         "apply-plan-dir",
         "sim-scenario-fifo",
