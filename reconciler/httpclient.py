@@ -169,7 +169,28 @@ class _TrustOnFirstUse(ssl.SSLContext):
 
 def trust_settings_problem(env: Mapping[str, str]) -> str | None:
     """What is wrong with the certificate authorities the environment names (SSL_CERT_FILE, else SSL_CERT_DIR,
-    as httpx reads them), said before any vendor is called; None when nothing is."""
+    as httpx reads them), or with the file SSLKEYLOGFILE names, said before any vendor is called; None when
+    nothing is."""
+    return _authorities_problem(env) or _keylog_problem(env)
+
+
+def _keylog_problem(env: Mapping[str, str]) -> str | None:
+    """The TLS context opens SSLKEYLOGFILE (to append) as it is made: one that cannot be written (a name too long,
+    a directory, a missing directory, a FIFO nobody reads) was an OSError traceback from every command (walk 12b).
+    Opened here as the context would, not blocking, and created (private: it holds session keys) if missing."""
+    if not (keylog := env.get("SSLKEYLOGFILE")) or sys.flags.ignore_environment:
+        return None
+    try:
+        os.close(os.open(keylog, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        return (
+            f"SSLKEYLOGFILE names {keylog!r}, which cannot be written ({exc.strerror}): point it at a file to "
+            "append TLS session keys to, or unset it"
+        )
+    return None
+
+
+def _authorities_problem(env: Mapping[str, str]) -> str | None:
     for name, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
         if value := env.get(name):
             what: str | None = "is no file" if name == "SSL_CERT_FILE" else "is no directory"

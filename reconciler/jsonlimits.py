@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "load_json"]
+__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "is_utf8", "load_json"]
 
 MAX_JSON_DEPTH = 32  # a vendor callback nests 3 levels; a sync request 2
 # An app id or a time has at most 20 digits; Python's own limit (4,300) answers with advice for programmers.
@@ -67,3 +67,13 @@ def _nested_deeper(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be sent or stored as UTF-8: not so with lone surrogates, which is how Python hands over
+    command-line bytes that are not UTF-8 (`capctl state show $'\\xff'`); every driver and encoder then raises."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

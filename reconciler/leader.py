@@ -27,6 +27,7 @@ from reconciler.state.base import Fenced, Lock, LockHeld, StateError
 from reconciler.state.fenced import FenceableStore, FencedStore
 
 __all__ = [
+    "MAX_LEADER_SECONDS",
     "LeaderElector",
     "LeaderEvent",
     "LeaderSettings",
@@ -38,6 +39,11 @@ __all__ = [
 # A standby that saw the lease lapse in N seconds tries again just after: the server's clock decides, and
 # this covers the time the request takes to reach it.
 _AFTER_EXPIRY = 0.05
+
+
+# A lease longer than a day would leave the replicas without a leader for that long after one dies; far longer
+# ones (`--lease-duration 99999999999h`) failed every lock on PostgreSQL, whose timestamps end in year 294276.
+MAX_LEADER_SECONDS = 86_400.0
 
 
 class LeaderSettingsError(ValueError):
@@ -61,6 +67,8 @@ class LeaderSettings:
         ):
             if not value > 0:
                 raise LeaderSettingsError(f"{flag} must be above 0 s, not {value:g} s")
+            if value > MAX_LEADER_SECONDS:  # PostgreSQL's `now() + interval` overflowed: "interval out of range"
+                raise LeaderSettingsError(f"{flag} must be at most 1 day ({MAX_LEADER_SECONDS:g} s), not {value:g} s")
         if self.renew_deadline >= self.lease_duration:
             raise LeaderSettingsError(
                 f"--renew-deadline ({self.renew_deadline:g} s) must be below --lease-duration"

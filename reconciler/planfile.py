@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
+from reconciler.spec.files import FileRefused, read_regular
 from reconciler.streams import write_json
 
-__all__ = ["read_plan_file", "write_plan_file"]
+__all__ = ["MAX_PLAN_FILE_BYTES", "read_plan_file", "write_plan_file"]
+
+# A plan of 250,000 tasks (the spec limit) is about 220 MB of JSON: room above it, and a bound on a file gone wrong.
+MAX_PLAN_FILE_BYTES = 1024 * 1024 * 1024
 
 
 def read_plan_file(path: str) -> Plan:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))  # JSON is UTF-8 (RFC 8259), as it is written
-    except FileNotFoundError:
-        raise PlanError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a regular file only, and bounded: `show /dev/zero` read until memory ran out, `show FIFO` waited forever
+        text = read_regular(path, MAX_PLAN_FILE_BYTES).decode("utf-8")  # JSON is UTF-8 (RFC 8259), as written
+        data = json.loads(text)
+    except FileRefused as exc:
+        if str(exc) == os.strerror(errno.ENOENT):
+            raise PlanError(f"{path}: no such plan file") from None
+        raise PlanError(f"{path}: cannot read the plan file: {exc}") from None
+    except UnicodeDecodeError as exc:
         raise PlanError(f"{path}: cannot read the plan file ({exc.__class__.__name__})") from None
     except json.JSONDecodeError as exc:
         raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
@@ -27,6 +37,12 @@ def read_plan_file(path: str) -> Plan:
 def write_plan_file(plan: Plan, path: str) -> None:
     """Atomic: a reader never sees half a plan."""
     target = Path(path)
+    with contextlib.suppress(FileNotFoundError):  # os.replace would put the plan in place of a device's or FIFO's
+        mode = target.stat().st_mode  # entry (for root, /dev/null itself: walk 12b); "/" and "." have no name beside
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EEXIST, "not a regular file", path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("w", encoding="utf-8") as out:

@@ -243,6 +243,8 @@ def sync(
     import httpx
 
     from reconciler.daemon.http import SYNC_PATH, sync_token
+    from reconciler.httpclient import trust_settings_problem
+    from reconciler.jsonlimits import is_utf8
     from reconciler.redact import redact_url, scrub_text
     from reconciler.secrets import Secret
 
@@ -257,6 +259,10 @@ def sync(
         )
     if not url.startswith(("http://", "https://")):
         fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    if bad := next((key for key in keys or () if not is_utf8(key)), None):  # httpx's JSON encoder: a traceback
+        fail(f"KEY {bad!r}: not UTF-8 text; no task key is")
+    if problem := trust_settings_problem(os.environ):  # as plan and apply: httpx's own error was a traceback
+        fail(problem)
     try:
         token = sync_token(os.environ)
     except ValueError as exc:

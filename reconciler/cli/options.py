@@ -6,6 +6,7 @@ Declared once, so a flag reads, completes and is documented the same in every co
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ __all__ = [
     "TargetOpt",
     "complete_choices",
     "complete_task_keys",
+    "state_url_given",
 ]
 
 
@@ -65,11 +67,21 @@ PathsArg = Annotated[
 ]
 
 
+def state_url_given(value: str | None) -> str | None:
+    """An empty --state (or --from) on the command line, `--state "$STATE"` with STATE unset, is refused: taken as
+    the default state, `apply` started every task again in a new .capctl/state.db (walk 12b). An empty CAPCTL_STATE
+    stays unset, as empty environment variables are."""
+    if value is not None and not value.strip() and os.environ.get("CAPCTL_STATE") != value:
+        raise typer.BadParameter(f"{value!r} names no state (an unset variable?); leave it out for the default")
+    return value
+
+
 StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
         metavar="URL",
+        callback=state_url_given,
         envvar="CAPCTL_STATE",
         show_envvar=True,
         help="State URL: sqlite:///path/state.db (default sqlite:///.capctl/state.db) or postgresql://…",

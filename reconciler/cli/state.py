@@ -29,7 +29,15 @@ from reconciler.cli.common import (
     setup_logs,
     state_fingerprint_key,
 )
-from reconciler.cli.options import LabelOpt, LogLevelOpt, PathsArg, StateOpt, complete_choices, complete_task_keys
+from reconciler.cli.options import (
+    LabelOpt,
+    LogLevelOpt,
+    PathsArg,
+    StateOpt,
+    complete_choices,
+    complete_task_keys,
+    state_url_given,
+)
 from reconciler.streams import write_json
 
 if TYPE_CHECKING:
@@ -184,6 +192,7 @@ def state_copy(
         typer.Option(
             "--from",
             metavar="URL",
+            callback=state_url_given,
             envvar="CAPCTL_STATE",
             show_envvar=True,
             help="The state to copy (default sqlite:///.capctl/state.db).",

@@ -19,9 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reconciler.sim.config import VOLC
+from reconciler.spec.files import FileRefused, read_regular
 
 __all__ = [
     "DAY",
+    "MAX_SCENARIO_BYTES",
     "Action",
     "CallbackChaos",
     "Dropouts",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 DAY = 86_400.0
+MAX_SCENARIO_BYTES = 4 * 1024 * 1024  # as one spec file: a scenario is a few rules, its traffic is generated
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -142,10 +145,12 @@ class Action:
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:  # a regular file of a scenario's size only: a FIFO waited forever, /dev/zero filled memory (walk 12b)
+        raw = yaml.safe_load(read_regular(path, MAX_SCENARIO_BYTES).decode("utf-8"))
+    except FileRefused as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML ({exc})") from exc
     return parse_scenario(raw, source=str(path))

@@ -13,7 +13,9 @@ files are read, so four huge files stop at the cap instead of expanding to 1.6 m
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,16 +101,20 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
     files: list[str] = []
     for given in paths:
         path = FsPath(given)
-        if path.is_dir():
+        try:  # pathlib's is_dir() and exists() raise what is not "missing": a name too long, a directory not searchable
+            mode = path.stat().st_mode
+        except OSError as e:
+            missing = e.errno in (errno.ENOENT, errno.ENOTDIR)
+            errors.add((str(path), 0, 0), "no such file or directory" if missing else (e.strerror or str(e)).lower())
+            continue
+        if stat.S_ISDIR(mode):
             found = []
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [os.path.join(root, n) for n in names if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")]
             files += sorted(found)
-        elif path.exists():  # anything else (a FIFO, a device) is refused by name when it is read
+        else:  # anything else (a FIFO, a device) is refused by name when it is read
             files.append(str(path))
-        else:
-            errors.add((str(path), 0, 0), "no such file or directory")
     if not files and not errors:
         where = ", ".join(str(p) for p in paths) or "(no paths given)"
         errors.add((where, 0, 0), f"no spec files under {where} (looked for *.yaml and *.yml)")

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler import failpoints
+from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
 
@@ -540,6 +541,8 @@ class SqlStateStore(ABC):
 
     def record(self, key: str) -> TaskRecord | None:
         """One task's record, without reading the others; None when there is none."""
+        if not is_utf8(key):  # bytes from argv that are not UTF-8 (`state show $'\xff'`): no
+            return None  # stored key is such text, and the driver's encoding error was a traceback (walk 12b)
         with self._cursor(write=False) as cur:
             rows = _rows(cur, self.queries.record, (key,))
         return self._decode(rows).get(key)
