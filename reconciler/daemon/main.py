@@ -44,6 +44,7 @@ from reconciler.daemon.connections import (
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.daemon.http import SYNC_TOKEN_ENV, daemon_sync_token
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.parts import HTTP_SHUTDOWN_GRACE
 from reconciler.daemon.policy import MAX_PRUNE_PERCENT
 from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
 from reconciler.daemon.tasks import first_of
@@ -221,7 +222,7 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE,
     )
     server = _Server(config)
     served = asyncio.Event()  # set when the HTTP thread ends

@@ -43,10 +43,11 @@ from reconciler.state.base import DAEMON_HOLDER, StateStore
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["SHUTDOWN_GRACE", "WORKERS", "DaemonParts"]
+__all__ = ["HTTP_SHUTDOWN_GRACE", "SHUTDOWN_GRACE", "WORKERS", "DaemonParts"]
 
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
+HTTP_SHUTDOWN_GRACE = 5  # then seconds the HTTP side gives open requests (a callback being read) to finish
 
 
 class DaemonParts(ABC):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from reconciler import __version__
 from tests.deploy.daemon_facts import ROOT
@@ -119,6 +120,16 @@ def test_the_image_runs_capctl_as_a_non_root_user_on_a_read_only_root(engine: di
     # Only the virtualenv came from the build stage: no sources, no pip cache, no compiler in the image.
     listing = run(engine, "--entrypoint=sh", image, "-c", "ls /src ~/.cache/pip; command -v gcc cc; true")
     assert listing.stdout == "", listing.stdout
+
+
+def test_the_deployments_pre_stop_command_runs_in_the_image(engine: dict[str, str], image: str) -> None:
+    """The kubelet runs deploy/'s preStop command inside this image: a command it lacks would fail the hook
+    (an event on every rollout) and skip the pause."""
+    deployment = yaml.safe_load((ROOT / "deploy/base/deployment.yaml").read_text())
+    capctl = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "capctl")
+    program, *_ = capctl["lifecycle"]["preStop"]["exec"]["command"]
+    hook = run(engine, f"--entrypoint={program}", image, "0")
+    assert hook.returncode == 0, hook.stderr
 
 
 def test_the_image_validates_mounted_specs(engine: dict[str, str], image: str, tmp_path: Path) -> None:

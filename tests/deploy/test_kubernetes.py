@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from reconciler import __version__
+from reconciler.daemon.parts import HTTP_SHUTDOWN_GRACE, SHUTDOWN_GRACE
 from reconciler.state import sqlite_path
 from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
 
@@ -151,6 +152,17 @@ def test_base_runs_two_replicas_spread_and_protected() -> None:
     assert objects["PodDisruptionBudget"]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
+def test_a_terminating_replica_pauses_for_the_endpoints_then_stops_within_its_grace() -> None:
+    """The preStop pause covers the time every node's proxy takes to drop the pod from the Service (a
+    callback routed to it meanwhile still finds the daemon listening); the pause and capctl's own shutdown
+    (in-flight vendor calls, then open requests) fit in the grace period before the kubelet's SIGKILL."""
+    objects = render("base")
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    sleep, seconds = container(objects, "capctl")["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "/bin/sleep" and float(seconds) >= 2
+    assert float(seconds) + SHUTDOWN_GRACE + HTTP_SHUTDOWN_GRACE < pod["terminationGracePeriodSeconds"]
+
+
 def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
     """One replica, Recreate, no budget that would block a drain, and a SQLite state the read-only pod can
     write: on the overlay's own PersistentVolumeClaim, with no PostgreSQL Secret needed."""
@@ -159,6 +171,7 @@ def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     assert "PodDisruptionBudget" not in objects
     capctl = container(objects, "capctl")
+    assert "lifecycle" not in capctl  # no other pod to route callbacks to: a preStop pause would only add downtime
     url = next(e for e in capctl["env"] if e["name"] == "CAPCTL_STATE")["value"]
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
     mount = next(m for m in capctl["volumeMounts"] if m["mountPath"] == str(Path(sqlite_path(url)).parent))
