@@ -98,13 +98,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         driver.quit()
 
 
-def show(driver: webdriver.Chrome, url: str, *, width: int = 1200, media: str = "", scheme: str = "light") -> None:
+def show(
+    driver: webdriver.Chrome,
+    url: str,
+    *,
+    width: int = 1200,
+    media: str = "",
+    scheme: str = "light",
+    forced: bool = False,
+) -> None:
     """`url` in a viewport `width` CSS px wide (below headless Chromium's smallest window too), on `media`
-    (`print` or the screen) with the system's colour scheme `scheme`."""
+    (`print` or the screen) with the system's colour scheme `scheme`, in forced colours (Windows High
+    Contrast) or not."""
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
     )
-    features = [{"name": "prefers-color-scheme", "value": scheme}]
+    features = [
+        {"name": "prefers-color-scheme", "value": scheme},
+        {"name": "forced-colors", "value": "active" if forced else "none"},
+    ]
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": media, "features": features})
     driver.get(url)
 
@@ -133,7 +145,8 @@ def test_axe_finds_no_wcag_violation_on_a_phone_light_or_dark(browser: webdriver
 
 def test_a_phone_a_dark_theme_paper_and_the_keyboard(browser: webdriver.Chrome, pages: dict[str, str]) -> None:
     """One test (one browser under xdist): no sideways scrolling on a phone, every column reachable by keyboard,
-    a dark page for a dark theme, every column on paper."""
+    a dark page for a dark theme, a legend that still explains the bars in forced colours, every column on
+    paper."""
     for url in pages.values():
         show(browser, url, width=PHONE)
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
@@ -154,6 +167,14 @@ def test_a_phone_a_dark_theme_paper_and_the_keyboard(browser: webdriver.Chrome, 
     assert browser.execute_script(background) == "rgb(255, 255, 255)"
     show(browser, pages["every-status"], scheme="dark")
     assert browser.execute_script(background) == "rgb(13, 17, 23)"
+
+    # Forced colours (Windows High Contrast) leave the SVG bars their colours: the legend's swatches keep theirs.
+    show(browser, pages["every-status"], forced=True)
+    swatch_and_bar = browser.execute_script(
+        "return [getComputedStyle(document.querySelector('.sw.c-run')).backgroundColor,"
+        " getComputedStyle(document.querySelector('rect.c-run')).fill]"
+    )
+    assert swatch_and_bar[0] == swatch_and_bar[1]
 
     show(browser, pages["every-status"], width=A4, media="print")
     clipped = "return [...document.querySelectorAll('.scroll')].filter(e => e.scrollWidth > e.clientWidth).length"
