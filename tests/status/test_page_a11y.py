@@ -167,6 +167,8 @@ def test_a_phone_a_dark_theme_paper_and_the_keyboard(browser: webdriver.Chrome, 
     assert browser.execute_script(background) == "rgb(255, 255, 255)"
     show(browser, pages["every-status"], scheme="dark")
     assert browser.execute_script(background) == "rgb(13, 17, 23)"
+    lost = "return getComputedStyle(document.querySelector('.sw.c-lost')).backgroundImage"
+    assert "rgb(179, 38, 30)" in browser.execute_script(lost)  # the hatched bars' red (#hatch), not the theme's
 
     # Forced colours (Windows High Contrast) leave the SVG bars their colours: the legend's swatches keep theirs.
     show(browser, pages["every-status"], forced=True)
