@@ -57,19 +57,25 @@ def render_html(snapshot: StatusSnapshot) -> str:
         job_choices=snapshot.job_names[:MAX_JOB_CHOICES],
         line_summary=_line_summary,
         status_label=_status_label,
-        spelled=_spelled,
+        named=_named,
     )
 
 
-def _spelled(name: str) -> str:
-    """How a room id that may pass for another is told apart: ` (l\\u043ebby)` after a `lоbby` whose `о` is
-    Cyrillic (ASCII letters mixed with others), or after a fullwidth `ｌｏｂｂｙ` (NFKC makes it another name);
-    nothing after plain ASCII, or a name in one script (`班级101`). ZEGO room ids are named by whoever joins."""
+def _named(name: str) -> Markup:
+    """A room id as the page shows it: isolated (`<bdi>`), so that a right-to-left override in it cannot
+    reverse what follows it on the line (its escapes, its vendor account), then how it is told apart from
+    one it may pass for: ` (l\\u043ebby)` after a `lоbby` whose `о` is Cyrillic (ASCII letters mixed with
+    others), after a fullwidth `ｌｏｂｂｙ` (NFKC makes it another name), or after a name holding an invisible
+    format character (a bidi override, a zero-width space); nothing after plain ASCII, or a name in one
+    script (`班级101`). ZEGO room ids are named by whoever joins."""
+    shown = Markup("<bdi>%s</bdi>") % name
     if name.isascii():
-        return ""
-    if not any(c.isascii() and c.isalpha() for c in name) and unicodedata.normalize("NFKC", name) == name:
-        return ""
-    return f" ({name.encode('ascii', 'backslashreplace').decode('ascii')})"
+        return shown
+    mixed = any(c.isascii() and c.isalpha() for c in name)
+    invisible = any(unicodedata.category(c) == "Cf" for c in name)
+    if not mixed and not invisible and unicodedata.normalize("NFKC", name) == name:
+        return shown
+    return shown + f" ({name.encode('ascii', 'backslashreplace').decode('ascii')})"
 
 
 def page_url(query: StatusQuery, **changes: Any) -> str:

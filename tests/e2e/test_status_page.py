@@ -54,18 +54,26 @@ ONE_LINE_TIMES = (
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+def start_chromium(profile: Path, *, logs: bool = False) -> webdriver.Chrome:
+    """Headless Chromium with a fresh profile in `profile` (skips the test when it is not installed); with
+    `logs`, its network requests and console are kept for `get_log`."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (./dev test installs them as root)")
     options = Options()
     options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,1000"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,1000"):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    driver = start_chromium(tmp_path / "chromium-profile", logs=True)
     try:
         yield driver
     finally:
@@ -179,10 +187,11 @@ def test_a_person_reads_the_page_before_and_after_an_idle_out(
         form = [p for p in path if p.split(":")[0] in ("input", "select", "button")]
         assert form == ["input:job", "select:status", "select:per_page", "button:Show"]
         focusable = browser.execute_script(
-            "return [...document.querySelectorAll('a[href], input, select, button')].map(e => e.tagName.toLowerCase()"
+            "return [...document.querySelectorAll('a[href], input, select, button, [tabindex=\"0\"]')]"
+            ".map(e => e.tagName.toLowerCase()"
             " + ':' + (e.getAttribute('name') || e.textContent.trim()))"
         )
-        assert path == focusable[: len(path)]  # no tabindex reorders anything
+        assert path == focusable[: len(path)]  # no tabindex reorders anything (a table's scroll box is a stop)
         browser.refresh()  # a fresh page: Tab starts from its top again
         browser.switch_to.active_element.send_keys(Keys.TAB)
         assert browser.switch_to.active_element.text == "Skip to tasks"

@@ -188,3 +188,20 @@ def test_a_room_that_may_pass_for_another_is_spelled_out() -> None:
     assert "lоbby (l\\u043ebby)" in text and "ｌｏｂｂｙ (\\uff4c\\uff4f\\uff42\\uff42\\uff59)" in text
     assert "Room lоbby (l\\u043ebby)" in text  # its timeline too
     assert "lobby (" not in text and "班级101 (" not in text
+
+
+def test_a_room_id_cannot_reverse_or_hide_what_follows_it() -> None:
+    """Walk 13e: a ZEGO room `\\u202eevil` (a right-to-left override) made its heading read
+    `Room (livee202u\\) live 1:ogez`: the escapes and the vendor account after it, reversed. The id is isolated
+    (`<bdi>`), and an invisible format character (the override, a zero-width space) gets it spelled out even
+    in a name without ASCII letters, where `班级\\u200b101` passed for `班级101`."""
+    rooms = ["\u202eevil", "班级\u200b101", "班级101"]
+    told = Told()
+    records = [record(f"RecordingJob/rec/{room}") for room in rooms]
+    told.seed(records, NOW - 3600)
+    for room in rooms:
+        told.room_active(room, NOW - 600, account=ZEGO)
+    html = render_html(build_snapshot(inputs(records, history=told.history), StatusQuery(), NOW))
+    assert html.count("<bdi>\u202eevil</bdi> (\\u202eevil)") == 2  # its task row and its timeline
+    assert html.count("<bdi>班级\u200b101</bdi> (\\u73ed\\u7ea7\\u200b101)") == 2
+    assert html.count("<bdi>班级101</bdi><") == 2  # one script, nothing invisible: shown as it is
