@@ -109,6 +109,11 @@ class PruneGuard:
             self._export()
         return 0.0
 
+    def step(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds`: each grace keeps its length (it is measured here, not compared
+        with anyone's clock)."""
+        self._absent_since = {key: since + seconds for key, since in self._absent_since.items()}
+
     def held(self) -> tuple[str, ...]:
         """The keys held back by --max-prune, waiting for a human (the status page shows them)."""
         return tuple(sorted(self._blocked))

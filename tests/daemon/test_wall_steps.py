@@ -1,0 +1,92 @@
+"""The host's wall clock steps (NTP, a VM restored from a snapshot) while the daemon runs: the waits it measures
+itself keep their length, on the monotonic clock (docs/failure-modes.md, "The host's clock steps")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.clock import FakeClock
+from reconciler.model import TaskStatus
+from tests.daemon.conftest import Harness, write_specs
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+HOUR = 3600.0
+
+
+class VendorHost:
+    """The vendor's clock, on another machine: it runs on at the monotonic pace while the daemon's host steps."""
+
+    def __init__(self, daemon: FakeClock) -> None:
+        self._daemon, self._base = daemon, daemon.now() - daemon.monotonic()
+
+    def now(self) -> float:
+        return self._base + self._daemon.monotonic()
+
+    def daemon(self, vendor_time: float) -> float:
+        """The daemon's wall time when the vendor's reads `vendor_time`."""
+        return vendor_time - self._base + self._daemon.now() - self._daemon.monotonic()
+
+    def monotonic(self) -> float:
+        return self._daemon.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._daemon.sleep(seconds)
+
+
+@pytest.fixture
+async def stepped(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path, clock, vendor_clock=VendorHost(clock))  # type: ignore[arg-type]
+    yield h
+    if h.daemon is not None:
+        await h.stop()
+    await h.sim.callbacks.aclose()
+
+
+@pytest.mark.parametrize("step", [-HOUR, -30.0, HOUR, 86400.0])
+async def test_a_backoff_wait_keeps_its_length_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await stepped.start()
+    await stepped.advance(50)  # runs ended at 20 and 45 s: the second unproductive one waits 60 s
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.STOPPED and record.next_attempt_at is not None
+    left = record.next_attempt_at - stepped.clock.now()
+    assert 30 < left <= 70
+    stepped.clock.step(step)
+    await stepped.advance(left - 2)
+    assert stepped.calls("StartSnapshot") == 2  # a step forward does not cut the wait short
+    await stepped.advance(3)
+    assert stepped.calls("StartSnapshot") == 3  # nor does a step back make it an hour longer
+
+
+@pytest.mark.parametrize("step", [-600.0, -30.0, 600.0])
+async def test_a_run_that_stops_is_seen_on_time_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    stepped.sim.config.volcengine_callback_url = None  # polling only: its look is the one it planned
+    await stepped.start()
+    await stepped.advance(1)
+    assert stepped.record(LOBBY).status is TaskStatus.RUNNING
+    stepped.clock.step(step)
+    await stepped.advance(30)  # idled out at 20 s; looked at its expected deadline (25 s), re-issued at once
+    record = stepped.record(LOBBY)
+    assert (record.status, record.reissue_count, record.unproductive_runs) == (TaskStatus.RUNNING, 1, 1)
+
+
+@pytest.mark.parametrize("step", [-600.0, 600.0])
+async def test_the_prune_grace_keeps_its_length_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
+    (stepped.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+    await stepped.start(prune_grace=60)
+    await stepped.advance(1)
+    assert stepped.daemon is not None
+    (stepped.specs / "jobs.yaml").write_text("")  # 1 task of 4: pruned after the grace unless it comes back
+    assert stepped.daemon.reload()
+    await stepped.advance(10)
+    stepped.clock.step(step)
+    await stepped.advance(48)  # resyncs every 30 s look at it: a step forward does not end its grace early
+    assert stepped.calls("StopSnapshot") == 0 and stepped.record(LOBBY).status is TaskStatus.RUNNING
+    await stepped.advance(2)  # nor does a step back hold it 10 minutes longer
+    assert stepped.calls("StopSnapshot") == 1 and stepped.record(LOBBY).status is TaskStatus.REMOVED
