@@ -181,13 +181,12 @@ class Reconciler:
         """Before anything reads the wall clock against what the daemon scheduled on it: a wall clock that
         stepped since (NTP, a VM restored from a snapshot) moves that schedule with it, so each wait keeps its
         length on the monotonic clock. Before, a step back of an hour held every look and re-issue an hour
-        late; a step forward cut every backoff and the prune grace short. `stored`: the records' next attempt
-        times (written by this leader on its clock) are moved too."""
+        late; a step forward cut every backoff short (the prune grace is on the monotonic clock itself).
+        `stored`: the records' next attempt times (written by this leader on its clock) are moved too."""
         step = self._steps.check()
         if not step:
             return
         self.runtimes.step(step)
-        self._prune.step(step)
         waits = [
             record.evolve(next_attempt_at=record.next_attempt_at + step)
             for record in (self.records.values() if stored else ())
@@ -335,7 +334,7 @@ class Reconciler:
             return Result(max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now))
         if record is None:
             return Result(None)
-        wait = self._prune.wait(key, now)
+        wait = self._prune.wait(key)
         if wait is None or wait > 0:
             return Result(wait)
         assert self.spec is not None

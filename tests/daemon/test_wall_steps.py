@@ -90,3 +90,25 @@ async def test_the_prune_grace_keeps_its_length_when_the_wall_clock_steps(steppe
     assert stepped.calls("StopSnapshot") == 0 and stepped.record(LOBBY).status is TaskStatus.RUNNING
     await stepped.advance(2)  # nor does a step back hold it 10 minutes longer
     assert stepped.calls("StopSnapshot") == 1 and stepped.record(LOBBY).status is TaskStatus.REMOVED
+
+
+@pytest.mark.parametrize("step", [-200.0, 200.0])
+async def test_a_look_an_image_callback_sets_after_a_step_is_on_time(stepped: Harness, step: float) -> None:
+    """Within the callbacks' 300 s: the first callback after the step moves the schedule set before it, then
+    sets its own on the clock as it is now (not moved again): the run a fault ends is seen when its images stop
+    (2 intervals + 5 s), as without a step (test_reissue.py)."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")
+    await stepped.start()
+    await stepped.advance(36)  # looked at about 30 s in; the next sweep is 57-60 s in
+    stepped.clock.step(step)
+    await stepped.advance(4.5)  # the image of 40 s is the first thing the daemon hears after the step
+    polls, stopped_at = stepped.calls("GetSnapshotTask"), stepped.clock.now()
+    stepped.sim.stop_task(
+        "volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="StartTaskFailed"
+    )
+    await stepped.advance(16)
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING and record.reissue_count == 1
+    assert record.started_at is not None and record.started_at <= stopped_at + 15
+    assert stepped.calls("GetSnapshotTask") - polls == 1
