@@ -11,6 +11,7 @@ import pytest
 from reconciler.clock import FakeClock
 from reconciler.model import TaskStatus
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -112,3 +113,24 @@ async def test_a_look_an_image_callback_sets_after_a_step_is_on_time(stepped: Ha
     assert record.status is TaskStatus.RUNNING and record.reissue_count == 1
     assert record.started_at is not None and record.started_at <= stopped_at + 15
     assert stepped.calls("GetSnapshotTask") - polls == 1
+
+
+async def test_a_room_entry_after_a_step_forward_is_newer_than_the_listing_before_it(stepped: Harness) -> None:
+    """The vendor's clock agreed with the daemon's until the daemon's stepped 200 s forward (callbacks still
+    fresh): a stream's callback must be put on the daemon's clock as it is now. Before, the offset measured
+    before the step was kept for 10 min, the entry read as 200 s older than a listing that said the room
+    was empty, and the room was not captured until the next listing, minutes later."""
+    write_specs(stepped.specs, SHOWS)
+    await stepped.start()
+    stepped.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await stepped.advance(2)
+    assert len(stepped.running_sim_tasks("zego")) == 1
+    stepped.clock.step(200.0)
+    lose_callbacks(stepped, 1.0)
+    stepped.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # room_close lost
+    await stepped.advance(100)  # a listing says the room has no stream; its run idles out, not re-issued
+    assert stepped.calls("StartRecord") == 1
+    lose_callbacks(stepped, 0.0)
+    stepped.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # its stream_create arrives
+    await stepped.advance(2)
+    assert len(stepped.running_sim_tasks("zego")) == 1 and stepped.calls("StartRecord") == 2
