@@ -114,18 +114,28 @@ class StepWatch:
     def __init__(self, clock: Clock, tolerance: float = STEP_TOLERANCE) -> None:
         self._clock = clock
         self._tolerance = tolerance
-        self._offset = clock.now() - clock.monotonic()
+        self._offset = self._read() or 0.0
+
+    def _read(self) -> float | None:
+        """Wall minus monotonic time, or None when this thread was held up between the readings (a pause
+        there is not a step)."""
+        before = self._clock.monotonic()
+        wall = self._clock.now()
+        after = self._clock.monotonic()
+        return None if after - before > self._tolerance / 2 else wall - (before + after) / 2
 
     def check(self) -> float:
         """Seconds the wall clock stepped since the last check (negative: back), or 0.0 within the tolerance.
         Each check takes the offset up, so a slow slew never adds up to a step."""
-        offset = self._clock.now() - self._clock.monotonic()
+        offset = self._read()
+        if offset is None:
+            return 0.0
         step, self._offset = offset - self._offset, offset
         return step if abs(step) > self._tolerance else 0.0
 
     def reset(self) -> None:
         """Forget any step so far (times read from elsewhere are on the clock as it is now)."""
-        self._offset = self._clock.now() - self._clock.monotonic()
+        self._offset = self._read() or self._offset
 
 
 class Throttle:

@@ -71,3 +71,22 @@ async def test_a_wall_clock_step_leaves_sleepers_on_the_monotonic_clock() -> Non
     clock.advance(1)
     await task
     assert clock.monotonic() == 60 and clock.now() == 1_800_000_000.0 - 3600 + 60
+
+
+class _Paused(FakeClock):
+    """A thread held up for `pause` seconds between the watch's readings of the two clocks."""
+
+    pause = 0.0
+
+    def now(self) -> float:
+        self.advance(self.pause)
+        return super().now()
+
+
+def test_a_pause_between_the_two_readings_is_not_a_step() -> None:
+    clock = _Paused(start=1_800_000_000.0)
+    watch = StepWatch(clock)
+    clock.pause = 5.0
+    assert watch.check() == 0.0
+    clock.pause = 0.0
+    assert watch.check() == 0.0
