@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.model import TaskStatus
+from reconciler.state import open_state
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
 from tests.specdocs import snapshot_job
@@ -134,3 +136,24 @@ async def test_a_room_entry_after_a_step_forward_is_newer_than_the_listing_befor
     stepped.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # its stream_create arrives
     await stepped.advance(2)
     assert len(stepped.running_sim_tasks("zego")) == 1 and stepped.calls("StartRecord") == 2
+
+
+async def test_on_postgresql_a_step_back_moves_the_stored_wait_and_the_leader_keeps_its_lease(
+    stepped: Harness, pg_url: str
+) -> None:
+    """The lease is on the database server's clock and the renew deadline on the monotonic one: a step of the
+    daemon's host changes neither; the waiting record is moved by a fenced write of this term."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    daemon = await stepped.start(open_state(pg_url))
+    await stepped.advance(50)
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.STOPPED and record.next_attempt_at is not None
+    left, epoch = record.next_attempt_at - stepped.clock.now(), daemon.lease.elector.epoch
+    stepped.clock.step(-HOUR)
+    with capture_logs() as logs:
+        await stepped.advance(left + 1)
+    assert stepped.calls("StartSnapshot") == 3
+    assert daemon.lease.elector.epoch == epoch and daemon.lease_lost is None
+    assert not [e for e in logs if e["event"] == "lost leadership"]
+    [stepped_log] = [e for e in logs if e["event"].startswith("wall clock stepped")]
+    assert (stepped_log["seconds"], stepped_log["waits_moved"]) == (-HOUR, 1)
