@@ -1,7 +1,9 @@
 """The only way the program reads time, so tests can drive it exactly.
 
 `now()` is wall time in unix seconds (stored in state, shown to users); `monotonic()` measures intervals
-and paces rate budgets. `FakeClock` advances only when told to, and wakes sleepers whose time has come.
+and paces rate budgets; `StepWatch` notices the wall clock stepping (NTP) so the daemon's waits keep their
+length. `FakeClock` advances only when told to, and wakes sleepers whose time has come; its `step()` moves
+wall time alone, as NTP steps a host's clock.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["LOG_INTERVAL", "Clock", "FakeClock", "SystemClock", "Throttle"]
+__all__ = ["LOG_INTERVAL", "STEP_TOLERANCE", "Clock", "FakeClock", "StepWatch", "SystemClock", "Throttle"]
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about the same problem (a resource, a flood of bad requests)
+# Seconds the wall clock may move against the monotonic one between two checks before it counts as stepped:
+# NTP slews at most 0.5 ms/s, so only a step (NTP's, a VM restored, a clock set by hand) gets this far.
+STEP_TOLERANCE = 1.0
 
 
 class Clock(Protocol):
@@ -83,6 +88,13 @@ class FakeClock:
             self._now = when
         self._wake()
 
+    def step(self, seconds: float) -> None:
+        """Step wall time alone by `seconds`, either way, as NTP or a restored VM does; the monotonic clock and
+        every sleeper stay where they were (a sleep is a duration: it ends at the same monotonic time)."""
+        self._now += seconds
+        self._sleepers = [(due + seconds, seq, mono, fut) for due, seq, mono, fut in self._sleepers]
+        heapq.heapify(self._sleepers)
+
     def _wake(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, mono_due, fut = heapq.heappop(self._sleepers)
@@ -94,6 +106,36 @@ class FakeClock:
     def next_wakeup(self) -> float | None:
         """Wall time at which the earliest sleeper wakes, or None."""
         return self._sleepers[0][0] if self._sleepers else None
+
+
+class StepWatch:
+    """Notices the wall clock stepping against the monotonic one (NTP, a VM restored from a snapshot)."""
+
+    def __init__(self, clock: Clock, tolerance: float = STEP_TOLERANCE) -> None:
+        self._clock = clock
+        self._tolerance = tolerance
+        self._offset = self._read() or 0.0
+
+    def _read(self) -> float | None:
+        """Wall minus monotonic time, or None when this thread was held up between the readings (a pause
+        there is not a step)."""
+        before = self._clock.monotonic()
+        wall = self._clock.now()
+        after = self._clock.monotonic()
+        return None if after - before > self._tolerance / 2 else wall - (before + after) / 2
+
+    def check(self) -> float:
+        """Seconds the wall clock stepped since the last check (negative: back), or 0.0 within the tolerance.
+        Each check takes the offset up, so a slow slew never adds up to a step."""
+        offset = self._read()
+        if offset is None:
+            return 0.0
+        step, self._offset = offset - self._offset, offset
+        return step if abs(step) > self._tolerance else 0.0
+
+    def reset(self) -> None:
+        """Forget any step so far (times read from elsewhere are on the clock as it is now)."""
+        self._offset = self._read() or self._offset
 
 
 class Throttle:

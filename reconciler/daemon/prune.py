@@ -42,7 +42,9 @@ class PruneGuard:
         self.max_prune = max_prune
         self.grace = grace
         self._blocked: set[str] = set()  # removed from the specs, held back by --max-prune
-        self._absent_since: dict[str, float] = {}  # removed from the specs at: pruned once grace has passed
+        # Removed from the specs at (monotonic: the grace is a wait of this process, which a wall clock stepped by
+        # NTP must neither cut short nor stretch): pruned once the grace has passed.
+        self._absent_since: dict[str, float] = {}
         self._pending: set[str] = set()  # removed, within the grace period
         self._unstoppable: set[str] = set()  # removed, but their provider too: reported once, not retried
 
@@ -82,7 +84,7 @@ class PruneGuard:
     def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
         """Remember since when each task has been missing; say once which tasks will be pruned after the
         grace period, and which came back in time."""
-        now = self.clock.now()
+        now = self.clock.monotonic()
         before = self._absent_since
         self._absent_since = {key: before.get(key, now) for key in missing}
         came_back = self._pending - missing
@@ -97,10 +99,11 @@ class PruneGuard:
         if came_back:
             log.info("prune cancelled: tasks are back in the specs", tasks=len(came_back))
 
-    def wait(self, key: str, now: float) -> float | None:
+    def wait(self, key: str) -> float | None:
         """Seconds until the removed task `key` may be stopped (0: now), or None: never without a change."""
         if not self.prune or key in self._blocked:
             return None
+        now = self.clock.monotonic()
         wait = self._absent_since.setdefault(key, now) + self.grace - now
         if wait > 0:
             return wait  # looked at again when the grace period ends; a reload that restores it cancels this

@@ -22,7 +22,7 @@ import structlog
 
 from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM
-from reconciler.clock import Clock, Throttle
+from reconciler.clock import Clock, StepWatch, Throttle
 from reconciler.daemon import policy, runtime
 from reconciler.daemon.metrics import Metrics, vendor_error_reason
 from reconciler.daemon.prune import PruneGuard
@@ -114,6 +114,7 @@ class Reconciler:
         # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
         self._room_feeds: set[tuple[str, str]] = set()
         self._hint_failed = Throttle(clock)  # one `callback hint not written` line a minute
+        self._steps = StepWatch(clock)  # the host's wall clock stepping under the daemon's own schedule
         # Keys whose wait for a renamed job's prune was logged: kept while the wait lasts, not reset with the set
         # (a selector job's room callbacks put the set in force again, about once per resync).
         self._told_waiting: set[str] = set()
@@ -174,6 +175,35 @@ class Reconciler:
     def recount(self) -> None:
         """The records were read again (lease regained): recount the budgets' running tasks on next use."""
         self._counts_at = float("-inf")
+        self._catch_up(stored=False)  # the records as read now are another leader's, on the clock as it is now
+
+    def _catch_up(self, *, stored: bool = True) -> None:
+        """Before anything reads the wall clock against what the daemon scheduled on it: a wall clock that
+        stepped since (NTP, a VM restored from a snapshot) moves that schedule with it, so each wait keeps its
+        length on the monotonic clock. Before, a step back of an hour held every look and re-issue an hour
+        late; a step forward cut every backoff short (the prune grace is on the monotonic clock itself).
+        `stored`: the records' next attempt times (written by this leader on its clock) are moved too."""
+        step = self._steps.check()
+        if not step:
+            return
+        self.runtimes.step(step)
+        waits = [
+            record.evolve(next_attempt_at=record.next_attempt_at + step)
+            for record in (self.records.values() if stored else ())
+            if record.next_attempt_at is not None and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
+        ]
+        error = None
+        try:
+            if waits:
+                self.records.put_many(waits)
+        except StateError as exc:  # they follow the wall clock: a step back makes each that much longer
+            error = str(exc)
+        log.warning(
+            "wall clock stepped: the daemon's waits keep their length",
+            seconds=round(step, 1),
+            waits_moved=0 if error else len(waits),
+            **({"error": error} if error else {}),
+        )
 
     def _update(
         self, key: str, transition: Callable[..., runtime.KeyRuntime], *args: object, **kwargs: object
@@ -186,6 +216,7 @@ class Reconciler:
         spec = self.spec
         if spec is None:
             return Result(None)  # no valid spec set yet: nothing is decided, nothing is stopped
+        self._catch_up()
         task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
         if task is None:
             return await self._reconcile_removed(key, record)
@@ -303,7 +334,7 @@ class Reconciler:
             return Result(max(0.0, (record.removed_at or now) + transitions.TOMBSTONE_RETENTION - now))
         if record is None:
             return Result(None)
-        wait = self._prune.wait(key, now)
+        wait = self._prune.wait(key)
         if wait is None or wait > 0:
             return Result(wait)
         assert self.spec is not None
@@ -538,6 +569,7 @@ class Reconciler:
         event = routed.event
         if event is None:  # refused, or a duplicate: nothing to do
             return []
+        self._catch_up()
         queued: list[tuple[str, float]] = []
         if event.room_id is not None and event.task_id is None:
             self._room_feeds.add((event.vendor, event.app_id))
@@ -632,6 +664,7 @@ class Reconciler:
         run started after that was started after the activity, which is not news to it: received directly, it
         would have come before that start (a leader of a version without the inbox left the entries unread for
         the whole of a rolling update: woken, the task started into a room emptied since; walk 6G-4)."""
+        self._catch_up()
         now, queued = self.clock.now(), []
         for key in keys:
             record, rt = self.records.get(key), self.runtimes.get(key)

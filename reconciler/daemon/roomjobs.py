@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Gauge
 
-from reconciler.clock import Clock, Throttle
+from reconciler.clock import Clock, StepWatch, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
@@ -326,6 +326,7 @@ class RoomSelectors:
         self.book = RoomBook(store, history)
         self._history = history
         self.vendor_clocks = VendorClocks()
+        self._steps = StepWatch(clock)  # the daemon's clock stepping moves the vendors' offsets from it
         self.jobs = RoomJobs(metrics, store.fingerprint_key())
         self.lister = RoomLister(self._listing_provider, clock)
         self._clock = clock
@@ -367,6 +368,8 @@ class RoomSelectors:
         declared = any(c.account == account for c in spec.providers.values())
         if declared and active is not None:  # ordered by the vendor's time: a late close must not undo a newer open
             # ... put on the daemon's clock, as the listing's reports are (`vendorclock`)
+            if step := self._steps.check():
+                self.vendor_clocks.step(step)
             at = self.vendor_clocks.heard(account, event.at, self._clock.now())
             self.book.note(account, event.room_id, active, at, "callback")
         elif declared and spec.selector_jobs:  # only the listing resync of selector jobs asks about these

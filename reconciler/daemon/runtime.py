@@ -37,6 +37,7 @@ __all__ = [
     "probing",
     "room_active",
     "room_emptied",
+    "stepped",
     "unconfirmed",
 ]
 
@@ -127,6 +128,23 @@ def acted(rt: KeyRuntime) -> KeyRuntime:
     return KeyRuntime(room_activity=rt.room_activity, room_emptied=rt.room_emptied)
 
 
+def stepped(rt: KeyRuntime, step: float) -> KeyRuntime:
+    """The wall clock stepped by `step` seconds: the daemon's own schedule (the next look, the probe window) and
+    the durations it measures (since the last look, the capture gap) keep their length. Room activity stays as
+    read: it is weighed against the records' start times, written on the wall clock as it was."""
+
+    def moved(t: float | None) -> float | None:
+        return None if t is None else t + step
+
+    return replace(
+        rt,
+        next_observe=moved(rt.next_observe),
+        looked_at=moved(rt.looked_at),
+        probe_until=moved(rt.probe_until),
+        waiting_since=moved(rt.waiting_since),
+    )
+
+
 def forgotten(rt: KeyRuntime) -> KeyRuntime:
     """The task left the specs: nothing more to observe."""
     return replace(rt, next_observe=None, looked_at=None, unconfirmed=None, look_error=None)
@@ -160,6 +178,11 @@ class RuntimeMap:
     def look_errors(self) -> dict[str, str]:
         """key -> why its last look at the vendor failed, for the tasks whose status is unknown now (a copy)."""
         return {k: v.look_error for k, v in list(self._values.items()) if v.look_error is not None}
+
+    def step(self, seconds: float) -> None:
+        """Every key's `stepped` (the wall clock stepped by `seconds`)."""
+        for key, value in list(self._values.items()):
+            self.set(key, stepped(value, seconds))
 
     def clear_unconfirmed(self) -> None:
         for key, value in list(self._values.items()):

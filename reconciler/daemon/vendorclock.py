@@ -13,7 +13,8 @@ it), and of the last `KEEP` callbacks at least: after a quiet spell, one retried
 alone does not move the estimate. It is only taken up when it differs from the one in use by more than
 `AGREE`: clocks that agree within delivery delays are left uncorrected (the order of callbacks is the
 vendor's exactly), and a correction in use does not change, nor reorder two close callbacks, at every faster
-delivery.
+delivery. The daemon's own clock stepping (NTP) moves every offset by the step at once (`step`): its bounds
+would otherwise keep the old offset for a whole `WINDOW`.
 """
 
 from __future__ import annotations
@@ -51,3 +52,9 @@ class VendorClocks:
         if abs(estimate - used) > AGREE:
             used = self._offsets[account] = estimate
         return vendor_at - used
+
+    def step(self, seconds: float) -> None:
+        """The daemon's wall clock stepped by `seconds`: each vendor's offset from it moved by as much."""
+        for account, bounds in self._bounds.items():
+            self._bounds[account] = deque((n, at + seconds, bound - seconds) for n, at, bound in bounds)
+        self._offsets = {account: self._offsets.get(account, 0.0) - seconds for account in self._bounds}

@@ -242,7 +242,9 @@ class _AccessTokens:
 
     async def get(self, priority: Priority) -> Secret:
         async with self._lock:
-            if self._token is not None and self._clock.now() < self._fresh_until:
+            # Freshness on the monotonic clock: `expires_in` is a duration, and a wall clock stepped back an hour
+            # kept a dead token (a rejected call each) or stepped forward threw a live one away.
+            if self._token is not None and self._clock.monotonic() < self._fresh_until:
                 return self._token
             body = access_token_request(
                 self._client.app_id,
@@ -273,7 +275,7 @@ class _AccessTokens:
                     api="access_token",
                 ).named(self._client.config.name, self._client.config.type)
             self._token = Secret(token)
-            self._fresh_until = self._clock.now() + expires_in - TOKEN_MARGIN
+            self._fresh_until = self._clock.monotonic() + expires_in - TOKEN_MARGIN
             return self._token
 
     def invalidate(self, token: Secret) -> None:

@@ -599,12 +599,15 @@ async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None
     assert err.value.kind is ErrorKind.RETRYABLE
 
 
-async def test_legacy_token_is_cached_until_five_minutes_before_expiry() -> None:
+@pytest.mark.parametrize("step", [0.0, -3600.0, 3600.0])
+async def test_legacy_token_is_cached_until_five_minutes_before_expiry(step: float) -> None:
+    """Whatever the host's wall clock does meanwhile (`step`: NTP steps it): `expires_in` is a duration."""
     rig = Rig(ZegoLegacyRecordProvider)
     rig.vendor.script("/base/access_token", token_answer("tok-1"), token_answer("tok-2"))
     rig.vendor.script("/base/query", {"code": 0, "message": "ok", "data": {"status": 2}})
     rec = record(ApiFamily.ZEGO_RECORD_LEGACY)
     await rig.run(lambda: rig.provider.observe(rec))
+    rig.clock.step(step)
     rig.clock.advance(7200 - 300 - 1)
     await rig.run(lambda: rig.provider.observe(rec))
     assert rig.vendor.paths() == ["/base/access_token", "/base/query", "/base/query"]

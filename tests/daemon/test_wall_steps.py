@@ -1,0 +1,159 @@
+"""The host's wall clock steps (NTP, a VM restored from a snapshot) while the daemon runs: the waits it measures
+itself keep their length, on the monotonic clock (docs/failure-modes.md, "The host's clock steps")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from reconciler.clock import FakeClock
+from reconciler.model import TaskStatus
+from reconciler.state import open_state
+from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
+from tests.specdocs import snapshot_job
+
+LOBBY = "SnapshotJob/audit/lobby"
+HOUR = 3600.0
+
+
+class VendorHost:
+    """The vendor's clock, on another machine: it runs on at the monotonic pace while the daemon's host steps."""
+
+    def __init__(self, daemon: FakeClock) -> None:
+        self._daemon, self._base = daemon, daemon.now() - daemon.monotonic()
+
+    def now(self) -> float:
+        return self._base + self._daemon.monotonic()
+
+    def daemon(self, vendor_time: float) -> float:
+        """The daemon's wall time when the vendor's reads `vendor_time`."""
+        return vendor_time - self._base + self._daemon.now() - self._daemon.monotonic()
+
+    def monotonic(self) -> float:
+        return self._daemon.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._daemon.sleep(seconds)
+
+
+@pytest.fixture
+async def stepped(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path, clock, vendor_clock=VendorHost(clock))  # type: ignore[arg-type]
+    yield h
+    if h.daemon is not None:
+        await h.stop()
+    await h.sim.callbacks.aclose()
+
+
+@pytest.mark.parametrize("step", [-HOUR, -30.0, HOUR, 86400.0])
+async def test_a_backoff_wait_keeps_its_length_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await stepped.start()
+    await stepped.advance(50)  # runs ended at 20 and 45 s: the second unproductive one waits 60 s
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.STOPPED and record.next_attempt_at is not None
+    left = record.next_attempt_at - stepped.clock.now()
+    assert 30 < left <= 70
+    stepped.clock.step(step)
+    await stepped.advance(left - 2)
+    assert stepped.calls("StartSnapshot") == 2  # a step forward does not cut the wait short
+    await stepped.advance(3)
+    assert stepped.calls("StartSnapshot") == 3  # nor does a step back make it an hour longer
+
+
+@pytest.mark.parametrize("step", [-600.0, -30.0, 600.0])
+async def test_a_run_that_stops_is_seen_on_time_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    stepped.sim.config.volcengine_callback_url = None  # polling only: its look is the one it planned
+    await stepped.start()
+    await stepped.advance(1)
+    assert stepped.record(LOBBY).status is TaskStatus.RUNNING
+    stepped.clock.step(step)
+    await stepped.advance(30)  # idled out at 20 s; looked at its expected deadline (25 s), re-issued at once
+    record = stepped.record(LOBBY)
+    assert (record.status, record.reissue_count, record.unproductive_runs) == (TaskStatus.RUNNING, 1, 1)
+
+
+@pytest.mark.parametrize("step", [-600.0, 600.0])
+async def test_the_prune_grace_keeps_its_length_when_the_wall_clock_steps(stepped: Harness, step: float) -> None:
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
+    (stepped.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+    await stepped.start(prune_grace=60)
+    await stepped.advance(1)
+    assert stepped.daemon is not None
+    (stepped.specs / "jobs.yaml").write_text("")  # 1 task of 4: pruned after the grace unless it comes back
+    assert stepped.daemon.reload()
+    await stepped.advance(10)
+    stepped.clock.step(step)
+    await stepped.advance(48)  # resyncs every 30 s look at it: a step forward does not end its grace early
+    assert stepped.calls("StopSnapshot") == 0 and stepped.record(LOBBY).status is TaskStatus.RUNNING
+    await stepped.advance(2)  # nor does a step back hold it 10 minutes longer
+    assert stepped.calls("StopSnapshot") == 1 and stepped.record(LOBBY).status is TaskStatus.REMOVED
+
+
+@pytest.mark.parametrize("step", [-200.0, 200.0])
+async def test_a_look_an_image_callback_sets_after_a_step_is_on_time(stepped: Harness, step: float) -> None:
+    """Within the callbacks' 300 s: the first callback after the step moves the schedule set before it, then
+    sets its own on the clock as it is now (not moved again): the run a fault ends is seen when its images stop
+    (2 intervals + 5 s), as without a step (test_reissue.py)."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20, interval=5))
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")
+    await stepped.start()
+    await stepped.advance(36)  # looked at about 30 s in; the next sweep is 57-60 s in
+    stepped.clock.step(step)
+    await stepped.advance(4.5)  # the image of 40 s is the first thing the daemon hears after the step
+    polls, stopped_at = stepped.calls("GetSnapshotTask"), stepped.clock.now()
+    stepped.sim.stop_task(
+        "volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby", reason="StartTaskFailed"
+    )
+    await stepped.advance(16)
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING and record.reissue_count == 1
+    assert record.started_at is not None and record.started_at <= stopped_at + 15
+    assert stepped.calls("GetSnapshotTask") - polls == 1
+
+
+async def test_a_room_entry_after_a_step_forward_is_newer_than_the_listing_before_it(stepped: Harness) -> None:
+    """The vendor's clock agreed with the daemon's until the daemon's stepped 200 s forward (callbacks still
+    fresh): a stream's callback must be put on the daemon's clock as it is now. Before, the offset measured
+    before the step was kept for 10 min, the entry read as 200 s older than a listing that said the room
+    was empty, and the room was not captured until the next listing, minutes later."""
+    write_specs(stepped.specs, SHOWS)
+    await stepped.start()
+    stepped.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await stepped.advance(2)
+    assert len(stepped.running_sim_tasks("zego")) == 1
+    stepped.clock.step(200.0)
+    lose_callbacks(stepped, 1.0)
+    stepped.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")  # room_close lost
+    await stepped.advance(100)  # a listing says the room has no stream; its run idles out, not re-issued
+    assert stepped.calls("StartRecord") == 1
+    lose_callbacks(stepped, 0.0)
+    stepped.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # its stream_create arrives
+    await stepped.advance(2)
+    assert len(stepped.running_sim_tasks("zego")) == 1 and stepped.calls("StartRecord") == 2
+
+
+async def test_on_postgresql_a_step_back_moves_the_stored_wait_and_the_leader_keeps_its_lease(
+    stepped: Harness, pg_url: str
+) -> None:
+    """The lease is on the database server's clock and the renew deadline on the monotonic one: a step of the
+    daemon's host changes neither; the waiting record is moved by a fenced write of this term."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    daemon = await stepped.start(open_state(pg_url))
+    await stepped.advance(50)
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.STOPPED and record.next_attempt_at is not None
+    left, epoch = record.next_attempt_at - stepped.clock.now(), daemon.lease.elector.epoch
+    stepped.clock.step(-HOUR)
+    with capture_logs() as logs:
+        await stepped.advance(left + 1)
+    assert stepped.calls("StartSnapshot") == 3
+    assert daemon.lease.elector.epoch == epoch and daemon.lease_lost is None
+    assert not [e for e in logs if e["event"] == "lost leadership"]
+    [stepped_log] = [e for e in logs if e["event"].startswith("wall clock stepped")]
+    assert (stepped_log["seconds"], stepped_log["waits_moved"]) == (-HOUR, 1)
