@@ -495,35 +495,86 @@ SELECTOR_COLUMNS = ("JOB", "ROOM", "SELECTOR")
 
 
 STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
+# `state list`'s default view, as `kubectl get` has one: what a task does and why, in a row that fits 80
+# columns for common keys; `-o wide` has every column (the vendor id, the last look, a selector's columns).
+NARROW_COLUMNS = ("KEY", "STATUS", "RE-ISSUES", "NEXT ATTEMPT", "REASON")
+REASON_MIN = 10  # cells a cut REASON keeps, however narrow the terminal: less says nothing
 
 
-def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
-    """`capctl state list`: plain columns as `kubectl get` prints them, never wrapped or cut, so a line per
-    task survives grep, awk and narrow terminals alike."""
+def _in(seconds: float) -> str:
+    """`in 29m12s`, `in 3h5m`, `in 2d4h`: the two largest units, as `kubectl get` writes an age; `due` once
+    passed (the daemon, or the next apply, takes it up)."""
+    if seconds <= 0:
+        return "due"
+    whole = int(-(-seconds // 1))  # up, so a wait is never shown shorter than it is
+    units = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m"), (whole % 60, "s")]
+    first = next(i for i, (n, _) in enumerate(units) if n or i == 3)
+    return "in " + "".join(f"{n}{u}" for n, u in units[first : first + 2] if n)
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` in at most `width` terminal cells, its end replaced by `…` when it is longer."""
+    if cell_len(text) <= width:
+        return text
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, width - 1).rstrip() + "…"
+
+
+def render_state_table(
+    records: Sequence[TaskRecord], serial: int, *, now: float, wide: bool = False, width: int | None = None
+) -> str:
+    """`capctl state list`: plain columns as `kubectl get` prints them, one line per task.
+
+    The default view fits a terminal: five columns, its REASON (the error, else the stop reason) cut with `…`
+    to the terminal's `width` (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
+    so grep and awk see every cell whole. `wide` (`-o wide`) has every column, never cut."""
     from reconciler.transitions import TOMBSTONE_RETENTION
 
-    # Tasks started by a room selector: their job, room and selector in columns of their own.
-    selected = any(r.selector for r in records)
-    head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
-    rows = [head] + [
-        (
-            r.key,
-            *((job_of(r.key), r.target, r.selector or "-") if selected else ()),
-            r.status.value,
-            r.vendor_task_id or "-",
-            str(r.reissue_count),
-            r.stop_reason or "-",
-            fmt_time(r.observed_at) if r.observed_at else "-",
-            fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            (r.last_error or "-").replace("\n", " "),
-        )
-        for r in records
-    ]
-    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    lines = ["   ".join([*(_pad(cell, w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    if wide:
+        # Tasks started by a room selector: their job, room and selector in columns of their own.
+        selected = any(r.selector for r in records)
+        head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
+        rows = [head] + [
+            (
+                r.key,
+                *((job_of(r.key), r.target, r.selector or "-") if selected else ()),
+                r.status.value,
+                r.vendor_task_id or "-",
+                str(r.reissue_count),
+                r.stop_reason or "-",
+                fmt_time(r.observed_at) if r.observed_at else "-",
+                fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
+                (r.last_error or "-").replace("\n", " "),
+            )
+            for r in records
+        ]
+    else:
+        rows = [NARROW_COLUMNS] + [
+            (
+                r.key,
+                r.status.value,
+                str(r.reissue_count),
+                _in(r.next_attempt_at - now) if r.next_attempt_at else "-",
+                (r.last_error or r.stop_reason or "-").replace("\n", " "),
+            )
+            for r in records
+        ]
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    if not wide:
+        # As the plan's labels: padded to the widest key up to LABEL_COLUMN; a longer one (ZEGO allows room ids
+        # of 128 bytes) pushes only its own row, not every row's columns past the terminal's edge.
+        widths[0] = max((w for row in rows if (w := cell_len(row[0])) <= LABEL_COLUMN), default=0)
+    lines = []
+    for row in rows:
+        cells = [_pad(cell, w) for cell, w in zip(row, widths, strict=False)]
+        last = row[-1]
+        if width is not None and not wide:
+            last = _cut(last, max(REASON_MIN, width - sum(map(cell_len, cells)) - 3 * len(cells)))
+        lines.append("   ".join([*cells, last]))
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
     removed = sum(1 for r in records if r.status.value == "removed")
     if removed:
-        count += f", {removed} of them removed (tombstones: kept {TOMBSTONE_RETENTION / 86400:g} days after removal)"
+        count += f", {removed} of them removed (tombstones, kept {TOMBSTONE_RETENTION / 86400:g} days)"
     return f"{count} (state serial {serial})\n" + "\n".join(lines)

@@ -21,6 +21,7 @@ from reconciler.cli.common import (
     load_specs,
     locked,
     open_store,
+    out_console,
     paths_or_default,
     retry_policy,
     retry_report,
@@ -127,14 +128,14 @@ def state_list(
             "-o",
             "--format",
             metavar="FORMAT",
-            autocompletion=complete_choices("table", "json"),
-            help="table or json.",
+            autocompletion=complete_choices("table", "wide", "json"),
+            help="table (what fits a terminal), wide (every column) or json.",
         ),
     ] = "table",
 ) -> None:
     """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
-    if output not in ("table", "json"):
-        fail(f"--output {output!r}: expected table or json")
+    if output not in ("table", "wide", "json"):
+        fail(f"--output {output!r}: expected table, wide or json")
     keep = _record_filter(keys or [], status or [], selector or [])
     with open_store(state, read_only=True) as store:
         # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
@@ -149,9 +150,14 @@ def state_list(
     if output == "json":
         write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
         return
+    import time
+
     from reconciler.render import render_state_table
 
-    typer.echo(render_state_table(records, snapshot.serial))
+    console = out_console()
+    # Cut to a terminal's width (COLUMNS, as rich reads it); in a pipe every cell is whole, for grep and awk.
+    width = console.width if console.is_terminal else None
+    typer.echo(render_state_table(records, snapshot.serial, wide=output == "wide", width=width, now=time.time()))
 
 
 def _no_task(key: str, store: StateStore, hint: str = "") -> NoReturn:

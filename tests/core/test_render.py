@@ -285,7 +285,7 @@ def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -
     rows = [line for line in text_of(plan).splitlines() if line.endswith("new task: not in state")]
     assert len(rows) == 3 and len({cell_len(row.split("create")[0]) for row in rows}) == 1, rows
     records = [record_for(desired(room)) for room in ("房间一号", "lobby")]
-    table = render_state_table(records, 1).splitlines()[1:]
+    table = render_state_table(records, 1, now=0).splitlines()[1:]
     assert len({cell_len(line.split("running")[0]) for line in table[1:]}) == 1, table
     assert cell_len(table[0].split("STATUS")[0]) == cell_len(table[1].split("running")[0]), table
 

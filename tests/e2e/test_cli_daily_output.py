@@ -1,0 +1,74 @@
+"""What a platform team reads every day (walk 13f): `state list` in an 80-column terminal and in a pipe, and
+`wake` given the globs `state list` takes. In process (CliRunner) on real SQLite files: no vendor is called."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from rich.cells import cell_len
+from typer.testing import CliRunner
+
+from reconciler import cli
+from reconciler.model import TaskStatus
+from reconciler.state import open_state
+from tests.state.helpers import make_record
+
+ERROR = "InvalidParameter: [/StorageConfig/TosConfig/Bucket] bucket 'audit' does not exist in region cn-north-1"
+LONG = "SnapshotJob/premium-members-audit/vip-lounge-with-a-rather-long-room-identifier-0001"
+
+
+def _state(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    now = time.time()
+    store = open_state(url, init=True)
+    store.put_many(
+        [
+            make_record("SnapshotJob/cls/class-1", selector="class-*", vendor_task_id="1f0e2d3c-4b5a-6978"),
+            make_record(
+                "SnapshotJob/cls/直播间-一号",
+                status=TaskStatus.DORMANT,
+                selector="class-*",
+                stop_reason="idle timeout (room empty)",
+                next_attempt_at=now + 1800,
+                reissue_count=4,
+            ),
+            make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=ERROR),
+            make_record(LONG, status=TaskStatus.STOPPED, stop_reason="vendor fault: InternalError"),
+        ]
+    )
+    store.close()
+    return url
+
+
+def test_state_list_fits_a_terminal_cuts_nothing_in_a_pipe_and_has_every_column_wide(tmp_path: Path) -> None:
+    """With a selector task, `state list` was ~230 columns wide: every line wrapped into noise at 80 columns."""
+    url = _state(tmp_path)
+    runner = CliRunner()
+    tty = runner.invoke(cli.app, ["state", "list", "--state", url], env={"COLUMNS": "80", "TTY_COMPATIBLE": "1"})
+    lines = tty.stdout.splitlines()
+    assert lines[1].split("   ")[0].rstrip() == "KEY" and lines[1].split()[-1] == "REASON", lines
+    short = [line for line in lines if not line.startswith(LONG)]
+    assert all(cell_len(line) <= 80 for line in short), short
+    # The error is cut with an ellipsis; a key never is (the long one pushes only its own row); CJK lines up.
+    assert any(line.startswith("SnapshotJob/audit/lobby ") and line.endswith("…") for line in lines), lines
+    assert any(line.startswith(f"{LONG}   stopped") for line in lines), lines
+    dormant = next(line for line in lines if "dormant" in line)
+    assert cell_len(dormant.split("dormant")[0]) == cell_len(lines[1].split("STATUS")[0]), lines
+    assert re.split(" {3,}", dormant)[2:4] in (["4", "in 30m"], ["4", "in 29m59s"]), dormant  # not a date
+    # A pipe (COLUMNS set or not): every cell whole, for grep and awk; the same columns.
+    piped = runner.invoke(cli.app, ["state", "list", "--state", url], env={"COLUMNS": "80"}).stdout
+    assert f"   {ERROR}\n" in piped and "idle timeout (room empty)" in piped and "…" not in piped
+    # -o wide: every column as before (vendor id, last look, the selector's columns), never cut.
+    wide = runner.invoke(
+        cli.app, ["state", "list", "-o", "wide", "--state", url], env={"COLUMNS": "80", "TTY_COMPATIBLE": "1"}
+    ).stdout.splitlines()
+    assert wide[1].split()[:5] == ["KEY", "JOB", "ROOM", "SELECTOR", "STATUS"], wide
+    assert any("   1f0e2d3c-4b5a-6978   " in line for line in wide) and any(line.endswith(ERROR) for line in wide)
+    # json is unchanged by a terminal.
+    data = json.loads(runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout)
+    assert {t["key"]: t["last_error"] for t in data["tasks"]}["SnapshotJob/audit/lobby"] == ERROR
+    bad = runner.invoke(cli.app, ["state", "list", "-o", "yaml", "--state", url])
+    assert bad.exit_code == 1 and "--output 'yaml': expected table, wide or json" in bad.stderr
