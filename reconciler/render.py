@@ -377,11 +377,27 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
-# What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
-_MENTION_RE = r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?"
-# What GitHub links as it is (GFM's extended autolinks): a backslash there would show, and be in the link.
-_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~]"
-_VERBATIM_RE = re.compile(f"({_MENTION_RE}|{_URL_RE})")
+# GitHub turns references in a comment's text into links and mentions after rendering it (its filters skip
+# code, pre and links: docs.github.com, "Autolinked references and URLs"; a backslash escape is gone by then,
+# so it cannot stop them). Each is put in a code span, where none is made: a vendor's "see #1" or "request
+# 20261206205710abcdef" must not link an issue or a commit of the repository, nor `@team` notify anyone.
+_REFERENCES = "|".join(
+    (
+        # A URL that GFM links as it is (its extended autolinks), up to its last character that is no
+        # punctuation (a closing parenthesis is left out of it, as GFM leaves one); an email address alike.
+        r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~)]",
+        r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z0-9]+(?![\w-])",
+        r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?",  # a user or a team (`@octocat`, `@org/team`)
+        r"(?<![\w/#])(?:[\w.-]+(?:/[\w.-]+)?)?#\d+(?!\w)",  # an issue: #26, owner/repo#26, owner#26
+        r"(?<!\w)(?i:GH)-\d+(?!\w)",  # an issue too: GH-26
+        # A commit: a word of 7 to 40 hex digits with a digit in it (`a5c3785`; a hyphenated id whole), or
+        # `user@SHA`, `owner/repo@SHA`.
+        r"(?<![\w@/.-])(?:[\w.-]+(?:/[\w.-]+)?@)?(?=[0-9a-fA-F-]*\d)(?=[0-9a-fA-F]{7})"
+        r"[0-9a-fA-F]+(?:-[0-9a-fA-F]+)*(?![\w-])",
+        r":(?:[\w+-]*[A-Za-z][\w+-]*|[+-]1):",  # an emoji shortcode (`:tada:`, `:+1:`); a time's `:30:` is none
+    )
+)
+_VERBATIM_RE = re.compile(f"({_REFERENCES})")
 # Markdown's own characters in text (a vendor's message, a folder): each backslash-escaped, so it shows as is.
 _MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
 # A code span as CommonMark reads one: a run of backticks up to the next run of as many.
@@ -400,8 +416,8 @@ def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> st
     A room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there would hide the rest of
     the comment from the reviewer, so HTML's characters are written as entities; markdown's (`*`, `_`, `[`, a
     stray backtick, `|`, ...) are backslash-escaped, or a vendor's message quoting a room "a`b" opened a code
-    span that pushed an `@name` after it out of code. An `@name` (a room id a vendor's message quotes) is put
-    in code, where GitHub mentions no one; a link is left as it is."""
+    span that pushed an `@name` after it out of code. GitHub's references (an `@name`, a room id a vendor's
+    message quotes; `#26`; a commit id; a URL; `:tada:`) are put in code, where GitHub makes none of them."""
     out, at = [], 0
     for span in _CODE_SPAN_RE.finditer(text) if code_spans else ():
         out += [_md_plain(text[at : span.start()], in_table), _md_cell(span.group(), in_table)]
@@ -411,11 +427,9 @@ def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> st
 
 def _md_plain(text: str, in_table: bool) -> str:
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-    parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
+    parts = _VERBATIM_RE.split(escaped)  # odd indices: the references, none holding `&`, `<` or `>`
     return "".join(
-        (f"`{part}`" if part.startswith("@") else _md_cell(part, in_table))
-        if i % 2
-        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
+        _md_code(part, in_table=in_table) if i % 2 else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
         for i, part in enumerate(parts)
     )
 
