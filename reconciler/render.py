@@ -377,18 +377,20 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
-# GitHub turns references in a comment's text into links and mentions after rendering it (its filters skip
-# code, pre and links: docs.github.com, "Autolinked references and URLs"; a backslash escape is gone by then,
-# so it cannot stop them). Each is put in a code span, where none is made: a vendor's "see #1" or "request
+# GitHub (and GitLab) turn references in a comment's text into links and mentions after rendering it (their
+# filters skip code, pre and links: docs.github.com, "Autolinked references and URLs"; a backslash escape is
+# gone by then, so it cannot stop them). Each is put in a code span, where none is made: a vendor's "see #1" or "request
 # 20261206205710abcdef" must not link an issue or a commit of the repository, nor `@team` notify anyone.
 _REFERENCES = "|".join(
     (
         # A URL that GFM links as it is (its extended autolinks), up to its last character that is no
         # punctuation (a closing parenthesis is left out of it, as GFM leaves one); an email address alike.
-        r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~)]",
+        r"(?<!\w)(?:https?://|www\.)[^\s`\\<>]*[^\s`\\<>?!.,:*_~)&]",
         r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z0-9]+(?![\w-])",
         r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?",  # a user or a team (`@octocat`, `@org/team`)
-        r"(?<![\w/#])(?:[\w.-]+(?:/[\w.-]+)?)?#\d+(?!\w)",  # an issue: #26, owner/repo#26, owner#26
+        # An issue (#26, owner/repo#26, owner#26); on GitLab also a merge request (!26), a milestone (%26), a
+        # snippet ($26), an epic (&26), a label (~26), each with a project's path or not.
+        r"(?<![\w/])(?:[\w.-]+(?:/[\w.-]+)*)?[#!%$&~]\d+(?!\w)",
         r"(?<!\w)(?i:GH)-\d+(?!\w)",  # an issue too: GH-26
         # A commit: a word of 7 to 40 hex digits with a digit in it (`a5c3785`; a hyphenated id whole), or
         # `user@SHA`, `owner/repo@SHA`.
@@ -426,10 +428,11 @@ def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> st
 
 
 def _md_plain(text: str, in_table: bool) -> str:
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-    parts = _VERBATIM_RE.split(escaped)  # odd indices: the references, none holding `&`, `<` or `>`
+    parts = _VERBATIM_RE.split(text.replace("\n", " "))  # odd indices: the references, shown in code as they are
     return "".join(
-        _md_code(part, in_table=in_table) if i % 2 else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
+        _md_code(part, in_table=in_table)
+        if i % 2
+        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
         for i, part in enumerate(parts)
     )
 

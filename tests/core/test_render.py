@@ -282,11 +282,13 @@ def test_markdown_puts_githubs_references_in_code_where_github_links_none(tmp_pa
     """GitHub links `#26`, `GH-26`, `owner/repo#26`, a commit id, `user@SHA`, bare URLs and emails, mentions
     `@name`, and draws `:emoji:` after rendering a comment, in any text but code, pre and links (a backslash
     escape is gone by then): a vendor's "see #12" linked the repository's issue 12 from every plan comment, and
-    a request id of hex digits a commit. Each reads back as it was, in code; a time's `21:30:12` is no emoji."""
+    a request id of hex digits a commit; GitLab (the action comments there too) links `!8`, `g/p!9`, `~10` alike.
+    Each reads back as it was, in code; a time's `21:30:12` is no emoji."""
     said = (
         "see #12 GH-7 acme/infra#3 org#4; request 20261206205710abcdef, task 1f0e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b, "
         "fixed in a5c3785 jlord@a5c3785ed jlord/sheetsee.js@a5c3785 :tada: :+1: @ops-team @org/sre mail ops@x.io "
-        "https://status.example/x?y=1 www.example.com at 2026-12-06 21:30:12Z"
+        "https://status.example/x?y=1&z=2 www.example.com at 2026-12-06 21:30:12Z, 50% done; GitLab: !8 g/p!9 ~10 "
+        "&#11;"
     )
     plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
     plan["changes"][0]["reason"] = said
@@ -294,11 +296,11 @@ def test_markdown_puts_githubs_references_in_code_where_github_links_none(tmp_pa
     html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan))
     refs = ["#12", "GH-7", "acme/infra#3", "org#4", "20261206205710abcdef", "1f0e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"]
     refs += ["a5c3785", "jlord@a5c3785ed", "jlord/sheetsee.js@a5c3785", ":tada:", ":+1:", "@ops-team", "@org/sre"]
-    refs += ["ops@x.io", "https://status.example/x?y=1", "www.example.com"]
+    refs += ["ops@x.io", "https://status.example/x?y=1&amp;z=2", "www.example.com", "!8", "g/p!9", "~10", "#11"]
     for ref in refs:
         assert html.count(f"<code>{ref}</code>") == 2, ref  # the note and the table's reason
     outside = re.sub(r"<code>.*?</code>", "", html)
-    assert not re.search(r"#\d|@|:[a-z]\w*:|[0-9a-f]{7}|https?:|www\.|<a ", outside), outside
+    assert not re.search(r"[#!~]\d|@|:[a-z]\w*:|[0-9a-f]{7}|https?:|www\.|<a ", outside), outside
     assert "at 2026-12-06 21:30:12Z" in outside  # a date and a time are no reference
     cells = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
     assert unescape(re.sub(r"<[^>]+>", "", cells[1][3])) == said
