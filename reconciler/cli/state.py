@@ -39,7 +39,7 @@ from reconciler.cli.options import (
     complete_task_keys,
     state_url_given,
 )
-from reconciler.streams import write_json
+from reconciler.streams import readable_json, write_json
 
 if TYPE_CHECKING:
     from reconciler.model import DesiredTask, Observed, TaskRecord
@@ -151,7 +151,8 @@ def state_list(
         if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if output == "json":
-        write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
+        tasks = [record_to_dict(r) for r in records]
+        write_json({"serial": snapshot.serial, "tasks": tasks}, sys.stdout, readable=True)
         return
     import time
 
@@ -273,7 +274,7 @@ def state_show(
         record = store.record(key)
     if record is None:
         _no_task(key, store)
-    typer.echo(json.dumps(record_to_dict(record), indent=2))
+    typer.echo(readable_json(json.dumps(record_to_dict(record), indent=2, ensure_ascii=False)))
 
 
 def state_rm(

@@ -130,3 +130,25 @@ def test_wake_takes_the_globs_state_list_takes_and_wakes_only_waiting_tasks(tmp_
         "Backoff cleared (state serial 3): the next `capctl apply`, or the daemon, starts them now.",
     ], out
     assert out.startswith("Woke SnapshotJob/lobby/lobby (was dormant after 1 idle run, next slot "), out
+
+
+def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what_is_unprintable(
+    tmp_path: Path,
+) -> None:
+    """`state show 'RecordingJob/shows/直播间'` printed `"key": "RecordingJob/shows/\\u76f4\\u64ad\\u95f4"`: no
+    one reads that. Text is written as itself now, but for what no terminal should get raw (a bidirectional
+    override in a vendor's message would reorder the line; DEL, C1): still escaped, as JSON allows both."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    key, error = "RecordingJob/shows/直播间", "房间 busy \u202egnp.exe\x85 (\U0001f389)"
+    store = open_state(url, init=True)
+    store.put(make_record(key, status=TaskStatus.FAILED, last_error=error))
+    store.close()
+    runner = CliRunner()
+    shown = runner.invoke(cli.app, ["state", "show", key, "--state", url]).stdout
+    listed = runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout
+    for out in (shown, listed):
+        assert '"key": "RecordingJob/shows/直播间"' in out and "房间 busy \\u202egnp.exe\\u0085 (\U0001f389)" in out, (
+            out
+        )
+        assert "\u202e" not in out and "\x85" not in out
+    assert json.loads(shown)["last_error"] == error and json.loads(listed)["tasks"][0]["last_error"] == error
