@@ -821,7 +821,15 @@ def diff(
         ]
         if waiting:  # no-ops are not listed in the text view: say that they wait, and how to start them
             what = "dormant" if status is TaskStatus.DORMANT else "backing-off"
-            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            more = ""
+            if len(waiting) > 1:  # which they are, and how to wake them in one go (`wake` takes globs)
+                jobs = {job_of(c.key) for c in waiting}
+                more = (
+                    f" (and {len(waiting) - 1} more of {next(iter(jobs))}: `capctl wake '{next(iter(jobs))}/*'` "
+                    "wakes them all)"
+                    if len(jobs) == 1
+                    else f" (and {len(waiting) - 1} more: `capctl state list --status {status.value}` lists them)"
+                )
             notes.append(f"{len(waiting)} {what} task(s) left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")

@@ -377,11 +377,29 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
-# What GitHub takes for a mention of a user or a team (`@octocat`, `@org/team`): not within a word (an email).
-_MENTION_RE = r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?"
-# What GitHub links as it is (GFM's extended autolinks): a backslash there would show, and be in the link.
-_URL_RE = r"(?<!\w)(?:https?://|www\.)[^\s&`\\]*[^\s&`\\?!.,:*_~]"
-_VERBATIM_RE = re.compile(f"({_MENTION_RE}|{_URL_RE})")
+# GitHub (and GitLab) turn references in a comment's text into links and mentions after rendering it (their
+# filters skip code, pre and links: docs.github.com, "Autolinked references and URLs"; a backslash escape is
+# gone by then, so it cannot stop them). Each is put in a code span, where none is made: a vendor's "see #1" or "request
+# 20261206205710abcdef" must not link an issue or a commit of the repository, nor `@team` notify anyone.
+_REFERENCES = "|".join(
+    (
+        # A URL that GFM links as it is (its extended autolinks), up to its last character that is no
+        # punctuation (a closing parenthesis is left out of it, as GFM leaves one); an email address alike.
+        r"(?<!\w)(?:https?://|www\.)[^\s`\\<>]*[^\s`\\<>?!.,:*_~)&]",
+        r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z0-9]+(?![\w-])",
+        r"(?<!\w)@[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?",  # a user or a team (`@octocat`, `@org/team`)
+        # An issue (#26, owner/repo#26, owner#26); on GitLab also a merge request (!26), a milestone (%26), a
+        # snippet ($26), an epic (&26), a label (~26), each with a project's path or not.
+        r"(?<![\w/])(?:[\w.-]+(?:/[\w.-]+)*)?[#!%$&~]\d+(?!\w)",
+        r"(?<!\w)(?i:GH)-\d+(?!\w)",  # an issue too: GH-26
+        # A commit: a word of 7 to 40 hex digits with a digit in it (`a5c3785`; a hyphenated id whole), or
+        # `user@SHA`, `owner/repo@SHA`.
+        r"(?<![\w@/.-])(?:[\w.-]+(?:/[\w.-]+)?@)?(?=[0-9a-fA-F-]*\d)(?=[0-9a-fA-F]{7})"
+        r"[0-9a-fA-F]+(?:-[0-9a-fA-F]+)*(?![\w-])",
+        r":(?:[\w+-]*[A-Za-z][\w+-]*|[+-]1):",  # an emoji shortcode (`:tada:`, `:+1:`); a time's `:30:` is none
+    )
+)
+_VERBATIM_RE = re.compile(f"({_REFERENCES})")
 # Markdown's own characters in text (a vendor's message, a folder): each backslash-escaped, so it shows as is.
 _MD_SPECIAL_RE = re.compile(r"[\\`*_\[\]~|]")
 # A code span as CommonMark reads one: a run of backticks up to the next run of as many.
@@ -400,8 +418,8 @@ def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> st
     A room id or folder may hold `<` (ZEGO allows it), and `<!--` or `<details>` there would hide the rest of
     the comment from the reviewer, so HTML's characters are written as entities; markdown's (`*`, `_`, `[`, a
     stray backtick, `|`, ...) are backslash-escaped, or a vendor's message quoting a room "a`b" opened a code
-    span that pushed an `@name` after it out of code. An `@name` (a room id a vendor's message quotes) is put
-    in code, where GitHub mentions no one; a link is left as it is."""
+    span that pushed an `@name` after it out of code. GitHub's references (an `@name`, a room id a vendor's
+    message quotes; `#26`; a commit id; a URL; `:tada:`) are put in code, where GitHub makes none of them."""
     out, at = [], 0
     for span in _CODE_SPAN_RE.finditer(text) if code_spans else ():
         out += [_md_plain(text[at : span.start()], in_table), _md_cell(span.group(), in_table)]
@@ -410,12 +428,11 @@ def _md_text(text: str, *, in_table: bool = True, code_spans: bool = True) -> st
 
 
 def _md_plain(text: str, in_table: bool) -> str:
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-    parts = _VERBATIM_RE.split(escaped)  # odd indices: the mentions and links
+    parts = _VERBATIM_RE.split(text.replace("\n", " "))  # odd indices: the references, shown in code as they are
     return "".join(
-        (f"`{part}`" if part.startswith("@") else _md_cell(part, in_table))
+        _md_code(part, in_table=in_table)
         if i % 2
-        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part)
+        else _MD_SPECIAL_RE.sub(r"\\\g<0>", part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
         for i, part in enumerate(parts)
     )
 
@@ -495,35 +512,86 @@ SELECTOR_COLUMNS = ("JOB", "ROOM", "SELECTOR")
 
 
 STATE_COLUMNS = ("KEY", "STATUS", "VENDOR TASK", "RE-ISSUES", "STOP REASON", "OBSERVED", "NEXT ATTEMPT", "ERROR")
+# `state list`'s default view, as `kubectl get` has one: what a task does and why, in a row that fits 80
+# columns for common keys; `-o wide` has every column (the vendor id, the last look, a selector's columns).
+NARROW_COLUMNS = ("KEY", "STATUS", "RE-ISSUES", "NEXT ATTEMPT", "REASON")
+REASON_MIN = 10  # cells a cut REASON keeps, however narrow the terminal: less says nothing
 
 
-def render_state_table(records: Sequence[TaskRecord], serial: int) -> str:
-    """`capctl state list`: plain columns as `kubectl get` prints them, never wrapped or cut, so a line per
-    task survives grep, awk and narrow terminals alike."""
+def _in(seconds: float) -> str:
+    """`in 29m12s`, `in 3h5m`, `in 2d4h`: the two largest units, as `kubectl get` writes an age; `due` once
+    passed (the daemon, or the next apply, takes it up)."""
+    if seconds <= 0:
+        return "due"
+    whole = int(-(-seconds // 1))  # up, so a wait is never shown shorter than it is
+    units = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m"), (whole % 60, "s")]
+    first = next(i for i, (n, _) in enumerate(units) if n or i == 3)
+    return "in " + "".join(f"{n}{u}" for n, u in units[first : first + 2] if n)
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` in at most `width` terminal cells, its end replaced by `…` when it is longer."""
+    if cell_len(text) <= width:
+        return text
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, width - 1).rstrip() + "…"
+
+
+def render_state_table(
+    records: Sequence[TaskRecord], serial: int, *, now: float, wide: bool = False, width: int | None = None
+) -> str:
+    """`capctl state list`: plain columns as `kubectl get` prints them, one line per task.
+
+    The default view fits a terminal: five columns, its REASON (the error, else the stop reason) cut with `…`
+    to the terminal's `width` (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
+    so grep and awk see every cell whole. `wide` (`-o wide`) has every column, never cut."""
     from reconciler.transitions import TOMBSTONE_RETENTION
 
-    # Tasks started by a room selector: their job, room and selector in columns of their own.
-    selected = any(r.selector for r in records)
-    head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
-    rows = [head] + [
-        (
-            r.key,
-            *((job_of(r.key), r.target, r.selector or "-") if selected else ()),
-            r.status.value,
-            r.vendor_task_id or "-",
-            str(r.reissue_count),
-            r.stop_reason or "-",
-            fmt_time(r.observed_at) if r.observed_at else "-",
-            fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
-            (r.last_error or "-").replace("\n", " "),
-        )
-        for r in records
-    ]
-    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    lines = ["   ".join([*(_pad(cell, w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    if wide:
+        # Tasks started by a room selector: their job, room and selector in columns of their own.
+        selected = any(r.selector for r in records)
+        head = (STATE_COLUMNS[0], *SELECTOR_COLUMNS, *STATE_COLUMNS[1:]) if selected else STATE_COLUMNS
+        rows = [head] + [
+            (
+                r.key,
+                *((job_of(r.key), r.target, r.selector or "-") if selected else ()),
+                r.status.value,
+                r.vendor_task_id or "-",
+                str(r.reissue_count),
+                r.stop_reason or "-",
+                fmt_time(r.observed_at) if r.observed_at else "-",
+                fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
+                (r.last_error or "-").replace("\n", " "),
+            )
+            for r in records
+        ]
+    else:
+        rows = [NARROW_COLUMNS] + [
+            (
+                r.key,
+                r.status.value,
+                str(r.reissue_count),
+                _in(r.next_attempt_at - now) if r.next_attempt_at else "-",
+                (r.last_error or r.stop_reason or "-").replace("\n", " "),
+            )
+            for r in records
+        ]
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    if not wide:
+        # As the plan's labels: padded to the widest key up to LABEL_COLUMN; a longer one (ZEGO allows room ids
+        # of 128 bytes) pushes only its own row, not every row's columns past the terminal's edge.
+        widths[0] = max((w for row in rows if (w := cell_len(row[0])) <= LABEL_COLUMN), default=0)
+    lines = []
+    for row in rows:
+        cells = [_pad(cell, w) for cell, w in zip(row, widths, strict=False)]
+        last = row[-1]
+        if width is not None and not wide:
+            last = _cut(last, max(REASON_MIN, width - sum(map(cell_len, cells)) - 3 * len(cells)))
+        lines.append("   ".join([*cells, last]))
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
     removed = sum(1 for r in records if r.status.value == "removed")
     if removed:
-        count += f", {removed} of them removed (tombstones: kept {TOMBSTONE_RETENTION / 86400:g} days after removal)"
+        count += f", {removed} of them removed (tombstones, kept {TOMBSTONE_RETENTION / 86400:g} days)"
     return f"{count} (state serial {serial})\n" + "\n".join(lines)

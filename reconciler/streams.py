@@ -22,11 +22,12 @@ import errno
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "output_failure", "readable_json", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -139,16 +140,33 @@ def install() -> None:
         sys.stderr = _wrapped(sys.stderr)
 
 
-def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True) -> None:
+# What `json.dumps(ensure_ascii=False)` leaves raw and a terminal must not get raw: DEL, C1 controls, a
+# bidirectional override, a zero-width character (it escapes C0 controls itself; a newline here is layout).
+_UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e\n]")
+
+
+def readable_json(text: str) -> str:
+    """JSON text made by `json.dumps(..., ensure_ascii=False)`, with each character `str.isprintable` refuses
+    escaped (`\\u202e`): a CJK room id reads as itself (`\\u76f4\\u64ad` was unreadable), and nothing in a vendor's
+    text can reorder or redraw the reader's terminal. Both spellings are the same JSON."""
+    return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group().isprintable() else json.dumps(m.group())[1:-1], text)
+
+
+def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True, readable: bool = False) -> None:
     """`json.dumps(data, indent=2)` and a newline, the same text, written to `out` a top-level list item at a
-    time: only one task (or change) is held as text at once."""
+    time: only one task (or change) is held as text at once. `readable`: as `readable_json` writes it."""
+    ensure_ascii = ensure_ascii and not readable
+
+    def dumped(value: Any, **options: Any) -> str:
+        text = json.dumps(value, ensure_ascii=ensure_ascii, **options)
+        return readable_json(text) if readable else text
 
     def encoded(value: Any, depth: int) -> str:
-        return json.dumps(value, indent=2, ensure_ascii=ensure_ascii).replace("\n", "\n" + "  " * depth)
+        return dumped(value, indent=2).replace("\n", "\n" + "  " * depth)
 
     out.write("{")
     for n, (key, value) in enumerate(data.items()):
-        out.write(f"{',' if n else ''}\n  {json.dumps(key, ensure_ascii=ensure_ascii)}: ")
+        out.write(f"{',' if n else ''}\n  {dumped(key)}: ")
         if isinstance(value, list) and value:
             out.write("[")
             for m, item in enumerate(value):

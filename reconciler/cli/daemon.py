@@ -293,39 +293,62 @@ def wake(
     keys: Annotated[
         list[str],
         typer.Argument(
-            metavar="KEY", help="Task keys, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+            metavar="KEY",
+            help="Task keys, e.g. SnapshotJob/lobby-audit/lobby, or globs as `state list` takes them "
+            "('SnapshotJob/classes/*', 'SnapshotJob/*')",
+            autocompletion=complete_task_keys,
         ),
     ],
     state: StateOpt = None,
 ) -> None:
     """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
 
-    Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant task by itself on
-    room activity)."""
+    Each KEY must match a task; only those waiting (dormant, or stopped with a backoff) are woken, the others
+    are left as they are. Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant
+    task by itself on room activity)."""
+    from collections import Counter
+
     from reconciler import transitions
-    from reconciler.plan import fmt_time, waited_after, whole_keys_hint
+    from reconciler.plan import PlanError, check_selector, fmt_time, literal_hint, selector_matches, waited_after
     from reconciler.state import NoState
 
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
         if isinstance(store, NoState):
             fail(f"nothing to wake: {store.missing}")
         with locked(store, "capctl wake"):
-            records = {k: r for k in dict.fromkeys(keys) if (r := store.record(k)) is not None}
-            unknown = [k for k in keys if k not in records]
-            if unknown:
+            known = store.keys()
+            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
+            if unknown := [k for k, hits in matched.items() if not hits]:
                 named = ", ".join(repr(k) for k in unknown)
-                hint = next((h for k in unknown if (h := whole_keys_hint("wake", k))), "")
+                hint = next((h for k in unknown if (h := literal_hint(k))), "")
                 fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
-            lines, woken = [], []
-            for key in dict.fromkeys(keys):
-                record = records[key]
-                new = transitions.woken(record)
-                if new is None:
-                    lines.append(f"{key} is {record.status.value}: nothing to wake.")
-                    continue
-                woken.append(new)
-                slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
-                lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
+            records = {k: r for hits in matched.values() for k in hits if (r := store.record(k)) is not None}
+            lines, woken, seen = [], [], set()
+            for pattern, hits in matched.items():
+                left: Counter[str] = Counter()  # matched by a glob, not waiting: counted, not listed one by one
+                for key in hits:
+                    # A key named outright is said of itself, under its own KEY, even when a glob matches it too.
+                    if key in seen or (key in matched and key != pattern) or (record := records.get(key)) is None:
+                        continue
+                    seen.add(key)
+                    if (new := transitions.woken(record)) is not None:
+                        woken.append(new)
+                        slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+                        lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
+                    elif pattern == key:
+                        lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                    else:
+                        left[record.status.value] += 1
+                if left:
+                    counts = ", ".join(f"{n} {status}" for status, n in sorted(left.items()))
+                    n = sum(left.values())
+                    lines.append(f"{pattern}: left {n} task{'' if n == 1 else 's'} not waiting ({counts}).")
             serial = store.put_many(woken) if woken else None
     for line in lines:
         typer.echo(line)

@@ -252,7 +252,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 
     data = plan_to_json(plan)
     if fmt == "json":
-        write_json(data, sys.stdout, ensure_ascii=False)
+        write_json(data, sys.stdout, readable=True)
     elif fmt == "markdown":
         typer.echo(render_markdown(data), nl=False)
     else:

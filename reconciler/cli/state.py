@@ -21,6 +21,7 @@ from reconciler.cli.common import (
     load_specs,
     locked,
     open_store,
+    out_console,
     paths_or_default,
     retry_policy,
     retry_report,
@@ -38,7 +39,7 @@ from reconciler.cli.options import (
     complete_task_keys,
     state_url_given,
 )
-from reconciler.streams import write_json
+from reconciler.streams import readable_json, write_json
 
 if TYPE_CHECKING:
     from reconciler.model import DesiredTask, Observed, TaskRecord
@@ -127,14 +128,17 @@ def state_list(
             "-o",
             "--format",
             metavar="FORMAT",
-            autocompletion=complete_choices("table", "json"),
-            help="table or json.",
+            autocompletion=complete_choices("table", "wide", "json"),
+            help="table (what fits a terminal), wide (every column) or json.",
         ),
     ] = "table",
 ) -> None:
-    """List recorded tasks with their status, vendor id, re-issues and next attempt (all, or those filtered)."""
-    if output not in ("table", "json"):
-        fail(f"--output {output!r}: expected table or json")
+    """List recorded tasks with their status, re-issues, next attempt and reason (all, or those filtered).
+
+    In a terminal the table fits its width (its REASON cut short); in a pipe no cell is cut. -o wide adds the
+    vendor task id, the last observation and a room selector's job, room and selector."""
+    if output not in ("table", "wide", "json"):
+        fail(f"--output {output!r}: expected table, wide or json")
     keep = _record_filter(keys or [], status or [], selector or [])
     with open_store(state, read_only=True) as store:
         # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
@@ -147,11 +151,17 @@ def state_list(
         if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if output == "json":
-        write_json({"serial": snapshot.serial, "tasks": [record_to_dict(r) for r in records]}, sys.stdout)
+        tasks = [record_to_dict(r) for r in records]
+        write_json({"serial": snapshot.serial, "tasks": tasks}, sys.stdout, readable=True)
         return
+    import time
+
     from reconciler.render import render_state_table
 
-    typer.echo(render_state_table(records, snapshot.serial))
+    console = out_console()
+    # Cut to a terminal's width (COLUMNS, as rich reads it); in a pipe every cell is whole, for grep and awk.
+    width = console.width if console.is_terminal else None
+    typer.echo(render_state_table(records, snapshot.serial, wide=output == "wide", width=width, now=time.time()))
 
 
 def _no_task(key: str, store: StateStore, hint: str = "") -> NoReturn:
@@ -264,7 +274,7 @@ def state_show(
         record = store.record(key)
     if record is None:
         _no_task(key, store)
-    typer.echo(json.dumps(record_to_dict(record), indent=2))
+    typer.echo(readable_json(json.dumps(record_to_dict(record), indent=2, ensure_ascii=False)))
 
 
 def state_rm(

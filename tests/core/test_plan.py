@@ -711,3 +711,21 @@ def test_a_runs_times_are_kept_on_the_daemons_clock_whatever_the_vendors(offset:
     # A run taken up running (a start resumed after a crash: recorded as starting then) ends no later than seen.
     resumed = Observed(ObservedState.STOPPED, started_at=vendor_start - 7200, ended_at=vendor_start + 21)
     assert transitions.observed(run, resumed, NOW).stopped_at == NOW
+
+
+def test_the_note_on_several_dormant_tasks_says_how_to_wake_them_in_one_go() -> None:
+    """ "3 dormant task(s) left alone: <one key>: … (and 2 more)" named no other key: which, and how to wake
+    them? `capctl wake` takes globs now (walk 13f): the note gives the job's, or the listing that names them."""
+    tasks = {t.key: t for t in (desired(room) for room in ("r1", "r2", "r3"))}
+    records = {
+        k: record_for(t, TaskStatus.DORMANT, unproductive_runs=4, next_attempt_at=NOW + 600) for k, t in tasks.items()
+    }
+    plan = diff(tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
+    (note, *_) = plan.notes
+    assert note.endswith(
+        "(and 2 more of SnapshotJob/lobby-audit: `capctl wake 'SnapshotJob/lobby-audit/*'` wakes them all)."
+    ), note
+    other = desired("r4", job="hall-audit")
+    tasks[other.key], records[other.key] = other, record_for(other, TaskStatus.DORMANT, next_attempt_at=NOW + 600)
+    plan = diff(tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
+    assert plan.notes[0].endswith("(and 3 more: `capctl state list --status dormant` lists them)."), plan.notes

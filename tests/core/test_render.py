@@ -215,9 +215,9 @@ def test_markdown_writes_a_selectors_rooms_as_code(tmp_path: Path) -> None:
     plan["selectors"] = [view | {"claimed": [{"room": "@org", "by": "SnapshotJob/named"}]}]
     plan["changes"][0]["reason"] = 'previous start failed: invalid parameter ({"RoomId":"@octocat"}); ops@example.com'
     markdown = render_markdown(plan)
-    assert '| create | previous start failed: invalid parameter ({"RoomId":"`@octocat`"}); ops@example.com |' in (
+    assert '| create | previous start failed: invalid parameter ({"RoomId":"`@octocat`"}); `ops@example.com` |' in (
         markdown
-    )  # a vendor's message quoting a room: the mention in code too (an email address is no mention)
+    )  # a vendor's message quoting a room: the mention in code too (an email address, which GFM links, too)
     assert (
         "<br>to start: `@octocat`<br>left out (maxRooms 1): `x\\|<b>`<br>`@org`: claimed by `SnapshotJob/named` |"
         in markdown
@@ -251,7 +251,7 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     """Rendered by cmark-gfm (GitHub's own): a vendor's message quoting a room "a`b" opened a code span that
     pushed the `@octocat` after it out of code (a mention from every plan comment), and `*x*`, `[z](url)`,
     `~~w~~` in a message or a folder became emphasis, a masked link, a strike-through. Each text now reads back
-    as it was (a bare URL is still a link, as GitHub makes it), in a table whose rows keep their columns."""
+    as it was, in a table whose rows keep their columns; a bare URL is code, as every reference (walk 13f)."""
     hostile = 'room "a`b" of @octocat: *x* _y_ [z](https://evil.example) ~~w~~ a\\|b; see https://e.com/a_b|c'
     folder = "rec/*a*_b_`c`[d]/"
     job = recording_job("rec", ["lobby"]).replace("outputFolder: record/", f'outputFolder: "{folder}"')
@@ -274,8 +274,36 @@ def test_markdown_shows_vendor_text_as_it_is_when_github_renders_it(tmp_path: Pa
     assert f"mp4 · folder {folder} · storage" in text(html)
     outside_code = re.sub(r"<code>.*?</code>", "", html)
     assert "@octocat" not in outside_code and not re.search("<(em|del)>", outside_code)
-    links = re.findall(r'<a href="[^"]+">([^<]+)</a>', html)  # each link says where it goes: none is masked
-    assert links == ["https://evil.example", "https://e.com/a_b|c"] * 2
+    assert "<a " not in html  # no link, masked or bare
+    assert "<code>https://evil.example</code>" in html and "<code>https://e.com/a_b|c</code>" in html
+
+
+def test_markdown_puts_githubs_references_in_code_where_github_links_none(tmp_path: Path) -> None:
+    """GitHub links `#26`, `GH-26`, `owner/repo#26`, a commit id, `user@SHA`, bare URLs and emails, mentions
+    `@name`, and draws `:emoji:` after rendering a comment, in any text but code, pre and links (a backslash
+    escape is gone by then): a vendor's "see #12" linked the repository's issue 12 from every plan comment, and
+    a request id of hex digits a commit; GitLab (the action comments there too) links `!8`, `g/p!9`, `~10` alike.
+    Each reads back as it was, in code; a time's `21:30:12` is no emoji."""
+    said = (
+        "see #12 GH-7 acme/infra#3 org#4; request 20261206205710abcdef, task 1f0e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b, "
+        "fixed in a5c3785 jlord@a5c3785ed jlord/sheetsee.js@a5c3785 :tada: :+1: @ops-team @org/sre mail ops@x.io "
+        "https://status.example/x?y=1&z=2 www.example.com at 2026-12-06 21:30:12Z, 50% done; GitLab: !8 g/p!9 ~10 "
+        "&#11;"
+    )
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    plan["changes"][0]["reason"] = said
+    plan["notes"] = [said]
+    html = cmarkgfm.github_flavored_markdown_to_html(render_markdown(plan))
+    refs = ["#12", "GH-7", "acme/infra#3", "org#4", "20261206205710abcdef", "1f0e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"]
+    refs += ["a5c3785", "jlord@a5c3785ed", "jlord/sheetsee.js@a5c3785", ":tada:", ":+1:", "@ops-team", "@org/sre"]
+    refs += ["ops@x.io", "https://status.example/x?y=1&amp;z=2", "www.example.com", "!8", "g/p!9", "~10", "#11"]
+    for ref in refs:
+        assert html.count(f"<code>{ref}</code>") == 2, ref  # the note and the table's reason
+    outside = re.sub(r"<code>.*?</code>", "", html)
+    assert not re.search(r"[#!~]\d|@|:[a-z]\w*:|[0-9a-f]{7}|https?:|www\.|<a ", outside), outside
+    assert "at 2026-12-06 21:30:12Z" in outside  # a date and a time are no reference
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
+    assert unescape(re.sub(r"<[^>]+>", "", cells[1][3])) == said
 
 
 def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -> None:
@@ -285,7 +313,7 @@ def test_text_columns_line_up_with_wide_characters_in_room_ids(tmp_path: Path) -
     rows = [line for line in text_of(plan).splitlines() if line.endswith("new task: not in state")]
     assert len(rows) == 3 and len({cell_len(row.split("create")[0]) for row in rows}) == 1, rows
     records = [record_for(desired(room)) for room in ("房间一号", "lobby")]
-    table = render_state_table(records, 1).splitlines()[1:]
+    table = render_state_table(records, 1, now=0).splitlines()[1:]
     assert len({cell_len(line.split("running")[0]) for line in table[1:]}) == 1, table
     assert cell_len(table[0].split("STATUS")[0]) == cell_len(table[1].split("running")[0]), table
 

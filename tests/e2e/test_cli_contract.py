@@ -242,19 +242,6 @@ def test_state_list_says_a_question_mark_is_no_wildcard_when_a_key_matches_nothi
     )
 
 
-def test_wake_says_it_takes_whole_task_keys_when_given_a_glob(tmp_path: Path) -> None:
-    """As `state list` takes globs, a team wrote `wake 'SnapshotJob/classes/*'`: "no task" alone (walk 8f)."""
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    store = open_state(url, init=True)
-    store.put(make_record("SnapshotJob/classes/class-1"))
-    store.close()
-    result = CliRunner().invoke(cli.app, ["wake", "SnapshotJob/classes/*", "--state", url])
-    assert result.exit_code == 1 and (
-        "nothing woken (wake takes whole task keys, kind/name/room, not a glob or kind/name: "
-        "`capctl state list 'SnapshotJob/classes/*'` lists the keys it means)"
-    ) in " ".join(result.stderr.split())
-
-
 def test_detailed_exitcode_2_means_changes_and_nothing_else(tmp_path: Path) -> None:
     write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
     state = {"CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}"}

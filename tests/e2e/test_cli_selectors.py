@@ -88,7 +88,7 @@ def test_selector_job_plans_and_applies_the_active_matching_rooms_within_its_cap
         ("class-2", "classes"),
         ("lobby", "named"),
     ]  # nothing that does not match
-    table = work.capctl("state", "list").stdout.splitlines()
+    table = work.capctl("state", "list", "-o", "wide").stdout.splitlines()
     assert table[1].split()[:4] == ["KEY", "JOB", "ROOM", "SELECTOR"]
     row = next(line for line in table if line.startswith("SnapshotJob/classes/class-1"))
     assert row.split()[1:4] == ["SnapshotJob/classes", "class-1", "class-*"]

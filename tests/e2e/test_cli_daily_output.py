@@ -1,0 +1,154 @@
+"""What a platform team reads every day (walk 13f): `state list` in an 80-column terminal and in a pipe, and
+`wake` given the globs `state list` takes. In process (CliRunner) on real SQLite files: no vendor is called."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from rich.cells import cell_len
+from typer.testing import CliRunner
+
+from reconciler import cli
+from reconciler.model import TaskStatus
+from reconciler.state import open_state
+from tests.state.helpers import make_record
+
+ERROR = "InvalidParameter: [/StorageConfig/TosConfig/Bucket] bucket 'audit' does not exist in region cn-north-1"
+LONG = "SnapshotJob/premium-members-audit/vip-lounge-with-a-rather-long-room-identifier-0001"
+
+
+def _state(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    now = time.time()
+    store = open_state(url, init=True)
+    store.put_many(
+        [
+            make_record("SnapshotJob/cls/class-1", selector="class-*", vendor_task_id="1f0e2d3c-4b5a-6978"),
+            make_record(
+                "SnapshotJob/cls/直播间-一号",
+                status=TaskStatus.DORMANT,
+                selector="class-*",
+                stop_reason="idle timeout (room empty)",
+                next_attempt_at=now + 1800,
+                reissue_count=4,
+            ),
+            make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=ERROR),
+            make_record(LONG, status=TaskStatus.STOPPED, stop_reason="vendor fault: InternalError"),
+        ]
+    )
+    store.close()
+    return url
+
+
+def test_state_list_fits_a_terminal_cuts_nothing_in_a_pipe_and_has_every_column_wide(tmp_path: Path) -> None:
+    """With a selector task, `state list` was ~230 columns wide: every line wrapped into noise at 80 columns."""
+    url = _state(tmp_path)
+    runner = CliRunner()
+    tty = runner.invoke(cli.app, ["state", "list", "--state", url], env={"COLUMNS": "80", "TTY_COMPATIBLE": "1"})
+    lines = tty.stdout.splitlines()
+    assert lines[1].split("   ")[0].rstrip() == "KEY" and lines[1].split()[-1] == "REASON", lines
+    short = [line for line in lines if not line.startswith(LONG)]
+    assert all(cell_len(line) <= 80 for line in short), short
+    # The error is cut with an ellipsis; a key never is (the long one pushes only its own row); CJK lines up.
+    assert any(line.startswith("SnapshotJob/audit/lobby ") and line.endswith("…") for line in lines), lines
+    assert any(line.startswith(f"{LONG}   stopped") for line in lines), lines
+    dormant = next(line for line in lines if "dormant" in line)
+    assert cell_len(dormant.split("dormant")[0]) == cell_len(lines[1].split("STATUS")[0]), lines
+    assert re.fullmatch("4 +in (30m|29m[0-9]+s) +idle.*", dormant.split("dormant   ")[1]), dormant  # not a date
+    # A pipe (COLUMNS set or not): every cell whole, for grep and awk; the same columns.
+    piped = runner.invoke(cli.app, ["state", "list", "--state", url], env={"COLUMNS": "80"}).stdout
+    assert f"   {ERROR}\n" in piped and "idle timeout (room empty)" in piped and "…" not in piped
+    # -o wide: every column as before (vendor id, last look, the selector's columns), never cut.
+    wide = runner.invoke(
+        cli.app, ["state", "list", "-o", "wide", "--state", url], env={"COLUMNS": "80", "TTY_COMPATIBLE": "1"}
+    ).stdout.splitlines()
+    assert wide[1].split()[:5] == ["KEY", "JOB", "ROOM", "SELECTOR", "STATUS"], wide
+    assert any("   1f0e2d3c-4b5a-6978   " in line for line in wide) and any(line.endswith(ERROR) for line in wide)
+    # json is unchanged by a terminal.
+    data = json.loads(runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout)
+    assert {t["key"]: t["last_error"] for t in data["tasks"]}["SnapshotJob/audit/lobby"] == ERROR
+    bad = runner.invoke(cli.app, ["state", "list", "-o", "yaml", "--state", url])
+    assert bad.exit_code == 1 and "--output 'yaml': expected table, wide or json" in bad.stderr
+
+
+def test_wake_takes_the_globs_state_list_takes_and_wakes_only_waiting_tasks(tmp_path: Path) -> None:
+    """`wake` took one exact key: `wake 'SnapshotJob/classes/*'` after a night of empty classrooms was refused
+    (walk 8f added a hint naming `state list`); a team then woke forty keys by hand."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    later = time.time() + 3600
+    store = open_state(url, init=True)
+    store.put_many(
+        [
+            make_record(
+                "SnapshotJob/classes/c-1", status=TaskStatus.DORMANT, next_attempt_at=later, unproductive_runs=4
+            ),
+            make_record(
+                "SnapshotJob/classes/c-2", status=TaskStatus.STOPPED, next_attempt_at=later, unproductive_runs=1
+            ),
+            make_record("SnapshotJob/classes/c-3", status=TaskStatus.RUNNING),
+            make_record("SnapshotJob/lobby/lobby", status=TaskStatus.DORMANT, next_attempt_at=later),
+        ]
+    )
+    store.close()
+
+    def wake(*keys: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli.app, ["wake", *keys, "--state", url])
+        return result.exit_code, result.stdout, " ".join(result.stderr.split())
+
+    def statuses() -> dict[str, str]:
+        data = json.loads(CliRunner().invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout)
+        return {t["key"].rsplit("/", 1)[1]: t["status"] for t in data["tasks"]}
+
+    before = statuses()
+    # A glob that matches nothing is refused, also beside one that matches: nothing is woken.
+    for keys in (("SnapshotJob/nope/*",), ("SnapshotJob/classes/*", "ThumbnailJob/*")):
+        code, _, err = wake(*keys)
+        assert code == 1 and "in the state (see `capctl state list`); nothing woken" in err, err
+    code, _, err = wake("SnapshotJob/classes/c-?")
+    assert code == 1 and "in task keys only * is a wildcard" in err
+    assert statuses() == before
+    code, out, _ = wake("SnapshotJob/classes/*")
+    assert code == 0 and out.splitlines() == [
+        "Woke SnapshotJob/classes/c-1 (was dormant after 5 idle runs, next slot "
+        + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(later))
+        + ").",
+        "Woke SnapshotJob/classes/c-2 (was stopped after 2 idle runs, next slot "
+        + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(later))
+        + ").",
+        "SnapshotJob/classes/*: left 1 task not waiting (1 running).",
+        "Backoff cleared (state serial 2): the next `capctl apply`, or the daemon, starts them now.",
+    ]
+    assert statuses() == {"c-1": "stopped", "c-2": "stopped", "c-3": "running", "lobby": "dormant"}
+    # KIND/* as --target takes it; a task named outright still says so of itself.
+    code, out, _ = wake("SnapshotJob/*", "SnapshotJob/classes/c-3")
+    assert code == 0 and out.splitlines()[1:] == [
+        "SnapshotJob/*: left 2 tasks not waiting (2 stopped).",  # woken above: their backoff is cleared
+        "SnapshotJob/classes/c-3 is running: nothing to wake.",
+        "Backoff cleared (state serial 3): the next `capctl apply`, or the daemon, starts them now.",
+    ], out
+    assert out.startswith("Woke SnapshotJob/lobby/lobby (was dormant after 1 idle run, next slot "), out
+
+
+def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what_is_unprintable(
+    tmp_path: Path,
+) -> None:
+    """`state show 'RecordingJob/shows/直播间'` printed `"key": "RecordingJob/shows/\\u76f4\\u64ad\\u95f4"`: no
+    one reads that. Text is written as itself now, but for what no terminal should get raw (a bidirectional
+    override in a vendor's message would reorder the line; DEL, C1): still escaped, as JSON allows both."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    key, error = "RecordingJob/shows/直播间", "房间 busy \u202egnp.exe\x85 (\U0001f389)"
+    store = open_state(url, init=True)
+    store.put(make_record(key, status=TaskStatus.FAILED, last_error=error))
+    store.close()
+    runner = CliRunner()
+    shown = runner.invoke(cli.app, ["state", "show", key, "--state", url]).stdout
+    listed = runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout
+    for out in (shown, listed):
+        assert '"key": "RecordingJob/shows/直播间"' in out and "房间 busy \\u202egnp.exe\\u0085 (\U0001f389)" in out, (
+            out
+        )
+        assert "\u202e" not in out and "\x85" not in out
+    assert json.loads(shown)["last_error"] == error and json.loads(listed)["tasks"][0]["last_error"] == error
