@@ -102,6 +102,7 @@ VALUE_ERRORS = [
     ),
     (("wake", "SnapshotJob/a/b"), "Error: nothing to wake: no state at sqlite:///.capctl/state.db (resolved to "),
     (("docs", "nosuch"), "Error: docs: no topic 'nosuch'; the topics: architecture, daemon, "),
+    (("state", "list", "--state", "sqlite:////dev/null"), "Error: sqlite:////dev/null is not a regular file\n"),
 ]
 
 
