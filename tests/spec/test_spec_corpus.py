@@ -31,6 +31,8 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_merge_scalar": (8, 7, "a merge key (<<) needs a mapping or a list of mappings"),
     "bad_tag_binary": (8, 13, "unsupported tag '!!binary': only standard YAML tags (str, int, float, bool, null)"),
     "bad_tag_mapping": (8, 11, "unsupported tag '!!set': only standard YAML tags are allowed"),
+    "bad_region_bool": (4, 54, "spec.region: region must be an integer (volcengine region table) or a string (zego)"),
+    "missing_provider_type": (4, 7, "missing required field 'spec.type' (one of 'volcengine', 'zego')"),
     "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
     "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
     "bad_yaml_control_character": (
