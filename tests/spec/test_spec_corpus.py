@@ -27,6 +27,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
     # walk 13d: the YAML shapes a spec refuses (no test wrote them); a tag as the spec spells it, not PyYAML's URI
     "bad_complex_key": (8, 5, "a mapping key must be a scalar"),
+    "bad_alias_key": (8, 3, "a mapping key must be a scalar"),  # an alias to a list, used as a key
     "bad_int_tag": (8, 13, "'five' is not a valid int"),
     "bad_merge_scalar": (8, 7, "a merge key (<<) needs a mapping or a list of mappings"),
     "bad_tag_binary": (8, 13, "unsupported tag '!!binary': only standard YAML tags (str, int, float, bool, null)"),
