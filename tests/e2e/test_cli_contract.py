@@ -116,6 +116,21 @@ def test_a_bad_option_value_is_named_exits_1_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_new_user_without_specs_is_pointed_at_the_arguments_and_the_demo(tmp_path: Path) -> None:
+    """The first `capctl plan` in an empty directory: the default ./specs is not there (walk 13d: untested)."""
+    proc = capctl("plan", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "specs: no such file or directory",
+        "1 error in 1 file: nothing was changed.",
+        "./specs, the default spec path, is not here: give spec files or directories as arguments (`capctl demo` "
+        "plays the quickstart specs capctl ships, and says where they are).",
+    ]
+    assert list(tmp_path.iterdir()) == []
+    named = capctl("plan", "other", cwd=tmp_path)  # a path the user gave: no word about the default
+    assert named.returncode == 1 and "default spec path" not in named.stderr
+
+
 def _commands(group: TyperGroup, path: str = "capctl") -> list[tuple[str, Any]]:
     found: list[tuple[str, Any]] = []
     for name, command in group.commands.items():
