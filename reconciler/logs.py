@@ -140,17 +140,11 @@ class LazyLogger:
 
             getattr(structlog.get_logger(self._name), method)(event, **fields)
 
-    def debug(self, event: str, **fields: Any) -> None:
-        self._log("debug", logging.DEBUG, event, fields)
-
     def info(self, event: str, **fields: Any) -> None:
         self._log("info", logging.INFO, event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
         self._log("warning", logging.WARNING, event, fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._log("error", logging.ERROR, event, fields)
 
 
 def lazy_logger(name: str) -> LazyLogger:

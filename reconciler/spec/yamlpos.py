@@ -120,6 +120,11 @@ def _plain_tag(value: str) -> str:
     return tag
 
 
+def _as_written(tag: str) -> str:
+    """`!!set` as the spec spells it, not PyYAML's `tag:yaml.org,2002:set`."""
+    return f"!!{tag.removeprefix(_YAML)}" if tag.startswith(_YAML) else tag
+
+
 def _scalar(event: Any) -> Any:
     tag = event.tag
     plain = event.implicit[0]
@@ -132,7 +137,9 @@ def _scalar(event: Any) -> Any:
         if tag not in _BUILD:  # strings, and timestamps: a spec has no dates, so "2024-01-02" stays text
             return event.value
     elif tag not in _SCALAR_TAGS:
-        raise ValueError(f"unsupported tag {tag!r}: only standard YAML tags (str, int, float, bool, null) are allowed")
+        raise ValueError(
+            f"unsupported tag {_as_written(tag)!r}: only standard YAML tags (str, int, float, bool, null) are allowed"
+        )
     build = _BUILD.get(tag)
     if build is None:
         return event.value
@@ -210,7 +217,7 @@ class _Builder:
     def _open(self, event: Any, container: dict[Any, Any] | list[Any], allowed: set[str | None]) -> None:
         pos = _pos(event.start_mark)
         if event.tag not in allowed:
-            self._fail(pos, f"unsupported tag {event.tag!r}: only standard YAML tags are allowed")
+            self._fail(pos, f"unsupported tag {_as_written(event.tag)!r}: only standard YAML tags are allowed")
         if len(self._stack) >= MAX_DEPTH:
             self._fail(pos, f"nesting deeper than {MAX_DEPTH} levels")
         if self._stack:

@@ -73,7 +73,7 @@ _BASE_QUERIES = Queries.build(
 )
 
 
-def _validate(url: str) -> None:
+def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: open_state picks this store by it
     try:
         redacted, parts = redact_url(url), urllib.parse.urlsplit(url)
     except ValueError as exc:  # `[::1` without its `]`: nothing of the URL can be shown safely
@@ -81,8 +81,6 @@ def _validate(url: str) -> None:
             f"the PostgreSQL state URL cannot be read ({exc}): write an IPv6 host in brackets, "
             "as in postgresql://user:pass@[::1]:5432/db"
         ) from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise StateError(f"state URL {redacted}: the scheme must be postgresql:// or postgres://")
     try:
         parts.port  # noqa: B018  (urlsplit checks the port only when asked)
     except ValueError:

@@ -86,6 +86,24 @@ def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Pa
         assert secret not in text and secret not in markdown
 
 
+def test_volcengine_vod_and_veimagex_storage_show_their_space_and_service(tmp_path: Path) -> None:
+    storages = [
+        f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n"
+        for name, spec in (
+            ("vod", 'type: vod, accountId: "21", space: clips'),
+            ("imx", 'type: veimagex, accountId: "21", serviceId: svc-9'),
+        )
+    ]
+    jobs = [
+        snapshot_job(name, [room]).replace("storage: tos", f"storage: {storage}")
+        for name, room, storage in (("a", "lobby", "vod"), ("b", "hall", "imx"))
+    ]
+    lines = text_of(plan_of(tmp_path, *storages, *jobs)).splitlines()
+    for storage in ("vod space clips", "veimagex service svc-9"):
+        line = f"        provider volc · interval 5s · image jpeg (source size) · storage {storage} · idle timeout 20s"
+        assert line in lines, lines
+
+
 def test_identical_changes_of_one_job_print_once_with_their_rooms(tmp_path: Path) -> None:
     rooms = [f"room-{i:03}" for i in range(500)]
     plan = plan_of(tmp_path, snapshot_job("audit", rooms), recording_job("rec", ["a", "b"]))

@@ -145,6 +145,13 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         bad_data["Signature"] = sign_callback(bad_data, VOLC_SECRET)
         answer = await http.post("/callbacks/volcengine", json=bad_data)
         assert answer.status_code == 400 and "EventData is not JSON" in answer.json()["reason"]
+        listed_data = volc_body(harness, event_id="z") | {"EventData": "[1]"}
+        listed_data["Signature"] = sign_callback(listed_data, VOLC_SECRET)
+        answer = await http.post("/callbacks/volcengine", json=listed_data)
+        assert (answer.status_code, answer.json()["reason"]) == (
+            400,
+            "malformed callback: EventData is not a JSON object",
+        )
         assert (await http.post("/callbacks/other", json={})).status_code == 404
         # A signed callback whose EventData nests past the limit: parseable, but refused before anything walks it.
         deep = volc_body(harness, event_id="y") | {"EventData": "[" * 33 + "]" * 33}

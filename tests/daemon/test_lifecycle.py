@@ -152,3 +152,24 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--resync", "0"], "--resync must be positive, got 0.0"),
+        (["--max-prune", "150"], "--max-prune must be a percentage from 0 to 100, got 150"),
+        (["--listen", "nohost"], "--listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080; port 0 picks"),
+    ],
+)
+def test_the_daemons_own_entry_point_refuses_a_bad_option_with_a_log_line(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    """`python -m reconciler.daemon` (docs/daemon.md, for debugging) skips the CLI's checks: run_daemon's own
+    refuse the value, exit 1, and write one error event naming the option, before any state or socket."""
+    command = [sys.executable, "-m", "reconciler.daemon", *args, "--state", f"sqlite:///{tmp_path / 'state.db'}"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert '"event": "bad option"' in line and error in line
+    assert list(tmp_path.iterdir()) == []

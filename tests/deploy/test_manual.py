@@ -64,6 +64,17 @@ def test_the_links_of_the_pages_and_the_readme_become_capctl_docs_commands_that_
         page(name, section or None)  # raises ManualError, naming the page and its sections, on a broken link
 
 
+def test_capctl_docs_lists_its_topics_and_prints_a_page_as_is_into_a_pipe() -> None:
+    def docs(*args: str) -> str:
+        command = [sys.executable, "-m", "reconciler", "docs", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    listing = docs()
+    assert listing.startswith("TOPICS (capctl docs TOPIC [SECTION] to read one):\n")
+    assert [line.split()[0] for line in listing.splitlines()[1:] if line] == list(topics())
+    assert docs("state", "Backups") == page("state", "Backups").text  # the markdown, not rich's rendering
+
+
 def test_capctl_docs_on_a_terminal_goes_through_the_pager_and_says_when_there_is_none(tmp_path: Path) -> None:
     """On a terminal, the page formatted, through PAGER (run by the shell, as git does); a PAGER that is not
     there is an error saying so (it was exit 0 with nothing shown). Not pydoc's pager, which in the image

@@ -123,6 +123,11 @@ def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_sta
     refused = work.capctl("state", "import", "RecordingJob/rec/class-1", other, expect=1).stderr
     assert f"the vendor reports {other} in room class-2, not in RecordingJob/rec/class-1's room class-1" in refused
     assert not work.state.exists()
+    misspelt = work.capctl("state", "import", "SnapshotJob/audit/lobbby", "audit", expect=1).stderr
+    assert "SnapshotJob/audit/lobbby: no such task in the specs (specs) (did you mean SnapshotJob/audit/lobby?)" in (
+        " ".join(misspelt.split())
+    )
+    assert not work.state.exists()
     dry = work.capctl("state", "import", "SnapshotJob/audit/lobby", "audit", "--dry-run").stdout
     assert dry.startswith("Would import SnapshotJob/audit/lobby: the Volcengine snapshot task audit in room lobby")
     assert not work.state.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import socket
 import sys
@@ -47,6 +48,27 @@ async def test_a_closed_loopback_port_reads_connection_refused() -> None:
     )
     assert str(error.after_tries(6)).endswith("(connection refused) after 6 tries")
     assert "hunter2" not in str(error)
+
+
+async def test_an_https_endpoint_that_speaks_plain_http_reads_tls_handshake_failed() -> None:
+    """`endpoint: https://...` on a port that answers in plain HTTP (a simulator, a gateway's http port)."""
+
+    async def plain_http(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/volc/"
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            with pytest.raises(httpx.ConnectError) as info:
+                await http.get(url)
+    finally:
+        server.close()
+    error = transport_error(info.value, url, api="StartSnapshot")
+    assert error.kind is ErrorKind.RETRYABLE
+    assert str(error).endswith(f"cannot connect to {url.removesuffix('/volc/')} (TLS handshake failed)")
 
 
 def test_the_exception_text_is_never_quoted() -> None:

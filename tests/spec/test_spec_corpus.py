@@ -25,6 +25,15 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "bad_room_zego_invisible": (6, 18, r"spec.rooms[1]: room 'lob\u200bby' holds an unprintable character (U+200B)"),
     "bad_room_zego_long": (6, 18, "spec.rooms[1]: room 'rrrrrrrr"),
     "bad_task_id": (8, 11, "spec.taskId: must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId"),
+    # walk 13d: the YAML shapes a spec refuses (no test wrote them); a tag as the spec spells it, not PyYAML's URI
+    "bad_complex_key": (8, 5, "a mapping key must be a scalar"),
+    "bad_alias_key": (8, 3, "a mapping key must be a scalar"),  # an alias to a list, used as a key
+    "bad_int_tag": (8, 13, "'five' is not a valid int"),
+    "bad_merge_scalar": (8, 7, "a merge key (<<) needs a mapping or a list of mappings"),
+    "bad_tag_binary": (8, 13, "unsupported tag '!!binary': only standard YAML tags (str, int, float, bool, null)"),
+    "bad_tag_mapping": (8, 11, "unsupported tag '!!set': only standard YAML tags are allowed"),
+    "bad_region_bool": (4, 54, "spec.region: region must be an integer (volcengine region table) or a string (zego)"),
+    "missing_provider_type": (4, 7, "missing required field 'spec.type' (one of 'volcengine', 'zego')"),
     "bad_yaml_tab_indent": (6, 1, "YAML syntax error: while scanning a plain scalar; found a tab"),
     "bad_yaml_tab_first_key": (5, 1, "cannot start any token (a tab: YAML indents with spaces only)"),
     "bad_yaml_control_character": (

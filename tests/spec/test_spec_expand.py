@@ -71,7 +71,8 @@ spec: {type: volcengine, appId: app2, businessId: B123, accessKey: {env: AK}, se
 apiVersion: capctl/v1
 kind: Storage
 metadata: {name: vod}
-spec: {type: vod, accountId: "21", space: sp, storageClass: archive, region: {env: REGION}}
+spec: {type: vod, accountId: "21", space: sp, storageClass: archive, region: {env: REGION},
+  autoSetFileExtension: {env: EXT}}
 ---
 apiVersion: capctl/v1
 kind: Storage
@@ -85,14 +86,14 @@ spec: {type: veimagex, accountId: "21", serviceId: svc}
         + "---\n"
         + job(name="c", body="provider: volc\nrooms: [r]\nstorage: tos")
     )
-    tasks = load(text, env={**SECRET_ENV, "REGION": "2"}).tasks
+    tasks = load(text, env={**SECRET_ENV, "REGION": "2", "EXT": "True"}).tasks  # a boolean from a reference
     a = tasks["SnapshotJob/a/r"].request
     assert a["BusinessId"] == "B123" and a["TaskId"] == "custom.task@1" and "TargetStreams" not in a
     assert a["ImageConfig"] == {"Format": 0, "Width": 0, "Height": 0, "Interval": 2}
     assert a["MaxIdleTime"] == 180
     assert a["StorageConfig"] == {
         "Type": 1,
-        "VodConfig": {"AccountId": "21", "Region": 2, "Space": "sp", "StorageClass": 2, "AutoSetFileExtension": False},
+        "VodConfig": {"AccountId": "21", "Region": 2, "Space": "sp", "StorageClass": 2, "AutoSetFileExtension": True},
     }
     assert tasks["SnapshotJob/b/r2"].request["StorageConfig"] == {
         "Type": 3,

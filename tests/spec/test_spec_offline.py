@@ -77,6 +77,14 @@ def test_resolving_secrets_reports_what_is_missing(tmp_path: Path) -> None:
     assert load_spec_set([path], env={"ZEGO_APP": "42"}, resolve_secrets=False).tasks  # the same set, offline
 
 
+def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, PROVIDERS)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "volc-sk.txt").write_bytes(b"\xffkey\n")  # a binary key file named by mistake
+    found = _errors(path, {"ZEGO_APP": "42", "VOLC_AK": "ak", "S3_AK": "ak", "S3_SK": "sk"}, resolve_secrets=True)
+    assert found == [f"{path}:8:14: referenced file 'secrets/volc-sk.txt' is not UTF-8 text"]
+
+
 @pytest.mark.parametrize(
     ("secret", "fragment"),
     [

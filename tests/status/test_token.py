@@ -34,6 +34,13 @@ def test_a_bad_reference_is_a_clear_error(ref: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_a_token_file_that_is_not_utf8_is_named_not_quoted(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(b"\xffs3cret\n")  # a binary key file named by mistake
+    with pytest.raises(ValueError) as caught:
+        read_token(f"file:{tmp_path / 'token'}", {})
+    assert str(caught.value) == f"--status-token-ref file:{tmp_path / 'token'}: {tmp_path / 'token'} is not UTF-8 text"
+
+
 def test_a_large_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     (tmp_path / "big").write_bytes(b"x" * 100_000)
     with pytest.raises(ValueError, match="larger than"):
