@@ -90,7 +90,7 @@ def test_usage_errors_exit_1_with_clicks_message(tmp_path: Path, args: tuple[str
 # capctl's own checks of values click takes as text: each names the option or argument at fault (walk 13d: none
 # of these messages was run by any test).
 VALUE_ERRORS = [
-    (("state", "list", "-o", "xml"), "Error: --output 'xml': expected table or json"),
+    (("state", "list", "-o", "xml"), "Error: --output 'xml': expected table, wide or json"),
     (("state", "list", "[a"), "Error: KEY '[a': expected kind/name/room (a task key), kind/name, or either with *"),
     (("state", "rm", "[a"), "Error: KEY '[a': expected kind/name/room (a task key), kind/name, or either with *"),
     (("plan", "--log-level", "loud"), "Error: --log-level 'loud': expected debug, info, warning or error"),
