@@ -189,15 +189,16 @@ def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlState
         store.close()
 
 
-def state_fingerprint_key(url: str | None) -> tuple[bytes, bool]:
+def state_fingerprint_key(url: str | None) -> tuple[bytes, NoState | None]:
     """The key of the state's fingerprints and hashes, creating nothing: a fresh one for a state that has
-    none yet (new, or made before keyed fingerprints), which the writable open then stores; and whether
-    there is a state."""
+    none yet (new, or made before keyed fingerprints), which the writable open then stores; and, where there
+    is no state, a `NoState` holding that key, to plan against until the state is created."""
     from reconciler.secrets import new_fingerprint_key
     from reconciler.state import NoState
 
     with open_store(url, read_only=True) as store:
-        return store.fingerprint_key() or new_fingerprint_key(), not isinstance(store, NoState)
+        key = store.fingerprint_key() or new_fingerprint_key()
+        return key, NoState(store.missing, key) if isinstance(store, NoState) else None
 
 
 @contextmanager
