@@ -1,13 +1,14 @@
 """A command that fails or is declined changes nothing: no state is created where there was none, no file left.
 
 Walk 13a: `apply` made its state (to hold the lock) before planning and asking, so a "no" at the prompt, an apply
-without a terminal or a stale saved plan left a new empty state behind.
+without a terminal or a stale saved plan left a new empty state behind; `state init` wrote a state over a 1-byte
+file, and a refused `state copy --to` (any command that writes) left a foreign SQLite database switched to WAL.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,38 @@ def _stale_plan(root: Path) -> None:
     jobs.write_text(jobs.read_text().replace("lobby-audit", "lobby-check"))
 
 
-PREPARE = {"apply-stale-plan": _stale_plan}
+def _one_byte(root: Path) -> None:
+    (root / "notes.txt").write_bytes(b"x")  # SQLite reads a file shorter than its header as an empty database
+
+
+def _foreign_database(root: Path) -> None:
+    """Another program's SQLite database, in rollback-journal mode, and a state to copy."""
+    with sqlite3.connect(root / "other.db") as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    db.close()
+    assert CliRunner().invoke(cli.app, ["state", "init", "--state", "sqlite:///src.db"], env=ENV).exit_code == 0
+    (root / "src.db.lock").touch()  # the lock's file, which every command that locks leaves in place
+
+
+def _foreign_database_and_one_byte(root: Path) -> None:
+    _foreign_database(root)
+    _one_byte(root)
+
+
+PREPARE = {
+    "apply-stale-plan": _stale_plan,
+    "init-one-byte": _one_byte,
+    "copy-to-one-byte": _foreign_database_and_one_byte,
+    "copy-to-foreign-db": _foreign_database,
+}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file's bytes; those of the copy's source only by name: locking it records the holder and epoch."""
+    return {
+        str(p.relative_to(root)): b"" if p.name.startswith("src.db") else p.read_bytes() if p.is_file() else b"/"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize(
@@ -43,8 +75,19 @@ PREPARE = {"apply-stale-plan": _stale_plan}
         # No terminal to ask on: the plan is shown, then refused; the state was made before the question.
         (["apply", "specs"], "Error: apply needs confirmation: run it on a terminal, or pass --auto-approve"),
         (["apply", "--plan", "stale.json"], "changed since this plan was made"),
+        # Not a state at any size: `state init` wrote one over a 1-byte file (2 bytes and more were refused).
+        (["state", "init", "--state", "sqlite:///notes.txt"], "notes.txt) looks damaged (file is not a database)"),
+        (
+            ["state", "copy", "--from", "sqlite:///src.db", "--to", "sqlite:///notes.txt"],
+            "notes.txt) looks damaged (file is not a database)",
+        ),
+        # Refused, but switched to WAL first: another program's database changed under it.
+        (
+            ["state", "copy", "--from", "sqlite:///src.db", "--to", "sqlite:///other.db"],
+            "other.db) looks damaged (it has no capctl tables)",
+        ),
     ],
-    ids=["apply-no-terminal", "apply-stale-plan"],
+    ids=["apply-no-terminal", "apply-stale-plan", "init-one-byte", "copy-to-one-byte", "copy-to-foreign-db"],
 )
 def test_a_refused_command_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, argv: list[str], error: str
@@ -52,9 +95,9 @@ def test_a_refused_command_leaves_nothing_behind(
     shutil.copytree(SPECS, tmp_path / "specs")
     monkeypatch.chdir(tmp_path)
     PREPARE.get(request.node.callspec.id, lambda _root: None)(tmp_path)
-    before = sorted(os.walk(tmp_path))
+    before = _tree(tmp_path)
     result = CliRunner().invoke(cli.app, argv, env=ENV)
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert error in result.output
-    assert sorted(os.walk(tmp_path)) == before  # no .capctl/, no state, no lock file
+    assert _tree(tmp_path) == before  # no .capctl/, no state, no lock file, every byte as it was
