@@ -36,6 +36,7 @@ __all__ = [
     "LOG_LEVELS",
     "LineProgress",
     "check_log_level",
+    "check_named",
     "err_console",
     "fail",
     "keep_until_exit",
@@ -108,8 +109,16 @@ def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def paths_or_default(paths: list[Path] | None) -> list[str]:
-    return [str(p) for p in paths] if paths else ["specs"]
+def paths_or_default(paths: list[str] | None) -> list[str]:
+    return list(paths) if paths else ["specs"]
+
+
+def check_named(what: str, name: str | None) -> None:
+    """An empty file name given is an unset variable (`--plan "$PLAN"`, `validate "$SPECS"`), not a choice:
+    `--plan ""` was no --plan, so apply planned afresh (walk 12b), and pathlib reads "" as ".", so `validate ""`,
+    `apply ""` took the working directory (walk 13a). Refused before anything is read or created."""
+    if name is not None and not name.strip():
+        fail(f"{what} {name!r}: no file named (an unset variable?)")
 
 
 def check_log_level(level: str) -> None:

@@ -21,6 +21,7 @@ from reconciler.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     check_log_level,
+    check_named,
     err_console,
     fail,
     keep_until_exit,
@@ -280,7 +281,7 @@ def plan(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
-    _check_file_named("--out", out)
+    check_named("--out", out)
     _check_format(fmt)
     check_log_level(log_level)
     spec_paths = paths_or_default(paths)
@@ -376,7 +377,7 @@ def apply(
     Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
     SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
-    _check_file_named("--plan", plan_file)
+    check_named("--plan", plan_file)
     setup_logs(log_level)
     fixed_by_plan = {
         "--target": target,
@@ -447,15 +448,9 @@ def show(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
+    check_named("PLAN", plan_file)
     _check_format(fmt)
     show_plan(_read_plan(plan_file), fmt)
-
-
-def _check_file_named(option: str, path: str | None) -> None:
-    """`--plan "$PLAN"` with PLAN unset was taken as no --plan: apply planned the specs afresh and applied that,
-    not the plan reviewed (walk 12b); `--out ""` saved nothing without a word."""
-    if path is not None and not path.strip():
-        fail(f"{option} {path!r}: no file named (an unset variable?)")
 
 
 def _unobserved(the_plan: Plan) -> str:

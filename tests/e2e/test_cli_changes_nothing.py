@@ -2,7 +2,8 @@
 
 Walk 13a: `apply` made its state (to hold the lock) before planning and asking, so a "no" at the prompt, an apply
 without a terminal or a stale saved plan left a new empty state behind; `state init` wrote a state over a 1-byte
-file, and a refused `state copy --to` (any command that writes) left a foreign SQLite database switched to WAL.
+file, and a refused `state copy --to` (any command that writes) left a foreign SQLite database switched to WAL; an
+empty PATH (an unset variable) was the working directory, and an empty `--to` the default state.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ PREPARE = {
     "init-one-byte": _one_byte,
     "copy-to-one-byte": _foreign_database_and_one_byte,
     "copy-to-foreign-db": _foreign_database,
+    "copy-to-empty": _foreign_database,
 }
 
 
@@ -86,8 +88,29 @@ def _tree(root: Path) -> dict[str, bytes]:
             ["state", "copy", "--from", "sqlite:///src.db", "--to", "sqlite:///other.db"],
             "other.db) looks damaged (it has no capctl tables)",
         ),
+        # An empty name is an unset variable: pathlib read "" as ".", so these took the working directory, and
+        # `state copy --to ""` copied into the default state.
+        (["validate", ""], "Error: PATH '': no file named (an unset variable?)"),
+        (["apply", "specs", " ", "--auto-approve"], "Error: PATH ' ': no file named (an unset variable?)"),
+        (["show", ""], "Error: PLAN '': no file named (an unset variable?)"),
+        (["sim", "--scenario", ""], "Error: --scenario '': no file named (an unset variable?)"),
+        (
+            ["state", "copy", "--from", "sqlite:///src.db", "--to", ""],
+            "Invalid value for '--to': '' names no state (an unset variable?)",
+        ),
     ],
-    ids=["apply-no-terminal", "apply-stale-plan", "init-one-byte", "copy-to-one-byte", "copy-to-foreign-db"],
+    ids=[
+        "apply-no-terminal",
+        "apply-stale-plan",
+        "init-one-byte",
+        "copy-to-one-byte",
+        "copy-to-foreign-db",
+        "validate-empty",
+        "apply-path-blank",
+        "show-empty",
+        "sim-scenario-empty",
+        "copy-to-empty",
+    ],
 )
 def test_a_refused_command_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, argv: list[str], error: str
