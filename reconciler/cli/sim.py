@@ -77,6 +77,7 @@ def sim(
     from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.config import BUILTIN_ZEGO_APP, parse_zego_app
     from reconciler.sim.scenario import ScenarioError, load_scenario
+    from reconciler.spec.fields import callback_url_problem
 
     check_named("--scenario", scenario)
     check_named("--coverage-out", coverage_out)
@@ -93,6 +94,13 @@ def sim(
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
+    for flag, url in (
+        ("--volcengine-callback-url", volcengine_callback_url),
+        ("--zego-callback-url", zego_callback_url),
+    ):
+        # As a spec's callbackUrl: `http://` or `file:///x` was taken, and each callback then failed (walk 13a).
+        if url is not None and (problem := callback_url_problem(url)):
+            fail(f"{flag}: {problem}")
     zego_apps = []
     for text in zego_app or ():
         try:

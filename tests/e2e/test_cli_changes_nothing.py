@@ -98,6 +98,15 @@ def _tree(root: Path) -> dict[str, bytes]:
             ["state", "copy", "--from", "sqlite:///src.db", "--to", ""],
             "Invalid value for '--to': '' names no state (an unset variable?)",
         ),
+        # Checked as a spec's callbackUrl: the simulator started with these, and every callback failed.
+        (
+            ["sim", "--listen", "127.0.0.1:0", "--volcengine-callback-url", "http://"],
+            "Error: --volcengine-callback-url: 'http://' is not an http:// or https:// URL",
+        ),
+        (
+            ["sim", "--listen", "127.0.0.1:0", "--zego-callback-url", "file:///x"],
+            "Error: --zego-callback-url: 'file:///x' is not an http:// or https:// URL",
+        ),
     ],
     ids=[
         "apply-no-terminal",
@@ -110,8 +119,11 @@ def _tree(root: Path) -> dict[str, bytes]:
         "show-empty",
         "sim-scenario-empty",
         "copy-to-empty",
+        "sim-volc-callback-no-host",
+        "sim-zego-callback-file",
     ],
 )
+@pytest.mark.timeout(60)  # without its check the simulator started and served until stopped
 def test_a_refused_command_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, argv: list[str], error: str
 ) -> None:
