@@ -37,6 +37,7 @@ __all__ = [
     "LineProgress",
     "check_log_level",
     "check_named",
+    "check_writable",
     "err_console",
     "fail",
     "keep_until_exit",
@@ -119,6 +120,27 @@ def check_named(what: str, name: str | None) -> None:
     `apply ""` took the working directory (walk 13a). Refused before anything is read or created."""
     if name is not None and not name.strip():
         fail(f"{what} {name!r}: no file named (an unset variable?)")
+
+
+def check_writable(what: str, name: str) -> None:
+    """A file written at the end of long work (a refreshed plan, a played scenario's report) is checked before it:
+    a missing directory or a directory in its place was found only then, the work lost (walk 13a). Nothing is
+    created; the write itself may still fail (a full disk), and says so in the same words."""
+    import errno
+
+    target = Path(name)
+    try:
+        if target.is_dir():
+            problem = os.strerror(errno.EISDIR)
+        elif not target.parent.is_dir():
+            problem = os.strerror(errno.ENOENT)
+        elif not os.access(target.parent, os.W_OK | os.X_OK):
+            problem = os.strerror(errno.EACCES)
+        else:
+            return
+    except OSError as exc:  # a name too long for the OS, say
+        problem = exc.strerror or str(exc)
+    fail(f"{name}: cannot write the {what} ({problem})")
 
 
 def check_log_level(level: str) -> None:

@@ -22,6 +22,7 @@ from reconciler.cli.common import (
     EXIT_TERMINATED,
     check_log_level,
     check_named,
+    check_writable,
     err_console,
     fail,
     keep_until_exit,
@@ -282,6 +283,8 @@ def plan(
 ) -> None:
     """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
     check_named("--out", out)
+    if out is not None:
+        check_writable("plan", out)
     _check_format(fmt)
     check_log_level(log_level)
     spec_paths = paths_or_default(paths)

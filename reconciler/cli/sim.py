@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.common import check_named, fail, load_specs, out_console, paths_or_default, split_listen
+from reconciler.cli.common import (
+    check_named,
+    check_writable,
+    fail,
+    load_specs,
+    out_console,
+    paths_or_default,
+    split_listen,
+)
 from reconciler.cli.options import PathsArg
 
 __all__ = ["demo", "sim"]
@@ -94,6 +102,8 @@ def sim(
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
+    if coverage_out is not None:
+        check_writable("coverage report", coverage_out)
     for flag, url in (
         ("--volcengine-callback-url", volcengine_callback_url),
         ("--zego-callback-url", zego_callback_url),

@@ -54,12 +54,21 @@ def _foreign_database_and_one_byte(root: Path) -> None:
     _one_byte(root)
 
 
+def _scenario(root: Path) -> None:
+    """Two seconds of one room: played, its report then failed to be written, as a traceback."""
+    scenario = (SPECS.parent / "examples" / "scenarios" / "compressed.yaml").read_text()
+    (root / "scenario.yaml").write_text(
+        scenario.replace("duration: 180", "duration: 2").replace("rooms: 16", "rooms: 1")
+    )
+
+
 PREPARE = {
     "apply-stale-plan": _stale_plan,
     "init-one-byte": _one_byte,
     "copy-to-one-byte": _foreign_database_and_one_byte,
     "copy-to-foreign-db": _foreign_database,
     "copy-to-empty": _foreign_database,
+    "sim-coverage-out-dir": _scenario,
 }
 
 
@@ -107,6 +116,12 @@ def _tree(root: Path) -> dict[str, bytes]:
             ["sim", "--listen", "127.0.0.1:0", "--zego-callback-url", "file:///x"],
             "Error: --zego-callback-url: 'file:///x' is not an http:// or https:// URL",
         ),
+        # Found only when written, after the work: a refresh of every task, a whole scenario played (a traceback).
+        (["plan", "specs", "--out", "nodir/p.json"], "Error: nodir/p.json: cannot write the plan (No such file or"),
+        (
+            ["sim", "--listen", "127.0.0.1:0", "--scenario", "scenario.yaml", "--coverage-out", "specs"],
+            "Error: specs: cannot write the coverage report (Is a directory)",
+        ),
     ],
     ids=[
         "apply-no-terminal",
@@ -121,6 +136,8 @@ def _tree(root: Path) -> dict[str, bytes]:
         "copy-to-empty",
         "sim-volc-callback-no-host",
         "sim-zego-callback-file",
+        "plan-out-missing-dir",
+        "sim-coverage-out-dir",
     ],
 )
 @pytest.mark.timeout(60)  # without its check the simulator started and served until stopped
@@ -135,4 +152,6 @@ def test_a_refused_command_leaves_nothing_behind(
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert error in result.output
+    if request.node.callspec.id == "plan-out-missing-dir":
+        assert "Plan: " not in result.output  # refused before the refresh, not after it
     assert _tree(tmp_path) == before  # no .capctl/, no state, no lock file, every byte as it was
