@@ -523,7 +523,7 @@ async def _apply(
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
-        store = writable()
+        store = writable() if the_plan.has_changes else store  # nothing to record: no state made for it
         # The records and the plan too: the collector's full passes during the apply (up to 0.1 s on a loaded
         # machine, each a stall of the loop that paces the vendor calls) and the one at exit no longer walk them.
         # bench/README.md, "Apply at the defaults".

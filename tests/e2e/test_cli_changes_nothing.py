@@ -155,3 +155,18 @@ def test_a_refused_command_leaves_nothing_behind(
     if request.node.callspec.id == "plan-out-missing-dir":
         assert "Plan: " not in result.output  # refused before the refresh, not after it
     assert _tree(tmp_path) == before  # no .capctl/, no state, no lock file, every byte as it was
+
+
+def test_an_apply_with_nothing_to_do_makes_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned afresh or saved, an apply without changes has nothing to record: no state is made for it."""
+    shutil.copytree(SPECS, tmp_path / "specs")
+    (tmp_path / "specs" / "jobs.yaml").unlink()  # providers and storages only: no task
+    monkeypatch.chdir(tmp_path)
+    for argv in (
+        ["plan", "specs", "--out", "p.json"],
+        ["apply", "specs", "--auto-approve"],
+        ["apply", "--plan", "p.json"],
+    ):
+        result = CliRunner().invoke(cli.app, argv, env=ENV)
+        assert result.exit_code == 0, result.output
+    assert sorted(_tree(tmp_path)) == ["p.json", "specs", "specs/providers.yaml", "specs/storage.yaml"]
