@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -170,3 +171,22 @@ def test_an_apply_with_nothing_to_do_makes_no_state(tmp_path: Path, monkeypatch:
         result = CliRunner().invoke(cli.app, argv, env=ENV)
         assert result.exit_code == 0, result.output
     assert sorted(_tree(tmp_path)) == ["p.json", "specs", "specs/providers.yaml", "specs/storage.yaml"]
+
+
+def test_a_state_created_while_apply_planned_is_not_applied_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned against no state, apply creates it only when confirmed: one another apply created (and perhaps
+    started tasks in) meanwhile, while this one showed its plan, is left to it, not given duplicates."""
+    from reconciler.state import open_state
+
+    def another_apply_meanwhile(*_args: Any) -> None:  # in place of printing the plan
+        store = open_state("sqlite:///.capctl/state.db")
+        store.fingerprint_key()  # a new state stores its own key
+        store.close()
+
+    shutil.copytree(SPECS, tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("reconciler.cli.plans.show_plan", another_apply_meanwhile)
+    result = CliRunner().invoke(cli.app, ["apply", "specs", "--auto-approve"], env=ENV)
+    assert result.exit_code == 1, result.output
+    assert "Error: another command created the state meanwhile; nothing was changed: run apply again" in result.output
+    assert "Apply complete" not in result.output
