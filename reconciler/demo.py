@@ -44,6 +44,7 @@ from reconciler.plan import PlanOptions, plan_to_json
 from reconciler.providers.volcengine import stop_reason_of
 from reconciler.providers.zego_client import recording_stop_reason
 from reconciler.render import render_apply_result, render_text
+from reconciler.secrets import new_fingerprint_key
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
@@ -359,8 +360,6 @@ def run_demo(
     logs.configure("warning")  # the walk-through speaks for itself; the daemon's decisions are echoed below
     reserved = _reserve(*daemon_at, "daemon")
     daemon_listen = url_of(reserved).removeprefix("http://")
-    DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
-    DEMO_STATE.unlink(missing_ok=True)
     callbacks = f"http://{daemon_listen}/callbacks"
     sim_args = ["sim", "--fake-clock", "--listen", _address(*sim_at)]
     sim_args += ["--volcengine-callback-url", f"{callbacks}/volcengine", "--zego-callback-url", f"{callbacks}/zego"]
@@ -371,13 +370,19 @@ def run_demo(
     ):
         base = _sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
-        store = open_state(DEMO_STATE_URL)
-        try:
-            key = store.fingerprint_key()
-        finally:
-            store.close()
+        key = new_fingerprint_key()
         spec_set = load(paths, key)
         _check_endpoints(spec_set, base)
+        # Only now, both ports had and the specs calling the simulator: a demo that cannot start left a .capctl/
+        # behind and the last demo's state deleted (walk 13a).
+        DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
+        DEMO_STATE.unlink(missing_ok=True)
+        store = open_state(DEMO_STATE_URL)
+        try:
+            if store.fingerprint_key(key) != key:
+                raise DemoError(f"another capctl demo started in this directory meanwhile ({DEMO_STATE})")
+        finally:
+            store.close()
         console.print(
             Text.assemble(
                 ("capctl demo", "bold"),

@@ -36,6 +36,8 @@ __all__ = [
     "LOG_LEVELS",
     "LineProgress",
     "check_log_level",
+    "check_named",
+    "check_writable",
     "err_console",
     "fail",
     "keep_until_exit",
@@ -108,8 +110,37 @@ def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def paths_or_default(paths: list[Path] | None) -> list[str]:
-    return [str(p) for p in paths] if paths else ["specs"]
+def paths_or_default(paths: list[str] | None) -> list[str]:
+    return list(paths) if paths else ["specs"]
+
+
+def check_named(what: str, name: str | None) -> None:
+    """An empty file name given is an unset variable (`--plan "$PLAN"`, `validate "$SPECS"`), not a choice:
+    `--plan ""` was no --plan, so apply planned afresh (walk 12b), and pathlib reads "" as ".", so `validate ""`,
+    `apply ""` took the working directory (walk 13a). Refused before anything is read or created."""
+    if name is not None and not name.strip():
+        fail(f"{what} {name!r}: no file named (an unset variable?)")
+
+
+def check_writable(what: str, name: str) -> None:
+    """A file written at the end of long work (a refreshed plan, a played scenario's report) is checked before it:
+    a missing directory or a directory in its place was found only then, the work lost (walk 13a). Nothing is
+    created; the write itself may still fail (a full disk), and says so in the same words."""
+    import errno
+
+    target = Path(name)
+    try:
+        if target.is_dir():
+            problem = os.strerror(errno.EISDIR)
+        elif not target.parent.is_dir():
+            problem = os.strerror(errno.ENOENT)
+        elif not os.access(target.parent, os.W_OK | os.X_OK):
+            problem = os.strerror(errno.EACCES)
+        else:
+            return
+    except OSError as exc:  # a name too long for the OS, say
+        problem = exc.strerror or str(exc)
+    fail(f"{name}: cannot write the {what} ({problem})")
 
 
 def check_log_level(level: str) -> None:
@@ -189,15 +220,16 @@ def open_store(url: str | None, *, read_only: bool = False) -> Iterator[SqlState
         store.close()
 
 
-def state_fingerprint_key(url: str | None) -> tuple[bytes, bool]:
+def state_fingerprint_key(url: str | None) -> tuple[bytes, NoState | None]:
     """The key of the state's fingerprints and hashes, creating nothing: a fresh one for a state that has
-    none yet (new, or made before keyed fingerprints), which the writable open then stores; and whether
-    there is a state."""
+    none yet (new, or made before keyed fingerprints), which the writable open then stores; and, where there
+    is no state, a `NoState` holding that key, to plan against until the state is created."""
     from reconciler.secrets import new_fingerprint_key
     from reconciler.state import NoState
 
     with open_store(url, read_only=True) as store:
-        return store.fingerprint_key() or new_fingerprint_key(), not isinstance(store, NoState)
+        key = store.fingerprint_key() or new_fingerprint_key()
+        return key, NoState(store.missing, key) if isinstance(store, NoState) else None
 
 
 @contextmanager

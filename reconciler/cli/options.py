@@ -6,14 +6,12 @@ Declared once, so a flag reads, completes and is documented the same in every co
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from reconciler.cli.common import LOG_LEVELS, set_no_color
+from reconciler.cli.common import LOG_LEVELS, check_named, set_no_color
 
 __all__ = [
     "LabelOpt",
@@ -59,21 +57,33 @@ def complete_choices(*choices: str) -> Callable[[str], list[str]]:
     return complete
 
 
+def _paths_named(paths: list[str] | None) -> list[str] | None:
+    for path in paths or ():
+        check_named("PATH", path)
+    return paths
+
+
 PathsArg = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Argument(
-        metavar="PATH", help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs"
+        metavar="PATH",
+        path_type=str,  # a path, completed as one, but as typed: pathlib would make "" the working directory
+        callback=_paths_named,
+        help="Spec files or directories (searched recursively for *.yaml, *.yml). Default: ./specs",
     ),
 ]
 
 
-def state_url_given(value: str | None) -> str | None:
-    """An empty --state (or --from) on the command line, `--state "$STATE"` with STATE unset, is refused: taken as
-    the default state, `apply` started every task again in a new .capctl/state.db (walk 12b). An empty CAPCTL_STATE
-    stays unset, as empty environment variables are."""
-    if value is not None and not value.strip() and os.environ.get("CAPCTL_STATE") != value:
-        raise typer.BadParameter(f"{value!r} names no state (an unset variable?); leave it out for the default")
-    return value
+def state_url_given(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """An empty --state (or --from, --to) on the command line, `--state "$STATE"` with STATE unset, is refused:
+    taken as the default state, `apply` started every task again in a new .capctl/state.db (walk 12b), and
+    `state copy --to ""` copied into it (walk 13a). An empty CAPCTL_STATE stays unset, as empty environment
+    variables are."""
+    source = ctx.get_parameter_source(param.name or "")
+    if value is None or value.strip() or (source is not None and source.name == "ENVIRONMENT"):
+        return value
+    default = "; leave it out for the default" if param.envvar else ""  # --to has none
+    raise typer.BadParameter(f"{value!r} names no state (an unset variable?){default}")
 
 
 StateOpt = Annotated[

@@ -8,7 +8,7 @@ an apply is a plan followed by its changes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +21,8 @@ from reconciler.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     check_log_level,
+    check_named,
+    check_writable,
     err_console,
     fail,
     keep_until_exit,
@@ -280,7 +282,9 @@ def plan(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show what apply would do: a read-only diff of specs, state and vendor status (it never creates a state)."""
-    _check_file_named("--out", out)
+    check_named("--out", out)
+    if out is not None:
+        check_writable("plan", out)
     _check_format(fmt)
     check_log_level(log_level)
     spec_paths = paths_or_default(paths)
@@ -376,7 +380,7 @@ def apply(
     Ctrl-C starts no new change, lets those in flight finish, prints what was done and left, and exits 130;
     SIGTERM does the same and exits 143, SIGHUP (the terminal closed) 129.
     """
-    _check_file_named("--plan", plan_file)
+    check_named("--plan", plan_file)
     setup_logs(log_level)
     fixed_by_plan = {
         "--target": target,
@@ -391,10 +395,12 @@ def apply(
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = paths_or_default(paths) if paths or saved is None else list(saved.paths)
     with ExitStack() as held:
-        # The state's fingerprint key, read before anything is created: bad specs leave no state behind. A state
-        # that exists is locked first: a second apply fails at once, naming the holder, without reading specs.
-        key, exists = state_fingerprint_key(state)
-        store = _locked_store(state, "capctl apply", held) if exists else None
+        # The state's fingerprint key, read before anything is created. A state that exists is locked first: a
+        # second apply fails at once, naming the holder, without reading specs. Where there is none, the plan is
+        # made against none (as `plan`'s) and the state is created once there are changes to make, confirmed:
+        # bad specs, a stale plan, a "no" or Ctrl-C at the prompt leave no state behind (walk 13a).
+        key, no_state = state_fingerprint_key(state)
+        store = no_state or _locked_store(state, "capctl apply", held)
         spec_set = load_specs(spec_paths, fingerprint_key=key)
         keep_until_exit()
         options = (
@@ -402,13 +408,24 @@ def apply(
             if saved
             else _plan_options(spec_set, prune is not False, refresh is not False, target, replace, selector)
         )
-        retry = retry_policy()  # vendor settings refused before the state is made, as bad specs are
-        store = store or _locked_store(state, "capctl apply", held)
+        retry = retry_policy()  # vendor settings refused before anything is written, as bad specs are
         if store.fingerprint_key(key) != key:
             fail("another command created the state meanwhile; nothing was changed: run apply again")
+
+        def writable() -> StateStore:
+            """The state the changes are recorded in: where there was none, created and locked now."""
+            nonlocal store
+            if store is no_state:
+                store = _locked_store(state, "capctl apply", held)
+                if store.fingerprint_key(key) != key or store.serial() != 0:  # planned as if nothing was created
+                    fail("another command created the state meanwhile; nothing was changed: run apply again")
+            return store
+
         received: list[int] = []  # the signals that stopped its changes
         the_plan, result = run_async(
-            lambda: _apply(spec_set, store, options, spec_paths, saved, auto_approve, parallelism, retry, received)
+            lambda: _apply(
+                spec_set, store, writable, options, spec_paths, saved, auto_approve, parallelism, retry, received
+            )
         )
     if result is not None:
         from reconciler.render import render_apply_result
@@ -434,15 +451,9 @@ def show(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
+    check_named("PLAN", plan_file)
     _check_format(fmt)
     show_plan(_read_plan(plan_file), fmt)
-
-
-def _check_file_named(option: str, path: str | None) -> None:
-    """`--plan "$PLAN"` with PLAN unset was taken as no --plan: apply planned the specs afresh and applied that,
-    not the plan reviewed (walk 12b); `--out ""` saved nothing without a word."""
-    if path is not None and not path.strip():
-        fail(f"{option} {path!r}: no file named (an unset variable?)")
 
 
 def _unobserved(the_plan: Plan) -> str:
@@ -462,6 +473,7 @@ def _read_plan(path: str) -> Plan:
 async def _apply(
     spec_set: SpecSet,
     store: StateStore,
+    writable: Callable[[], StateStore],
     options: PlanOptions,
     paths: list[str],
     saved: Plan | None,
@@ -507,10 +519,11 @@ async def _apply(
             )
             show_plan(the_plan, "text")
             if not the_plan.has_changes:
-                # e.g. a label edit, or a stop the vendor reported of a task left alone
+                # e.g. a label edit, or a stop the vendor reported of a task left alone (none without a state)
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
             _confirm(auto_approve)
+        store = writable() if the_plan.has_changes else store  # nothing to record: no state made for it
         # The records and the plan too: the collector's full passes during the apply (up to 0.1 s on a loaded
         # machine, each a stall of the loop that paces the vendor calls) and the one at exit no longer walk them.
         # bench/README.md, "Apply at the defaults".

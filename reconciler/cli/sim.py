@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.common import fail, load_specs, out_console, paths_or_default, split_listen
+from reconciler.cli.common import (
+    check_named,
+    check_writable,
+    fail,
+    load_specs,
+    out_console,
+    paths_or_default,
+    split_listen,
+)
 from reconciler.cli.options import PathsArg
 
 __all__ = ["demo", "sim"]
@@ -42,17 +50,21 @@ def sim(
     ] = None,
     zego_callback_url: Annotated[str | None, typer.Option(metavar="URL", help="Where to POST ZEGO callbacks.")] = None,
     scenario: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--scenario",
             metavar="FILE",
+            path_type=str,  # as typed: pathlib reads "" as "."
             help="Play this room-traffic scenario (YAML, see docs/simulator.md), print its coverage, then stop.",
         ),
     ] = None,
     coverage_out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--coverage-out", metavar="FILE", help="With --scenario: also write the full coverage report (JSON)."
+            "--coverage-out",
+            metavar="FILE",
+            path_type=str,
+            help="With --scenario: also write the full coverage report (JSON).",
         ),
     ] = None,
     zego_app: Annotated[
@@ -73,7 +85,10 @@ def sim(
     from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.config import BUILTIN_ZEGO_APP, parse_zego_app
     from reconciler.sim.scenario import ScenarioError, load_scenario
+    from reconciler.spec.fields import callback_url_problem
 
+    check_named("--scenario", scenario)
+    check_named("--coverage-out", coverage_out)
     split_listen(listen, "127.0.0.1:8750")
     try:
         check_speed(speed)
@@ -87,6 +102,15 @@ def sim(
         fail("sim: --speed and --fake-clock exclude each other (a fake clock moves only by POST /_sim/clock)")
     if coverage_out is not None and scenario is None:
         fail("sim: --coverage-out needs --scenario")
+    if coverage_out is not None:
+        check_writable("coverage report", coverage_out)
+    for flag, url in (
+        ("--volcengine-callback-url", volcengine_callback_url),
+        ("--zego-callback-url", zego_callback_url),
+    ):
+        # As a spec's callbackUrl: `http://` or `file:///x` was taken, and each callback then failed (walk 13a).
+        if url is not None and (problem := callback_url_problem(url)):
+            fail(f"{flag}: {problem}")
     zego_apps = []
     for text in zego_app or ():
         try:
@@ -96,7 +120,7 @@ def sim(
         if zego_apps[-1].app_id in {a.app_id for a in (BUILTIN_ZEGO_APP, *zego_apps[:-1])}:
             fail(f"--zego-app: app {zego_apps[-1].app_id} is given twice (1234567890 is built in)")
     try:
-        played = load_scenario(scenario) if scenario is not None else None
+        played = load_scenario(Path(scenario)) if scenario is not None else None
     except ScenarioError as exc:
         fail(f"sim: {exc}")
     try:
@@ -108,7 +132,7 @@ def sim(
             volcengine_callback_url=volcengine_callback_url,
             zego_callback_url=zego_callback_url,
             scenario=played,
-            coverage_out=coverage_out,
+            coverage_out=Path(coverage_out) if coverage_out is not None else None,
             zego_apps=zego_apps,
         )
     except OSError as exc:

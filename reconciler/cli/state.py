@@ -195,7 +195,13 @@ def state_init(state: StateOpt = None) -> None:
 
 def state_copy(
     to: Annotated[
-        str, typer.Option("--to", metavar="URL", help="The state to copy into: a new or empty one (see --force).")
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            callback=state_url_given,
+            help="The state to copy into: a new or empty one (see --force).",
+        ),
     ],
     source: Annotated[
         str | None,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.sim.schema import Arr, BodyError, Obj, Schema, Val
+from reconciler.spec.fields import callback_url_problem
 
 __all__ = [
     "VOLC_GET",
@@ -179,6 +180,13 @@ def record_schema(current: bool) -> Obj:
     def o(fields: dict[str, Schema], required: bool = False, checks: tuple[Any, ...] = ()) -> Obj:
         return Obj({n(k): v for k, v in fields.items()}, required=required, checks=checks)
 
+    def callback_url(obj: dict[str, Any], path: str) -> None:
+        # This task's callbacks are posted there: one they cannot go to (`http://`, `file:///x`) is refused at the
+        # start, as a spec's callbackUrl is, not taken and failed at every callback (walk 13a).
+        url = obj.get(n("callback_url"))
+        if isinstance(url, str) and (problem := callback_url_problem(url)):
+            raise BodyError(_join(path, n("callback_url")), problem)
+
     def whiteboard_needs_video(obj: dict[str, Any], path: str) -> None:
         if obj.get(n("has_whiteboard")) is True:
             if n("whiteboard") not in obj:
@@ -337,7 +345,8 @@ def record_schema(current: bool) -> Obj:
                     "output_file_rule": Val("int"),
                     "snapshot_interval": Val("int", min=5, max=3600),
                     "callback_url": Val("str"),
-                }
+                },
+                checks=(callback_url,),
             ),
             "storage_params": o(storage_fields_schema, required=True, checks=(storage_fields,)),
         }

@@ -23,7 +23,14 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
-from reconciler.spec.fields import CALLBACK_URL_PATTERN, ENDPOINT_PATTERN, NAME_PATTERN, VOLC_ID_PATTERN
+from reconciler.spec.fields import (
+    CALLBACK_URL_HINT,
+    CALLBACK_URL_PATTERN,
+    ENDPOINT_HINT,
+    ENDPOINT_PATTERN,
+    NAME_PATTERN,
+    VOLC_ID_PATTERN,
+)
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
 from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -63,8 +70,8 @@ class Loaded:
 _PATTERN_HINTS: Final = {
     NAME_PATTERN: "does not match lowercase letters, digits and '-', starting and ending with a letter or digit",
     VOLC_ID_PATTERN: "does not match letters, digits and _ @ - . (1..128 characters)",
-    ENDPOINT_PATTERN: "is not an http:// or https:// URL without spaces, query or fragment (https://host[:port][/path])",
-    CALLBACK_URL_PATTERN: "is not an http:// or https:// URL without spaces or fragment (https://host[:port][/path][?query])",
+    ENDPOINT_PATTERN: ENDPOINT_HINT,
+    CALLBACK_URL_PATTERN: CALLBACK_URL_HINT,
 }
 _TYPE_NAMES: Final = {
     str: "a string",

@@ -24,9 +24,11 @@ from reconciler.secrets import Secret, SecretText
 from reconciler.spec.errors import quote
 
 __all__ = [
+    "CALLBACK_URL_HINT",
     "CALLBACK_URL_PATTERN",
     "DURATION_FORMS",
     "DURATION_SCHEMA_MARKER",
+    "ENDPOINT_HINT",
     "ENDPOINT_PATTERN",
     "LITERAL_ONLY",
     "LITERAL_SCHEMA_MARKER",
@@ -47,6 +49,7 @@ __all__ = [
     "SecretRef",
     "Text",
     "Width",
+    "callback_url_problem",
     "parse_duration",
     "printable",
     "room_id_problem",
@@ -61,6 +64,12 @@ ROOM_ID_BYTES: Final = 128
 # A vendor endpoint gets capctl's own query appended; a callback URL is only POSTed to, so it may carry one.
 ENDPOINT_PATTERN: Final = r"^https?://[^\s?#]+$"
 CALLBACK_URL_PATTERN: Final = r"^https?://[^\s#]+$"
+ENDPOINT_HINT: Final = (
+    "is not an http:// or https:// URL without spaces, query or fragment (https://host[:port][/path])"
+)
+CALLBACK_URL_HINT: Final = (
+    "is not an http:// or https:// URL without spaces or fragment (https://host[:port][/path][?query])"
+)
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 _INT_RE: Final = re.compile(r"^-?\d+$", re.ASCII)
 _NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$", re.ASCII)
@@ -135,10 +144,27 @@ def _plain_url_is_usable(url: str) -> bool | None:
 
 def _usable_url(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """A URL the HTTP client can call: the pattern lets `http://[::1/`, `http://h:abc/` or `http://:80/` through,
-    and they failed only at the first call, with a traceback, after the plan had recorded its intents. The
-    reasons are capctl's words: the client's own quote parts of a value that may be hidden."""
+    and they failed only at the first call, with a traceback, after the plan had recorded its intents."""
     checked = _keep_secret_text(value, handler)
-    text = checked.reveal() if isinstance(checked, SecretText) else checked
+    _check_usable(checked.reveal() if isinstance(checked, SecretText) else checked, checked)
+    return checked
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why a vendor's callbacks cannot be posted to `url`, as a spec's callbackUrl is refused; None if they can.
+    For URLs given elsewhere: the simulator's --*-callback-url and a recording's callback_url (walk 13a)."""
+    if re.fullmatch(CALLBACK_URL_PATTERN, url) is None:
+        return f"{quote(url)} {CALLBACK_URL_HINT}"
+    try:
+        _check_usable(url, url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_usable(text: str, checked: Any) -> None:
+    """ValueError unless the HTTP client can call `text`; `checked` is what messages quote (it may be hidden). The
+    reasons are capctl's words: the client's own quote parts of a value that may be hidden."""
     usable = _plain_url_is_usable(text)
     if usable is None:
         import httpx  # only for URLs beyond the plain form
@@ -152,7 +178,6 @@ def _usable_url(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
             usable = False
     if not usable:
         raise ValueError(f"{quote(checked)} is not a usable URL: write its host, then a port from 1 to 65535 if any")
-    return checked
 
 
 # Characters that act on a terminal or reorder the text around them (C0/C1 controls, DEL, bidirectional

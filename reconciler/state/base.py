@@ -175,9 +175,10 @@ class NoState:
     serial 0 and no record (as Terraform plans without a state). Writing to it is a bug, so it raises.
     """
 
-    def __init__(self, missing: StateMissing) -> None:
+    def __init__(self, missing: StateMissing, key: bytes | None = None) -> None:
         self.url = missing.where
         self.missing = missing
+        self._key = key
 
     def load(self) -> Snapshot:
         return Snapshot(serial=0, records={})
@@ -189,8 +190,9 @@ class NoState:
         return 0
 
     def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
-        """No state, no key: the caller uses a per-run key (there is no record to compare with)."""
-        return None
+        """No state, no key: the caller uses a per-run key (there is no record to compare with); or `key`, the
+        one an apply stores in the state it creates once its changes are confirmed."""
+        return self._key
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         raise StateError(f"{self.missing}: a read-only command cannot record {record.key}")

@@ -47,6 +47,9 @@ from .sql import (
 __all__ = ["SQLiteStateStore"]
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 class SQLiteStateStore(SqlStateStore):
     """State in one SQLite file. Safe to share between threads (calls are serialised) and processes."""
 
@@ -112,15 +115,22 @@ class SQLiteStateStore(SqlStateStore):
             elif self.path.stat().st_size == 0 and not init:
                 raise StateDamaged(where, "the file is 0 bytes", remedy=hint)
             self._file = _DbFile.open(self.path)
+            # SQLite reads a file shorter than its header (1 byte, say) as an empty database: `state init` wrote
+            # a state over it (walk 13a). Whatever does not begin as SQLite's files do is no state, at any size.
+            if os.pread(self._file.fd, len(_SQLITE_HEADER), 0) not in (b"", _SQLITE_HEADER):
+                raise StateDamaged(where, "file is not a database")
             with self._translate_errors(where):
                 # mode=rw: a file that vanished meanwhile is an error, never silently created.
                 self._db = self._connect(self.path, mode="rw")
-                if create or init:  # a read-only open leaves the file as it is (capctl's own files are WAL)
-                    self._use_wal(self._db)
             try:
                 self.created |= self._open_schema(create=init, where=where)
             except StateMissing:
                 raise StateDamaged(where, "it has no capctl tables", remedy=hint) from None
+            # Once it is known to be a state: switching first made a refused foreign database WAL (walk 13a).
+            # A read-only open leaves the file as it is (capctl's own files are WAL).
+            if create or init:
+                with self._translate_errors(where):
+                    self._use_wal(self._db)
         except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
             self.close()
             raise StateError(f"{where}: cannot open the state file: {exc.strerror}") from None

@@ -53,14 +53,31 @@ def specs_calling_elsewhere(tmp_path: Path) -> Path:
 
 
 def test_demo_refuses_specs_that_would_call_elsewhere(tmp_path: Path) -> None:
-    """Given no path where ./specs is (a capctl checkout), the demo plays ./specs, not the copy it ships."""
+    """Given no path where ./specs is (a capctl checkout), the demo plays ./specs, not the copy it ships. Refused,
+    it leaves the last demo's state as it was (it was deleted, and a new one made, before the check: walk 13a)."""
     specs_calling_elsewhere(tmp_path)
+    (tmp_path / ".capctl").mkdir()
+    (tmp_path / ".capctl" / "demo.db").write_text("the last demo's state")
     run = demo(tmp_path, "--listen", "127.0.0.1:0", "--daemon-listen", "127.0.0.1:0")
     assert run.returncode == 1
     error = " ".join(run.stderr.split())
     assert "provider volc-sim (specs/providers.yaml" in error
     assert "calls http://127.0.0.1:8750/volc, not the demo's simulator" in error
     assert "CAPCTL_VOLC_ENDPOINT" in error
+    assert [p.name for p in (tmp_path / ".capctl").iterdir()] == ["demo.db"]
+    assert (tmp_path / ".capctl" / "demo.db").read_text() == "the last demo's state"
+
+
+def test_a_demo_whose_simulator_port_is_taken_leaves_nothing_behind(tmp_path: Path) -> None:
+    """It made .capctl/ (and deleted the last demo's state) before its simulator failed to bind (walk 13a)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = demo(tmp_path, "--listen", f"127.0.0.1:{port}", "--daemon-listen", "127.0.0.1:0", str(REPO / "specs"))
+    error = " ".join(run.stderr.split())
+    assert run.returncode == 1 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in error, error
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_daemon_port_an_earlier_run_just_left_is_free_to_the_next(tmp_path: Path) -> None:

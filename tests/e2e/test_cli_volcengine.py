@@ -300,7 +300,8 @@ def test_a_start_whose_answers_were_lost_is_stopped_when_its_job_is_removed(work
 
 def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:
     """On a terminal, Ctrl-D at `Apply these changes?` is a no: `Error: apply cancelled`, exit 1, nothing
-    started (not click's bare "Aborted.", in red whatever --no-color says)."""
+    started (not click's bare "Aborted.", in red whatever --no-color says), and no state made where there was
+    none: apply created it before asking (walk 13a)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     controller, terminal = os.openpty()
     proc = subprocess.Popen(
@@ -321,6 +322,7 @@ def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir
     assert "Apply these changes?" not in out and "Plan: 1 to create" in out
     assert err.startswith("Apply these changes?") and err.strip().endswith("\nError: apply cancelled")
     assert "\x1b[" not in out + err and work.sim.requests("StartSnapshot") == []
+    assert sorted(p.name for p in work.root.iterdir()) == ["specs"]
 
 
 def test_the_confirmation_question_stays_on_the_terminal_when_stderr_is_discarded(work: Workdir) -> None:

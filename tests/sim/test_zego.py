@@ -104,6 +104,13 @@ TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessK
             lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 2, "FrameFillColor": 0xFF0000FF}),
             "FillFrame.FrameFillColor: must be 0xRRGGBB00",
         ),
+        # Taken before, and then every callback of the task failed (walk 13a): refused as a spec's callbackUrl is.
+        (
+            lambda b: b["RecordOutputParams"].update(CallbackUrl="file:///x"),
+            "RecordOutputParams.CallbackUrl: 'file:///x' is not an http:// or https:// URL",
+        ),
+        (lambda b: b["RecordOutputParams"].update(CallbackUrl="http://"), "CallbackUrl: 'http://' is not an http://"),
+        (lambda b: b["RecordOutputParams"].update(CallbackUrl="http://h:0/"), "'http://h:0/' is not a usable URL"),
     ],
 )
 async def test_start_record_validation(
