@@ -147,6 +147,31 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
 
 
+async def test_a_state_file_moved_away_stops_the_daemon_acting_until_it_is_put_back(harness: Harness) -> None:
+    """Before (walk 13C-1), the daemon went on acting on the moved file: what it wrote then was lost, and
+    an apply at the path made a new state beside it, every task started again."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(1)
+    away = harness.state_path.with_name("away.db")
+    harness.state_path.rename(away)
+    starts = harness.calls("StartSnapshot")
+    await stop_at_vendor(harness)
+    await harness.advance(40)
+    assert harness.calls("StartSnapshot") == starts  # its intent cannot be recorded: no start
+    async with client(harness) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and "the state file is gone from that path" in ready.text, ready.text
+        assert metric((await http.get("/metrics")).text, "capctl_leader") == 0
+    away.rename(harness.state_path)
+    await harness.advance(2)  # the next attempt takes the lock again, and the takeover re-issues the task
+    assert daemon.readiness().ready
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts + 1
+    assert harness.record(LOBBY).status.value == "running"
+
+
 async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_running(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
