@@ -133,17 +133,25 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     assert db is not None
     db.execute("PRAGMA query_only = ON")  # every write now fails in SQLite itself
     await stop_at_vendor(harness)
-    await harness.advance(40)
+    with capture_logs() as failing:
+        await harness.advance(40)
     async with client(harness) as http:
         ready = await http.get("/readyz")
         text = (await http.get("/metrics")).text
     assert ready.status_code == 503 and "cannot write to the state store" in ready.text, ready.text
+    # One line says the outage, however many reconciles fail (walk 13C-3: before, only a line per failed one).
+    events = [e["event"] for e in failing]
+    assert events.count("cannot write to the state store; changes wait until it can") == 1
+    assert events.count("reconcile failed; retrying with backoff") > 1
     assert metric(text, 'capctl_reconcile_errors_total{reason="state-write"}') >= 1
     assert metric(text, 'capctl_tasks{status="running"}') == 0
     assert metric(text, 'capctl_tasks{status="stopped"}') == 1
     db.execute("PRAGMA query_only = OFF")  # space again: the retry records it and the daemon is ready
-    await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
+    with capture_logs() as back:
+        await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
     assert daemon.readiness().ready
+    (written,) = [e for e in back if e["event"] == "the state store can be written again"]
+    assert written["failed_writes"] >= events.count("reconcile failed; retrying with backoff")
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
 
 
