@@ -146,10 +146,18 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     assert metric(text, 'capctl_reconcile_errors_total{reason="state-write"}') >= 1
     assert metric(text, 'capctl_tasks{status="running"}') == 0
     assert metric(text, 'capctl_tasks{status="stopped"}') == 1
+    async with client(harness) as http:  # the status page says it too (before: "holds the state lease and acts")
+        detail = (await http.get("/api/v1/status")).json()["replica"]["detail"]
+    assert detail.startswith("holds the state lease and acts (epoch 1); but cannot write to the state store: ")
+    assert detail.endswith(": changes wait until it can"), detail
     db.execute("PRAGMA query_only = OFF")  # space again: the retry records it and the daemon is ready
     with capture_logs() as back:
         await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
     assert daemon.readiness().ready
+    async with client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"][
+            "detail"
+        ] == "holds the state lease and acts (epoch 1)"
     (written,) = [e for e in back if e["event"] == "the state store can be written again"]
     assert written["failed_writes"] >= events.count("reconcile failed; retrying with backoff")
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
