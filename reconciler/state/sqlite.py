@@ -211,7 +211,7 @@ class SQLiteStateStore(SqlStateStore):
                 raise StateError(
                     f"{where}: another process kept the database busy for over {self._busy_timeout:g} s"
                 ) from None
-            raise StateError(f"{where}: {exc}") from None
+            raise StateError(f"{where}: {_described(exc)}") from None
         except sqlite3.DatabaseError as exc:
             # The low byte is the primary code: SQLITE_CORRUPT_INDEX and the like are corruption too.
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
@@ -328,6 +328,16 @@ class SQLiteStateStore(SqlStateStore):
             if self._file is not None:  # after the connection: see `_DbFile`
                 self._file.close()
                 self._file = None
+
+
+def _described(exc: sqlite3.Error) -> str:
+    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_IOERR:
+        return str(exc)
+    return (
+        f"{exc} ({getattr(exc, 'sqlite_errorname', 'SQLITE_IOERR')}: the system refused a read or write of the"
+        " database, its -wal or -shm file: a full disk, a file size limit (ulimit -f), a failing disk)"
+    )
 
 
 def _identity(path: Path) -> tuple[int, int]:
