@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
     "LOG_LEVELS",
+    "RELEASE_RETRY_DELAYS",
     "LineProgress",
     "check_log_level",
     "check_named",
@@ -254,15 +255,25 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            lock.release()
-        except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
-            err_console().print(
-                f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+        for delay in (*RELEASE_RETRY_DELAYS, None):
+            try:
+                lock.release()
+                break
+            except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
+                if delay is not None:
+                    time.sleep(delay)
+                    continue
+                err_console().print(
+                    f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+
+# A lock that cannot be released refuses the next command (`apply again …`) until its lease lapses (PostgreSQL:
+# 60 s), naming a process that has ended; a database restart, the usual cause, is over within a few seconds.
+RELEASE_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 2.0)
 
 
 # Stopping the one holder is not enough: a standby replica takes the lock within a retry period.

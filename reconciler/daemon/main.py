@@ -289,23 +289,23 @@ async def _start(
         log.info("signal received while waiting for the state store: stopping")
         return EXIT_OK
     front.reason = "not ready (starting: reading the state and the specs)"
-    daemon = Daemon(
-        options.paths,
-        store,
-        clock,
-        resync=options.resync,
-        prune=options.prune,
-        watch_debounce_ms=DEBOUNCE_MS,
-        holder=daemon_holder(advertised_url(sock)),  # a locked-out apply is told where to send `capctl sync`
-        sync_token=options.sync_token,
-        max_prune=options.max_prune,
-        prune_grace=options.prune_grace,
-        status_page=options.status_page,
-        status_token=options.status_token,
-        leader=options.leader,
-        metrics=metrics,
-    )
-    try:
+    try:  # the constructor reads the state too (room activity, the fingerprint key)
+        daemon = Daemon(
+            options.paths,
+            store,
+            clock,
+            resync=options.resync,
+            prune=options.prune,
+            watch_debounce_ms=DEBOUNCE_MS,
+            holder=daemon_holder(advertised_url(sock)),  # a locked-out apply is told where to send `capctl sync`
+            sync_token=options.sync_token,
+            max_prune=options.max_prune,
+            prune_grace=options.prune_grace,
+            status_page=options.status_page,
+            status_token=options.status_token,
+            leader=options.leader,
+            metrics=metrics,
+        )
         await daemon.start()  # leads, or stands by while another replica leads
     except StateError as exc:
         log.error("cannot read the state store", error=str(exc))

@@ -45,9 +45,12 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             stale = "; tasks as this replica last read them" + (
                 "" if unread in role else f" (cannot read them: {unread})"
             )
+        # A leader that cannot write its state makes no change (each waits for its intent to be recorded): say why.
+        problem = daemon.store_health.problem() if acting else None
         replica = Replica(
             role="leader" if acting else "standby",
             detail=f"holds the state lease and acts (epoch {daemon.lease.elector.epoch})"
+            + (f"; but {problem}: changes wait until it can" if problem else "")
             if acting
             else _not_acting(role) + stale,
             spec_digest=daemon.spec_digest,  # the one `spec set loaded` logs and capctl_spec_set_info exports

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import structlog
+
 from reconciler.clock import Clock
 from reconciler.leader import NotLeader
 from reconciler.model import TaskRecord
@@ -26,6 +28,8 @@ from reconciler.state.sql import iso_utc
 __all__ = ["STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
 
 T = TypeVar("T")
+
+log = structlog.get_logger("capctl.daemon")
 
 STUCK_AFTER = 3.0  # seconds a store call may run before the daemon reports the store as not answering
 
@@ -59,11 +63,19 @@ class StoreHealth:
                 self.write_error = str(exc)
                 if self.failing_since is None:
                     self.failing_since = self._clock.now()
+                    # One line for the outage (a full disk fails every key's reconcile, each logged on its own).
+                    log.warning("cannot write to the state store; changes wait until it can", error=str(exc))
             else:
                 self.read_error = str(exc)
             raise
         else:
             if write:
+                if self.failing_since is not None:
+                    log.info(
+                        "the state store can be written again",
+                        failed_writes=self.write_failures,
+                        since=iso_utc(self.failing_since),
+                    )
                 self.write_error, self.write_failures, self.failing_since = None, 0, None
             self.read_error = None
         finally:

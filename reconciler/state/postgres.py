@@ -183,7 +183,12 @@ class PostgresStateStore(SqlStateStore):
                 with conn.transaction(), conn.cursor() as cur:
                     yield cur
             except psycopg.Error as exc:
-                # A broken connection is replaced on the next call; this one reports the failure.
+                # A broken connection is replaced on the next call; this one reports the failure. So is one
+                # to a server that refuses writes (a primary demoted by a failover, a database made read-only):
+                # the session keeps the read-only default it started with, and a new connection may reach the
+                # new primary (DNS, a proxy, `target_session_attrs=read-write`) or the restored setting.
+                if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                    conn.close()
                 raise StateError(f"{self.url}: {self._scrub(exc)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:

@@ -102,6 +102,7 @@ class SQLiteStateStore(SqlStateStore):
         self._mutex = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._file: _DbFile | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the connection opened
         where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
         hint = f" (or run `capctl state init --state {where.partition(' ')[0]}` to start a new state in it)"
         self.created = False
@@ -122,6 +123,7 @@ class SQLiteStateStore(SqlStateStore):
             with self._translate_errors(where):
                 # mode=rw: a file that vanished meanwhile is an error, never silently created.
                 self._db = self._connect(self.path, mode="rw")
+                self._identity = _identity(self.path)  # after SQLite opened it for writing (an overlayfs copy-up)
             try:
                 self.created |= self._open_schema(create=init, where=where)
             except StateMissing:
@@ -161,6 +163,15 @@ class SQLiteStateStore(SqlStateStore):
         damage. Returns False when another process linked its own new state first (that one is used)."""
         # A dangling symlink is created where it points (as opening it with O_CREAT would), on that disk.
         target = Path(os.path.realpath(self.path))
+        wal = target.with_name(target.name + "-wal")
+        if wal.exists() and not target.exists():  # in this order: a new state's file is linked before its log
+            # SQLite would replay this log into the new file: pages of another database, a corrupt or mixed
+            # state. It is left when the file was moved or deleted while a capctl had it open (or after a crash).
+            raise StateError(
+                f"{self.url}: there is no state file but its write-ahead log {wal} is there: the state file was"
+                " moved or deleted, maybe while a capctl had it open; put it back, or stop every capctl on it and"
+                f" move {wal.name} and {target.name}-shm away to start a new state"
+            )
         temp = target.with_name(f".{target.name}.new-{os.getpid()}-{threading.get_ident()}")
         try:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -210,7 +221,7 @@ class SQLiteStateStore(SqlStateStore):
                 raise StateError(
                     f"{where}: another process kept the database busy for over {self._busy_timeout:g} s"
                 ) from None
-            raise StateError(f"{where}: {exc}") from None
+            raise StateError(f"{where}: {_described(exc)}") from None
         except sqlite3.DatabaseError as exc:
             # The low byte is the primary code: SQLITE_CORRUPT_INDEX and the like are corruption too.
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
@@ -224,6 +235,8 @@ class SQLiteStateStore(SqlStateStore):
         with self._mutex, self._translate_errors():
             if self._db is None:
                 raise StateError(f"{self.url}: the store is closed")
+            if write:
+                self._check_in_place()
             cur = self._db.cursor()
             # IMMEDIATE takes the write lock up front, so the serial read for compare-and-set cannot go stale.
             cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -234,6 +247,29 @@ class SQLiteStateStore(SqlStateStore):
                 raise
             self._db.commit()
 
+    def _check_in_place(self) -> None:
+        """Raise `StateError` unless the path still names the file this store opened.
+
+        A state file moved, deleted or replaced under a running capctl stays open and writable: what it wrote
+        then would be lost (or land in a file nobody reads), and a second capctl at the path would not meet
+        its lock. So every write transaction, taking the lock and renewing it look first (one stat)."""
+        try:
+            now = _identity(self.path)
+        except OSError:
+            now = None
+        if self._identity is None or now == self._identity:
+            return  # not opened at the path yet (a new state being built under its temporary name)
+        if now is None:
+            raise StateError(
+                f"{self.url}: the state file is gone from that path (moved or deleted while capctl had it open):"
+                " nothing more is written to it; put it back there and capctl goes on"
+            )
+        raise StateError(
+            f"{self.url}: another file is at that path now (the state file was replaced while capctl had it"
+            " open): nothing more is written to the one capctl opened; put it back there and capctl goes on,"
+            " or stop capctl and see docs/state.md, Restoring a backup"
+        )
+
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> FileLock:
         """Take `flock` on the database file itself, and on `<db>.lock` (`lease_seconds` is unused: the OS
         frees both when the process ends).
@@ -242,6 +278,7 @@ class SQLiteStateStore(SqlStateStore):
         capctl versions that locked only that file excluded, and the file records who holds the lock."""
         if self._file is None:
             raise StateError(f"{self.url}: the store is closed")
+        self._check_in_place()
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -273,7 +310,7 @@ class SQLiteStateStore(SqlStateStore):
         os.pwrite(fd, json.dumps(info).encode(), 0)
         description = f"{info['holder']} since {info['since']}"
         self._file.holder = description
-        return FileLock(fd, self._file, description, epoch)
+        return FileLock(fd, self._file, description, epoch, self._check_in_place)
 
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
@@ -301,6 +338,21 @@ class SQLiteStateStore(SqlStateStore):
             if self._file is not None:  # after the connection: see `_DbFile`
                 self._file.close()
                 self._file = None
+
+
+def _described(exc: sqlite3.Error) -> str:
+    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_IOERR:
+        return str(exc)
+    return (
+        f"{exc} ({getattr(exc, 'sqlite_errorname', 'SQLITE_IOERR')}: the system refused a read or write of the"
+        " database, its -wal or -shm file: a full disk, a file size limit (ulimit -f), a failing disk)"
+    )
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -381,17 +433,20 @@ class _DbFile:
 class FileLock(LockContext):
     """A held flock on the database file and its `.lock` file; release (or the process dying) frees both."""
 
-    def __init__(self, fd: int, db_file: _DbFile, holder: str, epoch: int) -> None:
+    def __init__(self, fd: int, db_file: _DbFile, holder: str, epoch: int, in_place: Callable[[], None]) -> None:
         self._fd: int | None = fd
+        self._in_place = in_place
         self._db_file = db_file
         db_file.retain()
         self.holder = holder
         self.epoch = epoch
 
     def renew(self) -> None:
-        """Nothing to extend: an OS lock lasts while the process holds it."""
+        """Nothing to extend (an OS lock lasts while the process holds it), but a lock on a file moved away
+        from the state's path no longer excludes anyone there: that fails, as a lapsed lease would."""
         if self._fd is None:
             raise StateError("the state lock was already released")
+        self._in_place()
 
     def release(self) -> None:
         if self._fd is not None:

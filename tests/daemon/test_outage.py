@@ -133,18 +133,59 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     assert db is not None
     db.execute("PRAGMA query_only = ON")  # every write now fails in SQLite itself
     await stop_at_vendor(harness)
-    await harness.advance(40)
+    with capture_logs() as failing:
+        await harness.advance(40)
     async with client(harness) as http:
         ready = await http.get("/readyz")
         text = (await http.get("/metrics")).text
     assert ready.status_code == 503 and "cannot write to the state store" in ready.text, ready.text
+    # One line says the outage, however many reconciles fail (walk 13C-3: before, only a line per failed one).
+    events = [e["event"] for e in failing]
+    assert events.count("cannot write to the state store; changes wait until it can") == 1
+    assert events.count("reconcile failed; retrying with backoff") > 1
     assert metric(text, 'capctl_reconcile_errors_total{reason="state-write"}') >= 1
     assert metric(text, 'capctl_tasks{status="running"}') == 0
     assert metric(text, 'capctl_tasks{status="stopped"}') == 1
+    async with client(harness) as http:  # the status page says it too (before: "holds the state lease and acts")
+        detail = (await http.get("/api/v1/status")).json()["replica"]["detail"]
+    assert detail.startswith("holds the state lease and acts (epoch 1); but cannot write to the state store: ")
+    assert detail.endswith(": changes wait until it can"), detail
     db.execute("PRAGMA query_only = OFF")  # space again: the retry records it and the daemon is ready
-    await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
+    with capture_logs() as back:
+        await harness.advance(45)  # its next backoff step (40 s after the 4th failed reconcile)
     assert daemon.readiness().ready
+    async with client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"][
+            "detail"
+        ] == "holds the state lease and acts (epoch 1)"
+    (written,) = [e for e in back if e["event"] == "the state store can be written again"]
+    assert written["failed_writes"] >= events.count("reconcile failed; retrying with backoff")
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
+
+
+async def test_a_state_file_moved_away_stops_the_daemon_acting_until_it_is_put_back(harness: Harness) -> None:
+    """Before (walk 13C-1), the daemon went on acting on the moved file: what it wrote then was lost, and
+    an apply at the path made a new state beside it, every task started again."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(1)
+    away = harness.state_path.with_name("away.db")
+    harness.state_path.rename(away)
+    starts = harness.calls("StartSnapshot")
+    await stop_at_vendor(harness)
+    await harness.advance(40)
+    assert harness.calls("StartSnapshot") == starts  # its intent cannot be recorded: no start
+    async with client(harness) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and "the state file is gone from that path" in ready.text, ready.text
+        assert metric((await http.get("/metrics")).text, "capctl_leader") == 0
+    away.rename(harness.state_path)
+    await harness.advance(2)  # the next attempt takes the lock again, and the takeover re-issues the task
+    assert daemon.readiness().ready
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts + 1
+    assert harness.record(LOBBY).status.value == "running"
 
 
 async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_running(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -264,3 +266,29 @@ def test_a_state_store_that_fails_half_way_stops_the_apply_says_what_it_did_and_
     work.apply()
     assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(rooms)
     assert {t["status"] for t in state_tasks(work).values()} == {"running"}
+
+
+def test_a_file_size_limit_reached_mid_apply_names_the_io_error_and_leaks_nothing(work: Workdir) -> None:
+    """A real write refused by the system (RLIMIT_FSIZE, as `ulimit -f`; SIGXFSZ ignored): SQLite says only
+    `disk I/O error`; the error now names which one and what usually causes it (walk 13C-7)."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # the -wal reaches it within 40 starts
+
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS))
+    work.capctl("state", "init")
+    applied = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve"],
+        cwd=work.root,
+        env=work.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,  # the child only sets a limit and a signal disposition before exec
+    )
+    assert applied.returncode == 1, applied.stderr
+    assert "disk I/O error (SQLITE_IOERR_WRITE: the system refused a read or write of the database" in applied.stderr
+    assert "a file size limit (ulimit -f)" in applied.stderr and "Traceback" not in applied.stderr
+    recorded = state_tasks(work)  # every task the vendor runs has its intent (or more) in the state
+    assert {t["roomId"] for t in work.sim.tasks("volcengine", state="running")} <= {k.split("/")[2] for k in recorded}

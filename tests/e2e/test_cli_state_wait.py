@@ -89,3 +89,24 @@ def test_state_wait_bounds_the_wait_a_signal_ends_it_and_one_shot_commands_never
     proc.send_signal(signal.SIGTERM)  # a rollout or scale-down while it waits: a clean stop
     assert proc.wait(timeout=30) == 0
     assert "signal received while waiting for the state store: stopping" in log.text()
+
+
+def test_a_state_that_fails_while_the_daemon_starts_is_logged_and_ends_it(work: Workdir) -> None:
+    """A state whose first write fails as the daemon is built (a full disk, an SQLite file busy past its
+    5 s): before (walk 13C-4) the error escaped as a bare `Error:` line, no JSON log, its store not closed."""
+    import sqlite3
+
+    from reconciler.state import SQLiteStateStore
+
+    SQLiteStateStore(work.state).close()  # a state without a fingerprint key yet: the daemon writes one
+    with sqlite3.connect(work.state) as db:
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON capctl_fingerprint_key"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="180s"))
+    failed = work.capctl("run", "--listen", "127.0.0.1:0", expect=1).stderr
+    (entry,) = [json.loads(line) for line in failed.splitlines() if line.startswith("{") and '"level": "error"' in line]
+    assert entry["event"] == "cannot read the state store" and "database or disk is full" in entry["error"], failed
+    assert "Error:" not in failed and "Traceback" not in failed
+    assert work.sim.tasks("volcengine") == []

@@ -196,3 +196,32 @@ def test_a_lock_outlives_its_store_being_closed_first(store_url: str) -> None:
         second.lock("second").release()
     finally:
         second.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_command_releases_its_lock_once_a_restarting_database_answers_again(store_url: str) -> None:
+    """An apply whose PostgreSQL restarted meanwhile: its one release failed, and `apply again` was refused
+    for up to 60 s by its own lapsed-to-be lock ('another capctl holds the state lock … (capctl apply)')
+    (walk 13C-5). The release is tried again for a few seconds."""
+    import threading
+
+    import psycopg.conninfo
+
+    from reconciler.cli.common import locked
+    from reconciler.state.postgres import PostgresStateStore
+
+    from .test_state_leader import Proxy
+
+    given = psycopg.conninfo.conninfo_to_dict(store_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    store = PostgresStateStore(store_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    other = open_state(store_url)
+    try:
+        with locked(store, "capctl apply"):
+            proxy.cut()  # the database restarts as the command ends
+            threading.Timer(0.4, proxy.restore).start()
+        other.lock("capctl apply").release()  # free at once, not in 60 s
+    finally:
+        other.close()
+        store.close()
+        proxy.close()

@@ -136,3 +136,47 @@ def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
     (tmp_path / "state.db").symlink_to(tmp_path / "state.db")
     with pytest.raises(StateError, match=r"state\.db: cannot open the state file: Too many levels of symbolic links"):
         SQLiteStateStore(tmp_path / "state.db")
+
+
+def test_a_state_file_moved_away_or_replaced_refuses_writes_until_it_is_back(tmp_path: Path) -> None:
+    """Before (walk 13C-1), a store whose file was moved or deleted kept writing into it: those writes were
+    lost, and the lock no longer excluded a capctl at the path, which made a new state there."""
+    db, away = tmp_path / "state.db", tmp_path / "away.db"
+    store = SQLiteStateStore(db)
+    store.put(make_record("SnapshotJob/a/r"))
+    lock = store.lock("capctl run")
+    db.rename(away)
+    with pytest.raises(StateError, match=r"state\.db: the state file is gone from that path \(moved or deleted"):
+        store.put(make_record("SnapshotJob/b/r"))
+    with pytest.raises(StateError, match="gone from that path"):
+        lock.renew()  # the daemon's leader stands by at its renew deadline
+    SQLiteStateStore(tmp_path / "other.db").close()
+    (tmp_path / "other.db").rename(db)  # a backup restored by hand while capctl runs
+    with pytest.raises(StateError, match="another file is at that path now"):
+        store.put(make_record("SnapshotJob/b/r"))
+    db.rename(tmp_path / "other.db")
+    away.rename(db)  # put back: capctl goes on
+    lock.renew()
+    assert store.put(make_record("SnapshotJob/b/r")) == 2
+    lock.release()
+    db.rename(away)
+    with pytest.raises(StateError, match="gone from that path"):
+        store.lock("capctl run")
+    away.rename(db)
+    store.close()
+    assert set(SQLiteStateStore(db).load().records) == {"SnapshotJob/a/r", "SnapshotJob/b/r"}
+
+
+def test_no_new_state_is_made_over_the_write_ahead_log_of_a_moved_one(tmp_path: Path) -> None:
+    """Its log left at the path (a capctl still has the moved file open), SQLite replayed it into the new
+    file: pages of another database in a new state (walk 13C-1)."""
+    db = tmp_path / "state.db"
+    store = SQLiteStateStore(db)
+    store.put(make_record())
+    db.rename(tmp_path / "away.db")
+    with pytest.raises(StateError, match=r"no state file but its write-ahead log .*state\.db-wal is there"):
+        SQLiteStateStore(db)
+    assert not db.exists()
+    store.close()  # its log stays at the path (its commits are not in the moved file)
+    (tmp_path / "away.db").rename(db)  # put back, file and log are one state again
+    assert SQLiteStateStore(db).load().serial == 1

@@ -225,3 +225,20 @@ def test_stores_opened_at_the_same_time_share_one_schema(store_url: str) -> None
     assert len(stores[0].load().records) == 4
     for opened in stores:
         opened.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_read_only_session_is_dropped_so_the_next_call_reaches_a_writable_server(
+    store: StateStore, store_url: str
+) -> None:
+    """A failover demotes the primary (or `default_transaction_read_only` is set): the session refuses
+    writes for as long as it lives. Before, the daemon kept that connection, so it never led again after
+    the database was writable (walk 13C-2)."""
+    from reconciler.state.postgres import PostgresStateStore
+
+    assert isinstance(store, PostgresStateStore)
+    store.put(make_record())
+    store._connection().execute("SET default_transaction_read_only = on")  # as the session of a demoted primary
+    with pytest.raises(StateError, match="read-only transaction"):
+        store.put(make_record("SnapshotJob/start/other"))
+    assert store.put(make_record("SnapshotJob/start/other")) == 2  # a new session: writable again
