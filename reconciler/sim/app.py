@@ -126,10 +126,10 @@ def serve(
     Prints one line with the address it serves on once the port is bound (the real port for port 0);
     raises ValueError for a malformed `listen`, OSError when the address cannot be bound. With a
     `scenario`, plays it from the start and, once it has played out, prints the coverage summary, writes
-    the full report as JSON to `coverage_out` (if given) and stops. A scenario loaded later through the
-    control API gets its summary printed too, and the simulator keeps serving. `clock_offset`: seconds its
-    clock starts off this machine's (a vendor whose clock is off; negative: behind). `zego_apps`: served beside
-    the built-in ZEGO app (`capctl sim --zego-app`)."""
+    the full report as JSON to `coverage_out` (if given; OSError naming it when it cannot) and stops. A
+    scenario loaded later through the control API gets its summary printed too, and the simulator keeps
+    serving. `clock_offset`: seconds its clock starts off this machine's (a vendor whose clock is off;
+    negative: behind). `zego_apps`: served beside the built-in ZEGO app (`capctl sim --zego-app`)."""
     host, port = parse_listen(listen, example="127.0.0.1:8750")
     sock = bind(host, port)
     clock: Clock = (
@@ -138,11 +138,15 @@ def serve(
     config = SimConfig(volcengine_callback_url=volcengine_callback_url, zego_callback_url=zego_callback_url)
     config.zego_apps.extend(zego_apps)
     server: uvicorn.Server | None = None
+    unwritten: list[OSError] = []  # the coverage report's write, failed: said once the server has stopped
 
     def finished(report: dict[str, Any]) -> None:
         print("\n".join(summary_lines(report)), flush=True)
         if coverage_out is not None:
-            coverage_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            try:
+                coverage_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            except OSError as exc:  # a disk filled or the directory went while the scenario played
+                unwritten.append(exc)
         if server is not None and scenario is not None:
             server.should_exit = True
 
@@ -171,6 +175,8 @@ def serve(
     )
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
+    for exc in unwritten:
+        raise OSError(exc.errno, f"cannot write the coverage report {coverage_out}: {exc.strerror}")
 
 
 class _Server(uvicorn.Server):

@@ -177,6 +177,36 @@ def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Pat
     assert report["streamSecondsPresent"] == 60 and report["calls"]["roomHours"] == pytest.approx(240 / 3600)
 
 
+def test_a_coverage_report_that_cannot_be_written_is_named_and_exits_1(tmp_path: Path) -> None:
+    """The report is written when the scenario ends, minutes to hours after the start's checks: a directory
+    gone meanwhile (or a full disk) is an error naming the file, after the summary, never a traceback."""
+    spec = tmp_path / "one-room.yaml"
+    spec.write_text(
+        "seed: 2\nduration: 60\nrooms: 1\nfirst_session_within: 0\n"
+        "gap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\njobs: [snap]\n"
+    )
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    out = str(reports / "c.json")
+    args = ["--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", out]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "sim", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output = sim_output(proc)
+        url = output.url()  # listening: the start's checks found the directory
+        reports.rmdir()
+        httpx.post(f"{url}/_sim/clock", json={"advance": 61}, timeout=10).raise_for_status()
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.text()
+    assert "volcengine job snap:" in text and "Traceback" not in text, text
+    assert f"sim: cannot write the coverage report {reports / 'c.json'}: No such file or directory" in text
+
+
 async def test_a_scenario_being_played_reports_its_progress() -> None:
     """`capctl sim --scenario` plays minutes to hours of traffic: while it plays, the server says how far it is
     (every 30 s of real time under `capctl sim`), not only the summary at the end."""
