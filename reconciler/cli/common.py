@@ -255,12 +255,15 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         yield
     finally:
+        # Bounded in time, not only in tries: each try against a database host that does not answer waits out
+        # its connect timeout (10 s), and six of them (66 s) outlasted the lease the retries were to spare.
+        give_up = time.monotonic() + sum(RELEASE_RETRY_DELAYS)
         for delay in (*RELEASE_RETRY_DELAYS, None):
             try:
                 lock.release()
                 break
             except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
-                if delay is not None:
+                if delay is not None and time.monotonic() + delay <= give_up:
                     time.sleep(delay)
                     continue
                 err_console().print(
@@ -269,6 +272,7 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
                     highlight=False,
                     soft_wrap=True,
                 )
+                break
 
 
 # A lock that cannot be released refuses the next command (`apply again …`) until its lease lapses (PostgreSQL:

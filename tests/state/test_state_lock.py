@@ -225,3 +225,39 @@ def test_a_command_releases_its_lock_once_a_restarting_database_answers_again(st
         other.close()
         store.close()
         proxy.close()
+
+
+def test_a_release_that_waits_out_connect_timeouts_is_not_tried_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database host that does not answer: each release waits out the connect timeout (10 s), and the six
+    tries took 66 s, longer than the 60 s lease whose wait they were to spare (walk 14A-3). The retries are
+    bounded in time (about 6 s) as well as in number."""
+    import types
+
+    from reconciler.cli import common
+
+    now = [0.0]
+
+    class Unanswered:
+        tries = 0
+
+        def release(self) -> None:
+            Unanswered.tries += 1
+            now[0] += 10.0  # libpq's connect_timeout, waited out
+            raise StateError("cannot connect to the PostgreSQL state store: timeout expired")
+
+    class Store:
+        url = "postgresql://db/capctl"
+
+        def lock(self, holder: str) -> Unanswered:
+            return Unanswered()
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: now[0], sleep=sleep))
+    with common.locked(Store(), "capctl apply"):  # type: ignore[arg-type]
+        pass
+    assert Unanswered.tries == 1 and now[0] == 10.0
+    assert "could not release the state lock" in capsys.readouterr().err
