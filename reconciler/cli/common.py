@@ -264,8 +264,11 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
                 break
             except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
                 if delay is not None and time.monotonic() + delay <= give_up:
-                    time.sleep(delay)
-                    continue
+                    try:
+                        time.sleep(delay)
+                        continue
+                    except KeyboardInterrupt:  # Ctrl-C ends the wait, not the report of what was done
+                        pass
                 err_console().print(
                     f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
                     markup=False,
