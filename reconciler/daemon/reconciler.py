@@ -181,7 +181,7 @@ class Reconciler:
         self._counts_at = float("-inf")
         self._catch_up(stored=False)  # the records as read now are another leader's, on the clock as it is now
 
-    def _catch_up(self, *, stored: bool = True) -> None:
+    def _catch_up(self, *, stored: bool = True) -> float:
         """Before anything reads the wall clock against what the daemon scheduled on it: a wall clock that
         stepped since (NTP, a VM restored from a snapshot) moves that schedule with it, so each wait keeps its
         length on the monotonic clock. Before, a step back of an hour held every look and re-issue an hour
@@ -194,7 +194,7 @@ class Reconciler:
             self.runtimes.step(step)
             self.metrics.clock_steps.inc()
         elif not self._unmoved:
-            return  # every pass: nothing to do
+            return 0.0  # every pass: nothing to do
         # What each waiting record is owed: a step's move not written yet, while the record is still that one
         # (one written since is on the clock as it is now; a lease regained reads every record afresh) ...
         owed = {key: (r, moved) for key, (r, moved) in self._unmoved.items() if self.records.get(key) is r}
@@ -217,6 +217,7 @@ class Reconciler:
             )
         elif waits and not error:
             log.info("wall clock stepped earlier: the waits it left are moved now", waits_moved=len(waits))
+        return step
 
     def _as_moved(self, record: TaskRecord | None) -> TaskRecord | None:
         """`record` with the move a step owes it and could not write yet (`_catch_up`): its wait keeps its
@@ -250,7 +251,10 @@ class Reconciler:
         observed: dict[str, Observed] = {}
         # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
         if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
-            obs = self._with_end_reason(record, await self._observe(record))
+            obs, stepped = await self._observe(record)
+            obs = self._with_end_reason(record, obs)
+            if stepped:  # what is decided and written from here on is on the clock as it is now
+                now = self.clock.now()
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
             self._update(
@@ -513,7 +517,8 @@ class Reconciler:
         rt = self.runtimes.get(record.key)
         return rt.observe_now or rt.next_observe is None or now >= rt.next_observe
 
-    async def _observe(self, record: TaskRecord) -> Observed:
+    async def _observe(self, record: TaskRecord) -> tuple[Observed, float]:
+        """What the vendor says of `record`'s run, and the wall-clock step noticed once it answered (0.0: none)."""
         self._update(record.key, runtime.looking)
         try:
             obs = await self._provider(record.provider, record.family).observe(record)
@@ -521,6 +526,9 @@ class Reconciler:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             self.metrics.reconcile_errors.labels(reason=vendor_error_reason(exc)).inc()
             log.warning("observation failed", error=str(exc))
+        # A step while the call was awaited: the schedule is moved before its next look is set on the clock as
+        # it is now (moved at the next pass, that look was moved twice: a step forward of an hour, an hour late).
+        stepped = self._catch_up()
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
         rollover = policy.rollover_at(record, swept) if obs.state is ObservedState.RUNNING else None
@@ -528,7 +536,7 @@ class Reconciler:
             self._update(record.key, runtime.probing, rollover)
         self._update(record.key, runtime.looked, now, swept, running=obs.state is ObservedState.RUNNING)
         log.debug("observed", state=obs.state.value, reason=obs.reason)
-        return obs
+        return obs, stepped
 
     def _next_look(self, key: str, now: float) -> float | None:
         """When this key needs its worker again: its next observation or its scheduled re-issue."""

@@ -196,3 +196,26 @@ async def test_a_step_whose_wait_cannot_be_written_keeps_it_all_the_same(stepped
     [stepped_log] = [e for e in logs if e["event"].startswith("wall clock stepped")]
     assert (stepped_log["waits_moved"], stepped_log["retry"]) == (0, "at the next pass")
     assert b"capctl_wall_clock_steps_total 1.0" in daemon.metrics.render()
+
+
+async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped: Harness) -> None:
+    """The step came while a look awaited the vendor: the look's next one, set after the call on the clock as
+    it was then (stepped already), was moved by the step again at the next pass, and a run that stopped after
+    a step forward was seen that much later (walk 14A-6)."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    stepped.sim.config.volcengine_callback_url = None  # polling only: its looks are the ones it planned
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")  # the run goes on past its idle deadline
+    sim, steps = stepped.sim_app, [600.0]
+
+    async def stepping(scope: Any, receive: Any, send: Any) -> None:
+        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
+            stepped.clock.step(steps.pop())  # while the look awaits its answer
+        await sim(scope, receive, send)
+
+    stepped.sim_app = stepping
+    await stepped.start()
+    await stepped.advance(30)  # looked at its idle deadline (25 s): running; the step landed in that look
+    assert not steps and stepped.calls("StartSnapshot") == 1
+    stepped.sim.stop_task("volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby")
+    await stepped.advance(120)  # within a sweep period of its last look it is seen stopped and re-issued
+    assert stepped.calls("StartSnapshot") == 2
