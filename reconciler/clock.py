@@ -114,7 +114,9 @@ class StepWatch:
     def __init__(self, clock: Clock, tolerance: float = STEP_TOLERANCE) -> None:
         self._clock = clock
         self._tolerance = tolerance
-        self._offset = self._read() or 0.0
+        # None until a reading is had: a thread held up at the first (a loaded host) must not take 0.0 for the
+        # offset, or the next check reported the whole of wall minus monotonic time (~1.8e9 s) as a step.
+        self._offset = self._read()
 
     def _read(self) -> float | None:
         """Wall minus monotonic time, or None when this thread was held up between the readings (a pause
@@ -130,12 +132,13 @@ class StepWatch:
         offset = self._read()
         if offset is None:
             return 0.0
-        step, self._offset = offset - self._offset, offset
+        step, self._offset = offset - (offset if self._offset is None else self._offset), offset
         return step if abs(step) > self._tolerance else 0.0
 
     def reset(self) -> None:
         """Forget any step so far (times read from elsewhere are on the clock as it is now)."""
-        self._offset = self._read() or self._offset
+        if (offset := self._read()) is not None:  # an offset of 0.0 is one too
+            self._offset = offset
 
 
 class Throttle:

@@ -255,20 +255,27 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     try:
         yield
     finally:
+        # Bounded in time, not only in tries: each try against a database host that does not answer waits out
+        # its connect timeout (10 s), and six of them (66 s) outlasted the lease the retries were to spare.
+        give_up = time.monotonic() + sum(RELEASE_RETRY_DELAYS)
         for delay in (*RELEASE_RETRY_DELAYS, None):
             try:
                 lock.release()
                 break
             except StateError as exc:  # the store went away meanwhile: what the command did is still to be reported
-                if delay is not None:
-                    time.sleep(delay)
-                    continue
+                if delay is not None and time.monotonic() + delay <= give_up:
+                    try:
+                        time.sleep(delay)
+                        continue
+                    except KeyboardInterrupt:  # Ctrl-C ends the wait, not the report of what was done
+                        pass
                 err_console().print(
                     f"Warning: could not release the state lock ({exc}); it lapses by itself when its lease ends.",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
                 )
+                break
 
 
 # A lock that cannot be released refuses the next command (`apply again …`) until its lease lapses (PostgreSQL:

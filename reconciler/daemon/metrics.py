@@ -201,6 +201,13 @@ class Metrics:
             "Failed attempts to connect to the state store while the daemon starts (it waits: --state-wait)",
             registry=self.registry,
         )
+        # A step (NTP, a VM restored from a snapshot) is handled (the daemon's waits keep their length), but
+        # what it cannot fix (times written across it, docs/failure-modes.md) makes one worth knowing of.
+        self.clock_steps = Counter(
+            "capctl_wall_clock_steps",
+            "Times the leader saw the host's wall clock step (more than 1 s against the monotonic clock)",
+            registry=self.registry,
+        )
         self.spec_set_info = Gauge(
             "capctl_spec_set_info",
             "1, labelled with the digest of the spec set in force (the leader's is the set that acts)",

@@ -115,6 +115,10 @@ class Reconciler:
         self._room_feeds: set[tuple[str, str]] = set()
         self._hint_failed = Throttle(clock)  # one `callback hint not written` line a minute
         self._steps = StepWatch(clock)  # the host's wall clock stepping under the daemon's own schedule
+        # Waits a step should have moved but whose write failed: key -> (the record as it was, the step still
+        # owed it). Written at the next catch-up if the record is still that one (one written since is on the
+        # clock as it is now, and a lease regained reads every record afresh: neither is moved).
+        self._unmoved: dict[str, tuple[TaskRecord, float]] = {}
         # Keys whose wait for a renamed job's prune was logged: kept while the wait lasts, not reset with the set
         # (a selector job's room callbacks put the set in force again, about once per resync).
         self._told_waiting: set[str] = set()
@@ -177,33 +181,51 @@ class Reconciler:
         self._counts_at = float("-inf")
         self._catch_up(stored=False)  # the records as read now are another leader's, on the clock as it is now
 
-    def _catch_up(self, *, stored: bool = True) -> None:
+    def _catch_up(self, *, stored: bool = True) -> float:
         """Before anything reads the wall clock against what the daemon scheduled on it: a wall clock that
         stepped since (NTP, a VM restored from a snapshot) moves that schedule with it, so each wait keeps its
         length on the monotonic clock. Before, a step back of an hour held every look and re-issue an hour
         late; a step forward cut every backoff short (the prune grace is on the monotonic clock itself).
-        `stored`: the records' next attempt times (written by this leader on its clock) are moved too."""
+        `stored`: the records' next attempt times (written by this leader on its clock) are moved too; a
+        write that fails (a VM restored from a snapshot has lost its database connection too) is tried again
+        at the next catch-up, or the step was forgotten and each wait was that much longer or shorter."""
         step = self._steps.check()
-        if not step:
-            return
-        self.runtimes.step(step)
-        waits = [
-            record.evolve(next_attempt_at=record.next_attempt_at + step)
-            for record in (self.records.values() if stored else ())
-            if record.next_attempt_at is not None and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
-        ]
-        error = None
+        if step:
+            self.runtimes.step(step)
+            self.metrics.clock_steps.inc()
+        elif not self._unmoved:
+            return 0.0  # every pass: nothing to do
+        # What each waiting record is owed: a step's move not written yet, while the record is still that one
+        # (one written since is on the clock as it is now; a lease regained reads every record afresh) ...
+        owed = {key: (r, moved) for key, (r, moved) in self._unmoved.items() if self.records.get(key) is r}
+        for record in self.records.values() if step and stored else ():  # ... and this step's
+            if record.next_attempt_at is not None and record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
+                owed[record.key] = (record, owed.get(record.key, (record, 0.0))[1] + step)
+        waits = [r.evolve(next_attempt_at=(r.next_attempt_at or 0.0) + moved) for r, moved in owed.values()]
+        self._unmoved, error = {}, None
         try:
             if waits:
                 self.records.put_many(waits)
-        except StateError as exc:  # they follow the wall clock: a step back makes each that much longer
-            error = str(exc)
-        log.warning(
-            "wall clock stepped: the daemon's waits keep their length",
-            seconds=round(step, 1),
-            waits_moved=0 if error else len(waits),
-            **({"error": error} if error else {}),
-        )
+        except StateError as exc:
+            self._unmoved, error = owed, str(exc)
+        if step:
+            log.warning(
+                "wall clock stepped: the daemon's waits keep their length",
+                seconds=round(step, 1),
+                waits_moved=0 if error else len(waits),
+                **({"error": error, "retry": "at the next pass"} if error else {}),
+            )
+        elif waits and not error:
+            log.info("wall clock stepped earlier: the waits it left are moved now", waits_moved=len(waits))
+        return step
+
+    def _as_moved(self, record: TaskRecord | None) -> TaskRecord | None:
+        """`record` with the move a step owes it and could not write yet (`_catch_up`): its wait keeps its
+        length meanwhile, not only once the state can be written again."""
+        owed = self._unmoved.get(record.key) if record is not None else None
+        if record is None or owed is None or owed[0] is not record or record.next_attempt_at is None:
+            return record
+        return record.evolve(next_attempt_at=record.next_attempt_at + owed[1])
 
     def _update(
         self, key: str, transition: Callable[..., runtime.KeyRuntime], *args: object, **kwargs: object
@@ -217,7 +239,7 @@ class Reconciler:
         if spec is None:
             return Result(None)  # no valid spec set yet: nothing is decided, nothing is stopped
         self._catch_up()
-        task, record, now = spec.tasks.get(key), self.records.get(key), self.clock.now()
+        task, record, now = spec.tasks.get(key), self._as_moved(self.records.get(key)), self.clock.now()
         if task is None:
             return await self._reconcile_removed(key, record)
         moved: dict[str, str] = {}
@@ -229,7 +251,10 @@ class Reconciler:
         observed: dict[str, Observed] = {}
         # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
         if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
-            obs = self._with_end_reason(record, await self._observe(record))
+            obs, stepped = await self._observe(record)
+            obs = self._with_end_reason(record, obs)
+            if stepped:  # what is decided and written from here on is on the clock as it is now
+                now = self.clock.now()
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
             self._update(
@@ -492,7 +517,8 @@ class Reconciler:
         rt = self.runtimes.get(record.key)
         return rt.observe_now or rt.next_observe is None or now >= rt.next_observe
 
-    async def _observe(self, record: TaskRecord) -> Observed:
+    async def _observe(self, record: TaskRecord) -> tuple[Observed, float]:
+        """What the vendor says of `record`'s run, and the wall-clock step noticed once it answered (0.0: none)."""
         self._update(record.key, runtime.looking)
         try:
             obs = await self._provider(record.provider, record.family).observe(record)
@@ -500,6 +526,9 @@ class Reconciler:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             self.metrics.reconcile_errors.labels(reason=vendor_error_reason(exc)).inc()
             log.warning("observation failed", error=str(exc))
+        # A step while the call was awaited: the schedule is moved before its next look is set on the clock as
+        # it is now (moved at the next pass, that look was moved twice: a step forward of an hour, an hour late).
+        stepped = self._catch_up()
         now = self.clock.now()
         swept = now + self._period(record) * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random())
         rollover = policy.rollover_at(record, swept) if obs.state is ObservedState.RUNNING else None
@@ -507,7 +536,7 @@ class Reconciler:
             self._update(record.key, runtime.probing, rollover)
         self._update(record.key, runtime.looked, now, swept, running=obs.state is ObservedState.RUNNING)
         log.debug("observed", state=obs.state.value, reason=obs.reason)
-        return obs
+        return obs, stepped
 
     def _next_look(self, key: str, now: float) -> float | None:
         """When this key needs its worker again: its next observation or its scheduled re-issue."""

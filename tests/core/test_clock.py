@@ -90,3 +90,22 @@ def test_a_pause_between_the_two_readings_is_not_a_step() -> None:
     assert watch.check() == 0.0
     clock.pause = 0.0
     assert watch.check() == 0.0
+
+
+def test_a_watch_held_up_at_its_first_reading_reports_no_step() -> None:
+    """Made while its thread was held up, the watch took 0.0 for the offset: its first check reported the
+    whole of wall minus monotonic time (~1.8e9 s) as a step, and the daemon moved every wait by as much
+    (walk 14A-1). An offset of exactly 0.0 read by `reset` was likewise taken for none."""
+    clock = _Paused(start=1_800_000_000.0)
+    clock.pause = 5.0
+    watch = StepWatch(clock)
+    clock.pause = 0.0
+    assert watch.check() == 0.0
+    clock.step(-3600)
+    assert watch.check() == -3600
+
+    at_zero = FakeClock(start=3600.0)
+    watch = StepWatch(at_zero)
+    at_zero.step(-3600)  # wall minus monotonic is 0.0 now
+    watch.reset()
+    assert watch.check() == 0.0

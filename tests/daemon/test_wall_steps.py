@@ -3,15 +3,18 @@ itself keep their length, on the monotonic clock (docs/failure-modes.md, "The ho
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
-from reconciler.model import TaskStatus
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.state import open_state
+from reconciler.state.base import StateError
+from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
 from tests.specdocs import snapshot_job
@@ -157,3 +160,62 @@ async def test_on_postgresql_a_step_back_moves_the_stored_wait_and_the_leader_ke
     assert not [e for e in logs if e["event"] == "lost leadership"]
     [stepped_log] = [e for e in logs if e["event"].startswith("wall clock stepped")]
     assert (stepped_log["seconds"], stepped_log["waits_moved"]) == (-HOUR, 1)
+
+
+class OnceFailingStore(SQLiteStateStore):
+    """A state whose next `put_many` fails once `fail_next` is set (a VM restored from a snapshot: its
+    database connection is gone too)."""
+
+    fail_next = False
+
+    def put_many(self, records: Iterable[TaskRecord], **options: Any) -> int:
+        if self.fail_next:
+            self.fail_next = False
+            raise StateError("database is locked")
+        return super().put_many(records, **options)
+
+
+async def test_a_step_whose_wait_cannot_be_written_keeps_it_all_the_same(stepped: Harness) -> None:
+    """The write moving the waits failed (a VM restored from a snapshot has lost its database connection too),
+    and the step was forgotten: the backoff lasted an hour longer (walk 14A-2). The wait keeps its length,
+    its move is written at the next pass that can, and the step is counted."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    store = OnceFailingStore(stepped.state_path, clock=stepped.clock)
+    daemon = await stepped.start(store)
+    await stepped.advance(50)  # the second unproductive run waits 60 s
+    record = stepped.record(LOBBY)
+    assert record.status is TaskStatus.STOPPED and record.next_attempt_at is not None
+    left = record.next_attempt_at - stepped.clock.now()
+    stepped.clock.step(-HOUR)
+    store.fail_next = True
+    await stepped.advance(left - 2)
+    assert stepped.calls("StartSnapshot") == 2
+    with capture_logs() as logs:
+        await stepped.advance(3)  # its pass: the move is not written, the re-issue is on time all the same
+    assert not store.fail_next and stepped.calls("StartSnapshot") == 3
+    [stepped_log] = [e for e in logs if e["event"].startswith("wall clock stepped")]
+    assert (stepped_log["waits_moved"], stepped_log["retry"]) == (0, "at the next pass")
+    assert b"capctl_wall_clock_steps_total 1.0" in daemon.metrics.render()
+
+
+async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped: Harness) -> None:
+    """The step came while a look awaited the vendor: the look's next one, set after the call on the clock as
+    it was then (stepped already), was moved by the step again at the next pass, and a run that stopped after
+    a step forward was seen that much later (walk 14A-6)."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
+    stepped.sim.config.volcengine_callback_url = None  # polling only: its looks are the ones it planned
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")  # the run goes on past its idle deadline
+    sim, steps = stepped.sim_app, [600.0]
+
+    async def stepping(scope: Any, receive: Any, send: Any) -> None:
+        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
+            stepped.clock.step(steps.pop())  # while the look awaits its answer
+        await sim(scope, receive, send)
+
+    stepped.sim_app = stepping
+    await stepped.start()
+    await stepped.advance(30)  # looked at its idle deadline (25 s): running; the step landed in that look
+    assert not steps and stepped.calls("StartSnapshot") == 1
+    stepped.sim.stop_task("volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby")
+    await stepped.advance(120)  # within a sweep period of its last look it is seen stopped and re-issued
+    assert stepped.calls("StartSnapshot") == 2

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -225,3 +225,58 @@ def test_a_command_releases_its_lock_once_a_restarting_database_answers_again(st
         other.close()
         store.close()
         proxy.close()
+
+
+class _Unanswered:
+    """A lock whose release fails as against a database that does not answer, each try costing `cost` s of
+    `now` (a connect timeout waited out); `sleep` stands for `time.sleep` in the CLI's `locked`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cost: float, sleep: Callable[[float], None]) -> None:
+        import types
+
+        from reconciler.cli import common
+
+        self.now, self.cost, self.tries, self.url = 0.0, cost, 0, "postgresql://db/capctl"
+        monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: self.now, sleep=sleep))
+
+    def lock(self, holder: str) -> _Unanswered:
+        return self
+
+    def release(self) -> None:
+        self.tries += 1
+        self.now += self.cost
+        raise StateError("cannot connect to the PostgreSQL state store: timeout expired")
+
+
+def test_a_release_that_waits_out_connect_timeouts_is_not_tried_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database host that does not answer: each release waits out the connect timeout (10 s), and the six
+    tries took 66 s, longer than the 60 s lease whose wait they were to spare (walk 14A-3). The retries are
+    bounded in time (about 6 s) as well as in number."""
+    from reconciler.cli.common import locked
+
+    def sleep(seconds: float) -> None:
+        store.now += seconds
+
+    store = _Unanswered(monkeypatch, 10.0, sleep)  # libpq's connect_timeout
+    with locked(store, "capctl apply"):  # type: ignore[arg-type]
+        pass
+    assert store.tries == 1 and store.now == 10.0
+    assert "could not release the state lock" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_release_is_tried_again_ends_the_wait_not_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during the retries' silent seconds escaped as KeyboardInterrupt (click's 'Aborted!'), and the
+    apply's report of what it had done and left was never printed (walk 14A-5)."""
+    from reconciler.cli.common import locked
+
+    def sleep(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    store, ran = _Unanswered(monkeypatch, 0.0, sleep), False
+    with locked(store, "capctl apply"):  # type: ignore[arg-type]
+        ran = True
+    assert ran and store.tries == 1 and "could not release the state lock" in capsys.readouterr().err
