@@ -55,9 +55,22 @@ from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
 from reconciler.state.sql import SqlStateStore
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "SQLITE_BUSY_WAIT", "open_daemon_state", "run_daemon"]
 
 log = structlog.get_logger("capctl.daemon")
+
+# The executor calls the store on the daemon's loop, so SQLite waiting for a file another connection keeps
+# locked (a `sqlite3` shell's BEGIN EXCLUSIVE, a backup) stalls every timer on that loop for as long: with
+# the 5 s of the one-shot commands, a vendor call in flight then failed as a timeout though its answer had
+# come (walk 14D-2). A second is well inside the vendor calls' shortest timeout (connecting, 5 s) and the
+# probes' 3 s (`STUCK_AFTER`); a write that gives up is retried with backoff, its intent written first.
+SQLITE_BUSY_WAIT = 1.0
+
+
+def open_daemon_state(url: str | None) -> SqlStateStore:
+    """The daemon's store: as every command's, but SQLite waits at most SQLITE_BUSY_WAIT for a busy file."""
+    return open_state(url, busy_timeout=SQLITE_BUSY_WAIT)
+
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -274,7 +287,7 @@ async def _start(
     """Open the store (waiting for its server) and start the daemon; an exit code when it does not start."""
     try:
         store = await open_when_reachable(
-            lambda: open_state(options.state_url),
+            lambda: open_daemon_state(options.state_url),
             url=url_of(sock),
             wait=options.state_wait,
             clock=clock,

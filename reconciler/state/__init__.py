@@ -45,13 +45,15 @@ def open_state(
     create: bool = True,
     init: bool = False,
     connect_timeout: int = 10,
+    busy_timeout: float = 5.0,
 ) -> SqlStateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
     With `create=False` (commands that only read) nothing is created, no file, directory or table: a store
     that does not exist yet raises `StateMissing`, which names where it looked. A store that exists but is
     not a whole state raises `StateDamaged`; `init=True` (`capctl state init`) starts a new state in an
-    empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL).
+    empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL);
+    `busy_timeout`: seconds SQLite waits for a file another connection keeps locked.
     """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
@@ -62,7 +64,7 @@ def open_state(
             "or postgresql://user@host:5432/db"
         )
     if scheme == "sqlite":
-        return SQLiteStateStore(sqlite_path(url), create=create, init=init)
+        return SQLiteStateStore(sqlite_path(url), create=create, init=init, busy_timeout=busy_timeout)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
