@@ -183,7 +183,8 @@ class PostgresStateStore(SqlStateStore):
                 conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
                 raise StateUnreachable(
-                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}", where=self.url
+                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}{_limit_hit(exc)}",
+                    where=self.url,
                 ) from None
             if lease:
                 self._lease_conn = conn
@@ -206,7 +207,7 @@ class PostgresStateStore(SqlStateStore):
                 # new primary (DNS, a proxy, `target_session_attrs=read-write`) or the restored setting.
                 if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                     conn.close()
-                raise StateError(f"{self.url}: {self._scrub(exc)}") from None
+                raise StateError(f"{self.url}: {self._scrub(exc)}{_limit_hit(exc)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
@@ -255,6 +256,26 @@ class PostgresStateStore(SqlStateStore):
                 if conn is not None:
                     conn.close()
             self._conn = self._lease_conn = None
+
+
+def _limit_hit(exc: psycopg.Error) -> str:
+    """Which server limit ended a call, and where it is set (the server's text names neither), or ''."""
+    text = str(exc)
+    if "too many clients" in text or "remaining connection slots are reserved" in text:
+        return " (the server's max_connections is reached: each capctl process uses up to two connections)"
+    if "too many connections for role" in text:
+        return " (the role's CONNECTION LIMIT is reached: each capctl process uses up to two connections)"
+    if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in text:
+        return (
+            " (the statement ran past the session's statement_timeout: 15s unless the URL's options set it;"
+            " 3s for the lease's statements)"
+        )
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return (
+            " (another session held a lock this statement needed past lock_timeout: 10s unless the URL's"
+            " options set it; 2s for the lease's statements)"
+        )
+    return ""
 
 
 def _iso(moment: datetime) -> str:

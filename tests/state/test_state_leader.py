@@ -490,7 +490,7 @@ def test_the_lease_gives_up_a_locked_row_within_2_s_whatever_the_url_sets(store_
         with psycopg.connect(store_url) as other:
             other.execute("SELECT * FROM capctl_lock FOR UPDATE")
             began = time.monotonic()
-            with pytest.raises(StateError, match="lock timeout"):
+            with pytest.raises(StateError, match=r"lock timeout \(another session held a lock .*2s for the lease"):
                 lease.renew()
             assert time.monotonic() - began < 4.0
         lease.renew()  # the lock let go: the lease connection is usable again
@@ -499,3 +499,32 @@ def test_the_lease_gives_up_a_locked_row_within_2_s_whatever_the_url_sets(store_
             assert cur.fetchall()[0][0] == "30s"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_role_limited_to_one_connection_is_told_the_lease_needs_a_second(store_url: str) -> None:
+    """The lease's own connection (14D-1) is a second one: a role's CONNECTION LIMIT 1 refuses it; the error
+    names the store and the limit, and nothing is written."""
+    import secrets
+
+    import psycopg
+
+    role = f"capctl_one_{secrets.token_hex(4)}"
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1 IN ROLE postgres")
+    try:
+        store = open_sql(store_url.replace("postgres@", f"{role}@"))
+        try:
+            with pytest.raises(
+                StateError,
+                match=r"^cannot connect to the PostgreSQL state store postgresql://capctl_one"
+                r".*\(the role's CONNECTION LIMIT is reached: each capctl process uses up to two",
+            ):
+                store.lock("capctl apply")
+            assert store.serial() == 0 and store.load().records == {}
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")  # the tables it made, in the test's own schema
+            admin.execute(f"DROP ROLE {role}")
