@@ -133,14 +133,21 @@ class PostgresStateStore(SqlStateStore):
         serialise=(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",),
     )
 
-    def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: int = 10, create: bool = True, lock_wait: float | None = None
+    ) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
-        with some of them but not all, `StateDamaged` either way."""
+        with some of them but not all, `StateDamaged` either way. `lock_wait`: seconds of `lock_timeout`
+        (unless the URL sets it) instead of SESSION_LIMITS'."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
         self._passwords = url_secrets(url)
         self._connect_timeout = connect_timeout
+        self._session_limits = dict(SESSION_LIMITS)
+        if lock_wait is not None:
+            whole = lock_wait == int(lock_wait)
+            self._session_limits["lock_timeout"] = f"{lock_wait:g}s" if whole else f"{round(lock_wait * 1000)}ms"
         self.writable = create
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -159,12 +166,33 @@ class PostgresStateStore(SqlStateStore):
         """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
         return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
 
+    def _limit_hit(self, exc: psycopg.Error) -> str:
+        """Which server limit ended a call, and where it is set (the server's text names neither), or ''."""
+        text, session = str(exc), self._session_limits
+        if "too many clients" in text or "remaining connection slots are reserved" in text:
+            return " (the server's max_connections is reached: each capctl process uses up to two connections)"
+        if "too many connections for role" in text:
+            return " (the role's CONNECTION LIMIT is reached: each capctl process uses up to two connections)"
+        if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in text:
+            return (
+                " (the statement ran past the session's statement_timeout:"
+                f" {session['statement_timeout']} unless the URL's options set it;"
+                f" {LEASE_LIMITS['statement_timeout']} for the lease's statements)"
+            )
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return (
+                " (another session held a lock this statement needed past lock_timeout:"
+                f" {session['lock_timeout']} unless the URL's options set it;"
+                f" {LEASE_LIMITS['lock_timeout']} for the lease's statements)"
+            )
+        return ""
+
     def _limits(self, *, lease: bool = False) -> dict[str, str | int]:
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
         connection has LEASE_LIMITS whatever the URL sets (the server takes the last `-c` of a name)."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
         options = str(given.get("options") or "")
-        added = " ".join(f"-c {name}={value}" for name, value in SESSION_LIMITS.items() if name not in options)
+        added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in LEASE_LIMITS.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
@@ -182,9 +210,9 @@ class PostgresStateStore(SqlStateStore):
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits(lease=lease))
                 conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
+                why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
                 raise StateUnreachable(
-                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}{_limit_hit(exc)}",
-                    where=self.url,
+                    f"cannot connect to the PostgreSQL state store {self.url}: {why}", where=self.url
                 ) from None
             if lease:
                 self._lease_conn = conn
@@ -207,7 +235,7 @@ class PostgresStateStore(SqlStateStore):
                 # new primary (DNS, a proxy, `target_session_attrs=read-write`) or the restored setting.
                 if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                     conn.close()
-                raise StateError(f"{self.url}: {self._scrub(exc)}{_limit_hit(exc)}") from None
+                raise StateError(f"{self.url}: {self._scrub(exc)}{self._limit_hit(exc)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
@@ -256,26 +284,6 @@ class PostgresStateStore(SqlStateStore):
                 if conn is not None:
                     conn.close()
             self._conn = self._lease_conn = None
-
-
-def _limit_hit(exc: psycopg.Error) -> str:
-    """Which server limit ended a call, and where it is set (the server's text names neither), or ''."""
-    text = str(exc)
-    if "too many clients" in text or "remaining connection slots are reserved" in text:
-        return " (the server's max_connections is reached: each capctl process uses up to two connections)"
-    if "too many connections for role" in text:
-        return " (the role's CONNECTION LIMIT is reached: each capctl process uses up to two connections)"
-    if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in text:
-        return (
-            " (the statement ran past the session's statement_timeout: 15s unless the URL's options set it;"
-            " 3s for the lease's statements)"
-        )
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return (
-            " (another session held a lock this statement needed past lock_timeout: 10s unless the URL's"
-            " options set it; 2s for the lease's statements)"
-        )
-    return ""
 
 
 def _iso(moment: datetime) -> str:

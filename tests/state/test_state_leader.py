@@ -528,3 +528,32 @@ def test_a_role_limited_to_one_connection_is_told_the_lease_needs_a_second(store
         with psycopg.connect(store_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")  # the tables it made, in the test's own schema
             admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_daemons_writes_wait_a_second_for_a_lock_so_its_loop_gets_to_renew(store_url: str) -> None:
+    """Walk 14D-1: the daemon writes on its event loop, which also schedules the lease's renewals: a write
+    waiting out the commands' 10 s lock_timeout let the renew deadline pass with no renewal even tried."""
+    import psycopg
+
+    from reconciler.daemon.main import LOCK_WAIT, open_daemon_state
+
+    store = open_daemon_state(store_url)
+    assert isinstance(store, PostgresStateStore)
+    try:
+        with psycopg.connect(store_url) as other:
+            other.execute("SELECT serial FROM capctl_meta FOR UPDATE")
+            began = time.monotonic()
+            with pytest.raises(StateError, match=r"lock timeout \(.*: 1s unless the URL's options set it"):
+                store.put(make_record())
+            assert LOCK_WAIT <= time.monotonic() - began < 3.0
+        assert store.put(make_record()) == 1
+    finally:
+        store.close()
+    own = open_daemon_state(store_url.replace("options=", "options=-clock_timeout%3D7s%20"))
+    try:
+        with own._cursor(write=False) as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchall()[0][0] == "7s"  # the URL's own wins
+    finally:
+        own.close()

@@ -115,7 +115,7 @@ def test_the_daemons_store_gives_a_busy_file_up_within_its_second(tmp_path: Path
     holding BEGIN EXCLUSIVE) stalled every timer there, and a vendor call in flight failed as a timeout."""
     import time
 
-    from reconciler.daemon.main import SQLITE_BUSY_WAIT, open_daemon_state
+    from reconciler.daemon.main import LOCK_WAIT, open_daemon_state
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = open_daemon_state(url)
@@ -125,7 +125,7 @@ def test_the_daemons_store_gives_a_busy_file_up_within_its_second(tmp_path: Path
         began = time.monotonic()
         with pytest.raises(StateError, match=r"s\.db: another process kept the database busy for over 1 s"):
             store.put(make_record())
-        assert SQLITE_BUSY_WAIT <= time.monotonic() - began < 3.0  # not the one-shot commands' 5 s
+        assert LOCK_WAIT <= time.monotonic() - began < 3.0  # not the one-shot commands' 5 s
     finally:
         blocker.rollback()
         blocker.close()
