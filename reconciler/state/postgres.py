@@ -197,7 +197,9 @@ class PostgresStateStore(SqlStateStore):
             added = " ".join((added, *(f"-c {name}={value}" for name, value in LEASE_LIMITS.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
         limits["options"] = f"{options} {added}".strip()
-        limits["application_name"] = str(given.get("application_name") or "capctl")
+        # The lease's session is told apart in pg_stat_activity: `capctl lease`, `replica-a lease`.
+        name = str(given.get("application_name") or "capctl")
+        limits["application_name"] = f"{name} lease" if lease else name
         return limits
 
     def _connection(self, *, lease: bool = False) -> psycopg.Connection[tuple[object, ...]]:

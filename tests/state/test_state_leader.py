@@ -497,6 +497,9 @@ def test_the_lease_gives_up_a_locked_row_within_2_s_whatever_the_url_sets(store_
         with store._cursor(write=False) as cur:
             cur.execute("SHOW lock_timeout")
             assert cur.fetchall()[0][0] == "30s"
+        with store._cursor(write=False, lease=True) as cur:
+            cur.execute("SHOW application_name")
+            assert cur.fetchall()[0][0] == "capctl lease"  # told apart from the store's session
     finally:
         store.close()
 
