@@ -55,9 +55,25 @@ from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
 from reconciler.state.sql import SqlStateStore
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "run_daemon"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "LOCK_WAIT", "open_daemon_state", "run_daemon"]
 
 log = structlog.get_logger("capctl.daemon")
+
+# The executor calls the store on the daemon's loop, so a statement waiting for a lock another session holds
+# (SQLite: a `sqlite3` shell's BEGIN EXCLUSIVE, a backup; PostgreSQL: a row or table lock) stalls every timer
+# on that loop for as long. With the one-shot commands' waits, a vendor call in flight failed as a timeout
+# though its answer had come (SQLite's 5 s, walk 14D-2), and PostgreSQL's 10 s lock_timeout kept the lease's
+# next renewal from being scheduled until the renew deadline had passed (14D-1). A second is well inside the
+# vendor calls' shortest timeout (connecting, 5 s), the probes' 3 s (`STUCK_AFTER`) and the renew deadline
+# less a retry period; a write that gives up is retried with backoff, its intent written first.
+LOCK_WAIT = 1.0
+
+
+def open_daemon_state(url: str | None) -> SqlStateStore:
+    """The daemon's store: as every command's, but a statement waits at most LOCK_WAIT for another session's
+    lock (a PostgreSQL URL's own `lock_timeout` wins)."""
+    return open_state(url, lock_wait=LOCK_WAIT)
+
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -274,7 +290,7 @@ async def _start(
     """Open the store (waiting for its server) and start the daemon; an exit code when it does not start."""
     try:
         store = await open_when_reachable(
-            lambda: open_state(options.state_url),
+            lambda: open_daemon_state(options.state_url),
             url=url_of(sock),
             wait=options.state_wait,
             clock=clock,

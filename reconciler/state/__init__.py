@@ -45,13 +45,16 @@ def open_state(
     create: bool = True,
     init: bool = False,
     connect_timeout: int = 10,
+    lock_wait: float | None = None,
 ) -> SqlStateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
     With `create=False` (commands that only read) nothing is created, no file, directory or table: a store
     that does not exist yet raises `StateMissing`, which names where it looked. A store that exists but is
     not a whole state raises `StateDamaged`; `init=True` (`capctl state init`) starts a new state in an
-    empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL).
+    empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL);
+    `lock_wait`: seconds a statement waits for a lock another session holds (SQLite's busy file, PostgreSQL's
+    `lock_timeout` unless the URL sets it); None: 5 s on SQLite, 10 s on PostgreSQL.
     """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
@@ -62,11 +65,13 @@ def open_state(
             "or postgresql://user@host:5432/db"
         )
     if scheme == "sqlite":
-        return SQLiteStateStore(sqlite_path(url), create=create, init=init)
+        return SQLiteStateStore(
+            sqlite_path(url), create=create, init=init, busy_timeout=5.0 if lock_wait is None else lock_wait
+        )
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
-        return PostgresStateStore(url, create=create or init, connect_timeout=connect_timeout)
+        return PostgresStateStore(url, create=create or init, connect_timeout=connect_timeout, lock_wait=lock_wait)
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(
         f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "

@@ -59,6 +59,12 @@ CONNECTION_LIMITS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,  # milliseconds sent data may stay unacknowledged
 }
+# The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
+# their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
+# table lock) held the store's mutex, so the renewal waited too and the leader lost its lead at the 10 s
+# renew deadline (walk 14D-1). Each lease statement gives up within these limits, whatever the URL sets, so a
+# renewal held up by a lock fails and is tried again every retry period (2 s): several tries fit in the deadline.
+LEASE_LIMITS = {"statement_timeout": "3s", "lock_timeout": "2s"}
 
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _LOCK_TABLE = (
@@ -127,17 +133,26 @@ class PostgresStateStore(SqlStateStore):
         serialise=(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",),
     )
 
-    def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: int = 10, create: bool = True, lock_wait: float | None = None
+    ) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
-        with some of them but not all, `StateDamaged` either way."""
+        with some of them but not all, `StateDamaged` either way. `lock_wait`: seconds of `lock_timeout`
+        (unless the URL sets it) instead of SESSION_LIMITS'."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
         self._passwords = url_secrets(url)
         self._connect_timeout = connect_timeout
+        self._session_limits = dict(SESSION_LIMITS)
+        if lock_wait is not None:
+            whole = lock_wait == int(lock_wait)
+            self._session_limits["lock_timeout"] = f"{lock_wait:g}s" if whole else f"{round(lock_wait * 1000)}ms"
         self.writable = create
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._lease_mutex = threading.RLock()
+        self._lease_conn: psycopg.Connection[tuple[object, ...]] | None = None  # opened by the first lock()
         self._closed = False
         try:
             # No capctl table at all is a new state (the database must exist and starts empty); a partial set
@@ -151,34 +166,67 @@ class PostgresStateStore(SqlStateStore):
         """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
         return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
 
-    def _limits(self) -> dict[str, str | int]:
-        """Connection options the URL does not set itself: timeouts, keepalives, application_name."""
+    def _limit_hit(self, exc: psycopg.Error) -> str:
+        """Which server limit ended a call, and where it is set (the server's text names neither), or ''."""
+        text, session = str(exc), self._session_limits
+        if "too many clients" in text or "remaining connection slots are reserved" in text:
+            return " (the server's max_connections is reached: each capctl process uses up to two connections)"
+        if "too many connections for role" in text:
+            return " (the role's CONNECTION LIMIT is reached: each capctl process uses up to two connections)"
+        if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in text:
+            return (
+                " (the statement ran past the session's statement_timeout:"
+                f" {session['statement_timeout']} unless the URL's options set it;"
+                f" {LEASE_LIMITS['statement_timeout']} for the lease's statements)"
+            )
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return (
+                " (another session held a lock this statement needed past lock_timeout:"
+                f" {session['lock_timeout']} unless the URL's options set it;"
+                f" {LEASE_LIMITS['lock_timeout']} for the lease's statements)"
+            )
+        return ""
+
+    def _limits(self, *, lease: bool = False) -> dict[str, str | int]:
+        """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
+        connection has LEASE_LIMITS whatever the URL sets (the server takes the last `-c` of a name)."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
         options = str(given.get("options") or "")
-        added = " ".join(f"-c {name}={value}" for name, value in SESSION_LIMITS.items() if name not in options)
+        added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
+        if lease:
+            added = " ".join((added, *(f"-c {name}={value}" for name, value in LEASE_LIMITS.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
         limits["options"] = f"{options} {added}".strip()
-        limits["application_name"] = str(given.get("application_name") or "capctl")
+        # The lease's session is told apart in pg_stat_activity: `capctl lease`, `replica-a lease`.
+        name = str(given.get("application_name") or "capctl")
+        limits["application_name"] = f"{name} lease" if lease else name
         return limits
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self, *, lease: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+        """The store's connection (or the lease's), connected afresh if it is not open."""
         if self._closed:
             raise StateError(f"{self.url}: the store is closed")
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        conn = self._lease_conn if lease else self._conn
+        if conn is None or conn.closed or conn.broken:
             try:
-                conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits())
-                self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
+                conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits(lease=lease))
+                conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
+                why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
                 raise StateUnreachable(
-                    f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}", where=self.url
+                    f"cannot connect to the PostgreSQL state store {self.url}: {why}", where=self.url
                 ) from None
-        return self._conn
+            if lease:
+                self._lease_conn = conn
+            else:
+                self._conn = conn
+        return conn
 
     @contextmanager
-    def _cursor(self, *, write: bool) -> Iterator[Cursor]:
+    def _cursor(self, *, write: bool, lease: bool = False) -> Iterator[Cursor]:
         # `write` needs nothing extra here: the serial row lock (FOR UPDATE) serialises writers.
-        with self._mutex:
-            conn = self._connection()
+        with self._lease_mutex if lease else self._mutex:
+            conn = self._connection(lease=lease)
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     yield cur
@@ -189,7 +237,7 @@ class PostgresStateStore(SqlStateStore):
                 # new primary (DNS, a proxy, `target_session_attrs=read-write`) or the restored setting.
                 if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                     conn.close()
-                raise StateError(f"{self.url}: {self._scrub(exc)}") from None
+                raise StateError(f"{self.url}: {self._scrub(exc)}{self._limit_hit(exc)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
@@ -200,7 +248,7 @@ class PostgresStateStore(SqlStateStore):
         self._migrate_leadership()
         identity, token = holder_identity(holder), secrets.token_hex(16)
         for _ in range(3):  # the current holder may release between our two statements: look again
-            with self._cursor(write=True) as cur:
+            with self._cursor(write=True, lease=True) as cur:
                 cur.execute(
                     "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
                     " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second', 1)"
@@ -219,7 +267,7 @@ class PostgresStateStore(SqlStateStore):
 
     def _current_holder(self) -> tuple[str, float] | None:
         """Who holds the lease (as `LockHeld` shows it) and the seconds until it lapses, by the server."""
-        with self._cursor(write=False) as cur:
+        with self._cursor(write=False, lease=True) as cur:
             cur.execute(
                 "SELECT holder, since, expires_at, GREATEST(EXTRACT(EPOCH FROM expires_at - now()), 0)::float8"
                 " FROM capctl_lock WHERE name = %s",
@@ -232,11 +280,12 @@ class PostgresStateStore(SqlStateStore):
         return f"{holder} since {_iso(since)} (lease expires {_iso(expires_at)})", float(left)
 
     def close(self) -> None:
-        with self._mutex:
+        with self._mutex, self._lease_mutex:
             self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._lease_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._lease_conn = None
 
 
 def _iso(moment: datetime) -> str:
@@ -260,7 +309,7 @@ class Lease(LockContext):
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
         if self._token is None:
             raise StateError("the state lock was already released")
-        with self._store._cursor(write=True) as cur:
+        with self._store._cursor(write=True, lease=True) as cur:
             cur.execute(
                 "UPDATE capctl_lock SET expires_at = now() + %s * interval '1 second' WHERE name = %s AND token = %s",
                 (self.lease_seconds, LOCK_NAME, self._token),
@@ -275,7 +324,7 @@ class Lease(LockContext):
 
     def release(self) -> None:
         if self._token is not None:
-            with self._store._cursor(write=True) as cur:
+            with self._store._cursor(write=True, lease=True) as cur:
                 cur.execute(
                     "UPDATE capctl_lock SET token = '', expires_at = now() WHERE name = %s AND token = %s",
                     (LOCK_NAME, self._token),

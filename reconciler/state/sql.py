@@ -576,18 +576,20 @@ class SqlStateStore(ABC):
         self._migrate_leadership()  # (the history table, in a state from before it)
         with self._cursor(write=True) as cur:
             if not rows:
-                return self._check_serial(cur, expected_serial, fence)
-            if fence is not None:
+                serial = self._check_serial(cur, expected_serial, fence)
                 self._check_fence(cur, fence)
+                return serial
             # The serial moves first: its row is locked (as `serial_for_update` would), and the serial it held
             # is the new one less one, so the compare-and-set needs no read of its own (one statement less
             # per write; a mismatch rolls the move back with the rest).
             serial = self._bump(cur)
             if expected_serial is not None and serial - 1 != expected_serial:
+                self._check_fence(cur, fence)
                 raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
             # The runs these records describe, into the history in their transaction (`run_of`).
             cur.executemany(self.history_queries.put, [_span_row(run) for run in runs])
+            self._check_fence(cur, fence)
         written.update((run.subject, run) for run in runs)
         return serial
 
@@ -614,7 +616,9 @@ class SqlStateStore(ABC):
                 removed += cur.rowcount
                 cur.execute(self.history_queries.forget, (key,))
                 self._written_runs().pop(key, None)
-            return self._bump(cur) if removed > 0 else serial
+            serial = self._bump(cur) if removed > 0 else serial
+            self._check_fence(cur, fence)
+            return serial
 
     def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
         """Keep what was learned of these rooms (newer reports replace older ones), and the status page's
@@ -742,19 +746,26 @@ class SqlStateStore(ABC):
         return version
 
     def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
-        if fence is not None:
-            self._check_fence(cur, fence)
+        """Lock the serial row and compare it; a mismatch of a deposed leader (`fence`) is `Fenced`."""
         serial = self._serial_of(cur, self.queries.serial_for_update)
         if expected is not None and serial != expected:
+            self._check_fence(cur, fence)
             raise SerialMismatch(expected, serial)
         return serial
 
     def _bump(self, cur: Cursor) -> int:
         return self._serial_of(cur, self.queries.bump)
 
-    def _check_fence(self, cur: Cursor, epoch: int) -> None:
-        """Raise `Fenced` (rolling the transaction back) unless `epoch` is still the lock's epoch.
-        (A fenced writer took the lock, which ran `_migrate_leadership` first.)"""
+    def _check_fence(self, cur: Cursor, epoch: int | None) -> None:
+        """Raise `Fenced` (rolling the transaction back) unless `epoch` (None: not fenced) is still the lock's
+        epoch. (A fenced writer took the lock, which ran `_migrate_leadership` first.)
+
+        A write checks last, just before it commits: PostgreSQL row-locks the lease row (a takeover waits for
+        the commit), and so does the leader's renewal. Checked first, a write waiting for the serial row or a
+        table (another writer, a DBA's ALTER) held the lease row for all that wait, and the renewal with it,
+        up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1)."""
+        if epoch is None:
+            return
         rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
         current: int | None = rows[0][0] if rows else None
         if current != epoch:
@@ -861,15 +872,13 @@ class SqlStateStore(ABC):
         nothing to take or forget (most claims), a read says so and nothing is written."""
         self._migrate_leadership()
         with self._cursor(write=False) as cur:
-            if fence is not None:
-                self._check_fence(cur, fence)
+            self._check_fence(cur, fence)
             if not _rows(cur, self.leadership.inbox_due, (now - keep,)):
                 return []
         with self._cursor(write=True) as cur:
-            if fence is not None:
-                self._check_fence(cur, fence)
             cur.execute(self.leadership.inbox_purge, (now - keep,))
             rows = _rows(cur, self.leadership.inbox_claim, (now, limit))
+            self._check_fence(cur, fence)
         try:
             entries = [InboxEntry(v, k, json.loads(p), d, r) for v, k, p, d, r in rows]
         except ValueError as exc:

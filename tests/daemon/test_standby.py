@@ -268,7 +268,9 @@ async def test_a_standby_that_cannot_store_callbacks_warns_once_a_minute_not_per
                 assert (
                     await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="e9"))
                 ).status_code == 503
-            await harness.advance(2)  # a lock attempt fails too: the role says why, once
+            # A lock attempt fails too: the role says why, once. The lease has a connection of its own (walk
+            # 14D-1): its first attempt finds it broken, the next one cannot connect, as the status read.
+            await harness.advance(4)
             detail = (await http.get("/api/v1/status")).json()["replica"]["detail"]
         assert detail.endswith("; tasks as this replica last read them") and detail.count("cannot connect") == 1
         warned = [e for e in logs if e["event"] == "could not store a callback in the inbox; the vendor retries"]

@@ -436,3 +436,127 @@ def test_an_sqlite_state_from_before_epochs_is_migrated(store_url: str) -> None:
         assert store.inbox_put(inbox_entry("volc:app:5"))
     finally:
         store.close()
+
+
+def waiting_for_a_lock(admin: object, backend: int) -> bool:
+    """Whether the session `backend` waits for a lock another session holds."""
+    import psycopg
+
+    assert isinstance(admin, psycopg.Connection)
+    row = admin.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_write_waiting_for_a_lock_does_not_hold_the_leaders_renewal_up(store_url: str) -> None:
+    """Walk 14D-1: a leader's write waiting out `lock_timeout` (another session holds the serial row: an apply,
+    a `state rm`, a DBA) held the store's one connection and, through the fence checked first, the lease row:
+    the renewal waited as long, and a lock_timeout as long as the renew deadline cost the leader its lead."""
+    import psycopg
+
+    url = store_url.replace("options=", "options=-clock_timeout%3D4s%20")  # the write's wait, kept short here
+    store = open_sql(url)
+    assert isinstance(store, PostgresStateStore)
+    try:
+        lease = store.lock("capctl run", lease_seconds=15)
+        backend = store._connection().info.backend_pid
+        with psycopg.connect(store_url, autocommit=True) as admin, psycopg.connect(store_url) as other:
+            other.execute("SELECT serial FROM capctl_meta FOR UPDATE")  # held until the rollback below
+            outcome: list[object] = []
+            writer = threading.Thread(target=lambda: outcome.append(store.put(make_record(), fence=lease.epoch)))
+            writer.start()
+            assert wait_until(lambda: waiting_for_a_lock(admin, backend), 3.0)
+            began = time.monotonic()
+            lease.renew()
+            assert time.monotonic() - began < 1.5  # not the rest of the write's 4 s wait
+            assert writer.is_alive()
+            other.rollback()
+            writer.join(5.0)
+        assert outcome == [1]  # the write went through once the lock was let go
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_lease_gives_up_a_locked_row_within_2_s_whatever_the_url_sets(store_url: str) -> None:
+    """A renewal held up by a lock on the lease row fails within LEASE_LIMITS and is tried again next retry
+    period, so several tries fit in the renew deadline; the URL's own (longer) limits are the store's."""
+    import psycopg
+
+    store = open_sql(store_url.replace("options=", "options=-clock_timeout%3D30s%20"))
+    assert isinstance(store, PostgresStateStore)
+    try:
+        lease = store.lock("capctl run", lease_seconds=15)
+        with psycopg.connect(store_url) as other:
+            other.execute("SELECT * FROM capctl_lock FOR UPDATE")
+            began = time.monotonic()
+            with pytest.raises(StateError, match=r"lock timeout \(another session held a lock .*2s for the lease"):
+                lease.renew()
+            assert time.monotonic() - began < 4.0
+        lease.renew()  # the lock let go: the lease connection is usable again
+        with store._cursor(write=False) as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchall()[0][0] == "30s"
+        with store._cursor(write=False, lease=True) as cur:
+            cur.execute("SHOW application_name")
+            assert cur.fetchall()[0][0] == "capctl lease"  # told apart from the store's session
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_role_limited_to_one_connection_is_told_the_lease_needs_a_second(store_url: str) -> None:
+    """The lease's own connection (14D-1) is a second one: a role's CONNECTION LIMIT 1 refuses it; the error
+    names the store and the limit, and nothing is written."""
+    import secrets
+
+    import psycopg
+
+    role = f"capctl_one_{secrets.token_hex(4)}"
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1 IN ROLE postgres")
+    try:
+        store = open_sql(store_url.replace("postgres@", f"{role}@"))
+        try:
+            with pytest.raises(
+                StateError,
+                match=r"^cannot connect to the PostgreSQL state store postgresql://capctl_one"
+                r".*\(the role's CONNECTION LIMIT is reached: each capctl process uses up to two",
+            ):
+                store.lock("capctl apply")
+            assert store.serial() == 0 and store.load().records == {}
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")  # the tables it made, in the test's own schema
+            admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_daemons_writes_wait_a_second_for_a_lock_so_its_loop_gets_to_renew(store_url: str) -> None:
+    """Walk 14D-1: the daemon writes on its event loop, which also schedules the lease's renewals: a write
+    waiting out the commands' 10 s lock_timeout let the renew deadline pass with no renewal even tried."""
+    import psycopg
+
+    from reconciler.daemon.main import LOCK_WAIT, open_daemon_state
+
+    store = open_daemon_state(store_url)
+    assert isinstance(store, PostgresStateStore)
+    try:
+        with psycopg.connect(store_url) as other:
+            other.execute("SELECT serial FROM capctl_meta FOR UPDATE")
+            began = time.monotonic()
+            with pytest.raises(StateError, match=r"lock timeout \(.*: 1s unless the URL's options set it"):
+                store.put(make_record())
+            assert LOCK_WAIT <= time.monotonic() - began < 3.0
+        assert store.put(make_record()) == 1
+    finally:
+        store.close()
+    own = open_daemon_state(store_url.replace("options=", "options=-clock_timeout%3D7s%20"))
+    try:
+        with own._cursor(write=False) as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchall()[0][0] == "7s"  # the URL's own wins
+    finally:
+        own.close()

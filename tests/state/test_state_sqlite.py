@@ -110,6 +110,29 @@ def test_a_corrupt_row_is_named_on_load(tmp_path: Path) -> None:
     store.close()
 
 
+def test_the_daemons_store_gives_a_busy_file_up_within_its_second(tmp_path: Path) -> None:
+    """Walk 14D-2: the daemon calls its store on its event loop, so SQLite's 5 s busy wait (a `sqlite3` shell
+    holding BEGIN EXCLUSIVE) stalled every timer there, and a vendor call in flight failed as a timeout."""
+    import time
+
+    from reconciler.daemon.main import LOCK_WAIT, open_daemon_state
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = open_daemon_state(url)
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        began = time.monotonic()
+        with pytest.raises(StateError, match=r"s\.db: another process kept the database busy for over 1 s"):
+            store.put(make_record())
+        assert LOCK_WAIT <= time.monotonic() - began < 3.0  # not the one-shot commands' 5 s
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert store.put(make_record()) == 1
+    store.close()
+
+
 def test_a_writer_blocked_too_long_gets_a_clear_error(tmp_path: Path) -> None:
     store = SQLiteStateStore(tmp_path / "s.db", busy_timeout=0.05)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
