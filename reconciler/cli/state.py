@@ -135,8 +135,9 @@ def state_list(
 ) -> None:
     """List recorded tasks with their status, re-issues, next attempt and reason (all, or those filtered).
 
-    In a terminal the table fits its width (its REASON cut short); in a pipe no cell is cut. -o wide adds the
-    vendor task id, the last observation and a room selector's job, room and selector."""
+    In a terminal the table fits its width (its REASON cut short, or under its task when narrow); in a pipe no
+    cell is cut. -o wide adds the vendor task id, the last observation and a room selector's job, room and
+    selector."""
     if output not in ("table", "wide", "json"):
         fail(f"--output {output!r}: expected table, wide or json")
     keep = _record_filter(keys or [], status or [], selector or [])
