@@ -151,6 +151,11 @@ def state_list(
     for key in keys or []:
         if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
+    if selector and not any(_record_filter([], [], selector)(r) for r in snapshot.records.values()):
+        # As plan's note; with the labels there are, a typo (`tier=gld`) shows itself (walk 14b: a bare "0 tasks").
+        known = sorted({f"{k}={v}" for r in snapshot.records.values() for k, v in r.labels.items()})
+        there = f" (labels recorded: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
+        typer.echo(f"-l {' '.join(selector)} matches no task{there}.", err=True)
     if output == "json":
         tasks = [record_to_dict(r) for r in records]
         write_json({"serial": snapshot.serial, "tasks": tasks}, sys.stdout, readable=True)
