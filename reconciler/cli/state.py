@@ -285,7 +285,9 @@ def state_show(
     with open_store(state, read_only=True) as store:
         record = store.record(key)
     if record is None:
-        _no_task(key, store)
+        # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
+        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
+        _no_task(key, store, glob)
     typer.echo(readable_json(json.dumps(record_to_dict(record), indent=2, ensure_ascii=False)))
 
 

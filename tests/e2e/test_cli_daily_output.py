@@ -155,7 +155,8 @@ def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what
 
 
 def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are(tmp_path: Path) -> None:
-    """Walk 14b: `state list -l tier=gld` (a typo of gold) printed a bare "0 tasks"; `plan -l` notes it."""
+    """Walk 14b: `state list -l tier=gld` (a typo of gold) printed a bare "0 tasks"; `plan -l` notes it. And
+    `state show 'SnapshotJob/audit/*'` said only that no such task exists."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = open_state(url, init=True)
     store.put_many([make_record("SnapshotJob/audit/lobby", labels={"tier": "gold", "team": "safety"})])
@@ -164,6 +165,11 @@ def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are
     typo = runner.invoke(cli.app, ["state", "list", "-l", "tier=gld", "--state", url])
     assert typo.exit_code == 0 and typo.stdout.startswith("0 tasks")
     assert "-l tier=gld matches no task (labels recorded: team=safety, tier=gold)." in typo.stderr
+    # `state show` takes one key: a glob, as list, rm and wake take, is pointed at `state list -o json`.
+    glob = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/*", "--state", url])
+    assert (
+        glob.exit_code == 1 and "show takes one key: `capctl state list -o json 'SnapshotJob/audit/*'`" in glob.stderr
+    )
     # Labels that match, with another filter that leaves nothing: no word about the labels.
     other = runner.invoke(cli.app, ["state", "list", "-l", "tier=gold", "-s", "failed", "--state", url])
     assert other.exit_code == 0 and other.stderr == ""
