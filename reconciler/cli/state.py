@@ -146,10 +146,12 @@ def state_list(
         say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
-    from reconciler.plan import literal_hint, selector_matches
+    from reconciler.plan import near_key_hint, selector_matches
 
     for key in keys or []:
-        if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
+        if not any(selector_matches(key, k) for k in snapshot.records) and (
+            hint := near_key_hint(key, snapshot.records)
+        ):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if selector and not any(_record_filter([], [], selector)(r) for r in snapshot.records.values()):
         # As plan's note; with the labels there are, a typo (`tier=gld`) shows itself (walk 14b: a bare "0 tasks").
@@ -306,7 +308,7 @@ def state_rm(
     tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
     others that do)."""
     from reconciler.model import TaskStatus
-    from reconciler.plan import PlanError, check_selector, literal_hint, selector_matches
+    from reconciler.plan import PlanError, check_selector, near_key_hint, selector_matches
     from reconciler.state import NoState
 
     try:
@@ -325,7 +327,7 @@ def state_rm(
             unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
             if unmatched or not any(matched.values()):
                 # A glob's `?` or `[` stands for itself in task keys, as in `state list` (its KEY hint).
-                hint = next((h for k in unmatched or keys if (h := literal_hint(k))), "")
+                hint = next((h for k in unmatched or keys if (h := near_key_hint(k, known))), "")
                 if len(keys) == 1:
                     _no_task(keys[0], store, hint)
                 named = ", ".join(repr(k) for k in unmatched or keys)
