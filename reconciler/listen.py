@@ -15,8 +15,10 @@ __all__ = ["advertised_host", "advertised_url", "bind", "parse_listen", "url_of"
 def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
     """(host, port) of `HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port when bound."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"--listen: expected HOST:PORT (e.g. {example}; port 0 picks a free one), got {listen!r}")
+    if int(port) > 65535:  # the form was right: say what is not (walk 14b)
+        raise ValueError(f"--listen: port {int(port)} is out of range (0 to 65535; 0 picks a free one), got {listen!r}")
     return host.strip("[]"), int(port)
 
 

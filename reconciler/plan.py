@@ -8,6 +8,7 @@ Each change carries a reason a human understands; the reason explains the action
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import re
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "fmt_time",
     "label_matcher",
     "literal_hint",
+    "near_key_hint",
     "parse_rfc3339",
     "plan_from_json",
     "plan_to_json",
@@ -175,6 +177,28 @@ def literal_hint(selector: str) -> str:
     if "?" in selector or "[" in selector:
         return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
     return ""
+
+
+def near_key_hint(selector: str, keys: Iterable[str]) -> str:
+    """What to add when a task-key selector matched none of `keys`: the `?`/`[` hint, else the nearest job of
+    its kind by name (`SnapshotJob/lobby` → `SnapshotJob/lobby-audit`), or, its job known, the nearest room.
+    Names are compared, not whole keys: their shared `Kind/` made every job of a kind look near (walk 14b)."""
+    if hint := literal_hint(selector):
+        return hint
+    kind, _, rest = selector.partition("/")
+    name, slash, room = rest.partition("/")
+    if "*" in name:
+        return ""
+    keys = list(keys)
+    names = {k.split("/", 2)[1] for k in keys if k.startswith(f"{kind}/")}
+    if name in names:
+        if not slash or "*" in room:
+            return ""
+        rooms = [k.split("/", 2)[2] for k in keys if k.startswith(f"{kind}/{name}/")]
+        near = difflib.get_close_matches(room, rooms, n=1, cutoff=0.6)
+        return f" (did you mean {kind}/{name}/{near[0]}?)" if near else ""
+    near = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    return f" (did you mean {kind}/{near[0]}{slash}{room}?)" if near else ""
 
 
 def whole_keys_hint(command: str, key: str) -> str:
@@ -792,7 +816,7 @@ def diff(
         notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
-            notes.append(f"--target {selector} matches no task{literal_hint(selector)}.")
+            notes.append(f"--target {selector} matches no task{near_key_hint(selector, (*desired, *records))}.")
     if kept:
         notes.append(f"{kept} task(s) removed from the specs are kept running (--no-prune).")
     # A task started again records its policy with its start: the note is of those left as they are.

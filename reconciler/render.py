@@ -544,7 +544,8 @@ def render_state_table(
     """`capctl state list`: plain columns as `kubectl get` prints them, one line per task.
 
     The default view fits a terminal: five columns, its REASON (the error, else the stop reason) cut with `…`
-    to the terminal's `width` (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
+    to the terminal's `width`, or on a line of its own under its task where fewer than `REASON_MIN` cells are
+    left (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
     so grep and awk see every cell whole. `wide` (`-o wide`) has every column, never cut."""
     from reconciler.transitions import TOMBSTONE_RETENTION
 
@@ -586,9 +587,15 @@ def render_state_table(
     for row in rows:
         cells = [_pad(cell, w) for cell, w in zip(row, widths, strict=False)]
         last = row[-1]
-        if width is not None and not wide:
-            last = _cut(last, max(REASON_MIN, width - sum(map(cell_len, cells)) - 3 * len(cells)))
-        lines.append("   ".join([*cells, last]))
+        room = None if width is None or wide else width - sum(map(cell_len, cells)) - 3 * len(cells)
+        if room is None or room >= REASON_MIN:
+            lines.append("   ".join([*cells, last if room is None else _cut(last, room)]))
+        else:
+            # Too narrow for a REASON that says anything (80 columns and a key of 34 cells): the reason goes
+            # under its task, indented, rather than a row the terminal wraps (walk 14b); "-" says nothing.
+            lines.append("   ".join(cells).rstrip())
+            if last not in ("-", NARROW_COLUMNS[-1]):
+                lines.append(_cut(f"    ↳ {last}", max(width or 0, REASON_MIN)))
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
     removed = sum(1 for r in records if r.status.value == "removed")

@@ -240,7 +240,8 @@ def intent(
     if record is not None and resumable_start(task, record):
         # Resume that start under its recorded ClientTaskId (the vendor answers with the same task, if it
         # started one) and its recorded counters: it is still the same run.
-        return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None)
+        # No next attempt: this is it (a running task that kept its retry slot was listed `due`, walk 14b).
+        return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None, next_attempt_at=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
     base = record or TaskRecord(
         key=task.key,

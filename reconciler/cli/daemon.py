@@ -309,7 +309,7 @@ def wake(
     from collections import Counter
 
     from reconciler import transitions
-    from reconciler.plan import PlanError, check_selector, fmt_time, literal_hint, selector_matches, waited_after
+    from reconciler.plan import PlanError, check_selector, fmt_time, near_key_hint, selector_matches, waited_after
     from reconciler.state import NoState
 
     try:
@@ -326,7 +326,7 @@ def wake(
             # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
             if unknown := [k for k, hits in matched.items() if not hits]:
                 named = ", ".join(repr(k) for k in unknown)
-                hint = next((h for k in unknown if (h := literal_hint(k))), "")
+                hint = next((h for k in unknown if (h := near_key_hint(k, known))), "")
                 fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
             records = {k: r for hits in matched.values() for k in hits if (r := store.record(k)) is not None}
             lines, woken, seen = [], [], set()

@@ -419,6 +419,9 @@ def apply(
                 store = _locked_store(state, "capctl apply", held)
                 if store.fingerprint_key(key) != key or store.serial() != 0:  # planned as if nothing was created
                     fail("another command created the state meanwhile; nothing was changed: run apply again")
+                # Where, path resolved: `sqlite:///tmp/x.db` is ./tmp/x.db, and a state nobody expected there
+                # starts every task again at the next apply elsewhere (walk 14b).
+                err_console().print(f"Started a new state at {store.url}.", markup=False, soft_wrap=True)
             return store
 
         received: list[int] = []  # the signals that stopped its changes

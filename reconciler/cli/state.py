@@ -135,8 +135,9 @@ def state_list(
 ) -> None:
     """List recorded tasks with their status, re-issues, next attempt and reason (all, or those filtered).
 
-    In a terminal the table fits its width (its REASON cut short); in a pipe no cell is cut. -o wide adds the
-    vendor task id, the last observation and a room selector's job, room and selector."""
+    In a terminal the table fits its width (its REASON cut short, or under its task when narrow); in a pipe no
+    cell is cut. -o wide adds the vendor task id, the last observation and a room selector's job, room and
+    selector."""
     if output not in ("table", "wide", "json"):
         fail(f"--output {output!r}: expected table, wide or json")
     keep = _record_filter(keys or [], status or [], selector or [])
@@ -145,11 +146,18 @@ def state_list(
         say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
-    from reconciler.plan import literal_hint, selector_matches
+    from reconciler.plan import near_key_hint, selector_matches
 
     for key in keys or []:
-        if (hint := literal_hint(key)) and not any(selector_matches(key, k) for k in snapshot.records):
+        if not any(selector_matches(key, k) for k in snapshot.records) and (
+            hint := near_key_hint(key, snapshot.records)
+        ):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
+    if selector and not any(_record_filter([], [], selector)(r) for r in snapshot.records.values()):
+        # As plan's note; with the labels there are, a typo (`tier=gld`) shows itself (walk 14b: a bare "0 tasks").
+        known = sorted({f"{k}={v}" for r in snapshot.records.values() for k, v in r.labels.items()})
+        there = f" (labels recorded: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
+        typer.echo(f"-l {' '.join(selector)} matches no task{there}.", err=True)
     if output == "json":
         tasks = [record_to_dict(r) for r in records]
         write_json({"serial": snapshot.serial, "tasks": tasks}, sys.stdout, readable=True)
@@ -279,7 +287,9 @@ def state_show(
     with open_store(state, read_only=True) as store:
         record = store.record(key)
     if record is None:
-        _no_task(key, store)
+        # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
+        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
+        _no_task(key, store, glob)
     typer.echo(readable_json(json.dumps(record_to_dict(record), indent=2, ensure_ascii=False)))
 
 
@@ -298,7 +308,7 @@ def state_rm(
     tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
     others that do)."""
     from reconciler.model import TaskStatus
-    from reconciler.plan import PlanError, check_selector, literal_hint, selector_matches
+    from reconciler.plan import PlanError, check_selector, near_key_hint, selector_matches
     from reconciler.state import NoState
 
     try:
@@ -317,7 +327,7 @@ def state_rm(
             unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
             if unmatched or not any(matched.values()):
                 # A glob's `?` or `[` stands for itself in task keys, as in `state list` (its KEY hint).
-                hint = next((h for k in unmatched or keys if (h := literal_hint(k))), "")
+                hint = next((h for k in unmatched or keys if (h := near_key_hint(k, known))), "")
                 if len(keys) == 1:
                     _no_task(keys[0], store, hint)
                 named = ", ".join(repr(k) for k in unmatched or keys)

@@ -239,6 +239,10 @@ class ZegoClient:
         text = f"{meaning} ({vendor_message})" if vendor_message.lower() not in meaning.lower() else meaning
         if kind is ErrorKind.THROTTLED:
             budget.throttled()
+        elif code == SIGNATURE_EXPIRED and credential == "serverSecret":
+            # A signature (or a token capctl made with it) out of ZEGO's time window: a wrong secret gets
+            # 100000005. A given legacy accessToken that expired is the token's fault: its hint names it.
+            text = f"{text}: the request time was rejected: check this machine's clock (NTP)"
         elif kind is ErrorKind.AUTH:
             text = f"{text}: {self.auth_hint(credential)}"
         raise VendorError(kind, str(code), text, api=api)

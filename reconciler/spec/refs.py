@@ -209,9 +209,18 @@ class _Resolver:
             elif not isinstance(value, str):
                 spec[name] = self.fail(path, f"spec.{name}: a secret must resolve to text")
             elif not value:
-                spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value")
+                spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value{_empty(raw_value)}")
             else:
                 spec[name] = Secret(str(value), self.key)
+
+
+def _empty(ref: Any) -> str:
+    """Where an empty secret came from: `VAR=` in a shell or an env file sets the variable, and a set variable,
+    empty or not, hides the reference's default (walk 14b: the default looked ignored)."""
+    if "file" in ref:
+        return f": the file {quote(ref['file'])} is empty"
+    unset = " (its default is used only when the variable is unset)" if "default" in ref else ""
+    return f": environment variable {ref['env']} is set but empty{unset}"
 
 
 def _names_task(path: Path) -> bool:

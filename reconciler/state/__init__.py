@@ -18,6 +18,12 @@ from .sqlite import SQLiteStateStore
 
 DEFAULT_STATE_URL = "sqlite:///.capctl/state.db"
 STATE_ENV = "CAPCTL_STATE"
+# Spelled out in every message about a wrong URL: `sqlite:///path/to/state.db` read as an absolute path put a
+# walker's state under ./path/to (walk 14b).
+_URL_FORMS = (
+    "sqlite:////absolute/path/state.db (four slashes), sqlite:///relative/path/state.db (three: relative to the "
+    "working directory) or postgresql://user@host:5432/db"
+)
 
 __all__ = ["DEFAULT_STATE_URL", "STATE_ENV", "SQLiteStateStore", "open_state", "sqlite_path"]
 __all__ += base.__all__
@@ -27,10 +33,7 @@ def sqlite_path(url: str) -> str:
     """The file path of a `sqlite:///…` URL (three slashes then a relative path, four for an absolute one)."""
     path = url.removeprefix("sqlite:///")
     if path == url:
-        raise StateError(
-            f"state URL {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db "
-            "(a sqlite URL has no host)"
-        )
+        raise StateError(f"state URL {url!r}: a sqlite URL has no host; write {_URL_FORMS}")
     if not path or path.endswith("/"):
         raise StateError(f"state URL {url!r}: name a database file, as in sqlite:///.capctl/state.db")
     if "?" in path or "#" in path:
@@ -60,10 +63,7 @@ def open_state(
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
     scheme = url.partition(":")[0].lower()
     if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
-        raise StateError(
-            "the state location is a URL, not a path: sqlite:///path/to/state.db (relative: sqlite:///state.db) "
-            "or postgresql://user@host:5432/db"
-        )
+        raise StateError(f"the state location is a URL, not a path: {_URL_FORMS}")
     if scheme == "sqlite":
         return SQLiteStateStore(
             sqlite_path(url), create=create, init=init, busy_timeout=5.0 if lock_wait is None else lock_wait
@@ -73,7 +73,4 @@ def open_state(
 
         return PostgresStateStore(url, create=create or init, connect_timeout=connect_timeout, lock_wait=lock_wait)
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
-    raise StateError(
-        f"state URL with scheme {scheme!r} is not supported: use sqlite:///path/to/state.db "
-        "or postgresql://user@host:5432/db"
-    )
+    raise StateError(f"state URL with scheme {scheme!r} is not supported: use {_URL_FORMS}")

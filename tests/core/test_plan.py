@@ -535,9 +535,12 @@ def test_intent_resumes_an_unconfirmed_start_and_starts_a_new_run_otherwise() ->
     running = record_for(task, reissue_count=2)
     first = intent(task, running, NOW, reissue=True)  # a new run: new id, one more re-issue
     assert first.client_task_id == client_task_id(task, running) and first.reissue_count == 3
-    lost = first.evolve(status=TaskStatus.FAILED, last_error="dropped")  # the answer never came back
+    # the answer never came back; the daemon retries it at its backoff's slot
+    lost = first.evolve(status=TaskStatus.FAILED, last_error="dropped", next_attempt_at=NOW + 5)
     again = intent(task, lost, NOW + 5, reissue=False)
     assert (again.client_task_id, again.reissue_count, again.status) == (first.client_task_id, 3, TaskStatus.PENDING)
+    # Walk 14b: the slot it was retried at stayed on the record, and `state list` showed the running task as `due`.
+    assert transitions.started(again, "t-1", {}, NOW + 6).next_attempt_at is None
     assert "resuming it with its recorded ClientTaskId" in one(task, lost).reason
     changed = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, bucket="other")
     assert intent(changed, lost, NOW, reissue=False).client_task_id != first.client_task_id

@@ -350,3 +350,22 @@ def test_a_long_room_id_or_a_narrow_terminal_keeps_the_text_plan_in_80_columns(t
     assert actions[1:] == [35, 35] and actions[0] > 128, lines  # `RecordingJob/many (30 rooms)`: 28 cells
     members = [line for line in lines if "房间-" in line]
     assert len(members) > 3 and all(cell_len(line) <= 80 for line in members), lines
+
+
+def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task() -> None:
+    """Walk 14b: at 80 columns a key of 34 cells (`RecordingJob/webinar-rec/webinar-2`) left REASON fewer than its
+    10 cells; the row was printed 84 cells wide anyway, so the terminal wrapped every stopped task's row. Now the
+    reason goes under its task, whole up to the edge; a wider terminal and a pipe keep one line a task."""
+    from reconciler.model import TaskStatus
+
+    reason = "idle timeout (ZEGO quit_reason 3)"
+    stopped = record_for(desired("webinar-2")).evolve(status=TaskStatus.DORMANT, stop_reason=reason)
+    running = record_for(desired("webinar-1"))
+    assert cell_len(stopped.key) == 33  # `SnapshotJob/lobby-audit/webinar-2`
+    narrow = render_state_table([stopped, running], 1, now=0, width=80).splitlines()[1:]
+    assert all(cell_len(line) <= 80 for line in narrow), narrow
+    assert narrow[0].split() == ["KEY", "STATUS", "RE-ISSUES", "NEXT", "ATTEMPT"]  # no REASON it cannot show
+    assert narrow[1].startswith(stopped.key) and narrow[2] == f"    ↳ {reason}" and narrow[3].startswith(running.key)
+    wide = render_state_table([stopped, running], 1, now=0, width=120).splitlines()[1:]
+    assert len(wide) == 3 and wide[0].endswith("REASON") and wide[1].endswith(reason) and wide[2].endswith("-")
+    assert render_state_table([stopped, running], 1, now=0).splitlines()[2].endswith(reason)  # a pipe: one line

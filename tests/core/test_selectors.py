@@ -140,7 +140,9 @@ def test_a_target_matching_nothing_says_so_and_that_question_marks_are_literal_i
         {a.key: a},
         {},
         {},
-        options=PlanOptions(targets=("SnapshotJob/cams/c?", "SnapshotJob/nope")),
+        options=PlanOptions(
+            targets=("SnapshotJob/cams/c?", "SnapshotJob/nope", "SnapshotJob/cam", "SnapshotJob/cams/c11")
+        ),
         state_serial=0,
         now=NOW,
     )
@@ -148,7 +150,10 @@ def test_a_target_matching_nothing_says_so_and_that_question_marks_are_literal_i
         "--target SnapshotJob/cams/c? matches no task (in task keys only * is a wildcard: ? and [ stand for "
         "themselves, unlike in room selectors)." in plan.notes
     )
-    assert "--target SnapshotJob/nope matches no task." in plan.notes
+    assert "--target SnapshotJob/nope matches no task." in plan.notes  # every job shares `SnapshotJob/`: not near
+    # Walk 14b: `--target SnapshotJob/lobby` for the job lobby-audit said only "matches no task".
+    assert "--target SnapshotJob/cam matches no task (did you mean SnapshotJob/cams?)." in plan.notes
+    assert "--target SnapshotJob/cams/c11 matches no task (did you mean SnapshotJob/cams/c1?)." in plan.notes
 
 
 def test_a_label_edit_is_noted_though_no_task_changes() -> None:

@@ -50,7 +50,9 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
         assert (await http.get("/api/v1/status")).json()["replica"]["prune_held"] == BIG
         page = (await http.get("/")).text
     assert "A prune waits for a human: 3 tasks removed from the specs are not stopped" in page
-    assert "More than --max-prune (50 %)" in page and all(key in page for key in BIG)
+    # (walk 14b: 4 of 9 tasks but 4 of 6 running were held by a box that said only "of the tasks")
+    assert "More than --max-prune (50 %) of the tasks, or of the running ones, at once" in page
+    assert all(key in page for key in BIG)
     # The operator confirms by restarting the daemon with the safeguard off: the three are pruned.
     await harness.stop()
     await harness.start(max_prune=100)

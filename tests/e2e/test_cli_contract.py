@@ -356,6 +356,8 @@ def test_a_plan_saved_without_state_applies_to_the_new_state(tmp_path: Path) -> 
     applied = capctl("apply", "--plan", "plan.json", cwd=tmp_path)
     assert (tmp_path / ".capctl" / "state.db").is_file()
     assert "the state changed since this plan was made" not in applied.stderr
+    # said, with the path resolved: `sqlite:///tmp/x.db` made ./tmp/x.db without a word (walk 14b)
+    assert f"Started a new state at sqlite:///{tmp_path / '.capctl' / 'state.db'}." in applied.stderr
 
 
 def test_a_plan_that_cannot_be_saved_says_why_and_leaves_no_file_behind(tmp_path: Path) -> None:

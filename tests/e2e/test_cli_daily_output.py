@@ -152,3 +152,24 @@ def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what
         )
         assert "\u202e" not in out and "\x85" not in out
     assert json.loads(shown)["last_error"] == error and json.loads(listed)["tasks"][0]["last_error"] == error
+
+
+def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are(tmp_path: Path) -> None:
+    """Walk 14b: `state list -l tier=gld` (a typo of gold) printed a bare "0 tasks"; `plan -l` notes it. And
+    `state show 'SnapshotJob/audit/*'` said only that no such task exists."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url, init=True)
+    store.put_many([make_record("SnapshotJob/audit/lobby", labels={"tier": "gold", "team": "safety"})])
+    store.close()
+    runner = CliRunner()
+    typo = runner.invoke(cli.app, ["state", "list", "-l", "tier=gld", "--state", url])
+    assert typo.exit_code == 0 and typo.stdout.startswith("0 tasks")
+    assert "-l tier=gld matches no task (labels recorded: team=safety, tier=gold)." in typo.stderr
+    # `state show` takes one key: a glob, as list, rm and wake take, is pointed at `state list -o json`.
+    glob = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/*", "--state", url])
+    assert (
+        glob.exit_code == 1 and "show takes one key: `capctl state list -o json 'SnapshotJob/audit/*'`" in glob.stderr
+    )
+    # Labels that match, with another filter that leaves nothing: no word about the labels.
+    other = runner.invoke(cli.app, ["state", "list", "-l", "tier=gold", "-s", "failed", "--state", url])
+    assert other.exit_code == 0 and other.stderr == ""

@@ -438,6 +438,17 @@ async def test_vendor_codes_map_to_error_kinds(code: int, kind: ErrorKind, meani
     assert rig.stats("StartRecord").throttled == (1 if kind is ErrorKind.THROTTLED else 0)
 
 
+async def test_an_expired_signature_points_at_the_clock_not_the_secret() -> None:
+    """Walk 14b: a daemon whose clock was stepped 2 h ahead (faketime) was told `check serverSecret`; ZEGO
+    answers a wrong secret with 100000005, and 100000004 when the signature's Timestamp is out of its window."""
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {"Code": 100000004, "Message": "signature expired"})
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD, CURRENT_REQUEST), "i"))
+    assert err.value.kind is ErrorKind.AUTH
+    assert "check this machine's clock (NTP)" in err.value.message and "serverSecret" not in err.value.message
+
+
 async def test_auth_errors_name_the_credential_never_its_value() -> None:
     rig = Rig(ZegoRecordProvider)
     rig.vendor.script("/base/", {"Code": 100000005, "Message": f"bad sig for {SERVER_SECRET} / {STORAGE_SECRET}"})

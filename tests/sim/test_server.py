@@ -76,8 +76,11 @@ def test_parse_listen() -> None:
     assert parse_listen("127.0.0.1:8750", example="x") == ("127.0.0.1", 8750)
     assert parse_listen("[::1]:9000", example="x") == ("::1", 9000)
     assert parse_listen("127.0.0.1:0", example="x") == ("127.0.0.1", 0)  # any free port
-    for bad in ("8750", "127.0.0.1:", ":8750", "127.0.0.1:65536", "127.0.0.1:http", "127.0.0.1:²"):
+    for bad in ("8750", "127.0.0.1:", ":8750", "127.0.0.1:http", "127.0.0.1:²"):
         with pytest.raises(ValueError, match=r"HOST:PORT \(e\.g\. x; port 0 picks a free one\)"):
+            parse_listen(bad, example="x")
+    for bad in ("127.0.0.1:65536", "127.0.0.1:99999"):  # walk 14b: the form is right, the port is not
+        with pytest.raises(ValueError, match=r"port \d+ is out of range \(0 to 65535; 0 picks a free one\)"):
             parse_listen(bad, example="x")
 
 

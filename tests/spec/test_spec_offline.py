@@ -72,7 +72,8 @@ def test_resolving_secrets_reports_what_is_missing(tmp_path: Path) -> None:
         f"{path}:7:14: environment variable VOLC_AK is not set and the reference has no default",
         f"{path}:8:14: cannot read referenced file 'secrets/volc-sk.txt': No such file or directory",
         f"{path}:18:59: environment variable S3_AK is not set and the reference has no default",
-        f"{path}:18:84: spec.secretKey: the secret resolved to an empty value",
+        f"{path}:18:84: spec.secretKey: the secret resolved to an empty value: environment variable S3_SK is set "
+        "but empty",
     ]
     assert load_spec_set([path], env={"ZEGO_APP": "42"}, resolve_secrets=False).tasks  # the same set, offline
 

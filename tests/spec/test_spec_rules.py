@@ -456,7 +456,12 @@ RULES: list[tuple[str, str, str]] = [
     (
         "empty secret",
         provider("z2", "{type: zego, appId: 5, serverSecret: {env: EMPTY}}"),
-        "the secret resolved to an empty value",
+        "the secret resolved to an empty value: environment variable EMPTY is set but empty",
+    ),
+    (  # walk 14b: `VAR=` hides the default; the message said only "resolved to an empty value"
+        "empty secret with a default",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: EMPTY, default: s3cr3t}}"),
+        "EMPTY is set but empty (its default is used only when the variable is unset)",
     ),
     (
         "secret mapping that is not a reference",

@@ -54,13 +54,13 @@ def test_sqlite_paths(url: str, path: str) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("sqlite://host/state.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db"),
+        ("sqlite://host/state.db", "has no host; write sqlite:////absolute/path/state.db \\(four slashes\\)"),
         ("sqlite:///", "name a database file"),
         ("sqlite:////var/lib/capctl/", "name a database file"),
         ("sqlite:///s.db?mode=ro", "take no options"),
         ("mysql://admin:hunter2@db/capctl", "scheme 'mysql' is not supported"),
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
-        ("state-hunter2.db", "the state location is a URL, not a path: sqlite:///path/to/state.db"),
+        ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
         (

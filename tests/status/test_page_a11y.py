@@ -12,6 +12,7 @@ page a daemon serves). One browser for the module: starting Chromium is most of 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +184,44 @@ def test_a_phone_a_dark_theme_paper_and_the_keyboard(browser: webdriver.Chrome, 
     assert browser.execute_script(clipped) == 0
     assert not browser.find_element(By.CSS_SELECTOR, "form.filters").is_displayed()
     assert "Next attempt" in browser.find_element(By.TAG_NAME, "main").text
+
+
+def test_skip_links_reach_the_rooms_and_500_decisions_without_tabbing_through_the_tasks(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """Walk 14b: with 500 tasks on a page (a job link and a table box each) the decisions at the end were some
+    500 Tab stops away, and the 500 decisions' links could not be skipped either; only "Skip to tasks" existed.
+    Now the first Tab stops are one skip link per long section, each moving the focus to its section."""
+    records = [record(f"SnapshotJob/job-{i:03d}/room-{i}", TaskStatus.RUNNING) for i in range(120)]
+    events = [
+        {"timestamp": "2027-01-15T07:58:00Z", "level": "info", "event": "decision", "key": r.key, "reason": IDLE}
+        for r in records * 5
+    ][:500]
+    html = render_html(build_snapshot(inputs(records, events=events), StatusQuery(per_page=500, decisions=500), NOW))
+    page = tmp_path / "many.html"
+    page.write_text(html, encoding="utf-8")
+    show(browser, page.as_uri(), width=PHONE)
+    links = ["Skip to tasks", "Skip to rooms", "Skip to recent decisions"]
+    assert [a.text or a.get_attribute("textContent") for a in browser.find_elements(By.CSS_SELECTOR, "a.skip")] == links
+    stops_before = browser.execute_script(
+        "const all = [...document.querySelectorAll('a[href], input, select, button, [tabindex=\"0\"]')];"
+        "return all.indexOf(document.querySelector('#decisions a[href]'))"
+    )
+    assert stops_before > 240  # what the skip link saves: a job link and a table box per task
+    for name, section in (("Skip to rooms", "rooms"), ("Skip to recent decisions", "decisions")):
+        browser.refresh()
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        for _ in range(links.index(name)):  # the skip links are the first stops, in this order
+            browser.switch_to.active_element.send_keys(Keys.TAB)
+        assert browser.switch_to.active_element.get_attribute("textContent") == name
+        assert browser.switch_to.active_element.location["x"] >= 0  # shown while it has the focus
+        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        assert browser.execute_script("return document.activeElement.id") == section
+    browser.switch_to.active_element.send_keys(Keys.TAB)  # into the decisions: their box, then their first link
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert (
+        browser.execute_script(
+            "const a = document.activeElement; return a.tagName + (a.closest('#decisions') ? '+' : '')"
+        )
+        == "A+"
+    )
