@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,28 +149,36 @@ def test_capctl_sim_refuses_bad_scenario_options_before_serving(tmp_path: Path, 
     assert "listening" not in done.stdout
 
 
-def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Path) -> None:
-    spec = tmp_path / "two-rooms.yaml"
-    spec.write_text(
-        "seed: 2\nduration: 120\nrooms: 2\nfirst_session_within: 0\n"
-        "gap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\njobs: [snap]\n"
-    )
-    out = tmp_path / "coverage.json"
-    args = ["sim", "--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", str(out)]
+ROOMS_OF_30_S = "seed: 2\nfirst_session_within: 0\ngap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\n"
+
+
+def play_to_the_end(spec: Path, out: Path, duration: int, before_the_end: Callable[[], object]) -> tuple[int, str]:
+    """`capctl sim --fake-clock --scenario SPEC --coverage-out OUT`, its clock moved past the scenario's end
+    once it listens and `before_the_end` has run: its exit code and output."""
+    args = ["--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "reconciler", "sim", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         output = sim_output(proc)
-        url = output.url()
-        assert "playing a scenario of 120 s" in output.lines[0]
-        httpx.post(f"{url}/_sim/clock", json={"advance": 121}, timeout=10).raise_for_status()
-        assert proc.wait(timeout=30) == 0
+        url = output.url()  # listening: the start's checks are done
+        assert f"playing a scenario of {duration} s" in output.lines[0]
+        before_the_end()
+        httpx.post(f"{url}/_sim/clock", json={"advance": duration + 1}, timeout=10).raise_for_status()
+        code = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    text = output.text()
+    return code, output.text()
+
+
+def test_capctl_sim_plays_a_scenario_prints_its_coverage_and_stops(tmp_path: Path) -> None:
+    spec = tmp_path / "two-rooms.yaml"
+    spec.write_text(f"{ROOMS_OF_30_S}duration: 120\nrooms: 2\njobs: [snap]\n")
+    out = tmp_path / "coverage.json"
+    code, text = play_to_the_end(spec, out, 120, lambda: None)
+    assert code == 0, text
     assert "volcengine job snap: 0.00 % of 60 stream-seconds captured in 2 rooms; 2 gaps, longest 30.0 s" in text
     assert "    gaps by cause: never started 2 (longest 30.0 s)" in text  # the README promises their causes
     report = json.loads(out.read_text())
@@ -181,29 +190,11 @@ def test_a_coverage_report_that_cannot_be_written_is_named_and_exits_1(tmp_path:
     """The report is written when the scenario ends, minutes to hours after the start's checks: a directory
     gone meanwhile (or a full disk) is an error naming the file, after the summary, never a traceback."""
     spec = tmp_path / "one-room.yaml"
-    spec.write_text(
-        "seed: 2\nduration: 60\nrooms: 1\nfirst_session_within: 0\n"
-        "gap: {min: 1000, max: 1000}\nsession_length: {min: 30, max: 30}\njobs: [snap]\n"
-    )
+    spec.write_text(f"{ROOMS_OF_30_S}duration: 60\nrooms: 1\njobs: [snap]\n")
     reports = tmp_path / "reports"
     reports.mkdir()
-    out = str(reports / "c.json")
-    args = ["--listen", "127.0.0.1:0", "--fake-clock", "--scenario", str(spec), "--coverage-out", out]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "sim", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        output = sim_output(proc)
-        url = output.url()  # listening: the start's checks found the directory
-        reports.rmdir()
-        httpx.post(f"{url}/_sim/clock", json={"advance": 61}, timeout=10).raise_for_status()
-        assert proc.wait(timeout=30) == 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = output.text()
-    assert "volcengine job snap:" in text and "Traceback" not in text, text
+    code, text = play_to_the_end(spec, reports / "c.json", 60, reports.rmdir)
+    assert code == 1 and "volcengine job snap:" in text and "Traceback" not in text, text
     assert f"sim: cannot write the coverage report {reports / 'c.json'}: No such file or directory" in text
 
 
