@@ -16,7 +16,7 @@ import secrets
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 
 import psycopg
@@ -258,8 +258,20 @@ class PostgresStateStore(SqlStateStore):
         with self._lease_mutex if lease else self._mutex:
             conn = self._connection(lease=lease)
             try:
-                with conn.transaction(), conn.cursor() as cur:
-                    yield cur
+                with ExitStack() as stack:  # the transaction ends (commits) inside this `try`
+                    try:
+                        stack.enter_context(conn.transaction())  # BEGIN: the first word an idle connection sends
+                    except psycopg.OperationalError:
+                        # The lease's idle connection was cut (a server restart, pg_terminate_backend, a proxy's
+                        # idle limit): nothing ran yet, so it is tried at once on a new connection instead of
+                        # costing a retry period of the renew deadline. Not a lock or statement timeout: those
+                        # come after BEGIN, and the store's own calls keep one try each.
+                        if not (lease and conn.broken):
+                            raise
+                        conn = self._connection(lease=lease)
+                        stack.enter_context(conn.transaction())
+                    with conn.cursor() as cur:
+                        yield cur
             except psycopg.Error as exc:
                 # A broken connection is replaced on the next call; this one reports the failure. So is one
                 # to a server that refuses writes (a primary demoted by a failover, a database made read-only):

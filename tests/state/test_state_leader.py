@@ -602,3 +602,35 @@ def test_the_daemons_lease_limits_fit_two_tries_in_its_renew_deadline(store_url:
         lease.renew()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lease_whose_session_was_ended_renews_at_once_on_a_new_one(store_url: str) -> None:
+    """Walk 15B-2: the lease's idle connection cut (a server restart, pg_terminate_backend) cost one failed
+    renewal, a retry period of the deadline; it is now replaced at once. The store's own calls keep one try."""
+    import psycopg
+
+    store = open_sql(store_url)
+    assert isinstance(store, PostgresStateStore)
+
+    def lease_backend() -> int:
+        with store._cursor(write=False, lease=True) as cur:
+            cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+            pid, name = cur.fetchall()[0]
+        assert name == "capctl lease"
+        return int(pid)
+
+    try:
+        lease = store.lock("capctl run", lease_seconds=15)
+        first = lease_backend()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            gone = time.monotonic() + 10.0  # the backend exits by itself, soon after the signal
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first,)).fetchall():
+                assert time.monotonic() < gone
+                time.sleep(0.01)
+        lease.renew()  # no `terminating connection due to administrator command`
+        assert lease_backend() != first
+        assert store.serial() == 0  # the store's own connection was not touched
+    finally:
+        store.close()
