@@ -69,10 +69,12 @@ log = structlog.get_logger("capctl.daemon")
 LOCK_WAIT = 1.0
 
 
-def open_daemon_state(url: str | None) -> SqlStateStore:
+def open_daemon_state(url: str | None, leader: LeaderSettings | None = None) -> SqlStateStore:
     """The daemon's store: as every command's, but a statement waits at most LOCK_WAIT for another session's
-    lock (a PostgreSQL URL's own `lock_timeout` wins)."""
-    return open_state(url, lock_wait=LOCK_WAIT)
+    lock (a PostgreSQL URL's own `lock_timeout` wins), and the lease's statements give up in time for two
+    renewals to fit in the renew deadline (`lease_limits`)."""
+    leader = leader or LeaderSettings()
+    return open_state(url, lock_wait=LOCK_WAIT, lease_timing=(leader.renew_deadline, leader.retry_period))
 
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -290,7 +292,7 @@ async def _start(
     """Open the store (waiting for its server) and start the daemon; an exit code when it does not start."""
     try:
         store = await open_when_reachable(
-            lambda: open_daemon_state(options.state_url),
+            lambda: open_daemon_state(options.state_url, options.leader),
             url=url_of(sock),
             wait=options.state_wait,
             clock=clock,

@@ -49,6 +49,7 @@ def open_state(
     init: bool = False,
     connect_timeout: int = 10,
     lock_wait: float | None = None,
+    lease_timing: tuple[float, float] | None = None,
 ) -> SqlStateStore:
     """Open the store at `url`, else `$CAPCTL_STATE`, else `sqlite:///.capctl/state.db`.
 
@@ -57,7 +58,8 @@ def open_state(
     not a whole state raises `StateDamaged`; `init=True` (`capctl state init`) starts a new state in an
     empty SQLite file or one without capctl tables instead. `connect_timeout`: seconds (PostgreSQL);
     `lock_wait`: seconds a statement waits for a lock another session holds (SQLite's busy file, PostgreSQL's
-    `lock_timeout` unless the URL sets it); None: 5 s on SQLite, 10 s on PostgreSQL.
+    `lock_timeout` unless the URL sets it); None: 5 s on SQLite, 10 s on PostgreSQL. `lease_timing`: the
+    renew deadline and retry period (seconds) PostgreSQL's lease statements must fit (`lease_limits`).
     """
     environ = os.environ if env is None else env
     url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
@@ -71,6 +73,8 @@ def open_state(
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
 
-        return PostgresStateStore(url, create=create or init, connect_timeout=connect_timeout, lock_wait=lock_wait)
+        return PostgresStateStore(
+            url, create=create or init, connect_timeout=connect_timeout, lock_wait=lock_wait, lease_timing=lease_timing
+        )
     # Only the scheme is echoed: the rest of an unknown URL might carry a password.
     raise StateError(f"state URL with scheme {scheme!r} is not supported: use {_URL_FORMS}")

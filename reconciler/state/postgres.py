@@ -16,7 +16,7 @@ import secrets
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 
 import psycopg
@@ -42,7 +42,7 @@ from .sql import (
     iso_utc,
 )
 
-__all__ = ["PostgresStateStore"]
+__all__ = ["PostgresStateStore", "lease_limits"]
 
 # Every statement has a time limit (issue 14): the server ends a statement, a lock wait or an idle
 # transaction that takes longer, and TCP keepalives / TCP_USER_TIMEOUT drop a connection to a host that
@@ -59,12 +59,35 @@ CONNECTION_LIMITS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,  # milliseconds sent data may stay unacknowledged
 }
+
+
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
 # table lock) held the store's mutex, so the renewal waited too and the leader lost its lead at the 10 s
-# renew deadline (walk 14D-1). Each lease statement gives up within these limits, whatever the URL sets, so a
-# renewal held up by a lock fails and is tried again every retry period (2 s): several tries fit in the deadline.
-LEASE_LIMITS = {"statement_timeout": "3s", "lock_timeout": "2s"}
+# renew deadline (walk 14D-1). Each lease statement gives up within limits derived from the renew deadline
+# (walk 15B-1), whatever the URL sets, so a renewal held up by a lock fails and is tried again in time.
+MAX_LEASE_STATEMENT = 15.0  # the store's own statement_timeout (SESSION_LIMITS): a one-row update needs no more
+
+
+def lease_limits(renew_deadline: float, retry_period: float) -> dict[str, str]:
+    """The lease's statement_timeout and lock_timeout for a renew deadline and retry period (seconds).
+
+    A renewal begins a retry period after the last one ended (client-go's model: tried every retry period
+    until the deadline), so two tries of S seconds end within the deadline when 2 * (retry period + S) <=
+    deadline: S = deadline / 2 - retry period, 3 s for the defaults (10 s, 2 s), at most 15 s. Timings too
+    tight for two tries get one: S = 1 s, or half of the deadline less a retry period if that is shorter.
+    A lock is given up at two thirds of S (2 s by default), so a locked lease row is named as such."""
+    one_try = min(1.0, (renew_deadline - retry_period) / 2)
+    statement = min(max(renew_deadline / 2 - retry_period, one_try), MAX_LEASE_STATEMENT)
+    return {"statement_timeout": _pg_seconds(statement), "lock_timeout": _pg_seconds(statement * 2 / 3)}
+
+
+def _pg_seconds(seconds: float) -> str:
+    """A PostgreSQL duration setting: whole seconds as `3s`, others in milliseconds (`667ms`, at least 1)."""
+    return f"{seconds:g}s" if seconds == int(seconds) else f"{max(round(seconds * 1000), 1)}ms"
+
+
+LEASE_LIMITS = lease_limits(10.0, 2.0)  # LeaderSettings' defaults, and the one-shot commands' lease: 3 s and 2 s
 
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _LOCK_TABLE = (
@@ -134,11 +157,18 @@ class PostgresStateStore(SqlStateStore):
     )
 
     def __init__(
-        self, url: str, *, connect_timeout: int = 10, create: bool = True, lock_wait: float | None = None
+        self,
+        url: str,
+        *,
+        connect_timeout: int = 10,
+        create: bool = True,
+        lock_wait: float | None = None,
+        lease_timing: tuple[float, float] | None = None,
     ) -> None:
         """With `create=False`, a database without the capctl tables raises `StateMissing` (and stays empty);
         with some of them but not all, `StateDamaged` either way. `lock_wait`: seconds of `lock_timeout`
-        (unless the URL sets it) instead of SESSION_LIMITS'."""
+        (unless the URL sets it) instead of SESSION_LIMITS'. `lease_timing`: the renew deadline and retry
+        period (seconds) the lease's limits are derived from (`lease_limits`); None: LEASE_LIMITS."""
         _validate(url)
         self.url = redact_url(url)
         self._conninfo = Secret(url)  # a stray repr or log line shows a fingerprint, not the password
@@ -146,8 +176,8 @@ class PostgresStateStore(SqlStateStore):
         self._connect_timeout = connect_timeout
         self._session_limits = dict(SESSION_LIMITS)
         if lock_wait is not None:
-            whole = lock_wait == int(lock_wait)
-            self._session_limits["lock_timeout"] = f"{lock_wait:g}s" if whole else f"{round(lock_wait * 1000)}ms"
+            self._session_limits["lock_timeout"] = _pg_seconds(lock_wait)
+        self._lease_limits = LEASE_LIMITS if lease_timing is None else lease_limits(*lease_timing)
         self.writable = create
         self._mutex = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -177,24 +207,24 @@ class PostgresStateStore(SqlStateStore):
             return (
                 " (the statement ran past the session's statement_timeout:"
                 f" {session['statement_timeout']} unless the URL's options set it;"
-                f" {LEASE_LIMITS['statement_timeout']} for the lease's statements)"
+                f" {self._lease_limits['statement_timeout']} for the lease's statements)"
             )
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return (
                 " (another session held a lock this statement needed past lock_timeout:"
                 f" {session['lock_timeout']} unless the URL's options set it;"
-                f" {LEASE_LIMITS['lock_timeout']} for the lease's statements)"
+                f" {self._lease_limits['lock_timeout']} for the lease's statements)"
             )
         return ""
 
     def _limits(self, *, lease: bool = False) -> dict[str, str | int]:
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
-        connection has LEASE_LIMITS whatever the URL sets (the server takes the last `-c` of a name)."""
+        connection has its lease limits whatever the URL sets (the server takes the last `-c` of a name)."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
         options = str(given.get("options") or "")
         added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
         if lease:
-            added = " ".join((added, *(f"-c {name}={value}" for name, value in LEASE_LIMITS.items())))
+            added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
         limits["options"] = f"{options} {added}".strip()
         # The lease's session is told apart in pg_stat_activity: `capctl lease`, `replica-a lease`.
@@ -228,8 +258,20 @@ class PostgresStateStore(SqlStateStore):
         with self._lease_mutex if lease else self._mutex:
             conn = self._connection(lease=lease)
             try:
-                with conn.transaction(), conn.cursor() as cur:
-                    yield cur
+                with ExitStack() as stack:  # the transaction ends (commits) inside this `try`
+                    try:
+                        stack.enter_context(conn.transaction())  # BEGIN: the first word an idle connection sends
+                    except psycopg.OperationalError:
+                        # The lease's idle connection was cut (a server restart, pg_terminate_backend, a proxy's
+                        # idle limit): nothing ran yet, so it is tried at once on a new connection instead of
+                        # costing a retry period of the renew deadline. Not a lock or statement timeout: those
+                        # come after BEGIN, and the store's own calls keep one try each.
+                        if not (lease and conn.broken):
+                            raise
+                        conn = self._connection(lease=lease)
+                        stack.enter_context(conn.transaction())
+                    with conn.cursor() as cur:
+                        yield cur
             except psycopg.Error as exc:
                 # A broken connection is replaced on the next call; this one reports the failure. So is one
                 # to a server that refuses writes (a primary demoted by a failover, a database made read-only):

@@ -22,7 +22,7 @@ import pytest
 from reconciler.clock import FakeClock
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
 from reconciler.state import LockHeld, SQLiteStateStore, StateError, open_state
-from reconciler.state.base import Fenced, InboxEntry
+from reconciler.state.base import Fenced, InboxEntry, Lock
 from reconciler.state.fenced import FencedStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import SqlStateStore
@@ -477,22 +477,29 @@ def test_a_write_waiting_for_a_lock_does_not_hold_the_leaders_renewal_up(store_u
         store.close()
 
 
+def renewal_on_a_locked_row(store_url: str, lease: Lock, why: str) -> float:
+    """Seconds a renewal takes to fail (as `lock timeout (…WHY…`) while another session holds the lease row."""
+    import psycopg
+
+    with psycopg.connect(store_url) as other:
+        other.execute("SELECT * FROM capctl_lock FOR UPDATE")
+        began = time.monotonic()
+        with pytest.raises(StateError, match=rf"lock timeout \(.*{why}"):
+            lease.renew()
+        return time.monotonic() - began
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_the_lease_gives_up_a_locked_row_within_2_s_whatever_the_url_sets(store_url: str) -> None:
     """A renewal held up by a lock on the lease row fails within LEASE_LIMITS and is tried again next retry
     period, so several tries fit in the renew deadline; the URL's own (longer) limits are the store's."""
-    import psycopg
 
     store = open_sql(store_url.replace("options=", "options=-clock_timeout%3D30s%20"))
     assert isinstance(store, PostgresStateStore)
     try:
         lease = store.lock("capctl run", lease_seconds=15)
-        with psycopg.connect(store_url) as other:
-            other.execute("SELECT * FROM capctl_lock FOR UPDATE")
-            began = time.monotonic()
-            with pytest.raises(StateError, match=r"lock timeout \(another session held a lock .*2s for the lease"):
-                lease.renew()
-            assert time.monotonic() - began < 4.0
+        took = renewal_on_a_locked_row(store_url, lease, r"another session held a lock .*2s for the lease")
+        assert took < 4.0
         lease.renew()  # the lock let go: the lease connection is usable again
         with store._cursor(write=False) as cur:
             cur.execute("SHOW lock_timeout")
@@ -560,3 +567,70 @@ def test_the_daemons_writes_wait_a_second_for_a_lock_so_its_loop_gets_to_renew(s
             assert cur.fetchall()[0][0] == "7s"  # the URL's own wins
     finally:
         own.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_daemons_lease_limits_fit_two_tries_in_its_renew_deadline(store_url: str) -> None:
+    """Walk 15B-1: the lease's limits follow `--renew-deadline`/`--retry-period` (two tries, each after a retry
+    period, fit in the deadline): a 4 s deadline with 1 s retries gives a locked lease row up in 667 ms, not
+    the 2 s that ate half the deadline; a long deadline is not held to 3 s; the defaults keep 3 s and 2 s."""
+
+    from reconciler.daemon.main import open_daemon_state
+    from reconciler.state.postgres import lease_limits
+
+    assert lease_limits(10.0, 2.0) == {"statement_timeout": "3s", "lock_timeout": "2s"}
+    assert lease_limits(4.0, 3.0) == {"statement_timeout": "500ms", "lock_timeout": "333ms"}  # one try fits
+
+    def shown(store: PostgresStateStore) -> list[str]:
+        with store._cursor(write=False, lease=True) as cur:
+            cur.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+            return [str(value) for value in cur.fetchall()[0]]
+
+    long = open_daemon_state(store_url, LeaderSettings(lease_duration=90, renew_deadline=60, retry_period=2))
+    assert isinstance(long, PostgresStateStore)
+    try:
+        assert shown(long) == ["15s", "10s"]
+    finally:
+        long.close()
+    store = open_daemon_state(store_url, LeaderSettings(lease_duration=6, renew_deadline=4, retry_period=1))
+    assert isinstance(store, PostgresStateStore)
+    try:
+        assert shown(store) == ["1s", "667ms"]
+        lease = store.lock("capctl run", lease_seconds=6)
+        took = renewal_on_a_locked_row(store_url, lease, r"; 667ms for the lease's statements\)")
+        assert took < 1.9  # 2 s before: one try and a retry period were past half the deadline
+        lease.renew()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lease_whose_session_was_ended_renews_at_once_on_a_new_one(store_url: str) -> None:
+    """Walk 15B-2: the lease's idle connection cut (a server restart, pg_terminate_backend) cost one failed
+    renewal, a retry period of the deadline; it is now replaced at once. The store's own calls keep one try."""
+    import psycopg
+
+    store = open_sql(store_url)
+    assert isinstance(store, PostgresStateStore)
+
+    def lease_backend() -> int:
+        with store._cursor(write=False, lease=True) as cur:
+            cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+            pid, name = cur.fetchall()[0]
+        assert name == "capctl lease"
+        return int(pid)
+
+    try:
+        lease = store.lock("capctl run", lease_seconds=15)
+        first = lease_backend()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            gone = time.monotonic() + 10.0  # the backend exits by itself, soon after the signal
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first,)).fetchall():
+                assert time.monotonic() < gone
+                time.sleep(0.01)
+        lease.renew()  # no `terminating connection due to administrator command`
+        assert lease_backend() != first
+        assert store.serial() == 0  # the store's own connection was not touched
+    finally:
+        store.close()
