@@ -93,7 +93,11 @@ def page(topic: str, section: str | None = None) -> Page:
     name = name.removeprefix("docs/").removesuffix(".md")
     pages = _pages()
     if name not in pages:
-        raise ManualError(f"no topic {topic!r}; the topics: {', '.join(sorted(pages))} (`capctl docs` lists them)")
+        from reconciler.spec.errors import did_you_mean  # here: setup.py loads this module with no capctl installed
+
+        hint = did_you_mean(name, pages)
+        listed = ", ".join(sorted(pages))
+        raise ManualError(f"no topic {topic!r}{hint}; the topics: {listed} (`capctl docs` lists them)")
     text = pages[name].read_text(encoding="utf-8")
     wanted = section or fragment
     return Page(name, plain_links(_section(text, name, wanted) if wanted else text))
@@ -121,7 +125,11 @@ def _section(text: str, name: str, wanted: str) -> str:
         candidates = [headings[i][2] for i in found] or [title for _, level, title in headings if level > 1]
         sections = "; ".join(candidates)
         what = "several sections starting" if found else "no section"
-        raise ManualError(f"docs/{name}.md has {what} {wanted!r}; {'they' if found else 'its sections'}: {sections}")
+        from reconciler.spec.errors import did_you_mean
+
+        hint = "" if found else did_you_mean(wanted, candidates)
+        they = "they" if found else "its sections"
+        raise ManualError(f"docs/{name}.md has {what} {wanted!r}{hint}; {they}: {sections}")
     start, level, _ = headings[found[0]]
     end = next((n for n, lvl, _ in headings[found[0] + 1 :] if lvl <= level), len(lines))
     return "\n".join(lines[start:end]).rstrip() + "\n"

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from reconciler.spec.errors import did_you_mean
 from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER
 
 __all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
@@ -182,14 +183,16 @@ def _walk(schema: dict[str, Any], path: str) -> tuple[str, dict[str, Any], Node,
     kind_name, *names = path.split(".")
     matched = [k for k in documents if k.lower() == kind_name.lower()]
     if not matched:
-        raise ExplainError(f"{path!r}: no kind {kind_name!r}; the kinds are " + ", ".join(documents))
+        hint = did_you_mean(kind_name, documents)
+        raise ExplainError(f"{path!r}: no kind {kind_name!r}{hint}; the kinds are " + ", ".join(documents))
     document = documents[matched[0]]
     current, where, walked = node(document, defs), "  -required-", [matched[0]]
     for name in names:
         fields, titles = _children(current, defs)
         if name not in fields:
             have = ", ".join(fields) or "none: it is a value"
-            raise ExplainError(f"{path!r}: {'.'.join(walked)} has no field {name!r} (its fields: {have})")
+            hint = did_you_mean(name, fields)
+            raise ExplainError(f"{path!r}: {'.'.join(walked)} has no field {name!r}{hint}; its fields: {have}")
         current, where = _child_node(fields[name], defs), _where(fields[name], titles)
         walked.append(name)
     return matched[0], document, current, where

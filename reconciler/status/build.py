@@ -156,6 +156,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         status_unknown=inputs.look_errors.get(record.key),
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
+        prune_held=record.key in inputs.replica.prune_held,
     )
 
 

@@ -136,6 +136,9 @@ class TaskView:
     status_unknown: str | None  # why the last look at the vendor failed: the record's status is not confirmed
     next_observation: float | None  # when the daemon next asks the vendor about it
     next_attempt: float | None  # a dormant or backing-off task: when it is started again at the latest
+    # Removed from the specs, its stop held back by --max-prune (`Replica.prune_held`): nothing is attempted for
+    # it until a human acts, so a pending one cut short by the removal shows why it waits, not a bare "—".
+    prune_held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

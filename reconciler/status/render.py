@@ -254,6 +254,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "status_unknown": t.status_unknown,
         "next_observation": _time(t.next_observation),
         "next_attempt": _time(t.next_attempt),
+        "prune_held": t.prune_held,
     }
 
 

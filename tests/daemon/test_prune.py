@@ -292,3 +292,39 @@ async def test_a_held_prune_stays_held_across_a_failover_to_a_standby_that_never
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_start_cut_short_by_a_held_prune_says_on_the_page_what_it_waits_for(harness: Harness) -> None:
+    """walk 14b: a re-issue retrying when its job left the specs is cut short; the prune is held (3 of 4), so
+    nothing retries it, and its row read `pending`, no error, next attempt "—". It says what it waits for."""
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    for key in BIG:
+        record = harness.record(key)
+        harness.sim.stop_task(
+            "volcengine", record.vendor_task_id or "", room_id=record.target, reason="UnknownStopReason"
+        )
+    harness.daemon.sync(BIG)
+    await harness.advance(2)  # the re-issues are retrying
+    (harness.specs / "big.yaml").unlink()
+    assert harness.daemon.reload()
+    await harness.advance(120)
+    async with await client(harness) as http:
+        status = (await http.get("/api/v1/status")).json()
+        page = (await http.get("/")).text
+    assert status["replica"]["prune_held"] == BIG
+    tasks = {t["key"]: t for job in status["jobs"] for g in job["groups"] for t in g["tasks"]}
+    assert all(tasks[k]["prune_held"] for k in BIG) and not tasks[LOBBY]["prune_held"]
+    # As walk 14b saw them: pending, no error, no next attempt (cut short, nothing retries them).
+    assert all(
+        (tasks[k]["status"], tasks[k]["last_error"], tasks[k]["next_attempt"]) == ("pending", None, None) for k in BIG
+    )
+    assert "none: removed from the specs, its stop waits for a human (the prune above)" in page
+    # What the box says releases them does: the operator confirms, and they are removed, not started.
+    await harness.stop()
+    harness.sim.faults.set(FaultConfig())
+    await harness.start(max_prune=100)
+    await harness.advance(PRUNE_GRACE + 1)
+    assert all(harness.record(k).status is TaskStatus.REMOVED for k in BIG), [harness.record(k) for k in BIG]
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING

@@ -44,8 +44,15 @@ def test_capctl_docs_takes_a_page_and_a_section_as_messages_and_links_spell_them
     assert page("daemon", "Pruning").text.startswith("### Pruning and its safeguard\n")  # the one heading so begun
     with pytest.raises(ManualError, match="several sections starting 'How'; they: How it works; How long"):
         page("daemon", "How")
-    with pytest.raises(ManualError, match=r"no topic 'daemon\.txt'; the topics: architecture, daemon, "):
+    with pytest.raises(
+        ManualError, match=r"no topic 'daemon\.txt' \(did you mean 'daemon'\?\); the topics: architecture, "
+    ):
         page("daemon.txt")
+    # A misspelt name gets the nearest as the spec's errors do (walk 14b); a name near none, the list alone.
+    with pytest.raises(ManualError, match=r"no topic 'statuspage' \(did you mean 'status-page'\?\); the topics: "):
+        page("statuspage")
+    with pytest.raises(ManualError, match=r"has no section 'Limitz' \(did you mean 'Limits'\?\); its sections: "):
+        page("spec-language", "Limitz")
     assert completions("sp") == ["spec-language"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -205,3 +206,16 @@ def test_a_room_id_cannot_reverse_or_hide_what_follows_it() -> None:
     assert html.count("<bdi>\u202eevil</bdi> (\\u202eevil)") == 2  # its task row and its timeline
     assert html.count("<bdi>班级\u200b101</bdi> (\\u73ed\\u7ea7\\u200b101)") == 2
     assert html.count("<bdi>班级101</bdi><") == 2  # one script, nothing invisible: shown as it is
+
+
+def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
+    """A start cut short by its job's removal while --max-prune holds the prune stayed `pending` with no error
+    and a bare "—" as its next attempt: it read as stuck (walk 14b). It says what it waits for now."""
+    held, other = "SnapshotJob/gone/room-1", "SnapshotJob/hall/h1"
+    replica = dataclasses.replace(LEADER, prune_held=(held,), max_prune=20.0)
+    records = [record(held, TaskStatus.PENDING), record(other, TaskStatus.PENDING)]
+    snap = build_snapshot(inputs(records, replica=replica), StatusQuery(), NOW)
+    text = _text(render_html(snap))
+    assert text.count("none: removed from the specs, its stop waits for a human (the prune above)") == 1
+    tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
+    assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
