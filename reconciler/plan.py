@@ -607,7 +607,9 @@ def _diff_changed(
         details = _mark_forcing(details, task.updatable)
     # Not running: why, as a re-issue says it (the reviewer would lose the vendor's stop behind the edit).
     why = None
-    if ended and obs is not None:
+    # A stop already recorded keeps its words: a callback's cause, which ZEGO's status query cannot give.
+    recorded = record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and record.stop_reason
+    if ended and obs is not None and not recorded:
         why = stop_description(obs, record, now)
     elif record.stop_reason:
         why = record.stop_reason + (f" at {fmt_time(record.stopped_at)}" if record.stopped_at else "")

@@ -223,9 +223,9 @@ def _zego_record(after: dict[str, Any]) -> list[str]:
             f"media {_vendor_names()[2].get(media, media)}",
             f"format {file_format}",
         ]
-        folder = _get(outputs, "OutputFolder", "output_folder")
-        if folder is not None:
-            parts.append(f"folder {folder}")
+    folder = _get(outputs, "OutputFolder", "output_folder")
+    if folder is not None:
+        parts.append(f"folder {folder}")
     streams = _get(inputs, "RecordStreamList", "record_stream_list")
     if isinstance(streams, list) and streams:
         parts.append("streams " + ", ".join(str(_get(s, "StreamId", "stream_id")) for s in streams))

@@ -182,8 +182,9 @@ class CallbackRouter:
         """Volcengine has no task-stopped callback: when the last user we saw join (or start a stream) leaves
         (or stops it), or the room closes, the room's runs will idle out one idle timeout from now. A user who
         joined before we started is unknown: their leave also counts as the room emptying (a few extra polls)."""
-        if event.room_closed:  # nobody is left, whoever we saw: said once, unless the last leave said it already
-            return tuple(self._rooms.get(room, ())) if self._room_users.pop(room, None) else ()
+        if event.room_closed:  # nobody is left, whoever we saw (ZEGO's room callbacks name no user to track)
+            self._room_users.pop(room, None)
+            return tuple(self._rooms.get(room, ()))  # a repeat after the last leave: `_emptied` skips it
         users = self._room_users.setdefault(room, set())
         self._room_users.move_to_end(room)
         if event.room_active:

@@ -477,6 +477,12 @@ class Checker:
         interval, idle = values["interval"], values["idleTimeout"]
         self._streams(job, spec.streams, vendor)
         if vendor == "volcengine":
+            if spec.output_folder is not None:
+                self.fail(
+                    job,
+                    ("spec", "outputFolder"),
+                    "outputFolder is zego only: volcengine StartSnapshot takes no folder",
+                )
             task_id = volc_task_id(job.name, spec.task_id)
             if not VOLC_ID_RE.match(task_id):
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")

@@ -143,12 +143,23 @@ _BOUNDS: Final = {
 }
 
 
+# A value another kind of document takes: where to write it instead (walk 16D-4: ZEGO's own API has jpg as
+# a recording format, so a ZEGO user asks a RecordingJob for it).
+_ELSEWHERE: Final = {
+    ("RecordingJob", "spec.format", "jpg"): " (jpg images come from a SnapshotJob on a zego provider: its `interval`"
+    " is the snapshot interval)",
+}
+
 # A quoted number or boolean (`width: "800"`): the value the field wants, written as text.
 _UNQUOTED: Final = {
     "int_type": re.compile(r"-?\d+", re.ASCII),  # unquoted, "１２３" is text still: no hint
     "float_type": re.compile(r"-?\d+(\.\d+)?", re.ASCII),
     "bool_type": re.compile(r"true|false"),
 }
+
+
+def _kind_of(model: type[BaseModel]) -> str:
+    return next((name for name, m in DOCUMENT_MODELS.items() if m is model), "")
 
 
 def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
@@ -158,8 +169,9 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "extra_forbidden":
         hint = did_you_mean(str(path[-1]), _field_names(model, path[:-1]))
         if not hint:  # no near miss (`interval` on a RecordingJob): say where the right names are (walk 12A-8)
-            doc = next(name for name, m in DOCUMENT_MODELS.items() if m is model)
-            where = ".".join([doc, *(p for p in path[:-1] if isinstance(p, str))])  # explain walks lists through
+            where = ".".join(
+                [_kind_of(model), *(p for p in path[:-1] if isinstance(p, str))]
+            )  # explain walks lists through
             hint = f" (`capctl explain {where}` lists its fields)"
         return f"unknown field '{field}'{hint}"
     if kind == "missing":
@@ -169,6 +181,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        hint = _ELSEWHERE.get((_kind_of(model), field, value), hint) if isinstance(value, str) else hint
         return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = ctx.get("expected_tags", "'volcengine', 'zego'")

@@ -308,8 +308,8 @@ def _zego_tasks(
         max_duration = spec.max_duration
         inputs = {"record_mode": 2 if spec.mode == "mixed" else 1, "stream_type": ZEGO_STREAM_TYPE[spec.media]}
         outputs = {"output_file_format": spec.format}
-        if spec.output_folder is not None:
-            outputs["output_folder"] = spec.output_folder
+    if spec.output_folder is not None:
+        outputs["output_folder"] = spec.output_folder
     if spec.streams:
         inputs["record_stream_list"] = [{"stream_id": s.stream} for s in spec.streams]
     inputs.update(max_idle_time=c.idle_timeout, max_record_time=max_duration)

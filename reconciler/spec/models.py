@@ -327,6 +327,9 @@ class SnapshotJobSpec(_Model):
     )
     image: ImageConfig = ImageConfig()  # described by its model
     storage: Name = Field(description="the name of the Storage the snapshots are written to")
+    output_folder: Text | None = Field(
+        None, description="zego only: the folder in the storage the jpg files go to (output_folder), default its root"
+    )
     idle_timeout: Duration | None = Field(
         None,  # per vendor
         description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "

@@ -35,6 +35,7 @@ spec:
   streams: [{stream: cam-1}]
   interval: 30s
   storage: s3
+  outputFolder: stills/
   idleTimeout: 2m
 """
 
@@ -73,7 +74,7 @@ def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Pa
         " · idle timeout 1m · max duration 12h",
         "        provider zego-legacy · mode single · media audio-video · format mp4 · folder record/ · storage s3 recs"
         " · idle timeout 30s · max duration 24h",
-        "        provider zego · jpg every 30s · streams cam-1 · storage s3 recs · idle timeout 2m",
+        "        provider zego · jpg every 30s · folder stills/ · streams cam-1 · storage s3 recs · idle timeout 2m",
         "        provider zego · cdn Tencent · at 1s, 2s · definition 10",
         "        provider zego · cdn Huawei · every 2s",
     ]

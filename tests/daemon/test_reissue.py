@@ -208,9 +208,10 @@ async def test_three_tasks_are_polled_once_per_resync_not_at_the_budget(harness:
 
 @pytest.mark.parametrize("idle", [20, 30])
 async def test_recording_ended_by_callback_is_reissued_with_the_callbacks_reason(harness: Harness, idle: int) -> None:
-    """Under 30 s, the run idles out before ZEGO's "room has zero streams" (event_type 4, within 30 s of the room
-    emptying) says the room is empty: re-issued, with the end callback's reason. With the default 30 s, event 4
-    comes with the idle end: the room is known empty, and the run waits dormant for its next stream."""
+    """The last stream's end closes the room (ZEGO `room_close`): the run's idle-out (event_type 2, quit_reason 3)
+    comes in a room known empty, whether before ZEGO's "room has zero streams" (event_type 4, within 30 s of the
+    room emptying; idle 20 s) or with it (30 s): it waits dormant, and the next stream re-issues it with the end
+    callback's reason (before 16D-1 a room_close named no task, and a 20 s run was re-issued into the empty room)."""
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=idle))
     harness.sim.publish("zego", "class-1", stream_id="teacher")
     await harness.start()
@@ -220,12 +221,15 @@ async def test_recording_ended_by_callback_is_reissued_with_the_callbacks_reason
         await harness.advance(40)  # idle timeout → event_type 2, quit_reason 3
     decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
     record = harness.record(CLASS)
-    if idle < 30:
-        assert [d["key"] for d in decisions] == [CLASS]
-        assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3) at ")
-    else:
-        assert (decisions, record.status, record.reissue_count) == ([], TaskStatus.DORMANT, 0)
-        assert (record.stop_reason or "").startswith("idle timeout (ZEGO quit_reason 3)")
+    assert (decisions, record.status, record.reissue_count) == ([], TaskStatus.DORMANT, 0)
+    assert (record.stop_reason or "").startswith("idle timeout (ZEGO quit_reason 3)")
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await harness.advance(2)
+    decisions = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
+    assert [d["key"] for d in decisions] == [CLASS]
+    assert decisions[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3) at ")
+    assert harness.record(CLASS).status is TaskStatus.RUNNING
 
 
 async def test_last_user_leaving_makes_the_daemon_look_just_after_the_idle_deadline(harness: Harness) -> None:

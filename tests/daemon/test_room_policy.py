@@ -160,6 +160,24 @@ async def dormant_recording(harness: Harness) -> str:
     return key
 
 
+async def test_a_zego_room_close_makes_a_legacy_recording_dormant_without_a_start_into_the_empty_room(
+    harness: Harness,
+) -> None:
+    # A legacy recording has no "zero streams" callback: ZEGO's room_close (which names no user) is the only word
+    # that its room emptied. Its idle-out, seen by polling as `ended (ZEGO status 4)`, was re-issued into the
+    # empty room (walk 16D-1).
+    key = "RecordingJob/rec/class-1"
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30, provider="zego-legacy"))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    await harness.start()
+    await harness.advance(60)
+    harness.sim.unpublish("zego", "class-1", stream_id="teacher")
+    await harness.advance(120)
+    r = harness.record(key)
+    assert r.status is TaskStatus.DORMANT and r.reissue_count == 0, (r.status, r.stop_reason)
+    assert harness.calls("start") == 1
+
+
 async def test_a_zego_room_login_wakes_a_recording_dormant_in_its_empty_room(harness: Harness) -> None:
     # ZEGO sends room_create, room_login and stream_create for one arrival: the first one to reach the
     # daemon starts the capture (a late or lost stream_create no longer holds it up).

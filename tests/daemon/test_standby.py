@@ -61,15 +61,19 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         harness.sim.unpublish("zego", "class-1", stream_id="teacher")
         with capture_logs() as logs:
             await harness.advance(40)  # idle timeout: the vendor's callback goes to the standby
-        assert leader.records.get(CLASS) is not None
+            record = leader.records.get(CLASS)
+            # The stored room_close said the room emptied: the leader leaves the run dormant in it (16D-1) ...
+            assert record is not None and record.status is TaskStatus.DORMANT and record.reissue_count == 0
+            harness.sim.publish("zego", "class-1", stream_id="teacher")
+            await harness.advance(5)
         record = leader.records.get(CLASS)
-        assert record is not None and record.reissue_count == 1  # the leader acted on the stored callback
+        assert record is not None and record.reissue_count == 1  # ... and the stored stream_create starts it
         stored = standby.metrics.callbacks.labels(vendor="zego", outcome="stored")._value.get()
         assert stored >= 1
         assert any(e["event"] == "callbacks taken from the inbox" for e in logs)
         reissues = [e for e in logs if e["event"] == "decision" and e.get("action") == "reissue"]
-        # The leader's own look reads the end first; DescribeRecordStatus says the status, not the quit reason.
-        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: ended (ZEGO status 4)")
+        # Re-issued on the next stream, with the stored end callback's quit reason.
+        assert reissues and reissues[0]["reason"].startswith("vendor stopped it: idle timeout (ZEGO quit_reason 3)")
         standby_calls = standby.metrics.render().decode()
         assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
         assert "capctl_leader 0.0" in standby_calls

@@ -206,7 +206,11 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
        storageLocation: loc.oss-cn-shanghai.aliyuncs.com}
 ---
 """
-        + job(name="snap", body="provider: zego\nrooms: [lobby]\nstorage: s3c\nstreams: [{stream: s1}]\ninterval: 30s")
+        + job(
+            name="snap",
+            body="provider: zego\nrooms: [lobby]\nstorage: s3c\nstreams: [{stream: s1}]\ninterval: 30s\n"
+            "outputFolder: stills/",  # walk 16D-2: a zego snapshot job's jpg files go to a folder too
+        )
         + "---\n"
         + job("RecordingJob", "tv", "provider: zego-legacy\nrooms: [a]\nstorage: tvod")
         + "---\n"
@@ -224,7 +228,7 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
             "MaxIdleTime": 30,
             "MaxRecordTime": 86400,
         },
-        "RecordOutputParams": {"OutputFileFormat": "jpg", "SnapshotInterval": 30},
+        "RecordOutputParams": {"OutputFileFormat": "jpg", "SnapshotInterval": 30, "OutputFolder": "stills/"},
         "StorageParams": {
             "Vendor": 10,
             "Bucket": "b",

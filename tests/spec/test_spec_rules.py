@@ -194,6 +194,17 @@ RULES: list[tuple[str, str, str]] = [
     ("volcengine user id rule", job(body=VOLC + "streams: [{user: 'a b'}]"), "spec.streams[0].user: must match"),
     ("empty text", job(body=VOLC + "streams: [{user: ''}]"), "spec.streams[0].user: needs at least 1 character, got 0"),
     ("zego snapshot has no task id", job(body=ZSNAP + "taskId: t"), "taskId is volcengine only"),
+    (  # walk 16D-4: ZEGO's API has jpg as a recording format; capctl's is a SnapshotJob
+        "jpg recording",
+        job("RecordingJob", body=REC + "format: jpg"),
+        "spec.format: 'jpg' is not allowed; expected 'mp4', 'flv', 'hls' or 'mp3' (jpg images come from a "
+        "SnapshotJob on a zego provider: its `interval` is the snapshot interval)",
+    ),
+    (  # walk 16D-2: a zego snapshot job's jpg files can go to a folder; volcengine's have none
+        "volcengine snapshot has no output folder",
+        job(body=VOLC + "outputFolder: stills/"),
+        "spec.outputFolder: outputFolder is zego only: volcengine StartSnapshot takes no folder",
+    ),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
     (
