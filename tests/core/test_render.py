@@ -51,9 +51,10 @@ def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = 
 
 
 def text_of(plan: PlanJSON) -> str:
+    """The text view with each settings line whole again (the view wraps them at 100 columns, between facts)."""
     console = Console(record=True, width=300, color_system=None)
     render_text(plan, console)
-    return console.export_text()
+    return console.export_text().replace(" ·\n          ", " · ")
 
 
 def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Path) -> None:
@@ -350,6 +351,37 @@ def test_a_long_room_id_or_a_narrow_terminal_keeps_the_text_plan_in_80_columns(t
     assert actions[1:] == [35, 35] and actions[0] > 128, lines  # `RecordingJob/many (30 rooms)`: 28 cells
     members = [line for line in lines if "房间-" in line]
     assert len(members) > 3 and all(cell_len(line) <= 80 for line in members), lines
+
+
+def test_settings_wrap_between_facts_at_the_terminals_width(tmp_path: Path) -> None:
+    """Walk 16c: a ZEGO recording's settings were one line of 135 columns (267 with every field set long), which
+    an 80-column terminal broke flush left between the indented lines. Now they wrap between two facts, later
+    lines indented; a fact is never cut (grep finds it whole), and the markdown view keeps one line."""
+    job = recording_job("rec", ["r" * 64]).replace(
+        "  mode: single\n",
+        "  mode: single\n  streams: [{stream: teacher-camera-main}, {stream: teacher-screen-share}]\n",
+    )
+    plan = plan_of(tmp_path, job.replace("outputFolder: record/", "outputFolder: recordings/classes/2026/"))
+    expected = {
+        80: [
+            "        provider zego · mode single · media audio-video · format mp4 ·",
+            "          folder recordings/classes/2026/ ·",
+            "          streams teacher-camera-main, teacher-screen-share · storage s3 recs ·",
+            "          idle timeout 30s · max duration 24h",
+        ],
+        120: [  # at most 100 columns, as the rooms
+            "        provider zego · mode single · media audio-video · format mp4 ·",
+            "          folder recordings/classes/2026/ · streams teacher-camera-main, teacher-screen-share ·",
+            "          storage s3 recs · idle timeout 30s · max duration 24h",
+        ],
+    }
+    for width, wrapped in expected.items():
+        console = Console(record=True, width=width, color_system=None)
+        render_text(plan, console)
+        lines = console.export_text().splitlines()
+        assert lines[3 : 3 + len(wrapped)] == wrapped and lines[3 + len(wrapped)] == "", lines
+    said = " · ".join(part.strip(" ·") for part in expected[80])
+    assert f"`RecordingJob/rec/{'r' * 64}`: {said}\n" in render_markdown(plan)
 
 
 def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task() -> None:
