@@ -358,7 +358,9 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
             )
             if row.settings:
                 lines += [((text, ""),) for text in _wrap(INDENT, row.settings, " ·", columns)]
-            lines += [((f"{INDENT}{detail}", "dim"),) for detail in row.details]
+            for detail in row.details:  # `Path: old → new`, the new value under the old when both are long
+                first, *then = detail.split(" → ")
+                lines += [((text, "dim"),) for text in _wrap(INDENT, [first, *(f"→ {t}" for t in then)], "", columns)]
             if row.members:
                 lines += [((text, "dim"),) for text in _wrap(f"{INDENT}{row.member_word}: ", row.members, ",", columns)]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the

@@ -401,3 +401,19 @@ def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task()
     wide = render_state_table([stopped, running], 1, now=0, width=120).splitlines()[1:]
     assert len(wide) == 3 and wide[0].endswith("REASON") and wide[1].endswith(reason) and wide[2].endswith("-")
     assert render_state_table([stopped, running], 1, now=0).splitlines()[2].endswith(reason)  # a pipe: one line
+
+
+def test_a_long_change_puts_the_new_value_under_the_old() -> None:
+    """Walk 16c: `StorageConfig.TosConfig.Bucket: <63 characters> → <63 characters>` was one line of 169 columns;
+    now the new value goes under the old when both do not fit, each whole. A short change stays one line."""
+    old, new = desired(bucket="b" * 63), desired(bucket="c" * 63, interval=10)
+    plan = plan_to_json(
+        diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    )
+    console = Console(record=True, width=80, color_system=None)
+    render_text(plan, console)
+    lines = console.export_text().splitlines()
+    at = lines.index(f"        StorageConfig.TosConfig.Bucket: {'b' * 63}")
+    assert lines[at + 1] == f"          → {'c' * 63} (forces the replace)", lines
+    assert "        ImageConfig.Interval: 5 → 10" in lines
+    assert f"StorageConfig.TosConfig.Bucket: {'b' * 63} → {'c' * 63} (forces the replace)" in render_markdown(plan)
