@@ -307,9 +307,12 @@ def _wrap(head: str, items: Sequence[str], mark: str, columns: int) -> list[str]
 NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
 
 
-def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], str] = str) -> tuple[str, list[str]]:
+def selector_facts(
+    view: dict[str, Any], created_at: str, code: Callable[[str], str] = str
+) -> tuple[str, list[tuple[str, list[str]]]]:
     """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate, each
-    room id and job written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
+    a label and its rooms (the views join them with `, `, the text view wrapping them); each room id and job
+    written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
@@ -321,16 +324,18 @@ def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], 
         f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
     details = [
-        f"{what}: {', '.join(map(code, view[name]))}"
+        (f"{what}: ", list(map(code, view[name])))
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [f"{code(c['room'])}: claimed by {code(c['by'])}" for c in view["claimed"]]  # a named job or a selector
+    # Claimed by a named job or another selector.
+    details += [(f"{code(c['room'])}: claimed by {code(c['by'])}", []) for c in view["claimed"]]
     return head, details
 
 
 def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = False) -> None:
     rows = plan_rows(plan, show_unchanged=show_unchanged)
+    columns = min(MEMBER_LINE, console.width)
     if not rows:
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
@@ -344,7 +349,6 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         widths = [cell_len(r.label + r.count) for r in rows]
         width = max((w for w in widths if w <= LABEL_COLUMN), default=0)
         lines: list[tuple[tuple[str, str], ...]] = []  # (text, style) segments of each line
-        columns = min(MEMBER_LINE, console.width)
         for row in rows:
             symbol, style = UNOBSERVED if row.action == "unknown" else SYMBOLS[row.action]
             lines.append(
@@ -372,9 +376,10 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         console.print()
     for view in plan.get("selectors", ()):
         head, details = selector_facts(view, plan["created_at"])
+        # Its line is whole, as a change's (grep sees the counts); the rooms under it wrap, as a change's do.
         console.print(Text(f"Room selector {view['job']} (rooms: {view['rooms']}): {head}"), soft_wrap=True)
-        for detail in details:
-            console.print(Text(f"{INDENT}{detail}", style="dim"), soft_wrap=True)
+        for label, rooms in details:
+            console.print(Text("\n".join(_wrap(f"{INDENT}{label}", rooms, ",", columns)), style="dim"), soft_wrap=True)
     if plan.get("selectors"):
         console.print()
     for note in plan["notes"]:
@@ -466,7 +471,7 @@ def render_markdown(plan: PlanJSON) -> str:
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
             head, details = selector_facts(view, plan["created_at"], _md_code)
-            now = "<br>".join((_md_text(head), *details))
+            now = "<br>".join((_md_text(head), *(label + ", ".join(rooms) for label, rooms in details)))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = sorted(plan_rows(plan), key=lambda r: MD_FIRST.get(r.action, len(MD_FIRST)))

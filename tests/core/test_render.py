@@ -417,3 +417,21 @@ def test_a_long_change_puts_the_new_value_under_the_old() -> None:
     assert lines[at + 1] == f"          → {'c' * 63} (forces the replace)", lines
     assert "        ImageConfig.Interval: 5 → 10" in lines
     assert f"StorageConfig.TosConfig.Bucket: {'b' * 63} → {'c' * 63} (forces the replace)" in render_markdown(plan)
+
+
+def test_a_selectors_rooms_wrap_under_it(tmp_path: Path) -> None:
+    """Walk 16c: a selector's rooms to start were one line however many (200 active rooms: ~2,000 columns),
+    where a named job's rooms wrap. Now they wrap as those do; the selector's own line and markdown unchanged."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    rooms = [f"class-{i:03d}" for i in range(40)]
+    counts = {"active": 40, "running": 0, "start": 40, "left_out": 0, "ending": 0, "claimed": 0}
+    view = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "class-*", "max_rooms": None, "counts": counts}
+    plan["selectors"] = [view | {"seen_at": plan["created_at"], "start": rooms, "left_out": [], "ending": []}]
+    plan["selectors"][0]["claimed"] = []
+    console = Console(record=True, width=80, color_system=None)
+    render_text(plan, console)
+    lines = console.export_text().splitlines()
+    listing = [line for line in lines if line.startswith(("        to start: class-000,", "          class-"))]
+    assert len(listing) > 3 and all(len(line) <= 80 for line in listing), lines
+    assert " ".join(listing).replace("to start:", "").replace(",", " ").split() == rooms
+    assert "<br>to start: " + ", ".join(f"`{r}`" for r in rooms) + " |" in render_markdown(plan)
