@@ -46,7 +46,7 @@ def write_plan_file(plan: Plan, path: str) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("w", encoding="utf-8") as out:
-            write_json(plan_to_json(plan), out, ensure_ascii=False)
+            write_json(plan_to_json(plan), out, text="utf-8")
         os.replace(tmp, target)
     except BaseException:  # a full disk, a directory in the way, Ctrl-C: no half-written file left beside it
         tmp.unlink(missing_ok=True)

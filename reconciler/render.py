@@ -83,7 +83,7 @@ class Row:
     action: str  # as shown: "unknown" for a task whose vendor status could not be read
     label: str  # the task key, or `kind/name` for a group
     reason: str
-    settings: str  # what a started task will be; "" when the action starts nothing
+    settings: tuple[str, ...]  # what a started task will be, fact by fact; () when the action starts nothing
     details: tuple[str, ...]
     members: tuple[str, ...] = ()  # rooms (or files) of a group
     member_word: str = "rooms"
@@ -100,7 +100,8 @@ def plan_rows(plan: PlanJSON, *, show_unchanged: bool = False) -> list[Row]:
     """The changes to show, identical changes of one job grouped, in the order of their first appearance."""
     unobserved = set(plan.get("unobserved", ()))
     groups: dict[tuple[Any, ...], list[ChangeJSON]] = {}
-    said_of: dict[tuple[Any, ...], str] = {}  # the tasks of a job share their request's subtrees: read each once
+    # The tasks of a job share their request's subtrees: each is read once.
+    said_of: dict[tuple[Any, ...], tuple[str, ...]] = {}
     for c in plan["changes"]:
         key = c["key"]
         if c["action"] == "no-op" and not show_unchanged and key not in unobserved:
@@ -144,13 +145,14 @@ def _identity(value: object) -> object:
     return id(value) if isinstance(value, dict | list) else value
 
 
-def settings_of(change: ChangeJSON) -> str:
-    """`provider p · interval 5s · …` for an action that starts a task, read from its redacted request."""
+def settings_of(change: ChangeJSON) -> tuple[str, ...]:
+    """(`provider p`, `interval 5s`, …) for an action that starts a task, read from its redacted request: the
+    views join them with ` · `, the text view wrapping between two facts."""
     after = change.get("after")
     if change["action"] not in _STARTS or not isinstance(after, dict):
-        return ""
+        return ()
     summarise = _SUMMARIES.get(change["family"])
-    return " · ".join([f"provider {change['provider']}", *(summarise(after) if summarise else ())])
+    return (f"provider {change['provider']}", *(summarise(after) if summarise else ()))
 
 
 def _get(tree: object, *names: str) -> Any:
@@ -278,21 +280,24 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 # --- text --------------------------------------------------------------------------------------------
 
 LABEL_COLUMN = 56  # cells of the task column at most: with the symbol and the action, 80 columns at most
-MEMBER_LINE = 100  # columns of a wrapped list of rooms, at most: fewer on a narrower terminal
+MEMBER_LINE = 100  # columns of a wrapped list of rooms or settings, at most: fewer on a narrower terminal
 INDENT = "        "
 
 
-def _wrap_members(row: Row, columns: int) -> list[str]:
-    """`rooms: a, b, …` greedily wrapped under the change (textwrap is far slower on 10,000 rooms), in terminal
-    cells: at 100 columns on an 80-column terminal, the terminal broke each line again at column 80."""
-    lines, line = [], f"{INDENT}{row.member_word}: "
-    last = len(row.members) - 1
-    for i, name in enumerate(row.members):
-        item = name if i == last else name + ","
-        if cell_len(line) + cell_len(item) > columns and not line.endswith(": "):
+def _wrap(head: str, items: Sequence[str], mark: str, columns: int) -> list[str]:
+    """`head` then `items` (each but the last followed by `mark`) greedily wrapped in `columns` terminal cells,
+    later lines indented under the first (textwrap is far slower on 10,000 rooms): at 100 columns on an
+    80-column terminal, the terminal broke each line again at column 80, flush left. An item is never broken
+    (grep finds it whole): one longer than a line has a line of its own."""
+    lines, line, empty = [], head, True
+    last = len(items) - 1
+    for i, item in enumerate(items):
+        if i != last:
+            item += mark
+        if not empty and cell_len(line) + cell_len(item) > columns:
             lines.append(line.rstrip())
             line = INDENT + "  "
-        line += item + " "
+        line, empty = line + item + " ", False
     lines.append(line.rstrip())
     return lines
 
@@ -302,9 +307,12 @@ def _wrap_members(row: Row, columns: int) -> list[str]:
 NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
 
 
-def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], str] = str) -> tuple[str, list[str]]:
+def selector_facts(
+    view: dict[str, Any], created_at: str, code: Callable[[str], str] = str
+) -> tuple[str, list[tuple[str, list[str]]]]:
     """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate, each
-    room id and job written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
+    a label and its rooms (the views join them with `, `, the text view wrapping them); each room id and job
+    written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
@@ -316,16 +324,18 @@ def selector_facts(view: dict[str, Any], created_at: str, code: Callable[[str], 
         f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
     details = [
-        f"{what}: {', '.join(map(code, view[name]))}"
+        (f"{what}: ", list(map(code, view[name])))
         for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
         if view[name]
     ]
-    details += [f"{code(c['room'])}: claimed by {code(c['by'])}" for c in view["claimed"]]  # a named job or a selector
+    # Claimed by a named job or another selector.
+    details += [(f"{code(c['room'])}: claimed by {code(c['by'])}", []) for c in view["claimed"]]
     return head, details
 
 
 def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = False) -> None:
     rows = plan_rows(plan, show_unchanged=show_unchanged)
+    columns = min(MEMBER_LINE, console.width)
     if not rows:
         console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
     else:
@@ -351,10 +361,12 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
                 )
             )
             if row.settings:
-                lines.append(((f"{INDENT}{row.settings}", ""),))
-            lines += [((f"{INDENT}{detail}", "dim"),) for detail in row.details]
+                lines += [((text, ""),) for text in _wrap(INDENT, row.settings, " ·", columns)]
+            for detail in row.details:  # `Path: old → new`, the new value under the old when both are long
+                first, *then = detail.split(" → ")
+                lines += [((text, "dim"),) for text in _wrap(INDENT, [first, *(f"→ {t}" for t in then)], "", columns)]
             if row.members:
-                lines += [((text, "dim"),) for text in _wrap_members(row, min(MEMBER_LINE, console.width))]
+                lines += [((text, "dim"),) for text in _wrap(f"{INDENT}{row.member_word}: ", row.members, ",", columns)]
         # rich renders ~0.1 ms per styled line (over a second for 10,000 creates): without colour the
         # styles would be dropped anyway, so the lines go out as one unstyled Text (same bytes, 10× faster).
         if console.color_system is None:
@@ -364,9 +376,10 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
         console.print()
     for view in plan.get("selectors", ()):
         head, details = selector_facts(view, plan["created_at"])
+        # Its line is whole, as a change's (grep sees the counts); the rooms under it wrap, as a change's do.
         console.print(Text(f"Room selector {view['job']} (rooms: {view['rooms']}): {head}"), soft_wrap=True)
-        for detail in details:
-            console.print(Text(f"{INDENT}{detail}", style="dim"), soft_wrap=True)
+        for label, rooms in details:
+            console.print(Text("\n".join(_wrap(f"{INDENT}{label}", rooms, ",", columns)), style="dim"), soft_wrap=True)
     if plan.get("selectors"):
         console.print()
     for note in plan["notes"]:
@@ -458,7 +471,7 @@ def render_markdown(plan: PlanJSON) -> str:
         lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
         for view in plan["selectors"]:
             head, details = selector_facts(view, plan["created_at"], _md_code)
-            now = "<br>".join((_md_text(head), *details))
+            now = "<br>".join((_md_text(head), *(label + ", ".join(rooms) for label, rooms in details)))
             lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
         lines.append("")
     rows = sorted(plan_rows(plan), key=lambda r: MD_FIRST.get(r.action, len(MD_FIRST)))
@@ -477,7 +490,7 @@ def render_markdown(plan: PlanJSON) -> str:
             label = _md_code(r.label, in_table=False)
             lines.append(
                 f"- {label}{r.count}"
-                + (f": {_md_text(r.settings, in_table=False, code_spans=False)}" if r.settings else "")
+                + (f": {_md_text(' · '.join(r.settings), in_table=False, code_spans=False)}" if r.settings else "")
             )
             lines += [f"  - {_md_code(d, in_table=False)}" for d in r.details]
             if r.members:

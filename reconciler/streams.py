@@ -25,9 +25,9 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "output_failure", "readable_json", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -145,21 +145,22 @@ def install() -> None:
 _UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e\n]")
 
 
-def readable_json(text: str) -> str:
+def _readable(text: str) -> str:
     """JSON text made by `json.dumps(..., ensure_ascii=False)`, with each character `str.isprintable` refuses
     escaped (`\\u202e`): a CJK room id reads as itself (`\\u76f4\\u64ad` was unreadable), and nothing in a vendor's
     text can reorder or redraw the reader's terminal. Both spellings are the same JSON."""
     return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group().isprintable() else json.dumps(m.group())[1:-1], text)
 
 
-def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True, readable: bool = False) -> None:
-    """`json.dumps(data, indent=2)` and a newline, the same text, written to `out` a top-level list item at a
-    time: only one task (or change) is held as text at once. `readable`: as `readable_json` writes it."""
-    ensure_ascii = ensure_ascii and not readable
+def write_json(data: Mapping[str, Any], out: TextIO, *, text: Literal["utf-8", "readable"]) -> None:
+    """`json.dumps(data, indent=2, ensure_ascii=False)` and a newline, the same text, written to `out` a top-level
+    list item at a time: only one task (or change) is held as text at once. `text="utf-8"` (a file capctl reads
+    back) writes every character as itself; `"readable"` (what a person may read: stdout) escapes those a
+    terminal must not get raw (`_readable`)."""
 
     def dumped(value: Any, **options: Any) -> str:
-        text = json.dumps(value, ensure_ascii=ensure_ascii, **options)
-        return readable_json(text) if readable else text
+        said = json.dumps(value, ensure_ascii=False, **options)
+        return _readable(said) if text == "readable" else said
 
     def encoded(value: Any, depth: int) -> str:
         return dumped(value, indent=2).replace("\n", "\n" + "  " * depth)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.common import fail, locked, open_store, out_console, paths_or_default, setup_logs, split_listen
+from reconciler.cli.common import fail, locked, open_store, out_console, paths_or_default, setup_logs
 from reconciler.cli.options import LogLevelOpt, PathsArg, StateOpt, complete_task_keys
 
 __all__ = ["run", "sync", "wake"]
@@ -160,19 +160,13 @@ def run(
     POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
-    from reconciler.daemon.http import daemon_sync_token
     from reconciler.daemon.starting import FOREVER
     from reconciler.httpclient import trust_settings_problem
     from reconciler.leader import LeaderSettings
 
-    split_listen(listen, "127.0.0.1:8080")
     resync_seconds = _duration_option("--resync", resync)
-    if resync_seconds <= 0:
-        fail("--resync must be at least 1s")
     grace_seconds = _duration_option("--prune-grace", prune_grace)
     read_timeout_seconds = _duration_option("--read-timeout", read_timeout)
-    if read_timeout_seconds <= 0:
-        fail("--read-timeout must be at least 1s")
     wait_seconds = (
         FOREVER if state_wait == "forever" else float(_duration_option("--state-wait", state_wait, also=", or forever"))
     )
@@ -188,7 +182,6 @@ def run(
         leader = LeaderSettings.parse(
             lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
         )
-        daemon_sync_token(os.environ)  # refused as the options are, not as a log line once the logs run
     except ValueError as exc:  # LeaderSettingsError is one
         fail(str(exc))
     if problem := trust_settings_problem(os.environ):  # the vendors' client is made once the daemon runs
@@ -210,6 +203,7 @@ def run(
             status_token=status_token,
             leader=leader,
             state_wait=wait_seconds,
+            refuse=fail,  # a value out of range (or CAPCTL_SYNC_TOKEN) as an `Error:`, not as a log line
         )
     )
 

@@ -254,7 +254,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
 
     data = plan_to_json(plan)
     if fmt == "json":
-        write_json(data, sys.stdout, readable=True)
+        write_json(data, sys.stdout, text="readable")
     elif fmt == "markdown":
         typer.echo(render_markdown(data), nl=False)
     else:

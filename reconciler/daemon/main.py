@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -103,39 +103,34 @@ def run_daemon(
     status_token: str | None = None,
     leader: LeaderSettings | None = None,
     state_wait: float = FOREVER,
+    refuse: Callable[[str], None] | None = None,
 ) -> int:
     """Run the daemon until SIGTERM / SIGINT; returns the process exit code. `log_level=None` keeps the
     caller's logging set-up; `max_connections=None` derives the cap from the file-descriptor limit;
     `status_token` (read from `--status-token-ref`) protects the status page; `state_wait`: seconds to wait at
-    start for a state store whose server does not answer (starting.py)."""
+    start for a state store whose server does not answer (starting.py). An option out of range is refused
+    before anything is opened, in the same words however the daemon is started: by `refuse(message)` when
+    given (`capctl run`'s `Error:`, which exits), else as a `bad option` log line and EXIT_ERROR."""
     if log_level is not None:
         logs.configure(log_level)
     try:
         host, port = parse_listen(listen, example="127.0.0.1:8080 or 0.0.0.0:8080")
-    except ValueError as exc:
-        log.error("bad option", error=str(exc))
-        return EXIT_ERROR
-    if resync <= 0:
-        log.error("bad option", error=f"--resync must be positive, got {resync}")
-        return EXIT_ERROR
-    if not 0 <= max_prune <= 100:
-        log.error("bad option", error=f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
-        return EXIT_ERROR
-    if prune_grace < 0:
-        log.error("bad option", error=f"--prune-grace must not be negative, got {prune_grace:g}")
-        return EXIT_ERROR
-    if read_timeout <= 0:
-        log.error("bad option", error=f"--read-timeout must be positive, got {read_timeout:g}")
-        return EXIT_ERROR
-    if state_wait < 0:
-        log.error("bad option", error=f"--state-wait must not be negative, got {state_wait:g}")
-        return EXIT_ERROR
-    if max_connections is not None and max_connections < 1:
-        log.error("bad option", error=f"--max-connections must be at least 1, got {max_connections}")
-        return EXIT_ERROR
-    try:
+        for option, seconds, zero in (
+            ("--resync", resync, False),
+            ("--prune-grace", prune_grace, True),
+            ("--read-timeout", read_timeout, False),
+            ("--state-wait", state_wait, True),
+        ):
+            if seconds < 0 or (seconds == 0 and not zero):
+                raise ValueError(f"{option} must {'not be negative' if zero else 'be positive'}, got {seconds:g}s")
+        if not 0 <= max_prune <= 100:
+            raise ValueError(f"--max-prune must be a percentage from 0 to 100, got {max_prune:g}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"--max-connections must be at least 1, got {max_connections}")
         token = daemon_sync_token(os.environ)
     except ValueError as exc:
+        if refuse is not None:
+            refuse(str(exc))
         log.error("bad option", error=str(exc))
         return EXIT_ERROR
     if status_page and status_token is None and not _loopback(host):

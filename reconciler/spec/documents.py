@@ -16,7 +16,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from reconciler.spec.fields import (
     VOLC_ID_PATTERN,
 )
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
-from reconciler.spec.refs import LITERAL_SECRET, UNRESOLVED
+from reconciler.spec.refs import LITERAL_SECRET, Unresolved
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["Loaded", "validate_document"]
@@ -255,7 +255,11 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         unknown: list[Path] = []
         problems = exc.errors(include_url=False)
         for err in problems:
-            if err.get("input") is UNRESOLVED:
+            if err["type"] == "extra_forbidden":
+                # A reference in an unknown field was never needed: the field is the problem, not its variable.
+                for failed in _unresolved_in(err.get("input")):
+                    errors.withdraw(failed.error)
+            elif isinstance(err.get("input"), Unresolved):
                 continue
             path = _data_path(data, err["loc"], missing=err["type"] == "missing")
             if err["type"] == "extra_forbidden":
@@ -274,6 +278,15 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         entries = _valid_entries(str(kind), data["spec"], broken)
         loaded = _partial(raw, model, data, broken, entries)
         return dataclasses.replace(loaded, entries=entries) if loaded is not None and entries else loaded
+
+
+def _unresolved_in(value: Any) -> Iterator[Unresolved]:
+    """The failed references in `value`, however deep."""
+    if isinstance(value, Unresolved):
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _unresolved_in(item)
 
 
 # List fields whose entries are modelled one by one when the list is broken (one bad entry would otherwise

@@ -59,6 +59,10 @@ class ErrorSink:
     def add(self, where: tuple[str, int, int], message: str) -> None:
         self.errors.append(SpecError(where[0], where[1], where[2], message))
 
+    def withdraw(self, error: SpecError) -> None:
+        """Take back an error added, once a later finding explains it better."""
+        self.errors.remove(error)
+
     def __bool__(self) -> bool:
         return bool(self.errors)
 

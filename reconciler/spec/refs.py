@@ -26,12 +26,12 @@ from pathlib import Path as FsPath
 from typing import Any, Final, NoReturn
 
 from reconciler.secrets import RUN_KEY, Secret, SecretText
-from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
+from reconciler.spec.errors import ErrorSink, SpecError, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, read_regular, without_newline
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["LITERAL_SECRET", "UNRESOLVED", "UnreadSecret", "resolve_document"]
+__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "resolve_document"]
 
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
@@ -86,13 +86,16 @@ class UnreadSecret(Secret):
 
 
 class Unresolved:
-    """Stands in for a reference that failed; its error is already reported, so models skip it."""
+    """Stands in for a reference that failed; its error is already reported, so models skip it. It keeps that
+    error: a reference in an unknown field (`secretKye: {env: X}`) is withdrawn for the unknown field's own."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: SpecError) -> None:
+        self.error = error
 
     def __repr__(self) -> str:
         return "<unresolved reference>"
-
-
-UNRESOLVED: Final = Unresolved()
 
 
 class _Resolver:
@@ -138,9 +141,9 @@ class _Resolver:
             return value
         return SecretText(value, self.key)
 
-    def fail(self, path: Path, message: str) -> Unresolved:
-        self.errors.add(self.doc.at(path), message)
-        return UNRESOLVED
+    def fail(self, path: Path, message: str, *, at_key: bool = False) -> Unresolved:
+        self.errors.add((self.doc.key_at if at_key else self.doc.at)(path), message)
+        return Unresolved(self.errors.errors[-1])
 
     def reference(self, ref: dict[Any, Any], path: Path, *, read: bool) -> Any:
         """The reference's value; with `read` false, only its shape is checked and an `UnreadSecret` returned."""
@@ -150,8 +153,7 @@ class _Resolver:
         for key in ref:
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed)
-                self.errors.add(self.doc.key_at((*path, key)), f"unknown key {quote(key)} in a reference{hint}")
-                return UNRESOLVED
+                return self.fail((*path, key), f"unknown key {quote(key)} in a reference{hint}", at_key=True)
         if "file" in ref:
             name = ref["file"]
             if not isinstance(name, str) or not name:
@@ -198,7 +200,7 @@ class _Resolver:
             return
         for name in fields:
             value = spec.get(name)
-            if value is None or value is UNRESOLVED or isinstance(value, UnreadSecret):
+            if value is None or isinstance(value, Unresolved | UnreadSecret):
                 continue
             path = ("spec", name)
             raw_value = raw_spec.get(name)

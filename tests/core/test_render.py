@@ -52,9 +52,10 @@ def plan_of(tmp_path: Path, *jobs: str, records: dict[str, TaskRecord] | None = 
 
 
 def text_of(plan: PlanJSON) -> str:
+    """The text view with each settings line whole again (the view wraps them at 100 columns, between facts)."""
     console = Console(record=True, width=300, color_system=None)
     render_text(plan, console)
-    return console.export_text()
+    return console.export_text().replace(" ·\n          ", " · ")
 
 
 def test_creates_show_what_the_vendor_will_get_for_every_api_family(tmp_path: Path) -> None:
@@ -353,6 +354,37 @@ def test_a_long_room_id_or_a_narrow_terminal_keeps_the_text_plan_in_80_columns(t
     assert len(members) > 3 and all(cell_len(line) <= 80 for line in members), lines
 
 
+def test_settings_wrap_between_facts_at_the_terminals_width(tmp_path: Path) -> None:
+    """Walk 16c: a ZEGO recording's settings were one line of 135 columns (267 with every field set long), which
+    an 80-column terminal broke flush left between the indented lines. Now they wrap between two facts, later
+    lines indented; a fact is never cut (grep finds it whole), and the markdown view keeps one line."""
+    job = recording_job("rec", ["r" * 64]).replace(
+        "  mode: single\n",
+        "  mode: single\n  streams: [{stream: teacher-camera-main}, {stream: teacher-screen-share}]\n",
+    )
+    plan = plan_of(tmp_path, job.replace("outputFolder: record/", "outputFolder: recordings/classes/2026/"))
+    expected = {
+        80: [
+            "        provider zego · mode single · media audio-video · format mp4 ·",
+            "          folder recordings/classes/2026/ ·",
+            "          streams teacher-camera-main, teacher-screen-share · storage s3 recs ·",
+            "          idle timeout 30s · max duration 24h",
+        ],
+        120: [  # at most 100 columns, as the rooms
+            "        provider zego · mode single · media audio-video · format mp4 ·",
+            "          folder recordings/classes/2026/ · streams teacher-camera-main, teacher-screen-share ·",
+            "          storage s3 recs · idle timeout 30s · max duration 24h",
+        ],
+    }
+    for width, wrapped in expected.items():
+        console = Console(record=True, width=width, color_system=None)
+        render_text(plan, console)
+        lines = console.export_text().splitlines()
+        assert lines[3 : 3 + len(wrapped)] == wrapped and lines[3 + len(wrapped)] == "", lines
+    said = " · ".join(part.strip(" ·") for part in expected[80])
+    assert f"`RecordingJob/rec/{'r' * 64}`: {said}\n" in render_markdown(plan)
+
+
 def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task() -> None:
     """Walk 14b: at 80 columns a key of 34 cells (`RecordingJob/webinar-rec/webinar-2`) left REASON fewer than its
     10 cells; the row was printed 84 cells wide anyway, so the terminal wrapped every stopped task's row. Now the
@@ -370,3 +402,37 @@ def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task()
     wide = render_state_table([stopped, running], 1, now=0, width=120).splitlines()[1:]
     assert len(wide) == 3 and wide[0].endswith("REASON") and wide[1].endswith(reason) and wide[2].endswith("-")
     assert render_state_table([stopped, running], 1, now=0).splitlines()[2].endswith(reason)  # a pipe: one line
+
+
+def test_a_long_change_puts_the_new_value_under_the_old() -> None:
+    """Walk 16c: `StorageConfig.TosConfig.Bucket: <63 characters> → <63 characters>` was one line of 169 columns;
+    now the new value goes under the old when both do not fit, each whole. A short change stays one line."""
+    old, new = desired(bucket="b" * 63), desired(bucket="c" * 63, interval=10)
+    plan = plan_to_json(
+        diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    )
+    console = Console(record=True, width=80, color_system=None)
+    render_text(plan, console)
+    lines = console.export_text().splitlines()
+    at = lines.index(f"        StorageConfig.TosConfig.Bucket: {'b' * 63}")
+    assert lines[at + 1] == f"          → {'c' * 63} (forces the replace)", lines
+    assert "        ImageConfig.Interval: 5 → 10" in lines
+    assert f"StorageConfig.TosConfig.Bucket: {'b' * 63} → {'c' * 63} (forces the replace)" in render_markdown(plan)
+
+
+def test_a_selectors_rooms_wrap_under_it(tmp_path: Path) -> None:
+    """Walk 16c: a selector's rooms to start were one line however many (200 active rooms: ~2,000 columns),
+    where a named job's rooms wrap. Now they wrap as those do; the selector's own line and markdown unchanged."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    rooms = [f"class-{i:03d}" for i in range(40)]
+    counts = {"active": 40, "running": 0, "start": 40, "left_out": 0, "ending": 0, "claimed": 0}
+    view = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "class-*", "max_rooms": None, "counts": counts}
+    plan["selectors"] = [view | {"seen_at": plan["created_at"], "start": rooms, "left_out": [], "ending": []}]
+    plan["selectors"][0]["claimed"] = []
+    console = Console(record=True, width=80, color_system=None)
+    render_text(plan, console)
+    lines = console.export_text().splitlines()
+    listing = [line for line in lines if line.startswith(("        to start: class-000,", "          class-"))]
+    assert len(listing) > 3 and all(len(line) <= 80 for line in listing), lines
+    assert " ".join(listing).replace("to start:", "").replace(",", " ").split() == rooms
+    assert "<br>to start: " + ", ".join(f"`{r}`" for r in rooms) + " |" in render_markdown(plan)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -32,12 +32,27 @@ SHAPES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("text", ["utf-8", "readable"])
 @pytest.mark.parametrize("data", SHAPES)
-def test_the_text_is_what_json_dumps_writes(data: dict[str, Any], ensure_ascii: bool) -> None:
+def test_the_text_is_what_json_dumps_writes(data: dict[str, Any], text: Literal["utf-8", "readable"]) -> None:
     out = io.StringIO()
-    write_json(data, out, ensure_ascii=ensure_ascii)
-    assert out.getvalue() == json.dumps(data, indent=2, ensure_ascii=ensure_ascii) + "\n"
+    write_json(data, out, text=text)
+    assert out.getvalue() == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_mode_is_named_where_called() -> None:
+    """One parameter naming the mode (there were two flags, `ensure_ascii` and `readable`, where callers used
+    two modes: walk 16c). A plan file keeps a bidirectional override raw, as json.dumps writes it; stdout escapes
+    it (it would reorder the reader's terminal); a CJK room id reads as itself in both."""
+    data = {"key": "RecordingJob/shows/直播\u202eevil"}
+    written = {}
+    for text in ("utf-8", "readable"):
+        out = io.StringIO()
+        write_json(data, out, text=text)
+        written[text] = out.getvalue()
+        assert json.loads(written[text]) == data
+    assert written["utf-8"] == '{\n  "key": "RecordingJob/shows/直播\u202eevil"\n}\n'
+    assert written["readable"] == '{\n  "key": "RecordingJob/shows/直播\\u202eevil"\n}\n'
 
 
 def test_one_task_at_a_time_is_held_as_text() -> None:
@@ -47,7 +62,7 @@ def test_one_task_at_a_time_is_held_as_text() -> None:
     size = len(json.dumps(data, indent=2))
     tracemalloc.start()
     try:
-        write_json(data, Discard())
+        write_json(data, Discard(), text="readable")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

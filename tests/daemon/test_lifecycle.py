@@ -157,7 +157,8 @@ def test_a_real_process_stops_gracefully_on_signals_and_reloads_on_sighup(tmp_pa
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--resync", "0"], "--resync must be positive, got 0.0"),
+        (["--resync", "0"], "--resync must be positive, got 0s"),  # `capctl run --resync 0`'s very words
+        (["--read-timeout", "0"], "--read-timeout must be positive, got 0s"),
         (["--max-prune", "150"], "--max-prune must be a percentage from 0 to 100, got 150"),
         (["--listen", "nohost"], "--listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080; port 0 picks"),
     ],

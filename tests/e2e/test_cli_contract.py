@@ -94,8 +94,9 @@ VALUE_ERRORS = [
     (("state", "list", "[a"), "Error: KEY '[a': expected kind/name/room (a task key), kind/name, or either with *"),
     (("state", "rm", "[a"), "Error: KEY '[a': expected kind/name/room (a task key), kind/name, or either with *"),
     (("plan", "--log-level", "loud"), "Error: --log-level 'loud': expected debug, info, warning or error"),
-    (("run", "--resync", "0s"), "Error: --resync must be at least 1s"),
-    (("run", "--read-timeout", "0"), "Error: --read-timeout must be at least 1s"),
+    (("run", "--resync", "0s"), "Error: --resync must be positive, got 0s"),
+    (("run", "--read-timeout", "0"), "Error: --read-timeout must be positive, got 0s"),
+    (("run", "--listen", "nohost"), "Error: --listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080; port"),
     (
         ("sync", "--daemon", "ftp://x"),
         "Error: --daemon 'ftp://x': expected the daemon's URL, e.g. http://127.0.0.1:8080",

@@ -236,3 +236,17 @@ def test_a_thumbnail_job_with_no_valid_entry_still_has_its_provider_checked(tmp_
     errors = _errors(a)
     assert f"{a}:5:13: spec.provider: no Provider named 'zgo' (did you mean 'zego'?)" in errors, errors
     assert len(errors) == 2, errors
+
+
+def test_a_reference_in_an_unknown_field_reports_only_the_field(tmp_path: Path) -> None:
+    """Walk 16c: `intervall: {env: UNSET}` said only that UNSET was not set (the unknown field's error has the failed
+    reference as its input, and those were skipped); a misspelt key is the problem, its variable is not. A known
+    field's unset variable beside it is still reported."""
+    body = "provider: volc\nrooms: [x]\nstorage: tos\nintervall: {env: UNSET_16C}\nimage: {widht: {file: gone.txt}}"
+    body += "\nidleTimeout: {env: ALSO_UNSET_16C}"
+    path = _write(tmp_path, "a.yaml", job(name="typo", body=body))
+    assert _errors(path) == [
+        f"{path}:8:3: unknown field 'spec.intervall' (did you mean 'interval'?)",
+        f"{path}:9:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
+        f"{path}:10:16: environment variable ALSO_UNSET_16C is not set and the reference has no default",
+    ]
