@@ -7,6 +7,7 @@ drove it. The intent record (`PENDING` + ClientTaskId) is what makes non-idempot
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Container, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from reconciler.model import (
     TaskStatus,
 )
 from reconciler.redact import redact_tree
+from reconciler.secrets import map_hidden
 
 __all__ = [
     "PRODUCTIVE_MARGIN",
@@ -63,10 +65,25 @@ TOMBSTONE_RETENTION = 7 * 86400.0
 
 
 def client_task_id(task: DesiredTask, record: TaskRecord | None) -> str:
-    """Deterministic per (task, spec, run): a retry of the same start reuses it, a new run gets a new one."""
+    """Deterministic per (task, spec, run): a retry of the same start reuses it, a new run gets a new one.
+
+    The spec enters by its content with every secret left out, not by `spec_hash`: that one is keyed with the
+    state's own random key, so a lost state (a new key) gave a first start another ClientTaskId, and ZEGO
+    started a second recording beside the first run still recording. Secrets stay out so that the id, sent to
+    the vendor and recorded, cannot be used to test guesses of them."""
     generation = f"{record.reissue_count}:{record.vendor_task_id or ''}" if record else "0:"
-    digest = hashlib.sha256(f"{task.key}\0{task.spec_hash}\0{generation}".encode()).hexdigest()
+    public = json.dumps(
+        {"provider": task.provider, "request": map_hidden(task.request, _hidden)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    digest = hashlib.sha256(f"{task.key}\0{public}\0{generation}".encode()).hexdigest()
     return f"capctl-{digest[:24]}"
+
+
+def _hidden(_: object) -> str:
+    return "\0secret\0"
 
 
 def was_productive(record: TaskRecord) -> bool:

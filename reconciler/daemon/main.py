@@ -55,7 +55,7 @@ from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
 from reconciler.state.sql import SqlStateStore
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "LOCK_WAIT", "open_daemon_state", "run_daemon"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "LOCK_WAIT", "NEW_STATE_NOTE", "open_daemon_state", "run_daemon"]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -78,6 +78,11 @@ def open_daemon_state(url: str | None, leader: LeaderSettings | None = None) -> 
 
 
 EXIT_OK, EXIT_ERROR = 0, 1
+
+NEW_STATE_NOTE = (
+    "no task is recorded: every declared task is started, as for a first install; if tasks run at the vendors "
+    "already, the state was lost or CAPCTL_STATE names another place (docs/state.md, Backups)"
+)
 
 
 class _Server(uvicorn.Server):
@@ -301,6 +306,8 @@ async def _start(
     if store is None:
         log.info("signal received while waiting for the state store: stopping")
         return EXIT_OK
+    if store.created:  # as `apply` says it (walk 14b): a lost state, or a URL naming another place, starts every task
+        log.warning("started a new state", state=store.url, note=NEW_STATE_NOTE)
     front.reason = "not ready (starting: reading the state and the specs)"
     try:  # the constructor reads the state too (room activity, the fingerprint key)
         daemon = Daemon(

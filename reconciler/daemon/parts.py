@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httpx
+import structlog
 
 from reconciler.clock import Clock
 from reconciler.daemon import policy
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 __all__ = ["HTTP_SHUTDOWN_GRACE", "SHUTDOWN_GRACE", "WORKERS", "DaemonParts"]
+
+log = structlog.get_logger("capctl.daemon")
 
 WORKERS = 16  # keys reconciled at once; vendor pacing is the budgets' job, this bounds memory and sockets
 SHUTDOWN_GRACE = 10.0  # seconds in-flight vendor calls get to finish on SIGTERM
@@ -89,14 +92,14 @@ class DaemonParts(ABC):
         self.store_health = StoreHealth(clock)
         # Leader election (lease.py): writes go through the current term's fenced store (fencing.py).
         self.leader_settings = leader = leader or LeaderSettings()
-        shared = fenceable(store)  # raises StateError for a store that cannot fence writes
+        self._shared = shared = fenceable(store)  # raises StateError for a store that cannot fence writes
         self.lease = Lease(
             shared,
             holder,
             leader,
             clock,
             self.metrics,
-            refresh=lambda: self.records.refresh(),
+            refresh=self._read_afresh,
             regained=self._regained,
             may_lead=lambda: self.specs.current is not None,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
@@ -147,6 +150,17 @@ class DaemonParts(ABC):
             RoomGauges(lambda: room_counts(self.records.values(), self.runtimes.snapshot()) if leading() else {})
         )
         self.workers = Workers(self.queue, self.reconciler, self.metrics, clock, self.store_health, self.lease.acting)
+
+    def _read_afresh(self) -> None:
+        """The whole state, read when the daemon starts and when a term begins. A state replaced meanwhile by
+        one of another lineage (`state copy --force` of another state's backup while no replica led) holds
+        another fingerprint key: the specs are keyed with it again, or every task looks changed (replaced)."""
+        self.records.refresh()
+        key = self._shared.reread_fingerprint_key()
+        if key != self.specs.fingerprint_key:
+            log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
+            self.specs.fingerprint_key = self.rooms.jobs.key = key
+            self.specs.reload()
 
     @abstractmethod
     def _regained(self) -> None:

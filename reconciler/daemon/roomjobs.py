@@ -210,7 +210,7 @@ class RoomJobs:
     """Decides the selector jobs' tasks from the room book; says what is left out and what is claimed."""
 
     def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
-        self._key = fingerprint_key
+        self.key = fingerprint_key  # the state's: selector tasks are keyed with it, to compare with records
         # The label is `job_name`, as capctl_rooms_active's (coverage.py): Prometheus gives every scraped series a
         # `job` label of its own and renames ours `exported_job`.
         self.rooms = Gauge(
@@ -236,7 +236,7 @@ class RoomJobs:
             self._tell(())
             return Effective(spec, ())
         tasks, selected = selected_tasks(
-            spec.tasks, spec.selector_jobs, book.activity(), records, spec.providers, self._key
+            spec.tasks, spec.selector_jobs, book.activity(), records, spec.providers, self.key
         )
         selections = tuple(selected)
         self._tell(selections)

@@ -487,6 +487,12 @@ class SqlStateStore(ABC):
             self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
         return self._fingerprint_key
 
+    def reread_fingerprint_key(self) -> bytes | None:
+        """`fingerprint_key()` as the store holds it now, not as this process first read it: a state replaced
+        under a running daemon (`state copy --force` while no replica led) may come of another lineage."""
+        self._fingerprint_key = None
+        return self.fingerprint_key()
+
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
         """Records written before the state had a key hold bare content hashes: key them (`_keyed`), in
         the transaction that stores the key, so the first plan after an upgrade shows no change, and drop

@@ -10,6 +10,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import psycopg.conninfo
@@ -19,7 +20,9 @@ from structlog.testing import capture_logs
 from reconciler.daemon.controller import Daemon
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.model import TaskStatus
+from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
+from reconciler.spec import load_spec_set
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
 from reconciler.state.postgres import PostgresStateStore
@@ -366,3 +369,46 @@ async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothi
     finally:
         await new.stop()
         new.records.close()
+
+
+async def test_a_state_of_another_lineage_copied_in_while_it_stands_by_is_led_without_replacing_a_task(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """`state copy --force` of another state's backup (another fingerprint key) while no replica led: the standby
+    kept the key it read at start, so every record's hash differed from its specs' and it replaced every task."""
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    standby = await harness.start_standby(leader=settings)
+    try:
+        await harness.advance(3)
+        running = harness.record(CLASS)
+        # The other lineage: the same run recorded in a state whose key is another (its hashes keyed with it)
+        unkeyed = load_spec_set([harness.specs]).tasks[CLASS]
+        other = SQLiteStateStore(tmp_path / "other.db")
+        other.fingerprint_key(b"k" * 32)
+        other.put(
+            running.evolve(
+                spec_hash=keyed_hash(b"k" * 32, unkeyed.spec_hash), fixed_hash=keyed_hash(b"k" * 32, unkeyed.fixed_hash)
+            )
+        )
+        await harness.stop()  # resigns; the copy lands before the standby's next try
+        live = SQLiteStateStore(harness.state_path)
+        live.import_copy(other.export(), replace=True)
+        other.close()
+        live.close()
+        starts = harness.calls("StartRecord")
+        with capture_logs() as logs:
+            await harness.advance(5)
+        assert standby.readiness().reason.startswith("ready (leader")
+        assert not [e for e in logs if e["event"] == "decision" and e.get("action") == "replace"], logs
+        assert harness.calls("StartRecord") == starts and harness.calls("StopRecord") == 0
+        record = standby.records.get(CLASS)
+        assert record is not None and record.vendor_task_id == running.vendor_task_id
+        assert "the state was replaced: its fingerprint key changed; specs keyed with the new one" in [
+            e["event"] for e in logs
+        ]
+    finally:
+        await standby.stop()
+        standby.records.close()

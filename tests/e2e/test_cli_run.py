@@ -78,6 +78,9 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
         daemon.wait(timeout=30)
     stderr = log.text()
     assert daemon.returncode == 0, stderr
+    # A state it had to make is said once, where it is (a lost state or a wrong URL starts every task silently)
+    [new] = [line for line in map(json.loads, stderr.splitlines()) if line["event"] == "started a new state"]
+    assert new["level"] == "warning" and new["state"] == f"sqlite:///{work.state}" and "docs/state.md" in new["note"]
     assert '"event": "decision"' in stderr and '"action": "reissue"' in stderr
     assert '"reason": "vendor stopped it: user disconnected (Volcengine UserDisconnect)' in stderr
     lines = [json.loads(line) for line in stderr.splitlines()]  # every line JSON: uvicorn's was bare text
@@ -92,6 +95,7 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
     # The daemon requires it; `capctl sync` sends it. Its newline is a Secret's made --from-file of an `echo`ed
     # file: the daemon refused every sync, and `capctl sync` failed printing the token ("Illegal header value").
     work.env["CAPCTL_SYNC_TOKEN"] = "tok-e2e-31337\n"
+    work.capctl("state", "init")  # a state that exists: the daemon says nothing of starting one
     daemon, log, http = start_daemon(work, "--resync", "1h")
     url = str(http.base_url).rstrip("/")
     lobby = "SnapshotJob/audit/lobby"
@@ -127,6 +131,7 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     assert '"event": "sync requested"' in log.text() and "tok-e2e-31337" not in log.text()
+    assert "started a new state" not in log.text()
     dead = " ".join(work.capctl("sync", "--daemon", url, expect=1).stderr.split())
     assert f"cannot reach the daemon at {url}" in dead and "CAPCTL_DAEMON" in dead
     not_a_daemon = " ".join(work.capctl("sync", "--daemon", work.sim.base, expect=1).stderr.split())

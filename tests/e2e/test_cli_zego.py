@@ -46,6 +46,19 @@ def test_recording_current_api_start_noop_and_idle_reissue(work: Workdir) -> Non
     assert again["taskId"] != task["taskId"] and again["clientTaskId"] != task["clientTaskId"]
 
 
+def test_a_lost_state_finds_the_first_run_still_recording(work: Workdir) -> None:
+    # The ClientTaskId once came from the state's keyed spec hash: a new state (a new random key) gave the
+    # first start another id, and ZEGO started a second recording beside the one still recording.
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="300s"))
+    work.apply()
+    [task] = zego_running(work)
+    for lost in work.state.parent.glob(work.state.name + "*"):
+        lost.unlink()
+    work.apply()
+    assert [t["taskId"] for t in zego_running(work)] == [task["taskId"]]
+    assert state(work)[REC]["vendor_task_id"] == task["taskId"]
+
+
 def test_an_idle_out_reads_the_same_in_plan_and_state_list(work: Workdir) -> None:
     work.write("jobs.yaml", recording_job("rec", ["class-1"], idle="30s", restart="Never"))
     work.apply()
