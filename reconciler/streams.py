@@ -9,7 +9,10 @@ failure to write (a full or failing disk under `> file`) drops the rest too, so 
 it does, but it is no success: `cli.main` says it in one line and exits 1 (`output_failure`).
 
 `PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
-they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
+they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError. JSON
+to such a stream is all ASCII (`\\u` escapes, as `json.dumps` makes them): the spelling above would change
+its strings (`→` as `->`) or break it (`\\U0001f389` is no JSON escape), and JSON is UTF-8 (RFC 8259), so
+a latin-1 `é` would be mojibake to every reader of the file.
 
 JSON documents of 50,000 tasks (`state list -o json`, a plan) are written as they are encoded (`write_json`):
 `json.dumps(indent=2)` held every piece of the text at once, 760 MB for a 80 MB listing.
@@ -27,7 +30,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "output_failure", "readable_json", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -152,10 +155,19 @@ def readable_json(text: str) -> str:
     return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group().isprintable() else json.dumps(m.group())[1:-1], text)
 
 
+def _encodes_utf8(out: TextIO) -> bool:
+    encoding = getattr(out, "encoding", None)
+    return encoding is None or codecs.lookup(encoding).name == "utf-8"
+
+
 def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True, readable: bool = False) -> None:
     """`json.dumps(data, indent=2)` and a newline, the same text, written to `out` a top-level list item at a
-    time: only one task (or change) is held as text at once. `readable`: as `readable_json` writes it."""
-    ensure_ascii = ensure_ascii and not readable
+    time: only one task (or change) is held as text at once. `readable`: as `readable_json` writes it. A stream
+    that does not encode UTF-8 (`PYTHONIOENCODING=ascii`, latin-1) gets ASCII JSON, as the module says."""
+    if _encodes_utf8(out):
+        ensure_ascii = ensure_ascii and not readable
+    else:
+        ensure_ascii, readable = True, False
 
     def dumped(value: Any, **options: Any) -> str:
         text = json.dumps(value, ensure_ascii=ensure_ascii, **options)

@@ -6,7 +6,6 @@ which checks the adopted task at the vendor first.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack, closing
@@ -39,7 +38,7 @@ from reconciler.cli.options import (
     complete_task_keys,
     state_url_given,
 )
-from reconciler.streams import readable_json, write_json
+from reconciler.streams import write_json
 
 if TYPE_CHECKING:
     from reconciler.model import DesiredTask, Observed, TaskRecord
@@ -290,7 +289,7 @@ def state_show(
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
         glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
         _no_task(key, store, glob)
-    typer.echo(readable_json(json.dumps(record_to_dict(record), indent=2, ensure_ascii=False)))
+    write_json(record_to_dict(record), sys.stdout, readable=True)
 
 
 def state_rm(
