@@ -27,10 +27,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "json_dumps_for", "output_failure", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -158,6 +158,14 @@ def readable_json(text: str) -> str:
 def _encodes_utf8(out: TextIO) -> bool:
     encoding = getattr(out, "encoding", None)
     return encoding is None or codecs.lookup(encoding).name == "utf-8"
+
+
+def json_dumps_for(out: TextIO) -> Callable[..., str]:
+    """`json.dumps` as `out` takes it: readable text (as `readable_json`) where it encodes UTF-8, else ASCII. For
+    the daemon's JSON log lines: `kubectl logs | grep 教室-101` found nothing in `\\u6559\\u5ba4-101`."""
+    if not _encodes_utf8(out):
+        return json.dumps
+    return lambda value, **options: readable_json(json.dumps(value, ensure_ascii=False, **options))
 
 
 def write_json(data: Mapping[str, Any], out: TextIO, *, ensure_ascii: bool = True, readable: bool = False) -> None:
