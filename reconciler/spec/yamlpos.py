@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -324,9 +325,14 @@ def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocumen
         col = len(data[start : exc.offset].removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")) + 1  # characters
         errors.add((file, line, col), f"{exc.reason}: save the file as UTF-8")
         return []
+    if "\ufeff" in text:  # files joined with `cat`, one saved by a Windows editor: its mark opens a line inside
+        text = _LINE_BOM_RE.sub("", text)  # (a document may start with one in YAML 1.2; libyaml took it for text)
     builder = _Builder(file, errors)
     builder.run(text)
     return builder.docs
+
+
+_LINE_BOM_RE: Final = re.compile("^\ufeff", re.MULTILINE)
 
 
 def _char_at(text: str, line: int, column: int) -> str:

@@ -3,12 +3,15 @@ and abusive inputs (huge files, deep nesting) fail cleanly and fast."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
 
 from reconciler.spec import SpecErrors, load_spec_set
-from tests.spec.conftest import BASE, HERE, SECRET_ENV
+from tests.spec.conftest import BASE, HERE, SECRET_ENV, job
+
+JOB_BODY = "provider: volc\nrooms: [lobby-bom]\nstorage: tos"
 
 CORPUS = HERE / "corpus"
 ALONE = {"only_comments", "not_a_mapping", "deep_nesting", "alias_bomb"}  # loaded without base.yaml
@@ -225,3 +228,11 @@ def test_a_file_in_another_encoding_is_named(
     path.write_bytes(data)
     [(line, col, message)] = _errors(path)
     assert (line, col) == where and fragment in message and message.endswith(": save the file as UTF-8"), message
+
+
+def test_files_joined_with_cat_keep_each_ones_byte_order_mark_out_of_the_text(tmp_path: Path) -> None:
+    """Walk 16B-6: `cat a.yaml b.yaml` where b.yaml was saved with a mark: "missing required field 'kind'" at a
+    line that has it, the mark unseen in any editor. Each line-opening mark is dropped, as the file's first is."""
+    path = tmp_path / "all.yaml"
+    path.write_bytes(codecs.BOM_UTF8 + BASE.read_bytes() + b"---\n" + codecs.BOM_UTF8 + job(body=JOB_BODY).encode())
+    assert "SnapshotJob/j/lobby-bom" in load_spec_set([path], env=SECRET_ENV).tasks
