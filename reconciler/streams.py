@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "json_dumps_for", "output_failure", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "json_dumps_for", "output_failure", "terminal_bytes", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -63,6 +63,14 @@ def _spell(error: UnicodeError) -> tuple[str, int]:
 
 # Why stdout or stderr could not be written (a full disk, a failing one), once that happened: `output_failure`.
 _failed: list[str] = []
+
+
+def terminal_bytes(text: str, stream: TextIO) -> bytes:
+    """`text` as `stream` would write it, glyphs spelled as above: for a pager between capctl and the terminal
+    (`capctl docs`), which `subprocess` fed in the locale's encoding, strict (a traceback under `LC_ALL=C
+    PYTHONUTF8=0`)."""
+    codecs.register_error(GLYPH_ERRORS, _spell)
+    return text.encode(getattr(stream, "encoding", None) or "utf-8", GLYPH_ERRORS)
 
 
 def output_failure() -> str | None:
