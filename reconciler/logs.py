@@ -5,7 +5,7 @@ fingerprint, and every line's fields go through `redact.redact_named`, which sho
 names a credential as its fingerprint too.
 
 A JSON line holds text as itself (`教室-101`, grep finds it) on a UTF-8 stream, with what `str.isprintable`
-refuses escaped (`streams.readable_json`); on an ASCII or latin-1 one it is all ASCII JSON.
+refuses escaped (as `streams.write_json` does); on an ASCII or latin-1 one it is all ASCII JSON.
 
 The last `RECENT_EVENTS` events (after redaction) are also kept in memory, for the daemon's status page
 ("recent decisions"): `recent_events()` reads them without parsing stderr back.
