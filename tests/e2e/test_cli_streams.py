@@ -103,6 +103,26 @@ def test_json_to_a_stream_without_utf8_is_ascii_json_with_every_character_kept(t
     assert keys == {f"RecordingJob/class/{r}" for r in rooms}
 
 
+def test_keys_typed_under_a_c_locale_without_python_utf8_mode_are_read_as_utf8(tmp_path: Path) -> None:
+    """Walk 16B-10: with `LC_ALL=C PYTHONUTF8=0` Python reads argv as ASCII: `--target`, `-l` and KEY arguments
+    came as `\\udce6\\udc95…` and matched nothing (`sync`: "not UTF-8 text")."""
+    write_specs(tmp_path, recording_job("class", ["教室", "lobby"]).replace("metadata: {name: class}", LABELLED))
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    narrowed = ["--target", "RecordingJob/class/教*", "-l", "团队=安全"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", "--no-refresh", "--format", "json", *narrowed],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert [c["key"] for c in json.loads(proc.stdout)["changes"]] == ["RecordingJob/class/教室"]
+
+
+LABELLED = "metadata: {name: class, labels: {团队: 安全}}"
+
+
 def test_a_narrow_terminal_keeps_the_command_to_run_on_one_line(tmp_path: Path) -> None:
     """COLUMNS=40: `Apply it with: capctl apply --plan PATH` was broken across lines, mid-path."""
     write_specs(tmp_path, snapshot_job("audit", ["lobby"]))
