@@ -4,6 +4,9 @@ Every line is flushed as written. Secrets cannot leak through a log line: a `Sec
 fingerprint, and every line's fields go through `redact.redact_named`, which shows the value of any key that
 names a credential as its fingerprint too.
 
+A JSON line holds text as itself (`教室-101`, grep finds it) on a UTF-8 stream, with what `str.isprintable`
+refuses escaped (as `streams.write_json` does); on an ASCII or latin-1 one it is all ASCII JSON.
+
 The last `RECENT_EVENTS` events (after redaction) are also kept in memory, for the daemon's status page
 ("recent decisions"): `recent_events()` reads them without parsing stderr back.
 
@@ -25,6 +28,7 @@ from typing import Any, TextIO
 
 from reconciler.clock import Clock, SystemClock, Throttle
 from reconciler.redact import redact_named
+from reconciler.streams import json_dumps_for
 
 __all__ = [
     "RECENT_EVENTS",
@@ -209,7 +213,9 @@ def _configure(level: str, json_logs: bool | None, stream: TextIO | None) -> Non
     if json_logs is None:
         json_logs = not out.isatty()
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.processors.JSONRenderer(serializer=json_dumps_for(out))
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[

@@ -253,7 +253,9 @@ def label_matcher(selectors: Iterable[str]) -> Callable[[Mapping[str, str]], boo
     return lambda labels: all(test(labels) for test in tests)
 
 
-_LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+# A key as the specs allow it (any printable text: `团队`, `צוות`; kubectl's ASCII-only grammar refused labels a
+# spec had, walk 16B-4), without what the selector syntax itself uses.
+_LABEL_KEY = re.compile(r"[^\s=!,]+")
 
 
 def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool]:
@@ -266,7 +268,7 @@ def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool
     key, value = key.strip(), value.strip()
     negated = not op and key.startswith("!")
     key = key.removeprefix("!").strip() if negated else key
-    if not _LABEL_KEY.fullmatch(key) or any(c in value for c in "=!, "):
+    if not (_LABEL_KEY.fullmatch(key) and key.isprintable()) or any(c in value for c in "=!, "):
         raise PlanError(
             f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold)"
         )

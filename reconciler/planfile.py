@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
-from reconciler.spec.files import FileRefused, read_regular
+from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text
 from reconciler.streams import write_json
 
 __all__ = ["MAX_PLAN_FILE_BYTES", "read_plan_file", "write_plan_file"]
@@ -21,14 +21,15 @@ MAX_PLAN_FILE_BYTES = 1024 * 1024 * 1024
 
 def read_plan_file(path: str) -> Plan:
     try:  # a regular file only, and bounded: `show /dev/zero` read until memory ran out, `show FIFO` waited forever
-        text = read_regular(path, MAX_PLAN_FILE_BYTES).decode("utf-8")  # JSON is UTF-8 (RFC 8259), as written
+        # JSON is UTF-8 (RFC 8259), as written; `plan --format json > plan.json` in PowerShell is UTF-16, named
+        text = utf8_text(read_regular(path, MAX_PLAN_FILE_BYTES))  # (a UTF-8 mark, as Set-Content writes, dropped)
         data = json.loads(text)
     except FileRefused as exc:
         if str(exc) == os.strerror(errno.ENOENT):
             raise PlanError(f"{path}: no such plan file") from None
         raise PlanError(f"{path}: cannot read the plan file: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise PlanError(f"{path}: cannot read the plan file ({exc.__class__.__name__})") from None
+    except NotText as exc:
+        raise PlanError(f"{path}: cannot read the plan file: it is {exc.reason}: save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     return plan_from_json(data, source=path)

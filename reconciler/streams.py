@@ -9,7 +9,10 @@ failure to write (a full or failing disk under `> file`) drops the rest too, so 
 it does, but it is no success: `cli.main` says it in one line and exits 1 (`output_failure`).
 
 `PYTHONIOENCODING=ascii` or a latin-1 terminal cannot encode the glyphs of plans and summaries (→ · ↻ …):
-they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError.
+they are spelled in ASCII, any other character escaped (`\\u5927`), instead of a UnicodeEncodeError. JSON
+to such a stream is all ASCII (`\\u` escapes, as `json.dumps` makes them): the spelling above would change
+its strings (`→` as `->`) or break it (`\\U0001f389` is no JSON escape), and JSON is UTF-8 (RFC 8259), so
+a latin-1 `é` would be mojibake to every reader of the file.
 
 JSON documents of 50,000 tasks (`state list -o json`, a plan) are written as they are encoded (`write_json`):
 `json.dumps(indent=2)` held every piece of the text at once, 760 MB for a 80 MB listing.
@@ -24,10 +27,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TextIO
 
-__all__ = ["GLYPH_ERRORS", "install", "output_failure", "write_json"]
+__all__ = ["GLYPH_ERRORS", "install", "json_dumps_for", "output_failure", "terminal_bytes", "write_json"]
 
 GLYPH_ERRORS = "capctl-glyphs"  # the codec error handler that spells glyphs in ASCII
 
@@ -60,6 +63,14 @@ def _spell(error: UnicodeError) -> tuple[str, int]:
 
 # Why stdout or stderr could not be written (a full disk, a failing one), once that happened: `output_failure`.
 _failed: list[str] = []
+
+
+def terminal_bytes(text: str, stream: TextIO) -> bytes:
+    """`text` as `stream` would write it, glyphs spelled as above: for a pager between capctl and the terminal
+    (`capctl docs`), which `subprocess` fed in the locale's encoding, strict (a traceback under `LC_ALL=C
+    PYTHONUTF8=0`)."""
+    codecs.register_error(GLYPH_ERRORS, _spell)
+    return text.encode(getattr(stream, "encoding", None) or "utf-8", GLYPH_ERRORS)
 
 
 def output_failure() -> str | None:
@@ -152,15 +163,30 @@ def _readable(text: str) -> str:
     return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group().isprintable() else json.dumps(m.group())[1:-1], text)
 
 
+def _encodes_utf8(out: TextIO) -> bool:
+    encoding = getattr(out, "encoding", None)
+    return encoding is None or codecs.lookup(encoding).name == "utf-8"
+
+
+def json_dumps_for(out: TextIO) -> Callable[..., str]:
+    """`json.dumps` as `out` takes it: readable text (as `_readable`) where it encodes UTF-8, else ASCII. For
+    the daemon's JSON log lines: `kubectl logs | grep 教室-101` found nothing in `\\u6559\\u5ba4-101`."""
+    if not _encodes_utf8(out):
+        return json.dumps
+    return lambda value, **options: _readable(json.dumps(value, ensure_ascii=False, **options))
+
+
 def write_json(data: Mapping[str, Any], out: TextIO, *, text: Literal["utf-8", "readable"]) -> None:
     """`json.dumps(data, indent=2, ensure_ascii=False)` and a newline, the same text, written to `out` a top-level
     list item at a time: only one task (or change) is held as text at once. `text="utf-8"` (a file capctl reads
     back) writes every character as itself; `"readable"` (what a person may read: stdout) escapes those a
-    terminal must not get raw (`_readable`)."""
+    terminal must not get raw (`_readable`). A stream that does not encode UTF-8 (`PYTHONIOENCODING=ascii`,
+    latin-1) gets ASCII JSON, as the module says."""
+    ascii_only = not _encodes_utf8(out)
 
     def dumped(value: Any, **options: Any) -> str:
-        said = json.dumps(value, ensure_ascii=False, **options)
-        return _readable(said) if text == "readable" else said
+        said = json.dumps(value, ensure_ascii=ascii_only, **options)
+        return _readable(said) if text == "readable" and not ascii_only else said
 
     def encoded(value: Any, depth: int) -> str:
         return dumped(value, indent=2).replace("\n", "\n" + "  " * depth)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from reconciler.cli.common import fail, locked, open_store, out_console, paths_or_default, setup_logs
-from reconciler.cli.options import LogLevelOpt, PathsArg, StateOpt, complete_task_keys
+from reconciler.cli.options import LogLevelOpt, PathsArg, StateOpt, complete_task_keys, typed_text
 
 __all__ = ["run", "sync", "wake"]
 
@@ -215,6 +215,7 @@ def sync(
             metavar="KEY",
             help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
             autocompletion=complete_task_keys,
+            callback=typed_text,
         ),
     ] = None,
     daemon: Annotated[
@@ -291,6 +292,7 @@ def wake(
             help="Task keys, e.g. SnapshotJob/lobby-audit/lobby, or globs as `state list` takes them "
             "('SnapshotJob/classes/*', 'SnapshotJob/*')",
             autocompletion=complete_task_keys,
+            callback=typed_text,
         ),
     ],
     state: StateOpt = None,

@@ -6,6 +6,7 @@ Declared once, so a flag reads, completes and is documented the same in every co
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -24,7 +25,25 @@ __all__ = [
     "complete_choices",
     "complete_task_keys",
     "state_url_given",
+    "typed_text",
 ]
+
+
+def typed_text(value: Any) -> Any:
+    """A task key or label selector as the UTF-8 it was typed in: where Python read the command line as ASCII
+    (`LC_ALL=C` with `PYTHONUTF8=0`) each byte past ASCII came as a surrogate escape (`\\udce6`), and
+    `state show 'RecordingJob/r/教室-101'` found no task (walk 16B-10). A key is no path, so its bytes are read
+    as UTF-8 again; bytes that are not UTF-8 stay escaped (and are refused as before)."""
+
+    def one(text: str) -> str:
+        try:
+            return os.fsencode(text).decode("utf-8") if any("\udc80" <= c <= "\udcff" for c in text) else text
+        except (UnicodeError, ValueError):
+            return text
+
+    if isinstance(value, str):
+        return one(value)
+    return value if value is None else [one(v) for v in value]
 
 
 def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -101,7 +120,7 @@ StateOpt = Annotated[
 
 def _task_keys_option(flag: str, help: str) -> Any:
     """A repeatable option naming task keys, completed from the state's keys (--target, --replace)."""
-    return typer.Option(flag, metavar="KEY", autocompletion=complete_task_keys, help=help)
+    return typer.Option(flag, metavar="KEY", autocompletion=complete_task_keys, callback=typed_text, help=help)
 
 
 TargetOpt = Annotated[
@@ -129,6 +148,7 @@ LabelOpt = Annotated[
         "--selector",
         "-l",
         metavar="LABELS",
+        callback=typed_text,
         help="Only tasks of jobs whose metadata.labels match: key=value, key!=value, key (set) or !key (unset); "
         "comma-separated or repeated, all must hold.",
     ),

@@ -147,7 +147,10 @@ def _page(text: str) -> None:
         typer.echo(text, nl=False)
         return
     # As git runs PAGER: through the shell, so `less -S` or a pipeline works.
-    done = subprocess.run(command, shell=True, input=text, text=True, env={"LESS": "FRX", **os.environ}, check=False)
+    from reconciler.streams import terminal_bytes
+
+    data = terminal_bytes(text, sys.stdout)  # what the terminal takes, as capctl's own output would be
+    done = subprocess.run(command, shell=True, input=data, env={"LESS": "FRX", **os.environ}, check=False)
     if done.returncode == 127:  # the shell's "not found"
         fail(f"docs: the pager {command!r} (PAGER) was not found: set PAGER to one that is, or pipe to a file")
 

@@ -37,6 +37,7 @@ from reconciler.cli.options import (
     complete_choices,
     complete_task_keys,
     state_url_given,
+    typed_text,
 )
 from reconciler.streams import write_json
 
@@ -104,6 +105,7 @@ def state_list(
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
             "('SnapshotJob/lobby-*/*'), as --target.",
             autocompletion=complete_task_keys,
+            callback=typed_text,
         ),
     ] = None,
     status: Annotated[
@@ -277,7 +279,10 @@ def state_show(
     key: Annotated[
         str,
         typer.Argument(
-            metavar="KEY", help="Task key, e.g. SnapshotJob/lobby-audit/lobby", autocompletion=complete_task_keys
+            metavar="KEY",
+            help="Task key, e.g. SnapshotJob/lobby-audit/lobby",
+            autocompletion=complete_task_keys,
+            callback=typed_text,
         ),
     ],
     state: StateOpt = None,
@@ -299,6 +304,7 @@ def state_rm(
             metavar="KEY",
             help="Task keys to forget, or globs as `state list` takes them ('SnapshotJob/lobby-*/*')",
             autocompletion=complete_task_keys,
+            callback=typed_text,
         ),
     ],
     state: StateOpt = None,
@@ -410,7 +416,10 @@ def state_import(
     key: Annotated[
         str,
         typer.Argument(
-            metavar="KEY", help="The task key the specs give it (kind/name/room)", autocompletion=complete_spec_keys
+            metavar="KEY",
+            help="The task key the specs give it (kind/name/room)",
+            autocompletion=complete_spec_keys,
+            callback=typed_text,
         ),
     ],
     vendor_id: Annotated[

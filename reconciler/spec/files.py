@@ -5,15 +5,20 @@ device; `Path.read_bytes()` on those exhausted memory or froze the daemon (issue
 (following symlinks) must say "regular file" before the file is opened, the open is non-blocking so a
 FIFO swapped in after the check cannot block it, `fstat` re-checks what was actually opened, and the read
 stops at the limit plus one byte, however long the file claims or turns out to be.
+
+Its text (`utf8_text`) is UTF-8 as editors save it: a leading byte order mark (Notepad's) is no part of it (in a
+`{file: ...}` secret it was: every signature made with it failed), and a file in another encoding is named as
+such (UTF-16 from PowerShell's `>`, GBK, Latin-1) instead of mis-read or reported as a bare "not UTF-8".
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import stat
 from typing import Final
 
-__all__ = ["FileRefused", "read_regular", "size_text", "without_newline"]
+__all__ = ["FileRefused", "NotText", "read_regular", "size_text", "utf8_text", "without_newline"]
 
 _KINDS: Final = (
     (stat.S_ISDIR, "a directory"),
@@ -23,6 +28,38 @@ _KINDS: Final = (
     (stat.S_ISSOCK, "a socket"),
 )
 _CHUNK: Final = 1024 * 1024
+
+
+# UTF-32's marks first: UTF-32 LE's starts as UTF-16 LE's does.
+_WIDE_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+class NotText(ValueError):
+    """Why bytes are not UTF-8 text (`reason`, to follow "is"), and the offset of the first byte at fault."""
+
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(reason)
+        self.reason, self.offset = reason, offset
+
+
+def utf8_text(data: bytes) -> str:
+    """`data` as UTF-8 text without a leading byte order mark; else `NotText` saying what it looks like."""
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            raise NotText(f"{name} text (it starts with a {name} byte order mark), not UTF-8", 0)
+    head = data[:64]  # UTF-16 without a mark: most of the bytes at odd (LE) or even (BE) offsets are NUL
+    if len(head) >= 4 and max(head[0::2].count(0), head[1::2].count(0)) * 4 > len(head):
+        raise NotText("UTF-16 text (NUL bytes between its characters), not UTF-8", 0)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        guess = f"byte 0x{data[exc.start]:02X}: Latin-1, GBK or another encoding?"
+        raise NotText(f"not valid UTF-8 text ({guess})", exc.start) from None
 
 
 class FileRefused(Exception):

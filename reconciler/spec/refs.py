@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn
 from reconciler.secrets import RUN_KEY, Secret, SecretText
 from reconciler.spec.errors import ErrorSink, SpecError, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
-from reconciler.spec.files import FileRefused, read_regular, without_newline
+from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text, without_newline
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "resolve_document"]
@@ -187,9 +187,9 @@ class _Resolver:
         except FileRefused as exc:
             return self.fail(path, f"cannot read referenced file {quote(name)}: {exc}")
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return self.fail(path, f"referenced file {quote(name)} is not UTF-8 text")
+            text = utf8_text(data)
+        except NotText as exc:
+            return self.fail(path, f"referenced file {quote(name)} is {exc.reason}: save it as UTF-8")
         return RefStr(without_newline(text))
 
     def secrets(self, raw: Any, resolved: Any, kind: str) -> None:

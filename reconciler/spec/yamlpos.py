@@ -10,7 +10,9 @@ bounded where it is read (`loader.SpecLimits`).
 
 from __future__ import annotations
 
+import codecs
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -19,6 +21,7 @@ import yaml.constructor
 import yaml.resolver
 
 from reconciler.spec.errors import ErrorSink, quote
+from reconciler.spec.files import NotText, utf8_text
 
 __all__ = ["Path", "RawDocument", "load_documents"]
 
@@ -26,6 +29,15 @@ try:
     _LOADER: type[Any] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _LOADER = yaml.SafeLoader
+
+
+def _char_offset(text: str, position: int) -> int:
+    """A ReaderError's position in `text`: libyaml counts UTF-8 bytes (its marks count characters), so a
+    control character after `教室` was placed lines past where it is (walk 16B-2)."""
+    if _LOADER is yaml.SafeLoader:  # pragma: no cover - PyYAML built without libyaml counts characters
+        return position
+    return len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+
 
 Path = tuple[str | int, ...]
 Pos = tuple[int, int]
@@ -291,7 +303,7 @@ class _Builder:
                 detail += " (is this line indented deeper than the key above it? Or quote a value holding ': ')"
             self.errors.add(where, f"YAML syntax error: {detail}")
         except yaml.reader.ReaderError as exc:  # a character YAML does not allow anywhere: no mark, a position
-            at = min(exc.position, len(text))
+            at = min(_char_offset(text, exc.position), len(text))
             line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
             char = exc.character if isinstance(exc.character, int) else ord(exc.character)
             # No escape is advised: text in the specs holds no control character either (fields.py).
@@ -306,15 +318,21 @@ class _Builder:
 def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocument]:
     """Every non-empty document of one file. Problems go to `errors`; what could be built is returned."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        errors.add((file, line, col), "not valid UTF-8 text")
+        text = utf8_text(data)
+    except NotText as exc:
+        start = data.rfind(b"\n", 0, exc.offset) + 1
+        line = data.count(b"\n", 0, exc.offset) + 1
+        col = len(data[start : exc.offset].removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")) + 1  # characters
+        errors.add((file, line, col), f"{exc.reason}: save the file as UTF-8")
         return []
+    if "\ufeff" in text:  # files joined with `cat`, one saved by a Windows editor: its mark opens a line inside
+        text = _LINE_BOM_RE.sub("", text)  # (a document may start with one in YAML 1.2; libyaml took it for text)
     builder = _Builder(file, errors)
     builder.run(text)
     return builder.docs
+
+
+_LINE_BOM_RE: Final = re.compile("^\ufeff", re.MULTILINE)
 
 
 def _char_at(text: str, line: int, column: int) -> str:

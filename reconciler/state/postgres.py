@@ -61,6 +61,12 @@ CONNECTION_LIMITS = {
 }
 
 
+# A cluster made by initdb under LANG=C has SQL_ASCII databases: psycopg then read text as bytes (a TypeError's
+# traceback from every command, walk 16B-9); with the client encoding UTF8 the server stores the bytes as they
+# come, as it does for UTF8. LATIN1, EUC_CN and the like cannot hold every room id: refused at connect, not
+# at the first CJK room of an apply, after its vendor call.
+_SERVER_ENCODINGS = frozenset({"UTF8", "SQL_ASCII"})
+
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
 # table lock) held the store's mutex, so the renewal waited too and the leader lost its lead at the 10 s
@@ -227,6 +233,7 @@ class PostgresStateStore(SqlStateStore):
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
         limits["options"] = f"{options} {added}".strip()
+        limits["client_encoding"] = "UTF8"  # the state's text is UTF-8, whatever the server's or the URL's default
         # The lease's session is told apart in pg_stat_activity: `capctl lease`, `replica-a lease`.
         name = str(given.get("application_name") or "capctl")
         limits["application_name"] = f"{name} lease" if lease else name
@@ -246,6 +253,13 @@ class PostgresStateStore(SqlStateStore):
                 raise StateUnreachable(
                     f"cannot connect to the PostgreSQL state store {self.url}: {why}", where=self.url
                 ) from None
+            if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:
+                conn.close()
+                raise StateError(
+                    f"{self.url}: the database's encoding is {encoding!r}, which cannot hold every room id (教室-101)"
+                    " a state records: use a UTF8 database (CREATE DATABASE capctl ENCODING 'UTF8' TEMPLATE"
+                    " template0)"
+                )
             if lease:
                 self._lease_conn = conn
             else:

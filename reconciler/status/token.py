@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
-from reconciler.spec.files import FileRefused, read_regular, without_newline
+from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text, without_newline
 
 __all__ = ["MAX_TOKEN_BYTES", "read_token", "token_accepted", "unsendable"]
 
@@ -40,9 +40,9 @@ def read_token(ref: str, env: Mapping[str, str]) -> str:
         except FileRefused as exc:
             raise ValueError(f"--status-token-ref {ref}: cannot read {where}: {exc}") from None
         try:
-            value = without_newline(data.decode("utf-8"))  # a file written by `echo`
-        except UnicodeDecodeError:
-            raise ValueError(f"--status-token-ref {ref}: {where} is not UTF-8 text") from None
+            value = without_newline(utf8_text(data))  # a file written by `echo`, or by Notepad (a leading mark)
+        except NotText as exc:
+            raise ValueError(f"--status-token-ref {ref}: {where} is {exc.reason}: save it as UTF-8") from None
     else:
         raise ValueError(f"--status-token-ref must be env:NAME or file:PATH, got {ref[:80]!r}")
     if not value.strip():

@@ -64,6 +64,8 @@ def test_the_kind_is_spelled_out_and_no_part_is_empty(bad: str) -> None:
         (["team=safety,tier=gold"], {"team": "safety"}, False),
         (["team=safety", "tier=gold"], {"team": "safety", "tier": "silver"}, False),  # repeated -l: AND
         (["app.kubernetes.io/name=capctl"], {"app.kubernetes.io/name": "capctl"}, True),
+        (["团队=安全"], {"团队": "安全"}, True),  # walk 16B-4: a label key the specs allow was "expected key=value"
+        (["צוות!=בטיחות", "!🎥"], {"צוות": "x"}, True),
         ([], {}, True),
     ],
 )
@@ -71,7 +73,7 @@ def test_label_selectors(selectors: list[str], labels: dict[str, str], expected:
     assert label_matcher(selectors)(labels) is expected
 
 
-@pytest.mark.parametrize("bad", ["", "=x", "team=a=b", "te am", "team in (a,b)", "!team=x"])
+@pytest.mark.parametrize("bad", ["", "=x", "team=a=b", "te am", "team in (a,b)", "!team=x", "te\u200bam"])
 def test_bad_label_selectors_are_errors(bad: str) -> None:
     with pytest.raises(PlanError, match="expected key=value, key!=value, key or !key"):
         label_matcher([bad])

@@ -130,3 +130,28 @@ def test_writes_to_a_terminal_that_hung_up_are_dropped() -> None:
     os.close(controller)  # the terminal window closed: every later write to it fails with EIO
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_json_log_line_holds_a_cjk_room_as_text_where_the_stream_takes_it(encoding: str) -> None:
+    """Walk 16B-5: the daemon's lines had `\\u6559\\u5ba4-101`: `kubectl logs | grep 教室-101` found nothing. Still
+    escaped: what a terminal must not get raw (a bidi override); and all of it on a stream without UTF-8."""
+    import structlog
+
+    from reconciler import logs
+
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding=encoding, errors="strict", write_through=True)
+    logs.configure("info", json_logs=True, stream=out)
+    try:
+        structlog.get_logger().info("decision", key="RecordingJob/rec/教室-101", reason="vendor text \u202e é")
+    finally:
+        structlog.reset_defaults()
+    line = raw.getvalue()
+    assert json.loads(line)["key"] == "RecordingJob/rec/教室-101"
+    assert json.loads(line)["reason"] == "vendor text \u202e é"
+    assert b"\\u202e" in line
+    if encoding == "utf-8":
+        assert "教室-101".encode() in line and "é".encode() in line
+    else:
+        assert line.isascii()

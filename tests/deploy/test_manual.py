@@ -87,10 +87,10 @@ def test_capctl_docs_on_a_terminal_goes_through_the_pager_and_says_when_there_is
     there is an error saying so (it was exit 0 with nothing shown). Not pydoc's pager, which in the image
     (no less) first showed a blank `--More--(END)` screen."""
 
-    def on_a_terminal(pager: str) -> subprocess.CompletedProcess[str]:
+    def on_a_terminal(pager: str, **locale: str) -> subprocess.CompletedProcess[str]:
         main, terminal = pty.openpty()
         try:
-            env = {**os.environ, "PAGER": pager, "NO_COLOR": "1", "COLUMNS": "100"}
+            env = {**os.environ, "PAGER": pager, "NO_COLOR": "1", "COLUMNS": "100", **locale}
             command = [sys.executable, "-m", "reconciler", "docs", "state", "Backups"]
             return subprocess.run(command, stdout=terminal, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
         finally:
@@ -101,6 +101,9 @@ def test_capctl_docs_on_a_terminal_goes_through_the_pager_and_says_when_there_is
     assert on_a_terminal(f"cat > {shown}").returncode == 0
     page = shown.read_text()
     assert page.splitlines()[0].strip() == "Backups" and "• SQLite: copy the database" in page, page
+    # Walk 16B-7: a C locale without Python's UTF-8 mode fed the pager strictly in ASCII: a traceback at `…`.
+    assert on_a_terminal(f"cat > {shown}", LC_ALL="C", PYTHONUTF8="0").returncode == 0
+    assert shown.read_bytes().isascii() and "Backups" in shown.read_text()
     missing = on_a_terminal("no-such-pager-here")
     assert missing.returncode == 1
     assert "Error: docs: the pager 'no-such-pager-here' (PAGER) was not found" in missing.stderr

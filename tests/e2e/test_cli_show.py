@@ -42,6 +42,14 @@ def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
     assert "odd.json: malformed plan" in work.capctl("show", "odd.json", expect=1).stderr
     work.capctl("plan", "--no-refresh", "--out", "plan.json")
     assert "--format 'yaml'" in work.capctl("show", "plan.json", "--format", "yaml", expect=1).stderr
+    # Walk 16B-8: PowerShell's `plan --format json > x.json` is UTF-16 ("(UnicodeDecodeError)"), Set-Content's
+    # UTF-8 has a mark ("Unexpected UTF-8 BOM (decode using utf-8-sig)"): the first named, the second read.
+    saved = (work.root / "plan.json").read_text(encoding="utf-8")
+    (work.root / "ps.json").write_text(saved, encoding="utf-16")
+    utf16 = work.capctl("show", "ps.json", expect=1).stderr
+    assert "ps.json: cannot read the plan file: it is UTF-16 text (it starts with a UTF-16 byte order mark)" in utf16
+    (work.root / "bom.json").write_text(saved, encoding="utf-8-sig")
+    assert "Plan: 0 to create" in work.capctl("show", "bom.json").stdout
 
 
 def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:

@@ -6,6 +6,7 @@ capctl's stdout while it writes; `PYTHONIOENCODING=ascii` is a terminal without 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Workdir
 from tests.e2e.test_cli_contract import write_specs
-from tests.specdocs import snapshot_job
+from tests.specdocs import recording_job, snapshot_job
 
 ROOMS = [f"r{i}" for i in range(6)]
 
@@ -80,6 +81,46 @@ def test_a_terminal_without_utf8_gets_the_glyphs_in_ascii(tmp_path: Path, encodi
         said[command] = proc.stdout.decode(encoding)  # in that encoding: click wrote UTF-8 on an ASCII one
     assert "1 job -> 1 task" in said["validate"]
     assert "provider volc" in said["plan"] and "interval 5s" in said["plan"]  # `·` between: latin-1 has it, ascii `-`
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_json_to_a_stream_without_utf8_is_ascii_json_with_every_character_kept(tmp_path: Path, encoding: str) -> None:
+    """The glyph spelling for text broke JSON (`"\\U0001f389party"` is no JSON escape: `jq` refused the plan) and
+    changed its strings (`→` as `->`); latin-1 wrote `é` as one byte, which no JSON reader takes (JSON is UTF-8)."""
+    rooms = ["\U0001f389party", "caf\u00e9", "\u6559\u5ba4", "a\u2192b"]
+    write_specs(tmp_path, recording_job("class", [f'"{r}"' for r in rooms]))
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "PYTHONIOENCODING": encoding}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", "--no-refresh", "--format", "json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.isascii()
+    keys = {c["key"] for c in json.loads(proc.stdout)["changes"]}
+    assert keys == {f"RecordingJob/class/{r}" for r in rooms}
+
+
+def test_keys_typed_under_a_c_locale_without_python_utf8_mode_are_read_as_utf8(tmp_path: Path) -> None:
+    """Walk 16B-10: with `LC_ALL=C PYTHONUTF8=0` Python reads argv as ASCII: `--target`, `-l` and KEY arguments
+    came as `\\udce6\\udc95…` and matched nothing (`sync`: "not UTF-8 text")."""
+    write_specs(tmp_path, recording_job("class", ["教室", "lobby"]).replace("metadata: {name: class}", LABELLED))
+    env = {**os.environ, "CAPCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    narrowed = ["--target", "RecordingJob/class/教*", "-l", "团队=安全"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", "--no-refresh", "--format", "json", *narrowed],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert [c["key"] for c in json.loads(proc.stdout)["changes"]] == ["RecordingJob/class/教室"]
+
+
+LABELLED = "metadata: {name: class, labels: {团队: 安全}}"
 
 
 def test_a_narrow_terminal_keeps_the_command_to_run_on_one_line(tmp_path: Path) -> None:

@@ -3,12 +3,15 @@ and abusive inputs (huge files, deep nesting) fail cleanly and fast."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
 
 from reconciler.spec import SpecErrors, load_spec_set
-from tests.spec.conftest import BASE, HERE, SECRET_ENV
+from tests.spec.conftest import BASE, HERE, SECRET_ENV, job
+
+JOB_BODY = "provider: volc\nrooms: [lobby-bom]\nstorage: tos"
 
 CORPUS = HERE / "corpus"
 ALONE = {"only_comments", "not_a_mapping", "deep_nesting", "alias_bomb"}  # loaded without base.yaml
@@ -41,6 +44,8 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
         16,
         "the character U+001B is not allowed in YAML, nor in spec text: remove it",
     ),
+    # walk 16B-2: libyaml gives the position in UTF-8 bytes; taken for characters it pointed past the line
+    "bad_yaml_control_character_after_cjk": (6, 26, "the character U+001B is not allowed in YAML, nor in spec text"),
     # walk 12A-1: a first spec written from the docs said only "missing required field 'apiVersion'"
     "missing_api_version": (1, 1, "field 'apiVersion': start the document with `apiVersion: capctl/v1`"),
     # walk 12A-2: one space too many before a key; PyYAML's words alone do not say it is the indentation
@@ -195,4 +200,39 @@ def test_directory_walk_skips_hidden_and_sorts(tmp_path: Path) -> None:
 def test_invalid_utf8_is_positioned(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_bytes(b"a: 1\nb: \xff\n")
-    assert _errors(path) == [(2, 4, "not valid UTF-8 text")]
+    assert _errors(path) == [
+        (2, 4, "not valid UTF-8 text (byte 0xFF: Latin-1, GBK or another encoding?): save the file as UTF-8")
+    ]
+
+
+SPEC = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j}\nspec: {provider: volc, rooms: [%s]}\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "fragment"),
+    [  # walk 16B-3: each was a bare "not valid UTF-8 text", UTF-16 without a mark a U+0000 at 1:2
+        ((SPEC % "lobby").encode("utf-16"), (1, 1), "UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8"),
+        ((SPEC % "lobby").encode("utf-16-le"), (1, 1), "UTF-16 text (NUL bytes between its characters), not UTF-8"),
+        ((SPEC % "教室, café").encode("gbk"), (4, 32), "not valid UTF-8 text (byte 0xBD: Latin-1, GBK"),
+        (
+            "a: 教室\nb: [教室, café]\n".encode().replace(b"\xc3\xa9", b"\xe9"),
+            (2, 12),
+            "(byte 0xE9",
+        ),  # column in characters
+    ],
+)
+def test_a_file_in_another_encoding_is_named(
+    tmp_path: Path, data: bytes, where: tuple[int, int], fragment: str
+) -> None:
+    path = tmp_path / "specs.yaml"
+    path.write_bytes(data)
+    [(line, col, message)] = _errors(path)
+    assert (line, col) == where and fragment in message and message.endswith(": save the file as UTF-8"), message
+
+
+def test_files_joined_with_cat_keep_each_ones_byte_order_mark_out_of_the_text(tmp_path: Path) -> None:
+    """Walk 16B-6: `cat a.yaml b.yaml` where b.yaml was saved with a mark: "missing required field 'kind'" at a
+    line that has it, the mark unseen in any editor. Each line-opening mark is dropped, as the file's first is."""
+    path = tmp_path / "all.yaml"
+    path.write_bytes(codecs.BOM_UTF8 + BASE.read_bytes() + b"---\n" + codecs.BOM_UTF8 + job(body=JOB_BODY).encode())
+    assert "SnapshotJob/j/lobby-bom" in load_spec_set([path], env=SECRET_ENV).tasks

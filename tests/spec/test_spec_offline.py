@@ -83,7 +83,10 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "volc-sk.txt").write_bytes(b"\xffkey\n")  # a binary key file named by mistake
     found = _errors(path, {"ZEGO_APP": "42", "VOLC_AK": "ak", "S3_AK": "ak", "S3_SK": "sk"}, resolve_secrets=True)
-    assert found == [f"{path}:8:14: referenced file 'secrets/volc-sk.txt' is not UTF-8 text"]
+    assert found == [
+        f"{path}:8:14: referenced file 'secrets/volc-sk.txt' is not valid UTF-8 text (byte 0xFF: Latin-1, GBK or "
+        "another encoding?): save it as UTF-8"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -572,6 +572,14 @@ def test_references_resolve_and_convert(tmp_path: Path, load: Loader) -> None:
     assert redact_tree(request)["TargetStreams"]["StreamList"][0]["UserId"] == SecretText("lobby").fingerprint
 
 
+def test_a_referenced_file_saved_with_a_byte_order_mark_is_read_without_it(tmp_path: Path, load: Loader) -> None:
+    """Walk 16B-3: Notepad's UTF-8 mark was the secret's first character (every signature wrong), a bucket's too."""
+    (tmp_path / "secret.txt").write_bytes(b"\xef\xbb\xbffrom-notepad\r\n")
+    text = provider("z2", "{type: zego, appId: 5, serverSecret: {file: secret.txt}}")
+    server_secret = load(text, env=SECRET_ENV).providers["z2"].server_secret
+    assert server_secret is not None and server_secret.reveal() == "from-notepad"
+
+
 def test_a_rate_limit_may_be_a_reference(load: Loader, errors_of: ErrorsOf) -> None:
     """Walk 8c: `rateLimits: {StartSnapshot: {env: RL}}` was "Input should be a valid number, got SecretText"
     (any scalar may be a reference, and a number's text is converted as an integer's is)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from reconciler.redact import redact_url
 from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
 from reconciler.state.postgres import PostgresStateStore
+
+from .helpers import PG_ENV, make_record
 
 
 def test_default_is_a_sqlite_file_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,3 +157,43 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
             assert cur.fetchall()[0][0] == "replica-a"
     finally:
         own.close()
+
+
+@pytest.fixture
+def database_in() -> Iterator[Callable[[str], str]]:
+    """`database_in(ENCODING)`: the URL of a new database in that encoding (as initdb under LANG=C makes them)."""
+    admin = os.environ.get(PG_ENV)
+    if not admin:
+        pytest.skip(f"{PG_ENV} is not set (run `source .ci/postgres.sh` first)")
+    import psycopg
+
+    made: list[str] = []
+
+    def make(encoding: str) -> str:
+        name = f"capctl_enc_{secrets.token_hex(4)}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        made.append(name)
+        return admin.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP DATABASE {name}")
+
+
+def test_a_database_made_under_lang_c_holds_cjk_rooms_and_a_latin1_one_is_refused_at_once(
+    database_in: Callable[[str], str],
+) -> None:
+    """Walk 16B-9: in a SQL_ASCII database (initdb under LANG=C) psycopg read text as bytes: every command's
+    traceback (`fromhex() argument must be str, not bytes`); in LATIN1 the first CJK room of an apply was a
+    UnicodeEncodeError's traceback, after its vendor call."""
+    store = open_state(database_in("SQL_ASCII"))
+    try:
+        store.put_many([make_record("RecordingJob/rec/教室-101"), make_record("RecordingJob/rec/🎉party")])
+        assert sorted(store.load().records) == ["RecordingJob/rec/教室-101", "RecordingJob/rec/🎉party"]
+    finally:
+        store.close()
+    latin1 = database_in("LATIN1")
+    with pytest.raises(StateError, match="the database's encoding is 'LATIN1', which cannot hold every room id"):
+        open_state(latin1).load()

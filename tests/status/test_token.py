@@ -38,7 +38,16 @@ def test_a_token_file_that_is_not_utf8_is_named_not_quoted(tmp_path: Path) -> No
     (tmp_path / "token").write_bytes(b"\xffs3cret\n")  # a binary key file named by mistake
     with pytest.raises(ValueError) as caught:
         read_token(f"file:{tmp_path / 'token'}", {})
-    assert str(caught.value) == f"--status-token-ref file:{tmp_path / 'token'}: {tmp_path / 'token'} is not UTF-8 text"
+    assert str(caught.value) == (
+        f"--status-token-ref file:{tmp_path / 'token'}: {tmp_path / 'token'} is not valid UTF-8 text (byte 0xFF: "
+        "Latin-1, GBK or another encoding?): save it as UTF-8"
+    )
+
+
+def test_a_token_file_saved_with_a_byte_order_mark_is_read_without_it(tmp_path: Path) -> None:
+    """Walk 16B-3: Notepad's mark was the token's first character, which no browser's header carried."""
+    (tmp_path / "token").write_bytes(b"\xef\xbb\xbfs3cret-token\r\n")
+    assert read_token(f"file:{tmp_path / 'token'}", {}) == "s3cret-token"
 
 
 def test_a_large_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
