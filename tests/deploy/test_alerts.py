@@ -55,6 +55,7 @@ def healthy() -> dict[str, Samples]:
             series[f'capctl_reconcile_errors_total{{pod="{pod}",reason="{reason}"}}'] = flat(0)
         for reason in ("max-prune", "grace", "provider-missing"):
             series[f'capctl_prune_blocked{{pod="{pod}",reason="{reason}"}}'] = flat(0)
+        series[f'capctl_wall_clock_steps_total{{pod="{pod}"}}'] = flat(0)  # served from 0
         for vendor in ("volcengine", "zego"):
             series[f'capctl_callbacks_total{{pod="{pod}",vendor="{vendor}",outcome="rejected"}}'] = flat(0)
     for status in STATUSES:  # only the leader exports tasks
@@ -123,6 +124,15 @@ SITUATIONS: dict[str, Situation] = {
     ),
     "rooms captured late": Situation(
         {"CapctlCoverageBelowTarget"}, {'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9)}
+    ),
+    # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
+    "the wall clock stepped": Situation(
+        {"CapctlWallClockStepped"}, {'capctl_wall_clock_steps_total{pod="a"}': [0] * 100 + [1] * 60}
+    ),
+    "a clock step over an hour ago": Situation(set(), {'capctl_wall_clock_steps_total{pod="a"}': [0] * 20 + [1] * 140}),
+    # A replica restarted after a step: its counter starts again from 0, which is no step.
+    "a restart after an old step": Situation(
+        set(), {'capctl_wall_clock_steps_total{pod="a"}': [0] * 20 + [1] * 20 + [0] * 120}
     ),
 }
 
