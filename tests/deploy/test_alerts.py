@@ -56,6 +56,7 @@ def healthy() -> dict[str, Samples]:
         for reason in ("max-prune", "grace", "provider-missing"):
             series[f'capctl_prune_blocked{{pod="{pod}",reason="{reason}"}}'] = flat(0)
         series[f'capctl_wall_clock_steps_total{{pod="{pod}"}}'] = flat(0)  # served from 0
+        series[f'capctl_leadership_changes_total{{pod="{pod}"}}'] = flat(leads)  # `a` took the lead once
         for vendor in ("volcengine", "zego"):
             series[f'capctl_callbacks_total{{pod="{pod}",vendor="{vendor}",outcome="rejected"}}'] = flat(0)
     for status in STATUSES:  # only the leader exports tasks
@@ -124,6 +125,23 @@ SITUATIONS: dict[str, Situation] = {
     ),
     "rooms captured late": Situation(
         {"CapctlCoverageBelowTarget"}, {'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9)}
+    ),
+    # The leader loses its lead every 5 minutes and takes it back 2 s later (a starved CPU), for 20 minutes.
+    "the lead flaps": Situation(
+        {"CapctlLeadershipFlapping"},
+        {'capctl_leadership_changes_total{pod="a"}': [1 + 2 * max(0, (i - 110) // 10 + 1) for i in range(SAMPLES)]},
+    ),
+    # One failover (`a` lost the lead, `b` took it) and `a` restarted by a rollout since: no flapping.
+    "a failover, then a rollout": Situation(
+        set(),
+        {
+            'capctl_leader{pod="a"}': [1] * 80 + [0] * 80,
+            'capctl_leader{pod="b"}': [0] * 80 + [1] * 80,
+            'capctl_leadership_changes_total{pod="a"}': [1] * 80 + [2] * 20 + [0] * 60,
+            'capctl_leadership_changes_total{pod="b"}': [0] * 80 + [1] * 80,
+            'capctl_tasks{pod="b",status="running"}': [None] * 80 + [10] * 80,
+            'capctl_tasks{pod="a",status="running"}': [10] * 80 + [None] * 80,
+        },
     ),
     # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
     "the wall clock stepped": Situation(
