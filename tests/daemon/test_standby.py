@@ -101,7 +101,10 @@ async def test_the_standby_leads_when_the_leader_stops_and_reads_the_state_first
             await harness.advance(2)
         assert standby.lease_lost is None and standby.readiness().reason == "ready (leader, epoch 2)"
         assert [e["epoch"] for e in logs if e["event"] == "became leader"] == [2]
-        assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+        # A rollout's routine, not a warning (every other lost lead is).
+        assert [(e["reason"], e["log_level"]) for e in logs if e["event"] == "lost leadership"] == [
+            ("shutting down", "info")
+        ]
         record = standby.records.get(CLASS)
         assert record is not None and record.reissue_count == 0  # observed, still running: not started again
         assert len([t for t in harness.sim.tasks("zego") if t.running]) == 1
@@ -162,7 +165,9 @@ async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stand
             await provider.stop(record)
         await provider.observe(record)  # reading changes nothing: allowed
     assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
-    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
+    assert [(e["reason"], e["log_level"]) for e in logs if e["event"] == "lost leadership"] == [
+        ("renew deadline passed", "warning")
+    ]
     assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
 
 
