@@ -38,7 +38,7 @@ class SpecState:
         taken: Callable[[SpecSet | None, SpecSet], None],
     ) -> None:
         self.paths = list(paths)
-        self._fingerprint_key = fingerprint_key  # the state's: specs are keyed with it, to compare with records
+        self.fingerprint_key = fingerprint_key  # the state's: specs are keyed with it, to compare with records
         self.metrics = metrics
         self.clock = clock
         self._taken = taken
@@ -59,13 +59,13 @@ class SpecState:
 
     def read(self) -> SpecSet | SpecErrors:
         """Read and validate the specs; nothing is put in force (`take` does)."""
-        return read_specs(self.paths, self._fingerprint_key)
+        return read_specs(self.paths, self.fingerprint_key)
 
     async def reload_async(self) -> bool:
         """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
         event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
         async with self._lock:
-            return self.take(await asyncio.to_thread(read_specs, self.paths, self._fingerprint_key))
+            return self.take(await asyncio.to_thread(read_specs, self.paths, self.fingerprint_key))
 
     def take(self, loaded: SpecSet | SpecErrors) -> bool:
         """Put `loaded` in force, or note why not (the last valid set stays)."""
