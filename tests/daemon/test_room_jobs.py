@@ -55,8 +55,12 @@ async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when
     await harness.start()
     await harness.advance(2)
     assert started(harness) == ["class-1"]
-    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
-    await harness.advance(120)
+    with capture_logs() as logs:
+        harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
+        await harness.advance(120)
+    # The one line saying its task is left to end names it.
+    changed = [e for e in logs if e["event"] == "room activity: selector tasks changed"]
+    assert [(e["keys"], e["first"]) for e in changed] == [(1, ["SnapshotJob/classes/class-1"])]
     assert harness.calls("StopSnapshot") == 0  # never stopped by capctl: it idled out at the vendor
     assert harness.running_sim_tasks() == []
     ended = harness.record("SnapshotJob/classes/class-1")
