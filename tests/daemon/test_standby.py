@@ -57,9 +57,9 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
         assert standby.sync(None)[0] == 503  # sync is the leader's
         harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
-        await harness.advance(5)
-        harness.sim.unpublish("zego", "class-1", stream_id="teacher")
-        with capture_logs() as logs:
+        with capture_logs() as logs:  # (from the first claim: the inbox line is said once a minute)
+            await harness.advance(5)
+            harness.sim.unpublish("zego", "class-1", stream_id="teacher")
             await harness.advance(40)  # idle timeout: the vendor's callback goes to the standby
         assert leader.records.get(CLASS) is not None
         record = leader.records.get(CLASS)
@@ -73,6 +73,35 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         standby_calls = standby.metrics.render().decode()
         assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
         assert "capctl_leader 0.0" in standby_calls
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_callbacks_taken_from_the_inbox_are_said_once_a_minute(harness: Harness) -> None:
+    """Behind a Service half the callbacks reach the standby: a line at every claim (each retry period, 1,800 an
+    hour) drowned the leader's log. One line a minute, counting every callback taken since the last."""
+    rooms = [f"class-{i}" for i in range(4)]
+    write_specs(harness.specs, recording_job("rec", rooms, idle=600))
+    leader = await harness.start(resync=3600.0)
+    standby = await harness.start_standby(resync=3600.0)
+    try:
+        await settle()
+        harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
+        with capture_logs() as logs:
+            for room in rooms:  # callbacks stored in four retry periods of one minute
+                harness.sim.publish("zego", room, stream_id="teacher")
+                await harness.advance(5)
+            said = [e for e in logs if e["event"] == "callbacks taken from the inbox"]
+            assert len(said) == 1
+            await harness.advance(60)
+            harness.sim.publish("zego", rooms[0], stream_id="student")
+            await harness.advance(5)
+        said = [e for e in logs if e["event"] == "callbacks taken from the inbox"]
+        stored = standby.metrics.callbacks.labels(vendor="zego", outcome="stored")._value.get()
+        # The second counts the minute's claims; what is claimed after it waits for the next line.
+        assert len(said) == 2 and said[1]["count"] > 1 and sum(e["count"] for e in said) <= stored
+        assert leader.lease_lost is None
     finally:
         await standby.stop()
         standby.records.close()
