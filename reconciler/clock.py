@@ -11,12 +11,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["LOG_INTERVAL", "STEP_TOLERANCE", "Clock", "FakeClock", "StepWatch", "SystemClock", "Throttle"]
+__all__ = ["LOG_INTERVAL", "STEP_TOLERANCE", "Clock", "FakeClock", "StepWatch", "SystemClock", "Throttle", "Throttles"]
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about the same problem (a resource, a flood of bad requests)
 # Seconds the wall clock may move against the monotonic one between two checks before it counts as stepped:
@@ -159,3 +160,20 @@ class Throttle:
         held, self._held = self._held, 0
         self._next = now + self._interval
         return held
+
+
+class Throttles:
+    """One `Throttle` per kind of event; the caller keeps the kinds few (a Provider and a cause, not a task)."""
+
+    def __init__(self, clock: Clock, interval: float = LOG_INTERVAL) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._by_kind: dict[Hashable, Throttle] = {}
+
+    def allow(self, kind: Hashable | None) -> dict[str, int] | None:
+        """None: hold this one back. Else the fields to log it with: `repeats_held_back` when some were. A
+        `kind` of None is never held back."""
+        if kind is None:
+            return {}
+        held = self._by_kind.setdefault(kind, Throttle(self._clock, self._interval)).allow()
+        return None if held is None else ({"repeats_held_back": held} if held else {})

@@ -152,6 +152,9 @@ class Daemon(DaemonParts):
             self.background.spawn(self.lease.lead_now(), "capctl-lead")
         before = self.reconciler.spec if old is not None else None
         summary = spec.summary()  # of the set as loaded, as the status page says it (selector rooms apart)
+        # Digested as loaded, too: with the rooms its selector jobs have now, the same files showed other digests
+        # on two replicas (each learned its rooms at its own time), and on one from one load to the next.
+        self.spec_digest = digest = spec_digest(spec, self.specs.fingerprint_key)
         spec = self.rooms.take(spec)  # with the room-selector jobs' tasks; put in force by `_in_force`
         recorded = self.records.keys()
         keys = changed_keys(before, spec, recorded)
@@ -165,7 +168,6 @@ class Daemon(DaemonParts):
             # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,
             # not at the end of its backoff (up to 5 minutes), though no task of the set changed.
             self.queue.add_all(sorted(k for k in recorded if self.queue.failures(k)))
-        self.spec_digest = digest = spec_digest(spec)
         self.metrics.spec_digest(digest)
         log.info(
             "spec set loaded",

@@ -6,8 +6,9 @@ It covers every task's key and spec hash (secrets enter those only as keyed dige
 Providers' settings, credentials by their fingerprints (keyed with the state's key, which replicas share): a
 replica that still has a rotated key's old value (a pod not yet restarted, a mounted Secret the kubelet has not
 updated yet) shows another digest, as its calls would fail with it. Where a Provider is written (its
-`file:line`) is not a setting. Limit: a room-selector job's tasks are known only at run time, so a change to
-such a job's settings alone shows in its tasks' hashes once it has rooms, not in the digest of a set without them.
+`file:line`) is not a setting. A room-selector job is digested by its settings (the hash its task would have in
+one stand-in room), not by the rooms it has: those follow room activity, which each replica learned at its own
+time, so the same files showed other digests on two replicas, and on one replica from one load to the next.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 
 from reconciler.spec import SpecSet
+from reconciler.spec.expand import expand
 
 __all__ = ["provider_settings", "spec_digest"]
 
@@ -27,9 +29,17 @@ def provider_settings(spec: SpecSet) -> list[str]:
     return sorted(repr(dataclasses.replace(p, source="")) for p in spec.providers.values())
 
 
-def spec_digest(spec: SpecSet) -> str:
-    """`sha256:` + 12 hex characters of the set's tasks and their spec hashes, its jobs and Providers."""
+_SELECTOR_STAND_IN = "-"  # the room a selector job's settings are hashed in (any valid room id would do)
+
+
+def spec_digest(spec: SpecSet, fingerprint_key: bytes | None = None) -> str:
+    """`sha256:` + 12 hex characters of the set's tasks and their spec hashes, its jobs and Providers; `spec` as
+    loaded (its selector jobs' rooms apart), `fingerprint_key` the one its task hashes are keyed with."""
     tasks = sorted((key, task.spec_hash) for key, task in spec.tasks.items())
     jobs = sorted("/".join(name) for name in spec.jobs)
-    text = json.dumps({"tasks": tasks, "jobs": jobs, "providers": provider_settings(spec)})
+    selectors = sorted(
+        (f"{c.job.kind}/{c.job.name}", [t.spec_hash for t in expand(c, fingerprint_key, [_SELECTOR_STAND_IN])])
+        for c in spec.selector_jobs
+    )
+    text = json.dumps({"tasks": tasks, "jobs": jobs, "selectors": selectors, "providers": provider_settings(spec)})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -76,6 +76,7 @@ class Inbox:
         self._draining: asyncio.Task[int] | None = None
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
         self._unstored = Throttle(clock)
+        self._said_taken, self._taken = Throttle(clock), 0  # `callbacks taken from the inbox`: once a minute
 
     def store(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig]) -> tuple[int, str]:
         """(HTTP status, reason) for a callback a standby received: 200 only once it is stored."""
@@ -114,8 +115,12 @@ class Inbox:
         for entry in entries:
             routed = self._router.route_event(event_of(entry))
             self._deliver(dataclasses.replace(routed, received_at=entry.received_at))
-        if entries:
-            log.info("callbacks taken from the inbox", count=len(entries))
+        self._taken += len(entries)
+        # Said once a minute with the count since: behind a Service, half the callbacks reach a standby, and a
+        # line every retry period (1,800 an hour, whatever the rooms) drowned the decisions.
+        if self._taken and self._said_taken.allow() is not None:
+            log.info("callbacks taken from the inbox", count=self._taken)
+            self._taken = 0
         return len(entries)
 
     def drain_soon(self) -> None:

@@ -18,7 +18,7 @@ import structlog
 
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
-from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings
+from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, StepDown
 from reconciler.state.base import StateError
 from reconciler.state.fenced import FenceableStore
 
@@ -174,7 +174,10 @@ class Lease:
         self.metrics.leader.set(0)
         self.metrics.lease_held.set(0)
         self._lost_why = f"{event.reason}: {event.detail}" if event.detail else str(event.reason)
-        log.warning(
+        # Giving the lead up to shut down is a rollout's routine: a warning on every pod's stop taught on-call to
+        # skip the lost leads that matter.
+        say = log.info if event.reason is StepDown.RESIGNED else log.warning
+        say(
             LeaderEvent.LOST,
             epoch=event.epoch,
             reason=str(event.reason),

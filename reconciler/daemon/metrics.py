@@ -29,6 +29,7 @@ __all__ = [
     "Metrics",
     "VendorFailure",
     "error_reason",
+    "shared_failure",
     "vendor_error_reason",
 ]
 
@@ -50,6 +51,13 @@ def vendor_error_reason(exc: VendorError) -> str:
     """The `reason` label of a vendor error: one that no answer explained is `vendor-unavailable` whatever its
     kind (a legacy ZEGO start whose answer was lost is terminal only so as not to be retried)."""
     return "vendor-unavailable" if exc.unanswered else _VENDOR_ERROR_REASONS[exc.kind]
+
+
+def shared_failure(owner: str, exc: VendorError) -> tuple[str, str] | None:
+    """The kind of a failed look (an observation, a room listing) that every task of `owner` (a Provider, a
+    vendor account) fails alike: a wrong secret, the vendor down or throttling; None for the task's own."""
+    reason = vendor_error_reason(exc)
+    return (owner, reason) if reason in ("vendor-auth", "vendor-unavailable") else None
 
 
 RECONCILE_ERROR_REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")

@@ -22,9 +22,9 @@ import structlog
 
 from reconciler import engine, stopreasons, transitions
 from reconciler.budget import HEADROOM
-from reconciler.clock import Clock, StepWatch, Throttle
+from reconciler.clock import Clock, StepWatch, Throttle, Throttles
 from reconciler.daemon import policy, runtime
-from reconciler.daemon.metrics import Metrics, vendor_error_reason
+from reconciler.daemon.metrics import Metrics, shared_failure, vendor_error_reason
 from reconciler.daemon.prune import PruneGuard
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.router import RoutedCallback
@@ -114,10 +114,7 @@ class Reconciler:
         # (vendor, app id) whose room callbacks reach us: only there can a room be known empty
         self._room_feeds: set[tuple[str, str]] = set()
         self._hint_failed = Throttle(clock)  # one `callback hint not written` line a minute
-        # One `observation failed` line a minute per Provider and error: a revoked key or a disabled account
-        # fails every task's look, and a line each (10,000 tasks: ~20 a second) buried the log and the status
-        # page's recent events; each task's failure stays on its record (status page, `state list`, metrics).
-        self._look_failed: dict[tuple[str, str], Throttle] = {}
+        self._look_failed = Throttles(clock)  # `observation failed`, by Provider and shared cause
         self._steps = StepWatch(clock)  # the host's wall clock stepping under the daemon's own schedule
         # Waits a step should have moved but whose write failed: key -> (the record as it was, the step still
         # owed it). Written at the next catch-up if the record is still that one (one written since is on the
@@ -529,9 +526,10 @@ class Reconciler:
         except VendorError as exc:
             obs = Observed(ObservedState.UNKNOWN, detail=str(exc))
             self.metrics.reconcile_errors.labels(reason=vendor_error_reason(exc)).inc()
-            said = self._look_failed.setdefault((record.provider, exc.code or exc.kind.value), Throttle(self.clock))
-            if (held := said.allow()) is not None:
-                log.warning("observation failed", error=str(exc), **({"repeats_held_back": held} if held else {}))
+            # A wrong secret or a vendor down fails every task's look alike: one line a minute per Provider and
+            # cause (at 1,000 tasks each sweep wrote 1,000, pushing every decision off the status page).
+            if (fields := self._look_failed.allow(shared_failure(record.provider, exc))) is not None:
+                log.warning("observation failed", error=str(exc), **fields)
         # A step while the call was awaited: the schedule is moved before its next look is set on the clock as
         # it is now (moved at the next pass, that look was moved twice: a step forward of an hour, an hour late).
         stepped = self._catch_up()

@@ -29,6 +29,7 @@ from prometheus_client import Gauge
 
 from reconciler.clock import Clock, StepWatch, Throttle
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.prune import MAX_LOGGED
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
 from reconciler.daemon.vendorclock import VendorClocks
@@ -406,7 +407,8 @@ class RoomSelectors:
         for key in sorted(keys):
             self._enqueue(key)
         if keys:
-            log.info("room activity: selector tasks changed", keys=len(keys))
+            # Which ones: a room that closed leaves its task to end at the vendor, and no other line says so.
+            log.info("room activity: selector tasks changed", keys=len(keys), first=sorted(keys)[:MAX_LOGGED])
         # The activity that selected these rooms reached none of their tasks (not in force yet): they learn of
         # it as a named room's task does, or `capctl_rooms_active` never counted a room with one stream in it.
         if added := sorted(key for key in keys if key in after and key not in before.tasks):

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from reconciler.clock import Clock
+from reconciler.clock import Clock, Throttles
+from reconciler.daemon.metrics import shared_failure
 from reconciler.model import RoomActivity
 from reconciler.providers.base import Provider, VendorError
 
@@ -38,6 +39,7 @@ class RoomLister:
     def __init__(self, provider: Callable[[str], Provider], clock: Clock) -> None:
         self._provider = provider  # vendor account -> the provider that answers its room listing
         self._clock = clock
+        self._failed = Throttles(clock)
         self._listed: dict[tuple[str, str], float] = {}
 
     def __len__(self) -> int:
@@ -63,6 +65,7 @@ class RoomLister:
         try:
             streams = await self._provider(account).room_streams(room)
         except VendorError as exc:
-            log.warning("room listing failed", account=account, room=room, error=str(exc))
+            if (fields := self._failed.allow(shared_failure(account, exc))) is not None:  # as `observation failed`
+                log.warning("room listing failed", account=account, room=room, error=str(exc), **fields)
             return None
         return RoomActivity(account, room, streams > 0, asked, "resync")

@@ -214,6 +214,35 @@ async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_runnin
     assert "repeats_held_back" not in said[0] and said[1]["repeats_held_back"] >= len(rooms)
 
 
+async def test_a_wrong_secret_is_said_once_a_minute_not_once_per_task(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task's look fails alike: a line per task and sweep (1,000 a sweep at 1,000 tasks) filled the log
+    and pushed every decision off the status page's recent events. One line a minute per Provider and cause,
+    with how many it held back; the metric still counts each."""
+    rooms = [f"room-{i}" for i in range(5)]
+    for room in rooms:
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", rooms, idle=600))
+    daemon = await harness.start()
+    await harness.advance(1)
+    monkeypatch.setenv("VOLC_SK", "not-the-secret")
+    assert daemon.reload()
+    with capture_logs() as logs:
+        daemon.sync(None)  # every task looked at now, as `capctl sync` asks
+        await harness.advance(5)
+        failed = [e for e in logs if e["event"] == "observation failed"]
+        assert len(failed) == 1 and "repeats_held_back" not in failed[0]
+        await harness.advance(61)
+        daemon.sync(None)
+        await harness.advance(5)
+    failed = [e for e in logs if e["event"] == "observation failed"]
+    assert len(failed) == 2 and failed[1]["repeats_held_back"] >= 4
+    async with client(harness) as http:
+        text = (await http.get("/metrics")).text
+    assert metric(text, 'capctl_reconcile_errors_total{reason="vendor-auth"}') >= 10
+
+
 def test_probes_answer_while_the_database_is_paused(tmp_path: Path, pg_url: str) -> None:
     """`capctl run` on PostgreSQL, its connection's backend stopped (SIGSTOP): /healthz answers at once
     and /readyz answers 503 naming the store (before: both hung until the database came back)."""

@@ -55,8 +55,12 @@ async def test_a_closed_room_is_left_to_end_at_the_vendor_and_started_again_when
     await harness.start()
     await harness.advance(2)
     assert started(harness) == ["class-1"]
-    harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
-    await harness.advance(120)
+    with capture_logs() as logs:
+        harness.sim.unpublish("volcengine", "class-1", user_id="t")  # UserLeaveRoom, RoomDestroy
+        await harness.advance(120)
+    # The one line saying its task is left to end names it.
+    changed = [e for e in logs if e["event"] == "room activity: selector tasks changed"]
+    assert [(e["keys"], e["first"]) for e in changed] == [(1, ["SnapshotJob/classes/class-1"])]
     assert harness.calls("StopSnapshot") == 0  # never stopped by capctl: it idled out at the vendor
     assert harness.running_sim_tasks() == []
     ended = harness.record("SnapshotJob/classes/class-1")
@@ -241,6 +245,23 @@ async def test_a_label_edit_and_a_switch_to_named_rooms_reach_the_records(harnes
     assert record.labels == {"team": "school"} and record.selector is None
     assert SQLiteStateStore(harness.state_path).load().records[key].labels == {"team": "school"}
     assert harness.calls("StartSnapshot") == 1 and harness.calls("StopSnapshot") == 0
+
+
+async def test_the_spec_digest_follows_the_files_not_the_rooms_a_selector_has(harness: Harness) -> None:
+    """Replicas compare digests (`capctl_spec_set_info`, `spec set loaded`): the same files digested with the
+    rooms a selector job had at that load showed another digest on the next load, and on a replica that had
+    learned its rooms at another time. A change to the selector job's settings still shows."""
+    write_specs(harness.specs, classes())
+    daemon = await harness.start()
+    first = daemon.spec_digest
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    await daemon.reload_async()  # the same files, read again
+    assert daemon.spec_digest == first
+    write_specs(harness.specs, classes().replace("interval: 5s", "interval: 10s"))
+    await daemon.reload_async()
+    assert daemon.spec_digest not in (first, None)
 
 
 async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(harness: Harness) -> None:

@@ -60,9 +60,9 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
         assert standby.sync(None)[0] == 503  # sync is the leader's
         harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
-        await harness.advance(5)
-        harness.sim.unpublish("zego", "class-1", stream_id="teacher")
-        with capture_logs() as logs:
+        with capture_logs() as logs:  # (from the first claim: the inbox line is said once a minute)
+            await harness.advance(5)
+            harness.sim.unpublish("zego", "class-1", stream_id="teacher")
             await harness.advance(40)  # idle timeout: the vendor's callback goes to the standby
             record = leader.records.get(CLASS)
             # The stored room_close said the room emptied: the leader leaves the run dormant in it (16D-1) ...
@@ -80,6 +80,35 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
         standby_calls = standby.metrics.render().decode()
         assert 'capctl_vendor_calls_total{api="StartRecord"' not in standby_calls  # no mutating call
         assert "capctl_leader 0.0" in standby_calls
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_callbacks_taken_from_the_inbox_are_said_once_a_minute(harness: Harness) -> None:
+    """Behind a Service half the callbacks reach the standby: a line at every claim (each retry period, 1,800 an
+    hour) drowned the leader's log. One line a minute, counting every callback taken since the last."""
+    rooms = [f"class-{i}" for i in range(4)]
+    write_specs(harness.specs, recording_job("rec", rooms, idle=600))
+    leader = await harness.start(resync=3600.0)
+    standby = await harness.start_standby(resync=3600.0)
+    try:
+        await settle()
+        harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
+        with capture_logs() as logs:
+            for room in rooms:  # callbacks stored in four retry periods of one minute
+                harness.sim.publish("zego", room, stream_id="teacher")
+                await harness.advance(5)
+            said = [e for e in logs if e["event"] == "callbacks taken from the inbox"]
+            assert len(said) == 1
+            await harness.advance(60)
+            harness.sim.publish("zego", rooms[0], stream_id="student")
+            await harness.advance(5)
+        said = [e for e in logs if e["event"] == "callbacks taken from the inbox"]
+        stored = standby.metrics.callbacks.labels(vendor="zego", outcome="stored")._value.get()
+        # The second counts the minute's claims; what is claimed after it waits for the next line.
+        assert len(said) == 2 and said[1]["count"] > 1 and sum(e["count"] for e in said) <= stored
+        assert leader.lease_lost is None
     finally:
         await standby.stop()
         standby.records.close()
@@ -108,7 +137,10 @@ async def test_the_standby_leads_when_the_leader_stops_and_reads_the_state_first
             await harness.advance(2)
         assert standby.lease_lost is None and standby.readiness().reason == "ready (leader, epoch 2)"
         assert [e["epoch"] for e in logs if e["event"] == "became leader"] == [2]
-        assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
+        # A rollout's routine, not a warning (every other lost lead is).
+        assert [(e["reason"], e["log_level"]) for e in logs if e["event"] == "lost leadership"] == [
+            ("shutting down", "info")
+        ]
         record = standby.records.get(CLASS)
         assert record is not None and record.reissue_count == 0  # observed, still running: not started again
         assert len([t for t in harness.sim.tasks("zego") if t.running]) == 1
@@ -169,7 +201,9 @@ async def test_a_leader_past_its_renew_deadline_makes_no_mutating_call_and_stand
             await provider.stop(record)
         await provider.observe(record)  # reading changes nothing: allowed
     assert harness.calls("StartSnapshot") == starts and harness.calls("StopSnapshot") == 0
-    assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["renew deadline passed"]
+    assert [(e["reason"], e["log_level"]) for e in logs if e["event"] == "lost leadership"] == [
+        ("renew deadline passed", "warning")
+    ]
     assert daemon.lease_lost is not None and "capctl_leader 0.0" in daemon.metrics.render().decode()
 
 

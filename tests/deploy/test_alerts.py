@@ -28,6 +28,7 @@ STEP = 30  # seconds between two scrapes (the ServiceMonitor's interval)
 SAMPLES = 160  # 80 minutes: CapctlCoverageBelowTarget needs a 30 min average held for 30 min
 STATUSES = ("pending", "running", "stopped", "failed", "done", "dormant", "removed", "unknown")
 Samples = Sequence[float | None]  # one value per scrape; None: not scraped
+NEW, OLD = "68b998ac1d66", "67e150550466"  # two spec sets' digests
 REASONS = ("vendor-auth", "vendor-unavailable", "vendor-rejected", "state-write", "state-read", "other")
 
 
@@ -55,6 +56,9 @@ def healthy() -> dict[str, Samples]:
             series[f'capctl_reconcile_errors_total{{pod="{pod}",reason="{reason}"}}'] = flat(0)
         for reason in ("max-prune", "grace", "provider-missing"):
             series[f'capctl_prune_blocked{{pod="{pod}",reason="{reason}"}}'] = flat(0)
+        series[f'capctl_wall_clock_steps_total{{pod="{pod}"}}'] = flat(0)  # served from 0
+        series[f'capctl_leadership_changes_total{{pod="{pod}"}}'] = flat(leads)  # `a` took the lead once
+        series[f'capctl_spec_set_info{{pod="{pod}",digest="sha256:{NEW}"}}'] = flat(1)
         for vendor in ("volcengine", "zego"):
             series[f'capctl_callbacks_total{{pod="{pod}",vendor="{vendor}",outcome="rejected"}}'] = flat(0)
     for status in STATUSES:  # only the leader exports tasks
@@ -123,6 +127,50 @@ SITUATIONS: dict[str, Situation] = {
     ),
     "rooms captured late": Situation(
         {"CapctlCoverageBelowTarget"}, {'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9)}
+    ),
+    # The leader loses its lead every 5 minutes and takes it back 2 s later (a starved CPU), for 20 minutes.
+    "the lead flaps": Situation(
+        {"CapctlLeadershipFlapping"},
+        {'capctl_leadership_changes_total{pod="a"}': [1 + 2 * max(0, (i - 110) // 10 + 1) for i in range(SAMPLES)]},
+    ),
+    # One failover (`a` lost the lead, `b` took it) and `a` restarted by a rollout since: no flapping.
+    "a failover, then a rollout": Situation(
+        set(),
+        {
+            'capctl_leader{pod="a"}': [1] * 80 + [0] * 80,
+            'capctl_leader{pod="b"}': [0] * 80 + [1] * 80,
+            'capctl_leadership_changes_total{pod="a"}': [1] * 80 + [2] * 20 + [0] * 60,
+            'capctl_leadership_changes_total{pod="b"}': [0] * 80 + [1] * 80,
+            'capctl_tasks{pod="b",status="running"}': [None] * 80 + [10] * 80,
+            'capctl_tasks{pod="a",status="running"}': [10] * 80 + [None] * 80,
+        },
+    ),
+    # One pod's git-sync is stuck on an old commit (valid: nothing else fires); a failover would act on it.
+    "a replica on old specs": Situation(
+        {"CapctlSpecSetsDiffer"},
+        {
+            f'capctl_spec_set_info{{pod="b",digest="sha256:{NEW}"}}': [None] * SAMPLES,
+            f'capctl_spec_set_info{{pod="b",digest="sha256:{OLD}"}}': flat(1),
+        },
+    ),
+    # A roll-out under way for 10 minutes: `a` has the new commit, `b` not yet (a slow git-sync).
+    "a git-sync roll-out": Situation(
+        set(),
+        {
+            f'capctl_spec_set_info{{pod="a",digest="sha256:{OLD}"}}': [1] * 140 + [None] * 20,
+            f'capctl_spec_set_info{{pod="a",digest="sha256:{NEW}"}}': [None] * 140 + [1] * 20,
+            f'capctl_spec_set_info{{pod="b",digest="sha256:{NEW}"}}': [None] * SAMPLES,
+            f'capctl_spec_set_info{{pod="b",digest="sha256:{OLD}"}}': flat(1),
+        },
+    ),
+    # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
+    "the wall clock stepped": Situation(
+        {"CapctlWallClockStepped"}, {'capctl_wall_clock_steps_total{pod="a"}': [0] * 100 + [1] * 60}
+    ),
+    "a clock step over an hour ago": Situation(set(), {'capctl_wall_clock_steps_total{pod="a"}': [0] * 20 + [1] * 140}),
+    # A replica restarted after a step: its counter starts again from 0, which is no step.
+    "a restart after an old step": Situation(
+        set(), {'capctl_wall_clock_steps_total{pod="a"}': [0] * 20 + [1] * 20 + [0] * 120}
     ),
 }
 
