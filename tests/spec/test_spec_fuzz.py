@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.spec import SpecErrors, load_spec_set
 from reconciler.spec.fields import ENDPOINT_PATTERN
-from tests.spec.conftest import BASE, SECRET_ENV
+from tests.spec.conftest import BASE, SECRET_ENV, job
 
 KEYS = [
     "apiVersion",
@@ -137,3 +138,16 @@ def test_an_endpoint_is_usable_exactly_when_the_http_client_can_parse_it(
     except ValidationError:
         accepted = False
     assert accepted == client_takes, url
+
+
+@pytest.mark.parametrize("scalar", ["!!int", "!!float ''", "!!bool maybe", "!!bool", "!!int '-'", "!!bool ''"])
+def test_a_standard_tag_on_a_value_it_cannot_build_is_an_error_at_the_value(tmp_path: Path, scalar: str) -> None:
+    """Walk 16E-1: PyYAML's constructors index (`!!int` on an empty value) and look up (`!!bool maybe`) as
+    well as parse; each failure is the spec's error at the value, not a traceback."""
+    path = tmp_path / "tag.yaml"
+    path.write_text(job(body=f"provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {scalar}\n"))
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([BASE, path], env=SECRET_ENV)
+    (error,) = info.value.errors
+    assert (error.file, error.line, error.col) == (str(path), 8, 13)
+    assert "is not a valid" in error.message
