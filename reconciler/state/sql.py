@@ -26,7 +26,13 @@ from typing import Any, ClassVar, Protocol, Self
 from reconciler import failpoints
 from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
-from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
+from reconciler.secrets import (
+    KEY_BYTES,
+    KEYED_HASH_PREFIX,
+    drop_unkeyed_fingerprints,
+    new_fingerprint_key,
+    upgrade_hash,
+)
 
 from . import codec
 from .base import (
@@ -458,7 +464,8 @@ class SqlStateStore(ABC):
             meta = _rows(cur, q.read_meta)
         if not meta:
             raise StateDamaged(where, "the capctl_meta table has no row")
-        self._check_version(meta[0][0])
+        self._check_version(_whole(self.url, meta[0][0], "schema_version"))
+        _whole(self.url, meta[0][1], "serial")
         return created
 
     def _check_version(self, version: int) -> None:
@@ -483,8 +490,8 @@ class SqlStateStore(ABC):
                     made = cur.rowcount == 1
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
                 if rows and self.writable and made:
-                    self._key_old_hashes(cur, bytes.fromhex(rows[0][0]))
-            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+                    self._key_old_hashes(cur, _key_of(self.url, rows[0][0]))
+            self._fingerprint_key = _key_of(self.url, rows[0][0]) if rows else None
         return self._fingerprint_key
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
@@ -508,7 +515,7 @@ class SqlStateStore(ABC):
             q = self.queries
             with self._cursor(write=False) as cur:
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
-            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+            self._fingerprint_key = _key_of(self.url, rows[0][0]) if rows else None
         return self._fingerprint_key
 
     def load(self) -> Snapshot:
@@ -517,7 +524,8 @@ class SqlStateStore(ABC):
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
         return Snapshot(
-            serial=rows[0][0], records=self._decode((key, body) for _, key, body in rows if key is not None)
+            serial=_whole(self.url, rows[0][0], "serial"),
+            records=self._decode((key, body) for _, key, body in rows if key is not None),
         )
 
     def _decode(self, rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
@@ -556,8 +564,7 @@ class SqlStateStore(ABC):
         rows = _rows(cur, sql)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
-        serial: int = rows[0][0]
-        return serial
+        return _whole(self.url, rows[0][0], "serial")
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         return self.put_many((record,), expected_serial=expected_serial, fence=fence)
@@ -742,8 +749,7 @@ class SqlStateStore(ABC):
         rows = _rows(cur, self.queries.read_meta)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
-        version: int = rows[0][0]
-        return version
+        return _whole(self.url, rows[0][0], "schema_version")
 
     def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
         """Lock the serial row and compare it; a mismatch of a deposed leader (`fence`) is `Fenced`."""
@@ -916,3 +922,24 @@ class LockContext(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _whole(url: str, value: object, what: str) -> int:
+    """A capctl_meta number as stored. SQLite keeps a hand edit's text (`serial = 'x'`, which `serial + 1`
+    turns into 1, so a stale saved plan could apply) and the version was compared as text: damage, not a
+    number to go on from."""
+    if type(value) is not int or value < 0:
+        raise StateDamaged(url, f"the capctl_meta {what} is {value!r}, not a whole number")
+    return value
+
+
+def _key_of(url: str, stored: object) -> bytes:
+    """The fingerprint key as stored: a hand-edited one (not hex, or not the 32 bytes capctl makes) keyed every
+    task's hash anew, so a plan replaced every task; refused as damage instead."""
+    try:
+        key = bytes.fromhex(stored) if isinstance(stored, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise StateDamaged(url, f"the capctl_fingerprint_key table holds no {KEY_BYTES}-byte key in hex")
+    return key
