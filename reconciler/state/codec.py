@@ -19,7 +19,7 @@ from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, Task
 
 from .base import StateError
 
-__all__ = ["CodecError", "decode", "decode_rows", "encode"]
+__all__ = ["CodecError", "decode", "decode_rows", "encode", "is_time"]
 
 
 REPAIR: Final = "restore the state from a backup, or correct that row by hand (docs/failure-modes.md)"
@@ -117,9 +117,14 @@ def _mistyped(data: dict[str, Any]) -> str | None:
         if type(value) not in _TYPES[name]:
             return name
     for name in _TIMES:  # five lookups, not one more test per field
-        if (value := data.get(name)) is not None and not _EARLIEST <= value <= _LATEST:  # NaN fails both
+        if (value := data.get(name)) is not None and not is_time(value):
             return name
     return None
+
+
+def is_time(value: float) -> bool:
+    """Unix seconds a clock could give: years 1..9999 (NaN, infinities and 1e308 are not)."""
+    return _EARLIEST <= value <= _LATEST  # NaN fails both
 
 
 def _decode_checked(text: str | bytes) -> TaskRecord:

@@ -686,7 +686,19 @@ class SqlStateStore(ABC):
         q = self.room_queries
         with self._cursor(write=False) as cur:
             rows = _by_account(_rows(cur, q.read), accounts) if _rows(cur, q.exists)[0][0] else []
-        return [RoomActivity(a, room, bool(active), float(seen), source) for a, room, active, seen, source in rows]
+        return [self._activity(*row) for row in rows]
+
+    def _activity(self, account: str, room: object, active: object, seen: object, source: object) -> RoomActivity:
+        """One row as stored. A hand edit or an odd restore (`active = 'x'`, `last_seen = 1e999`) stopped `capctl
+        run` with a traceback, or kept a room seen forever: damage naming the row, which can go (re-learnt)."""
+        time_ok = isinstance(seen, int | float) and not isinstance(seen, bool) and codec.is_time(seen)
+        if isinstance(room, str) and active in (0, 1) and type(active) is int and time_ok and isinstance(source, str):
+            return RoomActivity(account, room, active == 1, float(seen), source)  # type: ignore[arg-type]
+        raise StateDamaged(
+            self.url,
+            f"the capctl_room_activity row of room {room!r} ({account}) holds active {active!r}, last_seen {seen!r}",
+            remedy="; or delete that row: callbacks and the room listing learn it again",
+        )
 
     def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
         """Upgrade a state of schema 1 to schema 2 in one transaction: its room activity keyed by vendor account
