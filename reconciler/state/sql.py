@@ -656,9 +656,21 @@ class SqlStateStore(ABC):
     def _history(self, cur: Cursor) -> list[HistorySpan]:
         hq = self.history_queries
         rows = _rows(cur, hq.read) if _rows(cur, hq.exists)[0][0] else []
-        return [
-            HistorySpan(k, s, room, float(a), None if b is None else float(b), why) for k, s, room, a, b, why in rows
-        ]
+        return [self._span(*row) for row in rows]
+
+    def _span(
+        self, kind: object, subject: object, room: object, start: object, end: object, why: object
+    ) -> HistorySpan:
+        """One timeline row as stored; a hand-edited one (`start_at = 'abc'`, NaN) stopped `capctl run` with a
+        traceback: damage naming the row, which can go (the timeline only shows less)."""
+        texts = isinstance(kind, str) and isinstance(subject, str) and isinstance(room, str)
+        if texts and _is_time(start) and (end is None or _is_time(end)) and (why is None or isinstance(why, str)):
+            return HistorySpan(kind, subject, room, float(start), None if end is None else float(end), why)  # type: ignore[arg-type]
+        raise StateDamaged(
+            self.url,
+            f"the capctl_history row of {kind} {subject!r} {room!r} holds start_at {start!r}, end_at {end!r}",
+            remedy="; or delete that row: the status page's timeline only shows less",
+        )
 
     def prune_history(self, ended_before: float, keep: int) -> int:
         """Drop the spans that ended before `ended_before`, and all but the newest `keep` of each task or room;
@@ -695,8 +707,13 @@ class SqlStateStore(ABC):
     def _activity(self, account: str, room: object, active: object, seen: object, source: object) -> RoomActivity:
         """One row as stored. A hand edit or an odd restore (`active = 'x'`, `last_seen = 1e999`) stopped `capctl
         run` with a traceback, or kept a room seen forever: damage naming the row, which can go (re-learnt)."""
-        time_ok = isinstance(seen, int | float) and not isinstance(seen, bool) and codec.is_time(seen)
-        if isinstance(room, str) and active in (0, 1) and type(active) is int and time_ok and isinstance(source, str):
+        if (
+            isinstance(room, str)
+            and active in (0, 1)
+            and type(active) is int
+            and _is_time(seen)
+            and isinstance(source, str)
+        ):
             return RoomActivity(account, room, active == 1, float(seen), source)  # type: ignore[arg-type]
         raise StateDamaged(
             self.url,
@@ -915,14 +932,18 @@ class SqlStateStore(ABC):
         return sorted(entries, key=lambda e: (e.received_at, e.vendor, e.dedupe_key))
 
 
+def _is_time(value: object) -> bool:
+    """A stored time as capctl writes it: a number a clock gives (not text, a bool, NaN or Infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and codec.is_time(value)
+
+
 def _inbox_entry(vendor: object, key: object, payload: object, digest: object, at: object) -> InboxEntry | None:
     """A claimed row as `inbox_put` writes it (a JSON object, a time), else None."""
     try:
         body = json.loads(payload) if isinstance(payload, str | bytes) else None
     except ValueError:
         body = None
-    time_ok = isinstance(at, int | float) and not isinstance(at, bool) and codec.is_time(at)
-    if not (isinstance(body, dict) and time_ok and isinstance(vendor, str) and isinstance(key, str)):
+    if not (isinstance(body, dict) and _is_time(at) and isinstance(vendor, str) and isinstance(key, str)):
         return None
     return InboxEntry(vendor, key, body, str(digest), float(at))  # type: ignore[arg-type]
 
