@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger("capctl.state")
+# A record's body with a keyed spec hash, as `codec.encode` writes it (compact JSON), for a LIKE pattern.
+KEYED_BODY = f'%"spec_hash":"{KEYED_HASH_PREFIX}%'
 
 # 2: room activity keyed by vendor account (`RoomQueries`); a capctl that knows only 1 refuses such a state.
 SCHEMA_VERSION = 2
@@ -112,6 +114,8 @@ class Queries:
     create_key: str
     read_key: str
     init_key: str
+    keyed_record: str  # a row when some record holds a keyed hash (given `KEYED_BODY`)
+    bare_record: str  # a row when some record holds a bare content hash (likewise)
     set_serial: str
     version_for_update: str  # the schema version, its row locked: one upgrade at a time
     set_version: str
@@ -139,6 +143,8 @@ class Queries:
             ),
             create_key=create_key,
             read_key="SELECT key_hex FROM capctl_fingerprint_key WHERE id = 1",
+            keyed_record=f"SELECT 1 FROM capctl_records WHERE body LIKE {mark} LIMIT 1",
+            bare_record=f"SELECT 1 FROM capctl_records WHERE body NOT LIKE {mark} LIMIT 1",
             init_key=f"INSERT INTO capctl_fingerprint_key (id, key_hex) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
             init_meta=f"INSERT INTO {meta} (id, schema_version, serial) VALUES (1, {mark}, 0)"
             " ON CONFLICT (id) DO NOTHING",
@@ -488,6 +494,7 @@ class SqlStateStore(ABC):
             q = self.queries
             made = False
             with self._cursor(write=self.writable) as cur:
+                self._check_key_kept(cur)
                 if self.writable:
                     _create_absent(cur, q.has_key, (q.create_key,))  # a state from before keyed fingerprints
                     cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
@@ -497,6 +504,20 @@ class SqlStateStore(ABC):
                     self._key_old_hashes(cur, _key_of(self.url, rows[0][0]))
             self._fingerprint_key = _key_of(self.url, rows[0][0]) if rows else None
         return self._fingerprint_key
+
+    def _check_key_kept(self, cur: Cursor) -> None:
+        """No key, yet every record keyed by one: the key was lost (its table dropped or emptied by hand, a
+        restore of the records alone). Made anew, it changed every task's hash, so a plan replaced every task:
+        damage. Records with bare hashes are a state from before keys: its first writer keys them."""
+        q = self.queries
+        if _rows(cur, q.has_key)[0][0] and _rows(cur, q.read_key):
+            return
+        if _rows(cur, q.keyed_record, (KEYED_BODY,)) and not _rows(cur, q.bare_record, (KEYED_BODY,)):
+            raise StateDamaged(
+                self.url,
+                "its records hold keyed task hashes, but the capctl_fingerprint_key table holds no key",
+                remedy=" (a new key would plan every task as a replace)",
+            )
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
         """Records written before the state had a key hold bare content hashes: key them (`_keyed`), in

@@ -142,8 +142,8 @@ def test_a_hand_edited_serial_version_or_key_is_damage(
 ) -> None:
     if only_sqlite and not store_url.startswith("sqlite"):
         pytest.skip("PostgreSQL's typed columns refuse the edit itself")
+    store.fingerprint_key()  # made and stored (before any record, as every command does)
     store.put(make_record())
-    store.fingerprint_key()  # made and stored
     store.close()
     raw_sql(store_url, statement)
     with pytest.raises(StateDamaged, match=re.escape(detail)):
