@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -816,3 +817,20 @@ def test_the_note_on_several_dormant_tasks_says_how_to_wake_them_in_one_go() -> 
     tasks[other.key], records[other.key] = other, record_for(other, TaskStatus.DORMANT, next_attempt_at=NOW + 600)
     plan = diff(tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
     assert plan.notes[0].endswith("(and 3 more: `capctl state list --status dormant` lists them)."), plan.notes
+
+
+# Walk 16E-9: JSON Python's parser cannot take (200,000 `[`: RecursionError; 5,000 digits: Python's advice to
+# programmers) was a traceback from `show` and `apply --plan`.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "not a capctl plan (JSON nested too deeply)"),
+        ('{"format_version": 2, "state_serial": ' + "9" * 5000 + "}", "a number of 5000 digits (at most 100)"),
+    ],
+)
+def test_a_plan_file_json_cannot_hold_is_refused_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    from reconciler.planfile import read_plan_file
+
+    (tmp_path / "p.json").write_text(text)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        read_plan_file(str(tmp_path / "p.json"))
