@@ -40,6 +40,10 @@ def _is_texts(value: Any) -> bool:
 
 
 TEXT: Final[Check] = (lambda v: isinstance(v, str), "a string")
+TASK_KEY: Final[Check] = (  # the target may hold `/`, the kind and the job never do (`model.job_of`)
+    lambda v: isinstance(v, str) and v.count("/") >= 2 and "" not in v.split("/", 2)[:2],
+    "a task key, Kind/job/target",
+)
 TEXT_OR_NULL: Final[Check] = (lambda v: v is None or isinstance(v, str), "a string or null")
 FLAG: Final[Check] = (lambda v: isinstance(v, bool), "true or false")
 COUNT: Final[Check] = (_is_count, "a whole number, 0 or more")
@@ -81,7 +85,7 @@ PLAN_FIELDS: Final[dict[str, tuple[Check, Any]]] = {
     "changes": ((lambda v: isinstance(v, list), "a list"), REQUIRED),
 }
 CHANGE_FIELDS: Final[dict[str, tuple[Check, Any]]] = {
-    "key": (TEXT, REQUIRED),
+    "key": (TASK_KEY, REQUIRED),
     "action": (ACTION, REQUIRED),
     "reason": (TEXT, REQUIRED),
     "provider": (TEXT, REQUIRED),

@@ -563,8 +563,10 @@ def test_a_plan_with_a_field_of_the_wrong_type_is_refused_naming_it(edit: dict[s
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("key", 5, "changes[0].key: expected a string, found 5"),
-        ("key", [], "changes[0].key: expected a string, found []"),
+        ("key", 5, "changes[0].key: expected a task key, Kind/job/target, found 5"),
+        ("key", [], "changes[0].key: expected a task key, Kind/job/target, found []"),
+        ("key", "x", "changes[0].key: expected a task key, Kind/job/target, found 'x'"),  # was a ValueError
+        ("key", "SnapshotJob//r", "changes[0].key: expected a task key"),
         ("action", ["update"], "changes[0].action: expected one of create, update, replace"),
         ("reason", {}, "changes[0].reason: expected a string"),
         ("provider", [], "changes[0].provider: expected a string"),
