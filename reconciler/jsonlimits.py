@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "is_utf8", "load_json"]
+__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "bounded_int", "is_utf8", "load_json"]
 
 MAX_JSON_DEPTH = 32  # a vendor callback nests 3 levels; a sync request 2
 # An app id or a time has at most 20 digits; Python's own limit (4,300) answers with advice for programmers.
@@ -25,7 +25,8 @@ def _constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON value")
 
 
-def _integer(text: str) -> int:
+def bounded_int(text: str) -> int:
+    """`json.loads`'s `parse_int`: an integer of more than MAX_INT_DIGITS digits is refused (a ValueError)."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise _Refused(f"a number of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
     return int(text)
@@ -34,7 +35,7 @@ def _integer(text: str) -> int:
 def load_json(data: bytes | str) -> Any:
     """`json.loads`, but nesting deeper than MAX_JSON_DEPTH is refused; ValueError says what is wrong."""
     try:
-        value = json.loads(data, parse_constant=_constant, parse_int=_integer)
+        value = json.loads(data, parse_constant=_constant, parse_int=bounded_int)
     except UnicodeDecodeError:
         raise ValueError("malformed JSON: the body is not UTF-8") from None
     except json.JSONDecodeError as exc:

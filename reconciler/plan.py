@@ -1039,38 +1039,6 @@ def plan_from_json(data: object, *, source: str = "plan") -> Plan:
             f"{source}: plan format_version {version!r} is not supported "
             f"(this capctl reads versions {', '.join(map(str, READABLE_VERSIONS))}); make the plan again"
         )
-    try:
-        options = PlanOptions(
-            prune=bool(data["prune"]),
-            refreshed=bool(data["refreshed"]),
-            targets=tuple(data["targets"]),
-            replace=tuple(data["replace"]),
-            labels=tuple(data.get("labels", ())),  # absent in plans saved before label selectors
-        )
-        changes = tuple(
-            Change(
-                key=c["key"],
-                action=Action(c["action"]),
-                reason=c["reason"],
-                provider=c["provider"],
-                family=ApiFamily(c["family"]),
-                before_hash=c["before_hash"],
-                after_hash=c["after_hash"],
-                details=tuple(c["details"]),
-                before=c.get("before"),
-                after=c.get("after"),
-            )
-            for c in data["changes"]
-        )
-        return Plan(
-            state_serial=int(data["state_serial"]),
-            created_at=float(data["created_at"]) if version == 1 else parse_rfc3339(data["created_at"]),
-            options=options,
-            paths=tuple(data["paths"]),
-            changes=changes,
-            notes=tuple(data.get("notes", ())),
-            unobserved=tuple(data.get("unobserved", ())),
-            selectors=tuple(data.get("selectors", ())),  # absent in plans saved before room selectors
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PlanError(f"{source}: malformed plan ({exc.__class__.__name__}: {exc})") from None
+    from reconciler.planread import read_plan_json
+
+    return read_plan_json(data, version, source)

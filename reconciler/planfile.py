@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+from reconciler.jsonlimits import bounded_int
 from reconciler.plan import Plan, PlanError, plan_from_json, plan_to_json
 from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text
 from reconciler.streams import write_json
@@ -23,7 +24,7 @@ def read_plan_file(path: str) -> Plan:
     try:  # a regular file only, and bounded: `show /dev/zero` read until memory ran out, `show FIFO` waited forever
         # JSON is UTF-8 (RFC 8259), as written; `plan --format json > plan.json` in PowerShell is UTF-16, named
         text = utf8_text(read_regular(path, MAX_PLAN_FILE_BYTES))  # (a UTF-8 mark, as Set-Content writes, dropped)
-        data = json.loads(text)
+        data = json.loads(text, parse_int=bounded_int)
     except FileRefused as exc:
         if str(exc) == os.strerror(errno.ENOENT):
             raise PlanError(f"{path}: no such plan file") from None
@@ -32,6 +33,10 @@ def read_plan_file(path: str) -> Plan:
         raise PlanError(f"{path}: cannot read the plan file: it is {exc.reason}: save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:  # thousands of `[`: no plan nests so (walk 16E-9)
+        raise PlanError(f"{path}: not a capctl plan (JSON nested too deeply)") from None
+    except ValueError as exc:  # an integer of thousands of digits (`bounded_int`)
+        raise PlanError(f"{path}: not a capctl plan ({exc})") from None
     return plan_from_json(data, source=path)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeAlias
 
 __all__ = [
     "KEYED_HASH_PREFIX",
+    "KEY_BYTES",
     "RUN_KEY",
     "UNKEYED_FINGERPRINT_REMOVED",
     "Hidden",
@@ -40,12 +41,13 @@ __all__ = [
 
 FINGERPRINT_PREFIX: Final = "sha256:"  # the contract's format; the digest is keyed (HMAC-SHA256)
 # The key used where no state gives one: fingerprints of one run are comparable, never across runs.
-RUN_KEY: Final = _random.token_bytes(32)
+KEY_BYTES: Final = 32  # a state's fingerprint key (`capctl_fingerprint_key`), as capctl makes it
+RUN_KEY: Final = _random.token_bytes(KEY_BYTES)
 
 
 def new_fingerprint_key() -> bytes:
     """A fresh random key for a new state store."""
-    return _random.token_bytes(32)
+    return _random.token_bytes(KEY_BYTES)
 
 
 def keyed_digest(key: bytes, text: str) -> str:

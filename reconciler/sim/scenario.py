@@ -153,6 +153,10 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML ({exc})") from exc
+    except (ValueError, LookupError) as exc:  # PyYAML's constructors: `!!int` on nothing, `!!bool maybe`
+        raise ScenarioError(f"{path}: not valid YAML (a tagged value it cannot build: {exc!r})") from None
+    except RecursionError:  # thousands of `[` (walk 16E-10)
+        raise ScenarioError(f"{path}: not valid YAML (nested too deeply)") from None
     return parse_scenario(raw, source=str(path))
 
 

@@ -157,7 +157,7 @@ def _scalar(event: Any) -> Any:
         return event.value
     try:
         return build(yaml.ScalarNode(tag, event.value))
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, LookupError, yaml.YAMLError) as exc:  # `!!int ""` indexes, `!!bool maybe` looks up
         raise ValueError(f"{quote(event.value)} is not a valid {tag.removeprefix(_YAML)}") from exc
 
 

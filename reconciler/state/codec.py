@@ -12,14 +12,17 @@ import dataclasses
 import enum
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
 
 from .base import StateError
 
-__all__ = ["CodecError", "decode", "decode_rows", "encode"]
+__all__ = ["CodecError", "decode", "decode_rows", "encode", "is_time"]
+
+
+REPAIR: Final = "restore the state from a backup, or correct that row by hand (docs/failure-modes.md)"
 
 
 class CodecError(StateError):
@@ -69,6 +72,11 @@ _TYPES: dict[str, frozenset[type]] = {
     **{name: frozenset({kind}) for name, kind in (("status", TaskStatus), ("restart_policy", RestartPolicy))},
 }
 assert _TYPES.keys() == _NAMES, "every TaskRecord field needs its stored types"
+# Times are unix seconds a clock gave: JSON from a hand edit or an odd backup may hold NaN, Infinity or 1e308,
+# which no clock gives, which every time shown (`state list`, `state show`) failed to format, and which the
+# daemon compared as never due (a `next_attempt_at` of NaN: a task never tried again, silently). Years 1..9999.
+_TIMES = frozenset(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"))
+_EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0
 
 
 # One encoder for every record: `json.dumps` with options builds a new one per call (a daemon writes a
@@ -108,7 +116,15 @@ def _mistyped(data: dict[str, Any]) -> str | None:
     for name, value in data.items():  # a loop: a generator costs a load of 100k rows ~0.04 s more
         if type(value) not in _TYPES[name]:
             return name
+    for name in _TIMES:  # five lookups, not one more test per field
+        if (value := data.get(name)) is not None and not is_time(value):
+            return name
     return None
+
+
+def is_time(value: float) -> bool:
+    """Unix seconds a clock could give: years 1..9999 (NaN, infinities and 1e308 are not)."""
+    return _EARLIEST <= value <= _LATEST  # NaN fails both
 
 
 def _decode_checked(text: str | bytes) -> TaskRecord:
@@ -128,9 +144,10 @@ def _decode_checked(text: str | bytes) -> TaskRecord:
             except (KeyError, TypeError):
                 raise CodecError(f"stored record {data['key']!r} has unknown {name} {data[name]!r}") from None
     if (wrong := _mistyped(data)) is not None:
-        raise CodecError(
-            f"stored record {data['key']!r} has a {wrong} of the wrong type ({type(data[wrong]).__name__})"
-        )
+        value = data[wrong]
+        if wrong in _TIMES and type(value) in _NUMBER:
+            raise CodecError(f"stored record {data['key']!r} has a {wrong} that is no time ({value!r})")
+        raise CodecError(f"stored record {data['key']!r} has a {wrong} of the wrong type ({type(value).__name__})")
     try:
         return TaskRecord(**data)
     except TypeError as exc:
@@ -145,7 +162,11 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
         records: dict[str, TaskRecord] = {}
         for key, body in rows:
             try:
-                records[key] = decode(body)
+                record = decode(body)
             except CodecError as exc:
-                raise CodecError(f"row {key!r}: {exc}") from None
+                raise CodecError(f"row {key!r}: {exc}; {REPAIR}") from None
+            if record.key != key:  # a row copied or renamed by hand: written back under its own key, it was a
+                # second record of that task (or an AssertionError in an apply), and its row's task was lost
+                raise CodecError(f"row {key!r}: holds the record of {record.key!r}; {REPAIR}")
+            records[key] = record
         return records

@@ -23,10 +23,18 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
+import structlog
+
 from reconciler import failpoints
 from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
-from reconciler.secrets import KEYED_HASH_PREFIX, drop_unkeyed_fingerprints, new_fingerprint_key, upgrade_hash
+from reconciler.secrets import (
+    KEY_BYTES,
+    KEYED_HASH_PREFIX,
+    drop_unkeyed_fingerprints,
+    new_fingerprint_key,
+    upgrade_hash,
+)
 
 from . import codec
 from .base import (
@@ -58,6 +66,10 @@ __all__ = [
     "holder_identity",
     "iso_utc",
 ]
+
+log = structlog.get_logger("capctl.state")
+# A record's body with a keyed spec hash, as `codec.encode` writes it (compact JSON), for a LIKE pattern.
+KEYED_BODY = f'%"spec_hash":"{KEYED_HASH_PREFIX}%'
 
 # 2: room activity keyed by vendor account (`RoomQueries`); a capctl that knows only 1 refuses such a state.
 SCHEMA_VERSION = 2
@@ -102,6 +114,8 @@ class Queries:
     create_key: str
     read_key: str
     init_key: str
+    keyed_record: str  # a row when some record holds a keyed hash (given `KEYED_BODY`)
+    bare_record: str  # a row when some record holds a bare content hash (likewise)
     set_serial: str
     version_for_update: str  # the schema version, its row locked: one upgrade at a time
     set_version: str
@@ -129,6 +143,8 @@ class Queries:
             ),
             create_key=create_key,
             read_key="SELECT key_hex FROM capctl_fingerprint_key WHERE id = 1",
+            keyed_record=f"SELECT 1 FROM capctl_records WHERE body LIKE {mark} LIMIT 1",
+            bare_record=f"SELECT 1 FROM capctl_records WHERE body NOT LIKE {mark} LIMIT 1",
             init_key=f"INSERT INTO capctl_fingerprint_key (id, key_hex) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
             init_meta=f"INSERT INTO {meta} (id, schema_version, serial) VALUES (1, {mark}, 0)"
             " ON CONFLICT (id) DO NOTHING",
@@ -458,7 +474,8 @@ class SqlStateStore(ABC):
             meta = _rows(cur, q.read_meta)
         if not meta:
             raise StateDamaged(where, "the capctl_meta table has no row")
-        self._check_version(meta[0][0])
+        self._check_version(_whole(self.url, meta[0][0], "schema_version"))
+        _whole(self.url, meta[0][1], "serial")
         return created
 
     def _check_version(self, version: int) -> None:
@@ -477,14 +494,15 @@ class SqlStateStore(ABC):
             q = self.queries
             made = False
             with self._cursor(write=self.writable) as cur:
+                self._check_key_kept(cur)
                 if self.writable:
                     _create_absent(cur, q.has_key, (q.create_key,))  # a state from before keyed fingerprints
                     cur.execute(q.init_key, ((new or new_fingerprint_key()).hex(),))
                     made = cur.rowcount == 1
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
                 if rows and self.writable and made:
-                    self._key_old_hashes(cur, bytes.fromhex(rows[0][0]))
-            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+                    self._key_old_hashes(cur, _key_of(self.url, rows[0][0]))
+            self._fingerprint_key = _key_of(self.url, rows[0][0]) if rows else None
         return self._fingerprint_key
 
     def reread_fingerprint_key(self) -> bytes | None:
@@ -492,6 +510,20 @@ class SqlStateStore(ABC):
         under a running daemon (`state copy --force` while no replica led) may come of another lineage."""
         self._fingerprint_key = None
         return self.fingerprint_key()
+
+    def _check_key_kept(self, cur: Cursor) -> None:
+        """No key, yet every record keyed by one: the key was lost (its table dropped or emptied by hand, a
+        restore of the records alone). Made anew, it changed every task's hash, so a plan replaced every task:
+        damage. Records with bare hashes are a state from before keys: its first writer keys them."""
+        q = self.queries
+        if _rows(cur, q.has_key)[0][0] and _rows(cur, q.read_key):
+            return
+        if _rows(cur, q.keyed_record, (KEYED_BODY,)) and not _rows(cur, q.bare_record, (KEYED_BODY,)):
+            raise StateDamaged(
+                self.url,
+                "its records hold keyed task hashes, but the capctl_fingerprint_key table holds no key",
+                remedy=" (a new key would plan every task as a replace)",
+            )
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
         """Records written before the state had a key hold bare content hashes: key them (`_keyed`), in
@@ -514,7 +546,7 @@ class SqlStateStore(ABC):
             q = self.queries
             with self._cursor(write=False) as cur:
                 rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
-            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
+            self._fingerprint_key = _key_of(self.url, rows[0][0]) if rows else None
         return self._fingerprint_key
 
     def load(self) -> Snapshot:
@@ -523,7 +555,8 @@ class SqlStateStore(ABC):
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
         return Snapshot(
-            serial=rows[0][0], records=self._decode((key, body) for _, key, body in rows if key is not None)
+            serial=_whole(self.url, rows[0][0], "serial"),
+            records=self._decode((key, body) for _, key, body in rows if key is not None),
         )
 
     def _decode(self, rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
@@ -562,8 +595,7 @@ class SqlStateStore(ABC):
         rows = _rows(cur, sql)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
-        serial: int = rows[0][0]
-        return serial
+        return _whole(self.url, rows[0][0], "serial")
 
     def put(self, record: TaskRecord, *, expected_serial: int | None = None, fence: int | None = None) -> int:
         return self.put_many((record,), expected_serial=expected_serial, fence=fence)
@@ -651,9 +683,21 @@ class SqlStateStore(ABC):
     def _history(self, cur: Cursor) -> list[HistorySpan]:
         hq = self.history_queries
         rows = _rows(cur, hq.read) if _rows(cur, hq.exists)[0][0] else []
-        return [
-            HistorySpan(k, s, room, float(a), None if b is None else float(b), why) for k, s, room, a, b, why in rows
-        ]
+        return [self._span(*row) for row in rows]
+
+    def _span(
+        self, kind: object, subject: object, room: object, start: object, end: object, why: object
+    ) -> HistorySpan:
+        """One timeline row as stored; a hand-edited one (`start_at = 'abc'`, NaN) stopped `capctl run` with a
+        traceback: damage naming the row, which can go (the timeline only shows less)."""
+        texts = isinstance(kind, str) and isinstance(subject, str) and isinstance(room, str)
+        if texts and _is_time(start) and (end is None or _is_time(end)) and (why is None or isinstance(why, str)):
+            return HistorySpan(kind, subject, room, float(start), None if end is None else float(end), why)  # type: ignore[arg-type]
+        raise StateDamaged(
+            self.url,
+            f"the capctl_history row of {kind} {subject!r} {room!r} holds start_at {start!r}, end_at {end!r}",
+            remedy="; or delete that row: the status page's timeline only shows less",
+        )
 
     def prune_history(self, ended_before: float, keep: int) -> int:
         """Drop the spans that ended before `ended_before`, and all but the newest `keep` of each task or room;
@@ -685,7 +729,24 @@ class SqlStateStore(ABC):
         q = self.room_queries
         with self._cursor(write=False) as cur:
             rows = _by_account(_rows(cur, q.read), accounts) if _rows(cur, q.exists)[0][0] else []
-        return [RoomActivity(a, room, bool(active), float(seen), source) for a, room, active, seen, source in rows]
+        return [self._activity(*row) for row in rows]
+
+    def _activity(self, account: str, room: object, active: object, seen: object, source: object) -> RoomActivity:
+        """One row as stored. A hand edit or an odd restore (`active = 'x'`, `last_seen = 1e999`) stopped `capctl
+        run` with a traceback, or kept a room seen forever: damage naming the row, which can go (re-learnt)."""
+        if (
+            isinstance(room, str)
+            and active in (0, 1)
+            and type(active) is int
+            and _is_time(seen)
+            and isinstance(source, str)
+        ):
+            return RoomActivity(account, room, active == 1, float(seen), source)  # type: ignore[arg-type]
+        raise StateDamaged(
+            self.url,
+            f"the capctl_room_activity row of room {room!r} ({account}) holds active {active!r}, last_seen {seen!r}",
+            remedy="; or delete that row: callbacks and the room listing learn it again",
+        )
 
     def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
         """Upgrade a state of schema 1 to schema 2 in one transaction: its room activity keyed by vendor account
@@ -748,8 +809,7 @@ class SqlStateStore(ABC):
         rows = _rows(cur, self.queries.read_meta)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
-        version: int = rows[0][0]
-        return version
+        return _whole(self.url, rows[0][0], "schema_version")
 
     def _check_serial(self, cur: Cursor, expected: int | None, fence: int | None = None) -> int:
         """Lock the serial row and compare it; a mismatch of a deposed leader (`fence`) is `Fenced`."""
@@ -885,11 +945,34 @@ class SqlStateStore(ABC):
             cur.execute(self.leadership.inbox_purge, (now - keep,))
             rows = _rows(cur, self.leadership.inbox_claim, (now, limit))
             self._check_fence(cur, fence)
-        try:
-            entries = [InboxEntry(v, k, json.loads(p), d, r) for v, k, p, d, r in rows]
-        except ValueError as exc:
-            raise StateError(f"{self.url}: an inbox entry is not JSON: {exc}") from None
+        entries, dropped = [], []
+        for vendor, key, payload, digest, received_at in rows:
+            entry = _inbox_entry(vendor, key, payload, digest, received_at)
+            if entry is None:
+                dropped.append(key)
+            else:
+                entries.append(entry)
+        if dropped:
+            # One entry no capctl writes (edited by hand, an odd restore) failed the whole claim after the
+            # batch was marked consumed: up to `limit` good callbacks lost with it. It is dropped alone, said.
+            log.warning("dropped callback inbox entries capctl cannot read", state=self.url, dedupe_keys=dropped)
         return sorted(entries, key=lambda e: (e.received_at, e.vendor, e.dedupe_key))
+
+
+def _is_time(value: object) -> bool:
+    """A stored time as capctl writes it: a number a clock gives (not text, a bool, NaN or Infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and codec.is_time(value)
+
+
+def _inbox_entry(vendor: object, key: object, payload: object, digest: object, at: object) -> InboxEntry | None:
+    """A claimed row as `inbox_put` writes it (a JSON object, a time), else None."""
+    try:
+        body = json.loads(payload) if isinstance(payload, str | bytes) else None
+    except ValueError:
+        body = None
+    if not (isinstance(body, dict) and _is_time(at) and isinstance(vendor, str) and isinstance(key, str)):
+        return None
+    return InboxEntry(vendor, key, body, str(digest), float(at))  # type: ignore[arg-type]
 
 
 def iso_utc(timestamp: float) -> str:
@@ -922,3 +1005,24 @@ class LockContext(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _whole(url: str, value: object, what: str) -> int:
+    """A capctl_meta number as stored. SQLite keeps a hand edit's text (`serial = 'x'`, which `serial + 1`
+    turns into 1, so a stale saved plan could apply) and the version was compared as text: damage, not a
+    number to go on from."""
+    if type(value) is not int or value < 0:
+        raise StateDamaged(url, f"the capctl_meta {what} is {value!r}, not a whole number")
+    return value
+
+
+def _key_of(url: str, stored: object) -> bytes:
+    """The fingerprint key as stored: a hand-edited one (not hex, or not the 32 bytes capctl makes) keyed every
+    task's hash anew, so a plan replaced every task; refused as damage instead."""
+    try:
+        key = bytes.fromhex(stored) if isinstance(stored, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise StateDamaged(url, f"the capctl_fingerprint_key table holds no {KEY_BYTES}-byte key in hex")
+    return key

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -532,6 +535,90 @@ def test_bad_plan_files_are_rejected(data: object) -> None:
         plan_from_json(data, source="p.json")
 
 
+def _saved(**selector: object) -> dict[str, Any]:
+    """A saved plan's JSON: one update, and a room selector's view (with `selector` over its fields)."""
+    old, new = desired(interval=5), desired(interval=10)
+    plan = diff({new.key: new}, {old.key: record_for(old)}, {}, options=PlanOptions(), state_serial=7, now=NOW)
+    data: dict[str, Any] = json.loads(json.dumps(plan_to_json(plan)))
+    view: dict[str, object] = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "class-*", "max_rooms": None}
+    view |= {"seen_at": "2027-01-15T08:00:00Z", "active": [], "running": [], "start": [], "left_out": []}
+    data["selectors"] = [view | {"ending": [], "claimed": [{"room": "a", "by": "j"}], "counts": {}} | selector]
+    return data
+
+
+# Walk 16E-2: a plan edited by hand was read loosely (`bool("false")`, `tuple("abc")`) or broke show and
+# apply with a traceback; now the first bad field is named and nothing is read.
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"prune": "false"}, "prune: expected true or false, found 'false'"),
+        ({"targets": "SnapshotJob/*"}, "targets: expected a list of strings, found 'SnapshotJob/*'"),
+        ({"labels": [1]}, "labels: expected a list of strings, found [1]"),
+        ({"paths": [None]}, "paths: expected a list of strings"),
+        ({"state_serial": "7"}, "state_serial: expected a whole number, 0 or more, found '7'"),
+        ({"state_serial": 7.9}, "state_serial: expected a whole number"),
+        ({"notes": [5]}, "notes: expected a list of strings"),
+        ({"unobserved": [[1]]}, "unobserved: expected a list of strings"),
+        ({"selectors": "x"}, "selectors: expected a list, found 'x'"),
+        ({"selectors": [1]}, "selectors[0]: expected an object, found 1"),
+        ({"changes": {}}, "changes: expected a list"),
+        ({"changes": [None]}, "changes[0]: expected an object, found None"),
+    ],
+)
+def test_a_plan_with_a_field_of_the_wrong_type_is_refused_naming_it(edit: dict[str, object], message: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_from_json(_saved() | edit, source="p.json")
+    assert str(info.value).startswith(f"p.json: malformed plan ({message}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("key", 5, "changes[0].key: expected a task key, Kind/job/target, found 5"),
+        ("key", [], "changes[0].key: expected a task key, Kind/job/target, found []"),
+        ("key", "x", "changes[0].key: expected a task key, Kind/job/target, found 'x'"),  # was a ValueError
+        ("key", "SnapshotJob//r", "changes[0].key: expected a task key"),
+        ("action", ["update"], "changes[0].action: expected one of create, update, replace"),
+        ("reason", {}, "changes[0].reason: expected a string"),
+        ("provider", [], "changes[0].provider: expected a string"),
+        ("family", "x", "changes[0].family: expected one of volcengine-snapshot"),
+        ("after_hash", -1, "changes[0].after_hash: expected a string or null"),
+        ("details", [1], "changes[0].details: expected a list of strings"),
+        ("before", "x", "changes[0].before: expected an object or null"),
+    ],
+)
+def test_a_change_with_a_field_of_the_wrong_type_is_refused_naming_it(field: str, value: object, message: str) -> None:
+    data = _saved()
+    data["changes"][0][field] = value
+    with pytest.raises(PlanError, match=re.escape(f"p.json: malformed plan ({message}")):
+        plan_from_json(data, source="p.json")
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ({"job": 1}, "selectors[0].job: expected a string, found 1"),
+        ({"seen_at": "yesterday"}, "selectors[0].seen_at: expected an RFC 3339 time"),
+        ({"max_rooms": -1}, "selectors[0].max_rooms: expected a whole number, 0 or more, or null"),
+        ({"running": "lobby"}, "selectors[0].running: expected a list of strings"),
+        ({"claimed": [{"room": "a"}]}, "selectors[0].claimed: expected a list of"),
+        ({"counts": {"active": "2"}}, "selectors[0].counts: expected an object of whole numbers"),
+    ],
+)
+def test_a_selector_view_of_the_wrong_shape_is_refused_naming_it(selector: dict[str, object], message: str) -> None:
+    with pytest.raises(PlanError, match=re.escape(f"p.json: malformed plan ({message}")):
+        plan_from_json(_saved(**selector), source="p.json")
+
+
+def test_a_plan_listing_one_task_twice_is_refused_and_a_whole_one_reads_back() -> None:
+    data = _saved()
+    assert plan_to_json(plan_from_json(data)) == data  # the view's fields, unknown ones too, kept for show
+    data["changes"] = [*data["changes"], *data["changes"]]
+    with pytest.raises(PlanError, match=r"changes\[1\]\.key: 'SnapshotJob/.*' is listed twice"):
+        plan_from_json(data, source="p.json")
+    assert plan_from_json(_saved(extra=1)).selectors[0]["extra"] == 1
+
+
 def test_field_changes_lists_paths_and_truncates() -> None:
     before = {f"F{i}": i for i in range(20)}
     after = {f"F{i}": i + 1 for i in range(20)}
@@ -743,3 +830,20 @@ def test_the_note_on_several_dormant_tasks_says_how_to_wake_them_in_one_go() -> 
     tasks[other.key], records[other.key] = other, record_for(other, TaskStatus.DORMANT, next_attempt_at=NOW + 600)
     plan = diff(tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
     assert plan.notes[0].endswith("(and 3 more: `capctl state list --status dormant` lists them)."), plan.notes
+
+
+# Walk 16E-9: JSON Python's parser cannot take (200,000 `[`: RecursionError; 5,000 digits: Python's advice to
+# programmers) was a traceback from `show` and `apply --plan`.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "not a capctl plan (JSON nested too deeply)"),
+        ('{"format_version": 2, "state_serial": ' + "9" * 5000 + "}", "a number of 5000 digits (at most 100)"),
+    ],
+)
+def test_a_plan_file_json_cannot_hold_is_refused_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    from reconciler.planfile import read_plan_file
+
+    (tmp_path / "p.json").write_text(text)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        read_plan_file(str(tmp_path / "p.json"))

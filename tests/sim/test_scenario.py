@@ -213,3 +213,20 @@ async def test_a_scenario_being_played_reports_its_progress() -> None:
             await asyncio.sleep(0.05)
     assert statuses and statuses[0]["end"] - statuses[0]["start"] == 120 and not statuses[0]["finished"]
     assert 0 < statuses[0]["played"] < statuses[0]["actions"]
+
+
+# Walk 16E-10: `capctl sim --scenario` on a file PyYAML's constructors or its recursion cannot take was a
+# traceback (IndexError for `!!int` on nothing, KeyError for `!!bool maybe`, RecursionError for 1,000 `[`).
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: !!int\n", "a tagged value it cannot build"),
+        ("seed: !!bool maybe\n", "a tagged value it cannot build"),
+        ("[" * 1000, "nested too deeply"),  # past the recursion limit, cheaply
+    ],
+)
+def test_a_scenario_file_yaml_cannot_build_is_an_error_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=rf"s\.yaml: not valid YAML \({message}"):
+        load_scenario(path)

@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.spec import SpecErrors, load_spec_set
 from reconciler.spec.fields import ENDPOINT_PATTERN
-from tests.spec.conftest import BASE, SECRET_ENV
+from tests.spec.conftest import BASE, SECRET_ENV, job
 
 KEYS = [
     "apiVersion",
@@ -137,3 +138,67 @@ def test_an_endpoint_is_usable_exactly_when_the_http_client_can_parse_it(
     except ValidationError:
         accepted = False
     assert accepted == client_takes, url
+
+
+@pytest.mark.parametrize("scalar", ["!!int", "!!float ''", "!!bool maybe", "!!bool", "!!int '-'", "!!bool ''"])
+def test_a_standard_tag_on_a_value_it_cannot_build_is_an_error_at_the_value(tmp_path: Path, scalar: str) -> None:
+    """Walk 16E-1: PyYAML's constructors index (`!!int` on an empty value) and look up (`!!bool maybe`) as
+    well as parse; each failure is the spec's error at the value, not a traceback."""
+    path = tmp_path / "tag.yaml"
+    path.write_text(job(body=f"provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {scalar}\n"))
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([BASE, path], env=SECRET_ENV)
+    (error,) = info.value.errors
+    assert (error.file, error.line, error.col) == (str(path), 8, 13)
+    assert "is not a valid" in error.message
+
+
+# Walk 16E: what the hand fuzzing of mutated valid sets does (300,000 sets), bounded: a valid job file edited
+# the way files get damaged. Every outcome is a set or errors at a position (line 0 only for a whole file).
+_VALID_JOBS = job(body="provider: volc\nrooms: [lobby, vip-1]\nstorage: tos\ninterval: 5s\nidleTimeout: 20s\n") + (
+    "---\n" + job("ThumbnailJob", "t", "provider: zego\nfiles:\n  - {cdn: tencent, fileId: '17', offsets: [1s, 2s]}\n")
+)
+_SNIPPETS = [
+    *(".inf", ".nan", "0x10", "0o17", "1_000", "yes", "no", "~", "2024-01-01", "1e309", "9" * 40, "-0", "12:30"),
+    *("&a ", "*a", "<<: *a\n", "!!int", "!!bool maybe", "!!float ''", "!!str", "!!binary aGk=", "!!set {a}"),
+    *("? [a]\n: b\n", "{", "[", "'", '"', "\\u0000", "\t", "---\n", "...\n", "|\n  x\n", "%YAML 1.1\n---\n", "#"),
+]
+_EDIT = st.tuples(st.sampled_from(["flip", "cut", "insert", "replace", "repeat"]), st.integers(0, 10**6), st.integers())
+
+
+def _edited(text: bytes, edits: list[tuple[str, int, int]]) -> bytes:
+    data = bytearray(text)
+    for op, at, n in edits:
+        i = at % (len(data) or 1)
+        snippet = _SNIPPETS[n % len(_SNIPPETS)].encode()
+        if op == "flip" and data:
+            data[i] ^= 1 << (n % 8)
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = snippet
+        elif op == "replace" and (colon := data.find(b": ", i)) >= 0:  # a value after a key
+            end = data.find(b"\n", colon)
+            data[colon + 2 : len(data) if end < 0 else end] = snippet
+        elif op == "repeat":  # a line written twice: a duplicate key or document part
+            start, end = data.rfind(b"\n", 0, i) + 1, data.find(b"\n", i)
+            data[start:start] = data[start : len(data) if end < 0 else end + 1]
+    return bytes(data)
+
+
+@settings(
+    max_examples=120, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits=st.lists(_EDIT, min_size=1, max_size=4))
+def test_a_valid_set_edited_the_way_files_get_damaged_loads_or_says_where(
+    tmp_path: Path, edits: list[tuple[str, int, int]]
+) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_bytes(_edited(_VALID_JOBS.encode(), edits))
+    try:
+        load_spec_set([BASE, path], env=SECRET_ENV)
+    except SpecErrors as exc:
+        assert exc.errors
+        for error in exc.errors:
+            assert error.message and error.file in (str(path), str(BASE)), error
+            assert error.line > 0 or error.file == str(path), error  # line 0: the whole file (not UTF-8, empty)

@@ -93,8 +93,28 @@ def test_unreadable_rows_are_explained(text: str, message: str) -> None:
 
 
 def test_decode_rows_names_the_bad_row() -> None:
-    rows = [("a/b/c", encode(make_record("SnapshotJob/b/c"))), ("x/y/z", "{")]
-    with pytest.raises(CodecError, match=r"^row 'x/y/z': "):
+    rows = [("SnapshotJob/b/c", encode(make_record("SnapshotJob/b/c"))), ("x/y/z", "{")]
+    with pytest.raises(CodecError, match=r"^row 'x/y/z': .*; restore the state from a backup, or correct that row"):
+        decode_rows(rows)
+
+
+# Walk 16E-3: JSON reads NaN, Infinity and 1e308 as floats; no clock gives them. Such a time failed every
+# command that shows it (`state list`, `state show`: OverflowError, ValueError) and the daemon compared a
+# NaN `next_attempt_at` as never due.
+@pytest.mark.parametrize("field", ["started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e308", "-1e300", "253402300800"])
+def test_a_time_no_clock_gives_is_refused_naming_the_field(field: str, value: str) -> None:
+    text = encode(make_record("SnapshotJob/b/c", next_attempt_at=5.0)).replace("}", f', "{field}": {value}}}')
+    with pytest.raises(CodecError, match=rf"'SnapshotJob/b/c' has a {field} that is no time \("):
+        decode(text)
+    assert decode(text.replace(value, "253402300799")).key == "SnapshotJob/b/c"  # the last second of 9999 is one
+
+
+# Walk 16E-3: a row whose body names another task (copied or renamed by hand) was loaded under its row's key;
+# an apply then failed on an AssertionError, or wrote it back beside the task it names.
+def test_a_row_holding_another_tasks_record_is_refused_naming_both() -> None:
+    rows = [("SnapshotJob/b/c", encode(make_record("SnapshotJob/b/d")))]
+    with pytest.raises(CodecError, match=r"^row 'SnapshotJob/b/c': holds the record of 'SnapshotJob/b/d'; restore"):
         decode_rows(rows)
 
 

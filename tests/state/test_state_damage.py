@@ -7,6 +7,7 @@ restart at 0 under a saved plan. An empty PostgreSQL database stays a new state.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -111,3 +112,46 @@ def test_keys_and_one_record_are_read_without_decoding_the_others(store_url: str
             store.record("SnapshotJob/a/r2")
     finally:
         store.close()
+
+
+# Walk 16E-4: capctl_meta numbers and the fingerprint key edited by hand. SQLite kept text in the serial
+# (`serial + 1` then made it 1, so a stale saved plan could apply) and compared a text version with an
+# int (TypeError); a key that is not hex was a ValueError traceback, and a short one keyed every hash anew, so
+# a plan replaced every task.
+@pytest.mark.parametrize(
+    ("statement", "detail", "only_sqlite"),
+    [
+        ("UPDATE capctl_meta SET serial = -1", "the capctl_meta serial is -1, not a whole number", False),
+        ("UPDATE capctl_meta SET serial = 'x'", "the capctl_meta serial is 'x', not a whole number", True),
+        ("UPDATE capctl_meta SET serial = 1.5", "the capctl_meta serial is 1.5, not a whole number", True),
+        ("UPDATE capctl_meta SET schema_version = 'x'", "the capctl_meta schema_version is 'x', not a whole", True),
+        (
+            "UPDATE capctl_fingerprint_key SET key_hex = 'ab'",
+            "capctl_fingerprint_key table holds no 32-byte key",
+            False,
+        ),
+        (
+            "UPDATE capctl_fingerprint_key SET key_hex = 'zz'",
+            "capctl_fingerprint_key table holds no 32-byte key",
+            False,
+        ),
+    ],
+)
+def test_a_hand_edited_serial_version_or_key_is_damage(
+    store: StateStore, store_url: str, statement: str, detail: str, only_sqlite: bool
+) -> None:
+    if only_sqlite and not store_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's typed columns refuse the edit itself")
+    store.fingerprint_key()  # made and stored (before any record, as every command does)
+    store.put(make_record())
+    store.close()
+    raw_sql(store_url, statement)
+    with pytest.raises(StateDamaged, match=re.escape(detail)):
+        again = open_state(store_url)
+        try:
+            again.fingerprint_key()
+            again.load()
+            again.put(make_record("SnapshotJob/b/c"))
+        finally:
+            again.close()
+    assert raw_sql(store_url, "SELECT count(*) FROM capctl_records") == [(1,)]  # nothing written

@@ -7,9 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from reconciler.secrets import UNKEYED_FINGERPRINT_REMOVED, upgrade_hash
-from reconciler.state import open_state, sqlite_path
+from reconciler.state import StateDamaged, open_state, sqlite_path
 
 from .helpers import make_record
 
@@ -85,3 +86,22 @@ def test_bare_hashes_an_older_capctl_writes_into_a_keyed_state_are_read_keyed(st
         assert (record.spec_hash, record.fixed_hash) == (upgrade_hash(key, BARE), upgrade_hash(key, BARE))
         assert record.request == {"SecretKey": UNKEYED_FINGERPRINT_REMOVED, "Room": "r"}
     reader.close()
+
+
+# Walk 16E-8: the key lost (its table dropped or emptied by hand, a restore of capctl_meta and capctl_records
+# alone) while every record holds keyed hashes: read-only plan replaced every task, and the first writer made a
+# new key under which `apply` stopped and started every task.
+@pytest.mark.parametrize("loss", ["DROP TABLE capctl_fingerprint_key", "DELETE FROM capctl_fingerprint_key"])
+def test_a_state_whose_records_are_keyed_but_whose_key_is_lost_is_damage(store_url: str, loss: str) -> None:
+    store = open_state(store_url)
+    store.fingerprint_key()
+    store.put_many([make_record(), make_record("SnapshotJob/new/room")])
+    store.close()
+    _sql(store_url, loss)
+    for create in (False, True):  # read-only (plan, state list) and writable (apply, run): no key made
+        again = open_state(store_url, create=create)
+        try:
+            with pytest.raises(StateDamaged, match=r"its records hold keyed task hashes, but the capctl_fingerp"):
+                again.fingerprint_key()
+        finally:
+            again.close()

@@ -5,10 +5,12 @@ carries it. Both stores."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from reconciler.model import TaskStatus
-from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, open_state
+from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, StateDamaged, open_state
 from reconciler.state.sql import SqlStateStore
 
 from .helpers import make_record
@@ -103,3 +105,28 @@ def test_state_copy_carries_the_history(store_url: str, sqlite_url: str) -> None
         ]
     finally:
         target.close()
+
+
+# Walk 16E-7: a timeline row edited by hand (`start_at = 'abc'`, 'NaN') stopped `capctl run` at start with a
+# ValueError traceback; NaN was read as a time.
+@pytest.mark.parametrize(
+    ("edit", "shown"),
+    [
+        ("start_at = 'NaN'", "holds start_at "),
+        ("end_at = 'Infinity'", "holds start_at 100.0, end_at "),
+        ("start_at = 'abc'", "holds start_at 'abc', end_at 130.0"),
+    ],
+)
+def test_a_history_row_no_capctl_writes_is_damage_naming_it(store_url: str, edit: str, shown: str) -> None:
+    if "abc" in edit and not store_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's typed columns refuse the edit itself")
+    store = sql(open_state(store_url))
+    store.put(make_record(status=TaskStatus.STOPPED, started_at=100.0, stopped_at=130.0, stop_reason=IDLE))
+    store.close()
+    raw_sql(store_url, f"UPDATE capctl_history SET {edit}")
+    reader = sql(open_state(store_url, create=False))
+    try:
+        with pytest.raises(StateDamaged, match=rf"the capctl_history row of run '{KEY}' '' {re.escape(shown)}"):
+            reader.history()
+    finally:
+        reader.close()

@@ -634,3 +634,17 @@ def test_a_lease_whose_session_was_ended_renews_at_once_on_a_new_one(store_url: 
         assert store.serial() == 0  # the store's own connection was not touched
     finally:
         store.close()
+
+
+# Walk 16E-6: one inbox row no capctl writes (its payload edited by hand) failed the whole claim after the
+# batch was marked consumed: every good callback claimed with it was lost, said only as "could not claim".
+@pytest.mark.parametrize("edit", ["payload = 'not json'", "payload = '[1]'", "received_at = 'Infinity'"])
+def test_an_inbox_entry_capctl_cannot_read_is_dropped_alone(store: Store, store_url: str, edit: str) -> None:
+    from tests.state.test_state_damage import raw_sql
+
+    for key in ("volc:app:1", "volc:app:2", "volc:app:3"):
+        assert store.inbox_put(inbox_entry(key, at=10.0))
+    raw_sql(store_url, f"UPDATE capctl_inbox SET {edit} WHERE dedupe_key = 'volc:app:2'")
+    claimed = store.inbox_claim(now=20.0)
+    assert [e.dedupe_key for e in claimed] == ["volc:app:1", "volc:app:3"]
+    assert store.inbox_claim(now=21.0) == []  # consumed with the batch: it stops no later claim

@@ -4,12 +4,21 @@ serial does not move, a state from before the table reads as no activity, and re
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
 
 from reconciler.model import RoomActivity
-from reconciler.state import NoState, RoomActivityStore, StateError, StateMissing, open_state, sqlite_path
+from reconciler.state import (
+    NoState,
+    RoomActivityStore,
+    StateDamaged,
+    StateError,
+    StateMissing,
+    open_state,
+    sqlite_path,
+)
 
 from .helpers import make_record, start_worker
 
@@ -211,3 +220,28 @@ def test_rows_an_older_capctl_wrote_by_name_after_the_upgrade_are_keyed_anew(sto
         UPGRADED[2],
     ]
     store.close()
+
+
+# Walk 16E-5: a room-activity row edited by hand or restored oddly stopped `capctl run` at start with a
+# ValueError traceback (`float('y')`), or (PostgreSQL's 'Infinity') kept a room seen forever.
+@pytest.mark.parametrize(
+    ("edit", "shown"),
+    [
+        ("active = 5", "holds active 5, last_seen 100.0"),
+        ("last_seen = 'Infinity'", "holds active 1, last_seen "),
+        ("active = 'x', last_seen = 'y'", "holds active 'x', last_seen 'y'"),  # SQLite keeps the text
+    ],
+)
+def test_a_room_activity_row_no_capctl_writes_is_damage_naming_the_room(store_url: str, edit: str, shown: str) -> None:
+    if "'x'" in edit and not store_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's typed columns refuse the edit itself")
+    store = open_state(store_url)
+    rooms_of(store).record_rooms([RoomActivity("volcengine:app-1", "class-1", True, 100.0, "callback")])
+    store.close()
+    raw_sql(store_url, f"UPDATE capctl_room_activity SET {edit}")
+    reader = open_state(store_url, create=False)
+    with pytest.raises(StateDamaged, match=r"the capctl_room_activity row of room 'class-1' \(volcengine:app-1\) "):
+        rooms_of(reader).room_activity({})
+    with pytest.raises(StateDamaged, match=re.escape(shown) + ".*; or delete that row: callbacks and the room"):
+        rooms_of(reader).room_activity({})
+    reader.close()
