@@ -609,8 +609,9 @@ def _diff_changed(
         details = _mark_forcing(details, task.updatable)
     # Not running: why, as a re-issue says it (the reviewer would lose the vendor's stop behind the edit).
     why = None
-    # A stop already recorded keeps its words: a callback's cause, which ZEGO's status query cannot give.
-    recorded = record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT) and record.stop_reason
+    # A stop already recorded keeps its words: a callback's cause, which ZEGO's status query cannot give (a run
+    # that ended under restartPolicy Never is `done`, its reason kept).
+    recorded = record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT, TaskStatus.DONE) and record.stop_reason
     if ended and obs is not None and not recorded:
         why = stop_description(obs, record, now)
     elif record.stop_reason:

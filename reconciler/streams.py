@@ -51,6 +51,7 @@ _ASCII = {
     "✓": "v",
     "│": "|",
     "▶": ">",
+    "•": "*",  # rich's Markdown bullets: `capctl docs` on such a terminal had `\u2022` at each
 }
 
 

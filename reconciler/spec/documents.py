@@ -143,12 +143,12 @@ _BOUNDS: Final = {
 }
 
 
-# A value another kind of document takes: where to write it instead (walk 16D-4: ZEGO's own API has jpg as
-# a recording format, so a ZEGO user asks a RecordingJob for it).
-_ELSEWHERE: Final = {
-    ("RecordingJob", "spec.format", "jpg"): " (jpg images come from a SnapshotJob on a zego provider: its `interval`"
-    " is the snapshot interval)",
-}
+# A value another kind of document takes, as typed in any case: where to write it instead (walk 16D-4: ZEGO's
+# own API has jpg as a recording format, so a ZEGO user asks a RecordingJob for it, as `JPG` or `jpeg` too).
+_JPG_ELSEWHERE: Final = (
+    " (jpg images come from a SnapshotJob on a zego provider: its `interval` is the snapshot interval)"
+)
+_ELSEWHERE: Final = {("RecordingJob", "spec.format", word): _JPG_ELSEWHERE for word in ("jpg", "jpeg")}
 
 # A quoted number or boolean (`width: "800"`): the value the field wants, written as text.
 _UNQUOTED: Final = {
@@ -181,7 +181,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        hint = _ELSEWHERE.get((_kind_of(model), field, value), hint) if isinstance(value, str) else hint
+        hint = _ELSEWHERE.get((_kind_of(model), field, value.lower()), hint) if isinstance(value, str) else hint
         return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = ctx.get("expected_tags", "'volcengine', 'zego'")

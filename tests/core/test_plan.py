@@ -107,12 +107,22 @@ def test_interval_change_on_stopped_task_replaces() -> None:
     assert failed.reason == "spec changed: not running, start anew"
 
 
-def test_a_changed_spec_of_a_recorded_stop_keeps_the_recorded_reason_over_the_status_querys() -> None:
+@pytest.mark.parametrize(
+    ("restart", "status"),
+    [
+        (RestartPolicy.ALWAYS, TaskStatus.DORMANT),
+        (RestartPolicy.ALWAYS, TaskStatus.STOPPED),
+        (RestartPolicy.NEVER, TaskStatus.DONE),  # walk 17B-5: a run that ended under Never is `done`, reason kept
+    ],
+)
+def test_a_changed_spec_of_a_recorded_stop_keeps_the_recorded_reason_over_the_status_querys(
+    restart: RestartPolicy, status: TaskStatus
+) -> None:
     """Walk 16D-6: the callback's `idle timeout (ZEGO quit_reason 3)` read as the query's `ended (ZEGO status 4)`."""
-    old = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING)
+    old = desired(family=ApiFamily.ZEGO_RECORD, kind=JobKind.RECORDING, restart=restart)
     new = dataclasses.replace(old, spec_hash="sha256:new", fixed_hash="sha256:new")
     reason = "idle timeout (ZEGO quit_reason 3)"
-    record = record_for(old, TaskStatus.DORMANT, stop_reason=reason, stopped_at=NOW - 60)
+    record = record_for(old, status, stop_reason=reason, stopped_at=NOW - 60)
     change = one(new, record, Observed(ObservedState.STOPPED, reason="ended (ZEGO status 4)", ended_at=NOW - 59))
     assert change.action is Action.REPLACE
     assert change.reason == f"spec changed: not running ({reason} at 2027-01-15 07:59:00Z), start anew"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pytest
 
-from reconciler.streams import write_json
+from reconciler.streams import terminal_bytes, write_json
 
 
 class Discard(io.StringIO):
@@ -155,3 +155,10 @@ def test_a_json_log_line_holds_a_cjk_room_as_text_where_the_stream_takes_it(enco
         assert "教室-101".encode() in line and "é".encode() in line
     else:
         assert line.isascii()
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_page_for_a_terminal_without_utf8_has_its_bullets_and_arrows_in_ascii(encoding: str) -> None:
+    """`capctl docs` on such a terminal: rich's Markdown bullets were `\\u2022` on each line (walk 17B-3)."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    assert terminal_bytes(" • a → b 教", stream) == b" * a -> b \\u6559"

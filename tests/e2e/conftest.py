@@ -29,7 +29,11 @@ SIM_SECRETS = ("capctl-sim-volc-secret", "0123456789abcdef0123456789abcdef")
 class Sim:
     def __init__(self, base: str) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=f"{base}/_sim", timeout=10.0)
+        # A connection per call: the simulator (uvicorn) closes one idle for 5 s, and a call the test makes about
+        # 5 s after its last (one capctl run on a loaded machine) could go out on it as it closed: ReadError.
+        self.http = httpx.Client(
+            base_url=f"{base}/_sim", timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         answer = self.http.post(path, json=body or {})

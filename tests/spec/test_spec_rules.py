@@ -200,6 +200,12 @@ RULES: list[tuple[str, str, str]] = [
         "spec.format: 'jpg' is not allowed; expected 'mp4', 'flv', 'hls' or 'mp3' (jpg images come from a "
         "SnapshotJob on a zego provider: its `interval` is the snapshot interval)",
     ),
+    (  # walk 17B-2: as typed in other cases and spellings
+        "jpeg recording",
+        job("RecordingJob", body=REC + "format: JPEG"),
+        "spec.format: 'JPEG' is not allowed; expected 'mp4', 'flv', 'hls' or 'mp3' (jpg images come from a "
+        "SnapshotJob on a zego provider",
+    ),
     (  # walk 16D-2: a zego snapshot job's jpg files can go to a folder; volcengine's have none
         "volcengine snapshot has no output folder",
         job(body=VOLC + "outputFolder: stills/"),
