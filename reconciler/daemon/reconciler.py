@@ -447,7 +447,7 @@ class Reconciler:
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)
         waiting = self.runtimes.get(change.key).waiting_since
-        if waiting is not None and change.action in (Action.CREATE, Action.REISSUE):
+        if waiting is not None and change.action in _STARTS:  # a replace too: an edit that waited for the room
             self.metrics.capture_gap.observe(max(0.0, self.clock.now() - waiting))
         self._update(change.key, runtime.acted)
         if result.note:

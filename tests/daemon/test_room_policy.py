@@ -236,3 +236,4 @@ async def test_a_spec_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_roo
     r = harness.record(key)
     assert r.status is TaskStatus.RUNNING and r.idle_timeout == 45 and r.spec_hash != hash_before
     assert harness.calls("StartRecord") == starts + 1 and harness.calls("StopRecord") == 0 and not r.room_empty
+    assert sample(await metrics(harness), "capctl_capture_gap_seconds_count") == 1  # the gap of a replace too
