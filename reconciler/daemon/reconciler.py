@@ -471,11 +471,14 @@ class Reconciler:
     @staticmethod
     def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
         # An edited spec is started now (a replace: `diff`), unless the task is dormant in a room known empty:
-        # then the room's activity starts it, with the new spec (`plan` says so too).
+        # then the room's activity starts it, with the new spec (`plan` says so too), also under a restartPolicy
+        # switched to Never with the edit (an edit starts it once more, docs/spec-language.md).
+        if transitions.waits_for_room(task, record):
+            return True
         return (
             record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
             and task.restart_policy is RestartPolicy.ALWAYS
-            and (record.spec_hash == task.spec_hash or transitions.waits_for_room(task, record))
+            and record.spec_hash == task.spec_hash
         )
 
     def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:
