@@ -473,7 +473,7 @@ class Reconciler:
         # An edited spec is started now (a replace: `diff`), unless the task is dormant in a room known empty:
         # then the room's activity starts it, with the new spec (`plan` says so too), also under a restartPolicy
         # switched to Never with the edit (an edit starts it once more, docs/spec-language.md).
-        if transitions.waits_for_room(task, record):
+        if record.spec_hash != task.spec_hash and transitions.waits_for_room(task, record):
             return True
         return (
             record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
