@@ -189,6 +189,9 @@ class TaskRecord:
     # Its last start, not confirmed yet, is a replace's (its old run stopped first): taken up again, it is
     # planned and counted as a replace, and started without a second stop.
     replacing: bool = False
+    # Dormant because room callbacks said its room is empty (`policy.room_known_empty`), not after idle runs
+    # seen by polling only: a spec edit waits for the room's activity too (`transitions.waits_for_room`).
+    room_empty: bool = False
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

@@ -457,7 +457,8 @@ def _diff_one(
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant or backing-off task alone; only --replace or `capctl wake` overrides
-    # that on purpose (a changed spec is a replace, as for any stopped task; a task seen running is just running).
+    # that on purpose (a changed spec is a replace, as for any stopped task, unless it waits for its room's
+    # activity: `transitions.waits_for_room`; a task seen running is just running).
     if _left_waiting(task, record, now) and not _seen_running(obs):
         return _waiting(task, record, after)
     if obs is not None and obs.state is ObservedState.UNKNOWN:
@@ -532,7 +533,9 @@ def _left_waiting(task: DesiredTask, record: TaskRecord, now: float) -> bool:
     hourly drift check would otherwise report the daemon's own backoff as changes, and apply would re-issue
     into the empty room the backoff spares."""
     if record.spec_hash != task.spec_hash:
-        return False  # a changed spec is a replace, as for any stopped task
+        # A changed spec is a replace, as for any stopped task, unless its room is known empty: then the edit
+        # waits, as the task does, for the room's activity (it would capture nothing until then).
+        return transitions.waits_for_room(task, record)
     if record.status is TaskStatus.DORMANT:
         return True
     return (
@@ -550,9 +553,12 @@ def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None
         if record.status is TaskStatus.DORMANT
         else f"backing off after {waited_after(record)}; the daemon re-issues it {slot}"
     )
-    return _change(
-        Action.NOOP, f"{how} (`capctl wake {task.key}` or --replace starts it now)", task, record, after=after
-    )
+    details: tuple[str, ...] = ()
+    if record.spec_hash != task.spec_hash:  # what changed is shown, and when it is started with it
+        how = f"spec changed: {how.replace('; wakes on', '; starts with the new settings on', 1)}"
+        details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
+    reason = f"{how} (`capctl wake {task.key}` or --replace starts it now)"
+    return _change(Action.NOOP, reason, task, record, details, after)
 
 
 def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
@@ -837,7 +843,8 @@ def diff(
                 f"{what} of {len(edited)} job(s) changed, recorded by apply (no vendor call{why}): "
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
-    for status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+    # Edited ones in a note of their own: a reviewer sees the edit waits, not only that tasks sleep.
+    for status, spec_edit in ((TaskStatus.DORMANT, True), (TaskStatus.DORMANT, False), (TaskStatus.STOPPED, False)):
         waiting = [
             c
             for c in changes
@@ -845,11 +852,14 @@ def diff(
             and c.key in desired
             and (r := records.get(c.key))
             and r.status is status
+            and (c.before_hash != c.after_hash) is spec_edit
             and _left_waiting(desired[c.key], r, now)
             and not _seen_running(observed.get(c.key))
         ]
         if waiting:  # no-ops are not listed in the text view: say that they wait, and how to start them
-            what = "dormant" if status is TaskStatus.DORMANT else "backing-off"
+            what = f"{'dormant' if status is TaskStatus.DORMANT else 'backing-off'} task(s)"
+            if spec_edit:
+                what += f" whose spec changed ({waiting[0].key}: {'; '.join(waiting[0].details)})"
             more = ""
             if len(waiting) > 1:  # which they are, and how to wake them in one go (`wake` takes globs)
                 jobs = {job_of(c.key) for c in waiting}
@@ -859,7 +869,7 @@ def diff(
                     if len(jobs) == 1
                     else f" (and {len(waiting) - 1} more: `capctl state list --status {status.value}` lists them)"
                 )
-            notes.append(f"{len(waiting)} {what} task(s) left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
+            notes.append(f"{len(waiting)} {what} left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
     unobserved = tuple(

@@ -55,6 +55,7 @@ __all__ = [
     "volc_holders",
     "volc_task_held",
     "volc_task_name",
+    "waits_for_room",
     "was_productive",
     "woken",
 ]
@@ -300,6 +301,7 @@ def intent(
         removed_at=None,
         productive=False,
         update_unconfirmed=False,
+        room_empty=False,
     )
 
 
@@ -456,6 +458,18 @@ def tombstone_expired(record: TaskRecord, now: float) -> bool:
     )
 
 
+def waits_for_room(task: DesiredTask, record: TaskRecord) -> bool:
+    """A dormant task whose room callbacks said is empty (`TaskRecord.room_empty`) waits for the room's
+    activity whatever its spec says: an edit (an interval, a storage key) is started with the room's next
+    activity, not into the empty room now. Only in the same room of the same vendor account (another Provider
+    or app is another room). A task dormant after idle runs seen by polling only does not wait for an edit:
+    nothing says its room is empty, and the edit may be the fix (a job naming the wrong user idles out)."""
+    if record.status is not TaskStatus.DORMANT or not record.room_empty:
+        return False
+    same_account = record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]
+    return record.provider == task.provider and record.family is task.family and same_account
+
+
 def woken(record: TaskRecord) -> TaskRecord | None:
     """`capctl wake`: a dormant or backing-off task, made due now with its backoff cleared (the next apply,
     or the daemon, re-issues it); None when it is not waiting."""
@@ -465,4 +479,6 @@ def woken(record: TaskRecord) -> TaskRecord | None:
     )
     if not waiting:
         return None
-    return record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, unproductive_runs=0, fault_runs=0)
+    return record.evolve(
+        status=TaskStatus.STOPPED, next_attempt_at=None, unproductive_runs=0, fault_runs=0, room_empty=False
+    )

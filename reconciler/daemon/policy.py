@@ -117,6 +117,7 @@ class ReissueDecision:
     rollover: bool
     unproductive: int
     faults: int = 0
+    room_empty: bool = False  # dormant because its room is known empty (`room_known_empty`)
 
     @property
     def immediate(self) -> bool:
@@ -215,7 +216,7 @@ def reissue_decision(
     if rollover:
         return ReissueDecision(0.0, False, True, unproductive)
     if room_empty:
-        return ReissueDecision(EMPTY_ROOM_RECHECK, True, False, unproductive)
+        return ReissueDecision(EMPTY_ROOM_RECHECK, True, False, unproductive, room_empty=True)
     delay = backoff_delay(unproductive)
     return ReissueDecision(delay, unproductive >= DORMANT_AFTER, False, unproductive)
 
@@ -232,14 +233,14 @@ def _after_fault(
         wait = max(0.0, record.next_attempt_at - now)
         return ReissueDecision(wait, record.status is TaskStatus.DORMANT and wait > 0, False, unproductive, faults)
     if room_empty:
-        return ReissueDecision(max(retry, EMPTY_ROOM_RECHECK), True, False, unproductive, faults)
+        return ReissueDecision(max(retry, EMPTY_ROOM_RECHECK), True, False, unproductive, faults, room_empty=True)
     return ReissueDecision(retry, False, False, unproductive, faults)
 
 
 def postpone(record: TaskRecord, decision: ReissueDecision, now: float) -> TaskRecord:
     """The record of a task whose re-issue waits: dormant or stopped, with its next attempt time."""
     status = TaskStatus.DORMANT if decision.dormant else TaskStatus.STOPPED
-    return record.evolve(status=status, next_attempt_at=now + decision.delay)
+    return record.evolve(status=status, next_attempt_at=now + decision.delay, room_empty=decision.room_empty)
 
 
 def sweep_period(resync: float, tasks: int, query_rate: float) -> float:

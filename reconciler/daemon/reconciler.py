@@ -447,7 +447,7 @@ class Reconciler:
         if change.action is Action.REISSUE and record is not None:
             self._count_reissue(record)
         waiting = self.runtimes.get(change.key).waiting_since
-        if waiting is not None and change.action in (Action.CREATE, Action.REISSUE):
+        if waiting is not None and change.action in _STARTS:  # a replace too: an edit that waited for the room
             self.metrics.capture_gap.observe(max(0.0, self.clock.now() - waiting))
         self._update(change.key, runtime.acted)
         if result.note:
@@ -470,6 +470,11 @@ class Reconciler:
 
     @staticmethod
     def _waiting_to_reissue(task: DesiredTask, record: TaskRecord) -> bool:
+        # An edited spec is started now (a replace: `diff`), unless the task is dormant in a room known empty:
+        # then the room's activity starts it, with the new spec (`plan` says so too), also under a restartPolicy
+        # switched to Never with the edit (an edit starts it once more, docs/spec-language.md).
+        if record.spec_hash != task.spec_hash and transitions.waits_for_room(task, record):
+            return True
         return (
             record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
             and task.restart_policy is RestartPolicy.ALWAYS

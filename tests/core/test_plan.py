@@ -29,6 +29,7 @@ from reconciler.plan import (
     PlanOptions,
     diff,
     field_changes,
+    fmt_time,
     plan_from_json,
     plan_to_json,
     selector_matches,
@@ -223,6 +224,32 @@ def test_a_task_waiting_after_vendor_faults_says_so() -> None:
     assert waited_after(waiting.evolve(status=TaskStatus.DORMANT)) == "its room emptied"
     # (not "3 idle runs": the idle-outs before the fault did not make it dormant)
     assert waited_after(waiting.evolve(status=TaskStatus.DORMANT, unproductive_runs=3)) == "its room emptied"
+
+
+def test_an_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_and_one_after_idle_runs_starts() -> None:
+    """Walk 16D-5: an edit merged at night replaced every dormant task, started into its empty room. Dormant
+    because callbacks said its room is empty (`room_empty`), the edit waits for the room's activity; dormant
+    after idle runs seen by polling only (nothing says the room is empty), the edit may be the fix: a replace."""
+    old, task = desired(bucket="audit"), desired(bucket="audit-2")
+    bucket = "StorageConfig.TosConfig.Bucket: audit → audit-2"
+    slept = record_for(old, TaskStatus.DORMANT, stop_reason="IdleTimeOut", productive=True, next_attempt_at=NOW + 600)
+    empty = slept.evolve(room_empty=True)
+    stopped = Observed(ObservedState.STOPPED, reason="IdleTimeOut", ended_at=NOW - 900)
+    for seen in (stopped, None):
+        change = one(task, empty, seen, refreshed=seen is not None)
+        assert change.action is Action.NOOP and change.details == (bucket,), change
+        assert change.reason.startswith("spec changed: dormant after its room emptied; starts with the new settings")
+        assert f"on room activity or at {fmt_time(NOW + 600)}" in change.reason
+        assert f"capctl wake {task.key}" in change.reason
+    plan = diff({task.key: task}, {task.key: empty}, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
+    assert plan.notes[0] == (
+        f"1 dormant task(s) whose spec changed ({task.key}: {bucket}) left alone: {task.key}: {plan.changes[0].reason}."
+    ), plan.notes
+    assert one(task, empty, replace=(task.key,)).action is Action.REPLACE  # on purpose
+    assert one(task, empty, Observed(ObservedState.RUNNING)).action is Action.REPLACE  # running: just a replace
+    assert one(task, slept, stopped).action is Action.REPLACE  # polling only
+    assert one(task, empty.evolve(provider="volc-2")).action is Action.REPLACE  # another Provider: another room
+    assert one(old, empty).reason.startswith("dormant after its room emptied; wakes on room activity")
 
 
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])

@@ -131,6 +131,23 @@ async def test_dormant_task_tries_again_at_its_backoff_slot(harness: Harness) ->
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
 
 
+async def test_an_edit_starts_a_task_dormant_after_idle_runs_with_no_word_of_its_room(harness: Harness) -> None:
+    # No room callback says the room is empty: the edit may be the fix (a job naming the wrong user idles out
+    # while the room is full), so it is started at once, unlike one dormant in a room known empty (walk 16D-5).
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    await harness.advance(300)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.DORMANT and not record.room_empty
+    assert harness.daemon is not None
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, interval=10))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING and record.updatable == {"interval": 10}
+    assert harness.calls("StartSnapshot") == 5
+
+
 async def test_recording_rollover_is_reissued_without_backoff(harness: Harness) -> None:
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30, max_duration=300))
     harness.sim.publish("zego", "class-1", stream_id="teacher")

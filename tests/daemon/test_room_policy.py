@@ -216,3 +216,26 @@ async def test_a_dormant_task_is_not_reconciled_at_every_resync_but_still_wakes(
     harness.sim.publish("zego", "class-1", stream_id="teacher")  # people are back: stream callbacks wake it
     await harness.advance(2)
     assert passes.count(key) >= 1 and harness.record(key).status is TaskStatus.RUNNING
+
+
+@pytest.mark.parametrize("restart", [None, "Never"])
+async def test_a_spec_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_and_then_starts_with_it(
+    harness: Harness, restart: str | None
+) -> None:
+    # At night every class room is empty and its task dormant; an edit merged then started every one of them
+    # into its empty room, billed until its idle timeout (walk 16D-5). It waits for the room as the task does
+    # (an edit that also switches restartPolicy to Never starts it once more: then, not never).
+    key = await dormant_recording(harness)
+    assert harness.daemon is not None and harness.record(key).room_empty
+    starts, hash_before = harness.calls("StartRecord"), harness.record(key).spec_hash
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=45, restart=restart))
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    r = harness.record(key)
+    assert r.status is TaskStatus.DORMANT and r.spec_hash == hash_before and harness.calls("StartRecord") == starts
+    harness.sim.publish("zego", "class-1", stream_id="teacher")  # people are back: it starts, with the edit
+    await harness.advance(2)
+    r = harness.record(key)
+    assert r.status is TaskStatus.RUNNING and r.idle_timeout == 45 and r.spec_hash != hash_before
+    assert harness.calls("StartRecord") == starts + 1 and harness.calls("StopRecord") == 0 and not r.room_empty
+    assert sample(await metrics(harness), "capctl_capture_gap_seconds_count") == 1  # the gap of a replace too

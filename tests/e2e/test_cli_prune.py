@@ -130,15 +130,17 @@ def test_providers_renamed_in_one_edit_move_their_tasks_without_a_vendor_call(wo
     assert "Traceback" not in refused.stderr and running(work) == ["lobby"]
 
 
-def make_dormant(work: Workdir) -> None:
-    """As the daemon leaves an empty room's task: its run idled out, dormant until its next slot."""
+def make_dormant(work: Workdir, *, room_empty: bool = False) -> None:
+    """As the daemon leaves an empty room's task: its run idled out, dormant until its next slot (`room_empty`:
+    because room callbacks said its room is empty)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s"))
     work.apply()
     work.sim.advance(21)
     store = open_state(f"sqlite:///{work.state}")
     record = store.load().records[LOBBY]
     # The daemon counts the run that just idled out (the 4th) only when it starts the task again.
-    store.put(record.evolve(status=TaskStatus.DORMANT, unproductive_runs=3, next_attempt_at=4_000_000_000.0))
+    dormant = record.evolve(status=TaskStatus.DORMANT, unproductive_runs=3, next_attempt_at=4_000_000_000.0)
+    store.put(dormant.evolve(room_empty=room_empty))
     store.close()
 
 
@@ -161,6 +163,27 @@ def test_plan_and_apply_leave_a_dormant_task_alone_until_it_is_woken(work: Workd
     assert "1 re-issued" in work.apply().stdout
     assert running(work) == ["lobby"] and state(work)[LOBBY]["unproductive_runs"] == 1  # counted afresh
     assert "is running: nothing to wake" in work.capctl("wake", LOBBY).stdout
+
+
+def test_an_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_in_plan_and_apply(work: Workdir) -> None:
+    """Walk 16D-5: an edit merged at night started every dormant task into its empty room. The plan shows the
+    edit and that it waits for the room; apply calls nothing and records nothing; wake starts it with it."""
+    make_dormant(work, room_empty=True)
+    calls, hash_before = len(work.sim.requests()), state(work)[LOBBY]["spec_hash"]
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle="20s", interval="10s"))
+    plan = work.capctl("plan", "--detailed-exitcode").stdout
+    assert "No changes" in plan and "1 dormant task(s) whose spec changed" in plan, plan
+    assert "ImageConfig.Interval: 5 → 10" in plan and "starts with the new settings on room activity" in plan
+    [change] = json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]
+    assert change["action"] == "no-op" and change["details"] == ["ImageConfig.Interval: 5 → 10"], change
+    assert "starts with the new settings" in work.capctl("plan", "--format", "markdown").stdout
+    work.apply()
+    tasks = state(work)
+    assert tasks[LOBBY]["status"] == "dormant" and tasks[LOBBY]["spec_hash"] == hash_before
+    assert not [r for r in work.sim.requests()[calls:] if r["api"] in ("StartSnapshot", "UpdateSnapshot")]
+    work.capctl("wake", LOBBY)
+    assert "1 replaced" in work.apply().stdout  # woken on purpose: started with the edit
+    assert running(work) == ["lobby"] and state(work)[LOBBY]["updatable"] == {"interval": 10}
 
 
 def test_wake_says_when_the_daemon_holds_the_state(work: Workdir) -> None:

@@ -46,6 +46,7 @@ def every_field_set() -> TaskRecord:
         update_unconfirmed=True,
         reissuing=True,
         replacing=True,
+        room_empty=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
