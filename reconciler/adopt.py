@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from reconciler import transitions
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
 
-__all__ = ["AdoptError", "adopted", "check_unclaimed", "describe", "probe"]
+__all__ = ["AdoptError", "adopted", "check_unclaimed", "claimed_by", "describe", "probe"]
 
 # Seed 001's Id rule, which a Volcengine TaskId must follow; ZEGO ids are opaque text.
 _VOLC_ID = re.compile(r"[a-zA-Z0-9_@\-.]{1,128}")
@@ -65,9 +65,9 @@ def describe(record: TaskRecord) -> str:
     return f"ZEGO recording {ids['TaskId']} ({api}) in room {ids['RoomId']}"
 
 
-def _holder(records: Mapping[str, TaskRecord], record: TaskRecord) -> str | None:
+def claimed_by(records: Mapping[str, TaskRecord], record: TaskRecord) -> str | None:
     """Another record's key that already names this vendor task (importing it twice would have two keys
-    re-issue and stop one task)."""
+    re-issue and stop one task): of the state, or of the lines before in a bulk import."""
     name = transitions.volc_task_name(record.family, record.vendor_ref)
     for other in records.values():
         if other.key == record.key or other.status is TaskStatus.REMOVED:
@@ -90,7 +90,7 @@ def check_unclaimed(record: TaskRecord, records: Mapping[str, TaskRecord]) -> No
             f"already in the state ({what}, vendor task {existing.vendor_task_id or '-'}): "
             f"nothing imported; `capctl state rm {record.key}` first to replace its record"
         )
-    holder = _holder(records, record)
+    holder = claimed_by(records, record)
     if holder is not None:
         raise AdoptError(f"the {describe(record)} is already recorded as {holder}'s: nothing imported")
 

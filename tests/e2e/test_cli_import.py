@@ -149,3 +149,89 @@ def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_sta
         records = store.load().records
     assert {k: records[k].vendor_task_id for k in ids} == ids
     assert all(records[k].client_task_id is None for k in ids)
+
+
+def state_serial(work: Workdir) -> int:
+    with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
+        return store.serial()
+
+
+def status_queries(sim: Sim) -> int:
+    return sum(len(sim.requests(api)) for api in ("GetSnapshotTask", "DescribeRecordStatus", "query"))
+
+
+def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(work: Workdir) -> None:
+    """Before `--from`, 40 rooms were 40 `state import` commands, each loading the specs and querying the vendor
+    (walk 16d). A list is checked line by line before any vendor call, every problem said at once; then every
+    task is queried, and one write records them all, or none when one cannot be imported."""
+    sim = work.sim
+    rooms = [f"room-{n}" for n in range(6)]
+    for room in rooms:
+        sim.publish("volcengine", room, userId="u")
+        their_volc_start(sim, room, f"their-{room}")
+    sim.publish("zego", "class-1", userId="u", streamId="s-class-1")
+    rec = their_zego_start(sim, "class-1")
+    thumb = their_thumbnails(sim, "1397757897438985100")
+    work.write("jobs.yaml", snapshot_job("audit", [*rooms, "idle-room"]))
+    work.write("rec.yaml", recording_job("rec", ["class-1", "class-2"]))
+    work.write("thumbs.yaml", thumbnail_job())
+    work.capctl("state", "import", "SnapshotJob/audit/room-0", "their-room-0")  # one at a time still works
+    serial = state_serial(work)
+    queries = status_queries(sim)
+
+    bad = work.root / "bad.txt"
+    bad.write_text(
+        "# rooms our scripts capture\n"
+        "\n"
+        "SnapshotJob/audit/room-1 their-room-1   # the first\n"
+        "SnapshotJob/audit/room-2\n"
+        "SnapshotJob/audit/rooom-3 their-room-3\n"
+        "SnapshotJob/audit/room-4 bad!id\n"
+        "SnapshotJob/audit/room-1 their-room-1\n"
+        "SnapshotJob/audit/room-0 their-room-0\n"
+        f"RecordingJob/rec/class-1 {rec}\n"
+        f"RecordingJob/rec/class-2 {rec}\n"
+    )
+    refused = work.capctl("state", "import", "--from", str(bad), expect=1).stderr
+    said = " ".join(refused.split())
+    for problem in (
+        f"{bad}:4: expected KEY VENDOR_TASK_ID, found 1 field(s)",
+        f"{bad}:5: SnapshotJob/audit/rooom-3: no such task in the specs (specs) (did you mean SnapshotJob/audit/room-3",
+        f"{bad}:6: SnapshotJob/audit/room-4: vendor task id 'bad!id': a Volcengine TaskId is 1 to 128 of",
+        f"{bad}:7: SnapshotJob/audit/room-1 is listed already on line 3",
+        f"{bad}:8: SnapshotJob/audit/room-0: already in the state (running, vendor task their-room-0)",
+        f"{bad}:10: RecordingJob/rec/class-2: the ZEGO recording {rec} (current API) in room class-2 is listed "
+        f"already, for RecordingJob/rec/class-1 ({bad}:9)",
+        f"--from {bad}: 6 problem(s); nothing was queried at the vendor, nothing imported",
+    ):
+        assert problem in said, refused
+    assert status_queries(sim) == queries
+    assert state_serial(work) == serial
+
+    good = "".join(f"SnapshotJob/audit/{room} their-{room}\n" for room in rooms[1:])
+    good += f"RecordingJob/rec/class-1 {rec}\t# ZEGO\nThumbnailJob/thumbs/1397757897438985100 {thumb}\n"
+    # One task the vendor does not know: nothing is written, and the report names its line and why.
+    failing = work.root / "failing.txt"
+    failing.write_text(good + "SnapshotJob/audit/idle-room their-idle-room\n")
+    refused = " ".join(work.capctl("state", "import", "--from", str(failing), expect=1).stderr.split())
+    assert (
+        f"{failing}:8: SnapshotJob/audit/idle-room: the vendor does not know the Volcengine snapshot task "
+        "their-idle-room in room idle-room" in refused
+    )
+    assert f"1 of the 8 task(s) in {failing} cannot be imported: nothing was imported" in refused
+    assert status_queries(sim) == queries + 7  # every one but the thumbnail's, which has no status query
+    assert state_serial(work) == serial
+
+    dry = work.capctl("state", "import", "--from", "-", "--dry-run", stdin=good).stdout
+    assert dry.count("Would import ") == 7 and "7 task(s) would be imported. Nothing was written (--dry-run)." in dry
+    assert state_serial(work) == serial
+
+    done = work.capctl("state", "import", "--from", "-", "specs", stdin=good).stdout
+    assert f"Imported 7 task(s) (serial {serial + 1})." in done  # one write
+    assert "Imported RecordingJob/rec/class-1: the ZEGO recording" in done
+    with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
+        records = store.load().records
+    assert {k: r.vendor_task_id for k, r in records.items() if k.startswith("Snap")} == {
+        f"SnapshotJob/audit/{room}": f"their-{room}" for room in rooms
+    }
+    assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
