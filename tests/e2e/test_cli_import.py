@@ -7,6 +7,9 @@ team's own tooling would make them; `capctl state import` must adopt each withou
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
@@ -235,3 +238,22 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
         f"SnapshotJob/audit/{room}": f"their-{room}" for room in rooms
     }
     assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
+
+
+def test_ctrl_c_while_a_list_is_checked_at_the_vendor_writes_nothing_and_says_so(work: Workdir) -> None:
+    sim = work.sim
+    for room in ("lobby", "hall"):
+        sim.publish("volcengine", room, userId="u")
+        their_volc_start(sim, room, f"their-{room}")
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    (work.root / "list.txt").write_text("SnapshotJob/audit/lobby their-lobby\nSnapshotJob/audit/hall their-hall\n")
+    sim.faults(latencyMs=2500, apis=["GetSnapshotTask"])  # the queries are in flight at the Ctrl-C
+    proc = work.spawn("state", "import", "--from", "list.txt")
+    deadline = time.monotonic() + 60
+    while not sim.requests("GetSnapshotTask") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Error: interrupted before any change was made" in stderr and not stdout
+    assert not work.state.exists()
