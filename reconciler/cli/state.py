@@ -6,6 +6,7 @@ which checks the adopted task at the vendor first.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
@@ -585,9 +586,12 @@ def state_import(
 
     if from_file is not None:
         # Typer gives the first two positionals the names KEY and VENDOR_TASK_ID: with --from they are PATHs.
+        check_named("--from", from_file)
         named = [p for p in (key, vendor_id) if p is not None]
         for path in named:
             check_named("PATH", path)
+            if not os.path.lexists(path):  # `--from FILE KEY ID`: the keys and ids are FILE's
+                fail(f"{path}: no such spec file or directory; with --from FILE every argument is a PATH of specs")
         _import_many(from_file, named + (paths or []), dry_run=dry_run, state=state, log_level=log_level)
         return
     if key is None or vendor_id is None:

@@ -12,10 +12,13 @@ import signal
 import time
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+from typer.testing import CliRunner
 
+from reconciler import cli
 from reconciler.providers.volc_signing import sign_request
 from reconciler.providers.zego_signing import access_token_request, signature_params
 from reconciler.state import open_state
@@ -257,3 +260,17 @@ def test_ctrl_c_while_a_list_is_checked_at_the_vendor_writes_nothing_and_says_so
     assert proc.returncode == 130, stderr
     assert "Error: interrupted before any change was made" in stderr and not stdout
     assert not work.state.exists()
+
+
+def test_arguments_that_cannot_mean_an_import_are_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """`--from FILE KEY ID` (the single form's arguments kept) read KEY as a spec path: `no such file`, said
+    with no word of why; `--from "$LIST"` with LIST unset read the empty name as a file."""
+    runner, env = CliRunner(), {"CAPCTL_STATE": f"sqlite:///{tmp_path}/state.db", "COLUMNS": "200"}
+    for args, said in (
+        (["--from", "l.txt", "SnapshotJob/a/b", "t"], "SnapshotJob/a/b: no such spec file or directory; with --from"),
+        (["--from", ""], "--from '': no file named (an unset variable?)"),
+        (["SnapshotJob/a/b"], "give KEY and VENDOR_TASK_ID, or --from FILE to import the tasks a file lists"),
+    ):
+        result = runner.invoke(cli.app, ["state", "import", *args], env=env)
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
+    assert list(tmp_path.iterdir()) == []
