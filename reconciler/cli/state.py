@@ -429,7 +429,7 @@ def _observed_at_vendor(records: Mapping[str, TaskRecord], spec_set: SpecSet) ->
 def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | None, log_level: str) -> None:
     """`state import --from FILE`: every line checked before any vendor call, then every task at the vendor,
     then one write of them all (or nothing)."""
-    from reconciler.adopt import AdoptError, adopted, check_unclaimed, claimed_by, describe, probe
+    from reconciler.adopt import AdoptError, Claims, adopted, check_unclaimed, describe, probe
     from reconciler.clock import SystemClock
     from reconciler.importlist import ImportListError, parse_import_list, read_import_list
 
@@ -443,9 +443,10 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     hash_key, _ = state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     with open_store(state, read_only=True) as store:
-        recorded = store.load().records
+        recorded = Claims(store.load().records)
     now = SystemClock().now()
     probes: dict[str, TaskRecord] = {}
+    listed = Claims()
     where: dict[str, str] = {}
     for line in lines:
         task = _spec_task(spec_set, line.key, spec_paths)
@@ -458,12 +459,13 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
         except AdoptError as exc:
             problems.append(f"{line.where}: {line.key}: {exc}")
             continue
-        if (other := claimed_by(probes, record)) is not None:
+        if (other := listed.holder(record)) is not None:
             problems.append(
                 f"{line.where}: {line.key}: the {describe(record)} is listed already, for {other} ({where[other]})"
             )
             continue
         probes[line.key], where[line.key] = record, line.where
+        listed.add(record)
     err = err_console()
     if problems:
         for problem in sorted(problems, key=_line_order):
@@ -487,7 +489,7 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
             with open_store(state) as store, locked(store, "capctl state import"):
                 if store.fingerprint_key(hash_key) != hash_key:
                     fail("another command created the state meanwhile; nothing was imported: run it again")
-                recorded = store.load().records  # what changed since the check
+                recorded = Claims(store.load().records)  # what changed since the check
                 for key, record in found.items():
                     try:
                         check_unclaimed(record, recorded)
