@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from reconciler import cli
@@ -274,3 +275,20 @@ def test_arguments_that_cannot_mean_an_import_are_refused_before_anything_is_rea
         result = runner.invoke(cli.app, ["state", "import", *args], env=env)
         assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_example_list_names_tasks_the_example_specs_declare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/imports.txt, as docs/operations.md shows it: every line parses and names a task of examples/specs
+    that import takes (a named room or file, an id of the vendor's shape)."""
+    from reconciler.adopt import probe
+    from reconciler.importlist import parse_import_list
+    from reconciler.spec import load_spec_set
+
+    monkeypatch.setenv("VOLC_APP_ID", "app")
+    monkeypatch.setenv("ZEGO_APP_ID", "1234567890")
+    root = Path(__file__).parents[2] / "examples"
+    lines, problems = parse_import_list("imports.txt", (root / "imports.txt").read_text())
+    spec_set = load_spec_set([str(root / "specs")], resolve_secrets=False)
+    assert problems == [] and len(lines) >= 3
+    for line in lines:
+        probe(spec_set.tasks[line.key], line.vendor_id, 0.0, app_id="1234567890")
