@@ -25,6 +25,7 @@ from reconciler.providers.zego_signing import access_token_request, signature_pa
 from reconciler.state import open_state
 from tests.e2e.conftest import Sim, Workdir
 from tests.specdocs import recording_job, snapshot_job, thumbnail_job
+from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL, a schema per test)
 
 ZEGO_APP, ZEGO_SECRET = 1234567890, "0123456789abcdef0123456789abcdef"
 STORAGE_S3 = {"region": "us-east-1", "access_key_id": "AKS3", "access_key_secret": "s3-secret"}
@@ -292,3 +293,20 @@ def test_the_example_list_names_tasks_the_example_specs_declare(monkeypatch: pyt
     assert problems == [] and len(lines) >= 3
     for line in lines:
         probe(spec_set.tasks[line.key], line.vendor_id, 0.0, app_id="1234567890")
+
+
+def test_a_list_is_imported_into_a_postgresql_state_in_one_transaction(work: Workdir, pg_url: str) -> None:  # noqa: F811
+    sim = work.sim
+    for room in ("lobby", "hall"):
+        sim.publish("volcengine", room, userId="u")
+        their_volc_start(sim, room, f"their-{room}")
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    listed = "SnapshotJob/audit/lobby their-lobby\nSnapshotJob/audit/hall their-hall\n"
+    done = work.capctl("state", "import", "--from", "-", stdin=listed, env={"CAPCTL_STATE": pg_url}).stdout
+    assert "Imported 2 task(s) (serial 1)." in done
+    with closing(open_state(pg_url, create=False)) as store:
+        snapshot = store.load()
+    assert {k: r.vendor_task_id for k, r in snapshot.records.items()} == {
+        "SnapshotJob/audit/lobby": "their-lobby",
+        "SnapshotJob/audit/hall": "their-hall",
+    }
