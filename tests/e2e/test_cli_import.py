@@ -20,12 +20,13 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler import cli
+from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_request
 from reconciler.providers.zego_signing import access_token_request, signature_params
 from reconciler.state import open_state
 from tests.e2e.conftest import Sim, Workdir
 from tests.specdocs import recording_job, snapshot_job, thumbnail_job
-from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL, a schema per test)
+from tests.state.helpers import make_record
 
 ZEGO_APP, ZEGO_SECRET = 1234567890, "0123456789abcdef0123456789abcdef"
 STORAGE_S3 = {"region": "us-east-1", "access_key_id": "AKS3", "access_key_secret": "s3-secret"}
@@ -183,8 +184,8 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
     work.write("jobs.yaml", snapshot_job("audit", [*rooms, "idle-room"]))
     work.write("rec.yaml", recording_job("rec", ["class-1", "class-2"]))
     work.write("thumbs.yaml", thumbnail_job())
-    work.capctl("state", "import", "SnapshotJob/audit/room-0", "their-room-0")  # one at a time still works
-    serial = state_serial(work)
+    with closing(open_state(f"sqlite:///{work.state}")) as store:  # room-0 is capctl's already
+        serial = store.put(make_record("SnapshotJob/audit/room-0", status=TaskStatus.RUNNING, vendor_task_id="v0"))
     queries = status_queries(sim)
 
     bad = work.root / "bad.txt"
@@ -207,7 +208,7 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
         f"{bad}:5: SnapshotJob/audit/rooom-3: no such task in the specs (specs) (did you mean SnapshotJob/audit/room-3",
         f"{bad}:6: SnapshotJob/audit/room-4: vendor task id 'bad!id': a Volcengine TaskId is 1 to 128 of",
         f"{bad}:7: SnapshotJob/audit/room-1 is listed already on line 3",
-        f"{bad}:8: SnapshotJob/audit/room-0: already in the state (running, vendor task their-room-0)",
+        f"{bad}:8: SnapshotJob/audit/room-0: already in the state (running, vendor task v0)",
         f"{bad}:10: RecordingJob/rec/class-2: the ZEGO recording {rec} (current API) in room class-2 is listed "
         f"already, for RecordingJob/rec/class-1 ({bad}:9)",
         f"--from {bad}: 6 problem(s); nothing was queried at the vendor, nothing imported",
@@ -240,7 +241,7 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
     with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
         records = store.load().records
     assert {k: r.vendor_task_id for k, r in records.items() if k.startswith("Snap")} == {
-        f"SnapshotJob/audit/{room}": f"their-{room}" for room in rooms
+        f"SnapshotJob/audit/{room}": f"their-{room}" if room != "room-0" else "v0" for room in rooms
     }
     assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
 
@@ -252,7 +253,7 @@ def test_ctrl_c_while_a_list_is_checked_at_the_vendor_writes_nothing_and_says_so
         their_volc_start(sim, room, f"their-{room}")
     work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
     (work.root / "list.txt").write_text("SnapshotJob/audit/lobby their-lobby\nSnapshotJob/audit/hall their-hall\n")
-    sim.faults(latencyMs=2500, apis=["GetSnapshotTask"])  # the queries are in flight at the Ctrl-C
+    sim.faults(latencyMs=1500, apis=["GetSnapshotTask"])  # the queries are in flight at the Ctrl-C
     proc = work.spawn("state", "import", "--from", "list.txt")
     deadline = time.monotonic() + 60
     while not sim.requests("GetSnapshotTask") and time.monotonic() < deadline and proc.poll() is None:
@@ -293,20 +294,3 @@ def test_the_example_list_names_tasks_the_example_specs_declare(monkeypatch: pyt
     assert problems == [] and len(lines) >= 3
     for line in lines:
         probe(spec_set.tasks[line.key], line.vendor_id, 0.0, app_id="1234567890")
-
-
-def test_a_list_is_imported_into_a_postgresql_state_in_one_transaction(work: Workdir, pg_url: str) -> None:  # noqa: F811
-    sim = work.sim
-    for room in ("lobby", "hall"):
-        sim.publish("volcengine", room, userId="u")
-        their_volc_start(sim, room, f"their-{room}")
-    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
-    listed = "SnapshotJob/audit/lobby their-lobby\nSnapshotJob/audit/hall their-hall\n"
-    done = work.capctl("state", "import", "--from", "-", stdin=listed, env={"CAPCTL_STATE": pg_url}).stdout
-    assert "Imported 2 task(s) (serial 1)." in done
-    with closing(open_state(pg_url, create=False)) as store:
-        snapshot = store.load()
-    assert {k: r.vendor_task_id for k, r in snapshot.records.items()} == {
-        "SnapshotJob/audit/lobby": "their-lobby",
-        "SnapshotJob/audit/hall": "their-hall",
-    }
