@@ -28,6 +28,7 @@ class ImportListError(Exception):
 class ImportLine:
     """One line of the list: `where` is `FILE:line`, as every message about it starts."""
 
+    number: int
     where: str
     key: str
     vendor_id: str
@@ -52,15 +53,16 @@ def read_import_list(source: str) -> tuple[str, str]:
         ) from None
 
 
-def parse_import_list(name: str, text: str) -> tuple[list[ImportLine], list[str]]:
-    """The lines of `text` that name a task, and the problems of the others (each `name:line: ...`).
+def parse_import_list(name: str, text: str) -> tuple[list[ImportLine], list[tuple[int, str]]]:
+    """The lines of `text` that name a task, and the problems of the others (each its line number and
+    `name:line: ...`).
 
     Fields are separated by spaces or tabs; a field that starts with `#` starts a comment (a whole line, or
     after the two fields); blank lines are skipped. A key listed twice is a problem on its second line: which
     of the two ids was meant is the operator's to say."""
     lines: list[ImportLine] = []
-    problems: list[str] = []
-    first: dict[str, str] = {}
+    problems: list[tuple[int, str]] = []
+    first: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         fields = fields[: next((i for i, f in enumerate(fields) if f.startswith("#")), len(fields))]
@@ -68,12 +70,14 @@ def parse_import_list(name: str, text: str) -> tuple[list[ImportLine], list[str]
         if not fields:
             continue
         if len(fields) != 2:
-            problems.append(f"{where}: expected KEY VENDOR_TASK_ID, found {len(fields)} field(s): {line.strip()!r}")
+            problems.append(
+                (number, f"{where}: expected KEY VENDOR_TASK_ID, found {len(fields)} field(s): {line.strip()!r}")
+            )
             continue
         key, vendor_id = fields
         if key in first:
-            problems.append(f"{where}: {key} is listed already on line {first[key].rsplit(':', 1)[1]}")
+            problems.append((number, f"{where}: {key} is listed already on line {first[key]}"))
             continue
-        first[key] = where
-        lines.append(ImportLine(where, key, vendor_id))
+        first[key] = number
+        lines.append(ImportLine(number, where, key, vendor_id))
     return lines, problems

@@ -451,39 +451,39 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     for line in lines:
         task = _spec_task(spec_set, line.key, spec_paths)
         if isinstance(task, str):
-            problems.append(f"{line.where}: {task}")
+            problems.append((line.number, f"{line.where}: {task}"))
             continue
         try:
             record = probe(task, line.vendor_id, now, app_id=spec_set.providers[task.provider].app_id)
             check_unclaimed(record, recorded)
         except AdoptError as exc:
-            problems.append(f"{line.where}: {line.key}: {exc}")
+            problems.append((line.number, f"{line.where}: {line.key}: {exc}"))
             continue
         if (other := listed.holder(record)) is not None:
-            problems.append(
-                f"{line.where}: {line.key}: the {describe(record)} is listed already, for {other} ({where[other]})"
-            )
+            what = f"the {describe(record)} is listed already, for {other} ({where[other]})"
+            problems.append((line.number, f"{line.where}: {line.key}: {what}"))
             continue
         probes[line.key], where[line.key] = record, line.where
         listed.add(record)
     err = err_console()
     if problems:
-        for problem in sorted(problems, key=_line_order):
+        for _, problem in sorted(problems):  # in the order of their lines
             err.print(problem, markup=False, soft_wrap=True)
         fail(f"--from {name}: {len(problems)} problem(s); nothing was queried at the vendor, nothing imported")
     if not probes:
         fail(f"--from {name}: lists no task (expected lines of KEY VENDOR_TASK_ID); nothing imported")
     observed = _observed_at_vendor(probes, spec_set)
     found: dict[str, TaskRecord] = {}
+    failed: list[str] = []
     for key, record in probes.items():
         try:
             found[key] = adopted(record, observed.get(key))
         except AdoptError as exc:
-            problems.append(f"{where[key]}: {key}: {exc}")
-    if problems:
-        for problem in problems:
+            failed.append(f"{where[key]}: {key}: {exc}")
+    if failed:
+        for problem in failed:
             err.print(problem, markup=False, soft_wrap=True)
-        fail(f"{len(problems)} of the {len(probes)} task(s) in {name} cannot be imported: nothing was imported")
+        fail(f"{len(failed)} of the {len(probes)} task(s) in {name} cannot be imported: nothing was imported")
     if not dry_run:
         try:
             with open_store(state) as store, locked(store, "capctl state import"):
@@ -507,13 +507,6 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
         f"Imported {len(found)} task(s) (serial {serial}). capctl now keeps them as if it had started them with "
         "the specs' settings: `capctl plan` shows them unchanged."
     )
-
-
-def _line_order(problem: str) -> tuple[int, str]:
-    """Problems in the order of their lines (`FILE:12: ...`): those of reading first, then the specs'."""
-    head = problem.split(": ", 1)[0]
-    number = head.rsplit(":", 1)[-1]
-    return (int(number) if number.isdigit() else 0, problem)
 
 
 def _how(record: TaskRecord) -> str:
