@@ -18,6 +18,7 @@ __all__ = ["MAX_IMPORT_LIST_BYTES", "ImportLine", "ImportListError", "parse_impo
 # 250,000 tasks (the spec limit) of 128-character keys and ids are about 64 MiB: room above it, and a bound
 # on a file gone wrong (`--from /dev/zero` is refused before, as no regular file).
 MAX_IMPORT_LIST_BYTES = 128 * 1024 * 1024
+_SHOWN = 200  # characters of a malformed line quoted back
 
 
 class ImportListError(Exception):
@@ -70,9 +71,12 @@ def parse_import_list(name: str, text: str) -> tuple[list[ImportLine], list[tupl
         if not fields:
             continue
         if len(fields) != 2:
-            problems.append(
-                (number, f"{where}: expected KEY VENDOR_TASK_ID, found {len(fields)} field(s): {line.strip()!r}")
-            )
+            shown = " ".join(fields)  # the line as read, cut short: a line gone wrong may be a whole file
+            shown = shown if len(shown) <= _SHOWN else f"{shown[:_SHOWN]}…"
+            # A spreadsheet's CSV export is the likeliest list gone wrong: say what separates the fields.
+            csv = " (fields are separated by spaces or tabs, not commas)" if len(fields) == 1 and "," in line else ""
+            found = f"found {len(fields)} field(s): {shown!r}{csv}"
+            problems.append((number, f"{where}: expected KEY VENDOR_TASK_ID, {found}"))
             continue
         key, vendor_id = fields
         if key in first:
