@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from reconciler import transitions
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
 
-__all__ = ["AdoptError", "adopted", "check_unclaimed", "describe", "probe"]
+__all__ = ["AdoptError", "Claims", "adopted", "check_unclaimed", "describe", "probe"]
 
 # Seed 001's Id rule, which a Volcengine TaskId must follow; ZEGO ids are opaque text.
 _VOLC_ID = re.compile(r"[a-zA-Z0-9_@\-.]{1,128}")
@@ -65,32 +65,47 @@ def describe(record: TaskRecord) -> str:
     return f"ZEGO recording {ids['TaskId']} ({api}) in room {ids['RoomId']}"
 
 
-def _holder(records: Mapping[str, TaskRecord], record: TaskRecord) -> str | None:
-    """Another record's key that already names this vendor task (importing it twice would have two keys
-    re-issue and stop one task)."""
-    name = transitions.volc_task_name(record.family, record.vendor_ref)
-    for other in records.values():
-        if other.key == record.key or other.status is TaskStatus.REMOVED:
-            continue
-        if name is not None:
-            if transitions.volc_task_held(other) == name:
-                return other.key
-        elif other.family is record.family and other.vendor_task_id == record.vendor_task_id:
-            return other.key
-    return None
+class Claims:
+    """Task records as an import checks a probe against them: by key, and by the vendor task each names, indexed
+    once. Comparing every probe with every record made a list of 1,000 against a state of 10,000 take 20 s."""
+
+    def __init__(self, records: Mapping[str, TaskRecord] | None = None) -> None:
+        self.records: dict[str, TaskRecord] = {}
+        self._holders: dict[tuple[object, ...], str] = {}
+        for record in (records or {}).values():
+            self.add(record)
+
+    def add(self, record: TaskRecord) -> None:
+        """Count `record` in (a tombstone names its key only: its vendor task is no longer capctl's)."""
+        self.records.setdefault(record.key, record)
+        if record.status is TaskStatus.REMOVED:
+            return
+        if (held := transitions.volc_task_held(record)) is not None:
+            self._holders.setdefault(("volc", *held), record.key)
+        if record.vendor_task_id is not None:
+            self._holders.setdefault((record.family, record.vendor_task_id), record.key)
+
+    def holder(self, record: TaskRecord) -> str | None:
+        """Another record's key that already names this vendor task (importing it twice would have two keys
+        re-issue and stop one task): a Volcengine task by AppId, RoomId and TaskId, the others by their id."""
+        name = transitions.volc_task_name(record.family, record.vendor_ref)
+        key = ("volc", *name) if name is not None else (record.family, record.vendor_task_id)
+        holder = self._holders.get(key)
+        return holder if holder != record.key else None
 
 
-def check_unclaimed(record: TaskRecord, records: Mapping[str, TaskRecord]) -> None:
+def check_unclaimed(record: TaskRecord, records: Mapping[str, TaskRecord] | Claims) -> None:
     """AdoptError unless the state's `records` leave the probe `record` free to import: its key is not tracked
     (nothing is imported over a record) and no other key names the same vendor task."""
-    existing = records.get(record.key)
+    claims = records if isinstance(records, Claims) else Claims(records)
+    existing = claims.records.get(record.key)
     if existing is not None:
         what = "a tombstone of a removed job" if existing.status is TaskStatus.REMOVED else existing.status.value
         raise AdoptError(
             f"already in the state ({what}, vendor task {existing.vendor_task_id or '-'}): "
             f"nothing imported; `capctl state rm {record.key}` first to replace its record"
         )
-    holder = _holder(records, record)
+    holder = claims.holder(record)
     if holder is not None:
         raise AdoptError(f"the {describe(record)} is already recorded as {holder}'s: nothing imported")
 

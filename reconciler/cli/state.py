@@ -6,8 +6,9 @@ which checks the adopted task at the vendor first.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -15,6 +16,7 @@ import typer
 
 from reconciler.cli.common import (
     EXIT_INTERRUPTED,
+    check_named,
     err_console,
     fail,
     load_specs,
@@ -22,6 +24,7 @@ from reconciler.cli.common import (
     open_store,
     out_console,
     paths_or_default,
+    progress_bar,
     retry_policy,
     retry_report,
     run_async,
@@ -366,7 +369,8 @@ def complete_spec_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     return [k for k in declared if k.startswith(incomplete) and k not in tracked]
 
 
-def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask:
+def _spec_task(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask | str:
+    """The task the specs declare as `key`, or why there is none to import into."""
     import difflib
 
     from reconciler.model import job_of
@@ -375,38 +379,154 @@ def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTas
     if task is not None:
         return task
     if any(key.startswith(f"{c.job.kind}/{c.job.name}/") for c in spec_set.selector_jobs):
-        fail(
+        return (
             f"{key}: {job_of(key)} picks its rooms with a selector, whose tasks start as the rooms become active; "
             "import adopts the tasks of named rooms and files only"
         )
     close = difflib.get_close_matches(key, list(spec_set.tasks), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    fail(f"{key}: no such task in the specs ({', '.join(paths)}){hint}; import adopts a task the specs declare")
+    return f"{key}: no such task in the specs ({', '.join(paths)}){hint}; import adopts a task the specs declare"
+
+
+def _task_to_import(spec_set: SpecSet, key: str, paths: list[str]) -> DesiredTask:
+    task = _spec_task(spec_set, key, paths)
+    if isinstance(task, str):
+        fail(task)
+    return task
+
+
+def _observed_at_vendor(records: Mapping[str, TaskRecord], spec_set: SpecSet) -> dict[str, Observed]:
+    """The vendor's status of each probe record, within the providers' rate budgets as every vendor call, with
+    a progress bar on stderr (as apply's: from 20 tasks on, or a line every 10 s where no bar is drawn).
+    MediaThumbnails has no status query: a thumbnail task is not queried (it is recorded on your word)."""
+    from reconciler.clock import SystemClock
+    from reconciler.engine import provider_pool
+    from reconciler.execute import needs_observation, observe_all
+
+    records = {key: record for key, record in records.items() if needs_observation(record)}
+    if not records:
+        return {}
+
+    retry, clock, err = retry_policy(), SystemClock(), err_console()
+
+    async def observe() -> dict[str, Observed]:
+        async with provider_pool(spec_set.providers, clock) as pool:
+            label = f"Checking {len(records)} task(s) at the vendor"
+            with progress_bar(len(records), label, err) as progress:
+                bar = progress.add_task("import", total=len(records))
+                return await observe_all(
+                    records,
+                    pool,
+                    clock,
+                    retry=retry,
+                    on_retry=retry_report(retry, err),
+                    on_done=lambda _k, _o: progress.advance(bar),
+                )
+
+    return run_async(observe)
+
+
+def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | None, log_level: str) -> None:
+    """`state import --from FILE`: every line checked before any vendor call, then every task at the vendor,
+    then one write of them all (or nothing)."""
+    from reconciler.adopt import AdoptError, Claims, adopted, check_unclaimed, describe, probe
+    from reconciler.clock import SystemClock
+    from reconciler.importlist import ImportListError, parse_import_list, read_import_list
+
+    setup_logs(log_level)
+    spec_paths = paths_or_default(paths)
+    try:
+        name, text = read_import_list(source)
+    except ImportListError as exc:
+        fail(str(exc))
+    lines, problems = parse_import_list(name, text)
+    hash_key, _ = state_fingerprint_key(state)
+    spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
+    with open_store(state, read_only=True) as store:
+        recorded = Claims(store.load().records)
+    now = SystemClock().now()
+    probes: dict[str, TaskRecord] = {}
+    listed = Claims()
+    where: dict[str, str] = {}
+    for line in lines:
+        task = _spec_task(spec_set, line.key, spec_paths)
+        if isinstance(task, str):
+            problems.append((line.number, f"{line.where}: {task}"))
+            continue
+        try:
+            record = probe(task, line.vendor_id, now, app_id=spec_set.providers[task.provider].app_id)
+            check_unclaimed(record, recorded)
+        except AdoptError as exc:
+            problems.append((line.number, f"{line.where}: {line.key}: {exc}"))
+            continue
+        if (other := listed.holder(record)) is not None:
+            what = f"the {describe(record)} is listed already, for {other} ({where[other]})"
+            problems.append((line.number, f"{line.where}: {line.key}: {what}"))
+            continue
+        probes[line.key], where[line.key] = record, line.where
+        listed.add(record)
+    err = err_console()
+    if problems:
+        for _, problem in sorted(problems):  # in the order of their lines
+            err.print(problem, markup=False, soft_wrap=True)
+        fail(f"--from {name}: {len(problems)} problem(s); nothing was queried at the vendor, nothing imported")
+    if not probes:
+        fail(f"--from {name}: lists no task (expected lines of KEY VENDOR_TASK_ID); nothing imported")
+    observed = _observed_at_vendor(probes, spec_set)
+    found: dict[str, TaskRecord] = {}
+    failed: list[str] = []
+    for key, record in probes.items():
+        try:
+            found[key] = adopted(record, observed.get(key))
+        except AdoptError as exc:
+            failed.append(f"{where[key]}: {key}: {exc}")
+    if failed:
+        for problem in failed:
+            err.print(problem, markup=False, soft_wrap=True)
+        fail(f"{len(failed)} of the {len(probes)} task(s) in {name} cannot be imported: nothing was imported")
+    if not dry_run:
+        try:
+            with open_store(state) as store, locked(store, "capctl state import"):
+                if store.fingerprint_key(hash_key) != hash_key:
+                    fail("another command created the state meanwhile; nothing was imported: run it again")
+                recorded = Claims(store.load().records)  # what changed since the check
+                for key, record in found.items():
+                    try:
+                        check_unclaimed(record, recorded)
+                    except AdoptError as exc:
+                        fail(f"{where[key]}: {key}: {exc} (recorded meanwhile); nothing was imported")
+                serial = store.put_many(found.values())  # one transaction: all of them or none
+        except KeyboardInterrupt:
+            fail("interrupted: nothing was imported", code=EXIT_INTERRUPTED)
+    for key, record in found.items():
+        typer.echo(f"{'Would import' if dry_run else 'Imported'} {key}: the {describe(record)}, {_how(record)}.")
+    if dry_run:
+        typer.echo(f"{len(found)} task(s) would be imported. Nothing was written (--dry-run).")
+        return
+    typer.echo(
+        f"Imported {len(found)} task(s) (serial {serial}). capctl now keeps them as if it had started them with "
+        "the specs' settings: `capctl plan` shows them unchanged."
+    )
+
+
+def _how(record: TaskRecord) -> str:
+    """How an adopted task is known to run, as its import says it."""
+    from reconciler.model import TaskStatus
+    from reconciler.plan import fmt_time
+
+    if record.status is TaskStatus.DONE:
+        return "recorded as submitted (MediaThumbnails has no status query: not checked at the vendor)"
+    return f"running since {fmt_time(record.started_at)}" if record.started_at else "running"
 
 
 def _adopt_checked(record: TaskRecord, store: StateStore, spec_set: SpecSet, *, vendor: bool = True) -> TaskRecord:
     """The record to store for the probe `record`: checked against the state, then (`vendor`) at the vendor."""
     from reconciler.adopt import AdoptError, adopted, check_unclaimed
-    from reconciler.model import ApiFamily
-
-    async def observe() -> Observed | None:
-        from reconciler.clock import SystemClock
-        from reconciler.engine import provider_pool
-        from reconciler.execute import observe_all
-
-        retry, clock = retry_policy(), SystemClock()
-        async with provider_pool(spec_set.providers, clock) as pool:
-            found = await observe_all(
-                {record.key: record}, pool, clock, retry=retry, on_retry=retry_report(retry, err_console())
-            )
-        return found.get(record.key)
 
     try:
         check_unclaimed(record, store.load().records)
         if vendor:
-            # MediaThumbnails has no status query: a thumbnail task is recorded on the operator's word.
-            observed = None if record.family is ApiFamily.ZEGO_THUMBNAIL else run_async(observe)
-            return adopted(record, observed)
+            return adopted(record, _observed_at_vendor({record.key: record}, spec_set).get(record.key))
     except AdoptError as exc:
         fail(f"{record.key}: {exc}")
     return record
@@ -414,23 +534,33 @@ def _adopt_checked(record: TaskRecord, store: StateStore, spec_set: SpecSet, *, 
 
 def state_import(
     key: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="KEY",
-            help="The task key the specs give it (kind/name/room)",
+            help="The task key the specs give it (kind/name/room); with --from, a PATH",
             autocompletion=complete_spec_keys,
-            callback=typed_text,
+            show_default=False,
         ),
-    ],
+    ] = None,
     vendor_id: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="VENDOR_TASK_ID",
             help="The vendor's id of the task: a Volcengine TaskId, a ZEGO recording's TaskId (legacy: task_id), "
-            "a MediaThumbnails TaskId",
+            "a MediaThumbnails TaskId; with --from, a PATH",
+            show_default=False,
         ),
-    ],
+    ] = None,
     paths: PathsArg = None,
+    from_file: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="Import every task FILE lists instead (- for stdin): lines of KEY VENDOR_TASK_ID, # comments; "
+            "all or none. Every argument is then a PATH.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Check the task at the vendor and say what would be recorded; write nothing."),
@@ -442,12 +572,26 @@ def state_import(
 
     The vendor's status query must find it running in KEY's room (a MediaThumbnails task, which has no status
     query, is taken on your word); it is then recorded as if capctl had started it with the spec's settings,
-    so `capctl plan` shows it unchanged."""
+    so `capctl plan` shows it unchanged.
+
+    --from FILE imports many at once: every line is checked first (no vendor call while one is wrong), then
+    each task at the vendor, and all are recorded in one write, or none."""
     from reconciler.adopt import AdoptError, describe, probe
     from reconciler.clock import SystemClock
-    from reconciler.model import TaskStatus
-    from reconciler.plan import fmt_time
 
+    if from_file is not None:
+        # Typer gives the first two positionals the names KEY and VENDOR_TASK_ID: with --from they are PATHs.
+        check_named("--from", from_file)
+        named = [p for p in (key, vendor_id) if p is not None]
+        for path in named:
+            check_named("PATH", path)
+            if not os.path.lexists(path):  # `--from FILE KEY ID`: the keys and ids are FILE's
+                fail(f"{path}: no such spec file or directory; with --from FILE every argument is a PATH of specs")
+        _import_many(from_file, named + (paths or []), dry_run=dry_run, state=state, log_level=log_level)
+        return
+    if key is None or vendor_id is None:
+        fail("give KEY and VENDOR_TASK_ID, or --from FILE to import the tasks a file lists")
+    key = typed_text(key)
     setup_logs(log_level)
     spec_paths = paths_or_default(paths)
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
@@ -466,14 +610,7 @@ def state_import(
             if store.fingerprint_key(hash_key) != hash_key:
                 fail("another command created the state meanwhile; nothing was imported: run it again")
             serial = store.put(_adopt_checked(found, store, spec_set, vendor=False))  # what changed since
-    what = describe(found)
-    how = (
-        "recorded as submitted (MediaThumbnails has no status query: not checked at the vendor)"
-        if found.status is TaskStatus.DONE
-        else f"running since {fmt_time(found.started_at)}"
-        if found.started_at
-        else "running"
-    )
+    what, how = describe(found), _how(found)
     if dry_run:
         typer.echo(f"Would import {key}: the {what}, {how}. Nothing was written (--dry-run).")
         return

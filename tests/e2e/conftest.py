@@ -120,8 +120,14 @@ class Workdir:
         return path
 
     def capctl(
-        self, *args: str, expect: int | None = 0, env: dict[str, str] | None = None, timeout: float = 120
+        self,
+        *args: str,
+        expect: int | None = 0,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`capctl ARGS` here; `stdin`: the text it reads (else none)."""
         proc = subprocess.run(
             [sys.executable, "-m", "reconciler", *args],
             cwd=self.root,
@@ -129,7 +135,8 @@ class Workdir:
             capture_output=True,
             env={**self.env, **(env or {})},
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
         )
         self.outputs += [proc.stdout, proc.stderr]
         if expect is not None:

@@ -7,17 +7,26 @@ team's own tooling would make them; `capctl state import` must adopt each withou
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+from reconciler import cli
+from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_request
 from reconciler.providers.zego_signing import access_token_request, signature_params
 from reconciler.state import open_state
 from tests.e2e.conftest import Sim, Workdir
 from tests.specdocs import recording_job, snapshot_job, thumbnail_job
+from tests.state.helpers import make_record
 
 ZEGO_APP, ZEGO_SECRET = 1234567890, "0123456789abcdef0123456789abcdef"
 STORAGE_S3 = {"region": "us-east-1", "access_key_id": "AKS3", "access_key_secret": "s3-secret"}
@@ -149,3 +158,139 @@ def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_sta
         records = store.load().records
     assert {k: records[k].vendor_task_id for k in ids} == ids
     assert all(records[k].client_task_id is None for k in ids)
+
+
+def state_serial(work: Workdir) -> int:
+    with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
+        return store.serial()
+
+
+def status_queries(sim: Sim) -> int:
+    return sum(len(sim.requests(api)) for api in ("GetSnapshotTask", "DescribeRecordStatus", "query"))
+
+
+def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(work: Workdir) -> None:
+    """Before `--from`, 40 rooms were 40 `state import` commands, each loading the specs and querying the vendor
+    (walk 16d). A list is checked line by line before any vendor call, every problem said at once; then every
+    task is queried, and one write records them all, or none when one cannot be imported."""
+    sim = work.sim
+    rooms = [f"room-{n}" for n in range(6)]
+    for room in rooms:
+        sim.publish("volcengine", room, userId="u")
+        their_volc_start(sim, room, f"their-{room}")
+    sim.publish("zego", "class-1", userId="u", streamId="s-class-1")
+    rec = their_zego_start(sim, "class-1")
+    thumb = their_thumbnails(sim, "1397757897438985100")
+    work.write("jobs.yaml", snapshot_job("audit", [*rooms, "idle-room"]))
+    work.write("rec.yaml", recording_job("rec", ["class-1", "class-2"]))
+    work.write("thumbs.yaml", thumbnail_job())
+    with closing(open_state(f"sqlite:///{work.state}")) as store:  # room-0 is capctl's already
+        serial = store.put(make_record("SnapshotJob/audit/room-0", status=TaskStatus.RUNNING, vendor_task_id="v0"))
+    queries = status_queries(sim)
+
+    bad = work.root / "bad.txt"
+    bad.write_text(
+        "# rooms our scripts capture\n"
+        "\n"
+        "SnapshotJob/audit/room-1 their-room-1   # the first\n"
+        "SnapshotJob/audit/room-2\n"
+        "SnapshotJob/audit/rooom-3 their-room-3\n"
+        "SnapshotJob/audit/room-4 bad!id\n"
+        "SnapshotJob/audit/room-1 their-room-1\n"
+        "SnapshotJob/audit/room-0 their-room-0\n"
+        f"RecordingJob/rec/class-1 {rec}\n"
+        f"RecordingJob/rec/class-2 {rec}\n"
+    )
+    refused = work.capctl("state", "import", "--from", str(bad), expect=1).stderr
+    said = " ".join(refused.split())
+    for problem in (
+        f"{bad}:4: expected KEY VENDOR_TASK_ID, found 1 field(s)",
+        f"{bad}:5: SnapshotJob/audit/rooom-3: no such task in the specs (specs) (did you mean SnapshotJob/audit/room-3",
+        f"{bad}:6: SnapshotJob/audit/room-4: vendor task id 'bad!id': a Volcengine TaskId is 1 to 128 of",
+        f"{bad}:7: SnapshotJob/audit/room-1 is listed already on line 3",
+        f"{bad}:8: SnapshotJob/audit/room-0: already in the state (running, vendor task v0)",
+        f"{bad}:10: RecordingJob/rec/class-2: the ZEGO recording {rec} (current API) in room class-2 is listed "
+        f"already, for RecordingJob/rec/class-1 ({bad}:9)",
+        f"--from {bad}: 6 problem(s); nothing was queried at the vendor, nothing imported",
+    ):
+        assert problem in said, refused
+    assert status_queries(sim) == queries
+    assert state_serial(work) == serial
+
+    good = "".join(f"SnapshotJob/audit/{room} their-{room}\n" for room in rooms[1:])
+    good += f"RecordingJob/rec/class-1 {rec}\t# ZEGO\nThumbnailJob/thumbs/1397757897438985100 {thumb}\n"
+    # One task the vendor does not know: nothing is written, and the report names its line and why.
+    failing = work.root / "failing.txt"
+    failing.write_text(good + "SnapshotJob/audit/idle-room their-idle-room\n")
+    refused = " ".join(work.capctl("state", "import", "--from", str(failing), expect=1).stderr.split())
+    assert (
+        f"{failing}:8: SnapshotJob/audit/idle-room: the vendor does not know the Volcengine snapshot task "
+        "their-idle-room in room idle-room" in refused
+    )
+    assert f"1 of the 8 task(s) in {failing} cannot be imported: nothing was imported" in refused
+    assert status_queries(sim) == queries + 7  # every one but the thumbnail's, which has no status query
+    assert state_serial(work) == serial
+
+    dry = work.capctl("state", "import", "--from", "-", "--dry-run", stdin=good).stdout
+    assert dry.count("Would import ") == 7 and "7 task(s) would be imported. Nothing was written (--dry-run)." in dry
+    assert state_serial(work) == serial
+
+    done = work.capctl("state", "import", "--from", "-", "specs", stdin=good).stdout
+    assert f"Imported 7 task(s) (serial {serial + 1})." in done  # one write
+    assert "Imported RecordingJob/rec/class-1: the ZEGO recording" in done
+    with closing(open_state(f"sqlite:///{work.state}", create=False)) as store:
+        records = store.load().records
+    assert {k: r.vendor_task_id for k, r in records.items() if k.startswith("Snap")} == {
+        f"SnapshotJob/audit/{room}": f"their-{room}" if room != "room-0" else "v0" for room in rooms
+    }
+    assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
+
+
+def test_ctrl_c_while_a_list_is_checked_at_the_vendor_writes_nothing_and_says_so(work: Workdir) -> None:
+    sim = work.sim
+    for room in ("lobby", "hall"):
+        sim.publish("volcengine", room, userId="u")
+        their_volc_start(sim, room, f"their-{room}")
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    (work.root / "list.txt").write_text("SnapshotJob/audit/lobby their-lobby\nSnapshotJob/audit/hall their-hall\n")
+    sim.faults(latencyMs=1500, apis=["GetSnapshotTask"])  # the queries are in flight at the Ctrl-C
+    proc = work.spawn("state", "import", "--from", "list.txt")
+    deadline = time.monotonic() + 60
+    while not sim.requests("GetSnapshotTask") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Error: interrupted before any change was made" in stderr and not stdout
+    assert not work.state.exists()
+
+
+def test_arguments_that_cannot_mean_an_import_are_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """`--from FILE KEY ID` (the single form's arguments kept) read KEY as a spec path: `no such file`, said
+    with no word of why; `--from "$LIST"` with LIST unset read the empty name as a file."""
+    runner, env = CliRunner(), {"CAPCTL_STATE": f"sqlite:///{tmp_path}/state.db", "COLUMNS": "200"}
+    for args, said in (
+        (["--from", "l.txt", "SnapshotJob/a/b", "t"], "SnapshotJob/a/b: no such spec file or directory; with --from"),
+        (["--from", ""], "--from '': no file named (an unset variable?)"),
+        (["SnapshotJob/a/b"], "give KEY and VENDOR_TASK_ID, or --from FILE to import the tasks a file lists"),
+    ):
+        result = runner.invoke(cli.app, ["state", "import", *args], env=env)
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_example_list_names_tasks_the_example_specs_declare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/imports.txt, as docs/operations.md shows it: every line parses and names a task of examples/specs
+    that import takes (a named room or file, an id of the vendor's shape)."""
+    from reconciler.adopt import probe
+    from reconciler.importlist import parse_import_list
+    from reconciler.spec import load_spec_set
+
+    monkeypatch.setenv("VOLC_APP_ID", "app")
+    monkeypatch.setenv("ZEGO_APP_ID", "1234567890")
+    root = Path(__file__).parents[2] / "examples"
+    lines, problems = parse_import_list("imports.txt", (root / "imports.txt").read_text())
+    spec_set = load_spec_set([str(root / "specs")], resolve_secrets=False)
+    assert problems == [] and len(lines) >= 3
+    for line in lines:
+        probe(spec_set.tasks[line.key], line.vendor_id, 0.0, app_id="1234567890")
