@@ -185,6 +185,7 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
     work.write("rec.yaml", recording_job("rec", ["class-1", "class-2"]))
     work.write("thumbs.yaml", thumbnail_job())
     with closing(open_state(f"sqlite:///{work.state}")) as store:  # room-0 is capctl's already
+        store.fingerprint_key()  # made first, as every capctl command does before it writes a record
         serial = store.put(make_record("SnapshotJob/audit/room-0", status=TaskStatus.RUNNING, vendor_task_id="v0"))
     queries = status_queries(sim)
 
