@@ -99,7 +99,9 @@ def test_stream_events_track_users_and_a_late_callback_of_an_earlier_moment_is_s
     stopped = _route(router, providers, "UserVideoStreamStop", "s2", at=NOW - 5, RoomId="lobby", UserId="u1")
     assert stopped.emptied == (LOBBY,)  # the only user we saw stopped her stream: the room may be empty
     destroyed = _route(router, providers, "RoomDestroy", "d1", at=NOW - 4, RoomId="lobby")
-    assert destroyed.emptied == () and not destroyed.stale  # said already by her stream stop
+    # said already by her stream stop: a close reports the room's tasks anyway (ZEGO's room callbacks name no
+    # user, so the router cannot tell a repeat), and `Reconciler._emptied` skips a task told since its activity
+    assert destroyed.emptied == (LOBBY,) and not destroyed.stale
     retried = _route(router, providers, "UserJoinRoom", "j0", at=NOW - 6, RoomId="lobby", UserId="u1")
     assert retried.stale and retried.woken == ()  # a join older than the room's close wakes nothing
     _route(router, providers, "UserJoinRoom", "j1", at=NOW - 3, RoomId="lobby", UserId="u2")

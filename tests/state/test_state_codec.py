@@ -169,6 +169,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     update_unconfirmed=st.booleans(),
     reissuing=st.booleans(),
     replacing=st.booleans(),
+    room_empty=st.booleans(),
     request=st.dictionaries(text_values, json_tree, max_size=4),
     labels=st.dictionaries(text_values, text_values, max_size=3),
     selector=st.none() | text_values,
