@@ -39,7 +39,7 @@ from reconciler.daemon.workers import Workers
 from reconciler.execute import Executor
 from reconciler.leader import LeaderSettings
 from reconciler.spec import SpecSet
-from reconciler.state.base import DAEMON_HOLDER, StateStore
+from reconciler.state.base import DAEMON_HOLDER, StateError, StateStore
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -157,10 +157,16 @@ class DaemonParts(ABC):
         another fingerprint key: the specs are keyed with it again, or every task looks changed (replaced)."""
         self.records.refresh()
         key = self._shared.reread_fingerprint_key()
-        if key != self.specs.fingerprint_key:
+        if replaced := key != self.specs.fingerprint_key:
             log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
             self.specs.fingerprint_key = self.rooms.jobs.key = key
-            self.specs.reload()
+        # Files that do not load leave in force the set keyed with the old key, under which every task looks
+        # changed (a replace of each): no term is acted in until a reload (the watcher's, SIGHUP) loads them.
+        if self.specs.current is not None and self.specs.keyed_with != key and not (replaced and self.specs.reload()):
+            raise StateError(
+                "the state was replaced (another fingerprint key) and the specs do not load to be keyed with it: "
+                "nothing is done until they load, or the set in force, keyed with the old key, would replace every task"
+            )
 
     @abstractmethod
     def _regained(self) -> None:
