@@ -102,6 +102,8 @@ class DaemonParts(ABC):
             refresh=self._read_afresh,
             regained=self._regained,
             may_lead=lambda: self.specs.current is not None,
+            standby_key=lambda: self._shared.reread_fingerprint_key(write=False),
+            rekey=lambda key: self._rekey(key, reload=True),
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
         self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))
@@ -157,9 +159,7 @@ class DaemonParts(ABC):
         another fingerprint key: the specs are keyed with it again, or every task looks changed (replaced)."""
         self.records.refresh()
         key = self._shared.reread_fingerprint_key()
-        if replaced := key != self.specs.fingerprint_key:
-            log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
-            self.specs.fingerprint_key = self.rooms.jobs.key = key
+        replaced = self._rekey(key, reload=False)
         # Files that do not load leave in force the set keyed with the old key, under which every task looks
         # changed (a replace of each): no term is acted in until a reload (the watcher's, SIGHUP) loads them.
         if self.specs.current is not None and self.specs.keyed_with != key and not (replaced and self.specs.reload()):
@@ -167,6 +167,17 @@ class DaemonParts(ABC):
                 "the state was replaced (another fingerprint key) and the specs do not load to be keyed with it: "
                 "nothing is done until they load, or the set in force, keyed with the old key, would replace every task"
             )
+
+    def _rekey(self, key: bytes | None, *, reload: bool) -> bool:
+        """Key the specs with the state's `key` when it is another than theirs (whether it was), reloading them
+        with `reload` (a standby: its spec digest is then the leader's; a takeover reloads in `_read_afresh`)."""
+        if key == self.specs.fingerprint_key:
+            return False
+        log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
+        self.specs.fingerprint_key = self.rooms.jobs.key = key
+        if reload:
+            self.specs.reload()
+        return True
 
     @abstractmethod
     def _regained(self) -> None:

@@ -408,8 +408,8 @@ async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothi
 
 
 async def _lead_beside_a_standby_then_copy_in_another_lineage(
-    harness: Harness, tmp_path: Path, *, break_specs: bool = False
-) -> tuple[Daemon, TaskRecord]:
+    harness: Harness, tmp_path: Path, *, break_specs: bool = False, others: tuple[str, ...] = ()
+) -> tuple[Daemon, TaskRecord, list[Daemon]]:
     """A leader runs class-1 beside a standby, then stops; the state is replaced by `state copy --force` of
     another state's backup (another fingerprint key) recording the same run, while no replica leads."""
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
@@ -417,6 +417,7 @@ async def _lead_beside_a_standby_then_copy_in_another_lineage(
     settings = LeaderSettings(6.0, 4.0, 1.0)
     await harness.start(leader=settings)
     standby = await harness.start_standby(leader=settings)
+    more = [await harness.start_standby(leader=settings, holder=holder) for holder in others]
     await harness.advance(3)
     running = harness.record(CLASS)
     # The other lineage: the same run recorded in a state whose key is another (its hashes keyed with it)
@@ -436,7 +437,7 @@ async def _lead_beside_a_standby_then_copy_in_another_lineage(
     live.import_copy(other.export(), replace=True)
     other.close()
     live.close()
-    return standby, running
+    return standby, running, more
 
 
 def _replaces(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -448,7 +449,9 @@ async def test_a_state_of_another_lineage_copied_in_while_it_stands_by_is_led_wi
 ) -> None:
     """`state copy --force` of another state's backup (another fingerprint key) while no replica led: the standby
     kept the key it read at start, so every record's hash differed from its specs' and it replaced every task."""
-    standby, running = await _lead_beside_a_standby_then_copy_in_another_lineage(harness, tmp_path)
+    standby, running, (third,) = await _lead_beside_a_standby_then_copy_in_another_lineage(
+        harness, tmp_path, others=("capctl run on a third pod",)
+    )
     old_key = standby.specs.fingerprint_key
     try:
         starts = harness.calls("StartRecord")
@@ -467,7 +470,13 @@ async def test_a_state_of_another_lineage_copied_in_while_it_stands_by_is_led_wi
         assert "the state was replaced: its fingerprint key changed; specs keyed with the new one" in [
             e["event"] for e in logs
         ]
+        # The replica still standing by keyed its specs with the new key too: it kept the old one, and its
+        # spec digest differed from the leader's (CapctlSpecSetsDiffer) until it restarted
+        assert "(capctl run on standby)" in third.readiness().reason
+        assert third.spec_digest == standby.spec_digest
     finally:
+        await third.stop()
+        third.records.close()
         await standby.stop()
         standby.records.close()
 
@@ -477,7 +486,7 @@ async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_
 ) -> None:
     """As above, with the spec files broken meanwhile: re-keying them failed, the set read at start (keyed with
     the old key) stayed in force, and the new leader replaced every task. It does not act until they load."""
-    standby, _ = await _lead_beside_a_standby_then_copy_in_another_lineage(harness, tmp_path, break_specs=True)
+    standby, _, _ = await _lead_beside_a_standby_then_copy_in_another_lineage(harness, tmp_path, break_specs=True)
     try:
         starts = harness.calls("StartRecord")
         with capture_logs() as logs:
