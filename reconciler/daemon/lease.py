@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from reconciler.clock import Clock
+from reconciler.clock import Clock, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, StepDown
 from reconciler.state.base import StateError
@@ -66,6 +66,9 @@ class Lease:
         self._released = False
         self._holding_only = False  # shutting down: renew a lock held, never take one
         self._key_seen: bytes | None = None  # the state's key as the last tick read it on a standby
+        # A takeover that cannot read the state is tried every retry period: said once a minute (an outage, or
+        # spec files that do not load under a replaced state's key, can last hours).
+        self._unread = Throttle(clock)
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -182,7 +185,9 @@ class Lease:
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before
-            log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc))
+            if (held := self._unread.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
 
     def _event(self, event: LeaderEvent) -> None:
         """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""
