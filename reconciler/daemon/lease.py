@@ -39,8 +39,7 @@ class Lease:
         refresh: Callable[[], object],
         regained: Callable[[], None],
         may_lead: Callable[[], bool],
-        standby_key: Callable[[], bytes | None] | None = None,
-        rekey: Callable[[bytes], object] | None = None,
+        standing_by: Callable[[], None] | None = None,
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
@@ -49,9 +48,8 @@ class Lease:
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
         self._regained = regained  # called once a term's takeover read the state: observe, then act
-        # A standby's look at the state's fingerprint key (read in the tick's thread, never written) and what
-        # re-keys its specs when it changed: a state of another lineage copied in while no replica led.
-        self._standby_key, self._rekey = standby_key, rekey
+        # Called after each tick that left this replica a standby; must not block (it delays no lock attempt).
+        self._standing_by = standing_by
         # A replica with no valid spec set in force would lead and act on nothing while one that has a set
         # stands by: it does not try to take the lock until it has one.
         self._may_lead = may_lead
@@ -65,7 +63,6 @@ class Lease:
         self._ticking = threading.Lock()
         self._released = False
         self._holding_only = False  # shutting down: renew a lock held, never take one
-        self._key_seen: bytes | None = None  # the state's key as the last tick read it on a standby
         # A takeover that cannot read the state is tried every retry period: said once a minute (an outage, or
         # spec files that do not load under a replaced state's key, can last hours).
         self._unread = Throttle(clock)
@@ -136,8 +133,8 @@ class Lease:
     async def _attempt(self, lead: bool) -> None:
         self._wait = await self._tick(lead)
         self._tell_reachability(self.elector.last_error)
-        if self._key_seen is not None and self._rekey is not None:
-            self._rekey(self._key_seen)
+        if self._standing_by is not None and not self.elector.is_leader and not self._released:
+            self._standing_by()
         epoch = self.elector.epoch
         if epoch is not None and epoch != self._acting_epoch:
             self._take_over(epoch)
@@ -149,22 +146,8 @@ class Lease:
     def _tick_once(self, lead: bool) -> float:
         with self._ticking:
             if self._released or not (lead or self.elector.is_leader):
-                wait = self.elector.settings.retry_period
-            else:
-                wait = self.elector.tick()
-            self._key_seen = self._look_at_key()
-            return wait
-
-    def _look_at_key(self) -> bytes | None:
-        """A standby's read of the state's key (None: not read, or the state has none). A leader keys its
-        specs at its takeover (`refresh`); a standby kept the key read at its start, and after a state of another
-        lineage was copied in its spec digest differed from the leader's until it restarted (CapctlSpecSetsDiffer)."""
-        if self._standby_key is None or self.elector.is_leader or self._released:
-            return None
-        try:
-            return self._standby_key()
-        except StateError:  # the lock attempt says the store is unreachable, once
-            return None
+                return self.elector.settings.retry_period
+            return self.elector.tick()
 
     def _tell_reachability(self, error: str | None) -> None:
         """One line when the store stops answering this replica's lock attempts and one when it answers
