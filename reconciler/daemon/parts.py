@@ -9,7 +9,6 @@ arguments before the store is touched. The hooks a part calls back into (`_regai
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -181,7 +180,7 @@ class DaemonParts(ABC):
 
     async def _rekey_standby(self) -> None:
         try:
-            read = functools.partial(self._shared.reread_fingerprint_key, write=False)  # never makes a key
+            read = self._shared.peek_fingerprint_key  # never makes a key
             key = await asyncio.to_thread(read) if self._in_thread else read()
         except StateError:  # the lock attempts say when the store cannot be reached
             return

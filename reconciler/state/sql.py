@@ -487,17 +487,11 @@ class SqlStateStore(ABC):
             self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
         return self._fingerprint_key
 
-    def reread_fingerprint_key(self, *, write: bool = True) -> bytes | None:
+    def reread_fingerprint_key(self) -> bytes | None:
         """`fingerprint_key()` as the store holds it now, not as this process first read it: a state replaced
-        under a running daemon (`state copy --force` while no replica led) may come of another lineage. Without
-        `write` (a standby, which writes nothing) a state that has no key makes none: None, the key kept (never
-        unset meanwhile: a `fingerprint_key()` of another thread would make one)."""
-        if write:
-            self._fingerprint_key = None
-            return self.fingerprint_key()
-        if (key := self._read_key()) is not None:
-            self._fingerprint_key = key
-        return key
+        under a running daemon (`state copy --force` while no replica led) may come of another lineage."""
+        self._fingerprint_key = None
+        return self.fingerprint_key()
 
     def _key_old_hashes(self, cur: Cursor, key: bytes) -> None:
         """Records written before the state had a key hold bare content hashes: key them (`_keyed`), in
@@ -517,14 +511,11 @@ class SqlStateStore(ABC):
     def _stored_key(self) -> bytes | None:
         """The state's key if it has one, never making one (reading a record must not write)."""
         if self._fingerprint_key is None:
-            self._fingerprint_key = self._read_key()
+            q = self.queries
+            with self._cursor(write=False) as cur:
+                rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            self._fingerprint_key = bytes.fromhex(rows[0][0]) if rows else None
         return self._fingerprint_key
-
-    def _read_key(self) -> bytes | None:
-        q = self.queries
-        with self._cursor(write=False) as cur:
-            rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
-        return bytes.fromhex(rows[0][0]) if rows else None
 
     def load(self) -> Snapshot:
         with self._cursor(write=False) as cur:
@@ -797,6 +788,18 @@ class SqlStateStore(ABC):
                 for statement in self.leadership.migrate:
                     cur.execute(statement, ())
         self._leadership_ready = True
+
+    def peek_fingerprint_key(self) -> bytes | None:
+        """The key the store holds now, read without writing (a standby's look: a state of another lineage may
+        have been copied in): None where it has none (its tables gone mid-restore), the key kept meanwhile, never
+        unset (a `fingerprint_key()` of another thread would then make one)."""
+        q = self.queries
+        with self._cursor(write=False) as cur:
+            rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+        if not rows:
+            return None
+        self._fingerprint_key = key = bytes.fromhex(rows[0][0])
+        return key
 
     def export(self) -> StateCopy:
         """Everything this state holds (`StateCopy`), read from one snapshot. Every record row is decoded
