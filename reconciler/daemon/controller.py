@@ -56,12 +56,13 @@ class Daemon(DaemonParts):
         """Lead or stand by (lease.py), read the state and the specs, start working (a standby's workers
         drop their keys until it leads)."""
         self.background.bind()
+        key = self.specs.fingerprint_key
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
         await self.lease.take(lead=not isinstance(specs, SpecErrors))
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.rooms.load(specs if isinstance(specs, SpecSet) else None)
-        self.specs.take(specs)
+        self.specs.take(specs, key)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
         self.background.spawn(self.lease.keep(), LEASE_TASK)

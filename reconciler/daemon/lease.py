@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from reconciler.clock import Clock
+from reconciler.clock import Clock, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, StepDown
 from reconciler.state.base import StateError
@@ -39,6 +39,7 @@ class Lease:
         refresh: Callable[[], object],
         regained: Callable[[], None],
         may_lead: Callable[[], bool],
+        standing_by: Callable[[], None] | None = None,
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
@@ -47,6 +48,8 @@ class Lease:
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
         self._regained = regained  # called once a term's takeover read the state: observe, then act
+        # Called after each tick that left this replica a standby; must not block (it delays no lock attempt).
+        self._standing_by = standing_by
         # A replica with no valid spec set in force would lead and act on nothing while one that has a set
         # stands by: it does not try to take the lock until it has one.
         self._may_lead = may_lead
@@ -60,6 +63,9 @@ class Lease:
         self._ticking = threading.Lock()
         self._released = False
         self._holding_only = False  # shutting down: renew a lock held, never take one
+        # A takeover that cannot read the state is tried every retry period: said once a minute (an outage, or
+        # spec files that do not load under a replaced state's key, can last hours).
+        self._unread = Throttle(clock)
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -127,6 +133,8 @@ class Lease:
     async def _attempt(self, lead: bool) -> None:
         self._wait = await self._tick(lead)
         self._tell_reachability(self.elector.last_error)
+        if self._standing_by is not None and not self.elector.is_leader and not self._released:
+            self._standing_by()
         epoch = self.elector.epoch
         if epoch is not None and epoch != self._acting_epoch:
             self._take_over(epoch)
@@ -160,7 +168,9 @@ class Lease:
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before
-            log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc))
+            if (held := self._unread.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
 
     def _event(self, event: LeaderEvent) -> None:
         """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""

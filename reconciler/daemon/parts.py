@@ -39,7 +39,7 @@ from reconciler.daemon.workers import Workers
 from reconciler.execute import Executor
 from reconciler.leader import LeaderSettings
 from reconciler.spec import SpecSet
-from reconciler.state.base import DAEMON_HOLDER, StateStore
+from reconciler.state.base import DAEMON_HOLDER, StateError, StateStore
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -92,6 +92,8 @@ class DaemonParts(ABC):
         self.store_health = StoreHealth(clock)
         # Leader election (lease.py): writes go through the current term's fenced store (fencing.py).
         self.leader_settings = leader = leader or LeaderSettings()
+        self._in_thread = elect_in_thread  # store calls off the loop (not in tests on a fake clock)
+        self._key_look = False  # a standby's read of the state's key under way (`_look_at_key`)
         self._shared = shared = fenceable(store)  # raises StateError for a store that cannot fence writes
         self.lease = Lease(
             shared,
@@ -102,6 +104,7 @@ class DaemonParts(ABC):
             refresh=self._read_afresh,
             regained=self._regained,
             may_lead=lambda: self.specs.current is not None,
+            standing_by=self._look_at_key,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
         )
         self.metrics.state_store_reachable.set_function(lambda: float(self.lease.elector.last_error is None))
@@ -157,10 +160,45 @@ class DaemonParts(ABC):
         another fingerprint key: the specs are keyed with it again, or every task looks changed (replaced)."""
         self.records.refresh()
         key = self._shared.reread_fingerprint_key()
-        if key != self.specs.fingerprint_key:
-            log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
-            self.specs.fingerprint_key = self.rooms.jobs.key = key
+        replaced = self._rekey(key, reload=False)
+        # Files that do not load leave in force the set keyed with the old key, under which every task looks
+        # changed (a replace of each): no term is acted in until a reload (the watcher's, SIGHUP) loads them.
+        if self.specs.current is not None and self.specs.keyed_with != key and not (replaced and self.specs.reload()):
+            raise StateError(
+                "the state was replaced (another fingerprint key) and the specs do not load to be keyed with it: "
+                "nothing is done until they load, or the set in force, keyed with the old key, would replace every task"
+            )
+
+    def _look_at_key(self) -> None:
+        """A standby's look at the state's key, after each lease tick: it kept the key read at its start, and
+        after a state of another lineage was copied in its spec digest differed from the leader's until it
+        restarted (CapctlSpecSetsDiffer). A task of its own, one at a time: a store call that hangs (a dead
+        connection) must not delay the lock attempts, and so a failover."""
+        if not self._key_look:
+            self._key_look = True
+            self.background.spawn(self._rekey_standby(), "capctl-key-look")
+
+    async def _rekey_standby(self) -> None:
+        try:
+            read = self._shared.peek_fingerprint_key  # never makes a key
+            key = await asyncio.to_thread(read) if self._in_thread else read()
+        except StateError:  # the lock attempts say when the store cannot be reached
+            return
+        finally:
+            self._key_look = False
+        if key is not None and not self.lease.elector.is_leader:
+            self._rekey(key, reload=True)
+
+    def _rekey(self, key: bytes | None, *, reload: bool) -> bool:
+        """Key the specs with the state's `key` when it is another than theirs (whether it was), reloading them
+        with `reload` (a standby: its spec digest is then the leader's; a takeover reloads in `_read_afresh`)."""
+        if key == self.specs.fingerprint_key:
+            return False
+        log.warning("the state was replaced: its fingerprint key changed; specs keyed with the new one")
+        self.specs.fingerprint_key = self.rooms.jobs.key = key
+        if reload:
             self.specs.reload()
+        return True
 
     @abstractmethod
     def _regained(self) -> None:

@@ -39,6 +39,9 @@ class SpecState:
     ) -> None:
         self.paths = list(paths)
         self.fingerprint_key = fingerprint_key  # the state's: specs are keyed with it, to compare with records
+        # The key `current` was read with: another than the state's after a takeover found the state replaced
+        # (`DaemonParts._read_afresh`) and the files did not load; compared under it, every task looks changed.
+        self.keyed_with = fingerprint_key
         self.metrics = metrics
         self.clock = clock
         self._taken = taken
@@ -55,7 +58,7 @@ class SpecState:
         self.referenced: tuple[str, ...] = ()
 
     def reload(self) -> bool:
-        return self.take(self.read())
+        return self.take(self.read(), self.fingerprint_key)
 
     def read(self) -> SpecSet | SpecErrors:
         """Read and validate the specs; nothing is put in force (`take` does)."""
@@ -65,10 +68,14 @@ class SpecState:
         """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
         event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
         async with self._lock:
-            return self.take(await asyncio.to_thread(read_specs, self.paths, self.fingerprint_key))
+            key = self.fingerprint_key
+            return self.take(await asyncio.to_thread(read_specs, self.paths, key), key)
 
-    def take(self, loaded: SpecSet | SpecErrors) -> bool:
-        """Put `loaded` in force, or note why not (the last valid set stays)."""
+    def take(self, loaded: SpecSet | SpecErrors, key: bytes | None) -> bool:
+        """Put `loaded`, read with `key`, in force, or note why not (the last valid set stays). Read with a key the
+        state no longer has (a takeover re-keyed the specs meanwhile), it is read again."""
+        if key != self.fingerprint_key:
+            key, loaded = self.fingerprint_key, self.read()
         now = self.clock.now()
         if isinstance(loaded, SpecErrors):
             in_force = self.current.referenced_files if self.current else ()
@@ -87,6 +94,7 @@ class SpecState:
             )
             return False
         old, self.current, self.error, self.invalid_since = self.current, loaded, None, None
+        self.keyed_with = key
         self.errors, self.referenced = (), loaded.referenced_files
         self.loaded_at = now
         self.metrics.spec_load(errors=0, at=now)

@@ -847,6 +847,18 @@ class SqlStateStore(ABC):
                     cur.execute(statement, ())
         self._leadership_ready = True
 
+    def peek_fingerprint_key(self) -> bytes | None:
+        """The key the store holds now, read without writing (a standby's look: a state of another lineage may
+        have been copied in): None where it has none (its tables gone mid-restore), the key kept meanwhile, never
+        unset (a `fingerprint_key()` of another thread would then make one)."""
+        q = self.queries
+        with self._cursor(write=False) as cur:
+            rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+        if not rows:
+            return None
+        self._fingerprint_key = key = bytes.fromhex(rows[0][0])
+        return key
+
     def export(self) -> StateCopy:
         """Everything this state holds (`StateCopy`), read from one snapshot. Every record row is decoded
         first: a row this capctl cannot read is refused, naming it, and nothing is exported."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg.conninfo
@@ -18,8 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
-from reconciler.model import TaskStatus
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
@@ -405,44 +407,99 @@ async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothi
         new.records.close()
 
 
-async def test_a_state_of_another_lineage_copied_in_while_it_stands_by_is_led_without_replacing_a_task(
-    harness: Harness, tmp_path: Path
-) -> None:
-    """`state copy --force` of another state's backup (another fingerprint key) while no replica led: the standby
-    kept the key it read at start, so every record's hash differed from its specs' and it replaced every task."""
+async def _lead_beside_a_standby_then_copy_in_another_lineage(
+    harness: Harness, tmp_path: Path, *, break_specs: bool = False, others: tuple[str, ...] = ()
+) -> tuple[Daemon, TaskRecord, list[Daemon]]:
+    """A leader runs class-1 beside a standby, then stops; the state is replaced by `state copy --force` of
+    another state's backup (another fingerprint key) recording the same run, while no replica leads."""
     write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
     harness.sim.publish("zego", "class-1", stream_id="teacher")
     settings = LeaderSettings(6.0, 4.0, 1.0)
     await harness.start(leader=settings)
     standby = await harness.start_standby(leader=settings)
-    try:
-        await harness.advance(3)
-        running = harness.record(CLASS)
-        # The other lineage: the same run recorded in a state whose key is another (its hashes keyed with it)
-        unkeyed = load_spec_set([harness.specs]).tasks[CLASS]
-        other = SQLiteStateStore(tmp_path / "other.db")
-        other.fingerprint_key(b"k" * 32)
-        other.put(
-            running.evolve(
-                spec_hash=keyed_hash(b"k" * 32, unkeyed.spec_hash), fixed_hash=keyed_hash(b"k" * 32, unkeyed.fixed_hash)
-            )
+    more = [await harness.start_standby(leader=settings, holder=holder) for holder in others]
+    await harness.advance(3)
+    running = harness.record(CLASS)
+    # The other lineage: the same run recorded in a state whose key is another (its hashes keyed with it)
+    unkeyed = load_spec_set([harness.specs]).tasks[CLASS]
+    other = SQLiteStateStore(tmp_path / "other.db")
+    other.fingerprint_key(b"k" * 32)
+    other.put(
+        running.evolve(
+            spec_hash=keyed_hash(b"k" * 32, unkeyed.spec_hash), fixed_hash=keyed_hash(b"k" * 32, unkeyed.fixed_hash)
         )
-        await harness.stop()  # resigns; the copy lands before the standby's next try
-        live = SQLiteStateStore(harness.state_path)
-        live.import_copy(other.export(), replace=True)
-        other.close()
-        live.close()
+    )
+    if break_specs:
+        jobs = harness.specs / "jobs.yaml"
+        jobs.write_text(jobs.read_text() + "\nspec: [unclosed\n")
+    await harness.stop()  # resigns; the copy lands before the standby's next try
+    live = SQLiteStateStore(harness.state_path)
+    live.import_copy(other.export(), replace=True)
+    other.close()
+    live.close()
+    return standby, running, more
+
+
+def _replaces(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [e for e in logs if e["event"] == "decision" and e.get("action") == "replace"]
+
+
+async def test_a_state_of_another_lineage_copied_in_while_it_stands_by_is_led_without_replacing_a_task(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """`state copy --force` of another state's backup (another fingerprint key) while no replica led: the standby
+    kept the key it read at start, so every record's hash differed from its specs' and it replaced every task."""
+    standby, running, (third,) = await _lead_beside_a_standby_then_copy_in_another_lineage(
+        harness, tmp_path, others=("capctl run on a third pod",)
+    )
+    old_key = standby.specs.fingerprint_key
+    try:
         starts = harness.calls("StartRecord")
         with capture_logs() as logs:
             await harness.advance(5)
+            # A reload's read under the old key, in its thread while the takeover re-keyed: read again, not taken
+            assert standby.specs.take(read_specs(standby.specs.paths, old_key), old_key)
+            current, record = standby.specs.current, standby.records.get(CLASS)
+            assert current is not None and record is not None and current.tasks[CLASS].spec_hash == record.spec_hash
+            await harness.advance(2)
         assert standby.readiness().reason.startswith("ready (leader")
-        assert not [e for e in logs if e["event"] == "decision" and e.get("action") == "replace"], logs
+        assert not _replaces(logs), logs
         assert harness.calls("StartRecord") == starts and harness.calls("StopRecord") == 0
         record = standby.records.get(CLASS)
         assert record is not None and record.vendor_task_id == running.vendor_task_id
         assert "the state was replaced: its fingerprint key changed; specs keyed with the new one" in [
             e["event"] for e in logs
         ]
+        # The replica still standing by keyed its specs with the new key too: it kept the old one, and its
+        # spec digest differed from the leader's (CapctlSpecSetsDiffer) until it restarted
+        assert "(capctl run on standby)" in third.readiness().reason
+        assert third.spec_digest == standby.spec_digest
+    finally:
+        await third.stop()
+        third.records.close()
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_not_load(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """As above, with the spec files broken meanwhile: re-keying them failed, the set read at start (keyed with
+    the old key) stayed in force, and the new leader replaced every task. It does not act until they load."""
+    standby, _, _ = await _lead_beside_a_standby_then_copy_in_another_lineage(harness, tmp_path, break_specs=True)
+    try:
+        starts = harness.calls("StartRecord")
+        with capture_logs() as logs:
+            await harness.advance(5)
+            assert "reading the state before acting" in standby.readiness().reason
+            # Said once a minute, not at each retry period's try (it lasts until the files are fixed)
+            assert [e["event"] for e in logs].count("leading but cannot read the state; retrying") == 1, logs
+            write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
+            assert await standby.reload_async()  # as the watcher does
+            await harness.advance(3)
+        assert standby.readiness().reason.startswith("ready (leader")
+        assert not _replaces(logs), logs
+        assert harness.calls("StartRecord") == starts and harness.calls("StopRecord") == 0
     finally:
         await standby.stop()
         standby.records.close()

@@ -42,6 +42,20 @@ def test_a_state_keeps_one_key_and_another_state_has_another(store_url: str, tmp
     other.close()
 
 
+def test_a_standby_rereads_the_key_without_making_one(store_url: str) -> None:
+    """A standby reads the key every retry period (a state of another lineage copied in): where the state has
+    none (its tables gone, a restore under way) it makes none, and keeps the key it had."""
+    store = open_state(store_url)
+    key = store.fingerprint_key()
+    _sql(store_url, "DROP TABLE capctl_fingerprint_key")
+    assert store.peek_fingerprint_key() is None and store.fingerprint_key() == key
+    _sql(store_url, "CREATE TABLE capctl_fingerprint_key (id INTEGER PRIMARY KEY, key_hex TEXT NOT NULL)")
+    assert store.peek_fingerprint_key() is None  # no row either: none made
+    _sql(store_url, f"INSERT INTO capctl_fingerprint_key VALUES (1, '{'ab' * 32}')")
+    assert store.peek_fingerprint_key() == bytes.fromhex("ab" * 32) == store.fingerprint_key()
+    store.close()
+
+
 def test_an_unkeyed_state_is_keyed_in_place_by_its_first_writer(store_url: str) -> None:
     store = open_state(store_url)
     old = make_record(spec_hash=BARE, fixed_hash=BARE, request={"SecretKey": "sha256:abcdefabcdef", "Room": "r"})
