@@ -856,7 +856,7 @@ class SqlStateStore(ABC):
             rows = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
         if not rows:
             return None
-        self._fingerprint_key = key = bytes.fromhex(rows[0][0])
+        self._fingerprint_key = key = _key_of(self.url, rows[0][0])
         return key
 
     def export(self) -> StateCopy:
