@@ -94,8 +94,15 @@ def test_unreadable_rows_are_explained(text: str, message: str) -> None:
 
 def test_decode_rows_names_the_bad_row() -> None:
     rows = [("SnapshotJob/b/c", encode(make_record("SnapshotJob/b/c"))), ("x/y/z", "{")]
-    with pytest.raises(CodecError, match=r"^row 'x/y/z': .*; restore the state from a backup, or correct that row"):
+    with pytest.raises(
+        CodecError,
+        match=r"^row 'x/y/z': .*; restore the state from a backup, correct that row by hand, "
+        r"or forget it with `capctl state rm x/y/z`",
+    ):
         decode_rows(rows)
+    odd = [("SnapshotJob/b/it's", "{")]  # the command as a shell takes it
+    with pytest.raises(CodecError, match=r"""forget it with `capctl state rm 'SnapshotJob/b/it'"'"'s'`"""):
+        decode_rows(odd)
 
 
 # Walk 16E-3: JSON reads NaN, Infinity and 1e308 as floats; no clock gives them. Such a time failed every
