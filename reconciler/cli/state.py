@@ -393,17 +393,16 @@ def state_rm(
                 fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten{hint}")
             forgotten: dict[str, TaskRecord | None] = {}
             damaged: dict[str, str | None] = {}  # a damaged row's key: the vendor task id it holds, if readable
-            for named, hits in matched.items():
-                for key in hits:
-                    try:
-                        forgotten[key] = store.record(key)
-                    except RowDamaged as exc:
-                        if named != key:  # a glob forgets only what it can read: a damaged row is named alone
-                            why = f"{exc.where}: row {key!r}: {exc.detail}"
-                            fail(f"{why}; a glob never forgets a damaged row: name it, `{forget_command(key)}`")
-                        damaged[key] = _show_damaged(store, exc)
-                        err_console().print(f"Problem: {exc.detail}", markup=False, highlight=False, soft_wrap=True)
-                        forgotten[key] = None
+            for key in dict.fromkeys(key for hits in matched.values() for key in hits):  # once each
+                try:
+                    forgotten[key] = store.record(key)
+                except RowDamaged as exc:
+                    if key not in matched:  # a glob forgets only what it can read: a damaged row is named
+                        why = f"{exc.where}: row {key!r}: {exc.detail}"
+                        fail(f"{why}; a glob never forgets a damaged row: name it, `{forget_command(key)}`")
+                    damaged[key] = _show_damaged(store, exc)
+                    err_console().print(f"Problem: {exc.detail}", markup=False, highlight=False, soft_wrap=True)
+                    forgotten[key] = None
             if damaged:
                 confirm(
                     f"Forget the damaged row(s) {', '.join(map(repr, damaged))}?", "state rm", auto_approve=auto_approve

@@ -30,7 +30,14 @@ class CodecError(StateError):
 def forget_command(key: str) -> str:
     """The command that forgets the row `key`: damaged, it stops every command that reads it, and the
     operator needs a way out without SQL (`state rm` of that exact key reads no record)."""
-    return f"capctl state rm {shlex.quote(key)}"
+    if key.isprintable():
+        return f"capctl state rm {shlex.quote(key)}"
+    # A key edited to hold a control character: bash's $'...' spells it, and the terminal never gets it raw.
+    escapes = {"\\": "\\\\", "'": "\\'"}
+    spelled = "".join(
+        escapes.get(ch, ch) if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in key
+    )
+    return f"capctl state rm $'{spelled}'"
 
 
 class RowDamaged(CodecError):

@@ -595,7 +595,8 @@ class SqlStateStore(ABC):
         if not rows:
             return None
         body = rows[0][1]
-        return body if isinstance(body, str) else bytes(body).decode("utf-8", "replace")
+        # A hand edit may leave a blob (SQLite): its bytes that are not UTF-8 shown as `\\xff`.
+        return body if isinstance(body, str) else bytes(body).decode("utf-8", "backslashreplace")
 
     def serial(self) -> int:
         with self._cursor(write=False) as cur:

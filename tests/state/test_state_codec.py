@@ -210,3 +210,18 @@ def test_any_record_round_trips_exactly(record: TaskRecord) -> None:
     decoded = decode(encode(record))
     assert decoded == record
     assert all(type(getattr(decoded, name)) is type(getattr(record, name)) for name in TYPED_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "key", ["SnapshotJob/b/c", "SnapshotJob/b/it's", "SnapshotJob/b/x\x1b[31m\\'\u202e\U0001f600 y"]
+)
+def test_the_forget_command_a_damaged_row_names_is_its_key_to_bash_and_never_a_raw_control(key: str) -> None:
+    import subprocess
+
+    from reconciler.state.codec import forget_command
+
+    command = forget_command(key)
+    assert command.isprintable() and command.startswith("capctl state rm "), command
+    argument = command.removeprefix("capctl state rm ")
+    echoed = subprocess.run(["bash", "-c", f"printf %s {argument}"], capture_output=True, check=True).stdout
+    assert echoed.decode() == key
