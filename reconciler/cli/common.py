@@ -39,6 +39,7 @@ __all__ = [
     "check_log_level",
     "check_named",
     "check_writable",
+    "confirm",
     "err_console",
     "fail",
     "keep_until_exit",
@@ -109,6 +110,26 @@ def fail(message: str, *, code: int = EXIT_ERROR) -> NoReturn:
     # The message may quote user input (a path, a flag value): escaped, so "[...]" in it prints as typed.
     err_console().print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True, markup=True)
     raise typer.Exit(code)
+
+
+def confirm(question: str, command: str, *, auto_approve: bool) -> None:
+    """Ask `question`, going on only on `yes`; without a terminal, refuse rather than guess (`--auto-approve`)."""
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{command} needs confirmation: run it on a terminal, or pass --auto-approve")
+    asked_on_stderr = not sys.stdout.isatty()
+    try:
+        # Where the user sees it: `capctl apply > apply.log` on a terminal put the question in the file and left
+        # the user before a silent wait; stderr then, but stdout while that is the terminal (`2>/dev/null`).
+        answer = typer.prompt(
+            f"{question} Only 'yes' will be accepted", default="", show_default=False, err=asked_on_stderr
+        )
+    except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
+        typer.echo(err=asked_on_stderr)
+        answer = ""
+    if answer.strip() != "yes":
+        fail(f"{command} cancelled", code=EXIT_ERROR)
 
 
 def paths_or_default(paths: list[str] | None) -> list[str]:

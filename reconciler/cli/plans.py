@@ -23,6 +23,7 @@ from reconciler.cli.common import (
     check_log_level,
     check_named,
     check_writable,
+    confirm,
     err_console,
     fail,
     keep_until_exit,
@@ -322,25 +323,6 @@ def plan(
         raise typer.Exit(EXIT_CHANGES)
 
 
-def _confirm(auto_approve: bool) -> None:
-    if auto_approve:
-        return
-    if not sys.stdin.isatty():
-        fail("apply needs confirmation: run it on a terminal, or pass --auto-approve")
-    asked_on_stderr = not sys.stdout.isatty()
-    try:
-        # Where the user sees it: `capctl apply > apply.log` on a terminal put the question in the file and left
-        # the user before a silent wait; stderr then, but stdout while that is the terminal (`2>/dev/null`).
-        answer = typer.prompt(
-            "Apply these changes? Only 'yes' will be accepted", default="", show_default=False, err=asked_on_stderr
-        )
-    except typer.Abort:  # end of input (Ctrl-D): a no, said as one, not click's bare "Aborted."
-        typer.echo(err=asked_on_stderr)
-        answer = ""
-    if answer.strip() != "yes":
-        fail("apply cancelled", code=EXIT_ERROR)
-
-
 def apply(
     paths: PathsArg = None,
     plan_file: Annotated[
@@ -525,7 +507,7 @@ async def _apply(
                 # e.g. a label edit, or a stop the vendor reported of a task left alone (none without a state)
                 housekeep(store, the_plan, spec_set.tasks, snapshot.records, observed, clock.now())
                 return the_plan, None
-            _confirm(auto_approve)
+            confirm("Apply these changes?", "apply", auto_approve=auto_approve)
         store = writable() if the_plan.has_changes else store  # nothing to record: no state made for it
         # The records and the plan too: the collector's full passes during the apply (up to 0.1 s on a loaded
         # machine, each a stall of the loop that paces the vendor calls) and the one at exit no longer walk them.

@@ -7,6 +7,7 @@ which checks the adopted task at the vendor first.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
@@ -17,6 +18,7 @@ import typer
 from reconciler.cli.common import (
     EXIT_INTERRUPTED,
     check_named,
+    confirm,
     err_console,
     fail,
     load_specs,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from reconciler.model import DesiredTask, Observed, TaskRecord
     from reconciler.spec import SpecSet
     from reconciler.state.base import StateStore
+    from reconciler.state.codec import RowDamaged
 
 __all__ = ["state_copy", "state_import", "state_init", "state_list", "state_rm", "state_show"]
 
@@ -184,6 +187,44 @@ def _no_task(key: str, store: StateStore, hint: str = "") -> NoReturn:
     fail(f"no task {key!r} in the state at {store.url} (see `capctl state list`){hint}")
 
 
+RAW_LIMIT = 2_000  # characters of a damaged row shown: enough to see what is wrong, never a flood
+
+
+def _escaped(text: str, limit: int = RAW_LIMIT) -> str:
+    """`text` cut at `limit` characters, with what a terminal must not get raw (controls, a bidirectional
+    override, a zero-width character) as escapes."""
+    cut = text[:limit]
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in cut)
+    return shown + (f"… ({len(text) - limit:,} more characters)" if len(text) > limit else "")
+
+
+def _stored_vendor_id(raw: str) -> str | None:
+    """The vendor task id a damaged row still holds readably, if any."""
+    import json
+
+    try:
+        data = json.loads(raw, strict=False)  # a control character typed into a string: still readable
+    except (ValueError, RecursionError):
+        return None
+    found = data.get("vendor_task_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def _show_damaged(store: StateStore, damage: RowDamaged) -> str | None:
+    """Print, on stderr, the damaged row as stored (escaped, bounded); return the vendor task
+    id it holds, if it can be read. A record holds no secret: `codec.encode` refuses any `Secret`, and a stored
+    request has fingerprints in their place."""
+    from reconciler.state.sql import SqlStateStore
+
+    raw = store.raw_record(damage.key) if isinstance(store, SqlStateStore) else None
+    err = err_console()
+    if raw is None:  # deleted meanwhile: nothing to show
+        return None
+    err.print(f"Row {damage.key!r} as stored ({len(raw):,} characters):", markup=False, highlight=False)
+    err.print(f"  {_escaped(raw)}", markup=False, highlight=False, soft_wrap=True)
+    return _stored_vendor_id(raw)
+
+
 def state_init(state: StateOpt = None) -> None:
     """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
 
@@ -291,8 +332,14 @@ def state_show(
     state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
+    from reconciler.state.codec import RowDamaged
+
     with open_store(state, read_only=True) as store:
-        record = store.record(key)
+        try:
+            record = store.record(key)
+        except RowDamaged as exc:  # only this row is read: its own damage, shown as stored
+            _show_damaged(store, exc)
+            fail(str(exc))
     if record is None:
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
         glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
@@ -311,13 +358,20 @@ def state_rm(
         ),
     ],
     state: StateOpt = None,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask before forgetting a damaged record row.")
+    ] = False,
 ) -> None:
     """Forget tasks (their vendor tasks are NOT stopped: capctl just stops tracking them), or removed tasks'
     tombstones; all in one transaction, or none when a KEY is not there (a glob may match nothing beside
-    others that do)."""
+    others that do).
+
+    A record row capctl cannot read (edited by hand, a bad restore) stops every other command; named by its
+    exact key, it is shown as stored and forgotten after a confirmation."""
     from reconciler.model import TaskStatus
     from reconciler.plan import PlanError, check_selector, near_key_hint, selector_matches
     from reconciler.state import NoState
+    from reconciler.state.codec import RowDamaged, forget_command
 
     try:
         for key in keys:
@@ -340,11 +394,36 @@ def state_rm(
                     _no_task(keys[0], store, hint)
                 named = ", ".join(repr(k) for k in unmatched or keys)
                 fail(f"no task {named} in the state (see `capctl state list`); nothing forgotten{hint}")
-            forgotten = {key: store.record(key) for hits in matched.values() for key in hits}
+            forgotten: dict[str, TaskRecord | None] = {}
+            damaged: dict[str, str | None] = {}  # a damaged row's key: the vendor task id it holds, if readable
+            for key in dict.fromkeys(key for hits in matched.values() for key in hits):  # once each
+                try:
+                    forgotten[key] = store.record(key)
+                except RowDamaged as exc:
+                    if key not in matched:  # a glob forgets only what it can read: a damaged row is named
+                        why = f"{exc.where}: row {key!r}: {exc.detail}"
+                        fail(f"{why}; a glob never forgets a damaged row: name it, `{forget_command(key)}`")
+                    damaged[key] = _show_damaged(store, exc)
+                    err_console().print(f"Problem: {exc.detail}", markup=False, highlight=False, soft_wrap=True)
+                    forgotten[key] = None
+            if damaged:
+                confirm(
+                    f"Forget the damaged row(s) {', '.join(map(repr, damaged))}?", "state rm", auto_approve=auto_approve
+                )
             serial = store.delete_many(forgotten)
     running = False
     for key, record in forgotten.items():
-        if record is not None and record.status is TaskStatus.REMOVED:
+        if key in damaged:
+            vendor_id = damaged[key]
+            held = (
+                f"its vendor task {vendor_id}" if vendor_id else "its vendor task, if any (its id could not be read),"
+            )
+            adopt = f"`capctl state import {shlex.quote(key)} {shlex.quote(vendor_id or 'VENDOR_TASK_ID')}`"
+            typer.echo(
+                f"Forgot the damaged row {key!r} (serial {serial}): {held} may still run at the vendor; "
+                f"adopt it again with {adopt}, or the next apply starts the task anew while the specs declare it."
+            )
+        elif record is not None and record.status is TaskStatus.REMOVED:
             typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
         else:
             running = True

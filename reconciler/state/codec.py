@@ -11,22 +11,45 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import shlex
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
 
 from .base import StateError
 
-__all__ = ["CodecError", "decode", "decode_rows", "encode", "is_time"]
-
-
-REPAIR: Final = "restore the state from a backup, or correct that row by hand (docs/failure-modes.md)"
+__all__ = ["CodecError", "RowDamaged", "decode", "decode_rows", "encode", "forget_command", "is_time"]
 
 
 class CodecError(StateError):
     """A stored record could not be encoded or decoded (names the record key, never a value)."""
+
+
+def forget_command(key: str) -> str:
+    """The command that forgets the row `key`: damaged, it stops every command that reads it, and the
+    operator needs a way out without SQL (`state rm` of that exact key reads no record)."""
+    if key.isprintable():
+        return f"capctl state rm {shlex.quote(key)}"
+    # A key edited to hold a control character: bash's $'...' spells it, and the terminal never gets it raw.
+    escapes = {"\\": "\\\\", "'": "\\'"}
+    spelled = "".join(
+        escapes.get(ch, ch) if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in key
+    )
+    return f"capctl state rm $'{spelled}'"
+
+
+class RowDamaged(CodecError):
+    """The record row `key` holds what capctl never writes; `where` (the state's URL) once a store raised it."""
+
+    def __init__(self, key: str, detail: str, *, where: str = "") -> None:
+        self.key, self.detail, self.where = key, detail, where
+        repair = (
+            "restore the state from a backup, correct that row by hand, or forget it with "
+            f"`{forget_command(key)}` (docs/failure-modes.md)"
+        )
+        super().__init__(f"{where}: " * bool(where) + f"row {key!r}: {detail}; {repair}")
 
 
 def _default_of(f: dataclasses.Field[Any]) -> Any:
@@ -164,9 +187,9 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
             try:
                 record = decode(body)
             except CodecError as exc:
-                raise CodecError(f"row {key!r}: {exc}; {REPAIR}") from None
+                raise RowDamaged(key, str(exc)) from None
             if record.key != key:  # a row copied or renamed by hand: written back under its own key, it was a
                 # second record of that task (or an AssertionError in an apply), and its row's task was lost
-                raise CodecError(f"row {key!r}: holds the record of {record.key!r}; {REPAIR}")
+                raise RowDamaged(key, f"holds the record of {record.key!r}")
             records[key] = record
         return records

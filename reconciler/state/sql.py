@@ -560,8 +560,8 @@ class SqlStateStore(ABC):
     def _decode(self, rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
         try:
             records = codec.decode_rows(rows)
-        except codec.CodecError as exc:
-            raise StateError(f"{self.url}: {exc}") from None
+        except codec.RowDamaged as exc:
+            raise codec.RowDamaged(exc.key, exc.detail, where=self.url) from None
         # A capctl from before keyed hashes still running beside this one (a rolling update) keeps writing
         # bare content hashes into a keyed state: read them keyed, or each task it touched looks changed.
         bare = any(not r.spec_hash.startswith(KEYED_HASH_PREFIX) for r in records.values())
@@ -583,6 +583,18 @@ class SqlStateStore(ABC):
         with self._cursor(write=False) as cur:
             rows = _rows(cur, self.queries.record, (key,))
         return self._decode(rows).get(key)
+
+    def raw_record(self, key: str) -> str | None:
+        """The row `key` as stored, undecoded (a damaged row shown to the operator); None when there is none."""
+        if not is_utf8(key):
+            return None
+        with self._cursor(write=False) as cur:
+            rows = _rows(cur, self.queries.record, (key,))
+        if not rows:
+            return None
+        body = rows[0][1]
+        # A hand edit may leave a blob (SQLite): its bytes that are not UTF-8 shown as `\\xff`.
+        return body if isinstance(body, str) else bytes(body).decode("utf-8", "backslashreplace")
 
     def serial(self) -> int:
         with self._cursor(write=False) as cur:
@@ -875,8 +887,8 @@ class SqlStateStore(ABC):
             history = self._history(cur)
         try:
             codec.decode_rows(records)
-        except codec.CodecError as exc:
-            raise StateError(f"{self.url}: {exc}") from None
+        except codec.RowDamaged as exc:
+            raise codec.RowDamaged(exc.key, exc.detail, where=self.url) from None
         return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox, schema, history)
 
     def import_copy(

@@ -94,8 +94,15 @@ def test_unreadable_rows_are_explained(text: str, message: str) -> None:
 
 def test_decode_rows_names_the_bad_row() -> None:
     rows = [("SnapshotJob/b/c", encode(make_record("SnapshotJob/b/c"))), ("x/y/z", "{")]
-    with pytest.raises(CodecError, match=r"^row 'x/y/z': .*; restore the state from a backup, or correct that row"):
+    with pytest.raises(
+        CodecError,
+        match=r"^row 'x/y/z': .*; restore the state from a backup, correct that row by hand, "
+        r"or forget it with `capctl state rm x/y/z`",
+    ):
         decode_rows(rows)
+    odd = [("SnapshotJob/b/it's", "{")]  # the command as a shell takes it
+    with pytest.raises(CodecError, match=r"""forget it with `capctl state rm 'SnapshotJob/b/it'"'"'s'`"""):
+        decode_rows(odd)
 
 
 # Walk 16E-3: JSON reads NaN, Infinity and 1e308 as floats; no clock gives them. Such a time failed every
@@ -204,3 +211,18 @@ def test_any_record_round_trips_exactly(record: TaskRecord) -> None:
     decoded = decode(encode(record))
     assert decoded == record
     assert all(type(getattr(decoded, name)) is type(getattr(record, name)) for name in TYPED_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "key", ["SnapshotJob/b/c", "SnapshotJob/b/it's", "SnapshotJob/b/x\x1b[31m\\'\u202e\U0001f600 y"]
+)
+def test_the_forget_command_a_damaged_row_names_is_its_key_to_bash_and_never_a_raw_control(key: str) -> None:
+    import subprocess
+
+    from reconciler.state.codec import forget_command
+
+    command = forget_command(key)
+    assert command.isprintable() and command.startswith("capctl state rm "), command
+    argument = command.removeprefix("capctl state rm ")
+    echoed = subprocess.run(["bash", "-c", f"printf %s {argument}"], capture_output=True, check=True).stdout
+    assert echoed.decode() == key

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import StateDamaged, StateError, StateMissing, StateStore, open_state, sqlite_path
+from reconciler.state import StateDamaged, StateError, StateMissing, StateStore, codec, open_state, sqlite_path
 from reconciler.state.sql import SqlStateStore
 
 from .helpers import make_record
@@ -155,3 +155,68 @@ def test_a_hand_edited_serial_version_or_key_is_damage(
         finally:
             again.close()
     assert raw_sql(store_url, "SELECT count(*) FROM capctl_records") == [(1,)]  # nothing written
+
+
+# Walk 16e "Left alone", 18f: a record row capctl cannot read stops every command and the daemon, `state rm`
+# of that very row too (it read the record first), so the operator needed SQL. Now `state rm KEY` names it
+# out: the row is shown as stored (escaped, bounded), forgotten after a confirmation, and the error of every
+# other command names that command.
+def test_a_damaged_record_row_is_shown_and_forgotten_by_its_exact_key(store_url: str, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from reconciler import cli
+
+    good, bad = "SnapshotJob/a/r1", "SnapshotJob/a/r2"
+    store = open_state(store_url)
+    store.put_many([make_record(good, vendor_task_id="vt-1"), make_record(bad, vendor_task_id="vt-2")])
+    store.close()
+    stored = json.loads(codec.encode(make_record(bad, vendor_task_id="vt-2")))
+    body = json.dumps({**stored, "reissue_count": "many\u202e", "zz": "x" * 5000}, ensure_ascii=False)
+    raw_sql(store_url, f"UPDATE capctl_records SET body = '{body}' WHERE key = '{bad}'")
+    way_out = f"restore the state from a backup, correct that row by hand, or forget it with `capctl state rm {bad}`"
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli.app, [*args, "--state", store_url], env={"NO_COLOR": "1", "COLUMNS": "200"})
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = run("state", "list")
+    assert code == 1 and f"row '{bad}': stored record '{bad}' has a reissue_count of the wrong type" in err, err
+    assert way_out in err, err
+    code, out, err = run("state", "show", bad)
+    assert code == 1 and out == "", (out, err)
+    assert f"Row '{bad}' as stored ({len(body):,} characters):" in err, err
+    assert '"reissue_count": "many\\u202e"' in err and "\u202e" not in err, err  # escaped, never raw
+    assert f"x… ({len(body) - 2000:,} more characters)" in err and "x" * 5000 not in err, err  # bounded
+    assert err.rstrip().endswith(f"{way_out} (docs/failure-modes.md)"), err
+    code, out, err = run("state", "rm", "SnapshotJob/a/*")
+    assert code == 1 and f"a glob never forgets a damaged row: name it, `capctl state rm {bad}`" in err, err
+    code, out, err = run("state", "rm", bad)  # no terminal to confirm on: nothing forgotten
+    assert code == 1 and "state rm needs confirmation: run it on a terminal, or pass --auto-approve" in err, err
+    assert f"Problem: stored record '{bad}' has a reissue_count of the wrong type (str)" in err, err
+    assert open_state(store_url).keys() == [good, bad]
+
+    code, out, err = run("state", "rm", "SnapshotJob/a/r2*", bad, "--auto-approve")  # named: a glob may match too
+    assert code == 0 and err.count("as stored") == 1, (out, err)
+    assert f"Forgot the damaged row '{bad}' (serial 2): its vendor task vt-2 may still run at the vendor" in out
+    assert f"adopt it again with `capctl state import {bad} vt-2`" in out, out
+    after = open_state(store_url)
+    assert after.keys() == [good] and after.load().records[good] == make_record(good, vendor_task_id="vt-1")
+    after.close()
+
+
+def test_the_daemon_names_the_way_out_of_a_damaged_record_row(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.e2e.test_cli_contract import capctl, write_specs
+    from tests.specdocs import snapshot_job
+
+    write_specs(tmp_path, snapshot_job("a", ["r1"]))
+    store = open_state(sqlite_url)
+    store.put(make_record("SnapshotJob/a/r1"))
+    store.close()
+    raw_sql(sqlite_url, "UPDATE capctl_records SET body = 'not json'")
+    proc = capctl("run", "--listen", "127.0.0.1:0", "--state", sqlite_url, cwd=tmp_path)
+    assert proc.returncode == 1, proc
+    assert "cannot read the state store" in proc.stderr + proc.stdout
+    assert "or forget it with `capctl state rm SnapshotJob/a/r1`" in proc.stderr + proc.stdout, proc
