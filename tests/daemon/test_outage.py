@@ -191,27 +191,19 @@ async def test_a_state_file_moved_away_stops_the_daemon_acting_until_it_is_put_b
 async def test_a_wrong_secret_is_counted_and_its_tasks_are_not_counted_as_running(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rooms = ["lobby", "hall", "vip", "bar"]
-    for room in rooms:
-        harness.sim.publish("volcengine", room, user_id="u")
-    write_specs(harness.specs, snapshot_job("audit", rooms, idle=180))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
     daemon = await harness.start()
     await harness.advance(1)
     monkeypatch.setenv("VOLC_SK", "not-the-secret")
     assert daemon.reload()
-    with capture_logs() as logged:
-        await stop_at_vendor(harness)
-        await harness.advance(100)
+    await stop_at_vendor(harness)
+    await harness.advance(40)
     async with client(harness) as http:
         text = (await http.get("/metrics")).text
-    assert metric(text, 'capctl_reconcile_errors_total{reason="vendor-auth"}') >= 3 * len(rooms)
+    assert metric(text, 'capctl_reconcile_errors_total{reason="vendor-auth"}') >= 1
     assert metric(text, 'capctl_tasks{status="running"}') == 0
-    assert metric(text, 'capctl_tasks{status="unknown"}') == len(rooms)
-    # Every task's look fails alike: said once a minute for the Provider (a line each buried the log and the
-    # status page's recent events), the others counted
-    said = [e for e in logged if e["event"] == "observation failed"]
-    assert len(said) == 2 and "SignatureDoesNotMatch" in said[0]["error"], said
-    assert "repeats_held_back" not in said[0] and said[1]["repeats_held_back"] >= len(rooms)
+    assert metric(text, 'capctl_tasks{status="unknown"}') == 1
 
 
 async def test_a_wrong_secret_is_said_once_a_minute_not_once_per_task(
