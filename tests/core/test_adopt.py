@@ -6,6 +6,7 @@ import pytest
 
 from reconciler.adopt import AdoptError, adopted, check_unclaimed, probe
 from reconciler.model import ApiFamily, JobKind, Observed, ObservedState, TaskStatus
+from reconciler.state.codec import decode, encode
 from tests.core.factories import desired, record_for
 
 NOW = 1_800_000_000.0
@@ -69,3 +70,14 @@ def test_a_tracked_key_or_a_vendor_task_another_key_holds_is_not_imported() -> N
     with pytest.raises(AdoptError, match="already recorded as"):
         check_unclaimed(probe(zego, str(zego_held.vendor_task_id), NOW, app_id="1"), {zego_held.key: zego_held})
     check_unclaimed(probe(lobby, "audit", NOW, app_id="1"), {other.key: held.evolve(status=TaskStatus.REMOVED)})
+
+
+@pytest.mark.parametrize("vendor_start", [NOW + 3600, 1e14, float("inf")])
+def test_a_vendor_start_time_ahead_of_capctls_clock_is_recorded_as_now(vendor_start: float) -> None:
+    """The vendor's clock may be ahead (the daemon's observations take `min(start, now)` too); a start past
+    year 9999 (StartTime 1e17 ms, or 1e400 ms parsed as infinity) was stored, and every later load refused the
+    state as damaged, or the import failed to store it."""
+    running = Observed(ObservedState.RUNNING, started_at=vendor_start)
+    found = adopted(probe(desired(), "their-id", NOW, app_id="1"), running)
+    assert found.started_at == NOW
+    assert decode(encode(found)) == found
