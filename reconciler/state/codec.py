@@ -88,6 +88,9 @@ def encode(record: TaskRecord) -> str:
     """Compact JSON of `record`, without the fields that hold their default value."""
     # Required fields have no default (MISSING equals no value), so they are always written.
     data = {name: value for name, default in _FIELDS if (value := getattr(record, name)) != default}
+    for name in _TIMES:  # what `decode` refuses is never written: one such row stops every later load
+        if (value := data.get(name)) is not None and not is_time(value):
+            raise CodecError(f"record {record.key!r} cannot be stored: its {name} is no time ({value!r})")
     try:
         return _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
