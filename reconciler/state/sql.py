@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol, Self
 import structlog
 
 from reconciler import failpoints
+from reconciler.clock import is_time
 from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import (
@@ -964,7 +965,7 @@ class SqlStateStore(ABC):
 
 def _is_time(value: object) -> bool:
     """A stored time as capctl writes it: a number a clock gives (not text, a bool, NaN or Infinity)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and codec.is_time(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and is_time(value)
 
 
 def _inbox_entry(vendor: object, key: object, payload: object, digest: object, at: object) -> InboxEntry | None:
