@@ -123,7 +123,12 @@ def adopted(record: TaskRecord, observed: Observed | None) -> TaskRecord:
             f"not in {record.key}'s room {record.target}: nothing imported"
         )
     if observed.state is ObservedState.RUNNING:
-        return record.evolve(started_at=observed.started_at or record.started_at)
+        # The vendor's start, never later than now (`record.started_at`, the probe's): its clock may be ahead,
+        # and a start time past year 9999 is one the state refuses on its next load (every command stopped).
+        now = record.started_at
+        if observed.started_at is None or now is None:
+            return record
+        return record.evolve(started_at=min(observed.started_at, now))
     if observed.state is ObservedState.NOT_FOUND:
         window = (
             " (GetSnapshotTask only finds tasks started in the last 72 hours: an older one cannot be checked)"

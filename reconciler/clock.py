@@ -17,7 +17,26 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["LOG_INTERVAL", "STEP_TOLERANCE", "Clock", "FakeClock", "StepWatch", "SystemClock", "Throttle", "Throttles"]
+__all__ = [
+    "LOG_INTERVAL",
+    "STEP_TOLERANCE",
+    "Clock",
+    "FakeClock",
+    "StepWatch",
+    "SystemClock",
+    "Throttle",
+    "Throttles",
+    "is_time",
+]
+
+_EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+
+
+def is_time(value: float) -> bool:
+    """Unix seconds a clock could give: years 1..9999 (NaN, infinities and 1e308 are not). What the state and a
+    saved plan accept as a time, so every time shown formats (`time.gmtime`, RFC 3339) and compares."""
+    return _EARLIEST <= value <= _LATEST  # NaN fails both
+
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about the same problem (a resource, a flood of bad requests)
 # Seconds the wall clock may move against the monotonic one between two checks before it counts as stepped:

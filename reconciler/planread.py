@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from reconciler.clock import is_time
 from reconciler.model import Action, ApiFamily, Change
 from reconciler.plan import Plan, PlanError, PlanOptions, parse_rfc3339
 
@@ -29,10 +30,14 @@ def _is_count(value: Any) -> bool:
 
 def _is_time(value: Any) -> bool:
     try:
-        parse_rfc3339(value)
+        return is_time(parse_rfc3339(value))  # (years 1..9999 in UTC: shown, and written again, as it is read)
     except ValueError:
         return False
-    return True
+
+
+def _is_epoch(value: Any) -> bool:
+    """A version-1 `created_at`: NaN, Infinity (which Python's JSON reads) or 1e308 failed `show` on formatting."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and is_time(value)
 
 
 def _is_texts(value: Any) -> bool:
@@ -50,7 +55,7 @@ COUNT: Final[Check] = (_is_count, "a whole number, 0 or more")
 COUNT_OR_NULL: Final[Check] = (lambda v: v is None or _is_count(v), "a whole number, 0 or more, or null")
 TIME: Final[Check] = (_is_time, "an RFC 3339 time with its offset, e.g. 2026-12-05T18:04:00Z")
 TIME_OR_NULL: Final[Check] = (lambda v: v is None or _is_time(v), f"{TIME[1]}, or null")
-EPOCH: Final[Check] = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "epoch seconds")
+EPOCH: Final[Check] = (_is_epoch, "epoch seconds of a year 1 to 9999")
 TEXTS: Final[Check] = (_is_texts, "a list of strings")
 OBJECT_OR_NULL: Final[Check] = (lambda v: v is None or isinstance(v, dict), "an object or null")
 ACTIONS: Final = frozenset(a.value for a in Action)

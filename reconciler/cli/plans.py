@@ -7,10 +7,11 @@ an apply is a plan followed by its changes.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 
 import typer
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
     from reconciler.execute import ApplyResult, Interrupt
     from reconciler.model import Observed, TaskRecord
-    from reconciler.plan import Plan, PlanOptions
+    from reconciler.plan import Plan, PlanJSON, PlanOptions
     from reconciler.retry import RetryPolicy
     from reconciler.rooms import Selection
     from reconciler.spec import SpecSet
@@ -249,17 +250,48 @@ def _check_format(fmt: str) -> None:
         fail(f"--format {fmt!r}: expected text, json or markdown")
 
 
-def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
+def show_plan(plan: Plan, fmt: str, console: Console | None = None, *, saved: bool = False) -> None:
+    """`saved`: read from a file, which may have been edited (`_printable`)."""
     from reconciler.plan import plan_to_json
     from reconciler.render import render_markdown, render_text
 
     data = plan_to_json(plan)
-    if fmt == "json":
+    if fmt == "json":  # (JSON writes a control character as its escape)
         write_json(data, sys.stdout, text="readable")
-    elif fmt == "markdown":
-        typer.echo(render_markdown(data), nl=False)
+        return
+    shown = cast("PlanJSON", _printable(data)) if saved and not _all_printable(data) else data
+    if fmt == "markdown":
+        typer.echo(render_markdown(shown), nl=False)
     else:
-        render_text(data, console or out_console())
+        render_text(shown, console or out_console())
+
+
+# What JSON writes as itself and a terminal still acts on (DEL, C1 controls, bidirectional overrides). C0 controls
+# JSON writes as escapes, which start with a backslash (a plan with any backslash takes the walk).
+_RAW_UNPRINTABLE: Final = re.compile("[\\\\\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _all_printable(data: PlanJSON) -> bool:
+    """No text of `data` holds a control character: one `json.dumps` and one scan, not a walk of every
+    string (4.8 s for a plan of 50,000 changes)."""
+    import json
+
+    return _RAW_UNPRINTABLE.search(json.dumps(data, ensure_ascii=False)) is None
+
+
+def _printable(tree: Any) -> Any:
+    """`tree` with each text's control characters written as escapes (`\\x1b`). The plans capctl makes hold
+    none (specs refuse them, vendor text is scrubbed); a saved plan edited by hand could hold an escape sequence
+    that cleared the reviewer's screen or hid a line of the plan `apply --plan` then runs."""
+    from reconciler.redact import scrub_text
+
+    if isinstance(tree, str):
+        return tree if tree.isprintable() else scrub_text(tree, (), limit=None)
+    if isinstance(tree, list):
+        return [_printable(item) for item in tree]
+    if isinstance(tree, dict):
+        return {_printable(key): _printable(value) for key, value in tree.items()}
+    return tree
 
 
 def plan(
@@ -438,7 +470,7 @@ def show(
     """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
     check_named("PLAN", plan_file)
     _check_format(fmt)
-    show_plan(_read_plan(plan_file), fmt)
+    show_plan(_read_plan(plan_file), fmt, saved=True)
 
 
 def _unobserved(the_plan: Plan) -> str:
@@ -484,7 +516,7 @@ async def _apply(
                 saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key(), moved=moved
             )
             the_plan, observed = saved, {}
-            show_plan(the_plan, "text")
+            show_plan(the_plan, "text", saved=True)
         else:
             run = await make_plan(
                 spec_set.tasks,

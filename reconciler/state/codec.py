@@ -15,12 +15,13 @@ import shlex
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.clock import is_time
 from reconciler.gcpause import gc_paused
 from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
 
 from .base import StateError
 
-__all__ = ["CodecError", "RowDamaged", "decode", "decode_rows", "encode", "forget_command", "is_time"]
+__all__ = ["CodecError", "RowDamaged", "decode", "decode_rows", "encode", "forget_command"]
 
 
 class CodecError(StateError):
@@ -99,7 +100,6 @@ assert _TYPES.keys() == _NAMES, "every TaskRecord field needs its stored types"
 # which no clock gives, which every time shown (`state list`, `state show`) failed to format, and which the
 # daemon compared as never due (a `next_attempt_at` of NaN: a task never tried again, silently). Years 1..9999.
 _TIMES = frozenset(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"))
-_EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0
 
 
 # One encoder for every record: `json.dumps` with options builds a new one per call (a daemon writes a
@@ -111,6 +111,9 @@ def encode(record: TaskRecord) -> str:
     """Compact JSON of `record`, without the fields that hold their default value."""
     # Required fields have no default (MISSING equals no value), so they are always written.
     data = {name: value for name, default in _FIELDS if (value := getattr(record, name)) != default}
+    for name in _TIMES:  # what `decode` refuses is never written: one such row stops every later load
+        if (value := data.get(name)) is not None and not is_time(value):
+            raise CodecError(f"record {record.key!r} cannot be stored: its {name} is no time ({value!r})")
     try:
         return _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
@@ -143,11 +146,6 @@ def _mistyped(data: dict[str, Any]) -> str | None:
         if (value := data.get(name)) is not None and not is_time(value):
             return name
     return None
-
-
-def is_time(value: float) -> bool:
-    """Unix seconds a clock could give: years 1..9999 (NaN, infinities and 1e308 are not)."""
-    return _EARLIEST <= value <= _LATEST  # NaN fails both
 
 
 def _decode_checked(text: str | bytes) -> TaskRecord:

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from reconciler import failpoints, logs
+from reconciler.clock import is_time
 from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import (
@@ -880,7 +881,10 @@ class SqlStateStore(ABC):
                 cur.execute(statement, ())
             serial = self._serial_of(cur, q.serial)
             records = [(key, body) for key, body in _rows(cur, "SELECT key, body FROM capctl_records ORDER BY key")]
+            # A lost or damaged key is refused here, not copied on as "not keyed yet" for the copy to refuse later.
+            self._check_key_kept(cur)
             keys = _rows(cur, q.read_key) if _rows(cur, q.has_key)[0][0] else []
+            key_hex = _key_of(self.url, keys[0][0]).hex() if keys else None
             schema = self._version(cur)
             rooms = _rows(cur, rq.read) if _rows(cur, rq.exists)[0][0] else []
             inbox = _rows(cur, self.leadership.inbox_read) if _rows(cur, self.leadership.inbox_exists)[0][0] else []
@@ -889,7 +893,7 @@ class SqlStateStore(ABC):
             codec.decode_rows(records)
         except codec.RowDamaged as exc:
             raise codec.RowDamaged(exc.key, exc.detail, where=self.url) from None
-        return StateCopy(serial, records, keys[0][0] if keys else None, rooms, inbox, schema, history)
+        return StateCopy(serial, records, key_hex, rooms, inbox, schema, history)
 
     def import_copy(
         self, copy: StateCopy, *, replace: bool = False, progress: Callable[[int, int], None] | None = None
@@ -983,7 +987,7 @@ class SqlStateStore(ABC):
 
 def _is_time(value: object) -> bool:
     """A stored time as capctl writes it: a number a clock gives (not text, a bool, NaN or Infinity)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and codec.is_time(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and is_time(value)
 
 
 def _inbox_entry(vendor: object, key: object, payload: object, digest: object, at: object) -> InboxEntry | None:

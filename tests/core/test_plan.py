@@ -566,6 +566,21 @@ def test_version_2_plans_need_an_rfc3339_time(created_at: float | str) -> None:
         plan_from_json({**data, "created_at": created_at}, source="p.json")
 
 
+# Walk 18E-6: Python's JSON reads NaN and Infinity, and a version-1 `created_at` of NaN, Infinity, 1e308 or
+# -1e20 passed the reader: `capctl show` then failed with an OverflowError / ValueError traceback. A version-2
+# time past year 9999 in UTC was read, and written again as "10000-…", which no capctl reads.
+@pytest.mark.parametrize(
+    ("version", "created_at"),
+    [(1, float("nan")), (1, float("inf")), (1, 1e308), (1, -1e20), (2, "9999-12-31T23:59:59-01:00")],
+)
+def test_a_created_at_no_clock_gives_is_refused(version: int, created_at: float | str) -> None:
+    task = desired()
+    data = plan_to_json(diff({task.key: task}, {}, {}, options=PlanOptions(), state_serial=2, now=NOW))
+    with pytest.raises(PlanError, match=r"p\.json: malformed plan \(created_at: expected "):
+        plan_from_json({**data, "format_version": version, "created_at": created_at}, source="p.json")
+    assert plan_from_json({**data, "format_version": 1, "created_at": 0}).created_at == 0  # the epoch is a time
+
+
 @pytest.mark.parametrize("data", [[], {"format_version": 99}, {"format_version": 1, "prune": True}])
 def test_bad_plan_files_are_rejected(data: object) -> None:
     with pytest.raises(PlanError, match="plan"):

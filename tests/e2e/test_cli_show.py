@@ -65,3 +65,37 @@ def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
     failed = work.capctl("show", "nope.json", "--no-color", env=colour, expect=1)
     assert ESC not in failed.stderr and "Error: nope.json" in failed.stderr
     assert "--no-color" in work.capctl("show", "--help").stdout
+
+
+def test_a_saved_plan_edited_to_hold_escape_sequences_shows_them_escaped(work: Workdir) -> None:
+    """Walk 18E-7: `show` (and `apply --plan`'s listing) wrote a hand-edited plan's control characters to the
+    terminal: `\\x1b[2J` cleared the reviewer's screen, `\\x1b[1A\\x1b[2K` could hide the line of a delete that
+    `apply --plan` then runs. The plans capctl makes hold none (specs refuse them)."""
+    change = {
+        "key": "SnapshotJob/audit/lobby\x1b]0;title\x07",
+        "action": "delete",
+        "reason": "removed\x1b[1A\x1b[2K",
+        "provider": "volc\x9b31m",  # (a C1 CSI: JSON writes it as itself)
+        "family": "volcengine-snapshot",
+        "before_hash": "hmac:a",
+        "after_hash": None,
+        "details": ["d\x1b[31m"],
+        "before": {"RoomId": "lobby\x1b[5m"},
+    }
+    saved = {
+        "format_version": 2,
+        "state_serial": 1,
+        "created_at": "2026-12-05T18:04:00Z",
+        "refreshed": True,
+        "prune": True,
+        "targets": [],
+        "replace": [],
+        "paths": ["specs"],
+        "notes": ["note\x1b[2J"],
+        "changes": [change],
+    }
+    (work.root / "edited.json").write_text(json.dumps(saved))
+    for fmt in ("text", "markdown"):
+        shown = work.capctl("show", "edited.json", "--format", fmt).stdout
+        assert not {"\x1b", "\x07", "\x9b"} & set(shown), shown
+        assert "x1b[2J" in shown.replace("\\\\", "\\").replace("\\[", "[") and "audit/lobby" in shown

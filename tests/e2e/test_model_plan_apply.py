@@ -46,6 +46,7 @@ from typer.testing import CliRunner, Result
 
 from reconciler import failpoints
 from reconciler.cli import app
+from reconciler.plan import plan_from_json, plan_to_json
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Sim
 from tests.servers import sim_output
 from tests.specdocs import STORAGE, providers
@@ -477,7 +478,13 @@ class PlanApplyMachine(RuleBasedStateMachine):
         result = self.invoke("plan", "--format", "json", *args, str(self.specs))
         self.log.append(f"$ capctl plan --format json {' '.join(args)} -> {result.exit_code}\n{result.stderr}")
         assert result.exit_code in (0, 1), result.output
-        return result.exit_code, json.loads(result.stdout) if result.exit_code == 0 else {}
+        if result.exit_code != 0:
+            return result.exit_code, {}
+        plan = json.loads(result.stdout)
+        # Every plan capctl writes reads back as itself (walk 18e: the field-by-field reader of saved plans, over
+        # plans of every action and kind the model reaches, --target / -l / --replace included).
+        assert plan_to_json(plan_from_json(plan)) == plan
+        return 0, plan
 
     def check_calls_match(self, plan: dict[str, Any], calls: list[dict[str, Any]], out: str) -> None:
         """The vendor calls an apply made touch exactly the rooms its plan changes, in the planned way. Decided
@@ -536,6 +543,7 @@ class PlanApplyMachine(RuleBasedStateMachine):
             for secret in (CANARY_AK, CANARY_SK, *SIM_SECRETS):
                 assert secret not in text
             plan = json.loads(text)
+            assert plan_to_json(plan_from_json(plan)) == plan
             stale = False
             if between == "time" and not self.advance(31):
                 between = "nothing"

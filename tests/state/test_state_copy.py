@@ -90,6 +90,7 @@ def test_a_destination_holding_tasks_is_refused_unless_replaced_and_its_serial_n
     src = sql_store(sqlite_url.replace("state.db", "source.db"))
     fill(src)
     dst = sql_store(store_url)
+    dst.fingerprint_key()  # as every command takes it first: keyed records with no key are damage (walk 16E-8)
     for n in range(30):  # a busier state: its serial is above the source's
         dst.put(make_record(f"SnapshotJob/other/room-{n}"))
     before = dst.export()
@@ -152,6 +153,29 @@ def test_a_record_row_this_capctl_cannot_read_is_refused_by_name_before_anything
     db.close()
     src = sql_store(sqlite_url)
     with pytest.raises(StateError, match="row 'SnapshotJob/lobby-audit/lobby'"):
+        src.export()
+    src.close()
+
+
+# Walk 18E-5: a source whose key was lost (its records keyed) was copied as "no fingerprint key (the source's
+# hashes are not keyed yet)", and a hand-edited key as it was: the copy reported success, the copy's first plan
+# refused it as damage. Now the source is refused, nothing copied.
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("DELETE FROM capctl_fingerprint_key", "its records hold keyed task hashes, but the capctl_fingerprint_key"),
+        ("UPDATE capctl_fingerprint_key SET key_hex = 'zz'", "holds no 32-byte key in hex"),
+    ],
+)
+def test_a_source_whose_fingerprint_key_is_lost_or_damaged_is_refused(sqlite_url: str, edit: str, message: str) -> None:
+    src = sql_store(sqlite_url)
+    fill(src)
+    src.close()
+    with sqlite3.connect(sqlite_path(src.url)) as db:
+        db.execute(edit)
+    db.close()
+    src = sql_store(sqlite_url)
+    with pytest.raises(StateError, match=message):
         src.export()
     src.close()
 

@@ -131,6 +131,7 @@ ACCOUNTS = {"volc": VOLC, "volc-old": VOLC, "zego": "zego:7"}
 def schema_1_state(store_url: str) -> None:
     """A state as capctl before schema 2 left it: a record, and activity of rooms kept by Provider name."""
     store = open_state(store_url)
+    store.fingerprint_key()  # as every command takes it first: keyed records with no key are damage (walk 16E-8)
     store.put(make_record())
     store.close()
     rows = [
