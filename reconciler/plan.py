@@ -647,6 +647,10 @@ def _endpoint_moved(change: Change, task: DesiredTask, record: TaskRecord | None
     recording = task.family in (ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY)
     if not starts or not recording or record is None or record.family is not task.family or not record.home:
         return change
+    # Only a run that may be going at the old endpoint is left behind: a start the vendor refused (or that never
+    # reached it: a 404 from a mistyped endpoint) began none, and a recorded stop ended its run there.
+    if record.status is not TaskStatus.RUNNING and not transitions.start_unconfirmed(record):
+        return change
     account, _, old = record.home.partition(" at ")
     now_account, _, new = task.home.partition(" at ")
     if record.provider != task.provider or account != now_account or old == new:

@@ -367,6 +367,12 @@ def test_a_zego_cloudrecord_endpoint_edited_in_place_says_on_each_start_what_may
     assert (replaced.action, replaced.reason) == (Action.REPLACE, f"replace requested; {note}")
     cut_short = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id="capctl-abc", home=homes[0])
     assert one(task, cut_short).reason.endswith(note)
+    # Walk 18H-1: a start refused (the old endpoint a mistyped path answering 404) or a recorded stop leaves
+    # nothing running there; the row said a recording "runs on unseen" after fixing the endpoint's typo.
+    refused = record_for(task, TaskStatus.FAILED, vendor_task_id=None, last_error="HTTP 404", home=homes[0])
+    assert one(task, refused).reason == "previous start failed: HTTP 404"
+    ended = record_for(task, TaskStatus.STOPPED, stop_reason="idle timeout (ZEGO quit_reason 3)", home=homes[0])
+    assert note not in one(task, ended).reason
     assert one(task, ran, Observed(ObservedState.RUNNING)).reason == "running"
     assert one(task, record_for(task, home=homes[1]), Observed(ObservedState.NOT_FOUND)).reason.endswith("window)")
 
