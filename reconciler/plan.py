@@ -269,8 +269,12 @@ def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool
     negated = not op and key.startswith("!")
     key = key.removeprefix("!").strip() if negated else key
     if not (_LABEL_KEY.fullmatch(key) and key.isprintable()) or any(c in value for c in "=!, "):
+        # A spec may hold such a label (`team: a b`, for other tooling): say which part -l cannot take.
+        # (Not for kubectl's set-based `team in (a,b)`, which capctl does not take at all.)
+        part = "(" not in text and next((p for p in (key, value) if p and not _LABEL_KEY.fullmatch(p)), None)
+        why = f" ({part!r}: -l takes no key or value holding a space, '=', '!' or ',')" if part else ""
         raise PlanError(
-            f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold)"
+            f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold){why}"
         )
     if op == "!=":
         return lambda labels: labels.get(key) != value
