@@ -772,6 +772,20 @@ def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:
     assert "match the recorded and observed state" not in text
 
 
+def test_no_changes_without_refresh_claims_no_observation() -> None:
+    """Walk 18H-5: `plan --no-refresh` began "match the recorded and observed state", above its own note that
+    vendor status was not checked."""
+    from rich.console import Console
+
+    task = desired()
+    for refreshed, said in ((True, "recorded and observed state."), (False, "recorded state.")):
+        options = PlanOptions(refreshed=refreshed)
+        plan = diff({task.key: task}, {task.key: record_for(task)}, {}, options=options, state_serial=3, now=NOW)
+        console = Console(record=True, width=200)
+        render_text(plan_to_json(plan), console)
+        assert console.export_text().startswith(f"No changes. The declared capture jobs match the {said}\n")
+
+
 @pytest.mark.parametrize(
     ("family", "cid", "resumed", "found"),
     [
