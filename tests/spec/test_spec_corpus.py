@@ -19,7 +19,7 @@ ALONE = {"only_comments", "not_a_mapping", "deep_nesting", "alias_bomb"}  # load
 # corpus file → (line, col, message fragment) of an error it must produce
 EXPECTED: dict[str, tuple[int, int, str]] = {
     "alias_bomb": (6, 36, "document too large: more than 1000000 values (after alias expansion)"),
-    "bad_api_version": (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1' (did you"),
+    "bad_api_version": (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1'"),
     "bad_duration_float": (8, 16, "spec.idleTimeout: invalid duration 2.5: use a whole number of seconds"),
     "bad_duration_units": (8, 13, "spec.interval: invalid duration '5 sec': use a whole number of"),
     "bad_name_uppercase": (3, 18, "metadata.name: 'Lobby-Audit' does not match lowercase letters, digits"),
@@ -120,6 +120,12 @@ def test_corpus_file(name: str) -> None:
     path = CORPUS / f"{name}.yaml"
     found = _errors(path) if name in ALONE else _errors(BASE, path)
     assert any((ln, c) == (line, col) and fragment in m for ln, c, m in found), found
+
+
+def test_a_value_with_one_choice_is_not_also_asked_did_you_mean() -> None:
+    """Walk 18H-6: `apiVersion: capctl/v2` said "expected 'capctl/v1' (did you mean 'capctl/v1'?)"."""
+    found = _errors(BASE, CORPUS / "bad_api_version.yaml")
+    assert (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1'") in found, found
 
 
 def test_errors_name_the_file() -> None:
