@@ -288,11 +288,17 @@ def state_show(
     state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
+    from reconciler.plan import near_key_hint
+    from reconciler.state import NoState
+
     with open_store(state, read_only=True) as store:
         record = store.record(key)
+        # A typo gets the nearest job or room, as rm, wake and --target give it (walk 18H-9).
+        typo = record is None and "*" not in key
+        near = near_key_hint(key, store.keys()) if typo and not isinstance(store, NoState) else ""
     if record is None:
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
-        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
+        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else near
         _no_task(key, store, glob)
     write_json(record_to_dict(record), sys.stdout, text="readable")
 
