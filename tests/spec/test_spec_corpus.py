@@ -185,6 +185,11 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([missing], env={})
     assert str(info.value) == f"{missing}: no such file or directory"
+    # Walk 18H-10: `capctl plan spec` beside `specs/` gets the near name.
+    (tmp_path / "specs").mkdir()
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([tmp_path / "spec"], env={})
+    assert str(info.value) == f"{tmp_path / 'spec'}: no such file or directory (did you mean 'specs'?)"
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:
