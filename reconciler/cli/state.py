@@ -79,7 +79,10 @@ def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> C
     wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
     known = {s.value for s in TaskStatus}
     if unknown := sorted(wanted - known):
-        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}")
+        from reconciler.spec.errors import did_you_mean
+
+        hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""  # `runing` (walk 18H-11)
+        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}{hint}")
     try:
         for key in keys:
             check_selector(key, "KEY")

@@ -173,6 +173,8 @@ def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are
     # Walk 18H-9: a mistyped key gets the nearest one, as `state rm`, `wake` and `--target` give it.
     typo_key = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", url])
     assert typo_key.exit_code == 1 and typo_key.stderr.rstrip().endswith("(did you mean SnapshotJob/audit/lobby?)")
+    status = runner.invoke(cli.app, ["state", "list", "-s", "runing", "--state", url])
+    assert status.exit_code == 1 and status.stderr.rstrip().endswith("removed (did you mean 'running'?)")
     none = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", f"{url}-none"])
     assert none.exit_code == 1 and "no state at" in none.stderr and not (tmp_path / "state.db-none").exists()
     # Labels that match, with another filter that leaves nothing: no word about the labels.
