@@ -154,6 +154,19 @@ def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what
     assert json.loads(shown)["last_error"] == error and json.loads(listed)["tasks"][0]["last_error"] == error
 
 
+def test_a_selection_typo_is_said_before_the_specs_are_read(tmp_path: Path) -> None:
+    """Walk 18H-12: `plan -l 'a b'` (or `--target '[a'`) where the specs cannot be read said only the specs'
+    errors (an unset secret where it was tried), the typo not at all."""
+    runner = CliRunner()
+    for command in ("plan", "apply"):
+        for option in (["-l", "team=a b"], ["--target", "[a"]):
+            args = [command, str(tmp_path / "nospecs"), *option, "--state", f"sqlite:///{tmp_path / 's.db'}"]
+            result = runner.invoke(cli.app, args)
+            assert result.exit_code == 1 and "nospecs" not in result.stderr, result.stderr
+            assert result.stderr.startswith(f"Error: {option[0]} "), result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are(tmp_path: Path) -> None:
     """Walk 14b: `state list -l tier=gld` (a typo of gold) printed a bare "0 tasks"; `plan -l` notes it. And
     `state show 'SnapshotJob/audit/*'` said only that no such task exists."""
