@@ -172,6 +172,17 @@ SITUATIONS: dict[str, Situation] = {
             f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
         },
     ),
+    # Staging runs the same job, every room captured: production's 10 % lost still shows (it was 100 of 101).
+    "rooms lost beside a second deployment's": Situation(
+        {"CapctlCoverageBelowTarget"},
+        {
+            'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9),
+            'capctl_leader{namespace="staging",pod="c"}': flat(1),
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
+            'capctl_rooms_active{namespace="staging",pod="c",job_name="SnapshotJob/audit"}': flat(1000),
+            'capctl_rooms_captured{namespace="staging",pod="c",job_name="SnapshotJob/audit"}': flat(1000),
+        },
+    ),
     "a second deployment without a leader": Situation(
         {"CapctlLeaderMissing"},
         {
