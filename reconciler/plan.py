@@ -269,8 +269,12 @@ def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool
     negated = not op and key.startswith("!")
     key = key.removeprefix("!").strip() if negated else key
     if not (_LABEL_KEY.fullmatch(key) and key.isprintable()) or any(c in value for c in "=!, "):
+        # A spec may hold such a label (`team: a b`, for other tooling): say which part -l cannot take.
+        # (Not for kubectl's set-based `team in (a,b)`, which capctl does not take at all.)
+        part = "(" not in text and next((p for p in (key, value) if p and not _LABEL_KEY.fullmatch(p)), None)
+        why = f" ({part!r}: -l takes no key or value holding a space, '=', '!' or ',')" if part else ""
         raise PlanError(
-            f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold)"
+            f"-l {selector!r}: expected key=value, key!=value, key or !key (comma-separated, all must hold){why}"
         )
     if op == "!=":
         return lambda labels: labels.get(key) != value
@@ -646,6 +650,10 @@ def _endpoint_moved(change: Change, task: DesiredTask, record: TaskRecord | None
     starts = change.action in (Action.CREATE, Action.REPLACE, Action.REISSUE)
     recording = task.family in (ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY)
     if not starts or not recording or record is None or record.family is not task.family or not record.home:
+        return change
+    # Only a run that may be going at the old endpoint is left behind: a start the vendor refused (or that never
+    # reached it: a 404 from a mistyped endpoint) began none, and a recorded stop ended its run there.
+    if record.status is not TaskStatus.RUNNING and not transitions.start_unconfirmed(record):
         return change
     account, _, old = record.home.partition(" at ")
     now_account, _, new = task.home.partition(" at ")

@@ -337,7 +337,9 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
     rows = plan_rows(plan, show_unchanged=show_unchanged)
     columns = min(MEMBER_LINE, console.width)
     if not rows:
-        console.print("No changes. The declared capture jobs match the recorded and observed state.", soft_wrap=True)
+        # --no-refresh observed nothing: "and observed" contradicted its own note (vendor status was not checked).
+        state = "recorded and observed" if plan["refreshed"] else "recorded"
+        console.print(f"No changes. The declared capture jobs match the {state} state.", soft_wrap=True)
     else:
         if all(r.action in ("no-op", "unknown") for r in rows):
             console.print("No changes for the tasks that could be observed. Left as is:\n", soft_wrap=True)

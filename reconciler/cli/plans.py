@@ -153,6 +153,19 @@ def _annotate(
     return annotate(the_plan, shown, records, observed, spec_set.providers)
 
 
+def _check_selection(target: list[str] | None, labels: list[str] | None) -> None:
+    """--target's and -l's syntax, before the state or the specs are read: a typo is said at once, not after
+    (or hidden behind) the specs' own errors, such as a secret unset where the command was tried (walk 18H-12)."""
+    from reconciler.plan import PlanError, check_selector, label_matcher
+
+    try:
+        for selector in target or ():
+            check_selector(selector)
+        label_matcher(labels or ())
+    except PlanError as exc:
+        fail(str(exc))
+
+
 def _plan_options(
     spec_set: SpecSet,
     prune: bool,
@@ -320,6 +333,7 @@ def plan(
         check_writable("plan", out)
     _check_format(fmt)
     check_log_level(log_level)
+    _check_selection(target, selector)
     spec_paths = paths_or_default(paths)
     with open_store(state, read_only=True) as store:
         # Hashes and fingerprints are keyed with the state's key (`secrets.py`), so the specs are read after it.
@@ -406,6 +420,7 @@ def apply(
     given = [flag for flag, value in fixed_by_plan.items() if value]
     if plan_file and given:
         fail(f"{', '.join(given)} cannot be combined with --plan: they were fixed when the plan was made")
+    _check_selection(target, selector)
     saved = _read_plan(plan_file) if plan_file else None
     spec_paths = paths_or_default(paths) if paths or saved is None else list(saved.paths)
     with ExitStack() as held:

@@ -85,7 +85,10 @@ def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> C
     wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
     known = {s.value for s in TaskStatus}
     if unknown := sorted(wanted - known):
-        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}")
+        from reconciler.spec.errors import did_you_mean
+
+        hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""  # `runing` (walk 18H-11)
+        fail(f"--status {', '.join(unknown)}: expected one of {', '.join(s.value for s in TaskStatus)}{hint}")
     try:
         for key in keys:
             check_selector(key, "KEY")
@@ -332,6 +335,8 @@ def state_show(
     state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
+    from reconciler.plan import near_key_hint
+    from reconciler.state import NoState
     from reconciler.state.codec import RowDamaged
 
     with open_store(state, read_only=True) as store:
@@ -340,9 +345,12 @@ def state_show(
         except RowDamaged as exc:  # only this row is read: its own damage, shown as stored
             _show_damaged(store, exc)
             fail(str(exc))
+        # A typo gets the nearest job or room, as rm, wake and --target give it (walk 18H-9).
+        typo = record is None and "*" not in key
+        near = near_key_hint(key, store.keys()) if typo and not isinstance(store, NoState) else ""
     if record is None:
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
-        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else ""
+        glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else near
         _no_task(key, store, glob)
     write_json(record_to_dict(record), sys.stdout, text="readable")
 

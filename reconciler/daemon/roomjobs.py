@@ -243,6 +243,14 @@ class RoomJobs:
         self._tell(selections)
         return Effective(dataclasses.replace(spec, tasks=tasks), selections)
 
+    def rooms_left_out(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The active rooms each selector job leaves out now (past its maxRooms), for the status page."""
+        jobs: dict[str, list[str]] = {}
+        for job, room, why in self._warned:
+            if why == "max":
+                jobs.setdefault(job, []).append(room)
+        return tuple((job, tuple(sorted(rooms))) for job, rooms in sorted(jobs.items()))
+
     def _tell(self, selections: tuple[Selection, ...]) -> None:
         """Metrics, and a log line when a room becomes left out or claimed (not at every decision)."""
         warned, self._warned = self._warned, set()

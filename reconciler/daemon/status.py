@@ -60,6 +60,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             spec_error_since=specs.invalid_since,
             prune_held=daemon.pruning.held(),
             max_prune=daemon.pruning.max_prune,
+            left_out=daemon.rooms.jobs.rooms_left_out() if acting else (),  # a standby selects no room
         )
         inputs = StatusInputs(
             records=daemon.records.values(),

@@ -180,7 +180,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"missing required field '{field}'"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
-        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        # One choice is already named by "expected": `capctl/v2` got "(did you mean 'capctl/v1'?)" after it.
+        hint = did_you_mean(value, choices) if isinstance(value, str) and len(choices) > 1 else ""
         hint = _ELSEWHERE.get((_kind_of(model), field, value.lower()), hint) if isinstance(value, str) else hint
         return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):

@@ -27,7 +27,7 @@ from reconciler.model import DesiredTask, ProviderConfig
 from reconciler.secrets import RUN_KEY
 from reconciler.spec.checks import CheckedJob, check_all
 from reconciler.spec.documents import Loaded, validate_document
-from reconciler.spec.errors import ErrorSink, SpecErrors
+from reconciler.spec.errors import ErrorSink, SpecErrors, did_you_mean
 from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.files import FileRefused, read_regular, size_text
 from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, StorageConfig, StorageDocument
@@ -97,6 +97,15 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _near_name(path: FsPath) -> str:
+    """` (did you mean 'specs'?)` for a typed name whose directory holds a near one (`capctl plan spec`)."""
+    try:
+        names = [p.name for p in (path.parent.iterdir() if path.name else ()) if not p.name.startswith(".")]
+    except OSError:
+        return ""
+    return did_you_mean(path.name, names)
+
+
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
     files: list[str] = []
     for given in paths:
@@ -105,7 +114,8 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
             mode = path.stat().st_mode
         except OSError as e:
             missing = e.errno in (errno.ENOENT, errno.ENOTDIR)
-            errors.add((str(path), 0, 0), "no such file or directory" if missing else (e.strerror or str(e)).lower())
+            said = f"no such file or directory{_near_name(path)}" if missing else (e.strerror or str(e)).lower()
+            errors.add((str(path), 0, 0), said)
             continue
         if stat.S_ISDIR(mode):
             found = []

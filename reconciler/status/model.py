@@ -222,6 +222,8 @@ class Replica:
     spec_error_since: float | None
     prune_held: tuple[str, ...] = ()  # removed from the specs, not stopped: more than --max-prune at once
     max_prune: float | None = None  # the daemon's --max-prune, in percent
+    # Active rooms a room-selector job covers but does not capture (past its maxRooms): no task says so.
+    left_out: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (job, rooms), by job
 
 
 @dataclass(frozen=True, slots=True)

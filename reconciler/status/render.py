@@ -200,6 +200,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             "spec_error": r.spec_error,
             "spec_error_since": _time(r.spec_error_since),
             "prune_held": list(r.prune_held),
+            "left_out": {job: list(rooms) for job, rooms in r.left_out},
         },
         "all_running": snapshot.all_running,
         "unknown": snapshot.unknown,

@@ -367,6 +367,12 @@ def test_a_zego_cloudrecord_endpoint_edited_in_place_says_on_each_start_what_may
     assert (replaced.action, replaced.reason) == (Action.REPLACE, f"replace requested; {note}")
     cut_short = record_for(task, TaskStatus.PENDING, vendor_task_id=None, client_task_id="capctl-abc", home=homes[0])
     assert one(task, cut_short).reason.endswith(note)
+    # Walk 18H-1: a start refused (the old endpoint a mistyped path answering 404) or a recorded stop leaves
+    # nothing running there; the row said a recording "runs on unseen" after fixing the endpoint's typo.
+    refused = record_for(task, TaskStatus.FAILED, vendor_task_id=None, last_error="HTTP 404", home=homes[0])
+    assert one(task, refused).reason == "previous start failed: HTTP 404"
+    ended = record_for(task, TaskStatus.STOPPED, stop_reason="idle timeout (ZEGO quit_reason 3)", home=homes[0])
+    assert note not in one(task, ended).reason
     assert one(task, ran, Observed(ObservedState.RUNNING)).reason == "running"
     assert one(task, record_for(task, home=homes[1]), Observed(ObservedState.NOT_FOUND)).reason.endswith("window)")
 
@@ -779,6 +785,20 @@ def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:
     text = console.export_text()
     assert text.startswith("No changes for the tasks that could be observed. Left as is:")
     assert "match the recorded and observed state" not in text
+
+
+def test_no_changes_without_refresh_claims_no_observation() -> None:
+    """Walk 18H-5: `plan --no-refresh` began "match the recorded and observed state", above its own note that
+    vendor status was not checked."""
+    from rich.console import Console
+
+    task = desired()
+    for refreshed, said in ((True, "recorded and observed state."), (False, "recorded state.")):
+        options = PlanOptions(refreshed=refreshed)
+        plan = diff({task.key: task}, {task.key: record_for(task)}, {}, options=options, state_serial=3, now=NOW)
+        console = Console(record=True, width=200)
+        render_text(plan_to_json(plan), console)
+        assert console.export_text().startswith(f"No changes. The declared capture jobs match the {said}\n")
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,14 @@ def test_bad_label_selectors_are_errors(bad: str) -> None:
         label_matcher([bad])
 
 
+def test_a_label_with_a_space_is_named_as_what_l_cannot_take() -> None:
+    """Walk 18H-4: `team: a b` is a valid spec label, and `-l 'team=a b'` said only "expected key=value"."""
+    with pytest.raises(PlanError, match=r"\('a b': -l takes no key or value holding a space, '=', '!' or ','\)$"):
+        label_matcher(["team=a b"])
+    with pytest.raises(PlanError, match=r"\('my team': -l takes no"):
+        label_matcher(["my team=x"])
+
+
 def labelled(room: str, job: str, **labels: str) -> DesiredTask:
     return replace(desired(room=room, job=job), labels=labels)
 

@@ -16,6 +16,7 @@ from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.base import HistorySpan, StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, VendorClock, settle, write_specs
+from tests.daemon.test_http import client
 from tests.specdocs import VOLC_ACCOUNT as VOLC
 from tests.specdocs import ZEGO_ACCOUNT as ZEGO
 from tests.specdocs import selector_job, snapshot_job
@@ -88,6 +89,10 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 1
     sample = registry.get_sample_value("capctl_selector_rooms", {"job_name": "SnapshotJob/classes", "state": "chosen"})
     assert sample == 2
+    # The status page names the room left out (walk 18H-2: it said "Every task is running." and nothing else).
+    async with await client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"]["left_out"] == {"SnapshotJob/classes": ["class-3"]}
+        assert "SnapshotJob/classes: <bdi>class-3</bdi>" in (await http.get("/")).text
     # The rooms whose first stream made their tasks count as active and captured (walk 5g: 0 and 0, as the
     # activity reached no task of theirs), so CapctlCoverageBelowTarget sees selector jobs too.
     coverage = {"job_name": "SnapshotJob/classes"}

@@ -177,6 +177,7 @@ def test_left_out_rooms_are_remembered_while_left_out_and_a_gone_job_s_series_ar
     for n in range(2, 6):  # rooms made on the fly, each left out for a while
         book.note(VOLC, f"class-{n}", True, float(n), "callback")
         jobs.effective(capped, book, {})
+        assert jobs.rooms_left_out() == (("SnapshotJob/classes", (f"class-{n}",)),)  # the status page (18H-2)
         book.note(VOLC, f"class-{n}", False, float(n) + 0.5, "callback")
     jobs.effective(capped, book, {})
     assert jobs._warned == set()  # none left out now: nothing kept for the rooms that were

@@ -163,6 +163,33 @@ SITUATIONS: dict[str, Situation] = {
             f'capctl_spec_set_info{{pod="b",digest="sha256:{OLD}"}}': flat(1),
         },
     ),
+    # Walk 18H-3: one Prometheus scrapes a second deployment (its own namespace and spec repository). Its
+    # other spec set is no stuck git-sync; its replicas leading nowhere is a missing leader, whoever leads here.
+    "a second deployment on its own specs": Situation(
+        set(),
+        {
+            'capctl_leader{namespace="staging",pod="c"}': flat(1),
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
+        },
+    ),
+    # Staging runs the same job, every room captured: production's 10 % lost still shows (it was 100 of 101).
+    "rooms lost beside a second deployment's": Situation(
+        {"CapctlCoverageBelowTarget"},
+        {
+            'capctl_rooms_captured{pod="a",job_name="SnapshotJob/audit"}': flat(9),
+            'capctl_leader{namespace="staging",pod="c"}': flat(1),
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
+            'capctl_rooms_active{namespace="staging",pod="c",job_name="SnapshotJob/audit"}': flat(1000),
+            'capctl_rooms_captured{namespace="staging",pod="c",job_name="SnapshotJob/audit"}': flat(1000),
+        },
+    ),
+    "a second deployment without a leader": Situation(
+        {"CapctlLeaderMissing"},
+        {
+            'capctl_leader{namespace="staging",pod="c"}': [1] * 10 + [0] * 150,
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
+        },
+    ),
     # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
     "the wall clock stepped": Situation(
         {"CapctlWallClockStepped"}, {'capctl_wall_clock_steps_total{pod="a"}': [0] * 100 + [1] * 60}

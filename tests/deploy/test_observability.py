@@ -62,7 +62,8 @@ def dashboard_exprs() -> Iterator[tuple[str, str]]:
 
 def problems(where: str, expr: str, names: Served) -> list[str]:
     """What in `expr` the daemon does not serve: a metric, a label, or (where samples show them) a label value."""
-    found, used_labels = [], {"le"}  # `le`: a histogram's bucket bound
+    # `le`: a histogram's bucket bound; `namespace`: put on every series by the scrape (the Prometheus Operator).
+    found, used_labels = [], {"le", "namespace"}
     metrics = METRIC.findall(expr)
     # A family without samples (nothing throttled yet) shows no labels: its groupings cannot be checked.
     labels_known = all(names.get(name) for name, _ in metrics)

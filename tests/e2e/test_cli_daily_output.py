@@ -154,6 +154,19 @@ def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what
     assert json.loads(shown)["last_error"] == error and json.loads(listed)["tasks"][0]["last_error"] == error
 
 
+def test_a_selection_typo_is_said_before_the_specs_are_read(tmp_path: Path) -> None:
+    """Walk 18H-12: `plan -l 'a b'` (or `--target '[a'`) where the specs cannot be read said only the specs'
+    errors (an unset secret where it was tried), the typo not at all."""
+    runner = CliRunner()
+    for command in ("plan", "apply"):
+        for option in (["-l", "team=a b"], ["--target", "[a"]):
+            args = [command, str(tmp_path / "nospecs"), *option, "--state", f"sqlite:///{tmp_path / 's.db'}"]
+            result = runner.invoke(cli.app, args)
+            assert result.exit_code == 1 and "nospecs" not in result.stderr, result.stderr
+            assert result.stderr.startswith(f"Error: {option[0]} "), result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are(tmp_path: Path) -> None:
     """Walk 14b: `state list -l tier=gld` (a typo of gold) printed a bare "0 tasks"; `plan -l` notes it. And
     `state show 'SnapshotJob/audit/*'` said only that no such task exists."""
@@ -170,6 +183,13 @@ def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are
     assert (
         glob.exit_code == 1 and "show takes one key: `capctl state list -o json 'SnapshotJob/audit/*'`" in glob.stderr
     )
+    # Walk 18H-9: a mistyped key gets the nearest one, as `state rm`, `wake` and `--target` give it.
+    typo_key = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", url])
+    assert typo_key.exit_code == 1 and typo_key.stderr.rstrip().endswith("(did you mean SnapshotJob/audit/lobby?)")
+    status = runner.invoke(cli.app, ["state", "list", "-s", "runing", "--state", url])
+    assert status.exit_code == 1 and status.stderr.rstrip().endswith("removed (did you mean 'running'?)")
+    none = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", f"{url}-none"])
+    assert none.exit_code == 1 and "no state at" in none.stderr and not (tmp_path / "state.db-none").exists()
     # Labels that match, with another filter that leaves nothing: no word about the labels.
     other = runner.invoke(cli.app, ["state", "list", "-l", "tier=gold", "-s", "failed", "--state", url])
     assert other.exit_code == 0 and other.stderr == ""

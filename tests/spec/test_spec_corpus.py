@@ -19,7 +19,7 @@ ALONE = {"only_comments", "not_a_mapping", "deep_nesting", "alias_bomb"}  # load
 # corpus file → (line, col, message fragment) of an error it must produce
 EXPECTED: dict[str, tuple[int, int, str]] = {
     "alias_bomb": (6, 36, "document too large: more than 1000000 values (after alias expansion)"),
-    "bad_api_version": (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1' (did you"),
+    "bad_api_version": (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1'"),
     "bad_duration_float": (8, 16, "spec.idleTimeout: invalid duration 2.5: use a whole number of seconds"),
     "bad_duration_units": (8, 13, "spec.interval: invalid duration '5 sec': use a whole number of"),
     "bad_name_uppercase": (3, 18, "metadata.name: 'Lobby-Audit' does not match lowercase letters, digits"),
@@ -122,6 +122,12 @@ def test_corpus_file(name: str) -> None:
     assert any((ln, c) == (line, col) and fragment in m for ln, c, m in found), found
 
 
+def test_a_value_with_one_choice_is_not_also_asked_did_you_mean() -> None:
+    """Walk 18H-6: `apiVersion: capctl/v2` said "expected 'capctl/v1' (did you mean 'capctl/v1'?)"."""
+    found = _errors(BASE, CORPUS / "bad_api_version.yaml")
+    assert (1, 13, "apiVersion: 'capctl/v2' is not allowed; expected 'capctl/v1'") in found, found
+
+
 def test_errors_name_the_file() -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([CORPUS / "unknown_field_typo.yaml", BASE], env=SECRET_ENV)
@@ -179,6 +185,11 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([missing], env={})
     assert str(info.value) == f"{missing}: no such file or directory"
+    # Walk 18H-10: `capctl plan spec` beside `specs/` gets the near name.
+    (tmp_path / "specs").mkdir()
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([tmp_path / "spec"], env={})
+    assert str(info.value) == f"{tmp_path / 'spec'}: no such file or directory (did you mean 'specs'?)"
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:

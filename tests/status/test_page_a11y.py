@@ -69,6 +69,7 @@ def _pages() -> dict[str, str]:
         spec_error_since=NOW - 5,
         prune_held=tuple(f"SnapshotJob/gone/room-{i}" for i in range(12)),
         max_prune=20.0,
+        left_out=(("SnapshotJob/classes", tuple(f"class-{i}" for i in range(12))),),
     )
     standby = Replica("standby", "does not act: another holder took the state lock", None, None, None, None, None)
     return {

@@ -134,6 +134,7 @@ def test_the_json_twin_has_the_same_facts() -> None:
         "spec_error": None,
         "spec_error_since": None,
         "prune_held": [],
+        "left_out": {},
     }
     assert data["all_running"] is False and data["totals"] == {"stopped": 1}
     assert data["page"] == {"number": 1, "pages": 1, "matching": 1}
@@ -206,6 +207,20 @@ def test_a_room_id_cannot_reverse_or_hide_what_follows_it() -> None:
     assert html.count("<bdi>\u202eevil</bdi> (\\u202eevil)") == 2  # its task row and its timeline
     assert html.count("<bdi>班级\u200b101</bdi> (\\u73ed\\u7ea7\\u200b101)") == 2
     assert html.count("<bdi>班级101</bdi><") == 2  # one script, nothing invisible: shown as it is
+
+
+def test_active_rooms_past_a_selectors_max_rooms_are_named_at_the_top() -> None:
+    """Walk 18H-2: a room past its selector job's maxRooms has no task, so the page said "Every task is running."
+    and nothing else; only a recent decision named it. A box at the top names the job and its rooms."""
+    replica = dataclasses.replace(LEADER, left_out=(("SnapshotJob/classes", ("class-4", "cl\u0430ss-5")),))
+    running = record("SnapshotJob/classes/class-1", TaskStatus.RUNNING)
+    snap = build_snapshot(inputs([running], replica=replica), StatusQuery(), NOW)
+    text = _text(render_html(snap))
+    assert "Active rooms not captured: past their job's maxRooms" in text
+    assert "SnapshotJob/classes: class-4, cl\u0430ss-5 (cl\\u0430ss-5)" in text  # a look-alike shows its escape
+    assert to_json(snap)["replica"]["left_out"] == {"SnapshotJob/classes": ["class-4", "cl\u0430ss-5"]}
+    plain = _text(render_html(build_snapshot(inputs([running]), StatusQuery(), NOW)))
+    assert "not captured" not in plain
 
 
 def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
