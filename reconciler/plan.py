@@ -561,7 +561,7 @@ def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None
     if record.spec_hash != task.spec_hash:  # what changed is shown, and when it is started with it
         how = f"spec changed: {how.replace('; wakes on', '; starts with the new settings on', 1)}"
         details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
-    reason = f"{how} (`capctl wake {task.key}` or --replace starts it now)"
+    reason = f"{how} (`capctl wake {task.key}`, with --daemon URL while a daemon runs, or --replace starts it now)"
     return _change(Action.NOOP, reason, task, record, details, after)
 
 

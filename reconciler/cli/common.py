@@ -319,9 +319,11 @@ def _daemon_advice(command: str, url: str | None) -> str:
             f"To apply by hand instead, {_STOP_EVERY_REPLICA}."
         )
     if command == "capctl wake":  # what the daemon does about a dormant task without a human (walk 12A-5)
+        wake = f"capctl wake --daemon {url or 'URL'} KEY..."
         return (
             "It wakes a dormant task by itself at the first activity in its room (a join or a stream), "
-            f"or at its next slot. To wake it by hand, {_STOP_EVERY_REPLICA}, then start it again."
+            f"or at its next slot; `{wake}` makes it wake them and start them now. "
+            f"To wake them offline instead, {_STOP_EVERY_REPLICA}, then start it again."
         )
     # After a copy it runs on the copy: on both states it would start each task twice.
     then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"

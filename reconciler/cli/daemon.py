@@ -27,6 +27,57 @@ def _duration_option(option: str, value: str, *, also: str = "") -> int:
         fail(f"{option}: {exc}{also}")
 
 
+def _ask_daemon(daemon: str, path: str, keys: list[str]) -> tuple[str, int, dict[str, object]]:
+    """POST `{"keys": keys}` (`{}` for none) to the daemon at `daemon`'s `path`, with CAPCTL_SYNC_TOKEN as a
+    bearer token when set: (the URL as messages show it, the HTTP status, the JSON answer). Exits saying why
+    when the URL, a key or the token cannot be sent, the daemon cannot be reached, or it answered no JSON
+    object. The token is never printed."""
+    import httpx
+
+    from reconciler.daemon.http import sync_token
+    from reconciler.httpclient import trust_settings_problem
+    from reconciler.jsonlimits import is_utf8
+    from reconciler.redact import redact_url, scrub_text
+    from reconciler.secrets import Secret
+
+    url = daemon.rstrip("/")
+    try:
+        base = redact_url(url)  # what messages show: a password in the URL is not printed
+        target = httpx.URL(url + path)
+    except (ValueError, httpx.InvalidURL):  # not quoted: neither can say which part is a password
+        fail(
+            "--daemon: the URL cannot be read (an unclosed [ or a port that is not a number): expected the "
+            "daemon's URL, e.g. http://127.0.0.1:8080"
+        )
+    if not url.startswith(("http://", "https://")):
+        fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
+    if bad := next((key for key in keys if not is_utf8(key)), None):  # httpx's JSON encoder: a traceback
+        fail(f"KEY {bad!r}: not UTF-8 text; no task key is")
+    if problem := trust_settings_problem(os.environ):  # as plan and apply: httpx's own error was a traceback
+        fail(problem)
+    try:
+        token = sync_token(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
+        fail(
+            f"cannot reach the daemon at {base}: {said}. Is `capctl run` serving there? "
+            "Point --daemon or CAPCTL_DAEMON at its --listen address."
+        )
+    status = f"{answer.status_code} {answer.reason_phrase}"
+    try:
+        reply = answer.json()
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or not isinstance(reply.get("reason"), str):
+        fail(f"{base} answered {status}, not as a capctl daemon: is --daemon right?")
+    return base, answer.status_code, reply
+
+
 def run(
     paths: PathsArg = None,
     listen: Annotated[
@@ -232,52 +283,17 @@ def sync(
     """Ask the running daemon to reconcile now (these keys, or every task), looking at the vendors first.
 
     It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
-    keeps waiting), within the vendors' rate budgets. Use it instead of `capctl apply` while a daemon runs.
+    keeps waiting: `capctl wake --daemon URL KEY` wakes it), within the vendors' rate budgets.
+    Use it instead of `capctl apply` while a daemon runs.
     When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
     """
-    import httpx
+    from reconciler.daemon.http import SYNC_PATH
 
-    from reconciler.daemon.http import SYNC_PATH, sync_token
-    from reconciler.httpclient import trust_settings_problem
-    from reconciler.jsonlimits import is_utf8
-    from reconciler.redact import redact_url, scrub_text
-    from reconciler.secrets import Secret
-
-    url = daemon.rstrip("/")
-    try:
-        base = redact_url(url)  # what messages show: a password in the URL is not printed
-        target = httpx.URL(url + SYNC_PATH)
-    except (ValueError, httpx.InvalidURL):  # not quoted: neither can say which part is a password
-        fail(
-            "--daemon: the URL cannot be read (an unclosed [ or a port that is not a number): expected the "
-            "daemon's URL, e.g. http://127.0.0.1:8080"
-        )
-    if not url.startswith(("http://", "https://")):
-        fail(f"--daemon {base!r}: expected the daemon's URL, e.g. http://127.0.0.1:8080")
-    if bad := next((key for key in keys or () if not is_utf8(key)), None):  # httpx's JSON encoder: a traceback
-        fail(f"KEY {bad!r}: not UTF-8 text; no task key is")
-    if problem := trust_settings_problem(os.environ):  # as plan and apply: httpx's own error was a traceback
-        fail(problem)
-    try:
-        token = sync_token(os.environ)
-    except ValueError as exc:
-        fail(str(exc))
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
-    except httpx.HTTPError as exc:
-        said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
-        fail(
-            f"cannot reach the daemon at {base}: {said}. Is `capctl run` serving there? "
-            "Point --daemon or CAPCTL_DAEMON at its --listen address."
-        )
-    try:
-        reply = answer.json()
-        reason, queued = str(reply["reason"]), int(reply.get("queued", 0))
-    except (ValueError, KeyError, TypeError):
-        fail(f"{base} answered {answer.status_code} {answer.reason_phrase}, not as a capctl daemon: is --daemon right?")
-    if answer.status_code != 200:
-        fail(f"the daemon at {base} queued nothing: {reason}")
+    base, status, reply = _ask_daemon(daemon, SYNC_PATH, keys or [])
+    if status != 200:
+        fail(f"the daemon at {base} queued nothing: {reply['reason']}")
+    count = reply.get("queued")
+    queued = count if isinstance(count, int) else "?"
     what = f"{queued} task(s)" if keys else f"every task ({queued})"
     out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False, soft_wrap=True)
     for key in keys or ():
@@ -296,57 +312,59 @@ def wake(
         ),
     ],
     state: StateOpt = None,
+    daemon: Annotated[
+        str | None,
+        typer.Option(
+            "--daemon",
+            metavar="URL",
+            envvar="CAPCTL_DAEMON",
+            show_envvar=True,
+            help="Ask the running `capctl run` at this URL (its --listen) to wake them and start them now, "
+            "instead of taking the state lock (which it holds).",
+        ),
+    ] = None,
 ) -> None:
-    """Wake dormant or backing-off tasks: clear their backoff so the next apply (or the daemon) starts them now.
+    """Wake dormant or backing-off tasks: clear their backoff so they start now.
 
     Each KEY must match a task; only those waiting (dormant, or stopped with a backoff) are woken, the others
-    are left as they are. Takes the state lock, which a running daemon holds: stop it first (it wakes a dormant
-    task by itself on room activity)."""
-    from collections import Counter
-
-    from reconciler import transitions
-    from reconciler.plan import PlanError, check_selector, fmt_time, near_key_hint, selector_matches, waited_after
+    are left as they are. While a daemon runs, use --daemon (or CAPCTL_DAEMON): it wakes them and starts them
+    at once (CAPCTL_SYNC_TOKEN is sent as for `capctl sync`). Without it, wake takes the state lock (a running
+    daemon holds it) and the next `capctl apply` starts them."""
+    from reconciler.plan import PlanError, check_selector
     from reconciler.state import NoState
+    from reconciler.waking import plan_wake
 
     try:
         for key in keys:
             check_selector(key, "KEY")
     except PlanError as exc:
         fail(str(exc))
+    if daemon is not None:
+        _wake_at(daemon, keys)
+        return
     with open_store(state, read_only=True) as store:  # waking a task in no state creates none
         if isinstance(store, NoState):
             fail(f"nothing to wake: {store.missing}")
         with locked(store, "capctl wake"):
-            known = store.keys()
-            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
-            # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
-            if unknown := [k for k, hits in matched.items() if not hits]:
-                named = ", ".join(repr(k) for k in unknown)
-                hint = next((h for k in unknown if (h := near_key_hint(k, known))), "")
-                fail(f"no task {named} in the state (see `capctl state list`); nothing woken{hint}")
-            records = {k: r for hits in matched.values() for k in hits if (r := store.record(k)) is not None}
-            lines, woken, seen = [], [], set()
-            for pattern, hits in matched.items():
-                left: Counter[str] = Counter()  # matched by a glob, not waiting: counted, not listed one by one
-                for key in hits:
-                    # A key named outright is said of itself, under its own KEY, even when a glob matches it too.
-                    if key in seen or (key in matched and key != pattern) or (record := records.get(key)) is None:
-                        continue
-                    seen.add(key)
-                    if (new := transitions.woken(record)) is not None:
-                        woken.append(new)
-                        slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
-                        lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
-                    elif pattern == key:
-                        lines.append(f"{key} is {record.status.value}: nothing to wake.")
-                    else:
-                        left[record.status.value] += 1
-                if left:
-                    counts = ", ".join(f"{n} {status}" for status, n in sorted(left.items()))
-                    n = sum(left.values())
-                    lines.append(f"{pattern}: left {n} task{'' if n == 1 else 's'} not waiting ({counts}).")
-            serial = store.put_many(woken) if woken else None
+            wake = plan_wake(keys, store.keys(), store.record)
+            if wake.unknown:
+                fail(wake.problem)
+            lines = wake.lines
+            serial = store.put_many(wake.woken) if wake.woken else None
     for line in lines:
         typer.echo(line)
     if serial is not None:
         typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")
+
+
+def _wake_at(daemon: str, keys: list[str]) -> None:
+    """`capctl wake --daemon`: the leader wakes the keys under its lease and reconciles them at once."""
+    from reconciler.daemon.http import WAKE_PATH
+
+    base, status, reply = _ask_daemon(daemon, WAKE_PATH, keys)
+    if status != 200:
+        fail(f"the daemon at {base} woke nothing: {reply['reason']}")
+    lines = reply.get("lines")
+    for line in lines if isinstance(lines, list) else ():
+        out_console().print(str(line), markup=False, soft_wrap=True, highlight=False)
+    out_console().print(f"{reply['reason']} at {base}.", markup=False, soft_wrap=True, highlight=False)

@@ -29,6 +29,7 @@ from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
 from reconciler.spec import SpecErrors, SpecSet
 from reconciler.state.base import StateError
+from reconciler.waking import plan_wake
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -216,6 +217,32 @@ class Daemon(DaemonParts):
             self.queue.add_all(wanted)
             log.info("sync requested", keys=len(wanted), every_key=keys is None)
         return status, reason, wanted
+
+    def wake(self, keys: Sequence[str]) -> tuple[int, str, list[str]]:
+        """`capctl wake --daemon`: clear the waiting of the tasks `keys` (keys or globs) name, as the offline
+        wake does (`waking.plan_wake`), written under this leader's lease (a standby's or a superseded
+        leader's write fails, nothing written), and reconcile them now; (HTTP status, reason, what it says of
+        each KEY). Any KEY that matches no task: nothing is woken."""
+        if self.spec is None:
+            return 503, f"no valid spec set in force: {self.specs.error}", []
+        if self.lease_lost is not None:
+            return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
+        wake = plan_wake(keys, self.records.keys(), self.records.get)
+        if wake.unknown:
+            return 404, wake.problem, []
+        if wake.woken:
+            # Due now rather than due at no set time: with none, the daemon's policy would find the room still
+            # known empty and put the task back to sleep (a room callback's wake writes the same).
+            now = self.clock.now()
+            try:
+                self.records.put_many(record.evolve(next_attempt_at=now) for record in wake.woken)
+            except StateError as exc:
+                return 503, f"nothing woken: the state could not be written: {exc}", []
+            woken = [record.key for record in wake.woken]
+            self.queue.add_all(woken)
+            log.info("wake requested", keys=len(woken), first=woken[:MAX_LOGGED])
+        n = len(wake.woken)
+        return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
     def _woken(self, keys: list[str], source: str) -> None:
         self.queue.add_all_after(self.reconciler.wake(keys, source))

@@ -1,5 +1,6 @@
 """The daemon's HTTP side: vendor callbacks, health and readiness probes, Prometheus metrics, the
-operators' `POST /api/v1/sync` (what `capctl sync` calls) and the read-only status page.
+operators' `POST /api/v1/sync` and `POST /api/v1/wake` (what `capctl sync` and `capctl wake --daemon`
+call) and the read-only status page.
 
 A thin ASGI layer: it reads bodies and writes answers; verification and acting live in the controller
 (`Daemon.handle_callback`, `Daemon.sync`), so the same logic is reached in-process by tests and over a
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_SYNC_BYTES",
     "SYNC_PATH",
     "SYNC_TOKEN_ENV",
+    "WAKE_PATH",
     "create_app",
     "daemon_sync_token",
     "healthz",
@@ -44,7 +46,9 @@ if TYPE_CHECKING:
 MAX_CALLBACK_BYTES = 1 << 20  # a vendor callback is a few hundred bytes; refuse anything absurd
 MAX_SYNC_BYTES = 1 << 20  # about 10,000 keys; to sync more, sync every key (an empty body)
 SYNC_PATH = "/api/v1/sync"
-SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync needs it; set for `capctl sync`: it is sent
+SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync and wake need it; set for the CLI: it is sent
+WAKE_PATH = "/api/v1/wake"  # `capctl wake --daemon`, under the same token as sync
+MAX_WAKE_LINES = 200  # what a wake says of its KEYs: a glob's woken tasks are listed one by one
 
 
 def sync_token(env: Mapping[str, str]) -> str | None:
@@ -114,7 +118,8 @@ def create_app(daemon: Daemon) -> Starlette:
         status, reason = await daemon.on_daemon_loop(daemon.handle_callback, vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
-    async def sync(request: Request) -> Response:
+    async def keys_of(request: Request) -> Response | list[str] | None:
+        """The keys of an authorized sync or wake request, or the answer refusing it."""
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
@@ -124,12 +129,29 @@ def create_app(daemon: Daemon) -> Starlette:
         except BodyRefused as exc:
             return refused(exc)
         try:
-            keys = parse_sync_body(body)
+            return parse_sync_body(body)
         except ValueError as exc:
             return JSONResponse({"ok": False, "reason": str(exc)}, status_code=400)
+
+    async def sync(request: Request) -> Response:
+        keys = await keys_of(request)
+        if isinstance(keys, Response):
+            return keys
         status, reason, queued = await daemon.on_daemon_loop(daemon.sync, keys)
         # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
         return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
+
+    async def wake(request: Request) -> Response:
+        keys = await keys_of(request)
+        if isinstance(keys, Response):
+            return keys
+        if keys is None:  # waking every task is a glob away ('SnapshotJob/*'), and said so
+            reason = 'expected {"keys": ["KIND/name/target" or a glob, ...]}: name the tasks to wake'
+            return JSONResponse({"ok": False, "reason": reason}, status_code=400)
+        status, reason, lines = await daemon.on_daemon_loop(daemon.wake, keys)
+        if len(lines) > MAX_WAKE_LINES:  # bounded, as sync's count is
+            lines = [*lines[:MAX_WAKE_LINES], f"… and {len(lines) - MAX_WAKE_LINES} more"]
+        return JSONResponse({"ok": status == 200, "reason": reason, "lines": lines}, status_code=status)
 
     async def readyz(_: Request) -> Response:
         await daemon.probe_store()  # in a thread, bounded: a hung store gives a 503, not a hung probe
@@ -148,6 +170,7 @@ def create_app(daemon: Daemon) -> Starlette:
         routes=[
             Route("/callbacks/{vendor}", callback, methods=["POST"]),
             Route(SYNC_PATH, sync, methods=["POST"]),
+            Route(WAKE_PATH, wake, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -291,7 +291,7 @@ def test_a_task_backing_off_is_left_to_its_slot_as_a_dormant_one_is() -> None:
         assert change.action is Action.NOOP
         assert change.reason == (
             "backing off after 2 idle runs; the daemon re-issues it at 2027-01-15 08:01:00Z "
-            f"(`capctl wake {task.key}` or --replace starts it now)"
+            f"(`capctl wake {task.key}`, with --daemon URL while a daemon runs, or --replace starts it now)"
         )
     plan = diff({task.key: task}, {task.key: rec}, {task.key: obs}, options=PlanOptions(), state_serial=1, now=NOW)
     assert plan.changes[0].action is Action.NOOP

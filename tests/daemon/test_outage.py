@@ -102,6 +102,8 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
             assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 0
             assert metric((await http.get("/metrics")).text, "capctl_leader") == 0
             assert (await http.post("/api/v1/sync")).status_code == 503  # sync is the leader's
+            woken = await http.post("/api/v1/wake", json={"keys": ["SnapshotJob/*"]})  # and so is wake
+            assert woken.status_code == 503 and woken.json()["reason"].startswith("not acting: standby: lost")
         starts = harness.calls("StartSnapshot")
         await stop_at_vendor(harness)
         await harness.advance(40)

@@ -379,3 +379,35 @@ async def test_vendor_faults_are_retried_within_seconds_and_sleep_only_in_a_room
     harness.sim.publish("zego", "class-1", stream_id="teacher")
     await harness.advance(2)
     assert harness.record(CLASS).status is TaskStatus.RUNNING and harness.record(CLASS).fault_runs == 3
+
+
+async def test_wake_over_http_starts_a_dormant_task_at_once_and_says_what_it_left(harness: Harness) -> None:
+    """`capctl wake --daemon` (walk 18H-7): the daemon holds the lock, so the leader clears the waiting itself."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"], idle=20))
+    harness.sim.publish("volcengine", "hall", user_id="alice")
+    await harness.start(sync_token="tok-wake")
+    await harness.advance(300)
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT
+    starts = harness.calls("StartSnapshot")
+    async with await client(harness) as http:
+        assert (await http.post("/api/v1/wake", json={"keys": [LOBBY]})).status_code == 401
+        auth = {"authorization": "Bearer tok-wake"}
+        typo = await http.post("/api/v1/wake", json={"keys": ["SnapshotJob/audit/lobbi"]}, headers=auth)
+        assert typo.status_code == 404 and "did you mean" in typo.json()["reason"]
+        assert harness.record(LOBBY).status is TaskStatus.DORMANT  # a KEY matching nothing wakes nothing
+        assert (await http.post("/api/v1/wake", content=b"", headers=auth)).status_code == 400
+        woken = await http.post("/api/v1/wake", json={"keys": ["SnapshotJob/audit/*"]}, headers=auth)
+        assert woken.status_code == 200, woken.json()
+        assert woken.json()["reason"] == "woke 1 task, queued for an immediate reconcile"
+        [line, left] = woken.json()["lines"]
+        assert line.startswith(f"Woke {LOBBY} (was dormant after ") and ", next slot " in line
+        assert left == "SnapshotJob/audit/*: left 1 task not waiting (1 running)."
+        await harness.advance(1)
+        assert harness.record(LOBBY).status is TaskStatus.RUNNING  # started now, not at its slot
+        assert harness.calls("StartSnapshot") == starts + 1
+        again = await http.post("/api/v1/wake", json={"keys": [LOBBY]}, headers=auth)
+        assert again.json() == {
+            "ok": True,
+            "reason": "woke 0 tasks, queued for an immediate reconcile",
+            "lines": [f"{LOBBY} is running: nothing to wake."],
+        }

@@ -1,0 +1,64 @@
+"""What `capctl wake` changes and says, offline (under the state lock) and in the daemon (POST /api/v1/wake).
+
+One piece of code for both: a running daemon holds the state lock, so without a wake of its own, bringing
+one room's capture back meant stopping the watch of every room (walk 18H-7). Pure: it reads records and
+returns the records to write and the lines to print; the caller writes them (the CLI under the lock, the
+leader through its fenced store).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from reconciler import transitions
+from reconciler.model import TaskRecord
+from reconciler.plan import fmt_time, near_key_hint, selector_matches, waited_after
+
+__all__ = ["Wake", "plan_wake"]
+
+
+@dataclass
+class Wake:
+    """`unknown` set: nothing is woken (`problem` says which KEYs matched nothing, with the nearest)."""
+
+    woken: list[TaskRecord] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    problem: str = ""
+
+
+def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable[[str], TaskRecord | None]) -> Wake:
+    """Which of the `known` keys each KEY (a task key or a glob) wakes, and what to say of each."""
+    known = list(known)
+    matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(patterns)}
+    # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
+    if unknown := [k for k, hits in matched.items() if not hits]:
+        named = ", ".join(repr(k) for k in unknown)
+        hint = next((h for k in unknown if (h := near_key_hint(k, known))), "")
+        return Wake(
+            unknown=unknown, problem=f"no task {named} in the state (see `capctl state list`); nothing woken{hint}"
+        )
+    records = {k: r for hits in matched.values() for k in hits if (r := record_of(k)) is not None}
+    result, seen = Wake(), set()
+    for pattern, hits in matched.items():
+        left: Counter[str] = Counter()  # matched by a glob, not waiting: counted, not listed one by one
+        for key in hits:
+            # A key named outright is said of itself, under its own KEY, even when a glob matches it too.
+            if key in seen or (key in matched and key != pattern) or (record := records.get(key)) is None:
+                continue
+            seen.add(key)
+            if (new := transitions.woken(record)) is not None:
+                result.woken.append(new)
+                slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
+                result.lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
+            elif pattern == key:
+                result.lines.append(f"{key} is {record.status.value}: nothing to wake.")
+            else:
+                left[record.status.value] += 1
+        if left:
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(left.items()))
+            n = sum(left.values())
+            result.lines.append(f"{pattern}: left {n} task{'' if n == 1 else 's'} not waiting ({counts}).")
+    return result
