@@ -146,8 +146,9 @@ def run_daemon(
         )
     if token is None and not _loopback(host):
         log.warning(
-            f"POST /api/v1/sync is open to anyone who reaches --listen: anyone can make the daemon call the vendors "
-            f"now; set {SYNC_TOKEN_ENV} (capctl sync sends it), and keep /api/ out of the ingress",
+            f"POST /api/v1/sync and /api/v1/wake are open to anyone who reaches --listen: anyone can make the daemon "
+            f"call the vendors now; set {SYNC_TOKEN_ENV} (capctl sync and wake send it), and keep /api/ out of the "
+            "ingress",
             listen=listen,
         )
     options = _Options(

@@ -301,9 +301,10 @@ def test_an_open_page_beyond_loopback_is_warned_about(work: Workdir) -> None:
     assert "status page is open" not in closed.stderr
     # POST /api/v1/sync makes the daemon call the vendors: open beyond loopback without CAPCTL_SYNC_TOKEN, it is
     # warned about too (it was not)
-    assert "POST /api/v1/sync is open to anyone who reaches --listen" in warned and "set CAPCTL_SYNC_TOKEN" in warned
+    assert "POST /api/v1/sync and /api/v1/wake are open to anyone who reaches --listen" in warned
+    assert "set CAPCTL_SYNC_TOKEN" in warned
     synced = work.capctl("run", "--listen", "192.0.2.1:0", env={"CAPCTL_SYNC_TOKEN": "sync-4712"}, expect=1).stderr
-    assert "/api/v1/sync is open" not in synced and "sync-4712" not in synced
+    assert "/api/v1/wake are open" not in synced and "sync-4712" not in synced
     # A token set but blank (an empty Secret) left the route open (warned about only beyond loopback); as an empty
     # --status-token-ref is refused
     blank = " ".join(
