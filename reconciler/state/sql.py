@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
-import structlog
-
-from reconciler import failpoints
+from reconciler import failpoints, logs
 from reconciler.jsonlimits import is_utf8
 from reconciler.model import RoomActivity, TaskRecord
 from reconciler.secrets import (
@@ -67,7 +65,7 @@ __all__ = [
     "iso_utc",
 ]
 
-log = structlog.get_logger("capctl.state")
+log = logs.lazy_logger("capctl.state")  # structlog imported only by a line written (a CLI start)
 # A record's body with a keyed spec hash, as `codec.encode` writes it (compact JSON), for a LIKE pattern.
 KEYED_BODY = f'%"spec_hash":"{KEYED_HASH_PREFIX}%'
 
