@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
@@ -645,6 +646,10 @@ def test_an_inbox_entry_capctl_cannot_read_is_dropped_alone(store: Store, store_
     for key in ("volc:app:1", "volc:app:2", "volc:app:3"):
         assert store.inbox_put(inbox_entry(key, at=10.0))
     raw_sql(store_url, f"UPDATE capctl_inbox SET {edit} WHERE dedupe_key = 'volc:app:2'")
-    claimed = store.inbox_claim(now=20.0)
+    with capture_logs() as logged:  # through the state's lazy logger (walk 18g: no structlog at a CLI's start)
+        claimed = store.inbox_claim(now=20.0)
     assert [e.dedupe_key for e in claimed] == ["volc:app:1", "volc:app:3"]
+    assert [(e["event"], e["dedupe_keys"]) for e in logged] == [
+        ("dropped callback inbox entries capctl cannot read", ["volc:app:2"])
+    ]
     assert store.inbox_claim(now=21.0) == []  # consumed with the batch: it stops no later claim
