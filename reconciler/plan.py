@@ -550,6 +550,11 @@ def _left_waiting(task: DesiredTask, record: TaskRecord, now: float) -> bool:
     )
 
 
+# How `capctl wake` reaches a running daemon (offline it needs the lock the daemon holds): one wording for the
+# single task's reason and the note on several (walk 19a).
+_WAKE_VIA_DAEMON = "with --daemon URL while a daemon runs"
+
+
 def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
     how = (
@@ -561,7 +566,7 @@ def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None
     if record.spec_hash != task.spec_hash:  # what changed is shown, and when it is started with it
         how = f"spec changed: {how.replace('; wakes on', '; starts with the new settings on', 1)}"
         details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
-    reason = f"{how} (`capctl wake {task.key}`, with --daemon URL while a daemon runs, or --replace starts it now)"
+    reason = f"{how} (`capctl wake {task.key}`, {_WAKE_VIA_DAEMON}, or --replace starts it now)"
     return _change(Action.NOOP, reason, task, record, details, after)
 
 
@@ -872,8 +877,8 @@ def diff(
             if len(waiting) > 1:  # which they are, and how to wake them in one go (`wake` takes globs)
                 jobs = {job_of(c.key) for c in waiting}
                 more = (
-                    f" (and {len(waiting) - 1} more of {next(iter(jobs))}: `capctl wake '{next(iter(jobs))}/*'` "
-                    "wakes them all)"
+                    f" (and {len(waiting) - 1} more of {next(iter(jobs))}: `capctl wake '{next(iter(jobs))}/*'`, "
+                    f"{_WAKE_VIA_DAEMON}, wakes them all)"
                     if len(jobs) == 1
                     else f" (and {len(waiting) - 1} more: `capctl state list --status {status.value}` lists them)"
                 )

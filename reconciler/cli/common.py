@@ -44,6 +44,7 @@ __all__ = [
     "fail",
     "keep_until_exit",
     "load_specs",
+    "lock_free_now",
     "locked",
     "open_store",
     "out_console",
@@ -252,6 +253,20 @@ def state_fingerprint_key(url: str | None) -> tuple[bytes, NoState | None]:
     with open_store(url, read_only=True) as store:
         key = store.fingerprint_key() or new_fingerprint_key()
         return key, NoState(store.missing, key) if isinstance(store, NoState) else None
+
+
+def lock_free_now(url: str | None, command: str) -> None:
+    """Refuse at once, as `locked` would at the write, while another process (a running daemon) holds the state
+    lock: a command that queries the vendor for minutes before it writes then learns it up front. The lock is
+    taken and released at once, not held through those queries, which would block a daemon starting meanwhile;
+    the write takes it again. Where there is no state yet, no one holds it: nothing is created."""
+    from reconciler.state import NoState
+
+    with open_store(url, read_only=True) as store:
+        if isinstance(store, NoState):
+            return
+    with open_store(url) as store, locked(store, command):
+        pass
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from reconciler.cli.common import (
     err_console,
     fail,
     load_specs,
+    lock_free_now,
     locked,
     open_store,
     out_console,
@@ -527,6 +528,8 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     except ImportListError as exc:
         fail(str(exc))
     lines, problems = parse_import_list(name, text)
+    if not dry_run:  # before any vendor call (a dry run writes nothing: it may run beside the daemon)
+        lock_free_now(state, "capctl state import")
     hash_key, _ = state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     with open_store(state, read_only=True) as store:
@@ -681,6 +684,8 @@ def state_import(
     key = typed_text(key)
     setup_logs(log_level)
     spec_paths = paths_or_default(paths)
+    if not dry_run:  # before the vendor call (a dry run writes nothing: it may run beside the daemon)
+        lock_free_now(state, "capctl state import")
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
     hash_key, _ = state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)

@@ -896,7 +896,8 @@ def test_the_note_on_several_dormant_tasks_says_how_to_wake_them_in_one_go() -> 
     plan = diff(tasks, records, {}, options=PlanOptions(refreshed=False), state_serial=1, now=NOW)
     (note, *_) = plan.notes
     assert note.endswith(
-        "(and 2 more of SnapshotJob/lobby-audit: `capctl wake 'SnapshotJob/lobby-audit/*'` wakes them all)."
+        "(and 2 more of SnapshotJob/lobby-audit: `capctl wake 'SnapshotJob/lobby-audit/*'`, with --daemon URL "
+        "while a daemon runs, wakes them all)."
     ), note
     other = desired("r4", job="hall-audit")
     tasks[other.key], records[other.key] = other, record_for(other, TaskStatus.DORMANT, next_attempt_at=NOW + 600)

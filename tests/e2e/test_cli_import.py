@@ -247,6 +247,36 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
     assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
 
 
+def test_a_running_daemon_refuses_an_import_before_any_vendor_call_a_dry_run_still_checks(work: Workdir) -> None:
+    """The daemon's lock was met only at the write (walk 17d): a 300-line list spent minutes of vendor queries
+    to be refused. Now the lock is tried first (and let go: the write takes it again); a dry run writes nothing
+    and runs beside the daemon."""
+    sim = work.sim
+    sim.publish("volcengine", "lobby", userId="u")
+    their_volc_start(sim, "lobby", "their-lobby")
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (work.root / "list.txt").write_text("SnapshotJob/audit/lobby their-lobby\n")
+    with closing(open_state(f"sqlite:///{work.state}")) as daemon:
+        daemon.fingerprint_key()  # made first, as every capctl command does before it writes a record
+        serial = daemon.serial()
+        queries = status_queries(sim)
+        with daemon.lock("capctl run on http://127.0.0.1:63901"):
+            for args in (["SnapshotJob/audit/lobby", "their-lobby"], ["--from", "list.txt"]):
+                refused = " ".join(work.capctl("state", "import", *args, expect=1).stderr.split())
+                assert "the capctl daemon holds the state lock (pid " in refused, refused
+                assert "To run `capctl state import`, stop the daemon first (SIGTERM), every replica" in refused
+            assert status_queries(sim) == queries  # nothing queried
+            dry = work.capctl("state", "import", "--from", "list.txt", "--dry-run").stdout
+            assert "1 task(s) would be imported. Nothing was written (--dry-run)." in dry
+            assert status_queries(sim) == queries + 1
+        assert daemon.serial() == serial
+    # No daemon: the lock tried first is let go, and the write takes it.
+    assert (
+        "Imported SnapshotJob/audit/lobby "
+        in work.capctl("state", "import", "SnapshotJob/audit/lobby", "their-lobby").stdout
+    )
+
+
 def test_ctrl_c_while_a_list_is_checked_at_the_vendor_writes_nothing_and_says_so(work: Workdir) -> None:
     sim = work.sim
     for room in ("lobby", "hall"):
