@@ -305,9 +305,16 @@ def intent(
     )
 
 
+# What a record that runs no longer waits for, however it came to run (a start, a start confirmed, a run seen):
+# a dormant or backing-off record seen running kept its slot and its empty room, and when the run ended the
+# daemon honoured that stale slot instead of deciding afresh (walk 18e).
+_RUNS: dict[str, Any] = {"next_attempt_at": None, "room_empty": False}
+
+
 def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str], now: float) -> TaskRecord:
     one_shot = record.family is ApiFamily.ZEGO_THUMBNAIL
     return record.evolve(
+        **_RUNS,
         status=TaskStatus.DONE if one_shot else TaskStatus.RUNNING,
         vendor_task_id=vendor_task_id,
         vendor_ref=dict(vendor_ref),
@@ -383,12 +390,14 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
         ids = ("AppId", "BusinessId", "RoomId", "TaskId")
         ref = {k: v for k in ids if isinstance(v := record.request.get(k), str) and v}
         began = now if obs.started_at is None else min(obs.started_at, now)  # (the vendor's clock may be ahead)
-        return started(record, name[2], ref, now).evolve(started_at=began, next_attempt_at=None)
+        return started(record, name[2], ref, now).evolve(started_at=began)
     if obs.state is ObservedState.RUNNING:
         # The vendor's start time only when the daemon took none (a start resumed after a crash), and never
         # later than now: the vendor's clock may be ahead of the daemon's.
         vendor_start = None if obs.started_at is None else min(obs.started_at, now)
-        return record.evolve(status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or vendor_start)
+        return record.evolve(
+            **_RUNS, status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or vendor_start
+        )
     if obs.state is ObservedState.UNKNOWN:
         return record
     if record.status is TaskStatus.DORMANT:

@@ -269,6 +269,27 @@ def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState
     assert one(task, rec, Observed(ObservedState.RUNNING)).reason == "running"
 
 
+def test_a_dormant_task_seen_running_forgets_its_slot_and_is_decided_afresh_when_it_stops_again() -> None:
+    """A dormant record a refresh sees running (a vendor status lagging the idle-out callback, the same
+    Volcengine TaskId started elsewhere) runs: its old slot and empty room no longer hold (walk 18e). Kept,
+    the run's next end was taken for a wait: plan and the daemon honoured that stale slot instead of deciding."""
+    from reconciler.daemon import policy
+    from reconciler.transitions import observed
+
+    task = desired()
+    slept = dict(started_at=NOW - 4000, stopped_at=NOW - 3980, unproductive_runs=3, next_attempt_at=NOW + 3000)
+    rec = record_for(task, TaskStatus.DORMANT, room_empty=True, **slept)
+    running = observed(rec, Observed(ObservedState.RUNNING), NOW - 600)
+    assert running.status is TaskStatus.RUNNING
+    assert running.next_attempt_at is None and not running.room_empty
+    ended = Observed(ObservedState.STOPPED, reason="idle timeout (Volcengine IdleTimeOut)")
+    stopped = observed(running, ended, NOW)
+    assert stopped.status is TaskStatus.STOPPED and stopped.next_attempt_at is None
+    assert one(task, stopped, refreshed=False).action is Action.REISSUE  # not "backing off" to the old slot
+    decision = policy.reissue_decision(stopped, NOW)
+    assert decision.delay < 3000 and not decision.dormant
+
+
 def test_a_task_backing_off_is_left_to_its_slot_as_a_dormant_one_is() -> None:
     """The daemon backs off a task that idled out (walk 10G-8): a PR's plan or an hourly drift check against
     its state reported that wait as a re-issue ("changes to apply", exit 2) though nothing changed, and apply

@@ -131,3 +131,27 @@ async def test_a_replace_resumed_after_its_stop_is_a_replace_and_stops_nothing_a
     [running] = harness.running_sim_tasks(family)
     assert (running.max_idle, harness.record(key).vendor_task_id) == (240, running.task_id)
     assert harness.record(key).status is TaskStatus.RUNNING and not harness.record(key).replacing
+
+
+async def test_a_dormant_task_an_apply_saw_running_is_decided_afresh_when_the_daemon_sees_it_stopped(
+    harness: Harness,
+) -> None:
+    """`capctl apply` saw a dormant task running (a vendor status lagging its idle-out) and recorded it so, with
+    its old slot kept: when the daemon then saw it stopped, it honoured that stale slot (walk 18e)."""
+    from reconciler.model import Observed, ObservedState
+
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    await harness.start()
+    await harness.advance(300)
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path)
+    dormant = store.load().records[LOBBY]
+    assert dormant.status is TaskStatus.DORMANT and dormant.next_attempt_at is not None
+    store.put(transitions.observed(dormant, Observed(ObservedState.RUNNING), harness.clock.now()))  # as apply does
+    store.close()
+    await harness.advance(30)
+    await harness.start()
+    await harness.advance(2)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.DORMANT and record.next_attempt_at is not None
+    assert record.next_attempt_at > dormant.next_attempt_at + 29, (record, dormant)  # its own, not the old one

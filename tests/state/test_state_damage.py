@@ -118,30 +118,37 @@ def test_keys_and_one_record_are_read_without_decoding_the_others(store_url: str
 # (`serial + 1` then made it 1, so a stale saved plan could apply) and compared a text version with an
 # int (TypeError); a key that is not hex was a ValueError traceback, and a short one keyed every hash anew, so
 # a plan replaced every task.
+_HAND_EDITS = [
+    ("UPDATE capctl_meta SET serial = -1", "the capctl_meta serial is -1, not a whole number", False),
+    ("UPDATE capctl_meta SET serial = 'x'", "the capctl_meta serial is 'x', not a whole number", True),
+    ("UPDATE capctl_meta SET serial = 1.5", "the capctl_meta serial is 1.5, not a whole number", True),
+    ("UPDATE capctl_meta SET schema_version = 'x'", "the capctl_meta schema_version is 'x', not a whole", True),
+    (
+        "UPDATE capctl_fingerprint_key SET key_hex = 'ab'",
+        "capctl_fingerprint_key table holds no 32-byte key",
+        False,
+    ),
+    (
+        "UPDATE capctl_fingerprint_key SET key_hex = 'zz'",
+        "capctl_fingerprint_key table holds no 32-byte key",
+        False,
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("statement", "detail", "only_sqlite"),
+    ("store_url", "statement", "detail"),
+    # An edit PostgreSQL's typed columns refuse itself is SQLite's alone.
     [
-        ("UPDATE capctl_meta SET serial = -1", "the capctl_meta serial is -1, not a whole number", False),
-        ("UPDATE capctl_meta SET serial = 'x'", "the capctl_meta serial is 'x', not a whole number", True),
-        ("UPDATE capctl_meta SET serial = 1.5", "the capctl_meta serial is 1.5, not a whole number", True),
-        ("UPDATE capctl_meta SET schema_version = 'x'", "the capctl_meta schema_version is 'x', not a whole", True),
-        (
-            "UPDATE capctl_fingerprint_key SET key_hex = 'ab'",
-            "capctl_fingerprint_key table holds no 32-byte key",
-            False,
-        ),
-        (
-            "UPDATE capctl_fingerprint_key SET key_hex = 'zz'",
-            "capctl_fingerprint_key table holds no 32-byte key",
-            False,
-        ),
+        (db, statement, detail)
+        for statement, detail, only_sqlite in _HAND_EDITS
+        for db in (("sqlite",) if only_sqlite else ("sqlite", "postgres"))
     ],
+    indirect=["store_url"],
 )
 def test_a_hand_edited_serial_version_or_key_is_damage(
-    store: StateStore, store_url: str, statement: str, detail: str, only_sqlite: bool
+    store: StateStore, store_url: str, statement: str, detail: str
 ) -> None:
-    if only_sqlite and not store_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's typed columns refuse the edit itself")
     store.fingerprint_key()  # made and stored (before any record, as every command does)
     store.put(make_record())
     store.close()
