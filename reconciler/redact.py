@@ -31,6 +31,7 @@ from reconciler.secrets import Hidden, Secret, SecretText, map_hidden
 
 __all__ = [
     "MESSAGE_LIMIT",
+    "escape_unprintable",
     "is_secret_key",
     "redact_named",
     "redact_tree",
@@ -92,7 +93,12 @@ def _one_line(text: str) -> str:
     restyled the reader's terminal."""
     if text.isprintable():
         return text
-    text = " ".join(text.split())
+    return escape_unprintable(" ".join(text.split()))
+
+
+def escape_unprintable(text: str) -> str:
+    """`text` with each character a terminal must not get raw (a control, a bidirectional override, a
+    zero-width character) written as its escape (`\\x1b`); printable text, CJK included, kept as it is."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 

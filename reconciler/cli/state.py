@@ -197,9 +197,11 @@ RAW_LIMIT = 2_000  # characters of a damaged row shown: enough to see what is wr
 def _escaped(text: str, limit: int = RAW_LIMIT) -> str:
     """`text` cut at `limit` characters, with what a terminal must not get raw (controls, a bidirectional
     override, a zero-width character) as escapes."""
-    cut = text[:limit]
-    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in cut)
-    return shown + (f"… ({len(text) - limit:,} more characters)" if len(text) > limit else "")
+    from reconciler.redact import escape_unprintable
+
+    return escape_unprintable(text[:limit]) + (
+        f"… ({len(text) - limit:,} more characters)" if len(text) > limit else ""
+    )
 
 
 def _stored_vendor_id(raw: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.clock import is_time
 from reconciler.gcpause import gc_paused
 from reconciler.model import ApiFamily, JobKind, RestartPolicy, TaskRecord, TaskStatus
+from reconciler.redact import escape_unprintable
 
 from .base import StateError
 
@@ -34,10 +35,7 @@ def forget_command(key: str) -> str:
     if key.isprintable():
         return f"capctl state rm {shlex.quote(key)}"
     # A key edited to hold a control character: bash's $'...' spells it, and the terminal never gets it raw.
-    escapes = {"\\": "\\\\", "'": "\\'"}
-    spelled = "".join(
-        escapes.get(ch, ch) if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in key
-    )
+    spelled = escape_unprintable(key.replace("\\", "\\\\").replace("'", "\\'"))
     return f"capctl state rm $'{spelled}'"
 
 
