@@ -557,14 +557,16 @@ _WAKE_VIA_DAEMON = "with --daemon URL while a daemon runs"
 
 def _waiting(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     slot = f"at {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else "when the daemon next decides"
+    edited = record.spec_hash != task.spec_hash  # what changed is shown, and when it is started with it
+    wakes = "starts with the new settings" if edited else "wakes"
     how = (
-        f"dormant after {waited_after(record)}; wakes on room activity or {slot}"
+        f"dormant after {waited_after(record)}; {wakes} on room activity or {slot}"
         if record.status is TaskStatus.DORMANT
         else f"backing off after {waited_after(record)}; the daemon re-issues it {slot}"
     )
     details: tuple[str, ...] = ()
-    if record.spec_hash != task.spec_hash:  # what changed is shown, and when it is started with it
-        how = f"spec changed: {how.replace('; wakes on', '; starts with the new settings on', 1)}"
+    if edited:
+        how = f"spec changed: {how}"
         details = field_changes(record.request, after) or ("spec changed (content hash differs)",)
     reason = f"{how} (`capctl wake {task.key}`, {_WAKE_VIA_DAEMON}, or --replace starts it now)"
     return _change(Action.NOOP, reason, task, record, details, after)
