@@ -859,7 +859,9 @@ def diff(
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
     # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
-    restored = [r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.removed_at]
+    restored = [
+        r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.REMOVED
+    ]
     if restored:
         more = f" (and {len(restored) - 1} more)" if len(restored) > 1 else ""
         notes.append(

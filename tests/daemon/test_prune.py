@@ -211,9 +211,13 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(key).status is TaskStatus.REMOVED
     write_specs(harness.specs, thumbnail_job(tencent=False))
-    assert harness.daemon.reload()
-    await harness.advance(1)
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(1)
     assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    # 20d-5: the revival was silent (a debug line), where every other record the daemon changes is logged.
+    [revived] = [e for e in logs if e["event"] == "no change" and "restored to the specs" in e["reason"]]
+    assert revived["log_level"] == "info" and "submitted before with the same content" in revived["reason"]
 
 
 async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune(harness: Harness) -> None:
