@@ -858,6 +858,17 @@ def diff(
                 f"{what} of {len(edited)} job(s) changed, recorded by apply (no vendor call{why}): "
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
+    # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
+    restored = [
+        r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.REMOVED
+    ]
+    if restored:
+        more = f" (and {len(restored) - 1} more)" if len(restored) > 1 else ""
+        notes.append(
+            f"{len(restored)} thumbnail task(s) restored to the specs as they were submitted before, so not submitted"
+            f" again; apply records them as done (no vendor call): {restored[0].key}"
+            f" (removed at {fmt_time(restored[0].removed_at)}){more}."
+        )
     # Edited ones in a note of their own: a reviewer sees the edit waits, not only that tasks sleep.
     for status, spec_edit in ((TaskStatus.DORMANT, True), (TaskStatus.DORMANT, False), (TaskStatus.STOPPED, False)):
         waiting = [

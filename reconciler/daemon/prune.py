@@ -1,10 +1,10 @@
 """The prune guard: which tasks removed from the specs the daemon stops, and when.
 
 The safeguard Argo CD and Flux have: a spec change that would prune more than `max_prune` % of the tasks
-in the state (tombstones aside) prunes none of them and waits for a human; a task missing from the specs
-is stopped only once it has stayed missing for `prune_grace` (a spec file rewritten in place is briefly
-missing documents); a task whose Provider is gone too is reported once, not retried (docs/daemon.md,
-"Pruning and its safeguard"). The `capctl_prune_blocked` gauges say how many are held back and why.
+in the state (tombstones and submitted thumbnails aside) prunes none of them and waits for a human; a task
+missing from the specs is stopped only once it has stayed missing for `prune_grace` (a spec file rewritten in
+place is briefly missing documents); a task whose Provider is gone too is reported once, not retried
+(docs/daemon.md, "Pruning and its safeguard"). The `capctl_prune_blocked` gauges say how many are held back and why.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from reconciler import transitions
 from reconciler.clock import Clock
 from reconciler.daemon import policy
 from reconciler.daemon.metrics import Metrics
-from reconciler.model import TaskRecord, TaskStatus
+from reconciler.model import ApiFamily, TaskRecord, TaskStatus
 from reconciler.spec import SpecSet
 
 __all__ = ["MAX_LOGGED", "PRUNE_GRACE", "PruneGuard"]
@@ -54,11 +54,15 @@ class PruneGuard:
         self._unstoppable &= {r.key for r in records} - set(spec.tasks)
         live = [r for r in records if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
+        # A submitted thumbnail's prune calls nothing and loses nothing (restored, it is not submitted again):
+        # weighed, a thumbnail job's cleanup waited for a human, and its files diluted a bad merge's share.
+        weighed = [r.key for r in live if not (r.family is ApiFamily.ZEGO_THUMBNAIL and r.status is TaskStatus.DONE)]
         # Weighed on the running tasks too: a selector job's stopped rooms of the last day must not dilute a
         # removal of most of what captures now.
         running = [r.key for r in live if transitions.stoppable(r)]
         stopping = sum(1 for key in running if key in missing)
-        too_many = policy.prune_blocked(len(missing), len(live), self.max_prune) or policy.prune_blocked(
+        removing = sum(1 for key in weighed if key in missing)
+        too_many = policy.prune_blocked(removing, len(weighed), self.max_prune) or policy.prune_blocked(
             stopping, len(running), self.max_prune
         )
         blocked = missing if too_many else set()

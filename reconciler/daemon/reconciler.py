@@ -300,8 +300,10 @@ class Reconciler:
         )
         change = plan.changes[0]
         if change.action is Action.NOOP:
-            log.debug("no change", reason=change.reason)
-            engine.persist_restored(self.records, (change,), records)
+            # A thumbnail back in the specs as submitted: its record revives without a call, which the log says.
+            (log.info if engine.persist_restored(self.records, (change,), records) else log.debug)(
+                "no change", reason=change.reason
+            )
             return Result(self._next_look(key, now))
         if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
             # A job renamed with its taskId kept: the vendor would answer this start "already started", and the

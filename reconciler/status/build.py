@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import JobKind, TaskRecord, TaskStatus, job_of
+from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus, job_of
 from reconciler.status.history import History, Run
 from reconciler.status.model import (
     SETTLED,
@@ -157,6 +157,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
         prune_held=record.key in inputs.replica.prune_held,
+        submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL else None,
     )
 
 

@@ -139,6 +139,8 @@ class TaskView:
     # Removed from the specs, its stop held back by --max-prune (`Replica.prune_held`): nothing is attempted for
     # it until a human acts, so a pending one cut short by the removal shows why it waits, not a bare "—".
     prune_held: bool = False
+    # A thumbnail's one call: a one-shot task has no run and nothing stops it, so this is its only time.
+    submitted_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

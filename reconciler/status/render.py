@@ -256,6 +256,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "next_observation": _time(t.next_observation),
         "next_attempt": _time(t.next_attempt),
         "prune_held": t.prune_held,
+        "submitted_at": _time(t.submitted_at),
     }
 
 

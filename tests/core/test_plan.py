@@ -474,6 +474,25 @@ def test_a_restored_thumbnail_with_the_same_content_is_not_submitted_again() -> 
     assert one(task, never_submitted).action is Action.CREATE
 
 
+def test_restored_thumbnails_left_unsubmitted_are_named_in_a_note_as_apply_records_them() -> None:
+    """20d-1: a thumbnail job's file put back unchanged is a no-op, which the text and markdown views do not
+    list: the plan said only "No changes. The declared capture jobs match the recorded … state", yet apply
+    turns each tombstone back into a `done` record. A note says so, as for the other no-ops apply records."""
+    from reconciler.plan import fmt_time
+    from reconciler.transitions import removed
+
+    tasks = [desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, room=f"f{i}") for i in range(3)]
+    tombs = {t.key: removed(record_for(t, TaskStatus.DONE), NOW) for t in tasks}
+    plan = diff({t.key: t for t in tasks}, tombs, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert {c.action for c in plan.changes} == {Action.NOOP}
+    assert plan.notes == (
+        f"3 thumbnail task(s) restored to the specs as they were submitted before, so not submitted again; "
+        f"apply records them as done (no vendor call): {tasks[0].key} (removed at {fmt_time(NOW)}) (and 2 more).",
+    )
+    running = {t.key: record_for(t, TaskStatus.DONE) for t in tasks}  # never removed: nothing to record
+    assert diff({t.key: t for t in tasks}, running, {}, options=PlanOptions(), state_serial=1, now=NOW).notes == ()
+
+
 def test_tombstones_expire_after_their_retention() -> None:
     from reconciler.transitions import TOMBSTONE_RETENTION, removed, tombstone_expired
 

@@ -17,7 +17,7 @@ from reconciler.state.base import LockHeld
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import SIM, Harness, write_specs
 from tests.servers import daemon_output, sim_output
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, snapshot_job, thumbnail_job
 
 LOBBY, CLASS = "SnapshotJob/audit/lobby", "RecordingJob/rec/class-1"
 
@@ -174,3 +174,18 @@ def test_the_daemons_own_entry_point_refuses_a_bad_option_with_a_log_line(
     [line] = proc.stderr.splitlines()
     assert '"event": "bad option"' in line and error in line
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_thumbnail_results_reaching_the_daemon_are_answered_and_change_nothing(harness: Harness) -> None:
+    """docs/spec-language.md (ThumbnailJob): MediaThumbnails' result callback (`event: snapshot`), sent to the
+    daemon's /callbacks/zego, is verified and answered 200 (no retries from ZEGO) and nothing of it is kept."""
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    submitted = harness.record(key)
+    assert submitted.status is TaskStatus.DONE
+    await harness.advance(10)  # the simulator sends the result 2 s after the submission
+    [result] = [d for d in harness.sim.callbacks.log if d["event"] == "snapshot"]
+    assert (result["status"], result["body"]["task_id"]) == (200, submitted.vendor_task_id)
+    assert harness.record(key) == submitted and harness.calls("MediaThumbnails") == 1

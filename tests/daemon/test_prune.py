@@ -211,9 +211,44 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(key).status is TaskStatus.REMOVED
     write_specs(harness.specs, thumbnail_job(tencent=False))
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    # 20d-5: the revival was silent (a debug line), where every other record the daemon changes is logged.
+    [revived] = [e for e in logs if e["event"] == "no change" and "restored to the specs" in e["reason"]]
+    assert revived["log_level"] == "info" and "submitted before with the same content" in revived["reason"]
+
+
+async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune(harness: Harness) -> None:
+    """20d-3: a ThumbnailJob whose files were all submitted (`done`) is one-shot: its prune calls nothing, loses
+    nothing (restored, it is not submitted again). Removing it (1 snapshot running + 2 done thumbnails: 2 of 3
+    tasks) was held for a human as a bad merge would be; and such records diluted a real one's share."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), thumbnail_job())
+    await harness.start()
+    await harness.advance(1)
+    thumbs = ["ThumbnailJob/thumbs//record/a.mp4", "ThumbnailJob/thumbs/1397757897438985100"]
+    assert all(harness.record(k).status is TaskStatus.DONE for k in thumbs)
+    assert harness.daemon is not None
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert all(harness.record(k).status is TaskStatus.REMOVED for k in thumbs)
+    assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+    # The other side: done thumbnails no longer dilute a real removal. The snapshot task, idled out (nothing to
+    # stop, but pruned it is not started again when its room fills), is 1 of 1 weighed tasks, not 1 of 3.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), thumbnail_job(name="more"))
     assert harness.daemon.reload()
     await harness.advance(1)
-    assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(60)  # the snapshot idles out: its room left, its task is not running
+    assert harness.record(LOBBY).status is not TaskStatus.RUNNING
+    write_specs(harness.specs, thumbnail_job(name="more"))
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.record(LOBBY).status is not TaskStatus.REMOVED
+    assert 'capctl_prune_blocked{reason="max-prune"} 1.0' in await metrics(harness)
 
 
 async def test_a_job_missing_for_less_than_the_grace_period_is_not_touched(harness: Harness) -> None:

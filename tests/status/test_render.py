@@ -234,3 +234,15 @@ def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     assert text.count("none: removed from the specs, its stop waits for a human (the prune above)") == 1
     tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
     assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
+
+
+def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:
+    """20d-4: a done thumbnail's row read "Stopped: —" (nothing stops a one-shot task), and its JSON had no time
+    at all: when it was submitted is what its team looks for."""
+    thumb = record("ThumbnailJob/replay//record/a.mp4", TaskStatus.DONE, vendor_task_id="thumb-1", started_at=NOW - 90)
+    snap = build_snapshot(inputs([thumb]), StatusQuery(), NOW)
+    text = _text(render_html(snap))
+    assert "Submitted" in text and "Stopped" not in text
+    assert "2027-01-15 07:58:30Z" in text  # NOW - 90 s
+    [task] = to_json(snap)["jobs"][0]["groups"][0]["tasks"]
+    assert (task["submitted_at"], task["stopped_at"]) == ("2027-01-15T07:58:30Z", None)
