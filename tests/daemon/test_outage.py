@@ -123,6 +123,39 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
         other.close()
 
 
+async def test_a_leader_deposed_while_its_writes_failed_is_a_ready_standby(harness: Harness, pg_url: str) -> None:
+    """Walk 20F-1: a database outage long enough to cost the leader its term left a write of that term
+    failed; as a standby it writes no changes, so nothing cleared it and /readyz said 503 `cannot write to
+    the state store` for as long as it stood by (a Kubernetes pod out of the Service for hours)."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(open_state(pg_url), leader=LeaderSettings(6.0, 4.0, 2.0))
+    await harness.advance(1)
+    failing = (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON capctl_records FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    other = open_state(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(failing)
+            await stop_at_vendor(harness)
+            await harness.advance(3)
+            assert "cannot write to the state store" in daemon.readiness().reason  # acting: it cannot
+            admin.execute("DROP TRIGGER refuse ON capctl_records")  # the database is well again, but meanwhile
+            admin.execute("UPDATE capctl_lock SET expires_at = now() - interval '1 second'")  # the term ended
+        lock = other.lock("capctl run on http://other:8080")  # and another replica leads
+        await harness.advance(3)
+        ready = daemon.readiness()
+        assert ready.ready and ready.reason.startswith("ready (standby: lost leadership"), ready.reason
+        lock.release()
+        await harness.advance(10)  # it leads again: its own writes say whether it can write
+        assert daemon.readiness().reason == f"ready (leader, epoch {daemon.lease.elector.epoch})"
+        assert harness.record(LOBBY).status.value == "running"
+    finally:
+        other.close()
+
+
 async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metrics(harness: Harness) -> None:
     """A full disk: observations cannot be recorded. /readyz says 503 and why, failed reconciles are
     counted as state-write, and the stopped task no longer counts as running."""
