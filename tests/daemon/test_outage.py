@@ -6,6 +6,7 @@ write-failure and wrong-secret tests on a real SQLite file and the simulator.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -330,6 +331,45 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
         # Said once each way, whatever the role (a standby logs nothing else during an outage).
         assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
         assert [e["event"] for e in back].count("the state store answers again") == 1
+    finally:
+        await harness.stop()
+        proxy.close()
+
+
+async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refused_callbacks_ends(
+    harness: Harness, pg_url: str
+) -> None:
+    """Walk 20F-3: someone joined a room known empty while PostgreSQL was down; every replica answered the
+    join's callbacks 503 (the inbox could not be written) and Volcengine's two retries ended before the
+    database was back. The task slept on to its hourly repair start: up to an hour of that room lost."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    store = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    try:
+        harness.sim.publish("volcengine", "lobby", user_id="u")
+        daemon = await harness.start(store, leader=LeaderSettings(3.0, 2.0, 0.5))
+        await harness.advance(30)
+        harness.sim.unpublish("volcengine", "lobby", user_id="u")
+        await harness.advance(30)  # the run idles out in the emptied room: dormant until activity
+        dormant = harness.record(LOBBY)
+        assert dormant.status is TaskStatus.DORMANT and dormant.room_empty, dormant
+        starts = harness.calls("StartSnapshot")
+        proxy.cut()
+        await harness.advance(3)  # past the renew deadline: it stands by
+        assert not daemon.lease.acting()
+        harness.sim.publish("volcengine", "lobby", user_id="u")  # a join: its callbacks answered 503, retried, lost
+        await harness.advance(30)
+        assert harness.calls("StartSnapshot") == starts
+        proxy.restore()
+        for _ in range(40):  # the old lease lapses on the server's clock (3 s of real time)
+            await harness.advance(0.5)
+            if daemon.lease.acting():
+                break
+            await asyncio.sleep(0.2)
+        await harness.advance(2)
+        assert harness.calls("StartSnapshot") == starts + 1  # before: only at the repair start, an hour on
+        assert harness.record(LOBBY).status is TaskStatus.RUNNING
     finally:
         await harness.stop()
         proxy.close()
