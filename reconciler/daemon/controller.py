@@ -27,6 +27,7 @@ from reconciler.daemon.specset import changed_keys
 from reconciler.daemon.storehealth import probe_store
 from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
+from reconciler.model import TaskStatus
 from reconciler.spec import SpecErrors, SpecSet
 from reconciler.state.base import StateError
 from reconciler.waking import plan_wake
@@ -244,6 +245,26 @@ class Daemon(DaemonParts):
         n = len(wake.woken)
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
+    def _wake_rooms_known_empty(self) -> None:
+        """After a state-store outage: every callback refused meanwhile (503, the inbox could not be written)
+        is lost once the vendor's retries end (Volcengine: two, 5 s apart), so a room known empty may have
+        people in it now whose join nobody heard. Its dormant task's repair start (EMPTY_ROOM_RECHECK, hourly)
+        is made due now: one start, which idles out again at once if the room is still empty (walk 20F-3).
+        Raises StateError: the takeover is tried again."""
+        now = self.clock.now()
+        due = [
+            r.evolve(next_attempt_at=now)
+            for r in self.records.values()
+            if r.status is TaskStatus.DORMANT and r.room_empty and (r.next_attempt_at or now) > now
+        ]
+        if due:
+            self.records.put_many(due)
+            log.info(
+                "state store back: rooms known empty get their repair start now (callbacks were refused meanwhile)",
+                keys=len(due),
+                first=[r.key for r in due][:MAX_LOGGED],
+            )
+
     def _woken(self, keys: list[str], source: str) -> None:
         self.queue.add_all_after(self.reconciler.wake(keys, source))
 
@@ -286,6 +307,8 @@ class Daemon(DaemonParts):
     def _regained(self) -> None:
         """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed
         starts are resolved by their client task id, as at a restart), consume the inbox, reconcile all."""
+        if self.lease.unreachable_before():
+            self._wake_rooms_known_empty()
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()

@@ -29,7 +29,7 @@ def readiness_of(lease: Lease, store: StoreHealth, specs: SpecState) -> Readines
     if (unreachable := lease.elector.last_error) is not None:
         why = f"the state store cannot be reached: {unreachable}"  # a standby's role says it already
         return Readiness(False, f"not ready ({role})" if role.endswith(why) else f"not ready ({role}): {why}")
-    if (problem := store.problem()) is not None:
+    if (problem := store.problem(acting=lease.acting())) is not None:
         return Readiness(False, f"not ready ({role}): {problem}")
     if (said := specs.problem()) is not None:
         ready, why = said

@@ -87,11 +87,13 @@ class StoreHealth:
         waited = self._clock.monotonic() - min(started) if started else 0.0
         return waited if waited >= STUCK_AFTER else None
 
-    def problem(self) -> str | None:
-        """Why the daemon cannot use its store now, or None."""
+    def problem(self, *, acting: bool = True) -> str | None:
+        """Why the daemon cannot use its store now, or None. A replica not `acting` writes no changes (a
+        standby, or a leader that lost its term with writes failing): a write of its last term that failed is
+        no reason it cannot take callbacks now, which a store that answers reads says."""
         if (waited := self.stuck_for()) is not None:
             return f"the state store has not answered for {waited:.0f} s"
-        if self.write_error is not None:
+        if self.write_error is not None and acting:
             since = iso_utc(self.failing_since or self._clock.now())
             return (
                 f"cannot write to the state store: {self.write_failures} failed write(s) since {since},"

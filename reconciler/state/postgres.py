@@ -203,8 +203,19 @@ class PostgresStateStore(SqlStateStore):
         return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
 
     def _limit_hit(self, exc: psycopg.Error) -> str:
-        """Which server limit ended a call, and where it is set (the server's text names neither), or ''."""
+        """Which server limit ended a call, and where it is set (the server's text names neither); or what a
+        capctl table gone from under an open state means, which the server's `relation … does not exist`
+        does not say; or ''."""
         text, session = str(exc), self._session_limits
+        if isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text:
+            # Nothing re-creates them under an open state (that would restart the serial): say what to do, and
+            # what a restart does, as on-call's first move.
+            return (
+                " (capctl's tables are gone from this database (or the schema its search_path names): dropped,"
+                " or the database made again; restore the newest backup (docs/state.md, Restoring a backup): a"
+                " capctl started on it as it is finds no state, makes a new one and starts every declared task"
+                " again)"
+            )
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:

@@ -6,6 +6,7 @@ write-failure and wrong-secret tests on a real SQLite file and the simulator.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -119,6 +120,39 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
         assert harness.calls("StartSnapshot") == starts + 1  # acting again: the stopped task is re-issued
         async with client(harness) as http:
             assert metric((await http.get("/metrics")).text, "capctl_lease_held") == 1
+    finally:
+        other.close()
+
+
+async def test_a_leader_deposed_while_its_writes_failed_is_a_ready_standby(harness: Harness, pg_url: str) -> None:
+    """Walk 20F-1: a database outage long enough to cost the leader its term left a write of that term
+    failed; as a standby it writes no changes, so nothing cleared it and /readyz said 503 `cannot write to
+    the state store` for as long as it stood by (a Kubernetes pod out of the Service for hours)."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(open_state(pg_url), leader=LeaderSettings(6.0, 4.0, 2.0))
+    await harness.advance(1)
+    failing = (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON capctl_records FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    other = open_state(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(failing)
+            await stop_at_vendor(harness)
+            await harness.advance(3)
+            assert "cannot write to the state store" in daemon.readiness().reason  # acting: it cannot
+            admin.execute("DROP TRIGGER refuse ON capctl_records")  # the database is well again, but meanwhile
+            admin.execute("UPDATE capctl_lock SET expires_at = now() - interval '1 second'")  # the term ended
+        lock = other.lock("capctl run on http://other:8080")  # and another replica leads
+        await harness.advance(3)
+        ready = daemon.readiness()
+        assert ready.ready and ready.reason.startswith("ready (standby: lost leadership"), ready.reason
+        lock.release()
+        await harness.advance(10)  # it leads again: its own writes say whether it can write
+        assert daemon.readiness().reason == f"ready (leader, epoch {daemon.lease.elector.epoch})"
+        assert harness.record(LOBBY).status.value == "running"
     finally:
         other.close()
 
@@ -297,6 +331,45 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
         # Said once each way, whatever the role (a standby logs nothing else during an outage).
         assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
         assert [e["event"] for e in back].count("the state store answers again") == 1
+    finally:
+        await harness.stop()
+        proxy.close()
+
+
+async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refused_callbacks_ends(
+    harness: Harness, pg_url: str
+) -> None:
+    """Walk 20F-3: someone joined a room known empty while PostgreSQL was down; every replica answered the
+    join's callbacks 503 (the inbox could not be written) and Volcengine's two retries ended before the
+    database was back. The task slept on to its hourly repair start: up to an hour of that room lost."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    store = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    try:
+        harness.sim.publish("volcengine", "lobby", user_id="u")
+        daemon = await harness.start(store, leader=LeaderSettings(3.0, 2.0, 0.5))
+        await harness.advance(30)
+        harness.sim.unpublish("volcengine", "lobby", user_id="u")
+        await harness.advance(30)  # the run idles out in the emptied room: dormant until activity
+        dormant = harness.record(LOBBY)
+        assert dormant.status is TaskStatus.DORMANT and dormant.room_empty, dormant
+        starts = harness.calls("StartSnapshot")
+        proxy.cut()
+        await harness.advance(3)  # past the renew deadline: it stands by
+        assert not daemon.lease.acting()
+        harness.sim.publish("volcengine", "lobby", user_id="u")  # a join: its callbacks answered 503, retried, lost
+        await harness.advance(30)
+        assert harness.calls("StartSnapshot") == starts
+        proxy.restore()
+        for _ in range(40):  # the old lease lapses on the server's clock (3 s of real time)
+            await harness.advance(0.5)
+            if daemon.lease.acting():
+                break
+            await asyncio.sleep(0.2)
+        await harness.advance(2)
+        assert harness.calls("StartSnapshot") == starts + 1  # before: only at the repair start, an hour on
+        assert harness.record(LOBBY).status is TaskStatus.RUNNING
     finally:
         await harness.stop()
         proxy.close()

@@ -243,3 +243,24 @@ def test_a_read_only_session_is_dropped_so_the_next_call_reaches_a_writable_serv
     with pytest.raises(StateError, match="read-only transaction"):
         store.put(make_record("SnapshotJob/start/other"))
     assert store.put(make_record("SnapshotJob/start/other")) == 2  # a new session: writable again
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_tables_dropped_under_an_open_state_are_named_with_the_way_out(store: StateStore, store_url: str) -> None:
+    """Walk 20F-2: the server's `relation "capctl_meta" does not exist` left on-call to guess, and restarting
+    the daemon, the usual first move, makes a new state that starts every task again."""
+    import psycopg
+
+    store.put(make_record())
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        tables = admin.execute(
+            "SELECT string_agg(tablename, ', ') FROM pg_tables"
+            " WHERE schemaname = current_schema() AND tablename LIKE 'capctl%'"
+        )
+        admin.execute(f"DROP TABLE {tables.fetchone()[0]}")  # type: ignore[index]
+    for call in (lambda: store.put(make_record("SnapshotJob/start/other")), lambda: store.lock("capctl run")):
+        with pytest.raises(StateError) as failed:
+            call()
+        said = str(failed.value)
+        assert 'relation "capctl_' in said and "capctl's tables are gone from this database" in said, said
+        assert "restore the newest backup" in said and "starts every declared task again" in said
