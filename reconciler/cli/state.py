@@ -382,7 +382,7 @@ def state_rm(
     from reconciler.model import TaskStatus
     from reconciler.plan import PlanError, check_selector, keys_matching, near_key_hint
     from reconciler.state import NoState
-    from reconciler.state.codec import RowDamaged, forget_command
+    from reconciler.state.codec import RowDamaged, forget_command, shell_word
 
     try:
         for key in keys:
@@ -429,7 +429,7 @@ def state_rm(
             held = (
                 f"its vendor task {vendor_id}" if vendor_id else "its vendor task, if any (its id could not be read),"
             )
-            adopt = f"`capctl state import {shlex.quote(key)} {shlex.quote(vendor_id or 'VENDOR_TASK_ID')}`"
+            adopt = f"`capctl state import {shell_word(key)} {shlex.quote(vendor_id or 'VENDOR_TASK_ID')}`"
             typer.echo(
                 f"Forgot the damaged row {key!r} (serial {serial}): {held} may still run at the vendor; "
                 f"adopt it again with {adopt}, or the next apply starts the task anew while the specs declare it."

@@ -575,22 +575,25 @@ class SqlStateStore(ABC):
     def keys(self) -> list[str]:
         """Every task key, sorted, without reading a record."""
         with self._cursor(write=False) as cur:
-            return [key for (key,) in _rows(cur, self.queries.keys)]
+            return [codec.text_key(key) for (key,) in _rows(cur, self.queries.keys) if key is not None]
+
+    def stored_forms(self, key: str) -> list[object]:
+        """The values a row of `key` may hold in its key column: its text, if it can be sent (bytes from argv
+        that are not UTF-8, `state show $'\xff'`, are no stored text, and the driver's encoding error was a
+        traceback, walk 12b). SQLite's store adds the BLOB a hand edit may have left (`codec.text_key`)."""
+        return [key] if is_utf8(key) else []
+
+    def _record_rows(self, key: str) -> list[Any]:
+        with self._cursor(write=False) as cur:
+            return [row for form in self.stored_forms(key) for row in _rows(cur, self.queries.record, (form,))]
 
     def record(self, key: str) -> TaskRecord | None:
         """One task's record, without reading the others; None when there is none."""
-        if not is_utf8(key):  # bytes from argv that are not UTF-8 (`state show $'\xff'`): no
-            return None  # stored key is such text, and the driver's encoding error was a traceback (walk 12b)
-        with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.record, (key,))
-        return self._decode(rows).get(key)
+        return self._decode(self._record_rows(key)).get(key)
 
     def raw_record(self, key: str) -> str | None:
         """The row `key` as stored, undecoded (a damaged row shown to the operator); None when there is none."""
-        if not is_utf8(key):
-            return None
-        with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.record, (key,))
+        rows = self._record_rows(key)
         if not rows:
             return None
         body = rows[0][1]
@@ -661,9 +664,11 @@ class SqlStateStore(ABC):
             serial = self._check_serial(cur, expected_serial, fence)
             removed = 0
             for key in keys:
-                cur.execute(self.queries.delete, (key,))
-                removed += cur.rowcount
-                cur.execute(self.history_queries.forget, (key,))
+                for form in self.stored_forms(key):
+                    cur.execute(self.queries.delete, (form,))
+                    removed += cur.rowcount
+                if is_utf8(key):  # (a key only a BLOB row holds has no history)
+                    cur.execute(self.history_queries.forget, (key,))
                 self._written_runs().pop(key, None)
             serial = self._bump(cur) if removed > 0 else serial
             self._check_fence(cur, fence)

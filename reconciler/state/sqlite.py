@@ -63,6 +63,15 @@ class SQLiteStateStore(SqlStateStore):
         mark="?", exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_room_activity'"
     )
 
+    def stored_forms(self, key: str) -> list[object]:
+        """Its text and, as SQLite compares a BLOB with no text, its bytes: a key a hand edit or another tool
+        stored as a BLOB (`codec.text_key`) is damage every command names, and `state rm` of it must find it."""
+        try:
+            blob = key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte gives: no stored key
+            return super().stored_forms(key)
+        return [*super().stored_forms(key), blob]
+
     # The flock says who holds the lock; this table keeps its epoch, raised at every taking, for fencing.
     leadership = LeadershipQueries(
         missing="SELECT 3 - count(*) FROM sqlite_master WHERE type = 'table'"

@@ -214,6 +214,37 @@ def test_a_damaged_record_row_is_shown_and_forgotten_by_its_exact_key(store_url:
     after.close()
 
 
+@pytest.mark.parametrize("blob", ["CAST('SnapshotJob/a/r2' AS BLOB)", f"X'{b'SnapshotJob/a/'.hex()}ff'"])
+def test_a_record_row_whose_key_is_a_blob_is_damage_named_and_forgotten_by_its_key(sqlite_url: str, blob: str) -> None:
+    """Walk 20A-2: a key a hand edit or another tool stored as a BLOB (SQLite keeps it, a TEXT column or not)
+    was a traceback from every command and the daemon (RowDamaged's message called `str.isprintable` on bytes,
+    `state rm`'s glob `str.split`), and no key typed matched it: SQL was the only way out again."""
+    from typer.testing import CliRunner
+
+    from reconciler import cli
+
+    store = open_state(sqlite_url)
+    store.put_many([make_record("SnapshotJob/a/r1"), make_record("SnapshotJob/a/r2", vendor_task_id="vt-2")])
+    store.close()
+    raw_sql(sqlite_url, f"UPDATE capctl_records SET key = {blob} WHERE key = 'SnapshotJob/a/r2'")
+    key = "SnapshotJob/a/r2" if "r2" in blob else "SnapshotJob/a/\udcff"  # its bytes as argv gives them
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli.app, [*args, "--state", sqlite_url], env={"NO_COLOR": "1", "COLUMNS": "300"})
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result
+        return result.exit_code, result.stdout, result.stderr
+
+    for command in (("state", "list"), ("state", "rm", "SnapshotJob/*")):
+        code, out, err = run(*command)
+        assert code == 1 and f"row {key!r}: its key is stored as a BLOB (bytes), not text" in err, (command, err)
+        assert codec.forget_command(key) in err, err
+    code, out, err = run("state", "rm", key, "--auto-approve")
+    assert code == 0 and f"Forgot the damaged row {key!r} (serial 2): its vendor task vt-2" in out, (out, err)
+    after = open_state(sqlite_url)
+    assert after.keys() == ["SnapshotJob/a/r1"] and list(after.load().records) == ["SnapshotJob/a/r1"]
+    after.close()
+
+
 def test_the_daemon_names_the_way_out_of_a_damaged_record_row(sqlite_url: str, tmp_path: Path) -> None:
     from tests.e2e.test_cli_contract import capctl, write_specs
     from tests.specdocs import snapshot_job
