@@ -47,8 +47,8 @@ def shell_word(key: str) -> str:
 
 
 def text_key(key: object) -> str:
-    """A stored key as text: SQLite keeps what a hand edit or another tool wrote, a BLOB included, whose bytes
-    come back as the surrogate escapes command-line bytes get (`state rm $'\\xff'` names it)."""
+    """A stored key as text: SQLite keeps what a hand edit or another tool wrote (a BLOB, text not in UTF-8),
+    its bytes that are not UTF-8 as the surrogate escapes command-line bytes get (`state rm $'\\xff'` names it)."""
     return key if isinstance(key, str) else bytes(key).decode("utf-8", "surrogateescape")  # type: ignore[call-overload]
 
 
@@ -193,8 +193,8 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
     with gc_paused():
         records: dict[str, TaskRecord] = {}
         for key, body in rows:
-            if not isinstance(key, str):  # a BLOB (SQLite): no key capctl writes, nor one it can compare
-                raise RowDamaged(text_key(key), "its key is stored as a BLOB (bytes), not text")
+            if not isinstance(key, str):  # SQLite keeps what another tool wrote: no key capctl writes or compares
+                raise RowDamaged(text_key(key), "its key is stored as bytes (a BLOB, or text not in UTF-8), not text")
             try:
                 record = decode(body)
             except CodecError as exc:

@@ -550,7 +550,7 @@ class SqlStateStore(ABC):
 
     def load(self) -> Snapshot:
         with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.load)
+            rows = self._record_text(cur, self.queries.load)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
         return Snapshot(
@@ -575,17 +575,24 @@ class SqlStateStore(ABC):
     def keys(self) -> list[str]:
         """Every task key, sorted, without reading a record."""
         with self._cursor(write=False) as cur:
-            return [codec.text_key(key) for (key,) in _rows(cur, self.queries.keys) if key is not None]
+            rows = self._record_text(cur, self.queries.keys)
+        return [codec.text_key(key) for (key,) in rows if key is not None]
 
-    def stored_forms(self, key: str) -> list[object]:
-        """The values a row of `key` may hold in its key column: its text, if it can be sent (bytes from argv
-        that are not UTF-8, `state show $'\xff'`, are no stored text, and the driver's encoding error was a
-        traceback, walk 12b). SQLite's store adds the BLOB a hand edit may have left (`codec.text_key`)."""
-        return [key] if is_utf8(key) else []
+    def _record_text(self, cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Rows of capctl_records (SQLite's store reads text that is not UTF-8 as bytes, for the codec to name)."""
+        return _rows(cur, sql, params)
+
+    def stored_form(self, key: str) -> object | None:
+        """What to look `key` up with: its text, if it can be sent (bytes from argv that are not UTF-8,
+        `state show $'\\xff'`, are no stored text, and the driver's encoding error was a traceback, walk 12b).
+        SQLite's store looks such bytes up too: a hand edit or another tool may have stored them."""
+        return key if is_utf8(key) else None
 
     def _record_rows(self, key: str) -> list[Any]:
+        if (form := self.stored_form(key)) is None:
+            return []
         with self._cursor(write=False) as cur:
-            return [row for form in self.stored_forms(key) for row in _rows(cur, self.queries.record, (form,))]
+            return self._record_text(cur, self.queries.record, (form,))
 
     def record(self, key: str) -> TaskRecord | None:
         """One task's record, without reading the others; None when there is none."""
@@ -664,7 +671,7 @@ class SqlStateStore(ABC):
             serial = self._check_serial(cur, expected_serial, fence)
             removed = 0
             for key in keys:
-                for form in self.stored_forms(key):
+                if (form := self.stored_form(key)) is not None:
                     cur.execute(self.queries.delete, (form,))
                     removed += cur.rowcount
                 if is_utf8(key):  # (a key only a BLOB row holds has no history)
