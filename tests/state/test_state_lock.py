@@ -239,7 +239,7 @@ class _Unanswered:
         self.now, self.cost, self.tries, self.url = 0.0, cost, 0, "postgresql://db/capctl"
         monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: self.now, sleep=sleep))
 
-    def lock(self, holder: str) -> _Unanswered:
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> _Unanswered:
         return self
 
     def release(self) -> None:
@@ -280,3 +280,24 @@ def test_ctrl_c_while_a_release_is_tried_again_ends_the_wait_not_the_command(
     with locked(store, "capctl apply"):  # type: ignore[arg-type]
         ran = True
     assert ran and store.tries == 1 and "could not release the state lock" in capsys.readouterr().err
+
+
+def test_a_command_renews_its_postgres_lease_while_it_holds_the_lock(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 20A-4: `locked` took a 60 s lease and never renewed it, so an apply or `state rm` waiting at its
+    confirmation past it (or an apply of thousands of changes) wrote on after a daemon replica or another command
+    had taken the lock over. Shortened here to 1 s; held 2.5 s, it is still this command's."""
+    from reconciler.cli import common
+
+    monkeypatch.setattr(common, "COMMAND_LEASE_SECONDS", 1.0)
+    store, other = open_state(pg_url), open_state(pg_url)
+    try:
+        with common.locked(store, "capctl apply"):
+            time.sleep(2.5)  # the lease is the database server's: real time
+            with pytest.raises(LockHeld, match="capctl apply"):
+                other.lock("capctl run").release()
+        other.lock("capctl run").release()  # released at the end, as before
+    finally:
+        store.close()
+        other.close()
