@@ -301,3 +301,28 @@ def test_a_command_renews_its_postgres_lease_while_it_holds_the_lock(
     finally:
         store.close()
         other.close()
+
+
+def test_a_command_whose_lease_was_taken_over_is_warned(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20A-4: the renewer that finds the lease in other hands says so (the command's writes are not fenced)."""
+    import psycopg
+
+    from reconciler.cli import common
+
+    monkeypatch.setattr(common, "COMMAND_LEASE_SECONDS", 0.4)
+    store = open_state(pg_url)
+    try:
+        with common.locked(store, "capctl apply"):
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # as a replica that took a lapsed lease
+                conn.execute("UPDATE capctl_lock SET token = 'theirs', holder = 'pid 1 on elsewhere (capctl run)'")
+            said, deadline = "", time.monotonic() + 10  # the next renew (every 0.1 s) finds it: waited for, bounded
+            while "Warning" not in said and time.monotonic() < deadline:
+                time.sleep(0.05)
+                said += capsys.readouterr().err
+    finally:
+        store.close()
+    err = " ".join(said.split())
+    assert "Warning: the state lock lapsed and was taken over (pid 1 on elsewhere (capctl run)" in err, err
+    assert "stop it (Ctrl-C) and run it again" in err and "Traceback" not in err, err
