@@ -48,6 +48,7 @@ __all__ = [
     "field_changes",
     "fmt_seconds",
     "fmt_time",
+    "keys_matching",
     "label_matcher",
     "literal_hint",
     "near_key_hint",
@@ -227,6 +228,21 @@ def selector_matches(selector: str, key: str) -> bool:
     if not _glob(parts[1]).fullmatch(fields[1]):
         return False
     return len(parts) == 2 or _glob(parts[2]).fullmatch(fields[2]) is not None
+
+
+def keys_matching(selectors: Iterable[str], keys: Iterable[str]) -> dict[str, list[str]]:
+    """Each of `selectors` (once each) with the `keys` it matches (`selector_matches`), in their order. A whole
+    task key (no `*`, three parts) matches itself alone, so it is looked up, not compared with every key: a
+    `wake --daemon` of 1,000 keys at 10,000 tasks made 10 million comparisons, seconds on the daemon's loop."""
+    keys = list(keys)
+    present = set(keys)
+
+    def matches(selector: str) -> list[str]:
+        if "*" not in selector and selector.count("/") >= 2:
+            return [selector] if selector in present else []
+        return [key for key in keys if selector_matches(selector, key)]
+
+    return {selector: matches(selector) for selector in dict.fromkeys(selectors)}
 
 
 def check_selector(selector: str, option: str = "--target") -> None:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from reconciler import transitions
 from reconciler.model import TaskRecord
-from reconciler.plan import fmt_time, near_key_hint, selector_matches, waited_after
+from reconciler.plan import fmt_time, keys_matching, near_key_hint, waited_after
 
-__all__ = ["Wake", "plan_wake"]
+__all__ = ["MAX_NAMED", "Wake", "plan_wake"]
+
+MAX_NAMED = 20  # unknown KEYs a refusal names, and looks for the nearest task of
 
 
 @dataclass
@@ -32,11 +34,12 @@ class Wake:
 def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable[[str], TaskRecord | None]) -> Wake:
     """Which of the `known` keys each KEY (a task key or a glob) wakes, and what to say of each."""
     known = list(known)
-    matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(patterns)}
+    matched = keys_matching(patterns, known)
     # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
     if unknown := [k for k, hits in matched.items() if not hits]:
-        named = ", ".join(repr(k) for k in unknown)
-        hint = next((h for k in unknown if (h := near_key_hint(k, known))), "")
+        named = ", ".join(repr(k) for k in unknown[:MAX_NAMED]) + (", …" if len(unknown) > MAX_NAMED else "")
+        # The nearest of the first few only: each look scans every key (the daemon answers on its loop).
+        hint = next((h for k in unknown[:MAX_NAMED] if (h := near_key_hint(k, known))), "")
         return Wake(
             unknown=unknown, problem=f"no task {named} in the state (see `capctl state list`); nothing woken{hint}"
         )

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.spec import SpecSet
-    from reconciler.state.base import NoState, StateStore
+    from reconciler.state.base import Lock, NoState, StateStore
     from reconciler.state.sql import SqlStateStore
 
 __all__ = [
+    "COMMAND_LEASE_SECONDS",
     "EXIT_CHANGES",
     "EXIT_ERROR",
     "EXIT_HUNG_UP",
@@ -275,7 +276,7 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     from reconciler.state.sql import holder_identity
 
     try:
-        lock = store.lock(command)
+        lock = store.lock(command, lease_seconds=COMMAND_LEASE_SECONDS)
     except LockHeld as exc:
         if exc.holder.startswith(holder_identity(command)):  # this very command: `state copy`'s source, named again
             fail(f"--from and --to name the same state ({store.url} is the source by another name): nothing to copy")
@@ -289,7 +290,8 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
             f"A lock held by a process that died is released by itself."
         )
     try:
-        yield
+        with _kept(lock):
+            yield
     finally:
         # Bounded in time, not only in tries: each try against a database host that does not answer waits out
         # its connect timeout (10 s), and six of them (66 s) outlasted the lease the retries were to spare.
@@ -312,6 +314,51 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
                     soft_wrap=True,
                 )
                 break
+
+
+# A command's PostgreSQL lease lapses this long after its last renew: a command that died lets the lock go by
+# itself; one that runs renews it (`_kept`).
+COMMAND_LEASE_SECONDS = 60.0
+
+
+@contextmanager
+def _kept(lock: Lock) -> Iterator[None]:
+    """Renew a lease (`lock.lease_seconds`: PostgreSQL's) every quarter of it while the command holds it. It
+    was never renewed, so it lapsed 60 s after it was taken: an apply or a `state rm` waiting at its
+    confirmation, or an apply of thousands of changes, went on writing while a daemon replica or another
+    command held the lock it had taken over (walk 20A-4). An OS lock (SQLite) lasts as long as its process."""
+    import threading
+
+    from reconciler.state.base import LockHeld, StateError
+
+    lease: float | None = getattr(lock, "lease_seconds", None)
+    if lease is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease / 4):
+            try:
+                lock.renew()
+            except LockHeld as exc:
+                if not stop.is_set():  # (not the release racing the renew)
+                    err_console().print(
+                        f"Warning: the state lock lapsed and was taken over ({exc.holder}): what this command "
+                        "writes from now on may undo what that one writes; stop it (Ctrl-C) and run it again.",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                return
+            except StateError:  # the database out of reach a moment: the lease may still be ours, tried again
+                continue
+
+    threading.Thread(target=renew, name="capctl-lock-renew", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 # A lock that cannot be released refuses the next command (`apply again …`) until its lease lapses (PostgreSQL:

@@ -12,7 +12,9 @@ import typer
 from reconciler.cli.common import fail, locked, open_store, out_console, paths_or_default, setup_logs
 from reconciler.cli.options import LogLevelOpt, PathsArg, StateOpt, complete_task_keys, typed_text
 
-__all__ = ["run", "sync", "wake"]
+__all__ = ["DAEMON_ANSWER_SECONDS", "run", "sync", "wake"]
+
+DAEMON_ANSWER_SECONDS = 10.0  # how long sync and wake wait for the daemon's answer
 
 
 def _duration_option(option: str, value: str, *, also: str = "") -> int:
@@ -61,7 +63,13 @@ def _ask_daemon(daemon: str, path: str, keys: list[str]) -> tuple[str, int, dict
         fail(str(exc))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=10.0)
+        answer = httpx.post(target, json={"keys": keys} if keys else {}, headers=headers, timeout=DAEMON_ANSWER_SECONDS)
+    except httpx.ReadTimeout:  # it took the request: not "cannot reach", and it may still act on it
+        fail(
+            f"the daemon at {base} took the request but gave no answer within {DAEMON_ANSWER_SECONDS:g} s (busy, or "
+            "its state store slow): it may still act on it. Its log says what it did; `capctl state list KEY` shows "
+            "the tasks as recorded."
+        )
     except httpx.HTTPError as exc:
         said = scrub_text(str(exc) or type(exc).__name__, [Secret(token or "")], limit=None)
         fail(

@@ -380,9 +380,9 @@ def state_rm(
     A record row capctl cannot read (edited by hand, a bad restore) stops every other command; named by its
     exact key, it is shown as stored and forgotten after a confirmation."""
     from reconciler.model import TaskStatus
-    from reconciler.plan import PlanError, check_selector, near_key_hint, selector_matches
+    from reconciler.plan import PlanError, check_selector, keys_matching, near_key_hint
     from reconciler.state import NoState
-    from reconciler.state.codec import RowDamaged, forget_command
+    from reconciler.state.codec import RowDamaged, forget_command, shell_word
 
     try:
         for key in keys:
@@ -394,7 +394,7 @@ def state_rm(
             _no_task(keys[0], store)
         with locked(store, "capctl state rm"):
             known = store.keys()
-            matched = {k: [key for key in known if selector_matches(k, key)] for k in dict.fromkeys(keys)}
+            matched = keys_matching(keys, known)
             # A key named outright must be there (a typo forgets nothing); a glob may match nothing, as long as
             # something is forgotten (`state rm 'SnapshotJob/*' 'ThumbnailJob/*'` in a state of snapshots only).
             unmatched = [k for k, hits in matched.items() if not hits and ("*" not in k or len(matched) == 1)]
@@ -429,7 +429,7 @@ def state_rm(
             held = (
                 f"its vendor task {vendor_id}" if vendor_id else "its vendor task, if any (its id could not be read),"
             )
-            adopt = f"`capctl state import {shlex.quote(key)} {shlex.quote(vendor_id or 'VENDOR_TASK_ID')}`"
+            adopt = f"`capctl state import {shell_word(key)} {shlex.quote(vendor_id or 'VENDOR_TASK_ID')}`"
             typer.echo(
                 f"Forgot the damaged row {key!r} (serial {serial}): {held} may still run at the vendor; "
                 f"adopt it again with {adopt}, or the next apply starts the task anew while the specs declare it."

@@ -22,7 +22,7 @@ from reconciler.redact import escape_unprintable
 
 from .base import StateError
 
-__all__ = ["CodecError", "RowDamaged", "decode", "decode_rows", "encode", "forget_command"]
+__all__ = ["CodecError", "RowDamaged", "decode", "decode_rows", "encode", "forget_command", "shell_word", "text_key"]
 
 
 class CodecError(StateError):
@@ -32,11 +32,24 @@ class CodecError(StateError):
 def forget_command(key: str) -> str:
     """The command that forgets the row `key`: damaged, it stops every command that reads it, and the
     operator needs a way out without SQL (`state rm` of that exact key reads no record)."""
+    return f"capctl state rm {shell_word(key)}"
+
+
+def shell_word(key: str) -> str:
+    """`key` as one bash word that gives it back, never a raw control on the terminal."""
     if key.isprintable():
-        return f"capctl state rm {shlex.quote(key)}"
-    # A key edited to hold a control character: bash's $'...' spells it, and the terminal never gets it raw.
-    spelled = escape_unprintable(key.replace("\\", "\\\\").replace("'", "\\'"))
-    return f"capctl state rm $'{spelled}'"
+        return shlex.quote(key)
+    # A key edited to hold a control character: bash's $'...' spells it, and the terminal never gets it raw;
+    # a byte that is not UTF-8 (`text_key`'s surrogate escape) as \xff, which bash passes on as that byte.
+    quoted = key.replace("\\", "\\\\").replace("'", "\\'")
+    spelled = "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in quoted)
+    return f"$'{escape_unprintable(spelled)}'"
+
+
+def text_key(key: object) -> str:
+    """A stored key as text: SQLite keeps what a hand edit or another tool wrote (a BLOB, text not in UTF-8),
+    its bytes that are not UTF-8 as the surrogate escapes command-line bytes get (`state rm $'\\xff'` names it)."""
+    return key if isinstance(key, str) else bytes(key).decode("utf-8", "surrogateescape")  # type: ignore[call-overload]
 
 
 class RowDamaged(CodecError):
@@ -180,6 +193,8 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
     with gc_paused():
         records: dict[str, TaskRecord] = {}
         for key, body in rows:
+            if not isinstance(key, str):  # SQLite keeps what another tool wrote: no key capctl writes or compares
+                raise RowDamaged(text_key(key), "its key is stored as bytes (a BLOB, or text not in UTF-8), not text")
             try:
                 record = decode(body)
             except CodecError as exc:

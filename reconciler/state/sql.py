@@ -550,7 +550,7 @@ class SqlStateStore(ABC):
 
     def load(self) -> Snapshot:
         with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.load)
+            rows = self._record_text(cur, self.queries.load)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
         return Snapshot(
@@ -575,22 +575,32 @@ class SqlStateStore(ABC):
     def keys(self) -> list[str]:
         """Every task key, sorted, without reading a record."""
         with self._cursor(write=False) as cur:
-            return [key for (key,) in _rows(cur, self.queries.keys)]
+            rows = self._record_text(cur, self.queries.keys)
+        return [codec.text_key(key) for (key,) in rows if key is not None]
+
+    def _record_text(self, cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Rows of capctl_records (SQLite's store reads text that is not UTF-8 as bytes, for the codec to name)."""
+        return _rows(cur, sql, params)
+
+    def stored_form(self, key: str) -> object | None:
+        """What to look `key` up with: its text, if it can be sent (bytes from argv that are not UTF-8,
+        `state show $'\\xff'`, are no stored text, and the driver's encoding error was a traceback, walk 12b).
+        SQLite's store looks such bytes up too: a hand edit or another tool may have stored them."""
+        return key if is_utf8(key) else None
+
+    def _record_rows(self, key: str) -> list[Any]:
+        if (form := self.stored_form(key)) is None:
+            return []
+        with self._cursor(write=False) as cur:
+            return self._record_text(cur, self.queries.record, (form,))
 
     def record(self, key: str) -> TaskRecord | None:
         """One task's record, without reading the others; None when there is none."""
-        if not is_utf8(key):  # bytes from argv that are not UTF-8 (`state show $'\xff'`): no
-            return None  # stored key is such text, and the driver's encoding error was a traceback (walk 12b)
-        with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.record, (key,))
-        return self._decode(rows).get(key)
+        return self._decode(self._record_rows(key)).get(key)
 
     def raw_record(self, key: str) -> str | None:
         """The row `key` as stored, undecoded (a damaged row shown to the operator); None when there is none."""
-        if not is_utf8(key):
-            return None
-        with self._cursor(write=False) as cur:
-            rows = _rows(cur, self.queries.record, (key,))
+        rows = self._record_rows(key)
         if not rows:
             return None
         body = rows[0][1]
@@ -661,9 +671,11 @@ class SqlStateStore(ABC):
             serial = self._check_serial(cur, expected_serial, fence)
             removed = 0
             for key in keys:
-                cur.execute(self.queries.delete, (key,))
-                removed += cur.rowcount
-                cur.execute(self.history_queries.forget, (key,))
+                if (form := self.stored_form(key)) is not None:
+                    cur.execute(self.queries.delete, (form,))
+                    removed += cur.rowcount
+                if is_utf8(key):  # (a key only a BLOB row holds has no history)
+                    cur.execute(self.history_queries.forget, (key,))
                 self._written_runs().pop(key, None)
             serial = self._bump(cur) if removed > 0 else serial
             self._check_fence(cur, fence)

@@ -12,6 +12,7 @@ admit a second writer, and it disappears with the process that held it, however 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -20,12 +21,13 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from reconciler.clock import Clock, SystemClock
+from reconciler.jsonlimits import is_utf8
 
 from .base import LockHeld, StateDamaged, StateError, StateMissing
 from .sql import (
@@ -62,6 +64,38 @@ class SQLiteStateStore(SqlStateStore):
     room_queries = RoomQueries.build(
         mark="?", exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_room_activity'"
     )
+
+    # A key is looked up as text, as the same bytes stored as a BLOB, and as text that is not UTF-8 (bytes a
+    # hand edit or another tool left: SQLite keeps them in a TEXT column, and compares a BLOB with no text).
+    _ANY_FORM = "key IN (?1, CAST(?1 AS TEXT), CAST(?1 AS BLOB))"
+    queries = dataclasses.replace(
+        queries,
+        record=f"SELECT key, body FROM capctl_records WHERE {_ANY_FORM}",
+        delete=f"DELETE FROM capctl_records WHERE {_ANY_FORM}",
+    )
+
+    def stored_form(self, key: str) -> object | None:
+        """Bytes from argv that are not UTF-8 (`state rm $'SnapshotJob/a/\\xff'`) as those bytes (`codec.text_key`)."""
+        try:
+            return key if is_utf8(key) else key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte gives
+            return None
+
+    def _record_text(self, cur: Cursor, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        try:
+            return super()._record_text(cur, sql, params)
+        except sqlite3.OperationalError as exc:
+            if "Could not decode to UTF-8" not in str(exc):
+                raise
+        # A hand edit in a terminal that is not UTF-8 (`é` typed in Latin-1): each such text read as its bytes,
+        # which the codec names as damage of that row, so that `state rm` of it can forget it.
+        db = self._db
+        assert db is not None  # (inside `_cursor`)
+        db.text_factory = _text_or_bytes
+        try:
+            return super()._record_text(cur, sql, params)
+        finally:
+            db.text_factory = str
 
     # The flock says who holds the lock; this table keeps its epoch, raised at every taking, for fencing.
     leadership = LeadershipQueries(
@@ -353,6 +387,13 @@ def _described(exc: sqlite3.Error) -> str:
 def _identity(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_dev, st.st_ino
+
+
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -343,6 +343,26 @@ def test_wake_clears_dormancy_and_backoff_so_the_task_is_reissued() -> None:
     assert woken(record_for(task)) is None and woken(record_for(task, TaskStatus.STOPPED)) is None
 
 
+def test_a_wake_of_many_whole_keys_looks_each_up_instead_of_comparing_it_with_every_key() -> None:
+    """Walk 20A-1: the daemon answers `wake --daemon` on its loop, and compared each KEY with every task key:
+    2,000 keys at 10,000 tasks were 20 million comparisons, about 10 s with the loop (its lease) stopped."""
+    import time
+
+    from reconciler.waking import MAX_NAMED, plan_wake
+
+    known = [f"SnapshotJob/job-{j}/room-{r}" for j in range(100) for r in range(100)]
+    asleep = record_for(desired(), TaskStatus.DORMANT, next_attempt_at=NOW + 600)
+    began = time.perf_counter()
+    wake = plan_wake(known[::5], known, lambda key: asleep.evolve(key=key))
+    typos = plan_wake([f"SnapshotJob/job-x{i}/room-{i}" for i in range(2_000)], known, lambda key: None)
+    assert time.perf_counter() - began < 2.0
+    assert [r.key for r in wake.woken] == known[::5] and not wake.unknown
+    assert len(typos.unknown) == 2_000 and typos.problem.count("'SnapshotJob/job-x") == MAX_NAMED, typos.problem
+    assert ", …" in typos.problem and "(did you mean SnapshotJob/job-0/room-0?)" in typos.problem
+    globs = plan_wake(["SnapshotJob/job-1", "SnapshotJob/job-2*/room-1"], known, lambda key: asleep.evolve(key=key))
+    assert len(globs.woken) == 100 + 11  # a kind/name and a glob are still compared with every key
+
+
 def test_failed_start_is_retried() -> None:
     task = desired()
     change = one(task, record_for(task, TaskStatus.FAILED, last_error="InvalidParameter: bad"))

@@ -114,3 +114,23 @@ def test_a_hostile_value_is_a_named_error(
     assert error in result.output
     assert sorted(os.walk(tmp_path)) == before  # no state, no plan file, no temporary file left
     assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
+
+
+@pytest.mark.parametrize("command", ["sync", "wake"])
+def test_a_daemon_that_takes_the_request_and_never_answers_is_not_called_unreachable(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 20A-3: a daemon whose loop or store is slow took the request and may act on it; the CLI said
+    'cannot reach the daemon … Is `capctl run` serving there?', sending the operator after the URL."""
+    import socket
+
+    from reconciler.cli import daemon
+
+    monkeypatch.setattr(daemon, "DAEMON_ANSWER_SECONDS", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts (the kernel's backlog) and never answers
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        result = CliRunner().invoke(cli.app, [command, "--daemon", url, "SnapshotJob/a/r1"], env={"COLUMNS": "300"})
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "cannot reach" not in said, said
+    assert f"the daemon at {url} took the request but gave no answer within 0.3 s" in said, said
+    assert "it may still act on it" in said, said

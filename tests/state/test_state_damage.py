@@ -214,6 +214,51 @@ def test_a_damaged_record_row_is_shown_and_forgotten_by_its_exact_key(store_url:
     after.close()
 
 
+_R2_FF = b"SnapshotJob/a/".hex() + "ff"  # `SnapshotJob/a/` and a byte that is not UTF-8
+_BYTES_KEY = "its key is stored as bytes (a BLOB, or text not in UTF-8), not text"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "detail"),
+    [
+        ("key = CAST('SnapshotJob/a/r2' AS BLOB)", "SnapshotJob/a/r2", _BYTES_KEY),
+        (f"key = X'{_R2_FF}'", "SnapshotJob/a/\udcff", _BYTES_KEY),  # the key as argv gives its bytes
+        (f"key = CAST(X'{_R2_FF}' AS TEXT)", "SnapshotJob/a/\udcff", _BYTES_KEY),
+        ("body = CAST(X'7bff7d' AS TEXT)", "SnapshotJob/a/r2", "stored record is not valid JSON: 'utf-8' codec"),
+    ],
+)
+def test_a_record_row_holding_bytes_is_damage_named_and_forgotten_by_its_key(
+    sqlite_url: str, edit: str, key: str, detail: str
+) -> None:
+    """Walk 20A-2: SQLite keeps what another tool or a terminal that is not UTF-8 wrote. A key stored as a BLOB
+    was a traceback from every command and the daemon (RowDamaged's message called `str.isprintable` on bytes,
+    `state rm`'s glob `str.split`), and no key typed matched the row; text that is not UTF-8 (a key or a body)
+    was `Could not decode to UTF-8 column 'body'`, `state rm` of that row too: SQL was the only way out again."""
+    from typer.testing import CliRunner
+
+    from reconciler import cli
+
+    store = open_state(sqlite_url)
+    store.put_many([make_record("SnapshotJob/a/r1"), make_record("SnapshotJob/a/r2", vendor_task_id="vt-2")])
+    store.close()
+    raw_sql(sqlite_url, f"UPDATE capctl_records SET {edit} WHERE key = 'SnapshotJob/a/r2'")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli.app, [*args, "--state", sqlite_url], env={"NO_COLOR": "1", "COLUMNS": "300"})
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result
+        return result.exit_code, result.stdout, result.stderr
+
+    for command in (("state", "list"), ("state", "rm", "SnapshotJob/*")):
+        code, out, err = run(*command)
+        assert code == 1 and f"row {key!r}: {detail}" in err, (command, err)
+        assert codec.forget_command(key) in err, err
+    code, out, err = run("state", "rm", key, "--auto-approve")
+    assert code == 0 and f"Forgot the damaged row {key!r} (serial 2): its vendor task" in out, (out, err)
+    after = open_state(sqlite_url)
+    assert after.keys() == ["SnapshotJob/a/r1"] and list(after.load().records) == ["SnapshotJob/a/r1"]
+    after.close()
+
+
 def test_the_daemon_names_the_way_out_of_a_damaged_record_row(sqlite_url: str, tmp_path: Path) -> None:
     from tests.e2e.test_cli_contract import capctl, write_specs
     from tests.specdocs import snapshot_job

@@ -239,7 +239,7 @@ class _Unanswered:
         self.now, self.cost, self.tries, self.url = 0.0, cost, 0, "postgresql://db/capctl"
         monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: self.now, sleep=sleep))
 
-    def lock(self, holder: str) -> _Unanswered:
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> _Unanswered:
         return self
 
     def release(self) -> None:
@@ -280,3 +280,49 @@ def test_ctrl_c_while_a_release_is_tried_again_ends_the_wait_not_the_command(
     with locked(store, "capctl apply"):  # type: ignore[arg-type]
         ran = True
     assert ran and store.tries == 1 and "could not release the state lock" in capsys.readouterr().err
+
+
+def test_a_command_renews_its_postgres_lease_while_it_holds_the_lock(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 20A-4: `locked` took a 60 s lease and never renewed it, so an apply or `state rm` waiting at its
+    confirmation past it (or an apply of thousands of changes) wrote on after a daemon replica or another command
+    had taken the lock over. Shortened here to 1 s; held 2.5 s, it is still this command's."""
+    from reconciler.cli import common
+
+    monkeypatch.setattr(common, "COMMAND_LEASE_SECONDS", 1.0)
+    store, other = open_state(pg_url), open_state(pg_url)
+    try:
+        with common.locked(store, "capctl apply"):
+            time.sleep(2.5)  # the lease is the database server's: real time
+            with pytest.raises(LockHeld, match="capctl apply"):
+                other.lock("capctl run").release()
+        other.lock("capctl run").release()  # released at the end, as before
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_command_whose_lease_was_taken_over_is_warned(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20A-4: the renewer that finds the lease in other hands says so (the command's writes are not fenced)."""
+    import psycopg
+
+    from reconciler.cli import common
+
+    monkeypatch.setattr(common, "COMMAND_LEASE_SECONDS", 0.4)
+    store = open_state(pg_url)
+    try:
+        with common.locked(store, "capctl apply"):
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # as a replica that took a lapsed lease
+                conn.execute("UPDATE capctl_lock SET token = 'theirs', holder = 'pid 1 on elsewhere (capctl run)'")
+            said, deadline = "", time.monotonic() + 10  # the next renew (every 0.1 s) finds it: waited for, bounded
+            while "Warning" not in said and time.monotonic() < deadline:
+                time.sleep(0.05)
+                said += capsys.readouterr().err
+    finally:
+        store.close()
+    err = " ".join(said.split())
+    assert "Warning: the state lock lapsed and was taken over (pid 1 on elsewhere (capctl run)" in err, err
+    assert "stop it (Ctrl-C) and run it again" in err and "Traceback" not in err, err
