@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 import typer.main
+import yaml
 from typer._click.core import Context
 from typer._click.exceptions import ClickException, MissingParameter
 from typer.exceptions import Exit
@@ -387,3 +388,14 @@ def test_every_relative_link_and_anchor_of_the_pages_leads_somewhere() -> None:
                 broken.append(f"{page.relative_to(ROOT)}: {link}: no such section")
     assert checked > 150
     assert broken == []
+
+
+def test_the_pull_request_guide_names_every_input_and_output_of_the_action() -> None:
+    """operations.md, "Plans in pull requests", is where a reader learns the action: an input added to
+    action.yml (walk 20E: five of six were named only there) must be named on the page too."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Plans in pull requests") : text.index("## Dashboard and alerts")]
+    named = [*action["inputs"], *action["outputs"]]
+    assert len(named) >= 8
+    assert [name for name in named if f"`{name}`" not in section] == []
