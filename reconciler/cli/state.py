@@ -236,9 +236,9 @@ def state_init(state: StateOpt = None) -> None:
     """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
 
     It creates the capctl tables where there is no state, in an empty SQLite file, or in an SQLite file or
-    PostgreSQL database without capctl tables (apply, run and demo also create a state where there is none).
-    An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt pages) is
-    refused: restore it from a backup, or move it away."""
+    PostgreSQL database without capctl tables (apply, run, demo and state import also create a state where
+    there is none). An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt
+    pages) is refused: restore it from a backup, or move it away."""
     from reconciler.state import open_state
     from reconciler.state.sql import SqlStateStore
 
@@ -275,12 +275,16 @@ def state_copy(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace the tasks, rooms and inbox of a destination that holds a state.")
+        bool,
+        typer.Option(
+            "--force", help="Replace the tasks, rooms, inbox and history of a destination that holds a state."
+        ),
     ] = False,
 ) -> None:
     """Copy a whole state to another store, e.g. SQLite to PostgreSQL before running several replicas.
 
-    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity and the callback inbox.
+    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity, the callback inbox
+    and the status page's history.
 
     Both states' locks are taken: stop every daemon replica first.
 
