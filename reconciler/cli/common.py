@@ -56,6 +56,7 @@ __all__ = [
     "retry_report",
     "run_async",
     "say_if_no_state",
+    "say_new_state",
     "set_no_color",
     "setup_logs",
     "split_listen",
@@ -508,6 +509,12 @@ def say_if_no_state(store: StateStore, consequence: str) -> bool:
     where = str(store.missing)
     err_console().print(f"{where[:1].upper()}{where[1:]}: {consequence}.", markup=False, soft_wrap=True)
     return True
+
+
+def say_new_state(url: str) -> None:
+    """On stderr, that a writing command (apply, state import) made the state, path resolved: `sqlite:///tmp/x.db`
+    is ./tmp/x.db, and a state nobody expected there starts every task again at the next apply elsewhere."""
+    err_console().print(f"Started a new state at {url}.", markup=False, soft_wrap=True)
 
 
 def split_listen(listen: str, example: str) -> tuple[str, int]:

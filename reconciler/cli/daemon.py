@@ -216,7 +216,8 @@ def run(
 
     Each --resync also lists their rooms at the vendor, repairing lost callbacks (docs/daemon.md).
 
-    POST /api/v1/sync (`capctl sync`) requires CAPCTL_SYNC_TOKEN as a bearer token when it is set here.
+    POST /api/v1/sync and /api/v1/wake (`capctl sync`, `capctl wake --daemon`) require CAPCTL_SYNC_TOKEN as a
+    bearer token when it is set here.
     """
     from reconciler.daemon import run_daemon
     from reconciler.daemon.starting import FOREVER

@@ -38,6 +38,7 @@ from reconciler.cli.common import (
     retry_report,
     run_async,
     say_if_no_state,
+    say_new_state,
     setup_logs,
     state_fingerprint_key,
 )
@@ -448,9 +449,7 @@ def apply(
                 store = _locked_store(state, "capctl apply", held)
                 if store.fingerprint_key(key) != key or store.serial() != 0:  # planned as if nothing was created
                     fail("another command created the state meanwhile; nothing was changed: run apply again")
-                # Where, path resolved: `sqlite:///tmp/x.db` is ./tmp/x.db, and a state nobody expected there
-                # starts every task again at the next apply elsewhere (walk 14b).
-                err_console().print(f"Started a new state at {store.url}.", markup=False, soft_wrap=True)
+                say_new_state(store.url)  # where, path resolved (walk 14b)
             return store
 
         received: list[int] = []  # the signals that stopped its changes

@@ -32,6 +32,7 @@ from reconciler.cli.common import (
     retry_report,
     run_async,
     say_if_no_state,
+    say_new_state,
     setup_logs,
     state_fingerprint_key,
 )
@@ -235,9 +236,9 @@ def state_init(state: StateOpt = None) -> None:
     """Start a new, empty state, also in an empty (0-byte) SQLite file, which other commands refuse as damage.
 
     It creates the capctl tables where there is no state, in an empty SQLite file, or in an SQLite file or
-    PostgreSQL database without capctl tables (apply, run and demo also create a state where there is none).
-    An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt pages) is
-    refused: restore it from a backup, or move it away."""
+    PostgreSQL database without capctl tables (apply, run, demo and state import also create a state where
+    there is none). An existing state is left as it is; a damaged one (some capctl tables but not all, corrupt
+    pages) is refused: restore it from a backup, or move it away."""
     from reconciler.state import open_state
     from reconciler.state.sql import SqlStateStore
 
@@ -274,12 +275,16 @@ def state_copy(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace the tasks, rooms and inbox of a destination that holds a state.")
+        bool,
+        typer.Option(
+            "--force", help="Replace the tasks, rooms, inbox and history of a destination that holds a state."
+        ),
     ] = False,
 ) -> None:
     """Copy a whole state to another store, e.g. SQLite to PostgreSQL before running several replicas.
 
-    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity and the callback inbox.
+    Every task record (tombstones, backoffs, dormancy), the fingerprint key, room activity, the callback inbox
+    and the status page's history.
 
     Both states' locks are taken: stop every daemon replica first.
 
@@ -532,7 +537,7 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     lines, problems = parse_import_list(name, text)
     if not dry_run:  # before any vendor call (a dry run writes nothing: it may run beside the daemon)
         lock_free_now(state, "capctl state import")
-    hash_key, _ = state_fingerprint_key(state)
+    hash_key, no_state = state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     with open_store(state, read_only=True) as store:
         recorded = Claims(store.load().records)
@@ -588,6 +593,8 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
                     except AdoptError as exc:
                         fail(f"{where[key]}: {key}: {exc} (recorded meanwhile); nothing was imported")
                 serial = store.put_many(found.values())  # one transaction: all of them or none
+                if no_state is not None:  # made now (one made meanwhile has another key: refused above)
+                    say_new_state(store.url)
         except KeyboardInterrupt:
             fail("interrupted: nothing was imported", code=EXIT_INTERRUPTED)
     for key, record in found.items():
@@ -689,7 +696,7 @@ def state_import(
     if not dry_run:  # before the vendor call (a dry run writes nothing: it may run beside the daemon)
         lock_free_now(state, "capctl state import")
     # The state's fingerprint key, read before anything is created: bad specs leave no state behind.
-    hash_key, _ = state_fingerprint_key(state)
+    hash_key, no_state = state_fingerprint_key(state)
     spec_set = load_specs(spec_paths, fingerprint_key=hash_key)
     task = _task_to_import(spec_set, key, spec_paths)
     try:
@@ -704,6 +711,8 @@ def state_import(
             if store.fingerprint_key(hash_key) != hash_key:
                 fail("another command created the state meanwhile; nothing was imported: run it again")
             serial = store.put(_adopt_checked(found, store, spec_set, vendor=False))  # what changed since
+            if no_state is not None:  # made now, as apply says (walk 20E-8)
+                say_new_state(store.url)
     what, how = describe(found), _how(found)
     if dry_run:
         typer.echo(f"Would import {key}: the {what}, {how}. Nothing was written (--dry-run).")

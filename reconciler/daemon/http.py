@@ -68,8 +68,8 @@ def daemon_sync_token(env: Mapping[str, str]) -> str | None:
     token = sync_token(env)
     if SYNC_TOKEN_ENV in env and token is None:
         raise ValueError(
-            f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST /api/v1/sync open: set the token, "
-            "or unset the variable to leave the route open on purpose"
+            f"{SYNC_TOKEN_ENV} is set but empty, which would leave POST {SYNC_PATH} and {WAKE_PATH} open: set the "
+            "token, or unset the variable to leave the routes open on purpose"
         )
     return token
 
@@ -118,14 +118,15 @@ def create_app(daemon: Daemon) -> Starlette:
         status, reason = await daemon.on_daemon_loop(daemon.handle_callback, vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
-    async def keys_of(request: Request) -> Response | list[str] | None:
-        """The keys of an authorized sync or wake request, or the answer refusing it."""
+    async def keys_of(request: Request, what: str) -> Response | list[str] | None:
+        """The keys of an authorized sync or wake request (`what`, as its refusals name it), or the answer
+        refusing it."""
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
             return JSONResponse({"ok": False, "reason": reason}, status_code=401, headers=challenge)
         try:
-            body = await read_body(request, MAX_SYNC_BYTES, "sync")
+            body = await read_body(request, MAX_SYNC_BYTES, what)
         except BodyRefused as exc:
             return refused(exc)
         try:
@@ -134,7 +135,7 @@ def create_app(daemon: Daemon) -> Starlette:
             return JSONResponse({"ok": False, "reason": str(exc)}, status_code=400)
 
     async def sync(request: Request) -> Response:
-        keys = await keys_of(request)
+        keys = await keys_of(request, "sync")
         if isinstance(keys, Response):
             return keys
         status, reason, queued = await daemon.on_daemon_loop(daemon.sync, keys)
@@ -142,7 +143,7 @@ def create_app(daemon: Daemon) -> Starlette:
         return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
 
     async def wake(request: Request) -> Response:
-        keys = await keys_of(request)
+        keys = await keys_of(request, "wake")
         if isinstance(keys, Response):
             return keys
         if keys is None:  # waking every task is a glob away ('SnapshotJob/*'), and said so

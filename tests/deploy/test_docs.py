@@ -5,6 +5,7 @@ more), every option and failpoint is documented, and every `capctl` command a pa
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import shlex
 import shutil
@@ -18,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 import typer.main
+import yaml
 from typer._click.core import Context
 from typer._click.exceptions import ClickException, MissingParameter
 from typer.exceptions import Exit
@@ -349,3 +351,51 @@ def test_the_daemon_flags_table_gives_each_options_default() -> None:
             compared.append((literal[1], f"{value:g}" if isinstance(value, float) else str(value)))
     assert len(compared) >= 10
     assert [documented for documented, _ in compared] == [in_code for _, in_code in compared]
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@functools.cache
+def github_anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation but `-` and `_` dropped, each
+    space a `-` (headings inside fenced code are none)."""
+    anchors, fenced = set(), False
+    for line in page.read_text().splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and (heading := re.match(r"#+ (.+)", line)):
+            anchors.add(re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_every_relative_link_and_anchor_of_the_pages_leads_somewhere() -> None:
+    """A link to a file of the repository or to a section (`operations.md#install`, `#deploying`,
+    `../README.md#plans`) must find it: `capctl docs` checks the links to docs/ pages it ships, not those to
+    the README, bench/README.md, examples/ or a page's own sections, which a renamed heading breaks silently."""
+    pages = [ROOT / "README.md", ROOT / "bench" / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("examples/**/*.md")]
+    broken, checked = [], 0
+    for page in pages:
+        prose = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+        for link in MARKDOWN_LINK.findall(prose):
+            if re.match(r"[a-z]+:", link):
+                continue  # https:, mailto:
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            checked += 1
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link}: no such file")
+            elif anchor and (target.suffix != ".md" or anchor not in github_anchors(target)):
+                broken.append(f"{page.relative_to(ROOT)}: {link}: no such section")
+    assert checked > 150
+    assert broken == []
+
+
+def test_the_pull_request_guide_names_every_input_and_output_of_the_action() -> None:
+    """operations.md, "Plans in pull requests", is where a reader learns the action: an input added to
+    action.yml (walk 20E: five of six were named only there) must be named on the page too."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Plans in pull requests") : text.index("## Dashboard and alerts")]
+    named = [*action["inputs"], *action["outputs"]]
+    assert len(named) >= 8
+    assert [name for name in named if f"`{name}`" not in section] == []

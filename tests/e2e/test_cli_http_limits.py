@@ -83,12 +83,14 @@ def post(path: str, headers: str = "") -> bytes:
 def test_bodies_are_refused_at_the_limit_and_deep_json_is_a_400(work: Workdir) -> None:
     with daemon(work) as (url, log):
         # A declared 100 MB is refused before a byte of it is sent (before: the daemon waited to read it all).
-        for path in ("/callbacks/zego", "/api/v1/sync"):
+        # The refusal names the route's body (walk 20E-2: a wake body was refused as a "sync body").
+        for path, what in (("/callbacks/zego", "callback"), ("/api/v1/sync", "sync"), ("/api/v1/wake", "wake")):
             with contextlib.closing(connect(url)) as sock:
                 sock.sendall(post(path, "Content-Length: 104857600\r\n"))
                 status, headers, body = answer(sock)
                 assert status == 413 and headers["connection"] == "close"
-                assert "Content-Length 104857600 is over the limit of 1048576 bytes" in json.loads(body)["reason"]
+                reason = f"{what} body too large: Content-Length 104857600 is over the limit of 1048576 bytes"
+                assert json.loads(body)["reason"] == reason
                 assert closed_by_server(sock)
         # A chunked body is read up to the limit, then refused (before: read to its end, then measured).
         with contextlib.closing(connect(url)) as sock:
@@ -101,7 +103,7 @@ def test_bodies_are_refused_at_the_limit_and_deep_json_is_a_400(work: Workdir) -
             assert status == 413 and "more than the limit of 1048576 bytes" in json.loads(body)["reason"]
         # `[` x 100,000 (before: 500 and a traceback) and a document just past the nesting limit.
         for deep in (b"[" * 100_000, b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)):
-            for path in ("/callbacks/zego", "/callbacks/volcengine", "/api/v1/sync"):
+            for path in ("/callbacks/zego", "/callbacks/volcengine", "/api/v1/sync", "/api/v1/wake"):
                 with contextlib.closing(connect(url)) as sock:
                     sock.sendall(post(path, f"Content-Length: {len(deep)}\r\n") + deep)
                     status, _, body = answer(sock)

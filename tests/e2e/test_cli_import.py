@@ -141,8 +141,11 @@ def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_sta
     assert dry.startswith("Would import SnapshotJob/audit/lobby: the Volcengine snapshot task audit in room lobby")
     assert not work.state.exists()
 
-    for key, vendor_id in ids.items():
-        assert f"Imported {key} " in work.capctl("state", "import", key, vendor_id).stdout
+    for n, (key, vendor_id) in enumerate(ids.items()):
+        imported = work.capctl("state", "import", key, vendor_id)
+        assert f"Imported {key} " in imported.stdout
+        # The first made the state, and says where, as apply does (walk 20E-8: it said nothing); no other does.
+        assert ("Started a new state at sqlite:///" in imported.stderr) == (n == 0), imported.stderr
 
     applied = work.apply().stdout  # only the Huawei file, which nobody submitted, is left to do
     assert "Plan: 1 to create, 0 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 5 unchanged." in applied
@@ -325,3 +328,17 @@ def test_the_example_list_names_tasks_the_example_specs_declare(monkeypatch: pyt
     assert problems == [] and len(lines) >= 3
     for line in lines:
         probe(spec_set.tasks[line.key], line.vendor_id, 0.0, app_id="1234567890")
+
+
+def test_an_import_that_makes_the_state_says_where_as_apply_does(work: Workdir) -> None:
+    """Walk 20E-8: an import into no state made one silently (a script with CAPCTL_STATE unset adopted its tasks
+    into ./.capctl/state.db, and the next apply elsewhere started them again). A MediaThumbnails task is taken
+    on your word: no vendor call, so each form costs a spec load."""
+    work.write("thumbs.yaml", thumbnail_job())
+    line = "ThumbnailJob/thumbs/1397757897438985100 their-thumbs"
+    for args, state in (
+        (line.split(), work.root / "one.db"),
+        (["--from", "-"], work.root / "many.db"),
+    ):
+        made = work.capctl("state", "import", *args, "--state", f"sqlite:///{state}", stdin=line + "\n")
+        assert f"Started a new state at sqlite:///{state}." in " ".join(made.stderr.split()), made.stderr

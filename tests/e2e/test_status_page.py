@@ -311,6 +311,7 @@ def test_an_open_page_beyond_loopback_is_warned_about(work: Workdir) -> None:
         work.capctl("run", "--listen", "192.0.2.1:0", env={"CAPCTL_SYNC_TOKEN": " \n"}, expect=1).stderr.split()
     )
     assert "CAPCTL_SYNC_TOKEN is set but empty" in blank and "cannot listen" not in blank
+    assert "leave POST /api/v1/sync and /api/v1/wake open" in blank  # both routes (walk 20E-2: it named sync)
     assert blank.startswith("Error: CAPCTL_SYNC_TOKEN")  # as the options' errors, not a JSON log line (5g)
     # One no client can send is refused at start too (it started, and only some clients could sync), unquoted
     control = " ".join(
