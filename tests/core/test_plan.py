@@ -252,6 +252,36 @@ def test_an_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_and_one_
     assert one(old, empty).reason.startswith("dormant after its room emptied; wakes on room activity")
 
 
+def test_no_headline_says_the_jobs_match_while_an_edit_waits_for_its_room() -> None:
+    """Walk 17c: "No changes. The declared capture jobs match the recorded and observed state." and "1 unchanged"
+    above the note on an edit waiting for its empty room; the spec does not match the record yet. Text, markdown
+    and JSON say it alike; an unedited dormant task still matches (its spec is the record's)."""
+    from rich.console import Console
+
+    old, task = desired(bucket="audit"), desired(bucket="audit-2")
+    empty = record_for(old, TaskStatus.DORMANT, next_attempt_at=NOW + 600).evolve(room_empty=True)
+    for spec, waiting in ((task, 1), (old, 0)):
+        plan = plan_to_json(
+            diff({spec.key: spec}, {old.key: empty}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+        )
+        console = Console(record=True, width=200)
+        render_text(plan, console)
+        text, markdown = console.export_text(), render_markdown(plan)
+        assert plan["edits_waiting"] == waiting and plan["summary"]["no-op"] == 1, plan
+        if waiting:
+            headline = (
+                "No changes now, but the specs do not match the state yet: 1 spec edit waits for its empty room "
+                "(see the note)."
+            )
+            assert text.startswith(headline + "\n") and "match the recorded" not in text, text
+            assert headline in markdown and "No changes.\n" not in markdown, markdown
+            assert summary_line(plan).endswith(", 0 unchanged, 1 edit waiting for its room.")
+        else:
+            assert text.startswith("No changes. The declared capture jobs match the recorded and observed state.")
+            assert summary_line(plan).endswith(", 1 unchanged.") and "waiting" not in summary_line(plan)
+        assert f"**{summary_line(plan)}**" in markdown and summary_line(plan) in text
+
+
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
 def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState) -> None:
     from reconciler.transitions import observed
