@@ -320,6 +320,34 @@ def test_a_dormant_task_seen_running_forgets_its_slot_and_is_decided_afresh_when
     assert decision.delay < 3000 and not decision.dormant
 
 
+def test_a_task_seen_running_again_starts_its_run_then_and_forgets_the_last_stop() -> None:
+    """A dormant (or backing-off) record seen running kept the old run's start and stop reason (walk 19c): the
+    next end was measured from the old start, so a run that idled out looked hours long, productive, and reset
+    the idle count. Its start is the vendor's (never after now), else when it was seen; a running record keeps
+    the start it has."""
+    from reconciler.transitions import observed, was_productive
+
+    task = desired()  # idle timeout 180 s
+    old = dict(started_at=NOW - 4000, stopped_at=NOW - 3980, stop_reason="idle timeout (Volcengine IdleTimeOut)")
+    for status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+        rec = record_for(task, status, unproductive_runs=3, next_attempt_at=NOW + 3000, **old)
+        running = observed(rec, Observed(ObservedState.RUNNING, started_at=NOW - 185), NOW - 100)
+        assert (running.status, running.started_at, running.stopped_at, running.stop_reason) == (
+            TaskStatus.RUNNING,
+            NOW - 185,
+            None,
+            None,
+        )
+        ended = observed(running, Observed(ObservedState.STOPPED, reason="ended"), NOW)  # no vendor times
+        assert ended.stopped_at == NOW and not was_productive(ended)  # 185 s: one idle timeout, not 4,000 s
+        seen = observed(rec, Observed(ObservedState.RUNNING), NOW - 100)  # no start time: when it was seen
+        assert (seen.started_at, seen.stop_reason) == (NOW - 100, None)
+        ahead = observed(rec, Observed(ObservedState.RUNNING, started_at=NOW + 60), NOW)  # vendor clock ahead
+        assert ahead.started_at == NOW
+    runs = record_for(task, TaskStatus.RUNNING, started_at=NOW - 4000)
+    assert observed(runs, Observed(ObservedState.RUNNING, started_at=NOW - 185), NOW).started_at == NOW - 4000
+
+
 def test_a_task_backing_off_is_left_to_its_slot_as_a_dormant_one_is() -> None:
     """The daemon backs off a task that idled out (walk 10G-8): a PR's plan or an hourly drift check against
     its state reported that wait as a re-issue ("changes to apply", exit 2) though nothing changed, and apply
