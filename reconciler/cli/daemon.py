@@ -342,7 +342,7 @@ def wake(
     except PlanError as exc:
         fail(str(exc))
     given = ctx.get_parameter_source("state")
-    if daemon is not None and given is not None and given.name != "ENVIRONMENT":
+    if daemon is not None and given is not None and given.name == "COMMANDLINE":
         # The daemon wakes tasks in its own state: a --state named beside it would be silently ignored (walk 19a).
         # CAPCTL_STATE from the environment is only a default, and yields.
         fail(

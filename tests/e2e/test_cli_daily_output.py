@@ -151,8 +151,9 @@ def test_wake_refuses_a_state_named_beside_a_daemon(tmp_path: Path) -> None:
     store = open_state(url)
     assert [r.status for r in store.load().records.values()] == [TaskStatus.DORMANT]
     store.close()
-    asked = CliRunner().invoke(cli.app, ["wake", key, "--daemon", nobody], env={"CAPCTL_STATE": url})
-    assert asked.exit_code == 1 and "cannot reach the daemon" in " ".join(asked.stderr.split())
+    for state in (url, None):  # the daemon is asked (none there)
+        asked = CliRunner().invoke(cli.app, ["wake", key, "--daemon", nobody], env={"CAPCTL_STATE": state})
+        assert asked.exit_code == 1 and "cannot reach the daemon" in " ".join(asked.stderr.split()), asked.stderr
 
 
 def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what_is_unprintable(
