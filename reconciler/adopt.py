@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from reconciler import transitions
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
 
-__all__ = ["AdoptError", "Claims", "adopted", "check_unclaimed", "describe", "probe"]
+__all__ = ["AdoptError", "AlreadyRecorded", "Claims", "adopted", "check_unclaimed", "describe", "probe"]
 
 # Seed 001's Id rule, which a Volcengine TaskId must follow; ZEGO ids are opaque text.
 _VOLC_ID = re.compile(r"[a-zA-Z0-9_@\-.]{1,128}")
@@ -27,6 +27,15 @@ _MAX_ID = 128
 
 class AdoptError(Exception):
     """Why a vendor task cannot be imported: said to the operator as is."""
+
+
+class AlreadyRecorded(AdoptError):
+    """The key is tracked already. `what` says as what; the message adds the way out (`state rm` first), which
+    a list's import says once after its lines rather than on each (walk 17d)."""
+
+    def __init__(self, key: str, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: nothing imported; `capctl state rm {key}` first to replace its record")
 
 
 def _vendor_ref(task: DesiredTask, vendor_id: str, app_id: str) -> dict[str, str]:
@@ -101,9 +110,8 @@ def check_unclaimed(record: TaskRecord, records: Mapping[str, TaskRecord] | Clai
     existing = claims.records.get(record.key)
     if existing is not None:
         what = "a tombstone of a removed job" if existing.status is TaskStatus.REMOVED else existing.status.value
-        raise AdoptError(
-            f"already in the state ({what}, vendor task {existing.vendor_task_id or '-'}): "
-            f"nothing imported; `capctl state rm {record.key}` first to replace its record"
+        raise AlreadyRecorded(
+            record.key, f"already in the state ({what}, vendor task {existing.vendor_task_id or '-'})"
         )
     holder = claims.holder(record)
     if holder is not None:

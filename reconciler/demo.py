@@ -17,6 +17,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import queue
 import re
@@ -40,7 +41,7 @@ from reconciler import logs
 from reconciler.clock import SystemClock
 from reconciler.engine import apply_plan, make_plan, provider_pool
 from reconciler.listen import url_of
-from reconciler.plan import PlanOptions, plan_to_json
+from reconciler.plan import PlanOptions, fmt_seconds, plan_to_json
 from reconciler.providers.volcengine import stop_reason_of
 from reconciler.providers.zego_client import recording_stop_reason
 from reconciler.render import render_apply_result, render_text
@@ -310,11 +311,19 @@ def _describe(event: dict[str, Any]) -> str | None:
     if name == "started":
         return f"{key}: started (vendor task {event.get('vendor_task_id')})"
     if name == "decision" and event.get("action") == "wait":
-        return f"{key}: waits {event.get('retry_in')} s — {event.get('reason', '')}"
+        return f"{key}: waits{_wait(event.get('retry_in'))} — {event.get('reason', '')}"
     if name in ("daemon started", "spec set loaded", "room activity: waking task", "callback: run ended; observing"):
         detail = event.get("summary") or event.get("callback") or ""
         return f"{name} {key} {detail}".strip()
     return None
+
+
+def _wait(seconds: object) -> str:
+    """` 1h`, ` 4m30s`: a wait as the plan writes one (`fmt_seconds`), rounded up so it never reads shorter;
+    nothing when the log line has no number."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    return " " + fmt_seconds(math.ceil(max(0.0, seconds)))
 
 
 def _dormant(event: dict[str, Any], key: str) -> bool:

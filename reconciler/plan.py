@@ -106,6 +106,8 @@ class PlanJSON(TypedDict):
     partial: bool
     paths: list[str]
     summary: dict[str, int]  # by `Action` value
+    # How many of the no-ops are spec edits waiting for their room (`Plan.edits_waiting`); absent before them.
+    edits_waiting: NotRequired[int]
     notes: list[str]
     unobserved: list[str]
     changes: list[ChangeJSON]
@@ -147,6 +149,17 @@ class Plan:
     def partial(self) -> bool:
         """Narrowed by --target or -l (`--replace` alone plans the whole set, as Terraform's -replace)."""
         return bool(self.options.targets or self.options.labels)
+
+    def edits_waiting(self) -> int:
+        """The no-ops whose spec changed: edits of tasks dormant in a room known empty, which wait for the room
+        (`_waiting`). Not in sync, so no headline may say the jobs match (walk 17c). A task that could not be
+        observed is left as is whatever its spec: not one of them."""
+        unseen = set(self.unobserved)
+        return sum(
+            1
+            for c in self.changes
+            if c.action is Action.NOOP and c.before_hash != c.after_hash and c.after_hash and c.key not in unseen
+        )
 
     def counts(self) -> dict[Action, int]:
         counts = dict.fromkeys(ACTION_ORDER, 0)
@@ -1060,6 +1073,7 @@ def _plan_json(plan: Plan) -> PlanJSON:
         "partial": plan.partial,
         "paths": list(plan.paths),
         "summary": {a.value: counts[a] for a in ACTION_ORDER},
+        "edits_waiting": plan.edits_waiting(),
         "notes": list(plan.notes),
         "unobserved": list(plan.unobserved),
         "selectors": list(plan.selectors),

@@ -59,12 +59,32 @@ MD_FIRST = {"delete": 0, "replace": 1}
 
 
 def summary_line(plan: PlanJSON) -> str:
-    counts = plan["summary"]
+    counts, waiting = plan["summary"], plan.get("edits_waiting", 0)
     parts = [
-        f"{counts.get(action, 0)} {words}" for action, words in SUMMARY_WORDS if action != "move" or counts.get(action)
+        f"{counts.get(action, 0) - (waiting if action == 'no-op' else 0)} {words}"
+        for action, words in SUMMARY_WORDS
+        if action != "move" or counts.get(action)
     ]
+    if waiting:  # no-ops, but not unchanged: their edit waits for the room (walk 17c)
+        parts.append("1 edit waiting for its room" if waiting == 1 else f"{waiting} edits waiting for their rooms")
     unobserved = len(plan.get("unobserved", ()))
     return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
+
+
+def _no_changes(plan: PlanJSON) -> str:
+    """The headline of a plan with nothing to do now: the jobs match the state, unless an edit waits for its
+    room (then they do not yet: the note says which and how to start it now)."""
+    waiting = plan.get("edits_waiting", 0)
+    if waiting:
+        edits = (
+            "1 spec edit waits for its empty room"
+            if waiting == 1
+            else f"{waiting} spec edits wait for their empty rooms"
+        )
+        return f"No changes now, but the specs do not match the state yet: {edits} (see the note)."
+    # --no-refresh observed nothing: "and observed" contradicted its own note (vendor status was not checked).
+    state = "recorded and observed" if plan["refreshed"] else "recorded"
+    return f"No changes. The declared capture jobs match the {state} state."
 
 
 def _pad(text: str, width: int) -> str:
@@ -337,9 +357,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
     rows = plan_rows(plan, show_unchanged=show_unchanged)
     columns = min(MEMBER_LINE, console.width)
     if not rows:
-        # --no-refresh observed nothing: "and observed" contradicted its own note (vendor status was not checked).
-        state = "recorded and observed" if plan["refreshed"] else "recorded"
-        console.print(f"No changes. The declared capture jobs match the {state} state.", soft_wrap=True)
+        console.print(_no_changes(plan), soft_wrap=True)
     else:
         if all(r.action in ("no-op", "unknown") for r in rows):
             console.print("No changes for the tasks that could be observed. Left as is:\n", soft_wrap=True)
@@ -478,7 +496,7 @@ def render_markdown(plan: PlanJSON) -> str:
         lines.append("")
     rows = sorted(plan_rows(plan), key=lambda r: MD_FIRST.get(r.action, len(MD_FIRST)))
     if not rows:
-        lines.append("No changes.")
+        lines.append(_md_text(_no_changes(plan), in_table=False) if plan.get("edits_waiting") else "No changes.")
         return "\n".join(lines) + "\n"
     lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
     for r in rows:

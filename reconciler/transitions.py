@@ -392,11 +392,17 @@ def observed(record: TaskRecord, obs: Observed, now: float) -> TaskRecord:
         began = now if obs.started_at is None else min(obs.started_at, now)  # (the vendor's clock may be ahead)
         return started(record, name[2], ref, now).evolve(started_at=began)
     if obs.state is ObservedState.RUNNING:
-        # The vendor's start time only when the daemon took none (a start resumed after a crash), and never
-        # later than now: the vendor's clock may be ahead of the daemon's.
+        # Never later than now: the vendor's clock may be ahead of the daemon's.
         vendor_start = None if obs.started_at is None else min(obs.started_at, now)
+        if record.status is TaskStatus.RUNNING:
+            # The vendor's start time only when the daemon took none (a record from before start times).
+            return record.evolve(**_RUNS, observed_at=now, started_at=record.started_at or vendor_start)
+        # Recorded not running (dormant, backing off, ended, a start resumed after a crash): this is a run of its
+        # own. Its start is the vendor's, else when it was seen, and the last run's stop no longer holds: kept,
+        # the next end was measured from the old start, and a short idle run looked productive (walk 19c).
+        began = now if vendor_start is None else vendor_start
         return record.evolve(
-            **_RUNS, status=TaskStatus.RUNNING, observed_at=now, started_at=record.started_at or vendor_start
+            **_RUNS, status=TaskStatus.RUNNING, observed_at=now, started_at=began, stopped_at=None, stop_reason=None
         )
     if obs.state is ObservedState.UNKNOWN:
         return record

@@ -310,6 +310,7 @@ def sync(
 
 
 def wake(
+    ctx: typer.Context,
     keys: Annotated[
         list[str],
         typer.Argument(
@@ -337,8 +338,9 @@ def wake(
 
     Each KEY must match a task; only those waiting (dormant, or stopped with a backoff) are woken, the others
     are left as they are. While a daemon runs, use --daemon (or CAPCTL_DAEMON): it wakes them and starts them
-    at once (CAPCTL_SYNC_TOKEN is sent as for `capctl sync`). Without it, wake takes the state lock (a running
-    daemon holds it) and the next `capctl apply` starts them."""
+    at once (CAPCTL_SYNC_TOKEN is sent as for `capctl sync`); it wakes them in the state it runs on, so --state
+    beside --daemon is refused. Without it, wake takes the state lock (a running daemon holds it) and the next
+    `capctl apply` starts them."""
     from reconciler.plan import PlanError, check_selector
     from reconciler.state import NoState
     from reconciler.waking import plan_wake
@@ -348,6 +350,14 @@ def wake(
             check_selector(key, "KEY")
     except PlanError as exc:
         fail(str(exc))
+    given = ctx.get_parameter_source("state")
+    if daemon is not None and given is not None and given.name == "COMMANDLINE":
+        # The daemon wakes tasks in its own state: a --state named beside it would be silently ignored (walk 19a).
+        # CAPCTL_STATE from the environment is only a default, and yields.
+        fail(
+            "--state and --daemon exclude each other (the daemon wakes tasks in the state it runs on): "
+            "give --daemon to ask the running daemon, or --state alone to wake offline"
+        )
     if daemon is not None:
         _wake_at(daemon, keys)
         return

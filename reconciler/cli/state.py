@@ -524,7 +524,7 @@ def _observed_at_vendor(records: Mapping[str, TaskRecord], spec_set: SpecSet) ->
 def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | None, log_level: str) -> None:
     """`state import --from FILE`: every line checked before any vendor call, then every task at the vendor,
     then one write of them all (or nothing)."""
-    from reconciler.adopt import AdoptError, Claims, adopted, check_unclaimed, describe, probe
+    from reconciler.adopt import AdoptError, AlreadyRecorded, Claims, adopted, check_unclaimed, describe, probe
     from reconciler.clock import SystemClock
     from reconciler.importlist import ImportListError, parse_import_list, read_import_list
 
@@ -545,6 +545,7 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     probes: dict[str, TaskRecord] = {}
     listed = Claims()
     where: dict[str, str] = {}
+    tracked: list[str] = []  # keys already in the state: the way out is said once, after the lines
     for line in lines:
         task = _spec_task(spec_set, line.key, spec_paths)
         if isinstance(task, str):
@@ -553,6 +554,10 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
         try:
             record = probe(task, line.vendor_id, now, app_id=spec_set.providers[task.provider].app_id)
             check_unclaimed(record, recorded)
+        except AlreadyRecorded as exc:
+            problems.append((line.number, f"{line.where}: {line.key}: {exc.what}"))
+            tracked.append(line.key)
+            continue
         except AdoptError as exc:
             problems.append((line.number, f"{line.where}: {line.key}: {exc}"))
             continue
@@ -566,6 +571,14 @@ def _import_many(source: str, paths: list[str], *, dry_run: bool, state: str | N
     if problems:
         for _, problem in sorted(problems):  # in the order of their lines
             err.print(problem, markup=False, soft_wrap=True)
+        if tracked:
+            forget = " ".join(shlex.quote(key) for key in tracked)
+            their = "its record" if len(tracked) == 1 else "their records"
+            err.print(
+                f"Already in the state: `capctl state rm {forget}` first to replace {their}.",
+                markup=False,
+                soft_wrap=True,
+            )
         fail(f"--from {name}: {len(problems)} problem(s); nothing was queried at the vendor, nothing imported")
     if not probes:
         fail(f"--from {name}: lists no task (expected lines of KEY VENDOR_TASK_ID); nothing imported")

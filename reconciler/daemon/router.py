@@ -50,6 +50,7 @@ class RoutedCallback:
     reason: str
     outcome: str
     logged: bool = False  # a refusal worth a log line (a replayed pair is said once)
+    app_id: str | None = None  # a refusal's app, when one of the spec set's (`CallbackRejected.app_id`)
     event: CallbackEvent | None = None
     task_key: str | None = None  # the key whose current run the callback is about
     woken: tuple[str, ...] = ()  # keys capturing a room where someone joined or a stream appeared
@@ -74,9 +75,10 @@ class CallbackRouter:
         self._records = records
         self._metrics = metrics
         self._clock = clock or SystemClock()
-        # One `callback rejected` line a minute per vendor and status: whoever reaches the route must not
-        # decide the log's volume (a flood of forged callbacks); the metric counts every refusal.
-        self._said: dict[tuple[str, int], Throttle] = {}
+        # One `callback rejected` line a minute per vendor, app and status: whoever reaches the route must not
+        # decide the log's volume (a flood of forged callbacks); the metric counts every refusal. The app is
+        # one the spec set declares, or None (`CallbackRejected.app_id`): a forger cannot add lines by app ids.
+        self._said: dict[tuple[str, str | None, int], Throttle] = {}
         self._deduper = Deduper()
         self._replays = ReplayGuard()
         self._rooms: dict[Room, list[str]] = {}  # room -> keys
@@ -101,7 +103,7 @@ class CallbackRouter:
         routed = self._route(vendor, body, providers, now)
         self._metrics.counter(self._metrics.callbacks, vendor, routed.outcome).inc()
         if routed.logged:
-            self._warn(vendor, routed.status, routed.reason)
+            self._warn(vendor, routed.status, routed.reason, routed.app_id)
         return routed
 
     def refuse(self, vendor: str, status: int, reason: str) -> tuple[int, str]:
@@ -110,11 +112,12 @@ class CallbackRouter:
         self._warn(vendor, status, reason)
         return status, reason
 
-    def _warn(self, vendor: str, status: int, reason: str) -> None:
-        held = self._said.setdefault((vendor, status), Throttle(self._clock)).allow()
+    def _warn(self, vendor: str, status: int, reason: str, app_id: str | None = None) -> None:
+        held = self._said.setdefault((vendor, app_id, status), Throttle(self._clock)).allow()
         if held is not None:
+            about = {"app_id": app_id} if app_id is not None else {}
             repeats = {"repeats_held_back": held} if held else {}
-            log.warning("callback rejected", vendor=vendor, status=status, reason=reason, **repeats)
+            log.warning("callback rejected", vendor=vendor, **about, status=status, reason=reason, **repeats)
 
     def _route(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], now: float) -> RoutedCallback:
         found = vendor_named(vendor)
@@ -123,7 +126,7 @@ class CallbackRouter:
             event = found.parse_callback()(body, providers, now)
             first = self._replays.first_time(event, now)
         except CallbackRejected as exc:
-            return RoutedCallback(exc.status, exc.reason, "rejected", logged=exc.logged)
+            return RoutedCallback(exc.status, exc.reason, "rejected", logged=exc.logged, app_id=exc.app_id)
         if not first:
             return RoutedCallback(200, "duplicate: already accepted", "duplicate")
         return self._translate(event)
@@ -144,7 +147,7 @@ class CallbackRouter:
         except CallbackRejected as exc:
             self.count(vendor, "rejected")
             if exc.logged:
-                self._warn(vendor, exc.status, exc.reason)
+                self._warn(vendor, exc.status, exc.reason, exc.app_id)
             raise
         return event
 
@@ -262,4 +265,5 @@ class ReplayGuard:
             409,
             "replayed signature: this timestamp and nonce already signed a different callback body",
             logged=logged,
+            app_id=event.app_id,
         )

@@ -89,7 +89,10 @@ class VendorError(Exception):
 class StartResult:
     vendor_task_id: str
     vendor_ref: dict[str, str]  # what observe/stop need later without the spec (no secrets)
-    already_running: bool = False  # the vendor said the same task is already started
+    # True: the vendor said the same task is already started; None: its answer does not say (ZEGO's StartRecord
+    # answers a known ClientTaskId with the running task's id, as it answers a new start: the `started` log
+    # line says null, not a false "no").
+    already_running: bool | None = False
 
 
 class Provider(Protocol):

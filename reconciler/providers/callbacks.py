@@ -11,7 +11,8 @@ an error message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "check_time",
     "event_time",
     "json_object",
+    "of_app",
     "room_text",
     "text",
     "verified",
@@ -47,11 +49,25 @@ RunId = tuple[str, ...]
 class CallbackRejected(Exception):
     """The callback is refused with HTTP `status`; `reason` is safe to send back and to log."""
 
-    def __init__(self, status: int, reason: str, *, logged: bool = True) -> None:
+    def __init__(self, status: int, reason: str, *, logged: bool = True, app_id: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.logged = logged  # False: the same refusal was already logged once; say it only once
+        # The app of one of the spec set's Providers it claims to come from (`of_app`): its log line names it, so
+        # an operator with several apps knows whose callback URL or secret is wrong. None before that is known.
+        self.app_id = app_id
+
+
+@contextmanager
+def of_app(app_id: str) -> Iterator[None]:
+    """A refusal raised within is of `app_id`, an app some Provider of the spec set declares (a bounded set of
+    names: an app id a forger makes up is refused before, by `callback_secrets`, and is quoted in its reason)."""
+    try:
+        yield
+    except CallbackRejected as exc:
+        exc.app_id = app_id
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +123,13 @@ def verified(
     if app_id is None:
         raise CallbackRejected(400, f"malformed callback: {signing.app_id[0]} is missing")
     secrets = callback_secrets(providers, signing.vendor, app_id)
-    if data.get(signing.signature) is None:
-        raise CallbackRejected(401, f"missing {signing.signature}")
-    if not any(signing.verify(data, s) for s in secrets):
-        raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
-    at = event_time(data.get(signing.time), signing.time)
-    check_time(at, now)
+    with of_app(app_id):
+        if data.get(signing.signature) is None:
+            raise CallbackRejected(401, f"missing {signing.signature}")
+        if not any(signing.verify(data, s) for s in secrets):
+            raise CallbackRejected(401, "bad signature (check the Provider's callbackSecret)")
+        at = event_time(data.get(signing.time), signing.time)
+        check_time(at, now)
     return data, app_id, at
 
 

@@ -16,7 +16,15 @@ from collections.abc import Iterable
 from reconciler.jsonlimits import load_json
 from reconciler.model import ProviderConfig
 from reconciler.providers import volc_signing
-from reconciler.providers.callbacks import CallbackEvent, CallbackRejected, Signing, room_text, text, verified
+from reconciler.providers.callbacks import (
+    CallbackEvent,
+    CallbackRejected,
+    Signing,
+    of_app,
+    room_text,
+    text,
+    verified,
+)
 
 __all__ = ["STREAM_STARTS", "STREAM_STOPS", "VENDOR", "parse_volcengine"]
 
@@ -35,13 +43,14 @@ def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: floa
     data, app_id, at = verified(body, providers, now, SIGNING)
     event_type, event_id = text(data, "EventType") or "", text(data, "EventId") or ""
     raw = data.get("EventData")
-    try:
-        event_data = load_json(raw) if isinstance(raw, str) else raw
-    except ValueError as exc:
-        raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc})") from None
-    if not isinstance(event_data, dict):
-        raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
-    task_id, room_id = text(event_data, "TaskId"), room_text(event_data, "RoomId", VENDOR)
+    with of_app(app_id):
+        try:
+            event_data = load_json(raw) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            raise CallbackRejected(400, f"malformed callback: EventData is not JSON ({exc})") from None
+        if not isinstance(event_data, dict):
+            raise CallbackRejected(400, "malformed callback: EventData is not a JSON object")
+        task_id, room_id = text(event_data, "TaskId"), room_text(event_data, "RoomId", VENDOR)
     return CallbackEvent(
         vendor=VENDOR,
         app_id=app_id,

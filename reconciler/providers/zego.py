@@ -205,7 +205,7 @@ class ZegoRecordProvider(_RecordingProvider):
             "StartRecord", priority, "POST", self._url, body=body, secrets=secret_leaves(task.request)
         )
         task_id = _require_text(field(answer, "Data", "TaskId"), "StartRecord", "Data.TaskId", self._client)
-        return StartResult(task_id, self._ref(task_id, task.target))
+        return StartResult(task_id, self._ref(task_id, task.target), already_running=None)
 
     async def _stop_task(self, task_id: str) -> None:
         await self._client.call(

@@ -16,7 +16,7 @@ from typing import Any
 from reconciler import stopreasons
 from reconciler.model import ProviderConfig
 from reconciler.providers import zego_signing
-from reconciler.providers.callbacks import CallbackEvent, Signing, room_text, text, verified
+from reconciler.providers.callbacks import CallbackEvent, Signing, of_app, room_text, text, verified
 from reconciler.providers.zego_client import QUIT_MAX_DURATION, quit_stop_reason
 from reconciler.stopreasons import Phrase
 
@@ -63,7 +63,9 @@ def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> 
     """A ZEGO webhook: cloud recording (`event_type`), thumbnails (`event: snapshot`) or room streams."""
     data, app_id, at = verified(body, providers, now, SIGNING)
     pair, digest = f"{app_id}:{data.get('timestamp')}:{data.get('nonce')}", _digest(data)
-    task_id, room_id = text(data, "task_id"), room_text(data, "room_id", VENDOR)
+    with of_app(app_id):
+        room_id = room_text(data, "room_id", VENDOR)
+    task_id = text(data, "task_id")
     run_id = None if task_id is None else (VENDOR, task_id)
     event_type = data.get("event_type")
     if isinstance(event_type, int) and not isinstance(event_type, bool):

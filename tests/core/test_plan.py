@@ -252,6 +252,36 @@ def test_an_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_and_one_
     assert one(old, empty).reason.startswith("dormant after its room emptied; wakes on room activity")
 
 
+def test_no_headline_says_the_jobs_match_while_an_edit_waits_for_its_room() -> None:
+    """Walk 17c: "No changes. The declared capture jobs match the recorded and observed state." and "1 unchanged"
+    above the note on an edit waiting for its empty room; the spec does not match the record yet. Text, markdown
+    and JSON say it alike; an unedited dormant task still matches (its spec is the record's)."""
+    from rich.console import Console
+
+    old, task = desired(bucket="audit"), desired(bucket="audit-2")
+    empty = record_for(old, TaskStatus.DORMANT, next_attempt_at=NOW + 600).evolve(room_empty=True)
+    for spec, waiting in ((task, 1), (old, 0)):
+        plan = plan_to_json(
+            diff({spec.key: spec}, {old.key: empty}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+        )
+        console = Console(record=True, width=200)
+        render_text(plan, console)
+        text, markdown = console.export_text(), render_markdown(plan)
+        assert plan["edits_waiting"] == waiting and plan["summary"]["no-op"] == 1, plan
+        if waiting:
+            headline = (
+                "No changes now, but the specs do not match the state yet: 1 spec edit waits for its empty room "
+                "(see the note)."
+            )
+            assert text.startswith(headline + "\n") and "match the recorded" not in text, text
+            assert headline in markdown and "No changes.\n" not in markdown, markdown
+            assert summary_line(plan).endswith(", 0 unchanged, 1 edit waiting for its room.")
+        else:
+            assert text.startswith("No changes. The declared capture jobs match the recorded and observed state.")
+            assert summary_line(plan).endswith(", 1 unchanged.") and "waiting" not in summary_line(plan)
+        assert f"**{summary_line(plan)}**" in markdown and summary_line(plan) in text
+
+
 @pytest.mark.parametrize("state", [ObservedState.STOPPED, ObservedState.NOT_FOUND])
 def test_dormant_stays_dormant_when_refresh_sees_it_stopped(state: ObservedState) -> None:
     from reconciler.transitions import observed
@@ -288,6 +318,34 @@ def test_a_dormant_task_seen_running_forgets_its_slot_and_is_decided_afresh_when
     assert one(task, stopped, refreshed=False).action is Action.REISSUE  # not "backing off" to the old slot
     decision = policy.reissue_decision(stopped, NOW)
     assert decision.delay < 3000 and not decision.dormant
+
+
+def test_a_task_seen_running_again_starts_its_run_then_and_forgets_the_last_stop() -> None:
+    """A dormant (or backing-off) record seen running kept the old run's start and stop reason (walk 19c): the
+    next end was measured from the old start, so a run that idled out looked hours long, productive, and reset
+    the idle count. Its start is the vendor's (never after now), else when it was seen; a running record keeps
+    the start it has."""
+    from reconciler.transitions import observed, was_productive
+
+    task = desired()  # idle timeout 180 s
+    old = dict(started_at=NOW - 4000, stopped_at=NOW - 3980, stop_reason="idle timeout (Volcengine IdleTimeOut)")
+    for status in (TaskStatus.DORMANT, TaskStatus.STOPPED):
+        rec = record_for(task, status, unproductive_runs=3, next_attempt_at=NOW + 3000, **old)
+        running = observed(rec, Observed(ObservedState.RUNNING, started_at=NOW - 185), NOW - 100)
+        assert (running.status, running.started_at, running.stopped_at, running.stop_reason) == (
+            TaskStatus.RUNNING,
+            NOW - 185,
+            None,
+            None,
+        )
+        ended = observed(running, Observed(ObservedState.STOPPED, reason="ended"), NOW)  # no vendor times
+        assert ended.stopped_at == NOW and not was_productive(ended)  # 185 s: one idle timeout, not 4,000 s
+        seen = observed(rec, Observed(ObservedState.RUNNING), NOW - 100)  # no start time: when it was seen
+        assert (seen.started_at, seen.stop_reason) == (NOW - 100, None)
+        ahead = observed(rec, Observed(ObservedState.RUNNING, started_at=NOW + 60), NOW)  # vendor clock ahead
+        assert ahead.started_at == NOW
+    runs = record_for(task, TaskStatus.RUNNING, started_at=NOW - 4000)
+    assert observed(runs, Observed(ObservedState.RUNNING, started_at=NOW - 185), NOW).started_at == NOW - 4000
 
 
 def test_a_task_backing_off_is_left_to_its_slot_as_a_dormant_one_is() -> None:

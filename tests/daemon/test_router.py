@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+
+from structlog.testing import capture_logs
 
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.records import RecordCache
@@ -88,6 +91,29 @@ def test_an_unsigned_callback_is_refused_and_names_no_key(tmp_path: Path) -> Non
         == 1
     )
     assert not CallbackRouter.knows("tencent") and CallbackRouter.knows("zego")
+
+
+def test_a_refused_callback_names_its_app_and_each_app_is_said_once_a_minute(tmp_path: Path) -> None:
+    """`callback rejected` named the vendor only: an operator with two apps could not tell whose callback URL or
+    secret was wrong, and one app's refusals held the other's back for the minute (walk 16a). A declared app is
+    named and said once a minute; an app id no Provider declares is quoted in its reason, and made-up ids share
+    one line (a forger adds no lines by inventing apps)."""
+    router, providers, _ = _router(tmp_path)
+    volc = next(p for p in providers if p.type == "volcengine")
+    both = [*providers, dataclasses.replace(volc, name="volc-b", app_id="app-b")]
+
+    def forged(app: str) -> bytes:
+        return json.dumps({"AppId": app, "Signature": "forged", "EventTime": str(int(NOW * 1000))}).encode()
+
+    with capture_logs() as logs:
+        for app in ("capctl-sim-volc", "app-b", "capctl-sim-volc", "app-b", "made-up-1", "made-up-2"):
+            assert router.route("volcengine", forged(app), both, NOW).status == 401
+    bad = "bad signature (check the Provider's callbackSecret)"
+    assert [(e.get("app_id"), e["reason"]) for e in logs if e["event"] == "callback rejected"] == [
+        ("capctl-sim-volc", bad),
+        ("app-b", bad),
+        (None, "no Provider for volcengine app id 'made-up-1': cannot verify the callback"),
+    ]
 
 
 def test_stream_events_track_users_and_a_late_callback_of_an_earlier_moment_is_stale(tmp_path: Path) -> None:

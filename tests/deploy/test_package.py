@@ -267,6 +267,8 @@ def test_the_installed_demo_runs_end_to_end_anywhere_on_any_free_ports(
     # The daemon got the simulator's callbacks on its port, and used the simulator's port for its calls.
     assert "callback: run ended; observing RecordingJob/class-rec/class-101" in out
     assert "SnapshotJob/lobby-audit/vip-1: started" in out
+    # Its waits read as the plan writes a duration, not as the log line's float (`waits 3600.0 s`, walk 18h).
+    assert "SnapshotJob/lobby-audit/lobby: waits 1h — dormant: no room activity" in out, out
     # It takes over what apply started: the specs the demo read were hashed with its state's key.
     assert "replace —" not in out
     assert "running again where people came back; the empty lobby waits, dormant" in out and "Done." in out

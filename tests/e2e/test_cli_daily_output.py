@@ -132,6 +132,30 @@ def test_wake_takes_the_globs_state_list_takes_and_wakes_only_waiting_tasks(tmp_
     assert out.startswith("Woke SnapshotJob/lobby/lobby (was dormant after 1 idle run, next slot "), out
 
 
+def test_wake_refuses_a_state_named_beside_a_daemon(tmp_path: Path) -> None:
+    """`wake --state URL --daemon URL` asked the daemon and ignored --state in silence (walk 19a): refused as
+    the CLI refuses other options that exclude each other, nothing woken; CAPCTL_STATE, a default, yields."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    key = "SnapshotJob/lobby/lobby"
+    store = open_state(url, init=True)
+    store.put_many([make_record(key, status=TaskStatus.DORMANT, next_attempt_at=time.time() + 3600)])
+    store.close()
+    nobody = "http://127.0.0.1:63199"  # no daemon listens there
+    for args, env in (
+        (["--state", url, "--daemon", nobody], {}),
+        (["--state", url], {"CAPCTL_DAEMON": nobody}),
+    ):
+        result = CliRunner().invoke(cli.app, ["wake", key, *args], env=env)
+        err = " ".join(result.stderr.split())
+        assert result.exit_code == 1 and "--state and --daemon exclude each other" in err, err
+    store = open_state(url)
+    assert [r.status for r in store.load().records.values()] == [TaskStatus.DORMANT]
+    store.close()
+    for state in (url, None):  # the daemon is asked (none there)
+        asked = CliRunner().invoke(cli.app, ["wake", key, "--daemon", nobody], env={"CAPCTL_STATE": state})
+        assert asked.exit_code == 1 and "cannot reach the daemon" in " ".join(asked.stderr.split()), asked.stderr
+
+
 def test_state_show_and_json_listings_write_a_cjk_room_as_itself_and_escape_what_is_unprintable(
     tmp_path: Path,
 ) -> None:

@@ -184,12 +184,17 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
     sim.publish("zego", "class-1", userId="u", streamId="s-class-1")
     rec = their_zego_start(sim, "class-1")
     thumb = their_thumbnails(sim, "1397757897438985100")
-    work.write("jobs.yaml", snapshot_job("audit", [*rooms, "idle-room"]))
+    work.write("jobs.yaml", snapshot_job("audit", [*rooms, "idle-room", "kept"]))
     work.write("rec.yaml", recording_job("rec", ["class-1", "class-2"]))
     work.write("thumbs.yaml", thumbnail_job())
-    with closing(open_state(f"sqlite:///{work.state}")) as store:  # room-0 is capctl's already
+    with closing(open_state(f"sqlite:///{work.state}")) as store:  # room-0 and kept are capctl's already
         store.fingerprint_key()  # made first, as every capctl command does before it writes a record
-        serial = store.put(make_record("SnapshotJob/audit/room-0", status=TaskStatus.RUNNING, vendor_task_id="v0"))
+        serial = store.put_many(
+            [
+                make_record("SnapshotJob/audit/room-0", status=TaskStatus.RUNNING, vendor_task_id="v0"),
+                make_record("SnapshotJob/audit/kept", status=TaskStatus.DORMANT, vendor_task_id="v9"),
+            ]
+        )
     queries = status_queries(sim)
 
     bad = work.root / "bad.txt"
@@ -204,6 +209,7 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
         "SnapshotJob/audit/room-0 their-room-0\n"
         f"RecordingJob/rec/class-1 {rec}\n"
         f"RecordingJob/rec/class-2 {rec}\n"
+        "SnapshotJob/audit/kept their-kept\n"
     )
     refused = work.capctl("state", "import", "--from", str(bad), expect=1).stderr
     said = " ".join(refused.split())
@@ -215,9 +221,13 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
         f"{bad}:8: SnapshotJob/audit/room-0: already in the state (running, vendor task v0)",
         f"{bad}:10: RecordingJob/rec/class-2: the ZEGO recording {rec} (current API) in room class-2 is listed "
         f"already, for RecordingJob/rec/class-1 ({bad}:9)",
-        f"--from {bad}: 6 problem(s); nothing was queried at the vendor, nothing imported",
+        f"{bad}:11: SnapshotJob/audit/kept: already in the state (dormant, vendor task v9)",
+        # The way out of those already tracked, once after the lines (each line repeated it: walk 17d).
+        "Already in the state: `capctl state rm SnapshotJob/audit/room-0 SnapshotJob/audit/kept` first to replace "
+        f"their records. Error: --from {bad}: 7 problem(s); nothing was queried at the vendor, nothing imported",
     ):
         assert problem in said, refused
+    assert said.count("state rm") == 1, refused
     assert status_queries(sim) == queries
     assert state_serial(work) == serial
 
@@ -246,8 +256,8 @@ def test_a_list_of_tasks_is_checked_whole_first_then_imported_all_or_nothing(wor
         records = store.load().records
     assert {k: r.vendor_task_id for k, r in records.items() if k.startswith("Snap")} == {
         f"SnapshotJob/audit/{room}": f"their-{room}" if room != "room-0" else "v0" for room in rooms
-    }
-    assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 8
+    } | {"SnapshotJob/audit/kept": "v9"}
+    assert records["RecordingJob/rec/class-1"].vendor_task_id == rec and len(records) == 9
 
 
 def test_a_running_daemon_refuses_an_import_before_any_vendor_call_a_dry_run_still_checks(work: Workdir) -> None:

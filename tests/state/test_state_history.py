@@ -9,9 +9,10 @@ import re
 
 import pytest
 
-from reconciler.model import TaskStatus
+from reconciler.model import Observed, ObservedState, TaskStatus
 from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, StateDamaged, open_state
 from reconciler.state.sql import SqlStateStore
+from reconciler.transitions import observed
 
 from .helpers import make_record
 from .test_state_rooms import raw_sql
@@ -27,6 +28,19 @@ def runs(store: HistoryStore) -> list[tuple[float, float | None, str | None]]:
 def sql(store: object) -> SqlStateStore:
     assert isinstance(store, SqlStateStore)
     return store
+
+
+def test_a_task_seen_running_again_opens_a_run_of_its_own_and_its_last_stays_closed(store_url: str) -> None:
+    """A dormant record seen running kept its old start (walk 19c): its run was the old one, which had ended
+    (an ended span keeps its end), so the page's history showed no run while it ran."""
+    store = sql(open_state(store_url))
+    try:
+        slept = make_record(status=TaskStatus.DORMANT, started_at=100.0, stopped_at=130.0, stop_reason=IDLE)
+        store.put(slept)
+        store.put(observed(slept, Observed(ObservedState.RUNNING, started_at=500.0), 520.0))
+        assert runs(store) == [(100.0, 130.0, IDLE), (500.0, None, None)]
+    finally:
+        store.close()
 
 
 def test_runs_are_written_with_their_records_in_their_transaction(store_url: str) -> None:
