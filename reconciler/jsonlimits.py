@@ -8,6 +8,7 @@ walks it. Pure, and without the HTTP stack, so the providers' callback parsers c
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "bounded_int", "is_utf8", "load_json"]
@@ -15,6 +16,8 @@ __all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "bounded_int", "is_utf8", "load_j
 MAX_JSON_DEPTH = 32  # a vendor callback nests 3 levels; a sync request 2
 # An app id or a time has at most 20 digits; Python's own limit (4,300) answers with advice for programmers.
 MAX_INT_DIGITS = 100
+# An escape `\uD800`..`\uDFFF`: the only way a lone surrogate gets into a parsed string (bytes must be UTF-8).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class _Refused(ValueError):
@@ -46,6 +49,11 @@ def load_json(data: bytes | str) -> Any:
         raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if _brackets(data) > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):
         raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _SURROGATE_ESCAPE.search(raw) and (lone := _lone_surrogate(value)):
+        # No text holds one: every later encode of it (a signature's hash, a JSON answer, a state write) raised,
+        # which answered an unauthenticated client 500 with a traceback per request.
+        raise ValueError(f"malformed JSON: a string holds a lone surrogate (U+{ord(lone):04X}), which is no character")
     return value
 
 
@@ -68,6 +76,22 @@ def _nested_deeper(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in any key or string of a parsed document, or None; iterative, as the depth walk."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not is_utf8(item):
+                return next(c for c in item if "\ud800" <= c <= "\udfff")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def is_utf8(text: str) -> bool:

@@ -163,6 +163,30 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         )
 
 
+async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harness) -> None:
+    """Anyone who reaches the port, no secret needed: a Volcengine Signature outside ASCII (hmac.compare_digest
+    refuses such str), or a `\\ud800` escape (a lone surrogate: every encode of it raised) in a callback's
+    signature or nonce or a sync key, was a 500 with a traceback logged per request, never throttled."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    lone = "malformed JSON: a string holds a lone surrogate (U+D800), which is no character"
+    cases = [
+        ("/callbacks/volcengine", volc_body(harness, event_id="a") | {"Signature": "é" * 64}, 401, "bad signature"),
+        ("/callbacks/volcengine", volc_body(harness, event_id="b") | {"Signature": "\ud800"}, 400, lone),
+        ("/callbacks/zego", zego_body(harness) | {"signature": "\ud800"}, 400, lone),
+        ("/callbacks/zego", zego_body(harness) | {"nonce": "\ud800"}, 400, lone),
+        ("/api/v1/sync", {"keys": ["\ud800"]}, 400, lone),
+    ]
+    async with await client(harness) as http:
+        for route, body, status, reason in cases:
+            answer = await http.post(route, content=json.dumps(body).encode())  # ensure_ascii: the escape
+            assert answer.status_code == status and answer.json()["reason"].startswith(reason), route
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 2
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 2
+
+
 async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
     """The time is read after the signature is checked: a vendor's (or a signing proxy's) odd time field is
     answered 400 saying what is wrong with it, never 500, and nothing is stored."""
