@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +33,7 @@ __all__ = [
     "SYNC_TOKEN_ENV",
     "WAKE_PATH",
     "create_app",
+    "cross_site",
     "daemon_sync_token",
     "healthz",
     "parse_sync_body",
@@ -83,6 +85,18 @@ def sync_authorized(expected: str | None, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+def cross_site(headers: Mapping[str, str]) -> bool:
+    """Whether a browser sent this request from another site's page. A page may POST to any address its
+    browser reaches (a daemon on 127.0.0.1, or one behind `kubectl port-forward`) without asking: a
+    text/plain body needs no CORS preflight, and sync and wake read any body as JSON. Browsers say where a
+    request comes from (`Sec-Fetch-Site`, `Origin`); capctl sync and wake, curl and scripts send neither."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+
 def parse_sync_body(body: bytes) -> list[str] | None:
     """The keys of a sync request, or None for every key (an empty body or `{}`); ValueError says what is wrong."""
     if not body.strip():
@@ -120,6 +134,9 @@ def create_app(daemon: Daemon) -> Starlette:
 
     async def keys_of(request: Request) -> Response | list[str] | None:
         """The keys of an authorized sync or wake request, or the answer refusing it."""
+        if cross_site(request.headers):
+            reason = "a web page's cross-site request: sync and wake take requests from capctl, curl or scripts"
+            return JSONResponse({"ok": False, "reason": reason}, status_code=403)
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme

@@ -475,6 +475,30 @@ async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
     assert allowed.status_code == 200 and allowed.json()["queued"] == 1
 
 
+async def test_a_web_pages_cross_site_request_to_sync_or_wake_is_refused(harness: Harness) -> None:
+    """Any page the operator's browser opens could POST text/plain to a daemon it reaches (127.0.0.1, a
+    `kubectl port-forward`): no preflight, and the body was read as JSON whatever its type. Without a token
+    (the default) that made the daemon sync every task or wake dormant ones (vendor calls, captures started)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    page = {"content-type": "text/plain"}
+    async with await client(harness) as http:
+        with capture_logs() as logs:
+            for headers in (
+                {"origin": "http://evil.example"},
+                {"origin": "null"},  # a sandboxed frame
+                {"sec-fetch-site": "cross-site"},
+                {"sec-fetch-site": "same-site", "origin": DAEMON},  # another port or subdomain of the same site
+            ):
+                for route, body in (("/api/v1/sync", b"{}"), ("/api/v1/wake", b'{"keys": ["SnapshotJob/*"]}')):
+                    refused = await http.post(route, content=body, headers=page | headers)
+                    assert refused.status_code == 403 and "cross-site" in refused.json()["reason"], (route, headers)
+            assert not [log for log in logs if log["event"] in ("sync requested", "woke tasks")]
+        for headers in ({}, {"origin": DAEMON, "sec-fetch-site": "same-origin"}):  # capctl, curl; the daemon's own
+            allowed = await http.post("/api/v1/sync", content=b"", headers=headers)
+            assert allowed.status_code == 200 and allowed.json()["queued"] == 1
+
+
 async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(harness: Harness) -> None:
     """The HTTP server runs on a thread of its own; the scrape-time gauges read records and rooms that the
     daemon's loop changes (a scrape on the HTTP thread raced with them: 'dictionary changed size')."""
