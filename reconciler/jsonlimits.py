@@ -52,7 +52,10 @@ def load_json(data: bytes | str) -> Any:
     lone surrogate are refused; ValueError says what is wrong."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
-        value = json.loads(data, parse_constant=_constant, parse_int=bounded_int if _LONG_INT.search(raw) else None)
+        # UTF-8 only (RFC 8259), a leading mark aside: json.loads reads UTF-16 and UTF-32 bytes too, whose
+        # escapes and brackets the checks below, which read the bytes, would not see.
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        value = json.loads(text, parse_constant=_constant, parse_int=bounded_int if _LONG_INT.search(raw) else None)
     except UnicodeDecodeError:
         raise ValueError("malformed JSON: the body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -182,10 +182,14 @@ async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harn
         for route, body, status, reason in cases:
             answer = await http.post(route, content=json.dumps(body).encode())  # ensure_ascii: the escape
             assert answer.status_code == status and answer.json()["reason"].startswith(reason), route
+        # json.loads reads UTF-16 bytes too, where no check that reads the bytes sees the escape: UTF-8 only.
+        utf16 = json.dumps(zego_body(harness) | {"nonce": "\ud800"}).encode("utf-16")
+        answer = await http.post("/callbacks/zego", content=utf16)
+        assert (answer.status_code, answer.json()["reason"]) == (400, "malformed JSON: the body is not UTF-8")
     assert harness.daemon is not None
     sample = harness.daemon.metrics.registry.get_sample_value
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 2
-    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 2
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 3
 
 
 async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
