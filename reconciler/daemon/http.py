@@ -23,6 +23,7 @@ from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
 from reconciler.headers import NoSniffApp
+from reconciler.listen import named_locally, not_named_locally
 from reconciler.status import status_routes
 from reconciler.status.token import unsendable
 
@@ -137,6 +138,9 @@ def create_app(daemon: Daemon) -> Starlette:
         if cross_site(request.headers):
             reason = "a web page's cross-site request: sync and wake take requests from capctl, curl or scripts"
             return JSONResponse({"ok": False, "reason": reason}, status_code=403)
+        host = request.headers.get("host", "")
+        if daemon.local_only and daemon.sync_token is None and not named_locally(host):
+            return JSONResponse({"ok": False, "reason": not_named_locally(host)}, status_code=403)
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
@@ -181,7 +185,10 @@ def create_app(daemon: Daemon) -> Starlette:
 
     # GET / and GET /api/v1/status, read-only; --no-status-page and --status-token-ref are asked per request
     page = status_routes(
-        snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
+        snapshot_provider(daemon),
+        enabled=lambda: daemon.status_page,
+        token=lambda: daemon.status_token,
+        local_only=lambda: daemon.local_only,
     )
     return NoSniffApp(
         routes=[

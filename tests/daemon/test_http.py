@@ -503,6 +503,31 @@ async def test_a_web_pages_cross_site_request_to_sync_or_wake_is_refused(harness
             assert allowed.status_code == 200 and allowed.json()["queued"] == 1
 
 
+async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for_this_machine(
+    harness: Harness,
+) -> None:
+    """DNS rebinding: a page at http://rebind.example:8080 whose name its DNS server then points at 127.0.0.1 is
+    same-origin to a daemon on 127.0.0.1:8080 (so 20C-3's Origin check passes it): it could read the token-less
+    status page and its JSON, and wake or sync tasks. Its requests carry its own name in Host."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(local_only=True)
+    async with await client(harness) as http:
+        for host in ("rebind.example:8080", "rebind.example", "127.0.0.1.nip.io:8080"):
+            for method, route in (("GET", "/"), ("GET", "/api/v1/status"), ("POST", "/api/v1/sync")):
+                refused = await http.request(method, route, headers={"host": host})
+                assert refused.status_code == 403 and "DNS rebinding" in refused.text, (route, host)
+        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7"):
+            assert (await http.get("/api/v1/status", headers={"host": host})).status_code == 200, host
+            assert (await http.post("/api/v1/sync", headers={"host": host})).status_code == 200, host
+        assert (await http.get("/metrics", headers={"host": "rebind.example"})).status_code == 200  # no data
+    await harness.stop()
+    # With its token, a route needs no such check: the rebound page has no token to send.
+    await harness.start(local_only=True, status_token="page-token", sync_token="sync-token")
+    async with await client(harness) as http:
+        assert (await http.get("/", headers={"host": "rebind.example"})).status_code == 401
+        assert (await http.post("/api/v1/sync", headers={"host": "rebind.example"})).status_code == 401
+
+
 async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(harness: Harness) -> None:
     """The HTTP server runs on a thread of its own; the scrape-time gauges read records and rooms that the
     daemon's loop changes (a scrape on the HTTP thread raced with them: 'dictionary changed size')."""
