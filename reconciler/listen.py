@@ -7,9 +7,19 @@ have to guess a free port and race another process for it.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
-__all__ = ["advertised_host", "advertised_url", "bind", "parse_listen", "url_of"]
+__all__ = [
+    "advertised_host",
+    "advertised_url",
+    "bind",
+    "is_loopback",
+    "named_locally",
+    "not_named_locally",
+    "parse_listen",
+    "url_of",
+]
 
 
 def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
@@ -20,6 +30,41 @@ def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
     if int(port) > 65535:  # the form was right: say what is not (walk 14b)
         raise ValueError(f"--listen: port {int(port)} is out of range (0 to 65535; 0 picks a free one), got {listen!r}")
     return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def named_locally(host_header: str) -> bool:
+    """Whether a request's Host header names its server as only this machine's own clients do: an IP address,
+    `localhost` or a name under `.localhost`. A web page whose own name its DNS server re-resolved to 127.0.0.1
+    (DNS rebinding) is same-origin to a loopback server, and its requests name the page's host."""
+    host = host_header.strip().lower()
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def not_named_locally(host_header: str) -> str:
+    """Why a token-less route of a loopback daemon refuses a request named for another host (DNS rebinding)."""
+    return (
+        f"this daemon listens on loopback and has no token for this route: it answers requests addressed to this "
+        f"machine (127.0.0.1, localhost), not to {host_header[:80]!r}; a web page whose name was made to resolve "
+        "here would be one (DNS rebinding)"
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:

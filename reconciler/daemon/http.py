@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from reconciler.daemon.bodies import BodyRefused, load_json, read_body
 from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
 from reconciler.headers import NoSniffApp
+from reconciler.listen import named_locally, not_named_locally
 from reconciler.status import status_routes
 from reconciler.status.token import unsendable
 
@@ -32,6 +34,7 @@ __all__ = [
     "SYNC_TOKEN_ENV",
     "WAKE_PATH",
     "create_app",
+    "cross_site",
     "daemon_sync_token",
     "healthz",
     "parse_sync_body",
@@ -83,6 +86,18 @@ def sync_authorized(expected: str | None, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+def cross_site(headers: Mapping[str, str]) -> bool:
+    """Whether a browser sent this request from another site's page. A page may POST to any address its
+    browser reaches (a daemon on 127.0.0.1, or one behind `kubectl port-forward`) without asking: a
+    text/plain body needs no CORS preflight, and sync and wake read any body as JSON. Browsers say where a
+    request comes from (`Sec-Fetch-Site`, `Origin`); capctl sync and wake, curl and scripts send neither."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+
 def parse_sync_body(body: bytes) -> list[str] | None:
     """The keys of a sync request, or None for every key (an empty body or `{}`); ValueError says what is wrong."""
     if not body.strip():
@@ -121,6 +136,12 @@ def create_app(daemon: Daemon) -> Starlette:
     async def keys_of(request: Request, what: str) -> Response | list[str] | None:
         """The keys of an authorized sync or wake request (`what`, as its refusals name it), or the answer
         refusing it."""
+        if cross_site(request.headers):
+            reason = "a web page's cross-site request: sync and wake take requests from capctl, curl or scripts"
+            return JSONResponse({"ok": False, "reason": reason}, status_code=403)
+        host = request.headers.get("host", "")
+        if daemon.local_only and daemon.sync_token is None and not named_locally(host):
+            return JSONResponse({"ok": False, "reason": not_named_locally(host)}, status_code=403)
         if not sync_authorized(daemon.sync_token, request.headers.get("authorization")):
             reason = f"missing or wrong bearer token: set {SYNC_TOKEN_ENV} to the daemon's token"
             challenge = {"www-authenticate": 'Bearer realm="capctl sync"'}  # RFC 9110: a 401 names its scheme
@@ -165,7 +186,10 @@ def create_app(daemon: Daemon) -> Starlette:
 
     # GET / and GET /api/v1/status, read-only; --no-status-page and --status-token-ref are asked per request
     page = status_routes(
-        snapshot_provider(daemon), enabled=lambda: daemon.status_page, token=lambda: daemon.status_token
+        snapshot_provider(daemon),
+        enabled=lambda: daemon.status_page,
+        token=lambda: daemon.status_token,
+        local_only=lambda: daemon.local_only,
     )
     return NoSniffApp(
         routes=[

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import math
 import os
 import signal
@@ -50,7 +49,7 @@ from reconciler.daemon.starting import FOREVER, Front, open_when_reachable
 from reconciler.daemon.tasks import first_of
 from reconciler.daemon.watch import DEBOUNCE_MS
 from reconciler.leader import LeaderSettings
-from reconciler.listen import advertised_url, bind, parse_listen, url_of
+from reconciler.listen import advertised_url, bind, is_loopback, parse_listen, url_of
 from reconciler.state import open_state
 from reconciler.state.base import StateError, daemon_holder
 from reconciler.state.sql import SqlStateStore
@@ -138,13 +137,13 @@ def run_daemon(
             refuse(str(exc))
         log.error("bad option", error=str(exc))
         return EXIT_ERROR
-    if status_page and status_token is None and not _loopback(host):
+    if status_page and status_token is None and not is_loopback(host):
         log.warning(
             "the status page is open to anyone who reaches --listen: protect it with --status-token-ref, "
             "or turn it off with --no-status-page",
             listen=listen,
         )
-    if token is None and not _loopback(host):
+    if token is None and not is_loopback(host):
         log.warning(
             f"POST /api/v1/sync and /api/v1/wake are open to anyone who reaches --listen: anyone can make the daemon "
             f"call the vendors now; set {SYNC_TOKEN_ENV} (capctl sync and wake send it), and keep /api/ out of the "
@@ -164,18 +163,9 @@ def run_daemon(
         token,
         leader or LeaderSettings(),
         state_wait,
+        local_only=is_loopback(host),
     )
     return asyncio.run(_main(host, port, options))
-
-
-def _loopback(host: str) -> bool:
-    """Whether only this machine can reach `host` (a name other than localhost may resolve anywhere)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +184,7 @@ class _Options:
     sync_token: str | None  # CAPCTL_SYNC_TOKEN, read at start; never logged
     leader: LeaderSettings
     state_wait: float  # seconds; FOREVER by default
+    local_only: bool = False  # --listen is loopback: token-less routes answer only requests named for this machine
 
 
 def _http_limits(read_timeout: float, max_connections: int | None) -> HttpLimits:
@@ -324,6 +315,7 @@ async def _start(
             prune_grace=options.prune_grace,
             status_page=options.status_page,
             status_token=options.status_token,
+            local_only=options.local_only,
             leader=options.leader,
             metrics=metrics,
         )

@@ -77,6 +77,7 @@ class DaemonParts(ABC):
         prune_grace: float = PRUNE_GRACE,
         status_page: bool = True,
         status_token: str | None = None,
+        local_only: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
         if resync <= 0:
@@ -136,6 +137,9 @@ class DaemonParts(ABC):
         self.sync_token = sync_token or None  # when set, POST /api/v1/sync needs it as a bearer token
         self.status_page = status_page  # GET / and GET /api/v1/status (daemon/status.py), read-only
         self.status_token = status_token or None  # when set, both need it
+        # --listen is loopback: without its token, the page and sync/wake answer only a Host this machine's own
+        # clients send (listen.named_locally), not a DNS-rebound web page's name.
+        self.local_only = local_only
         self._stop_watching = asyncio.Event()
         self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
         provider = self.vendors.provider

@@ -227,7 +227,8 @@ class _Signed:
 
 
 class ReplayGuard:
-    """The ZEGO (timestamp, nonce) pairs seen within the time window, each with the digest of its body.
+    """The ZEGO (timestamp, nonce) pairs seen within the time window (named by their signature), each with the
+    digest of its body.
 
     The same pair with the same body is the vendor's retry (answered as a duplicate); with another body it
     is a captured signature put on a forged body: refused with 409, logged once per pair. Memory is bounded

@@ -90,7 +90,7 @@ class CallbackEvent:
     room_closed: bool = False  # the room's last stream went (Volcengine RoomDestroy, ZEGO room_close)
     user_id: str | None = None  # who joined or left
     end_reason: str | None = None  # why the run ended, when the vendor said so (zego_callbacks.callback_stop_reason)
-    signed_pair: str | None = None  # ZEGO: app id, timestamp and nonce, all its signature covers
+    signed_pair: str | None = None  # ZEGO: app id and signature (what signs the timestamp and nonce, however cut)
     body_digest: str = ""  # ZEGO: sha256 of the body (signature aside), to tell a retry from a replay
     run_id: RunId | None = None  # the run it is about, as `Family.run_id` names a record's run
     # A user entered the room (ZEGO room_create, room_login): a stream is likely to follow. Wakes dormant

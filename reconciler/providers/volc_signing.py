@@ -136,4 +136,4 @@ def verify_callback(payload: Mapping[str, Any], secret: str) -> bool:
         expected = sign_callback(payload, secret)
     except ValueError:
         return False
-    return hmac.compare_digest(expected, given.lower())
+    return hmac.compare_digest(expected.encode(), given.lower().encode())  # bytes: str must be ASCII

@@ -62,7 +62,11 @@ def _digest(data: Mapping[str, Any]) -> str:
 def parse_zego(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
     """A ZEGO webhook: cloud recording (`event_type`), thumbnails (`event: snapshot`) or room streams."""
     data, app_id, at = verified(body, providers, now, SIGNING)
-    pair, digest = f"{app_id}:{data.get('timestamp')}:{data.get('nonce')}", _digest(data)
+    # The pair is named by its signature, not by its timestamp and nonce: the signature covers their sorted
+    # concatenation, which another cut between the two (`1796…834` + `567` for `1796…` + `834567`) gives too.
+    # Lower case: the check ignores case, so `ABC…` would otherwise be another pair. Hashed: it signs for 300 s.
+    signed = hashlib.sha256(str(data.get("signature")).lower().encode()).hexdigest()
+    pair, digest = f"{app_id}:{signed}", _digest(data)
     with of_app(app_id):
         room_id = room_text(data, "room_id", VENDOR)
     task_id = text(data, "task_id")

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from reconciler.listen import named_locally, not_named_locally
 from reconciler.status.model import QueryError, StatusQuery, StatusSnapshot
 from reconciler.status.render import render_html, to_json
 from reconciler.status.token import token_accepted
@@ -50,19 +51,29 @@ def _no_token() -> str | None:
     return None
 
 
+def _anywhere() -> bool:
+    return False
+
+
 def status_routes(
     provider: SnapshotProvider,
     *,
     enabled: Callable[[], bool] = _served,
     token: Callable[[], str | None] = _no_token,
+    local_only: Callable[[], bool] = _anywhere,
 ) -> list[Route]:
     """The two routes. `enabled` (False: `--no-status-page`, answered 404) and `token` (None: open, for a
     loopback or cluster-internal listener) are asked at each request, so that the app can be built before
-    anything is known about the daemon, as the deploy kit's tests build it to list the routes."""
+    anything is known about the daemon, as the deploy kit's tests build it to list the routes. `local_only`
+    (True: --listen is loopback): without a token, only a request whose Host names this machine is answered
+    (`listen.named_locally`), so that a web page rebound to 127.0.0.1 cannot read the page."""
 
     async def snapshot(request: Request) -> StatusSnapshot | _Refused:
         if not enabled():
             return _Refused(404, "the status page is turned off on this daemon (--no-status-page)", {})
+        host = request.headers.get("host", "")
+        if local_only() and token() is None and not named_locally(host):
+            return _Refused(403, not_named_locally(host), {})
         if not token_accepted(token(), request.headers.get("authorization")):
             reason = (
                 "the status page needs the daemon's status token: send it as `Authorization: Bearer TOKEN`, "

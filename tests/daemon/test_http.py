@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any
 
 import httpx
@@ -163,6 +164,34 @@ async def test_malformed_callbacks_get_400_naming_the_problem(harness: Harness) 
         )
 
 
+async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harness) -> None:
+    """Anyone who reaches the port, no secret needed: a Volcengine Signature outside ASCII (hmac.compare_digest
+    refuses such str), or a `\\ud800` escape (a lone surrogate: every encode of it raised) in a callback's
+    signature or nonce or a sync key, was a 500 with a traceback logged per request, never throttled."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    lone = "malformed JSON: a string holds a lone surrogate (U+D800), which is no character"
+    cases = [
+        ("/callbacks/volcengine", volc_body(harness, event_id="a") | {"Signature": "é" * 64}, 401, "bad signature"),
+        ("/callbacks/volcengine", volc_body(harness, event_id="b") | {"Signature": "\ud800"}, 400, lone),
+        ("/callbacks/zego", zego_body(harness) | {"signature": "\ud800"}, 400, lone),
+        ("/callbacks/zego", zego_body(harness) | {"nonce": "\ud800"}, 400, lone),
+        ("/api/v1/sync", {"keys": ["\ud800"]}, 400, lone),
+    ]
+    async with await client(harness) as http:
+        for route, body, status, reason in cases:
+            answer = await http.post(route, content=json.dumps(body).encode())  # ensure_ascii: the escape
+            assert answer.status_code == status and answer.json()["reason"].startswith(reason), route
+        # json.loads reads UTF-16 bytes too, where no check that reads the bytes sees the escape: UTF-8 only.
+        utf16 = json.dumps(zego_body(harness) | {"nonce": "\ud800"}).encode("utf-16")
+        answer = await http.post("/callbacks/zego", content=utf16)
+        assert (answer.status_code, answer.json()["reason"]) == (400, "malformed JSON: the body is not UTF-8")
+    assert harness.daemon is not None
+    sample = harness.daemon.metrics.registry.get_sample_value
+    assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 2
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 3
+
+
 async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
     """The time is read after the signature is checked: a vendor's (or a signing proxy's) odd time field is
     answered 400 saying what is wrong with it, never 500, and nothing is stored."""
@@ -258,6 +287,28 @@ def test_json_nesting_limit() -> None:
             load_json(too_deep)
     with pytest.raises(ValueError, match="nested deeper than 32 levels"):
         parse_sync_body(b'{"keys": ' + b"[" * 40 + b"]" * 40 + b"}")
+    # Brackets in a string are no nesting, after an escaped quote too; a string ending in `\\` ends there.
+    assert load_json('{"s": "\\"' + "[" * 40 + '", "t": 1}')["t"] == 1
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        load_json('{"s": "\\\\", "a": ' + "[" * 33 + "]" * 33 + "}")
+
+
+def test_a_body_of_many_small_values_costs_about_what_parsing_it_costs() -> None:
+    """A callback is parsed on the daemon's loop before anything is verified: a 1 MiB body of 300,000 `{}` held
+    it for a second (a Python walk of every container for the nesting limit; parse_int called per number), so a
+    few clients without a secret kept the daemon from reconciling. The limits are checked at C speed now."""
+
+    def fastest(parse: Any, body: bytes) -> float:
+        times = []
+        for _ in range(3):
+            started = perf_counter()
+            parse(body)
+            times.append(perf_counter() - started)
+        return min(times)
+
+    for value in (b"{}", b"1"):
+        body = b'{"app_id": 1, "pad": [' + b",".join([value] * 300_000) + b"]}"
+        assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05  # it was 30 times
 
 
 def test_throttle_lets_one_through_per_interval_and_counts_the_rest() -> None:
@@ -426,6 +477,55 @@ async def test_sync_with_a_token_needs_it(harness: Harness) -> None:
             assert "s3cret-token" not in refused.text
         allowed = await http.post("/api/v1/sync", content=b"", headers={"Authorization": "Bearer s3cret-token"})
     assert allowed.status_code == 200 and allowed.json()["queued"] == 1
+
+
+async def test_a_web_pages_cross_site_request_to_sync_or_wake_is_refused(harness: Harness) -> None:
+    """Any page the operator's browser opens could POST text/plain to a daemon it reaches (127.0.0.1, a
+    `kubectl port-forward`): no preflight, and the body was read as JSON whatever its type. Without a token
+    (the default) that made the daemon sync every task or wake dormant ones (vendor calls, captures started)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    page = {"content-type": "text/plain"}
+    async with await client(harness) as http:
+        with capture_logs() as logs:
+            for headers in (
+                {"origin": "http://evil.example"},
+                {"origin": "null"},  # a sandboxed frame
+                {"sec-fetch-site": "cross-site"},
+                {"sec-fetch-site": "same-site", "origin": DAEMON},  # another port or subdomain of the same site
+            ):
+                for route, body in (("/api/v1/sync", b"{}"), ("/api/v1/wake", b'{"keys": ["SnapshotJob/*"]}')):
+                    refused = await http.post(route, content=body, headers=page | headers)
+                    assert refused.status_code == 403 and "cross-site" in refused.json()["reason"], (route, headers)
+            assert not [log for log in logs if log["event"] in ("sync requested", "woke tasks")]
+        for headers in ({}, {"origin": DAEMON, "sec-fetch-site": "same-origin"}):  # capctl, curl; the daemon's own
+            allowed = await http.post("/api/v1/sync", content=b"", headers=headers)
+            assert allowed.status_code == 200 and allowed.json()["queued"] == 1
+
+
+async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for_this_machine(
+    harness: Harness,
+) -> None:
+    """DNS rebinding: a page at http://rebind.example:8080 whose name its DNS server then points at 127.0.0.1 is
+    same-origin to a daemon on 127.0.0.1:8080 (so 20C-3's Origin check passes it): it could read the token-less
+    status page and its JSON, and wake or sync tasks. Its requests carry its own name in Host."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(local_only=True)
+    async with await client(harness) as http:
+        for host in ("rebind.example:8080", "rebind.example", "127.0.0.1.nip.io:8080"):
+            for method, route in (("GET", "/"), ("GET", "/api/v1/status"), ("POST", "/api/v1/sync")):
+                refused = await http.request(method, route, headers={"host": host})
+                assert refused.status_code == 403 and "DNS rebinding" in refused.text, (route, host)
+        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7"):
+            assert (await http.get("/api/v1/status", headers={"host": host})).status_code == 200, host
+            assert (await http.post("/api/v1/sync", headers={"host": host})).status_code == 200, host
+        assert (await http.get("/metrics", headers={"host": "rebind.example"})).status_code == 200  # no data
+    await harness.stop()
+    # With its token, a route needs no such check: the rebound page has no token to send.
+    await harness.start(local_only=True, status_token="page-token", sync_token="sync-token")
+    async with await client(harness) as http:
+        assert (await http.get("/", headers={"host": "rebind.example"})).status_code == 401
+        assert (await http.post("/api/v1/sync", headers={"host": "rebind.example"})).status_code == 401
 
 
 async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(harness: Harness) -> None:

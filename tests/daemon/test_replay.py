@@ -49,6 +49,28 @@ async def test_a_captured_signature_on_another_body_is_refused_and_changes_nothi
     assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "duplicate"}) == 1
 
 
+async def test_a_captured_signature_recut_between_timestamp_and_nonce_is_the_same_pair(harness: Harness) -> None:
+    """ZEGO signs the sorted concatenation of secret, timestamp and nonce. A nonce that sorts after the timestamp
+    (`834567` after `1796…`) can give its first digits to the timestamp: `1796…834` (read as milliseconds,
+    inside the window) and `567` concatenate to the same text, so the signature checks; as another pair, it
+    was taken as a new callback, and one captured signature signed a second, forged body."""
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=600))
+    harness.sim.config.zego_callback_url = None
+    await harness.start()
+    await harness.advance(1)
+    record = harness.record(CLASS)
+    assert record.vendor_task_id is not None and not record.productive
+    captured = zego_body(harness, sequence=7, task_id=record.vendor_task_id, room_id="class-1", nonce="834567")
+    recut = captured | {"timestamp": f"{captured['timestamp']}834", "nonce": "567", "event_type": 1, "sequence": 8}
+    recased = captured | {"signature": captured["signature"].upper(), "event_type": 1, "sequence": 9}
+    async with await client(harness) as http:
+        assert (await http.post("/callbacks/zego", json=captured)).json()["reason"] == "accepted"
+        for forged in (recut, recased):
+            answer = await http.post("/callbacks/zego", json=forged)
+            assert (answer.status_code, answer.json()["reason"].split(":")[0]) == (409, "replayed signature")
+    assert not harness.record(CLASS).productive
+
+
 def _event(pair: str, digest: str, at: float) -> CallbackEvent:
     return CallbackEvent("zego", "1", "event_type 4", f"k{pair}", at, signed_pair=pair, body_digest=digest)
 

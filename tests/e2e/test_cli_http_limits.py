@@ -77,7 +77,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 def post(path: str, headers: str = "") -> bytes:
-    return f"POST {path} HTTP/1.1\r\nHost: capctl\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
+    return f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
 
 
 def test_bodies_are_refused_at_the_limit_and_deep_json_is_a_400(work: Workdir) -> None:
