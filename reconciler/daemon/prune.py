@@ -68,10 +68,14 @@ class PruneGuard:
         blocked = missing if too_many else set()
         self._start_grace(missing, blocked)
         if blocked and blocked != self._blocked:
+            # The counts weighed, so that the line shows why (with `of=len(live)`, done thumbnails made a held
+            # 1 of 1 read "1 of 3"); submitted thumbnails removed with them are held too, and said apart.
+            along = {"submitted_thumbnails": len(blocked) - removing} if len(blocked) > removing else {}
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
-                tasks=len(blocked),
-                of=len(live),
+                tasks=removing,
+                of=len(weighed),
+                **along,
                 running=stopping,
                 of_running=len(running),
                 max_prune=self.max_prune,

@@ -157,7 +157,8 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
         prune_held=record.key in inputs.replica.prune_held,
-        submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL else None,
+        # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
+        submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
     )
 
 

@@ -245,10 +245,21 @@ async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune
     await harness.advance(60)  # the snapshot idles out: its room left, its task is not running
     assert harness.record(LOBBY).status is not TaskStatus.RUNNING
     write_specs(harness.specs, thumbnail_job(name="more"))
-    assert harness.daemon.reload()
-    await harness.advance(PRUNE_GRACE + 1)
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 1)
     assert harness.record(LOBBY).status is not TaskStatus.REMOVED
     assert 'capctl_prune_blocked{reason="max-prune"} 1.0' in await metrics(harness)
+    # Its line gives the counts weighed (21b: it said "1 of 3", a share below --max-prune, for a hold).
+    [blocked] = [e for e in logs if e["event"].startswith("prune blocked")]
+    assert (blocked["tasks"], blocked["of"], blocked["running"], blocked["of_running"]) == (1, 1, 0, 0)
+    assert "submitted_thumbnails" not in blocked
+    # Submitted thumbnails removed beside it are held with it, and said apart from the counts weighed.
+    write_specs(harness.specs, snapshot_job("other", ["hall"]))
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+    [blocked] = [e for e in logs if e["event"].startswith("prune blocked")]
+    assert (blocked["tasks"], blocked["of"], blocked["submitted_thumbnails"]) == (1, 1, 2)
 
 
 async def test_a_job_missing_for_less_than_the_grace_period_is_not_touched(harness: Harness) -> None:

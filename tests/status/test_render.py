@@ -246,3 +246,20 @@ def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:
     assert "2027-01-15 07:58:30Z" in text  # NOW - 90 s
     [task] = to_json(snap)["jobs"][0]["groups"][0]["tasks"]
     assert (task["submitted_at"], task["stopped_at"]) == ("2027-01-15T07:58:30Z", None)
+
+
+def test_a_thumbnail_resubmitted_but_not_accepted_shows_no_submission_time() -> None:
+    """21b: an edited entry whose new submission failed (or is pending) keeps the old submission's `started_at`
+    while its record holds the new request and no vendor task: "Submitted 07:58" in its failed group said the
+    refused submission went through. Only a submission the vendor took (a task id) has a time."""
+    refused = record(
+        "ThumbnailJob/replay//record/a.mp4",
+        TaskStatus.FAILED,
+        vendor_task_id=None,
+        started_at=NOW - 90,
+        last_error="MediaThumbnails: 1000: request failed",
+    )
+    snap = build_snapshot(inputs([refused]), StatusQuery(), NOW)
+    assert "2027-01-15 07:58:30Z" not in _text(render_html(snap))
+    [task] = to_json(snap)["jobs"][0]["groups"][0]["tasks"]
+    assert task["submitted_at"] is None
