@@ -152,6 +152,7 @@ class LeaderElector:
         self.epoch: int | None = None  # of the current term, or None while standing by
         self.other_holder: str | None = None  # who held the lock at the last failed attempt
         self.last_error: str | None = None  # why the last attempt could not reach the store, if it could not
+        self.silent_for: float | None = None  # the lock's `silent_for` at the last taking
 
     @property
     def is_leader(self) -> bool:
@@ -207,6 +208,7 @@ class LeaderElector:
             return retry
         with self._mutex:
             self._lock, self.epoch, self._renewed_at = lock, lock.epoch, began
+            self.silent_for = lock.silent_for
             self.other_holder, self.last_error = None, None
         self._on_event(LeaderEvent(LeaderEvent.BECAME, lock.epoch))
         return retry

@@ -18,6 +18,7 @@ import structlog
 
 from reconciler.daemon.digest import provider_settings, spec_digest
 from reconciler.daemon.parts import DaemonParts
+from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.daemon.prune import MAX_LOGGED, PRUNE_GRACE
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
@@ -61,6 +62,8 @@ class Daemon(DaemonParts):
         key = self.specs.fingerprint_key
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
         await self.lease.take(lead=not isinstance(specs, SpecErrors))
+        if self.lease.acting():  # a first term at start: was anyone listening before this replica?
+            self._wake_rooms_known_empty()
         self.vendors.open()
         self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
         self.rooms.load(specs if isinstance(specs, SpecSet) else None)
@@ -246,11 +249,16 @@ class Daemon(DaemonParts):
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
     def _wake_rooms_known_empty(self) -> None:
-        """After a state-store outage: every callback refused meanwhile (503, the inbox could not be written)
-        is lost once the vendor's retries end (Volcengine: two, 5 s apart), so a room known empty may have
-        people in it now whose join nobody heard. Its dormant task's repair start (EMPTY_ROOM_RECHECK, hourly)
-        is made due now: one start, which idles out again at once if the room is still empty (walk 20F-3).
+        """A new term (at start or at a takeover) after callbacks went unanswered longer than the vendor's
+        retries last (`CALLBACK_RETRY_WINDOW`; `Lease.silence`: a state-store outage in which every replica
+        answered 503, or no replica listening at all): a room known empty may have people in it now whose
+        join nobody heard. Its dormant task's repair start (EMPTY_ROOM_RECHECK, hourly) is made due now: one
+        start, which idles out again at once if the room is still empty (walks 20F-3, 21D-1). A shorter
+        silence (a quick restart) costs nothing: the vendor's retries reach the new term.
         Raises StateError: the takeover is tried again."""
+        silence = self.lease.silence()
+        if silence <= CALLBACK_RETRY_WINDOW:
+            return
         now = self.clock.now()
         due = [
             r.evolve(next_attempt_at=now)
@@ -260,7 +268,9 @@ class Daemon(DaemonParts):
         if due:
             self.records.put_many(due)
             log.info(
-                "state store back: rooms known empty get their repair start now (callbacks were refused meanwhile)",
+                "callbacks went unanswered longer than the vendor retries them: rooms known empty get their"
+                " repair start now",
+                silence=f"{silence:.0f}s",
                 keys=len(due),
                 first=[r.key for r in due][:MAX_LOGGED],
             )
@@ -307,8 +317,7 @@ class Daemon(DaemonParts):
     def _regained(self) -> None:
         """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed
         starts are resolved by their client task id, as at a restart), consume the inbox, reconcile all."""
-        if self.lease.unreachable_before():
-            self._wake_rooms_known_empty()
+        self._wake_rooms_known_empty()
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()

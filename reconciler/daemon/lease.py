@@ -55,9 +55,11 @@ class Lease:
         self._may_lead = may_lead
         self._held_back = False  # started without a valid spec set: its first valid set tries at once
         self._unreachable: str | None = None  # the store's error at the last attempt (logged when it changes)
-        # The store failed this replica's lock attempts since its last term began: the callbacks it (and, in
-        # an outage, every replica) answered 503 meanwhile may be lost for good once the vendor's retries end.
-        self._refused_meanwhile = False
+        # Stretches in which callbacks may have gone unanswered (`silence`): this replica listens from now on;
+        # while the store fails its lock attempts it (and, in an outage, every replica) answers them 503.
+        self._listening_since = clock.monotonic()
+        self._refused_from: float | None = None  # the first failed attempt of the stretch going on
+        self._refused_longest = 0.0  # the longest such stretch since the last term began
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
@@ -70,9 +72,17 @@ class Lease:
         # spec files that do not load under a replaced state's key, can last hours).
         self._unread = Throttle(clock)
 
-    def unreachable_before(self) -> bool:
-        """Whether the store could not be reached since the last term began (so callbacks were refused)."""
-        return self._refused_meanwhile
+    def silence(self) -> float:
+        """Seconds, as far as this new term can tell, that callbacks went unanswered before it: the longest
+        stretch since the last term in which the store failed this replica's lock attempts (every replica
+        answered callbacks 503), or the previous holder's silence as the store recorded it (`Lock.silent_for`:
+        a crash, a scale to 0, a single replica restarted) less the time this replica has listened since."""
+        now = self.clock.monotonic()
+        refused = self._refused_longest
+        if self._refused_from is not None:
+            refused = max(refused, now - self._refused_from)
+        unheard = (self.elector.silent_for or 0.0) - (now - self._listening_since)
+        return max(refused, unheard, 0.0)
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -111,6 +121,7 @@ class Lease:
         self._refresh()
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
+            self._refused_longest = 0.0
 
     def hold_only(self) -> None:
         """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
@@ -159,8 +170,12 @@ class Lease:
     def _tell_reachability(self, error: str | None) -> None:
         """One line when the store stops answering this replica's lock attempts and one when it answers
         again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
-        if error is not None:
-            self._refused_meanwhile = True
+        now = self.clock.monotonic()
+        if error is not None and self._refused_from is None:
+            self._refused_from = now
+        elif error is None and self._refused_from is not None:
+            self._refused_longest = max(self._refused_longest, now - self._refused_from)
+            self._refused_from = None
         if (error is None) != (self._unreachable is None):
             if error is not None:
                 log.warning("cannot reach the state store; trying again every retry period", error=error)
@@ -174,7 +189,7 @@ class Lease:
             self._refresh()  # whoever led meanwhile changed the state
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
-            self._refused_meanwhile = False
+            self._refused_longest = 0.0
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before

@@ -33,6 +33,7 @@ from reconciler import stopreasons, transitions
 from reconciler.model import ApiFamily, TaskRecord, TaskStatus
 
 __all__ = [
+    "CALLBACK_RETRY_WINDOW",
     "DEADLINE_MARGIN",
     "DORMANT_AFTER",
     "EMPTY_ROOM_RECHECK",
@@ -92,6 +93,11 @@ IMAGE_SILENCE_INTERVALS = 2
 PROBE_INTERVAL = 1.0
 # seconds: how long a task whose room is known empty stays dormant before one repair start (a lost join)
 EMPTY_ROOM_RECHECK = 3600.0
+# seconds: a callback refused (or sent while no replica listened) is lost once the vendor's retries end:
+# Volcengine's, and ZEGO cloud recording's, two retries 5 s apart (vendor-apis.md); ZEGO room callbacks go on
+# for 62 s. A silence longer than this may have lost a room's join: a new term gives its rooms known empty
+# their repair start at once (walks 20F-3, 21D-1); a shorter one (a quick restart) loses nothing.
+CALLBACK_RETRY_WINDOW = 10.0
 
 
 # --max-prune: a spec change may prune at most this share (%) of the tasks in the state at once; above it,

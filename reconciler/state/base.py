@@ -225,6 +225,9 @@ class NoState:
 class Lock(Protocol):
     holder: str
     epoch: int  # the term this lock began: raised at every acquisition, kept with the lock in the store
+    # Seconds from the previous holder's last sign of life the store recorded (its last renew, or its release)
+    # to this taking; None where none is recorded (the first lock of a state): what no holder listened through.
+    silent_for: float | None
 
     def renew(self) -> None:
         """Extend a lease (no-op for OS locks); raises LockHeld if another holder took it over."""

@@ -309,7 +309,9 @@ class PostgresStateStore(SqlStateStore):
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
 
-        Each taking raises the lease's epoch by one, in the same statement (`Lease.epoch`)."""
+        Each taking raises the lease's epoch by one, in the same statement (`Lease.epoch`), and reads how long
+        the row says its previous holder has been silent (`Lease.silent_for`, on the server's clock): since its
+        release, or since its last renew (a lapsed lease's expiry less a lease as long as this one)."""
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
         self._migrate_leadership()
@@ -317,17 +319,22 @@ class PostgresStateStore(SqlStateStore):
         for _ in range(3):  # the current holder may release between our two statements: look again
             with self._cursor(write=True, lease=True) as cur:
                 cur.execute(
-                    "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
+                    "WITH prev AS (SELECT EXTRACT(EPOCH FROM now() - CASE WHEN token = '' THEN expires_at"
+                    " ELSE expires_at - %s * interval '1 second' END)::float8 AS silent"
+                    " FROM capctl_lock WHERE name = %s)"
+                    " INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
                     " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second', 1)"
                     " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
                     " since = excluded.since, expires_at = excluded.expires_at, epoch = l.epoch + 1"
-                    " WHERE l.expires_at <= now() RETURNING since, epoch",
-                    (LOCK_NAME, identity, token, lease_seconds),
+                    " WHERE l.expires_at <= now() RETURNING since, epoch, (SELECT silent FROM prev)",
+                    (lease_seconds, LOCK_NAME, LOCK_NAME, identity, token, lease_seconds),
                 )
                 taken = cur.fetchall()
             if taken:
-                since, epoch = taken[0]
-                return Lease(self, token, f"{identity} since {_iso(since)}", lease_seconds, epoch)
+                since, epoch, silent = taken[0]
+                lease = Lease(self, token, f"{identity} since {_iso(since)}", lease_seconds, epoch)
+                lease.silent_for = None if silent is None else max(float(silent), 0.0)
+                return lease
             if current := self._current_holder():
                 raise LockHeld(current[0], expires_in=current[1])
         raise StateError(f"{self.url}: the lease changed hands repeatedly; try again")
@@ -371,6 +378,7 @@ class Lease(LockContext):
         self.holder = holder
         self.lease_seconds = lease_seconds
         self.epoch = epoch
+        self.silent_for: float | None = None
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""

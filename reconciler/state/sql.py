@@ -1028,6 +1028,7 @@ class LockContext(ABC):
 
     holder: str
     epoch: int
+    silent_for: float | None
 
     @abstractmethod
     def renew(self) -> None: ...

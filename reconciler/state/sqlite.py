@@ -309,10 +309,12 @@ class SQLiteStateStore(SqlStateStore):
         frees both when the process ends).
 
         The lock on the database file cannot be lost by deleting a file; the one on `<db>.lock` keeps
-        capctl versions that locked only that file excluded, and the file records who holds the lock."""
+        capctl versions that locked only that file excluded, and the file records who holds the lock. Its
+        modification time is set at each renew and at the release (`silent_for`: how long no holder lived)."""
         if self._file is None:
             raise StateError(f"{self.url}: the store is closed")
         self._check_in_place()
+        existed = self.lock_path.exists()  # a new file records no previous holder
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -339,12 +341,17 @@ class SQLiteStateStore(SqlStateStore):
             os.close(fd)
             self._file.release()
             raise
-        info = {"holder": holder_identity(holder), "since": iso_utc(self._clock.now())}
+        now = self._clock.now()
+        last_sign = os.fstat(fd).st_mtime
+        info = {"holder": holder_identity(holder), "since": iso_utc(now)}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         description = f"{info['holder']} since {info['since']}"
         self._file.holder = description
-        return FileLock(fd, self._file, description, epoch, self._check_in_place)
+        lock = FileLock(fd, self._file, description, epoch, self._check_in_place, self._clock.now)
+        lock.silent_for = max(now - last_sign, 0.0) if existed else None
+        lock._alive()
+        return lock
 
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
@@ -474,9 +481,19 @@ class _DbFile:
 class FileLock(LockContext):
     """A held flock on the database file and its `.lock` file; release (or the process dying) frees both."""
 
-    def __init__(self, fd: int, db_file: _DbFile, holder: str, epoch: int, in_place: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        db_file: _DbFile,
+        holder: str,
+        epoch: int,
+        in_place: Callable[[], None],
+        now: Callable[[], float],
+    ) -> None:
         self._fd: int | None = fd
         self._in_place = in_place
+        self._now = now
+        self.silent_for: float | None = None
         self._db_file = db_file
         db_file.retain()
         self.holder = holder
@@ -488,10 +505,18 @@ class FileLock(LockContext):
         if self._fd is None:
             raise StateError("the state lock was already released")
         self._in_place()
+        self._alive()
+
+    def _alive(self) -> None:
+        """The `.lock` file's modification time says when its holder was last alive (the next holder reads it)."""
+        if self._fd is not None:
+            moment = self._now()
+            os.utime(self._fd, (moment, moment))
 
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
+            self._alive()
             os.close(self._fd)
             self._fd = None
             self._db_file.release()

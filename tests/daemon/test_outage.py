@@ -23,10 +23,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import logs
+from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.state import open_state
+from reconciler.state.base import StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
@@ -373,6 +375,45 @@ async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refu
     finally:
         await harness.stop()
         proxy.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(("down", "joined"), [(5.0, False), (5.0, True), (60.0, False), (60.0, True)])
+async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_their_repair_start(
+    harness: Harness, request: pytest.FixtureRequest, backend: str, down: float, joined: bool
+) -> None:
+    """Walk 21D-1: the only replica is restarted (a rollout, a crash, a scale to 0 and back). A join while
+    no replica listened is lost once Volcengine's two retries, 5 s apart, end: before, its room known empty
+    slept on to the hourly repair start. A restart within the retries costs nothing (a join is heard by the
+    new replica, no repair start without one); a longer one costs one repair start per such room."""
+    pg_url = str(request.getfixturevalue("pg_url")) if backend == "postgres" else ""
+
+    def store() -> StateStore:
+        return PostgresStateStore(pg_url) if pg_url else SQLiteStateStore(harness.state_path, clock=harness.clock)
+
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    await harness.start(store())
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)  # the run idles out in the emptied room: dormant until activity
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    starts = harness.calls("StartSnapshot")
+    await harness.stop()  # lets the lock go: the store records when
+    if joined:
+        harness.sim.publish("volcengine", "lobby", user_id="u")  # its callbacks find no replica: retried
+    await harness.advance(down)
+    if pg_url and down > CALLBACK_RETRY_WINDOW:  # the server's clock is not the test's: its record is moved
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE capctl_lock SET expires_at = expires_at - %s * interval '1 second'", (down,))
+    with capture_logs() as logs:
+        await harness.start(store())
+        await harness.advance(8)  # past Volcengine's last retry of a join in a quick restart
+    woken = [e for e in logs if e["event"].startswith("callbacks went unanswered longer")]
+    assert len(woken) == (down > CALLBACK_RETRY_WINDOW), logs
+    assert harness.calls("StartSnapshot") == starts + (joined or down > CALLBACK_RETRY_WINDOW)
+    if joined:
+        assert harness.record(LOBBY).status is TaskStatus.RUNNING
 
 
 async def test_a_callback_whose_hint_cannot_be_written_is_still_answered_and_acted_on(harness: Harness) -> None:

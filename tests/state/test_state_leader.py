@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from structlog.testing import capture_logs
 
@@ -116,6 +117,38 @@ def test_the_epoch_rises_at_every_taking_even_after_a_release(store: Store) -> N
     second = store.lock("capctl run")
     assert second.epoch == first.epoch + 1
     second.release()
+
+
+def test_a_taking_says_how_long_the_previous_holder_has_been_silent(store_url: str, tmp_path: Path) -> None:
+    """Walk 21D-1: a new term learns from the store how long no holder lived (callbacks had no listener):
+    nothing on a new state; since the release; for a holder that died, since its last renew (PostgreSQL: the
+    lapsed lease's expiry less a lease; SQLite: the `.lock` file's time, set at every renew)."""
+    clock = FakeClock(start=1_750_000_000.0)
+    pg = store_url.startswith("postgresql")
+    store = open_sql(store_url) if pg else SQLiteStateStore(tmp_path / "s.db", clock=clock)
+    try:
+        first = store.lock("capctl run", lease_seconds=60)
+        assert first.silent_for is None
+        clock.advance(10)
+        first.renew()
+        clock.advance(5)
+        first.release()
+        clock.advance(40)
+        second = store.lock("capctl run", lease_seconds=60)
+        assert second.silent_for is not None
+        if pg:  # the server's clock: released just now
+            assert second.silent_for < 5
+            with psycopg.connect(store_url, autocommit=True) as conn:  # as if it died 90 s ago, lease unreleased
+                conn.execute("UPDATE capctl_lock SET token = 'dead', expires_at = now() - interval '30 seconds'")
+            assert 89 < store.lock("capctl run", lease_seconds=60).silent_for < 95  # type: ignore[operator]
+        else:
+            assert second.silent_for == 40
+            clock.advance(7)
+            second.renew()
+            assert os.stat(tmp_path / "s.db.lock").st_mtime == clock.now()  # a holder dying now: silent since
+            second.release()
+    finally:
+        store.close()
 
 
 def test_may_act_ends_at_the_renew_deadline_though_the_lock_is_still_held(stores: tuple[Store, Store]) -> None:
