@@ -18,6 +18,7 @@ import structlog
 
 from reconciler.daemon.digest import provider_settings, spec_digest
 from reconciler.daemon.parts import DaemonParts
+from reconciler.daemon.policy import EMPTY_ROOM_RECHECK
 from reconciler.daemon.prune import MAX_LOGGED, PRUNE_GRACE
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
@@ -245,17 +246,23 @@ class Daemon(DaemonParts):
         n = len(wake.woken)
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
-    def _wake_rooms_known_empty(self) -> None:
+    def _wake_rooms_known_empty(self, refused_at: float) -> None:
         """After a state-store outage: every callback refused meanwhile (503, the inbox could not be written)
         is lost once the vendor's retries end (Volcengine: two, 5 s apart), so a room known empty may have
         people in it now whose join nobody heard. Its dormant task's repair start (EMPTY_ROOM_RECHECK, hourly)
         is made due now: one start, which idles out again at once if the room is still empty (walk 20F-3).
+        Only a room judged empty by the last refusal (`refused_at`): one judged since heard every join since,
+        and a replica that stood by for days after a blip woke every dormant task of the fleet (walk 21A-1).
         Raises StateError: the takeover is tried again."""
         now = self.clock.now()
+        judged_by = refused_at + EMPTY_ROOM_RECHECK  # the repair start of a room judged empty then
         due = [
             r.evolve(next_attempt_at=now)
             for r in self.records.values()
-            if r.status is TaskStatus.DORMANT and r.room_empty and (r.next_attempt_at or now) > now
+            if r.status is TaskStatus.DORMANT
+            and r.room_empty
+            and r.next_attempt_at is not None
+            and now < r.next_attempt_at <= judged_by
         ]
         if due:
             self.records.put_many(due)
@@ -307,8 +314,8 @@ class Daemon(DaemonParts):
     def _regained(self) -> None:
         """A new term (`became leader`): the state was read again, so recount, look before acting (unconfirmed
         starts are resolved by their client task id, as at a restart), consume the inbox, reconcile all."""
-        if self.lease.unreachable_before():
-            self._wake_rooms_known_empty()
+        if (refused_at := self.lease.unreachable_before()) is not None:
+            self._wake_rooms_known_empty(refused_at)
         self.reconciler.recount()
         self.runtimes.clear_unconfirmed()
         self.rooms.regained()

@@ -55,9 +55,9 @@ class Lease:
         self._may_lead = may_lead
         self._held_back = False  # started without a valid spec set: its first valid set tries at once
         self._unreachable: str | None = None  # the store's error at the last attempt (logged when it changes)
-        # The store failed this replica's lock attempts since its last term began: the callbacks it (and, in
-        # an outage, every replica) answered 503 meanwhile may be lost for good once the vendor's retries end.
-        self._refused_meanwhile = False
+        # When the store last failed this replica's lock attempts since its last term began: the callbacks it
+        # (and, in an outage, every replica) answered 503 until then may be lost once the vendor's retries end.
+        self._refused_at: float | None = None
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
@@ -70,9 +70,10 @@ class Lease:
         # spec files that do not load under a replaced state's key, can last hours).
         self._unread = Throttle(clock)
 
-    def unreachable_before(self) -> bool:
-        """Whether the store could not be reached since the last term began (so callbacks were refused)."""
-        return self._refused_meanwhile
+    def unreachable_before(self) -> float | None:
+        """When (the clock's time) the store last could not be reached since the last term began, callbacks
+        being refused until then; None if it always answered."""
+        return self._refused_at
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -160,7 +161,7 @@ class Lease:
         """One line when the store stops answering this replica's lock attempts and one when it answers
         again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
         if error is not None:
-            self._refused_meanwhile = True
+            self._refused_at = self.clock.now()
         if (error is None) != (self._unreachable is None):
             if error is not None:
                 log.warning("cannot reach the state store; trying again every retry period", error=error)
@@ -174,7 +175,7 @@ class Lease:
             self._refresh()  # whoever led meanwhile changed the state
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
-            self._refused_meanwhile = False
+            self._refused_at = None
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before

@@ -375,6 +375,33 @@ async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refu
         proxy.close()
 
 
+async def test_only_rooms_judged_empty_before_the_store_last_refused_get_the_repair_start(harness: Harness) -> None:
+    """Walk 21A-1: one lock attempt the store failed (a blip) marked the replica for good: its next takeover,
+    days later (the leader's node drained), made every dormant task of the fleet start at once, rooms judged
+    empty long after the blip included. Only a room judged empty by the last refusal may have lost a join."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    lease = daemon.lease
+    await harness.advance(30)
+    lease._tell_reachability("cannot connect: a blip")  # refused once, then answered again
+    lease._tell_reachability(None)
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)  # judged empty after the blip: every join since is heard
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    starts = harness.calls("StartSnapshot")
+    epoch = lease.elector.epoch
+    assert epoch is not None
+    lease._take_over(epoch)
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts and not lease.unreachable_before()
+    lease._tell_reachability("cannot connect: an outage")  # judged before this one: its join may be lost
+    lease._take_over(epoch)
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts + 1
+    await harness.stop()
+
+
 async def test_a_callback_whose_hint_cannot_be_written_is_still_answered_and_acted_on(harness: Harness) -> None:
     """Before, an image callback arriving while the state could not be written (PostgreSQL restarting, a full
     disk) failed with a traceback and a 500: the write of "this run is productive" was not caught. Now it is
