@@ -384,7 +384,12 @@ class Lease(LockContext):
             kept = cur.rowcount > 0
         if not kept:
             self._token = None
-            current = self._store._current_holder()
+            try:
+                current = self._store._current_holder()
+            except StateError as exc:
+                # It is not ours whoever holds it: said as such, or the next renew's "already released" was
+                # taken for the store out of reach (a command's renewer then never warned, walk 21A-2).
+                raise LockHeld(f"another holder (who, could not be read: {exc})") from None
             if current is None:
                 raise LockHeld("no one now: our lease lapsed and was taken over")
             raise LockHeld(current[0], expires_in=current[1])
