@@ -264,3 +264,44 @@ def test_tables_dropped_under_an_open_state_are_named_with_the_way_out(store: St
         said = str(failed.value)
         assert 'relation "capctl_' in said and "capctl's tables are gone from this database" in said, said
         assert "restore the newest backup" in said and "starts every declared task again" in said
+
+
+@pytest.mark.parametrize(
+    ("table", "way_out"),
+    [
+        ("capctl_lock", "a capctl that opens this state anew (an apply, or a replica restarted) makes it again"),
+        ("capctl_room_activity", "restore that table alone from the newest backup (`pg_restore"),
+    ],
+)
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_one_table_dropped_beside_the_records_is_not_sent_to_a_whole_restore(
+    store: StateStore, store_url: str, table: str, way_out: str
+) -> None:
+    """Walk 21A-3: `DROP TABLE capctl_lock` (a stale lock "cleared" by hand) was said as every table gone,
+    "restore the newest backup": that undid every record written since it, when a restart makes the lock's
+    table again (and the room activity's table alone can be restored)."""
+    import psycopg
+
+    from reconciler.model import RoomActivity
+    from reconciler.state.postgres import PostgresStateStore
+
+    assert isinstance(store, PostgresStateStore)
+    store.put(make_record())
+    store.lock("capctl apply").release()
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute(f"DROP TABLE {table}")
+    with pytest.raises(StateError) as failed:
+        if table == "capctl_lock":
+            store.lock("capctl run")
+        else:
+            store.record_rooms([RoomActivity("acct", "r1", True, 1.0, "callback")])
+    said = " ".join(str(failed.value).split())
+    assert f'relation "{table}" does not exist ({table} alone is gone' in said and way_out in said, said
+    assert "the task records are still there" in said and "restore the newest backup" not in said, said
+    if table == "capctl_lock":
+        again = open_state(store_url)
+        try:
+            again.lock("capctl apply").release()  # made again, the records kept
+            assert again.record(make_record().key) is not None
+        finally:
+            again.close()
