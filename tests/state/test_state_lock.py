@@ -303,7 +303,9 @@ def test_a_command_renews_its_postgres_lease_while_it_holds_the_lock(
         other.close()
 
 
-@pytest.mark.parametrize("holder", ["pid 1 on elsewhere (capctl run)", "another holder (who, could not be read: "])
+@pytest.mark.parametrize(
+    "holder", ["pid 1 on elsewhere (capctl run)", "another holder (who, could not be read: "], ids=["read", "unread"]
+)
 def test_a_command_whose_lease_was_taken_over_is_warned(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], holder: str
 ) -> None:

@@ -272,6 +272,7 @@ def test_tables_dropped_under_an_open_state_are_named_with_the_way_out(store: St
         ("capctl_lock", "a capctl that opens this state anew (an apply, or a replica restarted) makes it again"),
         ("capctl_room_activity", "restore that table alone from the newest backup (`pg_restore"),
     ],
+    ids=["lock", "room_activity"],
 )
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_one_table_dropped_beside_the_records_is_not_sent_to_a_whole_restore(
