@@ -94,8 +94,14 @@ def _pg_seconds(seconds: float) -> str:
     return f"{seconds:g}s" if seconds == int(seconds) else f"{max(round(seconds * 1000), 1)}ms"
 
 
-# Tables a capctl that opens a state makes again where they are missing (`_migrate_leadership`).
-_MADE_AGAIN = frozenset({"capctl_lock", "capctl_inbox", "capctl_history"})
+# Tables a capctl that opens a state makes again where they are missing, and which does: `_migrate_leadership`
+# (any lock), the room activity's first write of activity (a daemon's).
+_MADE_AGAIN = {
+    "capctl_lock": "an apply, or a replica restarted",
+    "capctl_inbox": "an apply, or a replica restarted",
+    "capctl_history": "an apply, or a replica restarted",
+    "capctl_room_activity": "a replica restarted",
+}
 
 LEASE_LIMITS = lease_limits(10.0, 2.0)  # LeaderSettings' defaults, and the one-shot commands' lease: 3 s and 2 s
 
@@ -216,11 +222,11 @@ class PostgresStateStore(SqlStateStore):
                 # The lock's table alone dropped (a stale lock "cleared" by hand): restoring the whole state, as
                 # said below, lost every record written since the backup (walk 21A-3).
                 table = gone.group(1)
-                if table in _MADE_AGAIN:
+                if (who := _MADE_AGAIN.get(table)) is not None:
                     return (
                         f" ({table} alone is gone from this database; the task records are still there: a capctl"
-                        " that opens this state anew (an apply, or a replica restarted) makes it again. Restore no"
-                        " backup for it: that would undo what was recorded since)"
+                        f" that opens this state anew ({who}) makes it again. Restore no backup for it: that would"
+                        " undo what was recorded since)"
                     )
                 return (
                     f" ({table} alone is gone from this database; the task records are still there: restore that"
