@@ -18,7 +18,7 @@ import structlog
 
 from reconciler.daemon.digest import provider_settings, spec_digest
 from reconciler.daemon.parts import DaemonParts
-from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
+from reconciler.daemon.policy import EMPTY_ROOM_RECHECK
 from reconciler.daemon.prune import MAX_LOGGED, PRUNE_GRACE
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readiness_of
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
@@ -250,20 +250,26 @@ class Daemon(DaemonParts):
 
     def _wake_rooms_known_empty(self) -> None:
         """A new term (at start or at a takeover) after callbacks went unanswered longer than the vendor's
-        retries last (`CALLBACK_RETRY_WINDOW`; `Lease.silence`: a state-store outage in which every replica
-        answered 503, or no replica listening at all): a room known empty may have people in it now whose
-        join nobody heard. Its dormant task's repair start (EMPTY_ROOM_RECHECK, hourly) is made due now: one
-        start, which idles out again at once if the room is still empty (walks 20F-3, 21D-1). A shorter
-        silence (a quick restart) costs nothing: the vendor's retries reach the new term.
+        retries last (`Lease.unheard`: a state-store outage in which every replica answered 503, or no replica
+        listening at all): a room known empty may have people in it now whose join nobody heard. Its dormant
+        task's repair start (EMPTY_ROOM_RECHECK, hourly) is made due now: one start, which idles out again at
+        once if the room is still empty (walks 20F-3, 21D-1). A shorter silence (a quick restart) costs
+        nothing: the vendor's retries reach the new term. Only a room judged empty by the time the silence
+        ended: one judged since heard every join since, and a replica that stood by for days after an outage
+        would otherwise wake every dormant task of the fleet (walk 21A-1).
         Raises StateError: the takeover is tried again."""
-        silence = self.lease.silence()
-        if silence <= CALLBACK_RETRY_WINDOW:
+        if (unheard := self.lease.unheard()) is None:
             return
+        silence, ended = unheard
         now = self.clock.now()
+        judged_by = ended + EMPTY_ROOM_RECHECK  # the repair start of a room judged empty then
         due = [
             r.evolve(next_attempt_at=now)
             for r in self.records.values()
-            if r.status is TaskStatus.DORMANT and r.room_empty and (r.next_attempt_at or now) > now
+            if r.status is TaskStatus.DORMANT
+            and r.room_empty
+            and r.next_attempt_at is not None
+            and now < r.next_attempt_at <= judged_by
         ]
         if due:
             self.records.put_many(due)

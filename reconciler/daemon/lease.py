@@ -18,6 +18,7 @@ import structlog
 
 from reconciler.clock import Clock, Throttle
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, StepDown
 from reconciler.state.base import StateError
 from reconciler.state.fenced import FenceableStore
@@ -59,7 +60,9 @@ class Lease:
         # while the store fails its lock attempts it (and, in an outage, every replica) answers them 503.
         self._listening_since = clock.monotonic()
         self._refused_from: float | None = None  # the first failed attempt of the stretch going on
-        self._refused_longest = 0.0  # the longest such stretch since the last term began
+        # Since the last term began: the longest refused stretch over CALLBACK_RETRY_WINDOW, and when (the
+        # clock's `now`) the last such stretch ended; None while there was none.
+        self._refused: tuple[float, float] | None = None
         self._acting_epoch: int | None = None  # the term whose takeover is done
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
@@ -72,17 +75,23 @@ class Lease:
         # spec files that do not load under a replaced state's key, can last hours).
         self._unread = Throttle(clock)
 
-    def silence(self) -> float:
-        """Seconds, as far as this new term can tell, that callbacks went unanswered before it: the longest
-        stretch since the last term in which the store failed this replica's lock attempts (every replica
-        answered callbacks 503), or the previous holder's silence as the store recorded it (`Lock.silent_for`:
-        a crash, a scale to 0, a single replica restarted) less the time this replica has listened since."""
-        now = self.clock.monotonic()
-        refused = self._refused_longest
+    def unheard(self) -> tuple[float, float] | None:
+        """Whether callbacks may have gone unanswered, before this new term, for longer than the vendors retry
+        them (CALLBACK_RETRY_WINDOW): the longest such stretch (seconds) and when (the clock's `now`) the last
+        one ended; None if none did. A stretch is one in which the store failed this replica's lock attempts
+        (every replica answered callbacks 503), or the previous holder's silence as the store recorded it
+        (`Lock.silent_for`: a crash, a scale to 0, a single replica restarted) less the time this replica has
+        listened since."""
+        mono, now = self.clock.monotonic(), self.clock.now()
+        stretches = [self._refused] if self._refused is not None else []
         if self._refused_from is not None:
-            refused = max(refused, now - self._refused_from)
-        unheard = (self.elector.silent_for or 0.0) - (now - self._listening_since)
-        return max(refused, unheard, 0.0)
+            stretches.append((mono - self._refused_from, now))
+        listened = mono - self._listening_since
+        stretches.append(((self.elector.silent_for or 0.0) - listened, now - listened))
+        long = [(length, end) for length, end in stretches if length > CALLBACK_RETRY_WINDOW]
+        if not long:
+            return None
+        return max(length for length, _ in long), max(end for _, end in long)
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -121,7 +130,7 @@ class Lease:
         self._refresh()
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
-            self._refused_longest = 0.0
+            self._refused = None
 
     def hold_only(self) -> None:
         """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
@@ -174,7 +183,9 @@ class Lease:
         if error is not None and self._refused_from is None:
             self._refused_from = now
         elif error is None and self._refused_from is not None:
-            self._refused_longest = max(self._refused_longest, now - self._refused_from)
+            if (length := now - self._refused_from) > CALLBACK_RETRY_WINDOW:
+                longest = max(length, self._refused[0]) if self._refused is not None else length
+                self._refused = (longest, self.clock.now())
             self._refused_from = None
         if (error is None) != (self._unreachable is None):
             if error is not None:
@@ -189,7 +200,7 @@ class Lease:
             self._refresh()  # whoever led meanwhile changed the state
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
-            self._refused_longest = 0.0
+            self._refused = None
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before

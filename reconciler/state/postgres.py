@@ -12,6 +12,7 @@ error message show the URL without it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import threading
 import urllib.parse
@@ -92,6 +93,15 @@ def _pg_seconds(seconds: float) -> str:
     """A PostgreSQL duration setting: whole seconds as `3s`, others in milliseconds (`667ms`, at least 1)."""
     return f"{seconds:g}s" if seconds == int(seconds) else f"{max(round(seconds * 1000), 1)}ms"
 
+
+# Tables a capctl that opens a state makes again where they are missing, and which does: `_migrate_leadership`
+# (any lock), the room activity's first write of activity (a daemon's).
+_MADE_AGAIN = {
+    "capctl_lock": "an apply, or a replica restarted",
+    "capctl_inbox": "an apply, or a replica restarted",
+    "capctl_history": "an apply, or a replica restarted",
+    "capctl_room_activity": "a replica restarted",
+}
 
 LEASE_LIMITS = lease_limits(10.0, 2.0)  # LeaderSettings' defaults, and the one-shot commands' lease: 3 s and 2 s
 
@@ -202,12 +212,27 @@ class PostgresStateStore(SqlStateStore):
         """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
         return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
 
-    def _limit_hit(self, exc: psycopg.Error) -> str:
+    def _limit_hit(self, exc: psycopg.Error, conn: psycopg.Connection[tuple[object, ...]] | None = None) -> str:
         """Which server limit ended a call, and where it is set (the server's text names neither); or what a
         capctl table gone from under an open state means, which the server's `relation … does not exist`
-        does not say; or ''."""
+        does not say (`conn`: where to look which are left); or ''."""
         text, session = str(exc), self._session_limits
         if isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text:
+            if (gone := re.search(r'relation "(capctl_\w+)"', text)) and self._records_left(conn):
+                # The lock's table alone dropped (a stale lock "cleared" by hand): restoring the whole state, as
+                # said below, lost every record written since the backup (walk 21A-3).
+                table = gone.group(1)
+                if (who := _MADE_AGAIN.get(table)) is not None:
+                    return (
+                        f" ({table} alone is gone from this database; the task records are still there: a capctl"
+                        f" that opens this state anew ({who}) makes it again. Restore no backup for it: that would"
+                        " undo what was recorded since)"
+                    )
+                return (
+                    f" ({table} alone is gone from this database; the task records are still there: restore that"
+                    f" table alone from the newest backup (`pg_restore --table={table}`), not the whole state,"
+                    " which would undo what was recorded since)"
+                )
             # Nothing re-creates them under an open state (that would restart the serial): say what to do, and
             # what a restart does, as on-call's first move.
             return (
@@ -233,6 +258,16 @@ class PostgresStateStore(SqlStateStore):
                 f" {self._lease_limits['lock_timeout']} for the lease's statements)"
             )
         return ""
+
+    def _records_left(self, conn: psycopg.Connection[tuple[object, ...]] | None) -> bool:
+        """Whether the state's own tables (the records and their serial) are still there, as far as `conn`
+        can tell (no: not known)."""
+        if conn is None or conn.closed or conn.broken:
+            return False
+        try:
+            return len(conn.execute(self.queries.tables).fetchall()) == len(TABLES)
+        except psycopg.Error:
+            return False
 
     def _limits(self, *, lease: bool = False) -> dict[str, str | int]:
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
@@ -304,7 +339,7 @@ class PostgresStateStore(SqlStateStore):
                 # new primary (DNS, a proxy, `target_session_attrs=read-write`) or the restored setting.
                 if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                     conn.close()
-                raise StateError(f"{self.url}: {self._scrub(exc)}{self._limit_hit(exc)}") from None
+                raise StateError(f"{self.url}: {self._scrub(exc)}{self._limit_hit(exc, conn)}") from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
@@ -392,7 +427,12 @@ class Lease(LockContext):
             kept = cur.rowcount > 0
         if not kept:
             self._token = None
-            current = self._store._current_holder()
+            try:
+                current = self._store._current_holder()
+            except StateError as exc:
+                # It is not ours whoever holds it: said as such, or the next renew's "already released" was
+                # taken for the store out of reach (a command's renewer then never warned, walk 21A-2).
+                raise LockHeld(f"another holder (who, could not be read: {exc})") from None
             if current is None:
                 raise LockHeld("no one now: our lease lapsed and was taken over")
             raise LockHeld(current[0], expires_in=current[1])

@@ -428,6 +428,7 @@ class SqlStateStore(ABC):
     queries: ClassVar[Queries]
     leadership: ClassVar[LeadershipQueries]
     _leadership_ready = False  # this store object ran (or found done) the leadership migration step
+    _rooms_ready = False  # this store object found the room activity table, or made it
     room_queries: ClassVar[RoomQueries]
     history_queries: ClassVar[HistoryQueries]
     created = False  # this open made a new state (`capctl state init` says so)
@@ -695,8 +696,12 @@ class SqlStateStore(ABC):
         with self._cursor(write=True) as cur:
             if rows:
                 self._upgrade(cur, None)  # a state of schema 1 without activity yet: nothing to key anew
+                if not self._rooms_ready:  # dropped by hand: the table, as its first writer makes it (walk 21A-3)
+                    rq = self.room_queries
+                    _create_absent(cur, rq.exists, (*rq.serialise, rq.create))
                 cur.executemany(self.room_queries.upsert, rows)
             cur.executemany(self.history_queries.put, history)
+        self._rooms_ready = self._rooms_ready or bool(rows)
 
     def history(self) -> list[HistorySpan]:
         """The status page's timeline history as kept (none in a state from before it)."""

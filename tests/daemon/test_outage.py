@@ -416,6 +416,40 @@ async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_
         assert harness.record(LOBBY).status is TaskStatus.RUNNING
 
 
+async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_start(harness: Harness) -> None:
+    """Walk 21A-1: an outage marked the replica until its next term: that takeover, days later (the leader's
+    node drained), made every dormant task of the fleet start at once, rooms judged empty long after the
+    outage included. Only a room judged empty by the time the silence ended may have lost a join."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    lease = daemon.lease
+
+    def outage_just_ended(seconds: float) -> None:
+        lease._tell_reachability("cannot connect: an outage")
+        assert lease._refused_from is not None
+        lease._refused_from -= seconds  # it began that long ago
+        lease._tell_reachability(None)
+
+    await harness.advance(30)
+    outage_just_ended(CALLBACK_RETRY_WINDOW + 10)
+    assert lease.unheard() is not None
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)  # judged empty after the outage: every join since is heard
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    starts = harness.calls("StartSnapshot")
+    epoch = lease.elector.epoch
+    assert epoch is not None
+    lease._take_over(epoch)
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts and lease.unheard() is None
+    outage_just_ended(CALLBACK_RETRY_WINDOW + 10)  # judged before this one: its join may be lost
+    lease._take_over(epoch)
+    await harness.advance(5)
+    assert harness.calls("StartSnapshot") == starts + 1
+    await harness.stop()
+
+
 async def test_a_callback_whose_hint_cannot_be_written_is_still_answered_and_acted_on(harness: Harness) -> None:
     """Before, an image callback arriving while the state could not be written (PostgreSQL restarting, a full
     disk) failed with a traceback and a 500: the write of "this run is productive" was not caught. Now it is

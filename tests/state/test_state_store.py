@@ -264,3 +264,42 @@ def test_tables_dropped_under_an_open_state_are_named_with_the_way_out(store: St
         said = str(failed.value)
         assert 'relation "capctl_' in said and "capctl's tables are gone from this database" in said, said
         assert "restore the newest backup" in said and "starts every declared task again" in said
+
+
+@pytest.mark.parametrize("table", ["capctl_lock", "capctl_room_activity"])
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_one_table_dropped_beside_the_records_is_not_sent_to_a_whole_restore(
+    store: StateStore, store_url: str, table: str
+) -> None:
+    """Walk 21A-3: `DROP TABLE capctl_lock` (a stale lock "cleared" by hand) was said as every table gone,
+    "restore the newest backup": that undid every record written since it, when the next capctl to open the
+    state makes the lock's table again. The room activity's table was made again by nothing: every write of
+    room activity failed for good; now its first writer makes it, as for a state from before it."""
+    import psycopg
+
+    from reconciler.model import RoomActivity
+    from reconciler.state.postgres import PostgresStateStore
+
+    def use(on: StateStore) -> None:
+        assert isinstance(on, PostgresStateStore)
+        if table == "capctl_lock":
+            on.lock("capctl run").release()
+        else:
+            on.record_rooms([RoomActivity("volcengine:app", "r1", True, 1.0, "callback")])
+
+    store.put(make_record())
+    use(store)
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        admin.execute(f"DROP TABLE {table}")
+    with pytest.raises(StateError) as failed:
+        use(store)  # under an open state nothing is made again
+    said = " ".join(str(failed.value).split())
+    assert f'relation "{table}" does not exist' in said and f"({table} alone is gone from this database" in said
+    assert "the task records are still there" in said and "restore the newest backup" not in said, said
+    assert "a capctl that opens this state anew (" in said and "restarted) makes it again" in said, said
+    again = open_state(store_url)
+    try:
+        use(again)  # made again, the records kept
+        assert again.record(make_record().key) is not None
+    finally:
+        again.close()
