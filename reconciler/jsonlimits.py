@@ -27,9 +27,11 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string: its bracket
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _STEPS = bytes(1 if c in b"[{" else 255 if c in b"]}" else 0 for c in range(256))  # as signed bytes: +1, -1
 # An escape `\uD800`..`\uDFFF` not in a high-low pair: the only way a lone surrogate enters a parsed string
-# (the bytes must be UTF-8). `\\uD800` (an escaped backslash) matches too; the encode below tells them apart.
+# (the bytes must be UTF-8). Searched with each escaped backslash `\\` masked (`_ESCAPED_BACKSLASH`), so that
+# every `\u` left is an escape: else the text `\\uD800` before a lone `\uDC00` looked like its pair.
 _HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 _LONE_SURROGATE = re.compile(rb"%s(?!%s)|(?<!%s)%s" % (_HIGH, _LOW, _HIGH, _LOW))
+_ESCAPED_BACKSLASH, _MASK = b"\\\\", b"__"  # same length: no escape moves next to another
 
 
 class _Refused(ValueError):
@@ -66,7 +68,7 @@ def load_json(data: bytes | str) -> Any:
         raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(raw) > MAX_JSON_DEPTH:
         raise ValueError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
-    if _LONE_SURROGATE.search(raw):
+    if b"\\u" in raw and _LONE_SURROGATE.search(raw.replace(_ESCAPED_BACKSLASH, _MASK)):
         try:
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError as exc:

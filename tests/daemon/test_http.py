@@ -177,6 +177,8 @@ async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harn
         ("/callbacks/zego", zego_body(harness) | {"signature": "\ud800"}, 400, lone),
         ("/callbacks/zego", zego_body(harness) | {"nonce": "\ud800"}, 400, lone),
         ("/api/v1/sync", {"keys": ["\ud800"]}, 400, lone),
+        # The text `\ud800` (an escaped backslash) then a lone `\udc00` escape: read as a pair by the byte check.
+        ("/callbacks/zego", zego_body(harness) | {"nonce": "\\ud800\udc00"}, 400, lone.replace("D800", "DC00")),
     ]
     async with await client(harness) as http:
         for route, body, status, reason in cases:
@@ -189,7 +191,10 @@ async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harn
     assert harness.daemon is not None
     sample = harness.daemon.metrics.registry.get_sample_value
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 2
-    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 3
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 4
+    # What is text stays text: an escaped pair (an emoji as an ASCII-only encoder writes it), `\ud800` as text.
+    for text in ("\U0001f600", "\\ud800", "\\\U0001f600", "\\ud800\\udc00"):
+        assert load_json(json.dumps([text]).encode()) == [text]
 
 
 async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
