@@ -521,7 +521,8 @@ async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for
             for method, route in (("GET", "/"), ("GET", "/api/v1/status"), ("POST", "/api/v1/sync")):
                 refused = await http.request(method, route, headers={"host": host})
                 assert refused.status_code == 403 and "DNS rebinding" in refused.text, (route, host)
-        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7"):
+        local = ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7")
+        for host in (*local, ""):  # "": no Host (HTTP/1.0), which a browser always sends
             assert (await http.get("/api/v1/status", headers={"host": host})).status_code == 200, host
             assert (await http.post("/api/v1/sync", headers={"host": host})).status_code == 200, host
         assert (await http.get("/metrics", headers={"host": "rebind.example"})).status_code == 200  # no data
