@@ -274,11 +274,17 @@ def test_what_is_not_json_is_refused_in_its_own_words() -> None:
         (b'{"app_id": NaN}', "malformed JSON: NaN is not a JSON value"),
         (b"[-Infinity]", "malformed JSON: -Infinity is not a JSON value"),
         (b'{"app_id": ' + b"9" * 5000 + b"}", "malformed JSON: a number of 5000 digits (at most 100)"),
+        (b'["' + b"1" * 101 + b'", -' + b"1" * 101 + b"]", "malformed JSON: a number of 101 digits (at most 100)"),
+        (b'{"s": "\\"", "n": ' + b"1" * 101 + b"}", "malformed JSON: a number of 101 digits (at most 100)"),
     ):
         with pytest.raises(ValueError) as refused:
             load_json(body)
         assert str(refused.value) == why
     assert load_json(b'{"timestamp": 1733456789123, "n": -1.5}') == {"timestamp": 1733456789123, "n": -1.5}
+    # Long digit runs that are no integer: in a string, a float's fraction or exponent, a float's integer part.
+    digits = "1" * 150
+    for text in (f'["{digits}"]', f"[1.{digits}]", f"[{digits}.5]", f"[{digits}e2]", f"[1e-{digits}]"):
+        assert load_json(text) == json.loads(text), text
 
 
 def test_json_nesting_limit() -> None:
@@ -314,6 +320,10 @@ def test_a_body_of_many_small_values_costs_about_what_parsing_it_costs() -> None
     for value in (b"{}", b"1"):
         body = b'{"app_id": 1, "pad": [' + b",".join([value] * 300_000) + b"]}"
         assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05  # it was 30 times
+    # Runs of 100 digits (one short of a long integer): a regex `\d{101}` took 100 steps per byte (0.15 s).
+    for run in (b'"' + b"1" * 100 + b'"', b"1" * 100):
+        body = b'{"app_id": 1, "pad": [' + b",".join([run] * 10_000) + b"]}"
+        assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05
 
 
 def test_throttle_lets_one_through_per_interval_and_counts_the_rest() -> None:
