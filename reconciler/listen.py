@@ -45,8 +45,11 @@ def is_loopback(host: str) -> bool:
 def named_locally(host_header: str) -> bool:
     """Whether a request's Host header names its server as only this machine's own clients do: an IP address,
     `localhost` or a name under `.localhost`. A web page whose own name its DNS server re-resolved to 127.0.0.1
-    (DNS rebinding) is same-origin to a loopback server, and its requests name the page's host."""
+    (DNS rebinding) is same-origin to a loopback server, and its requests name the page's host. No Host at all
+    (HTTP/1.0: `curl -0`, old scripts and probes) is no browser's request: answered."""
     host = host_header.strip().lower()
+    if not host:
+        return True
     name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
     name = name.rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):

@@ -30,9 +30,12 @@ __all__ = ["ROOM_USERS_MEMORY", "CallbackRouter", "Deduper", "ReplayGuard", "Rou
 log = structlog.get_logger("capctl.daemon")
 
 DEDUPE_SIZE = 50_000  # callback ids remembered (vendors retry twice within seconds)
-# ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time is outside MAX_SKEW (it cannot
-# pass the time check again), the oldest first when there are more (about 200 bytes each: ≤ 25 MB).
+# ZEGO (timestamp, nonce) pairs remembered; each is forgotten once its time (+ _RECUT_SLACK) is outside MAX_SKEW
+# (it cannot pass the time check again), the oldest first when there are more (about 200 bytes each: ≤ 25 MB).
 REPLAY_MEMORY = 100_000
+# A ZEGO signature re-cut between its timestamp and nonce (`1796…000` + `834567` as `1796…000834` ms + `567`)
+# reads a time up to 1 s later: a pair is kept that much past its window, else the re-cut passed in that second.
+_RECUT_SLACK = 1.0
 # Rooms whose users are tracked (`_track_users`). A room leaves the map when its last user leaves or it
 # closes; one whose leave and close callbacks were both lost would stay for ever, so the least recently
 # changed go first past this. A forgotten room's next leave counts as its emptying: a few extra looks.
@@ -255,7 +258,7 @@ class ReplayGuard:
             self._seen.popitem(last=False)
         seen = self._seen.get(event.signed_pair)
         if seen is None:
-            self._seen[event.signed_pair] = _Signed(event.at + self._window, event.body_digest)
+            self._seen[event.signed_pair] = _Signed(event.at + self._window + _RECUT_SLACK, event.body_digest)
             if len(self._seen) > self._size:
                 self._seen.popitem(last=False)
             return True

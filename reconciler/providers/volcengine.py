@@ -305,13 +305,17 @@ class VolcengineSnapshotProvider:
 
     def _result(self, api: str, response: httpx.Response, secrets: Sequence[Hidden]) -> Any:
         status = response.status_code
+        unread = None
         try:
             payload = load_json(response.content)  # nesting bounded: a proxy's 100,000 `[` is not a crash
-        except ValueError:
-            payload = None
+        except ValueError as exc:
+            # JSON-looking text refused by a limit (too deep, a lone surrogate, UTF-16) says which; a proxy's
+            # HTML page is just "not JSON" (its text follows).
+            limit = str(exc).removeprefix("malformed JSON")
+            payload, unread = None, "not JSON" + (limit if limit.startswith(":") else "")
         meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None
         if not isinstance(payload, dict) or not isinstance(meta, dict):
-            what = "not JSON" if payload is None else "no ResponseMetadata"
+            what = unread or "no ResponseMetadata"
             text = scrub_text(response.text.strip(), secrets)
             kind = ErrorKind.THROTTLED if status == 429 else ErrorKind.RETRYABLE
             self._note_throttled(api, kind)

@@ -177,6 +177,8 @@ async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harn
         ("/callbacks/zego", zego_body(harness) | {"signature": "\ud800"}, 400, lone),
         ("/callbacks/zego", zego_body(harness) | {"nonce": "\ud800"}, 400, lone),
         ("/api/v1/sync", {"keys": ["\ud800"]}, 400, lone),
+        # The text `\ud800` (an escaped backslash) then a lone `\udc00` escape: read as a pair by the byte check.
+        ("/callbacks/zego", zego_body(harness) | {"nonce": "\\ud800\udc00"}, 400, lone.replace("D800", "DC00")),
     ]
     async with await client(harness) as http:
         for route, body, status, reason in cases:
@@ -189,7 +191,10 @@ async def test_text_no_encoder_takes_is_refused_in_words_never_500(harness: Harn
     assert harness.daemon is not None
     sample = harness.daemon.metrics.registry.get_sample_value
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 2
-    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 3
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 4
+    # What is text stays text: an escaped pair (an emoji as an ASCII-only encoder writes it), `\ud800` as text.
+    for text in ("\U0001f600", "\\ud800", "\\\U0001f600", "\\ud800\\udc00"):
+        assert load_json(json.dumps([text]).encode()) == [text]
 
 
 async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(harness: Harness) -> None:
@@ -269,11 +274,17 @@ def test_what_is_not_json_is_refused_in_its_own_words() -> None:
         (b'{"app_id": NaN}', "malformed JSON: NaN is not a JSON value"),
         (b"[-Infinity]", "malformed JSON: -Infinity is not a JSON value"),
         (b'{"app_id": ' + b"9" * 5000 + b"}", "malformed JSON: a number of 5000 digits (at most 100)"),
+        (b'["' + b"1" * 101 + b'", -' + b"1" * 101 + b"]", "malformed JSON: a number of 101 digits (at most 100)"),
+        (b'{"s": "\\"", "n": ' + b"1" * 101 + b"}", "malformed JSON: a number of 101 digits (at most 100)"),
     ):
         with pytest.raises(ValueError) as refused:
             load_json(body)
         assert str(refused.value) == why
     assert load_json(b'{"timestamp": 1733456789123, "n": -1.5}') == {"timestamp": 1733456789123, "n": -1.5}
+    # Long digit runs that are no integer: in a string, a float's fraction or exponent, a float's integer part.
+    digits = "1" * 150
+    for text in (f'["{digits}"]', f"[1.{digits}]", f"[{digits}.5]", f"[{digits}e2]", f"[1e-{digits}]"):
+        assert load_json(text) == json.loads(text), text
 
 
 def test_json_nesting_limit() -> None:
@@ -309,6 +320,10 @@ def test_a_body_of_many_small_values_costs_about_what_parsing_it_costs() -> None
     for value in (b"{}", b"1"):
         body = b'{"app_id": 1, "pad": [' + b",".join([value] * 300_000) + b"]}"
         assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05  # it was 30 times
+    # Runs of 100 digits (one short of a long integer): a regex `\d{101}` took 100 steps per byte (0.15 s).
+    for run in (b'"' + b"1" * 100 + b'"', b"1" * 100):
+        body = b'{"app_id": 1, "pad": [' + b",".join([run] * 10_000) + b"]}"
+        assert fastest(load_json, body) < 8 * fastest(json.loads, body) + 0.05
 
 
 def test_throttle_lets_one_through_per_interval_and_counts_the_rest() -> None:
@@ -516,7 +531,8 @@ async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for
             for method, route in (("GET", "/"), ("GET", "/api/v1/status"), ("POST", "/api/v1/sync")):
                 refused = await http.request(method, route, headers={"host": host})
                 assert refused.status_code == 403 and "DNS rebinding" in refused.text, (route, host)
-        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7"):
+        local = ("127.0.0.1:8080", "localhost:8080", "LOCALHOST.", "[::1]:8080", "capctl.localhost", "10.0.0.7")
+        for host in (*local, ""):  # "": no Host (HTTP/1.0), which a browser always sends
             assert (await http.get("/api/v1/status", headers={"host": host})).status_code == 200, host
             assert (await http.post("/api/v1/sync", headers={"host": host})).status_code == 200, host
         assert (await http.get("/metrics", headers={"host": "rebind.example"})).status_code == 200  # no data

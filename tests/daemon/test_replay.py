@@ -86,10 +86,19 @@ def test_remembered_pairs_expire_with_the_time_window_and_are_capped() -> None:
         assert exc.status == 409 and exc.logged
     else:
         raise AssertionError("a replay on another body was accepted")
-    # Once the pair's time is out of the window it would be refused as stale anyway: it is forgotten.
-    assert guard.first_time(_event("b", "x", now + MAX_SKEW + 1), now + MAX_SKEW + 1)
+    # A re-cut of its signature reads a time up to 1 s later (`…000834` ms): 300.5 s on, it still passes the
+    # time check, so the pair is still known (it was forgotten at 300 s: the re-cut forgery was accepted).
+    try:
+        guard.first_time(_event("a", "recut", now + 0.834), now + MAX_SKEW + 0.5)
+    except CallbackRejected as exc:
+        assert exc.status == 409
+    else:
+        raise AssertionError("a re-cut replay in the window's last second was accepted")
+    # Once the pair's time (and a re-cut's) is out of the window it would be refused as stale: it is forgotten.
+    later = now + MAX_SKEW + 2
+    assert guard.first_time(_event("b", "x", later), later)
     assert len(guard) == 1
     for name in "cde":
-        guard.first_time(_event(name, "x", now + MAX_SKEW + 1), now + MAX_SKEW + 1)
+        guard.first_time(_event(name, "x", later), later)
     assert len(guard) == 3  # the cap: the oldest pair ("b") went first
-    assert guard.first_time(_event("b", "other", now + MAX_SKEW + 1), now + MAX_SKEW + 1)
+    assert guard.first_time(_event("b", "other", later), later)

@@ -481,7 +481,10 @@ async def test_echoed_hidden_reference_values_are_scrubbed_from_messages(h: Harn
         (httpx.Response(200, json=["ok"]), "no ResponseMetadata"),
         (httpx.Response(502, text="Bad Gateway"), "not JSON"),
         (httpx.Response(404, text="x" * 5000), "not JSON"),
-        (httpx.Response(200, text="[" * 100_000 + "]" * 100_000), "not JSON"),  # was a RecursionError traceback
+        (httpx.Response(200, text="[" * 100_000 + "]" * 100_000), "not JSON: nested deeper than 32 levels"),
+        # Valid JSON to a reader that takes anything, refused by load_json: the answer says why, not just "not JSON".
+        (httpx.Response(200, text='{"ResponseMetadata": {}, "Result": "\\ud800"}'), "not JSON: a string holds a lone"),
+        (httpx.Response(200, content='{"ResponseMetadata": {}}'.encode("utf-16")), "not JSON: the body is not UTF-8"),
     ],
 )
 async def test_unexpected_answers_are_retryable(h: Harness, answer: httpx.Response, what: str) -> None:
@@ -489,7 +492,7 @@ async def test_unexpected_answers_are_retryable(h: Harness, answer: httpx.Respon
     with pytest.raises(VendorError) as info:
         await h.provider.stop(record())
     assert info.value.kind is ErrorKind.RETRYABLE
-    assert info.value.message.startswith(f"unexpected answer from StopSnapshot (HTTP {answer.status_code}, {what})")
+    assert info.value.message.startswith(f"unexpected answer from StopSnapshot (HTTP {answer.status_code}, {what}")
     assert len(info.value.message) < 300
 
 
