@@ -490,8 +490,10 @@ class Executor:
                 restarted = True
         except VendorError as exc:
             # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
-            # an earlier start under that id, which may run whatever this answer says.
-            kept = pending if exc.unanswered or resumed else pending.evolve(client_task_id=None)
+            # an earlier start under that id, which may run whatever this answer says. Refused at its only try
+            # (no answer lost before it) and resuming nothing, nothing of it runs: a replace has nothing to stop.
+            refused = not (exc.unanswered or resumed)
+            kept = pending.evolve(client_task_id=None, start_refused=tries == 1) if refused else pending
             self._store.put(self._failed(kept, str(exc)))
             raise
         failpoints.hit("start.after-call")

@@ -355,7 +355,10 @@ def state_show(
             fail(str(exc))
         # A typo gets the nearest job or room, as rm, wake and --target give it (walk 18H-9).
         typo = record is None and "*" not in key
-        near = near_key_hint(key, store.keys()) if typo and not isinstance(store, NoState) else ""
+        keys = store.keys() if typo and not isinstance(store, NoState) else []
+        near = near_key_hint(key, keys) if keys else ""
+        if any(k.startswith(f"{key}/") for k in keys):  # a job's key, kind/name (walk 21c)
+            near = f"; {key} is a job: `capctl state list '{key}/*'` lists its tasks"
     if record is None:
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
         glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else near

@@ -20,6 +20,7 @@ name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) i
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
@@ -185,7 +186,11 @@ class _Resolver:
         try:
             data = read_regular(target, MAX_REF_FILE_BYTES)
         except FileRefused as exc:
-            return self.fail(path, f"cannot read referenced file {quote(name)}: {exc}")
+            # Where it was looked for, as the command's paths name files: a path read as relative to the working
+            # directory (not to the spec file) names another file than the one the user checks (walk 21c).
+            where = os.path.normpath(target)
+            at = "" if where == name else f" (looked for at {where!r}: a path is relative to its spec file)"
+            return self.fail(path, f"cannot read referenced file {quote(name)}{at}: {exc}")
         try:
             text = utf8_text(data)
         except NotText as exc:

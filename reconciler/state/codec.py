@@ -102,7 +102,9 @@ _TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(("reissue_count", "unproductive_runs", "fault_runs"), frozenset({int})),
     **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
     **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
-    **dict.fromkeys(("productive", "update_unconfirmed", "reissuing", "replacing", "room_empty"), frozenset({bool})),
+    **dict.fromkeys(
+        ("productive", "update_unconfirmed", "reissuing", "replacing", "room_empty", "start_refused"), frozenset({bool})
+    ),
     **{name: frozenset({kind}) for name, kind in (("family", ApiFamily), ("kind", JobKind))},
     **{name: frozenset({kind}) for name, kind in (("status", TaskStatus), ("restart_policy", RestartPolicy))},
 }

@@ -326,6 +326,27 @@ async def test_a_volcengine_app_of_another_account_edited_in_place_says_how_to_m
     assert harness.record("SnapshotJob/audit/r1").provider == "volc-2"
 
 
+async def test_an_appid_typo_fixed_after_its_start_was_refused_starts_the_task_without_a_stop(harness: Harness) -> None:
+    """A new user's first run with a mistyped appId: every start is refused (the app is not the account's), so
+    nothing runs in it. With the appId fixed, the replace of such a start stopped it in the mistyped app first,
+    which the account's keys cannot reach: refused, again and again, and the task never started (walk 21c)."""
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
+    providers = harness.specs / "providers.yaml"
+    right = providers.read_text()
+    providers.write_text(right.replace("appId: capctl-sim-volc", "appId: capctl-sim-vloc"))
+    daemon = await harness.start()
+    await harness.advance(1)
+    assert harness.record("SnapshotJob/audit/r1").status is TaskStatus.FAILED
+    providers.write_text(right)
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(10)  # (a Provider change retries a failed key at once)
+    assert [e["error"] for e in logs if e["event"] == "reconcile failed; retrying with backoff"] == []
+    assert harness.calls("StopSnapshot") == 0
+    assert running_apps(harness) == [("capctl-sim-volc", "r1")]
+
+
 async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_old_key(harness: Harness) -> None:
     """The old key's status query was in flight at the rename (taskId kept) and answered that the run had ended:
     the pass, decided for a job no longer declared, re-issued it (a start of the old key, stopped again by its

@@ -210,6 +210,11 @@ def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are
     # Walk 18H-9: a mistyped key gets the nearest one, as `state rm`, `wake` and `--target` give it.
     typo_key = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", url])
     assert typo_key.exit_code == 1 and typo_key.stderr.rstrip().endswith("(did you mean SnapshotJob/audit/lobby?)")
+    # Walk 21c: a job's key (kind/name) is pointed at the listing of its tasks.
+    job = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit", "--state", url])
+    assert job.exit_code == 1 and job.stderr.rstrip().endswith(
+        "; SnapshotJob/audit is a job: `capctl state list 'SnapshotJob/audit/*'` lists its tasks"
+    )
     status = runner.invoke(cli.app, ["state", "list", "-s", "runing", "--state", url])
     assert status.exit_code == 1 and status.stderr.rstrip().endswith("removed (did you mean 'running'?)")
     none = runner.invoke(cli.app, ["state", "show", "SnapshotJob/audit/loby", "--state", f"{url}-none"])

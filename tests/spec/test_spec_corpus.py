@@ -66,7 +66,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "legacy_gcs": (7, 12, "spec.storage: the legacy ZEGO recording API writes to storage_provider 1..7 (s3, oss,"),
     "literal_secret": (7, 14, "spec.accessKey: secret fields must be references such as {env: NAME}"),
     "max_duration_range": (8, 16, "spec.maxDuration: 240s is out of range for zego max_record_time"),
-    "missing_file_ref": (7, 17, "cannot read referenced file 'no-such-secret.txt': No such file or"),
+    "missing_file_ref": (7, 17, "cannot read referenced file 'no-such-secret.txt' (looked for at"),
     "missing_kind": (1, 1, "missing required field 'kind' (one of Provider, Storage, SnapshotJob,"),
     "mix_canvas_too_large": (11, 27, "spec.mix.mixOutputVideoConfig: width × height must not exceed 1920 ×"),
     "mix_fps_range": (11, 60, "spec.mix.mixOutputVideoConfig.fps: must be at most 30, got 31"),

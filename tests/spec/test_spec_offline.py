@@ -70,7 +70,8 @@ def test_resolving_secrets_reports_what_is_missing(tmp_path: Path) -> None:
     found = _errors(path, {"ZEGO_APP": "42", "S3_SK": ""}, resolve_secrets=True)
     assert found == [
         f"{path}:7:14: environment variable VOLC_AK is not set and the reference has no default",
-        f"{path}:8:14: cannot read referenced file 'secrets/volc-sk.txt': No such file or directory",
+        f"{path}:8:14: cannot read referenced file 'secrets/volc-sk.txt' (looked for at "
+        f"'{path.parent / 'secrets/volc-sk.txt'}': a path is relative to its spec file): No such file or directory",
         f"{path}:18:59: environment variable S3_AK is not set and the reference has no default",
         f"{path}:18:84: spec.secretKey: the secret resolved to an empty value: environment variable S3_SK is set "
         "but empty",

@@ -181,6 +181,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     reissuing=st.booleans(),
     replacing=st.booleans(),
     room_empty=st.booleans(),
+    start_refused=st.booleans(),
     request=st.dictionaries(text_values, json_tree, max_size=4),
     labels=st.dictionaries(text_values, text_values, max_size=3),
     selector=st.none() | text_values,

@@ -47,6 +47,7 @@ def every_field_set() -> TaskRecord:
         reissuing=True,
         replacing=True,
         room_empty=True,
+        start_refused=True,
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
