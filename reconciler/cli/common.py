@@ -274,7 +274,7 @@ def lock_free_now(url: str | None, command: str) -> None:
 @contextmanager
 def locked(store: StateStore, command: str) -> Iterator[None]:
     from reconciler.state.base import LockHeld, StateError
-    from reconciler.state.sql import holder_identity
+    from reconciler.state.sql import SqlStateStore, holder_identity
 
     try:
         lock = store.lock(command, lease_seconds=COMMAND_LEASE_SECONDS)
@@ -290,10 +290,18 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
             f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
             f"A lock held by a process that died is released by itself."
         )
+    # A lease (PostgreSQL) lapses while its command is paused (SIGSTOP, a frozen VM): every write is fenced by
+    # the lock's epoch, so one taken over writes nothing more (walk 22C-1). An OS lock (SQLite) lasts as long
+    # as its process, paused or not: nothing to fence.
+    fenced = store if isinstance(store, SqlStateStore) and getattr(lock, "lease_seconds", None) else None
+    if fenced is not None:
+        fenced.command_epoch = lock.epoch
     try:
         with _kept(lock):
             yield
     finally:
+        if fenced is not None:
+            fenced.command_epoch = None
         # Bounded in time, not only in tries: each try against a database host that does not answer waits out
         # its connect timeout (10 s), and six of them (66 s) outlasted the lease the retries were to spare.
         give_up = time.monotonic() + sum(RELEASE_RETRY_DELAYS)
@@ -345,8 +353,8 @@ def _kept(lock: Lock) -> Iterator[None]:
             except LockHeld as exc:
                 if not stop.is_set():  # (not the release racing the renew)
                     err_console().print(
-                        f"Warning: the state lock lapsed and was taken over ({exc.holder}): what this command "
-                        "writes from now on may undo what that one writes; stop it (Ctrl-C) and run it again.",
+                        f"Warning: the state lock lapsed and was taken over ({exc.holder}): this command's "
+                        "writes are refused from now on; stop it (Ctrl-C) and run it again.",
                         markup=False,
                         highlight=False,
                         soft_wrap=True,

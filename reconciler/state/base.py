@@ -23,6 +23,7 @@ __all__ = [
     "InboxEntry",
     "Lock",
     "LockHeld",
+    "LockTakenOver",
     "NoState",
     "RoomActivityStore",
     "SerialMismatch",
@@ -104,11 +105,26 @@ class Fenced(StateError):
 
     Raised inside the write's transaction, so nothing of it was written; the writer must stop acting."""
 
-    def __init__(self, epoch: int, current: int | None) -> None:
+    def __init__(self, epoch: int, current: int | None, message: str | None = None) -> None:
         now = "no one holds the lock" if current is None else f"the current epoch is {current}"
-        super().__init__(f"leadership epoch {epoch} was superseded ({now}): nothing was written")
+        super().__init__(message or f"leadership epoch {epoch} was superseded ({now}): nothing was written")
         self.epoch = epoch
         self.current = current
+
+
+class LockTakenOver(Fenced):
+    """A write of a command (`apply`, `state rm` …) whose lease lapsed while it held the lock (it was paused:
+    SIGSTOP, a frozen VM, a laptop lid) and was taken over: refused like a deposed leader's, nothing written."""
+
+    def __init__(self, epoch: int, current: int | None, holder: str | None) -> None:
+        by = f" ({holder})" if holder else ""
+        super().__init__(
+            epoch,
+            current,
+            f"the state lock was taken over{by} after this command's lease lapsed (was it paused?): it writes"
+            " nothing more, and nothing of this write was written",
+        )
+        self.holder = holder
 
 
 class SerialMismatch(StateError):

@@ -2,8 +2,9 @@
 
 A replica that was paused (GC pause, VM freeze, SIGSTOP) past its lease may resume while another replica
 leads. Its writes must then fail, not overwrite the new leader's: each write through this view checks, in
-its own transaction, that its epoch is still the lock's (`Fenced` otherwise, nothing written). The plain
-store `capctl apply` uses is left as it is: an apply holds the lock for the whole run and is the only writer.
+its own transaction, that its epoch is still the lock's (`Fenced` otherwise, nothing written). A command
+(`capctl apply`, `state rm` …) has the same check made by its store itself (`SqlStateStore.command_epoch`, set
+while it holds a lease), since it hands that store to the executor: `LockTakenOver`, a `Fenced`, when it fails.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class PostgresStateStore(SqlStateStore):
             INBOX_TABLE,
             HISTORY_TABLE,
         ),
-        fence="SELECT epoch FROM capctl_lock WHERE name = %s FOR SHARE",
+        fence="SELECT epoch, holder FROM capctl_lock WHERE name = %s FOR SHARE",
         inbox_exists="SELECT (to_regclass('capctl_inbox') IS NOT NULL)::int",
     ).marked("%s")
     history_queries = HistoryQueries(exists="SELECT (to_regclass('capctl_history') IS NOT NULL)::int").marked("%s")

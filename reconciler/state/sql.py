@@ -40,6 +40,7 @@ from .base import (
     Fenced,
     HistorySpan,
     InboxEntry,
+    LockTakenOver,
     SerialMismatch,
     Snapshot,
     StateDamaged,
@@ -437,6 +438,9 @@ class SqlStateStore(ABC):
     snapshot_reads: ClassVar[tuple[str, ...]] = ()  # begins a transaction whose reads see one snapshot
     _fingerprint_key: bytes | None = None
     _runs_written: dict[str, HistorySpan] | None = None  # `_written_runs`
+    # The epoch of the lock a command holds (`capctl apply`, `state rm` …: cli/common.py `locked`): every
+    # write of this store object is then fenced by it, as a leader's are by `fence=` (walk 22C-1).
+    command_epoch: int | None = None
 
     @abstractmethod
     def _cursor(self, *, write: bool) -> AbstractContextManager[Cursor]:
@@ -858,12 +862,14 @@ class SqlStateStore(ABC):
         the commit), and so does the leader's renewal. Checked first, a write waiting for the serial row or a
         table (another writer, a DBA's ALTER) held the lease row for all that wait, and the renewal with it,
         up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1)."""
+        command = epoch is None
+        epoch = self.command_epoch if command else epoch
         if epoch is None:
             return
         rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
         current: int | None = rows[0][0] if rows else None
         if current != epoch:
-            raise Fenced(epoch, current)
+            raise LockTakenOver(epoch, current, rows[0][1] if rows else None) if command else Fenced(epoch, current)
 
     def _migrate_leadership(self) -> None:
         """Add the epoch and the inbox to a state made before them: once per store object, its own step."""
@@ -956,6 +962,7 @@ class SqlStateStore(ABC):
             cur.executemany(self.history_queries.put, [_span_row(span) for span in copy.history])
             new_serial = max(copy.serial, serial + 1)
             cur.execute(q.set_serial, (new_serial,))
+            self._check_fence(cur, None)  # (a command's: `state copy` holds the lock)
         self._fingerprint_key = None  # read afresh: it is the copy's now
         self._runs_written = None  # and its history
         return new_serial

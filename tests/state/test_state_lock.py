@@ -337,3 +337,71 @@ def test_a_command_whose_lease_was_taken_over_is_warned(
     err = " ".join(said.split())
     assert f"Warning: the state lock lapsed and was taken over ({holder}" in err, err
     assert "stop it (Ctrl-C) and run it again" in err and "Traceback" not in err, err
+
+
+def _take_over(pg_url: str) -> None:
+    """What a replica does to a lease that lapsed while its command was paused: it takes the lock (a new epoch)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE capctl_lock SET token = 'theirs', holder = 'pid 1 on elsewhere (capctl run)', epoch = epoch + 1"
+        )
+
+
+def test_a_paused_command_whose_lease_was_taken_over_writes_nothing(pg_url: str) -> None:
+    """Walk 22C-1: a command paused past its lease (SIGSTOP, a frozen VM) wrote when it resumed, before its
+    renewer noticed, over what the new holder wrote: its writes are fenced by the lock's epoch, as a leader's."""
+    from reconciler.cli import common
+    from reconciler.secrets import new_fingerprint_key
+    from reconciler.state import LockTakenOver
+
+    store = open_state(pg_url)
+    try:
+        store.fingerprint_key(new_fingerprint_key())
+        store.put(make_record("SnapshotJob/x/kept"))
+        with common.locked(store, "capctl apply"):
+            store.put(make_record("SnapshotJob/x/before"))  # its own epoch: written
+            _take_over(pg_url)  # (the renewer, every 15 s, has not run: the command was paused)
+            serial = store.serial()
+            writes: tuple[Callable[[], object], ...] = (
+                lambda: store.put(make_record("SnapshotJob/x/after")),
+                lambda: store.delete("SnapshotJob/x/kept"),
+                lambda: store.import_copy(store.export(), replace=True),  # `state copy`
+            )
+            for write in writes:
+                with pytest.raises(LockTakenOver, match=r"taken over \(pid 1 on elsewhere \(capctl run\)\)"):
+                    write()
+        assert store.keys() == ["SnapshotJob/x/before", "SnapshotJob/x/kept"] and store.serial() == serial
+        assert store.command_epoch is None  # released: the store is as before (no lock, no fence)
+    finally:
+        store.close()
+
+
+def test_state_rm_whose_lease_was_taken_over_forgets_nothing(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """22C-1 from the command line: one clear error naming the new holder, nothing forgotten, no traceback."""
+    from typer.testing import CliRunner
+
+    from reconciler import cli, plan
+
+    store = open_state(pg_url)
+    store.put(make_record("SnapshotJob/x/y"))
+    store.close()
+    matching = plan.keys_matching
+
+    def paused(*args: object) -> object:  # between taking the lock and writing, the lease lapsed and was taken
+        _take_over(pg_url)
+        return matching(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan, "keys_matching", paused)
+    result = CliRunner().invoke(
+        cli.app, ["state", "rm", "SnapshotJob/x/y", "--state", pg_url], env={"NO_COLOR": "1", "COLUMNS": "300"}
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in said, said
+    assert "the state lock was taken over (pid 1 on elsewhere (capctl run)) after this command's lease" in said
+    store = open_state(pg_url)
+    try:
+        assert store.keys() == ["SnapshotJob/x/y"]
+    finally:
+        store.close()
