@@ -100,30 +100,42 @@ class _FlushingFile:
         self._stream.flush()
 
 
+def _raised_where(record: logging.LogRecord) -> tuple[str, str]:
+    """An error's exception type and the file:line that raised it (its innermost frame); ('', '') for none."""
+    exc_type, _, tb = record.exc_info or (None, None, None)
+    if exc_type is None:
+        return "", ""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return exc_type.__qualname__, where
+
+
 class _FromLogging(logging.Handler):
     """What libraries log through `logging` (uvicorn's `Invalid HTTP request received.` for each malformed
     request, asyncio's errors), as a line like every other: without it Python's last-resort handler wrote the
     bare text, one unparsable line in a JSON log for every bad request anyone sends.
 
-    Their warnings are said once a minute per logger and message (with `repeats_held_back`): anyone who reaches
-    the port can send malformed requests, and one line each let them decide the log's volume and push every
-    decision out of the status page's recent events. Errors always pass."""
+    Their warnings and errors are said once a minute per logger and message (with `repeats_held_back`), an
+    error also per exception type and the line that raised it: anyone who reaches the port can send malformed
+    requests, and one line each let them decide the log's volume and push every decision out of the status
+    page's recent events; an unhandled error in a request (uvicorn's `Exception in ASGI application`) would be
+    one traceback per request. The first of each is said whole, traceback and all."""
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(logging.WARNING)  # libraries' info (httpx: every URL it calls) stays out
         self._clock = clock
-        self._said: dict[tuple[str, str], Throttle] = {}  # by the message's template: as many as the code has
+        # by the message's template and raising line: as many as the code has
+        self._said: dict[tuple[str, str, str, str], Throttle] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if not _written(record.levelno):
             return
-        repeats: dict[str, int] = {}
-        if record.levelno < logging.ERROR:
-            template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
-            held = self._said.setdefault((record.name, template), Throttle(self._clock)).allow()
-            if held is None:
-                return
-            repeats = {"repeats_held_back": held} if held else {}
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        held = self._said.setdefault((record.name, template, *_raised_where(record)), Throttle(self._clock)).allow()
+        if held is None:
+            return
+        repeats = {"repeats_held_back": held} if held else {}
         import structlog
 
         structlog.get_logger().log(

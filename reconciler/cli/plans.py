@@ -148,9 +148,12 @@ def _annotate(
 ) -> Plan:
     if not selections:
         return the_plan
+    import dataclasses
+
     from reconciler.rooms import annotate, in_view
 
     shown = in_view(selections, spec_set.selector_jobs, the_plan.options)  # --target / -l narrow them too
+    the_plan = dataclasses.replace(the_plan, notes=the_plan.notes + tuple(spec_set.warnings()))
     return annotate(the_plan, shown, records, observed, spec_set.providers)
 
 

@@ -41,6 +41,8 @@ def validate(
     spec_set = load_specs(paths_or_default(paths), resolve_secrets=resolve_secrets, validating=True)
     keep_until_exit()
     typer.echo(f"Valid: {spec_set.summary()}")
+    for warning in spec_set.warnings():
+        typer.echo(f"warning: {warning}", err=True)
     if not resolve_secrets:
         typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
 

@@ -363,6 +363,8 @@ class RoomSelectors:
         effective = self.jobs.effective(spec, self.book, records)
         for s in unheard(effective.selections, spec.providers):  # once per load, as `plan` notes it
             log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s))
+        for warning in spec.warnings():
+            log.warning("spec warning", detail=warning)
         self._effective = effective.spec
         self._in_force(self._effective)
         return self._effective

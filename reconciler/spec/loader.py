@@ -27,11 +27,12 @@ from reconciler.model import DesiredTask, ProviderConfig
 from reconciler.secrets import RUN_KEY
 from reconciler.spec.checks import CheckedJob, check_all
 from reconciler.spec.documents import Loaded, validate_document
-from reconciler.spec.errors import ErrorSink, SpecErrors, did_you_mean
+from reconciler.spec.errors import ErrorSink, SpecErrors, did_you_mean, quote
 from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.files import FileRefused, read_regular, size_text
 from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
+from reconciler.spec.selectors import every_room
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
 __all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "load_spec_set"]
@@ -76,6 +77,25 @@ class SpecSet:
     # The files `{file: …}` references named (mounted Secrets): the daemon reloads when one changes, so a
     # rotated key is picked up without a restart.
     referenced_files: tuple[str, ...] = ()
+
+    def warnings(self) -> list[str]:
+        """What is valid but unsafe, each with its `file:line:col`: `validate` and `plan` print them, the daemon
+        logs them when it loads the set. A room selector matching every room with no `maxRooms` lets anyone who
+        can create a room in the vendor app (any of its users, often) start a capture for each: vendor spend."""
+        out = []
+        for c in self.selector_jobs:
+            rooms = getattr(c.job.model.spec, "rooms", None)
+            if not isinstance(rooms, RoomSelector) or rooms.max_rooms is not None:
+                continue
+            if (i := every_room(rooms)) is not None:
+                file, line, col = c.job.at(("spec", "rooms", "match", i))
+                glob = quote(rooms.match[i])
+                out.append(
+                    f"{file}:{line}:{col}: {c.job.kind} '{c.job.name}': spec.rooms.match {glob} selects "
+                    "every room and no maxRooms caps it: anyone who can create a room in the vendor app starts a "
+                    "capture there (vendor spend); set spec.rooms.maxRooms, or match a narrower pattern"
+                )
+        return out
 
     def summary(self) -> str:
         """One line, e.g. `3 files, 6 documents: 2 providers, 1 storage, 3 jobs → 5 tasks (volcengine 2, zego 3)`."""

@@ -16,7 +16,7 @@ from typing import Final
 
 from reconciler.spec.models import RoomSelector
 
-__all__ = ["covers", "describe", "matches_any", "volc_pattern_problem"]
+__all__ = ["covers", "describe", "every_room", "matches_any", "volc_pattern_problem"]
 
 # What a Volcengine room id may hold (its RoomId rule), plus the glob's own characters.
 _VOLC_GLOB_RE: Final = re.compile(r"^[a-zA-Z0-9_@\-\.\*\?\[\]!]{1,128}$")
@@ -31,6 +31,13 @@ def matches_any(room: str, patterns: Iterable[str]) -> bool:
 def covers(selector: RoomSelector, room: str) -> bool:
     """Whether `selector` covers the room id `room` (matched and not excluded)."""
     return matches_any(room, selector.match) and not matches_any(room, selector.exclude)
+
+
+def every_room(selector: RoomSelector) -> int | None:
+    """The index of a `match` glob that matches every room id (ids are never empty: `*`, `?*`), or None."""
+    return next(
+        (i for i, g in enumerate(selector.match) if "*" in g and set(g) <= {"*", "?"} and g.count("?") <= 1), None
+    )
 
 
 def describe(selector: RoomSelector) -> str:

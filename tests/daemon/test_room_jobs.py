@@ -283,6 +283,12 @@ async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(
     with capture_logs() as logs:
         assert harness.daemon is not None and await harness.daemon.reload_async()
     assert not [e for e in logs if e["event"] == "room selector cannot learn of its rooms"]
+    assert not [e for e in logs if e["event"] == "spec warning"]
+    write_specs(harness.specs, selector_job("classes", "*"))  # every room, no maxRooms: anyone's room costs
+    with capture_logs() as logs:
+        assert await harness.daemon.reload_async()
+    [warning] = [e for e in logs if e["event"] == "spec warning"]
+    assert warning["log_level"] == "warning" and "spec.rooms.match '*' selects every room" in warning["detail"]
 
 
 async def test_a_room_two_selectors_cover_is_logged_as_taken_by_the_other_job(harness: Harness) -> None:

@@ -115,6 +115,17 @@ def test_ports_paths_flags_and_variables_exist_in_the_daemon(package: Objects) -
     assert {p["port"] for r in package["NetworkPolicy"]["spec"]["ingress"] for p in r["ports"]} <= set(ports)
 
 
+def test_sync_wake_and_the_status_page_need_tokens_from_secrets_the_pod_waits_for(package: Objects) -> None:
+    """The pods listen on 0.0.0.0, where the daemon makes no loopback check: an optional sync token left a pod
+    behind `kubectl port-forward` open to a DNS-rebound web page syncing and waking tasks (walk 20c/21e)."""
+    capctl = container(package, "capctl")
+    env = [e for e in capctl["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
+    status = capctl["args"][capctl["args"].index("--status-token-ref") + 1].removeprefix("env:")
+    for name in ("CAPCTL_SYNC_TOKEN", status):
+        assert refs[name]["name"] and refs[name].get("optional", False) is False, name
+
+
 def test_pods_are_selected_by_the_service_and_budget(package: Objects) -> None:
     labels = package["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert matches(package["Service"]["spec"]["selector"], labels)

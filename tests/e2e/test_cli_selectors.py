@@ -178,6 +178,18 @@ def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_the_plan(w
     assert "callbackSecret" not in work.capctl("plan").stdout
 
 
+def test_validate_and_plan_warn_of_a_selector_of_every_room_without_max_rooms(work: Workdir) -> None:
+    """Anyone who can create a room in the vendor app would start a capture there: legal, so a warning."""
+    work.write(
+        "jobs.yaml", SELECTOR.replace('{match: "class-*", exclude: "class-test-*", maxRooms: 2}', '{match: "*"}')
+    )
+    warning = "jobs.yaml:6:18: SnapshotJob 'classes': spec.rooms.match '*' selects every room and no maxRooms caps it"
+    validated = work.capctl("validate")
+    assert validated.stdout.startswith("Valid: ") and "warning: " in validated.stderr
+    assert warning in validated.stderr
+    assert warning in work.capctl("plan").stdout
+
+
 def test_a_room_two_selectors_cover_is_claimed_by_the_first_not_named(work: Workdir) -> None:
     """`b` lists class-2 as claimed by `a`, a selector: the plan said "named by", as if `a` named it."""
     first = SELECTOR.replace("name: classes", "name: a-sel").replace(", maxRooms: 2", "")

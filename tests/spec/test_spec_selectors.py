@@ -48,6 +48,23 @@ def test_a_selector_job_loads_with_no_task_until_rooms_are_known(load: Loader) -
     assert model.rooms.match == ["class-*"] and model.rooms.exclude == ["class-test-*"]
 
 
+def test_a_selector_of_every_room_without_max_rooms_is_warned_about_at_its_glob(load: Loader) -> None:
+    """Valid (spec-language.md), but anyone who can create a room in the vendor app starts a capture there."""
+    spec = load(job(body="provider: volc\nrooms:\n  match: [class-*, '?*']\nstorage: tos\n"))
+    [warning] = spec.warnings()
+    assert re.fullmatch(
+        r".*spec\.yaml:7:\d+: SnapshotJob 'j': spec\.rooms\.match '\?\*' selects every room and no maxRooms caps it: "
+        r"anyone who can create a room in the vendor app .*; set spec\.rooms\.maxRooms, or match a narrower pattern",
+        warning,
+    )
+    for body in (
+        "provider: volc\nrooms: {match: '*', maxRooms: 20}\nstorage: tos\n",  # capped
+        "provider: volc\nrooms: {match: ['class-*', '??*']}\nstorage: tos\n",  # not every room
+        "provider: volc\nrooms: [lobby]\nstorage: tos\n",
+    ):
+        assert load(job(body=body)).warnings() == [], body
+
+
 def test_selector_errors_name_the_field_at_its_place(errors_of: ErrorsOf) -> None:
     text = job(body="provider: volc\nrooms: {mach: 'a*', maxRooms: 0}\nstorage: tos\n")
     errors = errors_of(text)

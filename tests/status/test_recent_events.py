@@ -48,7 +48,7 @@ def test_a_librarys_warnings_are_said_once_a_minute_and_leave_the_decisions_in_t
         for _ in range(600):
             logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
         logging.getLogger("uvicorn.error").warning("another %s", "thing")  # another message: said too
-        logging.getLogger("asyncio").error("Task exception was never retrieved")  # errors always pass
+        logging.getLogger("asyncio").error("Task exception was never retrieved")  # an error: once a minute too
         logging.getLogger("asyncio").error("Task exception was never retrieved")
         clock.advance(61)
         logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
@@ -60,10 +60,50 @@ def test_a_librarys_warnings_are_said_once_a_minute_and_leave_the_decisions_in_t
         ("Invalid HTTP request received.", None),
         ("another thing", None),
         ("Task exception was never retrieved", None),
-        ("Task exception was never retrieved", None),
         ("Invalid HTTP request received.", 599),
     ]
     assert [e["event"] for e in logs.recent_events()] == [e["event"] for e in lines]  # the decision kept
+
+
+def _fail(bug: str) -> None:
+    """A request handler's bug: which line raises depends on `bug`."""
+    if bug == "key":
+        raise KeyError("room")
+    raise ValueError("bad")
+
+
+def test_an_unhandled_error_repeated_is_one_whole_traceback_a_minute_per_exception_and_line() -> None:
+    """uvicorn logs `Exception in ASGI application` with the traceback for every request that meets a bug: one
+    reachable without a secret was one traceback per request anyone sends. The first is said whole; the same
+    exception from the same line is held back for a minute and counted, another exception or line is said."""
+    clock, out = FakeClock(1_800_000_000.0), io.StringIO()
+    logs.configure("info", json_logs=True, stream=out, clock=clock)
+
+    def request(bug: str) -> None:
+        try:
+            _fail(bug)
+        except Exception:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application\n")
+
+    try:
+        for _ in range(300):
+            request("key")
+        request("value")  # another line, another exception: said
+        clock.advance(61)
+        request("key")
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"].strip(), e.get("repeats_held_back")) for e in lines] == [
+        ("Exception in ASGI application", None),
+        ("Exception in ASGI application", None),
+        ("Exception in ASGI application", 299),
+    ]
+    assert ["KeyError: 'room'" in e["exception"] and 'raise KeyError("room")' in e["exception"] for e in lines] == [
+        True,
+        False,
+        True,
+    ]
 
 
 def test_a_deferred_set_up_is_applied_by_the_first_event_the_level_lets_through() -> None:
