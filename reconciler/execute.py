@@ -490,10 +490,11 @@ class Executor:
                 restarted = True
         except VendorError as exc:
             # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
-            # an earlier start under that id, which may run whatever this answer says. Refused at its only try
-            # (no answer lost before it) and resuming nothing, nothing of it runs: a replace has nothing to stop.
+            # an earlier start under that id, which may run whatever this answer says. Refused with no answer
+            # lost before it (`call_with_retry` marks a lost one `unanswered`; a throttled try is an answer) and
+            # resuming nothing, nothing of it runs: a replace has nothing to stop.
             refused = not (exc.unanswered or resumed)
-            kept = pending.evolve(client_task_id=None, start_refused=tries == 1) if refused else pending
+            kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
             self._store.put(self._failed(kept, str(exc)))
             raise
         failpoints.hit("start.after-call")

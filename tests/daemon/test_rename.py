@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
@@ -326,10 +327,16 @@ async def test_a_volcengine_app_of_another_account_edited_in_place_says_how_to_m
     assert harness.record("SnapshotJob/audit/r1").provider == "volc-2"
 
 
-async def test_an_appid_typo_fixed_after_its_start_was_refused_starts_the_task_without_a_stop(harness: Harness) -> None:
+@pytest.mark.parametrize("throttled", [0, 1], ids=["refused", "throttled-then-refused"])
+async def test_an_appid_typo_fixed_after_its_start_was_refused_starts_the_task_without_a_stop(
+    harness: Harness, throttled: int
+) -> None:
     """A new user's first run with a mistyped appId: every start is refused (the app is not the account's), so
     nothing runs in it. With the appId fixed, the replace of such a start stopped it in the mistyped app first,
-    which the account's keys cannot reach: refused, again and again, and the task never started (walk 21c)."""
+    which the account's keys cannot reach: refused, again and again, and the task never started (walk 21c).
+    A throttled first try is an answer too (the vendor did nothing): the refusal after it is as sure (walk 22a;
+    a first apply of many tasks is the likeliest to be throttled)."""
+    harness.sim.faults.set(FaultConfig(throttle_next=throttled, apis=["StartSnapshot"]))
     harness.sim.publish("volcengine", "r1", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
     providers = harness.specs / "providers.yaml"
