@@ -379,7 +379,9 @@ class Executor:
         if record is not None:
             self._store.put(transitions.not_attempted(record, error))
         elif task is not None:
-            self._store.put(self._failed(transitions.intent(task, None, self._clock.now(), reissue=False), error))
+            # No call was made: nothing of it runs, as after a refusal (a fixed spec creates it, nothing to stop).
+            unsent = transitions.intent(task, None, self._clock.now(), reissue=False)
+            self._store.put(self._failed(unsent.evolve(client_task_id=None, start_refused=True), error))
         return ChangeResult(change.key, change.action, ok=False, error=error, not_attempted=True)
 
     def _failed(self, record: TaskRecord, error: str) -> TaskRecord:

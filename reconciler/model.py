@@ -194,7 +194,8 @@ class TaskRecord:
     room_empty: bool = False
     # Its last start (failed) was refused by the vendor, no answer lost before it, no earlier start of it
     # unconfirmed: the vendor said it did nothing, so nothing of it runs to be stopped (a mistyped appId, a
-    # bucket it does not know). A throttled try is an answer too: the vendor did nothing.
+    # bucket it does not know). A throttled try is an answer too: the vendor did nothing. A start never sent
+    # (its provider stopped answering: "not attempted") is marked so too.
     start_refused: bool = False
 
     @property
