@@ -15,6 +15,8 @@ from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
 from reconciler.sim.config import BUILTIN_VOLC_APP
 from reconciler.sim.faults import FaultConfig
+from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.transitions import start_unconfirmed
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
 from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
@@ -382,3 +384,34 @@ async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_
     old, new = harness.record("SnapshotJob/old/r1"), harness.record("SnapshotJob/new/r1")
     assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine UnknownStopReason)")
     assert new.status is TaskStatus.RUNNING
+
+
+async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_refused(harness: Harness) -> None:
+    """A start answered "already started" by a run no record names (`state rm` forgot it) stops that run first;
+    a refusal of that stop (a policy allowing StartSnapshot, not StopSnapshot) was taken for a refusal of the
+    start: no ClientTaskId, `start_refused`, so nothing was said to run and a delete left the run going (22A-7)."""
+    sim = harness.sim_app
+
+    async def no_stops(scope: Any, receive: Any, send: Any) -> None:
+        if b"StopSnapshot" not in scope.get("query_string", b""):
+            await sim(scope, receive, send)
+            return
+        body = b'{"ResponseMetadata": {"Error": {"Code": "AccessDenied", "Message": "not allowed"}}}'
+        await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    harness.sim_app = no_stops
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
+    await harness.start()
+    await harness.advance(1)
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    store.delete("SnapshotJob/audit/r1")  # as `capctl state rm` does
+    store.close()
+    await harness.start()
+    await harness.advance(1)
+    record = harness.record("SnapshotJob/audit/r1")
+    assert record.status is TaskStatus.FAILED and "StopSnapshot: AccessDenied" in (record.last_error or "")
+    assert len(harness.running_sim_tasks("volcengine")) == 1
+    assert not record.start_refused and start_unconfirmed(record)  # it runs, as far as anyone knows
