@@ -379,7 +379,9 @@ class Executor:
         if record is not None:
             self._store.put(transitions.not_attempted(record, error))
         elif task is not None:
-            self._store.put(self._failed(transitions.intent(task, None, self._clock.now(), reissue=False), error))
+            # No call was made: nothing of it runs, as after a refusal (a fixed spec creates it, nothing to stop).
+            unsent = transitions.intent(task, None, self._clock.now(), reissue=False)
+            self._store.put(self._failed(unsent.evolve(client_task_id=None, start_refused=True), error))
         return ChangeResult(change.key, change.action, ok=False, error=error, not_attempted=True)
 
     def _failed(self, record: TaskRecord, error: str) -> TaskRecord:
@@ -479,21 +481,25 @@ class Executor:
             tries += 1
             return await provider.start(task, pending.client_task_id, priority=prio)
 
-        restarted = False
+        restarted = found_runs = False
         try:
             result = await self._call(attempt)
             known = take_over or tries > 1 or (record is not None and record.spec_hash == task.spec_hash)
             if result.already_running and not known:
                 found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
+                found_runs = True  # until its stop is answered: a refused stop is no refusal of this start
                 await self._stop_remote(found)
+                found_runs = False
                 result = await self._call(attempt)
                 restarted = True
         except VendorError as exc:
             # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
-            # an earlier start under that id, which may run whatever this answer says. Refused at its only try
-            # (no answer lost before it) and resuming nothing, nothing of it runs: a replace has nothing to stop.
-            refused = not (exc.unanswered or resumed)
-            kept = pending.evolve(client_task_id=None, start_refused=tries == 1) if refused else pending
+            # an earlier start under that id, which may run whatever this answer says. Refused with no answer
+            # lost before it (`call_with_retry` marks a lost one `unanswered`; a throttled try is an answer) and
+            # resuming nothing, nothing of it runs: a replace has nothing to stop. (A run it found, whose stop
+            # failed, still runs: `found_runs`.)
+            refused = not (exc.unanswered or resumed or found_runs)
+            kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
             self._store.put(self._failed(kept, str(exc)))
             raise
         failpoints.hit("start.after-call")

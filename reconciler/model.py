@@ -192,8 +192,10 @@ class TaskRecord:
     # Dormant because room callbacks said its room is empty (`policy.room_known_empty`), not after idle runs
     # seen by polling only: a spec edit waits for the room's activity too (`transitions.waits_for_room`).
     room_empty: bool = False
-    # Its last start (failed) was refused by the vendor at its only try, no earlier start of it unconfirmed: the
-    # vendor said it did nothing, so nothing of it runs to be stopped (a mistyped appId, a bucket it does not know).
+    # Its last start (failed) was refused by the vendor, no answer lost before it, no earlier start of it
+    # unconfirmed: the vendor said it did nothing, so nothing of it runs to be stopped (a mistyped appId, a
+    # bucket it does not know). A throttled try is an answer too: the vendor did nothing. A start never sent
+    # (its provider stopped answering: "not attempted") is marked so too.
     start_refused: bool = False
 
     @property

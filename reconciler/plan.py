@@ -647,6 +647,13 @@ def _diff_changed(
         how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
         reason = f"spec changed since a start that {how}: {_unconfirmed_stop(task, record)}"
         return _change(Action.REPLACE, reason, task, record, details, after)
+    refused = record.status is TaskStatus.FAILED and not transitions.start_unconfirmed(record)
+    if refused and record.vendor_task_id is None and _start_again(record) is Action.CREATE:
+        # Its only start failed and nothing of it may run (the vendor refused it: `start_unconfirmed` is False):
+        # nothing ever ran to be replaced, so it is created, with the new settings (as Terraform plans a
+        # resource whose creation failed). A refused re-issue or replace's start stays a replace: a run was.
+        reason = f"previous start failed: {record.last_error or 'error'}; spec changed since: started with it"
+        return _change(Action.CREATE, reason, task, record, details, after)
     if live and record.fixed_hash == task.fixed_hash and task.updatable and record.updatable != task.updatable:
         # The changed values are the details; the reason says why it is an update (each fact printed once).
         details = _updatable_details(record.updatable, task.updatable)

@@ -165,7 +165,8 @@ def start_unconfirmed(record: TaskRecord) -> bool:
     """Its last start got no answer that named a vendor task: a crash or a Ctrl-C during the call (PENDING),
     or every try failed (FAILED), among them answers lost after the vendor acted. It may be running. A ZEGO
     start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it (a refused resume
-    of an earlier start keeps it: that start may run); nor does a start refused at its only try (`start_refused`)."""
+    of an earlier start keeps it: that start may run); nor does a start refused with no answer lost
+    (`start_refused`)."""
     return (
         record.vendor_task_id is None
         and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)

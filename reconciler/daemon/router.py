@@ -267,7 +267,8 @@ class ReplayGuard:
         logged, seen.warned = not seen.warned, True
         raise CallbackRejected(
             409,
-            "replayed signature: this timestamp and nonce already signed a different callback body",
+            "replayed signature: this signature already signed a different callback body (ZEGO signs a timestamp"
+            " and nonce, not the body; the same signature is the same pair, however its digits are split)",
             logged=logged,
             app_id=event.app_id,
         )

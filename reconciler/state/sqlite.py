@@ -509,9 +509,17 @@ class FileLock(LockContext):
 
     def _alive(self) -> None:
         """The `.lock` file's modification time says when its holder was last alive (the next holder reads it)."""
-        if self._fd is not None:
-            moment = self._now()
-            os.utime(self._fd, (moment, moment))
+        if self._fd is None:
+            return
+        moment = self._now()
+        # Best effort: a lost sign only makes the next holder's silence read longer (a few repair starts), while
+        # a raise would refuse the lock or a renew. Setting a time needs the file's owner: another user sharing
+        # the state (a group-writable `.lock`) sets the kernel's now, which needs only write access.
+        with contextlib.suppress(OSError):
+            try:
+                os.utime(self._fd, (moment, moment))
+            except PermissionError:
+                os.utime(self._fd)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -29,6 +29,7 @@ from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.retry import RetryPolicy, RetryReport
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
+from reconciler.transitions import start_unconfirmed
 from tests.core.factories import desired, record_for
 
 
@@ -232,6 +233,10 @@ async def test_after_five_changes_in_a_row_got_no_answer_the_rest_of_the_provide
     assert result.summary().endswith("9 failed (4 of them not attempted).")
     records = store.load().records
     assert [records[k].status for k in tasks] == [TaskStatus.FAILED] * 8  # each new task has its record
+    # A start never sent runs nothing: its spec fixed, it is a create, with no stop (no ZEGO find-start) first.
+    unsent = [records[r.key] for r in result.results if r.not_attempted and r.key in tasks]
+    assert len(unsent) == 3 and not any(map(start_unconfirmed, unsent))
+    assert all(map(start_unconfirmed, (records[r.key] for r in result.results[:GIVE_UP_AFTER])))  # these may run
     assert records[running.key].status is TaskStatus.RUNNING  # its stop was not attempted: it still runs
     assert records[running.key].last_error == skipped
 

@@ -108,6 +108,27 @@ def test_interval_change_on_stopped_task_replaces() -> None:
     assert failed.reason == "spec changed: not running, start anew"
 
 
+@pytest.mark.parametrize("family", [ApiFamily.VOLC_SNAPSHOT, ApiFamily.ZEGO_RECORD, ApiFamily.ZEGO_RECORD_LEGACY])
+def test_a_spec_fixed_after_its_only_start_was_refused_is_a_create(family: ApiFamily) -> None:
+    """Nothing ever ran (walk 21c's wording, walk 22a): planned and counted as a create, not `replace … not
+    running, start anew`; a refused re-issue (a run was) and a start that may run stay replaces."""
+    import dataclasses
+
+    old, new = (dataclasses.replace(desired(interval=i), family=family) for i in (5, 10))
+    refused = record_for(
+        old, TaskStatus.FAILED, vendor_task_id=None, client_task_id=None, start_refused=True, last_error="AppId: x"
+    )
+    change = one(new, refused)
+    assert (change.action, change.reason) == (
+        Action.CREATE,
+        "previous start failed: AppId: x; spec changed since: started with it",
+    )
+    assert change.details == ("ImageConfig.Interval: 5 → 10",)
+    assert one(new, refused.evolve(reissuing=True)).action is Action.REPLACE
+    lost = refused.evolve(start_refused=False, client_task_id="c1")  # answers lost: it may run, stopped first
+    assert one(new, lost).reason.startswith("spec changed since a start that failed: ")
+
+
 @pytest.mark.parametrize(
     ("restart", "status"),
     [

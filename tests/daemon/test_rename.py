@@ -8,12 +8,15 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.model import TaskStatus
 from reconciler.sim.config import BUILTIN_VOLC_APP
 from reconciler.sim.faults import FaultConfig
+from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.transitions import start_unconfirmed
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
 from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
@@ -326,10 +329,16 @@ async def test_a_volcengine_app_of_another_account_edited_in_place_says_how_to_m
     assert harness.record("SnapshotJob/audit/r1").provider == "volc-2"
 
 
-async def test_an_appid_typo_fixed_after_its_start_was_refused_starts_the_task_without_a_stop(harness: Harness) -> None:
+@pytest.mark.parametrize("throttled", [0, 1], ids=["refused", "throttled-then-refused"])
+async def test_an_appid_typo_fixed_after_its_start_was_refused_starts_the_task_without_a_stop(
+    harness: Harness, throttled: int
+) -> None:
     """A new user's first run with a mistyped appId: every start is refused (the app is not the account's), so
     nothing runs in it. With the appId fixed, the replace of such a start stopped it in the mistyped app first,
-    which the account's keys cannot reach: refused, again and again, and the task never started (walk 21c)."""
+    which the account's keys cannot reach: refused, again and again, and the task never started (walk 21c).
+    A throttled first try is an answer too (the vendor did nothing): the refusal after it is as sure (walk 22a;
+    a first apply of many tasks is the likeliest to be throttled)."""
+    harness.sim.faults.set(FaultConfig(throttle_next=throttled, apis=["StartSnapshot"]))
     harness.sim.publish("volcengine", "r1", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
     providers = harness.specs / "providers.yaml"
@@ -375,3 +384,34 @@ async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_
     old, new = harness.record("SnapshotJob/old/r1"), harness.record("SnapshotJob/new/r1")
     assert (old.status, old.stop_reason) == (TaskStatus.REMOVED, "ended (Volcengine UnknownStopReason)")
     assert new.status is TaskStatus.RUNNING
+
+
+async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_refused(harness: Harness) -> None:
+    """A start answered "already started" by a run no record names (`state rm` forgot it) stops that run first;
+    a refusal of that stop (a policy allowing StartSnapshot, not StopSnapshot) was taken for a refusal of the
+    start: no ClientTaskId, `start_refused`, so nothing was said to run and a delete left the run going (22A-7)."""
+    sim = harness.sim_app
+
+    async def no_stops(scope: Any, receive: Any, send: Any) -> None:
+        if b"StopSnapshot" not in scope.get("query_string", b""):
+            await sim(scope, receive, send)
+            return
+        body = b'{"ResponseMetadata": {"Error": {"Code": "AccessDenied", "Message": "not allowed"}}}'
+        await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    harness.sim_app = no_stops
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
+    await harness.start()
+    await harness.advance(1)
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    store.delete("SnapshotJob/audit/r1")  # as `capctl state rm` does
+    store.close()
+    await harness.start()
+    await harness.advance(1)
+    record = harness.record("SnapshotJob/audit/r1")
+    assert record.status is TaskStatus.FAILED and "StopSnapshot: AccessDenied" in (record.last_error or "")
+    assert len(harness.running_sim_tasks("volcengine")) == 1
+    assert not record.start_refused and start_unconfirmed(record)  # it runs, as far as anyone knows

@@ -6,6 +6,7 @@ so the takeover tests use leases of a second or two and wait for them on real ti
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import signal
@@ -147,6 +148,30 @@ def test_a_taking_says_how_long_the_previous_holder_has_been_silent(store_url: s
             second.renew()
             assert os.stat(tmp_path / "s.db.lock").st_mtime == clock.now()  # a holder dying now: silent since
             second.release()
+    finally:
+        store.close()
+
+
+def test_a_lock_file_of_another_owner_is_still_taken_renewed_and_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 22A-5: setting a file's time needs its owner. Another user sharing the state (a group-writable
+    `.lock`) got a PermissionError out of `lock()` (apply, state copy, the daemon) since the time was set."""
+    clock = FakeClock(start=1_750_000_000.0)
+    store = SQLiteStateStore(tmp_path / "s.db", clock=clock)
+    real = os.utime
+
+    def not_owner(fd: int, times: tuple[float, float] | None = None) -> None:
+        if times is not None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        real(fd)
+
+    monkeypatch.setattr(os, "utime", not_owner)
+    try:
+        lock = store.lock("capctl apply")
+        lock.renew()
+        lock.release()
+        assert store.lock("capctl apply").silent_for is not None  # the kernel's time was set instead
     finally:
         store.close()
 
