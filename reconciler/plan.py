@@ -487,6 +487,9 @@ def _diff_one(
     if replace_requested:  # what else changed is shown too: it is started with the new spec
         changed = field_changes(record.request, after) if record.spec_hash != task.spec_hash else ()
         return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
+    if transitions.reverted(task, record):
+        reason = "back to the entry ZEGO took before (its later submission was not taken): not submitted again"
+        return _change(Action.NOOP, reason, task, record, after=after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant or backing-off task alone; only --replace or `capctl wake` overrides
