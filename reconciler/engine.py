@@ -206,11 +206,6 @@ def _home(record: TaskRecord, task: DesiredTask) -> str | None:
     return record.home
 
 
-def _revives(record: TaskRecord) -> bool:
-    # A no-op of a thumbnail not done is its tombstone, or its accepted submission, back in the specs.
-    return record.status is TaskStatus.REMOVED or (record.accepted is not None and record.status is not TaskStatus.DONE)
-
-
 def persist_restored(
     store: StateStore, changes: Sequence[Change], records: Mapping[str, TaskRecord]
 ) -> dict[str, TaskRecord]:
@@ -220,7 +215,7 @@ def persist_restored(
     revived = {}
     for change in changes:
         record = records.get(change.key)
-        if change.action is Action.NOOP and record is not None and _revives(record):
+        if change.action is Action.NOOP and record is not None and transitions.revives(record):
             revived[change.key] = transitions.restored(record)
             store.put(revived[change.key])
     return revived

@@ -898,9 +898,15 @@ def diff(
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
     # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
-    restored = [
-        r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.REMOVED
-    ]
+    back = [r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and transitions.revives(r)]
+    restored = [r for r in back if r.status is TaskStatus.REMOVED]
+    if reverted := [r for r in back if r.status is not TaskStatus.REMOVED]:  # its accepted submission
+        more = f" (and {len(reverted) - 1} more)" if len(reverted) > 1 else ""
+        notes.append(
+            f"{len(reverted)} thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission"
+            f" was not taken), so not submitted again; apply records them as done (no vendor call): {reverted[0].key}"
+            f"{more}."
+        )
     if restored:
         more = f" (and {len(restored) - 1} more)" if len(restored) > 1 else ""
         notes.append(

@@ -43,6 +43,7 @@ __all__ = [
     "restored",
     "resumable_start",
     "reverted",
+    "revives",
     "run_counts",
     "run_ended_at",
     "run_goes_on",
@@ -481,6 +482,12 @@ def reverted(task: DesiredTask, record: TaskRecord) -> bool:
         and record.accepted is not None
         and record.accepted.get("spec_hash") == task.spec_hash
     )
+
+
+def revives(record: TaskRecord) -> bool:
+    """A no-op of this record is a thumbnail back in the specs as submitted (`restored`): its tombstone, or its
+    accepted submission after an edit not taken."""
+    return record.status is TaskStatus.REMOVED or (record.accepted is not None and record.status is not TaskStatus.DONE)
 
 
 def restored(record: TaskRecord) -> TaskRecord:
