@@ -502,6 +502,7 @@ def restored(record: TaskRecord) -> TaskRecord:
         last_error=None,
         start_refused=False,
         client_task_id=None,
+        next_attempt_at=None,
     )
 
 

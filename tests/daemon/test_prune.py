@@ -235,14 +235,14 @@ async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_
     assert harness.daemon.reload()
     await harness.advance(1)
     failed = harness.record(key)
-    assert failed.status is TaskStatus.FAILED and failed.vendor_task_id is None
+    assert failed.status is TaskStatus.FAILED and failed.vendor_task_id is None and failed.next_attempt_at
     assert harness.calls("MediaThumbnails") == 2
     write_specs(harness.specs, thumbnail_job(tencent=False))  # reverted
     assert harness.daemon.reload()
     await harness.advance(60)
     back = harness.record(key)
     assert harness.calls("MediaThumbnails") == 2  # not submitted again
-    assert back.status is TaskStatus.DONE and back.last_error is None and back.accepted is None
+    assert back.status is TaskStatus.DONE and back.last_error is None and back.accepted is back.next_attempt_at is None
     assert (back.vendor_task_id, back.started_at, back.spec_hash, back.request) == (
         done.vendor_task_id,
         done.started_at,
