@@ -242,7 +242,8 @@ async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_
     await harness.advance(60)
     back = harness.record(key)
     assert harness.calls("MediaThumbnails") == 2  # not submitted again
-    assert back.status is TaskStatus.DONE and back.last_error is None and back.accepted is back.next_attempt_at is None
+    assert back.status is TaskStatus.DONE and back.last_error is None and back.accepted is None
+    assert back.next_attempt_at is None  # the refused edit's backoff slot is not kept
     assert (back.vendor_task_id, back.started_at, back.spec_hash, back.request) == (
         done.vendor_task_id,
         done.started_at,
