@@ -209,12 +209,13 @@ def _home(record: TaskRecord, task: DesiredTask) -> str | None:
 def persist_restored(
     store: StateStore, changes: Sequence[Change], records: Mapping[str, TaskRecord]
 ) -> dict[str, TaskRecord]:
-    """A tombstoned thumbnail back in the specs unchanged needs no call (a no-op), only its record revived.
+    """A tombstoned thumbnail back in the specs unchanged, or an edit the vendor did not take reverted, needs no
+    call (a no-op), only its record revived.
     Returns the revived records."""
     revived = {}
     for change in changes:
         record = records.get(change.key)
-        if change.action is Action.NOOP and record is not None and record.status is TaskStatus.REMOVED:
+        if change.action is Action.NOOP and record is not None and transitions.revives(record):
             revived[change.key] = transitions.restored(record)
             store.put(revived[change.key])
     return revived

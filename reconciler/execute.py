@@ -715,7 +715,7 @@ async def observe_all(
 
 def _moved(record: TaskRecord, task: DesiredTask) -> TaskRecord:
     """A move's record as written: re-homed already (`moves.rehome`), with the task's labels. A tombstoned
-    thumbnail back in the specs unchanged is revived, as its no-op is (`engine.persist_restored`): under a
+    thumbnail back in the specs as submitted is revived, as its no-op is (`engine.persist_restored`): under a
     renamed Provider its no-op is this move, and before, the record stayed a tombstone of a declared task."""
     moved = record.evolve(labels=dict(task.labels), selector=task.selector)
-    return transitions.restored(moved) if moved.status is TaskStatus.REMOVED else moved
+    return transitions.restored(moved) if transitions.revives(moved) else moved

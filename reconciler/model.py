@@ -197,6 +197,9 @@ class TaskRecord:
     # bucket it does not know). A throttled try is an answer too: the vendor did nothing. A start never sent
     # (its provider stopped answering: "not attempted") is marked so too.
     start_refused: bool = False
+    # A thumbnail's last submission the vendor took (its hash, request, ids, time: `transitions.restored`), kept
+    # while a later edit's submission is not taken (pending, refused): the entry reverted to it is no new one.
+    accepted: dict[str, Any] | None = None
 
     @property
     def vendor_ids(self) -> dict[str, Any]:

@@ -487,6 +487,9 @@ def _diff_one(
     if replace_requested:  # what else changed is shown too: it is started with the new spec
         changed = field_changes(record.request, after) if record.spec_hash != task.spec_hash else ()
         return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
+    if transitions.reverted(task, record):
+        reason = "back to the entry ZEGO took before (its later submission was not taken): not submitted again"
+        return _change(Action.NOOP, reason, task, record, after=after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
     # The daemon chose to leave a dormant or backing-off task alone; only --replace or `capctl wake` overrides
@@ -895,9 +898,15 @@ def diff(
                 f"{job}: {edits}" + (f" (and {others} more)" if others else "") + "."
             )
     # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
-    restored = [
-        r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and r.status is TaskStatus.REMOVED
-    ]
+    back = [r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and transitions.revives(r)]
+    restored = [r for r in back if r.status is TaskStatus.REMOVED]
+    if reverted := [r for r in back if r.status is not TaskStatus.REMOVED]:  # its accepted submission
+        more = f" (and {len(reverted) - 1} more)" if len(reverted) > 1 else ""
+        notes.append(
+            f"{len(reverted)} thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission"
+            f" was not taken), so not submitted again; apply records them as done (no vendor call): {reverted[0].key}"
+            f"{more}."
+        )
     if restored:
         more = f" (and {len(restored) - 1} more)" if len(restored) > 1 else ""
         notes.append(

@@ -42,6 +42,8 @@ __all__ = [
     "replace_resumed",
     "restored",
     "resumable_start",
+    "reverted",
+    "revives",
     "run_counts",
     "run_ended_at",
     "run_goes_on",
@@ -263,6 +265,10 @@ def intent(
         # No next attempt: this is it (a running task that kept its retry slot was listed `due`, walk 14b).
         return record.evolve(status=TaskStatus.PENDING, last_error=None, removed_at=None, next_attempt_at=None)
     cid = client_task_id(task, record) if task.family is ApiFamily.ZEGO_RECORD else None
+    # A thumbnail's accepted submission outlives later ones until one of them is taken (walk 20d-6).
+    accepted = record.accepted if record is not None else None
+    if record is not None and record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id:
+        accepted = {name: getattr(record, name) for name in _ACCEPTED}
     base = record or TaskRecord(
         key=task.key,
         provider=task.provider,
@@ -305,6 +311,7 @@ def intent(
         update_unconfirmed=False,
         room_empty=False,
         start_refused=False,
+        accepted=accepted if task.family is ApiFamily.ZEGO_THUMBNAIL else None,
     )
 
 
@@ -318,6 +325,7 @@ def started(record: TaskRecord, vendor_task_id: str, vendor_ref: dict[str, str],
     one_shot = record.family is ApiFamily.ZEGO_THUMBNAIL
     return record.evolve(
         **_RUNS,
+        accepted=None,
         status=TaskStatus.DONE if one_shot else TaskStatus.RUNNING,
         vendor_task_id=vendor_task_id,
         vendor_ref=dict(vendor_ref),
@@ -463,9 +471,39 @@ def removed(record: TaskRecord, now: float, *, handed_to: str | None = None) -> 
     )
 
 
+# What a thumbnail submission the vendor took is (`TaskRecord.accepted`): what a later intent overwrites.
+_ACCEPTED = ("spec_hash", "fixed_hash", "updatable", "request", "vendor_task_id", "vendor_ref", "started_at")
+
+
+def reverted(task: DesiredTask, record: TaskRecord) -> bool:
+    """A thumbnail whose later submission was not taken (refused, pending) is back to its accepted one."""
+    return (
+        record.status is not TaskStatus.DONE
+        and record.accepted is not None
+        and record.accepted.get("spec_hash") == task.spec_hash
+    )
+
+
+def revives(record: TaskRecord) -> bool:
+    """A no-op of this record is a thumbnail back in the specs as submitted (`restored`): its tombstone, or its
+    accepted submission after an edit not taken."""
+    return record.status is TaskStatus.REMOVED or (record.accepted is not None and record.status is not TaskStatus.DONE)
+
+
 def restored(record: TaskRecord) -> TaskRecord:
-    """A submitted thumbnail back in the specs, unchanged: done again, without a second submission."""
-    return record.evolve(status=TaskStatus.DONE, removed_at=None)
+    """A submitted thumbnail back in the specs, unchanged (a tombstone, or an edit not taken reverted): done
+    again as it was accepted, without a second submission."""
+    back = {name: record.accepted[name] for name in _ACCEPTED if name in record.accepted} if record.accepted else {}
+    return record.evolve(
+        **back,
+        status=TaskStatus.DONE,
+        removed_at=None,
+        accepted=None,
+        last_error=None,
+        start_refused=False,
+        client_task_id=None,
+        next_attempt_at=None,
+    )
 
 
 def tombstone_expired(record: TaskRecord, now: float) -> bool:

@@ -102,6 +102,7 @@ _TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(("reissue_count", "unproductive_runs", "fault_runs"), frozenset({int})),
     **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
     **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
+    "accepted": frozenset({dict, type(None)}),
     **dict.fromkeys(
         ("productive", "update_unconfirmed", "reissuing", "replacing", "room_empty", "start_refused"), frozenset({bool})
     ),
@@ -158,7 +159,19 @@ def _mistyped(data: dict[str, Any]) -> str | None:
     for name in _TIMES:  # five lookups, not one more test per field
         if (value := data.get(name)) is not None and not is_time(value):
             return name
+    # A thumbnail's accepted submission becomes its record's fields again (`transitions.restored`).
+    if (accepted := data.get("accepted")) is not None and _mistyped_accepted(accepted):
+        return "accepted"
     return None
+
+
+def _mistyped_accepted(accepted: dict[str, Any]) -> bool:
+    return any(
+        name not in _TYPES
+        or type(value) not in _TYPES[name]
+        or (name in _TIMES and value is not None and not is_time(value))
+        for name, value in accepted.items()
+    )
 
 
 def _decode_checked(text: str | bytes) -> TaskRecord:
@@ -179,6 +192,9 @@ def _decode_checked(text: str | bytes) -> TaskRecord:
                 raise CodecError(f"stored record {data['key']!r} has unknown {name} {data[name]!r}") from None
     if (wrong := _mistyped(data)) is not None:
         value = data[wrong]
+        if wrong == "accepted" and type(value) is dict:
+            what = "an accepted submission with an unknown or mistyped field"
+            raise CodecError(f"stored record {data['key']!r} has {what}")
         if wrong in _TIMES and type(value) in _NUMBER:
             raise CodecError(f"stored record {data['key']!r} has a {wrong} that is no time ({value!r})")
         raise CodecError(f"stored record {data['key']!r} has a {wrong} of the wrong type ({type(value).__name__})")

@@ -592,6 +592,24 @@ def test_restored_thumbnails_left_unsubmitted_are_named_in_a_note_as_apply_recor
     assert diff({t.key: t for t in tasks}, running, {}, options=PlanOptions(), state_serial=1, now=NOW).notes == ()
 
 
+def test_a_thumbnail_edit_not_taken_reverted_is_its_accepted_submission_named_in_a_note() -> None:
+    """20d-6: the entry edited back to what ZEGO took, after the edit's submission was refused, is a no-op."""
+    from reconciler.transitions import failed, intent
+
+    task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
+    edit = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, bucket="other")
+    refused = failed(intent(edit, record_for(task, TaskStatus.DONE), NOW, reissue=False, replace=True), "1000", NOW)
+    assert refused.vendor_task_id is None and refused.spec_hash == edit.spec_hash
+    back = one(task, refused)
+    assert back.action is Action.NOOP and "not submitted again" in back.reason
+    assert one(edit, refused).action is Action.CREATE  # the refused edit itself: tried again
+    plan = diff({task.key: task}, {task.key: refused}, {}, options=PlanOptions(), state_serial=1, now=NOW)
+    assert plan.notes == (
+        "1 thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission was not taken), so"
+        f" not submitted again; apply records them as done (no vendor call): {task.key}.",
+    )
+
+
 def test_tombstones_expire_after_their_retention() -> None:
     from reconciler.transitions import TOMBSTONE_RETENTION, removed, tombstone_expired
 

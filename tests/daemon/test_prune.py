@@ -220,6 +220,38 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     assert revived["log_level"] == "info" and "submitted before with the same content" in revived["reason"]
 
 
+async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_a_new_one(harness: Harness) -> None:
+    """20d-6: an edit ZEGO refused (its file missing) overwrote the record's accepted submission (its hash,
+    task id and time); the entry reverted was then submitted a second time, its thumbnails made twice."""
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    done = harness.record(key)
+    assert done.status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    assert harness.daemon is not None
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    failed = harness.record(key)
+    assert failed.status is TaskStatus.FAILED and failed.vendor_task_id is None and failed.next_attempt_at
+    assert harness.calls("MediaThumbnails") == 2
+    write_specs(harness.specs, thumbnail_job(tencent=False))  # reverted
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    back = harness.record(key)
+    assert harness.calls("MediaThumbnails") == 2  # not submitted again
+    assert back.status is TaskStatus.DONE and back.last_error is None and back.accepted is None
+    assert back.next_attempt_at is None  # the refused edit's backoff slot is not kept
+    assert (back.vendor_task_id, back.started_at, back.spec_hash, back.request) == (
+        done.vendor_task_id,
+        done.started_at,
+        done.spec_hash,
+        done.request,
+    )
+
+
 async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune(harness: Harness) -> None:
     """20d-3: a ThumbnailJob whose files were all submitted (`done`) is one-shot: its prune calls nothing, loses
     nothing (restored, it is not submitted again). Removing it (1 snapshot running + 2 done thumbnails: 2 of 3

@@ -202,6 +202,21 @@ def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
     assert "1000" in out and "1 created" in out and "1 failed" in out
 
 
+def test_a_refused_thumbnail_edit_reverted_is_not_submitted_again_by_apply(work: Workdir) -> None:
+    """20d-6 through apply: the refused edit's record kept the submission ZEGO took, so the revert calls nothing."""
+    work.write("jobs.yaml", thumbnail_job(tencent=False))
+    work.apply()
+    work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
+    work.write("jobs.yaml", thumbnail_job(tencent=False, huawei_interval="5s"))
+    assert "1000" in work.apply(expect=1).stdout
+    work.write("jobs.yaml", thumbnail_job(tencent=False))
+    assert "edited back to the entry ZEGO took before" in work.capctl("plan").stdout
+    work.apply()
+    assert len(work.sim.requests("MediaThumbnails")) == 2  # the first submission and the refused edit
+    [record] = state(work).values()
+    assert record["status"] == "done" and record["request"]["Interval"] == 2 and record["vendor_task_id"]
+
+
 def test_quickstart_specs_apply_cleanly(work: Workdir, tmp_path: Path) -> None:
     quick = tmp_path / "quick"
     shutil.copytree(REPO / "specs", quick)

@@ -85,6 +85,11 @@ def test_labels_are_stored_and_left_out_when_empty() -> None:
             '"fixed_hash":"f","started_at":"yesterday","labels":[]}',
             "'k' has a started_at of the wrong type \\(str\\)",
         ),
+        (  # a thumbnail's accepted submission is restored into the record's fields: checked as they are
+            '{"key":"k","provider":"p","family":"zego-thumbnail","kind":"ThumbnailJob","target":"t","spec_hash":"h",'
+            '"fixed_hash":"f","accepted":{"started_at":"yesterday"}}',
+            "'k' has an accepted submission with an unknown or mistyped field",
+        ),
     ],
 )
 def test_unreadable_rows_are_explained(text: str, message: str) -> None:
@@ -186,6 +191,16 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     labels=st.dictionaries(text_values, text_values, max_size=3),
     selector=st.none() | text_values,
     home=st.none() | text_values,
+    accepted=st.none()
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "spec_hash": text_values,
+            "request": st.dictionaries(text_values, json_tree, max_size=4),
+            "vendor_task_id": st.none() | text_values,
+            "started_at": optional_time,
+        },
+    ),
 )
 TYPED_FIELDS = ("family", "kind", "status", "restart_policy", "started_at", "reissue_count")
 

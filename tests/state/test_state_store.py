@@ -48,6 +48,7 @@ def every_field_set() -> TaskRecord:
         replacing=True,
         room_empty=True,
         start_refused=True,
+        accepted={"spec_hash": "s0", "vendor_task_id": "t0", "started_at": 1_699_999_000.0},
         request={"RoomId": "room", "Nested": [1, 2.5, None, True, {"Secret": "sha256:abcdefabcdef"}]},
         labels={"team": "safety", "app.kubernetes.io/name": "ü"},
         selector="class-* except class-test-*",
