@@ -116,11 +116,11 @@ class _FromLogging(logging.Handler):
     request, asyncio's errors), as a line like every other: without it Python's last-resort handler wrote the
     bare text, one unparsable line in a JSON log for every bad request anyone sends.
 
-    Their warnings and errors are said once a minute per logger and message (with `repeats_held_back`), an
-    error also per exception type and the line that raised it: anyone who reaches the port can send malformed
-    requests, and one line each let them decide the log's volume and push every decision out of the status
-    page's recent events; an unhandled error in a request (uvicorn's `Exception in ASGI application`) would be
-    one traceback per request. The first of each is said whole, traceback and all."""
+    Their warnings and errors are said once a minute per logger and message (with `repeats_held_back`), one
+    with an exception per logger, exception type and the line that raised it instead: anyone who reaches the
+    port can send malformed requests, and one line each let them decide the log's volume and push every
+    decision out of the status page's recent events; an unhandled error in a request (uvicorn's `Exception in
+    ASGI application`) would be one traceback per request. The first of each is said whole, traceback and all."""
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(logging.WARNING)  # libraries' info (httpx: every URL it calls) stays out
@@ -131,8 +131,12 @@ class _FromLogging(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not _written(record.levelno):
             return
-        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
-        held = self._said.setdefault((record.name, template, *_raised_where(record)), Throttle(self._clock)).allow()
+        raised = _raised_where(record)
+        # An error with its exception is that exception's: asyncio's `Task exception was never retrieved` comes
+        # formatted (the task's name and id in it), so its text made each one new: said whole every time, and
+        # kept as a key for the process's life (walk 23a).
+        template = "" if raised[0] else record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        held = self._said.setdefault((record.name, template, *raised), Throttle(self._clock)).allow()
         if held is None:
             return
         repeats = {"repeats_held_back": held} if held else {}

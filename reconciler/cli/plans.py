@@ -466,15 +466,28 @@ def apply(
 
         render_apply_result(result, out_console())
         if result.store_error is not None:
-            fail(
-                f"{result.store_error}: apply again once the state store can be written: it finishes what this one left"
-            )
+            fail(result.store_error)
         if result.interrupted:
             raise typer.Exit(_exit_code_of(received))
     if the_plan.unobserved:
         fail(f"{_unobserved(the_plan)} and were left as is (see the note above): apply again once the vendor answers")
     if result is not None and result.failed:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _store_failed(exc: Exception) -> str:
+    """The error an apply stopped by its state store ends with, and what to do. A lock taken over (walk 22C-1)
+    is no store that cannot be written: another capctl writes it now, and applying at once is refused by its
+    lock; the one named is waited for, or stopped (a `capctl run` holds it until it is stopped)."""
+    from reconciler.state.base import LockTakenOver
+
+    if isinstance(exc, LockTakenOver):
+        holder = exc.holder or "another capctl"
+        return (
+            f"{exc}: {holder} holds the state lock now: wait for it to finish, or stop it, then apply again: "
+            "it finishes what this one left"
+        )
+    return f"{exc}: apply again once the state store can be written: it finishes what this one left"
 
 
 def show(
@@ -591,4 +604,4 @@ async def _apply(
                 )
             except StateError as exc:  # the changes in flight have finished: say what was done and what was not
                 not_started = len(the_plan.actionable) - len(done)
-                return the_plan, ApplyResult(tuple(done), not_started=not_started, store_error=str(exc))
+                return the_plan, ApplyResult(tuple(done), not_started=not_started, store_error=_store_failed(exc))

@@ -357,17 +357,24 @@ class RoomSelectors:
             self.book.load(spec.providers)
 
     def take(self, spec: SpecSet) -> SpecSet:
-        """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set."""
+        """A spec set was loaded: put it in force with its selector jobs' tasks; returns that set. Its warnings
+        are logged here, once per load, as `plan` notes them: not at each `reselect` (each batch of room
+        callbacks), where anyone who can open a room added a line."""
         self._spec = spec
-        records = {r.key: r for r in self._records()}
-        effective = self.jobs.effective(spec, self.book, records)
-        for s in unheard(effective.selections, spec.providers):  # once per load, as `plan` notes it
+        effective = self._select(spec)
+        for s in unheard(effective.selections, spec.providers):
             log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s))
         for warning in spec.warnings():
             log.warning("spec warning", detail=warning)
+        return effective.spec
+
+    def _select(self, spec: SpecSet) -> Effective:
+        """Put `spec` in force with the tasks its selector jobs have for the rooms known now."""
+        records = {r.key: r for r in self._records()}
+        effective = self.jobs.effective(spec, self.book, records)
         self._effective = effective.spec
         self._in_force(self._effective)
-        return self._effective
+        return effective
 
     def learn(self, event: CallbackEvent) -> None:
         """A verified callback: note what it says of its room; decide once the batch (SELECT_DELAY) is in."""
@@ -412,7 +419,7 @@ class RoomSelectors:
         spec, before = self._spec, self._effective
         if spec is None or before is None or not spec.selector_jobs:
             return set()
-        after = self.take(spec).tasks
+        after = self._select(spec).spec.tasks
         keys = changed_tasks(before.tasks, after)
         for key in sorted(keys):
             self._enqueue(key)

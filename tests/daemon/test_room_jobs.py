@@ -289,6 +289,11 @@ async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(
         assert await harness.daemon.reload_async()
     [warning] = [e for e in logs if e["event"] == "spec warning"]
     assert warning["log_level"] == "warning" and "spec.rooms.match '*' selects every room" in warning["detail"]
+    with capture_logs() as logs:  # rooms opening are no new load: said again, anyone's room added a line (23a)
+        harness.sim.publish("volcengine", "class-1", user_id="t")
+        await harness.advance(2)
+    assert started(harness) == ["class-1"]
+    assert not [e for e in logs if e["event"] in ("spec warning", "room selector cannot learn of its rooms")]
 
 
 async def test_a_room_two_selectors_cover_is_logged_as_taken_by_the_other_job(harness: Harness) -> None:

@@ -22,6 +22,7 @@ import pytest
 from reconciler.execute import GIVE_UP_AFTER
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
+from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL)
 
 ROOMS = [f"r{i}" for i in range(30)]
 
@@ -268,6 +269,35 @@ def test_a_state_store_that_fails_half_way_stops_the_apply_says_what_it_did_and_
     work.apply()
     assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(rooms)
     assert {t["status"] for t in state_tasks(work).values()} == {"running"}
+
+
+def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811
+    """Walk 23a (after 22C-1): an apply whose lease was taken over while it ran ends like one whose store failed
+    (what was done and left), but its advice is not to wait for a store that can be written: another capctl,
+    named, holds the lock and is to be waited for or stopped."""
+    import psycopg
+
+    work.env["CAPCTL_STATE"] = pg_url
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:3]))
+    work.capctl("state", "init")
+    work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
+    proc = work.spawn("apply", "--auto-approve", "--parallelism", "1")
+    deadline = time.monotonic() + 60
+    while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a replica takes the lease (as if it had lapsed)
+        conn.execute(
+            "UPDATE capctl_lock SET token = 'theirs', holder = 'pid 1 on elsewhere (capctl run)', epoch = epoch + 1"
+        )
+    stdout, stderr = proc.communicate(timeout=60)
+    said = " ".join(stderr.split())
+    assert proc.returncode == 1 and "Traceback" not in said, said
+    assert "Apply stopped (the state store failed): " in stdout, stdout
+    assert said.endswith(
+        "pid 1 on elsewhere (capctl run) holds the state lock now: wait for it to finish, or stop it, then apply "
+        "again: it finishes what this one left"
+    ), said
+    assert "once the state store can be written" not in said
 
 
 def test_a_file_size_limit_reached_mid_apply_names_the_io_error_and_leaks_nothing(work: Workdir) -> None:

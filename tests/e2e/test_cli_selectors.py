@@ -188,6 +188,8 @@ def test_validate_and_plan_warn_of_a_selector_of_every_room_without_max_rooms(wo
     assert validated.stdout.startswith("Valid: ") and "warning: " in validated.stderr
     assert warning in validated.stderr
     assert warning in work.capctl("plan").stdout
+    (note,) = [n for n in json.loads(work.capctl("plan", "--format", "json").stdout)["notes"] if "every room" in n]
+    assert warning in note  # JSON carries it as the other notes (23a)
 
 
 def test_a_room_two_selectors_cover_is_claimed_by_the_first_not_named(work: Workdir) -> None:

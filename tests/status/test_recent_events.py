@@ -106,6 +106,29 @@ def test_an_unhandled_error_repeated_is_one_whole_traceback_a_minute_per_excepti
     ]
 
 
+def test_a_background_tasks_error_formatted_anew_each_time_is_held_back_too() -> None:
+    """asyncio logs `Task exception was never retrieved` formatted, the task's name in its text: each one was a
+    new message, said whole every time (and kept as a key). An error is its exception's type and line (23a)."""
+    clock, out = FakeClock(1_800_000_000.0), io.StringIO()
+    logs.configure("info", json_logs=True, stream=out, clock=clock)
+    try:
+        for n in range(50):
+            try:
+                _fail("key")
+            except KeyError as exc:
+                text = f"Task exception was never retrieved\nfuture: <Task finished name='Task-{n}'>"
+                logging.getLogger("asyncio").error(text, exc_info=exc)
+        logging.getLogger("asyncio").error("Unclosed client session")  # no exception: its text, said
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"].splitlines()[-1] for e in lines] == [
+        "future: <Task finished name='Task-0'>",
+        "Unclosed client session",
+    ]
+    assert "KeyError: 'room'" in lines[0]["exception"]
+
+
 def test_a_deferred_set_up_is_applied_by_the_first_event_the_level_lets_through() -> None:
     """One-shot commands set up logging without importing structlog (reconciler/logs.py): an event below the level
     applies nothing, the first one at it (a module's, or a library's through `logging`) writes as `configure`."""
