@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler.model import DesiredTask, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.plan import PlanOptions, Selection
@@ -85,13 +86,25 @@ def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig])
 
 def _rehomed(record: TaskRecord, task: DesiredTask, hash_key: bytes | None) -> TaskRecord:
     spec_hash, fixed_hash = hashes_under(task, record.provider, hash_key)
+
+    now = {"spec_hash": (spec_hash, task.spec_hash), "fixed_hash": (fixed_hash, task.fixed_hash)}
+
+    def under_new(fields: Mapping[str, Any]) -> dict[str, Any]:
+        # Same content under the old name: the same content under the new one. Otherwise the recorded hash
+        # stays, differing from the spec's as the content does. (Only the hashes `fields` has: an accepted
+        # submission of an older row may lack one.)
+        return {
+            name: new if fields[name] == old else fields[name] for name, (old, new) in now.items() if name in fields
+        }
+
+    # A thumbnail's accepted submission too (`transitions.reverted`): the entry edited back to it as its
+    # Provider is renamed is that submission, not a new one.
+    accepted = None if record.accepted is None else {**record.accepted, **under_new(record.accepted)}
     return record.evolve(
         provider=task.provider,
         home=task.home,
-        # Same content under the old name: the same content under the new one. Otherwise the recorded hash
-        # stays, differing from the spec's as the content does.
-        spec_hash=task.spec_hash if record.spec_hash == spec_hash else record.spec_hash,
-        fixed_hash=task.fixed_hash if record.fixed_hash == fixed_hash else record.fixed_hash,
+        accepted=accepted,
+        **under_new({"spec_hash": record.spec_hash, "fixed_hash": record.fixed_hash}),
     )
 
 

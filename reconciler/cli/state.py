@@ -74,6 +74,8 @@ def record_to_dict(record: TaskRecord) -> dict[str, Any]:
     def shown(name: str, value: Any) -> Any:
         if isinstance(value, enum.Enum):
             return value.value
+        if name == "accepted" and isinstance(value, dict):  # a thumbnail's accepted submission: its time alike
+            return {n: shown(n, v) for n, v in value.items()}
         return rfc3339(value) if name.endswith("_at") and isinstance(value, float) else value
 
     return {f.name: shown(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)}

@@ -218,3 +218,24 @@ def test_a_task_that_could_not_be_observed_is_left_as_is_and_a_home_follows_its_
         assert kept.home == record.home
     finally:
         store.close()
+
+
+def test_a_refused_thumbnail_edit_reverted_under_a_renamed_provider_is_its_accepted_submission(
+    tmp_path: Path,
+) -> None:
+    """20d-6 across a rename: the accepted submission's hash is re-homed with the record, or the entry edited
+    back to it (in the edit that renames its Provider) is submitted again."""
+    from reconciler.transitions import failed, restored
+
+    jobs = [thumbnail_job(tencent=False)]
+    done = running(load(tmp_path, providers("http://127.0.0.1:9"), jobs))
+    edit = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(huawei_interval=5, tencent=False)])
+    refused = {k: failed(intent(t, done[k], NOW, reissue=False), "1000", NOW) for k, t in edit.tasks.items()}
+    back = load(tmp_path, renamed_providers(), [jobs[0].replace("provider: zego\n", "provider: zego-main\n")])
+    plan = plan_of(back, refused)
+    assert [c.action for c in plan.changes] == [Action.MOVE], [c.reason for c in plan.changes]
+    (record,) = rehome(back.tasks, refused, back.providers, KEY).records.values()
+    (task,) = back.tasks.values()
+    assert record.accepted is not None and record.accepted["spec_hash"] == task.spec_hash
+    revived = restored(record)  # what apply writes for the move (`execute._moved`): done, as ZEGO took it
+    assert (revived.status, revived.spec_hash, revived.provider) == (TaskStatus.DONE, task.spec_hash, "zego-main")

@@ -209,6 +209,9 @@ def test_a_refused_thumbnail_edit_reverted_is_not_submitted_again_by_apply(work:
     work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
     work.write("jobs.yaml", thumbnail_job(tencent=False, huawei_interval="5s"))
     assert "1000" in work.apply(expect=1).stdout
+    [key] = state(work)
+    kept = json.loads(work.capctl("state", "show", key).stdout)["accepted"]  # times in RFC 3339, as the record's
+    assert kept["started_at"].endswith("Z") and kept["vendor_task_id"], kept
     work.write("jobs.yaml", thumbnail_job(tencent=False))
     assert "edited back to the entry ZEGO took before" in work.capctl("plan").stdout
     work.apply()
