@@ -211,3 +211,28 @@ def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tm
     assert container(objects, "capctl")["args"][:2] == ["run", f"/specs/current/{planned}"]
     # The guide installs the base: 2 replicas with leader election (issue 16), protected by the PDB.
     assert objects["Deployment"]["spec"]["replicas"] == 2 and "PodDisruptionBudget" in objects
+
+
+def test_every_secret_the_packages_read_is_created_by_the_install_guide_with_its_keys() -> None:
+    """Install step 2's `kubectl create secret` lines against the rendered packages' references: a Secret or key
+    named differently leaves the pod waiting (CreateContainerConfigError); a token read back from a Secret the
+    guide does not create prints nothing. The single-replica overlay needs all of them but `capctl-state`."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    step = guide[guide.index("2. The Secrets the package references") : guide.index("\n3. An overlay of your own")]
+    created: dict[str, set[str]] = {}
+    for name, options in re.findall(
+        r"kubectl create secret generic (\S+)((?: \\\n)?.*?)(?=\n   kubectl|\n   ```)", step, re.S
+    ):
+        created[name] = set(re.findall(r"--from-literal=([A-Za-z0-9_]+)=", options))
+    for name, key in re.findall(r"kubectl get secret (\S+) -o jsonpath='\{\.data\.(\w+)\}'", guide):
+        assert key in created.get(name, set()), (
+            f"operations.md reads {name}/{key}, which Install step 2 does not create"
+        )
+    for overlay in PACKAGES:
+        capctl = container(render(overlay), "capctl")
+        refs = [e["valueFrom"]["secretKeyRef"] for e in capctl["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+        for ref in refs:
+            assert ref["key"] in created.get(ref["name"], set()), f"{overlay} reads {ref}, which Install step 2 lacks"
+        needed = {ref["name"] for ref in refs} | {s["secretRef"]["name"] for s in capctl.get("envFrom", [])}
+        assert set(created) - needed == ({"capctl-state"} if overlay != "base" else set()), overlay
+        assert needed <= set(created) and all(created.values()), overlay
