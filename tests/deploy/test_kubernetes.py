@@ -191,18 +191,26 @@ def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
     assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
-def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
-    """docs/operations.md's own overlay, rendered as a user would next to a copy of deploy/."""
+def render_guide_overlay(tmp_path: Path, *, more_patches: bool = False) -> Objects:
+    """docs/operations.md's own overlay (with the patch entries of the guide's next YAML block if asked),
+    rendered as a user would next to a copy of deploy/."""
     guide = (ROOT / "docs" / "operations.md").read_text()
-    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```", guide, re.S)
-    assert block is not None
+    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```\n(?:.*?```yaml\n(.*?)```)?", guide, re.S)
+    assert block is not None and block.group(2) is not None
+    text = textwrap.dedent(block.group(1)) + (
+        textwrap.indent(textwrap.dedent(block.group(2)), "  ") if more_patches else ""
+    )
     overlay = tmp_path / "my-capctl"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(textwrap.dedent(block.group(1)))
+    (overlay / "kustomization.yaml").write_text(text)
     (tmp_path / "deploy").symlink_to(ROOT / "deploy")
     assert KUBECTL is not None
     out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60)
-    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+
+
+def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
+    objects = render_guide_overlay(tmp_path)
     assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
     assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
     assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
@@ -236,3 +244,10 @@ def test_every_secret_the_packages_read_is_created_by_the_install_guide_with_its
         needed = {ref["name"] for ref in refs} | {s["secretRef"]["name"] for s in capctl.get("envFrom", [])}
         assert set(created) - needed == ({"capctl-state"} if overlay != "base" else set()), overlay
         assert needed <= set(created) and all(created.values()), overlay
+
+
+def test_the_install_guides_patch_drops_the_service_monitor_and_nothing_else(tmp_path: Path) -> None:
+    """Without the Prometheus Operator's CRD, `kubectl apply -k` fails on the ServiceMonitor: the guide said to
+    delete it from the base's `resources`, a file an overlay of your own does not hold; its patch does it."""
+    objects = render_guide_overlay(tmp_path, more_patches=True)
+    assert set(objects) == set(render("base")) - {"ServiceMonitor"}
