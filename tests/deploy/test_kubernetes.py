@@ -191,18 +191,26 @@ def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
     assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
-def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
-    """docs/operations.md's own overlay, rendered as a user would next to a copy of deploy/."""
+def render_guide_overlay(tmp_path: Path, *, more_patches: bool = False) -> Objects:
+    """docs/operations.md's own overlay (with the patch entries of the guide's next YAML block if asked),
+    rendered as a user would next to a copy of deploy/."""
     guide = (ROOT / "docs" / "operations.md").read_text()
-    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```", guide, re.S)
-    assert block is not None
+    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```\n(?:.*?```yaml\n(.*?)```)?", guide, re.S)
+    assert block is not None and block.group(2) is not None
+    text = textwrap.dedent(block.group(1)) + (
+        textwrap.indent(textwrap.dedent(block.group(2)), "  ") if more_patches else ""
+    )
     overlay = tmp_path / "my-capctl"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(textwrap.dedent(block.group(1)))
+    (overlay / "kustomization.yaml").write_text(text)
     (tmp_path / "deploy").symlink_to(ROOT / "deploy")
     assert KUBECTL is not None
     out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60)
-    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
+
+
+def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tmp_path: Path) -> None:
+    objects = render_guide_overlay(tmp_path)
     assert {obj["metadata"]["namespace"] for obj in objects.values()} == {"capture"}
     assert container(objects, "capctl")["image"] == f"registry.example.com/capctl:{__version__}"
     assert container(objects, "git-sync")["args"][0] == "--repo=https://git.example.com/media/capture-specs"
@@ -211,3 +219,35 @@ def test_the_overlay_in_the_install_guide_sets_image_repository_and_namespace(tm
     assert container(objects, "capctl")["args"][:2] == ["run", f"/specs/current/{planned}"]
     # The guide installs the base: 2 replicas with leader election (issue 16), protected by the PDB.
     assert objects["Deployment"]["spec"]["replicas"] == 2 and "PodDisruptionBudget" in objects
+
+
+def test_every_secret_the_packages_read_is_created_by_the_install_guide_with_its_keys() -> None:
+    """Install step 2's `kubectl create secret` lines against the rendered packages' references: a Secret or key
+    named differently leaves the pod waiting (CreateContainerConfigError); a token read back from a Secret the
+    guide does not create prints nothing. The single-replica overlay needs all of them but `capctl-state`."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    step = guide[guide.index("2. The Secrets the package references") : guide.index("\n3. An overlay of your own")]
+    created: dict[str, set[str]] = {}
+    for name, options in re.findall(
+        r"kubectl create secret generic (\S+)((?: \\\n)?.*?)(?=\n   kubectl|\n   ```)", step, re.S
+    ):
+        created[name] = set(re.findall(r"--from-literal=([A-Za-z0-9_]+)=", options))
+    for name, key in re.findall(r"kubectl get secret (\S+) -o jsonpath='\{\.data\.(\w+)\}'", guide):
+        assert key in created.get(name, set()), (
+            f"operations.md reads {name}/{key}, which Install step 2 does not create"
+        )
+    for overlay in PACKAGES:
+        capctl = container(render(overlay), "capctl")
+        refs = [e["valueFrom"]["secretKeyRef"] for e in capctl["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+        for ref in refs:
+            assert ref["key"] in created.get(ref["name"], set()), f"{overlay} reads {ref}, which Install step 2 lacks"
+        needed = {ref["name"] for ref in refs} | {s["secretRef"]["name"] for s in capctl.get("envFrom", [])}
+        assert set(created) - needed == ({"capctl-state"} if overlay != "base" else set()), overlay
+        assert needed <= set(created) and all(created.values()), overlay
+
+
+def test_the_install_guides_patch_drops_the_service_monitor_and_nothing_else(tmp_path: Path) -> None:
+    """Without the Prometheus Operator's CRD, `kubectl apply -k` fails on the ServiceMonitor: the guide said to
+    delete it from the base's `resources`, a file an overlay of your own does not hold; its patch does it."""
+    objects = render_guide_overlay(tmp_path, more_patches=True)
+    assert set(objects) == set(render("base")) - {"ServiceMonitor"}
