@@ -153,12 +153,17 @@ class Plan:
     def edits_waiting(self) -> int:
         """The no-ops whose spec changed: edits of tasks dormant in a room known empty, which wait for the room
         (`_waiting`). Not in sync, so no headline may say the jobs match (walk 17c). A task that could not be
-        observed is left as is whatever its spec: not one of them."""
+        observed is left as is whatever its spec: not one of them; nor a thumbnail, which never waits for a room
+        (its no-op under another hash is an edit not taken reverted to the submission taken: `reverted`)."""
         unseen = set(self.unobserved)
         return sum(
             1
             for c in self.changes
-            if c.action is Action.NOOP and c.before_hash != c.after_hash and c.after_hash and c.key not in unseen
+            if c.action is Action.NOOP
+            and c.before_hash != c.after_hash
+            and c.after_hash
+            and c.key not in unseen
+            and c.family is not ApiFamily.ZEGO_THUMBNAIL
         )
 
     def counts(self) -> dict[Action, int]:

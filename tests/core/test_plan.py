@@ -608,6 +608,8 @@ def test_a_thumbnail_edit_not_taken_reverted_is_its_accepted_submission_named_in
         "1 thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission was not taken), so"
         f" not submitted again; apply records them as done (no vendor call): {task.key}.",
     )
+    # Not an edit waiting for its room (17c's headline): the specs match what ZEGO took.
+    assert plan.edits_waiting() == 0 and "1 unchanged." in summary_line(plan_to_json(plan))
 
 
 def test_tombstones_expire_after_their_retention() -> None:
