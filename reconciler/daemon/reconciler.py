@@ -146,7 +146,7 @@ class Reconciler:
 
     def status_counts(self) -> dict[str, int]:
         """Tasks by status for `capctl_tasks`: the records', except where the daemon knows better (an end
-        seen but not yet recorded, a failed observation). Called from the scrape's thread."""
+        seen but not yet recorded, a failed observation). Collected on the daemon's loop (http.py's /metrics)."""
         counts = Counter(self.records.status_counts())
         for key, status in self.runtimes.unconfirmed().items():
             record = self.records.get(key)

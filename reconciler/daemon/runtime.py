@@ -168,11 +168,11 @@ class RuntimeMap:
         return value
 
     def snapshot(self) -> dict[str, KeyRuntime]:
-        """A copy of every key that carries something (scraped from another thread)."""
+        """A copy of every key that carries something (the room gauges read it)."""
         return dict(list(self._values.items()))
 
     def unconfirmed(self) -> dict[str, str]:
-        """key -> the status the gauge counts instead of the record's (a copy: scraped from another thread)."""
+        """key -> the status the gauge counts instead of the record's (a copy)."""
         return {k: v.unconfirmed for k, v in list(self._values.items()) if v.unconfirmed is not None}
 
     def look_errors(self) -> dict[str, str]:

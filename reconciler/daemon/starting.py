@@ -13,7 +13,9 @@ be reached is waited for: a bad URL, a damaged state or a refused permission doe
 exits 1 at once. The one-shot commands (plan, apply, state) never wait.
 
 `Front` is the ASGI app uvicorn serves from the start: it answers as above until the daemon has started
-(the state and the specs read), then hands every request to the daemon's own app.
+(the state and the specs read), then hands every request to the daemon's own app. Its `/metrics` is collected
+on the daemon's loop, as the daemon's own is: the daemon registers its scrape-time gauges (tasks, rooms) when
+it is built, before its app is served, and they read records the loop changes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reconciler.clock import Clock
 from reconciler.daemon.http import healthz
 from reconciler.daemon.metrics import CONTENT_TYPE, Metrics
-from reconciler.daemon.tasks import first_of
+from reconciler.daemon.tasks import Background, first_of
 from reconciler.headers import NoSniffApp
 from reconciler.state.base import StateUnreachable
 
@@ -58,10 +60,12 @@ class Front:
     """The ASGI app served from the moment the port is bound; `serve(app)` hands every request to `app`.
 
     `reason` is what /readyz says until then (set by the daemon's thread, read by the HTTP thread: a str is
-    replaced whole)."""
+    replaced whole). Built on the daemon's loop, where its scrapes are collected."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.reason = "not ready (starting)"
+        self.loop = Background()
+        self.loop.bind()
         self._app: ASGIApp = _starting_app(self, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +80,8 @@ def _starting_app(front: Front, metrics: Metrics) -> ASGIApp:
         return PlainTextResponse(front.reason + "\n", status_code=503)
 
     async def metrics_page(_: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)  # no scrape-time gauge is registered yet
+        # A scrape taken just before the daemon's app is served may still be collecting when its workers start.
+        return Response(await front.loop.call(metrics.render), media_type=CONTENT_TYPE)
 
     async def unavailable(_: Request) -> Response:
         # A vendor retries a callback answered 503; `capctl sync` shows the reason.

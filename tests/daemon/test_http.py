@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock, Throttle
 from reconciler.daemon.bodies import MAX_JSON_DEPTH, load_json
 from reconciler.daemon.connections import DEFAULT_MAX_CONNECTIONS, FD_RESERVE, default_max_connections
 from reconciler.daemon.http import parse_sync_body
+from reconciler.daemon.starting import Front
 from reconciler.headers import NoSniffApp
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.providers.zego_signing import callback_signature
@@ -546,7 +548,10 @@ async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for
 
 async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(harness: Harness) -> None:
     """The HTTP server runs on a thread of its own; the scrape-time gauges read records and rooms that the
-    daemon's loop changes (a scrape on the HTTP thread raced with them: 'dictionary changed size')."""
+    daemon's loop changes (a scrape on the HTTP thread raced with them: 'dictionary changed size'). So does
+    `capctl run`'s starting app (`Front`), which answers until the daemon has started: the daemon registers
+    those gauges when it is built, and the workers start changing records the moment it has started, while a
+    scrape the starting app took may still be collecting."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     await harness.start()
     assert harness.daemon is not None
@@ -560,13 +565,15 @@ async def test_metrics_are_collected_on_the_daemons_loop_not_the_http_thread(har
 
     daemon.metrics.registry.register(Spy())
 
-    async def scrape() -> str:  # as uvicorn does: another thread, its own event loop
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon.asgi_app), base_url=DAEMON) as http:
+    async def scrape(app: ASGIApp) -> str:  # as uvicorn does: another thread, its own event loop
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=DAEMON) as http:
             return (await http.get("/metrics")).text
 
-    text = await asyncio.to_thread(asyncio.run, scrape())
-    assert 'capctl_tasks{status="running"}' in text
-    assert collected_on[-1] == threading.get_ident()  # the daemon's loop runs on this (the test's) thread
+    for app in (daemon.asgi_app, Front(daemon.metrics)):  # `capctl run` builds its Front on the daemon's loop
+        collected_on.clear()
+        text = await asyncio.to_thread(asyncio.run, scrape(app))
+        assert 'capctl_tasks{status="running"}' in text
+        assert collected_on == [threading.get_ident()]  # the daemon's loop runs on this (the test's) thread
 
 
 async def test_an_error_the_app_did_not_handle_says_nosniff_too() -> None:
