@@ -479,7 +479,8 @@ _TAKEN_UNDER = ("provider", "home")
 
 
 def reverted(task: DesiredTask, record: TaskRecord) -> bool:
-    """A thumbnail whose later submission was not taken (refused, pending) is back to its accepted one."""
+    """A thumbnail whose later submission was not taken (refused, or pending: its answer lost) is back to its
+    accepted one."""
     return (
         record.status is not TaskStatus.DONE
         and record.accepted is not None
