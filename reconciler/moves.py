@@ -61,9 +61,14 @@ def rehome(
             # rename in the same edit), it is stopped through a declared one of its home.
             new = _orphan_rehomed(record, providers)
         elif task.provider == record.provider:
+            # Its Provider as declared, a thumbnail's accepted submission may still name one renamed since.
+            accepted = _accepted_rehomed(record, task, providers, hash_key)
+            if accepted is not None and (wanted is None or wanted(key, task.labels)):
+                out = dict(records) if out is None else out
+                out[key] = record.evolve(accepted=accepted)  # not a move: the record's Provider is the task's
             continue
         elif task.home and home_of(record, providers) == task.home:
-            new = _rehomed(record, task, hash_key)
+            new = _rehomed(record, task, providers, hash_key)
         else:
             continue  # another account, or one that cannot be told: a replace (it needs the old one to stop)
         if new is None or (wanted is not None and not wanted(key, (task or record).labels)):
@@ -84,27 +89,49 @@ def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig])
     return record.evolve(provider=name) if name is not None else None
 
 
-def _rehomed(record: TaskRecord, task: DesiredTask, hash_key: bytes | None) -> TaskRecord:
-    spec_hash, fixed_hash = hashes_under(task, record.provider, hash_key)
+def _same_content(
+    fields: Mapping[str, Any], task: DesiredTask, provider: str, hash_key: bytes | None
+) -> dict[str, Any]:
+    """`fields`' hashes (those it has: an accepted submission of an older row may lack one) as `task`'s where
+    they are its content under Provider `provider`; the others as they are, differing from the spec's as the
+    content does."""
+    under = dict(zip(("spec_hash", "fixed_hash"), hashes_under(task, provider, hash_key), strict=True))
+    now = {"spec_hash": task.spec_hash, "fixed_hash": task.fixed_hash}
+    return {name: now[name] if fields[name] == old else fields[name] for name, old in under.items() if name in fields}
 
-    now = {"spec_hash": (spec_hash, task.spec_hash), "fixed_hash": (fixed_hash, task.fixed_hash)}
 
-    def under_new(fields: Mapping[str, Any]) -> dict[str, Any]:
-        # Same content under the old name: the same content under the new one. Otherwise the recorded hash
-        # stays, differing from the spec's as the content does. (Only the hashes `fields` has: an accepted
-        # submission of an older row may lack one.)
-        return {
-            name: new if fields[name] == old else fields[name] for name, (old, new) in now.items() if name in fields
-        }
+def _accepted_rehomed(
+    record: TaskRecord, task: DesiredTask, providers: Mapping[str, ProviderConfig], hash_key: bytes | None
+) -> dict[str, Any] | None:
+    """A thumbnail's accepted submission (`transitions.reverted`) as if taken under `task`'s Provider, when
+    that is another document of the home it was taken in and `task` holds its content: the entry edited back
+    to it after its Provider was renamed is that submission, not a new one, in the edit that renames it or in
+    a later one. None: nothing to re-home. An accepted submission written before it named its Provider was
+    taken under the record's."""
+    accepted = record.accepted
+    if accepted is None:
+        return None
+    provider = accepted.get("provider", record.provider)
+    home = accepted.get("home") or home_of(record, providers)
+    if provider == task.provider or not task.home or home != task.home:
+        return None
+    hashes = _same_content(accepted, task, provider, hash_key)
+    if hashes.get("spec_hash") != task.spec_hash:
+        return None  # another content: the provider it was taken under is kept, for a later revert
+    return {**accepted, **hashes, "provider": task.provider, "home": task.home}
 
-    # A thumbnail's accepted submission too (`transitions.reverted`): the entry edited back to it as its
-    # Provider is renamed is that submission, not a new one.
-    accepted = None if record.accepted is None else {**record.accepted, **under_new(record.accepted)}
+
+def _rehomed(
+    record: TaskRecord, task: DesiredTask, providers: Mapping[str, ProviderConfig], hash_key: bytes | None
+) -> TaskRecord:
+    accepted = _accepted_rehomed(record, task, providers, hash_key)
     return record.evolve(
         provider=task.provider,
         home=task.home,
-        accepted=accepted,
-        **under_new({"spec_hash": record.spec_hash, "fixed_hash": record.fixed_hash}),
+        accepted=record.accepted if accepted is None else accepted,
+        **_same_content(
+            {"spec_hash": record.spec_hash, "fixed_hash": record.fixed_hash}, task, record.provider, hash_key
+        ),
     )
 
 

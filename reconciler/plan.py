@@ -479,6 +479,11 @@ def stop_description(obs: Observed, record: TaskRecord, now: float) -> str:
     return what if ended is None else f"{what} at {fmt_time(ended)}"
 
 
+# A thumbnail edit not taken: refused (failed), or sent and its answer lost (pending: ZEGO may have made those
+# thumbnails too, which capctl cannot tell nor undo). Either way the entry edited back needs no new submission.
+_UNTAKEN = "{} submission was refused or its answer lost"
+
+
 def _diff_one(
     task: DesiredTask,
     record: TaskRecord | None,
@@ -493,7 +498,7 @@ def _diff_one(
         changed = field_changes(record.request, after) if record.spec_hash != task.spec_hash else ()
         return _change(Action.REPLACE, _requested(task, record), task, record, changed, after)
     if transitions.reverted(task, record):
-        reason = "back to the entry ZEGO took before (its later submission was not taken): not submitted again"
+        reason = f"back to the entry ZEGO took before ({_UNTAKEN.format('its later')}): not submitted again"
         return _change(Action.NOOP, reason, task, record, after=after)
     if record.status is TaskStatus.REMOVED:
         return _diff_restored(task, record, after)
@@ -907,9 +912,10 @@ def diff(
     restored = [r for r in back if r.status is TaskStatus.REMOVED]
     if reverted := [r for r in back if r.status is not TaskStatus.REMOVED]:  # its accepted submission
         more = f" (and {len(reverted) - 1} more)" if len(reverted) > 1 else ""
+        untaken = _UNTAKEN.format("the edit's")
         notes.append(
-            f"{len(reverted)} thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission"
-            f" was not taken), so not submitted again; apply records them as done (no vendor call): {reverted[0].key}"
+            f"{len(reverted)} thumbnail task(s) edited back to the entry ZEGO took before ({untaken}),"
+            f" so not submitted again; apply records them as done (no vendor call): {reverted[0].key}"
             f"{more}."
         )
     if restored:

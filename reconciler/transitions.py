@@ -268,7 +268,7 @@ def intent(
     # A thumbnail's accepted submission outlives later ones until one of them is taken (walk 20d-6).
     accepted = record.accepted if record is not None else None
     if record is not None and record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id:
-        accepted = {name: getattr(record, name) for name in _ACCEPTED}
+        accepted = {name: getattr(record, name) for name in (*_ACCEPTED, *_TAKEN_UNDER)}
     base = record or TaskRecord(
         key=task.key,
         provider=task.provider,
@@ -473,10 +473,14 @@ def removed(record: TaskRecord, now: float, *, handed_to: str | None = None) -> 
 
 # What a thumbnail submission the vendor took is (`TaskRecord.accepted`): what a later intent overwrites.
 _ACCEPTED = ("spec_hash", "fixed_hash", "updatable", "request", "vendor_task_id", "vendor_ref", "started_at")
+# ... and where it was taken, which `restored` leaves as the record has it: a Provider renamed since re-homes the
+# submission with its record (`moves.rehome`), also when the entry is edited back to it after the rename.
+_TAKEN_UNDER = ("provider", "home")
 
 
 def reverted(task: DesiredTask, record: TaskRecord) -> bool:
-    """A thumbnail whose later submission was not taken (refused, pending) is back to its accepted one."""
+    """A thumbnail whose later submission was not taken (refused, or pending: its answer lost) is back to its
+    accepted one."""
     return (
         record.status is not TaskStatus.DONE
         and record.accepted is not None

@@ -244,7 +244,8 @@ class Reconciler:
         if task is None:
             return await self._reconcile_removed(key, record)
         moved: dict[str, str] = {}
-        if record is not None and record.provider != task.provider:  # a Provider renamed: the same account's?
+        # A Provider renamed (the same account's?), or a thumbnail's accepted submission taken under one renamed since.
+        if record is not None and (record.provider != task.provider or record.accepted is not None):
             rehomed = rehome({key: task}, {key: record}, spec.providers, self.records.fingerprint_key())
             record, moved = rehomed.records[key], rehomed.moved
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here

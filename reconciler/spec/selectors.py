@@ -34,10 +34,39 @@ def covers(selector: RoomSelector, room: str) -> bool:
 
 
 def every_room(selector: RoomSelector) -> int | None:
-    """The index of a `match` glob that matches every room id (ids are never empty: `*`, `?*`), or None."""
-    return next(
-        (i for i, g in enumerate(selector.match) if "*" in g and set(g) <= {"*", "?"} and g.count("?") <= 1), None
-    )
+    """The index of a `match` glob by which `selector` covers a room whatever its id, or None: decided by what
+    the globs match, not how they are spelled. A room id of a character no glob names (neither as itself nor in
+    a set), longer than every glob, stands for a name picked by anyone: `*`, `?*`, `??*`, `[!t]*` match it
+    (`??*` misses one-character ids only); `class-*` does not, nor `*` whose `exclude` (`*`, `?*`) takes it."""
+    globs = (*selector.match, *selector.exclude)
+    anyone = next((c for c in sorted(_VOLC_ID_CHARS) if not any(_names(g, c) for g in globs)), None)
+    if anyone is None:
+        return None  # every character a room id may hold is named: no id is picked without regard to the globs
+    room = anyone * (max(map(len, globs)) + 1)
+    if matches_any(room, selector.exclude):
+        return None
+    return next((i for i, g in enumerate(selector.match) if fnmatchcase(room, g)), None)
+
+
+def _names(glob: str, c: str) -> bool:
+    """Whether `glob` names the character `c`: as itself, or in a set (one holding it, or one `[!…]` leaving it
+    out). Sets read as `fnmatch` reads them (a `[` no `]` closes stands for itself)."""
+    i = 0
+    while i < len(glob):
+        start = i
+        if glob[i] == "[":
+            first = i + 1 + (glob[i + 1 : i + 2] == "!")
+            end = glob.find("]", first + (glob[first : first + 1] == "]"))
+            if end != -1:
+                token = glob[start : end + 1]
+                if fnmatchcase(c, token) != token.startswith("[!"):
+                    return True
+                i = end + 1
+                continue
+        if glob[i] == c:
+            return True
+        i += 1
+    return False
 
 
 def describe(selector: RoomSelector) -> str:

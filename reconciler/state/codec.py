@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 from reconciler.clock import is_time
@@ -53,15 +53,43 @@ def text_key(key: object) -> str:
 
 
 class RowDamaged(CodecError):
-    """The record row `key` holds what capctl never writes; `where` (the state's URL) once a store raised it."""
+    """The record row `key` holds what capctl never writes; `where` (the state's URL) once a store raised it.
+    `repair`: the way out, when `state rm KEY` is none (a row of no key that names no key of its own)."""
 
-    def __init__(self, key: str, detail: str, *, where: str = "") -> None:
-        self.key, self.detail, self.where = key, detail, where
-        repair = (
+    def __init__(self, key: str, detail: str, *, where: str = "", repair: str | None = None) -> None:
+        self.key, self.detail, self.where, self.repair = key, detail, where, repair
+        repair = repair or (
             "restore the state from a backup, correct that row by hand, or forget it with "
             f"`{forget_command(key)}` (docs/failure-modes.md)"
         )
-        super().__init__(f"{where}: " * bool(where) + f"row {key!r}: {detail}; {repair}")
+        row = f"row {key!r}" if key else "a row with no key (NULL)"
+        super().__init__(f"{where}: " * bool(where) + f"{row}: {detail}; {repair}")
+
+    def at(self, where: str) -> RowDamaged:
+        """The same damage, named in the state `where`."""
+        return RowDamaged(self.key, self.detail, where=where, repair=self.repair)
+
+
+# SQLite's TEXT PRIMARY KEY allows a NULL key (`UPDATE … SET key = NULL`); its store names such a row by the key
+# its record holds, as long as no other row has that key (then `state rm` of that key finds it).
+_NULL_BY_HAND = (
+    "restore the state from a backup, or delete that row by hand (sqlite3 FILE "
+    '"DELETE FROM capctl_records WHERE key IS NULL") (docs/failure-modes.md)'
+)
+
+
+def _null_keyed(body: str | bytes, keys: Container[str]) -> RowDamaged:
+    """The damage of a record row whose key is NULL; `keys`: the other rows'."""
+    try:
+        named = json.loads(body).get("key")
+    except (ValueError, TypeError, AttributeError):  # not JSON, not UTF-8, not an object
+        named = None
+    if not isinstance(named, str):
+        return RowDamaged("", "its body names no key either", repair=_NULL_BY_HAND)
+    if named in keys:
+        detail = f"its key is NULL and its record names {named!r}, which another row holds"
+        return RowDamaged(named, detail, repair=_NULL_BY_HAND)
+    return RowDamaged(named, "its key is NULL (SQL NULL: the row's key column was emptied); its record names it")
 
 
 def _default_of(f: dataclasses.Field[Any]) -> Any:
@@ -204,13 +232,17 @@ def _decode_checked(text: str | bytes) -> TaskRecord:
         raise CodecError(f"stored record {data['key']!r} does not fit a task record: {exc}") from None
 
 
-def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
+def decode_rows(rows: Iterable[tuple[str | None, str | bytes]]) -> dict[str, TaskRecord]:
     """Decode `(key, body)` rows into records by key; `CodecError` names the row's key."""
     # Building 100,000 records triggers many pointless cyclic-GC passes (records hold no cycles);
     # pausing the collector keeps a large load about a third faster.
     with gc_paused():
         records: dict[str, TaskRecord] = {}
+        null_keyed: str | bytes | None = None
         for key, body in rows:
+            if key is None:  # named once the other rows' keys are known (it may name one of them)
+                null_keyed = body
+                continue
             if not isinstance(key, str):  # SQLite keeps what another tool wrote: no key capctl writes or compares
                 raise RowDamaged(text_key(key), "its key is stored as bytes (a BLOB, or text not in UTF-8), not text")
             try:
@@ -221,4 +253,6 @@ def decode_rows(rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord
                 # second record of that task (or an AssertionError in an apply), and its row's task was lost
                 raise RowDamaged(key, f"holds the record of {record.key!r}")
             records[key] = record
+        if null_keyed is not None:
+            raise _null_keyed(null_keyed, records)
         return records

@@ -560,14 +560,15 @@ class SqlStateStore(ABC):
             raise StateDamaged(self.url, "the capctl_meta table has no row")
         return Snapshot(
             serial=_whole(self.url, rows[0][0], "serial"),
-            records=self._decode((key, body) for _, key, body in rows if key is not None),
+            # (The LEFT JOIN's row of a state of no records has no body; a row whose key is NULL is damage.)
+            records=self._decode((key, body) for _, key, body in rows if body is not None),
         )
 
-    def _decode(self, rows: Iterable[tuple[str, str | bytes]]) -> dict[str, TaskRecord]:
+    def _decode(self, rows: Iterable[tuple[str | None, str | bytes]]) -> dict[str, TaskRecord]:
         try:
             records = codec.decode_rows(rows)
         except codec.RowDamaged as exc:
-            raise codec.RowDamaged(exc.key, exc.detail, where=self.url) from None
+            raise exc.at(self.url) from None
         # A capctl from before keyed hashes still running beside this one (a rolling update) keeps writing
         # bare content hashes into a keyed state: read them keyed, or each task it touched looks changed.
         bare = any(not r.spec_hash.startswith(KEYED_HASH_PREFIX) for r in records.values())
@@ -915,7 +916,7 @@ class SqlStateStore(ABC):
         try:
             codec.decode_rows(records)
         except codec.RowDamaged as exc:
-            raise codec.RowDamaged(exc.key, exc.detail, where=self.url) from None
+            raise exc.at(self.url) from None
         return StateCopy(serial, records, key_hex, rooms, inbox, schema, history)
 
     def import_copy(

@@ -67,12 +67,29 @@ class SQLiteStateStore(SqlStateStore):
 
     # A key is looked up as text, as the same bytes stored as a BLOB, and as text that is not UTF-8 (bytes a
     # hand edit or another tool left: SQLite keeps them in a TEXT column, and compares a BLOB with no text).
-    _ANY_FORM = "key IN (?1, CAST(?1 AS TEXT), CAST(?1 AS BLOB))"
+    # A row whose key is NULL (its TEXT PRIMARY KEY allows it) goes by the key its record names, while no other
+    # row has that key: the codec names it as damage so, and `state rm` of that key forgets it.
+    _NAMED = (
+        "CASE WHEN json_valid(body) THEN CASE WHEN json_type(body, '$.key') = 'text' THEN json_extract(body, '$.key')"
+        " END END"
+    )
+    _ANY_FORM = (
+        "(key IN (?1, CAST(?1 AS TEXT), CAST(?1 AS BLOB)) OR key IS NULL AND "
+        f"{_NAMED} = ?1 AND NOT EXISTS (SELECT 1 FROM capctl_records WHERE key = ?1))"
+    )
     queries = dataclasses.replace(
         queries,
         record=f"SELECT key, body FROM capctl_records WHERE {_ANY_FORM}",
         delete=f"DELETE FROM capctl_records WHERE {_ANY_FORM}",
     )
+
+    def keys(self) -> list[str]:
+        """Every task key, sorted, a row of a NULL key by the key its record names (`state rm` of it finds it)."""
+        keys = super().keys()
+        with self._cursor(write=False) as cur:  # (by the key's index: NULL keys are few, if any)
+            rows = self._record_text(cur, f"SELECT {self._NAMED} FROM capctl_records WHERE key IS NULL")
+            named = [k for (k,) in rows if isinstance(k, str)]
+        return sorted({*keys, *named}) if named else keys
 
     def stored_form(self, key: str) -> object | None:
         """Bytes from argv that are not UTF-8 (`state rm $'SnapshotJob/a/\\xff'`) as those bytes (`codec.text_key`)."""

@@ -220,18 +220,37 @@ def test_a_task_that_could_not_be_observed_is_left_as_is_and_a_home_follows_its_
         store.close()
 
 
+def refused_thumbnail_edit(
+    tmp_path: Path, provider_docs: str, rename: str = ""
+) -> tuple[dict[str, TaskRecord], dict[str, TaskRecord], SpecSet]:
+    """A thumbnail done under `zego`, then its interval edited (2s -> 5s; under Provider `rename` of
+    `provider_docs`, if given) and refused by ZEGO: the done records, the refused ones and the edit's spec set."""
+    from reconciler.transitions import failed
+
+    done = running(load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(tencent=False)]))
+    edited = thumbnail_job(huawei_interval=5, tencent=False)
+    edit = load(
+        tmp_path, provider_docs, [edited.replace("provider: zego\n", f"provider: {rename}\n")] if rename else [edited]
+    )
+    tried = rehome(edit.tasks, done, edit.providers, KEY).records
+    refused = {k: failed(intent(t, tried[k], NOW, reissue=False), "1000", NOW) for k, t in edit.tasks.items()}
+    return done, refused, edit
+
+
+def reverted_under_zego_main(tmp_path: Path) -> SpecSet:
+    back = thumbnail_job(tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    return load(tmp_path, renamed_providers(), [back])
+
+
 def test_a_refused_thumbnail_edit_reverted_under_a_renamed_provider_is_its_accepted_submission(
     tmp_path: Path,
 ) -> None:
     """20d-6 across a rename: the accepted submission's hash is re-homed with the record, or the entry edited
     back to it (in the edit that renames its Provider) is submitted again."""
-    from reconciler.transitions import failed, restored
+    from reconciler.transitions import restored
 
-    jobs = [thumbnail_job(tencent=False)]
-    done = running(load(tmp_path, providers("http://127.0.0.1:9"), jobs))
-    edit = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(huawei_interval=5, tencent=False)])
-    refused = {k: failed(intent(t, done[k], NOW, reissue=False), "1000", NOW) for k, t in edit.tasks.items()}
-    back = load(tmp_path, renamed_providers(), [jobs[0].replace("provider: zego\n", "provider: zego-main\n")])
+    _, refused, _ = refused_thumbnail_edit(tmp_path, providers("http://127.0.0.1:9"))
+    back = reverted_under_zego_main(tmp_path)
     plan = plan_of(back, refused)
     assert [c.action for c in plan.changes] == [Action.MOVE], [c.reason for c in plan.changes]
     (record,) = rehome(back.tasks, refused, back.providers, KEY).records.values()
@@ -239,3 +258,31 @@ def test_a_refused_thumbnail_edit_reverted_under_a_renamed_provider_is_its_accep
     assert record.accepted is not None and record.accepted["spec_hash"] == task.spec_hash
     revived = restored(record)  # what apply writes for the move (`execute._moved`): done, as ZEGO took it
     assert (revived.status, revived.spec_hash, revived.provider) == (TaskStatus.DONE, task.spec_hash, "zego-main")
+
+
+def test_a_refused_thumbnail_edit_reverted_after_its_provider_was_renamed_is_its_accepted_submission(
+    tmp_path: Path,
+) -> None:
+    """24a's sibling: the Provider renamed while the refused edit is still declared (tried again under the new
+    name, refused again), the entry reverted only in a later edit. The accepted submission remembers the Provider
+    it was taken under, so the revert is a no-op, not a second (paid, one-shot) submission."""
+    from reconciler.transitions import failed, restored
+
+    done, refused, _ = refused_thumbnail_edit(tmp_path, providers("http://127.0.0.1:9"))
+    _, _, renamed = refused_thumbnail_edit(tmp_path, renamed_providers(), rename="zego-main")
+    tried = rehome(renamed.tasks, refused, renamed.providers, KEY).records
+    again = {k: failed(intent(t, tried[k], NOW, reissue=False), "1000", NOW) for k, t in renamed.tasks.items()}
+    back = reverted_under_zego_main(tmp_path)
+    plan = plan_of(back, again)
+    assert [c.action for c in plan.changes] == [Action.NOOP], [c.reason for c in plan.changes]
+    (record,) = rehome(back.tasks, again, back.providers, KEY).records.values()
+    (task,) = back.tasks.values()
+    revived = restored(record)  # what apply writes for the no-op (`engine.persist_restored`)
+    assert (revived.status, revived.spec_hash, revived.provider) == (TaskStatus.DONE, task.spec_hash, "zego-main")
+    assert revived.vendor_task_id == next(iter(done.values())).vendor_task_id
+    # A row of the previous version (its accepted submission names no Provider) is still read: taken under the
+    # record's, as before (submitted again).
+    (old,) = again.values()
+    assert old.accepted is not None
+    legacy = old.evolve(accepted={k: v for k, v in old.accepted.items() if k not in ("provider", "home")})
+    assert [c.action for c in plan_of(back, {old.key: legacy}).changes] == [Action.REPLACE]

@@ -605,11 +605,26 @@ def test_a_thumbnail_edit_not_taken_reverted_is_its_accepted_submission_named_in
     assert one(edit, refused).action is Action.CREATE  # the refused edit itself: tried again
     plan = diff({task.key: task}, {task.key: refused}, {}, options=PlanOptions(), state_serial=1, now=NOW)
     assert plan.notes == (
-        "1 thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission was not taken), so"
-        f" not submitted again; apply records them as done (no vendor call): {task.key}.",
+        "1 thumbnail task(s) edited back to the entry ZEGO took before (the edit's submission was refused or its"
+        f" answer lost), so not submitted again; apply records them as done (no vendor call): {task.key}.",
     )
     # Not an edit waiting for its room (17c's headline): the specs match what ZEGO took.
     assert plan.edits_waiting() == 0 and "1 unchanged." in summary_line(plan_to_json(plan))
+
+
+def test_a_thumbnail_edit_whose_answer_was_lost_reverted_is_not_said_to_be_refused() -> None:
+    """24a: the edit's submission sent and its answer lost (pending) may have been taken by ZEGO: the no-op and
+    the note said "was not taken", which only a refusal tells."""
+    from reconciler.transitions import intent
+
+    task = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL)
+    edit = desired(family=ApiFamily.ZEGO_THUMBNAIL, kind=JobKind.THUMBNAIL, bucket="other")
+    lost = intent(edit, record_for(task, TaskStatus.DONE), NOW, reissue=False, replace=True)
+    assert lost.status is TaskStatus.PENDING and lost.vendor_task_id is None
+    back = one(task, lost)
+    assert back.action is Action.NOOP and "(its later submission was refused or its answer lost)" in back.reason
+    (note,) = diff({task.key: task}, {task.key: lost}, {}, options=PlanOptions(), state_serial=1, now=NOW).notes
+    assert "not taken" not in back.reason + note and "refused or its answer lost" in note
 
 
 def test_tombstones_expire_after_their_retention() -> None:

@@ -252,6 +252,39 @@ async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_
     )
 
 
+async def test_a_refused_thumbnail_edit_reverted_after_a_provider_rename_is_not_submitted_again(
+    harness: Harness,
+) -> None:
+    """The Provider renamed while the refused edit is declared (retried under the new name, refused again), the
+    entry reverted in a later edit: the accepted submission still named the old Provider's hash, so the daemon
+    submitted the thumbnails a second time (one-shot and paid)."""
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    renamed = thumbnail_job(tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    done = harness.record(key)
+    assert harness.daemon is not None and done.status is TaskStatus.DONE
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    providers = harness.specs / "providers.yaml"
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5).replace("zego\n", "zego-main\n"))
+    providers.write_text(providers.read_text().replace("{name: zego}", "{name: zego-main}"))
+    assert harness.daemon.reload()
+    await harness.advance(10)  # tried again under the new name, refused again
+    tried = harness.calls("MediaThumbnails")
+    assert harness.record(key).provider == "zego-main" and harness.record(key).status is TaskStatus.FAILED
+    assert tried >= 3
+    (harness.specs / "jobs.yaml").write_text(renamed)  # reverted, a later edit
+    assert harness.daemon.reload()
+    await harness.advance(60)
+    back = harness.record(key)
+    assert harness.calls("MediaThumbnails") == tried  # not submitted again
+    assert (back.status, back.provider, back.vendor_task_id) == (TaskStatus.DONE, "zego-main", done.vendor_task_id)
+
+
 async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune(harness: Harness) -> None:
     """20d-3: a ThumbnailJob whose files were all submitted (`done`) is one-shot: its prune calls nothing, loses
     nothing (restored, it is not submitted again). Removing it (1 snapshot running + 2 done thumbnails: 2 of 3

@@ -5,6 +5,7 @@ CRD those schemas lack) field by field, and every port, path, flag and variable 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -191,15 +192,18 @@ def test_single_replica_overlay_keeps_its_sqlite_state_on_a_volume() -> None:
     assert objects["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
-def render_guide_overlay(tmp_path: Path, *, more_patches: bool = False) -> Objects:
-    """docs/operations.md's own overlay (with the patch entries of the guide's next YAML block if asked),
-    rendered as a user would next to a copy of deploy/."""
+def guide_yaml(after: str) -> str:
+    """The first YAML block of docs/operations.md after the text `after`, dedented."""
     guide = (ROOT / "docs" / "operations.md").read_text()
-    block = re.search(r"```yaml\n(\s*# my-capctl/kustomization.yaml\n.*?)```\n(?:.*?```yaml\n(.*?)```)?", guide, re.S)
-    assert block is not None and block.group(2) is not None
-    text = textwrap.dedent(block.group(1)) + (
-        textwrap.indent(textwrap.dedent(block.group(2)), "  ") if more_patches else ""
-    )
+    block = re.search(r"```yaml\n(.*?)```", guide[guide.index(after) :], re.S)
+    assert block is not None
+    return textwrap.dedent(block.group(1))
+
+
+def render_guide_overlay(tmp_path: Path, *, patches: str = "") -> Objects:
+    """docs/operations.md's own overlay, with more entries for its `patches` (a guide's block, `guide_yaml`),
+    rendered as a user would next to a copy of deploy/."""
+    text = guide_yaml("3. An overlay of your own") + textwrap.indent(patches, "  ")
     overlay = tmp_path / "my-capctl"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(text)
@@ -249,5 +253,26 @@ def test_every_secret_the_packages_read_is_created_by_the_install_guide_with_its
 def test_the_install_guides_patch_drops_the_service_monitor_and_nothing_else(tmp_path: Path) -> None:
     """Without the Prometheus Operator's CRD, `kubectl apply -k` fails on the ServiceMonitor: the guide said to
     delete it from the base's `resources`, a file an overlay of your own does not hold; its patch does it."""
-    objects = render_guide_overlay(tmp_path, more_patches=True)
+    objects = render_guide_overlay(tmp_path, patches=guide_yaml("Drop it with one more entry"))
     assert set(objects) == set(render("base")) - {"ServiceMonitor"}
+
+
+def test_the_install_guides_no_status_page_patch_serves_none_and_needs_no_status_token_secret(tmp_path: Path) -> None:
+    """ "Patch the args to --no-status-page" named no patch, and the pod kept waiting for the capctl-status-token
+    Secret (its variable's secretKeyRef) the operator who wants no page would not create."""
+    objects = render_guide_overlay(tmp_path, patches=guide_yaml("To serve no page at all"))
+    daemon = container(objects, "capctl")
+    assert daemon["args"] == [
+        "run",
+        "/specs/current/specs",
+        "--listen",
+        "0.0.0.0:8080",
+        "--resync",
+        "30s",
+        "--no-status-page",
+    ]
+    assert "CAPCTL_STATUS_TOKEN" not in {e["name"] for e in daemon["env"]}
+    assert "capctl-status-token" not in json.dumps(objects)
+    assert {e["name"] for e in daemon["env"]} == {e["name"] for e in container(render("base"), "capctl")["env"]} - {
+        "CAPCTL_STATUS_TOKEN"
+    }

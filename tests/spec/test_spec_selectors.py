@@ -59,10 +59,26 @@ def test_a_selector_of_every_room_without_max_rooms_is_warned_about_at_its_glob(
     )
     for body in (
         "provider: volc\nrooms: {match: '*', maxRooms: 20}\nstorage: tos\n",  # capped
-        "provider: volc\nrooms: {match: ['class-*', '??*']}\nstorage: tos\n",  # not every room
+        "provider: volc\nrooms: {match: ['class-*', '[a-z]*']}\nstorage: tos\n",  # not any room
+        "provider: volc\nrooms: {match: '*', exclude: '*'}\nstorage: tos\n",  # no room at all
+        "provider: volc\nrooms: {match: '*', exclude: ['?*']}\nstorage: tos\n",
         "provider: volc\nrooms: [lobby]\nstorage: tos\n",
     ):
         assert load(job(body=body)).warnings() == [], body
+
+
+def test_the_every_room_warning_decides_by_what_the_globs_match_not_their_spelling(load: Loader) -> None:
+    """22b's check took `*` and `?*` only: `??*` (every id but one-character ones), `*?*` or `[!t]*` went
+    unwarned, while `*` with `exclude: '*'` (which selects nothing) was warned."""
+    for match, exclude, glob in (
+        ("['??*']", "[]", "??*"),
+        ("[class-*, '*?*']", "[]", "*?*"),
+        ("['[!t]*']", "[]", "[!t]*"),
+        ("['*']", "[test-*, lobby]", "*"),  # a name picked by anyone is not excluded
+    ):
+        body = f"provider: volc\nrooms: {{match: {match}, exclude: {exclude}}}\nstorage: tos\n"
+        [warning] = load(job(body=body)).warnings()
+        assert f"spec.rooms.match '{glob}' selects every room and no maxRooms caps it" in warning, body
 
 
 def test_selector_errors_name_the_field_at_its_place(errors_of: ErrorsOf) -> None:

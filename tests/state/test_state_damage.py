@@ -225,6 +225,7 @@ _BYTES_KEY = "its key is stored as bytes (a BLOB, or text not in UTF-8), not tex
         (f"key = X'{_R2_FF}'", "SnapshotJob/a/\udcff", _BYTES_KEY),  # the key as argv gives its bytes
         (f"key = CAST(X'{_R2_FF}' AS TEXT)", "SnapshotJob/a/\udcff", _BYTES_KEY),
         ("body = CAST(X'7bff7d' AS TEXT)", "SnapshotJob/a/r2", "stored record is not valid JSON: 'utf-8' codec"),
+        ("key = NULL", "SnapshotJob/a/r2", "its key is NULL (SQL NULL: the row's key column was emptied)"),
     ],
 )
 def test_a_record_row_holding_bytes_is_damage_named_and_forgotten_by_its_key(
@@ -257,6 +258,38 @@ def test_a_record_row_holding_bytes_is_damage_named_and_forgotten_by_its_key(
     after = open_state(sqlite_url)
     assert after.keys() == ["SnapshotJob/a/r1"] and list(after.load().records) == ["SnapshotJob/a/r1"]
     after.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ("body", "its key is NULL and its record names 'SnapshotJob/a/r1', which another row holds"),
+        ("'not json'", "its body names no key either"),
+    ],
+)
+def test_a_record_row_with_a_null_key_no_key_names_is_damage_with_a_way_out_by_hand(
+    sqlite_url: str, body: str, detail: str
+) -> None:
+    """A NULL key (SQLite's TEXT PRIMARY KEY allows it) was skipped by `load`: its task's record silently gone,
+    the next apply started it anew. A row `state rm` cannot name (its record's key is another row's, or it has
+    none) is damage whose way out is a statement by hand; nothing is written."""
+    store = open_state(sqlite_url)
+    store.put_many([make_record("SnapshotJob/a/r1"), make_record("SnapshotJob/a/r2")])
+    store.close()
+    raw_sql(
+        sqlite_url,
+        "UPDATE capctl_records SET body = (SELECT body FROM capctl_records WHERE key = 'SnapshotJob/a/r1')"
+        " WHERE key = 'SnapshotJob/a/r2'",
+    )
+    raw_sql(sqlite_url, f"UPDATE capctl_records SET key = NULL, body = {body} WHERE key = 'SnapshotJob/a/r2'")
+    store = open_state(sqlite_url)
+    with pytest.raises(codec.RowDamaged) as err:
+        store.load()
+    assert f"{sqlite_url}: " in str(err.value) and detail in str(err.value)
+    assert 'delete that row by hand (sqlite3 FILE "DELETE FROM capctl_records WHERE key IS NULL")' in str(err.value)
+    assert store.keys() == ["SnapshotJob/a/r1"] and store.serial() == 1
+    assert store.record("SnapshotJob/a/r1") == make_record("SnapshotJob/a/r1")  # the other row reads as it is
+    store.close()
 
 
 def test_the_daemon_names_the_way_out_of_a_damaged_record_row(sqlite_url: str, tmp_path: Path) -> None:
