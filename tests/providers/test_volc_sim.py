@@ -246,18 +246,27 @@ async def test_a_command_whose_lock_was_taken_over_stops_nothing_at_the_vendor(
     store = open_state(pg_url)
     try:
         executor = Executor(store, lambda name, family: env.provider, env.clock)
-        desired = task()
-        await env.do(executor.start(desired, None, reissue=False))
-        running = store.load().records[desired.key]
-        edited = dataclasses.replace(task(interval=10), spec_hash="h2", fixed_hash="f2")
-        change = model.Change(key=desired.key, action=action, reason="", provider="volc-sim", family=desired.family)
+        rooms = ("hall", "lobby")
+        for room in rooms:
+            await env.do(executor.start(task(room), None, reissue=False))
+        records = store.load().records
+
+        async def apply(room: str) -> None:
+            edited = dataclasses.replace(task(room, interval=10), spec_hash="h2", fixed_hash="f2")
+            wanted = {} if action is model.Action.DELETE else {edited.key: edited}
+            change = model.Change(key=edited.key, action=action, reason="", provider="volc-sim", family=edited.family)
+            await env.do(executor.apply((change,), wanted, records))
+
         with common.locked(store, "capctl apply"):
+            await apply("hall")  # its own lock: done (stopped; a replace started again)
             with psycopg.connect(pg_url, autocommit=True) as conn:  # its lease lapsed (paused): a replica took it
                 conn.execute("UPDATE capctl_lock SET token = 'x', holder = 'pid 1 on elsewhere', epoch = epoch + 1")
-            wanted = {} if action is model.Action.DELETE else {edited.key: edited}
             with pytest.raises(LockTakenOver, match=r"taken over \(pid 1 on elsewhere\)"):
-                await env.do(executor.apply((change,), wanted, {running.key: running}))
-        assert [t.running for t in env.sim.tasks()] == [True]  # the replica's capture goes on
-        assert store.load().records[desired.key] == running
+                await apply("lobby")
+        seen = {t.room_id: (t.running, t.interval) for t in env.sim.tasks()}
+        assert seen["hall"] == ((False, 5) if action is model.Action.DELETE else (True, 10))
+        assert seen["lobby"] == (True, 5)  # the replica's capture goes on
+        lobby = task("lobby").key
+        assert store.load().records[lobby] == records[lobby]
     finally:
         store.close()
