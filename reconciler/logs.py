@@ -100,15 +100,18 @@ class _FlushingFile:
         self._stream.flush()
 
 
-def _raised_where(record: logging.LogRecord) -> tuple[str, str]:
-    """An error's exception type and the file:line that raised it (its innermost frame); ('', '') for none."""
+def _raised_where(record: logging.LogRecord) -> tuple[str, frozenset[str]]:
+    """An error's exception type and the file:line of each frame of its traceback (the path that raised it);
+    ('', ∅) for none. Every line, not only the innermost: two bugs meeting one library line (json's decoder,
+    pydantic's validator) are two paths (walk 25d). A set, so a recursion's depth is no new path."""
     exc_type, _, tb = record.exc_info or (None, None, None)
     if exc_type is None:
-        return "", ""
-    while tb is not None and tb.tb_next is not None:
+        return "", frozenset()
+    path = set()
+    while tb is not None:
+        path.add(f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}")
         tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
-    return exc_type.__qualname__, where
+    return exc_type.__qualname__, frozenset(path)
 
 
 class _FromLogging(logging.Handler):
@@ -117,7 +120,7 @@ class _FromLogging(logging.Handler):
     bare text, one unparsable line in a JSON log for every bad request anyone sends.
 
     Their warnings and errors are said once a minute per logger and message (with `repeats_held_back`), one
-    with an exception per logger, exception type and the line that raised it instead: anyone who reaches the
+    with an exception per logger, exception type and the lines of its traceback instead: anyone who reaches the
     port can send malformed requests, and one line each let them decide the log's volume and push every
     decision out of the status page's recent events; an unhandled error in a request (uvicorn's `Exception in
     ASGI application`) would be one traceback per request. The first of each is said whole, traceback and all."""
@@ -125,8 +128,8 @@ class _FromLogging(logging.Handler):
     def __init__(self, clock: Clock) -> None:
         super().__init__(logging.WARNING)  # libraries' info (httpx: every URL it calls) stays out
         self._clock = clock
-        # by the message's template and raising line: as many as the code has
-        self._said: dict[tuple[str, str, str, str], Throttle] = {}
+        # by the message's template, or the path that raised its exception: as many as the code has
+        self._said: dict[tuple[str, str, str, frozenset[str]], Throttle] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if not _written(record.levelno):

@@ -354,8 +354,8 @@ def _kept(lock: Lock) -> Iterator[None]:
                 if not stop.is_set():  # (not the release racing the renew)
                     err_console().print(
                         f"Warning: the state lock lapsed and was taken over ({exc.holder}): this command's "
-                        "writes are refused from now on; stop it (Ctrl-C), and run it again once that one is done "
-                        "(or stopped).",
+                        "writes and vendor stops are refused from now on; stop it (Ctrl-C), and run it again once "
+                        "that one is done (or stopped).",
                         markup=False,
                         highlight=False,
                         soft_wrap=True,

@@ -294,7 +294,7 @@ def state_copy(
     --force. Its serial never moves back.
 
     The source is left as it was: point every capctl at the copy, then move the source away."""
-    from reconciler.state import open_state
+    from reconciler.state import LockTakenOver, open_state
     from reconciler.state.sql import SqlStateStore
 
     with ExitStack() as stack:
@@ -305,6 +305,12 @@ def state_copy(
             copy = src.export()  # before the destination is opened: a refusal creates nothing there
         except KeyboardInterrupt:
             fail("interrupted while reading the source: nothing was copied", code=EXIT_INTERRUPTED)
+        # Its lock still held (PostgreSQL: paused past its lease, a standby replica left running takes it), so
+        # no daemon runs on the source the copy would stand beside: each would start every task (walk 25d).
+        try:
+            src.check_lock()
+        except LockTakenOver as exc:
+            fail(f"{src.url} (the source): {exc}: nothing was copied")
         dst = stack.enter_context(closing(open_state(to)))
         assert isinstance(dst, SqlStateStore)
         if src.url == dst.url:

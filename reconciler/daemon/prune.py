@@ -55,8 +55,9 @@ class PruneGuard:
         live = [r for r in records if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
         # A submitted thumbnail's prune calls nothing and loses nothing (restored, it is not submitted again):
-        # weighed, a thumbnail job's cleanup waited for a human, and its files diluted a bad merge's share.
-        weighed = [r.key for r in live if not (r.family is ApiFamily.ZEGO_THUMBNAIL and r.status is TaskStatus.DONE)]
+        # weighed, a thumbnail job's cleanup waited for a human, and its files diluted a bad merge's share. One
+        # whose later edit was refused is submitted too (`accepted`: restored as taken, not submitted again).
+        weighed = [r.key for r in live if not (r.family is ApiFamily.ZEGO_THUMBNAIL and _submitted(r))]
         # Weighed on the running tasks too: a selector job's stopped rooms of the last day must not dilute a
         # removal of most of what captures now.
         running = [r.key for r in live if transitions.stoppable(r)]
@@ -147,3 +148,8 @@ class PruneGuard:
         self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._blocked))
         self.metrics.prune_blocked.labels(reason="grace").set(len(self._pending))
         self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))
+
+
+def _submitted(thumbnail: TaskRecord) -> bool:
+    """ZEGO took a submission of this thumbnail: its record is done, or keeps the one taken (a later edit not)."""
+    return thumbnail.status is TaskStatus.DONE or thumbnail.accepted is not None

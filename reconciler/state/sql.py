@@ -855,6 +855,14 @@ class SqlStateStore(ABC):
     def _bump(self, cur: Cursor) -> int:
         return self._serial_of(cur, self.queries.bump)
 
+    def check_lock(self) -> None:
+        """Raise `LockTakenOver` if the lock this command holds with a lease (`command_epoch`) was taken over;
+        nothing otherwise, nor when none is held so (SQLite, the daemon: its guard is `may_act`). Asked before a
+        vendor call no write of the command precedes: a delete's or a replace's stop (walk 25d)."""
+        if self.command_epoch is not None:
+            with self._cursor(write=False) as cur:
+                self._check_fence(cur, None)
+
     def _check_fence(self, cur: Cursor, epoch: int | None) -> None:
         """Raise `Fenced` (rolling the transaction back) unless `epoch` (None: not fenced) is still the lock's
         epoch. (A fenced writer took the lock, which ran `_migrate_leadership` first.)

@@ -327,6 +327,26 @@ async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune
     assert (blocked["tasks"], blocked["of"], blocked["submitted_thumbnails"]) == (1, 1, 2)
 
 
+async def test_a_thumbnail_refused_on_an_edit_is_submitted_and_not_weighed_by_max_prune(harness: Harness) -> None:
+    """Walk 25d (20d-3 after 23b): a thumbnail whose edit ZEGO refused keeps the submission it took (`accepted`):
+    its prune calls nothing and loses nothing, as a done one's (restored as taken, it is not submitted again),
+    yet it was weighed as a real removal: its job removed was held for a human (1 of 1 tasks)."""
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record(key).status is TaskStatus.FAILED and harness.record(key).accepted is not None
+    (harness.specs / "jobs.yaml").write_text("")
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.record(key).status is TaskStatus.REMOVED
+    assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+
+
 async def test_a_job_missing_for_less_than_the_grace_period_is_not_touched(harness: Harness) -> None:
     """A spec file rewritten in place (a writer pausing between documents): the daemon reloads a set without
     `audit`, then the whole file again. Nothing is stopped or started, and the pending prune is visible."""

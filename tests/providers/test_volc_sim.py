@@ -25,7 +25,8 @@ from reconciler.secrets import Secret
 from reconciler.sim import create_app
 from reconciler.sim.faults import FaultConfig
 from reconciler.sim.simulator import Simulator
-from reconciler.state import open_state
+from reconciler.state import LockTakenOver, open_state
+from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL)
 
 T = TypeVar("T")
 APP = "capctl-sim-volc"
@@ -226,3 +227,46 @@ async def test_an_update_of_a_start_never_confirmed_confirms_it(env: Sim, tmp_pa
     record = store.load().records[new.key]
     assert (record.status, record.vendor_task_id, record.spec_hash) == (TaskStatus.RUNNING, "lobby-audit", "h2")
     assert [(t.running, t.interval) for t in env.sim.tasks()] == [(True, 10)]
+
+
+@pytest.mark.parametrize("action", [model.Action.DELETE, model.Action.REPLACE])
+async def test_a_command_whose_lock_was_taken_over_stops_nothing_at_the_vendor(
+    env: Sim,
+    pg_url: str,  # noqa: F811
+    action: model.Action,
+) -> None:
+    """Walk 25d (after 22C-1): a command's state writes are fenced by its lock's epoch, but a delete (prune) and a
+    replace's stop call the vendor before they write anything: an apply paused past its lease (at its prompt)
+    whose lock a `capctl run` replica took stopped the replica's captures when it resumed, and only then was
+    refused. The lock is checked before such a call, as each start's and update's intent write checks it."""
+    import psycopg
+
+    from reconciler.cli import common
+
+    store = open_state(pg_url)
+    try:
+        executor = Executor(store, lambda name, family: env.provider, env.clock)
+        rooms = ("hall", "lobby")
+        for room in rooms:
+            await env.do(executor.start(task(room), None, reissue=False))
+        records = store.load().records
+
+        async def apply(room: str) -> None:
+            edited = dataclasses.replace(task(room, interval=10), spec_hash="h2", fixed_hash="f2")
+            wanted = {} if action is model.Action.DELETE else {edited.key: edited}
+            change = model.Change(key=edited.key, action=action, reason="", provider="volc-sim", family=edited.family)
+            await env.do(executor.apply((change,), wanted, records))
+
+        with common.locked(store, "capctl apply"):
+            await apply("hall")  # its own lock: done (stopped; a replace started again)
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # its lease lapsed (paused): a replica took it
+                conn.execute("UPDATE capctl_lock SET token = 'x', holder = 'pid 1 on elsewhere', epoch = epoch + 1")
+            with pytest.raises(LockTakenOver, match=r"taken over \(pid 1 on elsewhere\)"):
+                await apply("lobby")
+        seen = {t.room_id: (t.running, t.interval) for t in env.sim.tasks()}
+        assert seen["hall"] == ((False, 5) if action is model.Action.DELETE else (True, 10))
+        assert seen["lobby"] == (True, 5)  # the replica's capture goes on
+        lobby = task("lobby").key
+        assert store.load().records[lobby] == records[lobby]
+    finally:
+        store.close()

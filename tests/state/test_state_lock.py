@@ -407,3 +407,35 @@ def test_state_rm_whose_lease_was_taken_over_forgets_nothing(pg_url: str, monkey
         assert store.keys() == ["SnapshotJob/x/y"]
     finally:
         store.close()
+
+
+def test_state_copy_whose_source_lock_was_taken_over_copies_nothing(
+    pg_url: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 25d (after 22C-1): `state copy` fenced only the destination's writes; its source's lock taken over
+    while it was paused (a standby replica left running takes it) went unseen, and the copy said "Point every
+    capctl at the copy" while a daemon ran on the source: a daemon on each state starts each task twice."""
+    from typer.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.secrets import new_fingerprint_key
+    from reconciler.state.sql import SqlStateStore
+
+    store = open_state(pg_url)
+    store.fingerprint_key(new_fingerprint_key())
+    store.put(make_record("SnapshotJob/x/y"))
+    store.close()
+    export = SqlStateStore.export
+
+    def paused(self: SqlStateStore) -> object:  # as it read the source, its lease lapsed and was taken
+        _take_over(pg_url)
+        return export(self)
+
+    monkeypatch.setattr(SqlStateStore, "export", paused)
+    result = CliRunner().invoke(
+        cli.app, ["state", "copy", "--from", pg_url, "--to", sqlite_url], env={"NO_COLOR": "1", "COLUMNS": "300"}
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in said, said
+    assert "the state lock was taken over (pid 1 on elsewhere (capctl run))" in said and "nothing was copied" in said
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()

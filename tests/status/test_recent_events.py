@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 
 import structlog
 
@@ -104,6 +105,39 @@ def test_an_unhandled_error_repeated_is_one_whole_traceback_a_minute_per_excepti
         False,
         True,
     ]
+
+
+def test_two_bugs_that_raise_at_one_library_line_each_have_their_first_traceback() -> None:
+    """Walk 25d (23a left it): keyed by the line that raised alone, two bugs meeting one library line (json's
+    decoder, pydantic's validator) shared a throttle, so requests meeting the first (anyone's, once a minute)
+    left the other's traceback never said, only counted. An error is keyed by every line of its traceback (a
+    set: a recursion's depth makes no new key)."""
+    clock, out = FakeClock(1_800_000_000.0), io.StringIO()
+    logs.configure("info", json_logs=True, stream=out, clock=clock)
+
+    def callback_route(depth: int) -> None:
+        if depth:
+            callback_route(depth - 1)
+        json.loads("{")
+
+    def sync_route(depth: int) -> None:
+        json.loads("{")
+
+    def request(route: Callable[[int], None], depth: int = 1) -> None:
+        try:
+            route(depth)
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application\n")
+
+    try:
+        for depth in range(1, 30):
+            request(callback_route, depth)
+        request(sync_route)
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert ["sync_route" in e["exception"] for e in lines] == [False, True]
+    assert all("JSONDecodeError" in e["exception"] for e in lines)
 
 
 def test_a_background_tasks_error_formatted_anew_each_time_is_held_back_too() -> None:
