@@ -77,12 +77,12 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     counts: dict[tuple[str, TaskStatus], int] = {}
     matching: list[tuple[str, int, str, TaskRecord]] = []
     rank, last = _RANK, len(_RANK)
-    status_filter, job_filter = query.status, query.job is not None
+    status_filter, key_filter = query.status, query.job is not None or query.room is not None
     for record in inputs.records:
         key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
         job = job_of(key)
         counts[job, status] = counts.get((job, status), 0) + 1
-        if (status_filter is None or status == status_filter) and (not job_filter or query.matches_job(job)):
+        if (status_filter is None or status == status_filter) and (not key_filter or query.matches_key(key)):
             matching.append((job, rank.get(status, last), key, record))
     by_job: dict[str, dict[str, int]] = defaultdict(dict)
     totals: Counter[str] = Counter()
@@ -266,7 +266,8 @@ def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | 
 
 
 def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]:
-    """The newest log events that pass the filters: `job` by the event's task key, `status` by that task's status."""
+    """The newest log events that pass the filters: `job` and `room` by the event's task key, `status` by that
+    task's status."""
     if query.decisions == 0:
         return ()
     status_of = {r.key: r.status.value for r in inputs.records} if query.status is not None else {}
@@ -274,7 +275,7 @@ def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]
     for event in reversed(inputs.events):
         key = event.get("key")
         key = key if isinstance(key, str) and key.count("/") >= 2 else None
-        if query.job is not None and (key is None or not query.matches_job(job_of(key))):
+        if (query.job is not None or query.room is not None) and (key is None or not query.matches_key(key)):
             continue
         if query.status is not None and (key is None or status_of.get(key) != query.status):
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
-from reconciler.status.model import Gap, Interval, Reissue
+from reconciler.status.model import Gap, Interval, Reissue, StatusSnapshot
 from tests.status.conftest import IDLE, NOW, VOLC, ZEGO, Told, inputs, record
 
 
@@ -73,6 +73,31 @@ def test_filters_by_job_name_or_kind_and_name_and_by_status() -> None:
     assert keys(StatusQuery(status="dormant")) == ["SnapshotJob/hall/a", "SnapshotJob/lobby/b"]
     assert keys(StatusQuery(job="lobby", status="dormant")) == ["SnapshotJob/lobby/b"]
     assert keys(StatusQuery(job="nothing")) == []
+
+
+def test_filters_by_room_across_jobs_kinds_and_pages() -> None:
+    # "Was room a captured?": its tasks of every job, and only its timeline, without paging through the others.
+    records = [record(f"SnapshotJob/j{i:03d}/r{i}") for i in range(300)] + [
+        record("SnapshotJob/lobby/a"),
+        record("SnapshotJob/lobby/a-2", TaskStatus.DORMANT),
+        record("RecordingJob/class/a", TaskStatus.STOPPED),
+        record("ThumbnailJob/t/record/a", TaskStatus.DONE),  # a file id with slashes ends in "a": not room a
+    ]
+
+    def shown(snap: StatusSnapshot) -> list[str]:
+        return [t.key for j in snap.jobs for g in j.groups for t in g.tasks]
+
+    snap = build_snapshot(inputs(records), StatusQuery(room="a", per_page=1), NOW)
+    assert (snap.page.matching, snap.page.pages) == (2, 2)
+    both = build_snapshot(inputs(records), StatusQuery(room="a"), NOW)
+    assert shown(both) == ["RecordingJob/class/a", "SnapshotJob/lobby/a"]
+    # one timeline per vendor account's room a (the ZEGO app's and the Volcengine app's), none of another room
+    assert sorted((r.room, r.account, len(r.captures)) for r in both.rooms) == [("a", VOLC, 1), ("a", ZEGO, 1)]
+    assert dict(both.totals)["running"] == 301  # the counts are never filtered
+    one = build_snapshot(inputs(records), StatusQuery(room="a", job="class", status="stopped"), NOW)
+    assert shown(one) == ["RecordingJob/class/a"]
+    files = build_snapshot(inputs(records), StatusQuery(room="record/a"), NOW)
+    assert shown(files) == ["ThumbnailJob/t/record/a"]
 
 
 def test_reissues_carry_the_reason_the_run_before_them_ended() -> None:
@@ -156,6 +181,8 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
     assert seen(StatusQuery(decisions=0)) == []
     assert seen(StatusQuery(job="lobby")) == ["t2"]
     assert seen(StatusQuery(status="stopped")) == ["t4", "t3"]
+    assert seen(StatusQuery(room="a")) == ["t4", "t3", "t2"]  # both rooms named a, not the spec set's line
+    assert seen(StatusQuery(room="b")) == []
     newest = build_snapshot(inputs(records, events=events), StatusQuery(), NOW).decisions[0]
     assert newest.key == "SnapshotJob/hall/a" and newest.event == "decision"
     (reason,) = (v for k, v in newest.fields if k == "reason")

@@ -114,6 +114,7 @@ def test_page_links_keep_the_filters_and_drop_defaults() -> None:
     query = StatusQuery(job="SnapshotJob/lobby", status="stopped", page=3, per_page=250)
     assert page_url(query, page=4) == "?job=SnapshotJob%2Flobby&status=stopped&per_page=250&page=4"
     assert page_url(query, status=None) == "?job=SnapshotJob%2Flobby&per_page=250"  # a new filter: page 1
+    assert page_url(query, room="vip-1") == "?job=SnapshotJob%2Flobby&status=stopped&room=vip-1&per_page=250"
     assert page_url(StatusQuery()) == "?"
 
 
