@@ -140,6 +140,23 @@ def test_gaps_are_split_where_the_room_was_active() -> None:
     assert line.known_since == NOW - 5000
 
 
+def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_not_as_no_gap() -> None:
+    """Walk 25e: room-0003, active from 04:17:21 and left out past its selector job's maxRooms until another
+    room emptied at 04:24:49, read "1 run; no gap" and lost 0 s: its task's history began at its first run.
+    A named room's task, whose history begins as it does, is drawn as before."""
+    told = Told()
+    told.room_active("room-0003", NOW - 900)  # left out: no task for 450 s
+    selected = told.start(record("SnapshotJob/sel/room-0003", selector="room-*"), NOW - 450)
+    told.room_active("lobby", NOW - 900)
+    named = told.start(record("SnapshotJob/audit/lobby"), NOW - 450)
+    snap = build_snapshot(inputs([selected, named], history=told.history), StatusQuery(), NOW)
+    lobby, room = snap.rooms
+    assert room.room == "room-0003" and room.lost_seconds == 450
+    (line,) = room.captures
+    assert line.gaps == (Gap(NOW - 900, NOW - 450, True, None),) and line.known_since == NOW - 900
+    assert lobby.room == "lobby" and lobby.lost_seconds == 0 and lobby.captures[0].known_since == NOW - 450
+
+
 def test_a_piece_of_a_gap_under_a_second_is_not_reported_as_lost_capture() -> None:
     """A join that woke the task 20 ms before its start read "capture lost while the room was active (0s)"."""
     key = "SnapshotJob/lobby-audit/lobby"
