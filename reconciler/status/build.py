@@ -159,6 +159,10 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         prune_held=record.key in inputs.replica.prune_held,
         # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
         submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
+        waits_for_room=record.selector is not None
+        and record.status is TaskStatus.STOPPED
+        and record.next_attempt_at is None
+        and record.key not in inputs.replica.prune_held,
     )
 
 

@@ -156,6 +156,9 @@ class TaskView:
     prune_held: bool = False
     # A thumbnail's one call: a one-shot task has no run and nothing stops it, so this is its only time.
     submitted_at: float | None = None
+    # A room-selector task stopped with no slot: it starts when its room is selected again (active, within
+    # maxRooms), not at a time; a bare "—" read as "nothing will ever start it" (walk 25e).
+    waits_for_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)

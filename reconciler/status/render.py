@@ -259,6 +259,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "next_attempt": _time(t.next_attempt),
         "prune_held": t.prune_held,
         "submitted_at": _time(t.submitted_at),
+        "waits_for_room": t.waits_for_room,
     }
 
 

@@ -237,6 +237,22 @@ def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
 
 
+def test_a_selector_task_left_to_end_says_its_room_starts_it_again() -> None:
+    """Walk 25e: room-0002 emptied, its selector task idled out: `stopped by the vendor`, next attempt "—",
+    which read as "nothing will start it". It starts when its room is selected again; a named room's stopped
+    task and a selector task with a slot keep their time or dash."""
+    ended, slotted, named = "SnapshotJob/sel/room-0002", "SnapshotJob/sel/room-0004", "SnapshotJob/hall/h1"
+    records = [
+        record(ended, TaskStatus.STOPPED, selector="room-*", stopped_at=NOW - 60, stop_reason=IDLE),
+        record(slotted, TaskStatus.STOPPED, selector="room-*", stopped_at=NOW - 60, next_attempt_at=NOW + 60),
+        record(named, TaskStatus.STOPPED, stopped_at=NOW - 60, stop_reason=IDLE),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert _text(render_html(snap)).count("when its room is selected again (active, within maxRooms)") == 1
+    tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
+    assert [tasks[k]["waits_for_room"] for k in (ended, slotted, named)] == [True, False, False]
+
+
 def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:
     """20d-4: a done thumbnail's row read "Stopped: —" (nothing stops a one-shot task), and its JSON had no time
     at all: when it was submitted is what its team looks for."""
