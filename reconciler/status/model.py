@@ -244,6 +244,8 @@ class Replica:
     max_prune: float | None = None  # the daemon's --max-prune, in percent
     # Active rooms a room-selector job covers but does not capture (past its maxRooms): no task says so.
     left_out: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (job, rooms), by job
+    # Room-selector jobs in force: a standby, which selects no room, says where their rooms left out are.
+    room_selectors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
