@@ -280,8 +280,9 @@ def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | 
 
 
 def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]:
-    """The newest log events that pass the filters: `job` and `room` by the event's task key, `status` by that
-    task's status."""
+    """The newest log events that pass the filters: `job` and `room` by the event's task key, or by its `job` and
+    `room` fields (a room a selector job left out or another job has: no task, so only these lines say why);
+    `status` by that task's status."""
     if query.decisions == 0:
         return ()
     status_of = {r.key: r.status.value for r in inputs.records} if query.status is not None else {}
@@ -289,7 +290,8 @@ def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]
     for event in reversed(inputs.events):
         key = event.get("key")
         key = key if isinstance(key, str) and key.count("/") >= 2 else None
-        if (query.job is not None or query.room is not None) and (key is None or not query.matches_key(key)):
+        about = key or _room_key(event)
+        if (query.job is not None or query.room is not None) and (about is None or not query.matches_key(about)):
             continue
         if query.status is not None and (key is None or status_of.get(key) != query.status):
             continue
@@ -297,6 +299,14 @@ def _decisions(inputs: StatusInputs, query: StatusQuery) -> tuple[Decision, ...]
         if len(found) == query.decisions:
             break
     return tuple(found)
+
+
+def _room_key(event: Mapping[str, Any]) -> str | None:
+    """The task key a room-selector line (its `job` and `room` fields) is about, or None."""
+    job, room = event.get("job"), event.get("room")
+    if isinstance(job, str) and job.count("/") == 1 and isinstance(room, str) and room:
+        return f"{job}/{room}"
+    return None
 
 
 def _decision(event: Mapping[str, Any], key: str | None) -> Decision:

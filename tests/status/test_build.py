@@ -204,6 +204,11 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
     assert newest.key == "SnapshotJob/hall/a" and newest.event == "decision"
     (reason,) = (v for k, v in newest.fields if k == "reason")
     assert len(reason) == 300 and reason.endswith("…")
+    # Walk 25e: a room left out past maxRooms has no task; its job's warning names it by `job` and `room`.
+    left_out = {"timestamp": "t5", "level": "warning", "event": "room selector at maxRooms: room not captured"}
+    events.append({**left_out, "job": "SnapshotJob/classes", "room": "b", "max_rooms": "1"})
+    assert seen(StatusQuery(room="b")) == ["t5"] and seen(StatusQuery(job="classes")) == ["t5"]
+    assert seen(StatusQuery(room="b", job="lobby")) == [] and seen(StatusQuery(room="b", status="running")) == []
 
 
 def test_decision_fields_read_as_the_json_log_writes_them_not_as_python() -> None:
