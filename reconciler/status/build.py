@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus, job_of
-from reconciler.status.history import History, Run
+from reconciler.status.history import MAX_INTERVALS, History, Run
 from reconciler.status.model import (
     SETTLED,
     STATUS_ORDER,
@@ -235,10 +235,11 @@ def _capture_line(
 ) -> CaptureLine:
     runs = history.runs(key)
     since = history.known_since(key)
-    if selected and since is not None:
+    if selected and since is not None and len(runs) < MAX_INTERVALS:
         # A room-selector job's task exists from its room's first run: the activity before it, in the session
         # it started in, was not captured (left out past maxRooms, or the start's own delay), and is drawn as
         # lost, not as history unknown: "was room-0003 captured?" read "no gap" for 7 minutes left out (25e).
+        # Not when its oldest runs were dropped (MAX_INTERVALS): the first one kept is not its first.
         since = next((a.start for a in active if a.start <= since < a.end), since)
     known = Interval(window.end if since is None else max(since, window.start), window.end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
+from reconciler.status.history import MAX_INTERVALS
 from reconciler.status.model import Gap, Interval, Reissue, StatusSnapshot
 from tests.status.conftest import IDLE, NOW, VOLC, ZEGO, Told, inputs, record
 
@@ -155,6 +156,15 @@ def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_
     (line,) = room.captures
     assert line.gaps == (Gap(NOW - 900, NOW - 450, True, None),) and line.known_since == NOW - 900
     assert lobby.room == "lobby" and lobby.lost_seconds == 0 and lobby.captures[0].known_since == NOW - 450
+    # A task with more runs than the history keeps (after a restart its first kept run may not be its first):
+    # not extended over the activity before, which dropped runs may have captured; left as History knows it.
+    busy, run = Told(), record("SnapshotJob/sel/room-0005", selector="room-*")
+    busy.room_active("room-0005", NOW - 86_000)
+    for i in range(MAX_INTERVALS + 4):
+        run = busy.start(run, NOW - 80_000 + 600 * i)
+        busy.stop(run, NOW - 80_000 + 600 * i + 599, "ended (Volcengine UnknownStopReason)")
+    (crowded,) = build_snapshot(inputs([run], history=busy.history), StatusQuery(), NOW).rooms
+    assert crowded.captures[0].known_since == NOW - 80_000
 
 
 def test_a_piece_of_a_gap_under_a_second_is_not_reported_as_lost_capture() -> None:
