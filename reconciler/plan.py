@@ -564,7 +564,9 @@ def waited_after(record: TaskRecord) -> str:
     runs, faults = transitions.run_counts(record)
     if faults and record.status is not TaskStatus.DORMANT:
         return f"{faults} vendor fault{'' if faults == 1 else 's'} in a row"
-    if runs == 0 or faults:  # a productive run, or a fault: the daemon waits because its room is known empty
+    # Room callbacks said its room is empty (`room_empty`): why it is dormant after one idle run, and what wakes
+    # it; "1 idle run" read as the backoff of a room nobody reports on (walk 25e).
+    if runs == 0 or faults or (record.status is TaskStatus.DORMANT and record.room_empty):
         return "its room emptied"
     return f"{runs} idle run{'' if runs == 1 else 's'}"
 

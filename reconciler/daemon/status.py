@@ -61,6 +61,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             prune_held=daemon.pruning.held(),
             max_prune=daemon.pruning.max_prune,
             left_out=daemon.rooms.jobs.rooms_left_out() if acting else (),  # a standby selects no room
+            room_selectors=len(spec.selector_jobs) if spec is not None else 0,
         )
         inputs = StatusInputs(
             records=daemon.records.values(),

@@ -65,27 +65,32 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StatusQuery:
-    """Filters and pagination of one request: `?job=KIND/NAME&status=S&page=N&per_page=M&decisions=K`.
+    """Filters and pagination of one request: `?job=KIND/NAME&status=S&room=R&page=N&per_page=M&decisions=K`.
 
-    `job` is a job's `Kind/name`, or a bare name that matches it in every kind; `status` is a task status."""
+    `job` is a job's `Kind/name`, or a bare name that matches it in every kind; `status` is a task status; `room`
+    a room id (a thumbnail's file id), exact: "was room R captured?" without paging through every job's tasks."""
 
     job: str | None = None
     status: str | None = None
+    room: str | None = None
     page: int = 1
     per_page: int = DEFAULT_PER_PAGE
     decisions: int = DEFAULT_DECISIONS
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> StatusQuery:
-        unknown = sorted(set(params) - {"job", "status", "page", "per_page", "decisions"})
+        unknown = sorted(set(params) - {"job", "status", "room", "page", "per_page", "decisions"})
         if unknown:
-            raise QueryError(f"unknown query parameter {unknown[0]!r} (known: job, status, page, per_page, decisions)")
+            raise QueryError(
+                f"unknown query parameter {unknown[0]!r} (known: job, status, room, page, per_page, decisions)"
+            )
         status = params.get("status") or None
         if status is not None and status not in STATUS_ORDER:
             raise QueryError(f"status must be one of {', '.join(STATUS_ORDER)}; got {status[:40]!r}")
         return cls(
             job=(params.get("job") or "").strip() or None,
             status=status,
+            room=(params.get("room") or "").strip() or None,
             page=_int_param(params, "page", 1, 1, 1_000_000),
             per_page=_int_param(params, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE),
             decisions=_int_param(params, "decisions", DEFAULT_DECISIONS, 0, MAX_DECISIONS),
@@ -96,6 +101,16 @@ class StatusQuery:
         if self.job is None:
             return True
         return job == self.job or job.split("/", 1)[1] == self.job
+
+    def matches_key(self, key: str) -> bool:
+        """The `job` and `room` filters on a task key (`Kind/name/room`); `status` is the record's."""
+        kind, name, target = key.split("/", 2)
+        return (self.room is None or target == self.room) and self.matches_job(f"{kind}/{name}")
+
+    @property
+    def filtered(self) -> bool:
+        """Some tasks may be left out: the page says "matching" and offers to clear the filters."""
+        return self.job is not None or self.status is not None or self.room is not None
 
 
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -141,6 +156,9 @@ class TaskView:
     prune_held: bool = False
     # A thumbnail's one call: a one-shot task has no run and nothing stops it, so this is its only time.
     submitted_at: float | None = None
+    # A room-selector task stopped with no slot: it starts when its room is selected again (active, within
+    # maxRooms), not at a time; a bare "—" read as "nothing will ever start it" (walk 25e).
+    waits_for_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +244,8 @@ class Replica:
     max_prune: float | None = None  # the daemon's --max-prune, in percent
     # Active rooms a room-selector job covers but does not capture (past its maxRooms): no task says so.
     left_out: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (job, rooms), by job
+    # Room-selector jobs in force: a standby, which selects no room, says where their rooms left out are.
+    room_selectors: int = 0
 
 
 @dataclass(frozen=True, slots=True)

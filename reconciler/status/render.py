@@ -83,11 +83,12 @@ def page_url(query: StatusQuery, **changes: Any) -> str:
     params = {
         "job": query.job,
         "status": query.status,
+        "room": query.room,
         "per_page": query.per_page if query.per_page != StatusQuery().per_page else None,
         "decisions": query.decisions if query.decisions != StatusQuery().decisions else None,
         "page": query.page if query.page != 1 else None,
     }
-    if "job" in changes or "status" in changes:
+    if "job" in changes or "status" in changes or "room" in changes:
         params["page"] = None  # a new filter starts at its first page
     params.update(changes)
     kept = {k: v for k, v in params.items() if v is not None}
@@ -211,6 +212,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
         "query": {
             "job": snapshot.query.job,
             "status": snapshot.query.status,
+            "room": snapshot.query.room,
             "page": snapshot.page.number,
             "per_page": snapshot.query.per_page,
             "decisions": snapshot.query.decisions,
@@ -257,6 +259,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "next_attempt": _time(t.next_attempt),
         "prune_held": t.prune_held,
         "submitted_at": _time(t.submitted_at),
+        "waits_for_room": t.waits_for_room,
     }
 
 

@@ -232,6 +232,10 @@ def test_dormant_counts_the_run_that_just_idled_out_or_names_the_emptied_room() 
     assert "dormant after 1 idle run;" in one(task, idle, refreshed=False).reason
     productive = idle.evolve(productive=True)
     assert "dormant after its room emptied;" in one(task, productive, refreshed=False).reason
+    # Walk 25e: an idle run in a room the callbacks said is empty: the room is why, not the count (the status
+    # page said "dormant (empty room)", the plan "dormant after 1 idle run").
+    known_empty = idle.evolve(room_empty=True)
+    assert "dormant after its room emptied; wakes on room activity" in one(task, known_empty, refreshed=False).reason
 
 
 def test_a_task_waiting_after_vendor_faults_says_so() -> None:

@@ -3,6 +3,7 @@ and are re-issued, rooms fill and empty, specs break; its token and --no-status-
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from tests.specdocs import recording_job, selector_job, snapshot_job
 LOBBY = "SnapshotJob/audit/lobby"
 HALL = "SnapshotJob/audit/hall"
 IDLE = "idle timeout (Volcengine IdleTimeOut)"
+TAGS = re.compile(r"<[^>]+>")
 
 
 def task_of(status: dict[str, Any], key: str) -> dict[str, Any]:
@@ -239,3 +241,29 @@ async def test_a_standby_says_why_it_does_not_act_without_saying_standby_twice(h
         standby.records.close()
     assert replica["role"] == "standby"
     assert replica["detail"].startswith("does not act: the leader is ") and "standby" not in replica["detail"]
+
+
+async def test_a_standbys_page_says_the_rooms_left_out_are_on_the_leaders(harness: Harness) -> None:
+    """Walk 25e: through the Service (or `port-forward svc/capctl`) on-call reached the standby and asked why
+    class-2 was not captured: `?room=class-2` read "No task matches." and nothing else, as a standby selects
+    no room and has no `left_out`; the leader's page named it."""
+    write_specs(harness.specs, selector_job("classes", "class-*", max_rooms=1))
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    harness.sim.publish("volcengine", "class-1", user_id="alice")
+    harness.sim.publish("volcengine", "class-2", user_id="bob")
+    await harness.advance(5)
+    standby = await harness.start_standby()
+    note = "A standby selects no room: the active rooms that room-selector jobs leave out past their maxRooms"
+    try:
+        await settle()
+        async with await client(harness) as http:
+            led = (await http.get("/api/v1/status", params={"room": "class-2"})).json()
+            led_page = (await http.get("/", params={"room": "class-2"})).text
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            followed = (await http.get("/", params={"room": "class-2"})).text
+    finally:
+        await standby.stop()
+        standby.records.close()
+    assert led["replica"]["left_out"] == {"SnapshotJob/classes": ["class-2"]} and led["page"]["matching"] == 0
+    assert note not in " ".join(TAGS.sub("", led_page).split())
+    assert note in " ".join(TAGS.sub("", followed).split())

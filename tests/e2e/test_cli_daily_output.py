@@ -222,3 +222,27 @@ def test_a_label_selector_that_matches_nothing_says_so_with_the_labels_there_are
     # Labels that match, with another filter that leaves nothing: no word about the labels.
     other = runner.invoke(cli.app, ["state", "list", "-l", "tier=gold", "-s", "failed", "--state", url])
     assert other.exit_code == 0 and other.stderr == ""
+
+
+def test_state_show_of_a_selector_jobs_room_without_a_task_says_why_there_may_be_none(tmp_path: Path) -> None:
+    """Walk 25e: on-call asked why room-0003 was not captured; `state show` of its key offered room-0002 alone,
+    while its job picks rooms with a selector and left it out (past maxRooms): no task, by design."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url, init=True)
+    store.put_many(
+        [
+            make_record("SnapshotJob/sel/room-0002", selector="room-*"),
+            make_record("SnapshotJob/named/lobby"),
+        ]
+    )
+    store.close()
+    runner = CliRunner()
+    left_out = runner.invoke(cli.app, ["state", "show", "SnapshotJob/sel/room-0003", "--state", url])
+    assert left_out.exit_code == 1
+    assert (
+        "; SnapshotJob/sel picks its rooms with a selector (room-*) and has no task for this room now: "
+        "a room it does not cover, one no callback said active, one left out past the job's maxRooms, or "
+        "another job's (the status page lists the rooms left out;" in " ".join(left_out.stderr.split())
+    )
+    named = runner.invoke(cli.app, ["state", "show", "SnapshotJob/named/hall", "--state", url])
+    assert named.exit_code == 1 and "picks its rooms" not in named.stderr  # a named room's job: no such story

@@ -182,11 +182,11 @@ def test_a_person_reads_the_page_before_and_after_an_idle_out(
 
         # The keyboard: the skip links come first, then the page's controls in reading order, the filter
         # form's fields in their visual order; the first skip link moves the focus to the tasks.
-        path = focus_path(browser, 12)
+        path = focus_path(browser, 13)
         skips = ["a:Skip to tasks", "a:Skip to rooms", "a:Skip to recent decisions"]
         assert path[:3] == skips and path[3:5] == ["a:reload", "a:as JSON"]
         form = [p for p in path if p.split(":")[0] in ("input", "select", "button")]
-        assert form == ["input:job", "select:status", "select:per_page", "button:Show"]
+        assert form == ["input:job", "input:room", "select:status", "select:per_page", "button:Show"]
         focusable = browser.execute_script(
             "return [...document.querySelectorAll('a[href], input, select, button, [tabindex=\"0\"]')]"
             ".map(e => e.tagName.toLowerCase()"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from reconciler.model import TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
-from reconciler.status.model import Gap, Interval, Reissue
+from reconciler.status.history import MAX_INTERVALS
+from reconciler.status.model import Gap, Interval, Reissue, StatusSnapshot
 from tests.status.conftest import IDLE, NOW, VOLC, ZEGO, Told, inputs, record
 
 
@@ -75,6 +76,31 @@ def test_filters_by_job_name_or_kind_and_name_and_by_status() -> None:
     assert keys(StatusQuery(job="nothing")) == []
 
 
+def test_filters_by_room_across_jobs_kinds_and_pages() -> None:
+    # "Was room a captured?": its tasks of every job, and only its timeline, without paging through the others.
+    records = [record(f"SnapshotJob/j{i:03d}/r{i}") for i in range(300)] + [
+        record("SnapshotJob/lobby/a"),
+        record("SnapshotJob/lobby/a-2", TaskStatus.DORMANT),
+        record("RecordingJob/class/a", TaskStatus.STOPPED),
+        record("ThumbnailJob/t/record/a", TaskStatus.DONE),  # a file id with slashes ends in "a": not room a
+    ]
+
+    def shown(snap: StatusSnapshot) -> list[str]:
+        return [t.key for j in snap.jobs for g in j.groups for t in g.tasks]
+
+    snap = build_snapshot(inputs(records), StatusQuery(room="a", per_page=1), NOW)
+    assert (snap.page.matching, snap.page.pages) == (2, 2)
+    both = build_snapshot(inputs(records), StatusQuery(room="a"), NOW)
+    assert shown(both) == ["RecordingJob/class/a", "SnapshotJob/lobby/a"]
+    # one timeline per vendor account's room a (the ZEGO app's and the Volcengine app's), none of another room
+    assert sorted((r.room, r.account, len(r.captures)) for r in both.rooms) == [("a", VOLC, 1), ("a", ZEGO, 1)]
+    assert dict(both.totals)["running"] == 301  # the counts are never filtered
+    one = build_snapshot(inputs(records), StatusQuery(room="a", job="class", status="stopped"), NOW)
+    assert shown(one) == ["RecordingJob/class/a"]
+    files = build_snapshot(inputs(records), StatusQuery(room="record/a"), NOW)
+    assert shown(files) == ["ThumbnailJob/t/record/a"]
+
+
 def test_reissues_carry_the_reason_the_run_before_them_ended() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     told = Told()
@@ -113,6 +139,32 @@ def test_gaps_are_split_where_the_room_was_active() -> None:
     )
     assert room.lost_seconds == 500
     assert line.known_since == NOW - 5000
+
+
+def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_not_as_no_gap() -> None:
+    """Walk 25e: room-0003, active from 04:17:21 and left out past its selector job's maxRooms until another
+    room emptied at 04:24:49, read "1 run; no gap" and lost 0 s: its task's history began at its first run.
+    A named room's task, whose history begins as it does, is drawn as before."""
+    told = Told()
+    told.room_active("room-0003", NOW - 900)  # left out: no task for 450 s
+    selected = told.start(record("SnapshotJob/sel/room-0003", selector="room-*"), NOW - 450)
+    told.room_active("lobby", NOW - 900)
+    named = told.start(record("SnapshotJob/audit/lobby"), NOW - 450)
+    snap = build_snapshot(inputs([selected, named], history=told.history), StatusQuery(), NOW)
+    lobby, room = snap.rooms
+    assert room.room == "room-0003" and room.lost_seconds == 450
+    (line,) = room.captures
+    assert line.gaps == (Gap(NOW - 900, NOW - 450, True, None),) and line.known_since == NOW - 900
+    assert lobby.room == "lobby" and lobby.lost_seconds == 0 and lobby.captures[0].known_since == NOW - 450
+    # A task with more runs than the history keeps (after a restart its first kept run may not be its first):
+    # not extended over the activity before, which dropped runs may have captured; left as History knows it.
+    busy, run = Told(), record("SnapshotJob/sel/room-0005", selector="room-*")
+    busy.room_active("room-0005", NOW - 86_000)
+    for i in range(MAX_INTERVALS + 4):
+        run = busy.start(run, NOW - 80_000 + 600 * i)
+        busy.stop(run, NOW - 80_000 + 600 * i + 599, "ended (Volcengine UnknownStopReason)")
+    (crowded,) = build_snapshot(inputs([run], history=busy.history), StatusQuery(), NOW).rooms
+    assert crowded.captures[0].known_since == NOW - 80_000
 
 
 def test_a_piece_of_a_gap_under_a_second_is_not_reported_as_lost_capture() -> None:
@@ -156,10 +208,17 @@ def test_decisions_newest_first_filtered_by_job_and_by_the_tasks_status() -> Non
     assert seen(StatusQuery(decisions=0)) == []
     assert seen(StatusQuery(job="lobby")) == ["t2"]
     assert seen(StatusQuery(status="stopped")) == ["t4", "t3"]
+    assert seen(StatusQuery(room="a")) == ["t4", "t3", "t2"]  # both rooms named a, not the spec set's line
+    assert seen(StatusQuery(room="b")) == []
     newest = build_snapshot(inputs(records, events=events), StatusQuery(), NOW).decisions[0]
     assert newest.key == "SnapshotJob/hall/a" and newest.event == "decision"
     (reason,) = (v for k, v in newest.fields if k == "reason")
     assert len(reason) == 300 and reason.endswith("…")
+    # Walk 25e: a room left out past maxRooms has no task; its job's warning names it by `job` and `room`.
+    left_out = {"timestamp": "t5", "level": "warning", "event": "room selector at maxRooms: room not captured"}
+    events.append({**left_out, "job": "SnapshotJob/classes", "room": "b", "max_rooms": "1"})
+    assert seen(StatusQuery(room="b")) == ["t5"] and seen(StatusQuery(job="classes")) == ["t5"]
+    assert seen(StatusQuery(room="b", job="lobby")) == [] and seen(StatusQuery(room="b", status="running")) == []
 
 
 def test_decision_fields_read_as_the_json_log_writes_them_not_as_python() -> None:

@@ -114,6 +114,7 @@ def test_page_links_keep_the_filters_and_drop_defaults() -> None:
     query = StatusQuery(job="SnapshotJob/lobby", status="stopped", page=3, per_page=250)
     assert page_url(query, page=4) == "?job=SnapshotJob%2Flobby&status=stopped&per_page=250&page=4"
     assert page_url(query, status=None) == "?job=SnapshotJob%2Flobby&per_page=250"  # a new filter: page 1
+    assert page_url(query, room="vip-1") == "?job=SnapshotJob%2Flobby&status=stopped&room=vip-1&per_page=250"
     assert page_url(StatusQuery()) == "?"
 
 
@@ -234,6 +235,22 @@ def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     assert text.count("none: removed from the specs, its stop waits for a human (the prune above)") == 1
     tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
     assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
+
+
+def test_a_selector_task_left_to_end_says_its_room_starts_it_again() -> None:
+    """Walk 25e: room-0002 emptied, its selector task idled out: `stopped by the vendor`, next attempt "—",
+    which read as "nothing will start it". It starts when its room is selected again; a named room's stopped
+    task and a selector task with a slot keep their time or dash."""
+    ended, slotted, named = "SnapshotJob/sel/room-0002", "SnapshotJob/sel/room-0004", "SnapshotJob/hall/h1"
+    records = [
+        record(ended, TaskStatus.STOPPED, selector="room-*", stopped_at=NOW - 60, stop_reason=IDLE),
+        record(slotted, TaskStatus.STOPPED, selector="room-*", stopped_at=NOW - 60, next_attempt_at=NOW + 60),
+        record(named, TaskStatus.STOPPED, stopped_at=NOW - 60, stop_reason=IDLE),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert _text(render_html(snap)).count("when its room is selected again (active, within maxRooms)") == 1
+    tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
+    assert [tasks[k]["waits_for_room"] for k in (ended, slotted, named)] == [True, False, False]
 
 
 def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:

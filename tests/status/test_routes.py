@@ -32,11 +32,12 @@ async def test_page_and_json_answer_with_the_query_asked() -> None:
     client, asked = _client()
     async with client:
         page = await client.get("/", params={"status": "stopped", "per_page": "10"})
-        api = await client.get("/api/v1/status", params={"job": "lobby"})
+        api = await client.get("/api/v1/status", params={"job": "lobby", "room": " lobby "})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "SnapshotJob/lobby" in page.text
     assert api.status_code == 200 and api.json()["totals"] == {"stopped": 1, "running": 1}
-    assert asked == [StatusQuery(status="stopped", per_page=10), StatusQuery(job="lobby")]
+    assert asked == [StatusQuery(status="stopped", per_page=10), StatusQuery(job="lobby", room="lobby")]
+    assert api.json()["query"]["room"] == "lobby"
     for answer in (page, api):
         assert answer.headers["cache-control"] == "no-store"
         assert "default-src 'none'" in answer.headers["content-security-policy"]
