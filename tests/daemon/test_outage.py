@@ -28,7 +28,7 @@ from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.state import open_state
-from reconciler.state.base import StateStore
+from reconciler.state.base import StateError, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
@@ -426,10 +426,10 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     lease = daemon.lease
 
     def outage_just_ended(seconds: float) -> None:
-        lease._tell_reachability("cannot connect: an outage")
+        lease._track_refusals(True)
         assert lease._refused_from is not None
         lease._refused_from -= seconds  # it began that long ago
-        lease._tell_reachability(None)
+        lease._track_refusals(False)
 
     await harness.advance(30)
     outage_just_ended(CALLBACK_RETRY_WINDOW + 10)
@@ -447,6 +447,42 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     lease._take_over(epoch)
     await harness.advance(5)
     assert harness.calls("StartSnapshot") == starts + 1
+    await harness.stop()
+
+
+@pytest.mark.parametrize(("stuck", "woken"), [(5.0, False), (30.0, True)])
+async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_as_unheard(
+    harness: Harness, stuck: float, woken: bool
+) -> None:
+    """Walk 25B-2: a leader whose takeover cannot read the state holds the lock, so no replica acts, yet read
+    `ready (leader (epoch N): reading the state before acting)`. Not ready now: a Service sends callbacks to
+    the other replicas, or (one replica) nowhere, so a stretch longer than the vendor's retries gives rooms
+    known empty their repair start once the takeover completes, as an outage does."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    lease = daemon.lease
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)  # dormant until activity, its repair start an hour on
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    starts = harness.calls("StartSnapshot")
+    read = lease._refresh
+
+    def cannot_read() -> object:
+        raise StateError("state.db: the state cannot be read")
+
+    lease._refresh, lease._acting_epoch = cannot_read, None  # a new term whose takeover fails
+    await harness.advance(stuck)
+    ready = daemon.readiness()
+    assert not ready.ready, ready
+    assert ready.reason.endswith(
+        "reading the state before acting): the last try failed: state.db: the state cannot be read"
+    )
+    lease._refresh = read
+    await harness.advance(3)
+    assert daemon.readiness().ready and lease.acting()
+    assert harness.calls("StartSnapshot") == starts + woken
     await harness.stop()
 
 
