@@ -422,6 +422,13 @@ class Lease(LockContext):
         self.lease_seconds = lease_seconds
         self.epoch = epoch
         self.silent_for: float | None = None
+        self._quiet = False  # `keep_silence`: the release leaves the previous holder's last sign of life
+
+    def keep_silence(self) -> None:
+        """A command answers no callbacks: its release records the previous holder's last sign of life (this
+        taking less `silent_for`), not its own (walk 25B-3: an apply while the daemon was stopped hid the
+        silence before it)."""
+        self._quiet = True
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
@@ -448,8 +455,13 @@ class Lease(LockContext):
     def release(self) -> None:
         if self._token is not None:
             with self._store._cursor(write=True, lease=True) as cur:
+                if self._quiet:
+                    last = "since - %s * interval '1 second'"
+                    args: tuple[object, ...] = (self.silent_for or 0.0, LOCK_NAME, self._token)
+                else:
+                    last, args = "now()", (LOCK_NAME, self._token)
                 cur.execute(
-                    "UPDATE capctl_lock SET token = '', expires_at = now() WHERE name = %s AND token = %s",
-                    (LOCK_NAME, self._token),
+                    f"UPDATE capctl_lock SET token = '', expires_at = {last} WHERE name = %s AND token = %s",
+                    args,
                 )
             self._token = None

@@ -23,6 +23,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import logs
+from reconciler.cli.common import locked
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
@@ -378,14 +379,19 @@ async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refu
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-@pytest.mark.parametrize(("down", "joined"), [(5.0, False), (5.0, True), (60.0, False), (60.0, True)])
+@pytest.mark.parametrize(
+    ("down", "joined", "command"),
+    [(5.0, False, False), (5.0, True, False), (60.0, False, False), (60.0, True, False), (60.0, True, True)],
+)
 async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_their_repair_start(
-    harness: Harness, request: pytest.FixtureRequest, backend: str, down: float, joined: bool
+    harness: Harness, request: pytest.FixtureRequest, backend: str, down: float, joined: bool, command: bool
 ) -> None:
     """Walk 21D-1: the only replica is restarted (a rollout, a crash, a scale to 0 and back). A join while
     no replica listened is lost once Volcengine's two retries, 5 s apart, end: before, its room known empty
     slept on to the hourly repair start. A restart within the retries costs nothing (a join is heard by the
-    new replica, no repair start without one); a longer one costs one repair start per such room."""
+    new replica, no repair start without one); a longer one costs one repair start per such room. A command
+    (`capctl apply`, `state rm`, `wake`) run meanwhile answers no callback: before, its release was read as the
+    last listener's, and the silence before it was lost (walk 25B-3)."""
     pg_url = str(request.getfixturevalue("pg_url")) if backend == "postgres" else ""
 
     def store() -> StateStore:
@@ -406,6 +412,13 @@ async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_
     if pg_url and down > CALLBACK_RETRY_WINDOW:  # the server's clock is not the test's: its record is moved
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("UPDATE capctl_lock SET expires_at = expires_at - %s * interval '1 second'", (down,))
+    if command:
+        held = store()
+        try:
+            with locked(held, "capctl apply"):
+                await harness.advance(2)
+        finally:
+            held.close()
     with capture_logs() as logs:
         await harness.start(store())
         await harness.advance(8)  # past Volcengine's last retry of a join in a quick restart
