@@ -40,6 +40,7 @@ class Lease:
         refresh: Callable[[], object],
         regained: Callable[[], None],
         may_lead: Callable[[], bool],
+        unheard: Callable[[], None] | None = None,
         standing_by: Callable[[], None] | None = None,
         in_thread: bool = True,
     ) -> None:
@@ -49,6 +50,9 @@ class Lease:
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
         self._regained = regained  # called once a term's takeover read the state: observe, then act
+        # Called when a term went on through refusals longer than the vendors retry callbacks (`unheard`): a
+        # leader keeps its term through an outage shorter than the renew deadline, and no takeover follows.
+        self._unheard_in_term = unheard
         # Called after each tick that left this replica a standby; must not block (it delays no lock attempt).
         self._standing_by = standing_by
         # A replica with no valid spec set in force would lead and act on nothing while one that has a set
@@ -176,6 +180,12 @@ class Lease:
         elif epoch != self._acting_epoch:
             self._take_over(epoch)
         self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
+        if self._refused is not None and self._unheard_in_term is not None and self.acting():
+            try:
+                self._unheard_in_term()
+                self._refused = None
+            except StateError:  # tried again next retry period
+                pass
 
     async def _tick(self, lead: bool) -> float:
         """Renew as the leader; as a standby, try to take the lock if `lead`."""

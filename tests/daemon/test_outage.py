@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 
 from reconciler import logs
 from reconciler.cli.common import locked
+from reconciler.daemon import Daemon
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
@@ -463,6 +464,18 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     await harness.stop()
 
 
+async def _lobby_known_empty(harness: Harness) -> Daemon:
+    """A daemon on SQLite whose lobby task is dormant in its room known empty, its repair start an hour on."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    return daemon
+
+
 @pytest.mark.parametrize(("stuck", "woken"), [(5.0, False), (30.0, True)])
 async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_as_unheard(
     harness: Harness, stuck: float, woken: bool
@@ -471,15 +484,8 @@ async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_
     `ready (leader (epoch N): reading the state before acting)`. Not ready now: a Service sends callbacks to
     the other replicas, or (one replica) nowhere, so a stretch longer than the vendor's retries gives rooms
     known empty their repair start once the takeover completes, as an outage does."""
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
-    harness.sim.publish("volcengine", "lobby", user_id="u")
-    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
-    lease = daemon.lease
-    await harness.advance(30)
-    harness.sim.unpublish("volcengine", "lobby", user_id="u")
-    await harness.advance(30)  # dormant until activity, its repair start an hour on
-    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
-    starts = harness.calls("StartSnapshot")
+    daemon = await _lobby_known_empty(harness)
+    lease, starts = daemon.lease, harness.calls("StartSnapshot")
     read = lease._refresh
 
     def cannot_read() -> object:
@@ -496,6 +502,28 @@ async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_
     await harness.advance(3)
     assert daemon.readiness().ready and lease.acting()
     assert harness.calls("StartSnapshot") == starts + woken
+    await harness.stop()
+
+
+@pytest.mark.parametrize(("refused", "woken"), [(5.0, False), (20.0, True)])
+async def test_a_leader_that_kept_its_term_through_refusals_wakes_rooms_known_empty(
+    harness: Harness, refused: float, woken: bool
+) -> None:
+    """Walk 25B-4: a leader keeps its term through an outage shorter than its renew deadline (`--renew-deadline
+    30s`: 20 s of refused renewals). Every standby answered callbacks 503 meanwhile (the inbox could not be
+    written), so a join may be lost, yet no new term came to wake rooms known empty: they slept on to the
+    hourly repair start. The wake now runs when the store answers the leader again; a stretch within the
+    vendor's retries costs nothing."""
+    daemon = await _lobby_known_empty(harness)
+    lease, starts = daemon.lease, harness.calls("StartSnapshot")
+    lease._track_refusals(True)  # renewals refused since `refused` s ago, the term kept
+    assert lease._refused_from is not None
+    lease._refused_from -= refused
+    with capture_logs() as logs:
+        await harness.advance(5)  # the next renew is answered
+    assert lease.acting() and lease.unheard() is None
+    said = [e for e in logs if e["event"].startswith("callbacks went unanswered longer")]
+    assert (len(said), harness.calls("StartSnapshot")) == (woken, starts + woken), logs
     await harness.stop()
 
 
