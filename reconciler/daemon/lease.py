@@ -143,6 +143,7 @@ class Lease:
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
             self._refused = None
+            self._acts()
 
     def hold_only(self) -> None:
         """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
@@ -226,6 +227,7 @@ class Lease:
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
             self._refused = self._refused_from = self._takeover_error = None
+            self._acts()
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before
@@ -234,12 +236,17 @@ class Lease:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
 
+    def _acts(self) -> None:
+        """This term's takeover is done: it leads and acts (the gauges alerts read)."""
+        self.metrics.leader.set(1)
+        self.metrics.lease_held.set(1)
+
     def _event(self, event: LeaderEvent) -> None:
         """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""
         self.metrics.leadership_changes.inc()
         if event.event == LeaderEvent.BECAME:
-            self.metrics.leader.set(1)
-            self.metrics.lease_held.set(1)
+            # `capctl_leader` waits for the takeover (`_acts`): a leader that cannot read the state acts on
+            # nothing, and exporting 1 kept CapctlLeaderMissing quiet while no replica acted (walk 25B-2).
             self.metrics.leader_epoch.set(event.epoch)
             log.info(LeaderEvent.BECAME, epoch=event.epoch, holder=self.elector.holder)
             return

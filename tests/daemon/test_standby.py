@@ -496,12 +496,15 @@ async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_
             ready = standby.readiness()
             assert not ready.ready and ready.reason.startswith("not ready (leader (epoch "), ready
             assert "reading the state before acting): the last try failed: " in ready.reason, ready
+            # and exported as no leader (CapctlLeaderMissing), not as the replica that leads and acts
+            assert "capctl_leader 0.0" in standby.metrics.render().decode()
             # Said once a minute, not at each retry period's try (it lasts until the files are fixed)
             assert [e["event"] for e in logs].count("leading but cannot read the state; retrying") == 1, logs
             write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
             assert await standby.reload_async()  # as the watcher does
             await harness.advance(3)
         assert standby.readiness().reason.startswith("ready (leader")
+        assert "capctl_leader 1.0" in standby.metrics.render().decode()
         assert not _replaces(logs), logs
         assert harness.calls("StartRecord") == starts and harness.calls("StopRecord") == 0
     finally:
