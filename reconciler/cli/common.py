@@ -293,6 +293,7 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     # A lease (PostgreSQL) lapses while its command is paused (SIGSTOP, a frozen VM): every write is fenced by
     # the lock's epoch, so one taken over writes nothing more (walk 22C-1). An OS lock (SQLite) lasts as long
     # as its process, paused or not: nothing to fence.
+    lock.keep_silence()  # a command answers no callbacks: the next daemon still sees how long none was answered
     fenced = store if isinstance(store, SqlStateStore) and getattr(lock, "lease_seconds", None) else None
     if fenced is not None:
         fenced.command_epoch = lock.epoch

@@ -248,7 +248,11 @@ class Daemon(DaemonParts):
         n = len(wake.woken)
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
-    def _wake_rooms_known_empty(self) -> None:
+    def _heard_again(self) -> None:
+        # A takeover reconciles every key after its wake; within a term, the woken ones are queued here.
+        self.queue.add_all(self._wake_rooms_known_empty())
+
+    def _wake_rooms_known_empty(self) -> list[str]:
         """A new term (at start or at a takeover) after callbacks went unanswered longer than the vendor's
         retries last (`Lease.unheard`: a state-store outage in which every replica answered 503, or no replica
         listening at all): a room known empty may have people in it now whose join nobody heard. Its dormant
@@ -257,9 +261,9 @@ class Daemon(DaemonParts):
         nothing: the vendor's retries reach the new term. Only a room judged empty by the time the silence
         ended: one judged since heard every join since, and a replica that stood by for days after an outage
         would otherwise wake every dormant task of the fleet (walk 21A-1).
-        Raises StateError: the takeover is tried again."""
+        Returns the keys woken. Raises StateError: the takeover (or the wake) is tried again."""
         if (unheard := self.lease.unheard()) is None:
-            return
+            return []
         silence, ended = unheard
         now = self.clock.now()
         judged_by = ended + EMPTY_ROOM_RECHECK  # the repair start of a room judged empty then
@@ -280,6 +284,7 @@ class Daemon(DaemonParts):
                 keys=len(due),
                 first=[r.key for r in due][:MAX_LOGGED],
             )
+        return [r.key for r in due]
 
     def _woken(self, keys: list[str], source: str) -> None:
         self.queue.add_all_after(self.reconciler.wake(keys, source))

@@ -40,6 +40,7 @@ class Lease:
         refresh: Callable[[], object],
         regained: Callable[[], None],
         may_lead: Callable[[], bool],
+        unheard: Callable[[], None] | None = None,
         standing_by: Callable[[], None] | None = None,
         in_thread: bool = True,
     ) -> None:
@@ -49,6 +50,9 @@ class Lease:
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
         self._regained = regained  # called once a term's takeover read the state: observe, then act
+        # Called when a term went on through refusals longer than the vendors retry callbacks (`unheard`): a
+        # leader keeps its term through an outage shorter than the renew deadline, and no takeover follows.
+        self._unheard_in_term = unheard
         # Called after each tick that left this replica a standby; must not block (it delays no lock attempt).
         self._standing_by = standing_by
         # A replica with no valid spec set in force would lead and act on nothing while one that has a set
@@ -64,6 +68,9 @@ class Lease:
         # clock's `now`) the last such stretch ended; None while there was none.
         self._refused: tuple[float, float] | None = None
         self._acting_epoch: int | None = None  # the term whose takeover is done
+        # Why this term's last takeover attempt failed (`takeover_failed`): the replica holds the lock, so no
+        # other can lead, and acts on nothing; not ready meanwhile, and counted as a refused stretch.
+        self._takeover_error: str | None = None
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
         # A tick runs in a thread that a cancelled task does not stop: `release` waits for it, and no tick
@@ -92,6 +99,11 @@ class Lease:
         if not long:
             return None
         return max(length for length, _ in long), max(end for _, end in long)
+
+    @property
+    def takeover_failed(self) -> str | None:
+        """Why this leader's takeover keeps failing (it holds the lock and acts on nothing), or None."""
+        return self._takeover_error if self.elector.is_leader and not self.acting() else None
 
     def acting(self) -> bool:
         """Leading, the takeover done, and the last renew younger than the renew deadline."""
@@ -131,6 +143,7 @@ class Lease:
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
             self._refused = None
+            self._acts()
 
     def hold_only(self) -> None:
         """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
@@ -163,8 +176,17 @@ class Lease:
         if self._standing_by is not None and not self.elector.is_leader and not self._released:
             self._standing_by()
         epoch = self.elector.epoch
-        if epoch is not None and epoch != self._acting_epoch:
+        if epoch is None:
+            self._takeover_error = None
+        elif epoch != self._acting_epoch:
             self._take_over(epoch)
+        self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
+        if self._refused is not None and self._unheard_in_term is not None and self.acting():
+            try:
+                self._unheard_in_term()
+                self._refused = None
+            except StateError:  # tried again next retry period
+                pass
 
     async def _tick(self, lead: bool) -> float:
         """Renew as the leader; as a standby, try to take the lock if `lead`."""
@@ -176,17 +198,21 @@ class Lease:
                 return self.elector.settings.retry_period
             return self.elector.tick()
 
-    def _tell_reachability(self, error: str | None) -> None:
-        """One line when the store stops answering this replica's lock attempts and one when it answers
-        again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
+    def _track_refusals(self, refused: bool) -> None:
+        """The stretches in which this replica's callbacks may have been refused (`unheard`): its lock attempts
+        failed (every replica answered 503), or its takeover did (not ready: a Service sent them nowhere)."""
         now = self.clock.monotonic()
-        if error is not None and self._refused_from is None:
+        if refused and self._refused_from is None:
             self._refused_from = now
-        elif error is None and self._refused_from is not None:
+        elif not refused and self._refused_from is not None:
             if (length := now - self._refused_from) > CALLBACK_RETRY_WINDOW:
                 longest = max(length, self._refused[0]) if self._refused is not None else length
                 self._refused = (longest, self.clock.now())
             self._refused_from = None
+
+    def _tell_reachability(self, error: str | None) -> None:
+        """One line when the store stops answering this replica's lock attempts and one when it answers
+        again: a standby says nothing else during an outage (the leader also logs `lost leadership`)."""
         if (error is None) != (self._unreachable is None):
             if error is not None:
                 log.warning("cannot reach the state store; trying again every retry period", error=error)
@@ -200,20 +226,27 @@ class Lease:
             self._refresh()  # whoever led meanwhile changed the state
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
-            self._refused = None
+            self._refused = self._refused_from = self._takeover_error = None
+            self._acts()
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before
+            self._takeover_error = str(exc)
             if (held := self._unread.allow()) is not None:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
+
+    def _acts(self) -> None:
+        """This term's takeover is done: it leads and acts (the gauges alerts read)."""
+        self.metrics.leader.set(1)
+        self.metrics.lease_held.set(1)
 
     def _event(self, event: LeaderEvent) -> None:
         """From the elector, on whichever thread noticed: log and count (prometheus metrics are thread-safe)."""
         self.metrics.leadership_changes.inc()
         if event.event == LeaderEvent.BECAME:
-            self.metrics.leader.set(1)
-            self.metrics.lease_held.set(1)
+            # `capctl_leader` waits for the takeover (`_acts`): a leader that cannot read the state acts on
+            # nothing, and exporting 1 kept CapctlLeaderMissing quiet while no replica acted (walk 25B-2).
             self.metrics.leader_epoch.set(event.epoch)
             log.info(LeaderEvent.BECAME, epoch=event.epoch, holder=self.elector.holder)
             return

@@ -104,6 +104,7 @@ class DaemonParts(ABC):
             self.metrics,
             refresh=self._read_afresh,
             regained=self._regained,
+            unheard=self._heard_again,
             may_lead=lambda: self.specs.current is not None,
             standing_by=self._look_at_key,
             in_thread=elect_in_thread,  # its store calls block: off the loop, but for tests on a fake clock
@@ -207,6 +208,11 @@ class DaemonParts(ABC):
     @abstractmethod
     def _regained(self) -> None:
         """A new term: the lease read the state again."""
+
+    @abstractmethod
+    def _heard_again(self) -> None:
+        """This term went on through refusals longer than the vendors retry callbacks (`Lease.unheard`): rooms
+        known empty get their repair start now. Raises StateError (tried again)."""
 
     @abstractmethod
     def _in_force(self, spec: SpecSet) -> None:

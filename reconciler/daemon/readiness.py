@@ -24,11 +24,14 @@ class Readiness:
 
 
 def readiness_of(lease: Lease, store: StoreHealth, specs: SpecState) -> Readiness:
-    """Ready = it acts (leader) or can take callbacks into the inbox (standby); the reason says which."""
+    """Ready = it acts (leader) or can take callbacks into the inbox (standby); the reason says which. A
+    leader whose takeover keeps failing is not: it holds the lock, so no replica acts (walk 25B-2)."""
     role = lease.role()
     if (unreachable := lease.elector.last_error) is not None:
         why = f"the state store cannot be reached: {unreachable}"  # a standby's role says it already
         return Readiness(False, f"not ready ({role})" if role.endswith(why) else f"not ready ({role}): {why}")
+    if (failed := lease.takeover_failed) is not None:  # it holds the lock: no replica acts
+        return Readiness(False, f"not ready ({role}): the last try failed: {failed}")
     if (problem := store.problem(acting=lease.acting())) is not None:
         return Readiness(False, f"not ready ({role}): {problem}")
     if (said := specs.problem()) is not None:

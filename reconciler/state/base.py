@@ -250,6 +250,11 @@ class Lock(Protocol):
 
     def release(self) -> None: ...
 
+    def keep_silence(self) -> None:
+        """This holder answers no callbacks (a one-shot command, not a daemon): the store keeps the previous
+        holder's last sign of life as its record, so the next holder's `silent_for` still covers the time
+        before this one."""
+
     def __enter__(self) -> Lock: ...
 
     def __exit__(

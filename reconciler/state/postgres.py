@@ -108,8 +108,12 @@ LEASE_LIMITS = lease_limits(10.0, 2.0)  # LeaderSettings' defaults, and the one-
 _SCHEMA_LOCK_KEY = 0x6361_7063_746C  # any fixed number ("capctl" in ASCII) for pg_advisory_xact_lock
 _LOCK_TABLE = (
     "CREATE TABLE IF NOT EXISTS capctl_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token TEXT NOT NULL,"
-    " since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL, epoch BIGINT NOT NULL DEFAULT 0)"
+    " since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL, epoch BIGINT NOT NULL DEFAULT 0,"
+    " lease_seconds DOUBLE PRECISION)"
 )
+# The holder's own lease duration (a Kubernetes Lease's leaseDurationSeconds): how long before its expiry a
+# lapsed holder last renewed. NULL in a row a capctl before it wrote.
+_LEASE_SECONDS = "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS lease_seconds DOUBLE PRECISION"
 _BASE_QUERIES = Queries.build(
     mark="%s",
     for_update=" FOR UPDATE",
@@ -150,15 +154,17 @@ class PostgresStateStore(SqlStateStore):
         ),
     )
 
-    # The epoch lives in the lease row: a column added to lease tables made before issue 16.
+    # The epoch lives in the lease row: a column added to lease tables made before issue 16; so does the holder's
+    # lease duration, added to lease tables made before walk 25B-1.
     leadership = LeadershipQueries(
         missing="SELECT (to_regclass('capctl_inbox') IS NULL)::int + (to_regclass('capctl_history') IS NULL)::int"
-        " + (NOT EXISTS (SELECT 1 FROM pg_attribute"
-        " WHERE attrelid = to_regclass('capctl_lock') AND attname = 'epoch' AND NOT attisdropped))::int",
+        " + (SELECT 2 - count(*) FROM pg_attribute WHERE attrelid = to_regclass('capctl_lock')"
+        " AND attname IN ('epoch', 'lease_seconds') AND NOT attisdropped)::int",
         migrate=(
             f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
             _LOCK_TABLE,
             "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
+            _LEASE_SECONDS,
             INBOX_TABLE,
             HISTORY_TABLE,
         ),
@@ -346,7 +352,8 @@ class PostgresStateStore(SqlStateStore):
 
         Each taking raises the lease's epoch by one, in the same statement (`Lease.epoch`), and reads how long
         the row says its previous holder has been silent (`Lease.silent_for`, on the server's clock): since its
-        release, or since its last renew (a lapsed lease's expiry less a lease as long as this one)."""
+        release, or since its last renew (a lapsed lease's expiry less its holder's lease duration, as the row
+        records it; a row written by a capctl before that column: less a lease as long as this one)."""
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds}")
         self._migrate_leadership()
@@ -355,14 +362,15 @@ class PostgresStateStore(SqlStateStore):
             with self._cursor(write=True, lease=True) as cur:
                 cur.execute(
                     "WITH prev AS (SELECT EXTRACT(EPOCH FROM now() - CASE WHEN token = '' THEN expires_at"
-                    " ELSE expires_at - %s * interval '1 second' END)::float8 AS silent"
+                    " ELSE expires_at - COALESCE(lease_seconds, %s) * interval '1 second' END)::float8 AS silent"
                     " FROM capctl_lock WHERE name = %s)"
-                    " INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
-                    " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second', 1)"
+                    " INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch, lease_seconds)"
+                    " VALUES (%s, %s, %s, now(), now() + %s * interval '1 second', 1, %s)"
                     " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
-                    " since = excluded.since, expires_at = excluded.expires_at, epoch = l.epoch + 1"
+                    " since = excluded.since, expires_at = excluded.expires_at, epoch = l.epoch + 1,"
+                    " lease_seconds = excluded.lease_seconds"
                     " WHERE l.expires_at <= now() RETURNING since, epoch, (SELECT silent FROM prev)",
-                    (lease_seconds, LOCK_NAME, LOCK_NAME, identity, token, lease_seconds),
+                    (lease_seconds, LOCK_NAME, LOCK_NAME, identity, token, lease_seconds, lease_seconds),
                 )
                 taken = cur.fetchall()
             if taken:
@@ -414,6 +422,13 @@ class Lease(LockContext):
         self.lease_seconds = lease_seconds
         self.epoch = epoch
         self.silent_for: float | None = None
+        self._quiet = False  # `keep_silence`: the release leaves the previous holder's last sign of life
+
+    def keep_silence(self) -> None:
+        """A command answers no callbacks: its release records the previous holder's last sign of life (this
+        taking less `silent_for`), not its own (walk 25B-3: an apply while the daemon was stopped hid the
+        silence before it)."""
+        self._quiet = True
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
@@ -440,8 +455,13 @@ class Lease(LockContext):
     def release(self) -> None:
         if self._token is not None:
             with self._store._cursor(write=True, lease=True) as cur:
+                if self._quiet:
+                    last = "since - %s * interval '1 second'"
+                    args: tuple[object, ...] = (self.silent_for or 0.0, LOCK_NAME, self._token)
+                else:
+                    last, args = "now()", (LOCK_NAME, self._token)
                 cur.execute(
-                    "UPDATE capctl_lock SET token = '', expires_at = now() WHERE name = %s AND token = %s",
-                    (LOCK_NAME, self._token),
+                    f"UPDATE capctl_lock SET token = '', expires_at = {last} WHERE name = %s AND token = %s",
+                    args,
                 )
             self._token = None

@@ -1058,6 +1058,10 @@ class LockContext(ABC):
     def release(self) -> None:
         """Give the lock up; releasing twice is harmless."""
 
+    @abstractmethod
+    def keep_silence(self) -> None:
+        """This holder answers no callbacks: keep the previous holder's last sign of life as the record."""
+
     def __enter__(self) -> Self:
         return self
 

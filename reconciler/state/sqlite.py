@@ -367,6 +367,7 @@ class SQLiteStateStore(SqlStateStore):
         self._file.holder = description
         lock = FileLock(fd, self._file, description, epoch, self._check_in_place, self._clock.now)
         lock.silent_for = max(now - last_sign, 0.0) if existed else None
+        lock.previous_sign = last_sign if existed else None
         lock._alive()
         return lock
 
@@ -511,6 +512,8 @@ class FileLock(LockContext):
         self._in_place = in_place
         self._now = now
         self.silent_for: float | None = None
+        self.previous_sign: float | None = None  # the `.lock` file's time at this taking (None: a new file)
+        self._quiet = False  # `keep_silence`: the file keeps `previous_sign`
         self._db_file = db_file
         db_file.retain()
         self.holder = holder
@@ -524,11 +527,17 @@ class FileLock(LockContext):
         self._in_place()
         self._alive()
 
+    def keep_silence(self) -> None:
+        """A command answers no callbacks: the file keeps the time of the previous holder's last sign of life
+        (walk 25B-3: an apply while the daemon was stopped hid the silence before it)."""
+        self._quiet = True
+        self._alive()
+
     def _alive(self) -> None:
         """The `.lock` file's modification time says when its holder was last alive (the next holder reads it)."""
         if self._fd is None:
             return
-        moment = self._now()
+        moment = self.previous_sign if self._quiet and self.previous_sign is not None else self._now()
         # Best effort: a lost sign only makes the next holder's silence read longer (a few repair starts), while
         # a raise would refuse the lock or a renew. Setting a time needs the file's owner: another user sharing
         # the state (a group-writable `.lock`) sets the kernel's now, which needs only write access.

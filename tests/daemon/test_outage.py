@@ -23,12 +23,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import logs
+from reconciler.cli.common import locked
+from reconciler.daemon import Daemon
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
 from reconciler.state import open_state
-from reconciler.state.base import StateStore
+from reconciler.state.base import StateError, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
@@ -378,14 +380,19 @@ async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refu
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-@pytest.mark.parametrize(("down", "joined"), [(5.0, False), (5.0, True), (60.0, False), (60.0, True)])
+@pytest.mark.parametrize(
+    ("down", "joined", "command"),
+    [(5.0, False, False), (5.0, True, False), (60.0, False, False), (60.0, True, False), (60.0, True, True)],
+)
 async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_their_repair_start(
-    harness: Harness, request: pytest.FixtureRequest, backend: str, down: float, joined: bool
+    harness: Harness, request: pytest.FixtureRequest, backend: str, down: float, joined: bool, command: bool
 ) -> None:
     """Walk 21D-1: the only replica is restarted (a rollout, a crash, a scale to 0 and back). A join while
     no replica listened is lost once Volcengine's two retries, 5 s apart, end: before, its room known empty
     slept on to the hourly repair start. A restart within the retries costs nothing (a join is heard by the
-    new replica, no repair start without one); a longer one costs one repair start per such room."""
+    new replica, no repair start without one); a longer one costs one repair start per such room. A command
+    (`capctl apply`, `state rm`, `wake`) run meanwhile answers no callback: before, its release was read as the
+    last listener's, and the silence before it was lost (walk 25B-3)."""
     pg_url = str(request.getfixturevalue("pg_url")) if backend == "postgres" else ""
 
     def store() -> StateStore:
@@ -406,6 +413,13 @@ async def test_a_restart_longer_than_the_vendor_retries_gives_rooms_known_empty_
     if pg_url and down > CALLBACK_RETRY_WINDOW:  # the server's clock is not the test's: its record is moved
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("UPDATE capctl_lock SET expires_at = expires_at - %s * interval '1 second'", (down,))
+    if command:
+        held = store()
+        try:
+            with locked(held, "capctl apply"):
+                await harness.advance(2)
+        finally:
+            held.close()
     with capture_logs() as logs:
         await harness.start(store())
         await harness.advance(8)  # past Volcengine's last retry of a join in a quick restart
@@ -426,10 +440,10 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     lease = daemon.lease
 
     def outage_just_ended(seconds: float) -> None:
-        lease._tell_reachability("cannot connect: an outage")
+        lease._track_refusals(True)
         assert lease._refused_from is not None
         lease._refused_from -= seconds  # it began that long ago
-        lease._tell_reachability(None)
+        lease._track_refusals(False)
 
     await harness.advance(30)
     outage_just_ended(CALLBACK_RETRY_WINDOW + 10)
@@ -447,6 +461,69 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     lease._take_over(epoch)
     await harness.advance(5)
     assert harness.calls("StartSnapshot") == starts + 1
+    await harness.stop()
+
+
+async def _lobby_known_empty(harness: Harness) -> Daemon:
+    """A daemon on SQLite whose lobby task is dormant in its room known empty, its repair start an hour on."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "lobby", user_id="u")
+    await harness.advance(30)
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and harness.record(LOBBY).room_empty
+    return daemon
+
+
+@pytest.mark.parametrize(("stuck", "woken"), [(5.0, False), (30.0, True)])
+async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_as_unheard(
+    harness: Harness, stuck: float, woken: bool
+) -> None:
+    """Walk 25B-2: a leader whose takeover cannot read the state holds the lock, so no replica acts, yet read
+    `ready (leader (epoch N): reading the state before acting)`. Not ready now: a Service sends callbacks to
+    the other replicas, or (one replica) nowhere, so a stretch longer than the vendor's retries gives rooms
+    known empty their repair start once the takeover completes, as an outage does."""
+    daemon = await _lobby_known_empty(harness)
+    lease, starts = daemon.lease, harness.calls("StartSnapshot")
+    read = lease._refresh
+
+    def cannot_read() -> object:
+        raise StateError("state.db: the state cannot be read")
+
+    lease._refresh, lease._acting_epoch = cannot_read, None  # a new term whose takeover fails
+    await harness.advance(stuck)
+    ready = daemon.readiness()
+    assert not ready.ready, ready
+    assert ready.reason.endswith(
+        "reading the state before acting): the last try failed: state.db: the state cannot be read"
+    )
+    lease._refresh = read
+    await harness.advance(3)
+    assert daemon.readiness().ready and lease.acting()
+    assert harness.calls("StartSnapshot") == starts + woken
+    await harness.stop()
+
+
+@pytest.mark.parametrize(("refused", "woken"), [(5.0, False), (20.0, True)])
+async def test_a_leader_that_kept_its_term_through_refusals_wakes_rooms_known_empty(
+    harness: Harness, refused: float, woken: bool
+) -> None:
+    """Walk 25B-4: a leader keeps its term through an outage shorter than its renew deadline (`--renew-deadline
+    30s`: 20 s of refused renewals). Every standby answered callbacks 503 meanwhile (the inbox could not be
+    written), so a join may be lost, yet no new term came to wake rooms known empty: they slept on to the
+    hourly repair start. The wake now runs when the store answers the leader again; a stretch within the
+    vendor's retries costs nothing."""
+    daemon = await _lobby_known_empty(harness)
+    lease, starts = daemon.lease, harness.calls("StartSnapshot")
+    lease._track_refusals(True)  # renewals refused since `refused` s ago, the term kept
+    assert lease._refused_from is not None
+    lease._refused_from -= refused
+    with capture_logs() as logs:
+        await harness.advance(5)  # the next renew is answered
+    assert lease.acting() and lease.unheard() is None
+    said = [e for e in logs if e["event"].startswith("callbacks went unanswered longer")]
+    assert (len(said), harness.calls("StartSnapshot")) == (woken, starts + woken), logs
     await harness.stop()
 
 

@@ -485,19 +485,26 @@ async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_
     harness: Harness, tmp_path: Path
 ) -> None:
     """As above, with the spec files broken meanwhile: re-keying them failed, the set read at start (keyed with
-    the old key) stayed in force, and the new leader replaced every task. It does not act until they load."""
+    the old key) stayed in force, and the new leader replaced every task. It does not act until they load,
+    and is not ready meanwhile (walk 25B-2)."""
     standby, _, _ = await _lead_beside_a_standby_then_copy_in_another_lineage(harness, tmp_path, break_specs=True)
     try:
         starts = harness.calls("StartRecord")
         with capture_logs() as logs:
             await harness.advance(5)
-            assert "reading the state before acting" in standby.readiness().reason
+            # Not ready (walk 25B-2): it holds the lock, so no replica acts; it read ready (leader …) before
+            ready = standby.readiness()
+            assert not ready.ready and ready.reason.startswith("not ready (leader (epoch "), ready
+            assert "reading the state before acting): the last try failed: " in ready.reason, ready
+            # and exported as no leader (CapctlLeaderMissing), not as the replica that leads and acts
+            assert "capctl_leader 0.0" in standby.metrics.render().decode()
             # Said once a minute, not at each retry period's try (it lasts until the files are fixed)
             assert [e["event"] for e in logs].count("leading but cannot read the state; retrying") == 1, logs
             write_specs(harness.specs, recording_job("rec", ["class-1"], idle=30))
             assert await standby.reload_async()  # as the watcher does
             await harness.advance(3)
         assert standby.readiness().reason.startswith("ready (leader")
+        assert "capctl_leader 1.0" in standby.metrics.render().decode()
         assert not _replaces(logs), logs
         assert harness.calls("StartRecord") == starts and harness.calls("StopRecord") == 0
     finally:

@@ -152,6 +152,32 @@ def test_a_taking_says_how_long_the_previous_holder_has_been_silent(store_url: s
         store.close()
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_lapsed_holder_is_silent_since_its_last_renew_by_its_own_lease_duration(store_url: str) -> None:
+    """Walk 25B-1: the lapsed lease's last renew was its expiry less the TAKER's lease duration: a replica of
+    `--lease-duration 15s` dead 45 s ago read as 90 s to a taker of 60 s, and as 0 s the other way round. The
+    row records its holder's duration; a row written by a capctl before that column still reads (the taker's
+    duration) and gets the column."""
+    store = open_sql(store_url)
+    try:
+        store.lock("capctl run", lease_seconds=15)  # its last renew 45 s ago: lapsed 30 s ago
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            conn.execute("UPDATE capctl_lock SET expires_at = now() - interval '30 seconds'")
+        assert 44 < store.lock("capctl run", lease_seconds=60).silent_for < 50  # type: ignore[operator]
+        with psycopg.connect(store_url, autocommit=True) as conn:  # the same row as an older capctl left it
+            conn.execute("ALTER TABLE capctl_lock DROP COLUMN lease_seconds")
+            conn.execute("UPDATE capctl_lock SET token = 'dead', expires_at = now() - interval '30 seconds'")
+    finally:
+        store.close()
+    upgraded = open_sql(store_url)
+    try:
+        assert 89 < upgraded.lock("capctl run", lease_seconds=60).silent_for < 95  # type: ignore[operator]
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            assert conn.execute("SELECT lease_seconds FROM capctl_lock").fetchall() == [(60.0,)]
+    finally:
+        upgraded.close()
+
+
 def test_a_lock_file_of_another_owner_is_still_taken_renewed_and_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

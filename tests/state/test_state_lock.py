@@ -242,6 +242,9 @@ class _Unanswered:
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> _Unanswered:
         return self
 
+    def keep_silence(self) -> None:
+        pass
+
     def release(self) -> None:
         self.tries += 1
         self.now += self.cost
