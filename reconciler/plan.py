@@ -790,19 +790,10 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
         )
     if transitions.stoppable(record):
         return "removed from specs"
-    if not transitions.start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
+    left = transitions.unfound_start(record)
+    if left is None:
         return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
-    if record.client_task_id:  # ZEGO's current API: found only by starting it again
-        return (
-            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
-            "start request; if it runs, it ends by itself at its idle timeout or its maximum duration (to stop it "
-            "now: restore the job, apply, then remove it)"
-        )
-    # The legacy API: no idempotency key, nothing can find it.
-    return (
-        "removed from specs: its last start was never confirmed and the legacy API cannot find that "
-        "recording; if it runs, it ends by itself at its idle timeout or its maximum duration"
-    )
+    return f"removed from specs: {left}"
 
 
 def diff(

@@ -53,6 +53,7 @@ __all__ = [
     "stoppable",
     "stopped",
     "tombstone_expired",
+    "unfound_start",
     "updated",
     "volc_holders",
     "volc_task_held",
@@ -220,6 +221,26 @@ def stoppable(record: TaskRecord) -> bool:
     if record.family is ApiFamily.VOLC_SNAPSHOT and start_unconfirmed(record):
         return True
     return record.vendor_task_id is not None and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+
+
+def unfound_start(record: TaskRecord) -> str | None:
+    """What a removal that cannot stop this record leaves at the vendor: a ZEGO start never confirmed, which
+    nothing but its start request finds (the current API) or nothing at all (legacy), may run on. None when
+    nothing it started can run (a stoppable task, one whose run ended, a thumbnail). One text for the plan's
+    reason and the apply's line after the delete, which said "nothing to stop at the vendor" here."""
+    if stoppable(record) or not start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return None
+    if record.client_task_id:  # ZEGO's current API: found only by starting it again
+        return (
+            "its last start was never confirmed, and ZEGO finds that recording only by the start request; if it "
+            "runs, it ends by itself at its idle timeout or its maximum duration (to stop it now: restore the "
+            "job, apply, then remove it)"
+        )
+    # The legacy API: no idempotency key, nothing can find it.
+    return (
+        "its last start was never confirmed and the legacy API cannot find that recording; if it runs, it ends "
+        "by itself at its idle timeout or its maximum duration"
+    )
 
 
 def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, str, str] | None:
