@@ -618,6 +618,17 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
             return _change(Action.NOOP, reason, task, record, after=after)
         details = field_changes(record.request, after)
         return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
+    if record.spec_hash != task.spec_hash and transitions.findable_start(task, record):
+        # Its removal left a start never confirmed, which may run: a start of the new spec would run beside it.
+        reason = f"restored to the specs ({when}), changed; its last start was never confirmed: "
+        return _change(
+            Action.REPLACE,
+            reason + _unconfirmed_stop(task, record),
+            task,
+            record,
+            field_changes(record.request, after),
+            after,
+        )
     reissues = f"{record.reissue_count} re-issue{'' if record.reissue_count == 1 else 's'}"
     reason = f"restored to the specs ({when}): started again, its history kept ({reissues})"
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)

@@ -192,8 +192,12 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
 
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     """A ZEGO start that was never confirmed (`start_unconfirmed`) and that a start of `task` under its recorded
-    ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs)."""
-    return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
+    ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs). A tombstone
+    whose removal left such a start running (`unfound_start`) too: restored with another spec, a start under a
+    new ClientTaskId would record the room twice (walk 25f)."""
+    left = record.status is TaskStatus.REMOVED and record.family is ApiFamily.ZEGO_RECORD and not record.vendor_task_id
+    unconfirmed = start_unconfirmed(record) or left
+    return record.client_task_id is not None and unconfirmed and record.provider == task.provider
 
 
 def confirmable(task: DesiredTask, record: TaskRecord) -> bool:

@@ -264,6 +264,24 @@ def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_
     assert zego_running(work) == []
 
 
+def test_a_removed_recording_whose_start_was_never_confirmed_restored_changed_records_its_room_once(
+    work: Workdir,
+) -> None:
+    """The plan's advice for such a removal is "restore the job, apply": restored with another spec, the start
+    under a new ClientTaskId ran beside the unconfirmed one (two recordings of one key, one unknown): that one
+    is found by its recorded ClientTaskId and stopped first, as for a replace (walk 25f)."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    (work.specs / "jobs.yaml").unlink()
+    work.apply()
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle=60))
+    plan = work.capctl("plan").stdout
+    assert "restored to the specs" in plan and "found by its recorded ClientTaskId" in plan, plan
+    work.apply()
+    running = zego_running(work)
+    assert [t["maxIdleTime"] for t in running] == [60], running
+
+
 def test_removing_a_recording_whose_start_failed_with_its_answers_lost_says_it_may_run(work: Workdir) -> None:
     """Every try of StartRecord takes effect but its answer is lost: the record is `failed` without a vendor id,
     and the recording runs. Without the job, the plan must not claim there is nothing at the vendor."""
