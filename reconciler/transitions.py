@@ -195,7 +195,12 @@ def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs). A tombstone
     whose removal left such a start running (`unfound_start`) too: restored with another spec, a start under a
     new ClientTaskId would record the room twice (walk 25f)."""
-    left = record.status is TaskStatus.REMOVED and record.family is ApiFamily.ZEGO_RECORD and not record.vendor_task_id
+    left = (
+        record.status is TaskStatus.REMOVED
+        and record.family is ApiFamily.ZEGO_RECORD
+        and not record.vendor_task_id
+        and not record.start_refused  # refused, or never sent: nothing of it runs
+    )
     unconfirmed = start_unconfirmed(record) or left
     return record.client_task_id is not None and unconfirmed and record.provider == task.provider
 
