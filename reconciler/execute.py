@@ -567,7 +567,10 @@ class Executor:
         stopped = await self._stop_remote(record)
         self._store.put(transitions.removed(record, self._clock.now()))
         failpoints.hit("stop.after-commit")
-        return None if stopped else "nothing to stop at the vendor; its record is kept as a tombstone"
+        if stopped:
+            return None
+        left = transitions.unfound_start(record)
+        return left or "nothing to stop at the vendor; its record is kept as a tombstone"
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retry(

@@ -625,6 +625,17 @@ def _diff_restored(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
             return _change(Action.NOOP, reason, task, record, after=after)
         details = field_changes(record.request, after)
         return _change(Action.CREATE, f"restored to the specs ({when}): submitted again", task, record, details, after)
+    if record.spec_hash != task.spec_hash and transitions.findable_start(task, record):
+        # Its removal left a start never confirmed, which may run: a start of the new spec would run beside it.
+        reason = f"restored to the specs ({when}), changed; its last start was never confirmed: "
+        return _change(
+            Action.REPLACE,
+            reason + _unconfirmed_stop(task, record),
+            task,
+            record,
+            field_changes(record.request, after),
+            after,
+        )
     reissues = f"{record.reissue_count} re-issue{'' if record.reissue_count == 1 else 's'}"
     reason = f"restored to the specs ({when}): started again, its history kept ({reissues})"
     return _change(Action.CREATE, reason, task, record, field_changes(record.request, after), after)
@@ -797,19 +808,10 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
         )
     if transitions.stoppable(record):
         return "removed from specs"
-    if not transitions.start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
+    left = transitions.unfound_start(record)
+    if left is None:
         return "removed from specs: nothing to stop at the vendor, its record is kept as a tombstone"
-    if record.client_task_id:  # ZEGO's current API: found only by starting it again
-        return (
-            "removed from specs: its last start was never confirmed, and ZEGO finds that recording only by the "
-            "start request; if it runs, it ends by itself at its idle timeout or its maximum duration (to stop it "
-            "now: restore the job, apply, then remove it)"
-        )
-    # The legacy API: no idempotency key, nothing can find it.
-    return (
-        "removed from specs: its last start was never confirmed and the legacy API cannot find that "
-        "recording; if it runs, it ends by itself at its idle timeout or its maximum duration"
-    )
+    return f"removed from specs: {left}"
 
 
 def diff(

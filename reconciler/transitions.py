@@ -53,6 +53,7 @@ __all__ = [
     "stoppable",
     "stopped",
     "tombstone_expired",
+    "unfound_start",
     "updated",
     "volc_holders",
     "volc_task_held",
@@ -191,8 +192,17 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
 
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
     """A ZEGO start that was never confirmed (`start_unconfirmed`) and that a start of `task` under its recorded
-    ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs)."""
-    return record.client_task_id is not None and start_unconfirmed(record) and record.provider == task.provider
+    ClientTaskId finds: same Provider (ZEGO answers such a start with the recording, if it runs). A tombstone
+    whose removal left such a start running (`unfound_start`) too: restored with another spec, a start under a
+    new ClientTaskId would record the room twice (walk 25f)."""
+    left = (
+        record.status is TaskStatus.REMOVED
+        and record.family is ApiFamily.ZEGO_RECORD
+        and not record.vendor_task_id
+        and not record.start_refused  # refused, or never sent: nothing of it runs
+    )
+    unconfirmed = start_unconfirmed(record) or left
+    return record.client_task_id is not None and unconfirmed and record.provider == task.provider
 
 
 def confirmable(task: DesiredTask, record: TaskRecord) -> bool:
@@ -220,6 +230,26 @@ def stoppable(record: TaskRecord) -> bool:
     if record.family is ApiFamily.VOLC_SNAPSHOT and start_unconfirmed(record):
         return True
     return record.vendor_task_id is not None and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
+
+
+def unfound_start(record: TaskRecord) -> str | None:
+    """What a removal that cannot stop this record leaves at the vendor: a ZEGO start never confirmed, which
+    nothing but its start request finds (the current API) or nothing at all (legacy), may run on. None when
+    nothing it started can run (a stoppable task, one whose run ended, a thumbnail). One text for the plan's
+    reason and the apply's line after the delete, which said "nothing to stop at the vendor" here."""
+    if stoppable(record) or not start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
+        return None
+    if record.client_task_id:  # ZEGO's current API: found only by starting it again
+        return (
+            "its last start was never confirmed, and ZEGO finds that recording only by the start request; if it "
+            "runs, it ends by itself at its idle timeout or its maximum duration (to stop it now: restore the "
+            "job, apply, then remove it)"
+        )
+    # The legacy API: no idempotency key, nothing can find it.
+    return (
+        "its last start was never confirmed and the legacy API cannot find that recording; if it runs, it ends "
+        "by itself at its idle timeout or its maximum duration"
+    )
 
 
 def volc_task_name(family: ApiFamily, fields: Mapping[str, Any]) -> tuple[str, str, str] | None:

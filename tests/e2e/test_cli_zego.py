@@ -247,20 +247,39 @@ def test_lost_answer_to_a_reissue_is_retried_with_the_same_client_task_id(work: 
 
 
 def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_to_it(work: Workdir) -> None:
-    """ZEGO knows an unconfirmed start only through its start request (ClientTaskId): without the job, the plan
-    must not claim there is nothing at the vendor, and restoring the job resumes the same recording."""
+    """ZEGO knows an unconfirmed start only through its start request (ClientTaskId): without the job, neither the
+    plan nor the apply may claim there is nothing at the vendor, and restoring the job resumes the same recording."""
     work.write("jobs.yaml", recording_job("rec", ["class-1"]))
     work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
     (work.specs / "jobs.yaml").rename(work.root / "jobs.yaml")
     plan = work.capctl("plan").stdout
     assert "its last start was never confirmed" in plan and "nothing to stop" not in plan
-    work.apply()
+    applied = work.apply().stdout  # nor the apply's line after the delete (it said "nothing to stop at the vendor")
+    assert "(delete): its last start was never confirmed" in applied and "nothing to stop" not in applied
     (work.root / "jobs.yaml").rename(work.specs / "jobs.yaml")
     work.apply()
     assert len(work.sim.tasks("zego")) == 1  # the same recording resumed, not a second one
     (work.specs / "jobs.yaml").unlink()
     work.apply()
     assert zego_running(work) == []
+
+
+def test_a_removed_recording_whose_start_was_never_confirmed_restored_changed_records_its_room_once(
+    work: Workdir,
+) -> None:
+    """The plan's advice for such a removal is "restore the job, apply": restored with another spec, the start
+    under a new ClientTaskId ran beside the unconfirmed one (two recordings of one key, one unknown): that one
+    is found by its recorded ClientTaskId and stopped first, as for a replace (walk 25f)."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    (work.specs / "jobs.yaml").unlink()
+    work.apply()
+    work.write("jobs.yaml", recording_job("rec", ["class-1"], idle=60))
+    plan = work.capctl("plan").stdout
+    assert "restored to the specs" in plan and "found by its recorded ClientTaskId" in plan, plan
+    work.apply()
+    running = zego_running(work)
+    assert [t["maxIdleTime"] for t in running] == [60], running
 
 
 def test_removing_a_recording_whose_start_failed_with_its_answers_lost_says_it_may_run(work: Workdir) -> None:
