@@ -460,8 +460,11 @@ class Lease(LockContext):
                     args: tuple[object, ...] = (self.silent_for or 0.0, LOCK_NAME, self._token)
                 else:
                     last, args = "now()", (LOCK_NAME, self._token)
+                # A released row is read by its expiry alone: its duration goes, or a capctl before that column
+                # (a rollback, a rolling update) taking it would leave it standing as its own (walk 26c).
                 cur.execute(
-                    f"UPDATE capctl_lock SET token = '', expires_at = {last} WHERE name = %s AND token = %s",
+                    f"UPDATE capctl_lock SET token = '', expires_at = {last}, lease_seconds = NULL"
+                    " WHERE name = %s AND token = %s",
                     args,
                 )
             self._token = None

@@ -178,6 +178,33 @@ def test_a_lapsed_holder_is_silent_since_its_last_renew_by_its_own_lease_duratio
         upgraded.close()
 
 
+# How capctl before the lease_seconds column (9c5d451, wave 24) took the lease: the column is left as it was.
+_TAKEN_BY_AN_OLDER_CAPCTL = (
+    "INSERT INTO capctl_lock AS l (name, holder, token, since, expires_at, epoch)"
+    " VALUES ('apply', 'older capctl run', 'old', now(), now() + %s * interval '1 second', 1)"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+    " since = excluded.since, expires_at = excluded.expires_at, epoch = l.epoch + 1 WHERE l.expires_at <= now()"
+)
+
+
+def test_a_lease_an_older_capctl_took_after_a_release_is_not_read_with_the_released_holders_duration(
+    pg_url: str,
+) -> None:
+    """Walk 26c: a rolling update (or rollback) between versions with different `--lease-duration`s: a current
+    replica of 5 s released the lease, a capctl from before the column took it for 60 s and died. The row still
+    said 5 s, so its last renew read as 2 s before its expiry, not 60 s: a silence of ~62 s read as ~7 s, under
+    the callback retry window, and rooms known empty got no repair start. Released, the row holds no duration."""
+    store = open_sql(pg_url)
+    try:
+        store.lock("capctl run", lease_seconds=5).release()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(_TAKEN_BY_AN_OLDER_CAPCTL, (60,))  # then it died: lapsed 2 s ago
+            conn.execute("UPDATE capctl_lock SET expires_at = now() - interval '2 seconds'")
+        assert 60 < store.lock("capctl run", lease_seconds=60).silent_for < 70  # type: ignore[operator]
+    finally:
+        store.close()
+
+
 def test_a_lock_file_of_another_owner_is_still_taken_renewed_and_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
