@@ -151,7 +151,8 @@ class InboxEntry:
 @dataclass(frozen=True, slots=True)
 class HistorySpan:
     """One span of the status page's timeline history, kept in the state (`capctl_history`): a task's run
-    (`kind` "run", `subject` its key, `room` "") or a room's activity ("room", the vendor account, the room).
+    (`kind` "run", `subject` its key, `room` "") or a room's activity ("room", the vendor account, the room),
+    or when a task was first seen ("seen", its key, "", no end: the task's history is complete from then).
     Times and the stop reason as the records hold them: nothing secret."""
 
     kind: str

@@ -196,7 +196,7 @@ class HistoryQueries:
         " VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (kind, subject, room, start_at)"
         " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason WHERE capctl_history.end_at IS NULL"
     )
-    forget: str = "DELETE FROM capctl_history WHERE kind = 'run' AND subject = {m}"
+    forget: str = "DELETE FROM capctl_history WHERE kind IN ('run', 'seen') AND subject = {m}"
     read: str = (
         "SELECT kind, subject, room, start_at, end_at, reason FROM capctl_history"
         " ORDER BY kind, subject, room, start_at"

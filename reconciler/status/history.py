@@ -4,13 +4,14 @@ The state store keeps one run per task in its record (the current or last one: i
 reason), which is all reconciling needs; the status page's timeline needs the runs before it and the rooms'
 activity. The daemon tells this history about every record it reads or commits (`note`) and every room
 callback (`room_active` / `room_idle`), and the state keeps the same (`capctl_history`): each commit of a
-record writes its run in its own transaction (`run_of`), and the rooms' spans go with the room-activity
-batch (`take_rooms`). So a restarted daemon, a new leader or a standby's page reads it back (`restore`)
-and draws what the daemon before it saw. Bounded: runs and activity that ended before the window are
-dropped as new ones come (a room with nothing left is forgotten), and each task or room keeps at most
-`MAX_INTERVALS`; the state is pruned alike (`prune_due`). Time comes from the injected clock. Not
-thread-safe on its own: the daemon writes it on its loop, and the page reads it there.
-"""
+record writes its run in its own transaction (`run_of`), and the rooms' spans go with the room-activity batch
+(`take_rooms`), as does when each task was first seen (a "seen" span: its history is complete from then, so
+the gaps before its first kept run are drawn after a restart as before it). So a restarted daemon, a new
+leader or a standby's page reads it back (`restore`) and draws what the daemon before it saw. Bounded: runs
+and activity that ended before the window are dropped as new ones come (a room with nothing left is
+forgotten), and each task or room keeps at most `MAX_INTERVALS`; the state is pruned alike (`prune_due`). Time
+comes from the injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page
+reads it there."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ class History:
         # By (vendor account, room id): two vendor apps may both have a room `lobby`, and they are two rooms.
         self._rooms: dict[tuple[str, str], deque[Activity]] = {}
         self._unwritten: set[tuple[str, str]] = set()  # rooms whose spans changed since `take_rooms`
+        # Tasks first seen since `take_rooms`: when a task was first seen is kept too (a "seen" span), or a
+        # restarted daemon drew its history as beginning at its first kept run, and lost the gaps before it.
+        self._unseen: set[str] = set()
         self._trimmed = clock.now()
         self._pruned: float | None = None
 
@@ -59,7 +63,9 @@ class History:
         """A record as read or committed: a new `started_at` opens a run, a recorded stop closes the open one."""
         now = self.clock.now()
         self._trim(now)
-        self._first_seen.setdefault(record.key, now)
+        if record.key not in self._first_seen:
+            self._first_seen[record.key] = now
+            self._unseen.add(record.key)
         runs = self._runs.get(record.key) or None  # (emptied by `_trim`: its runs ended before the window)
         run = run_of(record)  # with its end as the state keeps it (`capctl_history`)
         if run is not None and (runs is None or runs[-1].start != run.start):
@@ -78,6 +84,7 @@ class History:
         """A record deleted from the state (a tombstone forgotten, `state rm`)."""
         self._runs.pop(key, None)
         self._first_seen.pop(key, None)
+        self._unseen.discard(key)
 
     def room_active(self, account: str, room: str) -> None:
         """A room callback of the vendor `account` said someone is in `room` (a user joined, a stream appeared)."""
@@ -108,26 +115,32 @@ class History:
                 rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
                     Activity(span.start, span.end)
                 )
+            elif span.kind == "seen" and span.start <= self._first_seen.get(span.subject, span.start):
+                self._first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
+                self._unseen.discard(span.subject)
         self._runs, self._rooms, self._unwritten = runs, rooms, set()
         self._trimmed = self.clock.now() - self.window  # trimmed at the next note
 
     def take_rooms(self) -> list[HistorySpan]:
-        """The spans of the rooms whose activity changed since the last call, for the state (written with the
-        room-activity batch); `untake` puts them back when that write failed."""
+        """The spans of the rooms whose activity changed since the last call, and when the tasks seen since were
+        first seen, for the state (written with the room-activity batch); `untake` puts them back when that
+        write failed."""
         taken = [
             HistorySpan("room", account, room, a.start, a.end)
             for account, room in sorted(self._unwritten)
             for a in self._rooms.get((account, room), ())
         ]
-        self._unwritten = set()
+        taken += [HistorySpan("seen", key, "", self._first_seen[key], None) for key in sorted(self._unseen)]
+        self._unwritten, self._unseen = set(), set()
         return taken
 
     def untake(self, spans: Iterable[HistorySpan]) -> None:
-        self._unwritten |= {(s.subject, s.room) for s in spans}
+        self._unwritten |= {(s.subject, s.room) for s in spans if s.kind == "room"}
+        self._unseen |= {s.subject for s in spans if s.kind == "seen" and s.subject in self._first_seen}
 
     @property
     def rooms_unwritten(self) -> bool:
-        return bool(self._unwritten)
+        return bool(self._unwritten or self._unseen)
 
     def prune_due(self) -> float | None:
         """The horizon to prune the state's history to (spans that ended before it go), at most once per

@@ -267,3 +267,25 @@ async def test_a_standbys_page_says_the_rooms_left_out_are_on_the_leaders(harnes
     assert led["replica"]["left_out"] == {"SnapshotJob/classes": ["class-2"]} and led["page"]["matching"] == 0
     assert note not in " ".join(TAGS.sub("", led_page).split())
     assert note in " ".join(TAGS.sub("", followed).split())
+
+
+async def test_a_restart_keeps_the_capture_lost_before_a_tasks_first_run(harness: Harness) -> None:
+    """Walk 26b: the hall, busy, whose starts failed for its first minute, read "lost while active" for that
+    minute; after a restart its timeline began at its first run ("no gap"): when the daemon first saw the
+    task was not kept in the state."""
+    write_specs(harness.specs, snapshot_job("audit", ["hall"]))
+    harness.sim.publish("volcengine", "hall", user_id="alice")
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    await harness.start()
+    await harness.advance(60)
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(120)
+    async with await client(harness) as http:
+        before = (await http.get("/api/v1/status")).json()
+    assert task_of(before, HALL)["status"] == "running" and room_of(before, "hall")["lost_seconds"] >= 60
+    await harness.stop()
+    await harness.start()
+    async with await client(harness) as http:
+        after = (await http.get("/api/v1/status")).json()
+    assert room_of(after, "hall")["lost_seconds"] == room_of(before, "hall")["lost_seconds"]
+    assert timelines(after) == timelines(before)

@@ -1,7 +1,7 @@
 """The status page's timeline history in the state (walk 6d): each record's run is written in its commit's
-transaction, room spans with room activity; a deleted record takes its runs along, pruning bounds age and
-count, a state from before the table reads as none and gets it from its first writer, and `state copy`
-carries it. Both stores."""
+transaction, room spans with room activity; a deleted record takes its runs (and when it was first seen)
+along, pruning bounds age and count, a state from before the table reads as none and gets it from its first
+writer, and `state copy` carries it. Both stores."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def test_runs_are_written_with_their_records_in_their_transaction(store_url: str
         room = HistorySpan("room", "volcengine:app-1", "lobby", 90.0, None)
         store.record_rooms([], [room])
         store.record_rooms([], [HistorySpan("room", "volcengine:app-1", "lobby", 90.0, 125.0)])
+        store.record_rooms([], [HistorySpan("seen", KEY, "", 80.0, None)])  # when the daemon first saw it (26b)
         assert store.serial() == before  # what the daemon saw, not a task change: saved plans stay valid
+        assert HistorySpan("seen", KEY, "", 80.0, None) in store.history()
         store.delete(KEY)
         assert store.history() == [HistorySpan("room", "volcengine:app-1", "lobby", 90.0, 125.0)]
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reconciler.model import TaskStatus
+from reconciler.state.base import run_of
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.history import MAX_INTERVALS
@@ -165,6 +166,28 @@ def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_
         busy.stop(run, NOW - 80_000 + 600 * i + 599, "ended (Volcengine UnknownStopReason)")
     (crowded,) = build_snapshot(inputs([run], history=busy.history), StatusQuery(), NOW).rooms
     assert crowded.captures[0].known_since == NOW - 80_000
+
+
+def test_a_restarted_daemon_draws_the_gaps_before_a_tasks_first_kept_run_as_the_one_before_it() -> None:
+    """Walk 26b: a task whose starts kept failing for 49 min while its room was active read "49m lost while
+    active"; after a restart, "no gap · known since" its first run: when the daemon first saw the task was not
+    kept, so its history began at its first run. It is kept now (a "seen" span), and read back."""
+    told = Told(NOW - 3600)
+    told.note(record("SnapshotJob/a/lobby", TaskStatus.PENDING, started_at=None), NOW - 3600)
+    told.room_active("lobby", NOW - 3540)
+    run = told.start(record("SnapshotJob/a/lobby"), NOW - 600)
+    before = build_snapshot(inputs([run], history=told.history), StatusQuery(), NOW).rooms
+    assert before[0].lost_seconds == 2940
+    kept = told.history.take_rooms()  # what the daemon's room batch writes (the run went with its record)
+    written = run_of(run)
+    assert written is not None
+    restarted = Told(NOW - 300)
+    restarted.history.restore(sorted([written, *kept], key=lambda s: (s.kind, s.subject, s.room, s.start)))
+    restarted.note(run, NOW - 300)  # the records as read at the start
+    restarted.clock.set(NOW)
+    assert build_snapshot(inputs([run], history=restarted.history), StatusQuery(), NOW).rooms == before
+    assert [s.kind for s in kept] == ["room", "seen"] and told.history.take_rooms() == []
+    assert restarted.history.take_rooms() == []  # nothing to write again
 
 
 def test_a_piece_of_a_gap_under_a_second_is_not_reported_as_lost_capture() -> None:
