@@ -258,6 +258,11 @@ class Lock(Protocol):
         holder's last sign of life as its record, so the next holder's `silent_for` still covers the time
         before this one."""
 
+    def unheard_since(self, seconds_ago: float) -> None:
+        """This holder has answered no callbacks for `seconds_ago` (a leader whose takeover keeps failing is not
+        ready: a Service sends it none): its release records its last sign of life that long before, or the next
+        holder's `silent_for` would begin at the release (walk 26a)."""
+
     def __enter__(self) -> Lock: ...
 
     def __exit__(

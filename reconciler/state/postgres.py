@@ -442,12 +442,16 @@ class Lease(LockContext):
         self.epoch = epoch
         self.silent_for: float | None = None
         self._quiet = False  # `keep_silence`: the release leaves the previous holder's last sign of life
+        self._unheard_for: float | None = None  # `unheard_since`: the release's sign of life, seconds before now
 
     def keep_silence(self) -> None:
         """A command answers no callbacks: its release records the previous holder's last sign of life (this
         taking less `silent_for`), not its own (walk 25B-3: an apply while the daemon was stopped hid the
         silence before it)."""
         self._quiet = True
+
+    def unheard_since(self, seconds_ago: float) -> None:
+        self._unheard_for = max(seconds_ago, 0.0)
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
@@ -477,6 +481,8 @@ class Lease(LockContext):
                 if self._quiet:
                     last = "since - %s * interval '1 second'"
                     args: tuple[object, ...] = (self.silent_for or 0.0, LOCK_NAME, self._token)
+                elif self._unheard_for is not None:
+                    last, args = "now() - %s * interval '1 second'", (self._unheard_for, LOCK_NAME, self._token)
                 else:
                     last, args = "now()", (LOCK_NAME, self._token)
                 # A released row's silence is read from its expiry alone; its duration is cleared so that a capctl
