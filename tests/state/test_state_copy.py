@@ -243,12 +243,11 @@ def test_a_user_without_create_on_the_schema_takes_the_lock_of_a_lease_table_fro
             conn.execute("ALTER TABLE capctl_lock DROP COLUMN epoch")
         store = sql_store(url)
         try:
-            with store.lock("capctl apply", lease_seconds=30) as lock:
+            with store.lock("capctl apply", lease_seconds=30) as lock, psycopg.connect(url) as conn:
                 assert lock.epoch == 1
+                assert conn.execute("SELECT epoch, lease_seconds FROM capctl_lock").fetchall() == [(1, 30.0)]
         finally:
             store.close()
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT epoch, lease_seconds FROM capctl_lock").fetchall() == [(1, 30.0)]
 
 
 def test_the_documented_postgresql_backup_and_restore_of_a_state_in_a_schema_of_its_own(pg_url: str) -> None:
