@@ -485,11 +485,8 @@ class Lease(LockContext):
                     last, args = "now() - %s * interval '1 second'", (self._unheard_for, LOCK_NAME, self._token)
                 else:
                     last, args = "now()", (LOCK_NAME, self._token)
-                # A released row's silence is read from its expiry alone; its duration is cleared so that a capctl
-                # from before the column, taking it next, leaves none of ours under its own term (walk 26a).
                 cur.execute(
-                    f"UPDATE capctl_lock SET token = '', expires_at = {last}, lease_seconds = NULL"
-                    " WHERE name = %s AND token = %s",
+                    f"UPDATE capctl_lock SET token = '', expires_at = {last} WHERE name = %s AND token = %s",
                     args,
                 )
             self._token = None
