@@ -203,9 +203,6 @@ class Executor:
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
         self._retry_in = retry_in
-        # A command's store refuses a vendor call that no write of it precedes once its lock was taken over
-        # (`SqlStateStore.check_lock`), as its intent writes are refused; the daemon's guard is its providers'.
-        self._check_lock: Callable[[], None] = getattr(store, "check_lock", lambda: None)
 
     async def apply(
         self,
@@ -529,7 +526,7 @@ class Executor:
         when it does not). Its id is recorded under the older spec, so the replace stops it."""
         provider = self._providers(record.provider, record.family)
         cid = record.client_task_id
-        self._check_lock()  # (a start: it begins a recording where none runs)
+        self._store.check_lock()  # (a start: it begins a recording where none runs)
         result = await self._call(lambda: provider.start(task, cid, priority=Priority.CHANGE))
         failpoints.hit("find.after-call")
         found = transitions.started(record, result.vendor_task_id, result.vendor_ref, self._clock.now())
@@ -540,7 +537,7 @@ class Executor:
         """Stop at the vendor; False when there was nothing to stop (already stopped or unknown)."""
         if not transitions.stoppable(record):
             return False
-        self._check_lock()
+        self._store.check_lock()  # refused as its intent writes are, once the command's lock was taken over
         provider = self._providers(record.provider, record.family)
         try:
             await self._call(lambda: provider.stop(record))

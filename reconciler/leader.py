@@ -188,10 +188,13 @@ class LeaderElector:
         lock = self._lock
         return self._try_acquire() if lock is None else self._renew(lock)
 
-    def resign(self) -> None:
-        """Give leadership up now (shutting down): the lock is released for a standby to take."""
+    def resign(self, *, unheard_for: float | None = None) -> None:
+        """Give leadership up now (shutting down): the lock is released for a standby to take; `unheard_for`:
+        seconds this holder has answered no callbacks, which the release records (`Lock.unheard_since`)."""
         with self._mutex:
             if self._lock is not None:
+                if unheard_for is not None:
+                    self._lock.unheard_since(unheard_for)
                 self._step_down(StepDown.RESIGNED, "")
         self._release_given_up()
 

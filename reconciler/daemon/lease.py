@@ -154,7 +154,10 @@ class Lease:
         """Shutting down: a leader gives its lock up now, for a standby to take within a retry period."""
         with self._ticking:
             self._released = True
-            self.elector.resign()
+            # A stretch in which no callback reached it (its takeover failing: not ready) is going on: the release
+            # says it was last heard when that began, or the next term's silence began here (walk 26a).
+            refused = self._refused_from
+            self.elector.resign(unheard_for=None if refused is None else self.clock.monotonic() - refused)
 
     async def keep(self) -> None:
         """Renew as the leader, try to take the lock as a standby, every retry period (the elector says

@@ -128,6 +128,9 @@ class RecordCache:
     def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
         return self.store.fingerprint_key(new)
 
+    def check_lock(self) -> None:
+        self.store.check_lock()
+
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         serial = self.store.put(record, expected_serial=expected_serial)
         self._remember(record)

@@ -138,6 +138,9 @@ class WatchedStore:
     def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
         return self._write(lambda: self.inner.fingerprint_key(new))
 
+    def check_lock(self) -> None:
+        self.inner.check_lock()  # (the daemon's store holds no command's lease: no query, nothing to report)
+
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         return self._read(lambda: self.inner.lock(holder, lease_seconds=lease_seconds))
 

@@ -223,6 +223,9 @@ class NoState:
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         raise StateError(f"{self.missing}: a read-only command takes no lock")
 
+    def check_lock(self) -> None:
+        """No lock was taken: nothing to check."""
+
     def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
         return []
 
@@ -256,6 +259,11 @@ class Lock(Protocol):
         holder's last sign of life as its record, so the next holder's `silent_for` still covers the time
         before this one."""
 
+    def unheard_since(self, seconds_ago: float) -> None:
+        """This holder has answered no callbacks for `seconds_ago` (a leader whose takeover keeps failing is not
+        ready: a Service sends it none): its release records its last sign of life that long before, or the next
+        holder's `silent_for` would begin at the release (walk 26a)."""
+
     def __enter__(self) -> Lock: ...
 
     def __exit__(
@@ -285,6 +293,12 @@ class StateStore(Protocol):
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         """Take the exclusive lock at once or raise `LockHeld` naming the current holder."""
+
+    def check_lock(self) -> None:
+        """Raise `LockTakenOver` if the lease a command holds on this store was taken over; nothing where none
+        is held so (SQLite's OS lock, the daemon: its guard is its providers' `may_act`). The executor asks
+        before a vendor call no write of it precedes (a stop, a ZEGO find-start: walk 25d). A method of every
+        store, not looked up by name: a wrapper that lacked it silently skipped the check (walk 26a)."""
 
     def close(self) -> None: ...
 

@@ -59,6 +59,9 @@ class ReadThrough:
     def fingerprint_key(self, new: bytes | None = None) -> bytes | None:
         return self.store.fingerprint_key(new)
 
+    def check_lock(self) -> None:
+        self.store.check_lock()
+
 
 class FencedStore(ReadThrough):
     """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""

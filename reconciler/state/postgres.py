@@ -111,6 +111,23 @@ _LOCK_TABLE = (
     " since TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL, epoch BIGINT NOT NULL DEFAULT 0,"
     " lease_seconds DOUBLE PRECISION)"
 )
+
+
+def _where_absent(absent: str, statement: str) -> str:
+    """`statement` run only where `absent` (an SQL condition) holds. PostgreSQL checks the schema's CREATE privilege
+    even for `CREATE TABLE IF NOT EXISTS` of a table that is there, and after the first run the database user
+    needs none (docs/state.md): run always, the leadership step refused every lock to such a user once a capctl
+    added a column to a table that was there (walk 26a: `lease_seconds`)."""
+    return f"DO $$ BEGIN IF {absent} THEN {statement}; END IF; END $$"
+
+
+def _column_absent(column: str) -> str:
+    return (
+        f"NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('capctl_lock') AND attname = '{column}'"
+        " AND NOT attisdropped)"
+    )
+
+
 # The holder's own lease duration (a Kubernetes Lease's leaseDurationSeconds): how long before its expiry a
 # lapsed holder last renewed. NULL in a row a capctl before it wrote.
 _LEASE_SECONDS = "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS lease_seconds DOUBLE PRECISION"
@@ -158,15 +175,17 @@ class PostgresStateStore(SqlStateStore):
     # lease duration, added to lease tables made before walk 25B-1.
     leadership = LeadershipQueries(
         missing="SELECT (to_regclass('capctl_inbox') IS NULL)::int + (to_regclass('capctl_history') IS NULL)::int"
-        " + (SELECT 2 - count(*) FROM pg_attribute WHERE attrelid = to_regclass('capctl_lock')"
-        " AND attname IN ('epoch', 'lease_seconds') AND NOT attisdropped)::int",
+        f" + ({_column_absent('epoch')})::int + ({_column_absent('lease_seconds')})::int",
         migrate=(
             f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})",
-            _LOCK_TABLE,
-            "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
-            _LEASE_SECONDS,
-            INBOX_TABLE,
-            HISTORY_TABLE,
+            _where_absent("to_regclass('capctl_lock') IS NULL", _LOCK_TABLE),
+            _where_absent(
+                _column_absent("epoch"),
+                "ALTER TABLE capctl_lock ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
+            ),
+            _where_absent(_column_absent("lease_seconds"), _LEASE_SECONDS),
+            _where_absent("to_regclass('capctl_inbox') IS NULL", INBOX_TABLE),
+            _where_absent("to_regclass('capctl_history') IS NULL", HISTORY_TABLE),
         ),
         fence="SELECT epoch, holder FROM capctl_lock WHERE name = %s FOR SHARE",
         inbox_exists="SELECT (to_regclass('capctl_inbox') IS NOT NULL)::int",
@@ -423,12 +442,16 @@ class Lease(LockContext):
         self.epoch = epoch
         self.silent_for: float | None = None
         self._quiet = False  # `keep_silence`: the release leaves the previous holder's last sign of life
+        self._unheard_for: float | None = None  # `unheard_since`: the release's sign of life, seconds before now
 
     def keep_silence(self) -> None:
         """A command answers no callbacks: its release records the previous holder's last sign of life (this
         taking less `silent_for`), not its own (walk 25B-3: an apply while the daemon was stopped hid the
         silence before it)."""
         self._quiet = True
+
+    def unheard_since(self, seconds_ago: float) -> None:
+        self._unheard_for = max(seconds_ago, 0.0)
 
     def renew(self) -> None:
         """Extend the lease; raises LockHeld if another holder took it after it lapsed."""
@@ -458,6 +481,8 @@ class Lease(LockContext):
                 if self._quiet:
                     last = "since - %s * interval '1 second'"
                     args: tuple[object, ...] = (self.silent_for or 0.0, LOCK_NAME, self._token)
+                elif self._unheard_for is not None:
+                    last, args = "now() - %s * interval '1 second'", (self._unheard_for, LOCK_NAME, self._token)
                 else:
                     last, args = "now()", (LOCK_NAME, self._token)
                 # A released row is read by its expiry alone: its duration goes, or a capctl before that column

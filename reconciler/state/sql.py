@@ -1062,6 +1062,10 @@ class LockContext(ABC):
     def keep_silence(self) -> None:
         """This holder answers no callbacks: keep the previous holder's last sign of life as the record."""
 
+    @abstractmethod
+    def unheard_since(self, seconds_ago: float) -> None:
+        """This holder answered no callbacks for `seconds_ago`: its release records its last sign that long ago."""
+
     def __enter__(self) -> Self:
         return self
 

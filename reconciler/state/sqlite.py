@@ -514,6 +514,7 @@ class FileLock(LockContext):
         self.silent_for: float | None = None
         self.previous_sign: float | None = None  # the `.lock` file's time at this taking (None: a new file)
         self._quiet = False  # `keep_silence`: the file keeps `previous_sign`
+        self._unheard_for: float | None = None  # `unheard_since`: the file's time, seconds before now
         self._db_file = db_file
         db_file.retain()
         self.holder = holder
@@ -533,11 +534,17 @@ class FileLock(LockContext):
         self._quiet = True
         self._alive()
 
+    def unheard_since(self, seconds_ago: float) -> None:
+        self._unheard_for = max(seconds_ago, 0.0)
+        self._alive()
+
     def _alive(self) -> None:
         """The `.lock` file's modification time says when its holder was last alive (the next holder reads it)."""
         if self._fd is None:
             return
         moment = self.previous_sign if self._quiet and self.previous_sign is not None else self._now()
+        if self._unheard_for is not None and not self._quiet:
+            moment -= self._unheard_for
         # Best effort: a lost sign only makes the next holder's silence read longer (a few repair starts), while
         # a raise would refuse the lock or a renew. Setting a time needs the file's owner: another user sharing
         # the state (a group-writable `.lock`) sets the kernel's now, which needs only write access.

@@ -464,11 +464,12 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     await harness.stop()
 
 
-async def _lobby_known_empty(harness: Harness) -> Daemon:
-    """A daemon on SQLite whose lobby task is dormant in its room known empty, its repair start an hour on."""
+async def _lobby_known_empty(harness: Harness, store: StateStore | None = None) -> Daemon:
+    """A daemon (on SQLite unless `store`) whose lobby task is dormant in its room known empty, its repair start an
+    hour on."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
     harness.sim.publish("volcengine", "lobby", user_id="u")
-    daemon = await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    daemon = await harness.start(store or SQLiteStateStore(harness.state_path, clock=harness.clock))
     await harness.advance(30)
     harness.sim.unpublish("volcengine", "lobby", user_id="u")
     await harness.advance(30)
@@ -503,6 +504,37 @@ async def test_a_leader_whose_takeover_keeps_failing_is_not_ready_and_counts_it_
     assert daemon.readiness().ready and lease.acting()
     assert harness.calls("StartSnapshot") == starts + woken
     await harness.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_leader_stopped_while_its_takeover_kept_failing_leaves_the_stretch_to_the_next_one(
+    harness: Harness, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Walk 26a (after 25B-2): a leader stuck in its takeover is not ready, so (one replica behind a Service) no
+    callback reached it; restarting it (the way out of a damaged row: stop, `state rm`, start) released the lock
+    as "heard until now", and the next daemon's silence began there: no wake, the room slept to its repair start.
+    Its release now records its last sign of life as when the stretch began."""
+    pg_url = str(request.getfixturevalue("pg_url")) if backend == "postgres" else ""
+
+    def store() -> StateStore:
+        return PostgresStateStore(pg_url) if pg_url else SQLiteStateStore(harness.state_path, clock=harness.clock)
+
+    daemon = await _lobby_known_empty(harness, store())
+    lease, starts = daemon.lease, harness.calls("StartSnapshot")
+
+    def cannot_read() -> object:
+        raise StateError("state.db: the state cannot be read")
+
+    lease._refresh, lease._acting_epoch = cannot_read, None  # a new term whose takeover fails
+    await harness.advance(30)
+    assert not daemon.readiness().ready
+    await harness.stop()
+    await harness.advance(1)  # restarted at once (PostgreSQL's record is on the server's clock: 30 s before, too)
+    with capture_logs() as logs:
+        await harness.start(store())
+        await harness.advance(3)
+    woken = [e for e in logs if e["event"].startswith("callbacks went unanswered longer")]
+    assert (len(woken), harness.calls("StartSnapshot")) == (1, starts + 1), logs
 
 
 @pytest.mark.parametrize(("refused", "woken"), [(5.0, False), (20.0, True)])

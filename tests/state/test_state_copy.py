@@ -9,6 +9,8 @@ import shutil
 import sqlite3
 import subprocess
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -180,10 +182,10 @@ def test_a_source_whose_fingerprint_key_is_lost_or_damaged_is_refused(sqlite_url
     src.close()
 
 
-def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(sqlite_url: str, pg_url: str) -> None:
-    """docs/state.md: the database user needs `CREATE` on the schema the first time, then only `SELECT`,
-    `INSERT`, `UPDATE` and `DELETE`. PostgreSQL checks that privilege even for `CREATE TABLE IF NOT EXISTS`
-    of a table that exists, so no such statement may run once the tables are there."""
+@contextmanager
+def _user_without_create(pg_url: str) -> Iterator[str]:
+    """The URL of a database user that made the state (the first run creates every table, the room-activity one
+    included, so it owns them) and then lost `CREATE` on the schema, as docs/state.md allows."""
     import psycopg
 
     admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
@@ -193,10 +195,23 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")
     try:
-        sql_store(url).close()  # the first run creates every table, the room-activity one included
+        sql_store(url).close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {role}")
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
 
+
+def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(sqlite_url: str, pg_url: str) -> None:
+    """docs/state.md: the database user needs `CREATE` on the schema the first time, then only `SELECT`,
+    `INSERT`, `UPDATE` and `DELETE`. PostgreSQL checks that privilege even for `CREATE TABLE IF NOT EXISTS`
+    of a table that exists, so no such statement may run once the tables are there."""
+    import psycopg
+
+    with _user_without_create(pg_url) as url:
         store = sql_store(url)
         with store.lock("capctl apply"):
             fill(store)  # the key, records, room activity, the inbox
@@ -211,10 +226,28 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
             conn.execute("UPDATE capctl_meta SET schema_version = 1")
         assert store.upgrade_rooms(ACCOUNTS) == (1, [])  # rows rewritten: no CREATE needed
         store.close()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_user_without_create_on_the_schema_takes_the_lock_of_a_lease_table_from_before_its_columns(
+    pg_url: str,
+) -> None:
+    """Walk 26a: 25B-1 added `lease_seconds` to the lease row; its migration step also ran `CREATE TABLE IF NOT
+    EXISTS` of the lease, inbox and history tables, which PostgreSQL refuses without CREATE even where they are.
+    Upgraded, a user that owns the tables but lost CREATE (docs/state.md) took no lock: `permission denied for
+    schema …` for every apply, and no `capctl run` replica led. Adding a column needs only the table's owner."""
+    import psycopg
+
+    with _user_without_create(pg_url) as url:
+        with psycopg.connect(url, autocommit=True) as conn:  # the lease table of a capctl from before both columns
+            conn.execute("ALTER TABLE capctl_lock DROP COLUMN lease_seconds")
+            conn.execute("ALTER TABLE capctl_lock DROP COLUMN epoch")
+        store = sql_store(url)
+        try:
+            with store.lock("capctl apply", lease_seconds=30) as lock, psycopg.connect(url) as conn:
+                assert lock.epoch == 1
+                assert conn.execute("SELECT epoch, lease_seconds FROM capctl_lock").fetchall() == [(1, 30.0)]
+        finally:
+            store.close()
 
 
 def test_the_documented_postgresql_backup_and_restore_of_a_state_in_a_schema_of_its_own(pg_url: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.state import LockHeld, StateError, StateStore, open_state, sqlite_path
 
 from .helpers import make_record, start_worker
@@ -379,6 +380,49 @@ def test_a_paused_command_whose_lease_was_taken_over_writes_nothing(pg_url: str)
                     write()
         assert store.keys() == ["SnapshotJob/x/before", "SnapshotJob/x/kept"] and store.serial() == serial
         assert store.command_epoch is None  # released: the store is as before (no lock, no fence)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("view", ["store", "record cache", "watched", "fenced view"])
+def test_every_view_of_a_command_store_refuses_a_stop_once_its_lease_was_taken_over(pg_url: str, view: str) -> None:
+    """Walk 26a (after 25d): the executor found the lock check by name (`getattr(store, "check_lock", …)`), so a
+    store wrapper without it (RecordCache, WatchedStore, FencedStore had none) let a command's stop through after
+    a takeover, silently. It is a method of every store now, passed through by every view."""
+    import asyncio
+
+    from reconciler.cli import common
+    from reconciler.clock import FakeClock
+    from reconciler.daemon.records import RecordCache
+    from reconciler.daemon.storehealth import StoreHealth, WatchedStore
+    from reconciler.execute import Executor
+    from reconciler.state import LockTakenOver
+    from reconciler.state.fenced import FencedStore
+    from reconciler.state.sql import SqlStateStore
+
+    stopped: list[str] = []
+
+    class Vendor:
+        async def stop(self, record: TaskRecord) -> None:
+            stopped.append(record.key)
+
+    store = open_state(pg_url)
+    assert isinstance(store, SqlStateStore)
+    views: dict[str, Callable[[], StateStore]] = {
+        "store": lambda: store,
+        "record cache": lambda: RecordCache(store),
+        "watched": lambda: WatchedStore(store, StoreHealth(FakeClock())),
+        "fenced view": lambda: FencedStore(store, epoch=0),  # (ReadThrough's: a daemon's term)
+    }
+    executor = Executor(views[view](), lambda _n, _f: Vendor(), FakeClock())  # type: ignore[arg-type,return-value]
+    running = make_record(status=TaskStatus.RUNNING, vendor_task_id="t1")
+    try:
+        with common.locked(store, "capctl apply"):
+            assert asyncio.run(executor._stop_remote(running))  # its own lock: stopped
+            _take_over(pg_url)
+            with pytest.raises(LockTakenOver, match=r"taken over \(pid 1 on elsewhere"):
+                asyncio.run(executor._stop_remote(running))
+        assert stopped == [running.key]
     finally:
         store.close()
 
