@@ -32,7 +32,7 @@ from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, selector_job, snapshot_job
 from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
@@ -238,9 +238,13 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
     harness: Harness, two_stores: tuple[StateStore, StateStore]
 ) -> None:
     """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
-    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once)."""
+    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once), a
+    selector job's room counts too (walk 26d-5: a standby exported them, so a sum counted a room left out twice,
+    while its page says that a standby selects no room)."""
     leader_store, standby_store = two_stores
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    write_specs(
+        harness.specs, snapshot_job("audit", ["lobby"], idle=20), selector_job("classes", "class-*", max_rooms=1)
+    )
     leader = await harness.start(leader_store)
     standby = await harness.start_standby(standby_store)
     try:
@@ -255,7 +259,10 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
         assert task["running_since"] == iso_utc(record.started_at)
         assert "capctl_tasks{" not in metrics and "capctl_rooms_active{" not in metrics
-        assert 'capctl_tasks{status="running"} 1.0' in leader.metrics.render().decode()
+        assert "capctl_selector_rooms{" not in metrics and "capctl_selector_rooms_left_out{" not in metrics
+        leading = leader.metrics.render().decode()
+        assert 'capctl_tasks{status="running"} 1.0' in leading
+        assert 'capctl_selector_rooms_left_out{job_name="SnapshotJob/classes"} 0.0' in leading
     finally:
         await standby.stop()
         standby.records.close()
