@@ -245,6 +245,7 @@ class RoomJobs:
         # Each selector job's room counts by state, exported by the leader alone, as capctl_rooms_active: a
         # standby selects no room (its status page says so), and a sum over the replicas counts each room once.
         self._counts: dict[str, dict[str, int]] = {}
+        self._leading = leading
         metrics.registry.register(_SelectorGauges(lambda: self._counts if leading() else {}))
         # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
         # (again if it comes back so later), and the set holds the rooms of now, not every room ever left out.
@@ -270,13 +271,17 @@ class RoomJobs:
         return tuple((job, tuple(sorted(rooms))) for job, rooms in sorted(jobs.items()))
 
     def _tell(self, selections: tuple[Selection, ...]) -> None:
-        """Metrics, and a log line when a room becomes left out or claimed (not at every decision)."""
+        """Metrics, and the leader's log line when a room becomes left out or claimed (not at every decision)."""
         warned, self._warned = self._warned, set()
         # A selector job that left the specs has no counts, so its series go too.
         self._counts = {
             s.job: dict(zip(ROOM_STATES, map(len, (s.active, s.chosen, s.left_out, s.claimed)), strict=True))
             for s in selections
         }
+        if not self._leading():
+            # Nor its log lines (a standby's page showed its own `room selector at maxRooms` beside "a standby
+            # selects no room"): a new term's reselection says what its leader leaves out (walk 26d-7).
+            return
         for s in selections:
             for room in s.left_out:
                 self._warned.add((s.job, room, "max"))

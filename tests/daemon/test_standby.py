@@ -268,6 +268,32 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         standby.records.close()
 
 
+async def test_a_standby_logs_no_room_left_out_and_its_new_term_does(harness: Harness) -> None:
+    """Walk 26d-7: a standby logged `room selector at maxRooms` for the rooms it read from the state, and its
+    page listed that line under "a standby selects no room". Only a leader says it; the standby, once it
+    takes the lead, says what it leaves out itself."""
+    write_specs(harness.specs, selector_job("classes", "class-*", max_rooms=1))
+    await harness.start()
+    for room in ("class-1", "class-2"):
+        harness.sim.publish("volcengine", room, user_id="t")
+    await harness.advance(2)  # the leader takes class-1, leaves class-2 out, and writes the room activity
+    with capture_logs() as logs:
+        standby = await harness.start_standby()
+        await harness.advance(2)
+    try:
+        assert not standby.lease.acting()
+        assert [e for e in logs if e["event"].startswith("room selector")] == []
+        with capture_logs() as logs:
+            await harness.stop()  # the leader goes: the standby takes the lock within a retry period
+            await harness.advance(5)
+        assert standby.lease.acting()
+        left_out = [e["room"] for e in logs if e["event"] == "room selector at maxRooms: room not captured"]
+        assert left_out == ["class-2"]
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
 async def test_a_replica_without_a_valid_spec_set_leaves_the_lead_to_one_that_has_one(
     harness: Harness, two_stores: tuple[StateStore, StateStore]
 ) -> None:
