@@ -294,7 +294,8 @@ def state_copy(
     The destination gets all of it or nothing (one transaction); one that holds task records is refused unless
     --force. Its serial never moves back.
 
-    The source is left as it was: point every capctl at the copy, then move the source away."""
+    The source's records are left as they were (taking its lock writes, so it must be writable, a backup too):
+    point every capctl at the copy, then move the source away."""
     from reconciler.state import LockTakenOver, open_state
     from reconciler.state.sql import SqlStateStore
 
