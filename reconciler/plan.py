@@ -57,6 +57,7 @@ __all__ = [
     "plan_to_json",
     "rfc3339",
     "selector_matches",
+    "selector_room_hint",
     "waited_after",
     "whole_keys_hint",
 ]
@@ -218,6 +219,25 @@ def near_key_hint(selector: str, keys: Iterable[str]) -> str:
         return f" (did you mean {kind}/{name}/{near[0]}?)" if near else ""
     near = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
     return f" (did you mean {kind}/{near[0]}{slash}{room}?)" if near else ""
+
+
+def selector_room_hint(key: str, keys: Iterable[str], record_of: Callable[[str], TaskRecord | None]) -> str:
+    """Why a room-selector job's room has no task, where a room's "did you mean" alone would send the on-call
+    to another room when this one's name is right: the job does not capture it now (walk 25e; `state show`,
+    and `wake`, walk 26d-9). `keys` are the state's, `record_of` reads one of them."""
+    if key.count("/") < 2 or "*" in key:
+        return ""
+    job = job_of(key)
+    sibling = next((k for k in keys if job_of(k) == job), None)
+    record = record_of(sibling) if sibling is not None else None
+    if record is None or record.selector is None:
+        return ""
+    return (
+        f"; {job} picks its rooms with a selector ({record.selector}) and has no task for this room now: a room"
+        " it does not cover, one no callback said active, one left out past the job's maxRooms, or another job's"
+        " (the status page lists the rooms left out; the daemon logs `room selector at maxRooms` and `room"
+        " selector clash`: docs/daemon.md, Room-selector jobs)"
+    )
 
 
 def whole_keys_hint(command: str, key: str) -> str:

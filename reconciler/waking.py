@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from reconciler import transitions
 from reconciler.model import TaskRecord
-from reconciler.plan import fmt_time, keys_matching, near_key_hint, waited_after
+from reconciler.plan import fmt_time, keys_matching, near_key_hint, selector_room_hint, waited_after
 
 __all__ = ["MAX_NAMED", "Wake", "plan_wake"]
 
@@ -40,6 +40,8 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
         named = ", ".join(repr(k) for k in unknown[:MAX_NAMED]) + (", …" if len(unknown) > MAX_NAMED else "")
         # The nearest of the first few only: each look scans every key (the daemon answers on its loop).
         hint = next((h for k in unknown[:MAX_NAMED] if (h := near_key_hint(k, known))), "")
+        # A selector job's room with no task: not a typo to correct to another room (walk 26d-9).
+        hint += selector_room_hint(unknown[0], known, record_of) if len(unknown) == 1 else ""
         return Wake(
             unknown=unknown, problem=f"no task {named} in the state (see `capctl state list`); nothing woken{hint}"
         )

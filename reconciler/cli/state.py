@@ -51,9 +51,8 @@ from reconciler.streams import write_json
 if TYPE_CHECKING:
     from reconciler.model import DesiredTask, Observed, TaskRecord
     from reconciler.spec import SpecSet
-    from reconciler.state.base import NoState, StateStore
+    from reconciler.state.base import StateStore
     from reconciler.state.codec import RowDamaged
-    from reconciler.state.sql import SqlStateStore
 
 __all__ = ["state_copy", "state_import", "state_init", "state_list", "state_rm", "state_show"]
 
@@ -294,7 +293,8 @@ def state_copy(
     The destination gets all of it or nothing (one transaction); one that holds task records is refused unless
     --force. Its serial never moves back.
 
-    The source is left as it was: point every capctl at the copy, then move the source away."""
+    The source's records are left as they were (taking its lock writes, so it must be writable, a backup too):
+    point every capctl at the copy, then move the source away."""
     from reconciler.state import LockTakenOver, open_state
     from reconciler.state.sql import SqlStateStore
 
@@ -352,7 +352,7 @@ def state_show(
     state: StateOpt = None,
 ) -> None:
     """Show one task's record as JSON."""
-    from reconciler.plan import near_key_hint
+    from reconciler.plan import near_key_hint, selector_room_hint
     from reconciler.state import NoState
     from reconciler.state.codec import RowDamaged
 
@@ -369,32 +369,12 @@ def state_show(
         if any(k.startswith(f"{key}/") for k in keys):  # a job's key, kind/name (walk 21c)
             near = f"; {key} is a job: `capctl state list '{key}/*'` lists its tasks"
         else:
-            near += _selector_room_hint(store, key, keys)
+            near += selector_room_hint(key, keys, store.record)
     if record is None:
         # One record: a glob, as list, rm and wake take, is pointed at `state list -o json` (walk 14b).
         glob = f"; show takes one key: `capctl state list -o json '{key}'` shows every match" if "*" in key else near
         _no_task(key, store, glob)
     write_json(record_to_dict(record), sys.stdout, text="readable")
-
-
-def _selector_room_hint(store: SqlStateStore | NoState, key: str, keys: list[str]) -> str:
-    """Why a room-selector job's room has no task, where a room's "did you mean" alone would send the on-call
-    to another room when this one's name is right: the job does not capture it now (walk 25e)."""
-    from reconciler.model import job_of
-
-    if key.count("/") < 2:
-        return ""
-    job = job_of(key)
-    sibling = next((k for k in keys if job_of(k) == job), None)
-    record = store.record(sibling) if sibling is not None else None
-    if record is None or record.selector is None:
-        return ""
-    return (
-        f"; {job} picks its rooms with a selector ({record.selector}) and has no task for this room now: a room"
-        " it does not cover, one no callback said active, one left out past the job's maxRooms, or another job's"
-        " (the status page lists the rooms left out; the daemon logs `room selector at maxRooms` and `room"
-        " selector clash`: docs/daemon.md, Room-selector jobs)"
-    )
 
 
 def state_rm(

@@ -126,6 +126,7 @@ class DaemonParts(ABC):
             enqueue=self.queue.add,
             woken=self._woken,
             forget=self._forget_tasks,
+            leading=self.lease.acting,
         )
         self.background = Background()  # the daemon's loop and its timers, watcher and reloads (tasks.py)
         self.specs = SpecState(paths, store.fingerprint_key(), self.metrics, clock, self._specs_taken)

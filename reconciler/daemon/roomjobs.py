@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import Gauge
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from reconciler.clock import Clock, StepWatch, Throttle
 from reconciler.daemon.metrics import Metrics
@@ -201,6 +202,33 @@ class RoomBook:
         return len(reports)
 
 
+class _SelectorGauges(Collector):
+    """`capctl_selector_rooms` and `capctl_selector_rooms_left_out`, read at scrape time from the counts of the
+    last selection (`job` -> state -> rooms); the label is `job_name`, as capctl_rooms_active's (coverage.py):
+    Prometheus gives every scraped series a `job` label of its own and renames ours `exported_job`."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        rooms = GaugeMetricFamily(
+            "capctl_selector_rooms",
+            "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
+            "left_out (past maxRooms), claimed (a named-room job has it)",
+            labels=["job_name", "state"],
+        )
+        left_out = GaugeMetricFamily(
+            "capctl_selector_rooms_left_out",
+            "Active rooms a room-selector job covers but does not capture because of its maxRooms",
+            labels=["job_name"],
+        )
+        for job, counts in sorted(self._counts().items()):
+            for state in ROOM_STATES:
+                rooms.add_metric([job, state], counts[state])
+            left_out.add_metric([job], counts["left_out"])
+        return [rooms, left_out]
+
+
 @dataclass(frozen=True, slots=True)
 class Effective:
     spec: SpecSet  # the spec set with the selector jobs' tasks added
@@ -210,27 +238,18 @@ class Effective:
 class RoomJobs:
     """Decides the selector jobs' tasks from the room book; says what is left out and what is claimed."""
 
-    def __init__(self, metrics: Metrics, fingerprint_key: bytes | None) -> None:
+    def __init__(
+        self, metrics: Metrics, fingerprint_key: bytes | None, leading: Callable[[], bool] = lambda: True
+    ) -> None:
         self.key = fingerprint_key  # the state's: selector tasks are keyed with it, to compare with records
-        # The label is `job_name`, as capctl_rooms_active's (coverage.py): Prometheus gives every scraped series a
-        # `job` label of its own and renames ours `exported_job`.
-        self.rooms = Gauge(
-            "capctl_selector_rooms",
-            "Rooms of each room-selector job by state: active (covered and active), chosen (has a task), "
-            "left_out (past maxRooms), claimed (a named-room job has it)",
-            ["job_name", "state"],
-            registry=metrics.registry,
-        )
-        self.left_out = Gauge(
-            "capctl_selector_rooms_left_out",
-            "Active rooms a room-selector job covers but does not capture because of its maxRooms",
-            ["job_name"],
-            registry=metrics.registry,
-        )
+        # Each selector job's room counts by state, exported by the leader alone, as capctl_rooms_active: a
+        # standby selects no room (its status page says so), and a sum over the replicas counts each room once.
+        self._counts: dict[str, dict[str, int]] = {}
+        self._leading = leading
+        metrics.registry.register(_SelectorGauges(lambda: self._counts if leading() else {}))
         # (job, room, why) logged and still so: a room left out or claimed is said once while it stays so
         # (again if it comes back so later), and the set holds the rooms of now, not every room ever left out.
         self._warned: set[tuple[str, str, str]] = set()
-        self._exported: set[str] = set()  # jobs with series in the two gauges
 
     def effective(self, spec: SpecSet, book: RoomBook, records: Mapping[str, TaskRecord]) -> Effective:
         if not spec.selector_jobs:
@@ -252,20 +271,18 @@ class RoomJobs:
         return tuple((job, tuple(sorted(rooms))) for job, rooms in sorted(jobs.items()))
 
     def _tell(self, selections: tuple[Selection, ...]) -> None:
-        """Metrics, and a log line when a room becomes left out or claimed (not at every decision)."""
+        """Metrics, and the leader's log line when a room becomes left out or claimed (not at every decision)."""
         warned, self._warned = self._warned, set()
-        jobs = {s.job for s in selections}
-        for job in self._exported - jobs:  # a selector job left the specs: its series go too
-            for state in ROOM_STATES:
-                self.rooms.remove(job, state)
-            self.left_out.remove(job)
-        self._exported = jobs
+        # A selector job that left the specs has no counts, so its series go too.
+        self._counts = {
+            s.job: dict(zip(ROOM_STATES, map(len, (s.active, s.chosen, s.left_out, s.claimed)), strict=True))
+            for s in selections
+        }
+        if not self._leading():
+            # Nor its log lines (a standby's page showed its own `room selector at maxRooms` beside "a standby
+            # selects no room"): a new term's reselection says what its leader leaves out (walk 26d-7).
+            return
         for s in selections:
-            counts = {"active": len(s.active), "chosen": len(s.chosen), "left_out": len(s.left_out)}
-            counts["claimed"] = len(s.claimed)
-            for state in ROOM_STATES:
-                self.rooms.labels(job_name=s.job, state=state).set(counts[state])
-            self.left_out.labels(job_name=s.job).set(len(s.left_out))
             for room in s.left_out:
                 self._warned.add((s.job, room, "max"))
                 if (s.job, room, "max") not in warned:
@@ -331,12 +348,13 @@ class RoomSelectors:
         enqueue: Callable[[str], None],
         woken: Callable[[list[str], str], None],
         forget: Callable[[list[str]], None],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.book = RoomBook(store, history)
         self._history = history
         self.vendor_clocks = VendorClocks()
         self._steps = StepWatch(clock)  # the daemon's clock stepping moves the vendors' offsets from it
-        self.jobs = RoomJobs(metrics, store.fingerprint_key())
+        self.jobs = RoomJobs(metrics, store.fingerprint_key(), leading)
         self.lister = RoomLister(self._listing_provider, clock)
         self._clock = clock
         self._records = records

@@ -8,7 +8,7 @@ tasks it shows. Times are unix seconds (UTC); the renderers format them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.model import TaskStatus
@@ -78,7 +78,15 @@ class StatusQuery:
     decisions: int = DEFAULT_DECISIONS
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> StatusQuery:
+    def parse(cls, given: Mapping[str, str] | Iterable[tuple[str, str]]) -> StatusQuery:
+        """`given`: the request's parameters as its (name, value) pairs, or a mapping. A name given twice
+        (`?room=a&room=b`) is refused: one of the two would be dropped without a word, and the page would
+        answer for one room as if for both."""
+        params: dict[str, str] = {}
+        for name, value in given.items() if isinstance(given, Mapping) else given:
+            if name in params:
+                raise QueryError(f"{name[:40]!r} is given more than once: one value per parameter (one room, one job)")
+            params[name] = value
         unknown = sorted(set(params) - {"job", "status", "room", "page", "per_page", "decisions"})
         if unknown:
             raise QueryError(

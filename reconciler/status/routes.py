@@ -81,7 +81,7 @@ def status_routes(
             )
             return _Refused(401, reason, {"www-authenticate": 'Basic realm="capctl status", charset="UTF-8"'})
         try:
-            query = StatusQuery.parse(dict(request.query_params))
+            query = StatusQuery.parse(request.query_params.multi_items())
         except QueryError as exc:
             return _Refused(400, str(exc), {})
         return await provider(query)

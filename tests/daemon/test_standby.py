@@ -32,7 +32,7 @@ from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
-from tests.specdocs import recording_job, snapshot_job
+from tests.specdocs import recording_job, selector_job, snapshot_job
 from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
@@ -238,9 +238,13 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
     harness: Harness, two_stores: tuple[StateStore, StateStore]
 ) -> None:
     """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
-    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once)."""
+    /metrics leaves task and room counts to the leader (a sum over replicas counts each task once), a
+    selector job's room counts too (walk 26d-5: a standby exported them, so a sum counted a room left out twice,
+    while its page says that a standby selects no room)."""
     leader_store, standby_store = two_stores
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    write_specs(
+        harness.specs, snapshot_job("audit", ["lobby"], idle=20), selector_job("classes", "class-*", max_rooms=1)
+    )
     leader = await harness.start(leader_store)
     standby = await harness.start_standby(standby_store)
     try:
@@ -255,7 +259,36 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
         assert task["running_since"] == iso_utc(record.started_at)
         assert "capctl_tasks{" not in metrics and "capctl_rooms_active{" not in metrics
-        assert 'capctl_tasks{status="running"} 1.0' in leader.metrics.render().decode()
+        assert "capctl_selector_rooms{" not in metrics and "capctl_selector_rooms_left_out{" not in metrics
+        leading = leader.metrics.render().decode()
+        assert 'capctl_tasks{status="running"} 1.0' in leading
+        assert 'capctl_selector_rooms_left_out{job_name="SnapshotJob/classes"} 0.0' in leading
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_standby_logs_no_room_left_out_and_its_new_term_does(harness: Harness) -> None:
+    """Walk 26d-7: a standby logged `room selector at maxRooms` for the rooms it read from the state, and its
+    page listed that line under "a standby selects no room". Only a leader says it; the standby, once it
+    takes the lead, says what it leaves out itself."""
+    write_specs(harness.specs, selector_job("classes", "class-*", max_rooms=1))
+    await harness.start()
+    for room in ("class-1", "class-2"):
+        harness.sim.publish("volcengine", room, user_id="t")
+    await harness.advance(2)  # the leader takes class-1, leaves class-2 out, and writes the room activity
+    with capture_logs() as logs:
+        standby = await harness.start_standby()
+        await harness.advance(2)
+    try:
+        assert not standby.lease.acting()
+        assert [e for e in logs if e["event"].startswith("room selector")] == []
+        with capture_logs() as logs:
+            await harness.stop()  # the leader goes: the standby takes the lock within a retry period
+            await harness.advance(5)
+        assert standby.lease.acting()
+        left_out = [e["room"] for e in logs if e["event"] == "room selector at maxRooms: room not captured"]
+        assert left_out == ["class-2"]
     finally:
         await standby.stop()
         standby.records.close()

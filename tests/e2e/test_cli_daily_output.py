@@ -246,3 +246,10 @@ def test_state_show_of_a_selector_jobs_room_without_a_task_says_why_there_may_be
     )
     named = runner.invoke(cli.app, ["state", "show", "SnapshotJob/named/hall", "--state", url])
     assert named.exit_code == 1 and "picks its rooms" not in named.stderr  # a named room's job: no such story
+    # `wake` of it said only "did you mean room-0002?", as show did before (walk 26d-9); the daemon's wake too.
+    wake = runner.invoke(cli.app, ["wake", "SnapshotJob/sel/room-0003", "--state", url])
+    said = " ".join(wake.stderr.split())
+    assert wake.exit_code == 1 and "nothing woken (did you mean SnapshotJob/sel/room-0002?)" in said
+    assert "; SnapshotJob/sel picks its rooms with a selector (room-*) and has no task" in said
+    named = runner.invoke(cli.app, ["wake", "SnapshotJob/named/hall", "--state", url])
+    assert named.exit_code == 1 and "picks its rooms" not in named.stderr

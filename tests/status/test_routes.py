@@ -60,9 +60,14 @@ async def test_the_routes_only_read() -> None:
         ({"per_page": "lots"}, "per_page must be a whole number from 1 to 500; got 'lots'"),
         ({"per_page": "5000"}, "per_page must be from 1 to 500; got 5000"),
         ({"sort": "x"}, "unknown query parameter 'sort'"),
+        # "Were rooms a and b captured?" answered for b alone would read as both (walk 26d-2).
+        ((("room", "a"), ("room", "b")), "'room' is given more than once: one value per parameter"),
+        ((("status", "failed"), ("status", "")), "'status' is given more than once"),
     ],
 )
-async def test_a_bad_query_is_a_400_naming_the_parameter(params: dict[str, str], message: str) -> None:
+async def test_a_bad_query_is_a_400_naming_the_parameter(
+    params: dict[str, str] | tuple[tuple[str, str], ...], message: str
+) -> None:
     client, asked = _client()
     async with client:
         page = await client.get("/", params=params)
