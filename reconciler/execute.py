@@ -568,12 +568,26 @@ class Executor:
             self._store.put(transitions.removed(record, self._clock.now(), handed_to=held_by))
             return f"its vendor task is {held_by}'s now (the same RoomId and TaskId): not stopped"
         found = transitions.lost_start(record)
+        refusal: VendorError | None = None
         if found:
-            step = self._find_unconfirmed(record, None)
-            record = await self._recording_failure(record, "delete (find its unconfirmed start)", step)
+            try:
+                record = await self._find_unconfirmed(record, None)
+            except VendorError as exc:
+                # An answered refusal of the stored request (ZEGO checks what a start sends, and the request now
+                # carries fingerprints): the delete cannot find it, as before; retried, it would fail for ever.
+                if exc.unanswered or exc.kind is not ErrorKind.TERMINAL:
+                    what = "delete (find its unconfirmed start)"
+                    self._store.put(transitions.action_failed(record, what, str(exc), self._clock.now()))
+                    raise
+                refusal = exc
         stopped = await self._recording_failure(record, "delete", self._stop_remote(record))
         self._store.put(transitions.removed(record, self._clock.now()))
         failpoints.hit("stop.after-commit")
+        if refusal is not None:
+            return (
+                f"its last start was never confirmed, and the StartRecord that looks for it was refused ({refusal}): "
+                "if it runs, it ends by itself at its idle timeout or its maximum duration"
+            )
         if found:
             return f"its last start was never confirmed: {transitions.FOUND_BY_START}"
         if stopped:

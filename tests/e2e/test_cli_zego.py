@@ -282,6 +282,23 @@ def test_removing_a_recording_whose_start_never_reached_zego_starts_and_stops_on
     assert state(work)[REC]["vendor_task_id"] == task["taskId"]
 
 
+def test_a_delete_whose_find_zego_refuses_keeps_its_tombstone_and_says_the_recording_may_run(work: Workdir) -> None:
+    """The find sends the record's stored request (secrets as fingerprints): a refusal of it, answered, would
+    refuse every retry, so the delete is not held for ever: it is a tombstone, and says what may run, as before."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    store = open_state(f"sqlite:///{work.state}")
+    record = store.record(REC) or pytest.fail("no record")
+    inputs = {k: v for k, v in record.request["RecordInputParams"].items() if k != "RecordMode"}
+    store.put(record.evolve(request={**record.request, "RecordInputParams": inputs}))  # ZEGO refuses it now
+    store.close()
+    (work.specs / "jobs.yaml").unlink()
+    applied = " ".join(work.apply().stdout.split())
+    assert "the StartRecord that looks for it was refused" in applied and "300000004" in applied, applied
+    assert "if it runs, it ends by itself" in applied and state(work)[REC]["status"] == "removed"
+    assert len(zego_running(work)) == 1
+
+
 def test_a_removed_recording_whose_start_was_never_confirmed_restored_changed_records_its_room_once(
     work: Workdir,
 ) -> None:
