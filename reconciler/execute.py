@@ -431,10 +431,8 @@ class Executor:
             and record is not None
             and (requested or not transitions.replace_resumed(task, record))
         ):
-            if transitions.findable_start(task, record) or transitions.lost_start(record):
-                # By `task`'s request when it finds it (its secrets are real), else by the record's own.
-                by = task if transitions.findable_start(task, record) else None
-                step = self._find_unconfirmed(record, by)
+            if transitions.findable_start(task, record):
+                step = self._find_unconfirmed(record, task)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         replace = action is Action.REPLACE
@@ -526,9 +524,9 @@ class Executor:
     async def _find_unconfirmed(self, record: TaskRecord, task: DesiredTask | None) -> TaskRecord:
         """A ZEGO start that was never confirmed, before its replace or delete: ZEGO finds that recording only by
         a start under its ClientTaskId, which answers with it when it runs (and starts one when it does not).
-        The start sends `task`'s request, or without one (a delete) the record's stored request, its secrets
-        shown as fingerprints: a recording it starts has no storage credentials that work, and is stopped at
-        once. Its id is recorded on the record, so the stop that follows stops it."""
+        The start sends `task`'s request (a replace: the new spec's), or without one (a delete) the record's
+        stored request, its secrets shown as fingerprints: a recording it starts has no storage credentials
+        that work, and is stopped at once. Its id is recorded on the record, so the stop that follows stops it."""
         provider = self._providers(record.provider, record.family)
         cid = record.client_task_id
         sent = task or _as_started(record)

@@ -783,11 +783,11 @@ def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
     """What a replace does first about a run whose start was never confirmed (`transitions.start_unconfirmed`)."""
     if record.family is ApiFamily.VOLC_SNAPSHOT:
         return "stopped by the RoomId + TaskId it was started with (if it runs), then started anew"
-    if transitions.findable_start(task, record) or transitions.lost_start(record):
+    if transitions.findable_start(task, record):
         return f"{transitions.FOUND_BY_START}, then started anew"
     return (
-        "started anew; that start cannot be found (legacy API): if it runs, it ends by itself at its idle timeout "
-        "or its maximum duration"
+        "started anew; that start cannot be found (legacy API, or another Provider): if it runs, it ends by itself "
+        "at its idle timeout or its maximum duration"
     )
 
 

@@ -244,7 +244,7 @@ def stoppable(record: TaskRecord) -> bool:
 def lost_start(record: TaskRecord) -> bool:
     """A ZEGO start (current API) never confirmed, which may run: ZEGO finds it only by a start under its recorded
     ClientTaskId (its stored request), which answers with that recording, or starts one when none runs. A delete
-    or a replace through another Provider finds it so, then stops what it answered: left alone, it recorded,
+    finds it so (`Executor._delete`), then stops what it answered: left alone, it recorded,
     unknown, to its idle timeout or maximum duration (walk 25f-2). A start refused or never sent is no such
     start (`start_unconfirmed`: it keeps no ClientTaskId, or is marked `start_refused`)."""
     return record.family is ApiFamily.ZEGO_RECORD and start_unconfirmed(record)
