@@ -36,6 +36,7 @@ from reconciler.model import (
     ObservedState,
     TaskRecord,
     TaskStatus,
+    job_of,
 )
 from reconciler.providers.base import ErrorKind, Provider, StartResult, VendorError
 from reconciler.retry import RetryHook, RetryPolicy, call_with_retry
@@ -402,7 +403,7 @@ class Executor:
         action = change.action
         if action is Action.DELETE:
             assert record is not None
-            return await self._recording_failure(record, "delete", self._delete(record, held_by))
+            return await self._delete(record, held_by)
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
@@ -431,7 +432,7 @@ class Executor:
             and (requested or not transitions.replace_resumed(task, record))
         ):
             if transitions.findable_start(task, record):
-                step = self._find_unconfirmed(task, record)
+                step = self._find_unconfirmed(record, task)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         replace = action is Action.REPLACE
@@ -520,14 +521,17 @@ class Executor:
             return "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
         return "the vendor reports it was already running" if result.already_running else None
 
-    async def _find_unconfirmed(self, task: DesiredTask, record: TaskRecord) -> TaskRecord:
-        """A ZEGO start of an older spec that was never confirmed, before its replace: ZEGO finds that recording
-        only by a start under its ClientTaskId, which answers with it when it runs (and starts one of `task`
-        when it does not). Its id is recorded under the older spec, so the replace stops it."""
+    async def _find_unconfirmed(self, record: TaskRecord, task: DesiredTask | None) -> TaskRecord:
+        """A ZEGO start that was never confirmed, before its replace or delete: ZEGO finds that recording only by
+        a start under its ClientTaskId, which answers with it when it runs (and starts one when it does not).
+        The start sends `task`'s request (a replace: the new spec's), or without one (a delete) the record's
+        stored request, its secrets shown as fingerprints: a recording it starts has no storage credentials
+        that work, and is stopped at once. Its id is recorded on the record, so the stop that follows stops it."""
         provider = self._providers(record.provider, record.family)
         cid = record.client_task_id
+        sent = task or _as_started(record)
         self._store.check_lock()  # (a start: it begins a recording where none runs)
-        result = await self._call(lambda: provider.start(task, cid, priority=Priority.CHANGE))
+        result = await self._call(lambda: provider.start(sent, cid, priority=Priority.CHANGE))
         failpoints.hit("find.after-call")
         found = transitions.started(record, result.vendor_task_id, result.vendor_ref, self._clock.now())
         self._store.put(found)
@@ -557,13 +561,35 @@ class Executor:
 
     async def _delete(self, record: TaskRecord, held_by: str | None) -> str | None:
         """Prune: stop it, and keep its record as a tombstone (restoring the spec resumes its history). A vendor
-        task that the kept key `held_by` holds too is not stopped: the stop would end that key's run."""
+        task that the kept key `held_by` holds too is not stopped: the stop would end that key's run. A ZEGO
+        start never confirmed is found first (`transitions.lost_start`). A vendor error is recorded on the task
+        as it is then (a recording found keeps its id), and raised."""
         if held_by is not None:
             self._store.put(transitions.removed(record, self._clock.now(), handed_to=held_by))
             return f"its vendor task is {held_by}'s now (the same RoomId and TaskId): not stopped"
-        stopped = await self._stop_remote(record)
+        found = transitions.lost_start(record)
+        refusal: VendorError | None = None
+        if found:
+            try:
+                record = await self._find_unconfirmed(record, None)
+            except VendorError as exc:
+                # An answered refusal of the stored request (ZEGO checks what a start sends, and the request now
+                # carries fingerprints): the delete cannot find it, as before; retried, it would fail for ever.
+                if exc.unanswered or exc.kind is not ErrorKind.TERMINAL:
+                    what = "delete (find its unconfirmed start)"
+                    self._store.put(transitions.action_failed(record, what, str(exc), self._clock.now()))
+                    raise
+                refusal = exc
+        stopped = await self._recording_failure(record, "delete", self._stop_remote(record))
         self._store.put(transitions.removed(record, self._clock.now()))
         failpoints.hit("stop.after-commit")
+        if refusal is not None:
+            return (
+                f"its last start was never confirmed, and the StartRecord that looks for it was refused ({refusal}): "
+                "if it runs, it ends by itself at its idle timeout or its maximum duration"
+            )
+        if found:
+            return f"its last start was never confirmed: {transitions.FOUND_BY_START}"
         if stopped:
             return None
         left = transitions.unfound_start(record)
@@ -573,6 +599,24 @@ class Executor:
         return await call_with_retry(
             call, clock=self._clock, policy=self._retry, rng=self._rng, on_retry=self._on_retry
         )
+
+
+def _as_started(record: TaskRecord) -> DesiredTask:
+    """The task a record's last start sent, from its stored request (secrets as fingerprints): what finds that
+    start at a vendor that knows it by its request (`Executor._find_unconfirmed`) once its spec is gone."""
+    return DesiredTask(
+        key=record.key,
+        kind=record.kind,
+        job=job_of(record.key).partition("/")[2],
+        target=record.target,
+        provider=record.provider,
+        family=record.family,
+        request=record.request,
+        spec_hash=record.spec_hash,
+        fixed_hash=record.fixed_hash,
+        idle_timeout=record.idle_timeout,
+        max_duration=record.max_duration,
+    )
 
 
 def _log_retry(exc: VendorError, attempt: int, delay: float) -> None:

@@ -811,7 +811,7 @@ def _unconfirmed_stop(task: DesiredTask, record: TaskRecord) -> str:
     if record.family is ApiFamily.VOLC_SNAPSHOT:
         return "stopped by the RoomId + TaskId it was started with (if it runs), then started anew"
     if transitions.findable_start(task, record):
-        return "found by its recorded ClientTaskId (ZEGO starts it if it did not run) and stopped, then started anew"
+        return f"{transitions.FOUND_BY_START}, then started anew"
     return (
         "started anew; that start cannot be found (legacy API, or another Provider): if it runs, it ends by itself "
         "at its idle timeout or its maximum duration"
@@ -826,6 +826,8 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
             f"removed from specs: stopped first, then {started_by} starts the same vendor task (RoomId + TaskId) "
             "again: a short gap in capture"
         )
+    if transitions.lost_start(record):
+        return f"removed from specs: its last start was never confirmed: {transitions.FOUND_BY_START}"
     if transitions.stoppable(record):
         return "removed from specs"
     left = transitions.unfound_start(record)

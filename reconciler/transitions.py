@@ -24,6 +24,7 @@ from reconciler.redact import redact_tree
 from reconciler.secrets import map_hidden
 
 __all__ = [
+    "FOUND_BY_START",
     "PRODUCTIVE_MARGIN",
     "TOMBSTONE_RETENTION",
     "action_failed",
@@ -36,6 +37,7 @@ __all__ = [
     "handed_over_to",
     "intent",
     "laid_end",
+    "lost_start",
     "not_attempted",
     "observed",
     "removed",
@@ -66,6 +68,11 @@ __all__ = [
 PRODUCTIVE_MARGIN = 2.0  # seconds beyond the idle timeout that make a run "clearly longer"
 # How long a tombstone (a pruned task's record) is kept: a spec restored within it resumes the task's history.
 TOMBSTONE_RETENTION = 7 * 86400.0
+# How a replace or a delete deals with a ZEGO start never confirmed (`findable_start`, `lost_start`), and its cost.
+FOUND_BY_START = (
+    "found by its recorded ClientTaskId (a StartRecord: ZEGO answers with that recording; if none runs, it "
+    "starts one, stopped at once, a few seconds billed) and stopped"
+)
 
 
 def client_task_id(task: DesiredTask, record: TaskRecord | None) -> str:
@@ -224,28 +231,31 @@ def stoppable(record: TaskRecord) -> bool:
     """Removing this task means a vendor call to stop it (a one-shot thumbnail, or a run that already
     ended or never got a vendor id, has nothing to stop). A Volcengine start that was never confirmed
     (`start_unconfirmed`) may be running: the vendor names it by the RoomId + TaskId capctl sent, so it is
-    stopped by those (an unknown task answers not-found)."""
+    stopped by those (an unknown task answers not-found); a ZEGO one (current API) is found first (`lost_start`)."""
     if record.family is ApiFamily.ZEGO_THUMBNAIL:
         return False
     if record.family is ApiFamily.VOLC_SNAPSHOT and start_unconfirmed(record):
         return True
+    if lost_start(record):
+        return True
     return record.vendor_task_id is not None and record.status in (TaskStatus.RUNNING, TaskStatus.PENDING)
 
 
+def lost_start(record: TaskRecord) -> bool:
+    """A ZEGO start (current API) never confirmed, which may run: ZEGO finds it only by a start under its recorded
+    ClientTaskId (its stored request), which answers with that recording, or starts one when none runs. A delete
+    finds it so (`Executor._delete`), then stops what it answered: left alone, it recorded,
+    unknown, to its idle timeout or maximum duration (walk 25f-2). A start refused or never sent is no such
+    start (`start_unconfirmed`: it keeps no ClientTaskId, or is marked `start_refused`)."""
+    return record.family is ApiFamily.ZEGO_RECORD and start_unconfirmed(record)
+
+
 def unfound_start(record: TaskRecord) -> str | None:
-    """What a removal that cannot stop this record leaves at the vendor: a ZEGO start never confirmed, which
-    nothing but its start request finds (the current API) or nothing at all (legacy), may run on. None when
-    nothing it started can run (a stoppable task, one whose run ended, a thumbnail). One text for the plan's
-    reason and the apply's line after the delete, which said "nothing to stop at the vendor" here."""
+    """What a removal that cannot stop this record leaves at the vendor: a legacy ZEGO start never confirmed,
+    which nothing finds (no idempotency key), may run on. None when nothing it started can run (a stoppable task,
+    one whose run ended, a thumbnail). One text for the plan's reason and the apply's line after the delete."""
     if stoppable(record) or not start_unconfirmed(record) or record.family is ApiFamily.ZEGO_THUMBNAIL:
         return None
-    if record.client_task_id:  # ZEGO's current API: found only by starting it again
-        return (
-            "its last start was never confirmed, and ZEGO finds that recording only by the start request; if it "
-            "runs, it ends by itself at its idle timeout or its maximum duration (to stop it now: restore the "
-            "job, apply, then remove it)"
-        )
-    # The legacy API: no idempotency key, nothing can find it.
     return (
         "its last start was never confirmed and the legacy API cannot find that recording; if it runs, it ends "
         "by itself at its idle timeout or its maximum duration"

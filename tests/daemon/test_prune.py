@@ -459,3 +459,35 @@ async def test_a_start_cut_short_by_a_held_prune_says_on_the_page_what_it_waits_
     await harness.advance(PRUNE_GRACE + 1)
     assert all(harness.record(k).status is TaskStatus.REMOVED for k in BIG), [harness.record(k) for k in BIG]
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_a_removed_zego_start_never_confirmed_is_weighed_as_a_stop_and_found_by_its_prune(
+    harness: Harness,
+) -> None:
+    """walk 25f-2: a ZEGO recording whose every start answer was lost (`failed`, no vendor id) runs; its job
+    removed, the prune left it recording, unknown, to its idle timeout or maximum duration, and --max-prune did not
+    count it among the running tasks. Now it is weighed as a stop, and the prune finds it by its ClientTaskId."""
+    rec = "RecordingJob/rec/class-1"
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    (harness.specs / "rec.yaml").write_text(recording_job("rec", ["class-1"]))
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=["StartRecord"]))
+    await harness.start(max_prune=0)
+    await harness.advance(5)
+    assert harness.daemon is not None
+    assert harness.record(rec).vendor_task_id is None and harness.record(rec).client_task_id
+    [running] = harness.running_sim_tasks("zego")
+    (harness.specs / "rec.yaml").unlink()
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 1)
+    (blocked,) = [e for e in logs if e["event"].startswith("prune blocked")]
+    assert (blocked["running"], blocked["of_running"]) == (1, 2), blocked  # weighed as the stop it is
+    await harness.stop()
+    harness.sim.faults.set(FaultConfig())
+    await harness.start(max_prune=100)
+    await harness.advance(PRUNE_GRACE + 1)
+    tomb = harness.record(rec)
+    assert tomb.status is TaskStatus.REMOVED and tomb.vendor_task_id == running.task_id, tomb
+    assert harness.running_sim_tasks("zego") == [] and len(harness.sim.tasks("zego")) == 1

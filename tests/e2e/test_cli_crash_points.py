@@ -167,7 +167,7 @@ def test_replace_of_a_replace_cut_short_stops_what_its_start_began_and_starts_ag
         "replace requested; the start of a replace (its old run stopped) was never confirmed: stopped by the "
         "RoomId + TaskId it was started with (if it runs), then started anew" in out
     ), out
-    assert "found by its recorded ClientTaskId (ZEGO starts it if it did not run) and stopped" in out, out
+    assert "found by its recorded ClientTaskId (a StartRecord: ZEGO answers with that recording" in out, out
     assert "already running" not in out, out
     assert len(work.sim.requests("StopSnapshot")) == 2  # the first replace's, and this one's
     assert len(work.sim.tasks("zego")) == 3  # the first run, the one the cut-short start began, the new one

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler import transitions
 from reconciler.execute import GIVE_UP_AFTER
 from reconciler.spec.checks import ZEGO_LEGACY_STORAGE
+from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.specdocs import recording_job, thumbnail_job
 
@@ -246,34 +249,67 @@ def test_lost_answer_to_a_reissue_is_retried_with_the_same_client_task_id(work: 
     assert len(set(reissues)) == 1
 
 
-def test_removing_a_recording_whose_start_was_never_confirmed_says_what_happens_to_it(work: Workdir) -> None:
-    """ZEGO knows an unconfirmed start only through its start request (ClientTaskId): without the job, neither the
-    plan nor the apply may claim there is nothing at the vendor, and restoring the job resumes the same recording."""
+def test_removing_a_recording_whose_start_was_never_confirmed_finds_and_stops_it(work: Workdir) -> None:
+    """ZEGO knows an unconfirmed start only through its start request (ClientTaskId): the delete sends it again
+    (the record's stored request), ZEGO answers with the recording, which is stopped. It ran, unknown, to its
+    idle timeout or maximum duration, and the plan told the user to restore the job, apply, remove it (25f-2)."""
     work.write("jobs.yaml", recording_job("rec", ["class-1"]))
     work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
-    (work.specs / "jobs.yaml").rename(work.root / "jobs.yaml")
-    plan = work.capctl("plan").stdout
-    assert "its last start was never confirmed" in plan and "nothing to stop" not in plan
-    applied = work.apply().stdout  # nor the apply's line after the delete (it said "nothing to stop at the vendor")
-    assert "(delete): its last start was never confirmed" in applied and "nothing to stop" not in applied
-    (work.root / "jobs.yaml").rename(work.specs / "jobs.yaml")
-    work.apply()
-    assert len(work.sim.tasks("zego")) == 1  # the same recording resumed, not a second one
+    [running] = zego_running(work)
     (work.specs / "jobs.yaml").unlink()
-    work.apply()
-    assert zego_running(work) == []
+    plan = " ".join(work.capctl("plan").stdout.split())
+    assert "its last start was never confirmed: found by its recorded ClientTaskId" in plan, plan
+    assert "starts one, stopped at once" in plan and "restore the job" not in plan
+    applied = " ".join(work.apply().stdout.split())
+    assert "(delete): its last start was never confirmed: found by its recorded ClientTaskId" in applied, applied
+    assert zego_running(work) == [] and len(work.sim.tasks("zego")) == 1  # found, not a second one started
+    tombstone = state(work)[REC]
+    assert tombstone["status"] == "removed" and tombstone["vendor_task_id"] == running["taskId"]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_removing_a_recording_whose_start_never_reached_zego_starts_and_stops_one(work: Workdir) -> None:
+    """A start cut short before its call looks the same in the state (pending, a ClientTaskId): the delete's
+    StartRecord finds nothing under that id, so ZEGO starts a recording, which the delete stops at once: the
+    cost the plan names."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.before-call"}, expect=137)
+    assert work.sim.tasks("zego") == []
+    (work.specs / "jobs.yaml").unlink()
+    assert "starts one, stopped at once" in " ".join(work.apply().stdout.split())
+    [task] = work.sim.tasks("zego")
+    assert task["state"] != "running" and zego_running(work) == []
+    assert state(work)[REC]["vendor_task_id"] == task["taskId"]
+
+
+def test_a_delete_whose_find_zego_refuses_keeps_its_tombstone_and_says_the_recording_may_run(work: Workdir) -> None:
+    """The find sends the record's stored request (secrets as fingerprints): a refusal of it, answered, would
+    refuse every retry, so the delete is not held for ever: it is a tombstone, and says what may run, as before."""
+    work.write("jobs.yaml", recording_job("rec", ["class-1"]))
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
+    store = open_state(f"sqlite:///{work.state}")
+    record = store.record(REC) or pytest.fail("no record")
+    inputs = {k: v for k, v in record.request["RecordInputParams"].items() if k != "RecordMode"}
+    store.put(record.evolve(request={**record.request, "RecordInputParams": inputs}))  # ZEGO refuses it now
+    store.close()
+    (work.specs / "jobs.yaml").unlink()
+    applied = " ".join(work.apply().stdout.split())
+    assert "the StartRecord that looks for it was refused" in applied and "300000004" in applied, applied
+    assert "if it runs, it ends by itself" in applied and state(work)[REC]["status"] == "removed"
+    assert len(zego_running(work)) == 1
 
 
 def test_a_removed_recording_whose_start_was_never_confirmed_restored_changed_records_its_room_once(
     work: Workdir,
 ) -> None:
-    """The plan's advice for such a removal is "restore the job, apply": restored with another spec, the start
-    under a new ClientTaskId ran beside the unconfirmed one (two recordings of one key, one unknown): that one
-    is found by its recorded ClientTaskId and stopped first, as for a replace (walk 25f)."""
+    """A tombstone that an earlier capctl left with its start never confirmed (its delete did not find it),
+    restored with another spec: a start under a new ClientTaskId ran beside the unconfirmed one (two recordings
+    of one key, one unknown): that one is found by its recorded ClientTaskId and stopped first (walk 25f)."""
     work.write("jobs.yaml", recording_job("rec", ["class-1"]))
     work.capctl("apply", "--auto-approve", env={"CAPCTL_FAILPOINTS": "start.after-call"}, expect=137)
-    (work.specs / "jobs.yaml").unlink()
-    work.apply()
+    store = open_state(f"sqlite:///{work.state}")
+    store.put(transitions.removed(store.record(REC) or pytest.fail("no record"), time.time()))
+    store.close()
     work.write("jobs.yaml", recording_job("rec", ["class-1"], idle=60))
     plan = work.capctl("plan").stdout
     assert "restored to the specs" in plan and "found by its recorded ClientTaskId" in plan, plan

@@ -65,7 +65,7 @@ KILL_POINTS = {
     "create": START_POINTS,
     "reissue": START_POINTS,
     "replace": (*STOP_POINTS, *START_POINTS, "find.after-call"),
-    "delete": STOP_POINTS,
+    "delete": (*STOP_POINTS, "find.after-call"),
     "update": ("update.after-call",),
 }
 RESTARTED = "the vendor already ran it, with settings capctl had not recorded: stopped and started again"
@@ -682,20 +682,11 @@ class PlanApplyMachine(RuleBasedStateMachine):
             if record["status"] in ("running", "pending") and record["vendor_task_id"]:
                 ident = record["vendor_ref"].get("RoomId", "") if record["family"] == "volcengine-snapshot" else ""
                 by_vendor_id.setdefault((ident, record["vendor_task_id"]), []).append(key)
-        # ZEGO recordings of keys removed while their start was unconfirmed (a killed apply): found only by
-        # starting them again, they are left to end at their idle timeout or maximum duration (docs/failure-modes.md).
-        given_up = {
-            r["client_task_id"]
-            for r in records.values()
-            if r["status"] == "removed" and r["client_task_id"] and not r["vendor_task_id"]
-        }
         for task in running:
             ident = task["roomId"] if task["vendor"] == "volcengine" else ""
             holders = by_vendor_id.get((ident, task["taskId"]), [])
             if not holders and (task["taskId"] in self.zego_orphans or (ident, task["taskId"]) in self.volc_orphans):
                 continue  # forgotten by `state rm`, and not taken up again (its start request differs now)
-            if not holders and task["clientTaskId"] in given_up:
-                continue  # its key was removed while its start was unconfirmed: it ends by itself (plan's reason)
             assert len(holders) == 1, f"vendor task {task} has records {holders}:\n{records}"
             assert holders[0] in declared, f"vendor task {task} runs for {holders[0]}, which is not declared"
             job = declared[holders[0]][1]
