@@ -282,3 +282,40 @@ def test_the_documented_postgresql_backup_and_restore_of_a_state_in_a_schema_of_
         store.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {restore_db} WITH (FORCE)")
+
+
+def test_a_user_that_owns_no_table_of_a_state_from_before_a_column_is_told_how_to_upgrade_it(pg_url: str) -> None:
+    """Walk 27a: the tables made by another role (a DBA's), the user granted SELECT/INSERT/UPDATE/DELETE only, a
+    lease table from before `lease_seconds`: every lock (every apply, every replica's /readyz) read only `must
+    be owner of table capctl_lock`. It says what is missing and who can add it; once that user did, the other
+    goes on."""
+    import psycopg
+
+    admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
+    role = f"{schema}_dml"
+    url = pg_url.replace("://postgres@", f"://{role}@", 1)
+    sql_store(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE capctl_lock DROP COLUMN lease_seconds")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    store = sql_store(url)
+    try:
+        with pytest.raises(StateError) as refused:
+            store.lock("capctl apply")
+        assert str(refused.value).startswith(f"{url}: must be owner of table capctl_lock. ")
+        assert "(column capctl_lock.lease_seconds), once: run it (`capctl apply`) as the user that owns" in str(
+            refused.value
+        )
+        owner = sql_store(pg_url)
+        with owner.lock("capctl apply"):  # the owner's run adds the column
+            pass
+        owner.close()
+        with store.lock("capctl apply", lease_seconds=30) as lock:
+            assert lock.epoch == 2
+    finally:
+        store.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
