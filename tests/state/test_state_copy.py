@@ -16,6 +16,7 @@ import pytest
 
 from reconciler.model import RoomActivity, TaskStatus
 from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
+from reconciler.state.base import HistorySpan
 from reconciler.state.sql import SqlStateStore, StateCopy
 
 from .helpers import make_record
@@ -37,7 +38,8 @@ def fill(store: SqlStateStore) -> None:
     store.put(make_record("SnapshotJob/old/hall", status=TaskStatus.REMOVED, removed_at=1_000.0, stopped_at=999.0))
     store.put(make_record("SnapshotJob/a/vip", status=TaskStatus.DORMANT, next_attempt_at=5_000.0, unproductive_runs=3))
     store.record_rooms(
-        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")]
+        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")],
+        [HistorySpan("room", VOLC, "lobby", 10.0, None), HistorySpan("seen", "SnapshotJob/a/lobby", "", 8.0, None)],
     )
     for n in range(2):
         store.inbox_put(InboxEntry("zego", f"event-{n}", {"room_id": "lobby", "n": n}, f"sha-{n}", 100.0 + n))
@@ -73,12 +75,14 @@ def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str,
 
     assert serial == source.serial == dst.serial() and source.key_hex == KEY.hex()
     copied = dst.export()
-    assert (copied.records, copied.key_hex, copied.rooms, copied.inbox) == (
+    assert (copied.records, copied.key_hex, copied.rooms, copied.inbox, copied.history) == (
         source.records,
         source.key_hex,
         source.rooms,
         source.inbox,
+        source.history,
     )
+    assert {s.kind for s in copied.history} == {"room", "seen"}  # the status page's timelines (26b)
     assert dst.load().records == src.load().records and dst.fingerprint_key() == KEY
     assert dst.room_activity({}) == src.room_activity({})
     assert [e.dedupe_key for e in dst.inbox_claim(now=300.0)] == ["event-1"]  # the handled one stays handled
