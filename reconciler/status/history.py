@@ -108,7 +108,8 @@ class History:
         # First seen: the state's, but where this daemon saw a task first and has not written it yet. A time it
         # wrote and the state no longer holds went with its record (deleted, perhaps by another replica): kept,
         # a task made again under that key drew its predecessor's room sessions as capture lost (walk 27a).
-        first_seen = {key: self._first_seen[key] for key in self._unseen}
+        # (A copy of the set: a takeover restores in the lease's thread while the loop may note.)
+        first_seen = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
         for span in spans:  # in start order
             if span.kind == "run":
                 kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
