@@ -366,6 +366,36 @@ class PostgresStateStore(SqlStateStore):
                     conn.close()
                 raise StateError(f"{self.url}: {self._scrub(exc)}{self._limit_hit(exc, conn)}") from None
 
+    def _migrate_leadership(self) -> None:
+        """As every store's, but a privilege the upgrade needs and the user lacks says what to do: a user that
+        owns none of the tables (a DBA made them and granted it SELECT/INSERT/UPDATE/DELETE) read only `must be
+        owner of table capctl_lock`, from every apply and every replica's /readyz, after an upgrade (walk 27a)."""
+        try:
+            super()._migrate_leadership()
+        except StateError as exc:
+            if not isinstance(exc.__context__, psycopg.errors.InsufficientPrivilege):
+                raise
+            raise StateError(
+                f"{exc}. This capctl adds to a state made by an older one what it lacks ({self._lacking()}), once:"
+                " run it (`capctl apply`) as the user that owns the capctl tables, with CREATE on the schema where"
+                " a table is missing; then this user needs no more than SELECT/INSERT/UPDATE/DELETE (docs/state.md)"
+            ) from None
+
+    def _lacking(self) -> str:
+        """What the leadership step would add, by name (best effort: the error above is the news)."""
+        named = [f"table {t}" for t in ("capctl_lock", "capctl_inbox", "capctl_history")]
+        named += [f"column capctl_lock.{c}" for c in ("epoch", "lease_seconds")]
+        checks = [f"to_regclass('{t}') IS NULL" for t in ("capctl_lock", "capctl_inbox", "capctl_history")]
+        checks += [_column_absent(c) for c in ("epoch", "lease_seconds")]
+        try:
+            with self._cursor(write=False) as cur:
+                cur.execute("SELECT " + ", ".join(checks), ())
+                row = cur.fetchall()[0]
+        except StateError:
+            row = ()
+        absent = [name for name, missing in zip(named, row, strict=False) if missing]
+        return ", ".join(absent) or "a table or column"
+
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lease:
         """Take the lease if it is free or expired; it lapses `lease_seconds` after the last renew().
 

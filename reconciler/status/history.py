@@ -105,6 +105,11 @@ class History:
         the whole history: it holds what this daemon noted and what a daemon before it did."""
         runs: dict[str, deque[Run]] = {}
         rooms: dict[tuple[str, str], deque[Activity]] = {}
+        # First seen: the state's, but where this daemon saw a task first and has not written it yet. A time it
+        # wrote and the state no longer holds went with its record (deleted, perhaps by another replica): kept,
+        # a task made again under that key drew its predecessor's room sessions as capture lost (walk 27a).
+        # (A copy of the set: a takeover restores in the lease's thread while the loop may note.)
+        first_seen = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
         for span in spans:  # in start order
             if span.kind == "run":
                 kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
@@ -115,10 +120,10 @@ class History:
                 rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
                     Activity(span.start, span.end)
                 )
-            elif span.kind == "seen" and span.start <= self._first_seen.get(span.subject, span.start):
-                self._first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
+            elif span.kind == "seen" and span.start <= first_seen.get(span.subject, span.start):
+                first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
                 self._unseen.discard(span.subject)
-        self._runs, self._rooms, self._unwritten = runs, rooms, set()
+        self._runs, self._rooms, self._unwritten, self._first_seen = runs, rooms, set(), first_seen
         self._trimmed = self.clock.now() - self.window  # trimmed at the next note
 
     def take_rooms(self) -> list[HistorySpan]:

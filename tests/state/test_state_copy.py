@@ -16,6 +16,7 @@ import pytest
 
 from reconciler.model import RoomActivity, TaskStatus
 from reconciler.state import InboxEntry, StateError, open_state, sqlite_path
+from reconciler.state.base import HistorySpan
 from reconciler.state.sql import SqlStateStore, StateCopy
 
 from .helpers import make_record
@@ -37,7 +38,8 @@ def fill(store: SqlStateStore) -> None:
     store.put(make_record("SnapshotJob/old/hall", status=TaskStatus.REMOVED, removed_at=1_000.0, stopped_at=999.0))
     store.put(make_record("SnapshotJob/a/vip", status=TaskStatus.DORMANT, next_attempt_at=5_000.0, unproductive_runs=3))
     store.record_rooms(
-        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")]
+        [RoomActivity(VOLC, "lobby", True, 10.0, "callback"), RoomActivity(VOLC, "vip", False, 9.0, "resync")],
+        [HistorySpan("room", VOLC, "lobby", 10.0, None), HistorySpan("seen", "SnapshotJob/a/lobby", "", 8.0, None)],
     )
     for n in range(2):
         store.inbox_put(InboxEntry("zego", f"event-{n}", {"room_id": "lobby", "n": n}, f"sha-{n}", 100.0 + n))
@@ -73,12 +75,14 @@ def test_a_copy_holds_everything_the_state_held(direction: str, sqlite_url: str,
 
     assert serial == source.serial == dst.serial() and source.key_hex == KEY.hex()
     copied = dst.export()
-    assert (copied.records, copied.key_hex, copied.rooms, copied.inbox) == (
+    assert (copied.records, copied.key_hex, copied.rooms, copied.inbox, copied.history) == (
         source.records,
         source.key_hex,
         source.rooms,
         source.inbox,
+        source.history,
     )
+    assert {s.kind for s in copied.history} == {"room", "seen"}  # the status page's timelines (26b)
     assert dst.load().records == src.load().records and dst.fingerprint_key() == KEY
     assert dst.room_activity({}) == src.room_activity({})
     assert [e.dedupe_key for e in dst.inbox_claim(now=300.0)] == ["event-1"]  # the handled one stays handled
@@ -282,3 +286,40 @@ def test_the_documented_postgresql_backup_and_restore_of_a_state_in_a_schema_of_
         store.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {restore_db} WITH (FORCE)")
+
+
+def test_a_user_that_owns_no_table_of_a_state_from_before_a_column_is_told_how_to_upgrade_it(pg_url: str) -> None:
+    """Walk 27a: the tables made by another role (a DBA's), the user granted SELECT/INSERT/UPDATE/DELETE only, a
+    lease table from before `lease_seconds`: every lock (every apply, every replica's /readyz) read only `must
+    be owner of table capctl_lock`. It says what is missing and who can add it; once that user did, the other
+    goes on."""
+    import psycopg
+
+    admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
+    role = f"{schema}_dml"
+    url = pg_url.replace("://postgres@", f"://{role}@", 1)
+    sql_store(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE capctl_lock DROP COLUMN lease_seconds")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    store = sql_store(url)
+    try:
+        with pytest.raises(StateError) as refused:
+            store.lock("capctl apply")
+        assert str(refused.value).startswith(f"{url}: must be owner of table capctl_lock. ")
+        assert "(column capctl_lock.lease_seconds), once: run it (`capctl apply`) as the user that owns" in str(
+            refused.value
+        )
+        owner = sql_store(pg_url)
+        with owner.lock("capctl apply"):  # the owner's run adds the column
+            pass
+        owner.close()
+        with store.lock("capctl apply", lease_seconds=30) as lock:
+            assert lock.epoch == 2
+    finally:
+        store.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from reconciler.clock import FakeClock
+from reconciler.daemon.records import RecordCache
 from reconciler.model import TaskStatus
+from reconciler.state import open_state
 from reconciler.state.base import run_of
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
@@ -313,3 +318,46 @@ def test_rooms_of_two_vendor_apps_sharing_an_id_are_two_timelines() -> None:
         ("lobby", ZEGO, True, 0.0),
     ]
     assert [c.key for r in snap.rooms for c in r.captures] == ["SnapshotJob/a/lobby", "RecordingJob/b/lobby"]
+
+
+def test_a_standby_draws_a_task_made_again_as_the_leader_does(tmp_path: Path) -> None:
+    """A selector task forgotten after its room's session and made again at the room's next one: the leader's
+    page begins its history at the new task, but a standby that had read the first task kept when it first saw
+    it across its rereads of the state (and so does it once it leads): the first session read "10m lost while
+    active" there. The state's `seen` rows are the whole truth a reread takes, as its runs and rooms are."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    clock = FakeClock(NOW - 3600)
+    leader_store, standby_store = open_state(url), open_state(url)
+    leader = RecordCache(leader_store, clock, leader_store)
+    standby = RecordCache(standby_store, clock, standby_store)
+
+    def batch() -> None:  # the leader's room batch
+        leader_store.record_rooms([], leader.history.take_rooms())
+
+    key = "SnapshotJob/sel/lobby"
+    leader.put(record(key, started_at=NOW - 3600))
+    leader.history.room_active(VOLC, "lobby")
+    batch()
+    clock.set(NOW - 3590)
+    standby.adopt(*standby.read())  # a look at the standby's page
+    clock.set(NOW - 3000)
+    leader.history.room_idle(VOLC, "lobby")
+    leader.put(record(key, TaskStatus.STOPPED, started_at=NOW - 3600, stopped_at=NOW - 3000, stop_reason=IDLE))
+    batch()
+    clock.set(NOW - 2000)
+    leader.delete(key)  # forgotten, its room quiet
+    clock.set(NOW - 600)
+    leader.history.room_active(VOLC, "lobby")
+    leader.put(again := record(key, started_at=NOW - 600))
+    batch()
+    clock.set(NOW)
+    standby.adopt(*standby.read())
+    restarted = RecordCache(standby_store, clock, standby_store)
+    restarted.refresh()
+    pages = [build_snapshot(inputs([again], history=c.history), StatusQuery(), NOW).rooms for c in (leader, standby)]
+    assert pages[0][0].lost_seconds == 0
+    assert pages[1] == pages[0]
+    assert build_snapshot(inputs([again], history=restarted.history), StatusQuery(), NOW).rooms == pages[0]
+    assert standby.history.take_rooms() == []  # nothing of its own to write
+    leader_store.close()
+    standby_store.close()
