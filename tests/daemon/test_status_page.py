@@ -317,3 +317,15 @@ async def test_a_key_made_again_does_not_take_a_first_sight_an_older_capctl_left
     await harness.start()
     async with await client(harness) as http:
         assert room_of((await http.get("/api/v1/status")).json(), "hall")["lost_seconds"] < 5
+
+
+async def test_without_room_callbacks_a_first_sight_is_written_at_a_resync(harness: Harness) -> None:
+    """Walk 27a-6: when tasks were first seen went to the state with a batch of room callbacks or at a clean
+    stop; a daemon of named-room jobs that hears no room callback (polling) wrote none before its stop, so
+    after a crash the next one drew its tasks from its own start. The leader's resync writes them now."""
+    write_specs(harness.specs, snapshot_job("audit", ["hall"]))
+    await harness.start()
+    await harness.advance(40)  # past a resync (30 s, jittered); no room callback came
+    with sqlite3.connect(harness.state_path) as db:
+        seen = db.execute("SELECT subject FROM capctl_history WHERE kind = 'seen'").fetchall()
+    assert seen == [(HALL,)]
