@@ -164,7 +164,7 @@ class DaemonParts(ABC):
         """The whole state, read when the daemon starts and when a term begins. A state replaced meanwhile by
         one of another lineage (`state copy --force` of another state's backup while no replica led) holds
         another fingerprint key: the specs are keyed with it again, or every task looks changed (replaced)."""
-        self.records.refresh()
+        self.records.refresh(leading=self.lease.elector.is_leader)
         key = self._shared.reread_fingerprint_key()
         replaced = self._rekey(key, reload=False)
         # Files that do not load leave in force the set keyed with the old key, under which every task looks

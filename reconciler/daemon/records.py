@@ -46,8 +46,12 @@ class RecordCache:
         self._by_vendor_id: dict[RunId, str] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
 
-    def refresh(self) -> dict[str, TaskRecord]:
-        """Read everything from the store (at start, and when a term begins), the history with it."""
+    def refresh(self, *, leading: bool = False) -> dict[str, TaskRecord]:
+        """Read everything from the store (at start, and when a term begins), the history with it. `leading`:
+        first drop the `seen` rows of keys without a record (an older capctl's delete left them), before this
+        leader makes any key again."""
+        if leading and self.history_store is not None:
+            self.history_store.prune_orphans()
         return self.adopt(*self.read())
 
     def read(self) -> tuple[dict[str, TaskRecord], list[HistorySpan] | None]:
@@ -62,7 +66,7 @@ class RecordCache:
         """Take `records` and `history`, just read from the store, as the whole cache (a standby's status page
         reads them: it shows the leader's)."""
         if history is not None:
-            self.history.restore(history)
+            self.history.restore(history, records)
         self._records = {}
         self._by_vendor_id = {}
         self._by_volc_task = {}

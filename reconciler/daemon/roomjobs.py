@@ -455,6 +455,9 @@ class RoomSelectors:
         decision. Repairs a room callback the vendor never delivered."""
         spec = self._spec
         if spec is None or not spec.selector_jobs:
+            # Still the book's writes: without room callbacks (polling) nothing else batches them, and when tasks
+            # were first seen (`seen` rows) reached the state only at a clean stop (walk 27a-6).
+            self._store_rooms(self.book.flush)
             return
         woken: set[tuple[str, str]] = set()
         self._store_rooms(lambda: self.book.forget_quiet(self._clock.now()))

@@ -312,6 +312,9 @@ class HistoryStore(Protocol):
     def prune_history(self, ended_before: float, keep: int) -> int:
         """Drop the spans that ended before `ended_before`, and all but the newest `keep` of each task or room."""
 
+    def prune_orphans(self) -> int:
+        """Drop when tasks whose record is gone were first seen (`seen` rows an older capctl's delete left)."""
+
 
 @runtime_checkable
 class RoomActivityStore(Protocol):

@@ -196,7 +196,19 @@ class HistoryQueries:
         " VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (kind, subject, room, start_at)"
         " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason WHERE capctl_history.end_at IS NULL"
     )
+    # When a task was first seen, kept only while its record is (one statement: a record deleted meanwhile,
+    # by another replica or a forgotten tombstone, leaves no row a key made again would take as its own).
+    seen: str = (
+        "INSERT INTO capctl_history (kind, subject, room, start_at) SELECT 'seen', {m}, '', {m}"
+        " WHERE EXISTS (SELECT 1 FROM capctl_records WHERE key = {m})"
+        " ON CONFLICT (kind, subject, room, start_at) DO NOTHING"
+    )
     forget: str = "DELETE FROM capctl_history WHERE kind IN ('run', 'seen') AND subject = {m}"
+    # `seen` rows whose record is gone: an older capctl's delete left them (its forget took `run` rows only).
+    orphans: str = (
+        "DELETE FROM capctl_history WHERE kind = 'seen'"
+        " AND NOT EXISTS (SELECT 1 FROM capctl_records WHERE capctl_records.key = capctl_history.subject)"
+    )
     read: str = (
         "SELECT kind, subject, room, start_at, end_at, reason FROM capctl_history"
         " ORDER BY kind, subject, room, start_at"
@@ -219,7 +231,9 @@ class HistoryQueries:
         return HistoryQueries(
             exists=self.exists,
             put=self.put.format(m=mark),
+            seen=self.seen.format(m=mark),
             forget=self.forget.format(m=mark),
+            orphans=self.orphans,
             read=self.read,
             prune_old=self.prune_old.format(m=mark),
             prune_many=self.prune_many.format(m=mark),
@@ -693,10 +707,16 @@ class SqlStateStore(ABC):
         if not self.writable:
             raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
         rows = [(r.account, r.room, int(r.active), r.last_seen, r.source) for r in reports]
-        history = [_span_row(span) for span in spans]
-        if not rows and not history:
+        history: list[tuple[Any, ...]] = []
+        seen: list[tuple[str, float, str]] = []  # (subject, start, the record's key: the same)
+        for span in spans:
+            if span.kind == "seen":
+                seen.append((span.subject, span.start, span.subject))
+            else:
+                history.append(_span_row(span))
+        if not rows and not history and not seen:
             return
-        if history:
+        if history or seen:
             self._migrate_leadership()
         with self._cursor(write=True) as cur:
             if rows:
@@ -706,6 +726,7 @@ class SqlStateStore(ABC):
                     _create_absent(cur, rq.exists, (*rq.serialise, rq.create))
                 cur.executemany(self.room_queries.upsert, rows)
             cur.executemany(self.history_queries.put, history)
+            cur.executemany(self.history_queries.seen, seen)
         self._rooms_ready = self._rooms_ready or bool(rows)
 
     def history(self) -> list[HistorySpan]:
@@ -744,6 +765,16 @@ class SqlStateStore(ABC):
             dropped = max(cur.rowcount, 0)
             cur.execute(hq.prune_many, (keep,))
             return dropped + max(cur.rowcount, 0)
+
+    def prune_orphans(self) -> int:
+        """Drop the `seen` rows of keys without a record (`HistoryQueries.orphans`); returns how many. Does not
+        move the serial."""
+        if not self.writable:
+            raise StateError(f"{self.url}: opened read-only, so it cannot prune the history")
+        self._migrate_leadership()
+        with self._cursor(write=True) as cur:
+            cur.execute(self.history_queries.orphans)
+            return max(cur.rowcount, 0)
 
     def forget_rooms(self, quiet_before: float) -> int:
         """Drop the rooms known inactive since before `quiet_before`; returns how many."""

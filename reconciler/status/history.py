@@ -16,7 +16,7 @@ reads it there."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from reconciler.clock import Clock
@@ -100,9 +100,11 @@ class History:
             spans[-1] = Activity(spans[-1].start, max(self.clock.now(), spans[-1].start))
             self._unwritten.add((account, room))
 
-    def restore(self, spans: Iterable[HistorySpan]) -> None:
+    def restore(self, spans: Iterable[HistorySpan], keys: Container[str] | None = None) -> None:
         """Take the history the state keeps (read at start, when a term begins, or for a standby's page) as
-        the whole history: it holds what this daemon noted and what a daemon before it did."""
+        the whole history: it holds what this daemon noted and what a daemon before it did. `keys`: the
+        records read with it; a `seen` row of another key is an orphan (an older capctl's delete left it),
+        whose old time a key made again would take as its first sight (walk 27a)."""
         runs: dict[str, deque[Run]] = {}
         rooms: dict[tuple[str, str], deque[Activity]] = {}
         # First seen: the state's, but where this daemon saw a task first and has not written it yet. A time it
@@ -120,7 +122,11 @@ class History:
                 rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
                     Activity(span.start, span.end)
                 )
-            elif span.kind == "seen" and span.start <= first_seen.get(span.subject, span.start):
+            elif (
+                span.kind == "seen"
+                and (keys is None or span.subject in keys)
+                and span.start <= first_seen.get(span.subject, span.start)
+            ):
                 first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
                 self._unseen.discard(span.subject)
         self._runs, self._rooms, self._unwritten, self._first_seen = runs, rooms, set(), first_seen

@@ -4,6 +4,7 @@ and are re-issued, rooms fill and empty, specs break; its token and --no-status-
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import Any
 
 import httpx
@@ -289,3 +290,42 @@ async def test_a_restart_keeps_the_capture_lost_before_a_tasks_first_run(harness
         after = (await http.get("/api/v1/status")).json()
     assert room_of(after, "hall")["lost_seconds"] == room_of(before, "hall")["lost_seconds"]
     assert timelines(after) == timelines(before)
+
+
+async def test_a_key_made_again_does_not_take_a_first_sight_an_older_capctl_left(harness: Harness) -> None:
+    """Walk 27a-4: an older capctl's delete of a record left its `seen` row (when it was first seen); the same
+    key made again took that old time as its first sight, and the room's session before the new task read
+    "capture lost" on the page (with room callbacks). The leader's read drops such rows before it acts."""
+    write_specs(harness.specs, snapshot_job("audit", ["hall"]))
+    harness.sim.publish("volcengine", "hall", user_id="alice")
+    await harness.start()
+    await harness.advance(60)
+    await harness.stop()
+    # An older capctl forgets the task (`state rm`): the record and its runs go, the `seen` row stays.
+    with sqlite3.connect(harness.state_path) as db:
+        db.execute("DELETE FROM capctl_records WHERE key = ?", (HALL,))
+        db.execute("DELETE FROM capctl_history WHERE kind = 'run' AND subject = ?", (HALL,))
+        assert db.execute("SELECT count(*) FROM capctl_history WHERE kind = 'seen'").fetchone() == (1,)
+    await harness.advance(600)
+    await harness.start()  # the key is made again: a new task, started now
+    await harness.advance(30)
+    async with await client(harness) as http:
+        status = (await http.get("/api/v1/status")).json()
+    assert task_of(status, HALL)["status"] == "running"
+    assert room_of(status, "hall")["lost_seconds"] < 5
+    await harness.stop()  # the orphan is gone from the state, not only from this daemon's page
+    await harness.start()
+    async with await client(harness) as http:
+        assert room_of((await http.get("/api/v1/status")).json(), "hall")["lost_seconds"] < 5
+
+
+async def test_without_room_callbacks_a_first_sight_is_written_at_a_resync(harness: Harness) -> None:
+    """Walk 27a-6: when tasks were first seen went to the state with a batch of room callbacks or at a clean
+    stop; a daemon of named-room jobs that hears no room callback (polling) wrote none before its stop, so
+    after a crash the next one drew its tasks from its own start. The leader's resync writes them now."""
+    write_specs(harness.specs, snapshot_job("audit", ["hall"]))
+    await harness.start()
+    await harness.advance(40)  # past a resync (30 s, jittered); no room callback came
+    with sqlite3.connect(harness.state_path) as db:
+        seen = db.execute("SELECT subject FROM capctl_history WHERE kind = 'seen'").fetchall()
+    assert seen == [(HALL,)]

@@ -76,6 +76,27 @@ def test_runs_are_written_with_their_records_in_their_transaction(store_url: str
         store.close()
 
 
+def test_a_first_sight_is_kept_only_while_its_record_is(store_url: str) -> None:
+    """Walk 27a-4: a `seen` row outliving its record (a standby's stop flushing it after the leader deleted the
+    record; an older capctl's delete, which left it) gave a key made again its predecessor's first sight."""
+    store = sql(open_state(store_url))
+    try:
+        other = "SnapshotJob/lobby-audit/hall"
+        store.record_rooms([], [HistorySpan("seen", KEY, "", 80.0, None)])  # no record: not kept
+        assert store.history() == []
+        store.put(make_record(key=other))
+        store.record_rooms([], [HistorySpan("seen", other, "", 85.0, None)])
+        assert HistorySpan("seen", other, "", 85.0, None) in store.history()
+        # As an older capctl leaves one (its delete took the runs only): dropped when a leader takes over.
+        raw_sql(store_url, f"INSERT INTO capctl_history VALUES ('seen', '{KEY}', '', 70.0, NULL, NULL)")
+        serial = store.serial()
+        assert store.prune_orphans() == 1
+        assert [s for s in store.history() if s.kind == "seen"] == [HistorySpan("seen", other, "", 85.0, None)]
+        assert store.serial() == serial
+    finally:
+        store.close()
+
+
 def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
     store = sql(open_state(store_url))
     try:

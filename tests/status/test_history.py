@@ -112,3 +112,14 @@ def test_the_history_read_back_from_the_state_ends_a_run_where_the_next_began() 
         Run(NOW - 20, None, None),
     )
     assert told.history.activity(VOLC, "lobby") == (Activity(NOW - 110, NOW - 55),)
+
+
+def test_a_first_sight_of_a_key_without_a_record_is_not_taken() -> None:
+    """Walk 27a-4: a `seen` row an older capctl's delete left (a standby reads it before a leader drops it)
+    gave the key, made again, its predecessor's first sight: the room's session before it read as lost."""
+    told = Told()
+    other = "SnapshotJob/lobby-audit/hall"
+    spans = [HistorySpan("seen", KEY, "", NOW - 900, None), HistorySpan("seen", other, "", NOW - 800, None)]
+    told.history.restore(spans, {other})
+    assert told.history.known_since(KEY) is None
+    assert told.history.known_since(other) == NOW - 800
