@@ -136,6 +136,16 @@ def test_a_misspelt_reference_key_elsewhere_is_named_not_called_a_mapping(tmp_pa
     ]
 
 
+def test_a_glob_among_named_volcengine_rooms_says_how_to_select_rooms(tmp_path: Path) -> None:
+    """`rooms: [live-*]` meant every live room: the RoomId rule alone did not say how to ask for that (walk 27b)."""
+    path = _write(tmp_path, PROVIDERS + "---\n" + job(body="provider: volc\nrooms: [live-*, 'a b']\nstorage: tos"))
+    assert _errors(path, {"ZEGO_APP": "42"}, resolve_secrets=False) == [
+        f"{path}:30:11: spec.rooms[0]: room 'live-*' must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule); "
+        "to select the rooms a glob matches: rooms: {match: 'live-*'}",
+        f"{path}:30:19: spec.rooms[1]: room 'a b' must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
+    ]
+
+
 def test_loading_the_quickstart_specs_imports_no_http_client() -> None:
     """`validate` and `plan --no-refresh` load specs whose endpoints are plain URLs: checking them must not
     import httpx (with what it pulls in, ~50 ms of every such command)."""
