@@ -50,6 +50,7 @@ __all__ = [
     "fmt_time",
     "keys_matching",
     "label_matcher",
+    "labels_known",
     "literal_hint",
     "near_key_hint",
     "parse_rfc3339",
@@ -238,6 +239,13 @@ def selector_room_hint(key: str, keys: Iterable[str], record_of: Callable[[str],
         " (the status page lists the rooms left out; the daemon logs `room selector at maxRooms` and `room"
         " selector clash`: docs/daemon.md, Room-selector jobs)"
     )
+
+
+def labels_known(label_sets: Iterable[Mapping[str, str]], where: str) -> str:
+    """` (labels WHERE: k=v, …)`, the labels there are, for a `-l` that matched nothing: a typo (`tier=gld`)
+    shows itself (walk 14b; plan's note too, walk 27b); "" when there are none."""
+    known = sorted({f"{k}={v}" for labels in label_sets for k, v in labels.items()})
+    return f" (labels {where}: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
 
 
 def whole_keys_hint(command: str, key: str) -> str:
@@ -914,7 +922,8 @@ def diff(
         notes.append(f"--replace {', '.join(options.replace)}: stopped and started again on purpose.")
     if options.labels and not changes:
         among = " of those --target selects" if options.targets else ""
-        notes.append(f"-l {' '.join(options.labels)} matches no task{among}.")
+        there = labels_known([*(t.labels for t in desired.values()), *(r.labels for r in records.values())], "there")
+        notes.append(f"-l {' '.join(options.labels)} matches no task{among}{there}.")
     for selector in options.targets:
         if not any(selector_matches(selector, k) for k in (*desired, *records)):
             notes.append(f"--target {selector} matches no task{near_key_hint(selector, (*desired, *records))}.")

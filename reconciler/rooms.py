@@ -61,6 +61,7 @@ __all__ = [
     "selector_view",
     "uncovered",
     "unheard",
+    "unheard_jobs",
     "unheard_note",
 ]
 
@@ -181,17 +182,25 @@ def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderCon
     """The selections whose room callbacks the daemon cannot verify: no Provider of their vendor app has a
     `callbackSecret`. It then learns no room activity for them (the listing resync asks only about rooms a
     callback named), so they start nothing."""
+    deaf = _deaf(providers)
+    return [s for s in selections if s.provider in deaf]
+
+
+def unheard_jobs(jobs: Sequence[CheckedJob], providers: Mapping[str, ProviderConfig]) -> list[CheckedJob]:
+    """The selector `jobs` `unheard` would name, for `validate`, which has no selection (no state)."""
+    deaf = _deaf(providers)
+    return [c for c in jobs if c.provider.name in deaf]
+
+
+def _deaf(providers: Mapping[str, ProviderConfig]) -> set[str]:
+    """The Providers of a vendor app that no Provider gives a `callbackSecret`."""
     heard = {(p.type, p.app_id) for p in providers.values() if p.callback_secret is not None}
-    return [
-        s
-        for s in selections
-        if (config := providers.get(s.provider)) is not None and (config.type, config.app_id) not in heard
-    ]
+    return {name for name, p in providers.items() if (p.type, p.app_id) not in heard}
 
 
-def unheard_note(selection: Selection) -> str:
+def unheard_note(job: str, provider: str) -> str:
     return (
-        f"Room selector {selection.job} starts nothing: Provider '{selection.provider}' has no callbackSecret, "
+        f"Room selector {job} starts nothing: Provider '{provider}' has no callbackSecret, "
         "so `capctl run` cannot verify the vendor's room callbacks and learns no room activity; give it one "
         '(docs/daemon.md, "Room-selector jobs").'
     )
@@ -293,7 +302,7 @@ def annotate(
             + (f" (and {len(ended) - 3} more)" if len(ended) > 3 else "")
             + ".",
         )
-    notes += tuple(unheard_note(s) for s in unheard(selections, providers))
+    notes += tuple(unheard_note(s.job, s.provider) for s in unheard(selections, providers))
     actions = {c.key: c.action for c in plan.changes}
     views = tuple(selector_view(s, actions, live) for s in selections)
     selectors = [(s.job, s.selector, s.provider) for s in selections]

@@ -37,6 +37,7 @@ __all__ = [
     "handed_over_to",
     "intent",
     "laid_end",
+    "left_to_its_room",
     "lost_start",
     "not_attempted",
     "observed",
@@ -568,6 +569,12 @@ def waits_for_room(task: DesiredTask, record: TaskRecord) -> bool:
         return False
     same_account = record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]
     return record.provider == task.provider and record.family is task.family and same_account
+
+
+def left_to_its_room(record: TaskRecord) -> bool:
+    """A room-selector task that ended with its room (stopped, no re-issue slot): its job starts it again when
+    the room is selected again (active, within maxRooms), and nothing else does, `capctl wake` included."""
+    return record.selector is not None and record.status is TaskStatus.STOPPED and record.next_attempt_at is None
 
 
 def woken(record: TaskRecord) -> TaskRecord | None:

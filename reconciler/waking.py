@@ -19,6 +19,11 @@ from reconciler.plan import fmt_time, keys_matching, near_key_hint, selector_roo
 __all__ = ["MAX_NAMED", "Wake", "plan_wake"]
 
 MAX_NAMED = 20  # unknown KEYs a refusal names, and looks for the nearest task of
+# What starts a selector task that ended with its room (`transitions.left_to_its_room`), as the status page says.
+_SELECTED_AGAIN = (
+    "; it ended with its room, and starts again when its room-selector job selects the room again (active, "
+    "within maxRooms)"
+)
 
 
 @dataclass
@@ -59,7 +64,9 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
                 slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
                 result.lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
             elif pattern == key:
-                result.lines.append(f"{key} is {record.status.value}: nothing to wake.")
+                # A selector task that ended with its room read as stuck: say what starts it (walk 27b).
+                why = _SELECTED_AGAIN if transitions.left_to_its_room(record) else ""
+                result.lines.append(f"{key} is {record.status.value}: nothing to wake{why}.")
             else:
                 left[record.status.value] += 1
         if left:

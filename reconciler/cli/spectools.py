@@ -43,6 +43,13 @@ def validate(
     typer.echo(f"Valid: {spec_set.summary()}")
     for warning in spec_set.warnings():
         typer.echo(f"warning: {warning}", err=True)
+    if spec_set.selector_jobs:  # as `plan` notes it and the daemon logs it: a valid set that captures nothing
+        from reconciler.rooms import unheard_jobs, unheard_note
+
+        for c in unheard_jobs(spec_set.selector_jobs, spec_set.providers):
+            file, line, col = c.job.at(("spec", "provider"))
+            note = unheard_note(f"{c.job.kind}/{c.job.name}", c.provider.name)
+            typer.echo(f"warning: {file}:{line}:{col}: {note}", err=True)
     if not resolve_secrets:
         typer.echo("Secret references were checked for their shape only; --resolve-secrets reads them.")
 

@@ -160,7 +160,7 @@ def state_list(
         say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
-    from reconciler.plan import near_key_hint, selector_matches
+    from reconciler.plan import labels_known, near_key_hint, selector_matches
 
     for key in keys or []:
         if not any(selector_matches(key, k) for k in snapshot.records) and (
@@ -169,8 +169,7 @@ def state_list(
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
     if selector and not any(_record_filter([], [], selector)(r) for r in snapshot.records.values()):
         # As plan's note; with the labels there are, a typo (`tier=gld`) shows itself (walk 14b: a bare "0 tasks").
-        known = sorted({f"{k}={v}" for r in snapshot.records.values() for k, v in r.labels.items()})
-        there = f" (labels recorded: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
+        there = labels_known((r.labels for r in snapshot.records.values()), "recorded")
         typer.echo(f"-l {' '.join(selector)} matches no task{there}.", err=True)
     if output == "json":
         tasks = [record_to_dict(r) for r in records]

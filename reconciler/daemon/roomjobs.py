@@ -381,7 +381,7 @@ class RoomSelectors:
         self._spec = spec
         effective = self._select(spec)
         for s in unheard(effective.selections, spec.providers):
-            log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s))
+            log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s.job, s.provider))
         for warning in spec.warnings():
             log.warning("spec warning", detail=warning)
         return effective.spec

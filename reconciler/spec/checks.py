@@ -488,10 +488,14 @@ class Checker:
                 self.fail(job, ("spec", "taskId"), "must match [a-zA-Z0-9_@-.]{1,128} (volcengine TaskId rule)")
             for i, room in enumerate(spec.rooms if isinstance(spec.rooms, list) and "rooms" not in job.broken else ()):
                 if not VOLC_ID_RE.match(room):
+                    # `rooms: [live-*]` meant every live room: say how a job selects them (walk 27b).
+                    glob = any(c in room for c in "*?[") and (
+                        f"; to select the rooms a glob matches: rooms: {{match: {quote(room)}}}"
+                    )
                     self.fail(
                         job,
                         ("spec", "rooms", i),
-                        f"room {quote(room)} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
+                        f"room {quote(room)} must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule){glob or ''}",
                     )
         else:
             if spec.image.format != "jpeg" or spec.image.width or spec.image.height:

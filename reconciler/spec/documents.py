@@ -32,7 +32,7 @@ from reconciler.spec.fields import (
     VOLC_ID_PATTERN,
 )
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
-from reconciler.spec.refs import LITERAL_SECRET, Unresolved
+from reconciler.spec.refs import LITERAL_SECRET, Unresolved, reference_typo
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["Loaded", "validate_document"]
@@ -178,6 +178,8 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         if field == "apiVersion":  # the one field whose value is fixed: say it, as a wrong value's error does
             return f"missing required field 'apiVersion': start the document with `apiVersion: {API_VERSION}`"
         return f"missing required field '{field}'"
+    if typo := reference_typo(value):  # `{enV: NAME}` where text, a number or a duration goes
+        return f"{field}: {typo}"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         # One choice is already named by "expected": `capctl/v2` got "(did you mean 'capctl/v1'?)" after it.

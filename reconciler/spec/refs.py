@@ -20,6 +20,7 @@ name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) i
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text, without_newline
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "resolve_document"]
+__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "reference_typo", "resolve_document"]
 
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
@@ -211,7 +212,7 @@ class _Resolver:
             raw_value = raw_spec.get(name)
             is_ref = isinstance(raw_value, dict) and ("env" in raw_value or "file" in raw_value)
             if not is_ref:
-                self.errors.add(self.doc.at(path), f"spec.{name}: {LITERAL_SECRET}")
+                self.errors.add(self.doc.at(path), f"spec.{name}: {reference_typo(raw_value) or LITERAL_SECRET}")
                 spec[name] = Secret("")  # placeholder: the load fails on the error above
             elif not isinstance(value, str):
                 spec[name] = self.fail(path, f"spec.{name}: a secret must resolve to text")
@@ -219,6 +220,20 @@ class _Resolver:
                 spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value{_empty(raw_value)}")
             else:
                 spec[name] = Secret(str(value), self.key)
+
+
+def reference_typo(value: Any) -> str:
+    """What is wrong with a mapping meant as a reference whose `env` or `file` key is misspelt (`{enV: NAME}`,
+    `{Env: NAME}`, `{fiel: PATH}`), else "". Not being a reference, it was read as a literal mapping: a secret
+    field said "must be references such as {env: NAME}", another "should be a valid string, got a mapping",
+    neither naming the key at fault (walk 27b)."""
+    if not isinstance(value, dict) or "env" in value or "file" in value:
+        return ""
+    near = {k: difflib.get_close_matches(str(k).lower(), ("env", "file"), n=1, cutoff=0.6) for k in value}
+    if not near or any(not close and key != "default" for key, close in near.items()):
+        return ""  # a key of something else (`{files: …, provider: …}`): not a reference
+    key, close = next((k, c) for k, c in near.items() if c)
+    return f"unknown key {quote(key)} in a reference (did you mean '{close[0]}'?)"
 
 
 def _empty(ref: Any) -> str:

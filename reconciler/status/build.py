@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import transitions
 from reconciler.model import ApiFamily, JobKind, TaskRecord, TaskStatus, job_of
 from reconciler.status.history import MAX_INTERVALS, History, Run
 from reconciler.status.model import (
@@ -159,10 +160,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         prune_held=record.key in inputs.replica.prune_held,
         # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
         submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
-        waits_for_room=record.selector is not None
-        and record.status is TaskStatus.STOPPED
-        and record.next_attempt_at is None
-        and record.key not in inputs.replica.prune_held,
+        waits_for_room=transitions.left_to_its_room(record) and record.key not in inputs.replica.prune_held,
     )
 
 

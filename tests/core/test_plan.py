@@ -446,6 +446,24 @@ def test_a_wake_of_many_whole_keys_looks_each_up_instead_of_comparing_it_with_ev
     assert len(globs.woken) == 100 + 11  # a kind/name and a glob are still compared with every key
 
 
+def test_a_wake_of_a_selector_task_that_ended_with_its_room_says_what_starts_it() -> None:
+    """Walk 27b: `capctl wake SnapshotJob/live/live-1` of a selector task whose room emptied said only "is
+    stopped: nothing to wake", with no slot in `state list`: stuck? Its room, selected again, starts it."""
+    from reconciler.waking import plan_wake
+
+    ended = record_for(desired(), TaskStatus.STOPPED, selector="room-*")
+    slotted = ended.evolve(next_attempt_at=NOW + 60)  # backing off: woken, not explained
+    named = record_for(desired(), TaskStatus.STOPPED)
+    records = {"SnapshotJob/sel/room-1": ended, "SnapshotJob/hall/h1": named}
+    wake = plan_wake(list(records), list(records), records.get)
+    assert wake.lines == [
+        "SnapshotJob/sel/room-1 is stopped: nothing to wake; it ended with its room, and starts again when its "
+        "room-selector job selects the room again (active, within maxRooms).",
+        "SnapshotJob/hall/h1 is stopped: nothing to wake.",
+    ]
+    assert [r.key for r in plan_wake(["K"], ["K"], {"K": slotted.evolve(key="K")}.get).woken] == ["K"]
+
+
 def test_failed_start_is_retried() -> None:
     task = desired()
     change = one(task, record_for(task, TaskStatus.FAILED, last_error="InvalidParameter: bad"))

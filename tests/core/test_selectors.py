@@ -137,10 +137,17 @@ def test_targets_and_labels_both_hold_and_replace_keys_are_always_in() -> None:
     assert {ch.key: ch.action for ch in plan.changes} == {b.key: Action.CREATE, c.key: Action.REPLACE}
 
 
-def test_a_label_selector_matching_nothing_says_so() -> None:
+def test_a_label_selector_matching_nothing_says_so_with_the_labels_there_are() -> None:
+    """With the labels of the specs and the state, as `state list` says them, a typo shows itself (walk 27b:
+    `plan -l team=meda` said only "matches no task")."""
     a = labelled("a", "cams", team="safety")
-    plan = diff({a.key: a}, {}, {}, options=PlanOptions(labels=("team=nobody",)), state_serial=0, now=NOW)
-    assert plan.changes == () and "-l team=nobody matches no task." in plan.notes
+    gone = record_for(desired(room="b", job="old")).evolve(labels={"team": "media", "tier": "gold"})
+    options = PlanOptions(labels=("team=nobody",), prune=False)
+    plan = diff({a.key: a}, {gone.key: gone}, {}, options=options, state_serial=0, now=NOW)
+    assert plan.changes == ()
+    assert "-l team=nobody matches no task (labels there: team=media, team=safety, tier=gold)." in plan.notes
+    bare = diff({}, {}, {}, options=options, state_serial=0, now=NOW)
+    assert "-l team=nobody matches no task." in bare.notes
 
 
 def test_a_target_matching_nothing_says_so_and_that_question_marks_are_literal_in_keys() -> None:

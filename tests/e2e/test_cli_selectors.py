@@ -165,17 +165,22 @@ def test_a_job_switched_to_named_rooms_is_listed_without_its_old_selector(work: 
     assert work.capctl("state", "list").stdout.splitlines()[1].split()[:2] == ["KEY", "STATUS"]
 
 
-def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_the_plan(work: Workdir) -> None:
+def test_a_selector_whose_provider_has_no_callback_secret_is_named_in_validate_and_the_plan(work: Workdir) -> None:
     """Without a callbackSecret the daemon rejects the vendor's room callbacks (401), learns no room activity
-    and the job starts nothing: the plan says so and what to do (walk C finding 10)."""
+    and the job starts nothing: the plan says so and what to do (walk C finding 10), and `validate` warns,
+    where a spec is written (it said only `Valid:`, walk 27b)."""
     work.write("jobs.yaml", SELECTOR)
-    plan = work.capctl("plan").stdout
-    assert (
-        "Note: Room selector SnapshotJob/classes starts nothing: Provider 'volc' has no callbackSecret, so "
-        "`capctl run` cannot verify the vendor's room callbacks" in plan
+    note = (
+        "Room selector SnapshotJob/classes starts nothing: Provider 'volc' has no callbackSecret, so "
+        "`capctl run` cannot verify the vendor's room callbacks"
     )
+    assert f"Note: {note}" in work.capctl("plan").stdout
+    validated = work.capctl("validate")
+    assert validated.stdout.startswith("Valid: ")
+    assert "warning: " in validated.stderr and f"jobs.yaml:5:13: {note}" in validated.stderr
     work.write("providers.yaml", providers(work.sim.base, callbacks=True))
     assert "callbackSecret" not in work.capctl("plan").stdout
+    assert "callbackSecret" not in work.capctl("validate").stderr
 
 
 def test_validate_and_plan_warn_of_a_selector_of_every_room_without_max_rooms(work: Workdir) -> None:

@@ -96,6 +96,9 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         ("k3y-literal-value", "spec.accessKey: secret fields must be references"),
         ("{env: 1BAD}", "invalid environment variable name '1BAD'"),
         ("{env: AK, defualt: x}", "unknown key 'defualt' in a reference (did you mean 'default'?)"),
+        # A misspelt `env`/`file` key made no reference: it was called a literal secret (walk 27b).
+        ("{enV: AK}", "spec.accessKey: unknown key 'enV' in a reference (did you mean 'env'?)"),
+        ("{fiel: x, default: y}", "spec.accessKey: unknown key 'fiel' in a reference (did you mean 'file'?)"),
         ("{env: AK, file: x}", "a reference has either `env` or `file`, not both"),
         ("{env: AK, default: [a]}", "a reference default must be a scalar"),
         ("{file: ''}", "`file` needs a path (relative to this spec file)"),
@@ -117,6 +120,30 @@ def test_non_secret_references_are_read_and_checked(tmp_path: Path) -> None:
     )
     (wrong,) = _errors(path, {"ZEGO_APP": "abc"}, resolve_secrets=False)
     assert wrong.startswith(f"{path}:13:27: spec.appId: Input should be a valid integer")
+
+
+def test_a_misspelt_reference_key_elsewhere_is_named_not_called_a_mapping(tmp_path: Path) -> None:
+    """`{ENV: NAME}` in a text, number or duration field said "Input should be a valid string, got a mapping"
+    or "invalid duration {'ENV': …}" (walk 27b); a mapping of other keys keeps the type error."""
+    jobs = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {Env: IV}\nimage: {width: {ENV: W}}")
+    text = PROVIDERS.replace("{env: ZEGO_APP}", "{evn: ZEGO_APP}") + "---\n" + jobs + "  taskId: {name: x}\n"
+    path = _write(tmp_path, text)
+    assert _errors(path, {}, resolve_secrets=False) == [
+        f"{path}:13:27: spec.appId: unknown key 'evn' in a reference (did you mean 'env'?)",
+        f"{path}:32:13: spec.interval: unknown key 'Env' in a reference (did you mean 'env'?)",
+        f"{path}:33:18: spec.image.width: unknown key 'ENV' in a reference (did you mean 'env'?)",
+        f"{path}:34:11: spec.taskId: Input should be a valid string, got a mapping",
+    ]
+
+
+def test_a_glob_among_named_volcengine_rooms_says_how_to_select_rooms(tmp_path: Path) -> None:
+    """`rooms: [live-*]` meant every live room: the RoomId rule alone did not say how to ask for that (walk 27b)."""
+    path = _write(tmp_path, PROVIDERS + "---\n" + job(body="provider: volc\nrooms: [live-*, 'a b']\nstorage: tos"))
+    assert _errors(path, {"ZEGO_APP": "42"}, resolve_secrets=False) == [
+        f"{path}:30:11: spec.rooms[0]: room 'live-*' must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule); "
+        "to select the rooms a glob matches: rooms: {match: 'live-*'}",
+        f"{path}:30:19: spec.rooms[1]: room 'a b' must match [a-zA-Z0-9_@-.]{{1,128}} (volcengine RoomId rule)",
+    ]
 
 
 def test_loading_the_quickstart_specs_imports_no_http_client() -> None:

@@ -228,11 +228,14 @@ def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     """A start cut short by its job's removal while --max-prune holds the prune stayed `pending` with no error
     and a bare "—" as its next attempt: it read as stuck (walk 14b). It says what it waits for now."""
     held, other = "SnapshotJob/gone/room-1", "SnapshotJob/hall/h1"
-    replica = dataclasses.replace(LEADER, prune_held=(held,), max_prune=20.0)
-    records = [record(held, TaskStatus.PENDING), record(other, TaskStatus.PENDING)]
+    # Walk 27b: a running one read "Next observation: on a callback", but the daemon looks at no removed task.
+    running = "SnapshotJob/gone/room-2"
+    replica = dataclasses.replace(LEADER, prune_held=(held, running), max_prune=20.0)
+    records = [record(held, TaskStatus.PENDING), record(other, TaskStatus.PENDING), record(running)]
     snap = build_snapshot(inputs(records, replica=replica), StatusQuery(), NOW)
     text = _text(render_html(snap))
-    assert text.count("none: removed from the specs, its stop waits for a human (the prune above)") == 1
+    assert text.count("none: removed from the specs, its stop waits for a human (the prune above)") == 2
+    assert "on a callback" not in text
     tasks = {t["key"]: t for job in to_json(snap)["jobs"] for g in job["groups"] for t in g["tasks"]}
     assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
 
