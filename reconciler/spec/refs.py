@@ -230,7 +230,9 @@ def reference_typo(value: Any) -> str:
     if not isinstance(value, dict) or "env" in value or "file" in value:
         return ""
     near = {k: difflib.get_close_matches(str(k).lower(), ("env", "file"), n=1, cutoff=0.6) for k in value}
-    if not near or any(not close and key != "default" for key, close in near.items()):
+    # `default` misspelt too (`{Env: X, Default: Y}`) still reads as a reference (walk 28b)
+    defaults = [k for k in value if difflib.get_close_matches(str(k).lower(), ("default",), n=1, cutoff=0.6)]
+    if not near or any(not close and key not in defaults for key, close in near.items()):
         return ""  # a key of something else (`{files: …, provider: …}`): not a reference
     misspelt = [(k, c) for k, c in near.items() if c]
     if not misspelt:  # `{default: V}` alone: a reference with its variable left out (it raised StopIteration)

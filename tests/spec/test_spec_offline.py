@@ -101,6 +101,7 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         ("{fiel: x, default: y}", "spec.accessKey: unknown key 'fiel' in a reference (did you mean 'file'?)"),
         # `{default: V}` alone: no key to call misspelt, and validate ended in a StopIteration traceback (walk 28b).
         ("{default: x}", "spec.accessKey: a reference needs `env: NAME` beside its `default`"),
+        ("{Env: AK, Default: x}", "spec.accessKey: unknown key 'Env' in a reference (did you mean 'env'?)"),
         ("{env: AK, file: x}", "a reference has either `env` or `file`, not both"),
         ("{env: AK, default: [a]}", "a reference default must be a scalar"),
         ("{file: ''}", "`file` needs a path (relative to this spec file)"),
