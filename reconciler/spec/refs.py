@@ -230,9 +230,14 @@ def reference_typo(value: Any) -> str:
     if not isinstance(value, dict) or "env" in value or "file" in value:
         return ""
     near = {k: difflib.get_close_matches(str(k).lower(), ("env", "file"), n=1, cutoff=0.6) for k in value}
-    if not near or any(not close and key != "default" for key, close in near.items()):
+    # `default` misspelt too (`{Env: X, Default: Y}`) still reads as a reference (walk 28b)
+    defaults = [k for k in value if difflib.get_close_matches(str(k).lower(), ("default",), n=1, cutoff=0.6)]
+    if not near or any(not close and key not in defaults for key, close in near.items()):
         return ""  # a key of something else (`{files: …, provider: …}`): not a reference
-    key, close = next((k, c) for k, c in near.items() if c)
+    misspelt = [(k, c) for k, c in near.items() if c]
+    if not misspelt:  # `{default: V}` alone: a reference with its variable left out (it raised StopIteration)
+        return "a reference needs `env: NAME` beside its `default` (`{env: NAME, default: V}`)"
+    key, close = misspelt[0]
     return f"unknown key {quote(key)} in a reference (did you mean '{close[0]}'?)"
 
 

@@ -283,12 +283,15 @@ async def test_a_standby_logs_no_room_left_out_and_its_new_term_does(harness: Ha
     try:
         assert not standby.lease.acting()
         assert [e for e in logs if e["event"].startswith("room selector")] == []
+        gauge = 'capctl_selector_rooms_left_out{job_name="SnapshotJob/classes"}'
+        assert gauge not in standby.metrics.render().decode()
         with capture_logs() as logs:
             await harness.stop()  # the leader goes: the standby takes the lock within a retry period
             await harness.advance(5)
         assert standby.lease.acting()
         left_out = [e["room"] for e in logs if e["event"] == "room selector at maxRooms: room not captured"]
         assert left_out == ["class-2"]
+        assert f"{gauge} 1.0" in standby.metrics.render().decode()  # its term's counts, exported at once (28b)
     finally:
         await standby.stop()
         standby.records.close()

@@ -99,6 +99,9 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         # A misspelt `env`/`file` key made no reference: it was called a literal secret (walk 27b).
         ("{enV: AK}", "spec.accessKey: unknown key 'enV' in a reference (did you mean 'env'?)"),
         ("{fiel: x, default: y}", "spec.accessKey: unknown key 'fiel' in a reference (did you mean 'file'?)"),
+        # `{default: V}` alone: no key to call misspelt, and validate ended in a StopIteration traceback (walk 28b).
+        ("{default: x}", "spec.accessKey: a reference needs `env: NAME` beside its `default`"),
+        ("{Env: AK, Default: x}", "spec.accessKey: unknown key 'Env' in a reference (did you mean 'env'?)"),
         ("{env: AK, file: x}", "a reference has either `env` or `file`, not both"),
         ("{env: AK, default: [a]}", "a reference default must be a scalar"),
         ("{file: ''}", "`file` needs a path (relative to this spec file)"),
@@ -125,11 +128,13 @@ def test_non_secret_references_are_read_and_checked(tmp_path: Path) -> None:
 def test_a_misspelt_reference_key_elsewhere_is_named_not_called_a_mapping(tmp_path: Path) -> None:
     """`{ENV: NAME}` in a text, number or duration field said "Input should be a valid string, got a mapping"
     or "invalid duration {'ENV': …}" (walk 27b); a mapping of other keys keeps the type error."""
-    jobs = job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {Env: IV}\nimage: {width: {ENV: W}}")
-    text = PROVIDERS.replace("{env: ZEGO_APP}", "{evn: ZEGO_APP}") + "---\n" + jobs + "  taskId: {name: x}\n"
+    # `storage: {default: tos}`: the variable left out, a StopIteration traceback, not an error (walk 28b)
+    body = "provider: volc\nrooms: [lobby]\nstorage: {default: tos}\ninterval: {Env: IV}\nimage: {width: {ENV: W}}"
+    text = PROVIDERS.replace("{env: ZEGO_APP}", "{evn: ZEGO_APP}") + "---\n" + job(body=body) + "  taskId: {name: x}\n"
     path = _write(tmp_path, text)
     assert _errors(path, {}, resolve_secrets=False) == [
         f"{path}:13:27: spec.appId: unknown key 'evn' in a reference (did you mean 'env'?)",
+        f"{path}:31:12: spec.storage: a reference needs `env: NAME` beside its `default` (`{{env: NAME, default: V}}`)",
         f"{path}:32:13: spec.interval: unknown key 'Env' in a reference (did you mean 'env'?)",
         f"{path}:33:18: spec.image.width: unknown key 'ENV' in a reference (did you mean 'env'?)",
         f"{path}:34:11: spec.taskId: Input should be a valid string, got a mapping",
