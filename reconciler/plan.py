@@ -60,7 +60,6 @@ __all__ = [
     "selector_matches",
     "selector_room_hint",
     "waited_after",
-    "whole_keys_hint",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -246,17 +245,6 @@ def labels_known(label_sets: Iterable[Mapping[str, str]], where: str) -> str:
     shows itself (walk 14b; plan's note too, walk 27b); "" when there are none."""
     known = sorted({f"{k}={v}" for labels in label_sets for k, v in labels.items()})
     return f" (labels {where}: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
-
-
-def whole_keys_hint(command: str, key: str) -> str:
-    """What to add when `command` (sync, wake), which takes whole task keys, did not know `key` and `key` is a
-    glob or kind/name, as `state list` and --target take: it names keys, it is none."""
-    if "*" in key or key.count("/") == 1:
-        return (
-            f" ({command} takes whole task keys, kind/name/room, not a glob or kind/name: "
-            f"`capctl state list {key!r}` lists the keys it means)"
-        )
-    return ""
 
 
 def selector_matches(selector: str, key: str) -> bool:
