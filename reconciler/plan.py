@@ -60,7 +60,6 @@ __all__ = [
     "selector_matches",
     "selector_room_hint",
     "waited_after",
-    "whole_keys_hint",
 ]
 
 # 2: `created_at` is an RFC 3339 UTC time ("2026-12-05T18:04:00Z"), no longer epoch seconds. Version-1 files
@@ -248,17 +247,6 @@ def labels_known(label_sets: Iterable[Mapping[str, str]], where: str) -> str:
     return f" (labels {where}: {', '.join(known[:20])}{', …' if len(known) > 20 else ''})" if known else ""
 
 
-def whole_keys_hint(command: str, key: str) -> str:
-    """What to add when `command` (sync, wake), which takes whole task keys, did not know `key` and `key` is a
-    glob or kind/name, as `state list` and --target take: it names keys, it is none."""
-    if "*" in key or key.count("/") == 1:
-        return (
-            f" ({command} takes whole task keys, kind/name/room, not a glob or kind/name: "
-            f"`capctl state list {key!r}` lists the keys it means)"
-        )
-    return ""
-
-
 def selector_matches(selector: str, key: str) -> bool:
     """`kind/name/target` or `kind/name`, where `*` in the name or target part matches any text.
 
@@ -276,12 +264,12 @@ def selector_matches(selector: str, key: str) -> bool:
     return len(parts) == 2 or _glob(parts[2]).fullmatch(fields[2]) is not None
 
 
-def keys_matching(selectors: Iterable[str], keys: Iterable[str]) -> dict[str, list[str]]:
+def keys_matching(selectors: Iterable[str], keys: Collection[str]) -> dict[str, list[str]]:
     """Each of `selectors` (once each) with the `keys` it matches (`selector_matches`), in their order. A whole
     task key (no `*`, three parts) matches itself alone, so it is looked up, not compared with every key: a
-    `wake --daemon` of 1,000 keys at 10,000 tasks made 10 million comparisons, seconds on the daemon's loop."""
-    keys = list(keys)
-    present = set(keys)
+    `wake --daemon` of 1,000 keys at 10,000 tasks made 10 million comparisons, seconds on the daemon's loop.
+    `keys` given as a set (the daemon's sync) is looked in as it is, not copied at each request."""
+    present = keys if isinstance(keys, set | frozenset) else set(keys)
 
     def matches(selector: str) -> list[str]:
         if "*" not in selector and selector.count("/") >= 2:

@@ -9,16 +9,18 @@ leader through its fenced store).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from reconciler import transitions
 from reconciler.model import TaskRecord
 from reconciler.plan import fmt_time, keys_matching, near_key_hint, selector_room_hint, waited_after
+from reconciler.spec.errors import shorten
 
-__all__ = ["MAX_NAMED", "Wake", "plan_wake"]
+__all__ = ["MAX_NAMED", "Wake", "no_task_problem", "plan_wake"]
 
 MAX_NAMED = 20  # unknown KEYs a refusal names, and looks for the nearest task of
+MAX_KEY_CHARS = 300  # of each KEY named: a task key is a kind, a job name and a room id (at most 128 + 63 + 12)
 # What starts a selector task that ended with its room (`transitions.left_to_its_room`), as the status page says.
 _SELECTED_AGAIN = (
     "; it ended with its room, and starts again when its room-selector job selects the room again (active, "
@@ -42,14 +44,7 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
     matched = keys_matching(patterns, known)
     # Unlike `state rm`, every KEY must match: a glob that matches nothing is a typo that wakes nothing.
     if unknown := [k for k, hits in matched.items() if not hits]:
-        named = ", ".join(repr(k) for k in unknown[:MAX_NAMED]) + (", …" if len(unknown) > MAX_NAMED else "")
-        # The nearest of the first few only: each look scans every key (the daemon answers on its loop).
-        hint = next((h for k in unknown[:MAX_NAMED] if (h := near_key_hint(k, known))), "")
-        # A selector job's room with no task: not a typo to correct to another room (walk 26d-9).
-        hint += selector_room_hint(unknown[0], known, record_of) if len(unknown) == 1 else ""
-        return Wake(
-            unknown=unknown, problem=f"no task {named} in the state (see `capctl state list`); nothing woken{hint}"
-        )
+        return Wake(unknown=unknown, problem=no_task_problem(unknown, known, record_of, "the state", "; nothing woken"))
     records = {k: r for hits in matched.values() for k in hits if (r := record_of(k)) is not None}
     result, seen = Wake(), set()
     for pattern, hits in matched.items():
@@ -74,3 +69,17 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
             n = sum(left.values())
             result.lines.append(f"{pattern}: left {n} task{'' if n == 1 else 's'} not waiting ({counts}).")
     return result
+
+
+def no_task_problem(
+    unknown: Sequence[str], known: Collection[str], record_of: Callable[[str], TaskRecord | None], where: str, then: str
+) -> str:
+    """The refusal of KEYs (task keys or globs) that match none of the `known` keys (those `where` names), for
+    wake and sync alike: the first few, cut to a key's length, then `then`, then the nearest key."""
+    named = ", ".join(repr(shorten(k, MAX_KEY_CHARS)) for k in unknown[:MAX_NAMED])
+    named += ", …" if len(unknown) > MAX_NAMED else ""
+    # The nearest of the first few only: each look scans every key (the daemon answers on its loop).
+    hint = next((h for k in unknown[:MAX_NAMED] if (h := near_key_hint(shorten(k, MAX_KEY_CHARS), known))), "")
+    # A selector job's room with no task: not a typo to correct to another room (walk 26d-9).
+    hint += selector_room_hint(unknown[0], known, record_of) if len(unknown) == 1 else ""
+    return f"no task {named} in {where} (see `capctl state list`){then}{hint}"

@@ -273,7 +273,8 @@ def sync(
         list[str] | None,
         typer.Argument(
             metavar="KEY",
-            help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby. Default: every task.",
+            help="Task keys to reconcile now, e.g. SnapshotJob/lobby-audit/lobby, or a job or globs as `state "
+            "list` takes them ('SnapshotJob/lobby-audit', 'SnapshotJob/classes/*'). Default: every task.",
             autocompletion=complete_task_keys,
             callback=typed_text,
         ),
@@ -292,12 +293,14 @@ def sync(
     """Ask the running daemon to reconcile now (these keys, or every task), looking at the vendors first.
 
     It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
-    keeps waiting: `capctl wake --daemon URL KEY` wakes it), within the vendors' rate budgets.
+    keeps waiting: `capctl wake --daemon URL KEY` wakes it), within the vendors' rate budgets. Each KEY must
+    match a task the daemon knows (in its specs or its state), else nothing is queued.
     Use it instead of `capctl apply` while a daemon runs.
     When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
     """
     from reconciler.daemon.http import SYNC_PATH
 
+    _check_keys(keys or [])
     base, status, reply = _ask_daemon(daemon, SYNC_PATH, keys or [])
     if status != 200:
         fail(f"the daemon at {base} queued nothing: {reply['reason']}")
@@ -341,15 +344,10 @@ def wake(
     at once (CAPCTL_SYNC_TOKEN is sent as for `capctl sync`); it wakes them in the state it runs on, so --state
     beside --daemon is refused. Without it, wake takes the state lock (a running daemon holds it) and the next
     `capctl apply` starts them."""
-    from reconciler.plan import PlanError, check_selector
     from reconciler.state import NoState
     from reconciler.waking import plan_wake
 
-    try:
-        for key in keys:
-            check_selector(key, "KEY")
-    except PlanError as exc:
-        fail(str(exc))
+    _check_keys(keys)
     given = ctx.get_parameter_source("state")
     if daemon is not None and given is not None and given.name == "COMMANDLINE":
         # The daemon wakes tasks in its own state: a --state named beside it would be silently ignored (walk 19a).
@@ -374,6 +372,17 @@ def wake(
         typer.echo(line)
     if serial is not None:
         typer.echo(f"Backoff cleared (state serial {serial}): the next `capctl apply`, or the daemon, starts them now.")
+
+
+def _check_keys(keys: list[str]) -> None:
+    """A KEY that is neither a task key nor a glob of them is refused before the daemon is asked (sync, wake)."""
+    from reconciler.plan import PlanError, check_selector
+
+    try:
+        for key in keys:
+            check_selector(key, "KEY")
+    except PlanError as exc:
+        fail(str(exc))
 
 
 def _wake_at(daemon: str, keys: list[str]) -> None:

@@ -210,12 +210,13 @@ class Daemon(DaemonParts):
         self.queue.add_all_after(self.reconciler.on_callback(routed))
 
     def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
-        """`capctl sync`: reconcile `keys` (None: every key) now, looking at the vendor first (`sync.py`)."""
+        """`capctl sync`: reconcile `keys` (keys or globs; None: every key) now, looking at the vendor first
+        (`sync.py`)."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.specs.error}", []
         if self.lease_lost is not None:
             return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
-        status, reason, wanted = sync_keys(keys, known_keys(self.records.keys(), self.spec))
+        status, reason, wanted = sync_keys(keys, known_keys(self.records.keys(), self.spec), self.records.get)
         if status == 200:
             self.reconciler.observe_first(wanted)
             self.queue.add_all(wanted)

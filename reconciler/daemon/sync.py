@@ -2,7 +2,8 @@
 
 It only chooses keys: the daemon queues them and looks at the vendor first, the workers still decide (a
 backing-off or dormant task keeps waiting), vendor calls stay within the budgets, and a key already
-queued is queued once, so repeating the request costs nothing more. Any unknown key: nothing is queued.
+queued is queued once, so repeating the request costs nothing more. Any KEY that matches nothing: nothing is
+queued.
 """
 
 from __future__ import annotations
@@ -10,33 +11,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from reconciler.model import TaskRecord, TaskStatus
-from reconciler.plan import whole_keys_hint
+from reconciler.plan import keys_matching
 from reconciler.spec import SpecSet
-from reconciler.spec.errors import did_you_mean, shorten
+from reconciler.waking import no_task_problem
 
 __all__ = ["known_keys", "resync_keys", "sync_keys"]
 
-MAX_LISTED = 20  # unknown keys named in one answer
-MAX_KEY_CHARS = 300  # of each: a task key is a kind, a job name and a room id (at most 128 + 63 + 12)
 
-
-def sync_keys(keys: Sequence[str] | None, known: set[str]) -> tuple[int, str, list[str]]:
-    """(HTTP status, reason, the keys to queue) for `keys` (None: every key) among the `known` ones (the
-    spec set's and the state's: a removed job's tasks are pruned by a sync)."""
+def sync_keys(
+    keys: Sequence[str] | None, known: set[str], record_of: Callable[[str], TaskRecord | None]
+) -> tuple[int, str, list[str]]:
+    """(HTTP status, reason, the keys to queue) for `keys` (None: every key), task keys or globs as `wake` and
+    `state list` take them, among the `known` ones (the spec set's and the state's: a removed job's tasks are
+    pruned by a sync; a task desired but not yet recorded is synced by its job's name too). Every KEY must
+    match, as for wake: a typo would sync nothing while saying it did. A whole key is looked up, a glob walks
+    the keys once (`plan.keys_matching`)."""
     if keys is None:
-        wanted = sorted(known)
-    else:
-        wanted = list(dict.fromkeys(keys))
-        unknown = [k for k in wanted if k not in known]
-        if unknown:
-            listed = ", ".join(shorten(k, MAX_KEY_CHARS) for k in unknown[:MAX_LISTED])
-            listed += ", …" if len(unknown) > MAX_LISTED else ""
-            hint = next((h for k in unknown if (h := whole_keys_hint("sync", shorten(k, MAX_KEY_CHARS)))), "")
-            if not hint:
-                # Hints only among the first key's own job: a cheap request must not cost a scan of every key.
-                job = unknown[0].rpartition("/")[0] + "/"
-                hint = did_you_mean(unknown[0], (k for k in known if k.startswith(job)))
-            return 404, f"unknown task key(s), in neither the spec set nor the state: {listed}{hint}", []
+        return 200, f"queued {len(known)} task key(s)", sorted(known)
+    matched = keys_matching(keys, known)
+    if unknown := [k for k, hits in matched.items() if not hits]:
+        return 404, no_task_problem(unknown, known, record_of, "the spec set or the state", ""), []
+    wanted = list(dict.fromkeys(key for hits in matched.values() for key in sorted(hits)))
     return 200, f"queued {len(wanted)} task key(s)", wanted
 
 

@@ -244,8 +244,10 @@ async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harnes
                 )
         assert [len(log["reason"]) < 200 for log in logs if log["event"] == "callback rejected"] == [True, True]
         synced = await http.post("/api/v1/sync", json={"keys": ["S" * 100_000]})
-        assert synced.status_code == 404 and synced.json()["reason"].endswith("… (100000 characters)")
+        assert synced.status_code == 404 and "… (100000 characters)' in the spec set" in synced.json()["reason"]
         assert len(synced.json()["reason"]) < 500
+        woken = await http.post("/api/v1/wake", json={"keys": ["S" * 100_000]})  # the same refusal as sync's
+        assert woken.status_code == 404 and len(woken.json()["reason"]) < 500
 
 
 async def test_a_flood_of_forged_callbacks_is_logged_once_a_minute_and_counted_in_full(harness: Harness) -> None:
@@ -408,15 +410,19 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
         typo = await http.post("/api/v1/sync", json={"keys": [lobby, "SnapshotJob/audit/lobbi"]})
         assert typo.status_code == 404
         assert typo.json()["reason"] == (
-            "unknown task key(s), in neither the spec set nor the state: SnapshotJob/audit/lobbi"
-            " (did you mean 'SnapshotJob/audit/lobby'?)"
+            "no task 'SnapshotJob/audit/lobbi' in the spec set or the state (see `capctl state list`)"
+            " (did you mean SnapshotJob/audit/lobby?)"
         )
-        for selection in ("SnapshotJob/audit/*", "SnapshotJob/audit"):  # as `state list` takes: no key (walk 8f)
-            glob = await http.post("/api/v1/sync", json={"keys": [selection]})
-            assert glob.status_code == 404 and glob.json()["reason"].endswith(
-                " (sync takes whole task keys, kind/name/room, not a glob or kind/name: "
-                f"`capctl state list '{selection}'` lists the keys it means)"
-            )
+        # A job or a glob, as wake and `state list` take them (walk 27b): its tasks, each once.
+        for selection in (["SnapshotJob/audit/*"], ["SnapshotJob/audit"], ["SnapshotJob/*", lobby]):
+            glob = await http.post("/api/v1/sync", json={"keys": selection})
+            assert glob.status_code == 200 and glob.json()["queued"] == 1, selection
+        # Every KEY must match: one glob that matches nothing (a typo) queues nothing, and is named.
+        missed = await http.post("/api/v1/sync", json={"keys": ["SnapshotJob/audit", "SnapshotJob/audt/*"]})
+        assert missed.status_code == 404 and missed.json()["reason"] == (
+            "no task 'SnapshotJob/audt/*' in the spec set or the state (see `capctl state list`)"
+            " (did you mean SnapshotJob/audit/*?)"
+        )
         for bad, why in (
             (b"{", "malformed JSON"),
             (b'{"keys": []}', "non-empty list"),

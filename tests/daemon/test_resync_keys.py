@@ -1,9 +1,15 @@
-"""Which keys the resync timer queues: every known key, but those waiting for a re-issue slot still ahead."""
+"""Which keys the resync timer queues (every known key, but those waiting for a re-issue slot still ahead), and
+which a `capctl sync` queues."""
 
 from __future__ import annotations
 
-from reconciler.daemon.sync import resync_keys
+from pathlib import Path
+
+from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.model import TaskRecord, TaskStatus
+from reconciler.spec import load_spec_set
+from tests.daemon.conftest import write_specs
+from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
 
 NOW = 1_000.0
@@ -28,3 +34,22 @@ def test_the_resync_leaves_out_only_tasks_waiting_for_a_slot_still_ahead() -> No
         "SnapshotJob/j/running",
         "SnapshotJob/j/stopped",  # stopped with no slot: the pass decides
     ]
+
+
+def test_sync_takes_a_job_or_a_glob_with_its_tasks_desired_but_not_yet_recorded(tmp_path: Path) -> None:
+    write_specs(tmp_path, snapshot_job("audit", ["lobby", "hall"]))
+    spec = load_spec_set([str(tmp_path)])
+    recorded = make_record("SnapshotJob/audit/lobby")
+    known = known_keys([recorded.key], spec)  # hall: in the specs, not yet in the state (walk 27b)
+    records = {recorded.key: recorded}
+    assert sync_keys(["SnapshotJob/audit"], known, records.get) == (
+        200,
+        "queued 2 task key(s)",
+        ["SnapshotJob/audit/hall", "SnapshotJob/audit/lobby"],
+    )
+    assert sync_keys(["SnapshotJob/audit/h*", "SnapshotJob/audit/hall"], known, records.get)[2] == [
+        "SnapshotJob/audit/hall"  # each key once
+    ]
+    status, reason, queued = sync_keys(["SnapshotJob/audit/hall", "SnapshotJob/other/*"], known, records.get)
+    assert (status, queued) == (404, [])
+    assert reason == "no task 'SnapshotJob/other/*' in the spec set or the state (see `capctl state list`)"

@@ -101,6 +101,7 @@ VALUE_ERRORS = [
         ("sync", "--daemon", "ftp://x"),
         "Error: --daemon 'ftp://x': expected the daemon's URL, e.g. http://127.0.0.1:8080",
     ),
+    (("sync", "lobby"), "Error: KEY 'lobby': expected kind/name/room (a task key), kind/name, or either with *"),
     (("wake", "SnapshotJob/a/b"), "Error: nothing to wake: no state at sqlite:///.capctl/state.db (resolved to "),
     (("docs", "nosuch"), "Error: docs: no topic 'nosuch'; the topics: architecture, daemon, "),
     (("state", "list", "--state", "sqlite:////dev/null"), "Error: sqlite:////dev/null is not a regular file\n"),

@@ -65,7 +65,7 @@ ENVIRONMENTS = {  # each case's own, beside those
         # encoder refused with a traceback: such a key is in no state, and is not sent.
         (["state", "show", "\udcff", "--state", STATE], "Error: no task '\\udcff' in the state"),
         (["wake", "\udcff", "--state", STATE], "Error: KEY '\\udcff': expected kind/name/room (a task key)"),
-        (["sync", "\udcff", "--daemon", CLOSED], "Error: KEY '\\udcff': not UTF-8 text"),
+        (["sync", "SnapshotJob/a/\udcff", "--daemon", CLOSED], "Error: KEY 'SnapshotJob/a/\\udcff': not UTF-8 text"),
         # sync made its client before looking at the certificate settings plan and apply check first.
         (["sync", "--daemon", CLOSED], "Error: SSL_CERT_FILE names 'nowhere.pem', which is no file"),
         # The TLS context opened SSLKEYLOGFILE as it was made: OSError's traceback from every command that calls out.

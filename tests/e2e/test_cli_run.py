@@ -131,8 +131,11 @@ def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(wor
         assert every == f"Queued every task (1) for an immediate reconcile at {url}.\n"
         anonymous = work.capctl("sync", "--daemon", url, env={"CAPCTL_SYNC_TOKEN": ""}, expect=1).stderr
         assert "queued nothing: missing or wrong bearer token" in " ".join(anonymous.split())
-        typo = work.capctl("sync", "--daemon", url, "SnapshotJob/audit/lobbi", expect=1).stderr
-        assert "queued nothing: unknown task key(s)" in typo and "did you mean 'SnapshotJob/audit/lobby'" in typo
+        typo = work.capctl("sync", "--daemon", url, "SnapshotJob/audit", "SnapshotJob/audit/lobbi", expect=1).stderr
+        assert "queued nothing: no task 'SnapshotJob/audit/lobbi' in the spec set" in " ".join(typo.split())
+        assert "did you mean SnapshotJob/audit/lobby?" in typo
+        job = work.capctl("sync", "--daemon", url, "SnapshotJob/audit").stdout  # a job's tasks (walk 27b)
+        assert job == f"Queued 1 task(s) for an immediate reconcile at {url}.\n  SnapshotJob/audit\n"
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
