@@ -15,7 +15,7 @@ import structlog
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.model import DesiredTask
-from reconciler.spec import SpecErrors, SpecSet, load_spec_set
+from reconciler.spec import SpecError, SpecErrors, SpecSet, load_spec_set
 from reconciler.state.sql import iso_utc
 
 __all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs"]
@@ -124,11 +124,18 @@ class SpecState:
 
 
 def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet | SpecErrors:
-    """The spec set, or the errors that reject it (returned, so that a worker thread can hand them over)."""
+    """The spec set, or the errors that reject it (returned, so that a worker thread can hand them over).
+    A fault of capctl's own loader rejects the set too, its traceback logged: raised from the reload's thread,
+    a StopIteration never reaches the loop (asyncio cannot set it on a future: that reload, and every later one
+    behind its lock, would wait forever), and any other exception would end the spec watcher (walk 28B-1)."""
     try:
         return load_spec_set(paths, fingerprint_key=fingerprint_key)
     except SpecErrors as exc:
         return exc
+    except Exception as exc:  # a capctl bug: the last valid set stays in force, and the next edit is read again
+        log.exception("the specs could not be read: a capctl bug, please report it with this traceback")
+        why = f"capctl could not read the specs ({type(exc).__name__}): a capctl bug, its traceback is in the log"
+        return SpecErrors([SpecError(paths[0] if paths else ".", 0, 0, why)])
 
 
 def error_summary(exc: SpecErrors) -> tuple[int, str]:

@@ -501,3 +501,28 @@ async def test_a_set_invalid_for_a_missing_referenced_file_loads_once_the_file_a
             await asyncio.sleep(0.05)
     await harness.advance(1)
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+@pytest.mark.parametrize("fault", [StopIteration, ValueError])
+async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_read(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, fault: type[Exception]
+) -> None:
+    """A bug in capctl's spec loader (walk 28B-1: a StopIteration from a reference check) is a rejected set, not a
+    reload that never ends (asyncio cannot hand a StopIteration over from the reload's thread) or a dead watcher."""
+    await running_with_stream(harness, ["lobby"])
+    daemon = harness.daemon
+    assert daemon is not None
+
+    def broken(*args: Any, **kwargs: Any) -> SpecSet:
+        raise fault("a loader bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("reconciler.daemon.specset.load_spec_set", broken)
+        with capture_logs() as logs:
+            assert not await asyncio.wait_for(daemon.reload_async(), 5)
+    assert daemon.specs.error is not None and "a capctl bug" in daemon.specs.error
+    assert any(e["log_level"] == "error" and "capctl bug" in e["event"] for e in logs)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING  # the last valid set stays in force
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
+    assert await asyncio.wait_for(daemon.reload_async(), 5)  # the next edit is read (no reload left waiting)
+    assert daemon.specs.error is None
