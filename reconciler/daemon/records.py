@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import transitions
 from reconciler.clock import Clock, SystemClock
-from reconciler.model import TaskRecord
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import HistorySpan, HistoryStore, Lock, Snapshot, StateStore
 from reconciler.status.history import MAX_INTERVALS, History
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 
 def vendor_id(record: TaskRecord) -> RunId | None:
-    """How a callback names this record's current run: its family says (`Family.run_id`)."""
+    """How a callback names this record's current run: its family says (`Family.run_id`). A tombstone has
+    none: the vendor task it names may be another key's now (a renamed job's, handed over), whose callbacks
+    went to the tombstone when it was read after that key (walk 28a); and one stopped has nothing to hint."""
+    if record.status is TaskStatus.REMOVED:
+        return None
     return FAMILIES[record.family].run_id(record)
 
 

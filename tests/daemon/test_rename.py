@@ -74,6 +74,25 @@ async def test_a_renamed_job_keeps_capturing_its_rooms_and_no_stop_ends_the_new_
     assert sorted(t.room_id for t in harness.running_sim_tasks("volcengine")) == sorted(ROOMS + OTHERS)
 
 
+async def test_after_a_restart_a_renamed_jobs_callbacks_reach_its_new_key_not_the_old_tombstone(
+    harness: Harness,
+) -> None:
+    """The old key's tombstone names the same vendor task (RoomId + TaskId) as the new key's run. Read back in
+    key order (`old` after `new`), it took the callbacks' index: every image callback of the run went to the
+    tombstone, the running task heard none (its productive mark, idle and image-silence hints) until the
+    tombstone was collected (walk 28a)."""
+    await start_renamed(harness)
+    await harness.advance(PRUNE_GRACE + 120)
+    await harness.stop()
+    daemon = await harness.start()
+    await harness.advance(1)
+    for room in ROOMS:
+        new = harness.record(f"SnapshotJob/new/{room}")
+        run = ("volcengine", new.vendor_ref["AppId"], room, new.vendor_task_id or "")
+        routed = daemon.records.by_vendor_id(run)
+        assert routed is not None and routed.key == new.key, routed
+
+
 async def test_a_rename_held_by_max_prune_keeps_the_old_task_running_until_a_human_confirms(harness: Harness) -> None:
     with capture_logs() as logs:
         await start_renamed(harness, max_prune=0)  # every prune waits for a human
