@@ -47,7 +47,10 @@ class RecordCache:
         self.history = History(clock or SystemClock())
         self.history_store = history_store
         self._records: dict[str, TaskRecord] = {}
-        self._by_vendor_id: dict[RunId, str] = {}
+        # Every live key naming a run, the last put last: two live records may name one Volcengine task (a job
+        # renamed with its taskId, the new key took it over under --no-prune); when the last one leaves (its
+        # tombstone), the other is still there to hear its callbacks (walk 29b).
+        self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
 
     def refresh(self, *, leading: bool = False) -> dict[str, TaskRecord]:
@@ -94,8 +97,8 @@ class RecordCache:
         return list(self._records.values())
 
     def by_vendor_id(self, vid: RunId) -> TaskRecord | None:
-        key = self._by_vendor_id.get(vid)
-        return None if key is None else self._records.get(key)
+        keys = self._by_vendor_id.get(vid)
+        return self._records.get(next(reversed(keys))) if keys else None
 
     def holding(self, name: tuple[str, str, str]) -> dict[str, TaskRecord]:
         """The records that may be running the Volcengine task `name` (`transitions.volc_task_held`), by key."""
@@ -110,15 +113,17 @@ class RecordCache:
         self.history.note(record)
         vid = vendor_id(record)
         if vid is not None:
-            self._by_vendor_id[vid] = record.key
+            self._by_vendor_id.setdefault(vid, {})[record.key] = None
         if (name := transitions.volc_task_held(record)) is not None:
             self._by_volc_task.setdefault(name, set()).add(record.key)
 
     def _forget(self, key: str) -> None:
         old = self._records.pop(key, None)
         vid = vendor_id(old) if old is not None else None
-        if vid is not None and self._by_vendor_id.get(vid) == key:
-            del self._by_vendor_id[vid]
+        if vid is not None and (keys := self._by_vendor_id.get(vid)) is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._by_vendor_id[vid]
         if old is not None and (name := transitions.volc_task_held(old)) is not None:
             holders = self._by_volc_task[name]
             holders.discard(key)

@@ -130,6 +130,9 @@ async def test_a_small_removal_is_pruned_after_the_grace_and_restoring_it_resume
     await harness.advance(1)
     back = harness.record(LOBBY)
     assert back.status is TaskStatus.RUNNING and back.removed_at is None
+    # its callbacks reach it from its restart on (a tombstone is never in their index: walk 28a, 29b)
+    run = ("volcengine", back.vendor_ref["AppId"], back.target, back.vendor_task_id or "")
+    assert (routed := harness.daemon.records.by_vendor_id(run)) is not None and routed.key == LOBBY
     assert (back.reissue_count, back.unproductive_runs) == (before.reissue_count, before.unproductive_runs)
 
 
@@ -215,6 +218,8 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
         assert harness.daemon.reload()
         await harness.advance(1)
     assert harness.record(key).status is TaskStatus.DONE and harness.calls("MediaThumbnails") == 1
+    run = ("zego", harness.record(key).vendor_task_id or "")  # its callbacks reach it again at once (walk 29b)
+    assert (routed := harness.daemon.records.by_vendor_id(run)) is not None and routed.key == key
     # 20d-5: the revival was silent (a debug line), where every other record the daemon changes is logged.
     [revived] = [e for e in logs if e["event"] == "no change" and "restored to the specs" in e["reason"]]
     assert revived["log_level"] == "info" and "submitted before with the same content" in revived["reason"]

@@ -139,7 +139,7 @@ async def test_a_task_another_key_already_holds_is_retired_without_a_stop(harnes
     await start_renamed(harness, prune=False)
     await harness.advance(5)
     await harness.stop()
-    await harness.start()  # pruning again
+    daemon = await harness.start()  # pruning again
     with capture_logs() as logs:
         await harness.advance(PRUNE_GRACE + 120)
     deletes = [e["reason"] for e in logs if e["event"] == "decision" and e["action"] == "delete"]
@@ -152,6 +152,9 @@ async def test_a_task_another_key_already_holds_is_retired_without_a_stop(harnes
         old, new = harness.record(f"SnapshotJob/old/{room}"), harness.record(f"SnapshotJob/new/{room}")
         assert old.status is TaskStatus.REMOVED and old.stop_reason == "handed over to SnapshotJob/new/" + room
         assert new.status is TaskStatus.RUNNING and new.reissue_count == 0
+        run = ("volcengine", new.vendor_ref["AppId"], room, new.vendor_task_id or "")
+        routed = daemon.records.by_vendor_id(run)
+        assert routed is not None and routed.key == new.key, routed
     assert len(harness.running_sim_tasks("volcengine")) == 5
 
 
