@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -185,15 +184,28 @@ class Plan:
 # --- selectors -------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)
-def _glob(pattern: str) -> re.Pattern[str]:
-    # Only `*` is special (any text, "/" included: file ids contain it); `?` and `[` are literal in keys.
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+def _glob_matches(pattern: str, text: str) -> bool:
+    """Whether `text` is `pattern` with each `*` standing for any text ("/" included: file ids contain it); `?`
+    and `[` are literal in keys. Each literal piece is found leftmost, in one pass: the regex this was made
+    backtracked exponentially in the stars (`SnapshotJob/************z` held the daemon's loop for minutes on
+    one key), and any client that reaches sync or wake, or a shell's `state list`, chooses the glob."""
+    first, *rest = pattern.split("*")
+    if not rest:
+        return text == pattern
+    last = rest.pop()
+    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
+        return False
+    at, end = len(first), len(text) - len(last)
+    for piece in rest:
+        if (found := text.find(piece, at, end)) < 0:
+            return False
+        at = found + len(piece)
+    return True
 
 
 def literal_hint(selector: str) -> str:
     """What to add when a task-key glob matched nothing and holds `?` or `[`: wildcards in a room selector's
-    globs, themselves in task keys (`_glob`), so `SnapshotJob/classes/class-?` silently matched nothing."""
+    globs, themselves in task keys (`_glob_matches`), so `SnapshotJob/classes/class-?` silently matched nothing."""
     if "?" in selector or "[" in selector:
         return " (in task keys only * is a wildcard: ? and [ stand for themselves, unlike in room selectors)"
     return ""
@@ -259,9 +271,9 @@ def selector_matches(selector: str, key: str) -> bool:
     fields = key.split("/", 2)  # kind and name never contain "/"; file ids may
     if len(parts) < 2 or len(fields) < 3 or parts[0] != fields[0]:
         return False
-    if not _glob(parts[1]).fullmatch(fields[1]):
+    if not _glob_matches(parts[1], fields[1]):
         return False
-    return len(parts) == 2 or _glob(parts[2]).fullmatch(fields[2]) is not None
+    return len(parts) == 2 or _glob_matches(parts[2], fields[2])
 
 
 def keys_matching(selectors: Iterable[str], keys: Collection[str]) -> dict[str, list[str]]:

@@ -33,11 +33,27 @@ NOW = 1_800_000_000.0
         ("ThumbnailJob/t/rec[1]*", "ThumbnailJob/t/rec1.mp4", False),
         ("SnapshotJob/a*", "SnapshotJob/ab/r1", True),
         ("SnapshotJob/a", "SnapshotJob/ab/r1", False),
+        ("SnapshotJob/a*/r1", "SnapshotJob/a/r1", True),  # "*" may stand for nothing
+        ("SnapshotJob/ab*ba/r1", "SnapshotJob/aba/r1", False),  # the prefix and suffix must not overlap
+        ("SnapshotJob/a*b*b/r1", "SnapshotJob/abb/r1", True),
+        ("SnapshotJob/a*b*b/r1", "SnapshotJob/ab/r1", False),
+        ("SnapshotJob/*x*y*/r1", "SnapshotJob/ayxbx/r1", False),  # the pieces in order
+        ("SnapshotJob/*x*y*/r1", "SnapshotJob/ayxbyx/r1", True),
+        ("SnapshotJob/**b/r1", "SnapshotJob/ab/r1", True),
     ],
 )
 def test_globs_in_the_name_and_target_parts(selector: str, key: str, expected: bool) -> None:
     check_selector(selector)
     assert selector_matches(selector, key) is expected
+
+
+def test_a_glob_of_many_stars_is_matched_in_one_pass() -> None:
+    """A regex of the glob backtracked exponentially in its stars: this one took minutes on one key, on the
+    daemon's loop when sent to sync or wake."""
+    key = "SnapshotJob/lobby-audit-recordings-for-tenant-a/" + "room-" * 20
+    assert not selector_matches("SnapshotJob/" + "*" * 40 + "z", key)
+    assert not selector_matches("SnapshotJob/" + "*a" * 30 + "/*", key)
+    assert not selector_matches("SnapshotJob/*/" + "*o" * 30 + "z", key)
 
 
 @pytest.mark.parametrize("bad", ["*", "*/a", "Snap*/a", "SnapshotJob", "SnapshotJob//r", "SnapshotJob/a/"])

@@ -526,3 +526,34 @@ async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_rea
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
     assert await asyncio.wait_for(daemon.reload_async(), 5)  # the next edit is read (no reload left waiting)
     assert daemon.specs.error is None
+
+
+async def test_started_with_a_fault_of_the_loader_it_stays_up_and_says_so_as_for_any_invalid_set(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 29a: the start reads the set through the same guard as a reload (an exception out of `start` would end
+    the daemon): it stays up, stands by, and /readyz, the gauges, the status page and sync all name the fault."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+
+    def broken(*args: Any, **kwargs: Any) -> SpecSet:
+        raise StopIteration("a loader bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("reconciler.daemon.specset.load_spec_set", broken)
+        daemon = await harness.start()
+        await harness.advance(5)
+        async with await client(harness) as http:
+            ready = await http.get("/readyz")
+            metrics = (await http.get("/metrics")).text
+            replica = (await http.get("/api/v1/status")).json()["replica"]
+            sync = await http.post("/api/v1/sync", content=b"")
+    why = "capctl could not read the specs (StopIteration): a capctl bug, its traceback is in the log"
+    assert ready.status_code == 503 and ready.text.startswith("no valid spec set in force: 1 error")
+    assert why in ready.text
+    assert "capctl_spec_set_valid 0.0" in metrics and "capctl_spec_set_errors 1.0" in metrics
+    assert replica["role"] == "standby" and why in replica["spec_error"]
+    assert sync.status_code == 503 and why in sync.json()["reason"]
+    assert harness.sim.log.entries() == []
+    assert daemon.reload()  # the loader mended: the set is read and acted on
+    await harness.advance(1)
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
