@@ -8,6 +8,7 @@ disappeared, except the first, which queues every key.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 
 import structlog
@@ -133,7 +134,13 @@ def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet |
     except SpecErrors as exc:
         return exc
     except Exception as exc:  # a capctl bug: the last valid set stays in force, and the next edit is read again
-        log.exception("the specs could not be read: a capctl bug, please report it with this traceback")
+        # The frames only: the exception's text could quote a spec's value (a secret), which no log line holds.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "the specs could not be read: a capctl bug, please report it",
+            error_type=type(exc).__name__,
+            traceback=frames,
+        )
         why = f"capctl could not read the specs ({type(exc).__name__}): a capctl bug, its traceback is in the log"
         return SpecErrors([SpecError(paths[0] if paths else ".", 0, 0, why)])
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import os
 import resource
 import shutil
@@ -17,6 +19,7 @@ import watchfiles
 from structlog.testing import capture_logs
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
+from reconciler import logs
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.watch import watch_roots, watch_specs
@@ -514,14 +517,17 @@ async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_rea
     assert daemon is not None
 
     def broken(*args: Any, **kwargs: Any) -> SpecSet:
-        raise fault("a loader bug")
+        raise fault("".join(["a value ", "from a spec"]))  # built, so no source line the traceback shows holds it
 
+    logged = io.StringIO()
+    logs.configure("info", json_logs=True, stream=logged)  # rendered as the daemon writes it, traceback and all
     with monkeypatch.context() as patch:
         patch.setattr("reconciler.daemon.specset.load_spec_set", broken)
-        with capture_logs() as logs:
-            assert not await asyncio.wait_for(daemon.reload_async(), 5)
+        assert not await asyncio.wait_for(daemon.reload_async(), 5)
     assert daemon.specs.error is not None and "a capctl bug" in daemon.specs.error
-    assert any(e["log_level"] == "error" and "capctl bug" in e["event"] for e in logs)
+    events = [json.loads(line) for line in logged.getvalue().splitlines()]
+    assert any(e["level"] == "error" and "capctl bug" in e["event"] and "broken" in e["traceback"] for e in events)
+    assert "a value from a spec" not in logged.getvalue()  # its text may quote a value: not logged
     assert harness.record(LOBBY).status is TaskStatus.RUNNING  # the last valid set stays in force
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
     assert await asyncio.wait_for(daemon.reload_async(), 5)  # the next edit is read (no reload left waiting)
