@@ -43,6 +43,7 @@ NOW = 1_800_000_000.0
         ("SnapshotJob/*x*y*/r1", "SnapshotJob/ayxbx/r1", False),  # the pieces in order
         ("SnapshotJob/*x*y*/r1", "SnapshotJob/ayxbyx/r1", True),
         ("SnapshotJob/**b/r1", "SnapshotJob/ab/r1", True),
+        ("SnapshotJob/*ab*ba*/r1", "SnapshotJob/aba/r1", False),  # nor two pieces (walk 30a)
     ],
 )
 def test_globs_in_the_name_and_target_parts(selector: str, key: str, expected: bool) -> None:
