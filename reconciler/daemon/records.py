@@ -48,7 +48,7 @@ class RecordCache:
         self.history_store = history_store
         self._records: dict[str, TaskRecord] = {}
         # Every live key naming a run, the last put last: two live records may name one Volcengine task (a job
-        # renamed with its taskId, the new key took it over under --no-prune); when the last one leaves (its
+        # renamed with its taskId, the new key took it over under --no-prune); when one leaves (its
         # tombstone), the other is still there to hear its callbacks (walk 29b).
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
@@ -97,8 +97,13 @@ class RecordCache:
         return list(self._records.values())
 
     def by_vendor_id(self, vid: RunId) -> TaskRecord | None:
+        """The live record a callback about run `vid` is for. Of two (a renamed job's keys, both live under
+        --no-prune), the one that started it last, which took it over: not the last written, which after a
+        restart is the last in key order and then whichever a poll wrote last (walk 30a). Ties: the last put."""
         keys = self._by_vendor_id.get(vid)
-        return self._records.get(next(reversed(keys))) if keys else None
+        if not keys:
+            return None
+        return max((self._records[key] for key in reversed(keys)), key=lambda record: record.started_at or 0.0)
 
     def holding(self, name: tuple[str, str, str]) -> dict[str, TaskRecord]:
         """The records that may be running the Volcengine task `name` (`transitions.volc_task_held`), by key."""

@@ -134,15 +134,25 @@ def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet |
     except SpecErrors as exc:
         return exc
     except Exception as exc:  # a capctl bug: the last valid set stays in force, and the next edit is read again
-        # The frames only: the exception's text could quote a spec's value (a secret), which no log line holds.
-        frames = "".join(traceback.format_tb(exc.__traceback__))
         log.error(
             "the specs could not be read: a capctl bug, please report it",
             error_type=type(exc).__name__,
-            traceback=frames,
+            traceback=_frames(exc),
         )
         why = f"capctl could not read the specs ({type(exc).__name__}): a capctl bug, its traceback is in the log"
         return SpecErrors([SpecError(paths[0] if paths else ".", 0, 0, why)])
+
+
+def _frames(exc: BaseException) -> str:
+    """The traceback without any exception's text, which could quote a spec's value (a secret) that no log line
+    holds: the frames of each exception of the chain, the first raised first, each under its type's name, so
+    that a fault raised while handling another still names where the first was raised (walk 30a)."""
+    chain: list[BaseException] = []
+    at: BaseException | None = exc
+    while at is not None and all(at is not seen for seen in chain):
+        chain.append(at)
+        at = at.__cause__ or (None if at.__suppress_context__ else at.__context__)
+    return "\n".join(f"{type(e).__name__}:\n{''.join(traceback.format_tb(e.__traceback__))}" for e in reversed(chain))
 
 
 def error_summary(exc: SpecErrors) -> tuple[int, str]:

@@ -140,6 +140,11 @@ async def test_a_task_another_key_already_holds_is_retired_without_a_stop(harnes
     await harness.advance(5)
     await harness.stop()
     daemon = await harness.start()  # pruning again
+    await harness.advance(1)
+    for room in ROOMS:  # both live, `old` read back last: the callbacks are the new key's, which took the run over
+        new = harness.record(f"SnapshotJob/new/{room}")
+        routed = daemon.records.by_vendor_id(("volcengine", new.vendor_ref["AppId"], room, new.vendor_task_id or ""))
+        assert routed is not None and routed.key == new.key, routed
     with capture_logs() as logs:
         await harness.advance(PRUNE_GRACE + 120)
     deletes = [e["reason"] for e in logs if e["event"] == "decision" and e["action"] == "delete"]

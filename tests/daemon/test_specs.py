@@ -516,8 +516,17 @@ async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_rea
     daemon = harness.daemon
     assert daemon is not None
 
+    def look_up(spec: dict[str, str]) -> str:
+        return spec["".join(["a value ", "from a spec"])]  # built, so no source line the traceback shows holds it
+
     def broken(*args: Any, **kwargs: Any) -> SpecSet:
-        raise fault("".join(["a value ", "from a spec"]))  # built, so no source line the traceback shows holds it
+        try:
+            look_up({})
+        except KeyError as first:  # raised while handling a first fault: the log still names where it was raised
+            if fault is StopIteration:
+                raise fault("".join(["a value ", "from a spec"]))  # noqa: B904 (its context, implicitly)
+            raise fault("".join(["a value ", "from a spec"])) from first
+        raise AssertionError("unreachable")
 
     logged = io.StringIO()
     logs.configure("info", json_logs=True, stream=logged)  # rendered as the daemon writes it, traceback and all
@@ -527,6 +536,7 @@ async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_rea
     assert daemon.specs.error is not None and "a capctl bug" in daemon.specs.error
     events = [json.loads(line) for line in logged.getvalue().splitlines()]
     assert any(e["level"] == "error" and "capctl bug" in e["event"] and "broken" in e["traceback"] for e in events)
+    assert any("KeyError:" in e.get("traceback", "") and ", in look_up\n" in e["traceback"] for e in events)
     assert "a value from a spec" not in logged.getvalue()  # its text may quote a value: not logged
     assert harness.record(LOBBY).status is TaskStatus.RUNNING  # the last valid set stays in force
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
