@@ -147,10 +147,10 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
             f"the PostgreSQL state URL cannot be read ({exc}): write an IPv6 host in brackets, "
             "as in postgresql://user:pass@[::1]:5432/db"
         ) from None
-    if unencoded_userinfo(url):  # libpq, too, ends the host part at a `/`: the password was read as a port
+    if unencoded_userinfo(url):  # libpq, too, ends the host at a `/` and the user info at an `@`: a port, a host
         raise StateError(
-            f"state URL {redacted}: its user name or password holds a '/', '?' or '#', which ends a URL's host "
-            "part: percent-encode them (/ as %2F, ? as %3F, # as %23)"
+            f"state URL {redacted}: its user name or password holds a '/', '?', '#' or '@', which ends a URL's "
+            "host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, @ as %40)"
         )
     try:
         parts.port  # noqa: B018  (urlsplit checks the port only when asked)
