@@ -149,8 +149,9 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
         ) from None
     if unencoded_userinfo(url):  # libpq, too, ends the host at a `/` and the user info at an `@`: a port, a host
         raise StateError(
-            f"state URL {redacted}: its user name or password holds a '/', '?', '#' or '@', which ends a URL's "
-            "host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, @ as %40)"
+            f"state URL {redacted}: its user name or password holds a '/', '?', '#' or '@' (or its database name "
+            "an '@'), which ends a URL's host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, "
+            "@ as %40)"
         )
     try:
         parts.port  # noqa: B018  (urlsplit checks the port only when asked)

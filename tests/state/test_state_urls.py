@@ -68,6 +68,7 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
+        ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
             r"cannot be read \(Invalid IPv6 URL\): write an IPv6 host in brackets",
