@@ -39,6 +39,7 @@ __all__ = [
     "scrub_text",
     "secret_leaves",
     "shown",
+    "unencoded_userinfo",
     "url_secrets",
 ]
 
@@ -137,9 +138,24 @@ def _named(value: object) -> object:
     return shown(Secret(str(value)))
 
 
+def unencoded_userinfo(url: str) -> bool:
+    """Whether `url`'s user info holds a `/`, `?`, `#` or `@` that is not percent-encoded (a password such as
+    `openssl rand -base64` makes): a URL parser ends the host part at the first three, so the password is read as
+    a port, a path or a query, and libpq ends the user info at the first `@`, so the password's rest is read as
+    the host; no part of the URL can be told apart from the password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc.count("@") > 1:
+        return True
+    return "@" not in parts.netloc and "@" in url.partition("://")[2].partition("/")[0] + parts.path
+
+
 def redact_url(url: str) -> str:
     """`url` without its password (in the user info or a `password=` query parameter): the URL names a state in
-    messages and logs, so it is shown the same in every run."""
+    messages and logs, so it is shown the same in every run. A user info with an unencoded `/`, `?`, `#` or `@`
+    (`unencoded_userinfo`) is shown as `…`, up to the URL's last `@`."""
+    if unencoded_userinfo(url):
+        scheme, _, rest = url.partition("://")
+        return redact_url(f"{scheme}://…@{rest.rpartition('@')[2]}")
     parts = urllib.parse.urlsplit(url)
     userinfo, at, hostport = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]

@@ -23,7 +23,7 @@ from datetime import datetime
 import psycopg
 import psycopg.conninfo
 
-from reconciler.redact import redact_url, scrub_text, url_secrets
+from reconciler.redact import redact_url, scrub_text, unencoded_userinfo, url_secrets
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError, StateUnreachable
@@ -147,6 +147,12 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
             f"the PostgreSQL state URL cannot be read ({exc}): write an IPv6 host in brackets, "
             "as in postgresql://user:pass@[::1]:5432/db"
         ) from None
+    if unencoded_userinfo(url):  # libpq, too, ends the host at a `/` and the user info at an `@`: a port, a host
+        raise StateError(
+            f"state URL {redacted}: its user name or password holds a '/', '?', '#' or '@' (or its database name "
+            "an '@'), which ends a URL's host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, "
+            "@ as %40)"
+        )
     try:
         parts.port  # noqa: B018  (urlsplit checks the port only when asked)
     except ValueError:

@@ -201,6 +201,11 @@ def test_action_is_composite_and_uses_only_what_it_declares() -> None:
     assert used == set(action["inputs"]), "every input is used, and only declared ones"
     for path in re.findall(r"\$GITHUB_ACTION_PATH/([\w./-]+)", text):
         assert (ROOT / path).exists(), path
+    # Every variable plan.sh takes (its header) is an input: CAPCTL_OUT_DIR was not, so two plans in one job
+    # (two comment-ids) wrote the same plan.json and plan.md, and the artifact kept the last one only.
+    taken = set(re.findall(r"^#   (CAPCTL_\w+) ", PLAN_SH.read_text(), re.MULTILINE))
+    step = next(s for s in action["runs"]["steps"] if s.get("id") == "plan")
+    assert len(taken) >= 5 and taken <= set(step["env"]), f"not inputs of the action: {taken - set(step['env'])}"
     written = set(re.findall(r'echo "([\w-]+)=', PLAN_SH.read_text()))
     for output in action["outputs"].values():
         step_output = re.fullmatch(r"\$\{\{ steps\.plan\.outputs\.([\w-]+) \}\}", output["value"])

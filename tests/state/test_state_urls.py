@@ -68,9 +68,27 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
+        ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
             r"cannot be read \(Invalid IPv6 URL\): write an IPv6 host in brackets",
+        ),
+        # a password from `openssl rand -base64` with its `/` (or a `?`, a `#`) not percent-encoded: the host part
+        # ended there, the password was read as a port (`12/…`: a valid one) and the whole URL was shown; an `@`:
+        # libpq ends the password there and looked up its rest as the host, naming it
+        *(
+            (
+                f"postgres{s}://admin:{password}@db.internal:5432/capctl",
+                rf"^state URL postgres{s}://…@db.internal:"
+                r"5432/capctl: its user name or password holds a '/', '\?', '#' or '@'.*percent-encode them \(/ as %2F",
+            )
+            for s, password in [
+                ("ql", "hunter2/x"),
+                ("", "12/hunter2"),
+                ("ql", "hun?ter2"),
+                ("ql", "hunter2#"),
+                ("ql", "x@hunter2"),
+            ]
         ),
     ],
 )
@@ -88,6 +106,10 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
         ("postgresql://app@db/capctl?password=s3cret&sslmode=require", "postgresql://app@db/capctl?sslmode=require"),
         ("postgresql://:s3cret@db/capctl", "postgresql://db/capctl"),
         ("postgresql://db/capctl", "postgresql://db/capctl"),
+        ("postgresql://app:s3/cr@et@db/capctl?sslmode=require", "postgresql://…@db/capctl?sslmode=require"),
+        ("postgresql://app:s3cr?et@db/capctl", "postgresql://…@db/capctl"),
+        ("postgresql://app:s3@cret@db/capctl", "postgresql://…@db/capctl"),
+        ("postgresql://db/capctl?user=app@tenant", "postgresql://db/capctl?user=app@tenant"),  # no user info
         # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
         (
             "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
