@@ -252,12 +252,19 @@ class Checker:
         if found is not None or (kind, name) in self.invalid:
             return found
         others = [d for k, docs in self.by_kind.items() if k != kind for d in docs.values() if d.name == name]
+        if not others and self._unread(name):
+            return None  # written where a YAML error stopped the reading: that error is the one to fix (walk 30c)
         if others:
             self.fail(job, ("spec", field), f"'{name}' is {others[0].ref()}, not a {kind}")
         else:
             hint = did_you_mean(name, self.by_kind.get(kind, {}))
             self.fail(job, ("spec", field), f"no {kind} named '{name}'{hint}")
         return None
+
+    def _unread(self, name: str) -> bool:
+        """`name` is written, as a whole word, in text a YAML error left unread (`ErrorSink.unread`)."""
+        word = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])")
+        return any(word.search(text) for text in self.errors.unread)
 
     def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
         """Check that the provider can write to the storage; returns the volcengine region number."""
