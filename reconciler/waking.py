@@ -75,13 +75,18 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
 
 
 def no_task_problem(
-    unknown: Sequence[str], known: Collection[str], record_of: Callable[[str], TaskRecord | None], where: str, then: str
+    unknown: Sequence[str],
+    known: Collection[str],
+    record_of: Callable[[str], TaskRecord | None],
+    where: str,
+    then: str,
+    see: str = "`capctl state list`",
 ) -> str:
-    """The refusal of KEYs (task keys or globs) that match none of the `known` keys (those `where` names), for
-    wake and sync alike: the first few, cut to a key's length, then `then`, then the nearest key."""
+    """The refusal of KEYs (task keys or globs) that match none of the `known` keys (those `where` names, listed
+    by `see`), for wake and sync alike: the first few, cut to a key's length, then `then`, then the nearest key."""
     named = ", ".join(repr(shorten(k, MAX_KEY_CHARS)) for k in unknown[:MAX_NAMED])
     named += ", …" if len(unknown) > MAX_NAMED else ""
     hint = next((h for k in unknown[:MAX_HINTED] if (h := near_key_hint(shorten(k, MAX_KEY_CHARS), known))), "")
     # A selector job's room with no task: not a typo to correct to another room (walk 26d-9).
     hint += selector_room_hint(unknown[0], known, record_of) if len(unknown) == 1 else ""
-    return f"no task {named} in {where} (see `capctl state list`){then}{hint}"
+    return f"no task {named} in {where} (see {see}){then}{hint}"

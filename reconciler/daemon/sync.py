@@ -18,6 +18,10 @@ from reconciler.waking import no_task_problem
 __all__ = ["known_keys", "resync_keys", "sync_keys"]
 
 
+# `state list` has the recorded tasks only: a task of the specs not yet started is a create in `plan` (walk 30c).
+_SEE = "`capctl state list`, or `capctl plan` for a task not recorded yet"
+
+
 def sync_keys(
     keys: Sequence[str] | None,
     known: set[str],
@@ -36,7 +40,7 @@ def sync_keys(
     else:
         hits_of = keys_matching(keys, known)
         if unknown := [k for k, hits in hits_of.items() if not hits]:
-            return 404, no_task_problem(unknown, known, record_of, "the spec set or the state", ""), [], 0
+            return 404, no_task_problem(unknown, known, record_of, "the spec set or the state", "", _SEE), [], 0
         matched = list(dict.fromkeys(key for hits in hits_of.values() for key in sorted(hits)))
     wanted = [key for key in matched if key in in_specs or not _tombstone(record_of(key))]
     left = len(matched) - len(wanted)

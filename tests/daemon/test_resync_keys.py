@@ -55,7 +55,10 @@ def test_sync_takes_a_job_or_a_glob_with_its_tasks_desired_but_not_yet_recorded(
         ["SnapshotJob/audit/hall", "SnapshotJob/other/*"], known, records.get, spec.tasks
     )
     assert (status, queued) == (404, [])
-    assert reason == "no task 'SnapshotJob/other/*' in the spec set or the state (see `capctl state list`)"
+    assert reason == (
+        "no task 'SnapshotJob/other/*' in the spec set or the state"
+        " (see `capctl state list`, or `capctl plan` for a task not recorded yet)"
+    )
 
 
 def test_sync_matches_a_tombstone_but_neither_queues_nor_counts_it_as_queued(tmp_path: Path) -> None:
