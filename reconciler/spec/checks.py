@@ -262,9 +262,10 @@ class Checker:
         return None
 
     def _unread(self, name: str) -> bool:
-        """`name` is written, as a whole word, in text a YAML error left unread (`ErrorSink.unread`)."""
-        word = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])")
-        return any(word.search(text) for text in self.errors.unread)
+        """A document named `name` (`name: NAME`, quoted or not) is in text a YAML error left unread
+        (`ErrorSink.unread`); a job's `provider: NAME` there defines nothing, so it does not count."""
+        named = re.compile(rf"(?<![\w.-])name\s*:\s*(['\"]?){re.escape(name)}\1(?![\w.-])")
+        return any(named.search(text) for text in self.errors.unread)
 
     def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
         """Check that the provider can write to the storage; returns the volcengine region number."""

@@ -261,3 +261,7 @@ def test_a_provider_a_yaml_error_left_unread_is_not_also_missing_for_its_jobs(tm
     errors = _errors(a, b, c)
     assert errors[0].startswith(f"{a}:10:1: YAML syntax error: while parsing a flow sequence")
     assert errors[1:] == [f"{c}:5:13: spec.provider: no Provider named 'kam'"]
+    # Named only as a job's provider in the unread text: defined nowhere, still reported.
+    d = _write(tmp_path, "d.yaml", job(name="lost", body="provider: 'gone'\nrooms: [z]\nstorage: tos"))
+    e = _write(tmp_path, "e.yaml", "[\n" + job(name="more", body="provider: gone\nrooms: [w]\nstorage: tos"))
+    assert _errors(d, e)[0].startswith(f"{d}:5:13: spec.provider: no Provider named 'gone'")
