@@ -17,9 +17,12 @@ from reconciler.model import TaskRecord
 from reconciler.plan import fmt_time, keys_matching, near_key_hint, selector_room_hint, waited_after
 from reconciler.spec.errors import shorten
 
-__all__ = ["MAX_NAMED", "Wake", "no_task_problem", "plan_wake"]
+__all__ = ["MAX_HINTED", "MAX_NAMED", "Wake", "no_task_problem", "plan_wake"]
 
-MAX_NAMED = 20  # unknown KEYs a refusal names, and looks for the nearest task of
+MAX_NAMED = 20  # unknown KEYs a refusal names
+# ... and looks for the nearest task of: each look scans every key, on the daemon's loop for sync and wake (20
+# looks at 20,000 keys held the loop 0.8 s, walk 30c); one hint is given, for the first KEY near a task.
+MAX_HINTED = 3
 MAX_KEY_CHARS = 300  # of each KEY named: a task key is a kind, a job name and a room id (at most 128 + 63 + 12)
 # What starts a selector task that ended with its room (`transitions.left_to_its_room`), as the status page says.
 _SELECTED_AGAIN = (
@@ -72,14 +75,18 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
 
 
 def no_task_problem(
-    unknown: Sequence[str], known: Collection[str], record_of: Callable[[str], TaskRecord | None], where: str, then: str
+    unknown: Sequence[str],
+    known: Collection[str],
+    record_of: Callable[[str], TaskRecord | None],
+    where: str,
+    then: str,
+    see: str = "`capctl state list`",
 ) -> str:
-    """The refusal of KEYs (task keys or globs) that match none of the `known` keys (those `where` names), for
-    wake and sync alike: the first few, cut to a key's length, then `then`, then the nearest key."""
+    """The refusal of KEYs (task keys or globs) that match none of the `known` keys (those `where` names, listed
+    by `see`), for wake and sync alike: the first few, cut to a key's length, then `then`, then the nearest key."""
     named = ", ".join(repr(shorten(k, MAX_KEY_CHARS)) for k in unknown[:MAX_NAMED])
     named += ", …" if len(unknown) > MAX_NAMED else ""
-    # The nearest of the first few only: each look scans every key (the daemon answers on its loop).
-    hint = next((h for k in unknown[:MAX_NAMED] if (h := near_key_hint(shorten(k, MAX_KEY_CHARS), known))), "")
+    hint = next((h for k in unknown[:MAX_HINTED] if (h := near_key_hint(shorten(k, MAX_KEY_CHARS), known))), "")
     # A selector job's room with no task: not a typo to correct to another room (walk 26d-9).
     hint += selector_room_hint(unknown[0], known, record_of) if len(unknown) == 1 else ""
-    return f"no task {named} in {where} (see `capctl state list`){then}{hint}"
+    return f"no task {named} in {where} (see {see}){then}{hint}"

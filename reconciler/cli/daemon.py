@@ -310,6 +310,10 @@ def sync(
     out_console().print(f"Queued {what} for an immediate reconcile at {base}.", markup=False, soft_wrap=True)
     for key in keys or ():
         out_console().print(f"  {key}", markup=False, soft_wrap=True)
+    # An older daemon does not say; a tombstone's removed job has nothing left to reconcile.
+    if isinstance(left := reply.get("tombstones"), int) and left > 0:
+        said = f"Not queued: {left} tombstone(s) of removed tasks (nothing to reconcile; `capctl state list`)."
+        out_console().print(said, markup=False, soft_wrap=True)
 
 
 def wake(

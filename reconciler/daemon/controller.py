@@ -209,19 +209,20 @@ class Daemon(DaemonParts):
             self.rooms.learn(routed.event)
         self.queue.add_all_after(self.reconciler.on_callback(routed))
 
-    def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str]]:
+    def sync(self, keys: Sequence[str] | None) -> tuple[int, str, list[str], int]:
         """`capctl sync`: reconcile `keys` (keys or globs; None: every key) now, looking at the vendor first
-        (`sync.py`)."""
+        (`sync.py`); (HTTP status, reason, the keys queued, the tombstones matched and not queued)."""
         if self.spec is None:
-            return 503, f"no valid spec set in force: {self.specs.error}", []
+            return 503, f"no valid spec set in force: {self.specs.error}", [], 0
         if self.lease_lost is not None:
-            return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
-        status, reason, wanted = sync_keys(keys, known_keys(self.records.keys(), self.spec), self.records.get)
+            return 503, f"not acting: {self.lease_lost} (send it to the leader)", [], 0
+        known = known_keys(self.records.keys(), self.spec)
+        status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, self.spec.tasks)
         if status == 200:
             self.reconciler.observe_first(wanted)
             self.queue.add_all(wanted)
             log.info("sync requested", keys=len(wanted), every_key=keys is None)
-        return status, reason, wanted
+        return status, reason, wanted, tombstones
 
     def wake(self, keys: Sequence[str]) -> tuple[int, str, list[str]]:
         """`capctl wake --daemon`: clear the waiting of the tasks `keys` (keys or globs) name, as the offline

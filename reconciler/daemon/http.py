@@ -159,9 +159,10 @@ def create_app(daemon: Daemon) -> Starlette:
         keys = await keys_of(request, "sync")
         if isinstance(keys, Response):
             return keys
-        status, reason, queued = await daemon.on_daemon_loop(daemon.sync, keys)
+        status, reason, queued, tombstones = await daemon.on_daemon_loop(daemon.sync, keys)
         # A count, not the keys: a small request never gets a large answer (every key can be 100,000).
-        return JSONResponse({"ok": status == 200, "reason": reason, "queued": len(queued)}, status_code=status)
+        answer = {"ok": status == 200, "reason": reason, "queued": len(queued), "tombstones": tombstones}
+        return JSONResponse(answer, status_code=status)
 
     async def wake(request: Request) -> Response:
         keys = await keys_of(request, "wake")

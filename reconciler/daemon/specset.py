@@ -17,6 +17,7 @@ from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.model import DesiredTask
 from reconciler.spec import SpecError, SpecErrors, SpecSet, load_spec_set
+from reconciler.spec.loader import file_at_fault
 from reconciler.state.sql import iso_utc
 
 __all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs"]
@@ -140,7 +141,8 @@ def read_specs(paths: Sequence[str], fingerprint_key: bytes | None) -> SpecSet |
             traceback=_frames(exc),
         )
         why = f"capctl could not read the specs ({type(exc).__name__}): a capctl bug, its traceback is in the log"
-        return SpecErrors([SpecError(paths[0] if paths else ".", 0, 0, why)])
+        # The file it was reading, else every path: not the first one, which may be fine (walk 30c).
+        return SpecErrors([SpecError(file_at_fault(exc) or ", ".join(paths) or ".", 0, 0, why)])
 
 
 def _frames(exc: BaseException) -> str:

@@ -252,12 +252,20 @@ class Checker:
         if found is not None or (kind, name) in self.invalid:
             return found
         others = [d for k, docs in self.by_kind.items() if k != kind for d in docs.values() if d.name == name]
+        if not others and self._unread(name):
+            return None  # written where a YAML error stopped the reading: that error is the one to fix (walk 30c)
         if others:
             self.fail(job, ("spec", field), f"'{name}' is {others[0].ref()}, not a {kind}")
         else:
             hint = did_you_mean(name, self.by_kind.get(kind, {}))
             self.fail(job, ("spec", field), f"no {kind} named '{name}'{hint}")
         return None
+
+    def _unread(self, name: str) -> bool:
+        """A document named `name` (`name: NAME`, quoted or not) is in text a YAML error left unread
+        (`ErrorSink.unread`); a job's `provider: NAME` there defines nothing, so it does not count."""
+        named = re.compile(rf"(?<![\w.-])name\s*:\s*(['\"]?){re.escape(name)}\1(?![\w.-])")
+        return any(named.search(text) for text in self.errors.unread)
 
     def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
         """Check that the provider can write to the storage; returns the volcengine region number."""

@@ -55,6 +55,9 @@ class ErrorSink:
     """Collects errors during one load; `add` takes a position triple so call sites stay short."""
 
     errors: list[SpecError] = field(default_factory=list)
+    # The text a YAML error left unread (from the start of the document it broke to the end of its file): a
+    # reference to a name written there is not reported missing, as its document's own error says what to fix.
+    unread: list[str] = field(default_factory=list)
 
     def add(self, where: tuple[str, int, int], message: str) -> None:
         self.errors.append(SpecError(where[0], where[1], where[2], message))

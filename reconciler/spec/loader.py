@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import Final, NoReturn
+from typing import Final, Literal, NoReturn
 
 from reconciler.gcpause import gc_paused
 from reconciler.model import DesiredTask, ProviderConfig
@@ -35,7 +35,7 @@ from reconciler.spec.refs import resolve_document
 from reconciler.spec.selectors import every_room
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
-__all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "load_spec_set"]
+__all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "file_at_fault", "load_spec_set"]
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -186,29 +186,32 @@ def _load_spec_set(
     documents = total_bytes = task_count = 0
     files_read: list[str] = []
     for file in files:
-        try:
-            data = read_regular(file, limits.file_bytes)
-        except FileRefused as exc:
-            if exc.os_error:
-                errors.add((file, 0, 0), f"cannot read: {exc}")
-            else:
-                tail = " for one spec file (split it into several files)" if str(exc).startswith("larger") else ""
-                errors.add((file, 0, 0), f"{exc}{tail}")
-            continue
-        total_bytes += len(data)
-        if total_bytes > limits.total_bytes:
-            _refuse(errors, (file, 0, 0), f"the spec set is larger than the {size_text(limits.total_bytes)} limit")
-        for raw in load_documents(file, data, errors):
-            documents += 1
-            task_count += _task_count(raw.value)
-            if documents > limits.documents:
-                _refuse(errors, raw.where, f"the spec set has more than the limit of {limits.documents:,} documents")
-            if task_count > limits.tasks:
-                _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
-            resolved = resolve_document(
-                raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY, files_read=files_read
-            )
-            outcomes.append((raw, validate_document(raw, resolved, errors)))
+        with _Reading(file):
+            try:
+                data = read_regular(file, limits.file_bytes)
+            except FileRefused as exc:
+                if exc.os_error:
+                    errors.add((file, 0, 0), f"cannot read: {exc}")
+                else:
+                    tail = " for one spec file (split it into several files)" if str(exc).startswith("larger") else ""
+                    errors.add((file, 0, 0), f"{exc}{tail}")
+                continue
+            total_bytes += len(data)
+            if total_bytes > limits.total_bytes:
+                _refuse(errors, (file, 0, 0), f"the spec set is larger than the {size_text(limits.total_bytes)} limit")
+            for raw in load_documents(file, data, errors):
+                documents += 1
+                task_count += _task_count(raw.value)
+                if documents > limits.documents:
+                    _refuse(
+                        errors, raw.where, f"the spec set has more than the limit of {limits.documents:,} documents"
+                    )
+                if task_count > limits.tasks:
+                    _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
+                resolved = resolve_document(
+                    raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY, files_read=files_read
+                )
+                outcomes.append((raw, validate_document(raw, resolved, errors)))
     if files and not documents and not errors:
         errors.add(
             (files[0] if len(files) == 1 else ", ".join(str(p) for p in paths), 0, 0),
@@ -242,6 +245,31 @@ def _load_spec_set(
         selector_jobs=selector_jobs,
         referenced_files=tuple(dict.fromkeys(files_read)),
     )
+
+
+_READING: Final = "capctl was reading the spec file "
+
+
+class _Reading:
+    """Tags an exception of capctl's own (a bug, not a spec's error) with the file read (`file_at_fault`)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> Literal[False]:
+        if isinstance(exc, Exception) and not isinstance(exc, SpecErrors):
+            exc.add_note(f"{_READING}{self.file}")
+        return False
+
+
+def file_at_fault(exc: BaseException) -> str | None:
+    """The spec file capctl was reading when `exc`, a fault of its own loader, was raised; None when it was not
+    reading one (a check across files)."""
+    notes: list[str] = getattr(exc, "__notes__", [])
+    return next((note.removeprefix(_READING) for note in notes if note.startswith(_READING)), None)
 
 
 def _refuse(errors: ErrorSink, where: tuple[str, int, int], message: str) -> NoReturn:

@@ -279,20 +279,24 @@ class _Builder:
             self._alias(event)
 
     def run(self, text: str) -> None:
-        skipping = False
+        skipping, line = False, 0
         try:
-            for event in yaml.parse(text, Loader=_LOADER):
-                if isinstance(event, yaml.DocumentStartEvent):
-                    self._start_document(event)
-                    skipping = False
-                elif isinstance(event, yaml.DocumentEndEvent):
-                    if not skipping and self._root_set and self._doc.value is not None:
-                        self.docs.append(self._doc)
-                elif not skipping and not isinstance(event, yaml.StreamStartEvent | yaml.StreamEndEvent):
-                    try:
-                        self.feed(event)
-                    except _DocumentAbort:
-                        skipping = True
+            try:
+                for event in yaml.parse(text, Loader=_LOADER):
+                    if isinstance(event, yaml.DocumentStartEvent):
+                        self._start_document(event)
+                        skipping, line = False, self._doc.line - 1
+                    elif isinstance(event, yaml.DocumentEndEvent):
+                        if not skipping and self._root_set and self._doc.value is not None:
+                            self.docs.append(self._doc)
+                    elif not skipping and not isinstance(event, yaml.StreamStartEvent | yaml.StreamEndEvent):
+                        try:
+                            self.feed(event)
+                        except _DocumentAbort:
+                            skipping = True
+            except yaml.YAMLError:
+                self.errors.unread.append(text.split("\n", line)[-1])  # that document on: its names unknown
+                raise
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)

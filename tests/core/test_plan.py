@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from reconciler.plan import (
     diff,
     field_changes,
     fmt_time,
+    near_key_hint,
     plan_from_json,
     plan_to_json,
     selector_matches,
@@ -444,6 +446,29 @@ def test_a_wake_of_many_whole_keys_looks_each_up_instead_of_comparing_it_with_ev
     assert ", …" in typos.problem and "(did you mean SnapshotJob/job-0/room-0?)" in typos.problem
     globs = plan_wake(["SnapshotJob/job-1", "SnapshotJob/job-2*/room-1"], known, lambda key: asleep.evolve(key=key))
     assert len(globs.woken) == 100 + 11  # a kind/name and a glob are still compared with every key
+
+
+def test_a_refusal_of_many_keys_near_no_task_looks_for_the_nearest_a_few_times_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Walk 30c: a sync or wake 404 of 20 KEYs near no task looked for a nearest task 20 times, each a scan of
+    every key (0.8 s on the daemon's loop at 20,000 keys); the first few KEYs are looked for, still hinted."""
+    from reconciler import waking
+
+    looks: list[str] = []
+
+    def counted(selector: str, keys: Iterable[str]) -> str:
+        looks.append(selector)
+        return near_key_hint(selector, keys)
+
+    monkeypatch.setattr(waking, "near_key_hint", counted)
+    known = [f"SnapshotJob/job-{j}/room-{r}" for j in range(10) for r in range(10)]
+    far = [f"RecordingJob/zz{i}/q" for i in range(25)]
+    assert "(did you mean" not in waking.plan_wake(far, known, lambda key: None).problem
+    assert len(looks) == waking.MAX_HINTED < waking.MAX_NAMED
+    looks.clear()
+    near = waking.plan_wake([*far[:2], "SnapshotJob/job-1/room-x1"], known, lambda key: None).problem
+    assert "(did you mean SnapshotJob/job-1/room-1?)" in near and len(looks) == 3
 
 
 def test_a_wake_of_a_selector_task_that_ended_with_its_room_says_what_starts_it() -> None:

@@ -402,6 +402,7 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
             "ok": True,
             "reason": "queued 1 task key(s)",
             "queued": 1,
+            "tombstones": 0,
         }
         await harness.advance(1)
         assert harness.calls("StartSnapshot") == 2  # observed at once, seen stopped, re-issued
@@ -410,7 +411,8 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
         typo = await http.post("/api/v1/sync", json={"keys": [lobby, "SnapshotJob/audit/lobbi"]})
         assert typo.status_code == 404
         assert typo.json()["reason"] == (
-            "no task 'SnapshotJob/audit/lobbi' in the spec set or the state (see `capctl state list`)"
+            "no task 'SnapshotJob/audit/lobbi' in the spec set or the state"
+            " (see `capctl state list`, or `capctl plan` for a task not recorded yet)"
             " (did you mean SnapshotJob/audit/lobby?)"
         )
         # A job or a glob, as wake and `state list` take them (walk 27b): its tasks, each once.
@@ -420,7 +422,8 @@ async def test_sync_reconciles_at_once_what_would_wait_for_its_next_look(harness
         # Every KEY must match: one glob that matches nothing (a typo) queues nothing, and is named.
         missed = await http.post("/api/v1/sync", json={"keys": ["SnapshotJob/audit", "SnapshotJob/audt/*"]})
         assert missed.status_code == 404 and missed.json()["reason"] == (
-            "no task 'SnapshotJob/audt/*' in the spec set or the state (see `capctl state list`)"
+            "no task 'SnapshotJob/audt/*' in the spec set or the state"
+            " (see `capctl state list`, or `capctl plan` for a task not recorded yet)"
             " (did you mean SnapshotJob/audit/*?)"
         )
         for bad, why in (

@@ -42,14 +42,43 @@ def test_sync_takes_a_job_or_a_glob_with_its_tasks_desired_but_not_yet_recorded(
     recorded = make_record("SnapshotJob/audit/lobby")
     known = known_keys([recorded.key], spec)  # hall: in the specs, not yet in the state (walk 27b)
     records = {recorded.key: recorded}
-    assert sync_keys(["SnapshotJob/audit"], known, records.get) == (
+    assert sync_keys(["SnapshotJob/audit"], known, records.get, spec.tasks) == (
         200,
         "queued 2 task key(s)",
         ["SnapshotJob/audit/hall", "SnapshotJob/audit/lobby"],
+        0,
     )
-    assert sync_keys(["SnapshotJob/audit/h*", "SnapshotJob/audit/hall"], known, records.get)[2] == [
+    assert sync_keys(["SnapshotJob/audit/h*", "SnapshotJob/audit/hall"], known, records.get, spec.tasks)[2] == [
         "SnapshotJob/audit/hall"  # each key once
     ]
-    status, reason, queued = sync_keys(["SnapshotJob/audit/hall", "SnapshotJob/other/*"], known, records.get)
+    status, reason, queued, _ = sync_keys(
+        ["SnapshotJob/audit/hall", "SnapshotJob/other/*"], known, records.get, spec.tasks
+    )
     assert (status, queued) == (404, [])
-    assert reason == "no task 'SnapshotJob/other/*' in the spec set or the state (see `capctl state list`)"
+    assert reason == (
+        "no task 'SnapshotJob/other/*' in the spec set or the state"
+        " (see `capctl state list`, or `capctl plan` for a task not recorded yet)"
+    )
+
+
+def test_sync_matches_a_tombstone_but_neither_queues_nor_counts_it_as_queued(tmp_path: Path) -> None:
+    """Walk 30c: `capctl sync 'SnapshotJob/*'` said "Queued 25" for 20 tasks and 5 pruned ones, whose pass does
+    nothing; a tombstone back in the specs is being restored, so it is queued."""
+    write_specs(tmp_path, snapshot_job("audit", ["lobby", "hall"]))
+    spec = load_spec_set([str(tmp_path)])
+    gone = make_record("SnapshotJob/old/lobby").evolve(status=TaskStatus.REMOVED, removed_at=NOW)
+    back = make_record("SnapshotJob/audit/hall").evolve(status=TaskStatus.REMOVED, removed_at=NOW)
+    records = {gone.key: gone, back.key: back}
+    known = known_keys(records, spec)
+    assert sync_keys(["SnapshotJob/*"], known, records.get, spec.tasks) == (
+        200,
+        "queued 2 task key(s), not 1 tombstone(s)",
+        ["SnapshotJob/audit/hall", "SnapshotJob/audit/lobby"],
+        1,
+    )
+    # Matched: not a typo (exit 0), but nothing queued; every key leaves it out too.
+    assert sync_keys(["SnapshotJob/old"], known, records.get, spec.tasks)[::2] == (200, [])
+    assert sync_keys(None, known, records.get, spec.tasks)[2:] == (
+        ["SnapshotJob/audit/hall", "SnapshotJob/audit/lobby"],
+        1,
+    )

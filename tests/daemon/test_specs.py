@@ -24,7 +24,7 @@ from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.watch import watch_roots, watch_specs
 from reconciler.model import TaskStatus
-from reconciler.spec import SpecSet, load_spec_set
+from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import VOLC_SECRET, client, volc_body
 from tests.specdocs import snapshot_job
@@ -542,6 +542,35 @@ async def test_a_fault_of_the_loader_rejects_the_set_and_later_reloads_still_rea
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
     assert await asyncio.wait_for(daemon.reload_async(), 5)  # the next edit is read (no reload left waiting)
     assert daemon.specs.error is None
+
+
+def test_a_fault_of_the_loader_names_the_file_it_was_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walk 30c: the error named the first spec path (`specs/`, fine) when capctl failed on another (`extra/`);
+    a fault in no one file's reading (a check across files) names every path."""
+    from reconciler.daemon.specset import read_specs
+    from reconciler.spec.refs import resolve_document as resolve
+
+    first = write_specs(tmp_path / "specs", snapshot_job("audit", ["lobby"]))
+    other = tmp_path / "extra" / "more.yaml"
+    other.parent.mkdir()
+    other.write_text(snapshot_job("hall", ["hall"]))
+
+    def broken(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        if raw.file == str(other):
+            raise StopIteration
+        return resolve(raw, *args, **kwargs)
+
+    monkeypatch.setattr("reconciler.spec.loader.resolve_document", broken)
+    read = read_specs([str(first), str(other.parent)], None)
+    assert isinstance(read, SpecErrors) and [e.file for e in read.errors] == [str(other)]
+    monkeypatch.setattr("reconciler.spec.loader.resolve_document", resolve)
+
+    def broken_check(*args: Any) -> Any:
+        raise ValueError
+
+    monkeypatch.setattr("reconciler.spec.loader.check_all", broken_check)
+    read = read_specs([str(first), str(other.parent)], None)
+    assert isinstance(read, SpecErrors) and [e.file for e in read.errors] == [f"{first}, {other.parent}"]
 
 
 async def test_started_with_a_fault_of_the_loader_it_stays_up_and_says_so_as_for_any_invalid_set(

@@ -250,3 +250,18 @@ def test_a_reference_in_an_unknown_field_reports_only_the_field(tmp_path: Path) 
         f"{path}:9:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
         f"{path}:10:16: environment variable ALSO_UNSET_16C is not set and the reference has no default",
     ]
+
+
+def test_a_provider_a_yaml_error_left_unread_is_not_also_missing_for_its_jobs(tmp_path: Path) -> None:
+    """Walk 30c: the YAML error alone, not a cascade of `no Provider named 'cam' (did you mean 'volc'?)` for each
+    job naming it; a reference to a name written nowhere is still reported in the same run."""
+    a = _write(tmp_path, "a.yaml", BROKEN_PROVIDER.replace("endpoint: ftp://not-http", "endpoint: [http://x"))
+    b = _write(tmp_path, "b.yaml", job(name="other", body="provider: cam\nrooms: [x]\nstorage: tos"))
+    c = _write(tmp_path, "c.yaml", job(name="typo", body="provider: kam\nrooms: [y]\nstorage: tos"))
+    errors = _errors(a, b, c)
+    assert errors[0].startswith(f"{a}:10:1: YAML syntax error: while parsing a flow sequence")
+    assert errors[1:] == [f"{c}:5:13: spec.provider: no Provider named 'kam'"]
+    # Named only as a job's provider in the unread text: defined nowhere, still reported.
+    d = _write(tmp_path, "d.yaml", job(name="lost", body="provider: 'gone'\nrooms: [z]\nstorage: tos"))
+    e = _write(tmp_path, "e.yaml", "[\n" + job(name="more", body="provider: gone\nrooms: [w]\nstorage: tos"))
+    assert _errors(d, e)[0].startswith(f"{d}:5:13: spec.provider: no Provider named 'gone'")
