@@ -305,6 +305,7 @@ class Reconciler:
             (log.info if engine.persist_restored(self.records, (change,), records) else log.debug)(
                 "no change", reason=change.reason
             )
+            self._drop_passed_slot(key, now)
             return Result(self._next_look(key, now))
         if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
             # A job renamed with its taskId kept: the vendor would answer this start "already started", and the
@@ -400,6 +401,17 @@ class Reconciler:
         await self._carry_out(change, desired, records, (name,), declared=False)
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
+
+    def _drop_passed_slot(self, key: str, now: float) -> None:
+        """A waiting task whose re-issue slot has passed and for which this pass decided nothing to start (a
+        room-selector task whose room closed: `capctl wake`, or a slot set before the room closed) is left to
+        its room: its slot kept, `_next_look` queued the key again at once, thousands of passes a second
+        (walk 30b-1)."""
+        record = self.records.get(key)
+        if record is None or record.next_attempt_at is None or record.next_attempt_at > now:
+            return
+        if record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
+            self.records.put(record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, room_empty=False))
 
     def _held_by_removed(self, task: DesiredTask) -> str | None:
         """The key removed from the specs and still to be pruned whose record holds the Volcengine task that

@@ -491,3 +491,41 @@ async def test_a_room_id_no_vendor_room_can_have_is_refused_where_it_enters(harn
     named = ("malformed callback: room_id '", "malformed callback: RoomId '")
     assert reasons and all(r.startswith(named) for r in reasons)
     assert all(r.isprintable() and len(r) < 200 for r in reasons), reasons  # quoted escaped, at a bounded size
+
+
+@pytest.mark.timeout(60)  # without the fix the passes never let the fake clock settle
+async def test_a_selector_task_waiting_with_a_slot_in_a_closed_room_is_not_reconciled_in_a_loop(
+    harness: Harness,
+) -> None:
+    """Walk 30b-1: a selector task whose room had closed held a dormant record with a re-issue slot (its job
+    removed and restored while the room emptied); once that slot passed, or `capctl wake --daemon` made it due
+    now, each pass decided nothing to start and queued the key again at once: ~5,000 passes a second, the loop
+    too busy to renew the lease (`lost leadership` every 12 s). The stale slot is dropped: left to its room."""
+    write_specs(harness.specs, classes())
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.start()
+    await harness.advance(2)
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(120)
+    key = "SnapshotJob/classes/class-1"
+    ended = harness.record(key)
+    assert ended.status is TaskStatus.STOPPED and ended.next_attempt_at is None
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path, clock=harness.clock)
+    store.put(ended.evolve(status=TaskStatus.DORMANT, next_attempt_at=harness.clock.now() + 60, room_empty=True))
+    store.close()
+    daemon = await harness.start(sync_token="tok")
+    passes = daemon.metrics.registry.get_sample_value
+    await harness.advance(90)  # past its slot
+    async with await client(harness) as http:
+        woken = await http.post("/api/v1/wake", json={"keys": [key]}, headers={"authorization": "Bearer tok"})
+        assert woken.status_code == 200, woken.json()
+        before = passes("capctl_reconcile_duration_seconds_count") or 0
+        await harness.advance(5)
+    assert (passes("capctl_reconcile_duration_seconds_count") or 0) - before < 10
+    left = harness.record(key)
+    assert left.status is TaskStatus.STOPPED and left.next_attempt_at is None  # left to its room, no slot
+    assert started(harness) == ["class-1"] and daemon.lease.acting()
+    harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
+    await harness.advance(2)
+    assert harness.record(key).status is TaskStatus.RUNNING

@@ -53,6 +53,12 @@ RULES: list[tuple[str, str, str]] = [
         "spec.rateLimits: 'query' is a call of the legacy cloud recording API, only used with cloudrecordApi: legacy",
     ),
     (
+        "a misspelt rate limit is hinted among the declared api's calls (walk 30b-3)",
+        provider("z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {qeury: 5}}"),
+        "unknown API 'qeury' for zego; known: StartRecord, StopRecord, DescribeRecordStatus, MediaThumbnails,"
+        " DescribeSimpleStreamList",
+    ),
+    (
         "a current rate limit on the legacy api",
         provider(
             "z2", "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, rateLimits: {StopRecord: 5}}"
