@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 from reconciler import transitions
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
+from reconciler.spec.errors import quote
+from reconciler.spec.fields import room_id_problem
 
 __all__ = ["AdoptError", "AlreadyRecorded", "Claims", "adopted", "check_unclaimed", "describe", "probe"]
 
@@ -126,8 +128,10 @@ def adopted(record: TaskRecord, observed: Observed | None) -> TaskRecord:
         return record
     assert observed is not None, f"{record.key}: a status query is needed to import it"
     if observed.room is not None and observed.room != record.target:
+        # The vendor's text: quoted when no room can have it (an escape sequence, 10 kB), as a callback's room is.
+        room = observed.room if room_id_problem(observed.room, "zego") is None else quote(observed.room)
         raise AdoptError(
-            f"the vendor reports {record.vendor_ref['TaskId']} in room {observed.room}, "
+            f"the vendor reports {record.vendor_ref['TaskId']} in room {room}, "
             f"not in {record.key}'s room {record.target}: nothing imported"
         )
     if observed.state is ObservedState.RUNNING:

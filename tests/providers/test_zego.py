@@ -355,6 +355,15 @@ async def test_unusual_status_answers_have_a_clear_outcome(
     assert (observed.state, (observed.started_at, observed.ended_at)) == (state, times)
 
 
+async def test_a_status_of_the_wrong_shape_is_quoted_at_a_bounded_size() -> None:
+    """An unknown status's detail is printed in plans, logs and the status page: not the vendor's raw text."""
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {**OK, "Data": {"Status": "\x1b[2J\n" + "x" * 50_000}})
+    observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))
+    detail = observed.detail or ""
+    assert detail.startswith("unknown status '\\x1b[2J\\nx") and len(detail) < 200 and detail.isprintable()
+
+
 @pytest.mark.parametrize(
     ("quit_reason", "rollover", "reason"),
     [(3, False, "idle timeout (ZEGO quit_reason 3)"), (4, True, "max duration (ZEGO quit_reason 4)")],
