@@ -252,6 +252,8 @@ async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harnes
         assert len(synced.json()["reason"]) < 500
         woken = await http.post("/api/v1/wake", json={"keys": ["S" * 100_000]})  # the same refusal as sync's
         assert woken.status_code == 404 and len(woken.json()["reason"]) < 500
+        unrouted = await http.post("/callbacks/" + "v" * 50_000, json={})  # a vendor no route serves
+        assert unrouted.status_code == 404 and unrouted.json()["reason"].endswith("… (50000 characters)")
 
 
 async def test_a_flood_of_forged_callbacks_is_logged_once_a_minute_and_counted_in_full(harness: Harness) -> None:
