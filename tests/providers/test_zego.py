@@ -507,6 +507,12 @@ async def test_long_vendor_messages_are_truncated() -> None:
         (httpx.Response(200, json={"Message": "x"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json={"Code": "0"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json=OK), ErrorKind.RETRYABLE, "no Data.TaskId"),
+        # A task id no task can have is no answer: it would be stored, printed and sent back in every query.
+        (
+            httpx.Response(200, json={**OK, "Data": {"TaskId": "\x1b[2J" + "x" * 10_000}}),
+            ErrorKind.RETRYABLE,
+            "unexpected answer from StartRecord: Data.TaskId '\\x1b[2Jxxx",
+        ),
         (httpx.Response(404, text="not here"), ErrorKind.TERMINAL, "check the endpoint of provider zego-prod"),
     ],
 )
