@@ -562,7 +562,8 @@ def token_answer(token: str, expires_in: int = 7200) -> dict[str, Any]:
 
 async def test_legacy_start_obtains_a_token_then_starts() -> None:
     rig = Rig(ZegoLegacyRecordProvider)
-    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    long_token = "tok-1" + "a" * 300  # an access token is not held to a task id's 128 characters
+    rig.vendor.script("/base/access_token", token_answer(long_token))
     rig.vendor.script("/base/start", {"code": 0, "message": "succeed", "task_id": "LEGACY0123456789"})
     task = recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST)
     result = await rig.run(lambda: rig.provider.start(task, "ignored-intent"))
@@ -579,7 +580,7 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
     assert start_request.url.path == "/base/start" and query(start_request) == []
     assert body(start_request) == {
         "app_id": 1234567890,
-        "access_token": "tok-1",
+        "access_token": long_token,
         "room_id": "class-101",
         "record_input_params": {"record_mode": 1, "stream_type": 3, "max_idle_time": 60},
         "storage_params": {"storage_provider": 2, "access_key_secret": STORAGE_SECRET},
