@@ -134,3 +134,37 @@ def test_a_daemon_that_takes_the_request_and_never_answers_is_not_called_unreach
     assert result.exit_code == 1 and "cannot reach" not in said, said
     assert f"the daemon at {url} took the request but gave no answer within 0.3 s" in said, said
     assert "it may still act on it" in said, said
+
+
+@pytest.mark.parametrize(("command", "status"), [("sync", 404), ("wake", 200)])
+def test_what_a_server_at_daemon_says_is_printed_escaped_on_one_line(command: str, status: int) -> None:
+    """`--daemon` may name something else (a typo'd port, a proxy): its `reason` and `lines` reached the terminal
+    raw, an escape sequence restyling it and a line break forging a line; a token it echoed was printed back."""
+    import http.server
+    import json
+    import threading
+
+    said = {"ok": status == 200, "reason": "\x1b[31mred\x1b[0m\nforged tok-5150\u202e", "lines": ["\x1b[2Jx\ny"]}
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps(said).encode()
+            head = f"HTTP/1.1 {status} As-Said\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+            self.wfile.write(head.encode() + body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Answer) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {"COLUMNS": "300", "CAPCTL_SYNC_TOKEN": "tok-5150"}
+        result = CliRunner().invoke(cli.app, [command, "--daemon", url, "SnapshotJob/a/r1"], env=env)
+        server.shutdown()
+    printed = result.stdout + result.stderr
+    assert result.exit_code == (0 if status == 200 else 1), printed
+    assert "\\x1b[31mred\\x1b[0m forged sha256:" in printed and "\\u202e" in printed, printed
+    assert "tok-5150" not in printed and "\x1b" not in printed and "\u202e" not in printed, printed
+    if status == 200:
+        assert "\\x1b[2Jx y\n" in result.stdout, result.stdout
