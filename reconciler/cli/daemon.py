@@ -20,11 +20,13 @@ DAEMON_ANSWER_SECONDS = 10.0  # how long sync and wake wait for the daemon's ans
 def _duration_option(option: str, value: str, *, also: str = "") -> int:
     """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option (and
     `also`, what else it takes)."""
+    from reconciler.jsonlimits import bounded_int
     from reconciler.spec.fields import parse_duration
 
     try:
         # ASCII digits only: str.isdigit() holds for "²", which int() refuses with Python's own words.
-        return int(parse_duration(int(value) if value.isascii() and value.isdigit() else value))
+        # bounded_int: 5,000 digits are "a number of 5000 digits (at most 100)", not int()'s advice for programmers
+        return int(parse_duration(bounded_int(value) if value.isascii() and value.isdigit() else value))
     except ValueError as exc:
         fail(f"{option}: {exc}{also}")
 

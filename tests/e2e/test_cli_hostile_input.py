@@ -55,6 +55,8 @@ ENVIRONMENTS = {  # each case's own, beside those
             ["run", "--listen", "127.0.0.1:0", "--state", STATE, "--lease-duration", "99999999999h"],
             "Error: --lease-duration must be at most 1 day (86400 s), not 3.6e+14 s",
         ),
+        # 5,000 digits: int() refused them in Python's words ("use sys.set_int_max_str_digits()").
+        (["run", "--state", STATE, "--resync", "9" * 5000], "Error: --resync: a number of 5000 digits (at most 100)"),
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
@@ -84,6 +86,7 @@ ENVIRONMENTS = {  # each case's own, beside those
         "apply-state-empty",
         "copy-from-empty",
         "run-lease-huge",
+        "run-resync-digits",
         "show-fifo",
         "apply-plan-dir",
         "sim-scenario-fifo",
