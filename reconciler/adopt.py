@@ -17,12 +17,14 @@ from collections.abc import Mapping
 
 from reconciler import transitions
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, TaskRecord, TaskStatus
+from reconciler.providers.base import MAX_VENDOR_ID, vendor_id_ok
+from reconciler.spec.errors import quote
+from reconciler.spec.fields import room_id_problem
 
 __all__ = ["AdoptError", "AlreadyRecorded", "Claims", "adopted", "check_unclaimed", "describe", "probe"]
 
 # Seed 001's Id rule, which a Volcengine TaskId must follow; ZEGO ids are opaque text.
 _VOLC_ID = re.compile(r"[a-zA-Z0-9_@\-.]{1,128}")
-_MAX_ID = 128
 
 
 class AdoptError(Exception):
@@ -53,9 +55,9 @@ def probe(task: DesiredTask, vendor_id: str, now: float, *, app_id: str) -> Task
     """The record of `task` as if its start had answered `vendor_id`: what the status query is made with,
     and (once the vendor confirms it) what is stored. It holds no ClientTaskId: capctl never sent one.
     `app_id`: the app of the task's Provider, which a ZEGO recording's record keeps."""
-    if not vendor_id or len(vendor_id) > _MAX_ID or not vendor_id.isprintable() or vendor_id != vendor_id.strip():
+    if not vendor_id_ok(vendor_id):
         raise AdoptError(
-            f"vendor task id {vendor_id!r}: expected the vendor's id of the task, 1 to {_MAX_ID} characters"
+            f"vendor task id {vendor_id!r}: expected the vendor's id of the task, 1 to {MAX_VENDOR_ID} characters"
         )
     if task.family is ApiFamily.VOLC_SNAPSHOT and not _VOLC_ID.fullmatch(vendor_id):
         raise AdoptError(f"vendor task id {vendor_id!r}: a Volcengine TaskId is 1 to 128 of a-z A-Z 0-9 _ @ - .")
@@ -126,8 +128,10 @@ def adopted(record: TaskRecord, observed: Observed | None) -> TaskRecord:
         return record
     assert observed is not None, f"{record.key}: a status query is needed to import it"
     if observed.room is not None and observed.room != record.target:
+        # The vendor's text: quoted when no room can have it (an escape sequence, 10 kB), as a callback's room is.
+        room = observed.room if room_id_problem(observed.room, "zego") is None else quote(observed.room)
         raise AdoptError(
-            f"the vendor reports {record.vendor_ref['TaskId']} in room {observed.room}, "
+            f"the vendor reports {record.vendor_ref['TaskId']} in room {room}, "
             f"not in {record.key}'s room {record.target}: nothing imported"
         )
     if observed.state is ObservedState.RUNNING:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from reconciler.spec.errors import quote, shorten
+
 __all__ = [
     "advertised_host",
     "advertised_url",
@@ -27,8 +29,11 @@ def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"--listen: expected HOST:PORT (e.g. {example}; port 0 picks a free one), got {listen!r}")
-    if int(port) > 65535:  # the form was right: say what is not (walk 14b)
-        raise ValueError(f"--listen: port {int(port)} is out of range (0 to 65535; 0 picks a free one), got {listen!r}")
+    if len(port.lstrip("0")) > 5 or int(port) > 65535:  # the form was right: say what is not (walk 14b)
+        # Not int() of 5,000 digits first: it refused them in Python's words.
+        raise ValueError(
+            f"--listen: port {shorten(port)} is out of range (0 to 65535; 0 picks a free one), got {quote(listen)}"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from reconciler.clock import Clock
+from reconciler.jsonlimits import MAX_INT_DIGITS
 from reconciler.providers.base import ErrorKind, VendorError
+from reconciler.spec.errors import quote
 
 __all__ = ["RetryHook", "RetryPolicy", "RetryReport", "call_with_retry"]
 
@@ -38,8 +40,9 @@ class RetryPolicy:
         raw = env.get("CAPCTL_MAX_ATTEMPTS")
         if raw is None:
             return cls()
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
-            raise ValueError(f"CAPCTL_MAX_ATTEMPTS={raw!r}: expected a whole number from 1 to 100")
+        # Not 5,000 digits either: int() refused them in Python's words, quoted whole.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_INT_DIGITS) or not 1 <= int(raw) <= 100:
+            raise ValueError(f"CAPCTL_MAX_ATTEMPTS={quote(raw)}: expected a whole number from 1 to 100")
         return cls(max_attempts=int(raw))
 
     def delay(self, attempt: int, rng: random.Random) -> float:

@@ -20,11 +20,13 @@ DAEMON_ANSWER_SECONDS = 10.0  # how long sync and wake wait for the daemon's ans
 def _duration_option(option: str, value: str, *, also: str = "") -> int:
     """Seconds of a duration option (`30s`, `5m`, or plain seconds); a bad value exits naming the option (and
     `also`, what else it takes)."""
+    from reconciler.jsonlimits import bounded_int
     from reconciler.spec.fields import parse_duration
 
     try:
         # ASCII digits only: str.isdigit() holds for "²", which int() refuses with Python's own words.
-        return int(parse_duration(int(value) if value.isascii() and value.isdigit() else value))
+        # bounded_int: 5,000 digits are "a number of 5000 digits (at most 100)", not int()'s advice for programmers
+        return int(parse_duration(bounded_int(value) if value.isascii() and value.isdigit() else value))
     except ValueError as exc:
         fail(f"{option}: {exc}{also}")
 
@@ -83,7 +85,19 @@ def _ask_daemon(daemon: str, path: str, keys: list[str]) -> tuple[str, int, dict
         reply = None
     if not isinstance(reply, dict) or not isinstance(reply.get("reason"), str):
         fail(f"{base} answered {status}, not as a capctl daemon: is --daemon right?")
+    # What the other end says is printed to the terminal: each text on one line, its control characters (an
+    # escape sequence, a forged line) as escapes and the token never echoed back, whoever answers at --daemon.
+    hidden = [Secret(token or "")]
+    lines = reply.get("lines")
+    reply = {
+        **reply,
+        "reason": scrub_text(reply["reason"], hidden, limit=_SAID),
+        "lines": [scrub_text(str(line), hidden, limit=_SAID) for line in lines] if isinstance(lines, list) else [],
+    }
     return base, answer.status_code, reply
+
+
+_SAID = 2_000  # characters of one line of a daemon's answer printed: its reasons and lines are far shorter
 
 
 def run(
@@ -396,7 +410,7 @@ def _wake_at(daemon: str, keys: list[str]) -> None:
     base, status, reply = _ask_daemon(daemon, WAKE_PATH, keys)
     if status != 200:
         fail(f"the daemon at {base} woke nothing: {reply['reason']}")
-    lines = reply.get("lines")
+    lines = reply["lines"]  # each on one line, escaped (`_ask_daemon`)
     for line in lines if isinstance(lines, list) else ():
         out_console().print(str(line), markup=False, soft_wrap=True, highlight=False)
     out_console().print(f"{reply['reason']} at {base}.", markup=False, soft_wrap=True, highlight=False)

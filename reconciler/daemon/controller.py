@@ -30,6 +30,7 @@ from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
 from reconciler.model import TaskStatus
 from reconciler.spec import SpecErrors, SpecSet
+from reconciler.spec.errors import quote
 from reconciler.state.base import StateError
 from reconciler.waking import plan_wake
 
@@ -192,7 +193,7 @@ class Daemon(DaemonParts):
     def handle_callback(self, vendor: str, body: bytes) -> tuple[int, str]:
         """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys."""
         if not self.router.knows(vendor):
-            return 404, f"no callback route for {vendor!r}"
+            return 404, f"no callback route for {quote(vendor)}"  # the client's word: quoted at a bounded size
         if self.spec is None:
             # No Provider to verify it with yet. Not 401 "no Provider for … app id", which sent the operator
             # to the Providers' appId: 503, the vendor retries (and this daemon says why, as /readyz does).

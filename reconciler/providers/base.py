@@ -13,13 +13,40 @@ from typing import Any, Protocol
 
 from reconciler.budget import Priority
 from reconciler.model import ApiFamily, DesiredTask, Observed, TaskRecord
+from reconciler.spec.errors import quote
 
-__all__ = ["ErrorKind", "Provider", "StartResult", "VendorError", "seconds_of_ms", "vendor_int"]
+__all__ = [
+    "MAX_VENDOR_ID",
+    "ErrorKind",
+    "Provider",
+    "StartResult",
+    "VendorError",
+    "seconds_of_ms",
+    "status_text",
+    "vendor_id_ok",
+    "vendor_int",
+]
+
+MAX_VENDOR_ID = 128  # characters of a vendor's task id, as capctl stores, prints and sends it back
 
 
 def vendor_int(value: Any) -> int | None:
     """A vendor's JSON integer (a status, a code); None for anything else, a boolean too (Python's True == 1)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def vendor_id_ok(value: str) -> bool:
+    """Whether `value` can be a vendor's task id: 1 to MAX_VENDOR_ID printable characters, no surrounding space.
+    It is stored, printed in plans, `state list`, logs and the status page, and sent back in every query."""
+    return 0 < len(value) <= MAX_VENDOR_ID and value.isprintable() and value == value.strip()
+
+
+def status_text(value: Any) -> str:
+    """`status N` for a vendor's status answer, as an `Observed.detail` says it. A value that is no integer is
+    quoted at a bounded size with its control characters escaped: the detail is printed in plans, logs and the
+    status page, and a status of 1 MB of text or an escape sequence (`\\x1b[2J`) was printed raw."""
+    code = vendor_int(value)
+    return f"status {code}" if code is not None else f"status {quote(value)}"
 
 
 def seconds_of_ms(ms: Any) -> float | None:

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 MAX_SKEW = 300.0  # seconds between a callback's own time and the daemon clock
+_TIME_DIGITS = 20  # at most, in a time given as text: milliseconds have 13 until the year 2286
 
 # How a callback names a task's current run; a record says the same through its family's `run_id`.
 RunId = tuple[str, ...]
@@ -170,7 +171,9 @@ def event_time(value: Any, field: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value / 1000 if value > 1e11 else float(value)
     if isinstance(value, str):
-        if value.isascii() and value.isdigit():  # not "1²": str.isdigit() holds, int() refuses
+        # Not "1²" (str.isdigit() holds, int() refuses), nor 400 digits (the division by 1000 overflowed a float,
+        # 5,000 passed Python's int limit: 500 with a traceback): a time in milliseconds has 13.
+        if value.isascii() and value.isdigit() and len(value) <= _TIME_DIGITS:
             return event_time(int(value), field)
         try:
             parsed = datetime.fromisoformat(value)

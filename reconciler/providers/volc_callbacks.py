@@ -41,9 +41,13 @@ SIGNING = Signing(
 def parse_volcengine(body: bytes, providers: Iterable[ProviderConfig], now: float) -> CallbackEvent:
     """A Volcengine webhook (`{EventType, EventData, EventTime, EventId, AppId, Version, Nonce, Signature}`)."""
     data, app_id, at = verified(body, providers, now, SIGNING)
-    event_type, event_id = text(data, "EventType") or "", text(data, "EventId") or ""
+    event_type, event_id = text(data, "EventType") or "", text(data, "EventId")
     raw = data.get("EventData")
     with of_app(app_id):
+        if event_id is None:
+            # Signed as "" (or an object): every such callback would share one dedupe key, and all but the
+            # first were answered "duplicate: already accepted" and dropped without a word.
+            raise CallbackRejected(400, "malformed callback: EventId is empty or not text (what names a callback)")
         try:
             event_data = load_json(raw) if isinstance(raw, str) else raw
         except ValueError as exc:

@@ -22,7 +22,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.jsonlimits import load_json
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
-from reconciler.providers.base import ErrorKind, StartResult, VendorError, seconds_of_ms, vendor_int
+from reconciler.providers.base import ErrorKind, StartResult, VendorError, seconds_of_ms, status_text, vendor_int
 from reconciler.providers.family import VOLCENGINE
 from reconciler.providers.transport import transport_error
 from reconciler.providers.volc_signing import sign_callback, sign_request, verify_callback
@@ -108,7 +108,7 @@ def observed_from_snapshot_task(task: Mapping[str, Any]) -> Observed:
         reason=stop_reason_of(task.get("StopReason") or None, status) if ended else None,
         started_at=seconds_of_ms(task.get("StartTime")),
         ended_at=seconds_of_ms(task.get("EndTime")),
-        detail=f"status {status}",
+        detail=status_text(status),
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Unpack
 from reconciler.budget import Priority
 from reconciler.clock import Clock
 from reconciler.model import ApiFamily, DesiredTask, Observed, ObservedState, ProviderConfig, TaskRecord
-from reconciler.providers.base import ErrorKind, StartResult, VendorError
+from reconciler.providers.base import ErrorKind, StartResult, VendorError, vendor_id_ok
 from reconciler.providers.zego_client import (
     COMMON_CODES,
     DEFAULT_RATE_LIMITS,
@@ -33,6 +33,7 @@ from reconciler.providers.zego_client import (
 from reconciler.providers.zego_signing import access_token_request
 from reconciler.redact import secret_leaves
 from reconciler.secrets import Hidden, Secret, reveal_tree
+from reconciler.spec.errors import quote
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -73,10 +74,14 @@ ROOM_LIST_CODES: dict[int, tuple[ErrorKind, str]] = {
 ROOM_GONE = frozenset({104, 5024, 50001})
 
 
-def _require_text(value: Any, api: str, where: str, client: ZegoClient) -> str:
-    if isinstance(value, str) and value:
+def _require_text(value: Any, api: str, where: str, client: ZegoClient, *, task_id: bool = True) -> str:
+    """The text an answer names at `where`. A task id (`task_id`) no task can have (an escape sequence, 10 kB)
+    is no answer: it would be stored, printed and sent back in every status query. An access token is only
+    required to be text: it is a secret, never quoted."""
+    if isinstance(value, str) and value and (not task_id or vendor_id_ok(value)):
         return value
-    error = VendorError(ErrorKind.RETRYABLE, "bad-answer", f"unexpected answer from {api}: no {where}", api=api)
+    what = f"{where} {quote(value)} is no task id" if task_id and isinstance(value, str) and value else f"no {where}"
+    error = VendorError(ErrorKind.RETRYABLE, "bad-answer", f"unexpected answer from {api}: {what}", api=api)
     raise error.named(client.config.name, client.config.type)
 
 
@@ -264,7 +269,7 @@ class _AccessTokens:
                 secrets=[Secret(body["token"])],  # signed with the server secret: exchanged for access tokens
             )
             token = _require_text(
-                field(answer, "data", "access_token"), "access_token", "data.access_token", self._client
+                field(answer, "data", "access_token"), "access_token", "data.access_token", self._client, task_id=False
             )
             expires_in = field(answer, "data", "expires_in")
             if isinstance(expires_in, bool) or not isinstance(expires_in, int):

@@ -22,7 +22,7 @@ from reconciler.budget import BudgetRegistry, Priority, RateBudget
 from reconciler.clock import Clock
 from reconciler.jsonlimits import load_json
 from reconciler.model import Observed, ObservedState, ProviderConfig
-from reconciler.providers.base import ErrorKind, VendorError, seconds_of_ms, vendor_int
+from reconciler.providers.base import ErrorKind, VendorError, seconds_of_ms, status_text, vendor_int
 from reconciler.providers.family import ZEGO
 from reconciler.providers.transport import transport_error
 from reconciler.providers.zego_signing import RandomBytes, signature_params
@@ -333,7 +333,7 @@ def observed_from_status(
     """A recording status answer (both generations use the Action API's numbers) as an `Observed`. A
     `QuitReason` in the answer (not documented for DescribeRecordStatus, nor sent by the simulator) names the cause."""
     started, ended = seconds_of_ms(begin_ms), seconds_of_ms(end_ms)
-    detail = f"status {status}"
+    detail = status_text(status)
     status = vendor_int(status)  # JSON true is no status, though Python reads it as 1
     if status in (1, 2, 5):
         return Observed(ObservedState.RUNNING, started_at=started, detail=f"{detail} ({RECORD_STATUS[status]})")

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from reconciler.jsonlimits import MAX_INT_DIGITS
 from reconciler.providers.family import VENDORS
 from reconciler.spec.documents import Loaded
 from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
@@ -45,7 +46,7 @@ VENDOR_STORAGE: Final = {
     "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),
 }
 _KEYS: Final = ("bucket", "accessKey", "secretKey")
-_INTEGER: Final = re.compile(r"-?[0-9]+")
+_INTEGER: Final = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}")  # longer: not converted (int() refused 5,000)
 # Storage type → (required fields, other fields that apply). `region` is checked per vendor.
 STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "tos": (("bucket", "accountId"), ("region",)),

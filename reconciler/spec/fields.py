@@ -20,6 +20,7 @@ from pydantic import (
     WrapValidator,
 )
 
+from reconciler.jsonlimits import bounded_int
 from reconciler.secrets import Secret, SecretText
 from reconciler.spec.errors import quote
 
@@ -198,7 +199,7 @@ def printable(value: Any) -> Any:
 
 def _ref_int(value: Any) -> Any:
     if isinstance(value, _FROM_REF) and _INT_RE.match(value):
-        return int(value)
+        return bounded_int(value)  # 5,000 digits: "a number of 5000 digits (at most 100)", not Python's advice
     return value
 
 
@@ -224,10 +225,10 @@ def parse_duration(value: Any) -> Any:
         return value
     if isinstance(value, str):
         if isinstance(value, _FROM_REF) and value.isascii() and value.isdigit():  # "²" passes isdigit(), not int()
-            return int(value)
+            return bounded_int(value)
         match = _DURATION_RE.match(value)
         if value and match:
-            hours, minutes, seconds = (int(g or 0) for g in match.groups())
+            hours, minutes, seconds = (bounded_int(g or "0") for g in match.groups())
             return hours * 3600 + minutes * 60 + seconds
     raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
 

@@ -20,6 +20,7 @@ import yaml
 import yaml.constructor
 import yaml.resolver
 
+from reconciler.jsonlimits import MAX_INT_DIGITS
 from reconciler.spec.errors import ErrorSink, quote
 from reconciler.spec.files import NotText, utf8_text
 
@@ -52,6 +53,7 @@ _SEQ_TAGS: Final = {None, "!", f"{_YAML}seq"}
 _MAP_TAGS: Final = {None, "!", f"{_YAML}map"}
 _RESOLVER: Final[Any] = yaml.resolver.Resolver()
 _CONSTRUCTOR: Final = yaml.constructor.SafeConstructor()
+_INT_BITS: Final = (10**MAX_INT_DIGITS).bit_length()
 _BUILD: Final = {
     f"{_YAML}int": _CONSTRUCTOR.construct_yaml_int,
     f"{_YAML}float": _CONSTRUCTOR.construct_yaml_float,
@@ -156,9 +158,14 @@ def _scalar(event: Any) -> Any:
     if build is None:
         return event.value
     try:
-        return build(yaml.ScalarNode(tag, event.value))
+        value = build(yaml.ScalarNode(tag, event.value))
     except (ValueError, LookupError, yaml.YAMLError) as exc:  # `!!int ""` indexes, `!!bool maybe` looks up
         raise ValueError(f"{quote(event.value)} is not a valid {tag.removeprefix(_YAML)}") from exc
+    # As JSON's: a hex, octal or binary literal has no digit limit in Python, and 0x + 5,000 digits made every
+    # message that printed it in decimal (an out-of-range value) a traceback; no spec number is that long.
+    if isinstance(value, int) and value.bit_length() > _INT_BITS:
+        raise ValueError(f"{quote(event.value)} is a number of more than {MAX_INT_DIGITS} digits")
+    return value
 
 
 class _Builder:

@@ -52,3 +52,9 @@ def test_max_attempts_out_of_range_or_not_a_number_is_refused_naming_the_variabl
     with pytest.raises(ValueError, match=rf"^CAPCTL_MAX_ATTEMPTS={raw!r}: expected a whole number from 1 to 100$"):
         RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": raw})
     assert RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": "7"}).max_attempts == 7
+
+
+def test_max_attempts_of_thousands_of_digits_is_refused_naming_the_variable() -> None:
+    """5,000 digits: int() refused them in Python's words ("use sys.set_int_max_str_digits()")."""
+    with pytest.raises(ValueError, match=r"^CAPCTL_MAX_ATTEMPTS='9{40}'… \(5000 characters\): expected a whole"):
+        RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": "9" * 5000})

@@ -219,6 +219,10 @@ async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(har
     superscript = zego_body(harness) | {"timestamp": "1²"}  # str.isdigit() holds, int() refuses
     superscript["signature"] = callback_signature(ZEGO_SECRET, "1²", superscript["nonce"])
     cases.append(("/callbacks/zego", superscript, "timestamp '1²' is not a time"))
+    for digits in (400, 5000):  # over a float's range once divided by 1000; over Python's int limit
+        long = zego_body(harness) | {"timestamp": "9" * digits}
+        long["signature"] = callback_signature(ZEGO_SECRET, long["timestamp"], long["nonce"])
+        cases.append(("/callbacks/zego", long, f"timestamp {'9' * 40!r} is not a time"))
     async with await client(harness) as http:
         for route, body, why in cases:
             answer = await http.post(route, json=body)
@@ -226,7 +230,7 @@ async def test_a_signed_callback_whose_time_is_not_a_time_gets_400_naming_it(har
     assert harness.daemon is not None
     sample = harness.daemon.metrics.registry.get_sample_value
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "rejected"}) == 4
-    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 1
+    assert sample("capctl_callbacks_total", {"vendor": "zego", "outcome": "rejected"}) == 3
 
 
 async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harness: Harness) -> None:
@@ -248,6 +252,8 @@ async def test_what_an_unverified_client_sent_is_quoted_at_a_bounded_size(harnes
         assert len(synced.json()["reason"]) < 500
         woken = await http.post("/api/v1/wake", json={"keys": ["S" * 100_000]})  # the same refusal as sync's
         assert woken.status_code == 404 and len(woken.json()["reason"]) < 500
+        unrouted = await http.post("/callbacks/" + "v" * 50_000, json={})  # a vendor no route serves
+        assert unrouted.status_code == 404 and unrouted.json()["reason"].endswith("… (50000 characters)")
 
 
 async def test_a_flood_of_forged_callbacks_is_logged_once_a_minute_and_counted_in_full(harness: Harness) -> None:

@@ -82,6 +82,16 @@ def test_a_callback_names_its_run_the_room_keys_and_when_a_room_empties(tmp_path
     assert sample("capctl_callbacks_total", {"vendor": "volcengine", "outcome": "duplicate"}) == 1
 
 
+def test_a_signed_callback_without_an_event_id_is_refused_not_taken_as_a_duplicate(tmp_path: Path) -> None:
+    """EventId is what the vendor's retries share (the dedupe key): signed as "", every such callback was the
+    same one, and all but the first were answered "duplicate" and dropped without a word."""
+    router, providers, _ = _router(tmp_path)
+    for n in range(2):
+        routed = _route(router, providers, "UserJoinRoom", "", RoomId="lobby", UserId=f"u{n}")
+        assert (routed.status, routed.outcome, routed.woken) == (400, "rejected", ())
+        assert routed.reason == "malformed callback: EventId is empty or not text (what names a callback)"
+
+
 def test_an_unsigned_callback_is_refused_and_names_no_key(tmp_path: Path) -> None:
     router, providers, metrics = _router(tmp_path)
     routed = router.route("volcengine", b'{"AppId": "capctl-sim-volc"}', providers, NOW)

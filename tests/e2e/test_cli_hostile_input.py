@@ -55,6 +55,8 @@ ENVIRONMENTS = {  # each case's own, beside those
             ["run", "--listen", "127.0.0.1:0", "--state", STATE, "--lease-duration", "99999999999h"],
             "Error: --lease-duration must be at most 1 day (86400 s), not 3.6e+14 s",
         ),
+        # 5,000 digits: int() refused them in Python's words ("use sys.set_int_max_str_digits()").
+        (["run", "--state", STATE, "--resync", "9" * 5000], "Error: --resync: a number of 5000 digits (at most 100)"),
         # Read as any file: a FIFO blocked `show` for good, /dev/zero filled memory until the process was killed.
         (["show", "pipe"], "Error: pipe: cannot read the plan file: not a regular file (a FIFO)"),
         (["apply", "--plan", "specs"], "Error: specs: cannot read the plan file: not a regular file (a directory)"),
@@ -84,6 +86,7 @@ ENVIRONMENTS = {  # each case's own, beside those
         "apply-state-empty",
         "copy-from-empty",
         "run-lease-huge",
+        "run-resync-digits",
         "show-fifo",
         "apply-plan-dir",
         "sim-scenario-fifo",
@@ -134,3 +137,37 @@ def test_a_daemon_that_takes_the_request_and_never_answers_is_not_called_unreach
     assert result.exit_code == 1 and "cannot reach" not in said, said
     assert f"the daemon at {url} took the request but gave no answer within 0.3 s" in said, said
     assert "it may still act on it" in said, said
+
+
+@pytest.mark.parametrize(("command", "status"), [("sync", 404), ("wake", 200)])
+def test_what_a_server_at_daemon_says_is_printed_escaped_on_one_line(command: str, status: int) -> None:
+    """`--daemon` may name something else (a typo'd port, a proxy): its `reason` and `lines` reached the terminal
+    raw, an escape sequence restyling it and a line break forging a line; a token it echoed was printed back."""
+    import http.server
+    import json
+    import threading
+
+    said = {"ok": status == 200, "reason": "\x1b[31mred\x1b[0m\nforged tok-5150\u202e", "lines": ["\x1b[2Jx\ny"]}
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps(said).encode()
+            head = f"HTTP/1.1 {status} As-Said\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+            self.wfile.write(head.encode() + body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Answer) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {"COLUMNS": "300", "CAPCTL_SYNC_TOKEN": "tok-5150"}
+        result = CliRunner().invoke(cli.app, [command, "--daemon", url, "SnapshotJob/a/r1"], env=env)
+        server.shutdown()
+    printed = result.stdout + result.stderr
+    assert result.exit_code == (0 if status == 200 else 1), printed
+    assert "\\x1b[31mred\\x1b[0m forged sha256:" in printed and "\\u202e" in printed, printed
+    assert "tok-5150" not in printed and "\x1b" not in printed and "\u202e" not in printed, printed
+    if status == 200:
+        assert "\\x1b[2Jx y\n" in result.stdout, result.stdout

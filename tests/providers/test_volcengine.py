@@ -355,6 +355,19 @@ def test_a_status_that_is_not_an_integer_is_unknown(status: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        ("\x1b[2J" + "x" * 50_000, "status '\\x1b[2Jx"),  # an escape sequence, 50 kB: escaped and cut
+        ({"Code": ["x" * 50_000]}, "status {'Code': ['x"),  # an object where the number belongs
+    ],
+)
+def test_a_status_of_the_wrong_shape_is_quoted_at_a_bounded_size(status: object, shown: str) -> None:
+    """The detail of an unknown status is printed in plans, logs and the status page: not the vendor's raw text."""
+    detail = observed_from_snapshot_task({"Status": status}).detail or ""
+    assert detail.startswith(shown) and len(detail) < 200 and detail.isprintable()
+
+
+@pytest.mark.parametrize(
     "answer",
     [
         httpx.Response(400, json=envelope(error=("InvalidParameter.ErrorActiveTaskNotFound", "gone"))),

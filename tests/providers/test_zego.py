@@ -355,6 +355,15 @@ async def test_unusual_status_answers_have_a_clear_outcome(
     assert (observed.state, (observed.started_at, observed.ended_at)) == (state, times)
 
 
+async def test_a_status_of_the_wrong_shape_is_quoted_at_a_bounded_size() -> None:
+    """An unknown status's detail is printed in plans, logs and the status page: not the vendor's raw text."""
+    rig = Rig(ZegoRecordProvider)
+    rig.vendor.script("/base/", {**OK, "Data": {"Status": "\x1b[2J\n" + "x" * 50_000}})
+    observed = await rig.run(lambda: rig.provider.observe(record(ApiFamily.ZEGO_RECORD)))
+    detail = observed.detail or ""
+    assert detail.startswith("unknown status '\\x1b[2J\\nx") and len(detail) < 200 and detail.isprintable()
+
+
 @pytest.mark.parametrize(
     ("quit_reason", "rollover", "reason"),
     [(3, False, "idle timeout (ZEGO quit_reason 3)"), (4, True, "max duration (ZEGO quit_reason 4)")],
@@ -498,6 +507,12 @@ async def test_long_vendor_messages_are_truncated() -> None:
         (httpx.Response(200, json={"Message": "x"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json={"Code": "0"}), ErrorKind.RETRYABLE, "no integer 'Code'"),
         (httpx.Response(200, json=OK), ErrorKind.RETRYABLE, "no Data.TaskId"),
+        # A task id no task can have is no answer: it would be stored, printed and sent back in every query.
+        (
+            httpx.Response(200, json={**OK, "Data": {"TaskId": "\x1b[2J" + "x" * 10_000}}),
+            ErrorKind.RETRYABLE,
+            "unexpected answer from StartRecord: Data.TaskId '\\x1b[2Jxxx",
+        ),
         (httpx.Response(404, text="not here"), ErrorKind.TERMINAL, "check the endpoint of provider zego-prod"),
     ],
 )
@@ -547,7 +562,8 @@ def token_answer(token: str, expires_in: int = 7200) -> dict[str, Any]:
 
 async def test_legacy_start_obtains_a_token_then_starts() -> None:
     rig = Rig(ZegoLegacyRecordProvider)
-    rig.vendor.script("/base/access_token", token_answer("tok-1"))
+    long_token = "tok-1" + "a" * 300  # an access token is not held to a task id's 128 characters
+    rig.vendor.script("/base/access_token", token_answer(long_token))
     rig.vendor.script("/base/start", {"code": 0, "message": "succeed", "task_id": "LEGACY0123456789"})
     task = recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST)
     result = await rig.run(lambda: rig.provider.start(task, "ignored-intent"))
@@ -564,7 +580,7 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
     assert start_request.url.path == "/base/start" and query(start_request) == []
     assert body(start_request) == {
         "app_id": 1234567890,
-        "access_token": "tok-1",
+        "access_token": long_token,
         "room_id": "class-101",
         "record_input_params": {"record_mode": 1, "stream_type": 3, "max_idle_time": 60},
         "storage_params": {"storage_provider": 2, "access_key_secret": STORAGE_SECRET},

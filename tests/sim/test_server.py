@@ -82,6 +82,10 @@ def test_parse_listen() -> None:
     for bad in ("127.0.0.1:65536", "127.0.0.1:99999"):  # walk 14b: the form is right, the port is not
         with pytest.raises(ValueError, match=r"port \d+ is out of range \(0 to 65535; 0 picks a free one\)"):
             parse_listen(bad, example="x")
+    # 5,000 digits: int() refused them in Python's words; now the same error, the port and the value cut short
+    with pytest.raises(ValueError, match=r"port 9{40}… \(5000 characters\) is out of range .*\(5010 characters\)$"):
+        parse_listen("127.0.0.1:" + "9" * 5000, example="x")
+    assert parse_listen("127.0.0.1:000080", example="x") == ("127.0.0.1", 80)  # leading zeros are no digits
 
 
 def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:

@@ -163,3 +163,32 @@ def test_the_tasks_are_capped_before_they_are_built(tmp_path: Path, monkeypatch:
         f"{tmp_path / 'jobs.yaml'}:1:1: the spec set makes more than the limit of 2 tasks "
         "(reached here; see docs/spec-language.md, Limits)"
     ]
+
+
+def test_a_number_of_thousands_of_digits_is_an_error_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    """Python converts at most 4,300 decimal digits and a hex literal has no limit: `interval: 0x` + 5,000 digits
+    parsed, and the message that printed it in decimal was a traceback; 5,000 digits in a reference (a Storage's
+    region) were one, and in a duration gave Python's advice for programmers. At most 100 digits, as JSON's."""
+    digits = "9" * 5000
+    storage = (
+        "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tos9}\n"
+        "spec: {type: tos, bucket: b, accountId: '1', region: {env: LONG}}\n"
+    )
+    cases = {
+        f"interval: 0x{digits}": "… (5002 characters) is a number of more than 100 digits",
+        f"interval: 5\nidleTimeout: {digits}s": "spec.idleTimeout: a number of 5000 digits (at most 100)",
+        "interval: {env: LONG}": "spec.interval: a number of 5000 digits (at most 100)",
+    }
+    for body, expected in cases.items():
+        path = tmp_path / "job.yaml"
+        path.write_text(job(body=f"provider: volc\nrooms: [lobby]\nstorage: tos\n{body}"))
+        with pytest.raises(SpecErrors) as info:
+            load_spec_set([BASE, path], env={**SECRET_ENV, "LONG": digits})
+        said = [str(e) for e in info.value.errors]
+        assert len(said) == 1 and expected in said[0] and len(said[0]) < 300, said
+    path = tmp_path / "job.yaml"
+    path.write_text(storage + "---\n" + job(body="provider: volc\nrooms: [lobby]\nstorage: tos9"))
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([BASE, path], env={**SECRET_ENV, "LONG": digits})
+    (region,) = (str(e) for e in info.value.errors)
+    assert "volcengine needs an integer storage region (its region table), got '9999" in region and len(region) < 600
