@@ -52,14 +52,39 @@ class RecordCache:
         # tombstone), the other is still there to hear its callbacks (walk 29b).
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
+        # `fetch`'s read, for `refresh` to adopt, and what was committed through the cache while it read.
+        self._fetched: tuple[dict[str, TaskRecord], list[HistorySpan] | None] | None = None
+        self._written: dict[str, TaskRecord | None] | None = None
 
-    def refresh(self, *, leading: bool = False) -> dict[str, TaskRecord]:
-        """Read everything from the store (at start, and when a term begins), the history with it. `leading`:
+    def fetch(self, *, leading: bool = False) -> None:
+        """The store's part of `refresh`, which may run off the loop: at 100,000 tasks the read takes ~2 s of
+        CPU, and on the loop no callback was answered meanwhile (walk 31d). A commit through the cache while it
+        reads is noted and laid over the read (the store has it first, so the read may or may not). `leading`:
         first drop the `seen` rows of keys without a record (an older capctl's delete left them), before this
         leader makes any key again."""
-        if leading and self.history_store is not None:
-            self.history_store.prune_orphans()
-        return self.adopt(*self.read())
+        self._written = {}
+        try:
+            if leading and self.history_store is not None:
+                self.history_store.prune_orphans()
+            self._fetched = self.read()
+        except BaseException:
+            self._written = None
+            raise
+
+    def refresh(self, *, leading: bool = False) -> dict[str, TaskRecord]:
+        """Read everything from the store (at start, and when a term begins), the history with it: what
+        `fetch` read, or (none fetched) read now."""
+        if self._fetched is None:
+            self.fetch(leading=leading)
+        assert self._fetched is not None
+        (records, history), written = self._fetched, self._written or {}
+        self._fetched = self._written = None
+        for key, record in written.items():
+            if record is None:
+                records.pop(key, None)
+            else:
+                records[key] = record
+        return self.adopt(records, history)
 
     def read(self) -> tuple[dict[str, TaskRecord], list[HistorySpan] | None]:
         """The records and the history the store holds (the history first: a run committed meanwhile is
@@ -152,6 +177,7 @@ class RecordCache:
     def put(self, record: TaskRecord, *, expected_serial: int | None = None) -> int:
         serial = self.store.put(record, expected_serial=expected_serial)
         self._remember(record)
+        self._wrote(record.key, record)
         return serial
 
     def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
@@ -159,13 +185,19 @@ class RecordCache:
         serial = self.store.put_many(batch, expected_serial=expected_serial)
         for record in batch:
             self._remember(record)
+            self._wrote(record.key, record)
         return serial
 
     def delete(self, key: str, *, expected_serial: int | None = None) -> int:
         serial = self.store.delete(key, expected_serial=expected_serial)
         self._forget(key)
         self.history.forget(key)
+        self._wrote(key, None)
         return serial
+
+    def _wrote(self, key: str, record: TaskRecord | None) -> None:
+        if (written := self._written) is not None:  # a `fetch` is reading
+            written[key] = record
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         return self.store.lock(holder, lease_seconds=lease_seconds)

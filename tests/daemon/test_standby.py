@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.model import TaskRecord, TaskStatus
@@ -26,12 +28,13 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import StateStore
+from reconciler.state.base import Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
+from tests.daemon.test_units import record
 from tests.specdocs import recording_job, selector_job, snapshot_job
 from tests.state.test_state_leader import Proxy
 
@@ -546,3 +549,32 @@ async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_term_reads_the_state_off_the_loop_and_keeps_what_was_committed_meanwhile(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Walk 31d: at 100,000 tasks, reading the whole state takes seconds, and a term's read (at start, at a
+    takeover) ran on the daemon's loop: no callback, probe or page was answered meanwhile. It runs in a thread
+    now (`RecordCache.fetch`), and a commit through the cache while it reads is laid over what it read."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    loads: list[int] = []
+
+    class Watched(SQLiteStateStore):
+        def load(self) -> Snapshot:
+            loads.append(threading.get_ident())
+            return super().load()
+
+    await harness.start(Watched(harness.state_path, clock=harness.clock), elect_in_thread=True)
+    try:
+        assert loads and threading.get_ident() not in loads
+    finally:
+        await harness.stop()
+    cache = RecordCache(open_state(f"sqlite:///{tmp_path / 'cache.db'}"))
+    kept, gone = record(key="SnapshotJob/a/kept"), record(key="SnapshotJob/a/gone")
+    cache.put_many([kept, gone])
+    cache.fetch()  # then, before its read is adopted, the loop commits:
+    cache.put(kept.evolve(reissue_count=3))
+    cache.put(added := record(key="SnapshotJob/a/added"))
+    cache.delete(gone.key)
+    assert cache.refresh() == {kept.key: kept.evolve(reissue_count=3), added.key: added}
