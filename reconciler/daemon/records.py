@@ -53,20 +53,24 @@ class RecordCache:
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
         # `fetch`'s read, for `refresh` to adopt, and what was committed through the cache while it read.
-        self._fetched: tuple[dict[str, TaskRecord], list[HistorySpan] | None] | None = None
+        self._fetched: dict[str, TaskRecord] | None = None
         self._written: dict[str, TaskRecord | None] | None = None
 
     def fetch(self, *, leading: bool = False) -> None:
-        """The store's part of `refresh`, which may run off the loop: at 100,000 tasks the read takes ~2 s of
-        CPU, and on the loop no callback was answered meanwhile (walk 31d). A commit through the cache while it
-        reads is noted and laid over the read (the store has it first, so the read may or may not). `leading`:
-        first drop the `seen` rows of keys without a record (an older capctl's delete left them), before this
-        leader makes any key again."""
+        """The store's part of `refresh`, which may run off the loop: at 100,000 tasks the read takes ~5 s of
+        CPU and the history's restore ~2 s, and on the loop no callback was answered meanwhile (walk 31d). A
+        commit through the cache while it reads is noted and laid over the read (the store has it first, so
+        the read may or may not); `refresh` notes every record in the history again. `leading`: first drop
+        the `seen` rows of keys without a record (an older capctl's delete left them), before this leader
+        makes any key again."""
         self._written = {}
         try:
             if leading and self.history_store is not None:
                 self.history_store.prune_orphans()
-            self._fetched = self.read()
+            records, history = self.read()
+            if history is not None:
+                self.history.restore(history, records)
+            self._fetched = records
         except BaseException:
             self._written = None
             raise
@@ -77,14 +81,14 @@ class RecordCache:
         if self._fetched is None:
             self.fetch(leading=leading)
         assert self._fetched is not None
-        (records, history), written = self._fetched, self._written or {}
+        records, written = self._fetched, self._written or {}
         self._fetched = self._written = None
         for key, record in written.items():
             if record is None:
                 records.pop(key, None)
             else:
                 records[key] = record
-        return self.adopt(records, history)
+        return self.adopt(records)
 
     def read(self) -> tuple[dict[str, TaskRecord], list[HistorySpan] | None]:
         """The records and the history the store holds (the history first: a run committed meanwhile is

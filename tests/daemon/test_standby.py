@@ -10,6 +10,7 @@ import asyncio
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -570,10 +571,14 @@ async def test_a_term_reads_the_state_off_the_loop_and_keeps_what_was_committed_
         assert loads and threading.get_ident() not in loads
     finally:
         await harness.stop()
-    cache = RecordCache(open_state(f"sqlite:///{tmp_path / 'cache.db'}"))
-    kept, gone = record(key="SnapshotJob/a/kept"), record(key="SnapshotJob/a/gone")
-    cache.put_many([kept, gone])
-    cache.fetch()  # then, before its read is adopted, the loop commits:
+    store = open_state(f"sqlite:///{tmp_path / 'cache.db'}")
+    cache = RecordCache(store, history_store=store)
+    now = time.time()
+    kept = record(key="SnapshotJob/a/kept", status=TaskStatus.RUNNING, started_at=now, stopped_at=None)
+    gone = record(key="SnapshotJob/a/gone")
+    store.put_many([kept, gone])
+    cache.fetch()  # the history restored in its thread too; then, before its read is adopted, the loop commits:
+    assert [run.start for run in cache.history.runs(kept.key)] == [now]
     cache.put(kept.evolve(reissue_count=3))
     cache.put(added := record(key="SnapshotJob/a/added"))
     cache.delete(gone.key)
