@@ -6,8 +6,8 @@ task is next observed (its `KeyRuntime`), the leader election (lease.py), the sp
 log's recent events.
 A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
 A standby's cache holds the state as the replica last read it (at start, or when it last led): its page
-reads the records and the timeline history afresh first, so it shows what the leader recorded, as the
-leader's page does.
+reads the records and the timeline history afresh first (in a thread, the history restored there too: at
+100,000 tasks that is seconds, walk 31d), so it shows what the leader recorded, as the leader's page does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from reconciler import logs
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT
 from reconciler.model import TaskRecord
 from reconciler.rooms import accounts_of
-from reconciler.state.base import HistorySpan, StateError
+from reconciler.state.base import StateError
 from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
 from reconciler.status.routes import SnapshotProvider
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["snapshot_provider"]
 
-Read = tuple[Mapping[str, TaskRecord], list[HistorySpan] | None]  # the records and the history, as the store holds them
+Read = Mapping[str, TaskRecord]  # the records, as the store holds them (the history restored with them, off the loop)
 
 
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
@@ -38,7 +38,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         spec, specs = daemon.spec, daemon.specs
         acting = daemon.lease.acting()
         if read is not None and not acting:  # (a term that began meanwhile read the state itself)
-            daemon.records.adopt(*read)
+            daemon.records.adopt(read)
         role = daemon.lease.role()
         stale = ""
         if unread:  # the role may quote the store's error already
@@ -80,7 +80,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         unread: str | None = None
         if not daemon.lease.acting():  # bounded as /readyz's probe: a hung store must not hang the page
             try:
-                read = await asyncio.wait_for(asyncio.to_thread(daemon.records.read), STORE_PROBE_TIMEOUT)
+                read = await asyncio.wait_for(asyncio.to_thread(daemon.records.read_restored), STORE_PROBE_TIMEOUT)
             except StateError as exc:
                 unread = str(exc)
             except TimeoutError:

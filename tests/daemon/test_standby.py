@@ -33,6 +33,7 @@ from reconciler.state.base import Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.status.history import History
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.daemon.test_units import record
@@ -239,7 +240,7 @@ async def test_a_start_granted_its_rate_slot_after_the_renew_deadline_sends_noth
 
 
 async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
-    harness: Harness, two_stores: tuple[StateStore, StateStore]
+    harness: Harness, two_stores: tuple[StateStore, StateStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
     /metrics leaves task and room counts to the leader (a sum over replicas counts each task once), a
@@ -255,10 +256,19 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         await harness.advance(30)  # nobody in the lobby: it idles out at 20 s and the leader re-issues it
         record = leader.records.get(LOBBY)
         assert record is not None and record.reissue_count == 1 and record.started_at is not None
+        restored_on: list[int] = []  # walk 31d: seconds at 100,000 tasks, in a thread, not on the loop
+        restore = History.restore
+
+        def watched(history: History, *args: Any) -> None:
+            restored_on.append(threading.get_ident())
+            restore(history, *args)
+
+        monkeypatch.setattr(History, "restore", watched)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
             page = (await http.get("/api/v1/status")).json()
             metrics = (await http.get("/metrics")).text
         assert page["replica"]["role"] == "standby"
+        assert restored_on and threading.get_ident() not in restored_on
         (task,) = (t for j in page["jobs"] for g in j["groups"] for t in g["tasks"])
         assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
         assert task["running_since"] == iso_utc(record.started_at)
