@@ -21,7 +21,7 @@ from reconciler.clock import Clock, SystemClock
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.providers.family import FAMILIES
 from reconciler.state.base import HistorySpan, HistoryStore, Lock, Snapshot, StateStore
-from reconciler.status.history import MAX_INTERVALS, History
+from reconciler.status.history import MAX_INTERVALS, History, Restored
 
 __all__ = ["RecordCache", "vendor_id"]
 
@@ -53,7 +53,7 @@ class RecordCache:
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
         # `fetch`'s read, for `refresh` to adopt, and what was committed through the cache while it read.
-        self._fetched: dict[str, TaskRecord] | None = None
+        self._fetched: tuple[dict[str, TaskRecord], Restored | None] | None = None
         self._written: dict[str, TaskRecord | None] | None = None
 
     def fetch(self, *, leading: bool = False) -> None:
@@ -78,14 +78,14 @@ class RecordCache:
         if self._fetched is None:
             self.fetch(leading=leading)
         assert self._fetched is not None
-        records, written = self._fetched, self._written or {}
+        (records, history), written = self._fetched, self._written or {}
         self._fetched = self._written = None
         for key, record in written.items():
             if record is None:
                 records.pop(key, None)
             else:
                 records[key] = record
-        return self.adopt(records)
+        return self.adopt(records, history)
 
     def read(self) -> tuple[dict[str, TaskRecord], list[HistorySpan] | None]:
         """The records and the history the store holds (the history first: a run committed meanwhile is
@@ -93,21 +93,18 @@ class RecordCache:
         history = None if self.history_store is None else self.history_store.history()
         return self.store.load().records, history
 
-    def read_restored(self) -> dict[str, TaskRecord]:
-        """`read`, its history taken as this cache's (`History.restore`, meant to run off the loop: ~2 s at
-        100,000 tasks), for `adopt` (a takeover's `refresh`, a standby's page) to take the records."""
+    def read_restored(self) -> tuple[dict[str, TaskRecord], Restored | None]:
+        """`read`, its history made ready (`History.restored`): off the loop, ~2 s at 100,000 tasks (walk 31d),
+        changing nothing here, for `adopt` on the loop (a takeover's `refresh`; a standby's page, which drops
+        it if a term began meanwhile: a late read must not undo what the leader noted since)."""
         records, history = self.read()
-        if history is not None:
-            self.history.restore(history, records)
-        return records
+        return records, None if history is None else self.history.restored(history, records)
 
-    def adopt(
-        self, records: Mapping[str, TaskRecord], history: list[HistorySpan] | None = None
-    ) -> dict[str, TaskRecord]:
+    def adopt(self, records: Mapping[str, TaskRecord], history: Restored | None = None) -> dict[str, TaskRecord]:
         """Take `records` and `history`, just read from the store, as the whole cache (a standby's status page
         reads them: it shows the leader's)."""
         if history is not None:
-            self.history.restore(history, records)
+            self.history.install(history)
         self._records = {}
         self._by_vendor_id = {}
         self._by_volc_task = {}

@@ -6,7 +6,7 @@ task is next observed (its `KeyRuntime`), the leader election (lease.py), the sp
 log's recent events.
 A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
 A standby's cache holds the state as the replica last read it (at start, or when it last led): its page
-reads the records and the timeline history afresh first (in a thread, the history restored there too: at
+reads the records and the timeline history afresh first (in a thread, the history made ready there too: at
 100,000 tasks that is seconds, walk 31d), so it shows what the leader recorded, as the leader's page does.
 """
 
@@ -22,6 +22,7 @@ from reconciler.model import TaskRecord
 from reconciler.rooms import accounts_of
 from reconciler.state.base import StateError
 from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
+from reconciler.status.history import Restored
 from reconciler.status.routes import SnapshotProvider
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["snapshot_provider"]
 
-Read = Mapping[str, TaskRecord]  # the records, as the store holds them (the history restored with them, off the loop)
+# The records as the store holds them, and the history made ready with them off the loop (installed on it).
+Read = tuple[Mapping[str, TaskRecord], Restored | None]
 
 
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
@@ -38,7 +40,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         spec, specs = daemon.spec, daemon.specs
         acting = daemon.lease.acting()
         if read is not None and not acting:  # (a term that began meanwhile read the state itself)
-            daemon.records.adopt(read)
+            daemon.records.adopt(*read)
         role = daemon.lease.role()
         stale = ""
         if unread:  # the role may quote the store's error already

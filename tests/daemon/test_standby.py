@@ -33,7 +33,7 @@ from reconciler.state.base import Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
-from reconciler.status.history import History
+from reconciler.status.history import History, Restored
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.daemon.test_units import record
@@ -257,13 +257,13 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         record = leader.records.get(LOBBY)
         assert record is not None and record.reissue_count == 1 and record.started_at is not None
         restored_on: list[int] = []  # walk 31d: seconds at 100,000 tasks, in a thread, not on the loop
-        restore = History.restore
+        restored = History.restored
 
-        def watched(history: History, *args: Any) -> None:
+        def watched(history: History, *args: Any) -> Restored:
             restored_on.append(threading.get_ident())
-            restore(history, *args)
+            return restored(history, *args)
 
-        monkeypatch.setattr(History, "restore", watched)
+        monkeypatch.setattr(History, "restored", watched)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
             page = (await http.get("/api/v1/status")).json()
             metrics = (await http.get("/metrics")).text
@@ -587,9 +587,28 @@ async def test_a_term_reads_the_state_off_the_loop_and_keeps_what_was_committed_
     kept = record(key="SnapshotJob/a/kept", status=TaskStatus.RUNNING, started_at=now, stopped_at=None)
     gone = record(key="SnapshotJob/a/gone")
     store.put_many([kept, gone])
-    cache.fetch()  # the history restored in its thread too; then, before its read is adopted, the loop commits:
-    assert [run.start for run in cache.history.runs(kept.key)] == [now]
+    cache.fetch()  # the history made ready in its thread too; then, before its read is adopted, the loop commits:
     cache.put(kept.evolve(reissue_count=3))
     cache.put(added := record(key="SnapshotJob/a/added"))
     cache.delete(gone.key)
     assert cache.refresh() == {kept.key: kept.evolve(reissue_count=3), added.key: added}
+    assert [run.start for run in cache.history.runs(kept.key)] == [now]
+
+
+def test_a_read_off_the_loop_changes_nothing_until_the_loop_adopts_it(tmp_path: Path) -> None:
+    """A standby's page reads the state in a thread, and drops the read if a term began meanwhile (the term read
+    the state itself, and the leader has noted runs since): the read must not have changed the history on its
+    own, or a late read erased what the leader noted, and its rooms' activity never reached the state (walk 31d,
+    the integrator's review). First sights noted while it read are kept when it is adopted."""
+    store = open_state(f"sqlite:///{tmp_path / 'cache.db'}")
+    cache = RecordCache(store, history_store=store)
+    now = time.time()
+    noted = record(key="SnapshotJob/a/noted", status=TaskStatus.RUNNING, started_at=now, stopped_at=None)
+    cache.history.note(noted)  # noted by this replica as leader, not in the state yet
+    cache.history.room_active("acct", "lobby")
+    read = cache.read_restored()
+    assert [run.start for run in cache.history.runs(noted.key)] == [now]
+    assert cache.history.take_rooms(), "a read that was not adopted dropped the rooms' activity still to write"
+    cache.history.note(late := record(key="SnapshotJob/a/late", status=TaskStatus.RUNNING, started_at=now))
+    cache.adopt(*read)
+    assert [span.subject for span in cache.history.take_rooms() if span.kind == "seen"] == [late.key]
