@@ -1,13 +1,20 @@
-"""Benchmark: how long one `/metrics` scrape and one status page answer hold the daemon's event loop.
+"""Benchmark: how long each answer and event holds the daemon's event loop (a scrape, a page, a sync, ...).
 
-`capctl run` serves HTTP on a thread of its own but collects `/metrics` and builds each status page on the
-daemon's loop (the gauges and the page read records the loop changes); while it does, no callback, sync or
-worker step runs. This measures that hold: the real daemon (as `capctl run` builds it, on a SQLite state file)
-and the real simulator in one process on one virtual clock (tests/daemon/conftest.py's harness, as
-coverage_day.py uses it), `--jobs` × `--rooms` SnapshotJob tasks, every one started and running. Then,
-`--runs` times each: `Metrics.render` (the whole scrape), the status page's snapshot build for the page and its
-JSON twin (the part on the loop), and, for scale, the page's rendering (on the HTTP thread: holds no loop).
-Prints the median, CPU median and the slowest of each. Target: < 100 ms held per answer at 10,000 tasks.
+`capctl run` serves HTTP on a thread of its own but collects `/metrics`, builds each status page and answers
+callbacks, /readyz, sync and wake on the daemon's loop (they read records the loop changes); a spec reload
+and a term's read of the state (start, takeover) read in a thread and take the result on the loop. While the
+loop is held, no callback, sync or worker step runs. This measures each hold: the real daemon (as `capctl
+run` builds it, on a SQLite state file) and the real simulator in one process on one virtual clock
+(tests/daemon/conftest.py's harness, as coverage_day.py uses it), `--jobs` × `--rooms` SnapshotJob tasks,
+every one started and running. Then, `--runs` times each: `Metrics.render` (the whole scrape), the status
+page's snapshot build (the first page, `?room=`, `?job=`, the last page, 500 a page), /readyz, a routed room
+callback, a spec reload that changes one job (its take, on the loop), a takeover's adoption of the state it
+read and its `regained` pass, `sync` and `wake` with a glob matching every key; and, for scale, the parts off
+the loop: the page's rendering (on the HTTP thread) and the takeover's read (in a thread); and a full
+collection of the cyclic garbage collector (it runs in whichever step allocates past its threshold, on the
+loop most often: the slowest answer of each case is one). Prints the median,
+CPU median and the slowest of each. Target: < 100 ms held per answer at 10,000 tasks; nothing near a
+callback's 5 s answer budget or the lease's renew deadline (10 s) at 100,000.
 
     .venv/bin/python bench/loop_hold.py [--jobs 1000] [--rooms 10] [--runs 30]
 """
@@ -16,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
+import json
 import sys
 import tempfile
 import time
@@ -30,10 +39,12 @@ sys.path.insert(0, str(ROOT))  # the harness lives with the daemon tests
 
 from reconciler import logs
 from reconciler.clock import FakeClock
+from reconciler.daemon.specset import read_specs
 from reconciler.daemon.status import snapshot_provider
 from reconciler.status import StatusQuery
 from reconciler.status.render import render_html, to_json
 from tests.daemon.conftest import SIM, Harness
+from tests.daemon.test_http import volc_body
 from tests.specdocs import STORAGE, providers, snapshot_job
 
 
@@ -41,7 +52,7 @@ async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
     specs = tmp / "specs"
     specs.mkdir()
     (specs / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
-    docs = (snapshot_job(f"job-{j:05d}", [f"room-{j}-{r}" for r in range(rooms)], idle=86400) for j in range(jobs))
+    docs = [snapshot_job(f"job-{j:05d}", [f"room-{j}-{r}" for r in range(rooms)], idle=86400) for j in range(jobs)]
     (specs / "jobs.yaml").write_text("---\n".join(docs))
     harness = Harness(tmp, FakeClock(start=1_800_000_000.0))
     wall = time.perf_counter()
@@ -51,7 +62,11 @@ async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
         await harness.advance(10)
     print(f"{running} tasks running after {time.perf_counter() - wall:.0f} s of wall time")
     provide = snapshot_provider(daemon)  # a leader's: no store read, the build on the loop only
+    middle = jobs // 2
     page, large = StatusQuery.parse({}), StatusQuery.parse({"per_page": "500"})
+    by_room = StatusQuery.parse({"room": f"room-{middle}-0"})
+    by_job = StatusQuery.parse({"job": f"job-{middle:05d}"})
+    last = StatusQuery.parse({"page": str(-(-tasks // 50))})
     scrape = daemon.metrics.render()
     print(f"/metrics: {len(scrape) // 1024} KiB, {len(scrape.splitlines())} lines")
     snapshot = await provide(page)
@@ -59,25 +74,62 @@ async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
     async def build(query: StatusQuery) -> None:
         await provide(query)
 
+    # A reload that changes one job's idle timeout, and the next that changes it back: one job changed each.
+    key = daemon.specs.fingerprint_key
+    changed = docs[middle].replace("86400", "86399")
+    (specs / "jobs.yaml").write_text("---\n".join([*docs[:middle], changed, *docs[middle + 1 :]]))
+    reloads = [read_specs([str(specs)], key)]
+    (specs / "jobs.yaml").write_text("---\n".join(docs))
+    reloads.append(read_specs([str(specs)], key))
+    events = iter(range(10**9))
+
+    def callback() -> None:
+        body = volc_body(harness, event_id=f"e{next(events)}", data={"RoomId": f"room-{middle}-1", "UserId": "u"})
+        daemon.handle_callback("volcengine", json.dumps(body).encode())
+
+    def reload() -> None:
+        daemon.specs.take(reloads[next(events) % 2], key)
+
+    def adopt() -> None:
+        daemon.records.refresh()  # what `fetch` read in its thread, as a takeover takes it
+
+    async def fetch() -> None:
+        await asyncio.to_thread(daemon.records.fetch)
+
     cases: list[tuple[str, Callable[[], Any]]] = [
         ("GET /metrics (on the loop)", daemon.metrics.render),
         ("GET / build (on the loop)", lambda: build(page)),
         ("GET /?per_page=500 build (on the loop)", lambda: build(large)),
+        ("GET /?room= build (on the loop)", lambda: build(by_room)),
+        ("GET /?job= build (on the loop)", lambda: build(by_job)),
+        ("GET /?page=last build (on the loop)", lambda: build(last)),
         ("GET / render (HTTP thread)", lambda: render_html(snapshot)),
         ("GET /api/v1/status render (HTTP thread)", lambda: to_json(snapshot)),
+        ("GET /readyz (on the loop)", daemon.readiness),
+        ("POST /callbacks, a room event (on the loop)", callback),
+        ("spec reload, one job changed (on the loop)", reload),
+        ("takeover: the state read (a thread)", fetch),
+        ("takeover: the read adopted (on the loop)", adopt),
+        ("takeover: regained (on the loop)", daemon._regained),
+        ("POST /api/v1/sync SnapshotJob/* (on the loop)", lambda: daemon.sync(["SnapshotJob/*"])),
+        ("POST /api/v1/wake SnapshotJob/* (on the loop)", lambda: daemon.wake(["SnapshotJob/*"])),
+        ("a full garbage collection (wherever it falls)", gc.collect),
     ]
     for name, call in cases:
         walls, cpus = [], []
         for _ in range(runs):
+            if call is adopt:
+                await fetch()
             w, c = time.perf_counter(), time.process_time()
             if asyncio.iscoroutine(result := call()):
                 await result
             walls.append(time.perf_counter() - w)
             cpus.append(time.process_time() - c)
         print(
-            f"  {name:40} median {1000 * median(walls):7.1f} ms (CPU {1000 * median(cpus):6.1f} ms)"
+            f"  {name:48} median {1000 * median(walls):7.1f} ms (CPU {1000 * median(cpus):6.1f} ms)"
             f"  max {1000 * max(walls):7.1f} ms"
         )
+    print(f"  (sync: {daemon.sync(['SnapshotJob/*'])[1]}; wake: {daemon.wake(['SnapshotJob/*'])[1]})")
     await harness.stop()
     await harness.sim.callbacks.aclose()
 

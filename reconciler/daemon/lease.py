@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 
@@ -27,6 +28,8 @@ __all__ = ["Lease"]
 
 log = structlog.get_logger("capctl.daemon")
 
+T = TypeVar("T")
+
 
 class Lease:
     def __init__(
@@ -38,6 +41,7 @@ class Lease:
         metrics: Metrics,
         *,
         refresh: Callable[[], object],
+        fetch: Callable[[], object],
         regained: Callable[[], None],
         may_lead: Callable[[], bool],
         unheard: Callable[[], None] | None = None,
@@ -46,6 +50,8 @@ class Lease:
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
         self._refresh = refresh  # reads the whole state afresh (raises StateError)
+        # The store's part of `refresh`, before it: off the loop (at 100,000 tasks, seconds of it; walk 31d).
+        self._fetch = fetch
         self.clock = clock
         self.metrics = metrics
         self.elector = LeaderElector(store, holder, clock=clock, settings=settings, on_event=self._event)
@@ -139,6 +145,7 @@ class Lease:
         the state (raises StateError)."""
         self._held_back = not lead
         self._wait = await self._tick(lead)
+        await self._off_loop(self._fetch)
         self._refresh()
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
@@ -182,7 +189,7 @@ class Lease:
         if epoch is None:
             self._takeover_error = None
         elif epoch != self._acting_epoch:
-            self._take_over(epoch)
+            await self._take_over(epoch)
         self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
         if self._refused is not None and self._unheard_in_term is not None and self.acting():
             try:
@@ -193,7 +200,11 @@ class Lease:
 
     async def _tick(self, lead: bool) -> float:
         """Renew as the leader; as a standby, try to take the lock if `lead`."""
-        return await asyncio.to_thread(self._tick_once, lead) if self._in_thread else self._tick_once(lead)
+        return await self._off_loop(self._tick_once, lead)
+
+    async def _off_loop(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)`, a store call that blocks: in a thread (on the loop for tests on a fake clock)."""
+        return await asyncio.to_thread(call, *args) if self._in_thread else call(*args)
 
     def _tick_once(self, lead: bool) -> float:
         with self._ticking:
@@ -223,9 +234,10 @@ class Lease:
                 log.info("the state store answers again", role=self.role())
         self._unreachable = error
 
-    def _take_over(self, epoch: int) -> None:
+    async def _take_over(self, epoch: int) -> None:
         before = self._acting_epoch
         try:
+            await self._off_loop(self._fetch)
             self._refresh()  # whoever led meanwhile changed the state
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way

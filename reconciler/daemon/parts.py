@@ -103,6 +103,7 @@ class DaemonParts(ABC):
             clock,
             self.metrics,
             refresh=self._read_afresh,
+            fetch=lambda: self.records.fetch(leading=self.lease.elector.is_leader),
             regained=self._regained,
             unheard=self._heard_again,
             may_lead=lambda: self.specs.current is not None,

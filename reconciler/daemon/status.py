@@ -6,8 +6,8 @@ task is next observed (its `KeyRuntime`), the leader election (lease.py), the sp
 log's recent events.
 A page is built on the daemon's loop (where those are changed), and rendered on the HTTP thread.
 A standby's cache holds the state as the replica last read it (at start, or when it last led): its page
-reads the records and the timeline history afresh first, so it shows what the leader recorded, as the
-leader's page does.
+reads the records and the timeline history afresh first (in a thread, the history made ready there too: at
+100,000 tasks that is seconds, walk 31d), so it shows what the leader recorded, as the leader's page does.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from reconciler import logs
 from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT
 from reconciler.model import TaskRecord
 from reconciler.rooms import accounts_of
-from reconciler.state.base import HistorySpan, StateError
+from reconciler.state.base import StateError
 from reconciler.status import Replica, StatusInputs, StatusQuery, StatusSnapshot, build_snapshot
+from reconciler.status.history import Restored
 from reconciler.status.routes import SnapshotProvider
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["snapshot_provider"]
 
-Read = tuple[Mapping[str, TaskRecord], list[HistorySpan] | None]  # the records and the history, as the store holds them
+# The records as the store holds them, and the history made ready with them off the loop (installed on it).
+Read = tuple[Mapping[str, TaskRecord], Restored | None]
 
 
 def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
@@ -80,7 +82,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
         unread: str | None = None
         if not daemon.lease.acting():  # bounded as /readyz's probe: a hung store must not hang the page
             try:
-                read = await asyncio.wait_for(asyncio.to_thread(daemon.records.read), STORE_PROBE_TIMEOUT)
+                read = await asyncio.wait_for(asyncio.to_thread(daemon.records.read_restored), STORE_PROBE_TIMEOUT)
             except StateError as exc:
                 unread = str(exc)
             except TimeoutError:

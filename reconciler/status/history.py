@@ -10,8 +10,8 @@ the gaps before its first kept run are drawn after a restart as before it). So a
 leader or a standby's page reads it back (`restore`) and draws what the daemon before it saw. Bounded: runs
 and activity that ended before the window are dropped as new ones come (a room with nothing left is
 forgotten), and each task or room keeps at most `MAX_INTERVALS`; the state is pruned alike (`prune_due`). Time
-comes from the injected clock. Not thread-safe on its own: the daemon writes it on its loop, and the page
-reads it there."""
+comes from the injected clock. Not thread-safe on its own (but `restored`, which only reads): the daemon
+writes it on its loop, and the page reads it there."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from reconciler.model import TaskRecord
 from reconciler.state.base import HistorySpan, run_of
 from reconciler.status.model import TIMELINE_SECONDS
 
-__all__ = ["MAX_INTERVALS", "Activity", "History", "Run"]
+__all__ = ["MAX_INTERVALS", "Activity", "History", "Restored", "Run"]
 
 MAX_INTERVALS = 96  # per task or room: a run every 15 minutes for 24 h; older ones go first
 
@@ -40,6 +40,15 @@ class Run:
 class Activity:
     start: float
     end: float | None  # None while the room is active
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The history the state keeps, made ready off the loop (`History.restored`), to `install` on it."""
+
+    runs: dict[str, deque[Run]]
+    rooms: dict[tuple[str, str], deque[Activity]]
+    first_seen: dict[str, float]  # where the state's is the first: this daemon's, if any, is not to be written
 
 
 class History:
@@ -105,13 +114,19 @@ class History:
         the whole history: it holds what this daemon noted and what a daemon before it did. `keys`: the
         records read with it; a `seen` row of another key is an orphan (an older capctl's delete left it),
         whose old time a key made again would take as its first sight (walk 27a)."""
+        self.install(self.restored(spans, keys))
+
+    def restored(self, spans: Iterable[HistorySpan], keys: Container[str] | None = None) -> Restored:
+        """`restore`'s work, which changes nothing here: safe in a thread while the loop notes (at 100,000
+        tasks it takes seconds, walk 31d); the loop then `install`s it, or drops it (a term began meanwhile)."""
         runs: dict[str, deque[Run]] = {}
         rooms: dict[tuple[str, str], deque[Activity]] = {}
         # First seen: the state's, but where this daemon saw a task first and has not written it yet. A time it
         # wrote and the state no longer holds went with its record (deleted, perhaps by another replica): kept,
         # a task made again under that key drew its predecessor's room sessions as capture lost (walk 27a).
-        # (A copy of the set: a takeover restores in the lease's thread while the loop may note.)
-        first_seen = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
+        # (A copy: the loop may note meanwhile; `install` takes this daemon's as they are then.)
+        mine = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
+        first_seen: dict[str, float] = {}  # the state's, where they are the first
         for span in spans:  # in start order
             if span.kind == "run":
                 kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
@@ -125,11 +140,18 @@ class History:
             elif (
                 span.kind == "seen"
                 and (keys is None or span.subject in keys)
-                and span.start <= first_seen.get(span.subject, span.start)
+                and span.start <= first_seen.get(span.subject, mine.get(span.subject, span.start))
             ):
                 first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
-                self._unseen.discard(span.subject)
-        self._runs, self._rooms, self._unwritten, self._first_seen = runs, rooms, set(), first_seen
+        return Restored(runs, rooms, first_seen)
+
+    def install(self, restored: Restored) -> None:
+        """Take a `restored` history as the whole history (on the loop), with the first sights noted since it
+        was read."""
+        self._unseen -= restored.first_seen.keys()
+        first_seen = {key: at for key in self._unseen if (at := self._first_seen.get(key)) is not None}
+        first_seen.update(restored.first_seen)
+        self._runs, self._rooms, self._unwritten, self._first_seen = restored.runs, restored.rooms, set(), first_seen
         self._trimmed = self.clock.now() - self.window  # trimmed at the next note
 
     def take_rooms(self) -> list[HistorySpan]:

@@ -454,11 +454,11 @@ async def test_only_rooms_judged_empty_before_the_silence_ended_get_the_repair_s
     starts = harness.calls("StartSnapshot")
     epoch = lease.elector.epoch
     assert epoch is not None
-    lease._take_over(epoch)
+    await lease._take_over(epoch)
     await harness.advance(5)
     assert harness.calls("StartSnapshot") == starts and lease.unheard() is None
     outage_just_ended(CALLBACK_RETRY_WINDOW + 10)  # judged before this one: its join may be lost
-    lease._take_over(epoch)
+    await lease._take_over(epoch)
     await harness.advance(5)
     assert harness.calls("StartSnapshot") == starts + 1
     await harness.stop()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
 from reconciler.model import TaskRecord, TaskStatus
@@ -26,12 +29,14 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import StateStore
+from reconciler.state.base import Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.status.history import History, Restored
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
+from tests.daemon.test_units import record
 from tests.specdocs import recording_job, selector_job, snapshot_job
 from tests.state.test_state_leader import Proxy
 
@@ -235,7 +240,7 @@ async def test_a_start_granted_its_rate_slot_after_the_renew_deadline_sends_noth
 
 
 async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task_counts(
-    harness: Harness, two_stores: tuple[StateStore, StateStore]
+    harness: Harness, two_stores: tuple[StateStore, StateStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A standby's cache is the state as it read it at start: its page reads the records afresh, and its
     /metrics leaves task and room counts to the leader (a sum over replicas counts each task once), a
@@ -251,10 +256,19 @@ async def test_a_standby_shows_the_state_the_leader_recorded_and_exports_no_task
         await harness.advance(30)  # nobody in the lobby: it idles out at 20 s and the leader re-issues it
         record = leader.records.get(LOBBY)
         assert record is not None and record.reissue_count == 1 and record.started_at is not None
+        restored_on: list[int] = []  # walk 31d: seconds at 100,000 tasks, in a thread, not on the loop
+        restored = History.restored
+
+        def watched(history: History, *args: Any) -> Restored:
+            restored_on.append(threading.get_ident())
+            return restored(history, *args)
+
+        monkeypatch.setattr(History, "restored", watched)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
             page = (await http.get("/api/v1/status")).json()
             metrics = (await http.get("/metrics")).text
         assert page["replica"]["role"] == "standby"
+        assert restored_on and threading.get_ident() not in restored_on
         (task,) = (t for j in page["jobs"] for g in j["groups"] for t in g["tasks"])
         assert (task["key"], task["status"], task["reissue_count"]) == (LOBBY, record.status.value, 1)
         assert task["running_since"] == iso_utc(record.started_at)
@@ -546,3 +560,55 @@ async def test_a_replaced_state_is_not_led_under_the_old_key_while_the_specs_do_
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_term_reads_the_state_off_the_loop_and_keeps_what_was_committed_meanwhile(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Walk 31d: at 100,000 tasks, reading the whole state takes seconds, and a term's read (at start, at a
+    takeover) ran on the daemon's loop: no callback, probe or page was answered meanwhile. It runs in a thread
+    now (`RecordCache.fetch`), and a commit through the cache while it reads is laid over what it read."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    loads: list[int] = []
+
+    class Watched(SQLiteStateStore):
+        def load(self) -> Snapshot:
+            loads.append(threading.get_ident())
+            return super().load()
+
+    await harness.start(Watched(harness.state_path, clock=harness.clock), elect_in_thread=True)
+    try:
+        assert loads and threading.get_ident() not in loads
+    finally:
+        await harness.stop()
+    store = open_state(f"sqlite:///{tmp_path / 'cache.db'}")
+    cache = RecordCache(store, history_store=store)
+    now = time.time()
+    kept = record(key="SnapshotJob/a/kept", status=TaskStatus.RUNNING, started_at=now, stopped_at=None)
+    gone = record(key="SnapshotJob/a/gone")
+    store.put_many([kept, gone])
+    cache.fetch()  # the history made ready in its thread too; then, before its read is adopted, the loop commits:
+    cache.put(kept.evolve(reissue_count=3))
+    cache.put(added := record(key="SnapshotJob/a/added"))
+    cache.delete(gone.key)
+    assert cache.refresh() == {kept.key: kept.evolve(reissue_count=3), added.key: added}
+    assert [run.start for run in cache.history.runs(kept.key)] == [now]
+
+
+def test_a_read_off_the_loop_changes_nothing_until_the_loop_adopts_it(tmp_path: Path) -> None:
+    """A standby's page reads the state in a thread, and drops the read if a term began meanwhile (the term read
+    the state itself, and the leader has noted runs since): the read must not have changed the history on its
+    own, or a late read erased what the leader noted, and its rooms' activity never reached the state (walk 31d,
+    the integrator's review). First sights noted while it read are kept when it is adopted."""
+    store = open_state(f"sqlite:///{tmp_path / 'cache.db'}")
+    cache = RecordCache(store, history_store=store)
+    now = time.time()
+    noted = record(key="SnapshotJob/a/noted", status=TaskStatus.RUNNING, started_at=now, stopped_at=None)
+    cache.history.note(noted)  # noted by this replica as leader, not in the state yet
+    cache.history.room_active("acct", "lobby")
+    read = cache.read_restored()
+    assert [run.start for run in cache.history.runs(noted.key)] == [now]
+    assert cache.history.take_rooms(), "a read that was not adopted dropped the rooms' activity still to write"
+    cache.history.note(late := record(key="SnapshotJob/a/late", status=TaskStatus.RUNNING, started_at=now))
+    cache.adopt(*read)
+    assert [span.subject for span in cache.history.take_rooms() if span.kind == "seen"] == [late.key]

@@ -339,7 +339,7 @@ def test_a_standby_draws_a_task_made_again_as_the_leader_does(tmp_path: Path) ->
     leader.history.room_active(VOLC, "lobby")
     batch()
     clock.set(NOW - 3590)
-    standby.adopt(*standby.read())  # a look at the standby's page
+    standby.adopt(*standby.read_restored())  # a look at the standby's page
     clock.set(NOW - 3000)
     leader.history.room_idle(VOLC, "lobby")
     leader.put(record(key, TaskStatus.STOPPED, started_at=NOW - 3600, stopped_at=NOW - 3000, stop_reason=IDLE))
@@ -351,7 +351,7 @@ def test_a_standby_draws_a_task_made_again_as_the_leader_does(tmp_path: Path) ->
     leader.put(again := record(key, started_at=NOW - 600))
     batch()
     clock.set(NOW)
-    standby.adopt(*standby.read())
+    standby.adopt(*standby.read_restored())
     restarted = RecordCache(standby_store, clock, standby_store)
     restarted.refresh()
     pages = [build_snapshot(inputs([again], history=c.history), StatusQuery(), NOW).rooms for c in (leader, standby)]
