@@ -67,6 +67,8 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
+        ("postgresql://admin:hunter2@db1:5432,db2:port/capctl", "the port must be a number"),  # each host's port
+        ("postgresql://admin:hunter2@db1:5432,[::1]:65536/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
         ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
@@ -147,6 +149,18 @@ def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
         assert "hunter2" not in store.url
         assert store.url.startswith("postgresql://postgres@127.0.0.1:")
         assert "options=-csearch_path" in store.url  # non-secret options stay visible
+    finally:
+        store.close()
+
+
+def test_a_url_of_several_hosts_each_with_its_port_connects_to_the_one_that_answers(pg_url: str) -> None:
+    """Walk 31B-1: libpq takes `db1:5432,db2:5432` (failure-modes.md's `target_session_attrs=read-write` setup);
+    urlsplit read it as one host with port `5432,db2:5432`, and capctl refused it: 'the port must be a number'."""
+    several = pg_url.replace("@127.0.0.1:", f"@127.0.0.1:{closed_port()},[::1]:{closed_port()},127.0.0.1:", 1)
+    assert several != pg_url
+    store = open_state(several)
+    try:
+        assert store.load().serial >= 0
     finally:
         store.close()
 
