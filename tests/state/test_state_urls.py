@@ -112,6 +112,13 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
         ("postgresql://app:s3cr?et@db/capctl", "postgresql://…@db/capctl"),
         ("postgresql://app:s3@cret@db/capctl", "postgresql://…@db/capctl"),
         ("postgresql://db/capctl?user=app@tenant", "postgresql://db/capctl?user=app@tenant"),  # no user info
+        # no host part (a Unix socket as `host=`): its `//` kept, or the URL shown (and `state copy`'s "point every
+        # capctl at URL") was `postgresql:/capctl?…`, which capctl refuses as a path and libpq as no URL (walk 31B-2)
+        (
+            "postgresql:///capctl?host=/run/postgresql&password=s3cret",
+            "postgresql:///capctl?host=/run/postgresql",
+        ),
+        ("postgres://?host=db&dbname=capctl", "postgres://?host=db&dbname=capctl"),
         # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
         (
             "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
