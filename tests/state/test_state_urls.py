@@ -70,6 +70,15 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("postgresql://admin:hunter2@db1:5432,db2:port/capctl", "the port must be a number"),  # each host's port
         ("postgresql://admin:hunter2@db1:5432,[::1]:65536/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
+        # an unencoded & in a password= parameter: libpq's refusal quoted the password's rest, as did the URL shown
+        *(
+            (
+                f"postgresql://admin@db/capctl?sslmode=require&password={password}",
+                r"^state URL postgresql://admin@db/"
+                r"capctl: its password= parameter holds an '&' .* write & as %26$",
+            )
+            for password in ["s3&hunter2", "s3&hunter2==", "s3&&hunter2"]
+        ),
         ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
