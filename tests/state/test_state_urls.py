@@ -181,6 +181,23 @@ def test_a_url_of_several_hosts_each_with_its_port_connects_to_the_one_that_answ
         store.close()
 
 
+def test_a_state_url_from_a_file_with_its_line_break_opens_the_state_it_names(pg_url: str) -> None:
+    """Walk 31B-4: a Secret made from a file gives CAPCTL_STATE a final line break, which libpq kept in the URL's
+    last value (`database "capctl\n" does not exist`, or here a search_path no table is in)."""
+    database = pg_url.partition("?")[0].rpartition("/")[2]
+    assert "?" in pg_url and database
+    store = open_state(env={"CAPCTL_STATE": f" {pg_url}&dbname={database}\n"})  # the line break after the dbname
+    try:
+        store.put_many([make_record("SnapshotJob/j/r1")])
+    finally:
+        store.close()
+    again = open_state(pg_url)
+    try:
+        assert list(again.load().records) == ["SnapshotJob/j/r1"]
+    finally:
+        again.close()
+
+
 def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(pg_url: str) -> None:
     """Issue 14: a hung database must not hold a call for ever; a URL's own settings win."""
     store = open_state(pg_url)
