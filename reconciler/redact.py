@@ -164,7 +164,12 @@ def redact_url(url: str) -> str:
     # URL"), and a decoded `options=-csearch_path%3Dcapctl` is one libpq refuses.
     kept = (p for p in parts.query.split("&") if urllib.parse.unquote_plus(p.partition("=")[0]) != "password")
     query = "&".join(p for p in kept if p)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not netloc and url[: len(parts.scheme) + 3].lower() == f"{parts.scheme}://":
+        # urlunsplit drops an empty host part's `//` for a scheme it does not know: `postgresql:///db?host=/run/…`
+        # was shown as `postgresql:/db?…`, which `state copy` told users to point every capctl at, and no one takes
+        shown = f"{parts.scheme}://{shown[len(parts.scheme) + 1 :]}"
+    return shown
 
 
 def url_secrets(url: str) -> list[Secret]:

@@ -62,7 +62,10 @@ def open_state(
     renew deadline and retry period (seconds) PostgreSQL's lease statements must fit (`lease_limits`).
     """
     environ = os.environ if env is None else env
-    url = url or environ.get(STATE_ENV) or DEFAULT_STATE_URL
+    # Surrounding space dropped: a Secret made from a file (`kubectl create secret --from-file`, `echo URL > f`)
+    # ends with a line break, which libpq kept in the database name (`database "capctl\n" does not exist`, shown
+    # on two lines while the URL shown, read by urlsplit, had none; walk 31B-4).
+    url = (url or environ.get(STATE_ENV) or DEFAULT_STATE_URL).strip()
     scheme = url.partition(":")[0].lower()
     if "://" not in url:  # a bare path (`state.db`); not echoed either, it might be a mistyped URL with a password
         raise StateError(f"the state location is a URL, not a path: {_URL_FORMS}")

@@ -153,12 +153,37 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
             "an '@'), which ends a URL's host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, "
             "@ as %40)"
         )
-    try:
-        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
-    except ValueError:
-        raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535") from None
+    if _password_runs_on(parts.query):
+        raise StateError(
+            f"state URL {redacted.partition('?')[0]}: its password= parameter holds an '&' that is not "
+            "percent-encoded, so the password's rest was read as another parameter: write & as %26"
+        )
+    if not all(_port_ok(port) for port in _host_ports(parts.netloc)):
+        raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535")
     if not parts.hostname and "host=" not in parts.query:
         raise StateError(f"state URL {redacted}: name a host, as in postgresql://user:pass@host:5432/db")
+
+
+def _host_ports(netloc: str) -> list[str]:
+    """The port written after each host of a URL's host part ('' where none is). libpq takes several hosts,
+    each with its own port (`db1:5432,db2:5432`, `[::1]:5432,db2`): urlsplit reads that as one host whose port is
+    `5432,db2:5432`, so such a URL was refused as having no valid port."""
+    return [host.rpartition("]")[2].partition(":")[2] for host in netloc.rpartition("@")[2].split(",")]
+
+
+def _password_runs_on(query: str) -> bool:
+    """Whether a part after a `password=` parameter names no libpq parameter: the password held an unencoded `&`
+    (`password=ab&cd==`), and libpq's refusal quoted its rest (`invalid URI query parameter: "cd"`), as did the
+    URL shown, which hides the `password=` part only (walk 31B-3)."""
+    keys = [urllib.parse.unquote_plus(part.partition("=")[0]) for part in query.split("&") if part]
+    if "password" not in keys:
+        return False
+    known = {d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()} | {"ssl"}  # libpq takes ssl=true too
+    return any(key not in known for key in keys[keys.index("password") + 1 :])
+
+
+def _port_ok(port: str) -> bool:
+    return not port or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
 
 class PostgresStateStore(SqlStateStore):

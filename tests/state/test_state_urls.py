@@ -67,7 +67,18 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
         ("postgresql://admin:hunter2@db:port/capctl", "the port must be a number"),
+        ("postgresql://admin:hunter2@db1:5432,db2:port/capctl", "the port must be a number"),  # each host's port
+        ("postgresql://admin:hunter2@db1:5432,[::1]:65536/capctl", "the port must be a number"),
         ("postgresql://admin:hunter2@/capctl", "name a host"),
+        # an unencoded & in a password= parameter: libpq's refusal quoted the password's rest, as did the URL shown
+        *(
+            (
+                f"postgresql://admin@db/capctl?sslmode=require&password={password}",
+                r"^state URL postgresql://admin@db/"
+                r"capctl: its password= parameter holds an '&' .* write & as %26$",
+            )
+            for password in ["s3&hunter2", "s3&hunter2==", "s3&&hunter2"]
+        ),
         ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
@@ -110,6 +121,13 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
         ("postgresql://app:s3cr?et@db/capctl", "postgresql://…@db/capctl"),
         ("postgresql://app:s3@cret@db/capctl", "postgresql://…@db/capctl"),
         ("postgresql://db/capctl?user=app@tenant", "postgresql://db/capctl?user=app@tenant"),  # no user info
+        # no host part (a Unix socket as `host=`): its `//` kept, or the URL shown (and `state copy`'s "point every
+        # capctl at URL") was `postgresql:/capctl?…`, which capctl refuses as a path and libpq as no URL (walk 31B-2)
+        (
+            "postgresql:///capctl?host=/run/postgresql&password=s3cret",
+            "postgresql:///capctl?host=/run/postgresql",
+        ),
+        ("postgres://?host=db&dbname=capctl", "postgres://?host=db&dbname=capctl"),
         # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
         (
             "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
@@ -149,6 +167,35 @@ def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
         assert "options=-csearch_path" in store.url  # non-secret options stay visible
     finally:
         store.close()
+
+
+def test_a_url_of_several_hosts_each_with_its_port_connects_to_the_one_that_answers(pg_url: str) -> None:
+    """Walk 31B-1: libpq takes `db1:5432,db2:5432` (failure-modes.md's `target_session_attrs=read-write` setup);
+    urlsplit read it as one host with port `5432,db2:5432`, and capctl refused it: 'the port must be a number'."""
+    several = pg_url.replace("@127.0.0.1:", f"@127.0.0.1:{closed_port()},[::1]:{closed_port()},127.0.0.1:", 1)
+    assert several != pg_url
+    store = open_state(several)
+    try:
+        assert store.load().serial >= 0
+    finally:
+        store.close()
+
+
+def test_a_state_url_from_a_file_with_its_line_break_opens_the_state_it_names(pg_url: str) -> None:
+    """Walk 31B-4: a Secret made from a file gives CAPCTL_STATE a final line break, which libpq kept in the URL's
+    last value (`database "capctl\n" does not exist`, or here a search_path no table is in)."""
+    database = pg_url.partition("?")[0].rpartition("/")[2]
+    assert "?" in pg_url and database
+    store = open_state(env={"CAPCTL_STATE": f" {pg_url}&dbname={database}\n"})  # the line break after the dbname
+    try:
+        store.put_many([make_record("SnapshotJob/j/r1")])
+    finally:
+        store.close()
+    again = open_state(pg_url)
+    try:
+        assert list(again.load().records) == ["SnapshotJob/j/r1"]
+    finally:
+        again.close()
 
 
 def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(pg_url: str) -> None:
