@@ -71,7 +71,16 @@ RULES: list[tuple[str, str, str]] = [
             "v2",
             "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartSnapshot: 0}}",
         ),
-        "greater than 0",
+        "must be at least 0.01, got 0",
+    ),
+    (
+        "a rate limit near 0 is refused, not a call every 1e300 s: a plan that hangs (walk 30E-9)",
+        provider(
+            "v2",
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK},"
+            " rateLimits: {StartSnapshot: 1.0e-300}}",
+        ),
+        "spec.rateLimits.StartSnapshot: must be at least 0.01, got 1e-300",
     ),
     (
         "volcengine app id rule",
@@ -784,4 +793,4 @@ def test_the_schema_states_bounds_in_json_schema_words() -> None:
     rate = schema["$defs"]["VolcengineProvider"]["properties"]["rateLimits"]["anyOf"][0]["additionalProperties"][
         "anyOf"
     ][0]
-    assert (rate["exclusiveMinimum"], rate["maximum"]) == (0, 100_000), rate
+    assert (rate["minimum"], rate["maximum"]) == (0.01, 100_000), rate
