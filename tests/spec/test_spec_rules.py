@@ -515,6 +515,26 @@ def test_quoted_fullwidth_digits_get_no_hint_to_unquote_them(errors_of: ErrorsOf
     assert found.endswith("spec.appId: Input should be a valid integer, got a string"), found
 
 
+def test_a_bad_rate_limit_value_hides_no_other_key_of_its_map(errors_of: ErrorsOf) -> None:
+    """Walk 30b-3: a bad value emptied the modelled map, so its other-API and unknown keys showed only in a
+    second run. A whole-map reference (`{env: X}`) is not read as a map with the key 'env'."""
+    found = errors_of(
+        provider(
+            "z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {query: 5, Bogus: 1, StartRecord: 0}}"
+        )
+        + "---\n"
+        + provider("z3", "{type: zego, appId: 6, serverSecret: {env: SK}, rateLimits: {env: SK}}"),
+        env=SECRET_ENV,
+    )
+    assert [e.split(": ", 1)[1] for e in found] == [
+        "spec.rateLimits: 'query' is a call of the legacy cloud recording API, only used with cloudrecordApi: legacy",
+        "spec.rateLimits: unknown API 'Bogus' for zego; known: StartRecord, StopRecord, DescribeRecordStatus,"
+        " MediaThumbnails, DescribeSimpleStreamList",
+        "spec.rateLimits.StartRecord: must be at least 0.01, got 0",
+        "spec.rateLimits: Input should be a valid dictionary, got a string",
+    ], found
+
+
 def test_every_error_is_reported_at_once(errors_of: ErrorsOf) -> None:
     text = (
         job(name="a", body=VOLC + "intervall: 5s")
