@@ -70,7 +70,8 @@ class PruneGuard:
         self._start_grace(missing, blocked)
         if blocked and blocked != self._blocked:
             # The counts weighed, so that the line shows why (with `of=len(live)`, done thumbnails made a held
-            # 1 of 1 read "1 of 3"); submitted thumbnails removed with them are held too, and said apart.
+            # 1 of 1 read "1 of 3"); submitted thumbnails removed with them are held too, and said apart. `held`:
+            # all of them, the keys `first` lists and the max-prune gauge counts (6 tasks beside 8 keys misread).
             along = {"submitted_thumbnails": len(blocked) - removing} if len(blocked) > removing else {}
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
@@ -80,6 +81,7 @@ class PruneGuard:
                 running=stopping,
                 of_running=len(running),
                 max_prune=self.max_prune,
+                held=len(blocked),
                 first=sorted(blocked)[:MAX_LOGGED],
                 to_confirm="stop the daemon and run `capctl apply`, or restart it with --max-prune 100",
             )

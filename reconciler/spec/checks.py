@@ -198,13 +198,18 @@ class Checker:
         assert isinstance(doc.model, ProviderDocument)
         spec = doc.model.spec
         apis = tuple(VENDORS[spec.type].rate_limits)  # the names the providers budget by
+        # A bad value empties the modelled map: its keys are read from the document, so an unknown or
+        # other-API key is reported in the same run as the value (walk 30b-3, issue 13 point 3).
+        raw = doc.raw.value.get("spec", {}).get("rateLimits") if "rateLimits" in doc.broken else spec.rate_limits
+        mapping = isinstance(raw, dict) and not {"env", "file"} & raw.keys()  # `{env: X}` is a reference
+        limited = [api for api in raw if isinstance(api, str)] if mapping else []
         if not isinstance(spec, VolcengineProvider) and "cloudrecordApi" not in doc.broken:
             # Hinted and listed: the declared API's calls only (the other's are an error below; walk 30b-3).
             others = {n for a, names in _ZEGO_RECORDING_APIS.items() if a != spec.cloudrecord_api for n in names}
             usable = tuple(a for a in apis if a not in others)
         else:
             usable = apis
-        for api in spec.rate_limits:
+        for api in limited:
             if api not in apis:
                 self.errors.add(
                     doc.raw.key_at(("spec", "rateLimits", api)),
@@ -218,7 +223,7 @@ class Checker:
         elif "cloudrecordApi" not in doc.broken:
             if spec.access_token is not None and spec.cloudrecord_api != "legacy":
                 self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
-            for api in spec.rate_limits:
+            for api in limited:
                 other = next((a for a, names in _ZEGO_RECORDING_APIS.items() if api in names), spec.cloudrecord_api)
                 if other != spec.cloudrecord_api:  # it would limit nothing: no call of that API is made
                     self.errors.add(

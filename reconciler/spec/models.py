@@ -107,7 +107,10 @@ Region = Annotated[
         }
     ),
 ]
-Rate = Annotated[Number, Field(gt=0, le=100_000)]
+# At least one call every 100 s: a rate near 0 (1e-300 passed "> 0") made every call after the first wait
+# forever, a plan or apply that hangs (walk 30E-9); NaN and inf are refused by the same bounds.
+MIN_RATE: Final = 0.01
+Rate = Annotated[Number, Field(ge=MIN_RATE, le=100_000)]
 Positive = Annotated[Int, Field(ge=1)]
 
 
@@ -185,8 +188,8 @@ _APP_ID: Final = (
     "(a reference's digits are converted)"
 )
 _RATE_LIMITS: Final = (
-    "requests per second per API, overriding the documented limits (values > 0); keys: volcengine StartSnapshot, "
-    "UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
+    "requests per second per API, overriding the documented limits (values 0.01 to 100000); keys: volcengine "
+    "StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
     "DescribeRecordStatus, MediaThumbnails, DescribeSimpleStreamList, and with cloudrecordApi legacy start, stop, "
     "query, access_token (instead of the first three)"
 )

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.model import TaskStatus
+from reconciler.spec.errors import quote, shorten
 
 __all__ = [
     "DEFAULT_DECISIONS",
@@ -41,6 +42,9 @@ DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 500
 DEFAULT_DECISIONS = 50  # recent decisions shown; the ring buffer (reconciler/logs.py) keeps more
 MAX_DECISIONS = 500
+# Longer filters match no task: refused, so a 60 kB `?job=` is not echoed back into the page (walk 30E-10).
+MAX_JOB_CHARS = 76  # `Kind/name`: ThumbnailJob, '/' and a name of at most 63 characters
+MAX_ROOM_CHARS = 1024  # a room id is at most 128 bytes; a thumbnail's file id (an OBS object name) 1,024
 TIMELINE_SECONDS = 24 * 3600.0
 # The order status groups are shown in: what needs a look first, what runs as it should last.
 STATUS_ORDER: tuple[str, ...] = tuple(
@@ -95,10 +99,17 @@ class StatusQuery:
         status = params.get("status") or None
         if status is not None and status not in STATUS_ORDER:
             raise QueryError(f"status must be one of {', '.join(STATUS_ORDER)}; got {status[:40]!r}")
+        job, room = (params.get("job") or "").strip() or None, (params.get("room") or "").strip() or None
+        for name, value, most, what in (
+            ("job", job, MAX_JOB_CHARS, "a job's Kind/name"),
+            ("room", room, MAX_ROOM_CHARS, "a room id or a thumbnail's file id"),
+        ):
+            if value is not None and len(value) > most:
+                raise QueryError(f"{name} must be {what}, at most {most} characters; got {quote(value)}")
         return cls(
-            job=(params.get("job") or "").strip() or None,
+            job=job,
             status=status,
-            room=(params.get("room") or "").strip() or None,
+            room=room,
             page=_int_param(params, "page", 1, 1, 1_000_000),
             per_page=_int_param(params, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE),
             decisions=_int_param(params, "decisions", DEFAULT_DECISIONS, 0, MAX_DECISIONS),
@@ -130,7 +141,7 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     except ValueError:
         raise QueryError(f"{name} must be a whole number from {low} to {high}; got {text[:40]!r}") from None
     if not low <= value <= high:
-        raise QueryError(f"{name} must be from {low} to {high}; got {value}")
+        raise QueryError(f"{name} must be from {low} to {high}; got {shorten(text)}")
     return value
 
 

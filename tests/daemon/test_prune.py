@@ -330,6 +330,8 @@ async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune
         assert harness.daemon.reload()
     [blocked] = [e for e in logs if e["event"].startswith("prune blocked")]
     assert (blocked["tasks"], blocked["of"], blocked["submitted_thumbnails"]) == (1, 1, 2)
+    # Walk 30b-4: `first` lists all 3 held keys; `held` counts them, as the gauge does (1 task beside 3 keys).
+    assert blocked["held"] == len(blocked["first"]) == 3, blocked
 
 
 async def test_a_thumbnail_refused_on_an_edit_is_submitted_and_not_weighed_by_max_prune(harness: Harness) -> None:

@@ -71,7 +71,16 @@ RULES: list[tuple[str, str, str]] = [
             "v2",
             "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartSnapshot: 0}}",
         ),
-        "greater than 0",
+        "must be at least 0.01, got 0",
+    ),
+    (
+        "a rate limit near 0 is refused, not a call every 1e300 s: a plan that hangs (walk 30E-9)",
+        provider(
+            "v2",
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK},"
+            " rateLimits: {StartSnapshot: 1.0e-300}}",
+        ),
+        "spec.rateLimits.StartSnapshot: must be at least 0.01, got 1e-300",
     ),
     (
         "volcengine app id rule",
@@ -506,6 +515,26 @@ def test_quoted_fullwidth_digits_get_no_hint_to_unquote_them(errors_of: ErrorsOf
     assert found.endswith("spec.appId: Input should be a valid integer, got a string"), found
 
 
+def test_a_bad_rate_limit_value_hides_no_other_key_of_its_map(errors_of: ErrorsOf) -> None:
+    """Walk 30b-3: a bad value emptied the modelled map, so its other-API and unknown keys showed only in a
+    second run. A whole-map reference (`{env: X}`) is not read as a map with the key 'env'."""
+    found = errors_of(
+        provider(
+            "z2", "{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {query: 5, Bogus: 1, StartRecord: 0}}"
+        )
+        + "---\n"
+        + provider("z3", "{type: zego, appId: 6, serverSecret: {env: SK}, rateLimits: {env: SK}}"),
+        env=SECRET_ENV,
+    )
+    assert [e.split(": ", 1)[1] for e in found] == [
+        "spec.rateLimits: 'query' is a call of the legacy cloud recording API, only used with cloudrecordApi: legacy",
+        "spec.rateLimits: unknown API 'Bogus' for zego; known: StartRecord, StopRecord, DescribeRecordStatus,"
+        " MediaThumbnails, DescribeSimpleStreamList",
+        "spec.rateLimits.StartRecord: must be at least 0.01, got 0",
+        "spec.rateLimits: Input should be a valid dictionary, got a string",
+    ], found
+
+
 def test_every_error_is_reported_at_once(errors_of: ErrorsOf) -> None:
     text = (
         job(name="a", body=VOLC + "intervall: 5s")
@@ -784,4 +813,4 @@ def test_the_schema_states_bounds_in_json_schema_words() -> None:
     rate = schema["$defs"]["VolcengineProvider"]["properties"]["rateLimits"]["anyOf"][0]["additionalProperties"][
         "anyOf"
     ][0]
-    assert (rate["exclusiveMinimum"], rate["maximum"]) == (0, 100_000), rate
+    assert (rate["minimum"], rate["maximum"]) == (0.01, 100_000), rate

@@ -77,6 +77,29 @@ async def test_a_bad_query_is_a_400_naming_the_parameter(
     assert asked == []
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"job": "x" * 60_000}, "job must be a job's Kind/name, at most 76 characters; got 'xxx"),
+        ({"room": "r" * 2_000}, "room must be a room id or a thumbnail's file id, at most 1024 characters; got 'rrr"),
+        ({"page": "9" * 4_000}, "page must be from 1 to 1000000; got 999"),
+    ],
+)
+async def test_a_long_query_value_is_refused_not_echoed(params: dict[str, str], message: str) -> None:
+    """Walk 30E-10: a 60 kB `?job=` came back ~3 times in a 190 kB page, 4,000 digits of `?page=` whole in
+    the 400. A value longer than any job, room or file id matches nothing: a 400 quoting 40 characters."""
+    client, asked = _client()
+    async with client:
+        page = await client.get("/", params=params)
+        api = await client.get("/api/v1/status", params=params)
+        longest = await client.get("/api/v1/status", params={"job": "ThumbnailJob/" + "a" * 63, "room": "r" * 1024})
+    (value,) = params.values()
+    for answer in (page, api):
+        assert answer.status_code == 400 and message in answer.text, answer.text[:300]
+        assert f"({len(value)} characters)" in answer.text and len(answer.content) < 4_000
+    assert longest.status_code == 200 and len(asked) == 1
+
+
 async def test_with_a_token_both_routes_need_it_as_bearer_or_basic_password() -> None:
     client, asked = _client(TOKEN)
     basic = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
