@@ -305,7 +305,7 @@ class Reconciler:
             (log.info if engine.persist_restored(self.records, (change,), records) else log.debug)(
                 "no change", reason=change.reason
             )
-            self._drop_passed_slot(key, now)
+            self._drop_slot(key, now, leaving=task.ending)
             return Result(self._next_look(key, now))
         if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
             # A job renamed with its taskId kept: the vendor would answer this start "already started", and the
@@ -402,13 +402,15 @@ class Reconciler:
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 
-    def _drop_passed_slot(self, key: str, now: float) -> None:
-        """A waiting task whose re-issue slot has passed and for which this pass decided nothing to start (a
-        room-selector task whose room closed: `capctl wake`, or a slot set before the room closed) is left to
-        its room: its slot kept, `_next_look` queued the key again at once, thousands of passes a second
-        (walk 30b-1)."""
+    def _drop_slot(self, key: str, now: float, *, leaving: bool) -> None:
+        """A waiting task for which this pass decided nothing to start is left to its room (restartPolicy Never:
+        a room-selector task whose room closed, `transitions.left_to_its_room`) once its re-issue slot has
+        passed: kept, `_next_look` queued the key again at once, thousands of passes a second (walk 30b-1). A
+        selector task `leaving` its room drops its slot at once: it was set while its room was still chosen (the
+        run idled out before the room was known closed), and `state list` and the status page said `dormant`,
+        to wake at that slot, for an hour in which nothing would start it but its room (walk 31a-1)."""
         record = self.records.get(key)
-        if record is None or record.next_attempt_at is None or record.next_attempt_at > now:
+        if record is None or record.next_attempt_at is None or (record.next_attempt_at > now and not leaving):
             return
         if record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
             self.records.put(record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, room_empty=False))

@@ -46,6 +46,9 @@ VENDOR_STORAGE: Final = {
     "zego": ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs", "gcs", "eos", "s3-compatible"),
 }
 _KEYS: Final = ("bucket", "accessKey", "secretKey")
+# A document's start and its kind, as read in text a YAML error left unread (`Checker._unread`).
+_DOCUMENT_START: Final = re.compile(r"(?m)^---")
+_KIND: Final = re.compile(r"(?<![\w.-])kind\s*:\s*(['\"]?)(\w+)\1")
 _INTEGER: Final = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}")  # longer: not converted (int() refused 5,000)
 # Storage type → (required fields, other fields that apply). `region` is checked per vendor.
 STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
@@ -264,7 +267,7 @@ class Checker:
         if found is not None or (kind, name) in self.invalid:
             return found
         others = [d for k, docs in self.by_kind.items() if k != kind for d in docs.values() if d.name == name]
-        if not others and self._unread(name):
+        if not others and self._unread(kind, name):
             return None  # written where a YAML error stopped the reading: that error is the one to fix (walk 30c)
         if others:
             self.fail(job, ("spec", field), f"'{name}' is {others[0].ref()}, not a {kind}")
@@ -273,11 +276,13 @@ class Checker:
             self.fail(job, ("spec", field), f"no {kind} named '{name}'{hint}")
         return None
 
-    def _unread(self, name: str) -> bool:
+    def _unread(self, kind: str, name: str) -> bool:
         """A document named `name` (`name: NAME`, quoted or not) is in text a YAML error left unread
-        (`ErrorSink.unread`); a job's `provider: NAME` there defines nothing, so it does not count."""
+        (`ErrorSink.unread`), and it is of `kind` or of no kind one can read there; a job's `provider: NAME`
+        there defines nothing, nor does a Storage named as a job's provider (that error stays: walk 31a-2)."""
         named = re.compile(rf"(?<![\w.-])name\s*:\s*(['\"]?){re.escape(name)}\1(?![\w.-])")
-        return any(named.search(text) for text in self.errors.unread)
+        docs = (doc for text in self.errors.unread for doc in _DOCUMENT_START.split(text) if named.search(doc))
+        return any((found := _KIND.search(doc)) is None or found[2] == kind for doc in docs)
 
     def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
         """Check that the provider can write to the storage; returns the volcengine region number."""

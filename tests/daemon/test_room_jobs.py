@@ -493,14 +493,9 @@ async def test_a_room_id_no_vendor_room_can_have_is_refused_where_it_enters(harn
     assert all(r.isprintable() and len(r) < 200 for r in reasons), reasons  # quoted escaped, at a bounded size
 
 
-@pytest.mark.timeout(60)  # without the fix the passes never let the fake clock settle
-async def test_a_selector_task_waiting_with_a_slot_in_a_closed_room_is_not_reconciled_in_a_loop(
-    harness: Harness,
-) -> None:
-    """Walk 30b-1: a selector task whose room had closed held a dormant record with a re-issue slot (its job
-    removed and restored while the room emptied); once that slot passed, or `capctl wake --daemon` made it due
-    now, each pass decided nothing to start and queued the key again at once: ~5,000 passes a second, the loop
-    too busy to renew the lease (`lost leadership` every 12 s). The stale slot is dropped: left to its room."""
+async def dormant_in_a_closed_room(harness: Harness, *, slot: float) -> str:
+    """class-1's selector task, its room closed and the daemon stopped, recorded dormant with a re-issue slot
+    `slot` seconds ahead (its run idled out while its room was still chosen); returns its key."""
     write_specs(harness.specs, classes())
     harness.sim.publish("volcengine", "class-1", user_id="t")
     await harness.start()
@@ -512,8 +507,20 @@ async def test_a_selector_task_waiting_with_a_slot_in_a_closed_room_is_not_recon
     assert ended.status is TaskStatus.STOPPED and ended.next_attempt_at is None
     await harness.stop()
     store = SQLiteStateStore(harness.state_path, clock=harness.clock)
-    store.put(ended.evolve(status=TaskStatus.DORMANT, next_attempt_at=harness.clock.now() + 60, room_empty=True))
+    store.put(ended.evolve(status=TaskStatus.DORMANT, next_attempt_at=harness.clock.now() + slot, room_empty=True))
     store.close()
+    return key
+
+
+@pytest.mark.timeout(60)  # without the fix the passes never let the fake clock settle
+async def test_a_selector_task_waiting_with_a_slot_in_a_closed_room_is_not_reconciled_in_a_loop(
+    harness: Harness,
+) -> None:
+    """Walk 30b-1: a selector task whose room had closed held a dormant record with a re-issue slot (its job
+    removed and restored while the room emptied); once that slot passed, or `capctl wake --daemon` made it due
+    now, each pass decided nothing to start and queued the key again at once: ~5,000 passes a second, the loop
+    too busy to renew the lease (`lost leadership` every 12 s). The stale slot is dropped: left to its room."""
+    key = await dormant_in_a_closed_room(harness, slot=60)
     daemon = await harness.start(sync_token="tok")
     passes = daemon.metrics.registry.get_sample_value
     await harness.advance(90)  # past its slot
@@ -526,6 +533,23 @@ async def test_a_selector_task_waiting_with_a_slot_in_a_closed_room_is_not_recon
     left = harness.record(key)
     assert left.status is TaskStatus.STOPPED and left.next_attempt_at is None  # left to its room, no slot
     assert started(harness) == ["class-1"] and daemon.lease.acting()
+    harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
+    await harness.advance(2)
+    assert harness.record(key).status is TaskStatus.RUNNING
+
+
+async def test_a_selector_task_leaving_its_room_drops_its_reissue_slot_at_once(harness: Harness) -> None:
+    """Walk 31a-1: a selector task whose run idled out while its room was still chosen (the room's close not yet
+    known: a lost callback, a stream stopped with its user still in, its job removed meanwhile) was dormant with
+    an hour's slot; its room then known closed, the task is left to its room (restartPolicy Never), yet `state
+    list` said `dormant  in 59m55s` and the status page that it wakes at that slot, when nothing would start it
+    but its room. The slot goes when the task leaves its room; the room's next activity starts it."""
+    key = await dormant_in_a_closed_room(harness, slot=3600)
+    await harness.start()
+    await harness.advance(5)
+    left = harness.record(key)
+    assert left.status is TaskStatus.STOPPED and left.next_attempt_at is None and not left.room_empty
+    assert started(harness) == ["class-1"]
     harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
     await harness.advance(2)
     assert harness.record(key).status is TaskStatus.RUNNING

@@ -265,3 +265,15 @@ def test_a_provider_a_yaml_error_left_unread_is_not_also_missing_for_its_jobs(tm
     d = _write(tmp_path, "d.yaml", job(name="lost", body="provider: 'gone'\nrooms: [z]\nstorage: tos"))
     e = _write(tmp_path, "e.yaml", "[\n" + job(name="more", body="provider: gone\nrooms: [w]\nstorage: tos"))
     assert _errors(d, e)[0].startswith(f"{d}:5:13: spec.provider: no Provider named 'gone'")
+
+
+def test_a_name_a_yaml_error_left_unread_spares_only_references_of_its_own_kind(tmp_path: Path) -> None:
+    """Walk 31a-2: a Storage left unread by a YAML error spared a job's `provider:` naming it too, a mistake of
+    its own (a Provider is wanted), seen only once the YAML error was fixed; its `storage:` stays spared."""
+    unread = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tos2}\nspec: {type: tos, bucket: [b\n"
+    a = _write(tmp_path, "a.yaml", unread)
+    b = _write(tmp_path, "b.yaml", job(name="mixed", body="provider: tos2\nrooms: [x]\nstorage: tos2"))
+    assert _errors(a, b) == [
+        f"{a}:5:1: YAML syntax error: while parsing a flow sequence; did not find expected ',' or ']'",
+        f"{b}:5:13: spec.provider: no Provider named 'tos2'",
+    ]
