@@ -613,7 +613,8 @@ def _left_waiting(task: DesiredTask, record: TaskRecord, now: float) -> bool:
         # waits, as the task does, for the room's activity (it would capture nothing until then).
         return transitions.waits_for_room(task, record)
     if record.status is TaskStatus.DORMANT:
-        return True
+        # A job made restartPolicy Never since: nothing re-issues it, its slot included (walk 31a-3).
+        return task.restart_policy is RestartPolicy.ALWAYS
     return (
         record.status is TaskStatus.STOPPED
         and task.restart_policy is RestartPolicy.ALWAYS

@@ -17,6 +17,7 @@ from reconciler.model import (
     DesiredTask,
     Observed,
     ObservedState,
+    RestartPolicy,
     TaskRecord,
     TaskStatus,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "laid_end",
     "left_to_its_room",
     "lost_start",
+    "never_reissued",
     "not_attempted",
     "observed",
     "removed",
@@ -577,11 +579,20 @@ def left_to_its_room(record: TaskRecord) -> bool:
     return record.selector is not None and record.status is TaskStatus.STOPPED and record.next_attempt_at is None
 
 
+def never_reissued(record: TaskRecord) -> bool:
+    """A stopped task whose job the last apply or daemon pass recorded as restartPolicy Never (made Never after
+    its run ended: a run that ends under Never is `done`): neither its slot nor `capctl wake` starts it; an edit
+    of its job, or `apply --replace`, does."""
+    return record.status is TaskStatus.STOPPED and record.restart_policy is RestartPolicy.NEVER
+
+
 def woken(record: TaskRecord) -> TaskRecord | None:
     """`capctl wake`: a dormant or backing-off task, made due now with its backoff cleared (the next apply,
-    or the daemon, re-issues it); None when it is not waiting."""
+    or the daemon, re-issues it); None when it is not waiting. A stopped task of a job made restartPolicy Never
+    (`never_reissued`) is not: nothing would re-issue it (walk 31a-3)."""
     waiting = record.status is TaskStatus.DORMANT or (
         record.status is TaskStatus.STOPPED
+        and not never_reissued(record)
         and (record.next_attempt_at is not None or record.unproductive_runs > 0 or record.fault_runs > 0)
     )
     if not waiting:

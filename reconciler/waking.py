@@ -30,6 +30,9 @@ _SELECTED_AGAIN = (
     "within maxRooms)"
 )
 
+# What starts a stopped task of a job made restartPolicy Never (`transitions.never_reissued`), as `plan` says it.
+_NEVER = "; restartPolicy Never: nothing re-issues it (an edit of its job, or apply --replace, starts it once more)"
+
 
 @dataclass
 class Wake:
@@ -64,6 +67,7 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
             elif pattern == key:
                 # A selector task that ended with its room read as stuck: say what starts it (walk 27b).
                 why = _SELECTED_AGAIN if transitions.left_to_its_room(record) else ""
+                why = _NEVER if transitions.never_reissued(record) else why
                 result.lines.append(f"{key} is {record.status.value}: nothing to wake{why}.")
             else:
                 left[record.status.value] += 1

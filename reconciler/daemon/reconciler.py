@@ -305,7 +305,9 @@ class Reconciler:
             (log.info if engine.persist_restored(self.records, (change,), records) else log.debug)(
                 "no change", reason=change.reason
             )
-            self._drop_slot(key, now, leaving=task.ending)
+            # A task of a job made restartPolicy Never while it waited: no slot of its starts it (walk 31a-3).
+            same = record is not None and record.spec_hash == task.spec_hash
+            self._drop_slot(key, now, at_once=task.ending or (same and task.restart_policy is RestartPolicy.NEVER))
             return Result(self._next_look(key, now))
         if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
             # A job renamed with its taskId kept: the vendor would answer this start "already started", and the
@@ -402,15 +404,17 @@ class Reconciler:
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
 
-    def _drop_slot(self, key: str, now: float, *, leaving: bool) -> None:
+    def _drop_slot(self, key: str, now: float, *, at_once: bool) -> None:
         """A waiting task for which this pass decided nothing to start is left to its room (restartPolicy Never:
         a room-selector task whose room closed, `transitions.left_to_its_room`) once its re-issue slot has
-        passed: kept, `_next_look` queued the key again at once, thousands of passes a second (walk 30b-1). A
-        selector task `leaving` its room drops its slot at once: it was set while its room was still chosen (the
-        run idled out before the room was known closed), and `state list` and the status page said `dormant`,
-        to wake at that slot, for an hour in which nothing would start it but its room (walk 31a-1)."""
+        passed: kept, `_next_look` queued the key again at once, thousands of passes a second (walk 30b-1). It
+        goes `at_once` when the slot can start nothing: a selector task leaving its room (the slot was set while
+        its room was still chosen, the run idled out before the room was known closed: walk 31a-1), or one of a
+        job made restartPolicy Never since (walk 31a-3); `state list`, the status page and `plan` said `dormant`,
+        to wake at that slot, for an hour in which nothing would start it. It is `stopped` (an edit of its job
+        then starts it at once, as for any stopped task of a Never job)."""
         record = self.records.get(key)
-        if record is None or record.next_attempt_at is None or (record.next_attempt_at > now and not leaving):
+        if record is None or record.next_attempt_at is None or (record.next_attempt_at > now and not at_once):
             return
         if record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT):
             self.records.put(record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None, room_empty=False))

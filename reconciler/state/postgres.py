@@ -155,8 +155,10 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
         )
     if _password_runs_on(parts.query):
         raise StateError(
-            f"state URL {redacted.partition('?')[0]}: its password= parameter holds an '&' that is not "
-            "percent-encoded, so the password's rest was read as another parameter: write & as %26"
+            # Not named: it may be the password's rest. A misspelt parameter looks the same (walk 32c).
+            f"state URL {redacted.partition('?')[0]}: a part after its password= parameter is no libpq "
+            "parameter: either the password holds an '&' that is not percent-encoded (write & as %26), or a "
+            "parameter after password= is misspelt"
         )
     if not all(_port_ok(port) for port in _host_ports(parts.netloc)):
         raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535")

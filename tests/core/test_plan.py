@@ -279,6 +279,31 @@ def test_an_edit_of_a_task_dormant_in_its_empty_room_waits_for_the_room_and_one_
     assert one(old, empty).reason.startswith("dormant after its room emptied; wakes on room activity")
 
 
+def test_a_task_waiting_when_its_job_is_made_never_is_said_to_wait_for_nothing() -> None:
+    """Walk 31a-3: a dormant or backing-off task whose job is then made restartPolicy Never (no hash change)
+    was planned `dormant after …; wakes on room activity or at T` and `capctl wake` said `Woke`, though nothing
+    starts it: it is `dormant; restartPolicy Never`, as a stopped one is. An edit made with the switch still
+    waits for its empty room (docs/spec-language.md: an edit starts it once more)."""
+    from reconciler.waking import plan_wake
+
+    old, never = desired(), desired(restart=RestartPolicy.NEVER)
+    assert old.spec_hash == never.spec_hash
+    slept = record_for(old, TaskStatus.DORMANT, next_attempt_at=NOW + 600).evolve(room_empty=True)
+    assert one(never, slept, refreshed=False).reason == "dormant; restartPolicy Never"
+    edited = desired(bucket="audit-2", restart=RestartPolicy.NEVER)
+    assert one(edited, slept, refreshed=False).reason.startswith("spec changed: dormant after its room emptied;")
+    # As the daemon leaves it (`Reconciler._drop_slot`), or an apply records the policy: nothing to wake.
+    left = slept.evolve(status=TaskStatus.STOPPED, restart_policy=RestartPolicy.NEVER, unproductive_runs=2)
+    wake = plan_wake([old.key], [old.key], {old.key: left}.get)
+    assert (wake.woken, wake.lines) == (
+        [],
+        [
+            f"{old.key} is stopped: nothing to wake; restartPolicy Never: nothing re-issues it (an edit of its "
+            "job, or apply --replace, starts it once more)."
+        ],
+    )
+
+
 def test_no_headline_says_the_jobs_match_while_an_edit_waits_for_its_room() -> None:
     """Walk 17c: "No changes. The declared capture jobs match the recorded and observed state." and "1 unchanged"
     above the note on an edit waiting for its empty room; the spec does not match the record yet. Text, markdown

@@ -131,6 +131,34 @@ async def test_dormant_task_tries_again_at_its_backoff_slot(harness: Harness) ->
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
 
 
+async def test_a_dormant_task_whose_job_is_made_never_says_nothing_wakes_it_and_nothing_does(
+    harness: Harness,
+) -> None:
+    """Walk 31a-3: a task dormant with a re-issue slot, its job then made restartPolicy Never (no hash change):
+    `plan`, `state list` and the status page said it wakes on room activity or at that slot, and `capctl wake`
+    said it woke it, though nothing would start it. Its slot goes at once; every view says `stopped` under Never."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    daemon = await harness.start(sync_token="tok")
+    await harness.advance(300)
+    slot = harness.record(LOBBY).next_attempt_at
+    assert harness.record(LOBBY).status is TaskStatus.DORMANT and slot is not None
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20, restart="Never"))
+    assert daemon.reload()
+    await harness.advance(1)
+    record = harness.record(LOBBY)
+    assert (record.status, record.next_attempt_at) == (TaskStatus.STOPPED, None)
+    assert plan_reason(harness, LOBBY) == "stopped; restartPolicy Never"
+    async with await client(harness) as http:
+        woken = await http.post("/api/v1/wake", json={"keys": [LOBBY]}, headers={"authorization": "Bearer tok"})
+    assert woken.json()["lines"] == [
+        f"{LOBBY} is stopped: nothing to wake; restartPolicy Never: nothing re-issues it (an edit of its job, "
+        "or apply --replace, starts it once more)."
+    ]
+    harness.sim.publish("volcengine", "lobby", user_id="bob")
+    await harness.advance(slot - harness.clock.now() + 5)  # room activity, then the old slot: no start
+    assert harness.calls("StartSnapshot") == 4 and harness.record(LOBBY).status is TaskStatus.STOPPED
+
+
 async def test_an_edit_starts_a_task_dormant_after_idle_runs_with_no_word_of_its_room(harness: Harness) -> None:
     # No room callback says the room is empty: the edit may be the fix (a job naming the wrong user idles out
     # while the room is full), so it is started at once, unlike one dormant in a room known empty (walk 16D-5).
