@@ -127,6 +127,10 @@ class PruneGuard:
         """The keys held back by --max-prune, waiting for a human (the status page shows them)."""
         return tuple(sorted(self._blocked))
 
+    def holds(self, key: str) -> bool:
+        """`key` is held back by --max-prune: it keeps running and is observed, not stopped."""
+        return key in self._blocked
+
     def removing(self) -> Iterable[str]:
         """The keys missing from the specs that are to be stopped: within the grace, or held back for a human
         (not those whose Provider is gone: nothing stops them)."""

@@ -356,6 +356,8 @@ class Reconciler:
         return self.spec is not None and key not in self.spec.tasks
 
     async def _reconcile_removed(self, key: str, record: TaskRecord | None) -> Result:
+        if record is not None and self._prune.holds(key):
+            return await self._observe_held(record)
         self._update(key, runtime.forgotten)
         self._told_waiting.discard(key)
         now = self.clock.now()
@@ -403,6 +405,26 @@ class Reconciler:
         await self._carry_out(change, desired, records, (name,), declared=False)
         self._prune.stopped(key)
         return Result(transitions.TOMBSTONE_RETENTION, wake=tuple(naming))
+
+    async def _observe_held(self, record: TaskRecord) -> Result:
+        """A task whose prune waits for a human (--max-prune) keeps running: it is looked at as often as a
+        declared one, so that a stop by the vendor is recorded (`state list`, the status page, the next apply);
+        nothing is decided for it (docs/daemon.md, "Pruning and its safeguard"; walk 32d-1: never looked at)."""
+        key = record.key
+        assert self.spec is not None
+        if record.provider in self.spec.providers and self._observation_due(record, self.clock.now()):
+            obs, _ = await self._observe(record)
+            engine.persist_observations(
+                self.records,
+                {key: record},
+                {key: self._with_end_reason(record, obs)},
+                self.clock.now(),
+                still_running_every=policy.STILL_RUNNING_WRITE_EVERY,
+            )
+        current = self.records.get(key)
+        if current is None or not needs_observation(current) or current.status is TaskStatus.DORMANT:
+            return Result(None)  # it ended: nothing more to see until a human decides (or the file returns)
+        return Result(self._next_look(key, self.clock.now()))
 
     def _drop_slot(self, key: str, now: float, *, at_once: bool) -> None:
         """A waiting task for which this pass decided nothing to start is left to its room (restartPolicy Never:

@@ -65,6 +65,24 @@ async def test_removing_more_than_max_prune_stops_nothing_logs_once_and_waits_fo
         assert (await http.get("/api/v1/status")).json()["replica"]["prune_held"] == []
 
 
+async def test_tasks_held_by_max_prune_keep_being_observed(harness: Harness) -> None:
+    """docs/daemon.md: "The held tasks keep running and keep being observed" (walk 32d-1: a held task was never
+    looked at again, so one the vendor stopped read `running` in `state list` until the file came back)."""
+    await start_with_two_files(harness)
+    assert harness.daemon is not None
+    (harness.specs / "big.yaml").unlink()
+    assert harness.daemon.reload()
+    await harness.advance(5)
+    r0 = harness.record(BIG[0])
+    harness.sim.stop_task("volcengine", r0.vendor_task_id or "", room_id=r0.target, reason="UnknownStopReason")
+    await harness.advance(120)  # a few resyncs
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 4  # held: nothing decided
+    stopped = harness.record(BIG[0])
+    assert stopped.status is TaskStatus.STOPPED and stopped.stop_reason is not None
+    assert all(harness.record(k).status is TaskStatus.RUNNING for k in BIG[1:])
+    assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in await metrics(harness)
+
+
 async def test_stopped_records_do_not_dilute_the_share_of_what_runs_that_a_prune_would_stop(harness: Harness) -> None:
     """3 of 12 tasks (25 %) but 3 of the 4 running (75 %): held, for a selector job's quiet rooms of the last day
     (or any stopped tasks) must not let a bad merge stop most of what captures now."""
