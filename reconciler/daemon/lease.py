@@ -74,6 +74,9 @@ class Lease:
         # clock's `now`) the last such stretch ended; None while there was none.
         self._refused: tuple[float, float] | None = None
         self._acting_epoch: int | None = None  # the term whose takeover is done
+        # A takeover reading the state (in a thread, seconds at 100,000 tasks): `lead_now` and `keep` both attempt,
+        # and a second read adopted after the first term acted dropped the commits made in between (walk 32a).
+        self._taking_over = False
         # Why this term's last takeover attempt failed (`takeover_failed`): the replica holds the lock, so no
         # other can lead, and acts on nothing; not ready meanwhile, and counted as a refused stretch.
         self._takeover_error: str | None = None
@@ -188,7 +191,7 @@ class Lease:
         epoch = self.elector.epoch
         if epoch is None:
             self._takeover_error = None
-        elif epoch != self._acting_epoch:
+        elif epoch != self._acting_epoch and not self._taking_over:
             await self._take_over(epoch)
         self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
         if self._refused is not None and self._unheard_in_term is not None and self.acting():
@@ -236,6 +239,7 @@ class Lease:
 
     async def _take_over(self, epoch: int) -> None:
         before = self._acting_epoch
+        self._taking_over = True
         try:
             await self._off_loop(self._fetch)
             self._refresh()  # whoever led meanwhile changed the state
@@ -250,6 +254,8 @@ class Lease:
             if (held := self._unread.allow()) is not None:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
+        finally:
+            self._taking_over = False
 
     def _acts(self) -> None:
         """This term's takeover is done: it leads and acts (the gauges alerts read)."""
