@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.fencing import fenceable
 from reconciler.daemon.lease import Lease
 from reconciler.daemon.metrics import Metrics
 from reconciler.leader import LeaderSettings
+from reconciler.state.base import StateStore
+from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
+from tests.state.conftest import pg_url  # noqa: F401  (on PostgreSQL too)
+
+
+async def _until(done: Callable[[], bool], bound: float = 2.0) -> bool:
+    """Wait (for a thread) until `done()`, at most `bound` seconds of wall time."""
+    for _ in range(int(bound / 0.005)):
+        if done():
+            return True
+        await asyncio.sleep(0.005)
+    return done()
 
 
 async def test_a_first_valid_spec_set_and_a_lease_tick_take_one_term_over_once(tmp_path: Path) -> None:
@@ -52,6 +67,54 @@ async def test_a_first_valid_spec_set_and_a_lease_tick_take_one_term_over_once(t
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert calls == ["fetch", "refresh", "fetch", "refresh", "regained"]
         assert lease.acting()
+    finally:
+        release.set()
+        lease.release()
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_leader_renews_its_lease_while_it_reads_the_state_for_its_term(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """At 100,000 tasks a term's read takes ~6 s in its thread and its adoption ~2 s on the loop (walk 31d); the
+    lease was renewed only after them, a retry period later: past the 10 s renew deadline on a loaded node, the
+    new leader stepped down as soon as it had read, and the next term read again (a failover loop). It renews
+    every retry period while it reads, at start and at a takeover."""
+    clock = FakeClock()
+    store: StateStore = (
+        SQLiteStateStore(tmp_path / "state.db", create=True, clock=clock)
+        if kind == "sqlite"
+        else PostgresStateStore(request.getfixturevalue("pg_url"), create=True)
+    )
+    release, fetching = threading.Event(), threading.Event()
+
+    def fetch() -> None:
+        fetching.set()
+        release.wait(10)
+
+    settings = LeaderSettings()
+    lease = Lease(
+        fenceable(store),
+        "replica-a",
+        settings,
+        clock,
+        Metrics(),
+        refresh=lambda: None,
+        fetch=fetch,
+        regained=lambda: None,
+        may_lead=lambda: True,
+    )
+    elector = lease.elector
+    try:
+        taking = asyncio.create_task(lease.take(lead=True))
+        assert await asyncio.to_thread(fetching.wait, 10) and elector.is_leader
+        for _ in range(6):  # 12 s of reading, past the renew deadline
+            clock.advance(settings.retry_period)
+            await _until(lambda: clock.monotonic() - elector._renewed_at < settings.retry_period)
+        release.set()
+        await asyncio.wait_for(taking, 10)
+        assert lease.acting() and elector.epoch is not None
     finally:
         release.set()
         lease.release()
