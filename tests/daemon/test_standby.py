@@ -612,3 +612,40 @@ def test_a_read_off_the_loop_changes_nothing_until_the_loop_adopts_it(tmp_path: 
     cache.history.note(late := record(key="SnapshotJob/a/late", status=TaskStatus.RUNNING, started_at=now))
     cache.adopt(*read)
     assert [span.subject for span in cache.history.take_rooms() if span.kind == "seen"] == [late.key]
+
+
+async def test_a_standby_stores_a_callback_off_the_loop_while_a_read_holds_the_store(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """Walk 32a: the state is read in a thread (a takeover's read, a standby page's: seconds at 100,000 tasks),
+    on the store's one connection, under its mutex; a callback the replica stores in the inbox meanwhile waited
+    for that mutex on the loop, which then ran nothing else (probes, lease ticks, the page) until the read ended."""
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(leader_store)
+    standby = await harness.start_standby(standby_store, elect_in_thread=True)
+    holding, release, held_out = threading.Event(), threading.Event(), threading.Event()
+
+    def read() -> None:  # as a read holds the store: its one connection, under its mutex
+        with standby_store._mutex:  # type: ignore[attr-defined]
+            holding.set()
+            if not release.wait(3):
+                held_out.set()
+
+    reading = asyncio.ensure_future(asyncio.to_thread(read))
+    try:
+        assert await asyncio.to_thread(holding.wait, 5)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            posting = asyncio.ensure_future(http.post("/callbacks/volcengine", json=volc_body(harness)))
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert not held_out.is_set(), "the loop waited for the store while it stored the callback"
+            assert not posting.done()  # it waits for the store, in a thread
+            release.set()
+            stored = await posting
+        assert stored.status_code == 200 and stored.json()["reason"] == "stored for the leader"
+    finally:
+        release.set()
+        await reading
+        await standby.stop()
+        standby.records.close()
