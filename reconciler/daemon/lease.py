@@ -11,8 +11,10 @@ through the term's fenced store (`fencing.LeaderStore`), mutating vendor calls t
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import structlog
@@ -49,6 +51,9 @@ class Lease:
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
+        # The ticks' thread, its own: the loop's default executor holds the calls waiting for the store (callbacks
+        # stored while a read holds it, page reads: walk 32a), and a renewal queued behind them missed its deadline.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capctl-lease")
         self._refresh = refresh  # reads the whole state afresh (raises StateError)
         # The store's part of `refresh`, before it: off the loop (at 100,000 tasks, seconds of it; walk 31d).
         self._fetch = fetch
@@ -206,8 +211,10 @@ class Lease:
         return await self._off_loop(self._tick_once, lead)
 
     async def _off_loop(self, call: Callable[..., T], *args: object) -> T:
-        """`call(*args)`, a store call that blocks: in a thread (on the loop for tests on a fake clock)."""
-        return await asyncio.to_thread(call, *args) if self._in_thread else call(*args)
+        """`call(*args)`, a store call that blocks: in the lease's thread (on the loop for tests on a fake clock)."""
+        if not self._in_thread:
+            return call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(call, *args))
 
     async def _renewing(self, call: Callable[[], object]) -> None:
         """`call()` off the loop, a leader renewing every retry period meanwhile: a term's read (seconds at 100,000

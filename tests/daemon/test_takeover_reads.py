@@ -20,6 +20,28 @@ from reconciler.state.sqlite import SQLiteStateStore
 from tests.state.conftest import pg_url  # noqa: F401  (on PostgreSQL too)
 
 
+def _lease(
+    store: StateStore,
+    clock: FakeClock,
+    fetch: Callable[[], None],
+    *,
+    refresh: Callable[[], object] = lambda: None,
+    regained: Callable[[], None] = lambda: None,
+) -> Lease:
+    """A replica's lease on `store`, its ticks and reads in threads (as `capctl run`'s), the state read by `fetch`."""
+    return Lease(
+        fenceable(store),
+        "replica-a",
+        LeaderSettings(),
+        clock,
+        Metrics(),
+        refresh=refresh,
+        fetch=fetch,
+        regained=regained,
+        may_lead=lambda: True,
+    )
+
+
 async def _until(done: Callable[[], bool], bound: float = 2.0) -> bool:
     """Wait (for a thread) until `done()`, at most `bound` seconds of wall time."""
     for _ in range(int(bound / 0.005)):
@@ -45,16 +67,8 @@ async def test_a_first_valid_spec_set_and_a_lease_tick_take_one_term_over_once(t
             fetching.set()
             release.wait(10)
 
-    lease = Lease(
-        fenceable(store),
-        "replica-a",
-        LeaderSettings(),
-        clock,
-        Metrics(),
-        refresh=lambda: calls.append("refresh"),
-        fetch=fetch,
-        regained=lambda: calls.append("regained"),
-        may_lead=lambda: True,
+    lease = _lease(
+        store, clock, fetch, refresh=lambda: calls.append("refresh"), regained=lambda: calls.append("regained")
     )
     try:
         await lease.take(lead=False)  # no valid spec set at start: stands by, held back
@@ -94,17 +108,7 @@ async def test_a_leader_renews_its_lease_while_it_reads_the_state_for_its_term(
         release.wait(10)
 
     settings = LeaderSettings()
-    lease = Lease(
-        fenceable(store),
-        "replica-a",
-        settings,
-        clock,
-        Metrics(),
-        refresh=lambda: None,
-        fetch=fetch,
-        regained=lambda: None,
-        may_lead=lambda: True,
-    )
+    lease = _lease(store, clock, fetch)
     elector = lease.elector
     try:
         taking = asyncio.create_task(lease.take(lead=True))
@@ -117,5 +121,32 @@ async def test_a_leader_renews_its_lease_while_it_reads_the_state_for_its_term(
         assert lease.acting() and elector.epoch is not None
     finally:
         release.set()
+        lease.release()
+        store.close()
+
+
+async def test_the_lease_ticks_on_its_own_thread_whatever_waits_in_the_others(tmp_path: Path) -> None:
+    """Callbacks a replica stores while a read holds the store, and a standby's page reads, each wait in a
+    thread of the loop's default executor (a few per core): a burst of them left the lease's ticks queued
+    behind them, the renewals too, past the renew deadline (walk 32a). The lease has a thread of its own."""
+    clock = FakeClock()
+    store = SQLiteStateStore(tmp_path / "state.db", create=True, clock=clock)
+    release = threading.Event()
+    settings = LeaderSettings()
+    lease = _lease(store, clock, lambda: None)
+    elector = lease.elector
+    waiting = [asyncio.ensure_future(asyncio.to_thread(release.wait, 10)) for _ in range(40)]  # every thread
+    try:
+        taking = asyncio.create_task(lease.take(lead=True))
+        assert await _until(lambda: elector.is_leader)
+        for _ in range(6):  # the state's read waits for a thread meanwhile
+            clock.advance(settings.retry_period)
+            await _until(lambda: clock.monotonic() - elector._renewed_at < settings.retry_period)
+        release.set()
+        await asyncio.wait_for(taking, 10)
+        assert lease.acting()
+    finally:
+        release.set()
+        await asyncio.gather(*waiting)
         lease.release()
         store.close()
