@@ -649,3 +649,37 @@ async def test_a_standby_stores_a_callback_off_the_loop_while_a_read_holds_the_s
         await reading
         await standby.stop()
         standby.records.close()
+
+
+async def test_page_views_of_a_standby_share_the_read_under_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: each view of a standby's page read the whole state in a thread of its own (seconds at 100,000
+    tasks, under the store's one mutex, so the reads queued), and a view the read outlived left its thread
+    behind: a dashboard polling a standby whose store hung used up the threads. Views share the read under way."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby()
+    reads, release = [], threading.Event()
+    read_restored = RecordCache.read_restored
+
+    def slow(cache: RecordCache) -> Any:
+        reads.append(1)
+        release.wait(5)
+        return read_restored(cache)
+
+    monkeypatch.setattr(RecordCache, "read_restored", slow)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            views = [asyncio.ensure_future(http.get("/api/v1/status")) for _ in range(3)]
+            while not reads:
+                await asyncio.sleep(0.005)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            release.set()
+            pages = [(await view).json() for view in views]
+        assert reads == [1] and all(page["replica"]["role"] == "standby" for page in pages)
+    finally:
+        release.set()
+        await standby.stop()
+        standby.records.close()
