@@ -115,6 +115,11 @@ class Lease:
         return max(length for length, _ in long), max(end for _, end in long)
 
     @property
+    def taking_over(self) -> bool:
+        """A takeover reads the state now (the replica leads, and acts once it is read)."""
+        return self._taking_over
+
+    @property
     def takeover_failed(self) -> str | None:
         """Why this leader's takeover keeps failing (it holds the lock and acts on nothing), or None."""
         return self._takeover_error if self.elector.is_leader and not self.acting() else None

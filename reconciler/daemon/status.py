@@ -89,7 +89,10 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
     async def provide(query: StatusQuery) -> StatusSnapshot:
         read: Read | None = None
         unread: str | None = None
-        if not daemon.lease.acting():  # bounded as /readyz's probe: a hung store must not hang the page
+        lease = daemon.lease
+        if lease.taking_over:  # its term's read replaces the cache at once: one more would only queue with it
+            unread = lease.role()
+        elif not lease.acting():  # bounded as /readyz's probe: a hung store must not hang the page
             try:
                 read = await asyncio.wait_for(asyncio.shield(read_shared()), STORE_PROBE_TIMEOUT)
             except StateError as exc:

@@ -683,3 +683,43 @@ async def test_page_views_of_a_standby_share_the_read_under_way(
         release.set()
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_page_view_while_the_replica_reads_the_state_for_its_term_reads_nothing_more(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: a view of the page while a new leader reads the state for its term (not acting yet) read the
+    whole state too, queued with the term's read on the store's connection (the term acted that much later),
+    and its adopt was thrown away by the term's. It shows the cache as last read, and says why."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby(elect_in_thread=True)
+    reads: list[str] = []
+    reading, release = threading.Event(), threading.Event()
+    fetch, read_restored = RecordCache.fetch, RecordCache.read_restored
+
+    def slow_fetch(cache: RecordCache, **options: bool) -> None:
+        reading.set()
+        release.wait(5)
+        fetch(cache, **options)
+
+    def counted(cache: RecordCache) -> Any:
+        reads.append(threading.current_thread().name)
+        return read_restored(cache)
+
+    monkeypatch.setattr(RecordCache, "fetch", slow_fetch)
+    monkeypatch.setattr(RecordCache, "read_restored", counted)
+    try:
+        await harness.stop()  # the leader gives the lock up
+        taking = asyncio.ensure_future(standby.lease._attempt(True))  # the standby's next tick takes it
+        assert await asyncio.to_thread(reading.wait, 5)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            page = (await http.get("/api/v1/status")).json()
+        assert reads == [] and "reading the state before acting" in page["replica"]["detail"]
+        release.set()
+        await asyncio.wait_for(taking, 5)
+        assert standby.lease.acting() and len(reads) == 1  # the term's own read
+    finally:
+        release.set()
+        await standby.stop()
+        standby.records.close()
