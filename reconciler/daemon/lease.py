@@ -273,6 +273,8 @@ class Lease:
         try:
             await self._renewing(self._fetch)
             self._refresh()  # whoever led meanwhile changed the state
+            if self.elector.epoch != epoch:  # a renewal as it read ended the term: the next one reads again
+                return
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
             self._refused = self._refused_from = self._takeover_error = None

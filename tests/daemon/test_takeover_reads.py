@@ -42,6 +42,13 @@ def _lease(
     )
 
 
+def _renewed(lease: Lease) -> bool:
+    """The lease renewed at the clock's time and waits for the next renewal (its sleep is on the clock)."""
+    clock, elector = lease.clock, lease.elector
+    assert isinstance(clock, FakeClock)
+    return elector._renewed_at == clock.monotonic() and (clock.next_wakeup() or 0.0) > clock.now()
+
+
 async def _until(done: Callable[[], bool], bound: float = 2.0) -> bool:
     """Wait (for a thread) until `done()`, at most `bound` seconds of wall time."""
     for _ in range(int(bound / 0.005)):
@@ -115,7 +122,7 @@ async def test_a_leader_renews_its_lease_while_it_reads_the_state_for_its_term(
         assert await asyncio.to_thread(fetching.wait, 10) and elector.is_leader
         for _ in range(6):  # 12 s of reading, past the renew deadline
             clock.advance(settings.retry_period)
-            await _until(lambda: clock.monotonic() - elector._renewed_at < settings.retry_period)
+            await _until(lambda: _renewed(lease))
         release.set()
         await asyncio.wait_for(taking, 10)
         assert lease.acting() and elector.epoch is not None
@@ -141,12 +148,48 @@ async def test_the_lease_ticks_on_its_own_thread_whatever_waits_in_the_others(tm
         assert await _until(lambda: elector.is_leader)
         for _ in range(6):  # the state's read waits for a thread meanwhile
             clock.advance(settings.retry_period)
-            await _until(lambda: clock.monotonic() - elector._renewed_at < settings.retry_period)
+            await _until(lambda: _renewed(lease))
         release.set()
         await asyncio.wait_for(taking, 10)
         assert lease.acting()
     finally:
         release.set()
         await asyncio.gather(*waiting)
+        lease.release()
+        store.close()
+
+
+async def test_a_term_that_ends_while_its_state_is_read_is_not_acted_in(tmp_path: Path) -> None:
+    """The lease renews while a term's state is read (walk 32a): a renewal that fails past the renew deadline
+    ends the term meanwhile. The takeover then completed as if it held: `regained` ran and the leader gauges said
+    1 on a replica that had just said it lost the lead."""
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(path, create=True, clock=clock)
+    release, fetching = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def fetch() -> None:
+        calls.append("fetch")
+        if len(calls) > 1:  # the takeover's read (the first is the start's)
+            fetching.set()
+            release.wait(10)
+
+    lease = _lease(store, clock, fetch, regained=lambda: calls.append("regained"))
+    elector = lease.elector
+    try:
+        await lease.take(lead=False)
+        taking = asyncio.create_task(lease._attempt(True))  # a standby's tick takes the lock: a new term
+        assert await asyncio.to_thread(fetching.wait, 10) and elector.is_leader
+        path.rename(tmp_path / "moved.db")  # its renewals fail: the lock no longer guards the state's path
+        for _ in range(6):
+            clock.advance(LeaderSettings().retry_period)
+            await _until(lambda: (clock.next_wakeup() or 0.0) > clock.now())  # ticked, sleeps again
+        assert not elector.is_leader
+        release.set()
+        await asyncio.wait_for(taking, 10)
+        assert not lease.acting() and lease.metrics.leader._value.get() == 0 and "regained" not in calls
+    finally:
+        release.set()
         lease.release()
         store.close()
