@@ -79,6 +79,9 @@ class Inbox:
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
         self._unstored = Throttle(clock)
         self._said_taken, self._taken = Throttle(clock), 0  # `callbacks taken from the inbox`: once a minute
+        # Stores go one at a time, in the order verified: racing threads stored a room's leave before its join,
+        # and a leader claiming between the two acted on them in that order (walk 32a).
+        self._storing = asyncio.Lock()
 
     async def store(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig]) -> tuple[int, str]:
         """(HTTP status, reason) for a callback a standby received: 200 only once it is stored. Verified on the
@@ -91,7 +94,8 @@ class Inbox:
             return exc.status, exc.reason
         entry = entry_of(event, body, now)
         try:
-            stored = await self._off_loop(lambda: self._state.inbox_put(entry))
+            async with self._storing:
+                stored = await self._off_loop(lambda: self._state.inbox_put(entry))
         except StateError as exc:
             if (held := self._unstored.allow()) is not None:
                 log.warning(

@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.fencing import LeaderStore
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
@@ -29,7 +30,7 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import Snapshot, StateStore
+from reconciler.state.base import InboxEntry, Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
@@ -721,5 +722,43 @@ async def test_a_page_view_while_the_replica_reads_the_state_for_its_term_reads_
         assert standby.lease.acting() and len(reads) == 1  # the term's own read
     finally:
         release.set()
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_callbacks_a_standby_stores_reach_the_inbox_in_the_order_they_came(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: a standby stores callbacks in threads (the store may be busy with a read); two of one room (a
+    user joined, then left) raced for the store, and a leader claiming between the two acted on the leave
+    first. They are stored one at a time, in the order they were verified."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby(elect_in_thread=True)
+    stored: list[str] = []
+    second = threading.Event()
+    put = LeaderStore.inbox_put
+
+    def slow(state: LeaderStore, entry: InboxEntry) -> bool:
+        if entry.dedupe_key.endswith("joined"):
+            second.wait(0.3)  # the next callback's store, if it were under way, would finish first
+        else:
+            second.set()
+        stored.append(entry.dedupe_key)
+        return put(state, entry)
+
+    monkeypatch.setattr(LeaderStore, "inbox_put", slow)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            posts = [
+                asyncio.ensure_future(
+                    http.post("/callbacks/volcengine", json=volc_body(harness, event_id=name, event_type=kind))
+                )
+                for name, kind in (("joined", "UserJoinRoom"), ("left", "UserLeaveRoom"))
+            ]
+            answers = [await post for post in posts]
+        assert [answer.status_code for answer in answers] == [200, 200]
+        assert [key.rsplit(":", 1)[-1] for key in stored] == ["joined", "left"]
+    finally:
         await standby.stop()
         standby.records.close()
