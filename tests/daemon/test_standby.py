@@ -648,8 +648,7 @@ async def test_a_standby_stores_a_callback_off_the_loop_while_a_read_holds_the_s
     finally:
         release.set()
         await reading
-        await standby.stop()
-        standby.records.close()
+        await _stop(standby)
 
 
 async def test_page_views_of_a_standby_share_the_read_under_way(
@@ -681,9 +680,7 @@ async def test_page_views_of_a_standby_share_the_read_under_way(
             pages = [(await view).json() for view in views]
         assert reads == [1] and all(page["replica"]["role"] == "standby" for page in pages)
     finally:
-        release.set()
-        await standby.stop()
-        standby.records.close()
+        await _stop(standby, release)
 
 
 async def test_a_page_view_while_the_replica_reads_the_state_for_its_term_reads_nothing_more(
@@ -721,9 +718,7 @@ async def test_a_page_view_while_the_replica_reads_the_state_for_its_term_reads_
         await asyncio.wait_for(taking, 5)
         assert standby.lease.acting() and len(reads) == 1  # the term's own read
     finally:
-        release.set()
-        await standby.stop()
-        standby.records.close()
+        await _stop(standby, release)
 
 
 async def test_callbacks_a_standby_stores_reach_the_inbox_in_the_order_they_came(
@@ -760,5 +755,12 @@ async def test_callbacks_a_standby_stores_reach_the_inbox_in_the_order_they_came
         assert [answer.status_code for answer in answers] == [200, 200]
         assert [key.rsplit(":", 1)[-1] for key in stored] == ["joined", "left"]
     finally:
-        await standby.stop()
-        standby.records.close()
+        await _stop(standby)
+
+
+async def _stop(standby: Daemon, *waiting: threading.Event) -> None:
+    """Let what a test held up go on (`waiting`), then stop the standby and close its store."""
+    for event in waiting:
+        event.set()
+    await standby.stop()
+    standby.records.close()
