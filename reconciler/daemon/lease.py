@@ -51,8 +51,8 @@ class Lease:
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
-        # The ticks' thread, its own: the loop's default executor holds the calls waiting for the store (callbacks
-        # stored while a read holds it, page reads: walk 32a), and a renewal queued behind them missed its deadline.
+        # The ticks' thread, its own: the loop's default executor holds the calls that wait for the store (a term's
+        # read, a callback stored while it reads, the probe: walk 32a), and a renewal queued there missed its deadline.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capctl-lease")
         self._refresh = refresh  # reads the whole state afresh (raises StateError)
         # The store's part of `refresh`, before it: off the loop (at 100,000 tasks, seconds of it; walk 31d).
