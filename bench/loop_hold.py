@@ -83,9 +83,9 @@ async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
     reloads.append(read_specs([str(specs)], key))
     events = iter(range(10**9))
 
-    def callback() -> None:
+    async def callback() -> None:
         body = volc_body(harness, event_id=f"e{next(events)}", data={"RoomId": f"room-{middle}-1", "UserId": "u"})
-        daemon.handle_callback("volcengine", json.dumps(body).encode())
+        await daemon.handle_callback("volcengine", json.dumps(body).encode())
 
     def reload() -> None:
         daemon.specs.take(reloads[next(events) % 2], key)

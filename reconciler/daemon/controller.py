@@ -190,8 +190,9 @@ class Daemon(DaemonParts):
 
     # --- requests ---------------------------------------------------------------------------------------
 
-    def handle_callback(self, vendor: str, body: bytes) -> tuple[int, str]:
-        """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys."""
+    async def handle_callback(self, vendor: str, body: bytes) -> tuple[int, str]:
+        """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys. A standby
+        stores it in the inbox, a store call that waits while a read holds the store (`Inbox.store`)."""
         if not self.router.knows(vendor):
             return 404, f"no callback route for {quote(vendor)}"  # the client's word: quoted at a bounded size
         if self.spec is None:
@@ -200,7 +201,7 @@ class Daemon(DaemonParts):
             return self.router.refuse(vendor, 503, "no valid spec set in force yet: cannot verify the callback")
         providers = self.spec.providers.values()
         if self.lease_lost is not None:  # a standby: verified and kept in the inbox for the leader
-            return self.inbox.store(vendor, body, providers)
+            return await self.inbox.store(vendor, body, providers)
         routed = self.router.route(vendor, body, providers, self.clock.now())
         self._act_on(routed)
         return routed.status, routed.reason

@@ -130,7 +130,7 @@ def create_app(daemon: Daemon) -> Starlette:
             body = await read_body(request, MAX_CALLBACK_BYTES, "callback")
         except BodyRefused as exc:
             return refused(exc)
-        status, reason = await daemon.on_daemon_loop(daemon.handle_callback, vendor, body)
+        status, reason = await daemon.background.run(daemon.handle_callback, vendor, body)
         return JSONResponse({"ok": status == 200, "reason": reason}, status_code=status)
 
     async def keys_of(request: Request, what: str) -> Response | list[str] | None:

@@ -11,8 +11,10 @@ through the term's fenced store (`fencing.LeaderStore`), mutating vendor calls t
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import structlog
@@ -49,6 +51,9 @@ class Lease:
         in_thread: bool = True,
     ) -> None:
         self._in_thread = in_thread  # False: ticks run on the loop (in-process tests on a fake clock)
+        # The ticks' thread, its own: the loop's default executor holds the calls that wait for the store (a term's
+        # read, a callback stored while it reads, the probe: walk 32a), and a renewal queued there missed its deadline.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capctl-lease")
         self._refresh = refresh  # reads the whole state afresh (raises StateError)
         # The store's part of `refresh`, before it: off the loop (at 100,000 tasks, seconds of it; walk 31d).
         self._fetch = fetch
@@ -74,6 +79,9 @@ class Lease:
         # clock's `now`) the last such stretch ended; None while there was none.
         self._refused: tuple[float, float] | None = None
         self._acting_epoch: int | None = None  # the term whose takeover is done
+        # A takeover reading the state (in a thread, seconds at 100,000 tasks): `lead_now` and `keep` both attempt,
+        # and a second read adopted after the first term acted dropped the commits made in between (walk 32a).
+        self._taking_over = False
         # Why this term's last takeover attempt failed (`takeover_failed`): the replica holds the lock, so no
         # other can lead, and acts on nothing; not ready meanwhile, and counted as a refused stretch.
         self._takeover_error: str | None = None
@@ -105,6 +113,11 @@ class Lease:
         if not long:
             return None
         return max(length for length, _ in long), max(end for _, end in long)
+
+    @property
+    def taking_over(self) -> bool:
+        """A takeover reads the state now (the replica leads, and acts once it is read)."""
+        return self._taking_over
 
     @property
     def takeover_failed(self) -> str | None:
@@ -145,7 +158,7 @@ class Lease:
         the state (raises StateError)."""
         self._held_back = not lead
         self._wait = await self._tick(lead)
-        await self._off_loop(self._fetch)
+        await self._renewing(self._fetch)
         self._refresh()
         if (epoch := self.elector.epoch) is not None:
             self._acting_epoch = epoch
@@ -188,7 +201,7 @@ class Lease:
         epoch = self.elector.epoch
         if epoch is None:
             self._takeover_error = None
-        elif epoch != self._acting_epoch:
+        elif epoch != self._acting_epoch and not self._taking_over:
             await self._take_over(epoch)
         self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
         if self._refused is not None and self._unheard_in_term is not None and self.acting():
@@ -203,8 +216,28 @@ class Lease:
         return await self._off_loop(self._tick_once, lead)
 
     async def _off_loop(self, call: Callable[..., T], *args: object) -> T:
-        """`call(*args)`, a store call that blocks: in a thread (on the loop for tests on a fake clock)."""
-        return await asyncio.to_thread(call, *args) if self._in_thread else call(*args)
+        """`call(*args)`, a store call that blocks: in the lease's thread (on the loop for tests on a fake clock)."""
+        if not self._in_thread:
+            return call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(call, *args))
+
+    async def _renewing(self, call: Callable[[], object]) -> None:
+        """`call()` off the loop, a leader renewing every retry period meanwhile: a term's read (seconds at 100,000
+        tasks) awaited before the next renewal left it past the renew deadline on a loaded node, and the new
+        leader stepped down as soon as it had read (walk 32a). On the loop (a fake clock's tests): just `call()`."""
+        if not self._in_thread:
+            call()
+            return
+        reading = asyncio.ensure_future(asyncio.to_thread(call))
+        while not reading.done():
+            waiting = asyncio.ensure_future(self.clock.sleep(self._wait))
+            try:
+                await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            if not reading.done() and self.elector.is_leader:
+                self._wait = await self._tick(False)  # a renewal: a standby (it lost the lock) takes none
+        await reading
 
     def _tick_once(self, lead: bool) -> float:
         with self._ticking:
@@ -236,9 +269,12 @@ class Lease:
 
     async def _take_over(self, epoch: int) -> None:
         before = self._acting_epoch
+        self._taking_over = True
         try:
-            await self._off_loop(self._fetch)
+            await self._renewing(self._fetch)
             self._refresh()  # whoever led meanwhile changed the state
+            if self.elector.epoch != epoch:  # a renewal as it read ended the term: the next one reads again
+                return
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
             self._refused = self._refused_from = self._takeover_error = None
@@ -250,6 +286,8 @@ class Lease:
             if (held := self._unread.allow()) is not None:
                 repeats = {"repeats_held_back": held} if held else {}
                 log.warning("leading but cannot read the state; retrying", epoch=epoch, error=str(exc), **repeats)
+        finally:
+            self._taking_over = False
 
     def _acts(self) -> None:
         """This term's takeover is done: it leads and acts (the gauges alerts read)."""

@@ -37,14 +37,18 @@ class Background:
 
     async def call(self, call: Callable[..., T], *args: object) -> T:
         """Run `call(*args)` on the daemon's loop. In-process (tests, one loop) it is a plain call."""
-        loop = self._loop
-        if loop is None or loop is asyncio.get_running_loop():
-            return call(*args)
 
         async def run() -> T:
             return call(*args)
 
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+        return await self.run(run)
+
+    async def run(self, work: Callable[..., Coroutine[Any, Any, T]], *args: object) -> T:
+        """Await `work(*args)` on the daemon's loop (in-process: here)."""
+        loop = self._loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await work(*args)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work(*args), loop))
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks = [t for t in self._tasks if not t.done()]  # earlier reloads: a long-lived daemon gets many

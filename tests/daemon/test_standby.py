@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
+from reconciler.daemon.fencing import LeaderStore
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
@@ -29,7 +30,7 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import Snapshot, StateStore
+from reconciler.state.base import InboxEntry, Snapshot, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
@@ -612,3 +613,154 @@ def test_a_read_off_the_loop_changes_nothing_until_the_loop_adopts_it(tmp_path: 
     cache.history.note(late := record(key="SnapshotJob/a/late", status=TaskStatus.RUNNING, started_at=now))
     cache.adopt(*read)
     assert [span.subject for span in cache.history.take_rooms() if span.kind == "seen"] == [late.key]
+
+
+async def test_a_standby_stores_a_callback_off_the_loop_while_a_read_holds_the_store(
+    harness: Harness, two_stores: tuple[StateStore, StateStore]
+) -> None:
+    """Walk 32a: the state is read in a thread (a takeover's read, a standby page's: seconds at 100,000 tasks),
+    on the store's one connection, under its mutex; a callback the replica stores in the inbox meanwhile waited
+    for that mutex on the loop, which then ran nothing else (probes, lease ticks, the page) until the read ended."""
+    leader_store, standby_store = two_stores
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(leader_store)
+    standby = await harness.start_standby(standby_store, elect_in_thread=True)
+    holding, release, held_out = threading.Event(), threading.Event(), threading.Event()
+
+    def read() -> None:  # as a read holds the store: its one connection, under its mutex
+        with standby_store._mutex:  # type: ignore[attr-defined]
+            holding.set()
+            if not release.wait(3):
+                held_out.set()
+
+    reading = asyncio.ensure_future(asyncio.to_thread(read))
+    try:
+        assert await asyncio.to_thread(holding.wait, 5)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            posting = asyncio.ensure_future(http.post("/callbacks/volcengine", json=volc_body(harness)))
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert not held_out.is_set(), "the loop waited for the store while it stored the callback"
+            assert not posting.done()  # it waits for the store, in a thread
+            release.set()
+            stored = await posting
+        assert stored.status_code == 200 and stored.json()["reason"] == "stored for the leader"
+    finally:
+        release.set()
+        await reading
+        await _stop(standby)
+
+
+async def test_page_views_of_a_standby_share_the_read_under_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: each view of a standby's page read the whole state in a thread of its own (seconds at 100,000
+    tasks, under the store's one mutex, so the reads queued), and a view the read outlived left its thread
+    behind: a dashboard polling a standby whose store hung used up the threads. Views share the read under way."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby()
+    reads, release = [], threading.Event()
+    read_restored = RecordCache.read_restored
+
+    def slow(cache: RecordCache) -> Any:
+        reads.append(1)
+        release.wait(5)
+        return read_restored(cache)
+
+    monkeypatch.setattr(RecordCache, "read_restored", slow)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            views = [asyncio.ensure_future(http.get("/api/v1/status")) for _ in range(3)]
+            while not reads:
+                await asyncio.sleep(0.005)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            release.set()
+            pages = [(await view).json() for view in views]
+        assert reads == [1] and all(page["replica"]["role"] == "standby" for page in pages)
+    finally:
+        await _stop(standby, release)
+
+
+async def test_a_page_view_while_the_replica_reads_the_state_for_its_term_reads_nothing_more(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: a view of the page while a new leader reads the state for its term (not acting yet) read the
+    whole state too, queued with the term's read on the store's connection (the term acted that much later),
+    and its adopt was thrown away by the term's. It shows the cache as last read, and says why."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby(elect_in_thread=True)
+    reads: list[str] = []
+    reading, release = threading.Event(), threading.Event()
+    fetch, read_restored = RecordCache.fetch, RecordCache.read_restored
+
+    def slow_fetch(cache: RecordCache, **options: bool) -> None:
+        reading.set()
+        release.wait(5)
+        fetch(cache, **options)
+
+    def counted(cache: RecordCache) -> Any:
+        reads.append(threading.current_thread().name)
+        return read_restored(cache)
+
+    monkeypatch.setattr(RecordCache, "fetch", slow_fetch)
+    monkeypatch.setattr(RecordCache, "read_restored", counted)
+    try:
+        await harness.stop()  # the leader gives the lock up
+        taking = asyncio.ensure_future(standby.lease._attempt(True))  # the standby's next tick takes it
+        assert await asyncio.to_thread(reading.wait, 5)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            page = (await http.get("/api/v1/status")).json()
+        assert reads == [] and "reading the state before acting" in page["replica"]["detail"]
+        release.set()
+        await asyncio.wait_for(taking, 5)
+        assert standby.lease.acting() and len(reads) == 1  # the term's own read
+    finally:
+        await _stop(standby, release)
+
+
+async def test_callbacks_a_standby_stores_reach_the_inbox_in_the_order_they_came(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 32a: a standby stores callbacks in threads (the store may be busy with a read); two of one room (a
+    user joined, then left) raced for the store, and a leader claiming between the two acted on the leave
+    first. They are stored one at a time, in the order they were verified."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start()
+    standby = await harness.start_standby(elect_in_thread=True)
+    stored: list[str] = []
+    second = threading.Event()
+    put = LeaderStore.inbox_put
+
+    def slow(state: LeaderStore, entry: InboxEntry) -> bool:
+        if entry.dedupe_key.endswith("joined"):
+            second.wait(0.3)  # the next callback's store, if it were under way, would finish first
+        else:
+            second.set()
+        stored.append(entry.dedupe_key)
+        return put(state, entry)
+
+    monkeypatch.setattr(LeaderStore, "inbox_put", slow)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            posts = [
+                asyncio.ensure_future(
+                    http.post("/callbacks/volcengine", json=volc_body(harness, event_id=name, event_type=kind))
+                )
+                for name, kind in (("joined", "UserJoinRoom"), ("left", "UserLeaveRoom"))
+            ]
+            answers = [await post for post in posts]
+        assert [answer.status_code for answer in answers] == [200, 200]
+        assert [key.rsplit(":", 1)[-1] for key in stored] == ["joined", "left"]
+    finally:
+        await _stop(standby)
+
+
+async def _stop(standby: Daemon, *waiting: threading.Event) -> None:
+    """Let what a test held up go on (`waiting`), then stop the standby and close its store."""
+    for event in waiting:
+        event.set()
+    await standby.stop()
+    standby.records.close()
