@@ -178,6 +178,7 @@ class Lease:
             # says it was last heard when that began, or the next term's silence began here (walk 26a).
             refused = self._refused_from
             self.elector.resign(unheard_for=None if refused is None else self.clock.monotonic() - refused)
+        self._thread.shutdown(wait=False, cancel_futures=True)  # its thread ends (a hung store call: at its timeout)
 
     async def keep(self) -> None:
         """Renew as the leader, try to take the lock as a standby, every retry period (the elector says
