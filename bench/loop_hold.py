@@ -16,7 +16,15 @@ loop most often: the slowest answer of each case is one). Prints the median,
 CPU median and the slowest of each. Target: < 100 ms held per answer at 10,000 tasks; nothing near a
 callback's 5 s answer budget or the lease's renew deadline (10 s) at 100,000.
 
-    .venv/bin/python bench/loop_hold.py [--jobs 1000] [--rooms 10] [--runs 30]
+Then the collector over time (walk 32b): `--takeovers` takeovers (the read, its adoption, `regained`) each
+followed by a reload, with the objects frozen and the RSS after each (a frozen heap that leaked would grow
+there), then the full (generation 2) passes during `--hour` seconds of the steady daemon (every task running,
+its sweeps, the resync) with their count and length, and one full pass timed at the end. `--gc` picks what
+the daemon does: `freeze` (what it does: the heap frozen after each term's read and each spec set taken),
+`none` (those freezes skipped), `threshold` (no freeze, thresholds raised to 50,000/20/100).
+
+    .venv/bin/python bench/loop_hold.py [--jobs 1000] [--rooms 10] [--runs 30] [--hour 3600] [--takeovers 20]
+        [--gc freeze|none|threshold] [--no-cases]
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from common import ROOT, machine, median
 
 sys.path.insert(0, str(ROOT))  # the harness lives with the daemon tests
 
-from reconciler import logs
+from reconciler import gcpause, logs
 from reconciler.clock import FakeClock
 from reconciler.daemon.specset import read_specs
 from reconciler.daemon.status import snapshot_provider
@@ -48,7 +56,61 @@ from tests.daemon.test_http import volc_body
 from tests.specdocs import STORAGE, providers, snapshot_job
 
 
-async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
+class FullPasses:
+    """The collector's generation-2 passes, timed through `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.lengths: list[float] = []
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                self._began = time.perf_counter()
+            else:
+                self.lengths.append(time.perf_counter() - self._began)
+
+
+def rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+async def over_time(harness: Harness, daemon: Any, hour: float, takeovers: int, reloads: list[Any]) -> None:
+    passes = FullPasses()
+    gc.callbacks.append(passes)
+    lengths = passes.lengths
+    frozen, rss = [], []
+    key = daemon.specs.fingerprint_key
+    for n in range(takeovers):  # as `Lease._take_over` does, then a reload that changes one job
+        await asyncio.to_thread(daemon.records.fetch)
+        daemon._read_afresh()
+        daemon._regained()
+        daemon.specs.take(reloads[n % 2], key)
+        await harness.advance(10)
+        frozen.append(gc.get_freeze_count())
+        rss.append(rss_mib())
+    if takeovers:
+        print(
+            f"  {takeovers} takeovers + reloads: {len(lengths)} full passes, max {1000 * max(lengths or [0]):.1f} ms;"
+            f" frozen {frozen[0]:,} after the first, {frozen[-1]:,} after the last (max {max(frozen):,});"
+            f" RSS {rss[0]:.0f} MiB after the first, {rss[-1]:.0f} MiB after the last (max {max(rss):.0f})"
+        )
+    lengths.clear()
+    wall = time.perf_counter()
+    for _ in range(int(hour // 10)):
+        await harness.advance(10)
+    print(
+        f"  then steady {hour:.0f} s: {len(lengths)} full passes, median {1000 * median(lengths or [0]):.1f} ms,"
+        f" max {1000 * max(lengths or [0]):.1f} ms, total {sum(lengths):.2f} s"
+        f" ({time.perf_counter() - wall:.0f} s wall); RSS {rss_mib():.0f} MiB, frozen {gc.get_freeze_count():,}"
+    )
+    gc.callbacks.remove(passes)
+    began = time.perf_counter()
+    gc.collect()
+    print(f"  a full pass then: {1000 * (time.perf_counter() - began):.1f} ms")
+
+
+async def measure(jobs: int, rooms: int, runs: int, tmp: Path, args: argparse.Namespace) -> None:
     specs = tmp / "specs"
     specs.mkdir()
     (specs / "providers.yaml").write_text(providers(SIM, callbacks=True) + "---\n" + STORAGE)
@@ -82,6 +144,12 @@ async def measure(jobs: int, rooms: int, runs: int, tmp: Path) -> None:
     (specs / "jobs.yaml").write_text("---\n".join(docs))
     reloads.append(read_specs([str(specs)], key))
     events = iter(range(10**9))
+    if args.hour or args.takeovers:
+        await over_time(harness, daemon, args.hour, args.takeovers, reloads)
+    if not args.cases:
+        await harness.stop()
+        await harness.sim.callbacks.aclose()
+        return
 
     async def callback() -> None:
         body = volc_body(harness, event_id=f"e{next(events)}", data={"RoomId": f"room-{middle}-1", "UserId": "u"})
@@ -139,11 +207,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--hour", type=float, default=3600.0)
+    parser.add_argument("--takeovers", type=int, default=20)
+    parser.add_argument("--gc", choices=["freeze", "none", "threshold"], default="freeze")
+    parser.add_argument("--no-cases", dest="cases", action="store_false")
     args = parser.parse_args()
-    print(machine())
+    if args.gc != "freeze":
+        gcpause.freeze_heap = lambda: None  # the daemon's freezes skipped
+    if args.gc == "threshold":
+        gc.set_threshold(50_000, 20, 100)
+    print(machine(), f"gc={args.gc}")
     logs.configure("info", json_logs=True, stream=io.StringIO())  # as the daemon logs, into memory
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(measure(args.jobs, args.rooms, args.runs, Path(tmp)))
+        asyncio.run(measure(args.jobs, args.rooms, args.runs, Path(tmp), args))
 
 
 if __name__ == "__main__":

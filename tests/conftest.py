@@ -12,12 +12,19 @@ Bytecode caching is on for the suite and every `capctl` it starts, whatever the 
 machine's sets PYTHONDONTWRITEBYTECODE=1): the package is installed editable, so with it every one of the
 suite's hundreds of CLI, simulator and daemon children compiled the modules it imports again (a fifth of the end-to-end
 tests' CPU), where an installed capctl reads the compiled files pip wrote (bench/ runs its children so too).
+
+A daemon started in the test process freezes its heap after each read (`gcpause.freeze_heap`), and so does an
+in-process CLI command (`keep_until_exit`): after each test the heap goes back to the collector, or the cycles
+frozen while alive would stay for the rest of the session.
 """
 
+import gc
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
@@ -28,3 +35,9 @@ sys.dont_write_bytecode = False
 
 settings.register_profile("capctl", deadline=None, print_blob=True)
 settings.load_profile("capctl")
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
+from reconciler import gcpause
 from reconciler.clock import Clock
 from reconciler.daemon import policy
 from reconciler.daemon.coverage import RoomGauges, room_counts
@@ -175,6 +176,7 @@ class DaemonParts(ABC):
                 "the state was replaced (another fingerprint key) and the specs do not load to be keyed with it: "
                 "nothing is done until they load, or the set in force, keyed with the old key, would replace every task"
             )
+        gcpause.freeze_heap()  # the records just read live until the next term's read
 
     def _look_at_key(self) -> None:
         """A standby's look at the state's key, after each lease tick: it kept the key read at its start, and

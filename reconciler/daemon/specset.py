@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
+from reconciler import gcpause
 from reconciler.clock import Clock
 from reconciler.daemon.metrics import Metrics
 from reconciler.model import DesiredTask
@@ -101,6 +102,7 @@ class SpecState:
         self.loaded_at = now
         self.metrics.spec_load(errors=0, at=now)
         self._taken(old, loaded)
+        gcpause.freeze_heap()  # the set (and its tasks) lives until the next one is taken
         return True
 
     def error_listing(self) -> str | None:
