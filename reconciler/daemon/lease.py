@@ -167,7 +167,8 @@ class Lease:
 
     def hold_only(self) -> None:
         """Shutting down: a leader goes on renewing while its in-flight work has its grace (that work acts
-        as the leader it is, and leadership is given up once, by `release`); a standby takes no lock now."""
+        as the leader it is, and leadership is given up once, by `release`); a standby takes no lock now, and
+        a term not taken over yet is not (a takeover reading now does not act)."""
         self._holding_only = True
 
     def release(self) -> None:
@@ -202,8 +203,8 @@ class Lease:
         epoch = self.elector.epoch
         if epoch is None:
             self._takeover_error = None
-        elif epoch != self._acting_epoch and not self._taking_over:
-            await self._take_over(epoch)
+        elif epoch != self._acting_epoch and not self._taking_over and not self._holding_only:
+            await self._take_over(epoch)  # not on the way out: it acted into a queue shut down (walk 33a)
         self._track_refusals(self.elector.last_error is not None or self.takeover_failed is not None)
         if self._refused is not None and self._unheard_in_term is not None and self.acting():
             try:
@@ -274,7 +275,9 @@ class Lease:
         try:
             await self._renewing(self._fetch)
             self._refresh()  # whoever led meanwhile changed the state
-            if self.elector.epoch != epoch:  # a renewal as it read ended the term: the next one reads again
+            # A renewal as it read ended the term (the next one reads again), or SIGTERM came: its `regained`
+            # queued into a queue shut down and consumed the inbox for nothing (walk 33a); the lock is released.
+            if self.elector.epoch != epoch or self._holding_only:
                 return
             self._acting_epoch = epoch
             self._regained()  # reads the state too (room activity): a failure there is retried the same way

@@ -49,6 +49,21 @@ def _renewed(lease: Lease) -> bool:
     return elector._renewed_at == clock.monotonic() and (clock.next_wakeup() or 0.0) > clock.now()
 
 
+def _held_takeover_read() -> tuple[threading.Event, threading.Event, list[str], Callable[[], None]]:
+    """(release, fetching, calls, fetch): `fetch` notes each read in `calls`; the takeover's (the first is the
+    start's) sets `fetching` and waits for `release`."""
+    release, fetching = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def fetch() -> None:
+        calls.append("fetch")
+        if len(calls) > 1:
+            fetching.set()
+            release.wait(10)
+
+    return release, fetching, calls, fetch
+
+
 async def _until(done: Callable[[], bool], bound: float = 2.0) -> bool:
     """Wait (for a thread) until `done()`, at most `bound` seconds of wall time."""
     for _ in range(int(bound / 0.005)):
@@ -166,15 +181,7 @@ async def test_a_term_that_ends_while_its_state_is_read_is_not_acted_in(tmp_path
     clock = FakeClock()
     path = tmp_path / "state.db"
     store = SQLiteStateStore(path, create=True, clock=clock)
-    release, fetching = threading.Event(), threading.Event()
-    calls: list[str] = []
-
-    def fetch() -> None:
-        calls.append("fetch")
-        if len(calls) > 1:  # the takeover's read (the first is the start's)
-            fetching.set()
-            release.wait(10)
-
+    release, fetching, calls, fetch = _held_takeover_read()
     lease = _lease(store, clock, fetch, regained=lambda: calls.append("regained"))
     elector = lease.elector
     try:
@@ -189,6 +196,31 @@ async def test_a_term_that_ends_while_its_state_is_read_is_not_acted_in(tmp_path
         release.set()
         await asyncio.wait_for(taking, 10)
         assert not lease.acting() and lease.metrics.leader._value.get() == 0 and "regained" not in calls
+    finally:
+        release.set()
+        lease.release()
+        store.close()
+
+
+async def test_a_replica_shutting_down_takes_no_term_over(tmp_path: Path) -> None:
+    """SIGTERM while a new term's state is read (`stop`: `hold_only`, then the grace of in-flight work before
+    the lease's task ends): the takeover went on and acted, `regained` queueing every key into a queue shut
+    down and draining the inbox (its entries marked consumed, their keys dropped). A takeover cancelled with the
+    reload that began it was begun again by the next renewal during the grace: a whole read on the way out."""
+    clock = FakeClock()
+    store = SQLiteStateStore(tmp_path / "state.db", create=True, clock=clock)
+    release, fetching, calls, fetch = _held_takeover_read()
+    lease = _lease(store, clock, fetch, regained=lambda: calls.append("regained"))
+    try:
+        await lease.take(lead=False)
+        taking = asyncio.create_task(lease._attempt(True))  # a standby's tick takes the lock: a new term
+        assert await asyncio.to_thread(fetching.wait, 10) and lease.elector.is_leader
+        lease.hold_only()  # SIGTERM
+        release.set()
+        await asyncio.wait_for(taking, 10)
+        assert not lease.acting() and lease.metrics.leader._value.get() == 0 and "regained" not in calls
+        await asyncio.wait_for(lease._attempt(False), 10)  # a renewal during the grace: no read begun again
+        assert calls == ["fetch", "fetch"] and lease.elector.is_leader and not lease.acting()
     finally:
         release.set()
         lease.release()
