@@ -412,7 +412,11 @@ class Reconciler:
         nothing is decided for it (docs/daemon.md, "Pruning and its safeguard"; walk 32d-1: never looked at)."""
         key = record.key
         assert self.spec is not None
-        if record.provider in self.spec.providers and self._observation_due(record, self.clock.now()):
+        if record.provider not in self.spec.providers:
+            # Nothing can observe it (nor stop it): its next look, never moved on, fell due at once pass after
+            # pass, a hot loop (walk 33b-1). The resync looks again, and so a Provider restored.
+            return Result(None)
+        if self._observation_due(record, self.clock.now()):
             obs, _ = await self._observe(record)
             engine.persist_observations(
                 self.records,

@@ -3,6 +3,7 @@ provider reported once, and failed stops recorded on their task."""
 
 from __future__ import annotations
 
+import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE
@@ -516,3 +517,35 @@ async def test_a_removed_zego_start_never_confirmed_is_weighed_as_a_stop_and_fou
     tomb = harness.record(rec)
     assert tomb.status is TaskStatus.REMOVED and tomb.vendor_task_id == running.task_id, tomb
     assert harness.running_sim_tasks("zego") == [] and len(harness.sim.tasks("zego")) == 1
+
+
+@pytest.mark.timeout(60)  # without the fix the passes never let the fake clock settle
+async def test_tasks_held_by_max_prune_whose_provider_is_gone_too_are_not_reconciled_in_a_loop(
+    harness: Harness,
+) -> None:
+    """Walk 33b-1: a held task is observed at its period (32d-1); its Provider removed with it, nothing observes
+    it, its next look stayed where the last one put it, past, and each pass queued the key again at once."""
+    for room in ["r0", "r1", "r2"]:
+        harness.sim.publish("volcengine", room, user_id="u")
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    write_specs(harness.specs, recording_job("rec", ["class-1"]))
+    (harness.specs / "big.yaml").write_text(snapshot_job("big", ["r0", "r1", "r2"]))
+    daemon = await harness.start()
+    await harness.advance(1)
+    providers = (harness.specs / "providers.yaml").read_text()
+    (harness.specs / "providers.yaml").write_text(providers.split("---\n", 1)[1])  # Provider volc
+    (harness.specs / "big.yaml").unlink()  # 3 of the 4 tasks: held
+    assert daemon.reload()
+    passes = daemon.metrics.registry.get_sample_value
+    before = passes("capctl_reconcile_duration_seconds_count") or 0
+    await harness.advance(120)  # a few resyncs, past each held task's next look
+    assert (passes("capctl_reconcile_duration_seconds_count") or 0) - before < 50
+    assert harness.calls("StopSnapshot") == 0
+    assert all(harness.record(k).status is TaskStatus.RUNNING for k in BIG)
+    assert 'capctl_prune_blocked{reason="max-prune"} 3.0' in await metrics(harness)
+    (harness.specs / "providers.yaml").write_text(providers)  # the Provider is back: observed again
+    assert daemon.reload()
+    r0 = harness.record(BIG[0])
+    harness.sim.stop_task("volcengine", r0.vendor_task_id or "", room_id=r0.target, reason="UnknownStopReason")
+    await harness.advance(120)
+    assert harness.record(BIG[0]).status is TaskStatus.STOPPED and harness.calls("StopSnapshot") == 0
