@@ -34,5 +34,8 @@ def freeze_heap() -> None:
     """Move every object the collector tracks to its permanent generation (`gc.freeze`), after a read that
     replaced most of the heap. Frozen objects are still freed by reference counting when the next read
     replaces them, so what is frozen stays about one read's worth (the records, the spec set: neither forms
-    cycles); a cycle frozen while alive is not collected once it dies, a bound measured in bench/README.md."""
+    cycles); a cycle frozen while alive is not collected once it dies, a bound measured in bench/README.md.
+    The young generations are collected first (milliseconds): their garbage would be frozen for good, and a
+    daemon freezes at each reload (walk 33b-2)."""
+    gc.collect(1)
     gc.freeze()
