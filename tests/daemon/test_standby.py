@@ -7,6 +7,7 @@ verifies and stores them in the state's inbox, and the leader acts on them.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import threading
@@ -390,6 +391,36 @@ async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_gr
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
     assert not [e for e in logs if "does not lead now" in str(e.get("error"))]
     assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
+
+
+async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_leader(harness: Harness) -> None:
+    """A callback reaching the leader once SIGTERM came was acted on in a queue shut down and a room book saved
+    once, answered 200: the vendor did not retry, the standby never heard it. It is stored in the inbox, as a
+    standby stores one, and the next leader takes it."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    leader = await harness.start(leader=settings, shutdown_grace=2.0)
+    standby = await harness.start_standby(leader=settings)
+    try:
+        await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
+        stopping = asyncio.ensure_future(leader.stop())
+        await settle()
+        assert not stopping.done()
+        body = json.dumps(volc_body(harness, event_id="late")).encode()
+        assert await leader.handle_callback("volcengine", body) == (200, "stored for the leader")
+        while not stopping.done():
+            await harness.advance(0.5)
+        await stopping
+        leader.records.close()
+        harness.daemon = None
+        with capture_logs() as logs:
+            await harness.advance(3)  # the standby leads and takes the inbox
+        assert standby.lease_lost is None
+        assert any(e["event"] == "callbacks taken from the inbox" and e["count"] == 1 for e in logs)
+    finally:
+        await standby.stop()
+        standby.records.close()
 
 
 async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_given_up(harness: Harness) -> None:
