@@ -62,7 +62,11 @@ class Daemon(DaemonParts):
         self.background.bind()
         key = self.specs.fingerprint_key
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
-        await self.lease.take(lead=not isinstance(specs, SpecErrors))
+        try:
+            await self.lease.take(lead=not isinstance(specs, SpecErrors))
+        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a)
+            self.lease.release()
+            raise
         if self.lease.acting():  # a first term at start: was anyone listening before this replica?
             self._wake_rooms_known_empty()
         self.vendors.open()

@@ -31,7 +31,7 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import InboxEntry, Snapshot, StateStore
+from reconciler.state.base import InboxEntry, Snapshot, StateError, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
@@ -40,6 +40,7 @@ from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.daemon.test_units import record
 from tests.specdocs import recording_job, selector_job, snapshot_job
+from tests.state.test_state_damage import raw_sql
 from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
@@ -421,6 +422,24 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
     finally:
         await standby.stop()
         standby.records.close()
+
+
+async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str) -> None:
+    """The first read at start failed (a row damaged as it started: exit 1) after the lock was taken: the
+    process closed its store without releasing, and the next replica waited a lease duration for the lock."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    store = open_state(pg_url)
+    store.put(record(key=LOBBY))
+    daemon = Daemon([str(harness.specs)], store, harness.clock, elect_in_thread=False)
+    raw_sql(pg_url, "UPDATE capctl_records SET body = 'not json'")
+    with pytest.raises(StateError):
+        await daemon.start()
+    store.close()
+    other = open_state(pg_url)
+    try:
+        other.lock("capctl run on another pod").release()  # free now: no LockHeld
+    finally:
+        other.close()
 
 
 async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_given_up(harness: Harness) -> None:
