@@ -62,7 +62,11 @@ class Daemon(DaemonParts):
         self.background.bind()
         key = self.specs.fingerprint_key
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
-        await self.lease.take(lead=not isinstance(specs, SpecErrors))
+        try:
+            await self.lease.take(lead=not isinstance(specs, SpecErrors))
+        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a)
+            self.lease.release()
+            raise
         if self.lease.acting():  # a first term at start: was anyone listening before this replica?
             self._wake_rooms_known_empty()
         self.vendors.open()
@@ -93,6 +97,7 @@ class Daemon(DaemonParts):
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight calls finish (bounded), release everything. Vendor tasks keep running."""
+        self._stopping = True
         self.queue.shut_down()
         self._stop_watching.set()
         self.lease.hold_only()
@@ -192,7 +197,9 @@ class Daemon(DaemonParts):
 
     async def handle_callback(self, vendor: str, body: bytes) -> tuple[int, str]:
         """Verify and act on one webhook; returns (HTTP status, reason). Acting = enqueueing keys. A standby
-        stores it in the inbox, a store call that waits while a read holds the store (`Inbox.store`)."""
+        stores it in the inbox, a store call that waits while a read holds the store (`Inbox.store`); so does
+        a leader shutting down: its queue takes no keys and its room activity is saved once, so a callback it
+        acted on was answered 200 and lost, and the vendor does not retry a 200 (walk 34a)."""
         if not self.router.knows(vendor):
             return 404, f"no callback route for {quote(vendor)}"  # the client's word: quoted at a bounded size
         if self.spec is None:
@@ -200,7 +207,7 @@ class Daemon(DaemonParts):
             # to the Providers' appId: 503, the vendor retries (and this daemon says why, as /readyz does).
             return self.router.refuse(vendor, 503, "no valid spec set in force yet: cannot verify the callback")
         providers = self.spec.providers.values()
-        if self.lease_lost is not None:  # a standby: verified and kept in the inbox for the leader
+        if self.lease_lost is not None or self._stopping:  # verified and kept in the inbox for the (next) leader
             return await self.inbox.store(vendor, body, providers)
         routed = self.router.route(vendor, body, providers, self.clock.now())
         self._act_on(routed)

@@ -145,6 +145,7 @@ class DaemonParts(ABC):
         # clients send (listen.named_locally), not a DNS-rebound web page's name.
         self.local_only = local_only
         self._stop_watching = asyncio.Event()
+        self._stopping = False  # `stop` began: callbacks go to the inbox, for the next leader (walk 34a)
         self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
         provider = self.vendors.provider
         executor = Executor(

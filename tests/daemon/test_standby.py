@@ -7,6 +7,7 @@ verifies and stores them in the state's inbox, and the leader acts on them.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
 from reconciler.state import open_state
-from reconciler.state.base import InboxEntry, Snapshot, StateStore
+from reconciler.state.base import InboxEntry, Snapshot, StateError, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
@@ -39,6 +40,7 @@ from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
 from tests.daemon.test_http import volc_body
 from tests.daemon.test_units import record
 from tests.specdocs import recording_job, selector_job, snapshot_job
+from tests.state.test_state_damage import raw_sql
 from tests.state.test_state_leader import Proxy
 
 CLASS = "RecordingJob/rec/class-1"
@@ -390,6 +392,54 @@ async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_gr
     assert [e["reason"] for e in logs if e["event"] == "lost leadership"] == ["shutting down"]
     assert not [e for e in logs if "does not lead now" in str(e.get("error"))]
     assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
+
+
+async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_leader(harness: Harness) -> None:
+    """A callback reaching the leader once SIGTERM came was acted on in a queue shut down and a room book saved
+    once, answered 200: the vendor did not retry, the standby never heard it. It is stored in the inbox, as a
+    standby stores one, and the next leader takes it."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    leader = await harness.start(leader=settings, shutdown_grace=2.0)
+    standby = await harness.start_standby(leader=settings)
+    try:
+        await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
+        stopping = asyncio.ensure_future(leader.stop())
+        await settle()
+        assert not stopping.done()
+        body = json.dumps(volc_body(harness, event_id="late")).encode()
+        assert await leader.handle_callback("volcengine", body) == (200, "stored for the leader")
+        while not stopping.done():
+            await harness.advance(0.5)
+        await stopping
+        leader.records.close()
+        harness.daemon = None
+        with capture_logs() as logs:
+            await harness.advance(3)  # the standby leads and takes the inbox
+        assert standby.lease_lost is None
+        assert any(e["event"] == "callbacks taken from the inbox" and e["count"] == 1 for e in logs)
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str) -> None:
+    """The first read at start failed (a row damaged as it started: exit 1) after the lock was taken: the
+    process closed its store without releasing, and the next replica waited a lease duration for the lock."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    store = open_state(pg_url)
+    store.put(record(key=LOBBY))
+    daemon = Daemon([str(harness.specs)], store, harness.clock, elect_in_thread=False)
+    raw_sql(pg_url, "UPDATE capctl_records SET body = 'not json'")
+    with pytest.raises(StateError):
+        await daemon.start()
+    store.close()
+    other = open_state(pg_url)
+    try:
+        other.lock("capctl run on another pod").release()  # free now: no LockHeld
+    finally:
+        other.close()
 
 
 async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_given_up(harness: Harness) -> None:
