@@ -126,6 +126,16 @@ def _near_name(path: FsPath) -> str:
     return did_you_mean(path.name, names)
 
 
+def _missing(path: FsPath) -> str:
+    """Why a path that does not stat is missing: a symbolic link names its target (walk 31c: a dangling link
+    said `q: no such file or directory (did you mean 'q'?)`, offering the link itself)."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link (or not readable as one): a typed name, perhaps a near one
+        return f"no such file or directory{_near_name(path)}"
+    return f"a symbolic link to {quote(target)}, which does not exist"
+
+
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
     files: list[str] = []
     for given in paths:
@@ -134,7 +144,7 @@ def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> l
             mode = path.stat().st_mode
         except OSError as e:
             missing = e.errno in (errno.ENOENT, errno.ENOTDIR)
-            said = f"no such file or directory{_near_name(path)}" if missing else (e.strerror or str(e)).lower()
+            said = _missing(path) if missing else (e.strerror or str(e)).lower()
             errors.add((str(path), 0, 0), said)
             continue
         if stat.S_ISDIR(mode):

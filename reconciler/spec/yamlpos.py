@@ -305,9 +305,16 @@ class _Builder:
                 self.errors.unread.append(text.split("\n", line)[-1])  # that document on: its names unknown
                 raise
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
+            mark, opened = exc.problem_mark or exc.context_mark, exc.context_mark
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+            if mark is not None and opened is not None and mark.line != opened.line:
+                # An unclosed `[`, `{` or quote: where it opened is what to fix (walk 32d-2), not where the
+                # scanner gave up; at the end of the file that is all the error would name.
+                if _at_end(text, mark.line, mark.column):
+                    mark, detail = opened, f"{exc.context} that is not closed by the end of the file"
+                else:
+                    detail += f" (opened at {opened.line + 1}:{opened.column + 1})"
+            where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
             if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
                 detail += " (a tab: YAML indents with spaces only)"
             elif "mapping values are not allowed" in detail:  # PyYAML says "here", libyaml "in this context"
@@ -350,3 +357,9 @@ def _char_at(text: str, line: int, column: int) -> str:
     """The character at a 0-based (line, column) of `text`, or '' past its end."""
     lines = text.split("\n", line + 1)
     return lines[line][column : column + 1] if line < len(lines) else ""
+
+
+def _at_end(text: str, line: int, column: int) -> bool:
+    """Whether a 0-based (line, column) is the end of `text` (libyaml marks the end after a final line break)."""
+    lines = text.split("\n")
+    return line >= len(lines) or (line == len(lines) - 1 and column >= len(lines[-1]))

@@ -156,7 +156,7 @@ def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: 
                 break
             time.sleep(0.1)
         assert out.stdout.startswith("503 no valid spec set in force: 1 error, first: "), out.stdout
-        assert "specs/jobs.yaml:4:1: YAML syntax error" in out.stdout
+        assert "specs/jobs.yaml:3:18: YAML syntax error" in out.stdout  # where the `[` opened
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)

@@ -190,6 +190,11 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([tmp_path / "spec"], env={})
     assert str(info.value) == f"{tmp_path / 'spec'}: no such file or directory (did you mean 'specs'?)"
+    # Walk 31c: a dangling symbolic link names its missing target, not itself as a near name.
+    (tmp_path / "q").symlink_to("gone.yaml")
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([tmp_path / "q"], env={})
+    assert str(info.value) == f"{tmp_path / 'q'}: a symbolic link to 'gone.yaml', which does not exist"
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:

@@ -274,6 +274,29 @@ def test_a_name_a_yaml_error_left_unread_spares_only_references_of_its_own_kind(
     a = _write(tmp_path, "a.yaml", unread)
     b = _write(tmp_path, "b.yaml", job(name="mixed", body="provider: tos2\nrooms: [x]\nstorage: tos2"))
     assert _errors(a, b) == [
-        f"{a}:5:1: YAML syntax error: while parsing a flow sequence; did not find expected ',' or ']'",
+        f"{a}:4:27: YAML syntax error: while parsing a flow sequence that is not closed by the end of the file",
         f"{b}:5:13: spec.provider: no Provider named 'tos2'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("tail", "where", "message"),
+    [
+        ("rooms: [x, y\n", "6:10", "while parsing a flow sequence that is not closed by the end of the file"),
+        ("rooms: [x, y\n\n# last\n", "6:10", "while parsing a flow sequence that is not closed by the end of"),
+        ("image: {width: 640", "6:10", "while parsing a flow mapping that is not closed by the end of the file"),
+        ("rooms: ['x\n", "6:11", "while scanning a quoted scalar that is not closed by the end of the file"),
+        ("rooms: [x,\n    y\nstorage: tos\n", "8:8", "did not find expected ',' or ']' (opened at 6:10)"),
+    ],
+)
+def test_an_unclosed_bracket_or_quote_is_reported_where_it_opened(
+    tmp_path: Path, tail: str, where: str, message: str
+) -> None:
+    """Walk 32d-2: `rooms: [x` on the last line was reported at the end of the file (`7:1`), a line with nothing
+    to fix; the `[` that is never closed is. Closed too late, the error stays where libyaml gave up and names
+    where the bracket opened."""
+    head = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j}\nspec:\n  provider: volc\n  "
+    path = _write(tmp_path, "a.yaml", head + tail)
+    [error] = _errors(path)
+    assert error.startswith(f"{path}:{where}: YAML syntax error: "), error
+    assert message in error, error
