@@ -190,8 +190,9 @@ class Lease:
 
     async def lead_now(self) -> None:
         """The first valid spec set of a replica that started without one: try to lead now, not a retry
-        period later (as a replica started with a valid set does)."""
-        if self._held_back:
+        period later (as a replica started with a valid set does). Not on the way out: a SIGHUP in the shutdown's
+        grace took the lock and held it, acting on nothing, until `release`; after it, ticked on its shut thread."""
+        if self._held_back and not self._holding_only:
             self._held_back = False
             await self._attempt(True)
 

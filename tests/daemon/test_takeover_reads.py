@@ -225,3 +225,26 @@ async def test_a_replica_shutting_down_takes_no_term_over(tmp_path: Path) -> Non
         release.set()
         lease.release()
         store.close()
+
+
+async def test_a_first_valid_spec_set_on_the_way_out_takes_no_lock(tmp_path: Path) -> None:
+    """A replica started without a valid spec set, its first valid one read by a SIGHUP during the shutdown's
+    grace (the handler stays until the process ends): `lead_now` took the lock (`hold_only` was not asked) and
+    held it, acting on nothing, until `release`; read after `release`, it ticked on the lease's shut thread
+    ("cannot schedule new futures after shutdown")."""
+    clock = FakeClock()
+    store = SQLiteStateStore(tmp_path / "state.db", create=True, clock=clock)
+    release, _, calls, fetch = _held_takeover_read()
+    lease = _lease(store, clock, fetch)
+    try:
+        await lease.take(lead=False)  # no valid spec set at start: stands by, held back
+        lease.hold_only()  # SIGTERM
+        await asyncio.wait_for(lease.lead_now(), 10)  # SIGHUP in the grace: the first valid set
+        assert not lease.elector.is_leader and calls == ["fetch"]
+        lease.release()
+        await asyncio.wait_for(lease.lead_now(), 10)  # SIGHUP after `stop`, before the process ends
+        assert not lease.elector.is_leader and calls == ["fetch"]
+    finally:
+        release.set()
+        lease.release()
+        store.close()
