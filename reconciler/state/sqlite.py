@@ -272,7 +272,7 @@ class SQLiteStateStore(SqlStateStore):
                 raise StateError(
                     f"{where}: another process kept the database busy for over {self._busy_timeout:g} s"
                 ) from None
-            raise StateError(f"{where}: {_described(exc)}") from None
+            raise StateError(f"{where}: {_described(exc, self.path)}") from None
         except sqlite3.DatabaseError as exc:
             # The low byte is the primary code: SQLITE_CORRUPT_INDEX and the like are corruption too.
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
@@ -399,13 +399,29 @@ class SQLiteStateStore(SqlStateStore):
                 self._file = None
 
 
-def _described(exc: sqlite3.Error) -> str:
-    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it."""
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_IOERR:
+def _described(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it; for
+    a write refused by the file's or directory's permissions (its bare `attempt to write a readonly database`),
+    which one and what to do."""
+    code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
+    if code & 0xFF == sqlite3.SQLITE_IOERR:
+        return (
+            f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
+            " file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        )
+    if code & 0xFF != sqlite3.SQLITE_READONLY or name == "SQLITE_READONLY_DBMOVED":
         return str(exc)
+    # Root writes whatever the mode bits say, so these reach a capctl run as another user (a container's uid).
+    if name == "SQLITE_READONLY_DIRECTORY":
+        return (
+            f"{exc} ({name}: capctl, running as uid {os.getuid()}, cannot write the directory {path.parent}: SQLite"
+            " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
+            " directory, or run capctl as its owner)"
+        )
     return (
-        f"{exc} ({getattr(exc, 'sqlite_errorname', 'SQLITE_IOERR')}: the system refused a read or write of the"
-        " database, its -wal or -shm file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.getuid()}, cannot write the state file"
+        f" {path} or its -wal or -shm file (a read-only file or mount); give this user write access to them,"
+        " or run capctl as their owner)"
     )
 
 

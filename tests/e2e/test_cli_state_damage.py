@@ -6,8 +6,12 @@ operator can restore a backup or move it away. No vendor is called (the provider
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +104,58 @@ def test_state_init_starts_a_state_in_an_empty_file_and_nothing_else(tmp_path: P
     proc = capctl("state", "init", "--state", "sqlite:///dropped.db", cwd=tmp_path)
     assert proc.returncode == 1 and "looks damaged (it has capctl_records but no capctl_meta table)" in proc.stderr
     assert dropped.read_bytes() == before
+
+
+# Root writes whatever the mode bits say, so a test run as root runs capctl as `nobody` (setpriv, util-linux).
+AS_ANOTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+
+
+@pytest.mark.parametrize("read_only", ["the directory", "the file"])
+def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
+    """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
+    read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made)."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp)
+        write_specs(root, snapshot_job("audit", ["room-1"]))
+        state = root / "state" / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        if os.getuid() == 0:
+            for path in (root, *root.rglob("*")):
+                os.chown(path, 65534, 65534)
+        (state if read_only == "the file" else state.parent).chmod(0o444 if read_only == "the file" else 0o555)
+        before = state.read_bytes()
+        base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+        env = {**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*AS_ANOTHER_USER, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
+                cwd=root,
+                env=env,
+                text=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=60,
+            )
+
+        applied, listed = run("apply", "--auto-approve"), run("state", "list")
+        uid = 65534 if os.getuid() == 0 else os.getuid()
+        if read_only == "the directory":
+            said = (
+                f"attempt to write a readonly database (SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid},"
+                f" cannot write the directory {state.parent}: SQLite makes the state's -wal and -shm files there,"
+                " even to read it; give this user write access to that directory, or run capctl as its owner)"
+            )
+            assert listed.returncode == 1 and said in " ".join(listed.stderr.split()), listed.stderr
+        else:
+            said = (
+                f"attempt to write a readonly database (SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
+                f" the state file {state} or its -wal or -shm file (a read-only file or mount); give this user write"
+                " access to them, or run capctl as their owner)"
+            )
+            # reading needs no write
+            assert listed.returncode == 0 and "0 tasks (state serial 0)" in listed.stdout, listed.stderr
+        assert applied.returncode == 1 and said in " ".join(applied.stderr.split()), applied.stderr
+        assert "Traceback" not in applied.stderr + listed.stderr
+        assert state.read_bytes() == before
+        state.parent.chmod(0o755)  # (so that the directory can be removed)
