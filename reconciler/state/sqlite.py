@@ -335,7 +335,15 @@ class SQLiteStateStore(SqlStateStore):
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}") from None
+            raise StateError(
+                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}{self._foreign(exc)}"
+            ) from None
+        if not existed and os.geteuid() == 0:
+            # As SQLite gives its -wal and -shm files: a lock file root made (`sudo capctl apply`) on a state
+            # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
+            state = os.fstat(self._file.fd)
+            with contextlib.suppress(OSError):
+                os.fchown(fd, state.st_uid, state.st_gid)
         try:
             self._file.acquire(lambda: _describe_holder(os.pread(fd, 4096, 0), self.lock_path))
             try:
@@ -370,6 +378,19 @@ class SQLiteStateStore(SqlStateStore):
         lock.previous_sign = last_sign if existed else None
         lock._alive()
         return lock
+
+    def _foreign(self, exc: OSError) -> str:
+        """For a lock file this user may not open: whose it is and how to give it back to the state's owner."""
+        try:
+            owner = self.lock_path.stat().st_uid
+        except OSError:
+            return ""
+        if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
+            return ""
+        return (
+            f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
+            f" it; give it to the state file's owner: chown --reference={self.path} {self.lock_path})"
+        )
 
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is

@@ -110,6 +110,21 @@ def test_state_init_starts_a_state_in_an_empty_file_and_nothing_else(tmp_path: P
 AS_ANOTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
 
 
+def as_another_user(
+    root: Path, state: Path, *args: str, user: list[str] = AS_ANOTHER_USER
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    return subprocess.run(
+        [*user, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
+        cwd=root,
+        env={**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("read_only", ["the directory", "the file"])
 def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
     """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
@@ -124,21 +139,10 @@ def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes
                 os.chown(path, 65534, 65534)
         (state if read_only == "the file" else state.parent).chmod(0o444 if read_only == "the file" else 0o555)
         before = state.read_bytes()
-        base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
-        env = {**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-
-        def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*AS_ANOTHER_USER, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
-                cwd=root,
-                env=env,
-                text=True,
-                capture_output=True,
-                stdin=subprocess.DEVNULL,
-                timeout=60,
-            )
-
-        applied, listed = run("apply", "--auto-approve"), run("state", "list")
+        applied, listed = (
+            as_another_user(root, state, "apply", "--auto-approve"),
+            as_another_user(root, state, "state", "list"),
+        )
         uid = 65534 if os.getuid() == 0 else os.getuid()
         if read_only == "the directory":
             said = (
@@ -159,3 +163,31 @@ def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes
         assert "Traceback" not in applied.stderr + listed.stderr
         assert state.read_bytes() == before
         state.parent.chmod(0o755)  # (so that the directory can be removed)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a lock file root made on a state another user owns")
+def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named_with_the_remedy() -> None:
+    """Walk 35D-2: after one `sudo capctl apply` on a state its service user owns, the `<db>.lock` root made
+    (0600) kept that user's capctl from the lock for good: its daemon stood by, `cannot open the lock file …:
+    Permission denied`. Root now gives the file to the state's owner, as SQLite does its -wal and -shm files."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp)
+        state = root / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        for path in (root, state):
+            os.chown(path, 65534, 65534)
+        absent = "SnapshotJob/gone/room-1"  # `state rm` takes the lock first, then finds no such task
+        by_root = as_another_user(root, state, "state", "rm", absent, user=[])
+        assert "no task 'SnapshotJob/gone/room-1'" in by_root.stderr, by_root.stderr
+        assert state.with_name("state.db.lock").stat().st_uid == 65534
+        by_owner = as_another_user(root, state, "state", "rm", absent)
+        assert "no task 'SnapshotJob/gone/room-1'" in by_owner.stderr, by_owner.stderr
+        # one an older capctl left as root's is named, with whose it is and how to give it back
+        os.chown(state.with_name("state.db.lock"), 0, 0)
+        refused = as_another_user(root, state, "state", "rm", absent)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert (
+            f"cannot open the lock file {state}.lock: Permission denied (capctl runs as uid 65534, the file belongs"
+            f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
+            f" --reference={state} {state}.lock)"
+        ) in " ".join(refused.stderr.split()), refused.stderr
