@@ -439,11 +439,23 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
             " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
             " directory, or run capctl as its owner)"
         )
-    return (
-        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.getuid()}, cannot write the state file"
-        f" {path} or its -wal or -shm file (a read-only file or mount); give this user write access to them,"
-        " or run capctl as their owner)"
+    # Which of the three: an -shm left read-only (made while the state file was, which SQLite gives the file's
+    # mode) outlives a chmod of the state file back to writable, and its name is the whole fix.
+    files = [p for p in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
+    named = (
+        ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file (a read-only mount?)"
     )
+    return (
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.getuid()}, cannot write {named}; give"
+        " this user write access, or run capctl as the owner)"
+    )
+
+
+def _unwritable(path: Path) -> bool:
+    try:
+        return path.exists() and not os.access(path, os.W_OK)
+    except OSError:
+        return False
 
 
 def _identity(path: Path) -> tuple[int, int]:

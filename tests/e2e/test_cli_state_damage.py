@@ -125,10 +125,11 @@ def as_another_user(
     )
 
 
-@pytest.mark.parametrize("read_only", ["the directory", "the file"])
+@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file"])
 def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
     """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
-    read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made)."""
+    read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made), and for
+    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back."""
     with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
         root = Path(temp)
         write_specs(root, snapshot_job("audit", ["room-1"]))
@@ -137,29 +138,31 @@ def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes
         if os.getuid() == 0:
             for path in (root, *root.rglob("*")):
                 os.chown(path, 65534, 65534)
-        (state if read_only == "the file" else state.parent).chmod(0o444 if read_only == "the file" else 0o555)
+        (state if read_only != "the directory" else state.parent).chmod(0o555)
+        listed = as_another_user(root, state, "state", "list")
+        if read_only == "an -shm file":
+            state.chmod(0o644)
         before = state.read_bytes()
-        applied, listed = (
-            as_another_user(root, state, "apply", "--auto-approve"),
-            as_another_user(root, state, "state", "list"),
-        )
+        applied = as_another_user(root, state, "apply", "--auto-approve")
         uid = 65534 if os.getuid() == 0 else os.getuid()
+        head = f"(SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
+        said = {
+            "the directory": (
+                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}:"
+                " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
+                " that directory, or run capctl as its owner)"
+            ),
+            "the file": f"{head} {state}, {state}-wal, {state}-shm;",
+            "an -shm file": f"{head} {state}-shm;",
+        }[read_only]
         if read_only == "the directory":
-            said = (
-                f"attempt to write a readonly database (SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid},"
-                f" cannot write the directory {state.parent}: SQLite makes the state's -wal and -shm files there,"
-                " even to read it; give this user write access to that directory, or run capctl as its owner)"
-            )
             assert listed.returncode == 1 and said in " ".join(listed.stderr.split()), listed.stderr
-        else:
-            said = (
-                f"attempt to write a readonly database (SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
-                f" the state file {state} or its -wal or -shm file (a read-only file or mount); give this user write"
-                " access to them, or run capctl as their owner)"
-            )
-            # reading needs no write
+        else:  # reading needs no write
             assert listed.returncode == 0 and "0 tasks (state serial 0)" in listed.stdout, listed.stderr
-        assert applied.returncode == 1 and said in " ".join(applied.stderr.split()), applied.stderr
+            said += " give this user write access, or run capctl as the owner)"
+        assert applied.returncode == 1 and "attempt to write a readonly database " + said in " ".join(
+            applied.stderr.split()
+        ), applied.stderr
         assert "Traceback" not in applied.stderr + listed.stderr
         assert state.read_bytes() == before
         state.parent.chmod(0o755)  # (so that the directory can be removed)
