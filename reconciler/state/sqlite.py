@@ -422,13 +422,20 @@ class SQLiteStateStore(SqlStateStore):
 
 def _described(exc: sqlite3.Error, path: Path) -> str:
     """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it; for
-    a write refused by the file's or directory's permissions (its bare `attempt to write a readonly database`),
-    which one and what to do."""
+    a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
+    readonly database`, or `unable to open database file`), which one and what to do."""
     code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
     if code & 0xFF == sqlite3.SQLITE_IOERR:
         return (
             f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
             " file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        )
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(path.parent):
+        # A WAL database on a read-only mount (a volume `readOnly: true`) opens for no one: only `unable to open`.
+        return (
+            f"{exc} ({name}: the file system holding {path.parent} is mounted read-only: capctl writes its state"
+            " there, and SQLite the state's -wal and -shm files even to read it; mount it read-write, or keep the"
+            " state elsewhere)"
         )
     if code & 0xFF != sqlite3.SQLITE_READONLY or name == "SQLITE_READONLY_DBMOVED":
         return str(exc)
@@ -449,6 +456,13 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
         f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.getuid()}, cannot write {named}; give"
         " this user write access, or run capctl as the owner)"
     )
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _unwritable(path: Path) -> bool:

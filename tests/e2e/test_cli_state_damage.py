@@ -194,3 +194,30 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
             f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
             f" --reference={state} {state}.lock)"
         ) in " ".join(refused.stderr.split()), refused.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
+def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
+    """Walk 35D-4: a WAL state on a read-only mount (a volume mounted `readOnly: true`) opens for no command,
+    and SQLite says only `unable to open database file`."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:
+        mount = Path(temp) / "mnt"
+        mount.mkdir()
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], capture_output=True
+        ).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        try:
+            state = mount / "state.db"
+            assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=Path(temp)).returncode == 0
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            for command in (("state", "list"), ("apply", "--auto-approve")):
+                proc = capctl(*command, "--state", f"sqlite:///{state}", cwd=Path(temp))
+                assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+                assert (
+                    f"unable to open database file (SQLITE_CANTOPEN: the file system holding {mount} is mounted"
+                    " read-only: capctl writes its state there, and SQLite the state's -wal and -shm files even to"
+                    " read it; mount it read-write, or keep the state elsewhere)"
+                ) in " ".join(proc.stderr.split()), proc.stderr
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
