@@ -442,18 +442,16 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     # Root writes whatever the mode bits say, so these reach a capctl run as another user (a container's uid).
     if name == "SQLITE_READONLY_DIRECTORY":
         return (
-            f"{exc} ({name}: capctl, running as uid {os.getuid()}, cannot write the directory {path.parent}: SQLite"
+            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {path.parent}: SQLite"
             " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
             " directory, or run capctl as its owner)"
         )
     # Which of the three: an -shm left read-only (made while the state file was, which SQLite gives the file's
     # mode) outlives a chmod of the state file back to writable, and its name is the whole fix.
     files = [p for p in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
-    named = (
-        ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file (a read-only mount?)"
-    )
+    named = ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file"
     return (
-        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.getuid()}, cannot write {named}; give"
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}; give"
         " this user write access, or run capctl as the owner)"
     )
 
