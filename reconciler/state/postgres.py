@@ -299,6 +299,18 @@ class PostgresStateStore(SqlStateStore):
                 " capctl started on it as it is finds no state, makes a new one and starts every declared task"
                 " again)"
             )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) and text.startswith("permission denied for "):
+            # The server names the object, not what capctl needs of it nor who can grant it (walk 35D-3).
+            if text.startswith("permission denied for schema "):
+                return (
+                    " (capctl makes its tables in that schema when apply or run first opens an empty state, or"
+                    " after an upgrade that adds one: grant this user CREATE on it, or run that apply as a user who"
+                    " has it; then this user needs no more than SELECT, INSERT, UPDATE and DELETE: docs/state.md)"
+                )
+            return (
+                " (this user needs SELECT, INSERT, UPDATE and DELETE on every capctl table (capctl_*): have the"
+                " tables' owner grant them, or use that user: docs/state.md)"
+            )
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:

@@ -272,7 +272,7 @@ class SQLiteStateStore(SqlStateStore):
                 raise StateError(
                     f"{where}: another process kept the database busy for over {self._busy_timeout:g} s"
                 ) from None
-            raise StateError(f"{where}: {_described(exc)}") from None
+            raise StateError(f"{where}: {_described(exc, self.path)}") from None
         except sqlite3.DatabaseError as exc:
             # The low byte is the primary code: SQLITE_CORRUPT_INDEX and the like are corruption too.
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
@@ -335,7 +335,15 @@ class SQLiteStateStore(SqlStateStore):
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}") from None
+            raise StateError(
+                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}{self._foreign(exc)}"
+            ) from None
+        if not existed and os.geteuid() == 0:
+            # As SQLite gives its -wal and -shm files: a lock file root made (`sudo capctl apply`) on a state
+            # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
+            state = os.fstat(self._file.fd)
+            with contextlib.suppress(OSError):
+                os.fchown(fd, state.st_uid, state.st_gid)
         try:
             self._file.acquire(lambda: _describe_holder(os.pread(fd, 4096, 0), self.lock_path))
             try:
@@ -371,6 +379,19 @@ class SQLiteStateStore(SqlStateStore):
         lock._alive()
         return lock
 
+    def _foreign(self, exc: OSError) -> str:
+        """For a lock file this user may not open: whose it is and how to give it back to the state's owner."""
+        try:
+            owner = self.lock_path.stat().st_uid
+        except OSError:
+            return ""
+        if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
+            return ""
+        return (
+            f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
+            f" it; give it to the state file's owner: chown --reference={self.path} {self.lock_path})"
+        )
+
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
         found first (a quick check of every page), so that taking the lock of a damaged state writes nothing."""
@@ -399,14 +420,54 @@ class SQLiteStateStore(SqlStateStore):
                 self._file = None
 
 
-def _described(exc: sqlite3.Error) -> str:
-    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it."""
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_IOERR:
+def _described(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it; for
+    a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
+    readonly database`, or `unable to open database file`), which one and what to do."""
+    code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
+    if code & 0xFF == sqlite3.SQLITE_IOERR:
+        return (
+            f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
+            " file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        )
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(path.parent):
+        # A WAL database on a read-only mount (a volume `readOnly: true`) opens for no one: only `unable to open`.
+        return (
+            f"{exc} ({name}: the file system holding {path.parent} is mounted read-only: capctl writes its state"
+            " there, and SQLite the state's -wal and -shm files even to read it; mount it read-write, or keep the"
+            " state elsewhere)"
+        )
+    if code & 0xFF != sqlite3.SQLITE_READONLY or name == "SQLITE_READONLY_DBMOVED":
         return str(exc)
+    # Root writes whatever the mode bits say, so these reach a capctl run as another user (a container's uid).
+    if name == "SQLITE_READONLY_DIRECTORY":
+        return (
+            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {path.parent}: SQLite"
+            " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
+            " directory, or run capctl as its owner)"
+        )
+    # Which of the three: an -shm left read-only (made while the state file was, which SQLite gives the file's
+    # mode) outlives a chmod of the state file back to writable, and its name is the whole fix.
+    files = [p for p in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
+    named = ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file"
     return (
-        f"{exc} ({getattr(exc, 'sqlite_errorname', 'SQLITE_IOERR')}: the system refused a read or write of the"
-        " database, its -wal or -shm file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}; give"
+        " this user write access, or run capctl as the owner)"
     )
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _unwritable(path: Path) -> bool:
+    try:
+        return path.exists() and not os.access(path, os.W_OK)
+    except OSError:
+        return False
 
 
 def _identity(path: Path) -> tuple[int, int]:

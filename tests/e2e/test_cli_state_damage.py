@@ -6,8 +6,12 @@ operator can restore a backup or move it away. No vendor is called (the provider
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +104,120 @@ def test_state_init_starts_a_state_in_an_empty_file_and_nothing_else(tmp_path: P
     proc = capctl("state", "init", "--state", "sqlite:///dropped.db", cwd=tmp_path)
     assert proc.returncode == 1 and "looks damaged (it has capctl_records but no capctl_meta table)" in proc.stderr
     assert dropped.read_bytes() == before
+
+
+# Root writes whatever the mode bits say, so a test run as root runs capctl as `nobody` (setpriv, util-linux).
+AS_ANOTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+
+
+def as_another_user(
+    root: Path, state: Path, *args: str, user: list[str] = AS_ANOTHER_USER
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    return subprocess.run(
+        [*user, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
+        cwd=root,
+        env={**base, "COLUMNS": "200", "NO_COLOR": "1", "CAPCTL_MAX_ATTEMPTS": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file"])
+def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
+    """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
+    read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made), and for
+    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp)
+        write_specs(root, snapshot_job("audit", ["room-1"]))
+        state = root / "state" / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        if os.getuid() == 0:
+            for path in (root, *root.rglob("*")):
+                os.chown(path, 65534, 65534)
+        (state if read_only != "the directory" else state.parent).chmod(0o555)
+        listed = as_another_user(root, state, "state", "list")
+        if read_only == "an -shm file":
+            state.chmod(0o644)
+        before = state.read_bytes()
+        applied = as_another_user(root, state, "apply", "--auto-approve")
+        uid = 65534 if os.getuid() == 0 else os.getuid()
+        head = f"(SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
+        said = {
+            "the directory": (
+                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}:"
+                " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
+                " that directory, or run capctl as its owner)"
+            ),
+            "the file": f"{head} {state}, {state}-wal, {state}-shm;",
+            "an -shm file": f"{head} {state}-shm;",
+        }[read_only]
+        if read_only == "the directory":
+            assert listed.returncode == 1 and said in " ".join(listed.stderr.split()), listed.stderr
+        else:  # reading needs no write
+            assert listed.returncode == 0 and "0 tasks (state serial 0)" in listed.stdout, listed.stderr
+            said += " give this user write access, or run capctl as the owner)"
+        assert applied.returncode == 1 and "attempt to write a readonly database " + said in " ".join(
+            applied.stderr.split()
+        ), applied.stderr
+        assert "Traceback" not in applied.stderr + listed.stderr
+        assert state.read_bytes() == before
+        state.parent.chmod(0o755)  # (so that the directory can be removed)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a lock file root made on a state another user owns")
+def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named_with_the_remedy() -> None:
+    """Walk 35D-2: after one `sudo capctl apply` on a state its service user owns, the `<db>.lock` root made
+    (0600) kept that user's capctl from the lock for good: its daemon stood by, `cannot open the lock file …:
+    Permission denied`. Root now gives the file to the state's owner, as SQLite does its -wal and -shm files."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp)
+        state = root / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        for path in (root, state):
+            os.chown(path, 65534, 65534)
+        absent = "SnapshotJob/gone/room-1"  # `state rm` takes the lock first, then finds no such task
+        by_root = as_another_user(root, state, "state", "rm", absent, user=[])
+        assert "no task 'SnapshotJob/gone/room-1'" in by_root.stderr, by_root.stderr
+        assert state.with_name("state.db.lock").stat().st_uid == 65534
+        by_owner = as_another_user(root, state, "state", "rm", absent)
+        assert "no task 'SnapshotJob/gone/room-1'" in by_owner.stderr, by_owner.stderr
+        # one an older capctl left as root's is named, with whose it is and how to give it back
+        os.chown(state.with_name("state.db.lock"), 0, 0)
+        refused = as_another_user(root, state, "state", "rm", absent)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert (
+            f"cannot open the lock file {state}.lock: Permission denied (capctl runs as uid 65534, the file belongs"
+            f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
+            f" --reference={state} {state}.lock)"
+        ) in " ".join(refused.stderr.split()), refused.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
+def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
+    """Walk 35D-4: a WAL state on a read-only mount (a volume mounted `readOnly: true`) opens for no command,
+    and SQLite says only `unable to open database file`."""
+    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:
+        mount = Path(temp) / "mnt"
+        mount.mkdir()
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], capture_output=True
+        ).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        try:
+            state = mount / "state.db"
+            assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=Path(temp)).returncode == 0
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            for command in (("state", "list"), ("apply", "--auto-approve")):
+                proc = capctl(*command, "--state", f"sqlite:///{state}", cwd=Path(temp))
+                assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+                assert (
+                    f"unable to open database file (SQLITE_CANTOPEN: the file system holding {mount} is mounted"
+                    " read-only: capctl writes its state there, and SQLite the state's -wal and -shm files even to"
+                    " read it; mount it read-write, or keep the state elsewhere)"
+                ) in " ".join(proc.stderr.split()), proc.stderr
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)

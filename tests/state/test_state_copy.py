@@ -187,26 +187,34 @@ def test_a_source_whose_fingerprint_key_is_lost_or_damaged_is_refused(sqlite_url
 
 
 @contextmanager
+def _role(pg_url: str, name: str, grant: str) -> Iterator[tuple[str, str]]:
+    """A database user (`grant` on the test's schema), its URL and the schema; dropped afterwards."""
+    import psycopg
+
+    admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
+    role = f"{schema}_{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT {grant} ON SCHEMA {schema} TO {role}")
+    try:
+        yield pg_url.replace("://postgres@", f"://{role}@", 1), schema
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@contextmanager
 def _user_without_create(pg_url: str) -> Iterator[str]:
     """The URL of a database user that made the state (the first run creates every table, the room-activity one
     included, so it owns them) and then lost `CREATE` on the schema, as docs/state.md allows."""
     import psycopg
 
-    admin, schema = pg_url.split("?")[0], pg_url.rsplit("%3D", 1)[1]
-    role = f"{schema}_user"
-    url = pg_url.replace("://postgres@", f"://{role}@", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")
-    try:
+    with _role(pg_url, "user", "USAGE, CREATE") as (url, schema):
         sql_store(url).close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {role}")
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+            conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {schema}_user")
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
 
 
 def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(sqlite_url: str, pg_url: str) -> None:
@@ -230,6 +238,30 @@ def test_a_user_without_create_on_the_schema_keeps_writing_a_state_made_before(s
             conn.execute("UPDATE capctl_meta SET schema_version = 1")
         assert store.upgrade_rooms(ACCOUNTS) == (1, [])  # rows rewritten: no CREATE needed
         store.close()
+
+
+def test_a_user_the_database_refuses_is_told_what_capctl_needs_of_it_and_nothing_is_made(pg_url: str) -> None:
+    """Walk 35D-3: a user without CREATE on the schema (its first apply) or without grants on tables a DBA made
+    read only the server's `permission denied for schema public` / `… for table capctl_meta`."""
+    import psycopg
+
+    with _role(pg_url, "granted_nothing", "USAGE") as (url, schema):
+        with pytest.raises(StateError) as no_create:
+            sql_store(url)  # as apply and run open it: an empty state is made
+        assert f"permission denied for schema {schema} (capctl makes its tables in that schema when apply or run" in (
+            str(no_create.value)
+        )
+        assert "grant this user CREATE on it, or run that apply as a user who has it;" in str(no_create.value)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone() == (0,)
+        sql_store(pg_url).close()  # the tables made by their owner, nothing granted
+        for create in (False, True):  # plan and state list; apply
+            with pytest.raises(StateError) as no_grant:
+                open_state(url, create=create)
+            assert str(no_grant.value).endswith(
+                "permission denied for table capctl_meta (this user needs SELECT, INSERT, UPDATE and DELETE on every"
+                " capctl table (capctl_*): have the tables' owner grant them, or use that user: docs/state.md)"
+            )
 
 
 def test_a_user_without_create_on_the_schema_takes_the_lock_of_a_lease_table_from_before_its_columns(
