@@ -1,6 +1,7 @@
 """The docs against the code: docs/operations.md quotes the errors users meet (each quoted piece must still be
 in the code, so a reworded message cannot leave the troubleshooting table describing one nobody sees any
-more), every option and failpoint is documented, and every `capctl` command a page shows still parses."""
+more), every option and failpoint is documented, every `capctl` command a page shows still parses, and the
+spec documents the pages show validate as written."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from reconciler import failpoints
 from reconciler.cli import app
 from reconciler.clock import FakeClock
 from reconciler.sim import create_app as create_sim_app
+from reconciler.spec import load_spec_set
 from tests.deploy.daemon_facts import ROOT, http_paths, run_options
 from tests.e2e.conftest import Workdir
 
@@ -213,6 +215,11 @@ def documented_command_lines() -> list[tuple[str, str, bool]]:
 
 def shell_blocks(text: str) -> list[tuple[str, str]]:
     """The fenced blocks of a page that are shell (```sh, ```console, ```bash, or plain ```): language, text."""
+    return [(language, block) for language, block in fenced_blocks(text) if language in ("sh", "console", "bash", "")]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """Every fenced block of a page: its language (what follows the opening ```), its text."""
     blocks: list[tuple[str, str]] = []
     opened: str | None = None  # the language of the block being read
     lines: list[str] = []
@@ -220,13 +227,30 @@ def shell_blocks(text: str) -> list[tuple[str, str]]:
         fence = line.lstrip().startswith("```")  # a block in a list item is indented
         if fence and opened is None:
             opened, lines = line.strip()[3:], []
-        elif fence:
-            if opened in ("sh", "console", "bash", ""):
-                blocks.append((opened, "".join(lines)))
+        elif fence and opened is not None:
+            blocks.append((opened, "".join(lines)))
             opened = None
         else:
             lines.append(line)
     return blocks
+
+
+def test_the_spec_documents_the_pages_show_validate_together_as_written(tmp_path: Path) -> None:
+    """Walk 35c: a reader pastes a page's YAML example into a file. Each ```yaml block of README.md and docs/*.md
+    that holds whole documents (a top-level `kind`; fragments such as `spec: {rooms: …}` are not) is written to
+    a file as it is, and the files together are one valid set, as `capctl validate` (secrets by shape) reads it:
+    an example that lost its `apiVersion`, or names a Provider or Storage no page shows, fails here. The spec
+    language's envelope (`spec: {}`, "per kind, below") is the one document left out."""
+    written = 0
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+        for number, (language, block) in enumerate(fenced_blocks(path.read_text())):
+            documents = [d for d in yaml.safe_load_all(block) if isinstance(d, dict)] if language == "yaml" else []
+            if any("kind" in d for d in documents) and not any(d.get("spec") == {} for d in documents):
+                (tmp_path / f"{path.stem}-{number}.yaml").write_text(block)
+                written += 1
+    assert written >= 5  # README's job, the three Providers, the selector job, the Storage
+    spec_set = load_spec_set([tmp_path], env={}, resolve_secrets=False)
+    assert "3 providers, 1 storage, 2 jobs" in spec_set.summary()
 
 
 def test_every_capctl_command_the_docs_show_parses_with_the_current_cli() -> None:
