@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 import shlex
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -288,6 +290,13 @@ def parse_command_line(command: Any, name: str, args: list[str], parent: Context
         parse_command_line(sub, sub_name, rest, context)
 
 
+def run_in_a_coroutine(code: str, where: str) -> None:
+    """Run a page's example, written as a test's body (it awaits at its top level), in a coroutine."""
+    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), where, "exec"), namespace)
+    asyncio.run(namespace["example"]())
+
+
 def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/daemon.md "For tests: the async core" is a test's body: run in a coroutine, beside the quickstart
     specs, it starts the daemon against the in-process simulator, reloads and stops it (its names imported)."""
@@ -295,10 +304,39 @@ def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: p
     code = text[text.index("## For tests: the async core") :].split("```python\n")[1].split("```")[0]
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
-    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/daemon.md", "exec"), namespace)
-    asyncio.run(namespace["example"]())
+    run_in_a_coroutine(code, "docs/daemon.md")
     assert (tmp_path / "test-state.db").exists()
+
+
+def test_the_in_process_example_of_simulator_md_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Walk 35c: docs/simulator.md "From Python, in-process" runs as written in a coroutine: alice's join reaches
+    the callback URL it gives, as signed Volcengine room callbacks, and it prints the task list (empty: its
+    `...` step is where a provider would start one). Its callbacks are caught here, not sent to 127.0.0.1:8080,
+    where a developer's own `capctl run` may listen."""
+    import reconciler.sim
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Caught:
+        async def post(self, url: str, body: bytes) -> int:
+            sent.append((url, json.loads(body)))
+            return 200
+
+        async def aclose(self) -> None:
+            pass
+
+    real = reconciler.sim.create_app
+    monkeypatch.setattr(
+        reconciler.sim, "create_app", lambda config, clock: real(replace(config, callback_sender=Caught()), clock)
+    )
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    code = text[text.index("From Python, in-process") :].split("```python\n")[1].split("```")[0]
+    run_in_a_coroutine(code, "docs/simulator.md")
+    assert capsys.readouterr().out == "[]\n"
+    events = {body["EventType"] for url, body in sent if url == "http://127.0.0.1:8080/callbacks/volcengine"}
+    assert {"UserJoinRoom", "UserVideoStreamStart"} <= events
 
 
 def test_the_simulators_control_api_block_shows_every_route_and_no_other() -> None:
