@@ -75,8 +75,12 @@ class DemoError(Exception):
 
 def quickstart() -> str:
     """The quickstart specs shipped in the package: reconciler/quickstart links to the repository's specs/,
-    whose files the build copies into the sdist and the wheel, so an installed capctl has them too."""
-    return str(files("reconciler") / "quickstart")
+    whose files the build copies into the sdist and the wheel, so an installed capctl has them too. Run from a
+    checkout (an editable install), the link itself is where it leads: `cp -r LINK specs`, which the demo's
+    last line suggests, would copy the relative link, dangling, and the daemon would watch the link's parent,
+    reconciler/, reloading the set at each edit of the code or the docs."""
+    shipped = Path(str(files("reconciler") / "quickstart"))
+    return str(shipped.resolve() if shipped.is_symlink() else shipped)
 
 
 @contextlib.contextmanager

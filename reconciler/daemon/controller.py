@@ -257,6 +257,8 @@ class Daemon(DaemonParts):
             self.queue.add_all(woken)
             log.info("wake requested", keys=len(woken), first=woken[:MAX_LOGGED])
         n = len(wake.woken)
+        if n == 0:  # each line says why; "queued" would claim a reconcile that is not coming
+            return 200, "woke no task, queued none", wake.lines
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
 
     def _heard_again(self) -> None:

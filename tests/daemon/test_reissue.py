@@ -436,6 +436,6 @@ async def test_wake_over_http_starts_a_dormant_task_at_once_and_says_what_it_lef
         again = await http.post("/api/v1/wake", json={"keys": [LOBBY]}, headers=auth)
         assert again.json() == {
             "ok": True,
-            "reason": "woke 0 tasks, queued for an immediate reconcile",
+            "reason": "woke no task, queued none",
             "lines": [f"{LOBBY} is running: nothing to wake."],
         }

@@ -1,11 +1,13 @@
 """The docs against the code: docs/operations.md quotes the errors users meet (each quoted piece must still be
 in the code, so a reworded message cannot leave the troubleshooting table describing one nobody sees any
-more), every option and failpoint is documented, and every `capctl` command a page shows still parses."""
+more), every option and failpoint is documented, every `capctl` command a page shows still parses, and the
+spec documents the pages show validate as written."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 import shlex
 import shutil
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,6 +31,7 @@ from reconciler import failpoints
 from reconciler.cli import app
 from reconciler.clock import FakeClock
 from reconciler.sim import create_app as create_sim_app
+from reconciler.spec import load_spec_set
 from tests.deploy.daemon_facts import ROOT, http_paths, run_options
 from tests.e2e.conftest import Workdir
 
@@ -213,6 +217,11 @@ def documented_command_lines() -> list[tuple[str, str, bool]]:
 
 def shell_blocks(text: str) -> list[tuple[str, str]]:
     """The fenced blocks of a page that are shell (```sh, ```console, ```bash, or plain ```): language, text."""
+    return [(language, block) for language, block in fenced_blocks(text) if language in ("sh", "console", "bash", "")]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """Every fenced block of a page: its language (what follows the opening ```), its text."""
     blocks: list[tuple[str, str]] = []
     opened: str | None = None  # the language of the block being read
     lines: list[str] = []
@@ -220,13 +229,30 @@ def shell_blocks(text: str) -> list[tuple[str, str]]:
         fence = line.lstrip().startswith("```")  # a block in a list item is indented
         if fence and opened is None:
             opened, lines = line.strip()[3:], []
-        elif fence:
-            if opened in ("sh", "console", "bash", ""):
-                blocks.append((opened, "".join(lines)))
+        elif fence and opened is not None:
+            blocks.append((opened, "".join(lines)))
             opened = None
         else:
             lines.append(line)
     return blocks
+
+
+def test_the_spec_documents_the_pages_show_validate_together_as_written(tmp_path: Path) -> None:
+    """Walk 35c: a reader pastes a page's YAML example into a file. Each ```yaml block of README.md and docs/*.md
+    that holds whole documents (a top-level `kind`; fragments such as `spec: {rooms: …}` are not) is written to
+    a file as it is, and the files together are one valid set, as `capctl validate` (secrets by shape) reads it:
+    an example that lost its `apiVersion`, or names a Provider or Storage no page shows, fails here. The spec
+    language's envelope (`spec: {}`, "per kind, below") is the one document left out."""
+    written = 0
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/*.md"))]:
+        for number, (language, block) in enumerate(fenced_blocks(path.read_text())):
+            documents = [d for d in yaml.safe_load_all(block) if isinstance(d, dict)] if language == "yaml" else []
+            if any("kind" in d for d in documents) and not any(d.get("spec") == {} for d in documents):
+                (tmp_path / f"{path.stem}-{number}.yaml").write_text(block)
+                written += 1
+    assert written >= 5  # README's job, the three Providers, the selector job, the Storage
+    spec_set = load_spec_set([tmp_path], env={}, resolve_secrets=False)
+    assert "3 providers, 1 storage, 2 jobs" in spec_set.summary()
 
 
 def test_every_capctl_command_the_docs_show_parses_with_the_current_cli() -> None:
@@ -264,6 +290,13 @@ def parse_command_line(command: Any, name: str, args: list[str], parent: Context
         parse_command_line(sub, sub_name, rest, context)
 
 
+def run_in_a_coroutine(code: str, where: str) -> None:
+    """Run a page's example, written as a test's body (it awaits at its top level), in a coroutine."""
+    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), where, "exec"), namespace)
+    asyncio.run(namespace["example"]())
+
+
 def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/daemon.md "For tests: the async core" is a test's body: run in a coroutine, beside the quickstart
     specs, it starts the daemon against the in-process simulator, reloads and stops it (its names imported)."""
@@ -271,10 +304,39 @@ def test_the_async_core_example_of_daemon_md_runs(tmp_path: Path, monkeypatch: p
     code = text[text.index("## For tests: the async core") :].split("```python\n")[1].split("```")[0]
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {"__name__": "__doc_example__"}
-    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/daemon.md", "exec"), namespace)
-    asyncio.run(namespace["example"]())
+    run_in_a_coroutine(code, "docs/daemon.md")
     assert (tmp_path / "test-state.db").exists()
+
+
+def test_the_in_process_example_of_simulator_md_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Walk 35c: docs/simulator.md "From Python, in-process" runs as written in a coroutine: alice's join reaches
+    the callback URL it gives, as signed Volcengine room callbacks, and it prints the task list (empty: its
+    `...` step is where a provider would start one). Its callbacks are caught here, not sent to 127.0.0.1:8080,
+    where a developer's own `capctl run` may listen."""
+    import reconciler.sim
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Caught:
+        async def post(self, url: str, body: bytes) -> int:
+            sent.append((url, json.loads(body)))
+            return 200
+
+        async def aclose(self) -> None:
+            pass
+
+    real = reconciler.sim.create_app
+    monkeypatch.setattr(
+        reconciler.sim, "create_app", lambda config, clock: real(replace(config, callback_sender=Caught()), clock)
+    )
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    code = text[text.index("From Python, in-process") :].split("```python\n")[1].split("```")[0]
+    run_in_a_coroutine(code, "docs/simulator.md")
+    assert capsys.readouterr().out == "[]\n"
+    events = {body["EventType"] for url, body in sent if url == "http://127.0.0.1:8080/callbacks/volcengine"}
+    assert {"UserJoinRoom", "UserVideoStreamStart"} <= events
 
 
 def test_the_simulators_control_api_block_shows_every_route_and_no_other() -> None:

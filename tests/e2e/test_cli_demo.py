@@ -19,13 +19,23 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.demo import until_stopped
+from reconciler.demo import quickstart, until_stopped
+from reconciler.spec import load_spec_set
 from tests.servers import children_of
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 PYTHON_M_CAPCTL = (sys.executable, "-m", "reconciler")
+
+
+def test_the_copy_the_demo_suggests_of_its_shipped_specs_is_a_spec_set(tmp_path: Path) -> None:
+    """Walk 35c: the demo ends `cp -r QUICKSTART specs` to start from these. Run from a checkout (as here, an
+    editable install) reconciler/quickstart is a relative link to ../specs: the copy was that link, dangling,
+    and `capctl validate` found `specs: a symbolic link to '../specs', which does not exist`."""
+    assert (REPO / "reconciler" / "quickstart").is_symlink()  # the case: the package's files are the checkout's
+    subprocess.run(["cp", "-r", quickstart(), str(tmp_path / "specs")], check=True)
+    assert load_spec_set([tmp_path / "specs"], env={}).summary().startswith("3 files, 7 documents")
 
 
 def demo(cwd: Path, *args: str, capctl: tuple[str, ...] = PYTHON_M_CAPCTL) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,10 +73,18 @@ def test_examples_validate_with_their_environment() -> None:
 
 
 def test_examples_without_environment_report_every_missing_variable() -> None:
+    """...and the variables the examples' own comments tell a reader to set (`# Required environment: A, B.`,
+    which may go on over the next comment line) are exactly those: following them validates the set."""
     with pytest.raises(SpecErrors) as info:
         load_spec_set([ROOT / "examples" / "specs"], env={})
     missing = {e.message.split()[2] for e in info.value.errors}
     assert missing == set(EXAMPLE_ENV)
+    told = set()
+    for file in (ROOT / "examples" / "specs").rglob("*.yaml"):
+        comments = " ".join(line.lstrip("# ") for line in file.read_text().splitlines() if line.startswith("#"))
+        if "Required environment:" in comments:
+            told |= set(re.findall(r"[A-Z][A-Z0-9_]+", comments.split("Required environment:")[1].split(".")[0]))
+    assert told == missing
 
 
 def test_summary_singular(load: Loader) -> None:
