@@ -527,10 +527,10 @@ def say_new_state(url: str) -> None:
     err_console().print(f"Started a new state at {url}.", markup=False, soft_wrap=True)
 
 
-def split_listen(listen: str, example: str) -> tuple[str, int]:
+def split_listen(listen: str, example: str, flag: str = "--listen") -> tuple[str, int]:
     from reconciler.listen import parse_listen
 
     try:
-        return parse_listen(listen, example=example)
+        return parse_listen(listen, example=example, flag=flag)
     except ValueError as exc:
         fail(str(exc))

@@ -175,7 +175,7 @@ def demo(
     from reconciler.demo import DemoError, quickstart, run_demo
 
     sim_at = split_listen(listen, "127.0.0.1:8750")
-    daemon_at = split_listen(daemon_listen, "127.0.0.1:8081")
+    daemon_at = split_listen(daemon_listen, "127.0.0.1:8081", "--daemon-listen")
     # ./specs is a capctl checkout's quickstart (every command's default); elsewhere, the copy capctl ships.
     spec_paths = paths_or_default(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again
