@@ -134,7 +134,12 @@ def _dangling(path: str | os.PathLike[str]) -> str | None:
         target = os.readlink(path)
     except OSError:  # not a link (or not readable as one)
         return None
-    return None if os.path.exists(path) else f"a symbolic link to {quote(target)}, which does not exist"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # missing; a loop (ELOOP) keeps the system's words
+            return f"a symbolic link to {quote(target)}, which does not exist"
+    return None
 
 
 def _missing(path: FsPath) -> str:
