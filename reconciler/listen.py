@@ -8,7 +8,9 @@ have to guess a free port and race another process for it.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from typing import Final
 
 from reconciler.spec.errors import quote, shorten
 
@@ -24,17 +26,57 @@ __all__ = [
 ]
 
 
-def parse_listen(listen: str, *, example: str) -> tuple[str, int]:
-    """(host, port) of `HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port when bound."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
-        raise ValueError(f"--listen: expected HOST:PORT (e.g. {example}; port 0 picks a free one), got {listen!r}")
+# A host name as a resolver takes it (labels of letters, digits, `-` and `_`), or a dotted IPv4 address.
+_HOST_NAME: Final = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
+def parse_listen(listen: str, *, example: str, flag: str = "--listen") -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port when bound. A value that
+    no socket could bind (`[::1`, `::1:8080`, `1.2.3.999:80`, `a b:80`) is refused here, naming `flag`, not
+    at bind (walk 35b: `--listen "[::1"` said `cannot listen on ::1: Name or service not known`)."""
+
+    def refused(why: str) -> ValueError:
+        return ValueError(f"{flag}: {why}, got {quote(listen)}")
+
+    if listen.startswith("["):
+        host, closed, rest = listen[1:].partition("]")
+        if not closed:
+            raise refused("an IPv6 address in brackets has no closing ']' (e.g. [::1]:8080)")
+        sep, port = rest[:1], rest[1:]
+    else:
+        host, sep, port = listen.rpartition(":")
+    if sep != ":" or not host or not (port.isascii() and port.isdigit()):
+        raise refused(f"expected HOST:PORT (e.g. {example}; port 0 picks a free one)")
     if len(port.lstrip("0")) > 5 or int(port) > 65535:  # the form was right: say what is not (walk 14b)
         # Not int() of 5,000 digits first: it refused them in Python's words.
-        raise ValueError(
-            f"--listen: port {shorten(port)} is out of range (0 to 65535; 0 picks a free one), got {quote(listen)}"
-        )
-    return host.strip("[]"), int(port)
+        raise refused(f"port {shorten(port)} is out of range (0 to 65535; 0 picks a free one)")
+    if listen.startswith("["):
+        if not _is_ipv6(host):
+            raise refused(f"{quote(host)} in brackets is not an IPv6 address (e.g. [::1]:8080)")
+    elif ":" in host:
+        raise refused("an IPv6 address goes in brackets, before the port (e.g. [::1]:8080)")
+    elif not _HOST_NAME.fullmatch(host):
+        raise refused(f"{quote(host)} is not an IP address or a host name")
+    elif all(label.isdigit() for label in host.split(".")) and not _is_ipv4(host):
+        raise refused(f"{quote(host)} is not an IPv4 address")
+    return host, int(port)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)  # a zone (`fe80::1%eth0`) too, as bind takes it
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv4(text: str) -> bool:
+    """As bind's resolver reads digits (inet_aton: `127.1` is 127.0.0.1), not only the dotted four."""
+    try:
+        socket.inet_aton(text)
+    except OSError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:

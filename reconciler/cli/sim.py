@@ -18,6 +18,7 @@ from reconciler.cli.common import (
     out_console,
     paths_or_default,
     split_listen,
+    stop_cleanly_while_starting,
 )
 from reconciler.cli.options import PathsArg
 
@@ -25,6 +26,7 @@ __all__ = ["demo", "sim"]
 
 
 def sim(
+    ctx: typer.Context,
     listen: Annotated[
         str, typer.Option("--listen", metavar="HOST:PORT", help="HOST:PORT to serve on.")
     ] = "127.0.0.1:8750",
@@ -81,6 +83,7 @@ def sim(
 
     Every path also works under /as/NAME/ (the request log, GET /_sim/requests, names NAME as the caller).
     """
+    stop_cleanly_while_starting(ctx)  # its imports take ~0.3 s: a SIGTERM meanwhile is a clean stop too
     from reconciler.sim import serve
     from reconciler.sim.clocks import check_offset, check_speed
     from reconciler.sim.config import BUILTIN_ZEGO_APP, parse_zego_app
@@ -175,7 +178,7 @@ def demo(
     from reconciler.demo import DemoError, quickstart, run_demo
 
     sim_at = split_listen(listen, "127.0.0.1:8750")
-    daemon_at = split_listen(daemon_listen, "127.0.0.1:8081")
+    daemon_at = split_listen(daemon_listen, "127.0.0.1:8081", "--daemon-listen")
     # ./specs is a capctl checkout's quickstart (every command's default); elsewhere, the copy capctl ships.
     spec_paths = paths_or_default(paths) if paths or Path("specs").exists() else [quickstart()]
     load_specs(spec_paths)  # bad specs fail here, before anything starts; the demo reads them again

@@ -208,7 +208,7 @@ class Daemon(DaemonParts):
             return self.router.refuse(vendor, 503, "no valid spec set in force yet: cannot verify the callback")
         providers = self.spec.providers.values()
         if self.lease_lost is not None or self._stopping:  # verified and kept in the inbox for the (next) leader
-            return await self.inbox.store(vendor, body, providers)
+            return await self.inbox.store(vendor, body, providers, who="shutting down" if self._stopping else "standby")
         routed = self.router.route(vendor, body, providers, self.clock.now())
         self._act_on(routed)
         return routed.status, routed.reason
@@ -223,8 +223,8 @@ class Daemon(DaemonParts):
         (`sync.py`); (HTTP status, reason, the keys queued, the tombstones matched and not queued)."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.specs.error}", [], 0
-        if self.lease_lost is not None:
-            return 503, f"not acting: {self.lease_lost} (send it to the leader)", [], 0
+        if (not_acting := self._not_acting()) is not None:
+            return 503, not_acting, [], 0
         known = known_keys(self.records.keys(), self.spec)
         status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, self.spec.tasks)
         if status == 200:
@@ -240,8 +240,8 @@ class Daemon(DaemonParts):
         each KEY). Any KEY that matches no task: nothing is woken."""
         if self.spec is None:
             return 503, f"no valid spec set in force: {self.specs.error}", []
-        if self.lease_lost is not None:
-            return 503, f"not acting: {self.lease_lost} (send it to the leader)", []
+        if (not_acting := self._not_acting()) is not None:
+            return 503, not_acting, []
         wake = plan_wake(keys, self.records.keys(), self.records.get)
         if wake.unknown:
             return 404, wake.problem, []
@@ -260,6 +260,15 @@ class Daemon(DaemonParts):
         if n == 0:  # each line says why; "queued" would claim a reconcile that is not coming
             return 200, "woke no task, queued none", wake.lines
         return 200, f"woke {n} task{'' if n == 1 else 's'}, queued for an immediate reconcile", wake.lines
+
+    def _not_acting(self) -> str | None:
+        """Why `sync` and `wake` are refused (503), or None. A leader shutting down still holds its lease, but
+        its queue takes no keys: it answered `queued N` for keys nothing would reconcile (walk 35b)."""
+        if self.lease_lost is not None:
+            return f"not acting: {self.lease_lost} (send it to the leader)"
+        if self._stopping:
+            return "not acting: shutting down (send it again once the next leader leads)"
+        return None
 
     def _heard_again(self) -> None:
         # A takeover reconciles every key after its wake; within a term, the woken ones are queued here.

@@ -83,10 +83,13 @@ class Inbox:
         # and a leader claiming between the two acted on them in that order (walk 32a).
         self._storing = asyncio.Lock()
 
-    async def store(self, vendor: str, body: bytes, providers: Iterable[ProviderConfig]) -> tuple[int, str]:
+    async def store(
+        self, vendor: str, body: bytes, providers: Iterable[ProviderConfig], *, who: str = "standby"
+    ) -> tuple[int, str]:
         """(HTTP status, reason) for a callback a standby received: 200 only once it is stored. Verified on the
         loop, stored off it: the store's one connection waits while a read holds it (a takeover's, a standby
-        page's: seconds at 100,000 tasks), and on the loop nothing ran meanwhile (walk 32a)."""
+        page's: seconds at 100,000 tasks), and on the loop nothing ran meanwhile (walk 32a). `who` begins a 503's
+        reason: `standby`, or `shutting down` for a leader stopping (it was worded as a standby's, walk 35b)."""
         now = self._clock.now()
         try:
             event = self._router.verify(vendor, body, providers, now)
@@ -104,7 +107,7 @@ class Inbox:
                     error=str(exc),
                     repeats_held_back=held,
                 )
-            return 503, f"standby: cannot store the callback for the leader: {exc}"
+            return 503, f"{who}: cannot store the callback for the leader: {exc}"
         self._router.count(vendor, "stored" if stored else "duplicate")
         return 200, "stored for the leader" if stored else "duplicate: already stored for the leader"
 

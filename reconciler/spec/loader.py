@@ -126,14 +126,25 @@ def _near_name(path: FsPath) -> str:
     return did_you_mean(path.name, names)
 
 
-def _missing(path: FsPath) -> str:
-    """Why a path that does not stat is missing: a symbolic link names its target (walk 31c: a dangling link
-    said `q: no such file or directory (did you mean 'q'?)`, offering the link itself)."""
+def _dangling(path: str | os.PathLike[str]) -> str | None:
+    """`a symbolic link to 'gone.yaml', which does not exist`, or None for anything but a dangling link: said for a
+    spec path given (walk 31c: it said `q: no such file or directory (did you mean 'q'?)`, offering the link
+    itself) and for one found in a spec directory (walk 35b: `cannot read: No such file or directory`)."""
     try:
         target = os.readlink(path)
-    except OSError:  # not a link (or not readable as one): a typed name, perhaps a near one
-        return f"no such file or directory{_near_name(path)}"
-    return f"a symbolic link to {quote(target)}, which does not exist"
+    except OSError:  # not a link (or not readable as one)
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # missing; a loop (ELOOP) keeps the system's words
+            return f"a symbolic link to {quote(target)}, which does not exist"
+    return None
+
+
+def _missing(path: FsPath) -> str:
+    """Why a path that does not stat is missing: a dangling link names its target, a typed name a near one."""
+    return _dangling(path) or f"no such file or directory{_near_name(path)}"
 
 
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
@@ -201,7 +212,7 @@ def _load_spec_set(
                 data = read_regular(file, limits.file_bytes)
             except FileRefused as exc:
                 if exc.os_error:
-                    errors.add((file, 0, 0), f"cannot read: {exc}")
+                    errors.add((file, 0, 0), _dangling(file) or f"cannot read: {exc}")
                 else:
                     tail = " for one spec file (split it into several files)" if str(exc).startswith("larger") else ""
                     errors.add((file, 0, 0), f"{exc}{tail}")

@@ -307,6 +307,15 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             mark, opened = exc.problem_mark or exc.context_mark, exc.context_mark
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+            long_key = _long_key(text, exc.problem_mark, flow="flow" in detail)
+            if long_key is not None:
+                line, col, length = long_key
+                self.errors.add(
+                    (self.file, line, col),
+                    f"YAML syntax error: a mapping key of {length:,} characters, over YAML's limit of {_KEY_CHARS:,}: "
+                    "a key this long usually means a missing ':' or quote earlier on the line",
+                )
+                return
             if mark is not None and opened is not None and mark.line != opened.line:
                 # An unclosed `[`, `{` or quote: where it opened is what to fix (walk 32d-2), not where the
                 # scanner gave up; at the end of the file that is all the error would name.
@@ -357,6 +366,29 @@ def _char_at(text: str, line: int, column: int) -> str:
     """The character at a 0-based (line, column) of `text`, or '' past its end."""
     lines = text.split("\n", line + 1)
     return lines[line][column : column + 1] if line < len(lines) else ""
+
+
+_KEY_CHARS: Final = 1024  # YAML's limit on an implicit key, from its start to its ':'
+_BLOCK_LEAD: Final = re.compile(r" *(?:[-?][ \t]+)*")  # indentation, then `- ` and `? ` before a key in a block
+
+
+def _long_key(text: str, mark: Any, *, flow: bool) -> tuple[int, int, int] | None:
+    """(line, col, length) of the key ending at the ':' YAML refused at `mark` when it is over `_KEY_CHARS`
+    (walk 35b: libyaml then says `mapping values are not allowed in this context`, whose hint is about
+    indentation, or `could not find expected ':'` at the very ':'). A `: ` before it on the line makes it a value
+    holding ': ', left to that hint."""
+    if mark is None or _char_at(text, mark.line, mark.column) != ":":
+        return None
+    before = text.split("\n", mark.line + 1)[mark.line][: mark.column]
+    if flow:  # a key of `{a: 1, key: …}` starts after its `{`, `[` or `,`
+        start = max(before.rfind(c) for c in "{[,") + 1
+        start += len(before[start:]) - len(before[start:].lstrip(" \t"))
+    else:
+        start = lead.end() if (lead := _BLOCK_LEAD.match(before)) else 0
+    key = before[start:]
+    if len(key) <= _KEY_CHARS or ": " in key or ":\t" in key:
+        return None
+    return (mark.line + 1, start + 1, len(key))
 
 
 def _at_end(text: str, line: int, column: int) -> bool:

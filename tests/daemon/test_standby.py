@@ -442,6 +442,45 @@ async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harne
         other.close()
 
 
+class UnstorableInbox(SQLiteStateStore):
+    """A state whose inbox cannot be written while `failing` is set (a locked file, a database restarting)."""
+
+    failing = False
+
+    def inbox_put(self, entry: InboxEntry) -> bool:
+        if self.failing:
+            raise StateError("database is locked")
+        return super().inbox_put(entry)
+
+
+async def test_a_leader_as_it_stops_refuses_what_it_cannot_act_on_as_shutting_down(harness: Harness) -> None:
+    """Walk 35b: a stopping leader still holds its lease, but its queue takes no keys: `capctl sync` was answered
+    200 `queued 1` for a key nothing reconciled, and a callback it could not store got a standby's 503
+    (`standby: cannot store …`). Both are 503s saying it is shutting down."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    store = UnstorableInbox(harness.state_path, clock=harness.clock)
+    leader = await harness.start(store, leader=LeaderSettings(6.0, 4.0, 1.0), shutdown_grace=2.0)
+    await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
+    stopping = asyncio.ensure_future(leader.stop())
+    await settle()
+    assert not stopping.done()
+    refused = "not acting: shutting down (send it again once the next leader leads)"
+    assert leader.sync(["SnapshotJob/audit/lobby"]) == (503, refused, [], 0)
+    assert leader.wake(["SnapshotJob/audit/lobby"]) == (503, refused, [])
+    store.failing = True
+    body = json.dumps(volc_body(harness, event_id="unstored")).encode()
+    assert await leader.handle_callback("volcengine", body) == (
+        503,
+        "shutting down: cannot store the callback for the leader: database is locked",
+    )
+    while not stopping.done():
+        await harness.advance(0.5)
+    await stopping
+    leader.records.close()
+    harness.daemon = None
+
+
 async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_given_up(harness: Harness) -> None:
     """A new term reads the room activity after the records (`rooms.regained`: the schema-2 upgrade, then the
     read). A StateError there ended the lease's renewals for good: the standby turned leader, acted until its

@@ -97,6 +97,9 @@ VALUE_ERRORS = [
     (("run", "--resync", "0s"), "Error: --resync must be positive, got 0s"),
     (("run", "--read-timeout", "0"), "Error: --read-timeout must be positive, got 0s"),
     (("run", "--listen", "nohost"), "Error: --listen: expected HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080; port"),
+    # Walk 35b: these were accepted and failed at bind (`cannot listen on ::1: Name or service not known`).
+    (("run", "--listen", "[::1"), "Error: --listen: an IPv6 address in brackets has no closing ']' (e.g. [::1]:8080)"),
+    (("demo", "--daemon-listen", "::1:0"), "Error: --daemon-listen: an IPv6 address goes in brackets, before the port"),
     (
         ("sync", "--daemon", "ftp://x"),
         "Error: --daemon 'ftp://x': expected the daemon's URL, e.g. http://127.0.0.1:8080",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def test_parse_listen() -> None:
     with pytest.raises(ValueError, match=r"port 9{40}… \(5000 characters\) is out of range .*\(5010 characters\)$"):
         parse_listen("127.0.0.1:" + "9" * 5000, example="x")
     assert parse_listen("127.0.0.1:000080", example="x") == ("127.0.0.1", 80)  # leading zeros are no digits
+    # Walk 35b: what no socket binds is refused here, naming the flag, not at bind; what binds is taken as bind does.
+    for bad, why in (
+        ("[::1", "an IPv6 address in brackets has no closing ']'"),
+        ("[::1]x", "expected HOST:PORT"),
+        ("[127.0.0.1]:80", "'127.0.0.1' in brackets is not an IPv6 address"),
+        ("::1:8080", "an IPv6 address goes in brackets, before the port"),
+        ("a b:80", "'a b' is not an IP address or a host name"),
+        ("1.2.3.999:80", "'1.2.3.999' is not an IPv4 address"),
+    ):
+        with pytest.raises(ValueError, match=rf"^--flag: {re.escape(why)}.*, got {re.escape(repr(bad))}$"):
+            parse_listen(bad, example="x", flag="--flag")
+    for good, host in (("[fe80::1%eth0]:80", "fe80::1%eth0"), ("127.1:80", "127.1"), ("my-host.example.:80", None)):
+        assert parse_listen(good, example="x")[0] == (host or good.rpartition(":")[0])
 
 
 def test_a_taken_address_is_named_and_port_zero_reports_the_real_port() -> None:

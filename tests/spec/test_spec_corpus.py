@@ -4,6 +4,8 @@ and abusive inputs (huge files, deep nesting) fail cleanly and fast."""
 from __future__ import annotations
 
 import codecs
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -195,6 +197,19 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([tmp_path / "q"], env={})
     assert str(info.value) == f"{tmp_path / 'q'}: a symbolic link to 'gone.yaml', which does not exist"
+    # Walk 35b: the same link found inside a spec directory names its target too (was `cannot read: No such
+    # file or directory`); other files of the directory are still read and their errors listed with it.
+    inside = tmp_path / "dir"
+    inside.mkdir()
+    (inside / "a.yaml").write_text("{{{")
+    (inside / "b.yaml").symlink_to("gone.yaml")
+    (inside / "loop.yaml").symlink_to("loop.yaml")  # not missing: a loop, in the system's words
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([inside], env={})
+    found = [(Path(e.file).name, e.message) for e in info.value.errors]
+    assert ("b.yaml", "a symbolic link to 'gone.yaml', which does not exist") in found
+    assert "a.yaml" in [f for f, _ in found]
+    assert ("loop.yaml", f"cannot read: {os.strerror(errno.ELOOP)}") in found
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:

@@ -300,3 +300,31 @@ def test_an_unclosed_bracket_or_quote_is_reported_where_it_opened(
     [error] = _errors(path)
     assert error.startswith(f"{path}:{where}: YAML syntax error: "), error
     assert message in error, error
+
+
+LONG = "a" * 1100
+KEY_TOO_LONG = "YAML syntax error: a mapping key of 1,100 characters, over YAML's limit of 1,024: a key this long"
+
+
+@pytest.mark.parametrize(
+    ("tail", "where", "message"),
+    [
+        (f"{LONG}: 1\n", "6:3", KEY_TOO_LONG),  # libyaml: mapping values are not allowed in this context
+        (f"rooms: [x]\n  {LONG}: 1\n", "7:3", KEY_TOO_LONG),  # libyaml: could not find expected ':'
+        (f"image: {{width: 640, {LONG}: 1}}\n", "6:23", KEY_TOO_LONG),  # libyaml: did not find expected ',' or '}'
+        (f"rooms:\n  - {LONG}: 1\n", "7:5", KEY_TOO_LONG),
+        # A ': ' before it on the line: a value holding ': ', not a key; the indentation-or-quote hint stays.
+        (
+            f"storage: tos {LONG}: 1\n",
+            "6:1116",
+            "YAML syntax error: mapping values are not allowed in this context (is this line",
+        ),
+    ],
+)
+def test_a_key_over_yamls_limit_is_named_where_it_starts(tmp_path: Path, tail: str, where: str, message: str) -> None:
+    """Walk 35b: a key of more than 1,024 characters got libyaml's words at its ':' (`mapping values are not
+    allowed in this context (is this line indented deeper …)`), which say nothing of its length."""
+    head = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j}\nspec:\n  provider: volc\n  "
+    path = _write(tmp_path, "a.yaml", head + tail)
+    [error] = _errors(path)
+    assert error.startswith(f"{path}:{where}: {message}"), error[:300]
