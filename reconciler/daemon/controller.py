@@ -64,15 +64,15 @@ class Daemon(DaemonParts):
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
         try:
             await self.lease.take(lead=not isinstance(specs, SpecErrors))
-        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a)
+            if self.lease.acting():  # a first term at start: was anyone listening before this replica?
+                self._wake_rooms_known_empty()
+            self.vendors.open()
+            self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
+            self.rooms.load(specs if isinstance(specs, SpecSet) else None)  # reads the room activity
+            self.specs.take(specs, key)
+        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a, 35a)
             self.lease.release()
             raise
-        if self.lease.acting():  # a first term at start: was anyone listening before this replica?
-            self._wake_rooms_known_empty()
-        self.vendors.open()
-        self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
-        self.rooms.load(specs if isinstance(specs, SpecSet) else None)
-        self.specs.take(specs, key)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
         self.background.spawn(self.lease.keep(), LEASE_TASK)

@@ -27,7 +27,7 @@ from reconciler.daemon.inbox import Inbox, entry_of
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
-from reconciler.model import TaskRecord, TaskStatus
+from reconciler.model import RoomActivity, TaskRecord, TaskStatus
 from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
@@ -460,14 +460,24 @@ async def test_a_claim_of_the_inbox_cut_short_by_a_shutdown_still_acts_on_what_i
         release.set()
 
 
-async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE capctl_records SET body = 'not json'",
+        # Walk 35a-3: the room activity is read after the lock too (`rooms.load`), and was left out.
+        "UPDATE capctl_room_activity SET active = 7",
+    ],
+)
+async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str, damage: str) -> None:
     """The first read at start failed (a row damaged as it started: exit 1) after the lock was taken: the
     process closed its store without releasing, and the next replica waited a lease duration for the lock."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     store = open_state(pg_url)
     store.put(record(key=LOBBY))
+    account = load_spec_set([harness.specs], env={}).providers["volc"].account
+    store.record_rooms([RoomActivity(account, "lobby", True, harness.clock.now(), "callback")])
     daemon = Daemon([str(harness.specs)], store, harness.clock, elect_in_thread=False)
-    raw_sql(pg_url, "UPDATE capctl_records SET body = 'not json'")
+    raw_sql(pg_url, damage)
     with pytest.raises(StateError):
         await daemon.start()
     store.close()
