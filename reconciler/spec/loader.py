@@ -129,11 +129,17 @@ def _near_name(path: FsPath) -> str:
 def _missing(path: FsPath) -> str:
     """Why a path that does not stat is missing: a symbolic link names its target (walk 31c: a dangling link
     said `q: no such file or directory (did you mean 'q'?)`, offering the link itself)."""
+    return _dangling(path) or f"no such file or directory{_near_name(path)}"
+
+
+def _dangling(path: FsPath) -> str | None:
+    """`a symbolic link to 'T', which does not exist` for a link whose target is missing, else None (not a link,
+    or not readable as one)."""
     try:
         target = os.readlink(path)
-    except OSError:  # not a link (or not readable as one): a typed name, perhaps a near one
-        return f"no such file or directory{_near_name(path)}"
-    return f"a symbolic link to {quote(target)}, which does not exist"
+    except OSError:
+        return None
+    return None if os.path.exists(path) else f"a symbolic link to {quote(target)}, which does not exist"
 
 
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
@@ -200,8 +206,8 @@ def _load_spec_set(
             try:
                 data = read_regular(file, limits.file_bytes)
             except FileRefused as exc:
-                if exc.os_error:
-                    errors.add((file, 0, 0), f"cannot read: {exc}")
+                if exc.os_error:  # a link in a spec directory whose target is gone says so, as a path given does
+                    errors.add((file, 0, 0), _dangling(FsPath(file)) or f"cannot read: {exc}")
                 else:
                     tail = " for one spec file (split it into several files)" if str(exc).startswith("larger") else ""
                     errors.add((file, 0, 0), f"{exc}{tail}")

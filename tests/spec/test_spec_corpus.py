@@ -195,6 +195,12 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_spec_set([tmp_path / "q"], env={})
     assert str(info.value) == f"{tmp_path / 'q'}: a symbolic link to 'gone.yaml', which does not exist"
+    # Walk 35a-4: one in a spec directory said `cannot read: No such file or directory`.
+    (tmp_path / "specs" / "jobs.yaml").symlink_to("../gone/jobs.yaml")
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([tmp_path / "specs"], env={})
+    link = tmp_path / "specs" / "jobs.yaml"
+    assert str(info.value) == f"{link}: a symbolic link to '../gone/jobs.yaml', which does not exist"
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:
