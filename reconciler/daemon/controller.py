@@ -103,6 +103,7 @@ class Daemon(DaemonParts):
         self.lease.hold_only()
         self.background.cancel(keep=LEASE_TASK)  # timers, the watcher, reloads; not the lease renewals
         await self.workers.stop(self._grace)
+        await self.inbox.claimed(self._grace)  # a claim cut short by the cancel: its callbacks reach the room book
         self.background.cancel()
         self.rooms.stop()
         await self.background.join()

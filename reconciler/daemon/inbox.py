@@ -76,6 +76,7 @@ class Inbox:
         self._acting = acting
         self._deliver = deliver  # the controller acts on a routed callback (queues its keys)
         self._draining: asyncio.Task[int] | None = None
+        self._claim: asyncio.Future[list[InboxEntry]] | None = None  # the last claim (`claimed` awaits it)
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
         self._unstored = Throttle(clock)
         self._said_taken, self._taken = Throttle(clock), 0  # `callbacks taken from the inbox`: once a minute
@@ -113,7 +114,7 @@ class Inbox:
         if not self._acting():
             return 0
         now = self._clock.now()
-        claim = asyncio.ensure_future(self._off_loop(lambda: self._state.inbox_claim(now=now)))
+        self._claim = claim = asyncio.ensure_future(self._off_loop(lambda: self._state.inbox_claim(now=now)))
         # The claim commits in its thread even if this drain is cancelled (a SIGTERM cancels the periodic drain):
         # what it marked consumed is acted on when it ends, whoever awaits it; else those callbacks, answered 200
         # by a standby, were lost (walk 35a-2).
@@ -128,6 +129,12 @@ class Inbox:
             log.info("callbacks taken from the inbox", count=self._taken)
             self._taken = 0
         return len(entries)
+
+    async def claimed(self, timeout: float) -> None:
+        """Shutting down: wait (at most `timeout` s) for a claim still under way, so that what it took is acted on
+        before the room activity is saved for the last time."""
+        if self._claim is not None and not self._claim.done():
+            await asyncio.wait([self._claim], timeout=timeout)
 
     def _act_on_claimed(self, claim: asyncio.Future[list[InboxEntry]]) -> None:
         """Act on each entry a claim took (oldest first), as if received now."""
