@@ -152,7 +152,12 @@ class Daemon(DaemonParts):
         return await self.specs.reload_async()
 
     def reload_soon(self) -> None:
-        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await)."""
+        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await); not once `stop` began:
+        a set read then acts on nothing (its queue takes no keys), yet was said `spec set loaded`, `acting: true`,
+        and read after `stop` it went on a task nobody awaits, its vendor clients opened after they closed (35a)."""
+        if self._stopping:
+            log.info("SIGHUP ignored: shutting down")
+            return
 
         async def reload() -> None:
             await self.reload_async()

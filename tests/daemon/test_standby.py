@@ -395,6 +395,30 @@ async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_gr
     assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
 
 
+async def test_a_sighup_once_sigterm_came_reads_nothing(harness: Harness) -> None:
+    """Walk 35a-5: the SIGHUP handler stays until the process ends. In the shutdown's grace a SIGHUP put a new
+    set in force (`spec set loaded`, `acting: true`) that acted on nothing; after `stop`, on a task nobody
+    awaited, its vendor clients configured after they were closed. It is ignored, and said so."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    leader = await harness.start(shutdown_grace=2.0)
+    in_force = leader.specs.current
+    await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
+    stopping = asyncio.ensure_future(leader.stop())
+    await settle()
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"]))
+    with capture_logs() as logs:
+        leader.reload_soon()  # SIGHUP in the grace
+        while not stopping.done():
+            await harness.advance(0.5)
+        await stopping
+        leader.reload_soon()  # SIGHUP after `stop`, before the process ends
+        await settle()
+    events = [e["event"] for e in logs]
+    assert "spec set loaded" not in events and events.count("SIGHUP ignored: shutting down") == 2, events
+    assert leader.specs.current is in_force
+
+
 async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_leader(harness: Harness) -> None:
     """A callback reaching the leader once SIGTERM came was acted on in a queue shut down and a room book saved
     once, answered 200: the vendor did not retry, the standby never heard it. It is stored in the inbox, as a
