@@ -105,7 +105,8 @@ class Inbox:
                     error=str(exc),
                     repeats_held_back=held,
                 )
-            return 503, f"standby: cannot store the callback for the leader: {exc}"
+            # Not `standby:`: a leader shutting down stores its callbacks here too (walk 34a, 35a-6).
+            return 503, f"cannot store the callback for the leader: {exc}"
         self._router.count(vendor, "stored" if stored else "duplicate")
         return 200, "stored for the leader" if stored else "duplicate: already stored for the leader"
 

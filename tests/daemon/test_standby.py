@@ -435,6 +435,19 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
         assert not stopping.done()
         body = json.dumps(volc_body(harness, event_id="late")).encode()
         assert await leader.handle_callback("volcengine", body) == (200, "stored for the leader")
+
+        class Down:  # the store fails as the callback comes
+            def inbox_put(self, entry: InboxEntry) -> bool:
+                raise StateError("database down")
+
+        kept, leader.inbox._state = leader.inbox._state, Down()  # type: ignore[assignment]
+        again = json.dumps(volc_body(harness, event_id="later")).encode()
+        # Walk 35a-6: 503, the vendor retries; the leader's answer said `standby: …`.
+        assert await leader.handle_callback("volcengine", again) == (
+            503,
+            "cannot store the callback for the leader: database down",
+        )
+        leader.inbox._state = kept
         while not stopping.done():
             await harness.advance(0.5)
         await stopping
