@@ -427,7 +427,8 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     settings = LeaderSettings(6.0, 4.0, 1.0)
     leader = await harness.start(leader=settings, shutdown_grace=2.0)
-    standby = await harness.start_standby(leader=settings)
+    # Its own starts fail and retry as it leads: its stop would wait the default 10 s grace of wall time.
+    standby = await harness.start_standby(leader=settings, shutdown_grace=0.1)
     try:
         await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
         stopping = asyncio.ensure_future(leader.stop())
