@@ -231,6 +231,8 @@ class Daemon(DaemonParts):
             return 503, f"no valid spec set in force: {self.specs.error}", [], 0
         if self.lease_lost is not None:
             return 503, f"not acting: {self.lease_lost} (send it to the leader)", [], 0
+        if self._stopping:  # its queue takes no keys: a 200 `queued` was false (walk 35a-8)
+            return 503, "not acting: shutting down (send it again: the next leader takes it)", [], 0
         known = known_keys(self.records.keys(), self.spec)
         status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, self.spec.tasks)
         if status == 200:

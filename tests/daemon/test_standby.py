@@ -436,6 +436,8 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
         assert not stopping.done()
         body = json.dumps(volc_body(harness, event_id="late")).encode()
         assert await leader.handle_callback("volcengine", body) == (200, "stored for the leader")
+        # Walk 35a-8: `capctl sync` was answered 200 `queued`, into a queue that takes no keys.
+        assert leader.sync(None)[:2] == (503, "not acting: shutting down (send it again: the next leader takes it)")
 
         class Down:  # the store fails as the callback comes
             def inbox_put(self, entry: InboxEntry) -> bool:
