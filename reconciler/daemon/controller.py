@@ -64,15 +64,15 @@ class Daemon(DaemonParts):
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
         try:
             await self.lease.take(lead=not isinstance(specs, SpecErrors))
-        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a)
+            if self.lease.acting():  # a first term at start: was anyone listening before this replica?
+                self._wake_rooms_known_empty()
+            self.vendors.open()
+            self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
+            self.rooms.load(specs if isinstance(specs, SpecSet) else None)  # reads the room activity
+            self.specs.take(specs, key)
+        except StateError:  # exit 1: the lock it took is given up now, not left to lapse for the next (walk 34a, 35a)
             self.lease.release()
             raise
-        if self.lease.acting():  # a first term at start: was anyone listening before this replica?
-            self._wake_rooms_known_empty()
-        self.vendors.open()
-        self.reconciler.observe_first()  # whatever may still run at the vendor is looked at before anything starts
-        self.rooms.load(specs if isinstance(specs, SpecSet) else None)
-        self.specs.take(specs, key)
         self.workers.start(self._workers)
         self.background.spawn(self._resync_timer(), "capctl-resync")
         self.background.spawn(self.lease.keep(), LEASE_TASK)
@@ -103,6 +103,7 @@ class Daemon(DaemonParts):
         self.lease.hold_only()
         self.background.cancel(keep=LEASE_TASK)  # timers, the watcher, reloads; not the lease renewals
         await self.workers.stop(self._grace)
+        await self.inbox.claimed(self._grace)  # a claim cut short by the cancel: its callbacks reach the room book
         self.background.cancel()
         self.rooms.stop()
         await self.background.join()
@@ -151,7 +152,12 @@ class Daemon(DaemonParts):
         return await self.specs.reload_async()
 
     def reload_soon(self) -> None:
-        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await)."""
+        """`reload_async()` as a task of its own (for SIGHUP, whose handler cannot await); not once `stop` began:
+        a set read then acts on nothing (its queue takes no keys), yet was said `spec set loaded`, `acting: true`,
+        and read after `stop` it went on a task nobody awaits, its vendor clients opened after they closed (35a)."""
+        if self._stopping:
+            log.info("SIGHUP ignored: shutting down")
+            return
 
         async def reload() -> None:
             await self.reload_async()

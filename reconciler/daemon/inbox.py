@@ -76,6 +76,7 @@ class Inbox:
         self._acting = acting
         self._deliver = deliver  # the controller acts on a routed callback (queues its keys)
         self._draining: asyncio.Task[int] | None = None
+        self._claim: asyncio.Future[list[InboxEntry]] | None = None  # the last claim (`claimed` awaits it)
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
         self._unstored = Throttle(clock)
         self._said_taken, self._taken = Throttle(clock), 0  # `callbacks taken from the inbox`: once a minute
@@ -115,22 +116,42 @@ class Inbox:
         """The leader claims what standbys stored (oldest first) and acts on each; returns how many."""
         if not self._acting():
             return 0
+        now = self._clock.now()
+        self._claim = claim = asyncio.ensure_future(self._off_loop(lambda: self._state.inbox_claim(now=now)))
+        # The claim commits in its thread even if this drain is cancelled (a SIGTERM cancels the periodic drain):
+        # what it marked consumed is acted on when it ends, whoever awaits it; else those callbacks, answered 200
+        # by a standby, were lost (walk 35a-2).
+        claim.add_done_callback(self._act_on_claimed)
         try:
-            now = self._clock.now()
-            entries = await self._off_loop(lambda: self._state.inbox_claim(now=now))
-        except StateError as exc:  # Fenced / NotLeader: the term ended; otherwise retried next period
-            log.warning("could not claim the callback inbox", error=str(exc))
+            entries = await asyncio.shield(claim)
+        except StateError:  # said by `_act_on_claimed`
             return 0
-        for entry in entries:
-            routed = self._router.route_event(event_of(entry))
-            self._deliver(dataclasses.replace(routed, received_at=entry.received_at))
-        self._taken += len(entries)
         # Said once a minute with the count since: behind a Service, half the callbacks reach a standby, and a
         # line every retry period (1,800 an hour, whatever the rooms) drowned the decisions.
         if self._taken and self._said_taken.allow() is not None:
             log.info("callbacks taken from the inbox", count=self._taken)
             self._taken = 0
         return len(entries)
+
+    async def claimed(self, timeout: float) -> None:
+        """Shutting down: wait (at most `timeout` s) for a claim still under way, so that what it took is acted on
+        before the room activity is saved for the last time."""
+        if self._claim is not None and not self._claim.done():
+            await asyncio.wait([self._claim], timeout=timeout)
+
+    def _act_on_claimed(self, claim: asyncio.Future[list[InboxEntry]]) -> None:
+        """Act on each entry a claim took (oldest first), as if received now."""
+        if claim.cancelled():
+            return
+        if (exc := claim.exception()) is not None:
+            if isinstance(exc, StateError):  # Fenced / NotLeader: the term ended; otherwise retried next period
+                log.warning("could not claim the callback inbox", error=str(exc))
+            return
+        entries = claim.result()
+        for entry in entries:
+            routed = self._router.route_event(event_of(entry))
+            self._deliver(dataclasses.replace(routed, received_at=entry.received_at))
+        self._taken += len(entries)
 
     async def _off_loop(self, call: Callable[[], T]) -> T:
         """`call()`, a store call: in a thread (on the loop for tests on a fake clock)."""

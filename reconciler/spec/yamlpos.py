@@ -305,7 +305,6 @@ class _Builder:
                 self.errors.unread.append(text.split("\n", line)[-1])  # that document on: its names unknown
                 raise
         except yaml.MarkedYAMLError as exc:
-            mark, opened = exc.problem_mark or exc.context_mark, exc.context_mark
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
             long_key = _long_key(text, exc.problem_mark, flow="flow" in detail)
             if long_key is not None:
@@ -316,13 +315,7 @@ class _Builder:
                     "a key this long usually means a missing ':' or quote earlier on the line",
                 )
                 return
-            if mark is not None and opened is not None and mark.line != opened.line:
-                # An unclosed `[`, `{` or quote: where it opened is what to fix (walk 32d-2), not where the
-                # scanner gave up; at the end of the file that is all the error would name.
-                if _at_end(text, mark.line, mark.column):
-                    mark, detail = opened, f"{exc.context} that is not closed by the end of the file"
-                else:
-                    detail += f" (opened at {opened.line + 1}:{opened.column + 1})"
+            mark, detail = _to_fix(text, exc)
             where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
             if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
                 detail += " (a tab: YAML indents with spaces only)"
@@ -389,6 +382,48 @@ def _long_key(text: str, mark: Any, *, flow: bool) -> tuple[int, int, int] | Non
     if len(key) <= _KEY_CHARS or ": " in key or ":\t" in key:
         return None
     return (mark.line + 1, start + 1, len(key))
+
+
+_OPENERS: Final = ("while parsing a flow sequence", "while parsing a flow mapping", "while scanning a quoted scalar")
+_FLOW_NAMES: Final = {yaml.FlowSequenceStartToken: "a flow sequence", yaml.FlowMappingStartToken: "a flow mapping"}
+
+
+def _to_fix(text: str, exc: yaml.MarkedYAMLError) -> tuple[Any, str]:
+    """The mark and the words of a YAML syntax error: where the thing to fix is, not only where libyaml gave up.
+
+    An unclosed `[`, `{` or quote is named where it opened (walk 32d-2); at the end of the file that is all the
+    error would name. Only those open: a block mapping's context is where it began (`1:1` for a mis-indented
+    key), and a key without its `:` is the key itself, with libyaml's words (walk 35a-1).
+    """
+    mark, opened = exc.problem_mark or exc.context_mark, exc.context_mark
+    detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+    if mark is None:
+        return None, detail
+    at_end = _at_end(text, mark.line, mark.column)
+    if exc.context in _OPENERS and opened is not None and opened.line != mark.line:
+        if at_end:
+            return opened, f"{exc.context} that is not closed by the end of the file"
+        return mark, f"{detail} (opened at {opened.line + 1}:{opened.column + 1})"
+    if exc.context == "while scanning a simple key" and opened is not None:
+        return opened, detail
+    if at_end and (unclosed := _unclosed_flow(text)) is not None:  # `[x,` last: libyaml's context is the end too
+        what, start = unclosed
+        return start, f"while parsing {what} that is not closed by the end of the file"
+    return mark, detail
+
+
+def _unclosed_flow(text: str) -> tuple[str, Any] | None:
+    """The innermost `[` or `{` still open at the end of `text` (what it is and its mark), or None."""
+    open_: list[tuple[str, Any]] = []
+    try:
+        for token in yaml.scan(text, Loader=_LOADER):
+            if (what := _FLOW_NAMES.get(type(token))) is not None:
+                open_.append((what, token.start_mark))
+            elif isinstance(token, yaml.FlowSequenceEndToken | yaml.FlowMappingEndToken) and open_:
+                open_.pop()
+    except yaml.YAMLError:  # a scanner error of its own: the parser's stands
+        return None
+    return open_[-1] if open_ else None
 
 
 def _at_end(text: str, line: int, column: int) -> bool:

@@ -23,10 +23,11 @@ from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import Daemon
 from reconciler.daemon.fencing import LeaderStore
+from reconciler.daemon.inbox import entry_of
 from reconciler.daemon.records import RecordCache
 from reconciler.daemon.specset import read_specs
 from reconciler.leader import LeaderSettings, NotLeader
-from reconciler.model import TaskRecord, TaskStatus
+from reconciler.model import RoomActivity, TaskRecord, TaskStatus
 from reconciler.secrets import keyed_hash
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
@@ -394,6 +395,30 @@ async def test_a_leader_stopping_keeps_its_lease_while_in_flight_work_has_its_gr
     assert harness.calls("StartSnapshot") > starts  # the in-flight start went on trying, as the leader
 
 
+async def test_a_sighup_once_sigterm_came_reads_nothing(harness: Harness) -> None:
+    """Walk 35a-5: the SIGHUP handler stays until the process ends. In the shutdown's grace a SIGHUP put a new
+    set in force (`spec set loaded`, `acting: true`) that acted on nothing; after `stop`, on a task nobody
+    awaited, its vendor clients configured after they were closed. It is ignored, and said so."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    leader = await harness.start(shutdown_grace=2.0)
+    in_force = leader.specs.current
+    await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
+    stopping = asyncio.ensure_future(leader.stop())
+    await settle()
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"]))
+    with capture_logs() as logs:
+        leader.reload_soon()  # SIGHUP in the grace
+        while not stopping.done():
+            await harness.advance(0.5)
+        await stopping
+        leader.reload_soon()  # SIGHUP after `stop`, before the process ends
+        await settle()
+    events = [e["event"] for e in logs]
+    assert "spec set loaded" not in events and events.count("SIGHUP ignored: shutting down") == 2, events
+    assert leader.specs.current is in_force
+
+
 async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_leader(harness: Harness) -> None:
     """A callback reaching the leader once SIGTERM came was acted on in a queue shut down and a room book saved
     once, answered 200: the vendor did not retry, the standby never heard it. It is stored in the inbox, as a
@@ -402,7 +427,8 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     settings = LeaderSettings(6.0, 4.0, 1.0)
     leader = await harness.start(leader=settings, shutdown_grace=2.0)
-    standby = await harness.start_standby(leader=settings)
+    # Its own starts fail and retry as it leads: its stop would wait the default 10 s grace of wall time.
+    standby = await harness.start_standby(leader=settings, shutdown_grace=0.1)
     try:
         await harness.advance(1)  # a start is retrying: the stop waits for it (its grace)
         stopping = asyncio.ensure_future(leader.stop())
@@ -410,6 +436,21 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
         assert not stopping.done()
         body = json.dumps(volc_body(harness, event_id="late")).encode()
         assert await leader.handle_callback("volcengine", body) == (200, "stored for the leader")
+        # Walk 35a-8: `capctl sync` was answered 200 `queued`, into a queue that takes no keys.
+        assert leader.sync(None)[:2] == (503, "not acting: shutting down (send it again once the next leader leads)")
+
+        class Down:  # the store fails as the callback comes
+            def inbox_put(self, entry: InboxEntry) -> bool:
+                raise StateError("database down")
+
+        kept, leader.inbox._state = leader.inbox._state, Down()  # type: ignore[assignment]
+        again = json.dumps(volc_body(harness, event_id="later")).encode()
+        # Walk 35a-6: 503, the vendor retries; the leader's answer said `standby: …`.
+        assert await leader.handle_callback("volcengine", again) == (
+            503,
+            "shutting down: cannot store the callback for the leader: database down",
+        )
+        leader.inbox._state = kept
         while not stopping.done():
             await harness.advance(0.5)
         await stopping
@@ -424,14 +465,60 @@ async def test_a_callback_reaching_a_leader_as_it_stops_is_kept_for_the_next_lea
         standby.records.close()
 
 
-async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str) -> None:
+async def test_a_claim_of_the_inbox_cut_short_by_a_shutdown_still_acts_on_what_it_took(harness: Harness) -> None:
+    """Walk 35a-2: SIGTERM cancels the leader's periodic drain; one cancelled while its claim ran in its thread
+    lost what the claim marked consumed (a room callback a standby had answered 200): never acted on, and the
+    next leader found it consumed. The claim's entries are acted on when it ends, before the room activity is
+    saved for the last time."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    leader = await harness.start()
+    assert leader.spec is not None
+    body = json.dumps(volc_body(harness)).encode()  # lobby's join
+    event = leader.router.verify("volcengine", body, leader.spec.providers.values(), harness.clock.now())
+    claiming, release = threading.Event(), threading.Event()
+
+    class Claiming:  # the leader's store, its claim held in its thread until released
+        def inbox_claim(self, *, now: float) -> list[InboxEntry]:
+            claiming.set()
+            release.wait(5)
+            return [entry_of(event, body, now)]
+
+    leader.inbox._state, leader.inbox._in_thread = Claiming(), True  # type: ignore[assignment]
+    threading.Timer(0.3, release.set).start()  # the claim ends once the stop is under way
+    try:
+        await harness.advance(2)  # the periodic drain claims
+        assert await asyncio.to_thread(claiming.wait, 5)
+        await leader.stop()  # SIGTERM: the drain is cancelled while its claim runs
+    finally:
+        release.set()
+        leader.records.close()
+        harness.daemon = None
+    store = open_state(f"sqlite:///{harness.state_path}")
+    try:
+        account = leader.spec.providers["volc"].account
+        assert [r.room for r in store.room_activity({"volc": account})] == ["lobby"], "the callback was lost"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE capctl_records SET body = 'not json'",
+        # Walk 35a-3: the room activity is read after the lock too (`rooms.load`), and was left out.
+        "UPDATE capctl_room_activity SET active = 7",
+    ],
+)
+async def test_a_replica_whose_first_read_fails_gives_its_lock_up(harness: Harness, pg_url: str, damage: str) -> None:
     """The first read at start failed (a row damaged as it started: exit 1) after the lock was taken: the
     process closed its store without releasing, and the next replica waited a lease duration for the lock."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     store = open_state(pg_url)
     store.put(record(key=LOBBY))
+    account = load_spec_set([harness.specs], env={}).providers["volc"].account
+    store.record_rooms([RoomActivity(account, "lobby", True, harness.clock.now(), "callback")])
     daemon = Daemon([str(harness.specs)], store, harness.clock, elect_in_thread=False)
-    raw_sql(pg_url, "UPDATE capctl_records SET body = 'not json'")
+    raw_sql(pg_url, damage)
     with pytest.raises(StateError):
         await daemon.start()
     store.close()

@@ -210,6 +210,12 @@ def test_empty_directory_and_missing_path(tmp_path: Path) -> None:
     assert ("b.yaml", "a symbolic link to 'gone.yaml', which does not exist") in found
     assert "a.yaml" in [f for f, _ in found]
     assert ("loop.yaml", f"cannot read: {os.strerror(errno.ELOOP)}") in found
+    # Walk 35a-4: one in a spec directory said `cannot read: No such file or directory`.
+    (tmp_path / "specs" / "jobs.yaml").symlink_to("../gone/jobs.yaml")
+    with pytest.raises(SpecErrors) as info:
+        load_spec_set([tmp_path / "specs"], env={})
+    link = tmp_path / "specs" / "jobs.yaml"
+    assert str(info.value) == f"{link}: a symbolic link to '../gone/jobs.yaml', which does not exist"
 
 
 def test_empty_file_contributes_nothing(tmp_path: Path) -> None:

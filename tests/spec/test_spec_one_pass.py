@@ -287,6 +287,8 @@ def test_a_name_a_yaml_error_left_unread_spares_only_references_of_its_own_kind(
         ("image: {width: 640", "6:10", "while parsing a flow mapping that is not closed by the end of the file"),
         ("rooms: ['x\n", "6:11", "while scanning a quoted scalar that is not closed by the end of the file"),
         ("rooms: [x,\n    y\nstorage: tos\n", "8:8", "did not find expected ',' or ']' (opened at 6:10)"),
+        # Walk 35a-1: a `,` last, a comment after it: libyaml's context is the end of the file too.
+        ("rooms: [x, {a: [b], # don't\n", "6:14", "while parsing a flow mapping that is not closed by the end of"),
     ],
 )
 def test_an_unclosed_bracket_or_quote_is_reported_where_it_opened(
@@ -328,3 +330,20 @@ def test_a_key_over_yamls_limit_is_named_where_it_starts(tmp_path: Path, tail: s
     path = _write(tmp_path, "a.yaml", head + tail)
     [error] = _errors(path)
     assert error.startswith(f"{path}:{where}: {message}"), error[:300]
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("rooms: [x]\n other: 1\n", "7:2: YAML syntax error: while parsing a block mapping; did not find expected key"),
+        ("rooms: [x]\n  lonely\n", "7:3: YAML syntax error: while scanning a simple key; could not find expected ':'"),
+    ],
+)
+def test_a_block_error_keeps_libyamls_words(tmp_path: Path, tail: str, expected: str) -> None:
+    """Walk 35a-1: the unclosed-bracket rule (32d-2) took every context for an opening: a mis-indented key said
+    `(opened at 1:1)`, where the document's mapping began, and a key without its `:` on the last line was 'a
+    simple key that is not closed by the end of the file', libyaml's `could not find expected ':'` dropped. The
+    key is named, with libyaml's words."""
+    head = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j}\nspec:\n  provider: volc\n  "
+    path = _write(tmp_path, "a.yaml", head + tail)
+    assert _errors(path) == [f"{path}:{expected}"]
