@@ -86,7 +86,7 @@ def test_a_daemon_already_on_the_destination_is_named_as_such_and_force_is_said_
     held = capctl("state", "copy", "--from", source, "--to", target, cwd=tmp_path)
     said = " ".join(held.stderr.split())
     assert held.returncode == 1 and "already holds a state (2 task record(s), serial 1)" in said
-    assert "its tasks that run at the vendor are forgotten, not stopped" in said
+    assert "a task only its records hold (one a daemon started there) is forgotten, not stopped" in said
 
 
 def test_a_large_state_reports_its_progress(tmp_path: Path) -> None:
