@@ -393,7 +393,8 @@ _COPY = "capctl state copy"
 _DAEMON_ON_DESTINATION = (
     "It acts on the state the copy would write into (started on an empty state, it starts every declared task): "
     f"{_STOP_EVERY_REPLICA}; `capctl state list --state` of it shows what it started, which a copy with --force "
-    "forgets without stopping (a second capture of each room beside the copy's). Start it again once the copy is in."
+    "forgets without stopping (a ZEGO recording it started beside the source's keeps running, untracked). "
+    "Start it again once the copy is in."
 )
 
 
