@@ -143,7 +143,8 @@ def adopted(record: TaskRecord, observed: Observed | None) -> TaskRecord:
         return record.evolve(started_at=min(observed.started_at, now))
     if observed.state is ObservedState.NOT_FOUND:
         window = (
-            " (GetSnapshotTask only finds tasks started in the last 72 hours: an older one cannot be checked)"
+            " (GetSnapshotTask finds a task by its room and TaskId, started in the last 72 hours: a TaskId of"
+            " another room is not found, nor an older task, which cannot be checked)"
             if record.family is ApiFamily.VOLC_SNAPSHOT
             else ""
         )

@@ -273,7 +273,9 @@ def lock_free_now(url: str | None, command: str) -> None:
 
 
 @contextmanager
-def locked(store: StateStore, command: str) -> Iterator[None]:
+def locked(store: StateStore, command: str, *, destination: bool = False) -> Iterator[None]:
+    """Hold `store`'s state lock for `command`, or fail saying who holds it and what to do. `destination`: the
+    state `capctl state copy` writes, whose refusal names it (the source's and the destination's read alike)."""
     from reconciler.state.base import LockHeld, StateError
     from reconciler.state.sql import SqlStateStore, holder_identity
 
@@ -282,13 +284,15 @@ def locked(store: StateStore, command: str) -> Iterator[None]:
     except LockHeld as exc:
         if exc.holder.startswith(holder_identity(command)):  # this very command: `state copy`'s source, named again
             fail(f"--from and --to name the same state ({store.url} is the source by another name): nothing to copy")
+        which = f" of {store.url} (the {'destination' if destination else 'source'})" if command == _COPY else ""
         if exc.daemon:  # a daemon never finishes: say what to do instead of waiting
+            advice = _DAEMON_ON_DESTINATION if destination else _daemon_advice(command, exc.daemon_url)
             fail(
-                f"the capctl daemon holds the state lock ({exc.holder}) and keeps it as long as it runs. "
-                + _daemon_advice(command, exc.daemon_url)
+                f"the capctl daemon holds the state lock{which} ({exc.holder}) and keeps it as long as it runs. "
+                + advice
             )
         fail(
-            f"another capctl holds the state lock ({exc.holder}); wait for it to finish. "
+            f"another capctl holds the state lock{which} ({exc.holder}); wait for it to finish. "
             f"A lock held by a process that died is released by itself."
         )
     # A lease (PostgreSQL) lapses while its command is paused (SIGSTOP, a frozen VM): every write is fenced by
@@ -383,6 +387,15 @@ _STOP_EVERY_REPLICA = (
     "stop the daemon first (SIGTERM), every replica of it: a standby takes the lock within seconds"
     " (Kubernetes: `kubectl scale deploy/capctl --replicas=0`)"
 )
+_COPY = "capctl state copy"
+# A daemon deployed on the new store before the copy (walk 36d-1): it has acted there already, so "start it on the
+# copy" was wrong, and the tasks it started are what `--force` would forget without stopping them.
+_DAEMON_ON_DESTINATION = (
+    "It acts on the state the copy would write into (started on an empty state, it starts every declared task): "
+    f"{_STOP_EVERY_REPLICA}; `capctl state list --state` of it shows what it started, which a copy with --force "
+    "forgets without stopping (a ZEGO recording it started beside the source's keeps running, untracked). "
+    "Start it again once the copy is in."
+)
 
 
 def _daemon_advice(command: str, url: str | None) -> str:
@@ -400,7 +413,7 @@ def _daemon_advice(command: str, url: str | None) -> str:
             f"To wake them offline instead, {_STOP_EVERY_REPLICA}, then start it again."
         )
     # After a copy it runs on the copy: on both states it would start each task twice.
-    then = "start it on the copy (--state, CAPCTL_STATE)" if command == "capctl state copy" else "start it again"
+    then = "start it on the copy (--state, CAPCTL_STATE)" if command == _COPY else "start it again"
     return f"To run `{command}`, {_STOP_EVERY_REPLICA}, then {then}."
 
 

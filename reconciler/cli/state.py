@@ -315,7 +315,7 @@ def state_copy(
         assert isinstance(dst, SqlStateStore)
         if src.url == dst.url:
             fail(f"--from and --to name the same state ({src.url}): nothing to copy")
-        stack.enter_context(locked(dst, "capctl state copy"))
+        stack.enter_context(locked(dst, "capctl state copy", destination=True))
         err = err_console()
 
         def progress(done: int, total: int) -> None:

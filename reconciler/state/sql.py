@@ -975,7 +975,9 @@ class SqlStateStore(ABC):
             if held and not replace:
                 raise StateError(
                     f"{self.url} already holds a state ({held:,} task record(s), serial {serial}): nothing was copied."
-                    " Copy into a new or empty state, or replace this one with --force (after a backup of it)"
+                    " Copy into a new or empty state, or replace this one with --force (after a backup of it): a task"
+                    " only its records hold (one a daemon started there) is forgotten, not stopped (`capctl state"
+                    " list --state` of it shows them)"
                 )
             _create_absent(cur, self.room_queries.exists, (*self.room_queries.serialise, self.room_queries.create))
             _create_absent(cur, q.has_key, (q.create_key,))

@@ -132,6 +132,10 @@ def test_tasks_started_outside_capctl_are_imported_and_kept_without_a_second_sta
     refused = work.capctl("state", "import", "RecordingJob/rec/class-1", other, expect=1).stderr
     assert f"the vendor reports {other} in room class-2, not in RecordingJob/rec/class-1's room class-1" in refused
     assert not work.state.exists()
+    elsewhere = work.capctl("state", "import", "SnapshotJob/audit/lobby", "their-hall", expect=1).stderr
+    elsewhere = " ".join(elsewhere.split())
+    assert "the vendor does not know the Volcengine snapshot task their-hall in room lobby" in elsewhere
+    assert "a TaskId of another room is not found" in elsewhere  # not only the 72 h window (walk 36d-2)
     misspelt = work.capctl("state", "import", "SnapshotJob/audit/lobbby", "audit", expect=1).stderr
     assert "SnapshotJob/audit/lobbby: no such task in the specs (specs) (did you mean SnapshotJob/audit/lobby?)" in (
         " ".join(misspelt.split())

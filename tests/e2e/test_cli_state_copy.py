@@ -62,7 +62,31 @@ def test_a_state_a_daemon_holds_is_refused_and_nothing_is_created(tmp_path: Path
     assert refused.returncode == 1
     assert "the capctl daemon holds the state lock" in refused.stderr and "every replica" in refused.stderr
     assert "then start it on the copy (--state, CAPCTL_STATE)." in refused.stderr  # was: "start it again"
+    assert "the state lock of sqlite:///" in refused.stderr and "state.db (the source) (pid " in refused.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_daemon_already_on_the_destination_is_named_as_such_and_force_is_said_to_forget_its_tasks(
+    tmp_path: Path,
+) -> None:
+    """The cluster's daemon deployed on the new store before the copy (walk 36d-1): the refusal did not say which
+    state was held and told the user to "start it on the copy", which it ran on already; nor did the refusal of
+    the records it wrote there say that `--force` forgets the tasks it started without stopping them."""
+    source = make_state(tmp_path / "state.db", 1)
+    target = make_state(tmp_path / "cluster.db", 2)  # what the early daemon started there
+    daemon = open_state(target)
+    with daemon.lock("capctl run on http://127.0.0.1:61599"):
+        refused = capctl("state", "copy", "--from", source, "--to", target, cwd=tmp_path)
+    daemon.close()
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "cluster.db (the destination) (pid " in said, said
+    assert "It acts on the state the copy would write into" in said and "start it on the copy" not in said
+    assert "a copy with --force forgets without stopping" in said
+
+    held = capctl("state", "copy", "--from", source, "--to", target, cwd=tmp_path)
+    said = " ".join(held.stderr.split())
+    assert held.returncode == 1 and "already holds a state (2 task record(s), serial 1)" in said
+    assert "a task only its records hold (one a daemon started there) is forgotten, not stopped" in said
 
 
 def test_a_large_state_reports_its_progress(tmp_path: Path) -> None:
