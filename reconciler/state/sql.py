@@ -46,6 +46,7 @@ from .base import (
     StateDamaged,
     StateError,
     StateMissing,
+    StateTooNew,
     run_of,
 )
 
@@ -499,7 +500,7 @@ class SqlStateStore(ABC):
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StateError(
+            raise StateTooNew(
                 f"{self.url}: state schema version {version} was written by a newer capctl "
                 f"(this one knows version {SCHEMA_VERSION}); upgrade capctl"
             )
