@@ -297,7 +297,7 @@ class Lease:
             # No retry reads it, and holding the lock kept the newer replica that can from leading: give it up.
             self._acting_epoch, self._outdated = before, str(exc)
             log.error("cannot lead a state of a newer schema: lead given up; standing by", epoch=epoch, error=str(exc))
-            self.elector.resign()
+            self.elector.resign(reason=StepDown.OUTDATED)
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before

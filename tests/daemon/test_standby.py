@@ -619,6 +619,8 @@ async def test_a_takeover_of_a_state_a_newer_capctl_raised_gives_the_lead_up(har
             await harness.stop()  # resigns: the old standby takes the lock
             await harness.advance(2)
         assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+        lost = [e for e in logs if e["event"] == "lost leadership" and e["epoch"] == 2]
+        assert [(e["reason"], e["log_level"]) for e in lost] == [("state schema newer than this capctl", "warning")]
         why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
         outdated = f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
         assert old.readiness().reason == outdated  # nor can it read for a standby's work: to be replaced
