@@ -108,6 +108,7 @@ class StepDown(enum.StrEnum):
     SUPERSEDED = "epoch superseded"
     UNREACHABLE = "database unreachable"
     RESIGNED = "shutting down"
+    OUTDATED = "state schema newer than this capctl"  # a newer capctl raised it: this one never leads again
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +189,15 @@ class LeaderElector:
         lock = self._lock
         return self._try_acquire() if lock is None else self._renew(lock)
 
-    def resign(self, *, unheard_for: float | None = None) -> None:
-        """Give leadership up now (shutting down): the lock is released for a standby to take; `unheard_for`:
-        seconds this holder has answered no callbacks, which the release records (`Lock.unheard_since`)."""
+    def resign(self, *, unheard_for: float | None = None, reason: StepDown = StepDown.RESIGNED) -> None:
+        """Give leadership up now (shutting down, or `reason`): the lock is released for a standby to take;
+        `unheard_for`: seconds this holder has answered no callbacks, which the release records
+        (`Lock.unheard_since`)."""
         with self._mutex:
             if self._lock is not None:
                 if unheard_for is not None:
                     self._lock.unheard_since(unheard_for)
-                self._step_down(StepDown.RESIGNED, "")
+                self._step_down(reason, "")
         self._release_given_up()
 
     def _try_acquire(self) -> float:

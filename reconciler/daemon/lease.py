@@ -23,7 +23,7 @@ from reconciler.clock import Clock, Throttle
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, StepDown
-from reconciler.state.base import StateError
+from reconciler.state.base import StateError, StateTooNew
 from reconciler.state.fenced import FenceableStore
 
 __all__ = ["Lease"]
@@ -95,6 +95,8 @@ class Lease:
         # A takeover that cannot read the state is tried every retry period: said once a minute (an outage, or
         # spec files that do not load under a replaced state's key, can last hours).
         self._unread = Throttle(clock)
+        # Why this replica never leads again (a newer capctl raised the state's schema; walk 36c-2), or None.
+        self._outdated: str | None = None
 
     def unheard(self) -> tuple[float, float] | None:
         """Whether callbacks may have gone unanswered, before this new term, for longer than the vendors retry
@@ -113,6 +115,11 @@ class Lease:
         if not long:
             return None
         return max(length for length, _ in long), max(end for _, end in long)
+
+    @property
+    def outdated(self) -> str | None:
+        """Why this replica never leads again (a newer capctl raised the state's schema), or None."""
+        return self._outdated
 
     @property
     def taking_over(self) -> bool:
@@ -143,6 +150,8 @@ class Lease:
         elector = self.elector
         if elector.is_leader:
             return f"leader (epoch {elector.epoch}): reading the state before acting"
+        if self._outdated is not None:
+            return f"standby: never leads: {self._outdated}"
         if not self._may_lead():
             return "standby: no valid spec set in force; it tries to take the lead once it has one"
         if elector.last_error is not None:
@@ -186,13 +195,13 @@ class Lease:
         when exactly); a new term is taken over (state read afresh, then `regained`) before it acts."""
         while True:
             await self.clock.sleep(self._wait)
-            await self._attempt(self._may_lead() and not self._holding_only)
+            await self._attempt(self._may_lead() and not self._holding_only and self._outdated is None)
 
     async def lead_now(self) -> None:
         """The first valid spec set of a replica that started without one: try to lead now, not a retry
         period later (as a replica started with a valid set does). Not on the way out: a SIGHUP in the shutdown's
         grace took the lock and held it, acting on nothing, until `release`; after it, ticked on its shut thread."""
-        if self._held_back and not self._holding_only:
+        if self._held_back and not self._holding_only and self._outdated is None:
             self._held_back = False
             await self._attempt(True)
 
@@ -284,6 +293,11 @@ class Lease:
             self._regained()  # reads the state too (room activity): a failure there is retried the same way
             self._refused = self._refused_from = self._takeover_error = None
             self._acts()
+        except StateTooNew as exc:
+            # No retry reads it, and holding the lock kept the newer replica that can from leading: give it up.
+            self._acting_epoch, self._outdated = before, str(exc)
+            log.error("cannot lead a state of a newer schema: lead given up; standing by", epoch=epoch, error=str(exc))
+            self.elector.resign(reason=StepDown.OUTDATED)
         except StateError as exc:
             # Not acting in this term until a takeover completes; raised on, it would end the renewals for good.
             self._acting_epoch = before

@@ -27,6 +27,8 @@ def readiness_of(lease: Lease, store: StoreHealth, specs: SpecState) -> Readines
     """Ready = it acts (leader) or can take callbacks into the inbox (standby); the reason says which. A
     leader whose takeover keeps failing is not: it holds the lock, so no replica acts (walk 25B-2)."""
     role = lease.role()
+    if lease.outdated is not None:  # it never leads, nor reads the state for a standby's work: to be replaced
+        return Readiness(False, f"not ready ({role})")
     if (unreachable := lease.elector.last_error) is not None:
         why = f"the state store cannot be reached: {unreachable}"  # a standby's role says it already
         return Readiness(False, f"not ready ({role})" if role.endswith(why) else f"not ready ({role}): {why}")

@@ -32,6 +32,7 @@ __all__ = [
     "StateError",
     "StateMissing",
     "StateStore",
+    "StateTooNew",
     "StateUnreachable",
     "daemon_holder",
     "run_of",
@@ -58,6 +59,11 @@ class StateUnreachable(StateError):
     def __init__(self, message: str, *, where: str) -> None:
         super().__init__(message)
         self.where = where
+
+
+class StateTooNew(StateError):
+    """The state's schema is newer than this capctl knows (a newer capctl raised it): no retry reads it, and
+    reading it as the older schema would misread it. A daemon that meets it as it takes the lead gives it up."""
 
 
 class StateMissing(StateError):

@@ -46,6 +46,7 @@ from .base import (
     StateDamaged,
     StateError,
     StateMissing,
+    StateTooNew,
     run_of,
 )
 
@@ -155,7 +156,8 @@ class Queries:
             # One query returns the serial and every record from the same snapshot of the database.
             # In key order: a plan lists its deletes (and groups their rooms) in the records' order, which was
             # the table's (insertion on SQLite, where an update leaves a row on PostgreSQL): unsorted, churning.
-            load=f"SELECT m.serial, r.key, r.body FROM {meta} m LEFT JOIN capctl_records r ON 1 = 1 WHERE m.id = 1"
+            load=f"SELECT m.schema_version, m.serial, r.key, r.body FROM {meta} m LEFT JOIN capctl_records r ON 1 = 1"
+            " WHERE m.id = 1"
             " ORDER BY r.key",
             keys="SELECT key FROM capctl_records ORDER BY key",
             record=f"SELECT key, body FROM capctl_records WHERE key = {mark}",
@@ -498,7 +500,7 @@ class SqlStateStore(ABC):
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StateError(
+            raise StateTooNew(
                 f"{self.url}: state schema version {version} was written by a newer capctl "
                 f"(this one knows version {SCHEMA_VERSION}); upgrade capctl"
             )
@@ -572,10 +574,13 @@ class SqlStateStore(ABC):
             rows = self._record_text(cur, self.queries.load)
         if not rows:
             raise StateDamaged(self.url, "the capctl_meta table has no row")
+        # Checked at each read, not only at open: a newer capctl beside this one (a rolling update) may raise the
+        # schema while this one runs, and a daemon that takes the lead then must refuse, not misread, the state.
+        self._check_version(_whole(self.url, rows[0][0], "schema_version"))
         return Snapshot(
-            serial=_whole(self.url, rows[0][0], "serial"),
+            serial=_whole(self.url, rows[0][1], "serial"),
             # (The LEFT JOIN's row of a state of no records has no body; a row whose key is NULL is damage.)
-            records=self._decode((key, body) for _, key, body in rows if body is not None),
+            records=self._decode((key, body) for _, _, key, body in rows if body is not None),
         )
 
     def _decode(self, rows: Iterable[tuple[str | None, str | bytes]]) -> dict[str, TaskRecord]:

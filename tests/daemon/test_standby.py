@@ -595,6 +595,46 @@ async def test_a_takeover_whose_room_activity_cannot_be_read_is_tried_again_not_
         standby.records.close()
 
 
+class NewerStore(SQLiteStateStore):
+    """The store of a newer capctl, as far as its schema goes: it reads a state of schema 3."""
+
+    def _check_version(self, version: int) -> None:
+        if version > 3:
+            super()._check_version(version)
+
+
+async def test_a_takeover_of_a_state_a_newer_capctl_raised_gives_the_lead_up(harness: Harness) -> None:
+    """Walk 36c-2, a rolling update to a release that raises the schema: a replica of this one that takes the lead
+    afterwards cannot read the state (nor can any retry), and holding the lock as it retried kept the newer
+    replica from leading. It gives the lead up, says why, and never tries again."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    old = await harness.start_standby(leader=settings, holder="capctl run on old")
+    newer: Daemon | None = None
+    try:
+        with sqlite3.connect(harness.state_path) as db:  # as a newer release's first replica upgrades the state
+            db.execute("UPDATE capctl_meta SET schema_version = 3")
+        with capture_logs() as logs:
+            await harness.stop()  # resigns: the old standby takes the lock
+            await harness.advance(2)
+        assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+        lost = [e for e in logs if e["event"] == "lost leadership" and e["epoch"] == 2]
+        assert [(e["reason"], e["log_level"]) for e in lost] == [("state schema newer than this capctl", "warning")]
+        why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
+        outdated = f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
+        assert old.readiness().reason == outdated  # nor can it read for a standby's work: to be replaced
+        newer = await harness.start_standby(NewerStore(harness.state_path), leader=settings, holder="capctl run on new")
+        await harness.advance(3)
+        assert newer.readiness().reason == "ready (leader, epoch 3)"
+        assert old.readiness().reason == outdated
+    finally:
+        for replica in (old, newer):
+            if replica is not None:
+                await replica.stop()
+                replica.records.close()
+
+
 async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothing_it_already_saw(
     harness: Harness,
 ) -> None:

@@ -136,3 +136,34 @@ def test_the_newest_old_layout_reads_whole(sqlite_url: str, tmp_path: Path) -> N
     finally:
         store.close()
     assert _plan(sqlite_url, _specs(tmp_path, selector=True)).startswith("No changes.")
+
+
+def test_yesterdays_release_layout_reads_whole_and_stays_at_its_schema(sqlite_url: str, tmp_path: Path) -> None:
+    """f569545 (schema 2 with epochs, homes, the inbox and history; the release before the 36th wave): its
+    failed create, dormant task, stopped selector task, inbox entry, lock epoch, rooms and history are read as
+    written; the plan starts nothing anew but the failed create, and a writer of this version leaves the
+    schema at 2, so that release still reads the state after it (a rollback needs no restore)."""
+    _restore(sqlite_url, "f569545-sqlite.sql")
+    specs = _specs(tmp_path, selector=True)
+    plan = _plan(sqlite_url, specs)
+    assert "previous submission failed" in plan
+    assert "Plan: 1 to create, 0 to update in place, 0 to replace, 0 to re-issue, 0 to delete, 6 unchanged." in plan
+    store = open_state(sqlite_url, create=False)  # as `apply` or `run` opens it
+    try:
+        records = store.load().records
+        status = {key.rsplit("/", 1)[-1]: record.status for key, record in records.items()}
+        assert status["vip-1"] is TaskStatus.DORMANT and status["sel-b"] is TaskStatus.STOPPED
+        assert status["2024-11-13.mp4"] is TaskStatus.FAILED
+        assert records["SnapshotJob/lobby-audit/lobby"].reissue_count == 1
+        assert {r.home for r in records.values() if r.status is TaskStatus.RUNNING} >= {
+            "volcengine:capctl-sim-volc at http://127.0.0.1:8750/volc"
+        }
+        rooms = {(a.account, a.room, a.active) for a in store.room_activity(ACCOUNTS)}
+        assert ("volcengine:capctl-sim-volc", "sel-a", True) in rooms and len(rooms) == 4
+        assert store.upgrade_rooms(ACCOUNTS) is None  # a run's start finds nothing to upgrade
+        assert len(store.history()) == 11
+        (entry,) = store.inbox_claim(now=1796637731.0, keep=1e9)
+        assert entry.payload["event"] == "SnapshotRealTimeData" and entry.payload["room_id"] == "lobby"
+    finally:
+        store.close()
+    assert _meta(sqlite_url) == (2, 32)

@@ -181,6 +181,20 @@ def test_a_state_of_schema_1_is_read_by_account_and_upgraded_in_place_once(store
         open_state(store_url, create=False)
 
 
+def test_a_schema_a_newer_capctl_raises_while_this_one_runs_is_refused_at_the_next_read(store_url: str) -> None:
+    """A rolling update: this capctl opened the state (a daemon, standing by), then a newer one beside it raised
+    the schema. The daemon reads the state again when it takes the lead: refused, naming both versions, not
+    misread (a schema-1 daemon that led a schema-2 state read no room activity: walk 36c-1)."""
+    store = open_state(store_url)
+    try:
+        store.put(make_record())
+        raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+        with pytest.raises(StateError, match=r"state schema version 3 was written by a newer capctl \(this one knows"):
+            store.load()
+    finally:
+        store.close()
+
+
 def test_an_upgrade_that_dies_half_way_leaves_the_state_as_it_was(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
