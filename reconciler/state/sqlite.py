@@ -425,15 +425,22 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
     readonly database`, or `unable to open database file`), which one and what to do."""
     code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
+    # SQLite follows a linked state file: its -wal and -shm files, and so the directory and mount that matter,
+    # are where the link leads, never beside the link (walk 36B-1: the link's own directory was named).
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        real = path
+    led = "" if real == path else f" (where {path} leads)"
     if code & 0xFF == sqlite3.SQLITE_IOERR:
         return (
             f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
             " file: a full disk, a file size limit (ulimit -f), a failing disk)"
         )
-    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(path.parent):
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(real.parent):
         # A WAL database on a read-only mount (a volume `readOnly: true`) opens for no one: only `unable to open`.
         return (
-            f"{exc} ({name}: the file system holding {path.parent} is mounted read-only: capctl writes its state"
+            f"{exc} ({name}: the file system holding {real.parent}{led} is mounted read-only: capctl writes its state"
             " there, and SQLite the state's -wal and -shm files even to read it; mount it read-write, or keep the"
             " state elsewhere)"
         )
@@ -442,16 +449,16 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     # Root writes whatever the mode bits say, so these reach a capctl run as another user (a container's uid).
     if name == "SQLITE_READONLY_DIRECTORY":
         return (
-            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {path.parent}: SQLite"
-            " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
-            " directory, or run capctl as its owner)"
+            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {real.parent}{led}:"
+            " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
+            " that directory, or run capctl as its owner)"
         )
     # Which of the three: an -shm left read-only (made while the state file was, which SQLite gives the file's
     # mode) outlives a chmod of the state file back to writable, and its name is the whole fix.
-    files = [p for p in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
-    named = ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file"
+    files = [p for p in (real, *(real.with_name(real.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
+    named = ", ".join(map(str, files)) if files else f"the state file {real} or its -wal or -shm file"
     return (
-        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}; give"
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}{led}; give"
         " this user write access, or run capctl as the owner)"
     )
 

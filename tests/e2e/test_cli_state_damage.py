@@ -125,30 +125,39 @@ def as_another_user(
     )
 
 
-@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file"])
+@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file", "the directory of a link"])
 def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
     """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
     read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made), and for
-    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back."""
+    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back.
+    Walk 36B-1: a state path that is a link named the link's directory; SQLite works where the link leads."""
     with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
-        root = Path(temp)
+        root = Path(temp).resolve()  # (a temporary directory under a linked /tmp would read as a link too)
         write_specs(root, snapshot_job("audit", ["room-1"]))
         state = root / "state" / "state.db"
         assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        given = state
+        if read_only == "the directory of a link":
+            given = root / "link" / "state.db"
+            given.parent.mkdir()
+            given.symlink_to(state)
+            read_only = "the directory"
         if os.getuid() == 0:
             for path in (root, *root.rglob("*")):
                 os.chown(path, 65534, 65534)
         (state if read_only != "the directory" else state.parent).chmod(0o555)
-        listed = as_another_user(root, state, "state", "list")
+        listed = as_another_user(root, given, "state", "list")
         if read_only == "an -shm file":
             state.chmod(0o644)
         before = state.read_bytes()
-        applied = as_another_user(root, state, "apply", "--auto-approve")
+        applied = as_another_user(root, given, "apply", "--auto-approve")
         uid = 65534 if os.getuid() == 0 else os.getuid()
         head = f"(SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
         said = {
             "the directory": (
-                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}:"
+                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}"
+                + ("" if given == state else f" (where {given} leads)")
+                + ":"
                 " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
                 " that directory, or run capctl as its owner)"
             ),
