@@ -6,6 +6,7 @@ operator can restore a backup or move it away. No vendor is called (the provider
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -110,9 +111,29 @@ def test_state_init_starts_a_state_in_an_empty_file_and_nothing_else(tmp_path: P
 AS_ANOTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
 
 
+@functools.cache
+def _cannot_run_as_another_user(where: Path) -> str:
+    """Why `nobody` cannot run this checkout's capctl with its state in `where` ('' when it can)."""
+    proc = subprocess.run(
+        [*AS_ANOTHER_USER, sys.executable, "-c", "import os, sys, reconciler; os.stat(sys.argv[1])", f"{where}/."],
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1] if proc.returncode else ""
+
+
 def as_another_user(
     root: Path, state: Path, *args: str, user: list[str] = AS_ANOTHER_USER
 ) -> subprocess.CompletedProcess[str]:
+    if user and (why := _cannot_run_as_another_user(root.parent)):
+        # Fail as what it is (a checkout or TMPDIR under a 0700 directory such as /root), never skip: CI runs as root.
+        pytest.fail(
+            f"uid 65534 (through setpriv) cannot run {sys.executable} on this checkout or reach {root.parent}: {why};"
+            " keep the checkout and TMPDIR where any user can read them (not under /root)",
+            pytrace=False,
+        )
     base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
     return subprocess.run(
         [*user, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
@@ -215,7 +236,8 @@ def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
         if subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], capture_output=True
         ).returncode:
-            pytest.skip("cannot mount a tmpfs here")
+            # root that cannot mount (a container without CAP_SYS_ADMIN): fail, as a skip in CI would hide it
+            pytest.fail(f"root cannot mount a tmpfs on {mount} here; run the tests where root can mount", pytrace=False)
         try:
             state = mount / "state.db"
             assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=Path(temp)).returncode == 0
