@@ -338,9 +338,11 @@ class SQLiteStateStore(SqlStateStore):
             raise StateError(
                 f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}{self._foreign(exc)}"
             ) from None
-        if not existed and os.geteuid() == 0:
-            # As SQLite gives its -wal and -shm files: a lock file root made (`sudo capctl apply`) on a state
+        if os.geteuid() == 0 and os.fstat(fd).st_uid == 0:
+            # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
             # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
+            # Whether this open made it or an older capctl did (walk 36B-4): judged by its owner, not by a
+            # look before the open that another process's create or delete can make stale.
             state = os.fstat(self._file.fd)
             with contextlib.suppress(OSError):
                 os.fchown(fd, state.st_uid, state.st_gid)

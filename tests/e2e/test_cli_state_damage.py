@@ -224,6 +224,9 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
             f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
             f" --reference={state} {state}.lock)"
         ) in " ".join(refused.stderr.split()), refused.stderr
+        # walk 36b: and the next `sudo capctl …` gives it back, as it would have a lock file it made
+        as_another_user(root, state, "state", "rm", absent, user=[])
+        assert state.with_name("state.db.lock").stat().st_uid == 65534
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
