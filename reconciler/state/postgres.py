@@ -184,6 +184,18 @@ def _password_runs_on(query: str) -> bool:
     return any(key not in known for key in keys[keys.index("password") + 1 :])
 
 
+# The schemas of the search_path ("$user" and quotes read as PostgreSQL reads them, near enough) that hold a
+# capctl_meta table this user cannot see for want of USAGE: none when the tables are visible.
+_HIDDEN_STATE = (
+    "WITH path AS (SELECT string_to_array(replace(replace(replace(current_setting('search_path'), ' ', ''),"
+    " '$user', current_user), '\"', ''), ',') AS names)"
+    " SELECT n.nspname, current_user FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace, path WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
+    " AND NOT has_schema_privilege(n.oid, 'USAGE') AND n.nspname = ANY (path.names)"
+    " ORDER BY array_position(path.names, n.nspname::text)"
+)
+
+
 def _port_ok(port: str) -> bool:
     return not port or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
@@ -265,6 +277,26 @@ class PostgresStateStore(SqlStateStore):
         except BaseException:
             self.close()
             raise
+
+    def _open_schema(self, *, create: bool, where: str) -> bool:
+        """As every store's, but a state in a schema of this user's search_path that it may not use is named.
+
+        PostgreSQL skips such a schema when it resolves a name, so the tables look absent: `state list` said
+        `No state` of a state with tasks, `plan` planned every task anew, and `apply` either failed with `no
+        schema has been selected to create in` or, with a schema of its own first on the path ("$user"), made
+        a second, empty state there and started every task again (walk 36B-5)."""
+        with self._cursor(write=False) as cur:
+            cur.execute(_HIDDEN_STATE, ())
+            hidden = cur.fetchall()
+        if hidden:
+            schema, user = hidden[0]
+            raise StateError(
+                f"{where}: capctl's tables are in schema {schema}, on this user's search_path, but this user ({user})"
+                f" may not use that schema (no USAGE privilege), so they look absent: have the schema's owner grant"
+                f" it (GRANT USAGE ON SCHEMA {schema} TO {user}), with SELECT, INSERT, UPDATE and DELETE on the"
+                " capctl tables; or, for a state of this user's own, set a search_path without it: docs/state.md"
+            )
+        return super()._open_schema(create=create, where=where)
 
     def _scrub(self, exc: BaseException) -> str:
         """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
