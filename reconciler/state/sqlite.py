@@ -186,7 +186,12 @@ class SQLiteStateStore(SqlStateStore):
                     self._use_wal(self._db)
         except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
             self.close()
-            raise StateError(f"{where}: cannot open the state file: {exc.strerror}") from None
+            # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
+            ids = f"{os.geteuid()}:{os.getegid()}"
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {self.path}*"
+            raise StateError(
+                f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -335,8 +340,10 @@ class SQLiteStateStore(SqlStateStore):
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            back = f"give it to the state file's owner: chown --reference={self.path} {self.lock_path}"
             raise StateError(
-                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}{self._foreign(exc)}"
+                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
+                f"{_foreign(exc, self.lock_path, back)}"
             ) from None
         if os.geteuid() == 0 and os.fstat(fd).st_uid == 0:
             # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
@@ -380,19 +387,6 @@ class SQLiteStateStore(SqlStateStore):
         lock.previous_sign = last_sign if existed else None
         lock._alive()
         return lock
-
-    def _foreign(self, exc: OSError) -> str:
-        """For a lock file this user may not open: whose it is and how to give it back to the state's owner."""
-        try:
-            owner = self.lock_path.stat().st_uid
-        except OSError:
-            return ""
-        if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
-            return ""
-        return (
-            f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
-            f" it; give it to the state file's owner: chown --reference={self.path} {self.lock_path})"
-        )
 
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
@@ -462,6 +456,20 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     return (
         f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}{led}; give"
         " this user write access, or run capctl as the owner)"
+    )
+
+
+def _foreign(exc: OSError, path: Path, remedy: str) -> str:
+    """For a file this user may not open because another user's: whose it is and how to give it back."""
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return ""
+    if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
+        return ""
+    return (
+        f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
+        f" it; {remedy})"
     )
 
 

@@ -229,6 +229,26 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
         assert state.with_name("state.db.lock").stat().st_uid == 65534
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a state root made in a directory another user owns")
+def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_locks_out() -> None:
+    """Walk 36B-6: a first `sudo capctl apply` in a service user's directory makes the state root's (0600); the
+    service user's capctl then read only `cannot open the state file: Permission denied`."""
+    with tempfile.TemporaryDirectory(prefix="capctl-36b-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp).resolve()
+        os.chown(root, 65534, 65534)
+        state = root / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0  # as root
+        refused = as_another_user(root, state, "state", "list")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert (
+            "cannot open the state file: Permission denied (capctl runs as uid 65534, the file belongs to uid 0: a"
+            f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: chown"
+            f" 65534:65534 {state}*)"
+        ) in " ".join(refused.stderr.split()), refused.stderr
+        subprocess.run(f"chown 65534:65534 {state}*", shell=True, check=True)  # the remedy, as said
+        assert as_another_user(root, state, "state", "list").returncode == 0
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
 def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
     """Walk 35D-4: a WAL state on a read-only mount (a volume mounted `readOnly: true`) opens for no command,
