@@ -146,7 +146,8 @@ class SQLiteStateStore(SqlStateStore):
         `created` tells whether this open made a new state."""
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        real = _real(self.path)  # beside the file a linked path leads to, with -wal and -shm (walk 36B-7)
+        self.lock_path = real.with_name(real.name + ".lock")
         self.writable = create
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
@@ -421,12 +422,7 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
     readonly database`, or `unable to open database file`), which one and what to do."""
     code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
-    # SQLite follows a linked state file: its -wal and -shm files, and so the directory and mount that matter,
-    # are where the link leads, never beside the link (walk 36B-1: the link's own directory was named).
-    try:
-        real = path.resolve()
-    except (OSError, RuntimeError):
-        real = path
+    real = _real(path)  # walk 36B-1: the link's own directory was named
     led = "" if real == path else f" (where {path} leads)"
     if code & 0xFF == sqlite3.SQLITE_IOERR:
         return (
@@ -471,6 +467,15 @@ def _foreign(exc: OSError, path: Path, remedy: str) -> str:
         f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
         f" it; {remedy})"
     )
+
+
+def _real(path: Path) -> Path:
+    """Where SQLite works for `path`: it follows a linked state file, and makes the -wal and -shm files beside
+    the file the link leads to; so the directory and mount that matter, and capctl's `<db>.lock`, are there."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a loop: named when the file is opened
+        return path
 
 
 def _read_only_mount(directory: Path) -> bool:
