@@ -287,6 +287,20 @@ def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_s
         with psycopg.connect(pg_url, autocommit=True) as conn:
             made = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (user,)).fetchone()
         assert made == (0,)
+    with _role(pg_url, "revoked", "USAGE") as (url, schema):  # USAGE revoked under an open state
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {schema}_revoked")
+        store = open_state(url)
+        try:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM {schema}_revoked")
+            for step in (store.load, lambda: store.lock("capctl run")):  # it said: dropped, restore a backup
+                with pytest.raises(StateError) as revoked:
+                    step()
+                assert "may not use that schema (no USAGE privilege)" in str(revoked.value)
+                assert "restore" not in str(revoked.value)
+        finally:
+            store.close()
 
 
 def test_a_user_without_create_on_the_schema_takes_the_lock_of_a_lease_table_from_before_its_columns(
