@@ -21,6 +21,7 @@ import math
 import os
 import queue
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -49,7 +50,7 @@ from reconciler.secrets import new_fingerprint_key
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "run_demo", "until_stopped"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "quickstart_copy", "run_demo", "until_stopped"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 DEMO_STATE_URL = f"sqlite:///{DEMO_STATE}"
@@ -81,6 +82,12 @@ def quickstart() -> str:
     reconciler/, reloading the set at each edit of the code or the docs."""
     shipped = Path(str(files("reconciler") / "quickstart"))
     return str(shipped.resolve() if shipped.is_symlink() else shipped)
+
+
+def quickstart_copy(source: str | None = None) -> str:
+    """The shell line the demo's last line suggests to copy the quickstart specs (or `source`) into ./specs:
+    quoted, as a venv's path may hold a space (`~/My Projects/.venv`), which split it into two arguments."""
+    return f"cp -r {shlex.quote(source or quickstart())} specs"
 
 
 @contextlib.contextmanager
@@ -438,7 +445,7 @@ def run_demo(
         code = _daemon_phase(walk, daemon_listen, keep_running)
     # Without --keep-running the daemon has stopped by now: its status page is offered, not linked.
     page = "" if keep_running else "`capctl demo --keep-running` to browse the daemon's status page, "
-    start = f" (`cp -r {quickstart()} specs` to start from these)" if paths == [quickstart()] else ""
+    start = f" (`{quickstart_copy()}` to start from these)" if paths == [quickstart()] else ""
     console.print(
         Text.assemble(
             ("\nDone.", "bold green"),

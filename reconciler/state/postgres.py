@@ -184,6 +184,31 @@ def _password_runs_on(query: str) -> bool:
     return any(key not in known for key in keys[keys.index("password") + 1 :])
 
 
+# The schemas of the search_path ("$user" and quotes read as PostgreSQL reads them, near enough) that hold a
+# capctl_meta table this user cannot see for want of USAGE: none when the tables are visible.
+_HIDDEN_STATE = (
+    "WITH path AS (SELECT string_to_array(replace(replace(replace(current_setting('search_path'), ' ', ''),"
+    " '$user', current_user), '\"', ''), ',') AS names)"
+    " SELECT n.nspname, current_user FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace, path WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
+    " AND NOT has_schema_privilege(n.oid, 'USAGE') AND n.nspname = ANY (path.names)"
+    " ORDER BY array_position(path.names, n.nspname::text)"
+)
+
+
+def _hidden(rows: list[tuple[object, ...]]) -> str:
+    """What _HIDDEN_STATE's rows mean ('' for none): where the tables are, and the grant that shows them."""
+    if not rows:
+        return ""
+    schema, user = rows[0]
+    return (
+        f"capctl's tables are in schema {schema}, on this user's search_path, but this user ({user}) may not use"
+        f" that schema (no USAGE privilege), so they look absent: have the schema's owner grant it (GRANT USAGE ON"
+        f" SCHEMA {schema} TO {user}), with SELECT, INSERT, UPDATE and DELETE on the capctl tables; or, for a state"
+        " of this user's own, set a search_path without it: docs/state.md"
+    )
+
+
 def _port_ok(port: str) -> bool:
     return not port or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
@@ -266,6 +291,20 @@ class PostgresStateStore(SqlStateStore):
             self.close()
             raise
 
+    def _open_schema(self, *, create: bool, where: str) -> bool:
+        """As every store's, but a state in a schema of this user's search_path that it may not use is named.
+
+        PostgreSQL skips such a schema when it resolves a name, so the tables look absent: `state list` said
+        `No state` of a state with tasks, `plan` planned every task anew, and `apply` either failed with `no
+        schema has been selected to create in` or, with a schema of its own first on the path ("$user"), made
+        a second, empty state there and started every task again (walk 36B-5)."""
+        with self._cursor(write=False) as cur:
+            cur.execute(_HIDDEN_STATE, ())
+            hidden = _hidden(cur.fetchall())
+        if hidden:
+            raise StateError(f"{where}: {hidden}")
+        return super()._open_schema(create=create, where=where)
+
     def _scrub(self, exc: BaseException) -> str:
         """The first line of a driver error, with any spelling of the password shown as its fingerprint."""
         return scrub_text((str(exc).strip() or type(exc).__name__).splitlines()[0], self._passwords, limit=None)
@@ -275,7 +314,12 @@ class PostgresStateStore(SqlStateStore):
         capctl table gone from under an open state means, which the server's `relation … does not exist`
         does not say (`conn`: where to look which are left); or ''."""
         text, session = str(exc), self._session_limits
-        if isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text:
+        # USAGE revoked under an open state: its tables look dropped (restoring a backup would lose what was
+        # written since), and a step that makes what is missing finds no schema to make it in (36B-5).
+        looks_gone = isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text
+        if (looks_gone or isinstance(exc, psycopg.errors.InvalidSchemaName)) and (hidden := self._hidden(conn)):
+            return f" ({hidden})"
+        if looks_gone:
             if (gone := re.search(r'relation "(capctl_\w+)"', text)) and self._records_left(conn):
                 # The lock's table alone dropped (a stale lock "cleared" by hand): restoring the whole state, as
                 # said below, lost every record written since the backup (walk 21A-3).
@@ -328,6 +372,15 @@ class PostgresStateStore(SqlStateStore):
                 f" {self._lease_limits['lock_timeout']} for the lease's statements)"
             )
         return ""
+
+    def _hidden(self, conn: psycopg.Connection[tuple[object, ...]] | None) -> str:
+        """`_hidden` of what `conn` finds ('' when it cannot tell)."""
+        if conn is None or conn.closed or conn.broken:
+            return ""
+        try:
+            return _hidden(conn.execute(_HIDDEN_STATE).fetchall())
+        except psycopg.Error:
+            return ""
 
     def _records_left(self, conn: psycopg.Connection[tuple[object, ...]] | None) -> bool:
         """Whether the state's own tables (the records and their serial) are still there, as far as `conn`

@@ -146,7 +146,8 @@ class SQLiteStateStore(SqlStateStore):
         `created` tells whether this open made a new state."""
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        real = _real(self.path)  # beside the file a linked path leads to, with -wal and -shm (walk 36B-7)
+        self.lock_path = real.with_name(real.name + ".lock")
         self.writable = create
         self._clock = clock or SystemClock()
         self._busy_timeout = busy_timeout
@@ -186,7 +187,12 @@ class SQLiteStateStore(SqlStateStore):
                     self._use_wal(self._db)
         except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
             self.close()
-            raise StateError(f"{where}: cannot open the state file: {exc.strerror}") from None
+            # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
+            ids = f"{os.geteuid()}:{os.getegid()}"
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {self.path}*"
+            raise StateError(
+                f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -335,12 +341,16 @@ class SQLiteStateStore(SqlStateStore):
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            back = f"give it to the state file's owner: chown --reference={self.path} {self.lock_path}"
             raise StateError(
-                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}{self._foreign(exc)}"
+                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
+                f"{_foreign(exc, self.lock_path, back)}"
             ) from None
-        if not existed and os.geteuid() == 0:
-            # As SQLite gives its -wal and -shm files: a lock file root made (`sudo capctl apply`) on a state
+        if os.geteuid() == 0 and os.fstat(fd).st_uid == 0:
+            # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
             # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
+            # Whether this open made it or an older capctl did (walk 36B-4): judged by its owner, not by a
+            # look before the open that another process's create or delete can make stale.
             state = os.fstat(self._file.fd)
             with contextlib.suppress(OSError):
                 os.fchown(fd, state.st_uid, state.st_gid)
@@ -379,19 +389,6 @@ class SQLiteStateStore(SqlStateStore):
         lock._alive()
         return lock
 
-    def _foreign(self, exc: OSError) -> str:
-        """For a lock file this user may not open: whose it is and how to give it back to the state's owner."""
-        try:
-            owner = self.lock_path.stat().st_uid
-        except OSError:
-            return ""
-        if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
-            return ""
-        return (
-            f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
-            f" it; give it to the state file's owner: chown --reference={self.path} {self.lock_path})"
-        )
-
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
         found first (a quick check of every page), so that taking the lock of a damaged state writes nothing."""
@@ -425,15 +422,17 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
     readonly database`, or `unable to open database file`), which one and what to do."""
     code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
+    real = _real(path)  # walk 36B-1: the link's own directory was named
+    led = "" if real == path else f" (where {path} leads)"
     if code & 0xFF == sqlite3.SQLITE_IOERR:
         return (
             f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
             " file: a full disk, a file size limit (ulimit -f), a failing disk)"
         )
-    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(path.parent):
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(real.parent):
         # A WAL database on a read-only mount (a volume `readOnly: true`) opens for no one: only `unable to open`.
         return (
-            f"{exc} ({name}: the file system holding {path.parent} is mounted read-only: capctl writes its state"
+            f"{exc} ({name}: the file system holding {real.parent}{led} is mounted read-only: capctl writes its state"
             " there, and SQLite the state's -wal and -shm files even to read it; mount it read-write, or keep the"
             " state elsewhere)"
         )
@@ -442,18 +441,41 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
     # Root writes whatever the mode bits say, so these reach a capctl run as another user (a container's uid).
     if name == "SQLITE_READONLY_DIRECTORY":
         return (
-            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {path.parent}: SQLite"
-            " makes the state's -wal and -shm files there, even to read it; give this user write access to that"
-            " directory, or run capctl as its owner)"
+            f"{exc} ({name}: capctl, running as uid {os.geteuid()}, cannot write the directory {real.parent}{led}:"
+            " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
+            " that directory, or run capctl as its owner)"
         )
     # Which of the three: an -shm left read-only (made while the state file was, which SQLite gives the file's
     # mode) outlives a chmod of the state file back to writable, and its name is the whole fix.
-    files = [p for p in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
-    named = ", ".join(map(str, files)) if files else f"the state file {path} or its -wal or -shm file"
+    files = [p for p in (real, *(real.with_name(real.name + end) for end in ("-wal", "-shm"))) if _unwritable(p)]
+    named = ", ".join(map(str, files)) if files else f"the state file {real} or its -wal or -shm file"
     return (
-        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}; give"
+        f"{exc} ({name or 'SQLITE_READONLY'}: capctl, running as uid {os.geteuid()}, cannot write {named}{led}; give"
         " this user write access, or run capctl as the owner)"
     )
+
+
+def _foreign(exc: OSError, path: Path, remedy: str) -> str:
+    """For a file this user may not open because another user's: whose it is and how to give it back."""
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return ""
+    if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
+        return ""
+    return (
+        f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
+        f" it; {remedy})"
+    )
+
+
+def _real(path: Path) -> Path:
+    """Where SQLite works for `path`: it follows a linked state file, and makes the -wal and -shm files beside
+    the file the link leads to; so the directory and mount that matter, and capctl's `<db>.lock`, are there."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a loop: named when the file is opened
+        return path
 
 
 def _read_only_mount(directory: Path) -> bool:

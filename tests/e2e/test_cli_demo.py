@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.demo import quickstart, until_stopped
+from reconciler.demo import quickstart, quickstart_copy, until_stopped
 from reconciler.spec import load_spec_set
 from tests.servers import children_of
 
@@ -34,8 +34,18 @@ def test_the_copy_the_demo_suggests_of_its_shipped_specs_is_a_spec_set(tmp_path:
     editable install) reconciler/quickstart is a relative link to ../specs: the copy was that link, dangling,
     and `capctl validate` found `specs: a symbolic link to '../specs', which does not exist`."""
     assert (REPO / "reconciler" / "quickstart").is_symlink()  # the case: the package's files are the checkout's
-    subprocess.run(["cp", "-r", quickstart(), str(tmp_path / "specs")], check=True)
+    subprocess.run(["sh", "-c", quickstart_copy()], cwd=tmp_path, check=True)  # the line as the demo prints it
     assert load_spec_set([tmp_path / "specs"], env={}).summary().startswith("3 files, 7 documents")
+
+
+def test_the_copy_the_demo_suggests_runs_as_printed_from_a_path_with_a_space(tmp_path: Path) -> None:
+    """Walk 36b: capctl installed in `~/My Projects/.venv` printed `cp -r ~/My Projects/…/quickstart specs`,
+    which a shell splits into two sources (`cp: cannot stat '…/My'`)."""
+    shipped = tmp_path / "My Projects" / "quickstart"
+    shutil.copytree(quickstart(), shipped)
+    (tmp_path / "work").mkdir()
+    subprocess.run(["sh", "-c", quickstart_copy(str(shipped))], cwd=tmp_path / "work", check=True)
+    assert load_spec_set([tmp_path / "work" / "specs"], env={}).summary().startswith("3 files, 7 documents")
 
 
 def demo(cwd: Path, *args: str, capctl: tuple[str, ...] = PYTHON_M_CAPCTL) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ operator can restore a backup or move it away. No vendor is called (the provider
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -110,9 +111,29 @@ def test_state_init_starts_a_state_in_an_empty_file_and_nothing_else(tmp_path: P
 AS_ANOTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
 
 
+@functools.cache
+def _cannot_run_as_another_user(where: Path) -> str:
+    """Why `nobody` cannot run this checkout's capctl with its state in `where` ('' when it can)."""
+    proc = subprocess.run(
+        [*AS_ANOTHER_USER, sys.executable, "-c", "import os, sys, reconciler; os.stat(sys.argv[1])", f"{where}/."],
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1] if proc.returncode else ""
+
+
 def as_another_user(
     root: Path, state: Path, *args: str, user: list[str] = AS_ANOTHER_USER
 ) -> subprocess.CompletedProcess[str]:
+    if user and (why := _cannot_run_as_another_user(root.parent)):
+        # Fail as what it is (a checkout or TMPDIR under a 0700 directory such as /root), never skip: CI runs as root.
+        pytest.fail(
+            f"uid 65534 (through setpriv) cannot run {sys.executable} on this checkout or reach {root.parent}: {why};"
+            " keep the checkout and TMPDIR where any user can read them (not under /root)",
+            pytrace=False,
+        )
     base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
     return subprocess.run(
         [*user, sys.executable, "-m", "reconciler", *args, "--state", f"sqlite:///{state}"],
@@ -125,30 +146,39 @@ def as_another_user(
     )
 
 
-@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file"])
+@pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file", "the directory of a link"])
 def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
     """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
     read-only directory alike (where even `state list` fails: the -wal and -shm files cannot be made), and for
-    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back."""
+    the -shm a read of a read-only state file left (SQLite gives it the file's mode) after a chmod back.
+    Walk 36B-1: a state path that is a link named the link's directory; SQLite works where the link leads."""
     with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
-        root = Path(temp)
+        root = Path(temp).resolve()  # (a temporary directory under a linked /tmp would read as a link too)
         write_specs(root, snapshot_job("audit", ["room-1"]))
         state = root / "state" / "state.db"
         assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
+        given = state
+        if read_only == "the directory of a link":
+            given = root / "link" / "state.db"
+            given.parent.mkdir()
+            given.symlink_to(state)
+            read_only = "the directory"
         if os.getuid() == 0:
             for path in (root, *root.rglob("*")):
                 os.chown(path, 65534, 65534)
         (state if read_only != "the directory" else state.parent).chmod(0o555)
-        listed = as_another_user(root, state, "state", "list")
+        listed = as_another_user(root, given, "state", "list")
         if read_only == "an -shm file":
             state.chmod(0o644)
         before = state.read_bytes()
-        applied = as_another_user(root, state, "apply", "--auto-approve")
+        applied = as_another_user(root, given, "apply", "--auto-approve")
         uid = 65534 if os.getuid() == 0 else os.getuid()
         head = f"(SQLITE_READONLY: capctl, running as uid {uid}, cannot write"
         said = {
             "the directory": (
-                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}:"
+                f"(SQLITE_READONLY_DIRECTORY: capctl, running as uid {uid}, cannot write the directory {state.parent}"
+                + ("" if given == state else f" (where {given} leads)")
+                + ":"
                 " SQLite makes the state's -wal and -shm files there, even to read it; give this user write access to"
                 " that directory, or run capctl as its owner)"
             ),
@@ -194,6 +224,29 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
             f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
             f" --reference={state} {state}.lock)"
         ) in " ".join(refused.stderr.split()), refused.stderr
+        # walk 36b: and the next `sudo capctl …` gives it back, as it would have a lock file it made
+        as_another_user(root, state, "state", "rm", absent, user=[])
+        assert state.with_name("state.db.lock").stat().st_uid == 65534
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a state root made in a directory another user owns")
+def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_locks_out() -> None:
+    """Walk 36B-6: a first `sudo capctl apply` in a service user's directory makes the state root's (0600); the
+    service user's capctl then read only `cannot open the state file: Permission denied`."""
+    with tempfile.TemporaryDirectory(prefix="capctl-36b-") as temp:  # (not tmp_path: its parents are root's 0700)
+        root = Path(temp).resolve()
+        os.chown(root, 65534, 65534)
+        state = root / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0  # as root
+        refused = as_another_user(root, state, "state", "list")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert (
+            "cannot open the state file: Permission denied (capctl runs as uid 65534, the file belongs to uid 0: a"
+            f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: chown"
+            f" 65534:65534 {state}*)"
+        ) in " ".join(refused.stderr.split()), refused.stderr
+        subprocess.run(f"chown 65534:65534 {state}*", shell=True, check=True)  # the remedy, as said
+        assert as_another_user(root, state, "state", "list").returncode == 0
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
@@ -206,7 +259,8 @@ def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
         if subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], capture_output=True
         ).returncode:
-            pytest.skip("cannot mount a tmpfs here")
+            # root that cannot mount (a container without CAP_SYS_ADMIN): fail, as a skip in CI would hide it
+            pytest.fail(f"root cannot mount a tmpfs on {mount} here; run the tests where root can mount", pytrace=False)
         try:
             state = mount / "state.db"
             assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=Path(temp)).returncode == 0

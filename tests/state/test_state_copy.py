@@ -264,6 +264,45 @@ def test_a_user_the_database_refuses_is_told_what_capctl_needs_of_it_and_nothing
             )
 
 
+def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_state(pg_url: str) -> None:
+    """Walk 36B-5: without USAGE on the schema holding the state, PostgreSQL skips it when resolving names:
+    `state list` said `No state`, and apply with a schema of the user's own first on its search_path made a
+    second, empty state there (every task started again)."""
+    import psycopg
+
+    sql_store(pg_url).close()  # the state, made by the tables' owner
+    with _role(pg_url, "no_usage", "CREATE") as (url, schema):  # CREATE alone: the schema is not the user's to use
+        user = f"{schema}_no_usage"
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {user} AUTHORIZATION {user}")
+        own_first = url.replace(f"%3D{schema}", f"%3D{user}%2C{schema}")
+        for target, create in ((url, False), (url, True), (own_first, True)):  # state list; apply; apply
+            with pytest.raises(StateError) as hidden:
+                open_state(target, create=create)
+            assert (
+                f"capctl's tables are in schema {schema}, on this user's search_path, but this user ({user}) may not"
+                f" use that schema (no USAGE privilege), so they look absent: have the schema's owner grant it (GRANT"
+                f" USAGE ON SCHEMA {schema} TO {user})"
+            ) in str(hidden.value)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            made = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (user,)).fetchone()
+        assert made == (0,)
+    with _role(pg_url, "revoked", "USAGE") as (url, schema):  # USAGE revoked under an open state
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {schema}_revoked")
+        store = open_state(url)
+        try:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM {schema}_revoked")
+            for step in (store.load, lambda: store.lock("capctl run")):  # it said: dropped, restore a backup
+                with pytest.raises(StateError) as revoked:
+                    step()
+                assert "may not use that schema (no USAGE privilege)" in str(revoked.value)
+                assert "restore" not in str(revoked.value)
+        finally:
+            store.close()
+
+
 def test_a_user_without_create_on_the_schema_takes_the_lock_of_a_lease_table_from_before_its_columns(
     pg_url: str,
 ) -> None:

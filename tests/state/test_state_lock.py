@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import TaskRecord, TaskStatus
-from reconciler.state import LockHeld, StateError, StateStore, open_state, sqlite_path
+from reconciler.state import LockHeld, SQLiteStateStore, StateError, StateStore, open_state, sqlite_path
 
 from .helpers import make_record, start_worker
 
@@ -78,6 +78,23 @@ def lock_holder(store_url: str, lease_seconds: float) -> Iterator[subprocess.Pop
     finally:
         worker.kill()
         worker.communicate(timeout=30)
+
+
+def test_a_holder_through_a_linked_path_is_named_to_one_by_the_real_path(tmp_path: Path) -> None:
+    """Walk 36B-7: `<db>.lock` (which records the holder) was made beside the path as given, so a capctl on the
+    state by a link and one by the file's own path excluded each other (the flock on the file itself) but the
+    second read `holder not recorded in …`; and a link in a directory this user cannot write refused the lock.
+    It is beside the file SQLite works on, as the -wal and -shm are."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    SQLiteStateStore(tmp_path / "real" / "state.db").close()
+    (tmp_path / "link" / "state.db").symlink_to("../real/state.db")
+    with lock_holder(f"sqlite:///{tmp_path / 'link' / 'state.db'}", lease_seconds=60) as worker:
+        store = SQLiteStateStore(tmp_path / "real" / "state.db")
+        with pytest.raises(LockHeld, match=rf"^state is locked by pid {worker.pid} on .* \(capctl run\) since "):
+            store.lock("capctl apply")
+        store.close()
+    assert sorted(os.listdir(tmp_path / "link")) == ["state.db"]
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
