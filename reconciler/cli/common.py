@@ -541,12 +541,14 @@ def say_new_state(url: str) -> None:
     err_console().print(f"Started a new state at {url}.", markup=False, soft_wrap=True)
 
 
-def stop_cleanly_while_starting(ctx: typer.Context) -> None:
+def stop_cleanly_while_starting(ctx: typer.Context, *, reloads: bool = False) -> None:
     """First thing in a server command (`run`, `sim`): SIGTERM or Ctrl-C before it sets its own handlers exits 0,
     its documented clean stop. Its imports take ~0.5 s on a loaded node, and a SIGTERM then killed it (143; Ctrl-C:
     click's `Aborted!`, 1; walk 30c-6/35b); nothing is open yet, so there is nothing to finish. A signal ignored
     (`nohup`, a background job's SIGINT) stays ignored. The handlers before come back when the command's context
-    closes (commands run in-process by tests); the server's own replace these while it serves."""
+    closes (commands run in-process by tests); the server's own replace these while it serves.
+    `reloads` (`run`, whose SIGHUP re-reads the specs): a SIGHUP meanwhile is let pass, as the daemon's own handler
+    does until it has read them: they are read as it starts; it killed the daemon (129, walk 36a-3)."""
     import signal
     import threading
 
@@ -556,11 +558,19 @@ def stop_cleanly_while_starting(ctx: typer.Context) -> None:
     def stop(signum: int, frame: object) -> NoReturn:
         raise SystemExit(0)
 
-    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-    previous = {signum: signal.getsignal(signum) for signum in defaults}
-    for signum, default in defaults.items():
+    def let_pass(signum: int, frame: object) -> None:
+        pass
+
+    wanted: dict[signal.Signals, tuple[object, Callable[[int, object], None]]] = {
+        signal.SIGTERM: (signal.SIG_DFL, stop),
+        signal.SIGINT: (signal.default_int_handler, stop),
+    }
+    if reloads:
+        wanted[signal.SIGHUP] = (signal.SIG_DFL, let_pass)
+    previous = {signum: signal.getsignal(signum) for signum in wanted}
+    for signum, (default, handler) in wanted.items():
         if previous[signum] is default:
-            signal.signal(signum, stop)
+            signal.signal(signum, handler)
 
     def restore() -> None:
         for signum, handler in previous.items():

@@ -242,7 +242,7 @@ def run(
     POST /api/v1/sync and /api/v1/wake (`capctl sync`, `capctl wake --daemon`) require CAPCTL_SYNC_TOKEN as a
     bearer token when it is set here.
     """
-    stop_cleanly_while_starting(ctx)  # its imports take ~0.5 s: a SIGTERM meanwhile is a clean stop too
+    stop_cleanly_while_starting(ctx, reloads=True)  # its imports take ~0.5 s: SIGTERM then is a clean stop too
     from reconciler.daemon import run_daemon
     from reconciler.daemon.starting import FOREVER
     from reconciler.httpclient import trust_settings_problem

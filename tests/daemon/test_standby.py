@@ -501,6 +501,37 @@ async def test_a_claim_of_the_inbox_cut_short_by_a_shutdown_still_acts_on_what_i
         store.close()
 
 
+async def test_a_stop_waits_for_its_work_and_a_claim_of_the_inbox_one_grace_in_all(harness: Harness) -> None:
+    """Walk 36a-1: the stop waited its grace for the in-flight work, then a grace again for a claim of the inbox
+    under way: a store that hangs (both wait on it) held a SIGTERM twice the grace (20 s of a pod's 30 s)."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    grace = 0.6
+    leader = await harness.start(shutdown_grace=grace)
+    claiming, release = threading.Event(), threading.Event()
+
+    class Hung:  # the leader's store, its claim hung in its thread until the test ends
+        def inbox_claim(self, *, now: float) -> list[InboxEntry]:
+            claiming.set()
+            release.wait(10)
+            return []
+
+    leader.inbox._state, leader.inbox._in_thread = Hung(), True  # type: ignore[assignment]
+    try:
+        await harness.advance(2)  # a start is retrying (the stop waits for it) and the periodic drain claims
+        assert await asyncio.to_thread(claiming.wait, 5)
+        began = time.monotonic()
+        with capture_logs() as logs:
+            await leader.stop()
+        took = time.monotonic() - began
+    finally:
+        release.set()
+        leader.records.close()
+        harness.daemon = None
+    assert any(line["event"] == "shutdown grace period over: in-flight work cancelled" for line in logs)
+    assert grace <= took < 1.8 * grace, f"the stop took {took:.2f} s for a grace of {grace} s"
+
+
 @pytest.mark.parametrize(
     "damage",
     [

@@ -94,12 +94,17 @@ def test_run_serves_probes_reissues_and_stops_cleanly_on_sigterm(work: Workdir) 
 
 @pytest.mark.parametrize(
     ("args", "sig"),
-    [(("run", "--listen", "127.0.0.1:0"), signal.SIGTERM), (("sim", "--listen", "127.0.0.1:0"), signal.SIGINT)],
-    ids=["run-SIGTERM", "sim-SIGINT"],
+    [
+        (("run", "--listen", "127.0.0.1:0"), signal.SIGTERM),
+        (("sim", "--listen", "127.0.0.1:0"), signal.SIGINT),
+        (("run", "--listen", "127.0.0.1:0"), signal.SIGHUP),
+    ],
+    ids=["run-SIGTERM", "sim-SIGINT", "run-SIGHUP"],
 )
 def test_a_server_stopped_while_it_imports_exits_0(work: Workdir, args: tuple[str, ...], sig: signal.Signals) -> None:
     """Walk 30c-6/35b: a SIGTERM in a server's first ~0.5 s (importing uvicorn and the daemon, before its own
-    handlers) killed it: 143, not the documented clean stop (0); Ctrl-C said click's `Aborted!`, exit 1. The
+    handlers) killed it: 143, not the documented clean stop (0); Ctrl-C said click's `Aborted!`, exit 1; a SIGHUP to
+    `run` (re-read the specs) killed it too: 129, walk 36a-3. The
     import-time lines Python prints (PYTHONPROFILEIMPORTTIME) say when the command's own imports are under way."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     proc = work.spawn(*args, stdout=subprocess.DEVNULL, env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -110,6 +115,12 @@ def test_a_server_stopped_while_it_imports_exits_0(work: Workdir, args: tuple[st
         if "uvicorn" in line:
             break
     proc.send_signal(sig)
+    if sig is signal.SIGHUP:  # walk 36a-3: `run` re-reads its specs on it, and reads them as it starts: it killed it
+        for line in proc.stderr:
+            seen.append(line)
+            if '"event": "listening"' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
     assert proc.wait(timeout=30) == 0, "".join(seen[-5:]) + rest
     assert "Traceback" not in rest and "Aborted" not in rest, rest
@@ -118,10 +129,11 @@ def test_a_server_stopped_while_it_imports_exits_0(work: Workdir, args: tuple[st
 def test_a_server_command_run_in_process_puts_the_signal_handlers_back() -> None:
     """The handlers a server command sets for its start are the command's: a test process that runs one (here one
     refused at once) keeps its own SIGTERM and Ctrl-C."""
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = [signal.getsignal(signum) for signum in signals]
     for args in (["run", "--resync", "0"], ["sim", "--speed", "0"]):
         assert CliRunner().invoke(cli.app, args).exit_code == 1
-        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+        assert [signal.getsignal(signum) for signum in signals] == before
 
 
 def test_while_the_daemon_runs_apply_and_state_rm_say_so_and_sync_reaches_it(work: Workdir) -> None:
