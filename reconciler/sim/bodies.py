@@ -1,8 +1,8 @@
 """The request bodies the vendors accept, field by field from the seed pages (shared/seeds/).
 
 Volcengine StartSnapshot is seed 001; the ZEGO recording body is seed 003 (snake_case, legacy /start) and the
-same fields in PascalCase for the current StartRecord (vendor-apis.md), built by one function so the two
-generations cannot drift apart.
+same fields in PascalCase for the current StartRecord (vendor-apis.md; the VOD objects by ZEGO's StartRecord
+page), built by one function so the two generations cannot drift apart.
 """
 
 from __future__ import annotations
@@ -158,7 +158,18 @@ VOLC_ROOM_USERS = Obj({"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "Rol
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------
 
-_PASCAL_RENAMES = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
+_PASCAL_RENAMES = {
+    "storage_provider": "Vendor",
+    "bucket_name": "Bucket",
+    # ZEGO's StartRecord page (docs_all extended_services/cloud_recording/zh/server/start-record.yaml) and its
+    # StorageParams FAQ name the VOD objects and their keys otherwise than seed 003's legacy body.
+    "aliyun_vod_params": "AlibabaCloudVodParams",
+    "tencentyun_vod_params": "TencentCloudVodParams",
+    "access_key": "AccessKeyId",  # aliyun_vod_params' own key names (nowhere else in the body)
+    "secret_key": "AccessKeySecret",
+}
+# tencentyun_vod_params' keys are SecretId / SecretKey there, while StorageParams' own are AccessKeyId / …Secret.
+_TENCENT_VOD_RENAMES = {"access_key_id": "SecretId", "access_key_secret": "SecretKey"}
 RECORD_FORMATS = ("mp4", "flv", "hls", "jpg", "mp3")
 # Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选".
 # Nothing says so of the current API's 8 (GCS), 9 (EOS) and 10 (S3-compatible): their region is optional.
@@ -177,8 +188,14 @@ def record_schema(current: bool) -> Obj:
     """Seed 003's start body; `current` gives the Action API's PascalCase body (ClientTaskId, vendors 1..10)."""
     n: Callable[[str], str] = pascal if current else snake
 
-    def o(fields: dict[str, Schema], required: bool = False, checks: tuple[Any, ...] = ()) -> Obj:
-        return Obj({n(k): v for k, v in fields.items()}, required=required, checks=checks)
+    def o(
+        fields: dict[str, Schema],
+        required: bool = False,
+        checks: tuple[Any, ...] = (),
+        renames: dict[str, str] | None = None,
+    ) -> Obj:
+        names = (renames or {}) if current else {}
+        return Obj({names.get(k) or n(k): v for k, v in fields.items()}, required=required, checks=checks)
 
     def callback_url(obj: dict[str, Any], path: str) -> None:
         # This task's callbacks are posted there: one they cannot go to (`http://`, `file:///x`) is refused at the
@@ -325,7 +342,8 @@ def record_schema(current: bool) -> Obj:
                 "access_key_secret": Val("str", required=True),
                 "region": Val("str", required=True),
                 "sub_app_id": Val("int"),
-            }
+            },
+            renames=_TENCENT_VOD_RENAMES,
         ),
     }
     if current:

@@ -71,7 +71,17 @@ def mix(**region: int) -> dict[str, Any]:
     return {"MixOutputStreamId": "mix", "MixOutputVideoConfig": video, "MixInputList": [item]}
 
 
-TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}}
+TENCENT_VOD = {"Vendor": 6, "TencentCloudVodParams": {"SecretId": "a", "SecretKey": "s", "Region": "r"}}
+ALIYUN_VOD = {
+    "Vendor": 5,
+    "AlibabaCloudVodParams": {
+        "Region": "cn-shanghai",
+        "AccessKeyId": "a",
+        "AccessKeySecret": "s",
+        "Title": "t",
+        "StorageLocation": "x.oss-cn-shanghai.aliyuncs.com",
+    },
+}
 
 
 @pytest.mark.parametrize(
@@ -121,6 +131,24 @@ async def test_start_record_validation(
     r = await client.zego("StartRecord", body)
     assert code(r) == 300000004
     assert where in r.json()["Message"]
+
+
+async def test_vod_storage_takes_the_current_apis_own_names(client: SimClient) -> None:
+    """ZEGO's StartRecord page names the VOD objects AlibabaCloudVodParams {Region, AccessKeyId, AccessKeySecret,
+    Title, StorageLocation} and TencentCloudVodParams {SecretId, SecretKey, Region, SubAppId}, not seed 003's
+    legacy names in PascalCase: those are refused, as the vendor refuses a body without its required object."""
+    mp4 = {**record_body(), "RecordOutputParams": {"OutputFileFormat": "mp4"}}
+    for storage in (ALIYUN_VOD, TENCENT_VOD):
+        assert code(await client.zego("StartRecord", {**mp4, "StorageParams": storage})) == 0
+    keys = {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}
+    seed_names = [
+        ({"Vendor": 6, "TencentyunVodParams": keys}, "TencentyunVodParams"),
+        ({"Vendor": 6, "TencentCloudVodParams": keys}, "TencentCloudVodParams.AccessKeyId"),
+        ({"Vendor": 5, "AliyunVodParams": {"AccessKey": "a"}}, "AliyunVodParams"),
+    ]
+    for storage, unknown in seed_names:
+        r = await client.zego("StartRecord", {**mp4, "StorageParams": storage})
+        assert code(r) == 300000004 and unknown in r.json()["Message"]
 
 
 async def test_idle_end_status_4_quit_reason_3(client: SimClient) -> None:

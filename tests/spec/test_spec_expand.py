@@ -215,6 +215,8 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
         + job("RecordingJob", "tv", "provider: zego-legacy\nrooms: [a]\nstorage: tvod")
         + "---\n"
         + job("RecordingJob", "av", "provider: zego\nrooms: [a]\nstorage: avod")
+        + "---\n"
+        + job("RecordingJob", "tvc", "provider: zego\nrooms: [b]\nstorage: tvod")
     )
     tasks = load(text).tasks
     snap = tasks["SnapshotJob/snap/lobby"]
@@ -249,13 +251,18 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
     }
     assert tasks["RecordingJob/av/a"].request["StorageParams"] == {
         "Vendor": 5,
-        "AliyunVodParams": {
+        "AlibabaCloudVodParams": {
             "Region": "cn-shanghai",
-            "AccessKey": AK,
-            "SecretKey": SK,
+            "AccessKeyId": AK,
+            "AccessKeySecret": SK,
             "Title": "t",
             "StorageLocation": "loc.oss-cn-shanghai.aliyuncs.com",
         },
+    }
+    # The current API's own names (ZEGO's StartRecord page): SecretId / SecretKey, not StorageParams' AccessKeyId.
+    assert tasks["RecordingJob/tvc/b"].request["StorageParams"] == {
+        "Vendor": 6,
+        "TencentCloudVodParams": {"SecretId": AK, "SecretKey": SK, "Region": "ap-shanghai", "SubAppId": 9},
     }
 
 
