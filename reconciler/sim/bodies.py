@@ -277,7 +277,8 @@ def record_schema(current: bool) -> Obj:
                 }
             )
         ),
-        "max_idle_time": Val("int", min=5, max=4294967295),
+        # Seed 003 (legacy) ends at 4294967295; ZEGO's StartRecord page at 86400 (`maximum: 86400`).
+        "max_idle_time": Val("int", min=5, max=86400 if current else 4294967295),
         "max_record_time": Val("int", min=300, max=86400),
         "mix_config": o(
             {

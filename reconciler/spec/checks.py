@@ -35,6 +35,7 @@ from reconciler.spec.models import (
     ThumbnailFile,
     ThumbnailJobSpec,
     VolcengineProvider,
+    ZegoProvider,
 )
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -66,6 +67,9 @@ ZEGO_LEGACY_STORAGE: Final = ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
 VOLC_MAX_STREAMS: Final = 17
 UINT32_MAX: Final = 4_294_967_295
+# Seed 003 (the legacy page) lets max_idle_time reach 4294967295; ZEGO's current StartRecord page caps
+# MaxIdleTime at 86400 (docs/providers-zego.md, "What each job sends").
+ZEGO_CURRENT_MAX_IDLE: Final = 86400
 # SnapshotJob field → vendor → (default, low, high, the vendor's name for it).
 SNAPSHOT_RANGES: Final[dict[str, dict[str, tuple[int, int, int, str]]]] = {
     "interval": {"volcengine": (2, 1, 600, "volcengine Interval"), "zego": (10, 5, 3600, "zego snapshot_interval")},
@@ -438,9 +442,24 @@ class Checker:
                     self._volc_task_names(job, spec, provider)
             else:
                 idle = self._recording(job, spec, storage)
+            if provider is not None and idle is not None:
+                self._current_idle(job, provider, idle)
         if provider is None or (storage_name and storage is None) or broken or len(self.errors.errors) != before:
             return None
         return CheckedJob(job, provider, storage, interval, idle, region)
+
+    def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
+        """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
+        assert isinstance(provider.model, ProviderDocument)
+        pspec = provider.model.spec
+        current = isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
+        if current and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+            self.fail(
+                job,
+                ("spec", "idleTimeout"),
+                f"{idle}s is out of range for zego MaxIdleTime (5..{ZEGO_CURRENT_MAX_IDLE} s with cloudrecordApi: "
+                f"current; up to {UINT32_MAX} s with legacy)",
+            )
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
         if not low <= value <= high:

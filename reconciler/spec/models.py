@@ -59,6 +59,7 @@ __all__ = [
     "ThumbnailFile",
     "ThumbnailJobSpec",
     "VolcengineProvider",
+    "ZegoProvider",
 ]
 
 VOLC_ENDPOINT: Final = "https://rtc.volcengineapi.com"
@@ -336,7 +337,8 @@ class SnapshotJobSpec(_Model):
     idle_timeout: Duration | None = Field(
         None,  # per vendor
         description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "
-        "1..86400 s, default 180s; zego max_idle_time 5..4294967295 s (without any stream in the room), default 30s",
+        "1..86400 s, default 180s; zego 5..86400 s (legacy API: up to 4294967295 s; without any stream in the room), "
+        "default 30s",
     )
     restart_policy: RestartPolicyName = Field(
         "Always", description="Always: a task the vendor stops is re-issued; Never: started once, never re-issued"
@@ -540,7 +542,7 @@ class RecordingJobSpec(_Model):
     idle_timeout: Duration = Field(
         30,
         description="ZEGO max_idle_time: the recording stops after this long without any stream in the room; "
-        "5..4294967295 s",
+        "5..86400 s (legacy API: up to 4294967295 s)",
     )
     max_duration: Duration = Field(
         86400, description="ZEGO max_record_time: 300..86400 s; at the limit capctl starts the next recording"

@@ -88,6 +88,8 @@ ALIYUN_VOD = {
     ("mutate", "where"),
     [
         (lambda b: b["RecordInputParams"].update(MaxIdleTime=4), "RecordInputParams.MaxIdleTime: must be >= 5"),
+        # ZEGO's StartRecord page: ≤ 86400 (seed 003's legacy /start: up to 4294967295, test_legacy_flow)
+        (lambda b: b["RecordInputParams"].update(MaxIdleTime=86401), "MaxIdleTime: must be <= 86400"),
         (lambda b: b["RecordInputParams"].update(MaxRecordTime=299), "MaxRecordTime: must be >= 300"),
         (lambda b: b["RecordInputParams"].update(MaxIdleTime="30"), "must be an integer"),
         (lambda b: b["RecordInputParams"].update(FillBlank="true"), "FillBlank: must be a boolean"),
@@ -306,7 +308,9 @@ async def test_legacy_flow(client: SimClient) -> None:
     r = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
     assert r.json()["code"] == 0, r.text
     task_id = r.json()["task_id"]
-    r2 = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
+    longest = legacy_start_body(token)
+    longest["record_input_params"]["max_idle_time"] = 4294967295  # seed 003's maximum (current API: 86400)
+    r2 = await client.http.post("/zego/legacy/start", json=longest)
     assert r2.json()["task_id"] != task_id  # no idempotency key in v1
     q = {"app_id": ZEGO_APP, "access_token": token, "task_id": task_id}
     assert (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["status"] == 2

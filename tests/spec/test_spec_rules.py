@@ -228,6 +228,13 @@ RULES: list[tuple[str, str, str]] = [
     ),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
+    (  # ZEGO's current StartRecord page: MaxIdleTime ≤ 86400 (seed 003's 4294967295 is the legacy API's)
+        "zego current api idle timeout maximum",
+        job(body=ZSNAP + "idleTimeout: 86401"),
+        "spec.idleTimeout: 86401s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current; "
+        "up to 4294967295 s with legacy)",
+    ),
+    ("zego current api recording idle maximum", job("RecordingJob", body=REC + "idleTimeout: 25h"), "(5..86400 s"),
     (
         "zego snapshot to vod",
         storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
@@ -507,6 +514,12 @@ RULES: list[tuple[str, str, str]] = [
 def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
     found = errors_of(text, env={**SECRET_ENV, "EMPTY": ""})
     assert any(fragment in e for e in found), found
+
+
+def test_the_legacy_zego_api_keeps_seed_003s_idle_range(load: Loader) -> None:
+    legacy = "provider: zego-legacy\nrooms: [lobby]\nstorage: s3\nidleTimeout: 4294967295\n"
+    tasks = load(job(body=legacy) + "---\n" + job("RecordingJob", "r", legacy)).tasks
+    assert {t.request["record_input_params"]["max_idle_time"] for t in tasks.values()} == {4294967295}
 
 
 def test_quoted_fullwidth_digits_get_no_hint_to_unquote_them(errors_of: ErrorsOf) -> None:
