@@ -171,9 +171,10 @@ _PASCAL_RENAMES = {
 # tencentyun_vod_params' keys are SecretId / SecretKey there, while StorageParams' own are AccessKeyId / …Secret.
 _TENCENT_VOD_RENAMES = {"access_key_id": "SecretId", "access_key_secret": "SecretKey"}
 RECORD_FORMATS = ("mp4", "flv", "hls", "jpg", "mp3")
-# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选".
-# Nothing says so of the current API's 8 (GCS), 9 (EOS) and 10 (S3-compatible): their region is optional.
-SEED_REGION_VENDORS = frozenset({1, 2, 3, 4, 7})
+# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选";
+# ZEGO's StartRecord page and StorageParams FAQ: Vendor 9 (EOS) and 10 (S3-compatible) need Region too, 8 (GCS)
+# Bucket and the keys only.
+REGION_VENDORS = frozenset({1, 2, 3, 4, 7, 9, 10})
 
 
 def snake(name: str) -> str:
@@ -246,7 +247,7 @@ def record_schema(current: bool) -> Obj:
         needed = {5: ["aliyun_vod_params"], 6: ["tencentyun_vod_params"]}.get(
             provider, ["bucket_name", "access_key_id", "access_key_secret"]
         )
-        if provider in SEED_REGION_VENDORS:
+        if provider in REGION_VENDORS:
             needed = ["region", *needed]
         if provider == 10:
             needed = [*needed, "end_point"]

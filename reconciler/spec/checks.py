@@ -61,7 +61,9 @@ STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "aliyun-vod": (("region", "accessKey", "secretKey", "title", "storageLocation"), ()),
     "tencent-vod": (("region", "accessKey", "secretKey"), ("subAppId",)),
 }
-_ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
+# Seed 003: storage_provider 1..4 and 7; ZEGO's StartRecord page and StorageParams FAQ add 9 (eos) and 10
+# (s3-compatible), not 8 (gcs).
+_ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs", "eos", "s3-compatible"})
 # Seed 003's storage_provider 1..7; 8 (gcs) and 9 (eos) came with the current API (vendor-apis.md).
 ZEGO_LEGACY_STORAGE: Final = ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs")
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})

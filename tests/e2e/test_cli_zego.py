@@ -378,8 +378,8 @@ ZEGO_STORAGES = {  # every storage type a ZEGO provider writes to, with what its
     "kodo": "region: z0, bucket: b",
     "obs": "region: cn-north-4, bucket: b",
     "gcs": "bucket: b",
-    "eos": "bucket: b",
-    "s3-compatible": "bucket: b, endpoint: https://minio.example",
+    "eos": "bucket: b, region: eos-shanghai-1",
+    "s3-compatible": "bucket: b, region: us-east-1, endpoint: https://minio.example",
     "aliyun-vod": "region: cn-shanghai, title: t, storageLocation: x.oss-cn-shanghai.aliyuncs.com",
     "tencent-vod": "region: ap-shanghai, subAppId: 7",
 }

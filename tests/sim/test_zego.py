@@ -97,6 +97,14 @@ ALIYUN_VOD = {
         (lambda b: b["RecordOutputParams"].update(OutputFileFormat="avi"), "OutputFileFormat"),
         (lambda b: b["StorageParams"].pop("Bucket"), "StorageParams.Bucket: is required when Vendor = 2"),
         (lambda b: b["StorageParams"].update(Vendor=10), "StorageParams.EndPoint"),
+        # ZEGO's StartRecord page: Region is required for Vendor 9 (EOS) and 10 too, not for 8 (GCS)
+        (lambda b: b["StorageParams"].update(Vendor=9) or b["StorageParams"].pop("Region"), "StorageParams.Region"),
+        (
+            lambda b: (
+                b["StorageParams"].update(Vendor=10, EndPoint="https://m.example") or b["StorageParams"].pop("Region")
+            ),
+            "StorageParams.Region: is required when Vendor = 10",
+        ),
         (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
         (

@@ -233,6 +233,7 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
         "RecordOutputParams": {"OutputFileFormat": "jpg", "SnapshotInterval": 30, "OutputFolder": "stills/"},
         "StorageParams": {
             "Vendor": 10,
+            "Region": "us-east-1",
             "Bucket": "b",
             "AccessKeyId": AK,
             "AccessKeySecret": SK,

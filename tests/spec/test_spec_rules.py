@@ -151,6 +151,22 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=REC.replace("s3", "x")),
         "zego needs a region for storage type oss",
     ),
+    (  # ZEGO's StartRecord page and StorageParams FAQ: Vendor 9 (EOS) and 10 need Region too; 8 (GCS) does not
+        "zego eos needs a region",
+        storage("x", "{type: eos, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a region for storage type eos",
+    ),
+    (
+        "zego s3-compatible needs a region",
+        storage(
+            "x",
+            "{type: s3-compatible, bucket: b, endpoint: 'https://m.example', accessKey: {env: AK}, "
+            "secretKey: {env: SK}}",
+        )
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a region for storage type s3-compatible",
+    ),
     (
         "volcengine needs an integer region",
         job(body=VOLC.replace("tos", "s3")),
