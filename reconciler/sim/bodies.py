@@ -157,6 +157,8 @@ VOLC_ROOM_USERS = Obj({"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "Rol
 
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------
+# Seed 003 lost the value lists of mix_mode, view_type, fill_mode, frame_fill_mode and output_file_rule; they are
+# ZEGO's StartRecord page's (docs_all extended_services/cloud_recording/zh/server/start-record.yaml).
 
 _PASCAL_RENAMES = {
     "storage_provider": "Vendor",
@@ -234,6 +236,11 @@ def record_schema(current: bool) -> Obj:
                 where = f"{_join(path, n('mix_input_list'))}[{i}]"
                 raise BodyError(where, f"{n('bottom')}/{n('right')} must not exceed the canvas height/width")
 
+    def custom_layout_has_regions(obj: dict[str, Any], path: str) -> None:
+        # ZEGO's StartRecord page: MixMode "1：自定义布局，必须指定 MixInputList".
+        if obj.get(n("mix_mode")) == 1 and not obj.get(n("mix_input_list")):
+            raise BodyError(_join(path, n("mix_input_list")), f"is required when {n('mix_mode')} = 1")
+
     def vod_takes_mp4_or_flv(obj: dict[str, Any], path: str) -> None:
         # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件".
         provider = obj[n("storage_params")][n("storage_provider")]
@@ -261,7 +268,9 @@ def record_schema(current: bool) -> Obj:
         "stream_type": Val("int", choices=(1, 2, 3, 4)),
         "record_stream_list": Arr(o({"stream_id": Val("str", required=True)})),
         "fill_blank": Val("bool"),
-        "fill_frame": o({"frame_fill_mode": Val("int"), "frame_fill_color": Val("int")}, checks=(colour,)),
+        "fill_frame": o(
+            {"frame_fill_mode": Val("int", choices=(1, 2, 3)), "frame_fill_color": Val("int")}, checks=(colour,)
+        ),
         "record_mute_audio": Val("int"),
         "record_mute_audio_split_threshold": Val("int"),
         "has_whiteboard": Val("bool"),
@@ -283,18 +292,18 @@ def record_schema(current: bool) -> Obj:
         "max_record_time": Val("int", min=300, max=86400),
         "mix_config": o(
             {
-                "mix_mode": Val("int"),
+                "mix_mode": Val("int", choices=(1, 2, 3, 4, 5)),
                 "mix_input_list": Arr(
                     o(
                         {
                             "stream_id": Val("str"),
-                            "view_type": Val("int"),
+                            "view_type": Val("int", choices=(1, 2)),
                             "top": coord,
                             "left": coord,
                             "bottom": coord,
                             "right": coord,
                             "layer": Val("int", required=True),
-                            "fill_mode": Val("int"),
+                            "fill_mode": Val("int", choices=(1, 2)),
                             "background_image": Val("str"),
                         },
                         checks=(region_corners,),
@@ -318,7 +327,7 @@ def record_schema(current: bool) -> Obj:
                 "mix_output_watermark_image": Val("str"),
                 "default_mix_stream_background_image": Val("str"),
             },
-            checks=(regions_inside_canvas, colour),
+            checks=(regions_inside_canvas, colour, custom_layout_has_regions),
         ),
     }
     if current:
@@ -362,7 +371,7 @@ def record_schema(current: bool) -> Obj:
                 {
                     "output_file_format": Val("str", choices=RECORD_FORMATS),
                     "output_folder": Val("str"),
-                    "output_file_rule": Val("int"),
+                    "output_file_rule": Val("int", choices=(1,)),
                     "snapshot_interval": Val("int", min=5, max=3600),
                     "callback_url": Val("str"),
                 },

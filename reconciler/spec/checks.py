@@ -622,6 +622,9 @@ class Checker:
                 ("spec", "mix", "mixOutputVideoConfig"),
                 f"width × height must not exceed 1920 × 1080, got {video.width} × {video.height}",
             )
+        if spec.mix.mix_mode == 1 and not spec.mix.mix_input_list:
+            # ZEGO's StartRecord page: "1：自定义布局，必须指定 MixInputList"
+            self.fail(job, ("spec", "mix", "mixMode"), "mixMode 1 (custom layout) needs mixInputList (its regions)")
         for i, item in enumerate(spec.mix.mix_input_list or []):
             if not (item.top <= item.bottom <= video.height and item.left <= item.right <= video.width):
                 self.fail(

@@ -58,14 +58,14 @@ async def test_an_app_id_or_timestamp_in_digits_other_than_ascii_is_an_invalid_s
 
 
 def mix(**region: int) -> dict[str, Any]:
-    """A mix_config on a 1280 × 720 canvas with one region, its corners overridden by `region`."""
+    """A mix_config on a 1280 × 720 canvas with one region, its fields overridden by `region` (snake_case)."""
     item = {
         "Top": 0,
         "Left": 0,
         "Bottom": 720,
         "Right": 1280,
         "Layer": 1,
-        **{k.capitalize(): v for k, v in region.items()},
+        **{"".join(part.capitalize() for part in k.split("_")): v for k, v in region.items()},
     }
     video = {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1_500_000}
     return {"MixOutputStreamId": "mix", "MixOutputVideoConfig": video, "MixInputList": [item]}
@@ -112,6 +112,16 @@ ALIYUN_VOD = {
             "MixConfig.MixInputList[0]: Bottom/Right must not exceed the canvas height/width",
         ),
         (lambda b: b["RecordInputParams"].update(MixConfig=mix(right=1281)), "MixInputList[0]: Bottom/Right"),
+        # ZEGO's StartRecord page: the value lists seed 003 lost, and MixMode 1 (custom layout) needs its regions
+        (lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixMode": 6}), "MixConfig.MixMode: must be one"),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(view_type=3)), "MixInputList[0].ViewType: must be"),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(fill_mode=3)), "MixInputList[0].FillMode: must be"),
+        (
+            lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixMode": 1, "MixInputList": []}),
+            "MixConfig.MixInputList: is required when MixMode = 1",
+        ),
+        (lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 4}), "FillFrame.FrameFillMode: must be"),
+        (lambda b: b["RecordOutputParams"].update(OutputFileRule=2), "RecordOutputParams.OutputFileRule: must be"),
         (
             lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
             "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",

@@ -123,7 +123,7 @@ mix:
   mixOutputVideoConfig: {width: 1280, height: 720, fps: 15, bitrate: 1500000}
   mixInputList:
     - {streamId: teacher, top: 0, left: 0, bottom: 720, right: 640, layer: 1}
-options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 65280}, outputFileRule: 2,
+options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 65280}, outputFileRule: 1,
           callbackUrl: "https://hooks.example/rec?token=t1"}
 """
 
@@ -159,7 +159,7 @@ def test_zego_recording_current_request(load: Loader) -> None:
         "RecordOutputParams": {
             "OutputFileFormat": "flv",
             "OutputFolder": "record/",
-            "OutputFileRule": 2,
+            "OutputFileRule": 1,
             "CallbackUrl": "https://hooks.example/rec?token=t1",
         },
         "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": AK, "AccessKeySecret": SK},

@@ -250,6 +250,11 @@ RULES: list[tuple[str, str, str]] = [
         "spec.idleTimeout: 86401s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current; "
         "up to 4294967295 s with legacy)",
     ),
+    # ZEGO's StartRecord page gives the value lists seed 003 lost (they were passed through as any integer ≥ 1)
+    ("mix mode list", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 6, mixOut")), "mix.mixMode"),
+    ("custom layout", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 1, mixOut")), "needs mixIn"),
+    ("output file rule", job("RecordingJob", body=REC + "options: {outputFileRule: 2}"), "options.outputFileRule"),
+    ("fill mode list", job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 4}}"), "frameFill"),
     ("zego current api recording idle maximum", job("RecordingJob", body=REC + "idleTimeout: 25h"), "(5..86400 s"),
     (
         "zego snapshot to vod",
