@@ -241,13 +241,16 @@ def record_schema(current: bool) -> Obj:
         if obj.get(n("mix_mode")) == 1 and not obj.get(n("mix_input_list")):
             raise BodyError(_join(path, n("mix_input_list")), f"is required when {n('mix_mode')} = 1")
 
-    def vod_takes_mp4_or_flv(obj: dict[str, Any], path: str) -> None:
-        # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件".
+    def vod_formats(obj: dict[str, Any], path: str) -> None:
+        # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件"; ZEGO's StartRecord page: Vendor 6
+        # "目前仅支持上传 MP4、FLV、JPG、MP3 格式文件".
         provider = obj[n("storage_params")][n("storage_provider")]
         fmt = obj.get(n("record_output_params"), {}).get(n("output_file_format"), "mp4")
-        if provider in (5, 6) and fmt not in ("mp4", "flv"):
+        formats = ("mp4", "flv", "jpg", "mp3") if current and provider == 6 else ("mp4", "flv")
+        if provider in (5, 6) and fmt not in formats:
             where = _join(path, f"{n('record_output_params')}.{n('output_file_format')}")
-            raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes mp4 or flv files only")
+            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
+            raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes {which} files only")
 
     def storage_fields(obj: dict[str, Any], path: str) -> None:
         provider = obj[n("storage_provider")]
@@ -380,7 +383,7 @@ def record_schema(current: bool) -> Obj:
             "storage_params": o(storage_fields_schema, required=True, checks=(storage_fields,)),
         }
     )
-    return o(top, checks=(vod_takes_mp4_or_flv,))
+    return o(top, checks=(vod_formats,))
 
 
 ZEGO_START_RECORD = record_schema(current=True)

@@ -452,10 +452,7 @@ class Checker:
 
     def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
         """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
-        assert isinstance(provider.model, ProviderDocument)
-        pspec = provider.model.spec
-        current = isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
-        if current and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+        if self._current_zego(provider.name) and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
             self.fail(
                 job,
                 ("spec", "idleTimeout"),
@@ -552,7 +549,7 @@ class Checker:
                 )
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
-            self._zego_vod_format(job, storage, "jpg")
+            self._zego_vod_format(job, storage, "jpg", spec.provider)
         return interval, idle
 
     def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
@@ -583,15 +580,26 @@ class Checker:
             "share it; give one of them another taskId",
         )
 
-    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
+    def _current_zego(self, name: str) -> bool:
+        """Whether provider `name` is a valid zego Provider on the current cloud recording API."""
+        provider = self.by_kind.get("Provider", {}).get(name)
+        pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
+        return isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
+
+    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
             return
         assert isinstance(storage.model, StorageDocument)
-        if storage.model.spec.type in ZEGO_VOD and fmt not in ("mp4", "flv"):
+        kind = storage.model.spec.type
+        # Seed 003: VOD storage takes mp4 and flv; ZEGO's StartRecord page: the current API's tencent-vod (Vendor 6)
+        # jpg and mp3 too.
+        current_tencent = kind == "tencent-vod" and self._current_zego(provider)
+        formats = ("mp4", "flv", "jpg", "mp3") if current_tencent else ("mp4", "flv")
+        if kind in ZEGO_VOD and fmt not in formats:
+            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
+            api = " with cloudrecordApi: legacy" if kind == "tencent-vod" and not current_tencent else ""
             self.fail(
-                job,
-                ("spec", "storage"),
-                f"{storage.model.spec.type} storage takes mp4 or flv files only, not {fmt} ({storage.ref()})",
+                job, ("spec", "storage"), f"{kind} storage takes {which} files only{api}, not {fmt} ({storage.ref()})"
             )
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
@@ -600,7 +608,7 @@ class Checker:
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
         if {"mode", "media", "format", "mix", "options"} & job.broken:
             return spec.idle_timeout  # the rest weighs these fields against each other: not with a default
-        self._zego_vod_format(job, storage, spec.format)
+        self._zego_vod_format(job, storage, spec.format, spec.provider)
         if spec.format == "mp3" and spec.media != "audio":
             self.fail(job, ("spec", "format"), "mp3 needs media: audio")
         if spec.mode == "mixed":

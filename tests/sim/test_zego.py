@@ -123,8 +123,13 @@ ALIYUN_VOD = {
         (lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 4}), "FillFrame.FrameFillMode: must be"),
         (lambda b: b["RecordOutputParams"].update(OutputFileRule=2), "RecordOutputParams.OutputFileRule: must be"),
         (
+            lambda b: b.update(StorageParams=ALIYUN_VOD, RecordOutputParams={"OutputFileFormat": "jpg"}),
+            "OutputFileFormat: Vendor 5 (VOD) takes mp4 or flv files only",
+        ),
+        # ZEGO's StartRecord page: Tencent VOD takes mp4, flv, jpg and mp3 (seed 003's legacy /start: mp4, flv)
+        (
             lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
-            "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",
+            "OutputFileFormat: Vendor 6 (VOD) takes mp4, flv, jpg or mp3 files only",
         ),
         (
             lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixOutputBackgroundColor": 0x123456FF}),
@@ -160,6 +165,8 @@ async def test_vod_storage_takes_the_current_apis_own_names(client: SimClient) -
     mp4 = {**record_body(), "RecordOutputParams": {"OutputFileFormat": "mp4"}}
     for storage in (ALIYUN_VOD, TENCENT_VOD):
         assert code(await client.zego("StartRecord", {**mp4, "StorageParams": storage})) == 0
+    # Tencent VOD takes the current API's jpg snapshots (record_body's output) and mp3 too (ZEGO's StartRecord page)
+    assert code(await client.zego("StartRecord", {**record_body(), "StorageParams": TENCENT_VOD})) == 0
     keys = {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}
     seed_names = [
         ({"Vendor": 6, "TencentyunVodParams": keys}, "TencentyunVodParams"),

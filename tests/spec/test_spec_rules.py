@@ -258,9 +258,25 @@ RULES: list[tuple[str, str, str]] = [
     ("zego current api recording idle maximum", job("RecordingJob", body=REC + "idleTimeout: 25h"), "(5..86400 s"),
     (
         "zego snapshot to vod",
+        storage(
+            "av",
+            "{type: aliyun-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}, title: t, storageLocation: l}",
+        )
+        + job(body=ZSNAP.replace("s3", "av")),
+        "aliyun-vod storage takes mp4 or flv files only, not jpg",
+    ),
+    (  # seed 003 (legacy): VOD takes mp4 and flv; ZEGO's StartRecord page lets the current API's tencent-vod take
+        # jpg and mp3 too
+        "legacy zego snapshot to tencent vod",
         storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
-        + job(body=ZSNAP.replace("s3", "tv")),
-        "tencent-vod storage takes mp4 or flv files only, not jpg",
+        + job(body=ZSNAP.replace("s3", "tv").replace("zego", "zego-legacy")),
+        "tencent-vod storage takes mp4 or flv files only with cloudrecordApi: legacy, not jpg",
+    ),
+    (
+        "current zego hls to tencent vod",
+        storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job("RecordingJob", body=REC.replace("s3", "tv") + "format: hls"),
+        "tencent-vod storage takes mp4, flv, jpg or mp3 files only, not hls",
     ),
     (
         "a room YAML reads as a boolean",
@@ -535,6 +551,14 @@ RULES: list[tuple[str, str, str]] = [
 def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
     found = errors_of(text, env={**SECRET_ENV, "EMPTY": ""})
     assert any(fragment in e for e in found), found
+
+
+def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
+    tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
+    tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"
+    mp3 = REC.replace("s3", "tv") + "media: audio\nformat: mp3\n"
+    tasks = load(tvod + job(body=ZSNAP.replace("s3", "tv")) + "---\n" + job("RecordingJob", "r", mp3)).tasks
+    assert {t.request["RecordOutputParams"]["OutputFileFormat"] for t in tasks.values()} == {"jpg", "mp3"}
 
 
 def test_the_legacy_zego_api_keeps_seed_003s_idle_range(load: Loader) -> None:
