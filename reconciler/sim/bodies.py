@@ -236,6 +236,13 @@ def record_schema(current: bool) -> Obj:
                 where = f"{_join(path, n('mix_input_list'))}[{i}]"
                 raise BodyError(where, f"{n('bottom')}/{n('right')} must not exceed the canvas height/width")
 
+    def one_whiteboard_region(obj: dict[str, Any], path: str) -> None:
+        # ZEGO's StartRecord page: ViewType 2 "仅支持将一个画面设置为白板，超过两个及以上会返回错误".
+        boards = [i for i, item in enumerate(obj.get(n("mix_input_list"), [])) if item.get(n("view_type")) == 2]
+        if len(boards) > 1:
+            where = f"{_join(path, n('mix_input_list'))}[{boards[1]}].{n('view_type')}"
+            raise BodyError(where, "only one region can show the whiteboard")
+
     def custom_layout_has_regions(obj: dict[str, Any], path: str) -> None:
         # ZEGO's StartRecord page: MixMode "1：自定义布局，必须指定 MixInputList".
         if obj.get(n("mix_mode")) == 1 and not obj.get(n("mix_input_list")):
@@ -330,7 +337,7 @@ def record_schema(current: bool) -> Obj:
                 "mix_output_watermark_image": Val("str"),
                 "default_mix_stream_background_image": Val("str"),
             },
-            checks=(regions_inside_canvas, colour, custom_layout_has_regions),
+            checks=(regions_inside_canvas, colour, custom_layout_has_regions, one_whiteboard_region),
         ),
     }
     if current:

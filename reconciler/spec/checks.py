@@ -644,6 +644,14 @@ class Checker:
             # Seed 003's conditions under which a field takes effect: set otherwise, it would do nothing.
             if item.background_image is not None and item.stream_id is None:
                 self.fail(job, ("spec", "mix", "mixInputList", i, "backgroundImage"), "only applies with streamId")
+        # ZEGO's StartRecord page: ViewType 2 (whiteboard) takes effect only when recording one, in one region only.
+        boards = [i for i, item in enumerate(spec.mix.mix_input_list or []) if item.view_type == 2]
+        for i in boards[1:]:
+            where = ("spec", "mix", "mixInputList", i, "viewType")
+            self.fail(job, where, f"only one region can show the whiteboard (mixInputList[{boards[0]}] does)")
+        if boards and not spec.options.has_whiteboard:
+            where = ("spec", "mix", "mixInputList", boards[0], "viewType")
+            self.fail(job, where, "viewType 2 (the whiteboard) only applies with options.hasWhiteboard: true")
         if spec.mix.mix_max_resolution_stream_id is not None and spec.mix.mix_mode not in (3, 4, 5):
             self.fail(job, ("spec", "mix", "mixMaxResolutionStreamId"), "only applies with mixMode 3, 4 or 5")
         if spec.mix.default_mix_stream_background_image is not None and not spec.options.fill_blank:

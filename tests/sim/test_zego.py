@@ -121,6 +121,12 @@ ALIYUN_VOD = {
             "MixConfig.MixInputList: is required when MixMode = 1",
         ),
         (lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 4}), "FillFrame.FrameFillMode: must be"),
+        (
+            lambda b: b["RecordInputParams"].update(
+                MixConfig={**mix(view_type=2), "MixInputList": mix(view_type=2)["MixInputList"] * 2}
+            ),
+            "MixConfig.MixInputList[1].ViewType: only one region can show the whiteboard",
+        ),
         (lambda b: b["RecordOutputParams"].update(OutputFileRule=2), "RecordOutputParams.OutputFileRule: must be"),
         (
             lambda b: b.update(StorageParams=ALIYUN_VOD, RecordOutputParams={"OutputFileFormat": "jpg"}),

@@ -31,6 +31,8 @@ MIXED = (
     "mode: mixed\nmix: {mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}\n"
 )
 THUMB = "provider: zego\nfiles:\n  - "
+BOARD = "{viewType: 2, top: 0, left: 0, bottom: 1, right: 1, layer: 1}"  # a mix region showing the whiteboard
+BOARDS = MIXED.replace("{mixOut", "{mixInputList: [" + BOARD + "], mixOut")
 
 RULES: list[tuple[str, str, str]] = [
     # providers
@@ -254,6 +256,20 @@ RULES: list[tuple[str, str, str]] = [
     ("mix mode list", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 6, mixOut")), "mix.mixMode"),
     ("custom layout", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 1, mixOut")), "needs mixIn"),
     ("output file rule", job("RecordingJob", body=REC + "options: {outputFileRule: 2}"), "options.outputFileRule"),
+    (  # ZEGO's StartRecord page: ViewType 2 only with a whiteboard recorded, in one region only
+        "one whiteboard region",
+        job(
+            "RecordingJob",
+            body=REC + BOARDS.replace("]", ", " + BOARD + "]") + "options: {hasWhiteboard: true, "
+            "whiteboard: [{horizontalRatio: 16, verticalRatio: 9}]}",
+        ),
+        "spec.mix.mixInputList[1].viewType: only one region can show the whiteboard (mixInputList[0] does)",
+    ),
+    (
+        "whiteboard region needs a whiteboard",
+        job("RecordingJob", body=REC + BOARDS),
+        "spec.mix.mixInputList[0].viewType: viewType 2 (the whiteboard) only applies with options.hasWhiteboard: true",
+    ),
     ("fill mode list", job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 4}}"), "frameFill"),
     ("zego current api recording idle maximum", job("RecordingJob", body=REC + "idleTimeout: 25h"), "(5..86400 s"),
     (
