@@ -1,8 +1,8 @@
 """The request bodies the vendors accept, field by field from the seed pages (shared/seeds/).
 
 Volcengine StartSnapshot is seed 001; the ZEGO recording body is seed 003 (snake_case, legacy /start) and the
-same fields in PascalCase for the current StartRecord (vendor-apis.md), built by one function so the two
-generations cannot drift apart.
+same fields in PascalCase for the current StartRecord (vendor-apis.md; the VOD objects by ZEGO's StartRecord
+page), built by one function so the two generations cannot drift apart.
 """
 
 from __future__ import annotations
@@ -157,12 +157,26 @@ VOLC_ROOM_USERS = Obj({"AppId": _ID, "RoomId": _ID, "Property": Val("str"), "Rol
 
 
 # --- ZEGO cloud recording -----------------------------------------------------------------------------
+# Seed 003 lost the value lists of mix_mode, view_type, fill_mode, frame_fill_mode and output_file_rule; they are
+# ZEGO's StartRecord page's (docs_all extended_services/cloud_recording/zh/server/start-record.yaml).
 
-_PASCAL_RENAMES = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
+_PASCAL_RENAMES = {
+    "storage_provider": "Vendor",
+    "bucket_name": "Bucket",
+    # ZEGO's StartRecord page (docs_all extended_services/cloud_recording/zh/server/start-record.yaml) and its
+    # StorageParams FAQ name the VOD objects and their keys otherwise than seed 003's legacy body.
+    "aliyun_vod_params": "AlibabaCloudVodParams",
+    "tencentyun_vod_params": "TencentCloudVodParams",
+    "access_key": "AccessKeyId",  # aliyun_vod_params' own key names (nowhere else in the body)
+    "secret_key": "AccessKeySecret",
+}
+# tencentyun_vod_params' keys are SecretId / SecretKey there, while StorageParams' own are AccessKeyId / …Secret.
+_TENCENT_VOD_RENAMES = {"access_key_id": "SecretId", "access_key_secret": "SecretKey"}
 RECORD_FORMATS = ("mp4", "flv", "hls", "jpg", "mp3")
-# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选".
-# Nothing says so of the current API's 8 (GCS), 9 (EOS) and 10 (S3-compatible): their region is optional.
-SEED_REGION_VENDORS = frozenset({1, 2, 3, 4, 7})
+# Seed 003: "storage_provider 设置为 1~4 还有 7 时,region,bucket_name,access_key_id,access_key_secret 必选";
+# ZEGO's StartRecord page and StorageParams FAQ: Vendor 9 (EOS) and 10 (S3-compatible) need Region too, 8 (GCS)
+# Bucket and the keys only.
+REGION_VENDORS = frozenset({1, 2, 3, 4, 7, 9, 10})
 
 
 def snake(name: str) -> str:
@@ -177,8 +191,14 @@ def record_schema(current: bool) -> Obj:
     """Seed 003's start body; `current` gives the Action API's PascalCase body (ClientTaskId, vendors 1..10)."""
     n: Callable[[str], str] = pascal if current else snake
 
-    def o(fields: dict[str, Schema], required: bool = False, checks: tuple[Any, ...] = ()) -> Obj:
-        return Obj({n(k): v for k, v in fields.items()}, required=required, checks=checks)
+    def o(
+        fields: dict[str, Schema],
+        required: bool = False,
+        checks: tuple[Any, ...] = (),
+        renames: dict[str, str] | None = None,
+    ) -> Obj:
+        names = (renames or {}) if current else {}
+        return Obj({names.get(k) or n(k): v for k, v in fields.items()}, required=required, checks=checks)
 
     def callback_url(obj: dict[str, Any], path: str) -> None:
         # This task's callbacks are posted there: one they cannot go to (`http://`, `file:///x`) is refused at the
@@ -216,20 +236,35 @@ def record_schema(current: bool) -> Obj:
                 where = f"{_join(path, n('mix_input_list'))}[{i}]"
                 raise BodyError(where, f"{n('bottom')}/{n('right')} must not exceed the canvas height/width")
 
-    def vod_takes_mp4_or_flv(obj: dict[str, Any], path: str) -> None:
-        # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件".
+    def one_whiteboard_region(obj: dict[str, Any], path: str) -> None:
+        # ZEGO's StartRecord page: ViewType 2 "仅支持将一个画面设置为白板，超过两个及以上会返回错误".
+        boards = [i for i, item in enumerate(obj.get(n("mix_input_list"), [])) if item.get(n("view_type")) == 2]
+        if len(boards) > 1:
+            where = f"{_join(path, n('mix_input_list'))}[{boards[1]}].{n('view_type')}"
+            raise BodyError(where, "only one region can show the whiteboard")
+
+    def custom_layout_has_regions(obj: dict[str, Any], path: str) -> None:
+        # ZEGO's StartRecord page: MixMode "1：自定义布局，必须指定 MixInputList".
+        if obj.get(n("mix_mode")) == 1 and not obj.get(n("mix_input_list")):
+            raise BodyError(_join(path, n("mix_input_list")), f"is required when {n('mix_mode')} = 1")
+
+    def vod_formats(obj: dict[str, Any], path: str) -> None:
+        # Seed 003: storage_provider 5 and 6 "目前仅支持上传 MP4、FLV 格式文件"; ZEGO's StartRecord page: Vendor 6
+        # "目前仅支持上传 MP4、FLV、JPG、MP3 格式文件".
         provider = obj[n("storage_params")][n("storage_provider")]
         fmt = obj.get(n("record_output_params"), {}).get(n("output_file_format"), "mp4")
-        if provider in (5, 6) and fmt not in ("mp4", "flv"):
+        formats = ("mp4", "flv", "jpg", "mp3") if current and provider == 6 else ("mp4", "flv")
+        if provider in (5, 6) and fmt not in formats:
             where = _join(path, f"{n('record_output_params')}.{n('output_file_format')}")
-            raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes mp4 or flv files only")
+            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
+            raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes {which} files only")
 
     def storage_fields(obj: dict[str, Any], path: str) -> None:
         provider = obj[n("storage_provider")]
         needed = {5: ["aliyun_vod_params"], 6: ["tencentyun_vod_params"]}.get(
             provider, ["bucket_name", "access_key_id", "access_key_secret"]
         )
-        if provider in SEED_REGION_VENDORS:
+        if provider in REGION_VENDORS:
             needed = ["region", *needed]
         if provider == 10:
             needed = [*needed, "end_point"]
@@ -243,7 +278,9 @@ def record_schema(current: bool) -> Obj:
         "stream_type": Val("int", choices=(1, 2, 3, 4)),
         "record_stream_list": Arr(o({"stream_id": Val("str", required=True)})),
         "fill_blank": Val("bool"),
-        "fill_frame": o({"frame_fill_mode": Val("int"), "frame_fill_color": Val("int")}, checks=(colour,)),
+        "fill_frame": o(
+            {"frame_fill_mode": Val("int", choices=(1, 2, 3)), "frame_fill_color": Val("int")}, checks=(colour,)
+        ),
         "record_mute_audio": Val("int"),
         "record_mute_audio_split_threshold": Val("int"),
         "has_whiteboard": Val("bool"),
@@ -260,22 +297,23 @@ def record_schema(current: bool) -> Obj:
                 }
             )
         ),
-        "max_idle_time": Val("int", min=5, max=4294967295),
+        # Seed 003 (legacy) ends at 4294967295; ZEGO's StartRecord page at 86400 (`maximum: 86400`).
+        "max_idle_time": Val("int", min=5, max=86400 if current else 4294967295),
         "max_record_time": Val("int", min=300, max=86400),
         "mix_config": o(
             {
-                "mix_mode": Val("int"),
+                "mix_mode": Val("int", choices=(1, 2, 3, 4, 5)),
                 "mix_input_list": Arr(
                     o(
                         {
                             "stream_id": Val("str"),
-                            "view_type": Val("int"),
+                            "view_type": Val("int", choices=(1, 2)),
                             "top": coord,
                             "left": coord,
                             "bottom": coord,
                             "right": coord,
                             "layer": Val("int", required=True),
-                            "fill_mode": Val("int"),
+                            "fill_mode": Val("int", choices=(1, 2)),
                             "background_image": Val("str"),
                         },
                         checks=(region_corners,),
@@ -299,7 +337,7 @@ def record_schema(current: bool) -> Obj:
                 "mix_output_watermark_image": Val("str"),
                 "default_mix_stream_background_image": Val("str"),
             },
-            checks=(regions_inside_canvas, colour),
+            checks=(regions_inside_canvas, colour, custom_layout_has_regions, one_whiteboard_region),
         ),
     }
     if current:
@@ -325,7 +363,8 @@ def record_schema(current: bool) -> Obj:
                 "access_key_secret": Val("str", required=True),
                 "region": Val("str", required=True),
                 "sub_app_id": Val("int"),
-            }
+            },
+            renames=_TENCENT_VOD_RENAMES,
         ),
     }
     if current:
@@ -342,7 +381,7 @@ def record_schema(current: bool) -> Obj:
                 {
                     "output_file_format": Val("str", choices=RECORD_FORMATS),
                     "output_folder": Val("str"),
-                    "output_file_rule": Val("int"),
+                    "output_file_rule": Val("int", choices=(1,)),
                     "snapshot_interval": Val("int", min=5, max=3600),
                     "callback_url": Val("str"),
                 },
@@ -351,7 +390,7 @@ def record_schema(current: bool) -> Obj:
             "storage_params": o(storage_fields_schema, required=True, checks=(storage_fields,)),
         }
     )
-    return o(top, checks=(vod_takes_mp4_or_flv,))
+    return o(top, checks=(vod_formats,))
 
 
 ZEGO_START_RECORD = record_schema(current=True)

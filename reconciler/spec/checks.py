@@ -35,6 +35,7 @@ from reconciler.spec.models import (
     ThumbnailFile,
     ThumbnailJobSpec,
     VolcengineProvider,
+    ZegoProvider,
 )
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
@@ -60,12 +61,17 @@ STORAGE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "aliyun-vod": (("region", "accessKey", "secretKey", "title", "storageLocation"), ()),
     "tencent-vod": (("region", "accessKey", "secretKey"), ("subAppId",)),
 }
-_ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs"})
+# Seed 003: storage_provider 1..4 and 7; ZEGO's StartRecord page and StorageParams FAQ add 9 (eos) and 10
+# (s3-compatible), not 8 (gcs).
+_ZEGO_REGION_REQUIRED: Final = frozenset({"s3", "oss", "cos", "kodo", "obs", "eos", "s3-compatible"})
 # Seed 003's storage_provider 1..7; 8 (gcs) and 9 (eos) came with the current API (vendor-apis.md).
 ZEGO_LEGACY_STORAGE: Final = ("s3", "oss", "cos", "kodo", "aliyun-vod", "tencent-vod", "obs")
 ZEGO_VOD: Final = frozenset({"aliyun-vod", "tencent-vod"})
 VOLC_MAX_STREAMS: Final = 17
 UINT32_MAX: Final = 4_294_967_295
+# Seed 003 (the legacy page) lets max_idle_time reach 4294967295; ZEGO's current StartRecord page caps
+# MaxIdleTime at 86400 (docs/providers-zego.md, "What each job sends").
+ZEGO_CURRENT_MAX_IDLE: Final = 86400
 # SnapshotJob field → vendor → (default, low, high, the vendor's name for it).
 SNAPSHOT_RANGES: Final[dict[str, dict[str, tuple[int, int, int, str]]]] = {
     "interval": {"volcengine": (2, 1, 600, "volcengine Interval"), "zego": (10, 5, 3600, "zego snapshot_interval")},
@@ -438,9 +444,21 @@ class Checker:
                     self._volc_task_names(job, spec, provider)
             else:
                 idle = self._recording(job, spec, storage)
+            if provider is not None and idle is not None:
+                self._current_idle(job, provider, idle)
         if provider is None or (storage_name and storage is None) or broken or len(self.errors.errors) != before:
             return None
         return CheckedJob(job, provider, storage, interval, idle, region)
+
+    def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
+        """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
+        if self._current_zego(provider.name) and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+            self.fail(
+                job,
+                ("spec", "idleTimeout"),
+                f"{idle}s is out of range for zego MaxIdleTime (5..{ZEGO_CURRENT_MAX_IDLE} s with cloudrecordApi: "
+                f"current; up to {UINT32_MAX} s with legacy)",
+            )
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
         if not low <= value <= high:
@@ -531,7 +549,7 @@ class Checker:
                 )
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
-            self._zego_vod_format(job, storage, "jpg")
+            self._zego_vod_format(job, storage, "jpg", spec.provider)
         return interval, idle
 
     def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
@@ -562,15 +580,26 @@ class Checker:
             "share it; give one of them another taskId",
         )
 
-    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str) -> None:
+    def _current_zego(self, name: str) -> bool:
+        """Whether provider `name` is a valid zego Provider on the current cloud recording API."""
+        provider = self.by_kind.get("Provider", {}).get(name)
+        pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
+        return isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
+
+    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
             return
         assert isinstance(storage.model, StorageDocument)
-        if storage.model.spec.type in ZEGO_VOD and fmt not in ("mp4", "flv"):
+        kind = storage.model.spec.type
+        # Seed 003: VOD storage takes mp4 and flv; ZEGO's StartRecord page: the current API's tencent-vod (Vendor 6)
+        # jpg and mp3 too.
+        current_tencent = kind == "tencent-vod" and self._current_zego(provider)
+        formats = ("mp4", "flv", "jpg", "mp3") if current_tencent else ("mp4", "flv")
+        if kind in ZEGO_VOD and fmt not in formats:
+            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
+            api = " with cloudrecordApi: legacy" if kind == "tencent-vod" and not current_tencent else ""
             self.fail(
-                job,
-                ("spec", "storage"),
-                f"{storage.model.spec.type} storage takes mp4 or flv files only, not {fmt} ({storage.ref()})",
+                job, ("spec", "storage"), f"{kind} storage takes {which} files only{api}, not {fmt} ({storage.ref()})"
             )
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
@@ -579,7 +608,7 @@ class Checker:
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
         if {"mode", "media", "format", "mix", "options"} & job.broken:
             return spec.idle_timeout  # the rest weighs these fields against each other: not with a default
-        self._zego_vod_format(job, storage, spec.format)
+        self._zego_vod_format(job, storage, spec.format, spec.provider)
         if spec.format == "mp3" and spec.media != "audio":
             self.fail(job, ("spec", "format"), "mp3 needs media: audio")
         if spec.mode == "mixed":
@@ -601,6 +630,9 @@ class Checker:
                 ("spec", "mix", "mixOutputVideoConfig"),
                 f"width × height must not exceed 1920 × 1080, got {video.width} × {video.height}",
             )
+        if spec.mix.mix_mode == 1 and not spec.mix.mix_input_list:
+            # ZEGO's StartRecord page: "1：自定义布局，必须指定 MixInputList"
+            self.fail(job, ("spec", "mix", "mixMode"), "mixMode 1 (custom layout) needs mixInputList (its regions)")
         for i, item in enumerate(spec.mix.mix_input_list or []):
             if not (item.top <= item.bottom <= video.height and item.left <= item.right <= video.width):
                 self.fail(
@@ -612,6 +644,14 @@ class Checker:
             # Seed 003's conditions under which a field takes effect: set otherwise, it would do nothing.
             if item.background_image is not None and item.stream_id is None:
                 self.fail(job, ("spec", "mix", "mixInputList", i, "backgroundImage"), "only applies with streamId")
+        # ZEGO's StartRecord page: ViewType 2 (whiteboard) takes effect only when recording one, in one region only.
+        boards = [i for i, item in enumerate(spec.mix.mix_input_list or []) if item.view_type == 2]
+        for i in boards[1:]:
+            where = ("spec", "mix", "mixInputList", i, "viewType")
+            self.fail(job, where, f"only one region can show the whiteboard (mixInputList[{boards[0]}] does)")
+        if boards and not spec.options.has_whiteboard:
+            where = ("spec", "mix", "mixInputList", boards[0], "viewType")
+            self.fail(job, where, "viewType 2 (the whiteboard) only applies with options.hasWhiteboard: true")
         if spec.mix.mix_max_resolution_stream_id is not None and spec.mix.mix_mode not in (3, 4, 5):
             self.fail(job, ("spec", "mix", "mixMaxResolutionStreamId"), "only applies with mixMode 3, 4 or 5")
         if spec.mix.default_mix_stream_background_image is not None and not spec.options.fill_blank:

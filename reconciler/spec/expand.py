@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ProviderConfig, RestartPolicy, task_key
@@ -68,9 +68,19 @@ ZEGO_VENDOR: Final = {
     "s3-compatible": 10,
 }
 ZEGO_STREAM_TYPE: Final = {"audio": 1, "video": 2, "audio-video": 3, "separate": 4}
-# vendor-apis.md names these two differently; every other field is seed 003's name in PascalCase
-# (`tencentyun_vod_params` → `TencentyunVodParams`, `end_point` → `EndPoint`).
-_PASCAL_SPECIAL: Final = {"storage_provider": "Vendor", "bucket_name": "Bucket"}
+# The current API's names where they are not seed 003's in PascalCase (`end_point` → `EndPoint`): vendor-apis.md
+# names Vendor and Bucket; ZEGO's StartRecord page and StorageParams FAQ (docs/providers-zego.md) the VOD objects,
+# whose keys are named per object (tencentyun_vod_params' access_key_id is SecretId, StorageParams' AccessKeyId).
+_PASCAL_SPECIAL: Final = {
+    "storage_provider": "Vendor",
+    "bucket_name": "Bucket",
+    "aliyun_vod_params": "AlibabaCloudVodParams",
+    "tencentyun_vod_params": "TencentCloudVodParams",
+}
+_PASCAL_MEMBERS: Final = {
+    "aliyun_vod_params": {"access_key": "AccessKeyId", "secret_key": "AccessKeySecret"},
+    "tencentyun_vod_params": {"access_key_id": "SecretId", "access_key_secret": "SecretKey"},
+}
 ZEGO_SNAPSHOT_MAX_RECORD_TIME: Final = 86400
 _PLACEHOLDER: Final = "\x00capctl-target\x00"
 
@@ -160,11 +170,14 @@ class _TargetHasher:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _pascal(value: Any) -> Any:
-    """The seed's snake_case body in the current Action API's PascalCase (keys only)."""
+def _pascal(value: Any, members: Mapping[str, str] | None = None) -> Any:
+    """The seed's snake_case body in the current Action API's PascalCase (keys only); `members`: the current
+    names of the keys of the object being converted, where they are its own."""
     if isinstance(value, dict):
         return {
-            _PASCAL_SPECIAL.get(k) or "".join(p.capitalize() for p in k.split("_")): _pascal(v)
+            (members or {}).get(k) or _PASCAL_SPECIAL.get(k) or "".join(p.capitalize() for p in k.split("_")): _pascal(
+                v, _PASCAL_MEMBERS.get(k)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -59,6 +59,7 @@ __all__ = [
     "ThumbnailFile",
     "ThumbnailJobSpec",
     "VolcengineProvider",
+    "ZegoProvider",
 ]
 
 VOLC_ENDPOINT: Final = "https://rtc.volcengineapi.com"
@@ -336,7 +337,8 @@ class SnapshotJobSpec(_Model):
     idle_timeout: Duration | None = Field(
         None,  # per vendor
         description="the vendor stops the task after this long without a stream: volcengine MaxIdleTime "
-        "1..86400 s, default 180s; zego max_idle_time 5..4294967295 s (without any stream in the room), default 30s",
+        "1..86400 s, default 180s; zego 5..86400 s (legacy API: up to 4294967295 s; without any stream in the room), "
+        "default 30s",
     )
     restart_policy: RestartPolicyName = Field(
         "Always", description="Always: a task the vendor stops is re-issued; Never: started once, never re-issued"
@@ -358,18 +360,18 @@ class MixInput(_Model):
     stream_id: Text | None = Field(
         None, description="the stream shown in this region; without, streams fill regions in the order they joined"
     )
-    view_type: Positive | None = Field(
-        None, description="what the region shows (seed 003 lost its value list: an integer ≥ 1, passed through)"
+    view_type: Annotated[Int, Field(ge=1, le=2)] | None = Field(
+        None, description="what the region shows: 1 the stream (vendor default), 2 the whiteboard"
     )
     top: Width = Field(description="y of the top-left corner" + _ON_CANVAS)
     left: Width = Field(description="x of the top-left corner" + _ON_CANVAS)
     bottom: Width = Field(description="y of the bottom-right corner" + _ON_CANVAS)
     right: Width = Field(description="x of the bottom-right corner" + _ON_CANVAS)
     layer: Int = Field(description="stacking order: where two regions overlap, the larger layer is shown on top")
-    fill_mode: Positive | None = Field(
+    fill_mode: Annotated[Int, Field(ge=1, le=2)] | None = Field(
         None,
         description=(
-            "what is done when the stream's aspect ratio differs from the region's (an integer ≥ 1, passed through)"
+            "when the stream's aspect ratio differs from the region's: 1 crop to fill (vendor default), 2 fit"
         ),
     )
     background_image: Text | None = Field(
@@ -399,11 +401,11 @@ class MixAudio(_Model):
 class MixConfig(_Model):
     """Mixed mode: seed 003's mix_config in camelCase."""
 
-    mix_mode: Positive | None = Field(
+    mix_mode: Annotated[Int, Field(ge=1, le=5)] | None = Field(
         None,
         description=(
-            "the layout (seed 003 lost its value list: an integer ≥ 1, passed through); 3, 4 and 5 show one "
-            "stream large (mixMaxResolutionStreamId)"
+            "the layout: 1 custom (mixInputList), 2 grid (vendor default), 3 horizontal, 4 vertical, 5 floating; "
+            "3, 4 and 5 show one stream large (mixMaxResolutionStreamId)"
         ),
     )
     mix_input_list: list[MixInput] | None = Field(
@@ -433,10 +435,11 @@ class MixConfig(_Model):
 class FillFrame(_Model):
     """How the picture is filled while a camera is off (mixed mode)."""
 
-    frame_fill_mode: Positive | None = Field(
+    frame_fill_mode: Annotated[Int, Field(ge=1, le=3)] | None = Field(
         None,
         description=(
-            "how the picture is filled while a camera is off and audio goes on (an integer ≥ 1, passed through)"
+            "how the picture is filled while a camera is off and audio goes on: 1 the last frame (vendor "
+            "default), 2 a colour (frameFillColor), 3 nothing"
         ),
     )
     frame_fill_color: Color | None = Field(
@@ -492,8 +495,8 @@ class RecordOptions(_Model):
     whiteboard: list[Whiteboard] | None = Field(
         None, description="the whiteboards to record; needs hasWhiteboard: true"
     )
-    output_file_rule: Positive | None = Field(
-        None, description="the recorded files' naming rule (record_output_params; an integer ≥ 1, passed through)"
+    output_file_rule: Annotated[Int, Field(ge=1, le=1)] | None = Field(
+        None, description="the recorded files' naming rule (record_output_params): ZEGO has only 1, its default"
     )  # record_output_params
     callback_url: CallbackUrl | None = Field(
         None,
@@ -540,7 +543,7 @@ class RecordingJobSpec(_Model):
     idle_timeout: Duration = Field(
         30,
         description="ZEGO max_idle_time: the recording stops after this long without any stream in the room; "
-        "5..4294967295 s",
+        "5..86400 s (legacy API: up to 4294967295 s)",
     )
     max_duration: Duration = Field(
         86400, description="ZEGO max_record_time: 300..86400 s; at the limit capctl starts the next recording"

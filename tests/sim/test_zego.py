@@ -58,26 +58,38 @@ async def test_an_app_id_or_timestamp_in_digits_other_than_ascii_is_an_invalid_s
 
 
 def mix(**region: int) -> dict[str, Any]:
-    """A mix_config on a 1280 × 720 canvas with one region, its corners overridden by `region`."""
+    """A mix_config on a 1280 × 720 canvas with one region, its fields overridden by `region` (snake_case)."""
     item = {
         "Top": 0,
         "Left": 0,
         "Bottom": 720,
         "Right": 1280,
         "Layer": 1,
-        **{k.capitalize(): v for k, v in region.items()},
+        **{"".join(part.capitalize() for part in k.split("_")): v for k, v in region.items()},
     }
     video = {"Width": 1280, "Height": 720, "Fps": 15, "Bitrate": 1_500_000}
     return {"MixOutputStreamId": "mix", "MixOutputVideoConfig": video, "MixInputList": [item]}
 
 
-TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}}
+TENCENT_VOD = {"Vendor": 6, "TencentCloudVodParams": {"SecretId": "a", "SecretKey": "s", "Region": "r"}}
+ALIYUN_VOD = {
+    "Vendor": 5,
+    "AlibabaCloudVodParams": {
+        "Region": "cn-shanghai",
+        "AccessKeyId": "a",
+        "AccessKeySecret": "s",
+        "Title": "t",
+        "StorageLocation": "x.oss-cn-shanghai.aliyuncs.com",
+    },
+}
 
 
 @pytest.mark.parametrize(
     ("mutate", "where"),
     [
         (lambda b: b["RecordInputParams"].update(MaxIdleTime=4), "RecordInputParams.MaxIdleTime: must be >= 5"),
+        # ZEGO's StartRecord page: ≤ 86400 (seed 003's legacy /start: up to 4294967295, test_legacy_flow)
+        (lambda b: b["RecordInputParams"].update(MaxIdleTime=86401), "MaxIdleTime: must be <= 86400"),
         (lambda b: b["RecordInputParams"].update(MaxRecordTime=299), "MaxRecordTime: must be >= 300"),
         (lambda b: b["RecordInputParams"].update(MaxIdleTime="30"), "must be an integer"),
         (lambda b: b["RecordInputParams"].update(FillBlank="true"), "FillBlank: must be a boolean"),
@@ -85,6 +97,14 @@ TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessK
         (lambda b: b["RecordOutputParams"].update(OutputFileFormat="avi"), "OutputFileFormat"),
         (lambda b: b["StorageParams"].pop("Bucket"), "StorageParams.Bucket: is required when Vendor = 2"),
         (lambda b: b["StorageParams"].update(Vendor=10), "StorageParams.EndPoint"),
+        # ZEGO's StartRecord page: Region is required for Vendor 9 (EOS) and 10 too, not for 8 (GCS)
+        (lambda b: b["StorageParams"].update(Vendor=9) or b["StorageParams"].pop("Region"), "StorageParams.Region"),
+        (
+            lambda b: (
+                b["StorageParams"].update(Vendor=10, EndPoint="https://m.example") or b["StorageParams"].pop("Region")
+            ),
+            "StorageParams.Region: is required when Vendor = 10",
+        ),
         (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
         (
@@ -92,9 +112,30 @@ TENCENT_VOD = {"Vendor": 6, "TencentyunVodParams": {"AccessKeyId": "a", "AccessK
             "MixConfig.MixInputList[0]: Bottom/Right must not exceed the canvas height/width",
         ),
         (lambda b: b["RecordInputParams"].update(MixConfig=mix(right=1281)), "MixInputList[0]: Bottom/Right"),
+        # ZEGO's StartRecord page: the value lists seed 003 lost, and MixMode 1 (custom layout) needs its regions
+        (lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixMode": 6}), "MixConfig.MixMode: must be one"),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(view_type=3)), "MixInputList[0].ViewType: must be"),
+        (lambda b: b["RecordInputParams"].update(MixConfig=mix(fill_mode=3)), "MixInputList[0].FillMode: must be"),
+        (
+            lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixMode": 1, "MixInputList": []}),
+            "MixConfig.MixInputList: is required when MixMode = 1",
+        ),
+        (lambda b: b["RecordInputParams"].update(FillFrame={"FrameFillMode": 4}), "FillFrame.FrameFillMode: must be"),
+        (
+            lambda b: b["RecordInputParams"].update(
+                MixConfig={**mix(view_type=2), "MixInputList": mix(view_type=2)["MixInputList"] * 2}
+            ),
+            "MixConfig.MixInputList[1].ViewType: only one region can show the whiteboard",
+        ),
+        (lambda b: b["RecordOutputParams"].update(OutputFileRule=2), "RecordOutputParams.OutputFileRule: must be"),
+        (
+            lambda b: b.update(StorageParams=ALIYUN_VOD, RecordOutputParams={"OutputFileFormat": "jpg"}),
+            "OutputFileFormat: Vendor 5 (VOD) takes mp4 or flv files only",
+        ),
+        # ZEGO's StartRecord page: Tencent VOD takes mp4, flv, jpg and mp3 (seed 003's legacy /start: mp4, flv)
         (
             lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),
-            "OutputFileFormat: Vendor 6 (VOD) takes mp4 or flv files only",
+            "OutputFileFormat: Vendor 6 (VOD) takes mp4, flv, jpg or mp3 files only",
         ),
         (
             lambda b: b["RecordInputParams"].update(MixConfig={**mix(), "MixOutputBackgroundColor": 0x123456FF}),
@@ -121,6 +162,26 @@ async def test_start_record_validation(
     r = await client.zego("StartRecord", body)
     assert code(r) == 300000004
     assert where in r.json()["Message"]
+
+
+async def test_vod_storage_takes_the_current_apis_own_names(client: SimClient) -> None:
+    """ZEGO's StartRecord page names the VOD objects AlibabaCloudVodParams {Region, AccessKeyId, AccessKeySecret,
+    Title, StorageLocation} and TencentCloudVodParams {SecretId, SecretKey, Region, SubAppId}, not seed 003's
+    legacy names in PascalCase: those are refused, as the vendor refuses a body without its required object."""
+    mp4 = {**record_body(), "RecordOutputParams": {"OutputFileFormat": "mp4"}}
+    for storage in (ALIYUN_VOD, TENCENT_VOD):
+        assert code(await client.zego("StartRecord", {**mp4, "StorageParams": storage})) == 0
+    # Tencent VOD takes the current API's jpg snapshots (record_body's output) and mp3 too (ZEGO's StartRecord page)
+    assert code(await client.zego("StartRecord", {**record_body(), "StorageParams": TENCENT_VOD})) == 0
+    keys = {"AccessKeyId": "a", "AccessKeySecret": "s", "Region": "r"}
+    seed_names = [
+        ({"Vendor": 6, "TencentyunVodParams": keys}, "TencentyunVodParams"),
+        ({"Vendor": 6, "TencentCloudVodParams": keys}, "TencentCloudVodParams.AccessKeyId"),
+        ({"Vendor": 5, "AliyunVodParams": {"AccessKey": "a"}}, "AliyunVodParams"),
+    ]
+    for storage, unknown in seed_names:
+        r = await client.zego("StartRecord", {**mp4, "StorageParams": storage})
+        assert code(r) == 300000004 and unknown in r.json()["Message"]
 
 
 async def test_idle_end_status_4_quit_reason_3(client: SimClient) -> None:
@@ -278,7 +339,9 @@ async def test_legacy_flow(client: SimClient) -> None:
     r = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
     assert r.json()["code"] == 0, r.text
     task_id = r.json()["task_id"]
-    r2 = await client.http.post("/zego/legacy/start", json=legacy_start_body(token))
+    longest = legacy_start_body(token)
+    longest["record_input_params"]["max_idle_time"] = 4294967295  # seed 003's maximum (current API: 86400)
+    r2 = await client.http.post("/zego/legacy/start", json=longest)
     assert r2.json()["task_id"] != task_id  # no idempotency key in v1
     q = {"app_id": ZEGO_APP, "access_token": token, "task_id": task_id}
     assert (await client.http.post("/zego/legacy/query", json=q)).json()["data"]["status"] == 2

@@ -123,7 +123,7 @@ mix:
   mixOutputVideoConfig: {width: 1280, height: 720, fps: 15, bitrate: 1500000}
   mixInputList:
     - {streamId: teacher, top: 0, left: 0, bottom: 720, right: 640, layer: 1}
-options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 65280}, outputFileRule: 2,
+options: {fillBlank: true, fillFrame: {frameFillMode: 2, frameFillColor: 65280}, outputFileRule: 1,
           callbackUrl: "https://hooks.example/rec?token=t1"}
 """
 
@@ -159,7 +159,7 @@ def test_zego_recording_current_request(load: Loader) -> None:
         "RecordOutputParams": {
             "OutputFileFormat": "flv",
             "OutputFolder": "record/",
-            "OutputFileRule": 2,
+            "OutputFileRule": 1,
             "CallbackUrl": "https://hooks.example/rec?token=t1",
         },
         "StorageParams": {"Vendor": 1, "Region": "us-east-1", "Bucket": "b", "AccessKeyId": AK, "AccessKeySecret": SK},
@@ -215,6 +215,8 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
         + job("RecordingJob", "tv", "provider: zego-legacy\nrooms: [a]\nstorage: tvod")
         + "---\n"
         + job("RecordingJob", "av", "provider: zego\nrooms: [a]\nstorage: avod")
+        + "---\n"
+        + job("RecordingJob", "tvc", "provider: zego\nrooms: [b]\nstorage: tvod")
     )
     tasks = load(text).tasks
     snap = tasks["SnapshotJob/snap/lobby"]
@@ -231,6 +233,7 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
         "RecordOutputParams": {"OutputFileFormat": "jpg", "SnapshotInterval": 30, "OutputFolder": "stills/"},
         "StorageParams": {
             "Vendor": 10,
+            "Region": "us-east-1",
             "Bucket": "b",
             "AccessKeyId": AK,
             "AccessKeySecret": SK,
@@ -249,13 +252,18 @@ spec: {type: aliyun-vod, region: cn-shanghai, accessKey: {env: AK}, secretKey: {
     }
     assert tasks["RecordingJob/av/a"].request["StorageParams"] == {
         "Vendor": 5,
-        "AliyunVodParams": {
+        "AlibabaCloudVodParams": {
             "Region": "cn-shanghai",
-            "AccessKey": AK,
-            "SecretKey": SK,
+            "AccessKeyId": AK,
+            "AccessKeySecret": SK,
             "Title": "t",
             "StorageLocation": "loc.oss-cn-shanghai.aliyuncs.com",
         },
+    }
+    # The current API's own names (ZEGO's StartRecord page): SecretId / SecretKey, not StorageParams' AccessKeyId.
+    assert tasks["RecordingJob/tvc/b"].request["StorageParams"] == {
+        "Vendor": 6,
+        "TencentCloudVodParams": {"SecretId": AK, "SecretKey": SK, "Region": "ap-shanghai", "SubAppId": 9},
     }
 
 

@@ -31,6 +31,8 @@ MIXED = (
     "mode: mixed\nmix: {mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}\n"
 )
 THUMB = "provider: zego\nfiles:\n  - "
+BOARD = "{viewType: 2, top: 0, left: 0, bottom: 1, right: 1, layer: 1}"  # a mix region showing the whiteboard
+BOARDS = MIXED.replace("{mixOut", "{mixInputList: [" + BOARD + "], mixOut")
 
 RULES: list[tuple[str, str, str]] = [
     # providers
@@ -151,6 +153,22 @@ RULES: list[tuple[str, str, str]] = [
         + job(body=REC.replace("s3", "x")),
         "zego needs a region for storage type oss",
     ),
+    (  # ZEGO's StartRecord page and StorageParams FAQ: Vendor 9 (EOS) and 10 need Region too; 8 (GCS) does not
+        "zego eos needs a region",
+        storage("x", "{type: eos, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a region for storage type eos",
+    ),
+    (
+        "zego s3-compatible needs a region",
+        storage(
+            "x",
+            "{type: s3-compatible, bucket: b, endpoint: 'https://m.example', accessKey: {env: AK}, "
+            "secretKey: {env: SK}}",
+        )
+        + job(body=REC.replace("s3", "x")),
+        "zego needs a region for storage type s3-compatible",
+    ),
     (
         "volcengine needs an integer region",
         job(body=VOLC.replace("tos", "s3")),
@@ -228,11 +246,53 @@ RULES: list[tuple[str, str, str]] = [
     ),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
     ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
+    (  # ZEGO's current StartRecord page: MaxIdleTime ≤ 86400 (seed 003's 4294967295 is the legacy API's)
+        "zego current api idle timeout maximum",
+        job(body=ZSNAP + "idleTimeout: 86401"),
+        "spec.idleTimeout: 86401s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current; "
+        "up to 4294967295 s with legacy)",
+    ),
+    # ZEGO's StartRecord page gives the value lists seed 003 lost (they were passed through as any integer ≥ 1)
+    ("mix mode list", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 6, mixOut")), "mix.mixMode"),
+    ("custom layout", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 1, mixOut")), "needs mixIn"),
+    ("output file rule", job("RecordingJob", body=REC + "options: {outputFileRule: 2}"), "options.outputFileRule"),
+    (  # ZEGO's StartRecord page: ViewType 2 only with a whiteboard recorded, in one region only
+        "one whiteboard region",
+        job(
+            "RecordingJob",
+            body=REC + BOARDS.replace("]", ", " + BOARD + "]") + "options: {hasWhiteboard: true, "
+            "whiteboard: [{horizontalRatio: 16, verticalRatio: 9}]}",
+        ),
+        "spec.mix.mixInputList[1].viewType: only one region can show the whiteboard (mixInputList[0] does)",
+    ),
+    (
+        "whiteboard region needs a whiteboard",
+        job("RecordingJob", body=REC + BOARDS),
+        "spec.mix.mixInputList[0].viewType: viewType 2 (the whiteboard) only applies with options.hasWhiteboard: true",
+    ),
+    ("fill mode list", job("RecordingJob", body=REC + MIXED + "options: {fillFrame: {frameFillMode: 4}}"), "frameFill"),
+    ("zego current api recording idle maximum", job("RecordingJob", body=REC + "idleTimeout: 25h"), "(5..86400 s"),
     (
         "zego snapshot to vod",
+        storage(
+            "av",
+            "{type: aliyun-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}, title: t, storageLocation: l}",
+        )
+        + job(body=ZSNAP.replace("s3", "av")),
+        "aliyun-vod storage takes mp4 or flv files only, not jpg",
+    ),
+    (  # seed 003 (legacy): VOD takes mp4 and flv; ZEGO's StartRecord page lets the current API's tencent-vod take
+        # jpg and mp3 too
+        "legacy zego snapshot to tencent vod",
         storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
-        + job(body=ZSNAP.replace("s3", "tv")),
-        "tencent-vod storage takes mp4 or flv files only, not jpg",
+        + job(body=ZSNAP.replace("s3", "tv").replace("zego", "zego-legacy")),
+        "tencent-vod storage takes mp4 or flv files only with cloudrecordApi: legacy, not jpg",
+    ),
+    (
+        "current zego hls to tencent vod",
+        storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
+        + job("RecordingJob", body=REC.replace("s3", "tv") + "format: hls"),
+        "tencent-vod storage takes mp4, flv, jpg or mp3 files only, not hls",
     ),
     (
         "a room YAML reads as a boolean",
@@ -507,6 +567,20 @@ RULES: list[tuple[str, str, str]] = [
 def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
     found = errors_of(text, env={**SECRET_ENV, "EMPTY": ""})
     assert any(fragment in e for e in found), found
+
+
+def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
+    tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
+    tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"
+    mp3 = REC.replace("s3", "tv") + "media: audio\nformat: mp3\n"
+    tasks = load(tvod + job(body=ZSNAP.replace("s3", "tv")) + "---\n" + job("RecordingJob", "r", mp3)).tasks
+    assert {t.request["RecordOutputParams"]["OutputFileFormat"] for t in tasks.values()} == {"jpg", "mp3"}
+
+
+def test_the_legacy_zego_api_keeps_seed_003s_idle_range(load: Loader) -> None:
+    legacy = "provider: zego-legacy\nrooms: [lobby]\nstorage: s3\nidleTimeout: 4294967295\n"
+    tasks = load(job(body=legacy) + "---\n" + job("RecordingJob", "r", legacy)).tasks
+    assert {t.request["record_input_params"]["max_idle_time"] for t in tasks.values()} == {4294967295}
 
 
 def test_quoted_fullwidth_digits_get_no_hint_to_unquote_them(errors_of: ErrorsOf) -> None:
