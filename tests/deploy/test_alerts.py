@@ -131,6 +131,26 @@ SITUATIONS: dict[str, Situation] = {
     "throttled": Situation(
         {"CapctlVendorThrottled"}, {'capctl_vendor_throttled_total{pod="a",api="GetSnapshotTask"}': counter(6)}
     ),
+    # Walk 37c-2: ZEGO throttles every call of a small deployment (2 tasks looked at every 30 s, about 0.07
+    # calls/s): the rate stays under 0.1/s, yet nothing is known of those tasks.
+    "every call of a small account throttled": Situation(
+        {"CapctlVendorThrottled"},
+        {
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="ok"}': [60] * 100 + [60] * 60,
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="throttled"}': [0] * 100
+            + [2.0 * i for i in range(1, 61)],
+            'capctl_vendor_throttled_total{pod="a",api="DescribeRecordStatus"}': [0] * 100
+            + [2.0 * i for i in range(1, 61)],
+        },
+    ),
+    # One poll in a hundred throttled: paced right, nobody is paged.
+    "a throttled call now and then": Situation(
+        set(),
+        {
+            'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="throttled"}': counter(0.05),
+            'capctl_vendor_throttled_total{pod="a",api="GetSnapshotTask"}': counter(0.05),
+        },
+    ),
     # One forged callback, to the standby: its `rejected` series moves from 0 to 1 once.
     "a callback rejected": Situation(
         {"CapctlCallbacksRejected"},
