@@ -260,7 +260,7 @@ class Reconciler:
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
             self._update(
-                key, runtime.unconfirmed, "unknown" if unknown else None, _look_error(obs) if unknown else None
+                key, runtime.unconfirmed, "unknown" if unknown else None, _look_error(obs) if unknown else None, now
             )
             try:
                 record = engine.persist_observations(

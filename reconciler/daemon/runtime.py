@@ -55,6 +55,7 @@ class KeyRuntime:
     probe_until: float | None = None  # end of the short-interval looks around its expected stop
     unconfirmed: str | None = None  # the status `capctl_tasks` counts instead of the record's
     look_error: str | None = None  # why the last look at the vendor failed (unconfirmed "unknown")
+    unknown_since: float | None = None  # wall time of the first of the failed looks in a row (with look_error)
 
 
 EMPTY = KeyRuntime()
@@ -118,8 +119,12 @@ def planned(rt: KeyRuntime, due: float) -> KeyRuntime:
     return replace(rt, next_observe=due)
 
 
-def unconfirmed(rt: KeyRuntime, status: str | None, look_error: str | None = None) -> KeyRuntime:
-    return replace(rt, unconfirmed=status, look_error=look_error)
+def unconfirmed(
+    rt: KeyRuntime, status: str | None, look_error: str | None = None, now: float | None = None
+) -> KeyRuntime:
+    """`look_error`: the look failed at `now`; the first of the failures in a row says since when it is unknown."""
+    since = None if look_error is None else rt.unknown_since if rt.unknown_since is not None else now
+    return replace(rt, unconfirmed=status, look_error=look_error, unknown_since=since)
 
 
 def acted(rt: KeyRuntime) -> KeyRuntime:
@@ -142,12 +147,13 @@ def stepped(rt: KeyRuntime, step: float) -> KeyRuntime:
         looked_at=moved(rt.looked_at),
         probe_until=moved(rt.probe_until),
         waiting_since=moved(rt.waiting_since),
+        unknown_since=moved(rt.unknown_since),
     )
 
 
 def forgotten(rt: KeyRuntime) -> KeyRuntime:
     """The task left the specs: nothing more to observe."""
-    return replace(rt, next_observe=None, looked_at=None, unconfirmed=None, look_error=None)
+    return replace(rt, next_observe=None, looked_at=None, unconfirmed=None, look_error=None, unknown_since=None)
 
 
 class RuntimeMap:
@@ -178,6 +184,10 @@ class RuntimeMap:
     def look_errors(self) -> dict[str, str]:
         """key -> why its last look at the vendor failed, for the tasks whose status is unknown now (a copy)."""
         return {k: v.look_error for k, v in list(self._values.items()) if v.look_error is not None}
+
+    def unknown_since(self) -> dict[str, float]:
+        """key -> when its looks at the vendor began to fail, for the tasks whose status is unknown now (a copy)."""
+        return {k: v.unknown_since for k, v in list(self._values.items()) if v.unknown_since is not None}
 
     def step(self, seconds: float) -> None:
         """Every key's `stepped` (the wall clock stepped by `seconds`)."""

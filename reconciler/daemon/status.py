@@ -73,6 +73,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
             events=logs.recent_events(),
             look_errors=daemon.runtimes.look_errors(),
+            unknown_since=daemon.runtimes.unknown_since(),
             accounts=accounts_of(spec.providers) if spec is not None else {},
         )
         return build_snapshot(inputs, query, daemon.clock.now())

@@ -69,6 +69,7 @@ class StatusInputs:
     next_retry: Callable[[str], float | None] = _never  # when it tries a task whose last reconcile failed again
     # key -> why the last look at the vendor failed: the task's status is unknown (the vendor down, a wrong secret)
     look_errors: Mapping[str, str] = field(default_factory=dict)
+    unknown_since: Mapping[str, float] = field(default_factory=dict)  # key -> its first failed look in a row
     # Provider name -> its vendor account: a room is an account's (two apps may both have a `lobby`)
     accounts: Mapping[str, str] = field(default_factory=dict)
 
@@ -155,6 +156,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         reissues=_reissues(inputs.history.runs(record.key), now - inputs.history.window),
         last_error=record.last_error,
         status_unknown=inputs.look_errors.get(record.key),
+        status_unknown_since=inputs.unknown_since.get(record.key),
         next_observation=inputs.next_observation(record.key) if status == "running" else None,
         next_attempt=_next_attempt(record, inputs),
         prune_held=record.key in inputs.replica.prune_held,

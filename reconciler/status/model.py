@@ -178,6 +178,8 @@ class TaskView:
     # A room-selector task stopped with no slot: it starts when its room is selected again (active, within
     # maxRooms), not at a time; a bare "—" read as "nothing will ever start it" (walk 25e).
     waits_for_room: bool = False
+    # The first of the failed looks in a row (with `status_unknown`): since when the daemon cannot see the task.
+    status_unknown_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "reissues": [{"at": rfc3339(x.at), "reason": x.reason} for x in t.reissues],
         "last_error": t.last_error,
         "status_unknown": t.status_unknown,
+        "status_unknown_since": _time(t.status_unknown_since),
         "next_observation": _time(t.next_observation),
         "next_attempt": _time(t.next_attempt),
         "prune_held": t.prune_held,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -179,6 +180,7 @@ async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(h
     await harness.start()
     await harness.advance(1)
     harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    down_from = harness.clock.now()
     await harness.advance(120)  # the next looks fail
     async with await client(harness) as http:
         down = (await http.get("/api/v1/status")).json()
@@ -190,9 +192,14 @@ async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(h
     assert 'capctl_tasks{status="unknown"} 1.0' in metrics
     assert down["totals"] == {"running": 1} and down["unknown"] == 1 and down["all_running"] is False
     assert "GetSnapshotTask" in task_of(down, LOBBY)["status_unknown"]
+    # Walk 37c-3: since when (the first failed look of the run, not the last): which rooms, since when.
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert down_from <= since <= down_from + 60, since - down_from
+    assert "status unknown since" in re.sub(r"<[^>]+>", "", page)
     assert "status unknown" in page and "The status of 1 task is unknown" in page
     assert "Every task is running." not in page
     assert back["unknown"] == 0 and back["all_running"] is True and task_of(back, LOBBY)["status_unknown"] is None
+    assert task_of(back, LOBBY)["status_unknown_since"] is None
 
 
 async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:

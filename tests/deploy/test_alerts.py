@@ -88,6 +88,23 @@ def failing_starts(round_samples: int, outcome: str) -> dict[str, Samples]:
     }
 
 
+def vendor_down(start: int, end: int) -> dict[str, Samples]:
+    """Every GetSnapshotTask fails (`retryable`: a 5xx, a timeout) from sample `start` to `end`; the tasks are
+    `unknown` meanwhile (their last look failed) and no start is made (none is known stopped)."""
+    down = [start <= i < end for i in range(SAMPLES)]
+    ok, failed = [], []
+    for i in range(SAMPLES):
+        ok.append(5.0 * (i - sum(down[:i])))
+        failed.append(5.0 * sum(down[:i]))
+    return {
+        'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="ok"}': ok,
+        'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="retryable"}': failed,
+        'capctl_reconcile_errors_total{pod="a",reason="vendor-unavailable"}': failed,
+        'capctl_tasks{pod="a",status="running"}': [0 if d else 10 for d in down],
+        'capctl_tasks{pod="a",status="unknown"}': [10 if d else 0 for d in down],
+    }
+
+
 SITUATIONS: dict[str, Situation] = {
     "healthy": Situation(set()),
     "no replica leads": Situation({"CapctlLeaderMissing"}, {'capctl_leader{pod="a"}': [1] * 10 + [0] * 150}),
@@ -98,8 +115,41 @@ SITUATIONS: dict[str, Situation] = {
     "re-issues time out": Situation({"CapctlReissuesFailing"}, failing_starts(2, "retryable")),
     # A vendor that answers 500 at once: a round of about 12 s.
     "re-issues refused": Situation({"CapctlReissuesFailing"}, failing_starts(1, "retryable")),
+    # Walk 37c-1: Volcengine answers every call 500 (or hangs) from 30 minutes ago: every look fails, the tasks are
+    # `unknown`, none is seen stopped, so nothing is re-issued and no start fails: only this alert says it.
+    "the vendor down": Situation({"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES)),
+    # Down for 15 minutes, back 15 minutes ago: the alert fired, and clears without a human.
+    "the vendor back": Situation(set(), vendor_down(100 - 60, 100 - 30)),
+    # One poll in six fails (a flaky gateway): the retries absorb it, nobody is paged.
+    "a flaky vendor": Situation(
+        set(),
+        {
+            'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="ok"}': counter(5),
+            'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="retryable"}': counter(1),
+        },
+    ),
     "throttled": Situation(
         {"CapctlVendorThrottled"}, {'capctl_vendor_throttled_total{pod="a",api="GetSnapshotTask"}': counter(6)}
+    ),
+    # Walk 37c-2: ZEGO throttles every call of a small deployment (2 tasks looked at every 30 s, about 0.07
+    # calls/s): the rate stays under 0.1/s, yet nothing is known of those tasks.
+    "every call of a small account throttled": Situation(
+        {"CapctlVendorThrottled"},
+        {
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="ok"}': [60] * 100 + [60] * 60,
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="throttled"}': [0] * 100
+            + [2.0 * i for i in range(1, 61)],
+            'capctl_vendor_throttled_total{pod="a",api="DescribeRecordStatus"}': [0] * 100
+            + [2.0 * i for i in range(1, 61)],
+        },
+    ),
+    # One poll in a hundred throttled: paced right, nobody is paged.
+    "a throttled call now and then": Situation(
+        set(),
+        {
+            'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="throttled"}': counter(0.05),
+            'capctl_vendor_throttled_total{pod="a",api="GetSnapshotTask"}': counter(0.05),
+        },
     ),
     # One forged callback, to the standby: its `rejected` series moves from 0 to 1 once.
     "a callback rejected": Situation(
