@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import sqlite3
 import stat
 import threading
@@ -190,7 +191,8 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
             ids = f"{os.geteuid()}:{os.getegid()}"
-            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {self.path}*"
+            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3).
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {shlex.quote(str(self.path))}*"
             raise StateError(
                 f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
             ) from None
@@ -351,7 +353,10 @@ class SQLiteStateStore(SqlStateStore):
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StateError(not_own) from None
-            back = f"give it to the state file's owner: chown --reference={self.path} {self.lock_path}"
+            back = (
+                "give it to the state file's owner: chown"
+                f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
+            )
             raise StateError(
                 f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
                 f"{_foreign(exc, self.lock_path, back)}"
