@@ -184,28 +184,53 @@ def _password_runs_on(query: str) -> bool:
     return any(key not in known for key in keys[keys.index("password") + 1 :])
 
 
-# The schemas of the search_path ("$user" and quotes read as PostgreSQL reads them, near enough) that hold a
-# capctl_meta table this user cannot see for want of USAGE: none when the tables are visible.
+# This user's search_path and name, and the schemas holding a capctl_meta table it cannot see for want of USAGE
+# (none when the tables are visible): _hidden reads the path as PostgreSQL does.
 _HIDDEN_STATE = (
-    "WITH path AS (SELECT string_to_array(replace(replace(replace(current_setting('search_path'), ' ', ''),"
-    " '$user', current_user), '\"', ''), ',') AS names)"
-    " SELECT n.nspname, current_user FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-    " ON n.oid = c.relnamespace, path WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
-    " AND NOT has_schema_privilege(n.oid, 'USAGE') AND n.nspname = ANY (path.names)"
-    " ORDER BY array_position(path.names, n.nspname::text)"
+    "SELECT current_setting('search_path'), current_user, coalesce(array_agg(n.nspname::text), '{}')"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
+    " AND NOT has_schema_privilege(n.oid, 'USAGE')"
 )
+# One element of a search_path setting: a quoted name ("" a quote in it) or a bare one, and its comma.
+_PATH_ITEM = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|\Z)')
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def _search_path(setting: str, user: str) -> list[str]:
+    """The schema names of a search_path setting as PostgreSQL reads them: a bare name folded to lower case
+    (ASCII letters only), a quoted one as it is, `$user` the current user. Walk 37B-2: the setting's text was
+    matched as written, so `options=-csearch_path=PUBLIC` (schema public) read a hidden state as no state."""
+    names, pos = [], 0
+    while pos < len(setting) and (item := _PATH_ITEM.match(setting, pos)) and item.end() > pos:
+        quoted, bare = item.group(1), item.group(2)
+        name = (
+            quoted.replace('""', '"') if quoted is not None else "".join(c.lower() if c.isascii() else c for c in bare)
+        )
+        names.append(user if name == "$user" else name)
+        pos = item.end()
+    return names
+
+
+def _ident(name: str) -> str:
+    """`name` as SQL spells it (quoted unless a plain lower-case name), for a GRANT to copy."""
+    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
 
 
 def _hidden(rows: list[tuple[object, ...]]) -> str:
-    """What _HIDDEN_STATE's rows mean ('' for none): where the tables are, and the grant that shows them."""
+    """What _HIDDEN_STATE's row means ('' for none): where the tables are, and the grant that shows them."""
     if not rows:
         return ""
-    schema, user = rows[0]
+    setting, user, schemas = rows[0]
+    path = _search_path(str(setting), str(user))
+    schema = next((name for name in path if isinstance(schemas, list) and name in schemas), None)
+    if schema is None:
+        return ""
     return (
         f"capctl's tables are in schema {schema}, on this user's search_path, but this user ({user}) may not use"
         f" that schema (no USAGE privilege), so they look absent: have the schema's owner grant it (GRANT USAGE ON"
-        f" SCHEMA {schema} TO {user}), with SELECT, INSERT, UPDATE and DELETE on the capctl tables; or, for a state"
-        " of this user's own, set a search_path without it: docs/state.md"
+        f" SCHEMA {_ident(schema)} TO {_ident(str(user))}), with SELECT, INSERT, UPDATE and DELETE on the capctl"
+        " tables; or, for a state of this user's own, set a search_path without it: docs/state.md"
     )
 
 

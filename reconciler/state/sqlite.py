@@ -17,7 +17,9 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -189,7 +191,8 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
             ids = f"{os.geteuid()}:{os.getegid()}"
-            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {self.path}*"
+            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3).
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {shlex.quote(str(self.path))}*"
             raise StateError(
                 f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
             ) from None
@@ -338,15 +341,31 @@ class SQLiteStateStore(SqlStateStore):
             raise StateError(f"{self.url}: the store is closed")
         self._check_in_place()
         existed = self.lock_path.exists()  # a new file records no previous holder
+        # Never through a link, and only a file of its own (walk 37B-1): a link or a hard link planted as the
+        # lock file by whoever may write the state's directory made root truncate the file it leads to and, by
+        # the fchown below, give it to the state's owner (/etc/shadow to the service user).
+        not_own = (
+            f"{self.url}: the lock file {self.lock_path} is a link or not a plain file: capctl writes only a lock"
+            " file of its own, never where a link leads; remove it (capctl makes it again) and see who put it there"
+        )
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
-            back = f"give it to the state file's owner: chown --reference={self.path} {self.lock_path}"
+            if exc.errno == errno.ELOOP:
+                raise StateError(not_own) from None
+            back = (
+                "give it to the state file's owner: chown"
+                f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
+            )
             raise StateError(
                 f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
                 f"{_foreign(exc, self.lock_path, back)}"
             ) from None
-        if os.geteuid() == 0 and os.fstat(fd).st_uid == 0:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_nlink != 1:
+            os.close(fd)
+            raise StateError(not_own)
+        if os.geteuid() == 0 and opened.st_uid == 0:
             # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
             # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
             # Whether this open made it or an older capctl did (walk 36B-4): judged by its owner, not by a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -203,7 +204,8 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
     """Walk 35D-2: after one `sudo capctl apply` on a state its service user owns, the `<db>.lock` root made
     (0600) kept that user's capctl from the lock for good: its daemon stood by, `cannot open the lock file …:
     Permission denied`. Root now gives the file to the state's owner, as SQLite does its -wal and -shm files."""
-    with tempfile.TemporaryDirectory(prefix="capctl-35d-") as temp:  # (not tmp_path: its parents are root's 0700)
+    # (a space in the directory: the remedy is quoted, walk 37B-3)
+    with tempfile.TemporaryDirectory(prefix="capctl 35d-") as temp:  # (not tmp_path: its parents are root's 0700)
         root = Path(temp)
         state = root / "state.db"
         assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0
@@ -222,7 +224,7 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
         assert (
             f"cannot open the lock file {state}.lock: Permission denied (capctl runs as uid 65534, the file belongs"
             f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
-            f" --reference={state} {state}.lock)"
+            f" --reference={shlex.quote(str(state))} {shlex.quote(f'{state}.lock')})"
         ) in " ".join(refused.stderr.split()), refused.stderr
         # walk 36b: and the next `sudo capctl …` gives it back, as it would have a lock file it made
         as_another_user(root, state, "state", "rm", absent, user=[])
@@ -233,19 +235,22 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
 def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_locks_out() -> None:
     """Walk 36B-6: a first `sudo capctl apply` in a service user's directory makes the state root's (0600); the
     service user's capctl then read only `cannot open the state file: Permission denied`."""
-    with tempfile.TemporaryDirectory(prefix="capctl-36b-") as temp:  # (not tmp_path: its parents are root's 0700)
+    # A directory with a space: the remedy is run as printed (walk 37B-3: it was not quoted, and the test ran
+    # its own spelling of it)
+    with tempfile.TemporaryDirectory(prefix="capctl 36b-") as temp:  # (not tmp_path: its parents are root's 0700)
         root = Path(temp).resolve()
         os.chown(root, 65534, 65534)
         state = root / "state.db"
         assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=root).returncode == 0  # as root
         refused = as_another_user(root, state, "state", "list")
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        said = " ".join(refused.stderr.split())
+        remedy = f"chown 65534:65534 {shlex.quote(str(state))}*"
         assert (
             "cannot open the state file: Permission denied (capctl runs as uid 65534, the file belongs to uid 0: a"
-            f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: chown"
-            f" 65534:65534 {state}*)"
-        ) in " ".join(refused.stderr.split()), refused.stderr
-        subprocess.run(f"chown 65534:65534 {state}*", shell=True, check=True)  # the remedy, as said
+            f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: {remedy})"
+        ) in said, refused.stderr
+        subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
         assert as_another_user(root, state, "state", "list").returncode == 0
 
 

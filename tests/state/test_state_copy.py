@@ -276,7 +276,8 @@ def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_s
         with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {user} AUTHORIZATION {user}")
         own_first = url.replace(f"%3D{schema}", f"%3D{user}%2C{schema}")
-        for target, create in ((url, False), (url, True), (own_first, True)):  # state list; apply; apply
+        folded = url.replace(f"%3D{schema}", f"%3D{schema.upper()}")  # PostgreSQL folds it (walk 37B-2)
+        for target, create in ((url, False), (url, True), (own_first, True), (folded, False)):  # list; apply; …
             with pytest.raises(StateError) as hidden:
                 open_state(target, create=create)
             assert (
@@ -287,6 +288,16 @@ def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_s
         with psycopg.connect(pg_url, autocommit=True) as conn:
             made = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (user,)).fetchone()
         assert made == (0,)
+        mixed = f"{schema}_Q"  # a schema a GRANT must quote (walk 37B-2: the GRANT named it bare, folded)
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{mixed}"')
+        try:
+            sql_store(pg_url.replace(f"%3D{schema}", f"%3D%22{mixed}%22")).close()
+            with pytest.raises(StateError, match=f'GRANT USAGE ON SCHEMA "{mixed}" TO {user}\\)'):
+                open_state(url.replace(f"%3D{schema}", f"%3D%22{mixed}%22"), create=False)
+        finally:
+            with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{mixed}" CASCADE')
     with _role(pg_url, "revoked", "USAGE") as (url, schema):  # USAGE revoked under an open state
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {schema}_revoked")

@@ -166,6 +166,33 @@ def test_a_lapsed_lease_nobody_took_can_be_renewed(store: StateStore) -> None:
     lease.release()
 
 
+@pytest.mark.parametrize("plant", ["symlink", "hard link"])
+def test_a_lock_file_planted_as_a_link_is_refused_and_what_it_leads_to_is_left_as_it_was(
+    tmp_path: Path, plant: str
+) -> None:
+    """Walk 37B-1: whoever may write the state's directory (its service user) could plant `<db>.lock` as a link
+    to another file: capctl truncated and wrote that file and, run as root on the service user's state, gave
+    it to that user (36B-4's fchown): `/etc/shadow` to the service user. A lock file is only capctl's own."""
+    (tmp_path / "st").mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    store = SQLiteStateStore(tmp_path / "st" / "state.db")
+    if os.geteuid() == 0:  # as `sudo capctl` on a service user's state (CI runs as root)
+        os.chown(tmp_path / "st" / "state.db", 65534, 65534)
+    lock_file = tmp_path / "st" / "state.db.lock"
+    if plant == "symlink":
+        lock_file.symlink_to(victim)
+    else:
+        os.link(victim, lock_file)
+    with pytest.raises(StateError, match=r"the lock file .*state\.db\.lock is a link or not a plain file: .*remove it"):
+        store.lock("capctl apply")
+    assert victim.read_text() == "root:secret\n" and victim.stat().st_uid == os.geteuid()
+    lock_file.unlink()  # as the message says: capctl makes its own again
+    store.lock("capctl apply").release()
+    store.close()
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_lease_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError, match="lease_seconds"):
