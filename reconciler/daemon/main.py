@@ -256,7 +256,7 @@ async def _serve(sock: socket.socket, options: _Options, *, clock: SystemClock, 
         daemon, store = started
         front.serve(daemon.asgi_app)
         loop.add_signal_handler(signal.SIGHUP, daemon.reload_soon)
-        if early_hup.is_set():
+        if early_hup.is_set() and not stopping.is_set():  # a SIGTERM too: it stops at once, nothing to reload
             log.info("SIGHUP received while the daemon started: re-reading the specs")
             daemon.reload_soon()
         # Said once the daemon runs (scripts and tests wait for it); while it waits, each warning names the URL.
