@@ -547,8 +547,9 @@ def stop_cleanly_while_starting(ctx: typer.Context, *, reloads: bool = False) ->
     click's `Aborted!`, 1; walk 30c-6/35b); nothing is open yet, so there is nothing to finish. A signal ignored
     (`nohup`, a background job's SIGINT) stays ignored. The handlers before come back when the command's context
     closes (commands run in-process by tests); the server's own replace these while it serves.
-    `reloads` (`run`, whose SIGHUP re-reads the specs): a SIGHUP meanwhile is let pass, as the daemon's own handler
-    does until it has read them: they are read as it starts; it killed the daemon (129, walk 36a-3)."""
+    `reloads` (`run`, whose SIGHUP re-reads the specs): a SIGHUP meanwhile is let pass: nothing is read yet, they
+    are read as it starts (the daemon's own early handler answers a later one once it runs); it killed the daemon
+    (129, walk 36a-3)."""
     import signal
     import threading
 

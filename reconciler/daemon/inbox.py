@@ -138,6 +138,11 @@ class Inbox:
         before the room activity is saved for the last time."""
         if self._claim is not None and not self._claim.done():
             await asyncio.wait([self._claim], timeout=timeout)
+            if not self._claim.done():  # a hung store: what it takes once it commits reaches no one (walk 37a-1)
+                log.warning(
+                    "shutdown grace period over: a claim of the callback inbox is still under way; callbacks it "
+                    "takes are not acted on"
+                )
 
     def _act_on_claimed(self, claim: asyncio.Future[list[InboxEntry]]) -> None:
         """Act on each entry a claim took (oldest first), as if received now."""

@@ -49,6 +49,9 @@ class SpecState:
         self.clock = clock
         self._taken = taken
         self._lock = asyncio.Lock()
+        # Reloads asked for, and how many of them the last completed read began after (with what it returned): a
+        # burst of SIGHUPs (a reloader, with the watcher's own) read the files once per ask, one after another.
+        self._asked, self._answered, self._answer = 0, 0, False
         self.current: SpecSet | None = None
         self.error: str | None = "the specs have not been read yet"
         # The last invalid set's errors (the first MAX_LOGGED_ERRORS): the status page lists them.
@@ -69,10 +72,17 @@ class SpecState:
 
     async def reload_async(self) -> bool:
         """`reload()` with the reading and validating in a thread, so that a large spec set never stalls the
-        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins."""
+        event loop (probes, callbacks) while it loads; one at a time, so an older read never wins. Asks that wait
+        while one reads are answered by one read after it (it reads what each of them would), not one each."""
+        self._asked += 1
+        ask = self._asked
         async with self._lock:
-            key = self.fingerprint_key
-            return self.take(await asyncio.to_thread(read_specs, self.paths, key), key)
+            if self._answered >= ask:  # a read that began after this ask has completed
+                return self._answer
+            covers, key = self._asked, self.fingerprint_key
+            answer = self.take(await asyncio.to_thread(read_specs, self.paths, key), key)
+            self._answered, self._answer = covers, answer
+            return answer
 
     def take(self, loaded: SpecSet | SpecErrors, key: bytes | None) -> bool:
         """Put `loaded`, read with `key`, in force, or note why not (the last valid set stays). Read with a key the

@@ -6,12 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+from reconciler.daemon.lease import Lease
+from reconciler.daemon.main import run_daemon
 from reconciler.model import TaskStatus
 from reconciler.state.base import LockHeld
 from reconciler.state.sqlite import SQLiteStateStore
@@ -189,3 +195,53 @@ async def test_thumbnail_results_reaching_the_daemon_are_answered_and_change_not
     [result] = [d for d in harness.sim.callbacks.log if d["event"] == "snapshot"]
     assert (result["status"], result["body"]["task_id"]) == (200, submitted.vendor_task_id)
     assert harness.record(key) == submitted and harness.calls("MediaThumbnails") == 1
+
+
+@pytest.mark.parametrize("then_stopped", [False, True], ids=["reload", "sigterm-too"])
+def test_a_sighup_while_the_daemon_starts_reads_the_specs_again_once_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then_stopped: bool
+) -> None:
+    """Walk 37a-2: the start reads the specs, then takes the lock and reads the state (seconds at 100,000 tasks);
+    a SIGHUP sent then with an edit (a config reloader as the pod starts) was answered `the specs are read once the
+    daemon starts`, though they had been, and the watcher, which starts after, never saw the edit either. A SIGTERM
+    after it stops the daemon as it starts, with no reload."""
+    specs = tmp_path / "specs"
+
+    def selecting(name: str) -> str:  # a room selector, no room active: no vendor call for the stop to wait for
+        return snapshot_job(name, ["x"]).replace("rooms: [x]", f"rooms: {{match: '{name}-*'}}")
+
+    write_specs(specs, selecting("live"))
+    taken = Lease.take
+
+    async def take(self: Lease, *, lead: bool) -> None:  # the specs were just read: edit them and send SIGHUP
+        (specs / "jobs.yaml").write_text(selecting("live") + "---\n" + selecting("vip"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        if then_stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+        await taken(self, lead=lead)
+
+    monkeypatch.setattr(Lease, "take", take)
+
+    def loaded(logs: list[MutableMapping[str, Any]]) -> list[Any]:
+        return [line["summary"] for line in list(logs) if line["event"] == "spec set loaded"]
+
+    def stop_once_reloaded(logs: list[MutableMapping[str, Any]]) -> None:  # SIGTERM once reloaded, or 5 s without it
+        deadline = time.monotonic() + 5
+        while len(loaded(logs)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with capture_logs() as logs:
+        stopper = threading.Thread(target=stop_once_reloaded, args=(logs,))
+        if not then_stopped:  # (only while the daemon runs: after, SIGTERM's default action would end pytest)
+            stopper.start()
+        state = f"sqlite:///{tmp_path / 'state.db'}"
+        code = run_daemon([str(specs)], listen="127.0.0.1:0", state_url=state, log_level=None)
+        if not then_stopped:
+            stopper.join()
+    assert code == 0
+    summaries = loaded(logs)  # 1 job, then 2
+    if then_stopped:
+        assert len(summaries) == 1 and not any("re-reading" in line["event"] for line in logs), logs
+    else:
+        assert len(summaries) == 2 and summaries[0] != summaries[1], summaries

@@ -206,6 +206,33 @@ async def test_a_slow_spec_load_does_not_stall_the_probes(harness: Harness, monk
     assert answered_while_loading
 
 
+async def test_reloads_asked_for_while_one_reads_are_answered_by_one_read_after_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 37a-3: a burst of SIGHUPs (a reloader sending one per file, the watcher reloading for the same edit)
+    read and compared the whole spec set once per signal, one after another (seconds each at 100,000 tasks)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start()
+    release, started, reads = threading.Event(), threading.Event(), []
+
+    def slow_load(*args: Any, **kwargs: Any) -> SpecSet:
+        reads.append(1)
+        started.set()
+        release.wait(timeout=10)
+        return load_spec_set(*args, **kwargs)
+
+    monkeypatch.setattr("reconciler.daemon.specset.load_spec_set", slow_load)
+    first = asyncio.create_task(daemon.reload_async())
+    await asyncio.to_thread(started.wait, 5)
+    (harness.specs / "jobs.yaml").write_text(snapshot_job("audit", ["lobby", "vip"]))  # edited, then 4 SIGHUPs
+    later = [asyncio.create_task(daemon.reload_async()) for _ in range(4)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *later), 10) == [True] * 5
+    assert len(reads) == 2  # the one under way, and one for the four asked meanwhile
+    assert daemon.spec is not None and "SnapshotJob/audit/vip" in daemon.spec.tasks
+
+
 def test_watch_roots_follow_symlinks_and_missing_paths(tmp_path: object) -> None:
     from pathlib import Path
 
