@@ -452,12 +452,13 @@ class Checker:
 
     def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
         """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
-        if self._current_zego(provider.name) and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+        api = self._zego_api(provider.name)
+        if api is not None and api[0] == "current" and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
             self.fail(
                 job,
                 ("spec", "idleTimeout"),
                 f"{idle}s is out of range for zego MaxIdleTime (5..{ZEGO_CURRENT_MAX_IDLE} s with cloudrecordApi: "
-                f"current; up to {UINT32_MAX} s with legacy)",
+                f"current, {api[1].ref()}; up to {UINT32_MAX} s with legacy)",
             )
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
@@ -580,11 +581,13 @@ class Checker:
             "share it; give one of them another taskId",
         )
 
-    def _current_zego(self, name: str) -> bool:
-        """Whether provider `name` is a valid zego Provider on the current cloud recording API."""
+    def _zego_api(self, name: str) -> tuple[str, Loaded] | None:
+        """The cloud recording API of provider `name` and its document, when it is a valid zego Provider: the
+        messages of the rules that differ by API name it, as its `cloudrecordApi` (current by default) is not
+        in the job's file."""
         provider = self.by_kind.get("Provider", {}).get(name)
         pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
-        return isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
+        return (pspec.cloudrecord_api, provider) if isinstance(pspec, ZegoProvider) and provider else None
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
@@ -593,14 +596,17 @@ class Checker:
         kind = storage.model.spec.type
         # Seed 003: VOD storage takes mp4 and flv; ZEGO's StartRecord page: the current API's tencent-vod (Vendor 6)
         # jpg and mp3 too.
-        current_tencent = kind == "tencent-vod" and self._current_zego(provider)
-        formats = ("mp4", "flv", "jpg", "mp3") if current_tencent else ("mp4", "flv")
+        api = self._zego_api(provider) if kind == "tencent-vod" else None
+        current = ("mp4", "flv", "jpg", "mp3")
+        formats = current if api is not None and api[0] == "current" else ("mp4", "flv")
         if kind in ZEGO_VOD and fmt not in formats:
-            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
-            api = " with cloudrecordApi: legacy" if kind == "tencent-vod" and not current_tencent else ""
-            self.fail(
-                job, ("spec", "storage"), f"{kind} storage takes {which} files only{api}, not {fmt} ({storage.ref()})"
-            )
+            which = " or ".join((", ".join(formats[:-1]), formats[-1])) + " files only"
+            where = storage.ref()
+            if api is not None and api[0] == "legacy":  # the Provider decides: say which, and the way out
+                which += " with cloudrecordApi: legacy"
+                fmt += f": cloudrecordApi: current takes {fmt} too" if fmt in current else ""
+                where += f" with {api[1].ref()}"
+            self.fail(job, ("spec", "storage"), f"{kind} storage takes {which}, not {fmt} ({where})")
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
         self._streams(job, spec.streams, "zego")
