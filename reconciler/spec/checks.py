@@ -550,7 +550,7 @@ class Checker:
                 )
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
-            self._zego_vod_format(job, storage, "jpg", spec.provider)
+            self._zego_vod_format(job, storage, "jpg", spec.provider, "video")
         return interval, idle
 
     def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
@@ -589,7 +589,7 @@ class Checker:
         pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
         return (pspec.cloudrecord_api, provider) if isinstance(pspec, ZegoProvider) and provider else None
 
-    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str) -> None:
+    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
             return
         assert isinstance(storage.model, StorageDocument)
@@ -599,14 +599,21 @@ class Checker:
         api = self._zego_api(provider) if kind == "tencent-vod" else None
         current = ("mp4", "flv", "jpg", "mp3")
         formats = current if api is not None and api[0] == "current" else ("mp4", "flv")
-        if kind in ZEGO_VOD and fmt not in formats:
-            which = " or ".join((", ".join(formats[:-1]), formats[-1])) + " files only"
-            where = storage.ref()
-            if api is not None and api[0] == "legacy":  # the Provider decides: say which, and the way out
-                which += " with cloudrecordApi: legacy"
-                fmt += f": cloudrecordApi: current takes {fmt} too" if fmt in current else ""
-                where += f" with {api[1].ref()}"
-            self.fail(job, ("spec", "storage"), f"{kind} storage takes {which}, not {fmt} ({where})")
+        # Seed 003: mp4 or flv with stream_type 4 (media: separate) write the audio as aac files.
+        apart = media == "separate" and fmt in ("mp4", "flv")
+        if kind not in ZEGO_VOD or (fmt in formats and not apart):
+            return
+        which = " or ".join((", ".join(formats[:-1]), formats[-1])) + " files only"
+        where, written = storage.ref(), "aac" if fmt in formats else fmt
+        if api is not None and api[0] == "legacy":  # the Provider decides: say which, and the way out
+            which += " with cloudrecordApi: legacy"
+            written += f": cloudrecordApi: current takes {written} too" if written in current else ""
+            where += f" with {api[1].ref()}"
+        if fmt in formats:  # the aac files of media: separate
+            what = f"media: separate writes the audio apart, as aac files (seed 003), and {kind} storage takes {which}"
+            self.fail(job, ("spec", "media"), f"{what}, not aac ({where})")
+        else:
+            self.fail(job, ("spec", "storage"), f"{kind} storage takes {which}, not {written} ({where})")
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
         self._streams(job, spec.streams, "zego")
@@ -614,7 +621,7 @@ class Checker:
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
         if {"mode", "media", "format", "mix", "options"} & job.broken:
             return spec.idle_timeout  # the rest weighs these fields against each other: not with a default
-        self._zego_vod_format(job, storage, spec.format, spec.provider)
+        self._zego_vod_format(job, storage, spec.format, spec.provider, spec.media)
         if spec.format == "mp3" and spec.media != "audio":
             self.fail(job, ("spec", "format"), "mp3 needs media: audio")
         if spec.mode == "mixed":

@@ -527,7 +527,8 @@ class RecordingJobSpec(_Model):
     media: Literal["audio", "video", "audio-video", "separate"] = Field(
         "audio-video",
         description=(
-            "what is recorded (stream_type 1..4): audio, video, audio-video or separate (audio and video files apart)"
+            "what is recorded (stream_type 1..4): audio, video, audio-video or separate (audio and video files "
+            "apart, the audio as aac with mp4 and flv: not to VOD storage)"
         ),
     )
     streams: list[StreamSelector] = Field(

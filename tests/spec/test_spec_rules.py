@@ -289,6 +289,16 @@ RULES: list[tuple[str, str, str]] = [
         "tencent-vod storage takes mp4 or flv files only with cloudrecordApi: legacy, not jpg: cloudrecordApi: "
         "current takes jpg too (Storage 'tv' (",
     ),
+    (  # seed 003: mp4 or flv "且 stream_type 设为 4，则录制生成的音频文件格式为 aac", and VOD takes mp4 and flv only
+        "separate media to vod",
+        storage(
+            "av",
+            "{type: aliyun-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}, title: t, storageLocation: l}",
+        )
+        + job("RecordingJob", body=REC.replace("s3", "av") + "media: separate"),
+        "spec.media: media: separate writes the audio apart, as aac files (seed 003), and aliyun-vod storage takes "
+        "mp4 or flv files only, not aac (Storage 'av' (",
+    ),
     (
         "current zego hls to tencent vod",
         storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
@@ -581,6 +591,9 @@ def test_a_rule_of_one_zego_api_names_the_provider_that_chose_it(errors_of: Erro
     assert "with cloudrecordApi: legacy, not mp3: cloudrecordApi: current takes mp3 too (Storage 'tv' (" in one
     assert "spec.yaml:1:1) with Provider 'zego-legacy' (" in one
     assert "legacy, not hls (Storage 'tv' (" in two and "takes hls" not in two  # no API takes hls to VOD
+    apart = job("RecordingJob", "c", REC.replace("s3", "tv").replace("[r]", "[t]") + "media: separate\n")
+    [aac] = errors_of(tvod + apart, env=SECRET_ENV)  # the current API's tencent-vod neither: mp4, flv, jpg, mp3
+    assert "tencent-vod storage takes mp4, flv, jpg or mp3 files only, not aac (Storage 'tv' (" in aac
     [idle] = errors_of(job(body=ZSNAP + "idleTimeout: 86401"), env=SECRET_ENV)
     assert "with cloudrecordApi: current, Provider 'zego' (" in idle
 
