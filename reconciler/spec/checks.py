@@ -694,6 +694,16 @@ class Checker:
                 self.fail(job, (*path, "hasWhiteboard"), "an audio-only recording cannot record a whiteboard")
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
+        if len(opts.whiteboard or ()) > 1:
+            # Seed 003 lost whiteboard's description; ZEGO's whiteboard recording guide (docs.zegocloud.com/article/
+            # 7413): "You can only configure one whiteboard for now". A second one would do nothing, or be refused.
+            where = (*path, "whiteboard", 1)
+            self.fail(
+                job,
+                where,
+                'ZEGO records one whiteboard per recording (its guide: "You can only configure '
+                'one whiteboard"): give one entry',
+            )
         for i, board in enumerate(opts.whiteboard or () if spec.mode == "mixed" else ()):
             # seed 003: width / height are "单流录制白板输出视频的分辨率" (a single-stream recording's whiteboard video)
             for name in ("width", "height"):

@@ -493,7 +493,7 @@ class RecordOptions(_Model):
         None, description="record a whiteboard too; needs whiteboard, not with media: audio"
     )
     whiteboard: list[Whiteboard] | None = Field(
-        None, description="the whiteboards to record; needs hasWhiteboard: true"
+        None, description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true"
     )
     output_file_rule: Annotated[Int, Field(ge=1, le=1)] | None = Field(
         None, description="the recorded files' naming rule (record_output_params): ZEGO has only 1, its default"

@@ -488,6 +488,16 @@ RULES: list[tuple[str, str, str]] = [
         ),
         "cannot record a whiteboard",
     ),
+    (  # seed 003 lost whiteboard's description; ZEGO's whiteboard guide: "You can only configure one whiteboard"
+        "one whiteboard",
+        job(
+            "RecordingJob",
+            body=REC + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: 16, verticalRatio: 9}, "
+            "{horizontalRatio: 4, verticalRatio: 3}]}",
+        ),
+        'spec.options.whiteboard[1]: ZEGO records one whiteboard per recording (its guide: "You can only '
+        'configure one whiteboard"): give one entry',
+    ),
     (
         "ppt fps range",
         job(
