@@ -258,6 +258,13 @@ def record_schema(current: bool) -> Obj:
             where = _join(path, f"{n('record_output_params')}.{n('output_file_format')}")
             which = " or ".join((", ".join(formats[:-1]), formats[-1]))
             raise BodyError(where, f"{n('storage_provider')} {provider} (VOD) takes {which} files only")
+        # Seed 003: mp4 or flv "且 stream_type 设为 4，则录制生成的音频文件格式为 aac", which VOD does not take either.
+        apart = obj.get(n("record_input_params"), {}).get(n("stream_type")) == 4 and fmt in ("mp4", "flv")
+        if provider in (5, 6) and apart:
+            where = _join(path, f"{n('record_input_params')}.{n('stream_type')}")
+            raise BodyError(
+                where, f"4 writes the audio as aac files, which {n('storage_provider')} {provider} (VOD) does not take"
+            )
 
     def storage_fields(obj: dict[str, Any], path: str) -> None:
         provider = obj[n("storage_provider")]

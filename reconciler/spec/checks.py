@@ -452,12 +452,13 @@ class Checker:
 
     def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
         """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
-        if self._current_zego(provider.name) and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+        api = self._zego_api(provider.name)
+        if api is not None and api[0] == "current" and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
             self.fail(
                 job,
                 ("spec", "idleTimeout"),
                 f"{idle}s is out of range for zego MaxIdleTime (5..{ZEGO_CURRENT_MAX_IDLE} s with cloudrecordApi: "
-                f"current; up to {UINT32_MAX} s with legacy)",
+                f"current, {api[1].ref()}; up to {UINT32_MAX} s with legacy)",
             )
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
@@ -549,7 +550,7 @@ class Checker:
                 )
             if spec.task_id is not None:
                 self.fail(job, ("spec", "taskId"), "taskId is volcengine only")
-            self._zego_vod_format(job, storage, "jpg", spec.provider)
+            self._zego_vod_format(job, storage, "jpg", spec.provider, "video")
         return interval, idle
 
     def _volc_task_names(self, job: Loaded, spec: SnapshotJobSpec, provider: Loaded) -> None:
@@ -580,27 +581,39 @@ class Checker:
             "share it; give one of them another taskId",
         )
 
-    def _current_zego(self, name: str) -> bool:
-        """Whether provider `name` is a valid zego Provider on the current cloud recording API."""
+    def _zego_api(self, name: str) -> tuple[str, Loaded] | None:
+        """The cloud recording API of provider `name` and its document, when it is a valid zego Provider: the
+        messages of the rules that differ by API name it, as its `cloudrecordApi` (current by default) is not
+        in the job's file."""
         provider = self.by_kind.get("Provider", {}).get(name)
         pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
-        return isinstance(pspec, ZegoProvider) and pspec.cloudrecord_api == "current"
+        return (pspec.cloudrecord_api, provider) if isinstance(pspec, ZegoProvider) and provider else None
 
-    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str) -> None:
+    def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
             return
         assert isinstance(storage.model, StorageDocument)
         kind = storage.model.spec.type
         # Seed 003: VOD storage takes mp4 and flv; ZEGO's StartRecord page: the current API's tencent-vod (Vendor 6)
         # jpg and mp3 too.
-        current_tencent = kind == "tencent-vod" and self._current_zego(provider)
-        formats = ("mp4", "flv", "jpg", "mp3") if current_tencent else ("mp4", "flv")
-        if kind in ZEGO_VOD and fmt not in formats:
-            which = " or ".join((", ".join(formats[:-1]), formats[-1]))
-            api = " with cloudrecordApi: legacy" if kind == "tencent-vod" and not current_tencent else ""
-            self.fail(
-                job, ("spec", "storage"), f"{kind} storage takes {which} files only{api}, not {fmt} ({storage.ref()})"
-            )
+        api = self._zego_api(provider) if kind == "tencent-vod" else None
+        current = ("mp4", "flv", "jpg", "mp3")
+        formats = current if api is not None and api[0] == "current" else ("mp4", "flv")
+        # Seed 003: mp4 or flv with stream_type 4 (media: separate) write the audio as aac files.
+        apart = media == "separate" and fmt in ("mp4", "flv")
+        if kind not in ZEGO_VOD or (fmt in formats and not apart):
+            return
+        which = " or ".join((", ".join(formats[:-1]), formats[-1])) + " files only"
+        where, written = storage.ref(), "aac" if fmt in formats else fmt
+        if api is not None and api[0] == "legacy":  # the Provider decides: say which, and the way out
+            which += " with cloudrecordApi: legacy"
+            written += f": cloudrecordApi: current takes {written} too" if written in current else ""
+            where += f" with {api[1].ref()}"
+        if fmt in formats:  # the aac files of media: separate
+            what = f"media: separate writes the audio apart, as aac files (seed 003), and {kind} storage takes {which}"
+            self.fail(job, ("spec", "media"), f"{what}, not aac ({where})")
+        else:
+            self.fail(job, ("spec", "storage"), f"{kind} storage takes {which}, not {written} ({where})")
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
         self._streams(job, spec.streams, "zego")
@@ -608,7 +621,7 @@ class Checker:
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
         if {"mode", "media", "format", "mix", "options"} & job.broken:
             return spec.idle_timeout  # the rest weighs these fields against each other: not with a default
-        self._zego_vod_format(job, storage, spec.format, spec.provider)
+        self._zego_vod_format(job, storage, spec.format, spec.provider, spec.media)
         if spec.format == "mp3" and spec.media != "audio":
             self.fail(job, ("spec", "format"), "mp3 needs media: audio")
         if spec.mode == "mixed":
@@ -681,6 +694,16 @@ class Checker:
                 self.fail(job, (*path, "hasWhiteboard"), "an audio-only recording cannot record a whiteboard")
         elif opts.whiteboard:
             self.fail(job, (*path, "whiteboard"), "needs hasWhiteboard: true")
+        if len(opts.whiteboard or ()) > 1:
+            # Seed 003 lost whiteboard's description; ZEGO's whiteboard recording guide (docs.zegocloud.com/article/
+            # 7413): "You can only configure one whiteboard for now". A second one would do nothing, or be refused.
+            where = (*path, "whiteboard", 1)
+            self.fail(
+                job,
+                where,
+                'ZEGO records one whiteboard per recording (its guide: "You can only configure '
+                'one whiteboard"): give one entry',
+            )
         for i, board in enumerate(opts.whiteboard or () if spec.mode == "mixed" else ()):
             # seed 003: width / height are "单流录制白板输出视频的分辨率" (a single-stream recording's whiteboard video)
             for name in ("width", "height"):

@@ -493,7 +493,7 @@ class RecordOptions(_Model):
         None, description="record a whiteboard too; needs whiteboard, not with media: audio"
     )
     whiteboard: list[Whiteboard] | None = Field(
-        None, description="the whiteboards to record; needs hasWhiteboard: true"
+        None, description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true"
     )
     output_file_rule: Annotated[Int, Field(ge=1, le=1)] | None = Field(
         None, description="the recorded files' naming rule (record_output_params): ZEGO has only 1, its default"
@@ -527,7 +527,8 @@ class RecordingJobSpec(_Model):
     media: Literal["audio", "video", "audio-video", "separate"] = Field(
         "audio-video",
         description=(
-            "what is recorded (stream_type 1..4): audio, video, audio-video or separate (audio and video files apart)"
+            "what is recorded (stream_type 1..4): audio, video, audio-video or separate (audio and video files "
+            "apart, the audio as aac with mp4 and flv: not to VOD storage)"
         ),
     )
     streams: list[StreamSelector] = Field(

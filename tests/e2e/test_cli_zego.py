@@ -12,12 +12,22 @@ import pytest
 
 from reconciler import transitions
 from reconciler.execute import GIVE_UP_AFTER
+from reconciler.secrets import keyed_hash
+from reconciler.spec import load_spec_set
 from reconciler.spec.checks import ZEGO_LEGACY_STORAGE
+from reconciler.spec.expand import content_hash
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.specdocs import recording_job, thumbnail_job
 
 REC = "RecordingJob/rec/class-1"
+TENCENT_VOD = """\
+apiVersion: capctl/v1
+kind: Storage
+metadata: {name: tv}
+spec: {type: tencent-vod, region: ap-shanghai, accessKey: {env: S3_AK}, secretKey: {env: S3_SK}}
+---
+"""
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -410,6 +420,38 @@ def test_every_zego_storage_type_records(work: Workdir) -> None:
     assert sorted(current[5]["AlibabaCloudVodParams"]) == vod
     legacy = {r["body"]["storage_params"]["storage_provider"] for r in work.sim.requests("start")}
     assert sorted(legacy) == list(range(1, 8))
+
+
+def _as_before_37d(request: dict[str, Any]) -> dict[str, Any]:
+    """A current-API tencent-vod request as capctl sent it before 37d: seed 003's names in PascalCase."""
+    vod = request["StorageParams"]["TencentCloudVodParams"]
+    old = {"AccessKeyId": vod["SecretId"], "AccessKeySecret": vod["SecretKey"], "Region": vod["Region"]}
+    storage = {k: v for k, v in request["StorageParams"].items() if k != "TencentCloudVodParams"}
+    return {**request, "StorageParams": {**storage, "TencentyunVodParams": old}}
+
+
+def test_a_recording_of_a_state_from_before_the_vod_names_is_started_anew_with_them(work: Workdir) -> None:
+    """Before 37d, capctl sent the current API `TencentyunVodParams {AccessKeyId, …}`; ZEGO requires
+    `TencentCloudVodParams {SecretId, …}` for Vendor 6, so such a start was refused (or, if ZEGO ran it, could not
+    upload). A record of that request is therefore not read as unchanged (a rename is a changed request): the plan
+    names the renamed fields and the task runs with ZEGO's names, once (docs/providers-zego.md)."""
+    work.write("tv.yaml", TENCENT_VOD + recording_job("rec", ["class-1"]).replace("storage: s3", "storage: tv"))
+    work.apply()
+    store = open_state(f"sqlite:///{work.state}")
+    key = store.fingerprint_key()
+    [task] = load_spec_set([work.specs], env=work.env, fingerprint_key=key).tasks.values()
+    record = store.record(REC) or pytest.fail("no record")
+    before = keyed_hash(key or b"", content_hash(task.provider, task.family, _as_before_37d(task.request)))
+    store.put(record.evolve(request=_as_before_37d(record.request), spec_hash=before, fixed_hash=before))
+    store.close()
+    plan = " ".join(work.capctl("plan").stdout.split())
+    assert "RecordingJob/rec/class-1 replace spec changed" in plan, plan
+    assert "StorageParams.TencentyunVodParams.Region: ap-shanghai → (unset)" in plan
+    assert "StorageParams.TencentCloudVodParams.Region: (unset) → ap-shanghai" in plan
+    work.apply()
+    [*_, last] = work.sim.requests("StartRecord")
+    assert sorted(last["body"]["StorageParams"]["TencentCloudVodParams"]) == ["Region", "SecretId", "SecretKey"]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
 
 
 def test_a_fake_clock_simulator_does_not_throttle_a_client_paced_at_the_limit(work: Workdir) -> None:

@@ -132,6 +132,14 @@ ALIYUN_VOD = {
             lambda b: b.update(StorageParams=ALIYUN_VOD, RecordOutputParams={"OutputFileFormat": "jpg"}),
             "OutputFileFormat: Vendor 5 (VOD) takes mp4 or flv files only",
         ),
+        # Seed 003: StreamType 4 writes mp4/flv recordings' audio as aac files, which VOD does not take
+        (
+            lambda b: (
+                b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "mp4"})
+                or b["RecordInputParams"].update(StreamType=4)
+            ),
+            "RecordInputParams.StreamType: 4 writes the audio as aac files, which Vendor 6 (VOD) does not take",
+        ),
         # ZEGO's StartRecord page: Tencent VOD takes mp4, flv, jpg and mp3 (seed 003's legacy /start: mp4, flv)
         (
             lambda b: b.update(StorageParams=TENCENT_VOD, RecordOutputParams={"OutputFileFormat": "hls"}),

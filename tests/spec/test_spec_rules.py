@@ -249,8 +249,8 @@ RULES: list[tuple[str, str, str]] = [
     (  # ZEGO's current StartRecord page: MaxIdleTime ≤ 86400 (seed 003's 4294967295 is the legacy API's)
         "zego current api idle timeout maximum",
         job(body=ZSNAP + "idleTimeout: 86401"),
-        "spec.idleTimeout: 86401s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current; "
-        "up to 4294967295 s with legacy)",
+        "spec.idleTimeout: 86401s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current, "
+        "Provider 'zego' (",
     ),
     # ZEGO's StartRecord page gives the value lists seed 003 lost (they were passed through as any integer ≥ 1)
     ("mix mode list", job("RecordingJob", body=REC + MIXED.replace("{mixOut", "{mixMode: 6, mixOut")), "mix.mixMode"),
@@ -286,7 +286,18 @@ RULES: list[tuple[str, str, str]] = [
         "legacy zego snapshot to tencent vod",
         storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
         + job(body=ZSNAP.replace("s3", "tv").replace("zego", "zego-legacy")),
-        "tencent-vod storage takes mp4 or flv files only with cloudrecordApi: legacy, not jpg",
+        "tencent-vod storage takes mp4 or flv files only with cloudrecordApi: legacy, not jpg: cloudrecordApi: "
+        "current takes jpg too (Storage 'tv' (",
+    ),
+    (  # seed 003: mp4 or flv "且 stream_type 设为 4，则录制生成的音频文件格式为 aac", and VOD takes mp4 and flv only
+        "separate media to vod",
+        storage(
+            "av",
+            "{type: aliyun-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}, title: t, storageLocation: l}",
+        )
+        + job("RecordingJob", body=REC.replace("s3", "av") + "media: separate"),
+        "spec.media: media: separate writes the audio apart, as aac files (seed 003), and aliyun-vod storage takes "
+        "mp4 or flv files only, not aac (Storage 'av' (",
     ),
     (
         "current zego hls to tencent vod",
@@ -477,6 +488,16 @@ RULES: list[tuple[str, str, str]] = [
         ),
         "cannot record a whiteboard",
     ),
+    (  # seed 003 lost whiteboard's description; ZEGO's whiteboard guide: "You can only configure one whiteboard"
+        "one whiteboard",
+        job(
+            "RecordingJob",
+            body=REC + "options: {hasWhiteboard: true, whiteboard: [{horizontalRatio: 16, verticalRatio: 9}, "
+            "{horizontalRatio: 4, verticalRatio: 3}]}",
+        ),
+        'spec.options.whiteboard[1]: ZEGO records one whiteboard per recording (its guide: "You can only '
+        'configure one whiteboard"): give one entry',
+    ),
     (
         "ppt fps range",
         job(
@@ -567,6 +588,24 @@ RULES: list[tuple[str, str, str]] = [
 def test_rule(errors_of: ErrorsOf, text: str, fragment: str) -> None:
     found = errors_of(text, env={**SECRET_ENV, "EMPTY": ""})
     assert any(fragment in e for e in found), found
+
+
+def test_a_rule_of_one_zego_api_names_the_provider_that_chose_it(errors_of: ErrorsOf) -> None:
+    """`cloudrecordApi` (current by default) is in the Provider, not in the job's file: the messages of the rules
+    that differ by API name that Provider; a legacy tencent-vod refusal says when the current API takes it."""
+    tvod = storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
+    legacy = REC.replace("s3", "tv").replace("zego", "zego-legacy")
+    mp3 = job("RecordingJob", "a", legacy + "media: audio\nformat: mp3\n")
+    hls = job("RecordingJob", "b", legacy.replace("[r]", "[s]") + "format: hls\n")
+    [one, two] = errors_of(tvod + mp3 + "---\n" + hls, env=SECRET_ENV)
+    assert "with cloudrecordApi: legacy, not mp3: cloudrecordApi: current takes mp3 too (Storage 'tv' (" in one
+    assert "spec.yaml:1:1) with Provider 'zego-legacy' (" in one
+    assert "legacy, not hls (Storage 'tv' (" in two and "takes hls" not in two  # no API takes hls to VOD
+    apart = job("RecordingJob", "c", REC.replace("s3", "tv").replace("[r]", "[t]") + "media: separate\n")
+    [aac] = errors_of(tvod + apart, env=SECRET_ENV)  # the current API's tencent-vod neither: mp4, flv, jpg, mp3
+    assert "tencent-vod storage takes mp4, flv, jpg or mp3 files only, not aac (Storage 'tv' (" in aac
+    [idle] = errors_of(job(body=ZSNAP + "idleTimeout: 86401"), env=SECRET_ENV)
+    assert "with cloudrecordApi: current, Provider 'zego' (" in idle
 
 
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
