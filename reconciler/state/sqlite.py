@@ -203,6 +203,22 @@ class SQLiteStateStore(SqlStateStore):
             raise
 
     def _connect(self, path: Path, *, mode: str) -> sqlite3.Connection:
+        # SQLite refuses a -wal or -shm that is a symbolic link, not a hard link: it wrote its index into the file
+        # a planted -shm shares and, run as root, gave it (or a -wal's) to the state's owner (walk 38B-2).
+        real = _real(path)
+        for suffix in ("-wal", "-shm"):
+            beside = real.with_name(real.name + suffix)
+            try:
+                found = beside.lstat()
+            except OSError:  # none (SQLite makes it), or one SQLite's own open names
+                continue
+            if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+                names = f" ({found.st_nlink} names)" if found.st_nlink > 1 else ""
+                raise StateError(
+                    f"{self.url}: the file {beside} is a link or not a plain file{names}: capctl lets"
+                    " SQLite write only files of its own beside the state, never where a link leads; see who put it"
+                    " there, and remove the name that is not the state's own (SQLite makes its files again)"
+                )
         db = sqlite3.connect(
             f"file:{urllib.parse.quote(str(path))}?mode={mode}",
             timeout=self._busy_timeout,
