@@ -53,6 +53,7 @@ __all__ = ["SQLiteStateStore"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # A directory descriptor for *at() calls only: O_PATH needs no read permission on it, as the lock's open by path.
+_BESIDE = ("-wal", "-shm", ".lock")  # the files capctl and SQLite make beside a state file
 _DIRECTORY = os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", os.O_RDONLY)
 
 
@@ -193,8 +194,12 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
             ids = f"{os.geteuid()}:{os.getegid()}"
-            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3).
-            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {shlex.quote(str(self.path))}*"
+            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3). Its files by name
+            # and `-h`, never a glob: whoever may write the directory could add `state.db-x` as a link to any file
+            # for root to give away when it runs the remedy (walk 38B-4); a linked state's files are its target's.
+            real = _real(self.path)
+            files = [real] + [p for p in (real.with_name(real.name + end) for end in _BESIDE) if os.path.lexists(p)]
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown -h {ids} {_quoted(files)}"
             raise StateError(
                 f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
             ) from None
@@ -444,8 +449,8 @@ class SQLiteStateStore(SqlStateStore):
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StateError(not_own) from None
-            back = (
-                "give it to the state file's owner: chown"
+            back = (  # `-h`: a link put there meanwhile is changed itself, not the file it leads to (walk 38B-4)
+                "give it to the state file's owner: chown -h"
                 f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
             )
             raise StateError(
@@ -567,6 +572,10 @@ def _unwritable(path: Path) -> bool:
         return path.exists() and not os.access(path, os.W_OK)
     except OSError:
         return False
+
+
+def _quoted(paths: list[Path]) -> str:
+    return " ".join(shlex.quote(str(path)) for path in paths)
 
 
 def _exists(name: str, directory: int) -> bool:
