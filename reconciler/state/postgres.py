@@ -195,6 +195,7 @@ _HIDDEN_STATE = (
 # One element of a search_path setting: a quoted name ("" a quote in it) or a bare one, and its comma.
 _PATH_ITEM = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|\Z)')
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+_NAME_BYTES = 63  # the longest name PostgreSQL keeps (NAMEDATALEN - 1); a longer one is cut to it
 
 
 def _search_path(setting: str, user: str) -> list[str]:
@@ -207,6 +208,8 @@ def _search_path(setting: str, user: str) -> list[str]:
         name = (
             quoted.replace('""', '"') if quoted is not None else "".join(c.lower() if c.isascii() else c for c in bare)
         )
+        # Cut as PostgreSQL cuts an identifier (NAMEDATALEN - 1 bytes, whole characters; walk 38B-3).
+        name = name.encode()[:_NAME_BYTES].decode(errors="ignore")
         names.append(user if name == "$user" else name)
         pos = item.end()
     return names

@@ -52,6 +52,9 @@ __all__ = ["SQLiteStateStore"]
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# A directory descriptor for *at() calls only: O_PATH needs no read permission on it, as the lock's open by path.
+_BESIDE = ("-wal", "-shm", ".lock")  # the files capctl and SQLite make beside a state file
+_DIRECTORY = os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", os.O_RDONLY)
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -191,8 +194,12 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
             ids = f"{os.geteuid()}:{os.getegid()}"
-            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3).
-            mine = f"give it (and its -wal, -shm and .lock) to this user: chown {ids} {shlex.quote(str(self.path))}*"
+            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3). Its files by name
+            # and `-h`, never a glob: whoever may write the directory could add `state.db-x` as a link to any file
+            # for root to give away when it runs the remedy (walk 38B-4); a linked state's files are its target's.
+            real = _real(self.path)
+            files = [real] + [p for p in (real.with_name(real.name + end) for end in _BESIDE) if os.path.lexists(p)]
+            mine = f"give it (and its -wal, -shm and .lock) to this user: chown -h {ids} {_quoted(files)}"
             raise StateError(
                 f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
             ) from None
@@ -201,6 +208,22 @@ class SQLiteStateStore(SqlStateStore):
             raise
 
     def _connect(self, path: Path, *, mode: str) -> sqlite3.Connection:
+        # SQLite refuses a -wal or -shm that is a symbolic link, not a hard link: it wrote its index into the file
+        # a planted -shm shares and, run as root, gave it (or a -wal's) to the state's owner (walk 38B-2).
+        real = _real(path)
+        for suffix in ("-wal", "-shm"):
+            beside = real.with_name(real.name + suffix)
+            try:
+                found = beside.lstat()
+            except OSError:  # none (SQLite makes it), or one SQLite's own open names
+                continue
+            if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+                names = f" ({found.st_nlink} names)" if found.st_nlink > 1 else ""
+                raise StateError(
+                    f"{self.url}: the file {beside} is a link or not a plain file{names}: capctl lets"
+                    " SQLite write only files of its own beside the state, never where a link leads; see who put it"
+                    " there, and remove the name that is not the state's own (SQLite makes its files again)"
+                )
         db = sqlite3.connect(
             f"file:{urllib.parse.quote(str(path))}?mode={mode}",
             timeout=self._busy_timeout,
@@ -340,39 +363,11 @@ class SQLiteStateStore(SqlStateStore):
         if self._file is None:
             raise StateError(f"{self.url}: the store is closed")
         self._check_in_place()
-        existed = self.lock_path.exists()  # a new file records no previous holder
-        # Never through a link, and only a file of its own (walk 37B-1): a link or a hard link planted as the
-        # lock file by whoever may write the state's directory made root truncate the file it leads to and, by
-        # the fchown below, give it to the state's owner (/etc/shadow to the service user).
-        not_own = (
-            f"{self.url}: the lock file {self.lock_path} is a link or not a plain file: capctl writes only a lock"
-            " file of its own, never where a link leads; remove it (capctl makes it again) and see who put it there"
-        )
+        directory = self._lock_directory()
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise StateError(not_own) from None
-            back = (
-                "give it to the state file's owner: chown"
-                f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
-            )
-            raise StateError(
-                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
-                f"{_foreign(exc, self.lock_path, back)}"
-            ) from None
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode) or opened.st_nlink != 1:
-            os.close(fd)
-            raise StateError(not_own)
-        if os.geteuid() == 0 and opened.st_uid == 0:
-            # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
-            # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
-            # Whether this open made it or an older capctl did (walk 36B-4): judged by its owner, not by a
-            # look before the open that another process's create or delete can make stale.
-            state = os.fstat(self._file.fd)
-            with contextlib.suppress(OSError):
-                os.fchown(fd, state.st_uid, state.st_gid)
+            fd, existed = self._open_lock_file(directory, self._file.fd)
+        finally:
+            os.close(directory)
         try:
             self._file.acquire(lambda: _describe_holder(os.pread(fd, 4096, 0), self.lock_path))
             try:
@@ -407,6 +402,74 @@ class SQLiteStateStore(SqlStateStore):
         lock.previous_sign = last_sign if existed else None
         lock._alive()
         return lock
+
+    def _lock_directory(self) -> int:
+        """A descriptor of the directory the lock file goes in, checked to hold the state file this store opened.
+
+        The lock's path was fixed when the store opened (beside a linked state file's target, 36B-7). Whoever
+        owns that directory could move it, state file and all, point the link at its new place and leave a link
+        to another directory at the old one: root then made the lock file there and gave it to the state's owner
+        (walk 38B-1). The check and the lock file's open go through this one descriptor, so nothing can be
+        swapped between them."""
+        assert self._file is not None
+        parent = self.lock_path.parent
+        moved = (
+            f"{self.url}: the state file is no longer in {parent} (its directory was moved or replaced while capctl"
+            " had it open): nothing is written there; open the state again (restart capctl) where it is now"
+        )
+        try:
+            directory = os.open(parent, _DIRECTORY)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise StateError(moved) from None
+            raise StateError(f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}") from None
+        try:
+            held = os.stat(self.lock_path.name.removesuffix(".lock"), dir_fd=directory, follow_symlinks=False)
+            here = (held.st_dev, held.st_ino) == self._file.key
+        except OSError:
+            here = False
+        if not here:
+            os.close(directory)
+            raise StateError(moved)
+        return directory
+
+    def _open_lock_file(self, directory: int, state_fd: int) -> tuple[int, bool]:
+        """The lock file, opened in `directory` (made if missing), and whether it was there before."""
+        # Never through a link, and only a file of its own (walk 37B-1): a link or a hard link planted as the
+        # lock file by whoever may write the state's directory made root truncate the file it leads to and, by
+        # the fchown below, give it to the state's owner (/etc/shadow to the service user).
+        not_own = (
+            f"{self.url}: the lock file {self.lock_path} is a link or not a plain file: capctl writes only a lock"
+            " file of its own, never where a link leads; remove it (capctl makes it again) and see who put it there"
+        )
+        name = self.lock_path.name
+        try:
+            existed = _exists(name, directory)  # a new file records no previous holder
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateError(not_own) from None
+            back = (  # `-h`: a link put there meanwhile is changed itself, not the file it leads to (walk 38B-4)
+                "give it to the state file's owner: chown -h"
+                f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
+            )
+            raise StateError(
+                f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
+                f"{_foreign(exc, self.lock_path, back)}"
+            ) from None
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_nlink != 1:
+            os.close(fd)
+            raise StateError(not_own)
+        if os.geteuid() == 0 and opened.st_uid == 0:
+            # As SQLite gives its -wal and -shm files: a lock file root has (`sudo capctl apply`) on a state
+            # another user owns goes to that user, whose capctl could not open it otherwise (its daemon stood by).
+            # Whether this open made it or an older capctl did (walk 36B-4): judged by its owner, not by a
+            # look before the open that another process's create or delete can make stale.
+            state = os.fstat(state_fd)
+            with contextlib.suppress(OSError):
+                os.fchown(fd, state.st_uid, state.st_gid)
+        return fd, existed
 
     def _next_epoch(self) -> int:
         """Raise the lock's epoch for a new holder (who holds the flock), and return it. A damaged file is
@@ -509,6 +572,18 @@ def _unwritable(path: Path) -> bool:
         return path.exists() and not os.access(path, os.W_OK)
     except OSError:
         return False
+
+
+def _quoted(paths: list[Path]) -> str:
+    return " ".join(shlex.quote(str(path)) for path in paths)
+
+
+def _exists(name: str, directory: int) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _identity(path: Path) -> tuple[int, int]:

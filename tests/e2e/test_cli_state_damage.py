@@ -223,9 +223,21 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert (
             f"cannot open the lock file {state}.lock: Permission denied (capctl runs as uid 65534, the file belongs"
-            f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown"
+            f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown -h"
             f" --reference={shlex.quote(str(state))} {shlex.quote(f'{state}.lock')})"
         ) in " ".join(refused.stderr.split()), refused.stderr
+        # Walk 38B-4: the directory's owner swaps it for a link before root runs the remedy: chown followed it.
+        said = " ".join(refused.stderr.split())
+        victim = Path(temp + "-victim")
+        victim.write_text("root:secret\n")
+        try:
+            state.with_name("state.db.lock").unlink()
+            state.with_name("state.db.lock").symlink_to(victim)
+            subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
+            assert victim.stat().st_uid == 0
+        finally:
+            victim.unlink()
+            state.with_name("state.db.lock").unlink()
         # walk 36b: and the next `sudo capctl …` gives it back, as it would have a lock file it made
         as_another_user(root, state, "state", "rm", absent, user=[])
         assert state.with_name("state.db.lock").stat().st_uid == 65534
@@ -245,12 +257,22 @@ def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_loc
         refused = as_another_user(root, state, "state", "list")
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         said = " ".join(refused.stderr.split())
-        remedy = f"chown 65534:65534 {shlex.quote(str(state))}*"
+        remedy = f"chown -h 65534:65534 {shlex.quote(str(state))}"  # the files there, by name (no .lock yet)
         assert (
             "cannot open the state file: Permission denied (capctl runs as uid 65534, the file belongs to uid 0: a"
             f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: {remedy})"
         ) in said, refused.stderr
-        subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
+        # Walk 38B-4: the directory's owner adds a link before root runs the remedy; a glob (`state.db*`) took it
+        # in, and chown followed it: the file it leads to went to the service user.
+        victim = Path(temp + "-victim")
+        victim.write_text("root:secret\n")
+        try:
+            (root / "state.db-x").symlink_to(victim)
+            os.lchown(root / "state.db-x", 65534, 65534)
+            subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
+            assert victim.stat().st_uid == 0
+        finally:
+            victim.unlink()
         assert as_another_user(root, state, "state", "list").returncode == 0
 
 

@@ -288,13 +288,16 @@ def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_s
         with psycopg.connect(pg_url, autocommit=True) as conn:
             made = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (user,)).fetchone()
         assert made == (0,)
-        mixed = f"{schema}_Q"  # a schema a GRANT must quote (walk 37B-2: the GRANT named it bare, folded)
+        # A schema a GRANT must quote (walk 37B-2: the GRANT named it bare, folded), of the longest name PostgreSQL
+        # keeps: a longer one on the path is cut to it (walk 38B-3: read as another name, so as no state).
+        mixed = f"{schema}_Q".ljust(63, "q")
         with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{mixed}"')
         try:
             sql_store(pg_url.replace(f"%3D{schema}", f"%3D%22{mixed}%22")).close()
-            with pytest.raises(StateError, match=f'GRANT USAGE ON SCHEMA "{mixed}" TO {user}\\)'):
-                open_state(url.replace(f"%3D{schema}", f"%3D%22{mixed}%22"), create=False)
+            for spelled in (mixed, f"{mixed}_and_more"):
+                with pytest.raises(StateError, match=f'GRANT USAGE ON SCHEMA "{mixed}" TO {user}\\)'):
+                    open_state(url.replace(f"%3D{schema}", f"%3D%22{spelled}%22"), create=False)
         finally:
             with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{mixed}" CASCADE')

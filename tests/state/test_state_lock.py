@@ -193,6 +193,34 @@ def test_a_lock_file_planted_as_a_link_is_refused_and_what_it_leads_to_is_left_a
     store.close()
 
 
+def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(tmp_path: Path) -> None:
+    """Walk 38B-1: the lock's path is fixed when the store opens (beside a linked state file's target, 36B-7).
+    Whoever owns the target's directory could then move that directory (state file and all), point the link at
+    its new place and leave a link to another directory (here `etc`) at the old one: the lock's open went
+    through it, and root made `<name>.lock` there and gave it to the state's owner. No race needed."""
+    (tmp_path / "st").mkdir()
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "etc").mkdir()
+    SQLiteStateStore(tmp_path / "svc" / "d" / "state.db").close()
+    (tmp_path / "st" / "state.db").symlink_to(tmp_path / "svc" / "d" / "state.db")
+    store = SQLiteStateStore(tmp_path / "st" / "state.db")
+    if os.geteuid() == 0:  # as `sudo capctl` on a service user's state (CI runs as root)
+        os.chown(tmp_path / "svc" / "d" / "state.db", 65534, 65534)
+    (tmp_path / "svc" / "d").rename(tmp_path / "svc" / "e")  # what the directory's owner does meanwhile
+    (tmp_path / "st" / "state.db").unlink()
+    (tmp_path / "st" / "state.db").symlink_to(tmp_path / "svc" / "e" / "state.db")
+    (tmp_path / "svc" / "d").symlink_to(tmp_path / "etc")
+    with pytest.raises(StateError, match=r"the state file is no longer in .*svc/d\b.*: nothing is written there"):
+        store.lock("capctl apply")
+    assert list((tmp_path / "etc").iterdir()) == []
+    store.close()
+    # Opened again, the lock is where the state file is now.
+    store = SQLiteStateStore(tmp_path / "st" / "state.db")
+    store.lock("capctl apply").release()
+    store.close()
+    assert (tmp_path / "svc" / "e" / "state.db.lock").is_file() and list((tmp_path / "etc").iterdir()) == []
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_lease_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError, match="lease_seconds"):

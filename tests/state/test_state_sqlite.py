@@ -203,3 +203,25 @@ def test_no_new_state_is_made_over_the_write_ahead_log_of_a_moved_one(tmp_path: 
     store.close()  # its log stays at the path (its commits are not in the moved file)
     (tmp_path / "away.db").rename(db)  # put back, file and log are one state again
     assert SQLiteStateStore(db).load().serial == 1
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_log_or_index_file_planted_as_a_hard_link_is_refused_and_what_it_leads_to_is_left_as_it_was(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Walk 38B-2: SQLite refuses a `-wal` or `-shm` that is a symbolic link, not a hard link: it wrote its index
+    into the file a planted `-shm` shares, and run as root gave it (or a `-wal`'s) to the state's owner. Where
+    `fs.protected_hardlinks` is 0, whoever may write the state's directory can link any file of that disk there."""
+    SQLiteStateStore(tmp_path / "state.db").close()
+    if os.geteuid() == 0:  # as `sudo capctl` on a service user's state (CI runs as root)
+        os.chown(tmp_path / "state.db", 65534, 65534)
+    victim = tmp_path / "victim"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    os.link(victim, tmp_path / f"state.db{suffix}")
+    refused = rf"the file .*state\.db{suffix} is a link or not a plain file \(2 names\): .*remove the name"
+    with pytest.raises(StateError, match=refused):
+        SQLiteStateStore(tmp_path / "state.db", create=False)
+    assert victim.read_text() == "root:secret\n" and victim.stat().st_uid == os.geteuid()
+    (tmp_path / f"state.db{suffix}").unlink()
+    SQLiteStateStore(tmp_path / "state.db", create=False).close()
