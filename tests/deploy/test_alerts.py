@@ -163,8 +163,20 @@ SITUATIONS: dict[str, Situation] = {
     ),
     # Walk 38c: the outage's alert on each vendor's APIs, whatever the traffic, through restarts and failovers.
     "ZEGO down": Situation({"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES, "DescribeRecordStatus")),
-    "StartRecord down, one task looked at a minute": Situation(
-        {"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES, "StartRecord", per_sample=0.5)
+    "ZEGO down, one task looked at a minute": Situation(
+        {"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES, "DescribeRecordStatus", per_sample=0.5)
+    ),
+    # Walk 38c-4: one task's starts answered 500 (a round of 6 tries) at the retry backoff's cap, every 5
+    # minutes, and no other start made: CapctlReissuesFailing says it; no outage besides (the looks answer).
+    "one task's starts failing at the backoff cap": Situation(
+        {"CapctlReissuesFailing"},
+        {
+            **failing_starts(1, "retryable"),
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="ok"}': flat(0),
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="retryable"}': [
+                6.0 * (i // 10 + 1) for i in range(SAMPLES)
+            ],
+        },
     ),
     "the vendor down through a restart": Situation(
         {"CapctlVendorUnavailable"}, {k: restarted(v, 130) for k, v in vendor_down(100, SAMPLES).items()}
