@@ -123,6 +123,7 @@ class Reconciler:
         # Keys whose wait for a renamed job's prune was logged: kept while the wait lasts, not reset with the set
         # (a selector job's room callbacks put the set in force again, about once per resync).
         self._told_waiting: set[str] = set()
+        self._term_began = float("-inf")  # when this replica's current term began (`observe_first` of all)
 
     @property
     def spec(self) -> SpecSet | None:
@@ -156,7 +157,10 @@ class Reconciler:
         return dict(counts)
 
     def observe_first(self, keys: Iterable[str] | None = None) -> None:
-        """Look at the vendor before acting on each of `keys` (None: every record) that may still run."""
+        """Look at the vendor before acting on each of `keys` (None: every record, as a term begins: a start, a
+        lead regained) that may still run."""
+        if keys is None:
+            self._term_began = self.clock.now()
         for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
             if needs_observation(record):
                 self._update(record.key, runtime.observe_first)
@@ -228,6 +232,14 @@ class Reconciler:
             return record
         return record.evolve(next_attempt_at=record.next_attempt_at + owed[1])
 
+    def _failing_from(self, record: TaskRecord, looked_before: float | None, now: float) -> float:
+        """When a failed look's run of failures began, for `unknown_since`: now, but at this term's first look at a
+        task last seen before the term, the looks may have failed under the leader before (a restart, a
+        takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY)."""
+        first_of_term = looked_before is None or looked_before < self._term_began
+        seen = record.observed_at
+        return seen if first_of_term and seen is not None and seen < min(self._term_began, now) else now
+
     def _update(
         self, key: str, transition: Callable[..., runtime.KeyRuntime], *args: object, **kwargs: object
     ) -> runtime.KeyRuntime:
@@ -253,6 +265,7 @@ class Reconciler:
         observed: dict[str, Observed] = {}
         # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
         if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
+            looked_before = self.runtimes.get(key).looked_at
             obs, stepped = await self._observe(record)
             obs = self._with_end_reason(record, obs)
             if stepped:  # what is decided and written from here on is on the clock as it is now
@@ -260,7 +273,11 @@ class Reconciler:
             observed[key] = obs
             unknown = obs.state is ObservedState.UNKNOWN
             self._update(
-                key, runtime.unconfirmed, "unknown" if unknown else None, _look_error(obs) if unknown else None, now
+                key,
+                runtime.unconfirmed,
+                "unknown" if unknown else None,
+                _look_error(obs) if unknown else None,
+                self._failing_from(record, looked_before, now),
             )
             try:
                 record = engine.persist_observations(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from reconciler.sim.faults import FaultConfig
 from reconciler.state.sqlite import SQLiteStateStore
@@ -172,15 +173,20 @@ async def test_a_zego_room_that_closed_is_not_shown_active_nor_its_idle_out_as_l
     assert all(not gap["room_active"] for gap in room["captures"][0]["gaps"])
 
 
-async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(harness: Harness) -> None:
-    """As `capctl_tasks{status="unknown"}` counts it: the vendor down, the record still says running (before,
-    the page showed it running with no error, and "Every task is running.")."""
+async def lobby_unseen(harness: Harness) -> float:
+    """`lobby` captured, then every look at it fails (Volcengine's GetSnapshotTask down) from the time returned."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     harness.sim.publish("volcengine", "lobby", user_id="alice")
     await harness.start()
     await harness.advance(1)
     harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
-    down_from = harness.clock.now()
+    return harness.clock.now()
+
+
+async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(harness: Harness) -> None:
+    """As `capctl_tasks{status="unknown"}` counts it: the vendor down, the record still says running (before,
+    the page showed it running with no error, and "Every task is running.")."""
+    down_from = await lobby_unseen(harness)
     await harness.advance(120)  # the next looks fail
     async with await client(harness) as http:
         down = (await http.get("/api/v1/status")).json()
@@ -200,6 +206,32 @@ async def test_a_task_whose_status_cannot_be_read_is_shown_unknown_not_running(h
     assert "Every task is running." not in page
     assert back["unknown"] == 0 and back["all_running"] is True and task_of(back, LOBBY)["status_unknown"] is None
     assert task_of(back, LOBBY)["status_unknown_since"] is None
+
+
+@pytest.mark.parametrize("how", ["restart", "takeover"])
+async def test_a_status_unknown_since_outlives_a_restart_or_takeover(harness: Harness, how: str) -> None:
+    """Walk 38c-2: the time was the replica's memory only: restarted, or taken over by the standby, ten minutes
+    into an outage, the page said `status unknown since` the new leader's first look, a minute ago. The state's
+    last good look of the task (written at least every 5 minutes) bounds the first failure."""
+    down_from = await lobby_unseen(harness)
+    standby = await harness.start_standby() if how == "takeover" else None
+    await harness.advance(600)
+    await harness.stop()
+    if standby is None:
+        await harness.start()
+    await harness.advance(60)
+    daemon = standby or harness.daemon
+    assert daemon is not None
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=daemon.asgi_app), base_url=DAEMON) as http:
+            down = (await http.get("/api/v1/status")).json()
+    finally:
+        if standby is not None:
+            await standby.stop()
+            standby.records.close()
+    assert down["replica"]["role"] == "leader" and down["unknown"] == 1
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert down_from - 300 <= since <= down_from, since - down_from
 
 
 async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:

@@ -88,20 +88,53 @@ def failing_starts(round_samples: int, outcome: str) -> dict[str, Samples]:
     }
 
 
-def vendor_down(start: int, end: int) -> dict[str, Samples]:
-    """Every GetSnapshotTask fails (`retryable`: a 5xx, a timeout) from sample `start` to `end`; the tasks are
+def vendor_down(start: int, end: int, api: str = "GetSnapshotTask", per_sample: float = 5.0) -> dict[str, Samples]:
+    """Every `api` call fails (`retryable`: a 5xx, a timeout) from sample `start` to `end`; the tasks are
     `unknown` meanwhile (their last look failed) and no start is made (none is known stopped)."""
     down = [start <= i < end for i in range(SAMPLES)]
     ok, failed = [], []
     for i in range(SAMPLES):
-        ok.append(5.0 * (i - sum(down[:i])))
-        failed.append(5.0 * sum(down[:i]))
+        ok.append(per_sample * (i - sum(down[:i])))
+        failed.append(per_sample * sum(down[:i]))
     return {
-        'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="ok"}': ok,
-        'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="retryable"}': failed,
+        f'capctl_vendor_calls_total{{pod="a",api="{api}",outcome="ok"}}': ok,
+        f'capctl_vendor_calls_total{{pod="a",api="{api}",outcome="retryable"}}': failed,
         'capctl_reconcile_errors_total{pod="a",reason="vendor-unavailable"}': failed,
         'capctl_tasks{pod="a",status="running"}': [0 if d else 10 for d in down],
         'capctl_tasks{pod="a",status="unknown"}': [10 if d else 0 for d in down],
+    }
+
+
+def restarted(samples: Samples, at: int, pod_gone: bool = False) -> Samples:
+    """A counter's samples when its process restarts at sample `at`: the new process's child appears at its
+    first increment and counts from 0 (or, `pod_gone`, the pod is replaced and its series ends)."""
+    base = samples[at - 1] or 0.0
+    after = [None if pod_gone or (v or 0.0) - base <= 0 else (v or 0.0) - base for v in samples[at:]]
+    return [*samples[:at], *after]
+
+
+def failover_in_outage(at: int) -> dict[str, Samples]:
+    """The vendor down from sample 100; the leader `a` is lost at `at` and `b` takes the lead: `b`'s children
+    appear at its first failed look."""
+    down = vendor_down(100, SAMPLES)
+    failed = down['capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="retryable"}']
+    series: dict[str, Samples] = {k: restarted(v, at, pod_gone=True) for k, v in down.items()}
+    series['capctl_vendor_calls_total{pod="b",api="GetSnapshotTask",outcome="retryable"}'] = [
+        None if i < at else (failed[i] or 0.0) - (failed[at - 1] or 0.0) for i in range(SAMPLES)
+    ]
+    series['capctl_tasks{pod="b",status="unknown"}'] = [None] * at + [10] * (SAMPLES - at)
+    series['capctl_leader{pod="a"}'] = [1] * at + [None] * (SAMPLES - at)
+    series['capctl_leader{pod="b"}'] = [0] * at + [1] * (SAMPLES - at)
+    series['capctl_leadership_changes_total{pod="b"}'] = [0] * at + [1] * (SAMPLES - at)
+    return series
+
+
+def staging(series: dict[str, Samples]) -> dict[str, Samples]:
+    """`series` of pod `c` of a second deployment (namespace staging, its own spec set and leader)."""
+    return {
+        'capctl_leader{namespace="staging",pod="c"}': flat(1),
+        f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
+        **{name.replace("{", '{namespace="staging",pod="c",', 1): v for name, v in series.items()},
     }
 
 
@@ -126,6 +159,58 @@ SITUATIONS: dict[str, Situation] = {
         {
             'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="ok"}': counter(5),
             'capctl_vendor_calls_total{pod="a",api="GetSnapshotTask",outcome="retryable"}': counter(1),
+        },
+    ),
+    # Walk 38c: the outage's alert on each vendor's APIs, whatever the traffic, through restarts and failovers.
+    "ZEGO down": Situation({"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES, "DescribeRecordStatus")),
+    "ZEGO down, one task looked at a minute": Situation(
+        {"CapctlVendorUnavailable"}, vendor_down(100, SAMPLES, "DescribeRecordStatus", per_sample=0.5)
+    ),
+    # Walk 38c-4: one task's starts answered 500 (a round of 6 tries) at the retry backoff's cap, every 5
+    # minutes, and no other start made: CapctlReissuesFailing says it; no outage besides (the looks answer).
+    "one task's starts failing at the backoff cap": Situation(
+        {"CapctlReissuesFailing"},
+        {
+            **failing_starts(1, "retryable"),
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="ok"}': flat(0),
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="retryable"}': [
+                6.0 * (i // 10 + 1) for i in range(SAMPLES)
+            ],
+        },
+    ),
+    "the vendor down through a restart": Situation(
+        {"CapctlVendorUnavailable"}, {k: restarted(v, 130) for k, v in vendor_down(100, SAMPLES).items()}
+    ),
+    "the vendor down through a failover": Situation({"CapctlVendorUnavailable"}, failover_in_outage(130)),
+    # A daemon with almost nothing to do: its one call in 10 minutes fails (the 5 minutes between hold none).
+    "one failed call in ten minutes": Situation(
+        set(),
+        {
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="retryable"}': [
+                float(i // 20 + 1) for i in range(SAMPLES)
+            ]
+        },
+    ),
+    # One bad job: the vendor refuses its every start (a 4xx: the spec's fault, not an outage).
+    "a bad job refused at every start": Situation(
+        set(),
+        {
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="ok"}': flat(0),
+            'capctl_vendor_calls_total{pod="a",api="StartSnapshot",outcome="terminal"}': counter(1),
+        },
+    ),
+    # Walk 38c-1: staging's small account throttled on every call; production's healthy calls to the same API
+    # (10 times as many) diluted its share to 17 % when the rule summed the namespaces.
+    "a second deployment throttled": Situation(
+        {"CapctlVendorThrottled"},
+        {
+            'capctl_vendor_calls_total{pod="a",api="DescribeRecordStatus",outcome="ok"}': counter(10),
+            **staging(
+                {
+                    'capctl_vendor_calls_total{api="DescribeRecordStatus",outcome="throttled"}': counter(2),
+                    'capctl_vendor_throttled_total{api="DescribeRecordStatus"}': counter(2),
+                }
+            ),
         },
     ),
     "throttled": Situation(

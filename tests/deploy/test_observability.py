@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.daemon.metrics import Metrics
+from reconciler.providers.base import ErrorKind
 from reconciler.providers.family import VENDORS
 from tests.deploy.daemon_facts import ROOT
 from tests.e2e.conftest import Workdir
@@ -32,6 +33,10 @@ MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
 Served = dict[str, dict[str, set[str]]]  # sample name -> label name -> values seen
+# Values the code gives a label beyond those the healthy daemon served: a vendor call's outcome is `ok` or an
+# error kind, whose child appears at the first such failure (walk 38c-3: rules wrote `=~"retryable"` to pass).
+DECLARED = {("capctl_vendor_calls_total", "outcome"): {"ok", *(kind.value for kind in ErrorKind)}}
+LITERAL = re.compile(r"[\w-]*")  # a `=~` value that is one plain value, checked as `=` is
 
 
 def served(exposition: str) -> Served:
@@ -76,9 +81,10 @@ def problems(where: str, expr: str, names: Served) -> list[str]:
         used_labels |= set(names[name])
         for label, op, value in MATCHER.findall(selector):
             seen = names[name].get(label)
+            one_value = op == "=" or (op == "=~" and LITERAL.fullmatch(value))
             if seen is None and names[name]:
                 found.append(f"{where}: {name} has no label {label!r} (it has {sorted(names[name])})")
-            elif seen is not None and op == "=" and value not in seen:
+            elif seen is not None and one_value and value not in seen | DECLARED.get((name, label), set()):
                 found.append(f"{where}: {name}{{{label}={value!r}}} never served (seen: {sorted(seen)})")
     for grouping in GROUPING.findall(expr) if labels_known else ():
         for label in filter(None, (s.strip() for s in grouping.split(","))):
@@ -115,6 +121,10 @@ def test_the_check_flags_a_metric_that_does_not_exist_yet(metrics: Served) -> No
     assert problems("rule", "max(capctl_no_such_metric) < 1", metrics) == ["rule: capctl_no_such_metric is not served"]
     wrong_label = problems("rule", 'sum by (room) (capctl_callbacks_total{room="x"})', metrics)
     assert len(wrong_label) == 2 and "no label 'room'" in wrong_label[0]
+    # A misspelt value, `=` or `=~` alike; an outcome the daemon serves at its first failure is no problem.
+    misspelt = problems("rule", 'capctl_vendor_calls_total{outcome=~"retryabel"}', metrics)
+    assert len(misspelt) == 1 and "outcome='retryabel'} never served" in misspelt[0], misspelt
+    assert problems("rule", 'capctl_vendor_calls_total{outcome="retryable"}', metrics) == []
 
 
 ALERTS = {  # issue 19's alerts, by what they watch
