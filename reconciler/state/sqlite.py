@@ -200,9 +200,8 @@ class SQLiteStateStore(SqlStateStore):
             real = _real(self.path)
             files = [real] + [p for p in (real.with_name(real.name + end) for end in _BESIDE) if os.path.lexists(p)]
             mine = f"give it (and its -wal, -shm and .lock) to this user: chown -h {ids} {_quoted(files)}"
-            raise StateError(
-                f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
-            ) from None
+            told = _foreign(exc, self.path, mine) or _closed_directory(exc, real, ids)
+            raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
             raise
@@ -545,10 +544,27 @@ def _foreign(exc: OSError, path: Path, remedy: str) -> str:
         return ""
     if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
         return ""
-    return (
-        f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
-        f" it; {remedy})"
-    )
+    return _made_by(f"the file belongs to uid {owner}", remedy)
+
+
+def _closed_directory(exc: OSError, real: Path, ids: str) -> str:
+    """For a state whose directory this user may not enter, another user's: a first `sudo capctl apply` makes a
+    missing one root's, 0700, and the service user read only `Permission denied` (walk 39A-1)."""
+    directory = real.parent
+    try:
+        owner = directory.stat().st_uid
+    except OSError:
+        return ""
+    if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid() or os.access(directory, os.X_OK):
+        return ""
+    # By name, with `-h` (walk 38B-4), the directory last: until then nobody else can put a link among its files.
+    files = [real.with_name(real.name + end) for end in ("", *_BESIDE)]
+    remedy = f"give it and the state's files in it to this user: chown -h {ids} {_quoted([*files, directory])}"
+    return _made_by(f"the directory {directory} belongs to uid {owner} and this user may not enter it", remedy)
+
+
+def _made_by(what: str, remedy: str) -> str:
+    return f" (capctl runs as uid {os.geteuid()}, {what}: a capctl run as that user made it; {remedy})"
 
 
 def _real(path: Path) -> Path:
