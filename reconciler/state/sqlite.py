@@ -217,11 +217,19 @@ class SQLiteStateStore(SqlStateStore):
             except OSError:  # none (SQLite makes it), or one SQLite's own open names
                 continue
             if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
-                names = f" ({found.st_nlink} names)" if found.st_nlink > 1 else ""
+                names, others = "", ""
+                if found.st_nlink > 1:  # a `cp -al` of the state's directory makes them too (walk 39A-2)
+                    names = f" ({found.st_nlink} names)"
+                    others = (
+                        f"; find its names with: find {_quoted([_mount_point(beside)])} -xdev -samefile"
+                        f" {_quoted([beside])}"
+                        " (a hard-link copy of a live state, `cp -al`, shares the files SQLite writes in place: it is"
+                        " no copy; docs/state.md, Backups)"
+                    )
                 raise StateError(
                     f"{self.url}: the file {beside} is a link or not a plain file{names}: capctl lets"
                     " SQLite write only files of its own beside the state, never where a link leads; see who put it"
-                    " there, and remove the name that is not the state's own (SQLite makes its files again)"
+                    f" there, and remove the name that is not the state's own (SQLite makes its files again){others}"
                 )
         db = sqlite3.connect(
             f"file:{urllib.parse.quote(str(path))}?mode={mode}",
@@ -574,6 +582,13 @@ def _real(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):  # a loop: named when the file is opened
         return path
+
+
+def _mount_point(path: Path) -> Path:
+    """The directory the file system holding `path` is mounted on (where `find -xdev` looks for its other names)."""
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _read_only_mount(directory: Path) -> bool:
