@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import shlex
 import sqlite3
 import stat
@@ -560,15 +561,26 @@ def _closed_directory(exc: OSError, real: Path, ids: str) -> str:
     missing one root's, 0700, and the service user read only `Permission denied` (walk 39A-1)."""
     directory = real.parent
     try:
-        owner = directory.stat().st_uid
+        found = directory.stat()
     except OSError:
         return ""
+    owner = found.st_uid
     if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid() or os.access(directory, os.X_OK):
+        return ""
+    # Only one as capctl makes it (0700), never its owner's home (/root is 0700 too): not a directory to give away.
+    if stat.S_IMODE(found.st_mode) != 0o700 or directory == _home(owner):
         return ""
     # By name, with `-h` (walk 38B-4), the directory last: until then nobody else can put a link among its files.
     files = [real.with_name(real.name + end) for end in ("", *_BESIDE)]
     remedy = f"give it and the state's files in it to this user: chown -h {ids} {_quoted([*files, directory])}"
     return _made_by(f"the directory {directory} belongs to uid {owner} and this user may not enter it", remedy)
+
+
+def _home(uid: int) -> Path | None:
+    try:
+        return Path(pwd.getpwuid(uid).pw_dir).resolve()
+    except (KeyError, OSError):
+        return None
 
 
 def _made_by(what: str, remedy: str) -> str:

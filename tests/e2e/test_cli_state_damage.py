@@ -296,6 +296,11 @@ def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_u
             f" files in it to this user: chown -h 65534:65534 {files} {shlex.quote(str(root / 'state.db.lock'))}"
             f" {shlex.quote(str(root))})"
         ) in said, refused.stderr
+        # Only a directory as capctl makes one (0700, not its owner's home such as /root) is given away.
+        root.chmod(0o750)
+        other = as_another_user(top, state, "state", "list")
+        assert other.returncode == 1 and other.stderr.rstrip().endswith("Permission denied"), other.stderr
+        root.chmod(0o700)
         subprocess.run(said[said.index("chown ") : -1], shell=True)  # the remedy, as printed (no -wal: exit 1)
         assert as_another_user(top, state, "state", "list").returncode == 0
 
