@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import shlex
 import sqlite3
 import stat
@@ -200,9 +201,8 @@ class SQLiteStateStore(SqlStateStore):
             real = _real(self.path)
             files = [real] + [p for p in (real.with_name(real.name + end) for end in _BESIDE) if os.path.lexists(p)]
             mine = f"give it (and its -wal, -shm and .lock) to this user: chown -h {ids} {_quoted(files)}"
-            raise StateError(
-                f"{where}: cannot open the state file: {exc.strerror}{_foreign(exc, self.path, mine)}"
-            ) from None
+            told = _foreign(exc, self.path, mine) or _closed_directory(exc, real, ids)
+            raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
             raise
@@ -218,11 +218,19 @@ class SQLiteStateStore(SqlStateStore):
             except OSError:  # none (SQLite makes it), or one SQLite's own open names
                 continue
             if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
-                names = f" ({found.st_nlink} names)" if found.st_nlink > 1 else ""
+                names, others = "", ""
+                if found.st_nlink > 1:  # a `cp -al` of the state's directory makes them too (walk 39A-2)
+                    names = f" ({found.st_nlink} names)"
+                    others = (
+                        f"; find its names with: find {_quoted([_mount_point(beside)])} -xdev -samefile"
+                        f" {_quoted([beside])}"
+                        " (a hard-link copy of a live state, `cp -al`, shares the files SQLite writes in place: it is"
+                        " no copy; docs/state.md, Backups)"
+                    )
                 raise StateError(
                     f"{self.url}: the file {beside} is a link or not a plain file{names}: capctl lets"
                     " SQLite write only files of its own beside the state, never where a link leads; see who put it"
-                    " there, and remove the name that is not the state's own (SQLite makes its files again)"
+                    f" there, and remove the name that is not the state's own (SQLite makes its files again){others}"
                 )
         db = sqlite3.connect(
             f"file:{urllib.parse.quote(str(path))}?mode={mode}",
@@ -545,10 +553,38 @@ def _foreign(exc: OSError, path: Path, remedy: str) -> str:
         return ""
     if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid():
         return ""
-    return (
-        f" (capctl runs as uid {os.geteuid()}, the file belongs to uid {owner}: a capctl run as that user made"
-        f" it; {remedy})"
-    )
+    return _made_by(f"the file belongs to uid {owner}", remedy)
+
+
+def _closed_directory(exc: OSError, real: Path, ids: str) -> str:
+    """For a state whose directory this user may not enter, another user's: a first `sudo capctl apply` makes a
+    missing one root's, 0700, and the service user read only `Permission denied` (walk 39A-1)."""
+    directory = real.parent
+    try:
+        found = directory.stat()
+    except OSError:
+        return ""
+    owner = found.st_uid
+    if exc.errno not in (errno.EACCES, errno.EPERM) or owner == os.geteuid() or os.access(directory, os.X_OK):
+        return ""
+    # Only one as capctl makes it (0700), never its owner's home (/root is 0700 too): not a directory to give away.
+    if stat.S_IMODE(found.st_mode) != 0o700 or directory == _home(owner):
+        return ""
+    # By name, with `-h` (walk 38B-4), the directory last: until then nobody else can put a link among its files.
+    files = [real.with_name(real.name + end) for end in ("", *_BESIDE)]
+    remedy = f"give it and the state's files in it to this user: chown -h {ids} {_quoted([*files, directory])}"
+    return _made_by(f"the directory {directory} belongs to uid {owner} and this user may not enter it", remedy)
+
+
+def _home(uid: int) -> Path | None:
+    try:
+        return Path(pwd.getpwuid(uid).pw_dir).resolve()
+    except (KeyError, OSError):
+        return None
+
+
+def _made_by(what: str, remedy: str) -> str:
+    return f" (capctl runs as uid {os.geteuid()}, {what}: a capctl run as that user made it; {remedy})"
 
 
 def _real(path: Path) -> Path:
@@ -558,6 +594,13 @@ def _real(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):  # a loop: named when the file is opened
         return path
+
+
+def _mount_point(path: Path) -> Path:
+    """The directory the file system holding `path` is mounted on (where `find -xdev` looks for its other names)."""
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _read_only_mount(directory: Path) -> bool:

@@ -276,6 +276,35 @@ def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_loc
         assert as_another_user(root, state, "state", "list").returncode == 0
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a state directory root made where another user owns")
+def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_locks_out() -> None:
+    """Walk 39A-1: a first `sudo capctl apply` makes a missing state directory too, root's and 0700; the service
+    user's capctl then read only `cannot open the state file: Permission denied` (no owner, no remedy)."""
+    with tempfile.TemporaryDirectory(prefix="capctl 39a-") as temp:  # (not tmp_path: its parents are root's 0700)
+        top = Path(temp).resolve()
+        os.chown(top, 65534, 65534)
+        root = top / "new dir"
+        state = root / "state.db"
+        assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=top).returncode == 0  # as root
+        refused = as_another_user(top, state, "state", "list")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        said = " ".join(refused.stderr.split())
+        files = " ".join(shlex.quote(str(root / name)) for name in ("state.db", "state.db-wal", "state.db-shm"))
+        assert (
+            f"cannot open the state file: Permission denied (capctl runs as uid 65534, the directory {root} belongs"
+            " to uid 0 and this user may not enter it: a capctl run as that user made it; give it and the state's"
+            f" files in it to this user: chown -h 65534:65534 {files} {shlex.quote(str(root / 'state.db.lock'))}"
+            f" {shlex.quote(str(root))})"
+        ) in said, refused.stderr
+        # Only a directory as capctl makes one (0700, not its owner's home such as /root) is given away.
+        root.chmod(0o750)
+        other = as_another_user(top, state, "state", "list")
+        assert other.returncode == 1 and other.stderr.rstrip().endswith("Permission denied"), other.stderr
+        root.chmod(0o700)
+        subprocess.run(said[said.index("chown ") : -1], shell=True)  # the remedy, as printed (no -wal: exit 1)
+        assert as_another_user(top, state, "state", "list").returncode == 0
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
 def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
     """Walk 35D-4: a WAL state on a read-only mount (a volume mounted `readOnly: true`) opens for no command,

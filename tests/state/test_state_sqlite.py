@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import sqlite3
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -220,8 +221,17 @@ def test_a_log_or_index_file_planted_as_a_hard_link_is_refused_and_what_it_leads
     victim.chmod(0o600)
     os.link(victim, tmp_path / f"state.db{suffix}")
     refused = rf"the file .*state\.db{suffix} is a link or not a plain file \(2 names\): .*remove the name"
-    with pytest.raises(StateError, match=refused):
+    with pytest.raises(StateError, match=refused) as caught:
         SQLiteStateStore(tmp_path / "state.db", create=False)
+    # Walk 39A-2: where its other name is, and why a `cp -al` of a live state (the likely honest cause) is none.
+    mount = tmp_path
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    assert (
+        f"; find its names with: find {shlex.quote(str(mount))} -xdev -samefile"
+        f" {shlex.quote(str(tmp_path / f'state.db{suffix}'))} (a hard-link copy of a live state, `cp -al`, shares"
+        " the files SQLite writes in place: it is no copy; docs/state.md, Backups)"
+    ) in str(caught.value)
     assert victim.read_text() == "root:secret\n" and victim.stat().st_uid == os.geteuid()
     (tmp_path / f"state.db{suffix}").unlink()
     SQLiteStateStore(tmp_path / "state.db", create=False).close()
