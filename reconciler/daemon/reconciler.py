@@ -197,6 +197,7 @@ class Reconciler:
         step = self._steps.check()
         if step:
             self.runtimes.step(step)
+            self._term_began += step  # as the looks it is weighed against (`_failing_from`)
             self.metrics.clock_steps.inc()
         elif not self._unmoved:
             return 0.0  # every pass: nothing to do

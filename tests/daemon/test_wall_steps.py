@@ -4,6 +4,7 @@ itself keep their length, on the monotonic clock (docs/failure-modes.md, "The ho
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,14 @@ from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.model import TaskRecord, TaskStatus
+from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
 from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client
 from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
+from tests.daemon.test_status_page import task_of
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -219,3 +223,26 @@ async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped:
     stepped.sim.stop_task("volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby")
     await stepped.advance(120)  # within a sweep period of its last look it is seen stopped and re-issued
     assert stepped.calls("StartSnapshot") == 2
+
+
+async def test_a_step_back_keeps_status_unknown_since_at_the_first_failed_look(stepped: Harness) -> None:
+    """The term's start was not moved with a step, while its looks were: after a step back, a task this replica
+    had seen running in its term looked unseen in it, and its first failed look said `status unknown since` the
+    state's last good look, written by the replica before the restart (minutes before the vendor failed)."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")
+    await stepped.start()
+    await stepped.advance(200)  # the record's last good look stays its start (written at least every 300 s)
+    await stepped.stop()
+    await stepped.start()  # a new term: its first look sees the run running
+    await stepped.advance(1)
+    stepped.clock.step(-30.0)
+    await stepped.advance(1)  # a pass catches up with the step
+    stepped.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    down_from = stepped.clock.now()
+    await stepped.advance(600)
+    async with await client(stepped) as http:
+        down = (await http.get("/api/v1/status")).json()
+    assert down["unknown"] == 1
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert since >= down_from, since - down_from
