@@ -236,7 +236,8 @@ class Reconciler:
     def _failing_from(self, record: TaskRecord, looked_before: float | None, now: float) -> float:
         """When a failed look's run of failures began, for `unknown_since`: now, but at this term's first look at a
         task last seen before the term, the looks may have failed under the leader before (a restart, a
-        takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY)."""
+        takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY; an
+        update or stop sent since, failed or not, moved it too: `observed_at` is not only written by looks)."""
         first_of_term = looked_before is None or looked_before < self._term_began
         seen = record.observed_at
         return seen if first_of_term and seen is not None and seen < min(self._term_began, now) else now
