@@ -225,22 +225,38 @@ async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped:
     assert stepped.calls("StartSnapshot") == 2
 
 
-async def test_a_step_back_keeps_status_unknown_since_at_the_first_failed_look(stepped: Harness) -> None:
-    """The term's start was not moved with a step, while its looks were: after a step back, a task this replica
-    had seen running in its term looked unseen in it, and its first failed look said `status unknown since` the
-    state's last good look, written by the replica before the restart (minutes before the vendor failed)."""
+@pytest.mark.parametrize(("step", "during_look"), [(-30.0, False), (HOUR, True)])
+async def test_a_step_keeps_status_unknown_since_at_the_first_failed_look(
+    stepped: Harness, step: float, during_look: bool
+) -> None:
+    """Walk 39b-1: the term's start was not moved with a step, while its looks were: after a step back, a task this
+    replica had seen running in its term looked unseen in it, and its first failed look said `status unknown since`
+    the state's last good look, written by the replica before the restart (minutes before the vendor failed). A
+    step landing during that look must not do the same by moving the term's start past the look before."""
     write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
     stepped.sim.publish("volcengine", "lobby", user_id="alice")
+    sim = stepped.sim_app
+    steps: list[float] = []
+
+    async def stepping(scope: Any, receive: Any, send: Any) -> None:
+        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
+            stepped.clock.step(steps.pop())  # while the look awaits its answer
+        await sim(scope, receive, send)
+
+    stepped.sim_app = stepping
     await stepped.start()
     await stepped.advance(200)  # the record's last good look stays its start (written at least every 300 s)
     await stepped.stop()
     await stepped.start()  # a new term: its first look sees the run running
     await stepped.advance(1)
-    stepped.clock.step(-30.0)
-    await stepped.advance(1)  # a pass catches up with the step
+    if not during_look:
+        stepped.clock.step(step)
+        await stepped.advance(1)  # a pass catches up with the step
     stepped.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
     down_from = stepped.clock.now()
+    steps += [step] if during_look else []
     await stepped.advance(600)
+    assert not steps
     async with await client(stepped) as http:
         down = (await http.get("/api/v1/status")).json()
     assert down["unknown"] == 1
