@@ -202,6 +202,19 @@ async def test_a_step_whose_wait_cannot_be_written_keeps_it_all_the_same(stepped
     assert b"capctl_wall_clock_steps_total 1.0" in daemon.metrics.render()
 
 
+def step_in_looks(harness: Harness, steps: list[float]) -> list[float]:
+    """The wall clock steps by each of `steps` (popped, last first) while a GetSnapshotTask awaits its answer."""
+    sim = harness.sim_app
+
+    async def stepping(scope: Any, receive: Any, send: Any) -> None:
+        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
+            harness.clock.step(steps.pop())  # while the look awaits its answer
+        await sim(scope, receive, send)
+
+    harness.sim_app = stepping
+    return steps
+
+
 async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped: Harness) -> None:
     """The step came while a look awaited the vendor: the look's next one, set after the call on the clock as
     it was then (stepped already), was moved by the step again at the next pass, and a run that stopped after
@@ -209,14 +222,7 @@ async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped:
     write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
     stepped.sim.config.volcengine_callback_url = None  # polling only: its looks are the ones it planned
     stepped.sim.publish("volcengine", "lobby", user_id="alice")  # the run goes on past its idle deadline
-    sim, steps = stepped.sim_app, [600.0]
-
-    async def stepping(scope: Any, receive: Any, send: Any) -> None:
-        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
-            stepped.clock.step(steps.pop())  # while the look awaits its answer
-        await sim(scope, receive, send)
-
-    stepped.sim_app = stepping
+    steps = step_in_looks(stepped, [600.0])
     await stepped.start()
     await stepped.advance(30)  # looked at its idle deadline (25 s): running; the step landed in that look
     assert not steps and stepped.calls("StartSnapshot") == 1
@@ -235,15 +241,7 @@ async def test_a_step_keeps_status_unknown_since_at_the_first_failed_look(
     step landing during that look must not do the same by moving the term's start past the look before."""
     write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
     stepped.sim.publish("volcengine", "lobby", user_id="alice")
-    sim = stepped.sim_app
-    steps: list[float] = []
-
-    async def stepping(scope: Any, receive: Any, send: Any) -> None:
-        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
-            stepped.clock.step(steps.pop())  # while the look awaits its answer
-        await sim(scope, receive, send)
-
-    stepped.sim_app = stepping
+    steps = step_in_looks(stepped, [])
     await stepped.start()
     await stepped.advance(200)  # the record's last good look stays its start (written at least every 300 s)
     await stepped.stop()
