@@ -197,6 +197,7 @@ class Reconciler:
         step = self._steps.check()
         if step:
             self.runtimes.step(step)
+            self._term_began += step  # as the looks it is weighed against (`_failing_from`)
             self.metrics.clock_steps.inc()
         elif not self._unmoved:
             return 0.0  # every pass: nothing to do
@@ -232,11 +233,16 @@ class Reconciler:
             return record
         return record.evolve(next_attempt_at=record.next_attempt_at + owed[1])
 
-    def _failing_from(self, record: TaskRecord, looked_before: float | None, now: float) -> float:
+    def _first_of_term(self, key: str) -> bool:
+        """Whether this term has not looked at `key` yet (a restart, a takeover, or a start this term made)."""
+        looked = self.runtimes.get(key).looked_at
+        return looked is None or looked < self._term_began
+
+    def _failing_from(self, record: TaskRecord, first_of_term: bool, now: float) -> float:
         """When a failed look's run of failures began, for `unknown_since`: now, but at this term's first look at a
         task last seen before the term, the looks may have failed under the leader before (a restart, a
-        takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY)."""
-        first_of_term = looked_before is None or looked_before < self._term_began
+        takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY; an
+        update or stop sent since, failed or not, moved it too: `observed_at` is not only written by looks)."""
         seen = record.observed_at
         return seen if first_of_term and seen is not None and seen < min(self._term_began, now) else now
 
@@ -265,7 +271,7 @@ class Reconciler:
         observed: dict[str, Observed] = {}
         # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
         if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
-            looked_before = self.runtimes.get(key).looked_at
+            first_of_term = self._first_of_term(key)  # before the call: a step meanwhile moves both times it weighs
             obs, stepped = await self._observe(record)
             obs = self._with_end_reason(record, obs)
             if stepped:  # what is decided and written from here on is on the clock as it is now
@@ -277,7 +283,7 @@ class Reconciler:
                 runtime.unconfirmed,
                 "unknown" if unknown else None,
                 _look_error(obs) if unknown else None,
-                self._failing_from(record, looked_before, now),
+                self._failing_from(record, first_of_term, now),
             )
             try:
                 record = engine.persist_observations(

@@ -4,6 +4,7 @@ itself keep their length, on the monotonic clock (docs/failure-modes.md, "The ho
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,14 @@ from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.model import TaskRecord, TaskStatus
+from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
 from reconciler.state.base import StateError
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.test_http import client
 from tests.daemon.test_room_jobs import SHOWS, lose_callbacks
+from tests.daemon.test_status_page import task_of
 from tests.specdocs import snapshot_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -198,6 +202,19 @@ async def test_a_step_whose_wait_cannot_be_written_keeps_it_all_the_same(stepped
     assert b"capctl_wall_clock_steps_total 1.0" in daemon.metrics.render()
 
 
+def step_in_looks(harness: Harness, steps: list[float]) -> list[float]:
+    """The wall clock steps by each of `steps` (popped, last first) while a GetSnapshotTask awaits its answer."""
+    sim = harness.sim_app
+
+    async def stepping(scope: Any, receive: Any, send: Any) -> None:
+        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
+            harness.clock.step(steps.pop())  # while the look awaits its answer
+        await sim(scope, receive, send)
+
+    harness.sim_app = stepping
+    return steps
+
+
 async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped: Harness) -> None:
     """The step came while a look awaited the vendor: the look's next one, set after the call on the clock as
     it was then (stepped already), was moved by the step again at the next pass, and a run that stopped after
@@ -205,17 +222,41 @@ async def test_a_step_that_lands_during_a_look_moves_the_next_look_once(stepped:
     write_specs(stepped.specs, snapshot_job("audit", ["lobby"], idle=20))
     stepped.sim.config.volcengine_callback_url = None  # polling only: its looks are the ones it planned
     stepped.sim.publish("volcengine", "lobby", user_id="alice")  # the run goes on past its idle deadline
-    sim, steps = stepped.sim_app, [600.0]
-
-    async def stepping(scope: Any, receive: Any, send: Any) -> None:
-        if steps and b"GetSnapshotTask" in scope.get("query_string", b""):
-            stepped.clock.step(steps.pop())  # while the look awaits its answer
-        await sim(scope, receive, send)
-
-    stepped.sim_app = stepping
+    steps = step_in_looks(stepped, [600.0])
     await stepped.start()
     await stepped.advance(30)  # looked at its idle deadline (25 s): running; the step landed in that look
     assert not steps and stepped.calls("StartSnapshot") == 1
     stepped.sim.stop_task("volcengine", stepped.record(LOBBY).vendor_task_id or "", room_id="lobby")
     await stepped.advance(120)  # within a sweep period of its last look it is seen stopped and re-issued
     assert stepped.calls("StartSnapshot") == 2
+
+
+@pytest.mark.parametrize(("step", "during_look"), [(-30.0, False), (HOUR, True)])
+async def test_a_step_keeps_status_unknown_since_at_the_first_failed_look(
+    stepped: Harness, step: float, during_look: bool
+) -> None:
+    """Walk 39b-1: the term's start was not moved with a step, while its looks were: after a step back, a task this
+    replica had seen running in its term looked unseen in it, and its first failed look said `status unknown since`
+    the state's last good look, written by the replica before the restart (minutes before the vendor failed). A
+    step landing during that look must not do the same by moving the term's start past the look before."""
+    write_specs(stepped.specs, snapshot_job("audit", ["lobby"]))
+    stepped.sim.publish("volcengine", "lobby", user_id="alice")
+    steps = step_in_looks(stepped, [])
+    await stepped.start()
+    await stepped.advance(200)  # the record's last good look stays its start (written at least every 300 s)
+    await stepped.stop()
+    await stepped.start()  # a new term: its first look sees the run running
+    await stepped.advance(1)
+    if not during_look:
+        stepped.clock.step(step)
+        await stepped.advance(1)  # a pass catches up with the step
+    stepped.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    down_from = stepped.clock.now()
+    steps += [step] if during_look else []
+    await stepped.advance(600)
+    assert not steps
+    async with await client(stepped) as http:
+        down = (await http.get("/api/v1/status")).json()
+    assert down["unknown"] == 1
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert since >= down_from, since - down_from
