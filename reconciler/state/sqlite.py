@@ -371,6 +371,10 @@ class SQLiteStateStore(SqlStateStore):
         if self._file is None:
             raise StateError(f"{self.url}: the store is closed")
         self._check_in_place()
+        # Where the path leads now, as a restart would find it: a state directory moved with the link re-pointed
+        # left the daemon standing by for good (walk 39A-3); the directory must still hold the file opened.
+        real = _real(self.path)
+        self.lock_path = real.with_name(real.name + ".lock")
         directory = self._lock_directory()
         try:
             fd, existed = self._open_lock_file(directory, self._file.fd)
@@ -414,7 +418,8 @@ class SQLiteStateStore(SqlStateStore):
     def _lock_directory(self) -> int:
         """A descriptor of the directory the lock file goes in, checked to hold the state file this store opened.
 
-        The lock's path was fixed when the store opened (beside a linked state file's target, 36B-7). Whoever
+        The lock's path is where the state's path leads at each lock (beside a linked state file's target, 36B-7;
+        again at each lock, 39A-3). Whoever
         owns that directory could move it, state file and all, point the link at its new place and leave a link
         to another directory at the old one: root then made the lock file there and gave it to the state's owner
         (walk 38B-1). The check and the lock file's open go through this one descriptor, so nothing can be
@@ -423,7 +428,7 @@ class SQLiteStateStore(SqlStateStore):
         parent = self.lock_path.parent
         moved = (
             f"{self.url}: the state file is no longer in {parent} (its directory was moved or replaced while capctl"
-            " had it open): nothing is written there; open the state again (restart capctl) where it is now"
+            " had it open): nothing is written there; try again (the daemon does every retry period)"
         )
         try:
             directory = os.open(parent, _DIRECTORY)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import reconciler.state.sqlite as sqlite_module
 from reconciler.model import TaskRecord, TaskStatus
 from reconciler.state import LockHeld, SQLiteStateStore, StateError, StateStore, open_state, sqlite_path
 
@@ -193,11 +194,14 @@ def test_a_lock_file_planted_as_a_link_is_refused_and_what_it_leads_to_is_left_a
     store.close()
 
 
-def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(tmp_path: Path) -> None:
-    """Walk 38B-1: the lock's path is fixed when the store opens (beside a linked state file's target, 36B-7).
-    Whoever owns the target's directory could then move that directory (state file and all), point the link at
-    its new place and leave a link to another directory (here `etc`) at the old one: the lock's open went
-    through it, and root made `<name>.lock` there and gave it to the state's owner. No race needed."""
+def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 38B-1: whoever owns a linked state file's directory could move that directory (state file and all),
+    point the link at its new place and leave a link to another directory (here `etc`) at the old one: the lock's
+    open went through the old path, and root made `<name>.lock` there and gave it to the state's owner.
+    Walk 39A-3: the path is resolved again at each lock, as a restart would, so the lock goes where the state file
+    is now and a daemon standing by takes it (it stood by for good); one swapped in between is still refused."""
     (tmp_path / "st").mkdir()
     (tmp_path / "svc").mkdir()
     (tmp_path / "etc").mkdir()
@@ -210,15 +214,19 @@ def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(tmp
     (tmp_path / "st" / "state.db").unlink()
     (tmp_path / "st" / "state.db").symlink_to(tmp_path / "svc" / "e" / "state.db")
     (tmp_path / "svc" / "d").symlink_to(tmp_path / "etc")
+    lock = store.lock("capctl run")
+    store.put(make_record("SnapshotJob/x/moved"))  # and it writes on
+    lock.release()
+    assert (tmp_path / "svc" / "e" / "state.db.lock").is_file() and list((tmp_path / "etc").iterdir()) == []
+    # The directory the path led to swapped between that look and the lock file's open: nothing is made there.
+    monkeypatch.setattr(sqlite_module, "_real", lambda path: tmp_path / "svc" / "d" / "state.db")
     with pytest.raises(StateError, match=r"the state file is no longer in .*svc/d\b.*: nothing is written there"):
         store.lock("capctl apply")
     assert list((tmp_path / "etc").iterdir()) == []
     store.close()
-    # Opened again, the lock is where the state file is now.
-    store = SQLiteStateStore(tmp_path / "st" / "state.db")
-    store.lock("capctl apply").release()
-    store.close()
-    assert (tmp_path / "svc" / "e" / "state.db.lock").is_file() and list((tmp_path / "etc").iterdir()) == []
+    again = SQLiteStateStore(tmp_path / "st" / "state.db")
+    assert again.keys() == ["SnapshotJob/x/moved"]
+    again.close()
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
