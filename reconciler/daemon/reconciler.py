@@ -124,6 +124,7 @@ class Reconciler:
         # (a selector job's room callbacks put the set in force again, about once per resync).
         self._told_waiting: set[str] = set()
         self._term_began = float("-inf")  # when this replica's current term began (`observe_first` of all)
+        self._terms = 0  # terms begun: one begun during a look (a lease regained) is told apart from a step
 
     @property
     def spec(self) -> SpecSet | None:
@@ -160,7 +161,7 @@ class Reconciler:
         """Look at the vendor before acting on each of `keys` (None: every record, as a term begins: a start, a
         lead regained) that may still run."""
         if keys is None:
-            self._term_began = self.clock.now()
+            self._term_began, self._terms = self.clock.now(), self._terms + 1
         for record in self.records.values() if keys is None else filter(None, map(self.records.get, keys)):
             if needs_observation(record):
                 self._update(record.key, runtime.observe_first)
@@ -271,8 +272,9 @@ class Reconciler:
         observed: dict[str, Observed] = {}
         # (A start never confirmed whose spec changed is looked at too: an update may do, if it runs.)
         if record is not None and (self._observation_due(record, now) or transitions.confirmable(task, record)):
-            first_of_term = self._first_of_term(key)  # before the call: a step meanwhile moves both times it weighs
+            first_of_term, term = self._first_of_term(key), self._terms  # before the call: a step moves both times
             obs, stepped = await self._observe(record)
+            first_of_term |= term != self._terms  # a term began during the call (the lease lost and regained)
             obs = self._with_end_reason(record, obs)
             if stepped:  # what is decided and written from here on is on the clock as it is now
                 now = self.clock.now()

@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -29,11 +30,13 @@ from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
+from reconciler.sim.faults import FaultConfig
 from reconciler.state import open_state
-from reconciler.state.base import StateError, StateStore
+from reconciler.state.base import Lock, StateError, StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
+from tests.daemon.test_status_page import task_of
 from tests.servers import daemon_output
 from tests.specdocs import snapshot_job
 from tests.state.helpers import make_record
@@ -60,6 +63,13 @@ async def stop_at_vendor(harness: Harness) -> None:
     )
     assert harness.daemon is not None
     harness.daemon.sync(None)
+
+
+def take_the_lease(other: StateStore, pg_url: str) -> Lock:
+    """The daemon's lease lapses (a long pause) and `other` takes it."""
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("UPDATE capctl_lock SET expires_at = now() - interval '1 second'")
+    return other.lock("capctl apply")
 
 
 async def test_a_renewal_failing_while_the_lease_is_valid_is_retried(harness: Harness, pg_url: str) -> None:
@@ -95,9 +105,7 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
     await harness.advance(1)
     other = open_state(pg_url)
     try:
-        with psycopg.connect(pg_url, autocommit=True) as admin:  # the daemon's lease lapses (a long pause)
-            admin.execute("UPDATE capctl_lock SET expires_at = now() - interval '1 second'")
-        lock = other.lock("capctl apply")
+        lock = take_the_lease(other, pg_url)
         await harness.advance(3)
         async with client(harness) as http:
             ready = await http.get("/readyz")
@@ -594,3 +602,32 @@ async def test_a_callback_whose_hint_cannot_be_written_is_still_answered_and_act
         db.execute("PRAGMA query_only = OFF")
         assert (await http.post("/callbacks/volcengine", content=image(2))).status_code == 200
     assert harness.record(LOBBY).productive
+
+
+async def test_a_lease_regained_in_a_vendor_outage_keeps_status_unknown_since_at_the_last_good_look(
+    harness: Harness, pg_url: str
+) -> None:
+    """Walk 40b: the third way a term begins (38c-2 tested a restart and a takeover by the standby): the lease
+    lost and taken again while the looks fail. The new term forgets the runtime's `unknown_since`; its first
+    failed look must say the state's last good look, not the time the lease came back."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    daemon = await harness.start(open_state(pg_url), leader=LeaderSettings(6.0, 4.0, 2.0))
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask"]))
+    down_from = harness.clock.now()
+    await harness.advance(120)  # the looks fail
+    other = open_state(pg_url)
+    try:
+        lock = take_the_lease(other, pg_url)
+        await harness.advance(30)
+        assert daemon.lease_lost is not None
+        lock.release()
+        await harness.advance(60)  # taken again: its first look of the term fails too
+    finally:
+        other.close()
+    assert daemon.lease_lost is None
+    async with client(harness) as http:
+        down = (await http.get("/api/v1/status")).json()
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert down_from - 300 <= since <= down_from, since - down_from

@@ -368,3 +368,29 @@ async def test_without_room_callbacks_a_first_sight_is_written_at_a_resync(harne
     with sqlite3.connect(harness.state_path) as db:
         seen = db.execute("SELECT subject FROM capctl_history WHERE kind = 'seen'").fetchall()
     assert seen == [(HALL,)]
+
+
+async def test_a_term_begun_during_a_failing_look_gives_that_look_the_last_good_look(harness: Harness) -> None:
+    """Walk 40b-2: the lease lost and regained while a look awaited the vendor (in-flight passes go on while the
+    replica stands by): whether the term had seen the task was read before the call, in the old term, and the
+    look's since was the regain, not the state's last good look (as after a restart or takeover, 38c-2)."""
+    sim, armed = harness.sim_app, [False]
+
+    async def regaining(scope: Any, receive: Any, send: Any) -> None:
+        if armed[0] and b"GetSnapshotTask" in scope.get("query_string", b""):
+            armed[0] = False  # what the controller's `_regained` does to the looks' memory, during this look
+            assert harness.daemon is not None
+            harness.daemon.runtimes.clear_unconfirmed()
+            harness.daemon.reconciler.observe_first()
+        await sim(scope, receive, send)
+
+    harness.sim_app = regaining
+    down_from = await lobby_unseen(harness)
+    await harness.advance(120)  # the looks fail
+    armed[0] = True
+    await harness.advance(120)
+    assert not armed[0]
+    async with await client(harness) as http:
+        down = (await http.get("/api/v1/status")).json()
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert down_from - 300 <= since <= down_from, since - down_from
