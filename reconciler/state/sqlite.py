@@ -53,8 +53,8 @@ __all__ = ["SQLiteStateStore"]
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-# A directory descriptor for *at() calls only: O_PATH needs no read permission on it, as the lock's open by path.
 _BESIDE = ("-wal", "-shm", ".lock")  # the files capctl and SQLite make beside a state file
+# A directory descriptor for *at() calls only: O_PATH needs no read permission on it, as the lock's open by path.
 _DIRECTORY = os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", os.O_RDONLY)
 
 
