@@ -161,6 +161,9 @@ class SQLiteStateStore(SqlStateStore):
         self._db: sqlite3.Connection | None = None
         self._file: _DbFile | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the connection opened
+        # The directory (a descriptor: it follows the directory if moved) and name SQLite opened the file by: the
+        # -wal and -shm it writes for as long as the connection lasts are there
+        self._home: tuple[int, str] | None = None
         where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
         hint = f" (or run `capctl state init --state {where.partition(' ')[0]}` to start a new state in it)"
         self.created = False
@@ -182,6 +185,8 @@ class SQLiteStateStore(SqlStateStore):
                 # mode=rw: a file that vanished meanwhile is an error, never silently created.
                 self._db = self._connect(self.path, mode="rw")
                 self._identity = _identity(self.path)  # after SQLite opened it for writing (an overlayfs copy-up)
+                opened = _real(self.path)
+                self._home = (os.open(opened.parent, _DIRECTORY), opened.name)
             try:
                 self.created |= self._open_schema(create=init, where=where)
             except StateMissing:
@@ -348,8 +353,13 @@ class SQLiteStateStore(SqlStateStore):
             now = _identity(self.path)
         except OSError:
             now = None
-        if self._identity is None or now == self._identity:
+        if self._identity is None:
             return  # not opened at the path yet (a new state being built under its temporary name)
+        if now == self._identity:
+            if self._home is None or _names(self._home, self._identity):
+                return
+            # Moved or renamed alone (the link re-pointed): the log SQLite writes stayed behind (walk 41B-1).
+            raise StateError(self._away_from_log(_real(self.path)))
         if now is None:
             raise StateError(
                 f"{self.url}: the state file is gone from that path (moved or deleted while capctl had it open):"
@@ -444,7 +454,24 @@ class SQLiteStateStore(SqlStateStore):
         if not here:
             os.close(directory)
             raise StateError(moved)
+        # Only beside the log SQLite writes (walk 41B-1): a moved directory takes it along; a second name of the
+        # file elsewhere has none of it.
+        if self._home is not None:
+            home, there = os.fstat(self._home[0]), os.fstat(directory)
+            if (home.st_dev, home.st_ino, self._home[1]) != (there.st_dev, there.st_ino, self.lock_path.stem):
+                os.close(directory)
+                raise StateError(self._away_from_log(self.lock_path.with_suffix("")))
         return directory
+
+    def _away_from_log(self, now_at: Path) -> str:
+        assert self._home is not None
+        return (
+            f"{self.url}: the state file was moved to {now_at} while capctl had it open, away from the -wal and -shm"
+            f" files SQLite keeps beside its name {self._home[1]} where capctl opened it: what capctl writes goes to"
+            " that log, which no capctl opening the state where it is now reads (nor the commits already in it);"
+            " nothing is written; put it back and capctl goes on (move a state only with every capctl on it stopped:"
+            " docs/state.md, Moving it)"
+        )
 
     def _open_lock_file(self, directory: int, state_fd: int) -> tuple[int, bool]:
         """The lock file, opened in `directory` (made if missing), and whether it was there before."""
@@ -507,6 +534,9 @@ class SQLiteStateStore(SqlStateStore):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._home is not None:
+                os.close(self._home[0])
+                self._home = None
             if self._file is not None:  # after the connection: see `_DbFile`
                 self._file.close()
                 self._file = None
@@ -632,6 +662,15 @@ def _exists(name: str, directory: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _names(home: tuple[int, str], identity: tuple[int, int]) -> bool:
+    """Whether the directory `home[0]` (a descriptor) still has the file `identity` by the name `home[1]`."""
+    try:
+        st = os.stat(home[1], dir_fd=home[0], follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def _identity(path: Path) -> tuple[int, int]:
