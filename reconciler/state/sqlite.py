@@ -177,6 +177,7 @@ class SQLiteStateStore(SqlStateStore):
             elif self.path.stat().st_size == 0 and not init:
                 raise StateDamaged(where, "the file is 0 bytes", remedy=hint)
             self._file = _DbFile.open(self.path)
+            self._one_name(where)
             # SQLite reads a file shorter than its header (1 byte, say) as an empty database: `state init` wrote
             # a state over it (walk 13a). Whatever does not begin as SQLite's files do is no state, at any size.
             if os.pread(self._file.fd, len(_SQLITE_HEADER), 0) not in (b"", _SQLITE_HEADER):
@@ -227,8 +228,7 @@ class SQLiteStateStore(SqlStateStore):
                 if found.st_nlink > 1:  # a `cp -al` of the state's directory makes them too (walk 39A-2)
                     names = f" ({found.st_nlink} names)"
                     others = (
-                        f"; find its names with: find {_quoted([_mount_point(beside)])} -xdev -samefile"
-                        f" {_quoted([beside])}"
+                        f"; {_find_names(beside)}"
                         " (a hard-link copy of a live state, `cp -al`, shares the files SQLite writes in place: it is"
                         " no copy; docs/state.md, Backups)"
                     )
@@ -246,6 +246,22 @@ class SQLiteStateStore(SqlStateStore):
         )
         db.execute("PRAGMA synchronous=NORMAL")
         return db
+
+    def _one_name(self, where: str) -> None:
+        """Refuse a state file with a second name (walk 41B-2): SQLite keeps a -wal and -shm beside the name it opens
+        a file by, so what is written through one name is not seen through the other, and that log, replayed
+        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log."""
+        assert self._file is not None
+        names, real = os.fstat(self._file.fd).st_nlink, _real(self.path)
+        if names < 2 or (names == 2 and _being_linked(real, self._file.key)):
+            return
+        raise StateError(
+            f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
+            " name it opens the file by, so what is written through one is not seen through another, and a log"
+            " replayed later puts older pages over newer ones; nothing is read or written; with every capctl on it"
+            f" stopped, {_find_names(real)}; remove every name but the one capctl is given (a hard-link copy,"
+            " `cp -al`, is no copy; docs/state.md, Backups)"
+        )
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
         mode = self._switch_to_wal(db)
@@ -629,6 +645,22 @@ def _real(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):  # a loop: named when the file is opened
         return path
+
+
+def _find_names(path: Path) -> str:
+    return f"find its names with: find {_quoted([_mount_point(path)])} -xdev -samefile {_quoted([path])}"
+
+
+def _being_linked(path: Path, key: tuple[int, int]) -> bool:
+    """Whether the file's other name is the temporary one of a new state being linked into place (`_create_new`:
+    another capctl, between its link and its unlink)."""
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(f".{path.name}.new-"):
+                found = entry.stat(follow_symlinks=False)
+                if (found.st_dev, found.st_ino) == key:
+                    return True
+    return False
 
 
 def _mount_point(path: Path) -> Path:
