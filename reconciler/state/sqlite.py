@@ -255,6 +255,9 @@ class SQLiteStateStore(SqlStateStore):
         names, real = os.fstat(self._file.fd).st_nlink, _real(self.path)
         if names < 2 or (names == 2 and _being_linked(real, self._file.key)):
             return
+        names = os.fstat(self._file.fd).st_nlink  # that temporary name unlinked between the two looks
+        if names < 2:
+            return
         raise StateError(
             f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
             " name it opens the file by, so what is written through one is not seen through another, and a log"
