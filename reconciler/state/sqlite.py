@@ -367,7 +367,8 @@ class SQLiteStateStore(SqlStateStore):
 
         A state file moved, deleted or replaced under a running capctl stays open and writable: what it wrote
         then would be lost (or land in a file nobody reads), and a second capctl at the path would not meet
-        its lock. So every write transaction, taking the lock and renewing it look first (one stat)."""
+        its lock. So every write transaction, taking the lock and renewing it look first (one stat; one more of
+        the name in the directory opened: a link re-pointed to the file moved alone leaves its -wal, 41B-1)."""
         try:
             now = _identity(self.path)
         except OSError:
