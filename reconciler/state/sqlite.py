@@ -161,6 +161,9 @@ class SQLiteStateStore(SqlStateStore):
         self._db: sqlite3.Connection | None = None
         self._file: _DbFile | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the connection opened
+        # The directory (a descriptor: it follows the directory if moved) and name SQLite opened the file by: the
+        # -wal and -shm it writes for as long as the connection lasts are there
+        self._home: tuple[int, str] | None = None
         where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
         hint = f" (or run `capctl state init --state {where.partition(' ')[0]}` to start a new state in it)"
         self.created = False
@@ -174,6 +177,7 @@ class SQLiteStateStore(SqlStateStore):
             elif self.path.stat().st_size == 0 and not init:
                 raise StateDamaged(where, "the file is 0 bytes", remedy=hint)
             self._file = _DbFile.open(self.path)
+            self._one_name(where)
             # SQLite reads a file shorter than its header (1 byte, say) as an empty database: `state init` wrote
             # a state over it (walk 13a). Whatever does not begin as SQLite's files do is no state, at any size.
             if os.pread(self._file.fd, len(_SQLITE_HEADER), 0) not in (b"", _SQLITE_HEADER):
@@ -182,6 +186,8 @@ class SQLiteStateStore(SqlStateStore):
                 # mode=rw: a file that vanished meanwhile is an error, never silently created.
                 self._db = self._connect(self.path, mode="rw")
                 self._identity = _identity(self.path)  # after SQLite opened it for writing (an overlayfs copy-up)
+                opened = _real(self.path)
+                self._home = (os.open(opened.parent, _DIRECTORY), opened.name)
             try:
                 self.created |= self._open_schema(create=init, where=where)
             except StateMissing:
@@ -222,8 +228,7 @@ class SQLiteStateStore(SqlStateStore):
                 if found.st_nlink > 1:  # a `cp -al` of the state's directory makes them too (walk 39A-2)
                     names = f" ({found.st_nlink} names)"
                     others = (
-                        f"; find its names with: find {_quoted([_mount_point(beside)])} -xdev -samefile"
-                        f" {_quoted([beside])}"
+                        f"; {_find_names(beside)}"
                         " (a hard-link copy of a live state, `cp -al`, shares the files SQLite writes in place: it is"
                         " no copy; docs/state.md, Backups)"
                     )
@@ -241,6 +246,25 @@ class SQLiteStateStore(SqlStateStore):
         )
         db.execute("PRAGMA synchronous=NORMAL")
         return db
+
+    def _one_name(self, where: str) -> None:
+        """Refuse a state file with a second name (walk 41B-2): SQLite keeps a -wal and -shm beside the name it opens
+        a file by, so what is written through one name is not seen through the other, and that log, replayed
+        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log."""
+        assert self._file is not None
+        names, real = os.fstat(self._file.fd).st_nlink, _real(self.path)
+        if names < 2 or (names == 2 and _being_linked(real, self._file.key)):
+            return
+        names = os.fstat(self._file.fd).st_nlink  # that temporary name unlinked between the two looks
+        if names < 2:
+            return
+        raise StateError(
+            f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
+            " name it opens the file by, so what is written through one is not seen through another, and a log"
+            " replayed later puts older pages over newer ones; nothing is read or written; with every capctl on it"
+            f" stopped, {_find_names(real)}; remove every name but the one capctl is given (a hard-link copy,"
+            " `cp -al`, is no copy; docs/state.md, Backups)"
+        )
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
         mode = self._switch_to_wal(db)
@@ -343,13 +367,19 @@ class SQLiteStateStore(SqlStateStore):
 
         A state file moved, deleted or replaced under a running capctl stays open and writable: what it wrote
         then would be lost (or land in a file nobody reads), and a second capctl at the path would not meet
-        its lock. So every write transaction, taking the lock and renewing it look first (one stat)."""
+        its lock. So every write transaction, taking the lock and renewing it look first (one stat; one more of
+        the name in the directory opened: a link re-pointed to the file moved alone leaves its -wal, 41B-1)."""
         try:
             now = _identity(self.path)
         except OSError:
             now = None
-        if self._identity is None or now == self._identity:
+        if self._identity is None:
             return  # not opened at the path yet (a new state being built under its temporary name)
+        if now == self._identity:
+            if self._home is None or _names(self._home, self._identity):
+                return
+            # Moved or renamed alone (the link re-pointed): the log SQLite writes stayed behind (walk 41B-1).
+            raise StateError(self._away_from_log(_real(self.path)))
         if now is None:
             raise StateError(
                 f"{self.url}: the state file is gone from that path (moved or deleted while capctl had it open):"
@@ -444,7 +474,24 @@ class SQLiteStateStore(SqlStateStore):
         if not here:
             os.close(directory)
             raise StateError(moved)
+        # Only beside the log SQLite writes (walk 41B-1): a moved directory takes it along; a second name of the
+        # file elsewhere has none of it.
+        if self._home is not None:
+            home, there = os.fstat(self._home[0]), os.fstat(directory)
+            if (home.st_dev, home.st_ino, self._home[1]) != (there.st_dev, there.st_ino, self.lock_path.stem):
+                os.close(directory)
+                raise StateError(self._away_from_log(self.lock_path.with_suffix("")))
         return directory
+
+    def _away_from_log(self, now_at: Path) -> str:
+        assert self._home is not None
+        return (
+            f"{self.url}: the state file was moved to {now_at} while capctl had it open, away from the -wal and -shm"
+            f" files SQLite keeps beside its name {self._home[1]} where capctl opened it: what capctl writes goes to"
+            " that log, which no capctl opening the state where it is now reads (nor the commits already in it);"
+            " nothing is written; put it back and capctl goes on (move a state only with every capctl on it stopped:"
+            " docs/state.md, Moving it)"
+        )
 
     def _open_lock_file(self, directory: int, state_fd: int) -> tuple[int, bool]:
         """The lock file, opened in `directory` (made if missing), and whether it was there before."""
@@ -507,6 +554,9 @@ class SQLiteStateStore(SqlStateStore):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._home is not None:
+                os.close(self._home[0])
+                self._home = None
             if self._file is not None:  # after the connection: see `_DbFile`
                 self._file.close()
                 self._file = None
@@ -601,6 +651,22 @@ def _real(path: Path) -> Path:
         return path
 
 
+def _find_names(path: Path) -> str:
+    return f"find its names with: find {_quoted([_mount_point(path)])} -xdev -samefile {_quoted([path])}"
+
+
+def _being_linked(path: Path, key: tuple[int, int]) -> bool:
+    """Whether the file's other name is the temporary one of a new state being linked into place (`_create_new`:
+    another capctl, between its link and its unlink)."""
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(f".{path.name}.new-"):
+                found = entry.stat(follow_symlinks=False)
+                if (found.st_dev, found.st_ino) == key:
+                    return True
+    return False
+
+
 def _mount_point(path: Path) -> Path:
     """The directory the file system holding `path` is mounted on (where `find -xdev` looks for its other names)."""
     while not os.path.ismount(path) and path != path.parent:
@@ -632,6 +698,15 @@ def _exists(name: str, directory: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _names(home: tuple[int, str], identity: tuple[int, int]) -> bool:
+    """Whether the directory `home[0]` (a descriptor) still has the file `identity` by the name `home[1]`."""
+    try:
+        st = os.stat(home[1], dir_fd=home[0], follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def _identity(path: Path) -> tuple[int, int]:

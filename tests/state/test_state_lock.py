@@ -229,6 +229,47 @@ def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(
     again.close()
 
 
+@pytest.mark.parametrize("how", ["to another directory", "renamed in its directory", "a second name elsewhere"])
+def test_a_lock_does_not_follow_a_state_file_taken_away_from_its_write_ahead_log(tmp_path: Path, how: str) -> None:
+    """Walk 41B-1: SQLite keeps the -wal and -shm it opened beside the file's name at the open, for as long as the
+    connection lasts. A lock that followed the file alone to its new place (walk 39A-3 follows a moved directory,
+    whose log moves with it) wrote its commits into the log at the old place: a capctl opening the state where it
+    is now saw none of them and, after the holder was killed, took the lock at an epoch already handed out."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    link = tmp_path / "state.db"
+    link.symlink_to(tmp_path / "a" / "state.db")
+    store = SQLiteStateStore(link)
+    with store.lock("capctl apply"):
+        store.put(make_record("SnapshotJob/x/kept"))
+    now_at = {
+        "to another directory": tmp_path / "b" / "state.db",
+        "renamed in its directory": tmp_path / "a" / "other.db",
+        "a second name elsewhere": tmp_path / "b" / "state.db",
+    }[how]
+    (os.link if how == "a second name elsewhere" else os.rename)(tmp_path / "a" / "state.db", now_at)
+    link.unlink()
+    link.symlink_to(now_at)
+    away = rf"the state file was moved to {re.escape(str(now_at))} while .* away from the -wal .* nothing is written"
+    with pytest.raises(StateError, match=away):
+        store.lock("capctl run")
+    assert not now_at.with_name(now_at.name + ".lock").exists()
+    if how != "a second name elsewhere":  # a write too (the file still beside its log at its other name: written)
+        with pytest.raises(StateError, match=away):
+            store.put(make_record("SnapshotJob/x/lost"))
+    # Put back, it goes on: its commits are in the log it left (a restart would not have them: SQLite writes them
+    # into the file only beside that log).
+    (os.unlink(now_at) if how == "a second name elsewhere" else os.rename(now_at, tmp_path / "a" / "state.db"))
+    link.unlink()
+    link.symlink_to(tmp_path / "a" / "state.db")
+    with store.lock("capctl run"):
+        store.put(make_record("SnapshotJob/x/then"))
+    store.close()
+    again = SQLiteStateStore(link)
+    assert again.keys() == ["SnapshotJob/x/kept", "SnapshotJob/x/then"]
+    again.close()
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_lease_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError, match="lease_seconds"):

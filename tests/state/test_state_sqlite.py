@@ -235,3 +235,30 @@ def test_a_log_or_index_file_planted_as_a_hard_link_is_refused_and_what_it_leads
     assert victim.read_text() == "root:secret\n" and victim.stat().st_uid == os.geteuid()
     (tmp_path / f"state.db{suffix}").unlink()
     SQLiteStateStore(tmp_path / "state.db", create=False).close()
+
+
+def test_a_state_file_with_a_second_name_is_refused_by_either(tmp_path: Path) -> None:
+    """Walk 41B-2: SQLite keeps a -wal and -shm beside the name it opens a file by. A state file linked into another
+    directory (`ln`, `cp -al` of a stopped state) was opened by both names: what the holder by one wrote was not
+    seen by the other, which took the lock at the same epoch, and its commits were lost when the first came back."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = tmp_path / "a" / "state.db"
+    store = SQLiteStateStore(first)
+    store.put(make_record("SnapshotJob/x/kept"))
+    store.close()
+    os.link(first, tmp_path / "b" / "state.db")
+    mount = tmp_path
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    for name in (first, tmp_path / "b" / "state.db"):
+        with pytest.raises(StateError, match=r"the state file .* has 2 names \(hard links\)") as caught:
+            SQLiteStateStore(name, create=False)
+        assert f"find {shlex.quote(str(mount))} -xdev -samefile {shlex.quote(str(name))}" in str(caught.value)
+        assert not name.with_name("state.db-wal").exists() and not name.with_name("state.db.lock").exists()
+    (tmp_path / "b" / "state.db").unlink()
+    # A new state's own second name, for the moment it is linked into place (`_create_new`), is no other name.
+    os.link(first, tmp_path / "a" / ".state.db.new-1-2")
+    again = SQLiteStateStore(first, create=False)
+    assert again.keys() == ["SnapshotJob/x/kept"]
+    again.close()
