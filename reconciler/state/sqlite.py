@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import pwd
+import re
 import shlex
 import sqlite3
 import stat
@@ -580,7 +581,9 @@ def _closed_directory(exc: OSError, real: Path, ids: str) -> str:
     remedy = _pinned_chown(directory, [real.name + end for end in ("", *_BESIDE)], ids, and_directory=True)
     if not remedy:
         return ""
-    remedy = f"give it and the state's files in it to this user: {remedy}"
+    remedy = (
+        f"if it holds the state's files and nothing else, give it and them to this user (the line checks): {remedy}"
+    )
     return _made_by(f"the directory {directory} belongs to uid {owner} and this user may not enter it", remedy)
 
 
@@ -600,7 +603,14 @@ def _pinned_chown(directory: Path, names: list[str], ids: str, *, and_directory:
     seen = f"{found.st_uid}:{stat.S_IMODE(found.st_mode):o}"  # as GNU `stat -c %u:%a` prints them
     given = f"chown -h {ids} -- {' '.join(map(shlex.quote, names))}"
     if and_directory:  # braces: a missing -wal makes chown exit 1 after doing the rest; the directory still goes
-        given = f"{{ {given}; chown -h {ids} .; }}"
+        # Only one capctl made: it holds the state file and nothing else but its files. A 0700 directory of
+        # root's that this user may not enter may be a system one (/var/lib/private, walk 40A-3), never given.
+        literal = [re.sub(r"([*?[\\])", r"\\\1", name) for name in names]  # `find -name` reads a pattern
+        others = " ".join(f"! -name {shlex.quote(name)}" for name in literal)
+        given = (
+            f'[ -f {shlex.quote(names[0])} ] && [ -z "$(find . -mindepth 1 -maxdepth 1 {others})" ]'
+            f" && {{ {given}; chown -h {ids} .; }}"
+        )
     return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
 
 

@@ -151,7 +151,14 @@ def as_another_user(
 def pinned(directory: Path, chown: str, seen: str, *, and_directory: bool = False) -> str:
     """The remedy line root is given (walk 40A-2): in `directory` if it is the one capctl saw, names only there."""
     where = shlex.quote(str(directory.resolve()))
-    given = f"{{ chown -h {chown}; chown -h {chown.split()[0]} .; }}" if and_directory else f"chown -h {chown}"
+    given = f"chown -h {chown}"
+    if and_directory:  # given only if it holds the state file and nothing else but its files (walk 40A-3)
+        names = chown.split(" -- ")[1].split()
+        others = " ".join(f"! -name {name}" for name in names)
+        given = (
+            f'[ -f {names[0]} ] && [ -z "$(find . -mindepth 1 -maxdepth 1 {others})" ]'
+            f" && {{ {given}; chown -h {chown.split()[0]} .; }}"
+        )
     return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
 
 
@@ -322,8 +329,9 @@ def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_u
         names = "state.db state.db-wal state.db-shm state.db.lock"
         assert (
             f"cannot open the state file: Permission denied (capctl runs as uid 65534, the directory {root} belongs"
-            " to uid 0 and this user may not enter it: a capctl run as that user made it; give it and the state's"
-            f" files in it to this user: {pinned(root, f'65534:65534 -- {names}', '0:700', and_directory=True)})"
+            " to uid 0 and this user may not enter it: a capctl run as that user made it; if it holds the state's"
+            " files and nothing else, give it and them to this user (the line checks):"
+            f" {pinned(root, f'65534:65534 -- {names}', '0:700', and_directory=True)})"
         ) in said, refused.stderr
         remedy = said[said.index("(cd -P") : -1]  # as printed
         # Only a directory as capctl makes one (0700, not its owner's home such as /root) is given away.
@@ -345,6 +353,23 @@ def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_u
         assert (victim / "state.db").read_text() == "root:secret\n" and os.stat(victim / "state.db").st_uid == 0
         shutil.rmtree(root)
         (top / "kept").rename(root)
+        # Walk 40A-3: a 0700 directory of root's, such as /var/lib/private, looks the same from outside; the line
+        # gives one away only if it holds the state file and nothing else but its files.
+        system = top / "private"
+        system.mkdir(mode=0o700)
+        (system / "keys").write_text("root:secret\n")
+        offered = " ".join(as_another_user(top, system / "x.db", "state", "list").stderr.split())
+        line = offered[offered.index("(cd -P") : -1]
+        for holds in (["keys", "x.db"], ["x.db", "x.db-wal", "keys"], []):  # others, or no state file at all
+            for name in holds:
+                (system / name).touch()
+            given = subprocess.run(["sh", "-c", line], capture_output=True)
+            assert given.returncode != 0 and {p.stat().st_uid for p in (system, *system.iterdir())} == {0}
+            shutil.rmtree(system)
+            system.mkdir(mode=0o700)
+        (root / "state.db-x").touch()  # not one of the state's files: the state's own directory is refused too
+        assert subprocess.run(["sh", "-c", remedy], capture_output=True).returncode != 0 and root.stat().st_uid == 0
+        (root / "state.db-x").unlink()
         done = subprocess.run(["sh", "-c", remedy], capture_output=True, text=True)
         assert done.returncode == 0 and "state.db-wal" in done.stderr  # (no -wal: chown says so, does the rest)
         assert root.stat().st_uid == state.stat().st_uid == 65534
