@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import pwd
+import re
 import shlex
 import sqlite3
 import stat
@@ -201,13 +202,13 @@ class SQLiteStateStore(SqlStateStore):
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
             ids = f"{os.geteuid()}:{os.getegid()}"
-            # Quoted: the remedy is copied into a shell, and a path may hold a space (walk 37B-3). Its files by name
-            # and `-h`, never a glob: whoever may write the directory could add `state.db-x` as a link to any file
-            # for root to give away when it runs the remedy (walk 38B-4); a linked state's files are its target's.
+            # Its files by name, never a glob: whoever may write the directory could add `state.db-x` as a link to
+            # any file for root to give away (walk 38B-4); a linked state's files are its target's.
             real = _real(self.path)
-            files = [real] + [p for p in (real.with_name(real.name + end) for end in _BESIDE) if os.path.lexists(p)]
-            mine = f"give it (and its -wal, -shm and .lock) to this user: chown -h {ids} {_quoted(files)}"
-            told = _foreign(exc, self.path, mine) or _closed_directory(exc, real, ids)
+            names = [real.name] + [n for n in (real.name + end for end in _BESIDE) if os.path.lexists(real.parent / n)]
+            mine = _pinned_chown(real.parent, names, ids)
+            told = _foreign(exc, self.path, mine and f"give it (and its -wal, -shm and .lock) to this user: {mine}")
+            told = told or _closed_directory(exc, real, ids)
             raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
@@ -509,10 +510,9 @@ class SQLiteStateStore(SqlStateStore):
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StateError(not_own) from None
-            back = (  # `-h`: a link put there meanwhile is changed itself, not the file it leads to (walk 38B-4)
-                "give it to the state file's owner: chown -h"
-                f" --reference={shlex.quote(str(self.path))} {shlex.quote(str(self.lock_path))}"
-            )
+            state = os.fstat(state_fd)
+            back = _pinned_chown(self.lock_path.parent, [name], f"{state.st_uid}:{state.st_gid}")
+            back = back and f"give it to the state file's owner: {back}"
             raise StateError(
                 f"{self.url}: cannot open the lock file {self.lock_path}: {exc.strerror}"
                 f"{_foreign(exc, self.lock_path, back)}"
@@ -602,6 +602,8 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
 
 def _foreign(exc: OSError, path: Path, remedy: str) -> str:
     """For a file this user may not open because another user's: whose it is and how to give it back."""
+    if not remedy:
+        return ""
     try:
         owner = path.stat().st_uid
     except OSError:
@@ -625,10 +627,41 @@ def _closed_directory(exc: OSError, real: Path, ids: str) -> str:
     # Only one as capctl makes it (0700), never its owner's home (/root is 0700 too): not a directory to give away.
     if stat.S_IMODE(found.st_mode) != 0o700 or directory == _home(owner):
         return ""
-    # By name, with `-h` (walk 38B-4), the directory last: until then nobody else can put a link among its files.
-    files = [real.with_name(real.name + end) for end in ("", *_BESIDE)]
-    remedy = f"give it and the state's files in it to this user: chown -h {ids} {_quoted([*files, directory])}"
+    # The directory last: until then nobody else can put a link among its files.
+    remedy = _pinned_chown(directory, [real.name + end for end in ("", *_BESIDE)], ids, and_directory=True)
+    if not remedy:
+        return ""
+    remedy = (
+        f"if it holds the state's files and nothing else, give it and them to this user (the line checks): {remedy}"
+    )
     return _made_by(f"the directory {directory} belongs to uid {owner} and this user may not enter it", remedy)
+
+
+def _pinned_chown(directory: Path, names: list[str], ids: str, *, and_directory: bool = False) -> str:
+    """The line root pastes to give `names` in `directory` (and the directory) to `ids`, or '' when the
+    directory cannot be looked at. Safe whatever the refused user does meanwhile to paths they may write
+    (walk 40A-2): a parent of theirs let them put a link to /etc at the directory's name, and a chown by
+    absolute path gave away /etc/shadow. So the line enters the directory once (`cd -P`), goes on only if that
+    is the directory itself (`pwd -P`: no link on the way) with the owner and mode capctl saw (not one the user
+    made meanwhile), and then names only what is in it; `-h` (walk 38B-4): a link there is changed itself.
+    Quoted (walk 37B-3), `--` (a name may begin with `-`), in a subshell (root's shell stays where it was)."""
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return ""
+    where = shlex.quote(str(directory))
+    seen = f"{found.st_uid}:{stat.S_IMODE(found.st_mode):o}"  # as GNU `stat -c %u:%a` prints them
+    given = f"chown -h {ids} -- {' '.join(map(shlex.quote, names))}"
+    if and_directory:  # braces: a missing -wal makes chown exit 1 after doing the rest; the directory still goes
+        # Only one capctl made: it holds the state file and nothing else but its files. A 0700 directory of
+        # root's that this user may not enter may be a system one (/var/lib/private, walk 40A-3), never given.
+        literal = [re.sub(r"([*?[\\])", r"\\\1", name) for name in names]  # `find -name` reads a pattern
+        others = " ".join(f"! -name {shlex.quote(name)}" for name in literal)
+        given = (
+            f'[ -f {shlex.quote(names[0])} ] && [ -z "$(find . -mindepth 1 -maxdepth 1 {others})" ]'
+            f" && {{ {given}; chown -h {ids} .; }}"
+        )
+    return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
 
 
 def _home(uid: int) -> Path | None:

@@ -10,6 +10,7 @@ import functools
 import os
 import random
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -147,6 +148,40 @@ def as_another_user(
     )
 
 
+def pinned(directory: Path, chown: str, seen: str, *, and_directory: bool = False) -> str:
+    """The remedy line root is given (walk 40A-2): in `directory` if it is the one capctl saw, names only there."""
+    where = shlex.quote(str(directory.resolve()))
+    given = f"chown -h {chown}"
+    if and_directory:  # given only if it holds the state file and nothing else but its files (walk 40A-3)
+        names = chown.split(" -- ")[1].split()
+        others = " ".join(f"! -name {name}" for name in names)
+        given = (
+            f'[ -f {names[0]} ] && [ -z "$(find . -mindepth 1 -maxdepth 1 {others})" ]'
+            f" && {{ {given}; chown -h {chown.split()[0]} .; }}"
+        )
+    return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
+
+
+def refused_after_a_swap(directory: Path, remedy: str, names: list[str]) -> None:
+    """Walk 40A-2: whoever may write the directory's parent swaps the directory for a link (to /etc, say) before
+    root pastes the remedy: a chown by absolute path went through it (/etc/shadow to the service user). The
+    line must do nothing there, and fail."""
+    kept, victim = Path(f"{directory}-kept"), Path(f"{directory}-etc")
+    victim.mkdir()
+    for name in names:
+        (victim / name).write_text("root:secret\n")
+    directory.rename(kept)
+    try:
+        directory.symlink_to(victim)
+        swapped = subprocess.run(["sh", "-c", remedy], capture_output=True, text=True, timeout=30)
+        assert swapped.returncode != 0, swapped.stderr
+        assert [(victim / name).stat().st_uid for name in names] == [0] * len(names) and victim.stat().st_uid == 0
+    finally:
+        directory.unlink(missing_ok=True)
+        kept.rename(directory)
+        shutil.rmtree(victim)
+
+
 @pytest.mark.parametrize("read_only", ["the directory", "the file", "an -shm file", "the directory of a link"])
 def test_a_state_this_user_cannot_write_says_which_file_or_directory_and_changes_nothing(read_only: str) -> None:
     """Walk 35D-1: SQLite said only `attempt to write a readonly database`, for a read-only state file and for a
@@ -223,17 +258,18 @@ def test_a_lock_file_root_makes_goes_to_the_state_owner_and_one_it_kept_is_named
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert (
             f"cannot open the lock file {state}.lock: Permission denied (capctl runs as uid 65534, the file belongs"
-            f" to uid 0: a capctl run as that user made it; give it to the state file's owner: chown -h"
-            f" --reference={shlex.quote(str(state))} {shlex.quote(f'{state}.lock')})"
+            " to uid 0: a capctl run as that user made it; give it to the state file's owner:"
+            f" {pinned(root, '65534:65534 -- state.db.lock', '65534:700')})"
         ) in " ".join(refused.stderr.split()), refused.stderr
         # Walk 38B-4: the directory's owner swaps it for a link before root runs the remedy: chown followed it.
         said = " ".join(refused.stderr.split())
+        refused_after_a_swap(root, said[said.index("(cd -P") : -1], ["state.db.lock"])  # walk 40A-2
         victim = Path(temp + "-victim")
         victim.write_text("root:secret\n")
         try:
             state.with_name("state.db.lock").unlink()
             state.with_name("state.db.lock").symlink_to(victim)
-            subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
+            subprocess.run(said[said.index("(cd -P") : -1], shell=True, check=True)  # the remedy, as printed
             assert victim.stat().st_uid == 0
         finally:
             victim.unlink()
@@ -257,11 +293,12 @@ def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_loc
         refused = as_another_user(root, state, "state", "list")
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         said = " ".join(refused.stderr.split())
-        remedy = f"chown -h 65534:65534 {shlex.quote(str(state))}"  # the files there, by name (no .lock yet)
+        remedy = pinned(root, "65534:65534 -- state.db", "65534:700")  # the files there, by name (no .lock yet)
         assert (
             "cannot open the state file: Permission denied (capctl runs as uid 65534, the file belongs to uid 0: a"
             f" capctl run as that user made it; give it (and its -wal, -shm and .lock) to this user: {remedy})"
         ) in said, refused.stderr
+        refused_after_a_swap(root, said[said.index("(cd -P") : -1], ["state.db"])  # walk 40A-2
         # Walk 38B-4: the directory's owner adds a link before root runs the remedy; a glob (`state.db*`) took it
         # in, and chown followed it: the file it leads to went to the service user.
         victim = Path(temp + "-victim")
@@ -269,7 +306,7 @@ def test_a_state_root_made_is_named_as_roots_with_the_remedy_for_the_user_it_loc
         try:
             (root / "state.db-x").symlink_to(victim)
             os.lchown(root / "state.db-x", 65534, 65534)
-            subprocess.run(said[said.index("chown ") : -1], shell=True, check=True)  # the remedy, as printed
+            subprocess.run(said[said.index("(cd -P") : -1], shell=True, check=True)  # the remedy, as printed
             assert victim.stat().st_uid == 0
         finally:
             victim.unlink()
@@ -289,19 +326,53 @@ def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_u
         refused = as_another_user(top, state, "state", "list")
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         said = " ".join(refused.stderr.split())
-        files = " ".join(shlex.quote(str(root / name)) for name in ("state.db", "state.db-wal", "state.db-shm"))
+        names = "state.db state.db-wal state.db-shm state.db.lock"
         assert (
             f"cannot open the state file: Permission denied (capctl runs as uid 65534, the directory {root} belongs"
-            " to uid 0 and this user may not enter it: a capctl run as that user made it; give it and the state's"
-            f" files in it to this user: chown -h 65534:65534 {files} {shlex.quote(str(root / 'state.db.lock'))}"
-            f" {shlex.quote(str(root))})"
+            " to uid 0 and this user may not enter it: a capctl run as that user made it; if it holds the state's"
+            " files and nothing else, give it and them to this user (the line checks):"
+            f" {pinned(root, f'65534:65534 -- {names}', '0:700', and_directory=True)})"
         ) in said, refused.stderr
+        remedy = said[said.index("(cd -P") : -1]  # as printed
         # Only a directory as capctl makes one (0700, not its owner's home such as /root) is given away.
         root.chmod(0o750)
         other = as_another_user(top, state, "state", "list")
         assert other.returncode == 1 and other.stderr.rstrip().endswith("Permission denied"), other.stderr
         root.chmod(0o700)
-        subprocess.run(said[said.index("chown ") : -1], shell=True)  # the remedy, as printed (no -wal: exit 1)
+        refused_after_a_swap(root, remedy, ["state.db"])  # the user owns the parent (walk 40A-2)
+        # nor in a directory of the user's own put there instead (whatever it holds)
+        victim = top / "etc"
+        victim.mkdir()
+        (victim / "state.db").write_text("root:secret\n")
+        root.rename(top / "kept")
+        root.mkdir()
+        os.chown(root, 65534, 65534)
+        os.symlink(victim / "state.db", root / "state.db")
+        theirs = subprocess.run(["sh", "-c", remedy], capture_output=True)
+        assert theirs.returncode != 0 and os.lstat(root / "state.db").st_uid == 0
+        assert (victim / "state.db").read_text() == "root:secret\n" and os.stat(victim / "state.db").st_uid == 0
+        shutil.rmtree(root)
+        (top / "kept").rename(root)
+        # Walk 40A-3: a 0700 directory of root's, such as /var/lib/private, looks the same from outside; the line
+        # gives one away only if it holds the state file and nothing else but its files.
+        system = top / "private"
+        system.mkdir(mode=0o700)
+        (system / "keys").write_text("root:secret\n")
+        offered = " ".join(as_another_user(top, system / "x.db", "state", "list").stderr.split())
+        line = offered[offered.index("(cd -P") : -1]
+        for holds in (["keys", "x.db"], ["x.db", "x.db-wal", "keys"], []):  # others, or no state file at all
+            for name in holds:
+                (system / name).touch()
+            given = subprocess.run(["sh", "-c", line], capture_output=True)
+            assert given.returncode != 0 and {p.stat().st_uid for p in (system, *system.iterdir())} == {0}
+            shutil.rmtree(system)
+            system.mkdir(mode=0o700)
+        (root / "state.db-x").touch()  # not one of the state's files: the state's own directory is refused too
+        assert subprocess.run(["sh", "-c", remedy], capture_output=True).returncode != 0 and root.stat().st_uid == 0
+        (root / "state.db-x").unlink()
+        done = subprocess.run(["sh", "-c", remedy], capture_output=True, text=True)
+        assert done.returncode == 0 and "state.db-wal" in done.stderr  # (no -wal: chown says so, does the rest)
+        assert root.stat().st_uid == state.stat().st_uid == 65534
         assert as_another_user(top, state, "state", "list").returncode == 0
 
 
