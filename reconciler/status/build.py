@@ -195,6 +195,8 @@ def _rooms_on_page(
         if record.kind is not JobKind.THUMBNAIL:
             rooms[record.target, accounts.get(record.provider, record.provider)].append(record.key)
     selected = {record.key for record in shown if record.selector is not None}
+    # A tombstone's job no longer wants its room captured: what the room did after the removal is no loss of it.
+    removed = {r.key: r.removed_at for r in shown if r.status is TaskStatus.REMOVED and r.removed_at is not None}
     window = _window(rooms, history, now)
     timelines = []
     for room, account in sorted(rooms):
@@ -208,7 +210,8 @@ def _rooms_on_page(
                 active=active,
                 activity_reported=spans is not None,
                 captures=tuple(
-                    _capture_line(key, history, window, active, key in selected) for key in rooms[room, account]
+                    _capture_line(key, history, window, active, key in selected, removed.get(key))
+                    for key in rooms[room, account]
                 ),
             )
         )
@@ -231,7 +234,7 @@ def _clip(spans: Iterable[Interval], window: Interval) -> tuple[Interval, ...]:
 
 
 def _capture_line(
-    key: str, history: History, window: Interval, active: Sequence[Interval], selected: bool
+    key: str, history: History, window: Interval, active: Sequence[Interval], selected: bool, removed: float | None
 ) -> CaptureLine:
     runs = history.runs(key)
     since = history.known_since(key)
@@ -241,7 +244,8 @@ def _capture_line(
         # lost, not as history unknown: "was room-0003 captured?" read "no gap" for 7 minutes left out (25e).
         # Not when its oldest runs were dropped (MAX_INTERVALS): the first one kept is not its first.
         since = next((a.start for a in active if a.start <= since < a.end), since)
-    known = Interval(window.end if since is None else max(since, window.start), window.end)
+    end = window.end if removed is None else max(window.start, min(removed, window.end))
+    known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
     gaps: list[Gap] = []
     cursor, reason = known.start, _reason_before(runs, known.start)
