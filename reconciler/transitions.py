@@ -33,6 +33,7 @@ __all__ = [
     "confirmable",
     "ended_as_idle",
     "ended_by_fault",
+    "ended_by_removal",
     "failed",
     "findable_start",
     "handed_over_to",
@@ -497,13 +498,23 @@ def not_attempted(record: TaskRecord, error: str) -> TaskRecord:
     return record.evolve(last_error=error)
 
 
+_REMOVED = "removed from specs"  # a tombstone's stop reason when its removal stopped it
+_HANDED_OVER = "handed over to "
+
+
+def ended_by_removal(reason: str | None) -> bool:
+    """Whether a run ended because its task was taken out of the specs: the run after it (the spec restored)
+    starts the task anew, it is no re-issue."""
+    return reason is not None and (reason == _REMOVED or reason.startswith(_HANDED_OVER))
+
+
 def removed(record: TaskRecord, now: float, *, handed_to: str | None = None) -> TaskRecord:
     """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay.
     `handed_to`: the key of the specs that holds its vendor task now (not stopped: that key's run goes on)."""
     stopped_now = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and record.family is not (
         ApiFamily.ZEGO_THUMBNAIL
     )
-    reason = f"handed over to {handed_to}" if handed_to else "removed from specs"
+    reason = f"{_HANDED_OVER}{handed_to}" if handed_to else _REMOVED
     return record.evolve(
         status=TaskStatus.REMOVED,
         stop_reason=reason if stopped_now else record.stop_reason,

@@ -176,11 +176,12 @@ def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
 
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
-    """Each run that followed one which ended with a reason: started again because of that reason."""
+    """Each run that followed one which ended with a reason: started again because of that reason. Not one that
+    followed a removal: the spec restored started the task anew (its record counts no re-issue either)."""
     found = [
         Reissue(after.start, before.reason)
         for before, after in itertools.pairwise(runs)
-        if before.reason is not None and after.start >= horizon
+        if before.reason is not None and not transitions.ended_by_removal(before.reason) and after.start >= horizon
     ]
     return tuple(reversed(found))
 
@@ -269,7 +270,10 @@ def _reason_before(runs: Sequence[Run], at: float) -> str | None:
 
 
 def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | None) -> list[Gap]:
-    """The gap in pieces: while the room was active (capture lost) and while it was not."""
+    """The gap in pieces: while the room was active (capture lost) and while it was not. After a run its
+    removal stopped, none is lost: the job was out of the specs until it was restored."""
+    if transitions.ended_by_removal(reason):
+        active = ()
     cuts = sorted({gap.start, gap.end} | {t for a in active for t in (a.start, a.end) if gap.start < t < gap.end})
     pieces = []
     for start, end in itertools.pairwise(cuts):
