@@ -177,11 +177,12 @@ def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
     """Each run that followed one which ended with a reason: started again because of that reason. Not one that
-    followed a removal: the spec restored started the task anew (its record counts no re-issue either)."""
+    followed a replace or a removal (the spec restored): capctl ended that run, the vendor did not, and the
+    record counts no re-issue for it either."""
     found = [
         Reissue(after.start, before.reason)
         for before, after in itertools.pairwise(runs)
-        if before.reason is not None and not transitions.ended_by_removal(before.reason) and after.start >= horizon
+        if before.reason is not None and not transitions.ended_by_capctl(before.reason) and after.start >= horizon
     ]
     return tuple(reversed(found))
 

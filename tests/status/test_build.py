@@ -192,20 +192,23 @@ def test_a_tombstones_room_active_after_its_removal_is_no_capture_lost() -> None
 def test_a_job_restored_from_its_tombstone_lists_no_reissue_and_no_capture_lost_while_it_was_removed() -> None:
     """Walk 41c: RecordingJob class-recs removed (its class-102 run stopped, `removed from specs`) and put back 3
     minutes later read "Re-issues 0" above a listed re-issue `removed from specs`, and its room "3m lost while
-    active": the restore started the task anew, and nothing was wanted while the job was out of the specs."""
+    active": the restore started the task anew, and nothing was wanted while the job was out of the specs. A
+    replace (its idleTimeout edited) was listed as a re-issue `replaced` too; its own gap is lost capture still."""
     told, key = Told(), "RecordingJob/class-recs/class-102"
     told.room_active("class-102", NOW - 900, account=ZEGO)
     run = told.start(record(key, selector="class-*"), NOW - 890)
     removed = told.stop(run, NOW - 700, "removed from specs").evolve(status=TaskStatus.REMOVED, removed_at=NOW - 700)
     restored = told.start(removed.evolve(removed_at=None), NOW - 500)
-    snap = build_snapshot(inputs([restored], history=told.history), StatusQuery(), NOW)
+    replaced = told.start(told.stop(restored, NOW - 300, "replaced"), NOW - 299)  # a spec edit: no re-issue either
+    snap = build_snapshot(inputs([replaced], history=told.history), StatusQuery(), NOW)
     assert snap.jobs[0].groups[0].tasks[0].reissues == ()
     (room,) = snap.rooms
     assert room.captures[0].gaps == (
         Gap(NOW - 900, NOW - 890, True, None),
         Gap(NOW - 700, NOW - 500, False, "removed from specs"),
+        Gap(NOW - 300, NOW - 299, True, "replaced"),
     )
-    assert room.lost_seconds == 10
+    assert room.lost_seconds == 11
 
 
 def test_a_restarted_daemon_draws_the_gaps_before_a_tasks_first_kept_run_as_the_one_before_it() -> None:
