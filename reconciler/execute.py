@@ -554,7 +554,7 @@ class Executor:
 
     async def _stop_for_replace(self, record: TaskRecord) -> TaskRecord:
         if await self._stop_remote(record):
-            record = transitions.stopped(record, "replaced", self._clock.now())
+            record = transitions.stopped(record, transitions.REPLACED, self._clock.now())
             self._store.put(record)
             failpoints.hit("stop.after-commit")
         return record

@@ -324,7 +324,11 @@ def _wrap(head: str, items: Sequence[str], mark: str, columns: int) -> list[str]
 
 # --- room selectors ------------------------------------------------------------------------------------
 
-NO_ACTIVITY = "no room activity known yet (`capctl run` records it): nothing to start"
+# Where the activity comes from, so a daemon that runs and still knows none points at the vendor's callbacks.
+NO_ACTIVITY = (
+    "no room activity known yet (`capctl run` records it from the vendor's room callbacks, sent to its"
+    " /callbacks/volcengine or /callbacks/zego): nothing to start"
+)
 
 
 def selector_facts(

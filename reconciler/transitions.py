@@ -27,12 +27,15 @@ from reconciler.secrets import map_hidden
 __all__ = [
     "FOUND_BY_START",
     "PRODUCTIVE_MARGIN",
+    "REPLACED",
     "TOMBSTONE_RETENTION",
     "action_failed",
     "client_task_id",
     "confirmable",
     "ended_as_idle",
+    "ended_by_capctl",
     "ended_by_fault",
+    "ended_by_removal",
     "failed",
     "findable_start",
     "handed_over_to",
@@ -497,13 +500,30 @@ def not_attempted(record: TaskRecord, error: str) -> TaskRecord:
     return record.evolve(last_error=error)
 
 
+REPLACED = "replaced"  # the stop reason of a run a replace stopped (a spec change, `--replace`)
+_REMOVED = "removed from specs"  # a tombstone's stop reason when its removal stopped it
+_HANDED_OVER = "handed over to "
+
+
+def ended_by_removal(reason: str | None) -> bool:
+    """Whether a run ended because its task was taken out of the specs: the run after it (the spec restored)
+    starts the task anew, it is no re-issue."""
+    return reason is not None and (reason == _REMOVED or reason.startswith(_HANDED_OVER))
+
+
+def ended_by_capctl(reason: str | None) -> bool:
+    """Whether capctl itself ended the run (a replace, a removal): the run after it is no re-issue, which answers
+    a stop the vendor made (the record's `reissue_count` counts neither)."""
+    return reason == REPLACED or ended_by_removal(reason)
+
+
 def removed(record: TaskRecord, now: float, *, handed_to: str | None = None) -> TaskRecord:
     """The tombstone of a pruned task: vendor ids, counters and (for a thumbnail) the content hash stay.
     `handed_to`: the key of the specs that holds its vendor task now (not stopped: that key's run goes on)."""
     stopped_now = record.status in (TaskStatus.RUNNING, TaskStatus.PENDING) and record.family is not (
         ApiFamily.ZEGO_THUMBNAIL
     )
-    reason = f"handed over to {handed_to}" if handed_to else "removed from specs"
+    reason = f"{_HANDED_OVER}{handed_to}" if handed_to else _REMOVED
     return record.evolve(
         status=TaskStatus.REMOVED,
         stop_reason=reason if stopped_now else record.stop_reason,

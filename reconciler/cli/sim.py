@@ -48,9 +48,19 @@ def sim(
         ),
     ] = 0.0,
     volcengine_callback_url: Annotated[
-        str | None, typer.Option(metavar="URL", help="Where to POST Volcengine callbacks.")
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Where to POST Volcengine callbacks: the daemon's http://HOST:PORT/callbacks/volcengine. Without"
+            " it none is sent, and a room-selector job learns of no room.",
+        ),
     ] = None,
-    zego_callback_url: Annotated[str | None, typer.Option(metavar="URL", help="Where to POST ZEGO callbacks.")] = None,
+    zego_callback_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL", help="Where to POST ZEGO callbacks: the daemon's http://HOST:PORT/callbacks/zego (as above)."
+        ),
+    ] = None,
     scenario: Annotated[
         str | None,
         typer.Option(

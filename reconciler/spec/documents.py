@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.spec.errors import ErrorSink, did_you_mean, dotted, quote
+from reconciler.spec.errors import ErrorSink, did_you_mean, did_you_mean_field, dotted, quote
 from reconciler.spec.fields import (
     CALLBACK_URL_HINT,
     CALLBACK_URL_PATTERN,
@@ -167,7 +167,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     ctx = err.get("ctx") or {}
     value = err.get("input")
     if kind == "extra_forbidden":
-        hint = did_you_mean(str(path[-1]), _field_names(model, path[:-1]))
+        hint = did_you_mean_field(str(path[-1]), _field_names(model, path[:-1]))
         if not hint:  # no near miss (`interval` on a RecordingJob): say where the right names are (walk 12A-8)
             where = ".".join(
                 [_kind_of(model), *(p for p in path[:-1] if isinstance(p, str))]

@@ -14,7 +14,7 @@ from typing import Final
 from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
 
-__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "dotted", "quote", "shorten"]
+__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "did_you_mean_field", "dotted", "quote", "shorten"]
 
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
 QUOTE_CHARS: Final = 40
@@ -109,3 +109,18 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for a near miss, else an empty string."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def did_you_mean_field(word: str, fields: Iterable[str]) -> str:
+    """The hint for a field name: the one field whose last camelCase words it is (`folder` is `outputFolder`,
+    `timeout` is `idleTimeout`, whatever the case), else a near miss. Letters alone would offer `mode` for
+    `folder`, the word a plan prints for `outputFolder` (walk 41c)."""
+    names = list(fields)
+    ends = [n for n in names if _ends_with_words(n, word)]
+    return f" (did you mean '{ends[0]}'?)" if len(ends) == 1 else did_you_mean(word, names)
+
+
+def _ends_with_words(name: str, word: str) -> bool:
+    """Whether `word` is `name`'s last camelCase words, not all of them: `Folder` in `outputFolder`."""
+    cut = len(name) - len(word)
+    return 0 < cut < len(name) and name[cut].isupper() and name[cut:].lower() == word.lower()

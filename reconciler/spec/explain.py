@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from reconciler.spec.errors import did_you_mean
+from reconciler.spec.errors import did_you_mean, did_you_mean_field
 from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER
 
 __all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
@@ -191,7 +191,7 @@ def _walk(schema: dict[str, Any], path: str) -> tuple[str, dict[str, Any], Node,
         fields, titles = _children(current, defs)
         if name not in fields:
             have = ", ".join(fields) or "none: it is a value"
-            hint = did_you_mean(name, fields)
+            hint = did_you_mean_field(name, fields)
             raise ExplainError(f"{path!r}: {'.'.join(walked)} has no field {name!r}{hint}; its fields: {have}")
         current, where = _child_node(fields[name], defs), _where(fields[name], titles)
         walked.append(name)

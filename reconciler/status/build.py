@@ -176,11 +176,13 @@ def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
 
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
-    """Each run that followed one which ended with a reason: started again because of that reason."""
+    """Each run that followed one which ended with a reason: started again because of that reason. Not one that
+    followed a replace or a removal (the spec restored): capctl ended that run, the vendor did not, and the
+    record counts no re-issue for it either."""
     found = [
         Reissue(after.start, before.reason)
         for before, after in itertools.pairwise(runs)
-        if before.reason is not None and after.start >= horizon
+        if before.reason is not None and not transitions.ended_by_capctl(before.reason) and after.start >= horizon
     ]
     return tuple(reversed(found))
 
@@ -195,6 +197,8 @@ def _rooms_on_page(
         if record.kind is not JobKind.THUMBNAIL:
             rooms[record.target, accounts.get(record.provider, record.provider)].append(record.key)
     selected = {record.key for record in shown if record.selector is not None}
+    # A tombstone's job no longer wants its room captured: what the room did after the removal is no loss of it.
+    removed = {r.key: r.removed_at for r in shown if r.status is TaskStatus.REMOVED and r.removed_at is not None}
     window = _window(rooms, history, now)
     timelines = []
     for room, account in sorted(rooms):
@@ -208,7 +212,8 @@ def _rooms_on_page(
                 active=active,
                 activity_reported=spans is not None,
                 captures=tuple(
-                    _capture_line(key, history, window, active, key in selected) for key in rooms[room, account]
+                    _capture_line(key, history, window, active, key in selected, removed.get(key))
+                    for key in rooms[room, account]
                 ),
             )
         )
@@ -231,7 +236,7 @@ def _clip(spans: Iterable[Interval], window: Interval) -> tuple[Interval, ...]:
 
 
 def _capture_line(
-    key: str, history: History, window: Interval, active: Sequence[Interval], selected: bool
+    key: str, history: History, window: Interval, active: Sequence[Interval], selected: bool, removed: float | None
 ) -> CaptureLine:
     runs = history.runs(key)
     since = history.known_since(key)
@@ -241,7 +246,8 @@ def _capture_line(
         # lost, not as history unknown: "was room-0003 captured?" read "no gap" for 7 minutes left out (25e).
         # Not when its oldest runs were dropped (MAX_INTERVALS): the first one kept is not its first.
         since = next((a.start for a in active if a.start <= since < a.end), since)
-    known = Interval(window.end if since is None else max(since, window.start), window.end)
+    end = window.end if removed is None else max(window.start, min(removed, window.end))
+    known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
     gaps: list[Gap] = []
     cursor, reason = known.start, _reason_before(runs, known.start)
@@ -265,7 +271,10 @@ def _reason_before(runs: Sequence[Run], at: float) -> str | None:
 
 
 def _split_by_activity(gap: Interval, active: Sequence[Interval], reason: str | None) -> list[Gap]:
-    """The gap in pieces: while the room was active (capture lost) and while it was not."""
+    """The gap in pieces: while the room was active (capture lost) and while it was not. After a run its
+    removal stopped, none is lost: the job was out of the specs until it was restored."""
+    if transitions.ended_by_removal(reason):
+        active = ()
     cuts = sorted({gap.start, gap.end} | {t for a in active for t in (a.start, a.end) if gap.start < t < gap.end})
     pieces = []
     for start, end in itertools.pairwise(cuts):

@@ -420,6 +420,22 @@ def test_a_long_change_puts_the_new_value_under_the_old() -> None:
     assert f"StorageConfig.TosConfig.Bucket: {'b' * 63} → {'c' * 63} (forces the replace)" in render_markdown(plan)
 
 
+def test_a_selector_with_no_room_activity_says_where_the_activity_comes_from(tmp_path: Path) -> None:
+    """Walk 41c: with `capctl run` running and a simulator started without its callback URLs, the plan said
+    `no room activity known yet (`capctl run` records it)`: the daemon ran, and nothing said that it learns of
+    rooms from the vendor's room callbacks only."""
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]))
+    counts = {"active": 0, "running": 0, "start": 0, "left_out": 0, "ending": 0, "claimed": 0}
+    view = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "class-*", "max_rooms": None, "counts": counts}
+    plan["selectors"] = [view | {"seen_at": None, "start": [], "left_out": [], "ending": [], "claimed": []}]
+    console = Console(record=True, width=200, color_system=None)
+    render_text(plan, console)
+    assert (
+        "no room activity known yet (`capctl run` records it from the vendor's room callbacks, sent to its"
+        " /callbacks/volcengine or /callbacks/zego): nothing to start" in console.export_text().replace("\n", " ")
+    )
+
+
 def test_a_selectors_rooms_wrap_under_it(tmp_path: Path) -> None:
     """Walk 16c: a selector's rooms to start were one line however many (200 active rooms: ~2,000 columns),
     where a named job's rooms wrap. Now they wrap as those do; the selector's own line and markdown unchanged."""

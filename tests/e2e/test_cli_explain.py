@@ -77,6 +77,8 @@ def test_explain_a_kind_lists_its_fields_and_which_are_required(tmp_path: Path) 
             "SnapshotJob.spec has no field 'intervall' (did you mean 'interval'?); its fields: provider, rooms",
         ),
         ("SnapshotJob.spec.image.widht", "SnapshotJob.spec.image has no field 'widht' (did you mean 'width'?)"),
+        # The plan prints `folder record/`: the field whose last word it is, not `mode` (walk 41c).
+        ("RecordingJob.spec.folder", "RecordingJob.spec has no field 'folder' (did you mean 'outputFolder'?)"),
         ("SnapshotJob.spec.interval.unit", "SnapshotJob.spec.interval has no field 'unit'; its fields: none"),
     ],
 )

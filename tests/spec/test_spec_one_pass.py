@@ -252,6 +252,20 @@ def test_a_reference_in_an_unknown_field_reports_only_the_field(tmp_path: Path) 
     ]
 
 
+def test_an_unknown_field_that_is_the_last_word_of_a_field_is_offered_that_field(tmp_path: Path) -> None:
+    """Walk 41c: `folder: rec/` on a RecordingJob (the plan prints `folder rec/`) was offered `mode`, a near miss
+    by its letters; the field whose last camelCase word it is, whatever its case, is the one meant. A word
+    that ends two fields, or none, keeps the near miss by letters."""
+    body = "provider: zego\nrooms: [x]\nstorage: s3\nfolder: rec/\nFolder: rec/\nduration: 1h\nintervall: 5s"
+    path = _write(tmp_path, "a.yaml", job(kind="RecordingJob", name="rec", body=body))
+    assert _errors(path) == [
+        f"{path}:8:3: unknown field 'spec.folder' (did you mean 'outputFolder'?)",
+        f"{path}:9:3: unknown field 'spec.Folder' (did you mean 'outputFolder'?)",
+        f"{path}:10:3: unknown field 'spec.duration' (did you mean 'maxDuration'?)",
+        f"{path}:11:3: unknown field 'spec.intervall' (`capctl explain RecordingJob.spec` lists its fields)",
+    ]
+
+
 def test_a_provider_a_yaml_error_left_unread_is_not_also_missing_for_its_jobs(tmp_path: Path) -> None:
     """Walk 30c: the YAML error alone, not a cascade of `no Provider named 'cam' (did you mean 'volc'?)` for each
     job naming it; a reference to a name written nowhere is still reported in the same run."""

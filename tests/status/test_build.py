@@ -173,6 +173,44 @@ def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_
     assert crowded.captures[0].known_since == NOW - 80_000
 
 
+def test_a_tombstones_room_active_after_its_removal_is_no_capture_lost() -> None:
+    """Walk 41c: class-102 excluded from its job's selector (its task stopped and tombstoned at 12:10:46) read
+    "1m lost while active", growing while the room stayed active: the job no longer wants it. Its line ends at
+    the removal; the activity before it, while the task ran or waited, is drawn as before."""
+    told, OUT_OF_BAND = Told(), "stopped out of band (Volcengine StopByAPI)"
+    told.room_active("class-102", NOW - 900)
+    run = told.start(record("SnapshotJob/sel/class-102", selector="class-*"), NOW - 890)
+    stopped = told.stop(run, NOW - 700, OUT_OF_BAND)  # lost: 100 s, the room active
+    tombstone = told.stop(told.start(stopped, NOW - 600), NOW - 300, "removed from specs")
+    removed = tombstone.evolve(status=TaskStatus.REMOVED, removed_at=NOW - 300)
+    (room,) = build_snapshot(inputs([removed], history=told.history), StatusQuery(), NOW).rooms
+    (line,) = room.captures
+    assert line.gaps == (Gap(NOW - 900, NOW - 890, True, None), Gap(NOW - 700, NOW - 600, True, OUT_OF_BAND))
+    assert room.lost_seconds == 110
+
+
+def test_a_job_restored_from_its_tombstone_lists_no_reissue_and_no_capture_lost_while_it_was_removed() -> None:
+    """Walk 41c: RecordingJob class-recs removed (its class-102 run stopped, `removed from specs`) and put back 3
+    minutes later read "Re-issues 0" above a listed re-issue `removed from specs`, and its room "3m lost while
+    active": the restore started the task anew, and nothing was wanted while the job was out of the specs. A
+    replace (its idleTimeout edited) was listed as a re-issue `replaced` too; its own gap is lost capture still."""
+    told, key = Told(), "RecordingJob/class-recs/class-102"
+    told.room_active("class-102", NOW - 900, account=ZEGO)
+    run = told.start(record(key, selector="class-*"), NOW - 890)
+    removed = told.stop(run, NOW - 700, "removed from specs").evolve(status=TaskStatus.REMOVED, removed_at=NOW - 700)
+    restored = told.start(removed.evolve(removed_at=None), NOW - 500)
+    replaced = told.start(told.stop(restored, NOW - 300, "replaced"), NOW - 299)  # a spec edit: no re-issue either
+    snap = build_snapshot(inputs([replaced], history=told.history), StatusQuery(), NOW)
+    assert snap.jobs[0].groups[0].tasks[0].reissues == ()
+    (room,) = snap.rooms
+    assert room.captures[0].gaps == (
+        Gap(NOW - 900, NOW - 890, True, None),
+        Gap(NOW - 700, NOW - 500, False, "removed from specs"),
+        Gap(NOW - 300, NOW - 299, True, "replaced"),
+    )
+    assert room.lost_seconds == 11
+
+
 def test_a_restarted_daemon_draws_the_gaps_before_a_tasks_first_kept_run_as_the_one_before_it() -> None:
     """Walk 26b: a task whose starts kept failing for 49 min while its room was active read "49m lost while
     active"; after a restart, "no gap · known since" its first run: when the daemon first saw the task was not
