@@ -326,6 +326,22 @@ def test_every_ci_file_installs_capctl_from_its_sources_with_the_pins(path: Path
         assert not any(re.match(r"capctl\b", r) for r in requirements), f"capctl by name, from the index: {args}"
 
 
+def test_every_command_in_the_ci_files_is_text() -> None:
+    """Walk 41D-4: an unquoted `- test … || { echo "…: …"; exit 1; }` in gitlab-ci.yml is a YAML mapping (a `: `
+    in a plain scalar), not a command: GitLab refuses the whole file (`script config should be a string or a
+    nested array of strings`), so no job of the example ran. GitHub's `run:` likewise."""
+    gitlab = yaml.safe_load((ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text())
+    for name, job in gitlab.items():
+        for key in ("before_script", "script", "after_script"):
+            for line in job.get(key, []) if isinstance(job, dict) else []:
+                assert isinstance(line, str), f"gitlab-ci.yml {name}.{key}: {line!r} is not a command"
+    for path in [*sorted((ROOT / "examples" / "ci").glob("github-*.yaml")), ROOT / "action.yml"]:
+        data = yaml.safe_load(path.read_text())
+        jobs = data["jobs"].values() if "jobs" in data else [data["runs"]]
+        for step in (step for job in jobs for step in job["steps"]):
+            assert isinstance(step.get("run", ""), str), f"{path.name}: {step!r}"
+
+
 def example_spec_variables() -> set[str]:
     """Every `{env: NAME}` examples/specs reference without a default: `validate --resolve-secrets` in an
     empty environment names each one."""
