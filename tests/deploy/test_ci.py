@@ -166,6 +166,17 @@ def test_the_scheduled_drift_check_fails_when_the_vendors_drifted(work: Workdir)
     work.sim.advance(21)  # the room stays empty: the vendor stops the task, nobody re-issues it
     drifted = drift_check()
     assert drifted.returncode == 1 and "drifted from the specs" in drifted.stdout and "reissue" in drifted.stdout
+    # No state configured: no plan against none, which showed every task as a create, "drifted" (walk 41D-3).
+    env["CAPCTL_STATE"] = ""
+    unset = drift_check()
+    assert unset.returncode == 1 and "::error::CAPCTL_STATE is not set" in unset.stdout, unset.stdout
+    assert "drifted" not in unset.stdout and not (work.root / ".capctl").exists()
+    gitlab = yaml.safe_load((ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text())["drift"]["script"]
+    commands = "\n".join(gitlab)
+    unset = subprocess.run(
+        ["bash", "-ec", commands], cwd=work.root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unset.returncode == 1 and "CAPCTL_STATE is not set" in unset.stdout, unset.stdout + unset.stderr
 
 
 CI_FILES = [ROOT / "action" / "plan.sh", *sorted((ROOT / "examples" / "ci").iterdir()), ROOT / "action.yml"]
