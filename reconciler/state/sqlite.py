@@ -591,12 +591,13 @@ def _uncreatable(exc: OSError, directory: Path) -> str:
     with contextlib.suppress(OSError):
         while not place.exists() and place != place.parent:
             place = place.parent
-    if exc.errno == errno.EROFS or _read_only_mount(place):
+    refused = exc.errno in (errno.EACCES, errno.EPERM)
+    if exc.errno == errno.EROFS or (refused and _read_only_mount(place)):
         return (
             f" (the file system holding {place} is mounted read-only: capctl writes its state there; mount a"
             " writable volume there, or keep the state elsewhere: CAPCTL_STATE or --state)"
         )
-    if exc.errno not in (errno.EACCES, errno.EPERM) or os.access(place, os.W_OK | os.X_OK):
+    if not refused or os.access(place, os.W_OK | os.X_OK):
         return ""
     try:
         found = place.stat()
