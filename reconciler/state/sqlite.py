@@ -304,7 +304,8 @@ class SQLiteStateStore(SqlStateStore):
                 return False
             return True
         except OSError as exc:
-            raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}") from None
+            told = _uncreatable(exc, target.parent)
+            raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}{told}") from None
         finally:
             for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
                 with contextlib.suppress(OSError):  # never made (no directory), or already gone
@@ -662,6 +663,36 @@ def _pinned_chown(directory: Path, names: list[str], ids: str, *, and_directory:
             f" && {{ {given}; chown -h {ids} .; }}"
         )
     return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
+
+
+def _uncreatable(exc: OSError, directory: Path) -> str:
+    """For a new state refused by its directory (or the nearest of its parents that exists): a read-only mount,
+    or another user's directory. A container's uid meets both: its state directory on a read-only root without a
+    volume, or a bind-mounted host directory (`docker run -v` makes a missing one root's, 0755) or a volume that
+    ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user."""
+    place = directory
+    with contextlib.suppress(OSError):
+        while not place.exists() and place != place.parent:
+            place = place.parent
+    refused = exc.errno in (errno.EACCES, errno.EPERM)
+    if exc.errno == errno.EROFS or (refused and _read_only_mount(place)):
+        return (
+            f" (the file system holding {place} is mounted read-only: capctl writes its state there; mount a"
+            " writable volume there, or keep the state elsewhere: CAPCTL_STATE or --state)"
+        )
+    if not refused or os.access(place, os.W_OK | os.X_OK):
+        return ""
+    try:
+        found = place.stat()
+    except OSError:
+        return ""
+    groups = ",".join(str(gid) for gid in sorted({os.getegid(), *os.getgroups()}))
+    return (
+        f" (capctl, running as uid {os.geteuid()} (groups {groups}), cannot write the directory {place} (owner"
+        f" uid {found.st_uid}, group {found.st_gid}, mode {stat.S_IMODE(found.st_mode):04o}): give this user write"
+        " access to it (a container's volume: owned by the container's uid, or writable by a group it runs with,"
+        " Kubernetes' fsGroup), or keep the state elsewhere: CAPCTL_STATE or --state)"
+    )
 
 
 def _home(uid: int) -> Path | None:

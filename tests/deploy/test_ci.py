@@ -166,6 +166,17 @@ def test_the_scheduled_drift_check_fails_when_the_vendors_drifted(work: Workdir)
     work.sim.advance(21)  # the room stays empty: the vendor stops the task, nobody re-issues it
     drifted = drift_check()
     assert drifted.returncode == 1 and "drifted from the specs" in drifted.stdout and "reissue" in drifted.stdout
+    # No state configured: no plan against none, which showed every task as a create, "drifted" (walk 41D-3).
+    env["CAPCTL_STATE"] = ""
+    unset = drift_check()
+    assert unset.returncode == 1 and "::error::CAPCTL_STATE is not set" in unset.stdout, unset.stdout
+    assert "drifted" not in unset.stdout and not (work.root / ".capctl").exists()
+    gitlab = yaml.safe_load((ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text())["drift"]["script"]
+    commands = "\n".join(gitlab)
+    unset = subprocess.run(
+        ["bash", "-ec", commands], cwd=work.root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unset.returncode == 1 and "CAPCTL_STATE is not set" in unset.stdout, unset.stdout + unset.stderr
 
 
 CI_FILES = [ROOT / "action" / "plan.sh", *sorted((ROOT / "examples" / "ci").iterdir()), ROOT / "action.yml"]
@@ -324,6 +335,22 @@ def test_every_ci_file_installs_capctl_from_its_sources_with_the_pins(path: Path
         requirements = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c"]
         assert "-c" in args and requirements, args
         assert not any(re.match(r"capctl\b", r) for r in requirements), f"capctl by name, from the index: {args}"
+
+
+def test_every_command_in_the_ci_files_is_text() -> None:
+    """Walk 41D-4: an unquoted `- test … || { echo "…: …"; exit 1; }` in gitlab-ci.yml is a YAML mapping (a `: `
+    in a plain scalar), not a command: GitLab refuses the whole file (`script config should be a string or a
+    nested array of strings`), so no job of the example ran. GitHub's `run:` likewise."""
+    gitlab = yaml.safe_load((ROOT / "examples" / "ci" / "gitlab-ci.yml").read_text())
+    for name, job in gitlab.items():
+        for key in ("before_script", "script", "after_script"):
+            for line in job.get(key, []) if isinstance(job, dict) else []:
+                assert isinstance(line, str), f"gitlab-ci.yml {name}.{key}: {line!r} is not a command"
+    for path in [*sorted((ROOT / "examples" / "ci").glob("github-*.yaml")), ROOT / "action.yml"]:
+        data = yaml.safe_load(path.read_text())
+        jobs = data["jobs"].values() if "jobs" in data else [data["runs"]]
+        for step in (step for job in jobs for step in job["steps"]):
+            assert isinstance(step.get("run", ""), str), f"{path.name}: {step!r}"
 
 
 def example_spec_variables() -> set[str]:

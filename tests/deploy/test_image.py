@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -194,3 +195,33 @@ def test_the_image_runs_the_daemon_against_the_simulator(
     work.env["CAPCTL_STATE"] = f"sqlite:///{state_dir / 'state.db'}"
     listed = work.capctl("state", "list").stdout
     assert "SnapshotJob/audit/lobby" in listed and "running" in listed, listed
+
+
+def test_the_image_keeps_its_state_on_a_volume_as_the_pod_mounts_it(engine: dict[str, str], image: str) -> None:
+    """The single-replica overlay's state volume as the kubelet lays it out for the pod's `fsGroup`: a directory
+    root owns, of that group, setgid and group-writable, the process in that group; then, at the next pod's
+    mount, every file made group-writable. The state's hardening (waves 35-40) must still accept it all; and a
+    directory the pod's user cannot write (a volume type that ignores fsGroup) is named (walk 41D-1)."""
+    pod = yaml.safe_load((ROOT / "deploy/base/deployment.yaml").read_text())["spec"]["template"]["spec"]
+    ids, group = pod["securityContext"], pod["securityContext"]["fsGroup"]
+    user = [f"--user={ids['runAsUser']}:{ids['runAsGroup']}", f"--group-add={group}", "--tmpfs=/tmp"]
+    with tempfile.TemporaryDirectory(prefix="capctl-41d-") as temp:  # (not tmp_path: root's 0700 parents)
+        volume = Path(temp) / "volume"
+        volume.mkdir()
+        os.chown(volume, 0, group)
+        volume.chmod(0o2775)
+        mounted = f"--volume={volume}:/var/lib/capctl"
+        made = run(engine, *user, mounted, image, "state", "init")
+        assert made.returncode == 0, made.stderr
+        for path in volume.iterdir():  # the next mount: the kubelet's recursive pass for fsGroup
+            os.chown(path, -1, group)
+            path.chmod(path.stat().st_mode | 0o660)
+        listed = run(engine, *user, mounted, image, "state", "list")
+        assert listed.returncode == 0 and "0 tasks" in listed.stdout, listed.stderr
+        volume.chmod(0o755)
+        os.chown(volume, 0, 0)
+        (volume / "state.db").unlink()
+        refused = run(engine, *user, mounted, image, "state", "init")
+        assert refused.returncode == 1
+        assert f"running as uid {ids['runAsUser']} " in refused.stderr
+        assert "cannot write the directory /var/lib/capctl (owner uid 0, group 0, mode 0755)" in refused.stderr

@@ -376,6 +376,26 @@ def test_a_state_directory_root_made_is_named_as_roots_with_the_remedy_for_the_u
         assert as_another_user(top, state, "state", "list").returncode == 0
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: a directory another user cannot write")
+def test_a_new_state_in_another_users_directory_names_it_the_user_and_what_to_do() -> None:
+    """Walk 41D-1: the image's uid with a bind-mounted host directory (`docker run -v` makes a missing one root's,
+    0755) or a volume that ignores fsGroup read only `cannot create the state file: Permission denied`."""
+    with tempfile.TemporaryDirectory(prefix="capctl 41d-") as temp:  # (not tmp_path: its parents are root's 0700)
+        top = Path(temp).resolve()
+        top.chmod(0o755)
+        for state in (top / "state.db", top / "missing" / "state.db"):  # the nearest directory that exists
+            proc = as_another_user(top, state, "state", "init")
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            mode = f"{os.getuid()}, group {os.getgid()}, mode 0755"
+            assert (
+                f"cannot create the state file: Permission denied (capctl, running as uid 65534 (groups 65534), cannot"
+                f" write the directory {top} (owner uid {mode}): give this user write access to it (a container's"
+                " volume: owned by the container's uid, or writable by a group it runs with, Kubernetes' fsGroup), or"
+                " keep the state elsewhere: CAPCTL_STATE or --state)"
+            ) in " ".join(proc.stderr.split()), proc.stderr
+        assert os.listdir(top) == []
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")
 def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
     """Walk 35D-4: a WAL state on a read-only mount (a volume mounted `readOnly: true`) opens for no command,
@@ -392,13 +412,24 @@ def test_a_state_on_a_read_only_mount_says_so_and_what_to_do() -> None:
             state = mount / "state.db"
             assert capctl("state", "init", "--state", f"sqlite:///{state}", cwd=Path(temp)).returncode == 0
             subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-            for command in (("state", "list"), ("apply", "--auto-approve")):
-                proc = capctl(*command, "--state", f"sqlite:///{state}", cwd=Path(temp))
+            opened = (
+                f"unable to open database file (SQLITE_CANTOPEN: the file system holding {mount} is mounted read-only:"
+                " capctl writes its state there, and SQLite the state's -wal and -shm files even to read it; mount it"
+                " read-write, or keep the state elsewhere)"
+            )
+            # A new state there: the image's state directory on its read-only root, no volume (walk 41D-1).
+            created = (
+                f"cannot create the state file: Read-only file system (the file system holding {mount} is mounted"
+                " read-only: capctl writes its state there; mount a writable volume there, or keep the state"
+                " elsewhere: CAPCTL_STATE or --state)"
+            )
+            for command, path, said in (
+                (("state", "list"), state, opened),
+                (("apply", "--auto-approve"), state, opened),
+                (("state", "init"), mount / "new" / "state.db", created),
+            ):
+                proc = capctl(*command, "--state", f"sqlite:///{path}", cwd=Path(temp))
                 assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-                assert (
-                    f"unable to open database file (SQLITE_CANTOPEN: the file system holding {mount} is mounted"
-                    " read-only: capctl writes its state there, and SQLite the state's -wal and -shm files even to"
-                    " read it; mount it read-write, or keep the state elsewhere)"
-                ) in " ".join(proc.stderr.split()), proc.stderr
+                assert said in " ".join(proc.stderr.split()), proc.stderr
         finally:
             subprocess.run(["umount", str(mount)], check=True)
