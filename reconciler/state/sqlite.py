@@ -251,7 +251,9 @@ class SQLiteStateStore(SqlStateStore):
     def _one_name(self, where: str) -> None:
         """Refuse a state file with a second name (walk 41B-2): SQLite keeps a -wal and -shm beside the name it opens
         a file by, so what is written through one name is not seen through the other, and that log, replayed
-        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log."""
+        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log. The name to keep
+        is the one a -wal is beside, which is not always the one capctl is given (walk 42A-1: a file linked alone
+        after a crash; the commits in that -wal were lost with the name removed)."""
         assert self._file is not None
         names, real = os.fstat(self._file.fd).st_nlink, _real(self.path)
         if names < 2 or (names == 2 and _being_linked(real, self._file.key)):
@@ -263,8 +265,10 @@ class SQLiteStateStore(SqlStateStore):
             f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
             " name it opens the file by, so what is written through one is not seen through another, and a log"
             " replayed later puts older pages over newer ones; nothing is read or written; with every capctl on it"
-            f" stopped, {_find_names(real)}; remove every name but the one capctl is given (a hard-link copy,"
-            " `cp -al`, is no copy; docs/state.md, Backups)"
+            f" stopped, {_find_names(real)}; keep the one with a -wal file beside it if one has (commits not yet in"
+            " the file are there: removing that name loses them; if several have, docs/state.md, Backups), else the"
+            " one capctl is given; remove the others and give capctl the name kept (a hard-link copy, `cp -al`, is"
+            " no copy)"
         )
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
