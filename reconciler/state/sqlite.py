@@ -265,10 +265,10 @@ class SQLiteStateStore(SqlStateStore):
             f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
             " name it opens the file by, so what is written through one is not seen through another, and a log"
             " replayed later puts older pages over newer ones; nothing is read or written; with every capctl on it"
-            f" stopped, {_find_names(real)}; keep the one with a -wal file beside it if one has (commits not yet in"
-            " the file are there: removing that name loses them; if several have, docs/state.md, Backups), else the"
-            " one capctl is given; remove the others and give capctl the name kept (a hard-link copy, `cp -al`, is"
-            " no copy)"
+            f" stopped, {_find_names(real)}; keep the one with a non-empty -wal file beside it if one has (commits"
+            " not yet in the file are there: removing that name loses them; if several have, docs/state.md, Backups),"
+            " else the one capctl is given; remove the others and give capctl the name kept (a hard-link copy,"
+            " `cp -al`, is no copy)"
         )
 
     def _use_wal(self, db: sqlite3.Connection) -> None:

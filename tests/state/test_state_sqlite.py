@@ -281,7 +281,7 @@ def test_the_name_a_second_name_refusal_says_to_keep_is_the_one_with_the_commits
         SQLiteStateStore(second, create=False)
     told = str(caught.value)
     # The advice as a user reads it: keep the name with a -wal beside it (here a/), remove the other.
-    assert "keep the one with a -wal file beside it if one has" in told, told
+    assert "keep the one with a non-empty -wal file beside it if one has" in told, told
     assert "remove every name but the one capctl is given" not in told, told
     second.unlink()
     kept = SQLiteStateStore(first, create=False)
