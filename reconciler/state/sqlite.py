@@ -165,6 +165,8 @@ class SQLiteStateStore(SqlStateStore):
         # The directory (a descriptor: it follows the directory if moved) and name SQLite opened the file by: the
         # -wal and -shm it writes for as long as the connection lasts are there
         self._home: tuple[int, str] | None = None
+        # The (st_dev, st_ino) of that -wal and -shm: the files go on serving wherever their names are (42A-2)
+        self._log: tuple[tuple[int, int], tuple[int, int]] | None = None
         where = self.url if Path(path).is_absolute() else f"sqlite:///{path} (resolved to {self.path})"
         hint = f" (or run `capctl state init --state {where.partition(' ')[0]}` to start a new state in it)"
         self.created = False
@@ -198,6 +200,7 @@ class SQLiteStateStore(SqlStateStore):
             if create or init:
                 with self._translate_errors(where):
                     self._use_wal(self._db)
+            self._log = _log_files(self._home)  # made by the reads above; kept while the connection lasts
         except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
             self.close()
             # A state a first `sudo capctl apply` made is root's, 0600: its service user is told whose (36B-6).
@@ -251,7 +254,9 @@ class SQLiteStateStore(SqlStateStore):
     def _one_name(self, where: str) -> None:
         """Refuse a state file with a second name (walk 41B-2): SQLite keeps a -wal and -shm beside the name it opens
         a file by, so what is written through one name is not seen through the other, and that log, replayed
-        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log."""
+        later, puts older pages over newer ones. Before SQLite opens it: even a read writes its log. The name to keep
+        is the one a -wal is beside, which is not always the one capctl is given (walk 42A-1: a file linked alone
+        after a crash; the commits in that -wal were lost with the name removed)."""
         assert self._file is not None
         names, real = os.fstat(self._file.fd).st_nlink, _real(self.path)
         if names < 2 or (names == 2 and _being_linked(real, self._file.key)):
@@ -263,8 +268,10 @@ class SQLiteStateStore(SqlStateStore):
             f"{where}: the state file {real} has {names} names (hard links): SQLite keeps a -wal and -shm beside the"
             " name it opens the file by, so what is written through one is not seen through another, and a log"
             " replayed later puts older pages over newer ones; nothing is read or written; with every capctl on it"
-            f" stopped, {_find_names(real)}; remove every name but the one capctl is given (a hard-link copy,"
-            " `cp -al`, is no copy; docs/state.md, Backups)"
+            f" stopped, {_find_names(real)}; keep the one with a non-empty -wal file beside it if one has (commits"
+            " not yet in the file are there: removing that name loses them; if several have, docs/state.md, Backups),"
+            " else the one capctl is given; remove the others and give capctl the name kept (a hard-link copy,"
+            " `cp -al`, is no copy)"
         )
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
@@ -378,7 +385,7 @@ class SQLiteStateStore(SqlStateStore):
         if self._identity is None:
             return  # not opened at the path yet (a new state being built under its temporary name)
         if now == self._identity:
-            if self._home is None or _names(self._home, self._identity):
+            if self._home is None or _names(self._home, self._identity) or self._moved_with_log():
                 return
             # Moved or renamed alone (the link re-pointed): the log SQLite writes stayed behind (walk 41B-1).
             raise StateError(self._away_from_log(_real(self.path)))
@@ -392,6 +399,27 @@ class SQLiteStateStore(SqlStateStore):
             " open): nothing more is written to the one capctl opened; put it back there and capctl goes on,"
             " or stop capctl and see docs/state.md, Restoring a backup"
         )
+
+    def _moved_with_log(self) -> bool:
+        """Whether the file was moved (a link re-pointed) together with the very -wal and -shm SQLite has open:
+        then a capctl opening it where it is now shares every file this one writes, as before the move; the store
+        follows it there (walk 42A-2: 41B-1's refusal stopped a daemon whose state's files were all moved)."""
+        with self._mutex:
+            if self._home is None or self._log is None:
+                return False
+            real = _real(self.path)
+            try:
+                directory = os.open(real.parent, _DIRECTORY)
+            except OSError:
+                return False
+            there = (directory, real.name)
+            assert self._identity is not None
+            if not _names(there, self._identity) or _log_files(there) != self._log:
+                os.close(directory)
+                return False
+            os.close(self._home[0])
+            self._home = there
+            return True
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> FileLock:
         """Take `flock` on the database file itself, and on `<db>.lock` (`lease_seconds` is unused: the OS
@@ -771,6 +799,17 @@ def _names(home: tuple[int, str], identity: tuple[int, int]) -> bool:
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == identity
+
+
+def _log_files(home: tuple[int, str] | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The (st_dev, st_ino) of the -wal and -shm beside the name `home[1]` in the directory `home[0]`, or None."""
+    if home is None:
+        return None
+    try:
+        found = [os.stat(home[1] + end, dir_fd=home[0], follow_symlinks=False) for end in ("-wal", "-shm")]
+    except OSError:
+        return None
+    return (found[0].st_dev, found[0].st_ino), (found[1].st_dev, found[1].st_ino)
 
 
 def _identity(path: Path) -> tuple[int, int]:

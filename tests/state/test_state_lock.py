@@ -229,12 +229,8 @@ def test_a_lock_file_is_made_only_in_the_directory_that_holds_the_state_file(
     again.close()
 
 
-@pytest.mark.parametrize("how", ["to another directory", "renamed in its directory", "a second name elsewhere"])
-def test_a_lock_does_not_follow_a_state_file_taken_away_from_its_write_ahead_log(tmp_path: Path, how: str) -> None:
-    """Walk 41B-1: SQLite keeps the -wal and -shm it opened beside the file's name at the open, for as long as the
-    connection lasts. A lock that followed the file alone to its new place (walk 39A-3 follows a moved directory,
-    whose log moves with it) wrote its commits into the log at the old place: a capctl opening the state where it
-    is now saw none of them and, after the holder was killed, took the lock at an epoch already handed out."""
+def _linked_state_with_a_commit(tmp_path: Path) -> tuple[Path, SQLiteStateStore]:
+    """A state at a/state.db reached through the link `state.db`, one record committed; an empty b/ beside."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     link = tmp_path / "state.db"
@@ -242,6 +238,16 @@ def test_a_lock_does_not_follow_a_state_file_taken_away_from_its_write_ahead_log
     store = SQLiteStateStore(link)
     with store.lock("capctl apply"):
         store.put(make_record("SnapshotJob/x/kept"))
+    return link, store
+
+
+@pytest.mark.parametrize("how", ["to another directory", "renamed in its directory", "a second name elsewhere"])
+def test_a_lock_does_not_follow_a_state_file_taken_away_from_its_write_ahead_log(tmp_path: Path, how: str) -> None:
+    """Walk 41B-1: SQLite keeps the -wal and -shm it opened beside the file's name at the open, for as long as the
+    connection lasts. A lock that followed the file alone to its new place (walk 39A-3 follows a moved directory,
+    whose log moves with it) wrote its commits into the log at the old place: a capctl opening the state where it
+    is now saw none of them and, after the holder was killed, took the lock at an epoch already handed out."""
+    link, store = _linked_state_with_a_commit(tmp_path)
     now_at = {
         "to another directory": tmp_path / "b" / "state.db",
         "renamed in its directory": tmp_path / "a" / "other.db",
@@ -264,6 +270,30 @@ def test_a_lock_does_not_follow_a_state_file_taken_away_from_its_write_ahead_log
     link.symlink_to(tmp_path / "a" / "state.db")
     with store.lock("capctl run"):
         store.put(make_record("SnapshotJob/x/then"))
+    store.close()
+    again = SQLiteStateStore(link)
+    assert again.keys() == ["SnapshotJob/x/kept", "SnapshotJob/x/then"]
+    again.close()
+
+
+def test_a_state_file_moved_with_its_write_ahead_log_is_followed(tmp_path: Path) -> None:
+    """Walk 42A-2: a file moved (its link re-pointed) together with the very -wal and -shm SQLite has open shares
+    every file with a capctl opening it at its new place, as 40A-1's moved directory does: 41B-1's refusal made a
+    daemon stand by until restarted. Without the -shm (another index for the same log) it is still refused."""
+    link, store = _linked_state_with_a_commit(tmp_path)
+    for end in ("", "-wal"):  # first without its -shm: refused
+        os.rename(tmp_path / "a" / f"state.db{end}", tmp_path / "b" / f"state.db{end}")
+    link.unlink()
+    link.symlink_to(tmp_path / "b" / "state.db")
+    with pytest.raises(StateError, match="away from the -wal"):
+        store.put(make_record("SnapshotJob/x/lost"))
+    os.rename(tmp_path / "a" / "state.db-shm", tmp_path / "b" / "state.db-shm")
+    with store.lock("capctl run") as lock:
+        assert (store.lock_path, lock.epoch) == (tmp_path / "b" / "state.db.lock", 2)
+        store.put(make_record("SnapshotJob/x/then"))
+        other = SQLiteStateStore(link, create=False)  # at the new place: sees it at once (the same log)
+        assert other.keys() == ["SnapshotJob/x/kept", "SnapshotJob/x/then"]
+        other.close()
     store.close()
     again = SQLiteStateStore(link)
     assert again.keys() == ["SnapshotJob/x/kept", "SnapshotJob/x/then"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+import signal
 import sqlite3
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import pytest
 from reconciler.clock import FakeClock
 from reconciler.state import LockHeld, SQLiteStateStore, StateError
 
-from .helpers import make_record
+from .helpers import make_record, start_worker
 
 
 def mode(path: Path) -> int:
@@ -262,3 +263,27 @@ def test_a_state_file_with_a_second_name_is_refused_by_either(tmp_path: Path) ->
     again = SQLiteStateStore(first, create=False)
     assert again.keys() == ["SnapshotJob/x/kept"]
     again.close()
+
+
+def test_the_name_a_second_name_refusal_says_to_keep_is_the_one_with_the_commits(tmp_path: Path) -> None:
+    """Walk 42A-1: after a crash the last commits are in the -wal beside the name the state was opened by. A file
+    linked alone elsewhere (`ln`) and given to capctl by that name was refused with "remove every name but the one
+    capctl is given": following it removed the name the -wal is beside, and those commits were lost."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "state.db", tmp_path / "b" / "state.db"
+    worker = start_worker("put-then-die", f"sqlite:///{first}", "3")
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == -signal.SIGKILL, err
+    assert first.with_name("state.db-wal").stat().st_size > 0  # the commits are in it, not yet in the file
+    os.link(first, second)
+    with pytest.raises(StateError, match="has 2 names") as caught:
+        SQLiteStateStore(second, create=False)
+    told = str(caught.value)
+    # The advice as a user reads it: keep the name with a -wal beside it (here a/), remove the other.
+    assert "keep the one with a non-empty -wal file beside it if one has" in told, told
+    assert "remove every name but the one capctl is given" not in told, told
+    second.unlink()
+    kept = SQLiteStateStore(first, create=False)
+    assert (len(kept.keys()), kept.load().serial) == (3, 3)
+    kept.close()
