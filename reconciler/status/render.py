@@ -205,6 +205,8 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
         },
         "all_running": snapshot.all_running,
         "unknown": snapshot.unknown,
+        "needs_attention": snapshot.needs_attention,
+        "waiting_for_room": snapshot.waiting,
         "totals": dict(snapshot.totals),
         "jobs_total": snapshot.jobs_total,
         "attention": [{"job": j.job, "counts": dict(j.counts)} for j in snapshot.attention],
