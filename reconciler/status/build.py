@@ -108,6 +108,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         replica=inputs.replica,
         totals=_ordered(totals),
         jobs_total=len(by_job),
+        jobs_removed=sum(1 for c in by_job.values() if c.keys() == {TaskStatus.REMOVED.value}),
         attention=tuple(_job_view(j, by_job[j], ()) for j in troubled[:MAX_ATTENTION]),
         attention_more=max(0, len(troubled) - MAX_ATTENTION),
         job_names=tuple(sorted(by_job)),

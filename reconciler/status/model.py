@@ -291,7 +291,7 @@ class StatusSnapshot:
     generated_at: float
     replica: Replica
     totals: tuple[tuple[str, int], ...]  # every task by status (unfiltered), in STATUS_ORDER
-    jobs_total: int
+    jobs_total: int  # every job with a record, its tombstones' too
     attention: tuple[JobView, ...]  # jobs with a task that is not running, most troubled first (bounded)
     attention_more: int  # troubled jobs left out of `attention`
     job_names: tuple[str, ...]  # every job, for the filter's choices
@@ -304,6 +304,8 @@ class StatusSnapshot:
     # Room-selector tasks stopped with their room, started when it is selected again (unfiltered): counted as
     # stopped, shown, but no trouble, as a paused resource is not a degraded one in Argo CD's health.
     waiting: int = 0
+    # Jobs whose every task is removed (tombstones): counted in `jobs_total`, not by the spec set's summary.
+    jobs_removed: int = 0
 
     @property
     def settled(self) -> bool:

@@ -209,6 +209,7 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
         "waiting_for_room": snapshot.waiting,
         "totals": dict(snapshot.totals),
         "jobs_total": snapshot.jobs_total,
+        "jobs_removed": snapshot.jobs_removed,
         "attention": [{"job": j.job, "counts": dict(j.counts)} for j in snapshot.attention],
         "attention_more": snapshot.attention_more,
         "query": {

@@ -292,6 +292,24 @@ def test_tasks_waiting_for_their_rooms_are_no_trouble_yet_stay_in_sight() -> Non
     assert "The status of 1 task is unknown" in text
 
 
+def test_a_job_of_tombstones_only_is_counted_as_such() -> None:
+    """Walk 41C-8: after its RecordingJob was removed the Overview read `5 tasks in 2 jobs` beside the spec
+    set's `1 job`: the tombstones' job counted as a job, unsaid. It is said; a job with a task in force is not."""
+    records = [
+        record("RecordingJob/class-recs/class-101", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("RecordingJob/class-recs/class-102", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("SnapshotJob/class-snaps/class-101"),
+        record("SnapshotJob/class-snaps/class-102", TaskStatus.REMOVED, stop_reason="removed from specs"),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert "4 tasks in 2 jobs, 1 of them with removed tasks only (tombstones):" in _text(render_html(snap))
+    assert (to_json(snap)["jobs_total"], to_json(snap)["jobs_removed"]) == (2, 1)
+    alone = build_snapshot(inputs(records[:2]), StatusQuery(), NOW)
+    assert "2 tasks in 1 job, with removed tasks only (tombstones):" in _text(render_html(alone))
+    live = _text(render_html(build_snapshot(inputs(records[2:]), StatusQuery(), NOW)))
+    assert "2 tasks in 1 job:" in live and "tombstones" not in live
+
+
 def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:
     """20d-4: a done thumbnail's row read "Stopped: —" (nothing stops a one-shot task), and its JSON had no time
     at all: when it was submitted is what its team looks for."""
