@@ -22,7 +22,7 @@ from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.text import Text
 
-from reconciler.model import job_of
+from reconciler.model import TaskStatus, job_of
 from reconciler.plan import ChangeJSON, PlanJSON, fmt_seconds, fmt_time, parse_rfc3339
 
 if TYPE_CHECKING:
@@ -584,7 +584,14 @@ def render_state_table(
     to the terminal's `width`, or on a line of its own under its task where fewer than `REASON_MIN` cells are
     left (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
     so grep and awk see every cell whole. `wide` (`-o wide`) has every column, never cut."""
-    from reconciler.transitions import TOMBSTONE_RETENTION
+    from reconciler.transitions import TOMBSTONE_RETENTION, ended_by_removal
+
+    def reason(r: TaskRecord) -> str:
+        # A tombstone whose run had ended before its removal read as a stopped task (`removed … idle timeout`):
+        # its REASON says it was removed, then why that run had ended (walk 41C-6).
+        if r.status is TaskStatus.REMOVED and not ended_by_removal(r.stop_reason):
+            return "removed from specs" + (f" (its run had ended: {r.stop_reason})" if r.stop_reason else "")
+        return r.last_error or r.stop_reason or "-"
 
     if wide:
         # Tasks started by a room selector: their job, room and selector in columns of their own.
@@ -611,7 +618,7 @@ def render_state_table(
                 r.status.value,
                 str(r.reissue_count),
                 _in(r.next_attempt_at - now) if r.next_attempt_at else "-",
-                (r.last_error or r.stop_reason or "-").replace("\n", " "),
+                reason(r).replace("\n", " "),
             )
             for r in records
         ]
@@ -635,7 +642,7 @@ def render_state_table(
                 lines.append(_cut(f"    ↳ {last}", max(width or 0, REASON_MIN)))
     count = f"{len(records)} task{'' if len(records) == 1 else 's'}"
     # Tombstones are listed as any task (status `removed`), and counted apart: they run nothing.
-    removed = sum(1 for r in records if r.status.value == "removed")
+    removed = sum(1 for r in records if r.status is TaskStatus.REMOVED)
     if removed:
         count += f", {removed} of them removed (tombstones, kept {TOMBSTONE_RETENTION / 86400:g} days)"
     return f"{count} (state serial {serial})\n" + "\n".join(lines)

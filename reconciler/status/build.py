@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +79,16 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     counts: dict[tuple[str, TaskStatus], int] = {}
     matching: list[tuple[str, int, str, TaskRecord]] = []
     rank, last = _RANK, len(_RANK)
+    # Per job, its tasks left to their rooms: stopped as a room-selector job's normal life, not a trouble.
+    waiting: Counter[str] = Counter()
+    prune_held = inputs.replica.prune_held
     status_filter, key_filter = query.status, query.job is not None or query.room is not None
     for record in inputs.records:
         key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
         job = job_of(key)
         counts[job, status] = counts.get((job, status), 0) + 1
+        if status is TaskStatus.STOPPED and _waits_for_room(record, prune_held):
+            waiting[job] += 1
         if (status_filter is None or status == status_filter) and (not key_filter or query.matches_key(key)):
             matching.append((job, rank.get(status, last), key, record))
     by_job: dict[str, dict[str, int]] = defaultdict(dict)
@@ -95,15 +100,15 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
     pages = max(1, -(-len(matching) // query.per_page))
     number = min(query.page, pages)
     shown = [m[3] for m in matching[(number - 1) * query.per_page : number * query.per_page]]
-    troubled = sorted(
-        (j for j, c in by_job.items() if any(s not in SETTLED for s in c)),
-        key=lambda j: (-sum(n for s, n in by_job[j].items() if s not in SETTLED), j),
-    )
+    # A job needs a look when a task of it is not running, done or removed, nor waiting for its room.
+    unsettled = {j: sum(n for s, n in c.items() if s not in SETTLED) - waiting[j] for j, c in by_job.items()}
+    troubled = sorted((j for j, n in unsettled.items() if n), key=lambda j: (-unsettled[j], j))
     return StatusSnapshot(
         generated_at=now,
         replica=inputs.replica,
         totals=_ordered(totals),
         jobs_total=len(by_job),
+        jobs_removed=sum(1 for c in by_job.values() if c.keys() == {TaskStatus.REMOVED.value}),
         attention=tuple(_job_view(j, by_job[j], ()) for j in troubled[:MAX_ATTENTION]),
         attention_more=max(0, len(troubled) - MAX_ATTENTION),
         job_names=tuple(sorted(by_job)),
@@ -113,6 +118,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now),
         decisions=_decisions(inputs, query),
         unknown=len(inputs.look_errors),
+        waiting=sum(waiting.values()),
     )
 
 
@@ -162,8 +168,13 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         prune_held=record.key in inputs.replica.prune_held,
         # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
         submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
-        waits_for_room=transitions.left_to_its_room(record) and record.key not in inputs.replica.prune_held,
+        waits_for_room=_waits_for_room(record, inputs.replica.prune_held),
     )
+
+
+def _waits_for_room(record: TaskRecord, prune_held: Collection[str]) -> bool:
+    """Left to its room (`transitions.left_to_its_room`), and not a removed one whose stop a prune holds."""
+    return transitions.left_to_its_room(record) and record.key not in prune_held
 
 
 def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:

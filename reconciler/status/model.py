@@ -291,7 +291,7 @@ class StatusSnapshot:
     generated_at: float
     replica: Replica
     totals: tuple[tuple[str, int], ...]  # every task by status (unfiltered), in STATUS_ORDER
-    jobs_total: int
+    jobs_total: int  # every job with a record, its tombstones' too
     attention: tuple[JobView, ...]  # jobs with a task that is not running, most troubled first (bounded)
     attention_more: int  # troubled jobs left out of `attention`
     job_names: tuple[str, ...]  # every job, for the filter's choices
@@ -301,12 +301,24 @@ class StatusSnapshot:
     rooms: tuple[RoomTimeline, ...]  # rooms of the tasks on this page
     decisions: tuple[Decision, ...]  # newest first, filtered
     unknown: int = 0  # tasks whose last look at the vendor failed (unfiltered): their status is not confirmed
+    # Room-selector tasks stopped with their room, started when it is selected again (unfiltered): counted as
+    # stopped, shown, but no trouble, as a paused resource is not a degraded one in Argo CD's health.
+    waiting: int = 0
+    # Jobs whose every task is removed (tombstones): counted in `jobs_total`, not by the spec set's summary.
+    jobs_removed: int = 0
 
     @property
     def settled(self) -> bool:
-        """Every record says running, done or removed (whether or not the vendor confirmed it)."""
-        return all(s in SETTLED for s, _ in self.totals)
+        """Every record says running, done or removed, or waits for its room (whether or not the vendor
+        confirmed it)."""
+        return sum(n for s, n in self.totals if s not in SETTLED) == self.waiting
+
+    @property
+    def needs_attention(self) -> bool:
+        """A task is failed, pending, dormant, stopped other than waiting for its room, or of unknown status."""
+        return not self.settled or bool(self.unknown)
 
     @property
     def all_running(self) -> bool:
-        return self.settled and not self.unknown
+        """Literally: no task failed, stopped, dormant or pending, and none of unknown status."""
+        return not self.needs_attention and not self.waiting

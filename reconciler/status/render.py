@@ -205,8 +205,11 @@ def to_json(snapshot: StatusSnapshot) -> dict[str, Any]:
         },
         "all_running": snapshot.all_running,
         "unknown": snapshot.unknown,
+        "needs_attention": snapshot.needs_attention,
+        "waiting_for_room": snapshot.waiting,
         "totals": dict(snapshot.totals),
         "jobs_total": snapshot.jobs_total,
+        "jobs_removed": snapshot.jobs_removed,
         "attention": [{"job": j.job, "counts": dict(j.counts)} for j in snapshot.attention],
         "attention_more": snapshot.attention_more,
         "query": {

@@ -404,6 +404,23 @@ def test_state_list_in_80_columns_puts_a_reason_that_cannot_fit_under_its_task()
     assert render_state_table([stopped, running], 1, now=0).splitlines()[2].endswith(reason)  # a pipe: one line
 
 
+def test_state_list_says_a_tombstone_was_removed_also_when_its_run_had_ended_before() -> None:
+    """Walk 41C-6: `RecordingJob/class-recs/class-101   removed   0   -   idle timeout (ZEGO quit_reason 3)` beside
+    `… class-102   removed   0   -   removed from specs`: the REASON of a tombstone whose run had ended before its
+    removal said why that run ended, not that it was removed. `-o wide`'s STOP REASON keeps the stop reason."""
+    from reconciler import transitions
+    from reconciler.model import TaskStatus
+
+    reason = "idle timeout (ZEGO quit_reason 3)"
+    ended = record_for(desired("class-101")).evolve(status=TaskStatus.STOPPED, stop_reason=reason, stopped_at=5.0)
+    tombstones = [transitions.removed(ended, 10.0), transitions.removed(record_for(desired("class-102")), 10.0)]
+    rows = render_state_table(tombstones, 1, now=20).splitlines()[2:]
+    assert rows[0].endswith(f"removed from specs (its run had ended: {reason})"), rows
+    assert rows[1].endswith("   removed from specs"), rows
+    wide = render_state_table(tombstones, 1, now=20, wide=True).splitlines()[2]
+    assert f"   {reason}   " in wide and "its run had ended" not in wide
+
+
 def test_a_long_change_puts_the_new_value_under_the_old() -> None:
     """Walk 16c: `StorageConfig.TosConfig.Bucket: <63 characters> → <63 characters>` was one line of 169 columns;
     now the new value goes under the old when both do not fit, each whole. A short change stays one line."""

@@ -256,6 +256,60 @@ def test_a_selector_task_left_to_end_says_its_room_starts_it_again() -> None:
     assert [tasks[k]["waits_for_room"] for k in (ended, slotted, named)] == [True, False, False]
 
 
+def test_tasks_waiting_for_their_rooms_are_no_trouble_yet_stay_in_sight() -> None:
+    """Walk 41C-5 (25e, 30b): with a selector job the page nearly always headed "Some tasks are not running." in
+    red and listed the job among those with tasks not running, for rooms that simply closed. A task left to its
+    room is its job's normal life, as a paused resource is not a degraded one: the headline stays green and says
+    how many wait, the job is not listed, the count stays in the totals; `all_running` keeps its meaning."""
+    idled = {"selector": "room-*", "stopped_at": NOW - 60, "stop_reason": IDLE}
+    ended = [record(f"SnapshotJob/sel/room-{i}", TaskStatus.STOPPED, **idled) for i in (1, 2)]
+    running = [record("SnapshotJob/sel/room-3", selector="room-*"), record("SnapshotJob/hall/h1")]
+    snap = build_snapshot(inputs([*ended, *running]), StatusQuery(), NOW)
+    html = render_html(snap)
+    text = _text(html)
+    assert "Every task is running or waiting for its room: 2 tasks of room-selector jobs wait for their rooms" in text
+    assert '<p class="verdict ok">' in html and "Some tasks are not running." not in text
+    assert "2 stopped by the vendor (all waiting for their rooms)" in text
+    assert "Jobs with tasks that are not running" not in text
+    data = to_json(snap)
+    assert (data["all_running"], data["needs_attention"], data["waiting_for_room"]) == (False, False, 2)
+    assert data["totals"] == {"stopped": 2, "running": 2} and data["attention"] == []
+    # A task that waits for a slot, or for a human's prune, or any other trouble, is red as before; the job
+    # listed counts its waiting tasks with its stopped ones, and is ranked by its troubled ones only.
+    failed = record("SnapshotJob/hall/h2", TaskStatus.FAILED, last_error="StartSnapshot: InvalidParameter")
+    slotted = record("SnapshotJob/sel/room-4", TaskStatus.STOPPED, selector="room-*", next_attempt_at=NOW + 60)
+    held = dataclasses.replace(LEADER, prune_held=(ended[0].key,), max_prune=20.0)
+    for extra, replica in (([failed], LEADER), ([slotted], LEADER), ([], held)):
+        snap = build_snapshot(inputs([*ended, *running, *extra], replica=replica), StatusQuery(), NOW)
+        text = _text(render_html(snap))
+        assert "Some tasks are not running." in text and to_json(snap)["needs_attention"] is True
+        assert "Jobs with tasks that are not running (other than waiting for their rooms)" in text
+    assert [(j.job, dict(j.counts)) for j in snap.attention] == [("SnapshotJob/sel", {"stopped": 2, "running": 1})]
+    assert snap.waiting == 1  # the task held by the prune waits for a human, not for its room
+    # A status unknown still says so, in red.
+    unknown = dataclasses.replace(inputs([*ended, *running]), look_errors={running[1].key: "HTTP 503"})
+    text = _text(render_html(build_snapshot(unknown, StatusQuery(), NOW)))
+    assert "The status of 1 task is unknown" in text
+
+
+def test_a_job_of_tombstones_only_is_counted_as_such() -> None:
+    """Walk 41C-8: after its RecordingJob was removed the Overview read `5 tasks in 2 jobs` beside the spec
+    set's `1 job`: the tombstones' job counted as a job, unsaid. It is said; a job with a task in force is not."""
+    records = [
+        record("RecordingJob/class-recs/class-101", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("RecordingJob/class-recs/class-102", TaskStatus.REMOVED, stop_reason="removed from specs"),
+        record("SnapshotJob/class-snaps/class-101"),
+        record("SnapshotJob/class-snaps/class-102", TaskStatus.REMOVED, stop_reason="removed from specs"),
+    ]
+    snap = build_snapshot(inputs(records), StatusQuery(), NOW)
+    assert "4 tasks in 2 jobs, 1 of them with removed tasks only (tombstones):" in _text(render_html(snap))
+    assert (to_json(snap)["jobs_total"], to_json(snap)["jobs_removed"]) == (2, 1)
+    alone = build_snapshot(inputs(records[:2]), StatusQuery(), NOW)
+    assert "2 tasks in 1 job, with removed tasks only (tombstones):" in _text(render_html(alone))
+    live = _text(render_html(build_snapshot(inputs(records[2:]), StatusQuery(), NOW)))
+    assert "2 tasks in 1 job:" in live and "tombstones" not in live
+
+
 def test_a_submitted_thumbnail_shows_when_it_was_submitted() -> None:
     """20d-4: a done thumbnail's row read "Stopped: —" (nothing stops a one-shot task), and its JSON had no time
     at all: when it was submitted is what its team looks for."""
