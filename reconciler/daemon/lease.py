@@ -162,6 +162,19 @@ class Lease:
             return f"standby: lost leadership ({self._lost_why}); trying to take the lead"
         return "standby: trying to take the lead"
 
+    def send_instead(self) -> str:
+        """Where `sync` or `wake`, refused while this replica does not act (`lost`), goes instead: to the leader
+        only when one is known; with none yet (it lost the lock, or nobody holds it), "the leader" named no one
+        (walk 37a)."""
+        elector = self.elector
+        if elector.is_leader:
+            return "send it again in a moment: this replica acts once it has read the state"
+        if self._outdated is not None:
+            return "send it to a replica of the newer capctl once one leads"
+        if elector.other_holder is not None and elector.last_error is None:
+            return "send it to the leader"
+        return "no replica is known to lead now: send it again once one leads"
+
     async def take(self, *, lead: bool) -> None:
         """The first attempt, at start (`lead`: the specs read are valid): lead or stand by; either way read
         the state (raises StateError)."""
