@@ -187,9 +187,9 @@ def _password_runs_on(query: str) -> bool:
 # This user's search_path and name, and the schemas holding a capctl_meta table it cannot see for want of USAGE
 # (none when the tables are visible): _hidden reads the path as PostgreSQL does.
 _HIDDEN_STATE = (
-    "SELECT current_setting('search_path'), current_user, coalesce(array_agg(n.nspname::text), '{}'),"
+    "SELECT current_setting('search_path'), current_user, coalesce(array_agg(n.nspname::text ORDER BY n.oid), '{}'),"
     # The server spells the names for the GRANT: its quote_ident knows its reserved words (`order`, `user`).
-    " quote_ident(current_user), coalesce(array_agg(quote_ident(n.nspname)), '{}')"
+    " quote_ident(current_user), coalesce(array_agg(quote_ident(n.nspname) ORDER BY n.oid), '{}')"
     " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
     " AND NOT has_schema_privilege(n.oid, 'USAGE')"
