@@ -165,8 +165,9 @@ class Lease:
 
     def send_instead(self) -> str:
         """Where `sync` or `wake`, refused while this replica does not act (`lost`), goes instead: to the leader
-        only when one is known; with none yet (it lost the lock, or nobody holds it), "the leader" named no one
-        (walk 37a)."""
+        only when one is known (seen holding the lock, or the replica this one just lost it to); with none (the
+        lock free, the store out of reach, an outdated replica before a newer one leads), "the leader" named no
+        one (walk 37a)."""
         elector = self.elector
         if elector.is_leader:
             return "send it again in a moment: this replica acts once it has read the state"
