@@ -417,7 +417,7 @@ class Executor:
                 # update sent again refused leaves the vendor holding whatever the first one left.
                 unconfirmed = exc.unanswered or record.update_unconfirmed
                 failed = sent.evolve(update_unconfirmed=unconfirmed)
-                self._store.put(transitions.action_failed(failed, "update", str(exc), self._clock.now()))
+                self._store.put(transitions.action_failed(failed, "update", str(exc)))
                 raise
             failpoints.hit("update.after-call")
             if transitions.start_unconfirmed(sent):  # a saved plan's update of a start never confirmed: it runs
@@ -444,7 +444,7 @@ class Executor:
         try:
             return await step
         except VendorError as exc:
-            self._store.put(transitions.action_failed(record, action, str(exc), self._clock.now()))
+            self._store.put(transitions.action_failed(record, action, str(exc)))
             raise
 
     async def _update(self, task: DesiredTask, record: TaskRecord) -> None:
@@ -577,7 +577,7 @@ class Executor:
                 # carries fingerprints): the delete cannot find it, as before; retried, it would fail for ever.
                 if exc.unanswered or exc.kind is not ErrorKind.TERMINAL:
                     what = "delete (find its unconfirmed start)"
-                    self._store.put(transitions.action_failed(record, what, str(exc), self._clock.now()))
+                    self._store.put(transitions.action_failed(record, what, str(exc)))
                     raise
                 refusal = exc
         stopped = await self._recording_failure(record, "delete", self._stop_remote(record))

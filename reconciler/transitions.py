@@ -488,10 +488,11 @@ def failed(record: TaskRecord, error: str, now: float, *, next_attempt_at: float
     return record.evolve(status=TaskStatus.FAILED, last_error=error, observed_at=now, next_attempt_at=next_attempt_at)
 
 
-def action_failed(record: TaskRecord, action: str, error: str, now: float) -> TaskRecord:
+def action_failed(record: TaskRecord, action: str, error: str) -> TaskRecord:
     """A failed update, stop or delete: the error is recorded with its action, the status stays what it
-    was (a task whose stop failed still runs)."""
-    return record.evolve(last_error=f"{action} failed: {error}", observed_at=now)
+    was (a task whose stop failed still runs). `observed_at` stays: nothing was seen, and a restart reads it as
+    the last good look (`status unknown since`, walk 39B-2)."""
+    return record.evolve(last_error=f"{action} failed: {error}")
 
 
 def not_attempted(record: TaskRecord, error: str) -> TaskRecord:

@@ -276,7 +276,7 @@ class Daemon(DaemonParts):
         """Why `sync` and `wake` are refused (503), or None. A leader shutting down still holds its lease, but
         its queue takes no keys: it answered `queued N` for keys nothing would reconcile (walk 35b)."""
         if self.lease_lost is not None:
-            return f"not acting: {self.lease_lost} (send it to the leader)"
+            return f"not acting: {self.lease_lost} ({self.lease.send_instead()})"
         if self._stopping:
             return "not acting: shutting down (send it again once the next leader leads)"
         return None

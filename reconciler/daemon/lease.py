@@ -87,6 +87,7 @@ class Lease:
         self._takeover_error: str | None = None
         self._wait = settings.retry_period
         self._lost_why: str | None = None  # the reason of the last `lost leadership`
+        self._lost_to_leader = False  # that loss was to another replica (`send_instead`)
         # A tick runs in a thread that a cancelled task does not stop: `release` waits for it, and no tick
         # runs after it, so a replica shutting down cannot take the lock on its way out.
         self._ticking = threading.Lock()
@@ -161,6 +162,20 @@ class Lease:
         if self._lost_why is not None:
             return f"standby: lost leadership ({self._lost_why}); trying to take the lead"
         return "standby: trying to take the lead"
+
+    def send_instead(self) -> str:
+        """Where `sync` or `wake`, refused while this replica does not act (`lost`), goes instead: to the leader
+        only when one is known (seen holding the lock, or the replica this one just lost it to); with none (the
+        lock free, the store out of reach, an outdated replica before a newer one leads), "the leader" named no
+        one (walk 37a)."""
+        elector = self.elector
+        if elector.is_leader:
+            return "send it again in a moment: this replica acts once it has read the state"
+        if self._outdated is not None:
+            return "send it to a replica of the newer capctl once one leads"
+        if elector.last_error is None and (elector.other_holder is not None or self._lost_to_leader):
+            return "send it to the leader"  # (lost to another replica: before the next attempt sees it hold)
+        return "no replica is known to lead now: send it again once one leads"
 
     async def take(self, *, lead: bool) -> None:
         """The first attempt, at start (`lead`: the specs read are valid): lead or stand by; either way read
@@ -325,6 +340,7 @@ class Lease:
         self.metrics.leader.set(0)
         self.metrics.lease_held.set(0)
         self._lost_why = f"{event.reason}: {event.detail}" if event.detail else str(event.reason)
+        self._lost_to_leader = event.reason in (StepDown.LOST, StepDown.SUPERSEDED)
         # Giving the lead up to shut down is a rollout's routine: a warning on every pod's stop taught on-call to
         # skip the lost leads that matter.
         say = log.info if event.reason is StepDown.RESIGNED else log.warning

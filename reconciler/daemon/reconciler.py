@@ -243,7 +243,7 @@ class Reconciler:
         """When a failed look's run of failures began, for `unknown_since`: now, but at this term's first look at a
         task last seen before the term, the looks may have failed under the leader before (a restart, a
         takeover in an outage): the state's last good look (written at least every STILL_RUNNING_WRITE_EVERY; an
-        update or stop sent since, failed or not, moved it too: `observed_at` is not only written by looks)."""
+        update the vendor took since moved it too; a failed update or stop does not, walk 39B-2)."""
         seen = record.observed_at
         return seen if first_of_term and seen is not None and seen < min(self._term_began, now) else now
 

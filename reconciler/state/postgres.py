@@ -187,14 +187,15 @@ def _password_runs_on(query: str) -> bool:
 # This user's search_path and name, and the schemas holding a capctl_meta table it cannot see for want of USAGE
 # (none when the tables are visible): _hidden reads the path as PostgreSQL does.
 _HIDDEN_STATE = (
-    "SELECT current_setting('search_path'), current_user, coalesce(array_agg(n.nspname::text), '{}')"
+    "SELECT current_setting('search_path'), current_user, coalesce(array_agg(n.nspname::text ORDER BY n.oid), '{}'),"
+    # The server spells the names for the GRANT: its quote_ident knows its reserved words (`order`, `user`).
+    " quote_ident(current_user), coalesce(array_agg(quote_ident(n.nspname) ORDER BY n.oid), '{}')"
     " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relname = 'capctl_meta' AND to_regclass('capctl_meta') IS NULL"
     " AND NOT has_schema_privilege(n.oid, 'USAGE')"
 )
 # One element of a search_path setting: a quoted name ("" a quote in it) or a bare one, and its comma.
 _PATH_ITEM = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|\Z)')
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 _NAME_BYTES = 63  # the longest name PostgreSQL keeps (NAMEDATALEN - 1); a longer one is cut to it
 
 
@@ -215,24 +216,20 @@ def _search_path(setting: str, user: str) -> list[str]:
     return names
 
 
-def _ident(name: str) -> str:
-    """`name` as SQL spells it (quoted unless a plain lower-case name), for a GRANT to copy."""
-    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
-
-
 def _hidden(rows: list[tuple[object, ...]]) -> str:
     """What _HIDDEN_STATE's row means ('' for none): where the tables are, and the grant that shows them."""
     if not rows:
         return ""
-    setting, user, schemas = rows[0]
+    setting, user, schemas, user_ident, idents = rows[0]
     path = _search_path(str(setting), str(user))
-    schema = next((name for name in path if isinstance(schemas, list) and name in schemas), None)
+    spelled = dict(zip(schemas, idents, strict=True)) if isinstance(schemas, list) and isinstance(idents, list) else {}
+    schema = next((name for name in path if name in spelled), None)
     if schema is None:
         return ""
     return (
         f"capctl's tables are in schema {schema}, on this user's search_path, but this user ({user}) may not use"
         f" that schema (no USAGE privilege), so they look absent: have the schema's owner grant it (GRANT USAGE ON"
-        f" SCHEMA {_ident(schema)} TO {_ident(str(user))}), with SELECT, INSERT, UPDATE and DELETE on the capctl"
+        f" SCHEMA {spelled[schema]} TO {user_ident}), with SELECT, INSERT, UPDATE and DELETE on the capctl"
         " tables; or, for a state of this user's own, set a search_path without it: docs/state.md"
     )
 

@@ -117,6 +117,7 @@ async def test_a_lost_lease_stops_the_daemon_acting_until_it_takes_it_again(harn
             assert (await http.post("/api/v1/sync")).status_code == 503  # sync is the leader's
             woken = await http.post("/api/v1/wake", json={"keys": ["SnapshotJob/*"]})  # and so is wake
             assert woken.status_code == 503 and woken.json()["reason"].startswith("not acting: standby: lost")
+            assert woken.json()["reason"].endswith("(send it to the leader)")  # the one it lost the lock to
         starts = harness.calls("StartSnapshot")
         await stop_at_vendor(harness)
         await harness.advance(40)

@@ -69,7 +69,7 @@ async def test_a_standby_stores_callbacks_and_the_leader_acts_on_them(
     try:
         await settle()
         assert standby.readiness().ready and standby.readiness().reason.startswith("ready (standby: the leader is")
-        assert standby.sync(None)[0] == 503  # sync is the leader's
+        assert standby.sync(None)[1].endswith("(send it to the leader)")  # sync is the leader's (503)
         harness._daemon_app = standby.asgi_app  # every callback now reaches the standby
         with capture_logs() as logs:  # (from the first claim: the inbox line is said once a minute)
             await harness.advance(5)
@@ -658,6 +658,12 @@ async def test_a_takeover_of_a_state_a_newer_capctl_raised_gives_the_lead_up(har
         why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
         outdated = f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
         assert old.readiness().reason == outdated  # nor can it read for a standby's work: to be replaced
+        # Walk 37a: no replica leads yet, so "(send it to the leader)" named no one.
+        hint = "(send it to a replica of the newer capctl once one leads)"
+        assert old.sync(None)[:2] == (
+            503,
+            f"not acting: standby: never leads: sqlite:///{harness.state_path}: {why} {hint}",
+        )
         newer = await harness.start_standby(NewerStore(harness.state_path), leader=settings, holder="capctl run on new")
         await harness.advance(3)
         assert newer.readiness().reason == "ready (leader, epoch 3)"

@@ -234,6 +234,26 @@ async def test_a_status_unknown_since_outlives_a_restart_or_takeover(harness: Ha
     assert down_from - 300 <= since <= down_from, since - down_from
 
 
+async def test_a_failed_update_in_an_outage_is_no_good_look_after_a_restart(harness: Harness) -> None:
+    """Walk 39B-2: an update the vendor refused during the outage wrote the record's `observed_at`, which a
+    restart reads as the last good look: `status unknown since` the failed update, minutes after the first
+    failed look. A failed action observes nothing: the time stays the last look that saw the task."""
+    down_from = await lobby_unseen(harness)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask", "UpdateSnapshot"]))
+    await harness.advance(60)
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(300)  # the update is sent and fails
+    assert (harness.record(LOBBY).last_error or "").startswith("update failed"), harness.record(LOBBY)
+    await harness.stop()
+    await harness.start()
+    await harness.advance(60)
+    async with await client(harness) as http:
+        down = (await http.get("/api/v1/status")).json()
+    since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
+    assert down_from - 300 <= since <= down_from, since - down_from
+
+
 async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:
     """Every error, each with its place (before, only the first: `2 errors, first: …`)."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]), snapshot_job("hall", ["hall"]))

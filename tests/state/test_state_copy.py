@@ -301,6 +301,17 @@ def test_a_state_in_a_schema_this_user_may_not_use_is_named_never_taken_for_no_s
         finally:
             with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{mixed}" CASCADE')
+        # A reserved word is quoted too, as quote_ident does (bare, `GRANT USAGE ON SCHEMA order` is a syntax error).
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "order" CASCADE')
+            conn.execute('CREATE SCHEMA "order"')
+        try:
+            sql_store(pg_url.replace(f"%3D{schema}", "%3D%22order%22")).close()
+            with pytest.raises(StateError, match=f'GRANT USAGE ON SCHEMA "order" TO {user}\\)'):
+                open_state(url.replace(f"%3D{schema}", "%3D%22order%22"), create=False)
+        finally:
+            with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:
+                conn.execute('DROP SCHEMA "order" CASCADE')
     with _role(pg_url, "revoked", "USAGE") as (url, schema):  # USAGE revoked under an open state
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {schema}_revoked")
