@@ -114,9 +114,10 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def did_you_mean_field(word: str, fields: Iterable[str]) -> str:
     """The hint for a field name: the one field whose last camelCase words it is (`folder` is `outputFolder`,
     `timeout` is `idleTimeout`, whatever the case), else a near miss. Letters alone would offer `mode` for
-    `folder`, the word a plan prints for `outputFolder` (walk 41c)."""
+    `folder`, the word a plan prints for `outputFolder` (walk 41c). A field but for its case is that field:
+    `Whiteboard` is `whiteboard`, not `hasWhiteboard` (walk 42B-4)."""
     names = list(fields)
-    ends = [n for n in names if _ends_with_words(n, word)]
+    ends = [n for n in names if n.lower() == word.lower()] or [n for n in names if _ends_with_words(n, word)]
     return f" (did you mean '{ends[0]}'?)" if len(ends) == 1 else did_you_mean(word, names)
 
 

@@ -212,6 +212,8 @@ class SQLiteStateStore(SqlStateStore):
             mine = _pinned_chown(real.parent, names, ids)
             told = _foreign(exc, self.path, mine and f"give it (and its -wal, -shm and .lock) to this user: {mine}")
             told = told or _closed_directory(exc, real, ids)
+            if (create or init) and not _is_directory(real.parent):  # not even known whether a state is there
+                told = told or _uncreatable(exc, real.parent)  # walk 42B-3
             raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
@@ -699,9 +701,22 @@ def _uncreatable(exc: OSError, directory: Path) -> str:
     volume, or a bind-mounted host directory (`docker run -v` makes a missing one root's, 0755) or a volume that
     ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user."""
     place = directory
-    with contextlib.suppress(OSError):
-        while not place.exists() and place != place.parent:
-            place = place.parent
+    while place != place.parent and not _is_directory(place):
+        place = place.parent
+    if directory != place and exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP):
+        # Not a directory that is missing: one of the path's names is taken (walk 42B-1: `File exists` alone).
+        blocker = place / directory.relative_to(place).parts[0]
+        looped = blocker.is_symlink() and not blocker.exists()
+        what = "a symbolic link that loops, not" if looped else "a file, not" if blocker.is_file() else "not"
+        return (
+            f" ({blocker} is {what} a directory: the state's path goes through it; move it away, or keep the"
+            " state elsewhere: CAPCTL_STATE or --state)"
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f" (the file system holding {place} is full, or this user's quota there: free space (or files: inodes)"
+            " there, or keep the state elsewhere: CAPCTL_STATE or --state)"
+        )
     refused = exc.errno in (errno.EACCES, errno.EPERM)
     if exc.errno == errno.EROFS or (refused and _read_only_mount(place)):
         return (
@@ -764,6 +779,14 @@ def _mount_point(path: Path) -> Path:
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def _is_directory(path: Path) -> bool:
+    """Whether `path` is a directory, False where it cannot be known (a parent this user may not enter)."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _read_only_mount(directory: Path) -> bool:

@@ -400,3 +400,17 @@ def test_a_failure_to_say_who_the_token_is_fails_the_job_and_posts_nothing(
         forge.user_status = None
         assert plan_comment.main(args, env=env) == 0
         assert len(forge.comments) == 1 and [r[0] for r in forge.requests if r[0] != "GET"] == ["PUT"]
+
+
+def test_the_github_workflows_of_the_kit_read_the_same_settings_the_same_way() -> None:
+    """A user who takes github-actions.yaml with github-drift.yaml (or github-pull-request.yaml) sets up one
+    set of secrets and writes the app ids once per file alike. Walk 42B-5: after 41D-2 github-actions.yaml wrote
+    the app ids (a fork's pull request gets no repository variable) while the other two read `vars.…`: one kit,
+    two places to keep the same ids, and an unset repository variable failed only the drift and plan runs."""
+    workflows = {p.name: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples" / "ci").glob("github-*"))}
+    assert len(workflows) == 3
+    envs = {name: workflow["env"] for name, workflow in workflows.items()}
+    first = envs["github-actions.yaml"]
+    for name, env in envs.items():
+        assert not [k for k, v in env.items() if "vars." in str(v)], f"{name} reads a repository variable"
+        assert env == first, f"{name}'s env differs from github-actions.yaml's"

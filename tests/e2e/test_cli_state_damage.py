@@ -394,6 +394,15 @@ def test_a_new_state_in_another_users_directory_names_it_the_user_and_what_to_do
                 " keep the state elsewhere: CAPCTL_STATE or --state)"
             ) in " ".join(proc.stderr.split()), proc.stderr
         assert os.listdir(top) == []
+        # One this user may not enter, above the state's missing directory: it cannot even tell whether a state
+        # is there, and read only `cannot open the state file: Permission denied` (walk 42B-3).
+        (top / "closed").mkdir(mode=0o700)
+        proc = as_another_user(top, top / "closed" / "missing" / "state.db", "state", "init")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert (
+            f"cannot open the state file: Permission denied (capctl, running as uid 65534 (groups 65534), cannot"
+            f" write the directory {top / 'closed'} (owner uid {os.getuid()}, group {os.getgid()}, mode 0700): "
+        ) in " ".join(proc.stderr.split()), proc.stderr
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")

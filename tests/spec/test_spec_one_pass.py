@@ -266,6 +266,19 @@ def test_an_unknown_field_that_is_the_last_word_of_a_field_is_offered_that_field
     ]
 
 
+def test_a_field_name_in_another_case_or_a_fields_first_words_keeps_its_own_hint(tmp_path: Path) -> None:
+    """Walk 42B-4: the last-words rule (41c) offered `hasWhiteboard` for `Whiteboard`, the field `whiteboard` in
+    another case: a word that is a field but for its case is that field. (A provider's `secret` stays `secretKey`:
+    `serverSecret` and `callbackSecret` both end in it.)"""
+    provider = BROKEN_PROVIDER.split("---")[0].replace("endpoint: ftp://not-http", "secret: {env: SK}")
+    body = "provider: zego\nrooms: [x]\nstorage: s3\noptions: {Whiteboard: {whiteboardId: w}}"
+    path = _write(tmp_path, "a.yaml", provider + "---\n" + job(kind="RecordingJob", name="rec", body=body))
+    assert _errors(path) == [
+        f"{path}:9:3: unknown field 'spec.secret' (did you mean 'secretKey'?)",
+        f"{path}:18:13: unknown field 'spec.options.Whiteboard' (did you mean 'whiteboard'?)",
+    ]
+
+
 def test_a_provider_a_yaml_error_left_unread_is_not_also_missing_for_its_jobs(tmp_path: Path) -> None:
     """Walk 30c: the YAML error alone, not a cascade of `no Provider named 'cam' (did you mean 'volc'?)` for each
     job naming it; a reference to a name written nowhere is still reported in the same run."""

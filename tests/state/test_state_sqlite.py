@@ -8,6 +8,7 @@ import shlex
 import signal
 import sqlite3
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,10 +97,46 @@ def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
         SQLiteStateStore(tmp_path / "notes.txt")
 
 
-def test_an_unwritable_place_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("place", "said"),
+    [
+        ("a-file/state.db", "File exists ({top}/a-file is a file, not a directory: "),
+        ("a-file/sub/state.db", "Not a directory ({top}/a-file is a file, not a directory: "),
+        ("loop/state.db", "File exists ({top}/loop is a symbolic link that loops, not a directory: "),
+        ("loop/sub/state.db", "Too many levels of symbolic links ({top}/loop is a symbolic link that loops, not "),
+    ],
+)
+def test_an_unwritable_place_is_named(tmp_path: Path, place: str, said: str) -> None:
+    """Walk 42B-1: a file or a looping link where a directory of the state's path should be read only `File
+    exists` or `Not a directory`, naming neither the file nor what to do."""
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(StateError, match=r"a-file/state\.db: cannot create the state file"):
-        SQLiteStateStore(tmp_path / "a-file" / "state.db")
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(StateError) as refused:
+        SQLiteStateStore(tmp_path / place)
+    told = str(refused.value)
+    assert f"{place}: cannot create the state file: {said.format(top=tmp_path)}" in told, told
+    assert told.endswith("move it away, or keep the state elsewhere: CAPCTL_STATE or --state)"), told
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "loop"]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs")
+def test_a_full_file_system_is_named(tmp_path: Path) -> None:
+    """Walk 42B-2: a new state on a full file system (here: out of inodes) read only `No space left on device`."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=2", "none", str(full)]).returncode:
+        pytest.fail(f"root cannot mount a tmpfs on {full} here; run the tests where root can mount", pytrace=False)
+    try:
+        (full / "taken").mkdir()  # the last inode: the root directory holds the other
+        with pytest.raises(StateError) as refused:
+            SQLiteStateStore(full / "new" / "state.db")
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert (
+        "new/state.db: cannot create the state file: No space left on device (the file system holding"
+        f" {full} is full, or this user's quota there: free space (or files: inodes) there, or keep the state"
+        " elsewhere: CAPCTL_STATE or --state)"
+    ) in str(refused.value), str(refused.value)
 
 
 def test_a_corrupt_row_is_named_on_load(tmp_path: Path) -> None:
