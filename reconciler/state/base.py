@@ -34,6 +34,7 @@ __all__ = [
     "StateStore",
     "StateTooNew",
     "StateUnreachable",
+    "began_of",
     "daemon_holder",
     "run_of",
 ]
@@ -158,8 +159,9 @@ class InboxEntry:
 class HistorySpan:
     """One span of the status page's timeline history, kept in the state (`capctl_history`): a task's run
     (`kind` "run", `subject` its key, `room` "") or a room's activity ("room", the vendor account, the room),
-    or when a task was first seen ("seen", its key, "", no end: the task's history is complete from then).
-    Times and the stop reason as the records hold them: nothing secret."""
+    or when a task was first seen ("seen", its key, "", no end: the task's history is complete from then),
+    or how a run began ("began", its key, "", the run's start as both times, `reason` the record's re-issue
+    count then, in digits: `began_of`). Times and the stop reason as the records hold them: nothing secret."""
 
     kind: str
     subject: str
@@ -167,6 +169,18 @@ class HistorySpan:
     start: float
     end: float | None  # None while it runs (or the room is active)
     reason: str | None = None  # why a run ended, as recorded (`idle timeout (Volcengine IdleTimeOut)`)
+
+
+def began_of(record: TaskRecord) -> HistorySpan | None:
+    """How the record's run began: the task's re-issue count at its start (a run whose count is above the run
+    before it's was a re-issue; a replace, a restore or a run seen again counts none), or None when that is not
+    known from the record: before its first start, or after an intent for the next run (pending, or a start
+    that failed), which may have counted the next one already. The run's own row keeps only how it ended, and
+    the vendor's stop reason stays when a replace or a restore follows it (walk 42B-6). A span of its own (no
+    new column): an older capctl reads the state as before and ignores it."""
+    if record.started_at is None or record.status in (TaskStatus.PENDING, TaskStatus.FAILED):
+        return None
+    return HistorySpan("began", record.key, "", record.started_at, record.started_at, str(record.reissue_count))
 
 
 def run_of(record: TaskRecord) -> HistorySpan | None:

@@ -47,6 +47,7 @@ from .base import (
     StateError,
     StateMissing,
     StateTooNew,
+    began_of,
     run_of,
 )
 
@@ -205,10 +206,11 @@ class HistoryQueries:
         " WHERE EXISTS (SELECT 1 FROM capctl_records WHERE key = {m})"
         " ON CONFLICT (kind, subject, room, start_at) DO NOTHING"
     )
-    forget: str = "DELETE FROM capctl_history WHERE kind IN ('run', 'seen') AND subject = {m}"
-    # `seen` rows whose record is gone: an older capctl's delete left them (its forget took `run` rows only).
+    forget: str = "DELETE FROM capctl_history WHERE kind IN ('run', 'seen', 'began') AND subject = {m}"
+    # `seen` and `began` rows whose record is gone: an older capctl's delete left them (its forget took `run`
+    # rows only, or not `began` ones).
     orphans: str = (
-        "DELETE FROM capctl_history WHERE kind = 'seen'"
+        "DELETE FROM capctl_history WHERE kind IN ('seen', 'began')"
         " AND NOT EXISTS (SELECT 1 FROM capctl_records WHERE capctl_records.key = capctl_history.subject)"
     )
     read: str = (
@@ -656,7 +658,14 @@ class SqlStateStore(ABC):
         records = list(records)
         rows = [(record.key, codec.encode(record)) for record in records]
         written = self._written_runs()
-        runs = [run for record in records if (run := run_of(record)) is not None and written.get(run.subject) != run]
+        changed = [
+            (run, began_of(record))
+            for record in records
+            if (run := run_of(record)) is not None and written.get(run.subject) != run
+        ]
+        runs = [run for run, _ in changed]
+        # How each run began, with it (`began_of`; written again with a later change of the run, it stays).
+        spans = [*runs, *(began for _, began in changed if began is not None)]
         self._migrate_leadership()  # (the history table, in a state from before it)
         with self._cursor(write=True) as cur:
             if not rows:
@@ -672,7 +681,7 @@ class SqlStateStore(ABC):
                 raise SerialMismatch(expected_serial, serial - 1)
             cur.executemany(self.queries.upsert, rows)
             # The runs these records describe, into the history in their transaction (`run_of`).
-            cur.executemany(self.history_queries.put, [_span_row(run) for run in runs])
+            cur.executemany(self.history_queries.put, [_span_row(span) for span in spans])
             self._check_fence(cur, fence)
         written.update((run.subject, run) for run in runs)
         return serial
@@ -772,8 +781,8 @@ class SqlStateStore(ABC):
             return dropped + max(cur.rowcount, 0)
 
     def prune_orphans(self) -> int:
-        """Drop the `seen` rows of keys without a record (`HistoryQueries.orphans`); returns how many. Does not
-        move the serial."""
+        """Drop the `seen` and `began` rows of keys without a record (`HistoryQueries.orphans`); returns how
+        many. Does not move the serial."""
         if not self.writable:
             raise StateError(f"{self.url}: opened read-only, so it cannot prune the history")
         self._migrate_leadership()

@@ -187,15 +187,23 @@ def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:
 
 
 def _reissues(runs: Sequence[Run], horizon: float) -> tuple[Reissue, ...]:
-    """Each run that followed one which ended with a reason: started again because of that reason. Not one that
-    followed a replace or a removal (the spec restored): capctl ended that run, the vendor did not, and the
-    record counts no re-issue for it either."""
+    """Each run that followed one which ended with a reason: started again because of that reason. Where the
+    history keeps the task's re-issue count at both runs' starts (`Run.reissues`), the counts say it, as the
+    record and `capctl_reissues_total` do: a replace or a restore of a run the vendor had ended is none (walk
+    42B-6). Otherwise (runs an older capctl kept) it is guessed from why the run before ended: not one that
+    followed a replace or a removal (the spec restored), which capctl ended, not the vendor."""
     found = [
         Reissue(after.start, before.reason)
         for before, after in itertools.pairwise(runs)
-        if before.reason is not None and not transitions.ended_by_capctl(before.reason) and after.start >= horizon
+        if before.reason is not None and after.start >= horizon and _reissued(before, after)
     ]
     return tuple(reversed(found))
+
+
+def _reissued(before: Run, after: Run) -> bool:
+    if before.reissues is not None and after.reissues is not None:
+        return after.reissues > before.reissues
+    return before.reason is not None and not transitions.ended_by_capctl(before.reason)
 
 
 def _rooms_on_page(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.clock import Clock
 from reconciler.model import TaskRecord
-from reconciler.state.base import HistorySpan, run_of
+from reconciler.state.base import HistorySpan, began_of, run_of
 from reconciler.status.model import TIMELINE_SECONDS
 
 __all__ = ["MAX_INTERVALS", "Activity", "History", "Restored", "Run"]
@@ -34,6 +34,9 @@ class Run:
     start: float
     end: float | None  # None while it runs (or while its end is not known yet)
     reason: str | None  # why it ended, as recorded (`idle timeout (Volcengine IdleTimeOut)`)
+    # The task's re-issue count at its start (`began_of`), None where not known (a state from before it): a run
+    # whose count is above the run before it's was a re-issue, whatever that run's end reason says.
+    reissues: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,12 @@ class History:
                     return  # a run that ended before the window (`_trim` dropped it): nothing to draw
                 runs = self._runs[record.key] = deque(maxlen=MAX_INTERVALS)
             elif runs[-1].end is None:  # replaced or re-issued before its end was seen: it ended by then
-                runs[-1] = Run(runs[-1].start, run.start, None)
-            runs.append(Run(run.start, None, None))
+                runs[-1] = replace(runs[-1], end=run.start)
+            began = began_of(record)
+            runs.append(Run(run.start, None, None, None if began is None else record.reissue_count))
         if run is None or runs is None or runs[-1].end is not None or run.end is None:
             return
-        runs[-1] = Run(runs[-1].start, max(run.end, runs[-1].start), record.stop_reason)
+        runs[-1] = replace(runs[-1], end=max(run.end, runs[-1].start), reason=record.stop_reason)
 
     def forget(self, key: str) -> None:
         """A record deleted from the state (a tombstone forgotten, `state rm`)."""
@@ -127,12 +131,14 @@ class History:
         # (A copy: the loop may note meanwhile; `install` takes this daemon's as they are then.)
         mine = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
         first_seen: dict[str, float] = {}  # the state's, where they are the first
+        spans = tuple(spans)  # (read twice: how each run began first)
+        began = {(s.subject, s.start): int(s.reason or 0) for s in spans if s.kind == "began" and _digits(s.reason)}
         for span in spans:  # in start order
             if span.kind == "run":
                 kept = runs.setdefault(span.subject, deque(maxlen=MAX_INTERVALS))
                 if kept and kept[-1].end is None:  # replaced or re-issued before its end was seen: ended by then
-                    kept[-1] = Run(kept[-1].start, span.start, None)
-                kept.append(Run(span.start, span.end, span.reason))
+                    kept[-1] = replace(kept[-1], end=span.start)
+                kept.append(Run(span.start, span.end, span.reason, began.get((span.subject, span.start))))
             elif span.kind == "room":
                 rooms.setdefault((span.subject, span.room), deque(maxlen=MAX_INTERVALS)).append(
                     Activity(span.start, span.end)
@@ -216,3 +222,8 @@ class History:
         """The room's activity spans, or None when no room callback was seen for it within the window."""
         spans = self._rooms.get((account, room))
         return None if spans is None else tuple(spans)
+
+
+def _digits(text: str | None) -> bool:
+    """A `began` span's count as a capctl writes it (a row edited by hand to something else is not known)."""
+    return text is not None and text.isascii() and text.isdigit() and len(text) < 19

@@ -12,6 +12,7 @@ from reconciler.sim.faults import FaultConfig
 from reconciler.transitions import TOMBSTONE_RETENTION
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import client
+from tests.daemon.test_status_page import task_of
 from tests.specdocs import recording_job, snapshot_job, thumbnail_job
 
 LOBBY = "SnapshotJob/audit/lobby"
@@ -153,6 +154,14 @@ async def test_a_small_removal_is_pruned_after_the_grace_and_restoring_it_resume
     run = ("volcengine", back.vendor_ref["AppId"], back.target, back.vendor_task_id or "")
     assert (routed := harness.daemon.records.by_vendor_id(run)) is not None and routed.key == LOBBY
     assert (back.reissue_count, back.unproductive_runs) == (before.reissue_count, before.unproductive_runs)
+    # The page agrees, after a restart too: the restore is no re-issue of the run the vendor idled out (42B-6).
+    for restart in (False, True):
+        if restart:
+            await harness.stop()
+            await harness.start()
+        async with await client(harness) as http:
+            task = task_of((await http.get("/api/v1/status")).json(), LOBBY)
+        assert (task["reissue_count"], task["reissues"]) == (before.reissue_count, []), restart
 
 
 async def test_tombstones_are_forgotten_after_their_retention(harness: Harness) -> None:

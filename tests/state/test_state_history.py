@@ -9,9 +9,11 @@ import re
 
 import pytest
 
+from reconciler.clock import FakeClock
 from reconciler.model import Observed, ObservedState, TaskStatus
 from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, StateDamaged, open_state
 from reconciler.state.sql import SqlStateStore
+from reconciler.status import History
 from reconciler.transitions import observed
 
 from .helpers import make_record
@@ -76,6 +78,33 @@ def test_runs_are_written_with_their_records_in_their_transaction(store_url: str
         store.close()
 
 
+def test_how_each_run_began_is_kept_and_read_back(store_url: str) -> None:
+    """Walk 42B-6: the re-issue count at each run's start (a `began` span), so a restarted daemon tells a
+    replace of a run the vendor ended from a re-issue as the record does; an intent's bumped count is not taken
+    for the run before it, a run an older capctl kept (no `began` row) reads as not known, a delete takes it."""
+    store = sql(open_state(store_url))
+    try:
+        raw_sql(store_url, f"INSERT INTO capctl_history VALUES ('run', '{KEY}', '', 50.0, 60.0, '{IDLE}')")
+        first = make_record(status=TaskStatus.RUNNING, started_at=100.0)
+        store.put(first)
+        store.put(first.evolve(status=TaskStatus.STOPPED, stopped_at=130.0, stop_reason=IDLE))
+        replaced = first.evolve(started_at=150.0)  # a replace: no re-issue counted
+        store.put(replaced)
+        store.put(replaced.evolve(status=TaskStatus.STOPPED, stopped_at=190.0, stop_reason=IDLE))
+        store.put(replaced.evolve(status=TaskStatus.PENDING, reissue_count=1, reissuing=True))  # its intent
+        store.put(replaced.evolve(started_at=200.0, reissue_count=1))
+        history = History(FakeClock(300.0))
+        history.restore(store.history())
+        assert [(r.start, r.reissues) for r in history.runs(KEY)] == [(50.0, None), (100.0, 0), (150.0, 0), (200.0, 1)]
+        store.delete(KEY)
+        assert store.history() == []
+        # As an older capctl's delete leaves one (its forget knows no `began`): dropped when a leader takes over.
+        raw_sql(store_url, f"INSERT INTO capctl_history VALUES ('began', '{KEY}', '', 100.0, 100.0, '0')")
+        assert store.prune_orphans() == 1 and store.history() == []
+    finally:
+        store.close()
+
+
 def test_a_first_sight_is_kept_only_while_its_record_is(store_url: str) -> None:
     """Walk 27a-4: a `seen` row outliving its record (a standby's stop flushing it after the leader deleted the
     record; an older capctl's delete, which left it) gave a key made again its predecessor's first sight."""
@@ -103,10 +132,14 @@ def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
         for start in range(100):
             store.put(make_record(status=TaskStatus.RUNNING, started_at=float(start)))
         store.put(make_record(key="SnapshotJob/lobby-audit/hall", status=TaskStatus.RUNNING, started_at=5.0))
-        # run 0 ended before 2 (where run 1 began); of the 99 left, the newest 96 are kept
-        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 3
+        # run 0 ended before 2 (where run 1 began), and how runs 0 and 1 began (`began` spans end as they
+        # start); of the 99 runs left, the newest 96 are kept, and of the 98 `began` spans left alike
+        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 2 + 3 + 2
         assert [start for start, _, _ in runs(store)] == [float(s) for s in range(4, 100)]
-        assert [s.subject for s in store.history() if s.start == 5.0] == ["SnapshotJob/lobby-audit/hall", KEY]
+        assert [s.subject for s in store.history() if s.start == 5.0 and s.kind == "run"] == [
+            "SnapshotJob/lobby-audit/hall",
+            KEY,
+        ]
     finally:
         store.close()
 
@@ -138,6 +171,7 @@ def test_state_copy_carries_the_history(store_url: str, sqlite_url: str) -> None
     try:
         target.import_copy(copy)
         assert target.history() == [
+            HistorySpan("began", KEY, "", 100.0, 100.0, "0"),
             HistorySpan("room", "zego:7", "class-1", 95.0, None),
             HistorySpan("run", KEY, "", 100.0, None),
         ]
@@ -161,7 +195,7 @@ def test_a_history_row_no_capctl_writes_is_damage_naming_it(store_url: str, edit
     store = sql(open_state(store_url))
     store.put(make_record(status=TaskStatus.STOPPED, started_at=100.0, stopped_at=130.0, stop_reason=IDLE))
     store.close()
-    raw_sql(store_url, f"UPDATE capctl_history SET {edit}")
+    raw_sql(store_url, f"UPDATE capctl_history SET {edit} WHERE kind = 'run'")
     reader = sql(open_state(store_url, create=False))
     try:
         with pytest.raises(StateDamaged, match=rf"the capctl_history row of run '{KEY}' '' {re.escape(shown)}"):

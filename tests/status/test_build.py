@@ -118,6 +118,19 @@ def test_reissues_carry_the_reason_the_run_before_them_ended() -> None:
     assert task.reissues == (Reissue(NOW - 899, "max duration"), Reissue(NOW - 1990, IDLE))
 
 
+def test_a_start_after_a_vendor_stop_that_counted_no_reissue_is_listed_as_none() -> None:
+    """Walk 42B-6: `apply --replace` of a task the vendor had idled out (or its job restored from the tombstone)
+    read "Re-issues 0" above a listed `idle timeout` re-issue: the page guessed from the end reason. The runs'
+    re-issue counts at their starts say it, as the record and the metric do; a restarted daemon draws the same."""
+    told, key = Told(), "SnapshotJob/audit/hall"
+    first = told.start(record(key), NOW - 900)
+    replaced = told.start(told.stop(first, NOW - 800), NOW - 700)  # a replace: the count stays 0
+    reissued = told.start(told.stop(replaced, NOW - 600), NOW - 500, reissue_count=1)
+    expected = (Reissue(NOW - 500, IDLE),)
+    task = build_snapshot(inputs([reissued], history=told.history), StatusQuery(), NOW).jobs[0].groups[0].tasks[0]
+    assert (task.reissue_count, task.reissues) == (1, expected)
+
+
 def test_gaps_are_split_where_the_room_was_active() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     told = Told()

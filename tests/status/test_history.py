@@ -15,7 +15,7 @@ def test_a_stop_closes_the_run_and_a_reissue_opens_the_next() -> None:
     history = told.history
     running = told.start(record(KEY), NOW - 100)
     told.start(told.stop(running, NOW - 60, seen=NOW - 55), NOW - 50, reissue_count=1)
-    assert history.runs(KEY) == (Run(NOW - 100, NOW - 60, IDLE), Run(NOW - 50, None, None))
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 60, IDLE, 0), Run(NOW - 50, None, None, 1))  # (re-issues)
     assert history.known_since(KEY) == NOW - 100
 
 
@@ -24,7 +24,7 @@ def test_a_run_replaced_before_its_stop_was_seen_ends_where_the_next_begins() ->
     history = told.history
     told.note(record(KEY, started_at=NOW - 100), NOW - 100)
     told.note(record(KEY, started_at=NOW - 40), NOW - 40)
-    assert history.runs(KEY) == (Run(NOW - 100, NOW - 40, None), Run(NOW - 40, None, None))
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 40, None, 0), Run(NOW - 40, None, None, 0))
 
 
 def test_the_same_record_noted_twice_changes_nothing() -> None:
@@ -33,7 +33,7 @@ def test_the_same_record_noted_twice_changes_nothing() -> None:
     stopped = record(KEY, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 10, stop_reason=IDLE)
     told.note(stopped, NOW)
     told.note(stopped.evolve(status=TaskStatus.DORMANT), NOW + 5)
-    assert history.runs(KEY) == (Run(NOW - 100, NOW - 10, IDLE),)
+    assert history.runs(KEY) == (Run(NOW - 100, NOW - 10, IDLE, 0),)
 
 
 def test_room_activity_opens_once_and_closes_on_idle() -> None:
@@ -91,7 +91,7 @@ def test_a_run_that_ended_before_the_window_noted_again_is_not_drawn_and_breaks_
     told.note(stopped.evolve(status=TaskStatus.FAILED, observed_at=NOW + 1600), NOW + 1600)
     assert history.runs(KEY) == ()
     told.start(stopped, NOW + 1700)
-    assert history.runs(KEY) == (Run(NOW + 1700, None, None),)
+    assert history.runs(KEY) == (Run(NOW + 1700, None, None, 0),)
 
 
 def test_the_history_read_back_from_the_state_ends_a_run_where_the_next_began() -> None:
