@@ -213,7 +213,7 @@ class SQLiteStateStore(SqlStateStore):
             told = _foreign(exc, self.path, mine and f"give it (and its -wal, -shm and .lock) to this user: {mine}")
             told = told or _closed_directory(exc, real, ids)
             if (create or init) and not _is_directory(real.parent):  # not even known whether a state is there
-                told = told or _uncreatable(exc, real.parent)  # walk 42B-3
+                told = told or _uncreatable(exc, real.parent, self.path.parent)  # walk 42B-3
             raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
@@ -313,7 +313,7 @@ class SQLiteStateStore(SqlStateStore):
                 return False
             return True
         except OSError as exc:
-            told = _uncreatable(exc, target.parent)
+            told = _uncreatable(exc, target.parent, self.path.parent)
             raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}{told}") from None
         finally:
             for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
@@ -695,22 +695,21 @@ def _pinned_chown(directory: Path, names: list[str], ids: str, *, and_directory:
     return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
 
 
-def _uncreatable(exc: OSError, directory: Path) -> str:
+def _uncreatable(exc: OSError, directory: Path, given: Path) -> str:
     """For a new state refused by its directory (or the nearest of its parents that exists): a read-only mount,
     or another user's directory. A container's uid meets both: its state directory on a read-only root without a
     volume, or a bind-mounted host directory (`docker run -v` makes a missing one root's, 0755) or a volume that
-    ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user."""
+    ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user.
+    `directory` is where the path leads (links followed), `given` the same directory as capctl was given it."""
     place = directory
     while place != place.parent and not _is_directory(place):
         place = place.parent
-    if directory != place and exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP):
+    blocker = _in_the_way(given) if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP) else None
+    if blocker is not None:
         # Not a directory that is missing: one of the path's names is taken (walk 42B-1: `File exists` alone).
-        blocker = place / directory.relative_to(place).parts[0]
-        looped = blocker.is_symlink() and not blocker.exists()
-        what = "a symbolic link that loops, not" if looped else "a file, not" if blocker.is_file() else "not"
         return (
-            f" ({blocker} is {what} a directory: the state's path goes through it; move it away, or keep the"
-            " state elsewhere: CAPCTL_STATE or --state)"
+            f" ({blocker} is {_not_a_directory(blocker)}: the state's path goes through it; move it away, or keep"
+            " the state elsewhere: CAPCTL_STATE or --state)"
         )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return (
@@ -779,6 +778,30 @@ def _mount_point(path: Path) -> Path:
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def _in_the_way(directory: Path) -> Path | None:
+    """The first name along `directory`, as given, that is there but leads to no directory. A link is named, not
+    the file it leads to: moving that file away was the advice, though the link is what is in the way (43A-1)."""
+    for depth in range(1, len(directory.parts) + 1):
+        name = Path(*directory.parts[:depth])
+        if not os.path.lexists(name):
+            return None  # missing from here on (made), or not to be known (a parent this user may not enter)
+        if not _is_directory(name):
+            return name
+    return None
+
+
+def _not_a_directory(name: Path) -> str:
+    if not name.is_symlink():
+        return "a file, not a directory" if name.is_file() else "not a directory"
+    try:
+        name.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops, not a directory"
+    led = Path(os.path.realpath(name))
+    return f"a symbolic link to {'the file ' if led.is_file() else ''}{led}, not a directory"
 
 
 def _is_directory(path: Path) -> bool:
