@@ -387,7 +387,13 @@ class SQLiteStateStore(SqlStateStore):
         if self._identity is None:
             return  # not opened at the path yet (a new state being built under its temporary name)
         if now == self._identity:
-            if self._home is None or _names(self._home, self._identity) or self._moved_with_log():
+            if self._home is not None and _names(self._home, self._identity):
+                if self._log is None or _log_files(self._home) == self._log:
+                    return
+                # Removed or replaced by name: SQLite writes on into its own, which a capctl opening now (making
+                # its own) does not read: two states, one lost at the last close (walk 43A-2).
+                raise StateError(self._log_replaced())
+            if self._home is None or self._moved_with_log():
                 return
             # Moved or renamed alone (the link re-pointed): the log SQLite writes stayed behind (walk 41B-1).
             raise StateError(self._away_from_log(_real(self.path)))
@@ -400,6 +406,16 @@ class SQLiteStateStore(SqlStateStore):
             f"{self.url}: another file is at that path now (the state file was replaced while capctl had it"
             " open): nothing more is written to the one capctl opened; put it back there and capctl goes on,"
             " or stop capctl and see docs/state.md, Restoring a backup"
+        )
+
+    def _log_replaced(self) -> str:
+        assert self._home is not None
+        return (
+            f"{self.url}: the -wal and -shm files SQLite opened beside {self._home[1]} were removed or replaced while"
+            " capctl had the state open: what capctl writes goes to its log, which no capctl opening the state now"
+            " reads (it makes a log of its own); nothing is written; stop capctl and start it again (closing, it"
+            " writes its log into the file), and never remove or move those files while a capctl runs"
+            " (docs/state.md, Moving it)"
         )
 
     def _moved_with_log(self) -> bool:
