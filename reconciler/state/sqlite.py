@@ -745,10 +745,17 @@ def _uncreatable(exc: OSError, directory: Path, given: Path) -> str:
     except OSError:
         return ""
     groups = ",".join(str(gid) for gid in sorted({os.getegid(), *os.getgroups()}))
+    what, access = "write", ": give this user write access to it"
+    if not os.access(place, os.X_OK):  # what is below it, missing or there (a state, even), cannot be told (43A-3)
+        what = "enter"
+        access = (
+            ", so cannot tell what is below it: give this user search access (x) to it, and write access too if the"
+            " directories below it are not there yet"
+        )
     return (
-        f" (capctl, running as uid {os.geteuid()} (groups {groups}), cannot write the directory {place} (owner"
-        f" uid {found.st_uid}, group {found.st_gid}, mode {stat.S_IMODE(found.st_mode):04o}): give this user write"
-        " access to it (a container's volume: owned by the container's uid, or writable by a group it runs with,"
+        f" (capctl, running as uid {os.geteuid()} (groups {groups}), cannot {what} the directory {place} (owner uid"
+        f" {found.st_uid}, group {found.st_gid}, mode {stat.S_IMODE(found.st_mode):04o}){access} (a container's"
+        " volume: owned by the container's uid, or writable by a group it runs with,"
         " Kubernetes' fsGroup), or keep the state elsewhere: CAPCTL_STATE or --state)"
     )
 
