@@ -213,7 +213,7 @@ class SQLiteStateStore(SqlStateStore):
             told = _foreign(exc, self.path, mine and f"give it (and its -wal, -shm and .lock) to this user: {mine}")
             told = told or _closed_directory(exc, real, ids)
             if (create or init) and not _is_directory(real.parent):  # not even known whether a state is there
-                told = told or _uncreatable(exc, real.parent)  # walk 42B-3
+                told = told or _uncreatable(exc, real.parent, self.path.parent)  # walk 42B-3
             raise StateError(f"{where}: cannot open the state file: {exc.strerror}{told}") from None
         except BaseException:
             self.close()
@@ -313,7 +313,7 @@ class SQLiteStateStore(SqlStateStore):
                 return False
             return True
         except OSError as exc:
-            told = _uncreatable(exc, target.parent)
+            told = _uncreatable(exc, target.parent, self.path.parent)
             raise StateError(f"{self.url}: cannot create the state file: {exc.strerror}{told}") from None
         finally:
             for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
@@ -387,7 +387,13 @@ class SQLiteStateStore(SqlStateStore):
         if self._identity is None:
             return  # not opened at the path yet (a new state being built under its temporary name)
         if now == self._identity:
-            if self._home is None or _names(self._home, self._identity) or self._moved_with_log():
+            if self._home is not None and _names(self._home, self._identity):
+                if self._log is None or _log_files(self._home) == self._log:
+                    return
+                # Removed or replaced by name: SQLite writes on into its own, which a capctl opening now (making
+                # its own) does not read: two states, one lost at the last close (walk 43A-2).
+                raise StateError(self._log_replaced())
+            if self._home is None or self._moved_with_log():
                 return
             # Moved or renamed alone (the link re-pointed): the log SQLite writes stayed behind (walk 41B-1).
             raise StateError(self._away_from_log(_real(self.path)))
@@ -400,6 +406,16 @@ class SQLiteStateStore(SqlStateStore):
             f"{self.url}: another file is at that path now (the state file was replaced while capctl had it"
             " open): nothing more is written to the one capctl opened; put it back there and capctl goes on,"
             " or stop capctl and see docs/state.md, Restoring a backup"
+        )
+
+    def _log_replaced(self) -> str:
+        assert self._home is not None
+        return (
+            f"{self.url}: the -wal and -shm files SQLite opened beside {self._home[1]} were removed or replaced while"
+            " capctl had the state open: what capctl writes goes to its log, which no capctl opening the state now"
+            " reads (it makes a log of its own); nothing is written; stop capctl and start it again (closing, it"
+            " writes its log into the file), and never remove or move those files while a capctl runs"
+            " (docs/state.md, Moving it)"
         )
 
     def _moved_with_log(self) -> bool:
@@ -695,22 +711,21 @@ def _pinned_chown(directory: Path, names: list[str], ids: str, *, and_directory:
     return f'(cd -P -- {where} && [ "$(pwd -P)" = {where} ] && [ "$(stat -c %u:%a .)" = {seen} ] && {given})'
 
 
-def _uncreatable(exc: OSError, directory: Path) -> str:
+def _uncreatable(exc: OSError, directory: Path, given: Path) -> str:
     """For a new state refused by its directory (or the nearest of its parents that exists): a read-only mount,
     or another user's directory. A container's uid meets both: its state directory on a read-only root without a
     volume, or a bind-mounted host directory (`docker run -v` makes a missing one root's, 0755) or a volume that
-    ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user."""
+    ignores fsGroup (walk 41D-1); the bare `Permission denied` named neither the directory nor the user.
+    `directory` is where the path leads (links followed), `given` the same directory as capctl was given it."""
     place = directory
     while place != place.parent and not _is_directory(place):
         place = place.parent
-    if directory != place and exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP):
+    blocker = _in_the_way(given) if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP) else None
+    if blocker is not None:
         # Not a directory that is missing: one of the path's names is taken (walk 42B-1: `File exists` alone).
-        blocker = place / directory.relative_to(place).parts[0]
-        looped = blocker.is_symlink() and not blocker.exists()
-        what = "a symbolic link that loops, not" if looped else "a file, not" if blocker.is_file() else "not"
         return (
-            f" ({blocker} is {what} a directory: the state's path goes through it; move it away, or keep the"
-            " state elsewhere: CAPCTL_STATE or --state)"
+            f" ({blocker} is {_not_a_directory(blocker)}: the state's path goes through it; move it away, or keep"
+            " the state elsewhere: CAPCTL_STATE or --state)"
         )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return (
@@ -730,10 +745,17 @@ def _uncreatable(exc: OSError, directory: Path) -> str:
     except OSError:
         return ""
     groups = ",".join(str(gid) for gid in sorted({os.getegid(), *os.getgroups()}))
+    what, access = "write", ": give this user write access to it"
+    if not os.access(place, os.X_OK):  # what is below it, missing or there (a state, even), cannot be told (43A-3)
+        what = "enter"
+        access = (
+            ", so cannot tell what is below it: give this user search access (x) to it, and write access too if the"
+            " directories below it are not there yet"
+        )
     return (
-        f" (capctl, running as uid {os.geteuid()} (groups {groups}), cannot write the directory {place} (owner"
-        f" uid {found.st_uid}, group {found.st_gid}, mode {stat.S_IMODE(found.st_mode):04o}): give this user write"
-        " access to it (a container's volume: owned by the container's uid, or writable by a group it runs with,"
+        f" (capctl, running as uid {os.geteuid()} (groups {groups}), cannot {what} the directory {place} (owner uid"
+        f" {found.st_uid}, group {found.st_gid}, mode {stat.S_IMODE(found.st_mode):04o}){access} (a container's"
+        " volume: owned by the container's uid, or writable by a group it runs with,"
         " Kubernetes' fsGroup), or keep the state elsewhere: CAPCTL_STATE or --state)"
     )
 
@@ -779,6 +801,30 @@ def _mount_point(path: Path) -> Path:
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def _in_the_way(directory: Path) -> Path | None:
+    """The first name along `directory`, as given, that is there but leads to no directory. A link is named, not
+    the file it leads to: moving that file away was the advice, though the link is what is in the way (43A-1)."""
+    for depth in range(1, len(directory.parts) + 1):
+        name = Path(*directory.parts[:depth])
+        if not os.path.lexists(name):
+            return None  # missing from here on (made), or not to be known (a parent this user may not enter)
+        if not _is_directory(name):
+            return name
+    return None
+
+
+def _not_a_directory(name: Path) -> str:
+    if not name.is_symlink():
+        return "a file, not a directory" if name.is_file() else "not a directory"
+    try:
+        name.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops, not a directory"
+    led = Path(os.path.realpath(name))
+    return f"a symbolic link to {'the file ' if led.is_file() else ''}{led}, not a directory"
 
 
 def _is_directory(path: Path) -> bool:

@@ -396,13 +396,19 @@ def test_a_new_state_in_another_users_directory_names_it_the_user_and_what_to_do
         assert os.listdir(top) == []
         # One this user may not enter, above the state's missing directory: it cannot even tell whether a state
         # is there, and read only `cannot open the state file: Permission denied` (walk 42B-3).
+        # Walk 43A-3: whether the directory below is missing or there (a state in it, even) cannot be told either,
+        # so it is not "cannot write": write access alone would not let this user in, and may be more than needed.
         (top / "closed").mkdir(mode=0o700)
-        proc = as_another_user(top, top / "closed" / "missing" / "state.db", "state", "init")
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert (
-            f"cannot open the state file: Permission denied (capctl, running as uid 65534 (groups 65534), cannot"
-            f" write the directory {top / 'closed'} (owner uid {os.getuid()}, group {os.getgid()}, mode 0700): "
-        ) in " ".join(proc.stderr.split()), proc.stderr
+        (top / "closed" / "there").mkdir(mode=0o777)
+        for below in ("missing", "there"):
+            proc = as_another_user(top, top / "closed" / below / "state.db", "state", "init")
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert (
+                "cannot open the state file: Permission denied (capctl, running as uid 65534 (groups 65534), cannot"
+                f" enter the directory {top / 'closed'} (owner uid {os.getuid()}, group {os.getgid()}, mode 0700), so"
+                " cannot tell what is below it: give this user search access (x) to it, and write access too if the"
+                " directories below it are not there yet ("
+            ) in " ".join(proc.stderr.split()), proc.stderr
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs read-only")

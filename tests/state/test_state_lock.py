@@ -300,6 +300,27 @@ def test_a_state_file_moved_with_its_write_ahead_log_is_followed(tmp_path: Path)
     again.close()
 
 
+def test_a_write_ahead_log_removed_or_replaced_beside_an_open_state_is_refused(tmp_path: Path) -> None:
+    """Walk 43A-2: with its -wal and -shm removed (a "clean-up") or replaced (a -shm moved in over another capctl's)
+    under it, a store wrote on into files no capctl opening the state reads: a second process saw none of its
+    commits and wrote its own (two states, one lost). Refused at the next write; after a restart all is there."""
+    store = SQLiteStateStore(tmp_path / "state.db")
+    store.put(make_record("SnapshotJob/x/kept"))
+    for end in ("-wal", "-shm"):
+        os.unlink(tmp_path / f"state.db{end}")
+    gone = r"the -wal and -shm files SQLite opened beside .*state\.db were removed or replaced .* nothing is written"
+    with pytest.raises(StateError, match=gone):
+        store.put(make_record("SnapshotJob/x/lost"))
+    with pytest.raises(StateError, match=gone):
+        store.lock("capctl run")
+    store.close()  # the last connection: its log, by its descriptor, goes into the file
+    again = SQLiteStateStore(tmp_path / "state.db")
+    assert again.keys() == ["SnapshotJob/x/kept"]
+    again.put(make_record("SnapshotJob/x/then"))
+    assert again.keys() == ["SnapshotJob/x/kept", "SnapshotJob/x/then"]
+    again.close()
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_lease_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError, match="lease_seconds"):

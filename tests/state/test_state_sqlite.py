@@ -104,6 +104,9 @@ def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
         ("a-file/sub/state.db", "Not a directory ({top}/a-file is a file, not a directory: "),
         ("loop/state.db", "File exists ({top}/loop is a symbolic link that loops, not a directory: "),
         ("loop/sub/state.db", "Too many levels of symbolic links ({top}/loop is a symbolic link that loops, not "),
+        # The link the path goes through, not the file it leads to (walk 43A-1: moving that file away was the advice)
+        ("a-link/state.db", "File exists ({top}/a-link is a symbolic link to the file {top}/a-file, not a directory: "),
+        ("a-link/sub/state.db", "Not a directory ({top}/a-link is a symbolic link to the file {top}/a-file, not a "),
     ],
 )
 def test_an_unwritable_place_is_named(tmp_path: Path, place: str, said: str) -> None:
@@ -111,12 +114,13 @@ def test_an_unwritable_place_is_named(tmp_path: Path, place: str, said: str) -> 
     exists` or `Not a directory`, naming neither the file nor what to do."""
     (tmp_path / "a-file").write_text("")
     (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "a-link").symlink_to("a-file")
     with pytest.raises(StateError) as refused:
         SQLiteStateStore(tmp_path / place)
     told = str(refused.value)
     assert f"{place}: cannot create the state file: {said.format(top=tmp_path)}" in told, told
     assert told.endswith("move it away, or keep the state elsewhere: CAPCTL_STATE or --state)"), told
-    assert sorted(os.listdir(tmp_path)) == ["a-file", "loop"]
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "a-link", "loop"]
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs")
