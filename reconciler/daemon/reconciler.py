@@ -298,6 +298,12 @@ class Reconciler:
                 raise
             if self._left(key):
                 return Result(0.0)  # what it saw is recorded; nothing is decided for a task no longer declared
+        if record is not None and task.ending and record.status is TaskStatus.FAILED:
+            # A start that failed for a room since closed (not seen running): left to its room, as a backing-off
+            # task is (`_drop_slot`). Retried, it failed for the whole of a vendor outage, the page red for an
+            # empty room, and then started a capture in it, billed until it idled out (walk 43B-1).
+            self.records.put(record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None))
+            return Result(self._next_look(key, now))
         if record is not None and self._waiting_to_reissue(task, record):
             rt = self.runtimes.get(key)
             since = max(record.started_at or 0.0, rt.room_emptied or 0.0)
