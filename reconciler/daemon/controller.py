@@ -240,6 +240,7 @@ class Daemon(DaemonParts):
         status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, self.spec.tasks)
         if status == 200:
             self.reconciler.observe_first(wanted)
+            self.queue.retry_now(wanted)
             self.queue.add_all(wanted)
             log.info("sync requested", keys=len(wanted), every_key=keys is None)
         return status, reason, wanted, tombstones

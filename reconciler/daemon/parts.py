@@ -152,7 +152,7 @@ class DaemonParts(ABC):
             self.records, provider, clock, parallelism=1, rng=self._rng, retry_in=self.queue.next_backoff
         )
         parts = (self.records, self.runtimes, provider, executor, self.pruning, self.metrics, clock)
-        self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng)
+        self.reconciler = Reconciler(*parts, resync=resync, rng=self._rng, backing_off=self.queue.backing_off)
         self._app: Starlette | None = None  # built on first use (`asgi_app`)
         # Task and room counts come from the leader alone: a standby's records are those it read last (at
         # start, or when it last led), and a sum over the replicas must count each task once.

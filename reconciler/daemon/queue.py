@@ -38,6 +38,7 @@ class WorkQueue:
         self._delayed: list[tuple[float, int, str]] = []  # (due monotonic, seq, key)
         self._due: dict[str, float] = {}  # the earliest live due time of each delayed key
         self._failures: dict[str, int] = {}
+        self._backoff_until: dict[str, float] = {}  # monotonic: before it, a failed key's change is not retried
         self._seq = itertools.count()
         self._getters: deque[asyncio.Future[None]] = deque()  # workers waiting in get(), woken one per key
         self._timer: asyncio.Task[None] | None = None  # one sleeper on the clock for the earliest delayed key
@@ -83,6 +84,7 @@ class WorkQueue:
         """Queue `key` after its next backoff step (5 s, 10 s, … up to 5 min); returns the delay."""
         delay = self.next_backoff(key)
         self._failures[key] = self._failures.get(key, 0) + 1
+        self._backoff_until[key] = self._clock.monotonic() + delay
         self.add_after(key, delay)
         return delay
 
@@ -93,6 +95,17 @@ class WorkQueue:
     def forget(self, key: str) -> None:
         """The key succeeded: its backoff starts from the beginning next time."""
         self._failures.pop(key, None)
+        self._backoff_until.pop(key, None)
+
+    def retry_now(self, keys: Iterable[str]) -> None:
+        """`capctl sync`: the next pass of `keys` may act, backoff step or not (their failure counts stay)."""
+        for key in keys:
+            self._backoff_until.pop(key, None)
+
+    def backing_off(self, key: str) -> bool:
+        """`key`'s last change failed and its backoff step is still ahead: a pass before it (its next look, a
+        callback) only looks (walk 43B-2)."""
+        return self._clock.monotonic() < self._backoff_until.get(key, float("-inf"))
 
     def failures(self, key: str) -> int:
         return self._failures.get(key, 0)

@@ -69,6 +69,8 @@ class ReconcileFailed(Exception):
 class Result:
     requeue_after: float | None  # seconds until the key is looked at again; None: only on events
     wake: tuple[str, ...] = ()  # other keys to look at now (a prune's stop lets a renamed job's start go)
+    # Nothing was decided (its look failed, or its backoff is still ahead): a failing key keeps its backoff.
+    keep_backoff: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,10 @@ class Reconciler:
         *,
         resync: float,
         rng: random.Random,
+        backing_off: Callable[[str], bool] = lambda key: False,
     ) -> None:
         self.records = records
+        self._backing_off = backing_off  # the work queue's: a failed change's backoff step is still ahead
         self.runtimes = runtimes
         self._in_flight: dict[str, _InFlight] = {}
         self.spec = None  # set by the controller when a spec set is taken
@@ -298,6 +302,12 @@ class Reconciler:
                 raise
             if self._left(key):
                 return Result(0.0)  # what it saw is recorded; nothing is decided for a task no longer declared
+        if record is not None and task.ending and record.status is TaskStatus.FAILED:
+            # A start that failed for a room since closed (not seen running): left to its room, as a backing-off
+            # task is (`_drop_slot`). Retried, it failed for the whole of a vendor outage, the page red for an
+            # empty room, and then started a capture in it, billed until it idled out (walk 43B-1).
+            self.records.put(record.evolve(status=TaskStatus.STOPPED, next_attempt_at=None))
+            return Result(self._next_look(key, now))
         if record is not None and self._waiting_to_reissue(task, record):
             rt = self.runtimes.get(key)
             since = max(record.started_at or 0.0, rt.room_emptied or 0.0)
@@ -333,7 +343,14 @@ class Reconciler:
             # A task of a job made restartPolicy Never while it waited: no slot of its starts it (walk 31a-3).
             same = record is not None and record.spec_hash == task.spec_hash
             self._drop_slot(key, now, at_once=task.ending or (same and task.restart_policy is RestartPolicy.NEVER))
-            return Result(self._next_look(key, now))
+            # A failed update's retry looks first (`observe_first`): with the vendor down that look fails too and
+            # leaves the task as is, which is no success: counted one, it reset the backoff to 5 s (walk 43B-2).
+            unseen = key in observed and observed[key].state is ObservedState.UNKNOWN
+            return Result(self._next_look(key, now), keep_backoff=unseen)
+        if change.action is Action.UPDATE and self._backing_off(key):
+            # A pass for its next look (or a callback) before the failed update's backoff step: it does not send
+            # the update again, or an outage got one every sweep, 6 tries each (walk 43B-2).
+            return Result(self._next_look(key, now), keep_backoff=True)
         if change.action in _STARTS and (holder := self._held_by_removed(task)) is not None:
             # A job renamed with its taskId kept: the vendor would answer this start "already started", and the
             # old key's stop would then end the run. Its prune stops it first and wakes this key (`wake`).

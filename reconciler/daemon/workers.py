@@ -96,7 +96,8 @@ class Workers:
         finally:
             self.metrics.reconcile_seconds.observe(self.clock.monotonic() - started)
             structlog.contextvars.reset_contextvars(**tokens)
-        self.queue.forget(key)
+        if not result.keep_backoff:
+            self.queue.forget(key)
         self.queue.add_all(result.wake)
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)

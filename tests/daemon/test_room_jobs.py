@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from reconciler.clock import FakeClock
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
+from reconciler.sim.faults import FaultConfig
 from reconciler.sim.scenario import CallbackChaos
 from reconciler.state.base import HistorySpan, StateError
 from reconciler.state.sqlite import SQLiteStateStore
@@ -553,3 +554,32 @@ async def test_a_selector_task_leaving_its_room_drops_its_reissue_slot_at_once(h
     harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
     await harness.advance(2)
     assert harness.record(key).status is TaskStatus.RUNNING
+
+
+async def test_a_selector_task_whose_start_failed_is_left_to_its_room_once_it_closes(harness: Harness) -> None:
+    """Walk 43B-1: a room selected while StartSnapshot failed (a vendor outage), then closed: its failed start was
+    retried for the whole outage, the status page red with `failed` for a room nobody was in, and once the vendor
+    answered again a capture started in the empty room (billed until it idled out, then recorded `done`, not
+    waiting for its room). A failed start of a room no longer selected is left to its room, as a backing-off one."""
+    write_specs(harness.specs, classes())
+    await harness.start()
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(120)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).status is TaskStatus.FAILED
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(5)
+    left = harness.record(key)
+    assert left.status is TaskStatus.STOPPED and left.next_attempt_at is None  # left to its room, no slot
+    tries = harness.calls("StartSnapshot")
+    async with await client(harness) as http:
+        page = (await http.get("/api/v1/status")).json()
+    assert (page["needs_attention"], page["waiting_for_room"]) == (False, 1)
+    await harness.advance(600)
+    harness.sim.faults.set(FaultConfig())
+    await harness.advance(600)
+    assert harness.calls("StartSnapshot") == tries and started(harness) == []  # nothing started in the empty room
+    harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
+    await harness.advance(2)
+    assert harness.record(key).status is TaskStatus.RUNNING and started(harness) == ["class-1"]

@@ -254,6 +254,26 @@ async def test_a_failed_update_in_an_outage_is_no_good_look_after_a_restart(harn
     assert down_from - 300 <= since <= down_from, since - down_from
 
 
+async def test_a_failed_update_in_an_outage_backs_off(harness: Harness) -> None:
+    """Walk 43B-2: with the vendor down, a failed update was tried again every 5 s for the whole outage (six
+    UpdateSnapshot calls each time, ~150 in ten minutes for one task): the look that followed each failure failed
+    too and left the task as is, a pass that succeeded and so reset the key's backoff (5 s, 10 s, ... 5 min), and
+    the pass of its next look sent the update again whatever the backoff. `capctl sync` still sends it at once."""
+    await lobby_unseen(harness)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask", "UpdateSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(600)
+    assert (harness.record(LOBBY).last_error or "").startswith("update failed"), harness.record(LOBBY)
+    assert harness.calls("UpdateSnapshot") <= 8 * 6  # 8 rounds of tries at most: 5 s, 10 s, ... doubling
+    harness.sim.faults.set(FaultConfig())  # the vendor back: `capctl sync` sends it now, backoff or not
+    async with await client(harness) as http:
+        assert (await http.post("/api/v1/sync", json={"keys": [LOBBY]})).status_code == 200
+    await harness.advance(2)
+    (task,) = harness.running_sim_tasks()
+    assert task.interval == 10 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)
+
+
 async def test_an_invalid_spec_change_is_quoted_error_by_error(harness: Harness) -> None:
     """Every error, each with its place (before, only the first: `2 errors, first: …`)."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]), snapshot_job("hall", ["hall"]))
