@@ -361,8 +361,11 @@ def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool
 class Selection:
     """Which tasks a plan covers: every task, unless --target or -l narrow it; --replace keys always."""
 
-    def __init__(self, options: PlanOptions) -> None:
+    def __init__(self, options: PlanOptions, known: Collection[str] = ()) -> None:
+        """`known`: the task keys there are (the specs' and the state's), so a target that is one of them
+        selects that task alone (`key_selector`)."""
         self._targets = options.targets
+        self._targeted = key_selector(options.targets, known)
         self._replace = frozenset(options.replace)
         self._labels = label_matcher(options.labels)
         self._narrowed = bool(options.targets or options.labels)
@@ -370,7 +373,7 @@ class Selection:
     def __call__(self, key: str, labels: Mapping[str, str]) -> bool:
         if not self._narrowed or key in self._replace:
             return True
-        if self._targets and not any(selector_matches(s, key) for s in self._targets):
+        if self._targets and not self._targeted(key):
             return False
         return self._labels(labels)
 
@@ -877,7 +880,7 @@ def diff(
     diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
     replace = set(options.replace)
-    wanted = Selection(options)
+    wanted = Selection(options, {*desired, *records})
 
     changes: list[Change] = []
     if redacted is None:

@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
@@ -279,3 +280,23 @@ def test_a_whole_task_key_holding_a_star_names_that_task_alone(tmp_path: Path) -
     # Not a key of any task, the same text is a glob as before.
     globbed = runner.invoke(cli.app, ["state", "list", "ThumbnailJob/t/rec/*", "-o", "json", "--state", url])
     assert sorted(t["key"] for t in json.loads(globbed.stdout)["tasks"]) == others
+
+
+def test_a_target_that_is_a_whole_task_key_holding_a_star_plans_that_task_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 43d-3, as `state rm`: `--target` of a thumbnail's key with `*` in its file id planned every file."""
+    specs = tmp_path / "specs.yaml"
+    specs.write_text(
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: z}\n"
+        "spec: {type: zego, appId: 1234567890, serverSecret: {env: Z_SECRET}, rtcEndpoint: 'http://127.0.0.1:9/r'}\n"
+        "---\napiVersion: capctl/v1\nkind: ThumbnailJob\nmetadata: {name: t}\nspec:\n  provider: z\n  files:\n"
+        + "".join(f"    - {{cdn: huawei, fileId: 'rec/{name}.mp4', interval: 2s}}\n" for name in ("*", "a", "b"))
+    )
+    monkeypatch.setenv("Z_SECRET", "0123456789abcdef0123456789abcdef")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    out = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/*.mp4", "--state", url])
+    assert out.exit_code == 0, out.output
+    assert "Plan: 1 to create" in out.stdout and "rec/a.mp4" not in out.stdout, out.stdout
+    globbed = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/*", "--state", url])
+    assert "Plan: 3 to create" in globbed.stdout, globbed.stdout
