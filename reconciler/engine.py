@@ -108,7 +108,7 @@ async def make_plan(
     observed: dict[str, Observed] = {}
     if options.refreshed and pool is not None:
         # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
-        wanted = Selection(options)
+        wanted = Selection(options, {*desired, *snapshot.records})
         relevant = {k: r for k, r in snapshot.records.items() if (t := desired.get(k)) and wanted(k, t.labels)}
 
         def looked_at(record: TaskRecord) -> bool:  # and a start never confirmed, if an update may do

@@ -141,5 +141,6 @@ def load_rehomed(
     """The state, its records re-homed where the specs moved a task to another Provider document of the same
     vendor account (among the tasks `options` select), and the keys moved with the Provider each one named."""
     snapshot = store.load()
-    rehomed = rehome(desired, snapshot.records, providers, store.fingerprint_key(), Selection(options))
+    wanted = Selection(options, {*desired, *snapshot.records})
+    rehomed = rehome(desired, snapshot.records, providers, store.fingerprint_key(), wanted)
     return Snapshot(snapshot.serial, rehomed.records), rehomed.moved

@@ -47,6 +47,7 @@ __all__ = [
     "field_changes",
     "fmt_seconds",
     "fmt_time",
+    "key_selector",
     "keys_matching",
     "label_matcher",
     "labels_known",
@@ -280,15 +281,25 @@ def keys_matching(selectors: Iterable[str], keys: Collection[str]) -> dict[str, 
     """Each of `selectors` (once each) with the `keys` it matches (`selector_matches`), in their order. A whole
     task key (no `*`, three parts) matches itself alone, so it is looked up, not compared with every key: a
     `wake --daemon` of 1,000 keys at 10,000 tasks made 10 million comparisons, seconds on the daemon's loop.
-    `keys` given as a set (the daemon's sync) is looked in as it is, not copied at each request."""
+    So does one of the `keys` that holds `*` (`key_selector`). `keys` given as a set (the daemon's sync) is
+    looked in as it is, not copied at each request."""
     present = keys if isinstance(keys, set | frozenset) else set(keys)
 
     def matches(selector: str) -> list[str]:
-        if "*" not in selector and selector.count("/") >= 2:
+        if selector in present or ("*" not in selector and selector.count("/") >= 2):
             return [selector] if selector in present else []
         return [key for key in keys if selector_matches(selector, key)]
 
     return {selector: matches(selector) for selector in dict.fromkeys(selectors)}
+
+
+def key_selector(selectors: Collection[str], keys: Collection[str]) -> Callable[[str], bool]:
+    """Whether a key is one `selectors` select, among the `keys` known: one of them given whole selects that
+    task alone, even when it holds `*` (a file id `rec/*.mp4`, a room id): copied from `state list` into `state
+    rm`, it forgot every task it matched as a glob (walk 43d-3). Any other selector is a glob, as before."""
+    exact = {selector for selector in selectors if selector in keys}
+    globs = [selector for selector in selectors if selector not in exact]
+    return lambda key: key in exact or any(selector_matches(selector, key) for selector in globs)
 
 
 def check_selector(selector: str, option: str = "--target") -> None:
@@ -350,8 +361,11 @@ def _requirement(text: str, selector: str) -> Callable[[Mapping[str, str]], bool
 class Selection:
     """Which tasks a plan covers: every task, unless --target or -l narrow it; --replace keys always."""
 
-    def __init__(self, options: PlanOptions) -> None:
+    def __init__(self, options: PlanOptions, known: Collection[str] = ()) -> None:
+        """`known`: the task keys there are (the specs' and the state's), so a target that is one of them
+        selects that task alone (`key_selector`)."""
         self._targets = options.targets
+        self._targeted = key_selector(options.targets, known)
         self._replace = frozenset(options.replace)
         self._labels = label_matcher(options.labels)
         self._narrowed = bool(options.targets or options.labels)
@@ -359,7 +373,7 @@ class Selection:
     def __call__(self, key: str, labels: Mapping[str, str]) -> bool:
         if not self._narrowed or key in self._replace:
             return True
-        if self._targets and not any(selector_matches(s, key) for s in self._targets):
+        if self._targets and not self._targeted(key):
             return False
         return self._labels(labels)
 
@@ -866,7 +880,7 @@ def diff(
     diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
     replace = set(options.replace)
-    wanted = Selection(options)
+    wanted = Selection(options, {*desired, *records})
 
     changes: list[Change] = []
     if redacted is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import ExitStack, closing
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -81,10 +81,13 @@ def record_to_dict(record: TaskRecord) -> dict[str, Any]:
     return {f.name: shown(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)}
 
 
-def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> Callable[[Any], bool]:
-    """`state list`'s filters, checked before the state is read: each given filter must hold."""
+def _record_filter(
+    keys: list[str], statuses: list[str], labels: list[str]
+) -> Callable[[Collection[str]], Callable[[Any], bool]]:
+    """`state list`'s filters, checked before the state is read: each given filter must hold. Given the keys
+    the state holds, it is the test of a record (a KEY that is one of them is that task alone)."""
     from reconciler.model import TaskStatus
-    from reconciler.plan import PlanError, check_selector, label_matcher, selector_matches
+    from reconciler.plan import PlanError, check_selector, key_selector, label_matcher
 
     wanted = {s.strip() for item in statuses for s in item.split(",") if s.strip()}
     known = {s.value for s in TaskStatus}
@@ -100,14 +103,19 @@ def _record_filter(keys: list[str], statuses: list[str], labels: list[str]) -> C
     except PlanError as exc:
         fail(str(exc))
 
-    def keep(record: TaskRecord) -> bool:
-        return (
-            (not keys or any(selector_matches(k, record.key) for k in keys))
-            and (not wanted or record.status.value in wanted)
-            and matches_labels(record.labels)
-        )
+    def keep_of(known: Collection[str]) -> Callable[[Any], bool]:
+        selected = key_selector(keys, known)
 
-    return keep
+        def keep(record: TaskRecord) -> bool:
+            return (
+                (not keys or selected(record.key))
+                and (not wanted or record.status.value in wanted)
+                and matches_labels(record.labels)
+            )
+
+        return keep
+
+    return keep_of
 
 
 def state_list(
@@ -154,11 +162,12 @@ def state_list(
     selector."""
     if output not in ("table", "wide", "json"):
         fail(f"--output {output!r}: expected table, wide or json")
-    keep = _record_filter(keys or [], status or [], selector or [])
+    keep_of = _record_filter(keys or [], status or [], selector or [])
     with open_store(state, read_only=True) as store:
         # As kubectl's "No resources found": no state is an empty list (exit 0), said on stderr.
         say_if_no_state(store, "no task is recorded (apply or run creates it)")
         snapshot = store.load()
+    keep = keep_of(snapshot.records)
     records = sorted((r for r in snapshot.records.values() if keep(r)), key=lambda r: r.key)
     from reconciler.plan import labels_known, near_key_hint, selector_matches
 
@@ -167,7 +176,7 @@ def state_list(
             hint := near_key_hint(key, snapshot.records)
         ):
             typer.echo(f"KEY {key} matches no task{hint}.", err=True)
-    if selector and not any(_record_filter([], [], selector)(r) for r in snapshot.records.values()):
+    if selector and not any(_record_filter([], [], selector)(())(r) for r in snapshot.records.values()):
         # As plan's note; with the labels there are, a typo (`tier=gld`) shows itself (walk 14b: a bare "0 tasks").
         there = labels_known((r.labels for r in snapshot.records.values()), "recorded")
         typer.echo(f"-l {' '.join(selector)} matches no task{there}.", err=True)

@@ -103,6 +103,15 @@ def _where(config: ProviderConfig) -> str:
     return f" ({config.source})" if config.source else ""
 
 
+# The calls sent to `rtcEndpoint`; every other one goes to `cloudrecordEndpoint`. A zego Provider has both, so
+# a wrong one is named by its field.
+_RTC_APIS = frozenset({"MediaThumbnails", "DescribeSimpleStreamList"})
+
+
+def _endpoint_field(api: str) -> str:
+    return "rtcEndpoint" if api in _RTC_APIS else "cloudrecordEndpoint"
+
+
 class ClientDeps(TypedDict):
     """What a `ZegoClient` is built with; each ZEGO provider takes the same and hands them on."""
 
@@ -223,7 +232,7 @@ class ZegoClient:
                 raise VendorError(
                     ErrorKind.TERMINAL,
                     f"HTTP {status}",
-                    f"unexpected answer from {api}: {problem}; check the endpoint of provider "
+                    f"unexpected answer from {api}: {problem}; check {_endpoint_field(api)} of provider "
                     f"{self.config.name}{_where(self.config)}",
                     api=api,
                 )

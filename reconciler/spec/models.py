@@ -188,6 +188,10 @@ _APP_ID: Final = (
     "volcengine: the AppId, a string matching [a-zA-Z0-9_@-.]{1,128}; zego: the AppID, an integer 1..4294967295 "
     "(a reference's digits are converted)"
 )
+_CALLBACK_SECRET: Final = (
+    "verifies the signature of this app's callbacks to the daemon (POST /callbacks/volcengine or /callbacks/zego); "
+    "without it they are refused, so the daemon hears of no room activity (a room-selector job starts nothing)"
+)
 _RATE_LIMITS: Final = (
     "requests per second per API, overriding the documented limits (values 0.01 to 100000); keys: volcengine "
     "StartSnapshot, UpdateSnapshot, StopSnapshot, GetSnapshotTask, GetRoomOnlineUsers; zego StartRecord, StopRecord, "
@@ -201,14 +205,14 @@ class VolcengineProvider(_Model):
 
     type: Literal["volcengine"] = Field(description=_PROVIDER_TYPE)
     app_id: Text = Field(description=_APP_ID)
-    access_key: SecretRef
-    secret_key: SecretRef
+    access_key: SecretRef = Field(description="the OpenAPI access key id (AccessKeyId) that signs every call")
+    secret_key: SecretRef = Field(description="the OpenAPI secret access key that signs every call")
     endpoint: Endpoint = Field(VOLC_ENDPOINT, description="URL of the OpenAPI, default https://rtc.volcengineapi.com")
     region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
     business_id: Text | None = Field(
         None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
     )
-    callback_secret: SecretRef | None = None
+    callback_secret: SecretRef | None = Field(None, description=_CALLBACK_SECRET)
     rate_limits: dict[str, Rate] = Field(
         {},
         description=_RATE_LIMITS,
@@ -220,7 +224,10 @@ class ZegoProvider(_Model):
 
     type: Literal["zego"] = Field(description=_PROVIDER_TYPE)
     app_id: Annotated[Int, Field(ge=1, le=4_294_967_295)] = Field(description=_APP_ID)
-    server_secret: SecretRef
+    server_secret: SecretRef = Field(
+        description="the app's ServerSecret: signs every call (MediaThumbnails, the current API) and obtains the "
+        "legacy API's access tokens"
+    )
     rtc_endpoint: Endpoint = Field(
         ZEGO_RTC_ENDPOINT, description="URL of the RTC API (MediaThumbnails), default https://rtc-api.zego.im"
     )
@@ -234,8 +241,12 @@ class ZegoProvider(_Model):
     cloudrecord_api: Literal["current", "legacy"] = Field(
         "current", description="current (the signed PascalCase API) or legacy (seed 003's /start with an access token)"
     )
-    access_token: SecretRef | None = None
-    callback_secret: SecretRef | None = None
+    access_token: SecretRef | None = Field(
+        None,
+        description="cloudrecordApi legacy only: an access token you manage, used as is and never refreshed; "
+        "without it capctl obtains one with serverSecret (POST /access_token) and keeps it in memory only",
+    )
+    callback_secret: SecretRef | None = Field(None, description=_CALLBACK_SECRET)
     rate_limits: dict[str, Rate] = Field(
         {},
         description=_RATE_LIMITS,
@@ -262,8 +273,10 @@ class StorageConfig(_Model):
     )
     bucket: Text | None = Field(None, description="the bucket name (tos and the object stores)")
     region: Region | None = None
-    access_key: SecretRef | None = None
-    secret_key: SecretRef | None = None
+    access_key: SecretRef | None = Field(
+        None, description="the object store's or VOD's access key id (not volcengine tos, vod, veimagex)"
+    )
+    secret_key: SecretRef | None = Field(None, description="the secret of accessKey")
     account_id: Text | None = Field(
         None, description="volcengine tos, vod and veimagex: the account id (quote it: text, not a number)"
     )

@@ -55,12 +55,19 @@ def _is_scalar(schema: dict[str, Any]) -> bool:
     return bool(kinds & _SCALARS) or "enum" in schema or "const" in schema
 
 
+def _secret_description(own: str | None) -> str:
+    """What a secret field is (its own description: `explain` showed only the note, walk 43d-2), then that it
+    takes a reference only."""
+    note = "secret: must be a reference such as {env: NAME}"
+    return f"{own}. S{note[1:]}" if own else note
+
+
 def _allow_refs(schema: Any) -> Any:
     """A copy of `schema` in which every scalar position also accepts a Reference."""
     if not isinstance(schema, dict):
         return schema
     if schema.get(SECRET_SCHEMA_MARKER):
-        return {**_REF, "description": "secret: must be a reference such as {env: NAME}"}
+        return {**_REF, "description": _secret_description(schema.get("description"))}
     if schema.get(LITERAL_SCHEMA_MARKER):
         return {k: v for k, v in schema.items() if k != LITERAL_SCHEMA_MARKER}
     out = dict(schema)
@@ -74,6 +81,8 @@ def _allow_refs(schema: Any) -> Any:
         if isinstance(out.get(key), dict):
             out[key] = _allow_refs(out[key])
     if "anyOf" in out:
+        if "description" in out and any(isinstance(s, dict) and s.get(SECRET_SCHEMA_MARKER) for s in out["anyOf"]):
+            out["description"] = _secret_description(out["description"])  # an optional secret's own description
         out["anyOf"] = [_allow_refs(s) for s in out["anyOf"]]
         return out
     if _is_scalar(out) and out.get("type") != "object":

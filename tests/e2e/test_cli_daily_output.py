@@ -8,11 +8,13 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from reconciler import cli
 from reconciler.model import TaskStatus
+from reconciler.plan import keys_matching
 from reconciler.state import open_state
 from tests.state.helpers import make_record
 
@@ -253,3 +255,48 @@ def test_state_show_of_a_selector_jobs_room_without_a_task_says_why_there_may_be
     assert "; SnapshotJob/sel picks its rooms with a selector (room-*) and has no task" in said
     named = runner.invoke(cli.app, ["wake", "SnapshotJob/named/hall", "--state", url])
     assert named.exit_code == 1 and "picks its rooms" not in named.stderr
+
+
+def test_a_whole_task_key_holding_a_star_names_that_task_alone(tmp_path: Path) -> None:
+    """Walk 43d-3: a file id (or room id) may hold `*`; its key copied from `state list` into `state rm`
+    forgot every task it matched as a glob (three thumbnails, all submitted again by the next apply)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url, init=True)
+    star, others = "ThumbnailJob/t/rec/*.mp4", ["ThumbnailJob/t/rec/a.mp4", "ThumbnailJob/t/rec/b.mp4"]
+    store.put_many([make_record(key, status=TaskStatus.DONE) for key in (star, *others)])
+    store.close()
+    runner = CliRunner()
+    listed = runner.invoke(cli.app, ["state", "list", star, "-o", "json", "--state", url])
+    assert [t["key"] for t in json.loads(listed.stdout)["tasks"]] == [star], listed.stdout
+    removed = runner.invoke(cli.app, ["state", "rm", star, "--state", url])
+    assert removed.exit_code == 0 and "rec/a.mp4" not in removed.stdout, removed.stdout
+    left = json.loads(runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout)["tasks"]
+    assert sorted(t["key"] for t in left) == others
+    # wake and the daemon's sync look KEYs up the same way.
+    assert keys_matching([star, "ThumbnailJob/t/*"], [star, *others]) == {
+        star: [star],
+        "ThumbnailJob/t/*": [star, *others],
+    }
+    # Not a key of any task, the same text is a glob as before.
+    globbed = runner.invoke(cli.app, ["state", "list", "ThumbnailJob/t/rec/*", "-o", "json", "--state", url])
+    assert sorted(t["key"] for t in json.loads(globbed.stdout)["tasks"]) == others
+
+
+def test_a_target_that_is_a_whole_task_key_holding_a_star_plans_that_task_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 43d-3, as `state rm`: `--target` of a thumbnail's key with `*` in its file id planned every file."""
+    specs = tmp_path / "specs.yaml"
+    specs.write_text(
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: z}\n"
+        "spec: {type: zego, appId: 1234567890, serverSecret: {env: Z_SECRET}, rtcEndpoint: 'http://127.0.0.1:9/r'}\n"
+        "---\napiVersion: capctl/v1\nkind: ThumbnailJob\nmetadata: {name: t}\nspec:\n  provider: z\n  files:\n"
+        + "".join(f"    - {{cdn: huawei, fileId: 'rec/{name}.mp4', interval: 2s}}\n" for name in ("*", "a", "b"))
+    )
+    monkeypatch.setenv("Z_SECRET", "0123456789abcdef0123456789abcdef")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    out = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/*.mp4", "--state", url])
+    assert out.exit_code == 0, out.output
+    assert "Plan: 1 to create" in out.stdout and "rec/a.mp4" not in out.stdout, out.stdout
+    globbed = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/*", "--state", url])
+    assert "Plan: 3 to create" in globbed.stdout, globbed.stdout

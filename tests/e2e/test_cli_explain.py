@@ -103,6 +103,26 @@ def test_volcengine_fields_say_the_vendor_rules_they_are_checked_by() -> None:
         assert "a list of room ids (one task each), or a selector" in explain(schema, f"{kind}.spec.rooms")
 
 
+def test_secret_fields_say_what_they_are_not_only_that_they_are_references() -> None:
+    """Walk 43d-2: every secret field's description was the one note, so `explain Provider.spec.accessToken`
+    did not say that it is the legacy API's, nor what happens without it."""
+    schema = json_schema()
+    secrets = [
+        "Provider.spec.accessKey",
+        "Provider.spec.secretKey",
+        "Provider.spec.serverSecret",
+        "Provider.spec.accessToken",
+        "Provider.spec.callbackSecret",
+        "Storage.spec.accessKey",
+        "Storage.spec.secretKey",
+    ]
+    for path in secrets:
+        described = explain(schema, path).split("DESCRIPTION:\n")[1].strip()
+        assert described.endswith(". Secret: must be a reference such as {env: NAME}"), (path, described)
+    assert "cloudrecordApi legacy only" in explain(schema, "Provider.spec.accessToken")
+    assert "without it they are refused" in explain(schema, "Provider.spec.callbackSecret")
+
+
 def test_rate_limits_name_every_api_that_is_budgeted() -> None:
     """Walk 8c: the zego room listing's key (DescribeSimpleStreamList) was missing from explain and the schema."""
     text = explain(json_schema(), "Provider.spec.rateLimits")

@@ -513,7 +513,7 @@ async def test_long_vendor_messages_are_truncated() -> None:
             ErrorKind.RETRYABLE,
             "unexpected answer from StartRecord: Data.TaskId '\\x1b[2Jxxx",
         ),
-        (httpx.Response(404, text="not here"), ErrorKind.TERMINAL, "check the endpoint of provider zego-prod"),
+        (httpx.Response(404, text="not here"), ErrorKind.TERMINAL, "check cloudrecordEndpoint of provider zego-prod"),
     ],
 )
 async def test_transport_and_answer_failures(answer: Answer, kind: ErrorKind, text: str) -> None:

@@ -323,3 +323,23 @@ async def test_a_throttled_room_listing_slows_its_budget(rig: SimRig) -> None:
         await rig.run(rig.current().room_streams(ROOM))
     assert (err.value.kind, err.value.code) == (ErrorKind.THROTTLED, "206")
     assert await rig.run(rig.current().room_streams(ROOM)) == 0
+
+
+async def test_an_endpoint_answering_404_is_named_by_its_provider_field(rig: SimRig) -> None:
+    """A zego Provider has two endpoints: the error says which one to check (walk 43d-1)."""
+    legacy = ZegoLegacyRecordProvider(
+        rig.config(cloudrecord_api="legacy"),  # still the current API's prefix: /access_token is not there
+        budgets=rig.budgets,
+        clock=rig.clock,
+        http=rig.http,
+    )
+    with pytest.raises(VendorError) as err:
+        await rig.run(legacy.start(recording(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
+    assert "HTTP 404" in str(err.value) and "check cloudrecordEndpoint of provider zego-sim" in str(err.value)
+    thumbnails = ZegoThumbnailProvider(
+        rig.config(rtc_endpoint="http://sim/zego/nowhere"), budgets=rig.budgets, clock=rig.clock, http=rig.http
+    )
+    huawei = {"Vendor": "Huawei", "FileId": "/record/a.mp4", "Interval": 2, "Type": "SampleSnapshot"}
+    with pytest.raises(VendorError) as err:
+        await rig.run(thumbnails.start(thumbnail(huawei), None))
+    assert "HTTP 404" in str(err.value) and "check rtcEndpoint of provider zego-sim" in str(err.value)
