@@ -218,9 +218,12 @@ class HistoryQueries:
         " ORDER BY kind, subject, room, start_at"
     )
     # Bounded in age (ended before the window) and in size (the newest {m} spans of each task or room). A run
-    # left open, whose record never showed its end (replaced, re-issued), ended where the next one began.
+    # left open, whose record never showed its end (replaced, re-issued), ended where the next one began. A
+    # `began` span ends as it starts: it goes with its run (`pruned_began`), not by its own age (walk 44B-1: a
+    # run longer than the window kept its row without it, and read back as a re-issue after a restart).
     prune_old: str = (
-        "DELETE FROM capctl_history WHERE end_at < {m} OR (end_at IS NULL AND kind = 'run' AND EXISTS (SELECT 1"
+        "DELETE FROM capctl_history WHERE (end_at < {m} AND kind <> 'began') OR (end_at IS NULL AND kind = 'run'"
+        " AND EXISTS (SELECT 1"
         " FROM capctl_history later WHERE later.kind = 'run' AND later.subject = capctl_history.subject"
         " AND later.start_at > capctl_history.start_at AND later.start_at < {m}))"
     )
@@ -228,6 +231,11 @@ class HistoryQueries:
         "DELETE FROM capctl_history WHERE (kind, subject, room, start_at) IN (SELECT kind, subject, room, start_at"
         " FROM (SELECT kind, subject, room, start_at, row_number() OVER (PARTITION BY kind, subject, room"
         " ORDER BY start_at DESC) AS n FROM capctl_history) ranked WHERE n > {m})"
+    )
+    pruned_began: str = (
+        "DELETE FROM capctl_history WHERE kind = 'began' AND NOT EXISTS (SELECT 1 FROM capctl_history run"
+        " WHERE run.kind = 'run' AND run.subject = capctl_history.subject AND run.room = ''"
+        " AND run.start_at = capctl_history.start_at)"
     )
 
     def marked(self, mark: str) -> HistoryQueries:
@@ -241,6 +249,7 @@ class HistoryQueries:
             read=self.read,
             prune_old=self.prune_old.format(m=mark),
             prune_many=self.prune_many.format(m=mark),
+            pruned_began=self.pruned_began,
         )
 
 
@@ -778,6 +787,8 @@ class SqlStateStore(ABC):
             cur.execute(hq.prune_old, (ended_before, ended_before))
             dropped = max(cur.rowcount, 0)
             cur.execute(hq.prune_many, (keep,))
+            dropped += max(cur.rowcount, 0)
+            cur.execute(hq.pruned_began)  # after the runs' own pruning: those it took
             return dropped + max(cur.rowcount, 0)
 
     def prune_orphans(self) -> int:

@@ -200,6 +200,9 @@ class SQLiteStateStore(SqlStateStore):
             if create or init:
                 with self._translate_errors(where):
                     self._use_wal(self._db)
+                    # A file switched from rollback journaling just now has no log until a read opens it: noted
+                    # as none, it was never checked (walk 44B-2)
+                    self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             self._log = _log_files(self._home)  # made by the reads above; kept while the connection lasts
         except OSError as exc:  # e.g. a symlink loop or an unreadable directory: named, never a traceback
             self.close()

@@ -105,6 +105,28 @@ def test_how_each_run_began_is_kept_and_read_back(store_url: str) -> None:
         store.close()
 
 
+def test_how_a_run_longer_than_the_window_began_is_kept_while_its_run_is(store_url: str) -> None:
+    """Walk 44B-1: a `began` span ends as it starts, so pruning by age dropped it from a run that began before the
+    window but ended in it (or runs on), while the run's row stayed: a daemon restarted then read its count as not
+    known and listed the replace after the vendor's stop as a re-issue again (42B-6). It goes with its run."""
+    store = sql(open_state(store_url))
+    try:
+        day = 24 * 3600.0
+        long = make_record(status=TaskStatus.RUNNING, started_at=100.0)
+        store.put(long)
+        store.put(long.evolve(status=TaskStatus.STOPPED, stopped_at=100.0 + day, stop_reason=IDLE))
+        store.put(long.evolve(started_at=150.0 + day))  # a replace: no re-issue counted
+        other = "SnapshotJob/lobby-audit/hall"  # an old run ended before the window: its run and `began` go
+        store.put(make_record(key=other, status=TaskStatus.STOPPED, started_at=50.0, stopped_at=60.0))
+        assert store.prune_history(ended_before=200.0, keep=96) == 2
+        history = History(FakeClock(200.0 + day))
+        history.restore(store.history())
+        assert [(r.start, r.reissues) for r in history.runs(KEY)] == [(100.0, 0), (150.0 + day, 0)]
+        assert [s for s in store.history() if s.subject == other] == []
+    finally:
+        store.close()
+
+
 def test_a_first_sight_is_kept_only_while_its_record_is(store_url: str) -> None:
     """Walk 27a-4: a `seen` row outliving its record (a standby's stop flushing it after the leader deleted the
     record; an older capctl's delete, which left it) gave a key made again its predecessor's first sight."""
@@ -132,9 +154,12 @@ def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
         for start in range(100):
             store.put(make_record(status=TaskStatus.RUNNING, started_at=float(start)))
         store.put(make_record(key="SnapshotJob/lobby-audit/hall", status=TaskStatus.RUNNING, started_at=5.0))
-        # run 0 ended before 2 (where run 1 began), and how runs 0 and 1 began (`began` spans end as they
-        # start); of the 99 runs left, the newest 96 are kept, and of the 98 `began` spans left alike
-        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 2 + 3 + 2
+        # run 0 ended before 2 (where run 1 began); of the 99 runs left, the newest 96 are kept, and of the 100
+        # `began` spans the newest 96 alike (not by their own age: they go with their runs, walk 44B-1)
+        assert store.prune_history(ended_before=2.0, keep=96) == 1 + 3 + 4
+        assert sorted(s.start for s in store.history() if s.kind == "began" and s.subject == KEY) == [
+            float(s) for s in range(4, 100)
+        ]
         assert [start for start, _, _ in runs(store)] == [float(s) for s in range(4, 100)]
         assert [s.subject for s in store.history() if s.start == 5.0 and s.kind == "run"] == [
             "SnapshotJob/lobby-audit/hall",

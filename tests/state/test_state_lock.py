@@ -10,10 +10,11 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -300,10 +301,17 @@ def test_a_state_file_moved_with_its_write_ahead_log_is_followed(tmp_path: Path)
     again.close()
 
 
-def test_a_write_ahead_log_removed_or_replaced_beside_an_open_state_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_write_ahead_log_removed_or_replaced_beside_an_open_state_is_refused(tmp_path: Path, journal: str) -> None:
     """Walk 43A-2: with its -wal and -shm removed (a "clean-up") or replaced (a -shm moved in over another capctl's)
     under it, a store wrote on into files no capctl opening the state reads: a second process saw none of its
-    commits and wrote its own (two states, one lost). Refused at the next write; after a restart all is there."""
+    commits and wrote its own (two states, one lost). Refused at the next write; after a restart all is there.
+    Also for a state found in rollback journal mode (`PRAGMA journal_mode=DELETE` by hand, to copy it as one
+    file): switched to WAL at the open, it had no log yet when the store noted it, and was never checked (44B-2)."""
+    if journal == "delete":
+        SQLiteStateStore(tmp_path / "state.db").close()
+        with closing(sqlite3.connect(tmp_path / "state.db")) as raw:
+            assert raw.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
     store = SQLiteStateStore(tmp_path / "state.db")
     store.put(make_record("SnapshotJob/x/kept"))
     for end in ("-wal", "-shm"):
