@@ -37,6 +37,7 @@ __all__ = [
     "ended_by_fault",
     "ended_by_removal",
     "failed",
+    "failed_start_left",
     "findable_start",
     "handed_over_to",
     "intent",
@@ -592,6 +593,13 @@ def waits_for_room(task: DesiredTask, record: TaskRecord) -> bool:
         return False
     same_account = record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]
     return record.provider == task.provider and record.family is task.family and same_account
+
+
+def failed_start_left(record: TaskRecord) -> bool:
+    """A failed start the daemon left to its room once the room closed (walk 43B-1): `stopped`, yet no run of
+    it ended (no vendor task). Its next start is what the failed one was (`plan._start_again`); read as a run
+    the vendor stopped, a first start was a re-issue, counted, with an unproductive run (walk 44c-3)."""
+    return record.status is TaskStatus.STOPPED and record.vendor_task_id is None
 
 
 def left_to_its_room(record: TaskRecord) -> bool:
