@@ -326,7 +326,8 @@ def intent(
         fixed_hash=task.fixed_hash,
     )
     # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
-    counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
+    tried_again = base.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(base)
+    counted = reissue and not (base.reissuing and tried_again)
     unproductive, faults = run_counts(base) if counted else (base.unproductive_runs, base.fault_runs)
     return base.evolve(
         provider=task.provider,
