@@ -811,6 +811,9 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         return _change(_start_again(record), reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
+    if transitions.failed_start_left(record):  # no run ended: started as what its failed start was (walk 44c-3)
+        reason = f"previous start failed: {record.last_error or 'error'}"
+        return _change(_start_again(record), reason, task, record, after=after)
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
     # A recording's `done` is a run ended under restartPolicy Never (thumbnails never come here): a job made

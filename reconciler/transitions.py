@@ -37,6 +37,7 @@ __all__ = [
     "ended_by_fault",
     "ended_by_removal",
     "failed",
+    "failed_start_left",
     "findable_start",
     "handed_over_to",
     "intent",
@@ -325,7 +326,8 @@ def intent(
         fixed_hash=task.fixed_hash,
     )
     # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
-    counted = reissue and not (base.reissuing and base.status in (TaskStatus.PENDING, TaskStatus.FAILED))
+    tried_again = base.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(base)
+    counted = reissue and not (base.reissuing and tried_again)
     unproductive, faults = run_counts(base) if counted else (base.unproductive_runs, base.fault_runs)
     return base.evolve(
         provider=task.provider,
@@ -592,6 +594,13 @@ def waits_for_room(task: DesiredTask, record: TaskRecord) -> bool:
         return False
     same_account = record.home is None or record.home.partition(" at ")[0] == task.home.partition(" at ")[0]
     return record.provider == task.provider and record.family is task.family and same_account
+
+
+def failed_start_left(record: TaskRecord) -> bool:
+    """A failed start the daemon left to its room once the room closed (walk 43B-1): `stopped`, yet no run of
+    it ended (no vendor task). Its next start is what the failed one was (`plan._start_again`); read as a run
+    the vendor stopped, a first start was a re-issue, counted, with an unproductive run (walk 44c-3)."""
+    return record.status is TaskStatus.STOPPED and record.vendor_task_id is None
 
 
 def left_to_its_room(record: TaskRecord) -> bool:

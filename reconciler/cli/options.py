@@ -128,7 +128,8 @@ TargetOpt = Annotated[
     _task_keys_option(
         "--target",
         "Only tasks matching: a task key (kind/name/room) or kind/name, with * allowed in the name and room "
-        "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*). Repeatable.",
+        "parts (SnapshotJob/*, SnapshotJob/lobby-*/vip-*); a task's whole key is that task alone, even "
+        "holding * (double a * for the glob: ThumbnailJob/t/rec/**.mp4). Repeatable.",
     ),
 ]
 

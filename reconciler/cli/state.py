@@ -124,7 +124,8 @@ def state_list(
         typer.Argument(
             metavar="KEY",
             help="Only these tasks: task keys or kind/name, with * in the name or room part "
-            "('SnapshotJob/lobby-*/*'), as --target.",
+            "('SnapshotJob/lobby-*/*'), as --target: a task's whole key is that task alone, even holding * "
+            "(double a * for the glob: 'ThumbnailJob/t/rec/**.mp4').",
             autocompletion=complete_task_keys,
             callback=typed_text,
         ),

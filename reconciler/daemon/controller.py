@@ -186,11 +186,15 @@ class Daemon(DaemonParts):
         # A prune no longer held back goes now, not at the next resync: its keys are in neither set. Only the
         # leader weighs prunes: a standby's records are the state as it last read it (`_regained` checks).
         released = self.pruning.check(spec, self.records.values()) if self.lease.acting() else set()
+        # A changed task is tried at once, also one whose failed update waits for its backoff step (walk 44c-1).
+        self.queue.retry_now(keys)
         self.queue.add_all(sorted(keys | released))
         if old is not None and provider_settings(old) != provider_settings(spec):
             # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,
             # not at the end of its backoff (up to 5 minutes), though no task of the set changed.
-            self.queue.add_all(sorted(k for k in recorded if self.queue.failures(k)))
+            failing = sorted(k for k in recorded if self.queue.failures(k))
+            self.queue.retry_now(failing)
+            self.queue.add_all(failing)
         self.metrics.spec_digest(digest)
         log.info(
             "spec set loaded",

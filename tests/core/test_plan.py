@@ -1166,3 +1166,16 @@ def test_a_plan_file_json_cannot_hold_is_refused_naming_the_file(tmp_path: Path,
     (tmp_path / "p.json").write_text(text)
     with pytest.raises(PlanError, match=re.escape(message)):
         read_plan_file(str(tmp_path / "p.json"))
+
+
+def test_a_failed_reissue_start_left_to_its_room_is_counted_once() -> None:
+    """Walk 44c-3: a start that failed, left `stopped` once its room closed (43B-1), starts again as what it was
+    (here a re-issue, counted when first tried), not as a re-issue of a run the vendor stopped, counted again."""
+    task = desired()
+    ran = record_for(task, TaskStatus.STOPPED)
+    tried = transitions.failed(transitions.intent(task, ran, NOW, reissue=True), "outage", NOW)
+    left = tried.evolve(status=TaskStatus.STOPPED, next_attempt_at=None)
+    assert left.reissue_count == ran.reissue_count + 1 and transitions.failed_start_left(left)
+    change = one(task, left)
+    assert change.action is Action.REISSUE and change.reason.startswith("previous start failed: outage"), change
+    assert transitions.intent(task, left, NOW, reissue=True).reissue_count == left.reissue_count

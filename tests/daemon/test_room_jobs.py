@@ -583,3 +583,6 @@ async def test_a_selector_task_whose_start_failed_is_left_to_its_room_once_it_cl
     harness.sim.publish("volcengine", "class-1", user_id="t2")  # selected again: started at once
     await harness.advance(2)
     assert harness.record(key).status is TaskStatus.RUNNING and started(harness) == ["class-1"]
+    # Walk 44c-3: its first run, not a re-issue of one the vendor stopped (it never ran): counted as one, it
+    # read RE-ISSUES 1 and `reissue: vendor stopped it: stopped`, and counted an unproductive run.
+    assert (harness.record(key).reissue_count, harness.record(key).unproductive_runs) == (0, 0)

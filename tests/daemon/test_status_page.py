@@ -434,3 +434,41 @@ async def test_a_term_begun_during_a_failing_look_gives_that_look_the_last_good_
         down = (await http.get("/api/v1/status")).json()
     since = datetime.fromisoformat(task_of(down, LOBBY)["status_unknown_since"]).timestamp()
     assert down_from - 300 <= since <= down_from, since - down_from
+
+
+async def test_an_edit_in_a_failed_updates_backoff_goes_out_at_once(harness: Harness) -> None:
+    """Walk 44c-1: after 43B-2 a failed update waits for its backoff step (up to 5 min), and so did an edit of
+    the task made meanwhile (the vendor back, or the edit fixing what failed): docs/daemon.md promises a changed
+    task, and a changed Provider's failing tasks, are tried at once."""
+    await lobby_unseen(harness)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask", "UpdateSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(600)
+    assert harness.daemon.queue.backing_off(LOBBY)  # its step, up to 5 minutes, still ahead
+    harness.sim.faults.set(FaultConfig())
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=15))
+    assert harness.daemon.reload()
+    await harness.advance(2)
+    (task,) = harness.running_sim_tasks()
+    assert task.interval == 15 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)
+
+
+async def test_a_provider_fix_in_a_failed_updates_backoff_retries_it_at_once(harness: Harness) -> None:
+    """Walk 44c-1: an update failing for a wrong key waited out its backoff step after the key was put right."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(1)
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], interval=10))
+    providers = harness.specs / "providers.yaml"
+    good = providers.read_text()
+    providers.write_text(good.replace("default: capctl-sim-volc-secret", "default: not-the-secret"))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(300)
+    assert harness.daemon.queue.backing_off(LOBBY), harness.record(LOBBY)
+    providers.write_text(good)
+    assert harness.daemon.reload()
+    await harness.advance(2)
+    (task,) = harness.running_sim_tasks()
+    assert task.interval == 10 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)

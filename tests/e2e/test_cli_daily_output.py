@@ -268,6 +268,9 @@ def test_a_whole_task_key_holding_a_star_names_that_task_alone(tmp_path: Path) -
     runner = CliRunner()
     listed = runner.invoke(cli.app, ["state", "list", star, "-o", "json", "--state", url])
     assert [t["key"] for t in json.loads(listed.stdout)["tasks"]] == [star], listed.stdout
+    # Walk 44c-2: the glob meaning of such a key, as README says: a `*` doubled.
+    doubled = runner.invoke(cli.app, ["state", "list", "ThumbnailJob/t/rec/**.mp4", "-o", "json", "--state", url])
+    assert sorted(t["key"] for t in json.loads(doubled.stdout)["tasks"]) == sorted([star, *others])
     removed = runner.invoke(cli.app, ["state", "rm", star, "--state", url])
     assert removed.exit_code == 0 and "rec/a.mp4" not in removed.stdout, removed.stdout
     left = json.loads(runner.invoke(cli.app, ["state", "list", "-o", "json", "--state", url]).stdout)["tasks"]
@@ -300,3 +303,5 @@ def test_a_target_that_is_a_whole_task_key_holding_a_star_plans_that_task_alone(
     assert "Plan: 1 to create" in out.stdout and "rec/a.mp4" not in out.stdout, out.stdout
     globbed = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/*", "--state", url])
     assert "Plan: 3 to create" in globbed.stdout, globbed.stdout
+    doubled = CliRunner().invoke(cli.app, ["plan", str(specs), "--target", "ThumbnailJob/t/rec/**.mp4", "--state", url])
+    assert "Plan: 3 to create" in doubled.stdout, doubled.stdout  # the glob meaning, as README says (walk 44c-2)
