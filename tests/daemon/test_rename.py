@@ -125,6 +125,11 @@ async def test_a_held_renames_old_run_ended_by_the_vendor_frees_the_new_key_at_o
         assert harness.record(f"SnapshotJob/new/{room}").status is TaskStatus.RUNNING
     assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 7
     assert len(harness.running_sim_tasks("volcengine")) == 5
+    await harness.stop()
+    await harness.start(max_prune=100)  # the human confirms: the old keys, ended, are retired without a stop
+    await harness.advance(PRUNE_GRACE + 5)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 5
+    assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.REMOVED for r in ROOMS)
 
 
 async def test_a_held_rename_beside_a_selector_job_says_its_wait_once_per_key(harness: Harness) -> None:
