@@ -468,9 +468,15 @@ class Reconciler:
                 still_running_every=policy.STILL_RUNNING_WRITE_EVERY,
             )
         current = self.records.get(key)
+        # A renamed job's key waiting for this prune to free their Volcengine task (`_held_by_removed`) may start
+        # once the vendor has ended the run: before, it waited for the next resync (walk 44A-1).
+        name = transitions.volc_task_held(record)
+        freed = name is not None and transitions.volc_task_held(current) != name
+        wake = tuple(self._keys_naming(name)) if freed and name else ()
         if current is None or not needs_observation(current) or current.status is TaskStatus.DORMANT:
-            return Result(None)  # it ended: nothing more to see until a human decides (or the file returns)
-        return Result(self._next_look(key, self.clock.now()))
+            # It ended: nothing more to see until a human decides (or the file returns).
+            return Result(None, wake=wake)
+        return Result(self._next_look(key, self.clock.now()), wake=wake)
 
     def _drop_slot(self, key: str, now: float, *, at_once: bool) -> None:
         """A waiting task for which this pass decided nothing to start is left to its room (restartPolicy Never:

@@ -954,3 +954,21 @@ def test_a_recording_moved_to_the_legacy_api_after_a_restart_on_a_broken_set_wit
         ("restart", {"down": 40.0}),
         machine_type=machine_type,
     )
+
+
+@pytest.mark.parametrize("machine_type", [DaemonMachine, PostgresDaemonMachine], ids=["sqlite", "postgresql"])
+def test_a_renamed_jobs_new_key_starts_once_the_vendor_ended_the_held_old_run(
+    machine_type: type[DaemonMachine],
+) -> None:
+    """Walk 44A-1 (wave 43 saw it on PostgreSQL; it fails on both stores): j0 renamed with its taskId kept, its old
+    key's prune held for a human (--max-prune 0), so j0r waits; the vendor ended the run, then a restart. j0r's
+    first pass, before the old key's look saw the end, waited again, and that look woke nothing: j0r had no
+    record (r1 uncaptured) until the next resync. The look that sees the held run end now wakes j0r."""
+    replay(
+        ("start", {"jobs": ["snap"], "max_prune": 0.0, "grace": 30.0, "prune": True}),
+        ("rename_providers", {}),
+        ("rename_job", {"index": 0}),
+        ("stop_behind_capctls_back", {"index": 0, "reason": "UnknownStopReason"}),
+        ("restart", {"down": 0.0}),
+        machine_type=machine_type,
+    )

@@ -109,6 +109,29 @@ async def test_a_rename_held_by_max_prune_keeps_the_old_task_running_until_a_hum
     assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.REMOVED for r in ROOMS)
 
 
+async def test_a_held_renames_old_run_ended_by_the_vendor_frees_the_new_key_at_once(harness: Harness) -> None:
+    """Walk 44A-1: the old key's prune held for a human, the vendor ended its run (nothing then holds the task),
+    and the daemon restarted. The new key's first pass waited (the old record still said running) and the old
+    key's look, which saw the end, woke nothing: the rooms went uncaptured until the next resync."""
+    await start_renamed(harness, max_prune=0)
+    await harness.advance(5)
+    for room in ROOMS:
+        harness.sim.stop_task("volcengine", "pinned", room_id=room, reason="UnknownStopReason")
+    await harness.stop()
+    await harness.start(max_prune=0)
+    await harness.advance(2)
+    for room in ROOMS:
+        assert harness.record(f"SnapshotJob/old/{room}").status is TaskStatus.STOPPED
+        assert harness.record(f"SnapshotJob/new/{room}").status is TaskStatus.RUNNING
+    assert harness.calls("StopSnapshot") == 0 and harness.calls("StartSnapshot") == 7
+    assert len(harness.running_sim_tasks("volcengine")) == 5
+    await harness.stop()
+    await harness.start(max_prune=100)  # the human confirms: the old keys, ended, are retired without a stop
+    await harness.advance(PRUNE_GRACE + 5)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 5
+    assert all(harness.record(f"SnapshotJob/old/{r}").status is TaskStatus.REMOVED for r in ROOMS)
+
+
 async def test_a_held_rename_beside_a_selector_job_says_its_wait_once_per_key(harness: Harness) -> None:
     """A selector job's room callbacks put its set in force again (with its rooms' tasks); the wait was said
     again at each of them, about once per resync, where it is said once per key while the wait lasts."""
