@@ -523,3 +523,9 @@ async def test_a_held_rename_whose_provider_left_its_account_lets_the_new_key_ta
     errors = [e["error"] for e in logs if e["event"] == "cannot prune"]
     assert len(errors) == 1 and "provider 'volc' was removed" in errors[0] and "SnapshotJob/old/r1" in errors[0]
     assert 'capctl_prune_blocked{reason="provider-missing"} 1.0' in await metrics(harness)
+    await harness.stop()
+    await harness.start(max_prune=100)  # the human confirms: the old key is retired, its task the new key's
+    await harness.advance(PRUNE_GRACE + 5)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+    assert harness.record("SnapshotJob/old/r1").status is TaskStatus.REMOVED
+    assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
