@@ -922,7 +922,8 @@ def diff(
         # Its Provider removed, it is stopped through another of the same account (`moves.rehome`).
         via = (f"provider: {moved[key]} → {record.provider} (same account)",) if moved and key in moved else ()
         changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record, via))
-        deleted.append(record)
+        if held_by is None:  # one handed over is retired without a stop: its Provider may be gone (walk 45A-3)
+            deleted.append(record)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
     stopped_through = {

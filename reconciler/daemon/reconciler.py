@@ -454,12 +454,26 @@ class Reconciler:
         nothing is decided for it (docs/daemon.md, "Pruning and its safeguard"; walk 32d-1: never looked at)."""
         key = record.key
         assert self.spec is not None
-        if record.provider not in self.spec.providers:
+        # Its Provider renamed (removed, another of its home declared): looked at through that one, as its prune
+        # stops it. Through the gone one it was never looked at: the vendor's end of its run went unseen and a
+        # renamed job's key waiting for it (`_held_by_removed`) waited for a human (walk 45A-1).
+        via = rehome({}, {key: record}, self.spec.providers, self.records.fingerprint_key()).records[key]
+        name = transitions.volc_task_held(record)
+        if via.provider not in self.spec.providers:
             # Nothing can observe it (nor stop it): its next look, never moved on, fell due at once pass after
-            # pass, a hot loop (walk 33b-1). The resync looks again, and so a Provider restored.
-            return Result(None)
+            # pass, a hot loop (walk 33b-1). The resync looks again, and so a Provider restored. A key waiting
+            # for it takes the task over, as when its prune finds it unstoppable (walk 45A-2).
+            if self._prune.unstoppable(key):
+                log.error(
+                    "cannot prune",
+                    error=f"provider {record.provider!r} was removed from the specs but still runs {key} (its "
+                    "prune held for a human) and no declared Provider names its account (type, appId, endpoint): "
+                    "nothing can look at or stop it. Put the Provider back, or forget it with `capctl state rm "
+                    f"{key}` (its vendor task keeps running)",
+                )
+            return Result(None, wake=tuple(self._keys_naming(name)) if name is not None else ())
         if self._observation_due(record, self.clock.now()):
-            obs, _ = await self._observe(record)
+            obs, _ = await self._observe(via)
             engine.persist_observations(
                 self.records,
                 {key: record},
@@ -470,7 +484,6 @@ class Reconciler:
         current = self.records.get(key)
         # A renamed job's key waiting for this prune to free their Volcengine task (`_held_by_removed`) may start
         # once the vendor has ended the run: before, it waited for the next resync (walk 44A-1).
-        name = transitions.volc_task_held(record)
         freed = name is not None and transitions.volc_task_held(current) != name
         wake = tuple(self._keys_naming(name)) if freed and name else ()
         if current is None or not needs_observation(current) or current.status is TaskStatus.DORMANT:

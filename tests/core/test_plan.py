@@ -1179,3 +1179,16 @@ def test_a_failed_reissue_start_left_to_its_room_is_counted_once() -> None:
     change = one(task, left)
     assert change.action is Action.REISSUE and change.reason.startswith("previous start failed: outage"), change
     assert transitions.intent(task, left, NOW, reissue=True).reissue_count == left.reissue_count
+
+
+def test_a_removed_task_handed_over_to_a_kept_key_needs_no_provider_to_be_retired() -> None:
+    """Walk 45A-3: a renamed Volcengine job's new key (Provider `other`) holds the old key's task (RoomId +
+    TaskId): the old key's delete stops nothing, so its Provider, removed too, is not needed: before, the plan
+    failed (`was removed from the specs but still runs`), and the daemon's prune said `cannot prune` for good."""
+    gone = desired(job="old")
+    new = dataclasses.replace(desired(job="new"), provider="other", request={**gone.request})
+    ref = {k: gone.request[k] for k in ("AppId", "RoomId", "TaskId")}
+    records = {gone.key: record_for(gone, vendor_ref=ref), new.key: record_for(new, vendor_ref=ref)}
+    plan = diff({new.key: new}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"other"})
+    (delete,) = [c for c in plan.changes if c.key == gone.key]
+    assert delete.action is Action.DELETE and f"is {new.key}'s now, so it is not stopped" in delete.reason

@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler.daemon.controller import PRUNE_GRACE
+from reconciler.daemon.controller import PRUNE_GRACE, Daemon
 from reconciler.model import TaskStatus
 from reconciler.sim.config import BUILTIN_VOLC_APP
 from reconciler.sim.faults import FaultConfig
 from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.transitions import start_unconfirmed
-from tests.daemon.conftest import Harness, write_specs
+from tests.daemon.conftest import SIM, Harness, write_specs
 from tests.daemon.test_http import client
+from tests.daemon.test_prune import metrics
 from tests.specdocs import recording_job, selector_job, snapshot_job, thumbnail_job
 
 ROOMS = ["r1", "r2"]
@@ -465,3 +466,66 @@ async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_
     assert record.status is TaskStatus.FAILED and "StopSnapshot: AccessDenied" in (record.last_error or "")
     assert len(harness.running_sim_tasks("volcengine")) == 1
     assert not record.start_refused and start_unconfirmed(record)  # it runs, as far as anyone knows
+
+
+def rename_with_provider(harness: Harness, provider: tuple[str, str]) -> None:
+    """`old` (room r1) renamed `new`, on the Provider `volc` renamed `volc-new` (`provider`: its new document);
+    the other rooms are ZEGO recordings (so that the removed task stays within --max-prune 50)."""
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("{name: volc}", "{name: volc-new}").replace(*provider))
+    jobs = pinned("new", ["r1"]).replace("provider: volc", "provider: volc-new")
+    (harness.specs / "jobs.yaml").write_text(jobs + "---\n" + recording_job("rec", OTHERS))
+
+
+async def start_held_on_volc(harness: Harness) -> Daemon:
+    harness.sim.publish("volcengine", "r1", user_id="u")
+    for room in OTHERS:
+        harness.sim.publish("zego", room, stream_id="teacher")
+    write_specs(harness.specs, pinned("old", ["r1"]), recording_job("rec", OTHERS))
+    daemon = await harness.start(max_prune=0)
+    await harness.advance(1)
+    return daemon
+
+
+async def test_a_held_rename_whose_provider_was_renamed_too_frees_the_new_key_once_the_vendor_ends_it(
+    harness: Harness,
+) -> None:
+    """Walk 45A-1: the Provider renamed with the job (same account and endpoint), the old key's prune held. Its
+    look went through its recorded Provider, gone, so it was never looked at: the vendor's end of its run was
+    not seen and the new key waited for a human, the room uncaptured. It is looked at through the new document."""
+    daemon = await start_held_on_volc(harness)
+    rename_with_provider(harness, ("", ""))
+    assert daemon.reload()
+    await harness.advance(5)
+    assert harness.daemon is not None and harness.daemon.records.get("SnapshotJob/new/r1") is None
+    harness.sim.stop_task("volcengine", "pinned", room_id="r1", reason="UnknownStopReason")
+    await harness.stop()
+    await harness.start(max_prune=0)
+    await harness.advance(2)
+    assert harness.record("SnapshotJob/old/r1").status is TaskStatus.STOPPED
+    assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+
+
+async def test_a_held_rename_whose_provider_left_its_account_lets_the_new_key_take_the_task_over(
+    harness: Harness,
+) -> None:
+    """Walk 45A-2: the old key's Provider removed and no declared one of its home (the new document reaches the
+    same app at another endpoint), its prune held: nothing can look at or stop the old task, so the new key does
+    not wait for a human (docs/daemon.md, "When nothing will stop the old task"): it takes the running task over."""
+    daemon = await start_held_on_volc(harness)
+    rename_with_provider(harness, (f"endpoint: {SIM}/volc", f"endpoint: {SIM.replace('sim', 'sim2')}/volc"))
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(5)
+    assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+    errors = [e["error"] for e in logs if e["event"] == "cannot prune"]
+    assert len(errors) == 1 and "provider 'volc' was removed" in errors[0] and "SnapshotJob/old/r1" in errors[0]
+    assert 'capctl_prune_blocked{reason="provider-missing"} 1.0' in await metrics(harness)
+    await harness.stop()
+    await harness.start(max_prune=100)  # the human confirms: the old key is retired, its task the new key's
+    await harness.advance(PRUNE_GRACE + 5)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+    assert harness.record("SnapshotJob/old/r1").status is TaskStatus.REMOVED
+    assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
