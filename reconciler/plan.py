@@ -800,11 +800,22 @@ def _diff_same(
     return _diff_recorded(task, record, after)
 
 
+# Why a leaving selector task with no run waits (`rooms.leaving`): the job is Always, its `Never` is the room's.
+_LEFT_TO_ITS_ROOM = (
+    "left to its room, which its room selector no longer chooses: it starts when the room is selected again"
+)
+
+
 def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """No fresh observation: decide from what the state recorded."""
     status = record.status
     if status is TaskStatus.RUNNING:
         return _change(Action.NOOP, "running (as recorded)", task, record, after=after)
+    if task.ending and (status is TaskStatus.FAILED or transitions.failed_start_left(record)):
+        # Its room closed since its start failed: left to its room, as the daemon does (walk 43B-1); started,
+        # it captured the empty room until it idled out (walk 45b-1).
+        reason = f"previous start failed: {record.last_error or 'error'}; {_LEFT_TO_ITS_ROOM}"
+        return _change(Action.NOOP, reason, task, record, after=after)
     if status is TaskStatus.FAILED:
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         reason = f"previous start failed: {record.last_error or 'error'}{resume}"

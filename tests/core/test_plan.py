@@ -1192,3 +1192,18 @@ def test_a_removed_task_handed_over_to_a_kept_key_needs_no_provider_to_be_retire
     plan = diff({new.key: new}, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"other"})
     (delete,) = [c for c in plan.changes if c.key == gone.key]
     assert delete.action is Action.DELETE and f"is {new.key}'s now, so it is not stopped" in delete.reason
+
+
+def test_a_failed_start_in_a_room_left_is_not_started_offline() -> None:
+    """Walk 45b-1: a selector task whose start failed, its room closed since (`rooms.leaving`: ending, Never).
+    The daemon leaves it to its room (43B-1); `plan`/`apply` retried the failed start, whatever the policy,
+    into the closed room (billed until it idled out). Both, and 44c-3's `stopped` one, say it waits for its room."""
+    left = dataclasses.replace(desired(), restart_policy=RestartPolicy.NEVER, selector="lob*", ending=True)
+    for status in (TaskStatus.FAILED, TaskStatus.STOPPED):
+        rec = record_for(left, status, vendor_task_id=None, last_error="HTTP 503")
+        change = one(left, rec, refreshed=False)
+        assert change.action is Action.NOOP, (status, change)
+        assert change.reason == (
+            "previous start failed: HTTP 503; left to its room, which its room selector no longer chooses: "
+            "it starts when the room is selected again"
+        ), change.reason
