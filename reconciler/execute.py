@@ -470,7 +470,16 @@ class Executor:
         one started from another state), and the vendor would go on running them while the state says the
         specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
-        resumed = transitions.resumable_start(task, record)
+        # A Volcengine start never confirmed may run under the RoomId + TaskId this one sends: a refusal of this
+        # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1).
+        name = transitions.volc_task_name(task.family, task.request)
+        resumed = transitions.resumable_start(task, record) or (
+            name is not None
+            and record is not None
+            and not replace
+            and transitions.start_unconfirmed(record)
+            and transitions.volc_task_held(record) == name
+        )
         pending = transitions.intent(task, record, self._clock.now(), reissue=reissue, replace=replace)
         self._store.put(pending)
         failpoints.hit("start.before-call")

@@ -1194,6 +1194,31 @@ def test_a_removed_task_handed_over_to_a_kept_key_needs_no_provider_to_be_retire
     assert delete.action is Action.DELETE and f"is {new.key}'s now, so it is not stopped" in delete.reason
 
 
+@pytest.mark.parametrize(
+    ("status", "changes", "kept"),
+    [
+        (None, {}, True),  # the kept key's record not written yet
+        (TaskStatus.FAILED, {"vendor_task_id": None, "start_refused": True}, True),  # its start refused
+        (TaskStatus.STOPPED, {}, True),
+        (TaskStatus.RUNNING, {}, False),  # the kept key removed too
+    ],
+)
+def test_a_removed_task_no_kept_record_holds_still_needs_its_provider(
+    status: TaskStatus | None, changes: dict[str, Any], kept: bool
+) -> None:
+    """Walk 46a, on 45A-3: only a kept key's record that may run the task retires the old key without a stop;
+    otherwise its stop needs the removed Provider, and the plan fails rather than leave the task untracked."""
+    gone = desired(job="old")
+    new = dataclasses.replace(desired(job="new"), provider="other", request={**gone.request})
+    ref = {k: gone.request[k] for k in ("AppId", "RoomId", "TaskId")}
+    records = {gone.key: record_for(gone, vendor_ref=ref)}
+    if status is not None:
+        records[new.key] = record_for(new, status, vendor_ref=ref, **changes)
+    specs = {new.key: new} if kept else {}
+    with pytest.raises(PlanError, match="provider 'volc' was removed from the specs but still runs 1 task"):
+        diff(specs, records, {}, options=PlanOptions(), state_serial=1, now=NOW, providers={"other"})
+
+
 def test_a_failed_start_in_a_room_left_is_not_started_offline() -> None:
     """Walk 45b-1: a selector task whose start failed, its room closed since (`rooms.leaving`: ending, Never).
     The daemon leaves it to its room (43B-1); `plan`/`apply` retried the failed start, whatever the policy,

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from reconciler.daemon.controller import PRUNE_GRACE, Daemon
-from reconciler.model import TaskStatus
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.sim.config import BUILTIN_VOLC_APP
 from reconciler.sim.faults import FaultConfig
 from reconciler.state.sqlite import SQLiteStateStore
@@ -437,35 +438,63 @@ async def test_a_look_in_flight_when_its_job_is_renamed_decides_nothing_for_the_
     assert new.status is TaskStatus.RUNNING
 
 
-async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_refused(harness: Harness) -> None:
-    """A start answered "already started" by a run no record names (`state rm` forgot it) stops that run first;
-    a refusal of that stop (a policy allowing StartSnapshot, not StopSnapshot) was taken for a refusal of the
-    start: no ClientTaskId, `start_refused`, so nothing was said to run and a delete left the run going (22A-7)."""
-    sim = harness.sim_app
+def denying(sim: Any, action: bytes) -> Any:
+    """The simulator, but a Volcengine `action` is refused (403 AccessDenied: a policy not allowing it)."""
 
-    async def no_stops(scope: Any, receive: Any, send: Any) -> None:
-        if b"StopSnapshot" not in scope.get("query_string", b""):
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if action not in scope.get("query_string", b""):
             await sim(scope, receive, send)
             return
         body = b'{"ResponseMetadata": {"Error": {"Code": "AccessDenied", "Message": "not allowed"}}}'
         await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
-    harness.sim_app = no_stops
+    return app
+
+
+async def restarted_denying(
+    harness: Harness, action: bytes, edit: Callable[[SQLiteStateStore, str], object]
+) -> TaskRecord:
+    """`SnapshotJob/audit/r1` started, its record edited while the daemon is down, then the daemon started again
+    against a simulator refusing `action`: the record it leaves."""
     harness.sim.publish("volcengine", "r1", user_id="u")
     write_specs(harness.specs, snapshot_job("audit", ["r1"], idle=180))
     await harness.start()
     await harness.advance(1)
     await harness.stop()
     store = SQLiteStateStore(harness.state_path, clock=harness.clock)
-    store.delete("SnapshotJob/audit/r1")  # as `capctl state rm` does
+    edit(store, "SnapshotJob/audit/r1")
     store.close()
+    harness.sim_app = denying(harness.sim_app, action)
     await harness.start()
     await harness.advance(1)
-    record = harness.record("SnapshotJob/audit/r1")
+    return harness.record("SnapshotJob/audit/r1")
+
+
+async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_refused(harness: Harness) -> None:
+    """A start answered "already started" by a run no record names (`state rm` forgot it) stops that run first;
+    a refusal of that stop (a policy allowing StartSnapshot, not StopSnapshot) was taken for a refusal of the
+    start: no ClientTaskId, `start_refused`, so nothing was said to run and a delete left the run going (22A-7)."""
+    record = await restarted_denying(harness, b"StopSnapshot", lambda store, key: store.delete(key))  # `state rm`
     assert record.status is TaskStatus.FAILED and "StopSnapshot: AccessDenied" in (record.last_error or "")
     assert len(harness.running_sim_tasks("volcengine")) == 1
     assert not record.start_refused and start_unconfirmed(record)  # it runs, as far as anyone knows
+
+
+async def test_a_refused_retry_of_an_unconfirmed_volcengine_start_still_says_it_may_run(harness: Harness) -> None:
+    """Walk 46A-1: a Volcengine start whose answers were lost (it may run: the vendor names it by RoomId + TaskId),
+    tried again and refused (a key rotated, a policy): the refusal was taken for "nothing runs" (`start_refused`),
+    although the first start runs, so a prune or a handed-over key's retirement (walk 45A-3) left it going."""
+
+    def answers_lost(store: SQLiteStateStore, key: str) -> None:
+        lost = store.record(key)
+        assert lost is not None
+        store.put(lost.evolve(status=TaskStatus.FAILED, vendor_task_id=None, next_attempt_at=None, last_error="lost"))
+
+    record = await restarted_denying(harness, b"StartSnapshot", answers_lost)
+    assert record.status is TaskStatus.FAILED and "StartSnapshot: AccessDenied" in (record.last_error or "")
+    assert len(harness.running_sim_tasks("volcengine")) == 1
+    assert not record.start_refused and start_unconfirmed(record)  # the first start runs, as far as anyone knows
 
 
 def rename_with_provider(harness: Harness, provider: tuple[str, str]) -> None:
