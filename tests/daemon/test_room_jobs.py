@@ -586,3 +586,27 @@ async def test_a_selector_task_whose_start_failed_is_left_to_its_room_once_it_cl
     # Walk 44c-3: its first run, not a re-issue of one the vendor stopped (it never ran): counted as one, it
     # read RE-ISSUES 1 and `reissue: vendor stopped it: stopped`, and counted an unproductive run.
     assert (harness.record(key).reissue_count, harness.record(key).unproductive_runs) == (0, 0)
+
+
+async def test_a_lost_start_left_to_its_room_is_still_stopped_when_its_job_is_removed(harness: Harness) -> None:
+    """Walk 47a: every StartSnapshot answer lost (the vendor started it), then the room closed: the failed start
+    was left to its room (43B-1, `stopped`), which no longer said it may run, so removing the job before the
+    vendor's idle timeout sent no StopSnapshot and the run went on untracked. Left to its room, it stays stoppable."""
+    job = classes().replace("idleTimeout: 20s", "idleTimeout: 600s")
+    write_specs(harness.specs, job, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start(max_prune=100)  # (weighed as the stop it is, this one removal is all that runs)
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=["StartSnapshot"]))
+    harness.sim.publish("volcengine", "class-1", user_id="t")
+    await harness.advance(120)
+    key = "SnapshotJob/classes/class-1"
+    assert harness.record(key).status is TaskStatus.FAILED and len(harness.running_sim_tasks("volcengine")) == 1
+    harness.sim.faults.set(FaultConfig())
+    harness.sim.unpublish("volcengine", "class-1", user_id="t")
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.STOPPED and harness.calls("StopSnapshot") == 0  # left
+    # The job removed while the vendor still runs what the lost start began.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    assert daemon.reload()
+    await harness.advance(60)  # past the prune's grace, well before the vendor's idle timeout
+    assert harness.record(key).status is TaskStatus.REMOVED
+    assert harness.calls("StopSnapshot") == 1 and harness.running_sim_tasks("volcengine") == []
