@@ -1252,3 +1252,8 @@ def test_a_lost_start_left_to_its_room_is_stopped_when_removed(family: ApiFamily
         assert ("nothing to stop" in change.reason) is (rec is refused), change.reason
         assert transitions.stoppable(rec) is (rec is left)
     assert one(task, left, refreshed=False).action is Action.NOOP  # still left to its room (45b-1)
+    # Its job edited, its room chosen again: what the lost start may run is stopped (ZEGO: found) before the
+    # new start; "not running, start anew" left a ZEGO recording of the room running beside the new one.
+    edited = dataclasses.replace(desired(family=family, interval=10), selector="lob*")
+    change = one(edited, left, refreshed=False)
+    assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")

@@ -621,3 +621,29 @@ async def test_a_lost_start_left_to_its_room_is_still_stopped_when_its_job_is_re
     await harness.advance(60)  # past the prune's grace, well before the vendor's idle timeout
     assert harness.record(key).status is TaskStatus.REMOVED
     assert harness.calls(stop) == 1 and harness.running_sim_tasks(vendor) == []
+
+
+async def test_a_lost_zego_start_left_to_its_room_is_found_and_stopped_when_its_edited_job_starts_again(
+    harness: Harness,
+) -> None:
+    """Walk 47a: a ZEGO recording's lost start left to its room (43B-1), its job edited meanwhile, its room then
+    active again: the replace started a new recording (a new ClientTaskId) beside the one the lost start began,
+    two recordings of the room. What the lost start may run is found by its ClientTaskId and stopped first."""
+    write_specs(harness.specs, SHOWS.replace("idleTimeout: 30s", "idleTimeout: 600s"))
+    daemon = await harness.start()
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=["StartRecord"]))
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(120)
+    key = "RecordingJob/shows/show-1"
+    assert harness.record(key).status is TaskStatus.FAILED and len(harness.running_sim_tasks("zego")) == 1
+    harness.sim.faults.set(FaultConfig())
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.STOPPED  # left to its room
+    write_specs(harness.specs, SHOWS.replace("idleTimeout: 30s", "idleTimeout: 600s").replace("record/", "rec2/"))
+    assert daemon.reload()
+    await harness.advance(5)
+    harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # selected again: the edit starts
+    await harness.advance(5)
+    [running] = harness.running_sim_tasks("zego")
+    assert running.task_id == harness.record(key).vendor_task_id and harness.calls("StopRecord") == 1
