@@ -183,11 +183,12 @@ def start_unconfirmed(record: TaskRecord) -> bool:
     or every try failed (FAILED), among them answers lost after the vendor acted. It may be running. A ZEGO
     start the vendor refused keeps no ClientTaskId (`Executor.start`): nothing runs under it (a refused resume
     of an earlier start keeps it: that start may run); nor does a start refused with no answer lost
-    (`start_refused`)."""
+    (`start_refused`). A failed start left to its room (`failed_start_left`) may run as much: removed, it is
+    stopped (walk 47a)."""
     return (
         record.vendor_task_id is None
-        and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
-        and not (record.status is TaskStatus.FAILED and record.start_refused)
+        and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
+        and not (record.status is not TaskStatus.PENDING and record.start_refused)
         and (record.family is not ApiFamily.ZEGO_RECORD or record.client_task_id is not None)
     )
 

@@ -1232,3 +1232,28 @@ def test_a_failed_start_in_a_room_left_is_not_started_offline() -> None:
             "previous start failed: HTTP 503; left to its room, which its room selector no longer chooses: "
             "it starts when the room is selected again"
         ), change.reason
+
+
+@pytest.mark.parametrize("family", [ApiFamily.VOLC_SNAPSHOT, ApiFamily.ZEGO_RECORD])
+def test_a_lost_start_left_to_its_room_is_stopped_when_removed(family: ApiFamily) -> None:
+    """Walk 47a: a selector task's failed start, left to its room once the room closed (43B-1: `stopped`, no
+    vendor id), may run when its answers were lost: its removal was a tombstone with "nothing to stop", and the
+    run went on untracked to its idle timeout. It is stopped (ZEGO: found by a start under its ClientTaskId
+    first); a start the vendor refused (`start_refused`) still has nothing to stop."""
+    task = dataclasses.replace(desired(family=family), selector="lob*", ending=True)
+    left = record_for(task, TaskStatus.STOPPED, vendor_task_id=None, client_task_id="c1", last_error="HTTP 503")
+    refused = left.evolve(start_refused=True, client_task_id=None)
+    stop = "removed from specs" if family is ApiFamily.VOLC_SNAPSHOT else "removed from specs: its last start was"
+    for rec in (left, refused):
+        plan = diff({}, {rec.key: rec}, {}, options=PlanOptions(), state_serial=3, now=NOW)
+        [change] = plan.changes
+        assert change.action is Action.DELETE and change.reason.startswith("removed from specs"), change.reason
+        assert change.reason.startswith(stop) if rec is left else "nothing to stop" in change.reason, change.reason
+        assert ("nothing to stop" in change.reason) is (rec is refused), change.reason
+        assert transitions.stoppable(rec) is (rec is left)
+    assert one(task, left, refreshed=False).action is Action.NOOP  # still left to its room (45b-1)
+    # Its job edited, its room chosen again: what the lost start may run is stopped (ZEGO: found) before the
+    # new start; "not running, start anew" left a ZEGO recording of the room running beside the new one.
+    edited = dataclasses.replace(desired(family=family, interval=10), selector="lob*")
+    change = one(edited, left, refreshed=False)
+    assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")

@@ -3,6 +3,7 @@ when their room closes, capped by maxRooms, and a restart that starts nothing tw
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -586,3 +587,63 @@ async def test_a_selector_task_whose_start_failed_is_left_to_its_room_once_it_cl
     # Walk 44c-3: its first run, not a re-issue of one the vendor stopped (it never ran): counted as one, it
     # read RE-ISSUES 1 and `reissue: vendor stopped it: stopped`, and counted an unproductive run.
     assert (harness.record(key).reissue_count, harness.record(key).unproductive_runs) == (0, 0)
+
+
+@pytest.mark.parametrize("vendor", ["volcengine", "zego"])
+async def test_a_lost_start_left_to_its_room_is_still_stopped_when_its_job_is_removed(
+    harness: Harness, vendor: str
+) -> None:
+    """Walk 47a: every start's answer lost (the vendor started it), then the room closed: the failed start was
+    left to its room (43B-1, `stopped`), which no longer said it may run, so removing the job before the vendor's
+    idle timeout sent no stop (ZEGO: nor a start under its ClientTaskId to find it) and the run went on
+    untracked. Left to its room, it stays stoppable."""
+    volc = vendor == "volcengine"
+    job, room, key = (
+        (classes(), "class-1", "SnapshotJob/classes/class-1")
+        if volc
+        else (SHOWS, "show-1", "RecordingJob/shows/show-1")
+    )
+    start, stop = ("StartSnapshot", "StopSnapshot") if volc else ("StartRecord", "StopRecord")
+    stream = None if volc else "s1"
+    write_specs(harness.specs, re.sub(r"idleTimeout: \d+s", "idleTimeout: 600s", job), snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start(max_prune=100)  # (weighed as the stop it is, this one removal is all that runs)
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=[start]))
+    harness.sim.publish(vendor, room, user_id="t", stream_id=stream)
+    await harness.advance(120)
+    assert harness.record(key).status is TaskStatus.FAILED and len(harness.running_sim_tasks(vendor)) == 1
+    harness.sim.faults.set(FaultConfig())
+    harness.sim.unpublish(vendor, room, user_id="t", stream_id=stream)
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.STOPPED and harness.calls(stop) == 0  # left to its room
+    # The job removed while the vendor still runs what the lost start began.
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    assert daemon.reload()
+    await harness.advance(60)  # past the prune's grace, well before the vendor's idle timeout
+    assert harness.record(key).status is TaskStatus.REMOVED
+    assert harness.calls(stop) == 1 and harness.running_sim_tasks(vendor) == []
+
+
+async def test_a_lost_zego_start_left_to_its_room_is_found_and_stopped_when_its_edited_job_starts_again(
+    harness: Harness,
+) -> None:
+    """Walk 47a: a ZEGO recording's lost start left to its room (43B-1), its job edited meanwhile, its room then
+    active again: the replace started a new recording (a new ClientTaskId) beside the one the lost start began,
+    two recordings of the room. What the lost start may run is found by its ClientTaskId and stopped first."""
+    write_specs(harness.specs, SHOWS.replace("idleTimeout: 30s", "idleTimeout: 600s"))
+    daemon = await harness.start()
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=["StartRecord"]))
+    harness.sim.publish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(120)
+    key = "RecordingJob/shows/show-1"
+    assert harness.record(key).status is TaskStatus.FAILED and len(harness.running_sim_tasks("zego")) == 1
+    harness.sim.faults.set(FaultConfig())
+    harness.sim.unpublish("zego", "show-1", stream_id="s1", user_id="host")
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.STOPPED  # left to its room
+    write_specs(harness.specs, SHOWS.replace("idleTimeout: 30s", "idleTimeout: 600s").replace("record/", "rec2/"))
+    assert daemon.reload()
+    await harness.advance(5)
+    harness.sim.publish("zego", "show-1", stream_id="s2", user_id="host")  # selected again: the edit starts
+    await harness.advance(5)
+    [running] = harness.running_sim_tasks("zego")
+    assert running.task_id == harness.record(key).vendor_task_id and harness.calls("StopRecord") == 1
