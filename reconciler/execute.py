@@ -471,12 +471,13 @@ class Executor:
         specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
         # A Volcengine start never confirmed may run under the RoomId + TaskId this one sends: a refusal of this
-        # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1).
+        # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1). A replace's own
+        # start taken up again too (no stop before it: walk 47B-1); a replace that stopped first left none.
         name = transitions.volc_task_name(task.family, task.request)
         resumed = transitions.resumable_start(task, record) or (
             name is not None
             and record is not None
-            and not replace
+            and (not replace or transitions.replace_resumed(task, record))
             and transitions.start_unconfirmed(record)
             and transitions.volc_task_held(record) == name
         )

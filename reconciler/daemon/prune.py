@@ -146,7 +146,12 @@ class PruneGuard:
 
     def stopped(self, key: str) -> None:
         self._absent_since.pop(key, None)
-        if key in self._unstoppable:  # its provider came back and the stop went through
+        self.reachable(key)  # its provider came back and the stop went through
+
+    def reachable(self, key: str) -> None:
+        """A declared Provider reaches it again (its own put back): no longer counted `provider-missing`, and
+        a later loss is reported anew. A held prune's mark outlived the Provider's return (walk 47B-2)."""
+        if key in self._unstoppable:
             self._unstoppable.discard(key)
             self._export()
 

@@ -472,6 +472,7 @@ class Reconciler:
                     f"{key}` (its vendor task keeps running)",
                 )
             return Result(None, wake=tuple(self._keys_naming(name)) if name is not None else ())
+        self._prune.reachable(key)
         if self._observation_due(record, self.clock.now()):
             obs, _ = await self._observe(via)
             engine.persist_observations(

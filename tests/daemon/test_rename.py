@@ -558,3 +558,29 @@ async def test_a_held_rename_whose_provider_left_its_account_lets_the_new_key_ta
     assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
     assert harness.record("SnapshotJob/old/r1").status is TaskStatus.REMOVED
     assert harness.record("SnapshotJob/new/r1").status is TaskStatus.RUNNING
+
+
+async def test_a_held_prunes_provider_put_back_is_no_longer_counted_missing(harness: Harness) -> None:
+    """Walk 47B-2: 45A-2's held prune, marked `provider-missing` (`cannot prune`), then its Provider put back by a
+    spec edit: the key is looked at through it again, but the mark stayed until the prune went through or the
+    daemon restarted (`capctl_prune_blocked{reason="provider-missing"}` 1, CapctlPruneHeld naming a Provider
+    that is there), and a second removal of the Provider would not have been reported."""
+    daemon = await start_held_on_volc(harness)
+    volc = (harness.specs / "providers.yaml").read_text().split("---\n")[0]
+    rename_with_provider(harness, (f"endpoint: {SIM}/volc", f"endpoint: {SIM.replace('sim', 'sim2')}/volc"))
+    assert daemon.reload()
+    await harness.advance(5)
+    assert 'capctl_prune_blocked{reason="provider-missing"} 1.0' in await metrics(harness)
+    providers = harness.specs / "providers.yaml"
+    renamed = providers.read_text()
+    providers.write_text(renamed + "---\n" + volc)  # `volc` back, beside `volc-new`
+    with capture_logs() as logs:
+        assert daemon.reload()
+        await harness.advance(35)  # a resync
+        assert 'capctl_prune_blocked{reason="provider-missing"} 0.0' in await metrics(harness)
+        providers.write_text(renamed)
+        assert daemon.reload()
+        await harness.advance(35)
+    assert sum(e["event"] == "cannot prune" for e in logs) == 1  # removed again: said again
+    assert 'capctl_prune_blocked{reason="max-prune"} 1.0' in await metrics(harness)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1

@@ -266,15 +266,16 @@ def test_tasks_that_cannot_be_observed_make_plan_and_apply_fail_but_the_rest_is_
     assert work.sim.get("/throttled")["total"] == 2
 
 
-def removing_the_job_stops_its_task(work: Workdir) -> None:
+def removing_the_job_stops_its_task(work: Workdir, stops: int = 1) -> None:
     """The lobby's start was never confirmed but runs: without its job, the plan and apply stop it by the
-    RoomId + TaskId it sent, and its record becomes a tombstone."""
+    RoomId + TaskId it sent (`stops`: StopSnapshot calls so far, this one included), and its record becomes a
+    tombstone."""
     (work.specs / "jobs.yaml").unlink()
     plan = work.capctl("plan").stdout
     assert "- SnapshotJob/audit/lobby" in plan and "nothing to stop" not in plan
     work.apply()
     assert running(work) == []
-    assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"]
+    assert [r["body"]["TaskId"] for r in work.sim.requests("StopSnapshot")] == ["audit"] * stops
     assert state(work)[LOBBY]["status"] == "removed"
 
 
@@ -296,6 +297,24 @@ def test_a_start_whose_answers_were_lost_is_stopped_when_its_job_is_removed(work
     work.sim.http.delete("/faults")
     assert state(work)[LOBBY]["status"] == "failed" and len(running(work)) == 1
     removing_the_job_stops_its_task(work)
+
+
+def test_a_replaces_lost_start_retried_with_a_rotated_key_is_still_stopped_when_its_job_is_removed(
+    work: Workdir,
+) -> None:
+    """Walk 47B-1: a replace stopped the old run, its StartSnapshot took effect but every answer was lost; its
+    start, tried again with a rotated (wrong) secret key, is refused. That refusal was read as "nothing runs"
+    (`start_refused`), so removing the job retired the record without a stop and the run went on unseen."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle=600))
+    work.apply()
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], idle=700))  # MaxIdleTime: a replace
+    work.sim.faults(dropRate=1.0, phase="after", apis=["StartSnapshot"])
+    work.capctl("apply", "--auto-approve", env={"CAPCTL_MAX_ATTEMPTS": "1"}, expect=1)
+    work.sim.http.delete("/faults")
+    refused = work.capctl("apply", "--auto-approve", env={"VOLC_SK": "rotated"}, expect=1).stdout
+    assert "(replace): volc (volcengine): StartSnapshot: SignatureDoesNotMatch" in refused
+    assert state(work)[LOBBY]["status"] == "failed" and len(running(work)) == 1
+    removing_the_job_stops_its_task(work, stops=2)  # the replace's stop, then this one
 
 
 def test_end_of_input_at_the_confirmation_prompt_cancels_the_apply(work: Workdir) -> None:
