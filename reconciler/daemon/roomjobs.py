@@ -380,6 +380,8 @@ class RoomSelectors:
         callbacks), where anyone who can open a room added a line."""
         self._spec = spec
         effective = self._select(spec)
+        if self._history is not None:  # which rooms each selector job covers from now (the status page's)
+            self._history.cover({s.job: s.selector for s in effective.selections})
         for s in unheard(effective.selections, spec.providers):
             log.warning("room selector cannot learn of its rooms", job=s.job, detail=unheard_note(s.job, s.provider))
         for warning in spec.warnings():

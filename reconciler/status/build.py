@@ -231,7 +231,7 @@ def _rooms_on_page(
                 active=active,
                 activity_reported=spans is not None,
                 captures=tuple(
-                    _capture_line(key, history, window, active, key in selected, removed.get(key))
+                    _capture_line(key, history, window, active, room if key in selected else None, removed.get(key))
                     for key in rooms[room, account]
                 ),
             )
@@ -255,16 +255,25 @@ def _clip(spans: Iterable[Interval], window: Interval) -> tuple[Interval, ...]:
 
 
 def _capture_line(
-    key: str, history: History, window: Interval, active: Sequence[Interval], selected: bool, removed: float | None
+    key: str,
+    history: History,
+    window: Interval,
+    active: Sequence[Interval],
+    selected: str | None,
+    removed: float | None,
 ) -> CaptureLine:
+    """`selected`: the room, for a room-selector job's task."""
     runs = history.runs(key)
     since = history.known_since(key)
-    if selected and since is not None and len(runs) < MAX_INTERVALS:
+    if selected is not None and since is not None and len(runs) < MAX_INTERVALS:
         # A room-selector job's task exists from its room's first run: the activity before it, in the session
         # it started in, was not captured (left out past maxRooms, or the start's own delay), and is drawn as
         # lost, not as history unknown: "was room-0003 captured?" read "no gap" for 7 minutes left out (25e).
-        # Not when its oldest runs were dropped (MAX_INTERVALS): the first one kept is not its first.
-        since = next((a.start for a in active if a.start <= since < a.end), since)
+        # Not when its oldest runs were dropped (MAX_INTERVALS): the first one kept is not its first. Nor
+        # before the job's globs covered the room: a selector widened to a room already active (41C-4).
+        began = next((a.start for a in active if a.start <= since < a.end), since)
+        covered = history.covered_from(job_of(key), selected, since)
+        since = began if covered is None else max(began, covered)
     end = window.end if removed is None else max(window.start, min(removed, window.end))
     known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)

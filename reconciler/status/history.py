@@ -6,7 +6,9 @@ activity. The daemon tells this history about every record it reads or commits (
 callback (`room_active` / `room_idle`), and the state keeps the same (`capctl_history`): each commit of a
 record writes its run in its own transaction (`run_of`), and the rooms' spans go with the room-activity batch
 (`take_rooms`), as does when each task was first seen (a "seen" span: its history is complete from then, so
-the gaps before its first kept run are drawn after a restart as before it). So a restarted daemon, a new
+the gaps before its first kept run are drawn after a restart as before it), and which rooms each selector
+job's globs covered when (a "selector" span per spec load that changed them, `cover`: a room a widened
+selector takes in had no capture lost before the edit). So a restarted daemon, a new
 leader or a standby's page reads it back (`restore`) and draws what the daemon before it saw. Bounded: runs
 and activity that ended before the window are dropped as new ones come (a room with nothing left is
 forgotten), and each task or room keeps at most `MAX_INTERVALS`; the state is pruned alike (`prune_due`). Time
@@ -15,16 +17,19 @@ writes it on its loop, and the page reads it there."""
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.clock import Clock
 from reconciler.model import TaskRecord
+from reconciler.spec.models import RoomSelector
+from reconciler.spec.selectors import matches_any
 from reconciler.state.base import HistorySpan, began_of, run_of
 from reconciler.status.model import TIMELINE_SECONDS
 
-__all__ = ["MAX_INTERVALS", "Activity", "History", "Restored", "Run"]
+__all__ = ["MAX_INTERVALS", "Activity", "Cover", "History", "Restored", "Run"]
 
 MAX_INTERVALS = 96  # per task or room: a run every 15 minutes for 24 h; older ones go first
 
@@ -46,12 +51,33 @@ class Activity:
 
 
 @dataclass(frozen=True, slots=True)
+class Cover:
+    """A room-selector job's `match` / `exclude` in force from `start` (a spec set loaded) to `end` (None while
+    it is): which rooms the job covered when, so a room a widened selector takes in is not drawn as lost before
+    the edit (walk 41C-4). Kept as a "selector" span: subject the job, the globs as JSON in its reason."""
+
+    start: float
+    end: float | None
+    match: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def covers(self, room: str) -> bool:
+        return matches_any(room, self.match) and not matches_any(room, self.exclude)
+
+    def span(self, job: str) -> HistorySpan:
+        text = json.dumps({"match": self.match, "exclude": self.exclude}, separators=(",", ":"))
+        return HistorySpan("selector", job, "", self.start, self.end, text)
+
+
+@dataclass(frozen=True, slots=True)
 class Restored:
     """The history the state keeps, made ready off the loop (`History.restored`), to `install` on it."""
 
     runs: dict[str, deque[Run]]
     rooms: dict[tuple[str, str], deque[Activity]]
     first_seen: dict[str, float]  # where the state's is the first: this daemon's, if any, is not to be written
+    covers: dict[str, list[Cover]]  # by job (`Cover`)
+    covers_closed: frozenset[str]  # jobs whose open span a later one followed: closed, to be written so
 
 
 class History:
@@ -66,6 +92,11 @@ class History:
         # Tasks first seen since `take_rooms`: when a task was first seen is kept too (a "seen" span), or a
         # restarted daemon drew its history as beginning at its first kept run, and lost the gaps before it.
         self._unseen: set[str] = set()
+        # Each selector job's globs over time (`cover`), and those of the spec set in force, applied again to a
+        # history read back (`install`): a load before the read is not undone by it.
+        self._covers: dict[str, list[Cover]] = {}
+        self._in_force: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+        self._covers_unwritten: set[str] = set()
         self._trimmed = clock.now()
         self._pruned: float | None = None
 
@@ -99,6 +130,30 @@ class History:
         self._first_seen.pop(key, None)
         self._unseen.discard(key)
 
+    def cover(self, selectors: Mapping[str, RoomSelector]) -> None:
+        """A spec set was loaded with these selector jobs (`Kind/name` -> selector): a job whose `match` or
+        `exclude` changed (or that is new) covers from now by its new globs; one no longer there, no more. The
+        same globs loaded again (a restart, a reload) change nothing: the page stays as it was drawn."""
+        self._in_force = {job: (tuple(s.match), tuple(s.exclude)) for job, s in selectors.items()}
+        self._apply_covers()
+
+    def _apply_covers(self) -> None:
+        if self._in_force is None:
+            return
+        now = self.clock.now()
+        for job in sorted(self._covers.keys() | self._in_force.keys()):
+            kept = self._covers.setdefault(job, [])
+            last = kept[-1] if kept and kept[-1].end is None else None
+            globs = self._in_force.get(job)
+            if last is not None and globs == (last.match, last.exclude):
+                continue
+            if last is not None:
+                kept[-1] = replace(last, end=max(now, last.start))
+                self._covers_unwritten.add(job)
+            if globs is not None:
+                kept.append(Cover(now, None, *globs))
+                self._covers_unwritten.add(job)
+
     def room_active(self, account: str, room: str) -> None:
         """A room callback of the vendor `account` said someone is in `room` (a user joined, a stream appeared)."""
         spans = self._rooms.setdefault((account, room), deque(maxlen=MAX_INTERVALS))
@@ -131,6 +186,8 @@ class History:
         # (A copy: the loop may note meanwhile; `install` takes this daemon's as they are then.)
         mine = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
         first_seen: dict[str, float] = {}  # the state's, where they are the first
+        covers: dict[str, list[Cover]] = {}
+        closed: set[str] = set()  # jobs with a "selector" span closed here, to be written so
         spans = tuple(spans)  # (read twice: how each run began first)
         began = {(s.subject, s.start): int(s.reason or 0) for s in spans if s.kind == "began" and _digits(s.reason)}
         for span in spans:  # in start order
@@ -149,7 +206,13 @@ class History:
                 and span.start <= first_seen.get(span.subject, mine.get(span.subject, span.start))
             ):
                 first_seen[span.subject] = span.start  # (an earlier one of this daemon's stays, to be written)
-        return Restored(runs, rooms, first_seen)
+            elif span.kind == "selector" and (globs := _globs(span.reason)) is not None:
+                kept_covers = covers.setdefault(span.subject, [])
+                if kept_covers and kept_covers[-1].end is None:  # two replicas loaded it: ended by the next
+                    kept_covers[-1] = replace(kept_covers[-1], end=span.start)
+                    closed.add(span.subject)
+                kept_covers.append(Cover(span.start, span.end, *globs))
+        return Restored(runs, rooms, first_seen, covers, frozenset(closed))
 
     def install(self, restored: Restored) -> None:
         """Take a `restored` history as the whole history (on the loop), with the first sights noted since it
@@ -158,6 +221,8 @@ class History:
         first_seen = {key: at for key in self._unseen if (at := self._first_seen.get(key)) is not None}
         first_seen.update(restored.first_seen)
         self._runs, self._rooms, self._unwritten, self._first_seen = restored.runs, restored.rooms, set(), first_seen
+        self._covers, self._covers_unwritten = restored.covers, set(restored.covers_closed)
+        self._apply_covers()
         self._trimmed = self.clock.now() - self.window  # trimmed at the next note
 
     def take_rooms(self) -> list[HistorySpan]:
@@ -170,16 +235,18 @@ class History:
             for a in self._rooms.get((account, room), ())
         ]
         taken += [HistorySpan("seen", key, "", self._first_seen[key], None) for key in sorted(self._unseen)]
-        self._unwritten, self._unseen = set(), set()
+        taken += [c.span(job) for job in sorted(self._covers_unwritten) for c in self._covers.get(job, ())]
+        self._unwritten, self._unseen, self._covers_unwritten = set(), set(), set()
         return taken
 
     def untake(self, spans: Iterable[HistorySpan]) -> None:
         self._unwritten |= {(s.subject, s.room) for s in spans if s.kind == "room"}
         self._unseen |= {s.subject for s in spans if s.kind == "seen" and s.subject in self._first_seen}
+        self._covers_unwritten |= {s.subject for s in spans if s.kind == "selector" and s.subject in self._covers}
 
     @property
     def rooms_unwritten(self) -> bool:
-        return bool(self._unwritten or self._unseen)
+        return bool(self._unwritten or self._unseen or self._covers_unwritten)
 
     def prune_due(self) -> float | None:
         """The horizon to prune the state's history to (spans that ended before it go), at most once per
@@ -200,6 +267,11 @@ class History:
             for spans in table.values():
                 while spans and spans[0].end is not None and spans[0].end < horizon:
                     spans.popleft()
+        for job, covers in list(self._covers.items()):
+            if kept := [c for c in covers if c.end is None or c.end >= horizon]:
+                self._covers[job] = kept
+            else:
+                del self._covers[job]
         # A room quiet for the whole window is forgotten: rooms made on the fly (a class, a call) would
         # otherwise pile up for the daemon's lifetime. A task's key stays until its record is deleted.
         for room in [room for room, spans in self._rooms.items() if not spans]:
@@ -218,10 +290,37 @@ class History:
             return runs[0].start if first is None else min(runs[0].start, first)
         return first
 
+    def covered_from(self, job: str, room: str, at: float) -> float | None:
+        """Since when `job`'s selector has covered `room` without a break, as of `at` (by the globs in force
+        since the spec sets kept), or None when that is not known: no globs kept in force at `at` (a state from
+        before them, or the task was made before the first load that kept them)."""
+        covers = [c for c in self._covers.get(job, ()) if c.start <= at]
+        if not covers or (covers[-1].end is not None and covers[-1].end < at) or not covers[-1].covers(room):
+            return None
+        since = covers[-1].start
+        for before in reversed(covers[:-1]):
+            if not before.covers(room) or (before.end is not None and before.end < since):
+                break
+            since = before.start
+        return since
+
     def activity(self, account: str, room: str) -> tuple[Activity, ...] | None:
         """The room's activity spans, or None when no room callback was seen for it within the window."""
         spans = self._rooms.get((account, room))
         return None if spans is None else tuple(spans)
+
+
+def _globs(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """A "selector" span's globs as a capctl writes them; None for anything else (a row edited by hand)."""
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    match, exclude = value.get("match"), value.get("exclude")
+    texts = all(isinstance(g, list) and all(isinstance(x, str) for x in g) for g in (match, exclude))
+    return (tuple(match), tuple(exclude)) if texts else None  # type: ignore[arg-type]
 
 
 def _digits(text: str | None) -> bool:

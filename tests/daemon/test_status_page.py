@@ -472,3 +472,24 @@ async def test_a_provider_fix_in_a_failed_updates_backoff_retries_it_at_once(har
     await harness.advance(2)
     (task,) = harness.running_sim_tasks()
     assert task.interval == 10 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)
+
+
+async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_the_edit(harness: Harness) -> None:
+    """Walk 41C-4: `lobby-*` widened to `*` while stage-1 had been active 10 minutes drew those 10 minutes as
+    capture lost for the job, which did not want the room then; after a restart, the same."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(600)
+    write_specs(harness.specs, selector_job("sel", "*"))
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(30)
+    async with await client(harness) as http:
+        before = (await http.get("/api/v1/status")).json()
+    assert task_of(before, "SnapshotJob/sel/stage-1")["status"] == "running"
+    assert room_of(before, "stage-1")["lost_seconds"] < 30
+    await harness.stop()
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    async with await client(harness) as http:
+        after = (await http.get("/api/v1/status")).json()
+    assert timelines(after) == timelines(before)

@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.model import Observed, ObservedState, TaskStatus
+from reconciler.spec.models import RoomSelector
 from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, StateDamaged, open_state
 from reconciler.state.sql import SqlStateStore
 from reconciler.status import History
@@ -144,6 +145,41 @@ def test_a_first_sight_is_kept_only_while_its_record_is(store_url: str) -> None:
         assert store.prune_orphans() == 1
         assert [s for s in store.history() if s.kind == "seen"] == [HistorySpan("seen", other, "", 85.0, None)]
         assert store.serial() == serial
+    finally:
+        store.close()
+
+
+def test_which_rooms_a_selector_job_covered_when_is_kept_closed_and_pruned(store_url: str) -> None:
+    """Walk 41C-4: each selector job's globs in force (a "selector" span, open while they are) are written with
+    the room batch, read back after a restart (the same globs loaded again write nothing), closed when edited
+    or when the job leaves the specs, and pruned by age once closed: the globs in force stay however old."""
+    job, wide = "SnapshotJob/sel", RoomSelector.model_validate({"match": ["lobby-*", "stage-*"]})
+    store, clock = sql(open_state(store_url)), FakeClock(100.0)
+    try:
+        history = History(clock)
+        history.cover({job: RoomSelector.model_validate({"match": "lobby-*"})})
+        clock.set(200.0)
+        history.cover({job: wide})
+        store.record_rooms([], history.take_rooms())
+        again = History(clock)  # a restart
+        again.restore(store.history())
+        again.cover({job: wide})
+        assert again.take_rooms() == [] and again.covered_from(job, "lobby-1", 250.0) == 100.0
+        assert again.covered_from(job, "stage-1", 250.0) == 200.0
+        clock.set(300.0)
+        again.cover({})  # the job left the specs
+        store.record_rooms([], again.take_rooms())
+        spans = [(s.start, s.end, s.reason) for s in store.history() if s.kind == "selector"]
+        assert spans == [
+            (100.0, 200.0, '{"match":["lobby-*"],"exclude":[]}'),
+            (200.0, 300.0, '{"match":["lobby-*","stage-*"],"exclude":[]}'),
+        ]
+        store.record_rooms([], [HistorySpan("selector", "SnapshotJob/other", "", 10.0, None, spans[0][2])])
+        assert store.prune_history(ended_before=250.0, keep=96) == 1
+        assert [(s.subject, s.start) for s in store.history() if s.kind == "selector"] == [
+            ("SnapshotJob/other", 10.0),
+            (job, 200.0),
+        ]
     finally:
         store.close()
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from reconciler.clock import FakeClock
 from reconciler.daemon.records import RecordCache
 from reconciler.model import TaskStatus
+from reconciler.spec.models import RoomSelector
 from reconciler.state import open_state
 from reconciler.state.base import run_of
-from reconciler.status import StatusQuery, build_snapshot
+from reconciler.status import History, StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.history import MAX_INTERVALS
 from reconciler.status.model import Gap, Interval, Reissue, StatusSnapshot
@@ -184,6 +185,44 @@ def test_a_selector_room_active_before_its_task_first_ran_reads_as_capture_lost_
         busy.stop(run, NOW - 80_000 + 600 * i + 599, "ended (Volcengine UnknownStopReason)")
     (crowded,) = build_snapshot(inputs([run], history=busy.history), StatusQuery(), NOW).rooms
     assert crowded.captures[0].known_since == NOW - 80_000
+
+
+def test_a_selector_widened_to_an_active_room_draws_no_loss_from_before_the_edit() -> None:
+    """Walk 41C-4: `match: lobby-*` widened to `[lobby-*, stage-*]` while stage-1 had been active an hour drew
+    that hour as capture lost for the job, which did not want the room then. Only the time since the widened
+    globs came into force is; lobby-9, which the old globs covered too (left out past maxRooms, 25e), keeps its
+    loss from its session's start. Read back from the spans the state keeps, the page is the same."""
+    told, job = Told(), "SnapshotJob/sel"
+    told.clock.set(NOW - 5000)
+    told.history.cover({job: RoomSelector.model_validate({"match": ["lobby-*"], "maxRooms": 1})})
+    told.room_active("stage-1", NOW - 3600)
+    told.room_active("lobby-9", NOW - 3600)  # covered, left out past maxRooms
+    told.clock.set(NOW - 1800)
+    told.history.cover({job: RoomSelector.model_validate({"match": ["lobby-*", "stage-*"], "maxRooms": 2})})
+    stage = told.start(record(f"{job}/stage-1", selector="lobby-*, stage-*"), NOW - 1790)
+    lobby = told.start(record(f"{job}/lobby-9", selector="lobby-*, stage-*"), NOW - 1790)
+
+    def lines(history: History) -> dict[str, tuple[Gap, ...]]:
+        snap = build_snapshot(inputs([stage, lobby], history=history), StatusQuery(), NOW)
+        return {room.room: room.captures[0].gaps for room in snap.rooms}
+
+    drawn = lines(told.history)
+    assert drawn == {
+        "stage-1": (Gap(NOW - 1800, NOW - 1790, True, None),),  # from the edit: the start's own delay
+        "lobby-9": (Gap(NOW - 3600, NOW - 1790, True, None),),
+    }
+    spans = [*told.history.take_rooms(), *(span for r in (stage, lobby) if (span := run_of(r)) is not None)]
+    assert [(s.start, s.end) for s in spans if s.kind == "selector"] == [(NOW - 5000, NOW - 1800), (NOW - 1800, None)]
+    again = History(told.clock)
+    again.restore(spans)
+    again.cover(
+        {job: RoomSelector.model_validate({"match": ["lobby-*", "stage-*"], "maxRooms": 3})}
+    )  # a restart; maxRooms: no change
+    assert again.take_rooms() == [] and lines(again) == drawn
+    # A state from before the spans (none kept): drawn as before, from the session's start.
+    old = History(told.clock)
+    old.restore([s for s in spans if s.kind != "selector"])
+    assert lines(old)["stage-1"] == (Gap(NOW - 3600, NOW - 1790, True, None),)
 
 
 def test_a_tombstones_room_active_after_its_removal_is_no_capture_lost() -> None:
