@@ -23,8 +23,10 @@ _META: Final = ("title", "description", "default")
 # pydantic passes a bound through under its own name where a validator runs before it (`Int`, `Number`: a
 # reference's text read as a number): JSON Schema's words, or an editor checks no bound.
 _BOUNDS: Final = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
-# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind); those that name a
-# task carry LITERAL_SCHEMA_MARKER (refs.py refuses a reference there).
+# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind): these names where
+# they are required, as a document's and a Provider's or Storage's are (a stream's optional `type`, camera or
+# screen, picks nothing: walk 47d). Those that name a task carry LITERAL_SCHEMA_MARKER (refs.py refuses a
+# reference there).
 _NO_REFS: Final = {"kind", "apiVersion", "type"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
@@ -36,7 +38,8 @@ REFERENCE: Final = {
             "required": ["env"],
             "properties": {
                 "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                "default": {"type": ["string", "integer", "number", "boolean"]},
+                # null too: `default: ~` leaves the field unset, to its own default (refs.py, models.py)
+                "default": {"type": ["string", "integer", "number", "boolean", "null"]},
             },
         },
         {
@@ -74,7 +77,7 @@ def _allow_refs(schema: Any) -> Any:
     if "properties" in out:
         required = set(out.get("required", ()))
         out["properties"] = {
-            name: _nullable(sub if name in _NO_REFS else _allow_refs(sub), name in required)
+            name: _nullable(sub if name in _NO_REFS and name in required else _allow_refs(sub), name in required)
             for name, sub in out["properties"].items()
         }
     for key in ("items", "additionalProperties"):

@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]  # no type stubs
 import pytest
+import yaml
 
 from reconciler.redact import redact_tree
 from reconciler.secrets import SecretText
@@ -927,3 +929,21 @@ def test_the_schema_states_bounds_in_json_schema_words() -> None:
         "anyOf"
     ][0]
     assert (rate["minimum"], rate["maximum"]) == (0.01, 100_000), rate
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "provider: volc\nrooms: [lobby]\nstorage: tos\nstreams: [{user: u, type: {env: T, default: screen}}]",
+        "provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: T, default: ~}",
+    ],
+    ids=["stream-type-reference", "null-default"],
+)
+def test_the_schema_takes_what_validate_takes(load: Loader, body: str) -> None:
+    """Walk 47d: an editor flagged two documents that validate loads. A stream's `type` (camera or screen)
+    was kept literal as if it picked the schema, as a Provider's or Storage's `type` does; and a reference's
+    `default: ~` (the field's own default when the variable is unset) was not a scalar to the schema."""
+    text = job(body=body)
+    load(text, env={**SECRET_ENV})  # validate takes it (T unset: the default is used)
+    errors = list(jsonschema.Draft202012Validator(json_schema()).iter_errors(yaml.safe_load(text)))
+    assert not errors, [e.message[:200] for e in errors]
