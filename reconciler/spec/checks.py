@@ -40,7 +40,7 @@ from reconciler.spec.models import (
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["ZEGO_LEGACY_STORAGE", "CheckedJob", "check_all"]
+__all__ = ["STORAGE_FIELDS", "ZEGO_LEGACY_STORAGE", "CheckedJob", "check_all"]
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),

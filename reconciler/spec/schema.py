@@ -2,7 +2,8 @@
 
 Generated from the same models that validate, then widened where YAML allows more than the model sees:
 any scalar may be a value reference, so every scalar position also accepts `#/$defs/Reference`.
-Checks that need several documents (vendor ranges, storage types per vendor) are not expressible here.
+Checks that need several documents (vendor ranges, storage types per vendor) are not expressible here; a
+Storage's fields per type are (one document), so an editor flags `space` on s3 as validate does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
+from reconciler.spec.checks import STORAGE_FIELDS
 from reconciler.spec.fields import LITERAL_SCHEMA_MARKER, SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
@@ -114,11 +116,30 @@ def _standard_bounds(schema: Any) -> Any:
     return {(_BOUNDS.get(k, k) if numeric else k): _standard_bounds(v) for k, v in schema.items()}
 
 
+def _storage_types(fields: list[str]) -> list[dict[str, Any]]:
+    """Per Storage type (checks.py's table), what validate asks: its required fields set (not null), and the
+    others unset (null is unset, models.py)."""
+    rules = []
+    for kind, (required, optional) in STORAGE_FIELDS.items():
+        foreign = [f for f in fields if f not in (*required, *optional, "type")]
+        then = {
+            "required": list(required),
+            "properties": {
+                **{f: {"not": _NULL} for f in required},
+                **{f: {**_NULL, "description": f"does not apply to storage type {kind}"} for f in foreign},
+            },
+        }
+        rules.append({"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": then})
+    return rules
+
+
 def json_schema() -> dict[str, Any]:
     """The schema of one document: `oneOf` the five kinds, each with its `kind` constant."""
     _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()], ref_template="#/$defs/{model}")
     defs = {name: _allow_refs(_standard_bounds(sub)) for name, sub in top.get("$defs", {}).items()}
     defs["Reference"] = REFERENCE
+    storage = defs["StorageConfig"]
+    storage["allOf"] = _storage_types(list(storage["properties"]))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://capctl.dev/schema/capctl-v1.json",
