@@ -981,3 +981,12 @@ def test_the_schema_asks_a_storage_type_for_what_validate_does(load: Loader, kin
     assert both(_storage(kind, required, f"  {foreign}: x1\n")) == (False, False)
     for missing in vendor_free:
         assert both(_storage(kind, [f for f in required if f != missing])) == (False, False), missing
+
+
+def test_rooms_read_as_yaml_1_1_as_the_editor_set_up_says(load: Loader, errors_of: ErrorsOf) -> None:
+    """docs/spec-language.md, "Editor set-up" (walk 47d): the editor is told to read YAML 1.1 because capctl
+    does; on 1.2 `1e3` is a number and `yes` text, the other way round."""
+    spec_set = load(job(body="provider: zego\nrooms: [1e3, 0o17]\nstorage: s3"))
+    assert {t.split("/")[-1] for t in spec_set.tasks} == {"1e3", "0o17"}
+    (error,) = errors_of(job(body="provider: zego\nrooms: [yes]\nstorage: s3"))
+    assert "got a boolean" in error, error
