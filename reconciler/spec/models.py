@@ -124,7 +124,8 @@ def _rrggbb00(value: int) -> int:
 
 Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF), AfterValidator(_rrggbb00)]
 RestartPolicyName = Literal["Always", "Never"]
-RoomNames = Annotated[list[Text], Field(min_length=1)]
+# uniqueItems: a room listed twice is an error (checks.py), which an editor can flag too (walk 47d)
+RoomNames = Annotated[list[Text], Field(min_length=1, json_schema_extra={"uniqueItems": True})]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -132,18 +133,26 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-_PATTERNS_SCHEMA: Final = {
-    **LITERAL_ONLY,
-    "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
-    "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
-}
-Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_PATTERNS_SCHEMA)]
+def _patterns_schema(min_items: int) -> dict[str, Any]:
+    """One glob or a list of them. The schema replaces the model's, so it states the list's rules itself: a
+    glob listed twice is an error (checks.py), and `match: []` is (walk 47d: an editor took both)."""
+    globs = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
+    return {
+        **LITERAL_ONLY,
+        "anyOf": [{"type": "string", "minLength": 1}, {**globs, **({"minItems": min_items} if min_items else {})}],
+        "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
+    }
+
+
+Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_patterns_schema(0))]
 
 
 class RoomSelector(_Model):
     """A room selector: every room whose id matches a `match` glob and no `exclude` glob, while it is active."""
 
-    match: Annotated[Patterns, Field(min_length=1)]
+    match: Annotated[
+        list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_patterns_schema(1)), Field(min_length=1)
+    ]
     exclude: Patterns = []
     max_rooms: Positive | None = Field(
         None, description="cost cap: at most this many rooms captured at once; beyond it no new room is started"

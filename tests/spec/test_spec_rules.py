@@ -990,3 +990,16 @@ def test_rooms_read_as_yaml_1_1_as_the_editor_set_up_says(load: Loader, errors_o
     assert {t.split("/")[-1] for t in spec_set.tasks} == {"1e3", "0o17"}
     (error,) = errors_of(job(body="provider: zego\nrooms: [yes]\nstorage: s3"))
     assert "got a boolean" in error, error
+
+
+@pytest.mark.parametrize(
+    "rooms",
+    ["[lobby, lobby]", "{match: []}", "{match: [a-*, a-*]}", "{match: a-*, exclude: [b-*, b-*]}"],
+    ids=["room-twice", "no-glob", "glob-twice", "exclusion-twice"],
+)
+def test_the_schema_refuses_the_rooms_validate_refuses(errors_of: ErrorsOf, rooms: str) -> None:
+    """Walk 47d: `match: []` and a room or glob listed twice are errors of one document, which an editor
+    took: the globs' schema (written by hand, models.py) had no minItems, and no list said uniqueItems."""
+    text = job(body=f"provider: volc\nrooms: {rooms}\nstorage: tos")
+    assert errors_of(text)
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
