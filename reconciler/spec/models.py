@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import (
     LITERAL_ONLY,
+    VOLC_ID_PATTERN,
     Bool,
     CallbackUrl,
     Duration,
@@ -209,17 +210,24 @@ _RATE_LIMITS: Final = (
 )
 
 
+# Volcengine's Id rule, which validate checks in one document: for an editor too (walk 47d). On a field that may
+# be unset or a reference, `pattern` binds its text only.
+_VOLC_ID: Final[dict[str, Any]] = {"pattern": VOLC_ID_PATTERN}
+
+
 class VolcengineProvider(_Model):
     """A Volcengine account."""
 
     type: Literal["volcengine"] = Field(description=_PROVIDER_TYPE)
-    app_id: Text = Field(description=_APP_ID)
+    app_id: Text = Field(description=_APP_ID, json_schema_extra=_VOLC_ID)
     access_key: SecretRef = Field(description="the OpenAPI access key id (AccessKeyId) that signs every call")
     secret_key: SecretRef = Field(description="the OpenAPI secret access key that signs every call")
     endpoint: Endpoint = Field(VOLC_ENDPOINT, description="URL of the OpenAPI, default https://rtc.volcengineapi.com")
     region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
     business_id: Text | None = Field(
-        None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
+        None,
+        description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}",
+        json_schema_extra=_VOLC_ID,
     )
     callback_secret: SecretRef | None = Field(None, description=_CALLBACK_SECRET)
     rate_limits: dict[str, Rate] = Field(
@@ -315,7 +323,9 @@ class StorageConfig(_Model):
 class StreamSelector(_Model):
     """One stream: volcengine {user, type, index}; zego {stream}."""
 
-    user: Text | None = Field(None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}")
+    user: Text | None = Field(
+        None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}", json_schema_extra=_VOLC_ID
+    )
     type: Literal["camera", "screen"] | None = Field(
         None, description="volcengine StreamType: camera (0, the default) or screen (1)"
     )
@@ -369,7 +379,7 @@ class SnapshotJobSpec(_Model):
         None,
         description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
         "matches [a-zA-Z0-9_@-.]{1,128}",
-        json_schema_extra=LITERAL_ONLY,
+        json_schema_extra={**LITERAL_ONLY, **_VOLC_ID},
     )
 
 

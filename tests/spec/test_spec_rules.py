@@ -1003,3 +1003,22 @@ def test_the_schema_refuses_the_rooms_validate_refuses(errors_of: ErrorsOf, room
     text = job(body=f"provider: volc\nrooms: {rooms}\nstorage: tos")
     assert errors_of(text)
     assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: v2}\n"
+        "spec: {type: volcengine, appId: 'a b', accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: v2}\n"
+        "spec: {type: volcengine, appId: a, businessId: 'b c', accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ntaskId: 't 1'"),
+        job(body="provider: volc\nrooms: [lobby]\nstorage: tos\nstreams: [{user: 'u 1'}]"),
+    ],
+    ids=["appId", "businessId", "taskId", "user"],
+)
+def test_the_schema_states_the_volcengine_id_rule(errors_of: ErrorsOf, text: str) -> None:
+    """Walk 47d: validate holds a Volcengine AppId, BusinessId, TaskId and UserId to its Id rule in one
+    document; the schema only said so in the description, so an editor took `appId: 'a b'`."""
+    assert any("[a-zA-Z0-9_@-.]{1,128}" in e for e in errors_of(text))
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
