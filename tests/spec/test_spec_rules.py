@@ -951,6 +951,15 @@ def test_the_schema_takes_what_validate_takes(load: Loader, body: str) -> None:
     assert not errors, [e.message[:200] for e in errors]
 
 
+def _taken(load: Loader, text: str, *, base: bool = True) -> bool:
+    """Whether validate takes `text`."""
+    try:
+        load(text, base=base)
+    except SpecErrors:
+        return False
+    return True
+
+
 def _storage(kind: str, fields: Iterable[str], extra: str = "") -> str:
     values = {"accessKey": "{env: AK}", "secretKey": "{env: SK}", "endpoint": "https://s3.example", "region": "r-1"}
     body = "".join(f"  {f}: {values.get(f, 'x1')}\n" for f in fields) + extra
@@ -968,12 +977,7 @@ def test_the_schema_asks_a_storage_type_for_what_validate_does(load: Loader, kin
     foreign = next(f for f in ("space", "bucket", "title") if f not in (*required, *optional))
 
     def both(text: str) -> tuple[bool, bool]:
-        try:
-            load(text, base=False)
-            loads = True
-        except SpecErrors:
-            loads = False
-        return loads, validator.is_valid(yaml.safe_load(text))
+        return _taken(load, text, base=False), validator.is_valid(yaml.safe_load(text))
 
     if "region" not in required:  # else the region's type depends on the vendor: only the refusals below
         assert both(_storage(kind, vendor_free)) == (True, True)
@@ -1022,3 +1026,33 @@ def test_the_schema_states_the_volcengine_id_rule(errors_of: ErrorsOf, text: str
     document; the schema only said so in the description, so an editor took `appId: 'a b'`."""
     assert any("[a-zA-Z0-9_@-.]{1,128}" in e for e in errors_of(text))
     assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+
+
+_MIX = "mix: {mixMode: 2, mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "valid"),
+    [
+        ("RecordingJob", "mode: mixed", False),
+        ("RecordingJob", _MIX, False),  # mode single by default
+        ("RecordingJob", "format: mp3\nmedia: video", False),
+        ("RecordingJob", "format: mp3", False),  # media audio-video by default
+        ("RecordingJob", "mode: {env: T, default: mixed}\n" + _MIX, True),  # a reference: validate's to judge
+        ("RecordingJob", "format: mp3\nmedia: {env: T, default: audio}", True),
+        ("ThumbnailJob", "files: [{cdn: tencent, fileId: f}]", False),
+        ("ThumbnailJob", "files: [{cdn: tencent, fileId: f, definition: 1, interval: 5}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f, interval: 5, definition: 1}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f, interval: 5, definition: ~}]", True),
+    ],
+)
+def test_the_schema_weighs_fields_of_one_object_as_validate_does(
+    load: Loader, kind: str, body: str, valid: bool
+) -> None:
+    """Walk 47d: `mode: mixed` without `mix`, `format: mp3` without `media: audio`, a tencent entry without its
+    `definition` (and the like) passed an editor, failing validate only; a reference leaves the rule to it."""
+    where = "" if kind == "ThumbnailJob" else "rooms: [a]\nstorage: s3\n"
+    text = job(kind, body=f"provider: zego\n{where}{body}")
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
