@@ -12,7 +12,8 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
-from reconciler.spec.checks import STORAGE_FIELDS
+from reconciler.providers.family import VENDORS
+from reconciler.spec.checks import STORAGE_FIELDS, ZEGO_RECORDING_APIS
 from reconciler.spec.fields import LITERAL_SCHEMA_MARKER, SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
@@ -163,6 +164,24 @@ _FIELD_RULES: Final = {
             },
         },
     ],
+    # accessToken and the legacy calls' rate limits with cloudrecordApi: legacy only, the current calls' not then
+    "ZegoProvider": [
+        {
+            "if": {"properties": {"cloudrecordApi": {"enum": ["current", None]}}},
+            "then": {
+                "properties": {
+                    "accessToken": _NULL,
+                    "rateLimits": {"propertyNames": {"not": {"enum": list(ZEGO_RECORDING_APIS["legacy"])}}},
+                }
+            },
+        },
+        {
+            "if": {"properties": {"cloudrecordApi": {"const": "legacy"}}, "required": ["cloudrecordApi"]},
+            "then": {
+                "properties": {"rateLimits": {"propertyNames": {"not": {"enum": list(ZEGO_RECORDING_APIS["current"])}}}}
+            },
+        },
+    ],
 }
 
 
@@ -175,6 +194,9 @@ def json_schema() -> dict[str, Any]:
     storage["allOf"] = _storage_types(list(storage["properties"]))
     for name, rules in _FIELD_RULES.items():
         defs[name]["allOf"] = rules
+    for vendor, name in (("volcengine", "VolcengineProvider"), ("zego", "ZegoProvider")):
+        # a rate limit's key is one of the vendor's calls (checks.py), as an editor can tell (walk 47d)
+        defs[name]["properties"]["rateLimits"]["propertyNames"] = {"enum": list(VENDORS[vendor].rate_limits)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://capctl.dev/schema/capctl-v1.json",

@@ -1056,3 +1056,33 @@ def test_the_schema_weighs_fields_of_one_object_as_validate_does(
     text = job(kind, body=f"provider: zego\n{where}{body}")
     editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
     assert (_taken(load, text), editor) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        (
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartRecord: 1}}",
+            False,
+        ),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, accessToken: {env: AK}}", False),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {start: 1}}", False),
+        (
+            "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, rateLimits: {StartRecord: 1}}",
+            False,
+        ),
+        (
+            "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, accessToken: {env: AK}, "
+            "rateLimits: {start: 1, access_token: 1, MediaThumbnails: 2}}",
+            True,
+        ),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, accessToken: ~, rateLimits: {StartRecord: 1}}", True),
+    ],
+    ids=["volc-unknown-api", "token-current", "legacy-call-current", "current-call-legacy", "legacy", "current"],
+)
+def test_the_schema_knows_a_providers_calls_as_validate_does(load: Loader, spec: str, valid: bool) -> None:
+    """Walk 47d: a rate limit on a call the vendor (or the declared cloudrecordApi) has not, or an accessToken
+    without the legacy API, passed an editor and failed validate."""
+    text = f"apiVersion: capctl/v1\nkind: Provider\nmetadata: {{name: p2}}\nspec: {spec}\n"
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
