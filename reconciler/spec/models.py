@@ -525,7 +525,9 @@ class RecordOptions(_Model):
         None, description="record a whiteboard too; needs whiteboard, not with media: audio"
     )
     whiteboard: list[Whiteboard] | None = Field(
-        None, description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true"
+        None,
+        description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true",
+        json_schema_extra={"maxItems": 1},  # checks.py says why a second is an error; an editor flags it too
     )
     output_file_rule: Annotated[Int, Field(ge=1, le=1)] | None = Field(
         None, description="the recorded files' naming rule (record_output_params): ZEGO has only 1, its default"

@@ -164,6 +164,13 @@ _FIELD_RULES: Final = {
             },
         },
     ],
+    "MixConfig": [
+        {  # custom layout: its regions, at least one (ZEGO's StartRecord page)
+            "if": {"properties": {"mixMode": {"const": 1}}, "required": ["mixMode"]},
+            "then": {"required": ["mixInputList"], "properties": {"mixInputList": {"type": "array", "minItems": 1}}},
+        },
+        _when("mixMode", [1, 2, None], unset=("mixMaxResolutionStreamId",)),  # one large stream: 3, 4, 5 only
+    ],
     # accessToken and the legacy calls' rate limits with cloudrecordApi: legacy only, the current calls' not then
     "ZegoProvider": [
         {

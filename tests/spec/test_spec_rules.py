@@ -1028,6 +1028,7 @@ def test_the_schema_states_the_volcengine_id_rule(errors_of: ErrorsOf, text: str
     assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
 
 
+_BOARD = "{horizontalRatio: 16, verticalRatio: 9}"
 _MIX = "mix: {mixMode: 2, mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}"
 
 
@@ -1040,6 +1041,11 @@ _MIX = "mix: {mixMode: 2, mixOutputStreamId: o, mixOutputVideoConfig: {width: 64
         ("RecordingJob", "format: mp3", False),  # media audio-video by default
         ("RecordingJob", "mode: {env: T, default: mixed}\n" + _MIX, True),  # a reference: validate's to judge
         ("RecordingJob", "format: mp3\nmedia: {env: T, default: audio}", True),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 1"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 1, mixInputList: []"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMaxResolutionStreamId: s"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 3, mixMaxResolutionStreamId: s"), True),
+        ("RecordingJob", f"options: {{hasWhiteboard: true, whiteboard: [{_BOARD}, {_BOARD}]}}", False),
         ("ThumbnailJob", "files: [{cdn: tencent, fileId: f}]", False),
         ("ThumbnailJob", "files: [{cdn: tencent, fileId: f, definition: 1, interval: 5}]", False),
         ("ThumbnailJob", "files: [{cdn: huawei, fileId: f}]", False),
@@ -1051,7 +1057,8 @@ def test_the_schema_weighs_fields_of_one_object_as_validate_does(
     load: Loader, kind: str, body: str, valid: bool
 ) -> None:
     """Walk 47d: `mode: mixed` without `mix`, `format: mp3` without `media: audio`, a tencent entry without its
-    `definition` (and the like) passed an editor, failing validate only; a reference leaves the rule to it."""
+    `definition`, `mixMode: 1` without regions, two whiteboards (and the like) passed an editor, failing
+    validate only; a reference leaves the rule to it."""
     where = "" if kind == "ThumbnailJob" else "rooms: [a]\nstorage: s3\n"
     text = job(kind, body=f"provider: zego\n{where}{body}")
     editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
