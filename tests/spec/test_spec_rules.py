@@ -1046,6 +1046,8 @@ _MIX = "mix: {mixMode: 2, mixOutputStreamId: o, mixOutputVideoConfig: {width: 64
         ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMaxResolutionStreamId: s"), False),
         ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 3, mixMaxResolutionStreamId: s"), True),
         ("RecordingJob", f"options: {{hasWhiteboard: true, whiteboard: [{_BOARD}, {_BOARD}]}}", False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("}}", "}, mixOutputBackgroundColor: 0xFFFFFF01}"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("}}", "}, mixOutputBackgroundColor: 0xFFFFFF00}"), True),
         ("ThumbnailJob", "files: [{cdn: tencent, fileId: f}]", False),
         ("ThumbnailJob", "files: [{cdn: tencent, fileId: f, definition: 1, interval: 5}]", False),
         ("ThumbnailJob", "files: [{cdn: huawei, fileId: f}]", False),
