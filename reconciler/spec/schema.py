@@ -77,6 +77,9 @@ def _allow_refs(schema: Any) -> Any:
     if schema.get(LITERAL_SCHEMA_MARKER):
         return {k: v for k, v in schema.items() if k != LITERAL_SCHEMA_MARKER}
     out = dict(schema)
+    if len(patterns := out.pop("patternProperties", {})) == 1:  # a map whose keys are Text (labels)
+        ((pattern, values),) = patterns.items()
+        out |= {"propertyNames": {"pattern": pattern}, "additionalProperties": values}
     if "properties" in out:
         required = set(out.get("required", ()))
         out["properties"] = {

@@ -1095,3 +1095,25 @@ def test_the_schema_knows_a_providers_calls_as_validate_does(load: Loader, spec:
     text = f"apiVersion: capctl/v1\nkind: Provider\nmetadata: {{name: p2}}\nspec: {spec}\n"
     editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
     assert (_taken(load, text), editor) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "body", "valid"),
+    [
+        ("{name: j}", 'rooms: ["a\\x1b[2J"]', False),
+        ("{name: j}", 'rooms: [a]\noutputFolder: "x\\x07"', False),
+        ('{name: j, labels: {"t\\u202e": x}}', "rooms: [a]", False),
+        ('{name: j, labels: {team: "x\\x1b"}}', "rooms: [a]", False),
+        ("{name: j, labels: {team: {env: T, default: media}, tier: ''}}", "rooms: [a]", True),
+    ],
+    ids=["room", "folder", "label-key", "label-value", "label-reference"],
+)
+def test_the_schema_refuses_control_characters_as_validate_does(
+    load: Loader, metadata: str, body: str, valid: bool
+) -> None:
+    """Walk 47d: text in the specs holds no control character or bidirectional override (fields.py); the
+    schema said nothing of it, so an editor took a room that would redraw a reviewer's terminal."""
+    text = f"apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {metadata}\nspec:\n  provider: zego\n  storage: s3\n"
+    text += "".join(f"  {line}\n" for line in body.splitlines())
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
