@@ -40,7 +40,7 @@ from reconciler.spec.models import (
 from reconciler.spec.selectors import covers, describe, volc_pattern_problem
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["ZEGO_LEGACY_STORAGE", "CheckedJob", "check_all"]
+__all__ = ["STORAGE_FIELDS", "ZEGO_LEGACY_STORAGE", "ZEGO_RECORDING_APIS", "CheckedJob", "check_all"]
 
 VENDOR_STORAGE: Final = {
     "volcengine": ("tos", "vod", "veimagex", "s3", "oss", "obs", "cos", "kodo"),
@@ -95,7 +95,7 @@ class CheckedJob:
 
 
 # The budget names of each ZEGO cloud recording API (docs/providers-zego.md, "Rate limits").
-_ZEGO_RECORDING_APIS: Final = {
+ZEGO_RECORDING_APIS: Final = {
     "current": ("StartRecord", "StopRecord", "DescribeRecordStatus"),
     "legacy": ("start", "stop", "query", "access_token"),
 }
@@ -214,7 +214,7 @@ class Checker:
         limited = [api for api in raw if isinstance(api, str)] if mapping else []
         if not isinstance(spec, VolcengineProvider) and "cloudrecordApi" not in doc.broken:
             # Hinted and listed: the declared API's calls only (the other's are an error below; walk 30b-3).
-            others = {n for a, names in _ZEGO_RECORDING_APIS.items() if a != spec.cloudrecord_api for n in names}
+            others = {n for a, names in ZEGO_RECORDING_APIS.items() if a != spec.cloudrecord_api for n in names}
             usable = tuple(a for a in apis if a not in others)
         else:
             usable = apis
@@ -233,7 +233,7 @@ class Checker:
             if spec.access_token is not None and spec.cloudrecord_api != "legacy":
                 self.fail(doc, ("spec", "accessToken"), "only used with cloudrecordApi: legacy")
             for api in limited:
-                other = next((a for a, names in _ZEGO_RECORDING_APIS.items() if api in names), spec.cloudrecord_api)
+                other = next((a for a, names in ZEGO_RECORDING_APIS.items() if api in names), spec.cloudrecord_api)
                 if other != spec.cloudrecord_api:  # it would limit nothing: no call of that API is made
                     self.errors.add(
                         doc.raw.key_at(("spec", "rateLimits", api)),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from reconciler.spec.errors import did_you_mean, did_you_mean_field
-from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER
+from reconciler.spec.fields import DURATION_FORMS, DURATION_SCHEMA_MARKER, PRINTABLE_PATTERN
 
 __all__ = ["REFERENCE_REF", "Child", "ExplainError", "Node", "completions", "explain", "kinds", "node", "type_name"]
 
@@ -105,7 +105,9 @@ def _range(alt: dict[str, Any]) -> list[str]:
     ):
         if key in alt:
             parts.append(words.format(alt[key]))
-    if "pattern" in alt:
+    if alt.get("pattern") == PRINTABLE_PATTERN:  # every text's: in words, not as its regex
+        parts.append("printable (no control character)")
+    elif "pattern" in alt:
         parts.append(f"matches {alt['pattern']}")
     return parts
 

@@ -34,6 +34,7 @@ __all__ = [
     "LITERAL_ONLY",
     "LITERAL_SCHEMA_MARKER",
     "NAME_PATTERN",
+    "PRINTABLE_PATTERN",
     "ROOM_ID_BYTES",
     "SECRET_SCHEMA_MARKER",
     "VOLC_ID_PATTERN",
@@ -185,6 +186,9 @@ def _check_usable(text: str, checked: Any) -> None:
 # overrides): a room id, folder or stream id is printed in every plan, log and `state list` line, so one of
 # these in a spec could clear a reviewer's screen or hide a line of its own plan. No vendor id holds them.
 _UNPRINTABLE_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The same for an editor (walk 47d): the schema's pattern, in escapes JSON Schema's regexes read as Python's do.
+PRINTABLE_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+_PRINTABLE_SCHEMA: Final[dict[str, Any]] = {"pattern": PRINTABLE_PATTERN}
 
 
 def printable(value: Any) -> Any:
@@ -248,9 +252,17 @@ Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, BeforeValidator(printable), StringConstraints(min_length=1), WrapValidator(_keep_secret_text)]
+Text = Annotated[
+    str,
+    BeforeValidator(printable),
+    StringConstraints(min_length=1),
+    Field(json_schema_extra=_PRINTABLE_SCHEMA),
+    WrapValidator(_keep_secret_text),
+]
 # Text that may be empty (a label's value: kubectl's may be); printed as Text is, so it holds no control character.
-Printable = Annotated[str, BeforeValidator(printable), WrapValidator(_keep_secret_text)]
+Printable = Annotated[
+    str, BeforeValidator(printable), Field(json_schema_extra=_PRINTABLE_SCHEMA), WrapValidator(_keep_secret_text)
+]
 Endpoint = Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN), WrapValidator(_usable_url)]
 CallbackUrl = Annotated[str, StringConstraints(pattern=CALLBACK_URL_PATTERN), WrapValidator(_usable_url)]
 Width = Annotated[int, BeforeValidator(_ref_int), Field(ge=0, le=1920)]

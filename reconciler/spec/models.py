@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.spec.fields import (
     LITERAL_ONLY,
+    VOLC_ID_PATTERN,
     Bool,
     CallbackUrl,
     Duration,
@@ -122,9 +123,11 @@ def _rrggbb00(value: int) -> int:
     return value
 
 
-Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF), AfterValidator(_rrggbb00)]
+# multipleOf 256: the last byte 00, as `_rrggbb00` checks, for an editor too (walk 47d)
+Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF, json_schema_extra={"multipleOf": 256}), AfterValidator(_rrggbb00)]
 RestartPolicyName = Literal["Always", "Never"]
-RoomNames = Annotated[list[Text], Field(min_length=1)]
+# uniqueItems: a room listed twice is an error (checks.py), which an editor can flag too (walk 47d)
+RoomNames = Annotated[list[Text], Field(min_length=1, json_schema_extra={"uniqueItems": True})]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -132,18 +135,26 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-_PATTERNS_SCHEMA: Final = {
-    **LITERAL_ONLY,
-    "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
-    "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
-}
-Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_PATTERNS_SCHEMA)]
+def _patterns_schema(min_items: int) -> dict[str, Any]:
+    """One glob or a list of them. The schema replaces the model's, so it states the list's rules itself: a
+    glob listed twice is an error (checks.py), and `match: []` is (walk 47d: an editor took both)."""
+    globs = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
+    return {
+        **LITERAL_ONLY,
+        "anyOf": [{"type": "string", "minLength": 1}, {**globs, **({"minItems": min_items} if min_items else {})}],
+        "description": "glob(s) on the room id: * any text, ? one character, [abc] one of",
+    }
+
+
+Patterns = Annotated[list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_patterns_schema(0))]
 
 
 class RoomSelector(_Model):
     """A room selector: every room whose id matches a `match` glob and no `exclude` glob, while it is active."""
 
-    match: Annotated[Patterns, Field(min_length=1)]
+    match: Annotated[
+        list[Text], BeforeValidator(_one_or_many), WithJsonSchema(_patterns_schema(1)), Field(min_length=1)
+    ]
     exclude: Patterns = []
     max_rooms: Positive | None = Field(
         None, description="cost cap: at most this many rooms captured at once; beyond it no new room is started"
@@ -200,17 +211,24 @@ _RATE_LIMITS: Final = (
 )
 
 
+# Volcengine's Id rule, which validate checks in one document: for an editor too (walk 47d). On a field that may
+# be unset or a reference, `pattern` binds its text only.
+_VOLC_ID: Final[dict[str, Any]] = {"pattern": VOLC_ID_PATTERN}
+
+
 class VolcengineProvider(_Model):
     """A Volcengine account."""
 
     type: Literal["volcengine"] = Field(description=_PROVIDER_TYPE)
-    app_id: Text = Field(description=_APP_ID)
+    app_id: Text = Field(description=_APP_ID, json_schema_extra=_VOLC_ID)
     access_key: SecretRef = Field(description="the OpenAPI access key id (AccessKeyId) that signs every call")
     secret_key: SecretRef = Field(description="the OpenAPI secret access key that signs every call")
     endpoint: Endpoint = Field(VOLC_ENDPOINT, description="URL of the OpenAPI, default https://rtc.volcengineapi.com")
     region: Text = Field(VOLC_REGION, description="the signing region: part of the request signature's scope")
     business_id: Text | None = Field(
-        None, description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}"
+        None,
+        description="sent as BusinessId (start, update, stop); matches [a-zA-Z0-9_@-.]{1,128}",
+        json_schema_extra=_VOLC_ID,
     )
     callback_secret: SecretRef | None = Field(None, description=_CALLBACK_SECRET)
     rate_limits: dict[str, Rate] = Field(
@@ -306,7 +324,9 @@ class StorageConfig(_Model):
 class StreamSelector(_Model):
     """One stream: volcengine {user, type, index}; zego {stream}."""
 
-    user: Text | None = Field(None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}")
+    user: Text | None = Field(
+        None, description="volcengine UserId; matches [a-zA-Z0-9_@-.]{1,128}", json_schema_extra=_VOLC_ID
+    )
     type: Literal["camera", "screen"] | None = Field(
         None, description="volcengine StreamType: camera (0, the default) or screen (1)"
     )
@@ -360,7 +380,7 @@ class SnapshotJobSpec(_Model):
         None,
         description="volcengine only: the TaskId of the job's tasks, default metadata.name; "
         "matches [a-zA-Z0-9_@-.]{1,128}",
-        json_schema_extra=LITERAL_ONLY,
+        json_schema_extra={**LITERAL_ONLY, **_VOLC_ID},
     )
 
 
@@ -506,7 +526,9 @@ class RecordOptions(_Model):
         None, description="record a whiteboard too; needs whiteboard, not with media: audio"
     )
     whiteboard: list[Whiteboard] | None = Field(
-        None, description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true"
+        None,
+        description="the whiteboard to record (one entry: ZEGO records one); needs hasWhiteboard: true",
+        json_schema_extra={"maxItems": 1},  # checks.py says why a second is an error; an editor flags it too
     )
     output_file_rule: Annotated[Int, Field(ge=1, le=1)] | None = Field(
         None, description="the recorded files' naming rule (record_output_params): ZEGO has only 1, its default"

@@ -2,7 +2,8 @@
 
 Generated from the same models that validate, then widened where YAML allows more than the model sees:
 any scalar may be a value reference, so every scalar position also accepts `#/$defs/Reference`.
-Checks that need several documents (vendor ranges, storage types per vendor) are not expressible here.
+Checks that need several documents (vendor ranges, storage types per vendor) are not expressible here; a
+Storage's fields per type are (one document), so an editor flags `space` on s3 as validate does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
+from reconciler.providers.family import VENDORS
+from reconciler.spec.checks import STORAGE_FIELDS, ZEGO_RECORDING_APIS
 from reconciler.spec.fields import LITERAL_SCHEMA_MARKER, SECRET_SCHEMA_MARKER
 from reconciler.spec.models import DOCUMENT_MODELS
 
@@ -23,8 +26,10 @@ _META: Final = ("title", "description", "default")
 # pydantic passes a bound through under its own name where a validator runs before it (`Int`, `Number`: a
 # reference's text read as a number): JSON Schema's words, or an editor checks no bound.
 _BOUNDS: Final = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
-# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind); those that name a
-# task carry LITERAL_SCHEMA_MARKER (refs.py refuses a reference there).
+# Fields that select a schema stay literal here (a oneOf cannot tell a reference's kind): these names where
+# they are required, as a document's and a Provider's or Storage's are (a stream's optional `type`, camera or
+# screen, picks nothing: walk 47d). Those that name a task carry LITERAL_SCHEMA_MARKER (refs.py refuses a
+# reference there).
 _NO_REFS: Final = {"kind", "apiVersion", "type"}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
@@ -36,7 +41,8 @@ REFERENCE: Final = {
             "required": ["env"],
             "properties": {
                 "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                "default": {"type": ["string", "integer", "number", "boolean"]},
+                # null too: `default: ~` leaves the field unset, to its own default (refs.py, models.py)
+                "default": {"type": ["string", "integer", "number", "boolean", "null"]},
             },
         },
         {
@@ -71,10 +77,13 @@ def _allow_refs(schema: Any) -> Any:
     if schema.get(LITERAL_SCHEMA_MARKER):
         return {k: v for k, v in schema.items() if k != LITERAL_SCHEMA_MARKER}
     out = dict(schema)
+    if len(patterns := out.pop("patternProperties", {})) == 1:  # a map whose keys are Text (labels)
+        ((pattern, values),) = patterns.items()
+        out |= {"propertyNames": {"pattern": pattern}, "additionalProperties": values}
     if "properties" in out:
         required = set(out.get("required", ()))
         out["properties"] = {
-            name: _nullable(sub if name in _NO_REFS else _allow_refs(sub), name in required)
+            name: _nullable(sub if name in _NO_REFS and name in required else _allow_refs(sub), name in required)
             for name, sub in out["properties"].items()
         }
     for key in ("items", "additionalProperties"):
@@ -111,11 +120,93 @@ def _standard_bounds(schema: Any) -> Any:
     return {(_BOUNDS.get(k, k) if numeric else k): _standard_bounds(v) for k, v in schema.items()}
 
 
+def _storage_types(fields: list[str]) -> list[dict[str, Any]]:
+    """Per Storage type (checks.py's table), what validate asks: its required fields set (not null), and the
+    others unset (null is unset, models.py)."""
+    rules = []
+    for kind, (required, optional) in STORAGE_FIELDS.items():
+        foreign = [f for f in fields if f not in (*required, *optional, "type")]
+        then = {
+            "required": list(required),
+            "properties": {
+                **{f: {"not": _NULL} for f in required},
+                **{f: {**_NULL, "description": f"does not apply to storage type {kind}"} for f in foreign},
+            },
+        }
+        rules.append({"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": then})
+    return rules
+
+
+def _when(field: str, values: list[Any], *, needs: tuple[str, ...] = (), unset: tuple[str, ...] = ()) -> dict[str, Any]:
+    """While `field` is one of `values` (None: unset, so a default counts when it is listed), the fields
+    `needs` are set and `unset` are not. A reference in `field` matches no value: its rule is left to validate."""
+    matched: dict[str, Any] = {"properties": {field: {"enum": values}}}
+    if None not in values:
+        matched["required"] = [field]
+    then = {
+        "required": list(needs),
+        "properties": {**{f: {"not": _NULL} for f in needs}, **{f: _NULL for f in unset}},
+    }
+    return {"if": matched, "then": then}
+
+
+# Rules between fields of one object that validate checks (checks.py), for an editor too (walk 47d).
+_FIELD_RULES: Final = {
+    "ThumbnailFile": [
+        _when("cdn", ["tencent"], needs=("definition",), unset=("interval",)),
+        _when("cdn", ["huawei"], needs=("interval",), unset=("definition",)),
+    ],
+    "RecordingJobSpec": [
+        _when("mode", ["mixed"], needs=("mix",)),
+        _when("mode", ["single", None], unset=("mix",)),  # single is the default
+        {
+            "if": {"properties": {"format": {"const": "mp3"}}, "required": ["format"]},
+            "then": {
+                "required": ["media"],
+                "properties": {"media": {"not": {"enum": ["video", "audio-video", "separate", None]}}},
+            },
+        },
+    ],
+    "MixConfig": [
+        {  # custom layout: its regions, at least one (ZEGO's StartRecord page)
+            "if": {"properties": {"mixMode": {"const": 1}}, "required": ["mixMode"]},
+            "then": {"required": ["mixInputList"], "properties": {"mixInputList": {"type": "array", "minItems": 1}}},
+        },
+        _when("mixMode", [1, 2, None], unset=("mixMaxResolutionStreamId",)),  # one large stream: 3, 4, 5 only
+    ],
+    # accessToken and the legacy calls' rate limits with cloudrecordApi: legacy only, the current calls' not then
+    "ZegoProvider": [
+        {
+            "if": {"properties": {"cloudrecordApi": {"enum": ["current", None]}}},
+            "then": {
+                "properties": {
+                    "accessToken": _NULL,
+                    "rateLimits": {"propertyNames": {"not": {"enum": list(ZEGO_RECORDING_APIS["legacy"])}}},
+                }
+            },
+        },
+        {
+            "if": {"properties": {"cloudrecordApi": {"const": "legacy"}}, "required": ["cloudrecordApi"]},
+            "then": {
+                "properties": {"rateLimits": {"propertyNames": {"not": {"enum": list(ZEGO_RECORDING_APIS["current"])}}}}
+            },
+        },
+    ],
+}
+
+
 def json_schema() -> dict[str, Any]:
     """The schema of one document: `oneOf` the five kinds, each with its `kind` constant."""
     _, top = models_json_schema([(m, "validation") for m in DOCUMENT_MODELS.values()], ref_template="#/$defs/{model}")
     defs = {name: _allow_refs(_standard_bounds(sub)) for name, sub in top.get("$defs", {}).items()}
     defs["Reference"] = REFERENCE
+    storage = defs["StorageConfig"]
+    storage["allOf"] = _storage_types(list(storage["properties"]))
+    for name, rules in _FIELD_RULES.items():
+        defs[name]["allOf"] = rules
+    for vendor, name in (("volcengine", "VolcengineProvider"), ("zego", "ZegoProvider")):
+        # a rate limit's key is one of the vendor's calls (checks.py), as an editor can tell (walk 47d)
+        defs[name]["properties"]["rateLimits"]["propertyNames"] = {"enum": list(VENDORS[vendor].rate_limits)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://capctl.dev/schema/capctl-v1.json",

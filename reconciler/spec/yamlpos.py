@@ -306,6 +306,10 @@ class _Builder:
                 raise
         except yaml.MarkedYAMLError as exc:
             detail = "; ".join(p for p in (exc.context, exc.problem) if p)
+            if "exceeded maximum nesting depth" in detail:  # libyaml's own limit (1000 levels), past ours
+                if not skipping:  # reached before our count did (the scanner reads ahead): ours, named once
+                    self.errors.add((self.file, *_pos(exc.problem_mark)), f"nesting deeper than {MAX_DEPTH} levels")
+                return
             long_key = _long_key(text, exc.problem_mark, flow="flow" in detail)
             if long_key is not None:
                 line, col, length = long_key

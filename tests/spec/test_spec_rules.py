@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]  # no type stubs
 import pytest
+import yaml
 
 from reconciler.redact import redact_tree
 from reconciler.secrets import SecretText
 from reconciler.spec import SpecError, SpecErrors, json_schema
+from reconciler.spec.checks import STORAGE_FIELDS
 from reconciler.spec.explain import explain
 from reconciler.spec.fields import parse_duration
 from tests.spec.conftest import SECRET_ENV, ErrorsOf, Loader, job
@@ -927,3 +931,189 @@ def test_the_schema_states_bounds_in_json_schema_words() -> None:
         "anyOf"
     ][0]
     assert (rate["minimum"], rate["maximum"]) == (0.01, 100_000), rate
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "provider: volc\nrooms: [lobby]\nstorage: tos\nstreams: [{user: u, type: {env: T, default: screen}}]",
+        "provider: volc\nrooms: [lobby]\nstorage: tos\ninterval: {env: T, default: ~}",
+    ],
+    ids=["stream-type-reference", "null-default"],
+)
+def test_the_schema_takes_what_validate_takes(load: Loader, body: str) -> None:
+    """Walk 47d: an editor flagged two documents that validate loads. A stream's `type` (camera or screen)
+    was kept literal as if it picked the schema, as a Provider's or Storage's `type` does; and a reference's
+    `default: ~` (the field's own default when the variable is unset) was not a scalar to the schema."""
+    text = job(body=body)
+    load(text, env={**SECRET_ENV})  # validate takes it (T unset: the default is used)
+    errors = list(jsonschema.Draft202012Validator(json_schema()).iter_errors(yaml.safe_load(text)))
+    assert not errors, [e.message[:200] for e in errors]
+
+
+def _taken(load: Loader, text: str, *, base: bool = True) -> bool:
+    """Whether validate takes `text`."""
+    try:
+        load(text, base=base)
+    except SpecErrors:
+        return False
+    return True
+
+
+def _storage(kind: str, fields: Iterable[str], extra: str = "") -> str:
+    values = {"accessKey": "{env: AK}", "secretKey": "{env: SK}", "endpoint": "https://s3.example", "region": "r-1"}
+    body = "".join(f"  {f}: {values.get(f, 'x1')}\n" for f in fields) + extra
+    return f"apiVersion: capctl/v1\nkind: Storage\nmetadata: {{name: st}}\nspec:\n  type: {kind}\n{body}"
+
+
+@pytest.mark.parametrize("kind", sorted(STORAGE_FIELDS))
+def test_the_schema_asks_a_storage_type_for_what_validate_does(load: Loader, kind: str) -> None:
+    """Walk 47d: the schema's Storage took any field of any type (`space` on s3, s3-compatible without its
+    `endpoint`): an editor said fine what validate refuses. Each type, at its required fields: both take it;
+    without one of them, or with a field of another type, both refuse it; an unset (null) one is unset."""
+    validator = jsonschema.Draft202012Validator(json_schema())
+    required, optional = STORAGE_FIELDS[kind]
+    vendor_free = [f for f in required if f != "region"]  # a volcengine region is an integer: leave it out
+    foreign = next(f for f in ("space", "bucket", "title") if f not in (*required, *optional))
+
+    def both(text: str) -> tuple[bool, bool]:
+        return _taken(load, text, base=False), validator.is_valid(yaml.safe_load(text))
+
+    if "region" not in required:  # else the region's type depends on the vendor: only the refusals below
+        assert both(_storage(kind, vendor_free)) == (True, True)
+        assert both(_storage(kind, vendor_free, f"  {foreign}: ~\n")) == (True, True)
+    assert both(_storage(kind, required, f"  {foreign}: x1\n")) == (False, False)
+    for missing in vendor_free:
+        assert both(_storage(kind, [f for f in required if f != missing])) == (False, False), missing
+
+
+def test_rooms_read_as_yaml_1_1_as_the_editor_set_up_says(load: Loader, errors_of: ErrorsOf) -> None:
+    """docs/spec-language.md, "Editor set-up" (walk 47d): the editor is told to read YAML 1.1 because capctl
+    does; on 1.2 `1e3` is a number and `yes` text, the other way round."""
+    spec_set = load(job(body="provider: zego\nrooms: [1e3, 0o17]\nstorage: s3"))
+    assert {t.split("/")[-1] for t in spec_set.tasks} == {"1e3", "0o17"}
+    (error,) = errors_of(job(body="provider: zego\nrooms: [yes]\nstorage: s3"))
+    assert "got a boolean" in error, error
+
+
+@pytest.mark.parametrize(
+    "rooms",
+    ["[lobby, lobby]", "{match: []}", "{match: [a-*, a-*]}", "{match: a-*, exclude: [b-*, b-*]}"],
+    ids=["room-twice", "no-glob", "glob-twice", "exclusion-twice"],
+)
+def test_the_schema_refuses_the_rooms_validate_refuses(errors_of: ErrorsOf, rooms: str) -> None:
+    """Walk 47d: `match: []` and a room or glob listed twice are errors of one document, which an editor
+    took: the globs' schema (written by hand, models.py) had no minItems, and no list said uniqueItems."""
+    text = job(body=f"provider: volc\nrooms: {rooms}\nstorage: tos")
+    assert errors_of(text)
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: v2}\n"
+        "spec: {type: volcengine, appId: 'a b', accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: v2}\n"
+        "spec: {type: volcengine, appId: a, businessId: 'b c', accessKey: {env: AK}, secretKey: {env: SK}}\n",
+        job(body="provider: volc\nrooms: [lobby]\nstorage: tos\ntaskId: 't 1'"),
+        job(body="provider: volc\nrooms: [lobby]\nstorage: tos\nstreams: [{user: 'u 1'}]"),
+    ],
+    ids=["appId", "businessId", "taskId", "user"],
+)
+def test_the_schema_states_the_volcengine_id_rule(errors_of: ErrorsOf, text: str) -> None:
+    """Walk 47d: validate holds a Volcengine AppId, BusinessId, TaskId and UserId to its Id rule in one
+    document; the schema only said so in the description, so an editor took `appId: 'a b'`."""
+    assert any("[a-zA-Z0-9_@-.]{1,128}" in e for e in errors_of(text))
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+
+
+_BOARD = "{horizontalRatio: 16, verticalRatio: 9}"
+_MIX = "mix: {mixMode: 2, mixOutputStreamId: o, mixOutputVideoConfig: {width: 640, height: 360, fps: 15, bitrate: 1}}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "valid"),
+    [
+        ("RecordingJob", "mode: mixed", False),
+        ("RecordingJob", _MIX, False),  # mode single by default
+        ("RecordingJob", "format: mp3\nmedia: video", False),
+        ("RecordingJob", "format: mp3", False),  # media audio-video by default
+        ("RecordingJob", "mode: {env: T, default: mixed}\n" + _MIX, True),  # a reference: validate's to judge
+        ("RecordingJob", "format: mp3\nmedia: {env: T, default: audio}", True),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 1"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 1, mixInputList: []"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMaxResolutionStreamId: s"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("mixMode: 2", "mixMode: 3, mixMaxResolutionStreamId: s"), True),
+        ("RecordingJob", f"options: {{hasWhiteboard: true, whiteboard: [{_BOARD}, {_BOARD}]}}", False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("}}", "}, mixOutputBackgroundColor: 0xFFFFFF01}"), False),
+        ("RecordingJob", "mode: mixed\n" + _MIX.replace("}}", "}, mixOutputBackgroundColor: 0xFFFFFF00}"), True),
+        ("ThumbnailJob", "files: [{cdn: tencent, fileId: f}]", False),
+        ("ThumbnailJob", "files: [{cdn: tencent, fileId: f, definition: 1, interval: 5}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f, interval: 5, definition: 1}]", False),
+        ("ThumbnailJob", "files: [{cdn: huawei, fileId: f, interval: 5, definition: ~}]", True),
+    ],
+)
+def test_the_schema_weighs_fields_of_one_object_as_validate_does(
+    load: Loader, kind: str, body: str, valid: bool
+) -> None:
+    """Walk 47d: `mode: mixed` without `mix`, `format: mp3` without `media: audio`, a tencent entry without its
+    `definition`, `mixMode: 1` without regions, two whiteboards (and the like) passed an editor, failing
+    validate only; a reference leaves the rule to it."""
+    where = "" if kind == "ThumbnailJob" else "rooms: [a]\nstorage: s3\n"
+    text = job(kind, body=f"provider: zego\n{where}{body}")
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        (
+            "{type: volcengine, appId: a, accessKey: {env: AK}, secretKey: {env: SK}, rateLimits: {StartRecord: 1}}",
+            False,
+        ),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, accessToken: {env: AK}}", False),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, rateLimits: {start: 1}}", False),
+        (
+            "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, rateLimits: {StartRecord: 1}}",
+            False,
+        ),
+        (
+            "{type: zego, appId: 5, serverSecret: {env: SK}, cloudrecordApi: legacy, accessToken: {env: AK}, "
+            "rateLimits: {start: 1, access_token: 1, MediaThumbnails: 2}}",
+            True,
+        ),
+        ("{type: zego, appId: 5, serverSecret: {env: SK}, accessToken: ~, rateLimits: {StartRecord: 1}}", True),
+    ],
+    ids=["volc-unknown-api", "token-current", "legacy-call-current", "current-call-legacy", "legacy", "current"],
+)
+def test_the_schema_knows_a_providers_calls_as_validate_does(load: Loader, spec: str, valid: bool) -> None:
+    """Walk 47d: a rate limit on a call the vendor (or the declared cloudrecordApi) has not, or an accessToken
+    without the legacy API, passed an editor and failed validate."""
+    text = f"apiVersion: capctl/v1\nkind: Provider\nmetadata: {{name: p2}}\nspec: {spec}\n"
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "body", "valid"),
+    [
+        ("{name: j}", 'rooms: ["a\\x1b[2J"]', False),
+        ("{name: j}", 'rooms: [a]\noutputFolder: "x\\x07"', False),
+        ('{name: j, labels: {"t\\u202e": x}}', "rooms: [a]", False),
+        ('{name: j, labels: {team: "x\\x1b"}}', "rooms: [a]", False),
+        ("{name: j, labels: {team: {env: T, default: media}, tier: ''}}", "rooms: [a]", True),
+    ],
+    ids=["room", "folder", "label-key", "label-value", "label-reference"],
+)
+def test_the_schema_refuses_control_characters_as_validate_does(
+    load: Loader, metadata: str, body: str, valid: bool
+) -> None:
+    """Walk 47d: text in the specs holds no control character or bidirectional override (fields.py); the
+    schema said nothing of it, so an editor took a room that would redraw a reviewer's terminal."""
+    text = f"apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {metadata}\nspec:\n  provider: zego\n  storage: s3\n"
+    text += "".join(f"  {line}\n" for line in body.splitlines())
+    editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    assert (_taken(load, text), editor) == (valid, valid)
