@@ -1117,3 +1117,35 @@ def test_the_schema_refuses_control_characters_as_validate_does(
     text += "".join(f"  {line}\n" for line in body.splitlines())
     editor = jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
     assert (_taken(load, text), editor) == (valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("bg", "error"),
+    [
+        ("0xFFFFFF00", None),
+        ("0X00ff0000", None),
+        ("4294967040", None),
+        ("0xFFFFFF01", "spec.mix.mixOutputBackgroundColor: 0xFFFFFF01 is not a colour: write 0xRRGGBB00"),
+        ("#FFFFFF", "spec.mix.mixOutputBackgroundColor: the referenced text is not a colour: write 0xRRGGBB00 ("),
+    ],
+    ids=["hex", "upper-x", "decimal", "last-byte", "css-form"],
+)
+def test_a_colour_from_a_reference_reads_as_the_literal_does(
+    errors_of: ErrorsOf, load: Loader, bg: str, error: str | None
+) -> None:
+    """Walk 48c: `mixOutputBackgroundColor: 0xFFFFFF00` worked, `{env: BG}` with BG=0xFFFFFF00 was "Input should
+    be a valid integer, got a string". A reference's hex converts as the YAML literal does; other text, and a
+    quoted literal, is told how a colour is written."""
+
+    def colour(value: str) -> str:
+        return job("RecordingJob", body=REC + MIXED.replace("mix: {", f"mix: {{mixOutputBackgroundColor: {value}, "))
+
+    text, env = colour("{env: BG}"), {**SECRET_ENV, "BG": bg}
+    if error is None:
+        literal = load(colour(bg.lower())).tasks["RecordingJob/j/r"].request  # YAML 1.1 reads 0x… as hex
+        assert load(text, env=env).tasks["RecordingJob/j/r"].request == literal
+    else:
+        assert any(error in e for e in errors_of(text, env=env)), errors_of(text, env=env)
+    assert any(
+        "'0xFFFFFF00' is not a colour: write 0xRRGGBB00 unquoted" in e for e in errors_of(colour('"0xFFFFFF00"'))
+    )
