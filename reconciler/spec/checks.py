@@ -266,7 +266,8 @@ class Checker:
         raw = self.invalid.get(("Provider", name))
         spec = raw.value.get("spec") if raw is not None else None
         vendor = spec.get("type") if isinstance(spec, dict) else None
-        return vendor if vendor in VENDOR_STORAGE else None
+        # an unresolved reference (`type: {env: UNSET}`) stays a mapping: no vendor, not a crash (walk 48c)
+        return vendor if isinstance(vendor, str) and vendor in VENDOR_STORAGE else None
 
     def _lookup(self, job: Loaded, field: str, kind: str, name: str) -> Loaded | None:
         found = self.by_kind.get(kind, {}).get(name)

@@ -41,6 +41,7 @@ __all__ = [
     "VOLC_ID_RE",
     "Bool",
     "CallbackUrl",
+    "ColourInt",
     "Duration",
     "Endpoint",
     "Int",
@@ -75,6 +76,7 @@ CALLBACK_URL_HINT: Final = (
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 _INT_RE: Final = re.compile(r"^-?\d+$", re.ASCII)
 _NUMBER_RE: Final = re.compile(r"^-?\d+(\.\d+)?$", re.ASCII)
+_HEX_RE: Final = re.compile(r"^0x[0-9a-f]{1,100}$", re.ASCII | re.IGNORECASE)
 DURATION_FORMS: Final = "a whole number of seconds or a string like 5s, 3m, 1h30m, 1h2m3s"
 
 
@@ -207,6 +209,18 @@ def _ref_int(value: Any) -> Any:
     return value
 
 
+def _ref_colour(value: Any) -> Any:
+    """A colour from a reference converts as YAML reads it, `0xRRGGBB00` or decimal digits (walk 48c: the
+    hex literal worked, the same text from `{env: BG}` was "a valid integer, got a string")."""
+    if isinstance(value, _FROM_REF) and _HEX_RE.match(value):
+        return int(value, 16)
+    value = _ref_int(value)
+    if isinstance(value, str):  # a literal string in the YAML too: say how a colour is written
+        what, how = ("the referenced text", "") if isinstance(value, _FROM_REF) else (quote(value), " unquoted")
+        raise ValueError(f"{what} is not a colour: write 0xRRGGBB00{how} (red, green, blue, then a last byte 00)")
+    return value
+
+
 def _ref_number(value: Any) -> Any:
     if isinstance(value, _FROM_REF) and _NUMBER_RE.match(value):
         return float(value)
@@ -248,6 +262,7 @@ _DURATION_SCHEMA: Final = {
 }
 
 Int = Annotated[int, BeforeValidator(_ref_int)]
+ColourInt = Annotated[int, BeforeValidator(_ref_colour)]
 Bool = Annotated[bool, BeforeValidator(_ref_bool)]
 Number = Annotated[float, BeforeValidator(_ref_number)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]

@@ -29,6 +29,7 @@ from reconciler.spec.fields import (
     VOLC_ID_PATTERN,
     Bool,
     CallbackUrl,
+    ColourInt,
     Duration,
     Endpoint,
     Int,
@@ -124,7 +125,9 @@ def _rrggbb00(value: int) -> int:
 
 
 # multipleOf 256: the last byte 00, as `_rrggbb00` checks, for an editor too (walk 47d)
-Color = Annotated[Int, Field(ge=0, le=0xFFFFFFFF, json_schema_extra={"multipleOf": 256}), AfterValidator(_rrggbb00)]
+Color = Annotated[
+    ColourInt, Field(ge=0, le=0xFFFFFFFF, json_schema_extra={"multipleOf": 256}), AfterValidator(_rrggbb00)
+]
 RestartPolicyName = Literal["Always", "Never"]
 # uniqueItems: a room listed twice is an error (checks.py), which an editor can flag too (walk 47d)
 RoomNames = Annotated[list[Text], Field(min_length=1, json_schema_extra={"uniqueItems": True})]

@@ -31,20 +31,21 @@ _BOUNDS: Final = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "l
 # screen, picks nothing: walk 47d). Those that name a task carry LITERAL_SCHEMA_MARKER (refs.py refuses a
 # reference there).
 _NO_REFS: Final = {"kind", "apiVersion", "type"}
+_ENV_REFERENCE: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["env"],
+    "properties": {
+        "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        # null too: `default: ~` leaves the field unset, to its own default (refs.py, models.py)
+        "default": {"type": ["string", "integer", "number", "boolean", "null"]},
+    },
+}
 REFERENCE: Final = {
     "description": "A value reference: {env: NAME}, {env: NAME, default: VALUE} or {file: PATH} "
     "(relative to the spec file). Secret fields must be references.",
     "oneOf": [
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["env"],
-            "properties": {
-                "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                # null too: `default: ~` leaves the field unset, to its own default (refs.py, models.py)
-                "default": {"type": ["string", "integer", "number", "boolean", "null"]},
-            },
-        },
+        _ENV_REFERENCE,
         {
             "type": "object",
             "additionalProperties": False,
@@ -52,6 +53,20 @@ REFERENCE: Final = {
             "properties": {"file": {"type": "string", "minLength": 1}},
         },
     ],
+}
+
+
+# What a field that does not apply may hold: null, or a reference that leaves it unset when its variable is
+# (`interval: {env: I, default: ~}` on a tencent entry: validate takes it while I is unset; walk 48c).
+_UNSET: Final = {
+    "anyOf": [
+        _NULL,
+        {
+            **_ENV_REFERENCE,
+            "required": ["env", "default"],
+            "properties": {**_ENV_REFERENCE["properties"], "default": _NULL},
+        },
+    ]
 }
 
 
@@ -130,7 +145,7 @@ def _storage_types(fields: list[str]) -> list[dict[str, Any]]:
             "required": list(required),
             "properties": {
                 **{f: {"not": _NULL} for f in required},
-                **{f: {**_NULL, "description": f"does not apply to storage type {kind}"} for f in foreign},
+                **{f: {**_UNSET, "description": f"does not apply to storage type {kind}"} for f in foreign},
             },
         }
         rules.append({"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": then})
@@ -145,7 +160,7 @@ def _when(field: str, values: list[Any], *, needs: tuple[str, ...] = (), unset: 
         matched["required"] = [field]
     then = {
         "required": list(needs),
-        "properties": {**{f: {"not": _NULL} for f in needs}, **{f: _NULL for f in unset}},
+        "properties": {**{f: {"not": _NULL} for f in needs}, **{f: _UNSET for f in unset}},
     }
     return {"if": matched, "then": then}
 
@@ -180,7 +195,7 @@ _FIELD_RULES: Final = {
             "if": {"properties": {"cloudrecordApi": {"enum": ["current", None]}}},
             "then": {
                 "properties": {
-                    "accessToken": _NULL,
+                    "accessToken": _UNSET,
                     "rateLimits": {"propertyNames": {"not": {"enum": list(ZEGO_RECORDING_APIS["legacy"])}}},
                 }
             },

@@ -374,3 +374,17 @@ def test_a_block_error_keeps_libyamls_words(tmp_path: Path, tail: str, expected:
     head = "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: j}\nspec:\n  provider: volc\n  "
     path = _write(tmp_path, "a.yaml", head + tail)
     assert _errors(path) == [f"{path}:{expected}"]
+
+
+@pytest.mark.parametrize("ref", ["{env: UNSET_48C}", "{env: UNSET_48C, default: ~}", "{file: gone-48c.txt}"])
+def test_a_provider_type_that_does_not_resolve_is_an_error_not_a_crash(tmp_path: Path, ref: str) -> None:
+    """Walk 48c: a Provider's `type: {env: PROVIDER_TYPE}` with the variable unset (or its file gone), used by a
+    job, made `capctl validate` end in a traceback (`TypeError: unhashable type: 'dict'`): the job's vendor was
+    looked up from the invalid Provider's raw `type`, still the reference mapping."""
+    provider = (
+        "apiVersion: capctl/v1\nkind: Provider\nmetadata: {name: v48}\n"
+        f"spec: {{type: {ref}, appId: a1, accessKey: {{env: AK}}, secretKey: {{env: SK}}}}\n---\n"
+    )
+    path = _write(tmp_path, "a.yaml", provider + job(body="provider: v48\nrooms: [x]\nstorage: tos"))
+    errors = _errors(path)
+    assert any(e.startswith(f"{path}:4:") and "spec.type" in e for e in errors), errors

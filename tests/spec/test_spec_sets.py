@@ -106,6 +106,52 @@ def test_json_schema_shape() -> None:
     json.dumps(schema)  # serialisable
 
 
+# Keywords that add no constraint: beside a `$ref` they mean the same in every draft.
+_ANNOTATIONS = {"$ref", "title", "description", "default", "examples", "deprecated"}
+# Keywords new in 2019-09/2020-12 (or changed from draft-07): a draft-07 validator would skip or misread them.
+_AFTER_DRAFT_7 = {
+    "prefixItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "dependentRequired",
+    "dependentSchemas",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$anchor",
+    "$recursiveRef",
+    "minContains",
+    "maxContains",
+    "dependencies",
+    "definitions",
+}
+
+
+def test_the_schema_means_the_same_under_draft_07() -> None:
+    """Walk 48c: the schema says draft 2020-12. yaml-language-server (VS Code's YAML extension) reads 2020-12
+    since 1.20.0; before that it checked every schema against the draft-07 meta-schema and validated it as
+    draft-07, where a `$ref`'s sibling constraints are ignored. So the schema is valid under both meta-schemas,
+    and uses no keyword whose meaning differs (no constraint beside a `$ref`, nothing new after draft-07):
+    an editor of either age reads the same rules. `$defs` is only reached by JSON pointer, which both read."""
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
+    found: list[str] = []
+
+    def walk(node: object, path: str, names: bool = False) -> None:  # names: keys are names, not keywords
+        if isinstance(node, dict):
+            if not names and "$ref" in node and set(node) - _ANNOTATIONS:
+                found.append(f"{path}: $ref beside {sorted(set(node) - _ANNOTATIONS)}")
+            found.extend(f"{path}/{key}" for key in node if not names and key in _AFTER_DRAFT_7)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}", not names and key in ("properties", "$defs", "patternProperties"))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+
+    walk(schema, "")
+    assert not found, found
+
+
 def test_the_shipped_specs_pass_the_schema() -> None:
     """What validate takes in the quickstart, the examples and the tests' base set, an editor takes too: the
     schema says more of validate's rules since walk 47d, none of which may flag a valid file."""
