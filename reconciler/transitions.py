@@ -196,11 +196,12 @@ def start_unconfirmed(record: TaskRecord) -> bool:
 def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
     """A replace cut short after its stop (a crash, a start that failed) whose spec has not changed since: only
     its start remains, taken up again as the replace it is (its old run was stopped first; a second stop
-    would end the new run it may have started)."""
+    would end the new run it may have started). One left to its room (`failed_start_left`) too: walk 47a made
+    it stoppable, and its room's reopening stopped what its start began (walk 48A-1)."""
     return (
         record.replacing
         and record.vendor_task_id is None
-        and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+        and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
         and record.spec_hash == task.spec_hash
     )
 
