@@ -426,17 +426,15 @@ class Executor:
             return None
         # A replace cut short after its stop is taken up with its start alone, unless --replace asks for it
         # again: then whatever its start may have begun is stopped too (as Terraform's -replace).
-        if (
-            action is Action.REPLACE
-            and record is not None
-            and (requested or not transitions.replace_resumed(task, record))
-        ):
+        replace = action is Action.REPLACE
+        stops = replace and record is not None and (requested or not transitions.replace_resumed(task, record))
+        if stops and record is not None:
             if transitions.findable_start(task, record):
                 step = self._find_unconfirmed(record, task)
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
-        replace = action is Action.REPLACE
-        return await self.start(task, record, reissue=action is Action.REISSUE, replace=replace, take_over=shared)
+        reissue = action is Action.REISSUE
+        return await self.start(task, record, reissue=reissue, replace=replace, stopped=stops, take_over=shared)
 
     async def _recording_failure(self, record: TaskRecord, action: str, step: Awaitable[T]) -> T:
         """Run one step of a change; a vendor error is recorded on the task (status unchanged), then raised.
@@ -458,10 +456,12 @@ class Executor:
         *,
         reissue: bool,
         replace: bool = False,
+        stopped: bool = False,
         priority: Priority | None = None,
         take_over: bool = True,
     ) -> str | None:
-        """Intent → start → commit. Failpoints mark the three places a crash can interrupt it.
+        """Intent → start → commit. Failpoints mark the three places a crash can interrupt it. `stopped`: a
+        replace that stopped what its record may run just before (`_dispatch`).
 
         A Volcengine start answered "already started" at its first try finds a run that was there before it.
         Unless the record says it was started with these very settings (a run older than the vendor's 72 h
@@ -472,12 +472,13 @@ class Executor:
         provider = self._providers(task.provider, task.family)
         # A Volcengine start never confirmed may run under the RoomId + TaskId this one sends: a refusal of this
         # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1). A replace's own
-        # start taken up again too (no stop before it: walk 47B-1); a replace that stopped first left none.
+        # start taken up again too (no stop before it: walk 47B-1); a replace that stopped first left none (the
+        # stop of a start never confirmed leaves its record as one left to its room is: walk 48a).
         name = transitions.volc_task_name(task.family, task.request)
         resumed = transitions.resumable_start(task, record) or (
             name is not None
             and record is not None
-            and (not replace or transitions.replace_resumed(task, record))
+            and not stopped
             and transitions.start_unconfirmed(record)
             and transitions.volc_task_held(record) == name
         )

@@ -584,13 +584,15 @@ def render_state_table(
     to the terminal's `width`, or on a line of its own under its task where fewer than `REASON_MIN` cells are
     left (a key, which names the task, is never cut). `width` None (a pipe) cuts nothing,
     so grep and awk see every cell whole. `wide` (`-o wide`) has every column, never cut."""
-    from reconciler.transitions import TOMBSTONE_RETENTION, ended_by_removal
+    from reconciler.transitions import MAY_RUN, TOMBSTONE_RETENTION, ended_by_removal, failed_may_run
 
     def reason(r: TaskRecord) -> str:
         # A tombstone whose run had ended before its removal read as a stopped task (`removed … idle timeout`):
         # its REASON says it was removed, then why that run had ended (walk 41C-6).
         if r.status is TaskStatus.REMOVED and not ended_by_removal(r.stop_reason):
             return "removed from specs" + (f" (its run had ended: {r.stop_reason})" if r.stop_reason else "")
+        if failed_may_run(r):  # not a start refused outright, where nothing runs (walk 47B-3)
+            return f"{r.last_error or 'start failed'}; {MAY_RUN}"
         return r.last_error or r.stop_reason or "-"
 
     if wide:

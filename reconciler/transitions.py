@@ -26,6 +26,7 @@ from reconciler.secrets import map_hidden
 
 __all__ = [
     "FOUND_BY_START",
+    "MAY_RUN",
     "PRODUCTIVE_MARGIN",
     "REPLACED",
     "TOMBSTONE_RETENTION",
@@ -37,6 +38,7 @@ __all__ = [
     "ended_by_fault",
     "ended_by_removal",
     "failed",
+    "failed_may_run",
     "failed_start_left",
     "findable_start",
     "handed_over_to",
@@ -193,14 +195,29 @@ def start_unconfirmed(record: TaskRecord) -> bool:
     )
 
 
+MAY_RUN = "its start was never confirmed: it may run at the vendor"
+
+
+def failed_may_run(record: TaskRecord) -> bool:
+    """A failed start that may run all the same (`start_unconfirmed`): answers lost, or a retry of such a start
+    refused (walk 46A-1). Its error alone read as a start refused outright, where nothing runs (walk 47B-3):
+    `state list` and the status page add `MAY_RUN`. Not a thumbnail's submission (nothing runs)."""
+    return (
+        record.status is TaskStatus.FAILED
+        and record.family is not ApiFamily.ZEGO_THUMBNAIL
+        and start_unconfirmed(record)
+    )
+
+
 def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
     """A replace cut short after its stop (a crash, a start that failed) whose spec has not changed since: only
     its start remains, taken up again as the replace it is (its old run was stopped first; a second stop
-    would end the new run it may have started)."""
+    would end the new run it may have started). One left to its room (`failed_start_left`) too: walk 47a made
+    it stoppable, and its room's reopening stopped what its start began (walk 48A-1)."""
     return (
         record.replacing
         and record.vendor_task_id is None
-        and record.status in (TaskStatus.PENDING, TaskStatus.FAILED)
+        and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
         and record.spec_hash == task.spec_hash
     )
 

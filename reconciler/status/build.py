@@ -169,6 +169,7 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
         submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
         waits_for_room=_waits_for_room(record, inputs.replica.prune_held),
+        start_may_run=transitions.failed_may_run(record),
     )
 
 

@@ -178,6 +178,9 @@ class TaskView:
     # A room-selector task stopped with no slot: it starts when its room is selected again (active, within
     # maxRooms), not at a time; a bare "—" read as "nothing will ever start it" (walk 25e).
     waits_for_room: bool = False
+    # A failed start that may run all the same (`transitions.failed_may_run`): its error alone read as a start
+    # refused outright, where nothing runs (walk 47B-3).
+    start_may_run: bool = False
     # The first of the failed looks in a row (with `status_unknown`): since when the daemon cannot see the task.
     status_unknown_since: float | None = None
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import jinja2
 from markupsafe import Markup
 
+from reconciler import transitions
 from reconciler.plan import rfc3339
 from reconciler.status.model import (
     CaptureLine,
@@ -54,6 +55,7 @@ def render_html(snapshot: StatusSnapshot) -> str:
         bars=_bars,
         capture_bars=_capture_bars,
         ticks=_ticks(snapshot),
+        may_run=transitions.MAY_RUN,
         job_choices=snapshot.job_names[:MAX_JOB_CHOICES],
         line_summary=_line_summary,
         status_label=_status_label,
@@ -264,6 +266,7 @@ def _task_json(t: TaskView) -> dict[str, Any]:
         "prune_held": t.prune_held,
         "submitted_at": _time(t.submitted_at),
         "waits_for_room": t.waits_for_room,
+        "start_may_run": t.start_may_run,
     }
 
 

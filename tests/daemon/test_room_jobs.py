@@ -623,6 +623,44 @@ async def test_a_lost_start_left_to_its_room_is_still_stopped_when_its_job_is_re
     assert harness.calls(stop) == 1 and harness.running_sim_tasks(vendor) == []
 
 
+@pytest.mark.parametrize("vendor", ["volcengine", "zego"])
+async def test_a_replaces_lost_start_left_to_its_room_is_taken_up_not_stopped_when_its_room_reopens(
+    harness: Harness, vendor: str
+) -> None:
+    """Walk 48A-1: an edit replaced a room's run (its old run stopped), the new start's answers all lost (the
+    vendor runs it), then the room closed (left to its room, 43B-1) and opened again. Its start is taken up as
+    the replace it is: stoppable since 47a, the run that start began was stopped a second time and started anew
+    (a gap in capture; ZEGO: another recording)."""
+    volc = vendor == "volcengine"
+    job, room, key = (
+        (re.sub(r"idleTimeout: \d+s", "idleTimeout: 600s", classes()), "class-1", "SnapshotJob/classes/class-1")
+        if volc
+        else (SHOWS.replace("idleTimeout: 30s", "idleTimeout: 600s"), "show-1", "RecordingJob/shows/show-1")
+    )
+    start, stop = ("StartSnapshot", "StopSnapshot") if volc else ("StartRecord", "StopRecord")
+    stream = None if volc else "s1"
+    write_specs(harness.specs, job)
+    daemon = await harness.start()
+    harness.sim.publish(vendor, room, user_id="t", stream_id=stream)
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.RUNNING
+    harness.sim.faults.set(FaultConfig(drop_rate=1.0, phase="after", apis=[start]))
+    write_specs(harness.specs, job.replace("idleTimeout: 600s", "idleTimeout: 700s"))  # a replace
+    assert daemon.reload()
+    await harness.advance(120)
+    assert harness.record(key).status is TaskStatus.FAILED and harness.calls(stop) == 1
+    harness.sim.faults.set(FaultConfig())
+    harness.sim.unpublish(vendor, room, user_id="t", stream_id=stream)
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.STOPPED  # left to its room
+    [lost] = harness.running_sim_tasks(vendor)  # what the replace's lost start began
+    harness.sim.publish(vendor, room, user_id="t", stream_id=stream)
+    await harness.advance(5)
+    assert harness.record(key).status is TaskStatus.RUNNING and harness.calls(stop) == 1
+    [running] = harness.running_sim_tasks(vendor)
+    assert (running.task_id, running.start_time) == (lost.task_id, lost.start_time)
+
+
 async def test_a_lost_zego_start_left_to_its_room_is_found_and_stopped_when_its_edited_job_starts_again(
     harness: Harness,
 ) -> None:

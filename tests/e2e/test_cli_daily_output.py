@@ -37,7 +37,8 @@ def _state(tmp_path: Path) -> str:
                 next_attempt_at=now + 1800,
                 reissue_count=4,
             ),
-            make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=ERROR),
+            # (refused: nothing runs, its REASON the error alone)
+            make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=ERROR, start_refused=True),
             make_record(LONG, status=TaskStatus.STOPPED, stop_reason="vendor fault: InternalError"),
         ]
     )

@@ -263,7 +263,8 @@ def test_servers_refuse_a_taken_address_before_doing_anything(work: Workdir) -> 
 def test_state_list_prints_vendor_errors_verbatim(work: Workdir) -> None:
     error = "InvalidParameter: [/RoomId] must match [[a-z]]"  # as rich markup this would crash the table
     store = open_state(f"sqlite:///{work.state}")
-    store.put(make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=error))
+    refused = make_record("SnapshotJob/audit/lobby", status=TaskStatus.FAILED, last_error=error, start_refused=True)
+    store.put(refused)  # (nothing runs: its REASON is the error alone)
     store.close()
     lines = work.capctl("state", "list").stdout.splitlines()
     assert lines[0] == "1 task (state serial 1)"

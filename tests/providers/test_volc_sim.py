@@ -270,3 +270,29 @@ async def test_a_command_whose_lock_was_taken_over_stops_nothing_at_the_vendor(
         assert store.load().records[lobby] == records[lobby]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("runs", [True, False], ids=["its-start-runs", "nothing-runs"])
+async def test_a_requested_replace_that_stopped_a_lost_start_first_is_refused_as_nothing_running(
+    env: Sim, tmp_path: Path, runs: bool
+) -> None:
+    """`apply --replace` of a replace whose start's answers were lost: what that start may run is stopped first
+    (stopped, or answered not found), then the new start is refused. Nothing of it runs: `start_refused`. Read
+    off the record after the stop, the refusal was taken for a retry of the lost start ("may run"), so a removal
+    stopped a run that was not there; after walk 48A-1's reading of a stopped start never confirmed, even when
+    the stop had ended it (walk 48a)."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock)
+    old = task()
+    if runs:
+        await env.do(env.provider.start(old, None))  # its answers lost
+    now = env.clock.now()
+    lost = transitions.failed(transitions.intent(old, None, now, reissue=False, replace=True), "lost", now)
+    refused = task(interval=0)  # same spec hash ("h"): the vendor refuses its request
+    change = model.Change(key=old.key, action=model.Action.REPLACE, reason="", provider=old.provider, family=old.family)
+    result = await env.do(executor.apply((change,), {old.key: refused}, {lost.key: lost}, requested={old.key}))
+    assert not result.results[0].ok and "InvalidParameter" in str(result.results[0].error)
+    record = store.load().records[old.key]
+    assert record.status is TaskStatus.FAILED and record.start_refused
+    assert not transitions.start_unconfirmed(record) and not transitions.stoppable(record)
+    assert [t.running for t in env.sim.tasks()] == ([False] if runs else [])

@@ -337,3 +337,23 @@ def test_a_thumbnail_resubmitted_but_not_accepted_shows_no_submission_time() -> 
     assert "2027-01-15 07:58:30Z" not in _text(render_html(snap))
     [task] = to_json(snap)["jobs"][0]["groups"][0]["tasks"]
     assert task["submitted_at"] is None
+
+
+def test_a_failed_start_that_may_run_says_so_unlike_one_refused_outright() -> None:
+    """Walk 47B-3: a failed start whose answers were lost, or whose retry was refused (walk 46A-1), may run at
+    the vendor; `state list` and the page showed its error alone, as for a start refused outright (nothing
+    runs). Both add that it may run; the refused one, and a thumbnail's submission, do not."""
+    from reconciler.render import render_state_table
+    from reconciler.transitions import MAY_RUN
+
+    error = "volc (volcengine): StartSnapshot: SignatureDoesNotMatch"
+    may_run = record("SnapshotJob/hall/h1", TaskStatus.FAILED, last_error=error)
+    refused = record("SnapshotJob/hall/h2", TaskStatus.FAILED, last_error=error, start_refused=True)
+    thumb = record("ThumbnailJob/t/h3", TaskStatus.FAILED, last_error="MediaThumbnails: timeout")
+    rows = render_state_table([may_run, refused, thumb], 1, now=NOW).splitlines()[-3:]
+    assert [row.endswith(f"{error}; {MAY_RUN}") for row in rows] == [True, False, False], rows
+    assert rows[1].endswith(error) and rows[2].endswith("MediaThumbnails: timeout"), rows
+    snap = build_snapshot(inputs([may_run, refused, thumb]), StatusQuery(), NOW)
+    tasks = {t["key"]: t for j in to_json(snap)["jobs"] for g in j["groups"] for t in g["tasks"]}
+    assert [tasks[r.key]["start_may_run"] for r in (may_run, refused, thumb)] == [True, False, False]
+    assert _text(render_html(snap)).count(MAY_RUN) == 1
