@@ -17,7 +17,9 @@ writes it on its loop, and the page reads it there."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections import deque
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -27,7 +29,7 @@ from reconciler.model import TaskRecord
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import matches_any
 from reconciler.state.base import HistorySpan, began_of, run_of
-from reconciler.status.model import TIMELINE_SECONDS
+from reconciler.status.model import TIMELINE_SECONDS, Interval
 
 __all__ = ["MAX_INTERVALS", "Activity", "Cover", "History", "Restored", "Run"]
 
@@ -303,6 +305,15 @@ class History:
                 break
             since = before.start
         return since
+
+    def uncovered(self, job: str, room: str) -> list[Interval]:
+        """When `job`'s globs, as kept, did not cover `room`: globs in force that left it out, and the job out of
+        the specs between two spans (a selector narrowed and widened again, walk 48B-1). Before the first span
+        kept, and after the last one closed (the job's tombstones end there), not known: none."""
+        covers = self._covers.get(job, ())
+        out = [Interval(a.end, b.start) for a, b in itertools.pairwise(covers) if a.end is not None and a.end < b.start]
+        out += [Interval(c.start, math.inf if c.end is None else c.end) for c in covers if not c.covers(room)]
+        return sorted(out, key=lambda i: i.start)
 
     def activity(self, account: str, room: str) -> tuple[Activity, ...] | None:
         """The room's activity spans, or None when no room callback was seen for it within the window."""
