@@ -250,6 +250,11 @@ class History:
         self._unseen |= {s.subject for s in spans if s.kind == "seen" and s.subject in self._first_seen}
         self._covers_unwritten |= {(s.subject, s.start) for s in spans if s.kind == "selector"}
 
+    def keep_covers(self) -> None:
+        """Write no `selector` span this replica opened or closed since `take_rooms`: it does not lead, so the
+        globs it loaded are not in force (the leader's are, written by it)."""
+        self._covers_unwritten = set()
+
     def _covers_to_write(self) -> list[tuple[str, Cover]]:
         """The spans changed since `take_rooms`, not each job's every span: an edit wrote them all again, the
         state's pruned ones with them (48B-2)."""
