@@ -352,6 +352,7 @@ class RoomSelectors:
     ) -> None:
         self.book = RoomBook(store, history)
         self._history = history
+        self._leading = leading
         self.vendor_clocks = VendorClocks()
         self._steps = StepWatch(clock)  # the daemon's clock stepping moves the vendors' offsets from it
         self.jobs = RoomJobs(metrics, store.fingerprint_key(), leading)
@@ -493,6 +494,10 @@ class RoomSelectors:
     def stop(self) -> None:
         if self._batch is not None:
             self._batch.cancel()
+        if self._history is not None and not self._leading():
+            # A standby's globs are not in force, the leader's are: written, they closed the leader's span
+            # (a rolling update's edit), and the page drew the rooms by globs no replica applied (48B-3).
+            self._history.keep_covers()
         self._store_rooms(self.book.flush)
 
     def _listing_provider(self, account: str) -> Provider:

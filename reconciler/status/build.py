@@ -275,6 +275,8 @@ def _capture_line(
         began = next((a.start for a in active if a.start <= since < a.end), since)
         covered = history.covered_from(job_of(key), selected, since)
         since = began if covered is None else max(began, covered)
+    if selected is not None:  # nor while its globs left the room out (narrowed, then widened again: 48B-1)
+        active = _without(active, history.uncovered(job_of(key), selected))
     end = window.end if removed is None else max(window.start, min(removed, window.end))
     known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
@@ -287,6 +289,22 @@ def _capture_line(
     if known.end - cursor >= MIN_GAP_SECONDS:
         gaps += _split_by_activity(Interval(cursor, known.end), active, reason)
     return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
+
+
+def _without(spans: Sequence[Interval], cuts: Sequence[Interval]) -> tuple[Interval, ...]:
+    """`spans` less the time `cuts` (in start order) hold."""
+    out = []
+    for span in spans:
+        start = span.start
+        for cut in cuts:
+            if cut.end <= start or cut.start >= span.end:
+                continue
+            if cut.start > start:
+                out.append(Interval(start, cut.start))
+            start = max(start, cut.end)
+        if start < span.end:
+            out.append(Interval(start, span.end))
+    return tuple(out)
 
 
 def _in_window(runs: Sequence[Run], window: Interval) -> list[Run]:

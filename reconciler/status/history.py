@@ -17,7 +17,9 @@ writes it on its loop, and the page reads it there."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections import deque
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -27,7 +29,7 @@ from reconciler.model import TaskRecord
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import matches_any
 from reconciler.state.base import HistorySpan, began_of, run_of
-from reconciler.status.model import TIMELINE_SECONDS
+from reconciler.status.model import TIMELINE_SECONDS, Interval
 
 __all__ = ["MAX_INTERVALS", "Activity", "Cover", "History", "Restored", "Run"]
 
@@ -77,7 +79,7 @@ class Restored:
     rooms: dict[tuple[str, str], deque[Activity]]
     first_seen: dict[str, float]  # where the state's is the first: this daemon's, if any, is not to be written
     covers: dict[str, list[Cover]]  # by job (`Cover`)
-    covers_closed: frozenset[str]  # jobs whose open span a later one followed: closed, to be written so
+    covers_closed: frozenset[tuple[str, float]]  # (job, start) of open spans a later one followed: closed, to write
 
 
 class History:
@@ -96,7 +98,7 @@ class History:
         # history read back (`install`): a load before the read is not undone by it.
         self._covers: dict[str, list[Cover]] = {}
         self._in_force: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
-        self._covers_unwritten: set[str] = set()
+        self._covers_unwritten: set[tuple[str, float]] = set()  # (job, start): only these are written (48B-2)
         self._trimmed = clock.now()
         self._pruned: float | None = None
 
@@ -147,12 +149,15 @@ class History:
             globs = self._in_force.get(job)
             if last is not None and globs == (last.match, last.exclude):
                 continue
-            if last is not None:
-                kept[-1] = replace(last, end=max(now, last.start))
-                self._covers_unwritten.add(job)
+            if last is not None and last.start >= now:  # in force for no time: replaced (one row per start)
+                kept.pop()
+            elif last is not None:
+                kept[-1] = replace(last, end=now)
+                self._covers_unwritten.add((job, last.start))
             if globs is not None:
                 kept.append(Cover(now, None, *globs))
-                self._covers_unwritten.add(job)
+                self._covers_unwritten.add((job, now))
+                del kept[:-MAX_INTERVALS]  # as the state keeps them: an edit a minute must not grow it (48B-2)
 
     def room_active(self, account: str, room: str) -> None:
         """A room callback of the vendor `account` said someone is in `room` (a user joined, a stream appeared)."""
@@ -187,7 +192,7 @@ class History:
         mine = {key: at for key in tuple(self._unseen) if (at := self._first_seen.get(key)) is not None}
         first_seen: dict[str, float] = {}  # the state's, where they are the first
         covers: dict[str, list[Cover]] = {}
-        closed: set[str] = set()  # jobs with a "selector" span closed here, to be written so
+        closed: set[tuple[str, float]] = set()  # "selector" spans closed here, to be written so
         spans = tuple(spans)  # (read twice: how each run began first)
         began = {(s.subject, s.start): int(s.reason or 0) for s in spans if s.kind == "began" and _digits(s.reason)}
         for span in spans:  # in start order
@@ -210,8 +215,9 @@ class History:
                 kept_covers = covers.setdefault(span.subject, [])
                 if kept_covers and kept_covers[-1].end is None:  # two replicas loaded it: ended by the next
                     kept_covers[-1] = replace(kept_covers[-1], end=span.start)
-                    closed.add(span.subject)
+                    closed.add((span.subject, kept_covers[-1].start))
                 kept_covers.append(Cover(span.start, span.end, *globs))
+        covers = {job: kept[-MAX_INTERVALS:] for job, kept in covers.items()}  # (a state not pruned yet)
         return Restored(runs, rooms, first_seen, covers, frozenset(closed))
 
     def install(self, restored: Restored) -> None:
@@ -235,14 +241,29 @@ class History:
             for a in self._rooms.get((account, room), ())
         ]
         taken += [HistorySpan("seen", key, "", self._first_seen[key], None) for key in sorted(self._unseen)]
-        taken += [c.span(job) for job in sorted(self._covers_unwritten) for c in self._covers.get(job, ())]
+        taken += [c.span(job) for job, c in self._covers_to_write()]
         self._unwritten, self._unseen, self._covers_unwritten = set(), set(), set()
         return taken
 
     def untake(self, spans: Iterable[HistorySpan]) -> None:
         self._unwritten |= {(s.subject, s.room) for s in spans if s.kind == "room"}
         self._unseen |= {s.subject for s in spans if s.kind == "seen" and s.subject in self._first_seen}
-        self._covers_unwritten |= {s.subject for s in spans if s.kind == "selector" and s.subject in self._covers}
+        self._covers_unwritten |= {(s.subject, s.start) for s in spans if s.kind == "selector"}
+
+    def keep_covers(self) -> None:
+        """Write no `selector` span this replica opened or closed since `take_rooms`: it does not lead, so the
+        globs it loaded are not in force (the leader's are, written by it)."""
+        self._covers_unwritten = set()
+
+    def _covers_to_write(self) -> list[tuple[str, Cover]]:
+        """The spans changed since `take_rooms`, not each job's every span: an edit wrote them all again, the
+        state's pruned ones with them (48B-2)."""
+        return [
+            (job, c)
+            for job, covers in sorted(self._covers.items())
+            for c in covers
+            if (job, c.start) in self._covers_unwritten
+        ]
 
     @property
     def rooms_unwritten(self) -> bool:
@@ -303,6 +324,15 @@ class History:
                 break
             since = before.start
         return since
+
+    def uncovered(self, job: str, room: str) -> list[Interval]:
+        """When `job`'s globs, as kept, did not cover `room`: globs in force that left it out, and the job out of
+        the specs between two spans (a selector narrowed and widened again, walk 48B-1). Before the first span
+        kept, and after the last one closed (the job's tombstones end there), not known: none."""
+        covers = self._covers.get(job, ())
+        out = [Interval(a.end, b.start) for a, b in itertools.pairwise(covers) if a.end is not None and a.end < b.start]
+        out += [Interval(c.start, math.inf if c.end is None else c.end) for c in covers if not c.covers(room)]
+        return sorted(out, key=lambda i: i.start)
 
     def activity(self, account: str, room: str) -> tuple[Activity, ...] | None:
         """The room's activity spans, or None when no room callback was seen for it within the window."""

@@ -1020,3 +1020,24 @@ async def _stop(standby: Daemon, *waiting: threading.Event) -> None:
         event.set()
     await standby.stop()
     standby.records.close()
+
+
+async def test_a_standby_with_other_globs_writes_none_of_them(harness: Harness, tmp_path: Path) -> None:
+    """Walk 48B-3: during a rolling update, a standby holding other globs of a selector job than the leader's
+    wrote them at its stop as the job's globs in force, closing the leader's span, and the page then drew the
+    job's rooms by globs no replica applied (a room they leave out: no capture lost). Only the leader writes."""
+    write_specs(harness.specs, selector_job("sel", "*"))
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    write_specs(edited, selector_job("sel", "stage-*"))
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(60)
+    standby = await harness.start_standby(specs=edited)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"]["role"] == "standby"
+    await standby.stop()
+    standby.records.close()
+    await harness.advance(60)
+    with sqlite3.connect(harness.state_path) as db:
+        kept = list(db.execute("SELECT end_at, reason FROM capctl_history WHERE kind = 'selector'"))
+    assert kept == [(None, '{"match":["*"],"exclude":[]}')]

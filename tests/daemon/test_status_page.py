@@ -474,13 +474,8 @@ async def test_a_provider_fix_in_a_failed_updates_backoff_retries_it_at_once(har
     assert task.interval == 10 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)
 
 
-async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_the_edit(harness: Harness) -> None:
-    """Walk 41C-4: `lobby-*` widened to `*` while stage-1 had been active 10 minutes drew those 10 minutes as
-    capture lost for the job, which did not want the room then; after a restart, the same."""
-    write_specs(harness.specs, selector_job("sel", "lobby-*"))
-    harness.sim.publish("volcengine", "stage-1", user_id="alice")
-    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
-    await harness.advance(600)
+async def widened_stage_draws_no_loss(harness: Harness) -> None:
+    """`sel` widened to `*`: stage-1's task runs, its room drew (almost) no capture lost; after a restart, the same."""
     write_specs(harness.specs, selector_job("sel", "*"))
     assert harness.daemon is not None and harness.daemon.reload()
     await harness.advance(30)
@@ -493,3 +488,32 @@ async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_t
     async with await client(harness) as http:
         after = (await http.get("/api/v1/status")).json()
     assert timelines(after) == timelines(before)
+
+
+async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_the_edit(harness: Harness) -> None:
+    """Walk 41C-4: `lobby-*` widened to `*` while stage-1 had been active 10 minutes drew those 10 minutes as
+    capture lost for the job, which did not want the room then; after a restart, the same."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.advance(600)
+    await widened_stage_draws_no_loss(harness)
+
+
+async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_left_the_room_out(
+    harness: Harness,
+) -> None:
+    """Walk 48B-1: `lobby-*` widened to `*`, narrowed back, widened again: stage-1, active again while the job
+    left it out, drew that time as capture lost (its task kept its history from the first widening)."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    for match in ("*", "lobby-*"):
+        write_specs(harness.specs, selector_job("sel", match))
+        assert harness.daemon is not None and harness.daemon.reload()
+        await harness.advance(60)
+    harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
+    await harness.advance(60)  # its task idles out
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.advance(300)  # active, left out
+    await widened_stage_draws_no_loss(harness)

@@ -15,6 +15,7 @@ from reconciler.spec.models import RoomSelector
 from reconciler.state import HistorySpan, HistoryStore, SerialMismatch, StateDamaged, open_state
 from reconciler.state.sql import SqlStateStore
 from reconciler.status import History
+from reconciler.status.history import MAX_INTERVALS
 from reconciler.transitions import observed
 
 from .helpers import make_record
@@ -180,6 +181,31 @@ def test_which_rooms_a_selector_job_covered_when_is_kept_closed_and_pruned(store
             ("SnapshotJob/other", 10.0),
             (job, 200.0),
         ]
+    finally:
+        store.close()
+
+
+def test_a_selector_edited_often_writes_each_span_once_and_stays_within_the_cap(store_url: str) -> None:
+    """Walk 48B-2: each edit wrote every one of the job's spans again (200 edits in a day: 20,100 rows), and
+    the daemon kept them all: the state's pruned ones came back at the next edit, past the 96-a-job cap."""
+    job, store, clock = "SnapshotJob/sel", sql(open_state(store_url)), FakeClock(1000.0)
+    try:
+        history, written = History(clock), 0
+        for edit in range(MAX_INTERVALS + 10):
+            clock.set(1000.0 + edit)
+            history.cover({job: RoomSelector.model_validate({"match": f"r{edit % 2}-*"})})
+            spans = history.take_rooms()
+            written += len(spans)
+            store.record_rooms([], spans)
+            if edit == MAX_INTERVALS + 5:
+                store.prune_history(ended_before=0.0, keep=MAX_INTERVALS)
+        assert written == 2 * (MAX_INTERVALS + 10) - 1  # the first opens one; each next closes one, opens one
+        kept = [s for s in store.history() if s.kind == "selector"]
+        assert len(kept) == MAX_INTERVALS + 4 and kept[-1].end is None
+        again = History(clock)  # a restart, the job's current globs loaded again
+        again.restore(store.history())
+        again.cover({job: RoomSelector.model_validate({"match": f"r{(MAX_INTERVALS + 9) % 2}-*"})})
+        assert again.take_rooms() == [] and again.covered_from(job, "r1-x", clock.now()) == clock.now()
     finally:
         store.close()
 

@@ -451,3 +451,15 @@ def test_a_standby_draws_a_task_made_again_as_the_leader_does(tmp_path: Path) ->
     assert standby.history.take_rooms() == []  # nothing of its own to write
     leader_store.close()
     standby_store.close()
+
+
+def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
+    """Walk 48B-1: what the page takes as no capture lost for a selector job's room: the globs in force that
+    left it out, and the job out of the specs between two spans; nothing before the first span (not known)."""
+    clock, job = FakeClock(NOW - 5000), "SnapshotJob/sel"
+    history = History(clock)
+    for at, globs in ((4000, ["*"]), (3000, ["lobby-*"]), (2500, None), (2000, ["*"])):
+        clock.set(NOW - at)
+        history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
+    assert history.uncovered(job, "stage-1") == [Interval(NOW - 3000, NOW - 2500), Interval(NOW - 2500, NOW - 2000)]
+    assert history.uncovered(job, "lobby-1") == [Interval(NOW - 2500, NOW - 2000)]
