@@ -401,6 +401,14 @@ class PostgresStateStore(SqlStateStore):
                 " (this user needs SELECT, INSERT, UPDATE and DELETE on every capctl table (capctl_*): have the"
                 " tables' owner grant them, or use that user: docs/state.md)"
             )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            # The server's words say what failed, not why a state store would be read-only nor what to do (48D-2).
+            return (
+                " (this server takes no writes: a hot standby (a replica, or a primary a failover demoted), or"
+                " default_transaction_read_only set for the database or this user; point the URL at the primary"
+                " (several hosts: ?target_session_attrs=read-write picks the writable one), or have the setting"
+                " turned off; nothing was written)"
+            )
         if "unsupported startup parameter: options" in text:
             return f" ({_OPTIONS_REFUSED})"
         if "too many clients" in text or "remaining connection slots are reserved" in text:
