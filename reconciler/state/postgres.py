@@ -89,6 +89,11 @@ _OPTIONS_REFUSED = (
     f" {_THROUGH_POOLER}"
 )
 
+# A server's answers at connect that only a change of its set-up (or the URL) ends: `capctl run` does not wait
+# for them at start as for a server starting up (48D-1, 48D-3).
+_NO_TLS = "server does not support SSL, but SSL was required"
+_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS)
+
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
 # table lock) held the store's mutex, so the renewal waited too and the leader lost its lead at the 10 s
@@ -409,7 +414,12 @@ class PostgresStateStore(SqlStateStore):
                 " (several hosts: ?target_session_attrs=read-write picks the writable one), or have the setting"
                 " turned off; nothing was written)"
             )
-        if "unsupported startup parameter: options" in text:
+        if _NO_TLS in text:
+            return (
+                " (the server at this address offers no TLS, which the URL's sslmode requires: have TLS turned on"
+                " there (ssl = on), or use the address that offers it)"
+            )
+        if _SET_UP_REFUSALS[0] in text:
             return f" ({_OPTIONS_REFUSED})"
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
@@ -476,7 +486,7 @@ class PostgresStateStore(SqlStateStore):
             except psycopg.Error as exc:
                 why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
                 message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
-                if _OPTIONS_REFUSED in why:  # a set-up to change, never waited for (`run --state-wait`)
+                if any(refusal in str(exc) for refusal in _SET_UP_REFUSALS):  # never waited for (`--state-wait`)
                     raise StateError(message) from None
                 raise StateUnreachable(message, where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:

@@ -4,7 +4,8 @@ PgBouncer refuses the startup parameter `options` (`unsupported startup paramete
 ignore it (`ignore_startup_parameters = options`), drops it: the session then lacked capctl's time limits and
 the URL's search_path, so a state in a schema of its own looked absent and `apply` made a second, empty one
 in the next schema, starting every task again. The proxy here does to the startup message what PgBouncer does
-and passes everything else through to the test's real PostgreSQL.
+and passes everything else through to the test's real PostgreSQL. Also here: a server without the TLS the
+URL requires, the other answer at connect that only a change of set-up ends.
 """
 
 from __future__ import annotations
@@ -130,3 +131,12 @@ def test_a_pooler_that_refuses_the_options_is_named_with_what_to_do(refusing: st
     message = str(caught.value)
     assert "unsupported startup parameter: options (a pooler in front of PostgreSQL (PgBouncer)" in message
     assert "Connect capctl to PostgreSQL itself" in message
+
+
+def test_tls_required_of_a_server_without_it_is_named_and_not_waited_for(pg_url: str) -> None:
+    """The test's PostgreSQL has no TLS: `capctl run` waited forever (`--state-wait`) for what only a change of
+    the server's set-up or of the URL ends (walk 48D-3)."""
+    with pytest.raises(StateError) as caught:
+        open_state(f"{pg_url}&sslmode=require")
+    assert not isinstance(caught.value, StateUnreachable)
+    assert "SSL was required (the server at this address offers no TLS" in str(caught.value)
