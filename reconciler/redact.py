@@ -146,7 +146,13 @@ def unencoded_userinfo(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc.count("@") > 1:
         return True
-    return "@" not in parts.netloc and "@" in url.partition("://")[2].partition("/")[0] + parts.path
+    # An `@` and then a `/`, `?` or `#` in the password (`p@ss:w/rd`): the host part ended at the second, so its
+    # `@` looked like the user info's end and the password's rest was shown as host, port and path (walk 48D-4).
+    # No database name nor libpq parameter name holds an `@`; a fragment means nothing to libpq.
+    names = (segment.partition("=")[0] for segment in parts.query.split("&"))
+    if "@" in parts.path or "@" in parts.fragment or any("@" in name for name in names):
+        return True
+    return "@" not in parts.netloc and "@" in url.partition("://")[2].partition("/")[0]
 
 
 def redact_url(url: str) -> str:

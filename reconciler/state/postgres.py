@@ -68,6 +68,32 @@ CONNECTION_LIMITS = {
 # at the first CJK room of an apply, after its vendor call.
 _SERVER_ENCODINGS = frozenset({"UTF8", "SQL_ASCII"})
 
+# Sent in every connection's `options`, beside the limits and the URL's search_path, and read back once
+# connected: a pooler that drops `options` (PgBouncer's `ignore_startup_parameters = options`) left the
+# session without them, so a state in a schema of its own looked absent and apply made a second, empty one,
+# starting every task again (walk 48D-1). A custom setting any user may set; it changes nothing.
+_OPTIONS_MARK = "capctl.options"
+_THROUGH_POOLER = (
+    "so capctl would read and write the state without its limits and in another schema than the URL names (a"
+    " second, empty state, every task started again). Connect capctl to PostgreSQL itself, not through the"
+    " pooler (each capctl process uses up to two connections): docs/state.md"
+)
+_OPTIONS_DROPPED = (
+    "the server ignored this connection's options, which carry capctl's time limits and the URL's search_path:"
+    " a pooler in front of PostgreSQL (PgBouncer's ignore_startup_parameters = options) drops them,"
+    f" {_THROUGH_POOLER}"
+)
+_OPTIONS_REFUSED = (
+    "a pooler in front of PostgreSQL (PgBouncer) refuses the options that carry capctl's time limits and the"
+    " URL's search_path; told to ignore them (ignore_startup_parameters = options), it would drop them,"
+    f" {_THROUGH_POOLER}"
+)
+
+# A server's answers at connect that only a change of its set-up (or the URL) ends: `capctl run` does not wait
+# for them at start as for a server starting up (48D-1, 48D-3).
+_NO_TLS = "server does not support SSL, but SSL was required"
+_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS)
+
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
 # table lock) held the store's mutex, so the renewal waited too and the leader lost its lead at the 10 s
@@ -380,6 +406,21 @@ class PostgresStateStore(SqlStateStore):
                 " (this user needs SELECT, INSERT, UPDATE and DELETE on every capctl table (capctl_*): have the"
                 " tables' owner grant them, or use that user: docs/state.md)"
             )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            # The server's words say what failed, not why a state store would be read-only nor what to do (48D-2).
+            return (
+                " (this server takes no writes: a hot standby (a replica, or a primary a failover demoted), or"
+                " default_transaction_read_only set for the database or this user; point the URL at the primary"
+                " (several hosts: ?target_session_attrs=read-write picks the writable one), or have the setting"
+                " turned off; nothing was written)"
+            )
+        if _NO_TLS in text:
+            return (
+                " (the server at this address offers no TLS, which the URL's sslmode requires: have TLS turned on"
+                " there (ssl = on), or use the address that offers it)"
+            )
+        if _SET_UP_REFUSALS[0] in text:
+            return f" ({_OPTIONS_REFUSED})"
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:
@@ -426,7 +467,7 @@ class PostgresStateStore(SqlStateStore):
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
-        limits["options"] = f"{options} {added}".strip()
+        limits["options"] = f"{options} {added} -c {_OPTIONS_MARK}=on".strip()
         limits["client_encoding"] = "UTF8"  # the state's text is UTF-8, whatever the server's or the URL's default
         # The lease's session is told apart in pg_stat_activity: `capctl lease`, `replica-a lease`.
         name = str(given.get("application_name") or "capctl")
@@ -444,9 +485,10 @@ class PostgresStateStore(SqlStateStore):
                 conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
                 why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
-                raise StateUnreachable(
-                    f"cannot connect to the PostgreSQL state store {self.url}: {why}", where=self.url
-                ) from None
+                message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
+                if any(refusal in str(exc) for refusal in _SET_UP_REFUSALS):  # never waited for (`--state-wait`)
+                    raise StateError(message) from None
+                raise StateUnreachable(message, where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:
                 conn.close()
                 raise StateError(
@@ -454,11 +496,25 @@ class PostgresStateStore(SqlStateStore):
                     " a state records: use a UTF8 database (CREATE DATABASE capctl ENCODING 'UTF8' TEMPLATE"
                     " template0)"
                 )
+            if not self._options_applied(conn):
+                conn.close()
+                raise StateError(f"{self.url}: {_OPTIONS_DROPPED}")
             if lease:
                 self._lease_conn = conn
             else:
                 self._conn = conn
         return conn
+
+    def _options_applied(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Whether the session has the options sent when connecting (a pooler may have dropped them)."""
+        try:
+            row = conn.execute(f"SELECT current_setting('{_OPTIONS_MARK}', true)").fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise StateUnreachable(
+                f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}", where=self.url
+            ) from None
+        return row is not None and row[0] == "on"
 
     @contextmanager
     def _cursor(self, *, write: bool, lease: bool = False) -> Iterator[Cursor]:

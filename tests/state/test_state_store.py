@@ -242,8 +242,11 @@ def test_a_read_only_session_is_dropped_so_the_next_call_reaches_a_writable_serv
     assert isinstance(store, PostgresStateStore)
     store.put(make_record())
     store._connection().execute("SET default_transaction_read_only = on")  # as the session of a demoted primary
-    with pytest.raises(StateError, match="read-only transaction"):
+    with pytest.raises(StateError, match="read-only transaction") as caught:
         store.put(make_record("SnapshotJob/start/other"))
+    # What to do, which the server's words do not say (walk 48D-2).
+    assert "(this server takes no writes: a hot standby" in str(caught.value)
+    assert "target_session_attrs=read-write" in str(caught.value)
     assert store.put(make_record("SnapshotJob/start/other")) == 2  # a new session: writable again
 
 

@@ -101,6 +101,11 @@ def test_sqlite_paths(url: str, path: str) -> None:
                 ("ql", "hun?ter2"),
                 ("ql", "hunter2#"),
                 ("ql", "x@hunter2"),
+                # an `@` before the `/`, `?` or `#`: the host part's one `@` was the password's, and its rest was
+                # shown as host, port and path (walk 48D-4)
+                ("ql", "x@hun:ter2/1"),
+                ("ql", "x@hunter2?1"),
+                ("ql", "x@hunter2#1"),
             ]
         ),
     ],

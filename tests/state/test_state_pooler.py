@@ -1,0 +1,142 @@
+"""A pooler between capctl and PostgreSQL that drops or refuses the connection's `options` (walk 48D-1).
+
+PgBouncer refuses the startup parameter `options` (`unsupported startup parameter: options`), or, told to
+ignore it (`ignore_startup_parameters = options`), drops it: the session then lacked capctl's time limits and
+the URL's search_path, so a state in a schema of its own looked absent and `apply` made a second, empty one
+in the next schema, starting every task again. The proxy here does to the startup message what PgBouncer does
+and passes everything else through to the test's real PostgreSQL. Also here: a server without the TLS the
+URL requires, the other answer at connect that only a change of set-up ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from urllib.parse import urlsplit
+
+import pytest
+
+from reconciler.state import StateError, StateUnreachable, open_state
+
+from .helpers import make_record
+
+_SSL_REQUEST, _GSS_REQUEST = 80877103, 80877104
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with closing(src), closing(dst):
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+
+
+def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None:
+    """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does."""
+    try:
+        while True:
+            length, code = struct.unpack("!II", _read(client, 8))
+            if code not in (_SSL_REQUEST, _GSS_REQUEST):
+                break
+            client.sendall(b"N")
+        pairs = _read(client, length - 8).split(b"\0")
+        params = dict(zip(pairs[0:-2:2], pairs[1:-2:2], strict=True))
+        if refuse and b"options" in params:
+            fields = b"SFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+            client.sendall(b"E" + struct.pack("!I", len(fields) + 4) + fields)
+            client.close()
+            return
+        params.pop(b"options", None)
+        body = struct.pack("!I", code) + b"".join(k + b"\0" + v + b"\0" for k, v in params.items()) + b"\0"
+        upstream = socket.create_connection(server)
+        upstream.sendall(struct.pack("!I", len(body) + 4) + body)
+    except (OSError, ConnectionError):
+        client.close()
+        return
+    threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+    _pipe(client, upstream)
+
+
+def _pooler(pg_url: str, refuse: bool) -> Iterator[str]:
+    """`pg_url` through a proxy on a free loopback port."""
+    parts = urlsplit(pg_url)
+    server = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=_serve, args=(client, server, refuse), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield parts._replace(
+            netloc=parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{port}")
+        ).geturl()
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def dropping(pg_url: str) -> Iterator[str]:
+    yield from _pooler(pg_url, refuse=False)
+
+
+@pytest.fixture
+def refusing(pg_url: str) -> Iterator[str]:
+    yield from _pooler(pg_url, refuse=True)
+
+
+def test_a_pooler_that_drops_the_options_is_refused_not_read_as_another_schema(pg_url: str, dropping: str) -> None:
+    state = open_state(pg_url)
+    state.put(make_record())
+    state.close()
+
+    for create in (True, False):  # apply/run and plan alike
+        with pytest.raises(StateError) as caught:
+            open_state(dropping, create=create)
+        message = str(caught.value)
+        assert "the server ignored this connection's options" in message
+        assert "ignore_startup_parameters = options" in message
+        assert "Connect capctl to PostgreSQL itself" in message
+        assert not isinstance(caught.value, StateUnreachable)  # a set-up to fix, never waited for
+
+    state = open_state(pg_url)
+    assert list(state.load().records) == [make_record().key]  # the state as it was
+    state.close()
+
+
+def test_a_pooler_that_refuses_the_options_is_named_with_what_to_do(refusing: str) -> None:
+    with pytest.raises(StateError) as caught:
+        open_state(refusing)
+    assert not isinstance(caught.value, StateUnreachable)  # `run` does not wait for it: it never passes
+    message = str(caught.value)
+    assert "unsupported startup parameter: options (a pooler in front of PostgreSQL (PgBouncer)" in message
+    assert "Connect capctl to PostgreSQL itself" in message
+
+
+def test_tls_required_of_a_server_without_it_is_named_and_not_waited_for(pg_url: str) -> None:
+    """The test's PostgreSQL has no TLS: `capctl run` waited forever (`--state-wait`) for what only a change of
+    the server's set-up or of the URL ends (walk 48D-3)."""
+    with pytest.raises(StateError) as caught:
+        open_state(f"{pg_url}&sslmode=require")
+    assert not isinstance(caught.value, StateUnreachable)
+    assert "SSL was required (the server at this address offers no TLS" in str(caught.value)
