@@ -50,6 +50,7 @@ __all__ = [
     "not_attempted",
     "observed",
     "removed",
+    "replace_cut_short",
     "replace_resumed",
     "restored",
     "resumable_start",
@@ -221,6 +222,13 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
         and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
         and record.spec_hash == task.spec_hash
     )
+
+
+def replace_cut_short(record: TaskRecord) -> bool:
+    """A replace's stop ended its run and was committed, and the process died before its start's intent
+    (failpoint `stop.after-commit`): capctl stopped it, not the vendor, so the start that remains is the
+    replace's, no re-issue (walk 49a). (A spec changed since is a replace anyway: `plan._diff_changed`.)"""
+    return record.status is TaskStatus.STOPPED and record.stop_reason == REPLACED and record.vendor_task_id is not None
 
 
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:
