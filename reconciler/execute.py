@@ -565,7 +565,12 @@ class Executor:
 
     async def _stop_for_replace(self, record: TaskRecord) -> TaskRecord:
         if await self._stop_remote(record):
+            # A Volcengine start never confirmed, stopped by its RoomId + TaskId: nothing of it runs now. Left as
+            # is, the record read as a lost start left to its room (may run) after a crash before the intent, and
+            # a refusal of the start taken up then kept it so (walk 49a).
+            unconfirmed = record.vendor_task_id is None
             record = transitions.stopped(record, transitions.REPLACED, self._clock.now())
+            record = record.evolve(start_refused=True) if unconfirmed else record
             self._store.put(record)
             failpoints.hit("stop.after-commit")
         return record

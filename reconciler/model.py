@@ -195,7 +195,8 @@ class TaskRecord:
     # Its last start (failed) was refused by the vendor, no answer lost before it, no earlier start of it
     # unconfirmed: the vendor said it did nothing, so nothing of it runs to be stopped (a mistyped appId, a
     # bucket it does not know). A throttled try is an answer too: the vendor did nothing. A start never sent
-    # (its provider stopped answering: "not attempted") is marked so too.
+    # (its provider stopped answering: "not attempted") is marked so too, and a Volcengine start never confirmed
+    # that a replace's stop ended (by its RoomId + TaskId) until that replace's start is sent.
     start_refused: bool = False
     # A thumbnail's last submission the vendor took (its hash, request, ids, time: `transitions.restored`), kept
     # while a later edit's submission is not taken (pending, refused): the entry reverted to it is no new one.

@@ -820,6 +820,9 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         reason = f"previous start failed: {record.last_error or 'error'}{resume}"
         return _change(_start_again(record), reason, task, record, after=after)
+    if transitions.replace_cut_short(record):  # capctl stopped it: no re-issue counted, whatever the policy
+        reason = "a replace was cut short after its stop (interrupted): its old run stopped, started anew"
+        return _change(Action.REPLACE, reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
     if transitions.failed_start_left(record):  # no run ended: started as what its failed start was (walk 44c-3)

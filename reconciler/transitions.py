@@ -50,6 +50,7 @@ __all__ = [
     "not_attempted",
     "observed",
     "removed",
+    "replace_cut_short",
     "replace_resumed",
     "restored",
     "resumable_start",
@@ -200,10 +201,11 @@ MAY_RUN = "its start was never confirmed: it may run at the vendor"
 
 def failed_may_run(record: TaskRecord) -> bool:
     """A failed start that may run all the same (`start_unconfirmed`): answers lost, or a retry of such a start
-    refused (walk 46A-1). Its error alone read as a start refused outright, where nothing runs (walk 47B-3):
-    `state list` and the status page add `MAY_RUN`. Not a thumbnail's submission (nothing runs)."""
+    refused (walk 46A-1), one left to its room so (`failed_start_left`, walk 49a). Its error alone read as a
+    start refused outright, where nothing runs (walk 47B-3): `state list` and the status page add `MAY_RUN`.
+    Not a thumbnail's submission (nothing runs)."""
     return (
-        record.status is TaskStatus.FAILED
+        (record.status is TaskStatus.FAILED or failed_start_left(record))
         and record.family is not ApiFamily.ZEGO_THUMBNAIL
         and start_unconfirmed(record)
     )
@@ -220,6 +222,13 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
         and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
         and record.spec_hash == task.spec_hash
     )
+
+
+def replace_cut_short(record: TaskRecord) -> bool:
+    """A replace's stop ended its run and was committed, and the process died before its start's intent
+    (failpoint `stop.after-commit`): capctl stopped it, not the vendor, so the start that remains is the
+    replace's, no re-issue (walk 49a). (A spec changed since is a replace anyway: `plan._diff_changed`.)"""
+    return record.status is TaskStatus.STOPPED and record.stop_reason == REPLACED and record.vendor_task_id is not None
 
 
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:

@@ -584,10 +584,12 @@ class Reconciler:
         # switched to Never with the edit (an edit starts it once more, docs/spec-language.md).
         if record.spec_hash != task.spec_hash and transitions.waits_for_room(task, record):
             return True
+        # A replace cut short after its stop is no run the vendor ended: its start goes now (walk 49a).
         return (
             record.status in (TaskStatus.STOPPED, TaskStatus.DORMANT)
             and task.restart_policy is RestartPolicy.ALWAYS
             and record.spec_hash == task.spec_hash
+            and not transitions.replace_cut_short(record)
         )
 
     def _with_end_reason(self, record: TaskRecord, obs: Observed) -> Observed:

@@ -1257,3 +1257,18 @@ def test_a_lost_start_left_to_its_room_is_stopped_when_removed(family: ApiFamily
     edited = dataclasses.replace(desired(family=family, interval=10), selector="lob*")
     change = one(edited, left, refreshed=False)
     assert change.action is Action.REPLACE and change.reason.startswith("spec changed since a start that failed: ")
+
+
+def test_a_replace_of_an_unchanged_spec_killed_after_its_stop_is_started_as_a_replace_not_a_reissue() -> None:
+    """`apply --replace KEY` (spec unchanged) killed at stop.after-commit leaves `stopped` (reason `replaced`, its
+    vendor id kept). The next plan read it as a run the vendor stopped: `↻ reissue  vendor stopped it: replaced
+    at …`, a re-issue counted and an unproductive run with it (the daemon's backoff then held it). capctl stopped
+    it: what is left is the replace's start, as after a spec change (walk 49a)."""
+    task = desired()
+    rec = record_for(task, TaskStatus.STOPPED, stop_reason=transitions.REPLACED, stopped_at=NOW, vendor_task_id="v1")
+    for refreshed in (True, False):
+        change = one(task, rec, refreshed=refreshed)
+        assert change.action is Action.REPLACE, change
+        assert change.reason.startswith("a replace was cut short after its stop (interrupted)"), change.reason
+    never = dataclasses.replace(task, restart_policy=RestartPolicy.NEVER)
+    assert one(never, rec).action is Action.REPLACE  # asked for: not left stopped by the job's policy

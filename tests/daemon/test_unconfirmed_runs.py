@@ -7,7 +7,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import transitions
-from reconciler.model import Action, TaskStatus
+from reconciler.model import Action, TaskRecord, TaskStatus
 from reconciler.plan import PlanOptions, diff
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import load_spec_set
@@ -141,11 +141,7 @@ async def test_a_dormant_task_an_apply_saw_running_is_decided_afresh_when_the_da
     from reconciler.model import Observed, ObservedState
 
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
-    await harness.start()
-    await harness.advance(300)
-    await harness.stop()
-    store = SQLiteStateStore(harness.state_path)
-    dormant = store.load().records[LOBBY]
+    store, dormant = await _ran_for(harness, 300)
     assert dormant.status is TaskStatus.DORMANT and dormant.next_attempt_at is not None
     store.put(transitions.observed(dormant, Observed(ObservedState.RUNNING), harness.clock.now()))  # as apply does
     store.close()
@@ -155,3 +151,31 @@ async def test_a_dormant_task_an_apply_saw_running_is_decided_afresh_when_the_da
     record = harness.record(LOBBY)
     assert record.status is TaskStatus.DORMANT and record.next_attempt_at is not None
     assert record.next_attempt_at > dormant.next_attempt_at + 29, (record, dormant)  # its own, not the old one
+
+
+async def test_a_replace_killed_after_its_stop_is_started_at_once_as_a_replace(harness: Harness) -> None:
+    """`apply --replace` (spec unchanged) killed at stop.after-commit: `stopped`, reason `replaced`, its vendor id
+    kept. The daemon read it as a run the vendor ended: counted as one more unproductive run, it waited out its
+    backoff (or went dormant), then re-issued it, counted. capctl stopped it: its replace's start goes at once,
+    no re-issue counted (walk 49a)."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
+    store, ran = await _ran_for(harness, 1)
+    harness.sim.stop_task("volcengine", ran.vendor_task_id or "", room_id="lobby", reason="StopByAPI")
+    # Two idle runs before the replace, whose stop was committed (`Executor._stop_for_replace`), then the crash.
+    store.put(transitions.stopped(ran.evolve(unproductive_runs=2), transitions.REPLACED, harness.clock.now()))
+    store.close()
+    await harness.start()
+    await harness.advance(5)
+    record = harness.record(LOBBY)
+    assert record.status is TaskStatus.RUNNING, record
+    assert (record.reissue_count, record.unproductive_runs) == (0, 2)
+    assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+
+
+async def _ran_for(harness: Harness, seconds: float) -> tuple[SQLiteStateStore, TaskRecord]:
+    """The daemon run for `seconds` of its clock, then stopped: its state opened, and the lobby's record."""
+    await harness.start()
+    await harness.advance(seconds)
+    await harness.stop()
+    store = SQLiteStateStore(harness.state_path)
+    return store, store.load().records[LOBBY]

@@ -296,3 +296,46 @@ async def test_a_requested_replace_that_stopped_a_lost_start_first_is_refused_as
     assert record.status is TaskStatus.FAILED and record.start_refused
     assert not transitions.start_unconfirmed(record) and not transitions.stoppable(record)
     assert [t.running for t in env.sim.tasks()] == ([False] if runs else [])
+
+
+class _Crash(BaseException):
+    """The process dying at a failpoint (os._exit in a real run): what it committed is all that is left."""
+
+
+async def test_a_lost_start_a_replace_stopped_before_a_crash_is_refused_as_nothing_running(
+    env: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`apply --replace` of a replace whose start's answers were lost stops that start's run by its RoomId +
+    TaskId, and the process dies before its start's intent (stop.after-commit). The next plain apply takes
+    the replace up with its start alone (walk 48A-1), which the vendor refuses: nothing runs. The stopped
+    record read as a lost start left to its room, so the refusal kept "may run" (state list, the status page,
+    a removal's StopSnapshot, `--max-prune`'s count): 48a's Left alone, turned so by 48A-1 (walk 49a)."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock)
+    old = task()
+    await env.do(env.provider.start(old, None))  # its answers lost
+    now = env.clock.now()
+    lost = transitions.failed(transitions.intent(old, None, now, reissue=False, replace=True), "lost", now)
+    change = model.Change(key=old.key, action=model.Action.REPLACE, reason="", provider=old.provider, family=old.family)
+
+    def hit(point: str) -> None:
+        if point == "stop.after-commit":
+            raise _Crash(point)
+
+    monkeypatch.setattr("reconciler.execute.failpoints.hit", hit)
+    with pytest.raises(_Crash):
+        await env.do(executor.apply((change,), {old.key: old}, {lost.key: lost}, requested={old.key}))
+    monkeypatch.undo()
+    left = store.load().records[old.key]
+    assert left.status is TaskStatus.STOPPED and left.vendor_task_id is None
+    assert [t.running for t in env.sim.tasks()] == [False]
+    assert transitions.replace_resumed(old, left)  # its start alone: no second stop
+    assert not transitions.start_unconfirmed(left) and not transitions.stoppable(left)
+
+    refused = task(interval=0)  # same spec hash ("h"): the vendor refuses its request
+    result = await env.do(executor.apply((change,), {old.key: refused}, {old.key: left}))
+    assert not result.results[0].ok and "InvalidParameter" in str(result.results[0].error)
+    record = store.load().records[old.key]
+    assert record.status is TaskStatus.FAILED and record.start_refused
+    assert not transitions.failed_may_run(record) and not transitions.stoppable(record)
+    store.close()

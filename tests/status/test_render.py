@@ -357,3 +357,23 @@ def test_a_failed_start_that_may_run_says_so_unlike_one_refused_outright() -> No
     tasks = {t["key"]: t for j in to_json(snap)["jobs"] for g in j["groups"] for t in g["tasks"]}
     assert [tasks[r.key]["start_may_run"] for r in (may_run, refused, thumb)] == [True, False, False]
     assert _text(render_html(snap)).count(MAY_RUN) == 1
+
+
+def test_a_lost_start_left_to_its_room_says_it_may_run() -> None:
+    """Walk 49a: a failed start whose answers were lost, left to its room once the room closed (walk 43B-1:
+    `stopped`, no vendor id), may run as much as the failed one (walk 47a: its removal stops it, `--max-prune`
+    counts it), yet `state list` and the page showed its error alone under `stopped`, as if nothing ran. One
+    refused outright, then left so, does not say it."""
+    from reconciler.render import render_state_table
+    from reconciler.transitions import MAY_RUN
+
+    error = "volc (volcengine): StartSnapshot: timed out"
+    left = record("SnapshotJob/hall/h1", TaskStatus.STOPPED, last_error=error, selector="h*")
+    refused = record("SnapshotJob/hall/h2", TaskStatus.STOPPED, last_error=error, selector="h*", start_refused=True)
+    rows = render_state_table([left, refused], 1, now=NOW).splitlines()[-2:]
+    assert rows[0].endswith(f"{error}; {MAY_RUN}") and rows[1].endswith(error), rows
+    snap = build_snapshot(inputs([left, refused]), StatusQuery(), NOW)
+    tasks = {t["key"]: t for j in to_json(snap)["jobs"] for g in j["groups"] for t in g["tasks"]}
+    assert [tasks[r.key]["start_may_run"] for r in (left, refused)] == [True, False]
+    assert [tasks[r.key]["waits_for_room"] for r in (left, refused)] == [True, True]
+    assert _text(render_html(snap)).count(MAY_RUN) == 1
