@@ -149,14 +149,19 @@ class History:
             globs = self._in_force.get(job)
             if last is not None and globs == (last.match, last.exclude):
                 continue
-            if last is not None and last.start >= now:  # in force for no time: replaced (one row per start)
+            start = now
+            if last is not None and last.start >= now and globs is not None:
+                # In force for no time: replaced (one row per start), from its start, not before it (the clock
+                # stepped back): its row, written, is overwritten then; one of an earlier start read back as
+                # followed by it, the replaced globs (walk 49B-2)
                 kept.pop()
-            elif last is not None:
-                kept[-1] = replace(last, end=now)
+                start = last.start
+            elif last is not None:  # (a removal closes it, at its start at the earliest: its row, written, ends)
+                kept[-1] = replace(last, end=max(now, last.start))
                 self._covers_unwritten.add((job, last.start))
             if globs is not None:
-                kept.append(Cover(now, None, *globs))
-                self._covers_unwritten.add((job, now))
+                kept.append(Cover(start, None, *globs))
+                self._covers_unwritten.add((job, start))
                 del kept[:-MAX_INTERVALS]  # as the state keeps them: an edit a minute must not grow it (48B-2)
 
     def room_active(self, account: str, room: str) -> None:
