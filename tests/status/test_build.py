@@ -469,32 +469,34 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
 
 
 @pytest.mark.parametrize(
-    ("narrowed", "held", "lost"),
+    ("edits", "held", "lost"),
     [
-        (None, False, 2510),  # edited, always covering stage-1: its task's idle-out is capture lost
-        (3000, False, 2510),  # narrowed while its task ran, left running (its prune held, or --no-prune)
-        (2000, True, 2510),  # narrowed after its idle-out, its stop held now
-        (2000, False, 510),  # narrowed after its idle-out, pruned: no loss while the globs left it out (48B-1)
+        ({3000: ["stage-*", "x"]}, False, 2510),  # always covering stage-1: its task's idle-out is capture lost
+        ({3000: ["lobby-*"]}, False, 2510),  # narrowed while its task ran, left running (prune held, --no-prune)
+        ({3000: None, 1000: ["*"]}, False, 2510),  # the job removed while its task ran (held), restored
+        ({2000: ["lobby-*"]}, True, 2510),  # narrowed after its idle-out, its stop held now
+        ({2000: ["lobby-*"]}, False, 510),  # narrowed after its idle-out, pruned: no loss while left out (48B-1)
     ],
 )
 def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
-    narrowed: int | None, held: bool, lost: int
+    edits: dict[int, list[str] | None], held: bool, lost: int
 ) -> None:
     """Walk 49B-1: the time a selector's globs left a room out is no capture lost only where the task was not
-    the job's then: a narrowing whose prune --max-prune held left it running, and its idle-out, the room still
-    active, read as no loss."""
+    the job's then: a narrowing (or removal) whose prune --max-prune held left it running, and its idle-out,
+    the room still active, read as no loss."""
     told, job = Told(), "SnapshotJob/sel"
     told.clock.set(NOW - 5000)
     told.history.cover({job: RoomSelector.model_validate({"match": ["*"]})})
     told.room_active("stage-1", NOW - 4000)
     run = told.start(record(f"{job}/stage-1", selector="*"), NOW - 3990)  # (10 s lost: its start's delay)
-    edit = RoomSelector.model_validate({"match": ["lobby-*"] if narrowed else ["stage-*", "x"]})
-    for at in sorted({narrowed or 3000, 2500}, reverse=True):
+    stopped = run
+    for at in sorted({*edits, 2500}, reverse=True):
         if at == 2500:
             stopped = told.stop(run, NOW - 2500)
         else:
             told.clock.set(NOW - at)
-            told.history.cover({job: edit})
+            globs = edits[at]
+            told.history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
     replica = dataclasses.replace(LEADER, prune_held=(stopped.key,) if held else ())
     (room,) = build_snapshot(inputs([stopped], history=told.history, replica=replica), StatusQuery(), NOW).rooms
     assert room.lost_seconds == lost
