@@ -149,14 +149,19 @@ class History:
             globs = self._in_force.get(job)
             if last is not None and globs == (last.match, last.exclude):
                 continue
-            if last is not None and last.start >= now:  # in force for no time: replaced (one row per start)
+            start = now
+            if last is not None and last.start >= now and globs is not None:
+                # In force for no time: replaced (one row per start), from its start, not before it (the clock
+                # stepped back): its row, written, is overwritten then; one of an earlier start read back as
+                # followed by it, the replaced globs (walk 49B-2)
                 kept.pop()
-            elif last is not None:
-                kept[-1] = replace(last, end=now)
+                start = last.start
+            elif last is not None:  # (a removal closes it, at its start at the earliest: its row, written, ends)
+                kept[-1] = replace(last, end=max(now, last.start))
                 self._covers_unwritten.add((job, last.start))
             if globs is not None:
-                kept.append(Cover(now, None, *globs))
-                self._covers_unwritten.add((job, now))
+                kept.append(Cover(start, None, *globs))
+                self._covers_unwritten.add((job, start))
                 del kept[:-MAX_INTERVALS]  # as the state keeps them: an edit a minute must not grow it (48B-2)
 
     def room_active(self, account: str, room: str) -> None:
@@ -315,12 +320,12 @@ class History:
         """Since when `job`'s selector has covered `room` without a break, as of `at` (by the globs in force
         since the spec sets kept), or None when that is not known: no globs kept in force at `at` (a state from
         before them, or the task was made before the first load that kept them)."""
-        covers = [c for c in self._covers.get(job, ()) if c.start <= at]
-        if not covers or (covers[-1].end is not None and covers[-1].end < at) or not covers[-1].covers(room):
+        covers = [(c, covered) for c, covered in self._covering(job, room) if c.start <= at]
+        if not covers or (covers[-1][0].end is not None and covers[-1][0].end < at) or not covers[-1][1]:
             return None
-        since = covers[-1].start
-        for before in reversed(covers[:-1]):
-            if not before.covers(room) or (before.end is not None and before.end < since):
+        since = covers[-1][0].start
+        for before, covered in reversed(covers[:-1]):
+            if not covered or (before.end is not None and before.end < since):
                 break
             since = before.start
         return since
@@ -331,8 +336,24 @@ class History:
         kept, and after the last one closed (the job's tombstones end there), not known: none."""
         covers = self._covers.get(job, ())
         out = [Interval(a.end, b.start) for a, b in itertools.pairwise(covers) if a.end is not None and a.end < b.start]
-        out += [Interval(c.start, math.inf if c.end is None else c.end) for c in covers if not c.covers(room)]
+        out += [
+            Interval(c.start, math.inf if c.end is None else c.end)
+            for c, covered in self._covering(job, room)
+            if not covered
+        ]
         return sorted(out, key=lambda i: i.start)
+
+    def _covering(self, job: str, room: str) -> list[tuple[Cover, bool]]:
+        """Each of `job`'s spans and whether it covers `room`, matched once per distinct globs: an edit made
+        often alternates a few, and a page of 500 selector tasks matched 96 spans each twice (walk 49b)."""
+        seen: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
+        out = []
+        for c in self._covers.get(job, ()):
+            globs = (c.match, c.exclude)
+            if (on := seen.get(globs)) is None:
+                on = seen[globs] = c.covers(room)
+            out.append((c, on))
+        return out
 
     def activity(self, account: str, room: str) -> tuple[Activity, ...] | None:
         """The room's activity spans, or None when no room callback was seen for it within the window."""

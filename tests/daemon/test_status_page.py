@@ -474,20 +474,21 @@ async def test_a_provider_fix_in_a_failed_updates_backoff_retries_it_at_once(har
     assert task.interval == 10 and harness.record(LOBBY).last_error is None, harness.record(LOBBY)
 
 
-async def widened_stage_draws_no_loss(harness: Harness) -> None:
-    """`sel` widened to `*`: stage-1's task runs, its room drew (almost) no capture lost; after a restart, the same."""
+async def widened_stage(harness: Harness) -> float:
+    """`sel` widened to `*`: stage-1's task runs; its room's capture lost then, the same after a restart."""
     write_specs(harness.specs, selector_job("sel", "*"))
     assert harness.daemon is not None and harness.daemon.reload()
     await harness.advance(30)
     async with await client(harness) as http:
         before = (await http.get("/api/v1/status")).json()
     assert task_of(before, "SnapshotJob/sel/stage-1")["status"] == "running"
-    assert room_of(before, "stage-1")["lost_seconds"] < 30
     await harness.stop()
     await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
     async with await client(harness) as http:
         after = (await http.get("/api/v1/status")).json()
     assert timelines(after) == timelines(before)
+    lost: float = room_of(before, "stage-1")["lost_seconds"]
+    return lost
 
 
 async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_the_edit(harness: Harness) -> None:
@@ -497,23 +498,49 @@ async def test_a_selector_widened_to_an_active_room_counts_no_loss_from_before_t
     harness.sim.publish("volcengine", "stage-1", user_id="alice")
     await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
     await harness.advance(600)
-    await widened_stage_draws_no_loss(harness)
+    assert await widened_stage(harness) < 30  # (almost) no capture lost
 
 
 async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_left_the_room_out(
     harness: Harness,
 ) -> None:
-    """Walk 48B-1: `lobby-*` widened to `*`, narrowed back, widened again: stage-1, active again while the job
-    left it out, drew that time as capture lost (its task kept its history from the first widening)."""
+    """Walk 48B-1: `lobby-*` widened to `*`, narrowed back (stage-1's task, idled out, pruned), widened again:
+    stage-1, active again while the job left it out, drew that time as capture lost (its task kept its history
+    from the first widening). `--max-prune 100`: the narrowing's prune goes through (held: walk 49B-1)."""
     write_specs(harness.specs, selector_job("sel", "lobby-*"))
     harness.sim.publish("volcengine", "stage-1", user_id="alice")
-    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock), max_prune=100.0)
+    await narrowed_after_an_idle_out(harness, held=False)
+    assert await widened_stage(harness) < 30  # (almost) no capture lost
+
+
+async def narrowed_after_an_idle_out(harness: Harness, *, held: bool) -> None:
+    """`sel` widened to `*` (stage-1's task runs), stage-1 empties (its task idles out, `held`: after the
+    narrowing to `lobby-*`, before: its prune is held or goes), then active 5 minutes while left out."""
     for match in ("*", "lobby-*"):
+        if match == "lobby-*" and not held:
+            harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
+            await harness.advance(60)  # its task idles out
         write_specs(harness.specs, selector_job("sel", match))
         assert harness.daemon is not None and harness.daemon.reload()
         await harness.advance(60)
-    harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
-    await harness.advance(60)  # its task idles out
+    if held:
+        harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
+        await harness.advance(60)  # its task idles out
     harness.sim.publish("volcengine", "stage-1", user_id="alice")
     await harness.advance(300)  # active, left out
-    await widened_stage_draws_no_loss(harness)
+
+
+async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:
+    """Walk 49B-1: a narrowing whose prune `--max-prune` holds leaves stage-1's task running, presumed wanted
+    until a human confirms; it idled out and the room was active again: that is capture lost, on the page
+    while the prune is held and after the selector is widened again (as a named-room task's would be)."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await narrowed_after_an_idle_out(harness, held=True)
+    async with await client(harness) as http:
+        held = (await http.get("/api/v1/status")).json()
+    assert held["replica"]["prune_held"] == ["SnapshotJob/sel/stage-1"]
+    assert room_of(held, "stage-1")["lost_seconds"] >= 290
+    assert 290 <= await widened_stage(harness) < 330

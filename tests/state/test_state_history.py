@@ -210,6 +210,28 @@ def test_a_selector_edited_often_writes_each_span_once_and_stays_within_the_cap(
         store.close()
 
 
+def test_a_selector_edited_after_the_clock_stepped_back_reads_back_by_the_globs_in_force(store_url: str) -> None:
+    """Walk 49B-2: an edit with the clock stepped back before the last one's start replaced that span in memory
+    but opened a row of an earlier start, the replaced one left open: read back (a restart, a standby's page),
+    the job's rooms were drawn by the replaced globs; a removal alike left the job's row open."""
+    job, store, clock = "SnapshotJob/sel", sql(open_state(store_url)), FakeClock(1000.0)
+    try:
+        history = History(clock)
+        for step, match in ((0.0, "lobby-*"), (60.0, "*"), (-10.0, "stage-*")):  # stepped back 10 s
+            clock.step(step)
+            history.cover({job: RoomSelector.model_validate({"match": match})})
+            store.record_rooms([], history.take_rooms())
+        again = History(clock)
+        again.restore(store.history())
+        assert again.covered_from(job, "stage-1", 1070.0) == 1060.0  # by `stage-*`, the globs in force
+        assert again.covered_from(job, "lobby-1", 1070.0) is None  # not by `*`, which it replaced
+        history.cover({})  # the job removed, the clock still behind
+        store.record_rooms([], history.take_rooms())
+        assert [(s.start, s.end) for s in store.history() if s.kind == "selector"][-1] == (1060.0, 1060.0)
+    finally:
+        store.close()
+
+
 def test_the_history_is_pruned_by_age_and_by_count(store_url: str) -> None:
     store = sql(open_state(store_url))
     try:

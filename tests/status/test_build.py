@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.records import RecordCache
@@ -14,7 +17,7 @@ from reconciler.status import History, StatusQuery, build_snapshot
 from reconciler.status.build import MAX_ATTENTION
 from reconciler.status.history import MAX_INTERVALS
 from reconciler.status.model import Gap, Interval, Reissue, StatusSnapshot
-from tests.status.conftest import IDLE, NOW, VOLC, ZEGO, Told, inputs, record
+from tests.status.conftest import IDLE, LEADER, NOW, VOLC, ZEGO, Told, inputs, record
 
 
 def test_tasks_are_grouped_by_job_then_status_problems_first() -> None:
@@ -463,3 +466,37 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
         history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
     assert history.uncovered(job, "stage-1") == [Interval(NOW - 3000, NOW - 2500), Interval(NOW - 2500, NOW - 2000)]
     assert history.uncovered(job, "lobby-1") == [Interval(NOW - 2500, NOW - 2000)]
+
+
+@pytest.mark.parametrize(
+    ("edits", "held", "lost"),
+    [
+        ({3000: ["stage-*", "x"]}, False, 2510),  # always covering stage-1: its task's idle-out is capture lost
+        ({3000: ["lobby-*"]}, False, 2510),  # narrowed while its task ran, left running (prune held, --no-prune)
+        ({3000: None, 1000: ["*"]}, False, 2510),  # the job removed while its task ran (held), restored
+        ({2000: ["lobby-*"]}, True, 2510),  # narrowed after its idle-out, its stop held now
+        ({2000: ["lobby-*"]}, False, 510),  # narrowed after its idle-out, pruned: no loss while left out (48B-1)
+    ],
+)
+def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
+    edits: dict[int, list[str] | None], held: bool, lost: int
+) -> None:
+    """Walk 49B-1: the time a selector's globs left a room out is no capture lost only where the task was not
+    the job's then: a narrowing (or removal) whose prune --max-prune held left it running, and its idle-out,
+    the room still active, read as no loss."""
+    told, job = Told(), "SnapshotJob/sel"
+    told.clock.set(NOW - 5000)
+    told.history.cover({job: RoomSelector.model_validate({"match": ["*"]})})
+    told.room_active("stage-1", NOW - 4000)
+    run = told.start(record(f"{job}/stage-1", selector="*"), NOW - 3990)  # (10 s lost: its start's delay)
+    stopped = run
+    for at in sorted({*edits, 2500}, reverse=True):
+        if at == 2500:
+            stopped = told.stop(run, NOW - 2500)
+        else:
+            told.clock.set(NOW - at)
+            globs = edits[at]
+            told.history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
+    replica = dataclasses.replace(LEADER, prune_held=(stopped.key,) if held else ())
+    (room,) = build_snapshot(inputs([stopped], history=told.history, replica=replica), StatusQuery(), NOW).rooms
+    assert room.lost_seconds == lost
