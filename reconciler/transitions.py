@@ -201,9 +201,11 @@ MAY_RUN = "its start was never confirmed: it may run at the vendor"
 def failed_may_run(record: TaskRecord) -> bool:
     """A failed start that may run all the same (`start_unconfirmed`): answers lost, or a retry of such a start
     refused (walk 46A-1). Its error alone read as a start refused outright, where nothing runs (walk 47B-3):
-    `state list` and the status page add `MAY_RUN`. Not a thumbnail's submission (nothing runs)."""
+    `state list` and the status page add `MAY_RUN`. Also once left to its room (`failed_start_left`): `stopped`
+    with that error read as nothing running, while the lost start ran on (walk 49D-2). Not a thumbnail's
+    submission (nothing runs)."""
     return (
-        record.status is TaskStatus.FAILED
+        (record.status is TaskStatus.FAILED or failed_start_left(record))
         and record.family is not ApiFamily.ZEGO_THUMBNAIL
         and start_unconfirmed(record)
     )
