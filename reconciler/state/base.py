@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler.model import RoomActivity, TaskRecord, TaskStatus
+from reconciler.transitions import failed_start_left
 
 __all__ = [
     "DAEMON_HOLDER",
@@ -177,8 +178,12 @@ def began_of(record: TaskRecord) -> HistorySpan | None:
     known from the record: before its first start, or after an intent for the next run (pending, or a start
     that failed), which may have counted the next one already. The run's own row keeps only how it ended, and
     the vendor's stop reason stays when a replace or a restore follows it (walk 42B-6). A span of its own (no
-    new column): an older capctl reads the state as before and ignores it."""
+    new column): an older capctl reads the state as before and ignores it. A failed start left to its room
+    (`stopped`, no vendor task) is such an intent too: its start is still the run before it's, its count the
+    next one's, written where that run had no row (a run an older capctl started: walk 49D-3)."""
     if record.started_at is None or record.status in (TaskStatus.PENDING, TaskStatus.FAILED):
+        return None
+    if failed_start_left(record):  # (`stopped`: its intent's count, not its run's)
         return None
     return HistorySpan("began", record.key, "", record.started_at, record.started_at, str(record.reissue_count))
 

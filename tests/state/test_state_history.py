@@ -119,7 +119,8 @@ def test_how_a_run_longer_than_the_window_began_is_kept_while_its_run_is(store_u
         store.put(long.evolve(status=TaskStatus.STOPPED, stopped_at=100.0 + day, stop_reason=IDLE))
         store.put(long.evolve(started_at=150.0 + day))  # a replace: no re-issue counted
         other = "SnapshotJob/lobby-audit/hall"  # an old run ended before the window: its run and `began` go
-        store.put(make_record(key=other, status=TaskStatus.STOPPED, started_at=50.0, stopped_at=60.0))
+        ended = make_record(key=other, status=TaskStatus.STOPPED, vendor_task_id="hall", started_at=50.0)
+        store.put(ended.evolve(stopped_at=60.0))
         assert store.prune_history(ended_before=200.0, keep=96) == 2
         history = History(FakeClock(200.0 + day))
         history.restore(store.history())
@@ -311,3 +312,30 @@ def test_a_history_row_no_capctl_writes_is_damage_naming_it(store_url: str, edit
             reader.history()
     finally:
         reader.close()
+
+
+def test_a_failed_start_left_to_its_room_writes_no_count_for_the_run_before_it(store_url: str) -> None:
+    """Walk 49D-3: a re-issue's start that failed and was left to its room (`stopped`, no vendor task) still has
+    the ended run's start, with the re-issue's count. Where that run had no `began` row (an older capctl started
+    it: an upgrade, or a rollback and forward again), its put wrote one with the next run's count, so after a
+    restart the re-issue read as no re-issue (both runs counted 1), unlike the record and the page before it."""
+    store = sql(open_state(store_url))
+    try:
+        # The run an older capctl kept (no `began` row), ended by the vendor.
+        raw_sql(store_url, f"INSERT INTO capctl_history VALUES ('run', '{KEY}', '', 100.0, 130.0, '{IDLE}')")
+        ended = make_record(status=TaskStatus.STOPPED, vendor_task_id="lobby-audit", started_at=100.0)
+        ended = ended.evolve(stopped_at=130.0, stop_reason=IDLE)
+        intent = ended.evolve(status=TaskStatus.PENDING, vendor_task_id=None, reissue_count=1, reissuing=True)
+        store.put(intent)
+        store.put(intent.evolve(status=TaskStatus.FAILED, last_error="StartSnapshot: no answer"))
+        left = intent.evolve(status=TaskStatus.STOPPED, last_error="StartSnapshot: no answer")
+        store.put(left)  # the room closed
+        memory = History(FakeClock(140.0))
+        memory.note(left)  # a daemon reading it first (a start, a takeover)
+        assert [(r.start, r.reissues) for r in memory.runs(KEY)] == [(100.0, None)]
+        store.put(left.evolve(status=TaskStatus.RUNNING, vendor_task_id="lobby-audit", started_at=200.0))
+        history = History(FakeClock(300.0))
+        history.restore(store.history())
+        assert [(r.start, r.reissues) for r in history.runs(KEY)] == [(100.0, None), (200.0, 1)]
+    finally:
+        store.close()

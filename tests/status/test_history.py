@@ -30,7 +30,8 @@ def test_a_run_replaced_before_its_stop_was_seen_ends_where_the_next_begins() ->
 def test_the_same_record_noted_twice_changes_nothing() -> None:
     told = Told()
     history = told.history
-    stopped = record(KEY, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 10, stop_reason=IDLE)
+    stopped = record(KEY, TaskStatus.STOPPED, vendor_task_id="t", started_at=NOW - 100, stopped_at=NOW - 10)
+    stopped = stopped.evolve(stop_reason=IDLE)  # a run that ended (a vendor task: not a failed start left)
     told.note(stopped, NOW)
     told.note(stopped.evolve(status=TaskStatus.DORMANT), NOW + 5)
     assert history.runs(KEY) == (Run(NOW - 100, NOW - 10, IDLE, 0),)

@@ -377,3 +377,27 @@ def test_a_lost_start_left_to_its_room_says_it_may_run() -> None:
     assert [tasks[r.key]["start_may_run"] for r in (left, refused)] == [True, False]
     assert [tasks[r.key]["waits_for_room"] for r in (left, refused)] == [True, True]
     assert _text(render_html(snap)).count(MAY_RUN) == 1
+
+
+def test_a_lost_zego_start_left_to_its_room_says_it_may_run() -> None:
+    """Walk 49D-2: a start whose answers were lost (ZEGO StartRecord, the recording running at the vendor), left
+    to its room once the room closed (`stopped`, no vendor task), read `stopped` with its error alone, as a start
+    refused outright: `state list` and the page say that it may run, as for the same start still `failed`. One
+    refused outright, or a ZEGO one refused (no ClientTaskId kept), does not."""
+    from reconciler.render import render_state_table
+    from reconciler.transitions import MAY_RUN
+
+    error = "zego-prod (zego): StartRecord: connection lost before an answer (RemoteProtocolError) after 6 tries"
+    left = {"last_error": error, "selector": 'match "zsel-*"'}
+    lost = record("RecordingJob/zsel/zsel-1", TaskStatus.STOPPED, client_task_id="capctl-1", **left)
+    refused = record(
+        "RecordingJob/zsel/zsel-2", TaskStatus.STOPPED, client_task_id="capctl-2", start_refused=True, **left
+    )
+    no_cid = record("RecordingJob/zsel/zsel-3", TaskStatus.STOPPED, **left)
+    rows = render_state_table([lost, refused, no_cid], 1, now=NOW).splitlines()[-3:]
+    assert [row.endswith(f"{error}; {MAY_RUN}") for row in rows] == [True, False, False], rows
+    snap = build_snapshot(inputs([lost, refused, no_cid]), StatusQuery(), NOW)
+    tasks = {t["key"]: t for j in to_json(snap)["jobs"] for g in j["groups"] for t in g["tasks"]}
+    assert [tasks[r.key]["start_may_run"] for r in (lost, refused, no_cid)] == [True, False, False]
+    assert all(tasks[r.key]["waits_for_room"] for r in (lost, refused, no_cid))
+    assert _text(render_html(snap)).count(MAY_RUN) == 1
