@@ -23,7 +23,7 @@ from datetime import datetime
 import psycopg
 import psycopg.conninfo
 
-from reconciler.redact import redact_url, scrub_text, unencoded_userinfo, url_secrets
+from reconciler.redact import is_url_secret_key, redact_url, scrub_text, unencoded_userinfo, url_secrets
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError, StateUnreachable
@@ -179,12 +179,12 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
             "an '@'), which ends a URL's host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, "
             "@ as %40)"
         )
-    if _password_runs_on(parts.query):
+    if secret := _password_runs_on(parts.query):
         raise StateError(
             # Not named: it may be the password's rest. A misspelt parameter looks the same (walk 32c).
-            f"state URL {redacted.partition('?')[0]}: a part after its password= parameter is no libpq "
-            "parameter: either the password holds an '&' that is not percent-encoded (write & as %26), or a "
-            "parameter after password= is misspelt"
+            f"state URL {redacted.partition('?')[0]}: a part after its {secret}= parameter is no libpq "
+            f"parameter: either the {secret} holds an '&' that is not percent-encoded (write & as %26), or a "
+            f"parameter after {secret}= is misspelt"
         )
     if not all(_port_ok(port) for port in _host_ports(parts.netloc)):
         raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535")
@@ -199,15 +199,17 @@ def _host_ports(netloc: str) -> list[str]:
     return [host.rpartition("]")[2].partition(":")[2] for host in netloc.rpartition("@")[2].split(",")]
 
 
-def _password_runs_on(query: str) -> bool:
-    """Whether a part after a `password=` parameter names no libpq parameter: the password held an unencoded `&`
-    (`password=ab&cd==`), and libpq's refusal quoted its rest (`invalid URI query parameter: "cd"`), as did the
-    URL shown, which hides the `password=` part only (walk 31B-3)."""
+def _password_runs_on(query: str) -> str:
+    """The name of a parameter holding a secret (`password=`, `sslpassword=`: `is_url_secret_key`) after which a
+    part names no libpq parameter, or '': the secret held an unencoded `&` (`password=ab&cd==`), and libpq's
+    refusal quoted its rest (`invalid URI query parameter: "cd"`), as did the URL shown, which hides the
+    secret's own part only (walk 31B-3)."""
     keys = [urllib.parse.unquote_plus(part.partition("=")[0]) for part in query.split("&") if part]
-    if "password" not in keys:
-        return False
+    first = next((i for i, key in enumerate(keys) if is_url_secret_key(key)), None)
+    if first is None:
+        return ""
     known = {d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()} | {"ssl"}  # libpq takes ssl=true too
-    return any(key not in known for key in keys[keys.index("password") + 1 :])
+    return keys[first] if any(key not in known for key in keys[first + 1 :]) else ""
 
 
 # This user's search_path and name, and the schemas holding a capctl_meta table it cannot see for want of USAGE

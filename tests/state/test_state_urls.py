@@ -81,6 +81,12 @@ def test_sqlite_paths(url: str, path: str) -> None:
             # the last: a misspelt sslmode, which the message must not blame on an '&' alone (walk 32c)
             for password in ["s3&hunter2", "s3&hunter2==", "s3&&hunter2", "s3cret&sslmod=require"]
         ),
+        # the same for libpq's other secret, the client key's sslpassword= (walk 49c)
+        (
+            "postgresql://admin@db/capctl?sslpassword=s3&hunter2",
+            r"^state URL postgresql://admin@db/capctl: a part after its sslpassword= parameter is no libpq parameter: "
+            r"either the sslpassword holds an '&'",
+        ),
         ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
@@ -135,6 +141,19 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
             "postgresql:///capctl?host=/run/postgresql",
         ),
         ("postgres://?host=db&dbname=capctl", "postgres://?host=db&dbname=capctl"),
+        # libpq's other parameters holding a secret, a misspelt password, a daemon URL's token: all shown in every
+        # message naming the URL until walk 49c
+        (
+            "postgresql://app@db/capctl?sslcert=/c.pem&sslpassword=s3cret&sslmode=verify-full",
+            "postgresql://app@db/capctl?sslcert=/c.pem&sslmode=verify-full",
+        ),
+        (
+            "postgresql://db/capctl?oauth_client_secret=s3cret&oauth_client_id=capctl",
+            "postgresql://db/capctl?oauth_client_id=capctl",
+        ),
+        ("postgresql://db/capctl?scram_client_key=s3cret&scram_server_key=s3cret", "postgresql://db/capctl"),
+        ("postgresql://db/capctl?Password=s3cret&ssl%70assword=s3cret", "postgresql://db/capctl"),
+        ("http://127.0.0.1:8080/?access_token=s3cret", "http://127.0.0.1:8080/"),
         # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
         (
             "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
