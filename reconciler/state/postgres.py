@@ -12,6 +12,7 @@ error message show the URL without it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import secrets
 import threading
@@ -464,7 +465,9 @@ class PostgresStateStore(SqlStateStore):
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
         connection has its lease limits whatever the URL sets (the server takes the last `-c` of a name)."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
-        options = str(given.get("options") or "")
+        # libpq reads PGOPTIONS for a URL without options=, but not once options are given, as they always are
+        # here: its search_path was lost and a state there looked absent (a second, empty state; walk 49C-2).
+        options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
         added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))

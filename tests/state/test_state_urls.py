@@ -254,6 +254,24 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
         own.close()
 
 
+def test_pgoptions_is_kept_when_the_url_sets_no_options(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walk 49C-2: libpq reads PGOPTIONS when a URL has no options=, but capctl always sent its own, so a state
+    in the schema PGOPTIONS names looked absent (plan: every task new; apply: a second, empty state)."""
+    url, _, options = pg_url.rpartition("&options=") if "&options=" in pg_url else pg_url.rpartition("?options=")
+    assert options.startswith("-csearch_path%3D") and "options" not in url
+    store = open_state(pg_url)
+    try:
+        store.put_many([make_record("SnapshotJob/j/r1")])
+    finally:
+        store.close()
+    monkeypatch.setenv("PGOPTIONS", options.replace("%3D", "="))
+    again = open_state(url, create=False)
+    try:
+        assert list(again.load().records) == ["SnapshotJob/j/r1"]
+    finally:
+        again.close()
+
+
 @pytest.fixture
 def database_in() -> Iterator[Callable[[str], str]]:
     """`database_in(ENCODING)`: the URL of a new database in that encoding (as initdb under LANG=C makes them)."""
