@@ -93,7 +93,11 @@ _OPTIONS_REFUSED = (
 # A server's answers at connect that only a change of its set-up (or the URL) ends: `capctl run` does not wait
 # for them at start as for a server starting up (48D-1, 48D-3).
 _NO_TLS = "server does not support SSL, but SSL was required"
-_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS)
+# The server's refusals of a setting in the connection's options (the URL's options=, PGOPTIONS): an unknown
+# name, a bad value (`invalid value for parameter "statement_timeout": "abc"`, out of range), one no session
+# may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
+_BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
+_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
 
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
@@ -424,6 +428,8 @@ class PostgresStateStore(SqlStateStore):
             )
         if _SET_UP_REFUSALS[0] in text:
             return f" ({_OPTIONS_REFUSED})"
+        if any(refusal in text for refusal in _BAD_OPTIONS):
+            return " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:
