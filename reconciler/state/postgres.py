@@ -98,6 +98,23 @@ _NO_TLS = "server does not support SSL, but SSL was required"
 # may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
 _BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
 _SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
+# libpq's refusal of a URL parameter's value before it reaches any server (`invalid sslmode value: "bogus"`,
+# `invalid integer value "x" for connection option "keepalives"`): "connection is bad" alone is no such thing,
+# a Unix socket not there yet (a server starting) says it too (walk 49C-4).
+_BAD_URL_VALUE = re.compile(r"^connection is bad: (?:connection to server .*? failed: )?invalid ")
+
+
+def _set_up_refused(exc: psycopg.Error) -> bool:
+    """Whether a connect failure is one only a change of the server's set-up or of the URL ends: `capctl run`
+    does not wait for it (`--state-wait`). A URL libpq cannot parse (`invalid URI query parameter: "bogus"`) is a
+    ProgrammingError."""
+    text = str(exc)
+    return (
+        isinstance(exc, psycopg.ProgrammingError)
+        or _BAD_URL_VALUE.match(text) is not None
+        or any(refusal in text for refusal in _SET_UP_REFUSALS)
+    )
+
 
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
@@ -497,7 +514,7 @@ class PostgresStateStore(SqlStateStore):
             except psycopg.Error as exc:
                 why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
                 message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
-                if any(refusal in str(exc) for refusal in _SET_UP_REFUSALS):  # never waited for (`--state-wait`)
+                if _set_up_refused(exc):  # never waited for (`--state-wait`)
                     raise StateError(message) from None
                 raise StateUnreachable(message, where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.redact import redact_url
-from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
+from reconciler.state import (
+    DEFAULT_STATE_URL,
+    SQLiteStateStore,
+    StateError,
+    StateUnreachable,
+    open_state,
+    sqlite_path,
+)
 from reconciler.state.postgres import PostgresStateStore
 
 from .helpers import PG_ENV, make_record
@@ -180,6 +187,26 @@ def test_connection_failure_names_host_and_database_not_the_password() -> None:
     assert f"postgresql://capctl@127.0.0.1:{port}/statedb" in message
     assert "hunter2" not in message and "p@ss" not in message
     assert "hunter2" not in repr(caught.value.__cause__)  # nothing chained carries it either
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["bogus=1", "sslmode=bogus", "target_session_attrs=primary-ish", "keepalives=x", "port=abc", "gssencmode=bogus"],
+)
+def test_a_url_parameter_libpq_refuses_is_not_waited_for(query: str, tmp_path: Path) -> None:
+    """Walk 49C-4: libpq's refusal of a URL's parameter (`invalid sslmode value: "bogus"`) was StateUnreachable,
+    so `capctl run` waited for it forever (`--state-wait`), though only a corrected URL ends it."""
+    with pytest.raises(StateError) as caught:
+        open_state(f"postgresql://capctl:hunter2@127.0.0.1:{closed_port()}/statedb?{query}", env={})
+    assert not isinstance(caught.value, StateUnreachable), str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    # A server not up yet is still waited for: nothing listening, its Unix socket not there yet.
+    for url in (
+        f"postgresql://capctl@127.0.0.1:{closed_port()}/statedb",
+        f"postgresql://capctl@/statedb?host={tmp_path}",
+    ):
+        with pytest.raises(StateUnreachable):
+            open_state(url, env={})
 
 
 def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
