@@ -33,6 +33,7 @@ __all__ = [
     "MESSAGE_LIMIT",
     "escape_unprintable",
     "is_secret_key",
+    "is_url_secret_key",
     "redact_named",
     "redact_tree",
     "redact_url",
@@ -155,10 +156,23 @@ def unencoded_userinfo(url: str) -> bool:
     return "@" not in parts.netloc and "@" in url.partition("://")[2].partition("/")[0]
 
 
+# libpq's parameters that hold a secret but whose names say no credential (a base64 SCRAM key is as good as the
+# password); `sslpassword` and `oauth_client_secret` are found by `is_secret_key`, as is a misspelt `Password`.
+_LIBPQ_SECRET_KEYS: Final = frozenset({"scram_client_key", "scram_server_key"})
+
+
+def is_url_secret_key(name: str) -> bool:
+    """Whether a URL's query parameter `name` (as written, percent-encoded) holds a secret: `password`, libpq's
+    `sslpassword` (the client key's), `oauth_client_secret`, `scram_client_key`, or any name that says credential
+    (walk 49c: only `password=` was left out, so `?sslpassword=` was shown in every message naming the URL)."""
+    key = urllib.parse.unquote_plus(name)
+    return is_secret_key(key) or key.lower() in _LIBPQ_SECRET_KEYS
+
+
 def redact_url(url: str) -> str:
-    """`url` without its password (in the user info or a `password=` query parameter): the URL names a state in
-    messages and logs, so it is shown the same in every run. A user info with an unencoded `/`, `?`, `#` or `@`
-    (`unencoded_userinfo`) is shown as `…`, up to the URL's last `@`."""
+    """`url` without its password (in the user info or a query parameter holding a secret, `is_url_secret_key`):
+    the URL names a state in messages and logs, so it is shown the same in every run. A user info with an
+    unencoded `/`, `?`, `#` or `@` (`unencoded_userinfo`) is shown as `…`, up to the URL's last `@`."""
     if unencoded_userinfo(url):
         scheme, _, rest = url.partition("://")
         return redact_url(f"{scheme}://…@{rest.rpartition('@')[2]}")
@@ -168,7 +182,7 @@ def redact_url(url: str) -> str:
     netloc = f"{user}@{hostport}" if at and user else hostport
     # The other parameters as written: the URL is also shown to be used (`state copy`: "Point every capctl at
     # URL"), and a decoded `options=-csearch_path%3Dcapctl` is one libpq refuses.
-    kept = (p for p in parts.query.split("&") if urllib.parse.unquote_plus(p.partition("=")[0]) != "password")
+    kept = (p for p in parts.query.split("&") if not is_url_secret_key(p.partition("=")[0]))
     query = "&".join(p for p in kept if p)
     shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     if not netloc and url[: len(parts.scheme) + 3].lower() == f"{parts.scheme}://":
@@ -179,10 +193,10 @@ def redact_url(url: str) -> str:
 
 
 def url_secrets(url: str) -> list[Secret]:
-    """Every spelling (as written, percent-decoded) of the password(s) in `url`, for `scrub_text` over a
-    driver's messages."""
+    """Every spelling (as written, percent-decoded) of the password(s) and other secrets in `url`, for
+    `scrub_text` over a driver's messages."""
     parts = urllib.parse.urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
     raw = [userinfo.partition(":")[2]] if ":" in userinfo else []
-    raw += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+    raw += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if is_url_secret_key(k)]
     return [Secret(p) for p in sorted({p for value in raw for p in (value, urllib.parse.unquote(value)) if p})]

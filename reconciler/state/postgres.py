@@ -12,6 +12,7 @@ error message show the URL without it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import secrets
 import threading
@@ -23,7 +24,7 @@ from datetime import datetime
 import psycopg
 import psycopg.conninfo
 
-from reconciler.redact import redact_url, scrub_text, unencoded_userinfo, url_secrets
+from reconciler.redact import is_url_secret_key, redact_url, scrub_text, unencoded_userinfo, url_secrets
 from reconciler.secrets import Secret
 
 from .base import LockHeld, StateError, StateUnreachable
@@ -92,7 +93,28 @@ _OPTIONS_REFUSED = (
 # A server's answers at connect that only a change of its set-up (or the URL) ends: `capctl run` does not wait
 # for them at start as for a server starting up (48D-1, 48D-3).
 _NO_TLS = "server does not support SSL, but SSL was required"
-_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS)
+# The server's refusals of a setting in the connection's options (the URL's options=, PGOPTIONS): an unknown
+# name, a bad value (`invalid value for parameter "statement_timeout": "abc"`, out of range), one no session
+# may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
+_BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
+_SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
+# libpq's refusal of a URL parameter's value before it reaches any server (`invalid sslmode value: "bogus"`,
+# `invalid integer value "x" for connection option "keepalives"`): "connection is bad" alone is no such thing,
+# a Unix socket not there yet (a server starting) says it too (walk 49C-4).
+_BAD_URL_VALUE = re.compile(r"^connection is bad: (?:connection to server .*? failed: )?invalid ")
+
+
+def _set_up_refused(exc: psycopg.Error) -> bool:
+    """Whether a connect failure is one only a change of the server's set-up or of the URL ends: `capctl run`
+    does not wait for it (`--state-wait`). A URL libpq cannot parse (`invalid URI query parameter: "bogus"`) is a
+    ProgrammingError."""
+    text = str(exc)
+    return (
+        isinstance(exc, psycopg.ProgrammingError)
+        or _BAD_URL_VALUE.match(text) is not None
+        or any(refusal in text for refusal in _SET_UP_REFUSALS)
+    )
+
 
 # The lease (take, renew, release) has a connection of its own, as Kubernetes' controllers renew on a client of
 # their own: a write waiting out `lock_timeout` on the store's connection (another session holding a row or
@@ -179,12 +201,12 @@ def _validate(url: str) -> None:  # the scheme is postgresql:// or postgres://: 
             "an '@'), which ends a URL's host part or user info: percent-encode them (/ as %2F, ? as %3F, # as %23, "
             "@ as %40)"
         )
-    if _password_runs_on(parts.query):
+    if secret := _password_runs_on(parts.query):
         raise StateError(
             # Not named: it may be the password's rest. A misspelt parameter looks the same (walk 32c).
-            f"state URL {redacted.partition('?')[0]}: a part after its password= parameter is no libpq "
-            "parameter: either the password holds an '&' that is not percent-encoded (write & as %26), or a "
-            "parameter after password= is misspelt"
+            f"state URL {redacted.partition('?')[0]}: a part after its {secret}= parameter is no libpq "
+            f"parameter: either the {secret} holds an '&' that is not percent-encoded (write & as %26), or a "
+            f"parameter after {secret}= is misspelt"
         )
     if not all(_port_ok(port) for port in _host_ports(parts.netloc)):
         raise StateError(f"state URL {redacted}: the port must be a number from 0 to 65535")
@@ -199,15 +221,17 @@ def _host_ports(netloc: str) -> list[str]:
     return [host.rpartition("]")[2].partition(":")[2] for host in netloc.rpartition("@")[2].split(",")]
 
 
-def _password_runs_on(query: str) -> bool:
-    """Whether a part after a `password=` parameter names no libpq parameter: the password held an unencoded `&`
-    (`password=ab&cd==`), and libpq's refusal quoted its rest (`invalid URI query parameter: "cd"`), as did the
-    URL shown, which hides the `password=` part only (walk 31B-3)."""
+def _password_runs_on(query: str) -> str:
+    """The name of a parameter holding a secret (`password=`, `sslpassword=`: `is_url_secret_key`) after which a
+    part names no libpq parameter, or '': the secret held an unencoded `&` (`password=ab&cd==`), and libpq's
+    refusal quoted its rest (`invalid URI query parameter: "cd"`), as did the URL shown, which hides the
+    secret's own part only (walk 31B-3)."""
     keys = [urllib.parse.unquote_plus(part.partition("=")[0]) for part in query.split("&") if part]
-    if "password" not in keys:
-        return False
+    first = next((i for i, key in enumerate(keys) if is_url_secret_key(key)), None)
+    if first is None:
+        return ""
     known = {d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()} | {"ssl"}  # libpq takes ssl=true too
-    return any(key not in known for key in keys[keys.index("password") + 1 :])
+    return keys[first] if any(key not in known for key in keys[first + 1 :]) else ""
 
 
 # This user's search_path and name, and the schemas holding a capctl_meta table it cannot see for want of USAGE
@@ -421,6 +445,8 @@ class PostgresStateStore(SqlStateStore):
             )
         if _SET_UP_REFUSALS[0] in text:
             return f" ({_OPTIONS_REFUSED})"
+        if any(refusal in text for refusal in _BAD_OPTIONS):
+            return " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:
@@ -462,7 +488,9 @@ class PostgresStateStore(SqlStateStore):
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
         connection has its lease limits whatever the URL sets (the server takes the last `-c` of a name)."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
-        options = str(given.get("options") or "")
+        # libpq reads PGOPTIONS for a URL without options=, but not once options are given, as they always are
+        # here: its search_path was lost and a state there looked absent (a second, empty state; walk 49C-2).
+        options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
         added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
@@ -486,7 +514,7 @@ class PostgresStateStore(SqlStateStore):
             except psycopg.Error as exc:
                 why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
                 message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
-                if any(refusal in str(exc) for refusal in _SET_UP_REFUSALS):  # never waited for (`--state-wait`)
+                if _set_up_refused(exc):  # never waited for (`--state-wait`)
                     raise StateError(message) from None
                 raise StateUnreachable(message, where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:

@@ -149,6 +149,8 @@ def test_a_url_shows_no_password_and_its_spellings_are_secrets() -> None:
     url = "postgresql://app:p%40ss@db:5432/capctl?password=other&sslmode=require"
     assert redact_url(url) == "postgresql://app@db:5432/capctl?sslmode=require"
     assert sorted(s.reveal() for s in url_secrets(url)) == ["other", "p%40ss", "p@ss"]
+    # libpq's client key password too: a driver error quoting it is scrubbed (walk 49c)
+    assert [s.reveal() for s in url_secrets("postgresql://db/capctl?sslpassword=k%26y")] == ["k&y"]
 
 
 async def test_a_hidden_referenced_value_reaches_the_vendor_as_its_text() -> None:

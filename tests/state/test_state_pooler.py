@@ -140,3 +140,21 @@ def test_tls_required_of_a_server_without_it_is_named_and_not_waited_for(pg_url:
         open_state(f"{pg_url}&sslmode=require")
     assert not isinstance(caught.value, StateUnreachable)
     assert "SSL was required (the server at this address offers no TLS" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ("-cstatement_timeout%3Dabc", 'invalid value for parameter "statement_timeout": "abc"'),
+        ("-cno_such_setting%3D1", 'unrecognized configuration parameter "no_such_setting"'),
+        ("-csearch_path", "-c search_path requires a value"),
+        ("statement_timeout%3D1s", "invalid command-line argument for server process: statement_timeout=1s"),
+    ],
+)
+def test_options_the_server_refuses_are_named_and_not_waited_for(pg_url: str, options: str, said: str) -> None:
+    """A URL whose options the server refuses at connect: `capctl run` waited forever (`--state-wait`) for what
+    only a corrected URL ends (walk 49C-3)."""
+    with pytest.raises(StateError) as caught:
+        open_state(f"{pg_url}%20{options}")
+    assert not isinstance(caught.value, StateUnreachable)
+    assert f"{said} (a setting of the connection's options, from the URL's options= or PGOPTIONS" in str(caught.value)

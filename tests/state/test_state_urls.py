@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.redact import redact_url
-from reconciler.state import DEFAULT_STATE_URL, SQLiteStateStore, StateError, open_state, sqlite_path
+from reconciler.state import (
+    DEFAULT_STATE_URL,
+    SQLiteStateStore,
+    StateError,
+    StateUnreachable,
+    open_state,
+    sqlite_path,
+)
 from reconciler.state.postgres import PostgresStateStore
 
 from .helpers import PG_ENV, make_record
@@ -81,6 +88,12 @@ def test_sqlite_paths(url: str, path: str) -> None:
             # the last: a misspelt sslmode, which the message must not blame on an '&' alone (walk 32c)
             for password in ["s3&hunter2", "s3&hunter2==", "s3&&hunter2", "s3cret&sslmod=require"]
         ),
+        # the same for libpq's other secret, the client key's sslpassword= (walk 49c)
+        (
+            "postgresql://admin@db/capctl?sslpassword=s3&hunter2",
+            r"^state URL postgresql://admin@db/capctl: a part after its sslpassword= parameter is no libpq parameter: "
+            r"either the sslpassword holds an '&'",
+        ),
         ("postgresql://db/hunter2@x", r"\(or its database name an '@'\).*@ as %40\)$"),  # no user info: libpq's dbname
         (
             "postgresql://admin:hunter2@[::1/capctl",
@@ -135,6 +148,19 @@ def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> 
             "postgresql:///capctl?host=/run/postgresql",
         ),
         ("postgres://?host=db&dbname=capctl", "postgres://?host=db&dbname=capctl"),
+        # libpq's other parameters holding a secret, a misspelt password, a daemon URL's token: all shown in every
+        # message naming the URL until walk 49c
+        (
+            "postgresql://app@db/capctl?sslcert=/c.pem&sslpassword=s3cret&sslmode=verify-full",
+            "postgresql://app@db/capctl?sslcert=/c.pem&sslmode=verify-full",
+        ),
+        (
+            "postgresql://db/capctl?oauth_client_secret=s3cret&oauth_client_id=capctl",
+            "postgresql://db/capctl?oauth_client_id=capctl",
+        ),
+        ("postgresql://db/capctl?scram_client_key=s3cret&scram_server_key=s3cret", "postgresql://db/capctl"),
+        ("postgresql://db/capctl?Password=s3cret&ssl%70assword=s3cret", "postgresql://db/capctl"),
+        ("http://127.0.0.1:8080/?access_token=s3cret", "http://127.0.0.1:8080/"),
         # as written: `state copy` says to point every capctl at it, and libpq refuses `-csearch_path=capctl`
         (
             "postgresql://app@db/app?options=-csearch_path%3Dcapctl",
@@ -161,6 +187,26 @@ def test_connection_failure_names_host_and_database_not_the_password() -> None:
     assert f"postgresql://capctl@127.0.0.1:{port}/statedb" in message
     assert "hunter2" not in message and "p@ss" not in message
     assert "hunter2" not in repr(caught.value.__cause__)  # nothing chained carries it either
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["bogus=1", "sslmode=bogus", "target_session_attrs=primary-ish", "keepalives=x", "port=abc", "gssencmode=bogus"],
+)
+def test_a_url_parameter_libpq_refuses_is_not_waited_for(query: str, tmp_path: Path) -> None:
+    """Walk 49C-4: libpq's refusal of a URL's parameter (`invalid sslmode value: "bogus"`) was StateUnreachable,
+    so `capctl run` waited for it forever (`--state-wait`), though only a corrected URL ends it."""
+    with pytest.raises(StateError) as caught:
+        open_state(f"postgresql://capctl:hunter2@127.0.0.1:{closed_port()}/statedb?{query}", env={})
+    assert not isinstance(caught.value, StateUnreachable), str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    # A server not up yet is still waited for: nothing listening, its Unix socket not there yet.
+    for url in (
+        f"postgresql://capctl@127.0.0.1:{closed_port()}/statedb",
+        f"postgresql://capctl@/statedb?host={tmp_path}",
+    ):
+        with pytest.raises(StateUnreachable):
+            open_state(url, env={})
 
 
 def test_a_postgres_store_url_has_no_password(pg_url: str) -> None:
@@ -233,6 +279,24 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
             assert cur.fetchall()[0][0] == "replica-a"
     finally:
         own.close()
+
+
+def test_pgoptions_is_kept_when_the_url_sets_no_options(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walk 49C-2: libpq reads PGOPTIONS when a URL has no options=, but capctl always sent its own, so a state
+    in the schema PGOPTIONS names looked absent (plan: every task new; apply: a second, empty state)."""
+    url, _, options = pg_url.rpartition("&options=") if "&options=" in pg_url else pg_url.rpartition("?options=")
+    assert options.startswith("-csearch_path%3D") and "options" not in url
+    store = open_state(pg_url)
+    try:
+        store.put_many([make_record("SnapshotJob/j/r1")])
+    finally:
+        store.close()
+    monkeypatch.setenv("PGOPTIONS", options.replace("%3D", "="))
+    again = open_state(url, create=False)
+    try:
+        assert list(again.load().records) == ["SnapshotJob/j/r1"]
+    finally:
+        again.close()
 
 
 @pytest.fixture
