@@ -45,8 +45,13 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
             pass
 
 
-def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None:
-    """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does."""
+# What a PostgreSQL whose lc_messages is German answers a bad setting in the options, with no SQLSTATE at connect.
+_GERMAN = "ungültiger Wert für Parameter »statement_timeout«: »abc«".encode()
+
+
+def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german: bool = False) -> None:
+    """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does;
+    `german`: pass them on, but refuse `statement_timeout=abc` in them as a German-speaking PostgreSQL does."""
     try:
         while True:
             length, code = struct.unpack("!II", _read(client, 8))
@@ -55,12 +60,16 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None
             client.sendall(b"N")
         pairs = _read(client, length - 8).split(b"\0")
         params = dict(zip(pairs[0:-2:2], pairs[1:-2:2], strict=True))
-        if refuse and b"options" in params:
-            fields = b"SFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+        said = b"unsupported startup parameter: options" if refuse and b"options" in params else None
+        if german and b"statement_timeout=abc" in params.get(b"options", b""):
+            said = _GERMAN
+        if said is not None:
+            fields = b"SFATAL\0C08P01\0M" + said + b"\0\0"
             client.sendall(b"E" + struct.pack("!I", len(fields) + 4) + fields)
             client.close()
             return
-        params.pop(b"options", None)
+        if not german:
+            params.pop(b"options", None)
         body = struct.pack("!I", code) + b"".join(k + b"\0" + v + b"\0" for k, v in params.items()) + b"\0"
         upstream = socket.create_connection(server)
         upstream.sendall(struct.pack("!I", len(body) + 4) + body)
@@ -71,7 +80,7 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None
     _pipe(client, upstream)
 
 
-def _pooler(pg_url: str, refuse: bool) -> Iterator[str]:
+def _pooler(pg_url: str, refuse: bool, german: bool = False) -> Iterator[str]:
     """`pg_url` through a proxy on a free loopback port."""
     parts = urlsplit(pg_url)
     server = (parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -84,7 +93,7 @@ def _pooler(pg_url: str, refuse: bool) -> Iterator[str]:
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve, args=(client, server, refuse), daemon=True).start()
+            threading.Thread(target=_serve, args=(client, server, refuse, german), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
@@ -158,3 +167,27 @@ def test_options_the_server_refuses_are_named_and_not_waited_for(pg_url: str, op
         open_state(f"{pg_url}%20{options}")
     assert not isinstance(caught.value, StateUnreachable)
     assert f"{said} (a setting of the connection's options, from the URL's options= or PGOPTIONS" in str(caught.value)
+
+
+def test_options_a_server_refuses_in_another_language_are_not_waited_for(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose lc_messages is not English words its refusal of a bad setting in the options in that
+    language, which 49C-3's English texts do not match: `capctl run` waited forever (walk 50C-1). The URL's
+    options and PGOPTIONS alike; a server that refuses every connection (a missing database) stays waited for."""
+    for german in _pooler(pg_url, refuse=False, german=True):
+        with pytest.raises(StateError) as caught:
+            open_state(f"{german}%20-cstatement_timeout%3Dabc")
+        assert not isinstance(caught.value, StateUnreachable)
+        message = str(caught.value)
+        assert f"{_GERMAN.decode()} (a setting of the connection's options, from the URL's options=" in message
+
+        no_options = urlsplit(german)._replace(query="").geturl()
+        monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=abc")
+        with pytest.raises(StateError) as caught:
+            open_state(no_options)
+        assert not isinstance(caught.value, StateUnreachable)
+        assert "or PGOPTIONS: correct it there" in str(caught.value)
+
+        with pytest.raises(StateUnreachable):  # refused with and without the options: not theirs to end
+            open_state(urlsplit(no_options)._replace(path="/no_such_database").geturl())
