@@ -97,6 +97,9 @@ _NO_TLS = "server does not support SSL, but SSL was required"
 # name, a bad value (`invalid value for parameter "statement_timeout": "abc"`, out of range), one no session
 # may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
 _BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
+# A setting in a connection's options: `-c name=value`, `-cname=value` or `--name=value`; the server reads a
+# name in any case and with '-' for '_' (`--lock-timeout=5s`).
+_OPTION_NAMES = re.compile(r"(?:^|\s)(?:-c\s*|--)([A-Za-z_][\w.$-]*)=")
 _BAD_OPTIONS_HINT = " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
 _SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
 # libpq's refusal of a URL parameter's value before it reaches any server (`invalid sslmode value: "bogus"`,
@@ -494,7 +497,11 @@ class PostgresStateStore(SqlStateStore):
         # here: its search_path was lost and a state there looked absent (a second, empty state; walk 49C-2).
         options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
         options = options if theirs else ""
-        added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
+        # The names the options set, as the server reads them (any case): a name within another
+        # (`deadlock_timeout`) is not `lock_timeout`, which went unset: a write waited out the statement_timeout
+        # on a lock, not capctl's lock wait (walk 50C-2).
+        theirs_set = {name.lower().replace("-", "_") for name in _OPTION_NAMES.findall(options)}
+        added = " ".join(f"-c {k}={v}" for k, v in self._session_limits.items() if k not in theirs_set)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
