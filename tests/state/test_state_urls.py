@@ -70,6 +70,12 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("sqlite:///", "name a database file"),
         ("sqlite:////var/lib/capctl/", "name a database file"),
         ("sqlite:///s.db?mode=ro", "take no options"),
+        # a PostgreSQL URL with sqlite's scheme, options with a secret: printed whole (walk 50C-3)
+        ("sqlite://admin:hunter2@db/capctl", r"^state URL 'sqlite://admin@db/capctl': a sqlite URL has no host"),
+        ("sqlite://admin:hunt/er2@db/capctl", r"^state URL 'sqlite://…@db/capctl': a sqlite URL has no host"),
+        ("sqlite://admin:hunter2@[::1/capctl", r"^state URL 'sqlite://…': a sqlite URL has no host"),
+        ("sqlite:///s.db?key=hunter2", r"^state URL 'sqlite:///s.db': sqlite URLs take no options"),
+        ("sqlite:///s.db#hunter2", r"^state URL 'sqlite:///s.db': sqlite URLs take no options"),
         ("mysql://admin:hunter2@db/capctl", "scheme 'mysql' is not supported"),
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
