@@ -395,14 +395,17 @@ class PostgresStateStore(SqlStateStore):
         text, session = str(exc), self._session_limits
         # USAGE revoked under an open state: its tables look dropped (restoring a backup would lose what was
         # written since), and a step that makes what is missing finds no schema to make it in (36B-5).
-        looks_gone = isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text
+        # The table is read from the server's words in any language (`relation "capctl_lock"`, German
+        # `Relation »capctl_lock«`): the English quote alone lost these hints under another lc_messages (50C-4).
+        gone = re.search(r"\bcapctl_\w+", exc.diag.message_primary or "")
+        looks_gone = isinstance(exc, psycopg.errors.UndefinedTable) and gone is not None
         if (looks_gone or isinstance(exc, psycopg.errors.InvalidSchemaName)) and (hidden := self._hidden(conn)):
             return f" ({hidden})"
         if looks_gone:
-            if (gone := re.search(r'relation "(capctl_\w+)"', text)) and self._records_left(conn):
+            if gone is not None and self._records_left(conn):
                 # The lock's table alone dropped (a stale lock "cleared" by hand): restoring the whole state, as
                 # said below, lost every record written since the backup (walk 21A-3).
-                table = gone.group(1)
+                table = gone.group(0)
                 if (who := _MADE_AGAIN.get(table)) is not None:
                     return (
                         f" ({table} alone is gone from this database; the task records are still there: a capctl"

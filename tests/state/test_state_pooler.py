@@ -49,6 +49,24 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 _GERMAN = "ungültiger Wert für Parameter »statement_timeout«: »abc«".encode()
 
 
+def _in_german(src: socket.socket, dst: socket.socket) -> None:
+    """`_pipe` from the server, its errors about a missing relation worded as a German-speaking server's."""
+    with closing(src), closing(dst):
+        buffered = b""
+        try:
+            while chunk := src.recv(65536):
+                buffered, out = buffered + chunk, b""
+                while len(buffered) >= 5 and len(buffered) >= 1 + (size := struct.unpack("!I", buffered[1:5])[0]):
+                    kind, body, buffered = buffered[:1], buffered[5 : 1 + size], buffered[1 + size :]
+                    if kind == b"E":
+                        body = body.replace(b'relation "', "Relation »".encode())
+                        body = body.replace(b'" does not exist', "« existiert nicht".encode())
+                    out += kind + struct.pack("!I", len(body) + 4) + body
+                dst.sendall(out)
+        except OSError:
+            pass
+
+
 def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german: bool = False) -> None:
     """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does;
     `german`: pass them on, but refuse `statement_timeout=abc` in them as a German-speaking PostgreSQL does."""
@@ -76,7 +94,7 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german:
     except (OSError, ConnectionError):
         client.close()
         return
-    threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+    threading.Thread(target=_in_german if german else _pipe, args=(upstream, client), daemon=True).start()
     _pipe(client, upstream)
 
 
@@ -191,3 +209,23 @@ def test_options_a_server_refuses_in_another_language_are_not_waited_for(
 
         with pytest.raises(StateUnreachable):  # refused with and without the options: not theirs to end
             open_state(urlsplit(no_options)._replace(path="/no_such_database").geturl())
+
+
+def test_a_table_gone_is_named_whatever_the_language_of_the_server(pg_url: str) -> None:
+    """The hints for a capctl table dropped under an open state (20F-2, 21A-3) read the server's English quote
+    (`relation "capctl_lock"`): a German-speaking server's `Relation »capctl_lock« existiert nicht` had none,
+    and on-call was left to guess whether to restore a backup, which undoes what was written since (50C-4)."""
+    import psycopg
+
+    for german in _pooler(pg_url, refuse=False, german=True):
+        store = open_state(german)
+        try:
+            store.put(make_record())
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("DROP TABLE capctl_lock")
+            with pytest.raises(StateError) as failed:
+                store.lock("capctl run")
+        finally:
+            store.close()
+        said = " ".join(str(failed.value).split())
+        assert "Relation »capctl_lock« existiert nicht (capctl_lock alone is gone from this database" in said, said
