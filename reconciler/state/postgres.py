@@ -552,22 +552,23 @@ class PostgresStateStore(SqlStateStore):
     def _options_refused(self, exc: psycopg.Error, *, lease: bool) -> bool:
         """Whether the server refuses the options the URL or PGOPTIONS give, however it words that: in the
         language of its lc_messages, which `_BAD_OPTIONS` does not read, and with no SQLSTATE at connect. A
-        connection without them is let in while one with them, tried again, is not: `capctl run` waited forever
-        for what only a corrected URL ends (walk 50C-1). A server out of reach fails both (a second try costs
-        nothing to a closed port; a connect timeout is not tried again)."""
+        connection without them is let in while one with them, tried again, is refused in the same words:
+        `capctl run` waited forever for what only a corrected URL ends (walk 50C-1). A server out of reach fails
+        both (a second try costs nothing to a closed port; a connect timeout is not tried again); one that just
+        came up, or is full, answers the second try otherwise."""
         full, own = self._limits(lease=lease), self._limits(lease=lease, theirs=False)
         if isinstance(exc, psycopg.errors.ConnectionTimeout) or full["options"] == own["options"]:
             return False
 
-        def let_in(limits: dict[str, str | int]) -> bool:
+        def refusal(limits: dict[str, str | int]) -> str | None:
             try:
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **limits)
                 psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout).close()
-            except psycopg.Error:
-                return False
-            return True
+            except psycopg.Error as again:
+                return str(again)
+            return None
 
-        return let_in(own) and not let_in(full)  # the first try again: the server may have just come up
+        return refusal(own) is None and refusal(full) == str(exc)
 
     def _options_applied(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Whether the session has the options sent when connecting (a pooler may have dropped them)."""
