@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from reconciler.redact import redact_url
+
 from . import base
 from .base import *  # noqa: F403  (the store interface and its errors are the package's)
 from .base import StateError
@@ -32,13 +34,24 @@ __all__ += base.__all__
 def sqlite_path(url: str) -> str:
     """The file path of a `sqlite:///…` URL (three slashes then a relative path, four for an absolute one)."""
     path = url.removeprefix("sqlite:///")
+    # Shown as a PostgreSQL URL is: `sqlite://capctl:hunter2@db/capctl` (a PostgreSQL URL with the wrong scheme)
+    # and `sqlite:///s.db?password=…` were printed whole (walk 50C-3); options and fragment are never shown.
+    shown = f"state URL {_redacted(url.partition('?')[0].partition('#')[0])!r}"
     if path == url:
-        raise StateError(f"state URL {url!r}: a sqlite URL has no host; write {_URL_FORMS}")
+        raise StateError(f"{shown}: a sqlite URL has no host; write {_URL_FORMS}")
     if not path or path.endswith("/"):
-        raise StateError(f"state URL {url!r}: name a database file, as in sqlite:///.capctl/state.db")
+        raise StateError(f"{shown}: name a database file, as in sqlite:///.capctl/state.db")
     if "?" in path or "#" in path:
-        raise StateError(f"state URL {url!r}: sqlite URLs take no options ('?' or '#')")
+        raise StateError(f"{shown}: sqlite URLs take no options ('?' or '#')")
     return path
+
+
+def _redacted(url: str) -> str:
+    """`redact_url(url)`, or only its scheme where the URL cannot be read (`[::1` without its `]`)."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        return f"{url.partition(':')[0]}://…"
 
 
 def open_state(

@@ -97,6 +97,10 @@ _NO_TLS = "server does not support SSL, but SSL was required"
 # name, a bad value (`invalid value for parameter "statement_timeout": "abc"`, out of range), one no session
 # may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
 _BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
+# A setting in a connection's options: `-c name=value`, `-cname=value` or `--name=value`; the server reads a
+# name in any case and with '-' for '_' (`--lock-timeout=5s`).
+_OPTION_NAMES = re.compile(r"(?:^|\s)(?:-c\s*|--)([A-Za-z_][\w.$-]*)=")
+_BAD_OPTIONS_HINT = " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
 _SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
 # libpq's refusal of a URL parameter's value before it reaches any server (`invalid sslmode value: "bogus"`,
 # `invalid integer value "x" for connection option "keepalives"`): "connection is bad" alone is no such thing,
@@ -391,14 +395,17 @@ class PostgresStateStore(SqlStateStore):
         text, session = str(exc), self._session_limits
         # USAGE revoked under an open state: its tables look dropped (restoring a backup would lose what was
         # written since), and a step that makes what is missing finds no schema to make it in (36B-5).
-        looks_gone = isinstance(exc, psycopg.errors.UndefinedTable) and '"capctl_' in text
+        # The table is read from the server's words in any language (`relation "capctl_lock"`, German
+        # `Relation »capctl_lock«`): the English quote alone lost these hints under another lc_messages (50C-4).
+        gone = re.search(r"\bcapctl_\w+", exc.diag.message_primary or "")
+        looks_gone = isinstance(exc, psycopg.errors.UndefinedTable) and gone is not None
         if (looks_gone or isinstance(exc, psycopg.errors.InvalidSchemaName)) and (hidden := self._hidden(conn)):
             return f" ({hidden})"
         if looks_gone:
-            if (gone := re.search(r'relation "(capctl_\w+)"', text)) and self._records_left(conn):
+            if gone is not None and self._records_left(conn):
                 # The lock's table alone dropped (a stale lock "cleared" by hand): restoring the whole state, as
                 # said below, lost every record written since the backup (walk 21A-3).
-                table = gone.group(1)
+                table = gone.group(0)
                 if (who := _MADE_AGAIN.get(table)) is not None:
                     return (
                         f" ({table} alone is gone from this database; the task records are still there: a capctl"
@@ -446,7 +453,7 @@ class PostgresStateStore(SqlStateStore):
         if _SET_UP_REFUSALS[0] in text:
             return f" ({_OPTIONS_REFUSED})"
         if any(refusal in text for refusal in _BAD_OPTIONS):
-            return " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
+            return _BAD_OPTIONS_HINT
         if "too many clients" in text or "remaining connection slots are reserved" in text:
             return " (the server's max_connections is reached: each capctl process uses up to two connections)"
         if "too many connections for role" in text:
@@ -484,14 +491,20 @@ class PostgresStateStore(SqlStateStore):
         except psycopg.Error:
             return False
 
-    def _limits(self, *, lease: bool = False) -> dict[str, str | int]:
+    def _limits(self, *, lease: bool = False, theirs: bool = True) -> dict[str, str | int]:
         """Connection options the URL does not set itself: timeouts, keepalives, application_name; the lease's
-        connection has its lease limits whatever the URL sets (the server takes the last `-c` of a name)."""
+        connection has its lease limits whatever the URL sets (the server takes the last `-c` of a name).
+        `theirs=False`: without the options the URL's options= or PGOPTIONS give."""
         given = psycopg.conninfo.conninfo_to_dict(self._conninfo.reveal())
         # libpq reads PGOPTIONS for a URL without options=, but not once options are given, as they always are
         # here: its search_path was lost and a state there looked absent (a second, empty state; walk 49C-2).
         options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
-        added = " ".join(f"-c {name}={value}" for name, value in self._session_limits.items() if name not in options)
+        options = options if theirs else ""
+        # The names the options set, as the server reads them (any case): a name within another
+        # (`deadlock_timeout`) is not `lock_timeout`, which went unset: a write waited out the statement_timeout
+        # on a lock, not capctl's lock wait (walk 50C-2).
+        theirs_set = {name.lower().replace("-", "_") for name in _OPTION_NAMES.findall(options)}
+        added = " ".join(f"-c {k}={v}" for k, v in self._session_limits.items() if k not in theirs_set)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
         limits: dict[str, str | int] = {k: v for k, v in CONNECTION_LIMITS.items() if k not in given}
@@ -516,6 +529,9 @@ class PostgresStateStore(SqlStateStore):
                 message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
                 if _set_up_refused(exc):  # never waited for (`--state-wait`)
                     raise StateError(message) from None
+                if self._options_refused(exc, lease=lease):
+                    refused = f"{self._scrub(exc)}{_BAD_OPTIONS_HINT}"  # the server's words: not in English
+                    raise StateError(f"cannot connect to the PostgreSQL state store {self.url}: {refused}") from None
                 raise StateUnreachable(message, where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:
                 conn.close()
@@ -532,6 +548,27 @@ class PostgresStateStore(SqlStateStore):
             else:
                 self._conn = conn
         return conn
+
+    def _options_refused(self, exc: psycopg.Error, *, lease: bool) -> bool:
+        """Whether the server refuses the options the URL or PGOPTIONS give, however it words that: in the
+        language of its lc_messages, which `_BAD_OPTIONS` does not read, and with no SQLSTATE at connect. A
+        connection without them is let in while one with them, tried again, is refused in the same words:
+        `capctl run` waited forever for what only a corrected URL ends (walk 50C-1). A server out of reach fails
+        both (a second try costs nothing to a closed port; a connect timeout is not tried again); one that just
+        came up, or is full, answers the second try otherwise."""
+        full, own = self._limits(lease=lease), self._limits(lease=lease, theirs=False)
+        if isinstance(exc, psycopg.errors.ConnectionTimeout) or full["options"] == own["options"]:
+            return False
+
+        def refusal(limits: dict[str, str | int]) -> str | None:
+            try:
+                conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **limits)
+                psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout).close()
+            except psycopg.Error as again:
+                return str(again)
+            return None
+
+        return refusal(own) is None and refusal(full) == str(exc)
 
     def _options_applied(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Whether the session has the options sent when connecting (a pooler may have dropped them)."""

@@ -67,7 +67,9 @@ def test_a_replica_started_before_its_postgresql_is_alive_not_ready_and_starts_o
 
 
 def test_state_wait_bounds_the_wait_a_signal_ends_it_and_one_shot_commands_never_wait(work: Workdir) -> None:
-    dead = f"postgresql://capctl:{PASSWORD}@127.0.0.1:{free_port()}/capctl"  # nothing listens there
+    # Nothing listens there; libpq's other secret parameters are never printed either (walk 49C-1, 50c).
+    secrets = f"sslpassword={PASSWORD}&oauth_client_secret={PASSWORD}"
+    dead = f"postgresql://capctl:{PASSWORD}@127.0.0.1:{free_port()}/capctl?{secrets}"
     began = time.monotonic()
     bounded = work.capctl("run", "--listen", "127.0.0.1:0", "--state", dead, "--state-wait", "2s", expect=1).stderr
     assert time.monotonic() - began >= 2
@@ -84,6 +86,13 @@ def test_state_wait_bounds_the_wait_a_signal_ends_it_and_one_shot_commands_never
     assert "--state-wait: invalid duration 'soon'" in typo and typo.rstrip().endswith(", or forever")
     planned = work.capctl("plan", "--state", dead, expect=1).stderr
     assert "cannot connect to the PostgreSQL state store" in planned and PASSWORD not in planned
+    for command in (("apply", "--auto-approve"), ("state", "list"), ("wake", "SnapshotJob/audit/lobby")):
+        said = work.capctl(*command, "--state", dead, expect=1)
+        assert "cannot connect to the PostgreSQL state store" in said.stderr, (command, said.stderr)
+        assert PASSWORD not in said.stdout + said.stderr, command
+    unreached = work.capctl("sync", "--daemon", f"http://127.0.0.1:{free_port()}/?token={PASSWORD}", expect=1)
+    assert "cannot reach the daemon at http://127.0.0.1:" in unreached.stderr
+    assert PASSWORD not in unreached.stdout + unreached.stderr
     proc, log = work.run_daemon("--state", dead)
     wait_for("a failed attempt", lambda: bool(waits(log.lines)))
     proc.send_signal(signal.SIGTERM)  # a rollout or scale-down while it waits: a clean stop

@@ -45,8 +45,32 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
             pass
 
 
-def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None:
-    """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does."""
+# What a PostgreSQL whose lc_messages is German answers a bad setting in the options, with no SQLSTATE at connect.
+_GERMAN = "ungültiger Wert für Parameter »statement_timeout«: »abc«".encode()
+
+
+def _in_german(src: socket.socket, dst: socket.socket) -> None:
+    """`_pipe` from the server, its errors about a missing relation worded as a German-speaking server's."""
+    with closing(src), closing(dst):
+        buffered = b""
+        try:
+            while chunk := src.recv(65536):
+                buffered, out = buffered + chunk, b""
+                while len(buffered) >= 5 and len(buffered) >= 1 + (size := struct.unpack("!I", buffered[1:5])[0]):
+                    kind, body, buffered = buffered[:1], buffered[5 : 1 + size], buffered[1 + size :]
+                    if kind == b"E":
+                        body = body.replace(b'relation "', "Relation »".encode())
+                        body = body.replace(b'" does not exist', "« existiert nicht".encode())
+                    out += kind + struct.pack("!I", len(body) + 4) + body
+                dst.sendall(out)
+        except OSError:
+            pass
+
+
+def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german: list[bytes] | None = None) -> None:
+    """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does;
+    `german`: pass them on, but refuse `statement_timeout=abc` in them as a German-speaking PostgreSQL does, in
+    those words in turn (the last kept)."""
     try:
         while True:
             length, code = struct.unpack("!II", _read(client, 8))
@@ -55,23 +79,27 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool) -> None
             client.sendall(b"N")
         pairs = _read(client, length - 8).split(b"\0")
         params = dict(zip(pairs[0:-2:2], pairs[1:-2:2], strict=True))
-        if refuse and b"options" in params:
-            fields = b"SFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+        said = b"unsupported startup parameter: options" if refuse and b"options" in params else None
+        if german is not None and b"statement_timeout=abc" in params.get(b"options", b""):
+            said = german.pop(0) if len(german) > 1 else german[0]
+        if said is not None:
+            fields = b"SFATAL\0C08P01\0M" + said + b"\0\0"
             client.sendall(b"E" + struct.pack("!I", len(fields) + 4) + fields)
             client.close()
             return
-        params.pop(b"options", None)
+        if german is None:
+            params.pop(b"options", None)
         body = struct.pack("!I", code) + b"".join(k + b"\0" + v + b"\0" for k, v in params.items()) + b"\0"
         upstream = socket.create_connection(server)
         upstream.sendall(struct.pack("!I", len(body) + 4) + body)
     except (OSError, ConnectionError):
         client.close()
         return
-    threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+    threading.Thread(target=_pipe if german is None else _in_german, args=(upstream, client), daemon=True).start()
     _pipe(client, upstream)
 
 
-def _pooler(pg_url: str, refuse: bool) -> Iterator[str]:
+def _pooler(pg_url: str, refuse: bool, german: list[bytes] | None = None) -> Iterator[str]:
     """`pg_url` through a proxy on a free loopback port."""
     parts = urlsplit(pg_url)
     server = (parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -84,7 +112,7 @@ def _pooler(pg_url: str, refuse: bool) -> Iterator[str]:
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve, args=(client, server, refuse), daemon=True).start()
+            threading.Thread(target=_serve, args=(client, server, refuse, german), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
@@ -158,3 +186,57 @@ def test_options_the_server_refuses_are_named_and_not_waited_for(pg_url: str, op
         open_state(f"{pg_url}%20{options}")
     assert not isinstance(caught.value, StateUnreachable)
     assert f"{said} (a setting of the connection's options, from the URL's options= or PGOPTIONS" in str(caught.value)
+
+
+def test_options_a_server_refuses_in_another_language_are_not_waited_for(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose lc_messages is not English words its refusal of a bad setting in the options in that
+    language, which 49C-3's English texts do not match: `capctl run` waited forever (walk 50C-1). The URL's
+    options and PGOPTIONS alike; a server that refuses every connection (a missing database) stays waited for."""
+    for german in _pooler(pg_url, refuse=False, german=[_GERMAN]):
+        with pytest.raises(StateError) as caught:
+            open_state(f"{german}%20-cstatement_timeout%3Dabc")
+        assert not isinstance(caught.value, StateUnreachable)
+        message = str(caught.value)
+        assert f"{_GERMAN.decode()} (a setting of the connection's options, from the URL's options=" in message
+
+        no_options = urlsplit(german)._replace(query="").geturl()
+        monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=abc")
+        with pytest.raises(StateError) as caught:
+            open_state(no_options)
+        assert not isinstance(caught.value, StateUnreachable)
+        assert "or PGOPTIONS: correct it there" in str(caught.value)
+
+        with pytest.raises(StateUnreachable):  # refused with and without the options: not theirs to end
+            open_state(urlsplit(no_options)._replace(path="/no_such_database").geturl())
+
+    # A server starting up at the first try (in other words than the retry's, which refuses the options): waited
+    # for this once, as any server starting; the next try, refused in the same words twice, is not.
+    starting = b"das Datenbanksystem startet"
+    for german in _pooler(pg_url, refuse=False, german=[starting, _GERMAN]):
+        with pytest.raises(StateUnreachable):
+            open_state(f"{german}%20-cstatement_timeout%3Dabc")
+        with pytest.raises(StateError) as caught:
+            open_state(f"{german}%20-cstatement_timeout%3Dabc")
+        assert not isinstance(caught.value, StateUnreachable)
+
+
+def test_a_table_gone_is_named_whatever_the_language_of_the_server(pg_url: str) -> None:
+    """The hints for a capctl table dropped under an open state (20F-2, 21A-3) read the server's English quote
+    (`relation "capctl_lock"`): a German-speaking server's `Relation »capctl_lock« existiert nicht` had none,
+    and on-call was left to guess whether to restore a backup, which undoes what was written since (50C-4)."""
+    import psycopg
+
+    for german in _pooler(pg_url, refuse=False, german=[_GERMAN]):
+        store = open_state(german)
+        try:
+            store.put(make_record())
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("DROP TABLE capctl_lock")
+            with pytest.raises(StateError) as failed:
+                store.lock("capctl run")
+        finally:
+            store.close()
+        said = " ".join(str(failed.value).split())
+        assert "Relation »capctl_lock« existiert nicht (capctl_lock alone is gone from this database" in said, said

@@ -70,6 +70,12 @@ def test_sqlite_paths(url: str, path: str) -> None:
         ("sqlite:///", "name a database file"),
         ("sqlite:////var/lib/capctl/", "name a database file"),
         ("sqlite:///s.db?mode=ro", "take no options"),
+        # a PostgreSQL URL with sqlite's scheme, options with a secret: printed whole (walk 50C-3)
+        ("sqlite://admin:hunter2@db/capctl", r"^state URL 'sqlite://admin@db/capctl': a sqlite URL has no host"),
+        ("sqlite://admin:hunt/er2@db/capctl", r"^state URL 'sqlite://…@db/capctl': a sqlite URL has no host"),
+        ("sqlite://admin:hunter2@[::1/capctl", r"^state URL 'sqlite://…': a sqlite URL has no host"),
+        ("sqlite:///s.db?key=hunter2", r"^state URL 'sqlite:///s.db': sqlite URLs take no options"),
+        ("sqlite:///s.db#hunter2", r"^state URL 'sqlite:///s.db': sqlite URLs take no options"),
         ("mysql://admin:hunter2@db/capctl", "scheme 'mysql' is not supported"),
         ("redis://:hunter2@cache", "scheme 'redis' is not supported"),
         ("state-hunter2.db", "a URL, not a path: sqlite:////absolute/path/state.db \\(four slashes\\), sqlite:///rel"),
@@ -269,12 +275,19 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
     assert settings["idle_in_transaction_session_timeout"] == "1min"
     assert settings["search_path"].startswith("capctl_t_")  # the URL's own options are kept
     assert settings["application_name"] == "capctl"
-    own = open_state(pg_url.replace("options=", "application_name=replica-a&options=-cstatement_timeout%3D3s%20"))
+    # deadlock_timeout is not lock_timeout: capctl's was dropped, and a write waited on a lock as long as the
+    # statement_timeout, not `--lock-wait`'s 1 s or 10 s (walk 50C-2); a name is the same in any case.
+    mine = "-cstatement_timeout%3D3s%20-cdeadlock_timeout%3D2s%20-c%20Idle_In_Transaction_Session_Timeout%3D5s%20"
+    own = open_state(pg_url.replace("options=", f"application_name=replica-a&options={mine}"))
     assert isinstance(own, PostgresStateStore)
     try:
         with own._cursor(write=False) as cur:
             cur.execute("SHOW statement_timeout")
             assert cur.fetchall()[0][0] == "3s"
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchall()[0][0] == "10s"
+            cur.execute("SHOW idle_in_transaction_session_timeout")
+            assert cur.fetchall()[0][0] == "5s"
             cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
             assert cur.fetchall()[0][0] == "replica-a"
     finally:
