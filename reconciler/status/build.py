@@ -268,7 +268,7 @@ def _capture_line(
     removed: float | None,
     live: bool = True,
 ) -> CaptureLine:
-    """`selected`: the room, for a room-selector job's task; `live`: no prune has tombstoned it."""
+    """`selected`: the room, for a room-selector job's task; `live`: not a tombstone."""
     runs = history.runs(key)
     since = history.known_since(key)
     if selected is not None and since is not None and len(runs) < MAX_INTERVALS:
@@ -281,7 +281,8 @@ def _capture_line(
         covered = history.covered_from(job_of(key), selected, since)
         since = began if covered is None else max(began, covered)
     if selected is not None:  # nor while its globs left the room out (narrowed, then widened again: 48B-1)
-        active = _without(active, [u for u in history.uncovered(job_of(key), selected) if not _kept(u, runs, live)])
+        uncovered = history.uncovered(job_of(key), selected)
+        active = _without(active, [u for u in uncovered if not _kept(u, runs, live or removed is not None)])
     end = window.end if removed is None else max(window.start, min(removed, window.end))
     known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
@@ -296,14 +297,15 @@ def _capture_line(
     return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
 
 
-def _kept(uncovered: Interval, runs: Sequence[Run], live: bool) -> bool:
+def _kept(uncovered: Interval, runs: Sequence[Run], until_pruned: bool) -> bool:
     """Whether the task stayed the job's while its globs left the room out: a run that went on across the
     edit (a prune held by `--max-prune`, or none: a pruned run ends by its removal, no loss after it anyway),
-    or, for the globs in force now, no prune has tombstoned it (held, `--no-prune`, or within its grace). Its
-    loss then is real: the safeguard presumes the edit a mistake until a human confirms it, as a named-room
-    task's is drawn (walk 49B-1). Read from the record, not from the leader's `prune_held`, which a standby
-    does not have: every replica's page draws the same loss (walk 50B-1)."""
-    if live and uncovered.end == math.inf:
+    or, for the globs in force now, until a prune tombstones it (held, `--no-prune`, its grace; the line of a
+    tombstone ends at its removal). Its loss then is real: the safeguard presumes the edit a mistake until a
+    human confirms it, as a named-room task's is drawn (walk 49B-1), and a confirmation does not undo that
+    (walk 50B-3). Read from the record, not from the leader's `prune_held`, which a standby does not have:
+    every replica's page draws the same loss (walk 50B-1)."""
+    if until_pruned and uncovered.end == math.inf:
         return True
     return any(r.start < uncovered.start and (r.end is None or r.end > uncovered.start) for r in runs)
 
