@@ -193,11 +193,14 @@ class HistoryQueries:
     """The history table's statements (same SQL in both dialects but for `exists` and the placeholder)."""
 
     exists: str  # one row, one column: 1 when the table exists (a read-only open of an older state lacks it)
-    # A span as it is now; one that ended keeps its end (the first one recorded), as the page drew it.
+    # A span as it is now; one that ended keeps its end (the first one recorded), as the page drew it. But for
+    # the leader's `selector` spans, its memory is the truth: a job back in the specs with the clock stepped
+    # back before its removal's zero-length span reopens that span (walk 50B-2).
     put: str = (
         "INSERT INTO capctl_history (kind, subject, room, start_at, end_at, reason)"
         " VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (kind, subject, room, start_at)"
-        " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason WHERE capctl_history.end_at IS NULL"
+        " DO UPDATE SET end_at = excluded.end_at, reason = excluded.reason"
+        " WHERE capctl_history.end_at IS NULL OR capctl_history.kind = 'selector'"
     )
     # When a task was first seen, kept only while its record is (one statement: a record deleted meanwhile,
     # by another replica or a forgotten tombstone, leaves no row a key made again would take as its own).

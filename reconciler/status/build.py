@@ -116,7 +116,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         query=query,
         page=PageInfo(number, query.per_page, len(matching), pages),
         jobs=_jobs_on_page(shown, by_job, inputs, now),
-        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, prune_held, now),
+        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now),
         decisions=_decisions(inputs, query),
         unknown=len(inputs.look_errors),
         waiting=sum(waiting.values()),
@@ -209,11 +209,7 @@ def _reissued(before: Run, after: Run) -> bool:
 
 
 def _rooms_on_page(
-    shown: Sequence[TaskRecord],
-    history: History,
-    accounts: Mapping[str, str],
-    prune_held: Collection[str],
-    now: float,
+    shown: Sequence[TaskRecord], history: History, accounts: Mapping[str, str], now: float
 ) -> tuple[RoomTimeline, ...]:
     """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room), each of
     its vendor account (a task of a Provider no longer declared: of that name, which no activity is of)."""
@@ -222,9 +218,9 @@ def _rooms_on_page(
         if record.kind is not JobKind.THUMBNAIL:
             rooms[record.target, accounts.get(record.provider, record.provider)].append(record.key)
     selected = {record.key for record in shown if record.selector is not None}
-    held = {record.key for record in shown if record.key in prune_held}
     # A tombstone's job no longer wants its room captured: what the room did after the removal is no loss of it.
     removed = {r.key: r.removed_at for r in shown if r.status is TaskStatus.REMOVED and r.removed_at is not None}
+    live = {r.key for r in shown if r.status is not TaskStatus.REMOVED}
     window = _window(rooms, history, now)
     timelines = []
     for room, account in sorted(rooms):
@@ -239,7 +235,7 @@ def _rooms_on_page(
                 activity_reported=spans is not None,
                 captures=tuple(
                     _capture_line(
-                        key, history, window, active, room if key in selected else None, removed.get(key), key in held
+                        key, history, window, active, room if key in selected else None, removed.get(key), key in live
                     )
                     for key in rooms[room, account]
                 ),
@@ -270,9 +266,9 @@ def _capture_line(
     active: Sequence[Interval],
     selected: str | None,
     removed: float | None,
-    held: bool = False,
+    live: bool = True,
 ) -> CaptureLine:
-    """`selected`: the room, for a room-selector job's task; `held`: its stop a prune holds (`--max-prune`)."""
+    """`selected`: the room, for a room-selector job's task; `live`: not a tombstone."""
     runs = history.runs(key)
     since = history.known_since(key)
     if selected is not None and since is not None and len(runs) < MAX_INTERVALS:
@@ -285,7 +281,8 @@ def _capture_line(
         covered = history.covered_from(job_of(key), selected, since)
         since = began if covered is None else max(began, covered)
     if selected is not None:  # nor while its globs left the room out (narrowed, then widened again: 48B-1)
-        active = _without(active, [u for u in history.uncovered(job_of(key), selected) if not _kept(u, runs, held)])
+        uncovered = history.uncovered(job_of(key), selected)
+        active = _without(active, [u for u in uncovered if not _kept(u, runs, live or removed is not None)])
     end = window.end if removed is None else max(window.start, min(removed, window.end))
     known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
@@ -300,12 +297,15 @@ def _capture_line(
     return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
 
 
-def _kept(uncovered: Interval, runs: Sequence[Run], held: bool) -> bool:
+def _kept(uncovered: Interval, runs: Sequence[Run], until_pruned: bool) -> bool:
     """Whether the task stayed the job's while its globs left the room out: a run that went on across the
     edit (a prune held by `--max-prune`, or none: a pruned run ends by its removal, no loss after it anyway),
-    or its stop held now. Its loss then is real: the safeguard presumes the edit a mistake until a human
-    confirms it, as a named-room task's is drawn (walk 49B-1)."""
-    if held and uncovered.end == math.inf:
+    or, for the globs in force now, until a prune tombstones it (held, `--no-prune`, its grace; the line of a
+    tombstone ends at its removal). Its loss then is real: the safeguard presumes the edit a mistake until a
+    human confirms it, as a named-room task's is drawn (walk 49B-1), and a confirmation does not undo that
+    (walk 50B-3). Read from the record, not from the leader's `prune_held`, which a standby does not have:
+    every replica's page draws the same loss (walk 50B-1)."""
+    if until_pruned and uncovered.end == math.inf:
         return True
     return any(r.start < uncovered.start and (r.end is None or r.end > uncovered.start) for r in runs)
 

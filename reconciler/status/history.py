@@ -159,6 +159,13 @@ class History:
             elif last is not None:  # (a removal closes it, at its start at the earliest: its row, written, ends)
                 kept[-1] = replace(last, end=max(now, last.start))
                 self._covers_unwritten.add((job, last.start))
+            elif globs is not None and kept and (end := kept[-1].end) is not None and end > now:
+                # Back in the specs before its last span's end (the clock stepped back since): from that end, not
+                # before it, or read back in start order the closed span followed it and the job read as
+                # removed (walk 50B-2); one in force for no time is replaced (one row per start).
+                start = end
+                if kept[-1].start >= end:
+                    kept.pop()
             if globs is not None:
                 kept.append(Cover(start, None, *globs))
                 self._covers_unwritten.add((job, start))

@@ -85,15 +85,7 @@ async def test_the_page_follows_an_idle_out_and_its_reissue(harness: Harness) ->
 
     # The history is the state's (walk 6d: the daemon's memory only): a standby's page shows the leader's, a
     # restarted daemon the same runs, gaps and room activity, not a timeline begun again from the last run.
-    standby = await harness.start_standby()
-    try:
-        async with await client(harness) as http:
-            led = (await http.get("/api/v1/status")).json()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
-            followed = (await http.get("/api/v1/status")).json()
-    finally:
-        await standby.stop()
-        standby.records.close()
+    led, followed = await leader_and_standby_pages(harness)
     assert followed["replica"]["role"] == "standby" and followed["generated_at"] == led["generated_at"]
     assert followed["rooms"] == led["rooms"] and task_of(followed, LOBBY)["reissues"] == lobby["reissues"]
     await harness.stop()
@@ -514,6 +506,20 @@ async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_lef
     assert await widened_stage(harness) < 30  # (almost) no capture lost
 
 
+async def leader_and_standby_pages(harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`GET /api/v1/status` of the harness's daemon (leading), then of a standby started on its state."""
+    standby = await harness.start_standby()
+    try:
+        async with await client(harness) as http:
+            led = (await http.get("/api/v1/status")).json()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            followed = (await http.get("/api/v1/status")).json()
+    finally:
+        await standby.stop()
+        standby.records.close()
+    return led, followed
+
+
 async def narrowed_after_an_idle_out(harness: Harness, *, held: bool) -> None:
     """`sel` widened to `*` (stage-1's task runs), stage-1 empties (its task idles out, `held`: after the
     narrowing to `lobby-*`, before: its prune is held or goes), then active 5 minutes while left out."""
@@ -529,6 +535,25 @@ async def narrowed_after_an_idle_out(harness: Harness, *, held: bool) -> None:
         await harness.advance(60)  # its task idles out
     harness.sim.publish("volcengine", "stage-1", user_id="alice")
     await harness.advance(300)  # active, left out
+
+
+@pytest.mark.parametrize("prune", [True, False])
+async def test_a_stopped_selector_task_a_narrowing_left_the_job_draws_one_loss_on_every_replica(
+    harness: Harness, prune: bool
+) -> None:
+    """Walk 50B-1: stage-1's task idled out, then `sel` narrowed to `lobby-*`: its prune held by --max-prune
+    (1 of 1 task), or not made (`--no-prune`), the task stays the job's and the room active after is capture
+    lost. The leader drew that from its own `prune_held`, which a standby does not have: the standby's page,
+    behind the same Service, drew no loss for the same room (and under --no-prune, neither did the leader)."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock), prune=prune)
+    await narrowed_after_an_idle_out(harness, held=False)
+    led, followed = await leader_and_standby_pages(harness)
+    assert led["replica"]["prune_held"] == (["SnapshotJob/sel/stage-1"] if prune else [])
+    assert followed["replica"]["role"] == "standby" and followed["replica"]["prune_held"] == []
+    assert room_of(led, "stage-1")["lost_seconds"] >= 290
+    assert followed["rooms"] == led["rooms"]
 
 
 async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:

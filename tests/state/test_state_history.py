@@ -229,6 +229,20 @@ def test_a_selector_edited_after_the_clock_stepped_back_reads_back_by_the_globs_
         history.cover({})  # the job removed, the clock still behind
         store.record_rooms([], history.take_rooms())
         assert [(s.start, s.end) for s in store.history() if s.kind == "selector"][-1] == (1060.0, 1060.0)
+        clock.step(5.0)  # back in the specs (a spec file rewritten in place), the clock behind still (walk 50B-2)
+        history.cover({job: RoomSelector.model_validate({"match": "stage-*"})})
+        store.record_rooms([], history.take_rooms())
+        again.restore(store.history())
+        assert again.covered_from(job, "stage-1", 1070.0) == 1060.0  # in the specs again, not removed
+        assert [(u.start, u.end) for u in again.uncovered(job, "lobby-1")] == [(1060.0, float("inf"))]
+        clock.step(20.0)  # removed at 1075, then back after the clock stepped back past its span's start
+        for step, globs in ((0.0, None), (-30.0, "lobby-*")):
+            clock.step(step)
+            history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
+            store.record_rooms([], history.take_rooms())
+        again.restore(store.history())
+        assert again.covered_from(job, "lobby-1", 1080.0) == 1075.0
+        assert [(u.start, u.end) for u in again.uncovered(job, "stage-1")] == [(1000.0, 1060.0), (1075.0, float("inf"))]
     finally:
         store.close()
 

@@ -474,16 +474,23 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
         ({3000: ["stage-*", "x"]}, False, 2510),  # always covering stage-1: its task's idle-out is capture lost
         ({3000: ["lobby-*"]}, False, 2510),  # narrowed while its task ran, left running (prune held, --no-prune)
         ({3000: None, 1000: ["*"]}, False, 2510),  # the job removed while its task ran (held), restored
-        ({2000: ["lobby-*"]}, True, 2510),  # narrowed after its idle-out, its stop held now
-        ({2000: ["lobby-*"]}, False, 510),  # narrowed after its idle-out, pruned: no loss while left out (48B-1)
+        ({2000: ["lobby-*"]}, True, 2510),  # narrowed after its idle-out, its stop held now: the leader's page
+        # The same on a standby's page (no `prune_held`: the leader's), or under --no-prune: no prune tombstoned it.
+        ({2000: ["lobby-*"]}, False, 2510),
+        # Tombstoned (REMOVED) so many seconds ago: by the narrowing's own prune, no loss while left out (48B-1);
+        # after its 30 s grace, those 30 s are the job's; held, then confirmed: the time before stays lost.
+        ({2000: ["lobby-*"]}, 2000, 510),
+        ({2000: ["lobby-*"]}, 1970, 540),
+        ({2000: ["lobby-*"]}, 1000, 1510),
     ],
 )
 def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
-    edits: dict[int, list[str] | None], held: bool, lost: int
+    edits: dict[int, list[str] | None], held: bool | int, lost: int
 ) -> None:
     """Walk 49B-1: the time a selector's globs left a room out is no capture lost only where the task was not
     the job's then: a narrowing (or removal) whose prune --max-prune held left it running, and its idle-out,
-    the room still active, read as no loss."""
+    the room still active, read as no loss. Walk 50B-1: a standby's page drew the held one's loss as none, the
+    leader's as lost. Walk 50B-3: a held prune confirmed (`capctl apply --prune`) turned that loss into none."""
     told, job = Told(), "SnapshotJob/sel"
     told.clock.set(NOW - 5000)
     told.history.cover({job: RoomSelector.model_validate({"match": ["*"]})})
@@ -497,6 +504,8 @@ def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
             told.clock.set(NOW - at)
             globs = edits[at]
             told.history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
-    replica = dataclasses.replace(LEADER, prune_held=(stopped.key,) if held else ())
+    replica = dataclasses.replace(LEADER, prune_held=(stopped.key,) if held is True else ())
+    if held is not True and held is not False:
+        stopped = stopped.evolve(status=TaskStatus.REMOVED, removed_at=NOW - held)
     (room,) = build_snapshot(inputs([stopped], history=told.history, replica=replica), StatusQuery(), NOW).rooms
     assert room.lost_seconds == lost
