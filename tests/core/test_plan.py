@@ -1300,3 +1300,15 @@ def test_a_replace_cut_short_after_stopping_a_lost_start_or_in_a_closing_room() 
     for rec in (lost, dataclasses.replace(lost, vendor_task_id="v1", start_refused=False)):
         change = one(closing, rec)
         assert change.action is Action.NOOP and "left to its room" in change.reason, change
+
+
+def test_a_failed_start_left_to_its_room_of_a_never_job_starts_when_its_room_is_selected_again() -> None:
+    """A selector job with restartPolicy Never: a start that failed (never ran) in a room since closed is left
+    to its room (43B-1: `stopped`, no vendor id), `left to its room, …: it starts when the room is selected
+    again`. Selected again, the plan said `stopped; restartPolicy Never`: it never started, where a failed start
+    of a room still open is retried whatever the policy (walk 50a)."""
+    job = dataclasses.replace(desired(), restart_policy=RestartPolicy.NEVER, selector="lob*")
+    left = record_for(job, TaskStatus.STOPPED, vendor_task_id=None, last_error="HTTP 503")
+    assert "it starts when the room is selected again" in one(dataclasses.replace(job, ending=True), left).reason
+    change = one(job, left, refreshed=False)
+    assert (change.action, change.reason) == (Action.CREATE, "previous start failed: HTTP 503"), change
