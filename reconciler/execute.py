@@ -567,10 +567,11 @@ class Executor:
         if await self._stop_remote(record):
             # A Volcengine start never confirmed, stopped by its RoomId + TaskId: nothing of it runs now. Left as
             # is, the record read as a lost start left to its room (may run) after a crash before the intent, and
-            # a refusal of the start taken up then kept it so (walk 49a).
+            # a refusal of the start taken up then kept it so (walk 49a). Its error is of a start now stopped: gone,
+            # so that `transitions.replace_cut_short` tells it from a replace's refused start left to its room.
             unconfirmed = record.vendor_task_id is None
             record = transitions.stopped(record, transitions.REPLACED, self._clock.now())
-            record = record.evolve(start_refused=True) if unconfirmed else record
+            record = record.evolve(start_refused=True, last_error=None) if unconfirmed else record
             self._store.put(record)
             failpoints.hit("stop.after-commit")
         return record

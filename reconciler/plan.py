@@ -805,6 +805,9 @@ _LEFT_TO_ITS_ROOM = (
     "left to its room, which its room selector no longer chooses: it starts when the room is selected again"
 )
 
+# A `--replace` killed after its stop (`transitions.replace_cut_short`).
+_CUT_SHORT = "a replace was cut short after its stop (interrupted): its old run stopped"
+
 
 def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """No fresh observation: decide from what the state recorded."""
@@ -816,18 +819,18 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         # it captured the empty room until it idled out (walk 45b-1).
         reason = f"previous start failed: {record.last_error or 'error'}; {_LEFT_TO_ITS_ROOM}"
         return _change(Action.NOOP, reason, task, record, after=after)
-    if status is TaskStatus.FAILED:
+    if task.ending and transitions.replace_cut_short(record):  # nor is a replace started into it (walk 50a)
+        return _change(Action.NOOP, f"{_CUT_SHORT}; {_LEFT_TO_ITS_ROOM}", task, record, after=after)
+    if transitions.replace_cut_short(record):  # capctl stopped it: no re-issue counted, whatever the policy
+        return _change(Action.REPLACE, f"{_CUT_SHORT}, started anew", task, record, after=after)
+    # One left to its room (its room selected again) too: no run ended, started as what its failed start was
+    # (walk 44c-3), whatever the policy, as a failed start is (walk 50a: Never left it stopped for good).
+    if status is TaskStatus.FAILED or transitions.failed_start_left(record):
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
         reason = f"previous start failed: {record.last_error or 'error'}{resume}"
         return _change(_start_again(record), reason, task, record, after=after)
-    if transitions.replace_cut_short(record):  # capctl stopped it: no re-issue counted, whatever the policy
-        reason = "a replace was cut short after its stop (interrupted): its old run stopped, started anew"
-        return _change(Action.REPLACE, reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)
-    if transitions.failed_start_left(record):  # no run ended: started as what its failed start was (walk 44c-3)
-        reason = f"previous start failed: {record.last_error or 'error'}"
-        return _change(_start_again(record), reason, task, record, after=after)
     reason = record.stop_reason or "stopped"
     when = f" at {fmt_time(record.stopped_at)}" if record.stopped_at else ""
     # A recording's `done` is a run ended under restartPolicy Never (thumbnails never come here): a job made

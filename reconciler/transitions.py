@@ -227,8 +227,12 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
 def replace_cut_short(record: TaskRecord) -> bool:
     """A replace's stop ended its run and was committed, and the process died before its start's intent
     (failpoint `stop.after-commit`): capctl stopped it, not the vendor, so the start that remains is the
-    replace's, no re-issue (walk 49a). (A spec changed since is a replace anyway: `plan._diff_changed`.)"""
-    return record.status is TaskStatus.STOPPED and record.stop_reason == REPLACED and record.vendor_task_id is not None
+    replace's, no re-issue (walk 49a). (A spec changed since is a replace anyway: `plan._diff_changed`.) A
+    Volcengine start never confirmed that the stop ended has no vendor id: `Executor._stop_for_replace` marks it
+    `start_refused` with no error (walk 50a); a replace's start refused and left to its room keeps its error."""
+    if record.status is not TaskStatus.STOPPED or record.stop_reason != REPLACED:
+        return False
+    return record.vendor_task_id is not None or (record.start_refused and record.last_error is None)
 
 
 def findable_start(task: DesiredTask, record: TaskRecord) -> bool:

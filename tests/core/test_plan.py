@@ -1272,3 +1272,43 @@ def test_a_replace_of_an_unchanged_spec_killed_after_its_stop_is_started_as_a_re
         assert change.reason.startswith("a replace was cut short after its stop (interrupted)"), change.reason
     never = dataclasses.replace(task, restart_policy=RestartPolicy.NEVER)
     assert one(never, rec).action is Action.REPLACE  # asked for: not left stopped by the job's policy
+
+
+def test_a_replace_cut_short_after_stopping_a_lost_start_or_in_a_closing_room() -> None:
+    """Two forms 49a's check missed (walk 50a). A `--replace` that stopped a Volcengine start whose answers were
+    lost (no vendor id; the stop marks it `start_refused`, its error gone) and was killed then: `stopped;
+    restartPolicy Never` under Never (the replace asked for never started), a create or a re-issue held by the
+    daemon's backoff under Always. A cut-short replace of a room-selector task whose room is closing was started
+    into the empty room, which a failed start is not (walk 43B-1): it is left to its room."""
+    task = desired()
+    never = dataclasses.replace(task, restart_policy=RestartPolicy.NEVER)
+    lost = record_for(
+        task,
+        TaskStatus.STOPPED,
+        stop_reason=transitions.REPLACED,
+        stopped_at=NOW,
+        vendor_task_id=None,
+        start_refused=True,
+    )
+    for job in (task, never):
+        change = one(job, lost)
+        assert change.action is Action.REPLACE and change.reason.startswith("a replace was cut short"), change
+    # A replace's start refused, then left to its room (43B-1), keeps its error: a failed start, as before.
+    refused = dataclasses.replace(lost, last_error="StartSnapshot: InvalidParameter", replacing=True)
+    assert one(task, refused).reason == "previous start failed: StartSnapshot: InvalidParameter"
+    closing = dataclasses.replace(task, selector="lob*", ending=True)
+    for rec in (lost, dataclasses.replace(lost, vendor_task_id="v1", start_refused=False)):
+        change = one(closing, rec)
+        assert change.action is Action.NOOP and "left to its room" in change.reason, change
+
+
+def test_a_failed_start_left_to_its_room_of_a_never_job_starts_when_its_room_is_selected_again() -> None:
+    """A selector job with restartPolicy Never: a start that failed (never ran) in a room since closed is left
+    to its room (43B-1: `stopped`, no vendor id), `left to its room, …: it starts when the room is selected
+    again`. Selected again, the plan said `stopped; restartPolicy Never`: it never started, where a failed start
+    of a room still open is retried whatever the policy (walk 50a)."""
+    job = dataclasses.replace(desired(), restart_policy=RestartPolicy.NEVER, selector="lob*")
+    left = record_for(job, TaskStatus.STOPPED, vendor_task_id=None, last_error="HTTP 503")
+    assert "it starts when the room is selected again" in one(dataclasses.replace(job, ending=True), left).reason
+    change = one(job, left, refreshed=False)
+    assert (change.action, change.reason) == (Action.CREATE, "previous start failed: HTTP 503"), change

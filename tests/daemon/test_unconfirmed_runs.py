@@ -153,16 +153,20 @@ async def test_a_dormant_task_an_apply_saw_running_is_decided_afresh_when_the_da
     assert record.next_attempt_at > dormant.next_attempt_at + 29, (record, dormant)  # its own, not the old one
 
 
-async def test_a_replace_killed_after_its_stop_is_started_at_once_as_a_replace(harness: Harness) -> None:
+@pytest.mark.parametrize("lost", [False, True], ids=["confirmed", "lost-start"])
+async def test_a_replace_killed_after_its_stop_is_started_at_once_as_a_replace(harness: Harness, lost: bool) -> None:
     """`apply --replace` (spec unchanged) killed at stop.after-commit: `stopped`, reason `replaced`, its vendor id
     kept. The daemon read it as a run the vendor ended: counted as one more unproductive run, it waited out its
     backoff (or went dormant), then re-issued it, counted. capctl stopped it: its replace's start goes at once,
-    no re-issue counted (walk 49a)."""
+    no re-issue counted (walk 49a). So too when what it stopped was a start whose answers were lost (no vendor
+    id, marked `start_refused` by the stop): 49a's check wanted a vendor id, and the backoff held it (walk 50a)."""
     write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=180))
     store, ran = await _ran_for(harness, 1)
     harness.sim.stop_task("volcengine", ran.vendor_task_id or "", room_id="lobby", reason="StopByAPI")
     # Two idle runs before the replace, whose stop was committed (`Executor._stop_for_replace`), then the crash.
-    store.put(transitions.stopped(ran.evolve(unproductive_runs=2), transitions.REPLACED, harness.clock.now()))
+    before = ran.evolve(unproductive_runs=2)
+    stopped = transitions.stopped(before, transitions.REPLACED, harness.clock.now())
+    store.put(stopped.evolve(vendor_task_id=None, start_refused=True) if lost else stopped)
     store.close()
     await harness.start()
     await harness.advance(5)

@@ -245,3 +245,18 @@ def test_an_update_sent_again_and_refused_stays_unconfirmed(work: Workdir) -> No
     assert "an earlier update was not confirmed" in work.apply().stdout
     [volc] = work.sim.tasks("volcengine", state="running")
     assert volc["interval"] == 5
+
+
+def test_a_replace_of_a_lost_start_killed_after_its_stop_starts_under_restart_policy_never(work: Workdir) -> None:
+    """A Never job's start cut short (never confirmed), then `apply --replace` killed after its stop: the stop
+    ended what that start began (49A-1 marks it so), and the next apply left it `stopped; restartPolicy Never`:
+    the replace asked for never started (walk 50a)."""
+    key = "SnapshotJob/v/v-1"
+    write(work, {"v.yaml": snapshot_job("v", ["v-1"], idle=300, restart="Never")})
+    crash(work, "start.after-call", "apply", "--auto-approve")
+    crash(work, "stop.after-commit", "apply", "--auto-approve", "--replace", key)
+    assert work.sim.tasks(state="running") == []
+    out = in_process(work, "apply", "--auto-approve")
+    assert "a replace was cut short after its stop (interrupted): its old run stopped, started anew" in out, out
+    [run] = work.sim.tasks(state="running")
+    assert (state(work)["v-1"]["status"], run["taskId"]) == ("running", state(work)["v-1"]["vendor_task_id"])

@@ -330,6 +330,8 @@ async def test_a_lost_start_a_replace_stopped_before_a_crash_is_refused_as_nothi
     assert left.status is TaskStatus.STOPPED and left.vendor_task_id is None
     assert [t.running for t in env.sim.tasks()] == [False]
     assert transitions.replace_resumed(old, left)  # its start alone: no second stop
+    # The replace it is, whatever the job's policy or backoff: the lost start's error is of a start stopped (50a).
+    assert transitions.replace_cut_short(left) and left.last_error is None
     assert not transitions.start_unconfirmed(left) and not transitions.stoppable(left)
 
     refused = task(interval=0)  # same spec hash ("h"): the vendor refuses its request
