@@ -422,3 +422,18 @@ def test_a_room_timeline_does_not_call_a_start_that_may_run_capture_lost_alone()
     text = _text(render_html(snap))
     assert text.count("capture lost while the room was active") == 2
     assert text.count("its last start is unconfirmed: it may be capturing at the vendor, drawn as no capture") == 1
+
+
+def test_state_list_wide_says_a_failed_start_may_run_as_the_default_view_does() -> None:
+    """Walk 50D-3: `state list` said of a start whose answers were lost `…; its start was never confirmed: it may
+    run at the vendor`, but `-o wide` (every column) gave its error alone, as a start refused outright."""
+    from reconciler.render import render_state_table
+    from reconciler.transitions import MAY_RUN
+
+    error = "volc (volcengine): StartSnapshot: connection lost before an answer (RemoteProtocolError) after 6 tries"
+    lost = record("SnapshotJob/hall/h1", TaskStatus.FAILED, last_error=error)
+    refused = record("SnapshotJob/hall/h2", TaskStatus.FAILED, last_error=error, start_refused=True)
+    for wide in (False, True):
+        rows = render_state_table([lost, refused], 1, now=NOW, wide=wide).splitlines()[-2:]
+        assert [row.endswith(f"{error}; {MAY_RUN}") for row in rows] == [True, False], (wide, rows)
+        assert rows[1].endswith(error), rows
