@@ -204,6 +204,9 @@ class Executor:
         self._rng = rng or random.Random()
         self._on_retry = _with_log(on_retry)
         self._retry_in = retry_in
+        # Keys whose start just failed and may run all the same (`transitions.failed_may_run`): its result says
+        # so, as `state list` does; the error alone read as a refusal, nothing running (walk 50D-4).
+        self._may_run: set[str] = set()
 
     async def apply(
         self,
@@ -366,7 +369,9 @@ class Executor:
                 silent[change.provider] = (streak + 1, first)
             else:  # the vendor answered: it is reachable
                 silent.pop(change.provider, None)
-            return ChangeResult(change.key, change.action, ok=False, error=str(exc))
+            may_run = f"; {transitions.MAY_RUN}" if change.key in self._may_run else ""
+            self._may_run.discard(change.key)
+            return ChangeResult(change.key, change.action, ok=False, error=f"{exc}{may_run}")
         silent.pop(change.provider, None)
         return ChangeResult(change.key, change.action, ok=True, note=note)
 
@@ -512,7 +517,10 @@ class Executor:
             # failed, still runs: `found_runs`.)
             refused = not (exc.unanswered or resumed or found_runs)
             kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
-            self._store.put(self._failed(kept, str(exc)))
+            failed = self._failed(kept, str(exc))
+            self._store.put(failed)
+            if transitions.failed_may_run(failed):
+                self._may_run.add(failed.key)
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())

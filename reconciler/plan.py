@@ -809,6 +809,13 @@ _LEFT_TO_ITS_ROOM = (
 _CUT_SHORT = "a replace was cut short after its stop (interrupted): its old run stopped"
 
 
+def _failed_before(record: TaskRecord) -> str:
+    """A failed start, and whether it may run all the same (`transitions.failed_may_run`), as `state list` and
+    the status page say it: the plan's error alone read as a start refused, nothing running (walk 50D-2)."""
+    may_run = f"; {transitions.MAY_RUN}" if transitions.failed_may_run(record) else ""
+    return f"previous start failed: {record.last_error or 'error'}{may_run}"
+
+
 def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] | None) -> Change:
     """No fresh observation: decide from what the state recorded."""
     status = record.status
@@ -817,7 +824,7 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     if task.ending and (status is TaskStatus.FAILED or transitions.failed_start_left(record)):
         # Its room closed since its start failed: left to its room, as the daemon does (walk 43B-1); started,
         # it captured the empty room until it idled out (walk 45b-1).
-        reason = f"previous start failed: {record.last_error or 'error'}; {_LEFT_TO_ITS_ROOM}"
+        reason = f"{_failed_before(record)}; {_LEFT_TO_ITS_ROOM}"
         return _change(Action.NOOP, reason, task, record, after=after)
     if task.ending and transitions.replace_cut_short(record):  # nor is a replace started into it (walk 50a)
         return _change(Action.NOOP, f"{_CUT_SHORT}; {_LEFT_TO_ITS_ROOM}", task, record, after=after)
@@ -827,7 +834,7 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
     # (walk 44c-3), whatever the policy, as a failed start is (walk 50a: Never left it stopped for good).
     if status is TaskStatus.FAILED or transitions.failed_start_left(record):
         resume = "; resuming it with its recorded ClientTaskId" if transitions.resumable_start(task, record) else ""
-        reason = f"previous start failed: {record.last_error or 'error'}{resume}"
+        reason = f"{_failed_before(record)}{resume}"
         return _change(_start_again(record), reason, task, record, after=after)
     if task.restart_policy is RestartPolicy.NEVER:
         return _change(Action.NOOP, f"{status.value}; restartPolicy Never", task, record, after=after)

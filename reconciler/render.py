@@ -591,9 +591,11 @@ def render_state_table(
         # its REASON says it was removed, then why that run had ended (walk 41C-6).
         if r.status is TaskStatus.REMOVED and not ended_by_removal(r.stop_reason):
             return "removed from specs" + (f" (its run had ended: {r.stop_reason})" if r.stop_reason else "")
-        if failed_may_run(r):  # not a start refused outright, where nothing runs (walk 47B-3)
-            return f"{r.last_error or 'start failed'}; {MAY_RUN}"
-        return r.last_error or r.stop_reason or "-"
+        return error(r) or r.stop_reason or "-"
+
+    def error(r: TaskRecord) -> str | None:
+        # Not a start refused outright, where nothing runs (walk 47B-3); `-o wide`'s error column too (50D-3).
+        return f"{r.last_error or 'start failed'}; {MAY_RUN}" if failed_may_run(r) else r.last_error
 
     if wide:
         # Tasks started by a room selector: their job, room and selector in columns of their own.
@@ -609,7 +611,7 @@ def render_state_table(
                 r.stop_reason or "-",
                 fmt_time(r.observed_at) if r.observed_at else "-",
                 fmt_time(r.next_attempt_at) if r.next_attempt_at else "-",
-                (r.last_error or "-").replace("\n", " "),
+                (error(r) or "-").replace("\n", " "),
             )
             for r in records
         ]

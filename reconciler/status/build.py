@@ -13,7 +13,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import transitions
@@ -218,6 +218,7 @@ def _rooms_on_page(
         if record.kind is not JobKind.THUMBNAIL:
             rooms[record.target, accounts.get(record.provider, record.provider)].append(record.key)
     selected = {record.key for record in shown if record.selector is not None}
+    may_run = {record.key for record in shown if transitions.failed_may_run(record)}
     # A tombstone's job no longer wants its room captured: what the room did after the removal is no loss of it.
     removed = {r.key: r.removed_at for r in shown if r.status is TaskStatus.REMOVED and r.removed_at is not None}
     live = {r.key for r in shown if r.status is not TaskStatus.REMOVED}
@@ -234,8 +235,17 @@ def _rooms_on_page(
                 active=active,
                 activity_reported=spans is not None,
                 captures=tuple(
-                    _capture_line(
-                        key, history, window, active, room if key in selected else None, removed.get(key), key in live
+                    replace(
+                        _capture_line(
+                            key,
+                            history,
+                            window,
+                            active,
+                            room if key in selected else None,
+                            removed.get(key),
+                            key in live,
+                        ),
+                        start_may_run=key in may_run,
                     )
                     for key in rooms[room, account]
                 ),

@@ -227,6 +227,9 @@ class CaptureLine:
     runs: tuple[Interval, ...]
     gaps: tuple[Gap, ...]
     known_since: float  # history before this time is unknown (daemon start, or the task's first run)
+    # Its task's last start may run unconfirmed (`transitions.failed_may_run`): its bars draw no run there, which
+    # alone read as capture lost for sure beside the task's `start_may_run` (walk 50D-1).
+    start_may_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,8 @@ def _line_summary(line: CaptureLine) -> str:
         parts.append(f"{len(idle)} gap{'s' if len(idle) != 1 else ''} ({duration(sum(g.seconds for g in idle))})")
     if not lost and not idle:
         parts.append("no gap")
+    if line.start_may_run:  # drawn as no capture: it is not known to run, nor known not to
+        parts.append("its last start is unconfirmed: it may be capturing at the vendor, drawn as no capture")
     return "; ".join(parts)
 
 
@@ -286,6 +288,7 @@ def _room_json(room: RoomTimeline) -> dict[str, Any]:
             {
                 "key": c.key,
                 "known_since": rfc3339(c.known_since),
+                "start_may_run": c.start_may_run,
                 "runs": [_span_json(run) for run in c.runs],
                 "gaps": [_span_json(g) | {"room_active": g.room_active, "reason": g.reason} for g in c.gaps],
             }

@@ -1229,9 +1229,24 @@ def test_a_failed_start_in_a_room_left_is_not_started_offline() -> None:
         change = one(left, rec, refreshed=False)
         assert change.action is Action.NOOP, (status, change)
         assert change.reason == (
-            "previous start failed: HTTP 503; left to its room, which its room selector no longer chooses: "
-            "it starts when the room is selected again"
+            f"previous start failed: HTTP 503; {transitions.MAY_RUN}; left to its room, which its room selector "
+            "no longer chooses: it starts when the room is selected again"
         ), change.reason
+
+
+def test_a_failed_start_that_may_run_says_so_in_the_plan_unlike_one_refused() -> None:
+    """Walk 50D-2: a start whose answers were lost read in `state list` and on the status page `its start was
+    never confirmed: it may run at the vendor`, but in the plan (and the daemon's decision log) its error alone,
+    as a start the vendor refused, where nothing runs: failed, left to its room, or that left one started again."""
+    task = desired()
+    ending = dataclasses.replace(task, selector="lob*", ending=True)
+    lost = "volc: StartSnapshot: connection lost before an answer (RemoteProtocolError) after 6 tries"
+    for status, spec in ((TaskStatus.FAILED, task), (TaskStatus.FAILED, ending), (TaskStatus.STOPPED, task)):
+        for refused in (False, True):
+            rec = record_for(spec, status, vendor_task_id=None, last_error=lost, start_refused=refused)
+            reason = one(spec, rec, refreshed=False).reason
+            assert reason.startswith(f"previous start failed: {lost}"), reason
+            assert (transitions.MAY_RUN in reason) is not refused, (status, spec.ending, refused, reason)
 
 
 @pytest.mark.parametrize("family", [ApiFamily.VOLC_SNAPSHOT, ApiFamily.ZEGO_RECORD])
@@ -1311,4 +1326,6 @@ def test_a_failed_start_left_to_its_room_of_a_never_job_starts_when_its_room_is_
     left = record_for(job, TaskStatus.STOPPED, vendor_task_id=None, last_error="HTTP 503")
     assert "it starts when the room is selected again" in one(dataclasses.replace(job, ending=True), left).reason
     change = one(job, left, refreshed=False)
-    assert (change.action, change.reason) == (Action.CREATE, "previous start failed: HTTP 503"), change
+    # A 503 not marked refused may have run (walk 50D-2): the reason says so.
+    reason = f"previous start failed: HTTP 503; {transitions.MAY_RUN}"
+    assert (change.action, change.reason) == (Action.CREATE, reason), change

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.state.sqlite import SQLiteStateStore
+from reconciler.transitions import MAY_RUN
 from tests.e2e.conftest import Workdir
 from tests.e2e.test_cli_outage import ROOMS, start_slow_apply
 from tests.specdocs import snapshot_job
@@ -290,10 +291,13 @@ def test_a_start_never_confirmed_is_stopped_when_its_job_is_removed(work: Workdi
 
 def test_a_start_whose_answers_were_lost_is_stopped_when_its_job_is_removed(work: Workdir) -> None:
     """Every try of StartSnapshot takes effect but its answer is lost: the record is `failed`, without a vendor
-    id, while the task runs. Removing the job must stop it by the RoomId + TaskId it sent, not tombstone it."""
+    id, while the task runs. Removing the job must stop it by the RoomId + TaskId it sent, not tombstone it.
+    Apply's failure line says it may run, as `state list` does (walk 50D-4: its error alone read as a refusal)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     work.sim.faults(dropRate=1.0, phase="after", apis=["StartSnapshot"])
-    work.apply(expect=1)
+    failed = work.apply(expect=1).stdout
+    line = next(line for line in failed.splitlines() if line.startswith("✗"))
+    assert "(create): " in line and "lost before an answer" in line and line.endswith(f"; {MAY_RUN}"), line
     work.sim.http.delete("/faults")
     assert state(work)[LOBBY]["status"] == "failed" and len(running(work)) == 1
     removing_the_job_stops_its_task(work)

@@ -401,3 +401,39 @@ def test_a_lost_zego_start_left_to_its_room_says_it_may_run() -> None:
     assert [tasks[r.key]["start_may_run"] for r in (lost, refused, no_cid)] == [True, False, False]
     assert all(tasks[r.key]["waits_for_room"] for r in (lost, refused, no_cid))
     assert _text(render_html(snap)).count(MAY_RUN) == 1
+
+
+def test_a_room_timeline_does_not_call_a_start_that_may_run_capture_lost_alone() -> None:
+    """Walk 50D-1: a start whose answers were lost (the snapshot running at the vendor) read, in its task row,
+    `its start was never confirmed: it may run at the vendor`, while its room's timeline said only `0 runs;
+    capture lost while the room was active: …`, as if nothing ran. The caption and the JSON twin say it is
+    unconfirmed; a start refused outright, where nothing runs, keeps its capture lost alone."""
+    error = "volc (volcengine): StartSnapshot: connection lost before an answer (RemoteProtocolError) after 6 tries"
+    told = Told()
+    lost = record("SnapshotJob/hall/h1", TaskStatus.FAILED, last_error=error)
+    refused = record("SnapshotJob/hall/h2", TaskStatus.FAILED, last_error=error, start_refused=True)
+    told.seed([lost, refused], NOW - 600)
+    for room in ("h1", "h2"):
+        told.room_active(room, NOW - 500)
+    snap = build_snapshot(inputs([lost, refused], history=told.history), StatusQuery(), NOW)
+    captures = {c["key"]: c for room in to_json(snap)["rooms"] for c in room["captures"]}
+    assert [captures[r.key]["start_may_run"] for r in (lost, refused)] == [True, False]
+    assert all(captures[r.key]["gaps"][-1]["room_active"] for r in (lost, refused))  # still drawn as none
+    text = _text(render_html(snap))
+    assert text.count("capture lost while the room was active") == 2
+    assert text.count("its last start is unconfirmed: it may be capturing at the vendor, drawn as no capture") == 1
+
+
+def test_state_list_wide_says_a_failed_start_may_run_as_the_default_view_does() -> None:
+    """Walk 50D-3: `state list` said of a start whose answers were lost `…; its start was never confirmed: it may
+    run at the vendor`, but `-o wide` (every column) gave its error alone, as a start refused outright."""
+    from reconciler.render import render_state_table
+    from reconciler.transitions import MAY_RUN
+
+    error = "volc (volcengine): StartSnapshot: connection lost before an answer (RemoteProtocolError) after 6 tries"
+    lost = record("SnapshotJob/hall/h1", TaskStatus.FAILED, last_error=error)
+    refused = record("SnapshotJob/hall/h2", TaskStatus.FAILED, last_error=error, start_refused=True)
+    for wide in (False, True):
+        rows = render_state_table([lost, refused], 1, now=NOW, wide=wide).splitlines()[-2:]
+        assert [row.endswith(f"{error}; {MAY_RUN}") for row in rows] == [True, False], (wide, rows)
+        assert rows[1].endswith(error), rows
