@@ -512,10 +512,11 @@ class Executor:
         except VendorError as exc:
             # A refusal says this start did nothing: no recording to find by its ClientTaskId, unless it resumed
             # an earlier start under that id, which may run whatever this answer says. Refused with no answer
-            # lost before it (`call_with_retry` marks a lost one `unanswered`; a throttled try is an answer) and
+            # lost before it (`call_with_retry` marks a lost one `may_have_acted`; a throttled try is an answer, a
+            # connect refused at every try sent nothing, walk 51A-1) and
             # resuming nothing, nothing of it runs: a replace has nothing to stop. (A run it found, whose stop
             # failed, still runs: `found_runs`.)
-            refused = not (exc.unanswered or resumed or found_runs)
+            refused = not (exc.may_have_acted or resumed or found_runs)
             kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
             failed = self._failed(kept, str(exc))
             self._store.put(failed)

@@ -2,7 +2,7 @@
 
 Retryable errors (5xx, timeouts, dropped connections) get `max_attempts`; throttling answers get a
 larger allowance, because the rate budget has already slowed down and the call will go through. The error
-a call finally fails with says how many tries it took, and is `unanswered` when any try was: a try whose answer
+a call finally fails with says how many tries it took, and `may_have_acted` when any try did: a try whose answer
 was lost may have acted (a recording started, an interval changed), whatever a later answer says.
 `RetryReport` tells a person on a terminal that calls are being retried, instead of a silent wait of a dozen
 seconds against a dead endpoint.
@@ -65,8 +65,8 @@ async def call_with_retry(
         try:
             return await call()
         except VendorError as exc:
-            final = exc.after_a_lost_answer() if lost and not exc.unanswered else exc
-            lost = final.unanswered
+            final = exc.after_a_lost_answer() if lost and not exc.may_have_acted else exc
+            lost = final.may_have_acted  # (a connect refused sent nothing: it lost no answer)
             if exc.kind is ErrorKind.THROTTLED:
                 throttles += 1
                 if throttles > policy.max_throttled:
@@ -75,7 +75,7 @@ async def call_with_retry(
             elif exc.kind is ErrorKind.RETRYABLE:
                 failures += 1
                 if failures >= policy.max_attempts:
-                    raise (exc.after_tries(failures) if failures > 1 else exc) from None
+                    raise (final.after_tries(failures) if failures > 1 else final) from None
                 attempt = failures
             else:
                 raise final from None

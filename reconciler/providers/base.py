@@ -70,19 +70,29 @@ class VendorError(Exception):
     `code` is the vendor's error code, or "" when no answer came at all (a refused connection, a timeout).
     `unanswered`: no answer said what happened (every retryable error; a terminal one that must not be retried
     only because the call may have acted), so that a run of them gives up on the provider (`GIVE_UP_AFTER`).
+    `unsent`: the request never left this host (a refused or timed-out connect): unanswered, yet it cannot
+    have acted (`may_have_acted`).
     `provider` and `provider_type` name the Provider document whose call failed: the provider sets them
     (`named`), so that every error says which account and endpoint it is about.
     """
 
-    def __init__(self, kind: ErrorKind, code: str, message: str, *, api: str = "", unanswered: bool = False) -> None:
+    def __init__(
+        self, kind: ErrorKind, code: str, message: str, *, api: str = "", unanswered: bool = False, unsent: bool = False
+    ) -> None:
         super().__init__(code, message)
         self.kind = kind
         self.unanswered = unanswered or kind is ErrorKind.RETRYABLE
+        self.unsent = unsent
         self.code = code
         self.message = message
         self.api = api
         self.provider = ""
         self.provider_type = ""
+
+    @property
+    def may_have_acted(self) -> bool:
+        """No answer said what happened to a request that reached the vendor (or may have)."""
+        return self.unanswered and not self.unsent
 
     def __str__(self) -> str:
         where = f"{self.provider} ({self.provider_type}): " if self.provider else ""
@@ -96,19 +106,19 @@ class VendorError(Exception):
 
     def after_tries(self, tries: int) -> VendorError:
         """The same failure, saying how many tries it took to give up (the message a retry loop ends with)."""
-        return self._copy(f"{self.message} after {tries} tries", unanswered=self.unanswered)
+        return self._copy(f"{self.message} after {tries} tries", unanswered=self.unanswered, unsent=self.unsent)
 
     def explained(self, why: str) -> VendorError:
         """The same failure, with what the caller knows of its likely cause and what to do."""
-        return self._copy(f"{self.message} ({why})", unanswered=self.unanswered)
+        return self._copy(f"{self.message} ({why})", unanswered=self.unanswered, unsent=self.unsent)
 
     def after_a_lost_answer(self) -> VendorError:
         """The same failure of a call an earlier try of which got no answer: that try may have acted, whatever
         this answer says (`unanswered`)."""
-        return self._copy(self.message, unanswered=True)
+        return self._copy(self.message, unanswered=True, unsent=False)
 
-    def _copy(self, message: str, *, unanswered: bool) -> VendorError:
-        copy = VendorError(self.kind, self.code, message, api=self.api, unanswered=unanswered)
+    def _copy(self, message: str, *, unanswered: bool, unsent: bool) -> VendorError:
+        copy = VendorError(self.kind, self.code, message, api=self.api, unanswered=unanswered, unsent=unsent)
         return copy.named(self.provider, self.provider_type)
 
 

@@ -68,4 +68,6 @@ def transport_error(exc: httpx.RequestError, url: str, *, api: str) -> VendorErr
         message = f"connection to {origin} lost before an answer ({reason or type(exc).__name__})"
     else:  # a broken encoding, too many redirects: the answer could not be read
         message = f"the answer from {origin} could not be read ({type(exc).__name__})"
-    return VendorError(ErrorKind.RETRYABLE, "", message, api=api)
+    # A connect that failed sent no byte of the request: it cannot have acted (a start so refused runs nothing).
+    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return VendorError(ErrorKind.RETRYABLE, "", message, api=api, unsent=unsent)

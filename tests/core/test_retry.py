@@ -58,3 +58,28 @@ def test_max_attempts_of_thousands_of_digits_is_refused_naming_the_variable() ->
     """5,000 digits: int() refused them in Python's words ("use sys.set_int_max_str_digits()")."""
     with pytest.raises(ValueError, match=r"^CAPCTL_MAX_ATTEMPTS='9{40}'… \(5000 characters\): expected a whole"):
         RetryPolicy.from_env({"CAPCTL_MAX_ATTEMPTS": "9" * 5000})
+
+
+UNSENT = VendorError(ErrorKind.RETRYABLE, "", "cannot connect (connection refused)", api="StartRecord", unsent=True)
+
+
+@pytest.mark.parametrize(
+    ("tries", "acted"),
+    [
+        ((UNSENT,), False),  # every try refused at the port: no byte reached the vendor
+        ((UNSENT, REFUSED), False),
+        ((LOST, UNSENT), True),  # a lost answer before: that try may have acted (walk 46A-1)
+        ((UNSENT, LOST), True),
+        ((LOST, UNSENT, THROTTLED), True),
+    ],
+    ids=["unsent", "unsent-then-refused", "lost-then-unsent", "unsent-then-lost", "lost-unsent-throttled"],
+)
+async def test_a_call_refused_at_the_port_every_time_cannot_have_acted(
+    tries: tuple[VendorError, ...], acted: bool
+) -> None:
+    """Walk 51A-1: a connect refused counted as a lost answer, so a start refused at the port at every try read
+    `may run at the vendor` everywhere (state list, plan, apply's ✗ line, the page). Still unanswered (a
+    provider that never answers is given up on), but it cannot have acted."""
+    final = await retry(failing(*tries))
+    assert final.unanswered is (tries[-1].kind is ErrorKind.RETRYABLE or acted)
+    assert final.may_have_acted is acted

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from reconciler.execute import GIVE_UP_AFTER
+from reconciler.transitions import MAY_RUN
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
 from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL)
@@ -60,6 +61,24 @@ def test_an_unreachable_endpoint_is_named_with_its_provider_and_retries_show_pro
     assert len(applied.stderr.splitlines()) < len(ROOMS)  # nor a log line per failure: stdout lists them
     assert "Apply complete: 0 created" in applied.stdout and "30 failed (" in applied.stdout
     assert_no_secret(work)
+
+
+def test_a_start_refused_at_the_port_at_every_try_does_not_say_it_may_run(work: Workdir) -> None:
+    """Walk 51A-1: no byte of a start refused at the port reached the vendor, yet apply's ✗ line, `state list`
+    and the next plan said `may run at the vendor` (a connect refused counted as a lost answer). It is a
+    refusal (`start_refused`): the next apply starts it anew."""
+    port = closed_port()
+    work.write("providers.yaml", providers(f"http://127.0.0.1:{port}"))
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    applied = work.apply(expect=1).stdout
+    where = f"cannot connect to http://127.0.0.1:{port} (connection refused) after 3 tries"
+    assert f"✗ SnapshotJob/audit/lobby (create): volc (volcengine): StartSnapshot: {where}\n" in applied
+    (task,) = state_tasks(work).values()
+    assert task["status"] == "failed" and task["start_refused"]
+    assert MAY_RUN not in work.capctl("state", "list").stdout
+    work.write("providers.yaml", providers(work.sim.base))
+    assert MAY_RUN not in work.capctl("plan").stdout
+    assert "Apply complete: 1 created" in work.apply().stdout
 
 
 def test_apply_gives_up_on_a_provider_after_five_changes_in_a_row_got_no_answer(work: Workdir) -> None:
