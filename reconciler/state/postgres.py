@@ -330,6 +330,27 @@ def _option_names(options: str) -> set[str]:
     return names
 
 
+def _settings_taken(conn: psycopg.Connection[tuple[object, ...]], options: str) -> bool:
+    """Whether `conn`'s server takes every setting `options` make, each tried in a transaction undone; False
+    when it cannot tell (a word that is no `-c`/`--` setting, a setting only a connect may make)."""
+    settings: list[tuple[str, str]] = []
+    words = list(_option_words(options))
+    while words:
+        word = words.pop(0)
+        value = (words.pop(0) if words else "") if word == "-c" else word[2:]
+        if not word.startswith(("-c", "--")) or "=" not in value:
+            return False
+        name, _, setting = value.partition("=")
+        settings.append((name.replace("-", "_"), setting))
+    try:
+        with conn.transaction(force_rollback=True):
+            for name, setting in settings:
+                conn.execute("SELECT set_config(%s, %s, true)", (name, setting))
+    except psycopg.Error:
+        return False
+    return True
+
+
 class PostgresStateStore(SqlStateStore):
     """State in PostgreSQL tables `capctl_meta`, `capctl_records` and `capctl_lock`."""
 
@@ -598,15 +619,20 @@ class PostgresStateStore(SqlStateStore):
         if isinstance(exc, psycopg.errors.ConnectionTimeout) or full["options"] == own["options"]:
             return False
 
-        def refusal(limits: dict[str, str | int]) -> str | None:
+        def refusal(limits: dict[str, str | int], *, check: str | None = None) -> str | None:
+            """The server's refusal of a connection with `limits`, None when it lets it in; `check`: options
+            whose settings it is then asked to take ("taken": it takes them all)."""
             try:
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **limits)
-                psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout).close()
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout) as conn:
+                    return "taken" if check is not None and _settings_taken(conn, check) else None
             except psycopg.Error as again:
                 return str(again)
-            return None
 
-        return refusal(own) is None and refusal(full) == str(exc)
+        # Let in without them, the server is asked whether it takes the settings they make: a full server (too
+        # many clients, a role's connection limit) refused both tries in the same words when a slot freed just
+        # for the probe, and `capctl run` exited blaming options it takes (walk 51B-3).
+        return refusal(own, check=str(full["options"])) is None and refusal(full) == str(exc)
 
     def _options_applied(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Whether the session has the options sent when connecting (a pooler may have dropped them)."""
