@@ -379,11 +379,14 @@ class Executor:
         self, change: Change, task: DesiredTask | None, record: TaskRecord | None, first: VendorError
     ) -> ChangeResult:
         """Record on the task why its change was left out (a new task gets a failed record, as a failed
-        create has), and report it as failed."""
+        create has; a replace cut short is left as it is), and report it as failed."""
         who = f"{first.provider} ({first.provider_type})" if first.provider else change.provider
         error = f"not attempted: {who} did not answer: {str(first).removeprefix(who + ': ')}"
         if record is not None:
-            self._store.put(transitions.not_attempted(record, error))
+            # A replace cut short keeps no error: recorded, its lost start's form read as a failed start, which
+            # the daemon held in its backoff, not started at once as that replace (walk 51B-2).
+            if not transitions.replace_cut_short(record):
+                self._store.put(transitions.not_attempted(record, error))
         elif task is not None:
             # No call was made: nothing of it runs, as after a refusal (a fixed spec creates it, nothing to stop).
             unsent = transitions.intent(task, None, self._clock.now(), reissue=False)

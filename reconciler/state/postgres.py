@@ -97,9 +97,9 @@ _NO_TLS = "server does not support SSL, but SSL was required"
 # name, a bad value (`invalid value for parameter "statement_timeout": "abc"`, out of range), one no session
 # may set, `-c name` without a value, a word that is no option; only a corrected URL ends them (walk 49C-3).
 _BAD_OPTIONS = ('parameter "', "requires a value", "invalid command-line argument for server process")
-# A setting in a connection's options: `-c name=value`, `-cname=value` or `--name=value`; the server reads a
-# name in any case and with '-' for '_' (`--lock-timeout=5s`).
-_OPTION_NAMES = re.compile(r"(?:^|\s)(?:-c\s*|--)([A-Za-z_][\w.$-]*)=")
+# The server's switches that take a value (PostgreSQL's process_postgres_switches): `-c name=value` and
+# `--name=value` set a setting; the others' values are no setting's name.
+_VALUED_SWITCHES = frozenset("BcCDdfhkNprStvW-")
 _BAD_OPTIONS_HINT = " (a setting of the connection's options, from the URL's options= or PGOPTIONS: correct it there)"
 _SET_UP_REFUSALS = ("unsupported startup parameter: options", _NO_TLS, *_BAD_OPTIONS)
 # libpq's refusal of a URL parameter's value before it reaches any server (`invalid sslmode value: "bogus"`,
@@ -290,6 +290,65 @@ def _hidden(rows: list[tuple[object, ...]]) -> str:
 
 def _port_ok(port: str) -> bool:
     return not port or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
+
+
+def _option_words(options: str) -> Iterator[str]:
+    """The words of a connection's options as the server splits them (pg_split_opts): at whitespace not escaped
+    by a backslash, the backslashes dropped."""
+    word: list[str] | None = None
+    chars = iter(options)
+    for char in chars:
+        if char.isspace():
+            if word is not None:
+                yield "".join(word)
+            word = None
+            continue
+        word = word if word is not None else []
+        word.append(next(chars, "") if char == "\\" else char)
+    if word is not None:
+        yield "".join(word)
+
+
+def _option_names(options: str) -> set[str]:
+    """The names of the settings a connection's options set (`-c name=value`, `-cname=value`, `--name=value`,
+    switches grouped as getopt reads them), as the server reads a name: any case, '-' for '_'
+    (`--lock-timeout=5s`). Read as the server's words, not as text: a value with an escaped space,
+    `-c application_name=a\\ --lock_timeout=1s`, sets no lock_timeout (walk 51B-1), and a name within another
+    (`deadlock_timeout`) is not it (walk 50C-2)."""
+    names: set[str] = set()
+    words = _option_words(options)
+    for word in words:
+        if not word.startswith("-") or word == "-":
+            continue
+        for at, switch in enumerate(word[1:], start=1):
+            if switch not in _VALUED_SWITCHES:
+                continue
+            value = word[at + 1 :] or next(words, "")
+            if switch in "c-" and "=" in value:
+                names.add(value.split("=", 1)[0].lower().replace("-", "_"))
+            break
+    return names
+
+
+def _settings_taken(conn: psycopg.Connection[tuple[object, ...]], options: str) -> bool:
+    """Whether `conn`'s server takes every setting `options` make, each tried in a transaction undone; False
+    when it cannot tell (a word that is no `-c`/`--` setting, a setting only a connect may make)."""
+    settings: list[tuple[str, str]] = []
+    words = list(_option_words(options))
+    while words:
+        word = words.pop(0)
+        value = (words.pop(0) if words else "") if word == "-c" else word[2:]
+        if not word.startswith(("-c", "--")) or "=" not in value:
+            return False
+        name, _, setting = value.partition("=")
+        settings.append((name.replace("-", "_"), setting))
+    try:
+        with conn.transaction(force_rollback=True):
+            for name, setting in settings:
+                conn.execute("SELECT set_config(%s, %s, true)", (name, setting))
+    except psycopg.Error:
+        return False
+    return True
 
 
 class PostgresStateStore(SqlStateStore):
@@ -503,7 +562,7 @@ class PostgresStateStore(SqlStateStore):
         # The names the options set, as the server reads them (any case): a name within another
         # (`deadlock_timeout`) is not `lock_timeout`, which went unset: a write waited out the statement_timeout
         # on a lock, not capctl's lock wait (walk 50C-2).
-        theirs_set = {name.lower().replace("-", "_") for name in _OPTION_NAMES.findall(options)}
+        theirs_set = _option_names(options)
         added = " ".join(f"-c {k}={v}" for k, v in self._session_limits.items() if k not in theirs_set)
         if lease:
             added = " ".join((added, *(f"-c {name}={value}" for name, value in self._lease_limits.items())))
@@ -560,15 +619,20 @@ class PostgresStateStore(SqlStateStore):
         if isinstance(exc, psycopg.errors.ConnectionTimeout) or full["options"] == own["options"]:
             return False
 
-        def refusal(limits: dict[str, str | int]) -> str | None:
+        def refusal(limits: dict[str, str | int], *, check: str | None = None) -> str | None:
+            """The server's refusal of a connection with `limits`, None when it lets it in; `check`: options
+            whose settings it is then asked to take ("taken": it takes them all)."""
             try:
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **limits)
-                psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout).close()
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout) as conn:
+                    return "taken" if check is not None and _settings_taken(conn, check) else None
             except psycopg.Error as again:
                 return str(again)
-            return None
 
-        return refusal(own) is None and refusal(full) == str(exc)
+        # Let in without them, the server is asked whether it takes the settings they make: a full server (too
+        # many clients, a role's connection limit) refused both tries in the same words when a slot freed just
+        # for the probe, and `capctl run` exited blaming options it takes (walk 51B-3).
+        return refusal(own, check=str(full["options"])) is None and refusal(full) == str(exc)
 
     def _options_applied(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Whether the session has the options sent when connecting (a pooler may have dropped them)."""

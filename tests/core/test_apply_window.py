@@ -29,7 +29,7 @@ from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.retry import RetryPolicy, RetryReport
 from reconciler.state import open_state
 from reconciler.state.base import StateStore
-from reconciler.transitions import start_unconfirmed
+from reconciler.transitions import replace_cut_short, start_unconfirmed
 from tests.core.factories import desired, record_for
 
 
@@ -239,6 +239,23 @@ async def test_after_five_changes_in_a_row_got_no_answer_the_rest_of_the_provide
     assert all(map(start_unconfirmed, (records[r.key] for r in result.results[:GIVE_UP_AFTER])))  # these may run
     assert records[running.key].status is TaskStatus.RUNNING  # its stop was not attempted: it still runs
     assert records[running.key].last_error == skipped
+
+
+async def test_a_replace_cut_short_left_out_stays_that_replace(store: StateStore) -> None:
+    """A `--replace` of a lost Volcengine start, cut short after its stop (no vendor id, no error: walk 50a),
+    then left out of an apply whose provider stopped answering: its "not attempted" error made it a failed start,
+    which the daemon held in its backoff (an Always job), not started at once as that replace (walk 51B-2)."""
+    changes, tasks = creates(GIVE_UP_AFTER)
+    task = desired("cut")
+    cut = record_for(task, TaskStatus.STOPPED, vendor_task_id=None, stop_reason="replaced", start_refused=True)
+    assert replace_cut_short(cut)
+    store.put(cut)
+    replace = Change(cut.key, Action.REPLACE, "cut short", "volc", ApiFamily.VOLC_SNAPSHOT)
+    result = await sequential(store, DeadProvider()).apply(
+        (*changes, replace), {**tasks, task.key: task}, {cut.key: cut}
+    )
+    assert result.results[-1].not_attempted
+    assert store.load().records[cut.key] == cut  # still that replace: the next apply or the daemon starts it
 
 
 async def test_the_next_apply_tries_the_provider_again(store: StateStore) -> None:

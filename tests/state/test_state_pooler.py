@@ -67,10 +67,16 @@ def _in_german(src: socket.socket, dst: socket.socket) -> None:
             pass
 
 
-def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german: list[bytes] | None = None) -> None:
+def _serve(
+    client: socket.socket,
+    server: tuple[str, int],
+    refuse: bool,
+    german: list[bytes] | None = None,
+    trigger: bytes = b"statement_timeout=abc",
+) -> None:
     """One client: decline TLS, then drop (or refuse) `options` from its startup message, as PgBouncer does;
     `german`: pass them on, but refuse `statement_timeout=abc` in them as a German-speaking PostgreSQL does, in
-    those words in turn (the last kept)."""
+    those words in turn (the last kept); `trigger`: what in the options is refused so."""
     try:
         while True:
             length, code = struct.unpack("!II", _read(client, 8))
@@ -80,7 +86,7 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german:
         pairs = _read(client, length - 8).split(b"\0")
         params = dict(zip(pairs[0:-2:2], pairs[1:-2:2], strict=True))
         said = b"unsupported startup parameter: options" if refuse and b"options" in params else None
-        if german is not None and b"statement_timeout=abc" in params.get(b"options", b""):
+        if german is not None and trigger in params.get(b"options", b""):
             said = german.pop(0) if len(german) > 1 else german[0]
         if said is not None:
             fields = b"SFATAL\0C08P01\0M" + said + b"\0\0"
@@ -99,7 +105,9 @@ def _serve(client: socket.socket, server: tuple[str, int], refuse: bool, german:
     _pipe(client, upstream)
 
 
-def _pooler(pg_url: str, refuse: bool, german: list[bytes] | None = None) -> Iterator[str]:
+def _pooler(
+    pg_url: str, refuse: bool, german: list[bytes] | None = None, trigger: bytes = b"statement_timeout=abc"
+) -> Iterator[str]:
     """`pg_url` through a proxy on a free loopback port."""
     parts = urlsplit(pg_url)
     server = (parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -112,7 +120,7 @@ def _pooler(pg_url: str, refuse: bool, german: list[bytes] | None = None) -> Ite
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve, args=(client, server, refuse, german), daemon=True).start()
+            threading.Thread(target=_serve, args=(client, server, refuse, german, trigger), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
@@ -220,6 +228,13 @@ def test_options_a_server_refuses_in_another_language_are_not_waited_for(
         with pytest.raises(StateError) as caught:
             open_state(f"{german}%20-cstatement_timeout%3Dabc")
         assert not isinstance(caught.value, StateUnreachable)
+
+    # A full server (too many clients) refusing the first try and the retry, a slot freed just for the probe
+    # without the options in between: options it takes (work_mem=7MB) are not blamed; it is waited for (51B-3).
+    full = "Verbindungsslots sind für Verbindungen mit Superuser-Status reserviert".encode()
+    for german in _pooler(pg_url, refuse=False, german=[full, full, _GERMAN], trigger=b"work_mem=7MB"):
+        with pytest.raises(StateUnreachable):
+            open_state(f"{german}%20-cwork_mem%3D7MB")
 
 
 def test_a_table_gone_is_named_whatever_the_language_of_the_server(pg_url: str) -> None:

@@ -292,6 +292,16 @@ def test_every_postgres_statement_has_a_time_limit_unless_the_url_sets_its_own(p
             assert cur.fetchall()[0][0] == "replica-a"
     finally:
         own.close()
+    # A value with an escaped space is one word to the server: its `--lock_timeout=1s` is text, not a setting,
+    # and capctl's lock_timeout stays (walk 51B-1).
+    escaped = open_state(pg_url.replace("options=", "options=-c%20application_name%3Da%5C%20--lock_timeout%3D1s%20"))
+    assert isinstance(escaped, PostgresStateStore)
+    try:
+        with escaped._cursor(write=False) as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchall()[0][0] == "10s"  # not 1s: the server read no such setting either
+    finally:
+        escaped.close()
 
 
 def test_pgoptions_is_kept_when_the_url_sets_no_options(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
