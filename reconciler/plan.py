@@ -826,9 +826,9 @@ def _diff_recorded(task: DesiredTask, record: TaskRecord, after: dict[str, Any] 
         # it captured the empty room until it idled out (walk 45b-1).
         reason = f"{_failed_before(record)}; {_LEFT_TO_ITS_ROOM}"
         return _change(Action.NOOP, reason, task, record, after=after)
-    if task.ending and transitions.replace_cut_short(record):  # nor is a replace started into it (walk 50a)
-        return _change(Action.NOOP, f"{_CUT_SHORT}; {_LEFT_TO_ITS_ROOM}", task, record, after=after)
     if transitions.replace_cut_short(record):  # capctl stopped it: no re-issue counted, whatever the policy
+        if task.ending:  # nor is a replace started into a room its selector leaves (walk 50a)
+            return _change(Action.NOOP, f"{_CUT_SHORT}; {_LEFT_TO_ITS_ROOM}", task, record, after=after)
         return _change(Action.REPLACE, f"{_CUT_SHORT}, started anew", task, record, after=after)
     # One left to its room (its room selected again) too: no run ended, started as what its failed start was
     # (walk 44c-3), whatever the policy, as a failed start is (walk 50a: Never left it stopped for good).

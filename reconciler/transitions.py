@@ -59,6 +59,7 @@ __all__ = [
     "run_counts",
     "run_ended_at",
     "run_goes_on",
+    "start_outstanding",
     "start_unconfirmed",
     "started",
     "still_running",
@@ -190,7 +191,7 @@ def start_unconfirmed(record: TaskRecord) -> bool:
     stopped (walk 47a)."""
     return (
         record.vendor_task_id is None
-        and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
+        and start_outstanding(record)
         and not (record.status is not TaskStatus.PENDING and record.start_refused)
         and (record.family is not ApiFamily.ZEGO_RECORD or record.client_task_id is not None)
     )
@@ -219,7 +220,7 @@ def replace_resumed(task: DesiredTask, record: TaskRecord) -> bool:
     return (
         record.replacing
         and record.vendor_task_id is None
-        and (record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record))
+        and start_outstanding(record)
         and record.spec_hash == task.spec_hash
     )
 
@@ -357,8 +358,7 @@ def intent(
         fixed_hash=task.fixed_hash,
     )
     # A re-issue whose start is tried again (after a crash, a failure) was counted at its first intent.
-    tried_again = base.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(base)
-    counted = reissue and not (base.reissuing and tried_again)
+    counted = reissue and not (base.reissuing and start_outstanding(base))
     unproductive, faults = run_counts(base) if counted else (base.unproductive_runs, base.fault_runs)
     return base.evolve(
         provider=task.provider,
@@ -632,6 +632,13 @@ def failed_start_left(record: TaskRecord) -> bool:
     it ended (no vendor task). Its next start is what the failed one was (`plan._start_again`); read as a run
     the vendor stopped, a first start was a re-issue, counted, with an unproductive run (walk 44c-3)."""
     return record.status is TaskStatus.STOPPED and record.vendor_task_id is None
+
+
+def start_outstanding(record: TaskRecord) -> bool:
+    """A start not confirmed since its intent: pending (the call made or not), failed, or a failed start left
+    to its room (`failed_start_left`). Its record still tells of the run before it, and its intent may have
+    counted the next one already."""
+    return record.status in (TaskStatus.PENDING, TaskStatus.FAILED) or failed_start_left(record)
 
 
 def left_to_its_room(record: TaskRecord) -> bool:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler.model import RoomActivity, TaskRecord, TaskStatus
-from reconciler.transitions import failed_start_left
+from reconciler.transitions import start_outstanding
 
 __all__ = [
     "DAEMON_HOLDER",
@@ -181,9 +181,7 @@ def began_of(record: TaskRecord) -> HistorySpan | None:
     new column): an older capctl reads the state as before and ignores it. A failed start left to its room
     (`stopped`, no vendor task) is such an intent too: its start is still the run before it's, its count the
     next one's, written where that run had no row (a run an older capctl started: walk 49D-3)."""
-    if record.started_at is None or record.status in (TaskStatus.PENDING, TaskStatus.FAILED):
-        return None
-    if failed_start_left(record):  # (`stopped`: its intent's count, not its run's)
+    if record.started_at is None or start_outstanding(record):  # (its intent's count, not its run's)
         return None
     return HistorySpan("began", record.key, "", record.started_at, record.started_at, str(record.reissue_count))
 
