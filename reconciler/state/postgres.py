@@ -584,14 +584,12 @@ class PostgresStateStore(SqlStateStore):
                 conninfo = psycopg.conninfo.make_conninfo(self._conninfo.reveal(), **self._limits(lease=lease))
                 conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
             except psycopg.Error as exc:
-                why = f"{self._scrub(exc)}{self._limit_hit(exc)}"
-                message = f"cannot connect to the PostgreSQL state store {self.url}: {why}"
+                cannot = f"cannot connect to the PostgreSQL state store {self.url}: {self._scrub(exc)}"
                 if _set_up_refused(exc):  # never waited for (`--state-wait`)
-                    raise StateError(message) from None
-                if self._options_refused(exc, lease=lease):
-                    refused = f"{self._scrub(exc)}{_BAD_OPTIONS_HINT}"  # the server's words: not in English
-                    raise StateError(f"cannot connect to the PostgreSQL state store {self.url}: {refused}") from None
-                raise StateUnreachable(message, where=self.url) from None
+                    raise StateError(f"{cannot}{self._limit_hit(exc)}") from None
+                if self._options_refused(exc, lease=lease):  # the server's words: not in English
+                    raise StateError(f"{cannot}{_BAD_OPTIONS_HINT}") from None
+                raise StateUnreachable(f"{cannot}{self._limit_hit(exc)}", where=self.url) from None
             if (encoding := conn.info.parameter_status("server_encoding")) not in _SERVER_ENCODINGS:
                 conn.close()
                 raise StateError(
