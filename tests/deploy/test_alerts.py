@@ -341,37 +341,35 @@ def values(samples: Samples) -> str:
     return " ".join("_" if v is None else f"{v:g}" for v in samples)
 
 
-def promtool_tests(situations: dict[str, Situation]) -> dict[str, object]:
-    end = f"{(SAMPLES - 1) * STEP}s"
-    tests = []
-    for name, situation in situations.items():
-        series = healthy() | situation.series
-        tests.append(
+def firing_test(name: str, series: dict[str, Samples], fires: set[str], by: str = "") -> dict[str, object]:
+    """One promtool test: at the end, exactly `fires` are firing (each with the labels `by` adds)."""
+    return {
+        "name": name,
+        "interval": f"{STEP}s",
+        "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
+        "promql_expr_test": [
             {
-                "name": name,
-                "interval": f"{STEP}s",
-                "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
-                "promql_expr_test": [
-                    {
-                        # The situation's name as a label: promtool's report names no test, only the expression.
-                        "expr": f'label_replace(count by (alertname) (ALERTS{{alertstate="firing"}}), '
-                        f'"situation", "{name}", "", "")',
-                        "eval_time": end,
-                        "exp_samples": [
-                            {"labels": f'{{alertname="{a}",situation="{name}"}}', "value": 1}
-                            for a in sorted(situation.fires)
-                        ],
-                    }
+                # The test's name as a label: promtool's report names no test, only the expression.
+                "expr": f'label_replace(count by (alertname) (ALERTS{{alertstate="firing"{by}}}), '
+                f'"situation", "{name}", "", "")',
+                "eval_time": f"{(SAMPLES - 1) * STEP}s",
+                "exp_samples": [
+                    {"labels": f'{{alertname="{a}",situation="{name}"}}', "value": 1} for a in sorted(fires)
                 ],
             }
-        )
-    return {"rule_files": [str(RULES)], "evaluation_interval": f"{STEP}s", "tests": tests}
+        ],
+    }
 
 
-def run_promtool(tmp_path: Path, situations: dict[str, Situation]) -> subprocess.CompletedProcess[str]:
+def promtool_tests(situations: dict[str, Situation]) -> list[dict[str, object]]:
+    return [firing_test(name, healthy() | situation.series, situation.fires) for name, situation in situations.items()]
+
+
+def run_promtool(tmp_path: Path, tests: list[dict[str, object]]) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
     spec = tmp_path / "alerts_test.yaml"
-    spec.write_text(yaml.safe_dump(promtool_tests(situations), sort_keys=False))
+    document = {"rule_files": [str(RULES)], "evaluation_interval": f"{STEP}s", "tests": tests}
+    spec.write_text(yaml.safe_dump(document, sort_keys=False))
     return subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
 
 
@@ -384,7 +382,7 @@ def test_the_rules_parse() -> None:
 def test_each_alert_fires_in_its_situation_and_no_other(tmp_path: Path) -> None:
     alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
     assert {a for situation in SITUATIONS.values() for a in situation.fires} == alerts, "an alert without a situation"
-    result = run_promtool(tmp_path, SITUATIONS)
+    result = run_promtool(tmp_path, promtool_tests(SITUATIONS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -394,7 +392,31 @@ def test_the_check_fails_when_an_alert_stays_quiet(tmp_path: Path) -> None:
         "healthy, said to fire": Situation({"CapctlSpecSetInvalid"}),
         "leader gone, said quiet": Situation(set(), SITUATIONS["no replica leads"].series),
     }
-    result = run_promtool(tmp_path, wrong)
+    result = run_promtool(tmp_path, promtool_tests(wrong))
     assert result.returncode != 0
     assert "healthy, said to fire" in result.stdout + result.stderr
     assert "leader gone, said quiet" in result.stdout + result.stderr
+
+
+def in_staging(series: dict[str, Samples]) -> dict[str, Samples]:
+    """`series` as a second deployment's (namespace staging) with the same pods and names."""
+    return {name.replace("{", '{namespace="staging",', 1): v for name, v in series.items()}
+
+
+def test_each_alert_names_the_deployment_it_fires_for(tmp_path: Path) -> None:
+    """Walk 52d-1: one Prometheus watches production and staging; staging alone is in each alert's situation:
+    the alert that fires carries `namespace="staging"` (rules that summed the namespaces away paged with no
+    word of which database, secret or spec set was at fault, and Alertmanager could not route by it)."""
+    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    tests = []
+    for alert in sorted(alerts):
+        # The first situation that fires it in one deployment (`absent()` has no namespace to name).
+        name, situation = next(
+            (n, s)
+            for n, s in SITUATIONS.items()
+            if alert in s.fires and n != "no daemon scraped" and not any("namespace=" in k for k in s.series)
+        )
+        series = healthy() | in_staging(healthy() | situation.series)
+        tests.append(firing_test(f"{alert} in staging ({name})", series, situation.fires, by=',namespace="staging"'))
+    result = run_promtool(tmp_path, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
