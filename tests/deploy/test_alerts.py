@@ -325,6 +325,23 @@ SITUATIONS: dict[str, Situation] = {
             f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
         },
     ),
+    # Walk 52D-2: staging's pods all gone (crash-looping, an image that does not pull): its series end. Production
+    # still answers, so `absent()` saw a capctl_leader and nothing fired for staging.
+    "a second deployment's pods all gone": Situation(
+        {"CapctlLeaderMissing"},
+        {
+            'capctl_leader{namespace="staging",pod="c"}': [1] * 100 + [None] * 60,
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': [1] * 100 + [None] * 60,
+        },
+    ),
+    # A deployment removed on purpose: its alert clears an hour after its last series.
+    "a second deployment removed over an hour ago": Situation(
+        set(),
+        {
+            'capctl_leader{namespace="staging",pod="c"}': [1] * 20 + [None] * 140,
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': [1] * 20 + [None] * 140,
+        },
+    ),
     # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
     "the wall clock stepped": Situation(
         {"CapctlWallClockStepped"}, {'capctl_wall_clock_steps_total{pod="a"}': [0] * 100 + [1] * 60}
