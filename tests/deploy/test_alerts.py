@@ -8,6 +8,7 @@ increment unless the daemon creates it at 0.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -436,4 +437,32 @@ def test_each_alert_names_the_deployment_it_fires_for(tmp_path: Path) -> None:
         series = healthy() | in_staging(healthy() | situation.series)
         tests.append(firing_test(f"{alert} in staging ({name})", series, situation.fires, by=',namespace="staging"'))
     result = run_promtool(tmp_path, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboards_held_prunes_are_the_leaders_alone(tmp_path: Path) -> None:
+    """Walk 52D-3: a replica that led keeps its last `capctl_prune_blocked` counts; the dashboard's panel summed
+    every replica's, so after a failover it showed the old leader's hold beside (or instead of) the new one's."""
+    dashboard = json.loads((ROOT / "deploy" / "observability" / "grafana-dashboard.json").read_text())
+    (expr,) = [
+        t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "capctl_prune_blocked" in t["expr"]
+    ]
+    series = healthy() | {
+        'capctl_prune_blocked{pod="a",reason="max-prune"}': flat(2),  # the leader holds 2
+        'capctl_prune_blocked{pod="b",reason="max-prune"}': flat(3),  # the standby's count from when it led
+        'capctl_prune_blocked{pod="b",reason="grace"}': flat(1),
+    }
+    held = {"max-prune": 2, "grace": 0, "provider-missing": 0}
+    test = {
+        "interval": f"{STEP}s",
+        "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
+        "promql_expr_test": [
+            {
+                "expr": expr,
+                "eval_time": f"{(SAMPLES - 1) * STEP}s",
+                "exp_samples": [{"labels": f'{{reason="{r}"}}', "value": n} for r, n in held.items()],
+            }
+        ],
+    }
+    result = run_promtool(tmp_path, [test])
     assert result.returncode == 0, result.stdout + result.stderr
