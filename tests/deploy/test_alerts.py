@@ -453,7 +453,7 @@ def test_the_dashboards_held_prunes_are_the_leaders_alone(tmp_path: Path) -> Non
         'capctl_prune_blocked{pod="b",reason="grace"}': flat(1),
     }
     held = {"max-prune": 2, "grace": 0, "provider-missing": 0}
-    test = {
+    test: dict[str, object] = {
         "interval": f"{STEP}s",
         "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
         "promql_expr_test": [
