@@ -8,6 +8,7 @@ increment unless the daemon creates it at 0.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -325,6 +326,23 @@ SITUATIONS: dict[str, Situation] = {
             f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': flat(1),
         },
     ),
+    # Walk 52D-2: staging's pods all gone (crash-looping, an image that does not pull): its series end. Production
+    # still answers, so `absent()` saw a capctl_leader and nothing fired for staging.
+    "a second deployment's pods all gone": Situation(
+        {"CapctlLeaderMissing"},
+        {
+            'capctl_leader{namespace="staging",pod="c"}': [1] * 100 + [None] * 60,
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': [1] * 100 + [None] * 60,
+        },
+    ),
+    # A deployment removed on purpose: its alert clears an hour after its last series.
+    "a second deployment removed over an hour ago": Situation(
+        set(),
+        {
+            'capctl_leader{namespace="staging",pod="c"}': [1] * 20 + [None] * 140,
+            f'capctl_spec_set_info{{namespace="staging",pod="c",digest="sha256:{OLD}"}}': [1] * 20 + [None] * 140,
+        },
+    ),
     # The leader's host stepped half an hour ago (NTP): a warning for the hour after it.
     "the wall clock stepped": Situation(
         {"CapctlWallClockStepped"}, {'capctl_wall_clock_steps_total{pod="a"}': [0] * 100 + [1] * 60}
@@ -341,37 +359,35 @@ def values(samples: Samples) -> str:
     return " ".join("_" if v is None else f"{v:g}" for v in samples)
 
 
-def promtool_tests(situations: dict[str, Situation]) -> dict[str, object]:
-    end = f"{(SAMPLES - 1) * STEP}s"
-    tests = []
-    for name, situation in situations.items():
-        series = healthy() | situation.series
-        tests.append(
+def firing_test(name: str, series: dict[str, Samples], fires: set[str], by: str = "") -> dict[str, object]:
+    """One promtool test: at the end, exactly `fires` are firing (each with the labels `by` adds)."""
+    return {
+        "name": name,
+        "interval": f"{STEP}s",
+        "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
+        "promql_expr_test": [
             {
-                "name": name,
-                "interval": f"{STEP}s",
-                "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
-                "promql_expr_test": [
-                    {
-                        # The situation's name as a label: promtool's report names no test, only the expression.
-                        "expr": f'label_replace(count by (alertname) (ALERTS{{alertstate="firing"}}), '
-                        f'"situation", "{name}", "", "")',
-                        "eval_time": end,
-                        "exp_samples": [
-                            {"labels": f'{{alertname="{a}",situation="{name}"}}', "value": 1}
-                            for a in sorted(situation.fires)
-                        ],
-                    }
+                # The test's name as a label: promtool's report names no test, only the expression.
+                "expr": f'label_replace(count by (alertname) (ALERTS{{alertstate="firing"{by}}}), '
+                f'"situation", "{name}", "", "")',
+                "eval_time": f"{(SAMPLES - 1) * STEP}s",
+                "exp_samples": [
+                    {"labels": f'{{alertname="{a}",situation="{name}"}}', "value": 1} for a in sorted(fires)
                 ],
             }
-        )
-    return {"rule_files": [str(RULES)], "evaluation_interval": f"{STEP}s", "tests": tests}
+        ],
+    }
 
 
-def run_promtool(tmp_path: Path, situations: dict[str, Situation]) -> subprocess.CompletedProcess[str]:
+def promtool_tests(situations: dict[str, Situation]) -> list[dict[str, object]]:
+    return [firing_test(name, healthy() | situation.series, situation.fires) for name, situation in situations.items()]
+
+
+def run_promtool(tmp_path: Path, tests: list[dict[str, object]]) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
     spec = tmp_path / "alerts_test.yaml"
-    spec.write_text(yaml.safe_dump(promtool_tests(situations), sort_keys=False))
+    document = {"rule_files": [str(RULES)], "evaluation_interval": f"{STEP}s", "tests": tests}
+    spec.write_text(yaml.safe_dump(document, sort_keys=False))
     return subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
 
 
@@ -384,7 +400,7 @@ def test_the_rules_parse() -> None:
 def test_each_alert_fires_in_its_situation_and_no_other(tmp_path: Path) -> None:
     alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
     assert {a for situation in SITUATIONS.values() for a in situation.fires} == alerts, "an alert without a situation"
-    result = run_promtool(tmp_path, SITUATIONS)
+    result = run_promtool(tmp_path, promtool_tests(SITUATIONS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -394,7 +410,59 @@ def test_the_check_fails_when_an_alert_stays_quiet(tmp_path: Path) -> None:
         "healthy, said to fire": Situation({"CapctlSpecSetInvalid"}),
         "leader gone, said quiet": Situation(set(), SITUATIONS["no replica leads"].series),
     }
-    result = run_promtool(tmp_path, wrong)
+    result = run_promtool(tmp_path, promtool_tests(wrong))
     assert result.returncode != 0
     assert "healthy, said to fire" in result.stdout + result.stderr
     assert "leader gone, said quiet" in result.stdout + result.stderr
+
+
+def in_staging(series: dict[str, Samples]) -> dict[str, Samples]:
+    """`series` as a second deployment's (namespace staging) with the same pods and names."""
+    return {name.replace("{", '{namespace="staging",', 1): v for name, v in series.items()}
+
+
+def test_each_alert_names_the_deployment_it_fires_for(tmp_path: Path) -> None:
+    """Walk 52d-1: one Prometheus watches production and staging; staging alone is in each alert's situation:
+    the alert that fires carries `namespace="staging"` (rules that summed the namespaces away paged with no
+    word of which database, secret or spec set was at fault, and Alertmanager could not route by it)."""
+    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    tests = []
+    for alert in sorted(alerts):
+        # The first situation that fires it in one deployment (`absent()` has no namespace to name).
+        name, situation = next(
+            (n, s)
+            for n, s in SITUATIONS.items()
+            if alert in s.fires and n != "no daemon scraped" and not any("namespace=" in k for k in s.series)
+        )
+        series = healthy() | in_staging(healthy() | situation.series)
+        tests.append(firing_test(f"{alert} in staging ({name})", series, situation.fires, by=',namespace="staging"'))
+    result = run_promtool(tmp_path, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboards_held_prunes_are_the_leaders_alone(tmp_path: Path) -> None:
+    """Walk 52D-3: a replica that led keeps its last `capctl_prune_blocked` counts; the dashboard's panel summed
+    every replica's, so after a failover it showed the old leader's hold beside (or instead of) the new one's."""
+    dashboard = json.loads((ROOT / "deploy" / "observability" / "grafana-dashboard.json").read_text())
+    (expr,) = [
+        t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "capctl_prune_blocked" in t["expr"]
+    ]
+    series = healthy() | {
+        'capctl_prune_blocked{pod="a",reason="max-prune"}': flat(2),  # the leader holds 2
+        'capctl_prune_blocked{pod="b",reason="max-prune"}': flat(3),  # the standby's count from when it led
+        'capctl_prune_blocked{pod="b",reason="grace"}': flat(1),
+    }
+    held = {"max-prune": 2, "grace": 0, "provider-missing": 0}
+    test: dict[str, object] = {
+        "interval": f"{STEP}s",
+        "input_series": [{"series": s, "values": values(v)} for s, v in series.items()],
+        "promql_expr_test": [
+            {
+                "expr": expr,
+                "eval_time": f"{(SAMPLES - 1) * STEP}s",
+                "exp_samples": [{"labels": f'{{reason="{r}"}}', "value": n} for r, n in held.items()],
+            }
+        ],
+    }
+    result = run_promtool(tmp_path, [test])
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -180,7 +180,7 @@ def test_replica_level_alerts_fire_on_any_replica() -> None:
         ("CapctlSpecSetInvalid", "capctl_spec_set_valid"),
         ("CapctlStateStoreUnreachable", "capctl_state_store_reachable"),
     ):
-        assert f"min({gauge}) < 1" in exprs[f"rule {alert}"], alert
+        assert f"min by (namespace) ({gauge}) < 1" in exprs[f"rule {alert}"], alert
 
 
 def test_each_vendors_rejected_callbacks_are_served_from_zero() -> None:
