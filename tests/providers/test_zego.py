@@ -596,6 +596,8 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
         (httpx.Response(500), ErrorKind.TERMINAL),
         (httpx.Response(200, text="<html>oops</html>"), ErrorKind.TERMINAL),
         (httpx.ConnectError("refused"), ErrorKind.RETRYABLE),  # never sent: safe to try again
+        (httpx.PoolTimeout("busy"), ErrorKind.RETRYABLE),  # no connection was free: never sent either
+        (httpx.ProxyError("502 Bad Gateway"), ErrorKind.RETRYABLE),  # the proxy refused the tunnel: nor this
         (httpx.Response(200, json={"code": 300010000, "message": "system error"}), ErrorKind.RETRYABLE),
         (httpx.Response(429), ErrorKind.THROTTLED),
     ],
