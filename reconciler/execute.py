@@ -471,7 +471,8 @@ class Executor:
         """Intent → start → commit. Failpoints mark the three places a crash can interrupt it. `stopped`: a
         replace that stopped what its record may run just before (`_dispatch`).
 
-        A Volcengine start answered "already started" at its first try finds a run that was there before it.
+        A Volcengine start answered "already started" at its first try (or after tries that cannot have acted:
+        throttled, refused at the port) finds a run that was there before it.
         Unless the record says it was started with these very settings (a run older than the vendor's 72 h
         status window, an unconfirmed start), or `take_over` (another key's record names that vendor task: a
         renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state rm` forgot,
@@ -494,17 +495,20 @@ class Executor:
         self._store.put(pending)
         failpoints.hit("start.before-call")
         prio = priority if priority is not None else Priority.REISSUE if reissue else Priority.CHANGE
-        tries = 0
+        acted = False  # an earlier try may have started it (its answer lost); a throttled or refused one did not
 
         async def attempt() -> StartResult:
-            nonlocal tries
-            tries += 1
-            return await provider.start(task, pending.client_task_id, priority=prio)
+            nonlocal acted
+            try:
+                return await provider.start(task, pending.client_task_id, priority=prio)
+            except VendorError as exc:
+                acted = acted or exc.may_have_acted
+                raise
 
         restarted = found_runs = False
         try:
             result = await self._call(attempt)
-            known = take_over or tries > 1 or (record is not None and record.spec_hash == task.spec_hash)
+            known = take_over or acted or (record is not None and record.spec_hash == task.spec_hash)
             if result.already_running and not known:
                 found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
                 found_runs = True  # until its stop is answered: a refused stop is no refusal of this start

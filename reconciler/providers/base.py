@@ -112,6 +112,11 @@ class VendorError(Exception):
         """The same failure, with what the caller knows of its likely cause and what to do."""
         return self._copy(f"{self.message} ({why})", unanswered=self.unanswered, unsent=self.unsent)
 
+    def before_sending(self) -> VendorError:
+        """The same failure, of a call that failed before its own request was sent (getting what it needed first:
+        a legacy access token): unanswered as it was, yet that call cannot have acted (`unsent`)."""
+        return self._copy(self.message, unanswered=self.unanswered, unsent=True)
+
     def after_a_lost_answer(self) -> VendorError:
         """The same failure of a call an earlier try of which got no answer: that try may have acted, whatever
         this answer says (`unanswered`)."""

@@ -21,6 +21,8 @@ from reconciler.providers.base import ErrorKind, VendorError
 __all__ = ["DEFAULT_PORTS", "endpoint_origin", "transport_error"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# httpx's failures raised before a byte of the request is written (a CONNECT refused by a proxy included).
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
 
 def endpoint_origin(url: str) -> str:
@@ -60,14 +62,19 @@ def transport_error(exc: httpx.RequestError, url: str, *, api: str) -> VendorErr
         message = f"the answer from {origin} is larger than the limit of {exc.limit:,} bytes: not read further"
     elif isinstance(exc, httpx.ConnectTimeout):
         message = f"cannot connect to {origin} (timed out)"
+    elif isinstance(exc, httpx.PoolTimeout):
+        message = f"no free connection to {origin} in time (every one of the client's connections was busy)"
     elif isinstance(exc, httpx.TimeoutException):
         message = f"no answer from {origin} in time ({type(exc).__name__})"
     elif isinstance(exc, httpx.ConnectError):
         message = f"cannot connect to {origin} ({reason or 'connection failed'})"
+    elif isinstance(exc, httpx.ProxyError):
+        message = f"cannot connect to {origin} through the proxy (the proxy refused the tunnel)"
     elif isinstance(exc, httpx.TransportError):
         message = f"connection to {origin} lost before an answer ({reason or type(exc).__name__})"
     else:  # a broken encoding, too many redirects: the answer could not be read
         message = f"the answer from {origin} could not be read ({type(exc).__name__})"
-    # A connect that failed sent no byte of the request: it cannot have acted (a start so refused runs nothing).
-    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    # A connect that failed (to the endpoint, or through a proxy's tunnel) or a connection never free sent no
+    # byte of the request: it cannot have acted (a start so refused runs nothing).
+    unsent = isinstance(exc, _UNSENT)
     return VendorError(ErrorKind.RETRYABLE, "", message, api=api, unsent=unsent)

@@ -348,7 +348,11 @@ class ZegoLegacyRecordProvider(_RecordingProvider):
         if self._tokens is None:
             assert self._given is not None  # one of the two is always set
             return self._given
-        return await self._tokens.get(priority)
+        try:
+            return await self._tokens.get(priority)
+        except VendorError as exc:
+            # The call it was for was never sent: a start whose token's answer was lost started nothing.
+            raise exc.before_sending() from None
 
     async def _send(
         self,

@@ -199,8 +199,8 @@ class ZegoClient:
             response = await self._http.request(method, target, json=body)
         except httpx.RequestError as exc:
             error = transport_error(exc, url, api=api)
-            sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)  # else it never left
-            raise (error if repeatable or not sent else _unconfirmed(error)).named(name, kind) from None
+            unconfirmed = error.may_have_acted and not repeatable  # (a failed connect sent nothing: retried)
+            raise (_unconfirmed(error) if unconfirmed else error).named(name, kind) from None
         known_secrets = [self._server_secret, *secret_leaves(self.config.access_token), *secrets]
         try:
             return self._judge(api, budget, response, envelope, codes, not_found, credential, known_secrets)

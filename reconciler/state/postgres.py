@@ -292,13 +292,17 @@ def _port_ok(port: str) -> bool:
     return not port or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
 
+_C_SPACES = frozenset(" \t\n\v\f\r")
+
+
 def _option_words(options: str) -> Iterator[str]:
     """The words of a connection's options as the server splits them (pg_split_opts): at whitespace not escaped
-    by a backslash, the backslashes dropped."""
+    by a backslash, the backslashes dropped. Whitespace is C's `isspace` (six ASCII characters), not Python's,
+    which also splits at U+001F or a no-break space that the server keeps within a word (walk 52A-4)."""
     word: list[str] | None = None
     chars = iter(options)
     for char in chars:
-        if char.isspace():
+        if char in _C_SPACES:
             if word is not None:
                 yield "".join(word)
             word = None

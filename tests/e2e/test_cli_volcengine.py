@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from reconciler.model import RestartPolicy, TaskStatus
 from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.transitions import MAY_RUN
@@ -412,14 +414,19 @@ def test_pruning_a_renamed_job_whose_task_the_new_job_holds_already_stops_nothin
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
 
 
-def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir) -> None:
+@pytest.mark.parametrize("throttled", [0, 1])
+def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir, throttled: int) -> None:
     """`state rm` forgets a running task; the job's interval then changes. The apply's StartSnapshot was answered
     "already started" and recorded as a run of the new settings while the vendor kept the old interval, and
-    every later plan said "No changes" (found by tests/e2e/test_model_plan_apply.py)."""
+    every later plan said "No changes" (found by tests/e2e/test_model_plan_apply.py). A first try throttled is
+    an answer: it started nothing, so "already started" at the next try is that same forgotten run (walk 52A-2:
+    it was taken for the first try's own start, and kept the old interval)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=5))
     work.apply()
     work.capctl("state", "rm", LOBBY)
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
+    if throttled:
+        work.sim.faults(throttleNext=throttled, apis=["StartSnapshot"])
     out = work.apply().stdout  # the plan said create: the stop it could not foresee is noted (the model test checks)
     assert f"{LOBBY} " in out and "with settings capctl had not recorded: stopped and started again" in out, out
     [task] = running(work)

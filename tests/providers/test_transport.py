@@ -71,6 +71,49 @@ async def test_an_https_endpoint_that_speaks_plain_http_reads_tls_handshake_fail
     assert str(error).endswith(f"cannot connect to {url.removesuffix('/volc/')} (TLS handshake failed)")
 
 
+async def test_no_connection_free_in_time_was_never_sent() -> None:
+    """Every connection of the client busy with a request that hangs: the next one waits for a connection
+    (httpx's pool timeout) and fails without writing a byte, so it cannot have acted (a start so failed at
+    every try is a refusal, not a start that may run)."""
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/volc/"
+    limits = httpx.Limits(max_connections=1)
+    try:
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30, pool=0.05)) as http:
+            first = asyncio.ensure_future(http.get(url))
+            await held.wait()
+            with pytest.raises(httpx.PoolTimeout) as info:
+                await http.get(url)
+            release.set()
+            with pytest.raises(httpx.RemoteProtocolError):
+                await first
+    finally:
+        release.set()
+        server.close()
+    error = transport_error(info.value, url, api="StartSnapshot")
+    assert error.kind is ErrorKind.RETRYABLE and error.unanswered and not error.may_have_acted
+    assert str(error) == (
+        f"StartSnapshot: no free connection to {url.removesuffix('/volc/')} in time "
+        "(every one of the client's connections was busy)"
+    )
+
+
+def test_a_tunnel_the_proxy_refused_was_never_sent() -> None:
+    error = transport_error(httpx.ProxyError("502 Bad Gateway"), "https://rtc.example/x", api="StartSnapshot")
+    assert not error.may_have_acted and "502" not in str(error)
+    assert str(error) == (
+        "StartSnapshot: cannot connect to https://rtc.example:443 through the proxy (the proxy refused the tunnel)"
+    )
+
+
 def test_the_exception_text_is_never_quoted() -> None:
     error = transport_error(httpx.ReadError("secret-in-text"), "https://rtc.example", api="GetSnapshotTask")
     assert "secret-in-text" not in str(error) and "ReadError" in str(error)

@@ -596,6 +596,8 @@ async def test_legacy_start_obtains_a_token_then_starts() -> None:
         (httpx.Response(500), ErrorKind.TERMINAL),
         (httpx.Response(200, text="<html>oops</html>"), ErrorKind.TERMINAL),
         (httpx.ConnectError("refused"), ErrorKind.RETRYABLE),  # never sent: safe to try again
+        (httpx.PoolTimeout("busy"), ErrorKind.RETRYABLE),  # no connection was free: never sent either
+        (httpx.ProxyError("502 Bad Gateway"), ErrorKind.RETRYABLE),  # the proxy refused the tunnel: nor this
         (httpx.Response(200, json={"code": 300010000, "message": "system error"}), ErrorKind.RETRYABLE),
         (httpx.Response(429), ErrorKind.THROTTLED),
     ],
@@ -615,6 +617,20 @@ async def test_a_legacy_start_that_may_have_started_is_not_retryable(answer: Ans
     # metric says the vendor is unavailable, not that it refused (`CapctlReconcileErrors` would name the secret).
     assert err.value.unanswered is (kind is not ErrorKind.THROTTLED)
     assert error_reason(err.value, VendorFailure(), state_write=False) == "vendor-unavailable"
+
+
+@pytest.mark.parametrize("answer", [httpx.ReadTimeout("slow"), httpx.Response(502)])
+async def test_a_legacy_start_whose_token_got_no_answer_sent_nothing(answer: Answer) -> None:
+    """/access_token's answer lost: the /start it was for was never sent, so that start cannot run (walk 52A-3:
+    it read as a start that may run), yet it is no answer from the provider (it counts towards giving it up)."""
+    rig = Rig(ZegoLegacyRecordProvider)
+    rig.vendor.script("/base/access_token", answer)
+    with pytest.raises(VendorError) as err:
+        await rig.run(lambda: rig.provider.start(recording_task(ApiFamily.ZEGO_RECORD_LEGACY, LEGACY_REQUEST), None))
+    assert err.value.kind is ErrorKind.RETRYABLE and err.value.api == "access_token"
+    assert err.value.unanswered and not err.value.may_have_acted
+    assert str(err.value).startswith("zego-prod (zego): access_token: ")
+    assert rig.stats("start").granted == 0
 
 
 async def test_a_lost_answer_to_a_legacy_query_or_stop_stays_retryable() -> None:
