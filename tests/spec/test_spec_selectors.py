@@ -229,6 +229,17 @@ def test_max_rooms_keeps_running_rooms_first_and_returns_what_it_left_out(
     assert [t.target for t in sel.tasks] == list(sel.chosen)
 
 
+def test_a_room_running_past_a_lowered_cap_is_not_started_by_another_selector(load: Loader) -> None:
+    """Walk 52C-2: it was returned as left out and so released to the next overlapping selector job."""
+    capped = "provider: volc\nrooms: {match: 'class-*', maxRooms: 1}\nstorage: tos\n"
+    spec = load(job(name="a", body=capped) + "---\n" + job(name="b", body=VOLC_SELECTOR))
+    first, second = _select(
+        spec, ["class-1", "class-2"], held=frozenset({"SnapshotJob/a/class-1", "SnapshotJob/a/class-2"})
+    )
+    assert (first.chosen, first.left_out) == (("class-1",), ())
+    assert (second.chosen, second.claimed) == ((), (("class-1", "SnapshotJob/a"), ("class-2", "SnapshotJob/a")))
+
+
 def test_holding_counts_running_and_pending_tasks() -> None:
     statuses = {"r": TaskStatus.RUNNING, "p": TaskStatus.PENDING, "s": TaskStatus.STOPPED, "d": TaskStatus.DORMANT}
     records = {f"SnapshotJob/j/{r}": make_record(f"SnapshotJob/j/{r}", status=s) for r, s in statuses.items()}
