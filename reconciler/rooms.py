@@ -12,7 +12,7 @@ daemon call the same `select`, so they agree on which rooms a selector job captu
   that overlap, the first by name takes the room;
 - `maxRooms` caps the rooms a job holds: rooms already running are kept first (in room order), then new
   ones in room order; beyond the cap nothing new is started and the rest is returned as `left_out`, so the
-  caller can warn and count;
+  caller can warn and count (a room past a lowered cap whose task still runs is not: it is left to end);
 - a room whose activity ended is not chosen any more, but its task is not stopped: `leaving` keeps it with
   restartPolicy Never, so it is observed until it ends at the vendor by its idle timeout, and is not
   re-issued until the room is active again;
@@ -144,7 +144,10 @@ def select(
         # Rooms already held first, so a cap reached never stops a running capture to start another.
         ordered = sorted(rooms, key=lambda room: (f"{job}/{room}" not in held, room))
         cap = len(ordered) if selector.max_rooms is None else selector.max_rooms
-        chosen, left_out = sorted(ordered[:cap]), sorted(ordered[cap:])
+        chosen = sorted(ordered[:cap])
+        # Past a lowered cap a room still held runs on, left to end (the plan's `ending`): it is captured, so
+        # neither left out (warned of, counted as not captured) nor free for a later selector job to start.
+        left_out = sorted(room for room in ordered[cap:] if f"{job}/{room}" not in held)
         for room in left_out:  # not captured: a later selector job may take it
             del taken[(kind, provider, room)]
         selections.append(

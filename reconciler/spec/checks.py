@@ -445,16 +445,18 @@ class Checker:
                     self._volc_task_names(job, spec, provider)
             else:
                 idle = self._recording(job, spec, storage)
-            if provider is not None and idle is not None:
-                self._current_idle(job, provider, idle)
         if provider is None or (storage_name and storage is None) or broken or len(self.errors.errors) != before:
             return None
         return CheckedJob(job, provider, storage, interval, idle, region)
 
-    def _current_idle(self, job: Loaded, provider: Loaded, idle: int) -> None:
-        """The current ZEGO API's MaxIdleTime ends at 86400 s, below seed 003's legacy range checked before."""
-        api = self._zego_api(provider.name)
-        if api is not None and api[0] == "current" and ZEGO_CURRENT_MAX_IDLE < idle <= UINT32_MAX:
+    def _zego_idle(self, job: Loaded, provider: str, idle: int) -> None:
+        """ZEGO's MaxIdleTime: 5..86400 s on the current API (its StartRecord page), seed 003's 5..4294967295 on
+        the legacy one. One message names the range of the job's API, so a too short value is not answered with
+        a bound the current API refuses; a Provider not validly known is held to seed 003's range."""
+        api = self._zego_api(provider)
+        if api is None or api[0] != "current":
+            self._range(job, ("spec", "idleTimeout"), idle, 5, UINT32_MAX, "zego max_idle_time")
+        elif not 5 <= idle <= ZEGO_CURRENT_MAX_IDLE:
             self.fail(
                 job,
                 ("spec", "idleTimeout"),
@@ -518,7 +520,10 @@ class Checker:
         for name, value in given.items():
             default, low, high, what = SNAPSHOT_RANGES[name][vendor]
             values[name] = default if value is None else value
-            self._range(job, ("spec", name), values[name], low, high, what)
+            if vendor == "zego" and name == "idleTimeout":
+                self._zego_idle(job, spec.provider, values[name])
+            else:
+                self._range(job, ("spec", name), values[name], low, high, what)
         interval, idle = values["interval"], values["idleTimeout"]
         self._streams(job, spec.streams, vendor)
         if vendor == "volcengine":
@@ -618,7 +623,7 @@ class Checker:
 
     def _recording(self, job: Loaded, spec: RecordingJobSpec, storage: Loaded | None) -> int:
         self._streams(job, spec.streams, "zego")
-        self._range(job, ("spec", "idleTimeout"), spec.idle_timeout, 5, UINT32_MAX, "zego max_idle_time")
+        self._zego_idle(job, spec.provider, spec.idle_timeout)
         self._range(job, ("spec", "maxDuration"), spec.max_duration, 300, 86400, "zego max_record_time")
         if {"mode", "media", "format", "mix", "options"} & job.broken:
             return spec.idle_timeout  # the rest weighs these fields against each other: not with a default

@@ -109,6 +109,31 @@ async def test_max_rooms_starts_nothing_beyond_the_cap_warns_and_counts(harness:
     assert "job_name" in labels and not labels & {"job", "instance"}
 
 
+async def test_a_lowered_max_rooms_leaves_running_rooms_to_end_not_left_out(harness: Harness) -> None:
+    """Walk 52C-2: rooms past a lowered cap whose tasks run on were counted, logged and shown as left out
+    ("room not captured", capctl_selector_rooms_left_out) while they were captured."""
+    write_specs(harness.specs, classes(max_rooms=3))
+    await harness.start()
+    for room in ("class-1", "class-2", "class-3"):
+        harness.sim.publish("volcengine", room, user_id="t")
+    await harness.advance(2)
+    assert harness.daemon is not None
+    with capture_logs() as logs:
+        write_specs(harness.specs, classes(max_rooms=1))
+        assert harness.daemon.reload()
+        await harness.advance(2)
+    assert sorted(t.room_id for t in harness.running_sim_tasks("volcengine")) == ["class-1", "class-2", "class-3"]
+    assert not [e for e in logs if e["event"] == "room selector at maxRooms: room not captured"]
+    registry = harness.daemon.metrics.registry
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 0
+    async with await client(harness) as http:
+        assert (await http.get("/api/v1/status")).json()["replica"]["left_out"] == {}
+    harness.sim.publish("volcengine", "class-4", user_id="t")  # a new room is left out, as before
+    await harness.advance(2)
+    assert registry.get_sample_value("capctl_selector_rooms_left_out", {"job_name": "SnapshotJob/classes"}) == 1
+    assert started(harness) == ["class-1", "class-2", "class-3"]
+
+
 async def class_1_quiet_for_an_hour(harness: Harness, interval: str = "5s") -> None:
     """The daemon on `classes()` (images every `interval`), where class-1 had a stream for 2 s an hour ago."""
     write_specs(harness.specs, classes().replace("interval: 5s", f"interval: {interval}"))

@@ -249,7 +249,21 @@ RULES: list[tuple[str, str, str]] = [
         "spec.outputFolder: outputFolder is zego only: volcengine StartSnapshot takes no folder",
     ),
     ("zego snapshot sizes", job(body=ZSNAP + "image: {width: 640}"), "png, width and height are volcengine only"),
-    ("zego idle timeout minimum", job(body=ZSNAP + "idleTimeout: 4s"), "out of range for zego max_idle_time"),
+    (  # walk 52C-1: a too short one was answered with seed 003's legacy bound, 5..4294967295, on the current API
+        "zego idle timeout minimum",
+        job(body=ZSNAP + "idleTimeout: 4s"),
+        "spec.idleTimeout: 4s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current, ",
+    ),
+    (
+        "zego recording idle timeout minimum",
+        job("RecordingJob", body=REC + "idleTimeout: 1s"),
+        "spec.idleTimeout: 1s is out of range for zego MaxIdleTime (5..86400 s with cloudrecordApi: current, ",
+    ),
+    (
+        "legacy zego idle timeout minimum",
+        job(body=ZSNAP.replace("zego", "zego-legacy") + "idleTimeout: 4s"),
+        "spec.idleTimeout: 4s is out of range for zego max_idle_time (5..4294967295 s)",
+    ),
     (  # ZEGO's current StartRecord page: MaxIdleTime ≤ 86400 (seed 003's 4294967295 is the legacy API's)
         "zego current api idle timeout maximum",
         job(body=ZSNAP + "idleTimeout: 86401"),

@@ -218,11 +218,26 @@ def test_max_rooms_keeps_running_rooms_first_and_returns_what_it_left_out(
     (sel,) = _select(spec, active, held=frozenset(f"SnapshotJob/sel/{r}" for r in held))
     covered = sorted(r for r in active if r.startswith("class-") and not r.startswith("class-test-"))
     assert sel.active == tuple(covered)
-    assert sorted(sel.chosen + sel.left_out) == covered and not set(sel.chosen) & set(sel.left_out)
+    assert not set(sel.chosen) & set(sel.left_out) and set(sel.chosen + sel.left_out) <= set(covered)
+    # Walk 52C-2: a room still running past the cap is left to end: neither chosen nor left out (not captured).
+    assert {r for r in covered if r not in sel.chosen + sel.left_out} == {r for r in covered if r in held} - set(
+        sel.chosen
+    )
     assert len(sel.chosen) == min(cap, len(covered))
     kept = [r for r in covered if r in held]
     assert set(kept[:cap]) <= set(sel.chosen)  # a running room is never dropped for a new one
     assert [t.target for t in sel.tasks] == list(sel.chosen)
+
+
+def test_a_room_running_past_a_lowered_cap_is_not_started_by_another_selector(load: Loader) -> None:
+    """Walk 52C-2: it was returned as left out and so released to the next overlapping selector job."""
+    capped = "provider: volc\nrooms: {match: 'class-*', maxRooms: 1}\nstorage: tos\n"
+    spec = load(job(name="a", body=capped) + "---\n" + job(name="b", body=VOLC_SELECTOR))
+    first, second = _select(
+        spec, ["class-1", "class-2"], held=frozenset({"SnapshotJob/a/class-1", "SnapshotJob/a/class-2"})
+    )
+    assert (first.chosen, first.left_out) == (("class-1",), ())
+    assert (second.chosen, second.claimed) == ((), (("class-1", "SnapshotJob/a"), ("class-2", "SnapshotJob/a")))
 
 
 def test_holding_counts_running_and_pending_tasks() -> None:
