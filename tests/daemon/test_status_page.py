@@ -556,6 +556,23 @@ async def test_a_stopped_selector_task_a_narrowing_left_the_job_draws_one_loss_o
     assert followed["rooms"] == led["rooms"]
 
 
+async def test_a_held_stopped_selector_task_waits_for_no_room_on_every_replica(harness: Harness) -> None:
+    """Walk 52b (50b's left-alone): stage-1's task idled out, then `sel` narrowed to `lobby-*`, its prune held by
+    --max-prune. The leader's row said its stop waits for a human; the standby's, lacking the leader's
+    `prune_held`, said it starts when its room is selected again, which no selection does: both now read the
+    globs in force from the state, and neither counts it as waiting for its room."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await narrowed_after_an_idle_out(harness, held=False)
+    led, followed = await leader_and_standby_pages(harness)
+    key = "SnapshotJob/sel/stage-1"
+    assert led["replica"]["prune_held"] == [key] and task_of(led, key)["status"] == "stopped"
+    assert [task_of(page, key)["waits_for_room"] for page in (led, followed)] == [False, False]
+    assert followed["waiting_for_room"] == led["waiting_for_room"] == 0
+    assert followed["needs_attention"] is led["needs_attention"] is True
+
+
 async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:
     """Walk 49B-1: a narrowing whose prune `--max-prune` holds leaves stage-1's task running, presumed wanted
     until a human confirms; it idled out and the room was active again: that is capture lost, on the page
