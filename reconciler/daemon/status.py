@@ -69,8 +69,12 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             records=daemon.records.values(),
             replica=replica,
             history=daemon.records.history,
-            next_observation=lambda key: daemon.runtimes.get(key).next_observe,
-            next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
+            # When this replica acts next: a leader's plans; a deposed one's memory of them went stale (its page
+            # said `now` of every running task, for good), and a standby's page says what the state recorded.
+            next_observation=lambda key: daemon.runtimes.get(key).next_observe if acting else None,
+            next_retry=lambda key: (
+                None if not acting or (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait
+            ),
             events=logs.recent_events(),
             look_errors=daemon.runtimes.look_errors(),
             unknown_since=daemon.runtimes.unknown_since(),

@@ -3,6 +3,7 @@ and are re-issued, rooms fill and empty, specs break; its token and --no-status-
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 from datetime import datetime
@@ -504,6 +505,24 @@ async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_lef
     await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock), max_prune=100.0)
     await narrowed_after_an_idle_out(harness, held=False)
     assert await widened_stage(harness) < 30  # (almost) no capture lost
+
+
+async def test_a_deposed_leader_shows_no_next_observation_of_its_old_term(harness: Harness) -> None:
+    """Walk 52b (two replicas, SIGSTOP then SIGCONT of the leader): the deposed one, a standby again, kept the
+    next observations of its old term and its page said `now` of every running task, for good, beside the
+    new leader's `in 20s`; a standby that never led says the observation is the leader's. It says so too."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    daemon = await harness.start()
+    await harness.advance(2)
+    key = "SnapshotJob/audit/lobby"
+    async with await client(harness) as http:
+        assert task_of((await http.get("/api/v1/status")).json(), key)["next_observation"] is not None
+        daemon.lease.elector.resign()
+        followed = (await http.get("/api/v1/status")).json()
+        page = (await http.get("/")).text
+    assert followed["replica"]["role"] == "standby"
+    assert task_of(followed, key)["next_observation"] is None
+    assert "the leader's: a standby observes nothing" in html.unescape(page)
 
 
 async def leader_and_standby_pages(harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
