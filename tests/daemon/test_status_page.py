@@ -507,22 +507,24 @@ async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_lef
     assert await widened_stage(harness) < 30  # (almost) no capture lost
 
 
-async def test_a_deposed_leader_shows_no_next_observation_of_its_old_term(harness: Harness) -> None:
-    """Walk 52b (two replicas, SIGSTOP then SIGCONT of the leader): the deposed one, a standby again, kept the
-    next observations of its old term and its page said `now` of every running task, for good, beside the
-    new leader's `in 20s`; a standby that never led says the observation is the leader's. It says so too."""
-    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
-    daemon = await harness.start()
-    await harness.advance(2)
-    key = "SnapshotJob/audit/lobby"
+async def test_a_deposed_leader_shows_none_of_its_old_terms_plans_or_looks(harness: Harness) -> None:
+    """Walk 52b (two replicas, SIGSTOP then SIGCONT of the leader): the deposed one, a standby again, kept its old
+    term's next observations, and its page said `now` of every running task, for good, beside the new leader's
+    `in 20s`; and its last failed looks, `status unknown` for good, where no other standby says so. It shows
+    what a standby that never led shows: the observation is the leader's."""
+    await lobby_unseen(harness)
+    await harness.advance(120)  # the looks fail
     async with await client(harness) as http:
-        assert task_of((await http.get("/api/v1/status")).json(), key)["next_observation"] is not None
-        daemon.lease.elector.resign()
+        led = task_of((await http.get("/api/v1/status")).json(), LOBBY)
+        assert led["next_observation"] is not None and led["status_unknown"] is not None
+        assert harness.daemon is not None
+        harness.daemon.lease.elector.resign()
         followed = (await http.get("/api/v1/status")).json()
-        page = (await http.get("/")).text
-    assert followed["replica"]["role"] == "standby"
-    assert task_of(followed, key)["next_observation"] is None
-    assert "the leader's: a standby observes nothing" in html.unescape(page)
+        page = html.unescape((await http.get("/")).text)
+    assert followed["replica"]["role"] == "standby" and followed["unknown"] == 0
+    task = task_of(followed, LOBBY)
+    assert (task["next_observation"], task["status_unknown"], task["status_unknown_since"]) == (None, None, None)
+    assert "the leader's: a standby observes nothing" in page
 
 
 async def leader_and_standby_pages(harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
