@@ -11,16 +11,16 @@ so a leader paused or cut off from the database past its renew deadline sends no
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar, cast
 
 import httpx
 
 from reconciler.budget import Priority
 from reconciler.leader import LeaderElector, NotLeader
-from reconciler.model import DesiredTask, Observed, TaskRecord
+from reconciler.model import DesiredTask, Observed, RoomActivity, TaskRecord
 from reconciler.providers.base import Provider, StartResult
-from reconciler.state.base import InboxEntry, Lock, StateError, StateStore
+from reconciler.state.base import HistorySpan, InboxEntry, Lock, StateError, StateStore
 from reconciler.state.fenced import FenceableStore, ReadThrough
 
 __all__ = ["GuardedProvider", "LeaderStore", "fenceable", "request_guard"]
@@ -113,6 +113,26 @@ class LeaderStore(ReadThrough):
 
     def inbox_claim(self, *, now: float) -> list[InboxEntry]:
         return self.elector.store().inbox_claim(now=now)
+
+    def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
+        return self.store.room_activity(accounts)
+
+    def upgrade_rooms(self, accounts: Mapping[str, str]) -> tuple[int, list[str]] | None:
+        return self.store.upgrade_rooms(accounts)
+
+    def forget_rooms(self, quiet_before: float) -> int:
+        return self.store.forget_rooms(quiet_before)
+
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+        """The leader's batch through its term's fence (a deposed leader's retry must not reopen a `selector`
+        row its successor closed); a replica that does not lead writes what it heard of rooms, unfenced as a
+        callback is, but no `selector` span: the globs it loaded are not in force (48B-3)."""
+        try:
+            leader = self.elector.store()
+        except NotLeader:
+            self.store.record_rooms(reports, [s for s in spans if s.kind != "selector"])
+        else:
+            leader.record_rooms(reports, spans)
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
         return self.store.lock(holder, lease_seconds=lease_seconds)

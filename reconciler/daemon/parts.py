@@ -118,7 +118,7 @@ class DaemonParts(ABC):
         self.runtimes = RuntimeMap()
         self.router = CallbackRouter(self.records, self.metrics, clock)
         self.rooms = RoomSelectors(  # room-selector jobs: room activity in, their tasks out (roomjobs.py)
-            store,
+            self.state,  # (its history writes fenced like the tasks')
             self.metrics,
             clock,
             records=self.records.values,

@@ -69,11 +69,16 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             records=daemon.records.values(),
             replica=replica,
             history=daemon.records.history,
-            next_observation=lambda key: daemon.runtimes.get(key).next_observe,
-            next_retry=lambda key: None if (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait,
+            # When this replica acts next, and what its looks found: a leader's; a deposed one's memory of them
+            # went stale (its page said `now` of every running task, and `status unknown`, for good), and a
+            # standby's page says what the state recorded, as one that never led does.
+            next_observation=lambda key: daemon.runtimes.get(key).next_observe if acting else None,
+            next_retry=lambda key: (
+                None if not acting or (wait := daemon.queue.retry_in(key)) is None else daemon.clock.now() + wait
+            ),
             events=logs.recent_events(),
-            look_errors=daemon.runtimes.look_errors(),
-            unknown_since=daemon.runtimes.unknown_since(),
+            look_errors=daemon.runtimes.look_errors() if acting else {},
+            unknown_since=daemon.runtimes.unknown_since() if acting else {},
             accounts=accounts_of(spec.providers) if spec is not None else {},
         )
         return build_snapshot(inputs, query, daemon.clock.now())

@@ -13,17 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from reconciler.model import TaskRecord
+from reconciler.model import RoomActivity, TaskRecord
 
-from .base import Fenced, HistoryStore, InboxEntry, Lock, Snapshot, StateStore
+from .base import Fenced, HistorySpan, HistoryStore, InboxEntry, Lock, RoomActivityStore, Snapshot, StateStore
 from .sql import INBOX_KEEP_SECONDS
 
 __all__ = ["FenceableStore", "FencedStore", "ReadThrough"]
 
 
-class FenceableStore(StateStore, HistoryStore, Protocol):
-    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox and the status page's
-    history (both SQL stores)."""
+class FenceableStore(StateStore, HistoryStore, RoomActivityStore, Protocol):
+    """A store whose writes can carry a leader's epoch, and that keeps the callback inbox, room activity and
+    the status page's history (both SQL stores)."""
 
     def put_many(
         self, records: Iterable[TaskRecord], *, expected_serial: int | None = None, fence: int | None = None
@@ -40,6 +40,10 @@ class FenceableStore(StateStore, HistoryStore, Protocol):
     def inbox_claim(
         self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None
     ) -> list[InboxEntry]: ...
+
+    def record_rooms(
+        self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = (), *, fence: int | None = None
+    ) -> None: ...
 
 
 class ReadThrough:
@@ -98,6 +102,12 @@ class FencedStore(ReadThrough):
     def inbox_claim(self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS) -> list[InboxEntry]:
         try:
             return self.store.inbox_claim(now=now, limit=limit, keep=keep, fence=self.epoch)
+        except Fenced as exc:
+            raise self._fenced(exc) from None
+
+    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+        try:
+            self.store.record_rooms(reports, spans, fence=self.epoch)
         except Fenced as exc:
             raise self._fenced(exc) from None
 

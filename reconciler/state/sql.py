@@ -727,9 +727,13 @@ class SqlStateStore(ABC):
             self._check_fence(cur, fence)
             return serial
 
-    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+    def record_rooms(
+        self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = (), *, fence: int | None = None
+    ) -> None:
         """Keep what was learned of these rooms (newer reports replace older ones), and the status page's
-        `spans` of their activity (`HistorySpan`, kind "room"); one transaction."""
+        `spans` of their activity (`HistorySpan`, kind "room"); one transaction. With `fence` (a leader's
+        epoch) it is checked last, as a task write's: a deposed leader's retry would otherwise reopen a
+        `selector` row its successor closed (`Fenced`, nothing written)."""
         if not self.writable:
             raise StateError(f"{self.url}: opened read-only, so it cannot record room activity")
         rows = [(r.account, r.room, int(r.active), r.last_seen, r.source) for r in reports]
@@ -742,7 +746,7 @@ class SqlStateStore(ABC):
                 history.append(_span_row(span))
         if not rows and not history and not seen:
             return
-        if history or seen:
+        if history or seen or fence is not None:
             self._migrate_leadership()
         with self._cursor(write=True) as cur:
             if rows:
@@ -753,6 +757,7 @@ class SqlStateStore(ABC):
                 cur.executemany(self.room_queries.upsert, rows)
             cur.executemany(self.history_queries.put, history)
             cur.executemany(self.history_queries.seen, seen)
+            self._check_fence(cur, fence)
         self._rooms_ready = self._rooms_ready or bool(rows)
 
     def history(self) -> list[HistorySpan]:

@@ -88,7 +88,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         key, status = record.key, record.status  # a StrEnum is its text: `.value` per record cost a third
         job = job_of(key)
         counts[job, status] = counts.get((job, status), 0) + 1
-        if status is TaskStatus.STOPPED and _waits_for_room(record, prune_held):
+        if status is TaskStatus.STOPPED and _waits_for_room(record, prune_held, inputs.history):
             waiting[job] += 1
         if (status_filter is None or status == status_filter) and (not key_filter or query.matches_key(key)):
             matching.append((job, rank.get(status, last), key, record))
@@ -169,14 +169,19 @@ def _task_view(record: TaskRecord, inputs: StatusInputs, now: float) -> TaskView
         prune_held=record.key in inputs.replica.prune_held,
         # Only a submission the vendor took: an edited entry's failed or pending one keeps the last one's start.
         submitted_at=record.started_at if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id else None,
-        waits_for_room=_waits_for_room(record, inputs.replica.prune_held),
+        waits_for_room=_waits_for_room(record, inputs.replica.prune_held, inputs.history),
         start_may_run=transitions.failed_may_run(record),
     )
 
 
-def _waits_for_room(record: TaskRecord, prune_held: Collection[str]) -> bool:
-    """Left to its room (`transitions.left_to_its_room`), and not a removed one whose stop a prune holds."""
-    return transitions.left_to_its_room(record) and record.key not in prune_held
+def _waits_for_room(record: TaskRecord, prune_held: Collection[str], history: History) -> bool:
+    """Left to its room (`transitions.left_to_its_room`), and not a removed one whose stop a prune holds (or
+    `--no-prune` keeps, or its prune grace): its job's globs kept in the state leave its room out, which every
+    replica reads alike (a standby has no `prune_held`, the leader's memory: it said "when its room is selected
+    again" of a task no selection starts); `prune_held` still tells a state kept before the globs were."""
+    if not transitions.left_to_its_room(record) or record.key in prune_held:
+        return False
+    return not history.left_out(job_of(record.key), record.target)
 
 
 def _next_attempt(record: TaskRecord, inputs: StatusInputs) -> float | None:

@@ -337,6 +337,12 @@ class History:
             since = before.start
         return since
 
+    def left_out(self, job: str, room: str) -> bool:
+        """Whether `job`'s globs in force now, as kept, leave `room` out (narrowed away from it, or the job out of
+        the specs: its last span closed); False when none are kept (a state from before them)."""
+        last = covers[-1] if (covers := self._covers.get(job)) else None
+        return last is not None and (last.end is not None or not last.covers(room))
+
     def uncovered(self, job: str, room: str) -> list[Interval]:
         """When `job`'s globs, as kept, did not cover `room`: globs in force that left it out, and the job out of
         the specs between two spans (a selector narrowed and widened again, walk 48B-1). Before the first span

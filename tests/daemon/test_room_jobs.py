@@ -381,10 +381,12 @@ class FlakyRoomStore(SQLiteStateStore):
 
     failing = False
 
-    def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
+    def record_rooms(
+        self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = (), *, fence: int | None = None
+    ) -> None:
         if self.failing:
             raise StateError("database is locked")
-        super().record_rooms(reports, spans)
+        super().record_rooms(reports, spans, fence=fence)
 
     def forget_rooms(self, quiet_before: float) -> int:
         if self.failing:

@@ -3,6 +3,7 @@ and are re-issued, rooms fill and empty, specs break; its token and --no-status-
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 from datetime import datetime
@@ -506,6 +507,26 @@ async def test_a_selector_narrowed_and_widened_again_counts_no_loss_while_it_lef
     assert await widened_stage(harness) < 30  # (almost) no capture lost
 
 
+async def test_a_deposed_leader_shows_none_of_its_old_terms_plans_or_looks(harness: Harness) -> None:
+    """Walk 52b (two replicas, SIGSTOP then SIGCONT of the leader): the deposed one, a standby again, kept its old
+    term's next observations, and its page said `now` of every running task, for good, beside the new leader's
+    `in 20s`; and its last failed looks, `status unknown` for good, where no other standby says so. It shows
+    what a standby that never led shows: the observation is the leader's."""
+    await lobby_unseen(harness)
+    await harness.advance(120)  # the looks fail
+    async with await client(harness) as http:
+        led = task_of((await http.get("/api/v1/status")).json(), LOBBY)
+        assert led["next_observation"] is not None and led["status_unknown"] is not None
+        assert harness.daemon is not None
+        harness.daemon.lease.elector.resign()
+        followed = (await http.get("/api/v1/status")).json()
+        page = html.unescape((await http.get("/")).text)
+    assert followed["replica"]["role"] == "standby" and followed["unknown"] == 0
+    task = task_of(followed, LOBBY)
+    assert (task["next_observation"], task["status_unknown"], task["status_unknown_since"]) == (None, None, None)
+    assert "the leader's: a standby observes nothing" in page
+
+
 async def leader_and_standby_pages(harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
     """`GET /api/v1/status` of the harness's daemon (leading), then of a standby started on its state."""
     standby = await harness.start_standby()
@@ -554,6 +575,23 @@ async def test_a_stopped_selector_task_a_narrowing_left_the_job_draws_one_loss_o
     assert followed["replica"]["role"] == "standby" and followed["replica"]["prune_held"] == []
     assert room_of(led, "stage-1")["lost_seconds"] >= 290
     assert followed["rooms"] == led["rooms"]
+
+
+async def test_a_held_stopped_selector_task_waits_for_no_room_on_every_replica(harness: Harness) -> None:
+    """Walk 52b (50b's left-alone): stage-1's task idled out, then `sel` narrowed to `lobby-*`, its prune held by
+    --max-prune. The leader's row said its stop waits for a human; the standby's, lacking the leader's
+    `prune_held`, said it starts when its room is selected again, which no selection does: both now read the
+    globs in force from the state, and neither counts it as waiting for its room."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await narrowed_after_an_idle_out(harness, held=False)
+    led, followed = await leader_and_standby_pages(harness)
+    key = "SnapshotJob/sel/stage-1"
+    assert led["replica"]["prune_held"] == [key] and task_of(led, key)["status"] == "stopped"
+    assert [task_of(page, key)["waits_for_room"] for page in (led, followed)] == [False, False]
+    assert followed["waiting_for_room"] == led["waiting_for_room"] == 0
+    assert followed["needs_attention"] is led["needs_attention"] is True
 
 
 async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:

@@ -23,9 +23,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
+from reconciler.daemon.fencing import LeaderStore
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
+from reconciler.model import RoomActivity
 from reconciler.state import LockHeld, SQLiteStateStore, StateError, open_state
-from reconciler.state.base import Fenced, InboxEntry, Lock
+from reconciler.state.base import Fenced, HistorySpan, InboxEntry, Lock
 from reconciler.state.fenced import FencedStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import SqlStateStore
@@ -34,6 +36,7 @@ from .helpers import make_record, start_worker
 
 Store = SQLiteStateStore | PostgresStateStore
 # Short enough for a test to wait a lease out, long enough that a slow CI machine renews in time.
+VOLC = "volcengine:app-1"
 SHORT = LeaderSettings(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 
 
@@ -282,6 +285,48 @@ def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
     b.store().put(make_record(reissue_count=2))  # the current term writes
     assert stores[0].load().records[make_record().key].reissue_count == 2
     stores[0].put(make_record(reissue_count=3))  # the plain store (`capctl apply`) is not fenced
+
+
+JOB = "SnapshotJob/classes"
+GLOBS = "room selector class-*"  # (the store keeps a span's reason as given)
+
+
+def selector_rows(store: Store) -> list[tuple[float, float | None]]:
+    return [(s.start, s.end) for s in store.history() if s.kind == "selector" and s.subject == JOB]
+
+
+def test_a_superseded_epoch_records_no_room_activity_nor_reopens_a_selector_row(stores: tuple[Store, Store]) -> None:
+    """51a: room activity and the page's history (`record_rooms`) were not fenced: a deposed leader retrying a
+    failed batch wrote its open `selector` span over the row its successor had closed (rewritable since 50b)."""
+    old, b = superseded(stores)
+    b.store().record_rooms([], [HistorySpan("selector", JOB, "", 10.0, 50.0, GLOBS)])  # the new leader closed it
+    stale = [HistorySpan("selector", JOB, "", 10.0, None, GLOBS), HistorySpan("room", VOLC, "class-1", 40.0, None)]
+    with pytest.raises(Fenced, match=rf"leadership epoch {old.epoch} was superseded"):
+        old.record_rooms([RoomActivity(VOLC, "class-1", True, 60.0, "callback")], stale)
+    assert selector_rows(stores[0]) == [(10.0, 50.0)]
+    assert stores[0].room_activity({}) == []
+    assert [s for s in stores[0].history() if s.kind == "room"] == []
+    b.store().record_rooms([RoomActivity(VOLC, "class-1", True, 60.0, "callback")])  # the current term writes
+    assert [r.room for r in stores[1].room_activity({})] == ["class-1"]
+
+
+def test_a_replica_that_does_not_lead_records_rooms_but_no_selector_span(stores: tuple[Store, Store]) -> None:
+    """The daemon's view (`LeaderStore`): the leader's batch is fenced; one that no longer leads (it stepped
+    down: deposed, or its renewals failed) still writes what it heard of rooms, but no `selector` span, which
+    would be its own globs, not those in force."""
+    clock = FakeClock()
+    a, _ = elector(stores[0], clock)
+    view = LeaderStore(stores[0], a)
+    a.tick()
+    view.record_rooms([], [HistorySpan("selector", JOB, "", 10.0, 50.0, GLOBS)])
+    a.resign()
+    view.record_rooms(
+        [RoomActivity(VOLC, "class-1", True, 60.0, "callback")],
+        [HistorySpan("selector", JOB, "", 10.0, None, GLOBS), HistorySpan("room", VOLC, "class-1", 40.0, None)],
+    )
+    assert selector_rows(stores[1]) == [(10.0, 50.0)]
+    assert [r.room for r in stores[1].room_activity({})] == ["class-1"]
+    assert [(s.room, s.start) for s in stores[1].history() if s.kind == "room"] == [("class-1", 40.0)]
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)

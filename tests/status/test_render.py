@@ -240,6 +240,18 @@ def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     assert tasks[held]["prune_held"] is True and tasks[other]["prune_held"] is False
 
 
+def test_a_standby_does_not_say_a_running_task_is_observed_on_a_callback_only() -> None:
+    """Walk 52b: a standby observes nothing, so it knows no next observation: its page said `on a callback` of
+    every running task (what the leader says of a task it looks at on callbacks alone), beside the leader's
+    `in 10s` behind the same Service."""
+    standby = dataclasses.replace(LEADER, role="standby", detail="does not act: the leader is …")
+    running = record("SnapshotJob/hall/h1")
+    text = _text(render_html(build_snapshot(inputs([running], replica=standby), StatusQuery(), NOW)))
+    assert "the leader's: a standby observes nothing" in text and "on a callback" not in text
+    text = _text(render_html(build_snapshot(inputs([running]), StatusQuery(), NOW)))
+    assert "on a callback" in text
+
+
 def test_a_selector_task_left_to_end_says_its_room_starts_it_again() -> None:
     """Walk 25e: room-0002 emptied, its selector task idled out: `stopped by the vendor`, next attempt "—",
     which read as "nothing will start it". It starts when its room is selected again; a named room's stopped
