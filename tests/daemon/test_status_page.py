@@ -556,6 +556,21 @@ async def test_a_stopped_selector_task_a_narrowing_left_the_job_draws_one_loss_o
     assert followed["rooms"] == led["rooms"]
 
 
+async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:
+    """Walk 49B-1: a narrowing whose prune `--max-prune` holds leaves stage-1's task running, presumed wanted
+    until a human confirms; it idled out and the room was active again: that is capture lost, on the page
+    while the prune is held and after the selector is widened again (as a named-room task's would be)."""
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
+    await narrowed_after_an_idle_out(harness, held=True)
+    async with await client(harness) as http:
+        held = (await http.get("/api/v1/status")).json()
+    assert held["replica"]["prune_held"] == ["SnapshotJob/sel/stage-1"]
+    assert room_of(held, "stage-1")["lost_seconds"] >= 290
+    assert 290 <= await widened_stage(harness) < 330
+
+
 async def test_a_stopped_selector_task_pruned_after_its_grace_draws_no_loss_after_the_narrowing(
     harness: Harness,
 ) -> None:
@@ -577,18 +592,3 @@ async def test_a_stopped_selector_task_pruned_after_its_grace_draws_no_loss_afte
         assert task_of(led, "SnapshotJob/sel/stage-1")["status"] == status
         assert room_of(led, "stage-1")["lost_seconds"] < 5
         assert followed["rooms"] == led["rooms"]
-
-
-async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_its_task(harness: Harness) -> None:
-    """Walk 49B-1: a narrowing whose prune `--max-prune` holds leaves stage-1's task running, presumed wanted
-    until a human confirms; it idled out and the room was active again: that is capture lost, on the page
-    while the prune is held and after the selector is widened again (as a named-room task's would be)."""
-    write_specs(harness.specs, selector_job("sel", "lobby-*"))
-    harness.sim.publish("volcengine", "stage-1", user_id="alice")
-    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock))
-    await narrowed_after_an_idle_out(harness, held=True)
-    async with await client(harness) as http:
-        held = (await http.get("/api/v1/status")).json()
-    assert held["replica"]["prune_held"] == ["SnapshotJob/sel/stage-1"]
-    assert room_of(held, "stage-1")["lost_seconds"] >= 290
-    assert 290 <= await widened_stage(harness) < 330
