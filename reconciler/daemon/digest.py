@@ -18,7 +18,9 @@ import hashlib
 import json
 
 from reconciler.spec import SpecSet
+from reconciler.spec.checks import CheckedJob
 from reconciler.spec.expand import expand
+from reconciler.spec.models import RoomSelector
 
 __all__ = ["provider_settings", "spec_digest"]
 
@@ -37,9 +39,19 @@ def spec_digest(spec: SpecSet, fingerprint_key: bytes | None = None) -> str:
     loaded (its selector jobs' rooms apart), `fingerprint_key` the one its task hashes are keyed with."""
     tasks = sorted((key, task.spec_hash) for key, task in spec.tasks.items())
     jobs = sorted("/".join(name) for name in spec.jobs)
+    # Its rooms' globs and maxRooms too: the stand-in's task hash has none of them (walk 53c).
     selectors = sorted(
-        (f"{c.job.kind}/{c.job.name}", [t.spec_hash for t in expand(c, fingerprint_key, [_SELECTOR_STAND_IN])])
+        (
+            f"{c.job.kind}/{c.job.name}",
+            [t.spec_hash for t in expand(c, fingerprint_key, [_SELECTOR_STAND_IN])],
+            _rooms_of(c),
+        )
         for c in spec.selector_jobs
     )
     text = json.dumps({"tasks": tasks, "jobs": jobs, "selectors": selectors, "providers": provider_settings(spec)})
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _rooms_of(checked: CheckedJob) -> str | None:
+    rooms = getattr(checked.job.model.spec, "rooms", None)
+    return rooms.model_dump_json() if isinstance(rooms, RoomSelector) else None

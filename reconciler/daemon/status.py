@@ -80,6 +80,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             look_errors=daemon.runtimes.look_errors() if acting else {},
             unknown_since=daemon.runtimes.unknown_since() if acting else {},
             accounts=accounts_of(spec.providers) if spec is not None else {},
+            prune_grace=daemon.pruning.grace,
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 

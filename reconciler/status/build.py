@@ -51,6 +51,9 @@ MAX_FIELD_CHARS = 300  # a log field longer than this is cut on the page (the lo
 # milliseconds, and at 24 h per bar a second is a twentieth of a pixel.
 MIN_GAP_SECONDS = 1.0
 MIN_WINDOW_SECONDS = 900.0  # the shortest span a timeline draws
+# How late after the daemon's prune grace a prune still counts as the edit's own (its queue, a takeover's fresh
+# grace): a held prune a human confirmed takes minutes (stop the daemon, `capctl apply --prune`).
+PRUNE_LATE_SECONDS = 60.0
 _RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
 
 
@@ -73,6 +76,9 @@ class StatusInputs:
     unknown_since: Mapping[str, float] = field(default_factory=dict)  # key -> its first failed look in a row
     # Provider name -> its vendor account: a room is an account's (two apps may both have a `lobby`)
     accounts: Mapping[str, str] = field(default_factory=dict)
+    # The daemon's --prune-grace: a stopped selector task pruned within it (and PRUNE_LATE_SECONDS) of the edit
+    # that left its room out was the edit's own prune, no loss after the edit (walk 53c).
+    prune_grace: float = 0.0
 
 
 def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> StatusSnapshot:
@@ -116,7 +122,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         query=query,
         page=PageInfo(number, query.per_page, len(matching), pages),
         jobs=_jobs_on_page(shown, by_job, inputs, now),
-        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now),
+        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now, inputs.prune_grace),
         decisions=_decisions(inputs, query),
         unknown=len(inputs.look_errors),
         waiting=sum(waiting.values()),
@@ -214,7 +220,7 @@ def _reissued(before: Run, after: Run) -> bool:
 
 
 def _rooms_on_page(
-    shown: Sequence[TaskRecord], history: History, accounts: Mapping[str, str], now: float
+    shown: Sequence[TaskRecord], history: History, accounts: Mapping[str, str], now: float, prune_grace: float
 ) -> tuple[RoomTimeline, ...]:
     """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room), each of
     its vendor account (a task of a Provider no longer declared: of that name, which no activity is of)."""
@@ -248,7 +254,8 @@ def _rooms_on_page(
                             active,
                             room if key in selected else None,
                             removed.get(key),
-                            key in live,
+                            now if key in live else removed.get(key),
+                            prune_grace + PRUNE_LATE_SECONDS,
                         ),
                         start_may_run=key in may_run,
                     )
@@ -281,9 +288,11 @@ def _capture_line(
     active: Sequence[Interval],
     selected: str | None,
     removed: float | None,
-    live: bool = True,
+    stayed: float | None,
+    own_prune: float,
 ) -> CaptureLine:
-    """`selected`: the room, for a room-selector job's task; `live`: not a tombstone."""
+    """`selected`: the room, for a room-selector job's task; `stayed`: until when the task was the job's (now,
+    or a tombstone's removal; None: not known); `own_prune`: how long after an edit its own prune may come."""
     runs = history.runs(key)
     since = history.known_since(key)
     if selected is not None and since is not None and len(runs) < MAX_INTERVALS:
@@ -297,7 +306,7 @@ def _capture_line(
         since = began if covered is None else max(began, covered)
     if selected is not None:  # nor while its globs left the room out (narrowed, then widened again: 48B-1)
         uncovered = history.uncovered(job_of(key), selected)
-        active = _without(active, [u for u in uncovered if not _kept(u, runs, live or removed is not None)])
+        active = _without(active, [u for u in uncovered if not _kept(u, runs, stayed, own_prune)])
     end = window.end if removed is None else max(window.start, min(removed, window.end))
     known = Interval(end if since is None else min(end, max(since, window.start)), end)
     spans = _clip([Interval(r.start, window.end if r.end is None else r.end) for r in runs], window)
@@ -312,15 +321,17 @@ def _capture_line(
     return CaptureLine(key=key, runs=spans, gaps=tuple(gaps), known_since=known.start)
 
 
-def _kept(uncovered: Interval, runs: Sequence[Run], until_pruned: bool) -> bool:
+def _kept(uncovered: Interval, runs: Sequence[Run], stayed: float | None, own_prune: float) -> bool:
     """Whether the task stayed the job's while its globs left the room out: a run that went on across the
     edit (a prune held by `--max-prune`, or none: a pruned run ends by its removal, no loss after it anyway),
-    or, for the globs in force now, until a prune tombstones it (held, `--no-prune`, its grace; the line of a
-    tombstone ends at its removal). Its loss then is real: the safeguard presumes the edit a mistake until a
-    human confirms it, as a named-room task's is drawn (walk 49B-1), and a confirmation does not undo that
-    (walk 50B-3). Read from the record, not from the leader's `prune_held`, which a standby does not have:
-    every replica's page draws the same loss (walk 50B-1)."""
-    if until_pruned and uncovered.end == math.inf:
+    or, for the globs in force now (or since the job's removal), until a prune tombstones it later than the
+    edit's own prune would have (held, `--no-prune`; the line of a tombstone ends at its removal). Its loss
+    then is real: the safeguard presumes the edit a mistake until a human confirms it, as a named-room task's
+    is drawn (walk 49B-1), and a confirmation does not undo that (walk 50B-3). Not within the daemon's prune
+    grace: the user asked for the room out, and the grace only guards against a spec file rewritten in place;
+    `capctl apply --prune` of the same edit drew no loss (walk 53c). Read from the record, not from the
+    leader's `prune_held`, which a standby does not have: every replica's page draws the same (walk 50B-1)."""
+    if stayed is not None and uncovered.end == math.inf and stayed > uncovered.start + own_prune:
         return True
     return any(r.start < uncovered.start and (r.end is None or r.end > uncovered.start) for r in runs)
 

@@ -345,10 +345,12 @@ class History:
 
     def uncovered(self, job: str, room: str) -> list[Interval]:
         """When `job`'s globs, as kept, did not cover `room`: globs in force that left it out, and the job out of
-        the specs between two spans (a selector narrowed and widened again, walk 48B-1). Before the first span
-        kept, and after the last one closed (the job's tombstones end there), not known: none."""
+        the specs between two spans (a selector narrowed and widened again, walk 48B-1) or since the last one
+        closed (the job removed: its tasks' prune grace, walk 53c). Before the first span kept, not known: none."""
         covers = self._covers.get(job, ())
         out = [Interval(a.end, b.start) for a, b in itertools.pairwise(covers) if a.end is not None and a.end < b.start]
+        if covers and (gone := covers[-1].end) is not None:
+            out.append(Interval(gone, math.inf))
         out += [
             Interval(c.start, math.inf if c.end is None else c.end)
             for c, covered in self._covering(job, room)

@@ -282,7 +282,8 @@ async def test_a_label_edit_and_a_switch_to_named_rooms_reach_the_records(harnes
 async def test_the_spec_digest_follows_the_files_not_the_rooms_a_selector_has(harness: Harness) -> None:
     """Replicas compare digests (`capctl_spec_set_info`, `spec set loaded`): the same files digested with the
     rooms a selector job had at that load showed another digest on the next load, and on a replica that had
-    learned its rooms at another time. A change to the selector job's settings still shows."""
+    learned its rooms at another time. A change to the selector job's settings still shows, its globs and
+    maxRooms too (walk 53c: a replica still on `class-*` showed the digest of one on `lobby-*`)."""
     write_specs(harness.specs, classes())
     daemon = await harness.start()
     first = daemon.spec_digest
@@ -294,6 +295,12 @@ async def test_the_spec_digest_follows_the_files_not_the_rooms_a_selector_has(ha
     write_specs(harness.specs, classes().replace("interval: 5s", "interval: 10s"))
     await daemon.reload_async()
     assert daemon.spec_digest not in (first, None)
+    seen = {first, daemon.spec_digest}
+    for edited in (classes().replace("class-*", "lobby-*"), classes().replace("class-test-*", "x"), classes(3)):
+        write_specs(harness.specs, edited)
+        await daemon.reload_async()
+        assert daemon.spec_digest not in seen
+        seen.add(daemon.spec_digest)
 
 
 async def test_a_selector_whose_provider_has_no_callback_secret_is_warned_about(harness: Harness) -> None:

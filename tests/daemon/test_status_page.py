@@ -607,3 +607,27 @@ async def test_a_selector_narrowing_held_by_max_prune_still_counts_the_loss_of_i
     assert held["replica"]["prune_held"] == ["SnapshotJob/sel/stage-1"]
     assert room_of(held, "stage-1")["lost_seconds"] >= 290
     assert 290 <= await widened_stage(harness) < 330
+
+
+@pytest.mark.parametrize("narrowed", [True, False])
+async def test_a_stopped_selector_task_pruned_after_its_grace_draws_no_loss_after_the_narrowing(
+    harness: Harness, narrowed: bool
+) -> None:
+    """Walk 53c: stage-1's task idled out; `sel` narrowed to `lobby-*` (or removed) as stage-1 came back: the
+    daemon prunes the task after its 30 s grace, and the page drew the room active meanwhile as capture lost
+    (growing during the grace, 30 s after), on every replica; `capctl apply --prune` of the same edit drew none."""
+    write_specs(harness.specs, selector_job("sel", "*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock), max_prune=100.0)
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
+    await harness.advance(60)  # its task idles out
+    write_specs(harness.specs, *([selector_job("sel", "lobby-*")] if narrowed else []))
+    assert harness.daemon is not None and harness.daemon.reload()
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    for wait, status in ((20, "stopped"), (60, "removed")):  # within the grace, then pruned
+        await harness.advance(wait)
+        led, followed = await leader_and_standby_pages(harness)
+        assert task_of(led, "SnapshotJob/sel/stage-1")["status"] == status
+        assert room_of(led, "stage-1")["lost_seconds"] < 5
+        assert followed["rooms"] == led["rooms"]

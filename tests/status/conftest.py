@@ -87,6 +87,7 @@ def inputs(
     replica: Replica = LEADER,
     events: list[dict[str, Any]] | None = None,
     next_observation: dict[str, float] | None = None,
+    prune_grace: float = 0.0,
 ) -> StatusInputs:
     if history is None:
         told = Told()
@@ -99,4 +100,5 @@ def inputs(
         next_observation=(next_observation or {}).get,
         events=events or [],
         accounts=ACCOUNTS,
+        prune_grace=prune_grace,
     )

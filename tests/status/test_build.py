@@ -477,11 +477,20 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
         ({2000: ["lobby-*"]}, True, 2510),  # narrowed after its idle-out, its stop held now: the leader's page
         # The same on a standby's page (no `prune_held`: the leader's), or under --no-prune: no prune tombstoned it.
         ({2000: ["lobby-*"]}, False, 2510),
-        # Tombstoned (REMOVED) so many seconds ago: by the narrowing's own prune, no loss while left out (48B-1);
-        # after its 30 s grace, those 30 s are the job's; held, then confirmed: the time before stays lost.
+        # Tombstoned (REMOVED) so many seconds ago: by the narrowing's own prune, at once or after the daemon's
+        # 30 s grace, no loss while left out (48B-1, 53c); held, then confirmed: the time before stays lost.
         ({2000: ["lobby-*"]}, 2000, 510),
-        ({2000: ["lobby-*"]}, 1970, 540),
+        ({2000: ["lobby-*"]}, 1970, 510),
+        ({2000: ["lobby-*"]}, 1900, 610),
         ({2000: ["lobby-*"]}, 1000, 1510),
+        # Within the grace (and its minute late), not yet pruned: none after the edit yet; past it, held: lost.
+        ({60: ["lobby-*"]}, False, 2450),
+        ({120: ["lobby-*"]}, False, 2510),
+        # The job removed from the specs: the same.
+        ({2000: None}, 1970, 510),
+        ({2000: None}, 1000, 1510),
+        ({60: None}, False, 2450),
+        ({2000: None}, False, 2510),
     ],
 )
 def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
@@ -490,7 +499,8 @@ def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
     """Walk 49B-1: the time a selector's globs left a room out is no capture lost only where the task was not
     the job's then: a narrowing (or removal) whose prune --max-prune held left it running, and its idle-out,
     the room still active, read as no loss. Walk 50B-1: a standby's page drew the held one's loss as none, the
-    leader's as lost. Walk 50B-3: a held prune confirmed (`capctl apply --prune`) turned that loss into none."""
+    leader's as lost. Walk 50B-3: a held prune confirmed (`capctl apply --prune`) turned that loss into none.
+    Walk 53c: the daemon's own prune, after its 30 s grace, drew those 30 s lost (`apply --prune`: none)."""
     told, job = Told(), "SnapshotJob/sel"
     told.clock.set(NOW - 5000)
     told.history.cover({job: RoomSelector.model_validate({"match": ["*"]})})
@@ -507,5 +517,6 @@ def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
     replica = dataclasses.replace(LEADER, prune_held=(stopped.key,) if held is True else ())
     if held is not True and held is not False:
         stopped = stopped.evolve(status=TaskStatus.REMOVED, removed_at=NOW - held)
-    (room,) = build_snapshot(inputs([stopped], history=told.history, replica=replica), StatusQuery(), NOW).rooms
+    page = inputs([stopped], history=told.history, replica=replica, prune_grace=30)
+    (room,) = build_snapshot(page, StatusQuery(), NOW).rooms
     assert room.lost_seconds == lost
