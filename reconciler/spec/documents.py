@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,7 +29,7 @@ from reconciler.spec.fields import (
     NAME_PATTERN,
     VOLC_ID_PATTERN,
 )
-from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
+from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile, field_types
 from reconciler.spec.refs import LITERAL_SECRET, Unresolved, reference_typo
 from reconciler.spec.yamlpos import Path, RawDocument
 
@@ -100,30 +98,11 @@ def _data_path(data: Any, loc: tuple[int | str, ...], *, missing: bool) -> Path:
     return tuple(path)
 
 
-def _unwrap(annotation: Any) -> list[Any]:
-    """The model/container types an annotation may hold (Optional, unions, Annotated unwrapped)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
-    return [annotation]
-
-
 def _field_names(model: type[BaseModel], path: Path) -> list[str]:
     """YAML field names accepted at `path` inside `model`, for "did you mean" hints."""
-    current: list[Any] = [model]
-    for part in path:
-        following: list[Any] = []
-        for tp in current:
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                following += [t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)]
-            elif typing.get_origin(tp) in (list, dict):
-                following += _unwrap(typing.get_args(tp)[-1])
-        current = following
     return [
         f.alias or n
-        for tp in current
+        for tp in field_types(model, path)
         if isinstance(tp, type) and issubclass(tp, BaseModel)
         for n, f in tp.model_fields.items()
     ]

@@ -15,7 +15,8 @@ publish (plans are posted to pull requests). So such text is a `SecretText` (sen
 fingerprint) unless its field is in `SHOWN_FIELDS`, a short list of settings that are harmless and that a
 reviewer needs to see (endpoints, app id, region, ...). Numbers, booleans and durations are shown: they are
 settings, not credentials. A task key is printed in every plan, log and listing, so a reference that would
-name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) is refused.
+name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) is refused, as is one where a
+mapping or a list goes: read from text, it could only be text there, or with `default: ~` "not written".
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any, Final, NoReturn
+
+from pydantic import BaseModel
 
 from reconciler.secrets import RUN_KEY, Secret, SecretText
 from reconciler.spec.errors import ErrorSink, SpecError, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text, without_newline
+from reconciler.spec.models import DOCUMENT_MODELS, field_types
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "reference_typo", "resolve_document"]
@@ -70,6 +75,13 @@ TASK_ID_REFERENCE: Final = (
 LITERAL_SECRET: Final = (
     "secret fields must be references such as {env: NAME} or {file: PATH} so the value never lands in git"
 )
+# A reference is one value read from text: set, it is text where a mapping or a list goes; unset with `default: ~`,
+# it only ever meant "not written" (walk 53b: validate took it there, the editor schema flagged it).
+_CONTAINER_REFERENCE: Final = (
+    "a reference stands for one value (text, a number, a boolean), not {0}: write the {1} itself, with a reference "
+    "in place of any single value in it"
+)
+_UNSET_HINT: Final = "; to leave it unset, leave it out"
 MAX_REF_FILE_BYTES: Final = 1024 * 1024
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABELS: Final = ("metadata", "labels")  # free-form keys: `{env: prod}` there is a label, not a reference
@@ -118,6 +130,7 @@ class _Resolver:
         self.key = key
         kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
         fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+        self.model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
         self.secret_paths: frozenset[Path] = frozenset(("spec", f) for f in fields)
         # Paths whose references are checked for shape only (empty when secrets are read).
         self.unread: frozenset[Path] = frozenset() if read_secrets else self.secret_paths
@@ -129,11 +142,22 @@ class _Resolver:
                     return self.fail(path, f"{dotted(path)}: {KEY_REFERENCE}")
                 if path == ("spec", "taskId"):
                     return self.fail(path, f"{dotted(path)}: {TASK_ID_REFERENCE}")
+                if container := self.container_at(path):
+                    unset = _UNSET_HINT if "default" in value and value["default"] is None else ""
+                    message = _CONTAINER_REFERENCE.format(container, container.split()[-1])
+                    return self.fail(path, f"{dotted(path)}: {message}{unset}")
                 return self.shown_or_hidden(self.reference(value, path, read=path not in self.unread), path)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
         return value
+
+    def container_at(self, path: Path) -> str:
+        """What the field at `path` is written as where it has no scalar form ("a mapping", "a list"), else "".
+        A field the model does not have is left to the unknown-field error (its reference withdrawn there)."""
+        types = field_types(self.model, path) if self.model is not None else []
+        kinds = {_container(t) for t in types if t is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else ""
 
     def shown_or_hidden(self, value: Any, path: Path) -> Any:
         """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`).
@@ -248,6 +272,13 @@ def _empty(ref: Any) -> str:
         return f": the file {quote(ref['file'])} is empty"
     unset = " (its default is used only when the variable is unset)" if "default" in ref else ""
     return f": environment variable {ref['env']} is set but empty{unset}"
+
+
+def _container(tp: Any) -> str:
+    """What a field of type `tp` is written as, where that is not a scalar."""
+    if (isinstance(tp, type) and issubclass(tp, BaseModel)) or typing.get_origin(tp) is dict:
+        return "a mapping"
+    return "a list" if typing.get_origin(tp) is list else ""
 
 
 def _names_task(path: Path) -> bool:

@@ -648,7 +648,8 @@ def test_a_bad_rate_limit_value_hides_no_other_key_of_its_map(errors_of: ErrorsO
         "spec.rateLimits: unknown API 'Bogus' for zego; known: StartRecord, StopRecord, DescribeRecordStatus,"
         " MediaThumbnails, DescribeSimpleStreamList",
         "spec.rateLimits.StartRecord: must be at least 0.01, got 0",
-        "spec.rateLimits: Input should be a valid dictionary, got a string",
+        "spec.rateLimits: a reference stands for one value (text, a number, a boolean), not a mapping: write the"
+        " mapping itself, with a reference in place of any single value in it",
     ], found
 
 
@@ -1182,3 +1183,39 @@ def test_the_schema_takes_a_field_that_does_not_apply_left_unset_by_a_reference(
     editor = jsonschema.Draft202012Validator(json_schema())
     assert _taken(load, text) and editor.is_valid(yaml.safe_load(text))
     assert not editor.is_valid(yaml.safe_load(text.replace(_UNSET_REF, "{env: UNSET_48C}")))
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field", "what"),
+    [
+        ("SnapshotJob", VOLC + "image: REF", "spec.image", "mapping"),
+        ("SnapshotJob", VOLC + "streams: REF", "spec.streams", "list"),
+        ("SnapshotJob", VOLC + "streams: [REF]", "spec.streams[0]", "mapping"),
+        ("RecordingJob", REC + "mode: mixed\nmix: REF", "spec.mix", "mapping"),
+        (
+            "ThumbnailJob",
+            THUMB + "{cdn: huawei, fileId: f, interval: 5, offsets: REF}",
+            "spec.files[0].offsets",
+            "list",
+        ),
+        ("Provider", "type: zego\nappId: 5\nserverSecret: {env: SK}\nrateLimits: REF", "spec.rateLimits", "mapping"),
+    ],
+    ids=["image", "streams", "stream", "mix", "offsets", "rateLimits"],
+)
+@pytest.mark.parametrize("ref", ["{env: X53B, default: ~}", "{env: X53B}"], ids=["default-null", "no-default"])
+def test_a_reference_where_a_mapping_or_a_list_goes_is_refused_set_or_not(
+    errors_of: ErrorsOf, kind: str, body: str, field: str, what: str, ref: str
+) -> None:
+    """Walk 53b: `image: {env: X, default: ~}` passed validate while X was unset (the field unset), and with X
+    set said "Input should be a valid mapping, got a string"; the editor schema flagged it either way. A
+    reference is one value: it is refused there, set or not, with one error at its position naming the field."""
+    text = (job(kind, "st", body) if kind == "Provider" else job(kind, body=body)).replace("REF", ref)
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    line, col = next((n, t.index(ref) + 1) for n, t in enumerate(text.splitlines(), 1) if ref in t)
+    unset = "; to leave it unset, leave it out" if "default" in ref else ""
+    message = (
+        f"{field}: a reference stands for one value (text, a number, a boolean), not a {what}: write the {what}"
+        f" itself, with a reference in place of any single value in it{unset}"
+    )
+    for env in (SECRET_ENV, {**SECRET_ENV, "X53B": "x"}):
+        assert [e.split(":", 3)[1:] for e in errors_of(text, env=env)] == [[str(line), str(col), " " + message]]
