@@ -137,15 +137,15 @@ class _Resolver:
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
-            if path != _LABELS and ("env" in value or "file" in value):
+            if path != _LABELS and _is_reference(value):
                 if _names_task(path):
-                    return self.fail(path, f"{dotted(path)}: {KEY_REFERENCE}")
+                    return self.fail(path, KEY_REFERENCE)
                 if path == ("spec", "taskId"):
-                    return self.fail(path, f"{dotted(path)}: {TASK_ID_REFERENCE}")
+                    return self.fail(path, TASK_ID_REFERENCE)
                 if container := self.container_at(path):
                     unset = _UNSET_HINT if "default" in value and value["default"] is None else ""
                     message = _CONTAINER_REFERENCE.format(container, container.split()[-1])
-                    return self.fail(path, f"{dotted(path)}: {message}{unset}")
+                    return self.fail(path, message + unset)
                 return self.shown_or_hidden(self.reference(value, path, read=path not in self.unread), path)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
@@ -167,8 +167,11 @@ class _Resolver:
             return value
         return SecretText(value, self.key)
 
-    def fail(self, path: Path, message: str, *, at_key: bool = False) -> Unresolved:
-        self.errors.add((self.doc.key_at if at_key else self.doc.at)(path), message)
+    def fail(self, field: Path, message: str, *, at: Path | None = None, at_key: bool = False) -> Unresolved:
+        """Report `message` about the reference in `field` (named in it, as every spec error names its field),
+        at the reference or at its part `at` (the key itself with `at_key`)."""
+        where = field if at is None else at
+        self.errors.add((self.doc.key_at if at_key else self.doc.at)(where), f"{dotted(field)}: {message}")
         return Unresolved(self.errors.errors[-1])
 
     def reference(self, ref: dict[Any, Any], path: Path, *, read: bool) -> Any:
@@ -179,17 +182,20 @@ class _Resolver:
         for key in ref:
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed)
-                return self.fail((*path, key), f"unknown key {quote(key)} in a reference{hint}", at_key=True)
+                return self.fail(path, f"unknown key {quote(key)} in a reference{hint}", at=(*path, key), at_key=True)
+        for key in ("file", "env", "default"):
+            if _is_reference(ref.get(key)):  # `{env: {env: X}}`: env's name was shown as a Python dict
+                return self.fail(path, f"a reference cannot hold another reference (in its `{key}`)", at=(*path, key))
         if "file" in ref:
             name = ref["file"]
             if not isinstance(name, str) or not name:
-                return self.fail((*path, "file"), "`file` needs a path (relative to this spec file)")
+                return self.fail(path, "`file` needs a path (relative to this spec file)", at=(*path, "file"))
             return self.file(name, path) if read else UnreadSecret(f"file:{name}")
         name = ref["env"]
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            return self.fail((*path, "env"), f"invalid environment variable name {quote(name)}")
+            return self.fail(path, f"invalid environment variable name {quote(name)}", at=(*path, "env"))
         if isinstance(ref.get("default"), dict | list):
-            return self.fail((*path, "default"), "a reference default must be a scalar")
+            return self.fail(path, "a reference default must be a scalar", at=(*path, "default"))
         return self.env_value(ref, name, path) if read else UnreadSecret(f"env:{name}")
 
     def env_value(self, ref: dict[Any, Any], name: str, path: Path) -> Any:
@@ -234,14 +240,13 @@ class _Resolver:
                 continue
             path = ("spec", name)
             raw_value = raw_spec.get(name)
-            is_ref = isinstance(raw_value, dict) and ("env" in raw_value or "file" in raw_value)
-            if not is_ref:
+            if not _is_reference(raw_value):
                 self.errors.add(self.doc.at(path), f"spec.{name}: {reference_typo(raw_value) or LITERAL_SECRET}")
                 spec[name] = Secret("")  # placeholder: the load fails on the error above
             elif not isinstance(value, str):
-                spec[name] = self.fail(path, f"spec.{name}: a secret must resolve to text")
+                spec[name] = self.fail(path, "a secret must resolve to text")
             elif not value:
-                spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value{_empty(raw_value)}")
+                spec[name] = self.fail(path, f"the secret resolved to an empty value{_empty(raw_value)}")
             else:
                 spec[name] = Secret(str(value), self.key)
 
@@ -272,6 +277,10 @@ def _empty(ref: Any) -> str:
         return f": the file {quote(ref['file'])} is empty"
     unset = " (its default is used only when the variable is unset)" if "default" in ref else ""
     return f": environment variable {ref['env']} is set but empty{unset}"
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and ("env" in value or "file" in value)
 
 
 def _container(tp: Any) -> str:
