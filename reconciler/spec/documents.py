@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.spec.errors import ErrorSink, did_you_mean, did_you_mean_field, dotted, quote
+from reconciler.spec.errors import ErrorSink, did_you_mean, did_you_mean_field, dotted, quote, quote_input
 from reconciler.spec.fields import (
     CALLBACK_URL_HINT,
     CALLBACK_URL_PATTERN,
@@ -164,7 +164,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         # One choice is already named by "expected": `capctl/v2` got "(did you mean 'capctl/v1'?)" after it.
         hint = did_you_mean(value, choices) if isinstance(value, str) and len(choices) > 1 else ""
         hint = _ELSEWHERE.get((_kind_of(model), field, value.lower()), hint) if isinstance(value, str) else hint
-        return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
+        return f"{field}: {quote_input(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = ctx.get("expected_tags", "'volcengine', 'zego'")
         choices = re.findall(r"'([^']*)'", tags)
@@ -176,7 +176,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"{field}: {LITERAL_SECRET}"
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
-        return f"{field}: {quote(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
+        return f"{field}: {quote_input(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
     if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
         least = ctx.get("min_length")
         unit = ("character", "characters") if isinstance(value, str) else ("entry", "entries")  # '' is a Text too

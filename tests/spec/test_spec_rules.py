@@ -1219,3 +1219,18 @@ def test_a_reference_where_a_mapping_or_a_list_goes_is_refused_set_or_not(
     )
     for env in (SECRET_ENV, {**SECRET_ENV, "X53B": "x"}):
         assert [e.split(":", 3)[1:] for e in errors_of(text, env=env)] == [[str(line), str(col), " " + message]]
+
+
+def test_a_hidden_referenced_value_that_is_refused_says_it_is_the_referenced_text(errors_of: ErrorsOf) -> None:
+    """Walk 53b: `format: {env: F}` with F=gif said "spec.image.format: sha256:53b1… is not allowed", the
+    fingerprint read as the value written; the text stays hidden (it may be a credential), but is named."""
+    found = errors_of(
+        job(body=VOLC + "image: {format: {env: F53B}}\ninterval: {env: D53B}"),
+        env={**SECRET_ENV, "F53B": "gif", "D53B": "5x"},
+    )
+    assert [re.sub(r"sha256:[0-9a-f]{12}", "FP", e.split(": ", 1)[1]) for e in found] == [
+        "spec.image.format: FP (the referenced text) is not allowed; expected 'jpeg' or 'png'",
+        "spec.interval: invalid duration FP (the referenced text): use a whole number of seconds or a string like 5s,"
+        " 3m, 1h30m, 1h2m3s",
+    ], found
+    assert not any("gif" in e or "5x" in e for e in found)
