@@ -30,7 +30,7 @@ from reconciler.spec.fields import (
     VOLC_ID_PATTERN,
 )
 from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile, field_types
-from reconciler.spec.refs import LITERAL_SECRET, Unresolved, reference_typo
+from reconciler.spec.refs import LITERAL_SECRET, Unresolved, is_reference, reference_typo
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["Loaded", "validate_document"]
@@ -251,7 +251,7 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
                 where = raw.key_at(path[:-1]) if path[:-1] else raw.where
             elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 where = raw.at((*path, "type"))
-            errors.add(where, _message(err, dotted(path), model, path))
+            errors.add(where, _unset_by_reference(raw.value, err, path) or _message(err, dotted(path), model, path))
         broken = _broken_fields(data, problems)
         if broken is None:
             return None
@@ -260,6 +260,23 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         entries = _valid_entries(str(kind), data["spec"], broken)
         loaded = _partial(raw, model, data, broken, entries)
         return dataclasses.replace(loaded, entries=entries) if loaded is not None and entries else loaded
+
+
+def _unset_by_reference(document: Any, err: Any, path: Path) -> str:
+    """Why a value that is needed is null where its reference's `default: ~` left it unset (it said "Input should
+    be a valid string, got null", the `~` nowhere in sight; walk 53b), else ""."""
+    ref = document
+    for part in path:
+        ref = (
+            ref.get(part)
+            if isinstance(ref, dict)
+            else ref[part]
+            if isinstance(ref, list) and isinstance(part, int)
+            else None
+        )
+    if err.get("input") is not None or not is_reference(ref) or ref.get("default", "") is not None:
+        return ""
+    return f"{dotted(path)}: needs a value, and its reference gives none: {ref['env']} is not set and its default is ~"
 
 
 def _unresolved_in(value: Any) -> Iterator[Unresolved]:

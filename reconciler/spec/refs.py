@@ -38,7 +38,7 @@ from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text,
 from reconciler.spec.models import DOCUMENT_MODELS, field_types
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "reference_typo", "resolve_document"]
+__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "is_reference", "reference_typo", "resolve_document"]
 
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
@@ -137,7 +137,7 @@ class _Resolver:
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
-            if path != _LABELS and _is_reference(value):
+            if path != _LABELS and is_reference(value):
                 if _names_task(path):
                     return self.fail(path, KEY_REFERENCE)
                 if path == ("spec", "taskId"):
@@ -184,7 +184,7 @@ class _Resolver:
                 hint = did_you_mean(str(key), allowed)
                 return self.fail(path, f"unknown key {quote(key)} in a reference{hint}", at=(*path, key), at_key=True)
         for key in ("file", "env", "default"):
-            if _is_reference(ref.get(key)):  # `{env: {env: X}}`: env's name was shown as a Python dict
+            if is_reference(ref.get(key)):  # `{env: {env: X}}`: env's name was shown as a Python dict
                 return self.fail(path, f"a reference cannot hold another reference (in its `{key}`)", at=(*path, key))
         if "file" in ref:
             name = ref["file"]
@@ -240,7 +240,7 @@ class _Resolver:
                 continue
             path = ("spec", name)
             raw_value = raw_spec.get(name)
-            if not _is_reference(raw_value):
+            if not is_reference(raw_value):
                 self.errors.add(self.doc.at(path), f"spec.{name}: {reference_typo(raw_value) or LITERAL_SECRET}")
                 spec[name] = Secret("")  # placeholder: the load fails on the error above
             elif not isinstance(value, str):
@@ -279,7 +279,8 @@ def _empty(ref: Any) -> str:
     return f": environment variable {ref['env']} is set but empty{unset}"
 
 
-def _is_reference(value: Any) -> bool:
+def is_reference(value: Any) -> bool:
+    """Whether a raw YAML value is a value reference (outside `metadata.labels`, whose keys are free-form)."""
     return isinstance(value, dict) and ("env" in value or "file" in value)
 
 

@@ -1234,3 +1234,18 @@ def test_a_hidden_referenced_value_that_is_refused_says_it_is_the_referenced_tex
         " 3m, 1h30m, 1h2m3s",
     ], found
     assert not any("gif" in e or "5x" in e for e in found)
+
+
+def test_a_needed_value_left_unset_by_its_reference_says_so(errors_of: ErrorsOf) -> None:
+    """Walk 53b: `provider: {env: P, default: ~}` with P unset said "Input should be a valid string, got null",
+    the null nowhere written; a literal null keeps pydantic's words."""
+    ref = "{env: P53B, default: ~}"
+    found = errors_of(job(body=f"provider: {ref}\nrooms: [lobby]\nstorage: tos\nidleTimeout: {ref}"))
+    assert [e.split(": ", 1)[1] for e in found] == [
+        "spec.provider: needs a value, and its reference gives none: P53B is not set and its default is ~"
+    ], found  # the optional idleTimeout is unset: its own default
+    offsets = job("ThumbnailJob", body=THUMB + f"{{cdn: huawei, fileId: f, interval: 5, offsets: [1, {ref}]}}")
+    assert [e.split(": ", 1)[1] for e in errors_of(offsets)] == [
+        "spec.files[0].offsets[1]: needs a value, and its reference gives none: P53B is not set and its default is ~"
+    ]
+    assert errors_of(job(body=VOLC.replace("volc", "~", 1)))[0].endswith("Input should be a valid string, got null")
