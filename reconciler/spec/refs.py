@@ -128,15 +128,24 @@ class _Resolver:
         self.errors = errors
         self.read_secrets = read_secrets
         self.key = key
-        kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
+        self.for_kind(None)
+
+    def for_kind(self, kind: Any) -> None:
+        """Read the rest of the document as `kind`'s: its secret fields and its fields' types."""
         fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
         self.model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
         self.secret_paths: frozenset[Path] = frozenset(("spec", f) for f in fields)
         # Paths whose references are checked for shape only (empty when secrets are read).
-        self.unread: frozenset[Path] = frozenset() if read_secrets else self.secret_paths
+        self.unread: frozenset[Path] = frozenset() if self.read_secrets else self.secret_paths
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
+            if path == () and "kind" in value and not is_reference(value):
+                # The kind first, a reference's too (validate reads one there): a Provider's `kind: {env: K}` had
+                # its secret references called literals, their values demanded offline (walk 53b).
+                kind = self.walk(value["kind"], ("kind",))
+                self.for_kind(kind)
+                return {k: kind if k == "kind" else self.walk(v, (k,)) for k, v in value.items()}
             if path != _LABELS and is_reference(value):
                 if _names_task(path):
                     return self.fail(path, KEY_REFERENCE)
@@ -317,7 +326,7 @@ def resolve_document(
     resolver = _Resolver(doc, env, errors, read_secrets, key, [] if files_read is None else files_read)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
-        kind = doc.value.get("kind")
+        kind = resolved.get("kind")
         if isinstance(kind, str):
             resolver.secrets(doc.value, resolved, kind)
     return resolved

@@ -170,3 +170,25 @@ def test_loading_the_quickstart_specs_imports_no_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_referenced_kind_keeps_its_secret_fields_secret(tmp_path: Path) -> None:
+    """Walk 53b: validate reads a reference in `kind` (docs), but the secret fields were looked up by the literal
+    kind only: a Provider with `kind: {env: K, default: Provider}` had its `{env: S}` secret read offline (unset:
+    an error) and, read, called a literal ("secret fields must be references"), so no such Provider loaded."""
+    zego = PROVIDERS.split("---\n")[1].replace("kind: Provider", "kind: {env: KIND_53B, default: Provider}")
+    path = _write(tmp_path, zego)
+    offline = load_spec_set([path], env={"ZEGO_APP": "42"}, resolve_secrets=False).providers["zego"]
+    assert isinstance(offline.server_secret, UnreadSecret)
+    read = load_spec_set([path], env={"ZEGO_APP": "42", "ZEGO_SECRET": "s3cret"}, resolve_secrets=True)
+    secret = read.providers["zego"].server_secret
+    assert secret is not None and secret.reveal() == "s3cret"
+    literal = _write(tmp_path, zego.replace("{env: ZEGO_SECRET, default: dev-secret}", "lit3ral"))
+    (error,) = _errors(literal, {"ZEGO_APP": "42"}, resolve_secrets=False)
+    assert (
+        error.endswith(
+            "spec.serverSecret: secret fields must be references such as {env: NAME} or {file: PATH}"
+            " so the value never lands in git"
+        )
+        and "lit3ral" not in error
+    )
