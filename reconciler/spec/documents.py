@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.spec.errors import ErrorSink, did_you_mean, did_you_mean_field, dotted, quote
+from reconciler.spec.errors import ErrorSink, did_you_mean, did_you_mean_field, dotted, quote, quote_input
 from reconciler.spec.fields import (
     CALLBACK_URL_HINT,
     CALLBACK_URL_PATTERN,
@@ -31,8 +29,8 @@ from reconciler.spec.fields import (
     NAME_PATTERN,
     VOLC_ID_PATTERN,
 )
-from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile
-from reconciler.spec.refs import LITERAL_SECRET, Unresolved, reference_typo
+from reconciler.spec.models import API_VERSION, DOCUMENT_MODELS, Document, ThumbnailFile, field_types
+from reconciler.spec.refs import LITERAL_SECRET, Unresolved, is_reference, reference_typo
 from reconciler.spec.yamlpos import Path, RawDocument
 
 __all__ = ["Loaded", "validate_document"]
@@ -100,30 +98,11 @@ def _data_path(data: Any, loc: tuple[int | str, ...], *, missing: bool) -> Path:
     return tuple(path)
 
 
-def _unwrap(annotation: Any) -> list[Any]:
-    """The model/container types an annotation may hold (Optional, unions, Annotated unwrapped)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
-    return [annotation]
-
-
 def _field_names(model: type[BaseModel], path: Path) -> list[str]:
     """YAML field names accepted at `path` inside `model`, for "did you mean" hints."""
-    current: list[Any] = [model]
-    for part in path:
-        following: list[Any] = []
-        for tp in current:
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                following += [t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)]
-            elif typing.get_origin(tp) in (list, dict):
-                following += _unwrap(typing.get_args(tp)[-1])
-        current = following
     return [
         f.alias or n
-        for tp in current
+        for tp in field_types(model, path)
         if isinstance(tp, type) and issubclass(tp, BaseModel)
         for n, f in tp.model_fields.items()
     ]
@@ -185,7 +164,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         # One choice is already named by "expected": `capctl/v2` got "(did you mean 'capctl/v1'?)" after it.
         hint = did_you_mean(value, choices) if isinstance(value, str) and len(choices) > 1 else ""
         hint = _ELSEWHERE.get((_kind_of(model), field, value.lower()), hint) if isinstance(value, str) else hint
-        return f"{field}: {quote(value)} is not allowed; expected {ctx.get('expected')}{hint}"
+        return f"{field}: {quote_input(value)} is not allowed; expected {ctx.get('expected')}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = ctx.get("expected_tags", "'volcengine', 'zego'")
         choices = re.findall(r"'([^']*)'", tags)
@@ -197,7 +176,7 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         return f"{field}: {LITERAL_SECRET}"
     if kind == "string_pattern_mismatch":
         pattern = ctx.get("pattern", "")
-        return f"{field}: {quote(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
+        return f"{field}: {quote_input(value)} {_PATTERN_HINTS.get(pattern, 'does not match the pattern ' + pattern)}"
     if kind == "too_short":  # pydantic says "List should have at least 1 item after validation, not 0"
         least = ctx.get("min_length")
         unit = ("character", "characters") if isinstance(value, str) else ("entry", "entries")  # '' is a Text too
@@ -272,7 +251,7 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
                 where = raw.key_at(path[:-1]) if path[:-1] else raw.where
             elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 where = raw.at((*path, "type"))
-            errors.add(where, _message(err, dotted(path), model, path))
+            errors.add(where, _unset_by_reference(raw.value, err, path) or _message(err, dotted(path), model, path))
         broken = _broken_fields(data, problems)
         if broken is None:
             return None
@@ -281,6 +260,23 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         entries = _valid_entries(str(kind), data["spec"], broken)
         loaded = _partial(raw, model, data, broken, entries)
         return dataclasses.replace(loaded, entries=entries) if loaded is not None and entries else loaded
+
+
+def _unset_by_reference(document: Any, err: Any, path: Path) -> str:
+    """Why a value that is needed is null where its reference's `default: ~` left it unset (it said "Input should
+    be a valid string, got null", the `~` nowhere in sight; walk 53b), else ""."""
+    ref = document
+    for part in path:
+        ref = (
+            ref.get(part)
+            if isinstance(ref, dict)
+            else ref[part]
+            if isinstance(ref, list) and isinstance(part, int)
+            else None
+        )
+    if err.get("input") is not None or not is_reference(ref) or ref.get("default", "") is not None:
+        return ""
+    return f"{dotted(path)}: needs a value, and its reference gives none: {ref['env']} is not set and its default is ~"
 
 
 def _unresolved_in(value: Any) -> Iterator[Unresolved]:

@@ -14,7 +14,17 @@ from typing import Final
 from reconciler.redact import shown
 from reconciler.secrets import Secret, SecretText
 
-__all__ = ["ErrorSink", "SpecError", "SpecErrors", "did_you_mean", "did_you_mean_field", "dotted", "quote", "shorten"]
+__all__ = [
+    "ErrorSink",
+    "SpecError",
+    "SpecErrors",
+    "did_you_mean",
+    "did_you_mean_field",
+    "dotted",
+    "quote",
+    "quote_input",
+    "shorten",
+]
 
 # How much of a value an error message quotes: enough to recognise it, never a whole environment variable.
 QUOTE_CHARS: Final = 40
@@ -97,6 +107,12 @@ def quote(value: object) -> str:
     if len(value) <= QUOTE_CHARS:
         return repr(value)
     return f"{value[:QUOTE_CHARS]!r}… ({len(value)} characters)"
+
+
+def quote_input(value: object) -> str:
+    """`quote(value)` for the value a field was given: a hidden reference's text says what its fingerprint
+    stands for (`format: {env: F}` with F=gif said "sha256:53b1… is not allowed", as if written so; walk 53b)."""
+    return f"{shown(value)} (the referenced text)" if isinstance(value, SecretText) else quote(value)
 
 
 def shorten(text: str, limit: int = QUOTE_CHARS) -> str:

@@ -22,7 +22,7 @@ from pydantic import (
 
 from reconciler.jsonlimits import bounded_int
 from reconciler.secrets import Secret, SecretText
-from reconciler.spec.errors import quote
+from reconciler.spec.errors import quote, quote_input
 
 __all__ = [
     "CALLBACK_URL_HINT",
@@ -248,7 +248,7 @@ def parse_duration(value: Any) -> Any:
         if value and match:
             hours, minutes, seconds = (bounded_int(g or "0") for g in match.groups())
             return hours * 3600 + minutes * 60 + seconds
-    raise ValueError(f"invalid duration {quote(value)}: use {DURATION_FORMS}")
+    raise ValueError(f"invalid duration {quote_input(value)}: use {DURATION_FORMS}")
 
 
 DURATION_SCHEMA_MARKER: Final = "x-capctl-duration"  # `capctl explain` shows such a field as one type, `duration`

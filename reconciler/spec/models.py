@@ -8,6 +8,8 @@ a job runs on, which storage it writes to) is checked in `checks.py`. Field name
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -62,6 +64,7 @@ __all__ = [
     "ThumbnailJobSpec",
     "VolcengineProvider",
     "ZegoProvider",
+    "field_types",
 ]
 
 VOLC_ENDPOINT: Final = "https://rtc.volcengineapi.com"
@@ -680,3 +683,28 @@ DOCUMENT_MODELS: Final[dict[str, type[Document]]] = {
     "RecordingJob": RecordingJobDocument,
     "ThumbnailJob": ThumbnailJobDocument,
 }
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The types an annotation may hold (Optional, unions, Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def field_types(model: type[BaseModel], path: tuple[str | int, ...]) -> list[Any]:
+    """The types a document of `model` may hold at `path` (YAML names; a list's or mapping's entries for an
+    index or key): none where the model has no such field."""
+    current: list[Any] = [model]
+    for part in path:
+        following: list[Any] = []
+        for tp in current:
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                following += [t for f in tp.model_fields.values() if f.alias == part for t in _unwrap(f.annotation)]
+            elif typing.get_origin(tp) in (list, dict):
+                following += _unwrap(typing.get_args(tp)[-1])
+        current = following
+    return current

@@ -15,7 +15,8 @@ publish (plans are posted to pull requests). So such text is a `SecretText` (sen
 fingerprint) unless its field is in `SHOWN_FIELDS`, a short list of settings that are harmless and that a
 reviewer needs to see (endpoints, app id, region, ...). Numbers, booleans and durations are shown: they are
 settings, not credentials. A task key is printed in every plan, log and listing, so a reference that would
-name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) is refused.
+name a task (a job's name, a room, a thumbnail file id, a Volcengine `taskId`) is refused, as is one where a
+mapping or a list goes: read from text, it could only be text there, or with `default: ~` "not written".
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any, Final, NoReturn
+
+from pydantic import BaseModel
 
 from reconciler.secrets import RUN_KEY, Secret, SecretText
 from reconciler.spec.errors import ErrorSink, SpecError, did_you_mean, dotted, quote
 from reconciler.spec.fields import RefStr
 from reconciler.spec.files import FileRefused, NotText, read_regular, utf8_text, without_newline
+from reconciler.spec.models import DOCUMENT_MODELS, field_types
 from reconciler.spec.yamlpos import Path, RawDocument
 
-__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "reference_typo", "resolve_document"]
+__all__ = ["LITERAL_SECRET", "UnreadSecret", "Unresolved", "is_reference", "reference_typo", "resolve_document"]
 
 SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
@@ -70,6 +75,13 @@ TASK_ID_REFERENCE: Final = (
 LITERAL_SECRET: Final = (
     "secret fields must be references such as {env: NAME} or {file: PATH} so the value never lands in git"
 )
+# A reference is one value read from text: set, it is text where a mapping or a list goes; unset with `default: ~`,
+# it only ever meant "not written" (walk 53b: validate took it there, the editor schema flagged it).
+_CONTAINER_REFERENCE: Final = (
+    "a reference stands for one value (text, a number, a boolean), not {0}: write the {1} itself, with a reference "
+    "in place of any single value in it"
+)
+_UNSET_HINT: Final = "; to leave it unset, leave it out"
 MAX_REF_FILE_BYTES: Final = 1024 * 1024
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABELS: Final = ("metadata", "labels")  # free-form keys: `{env: prod}` there is a label, not a reference
@@ -116,24 +128,45 @@ class _Resolver:
         self.errors = errors
         self.read_secrets = read_secrets
         self.key = key
-        kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
+        self.for_kind(None)
+
+    def for_kind(self, kind: Any) -> None:
+        """Read the rest of the document as `kind`'s: its secret fields and its fields' types."""
         fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+        self.model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
         self.secret_paths: frozenset[Path] = frozenset(("spec", f) for f in fields)
         # Paths whose references are checked for shape only (empty when secrets are read).
-        self.unread: frozenset[Path] = frozenset() if read_secrets else self.secret_paths
+        self.unread: frozenset[Path] = frozenset() if self.read_secrets else self.secret_paths
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
-            if path != _LABELS and ("env" in value or "file" in value):
+            if path == () and "kind" in value and not is_reference(value):
+                # The kind first, a reference's too (validate reads one there): a Provider's `kind: {env: K}` had
+                # its secret references called literals, their values demanded offline (walk 53b).
+                kind = self.walk(value["kind"], ("kind",))
+                self.for_kind(kind)
+                return {k: kind if k == "kind" else self.walk(v, (k,)) for k, v in value.items()}
+            if path != _LABELS and is_reference(value):
                 if _names_task(path):
-                    return self.fail(path, f"{dotted(path)}: {KEY_REFERENCE}")
+                    return self.fail(path, KEY_REFERENCE)
                 if path == ("spec", "taskId"):
-                    return self.fail(path, f"{dotted(path)}: {TASK_ID_REFERENCE}")
+                    return self.fail(path, TASK_ID_REFERENCE)
+                if container := self.container_at(path):
+                    unset = _UNSET_HINT if "default" in value and value["default"] is None else ""
+                    message = _CONTAINER_REFERENCE.format(container, container.split()[-1])
+                    return self.fail(path, message + unset)
                 return self.shown_or_hidden(self.reference(value, path, read=path not in self.unread), path)
             return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
         return value
+
+    def container_at(self, path: Path) -> str:
+        """What the field at `path` is written as where it has no scalar form ("a mapping", "a list"), else "".
+        A field the model does not have is left to the unknown-field error (its reference withdrawn there)."""
+        types = field_types(self.model, path) if self.model is not None else []
+        kinds = {_container(t) for t in types if t is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else ""
 
     def shown_or_hidden(self, value: Any, path: Path) -> Any:
         """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`).
@@ -143,8 +176,11 @@ class _Resolver:
             return value
         return SecretText(value, self.key)
 
-    def fail(self, path: Path, message: str, *, at_key: bool = False) -> Unresolved:
-        self.errors.add((self.doc.key_at if at_key else self.doc.at)(path), message)
+    def fail(self, field: Path, message: str, *, at: Path | None = None, at_key: bool = False) -> Unresolved:
+        """Report `message` about the reference in `field` (named in it, as every spec error names its field),
+        at the reference or at its part `at` (the key itself with `at_key`)."""
+        where = field if at is None else at
+        self.errors.add((self.doc.key_at if at_key else self.doc.at)(where), f"{dotted(field)}: {message}")
         return Unresolved(self.errors.errors[-1])
 
     def reference(self, ref: dict[Any, Any], path: Path, *, read: bool) -> Any:
@@ -155,17 +191,20 @@ class _Resolver:
         for key in ref:
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed)
-                return self.fail((*path, key), f"unknown key {quote(key)} in a reference{hint}", at_key=True)
+                return self.fail(path, f"unknown key {quote(key)} in a reference{hint}", at=(*path, key), at_key=True)
+        for key in ("file", "env", "default"):
+            if is_reference(ref.get(key)):  # `{env: {env: X}}`: env's name was shown as a Python dict
+                return self.fail(path, f"a reference cannot hold another reference (in its `{key}`)", at=(*path, key))
         if "file" in ref:
             name = ref["file"]
             if not isinstance(name, str) or not name:
-                return self.fail((*path, "file"), "`file` needs a path (relative to this spec file)")
+                return self.fail(path, "`file` needs a path (relative to this spec file)", at=(*path, "file"))
             return self.file(name, path) if read else UnreadSecret(f"file:{name}")
         name = ref["env"]
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            return self.fail((*path, "env"), f"invalid environment variable name {quote(name)}")
+            return self.fail(path, f"invalid environment variable name {quote(name)}", at=(*path, "env"))
         if isinstance(ref.get("default"), dict | list):
-            return self.fail((*path, "default"), "a reference default must be a scalar")
+            return self.fail(path, "a reference default must be a scalar", at=(*path, "default"))
         return self.env_value(ref, name, path) if read else UnreadSecret(f"env:{name}")
 
     def env_value(self, ref: dict[Any, Any], name: str, path: Path) -> Any:
@@ -210,14 +249,13 @@ class _Resolver:
                 continue
             path = ("spec", name)
             raw_value = raw_spec.get(name)
-            is_ref = isinstance(raw_value, dict) and ("env" in raw_value or "file" in raw_value)
-            if not is_ref:
+            if not is_reference(raw_value):
                 self.errors.add(self.doc.at(path), f"spec.{name}: {reference_typo(raw_value) or LITERAL_SECRET}")
                 spec[name] = Secret("")  # placeholder: the load fails on the error above
             elif not isinstance(value, str):
-                spec[name] = self.fail(path, f"spec.{name}: a secret must resolve to text")
+                spec[name] = self.fail(path, "a secret must resolve to text")
             elif not value:
-                spec[name] = self.fail(path, f"spec.{name}: the secret resolved to an empty value{_empty(raw_value)}")
+                spec[name] = self.fail(path, f"the secret resolved to an empty value{_empty(raw_value)}")
             else:
                 spec[name] = Secret(str(value), self.key)
 
@@ -250,6 +288,18 @@ def _empty(ref: Any) -> str:
     return f": environment variable {ref['env']} is set but empty{unset}"
 
 
+def is_reference(value: Any) -> bool:
+    """Whether a raw YAML value is a value reference (outside `metadata.labels`, whose keys are free-form)."""
+    return isinstance(value, dict) and ("env" in value or "file" in value)
+
+
+def _container(tp: Any) -> str:
+    """What a field of type `tp` is written as, where that is not a scalar."""
+    if (isinstance(tp, type) and issubclass(tp, BaseModel)) or typing.get_origin(tp) is dict:
+        return "a mapping"
+    return "a list" if typing.get_origin(tp) is list else ""
+
+
 def _names_task(path: Path) -> bool:
     """Whether `path` holds a part of a task key: the job's name, a room (or a room selector's glob), a
     thumbnail's file id."""
@@ -276,7 +326,7 @@ def resolve_document(
     resolver = _Resolver(doc, env, errors, read_secrets, key, [] if files_read is None else files_read)
     resolved = resolver.walk(doc.value, ())
     if isinstance(resolved, dict) and isinstance(doc.value, dict):
-        kind = doc.value.get("kind")
+        kind = resolved.get("kind")
         if isinstance(kind, str):
             resolver.secrets(doc.value, resolved, kind)
     return resolved

@@ -57,10 +57,11 @@ def test_validate_needs_no_secret_and_resolve_secrets_reads_them(work: Workdir) 
 
     resolved = work.capctl("validate", "--resolve-secrets", expect=1)
     assert resolved.stderr.splitlines() == [
-        "specs/providers.yaml:7:14: environment variable E2E_VOLC_AK is not set and the reference has no default",
+        "specs/providers.yaml:7:14: spec.accessKey: environment variable E2E_VOLC_AK is not set and the reference has"
+        " no default",
         # Where it was looked for, from the working directory: not where '../secrets' from here would be.
-        "specs/providers.yaml:8:14: cannot read referenced file '../secrets/volc-sk' (looked for at 'secrets/volc-sk':"
-        " a path is relative to its spec file): No such file or directory",
+        "specs/providers.yaml:8:14: spec.secretKey: cannot read referenced file '../secrets/volc-sk' (looked for at"
+        " 'secrets/volc-sk': a path is relative to its spec file): No such file or directory",
         "2 errors in 1 file.",
     ]
     plan = work.capctl("plan", "--no-refresh", expect=1)  # plan and apply keep reading secrets

@@ -69,10 +69,10 @@ def test_resolving_secrets_reports_what_is_missing(tmp_path: Path) -> None:
     path = _write(tmp_path, PROVIDERS + "---\n" + JOBS)
     found = _errors(path, {"ZEGO_APP": "42", "S3_SK": ""}, resolve_secrets=True)
     assert found == [
-        f"{path}:7:14: environment variable VOLC_AK is not set and the reference has no default",
-        f"{path}:8:14: cannot read referenced file 'secrets/volc-sk.txt' (looked for at "
+        f"{path}:7:14: spec.accessKey: environment variable VOLC_AK is not set and the reference has no default",
+        f"{path}:8:14: spec.secretKey: cannot read referenced file 'secrets/volc-sk.txt' (looked for at "
         f"'{path.parent / 'secrets/volc-sk.txt'}': a path is relative to its spec file): No such file or directory",
-        f"{path}:18:59: environment variable S3_AK is not set and the reference has no default",
+        f"{path}:18:59: spec.accessKey: environment variable S3_AK is not set and the reference has no default",
         f"{path}:18:84: spec.secretKey: the secret resolved to an empty value: environment variable S3_SK is set "
         "but empty",
     ]
@@ -85,8 +85,8 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "volc-sk.txt").write_bytes(b"\xffkey\n")  # a binary key file named by mistake
     found = _errors(path, {"ZEGO_APP": "42", "VOLC_AK": "ak", "S3_AK": "ak", "S3_SK": "sk"}, resolve_secrets=True)
     assert found == [
-        f"{path}:8:14: referenced file 'secrets/volc-sk.txt' is not valid UTF-8 text (byte 0xFF: Latin-1, GBK or "
-        "another encoding?): save it as UTF-8"
+        f"{path}:8:14: spec.secretKey: referenced file 'secrets/volc-sk.txt' is not valid UTF-8 text (byte 0xFF: "
+        "Latin-1, GBK or another encoding?): save it as UTF-8"
     ]
 
 
@@ -94,17 +94,23 @@ def test_a_referenced_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     ("secret", "fragment"),
     [
         ("k3y-literal-value", "spec.accessKey: secret fields must be references"),
-        ("{env: 1BAD}", "invalid environment variable name '1BAD'"),
-        ("{env: AK, defualt: x}", "unknown key 'defualt' in a reference (did you mean 'default'?)"),
+        ("{env: 1BAD}", "spec.accessKey: invalid environment variable name '1BAD'"),
+        ("{env: AK, defualt: x}", "spec.accessKey: unknown key 'defualt' in a reference (did you mean 'default'?)"),
         # A misspelt `env`/`file` key made no reference: it was called a literal secret (walk 27b).
         ("{enV: AK}", "spec.accessKey: unknown key 'enV' in a reference (did you mean 'env'?)"),
         ("{fiel: x, default: y}", "spec.accessKey: unknown key 'fiel' in a reference (did you mean 'file'?)"),
         # `{default: V}` alone: no key to call misspelt, and validate ended in a StopIteration traceback (walk 28b).
         ("{default: x}", "spec.accessKey: a reference needs `env: NAME` beside its `default`"),
         ("{Env: AK, Default: x}", "spec.accessKey: unknown key 'Env' in a reference (did you mean 'env'?)"),
-        ("{env: AK, file: x}", "a reference has either `env` or `file`, not both"),
-        ("{env: AK, default: [a]}", "a reference default must be a scalar"),
-        ("{file: ''}", "`file` needs a path (relative to this spec file)"),
+        ("{env: AK, file: x}", "spec.accessKey: a reference has either `env` or `file`, not both"),
+        ("{env: AK, default: [a]}", "spec.accessKey: a reference default must be a scalar"),
+        # A reference to a reference: the inner mapping was shown as a Python dict (walk 53b).
+        ("{env: {env: AK}}", "spec.accessKey: a reference cannot hold another reference (in its `env`)"),
+        (
+            "{env: AK, default: {file: x}}",
+            "spec.accessKey: a reference cannot hold another reference (in its `default`)",
+        ),
+        ("{file: ''}", "spec.accessKey: `file` needs a path (relative to this spec file)"),
     ],
 )
 def test_secret_reference_shape_is_checked_offline(tmp_path: Path, secret: str, fragment: str) -> None:
@@ -118,7 +124,7 @@ def test_non_secret_references_are_read_and_checked(tmp_path: Path) -> None:
     path = _write(tmp_path, PROVIDERS)
     (unset,) = _errors(path, {}, resolve_secrets=False)
     assert unset == (
-        f"{path}:13:27: environment variable ZEGO_APP is not set and the reference has no default "
+        f"{path}:13:27: spec.appId: environment variable ZEGO_APP is not set and the reference has no default "
         "(only secret fields are checked without their values)"
     )
     (wrong,) = _errors(path, {"ZEGO_APP": "abc"}, resolve_secrets=False)
@@ -164,3 +170,25 @@ def test_loading_the_quickstart_specs_imports_no_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_referenced_kind_keeps_its_secret_fields_secret(tmp_path: Path) -> None:
+    """Walk 53b: validate reads a reference in `kind` (docs), but the secret fields were looked up by the literal
+    kind only: a Provider with `kind: {env: K, default: Provider}` had its `{env: S}` secret read offline (unset:
+    an error) and, read, called a literal ("secret fields must be references"), so no such Provider loaded."""
+    zego = PROVIDERS.split("---\n")[1].replace("kind: Provider", "kind: {env: KIND_53B, default: Provider}")
+    path = _write(tmp_path, zego)
+    offline = load_spec_set([path], env={"ZEGO_APP": "42"}, resolve_secrets=False).providers["zego"]
+    assert isinstance(offline.server_secret, UnreadSecret)
+    read = load_spec_set([path], env={"ZEGO_APP": "42", "ZEGO_SECRET": "s3cret"}, resolve_secrets=True)
+    secret = read.providers["zego"].server_secret
+    assert secret is not None and secret.reveal() == "s3cret"
+    literal = _write(tmp_path, zego.replace("{env: ZEGO_SECRET, default: dev-secret}", "lit3ral"))
+    (error,) = _errors(literal, {"ZEGO_APP": "42"}, resolve_secrets=False)
+    assert (
+        error.endswith(
+            "spec.serverSecret: secret fields must be references such as {env: NAME} or {file: PATH}"
+            " so the value never lands in git"
+        )
+        and "lit3ral" not in error
+    )

@@ -248,7 +248,8 @@ def test_a_reference_in_an_unknown_field_reports_only_the_field(tmp_path: Path) 
     assert _errors(path) == [
         f"{path}:8:3: unknown field 'spec.intervall' (did you mean 'interval'?)",
         f"{path}:9:11: unknown field 'spec.image.widht' (did you mean 'width'?)",
-        f"{path}:10:16: environment variable ALSO_UNSET_16C is not set and the reference has no default",
+        f"{path}:10:16: spec.idleTimeout: environment variable ALSO_UNSET_16C is not set and the reference has no"
+        " default",
     ]
 
 

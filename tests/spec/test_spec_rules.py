@@ -662,7 +662,8 @@ def test_a_bad_rate_limit_value_hides_no_other_key_of_its_map(errors_of: ErrorsO
         "spec.rateLimits: unknown API 'Bogus' for zego; known: StartRecord, StopRecord, DescribeRecordStatus,"
         " MediaThumbnails, DescribeSimpleStreamList",
         "spec.rateLimits.StartRecord: must be at least 0.01, got 0",
-        "spec.rateLimits: Input should be a valid dictionary, got a string",
+        "spec.rateLimits: a reference stands for one value (text, a number, a boolean), not a mapping: write the"
+        " mapping itself, with a reference in place of any single value in it",
     ], found
 
 
@@ -1196,3 +1197,69 @@ def test_the_schema_takes_a_field_that_does_not_apply_left_unset_by_a_reference(
     editor = jsonschema.Draft202012Validator(json_schema())
     assert _taken(load, text) and editor.is_valid(yaml.safe_load(text))
     assert not editor.is_valid(yaml.safe_load(text.replace(_UNSET_REF, "{env: UNSET_48C}")))
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field", "what"),
+    [
+        ("SnapshotJob", VOLC + "image: REF", "spec.image", "mapping"),
+        ("SnapshotJob", VOLC + "streams: REF", "spec.streams", "list"),
+        ("SnapshotJob", VOLC + "streams: [REF]", "spec.streams[0]", "mapping"),
+        ("RecordingJob", REC + "mode: mixed\nmix: REF", "spec.mix", "mapping"),
+        (
+            "ThumbnailJob",
+            THUMB + "{cdn: huawei, fileId: f, interval: 5, offsets: REF}",
+            "spec.files[0].offsets",
+            "list",
+        ),
+        ("Provider", "type: zego\nappId: 5\nserverSecret: {env: SK}\nrateLimits: REF", "spec.rateLimits", "mapping"),
+    ],
+    ids=["image", "streams", "stream", "mix", "offsets", "rateLimits"],
+)
+@pytest.mark.parametrize("ref", ["{env: X53B, default: ~}", "{env: X53B}"], ids=["default-null", "no-default"])
+def test_a_reference_where_a_mapping_or_a_list_goes_is_refused_set_or_not(
+    errors_of: ErrorsOf, kind: str, body: str, field: str, what: str, ref: str
+) -> None:
+    """Walk 53b: `image: {env: X, default: ~}` passed validate while X was unset (the field unset), and with X
+    set said "Input should be a valid mapping, got a string"; the editor schema flagged it either way. A
+    reference is one value: it is refused there, set or not, with one error at its position naming the field."""
+    text = (job(kind, "st", body) if kind == "Provider" else job(kind, body=body)).replace("REF", ref)
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(yaml.safe_load(text))
+    line, col = next((n, t.index(ref) + 1) for n, t in enumerate(text.splitlines(), 1) if ref in t)
+    unset = "; to leave it unset, leave it out" if "default" in ref else ""
+    message = (
+        f"{field}: a reference stands for one value (text, a number, a boolean), not a {what}: write the {what}"
+        f" itself, with a reference in place of any single value in it{unset}"
+    )
+    for env in (SECRET_ENV, {**SECRET_ENV, "X53B": "x"}):
+        assert [e.split(":", 3)[1:] for e in errors_of(text, env=env)] == [[str(line), str(col), " " + message]]
+
+
+def test_a_hidden_referenced_value_that_is_refused_says_it_is_the_referenced_text(errors_of: ErrorsOf) -> None:
+    """Walk 53b: `format: {env: F}` with F=gif said "spec.image.format: sha256:53b1… is not allowed", the
+    fingerprint read as the value written; the text stays hidden (it may be a credential), but is named."""
+    found = errors_of(
+        job(body=VOLC + "image: {format: {env: F53B}}\ninterval: {env: D53B}"),
+        env={**SECRET_ENV, "F53B": "gif", "D53B": "5x"},
+    )
+    assert [re.sub(r"sha256:[0-9a-f]{12}", "FP", e.split(": ", 1)[1]) for e in found] == [
+        "spec.image.format: FP (the referenced text) is not allowed; expected 'jpeg' or 'png'",
+        "spec.interval: invalid duration FP (the referenced text): use a whole number of seconds or a string like 5s,"
+        " 3m, 1h30m, 1h2m3s",
+    ], found
+    assert not any("gif" in e or "5x" in e for e in found)
+
+
+def test_a_needed_value_left_unset_by_its_reference_says_so(errors_of: ErrorsOf) -> None:
+    """Walk 53b: `provider: {env: P, default: ~}` with P unset said "Input should be a valid string, got null",
+    the null nowhere written; a literal null keeps pydantic's words."""
+    ref = "{env: P53B, default: ~}"
+    found = errors_of(job(body=f"provider: {ref}\nrooms: [lobby]\nstorage: tos\nidleTimeout: {ref}"))
+    assert [e.split(": ", 1)[1] for e in found] == [
+        "spec.provider: needs a value, and its reference gives none: P53B is not set and its default is ~"
+    ], found  # the optional idleTimeout is unset: its own default
+    offsets = job("ThumbnailJob", body=THUMB + f"{{cdn: huawei, fileId: f, interval: 5, offsets: [1, {ref}]}}")
+    assert [e.split(": ", 1)[1] for e in errors_of(offsets)] == [
+        "spec.files[0].offsets[1]: needs a value, and its reference gives none: P53B is not set and its default is ~"
+    ]
+    assert errors_of(job(body=VOLC.replace("volc", "~", 1)))[0].endswith("Input should be a valid string, got null")

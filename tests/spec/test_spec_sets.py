@@ -79,7 +79,7 @@ def test_examples_without_environment_report_every_missing_variable() -> None:
     which may go on over the next comment line) are exactly those: following them validates the set."""
     with pytest.raises(SpecErrors) as info:
         load_spec_set([ROOT / "examples" / "specs"], env={})
-    missing = {e.message.split()[2] for e in info.value.errors}
+    missing = {e.message.split()[3] for e in info.value.errors}  # "spec.x: environment variable X ..."
     assert missing == set(EXAMPLE_ENV)
     told = set()
     for file in (ROOT / "examples" / "specs").rglob("*.yaml"):
