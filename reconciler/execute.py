@@ -506,14 +506,18 @@ class Executor:
                 raise
 
         restarted = found_runs = False
+        held = pending  # what the state says of it: the found run's settings unknown until its stop is answered
         try:
             result = await self._call(attempt)
             known = take_over or acted or (record is not None and record.spec_hash == task.spec_hash)
             if result.already_running and not known:
                 found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
                 found_runs = True  # until its stop is answered: a refused stop is no refusal of this start
+                held = transitions.found_running(pending)
+                self._store.put(held)
                 await self._stop_remote(found)
                 found_runs = False
+                held = pending
                 result = await self._call(attempt)
                 restarted = True
         except VendorError as exc:
@@ -524,7 +528,7 @@ class Executor:
             # resuming nothing, nothing of it runs: a replace has nothing to stop. (A run it found, whose stop
             # failed, still runs: `found_runs`.)
             refused = not (exc.may_have_acted or resumed or found_runs)
-            kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
+            kept = held.evolve(client_task_id=None, start_refused=True) if refused else held
             failed = self._failed(kept, str(exc))
             self._store.put(failed)
             if transitions.failed_may_run(failed):

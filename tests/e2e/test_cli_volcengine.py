@@ -434,3 +434,23 @@ def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work
     assert len(work.sim.requests("StopSnapshot")) == 1
     assert state(work)[LOBBY]["status"] == "running"
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_forgotten_run_whose_stop_failed_is_not_taken_for_the_declared_one(work: Workdir) -> None:
+    """As above, but the found run's StopSnapshot fails: the record kept the new spec's hash, so the next apply's
+    "already started" read as a start of these very settings and kept the old interval under "No changes"
+    (walk 53A-1). Its settings are recorded as unknown: the next plan replaces it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=5))
+    work.apply()
+    work.capctl("state", "rm", LOBBY)
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
+    work.sim.faults(errorRate=1.0, apis=["StopSnapshot"])
+    failed = work.capctl("apply", "--auto-approve", env={"CAPCTL_MAX_ATTEMPTS": "1"}, expect=1).stdout
+    assert "StopSnapshot: InternalError.Unknown" in failed and MAY_RUN in failed, failed
+    work.sim.faults()
+    plan = " ".join(work.capctl("plan").stdout.split())
+    assert "replace the vendor runs it with settings capctl never recorded: stopped by the RoomId + TaskId" in plan
+    assert "Apply complete: 0 created, 0 updated, 1 replaced" in work.apply().stdout
+    [task] = running(work)
+    assert task["interval"] == 10
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
