@@ -474,10 +474,10 @@ class Executor:
         A Volcengine start answered "already started" at its first try (or after tries that cannot have acted:
         throttled, refused at the port) finds a run that was there before it.
         Unless the record says it was started with these very settings (a run older than the vendor's 72 h
-        status window, an unconfirmed start), or `take_over` (another key's record names that vendor task: a
-        renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state rm` forgot,
-        one started from another state), and the vendor would go on running them while the state says the
-        specs' settings: it is stopped and started again."""
+        status window, an unconfirmed start; not a refused one), or `take_over` (another key's record names that
+        vendor task: a renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state
+        rm` forgot, one started from another state), and the vendor would go on running them while the state
+        says the specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
         # A Volcengine start never confirmed may run under the RoomId + TaskId this one sends: a refusal of this
         # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1). A replace's own
@@ -509,7 +509,9 @@ class Executor:
         held = pending  # what the state says of it: the found run's settings unknown until its stop is answered
         try:
             result = await self._call(attempt)
-            known = take_over or acted or (record is not None and record.spec_hash == task.spec_hash)
+            # (A record of these settings whose start was refused runs nothing of them: walk 53A-2.)
+            ran = record is not None and record.spec_hash == task.spec_hash and not record.start_refused
+            known = take_over or acted or ran
             if result.already_running and not known:
                 found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
                 found_runs = True  # until its stop is answered: a refused stop is no refusal of this start
