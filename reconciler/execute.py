@@ -474,10 +474,10 @@ class Executor:
         A Volcengine start answered "already started" at its first try (or after tries that cannot have acted:
         throttled, refused at the port) finds a run that was there before it.
         Unless the record says it was started with these very settings (a run older than the vendor's 72 h
-        status window, an unconfirmed start), or `take_over` (another key's record names that vendor task: a
-        renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state rm` forgot,
-        one started from another state), and the vendor would go on running them while the state says the
-        specs' settings: it is stopped and started again."""
+        status window, an unconfirmed start; not a refused one), or `take_over` (another key's record names that
+        vendor task: a renamed job taking its run over, docs/daemon.md), its settings are unknown (a task `state
+        rm` forgot, one started from another state), and the vendor would go on running them while the state
+        says the specs' settings: it is stopped and started again."""
         provider = self._providers(task.provider, task.family)
         # A Volcengine start never confirmed may run under the RoomId + TaskId this one sends: a refusal of this
         # one says nothing of it (it keeps naming the task, so a prune stops it; walk 46A-1). A replace's own
@@ -506,14 +506,20 @@ class Executor:
                 raise
 
         restarted = found_runs = False
+        held = pending  # what the state says of it: the found run's settings unknown until its stop is answered
         try:
             result = await self._call(attempt)
-            known = take_over or acted or (record is not None and record.spec_hash == task.spec_hash)
+            # (A record of these settings whose start was refused runs nothing of them: walk 53A-2.)
+            ran = record is not None and record.spec_hash == task.spec_hash and not record.start_refused
+            known = take_over or acted or ran
             if result.already_running and not known:
                 found = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
                 found_runs = True  # until its stop is answered: a refused stop is no refusal of this start
+                held = transitions.found_running(pending)
+                self._store.put(held)
                 await self._stop_remote(found)
                 found_runs = False
+                held = pending
                 result = await self._call(attempt)
                 restarted = True
         except VendorError as exc:
@@ -524,7 +530,7 @@ class Executor:
             # resuming nothing, nothing of it runs: a replace has nothing to stop. (A run it found, whose stop
             # failed, still runs: `found_runs`.)
             refused = not (exc.may_have_acted or resumed or found_runs)
-            kept = pending.evolve(client_task_id=None, start_refused=True) if refused else pending
+            kept = held.evolve(client_task_id=None, start_refused=True) if refused else held
             failed = self._failed(kept, str(exc))
             self._store.put(failed)
             if transitions.failed_may_run(failed):

@@ -715,6 +715,9 @@ def _diff_changed(
         # A failed start may have been refused outright (the vendor said why): "never confirmed" is the crash's.
         how = "was never confirmed" if record.status is TaskStatus.PENDING else "failed"
         reason = f"spec changed since a start that {how}: {_unconfirmed_stop(task, record)}"
+        if record.spec_hash == transitions.UNKNOWN_SETTINGS:  # (`Executor.start`: its stop did not go through)
+            reason = f"the vendor runs it with settings capctl never recorded: {_unconfirmed_stop(task, record)}"
+            details = ("settings at the vendor unknown",)
         return _change(Action.REPLACE, reason, task, record, details, after)
     refused = record.status is TaskStatus.FAILED and not transitions.start_unconfirmed(record)
     if refused and record.vendor_task_id is None and _start_again(record) is Action.CREATE:

@@ -22,7 +22,7 @@ from reconciler.model import (
     TaskStatus,
 )
 from reconciler.redact import redact_tree
-from reconciler.secrets import map_hidden
+from reconciler.secrets import KEYED_HASH_PREFIX, map_hidden
 
 __all__ = [
     "FOUND_BY_START",
@@ -30,6 +30,7 @@ __all__ = [
     "PRODUCTIVE_MARGIN",
     "REPLACED",
     "TOMBSTONE_RETENTION",
+    "UNKNOWN_SETTINGS",
     "action_failed",
     "client_task_id",
     "confirmable",
@@ -41,6 +42,7 @@ __all__ = [
     "failed_may_run",
     "failed_start_left",
     "findable_start",
+    "found_running",
     "handed_over_to",
     "intent",
     "laid_end",
@@ -84,6 +86,17 @@ FOUND_BY_START = (
     "found by its recorded ClientTaskId (a StartRecord: ZEGO answers with that recording; if none runs, it "
     "starts one, stopped at once, a few seconds billed) and stopped"
 )
+
+# The hashes of a run of settings no record holds (`found_running`): never a task's (a keyed hash is hex).
+UNKNOWN_SETTINGS = KEYED_HASH_PREFIX + "unknown"
+
+
+def found_running(record: TaskRecord) -> TaskRecord:
+    """The intent of a Volcengine start answered "already started" by a run of settings capctl never recorded,
+    until that run's stop is answered: its settings unknown, no later start (after that stop failed, or a crash)
+    takes the run for one it began with the spec's, which kept the vendor's old settings under "No changes"
+    (walk 53A-1); a plan replaces it (stopped by its RoomId + TaskId, then started)."""
+    return record.evolve(spec_hash=UNKNOWN_SETTINGS, fixed_hash=UNKNOWN_SETTINGS)
 
 
 def client_task_id(task: DesiredTask, record: TaskRecord | None) -> str:

@@ -481,6 +481,26 @@ async def test_a_refused_stop_of_a_run_found_by_a_start_does_not_mark_the_start_
     assert not record.start_refused and start_unconfirmed(record)  # it runs, as far as anyone knows
 
 
+async def test_a_forgotten_run_whose_stop_was_refused_is_replaced_once_its_stop_goes_through(harness: Harness) -> None:
+    """As above, with the interval changed too: the failed record held the spec's hash, so the next start's
+    "already started" read as a run of these settings, and the vendor kept the old interval (walk 53A-1)."""
+
+    def forget_and_edit(store: SQLiteStateStore, key: str) -> None:
+        store.delete(key)  # `state rm`
+        write_specs(harness.specs, snapshot_job("audit", ["r1"], interval=10, idle=180))
+
+    sim = harness.sim_app
+    record = await restarted_denying(harness, b"StopSnapshot", forget_and_edit)
+    assert record.status is TaskStatus.FAILED and "StopSnapshot: AccessDenied" in (record.last_error or "")
+    await harness.stop()
+    harness.sim_app = sim  # the policy fixed
+    await harness.start()
+    await harness.advance(60)
+    [task] = harness.running_sim_tasks("volcengine")
+    assert task.interval == 10
+    assert harness.record("SnapshotJob/audit/r1").status is TaskStatus.RUNNING
+
+
 async def test_a_refused_retry_of_an_unconfirmed_volcengine_start_still_says_it_may_run(harness: Harness) -> None:
     """Walk 46A-1: a Volcengine start whose answers were lost (it may run: the vendor names it by RoomId + TaskId),
     tried again and refused (a key rotated, a policy): the refusal was taken for "nothing runs" (`start_refused`),

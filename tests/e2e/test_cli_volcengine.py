@@ -414,23 +414,47 @@ def test_pruning_a_renamed_job_whose_task_the_new_job_holds_already_stops_nothin
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
 
 
-@pytest.mark.parametrize("throttled", [0, 1])
-def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir, throttled: int) -> None:
+@pytest.mark.parametrize("before", ["nothing", "throttled", "refused"])
+def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir, before: str) -> None:
     """`state rm` forgets a running task; the job's interval then changes. The apply's StartSnapshot was answered
     "already started" and recorded as a run of the new settings while the vendor kept the old interval, and
     every later plan said "No changes" (found by tests/e2e/test_model_plan_apply.py). A first try throttled is
     an answer: it started nothing, so "already started" at the next try is that same forgotten run (walk 52A-2:
-    it was taken for the first try's own start, and kept the old interval)."""
+    it was taken for the first try's own start, and kept the old interval). So is a start of these settings
+    the vendor refused in an earlier apply (walk 53A-2: its record's hash read as a run of them)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=5))
     work.apply()
     work.capctl("state", "rm", LOBBY)
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
-    if throttled:
-        work.sim.faults(throttleNext=throttled, apis=["StartSnapshot"])
+    if before == "throttled":
+        work.sim.faults(throttleNext=1, apis=["StartSnapshot"])
+    if before == "refused":
+        refused = work.capctl("apply", "--auto-approve", env={"VOLC_SK": "wrong"}, expect=1).stdout
+        assert "SignatureDoesNotMatch" in refused and state(work)[LOBBY]["start_refused"], refused
     out = work.apply().stdout  # the plan said create: the stop it could not foresee is noted (the model test checks)
     assert f"{LOBBY} " in out and "with settings capctl had not recorded: stopped and started again" in out, out
     [task] = running(work)
     assert task["interval"] == 10
     assert len(work.sim.requests("StopSnapshot")) == 1
     assert state(work)[LOBBY]["status"] == "running"
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_forgotten_run_whose_stop_failed_is_not_taken_for_the_declared_one(work: Workdir) -> None:
+    """As above, but the found run's StopSnapshot fails: the record kept the new spec's hash, so the next apply's
+    "already started" read as a start of these very settings and kept the old interval under "No changes"
+    (walk 53A-1). Its settings are recorded as unknown: the next plan replaces it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=5))
+    work.apply()
+    work.capctl("state", "rm", LOBBY)
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"], interval=10))
+    work.sim.faults(errorRate=1.0, apis=["StopSnapshot"])
+    failed = work.capctl("apply", "--auto-approve", env={"CAPCTL_MAX_ATTEMPTS": "1"}, expect=1).stdout
+    assert "StopSnapshot: InternalError.Unknown" in failed and MAY_RUN in failed, failed
+    work.sim.faults()
+    plan = " ".join(work.capctl("plan").stdout.split())
+    assert "replace the vendor runs it with settings capctl never recorded: stopped by the RoomId + TaskId" in plan
+    assert "Apply complete: 0 created, 0 updated, 1 replaced" in work.apply().stdout
+    [task] = running(work)
+    assert task["interval"] == 10
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
