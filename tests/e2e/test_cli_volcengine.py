@@ -414,6 +414,23 @@ def test_pruning_a_renamed_job_whose_task_the_new_job_holds_already_stops_nothin
     assert work.capctl("plan", "--detailed-exitcode").stdout.startswith("No changes.")
 
 
+def test_a_job_renamed_and_edited_at_once_does_not_take_the_old_run_over_as_it_is(work: Workdir) -> None:
+    """Renamed with its taskId kept and its interval changed, applied without --prune: the new key took the old
+    key's run over ("already started") as it was, interval 5 under a record of 10, "No changes" for good (walk
+    53A-3). A run of other settings is stopped and started again; the old key's prune then stops nothing."""
+    work.write(
+        "jobs.yaml", snapshot_job("old-name", ["r1"], interval=5).replace("spec:\n", "spec:\n  taskId: pinned\n")
+    )
+    work.apply()
+    work.write(
+        "jobs.yaml", snapshot_job("new-name", ["r1"], interval=10).replace("spec:\n", "spec:\n  taskId: pinned\n")
+    )
+    assert "stopped and started again" in work.apply("--no-prune").stdout
+    assert "1 deleted" in work.apply().stdout
+    assert [t["interval"] for t in running(work)] == [10]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
 @pytest.mark.parametrize("before", ["nothing", "throttled", "refused"])
 def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir, before: str) -> None:
     """`state rm` forgets a running task; the job's interval then changes. The apply's StartSnapshot was answered
