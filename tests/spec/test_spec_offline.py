@@ -192,3 +192,23 @@ def test_a_referenced_kind_keeps_its_secret_fields_secret(tmp_path: Path) -> Non
         )
         and "lit3ral" not in error
     )
+
+
+@pytest.mark.parametrize("kind", ["Provder", "{env: KIND_54A, default: provider}", "{env: KIND_54A}"])
+def test_a_document_of_unknown_kind_reads_no_secret_offline(tmp_path: Path, kind: str) -> None:
+    """Walk 54a: a Provider whose kind was misspelt (or a referenced kind unset) was read as a kind without
+    secrets: validate read its `{file: …}` secret (a missing one an error) and demanded its `{env: …}` one, "only
+    secret fields are checked without their values" beside it. Its errors are its kind's, a referenced kind
+    named as written (no secret: it was a fingerprint, with no did-you-mean)."""
+    text = PROVIDERS.split("---\n")[0].replace("kind: Provider", f"kind: {kind}")
+    found = [e.split(": ", 1)[1] for e in _errors(_write(tmp_path, text), {}, resolve_secrets=False)]
+    unknown = "unknown kind {}; expected one of Provider, Storage, SnapshotJob, RecordingJob, ThumbnailJob"
+    if kind == "{env: KIND_54A}":  # its two errors (walk 48c)
+        assert found == [
+            "kind: environment variable KIND_54A is not set and the reference has no default"
+            " (only secret fields are checked without their values)",
+            "kind: " + unknown.format("<unresolved reference>"),
+        ]
+    else:
+        written = "'Provder'" if kind == "Provder" else "'provider'"
+        assert found == ["kind: " + unknown.format(written) + " (did you mean 'Provider'?)"]
