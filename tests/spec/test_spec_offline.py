@@ -203,12 +203,35 @@ def test_a_document_of_unknown_kind_reads_no_secret_offline(tmp_path: Path, kind
     text = PROVIDERS.split("---\n")[0].replace("kind: Provider", f"kind: {kind}")
     found = [e.split(": ", 1)[1] for e in _errors(_write(tmp_path, text), {}, resolve_secrets=False)]
     unknown = "unknown kind {}; expected one of Provider, Storage, SnapshotJob, RecordingJob, ThumbnailJob"
-    if kind == "{env: KIND_54A}":  # its two errors (walk 48c)
+    if kind == "{env: KIND_54A}":
         assert found == [
             "kind: environment variable KIND_54A is not set and the reference has no default"
-            " (only secret fields are checked without their values)",
-            "kind: " + unknown.format("<unresolved reference>"),
+            " (only secret fields are checked without their values)"
         ]
     else:
         written = "'Provder'" if kind == "Provder" else "'provider'"
         assert found == ["kind: " + unknown.format(written) + " (did you mean 'Provider'?)"]
+
+
+@pytest.mark.parametrize(
+    ("field", "ref", "error"),
+    [
+        ("kind", "{env: U54A}", "kind: environment variable U54A is not set and the reference has no default"),
+        ("kind", "{env: U54A, default: ~}", "kind: needs a value, and its reference gives none: U54A is not set and"),
+        ("type", "{env: U54A}", "spec.type: environment variable U54A is not set and the reference has no default"),
+        ("type", "{file: gone-54a.txt}", "spec.type: cannot read referenced file 'gone-54a.txt'"),
+        ("type", "{env: U54A, default: ~}", "spec.type: needs a value, and its reference gives none: U54A is not"),
+    ],
+)
+def test_a_kind_or_type_whose_reference_gives_nothing_is_one_error_at_it(
+    tmp_path: Path, field: str, ref: str, error: str
+) -> None:
+    """Walk 54a: an unset `kind` or Provider `type` reference was two errors at one place, the second naming
+    "<unresolved reference>" as the kind or type written (walks 48c, 53b left it); with `default: ~`, a kind
+    was "missing" (at the document) and a type "unknown type 'None'"."""
+    text = PROVIDERS.split("---\n")[0].replace(
+        f"{field}: {'Provider' if field == 'kind' else 'volcengine'}", f"{field}: {ref}"
+    )
+    (found,) = _errors(_write(tmp_path, text), {}, resolve_secrets=False)
+    line = 2 if field == "kind" else 5
+    assert found.startswith(f"{tmp_path / 'specs.yaml'}:{line}:{text.splitlines()[line - 1].index('{') + 1}: {error}")
