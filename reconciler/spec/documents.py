@@ -221,8 +221,10 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
     model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         if kind is None:
-            errors.add(raw.where, "missing required field 'kind' (one of " + ", ".join(DOCUMENT_MODELS) + ")")
-        else:
+            unset = _unset_by_reference(raw.value, None, ("kind",))
+            missing = "missing required field 'kind' (one of " + ", ".join(DOCUMENT_MODELS) + ")"
+            errors.add(raw.at(("kind",)) if unset else raw.where, unset or missing)
+        elif not isinstance(kind, Unresolved):  # its reference's error says why (it said "unknown kind" too)
             hint = did_you_mean(str(kind), DOCUMENT_MODELS)
             errors.add(
                 raw.at(("kind",)),
@@ -237,21 +239,24 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         unknown: list[Path] = []
         problems = exc.errors(include_url=False)
         for err in problems:
+            # The value at fault: a Provider spec's `type` where its union's tag is (an unresolved one was
+            # "unknown type '<unresolved reference>'" beside its own error; walk 54a).
+            tagged = err["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(err.get("input"), dict)
+            value = err["input"].get("type") if tagged else err.get("input")
             if err["type"] == "extra_forbidden":
                 # A reference in an unknown field was never needed: the field is the problem, not its variable.
                 for failed in _unresolved_in(err.get("input")):
                     errors.withdraw(failed.error)
-            elif isinstance(err.get("input"), Unresolved):
+            elif isinstance(value, Unresolved):
                 continue
             path = _data_path(data, err["loc"], missing=err["type"] == "missing")
+            at = (*path, "type") if tagged else path
             if err["type"] == "extra_forbidden":
                 unknown.append(path)
-            where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(path)
+            where = raw.key_at(path) if err["type"] == "extra_forbidden" else raw.at(at)
             if err["type"] == "missing":
                 where = raw.key_at(path[:-1]) if path[:-1] else raw.where
-            elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                where = raw.at((*path, "type"))
-            errors.add(where, _unset_by_reference(raw.value, err, path) or _message(err, dotted(path), model, path))
+            errors.add(where, _unset_by_reference(raw.value, value, at) or _message(err, dotted(path), model, path))
         broken = _broken_fields(data, problems)
         if broken is None:
             return None
@@ -262,7 +267,7 @@ def validate_document(raw: RawDocument, data: Any, errors: ErrorSink) -> Loaded 
         return dataclasses.replace(loaded, entries=entries) if loaded is not None and entries else loaded
 
 
-def _unset_by_reference(document: Any, err: Any, path: Path) -> str:
+def _unset_by_reference(document: Any, value: Any, path: Path) -> str:
     """Why a value that is needed is null where its reference's `default: ~` left it unset (it said "Input should
     be a valid string, got null", the `~` nowhere in sight; walk 53b), else ""."""
     ref = document
@@ -274,7 +279,7 @@ def _unset_by_reference(document: Any, err: Any, path: Path) -> str:
             if isinstance(ref, list) and isinstance(part, int)
             else None
         )
-    if err.get("input") is not None or not is_reference(ref) or ref.get("default", "") is not None:
+    if value is not None or not is_reference(ref) or ref.get("default", "") is not None:
         return ""
     return f"{dotted(path)}: needs a value, and its reference gives none: {ref['env']} is not set and its default is ~"
 

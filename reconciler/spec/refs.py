@@ -44,6 +44,7 @@ SECRET_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "Provider": ("accessKey", "secretKey", "serverSecret", "callbackSecret", "accessToken"),
     "Storage": ("accessKey", "secretKey"),
 }
+_ANY_SECRET: Final = frozenset(("spec", f) for fields in SECRET_FIELDS.values() for f in fields)
 # Fields whose referenced value is shown in plans (as `spec.<field>` of any kind): not credentials, and a
 # reviewer must see where calls go. Any other referenced text is shown as a fingerprint only.
 SHOWN_FIELDS: Final = frozenset(
@@ -135,8 +136,11 @@ class _Resolver:
         fields = SECRET_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
         self.model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
         self.secret_paths: frozenset[Path] = frozenset(("spec", f) for f in fields)
-        # Paths whose references are checked for shape only (empty when secrets are read).
-        self.unread: frozenset[Path] = frozenset() if self.read_secrets else self.secret_paths
+        # Paths whose references are checked for shape only (empty when secrets are read). Of a kind not known
+        # (`kind: Provder`, unset) any kind's: its secrets were read offline, a missing one an error (walk 54a).
+        self.unread: frozenset[Path] = (
+            frozenset() if self.read_secrets else self.secret_paths if self.model is not None else _ANY_SECRET
+        )
 
     def walk(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
@@ -170,8 +174,9 @@ class _Resolver:
 
     def shown_or_hidden(self, value: Any, path: Path) -> Any:
         """Referenced text as `SecretText` unless its field is shown (or a secret field: it becomes a `Secret`).
-        Label values are shown: selectors (`-l team=x`) match them and listings print them."""
-        shown = (len(path) == 2 and path[1] in SHOWN_FIELDS) or path[:2] == _LABELS
+        Label values are shown: selectors (`-l team=x`) match them and listings print them; so is a kind, named by
+        its error if unknown (a fingerprint had no did-you-mean)."""
+        shown = (len(path) == 2 and path[1] in SHOWN_FIELDS) or path[:2] == _LABELS or path == ("kind",)
         if not isinstance(value, str) or shown or path in self.secret_paths:
             return value
         return SecretText(value, self.key)

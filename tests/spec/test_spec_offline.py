@@ -192,3 +192,46 @@ def test_a_referenced_kind_keeps_its_secret_fields_secret(tmp_path: Path) -> Non
         )
         and "lit3ral" not in error
     )
+
+
+@pytest.mark.parametrize("kind", ["Provder", "{env: KIND_54A, default: provider}", "{env: KIND_54A}"])
+def test_a_document_of_unknown_kind_reads_no_secret_offline(tmp_path: Path, kind: str) -> None:
+    """Walk 54a: a Provider whose kind was misspelt (or a referenced kind unset) was read as a kind without
+    secrets: validate read its `{file: …}` secret (a missing one an error) and demanded its `{env: …}` one, "only
+    secret fields are checked without their values" beside it. Its errors are its kind's, a referenced kind
+    named as written (no secret: it was a fingerprint, with no did-you-mean)."""
+    text = PROVIDERS.split("---\n")[0].replace("kind: Provider", f"kind: {kind}")
+    found = [e.split(": ", 1)[1] for e in _errors(_write(tmp_path, text), {}, resolve_secrets=False)]
+    unknown = "unknown kind {}; expected one of Provider, Storage, SnapshotJob, RecordingJob, ThumbnailJob"
+    if kind == "{env: KIND_54A}":
+        assert found == [
+            "kind: environment variable KIND_54A is not set and the reference has no default"
+            " (only secret fields are checked without their values)"
+        ]
+    else:
+        written = "'Provder'" if kind == "Provder" else "'provider'"
+        assert found == ["kind: " + unknown.format(written) + " (did you mean 'Provider'?)"]
+
+
+@pytest.mark.parametrize(
+    ("field", "ref", "error"),
+    [
+        ("kind", "{env: U54A}", "kind: environment variable U54A is not set and the reference has no default"),
+        ("kind", "{env: U54A, default: ~}", "kind: needs a value, and its reference gives none: U54A is not set and"),
+        ("type", "{env: U54A}", "spec.type: environment variable U54A is not set and the reference has no default"),
+        ("type", "{file: gone-54a.txt}", "spec.type: cannot read referenced file 'gone-54a.txt'"),
+        ("type", "{env: U54A, default: ~}", "spec.type: needs a value, and its reference gives none: U54A is not"),
+    ],
+)
+def test_a_kind_or_type_whose_reference_gives_nothing_is_one_error_at_it(
+    tmp_path: Path, field: str, ref: str, error: str
+) -> None:
+    """Walk 54a: an unset `kind` or Provider `type` reference was two errors at one place, the second naming
+    "<unresolved reference>" as the kind or type written (walks 48c, 53b left it); with `default: ~`, a kind
+    was "missing" (at the document) and a type "unknown type 'None'"."""
+    text = PROVIDERS.split("---\n")[0].replace(
+        f"{field}: {'Provider' if field == 'kind' else 'volcengine'}", f"{field}: {ref}"
+    )
+    (found,) = _errors(_write(tmp_path, text), {}, resolve_secrets=False)
+    line = 2 if field == "kind" else 5
+    assert found.startswith(f"{tmp_path / 'specs.yaml'}:{line}:{text.splitlines()[line - 1].index('{') + 1}: {error}")
