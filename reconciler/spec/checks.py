@@ -612,7 +612,10 @@ class Checker:
         # jpg and mp3 too.
         api = self._zego_api(provider) if kind == "tencent-vod" else None
         current = ("mp4", "flv", "jpg", "mp3")
-        formats = current if api is not None and api[0] == "current" else ("mp4", "flv")
+        # Seed 003's list only where the Provider says legacy: one not known (missing, or its cloudrecordApi
+        # unreadable: reported on its own) is held to what either API takes, as `_zego_idle` holds it to the
+        # wider range: a jpg refusal that the Provider's fix (`curent` -> `current`) takes back misled.
+        formats = ("mp4", "flv") if kind != "tencent-vod" or (api is not None and api[0] == "legacy") else current
         # Seed 003: mp4 or flv with stream_type 4 (media: separate) write the audio as aac files.
         apart = media == "separate" and fmt in ("mp4", "flv")
         if kind not in ZEGO_VOD or (fmt in formats and not apart):

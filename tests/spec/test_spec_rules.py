@@ -640,6 +640,14 @@ def test_a_job_on_an_invalid_zego_provider_is_held_to_the_api_its_document_names
     legacy = broken.replace("serverSecret", "cloudrecordApi: legacy, serverSecret")
     [_, jpg] = errors_of(legacy + tvod + shots.replace("100000s", "60s"), env=SECRET_ENV)
     assert "mp4 or flv files only with cloudrecordApi: legacy, not jpg" in jpg and "Provider 'zg' (" in jpg
+    # Its API not known (unreadable, or no such Provider): what either API takes, no error its fix takes back.
+    typo = broken.replace("appId: -4", "appId: 4, cloudrecordApi: curent")
+    [api] = errors_of(typo + tvod + shots.replace("100000s", "60s"), env=SECRET_ENV)
+    assert "spec.cloudrecordApi: 'curent' is not allowed" in api
+    mp3 = job("RecordingJob", "r", "provider: zgg\nrooms: [r]\nstorage: tv\nmedia: audio\nformat: mp3\n")
+    assert [e.split(": ", 1)[1] for e in errors_of(tvod + mp3, env=SECRET_ENV)] == [
+        "spec.provider: no Provider named 'zgg'"
+    ]
 
 
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
