@@ -339,11 +339,15 @@ def selector_view(selection: Selection, actions: Mapping[str, Action], live: Col
         if actions.get(prefix + room) in (Action.CREATE, Action.REISSUE, Action.REPLACE)
     ]
     ending = [room for room in running if room not in selection.chosen]
+    # Past the cap and not running: left out. Also a room whose record still holds it (so `select` left it to
+    # end) but whose run the vendor was seen to end: the plan listed it nowhere (walk 53D-2).
+    taken = {*selection.chosen, *running, *(room for room, _ in selection.claimed)}
+    left_out = [room for room in selection.active if room not in taken]
     lists: dict[str, list[Any]] = {
         "active": list(selection.active),
         "running": running,
         "start": start,
-        "left_out": list(selection.left_out),
+        "left_out": left_out,
         "ending": ending,
         "claimed": [{"room": room, "by": owner} for room, owner in selection.claimed],
     }

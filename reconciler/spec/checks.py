@@ -461,7 +461,7 @@ class Checker:
                 job,
                 ("spec", "idleTimeout"),
                 f"{idle}s is out of range for zego MaxIdleTime (5..{ZEGO_CURRENT_MAX_IDLE} s with cloudrecordApi: "
-                f"current, {api[1].ref()}; up to {UINT32_MAX} s with legacy)",
+                f"current, {api[1]}; up to {UINT32_MAX} s with legacy)",
             )
 
     def _range(self, job: Loaded, path: Path, value: int, low: int, high: int, what: str) -> None:
@@ -587,13 +587,21 @@ class Checker:
             "share it; give one of them another taskId",
         )
 
-    def _zego_api(self, name: str) -> tuple[str, Loaded] | None:
-        """The cloud recording API of provider `name` and its document, when it is a valid zego Provider: the
-        messages of the rules that differ by API name it, as its `cloudrecordApi` (current by default) is not
-        in the job's file."""
+    def _zego_api(self, name: str) -> tuple[str, str] | None:
+        """The cloud recording API of zego Provider `name` and the document's `ref()`: the messages of the rules
+        that differ by API name it, as its `cloudrecordApi` (current by default) is not in the job's file. Of an
+        invalid Provider (already reported), what its document says when that is readable: a broken `appId`
+        made the job's checks assume the legacy API (a false `jpg` refusal, a missed MaxIdleTime bound)."""
         provider = self.by_kind.get("Provider", {}).get(name)
-        pspec = provider.model.spec if provider is not None and isinstance(provider.model, ProviderDocument) else None
-        return (pspec.cloudrecord_api, provider) if isinstance(pspec, ZegoProvider) and provider else None
+        if provider is not None:
+            pspec = provider.model.spec if isinstance(provider.model, ProviderDocument) else None
+            return (pspec.cloudrecord_api, provider.ref()) if isinstance(pspec, ZegoProvider) else None
+        raw = self.invalid.get(("Provider", name))
+        spec = raw.value.get("spec") if raw is not None else None
+        if raw is None or not isinstance(spec, dict) or spec.get("type") != "zego":
+            return None
+        api = spec.get("cloudrecordApi", ZegoProvider.model_fields["cloudrecord_api"].default)
+        return (api, f"Provider '{name}' ({raw.source})") if api in ("current", "legacy") else None
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:
         if storage is None:  # missing or invalid: reported on its own
@@ -604,7 +612,10 @@ class Checker:
         # jpg and mp3 too.
         api = self._zego_api(provider) if kind == "tencent-vod" else None
         current = ("mp4", "flv", "jpg", "mp3")
-        formats = current if api is not None and api[0] == "current" else ("mp4", "flv")
+        # Seed 003's list only where the Provider says legacy: one not known (missing, or its cloudrecordApi
+        # unreadable: reported on its own) is held to what either API takes, as `_zego_idle` holds it to the
+        # wider range: a jpg refusal that the Provider's fix (`curent` -> `current`) takes back misled.
+        formats = ("mp4", "flv") if kind != "tencent-vod" or (api is not None and api[0] == "legacy") else current
         # Seed 003: mp4 or flv with stream_type 4 (media: separate) write the audio as aac files.
         apart = media == "separate" and fmt in ("mp4", "flv")
         if kind not in ZEGO_VOD or (fmt in formats and not apart):
@@ -614,7 +625,7 @@ class Checker:
         if api is not None and api[0] == "legacy":  # the Provider decides: say which, and the way out
             which += " with cloudrecordApi: legacy"
             written += f": cloudrecordApi: current takes {written} too" if written in current else ""
-            where += f" with {api[1].ref()}"
+            where += f" with {api[1]}"
         if fmt in formats:  # the aac files of media: separate
             what = f"media: separate writes the audio apart, as aac files (seed 003), and {kind} storage takes {which}"
             self.fail(job, ("spec", "media"), f"{what}, not aac ({where})")

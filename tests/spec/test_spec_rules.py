@@ -626,6 +626,30 @@ def test_a_rule_of_one_zego_api_names_the_provider_that_chose_it(errors_of: Erro
     assert "with cloudrecordApi: current, Provider 'zego' (" in idle
 
 
+def test_a_job_on_an_invalid_zego_provider_is_held_to_the_api_its_document_names(errors_of: ErrorsOf) -> None:
+    """Walk 53D-1: a Provider broken elsewhere (its appId) made its jobs' checks assume the legacy API: a jpg
+    SnapshotJob to tencent-vod was refused (the current API takes jpg) and idleTimeout 100000s passed, so fixing
+    the appId traded one error for another. Its readable `cloudrecordApi` (current when absent) is used."""
+    tvod = storage("tv", "{type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}")
+    broken = provider("zg", "{type: zego, appId: -4, serverSecret: {env: SK}}")
+    shots = job(body="provider: zg\nrooms: [lobby]\nstorage: tv\nidleTimeout: 100000s\n")
+    [appid, idle] = errors_of(broken + tvod + shots, env=SECRET_ENV)
+    assert "spec.appId: must be at least 1" in appid
+    current = "MaxIdleTime (5..86400 s with cloudrecordApi: current, Provider 'zg' ("
+    assert f"100000s is out of range for zego {current}" in idle
+    legacy = broken.replace("serverSecret", "cloudrecordApi: legacy, serverSecret")
+    [_, jpg] = errors_of(legacy + tvod + shots.replace("100000s", "60s"), env=SECRET_ENV)
+    assert "mp4 or flv files only with cloudrecordApi: legacy, not jpg" in jpg and "Provider 'zg' (" in jpg
+    # Its API not known (unreadable, or no such Provider): what either API takes, no error its fix takes back.
+    typo = broken.replace("appId: -4", "appId: 4, cloudrecordApi: curent")
+    [api] = errors_of(typo + tvod + shots.replace("100000s", "60s"), env=SECRET_ENV)
+    assert "spec.cloudrecordApi: 'curent' is not allowed" in api
+    mp3 = job("RecordingJob", "r", "provider: zgg\nrooms: [r]\nstorage: tv\nmedia: audio\nformat: mp3\n")
+    assert [e.split(": ", 1)[1] for e in errors_of(tvod + mp3, env=SECRET_ENV)] == [
+        "spec.provider: no Provider named 'zgg'"
+    ]
+
+
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
     tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
     tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"

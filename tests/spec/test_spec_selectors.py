@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler import transitions
 from reconciler.model import RoomActivity, TaskStatus
-from reconciler.rooms import Selection, holding, named_rooms, select
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_view
 from reconciler.spec import SpecSet
 from reconciler.spec.fields import VOLC_ID_RE
 from reconciler.spec.models import RoomSelector, SnapshotJobSpec
@@ -238,6 +238,18 @@ def test_a_room_running_past_a_lowered_cap_is_not_started_by_another_selector(lo
     )
     assert (first.chosen, first.left_out) == (("class-1",), ())
     assert (second.chosen, second.claimed) == ((), (("class-1", "SnapshotJob/a"), ("class-2", "SnapshotJob/a")))
+
+
+def test_a_room_past_a_lowered_cap_whose_run_was_seen_to_end_is_left_out_in_the_plan(load: Loader) -> None:
+    """Walk 53D-2: its record still running, `select` left it to end; the vendor said it ended, so the plan's
+    view had it neither running, left to end nor left out: `3 active · 2 running · 0 left out (maxRooms 1)`."""
+    spec = load(job(name="sel", body="provider: volc\nrooms: {match: 'class-*', maxRooms: 1}\nstorage: tos\n"))
+    rooms = ["class-1", "class-2", "class-3"]
+    (sel,) = _select(spec, rooms, held=frozenset(f"SnapshotJob/sel/{r}" for r in rooms))
+    view = selector_view(sel, {}, {"SnapshotJob/sel/class-1", "SnapshotJob/sel/class-2"})
+    assert (view["running"], view["ending"], view["left_out"]) == (["class-1", "class-2"], ["class-2"], ["class-3"])
+    running = selector_view(sel, {}, {f"SnapshotJob/sel/{r}" for r in rooms})  # all run on: none left out
+    assert (running["ending"], running["left_out"]) == (["class-2", "class-3"], [])
 
 
 def test_holding_counts_running_and_pending_tasks() -> None:
