@@ -21,7 +21,7 @@ from reconciler.spec import SpecError, SpecErrors, SpecSet, load_spec_set
 from reconciler.spec.loader import file_at_fault
 from reconciler.state.sql import iso_utc
 
-__all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs"]
+__all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs", "task_looks"]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -175,15 +175,17 @@ def error_summary(exc: SpecErrors) -> tuple[int, str]:
     return count, f"{count} error{'s' if count != 1 else ''}, first: {exc.errors[0]}" if exc.errors else str(exc)
 
 
+def task_looks(t: DesiredTask) -> tuple[str, list[list[str]], str | None, str]:
+    """What of a task the daemon acts on: a change gives its key work (`changed_keys`) and shows in the spec
+    digest (a replica still on a job's old restartPolicy or labels showed the leader's digest: walk 54b)."""
+    return (t.spec_hash, [list(item) for item in sorted(t.labels.items())], t.selector, t.restart_policy.value)
+
+
 def changed_keys(old: SpecSet | None, new: SpecSet, recorded: Iterable[str]) -> set[str]:
     """The keys a new spec set gives work: all of them (and every recorded one) the first time, then only
     those whose task was added, changed or removed, whose labels or selector changed (to be recorded), or
     whose restartPolicy changed (a run ended under Never is re-issued once the job is Always)."""
     if old is None:
         return set(new.tasks) | set(recorded)
-
-    def looks(t: DesiredTask) -> tuple[object, ...]:
-        return (t.spec_hash, t.labels, t.selector, t.restart_policy)
-
-    keys = {k for k, t in new.tasks.items() if (o := old.tasks.get(k)) is None or looks(o) != looks(t)}
+    keys = {k for k, t in new.tasks.items() if (o := old.tasks.get(k)) is None or task_looks(o) != task_looks(t)}
     return keys | (set(old.tasks) - set(new.tasks))

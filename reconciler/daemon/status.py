@@ -81,6 +81,7 @@ def snapshot_provider(daemon: Daemon) -> SnapshotProvider:
             unknown_since=daemon.runtimes.unknown_since() if acting else {},
             accounts=accounts_of(spec.providers) if spec is not None else {},
             prune_grace=daemon.pruning.grace,
+            prunes=daemon.pruning.prune,
         )
         return build_snapshot(inputs, query, daemon.clock.now())
 

@@ -79,6 +79,10 @@ class StatusInputs:
     # The daemon's --prune-grace: a stopped selector task pruned within it (and PRUNE_LATE_SECONDS) of the edit
     # that left its room out was the edit's own prune, no loss after the edit (walk 53c).
     prune_grace: float = 0.0
+    # False: --no-prune, no prune of the daemon's own comes: a task still the job's is kept from the edit on (its
+    # page drew none for the grace and a minute, then the loss since the edit: walk 54b). A tombstone's removal
+    # says itself whether it was the edit's own prune (one made before a restart with --no-prune).
+    prunes: bool = True
 
 
 def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> StatusSnapshot:
@@ -122,7 +126,7 @@ def build_snapshot(inputs: StatusInputs, query: StatusQuery, now: float) -> Stat
         query=query,
         page=PageInfo(number, query.per_page, len(matching), pages),
         jobs=_jobs_on_page(shown, by_job, inputs, now),
-        rooms=_rooms_on_page(shown, inputs.history, inputs.accounts, now, inputs.prune_grace),
+        rooms=_rooms_on_page(shown, inputs, now),
         decisions=_decisions(inputs, query),
         unknown=len(inputs.look_errors),
         waiting=sum(waiting.values()),
@@ -219,11 +223,11 @@ def _reissued(before: Run, after: Run) -> bool:
     return before.reason is not None and not transitions.ended_by_capctl(before.reason)
 
 
-def _rooms_on_page(
-    shown: Sequence[TaskRecord], history: History, accounts: Mapping[str, str], now: float, prune_grace: float
-) -> tuple[RoomTimeline, ...]:
+def _rooms_on_page(shown: Sequence[TaskRecord], inputs: StatusInputs, now: float) -> tuple[RoomTimeline, ...]:
     """Rooms of the page's snapshot and recording tasks (a thumbnail's target is a file, not a room), each of
     its vendor account (a task of a Provider no longer declared: of that name, which no activity is of)."""
+    history, accounts = inputs.history, inputs.accounts
+    own_prune = inputs.prune_grace + PRUNE_LATE_SECONDS
     rooms: dict[tuple[str, str], list[str]] = defaultdict(list)
     for record in shown:
         if record.kind is not JobKind.THUMBNAIL:
@@ -255,7 +259,7 @@ def _rooms_on_page(
                             room if key in selected else None,
                             removed.get(key),
                             now if key in live else removed.get(key),
-                            prune_grace + PRUNE_LATE_SECONDS,
+                            own_prune if inputs.prunes or key not in live else 0.0,
                         ),
                         start_may_run=key in may_run,
                     )

@@ -346,7 +346,9 @@ class History:
     def uncovered(self, job: str, room: str) -> list[Interval]:
         """When `job`'s globs, as kept, did not cover `room`: globs in force that left it out, and the job out of
         the specs between two spans (a selector narrowed and widened again, walk 48B-1) or since the last one
-        closed (the job removed: its tasks' prune grace, walk 53c). Before the first span kept, not known: none."""
+        closed (the job removed: its tasks' prune grace, walk 53c). Before the first span kept, not known: none.
+        Each stretch the room stayed out is one, from the edit that left it out: narrowed again (or the job put
+        back still leaving it out) is no new edit, its task's prune and its loss are the first one's (54b)."""
         covers = self._covers.get(job, ())
         out = [Interval(a.end, b.start) for a, b in itertools.pairwise(covers) if a.end is not None and a.end < b.start]
         if covers and (gone := covers[-1].end) is not None:
@@ -356,7 +358,13 @@ class History:
             for c, covered in self._covering(job, room)
             if not covered
         ]
-        return sorted(out, key=lambda i: i.start)
+        merged: list[Interval] = []
+        for i in sorted(out, key=lambda i: i.start):
+            if merged and i.start <= merged[-1].end:
+                merged[-1] = Interval(merged[-1].start, max(merged[-1].end, i.end))
+            else:
+                merged.append(i)
+        return merged
 
     def _covering(self, job: str, room: str) -> list[tuple[Cover, bool]]:
         """Each of `job`'s spans and whether it covers `room`, matched once per distinct globs: an edit made

@@ -27,7 +27,7 @@ from reconciler.model import TaskStatus
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import VOLC_SECRET, client, volc_body
-from tests.specdocs import snapshot_job
+from tests.specdocs import selector_job, snapshot_job
 
 LOBBY, VIP = "SnapshotJob/audit/lobby", "SnapshotJob/audit/vip"
 
@@ -512,6 +512,22 @@ def test_the_spec_digest_tells_a_rotated_provider_key_apart_but_not_where_a_prov
     assert digest(VOLC_CB="rotated-callback") != before and digest(VOLC_SK="rotated-api-key") != before
     (specs / "providers.yaml").write_text("# moved down a line\n" + (specs / "providers.yaml").read_text())
     assert digest() == before
+
+
+@pytest.mark.parametrize("job", [snapshot_job("audit", ["lobby"]), selector_job("audit", "class-*")])
+def test_the_spec_digest_tells_a_job_s_restart_policy_and_labels_apart(tmp_path: Path, job: str) -> None:
+    """A job's restartPolicy (whether an ended run is re-issued) and labels (recorded with its tasks) are not in
+    a task's spec hash: a replica still on the old ones showed the leader's digest, its failover acting on them
+    unnoticed (walk 54b). The same as what gives a task work on a reload (`changed_keys`)."""
+
+    def digest(text: str) -> str:
+        specs = write_specs(tmp_path / "specs", text)
+        return spec_digest(load_spec_set([str(specs)], fingerprint_key=b"k" * 32))
+
+    labelled = job.replace("metadata: {name: audit}", "metadata: {name: audit, labels: {team: school}}")
+    seen = [digest(job), digest(job + "  restartPolicy: Never\n"), digest(labelled)]
+    assert labelled != job and len(set(seen)) == 3
+    assert digest(job + "  restartPolicy: Always\n") == seen[0]  # the default, written out: the same set
 
 
 async def test_a_set_invalid_for_a_missing_referenced_file_loads_once_the_file_appears(harness: Harness) -> None:

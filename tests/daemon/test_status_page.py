@@ -527,9 +527,10 @@ async def test_a_deposed_leader_shows_none_of_its_old_terms_plans_or_looks(harne
     assert "the leader's: a standby observes nothing" in page
 
 
-async def leader_and_standby_pages(harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`GET /api/v1/status` of the harness's daemon (leading), then of a standby started on its state."""
-    standby = await harness.start_standby()
+async def leader_and_standby_pages(harness: Harness, **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`GET /api/v1/status` of the harness's daemon (leading), then of a standby started on its state (with
+    `options`: the flags the leader was given, which every replica must share)."""
+    standby = await harness.start_standby(**options)
     try:
         async with await client(harness) as http:
             led = (await http.get("/api/v1/status")).json()
@@ -574,6 +575,28 @@ async def test_a_stopped_selector_task_a_narrowing_left_the_job_draws_one_loss_o
     assert led["replica"]["prune_held"] == (["SnapshotJob/sel/stage-1"] if prune else [])
     assert followed["replica"]["role"] == "standby" and followed["replica"]["prune_held"] == []
     assert room_of(led, "stage-1")["lost_seconds"] >= 290
+    assert followed["rooms"] == led["rooms"]
+
+
+async def test_a_stopped_selector_task_under_no_prune_draws_its_loss_from_the_narrowing_at_once(
+    harness: Harness,
+) -> None:
+    """Walk 54b: under --no-prune no prune comes, yet the page waited for one (53c: `--prune-grace` and a minute)
+    before drawing the room active after the narrowing as lost: none for 90 s, then the loss since the edit,
+    the page's past rewritten. Now from the edit on, on every replica run with the same flags."""
+    write_specs(harness.specs, selector_job("sel", "*"))
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.start(SQLiteStateStore(harness.state_path, clock=harness.clock), prune=False)
+    await harness.advance(30)
+    harness.sim.unpublish("volcengine", "stage-1", user_id="alice")
+    await harness.advance(60)  # its task idles out
+    write_specs(harness.specs, selector_job("sel", "lobby-*"))
+    assert harness.daemon is not None and harness.daemon.reload()
+    harness.sim.publish("volcengine", "stage-1", user_id="alice")
+    await harness.advance(20)
+    led, followed = await leader_and_standby_pages(harness, prune=False)
+    assert task_of(led, "SnapshotJob/sel/stage-1")["status"] == "stopped"
+    assert 15 < room_of(led, "stage-1")["lost_seconds"] < 25
     assert followed["rooms"] == led["rooms"]
 
 

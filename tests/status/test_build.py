@@ -464,7 +464,7 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
     for at, globs in ((4000, ["*"]), (3000, ["lobby-*"]), (2500, None), (2000, ["*"])):
         clock.set(NOW - at)
         history.cover({} if globs is None else {job: RoomSelector.model_validate({"match": globs})})
-    assert history.uncovered(job, "stage-1") == [Interval(NOW - 3000, NOW - 2500), Interval(NOW - 2500, NOW - 2000)]
+    assert history.uncovered(job, "stage-1") == [Interval(NOW - 3000, NOW - 2000)]  # one stretch left out (54b)
     assert history.uncovered(job, "lobby-1") == [Interval(NOW - 2500, NOW - 2000)]
 
 
@@ -491,6 +491,12 @@ def test_when_a_selector_left_a_room_out_is_kept_by_span() -> None:
         ({2000: None}, 1000, 1510),
         ({60: None}, False, 2450),
         ({2000: None}, False, 2510),
+        # Narrowed again (or the job put back) with the room still left out: from the first edit (54b).
+        ({2000: ["lobby-*"], 1000: ["lobby-*", "x"]}, False, 2510),
+        ({2000: None, 1000: ["lobby-*"]}, False, 2510),
+        ({120: ["lobby-*"], 60: ["lobby-*", "x"]}, False, 2510),
+        ({60: ["lobby-*"], 30: ["lobby-*", "x"]}, False, 2450),
+        ({2000: ["lobby-*"], 1990: ["lobby-*", "x"]}, 1970, 510),
     ],
 )
 def test_a_selector_task_its_job_kept_draws_its_loss_whatever_the_globs(
