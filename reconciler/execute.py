@@ -732,10 +732,7 @@ def _shares_vendor_task(
     record's run, taken over as it is (docs/daemon.md, "Pruning"). One renamed and edited at once is not: taken
     over, the vendor kept the old settings under the new ones' record (walk 53A-3); it is stopped and started
     again, as a run of unknown ones."""
-    held: dict[tuple[str, str, str], list[TaskRecord]] = {}
-    for record in records.values():
-        if (name := transitions.volc_task_held(record)) is not None:
-            held.setdefault(name, []).append(record)
+    held = transitions.volc_holding(records)
     return {
         index
         for index, change in actionable

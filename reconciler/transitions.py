@@ -72,6 +72,7 @@ __all__ = [
     "unfound_start",
     "updated",
     "volc_holders",
+    "volc_holding",
     "volc_task_held",
     "volc_task_name",
     "waits_for_room",
@@ -339,6 +340,17 @@ def volc_holders(records: Mapping[str, TaskRecord], kept: Container[str]) -> dic
     its key. Another record naming one of them must not be stopped when it is removed: that would end the kept
     key's run (a renamed job's new key took the running task over while the old key was kept)."""
     return {name: key for key, record in records.items() if key in kept and (name := volc_task_held(record))}
+
+
+def volc_holding(
+    records: Mapping[str, TaskRecord], but: Container[str] = ()
+) -> dict[tuple[str, str, str], list[TaskRecord]]:
+    """The records (but those of the keys `but`) that may be running each Volcengine task (`volc_task_held`)."""
+    held: dict[tuple[str, str, str], list[TaskRecord]] = {}
+    for key, record in records.items():
+        if key not in but and (name := volc_task_held(record)) is not None:
+            held.setdefault(name, []).append(record)
+    return held
 
 
 def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, Any]) -> bool:
