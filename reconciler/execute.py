@@ -728,20 +728,18 @@ def _shares_vendor_task(
     actionable: list[tuple[int, Change]], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
 ) -> set[int]:
     """Starts (by index) whose Volcengine task another record may be running (`volc_task_held`) with the very
-    request this start sends: a renamed job's new key. Its "already started" is that record's run, taken over as
-    it is (docs/daemon.md, "Pruning"). One renamed and edited at once is not: taken over, the vendor kept the old
-    settings under the new ones' record (walk 53A-3); it is stopped and started again, as a run of unknown ones."""
-    held: dict[tuple[str, str, str], list[TaskRecord]] = {}
-    for record in records.values():
-        if (name := transitions.volc_task_held(record)) is not None:
-            held.setdefault(name, []).append(record)
+    request this start sends (`transitions.runs_as_sent`): a renamed job's new key. Its "already started" is that
+    record's run, taken over as it is (docs/daemon.md, "Pruning"). One renamed and edited at once is not: taken
+    over, the vendor kept the old settings under the new ones' record (walk 53A-3); it is stopped and started
+    again, as a run of unknown ones."""
+    held = transitions.volc_holding(records)
     return {
         index
         for index, change in actionable
         if change.action is not Action.DELETE
         and (task := desired.get(change.key)) is not None
         and (name := transitions.volc_task_name(task.family, task.request)) is not None
-        and any(r.key != change.key and r.request == redact_tree(task.request) for r in held.get(name, ()))
+        and transitions.runs_as_sent(held.get(name, []), change.key, redact_tree(task.request))
     }
 
 

@@ -889,6 +889,36 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
     return f"removed from specs: {left}"
 
 
+def _taking_over(
+    changes: list[Change], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> list[Change]:
+    """`changes`, each create whose Volcengine task a record this plan does not stop may be running (a renamed
+    job's old key kept: `--no-prune`, `--target`, `-l`) saying what apply does with that run: takes it over as
+    it runs, or, not known to run with these settings, stops it and starts it again (`transitions.runs_as_sent`),
+    a gap the reviewer is told of, as of a delete stopped first (walk 54C-2)."""
+    if not any(c.action is Action.CREATE and c.family is ApiFamily.VOLC_SNAPSHOT for c in changes):
+        return changes  # (the records not read: a plan of no start is made at every daemon pass)
+    held = transitions.volc_holding(records, but={c.key for c in changes if c.action is Action.DELETE})
+    if not held:
+        return changes
+    told = []
+    for change in changes:
+        task = desired.get(change.key) if change.action is Action.CREATE else None
+        name = transitions.volc_task_name(task.family, task.request) if task is not None else None
+        holders = held.get(name, []) if task is not None and name is not None else []
+        # (A start of its own record that may run, planned again: that record tells what it runs.)
+        if task is not None and holders and all(r.key != change.key for r in holders):
+            last = max(holders, key=lambda r: r.started_at or 0.0).key
+            if transitions.runs_as_sent(holders, change.key, change.after or redact_tree(task.request)):
+                how = "started with this very request: taken over as it runs"
+            else:
+                how = "not known to run with these settings: stopped and started again with them (a short gap)"
+            reason = f"{change.reason}; its vendor task (RoomId + TaskId) may run as {last}'s, {how}"
+            change = dataclasses.replace(change, reason=reason)
+        told.append(change)
+    return told
+
+
 def diff(
     desired: Mapping[str, DesiredTask],
     records: Mapping[str, TaskRecord],
@@ -951,6 +981,7 @@ def diff(
         changes.append(_change(Action.DELETE, _delete_reason(record, held_by, started_by), None, record, via))
         if held_by is None:  # one handed over is retired without a stop: its Provider may be gone (walk 45A-3)
             deleted.append(record)
+    changes = _taking_over(changes, desired, records)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
     stopped_through = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 from reconciler import stopreasons
@@ -61,6 +61,7 @@ __all__ = [
     "run_counts",
     "run_ended_at",
     "run_goes_on",
+    "runs_as_sent",
     "start_outstanding",
     "start_unconfirmed",
     "started",
@@ -71,6 +72,7 @@ __all__ = [
     "unfound_start",
     "updated",
     "volc_holders",
+    "volc_holding",
     "volc_task_held",
     "volc_task_name",
     "waits_for_room",
@@ -338,6 +340,33 @@ def volc_holders(records: Mapping[str, TaskRecord], kept: Container[str]) -> dic
     its key. Another record naming one of them must not be stopped when it is removed: that would end the kept
     key's run (a renamed job's new key took the running task over while the old key was kept)."""
     return {name: key for key, record in records.items() if key in kept and (name := volc_task_held(record))}
+
+
+def volc_holding(
+    records: Mapping[str, TaskRecord], but: Container[str] = ()
+) -> dict[tuple[str, str, str], list[TaskRecord]]:
+    """The records (but those of the keys `but`) that may be running each Volcengine task (`volc_task_held`)."""
+    held: dict[tuple[str, str, str], list[TaskRecord]] = {}
+    for key, record in records.items():
+        if key not in but and (name := volc_task_held(record)) is not None:
+            held.setdefault(name, []).append(record)
+    return held
+
+
+def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, Any]) -> bool:
+    """Whether the run that `holders` (the records naming one Volcengine task, `volc_task_held`) may be running
+    is another key's, started with `request` (redacted): a renamed job's new key takes it over as it runs. Its
+    settings are those of the record that started it last (which took it over, and may have updated it in place
+    since: an older one, no longer declared, kept its own, walk 54C-1), unless a start is unconfirmed (it may
+    have begun later), an update unconfirmed, or the settings unknown (`found_running`): each such record, and
+    that last one, must have sent `request`."""
+    unsure = [r for r in holders if start_unconfirmed(r)]
+    confirmed = [r for r in holders if not start_unconfirmed(r)]
+    last = [max(confirmed, key=lambda r: r.started_at or 0.0)] if confirmed else []
+    return bool(holders) and all(
+        r.key != key and r.request == request and not r.update_unconfirmed and r.spec_hash != UNKNOWN_SETTINGS
+        for r in unsure + last
+    )
 
 
 def handed_over_to(record: TaskRecord, holders: Mapping[tuple[str, str, str], str]) -> str | None:

@@ -1329,3 +1329,28 @@ def test_a_failed_start_left_to_its_room_of_a_never_job_starts_when_its_room_is_
     # A 503 not marked refused may have run (walk 50D-2): the reason says so.
     reason = f"previous start failed: HTTP 503; {transitions.MAY_RUN}"
     assert (change.action, change.reason) == (Action.CREATE, reason), change
+
+
+@pytest.mark.parametrize(
+    ("interval", "prune", "said"),
+    [
+        (5, False, "may run as SnapshotJob/old/lobby's, started with this very request: taken over as it runs"),
+        (10, False, "may run as SnapshotJob/old/lobby's, not known to run with these settings: stopped and started"),
+        (10, True, None),  # the old key's delete is stopped first, and says so
+    ],
+)
+def test_a_create_whose_vendor_task_a_kept_key_may_run_says_what_apply_does_with_that_run(
+    interval: int, prune: bool, said: str | None
+) -> None:
+    """Walk 54C-2: a job renamed with its taskId kept, the old key kept (`--no-prune`): the create's start takes
+    the old key's run over as it runs, or, renamed and edited at once, stops it and starts it again (a gap the
+    plan said nothing of: `new task: not in state`)."""
+    gone = desired(job="old")
+    new = desired(job="new", interval=interval)
+    new = dataclasses.replace(new, request={**new.request, "TaskId": "old"})
+    ref = {k: gone.request[k] for k in ("AppId", "RoomId", "TaskId")}
+    records = {gone.key: record_for(gone, vendor_ref=ref, started_at=NOW - 60)}
+    plan = diff({new.key: new}, records, {}, options=PlanOptions(prune=prune), state_serial=1, now=NOW)
+    (create,) = [c for c in plan.changes if c.key == new.key]
+    assert create.reason.startswith("new task: not in state")
+    assert (said in create.reason) if said else create.reason == "new task: not in state", create.reason

@@ -431,6 +431,25 @@ def test_a_job_renamed_and_edited_at_once_does_not_take_the_old_run_over_as_it_i
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
 
 
+def test_a_rename_takes_the_run_over_only_by_the_settings_of_the_key_that_holds_it_last(work: Workdir) -> None:
+    """All under --no-prune: `a` (interval 5) renamed `b` (taken over), `b` updated in place to 10, `b` renamed
+    `c` with interval 5. `a`'s record, never updated since, still said 5: `c` took the run of 10 over as it was,
+    its record saying 5, "No changes" for good (walk 54C-1). The run's settings are `b`'s, who took it last."""
+
+    def pinned(name: str, interval: int) -> str:
+        return snapshot_job(name, ["r1"], interval=interval).replace("spec:\n", "spec:\n  taskId: pinned\n")
+
+    for name, interval in [("a", 5), ("b", 5), ("b", 10)]:
+        work.write("jobs.yaml", pinned(name, interval))
+        work.apply("--no-prune")
+    assert [t["interval"] for t in running(work)] == [10]
+    work.write("jobs.yaml", pinned("c", 5))
+    assert "stopped and started again" in work.apply("--no-prune").stdout
+    assert [t["interval"] for t in running(work)] == [5]
+    assert "2 deleted" in work.apply().stdout
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+
+
 @pytest.mark.parametrize("before", ["nothing", "throttled", "refused"])
 def test_a_run_the_state_forgot_is_started_again_with_the_declared_settings(work: Workdir, before: str) -> None:
     """`state rm` forgets a running task; the job's interval then changes. The apply's StartSnapshot was answered
