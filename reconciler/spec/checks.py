@@ -600,7 +600,9 @@ class Checker:
         spec = raw.value.get("spec") if raw is not None else None
         if raw is None or not isinstance(spec, dict) or spec.get("type") != "zego":
             return None
-        api = spec.get("cloudrecordApi", ZegoProvider.model_fields["cloudrecord_api"].default)
+        # A null is unset, as the model reads it (`cloudrecordApi:` left empty): the default, not "not known" (55a).
+        api = spec.get("cloudrecordApi")
+        api = ZegoProvider.model_fields["cloudrecord_api"].default if api is None else api
         return (api, f"Provider '{name}' ({raw.source})") if api in ("current", "legacy") else None
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:

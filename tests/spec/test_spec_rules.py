@@ -650,6 +650,19 @@ def test_a_job_on_an_invalid_zego_provider_is_held_to_the_api_its_document_names
     ]
 
 
+def test_an_invalid_zego_provider_s_empty_cloudrecord_api_is_the_default(errors_of: ErrorsOf) -> None:
+    """Walk 55a: `cloudrecordApi:` left empty is unset to the model (the current API), but an invalid Provider's
+    null read as "not known": idleTimeout 100000s passed until the appId was fixed, then was refused."""
+    broken = provider("zg", "{type: zego, appId: -4, cloudrecordApi: null, serverSecret: {env: SK}}")
+    shots = job(body="provider: zg\nrooms: [lobby]\nstorage: s3\nidleTimeout: 100000s\n")
+    fixed = errors_of(broken.replace("-4", "4") + shots, env=SECRET_ENV)
+    assert [e.split(": ", 1)[1] for e in errors_of(broken + shots, env=SECRET_ENV)] == [
+        "spec.appId: must be at least 1, got -4",
+        *[e.split(": ", 1)[1] for e in fixed],
+    ]
+    assert len(fixed) == 1 and "(5..86400 s with cloudrecordApi: current, Provider 'zg' (" in fixed[0]
+
+
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
     tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
     tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"
