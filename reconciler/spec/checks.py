@@ -291,21 +291,22 @@ class Checker:
         docs = (doc for text in self.errors.unread for doc in _DOCUMENT_START.split(text) if named.search(doc))
         return any((found := _KIND.search(doc)) is None or found[2] == kind for doc in docs)
 
-    def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
-        """Check that the provider can write to the storage; returns the volcengine region number."""
-        assert isinstance(provider.model, ProviderDocument) and isinstance(storage.model, StorageDocument)
-        pspec, sspec = provider.model.spec, storage.model.spec
-        both = f"{storage.ref()} with {provider.ref()}"
-        if sspec.type not in VENDOR_STORAGE[pspec.type]:
+    def _storage_fits(self, job: Loaded, vendor: str, api: str | None, provider: str, storage: Loaded) -> int:
+        """Check that the provider (of `vendor`, on zego's `api`: None when not known; `provider` its `ref()`) can
+        write to the storage; returns the volcengine region number."""
+        assert isinstance(storage.model, StorageDocument)
+        sspec = storage.model.spec
+        both = f"{storage.ref()} with {provider}"
+        if sspec.type not in VENDOR_STORAGE[vendor]:
             self.fail(
                 job,
                 ("spec", "storage"),
-                f"{pspec.type} cannot write to storage type {sspec.type} "
-                f"({both}); it supports {', '.join(VENDOR_STORAGE[pspec.type])}",
+                f"{vendor} cannot write to storage type {sspec.type} "
+                f"({both}); it supports {', '.join(VENDOR_STORAGE[vendor])}",
             )
             return 0
         region = sspec.region
-        if isinstance(pspec, VolcengineProvider):
+        if vendor == "volcengine":
             # A reference's text: its number is checked as a literal one. ASCII digits only: "²" passes
             # str.isdigit() and int() refuses it (a traceback from validate and plan).
             if isinstance(region, RefStr) and _INTEGER.fullmatch(region):
@@ -325,14 +326,14 @@ class Checker:
                 f"volcengine needs an integer storage region (its region table), got {quote(region)} ({both})",
             )
             return 0
-        if pspec.cloudrecord_api == "legacy" and sspec.type == "s3-compatible":
+        if api == "legacy" and sspec.type == "s3-compatible":
             self.fail(
                 job,
                 ("spec", "storage"),
                 f"the legacy ZEGO recording API has no storage endpoint, so "
                 f"s3-compatible storage is not possible ({both})",
             )
-        elif pspec.cloudrecord_api == "legacy" and sspec.type not in ZEGO_LEGACY_STORAGE:
+        elif api == "legacy" and sspec.type not in ZEGO_LEGACY_STORAGE:
             self.fail(
                 job,
                 ("spec", "storage"),
@@ -420,8 +421,12 @@ class Checker:
                 ("spec", "provider"),
                 f"a {job.kind} needs a zego provider; Provider '{spec.provider}' ({where}) is volcengine",
             )
-        elif provider is not None and storage is not None:
-            region = self._storage_fits(job, provider, storage)
+        elif storage is not None and vendor is not None:
+            # An invalid Provider too, by what its document says (walk 55a): fixing it brought up these errors.
+            api = self._zego_api(spec.provider) if vendor == "zego" else None
+            region = self._storage_fits(
+                job, vendor, api[0] if api else None, self._provider_ref(spec.provider), storage
+            )
         interval: int | None = None
         idle: int | None = None
         targets = named and not {"rooms", "files"} & broken
@@ -603,7 +608,13 @@ class Checker:
         # A null is unset, as the model reads it (`cloudrecordApi:` left empty): the default, not "not known" (55a).
         api = spec.get("cloudrecordApi")
         api = ZegoProvider.model_fields["cloudrecord_api"].default if api is None else api
-        return (api, f"Provider '{name}' ({raw.source})") if api in ("current", "legacy") else None
+        return (api, self._provider_ref(name)) if api in ("current", "legacy") else None
+
+    def _provider_ref(self, name: str) -> str:
+        """`Provider 'name' (file:line:col)` of a valid Provider or of an invalid one (its errors reported)."""
+        if (provider := self.by_kind.get("Provider", {}).get(name)) is not None:
+            return provider.ref()
+        return f"Provider '{name}' ({self.invalid[('Provider', name)].source})"
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:
         if storage is None:  # missing or invalid: reported on its own

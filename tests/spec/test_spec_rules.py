@@ -663,6 +663,29 @@ def test_an_invalid_zego_provider_s_empty_cloudrecord_api_is_the_default(errors_
     assert len(fixed) == 1 and "(5..86400 s with cloudrecordApi: current, Provider 'zg' (" in fixed[0]
 
 
+@pytest.mark.parametrize(
+    ("storage_spec", "expected"),
+    [
+        ("{type: gcs, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}", "legacy ZEGO recording API writes to"),
+        ("{type: veimagex, accountId: a, serviceId: s}", "zego cannot write to storage type veimagex"),
+    ],
+)
+def test_a_job_on_an_invalid_provider_is_told_its_storage_does_not_fit(
+    errors_of: ErrorsOf, storage_spec: str, expected: str
+) -> None:
+    """Walk 55a: a Provider broken elsewhere (its appId) hid whether its jobs' Storage fits its vendor and API:
+    fixing the appId brought up `zego cannot write to …` or the legacy API's storage rule. Its readable type
+    and cloudrecordApi decide them, as they decide the rules that differ by API (53D-1)."""
+    broken = provider("zg", "{type: zego, appId: -4, cloudrecordApi: legacy, serverSecret: {env: SK}}")
+    shots = storage("st", storage_spec) + job(body="provider: zg\nrooms: [lobby]\nstorage: st\nidleTimeout: 60s\n")
+    fixed = errors_of(broken.replace("-4", "4") + shots, env=SECRET_ENV)
+    assert [e.split(": ", 1)[1] for e in errors_of(broken + shots, env=SECRET_ENV)] == [
+        "spec.appId: must be at least 1, got -4",
+        *[e.split(": ", 1)[1] for e in fixed],
+    ]
+    assert len(fixed) == 1 and expected in fixed[0] and "with Provider 'zg' (" in fixed[0]
+
+
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
     tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
     tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"
