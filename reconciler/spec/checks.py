@@ -352,7 +352,7 @@ class Checker:
             self.fail(
                 job,
                 ("spec", "storage"),
-                f"volcengine needs an integer storage region (its region table), got {quote(str(region))} ({both})",
+                f"volcengine needs an integer storage region (its region table), got {quote(region)} ({both})",
             )
             return 0
         if isinstance(region, int):
