@@ -25,7 +25,7 @@ from reconciler.daemon.readiness import STORE_PROBE_TIMEOUT, Readiness, readines
 from reconciler.daemon.reconciler import RESYNC_JITTER, ReconcileFailed
 from reconciler.daemon.router import RoutedCallback
 from reconciler.daemon.runtime import EMPTY
-from reconciler.daemon.specset import changed_keys
+from reconciler.daemon.specset import changed_keys, same_request
 from reconciler.daemon.storehealth import probe_store
 from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
 from reconciler.daemon.watch import watch_specs
@@ -186,8 +186,9 @@ class Daemon(DaemonParts):
         # A prune no longer held back goes now, not at the next resync: its keys are in neither set. Only the
         # leader weighs prunes: a standby's records are the state as it last read it (`_regained` checks).
         released = self.pruning.check(spec, self.records.values()) if self.lease.acting() else set()
-        # A changed task is tried at once, also one whose failed update waits for its backoff step (walk 44c-1).
-        self.queue.retry_now(keys)
+        # A changed task is tried at once, also one whose failed update waits for its backoff step (walk 44c-1);
+        # not for its labels, selector or restartPolicy alone: no call of it changes, none that failed is fixed (55a).
+        self.queue.retry_now(keys if before is None else {k for k in keys if not same_request(before, spec, k)})
         self.queue.add_all(sorted(keys | released))
         if old is not None and provider_settings(old) != provider_settings(spec):
             # A Provider added back (a rename's old one) or a key rotated may fix what failed: retry it now,

@@ -21,7 +21,15 @@ from reconciler.spec import SpecError, SpecErrors, SpecSet, load_spec_set
 from reconciler.spec.loader import file_at_fault
 from reconciler.state.sql import iso_utc
 
-__all__ = ["MAX_LOGGED_ERRORS", "SpecState", "changed_keys", "error_summary", "read_specs", "task_looks"]
+__all__ = [
+    "MAX_LOGGED_ERRORS",
+    "SpecState",
+    "changed_keys",
+    "error_summary",
+    "read_specs",
+    "same_request",
+    "task_looks",
+]
 
 log = structlog.get_logger("capctl.daemon")
 
@@ -179,6 +187,13 @@ def task_looks(t: DesiredTask) -> tuple[str, list[list[str]], str | None, str]:
     """What of a task the daemon acts on: a change gives its key work (`changed_keys`) and shows in the spec
     digest (a replica still on a job's old restartPolicy or labels showed the leader's digest: walk 54b)."""
     return (t.spec_hash, [list(item) for item in sorted(t.labels.items())], t.selector, t.restart_policy.value)
+
+
+def same_request(old: SpecSet, new: SpecSet, key: str) -> bool:
+    """`key` is in both sets with the same vendor request (its spec hash): what it sends did not change."""
+    return (
+        (a := old.tasks.get(key)) is not None and (b := new.tasks.get(key)) is not None and a.spec_hash == b.spec_hash
+    )
 
 
 def changed_keys(old: SpecSet | None, new: SpecSet, recorded: Iterable[str]) -> set[str]:

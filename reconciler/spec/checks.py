@@ -291,21 +291,51 @@ class Checker:
         docs = (doc for text in self.errors.unread for doc in _DOCUMENT_START.split(text) if named.search(doc))
         return any((found := _KIND.search(doc)) is None or found[2] == kind for doc in docs)
 
-    def _storage_fits(self, job: Loaded, provider: Loaded, storage: Loaded) -> int:
-        """Check that the provider can write to the storage; returns the volcengine region number."""
-        assert isinstance(provider.model, ProviderDocument) and isinstance(storage.model, StorageDocument)
-        pspec, sspec = provider.model.spec, storage.model.spec
-        both = f"{storage.ref()} with {provider.ref()}"
-        if sspec.type not in VENDOR_STORAGE[pspec.type]:
+    def _storage_of(self, storage: Loaded | None, name: str) -> tuple[str, object, str, bool] | None:
+        """A job's Storage `name` as `_storage_fits` weighs it: its type, region, `ref()` and whether the region is
+        known; of an invalid document (its errors reported) its readable type alone (walk 55a). None: not known."""
+        if storage is not None:
+            assert isinstance(storage.model, StorageDocument)
+            return storage.model.spec.type, storage.model.spec.region, storage.ref(), True
+        raw = self.invalid.get(("Storage", name))
+        spec = raw.value.get("spec") if raw is not None else None
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if raw is None or not isinstance(kind, str) or kind not in STORAGE_FIELDS:  # every type's
+            return None
+        return kind, None, f"Storage '{name}' ({raw.source})", False
+
+    def _storage_fits(
+        self, job: Loaded, vendor: str, api: str | None, provider: str, storage: tuple[str, object, str, bool]
+    ) -> int:
+        """Check that the provider (of `vendor`, on zego's `api`: None when not known; `provider` its `ref()`) can
+        write to the storage (`_storage_of`); returns the volcengine region number."""
+        kind, region, where, region_known = storage
+        both = f"{where} with {provider}"
+        if kind not in VENDOR_STORAGE[vendor]:
             self.fail(
                 job,
                 ("spec", "storage"),
-                f"{pspec.type} cannot write to storage type {sspec.type} "
-                f"({both}); it supports {', '.join(VENDOR_STORAGE[pspec.type])}",
+                f"{vendor} cannot write to storage type {kind} "
+                f"({both}); it supports {', '.join(VENDOR_STORAGE[vendor])}",
             )
             return 0
-        region = sspec.region
-        if isinstance(pspec, VolcengineProvider):
+        if api == "legacy" and kind == "s3-compatible":
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"the legacy ZEGO recording API has no storage endpoint, so "
+                f"s3-compatible storage is not possible ({both})",
+            )
+        elif api == "legacy" and kind not in ZEGO_LEGACY_STORAGE:
+            self.fail(
+                job,
+                ("spec", "storage"),
+                f"the legacy ZEGO recording API writes to storage_provider 1..7 ({', '.join(ZEGO_LEGACY_STORAGE)}) "
+                f"only, not {kind}: use cloudrecordApi: current ({both})",
+            )
+        if not region_known:  # an invalid Storage's: reported on its own
+            return 0
+        if vendor == "volcengine":
             # A reference's text: its number is checked as a literal one. ASCII digits only: "²" passes
             # str.isdigit() and int() refuses it (a traceback from validate and plan).
             if isinstance(region, RefStr) and _INTEGER.fullmatch(region):
@@ -325,28 +355,14 @@ class Checker:
                 f"volcengine needs an integer storage region (its region table), got {quote(region)} ({both})",
             )
             return 0
-        if pspec.cloudrecord_api == "legacy" and sspec.type == "s3-compatible":
-            self.fail(
-                job,
-                ("spec", "storage"),
-                f"the legacy ZEGO recording API has no storage endpoint, so "
-                f"s3-compatible storage is not possible ({both})",
-            )
-        elif pspec.cloudrecord_api == "legacy" and sspec.type not in ZEGO_LEGACY_STORAGE:
-            self.fail(
-                job,
-                ("spec", "storage"),
-                f"the legacy ZEGO recording API writes to storage_provider 1..7 ({', '.join(ZEGO_LEGACY_STORAGE)}) "
-                f"only, not {sspec.type}: use cloudrecordApi: current ({both})",
-            )
         if isinstance(region, int):
             self.fail(
                 job,
                 ("spec", "storage"),
                 f"zego needs a storage region name such as 'oss-cn-shanghai', got the integer {region} ({both})",
             )
-        elif region is None and sspec.type in _ZEGO_REGION_REQUIRED:
-            self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {sspec.type} ({both})")
+        elif region is None and kind in _ZEGO_REGION_REQUIRED:
+            self.fail(job, ("spec", "storage"), f"zego needs a region for storage type {kind} ({both})")
         return 0
 
     def _claim(self, job: Loaded, provider: str, targets: Iterable[tuple[int, str]], field: str, what: str) -> None:
@@ -420,8 +436,10 @@ class Checker:
                 ("spec", "provider"),
                 f"a {job.kind} needs a zego provider; Provider '{spec.provider}' ({where}) is volcengine",
             )
-        elif provider is not None and storage is not None:
-            region = self._storage_fits(job, provider, storage)
+        elif vendor is not None and storage_name and (fit := self._storage_of(storage, storage_name)) is not None:
+            # An invalid Provider or Storage too, by what its document says (walk 55a): fixing it brought these up.
+            api = self._zego_api(spec.provider) if vendor == "zego" else None
+            region = self._storage_fits(job, vendor, api[0] if api else None, self._provider_ref(spec.provider), fit)
         interval: int | None = None
         idle: int | None = None
         targets = named and not {"rooms", "files"} & broken
@@ -600,8 +618,16 @@ class Checker:
         spec = raw.value.get("spec") if raw is not None else None
         if raw is None or not isinstance(spec, dict) or spec.get("type") != "zego":
             return None
-        api = spec.get("cloudrecordApi", ZegoProvider.model_fields["cloudrecord_api"].default)
-        return (api, f"Provider '{name}' ({raw.source})") if api in ("current", "legacy") else None
+        # A null is unset, as the model reads it (`cloudrecordApi:` left empty): the default, not "not known" (55a).
+        api = spec.get("cloudrecordApi")
+        api = ZegoProvider.model_fields["cloudrecord_api"].default if api is None else api
+        return (api, self._provider_ref(name)) if api in ("current", "legacy") else None
+
+    def _provider_ref(self, name: str) -> str:
+        """`Provider 'name' (file:line:col)` of a valid Provider or of an invalid one (its errors reported)."""
+        if (provider := self.by_kind.get("Provider", {}).get(name)) is not None:
+            return provider.ref()
+        return f"Provider '{name}' ({self.invalid[('Provider', name)].source})"
 
     def _zego_vod_format(self, job: Loaded, storage: Loaded | None, fmt: str, provider: str, media: str) -> None:
         if storage is None:  # missing or invalid: reported on its own

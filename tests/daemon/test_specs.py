@@ -24,6 +24,7 @@ from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.digest import spec_digest
 from reconciler.daemon.watch import watch_roots, watch_specs
 from reconciler.model import TaskStatus
+from reconciler.sim.faults import FaultConfig
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import VOLC_SECRET, client, volc_body
@@ -645,3 +646,23 @@ async def test_started_with_a_fault_of_the_loader_it_stays_up_and_says_so_as_for
     assert daemon.reload()  # the loader mended: the set is read and acted on
     await harness.advance(1)
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
+
+
+async def test_a_label_edit_does_not_cut_a_failing_update_s_backoff_short(harness: Harness) -> None:
+    """Walk 55a: a changed task is tried at once, its backoff step dropped (44c-1: the edit may fix what failed).
+    A label edit changes no vendor call: it sent the failing update again at once, for every task of the job."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    harness.sim.publish("volcengine", "lobby", user_id="alice")
+    await harness.start()
+    await harness.advance(1)
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["GetSnapshotTask", "UpdateSnapshot"]))
+    edited = snapshot_job("audit", ["lobby"], interval=10)
+    write_specs(harness.specs, edited)
+    assert harness.daemon is not None and harness.daemon.reload()
+    await harness.advance(600)
+    assert harness.daemon.queue.backing_off(LOBBY)  # its step, up to 5 minutes, still ahead
+    updates = harness.calls("UpdateSnapshot")
+    write_specs(harness.specs, edited.replace("metadata: {name: audit}", "metadata: {name: audit, labels: {a: b}}"))
+    assert harness.daemon.reload()
+    await harness.advance(2)
+    assert harness.calls("UpdateSnapshot") == updates and harness.daemon.queue.backing_off(LOBBY)

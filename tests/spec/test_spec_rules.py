@@ -650,6 +650,45 @@ def test_a_job_on_an_invalid_zego_provider_is_held_to_the_api_its_document_names
     ]
 
 
+def test_an_invalid_zego_provider_s_empty_cloudrecord_api_is_the_default(errors_of: ErrorsOf) -> None:
+    """Walk 55a: `cloudrecordApi:` left empty is unset to the model (the current API), but an invalid Provider's
+    null read as "not known": idleTimeout 100000s passed until the appId was fixed, then was refused."""
+    broken = provider("zg", "{type: zego, appId: -4, cloudrecordApi: null, serverSecret: {env: SK}}")
+    shots = job(body="provider: zg\nrooms: [lobby]\nstorage: s3\nidleTimeout: 100000s\n")
+    fixed = errors_of(broken.replace("-4", "4") + shots, env=SECRET_ENV)
+    assert [e.split(": ", 1)[1] for e in errors_of(broken + shots, env=SECRET_ENV)] == [
+        "spec.appId: must be at least 1, got -4",
+        *[e.split(": ", 1)[1] for e in fixed],
+    ]
+    assert len(fixed) == 1 and "(5..86400 s with cloudrecordApi: current, Provider 'zg' (" in fixed[0]
+
+
+_LEGACY_ZG = "{type: zego, appId: -4, cloudrecordApi: legacy, serverSecret: {env: SK}}"
+
+
+@pytest.mark.parametrize(
+    ("provider_spec", "storage_spec", "expected"),
+    [
+        (_LEGACY_ZG, "{type: gcs, bucket: b, accessKey: {env: AK}, secretKey: {env: SK}}", "legacy ZEGO recording API"),
+        (_LEGACY_ZG, "{type: veimagex, accountId: a, serviceId: s}", "zego cannot write to storage type veimagex"),
+        (None, "{type: gcs, bucket: b, accessKey: {env: UNSET}, secretKey: {env: SK}}", "volcengine cannot write"),
+    ],
+)
+def test_a_job_on_an_invalid_provider_or_storage_is_told_the_storage_does_not_fit(
+    errors_of: ErrorsOf, provider_spec: str | None, storage_spec: str, expected: str
+) -> None:
+    """Walk 55a: a Provider or Storage invalid elsewhere (an appId, a key's variable not set) hid whether the
+    job's Storage fits the Provider's vendor and API: fixing it brought up `… cannot write to storage type …` or
+    the legacy API's storage rule. Their readable type and cloudrecordApi decide it, as the rules by API (53D-1)."""
+    zego = provider("zg", provider_spec) if provider_spec else ""
+    body = f"provider: {'zg' if zego else 'volc'}\nrooms: [lobby]\nstorage: st\nidleTimeout: 60s\n"
+    broken = zego + storage("st", storage_spec) + job(body=body)
+    fixed = errors_of(broken.replace("-4", "4").replace("UNSET", "AK"), env=SECRET_ENV)
+    first = errors_of(broken, env=SECRET_ENV)
+    assert len(first) == 2 and [e.split(": ", 1)[1] for e in first[1:]] == [e.split(": ", 1)[1] for e in fixed]
+    assert len(fixed) == 1 and expected in fixed[0] and f"{'zg' if zego else 'volc'}' (" in fixed[0]
+
+
 def test_the_current_zego_api_writes_snapshots_and_mp3_to_tencent_vod(load: Loader) -> None:
     tvod = "apiVersion: capctl/v1\nkind: Storage\nmetadata: {name: tv}\n"
     tvod += "spec: {type: tencent-vod, region: r, accessKey: {env: AK}, secretKey: {env: SK}}\n---\n"
