@@ -24,12 +24,14 @@ from reconciler.daemon.metrics import CONTENT_TYPE
 from reconciler.daemon.status import snapshot_provider
 from reconciler.headers import NoSniffApp
 from reconciler.listen import named_locally, not_named_locally
+from reconciler.plan import walks
 from reconciler.status import status_routes
 from reconciler.status.token import unsendable
 
 __all__ = [
     "MAX_CALLBACK_BYTES",
     "MAX_SYNC_BYTES",
+    "MAX_WALKS",
     "SYNC_PATH",
     "SYNC_TOKEN_ENV",
     "WAKE_PATH",
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 
 MAX_CALLBACK_BYTES = 1 << 20  # a vendor callback is a few hundred bytes; refuse anything absurd
 MAX_SYNC_BYTES = 1 << 20  # about 10,000 keys; to sync more, sync every key (an empty body)
+# Jobs and globs per sync or wake: each walks every task on the daemon's loop, where 40,000 of them in one body
+# held it for minutes at 10,000 tasks (walk 55c-1); a whole key is looked up.
+MAX_WALKS = 32
 SYNC_PATH = "/api/v1/sync"
 SYNC_TOKEN_ENV = "CAPCTL_SYNC_TOKEN"  # set for the daemon: sync and wake need it; set for the CLI: it is sent
 WAKE_PATH = "/api/v1/wake"  # `capctl wake --daemon`, under the same token as sync
@@ -110,6 +115,11 @@ def parse_sync_body(body: bytes) -> list[str] | None:
         return None
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
         raise ValueError('"keys" must be a non-empty list of task keys (omit it to sync every task)')
+    if (walking := len(set(filter(walks, keys)))) > MAX_WALKS:
+        raise ValueError(
+            f"at most {MAX_WALKS} jobs or globs in one request (each is compared with every task); got {walking}:"
+            " one glob selects many (SnapshotJob/*, SnapshotJob/classes/room-1*), whole task keys are not limited"
+        )
     return keys
 
 

@@ -8,6 +8,7 @@ tasks it shows. Times are unix seconds (UTC); the renderers format them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -132,14 +133,17 @@ class StatusQuery:
         return self.job is not None or self.status is not None or self.room is not None
 
 
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     text = params.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise QueryError(f"{name} must be a whole number from {low} to {high}; got {text[:40]!r}") from None
+    # Digits as written in a URL: `int` also takes `1_0`, ` 5`, `+5` and other scripts' digits (`１`, `١`).
+    if _WHOLE.fullmatch(text) is None:
+        raise QueryError(f"{name} must be a whole number from {low} to {high}; got {text[:40]!r}")
+    value = int(text)
     if not low <= value <= high:
         raise QueryError(f"{name} must be from {low} to {high}; got {shorten(text)}")
     return value

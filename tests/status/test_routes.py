@@ -58,6 +58,10 @@ async def test_the_routes_only_read() -> None:
         ({"status": "bogus"}, "status must be one of failed, stopped, dormant, pending, running, done, removed"),
         ({"page": "0"}, "page must be from 1 to 1000000; got 0"),
         ({"per_page": "lots"}, "per_page must be a whole number from 1 to 500; got 'lots'"),
+        # What `int` takes beyond ASCII digits is no page number (walk 55c-2).
+        ({"page": "\uff11"}, "page must be a whole number from 1 to 1000000; got '\uff11'"),
+        ({"per_page": "1_0"}, "per_page must be a whole number from 1 to 500; got '1_0'"),
+        ({"decisions": " 5"}, "decisions must be a whole number from 0 to 500; got ' 5'"),
         ({"per_page": "5000"}, "per_page must be from 1 to 500; got 5000"),
         ({"sort": "x"}, "unknown query parameter 'sort'"),
         # "Were rooms a and b captured?" answered for b alone would read as both (walk 26d-2).
