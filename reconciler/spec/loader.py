@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -147,6 +148,20 @@ def _missing(path: FsPath) -> str:
     return _dangling(path) or f"no such file or directory{_near_name(path)}"
 
 
+def _saved_plan(raw: RawDocument) -> str | None:
+    """What to do with a plan saved by `plan --out`, given where a spec belongs, or None for anything else.
+    `capctl apply plan.json` is how Terraform applies a saved plan: here it was read as a spec, and said only
+    `apiVersion: expected 'capctl/v1'` and `missing required field 'kind'` (walk 55b)."""
+    value = raw.value
+    if not isinstance(value, dict) or "format_version" not in value or "apiVersion" in value or "kind" in value:
+        return None
+    name = shlex.quote(raw.file)
+    return (
+        f"a plan saved by `capctl plan --out`, not a spec: apply it with `capctl apply --plan {name}`,"
+        f" print it with `capctl show {name}`"
+    )
+
+
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
     files: list[str] = []
     for given in paths:
@@ -229,6 +244,9 @@ def _load_spec_set(
                     )
                 if task_count > limits.tasks:
                     _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
+                if (saved := _saved_plan(raw)) is not None:
+                    errors.add(raw.where, saved)
+                    continue
                 resolved = resolve_document(
                     raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY, files_read=files_read
                 )

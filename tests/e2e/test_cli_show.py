@@ -52,6 +52,21 @@ def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
     assert "Plan: 0 to create" in work.capctl("show", "bom.json").stdout
 
 
+def test_a_saved_plan_given_where_specs_go_says_how_to_apply_it(work: Workdir) -> None:
+    """Walk 55b: `capctl apply plan.json` (Terraform's way) read the plan as a spec, and said only
+    `apiVersion: expected 'capctl/v1'` and `missing required field 'kind'`."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("plan", "--no-refresh", "--out", "my plan.json")
+    hint = (
+        "my plan.json:1:1: a plan saved by `capctl plan --out`, not a spec: apply it with"
+        " `capctl apply --plan 'my plan.json'`, print it with `capctl show 'my plan.json'`"
+    )
+    for command in ("apply", "validate"):
+        failed = work.capctl(command, "my plan.json", expect=1)
+        assert hint in failed.stderr and "apiVersion" not in failed.stderr and "kind" not in failed.stderr
+    assert not work.state.exists()  # nothing applied, no state made
+
+
 def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     colour = {"FORCE_COLOR": "1", "NO_COLOR": ""}  # a terminal as rich sees it, and no NO_COLOR
