@@ -8,6 +8,7 @@ classes are where each of those is put right, once for every command.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import Any, Final
 
@@ -23,6 +24,19 @@ except ImportError:  # pragma: no cover - only with typer versions that predate 
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
 __all__ = ["CapctlCommand", "CapctlGroup"]
+
+# Whether this command line asks for plain output (`--no-color` anywhere before a `--`, or NO_COLOR): set when
+# the root parses it, before typer prints any help or usage error.
+_plain_asked = False
+
+
+def _plain_typer_output() -> None:
+    """typer prints usage errors and rich help on a console of its own, which kept bold and dim under NO_COLOR
+    and every colour under --no-color (walk 55b: `capctl --no-color plan -o x` drew a red box). Told here, just
+    before it prints (typer imports its rich module only then: setting it up front cost every command 60 ms)."""
+    from typer import rich_utils
+
+    rich_utils.COLOR_SYSTEM = None if _plain_asked or os.environ.get("NO_COLOR") else "auto"
 
 
 class _PlainArgument(TyperArgument):
@@ -119,6 +133,7 @@ class CapctlCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console
 
+        _plain_typer_output()
         if _rich_options_width(self.get_params(ctx), ctx) <= Console().width:
             return super().format_help(ctx, formatter)
         plain = _WholeWords(width=formatter.width)
@@ -141,17 +156,26 @@ class CapctlGroup(TyperGroup):
         self.help = reflowed(self.help)  # as CapctlCommand's
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if parent is None:  # the root, which sees the whole command line
+            global _plain_asked
+            _plain_asked = "--no-color" in args[: args.index("--") if "--" in args else None]
         try:
             return super().make_context(info_name, args, parent, **extra)
         except UsageError as exc:
             exc.exit_code = EXIT_ERROR
+            _plain_typer_output()
             raise
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_typer_output()
+        super().format_help(ctx, formatter)
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except UsageError as exc:
             exc.exit_code = EXIT_ERROR
+            _plain_typer_output()
             raise
         except Exception as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
             # A StateError, if the command loaded the state package at all (those that never do, such as

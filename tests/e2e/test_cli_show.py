@@ -80,6 +80,14 @@ def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
     failed = work.capctl("show", "nope.json", "--no-color", env=colour, expect=1)
     assert ESC not in failed.stderr and "Error: nope.json" in failed.stderr
     assert "--no-color" in work.capctl("show", "--help").stdout
+    # Walk 55b: typer's own usage errors and help (on a console of its own) kept their colours and styles.
+    assert ESC in work.capctl("plan", "-o", "x", env=colour, expect=1).stderr
+    for args, env in ((("plan", "-o", "x", "--no-color"), colour), (("--no-color", "plan", "-o", "x"), colour)):
+        typo = work.capctl(*args, env=env, expect=1).stderr
+        assert ESC not in typo and "No such option: -o" in typo
+    wide = {**colour, "COLUMNS": "200"}  # rich's help, not click's plain one for a narrow terminal
+    assert ESC in work.capctl("--help", env=wide).stdout
+    assert ESC not in work.capctl("--help", env={**wide, "NO_COLOR": "1"}).stdout
 
 
 def test_a_saved_plan_edited_to_hold_escape_sequences_shows_them_escaped(work: Workdir) -> None:
