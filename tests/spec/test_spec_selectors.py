@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler import transitions
 from reconciler.model import RoomActivity, TaskStatus
-from reconciler.rooms import Selection, holding, named_rooms, select, selector_view
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_view, unselected
 from reconciler.spec import SpecSet
 from reconciler.spec.fields import VOLC_ID_RE
 from reconciler.spec.models import RoomSelector, SnapshotJobSpec
@@ -333,3 +333,28 @@ def test_globs_cannot_be_references_but_max_rooms_can(load: Loader, errors_of: E
     model = spec.jobs[("SnapshotJob", "j")].spec
     assert isinstance(model, SnapshotJobSpec) and isinstance(model.rooms, RoomSelector)
     assert model.rooms.max_rooms == 7
+
+
+def test_a_replace_of_a_selector_room_without_a_task_says_why_it_has_none(load: Loader) -> None:
+    """Walk 55b: `plan --replace SnapshotJob/j/class-c` said only `no task with key … in the specs`, where the
+    plan knows the room is left out past maxRooms (or not covered, another job's, not known active)."""
+    capped = "provider: volc\nrooms: {match: 'class-*', exclude: 'class-test-*', maxRooms: 1}\nstorage: tos\n"
+    first = job(name="i", body="provider: volc\nrooms: {match: 'class-n*'}\nstorage: tos\n")  # first by name
+    spec = load(
+        job(body=capped)
+        + "---\n"
+        + first
+        + "---\n"
+        + job(name="k", body="provider: volc\nrooms: [lobby]\nstorage: tos\n")
+    )
+    selections = _select(spec, ["class-a", "class-c", "class-n"])
+    assert [unselected(f"SnapshotJob/j/{room}", selections) for room in ("class-c", "class-n", "class-z")] == [
+        "SnapshotJob/j leaves room 'class-c' out, past its maxRooms (1)",
+        "room 'class-n' is taken by SnapshotJob/i",
+        "room 'class-z' is not known active: SnapshotJob/j starts it when a room callback says it is",
+    ]
+    assert unselected("SnapshotJob/j/class-test-1", selections) == (
+        "the room selector of SnapshotJob/j (class-* except class-test-*) does not cover room 'class-test-1'"
+    )
+    assert unselected("SnapshotJob/k/lobby", selections) is None  # a named job's key: plan's own error
+    assert unselected("SnapshotJob/j/a/b", selections) is None
