@@ -358,3 +358,22 @@ def test_a_replace_of_a_selector_room_without_a_task_says_why_it_has_none(load: 
     )
     assert unselected("SnapshotJob/k/lobby", selections) is None  # a named job's key: plan's own error
     assert unselected("SnapshotJob/j/a/b", selections) is None
+
+
+def test_a_selector_field_written_in_the_wrong_place_says_where_it_goes(errors_of: ErrorsOf) -> None:
+    """Walk 55b: `maxRooms` beside `rooms` said `(did you mean 'rooms'?)`, `exclude` there pointed at explain,
+    and `- match:` under rooms (a list of one selector) said `Input should be a valid string, got a mapping`."""
+    beside = "provider: volc\nrooms: {match: 'class-*'}\nmaxRooms: 3\nexclude: x\nstorage: tos\n"
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=beside))] == [
+        "7:3: unknown field 'spec.maxRooms' (maxRooms is a room selector's field: rooms: {match: …, maxRooms: 20})",
+        "8:3: unknown field 'spec.exclude' (exclude is a room selector's field: rooms: {match: …, exclude:"
+        " 'class-test-*'})",
+    ]
+    listed = "provider: volc\nrooms:\n  - match: 'class-*'\nstorage: tos\n"
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=listed))] == [
+        "7:7: spec.rooms[0]: a room selector is the value of spec.rooms, not an entry of a list:"
+        " rooms: {match: …} (no '-')"
+    ]
+    thumbs = "provider: zego\nfiles: [{cdn: huawei, fileId: /a.mp4, interval: 2s}]\nmaxRooms: 3\n"
+    [other] = errors_of(job(kind="ThumbnailJob", body=thumbs))  # no rooms there: no selector to point at
+    assert other.endswith("unknown field 'spec.maxRooms' (`capctl explain ThumbnailJob.spec` lists its fields)")
