@@ -33,7 +33,7 @@ from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.files import FileRefused, read_regular, size_text
 from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
-from reconciler.spec.selectors import every_room
+from reconciler.spec.selectors import every_room, taken_back
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
 __all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "file_at_fault", "load_spec_set"]
@@ -86,7 +86,17 @@ class SpecSet:
         out = []
         for c in self.selector_jobs:
             rooms = getattr(c.job.model.spec, "rooms", None)
-            if not isinstance(rooms, RoomSelector) or rooms.max_rooms is not None:
+            if not isinstance(rooms, RoomSelector):
+                continue
+            # A glob its own exclude takes back (the two swapped, say): the job never starts a room by it.
+            for n, glob in enumerate(rooms.match):
+                if (exclude := taken_back(glob, rooms.exclude)) is not None:
+                    file, line, col = c.job.at(("spec", "rooms", "match", n))
+                    out.append(
+                        f"{file}:{line}:{col}: {c.job.kind} '{c.job.name}': spec.rooms.match {quote(glob)} selects no"
+                        f" room: exclude {quote(exclude)} takes back every room it matches"
+                    )
+            if rooms.max_rooms is not None:
                 continue
             if (i := every_room(rooms)) is not None:
                 file, line, col = c.job.at(("spec", "rooms", "match", i))
