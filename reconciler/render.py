@@ -332,11 +332,18 @@ NO_ACTIVITY = (
 
 
 def selector_facts(
-    view: dict[str, Any], created_at: str, code: Callable[[str], str] = str
+    view: dict[str, Any], created_at: str, code: Callable[[str], str] = str, most: int | None = None
 ) -> tuple[str, list[tuple[str, list[str]]]]:
     """One selector job of a plan: its counts and how old the room knowledge is, then its rooms by fate, each
     a label and its rooms (the views join them with `, `, the text view wrapping them); each room id and job
-    written by `code` (markdown: inline code, where an `@name` in a room id mentions no one)."""
+    written by `code` (markdown: inline code, where an `@name` in a room id mentions no one). With `most`, each
+    list names that many rooms at most, then how many more (the counts above, and the JSON, have them all)."""
+
+    def named(rooms: Sequence[Any]) -> tuple[Sequence[Any], list[str]]:
+        if most is None or len(rooms) <= most:
+            return rooms, []
+        return rooms[:most], [f"… and {len(rooms) - most:,} more"]
+
     if view["seen_at"] is None:
         return NO_ACTIVITY, []
     n = view["counts"]
@@ -347,13 +354,15 @@ def selector_facts(
         f"{n['active']} active · {n['running']} running · {n['start']} to start · {n['left_out']} left out{cap}"
         f" · {n['claimed']} claimed; room activity as of {fmt_time(seen_at)} ({age} before this plan)"
     )
-    details = [
-        (f"{what}: ", list(map(code, view[name])))
-        for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end"))
-        if view[name]
-    ]
+    details = []
+    for name, what in (("start", "to start"), ("left_out", f"left out{cap}"), ("ending", "left to end")):
+        if view[name]:
+            rooms, more = named(view[name])
+            details.append((f"{what}: ", [*map(code, rooms), *more]))
     # Claimed by a named job or another selector.
-    details += [(f"{code(c['room'])}: claimed by {code(c['by'])}", []) for c in view["claimed"]]
+    claimed, more = named(view["claimed"])
+    details += [(f"{code(c['room'])}: claimed by {code(c['by'])}", []) for c in claimed]
+    details += [(f"{text} claimed", []) for text in more]
     return head, details
 
 
@@ -414,6 +423,7 @@ def render_text(plan: PlanJSON, console: Console, *, show_unchanged: bool = Fals
 # --- markdown ----------------------------------------------------------------------------------------
 
 MD_OPEN_ROWS = 50  # up to this many rows the list of what each change does is shown open; above, folded
+MD_SELECTOR_ROOMS = 50  # rooms a selector's list names in markdown; the rest are counted (a PR comment is cut)
 # GitHub (and GitLab) turn references in a comment's text into links and mentions after rendering it (their
 # filters skip code, pre and links: docs.github.com, "Autolinked references and URLs"; a backslash escape is
 # gone by then, so it cannot stop them). Each is put in a code span, where none is made: a vendor's "see #1" or "request
@@ -491,21 +501,24 @@ def render_markdown(plan: PlanJSON) -> str:
     # One paragraph each: consecutive `>` lines are one paragraph, run together where a newline is a space (GitLab).
     if plan["notes"]:
         lines += ["\n>\n".join(f"> {_md_text(note, in_table=False)}" for note in plan["notes"]), ""]
-    if plan.get("selectors"):
-        lines += ["| Room selector | Rooms | Now |", "|---|---|---|"]
-        for view in plan["selectors"]:
-            head, details = selector_facts(view, plan["created_at"], _md_code)
-            now = "<br>".join((_md_text(head), *(label + ", ".join(rooms) for label, rooms in details)))
-            lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
-        lines.append("")
     rows = sorted(plan_rows(plan), key=lambda r: MD_FIRST.get(r.action, len(MD_FIRST)))
     if not rows:
         lines.append(_md_text(_no_changes(plan), in_table=False) if plan.get("edits_waiting") else "No changes.")
+    else:
+        lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
+        for r in rows:
+            icon = "❓" if r.action == "unknown" else MD_ICONS[r.action]
+            lines.append(f"| {icon} | {_md_code(r.label)}{r.count} | {r.action} | {_md_text(r.reason)} |")
+    # After the changes: a selector of thousands of rooms left out (one table row, one line) put the deletes past
+    # the 60,000 characters a comment is cut at, and the cut, at a line's end, took its whole row (walk 55b).
+    if plan.get("selectors"):
+        lines += ["", "| Room selector | Rooms | Now |", "|---|---|---|"]
+        for view in plan["selectors"]:
+            head, details = selector_facts(view, plan["created_at"], _md_code, MD_SELECTOR_ROOMS)
+            now = "<br>".join((_md_text(head), *(label + ", ".join(rooms) for label, rooms in details)))
+            lines.append(f"| {_md_code(view['job'])} | {_md_code(view['rooms'])} | {now} |")
+    if not rows:
         return "\n".join(lines) + "\n"
-    lines += ["| | Task | Action | Reason |", "|---|---|---|---|"]
-    for r in rows:
-        icon = "❓" if r.action == "unknown" else MD_ICONS[r.action]
-        lines.append(f"| {icon} | {_md_code(r.label)}{r.count} | {r.action} | {_md_text(r.reason)} |")
     described = [r for r in rows if r.settings or r.details or r.members]
     if described:
         opened = " open" if len(rows) <= MD_OPEN_ROWS else ""

@@ -63,6 +63,7 @@ __all__ = [
     "unheard",
     "unheard_jobs",
     "unheard_note",
+    "unselected",
 ]
 
 _HOLDING = frozenset({TaskStatus.RUNNING, TaskStatus.PENDING})  # a task that holds its room now
@@ -179,6 +180,23 @@ def selected_tasks(
     selections = select(jobs, activity, named_rooms(tasks.values()), holding(records), providers, key)
     chosen = {**tasks, **{t.key: t for s in selections for t in s.tasks}}
     return {**chosen, **leaving(jobs, chosen, records, providers, key)}, selections
+
+
+def unselected(key: str, selections: Sequence[Selection]) -> str | None:
+    """Why a selector job's task `key` is not among the plan's tasks (a `--replace` of it), from what the plan
+    knows: `SnapshotJob/classes leaves room 'class-3' out, past its maxRooms (2)`; None for any other key."""
+    for s in selections:
+        room = key.removeprefix(s.job + "/")
+        if room == key or "/" in room:
+            continue
+        if not covers(s.selector, room):
+            return f"the room selector of {s.job} ({describe(s.selector)}) does not cover room {room!r}"
+        if room in s.left_out:
+            return f"{s.job} leaves room {room!r} out, past its maxRooms ({s.selector.max_rooms})"
+        if owner := dict(s.claimed).get(room):
+            return f"room {room!r} is taken by {owner}"
+        return f"room {room!r} is not known active: {s.job} starts it when a room callback says it is"
+    return None
 
 
 def unheard(selections: Sequence[Selection], providers: Mapping[str, ProviderConfig]) -> list[Selection]:

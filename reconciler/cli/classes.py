@@ -8,6 +8,7 @@ classes are where each of those is put right, once for every command.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import Any, Final
 
@@ -16,13 +17,48 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from reconciler.cli.common import EXIT_ERROR, fail
 
 try:  # recent typer vendors click, and raises its own copy's usage errors; older typer used click itself
-    from typer._click.exceptions import UsageError
+    from typer._click.exceptions import NoSuchOption, UsageError
     from typer._click.formatting import HelpFormatter
 except ImportError:  # pragma: no cover - only with typer versions that predate the vendored copy
-    from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.exceptions import NoSuchOption, UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
 __all__ = ["CapctlCommand", "CapctlGroup"]
+
+# Whether this command line asks for plain output (`--no-color` anywhere before a `--`, or NO_COLOR): set when
+# the root parses it, before typer prints any help or usage error. And its words, for `_single_dash`.
+_plain_asked = False
+_words: list[str] = []
+
+
+def _failed(exc: UsageError) -> None:
+    """A usage error, as capctl says it: exit 1 (not click's 2), plain when asked, Terraform's spelling named."""
+    exc.exit_code = EXIT_ERROR
+    _plain_typer_output()
+    if isinstance(exc, NoSuchOption):
+        exc.message += _single_dash(exc)
+
+
+def _single_dash(exc: NoSuchOption) -> str:
+    """` ('-out=plan.json': capctl's long options take two dashes: --out=plan.json)`: Terraform writes its long
+    options with one (`-out=`, `-target=`, `-replace=`), which click reads as `-o`, `-t`, `-r` and refused as
+    `No such option: -o` (walk 55b). Only for a word that is an option of the command with one dash less."""
+    command = getattr(exc.ctx, "command", None)
+    longs = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ()) if o.startswith("--")}
+    for word in _words:
+        name = "-" + word.partition("=")[0]
+        if word.startswith(exc.option_name) and not word.startswith("--") and name in longs:
+            return f" ({word!r}: capctl's long options take two dashes: -{word})"
+    return ""
+
+
+def _plain_typer_output() -> None:
+    """typer prints usage errors and rich help on a console of its own, which kept bold and dim under NO_COLOR
+    and every colour under --no-color (walk 55b: `capctl --no-color plan -o x` drew a red box). Told here, just
+    before it prints (typer imports its rich module only then: setting it up front cost every command 60 ms)."""
+    from typer import rich_utils
+
+    rich_utils.COLOR_SYSTEM = None if _plain_asked or os.environ.get("NO_COLOR") else "auto"
 
 
 class _PlainArgument(TyperArgument):
@@ -119,6 +155,7 @@ class CapctlCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console
 
+        _plain_typer_output()
         if _rich_options_width(self.get_params(ctx), ctx) <= Console().width:
             return super().format_help(ctx, formatter)
         plain = _WholeWords(width=formatter.width)
@@ -141,17 +178,25 @@ class CapctlGroup(TyperGroup):
         self.help = reflowed(self.help)  # as CapctlCommand's
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if parent is None:  # the root, which sees the whole command line
+            global _plain_asked, _words
+            _words = args[: args.index("--") if "--" in args else None]
+            _plain_asked = "--no-color" in _words
         try:
             return super().make_context(info_name, args, parent, **extra)
         except UsageError as exc:
-            exc.exit_code = EXIT_ERROR
+            _failed(exc)
             raise
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_typer_output()
+        super().format_help(ctx, formatter)
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            exc.exit_code = EXIT_ERROR
+            _failed(exc)
             raise
         except Exception as exc:  # wherever a command meets a store it cannot use: one line, never a traceback
             # A StateError, if the command loaded the state package at all (those that never do, such as

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 
@@ -120,14 +120,17 @@ def _exit_code_of(received: list[int]) -> int:
     return codes.get(signal.Signals(received[0]), EXIT_INTERRUPTED) if received else EXIT_INTERRUPTED
 
 
-def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
+def _select_rooms(
+    spec_set: SpecSet, store: StateStore, replace: Sequence[str] = ()
+) -> tuple[SpecSet, list[Selection], dict[str, TaskRecord]]:
     """Add the tasks of room-selector jobs for the rooms the state knows active, and those leaving their room
-    (`reconciler/rooms.py`); also returns the selections and the records they were made from (for `_annotate`)."""
+    (`reconciler/rooms.py`); also returns the selections and the records they were made from (for `_annotate`).
+    A `replace` key of a selector job's room with no task fails, saying why it has none."""
     if not spec_set.selector_jobs:
         return spec_set, [], {}
     import dataclasses
 
-    from reconciler.rooms import accounts_of, selected_tasks
+    from reconciler.rooms import accounts_of, selected_tasks, unselected
     from reconciler.state import RoomActivityStore
 
     providers = spec_set.providers
@@ -136,6 +139,10 @@ def _select_rooms(spec_set: SpecSet, store: StateStore) -> tuple[SpecSet, list[S
     tasks, selections = selected_tasks(
         spec_set.tasks, spec_set.selector_jobs, activity, records, providers, store.fingerprint_key()
     )
+    # Walk 55b: `no task with key … in the specs` alone, where the plan knows why (left out past maxRooms, say).
+    for key in replace:
+        if key not in tasks and (why := unselected(key, selections)) is not None:
+            fail(f"--replace: no task with key {key} in the specs: {why}")
     return dataclasses.replace(spec_set, tasks=tasks), selections, records
 
 
@@ -345,7 +352,7 @@ def plan(
         keep_until_exit()
         options = _plan_options(spec_set, prune, refresh, target, replace, selector)
         say_if_no_state(store, "planning as if nothing was created yet")
-        spec_set, selections, records = _select_rooms(spec_set, store)
+        spec_set, selections, records = _select_rooms(spec_set, store, options.replace)
         observed: dict[str, Observed] = {}
         if refresh:
             setup_logs(log_level)
@@ -538,7 +545,7 @@ async def _apply(
     err = err_console()
     report = retry_report(retry, err)
     clock = SystemClock()
-    spec_set, selections, records = _select_rooms(spec_set, store)
+    spec_set, selections, records = _select_rooms(spec_set, store, options.replace)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
             snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, saved.options)

@@ -108,6 +108,19 @@ def _field_names(model: type[BaseModel], path: Path) -> list[str]:
     ]
 
 
+# A room selector's fields, as a misplaced one is written where it belongs.
+_SELECTOR_FIELDS: Final = {
+    "match": "{match: 'class-*'}",
+    "exclude": "{match: …, exclude: 'class-test-*'}",
+    "maxRooms": "{match: …, maxRooms: 20}",
+}
+
+
+def _selects_rooms(model: type[BaseModel], path: Path) -> bool:
+    """Whether the mapping at `path` (a job's `spec`) has a `rooms` field that takes a room selector."""
+    return path == ("spec",) and "rooms" in _field_names(model, path)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, str):  # also a reference's text (RefStr, SecretText): no class name in a message
         return _TYPE_NAMES[str]
@@ -145,6 +158,10 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
+    if kind == "extra_forbidden" and _selects_rooms(model, path[:-1]) and path[-1] in _SELECTOR_FIELDS:
+        # `spec.maxRooms` said `(did you mean 'rooms'?)`, and `spec.exclude` pointed at explain (walk 55b).
+        name = path[-1]
+        return f"unknown field '{field}' ({name} is a room selector's field: rooms: {_SELECTOR_FIELDS[name]})"
     if kind == "extra_forbidden":
         hint = did_you_mean_field(str(path[-1]), _field_names(model, path[:-1]))
         if not hint:  # no near miss (`interval` on a RecordingJob): say where the right names are (walk 12A-8)
@@ -157,6 +174,11 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
         if field == "apiVersion":  # the one field whose value is fixed: say it, as a wrong value's error does
             return f"missing required field 'apiVersion': start the document with `apiVersion: {API_VERSION}`"
         return f"missing required field '{field}'"
+    if path[:2] == ("spec", "rooms") and len(path) == 3 and isinstance(value, dict) and _selects_rooms(model, path[:1]):
+        # `rooms: [{match: class-*}]` (`- match: …` under rooms) said `Input should be a valid string, got a mapping`.
+        return (
+            f"{field}: a room selector is the value of spec.rooms, not an entry of a list: rooms: {{match: …}} (no '-')"
+        )
     if typo := reference_typo(value):  # `{enV: NAME}` where text, a number or a duration goes
         return f"{field}: {typo}"
     if kind == "literal_error":

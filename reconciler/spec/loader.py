@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from reconciler.spec.expand import expand, provider_config
 from reconciler.spec.files import FileRefused, read_regular, size_text
 from reconciler.spec.models import JOB_MODELS, JobDocument, RoomSelector, StorageConfig, StorageDocument
 from reconciler.spec.refs import resolve_document
-from reconciler.spec.selectors import every_room
+from reconciler.spec.selectors import every_room, taken_back
 from reconciler.spec.yamlpos import RawDocument, load_documents
 
 __all__ = ["DEFAULT_LIMITS", "SpecLimits", "SpecSet", "file_at_fault", "load_spec_set"]
@@ -85,7 +86,17 @@ class SpecSet:
         out = []
         for c in self.selector_jobs:
             rooms = getattr(c.job.model.spec, "rooms", None)
-            if not isinstance(rooms, RoomSelector) or rooms.max_rooms is not None:
+            if not isinstance(rooms, RoomSelector):
+                continue
+            # A glob its own exclude takes back (the two swapped, say): the job never starts a room by it.
+            for n, glob in enumerate(rooms.match):
+                if (exclude := taken_back(glob, rooms.exclude)) is not None:
+                    file, line, col = c.job.at(("spec", "rooms", "match", n))
+                    out.append(
+                        f"{file}:{line}:{col}: {c.job.kind} '{c.job.name}': spec.rooms.match {quote(glob)} selects no"
+                        f" room: exclude {quote(exclude)} takes back every room it matches"
+                    )
+            if rooms.max_rooms is not None:
                 continue
             if (i := every_room(rooms)) is not None:
                 file, line, col = c.job.at(("spec", "rooms", "match", i))
@@ -145,6 +156,20 @@ def _dangling(path: str | os.PathLike[str]) -> str | None:
 def _missing(path: FsPath) -> str:
     """Why a path that does not stat is missing: a dangling link names its target, a typed name a near one."""
     return _dangling(path) or f"no such file or directory{_near_name(path)}"
+
+
+def _saved_plan(raw: RawDocument) -> str | None:
+    """What to do with a plan saved by `plan --out`, given where a spec belongs, or None for anything else.
+    `capctl apply plan.json` is how Terraform applies a saved plan: here it was read as a spec, and said only
+    `apiVersion: expected 'capctl/v1'` and `missing required field 'kind'` (walk 55b)."""
+    value = raw.value
+    if not isinstance(value, dict) or "format_version" not in value or "apiVersion" in value or "kind" in value:
+        return None
+    name = shlex.quote(raw.file)
+    return (
+        f"a plan saved by `capctl plan --out`, not a spec: apply it with `capctl apply --plan {name}`,"
+        f" print it with `capctl show {name}`"
+    )
 
 
 def _spec_files(paths: Sequence[str | os.PathLike[str]], errors: ErrorSink) -> list[str]:
@@ -229,6 +254,9 @@ def _load_spec_set(
                     )
                 if task_count > limits.tasks:
                     _refuse(errors, raw.where, f"the spec set makes more than the limit of {limits.tasks:,} tasks")
+                if (saved := _saved_plan(raw)) is not None:
+                    errors.add(raw.where, saved)
+                    continue
                 resolved = resolve_document(
                     raw, environ, errors, read_secrets=resolve_secrets, key=key or RUN_KEY, files_read=files_read
                 )

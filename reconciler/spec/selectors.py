@@ -16,7 +16,7 @@ from typing import Final
 
 from reconciler.spec.models import RoomSelector
 
-__all__ = ["covers", "describe", "every_room", "matches_any", "volc_pattern_problem"]
+__all__ = ["covers", "describe", "every_room", "matches_any", "taken_back", "volc_pattern_problem"]
 
 # What a Volcengine room id may hold (its RoomId rule), plus the glob's own characters.
 _VOLC_GLOB_RE: Final = re.compile(r"^[a-zA-Z0-9_@\-\.\*\?\[\]!]{1,128}$")
@@ -46,6 +46,26 @@ def every_room(selector: RoomSelector) -> int | None:
     if matches_any(room, selector.exclude):
         return None
     return next((i for i, g in enumerate(selector.match) if fnmatchcase(room, g)), None)
+
+
+def taken_back(glob: str, exclude: Iterable[str]) -> str | None:
+    """The `exclude` glob that takes back every room `glob` matches, so that it selects none (`match: class-*`
+    with `exclude: class-*`, or `match` and `exclude` swapped: `class-test-*` under `exclude: class-*`), or None.
+    Said only when certain: the same glob, one of `*` alone, or a literal prefix (suffix) then `*` (`*` then a
+    literal) that `glob`'s own literal start (end) begins (ends) with; other pairs are not decided here."""
+    head = _WILD.split(glob, 1)[0]  # the literal text before its first wildcard
+    tail = re.split(r"[*?\[\]]", glob)[-1]  # and after its last (a set's `]` too)
+    for e in exclude:
+        if e == glob or not e.strip("*"):
+            return e
+        if len(_WILD.split(e.strip("*"))) > 1 or e.count("*") != 1:
+            continue  # not a literal with one `*` at an end: not decided
+        if (e.endswith("*") and head.startswith(e[:-1])) or (e.startswith("*") and tail.endswith(e[1:])):
+            return e
+    return None
+
+
+_WILD: Final = re.compile(r"[*?\[]")
 
 
 def _names(glob: str, c: str) -> bool:

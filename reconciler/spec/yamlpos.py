@@ -265,7 +265,11 @@ class _Builder:
         pos = _pos(event.start_mark)
         found = self._anchors.get(event.anchor)
         if found is None:
-            self._fail(pos, f"unknown alias *{event.anchor} (an anchor must be defined before it is used)")
+            self._fail(
+                pos,
+                f"unknown alias *{event.anchor} (an anchor must be defined before it is used;"
+                f" {_GLOB_HINT}'*{event.anchor}')",
+            )
         value, weight = found
         self._emit(value, pos, None, weight, None)
 
@@ -323,6 +327,10 @@ class _Builder:
             where = (self.file, *_pos(mark)) if mark is not None else (self.file, 0, 0)
             if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
                 detail += " (a tab: YAML indents with spaces only)"
+            elif exc.context == "while scanning an alias" and exc.context_mark is not None:
+                detail += (
+                    f" (a `*` that starts a value begins a YAML alias; {_GLOB_HINT}{_glob_at(text, exc.context_mark)})"
+                )
             elif "mapping values are not allowed" in detail:  # PyYAML says "here", libyaml "in this context"
                 detail += " (is this line indented deeper than the key above it? Or quote a value holding ': ')"
             self.errors.add(where, f"YAML syntax error: {detail}")
@@ -337,6 +345,20 @@ class _Builder:
             )
         except yaml.YAMLError as exc:
             self.errors.add((self.file, 0, 0), f"YAML error: {exc}")
+
+
+# A glob that starts with `*` (`match: *`, `match: *-live`) is, unquoted, a YAML alias: an error in YAML's words
+# alone (`while scanning an alias`, `unknown alias *-live`) did not say what to write instead (walk 55b).
+_GLOB_HINT: Final = "a glob that starts with `*` is written quoted: "
+_GLOB_END: Final = re.compile(r"[\s,\]}#]")
+
+
+def _glob_at(text: str, mark: Any) -> str:
+    """The text that starts at `mark` (an alias's `*`) up to where a plain value ends, quoted: `'*.live'`."""
+    line = text.split("\n", mark.line + 1)[mark.line] if mark.line < text.count("\n") + 1 else ""
+    rest = line[mark.column :]
+    end = _GLOB_END.search(rest, 1)
+    return "'" + (rest[: end.start()] if end else rest) + "'"
 
 
 def load_documents(file: str, data: bytes, errors: ErrorSink) -> list[RawDocument]:

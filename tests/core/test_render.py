@@ -469,3 +469,23 @@ def test_a_selectors_rooms_wrap_under_it(tmp_path: Path) -> None:
     assert len(listing) > 3 and all(len(line) <= 80 for line in listing), lines
     assert " ".join(listing).replace("to start:", "").replace(",", " ").split() == rooms
     assert "<br>to start: " + ", ".join(f"`{r}`" for r in rooms) + " |" in render_markdown(plan)
+
+
+def test_markdown_puts_the_changes_before_a_selectors_long_room_lists(tmp_path: Path) -> None:
+    """Walk 55b: the selector table came before the changes, each of its lists whole: 5,000 rooms left out past a
+    `maxRooms` (one table row, one line) put the delete past the 60,000 characters a PR comment is cut at, and
+    the cut, at a line's end, took that row too. The changes come first now, and each list names 50 rooms."""
+    gone = desired("r1", job="old-job")
+    plan = plan_of(tmp_path, snapshot_job("audit", ["lobby"]), records={gone.key: record_for(gone)})
+    rooms = [f"live-{i:05d}" for i in range(5000)]
+    counts = {"active": 5060, "running": 0, "start": 0, "left_out": 5000, "ending": 0, "claimed": 60}
+    view = {"job": "SnapshotJob/sel", "provider": "volc", "rooms": "live-*", "max_rooms": 1, "counts": counts}
+    view |= {"seen_at": plan["created_at"], "start": [], "left_out": rooms, "ending": []}
+    plan["selectors"] = [view | {"claimed": [{"room": f"dup-{i}", "by": "SnapshotJob/a"} for i in range(60)]}]
+    markdown = render_markdown(plan)
+    assert markdown.index("| ➖ | `SnapshotJob/old-job/r1` | delete |") < markdown.index("| Room selector |")
+    shown = ", ".join(f"`{room}`" for room in rooms[:50])
+    assert f"<br>left out (maxRooms 1): {shown}, … and 4,950 more<br>`dup-0`: claimed by" in markdown
+    assert "`dup-49`: claimed by `SnapshotJob/a`<br>… and 10 more claimed |" in markdown
+    assert "dup-50" not in markdown and len(markdown) < 4000
+    assert ", ".join(rooms) in text_of(plan).replace(",\n          ", ", ")  # the text view lists them all

@@ -68,6 +68,8 @@ USAGE_ERRORS = [
     (("apply", "--parallelism", "many"), "--parallelism"),
     (("bogus",), "No such command 'bogus'"),
     (("--bogus",), "No such option: --bogus"),
+    # Walk 55b: Terraform's one dash (`-out=`, `-target=`) was `No such option: -o` alone.
+    (("plan", "-out=plan.json"), "-o ('-out=plan.json': capctl's long options take two dashes: --out=plan.json)"),
     (("state",), "Usage:"),
     (("state", "lst"), "Did you mean 'list'?"),
     (("state", "show"), "Missing argument"),

@@ -52,6 +52,20 @@ def test_show_errors_name_the_file_and_the_problem(work: Workdir) -> None:
     assert "Plan: 0 to create" in work.capctl("show", "bom.json").stdout
 
 
+def test_a_saved_plan_given_where_specs_go_says_how_to_apply_it(work: Workdir) -> None:
+    """Walk 55b: `capctl apply plan.json` (Terraform's way) read the plan as a spec, and said only
+    `apiVersion: expected 'capctl/v1'` and `missing required field 'kind'`."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("plan", "--no-refresh", "--out", "my plan.json")
+    hint = (
+        "my plan.json:1:1: a plan saved by `capctl plan --out`, not a spec: apply it with"
+        " `capctl apply --plan 'my plan.json'`, print it with `capctl show 'my plan.json'`"
+    )
+    failed = work.capctl("apply", "my plan.json", expect=1)  # plan and validate read PATH with the same loader
+    assert hint in failed.stderr and "apiVersion" not in failed.stderr and "kind" not in failed.stderr
+    assert not work.state.exists()  # nothing applied, no state made
+
+
 def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     colour = {"FORCE_COLOR": "1", "NO_COLOR": ""}  # a terminal as rich sees it, and no NO_COLOR
@@ -65,6 +79,14 @@ def test_no_color_flag_on_the_command_or_before_it(work: Workdir) -> None:
     failed = work.capctl("show", "nope.json", "--no-color", env=colour, expect=1)
     assert ESC not in failed.stderr and "Error: nope.json" in failed.stderr
     assert "--no-color" in work.capctl("show", "--help").stdout
+    # Walk 55b: typer's own usage errors and help (on a console of its own) kept their colours and styles.
+    assert ESC in work.capctl("plan", "-o", "x", env=colour, expect=1).stderr
+    for args, env in ((("plan", "-o", "x", "--no-color"), colour), (("--no-color", "plan", "-o", "x"), colour)):
+        typo = work.capctl(*args, env=env, expect=1).stderr
+        assert ESC not in typo and "No such option: -o" in typo
+    wide = {**colour, "COLUMNS": "200"}  # rich's help, not click's plain one for a narrow terminal
+    assert ESC in work.capctl("--help", env=wide).stdout
+    assert ESC not in work.capctl("--help", env={**wide, "NO_COLOR": "1"}).stdout
 
 
 def test_a_saved_plan_edited_to_hold_escape_sequences_shows_them_escaped(work: Workdir) -> None:

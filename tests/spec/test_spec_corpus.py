@@ -93,7 +93,7 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
     "thumbnail_duplicate_file": (8, 7, "spec.files[1]: fileId '/a.mp4' is listed twice (first at files[0])"),
     "thumbnail_missing_definition": (7, 7, "spec.files[0]: cdn tencent needs 'definition' (a snapshot template id)"),
     "too_many_streams": (9, 5, "spec.streams: volcengine takes at most 17 streams, got 18"),
-    "unknown_alias": (8, 13, "unknown alias *every (an anchor must be defined before it is used)"),
+    "unknown_alias": (8, 13, "unknown alias *every (an anchor must be defined before it is used; a glob that"),
     "unknown_field_typo": (8, 3, "unknown field 'spec.intervall' (did you mean 'interval'?)"),
     # walk 12A-8: no near miss to suggest (a SnapshotJob's field on a RecordingJob): where its fields are listed
     "unknown_field_no_near_miss": (8, 3, "unknown field 'spec.interval' (`capctl explain RecordingJob.spec` lists"),

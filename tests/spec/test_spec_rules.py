@@ -875,6 +875,24 @@ def test_anchors_do_not_cross_documents(errors_of: ErrorsOf) -> None:
     assert any("unknown alias *r" in e for e in errors_of(text))
 
 
+def test_a_glob_that_starts_with_a_star_unquoted_says_to_quote_it(errors_of: ErrorsOf) -> None:
+    """Walk 55b: `match: *` is a YAML alias to libyaml: it said only `while scanning an alias; did not find
+    expected alphabetic or numeric character`, and `match: *-live` `unknown alias *-live`."""
+    every = job(name="a", body="provider: volc\nrooms: {match: *, maxRooms: 3}\nstorage: tos")
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(every)] == [
+        "6:19: YAML syntax error: while scanning an alias; did not find expected alphabetic or numeric"
+        " character (a `*` that starts a value begins a YAML alias; a glob that starts with `*` is written quoted:"
+        " '*')"
+    ]
+    live = job(name="a", body="provider: volc\nrooms:\n  match: [a-*, *.live]  # both\nstorage: tos")
+    assert errors_of(live)[0].endswith("is written quoted: '*.live')")
+    suffix = job(name="a", body="provider: volc\nrooms: {match: *-live}\nstorage: tos")
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(suffix)] == [
+        "6:18: unknown alias *-live (an anchor must be defined before it is used; a glob that starts"
+        " with `*` is written quoted: '*-live')"
+    ]
+
+
 BIG = "Q" * 130_000  # a whole file or environment dump where a short value was expected
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler import transitions
 from reconciler.model import RoomActivity, TaskStatus
-from reconciler.rooms import Selection, holding, named_rooms, select, selector_view
+from reconciler.rooms import Selection, holding, named_rooms, select, selector_view, unselected
 from reconciler.spec import SpecSet
 from reconciler.spec.fields import VOLC_ID_RE
 from reconciler.spec.models import RoomSelector, SnapshotJobSpec
@@ -64,7 +64,7 @@ def test_a_selector_of_every_room_without_max_rooms_is_warned_about_at_its_glob(
         "provider: volc\nrooms: {match: '*', exclude: ['?*']}\nstorage: tos\n",
         "provider: volc\nrooms: [lobby]\nstorage: tos\n",
     ):
-        assert load(job(body=body)).warnings() == [], body
+        assert [w for w in load(job(body=body)).warnings() if "selects every room" in w] == [], body
 
 
 def test_the_every_room_warning_decides_by_what_the_globs_match_not_their_spelling(load: Loader) -> None:
@@ -333,3 +333,65 @@ def test_globs_cannot_be_references_but_max_rooms_can(load: Loader, errors_of: E
     model = spec.jobs[("SnapshotJob", "j")].spec
     assert isinstance(model, SnapshotJobSpec) and isinstance(model.rooms, RoomSelector)
     assert model.rooms.max_rooms == 7
+
+
+def test_a_replace_of_a_selector_room_without_a_task_says_why_it_has_none(load: Loader) -> None:
+    """Walk 55b: `plan --replace SnapshotJob/j/class-c` said only `no task with key … in the specs`, where the
+    plan knows the room is left out past maxRooms (or not covered, another job's, not known active)."""
+    capped = "provider: volc\nrooms: {match: 'class-*', exclude: 'class-test-*', maxRooms: 1}\nstorage: tos\n"
+    first = job(name="i", body="provider: volc\nrooms: {match: 'class-n*'}\nstorage: tos\n")  # first by name
+    spec = load(
+        job(body=capped)
+        + "---\n"
+        + first
+        + "---\n"
+        + job(name="k", body="provider: volc\nrooms: [lobby]\nstorage: tos\n")
+    )
+    selections = _select(spec, ["class-a", "class-c", "class-n"])
+    assert [unselected(f"SnapshotJob/j/{room}", selections) for room in ("class-c", "class-n", "class-z")] == [
+        "SnapshotJob/j leaves room 'class-c' out, past its maxRooms (1)",
+        "room 'class-n' is taken by SnapshotJob/i",
+        "room 'class-z' is not known active: SnapshotJob/j starts it when a room callback says it is",
+    ]
+    assert unselected("SnapshotJob/j/class-test-1", selections) == (
+        "the room selector of SnapshotJob/j (class-* except class-test-*) does not cover room 'class-test-1'"
+    )
+    assert unselected("SnapshotJob/k/lobby", selections) is None  # a named job's key: plan's own error
+    assert unselected("SnapshotJob/j/a/b", selections) is None
+
+
+def test_a_selector_field_written_in_the_wrong_place_says_where_it_goes(errors_of: ErrorsOf) -> None:
+    """Walk 55b: `maxRooms` beside `rooms` said `(did you mean 'rooms'?)`, `exclude` there pointed at explain,
+    and `- match:` under rooms (a list of one selector) said `Input should be a valid string, got a mapping`."""
+    beside = "provider: volc\nrooms: {match: 'class-*'}\nmaxRooms: 3\nexclude: x\nstorage: tos\n"
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=beside))] == [
+        "7:3: unknown field 'spec.maxRooms' (maxRooms is a room selector's field: rooms: {match: …, maxRooms: 20})",
+        "8:3: unknown field 'spec.exclude' (exclude is a room selector's field: rooms: {match: …, exclude:"
+        " 'class-test-*'})",
+    ]
+    listed = "provider: volc\nrooms:\n  - match: 'class-*'\nstorage: tos\n"
+    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=listed))] == [
+        "7:7: spec.rooms[0]: a room selector is the value of spec.rooms, not an entry of a list:"
+        " rooms: {match: …} (no '-')"
+    ]
+    thumbs = "provider: zego\nfiles: [{cdn: huawei, fileId: /a.mp4, interval: 2s}]\nmaxRooms: 3\n"
+    [other] = errors_of(job(kind="ThumbnailJob", body=thumbs))  # no rooms there: no selector to point at
+    assert other.endswith("unknown field 'spec.maxRooms' (`capctl explain ThumbnailJob.spec` lists its fields)")
+
+
+def test_a_match_glob_its_exclude_takes_back_is_warned_about(load: Loader) -> None:
+    """Walk 55b: `match` and `exclude` swapped (`match: class-test-*`, `exclude: class-*`), or one glob in both,
+    was valid and silent: the job never started a room by it. Warned where certain (the same glob, `*`, a
+    literal prefix or suffix the glob's own begins or ends with); an overlap in part is what exclude is for."""
+    body = "provider: volc\nrooms: {match: [class-test-*, lab-*, '*-x'], exclude: [class-*, '*x']}\nstorage: tos\n"
+    assert [w.split("spec.yaml:", 1)[1] for w in load(job(body=body)).warnings()] == [
+        "6:19: SnapshotJob 'j': spec.rooms.match 'class-test-*' selects no room: exclude 'class-*' takes back every"
+        " room it matches",
+        "6:40: SnapshotJob 'j': spec.rooms.match '*-x' selects no room: exclude '*x' takes back every room it matches",
+    ]
+    everything = "provider: volc\nrooms: {match: '*', exclude: '*'}\nstorage: tos\n"
+    [warning] = load(job(body=everything)).warnings()
+    assert "match '*' selects no room: exclude '*' takes back" in warning
+    for match, exclude in (("class-*", "class-test-*"), ("class-[0-9]", "class-1*"), ("?x", "x*"), ("a*", "*b")):
+        selector = f"provider: volc\nrooms: {{match: '{match}', exclude: '{exclude}', maxRooms: 5}}\nstorage: tos\n"
+        assert load(job(body=selector)).warnings() == [], (match, exclude)
