@@ -155,8 +155,8 @@ class CapctlCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console
 
-        _plain_typer_output()
         if _rich_options_width(self.get_params(ctx), ctx) <= Console().width:
+            _plain_typer_output()  # only where typer's rich help prints: the plain one imports none of it
             return super().format_help(ctx, formatter)
         plain = _WholeWords(width=formatter.width)
         super(TyperCommand, self).format_help(ctx, plain)  # click's
