@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.execute import GIVE_UP_AFTER
+from reconciler.execute import GIVE_UP_AFTER, STARTED_UNRECORDED
 from reconciler.transitions import MAY_RUN
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
@@ -288,6 +288,34 @@ def test_a_state_store_that_fails_half_way_stops_the_apply_says_what_it_did_and_
     work.apply()
     assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == sorted(rooms)
     assert {t["status"] for t in state_tasks(work).values()} == {"running"}
+
+
+def test_a_start_the_vendor_answered_but_the_state_could_not_record_says_it_runs(work: Workdir) -> None:
+    """Walk 55D-1: a PostgreSQL stopped (or a disk filled) while starts were in flight failed their commits after
+    the vendor had started them: `✗ … the state store failed: …` read as nothing started (`34 failed` while the
+    simulator ran all 50). Such a line says the task runs; one whose intent could not be written says nothing."""
+    rooms = ROOMS[:6]
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.capctl("state", "init")
+    with sqlite3.connect(work.state) as db:  # intents are written; the disk fills before r1's start is recorded
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE UPDATE ON capctl_records"
+            " WHEN json_extract(NEW.body, '$.key') = 'SnapshotJob/audit/r1'"
+            " AND json_extract(NEW.body, '$.status') = 'running'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    applied = work.apply("--parallelism", "1", expect=1)
+    failed = [line for line in applied.stdout.splitlines() if line.startswith("✗ ")]
+    assert failed == [
+        "✗ SnapshotJob/audit/r1 (create): the state store failed: "
+        f"sqlite:///{work.state}: database or disk is full; {STARTED_UNRECORDED}"
+    ], applied.stdout
+    assert [t["roomId"] for t in work.sim.tasks("volcengine", state="running")] == ["r0", "r1"]
+    assert state_tasks(work)["SnapshotJob/audit/r1"]["status"] == "pending"
+    with sqlite3.connect(work.state) as db:
+        db.execute("DROP TRIGGER disk_full")
+    work.apply()  # takes r1's run up: no second run
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine")) == sorted(rooms)
 
 
 def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811
