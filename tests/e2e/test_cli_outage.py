@@ -347,6 +347,37 @@ def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: W
     assert "once the state store can be written" not in said
 
 
+def test_a_lock_left_by_a_process_gone_from_this_host_says_when_it_lapses(work: Workdir, pg_url: str) -> None:  # noqa: F811
+    """Walk 55D-2: an apply that could not release its lease (PostgreSQL stopped under it) or was killed left
+    the lock for 60 s; the next apply said "wait for it to finish" of a process that was gone. A holder on this
+    host that runs no more is named so, with when the lease lapses; one that runs keeps the old advice."""
+    import psycopg
+
+    work.env["CAPCTL_STATE"] = pg_url
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:1]))
+    work.capctl("state", "init")
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # its pid is free now
+    for pid, said in ((gone.pid, "no process"), (os.getpid(), "wait for it to finish")):
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(  # its lease, as a lock.acquire leaves it (init released the lock: no row)
+                "INSERT INTO capctl_lock (name, holder, token, since, expires_at, epoch)"
+                " VALUES ('apply', %s, 'theirs', now(), now() + interval '40 seconds', 1)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = 'theirs',"
+                " expires_at = excluded.expires_at, epoch = capctl_lock.epoch + 1",
+                (f"pid {pid} on {socket.gethostname()} (capctl apply)",),
+            )
+        applied = work.apply(expect=1)
+        text = " ".join(applied.stderr.split())
+        assert said in text and "Traceback" not in text, text
+        if pid == gone.pid:
+            assert (
+                f"no process {pid} runs on this host now: it ended without releasing the lock (killed, or the state"
+                " store was out of reach when it tried); the lock lapses by itself in "
+            ) in text and text.endswith(" s: run this again then"), text
+    assert work.sim.requests("StartSnapshot") == []
+
+
 def test_a_file_size_limit_reached_mid_apply_names_the_io_error_and_leaks_nothing(work: Workdir) -> None:
     """A real write refused by the system (RLIMIT_FSIZE, as `ulimit -f`; SIGXFSZ ignored): SQLite says only
     `disk I/O error`; the error now names which one and what usually causes it (walk 13C-7)."""
