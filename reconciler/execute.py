@@ -51,6 +51,7 @@ __all__ = [
     "MAX_WINDOW",
     "MIN_WINDOW",
     "SMOOTHING",
+    "STARTED_UNRECORDED",
     "ApplyResult",
     "ChangeResult",
     "Executor",
@@ -79,6 +80,8 @@ class ChangeResult:
 
 
 CUT_SHORT = "interrupted while its vendor call was in flight: its intent is recorded, the next apply resolves it"
+# A start the vendor answered whose record then failed: a bare "the state store failed" read as nothing started.
+STARTED_UNRECORDED = "the vendor started it before the state could record that: it runs; the next apply takes it up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,8 @@ class Executor:
         # Keys whose start just failed and may run all the same (`transitions.failed_may_run`): its result says
         # so, as `state list` does; the error alone read as a refusal, nothing running (walk 50D-4).
         self._may_run: set[str] = set()
+        # Keys whose start the vendor answered but whose record then failed (`STARTED_UNRECORDED`).
+        self._unrecorded: set[str] = set()
 
     async def apply(
         self,
@@ -252,7 +257,10 @@ class Executor:
                 result = ChangeResult(change.key, change.action, ok=False, error=CUT_SHORT, cut_short=True)
             elif isinstance(error := task.exception(), StateError):
                 store_failed.append(error)
-                result = ChangeResult(change.key, change.action, ok=False, error=f"the state store failed: {error}")
+                ran = f"; {STARTED_UNRECORDED}" if change.key in self._unrecorded else ""
+                self._unrecorded.discard(change.key)
+                error_text = f"the state store failed: {error}{ran}"
+                result = ChangeResult(change.key, change.action, ok=False, error=error_text)
             else:
                 result = task.result()
             results[index] = result
@@ -542,7 +550,11 @@ class Executor:
         if result.already_running and reissue and record is not None and not record.reissuing:
             # (A re-issue taken up again: the run is likely its own, started before the crash or the lost answer.)
             done = transitions.run_goes_on(done, record)
-        self._store.put(done)
+        try:
+            self._store.put(done)
+        except StateError:
+            self._unrecorded.add(task.key)  # its intent stays `pending`: the next apply finds the run
+            raise
         failpoints.hit("start.after-commit")
         log.info(
             "started",

@@ -8,6 +8,7 @@ imported inside the helpers that use them: a command pays only for what it calls
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from reconciler.retry import RetryPolicy, RetryReport
     from reconciler.spec import SpecSet
-    from reconciler.state.base import Lock, NoState, StateStore
+    from reconciler.state.base import Lock, LockHeld, NoState, StateStore
     from reconciler.state.sql import SqlStateStore
 
 __all__ = [
@@ -272,6 +273,29 @@ def lock_free_now(url: str | None, command: str) -> None:
         pass
 
 
+def _holder_gone(exc: LockHeld) -> str | None:
+    """What to do about a lease whose holder ran on this host and runs no more (an apply killed, or one that
+    could not release the lock as the state store went away): "wait for it to finish" had an operator look for
+    a process that was gone (walk 55D-2). None: it runs, runs elsewhere, or the lock is an OS lock."""
+    import re
+    import socket
+
+    found = re.match(r"pid (\d+) on (\S+) \(", exc.holder)
+    if exc.expires_in is None or found is None or found.group(2) != socket.gethostname():
+        return None
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return (
+            f"no process {found.group(1)} runs on this host now: it ended without releasing the lock (killed, or the"
+            f" state store was out of reach when it tried); the lock lapses by itself in {math.ceil(exc.expires_in)}"
+            " s: run this again then"
+        )
+    except OSError:
+        return None  # another user's process: it runs
+    return None
+
+
 @contextmanager
 def locked(store: StateStore, command: str, *, destination: bool = False) -> Iterator[None]:
     """Hold `store`'s state lock for `command`, or fail saying who holds it and what to do. `destination`: the
@@ -291,6 +315,8 @@ def locked(store: StateStore, command: str, *, destination: bool = False) -> Ite
                 f"the capctl daemon holds the state lock{which} ({exc.holder}) and keeps it as long as it runs. "
                 + advice
             )
+        if (gone := _holder_gone(exc)) is not None:
+            fail(f"another capctl holds the state lock{which} ({exc.holder}); {gone}")
         fail(
             f"another capctl holds the state lock{which} ({exc.holder}); wait for it to finish. "
             f"A lock held by a process that died is released by itself."

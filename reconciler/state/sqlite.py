@@ -308,8 +308,15 @@ class SQLiteStateStore(SqlStateStore):
                 self._db = self._connect(temp, mode="rw")
                 self._use_wal(self._db)
                 self._open_schema(create=True, where=self.url)
-                self._db.close()  # the last connection: its WAL is checkpointed into the file and removed
-                self._db = None
+                # Checkpointed here, not by close(): a close whose checkpoint fails (a full disk) says nothing and
+                # leaves the log, which the `finally` below deletes: the file linked was a torn state that every
+                # command then called damaged (walk 55D-3). A failure here raises, and nothing is linked.
+                try:
+                    if self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+                        raise sqlite3.OperationalError("the new state's log could not be written into its file")
+                finally:
+                    self._db.close()  # the last connection: its (now empty) WAL is removed
+                    self._db = None
             try:
                 os.link(temp, target)  # fails if the path exists meanwhile, unlike a rename
             except FileExistsError:
@@ -613,7 +620,8 @@ class SQLiteStateStore(SqlStateStore):
 
 
 def _described(exc: sqlite3.Error, path: Path) -> str:
-    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it; for
+    """SQLite's message; for an I/O error (its bare `disk I/O error`), which one and what usually causes it; for a
+    full file system (`database or disk is full`), which one; for
     a write refused by the file's or directory's permissions or a read-only mount (its bare `attempt to write a
     readonly database`, or `unable to open database file`), which one and what to do."""
     code, name = getattr(exc, "sqlite_errorcode", 0), getattr(exc, "sqlite_errorname", "")
@@ -623,6 +631,12 @@ def _described(exc: sqlite3.Error, path: Path) -> str:
         return (
             f"{exc} ({name or 'SQLITE_IOERR'}: the system refused a read or write of the database, its -wal or -shm"
             " file: a full disk, a file size limit (ulimit -f), a failing disk)"
+        )
+    if code & 0xFF == sqlite3.SQLITE_FULL:  # capctl sets no max_page_count: the file system (walk 55D-3)
+        return (
+            f"{exc} (SQLITE_FULL: the file system holding {real.parent}{led} is full, or this user's quota there:"
+            " free space there (the state's -wal file beside it needs room too, up to a few times the state's"
+            " size), or keep the state elsewhere)"
         )
     if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and _read_only_mount(real.parent):
         # A WAL database on a read-only mount (a volume `readOnly: true`) opens for no one: only `unable to open`.

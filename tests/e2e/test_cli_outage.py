@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.execute import GIVE_UP_AFTER
+from reconciler.execute import GIVE_UP_AFTER, STARTED_UNRECORDED
 from reconciler.transitions import MAY_RUN
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
@@ -290,6 +290,34 @@ def test_a_state_store_that_fails_half_way_stops_the_apply_says_what_it_did_and_
     assert {t["status"] for t in state_tasks(work).values()} == {"running"}
 
 
+def test_a_start_the_vendor_answered_but_the_state_could_not_record_says_it_runs(work: Workdir) -> None:
+    """Walk 55D-1: a PostgreSQL stopped (or a disk filled) while starts were in flight failed their commits after
+    the vendor had started them: `✗ … the state store failed: …` read as nothing started (`34 failed` while the
+    simulator ran all 50). Such a line says the task runs; one whose intent could not be written says nothing."""
+    rooms = ROOMS[:6]
+    work.write("jobs.yaml", snapshot_job("audit", rooms))
+    work.capctl("state", "init")
+    with sqlite3.connect(work.state) as db:  # intents are written; the disk fills before r1's start is recorded
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE UPDATE ON capctl_records"
+            " WHEN json_extract(NEW.body, '$.key') = 'SnapshotJob/audit/r1'"
+            " AND json_extract(NEW.body, '$.status') = 'running'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    applied = work.apply("--parallelism", "1", expect=1)
+    failed = [line for line in applied.stdout.splitlines() if line.startswith("✗ ")]
+    assert failed == [
+        "✗ SnapshotJob/audit/r1 (create): the state store failed: "
+        f"sqlite:///{work.state}: database or disk is full; {STARTED_UNRECORDED}"
+    ], applied.stdout
+    assert [t["roomId"] for t in work.sim.tasks("volcengine", state="running")] == ["r0", "r1"]
+    assert state_tasks(work)["SnapshotJob/audit/r1"]["status"] == "pending"
+    with sqlite3.connect(work.state) as db:
+        db.execute("DROP TRIGGER disk_full")
+    work.apply()  # takes r1's run up: no second run
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine")) == sorted(rooms)
+
+
 def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811
     """Walk 23a (after 22C-1): an apply whose lease was taken over while it ran ends like one whose store failed
     (what was done and left), but its advice is not to wait for a store that can be written: another capctl,
@@ -317,6 +345,37 @@ def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: W
         "again: it finishes what this one left"
     ), said
     assert "once the state store can be written" not in said
+
+
+def test_a_lock_left_by_a_process_gone_from_this_host_says_when_it_lapses(work: Workdir, pg_url: str) -> None:  # noqa: F811
+    """Walk 55D-2: an apply that could not release its lease (PostgreSQL stopped under it) or was killed left
+    the lock for 60 s; the next apply said "wait for it to finish" of a process that was gone. A holder on this
+    host that runs no more is named so, with when the lease lapses; one that runs keeps the old advice."""
+    import psycopg
+
+    work.env["CAPCTL_STATE"] = pg_url
+    work.write("jobs.yaml", snapshot_job("audit", ROOMS[:1]))
+    work.capctl("state", "init")
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # its pid is free now
+    for pid, said in ((gone.pid, "no process"), (os.getpid(), "wait for it to finish")):
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(  # its lease, as a lock.acquire leaves it (init released the lock: no row)
+                "INSERT INTO capctl_lock (name, holder, token, since, expires_at, epoch)"
+                " VALUES ('apply', %s, 'theirs', now(), now() + interval '40 seconds', 1)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = 'theirs',"
+                " expires_at = excluded.expires_at, epoch = capctl_lock.epoch + 1",
+                (f"pid {pid} on {socket.gethostname()} (capctl apply)",),
+            )
+        applied = work.apply(expect=1)
+        text = " ".join(applied.stderr.split())
+        assert said in text and "Traceback" not in text, text
+        if pid == gone.pid:
+            assert (
+                f"no process {pid} runs on this host now: it ended without releasing the lock (killed, or the state"
+                " store was out of reach when it tried); the lock lapses by itself in "
+            ) in text and text.endswith(" s: run this again then"), text
+    assert work.sim.requests("StartSnapshot") == []
 
 
 def test_a_file_size_limit_reached_mid_apply_names_the_io_error_and_leaks_nothing(work: Workdir) -> None:

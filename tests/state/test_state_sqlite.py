@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.clock import FakeClock
-from reconciler.state import LockHeld, SQLiteStateStore, StateError
+from reconciler.state import LockHeld, SQLiteStateStore, StateDamaged, StateError
 
 from .helpers import make_record, start_worker
 
@@ -141,6 +141,39 @@ def test_a_full_file_system_is_named(tmp_path: Path) -> None:
         f" {full} is full, or this user's quota there: free space (or files: inodes) there, or keep the state"
         " elsewhere: CAPCTL_STATE or --state)"
     ) in str(refused.value), str(refused.value)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: mounts a small tmpfs")
+def test_a_state_whose_file_system_fills_up_is_named_and_never_left_torn(tmp_path: Path) -> None:
+    """Walk 55D-3: a new state on a nearly full disk was linked torn (close() failed its checkpoint silently, the
+    log was deleted): every command then said `looks damaged (database disk image is malformed); restore it
+    from a backup`. An existing state on a full disk said only SQLite's `database or disk is full`."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "none", str(full)]).returncode:
+        pytest.fail(f"root cannot mount a tmpfs on {full} here; run the tests where root can mount", pytrace=False)
+    said = (
+        f"database or disk is full (SQLITE_FULL: the file system holding {full} is full, or this user's quota"
+        " there: free space there (the state's -wal file beside it needs room too"
+    )
+    try:
+        with pytest.raises(StateError) as refused:  # the schema fits in its log, not in log and file at once
+            SQLiteStateStore(full / "state.db")
+        assert not isinstance(refused.value, StateDamaged) and said in str(refused.value), str(refused.value)
+        assert os.listdir(full) == []  # nothing torn left behind
+        subprocess.run(["mount", "-o", "remount,size=256k", str(full)], check=True)
+        store = SQLiteStateStore(full / "state.db")
+        try:
+            with pytest.raises(StateError) as refused:
+                for i in range(2000):  # each record some 1 KB: the file system fills within the loop
+                    store.put(make_record(f"SnapshotJob/lobby-audit/room-{i:04d}", last_error="x" * 800))
+        finally:
+            store.close()
+        told = str(refused.value)
+        del refused  # its traceback holds the failed statement, and with it SQLite's files open: the mount busy
+        assert said in told, told
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
 
 
 def test_a_corrupt_row_is_named_on_load(tmp_path: Path) -> None:
