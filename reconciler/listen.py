@@ -89,6 +89,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_HOST_HEADER: Final = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]*)?")
+_LOCAL_NAME: Final = re.compile(r"(?:[a-z0-9-]+\.)*localhost")
+
+
 def named_locally(host_header: str) -> bool:
     """Whether a request's Host header names its server as only this machine's own clients do: an IP address,
     `localhost` or a name under `.localhost`. A web page whose own name its DNS server re-resolved to 127.0.0.1
@@ -97,9 +101,12 @@ def named_locally(host_header: str) -> bool:
     host = host_header.strip().lower()
     if not host:
         return True
-    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
-    name = name.rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
+    # The whole header is `name[:port]` or `[v6][:port]`: `127.0.0.1:8080@evil.example` or `[::1]junk` named
+    # no host, and taking the part before the last `:` or after `[` let them pass (walk 56b).
+    if (found := _HOST_HEADER.fullmatch(host)) is None:
+        return False
+    name = (found["v6"] or found["name"]).rstrip(".")
+    if found["name"] and _LOCAL_NAME.fullmatch(name):
         return True
     try:
         ipaddress.ip_address(name)

@@ -318,7 +318,8 @@ def sync(
 
     It only queues the keys: the daemon decides and acts as it always does (a task backing off or dormant
     keeps waiting: `capctl wake --daemon URL KEY` wakes it), within the vendors' rate budgets. Each KEY must
-    match a task the daemon knows (in its specs or its state), else nothing is queued.
+    match a task the daemon knows (in its specs or its state), else nothing is queued. At most 32 jobs or globs
+    in one call (the daemon compares each with every task); whole task keys, any number.
     Use it instead of `capctl apply` while a daemon runs.
     When CAPCTL_SYNC_TOKEN is set, it is sent as a bearer token (the daemon requires it when it has one).
     """
@@ -369,9 +370,9 @@ def wake(
 
     Each KEY must match a task; only those waiting (dormant, or stopped with a backoff) are woken, the others
     are left as they are. While a daemon runs, use --daemon (or CAPCTL_DAEMON): it wakes them and starts them
-    at once (CAPCTL_SYNC_TOKEN is sent as for `capctl sync`); it wakes them in the state it runs on, so --state
-    beside --daemon is refused. Without it, wake takes the state lock (a running daemon holds it) and the next
-    `capctl apply` starts them."""
+    at once (as for `capctl sync`, CAPCTL_SYNC_TOKEN is sent, and at most 32 jobs or globs in one call are
+    taken); it wakes them in the state it runs on, so --state beside --daemon is refused. Without it, wake takes
+    the state lock (a running daemon holds it) and the next `capctl apply` starts them."""
     from reconciler.state import NoState
     from reconciler.waking import plan_wake
 

@@ -143,7 +143,10 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     # Digits as written in a URL: `int` also takes `1_0`, ` 5`, `+5` and other scripts' digits (`１`, `١`).
     if _WHOLE.fullmatch(text) is None:
         raise QueryError(f"{name} must be a whole number from {low} to {high}; got {text[:40]!r}")
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:  # over 4,300 digits (Python's limit on converting text): no page number either
+        value = high + 1
     if not low <= value <= high:
         raise QueryError(f"{name} must be from {low} to {high}; got {shorten(text)}")
     return value

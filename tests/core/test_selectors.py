@@ -116,6 +116,23 @@ def test_a_glob_matches_as_the_docs_say(name: tuple[str, str], room: tuple[str, 
     assert selector_matches(selector, key) is documented(selector, key)
 
 
+@given(
+    keys=st.sets(st.tuples(st.sampled_from("ab"), st.text("a?[*/", max_size=4)), min_size=1, max_size=4),
+    globs=st.lists(st.tuples(st.text("a?*", max_size=9), st.none() | st.text("a[*/", max_size=9)), max_size=4),
+)
+def test_the_bounded_walk_selects_what_the_docs_say(
+    keys: set[tuple[str, str]], globs: list[tuple[str, str | None]]
+) -> None:
+    """`keys_matching`'s shortcuts (walk 55c-1: a glob with more characters but `*` than the longest key is
+    skipped, a run of stars is one star) against the documented meaning; globs of many stars, often longer
+    than every key, and keys that hold `*` (one given whole selects itself alone, walk 43d-3)."""
+    known = {f"SnapshotJob/{name}/{room}" for name, room in keys}
+    selectors = [f"SnapshotJob/{name}" + ("" if room is None else f"/{room}") for name, room in globs]
+    selectors += [min(known), max(known, key=len) + "*"]  # one whole; one as long as the longest key, but `*`
+    expected = {s: [s] if s in known else [k for k in known if documented(s, k)] for s in selectors}
+    assert keys_matching(selectors, known) == expected
+
+
 @pytest.mark.parametrize("bad", ["*", "*/a", "Snap*/a", "SnapshotJob", "SnapshotJob//r", "SnapshotJob/a/"])
 def test_the_kind_is_spelled_out_and_no_part_is_empty(bad: str) -> None:
     with pytest.raises(PlanError, match="kind is one of SnapshotJob"):

@@ -557,7 +557,9 @@ async def test_a_loopback_daemon_without_a_token_answers_only_requests_named_for
     write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
     await harness.start(local_only=True)
     async with await client(harness) as http:
-        for host in ("rebind.example:8080", "rebind.example", "127.0.0.1.nip.io:8080"):
+        # Not a host at all, though a loopback address or `.localhost` is in it (walk 56b).
+        odd = ("127.0.0.1:8080@rebind.example", "[::1]rebind.example", "rebind.example/.localhost", "[localhost]")
+        for host in ("rebind.example:8080", "rebind.example", "127.0.0.1.nip.io:8080", *odd):
             for method, route in (("GET", "/"), ("GET", "/api/v1/status"), ("POST", "/api/v1/sync")):
                 refused = await http.request(method, route, headers={"host": host})
                 assert refused.status_code == 403 and "DNS rebinding" in refused.text, (route, host)

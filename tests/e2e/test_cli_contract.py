@@ -186,6 +186,16 @@ def test_help_shows_no_python_type_and_a_plain_usage_line() -> None:
         assert output.split("Usage: ")[1].splitlines()[0].rstrip() == line
 
 
+def test_sync_and_wake_help_name_the_daemons_bound_on_jobs_and_globs() -> None:
+    """The daemon refuses more than MAX_WALKS jobs or globs in one sync or wake (walk 55c-1); only docs/daemon.md
+    said so, not the commands' help (walk 56b)."""
+    from reconciler.daemon.http import MAX_WALKS
+
+    for command in ("sync", "wake"):
+        output = CliRunner().invoke(cli.app, [command, "--help"], env={"NO_COLOR": "1", "COLUMNS": "200"}).output
+        assert f"at most {MAX_WALKS} jobs or globs in one call" in " ".join(output.lower().split()), command
+
+
 def _wrapped_early(lines: list[str], width: int) -> list[str]:
     """Lines of one wrapped paragraph that end where the next line's first word would still have fit."""
     return [

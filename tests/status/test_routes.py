@@ -87,6 +87,9 @@ async def test_a_bad_query_is_a_400_naming_the_parameter(
         ({"job": "x" * 60_000}, "job must be a job's Kind/name, at most 76 characters; got 'xxx"),
         ({"room": "r" * 2_000}, "room must be a room id or a thumbnail's file id, at most 1024 characters; got 'rrr"),
         ({"page": "9" * 4_000}, "page must be from 1 to 1000000; got 999"),
+        # Past 4,300 digits `int` refuses the text: a 500 and a traceback in the log (walk 56b).
+        ({"page": "1" * 5_000}, "page must be from 1 to 1000000; got 111"),
+        ({"decisions": "-" + "0" * 5_000}, "decisions must be from 0 to 500; got -000"),
     ],
 )
 async def test_a_long_query_value_is_refused_not_echoed(params: dict[str, str], message: str) -> None:
