@@ -43,13 +43,29 @@ def _single_dash(exc: NoSuchOption) -> str:
     """` ('-out=plan.json': capctl's long options take two dashes: --out=plan.json)`: Terraform writes its long
     options with one (`-out=`, `-target=`, `-replace=`), which click reads as `-o`, `-t`, `-r` and refused as
     `No such option: -o` (walk 55b). Only for a word that is an option of the command with one dash less."""
-    command = getattr(exc.ctx, "command", None)
-    longs = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ()) if o.startswith("--")}
+    params = getattr(getattr(exc.ctx, "command", None), "params", ())
     for word in _words:
-        name = "-" + word.partition("=")[0]
-        if word.startswith(exc.option_name) and not word.startswith("--") and name in longs:
-            return f" ({word!r}: capctl's long options take two dashes: -{word})"
+        if not word.startswith(exc.option_name) or word.startswith("--"):
+            continue
+        name, eq, value = ("-" + word).partition("=")
+        for p in params:
+            if name in getattr(p, "opts", ()) or name in getattr(p, "secondary_opts", ()):
+                return f" ({word!r}: capctl's long options take two dashes{_as_flag(p, name, eq + value)})"
     return ""
+
+
+_FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
+
+
+def _as_flag(option: Any, name: str, value: str) -> str:
+    """`: --out=plan.json`; for a flag, which takes no value, the word that says it: Terraform's `-refresh=false`
+    is `--no-refresh` (walk 56a: the hint said `--refresh=false`, which click then refused), `=true` the flag alone."""
+    if not (value and getattr(option, "is_flag", False)):
+        return f": {name}{value}"
+    if value[1:].lower() not in _FALSE:
+        return f", and a flag takes no value: {name}"
+    other = [o for o in (*option.opts, *option.secondary_opts) if o != name and o.startswith("--")]
+    return f", and a flag takes no value: {other[0]}" if other else f", and a flag takes no value: leave out {name}"
 
 
 def _plain_typer_output() -> None:
