@@ -54,6 +54,21 @@ def _single_dash(exc: NoSuchOption) -> str:
     return ""
 
 
+def _no_terraform_lock(ctx: Any, args: list[str]) -> None:
+    """Terraform's `-lock=false` (its habit for a pull request's plan) and `-lock-timeout=5s` are, to click, `-l`
+    with the value `ock=false`: a label selector that matched no task, so a plan of nothing, exit 0 under
+    `--detailed-exitcode` (walk 56a). capctl has neither option: refused where `-l` would take them."""
+    if not any("-l" in getattr(p, "opts", ()) for p in ctx.command.params):
+        return
+    for word in args[: args.index("--") if "--" in args else None]:
+        if (name := word.partition("=")[0]) in ("-lock", "-lock-timeout"):
+            raise UsageError(
+                f"No such option: {name} ({word!r} is Terraform's: capctl has no such option, and would read it as"
+                f" '-l {word[2:]}', a label selector)",
+                ctx,
+            )
+
+
 _FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
 
 
@@ -167,6 +182,10 @@ class CapctlCommand(TyperCommand):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _no_terraform_lock(ctx, args)
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console
