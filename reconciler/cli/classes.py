@@ -43,13 +43,44 @@ def _single_dash(exc: NoSuchOption) -> str:
     """` ('-out=plan.json': capctl's long options take two dashes: --out=plan.json)`: Terraform writes its long
     options with one (`-out=`, `-target=`, `-replace=`), which click reads as `-o`, `-t`, `-r` and refused as
     `No such option: -o` (walk 55b). Only for a word that is an option of the command with one dash less."""
-    command = getattr(exc.ctx, "command", None)
-    longs = {o for p in getattr(command, "params", ()) for o in getattr(p, "opts", ()) if o.startswith("--")}
+    params = getattr(getattr(exc.ctx, "command", None), "params", ())
     for word in _words:
-        name = "-" + word.partition("=")[0]
-        if word.startswith(exc.option_name) and not word.startswith("--") and name in longs:
-            return f" ({word!r}: capctl's long options take two dashes: -{word})"
+        if not word.startswith(exc.option_name) or word.startswith("--"):
+            continue
+        name, eq, value = ("-" + word).partition("=")
+        for p in params:
+            if name in getattr(p, "opts", ()) or name in getattr(p, "secondary_opts", ()):
+                return f" ({word!r}: capctl's long options take two dashes{_as_flag(p, name, eq + value)})"
     return ""
+
+
+def _no_terraform_lock(ctx: Any, args: list[str]) -> None:
+    """Terraform's `-lock=false` (its habit for a pull request's plan) and `-lock-timeout=5s` are, to click, `-l`
+    with the value `ock=false`: a label selector that matched no task, so a plan of nothing, exit 0 under
+    `--detailed-exitcode` (walk 56a). capctl has neither option: refused where `-l` would take them."""
+    if not any("-l" in getattr(p, "opts", ()) for p in ctx.command.params):
+        return
+    for word in args[: args.index("--") if "--" in args else None]:
+        if (name := word.partition("=")[0]) in ("-lock", "-lock-timeout"):
+            raise UsageError(
+                f"No such option: {name} ({word!r} is Terraform's: capctl has no such option, and would read it as"
+                f" '-l {word[2:]}', a label selector)",
+                ctx,
+            )
+
+
+_FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
+
+
+def _as_flag(option: Any, name: str, value: str) -> str:
+    """`: --out=plan.json`; for a flag, which takes no value, the word that says it: Terraform's `-refresh=false`
+    is `--no-refresh` (walk 56a: the hint said `--refresh=false`, which click then refused), `=true` the flag alone."""
+    if not (value and getattr(option, "is_flag", False)):
+        return f": {name}{value}"
+    if value[1:].lower() not in _FALSE:
+        return f", and a flag takes no value: {name}"
+    other = [o for o in (*option.opts, *option.secondary_opts) if o != name and o.startswith("--")]
+    return f", and a flag takes no value: {other[0]}" if other else f", and a flag takes no value: leave out {name}"
 
 
 def _plain_typer_output() -> None:
@@ -151,6 +182,10 @@ class CapctlCommand(TyperCommand):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return without_help_types(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _no_terraform_lock(ctx, args)
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console

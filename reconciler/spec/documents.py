@@ -116,6 +116,12 @@ _SELECTOR_FIELDS: Final = {
 }
 
 
+def _selector_field(word: Any) -> str | None:
+    """The room selector's field `word` names whatever its case, `_` or `-` (`max_rooms`, `Exclude`), or None."""
+    key = str(word).replace("_", "").replace("-", "").lower()
+    return next((f for f in _SELECTOR_FIELDS if f.lower() == key), None)
+
+
 def _selects_rooms(model: type[BaseModel], path: Path) -> bool:
     """Whether the mapping at `path` (a job's `spec`) has a `rooms` field that takes a room selector."""
     return path == ("spec",) and "rooms" in _field_names(model, path)
@@ -158,10 +164,11 @@ def _message(err: Any, field: str, model: type[BaseModel], path: Path) -> str:
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    if kind == "extra_forbidden" and _selects_rooms(model, path[:-1]) and path[-1] in _SELECTOR_FIELDS:
-        # `spec.maxRooms` said `(did you mean 'rooms'?)`, and `spec.exclude` pointed at explain (walk 55b).
-        name = path[-1]
-        return f"unknown field '{field}' ({name} is a room selector's field: rooms: {_SELECTOR_FIELDS[name]})"
+    if kind == "extra_forbidden" and _selects_rooms(model, path[:-1]) and (name := _selector_field(path[-1])):
+        # `spec.maxRooms` said `(did you mean 'rooms'?)`, and `spec.exclude` pointed at explain (walk 55b); so did
+        # `spec.max_rooms` and `spec.maxrooms`, both a selector's field misspelled as well as misplaced (walk 56a).
+        spelled = f"did you mean '{name}'? " if name != path[-1] else f"{name} is "
+        return f"unknown field '{field}' ({spelled}a room selector's field: rooms: {_SELECTOR_FIELDS[name]})"
     if kind == "extra_forbidden":
         hint = did_you_mean_field(str(path[-1]), _field_names(model, path[:-1]))
         if not hint:  # no near miss (`interval` on a RecordingJob): say where the right names are (walk 12A-8)

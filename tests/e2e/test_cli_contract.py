@@ -70,6 +70,11 @@ USAGE_ERRORS = [
     (("--bogus",), "No such option: --bogus"),
     # Walk 55b: Terraform's one dash (`-out=`, `-target=`) was `No such option: -o` alone.
     (("plan", "-out=plan.json"), "-o ('-out=plan.json': capctl's long options take two dashes: --out=plan.json)"),
+    # Walk 56a: `-refresh=false` was told `--refresh=false` (a flag: refused in turn), `-no-refresh` nothing.
+    (("plan", "-refresh=false"), "two dashes, and a flag takes no value: --no-refresh)"),
+    (("plan", "-no-refresh"), "-n ('-no-refresh': capctl's long options take two dashes: --no-refresh)"),
+    # Walk 56a: Terraform's `-lock=false` was `-l ock=false`, a label selector: a plan of nothing, exit 0.
+    (("plan", "-lock=false"), "No such option: -lock ('-lock=false' is Terraform's: capctl has no such option"),
     (("state",), "Usage:"),
     (("state", "lst"), "Did you mean 'list'?"),
     (("state", "show"), "Missing argument"),
