@@ -437,25 +437,36 @@ def pinned(name: str, interval: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "steps, final",
+    "steps, final, lost",
     [
-        ([("a", 5), ("b", 5), ("b", 10)], ("c", 5)),
-        ([("a", 5), ("b", 5), ("b", 10), ("a", 15)], ("c", 10)),
+        ([("a", 5), ("b", 5), ("b", 10)], ("c", 5), False),
+        ([("a", 5), ("b", 5), ("b", 10), ("a", 15)], ("c", 10), False),
+        ([("a", 5), ("b", 5), ("b", 10), ("a", 15)], ("c", 10), True),
     ],
-    ids=["renamed after an update (walk 54C-1)", "renamed back and updated (walk 55E-1)"],
+    ids=[
+        "renamed after an update (walk 54C-1)",
+        "renamed back and updated (walk 55E-1)",
+        "renamed back, its update's answer lost (walk 55E-2)",
+    ],
 )
 def test_a_rename_takes_the_run_over_only_by_the_settings_of_the_key_that_holds_it_last(
-    work: Workdir, steps: list[tuple[str, int]], final: tuple[str, int]
+    work: Workdir, steps: list[tuple[str, int]], final: tuple[str, int], lost: bool
 ) -> None:
     """All under --no-prune. 54C-1: `a` (interval 5) renamed `b` (taken over), `b` updated in place to 10, `b`
     renamed `c` with interval 5. `a`'s record, never updated since, still said 5: `c` took the run of 10 over as
     it was, its record saying 5, "No changes" for good. The run's settings are `b`'s, who took it last. 55E-1:
     then renamed back `a` with 15 (its kept record updated in place) and renamed `c` with 10: `b` had taken the
     run after `a` started it, so its 10 read as the run's settings and `c` took the run of 15 over. The run's
-    settings are those of the key that started or updated it last."""
-    for name, interval in steps:
+    settings are those of the key that started or updated it last. 55E-2: so when that update's answer was lost
+    (the vendor runs 15 or 10): not taken over as it runs either."""
+    for n, (name, interval) in enumerate(steps, 1):
         work.write("jobs.yaml", pinned(name, interval))
-        work.apply("--no-prune")
+        if lost and n == len(steps):
+            work.sim.faults(dropRate=1.0, phase="after", apis=["UpdateSnapshot"])
+            work.capctl("apply", "--auto-approve", "--no-prune", env={"CAPCTL_MAX_ATTEMPTS": "1"}, expect=1)
+            work.sim.faults()
+        else:
+            work.apply("--no-prune")
     assert [t["interval"] for t in running(work)] == [steps[-1][1]]
     work.write("jobs.yaml", pinned(*final))
     assert "stopped and started again" in work.apply("--no-prune").stdout
