@@ -424,16 +424,18 @@ class Executor:
         assert task is not None, f"{change.key}: no desired task for {action.value}"
         if action is Action.UPDATE:
             assert record is not None
-            # The intent of an update: until its answer is recorded, the vendor may hold either value.
-            sent = record.evolve(update_unconfirmed=True)
+            # The intent of an update: until its answer is recorded, the vendor may hold either value, from now
+            # (`updated_at`: a run another key took over before is this key's again, `transitions.runs_as_sent`).
+            sent = record.evolve(update_unconfirmed=True, updated_at=self._clock.now())
             self._store.put(sent)
             try:
                 await self._update(task, sent)
             except VendorError as exc:
                 # An answered refusal changed nothing at the vendor; a lost answer may have changed it, and an
-                # update sent again refused leaves the vendor holding whatever the first one left.
+                # update sent again refused leaves the vendor holding whatever the first one left (from its time).
                 unconfirmed = exc.unanswered or record.update_unconfirmed
-                failed = sent.evolve(update_unconfirmed=unconfirmed)
+                at = sent.updated_at if exc.unanswered else record.updated_at
+                failed = sent.evolve(update_unconfirmed=unconfirmed, updated_at=at)
                 self._store.put(transitions.action_failed(failed, "update", str(exc)))
                 raise
             failpoints.hit("update.after-call")

@@ -356,13 +356,14 @@ def volc_holding(
 def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, Any]) -> bool:
     """Whether the run that `holders` (the records naming one Volcengine task, `volc_task_held`) may be running
     is another key's, started with `request` (redacted): a renamed job's new key takes it over as it runs. Its
-    settings are those of the record that started it last (which took it over, and may have updated it in place
-    since: an older one, no longer declared, kept its own, walk 54C-1), unless a start is unconfirmed (it may
+    settings are those of the record that started it, or updated it in place, last (an older one, no longer
+    declared, kept its own, walk 54C-1; one declared again and updated since the run was taken from it holds the
+    run's, 55E-1), unless a start is unconfirmed (it may
     have begun later), an update unconfirmed, or the settings unknown (`found_running`): each such record, and
     that last one, must have sent `request`."""
     unsure = [r for r in holders if start_unconfirmed(r)]
     confirmed = [r for r in holders if not start_unconfirmed(r)]
-    last = [max(confirmed, key=lambda r: r.started_at or 0.0)] if confirmed else []
+    last = [max(confirmed, key=lambda r: max(r.started_at or 0.0, r.updated_at or 0.0))] if confirmed else []
     return bool(holders) and all(
         r.key != key and r.request == request and not r.update_unconfirmed and r.spec_hash != UNKNOWN_SETTINGS
         for r in unsure + last
@@ -482,6 +483,7 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
         observed_at=now,
         last_error=None,
         update_unconfirmed=False,
+        updated_at=now,
     )
 
 

@@ -126,7 +126,9 @@ _TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(
         ("vendor_task_id", "client_task_id", "stop_reason", "last_error", "selector", "home"), _TEXT | _NONE
     ),
-    **dict.fromkeys(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"), _NUMBER | _NONE),
+    **dict.fromkeys(
+        ("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at", "updated_at"), _NUMBER | _NONE
+    ),
     **dict.fromkeys(("reissue_count", "unproductive_runs", "fault_runs"), frozenset({int})),
     **dict.fromkeys(("idle_timeout", "max_duration"), frozenset({int, type(None)})),
     **dict.fromkeys(("updatable", "vendor_ref", "request", "labels"), frozenset({dict})),
@@ -141,7 +143,7 @@ assert _TYPES.keys() == _NAMES, "every TaskRecord field needs its stored types"
 # Times are unix seconds a clock gave: JSON from a hand edit or an odd backup may hold NaN, Infinity or 1e308,
 # which no clock gives, which every time shown (`state list`, `state show`) failed to format, and which the
 # daemon compared as never due (a `next_attempt_at` of NaN: a task never tried again, silently). Years 1..9999.
-_TIMES = frozenset(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"))
+_TIMES = frozenset(("started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at", "updated_at"))
 
 
 # One encoder for every record: `json.dumps` with options builds a new one per call (a daemon writes a
@@ -184,7 +186,7 @@ def _mistyped(data: dict[str, Any]) -> str | None:
     for name, value in data.items():  # a loop: a generator costs a load of 100k rows ~0.04 s more
         if type(value) not in _TYPES[name]:
             return name
-    for name in _TIMES:  # five lookups, not one more test per field
+    for name in _TIMES:  # six lookups, not one more test per field
         if (value := data.get(name)) is not None and not is_time(value):
             return name
     # A thumbnail's accepted submission becomes its record's fields again (`transitions.restored`).

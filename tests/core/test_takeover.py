@@ -33,6 +33,12 @@ CASES = {
     "renamed and edited": ([holder("a", 10, 10.0)], False),
     "the older holder's settings (walk 54C-1)": ([holder("a", 5, 10.0), holder("b", 10, 20.0)], False),
     "the last holder's settings": ([holder("a", 5, 10.0), holder("b", 5, 20.0)], True),
+    "an older holder updated it since (walk 55E-1)": (
+        [holder("a", 10, 10.0, updated_at=30.0), holder("b", 5, 20.0)],
+        False,
+    ),
+    "an older holder updated it before": ([holder("a", 10, 10.0, updated_at=15.0), holder("b", 5, 20.0)], True),
+    "the last holder updated it": ([holder("a", 10, 10.0), holder("b", 5, 20.0, updated_at=30.0)], True),
     "the last holder's update unconfirmed": ([holder("b", 5, 20.0, update_unconfirmed=True)], False),
     "a start unconfirmed since": ([holder("a", 5, 20.0), holder("b", 10, None, **UNCONFIRMED)], False),
     "a start of these settings unconfirmed": ([holder("a", 5, 20.0), holder("b", 5, 10.0, **UNCONFIRMED)], True),

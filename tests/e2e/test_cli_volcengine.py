@@ -431,22 +431,42 @@ def test_a_job_renamed_and_edited_at_once_does_not_take_the_old_run_over_as_it_i
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
 
 
-def test_a_rename_takes_the_run_over_only_by_the_settings_of_the_key_that_holds_it_last(work: Workdir) -> None:
-    """All under --no-prune: `a` (interval 5) renamed `b` (taken over), `b` updated in place to 10, `b` renamed
-    `c` with interval 5. `a`'s record, never updated since, still said 5: `c` took the run of 10 over as it was,
-    its record saying 5, "No changes" for good (walk 54C-1). The run's settings are `b`'s, who took it last."""
+def pinned(name: str, interval: int) -> str:
+    """A one-room Volcengine job whose TaskId is the same whatever its name: a rename keeps its vendor task."""
+    return snapshot_job(name, ["r1"], interval=interval).replace("spec:\n", "spec:\n  taskId: pinned\n")
 
-    def pinned(name: str, interval: int) -> str:
-        return snapshot_job(name, ["r1"], interval=interval).replace("spec:\n", "spec:\n  taskId: pinned\n")
 
-    for name, interval in [("a", 5), ("b", 5), ("b", 10)]:
+@pytest.mark.parametrize(
+    "steps, final, lost",
+    [
+        ([("a", 5), ("b", 5), ("b", 10)], ("c", 5), False),
+        ([("a", 5), ("b", 5), ("b", 10), ("a", 15)], ("c", 10), True),
+    ],
+    ids=["renamed after an update (walk 54C-1)", "renamed back, its update's answer lost (walk 55E-1, 55E-2)"],
+)
+def test_a_rename_takes_the_run_over_only_by_the_settings_of_the_key_that_holds_it_last(
+    work: Workdir, steps: list[tuple[str, int]], final: tuple[str, int], lost: bool
+) -> None:
+    """All under --no-prune. 54C-1: `a` (interval 5) renamed `b` (taken over), `b` updated in place to 10, `b`
+    renamed `c` with interval 5. `a`'s record, never updated since, still said 5: `c` took the run of 10 over as
+    it was, its record saying 5, "No changes" for good. The run's settings are `b`'s, who took it last. 55E-1:
+    then renamed back `a` with 15 (its kept record updated in place) and renamed `c` with 10: `b` had taken the
+    run after `a` started it, so its 10 read as the run's settings and `c` took the run of 15 over. The run's
+    settings are those of the key that started or updated it last (its update confirmed: tests/core/
+    test_takeover.py). 55E-2: that update's answer lost, the vendor runs 15 or 10: not taken over either."""
+    for n, (name, interval) in enumerate(steps, 1):
         work.write("jobs.yaml", pinned(name, interval))
-        work.apply("--no-prune")
-    assert [t["interval"] for t in running(work)] == [10]
-    work.write("jobs.yaml", pinned("c", 5))
+        if lost and n == len(steps):
+            work.sim.faults(dropRate=1.0, phase="after", apis=["UpdateSnapshot"])
+            work.capctl("apply", "--auto-approve", "--no-prune", env={"CAPCTL_MAX_ATTEMPTS": "1"}, expect=1)
+            work.sim.faults()
+        else:
+            work.apply("--no-prune")
+    assert [t["interval"] for t in running(work)] == [steps[-1][1]]
+    work.write("jobs.yaml", pinned(*final))
     assert "stopped and started again" in work.apply("--no-prune").stdout
-    assert [t["interval"] for t in running(work)] == [5]
-    assert "2 deleted" in work.apply().stdout
+    assert [t["interval"] for t in running(work)] == [final[1]]
+    assert f"{len(set(name for name, _ in steps))} deleted" in work.apply().stdout
     assert work.capctl("plan", "--detailed-exitcode").returncode == 0
 
 

@@ -21,6 +21,7 @@ from reconciler.execute import Executor
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ObservedState, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
+from reconciler.retry import RetryPolicy
 from reconciler.secrets import Secret
 from reconciler.sim import create_app
 from reconciler.sim.faults import FaultConfig
@@ -341,3 +342,34 @@ async def test_a_lost_start_a_replace_stopped_before_a_crash_is_refused_as_nothi
     assert record.status is TaskStatus.FAILED and record.start_refused
     assert not transitions.failed_may_run(record) and not transitions.stoppable(record)
     store.close()
+
+
+@pytest.mark.parametrize(
+    "fault, unconfirmed, stamped",
+    [
+        (None, False, True),
+        ("refused", False, False),
+        (FaultConfig(drop_rate=1.0, phase="after", apis=["UpdateSnapshot"]), True, True),
+    ],
+    ids=["confirmed", "refused", "answer lost"],
+)
+async def test_an_update_records_when_it_may_have_set_the_run_s_settings(
+    env: Sim, tmp_path: Path, fault: FaultConfig | str | None, unconfirmed: bool, stamped: bool
+) -> None:
+    """`updated_at` orders the keys holding one run (`transitions.runs_as_sent`, walk 55E-1): a confirmed update
+    and one whose answer was lost may have set the run's settings then; one the vendor refused set nothing, and
+    stamped, a key whose record is stale (another key took its run over since) read as holding the run's."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    refused = env.make(dataclasses.replace(CONFIG, secret_key=Secret("wrong")))  # SignatureDoesNotMatch: answered
+    executor = Executor(store, lambda name, family: env.provider, env.clock, retry=RetryPolicy(max_attempts=1))
+    old, new = task(), dataclasses.replace(task(interval=10), spec_hash="h2")
+    await env.do(executor.start(old, None, reissue=False))
+    if isinstance(fault, FaultConfig):
+        env.sim.faults.set(fault)
+    elif fault == "refused":
+        executor = Executor(store, lambda name, family: refused, env.clock, retry=RetryPolicy(max_attempts=1))
+    change = model.Change(key=old.key, action=model.Action.UPDATE, reason="", provider=old.provider, family=old.family)
+    sent_at = env.clock.now() + 1  # `env.do` steps the clock first
+    await env.do(executor.apply((change,), {new.key: new}, store.load().records))
+    record = store.load().records[new.key]
+    assert (record.update_unconfirmed, record.updated_at) == (unconfirmed, sent_at if stamped else None)

@@ -113,7 +113,9 @@ def test_decode_rows_names_the_bad_row() -> None:
 # Walk 16E-3: JSON reads NaN, Infinity and 1e308 as floats; no clock gives them. Such a time failed every
 # command that shows it (`state list`, `state show`: OverflowError, ValueError) and the daemon compared a
 # NaN `next_attempt_at` as never due.
-@pytest.mark.parametrize("field", ["started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at"])
+@pytest.mark.parametrize(
+    "field", ["started_at", "observed_at", "stopped_at", "next_attempt_at", "removed_at", "updated_at"]
+)
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e308", "-1e300", "253402300800"])
 def test_a_time_no_clock_gives_is_refused_naming_the_field(field: str, value: str) -> None:
     text = encode(make_record("SnapshotJob/b/c", next_attempt_at=5.0)).replace("}", f', "{field}": {value}}}')
@@ -183,6 +185,7 @@ RECORD_FIELDS: dict[str, st.SearchStrategy[Any]] = dict(
     restart_policy=st.sampled_from(RestartPolicy),
     productive=st.booleans(),
     update_unconfirmed=st.booleans(),
+    updated_at=optional_time,
     reissuing=st.booleans(),
     replacing=st.booleans(),
     room_empty=st.booleans(),

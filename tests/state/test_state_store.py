@@ -44,6 +44,7 @@ def every_field_set() -> TaskRecord:
         restart_policy=RestartPolicy.NEVER,
         productive=True,
         update_unconfirmed=True,
+        updated_at=1764226900.25,
         reissuing=True,
         replacing=True,
         room_empty=True,
