@@ -52,6 +52,7 @@ __all__ = [
     "MIN_WINDOW",
     "SMOOTHING",
     "STARTED_UNRECORDED",
+    "STARTED_UNRECORDED_RETRIED",
     "ApplyResult",
     "ChangeResult",
     "Executor",
@@ -81,7 +82,10 @@ class ChangeResult:
 
 CUT_SHORT = "interrupted while its vendor call was in flight: its intent is recorded, the next apply resolves it"
 # A start the vendor answered whose record then failed: a bare "the state store failed" read as nothing started.
-STARTED_UNRECORDED = "the vendor started it before the state could record that: it runs; the next apply takes it up"
+# Who takes it up: the next apply, or under the daemon its own retry (walk 56c: "the next apply" in its log).
+_STARTED = "the vendor started it before the state could record that: it runs"
+STARTED_UNRECORDED = f"{_STARTED}; the next apply takes it up"
+STARTED_UNRECORDED_RETRIED = f"{_STARTED}; its retry takes it up, starting no second one"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +261,12 @@ class Executor:
                 result = ChangeResult(change.key, change.action, ok=False, error=CUT_SHORT, cut_short=True)
             elif isinstance(error := task.exception(), StateError):
                 store_failed.append(error)
-                ran = f"; {STARTED_UNRECORDED}" if change.key in self._unrecorded else ""
-                self._unrecorded.discard(change.key)
+                ran = ""
+                if change.key in self._unrecorded:
+                    self._unrecorded.discard(change.key)
+                    ran = STARTED_UNRECORDED if self._retry_in is None else STARTED_UNRECORDED_RETRIED
+                    error.add_note(ran)  # the daemon logs the error raised below: it says so too (walk 56c)
+                    ran = f"; {ran}"
                 error_text = f"the state store failed: {error}{ran}"
                 result = ChangeResult(change.key, change.action, ok=False, error=error_text)
             else:

@@ -276,7 +276,8 @@ def lock_free_now(url: str | None, command: str) -> None:
 def _holder_gone(exc: LockHeld) -> str | None:
     """What to do about a lease whose holder ran on this host and runs no more (an apply killed, or one that
     could not release the lock as the state store went away): "wait for it to finish" had an operator look for
-    a process that was gone (walk 55D-2). None: it runs, runs elsewhere, or the lock is an OS lock."""
+    a process that was gone (walk 55D-2). None: it runs, runs elsewhere, or the lock is an OS lock. Never more
+    than the pid and the lease's renewals show (walk 56c)."""
     import re
     import socket
 
@@ -286,14 +287,29 @@ def _holder_gone(exc: LockHeld) -> str | None:
     try:
         os.kill(int(found.group(1)), 0)
     except ProcessLookupError:
-        return (
-            f"no process {found.group(1)} runs on this host now: it ended without releasing the lock (killed, or the"
-            f" state store was out of reach when it tried); the lock lapses by itself in {math.ceil(exc.expires_in)}"
-            " s: run this again then"
-        )
+        pass
     except OSError:
         return None  # another user's process: it runs
-    return None
+    else:
+        return None
+    # The pid and host name alone do not prove it ended: a capctl in another container (`--network host`, a
+    # hostNetwork pod) or on another machine of the same name is no process here and renews its lease. A lease
+    # left unrenewed past two renewals shows its holder stopped (a running command renews every quarter of it);
+    # else both cases are said
+    # (walk 56c: "it ended" tempted an operator to break a live lease).
+    lapses = f"the lock lapses by itself in {math.ceil(exc.expires_in)} s: run this again then"
+    silent = COMMAND_LEASE_SECONDS - exc.expires_in
+    if silent >= COMMAND_LEASE_SECONDS / 2:
+        return (
+            f"no process {found.group(1)} runs on this host now, and its lease has not been renewed for"
+            f" {math.floor(silent)} s (a running capctl renews it every {COMMAND_LEASE_SECONDS / 4:g} s): it ended,"
+            f" or lost the state store, without releasing the lock; {lapses}"
+        )
+    return (
+        f"no process {found.group(1)} runs on this host now: if it ran here, it ended without releasing the lock"
+        f" (killed, or the state store was out of reach when it tried), and {lapses}; if it runs in another"
+        " container or on another machine of the same host name, it renews the lock: wait for it to finish"
+    )
 
 
 @contextmanager

@@ -88,7 +88,8 @@ class Workers:
             delay = self.queue.add_rate_limited(key)
             log.warning(
                 "reconcile failed; retrying with backoff",
-                error=str(exc),
+                # A note: the executor's word on what the vendor did all the same (a start that runs, walk 56c).
+                error="; ".join([str(exc), *getattr(exc, "__notes__", ())]),
                 retry_in=delay,
                 failures=self.queue.failures(key),
             )

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime
@@ -27,6 +28,7 @@ from reconciler import logs
 from reconciler.cli.common import locked
 from reconciler.daemon import Daemon
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
+from reconciler.execute import STARTED_UNRECORDED_RETRIED
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
@@ -210,6 +212,34 @@ async def test_a_state_store_that_cannot_be_written_shows_on_readyz_and_in_metri
     (written,) = [e for e in back if e["event"] == "the state store can be written again"]
     assert written["failed_writes"] >= events.count("reconcile failed; retrying with backoff")
     assert harness.record(LOBBY).status.value == "running" and harness.calls("StartSnapshot") == 2
+
+
+async def test_a_start_the_vendor_answered_but_the_state_could_not_record_is_logged_as_running(
+    harness: Harness,
+) -> None:
+    """Walk 56c (after 55D-1): under the daemon, a start the vendor answered whose record then failed logged only
+    `reconcile failed; retrying with backoff` with `error=…: database or disk is full`, read as nothing started.
+    It says the task runs and that its own retry takes it up (no apply needed), and that retry starts no second."""
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    store = SQLiteStateStore(harness.state_path, create=True, clock=harness.clock)
+    with sqlite3.connect(harness.state_path) as db:  # the intent is written; the disk fills before the start is
+        db.execute(  # recorded
+            "CREATE TRIGGER disk_full BEFORE UPDATE ON capctl_records"
+            f" WHEN json_extract(NEW.body, '$.key') = '{LOBBY}' AND json_extract(NEW.body, '$.status') = 'running'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    with capture_logs() as logs_:
+        await harness.start(store)
+        await harness.advance(1)
+    (failed,) = [e for e in logs_ if e["event"] == "reconcile failed; retrying with backoff"]
+    assert failed["error"].endswith(f"database or disk is full; {STARTED_UNRECORDED_RETRIED}"), failed
+    assert harness.calls("StartSnapshot") == 1
+    with sqlite3.connect(harness.state_path) as db:
+        db.execute("DROP TRIGGER disk_full")
+    await harness.advance(10)  # its backoff step: the retry takes the run up
+    assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    assert harness.calls("StartSnapshot") <= 2 and len(harness.running_sim_tasks("volcengine")) == 1
 
 
 async def test_a_state_file_moved_away_stops_the_daemon_acting_until_it_is_put_back(harness: Harness) -> None:
