@@ -35,8 +35,9 @@ def _failed(exc: UsageError) -> None:
     """A usage error, as capctl says it: exit 1 (not click's 2), plain when asked, Terraform's spelling named."""
     exc.exit_code = EXIT_ERROR
     _plain_typer_output()
-    if isinstance(exc, NoSuchOption):
-        exc.message += _single_dash(exc)
+    # A sub-group's command (`state rm`) fails through its group's invoke and the root's: named once (walk 57b).
+    if isinstance(exc, NoSuchOption) and not exc.message.endswith(hint := _single_dash(exc)):
+        exc.message += hint
 
 
 def _single_dash(exc: NoSuchOption) -> str:

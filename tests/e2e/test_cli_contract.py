@@ -94,6 +94,16 @@ def test_usage_errors_exit_1_with_clicks_message(tmp_path: Path, args: tuple[str
     assert not (tmp_path / ".capctl").exists()
 
 
+def test_a_sub_commands_one_dash_hint_is_said_once(tmp_path: Path) -> None:
+    # Walk 57b: `state rm`'s usage error passes through the `state` group's invoke and the root's, and each added
+    # the hint: `No such option: -s ('-state=x': …: --state=x) ('-state=x': …: --state=x)`.
+    proc = capctl("state", "rm", "-state=x", "SnapshotJob/a/b", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    text = " ".join((proc.stdout + proc.stderr).replace("\u2502", " ").split())
+    assert "No such option: -s ('-state=x': capctl's long options take two dashes: --state=x)" in text, text
+    assert text.count("two dashes") == 1, text
+
+
 # capctl's own checks of values click takes as text: each names the option or argument at fault (walk 13d: none
 # of these messages was run by any test).
 VALUE_ERRORS = [
