@@ -65,7 +65,8 @@ def _no_terraform_lock(ctx: Any, args: list[str]) -> None:
         if (name := word.partition("=")[0]) in ("-lock", "-lock-timeout"):
             raise UsageError(
                 f"No such option: {name} ({word!r} is Terraform's: capctl has no such option, and would read it as"
-                f" '-l {word[2:]}', a label selector)",
+                f" '-l {word[2:]}', a label selector: one of a label {word[2:].partition('=')[0]!r} is"
+                f" written apart, '-l {word[2:]}' or '--selector {word[2:]}')",
                 ctx,
             )
 

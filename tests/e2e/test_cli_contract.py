@@ -75,6 +75,8 @@ USAGE_ERRORS = [
     (("plan", "-no-refresh"), "-n ('-no-refresh': capctl's long options take two dashes: --no-refresh)"),
     # Walk 56a: Terraform's `-lock=false` was `-l ock=false`, a label selector: a plan of nothing, exit 0.
     (("plan", "-lock=false"), "No such option: -lock ('-lock=false' is Terraform's: capctl has no such option"),
+    # Walk 57b: and a selector on a label `ock` is told how it is written.
+    (("state", "list", "-lock"), "one of a label 'ock' is written apart, '-l ock' or '--selector ock')"),
     (("state",), "Usage:"),
     (("state", "lst"), "Did you mean 'list'?"),
     (("state", "show"), "Missing argument"),
