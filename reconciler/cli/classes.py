@@ -61,6 +61,8 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
     `-lock=false` / `-lock-timeout=5s` (its habit for a pull request's plan, walk 56a): to click, a label selector
     that matched no task, so a plan of nothing, exit 0 under `--detailed-exitcode`. Refused, naming the reading.
     Other glued values (`-lfoo=bar`, `-srunning`) are the short option's, as ever."""
+    if ctx.resilient_parsing:  # shell completion: it offers what fits, it refuses nothing (a traceback there)
+        return
     params = ctx.command.params
     shorts = {o for p in params for o in getattr(p, "opts", ()) if len(o) == 2 and o[0] == "-" and o[1] != "-"}
     for word in args[: args.index("--") if "--" in args else None]:

@@ -628,6 +628,18 @@ def test_completion_gives_up_soon_on_a_database_that_does_not_answer(tmp_path: P
     assert took < 6, f"completion waited {took:.1f} s for the database"
 
 
+@pytest.mark.parametrize("word", ["-lock=false", "-log-level=debug"])
+def test_completion_after_a_one_dash_long_option_still_offers_options(tmp_path: Path, word: str) -> None:
+    # Walk 57b: their refusal (56A-2, 57B-3), raised as the command parses, ran under shell completion too: a
+    # traceback where the options were to be offered.
+    env = {"_CAPCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": f"capctl plan {word} --ta"}
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+    done = subprocess.run([installed], cwd=tmp_path, text=True, capture_output=True, env={**base, **env}, timeout=60)
+    assert done.returncode == 0 and "--target" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 # --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "ci" / "github-actions.yaml"
