@@ -35,8 +35,9 @@ def _failed(exc: UsageError) -> None:
     """A usage error, as capctl says it: exit 1 (not click's 2), plain when asked, Terraform's spelling named."""
     exc.exit_code = EXIT_ERROR
     _plain_typer_output()
-    if isinstance(exc, NoSuchOption):
-        exc.message += _single_dash(exc)
+    # A sub-group's command (`state rm`) fails through its group's invoke and the root's: named once (walk 57b).
+    if isinstance(exc, NoSuchOption) and not exc.message.endswith(hint := _single_dash(exc)):
+        exc.message += hint
 
 
 def _single_dash(exc: NoSuchOption) -> str:
@@ -54,19 +55,35 @@ def _single_dash(exc: NoSuchOption) -> str:
     return ""
 
 
-def _no_terraform_lock(ctx: Any, args: list[str]) -> None:
-    """Terraform's `-lock=false` (its habit for a pull request's plan) and `-lock-timeout=5s` are, to click, `-l`
-    with the value `ock=false`: a label selector that matched no task, so a plan of nothing, exit 0 under
-    `--detailed-exitcode` (walk 56a). capctl has neither option: refused where `-l` would take them."""
-    if not any("-l" in getattr(p, "opts", ()) for p in ctx.command.params):
+def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
+    """A word that click would read as a short option with a value glued on, but that is one of the command's
+    long options written with one dash (`-log-level=debug`: `-l og-level=debug`, walk 57b), or Terraform's
+    `-lock=false` / `-lock-timeout=5s` (its habit for a pull request's plan, walk 56a): to click, a label selector
+    that matched no task, so a plan of nothing, exit 0 under `--detailed-exitcode`. Refused, naming the reading.
+    Other glued values (`-lfoo=bar`, `-srunning`) are the short option's, as ever."""
+    if ctx.resilient_parsing:  # shell completion: it offers what fits, it refuses nothing (a traceback there)
         return
+    params = ctx.command.params
+    shorts = {o for p in params for o in getattr(p, "opts", ()) if len(o) == 2 and o[0] == "-" and o[1] != "-"}
     for word in args[: args.index("--") if "--" in args else None]:
-        if (name := word.partition("=")[0]) in ("-lock", "-lock-timeout"):
+        name, eq, value = word.partition("=")
+        if len(name) <= 2 or name.startswith("--") or name[:2] not in shorts:
+            continue
+        reading = f"'{name[:2]} {word[2:]}'"
+        if name[:2] == "-l" and name in ("-lock", "-lock-timeout"):
             raise UsageError(
                 f"No such option: {name} ({word!r} is Terraform's: capctl has no such option, and would read it as"
-                f" '-l {word[2:]}', a label selector)",
+                f" {reading}, a label selector: one of a label {name[2:]!r} is written apart, '-l {word[2:]}' or"
+                f" '--selector {word[2:]}')",
                 ctx,
             )
+        for p in params:
+            if "-" + name in getattr(p, "opts", ()) or "-" + name in getattr(p, "secondary_opts", ()):
+                raise UsageError(
+                    f"No such option: {name} ({word!r}: capctl would read it as {reading}; its long options take two"
+                    f" dashes{_as_flag(p, '-' + name, eq + value)})",
+                    ctx,
+                )
 
 
 _FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
@@ -184,7 +201,7 @@ class CapctlCommand(TyperCommand):
         return without_help_types(super().get_params(ctx))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        _no_terraform_lock(ctx, args)
+        _no_glued_long_option(ctx, args)
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:

@@ -75,6 +75,12 @@ USAGE_ERRORS = [
     (("plan", "-no-refresh"), "-n ('-no-refresh': capctl's long options take two dashes: --no-refresh)"),
     # Walk 56a: Terraform's `-lock=false` was `-l ock=false`, a label selector: a plan of nothing, exit 0.
     (("plan", "-lock=false"), "No such option: -lock ('-lock=false' is Terraform's: capctl has no such option"),
+    # Walk 57b: and a selector on a label `ock` is told how it is written.
+    (("state", "list", "-lock"), "one of a label 'ock' is written apart, '-l ock' or '--selector ock')"),
+    # Walk 57b: any long option with one dash where its first letter is a short option was read as that one with
+    # a glued value: `-log-level=debug` a label selector (a plan of nothing, exit 0), `-output=json` a bad --output.
+    (("plan", "-log-level=debug"), "would read it as '-l og-level=debug'; its long options take two dashes: --log-le"),
+    (("state", "list", "-output=json"), "No such option: -output ('-output=json': capctl would read it as '-o utput"),
     (("state",), "Usage:"),
     (("state", "lst"), "Did you mean 'list'?"),
     (("state", "show"), "Missing argument"),
@@ -92,6 +98,16 @@ def test_usage_errors_exit_1_with_clicks_message(tmp_path: Path, args: tuple[str
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / ".capctl").exists()
+
+
+def test_a_sub_commands_one_dash_hint_is_said_once(tmp_path: Path) -> None:
+    # Walk 57b: `state rm`'s usage error passes through the `state` group's invoke and the root's, and each added
+    # the hint: `No such option: -s ('-state=x': …: --state=x) ('-state=x': …: --state=x)`.
+    proc = capctl("state", "rm", "-state=x", "SnapshotJob/a/b", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    text = " ".join((proc.stdout + proc.stderr).replace("\u2502", " ").split())
+    assert "No such option: -s ('-state=x': capctl's long options take two dashes: --state=x)" in text, text
+    assert text.count("two dashes") == 1, text
 
 
 # capctl's own checks of values click takes as text: each names the option or argument at fault (walk 13d: none
@@ -610,6 +626,18 @@ def test_completion_gives_up_soon_on_a_database_that_does_not_answer(tmp_path: P
     assert held, "capctl never connected"
     took = held[-1][1] - held[0][0]
     assert took < 6, f"completion waited {took:.1f} s for the database"
+
+
+@pytest.mark.parametrize("word", ["-lock=false", "-log-level=debug"])
+def test_completion_after_a_one_dash_long_option_still_offers_options(tmp_path: Path, word: str) -> None:
+    # Walk 57b: their refusal (56A-2, 57B-3), raised as the command parses, ran under shell completion too: a
+    # traceback where the options were to be offered.
+    env = {"_CAPCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": f"capctl plan {word} --ta"}
+    base = {k: v for k, v in os.environ.items() if k != "CAPCTL_STATE"}
+    installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+    done = subprocess.run([installed], cwd=tmp_path, text=True, capture_output=True, env={**base, **env}, timeout=60)
+    assert done.returncode == 0 and "--target" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 # --- 1: the shipped CI workflow fails on an error and passes on changes ---------------------------------
