@@ -243,6 +243,7 @@ class Executor:
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
         shared = _shares_vendor_task(actionable, desired, records)
+        after = _updates_after(actionable, records)
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
@@ -293,6 +294,7 @@ class Executor:
                         held.get(index),
                         shared=index in shared,
                         requested=change.key in requested,
+                        after=after.get(index, 0.0),
                     )
                     running[loop.create_task(self._gated(index, one, stopped_first))] = (index, change)
                 if not running:
@@ -367,16 +369,17 @@ class Executor:
         *,
         shared: bool = False,
         requested: bool = False,
+        after: float = 0.0,
     ) -> ChangeResult:
         """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`).
         `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`);
         `shared`: for a start, another record names its vendor task too (`_shares_vendor_task`);
-        `requested`: a replace `--replace` asked for."""
+        `requested`: a replace `--replace` asked for; `after`: for an update, `_updates_after`."""
         streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
         try:
-            note = await self._dispatch(change, task, record, held_by, shared=shared, requested=requested)
+            note = await self._dispatch(change, task, record, held_by, shared=shared, requested=requested, after=after)
         except VendorError as exc:
             # Info, not warning: the apply's result lists every failure, and against a dead endpoint a warning
             # each would repeat 2,000 of them on stderr.
@@ -424,6 +427,7 @@ class Executor:
         *,
         shared: bool,
         requested: bool = False,
+        after: float = 0.0,
     ) -> str | None:
         action = change.action
         if action is Action.DELETE:
@@ -433,8 +437,12 @@ class Executor:
         if action is Action.UPDATE:
             assert record is not None
             # The intent of an update: until its answer is recorded, the vendor may hold either value, from now
-            # (`updated_at`: a run another key took over before is this key's again, `transitions.runs_as_sent`).
-            sent = record.evolve(update_unconfirmed=True, updated_at=self._clock.now())
+            # (`updated_at`: a run another key took over before is this key's again, `transitions.runs_as_sent`;
+            # later than that takeover was recorded, also after the wall clock stepped back).
+            now = self._clock.now()
+            sent = record.evolve(
+                update_unconfirmed=True, updated_at=now if now > after else math.nextafter(after, math.inf)
+            )
             self._store.put(sent)
             try:
                 await self._update(task, sent)
@@ -743,6 +751,23 @@ def _held_elsewhere(
         if change.action is Action.DELETE
         and (record := records.get(change.key)) is not None
         and (holder := transitions.handed_over_to(record, holders)) is not None
+    }
+
+
+def _updates_after(actionable: list[tuple[int, Change]], records: Mapping[str, TaskRecord]) -> dict[int, float]:
+    """Updates (by index) of a Volcengine task other records name too, with the latest time one of those
+    started or updated it: the update comes after them whatever the wall clock says since (a step back), and
+    its `updated_at` must say so, or the run's settings would be taken from a stale key (`runs_as_sent`)."""
+    if not any(change.action is Action.UPDATE for _, change in actionable):
+        return {}
+    held = transitions.volc_holding(records)
+    return {
+        index: max((transitions.settings_since(r) for r in holders if r.key != change.key), default=0.0)
+        for index, change in actionable
+        if change.action is Action.UPDATE
+        and (record := records.get(change.key)) is not None
+        and (name := transitions.volc_task_held(record)) is not None
+        and (holders := held.get(name))
     }
 
 

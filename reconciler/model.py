@@ -180,8 +180,9 @@ class TaskRecord:
     # An in-place update was sent and its answer not recorded (a crash, a Ctrl-C, a lost answer): the vendor
     # may hold the old values or the new ones, so the next plan sends the spec's values again.
     update_unconfirmed: bool = False
-    # When its last in-place update was confirmed: the run it holds has that update's settings since, also when
-    # another key took the run over after its start (`transitions.runs_as_sent`). None: none since its start.
+    # When its last in-place update was sent (kept if its answer was lost, restored if refused; never before
+    # another key's takeover of the run): the run has that update's settings since, also when another key took
+    # it over after its start (`transitions.runs_as_sent`). None: none recorded (or by an older capctl only).
     updated_at: float | None = None
     # `ProviderConfig.home` of the Provider it was started through (None: recorded by an older capctl): a
     # Provider renamed, or its job moved to another document, keeps the task when the home is the same.

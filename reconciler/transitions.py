@@ -62,6 +62,7 @@ __all__ = [
     "run_ended_at",
     "run_goes_on",
     "runs_as_sent",
+    "settings_since",
     "start_outstanding",
     "start_unconfirmed",
     "started",
@@ -353,6 +354,11 @@ def volc_holding(
     return held
 
 
+def settings_since(record: TaskRecord) -> float:
+    """When `record` last started or updated in place the run it may hold (0: never recorded)."""
+    return max(record.started_at or 0.0, record.updated_at or 0.0)
+
+
 def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, Any]) -> bool:
     """Whether the run that `holders` (the records naming one Volcengine task, `volc_task_held`) may be running
     is another key's, started with `request` (redacted): a renamed job's new key takes it over as it runs. Its
@@ -363,7 +369,7 @@ def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, 
     that last one, must have sent `request`."""
     unsure = [r for r in holders if start_unconfirmed(r)]
     confirmed = [r for r in holders if not start_unconfirmed(r)]
-    last = [max(confirmed, key=lambda r: max(r.started_at or 0.0, r.updated_at or 0.0))] if confirmed else []
+    last = [max(confirmed, key=settings_since)] if confirmed else []
     return bool(holders) and all(
         r.key != key and r.request == request and not r.update_unconfirmed and r.spec_hash != UNKNOWN_SETTINGS
         for r in unsure + last
@@ -483,7 +489,7 @@ def updated(record: TaskRecord, task: DesiredTask, now: float) -> TaskRecord:
         observed_at=now,
         last_error=None,
         update_unconfirmed=False,
-        updated_at=now,
+        updated_at=max(now, record.updated_at or now),  # its intent's stamp: after another key's takeover
     )
 
 

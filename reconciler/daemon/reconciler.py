@@ -371,6 +371,9 @@ class Reconciler:
             # "already started" is its run, taken over; none does, and it is a run no record accounts for (`state
             # rm` forgot it), whose settings are unknown: the executor restarts it with the declared ones.
             records = {**self.records.holding(name), **records}
+        elif change.action is Action.UPDATE and (name := transitions.volc_task_held(record)) is not None:
+            # The keys that may run it too: the update is recorded after their start of it (walk 57A-1).
+            records = {**self.records.holding(name), **records}
         names = (transitions.volc_task_name(task.family, task.request), transitions.volc_task_held(record))
         await self._carry_out(change, {key: task}, records, names, declared=True)
         return Result(self._next_look(key, self.clock.now()))
@@ -537,7 +540,8 @@ class Reconciler:
     ) -> None:
         """Carry out one change; `desired` and `records` have its key's, and those of kept keys that hold a
         deleted record's vendor task too (the executor then retires it without a stop); for a start, `records`
-        also has those that may run the Volcengine task it starts. `interrupt`: pressed when its key leaves the
+        also has those that may run the Volcengine task it starts, for an update those that may run the one it
+        updates (its `updated_at` then comes after theirs, walk 57A-1). `interrupt`: pressed when its key leaves the
         specs, or comes back to them during its prune (`_InFlight`)."""
         log.info("decision", action=change.action.value, reason=change.reason)
         record = records.get(change.key)

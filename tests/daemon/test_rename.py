@@ -604,3 +604,26 @@ async def test_a_held_prunes_provider_put_back_is_no_longer_counted_missing(harn
     assert sum(e["event"] == "cannot prune" for e in logs) == 1  # removed again: said again
     assert 'capctl_prune_blocked{reason="max-prune"} 1.0' in await metrics(harness)
     assert harness.calls("StopSnapshot") == 0 and len(harness.running_sim_tasks("volcengine")) == 1
+
+
+async def test_a_renamed_back_jobs_update_is_recorded_after_the_takeover_before_a_clock_step_back(
+    harness: Harness,
+) -> None:
+    """Walk 57A-1: `new` took `old`'s run over (recorded before the wall clock stepped back an hour); `old`,
+    back in the specs with another interval, updates it in place: its `updated_at` comes after that takeover,
+    or a key renamed from `new` would take the run over with `new`'s stale settings (`runs_as_sent`)."""
+    await start_renamed(harness, prune=False)
+    await harness.advance(5)
+    assert harness.daemon is not None
+    for room in ROOMS:
+        new = harness.record(f"SnapshotJob/new/{room}")
+        assert new.status is TaskStatus.RUNNING and new.started_at is not None
+        harness.daemon.records.put(new.evolve(started_at=new.started_at + 3600))
+    write_specs(harness.specs, pinned("old").replace("interval: 5s", "interval: 10s"), snapshot_job("other", OTHERS))
+    assert harness.daemon.reload()
+    await harness.advance(5)
+    assert harness.calls("UpdateSnapshot") == 2
+    for room in ROOMS:
+        old, new = harness.record(f"SnapshotJob/old/{room}"), harness.record(f"SnapshotJob/new/{room}")
+        assert old.request["ImageConfig"]["Interval"] == 10 and new.started_at is not None
+        assert old.updated_at is not None and old.updated_at > new.started_at, (old.updated_at, new.started_at)

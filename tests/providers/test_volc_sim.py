@@ -21,6 +21,7 @@ from reconciler.execute import Executor
 from reconciler.model import ApiFamily, DesiredTask, JobKind, ObservedState, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.providers.base import ErrorKind, StartResult, VendorError
 from reconciler.providers.volcengine import VolcengineSnapshotProvider
+from reconciler.redact import redact_tree
 from reconciler.retry import RetryPolicy
 from reconciler.secrets import Secret
 from reconciler.sim import create_app
@@ -373,3 +374,25 @@ async def test_an_update_records_when_it_may_have_set_the_run_s_settings(
     await env.do(executor.apply((change,), {new.key: new}, store.load().records))
     record = store.load().records[new.key]
     assert (record.update_unconfirmed, record.updated_at) == (unconfirmed, sent_at if stamped else None)
+
+
+async def test_an_update_after_the_clock_stepped_back_is_later_than_the_takeover_before(
+    env: Sim, tmp_path: Path
+) -> None:
+    """Walk 57A-1: `b` took `a`'s run over, then the wall clock stepped back, then `a` (renamed back) updated
+    it in place: its `updated_at` must still come after `b`'s start, or a third key would take the run over
+    with `b`'s stale settings (`transitions.runs_as_sent`)."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock, retry=RetryPolicy(max_attempts=1))
+    old, new = task(), dataclasses.replace(task(interval=10), spec_hash="h2")
+    await env.do(executor.start(old, None, reissue=False))
+    a = store.load().records[old.key]
+    b = dataclasses.replace(a, key="SnapshotJob/renamed/lobby", started_at=env.clock.now() + 3600)  # before the step
+    store.put(b)
+    change = model.Change(key=old.key, action=model.Action.UPDATE, reason="", provider=old.provider, family=old.family)
+    await env.do(executor.apply((change,), {new.key: new}, store.load().records))
+    a = store.load().records[new.key]
+    assert not a.update_unconfirmed and a.updated_at is not None and a.updated_at > b.started_at  # type: ignore[operator]
+    assert transitions.runs_as_sent([a, b], "SnapshotJob/third/lobby", redact_tree(new.request))
+    assert not transitions.runs_as_sent([a, b], "SnapshotJob/third/lobby", redact_tree(old.request))
+    store.close()
