@@ -73,7 +73,7 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
         if name[:2] == "-l" and name in ("-lock", "-lock-timeout"):
             raise UsageError(
                 f"No such option: {name} ({word!r} is Terraform's: capctl has no such option, and would read it as"
-                f" {reading}, a label selector: one of a label {name[2:]!r} is written apart, '-l {word[2:]}' or"
+                f" {reading}, a label selector; to select on a label {name[2:]!r}, write '-l {word[2:]}' or"
                 f" '--selector {word[2:]}')",
                 ctx,
             )

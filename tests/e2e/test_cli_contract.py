@@ -76,7 +76,7 @@ USAGE_ERRORS = [
     # Walk 56a: Terraform's `-lock=false` was `-l ock=false`, a label selector: a plan of nothing, exit 0.
     (("plan", "-lock=false"), "No such option: -lock ('-lock=false' is Terraform's: capctl has no such option"),
     # Walk 57b: and a selector on a label `ock` is told how it is written.
-    (("state", "list", "-lock"), "one of a label 'ock' is written apart, '-l ock' or '--selector ock')"),
+    (("state", "list", "-lock"), "to select on a label 'ock', write '-l ock' or '--selector ock')"),
     # Walk 57b: any long option with one dash where its first letter is a short option was read as that one with
     # a glued value: `-log-level=debug` a label selector (a plan of nothing, exit 0), `-output=json` a bad --output.
     (("plan", "-log-level=debug"), "would read it as '-l og-level=debug'; its long options take two dashes: --log-le"),
