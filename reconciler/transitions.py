@@ -364,9 +364,8 @@ def runs_as_sent(holders: Sequence[TaskRecord], key: str, request: Mapping[str, 
     is another key's, started with `request` (redacted): a renamed job's new key takes it over as it runs. Its
     settings are those of the record that started it, or updated it in place, last (an older one, no longer
     declared, kept its own, walk 54C-1; one declared again and updated since the run was taken from it holds the
-    run's, 55E-1), unless a start is unconfirmed (it may
-    have begun later), an update unconfirmed, or the settings unknown (`found_running`): each such record, and
-    that last one, must have sent `request`."""
+    run's, 55E-1), unless a start is unconfirmed (it may have begun later), an update unconfirmed, or the
+    settings unknown (`found_running`): each such record, and that last one, must have sent `request`."""
     unsure = [r for r in holders if start_unconfirmed(r)]
     confirmed = [r for r in holders if not start_unconfirmed(r)]
     last = [max(confirmed, key=settings_since)] if confirmed else []

@@ -31,6 +31,16 @@ _plain_asked = False
 _words: list[str] = []
 
 
+def _before_dashes(args: list[str]) -> list[str]:
+    """The words before a `--`: after it every word is an argument, never an option."""
+    return args[: args.index("--") if "--" in args else None]
+
+
+def _option_named(params: Any, name: str) -> Any | None:
+    """The option of `params` that `name` (`--out`, `--no-refresh`) spells, if any."""
+    return next((p for p in params if name in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))), None)
+
+
 def _failed(exc: UsageError) -> None:
     """A usage error, as capctl says it: exit 1 (not click's 2), plain when asked, Terraform's spelling named."""
     exc.exit_code = EXIT_ERROR
@@ -49,9 +59,8 @@ def _single_dash(exc: NoSuchOption) -> str:
         if not word.startswith(exc.option_name) or word.startswith("--"):
             continue
         name, eq, value = ("-" + word).partition("=")
-        for p in params:
-            if name in getattr(p, "opts", ()) or name in getattr(p, "secondary_opts", ()):
-                return f" ({word!r}: capctl's long options take two dashes{_as_flag(p, name, eq + value)})"
+        if (option := _option_named(params, name)) is not None:
+            return f" ({word!r}: capctl's long options take two dashes{_as_flag(option, name, eq + value)})"
     return ""
 
 
@@ -65,7 +74,7 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
         return
     params = ctx.command.params
     shorts = {o for p in params for o in getattr(p, "opts", ()) if len(o) == 2 and o[0] == "-" and o[1] != "-"}
-    for word in args[: args.index("--") if "--" in args else None]:
+    for word in _before_dashes(args):
         name, eq, value = word.partition("=")
         if len(name) <= 2 or name.startswith("--") or name[:2] not in shorts:
             continue
@@ -77,13 +86,12 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
                 f" '--selector {word[2:]}')",
                 ctx,
             )
-        for p in params:
-            if "-" + name in getattr(p, "opts", ()) or "-" + name in getattr(p, "secondary_opts", ()):
-                raise UsageError(
-                    f"No such option: {name} ({word!r}: capctl would read it as {reading}; its long options take two"
-                    f" dashes{_as_flag(p, '-' + name, eq + value)})",
-                    ctx,
-                )
+        if (option := _option_named(params, "-" + name)) is not None:
+            raise UsageError(
+                f"No such option: {name} ({word!r}: capctl would read it as {reading}; its long options take two"
+                f" dashes{_as_flag(option, '-' + name, eq + value)})",
+                ctx,
+            )
 
 
 _FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
@@ -232,7 +240,7 @@ class CapctlGroup(TyperGroup):
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         if parent is None:  # the root, which sees the whole command line
             global _plain_asked, _words
-            _words = args[: args.index("--") if "--" in args else None]
+            _words = _before_dashes(args)
             _plain_asked = "--no-color" in _words
         try:
             return super().make_context(info_name, args, parent, **extra)

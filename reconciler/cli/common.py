@@ -295,8 +295,7 @@ def _holder_gone(exc: LockHeld) -> str | None:
     # The pid and host name alone do not prove it ended: a capctl in another container (`--network host`, a
     # hostNetwork pod) or on another machine of the same name is no process here and renews its lease. A lease
     # left unrenewed past two renewals shows its holder stopped (a running command renews every quarter of it);
-    # else both cases are said
-    # (walk 56c: "it ended" tempted an operator to break a live lease).
+    # else both cases are said (walk 56c: "it ended" tempted an operator to break a live lease).
     lapses = f"the lock lapses by itself in {math.ceil(exc.expires_in)} s: run this again then"
     silent = COMMAND_LEASE_SECONDS - exc.expires_in
     if silent >= COMMAND_LEASE_SECONDS / 2:

@@ -363,22 +363,26 @@ def test_a_replace_of_a_selector_room_without_a_task_says_why_it_has_none(load: 
 def test_a_selector_field_written_in_the_wrong_place_says_where_it_goes(errors_of: ErrorsOf) -> None:
     """Walk 55b: `maxRooms` beside `rooms` said `(did you mean 'rooms'?)`, `exclude` there pointed at explain,
     and `- match:` under rooms (a list of one selector) said `Input should be a valid string, got a mapping`."""
+
+    def located(body: str) -> list[str]:
+        return [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=body))]
+
     beside = "provider: volc\nrooms: {match: 'class-*'}\nmaxRooms: 3\nexclude: x\nstorage: tos\n"
-    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=beside))] == [
+    assert located(beside) == [
         "7:3: unknown field 'spec.maxRooms' (maxRooms is a room selector's field: rooms: {match: …, maxRooms: 20})",
         "8:3: unknown field 'spec.exclude' (exclude is a room selector's field: rooms: {match: …, exclude:"
         " 'class-test-*'})",
     ]
     # Walk 56a: misspelled as well (snake case, another case) said `(did you mean 'rooms'?)` still.
     spelled = "provider: volc\nrooms: {match: 'class-*'}\nmax_rooms: 3\nExclude: x\nstorage: tos\n"
-    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=spelled))] == [
+    assert located(spelled) == [
         "7:3: unknown field 'spec.max_rooms' (did you mean 'maxRooms'? a room selector's field: rooms: {match: …,"
         " maxRooms: 20})",
         "8:3: unknown field 'spec.Exclude' (did you mean 'exclude'? a room selector's field: rooms: {match: …,"
         " exclude: 'class-test-*'})",
     ]
     listed = "provider: volc\nrooms:\n  - match: 'class-*'\nstorage: tos\n"
-    assert [e.split("spec.yaml:", 1)[1] for e in errors_of(job(body=listed))] == [
+    assert located(listed) == [
         "7:7: spec.rooms[0]: a room selector is the value of spec.rooms, not an entry of a list:"
         " rooms: {match: …} (no '-')"
     ]
