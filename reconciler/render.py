@@ -60,15 +60,20 @@ MD_FIRST = {"delete": 0, "replace": 1}
 
 def summary_line(plan: PlanJSON) -> str:
     counts, waiting = plan["summary"], plan.get("edits_waiting", 0)
+    # A task that could not be observed is a no-op left as is, whatever its spec: not known unchanged (its spec may
+    # have changed, its run may have ended), so counted apart, as an edit waiting for its room is (walk 58e).
+    unobserved = set(plan.get("unobserved", ()))
+    unseen = sum(1 for c in plan["changes"] if c["action"] == "no-op" and c["key"] in unobserved)
     parts = [
-        f"{counts.get(action, 0) - (waiting if action == 'no-op' else 0)} {words}"
+        f"{counts.get(action, 0) - (waiting + unseen if action == 'no-op' else 0)} {words}"
         for action, words in SUMMARY_WORDS
         if action != "move" or counts.get(action)
     ]
     if waiting:  # no-ops, but not unchanged: their edit waits for the room (walk 17c)
         parts.append("1 edit waiting for its room" if waiting == 1 else f"{waiting} edits waiting for their rooms")
-    unobserved = len(plan.get("unobserved", ()))
-    return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
+    if unobserved:
+        parts.append(f"{len(unobserved)} not observed")
+    return "Plan: " + ", ".join(parts) + "."
 
 
 def _no_changes(plan: PlanJSON) -> str:
