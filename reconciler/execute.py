@@ -16,13 +16,14 @@ of retries, not one per change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from reconciler import failpoints, logs, transitions
 from reconciler.budget import HOLDUP, Holdup, Priority
@@ -50,9 +51,13 @@ __all__ = [
     "MARGIN",
     "MAX_WINDOW",
     "MIN_WINDOW",
+    "REPLACE_STOPPED_UNRECORDED",
+    "REPLACE_STOPPED_UNRECORDED_RETRIED",
     "SMOOTHING",
     "STARTED_UNRECORDED",
     "STARTED_UNRECORDED_RETRIED",
+    "STOPPED_UNRECORDED",
+    "STOPPED_UNRECORDED_RETRIED",
     "ApplyResult",
     "ChangeResult",
     "Executor",
@@ -86,6 +91,20 @@ CUT_SHORT = "interrupted while its vendor call was in flight: its intent is reco
 _STARTED = "the vendor started it before the state could record that: it runs"
 STARTED_UNRECORDED = f"{_STARTED}; the next apply takes it up"
 STARTED_UNRECORDED_RETRIED = f"{_STARTED}; its retry takes it up, starting no second one"
+# A stop the vendor answered whose record then failed (a delete, a replace's stop): it read as nothing stopped, the
+# run still going (walk 58e). Its record still says running: the next stop finds nothing and records it so.
+_STOPPED = "the vendor stopped it before the state could record that: it is stopped"
+STOPPED_UNRECORDED = f"{_STOPPED}; the next apply records it"
+STOPPED_UNRECORDED_RETRIED = f"{_STOPPED}; its retry records it"
+_REPLACE_STOPPED = "the vendor stopped its old run before the state could record that: nothing runs"
+REPLACE_STOPPED_UNRECORDED = f"{_REPLACE_STOPPED}; the next apply starts it"
+REPLACE_STOPPED_UNRECORDED_RETRIED = f"{_REPLACE_STOPPED}; its retry starts it"
+# What the vendor did before a record failed -> what the failure says: by the next apply, by the daemon's retry.
+_UNRECORDED: Final = {
+    "started": (STARTED_UNRECORDED, STARTED_UNRECORDED_RETRIED),
+    "stopped": (STOPPED_UNRECORDED, STOPPED_UNRECORDED_RETRIED),
+    "replace-stopped": (REPLACE_STOPPED_UNRECORDED, REPLACE_STOPPED_UNRECORDED_RETRIED),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +234,8 @@ class Executor:
         # Keys whose start just failed and may run all the same (`transitions.failed_may_run`): its result says
         # so, as `state list` does; the error alone read as a refusal, nothing running (walk 50D-4).
         self._may_run: set[str] = set()
-        # Keys whose start the vendor answered but whose record then failed (`STARTED_UNRECORDED`).
-        self._unrecorded: set[str] = set()
+        # Keys whose start or stop the vendor answered but whose record then failed: what it did (`_UNRECORDED`).
+        self._unrecorded: dict[str, str] = {}
 
     async def apply(
         self,
@@ -263,9 +282,8 @@ class Executor:
             elif isinstance(error := task.exception(), StateError):
                 store_failed.append(error)
                 ran = ""
-                if change.key in self._unrecorded:
-                    self._unrecorded.discard(change.key)
-                    ran = STARTED_UNRECORDED if self._retry_in is None else STARTED_UNRECORDED_RETRIED
+                if (done := self._unrecorded.pop(change.key, None)) is not None:
+                    ran = _UNRECORDED[done][self._retry_in is not None]
                     error.add_note(ran)  # the daemon logs the error raised below: it says so too (walk 56c)
                     ran = f"; {ran}"
                 error_text = f"the state store failed: {error}{ran}"
@@ -568,11 +586,8 @@ class Executor:
         if result.already_running and reissue and record is not None and not record.reissuing:
             # (A re-issue taken up again: the run is likely its own, started before the crash or the lost answer.)
             done = transitions.run_goes_on(done, record)
-        try:
+        with self._unrecorded_if_failing(task.key, "started"):  # its intent stays `pending`: the next apply finds it
             self._store.put(done)
-        except StateError:
-            self._unrecorded.add(task.key)  # its intent stays `pending`: the next apply finds the run
-            raise
         failpoints.hit("start.after-commit")
         log.info(
             "started",
@@ -625,7 +640,8 @@ class Executor:
             unconfirmed = record.vendor_task_id is None
             record = transitions.stopped(record, transitions.REPLACED, self._clock.now())
             record = record.evolve(start_refused=True, last_error=None) if unconfirmed else record
-            self._store.put(record)
+            with self._unrecorded_if_failing(record.key, "replace-stopped"):
+                self._store.put(record)
             failpoints.hit("stop.after-commit")
         return record
 
@@ -651,7 +667,8 @@ class Executor:
                     raise
                 refusal = exc
         stopped = await self._recording_failure(record, "delete", self._stop_remote(record))
-        self._store.put(transitions.removed(record, self._clock.now()))
+        with self._unrecorded_if_failing(record.key, "stopped" if stopped else None):
+            self._store.put(transitions.removed(record, self._clock.now()))
         failpoints.hit("stop.after-commit")
         if refusal is not None:
             return (
@@ -664,6 +681,16 @@ class Executor:
             return None
         left = transitions.unfound_start(record)
         return left or "nothing to stop at the vendor; its record is kept as a tombstone"
+
+    @contextlib.contextmanager
+    def _unrecorded_if_failing(self, key: str, done: str | None) -> Iterator[None]:
+        """Notes that the vendor `done` what this write records, should the write fail (`_UNRECORDED`)."""
+        try:
+            yield
+        except StateError:
+            if done is not None:
+                self._unrecorded[key] = done
+            raise
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retry(

@@ -27,7 +27,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 from reconciler.clock import Clock, SystemClock, Throttle
-from reconciler.redact import redact_named
+from reconciler.redact import escape_unprintable, redact_named
 from reconciler.streams import json_dumps_for
 
 __all__ = [
@@ -48,6 +48,16 @@ RECENT_FIELD_CHARS = 1000  # a longer field is cut in the kept copy (the log lin
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     redacted: dict[str, Any] = redact_named(dict(event))
     return redacted
+
+
+def _escaped(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The console's line with what a terminal must not get raw written as escapes (`\\x1b`), as JSON lines
+    and plans write it: a task key from a state an older capctl wrote may hold an escape sequence (walk 58e). The
+    traceback (`exception`) keeps its line breaks."""
+    return {
+        k: escape_unprintable(v) if isinstance(v, str) and k != "exception" and not v.isprintable() else v
+        for k, v in event.items()
+    }
 
 
 class RecentEvents:
@@ -244,6 +254,7 @@ def _configure(level: str, json_logs: bool | None, stream: TextIO | None) -> Non
             _scrub,
             _RECENT,
             structlog.processors.format_exc_info,
+            *(() if json_logs else (_escaped,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from reconciler.model import TaskStatus, job_of
 from reconciler.plan import ChangeJSON, PlanJSON, fmt_seconds, fmt_time, parse_rfc3339
+from reconciler.redact import escape_unprintable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,15 +61,20 @@ MD_FIRST = {"delete": 0, "replace": 1}
 
 def summary_line(plan: PlanJSON) -> str:
     counts, waiting = plan["summary"], plan.get("edits_waiting", 0)
+    # A task that could not be observed is a no-op left as is, whatever its spec: not known unchanged (its spec may
+    # have changed, its run may have ended), so counted apart, as an edit waiting for its room is (walk 58e).
+    unobserved = set(plan.get("unobserved", ()))
+    unseen = sum(1 for c in plan["changes"] if c["action"] == "no-op" and c["key"] in unobserved)
     parts = [
-        f"{counts.get(action, 0) - (waiting if action == 'no-op' else 0)} {words}"
+        f"{counts.get(action, 0) - (waiting + unseen if action == 'no-op' else 0)} {words}"
         for action, words in SUMMARY_WORDS
         if action != "move" or counts.get(action)
     ]
     if waiting:  # no-ops, but not unchanged: their edit waits for the room (walk 17c)
         parts.append("1 edit waiting for its room" if waiting == 1 else f"{waiting} edits waiting for their rooms")
-    unobserved = len(plan.get("unobserved", ()))
-    return "Plan: " + ", ".join(parts) + (f" ({unobserved} not observed)." if unobserved else ".")
+    if unobserved:
+        parts.append(f"{len(unobserved)} not observed")
+    return "Plan: " + ", ".join(parts) + "."
 
 
 def _no_changes(plan: PlanJSON) -> str:
@@ -546,15 +552,22 @@ def render_apply_result(result: ApplyResult, console: Console) -> None:
     came: rich Text, never markup, so brackets in it can neither vanish nor break the output."""
     for failure in result.failed:
         console.print(
-            Text.assemble((f"✗ {failure.key}", "red"), f" ({failure.action.value}): {failure.error}"), soft_wrap=True
+            Text.assemble(
+                (f"✗ {escape_unprintable(failure.key)}", "red"), f" ({failure.action.value}): {failure.error}"
+            ),
+            soft_wrap=True,
         )
     for done in result.results:
         if done.ok and done.note:
             console.print(
-                Text.assemble((f"! {done.key}", "yellow"), f" ({done.action.value}): {done.note}"), soft_wrap=True
+                Text.assemble((f"! {escape_unprintable(done.key)}", "yellow"), f" ({done.action.value}): {done.note}"),
+                soft_wrap=True,
             )
     for cut in result.cut_short:
-        console.print(Text.assemble((f"… {cut.key}", "yellow"), f" ({cut.action.value}): {cut.error}"), soft_wrap=True)
+        console.print(
+            Text.assemble((f"… {escape_unprintable(cut.key)}", "yellow"), f" ({cut.action.value}): {cut.error}"),
+            soft_wrap=True,
+        )
     console.print(Text(result.summary(), style="bold"), soft_wrap=True)
 
 
@@ -639,6 +652,9 @@ def render_state_table(
             )
             for r in records
         ]
+    # A key from a state an older capctl wrote may hold an escape sequence (a room id a callback named before room
+    # ids were checked): written as escapes, as a plan shows it (walk 58e).
+    rows = [tuple(map(escape_unprintable, row)) for row in rows]
     widths = [max(cell_len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     if not wide:
         # As the plan's labels: padded to the widest key up to LABEL_COLUMN; a longer one (ZEGO allows room ids

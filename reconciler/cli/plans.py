@@ -274,8 +274,8 @@ def _check_format(fmt: str) -> None:
         fail(f"--format {fmt!r}: expected text, json or markdown")
 
 
-def show_plan(plan: Plan, fmt: str, console: Console | None = None, *, saved: bool = False) -> None:
-    """`saved`: read from a file, which may have been edited (`_printable`)."""
+def show_plan(plan: Plan, fmt: str, console: Console | None = None) -> None:
+    """`plan` as `fmt`; its text escaped where it holds what a terminal must not get raw (`_printable`)."""
     from reconciler.plan import plan_to_json
     from reconciler.render import render_markdown, render_text
 
@@ -283,7 +283,7 @@ def show_plan(plan: Plan, fmt: str, console: Console | None = None, *, saved: bo
     if fmt == "json":  # (JSON writes a control character as its escape)
         write_json(data, sys.stdout, text="readable")
         return
-    shown = cast("PlanJSON", _printable(data)) if saved and not _all_printable(data) else data
+    shown = data if _all_printable(data) else cast("PlanJSON", _printable(data))
     if fmt == "markdown":
         typer.echo(render_markdown(shown), nl=False)
     else:
@@ -304,9 +304,10 @@ def _all_printable(data: PlanJSON) -> bool:
 
 
 def _printable(tree: Any) -> Any:
-    """`tree` with each text's control characters written as escapes (`\\x1b`). The plans capctl makes hold
-    none (specs refuse them, vendor text is scrubbed); a saved plan edited by hand could hold an escape sequence
-    that cleared the reviewer's screen or hid a line of the plan `apply --plan` then runs."""
+    """`tree` with each text's control characters written as escapes (`\\x1b`). Specs refuse them and vendor
+    text is scrubbed, but a saved plan edited by hand could hold an escape sequence that cleared the reviewer's
+    screen or hid a line of the plan `apply --plan` then runs, and so could a fresh plan's keys from a state an
+    older capctl wrote (a room id a callback named before room ids were checked; walk 58e)."""
     from reconciler.redact import scrub_text
 
     if isinstance(tree, str):
@@ -507,7 +508,7 @@ def show(
     """Show a saved plan again, as text, markdown (for a PR comment) or JSON. Reads no specs, state or vendor."""
     check_named("PLAN", plan_file)
     _check_format(fmt)
-    show_plan(_read_plan(plan_file), fmt, saved=True)
+    show_plan(_read_plan(plan_file), fmt)
 
 
 def _unobserved(the_plan: Plan) -> str:
@@ -553,7 +554,7 @@ async def _apply(
                 saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key(), moved=moved
             )
             the_plan, observed = saved, {}
-            show_plan(the_plan, "text", saved=True)
+            show_plan(the_plan, "text")
         else:
             run = await make_plan(
                 spec_set.tasks,

@@ -37,6 +37,7 @@ from reconciler.sim.signing import (
 )
 from reconciler.sim.simulator import Reply, Simulator, VendorStyle, query_fields, received_query
 from reconciler.sim.world import Room, SimTask, StopOutcome
+from reconciler.spec.fields import room_id_problem
 
 __all__ = ["cloudrecord_endpoint", "legacy_endpoint", "rtc_endpoint"]
 
@@ -183,6 +184,8 @@ def _stream_list(sim: Simulator, request: Request, query: dict[str, str]) -> Rep
     room_id = query.get("RoomId", "")
     if not room_id:
         return _current_reply(rid, INVALID_PARAMETER, "RoomId is required")
+    if problem := room_id_problem(room_id, "zego"):  # as StartRecord's (`bodies.record_schema`; walk 58e)
+        return _current_reply(rid, INVALID_PARAMETER, f"invalid parameter: RoomId: {problem}")
     room = sim.world.rooms.get((ZEGO, str(app.app_id), room_id))
     # In the order of publishing (a dict keeps it).
     listed = [] if room is None else [_listed_stream(room, s, user) for s, user in room.streams.items()]

@@ -1009,13 +1009,28 @@ def test_unobserved_tasks_make_the_plan_incomplete_and_show_in_every_view() -> N
     data = plan_to_json(plan)
     assert data["unobserved"] == [unseen.key]
     assert plan_from_json(json.loads(json.dumps(data))) == plan
-    assert summary_line(data).endswith("1 unchanged (1 not observed).")
+    assert summary_line(data).endswith(", 1 to re-issue, 0 to delete, 0 unchanged, 1 not observed.")
     console = Console(record=True, width=200)
     render_text(data, console)
     text = console.export_text()
     assert text.startswith("capctl will perform the following actions:")
     assert f"? {unseen.key}   unknown   could not observe it (GetSnapshotTask: timeout); left as is" in text
     assert f"| ❓ | `{unseen.key}` | unknown |" in render_markdown(data)
+
+
+def test_a_changed_task_that_could_not_be_observed_is_not_counted_unchanged() -> None:
+    """An edited task whose status could not be read is left as is: the summary said `1 unchanged (1 not
+    observed)` of a task whose spec had changed (walk 58e). It is counted apart, the others stay unchanged."""
+    calm, edited = desired(room="lobby"), desired(room="hall")
+    records = {calm.key: record_for(calm), edited.key: record_for(edited)}
+    tasks = {calm.key: calm, edited.key: desired(room="hall", interval=30)}
+    observed = {
+        calm.key: Observed(ObservedState.RUNNING),
+        edited.key: Observed(ObservedState.UNKNOWN, detail="GetSnapshotTask: timeout"),
+    }
+    data = plan_to_json(diff(tasks, records, observed, options=PlanOptions(), state_serial=3, now=NOW))
+    assert data["summary"]["no-op"] == 2 and data["unobserved"] == [edited.key]
+    assert summary_line(data).endswith(", 0 to delete, 1 unchanged, 1 not observed.")
 
 
 def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:

@@ -28,7 +28,7 @@ from reconciler import logs
 from reconciler.cli.common import locked
 from reconciler.daemon import Daemon
 from reconciler.daemon.policy import CALLBACK_RETRY_WINDOW
-from reconciler.execute import STARTED_UNRECORDED_RETRIED
+from reconciler.execute import STARTED_UNRECORDED_RETRIED, STOPPED_UNRECORDED_RETRIED
 from reconciler.leader import LeaderSettings
 from reconciler.model import TaskStatus
 from reconciler.providers.volc_signing import sign_callback
@@ -240,6 +240,37 @@ async def test_a_start_the_vendor_answered_but_the_state_could_not_record_is_log
     await harness.advance(10)  # its backoff step: the retry takes the run up
     assert harness.record(LOBBY).status is TaskStatus.RUNNING
     assert harness.calls("StartSnapshot") <= 2 and len(harness.running_sim_tasks("volcengine")) == 1
+
+
+async def test_a_prune_the_vendor_answered_but_the_state_could_not_record_is_logged_as_stopped(
+    harness: Harness,
+) -> None:
+    """Walk 58e (56c for stops): the daemon's prune whose stop the vendor answered, whose tombstone then failed,
+    logged only `…: database or disk is full`, read as the run going on. It says it is stopped and that its retry
+    records it; that retry does, with no second stop answered."""
+    for room in ("lobby", "hall"):
+        harness.sim.publish("volcengine", room, user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby", "hall"]))
+    store = SQLiteStateStore(harness.state_path, create=True, clock=harness.clock)
+    daemon = await harness.start(store, prune_grace=0.0)
+    await harness.advance(1)
+    with sqlite3.connect(harness.state_path) as db:
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE UPDATE ON capctl_records"
+            f" WHEN json_extract(NEW.body, '$.key') = '{LOBBY}' AND json_extract(NEW.body, '$.status') = 'removed'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    write_specs(harness.specs, snapshot_job("audit", ["hall"]))
+    with capture_logs() as logs_:
+        assert daemon.reload()
+        await harness.advance(2)
+    failed = [e for e in logs_ if e["event"] == "reconcile failed; retrying with backoff"]
+    assert failed and failed[0]["error"].endswith(f"database or disk is full; {STOPPED_UNRECORDED_RETRIED}"), failed
+    assert [t.room_id for t in harness.running_sim_tasks("volcengine")] == ["hall"]
+    with sqlite3.connect(harness.state_path) as db:
+        db.execute("DROP TRIGGER disk_full")
+    await harness.advance(60)  # its backoff step: the retry records it
+    assert harness.record(LOBBY).status is TaskStatus.REMOVED
 
 
 async def test_a_state_file_moved_away_stops_the_daemon_acting_until_it_is_put_back(harness: Harness) -> None:

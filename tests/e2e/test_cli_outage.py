@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.execute import GIVE_UP_AFTER, STARTED_UNRECORDED
+from reconciler.execute import GIVE_UP_AFTER, REPLACE_STOPPED_UNRECORDED, STARTED_UNRECORDED, STOPPED_UNRECORDED
 from reconciler.transitions import MAY_RUN
 from tests.e2e.conftest import CANARY_AK, CANARY_SK, SIM_SECRETS, Workdir
 from tests.specdocs import providers, snapshot_job
@@ -317,6 +317,48 @@ def test_a_start_the_vendor_answered_but_the_state_could_not_record_says_it_runs
         db.execute("DROP TRIGGER disk_full")
     work.apply()  # takes r1's run up: no second run
     assert sorted(t["roomId"] for t in work.sim.tasks("volcengine")) == sorted(rooms)
+
+
+def _fail_record(work: Workdir, key: str, status: str) -> None:
+    """The disk fills just before `key`'s record goes to `status` (its vendor call answered)."""
+    with sqlite3.connect(work.state) as db:
+        db.execute(
+            "CREATE TRIGGER disk_full BEFORE UPDATE ON capctl_records"
+            f" WHEN json_extract(NEW.body, '$.key') = '{key}' AND json_extract(NEW.body, '$.status') = '{status}'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+
+
+@pytest.mark.parametrize(
+    ("action", "rooms", "status", "said"),
+    [
+        ("delete", ["r0"], "removed", STOPPED_UNRECORDED),  # r1 pruned
+        ("replace", ["r0", "r1"], "stopped", REPLACE_STOPPED_UNRECORDED),  # idleTimeout changed
+    ],
+)
+def test_a_stop_the_vendor_answered_but_the_state_could_not_record_says_it_is_stopped(
+    work: Workdir, action: str, rooms: list[str], status: str, said: str
+) -> None:
+    """Walk 58e (55D-1 for stops): a delete or a replace's stop the vendor answered, whose record then failed,
+    said a bare `the state store failed: …`, read as nothing stopped while the run had ended. It says the task is
+    stopped and what the next apply does; that apply does it, stopping nothing twice."""
+    work.write("jobs.yaml", snapshot_job("audit", ["r0", "r1"]))
+    work.capctl("state", "init")
+    work.apply()
+    key = "SnapshotJob/audit/r1"
+    _fail_record(work, key, status)
+    work.write("jobs.yaml", snapshot_job("audit", rooms, idle=60 if action == "replace" else 20))
+    applied = work.apply("--target", key, expect=1)
+    failed = [line for line in applied.stdout.splitlines() if line.startswith("✗ ")]
+    assert failed == [
+        f"✗ {key} ({action}): the state store failed: sqlite:///{work.state}: database or disk is full; {said}"
+    ], applied.stdout
+    assert [t["roomId"] for t in work.sim.tasks("volcengine", state="running")] == ["r0"]
+    with sqlite3.connect(work.state) as db:
+        db.execute("DROP TRIGGER disk_full")
+    work.apply()
+    assert sorted(t["roomId"] for t in work.sim.tasks("volcengine", state="running")) == rooms
+    assert state_tasks(work)[key]["status"] == ("removed" if action == "delete" else "running")
 
 
 def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
@@ -121,3 +122,25 @@ def test_a_saved_plan_edited_to_hold_escape_sequences_shows_them_escaped(work: W
         shown = work.capctl("show", "edited.json", "--format", fmt).stdout
         assert not {"\x1b", "\x07", "\x9b"} & set(shown), shown
         assert "x1b[2J" in shown.replace("\\\\", "\\").replace("\\[", "[") and "audit/lobby" in shown
+
+
+def test_a_key_with_escape_sequences_in_the_state_is_shown_escaped(work: Workdir) -> None:
+    """Walk 58e: a task key from a state an older capctl wrote (a room id a callback named before room ids were
+    checked) went raw to the terminal in a fresh plan, `state list` and apply's lines: `\\x1b]0;…\\x07` retitled
+    it, `\\r\\n` forged a row. Only a saved plan (18E-7) was escaped; each is now."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.capctl("state", "init")
+    work.apply()
+    hostile = "SnapshotJob/audit/ev\x1b]0;title\x07\r\nil"
+    with sqlite3.connect(work.state) as db:
+        (body,) = db.execute("SELECT body FROM capctl_records").fetchone()
+        record = {**json.loads(body), "key": hostile, "target": "ev\x1b]0;title\x07\r\nil"}
+        db.execute("INSERT INTO capctl_records VALUES (?, ?)", (hostile, json.dumps(record)))
+    raw = {"\x1b", "\x07", "\r"}
+    for args in (("state", "list"), ("state", "list", "-o", "wide"), ("plan", "--no-refresh")):
+        shown = work.capctl(*args).stdout
+        assert not raw & set(shown) and "ev\\x1b]0;title\\x07" in shown, (args, shown)
+    shown = work.capctl("plan", "--no-refresh", "--format", "markdown").stdout
+    assert not raw & set(shown) and "x1b]0;title" in shown, shown
+    applied = work.apply("--target", hostile).stdout  # (its stop ends lobby's run: it has lobby's vendor id)
+    assert not raw & set(applied) and "ev\\x1b]0;title\\x07" in applied, applied

@@ -107,6 +107,10 @@ ALIYUN_VOD = {
         ),
         (lambda b: b["RecordInputParams"].update(HasWhiteboard=True), "Whiteboard: is required"),
         (lambda b: b.pop("RoomId"), "RoomId: is required"),
+        # What no ZEGO room is called (walk 58e: taken, a recording of a room that cannot exist): refused as a spec's
+        (lambda b: b.update(RoomId="r" * 129), "RoomId: is longer than the 128 bytes a room id may be"),
+        (lambda b: b.update(RoomId="教" * 43), "RoomId: is longer than the 128 bytes"),  # 129 bytes in UTF-8
+        (lambda b: b.update(RoomId="ev\x1b[2Jil"), "RoomId: holds an unprintable character (U+001B)"),
         (
             lambda b: b["RecordInputParams"].update(MixConfig=mix(bottom=721)),
             "MixConfig.MixInputList[0]: Bottom/Right must not exceed the canvas height/width",
@@ -390,6 +394,9 @@ async def test_legacy_auth_errors_and_validation(client: SimClient) -> None:
     body = legacy_start_body(token)
     body["storage_params"]["storage_provider"] = 10  # only the current API knows vendor 10
     assert (await client.http.post("/zego/legacy/start", json=body)).json()["code"] == 300000004
+    body = {**legacy_start_body(token), "room_id": "r" * 129}  # (walk 58e) no room has that id
+    r = await client.http.post("/zego/legacy/start", json=body)
+    assert r.json()["code"] == 300000004 and "room_id: is longer than the 128 bytes" in r.json()["message"]
     stop = {"app_id": ZEGO_APP, "access_token": token, "task_id": "nope"}
     assert (await client.http.post("/zego/legacy/stop", json=stop)).json()["code"] == 300001000
 
@@ -447,6 +454,10 @@ async def test_stream_list_answers_create_time_and_a_stable_number(client: SimCl
         return [(i["StreamId"], i["UserId"], i["CreateTime"] - int(START * 1000), i["StreamNumberId"]) for i in items]
 
     assert await listed() == []
+    for room in ("r" * 129, "z\x1b[2J1"):  # (walk 58e) no room is called so: refused as StartRecord refuses it
+        query = {**zego_query("DescribeSimpleStreamList", client.clock.now()), "RoomId": room}
+        answer = (await client.http.get("/zego/rtc/", params=query)).json()
+        assert answer["Code"] == 300000004 and answer["Message"].startswith("invalid parameter: RoomId: "), answer
     sim.publish("zego", "z1", stream_id="b", user_id="u1")
     await sim.advance(2)
     sim.publish("zego", "z1", stream_id="a", user_id="u2")

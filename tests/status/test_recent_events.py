@@ -185,3 +185,15 @@ def test_a_deferred_set_up_is_applied_by_the_first_event_the_level_lets_through(
     ]
     assert lines[0]["logger"] == "uvicorn.error" and lines[1]["access_token"].startswith("sha256:")
     assert [e["event"] for e in logs.recent_events()] == ["Invalid HTTP request received.", "change failed"]
+
+
+def test_a_console_line_writes_what_a_terminal_must_not_get_raw_as_escapes() -> None:
+    """Walk 58e: a key from a state an older capctl wrote (a room id with an escape sequence) went raw into the
+    console's line (JSON lines always escaped it), where it retitled the terminal or forged a line."""
+    out = io.StringIO()
+    logs.configure("info", json_logs=False, stream=out)
+    try:
+        structlog.get_logger("capctl.daemon").warning("reconcile failed", key="SnapshotJob/a/ev\x1b]0;t\x07il")
+    finally:
+        structlog.reset_defaults()
+    assert not {"\x1b", "\x07"} & set(out.getvalue()) and "key=SnapshotJob/a/ev\\x1b]0;t\\x07il" in out.getvalue()
