@@ -30,7 +30,12 @@ def test_every_page_and_section_the_code_points_at_is_one_capctl_docs_shows() ->
     (walk 58d: two named sections that had been renamed, "The host's clock steps")."""
     assert set(topics()) == {p.stem for p in (ROOT / "docs").glob("*.md")}
     pages = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.md")]
-    kit = [p for where in ("examples", "deploy", "action") for p in (ROOT / where).rglob("*") if p.is_file()]
+    kit = [
+        p
+        for where in ("examples", "deploy", "action")
+        for p in (ROOT / where).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
     code = [*ROOT.glob("reconciler/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/*.py")]
     sources = [*code, *pages, *kit, ROOT / "action.yml", ROOT / "Dockerfile"]
     pointers = {m.groups() for p in sources for m in POINTER.finditer(p.read_text())}
