@@ -2,7 +2,8 @@
 # The capctl action's work (action.yml), also run by the GitLab example: validate, plan, post the plan as one
 # comment updated in place. Inputs come as variables, so any CI can call it:
 #   CAPCTL_PATHS       spec paths, separated by spaces or newlines (default: specs)
-#   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (split at spaces and newlines)
+#   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (split at spaces and newlines; no
+#                      shell quoting: a word in quotes is refused)
 #   CAPCTL_COMMENT     "true" (default) posts/updates the comment; "false" only plans
 #   CAPCTL_COMMENT_ID  tells apart several plans in one pull request (default: default)
 #   CAPCTL_OUT_DIR     where plan.json and plan.md go (default: .)
@@ -15,9 +16,19 @@ read -r -d '' -a paths <<< "${CAPCTL_PATHS:-specs}"
 read -r -d '' -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
 out="${CAPCTL_OUT_DIR:-.}"
 mkdir -p "$out"
+# No shell reads the words: `-l 'team=media'` would reach capctl as the label `'team` (a plan of nothing, "no
+# changes", exit 0), so a word in quotes is refused.
+quoted=""
+for word in "${extra[@]}"; do
+  case "$word" in \'*|*\'|\"*|*\") quoted="$word"; break ;; esac
+done
 
 if ! command -v capctl > /dev/null; then
   echo "capctl is not on PATH: install it first, as action.yml does (pip install -c constraints.txt CAPCTL_REPOSITORY)" >&2
+  code=1
+elif [ -n "$quoted" ]; then
+  echo "plan-args is split at spaces and newlines, with no shell to remove quotes: $quoted would reach capctl" \
+    "quotes and all (a selector or target matching nothing); write it without them" >&2
   code=1
 elif ! capctl --no-color validate "${paths[@]}"; then
   echo "capctl validate found errors (listed above as file:line:col): no plan is made" >&2

@@ -561,7 +561,8 @@ async def test_a_held_rename_whose_provider_left_its_account_lets_the_new_key_ta
 ) -> None:
     """Walk 45A-2: the old key's Provider removed and no declared one of its home (the new document reaches the
     same app at another endpoint), its prune held: nothing can look at or stop the old task, so the new key does
-    not wait for a human (docs/daemon.md, "When nothing will stop the old task"): it takes the running task over."""
+    not wait for a human (docs/daemon.md, "Pruning and its safeguard": when nothing will stop the old task): it
+    takes the running task over."""
     daemon = await start_held_on_volc(harness)
     rename_with_provider(harness, (f"endpoint: {SIM}/volc", f"endpoint: {SIM.replace('sim', 'sim2')}/volc"))
     with capture_logs() as logs:

@@ -1,5 +1,5 @@
 """The host's wall clock steps (NTP, a VM restored from a snapshot) while the daemon runs: the waits it measures
-itself keep their length, on the monotonic clock (docs/failure-modes.md, "The host's clock steps")."""
+itself keep their length, on the monotonic clock (docs/failure-modes.md, "The host's wall clock steps")."""
 
 from __future__ import annotations
 

@@ -143,6 +143,17 @@ def test_paths_given_one_per_line_are_all_planned(work: Workdir) -> None:
     assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
 
 
+@pytest.mark.parametrize("plan_args", ["-l 'team=safety'", '--target "SnapshotJob/*"'])
+def test_plan_args_in_shell_quotes_fail_the_job_rather_than_plan_nothing(work: Workdir, plan_args: str) -> None:
+    """Walk 58d: no shell reads `plan-args`, so `-l 'team=safety'` reached capctl as the label `'team`: a plan
+    of nothing, "no changes", exit 0, a green check on a pull request that changes every task."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_PLAN_ARGS=plan_args, CAPCTL_COMMENT="false")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "with no shell to remove quotes: " + plan_args.split()[1] + " would reach capctl" in proc.stderr
+
+
 def workflow_step(path: Path, job: str, name: str) -> str:
     steps = yaml.safe_load(path.read_text())["jobs"][job]["steps"]
     return str(next(step["run"] for step in steps if step.get("name") == name))

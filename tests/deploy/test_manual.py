@@ -25,10 +25,20 @@ def test_every_page_and_section_the_code_points_at_is_one_capctl_docs_shows() ->
     """Messages, --help and comments say "docs/spec-language.md, Limits": an installed capctl has no docs/, so
     `capctl docs spec-language Limits` must show that page and section (its pages are the package's). The pages
     point the same way (`docs/daemon.md, "Re-issue policy"`), so theirs must resolve too (walk 35c: two named
-    a bold item, "Rooms known empty", that no `capctl docs` section is)."""
+    a bold item, "Rooms known empty", that no `capctl docs` section is). So do the comments of the examples, the
+    deploy kit, the action and the Dockerfile a reader copies, and the docstrings of the tests and benchmarks
+    (walk 58d: two named sections that had been renamed, "The host's clock steps")."""
     assert set(topics()) == {p.stem for p in (ROOT / "docs").glob("*.md")}
     pages = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.md")]
-    pointers = {m.groups() for p in [*ROOT.glob("reconciler/**/*.py"), *pages] for m in POINTER.finditer(p.read_text())}
+    kit = [
+        p
+        for where in ("examples", "deploy", "action")
+        for p in (ROOT / where).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    code = [*ROOT.glob("reconciler/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/*.py")]
+    sources = [*code, *pages, *kit, ROOT / "action.yml", ROOT / "Dockerfile"]
+    pointers = {m.groups() for p in sources for m in POINTER.finditer(p.read_text())}
     assert len(pointers) > 25
     unresolved = []
     for name, quoted, word in sorted(pointers, key=str):
