@@ -94,6 +94,15 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
             )
 
 
+def _short_equals(ctx: Any, args: list[str]) -> list[str]:
+    """`-o=json`, `-l=team=safety`, `-s=running` as kubectl reads them (`-o json`): click took the `=` into the
+    value (`--output '=json': expected table, wide or json`). No value of a short option begins with `=`."""
+    shorts = {o for p in ctx.command.params if not getattr(p, "is_flag", False) for o in getattr(p, "opts", ())}
+    words = _before_dashes(args)
+    glued = [w[:2] + w[3:] if w[2:3] == "=" and w[:2] in shorts else w for w in words]
+    return glued + args[len(words) :]
+
+
 _FALSE: Final = frozenset({"false", "f", "0", "no", "off"})
 
 
@@ -210,7 +219,7 @@ class CapctlCommand(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         _no_glued_long_option(ctx, args)
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, _short_equals(ctx, args))
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from rich.console import Console

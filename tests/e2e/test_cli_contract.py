@@ -27,6 +27,7 @@ from typer.core import TyperGroup, TyperOption
 from typer.testing import CliRunner
 
 from reconciler import cli
+from reconciler.model import TaskStatus
 from reconciler.state import open_state
 from tests.e2e.conftest import Workdir
 from tests.specdocs import STORAGE, providers, snapshot_job
@@ -108,6 +109,23 @@ def test_a_sub_commands_one_dash_hint_is_said_once(tmp_path: Path) -> None:
     text = " ".join((proc.stdout + proc.stderr).replace("\u2502", " ").split())
     assert "No such option: -s ('-state=x': capctl's long options take two dashes: --state=x)" in text, text
     assert text.count("two dashes") == 1, text
+
+
+def test_a_short_option_s_value_after_an_equals_sign_is_read_as_kubectl_reads_it(tmp_path: Path) -> None:
+    # Walk 58a: `-o=json`, `-s=running`, `-l=team=safety` (kubectl's spellings) were read with the `=` in the
+    # value: `--output '=json': expected table, wide or json`, `--status =running`, a selector of an empty key.
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_state(url)
+    store.put(make_record("SnapshotJob/audit/lobby", status=TaskStatus.RUNNING, labels={"team": "safety"}))
+    store.put(make_record("SnapshotJob/hall/hall", status=TaskStatus.STOPPED, labels={"team": "media"}))
+    store.close()
+    apart = capctl("state", "list", "-o", "json", "-s", "running", "-l", "team=safety", "--state", url, cwd=tmp_path)
+    equals = capctl("state", "list", "-o=json", "-s=running", "-l=team=safety", "--state", url, cwd=tmp_path)
+    assert (equals.returncode, equals.stdout) == (0, apart.stdout), equals.stderr
+    assert [t["key"] for t in json.loads(equals.stdout)["tasks"]] == ["SnapshotJob/audit/lobby"]
+    # After `--` a word is an argument, as it was: here a key, which `-o=json` is not.
+    after = capctl("state", "list", "--state", url, "--", "-o=json", cwd=tmp_path)
+    assert after.returncode == 1 and "KEY '-o=json'" in after.stderr, after.stdout + after.stderr
 
 
 # capctl's own checks of values click takes as text: each names the option or argument at fault (walk 13d: none
