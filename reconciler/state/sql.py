@@ -934,11 +934,16 @@ class SqlStateStore(ABC):
         A write checks last, just before it commits: PostgreSQL row-locks the lease row (a takeover waits for
         the commit), and so does the leader's renewal. Checked first, a write waiting for the serial row or a
         table (another writer, a DBA's ALTER) held the lease row for all that wait, and the renewal with it,
-        up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1)."""
+        up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1).
+
+        A fenced write also checks the schema (`StateTooNew`, nothing written): a newer capctl beside this one (a
+        rolling update's first new pod, a standby) may raise it while this one leads or applies, and writing on
+        as the older schema would misread the state as much as a read would (walk 58c)."""
         command = epoch is None
         epoch = self.command_epoch if command else epoch
         if epoch is None:
             return
+        self._check_version(self._version(cur))
         rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
         current: int | None = rows[0][0] if rows else None
         if current != epoch:
