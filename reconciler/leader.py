@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from reconciler.clock import Clock
 from reconciler.spec.fields import parse_duration
-from reconciler.state.base import Fenced, Lock, LockHeld, StateError
+from reconciler.state.base import Fenced, Lock, LockHeld, StateError, StateTooNew
 from reconciler.state.fenced import FenceableStore, FencedStore
 
 __all__ = [
@@ -246,7 +246,14 @@ class LeaderElector:
                     self._renewed_at = began
         return retry
 
-    def _fenced(self, exc: Fenced) -> None:
+    def _fenced(self, exc: Fenced | StateTooNew) -> None:
+        if isinstance(exc, StateTooNew):
+            # A newer capctl raised the schema as this term led: it writes no more, and the lock goes at once to a
+            # replica of that capctl (this one never leads again, so no tick of it would release the lock).
+            with self._mutex:
+                self._step_down(StepDown.OUTDATED, str(exc))
+            self._release_given_up()
+            return
         with self._mutex:
             if self._lock is not None and self.epoch == exc.epoch:
                 self._step_down(StepDown.SUPERSEDED, str(exc))

@@ -339,6 +339,9 @@ class Lease:
             return
         self.metrics.leader.set(0)
         self.metrics.lease_held.set(0)
+        if event.reason is StepDown.OUTDATED and event.detail:  # a write of this term met a schema a newer capctl
+            self._outdated = event.detail  # raised (a takeover that read one set it before it resigned)
+            log.error("cannot lead a state of a newer schema: lead given up; standing by", epoch=event.epoch)
         self._lost_why = f"{event.reason}: {event.detail}" if event.detail else str(event.reason)
         self._lost_to_leader = event.reason in (StepDown.LOST, StepDown.SUPERSEDED)
         # Giving the lead up to shut down is a rollout's routine: a warning on every pod's stop taught on-call to

@@ -22,7 +22,16 @@ import structlog
 from reconciler.clock import Clock
 from reconciler.leader import NotLeader
 from reconciler.model import TaskRecord
-from reconciler.state.base import Fenced, Lock, LockHeld, SerialMismatch, Snapshot, StateError, StateStore
+from reconciler.state.base import (
+    Fenced,
+    Lock,
+    LockHeld,
+    SerialMismatch,
+    Snapshot,
+    StateError,
+    StateStore,
+    StateTooNew,
+)
 from reconciler.state.sql import iso_utc
 
 __all__ = ["STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
@@ -54,8 +63,8 @@ class StoreHealth:
         self._running[ident] = self._clock.monotonic()
         try:
             yield
-        except (SerialMismatch, LockHeld, Fenced, NotLeader):
-            raise  # the store answered (or was not asked): a conflict or a term that ended, not an outage
+        except (SerialMismatch, LockHeld, Fenced, NotLeader, StateTooNew):
+            raise  # the store answered (or was not asked): a conflict, a term that ended or a newer schema, no outage
         except StateError as exc:
             self.last_failed_write = write
             if write:

@@ -15,7 +15,17 @@ from typing import Protocol
 
 from reconciler.model import RoomActivity, TaskRecord
 
-from .base import Fenced, HistorySpan, HistoryStore, InboxEntry, Lock, RoomActivityStore, Snapshot, StateStore
+from .base import (
+    Fenced,
+    HistorySpan,
+    HistoryStore,
+    InboxEntry,
+    Lock,
+    RoomActivityStore,
+    Snapshot,
+    StateStore,
+    StateTooNew,
+)
 from .sql import INBOX_KEEP_SECONDS
 
 __all__ = ["FenceableStore", "FencedStore", "ReadThrough"]
@@ -68,14 +78,17 @@ class ReadThrough:
 
 
 class FencedStore(ReadThrough):
-    """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one before it is raised."""
+    """A `StateStore` whose writes carry `epoch`; `on_fenced` hears of a superseded one, or of a state whose schema
+    a newer capctl raised meanwhile (`StateTooNew`: this term can write no more either), before it is raised."""
 
-    def __init__(self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced], None] | None = None) -> None:
+    def __init__(
+        self, store: FenceableStore, epoch: int, on_fenced: Callable[[Fenced | StateTooNew], None] | None = None
+    ) -> None:
         super().__init__(store)
         self.epoch = epoch
         self._on_fenced = on_fenced
 
-    def _fenced(self, exc: Fenced) -> Fenced:
+    def _fenced(self, exc: Fenced | StateTooNew) -> Fenced | StateTooNew:
         if self._on_fenced is not None:
             self._on_fenced(exc)
         return exc
@@ -86,13 +99,13 @@ class FencedStore(ReadThrough):
     def put_many(self, records: Iterable[TaskRecord], *, expected_serial: int | None = None) -> int:
         try:
             return self.store.put_many(records, expected_serial=expected_serial, fence=self.epoch)
-        except Fenced as exc:
+        except (Fenced, StateTooNew) as exc:
             raise self._fenced(exc) from None
 
     def delete(self, key: str, *, expected_serial: int | None = None) -> int:
         try:
             return self.store.delete(key, expected_serial=expected_serial, fence=self.epoch)
-        except Fenced as exc:
+        except (Fenced, StateTooNew) as exc:
             raise self._fenced(exc) from None
 
     def inbox_put(self, entry: InboxEntry) -> bool:
@@ -102,13 +115,13 @@ class FencedStore(ReadThrough):
     def inbox_claim(self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS) -> list[InboxEntry]:
         try:
             return self.store.inbox_claim(now=now, limit=limit, keep=keep, fence=self.epoch)
-        except Fenced as exc:
+        except (Fenced, StateTooNew) as exc:
             raise self._fenced(exc) from None
 
     def record_rooms(self, reports: Iterable[RoomActivity], spans: Iterable[HistorySpan] = ()) -> None:
         try:
             self.store.record_rooms(reports, spans, fence=self.epoch)
-        except Fenced as exc:
+        except (Fenced, StateTooNew) as exc:
             raise self._fenced(exc) from None
 
     def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:

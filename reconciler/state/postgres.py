@@ -387,7 +387,8 @@ class PostgresStateStore(SqlStateStore):
             _where_absent("to_regclass('capctl_inbox') IS NULL", INBOX_TABLE),
             _where_absent("to_regclass('capctl_history') IS NULL", HISTORY_TABLE),
         ),
-        fence="SELECT epoch, holder FROM capctl_lock WHERE name = %s FOR SHARE",
+        fence="SELECT epoch, holder, (SELECT schema_version FROM capctl_meta WHERE id = 1) FROM capctl_lock"
+        " WHERE name = %s FOR SHARE",
         inbox_exists="SELECT (to_regclass('capctl_inbox') IS NOT NULL)::int",
     ).marked("%s")
     history_queries = HistoryQueries(exists="SELECT (to_regclass('capctl_history') IS NOT NULL)::int").marked("%s")

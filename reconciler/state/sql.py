@@ -268,7 +268,9 @@ class LeadershipQueries:
 
     missing: str  # one row, one column: non-zero when a table or column of this step is absent
     migrate: tuple[str, ...]
-    fence: str  # the current epoch; PostgreSQL row-locks it, so a takeover waits until the write commits
+    # The current epoch, its holder and the schema version; PostgreSQL row-locks the lock row, so a takeover waits
+    # until the write commits.
+    fence: str
     inbox_exists: str  # one row, one column: 1 when the inbox table exists
     inbox_put: str = (
         "INSERT INTO capctl_inbox (vendor, dedupe_key, payload, digest, received_at) VALUES ({m}, {m}, {m}, {m}, {m})"
@@ -934,12 +936,19 @@ class SqlStateStore(ABC):
         A write checks last, just before it commits: PostgreSQL row-locks the lease row (a takeover waits for
         the commit), and so does the leader's renewal. Checked first, a write waiting for the serial row or a
         table (another writer, a DBA's ALTER) held the lease row for all that wait, and the renewal with it,
-        up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1)."""
+        up to `lock_timeout`: as long as the renew deadline, and the leader lost its lead (walk 14D-1).
+
+        A fenced write also checks the schema, in the same statement (`StateTooNew`, nothing written): a newer
+        capctl beside this one (a rolling update's first new pod, a standby) may raise it while this one leads
+        or applies, and writing on as the older schema would misread the state as much as a read would (walk
+        58c). With no lock row the write is fenced anyway."""
         command = epoch is None
         epoch = self.command_epoch if command else epoch
         if epoch is None:
             return
         rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
+        if rows:
+            self._check_version(_whole(self.url, rows[0][2], "schema_version"))
         current: int | None = rows[0][0] if rows else None
         if current != epoch:
             raise LockTakenOver(epoch, current, rows[0][1] if rows else None) if command else Fenced(epoch, current)

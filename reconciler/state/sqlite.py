@@ -130,7 +130,8 @@ class SQLiteStateStore(SqlStateStore):
             INBOX_TABLE,
             HISTORY_TABLE,
         ),
-        fence="SELECT epoch, NULL FROM capctl_lock WHERE name = ?",
+        fence="SELECT epoch, NULL, (SELECT schema_version FROM capctl_meta WHERE id = 1) FROM capctl_lock"
+        " WHERE name = ?",
         inbox_exists="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'capctl_inbox'",
     ).marked("?")
     history_queries = HistoryQueries(

@@ -675,6 +675,37 @@ async def test_a_takeover_of_a_state_a_newer_capctl_raised_gives_the_lead_up(har
                 replica.records.close()
 
 
+async def test_a_leader_whose_state_a_newer_capctl_raised_gives_the_lead_up_at_its_next_write(harness: Harness) -> None:
+    """Walk 58c: the newer release's first pod raises the schema while this one leads (it upgrades as it starts,
+    a standby). The leader checked the schema only when it read the state (its start, a takeover): it went on
+    re-issuing into a state it no longer knows, holding the lock the newer pod needed. Its next write is
+    refused: it re-issues nothing, gives the lead up, says why, and the newer replica leads."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"], idle=20))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    old = await harness.start(leader=settings)
+    newer: Daemon | None = None
+    try:
+        await harness.advance(3)
+        starts = harness.calls("StartSnapshot")
+        with sqlite3.connect(harness.state_path) as db:  # as a newer release's first replica upgrades the state
+            db.execute("UPDATE capctl_meta SET schema_version = 3")
+        with capture_logs() as logs:
+            await harness.advance(30)  # lobby idles out (nobody in it): its re-issue is this leader's next write
+        assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+        lost = [e for e in logs if e["event"] == "lost leadership"]
+        assert [e["reason"] for e in lost] == ["state schema newer than this capctl"]
+        why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
+        assert old.readiness().reason == f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
+        assert harness.calls("StartSnapshot") == starts
+        newer = await harness.start_standby(NewerStore(harness.state_path), leader=settings, holder="capctl run on new")
+        await harness.advance(3)
+        assert newer.readiness().reason == "ready (leader, epoch 2)"
+    finally:
+        if newer is not None:
+            await newer.stop()
+            newer.records.close()
+
+
 async def test_room_activity_an_old_leader_never_read_from_the_inbox_wakes_nothing_it_already_saw(
     harness: Harness,
 ) -> None:

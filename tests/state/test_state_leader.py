@@ -27,12 +27,13 @@ from reconciler.daemon.fencing import LeaderStore
 from reconciler.leader import LeaderElector, LeaderEvent, LeaderSettings, LeaderSettingsError, NotLeader, StepDown
 from reconciler.model import RoomActivity
 from reconciler.state import LockHeld, SQLiteStateStore, StateError, open_state
-from reconciler.state.base import Fenced, HistorySpan, InboxEntry, Lock
+from reconciler.state.base import Fenced, HistorySpan, InboxEntry, Lock, StateTooNew
 from reconciler.state.fenced import FencedStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sql import SqlStateStore
 
 from .helpers import make_record, start_worker
+from .test_state_damage import raw_sql
 
 Store = SQLiteStateStore | PostgresStateStore
 # Short enough for a test to wait a lease out, long enough that a slow CI machine renews in time.
@@ -285,6 +286,34 @@ def test_a_superseded_epoch_writes_nothing(stores: tuple[Store, Store]) -> None:
     b.store().put(make_record(reissue_count=2))  # the current term writes
     assert stores[0].load().records[make_record().key].reissue_count == 2
     stores[0].put(make_record(reissue_count=3))  # the plain store (`capctl apply`) is not fenced
+
+
+def test_a_leader_writes_nothing_once_a_newer_capctl_raised_the_schema(
+    store_url: str, stores: tuple[Store, Store]
+) -> None:
+    """Walk 58c: a newer capctl beside this one (a rolling update's first new pod, standing by) raises the schema
+    while this one leads. The schema was checked when the state was read (opened, taken over), never at a
+    write: the leader went on starting, re-issuing and recording into a state it no longer knows. Its next
+    fenced write is refused, nothing of it written, and the term ends (`StepDown.OUTDATED`)."""
+    clock = FakeClock()
+    a, events = elector(stores[0], clock)
+    a.tick()
+    leader = a.store()
+    leader.put(make_record(reissue_count=1))
+    raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+    serial = raw_sql(store_url, "SELECT serial FROM capctl_meta")
+    newer = r"state schema version 3 was written by a newer capctl \(this one knows version 2\); upgrade capctl"
+    with pytest.raises(StateTooNew, match=newer):
+        leader.put(make_record(reissue_count=2))
+    assert not a.is_leader and events.events[-1].reason is StepDown.OUTDATED
+    with pytest.raises(StateTooNew, match=newer):
+        leader.delete(make_record().key)
+    with pytest.raises(StateTooNew, match=newer):
+        leader.record_rooms([RoomActivity(VOLC, "class-1", True, 60.0, "callback")])
+    assert raw_sql(store_url, "SELECT serial FROM capctl_meta") == serial
+    [(body,)] = raw_sql(store_url, "SELECT body FROM capctl_records")
+    assert '"reissue_count":1' in str(body)
+    assert raw_sql(store_url, "SELECT count(*) FROM capctl_room_activity") == [(0,)]
 
 
 JOB = "SnapshotJob/classes"
