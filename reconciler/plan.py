@@ -905,6 +905,37 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
     return f"removed from specs: {left}"
 
 
+_SUBMITTED = (TaskStatus.DONE, TaskStatus.REMOVED)
+
+
+def _submitted_as(changes: list[Change], records: Mapping[str, TaskRecord]) -> list[Change]:
+    """`changes`, each thumbnail create of a key the state has no record of whose very content (file, settings,
+    Provider) another key's submission ZEGO took holds (a ThumbnailJob renamed, an entry moved to another job: a
+    new task key) saying it is submitted again: MediaThumbnails has no idempotency key, so ZEGO makes those
+    thumbnails twice. The reviewer is told before apply sends it (walk 58b)."""
+    if not any(c.action is Action.CREATE and c.family is ApiFamily.ZEGO_THUMBNAIL for c in changes):
+        return changes  # (the records not read: a plan of no submission is made at every daemon pass)
+    taken: dict[str, TaskRecord] = {}
+    for key in sorted(records):
+        record = records[key]
+        # Submitted and taken: a tombstone is read as `_diff_restored` reads it.
+        if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id and record.status in _SUBMITTED:
+            taken.setdefault(record.spec_hash, record)
+    told = []
+    for change in changes:
+        before = taken.get(change.after_hash or "") if change.action is Action.CREATE else None
+        if before is not None and change.key not in records and before.key != change.key:
+            removed = f", removed at {fmt_time(before.removed_at)}" if before.status is TaskStatus.REMOVED else ""
+            reason = (
+                f"{change.reason}; the same file and settings were submitted as {before.key} (ZEGO task"
+                f" {before.vendor_task_id}{removed}): submitted again under this key, so ZEGO makes its"
+                " thumbnails twice (a job keeps its submissions under its own name only)"
+            )
+            change = dataclasses.replace(change, reason=reason)
+        told.append(change)
+    return told
+
+
 def _taking_over(
     changes: list[Change], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
 ) -> list[Change]:
@@ -998,6 +1029,7 @@ def diff(
         if held_by is None:  # one handed over is retired without a stop: its Provider may be gone (walk 45A-3)
             deleted.append(record)
     changes = _taking_over(changes, desired, records)
+    changes = _submitted_as(changes, records)
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
     stopped_through = {

@@ -201,11 +201,15 @@ async def clock(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
 
 
 async def missing_files(sim: Simulator, request: Request, body: dict[str, Any]) -> Any:
-    if request.method == "POST":
+    """POST registers files as missing (MediaThumbnails answers 1000); DELETE says they are uploaded now (all of
+    them without `fileIds`), so a submission retried after the upload goes through, as at ZEGO."""
+    if request.method == "DELETE" and "fileIds" not in body:
+        sim.missing_files.clear()
+    elif request.method != "GET":
         ids = body.get("fileIds")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise SimError("fileIds: must be a list of strings")
-        sim.missing_files.update(ids)
+        (sim.missing_files.update if request.method == "POST" else sim.missing_files.difference_update)(ids)
     return {"fileIds": sorted(sim.missing_files)}
 
 
@@ -225,7 +229,7 @@ def routes() -> list[Route]:
         ("/faults", faults, ["GET", "PUT", "POST", "DELETE"]),
         ("/reset", reset, ["POST"]),
         ("/clock", clock, ["GET", "POST"]),
-        ("/missing-files", missing_files, ["GET", "POST"]),
+        ("/missing-files", missing_files, ["GET", "POST", "DELETE"]),
         ("/scenario", scenario, ["GET", "POST"]),
         ("/coverage", coverage, ["GET"]),
     ]

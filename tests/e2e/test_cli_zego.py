@@ -208,6 +208,26 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     assert {t["status"] for t in state(work).values()} == {"done"}
 
 
+def test_a_renamed_thumbnail_job_says_its_files_are_submitted_again(work: Workdir) -> None:
+    """Walk 58b: a ThumbnailJob renamed is a new task key per file, submitted again (no idempotency key: ZEGO
+    makes the thumbnails twice). The plan said only "new task: not in state"; it names the submission it repeats."""
+    work.write("jobs.yaml", thumbnail_job("thumbs", tencent=False))
+    work.apply()
+    [(old, record)] = state(work).items()
+    work.write("jobs.yaml", thumbnail_job("thumbs-v2", tencent=False) + "---\n" + thumbnail_job("other"))
+    changes = {c["key"]: c for c in json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]}
+    repeated = changes["ThumbnailJob/thumbs-v2//record/a.mp4"]["reason"]
+    assert repeated == (
+        f"new task: not in state; the same file and settings were submitted as {old} (ZEGO task"
+        f" {record['vendor_task_id']}): submitted again under this key, so ZEGO makes its thumbnails twice"
+        " (a job keeps its submissions under its own name only)"
+    )
+    assert changes["ThumbnailJob/other//record/a.mp4"]["reason"].startswith(repeated[:40])  # the same file again
+    assert changes["ThumbnailJob/other/1397757897438985100"]["reason"] == "new task: not in state"  # a new file
+    work.write("jobs.yaml", thumbnail_job("thumbs-v2", tencent=False, huawei_interval="5s"))  # other settings
+    assert "submitted as" not in work.capctl("plan").stdout
+
+
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
     work.write("jobs.yaml", thumbnail_job())
     work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})

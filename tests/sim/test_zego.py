@@ -426,6 +426,23 @@ async def test_thumbnails_codes(client: SimClient) -> None:
     assert code(await client.thumbs(huawei)) == 1000
 
 
+async def test_a_missing_file_can_be_said_uploaded(client: SimClient) -> None:
+    """Walk 58b: a file registered missing stayed so until a reset, which forgets every task: the daemon's retry of
+    an entry whose file was not uploaded yet (spec-language.md) could not be seen going through."""
+    huawei = [("Vendor", "Huawei"), ("FileId", "/record/a.mp4"), ("Interval", "2"), ("Type", "SampleSnapshot")]
+    later = [("Vendor", "Huawei"), ("FileId", "/record/b.mp4"), ("Interval", "2"), ("Type", "SampleSnapshot")]
+    both = {"fileIds": ["/record/a.mp4", "/record/b.mp4"]}
+    assert (await client.http.post("/_sim/missing-files", json=both)).json() == both
+    assert code(await client.thumbs(huawei)) == 1000
+    uploaded = await client.http.request("DELETE", "/_sim/missing-files", json={"fileIds": ["/record/a.mp4"]})
+    assert uploaded.json() == {"fileIds": ["/record/b.mp4"]}
+    assert code(await client.thumbs(huawei)) == 0 and code(await client.thumbs(later)) == 1000
+    assert (await client.http.delete("/_sim/missing-files")).json() == {"fileIds": []}
+    assert code(await client.thumbs(later)) == 0
+    refused = await client.http.request("DELETE", "/_sim/missing-files", json={"fileIds": "/record/a.mp4"})
+    assert refused.status_code == 400 and refused.json() == {"error": "fileIds: must be a list of strings"}
+
+
 @pytest.mark.parametrize("odd", ["nan", "inf", "1_0", "1e3", " 1", "0x10", ""])
 async def test_thumbnail_numbers_are_decimal_numbers(client: SimClient, odd: str) -> None:
     """Python's float() takes nan, inf and 1_0: a nan or inf offset passed the checks and then failed inside the
