@@ -1115,8 +1115,12 @@ def diff(
             notes.append(f"{len(waiting)} {what} left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
+    # Left as is because their status could not be read: a task the plan acts on all the same (`--replace`, a
+    # delete) is not, or the plan said "No changes … Left as is" of a replace that apply then ran (walk 59b).
     unobserved = tuple(
-        c.key for c in changes if (obs := observed.get(c.key)) is not None and obs.state is ObservedState.UNKNOWN
+        c.key
+        for c in changes
+        if c.action is Action.NOOP and (obs := observed.get(c.key)) is not None and obs.state is ObservedState.UNKNOWN
     )
     if unobserved:
         first = observed[unobserved[0]].detail or "error"
