@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
@@ -166,3 +169,15 @@ def test_a_key_with_escape_sequences_in_the_state_is_escaped_where_a_command_nam
     assert not raw & set(woke) and f"Woke {escaped} (was dormant" in woke, woke
     removed = work.capctl("state", "rm", "SnapshotJob/audit/ev*").stdout
     assert not raw & set(removed) and f"Removed {escaped} from the state" in removed, removed
+
+
+def test_shell_completion_does_not_offer_a_key_with_escape_sequences(work: Workdir) -> None:
+    """Walk 59b: completion offered such a key as it is stored: bash split it at its line break into two
+    candidates (one a forged `il`) and printed the list, escape sequence and all, raw to the terminal."""
+    _with_a_hostile_key(work)
+    env = {"_CAPCTL_COMPLETE": "complete_bash", "COMP_WORDS": "capctl state show SnapshotJob/audit/", "COMP_CWORD": "3"}
+    installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+    offered = subprocess.run(
+        [installed], cwd=work.root, text=True, capture_output=True, env={**work.env, **env}, timeout=60, check=True
+    ).stdout
+    assert offered.splitlines() == ["SnapshotJob/audit/lobby"], offered
