@@ -31,7 +31,7 @@ from reconciler.model import (
     TaskStatus,
     job_of,
 )
-from reconciler.redact import redact_tree
+from reconciler.redact import escape_unprintable, redact_tree
 
 __all__ = [
     "ChangeJSON",
@@ -230,7 +230,8 @@ def near_key_hint(selector: str, keys: Iterable[str]) -> str:
             return ""
         rooms = [k.split("/", 2)[2] for k in keys if k.startswith(f"{kind}/{name}/")]
         near = difflib.get_close_matches(room, rooms, n=1, cutoff=0.6)
-        return f" (did you mean {kind}/{name}/{near[0]}?)" if near else ""
+        # A room from a state an older capctl wrote may hold an escape sequence: escaped, as `state list` shows it.
+        return f" (did you mean {kind}/{name}/{escape_unprintable(near[0])}?)" if near else ""
     near = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
     return f" (did you mean {kind}/{near[0]}{slash}{room}?)" if near else ""
 
@@ -1114,8 +1115,12 @@ def diff(
             notes.append(f"{len(waiting)} {what} left alone: {waiting[0].key}: {waiting[0].reason}{more}.")
     if not options.refreshed:
         notes.append("Planned from recorded state only (--no-refresh): vendor status was not checked.")
+    # Left as is because their status could not be read: a task the plan acts on all the same (`--replace`, a
+    # delete) is not, or the plan said "No changes … Left as is" of a replace that apply then ran (walk 59b).
     unobserved = tuple(
-        c.key for c in changes if (obs := observed.get(c.key)) is not None and obs.state is ObservedState.UNKNOWN
+        c.key
+        for c in changes
+        if c.action is Action.NOOP and (obs := observed.get(c.key)) is not None and obs.state is ObservedState.UNKNOWN
     )
     if unobserved:
         first = observed[unobserved[0]].detail or "error"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from reconciler import transitions
 from reconciler.model import TaskRecord
 from reconciler.plan import fmt_time, keys_matching, near_key_hint, selector_room_hint, waited_after
+from reconciler.redact import escape_unprintable
 from reconciler.spec.errors import shorten
 
 __all__ = ["MAX_HINTED", "MAX_NAMED", "Wake", "no_task_problem", "plan_wake"]
@@ -60,15 +61,16 @@ def plan_wake(patterns: Sequence[str], known: Iterable[str], record_of: Callable
             if key in seen or (key in matched and key != pattern) or (record := records.get(key)) is None:
                 continue
             seen.add(key)
+            named = escape_unprintable(key)  # one from a state an older capctl wrote may hold an escape sequence
             if (new := transitions.woken(record)) is not None:
                 result.woken.append(new)
                 slot = f", next slot {fmt_time(record.next_attempt_at)}" if record.next_attempt_at else ""
-                result.lines.append(f"Woke {key} (was {record.status.value} after {waited_after(record)}{slot}).")
+                result.lines.append(f"Woke {named} (was {record.status.value} after {waited_after(record)}{slot}).")
             elif pattern == key:
                 # A selector task that ended with its room read as stuck: say what starts it (walk 27b).
                 why = _SELECTED_AGAIN if transitions.left_to_its_room(record) else ""
                 why = _NEVER if transitions.never_reissued(record) else why
-                result.lines.append(f"{key} is {record.status.value}: nothing to wake{why}.")
+                result.lines.append(f"{named} is {record.status.value}: nothing to wake{why}.")
             else:
                 left[record.status.value] += 1
         if left:

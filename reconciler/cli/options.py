@@ -64,7 +64,9 @@ def complete_task_keys(ctx: typer.Context, incomplete: str) -> list[str]:
             store.close()
     except StateError:
         return []  # no state, or an unreadable one: nothing to offer, and nothing to print mid-completion
-    return [k for k in keys if k.startswith(incomplete)]
+    # A key from a state an older capctl wrote may hold an escape sequence or a line break: offered, it reached
+    # the terminal raw in the shell's list and split into two candidates (walk 59b). A glob still names it.
+    return [k for k in keys if k.startswith(incomplete) and k.isprintable()]
 
 
 def complete_choices(*choices: str) -> Callable[[str], list[str]]:

@@ -409,6 +409,7 @@ def state_rm(
     exact key, it is shown as stored and forgotten after a confirmation."""
     from reconciler.model import TaskStatus
     from reconciler.plan import PlanError, check_selector, keys_matching, near_key_hint
+    from reconciler.redact import escape_unprintable
     from reconciler.state import NoState
     from reconciler.state.codec import RowDamaged, forget_command, shell_word
 
@@ -452,6 +453,8 @@ def state_rm(
             serial = store.delete_many(forgotten)
     running = False
     for key, record in forgotten.items():
+        # A key from a state an older capctl wrote may hold an escape sequence: escaped, as `state list` shows it.
+        named = escape_unprintable(key)
         if key in damaged:
             vendor_id = damaged[key]
             held = (
@@ -463,10 +466,10 @@ def state_rm(
                 f"adopt it again with {adopt}, or the next apply starts the task anew while the specs declare it."
             )
         elif record is not None and record.status is TaskStatus.REMOVED:
-            typer.echo(f"Forgot the tombstone of {key} (serial {serial}): restoring its spec now starts it anew.")
+            typer.echo(f"Forgot the tombstone of {named} (serial {serial}): restoring its spec now starts it anew.")
         else:
             running = True
-            typer.echo(f"Removed {key} from the state (serial {serial}).")
+            typer.echo(f"Removed {named} from the state (serial {serial}).")
     if running:
         typer.echo(
             "The vendor tasks, if any, keep running. While the specs declare their jobs, the next apply (or the "

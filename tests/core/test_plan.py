@@ -1033,6 +1033,28 @@ def test_a_changed_task_that_could_not_be_observed_is_not_counted_unchanged() ->
     assert summary_line(data).endswith(", 0 to delete, 1 unchanged, 1 not observed.")
 
 
+def test_a_task_the_plan_replaces_or_deletes_is_not_called_left_as_is_when_it_could_not_be_observed() -> None:
+    """Walk 59b: `--replace KEY` of a task whose status could not be read (and a removed task's delete) was
+    listed as not observed: `No changes for the tasks that could be observed. Left as is: ? KEY unknown`, a
+    summary counting it twice (`1 to replace, …, 1 not observed`) and an incomplete plan (exit 1), while apply
+    replaced it all the same and then said it was left as is. Only a task left as is is unobserved."""
+    from rich.console import Console
+
+    kept, gone = desired(room="lobby"), desired(room="hall")
+    records = {t.key: record_for(t) for t in (kept, gone)}
+    unknown = Observed(ObservedState.UNKNOWN, detail="GetSnapshotTask: timeout")
+    options = PlanOptions(replace=(kept.key,))
+    plan = diff({kept.key: kept}, records, dict.fromkeys(records, unknown), options=options, state_serial=3, now=NOW)
+    assert [c.action for c in plan.changes] == [Action.REPLACE, Action.DELETE] and plan.unobserved == ()
+    assert not any("could not be observed" in note for note in plan.notes), plan.notes
+    data = plan_to_json(plan)
+    assert summary_line(data).endswith(", 1 to replace, 0 to re-issue, 1 to delete, 0 unchanged.")
+    console = Console(record=True, width=200)
+    render_text(data, console)
+    text = console.export_text()
+    assert "Left as is" not in text and "unknown" not in text and f"-/+ {kept.key}" in text, text
+
+
 def test_a_plan_with_only_unobserved_tasks_does_not_claim_to_match() -> None:
     from rich.console import Console
 

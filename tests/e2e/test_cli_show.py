@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.e2e.conftest import Workdir
 from tests.specdocs import snapshot_job
@@ -124,18 +127,25 @@ def test_a_saved_plan_edited_to_hold_escape_sequences_shows_them_escaped(work: W
         assert "x1b[2J" in shown.replace("\\\\", "\\").replace("\\[", "[") and "audit/lobby" in shown
 
 
-def test_a_key_with_escape_sequences_in_the_state_is_shown_escaped(work: Workdir) -> None:
-    """Walk 58e: a task key from a state an older capctl wrote (a room id a callback named before room ids were
-    checked) went raw to the terminal in a fresh plan, `state list` and apply's lines: `\\x1b]0;…\\x07` retitled
-    it, `\\r\\n` forged a row. Only a saved plan (18E-7) was escaped; each is now."""
+def _with_a_hostile_key(work: Workdir, **fields: str) -> str:
+    """A state of audit/lobby applied, and beside it a copy of its record (with `fields`) whose key holds an
+    escape sequence, as a state an older capctl wrote may (a room id a callback named before they were checked)."""
     work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
     work.capctl("state", "init")
     work.apply()
     hostile = "SnapshotJob/audit/ev\x1b]0;title\x07\r\nil"
     with sqlite3.connect(work.state) as db:
         (body,) = db.execute("SELECT body FROM capctl_records").fetchone()
-        record = {**json.loads(body), "key": hostile, "target": "ev\x1b]0;title\x07\r\nil"}
+        record = {**json.loads(body), "key": hostile, "target": "ev\x1b]0;title\x07\r\nil", **fields}
         db.execute("INSERT INTO capctl_records VALUES (?, ?)", (hostile, json.dumps(record)))
+    return hostile
+
+
+def test_a_key_with_escape_sequences_in_the_state_is_shown_escaped(work: Workdir) -> None:
+    """Walk 58e: a task key from a state an older capctl wrote (a room id a callback named before room ids were
+    checked) went raw to the terminal in a fresh plan, `state list` and apply's lines: `\\x1b]0;…\\x07` retitled
+    it, `\\r\\n` forged a row. Only a saved plan (18E-7) was escaped; each is now."""
+    hostile = _with_a_hostile_key(work)
     raw = {"\x1b", "\x07", "\r"}
     for args in (("state", "list"), ("state", "list", "-o", "wide"), ("plan", "--no-refresh")):
         shown = work.capctl(*args).stdout
@@ -144,3 +154,30 @@ def test_a_key_with_escape_sequences_in_the_state_is_shown_escaped(work: Workdir
     assert not raw & set(shown) and "x1b]0;title" in shown, shown
     applied = work.apply("--target", hostile).stdout  # (its stop ends lobby's run: it has lobby's vendor id)
     assert not raw & set(applied) and "ev\\x1b]0;title\\x07" in applied, applied
+
+
+def test_a_key_with_escape_sequences_in_the_state_is_escaped_where_a_command_names_it(work: Workdir) -> None:
+    """Walk 59b: after 58e, three more lines still wrote such a key raw: the "did you mean" of a KEY that
+    matched nothing (state show/rm, wake, sync), `state rm`'s "Removed …" of a glob's match and `wake`'s
+    "Woke …" (offline, and the daemon's answer, one piece of code)."""
+    _with_a_hostile_key(work, status="dormant")
+    raw, escaped = {"\x1b", "\x07", "\r"}, "SnapshotJob/audit/ev\\x1b]0;title\\x07\\r\\nil"
+    for args in (("state", "show"), ("wake",)):
+        said = work.capctl(*args, "SnapshotJob/audit/ev]0;titleil", expect=1).stderr
+        assert not raw & set(said) and f"did you mean {escaped}?" in said, (args, said)
+    woke = work.capctl("wake", "SnapshotJob/audit/ev*").stdout
+    assert not raw & set(woke) and f"Woke {escaped} (was dormant" in woke, woke
+    removed = work.capctl("state", "rm", "SnapshotJob/audit/ev*").stdout
+    assert not raw & set(removed) and f"Removed {escaped} from the state" in removed, removed
+
+
+def test_shell_completion_does_not_offer_a_key_with_escape_sequences(work: Workdir) -> None:
+    """Walk 59b: completion offered such a key as it is stored: bash split it at its line break into two
+    candidates (one a forged `il`) and printed the list, escape sequence and all, raw to the terminal."""
+    _with_a_hostile_key(work)
+    env = {"_CAPCTL_COMPLETE": "complete_bash", "COMP_WORDS": "capctl state show SnapshotJob/audit/", "COMP_CWORD": "3"}
+    installed = str(Path(sys.executable).parent / "capctl")  # the script names the _CAPCTL_COMPLETE variable
+    offered = subprocess.run(
+        [installed], cwd=work.root, text=True, capture_output=True, env={**work.env, **env}, timeout=60, check=True
+    ).stdout
+    assert offered.splitlines() == ["SnapshotJob/audit/lobby"], offered
