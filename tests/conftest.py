@@ -16,6 +16,11 @@ tests' CPU), where an installed capctl reads the compiled files pip wrote (bench
 A daemon started in the test process freezes its heap after each read (`gcpause.freeze_heap`), and so does an
 in-process CLI command (`keep_until_exit`): after each test the heap goes back to the collector, or the cycles
 frozen while alive would stay for the rest of the session.
+
+An in-process CLI command sets logging up for its first line written (`logs.configure_on_first_event`); one that
+wrote none left that set-up waiting in the worker's process, and the next test's first warning applied it,
+replacing structlog's configuration, under `capture_logs()` too: the line went to stderr, not to the capture
+(walk 59d-2: a test passing alone failed after another in the same `-n 2` worker). Each test starts with none.
 """
 
 import gc
@@ -41,3 +46,10 @@ settings.load_profile("capctl")
 def _unfrozen() -> Iterator[None]:
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_set_up_waiting() -> None:
+    from reconciler import logs
+
+    logs._deferred = None

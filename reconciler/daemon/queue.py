@@ -67,7 +67,11 @@ class WorkQueue:
             self.add_after(key, delay)
 
     def add_after(self, key: str, delay: float) -> None:
-        """Queue `key` after `delay` seconds; an earlier pending due time for the key is kept."""
+        """Queue `key` after `delay` seconds; an earlier pending due time for the key is kept. A queue shut down
+        takes none, as `add`: a worker finishing its in-flight call after `shut_down()` armed a timer no one
+        cancelled, a task left pending when the loop closed (walk 59d-1)."""
+        if self._shutting_down:
+            return
         if delay <= 0:
             self.add(key)
             return

@@ -183,6 +183,9 @@ class DaemonMachine(RuleBasedStateMachine):
             if self.h.daemon is not None:
                 self.run(self.h.stop())
             self.run(self.h.sim.callbacks.aclose())
+            # A task still pending here is destroyed with the loop ("Task was destroyed but it is pending!"
+            # after the run): a daemon stopped must leave none behind (walk 59d-1: a queue's late timer).
+            assert not asyncio.all_tasks(self.loop), asyncio.all_tasks(self.loop)
         finally:
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)

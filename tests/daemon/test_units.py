@@ -65,6 +65,19 @@ async def test_shutdown_releases_waiting_workers() -> None:
     assert queue.depth == 0
 
 
+async def test_a_queue_shut_down_arms_no_timer_for_a_late_delayed_add() -> None:
+    """A worker whose in-flight call fails after `shut_down()` backs its key off: no timer task may be left
+    sleeping on the clock, pending when the loop closes (walk 59d-1: "Task was destroyed but it is pending")."""
+    queue = WorkQueue(FakeClock())
+    queue.add_after("early", 10)
+    queue.shut_down()
+    queue.add_rate_limited("late")
+    queue.add_after("later", 20)
+    await asyncio.sleep(0)  # the cancelled timer of "early" runs to its end
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert queue.depth == 0
+
+
 def record(**changes: object) -> TaskRecord:
     base = TaskRecord(
         key="SnapshotJob/a/r",
