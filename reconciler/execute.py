@@ -262,7 +262,7 @@ class Executor:
         stopped_first = _stops_before_starts(actionable, desired, records)
         held = _held_elsewhere(actionable, desired, records)
         shared = _shares_vendor_task(actionable, desired, records)
-        after = _updates_after(actionable, records)
+        after = _settings_after(actionable, desired, records)
         # Those stops go first (plan order otherwise); each start they gate waits for its stop to end.
         todo = deque(sorted(actionable, key=lambda item: item[0] not in stopped_first))
         running: dict[asyncio.Task[ChangeResult], tuple[int, Change]] = {}
@@ -392,7 +392,7 @@ class Executor:
         """One change, unless `GIVE_UP_AFTER` changes of its provider in a row got no answer (`silent`).
         `held_by`: for a delete, the kept key whose record holds its vendor task too (`_held_elsewhere`);
         `shared`: for a start, another record names its vendor task too (`_shares_vendor_task`);
-        `requested`: a replace `--replace` asked for; `after`: for an update, `_updates_after`."""
+        `requested`: a replace `--replace` asked for; `after`: for an update or a start, `_settings_after`."""
         streak, first = silent.get(change.provider, (0, None))
         if first is not None and streak >= GIVE_UP_AFTER:
             return self._not_attempted(change, task, record, first)
@@ -487,7 +487,9 @@ class Executor:
                 record = await self._recording_failure(record, "replace (find its unconfirmed start)", step)
             record = await self._recording_failure(record, "replace (stop)", self._stop_for_replace(record))
         reissue = action is Action.REISSUE
-        return await self.start(task, record, reissue=reissue, replace=replace, stopped=stops, take_over=shared)
+        return await self.start(
+            task, record, reissue=reissue, replace=replace, stopped=stops, take_over=shared, after=after
+        )
 
     async def _recording_failure(self, record: TaskRecord, action: str, step: Awaitable[T]) -> T:
         """Run one step of a change; a vendor error is recorded on the task (status unchanged), then raised.
@@ -512,9 +514,11 @@ class Executor:
         stopped: bool = False,
         priority: Priority | None = None,
         take_over: bool = True,
+        after: float = 0.0,
     ) -> str | None:
         """Intent → start → commit. Failpoints mark the three places a crash can interrupt it. `stopped`: a
-        replace that stopped what its record may run just before (`_dispatch`).
+        replace that stopped what its record may run just before (`_dispatch`). `after`: the latest time another
+        record holding its Volcengine task set that run's settings (`_settings_after`).
 
         A Volcengine start answered "already started" at its first try (or after tries that cannot have acted:
         throttled, refused at the port) finds a run that was there before it.
@@ -583,6 +587,10 @@ class Executor:
             raise
         failpoints.hit("start.after-call")
         done = transitions.started(pending, result.vendor_task_id, result.vendor_ref, self._clock.now())
+        if not result.already_running and transitions.settings_since(done) <= after:
+            # This start set the run's settings after every other holder's, also after the wall clock stepped
+            # back: `updated_at` says so (`started_at` stays the clock's), or `runs_as_sent` took a stale key's.
+            done = done.evolve(updated_at=math.nextafter(after, math.inf))
         if result.already_running and reissue and record is not None and not record.reissuing:
             # (A re-issue taken up again: the run is likely its own, started before the crash or the lost answer.)
             done = transitions.run_goes_on(done, record)
@@ -781,21 +789,34 @@ def _held_elsewhere(
     }
 
 
-def _updates_after(actionable: list[tuple[int, Change]], records: Mapping[str, TaskRecord]) -> dict[int, float]:
-    """Updates (by index) of a Volcengine task other records name too, with the latest time one of those
-    started or updated it: the update comes after them whatever the wall clock says since (a step back), and
-    its `updated_at` must say so, or the run's settings would be taken from a stale key (`runs_as_sent`)."""
-    if not any(change.action is Action.UPDATE for _, change in actionable):
-        return {}
+def _settings_after(
+    actionable: list[tuple[int, Change]], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> dict[int, float]:
+    """Updates and starts (by index) of a Volcengine task other records name too, with the latest time one of
+    those started or updated it: the change sets the run's settings after them whatever the wall clock says
+    since (a step back), and its record must say so, or the run's settings would be taken from a stale key
+    (`runs_as_sent`; an update: walk 57A-1, a start: 58A-2)."""
     held = transitions.volc_holding(records)
-    return {
-        index: max((transitions.settings_since(r) for r in holders if r.key != change.key), default=0.0)
-        for index, change in actionable
-        if change.action is Action.UPDATE
-        and (record := records.get(change.key)) is not None
-        and (name := transitions.volc_task_held(record)) is not None
-        and (holders := held.get(name))
-    }
+    after: dict[int, float] = {}
+    for index, change in actionable:
+        name = _settings_set(change, desired, records)
+        others = [r for r in held.get(name, []) if r.key != change.key] if name is not None else []
+        if others:
+            after[index] = max(transitions.settings_since(r) for r in others)
+    return after
+
+
+def _settings_set(
+    change: Change, desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> tuple[str, str, str] | None:
+    """The Volcengine task whose settings `change` sets: an update's, the one its record holds; a start's, the
+    one its request names. None: a delete, or not a Volcengine task."""
+    if change.action is Action.UPDATE:
+        return transitions.volc_task_held(records.get(change.key))
+    task = desired.get(change.key)
+    if change.action is Action.DELETE or task is None:
+        return None
+    return transitions.volc_task_name(task.family, task.request)
 
 
 def _shares_vendor_task(

@@ -96,10 +96,15 @@ def _no_glued_long_option(ctx: Any, args: list[str]) -> None:
 
 def _short_equals(ctx: Any, args: list[str]) -> list[str]:
     """`-o=json`, `-l=team=safety`, `-s=running` as kubectl reads them (`-o json`): click took the `=` into the
-    value (`--output '=json': expected table, wide or json`). No value of a short option begins with `=`."""
-    shorts = {o for p in ctx.command.params if not getattr(p, "is_flag", False) for o in getattr(p, "opts", ())}
+    value (`--output '=json': expected table, wide or json`). No value of a short option begins with `=`. A word
+    that is the value of the option before it (`--out -l=x.json`, a file of that name) is left as it is."""
+    valued = {o for p in ctx.command.params if not getattr(p, "is_flag", False) for o in getattr(p, "opts", ())}
     words = _before_dashes(args)
-    glued = [w[:2] + w[3:] if w[2:3] == "=" and w[:2] in shorts else w for w in words]
+    glued: list[str] = []
+    a_value = False  # the word is the value of the option before it
+    for word in words:
+        glued.append(word[:2] + word[3:] if not a_value and word[2:3] == "=" and word[:2] in valued else word)
+        a_value = not a_value and word in valued
     return glued + args[len(words) :]
 
 

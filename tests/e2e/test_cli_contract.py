@@ -126,6 +126,10 @@ def test_a_short_option_s_value_after_an_equals_sign_is_read_as_kubectl_reads_it
     # After `--` a word is an argument, as it was: here a key, which `-o=json` is not.
     after = capctl("state", "list", "--state", url, "--", "-o=json", cwd=tmp_path)
     assert after.returncode == 1 and "KEY '-o=json'" in after.stderr, after.stdout + after.stderr
+    # Walk 59a: nor the value of the option before it: `--plan -l=x.json` is a file of that name, not `-lx.json`.
+    for words in (("apply", "--plan", "-l=x.json"), ("apply", "--plan=-l=x.json")):
+        named = capctl(*words, cwd=tmp_path)
+        assert named.returncode == 1 and "Error: -l=x.json: no such plan file" in named.stderr, named.stderr
 
 
 # capctl's own checks of values click takes as text: each names the option or argument at fault (walk 13d: none

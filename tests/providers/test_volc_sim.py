@@ -28,6 +28,7 @@ from reconciler.sim import create_app
 from reconciler.sim.faults import FaultConfig
 from reconciler.sim.simulator import Simulator
 from reconciler.state import LockTakenOver, open_state
+from tests.providers.test_zego import drive
 from tests.state.conftest import pg_url  # noqa: F401  (the suite's PostgreSQL)
 
 T = TypeVar("T")
@@ -395,4 +396,30 @@ async def test_an_update_after_the_clock_stepped_back_is_later_than_the_takeover
     assert not a.update_unconfirmed and a.updated_at is not None and a.updated_at > b.started_at  # type: ignore[operator]
     assert transitions.runs_as_sent([a, b], "SnapshotJob/third/lobby", redact_tree(new.request))
     assert not transitions.runs_as_sent([a, b], "SnapshotJob/third/lobby", redact_tree(old.request))
+    store.close()
+
+
+@pytest.mark.timeout(30)
+async def test_a_start_after_the_clock_stepped_back_is_later_than_the_takeover_before(env: Sim, tmp_path: Path) -> None:
+    """Walk 58A-2: `b` took `a`'s run over, then the wall clock stepped back, then a third key of other settings
+    found the run ("already started") and stopped and started it again with its own: its record must say it
+    set the run's settings after `b`, or a fourth key with `b`'s (stale) settings would take the run over as it
+    runs (`transitions.runs_as_sent`)."""
+    store = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    executor = Executor(store, lambda name, family: env.provider, env.clock, retry=RetryPolicy(max_attempts=1))
+    old = task()
+    new = dataclasses.replace(task(interval=10), key="SnapshotJob/third/lobby", job="third", spec_hash="h2")
+    await env.do(executor.start(old, None, reissue=False))
+    a = store.load().records[old.key]
+    b = dataclasses.replace(a, key="SnapshotJob/renamed/lobby", started_at=env.clock.now() + 3600)  # before the step
+    store.put(b)
+    change = model.Change(key=new.key, action=model.Action.CREATE, reason="", provider=new.provider, family=new.family)
+    result = await drive(env.clock, executor.apply((change,), {new.key: new}, store.load().records))
+    assert result.results[0].ok and "stopped and started again" in str(result.results[0].note)
+    assert [(t.running, t.interval) for t in env.sim.tasks("volcengine")][-1] == (True, 10)
+    c = store.load().records[new.key]
+    assert c.started_at is not None and b.started_at is not None and c.started_at < b.started_at  # the clock's
+    assert transitions.settings_since(c) > b.started_at
+    assert transitions.runs_as_sent([a, b, c], "SnapshotJob/fourth/lobby", redact_tree(new.request))
+    assert not transitions.runs_as_sent([a, b, c], "SnapshotJob/fourth/lobby", redact_tree(old.request))
     store.close()
