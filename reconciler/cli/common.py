@@ -338,9 +338,11 @@ def locked(store: StateStore, command: str, *, destination: bool = False) -> Ite
         )
     # A lease (PostgreSQL) lapses while its command is paused (SIGSTOP, a frozen VM): every write is fenced by
     # the lock's epoch, so one taken over writes nothing more (walk 22C-1). An OS lock (SQLite) lasts as long
-    # as its process, paused or not: nothing to fence.
+    # as its process, paused or not, but its writes are fenced alike: the fence's statement also reads the
+    # schema, which a newer capctl beside this one (a daemon pod of a rolling update) may raise meanwhile, and
+    # a command writing on as the older schema would misread the state (walk 59c).
     lock.keep_silence()  # a command answers no callbacks: the next daemon still sees how long none was answered
-    fenced = store if isinstance(store, SqlStateStore) and getattr(lock, "lease_seconds", None) else None
+    fenced = store if isinstance(store, SqlStateStore) else None
     if fenced is not None:
         fenced.command_epoch = lock.epoch
     try:

@@ -487,8 +487,14 @@ def _store_failed(exc: Exception) -> str:
     """The error an apply stopped by its state store ends with, and what to do. A lock taken over (walk 22C-1)
     is no store that cannot be written: another capctl writes it now, and applying at once is refused by its
     lock; the one named is waited for, or stopped (a `capctl run` holds it until it is stopped)."""
-    from reconciler.state.base import LockTakenOver
+    from reconciler.state.base import LockTakenOver, StateTooNew
 
+    if isinstance(exc, StateTooNew):  # no store to wait for: a newer capctl upgraded it as this one applied (59c)
+        return (
+            f"{exc}: a newer capctl upgraded the state while this apply ran, and this one writes no more to it; "
+            "the changes already started run on: apply again with that capctl (or a newer one): it finishes what "
+            "this one left"
+        )
     if isinstance(exc, LockTakenOver):
         holder = exc.holder or "another capctl"
         return (

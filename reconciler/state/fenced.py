@@ -4,7 +4,7 @@ A replica that was paused (GC pause, VM freeze, SIGSTOP) past its lease may resu
 leads. Its writes must then fail, not overwrite the new leader's: each write through this view checks, in
 its own transaction, that its epoch is still the lock's (`Fenced` otherwise, nothing written). A command
 (`capctl apply`, `state rm` …) has the same check made by its store itself (`SqlStateStore.command_epoch`, set
-while it holds a lease), since it hands that store to the executor: `LockTakenOver`, a `Fenced`, when it fails;
+while it holds the lock), since it hands that store to the executor: `LockTakenOver`, a `Fenced`, when it fails;
 the executor asks it too before a stop no write precedes (`check_lock`), as the daemon's providers ask `may_act`.
 """
 

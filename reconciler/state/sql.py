@@ -922,9 +922,10 @@ class SqlStateStore(ABC):
         return self._serial_of(cur, self.queries.bump)
 
     def check_lock(self) -> None:
-        """Raise `LockTakenOver` if the lock this command holds with a lease (`command_epoch`) was taken over;
-        nothing otherwise, nor when none is held so (SQLite, the daemon: its guard is `may_act`). Asked before a
-        vendor call no write of the command precedes: a delete's or a replace's stop (walk 25d)."""
+        """Raise `LockTakenOver` if the lock this command holds (`command_epoch`) was taken over (a lease,
+        PostgreSQL's), or `StateTooNew` if a newer capctl raised the schema meanwhile; nothing otherwise, nor when
+        no command holds it (the daemon: its guard is `may_act`). Asked before a vendor call no write of the
+        command precedes: a delete's or a replace's stop (walk 25d)."""
         if self.command_epoch is not None:
             with self._cursor(write=False) as cur:
                 self._check_fence(cur, None)

@@ -361,13 +361,8 @@ def test_a_stop_the_vendor_answered_but_the_state_could_not_record_says_it_is_st
     assert state_tasks(work)[key]["status"] == ("removed" if action == "delete" else "running")
 
 
-def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811
-    """Walk 23a (after 22C-1): an apply whose lease was taken over while it ran ends like one whose store failed
-    (what was done and left), but its advice is not to wait for a store that can be written: another capctl,
-    named, holds the lock and is to be waited for or stopped."""
-    import psycopg
-
-    work.env["CAPCTL_STATE"] = pg_url
+def _apply_at_its_first_start(work: Workdir) -> subprocess.Popen[str]:
+    """An apply of three rooms, one at a time, as its first StartSnapshot (slowed down) is in flight."""
     work.write("jobs.yaml", snapshot_job("audit", ROOMS[:3]))
     work.capctl("state", "init")
     work.sim.faults(latencyMs=300, apis=["StartSnapshot"])
@@ -375,6 +370,17 @@ def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: W
     deadline = time.monotonic() + 60
     while not work.sim.requests("StartSnapshot") and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
+    return proc
+
+
+def test_an_apply_whose_lock_was_taken_over_names_the_holder_to_wait_for(work: Workdir, pg_url: str) -> None:  # noqa: F811
+    """Walk 23a (after 22C-1): an apply whose lease was taken over while it ran ends like one whose store failed
+    (what was done and left), but its advice is not to wait for a store that can be written: another capctl,
+    named, holds the lock and is to be waited for or stopped."""
+    import psycopg
+
+    work.env["CAPCTL_STATE"] = pg_url
+    proc = _apply_at_its_first_start(work)
     with psycopg.connect(pg_url, autocommit=True) as conn:  # a replica takes the lease (as if it had lapsed)
         conn.execute(
             "UPDATE capctl_lock SET token = 'theirs', holder = 'pid 1 on elsewhere (capctl run)', epoch = epoch + 1"
@@ -459,3 +465,37 @@ def test_a_file_size_limit_reached_mid_apply_names_the_io_error_and_leaks_nothin
     assert "a file size limit (ulimit -f)" in applied.stderr and "Traceback" not in applied.stderr
     recorded = state_tasks(work)  # every task the vendor runs has its intent (or more) in the state
     assert {t["roomId"] for t in work.sim.tasks("volcengine", state="running")} <= {k.split("/")[2] for k in recorded}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_apply_whose_state_a_newer_capctl_upgraded_meanwhile_writes_no_more_and_says_to_use_that_capctl(
+    work: Workdir, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Walk 59c (after 58C-1): a newer capctl beside this one (a rolling update's first daemon pod) raises the
+    schema while an apply runs. SQLite's apply (an OS lock, no lease) wrote on as the older schema; PostgreSQL's
+    stopped, but told the user to apply again "once the state store can be written", which this capctl never
+    can: it stops at its next write, starts nothing after it, and says which capctl finishes the work."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_url")
+        work.env["CAPCTL_STATE"] = url
+    proc = _apply_at_its_first_start(work)
+    raise_schema = "UPDATE capctl_meta SET schema_version = 3"
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(raise_schema)
+    else:
+        with sqlite3.connect(work.state) as db:
+            db.execute(raise_schema)
+    stdout, stderr = proc.communicate(timeout=60)
+    said = " ".join(stderr.split())
+    assert proc.returncode == 1 and "Traceback" not in said, said
+    assert "Apply stopped (the state store failed): " in stdout, stdout
+    assert "state schema version 3 was written by a newer capctl" in said, said
+    assert said.endswith(
+        "a newer capctl upgraded the state while this apply ran, and this one writes no more to it; the changes "
+        "already started run on: apply again with that capctl (or a newer one): it finishes what this one left"
+    ), said
+    assert "once the state store can be written" not in said
+    assert len(work.sim.requests("StartSnapshot")) == 1  # nothing started after the write that was refused
