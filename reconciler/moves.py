@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import DesiredTask, ProviderConfig, TaskRecord, TaskStatus
+from reconciler import transitions
+from reconciler.model import ApiFamily, DesiredTask, ProviderConfig, TaskRecord, TaskStatus
 from reconciler.plan import PlanOptions, Selection
 from reconciler.spec.expand import hashes_under
 from reconciler.state.base import Snapshot, StateStore
@@ -51,7 +52,8 @@ def rehome(
 
     A record of a job removed from the specs (or moved to another vendor API: a replace) whose Provider was
     removed too is re-homed to a declared one of the same home, the first by name: its delete (or the replace's
-    stop) stops it through that one."""
+    stop) stops it through that one. A thumbnail key with no record whose submission ZEGO took under a key no
+    longer declared (a ThumbnailJob renamed) gets that submission as its tombstone (`_submitted_before`)."""
     moved: dict[str, str] = {}
     out: dict[str, TaskRecord] | None = None
     for key, record in records.items():
@@ -77,7 +79,39 @@ def rehome(
             out = dict(records)
         out[key] = new
         moved[key] = record.provider
+    taken = _submitted_before(desired, records, wanted)
+    if taken:
+        out = {**(records if out is None else out), **taken}
     return Rehomed(out if out is not None else records, moved)
+
+
+def _submitted_before(
+    desired: Mapping[str, DesiredTask],
+    records: Mapping[str, TaskRecord],
+    wanted: Callable[[str, Mapping[str, str]], bool] | None,
+) -> dict[str, TaskRecord]:
+    """Each thumbnail key of the specs with no record whose submission ZEGO took under a key no longer
+    declared (`transitions.submitted_before`), as that key's tombstone."""
+    new = [
+        task
+        for key, task in desired.items()
+        if task.family is ApiFamily.ZEGO_THUMBNAIL
+        and key not in records
+        and (wanted is None or wanted(key, task.labels))
+    ]
+    if not new:
+        return {}
+    by_content: dict[str, list[TaskRecord]] = {}
+    for record in records.values():
+        if transitions.submitted(record):
+            by_content.setdefault(record.spec_hash, []).append(record)
+    taken = {}
+    for task in new:
+        before = transitions.submitted_before(task, by_content.get(task.spec_hash, ()), desired)
+        if before is not None:
+            taken[task.key] = before
+            by_content[task.spec_hash].append(before)  # taken: another key naming that file is submitted
+    return taken
 
 
 def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> TaskRecord | None:

@@ -906,31 +906,42 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
     return f"removed from specs: {left}"
 
 
-_SUBMITTED = (TaskStatus.DONE, TaskStatus.REMOVED)
-
-
-def _submitted_as(changes: list[Change], records: Mapping[str, TaskRecord]) -> list[Change]:
-    """`changes`, each thumbnail create of a key the state has no record of whose very content (file, settings,
-    Provider) another key's submission ZEGO took holds (a ThumbnailJob renamed, an entry moved to another job: a
-    new task key) saying it is submitted again: MediaThumbnails has no idempotency key, so ZEGO makes those
-    thumbnails twice. The reviewer is told before apply sends it (walk 58b)."""
-    if not any(c.action is Action.CREATE and c.family is ApiFamily.ZEGO_THUMBNAIL for c in changes):
-        return changes  # (the records not read: a plan of no submission is made at every daemon pass)
+def _submitted_as(
+    changes: list[Change], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
+) -> dict[str, TaskRecord]:
+    """The thumbnail no-ops of `changes` whose submission ZEGO took under another key no longer declared (a
+    ThumbnailJob renamed, an entry moved to another job: `transitions.submitted_before`), with that key's
+    record: not submitted again, recorded `done` under their own key with its ZEGO task id (walk 58b)."""
+    adopting = [
+        c.key
+        for c in changes
+        if c.action is Action.NOOP
+        and c.family is ApiFamily.ZEGO_THUMBNAIL
+        and (record := records.get(c.key)) is not None
+        and record.status is TaskStatus.REMOVED
+    ]
+    if not adopting:
+        return {}  # (the records not read: a plan of no such no-op is made at every daemon pass)
     taken: dict[str, TaskRecord] = {}
     for key in sorted(records):
         record = records[key]
-        # Submitted and taken: a tombstone is read as `_diff_restored` reads it.
-        if record.family is ApiFamily.ZEGO_THUMBNAIL and record.vendor_task_id and record.status in _SUBMITTED:
-            taken.setdefault(record.spec_hash, record)
+        if key not in desired and transitions.submitted(record) and record.vendor_task_id:
+            taken.setdefault(record.vendor_task_id, record)
+    return {
+        key: before
+        for key in adopting
+        if (before := taken.get(records[key].vendor_task_id or "")) is not None and before.key != key
+    }
+
+
+def _said_submitted_as(changes: list[Change], submitted_as: Mapping[str, TaskRecord]) -> list[Change]:
     told = []
     for change in changes:
-        before = taken.get(change.after_hash or "") if change.action is Action.CREATE else None
-        if before is not None and change.key not in records and before.key != change.key:
+        if (before := submitted_as.get(change.key)) is not None:
             removed = f", removed at {fmt_time(before.removed_at)}" if before.status is TaskStatus.REMOVED else ""
             reason = (
-                f"{change.reason}; the same file and settings were submitted as {before.key} (ZEGO task"
-                f" {before.vendor_task_id}{removed}): submitted again under this key, so ZEGO makes its"
-                " thumbnails twice (a job keeps its submissions under its own name only)"
+                f"submitted before as {before.key} (ZEGO task {before.vendor_task_id}{removed}) with the same file"
+                " and settings: not again, recorded done under this key (no vendor call)"
             )
             change = dataclasses.replace(change, reason=reason)
         told.append(change)
@@ -1030,7 +1041,8 @@ def diff(
         if held_by is None:  # one handed over is retired without a stop: its Provider may be gone (walk 45A-3)
             deleted.append(record)
     changes = _taking_over(changes, desired, records)
-    changes = _submitted_as(changes, records)
+    submitted_as = _submitted_as(changes, desired, records)
+    changes = _said_submitted_as(changes, submitted_as) if submitted_as else changes
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
     stopped_through = {
@@ -1070,7 +1082,7 @@ def diff(
             )
     # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
     back = [r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and transitions.revives(r)]
-    restored = [r for r in back if r.status is TaskStatus.REMOVED]
+    restored = [r for r in back if r.status is TaskStatus.REMOVED and r.key not in submitted_as]
     if reverted := [r for r in back if r.status is not TaskStatus.REMOVED]:  # its accepted submission
         more = f" (and {len(reverted) - 1} more)" if len(reverted) > 1 else ""
         untaken = _UNTAKEN.format("the edit's")
@@ -1085,6 +1097,15 @@ def diff(
             f"{len(restored)} thumbnail task(s) restored to the specs as they were submitted before, so not submitted"
             f" again; apply records them as done (no vendor call): {restored[0].key}"
             f" (removed at {fmt_time(restored[0].removed_at)}){more}."
+        )
+    if submitted_as:
+        (first, before), also = next(iter(submitted_as.items())), len(submitted_as) - 1
+        notes.append(
+            f"{len(submitted_as)} thumbnail task(s) whose file and settings ZEGO took under a key no longer declared"
+            f" (a ThumbnailJob renamed, an entry moved to another job), so not submitted again; apply records them"
+            f" as done with that ZEGO task (no vendor call): {first} (as {before.key})"
+            + (f" (and {also} more)" if also else "")
+            + "."
         )
     # Edited ones in a note of their own: a reviewer sees the edit waits, not only that tasks sleep.
     for status, spec_edit in ((TaskStatus.DORMANT, True), (TaskStatus.DORMANT, False), (TaskStatus.STOPPED, False)):

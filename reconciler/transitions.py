@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import stopreasons
@@ -69,6 +69,8 @@ __all__ = [
     "still_running",
     "stoppable",
     "stopped",
+    "submitted",
+    "submitted_before",
     "tombstone_expired",
     "unfound_start",
     "updated",
@@ -654,6 +656,41 @@ def restored(record: TaskRecord) -> TaskRecord:
         client_task_id=None,
         next_attempt_at=None,
     )
+
+
+def submitted(record: TaskRecord) -> bool:
+    """A thumbnail submission ZEGO took, as its record holds it: `done`, or the tombstone of one (not one
+    whose later edit was refused or its answer lost: that record's content is not what ZEGO took)."""
+    return (
+        record.family is ApiFamily.ZEGO_THUMBNAIL
+        and bool(record.vendor_task_id)
+        and record.accepted is None
+        and record.status in (TaskStatus.DONE, TaskStatus.REMOVED)
+    )
+
+
+def submitted_before(
+    task: DesiredTask, candidates: Iterable[TaskRecord], declared: Container[str]
+) -> TaskRecord | None:
+    """A thumbnail key with no record whose very content (file, settings, Provider: its `spec_hash`) a
+    submission ZEGO took under a key no longer `declared` holds (a ThumbnailJob renamed, an entry moved to
+    another job): that submission, as this key's tombstone. The plan reads it as a restored one (a no-op,
+    submitted before with the same content) and `engine.persist_restored` revives it `done` with that ZEGO task
+    id: MediaThumbnails has no idempotency key, so a new submission made the thumbnails twice (walk 58b). Two keys
+    both declared stay two submissions (a task is kind/name/fileId): a submission already taken by a declared
+    key is not taken again. `candidates`: records that may be it (the caller's index by content hash, or all);
+    the first by key is taken."""
+    if task.family is not ApiFamily.ZEGO_THUMBNAIL:
+        return None
+    same = [r for r in candidates if submitted(r) and r.spec_hash == task.spec_hash and r.home in (None, task.home)]
+    # One submission is one key's: another key of the specs that took it already (two jobs naming one file)
+    # keeps it, and this one is submitted.
+    held = {r.vendor_task_id for r in same if r.key in declared}
+    taken = [r for r in same if r.key not in declared and r.vendor_task_id not in held]
+    if not taken:
+        return None
+    before = min(taken, key=lambda record: record.key)
+    return before.evolve(key=task.key, labels=dict(task.labels), selector=task.selector, status=TaskStatus.REMOVED)
 
 
 def tombstone_expired(record: TaskRecord, now: float) -> bool:

@@ -271,6 +271,10 @@ class Reconciler:
         if record is not None and (record.provider != task.provider or record.accepted is not None):
             rehomed = rehome({key: task}, {key: record}, spec.providers, self.records.fingerprint_key())
             record, moved = rehomed.records[key], rehomed.moved
+        if record is None:  # a thumbnail ZEGO took under a key no longer declared (a ThumbnailJob renamed)
+            record = transitions.submitted_before(task, self.records.submitted(task.spec_hash), spec.tasks)
+            if record is not None:
+                log.info("submitted before under another key", key=key, submission=record.vendor_task_id)
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}

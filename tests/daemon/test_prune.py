@@ -253,6 +253,33 @@ async def test_a_restored_thumbnail_is_not_submitted_again(harness: Harness) -> 
     assert revived["log_level"] == "info" and "submitted before with the same content" in revived["reason"]
 
 
+async def test_a_renamed_thumbnail_job_is_not_submitted_again(harness: Harness) -> None:
+    """Walk 58b/59f: the daemon submitted a renamed ThumbnailJob's files again (a new key each, no record), so
+    ZEGO made their thumbnails twice. The old key's submission is the new key's, as `capctl apply` takes it;
+    an entry changed in the rename is submitted."""
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    old, new = "ThumbnailJob/thumbs//record/a.mp4", "ThumbnailJob/thumbs-v2//record/a.mp4"
+    task_id = harness.record(old).vendor_task_id
+    assert harness.calls("MediaThumbnails") == 1 and task_id
+    assert harness.daemon is not None
+    write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.calls("MediaThumbnails") == 1
+    assert harness.record(new).status is TaskStatus.DONE and harness.record(new).vendor_task_id == task_id
+    assert harness.record(old).status is TaskStatus.REMOVED
+    routed = harness.daemon.records.by_vendor_id(("zego", task_id))  # its callbacks reach the new key
+    assert routed is not None and routed.key == new
+    write_specs(harness.specs, thumbnail_job("thumbs-v3", tencent=False, huawei_interval="5s"))  # and changed
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.calls("MediaThumbnails") == 2
+    assert harness.record("ThumbnailJob/thumbs-v3//record/a.mp4").vendor_task_id != task_id
+
+
 async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_a_new_one(harness: Harness) -> None:
     """20d-6: an edit ZEGO refused (its file missing) overwrote the record's accepted submission (its hash,
     task id and time); the entry reverted was then submitted a second time, its thumbnails made twice."""

@@ -208,24 +208,38 @@ def test_thumbnails_submitted_once_and_again_when_changed(work: Workdir) -> None
     assert {t["status"] for t in state(work).values()} == {"done"}
 
 
-def test_a_renamed_thumbnail_job_says_its_files_are_submitted_again(work: Workdir) -> None:
-    """Walk 58b: a ThumbnailJob renamed is a new task key per file, submitted again (no idempotency key: ZEGO
-    makes the thumbnails twice). The plan said only "new task: not in state"; it names the submission it repeats."""
+def test_a_renamed_thumbnail_job_is_not_submitted_again(work: Workdir) -> None:
+    """Walk 58b/59f: a ThumbnailJob renamed is a new task key per file; submitted again, ZEGO made its thumbnails
+    twice (MediaThumbnails has no idempotency key). The submission the old key holds is the new key's: a no-op,
+    the new key recorded done with that ZEGO task id, the old one tombstoned. A second job naming the same file
+    and settings is submitted (two declared keys, two submissions); so is an entry changed in the rename."""
     work.write("jobs.yaml", thumbnail_job("thumbs", tencent=False))
     work.apply()
     [(old, record)] = state(work).items()
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
     work.write("jobs.yaml", thumbnail_job("thumbs-v2", tencent=False) + "---\n" + thumbnail_job("other"))
-    changes = {c["key"]: c for c in json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]}
-    repeated = changes["ThumbnailJob/thumbs-v2//record/a.mp4"]["reason"]
-    assert repeated == (
-        f"new task: not in state; the same file and settings were submitted as {old} (ZEGO task"
-        f" {record['vendor_task_id']}): submitted again under this key, so ZEGO makes its thumbnails twice"
-        " (a job keeps its submissions under its own name only)"
+    plan = json.loads(work.capctl("plan", "--format", "json").stdout)
+    changes = {c["key"]: c for c in plan["changes"]}
+    assert changes[new]["action"] == "no-op"
+    assert changes[new]["reason"] == (
+        f"submitted before as {old} (ZEGO task {record['vendor_task_id']}) with the same file and settings: not"
+        " again, recorded done under this key (no vendor call)"
     )
-    assert changes["ThumbnailJob/other//record/a.mp4"]["reason"].startswith(repeated[:40])  # the same file again
+    assert any(f"{new} (as {old})" in note for note in plan["notes"])
+    assert changes["ThumbnailJob/other//record/a.mp4"]["action"] == "create"  # the same file, another live job
     assert changes["ThumbnailJob/other/1397757897438985100"]["reason"] == "new task: not in state"  # a new file
-    work.write("jobs.yaml", thumbnail_job("thumbs-v2", tencent=False, huawei_interval="5s"))  # other settings
-    assert "submitted as" not in work.capctl("plan").stdout
+    assert changes[old]["action"] == "delete"
+    calls = len(work.sim.requests("MediaThumbnails"))
+    work.apply()
+    assert len(work.sim.requests("MediaThumbnails")) == calls + 2  # other's two files only
+    after = state(work)
+    assert after[new]["status"] == "done" and after[new]["vendor_task_id"] == record["vendor_task_id"]
+    assert after[old]["status"] == "removed" and after[old]["vendor_task_id"] == record["vendor_task_id"]
+    assert work.capctl("plan", "--detailed-exitcode").returncode == 0
+    work.write("jobs.yaml", thumbnail_job("thumbs-v3", tencent=False, huawei_interval="5s"))  # renamed and changed
+    changes = {c["key"]: c for c in json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]}
+    assert changes["ThumbnailJob/thumbs-v3//record/a.mp4"]["action"] == "create"
+    assert "submitted before" not in changes["ThumbnailJob/thumbs-v3//record/a.mp4"]["reason"]
 
 
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
