@@ -909,10 +909,10 @@ _SUBMITTED = (TaskStatus.DONE, TaskStatus.REMOVED)
 
 
 def _submitted_as(changes: list[Change], records: Mapping[str, TaskRecord]) -> list[Change]:
-    """`changes`, each thumbnail create of a key the state has no record of whose very content (file, settings,
-    Provider) another key's submission ZEGO took holds (a ThumbnailJob renamed, an entry moved to another job: a
-    new task key) saying it is submitted again: MediaThumbnails has no idempotency key, so ZEGO makes those
-    thumbnails twice. The reviewer is told before apply sends it (walk 58b)."""
+    """`changes`, each thumbnail create (of a key the state has no record of, or one whose submission failed: walk
+    59e) whose very content (file, settings, Provider) another key's submission ZEGO took holds (a ThumbnailJob
+    renamed, an entry moved to another job: a new task key) saying it is submitted again: MediaThumbnails has no
+    idempotency key, so ZEGO makes those thumbnails twice. The reviewer is told before apply sends it (walk 58b)."""
     if not any(c.action is Action.CREATE and c.family is ApiFamily.ZEGO_THUMBNAIL for c in changes):
         return changes  # (the records not read: a plan of no submission is made at every daemon pass)
     taken: dict[str, TaskRecord] = {}
@@ -924,7 +924,7 @@ def _submitted_as(changes: list[Change], records: Mapping[str, TaskRecord]) -> l
     told = []
     for change in changes:
         before = taken.get(change.after_hash or "") if change.action is Action.CREATE else None
-        if before is not None and change.key not in records and before.key != change.key:
+        if before is not None and before.key != change.key:  # its own record, if any, is a failed submission
             removed = f", removed at {fmt_time(before.removed_at)}" if before.status is TaskStatus.REMOVED else ""
             reason = (
                 f"{change.reason}; the same file and settings were submitted as {before.key} (ZEGO task"

@@ -228,6 +228,22 @@ def test_a_renamed_thumbnail_job_says_its_files_are_submitted_again(work: Workdi
     assert "submitted as" not in work.capctl("plan").stdout
 
 
+def test_a_renamed_thumbnail_job_whose_submission_failed_still_says_it_repeats_one(work: Workdir) -> None:
+    """Walk 59e: once the renamed job's submission failed (its file not uploaded yet), the retry's plan said only
+    "previous submission failed: …", and the next apply made ZEGO's thumbnails twice all the same."""
+    work.write("jobs.yaml", thumbnail_job("thumbs", tencent=False))
+    work.apply()
+    [(old, record)] = state(work).items()
+    work.write("jobs.yaml", thumbnail_job("thumbs-v2", tencent=False))
+    work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
+    work.apply(expect=1)
+    assert state(work)["ThumbnailJob/thumbs-v2//record/a.mp4"]["status"] == "failed"
+    [change] = json.loads(work.capctl("plan", "--format", "json").stdout)["changes"]
+    assert change["reason"].startswith("previous submission failed: ")
+    repeated = f"; the same file and settings were submitted as {old} (ZEGO task {record['vendor_task_id']}, removed"
+    assert repeated in change["reason"]
+
+
 def test_thumbnail_vendor_errors_fail_that_entry_only(work: Workdir) -> None:
     work.write("jobs.yaml", thumbnail_job())
     work.sim.post("/missing-files", {"fileIds": ["/record/a.mp4"]})
