@@ -139,9 +139,9 @@ def run(
             min=0,
             max=100,
             metavar="PERCENT",
-            help="A spec change that removes more than this share of the tasks in the state (submitted thumbnails "
-            "aside) or of the running ones prunes none of them and waits for a human (`capctl apply`, or a "
-            "restart with --max-prune 100). 100 disables it.",
+            help="A spec change that removes more than this share of the tasks in the state (thumbnails aside: "
+            "their prune calls nothing) or of the running ones prunes none of them and waits for a human "
+            "(`capctl apply`, or a restart with --max-prune 100). 100 disables it.",
         ),
     ] = 50.0,
     prune_grace: Annotated[

@@ -1,7 +1,7 @@
 """The prune guard: which tasks removed from the specs the daemon stops, and when.
 
 The safeguard Argo CD and Flux have: a spec change that would prune more than `max_prune` % of the tasks
-in the state (tombstones and submitted thumbnails aside) prunes none of them and waits for a human; a task
+in the state (tombstones and thumbnails aside) prunes none of them and waits for a human; a task
 missing from the specs is stopped only once it has stayed missing for `prune_grace` (a spec file rewritten in
 place is briefly missing documents); a task whose Provider is gone too is reported once, not retried
 (docs/daemon.md, "Pruning and its safeguard"). The `capctl_prune_blocked` gauges say how many are held back and why.
@@ -54,10 +54,11 @@ class PruneGuard:
         self._unstoppable &= {r.key for r in records} - set(spec.tasks)
         live = [r for r in records if r.status is not TaskStatus.REMOVED]
         missing = {r.key for r in live if r.key not in spec.tasks} if self.prune else set()
-        # A submitted thumbnail's prune calls nothing and loses nothing (restored, it is not submitted again):
-        # weighed, a thumbnail job's cleanup waited for a human, and its files diluted a bad merge's share. One
-        # whose later edit was refused is submitted too (`accepted`: restored as taken, not submitted again).
-        weighed = [r.key for r in live if not (r.family is ApiFamily.ZEGO_THUMBNAIL and _submitted(r))]
+        # A thumbnail's prune calls nothing and loses nothing: restored, a submitted one is not submitted again
+        # (one whose later edit was refused too: `accepted`, restored as taken), and one whose submission failed
+        # is tried again as it would have been. Weighed, a thumbnail job's cleanup waited for a human (a renamed
+        # job with a file not uploaded yet, walk 59e), and its files diluted a bad merge's share.
+        weighed = [r.key for r in live if r.family is not ApiFamily.ZEGO_THUMBNAIL]
         # Weighed on the running tasks too: a selector job's stopped rooms of the last day must not dilute a
         # removal of most of what captures now.
         running = [r.key for r in live if transitions.stoppable(r)]
@@ -70,9 +71,9 @@ class PruneGuard:
         self._start_grace(missing, blocked)
         if blocked and blocked != self._blocked:
             # The counts weighed, so that the line shows why (with `of=len(live)`, done thumbnails made a held
-            # 1 of 1 read "1 of 3"); submitted thumbnails removed with them are held too, and said apart. `held`:
+            # 1 of 1 read "1 of 3"); thumbnails removed with them are held too, and said apart. `held`:
             # all of them, the keys `first` lists and the max-prune gauge counts (6 tasks beside 8 keys misread).
-            along = {"submitted_thumbnails": len(blocked) - removing} if len(blocked) > removing else {}
+            along = {"thumbnails": len(blocked) - removing} if len(blocked) > removing else {}
             log.warning(
                 "prune blocked: too many tasks removed at once; waiting for a human",
                 tasks=removing,
@@ -159,8 +160,3 @@ class PruneGuard:
         self.metrics.prune_blocked.labels(reason="max-prune").set(len(self._blocked))
         self.metrics.prune_blocked.labels(reason="grace").set(len(self._pending))
         self.metrics.prune_blocked.labels(reason="provider-missing").set(len(self._unstoppable))
-
-
-def _submitted(thumbnail: TaskRecord) -> bool:
-    """ZEGO took a submission of this thumbnail: its record is done, or keeps the one taken (a later edit not)."""
-    return thumbnail.status is TaskStatus.DONE or thumbnail.accepted is not None

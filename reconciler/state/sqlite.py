@@ -152,7 +152,7 @@ class SQLiteStateStore(SqlStateStore):
         not a whole state (0 bytes, no or some capctl tables, corrupt) raises `StateDamaged` unless `init`
         (`capctl state init`) asks for a new state in an empty file or one without capctl tables.
         `created` tells whether this open made a new state."""
-        self.path = Path(path).absolute()
+        self.path = _normal(Path(path).absolute())
         self.url = f"sqlite:///{self.path}"
         real = _real(self.path)  # beside the file a linked path leads to, with -wal and -shm (walk 36B-7)
         self.lock_path = real.with_name(real.name + ".lock")
@@ -897,6 +897,13 @@ def _log_files(home: tuple[int, str] | None) -> tuple[tuple[int, int], tuple[int
     except OSError:
         return None
     return (found[0].st_dev, found[0].st_ino), (found[1].st_dev, found[1].st_ino)
+
+
+def _normal(path: Path) -> Path:
+    """`path` without `.` and `..` (`sqlite:///../x.db` was named `/work/st/../x.db` in every message), where
+    that is the same directory: a `..` after a link leads beside the link's target, so the path stays as given."""
+    normal = Path(os.path.normpath(path))
+    return normal if os.path.realpath(normal.parent) == os.path.realpath(path.parent) else path
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -378,13 +378,13 @@ async def test_done_thumbnails_removed_are_neither_held_nor_weighed_by_max_prune
     # Its line gives the counts weighed (21b: it said "1 of 3", a share below --max-prune, for a hold).
     [blocked] = [e for e in logs if e["event"].startswith("prune blocked")]
     assert (blocked["tasks"], blocked["of"], blocked["running"], blocked["of_running"]) == (1, 1, 0, 0)
-    assert "submitted_thumbnails" not in blocked
+    assert "thumbnails" not in blocked
     # Submitted thumbnails removed beside it are held with it, and said apart from the counts weighed.
     write_specs(harness.specs, snapshot_job("other", ["hall"]))
     with capture_logs() as logs:
         assert harness.daemon.reload()
     [blocked] = [e for e in logs if e["event"].startswith("prune blocked")]
-    assert (blocked["tasks"], blocked["of"], blocked["submitted_thumbnails"]) == (1, 1, 2)
+    assert (blocked["tasks"], blocked["of"], blocked["thumbnails"]) == (1, 1, 2)
     # Walk 30b-4: `first` lists all 3 held keys; `held` counts them, as the gauge does (1 task beside 3 keys).
     assert blocked["held"] == len(blocked["first"]) == 3, blocked
 
@@ -405,6 +405,26 @@ async def test_a_thumbnail_refused_on_an_edit_is_submitted_and_not_weighed_by_ma
     (harness.specs / "jobs.yaml").write_text("")
     assert harness.daemon.reload()
     await harness.advance(PRUNE_GRACE + 1)
+    assert harness.record(key).status is TaskStatus.REMOVED
+    assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
+
+
+async def test_a_thumbnail_whose_submission_failed_is_not_weighed_by_max_prune(harness: Harness) -> None:
+    """Walk 59e: a ThumbnailJob renamed while one of its files was not uploaded yet (its submission failed) was
+    held for a human ("1 of 1 tasks", an alert): that prune calls nothing, and restored it is tried again as it
+    would have been."""
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    key = "ThumbnailJob/thumbs//record/a.mp4"
+    assert harness.record(key).status is TaskStatus.FAILED and harness.record(key).accepted is None
+    write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))
+    assert harness.daemon is not None
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 1)
+    assert not [e for e in logs if e["event"].startswith("prune blocked")]
     assert harness.record(key).status is TaskStatus.REMOVED
     assert 'capctl_prune_blocked{reason="max-prune"} 0.0' in await metrics(harness)
 

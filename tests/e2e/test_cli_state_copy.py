@@ -6,6 +6,7 @@ never shown, and a large state reports its progress."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def test_sqlite_to_postgres_and_back(tmp_path: Path, pg_url: str) -> None:  # no
     assert back.returncode == 0, back.stderr
     restored = capctl("state", "list", "-o", "json", "--state", "sqlite:///back/state.db", cwd=tmp_path).stdout
     assert restored == listed[0]
+
+
+def test_the_sample_of_the_docs_reads_as_capctl_prints_it(tmp_path: Path) -> None:
+    """Walk 59e (58d: the docs' output samples were never compared with what capctl prints): docs/state.md's
+    `state copy` sample, its URLs and numbers aside, is the output of a copy."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "state.md").read_text()
+    [sample] = re.findall(r"```\n\$ capctl state copy [^\n]*\n(.*?)```", page, re.S)
+    source = make_state(tmp_path / "state.db", 3)
+    copied = capctl("state", "copy", "--from", source, "--to", "sqlite:///copy.db", cwd=tmp_path)
+
+    def shape(text: str) -> str:
+        return re.sub(r"\d[\d,]*", "N", re.sub(r"(sqlite|postgresql)://\S+", "URL", text))
+
+    assert copied.returncode == 0, copied.stderr
+    assert shape(copied.stdout) == shape(sample)
 
 
 def test_a_state_a_daemon_holds_is_refused_and_nothing_is_created(tmp_path: Path) -> None:

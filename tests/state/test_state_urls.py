@@ -34,6 +34,24 @@ def test_default_is_a_sqlite_file_under_the_working_directory(tmp_path: Path, mo
     assert (tmp_path / ".capctl" / "state.db").is_file()
 
 
+def test_a_relative_path_up_a_directory_is_named_without_its_dots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk 58d: `state copy --from sqlite:///../x.db` said it copied `sqlite:////…/st/../x.db`. A `..` after a
+    link leads beside the link's target, not back: that path is named as given, and opens that file."""
+    (tmp_path / "st").mkdir()
+    (tmp_path / "far" / "in").mkdir(parents=True)
+    (tmp_path / "st" / "link").symlink_to(tmp_path / "far" / "in")
+    monkeypatch.chdir(tmp_path / "st")
+    up = open_state("sqlite:///../x.db")
+    assert up.url == f"sqlite:///{tmp_path}/x.db"
+    up.close()
+    through = open_state("sqlite:///link/../x.db")
+    assert through.url == f"sqlite:///{tmp_path}/st/link/../x.db"
+    through.close()
+    assert (tmp_path / "far" / "x.db").is_file()
+
+
 def test_env_names_the_store_and_an_argument_wins(tmp_path: Path) -> None:
     from_env = open_state(env={"CAPCTL_STATE": f"sqlite:///{tmp_path}/env.db"})
     assert from_env.url.endswith("/env.db")
