@@ -37,6 +37,7 @@ __all__ = [
     "RecentEvents",
     "configure",
     "configure_on_first_event",
+    "discard_waiting_setup",
     "lazy_logger",
     "recent_events",
 ]
@@ -216,13 +217,19 @@ def configure_on_first_event(
     _from_logging(clock)
 
 
+def discard_waiting_setup() -> None:
+    """Drops a `configure_on_first_event` set-up no event applied yet: a caller running commands one after
+    another in one process (tests) must not have the next one's first warning replace its own configuration."""
+    global _deferred
+    _deferred = None
+
+
 def configure(
     level: str = "warning", *, json_logs: bool | None = None, stream: TextIO | None = None, clock: Clock | None = None
 ) -> None:
     """Logging set up at once (the daemon, whose modules log through structlog directly). `clock`: the one
     libraries' repeated warnings are held back by (`_FromLogging`)."""
-    global _deferred
-    _deferred = None
+    discard_waiting_setup()
     _configure(level, json_logs, stream)
     _from_logging(clock)
 

@@ -52,4 +52,4 @@ def _unfrozen() -> Iterator[None]:
 def _no_logging_set_up_waiting() -> None:
     from reconciler import logs
 
-    logs._deferred = None
+    logs.discard_waiting_setup()
