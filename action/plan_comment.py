@@ -7,6 +7,7 @@ comments, edits its own one with the marker (never a stranger's that quotes it),
 there is none. Standard library only, so it runs before (or without) capctl's own dependencies.
 
   plan_comment.py --plan plan.md --exit-code 2          # exit code of `capctl plan --detailed-exitcode`
+  plan_comment.py ... --summary "$GITHUB_STEP_SUMMARY" [--no-post]   # the same text on the run's page too
 GitHub: GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_EVENT_PATH (the pull request number).
 GitLab: GITLAB_TOKEN (an access token with `api` scope), CI_API_V4_URL, CI_PROJECT_ID, CI_MERGE_REQUEST_IID.
 """
@@ -54,6 +55,7 @@ class Forge:
     user_url: str  # who the token is (GET)
     author: str  # the comment's field naming its author
     login: str  # the author's (and the user's) field holding the login
+    forbidden: str  # what a 403 most likely means, said after the forge's own terse message
 
 
 def _need(env: dict[str, str], name: str) -> str:
@@ -85,6 +87,8 @@ def github(env: dict[str, str], number: str | None) -> Forge:
         f"{api}/user",
         "user",
         "login",
+        "the token may not comment: the job needs `permissions: pull-requests: write`; a pull request from a fork"
+        " gets a read-only token whatever the workflow asks",
     )
 
 
@@ -94,7 +98,8 @@ def gitlab(env: dict[str, str], number: str | None) -> Forge:
     iid = number or _need(env, "CI_MERGE_REQUEST_IID")
     notes = f"{api}/projects/{project}/merge_requests/{iid}/notes"
     headers = {"PRIVATE-TOKEN": _need(env, "GITLAB_TOKEN")}
-    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", headers, f"{api}/user", "author", "username")
+    forbidden = "GITLAB_TOKEN may not write notes on this merge request: a project access token with the `api` scope"
+    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", headers, f"{api}/user", "author", "username", forbidden)
 
 
 def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
@@ -106,7 +111,8 @@ def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None
             return json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:  # the forge's own message, never the request's headers (the token)
         detail = exc.read().decode(errors="replace")[:300]
-        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}", exc.code) from None
+        hint = f" ({forge.forbidden})" if exc.code == 403 else ""
+        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}{hint}", exc.code) from None
     except urllib.error.URLError as exc:
         raise Refused(f"cannot reach {forge.name} at {url}: {exc.reason}") from None
 
@@ -173,14 +179,23 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     parser.add_argument("--forge", choices=["github", "gitlab"], help="default: from the CI's variables")
     parser.add_argument("--number", help="pull/merge request number (default: from the CI's variables)")
     parser.add_argument("--where", default="the job's artifacts", help="where the whole plan is, if cut")
+    parser.add_argument("--summary", metavar="FILE", help="also append the text to FILE ($GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--no-post", action="store_true", help="post no comment (with --summary: only the summary)")
     args = parser.parse_args(argv)
     env = dict(os.environ) if env is None else env
     name = args.forge or ("gitlab" if env.get("GITLAB_CI") else "github")
     marker = f"<!-- capctl-plan:{args.id} -->"
     try:
-        forge = (gitlab if name == "gitlab" else github)(env, args.number)
         with open(args.plan, encoding="utf-8") as plan_file:
             body = comment_body(marker, plan_file.read(), args.exit_code, args.where)
+        if args.summary:
+            # First: with `comment: false`, or a token that may not comment, the run's page still shows the plan
+            # (it was in no log either: stdout goes to plan.md).
+            with open(args.summary, "a", encoding="utf-8") as summary:
+                summary.write(body.removeprefix(f"{marker}\n") + "\n")
+        if args.no_post:
+            return 0
+        forge = (gitlab if name == "gitlab" else github)(env, args.number)
         existing = find_comment(forge, marker)
         if existing is None:
             created = call(forge, "POST", forge.comments_url, {"body": body})

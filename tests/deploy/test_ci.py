@@ -113,6 +113,57 @@ def test_a_forge_refusal_fails_the_job_and_says_why(work: Workdir) -> None:
         proc = run_plan_sh(work, forge)
     assert proc.returncode == 1
     assert "GitHub answered 403" in proc.stderr and "Resource not accessible" in proc.stderr
+    # GitHub's terse message, then what it most likely means (walk 60e-3)
+    assert "the job needs `permissions: pull-requests: write`" in proc.stderr
+
+
+def test_an_incomplete_plan_says_in_the_log_why(work: Workdir) -> None:
+    """Walk 60e-1: a plan that could not observe its tasks fails with "see the note above", but the note (which
+    tasks, the vendor's error) went to plan.md, emptied for the comment that says "The job log says why": the log
+    had no why. It now holds the incomplete plan."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.apply()
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, VOLC_SK="not-the-secret-key")
+        [comment] = marked(forge)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "(see the note above)" in proc.stderr
+    note = proc.stderr.split("(see the note above)")[1]
+    assert "could not be observed" in note and "SignatureDoesNotMatch" in note
+    assert "check the provider's secretKey" in note
+    assert "not-the-secret-key" not in proc.stdout + proc.stderr
+    assert "❌ capctl plan failed (exit 1): no plan. The job log says why." in comment["body"]
+    assert (work.root / "plan.md").read_text() == ""
+
+
+def test_the_step_summary_shows_the_plan_comment_or_not(work: Workdir) -> None:
+    """Walk 60e-2: the plan went to plan.md only, so with `comment: false` (or a token that may not comment) the
+    run showed it nowhere, neither in its log nor on its page. The step summary holds the comment's text."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    summary = work.root / "step-summary.md"
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_COMMENT="false", GITHUB_STEP_SUMMARY=str(summary))
+        assert proc.returncode == 2, proc.stderr
+        assert forge.requests == []
+        first = summary.read_text()
+        assert first.startswith("#### capctl: changes to apply\n") and "`SnapshotJob/audit/lobby` | create" in first
+        assert MARKER not in first
+        forge.refuse = 403  # the comment is refused: the summary is written first, and says the same
+        proc = run_plan_sh(work, forge, GITHUB_STEP_SUMMARY=str(summary))
+        assert proc.returncode == 1 and "GitHub answered 403" in proc.stderr
+    assert summary.read_text() == first * 2
+
+
+@pytest.mark.parametrize("value", ["yes", "True", "no"])
+def test_a_comment_input_neither_true_nor_false_fails_the_job(work: Workdir, value: str) -> None:
+    """Walk 60e-4: anything but "true" was taken for "false": `comment: yes` planned, posted nothing, said
+    nothing, and the job passed."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_COMMENT=value)
+        assert forge.requests == []
+    assert proc.returncode == 1
+    assert f'comment is "{value}": it takes true (post or update the plan comment) or false' in proc.stderr
 
 
 def test_without_capctl_installed_the_job_says_so_and_the_comment_says_failed(work: Workdir) -> None:
