@@ -464,6 +464,21 @@ def test_a_failure_to_say_who_the_token_is_fails_the_job_and_posts_nothing(
         assert len(forge.comments) == 1 and [r[0] for r in forge.requests if r[0] != "GET"] == ["PUT"]
 
 
+def test_the_plan_jobs_run_one_plan_per_pull_request_at_a_time() -> None:
+    """Walk 60e-5: two pushes in quick succession ran two plans at once. On a new pull request both found no
+    comment and both posted one (the older then stayed up, never updated: the script edits the first); later, a
+    slower run of the older push wrote its plan over the newer one's. Each plan job cancels the one it
+    supersedes, per workflow and pull request (GitLab: an interruptible job, cancelled by the newer pipeline)."""
+    ci = ROOT / "examples" / "ci"
+    pull_request = yaml.safe_load((ci / "github-pull-request.yaml").read_text())
+    actions = yaml.safe_load((ci / "github-actions.yaml").read_text())
+    for concurrency in (pull_request["concurrency"], actions["jobs"]["plan"]["concurrency"]):
+        assert concurrency["cancel-in-progress"] is True
+        assert "${{ github.workflow }}" in concurrency["group"]
+        assert "${{ github.event.pull_request.number }}" in concurrency["group"]
+    assert yaml.safe_load((ci / "gitlab-ci.yml").read_text())["plan"]["interruptible"] is True
+
+
 def test_the_github_workflows_of_the_kit_read_the_same_settings_the_same_way() -> None:
     """A user who takes github-actions.yaml with github-drift.yaml (or github-pull-request.yaml) sets up one
     set of secrets and writes the app ids once per file alike. Walk 42B-5: after 41D-2 github-actions.yaml wrote
