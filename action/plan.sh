@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The capctl action's work (action.yml), also run by the GitLab example: validate, plan, post the plan as one
 # comment updated in place. Inputs come as variables, so any CI can call it:
-#   CAPCTL_PATHS       spec paths, separated by spaces or newlines (default: specs)
+#   CAPCTL_PATHS       spec paths, separated by spaces or newlines (default: specs); patterns (*, ?, [) expanded
 #   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (split at spaces and newlines; no
 #                      shell quoting: a word in quotes is refused)
 #   CAPCTL_COMMENT     "true" (default) posts/updates the comment; "false" only plans (anything else fails)
@@ -12,7 +12,15 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # -d '': every line, as a multi-line `with:` input gives them (read alone stops at the first newline)
-read -r -d '' -a paths <<< "${CAPCTL_PATHS:-specs}"
+read -r -d '' -a words <<< "${CAPCTL_PATHS:-specs}"
+# A pattern (`specs/*.yaml`) is expanded as a shell would, as `capctl plan specs/*.yaml` in a terminal (it reached
+# capctl as written: "no such file or directory"); one matching nothing stays as written, and capctl names it.
+paths=()
+for word in "${words[@]}"; do
+  matched=()
+  [[ "$word" == *[*?[]* ]] && mapfile -t matched < <(compgen -G "$word" | sort)
+  if [ "${#matched[@]}" -gt 0 ]; then paths+=("${matched[@]}"); else paths+=("$word"); fi
+done
 read -r -d '' -a extra <<< "${CAPCTL_PLAN_ARGS:-}"
 out="${CAPCTL_OUT_DIR:-.}"
 comment="${CAPCTL_COMMENT:-true}"

@@ -194,6 +194,23 @@ def test_paths_given_one_per_line_are_all_planned(work: Workdir) -> None:
     assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
 
 
+def test_a_pattern_in_paths_is_expanded_as_a_shell_would(work: Workdir) -> None:
+    """Walk 60e-6: no shell reads `paths`, so `specs/*.yaml` (as `capctl plan specs/*.yaml` in a terminal) reached
+    capctl as written and failed the job, `specs/*.yaml: no such file or directory`. A pattern matching nothing
+    stays as written, and capctl names it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (work.root / "more").mkdir()
+    (work.root / "more" / "hall.yaml").write_text(snapshot_job("hall", ["hall-a"]))
+    (work.root / "more" / "notes.txt").write_text("not a spec")
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs/*.yaml more/*.y[a]ml", CAPCTL_COMMENT="false")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        planned = {c["key"] for c in json.loads((work.root / "plan.json").read_text())["changes"]}
+        assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs/*.yml", CAPCTL_COMMENT="false")
+    assert proc.returncode == 1 and "specs/*.yml: no such file or directory" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("plan_args", ["-l 'team=safety'", '--target "SnapshotJob/*"'])
 def test_plan_args_in_shell_quotes_fail_the_job_rather_than_plan_nothing(work: Workdir, plan_args: str) -> None:
     """Walk 58d: no shell reads `plan-args`, so `-l 'team=safety'` reached capctl as the label `'team`: a plan
