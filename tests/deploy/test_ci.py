@@ -134,6 +134,14 @@ def test_an_incomplete_plan_says_in_the_log_why(work: Workdir) -> None:
     assert "not-the-secret-key" not in proc.stdout + proc.stderr
     assert "❌ capctl plan failed (exit 1): no plan. The job log says why." in comment["body"]
     assert (work.root / "plan.md").read_text() == ""
+    # github-actions.yaml's own Plan step likewise (its artifact, plan.md, is not uploaded after a failure)
+    script = workflow_step(ROOT / "examples" / "ci" / "github-actions.yaml", "plan", "Plan")
+    env = {**work.env, "VOLC_SK": "not-the-secret-key", "PATH": f"{Path(sys.executable).parent}:{work.env['PATH']}"}
+    step = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script], cwd=work.root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert step.returncode == 1 and "::error::capctl plan failed (exit 1)" in step.stdout
+    assert "SignatureDoesNotMatch" in step.stdout.split("::error::")[0]
 
 
 def test_the_step_summary_shows_the_plan_comment_or_not(work: Workdir) -> None:
