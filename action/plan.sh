@@ -5,7 +5,7 @@
 #   CAPCTL_PLAN_ARGS   more `capctl plan` options, e.g. "-l team=media" (split at spaces and newlines; no
 #                      shell quoting: a word in quotes is refused)
 #   CAPCTL_COMMENT     "true" (default) posts/updates the comment; "false" only plans (anything else fails)
-#   CAPCTL_COMMENT_ID  tells apart several plans in one pull request (default: default)
+#   CAPCTL_COMMENT_ID  tells apart several plans in one pull request, named in each headline (default: default)
 #   CAPCTL_OUT_DIR     where plan.json and plan.md go (default: .)
 # Exit: 0 no changes, 2 changes, 1 anything failed (validation, plan, comment). It writes `exitcode` and
 # `has-changes` to $GITHUB_OUTPUT and the comment's text to $GITHUB_STEP_SUMMARY when set (comment or not).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -24,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+ID_RE = re.compile(r"[\w.:/ -]+")  # no markup, and no `>` to end the marker
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters; GitLab's notes allow more
 PAGE = 100
 
@@ -153,14 +155,26 @@ def find_comment(forge: Forge, marker: str) -> int | None:
         page += 1
 
 
-def comment_body(marker: str, plan: str, exit_code: int, where: str) -> str:
-    """The comment: the marker, a headline that says plainly what the plan found, then the plan itself."""
+def plan_id(text: str) -> str:
+    """`--id`, which goes into the hidden marker and the headline: `-->` in it ended the marker early (the rest
+    showed), and markup in it would be read in the headline."""
+    if not ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comment-id takes letters, digits, spaces and . _ : / - (e.g. prod, eu/staging)"
+        )
+    return text
+
+
+def comment_body(marker: str, plan: str, exit_code: int, where: str, name: str = "default") -> str:
+    """The comment: the marker, a headline that says plainly what the plan found (and, with several plans in
+    one pull request, which one: their comments looked alike), then the plan itself."""
+    capctl = "capctl" if name == "default" else f"capctl ({name})"
     if exit_code == 0:
-        headline = "#### ✅ capctl: no changes"
+        headline = f"#### ✅ {capctl}: no changes"
     elif exit_code == 2:
-        headline = "#### capctl: changes to apply"
+        headline = f"#### {capctl}: changes to apply"
     else:  # the old plan must not stay up looking current
-        headline = f"#### ❌ capctl plan failed (exit {exit_code}): no plan. The job log says why."
+        headline = f"#### ❌ {capctl} plan failed (exit {exit_code}): no plan. The job log says why."
         plan = ""
     if len(plan) > MAX_BODY:
         # Said under the headline: at the end it would sit inside a folded <details> nobody opens.
@@ -175,7 +189,9 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     parser = Parser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--plan", required=True, help="the markdown plan (`capctl plan --format markdown`)")
     parser.add_argument("--exit-code", type=int, required=True, help="`capctl plan --detailed-exitcode`'s exit")
-    parser.add_argument("--id", default="default", help="tells apart several plans in one pull request")
+    parser.add_argument(
+        "--id", type=plan_id, default="default", help="tells apart several plans in one pull request (named in each)"
+    )
     parser.add_argument("--forge", choices=["github", "gitlab"], help="default: from the CI's variables")
     parser.add_argument("--number", help="pull/merge request number (default: from the CI's variables)")
     parser.add_argument("--where", default="the job's artifacts", help="where the whole plan is, if cut")
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     marker = f"<!-- capctl-plan:{args.id} -->"
     try:
         with open(args.plan, encoding="utf-8") as plan_file:
-            body = comment_body(marker, plan_file.read(), args.exit_code, args.where)
+            body = comment_body(marker, plan_file.read(), args.exit_code, args.where, args.id)
         if args.summary:
             # First: with `comment: false`, or a token that may not comment, the run's page still shows the plan
             # (it was in no log either: stdout goes to plan.md).

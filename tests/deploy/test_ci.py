@@ -376,6 +376,29 @@ def test_a_cut_plan_never_hides_a_delete_or_a_replace(tmp_path: Path) -> None:
     assert "`SnapshotJob/job-0000/room-0`" in table[2]  # then the plan's own order
 
 
+def test_several_plans_in_one_pull_request_each_name_theirs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Walk 60e-7: `comment-id` told the script which comment is which, not the reviewer: two environments' plan
+    comments both read "capctl: changes to apply". A `-->` in it ended the hidden marker, the rest shown."""
+    plan_comment = load_plan_comment()
+    (tmp_path / "plan.md").write_text("### capctl plan\n")
+    with serve("github") as forge:
+        env = {"GITHUB_API_URL": forge.url, "GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": TOKEN}
+        for name, code in [("staging", "0"), ("eu/prod", "2"), ("default", "1")]:
+            args = ["--plan", str(tmp_path / "plan.md"), "--exit-code", code, "--number", "7", "--id", name]
+            assert plan_comment.main(args, env=env) == 0
+        headlines = [c["body"].splitlines()[:2] for c in forge.comments]
+        assert headlines == [
+            ["<!-- capctl-plan:staging -->", "#### ✅ capctl (staging): no changes"],
+            ["<!-- capctl-plan:eu/prod -->", "#### capctl (eu/prod): changes to apply"],
+            [MARKER, "#### ❌ capctl plan failed (exit 1): no plan. The job log says why."],
+        ]
+        forge.requests.clear()
+        with pytest.raises(SystemExit) as exited:
+            plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "2", "--id", "x --> <b>"], env=env)
+        assert exited.value.code == 1 and forge.requests == []
+    assert "'x --> <b>': a comment-id takes letters, digits, spaces and" in capsys.readouterr().err
+
+
 def test_a_usage_error_exits_1_never_2_which_means_changes(capsys: pytest.CaptureFixture[str]) -> None:
     plan_comment = load_plan_comment()
     with pytest.raises(SystemExit) as exited:
