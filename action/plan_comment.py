@@ -7,6 +7,7 @@ comments, edits its own one with the marker (never a stranger's that quotes it),
 there is none. Standard library only, so it runs before (or without) capctl's own dependencies.
 
   plan_comment.py --plan plan.md --exit-code 2          # exit code of `capctl plan --detailed-exitcode`
+  plan_comment.py ... --summary "$GITHUB_STEP_SUMMARY" [--no-post]   # the same text on the run's page too
 GitHub: GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_EVENT_PATH (the pull request number).
 GitLab: GITLAB_TOKEN (an access token with `api` scope), CI_API_V4_URL, CI_PROJECT_ID, CI_MERGE_REQUEST_IID.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -23,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+ID_RE = re.compile(r"[\w.:/ -]+")  # no markup, and no `>` to end the marker
 MAX_BODY = 60_000  # GitHub refuses comments over 65,536 characters; GitLab's notes allow more
 PAGE = 100
 
@@ -54,6 +57,7 @@ class Forge:
     user_url: str  # who the token is (GET)
     author: str  # the comment's field naming its author
     login: str  # the author's (and the user's) field holding the login
+    forbidden: str  # what a 403 most likely means, said after the forge's own terse message
 
 
 def _need(env: dict[str, str], name: str) -> str:
@@ -85,6 +89,8 @@ def github(env: dict[str, str], number: str | None) -> Forge:
         f"{api}/user",
         "user",
         "login",
+        "the token may not comment: the job needs `permissions: pull-requests: write`; a pull request from a fork"
+        " gets a read-only token whatever the workflow asks",
     )
 
 
@@ -94,7 +100,8 @@ def gitlab(env: dict[str, str], number: str | None) -> Forge:
     iid = number or _need(env, "CI_MERGE_REQUEST_IID")
     notes = f"{api}/projects/{project}/merge_requests/{iid}/notes"
     headers = {"PRIVATE-TOKEN": _need(env, "GITLAB_TOKEN")}
-    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", headers, f"{api}/user", "author", "username")
+    forbidden = "GITLAB_TOKEN may not write notes on this merge request: a project access token with the `api` scope"
+    return Forge("GitLab", notes, f"{notes}/{{id}}", "PUT", headers, f"{api}/user", "author", "username", forbidden)
 
 
 def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
@@ -106,7 +113,8 @@ def call(forge: Forge, method: str, url: str, body: dict[str, Any] | None = None
             return json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:  # the forge's own message, never the request's headers (the token)
         detail = exc.read().decode(errors="replace")[:300]
-        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}", exc.code) from None
+        hint = f" ({forge.forbidden})" if exc.code == 403 else ""
+        raise Refused(f"{forge.name} answered {exc.code} to {method} {url}: {detail}{hint}", exc.code) from None
     except urllib.error.URLError as exc:
         raise Refused(f"cannot reach {forge.name} at {url}: {exc.reason}") from None
 
@@ -147,14 +155,26 @@ def find_comment(forge: Forge, marker: str) -> int | None:
         page += 1
 
 
-def comment_body(marker: str, plan: str, exit_code: int, where: str) -> str:
-    """The comment: the marker, a headline that says plainly what the plan found, then the plan itself."""
+def plan_id(text: str) -> str:
+    """`--id`, which goes into the hidden marker and the headline: `-->` in it ended the marker early (the rest
+    showed), and markup in it would be read in the headline."""
+    if not ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comment-id takes letters, digits, spaces and . _ : / - (e.g. prod, eu/staging)"
+        )
+    return text
+
+
+def comment_body(marker: str, plan: str, exit_code: int, where: str, name: str = "default") -> str:
+    """The comment: the marker, a headline that says plainly what the plan found (and, with several plans in
+    one pull request, which one: their comments looked alike), then the plan itself."""
+    capctl = "capctl" if name == "default" else f"capctl ({name})"
     if exit_code == 0:
-        headline = "#### ✅ capctl: no changes"
+        headline = f"#### ✅ {capctl}: no changes"
     elif exit_code == 2:
-        headline = "#### capctl: changes to apply"
+        headline = f"#### {capctl}: changes to apply"
     else:  # the old plan must not stay up looking current
-        headline = f"#### ❌ capctl plan failed (exit {exit_code}): no plan. The job log says why."
+        headline = f"#### ❌ {capctl} plan failed (exit {exit_code}): no plan. The job log says why."
         plan = ""
     if len(plan) > MAX_BODY:
         # Said under the headline: at the end it would sit inside a folded <details> nobody opens.
@@ -169,18 +189,29 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     parser = Parser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--plan", required=True, help="the markdown plan (`capctl plan --format markdown`)")
     parser.add_argument("--exit-code", type=int, required=True, help="`capctl plan --detailed-exitcode`'s exit")
-    parser.add_argument("--id", default="default", help="tells apart several plans in one pull request")
+    parser.add_argument(
+        "--id", type=plan_id, default="default", help="tells apart several plans in one pull request (named in each)"
+    )
     parser.add_argument("--forge", choices=["github", "gitlab"], help="default: from the CI's variables")
     parser.add_argument("--number", help="pull/merge request number (default: from the CI's variables)")
     parser.add_argument("--where", default="the job's artifacts", help="where the whole plan is, if cut")
+    parser.add_argument("--summary", metavar="FILE", help="also append the text to FILE ($GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--no-post", action="store_true", help="post no comment (with --summary: only the summary)")
     args = parser.parse_args(argv)
     env = dict(os.environ) if env is None else env
     name = args.forge or ("gitlab" if env.get("GITLAB_CI") else "github")
     marker = f"<!-- capctl-plan:{args.id} -->"
     try:
-        forge = (gitlab if name == "gitlab" else github)(env, args.number)
         with open(args.plan, encoding="utf-8") as plan_file:
-            body = comment_body(marker, plan_file.read(), args.exit_code, args.where)
+            body = comment_body(marker, plan_file.read(), args.exit_code, args.where, args.id)
+        if args.summary:
+            # First: with `comment: false`, or a token that may not comment, the run's page still shows the plan
+            # (it was in no log either: stdout goes to plan.md).
+            with open(args.summary, "a", encoding="utf-8") as summary:
+                summary.write(body.removeprefix(f"{marker}\n") + "\n")
+        if args.no_post:
+            return 0
+        forge = (gitlab if name == "gitlab" else github)(env, args.number)
         existing = find_comment(forge, marker)
         if existing is None:
             created = call(forge, "POST", forge.comments_url, {"body": body})

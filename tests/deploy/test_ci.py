@@ -113,6 +113,65 @@ def test_a_forge_refusal_fails_the_job_and_says_why(work: Workdir) -> None:
         proc = run_plan_sh(work, forge)
     assert proc.returncode == 1
     assert "GitHub answered 403" in proc.stderr and "Resource not accessible" in proc.stderr
+    # GitHub's terse message, then what it most likely means (walk 60e-3)
+    assert "the job needs `permissions: pull-requests: write`" in proc.stderr
+
+
+def test_an_incomplete_plan_says_in_the_log_why(work: Workdir) -> None:
+    """Walk 60e-1: a plan that could not observe its tasks fails with "see the note above", but the note (which
+    tasks, the vendor's error) went to plan.md, emptied for the comment that says "The job log says why": the log
+    had no why. It now holds the incomplete plan."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    work.apply()
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, VOLC_SK="not-the-secret-key")
+        [comment] = marked(forge)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "(see the note above)" in proc.stderr
+    note = proc.stderr.split("(see the note above)")[1]
+    assert "could not be observed" in note and "SignatureDoesNotMatch" in note
+    assert "check the provider's secretKey" in note
+    assert "not-the-secret-key" not in proc.stdout + proc.stderr
+    assert "❌ capctl plan failed (exit 1): no plan. The job log says why." in comment["body"]
+    assert (work.root / "plan.md").read_text() == ""
+    # github-actions.yaml's own Plan step likewise (its artifact, plan.md, is not uploaded after a failure)
+    script = workflow_step(ROOT / "examples" / "ci" / "github-actions.yaml", "plan", "Plan")
+    env = {**work.env, "VOLC_SK": "not-the-secret-key", "PATH": f"{Path(sys.executable).parent}:{work.env['PATH']}"}
+    step = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script], cwd=work.root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert step.returncode == 1 and "::error::capctl plan failed (exit 1)" in step.stdout
+    assert "SignatureDoesNotMatch" in step.stdout.split("::error::")[0]
+
+
+def test_the_step_summary_shows_the_plan_comment_or_not(work: Workdir) -> None:
+    """Walk 60e-2: the plan went to plan.md only, so with `comment: false` (or a token that may not comment) the
+    run showed it nowhere, neither in its log nor on its page. The step summary holds the comment's text."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    summary = work.root / "step-summary.md"
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_COMMENT="false", GITHUB_STEP_SUMMARY=str(summary))
+        assert proc.returncode == 2, proc.stderr
+        assert forge.requests == []
+        first = summary.read_text()
+        assert first.startswith("#### capctl: changes to apply\n") and "`SnapshotJob/audit/lobby` | create" in first
+        assert MARKER not in first
+        forge.refuse = 403  # the comment is refused: the summary is written first, and says the same
+        proc = run_plan_sh(work, forge, GITHUB_STEP_SUMMARY=str(summary))
+        assert proc.returncode == 1 and "GitHub answered 403" in proc.stderr
+    assert summary.read_text() == first * 2
+
+
+@pytest.mark.parametrize("value", ["yes", "True", "no"])
+def test_a_comment_input_neither_true_nor_false_fails_the_job(work: Workdir, value: str) -> None:
+    """Walk 60e-4: anything but "true" was taken for "false": `comment: yes` planned, posted nothing, said
+    nothing, and the job passed."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_COMMENT=value)
+        assert forge.requests == []
+    assert proc.returncode == 1
+    assert f'comment is "{value}": it takes true (post or update the plan comment) or false' in proc.stderr
 
 
 def test_without_capctl_installed_the_job_says_so_and_the_comment_says_failed(work: Workdir) -> None:
@@ -141,6 +200,23 @@ def test_paths_given_one_per_line_are_all_planned(work: Workdir) -> None:
     assert proc.returncode == 2, proc.stderr
     planned = {c["key"] for c in json.loads((work.root / "plan.json").read_text())["changes"]}
     assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
+
+
+def test_a_pattern_in_paths_is_expanded_as_a_shell_would(work: Workdir) -> None:
+    """Walk 60e-6: no shell reads `paths`, so `specs/*.yaml` (as `capctl plan specs/*.yaml` in a terminal) reached
+    capctl as written and failed the job, `specs/*.yaml: no such file or directory`. A pattern matching nothing
+    stays as written, and capctl names it."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby"]))
+    (work.root / "more").mkdir()
+    (work.root / "more" / "hall.yaml").write_text(snapshot_job("hall", ["hall-a"]))
+    (work.root / "more" / "notes.txt").write_text("not a spec")
+    with serve("github") as forge:
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs/*.yaml more/*.y[a]ml", CAPCTL_COMMENT="false")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        planned = {c["key"] for c in json.loads((work.root / "plan.json").read_text())["changes"]}
+        assert planned == {"SnapshotJob/audit/lobby", "SnapshotJob/hall/hall-a"}
+        proc = run_plan_sh(work, forge, CAPCTL_PATHS="specs/*.yml", CAPCTL_COMMENT="false")
+    assert proc.returncode == 1 and "specs/*.yml: no such file or directory" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("plan_args", ["-l 'team=safety'", '--target "SnapshotJob/*"'])
@@ -300,6 +376,29 @@ def test_a_cut_plan_never_hides_a_delete_or_a_replace(tmp_path: Path) -> None:
     assert "`SnapshotJob/job-0000/room-0`" in table[2]  # then the plan's own order
 
 
+def test_several_plans_in_one_pull_request_each_name_theirs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Walk 60e-7: `comment-id` told the script which comment is which, not the reviewer: two environments' plan
+    comments both read "capctl: changes to apply". A `-->` in it ended the hidden marker, the rest shown."""
+    plan_comment = load_plan_comment()
+    (tmp_path / "plan.md").write_text("### capctl plan\n")
+    with serve("github") as forge:
+        env = {"GITHUB_API_URL": forge.url, "GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": TOKEN}
+        for name, code in [("staging", "0"), ("eu/prod", "2"), ("default", "1")]:
+            args = ["--plan", str(tmp_path / "plan.md"), "--exit-code", code, "--number", "7", "--id", name]
+            assert plan_comment.main(args, env=env) == 0
+        headlines = [c["body"].splitlines()[:2] for c in forge.comments]
+        assert headlines == [
+            ["<!-- capctl-plan:staging -->", "#### ✅ capctl (staging): no changes"],
+            ["<!-- capctl-plan:eu/prod -->", "#### capctl (eu/prod): changes to apply"],
+            [MARKER, "#### ❌ capctl plan failed (exit 1): no plan. The job log says why."],
+        ]
+        forge.requests.clear()
+        with pytest.raises(SystemExit) as exited:
+            plan_comment.main(["--plan", str(tmp_path / "plan.md"), "--exit-code", "2", "--id", "x --> <b>"], env=env)
+        assert exited.value.code == 1 and forge.requests == []
+    assert "'x --> <b>': a comment-id takes letters, digits, spaces and" in capsys.readouterr().err
+
+
 def test_a_usage_error_exits_1_never_2_which_means_changes(capsys: pytest.CaptureFixture[str]) -> None:
     plan_comment = load_plan_comment()
     with pytest.raises(SystemExit) as exited:
@@ -411,6 +510,21 @@ def test_a_failure_to_say_who_the_token_is_fails_the_job_and_posts_nothing(
         forge.user_status = None
         assert plan_comment.main(args, env=env) == 0
         assert len(forge.comments) == 1 and [r[0] for r in forge.requests if r[0] != "GET"] == ["PUT"]
+
+
+def test_the_plan_jobs_run_one_plan_per_pull_request_at_a_time() -> None:
+    """Walk 60e-5: two pushes in quick succession ran two plans at once. On a new pull request both found no
+    comment and both posted one (the older then stayed up, never updated: the script edits the first); later, a
+    slower run of the older push wrote its plan over the newer one's. Each plan job cancels the one it
+    supersedes, per workflow and pull request (GitLab: an interruptible job, cancelled by the newer pipeline)."""
+    ci = ROOT / "examples" / "ci"
+    pull_request = yaml.safe_load((ci / "github-pull-request.yaml").read_text())
+    actions = yaml.safe_load((ci / "github-actions.yaml").read_text())
+    for concurrency in (pull_request["concurrency"], actions["jobs"]["plan"]["concurrency"]):
+        assert concurrency["cancel-in-progress"] is True
+        assert "${{ github.workflow }}" in concurrency["group"]
+        assert "${{ github.event.pull_request.number }}" in concurrency["group"]
+    assert yaml.safe_load((ci / "gitlab-ci.yml").read_text())["plan"]["interruptible"] is True
 
 
 def test_the_github_workflows_of_the_kit_read_the_same_settings_the_same_way() -> None:
