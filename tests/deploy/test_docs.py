@@ -207,7 +207,8 @@ def documented_command_lines() -> list[tuple[str, str, bool]]:
                     if word not in commands and not word.startswith("-"):
                         continue  # output: `capctl will perform the following actions:`
                 start = re.search(r"(?:^|[\s(;|&/])capctl ", line)
-                if start is not None and not line.startswith(("#", "docker ", "podman ", "kubectl ")):
+                head = re.sub(r"^\((?:umask \d+; )?", "", line)  # `(umask 077; kubectl exec deploy/capctl …)`
+                if start is not None and not head.startswith(("#", "docker ", "podman ", "kubectl ")):
                     found.append((where, SHELL_END.split(line[start.end() - 7 :] + " ")[0], True))
         for span in re.findall(r"`(capctl [^`]+)`", text):
             if not SYNOPSIS.search(span):

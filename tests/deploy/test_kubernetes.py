@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -20,8 +22,9 @@ import yaml
 
 from reconciler import __version__
 from reconciler.daemon.parts import HTTP_SHUTDOWN_GRACE, SHUTDOWN_GRACE
-from reconciler.state import sqlite_path
+from reconciler.state import open_state, sqlite_path
 from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
+from tests.state.helpers import make_record
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: `kubectl kustomize` renders deploy/")
@@ -276,3 +279,43 @@ def test_the_install_guides_no_status_page_patch_serves_none_and_needs_no_status
     assert {e["name"] for e in daemon["env"]} == {e["name"] for e in container(render("base"), "capctl")["env"]} - {
         "CAPCTL_STATUS_TOKEN"
     }
+
+
+def test_the_single_replica_backup_in_the_guide_copies_a_running_state(tmp_path: Path) -> None:
+    """The guide said "back it up with SQLite's backup API", and state.md's `sqlite3 … .backup`: the image has no
+    sqlite3 command, and a plain copy of a running state misses the commits still in its -wal (it reads as empty).
+    The guide's command runs in the pod (`kubectl exec`) on the overlay's state file and copies every commit."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    step = guide[guide.index("With the single-replica overlay, the state is") :]
+    block = re.search(r"```sh\n(.*?)```", step, re.S)
+    assert block is not None
+    exec_ = re.fullmatch(r"\(umask 077; kubectl exec deploy/capctl -c capctl -- (.*) > (.+)\)\n", block.group(1))
+    assert exec_ is not None, block.group(1)
+    command = shlex.split(exec_.group(1))
+    url = next(e for e in container(render("overlays/single-replica"), "capctl")["env"] if e["name"] == "CAPCTL_STATE")
+    in_pod = sqlite_path(url["value"])
+    assert command[:2] == ["python", "-c"] and in_pod in command[2]
+    # A running daemon's state: its commits are still in state.db-wal while it holds the file open.
+    state = tmp_path / "state.db"
+    store = open_state(f"sqlite:///{state}")
+    try:
+        store.put(make_record("SnapshotJob/a/lobby"))
+        plain = tmp_path / "plain.db"
+        shutil.copyfile(state, plain)
+        copied = open_state(f"sqlite:///{plain}")
+        assert copied.record("SnapshotJob/a/lobby") is None  # what the guide warns of
+        copied.close()
+        out = subprocess.run(
+            [sys.executable, "-c", command[2].replace(in_pod, str(state))], capture_output=True, check=True, timeout=60
+        ).stdout
+    finally:
+        store.close()
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(out)
+    restored = open_state(f"sqlite:///{backup}")
+    assert restored.record("SnapshotJob/a/lobby") is not None
+    restored.close()
+    # A wrong path fails rather than leaving an empty file that capctl would refuse as damaged.
+    missing = tmp_path / "nothing" / "state.db"
+    wrong = subprocess.run([sys.executable, "-c", command[2].replace(in_pod, str(missing))], capture_output=True)
+    assert wrong.returncode != 0 and not wrong.stdout and not missing.exists()
