@@ -147,7 +147,7 @@ def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: 
     """Install step 4's one-liner, run in the pod, is what an operator reads a 503's reason in: `urlopen` raised
     `HTTP Error 503: Service Unavailable` and dropped the body that says why (here: the specs do not load)."""
     guide = (ROOT / "docs" / "operations.md").read_text()
-    [command] = re.findall(r'kubectl exec deploy/capctl -c capctl -- python -c "([^"]+)"', guide)
+    [command] = re.findall(r'kubectl exec "\$pod" -c capctl -- python -c "([^"]+)"', guide)
     work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
     daemon, log = work.run_daemon()
     try:

@@ -319,3 +319,22 @@ def test_the_single_replica_backup_in_the_guide_copies_a_running_state(tmp_path:
     missing = tmp_path / "nothing" / "state.db"
     wrong = subprocess.run([sys.executable, "-c", command[2].replace(in_pod, str(missing))], capture_output=True)
     assert wrong.returncode != 0 and not wrong.stdout and not missing.exists()
+
+
+def test_the_guide_reads_every_replica_where_one_pods_answer_would_mislead() -> None:
+    """`kubectl logs deploy/capctl` and `kubectl exec deploy/capctl` reach one pod, whichever kubectl picks: with the
+    base's two replicas the alert's `grep 'callback rejected'` read the leader's log while the standby had verified
+    (and rejected) the callbacks the Service sent it, and step 4 showed one pod's /readyz of the two it promised.
+    Only the single-replica backup may name the Deployment (it has one pod)."""
+    labels = render("base")["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    backup = guide.index("With the single-replica overlay, the state is")
+    for found in re.finditer(r"kubectl (?:logs|exec) deploy/capctl -c", guide):
+        assert found.start() - backup in range(0, 1000), guide[found.start() : found.start() + 80]
+    selectors = re.findall(r"kubectl (?:logs|get pods) -l ([\w./-]+=[\w.-]+)", guide)
+    assert len(selectors) >= 3
+    for selector in selectors:
+        key, _, value = selector.partition("=")
+        assert labels.get(key) == value, selector
+    logs = re.findall(r"kubectl logs -l \S+ (.*?) \\\| grep 'callback rejected'", guide)
+    assert logs and all("--tail=-1" in options.split() for options in logs), logs  # a selector's default: 10 lines
