@@ -6,6 +6,7 @@ CRD those schemas lack) field by field, and every port, path, flag and variable 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -338,3 +339,40 @@ def test_the_guide_reads_every_replica_where_one_pods_answer_would_mislead() -> 
         assert labels.get(key) == value, selector
     logs = re.findall(r"kubectl logs -l \S+ (.*?) \\\| grep 'callback rejected'", guide)
     assert logs and all("--tail=-1" in options.split() for options in logs), logs  # a selector's default: 10 lines
+
+
+def test_the_guides_copy_pod_keeps_the_state_url_out_of_its_command_line(tmp_path: Path) -> None:
+    """Going to several replicas, step 3: the copy pod passed the PostgreSQL URL as `--to "$(URL)"`, so its
+    password was in the process's arguments (`ps` on the node). `--to` reads CAPCTL_STATE_TO; the pod, run
+    as written (the Secret's URL a SQLite file here), copies the volume's state."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    overrides = re.search(r"kubectl run capctl-copy .*?--overrides='(\{.*?\})'\n", guide, re.S)
+    assert overrides is not None
+    [copy] = json.loads(overrides.group(1))["spec"]["containers"]
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in copy["env"]}
+    assert from_secrets and not [a for a in copy["args"] if "$(" in a], copy["args"]
+    assert from_secrets == {"CAPCTL_STATE_TO": {"name": "capctl-state", "key": "url"}}
+    in_pod = sqlite_path(
+        next(e for e in container(render("overlays/single-replica"), "capctl")["env"] if e["name"] == "CAPCTL_STATE")[
+            "value"
+        ]
+    )
+    source = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    source.fingerprint_key(b"k" * 32)  # the record's hashes are keyed
+    source.put(make_record("SnapshotJob/a/lobby"))
+    source.close()
+    args = [a.replace(in_pod, str(tmp_path / "state.db")) for a in copy["args"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPCTL_")}
+    env |= {"PYTHONPATH": str(ROOT), "CAPCTL_STATE_TO": f"sqlite:///{tmp_path / 'copy.db'}"}
+    done = subprocess.run([sys.executable, "-m", "reconciler", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copied = open_state(f"sqlite:///{tmp_path / 'copy.db'}", create=False)
+    assert copied.record("SnapshotJob/a/lobby") is not None
+    copied.close()
+    # The variable is no default: an empty one is refused as unset, without "leave it out for the default".
+    wide = env | {"COLUMNS": "200"}  # the error's box unwrapped
+    empty = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args, "--to", ""], env=wide, capture_output=True, text=True
+    )
+    assert empty.returncode == 1 and "'' names no state (an unset variable?) " in empty.stderr, empty.stderr
+    assert "leave it out" not in empty.stderr
