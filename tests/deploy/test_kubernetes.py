@@ -376,3 +376,22 @@ def test_the_guides_copy_pod_keeps_the_state_url_out_of_its_command_line(tmp_pat
     )
     assert empty.returncode == 1 and "'' names no state (an unset variable?) " in empty.stderr, empty.stderr
     assert "leave it out" not in empty.stderr
+
+
+def test_going_back_to_one_replica_removes_what_the_base_leaves_behind() -> None:
+    """`kubectl apply -k` of the single-replica overlay over the base deletes nothing: the base's
+    PodDisruptionBudget stayed, and with one replica its `minAvailable: 1` refused every eviction (a node drain
+    never ended), what the overlay drops it for. The guide's way back deletes every object the overlay lacks
+    that selects its pod."""
+    base, single = render("base"), render("overlays/single-replica")
+    pod = single["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    left = {
+        (kind, obj["metadata"]["name"])
+        for kind, obj in base.items()
+        if kind not in single and matches(obj["spec"].get("selector", {}).get("matchLabels", {"-": "-"}), pod)
+    }
+    assert left == {("PodDisruptionBudget", "capctl")}
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    back = guide[guide.index("Going back is the same copy the other way") : guide.index("### Resources")]
+    deleted = set(re.findall(r"kubectl delete (\w+) (\S+)", back))
+    assert {(kind.lower(), name) for kind, name in left} <= deleted
