@@ -395,3 +395,13 @@ def test_going_back_to_one_replica_removes_what_the_base_leaves_behind() -> None
     back = guide[guide.index("Going back is the same copy the other way") : guide.index("### Resources")]
     deleted = set(re.findall(r"kubectl delete (\w+) (\S+)", back))
     assert {(kind.lower(), name) for kind, name in left} <= deleted
+
+
+def test_a_failed_fetch_of_the_spec_repository_keeps_git_sync_running(package: Objects) -> None:
+    """git-sync's `--max-failures` (default 0: the first failed fetch exits) counts consecutive failures before it
+    exits; a container that exits makes its pod unready until it runs again (CrashLoopBackOff), so a git host's
+    blip or outage took the replicas out of the Service, and the vendors' callbacks with them, while the daemon
+    still held a valid spec set. -1: after the first sync it retries for ever, on the last commit it had."""
+    sync_args = dict(a.removeprefix("--").split("=", 1) for a in container(package, "git-sync")["args"])
+    assert sync_args.get("max-failures") == "-1"
+    assert container(package, "git-sync").get("readinessProbe") is None  # ready while it runs
