@@ -23,6 +23,7 @@ import yaml
 
 from reconciler import __version__
 from reconciler.daemon.parts import HTTP_SHUTDOWN_GRACE, SHUTDOWN_GRACE
+from reconciler.listen import parse_listen
 from reconciler.state import open_state, sqlite_path
 from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
 from tests.state.helpers import make_record
@@ -405,3 +406,16 @@ def test_a_failed_fetch_of_the_spec_repository_keeps_git_sync_running(package: O
     sync_args = dict(a.removeprefix("--").split("=", 1) for a in container(package, "git-sync")["args"])
     assert sync_args.get("max-failures") == "-1"
     assert container(package, "git-sync").get("readinessProbe") is None  # ready while it runs
+
+
+def test_the_install_guides_ipv6_patch_listens_on_every_address_of_both_families(tmp_path: Path) -> None:
+    """`--listen 0.0.0.0:8080` listens on no IPv6 address: in an IPv6-only cluster (the pod's one address IPv6)
+    every probe was refused and the startup probe restarted the container for ever. The guide's patch gives
+    `[::]`, the wildcard of both families, on the same port, and changes nothing else."""
+    objects = render_guide_overlay(tmp_path, patches=guide_yaml("An IPv6-only cluster"))
+    args = container(objects, "capctl")["args"]
+    port, _ = check_run_args(args)
+    assert parse_listen(args[args.index("--listen") + 1], example="[::]:8080") == ("::", port)
+    (tmp_path / "plain").mkdir()
+    base = container(render_guide_overlay(tmp_path / "plain"), "capctl")["args"]
+    assert [a for a in args if a not in base] == [f"[::]:{port}"] and len(args) == len(base)
