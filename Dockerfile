@@ -1,6 +1,8 @@
 # capctl container image: `capctl` is the entrypoint, the daemon (`run`) the default command.
 #   docker build -t capctl:0.1.0 .
 #   docker run --read-only --tmpfs /tmp -e CAPCTL_STATE=postgresql://... -v "$PWD/specs:/specs:ro" capctl:0.1.0
+# (the default command sets no token: beyond your own machine, give the daemon its tokens as docs/operations.md,
+# "The container image", shows)
 # No registry in reach? deploy/image/local-base.sh builds a Debian base to pass as --build-arg PYTHON_IMAGE
 # (docs/operations.md, "Building the image"; the test suite builds and runs the image that way).
 # Two stages: the build stage installs capctl into a virtualenv with exactly the versions of constraints.txt;

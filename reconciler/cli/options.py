@@ -103,7 +103,7 @@ def state_url_given(ctx: typer.Context, param: typer.CallbackParam, value: str |
     source = ctx.get_parameter_source(param.name or "")
     if value is None or value.strip() or (source is not None and source.name == "ENVIRONMENT"):
         return value
-    default = "; leave it out for the default" if param.envvar else ""  # --to has none
+    default = "" if param.required else "; leave it out for the default"  # --to has none
     raise typer.BadParameter(f"{value!r} names no state (an unset variable?){default}")
 
 

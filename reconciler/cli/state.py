@@ -271,6 +271,10 @@ def state_copy(
             "--to",
             metavar="URL",
             callback=state_url_given,
+            # From the environment too: a pod reads the URL from a Secret into a variable, and a password on
+            # the command line is in every `ps` of the node (`--from` reads CAPCTL_STATE for the same reason).
+            envvar="CAPCTL_STATE_TO",
+            show_envvar=True,
             help="The state to copy into: a new or empty one (see --force).",
         ),
     ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,3 +109,22 @@ def test_nothing_is_written_under_the_root_at_run_time() -> None:
     assert state_url is not None
     workdir = dict(final_stage())["WORKDIR"]
     assert str(sqlite_path(state_url.group(1))).startswith(workdir + "/")
+
+
+def test_the_guides_daemon_container_protects_sync_wake_and_the_status_page() -> None:
+    """operations.md's `docker run` of the daemon published 0.0.0.0:8080 with the default command and no token:
+    `POST /api/v1/sync` and `/wake` open to whoever reached the host's port, the status page too (the daemon
+    warned twice). The guide's command gives the daemon both tokens, each from the caller's environment."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    block = guide[guide.index("## The container image") :].split("```sh\n", 1)[1].split("```", 1)[0]
+    [line] = [line for line in block.replace("\\\n", " ").splitlines() if " -p " in line]
+    words = shlex.split(line)
+    image = next(w for w in words if w.startswith("registry.example.com/capctl:"))
+    options, args = words[: words.index(image)], words[words.index(image) + 1 :]
+    passed = {options[i + 1] for i, w in enumerate(options) if w == "-e"}
+    assert all("=" not in name for name in passed), passed  # values from the environment, not the command line
+    port, _ = check_run_args(args)
+    assert args[args.index("--listen") + 1] == f"0.0.0.0:{port}"
+    assert "CAPCTL_SYNC_TOKEN" in passed
+    ref = args[args.index("--status-token-ref") + 1]
+    assert ref.startswith("env:") and ref.removeprefix("env:") in passed

@@ -147,7 +147,7 @@ def test_the_install_guides_readiness_check_prints_why_a_pod_is_not_ready(work: 
     """Install step 4's one-liner, run in the pod, is what an operator reads a 503's reason in: `urlopen` raised
     `HTTP Error 503: Service Unavailable` and dropped the body that says why (here: the specs do not load)."""
     guide = (ROOT / "docs" / "operations.md").read_text()
-    [command] = re.findall(r'kubectl exec deploy/capctl -c capctl -- python -c "([^"]+)"', guide)
+    [command] = re.findall(r'kubectl exec "\$pod" -c capctl -- python -c "([^"]+)"', guide)
     work.write("jobs.yaml", "apiVersion: capctl/v1\nkind: SnapshotJob\nmetadata: {name: [broken\n")
     daemon, log = work.run_daemon()
     try:
@@ -207,7 +207,8 @@ def documented_command_lines() -> list[tuple[str, str, bool]]:
                     if word not in commands and not word.startswith("-"):
                         continue  # output: `capctl will perform the following actions:`
                 start = re.search(r"(?:^|[\s(;|&/])capctl ", line)
-                if start is not None and not line.startswith(("#", "docker ", "podman ", "kubectl ")):
+                head = re.sub(r"^\((?:umask \d+; )?", "", line)  # `(umask 077; kubectl exec deploy/capctl …)`
+                if start is not None and not head.startswith(("#", "docker ", "podman ", "kubectl ")):
                     found.append((where, SHELL_END.split(line[start.end() - 7 :] + " ")[0], True))
         for span in re.findall(r"`(capctl [^`]+)`", text):
             if not SYNOPSIS.search(span):

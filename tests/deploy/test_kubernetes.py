@@ -6,9 +6,12 @@ CRD those schemas lack) field by field, and every port, path, flag and variable 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -20,8 +23,10 @@ import yaml
 
 from reconciler import __version__
 from reconciler.daemon.parts import HTTP_SHUTDOWN_GRACE, SHUTDOWN_GRACE
-from reconciler.state import sqlite_path
+from reconciler.listen import parse_listen
+from reconciler.state import open_state, sqlite_path
 from tests.deploy.daemon_facts import ROOT, check_run_args, env_names, http_paths
+from tests.state.helpers import make_record
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: `kubectl kustomize` renders deploy/")
@@ -276,3 +281,141 @@ def test_the_install_guides_no_status_page_patch_serves_none_and_needs_no_status
     assert {e["name"] for e in daemon["env"]} == {e["name"] for e in container(render("base"), "capctl")["env"]} - {
         "CAPCTL_STATUS_TOKEN"
     }
+
+
+def test_the_single_replica_backup_in_the_guide_copies_a_running_state(tmp_path: Path) -> None:
+    """The guide said "back it up with SQLite's backup API", and state.md's `sqlite3 … .backup`: the image has no
+    sqlite3 command, and a plain copy of a running state misses the commits still in its -wal (it reads as empty).
+    The guide's command runs in the pod (`kubectl exec`) on the overlay's state file and copies every commit."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    step = guide[guide.index("With the single-replica overlay, the state is") :]
+    block = re.search(r"```sh\n(.*?)```", step, re.S)
+    assert block is not None
+    exec_ = re.fullmatch(r"\(umask 077; kubectl exec deploy/capctl -c capctl -- (.*) > (.+)\)\n", block.group(1))
+    assert exec_ is not None, block.group(1)
+    command = shlex.split(exec_.group(1))
+    url = next(e for e in container(render("overlays/single-replica"), "capctl")["env"] if e["name"] == "CAPCTL_STATE")
+    in_pod = sqlite_path(url["value"])
+    assert command[:2] == ["python", "-c"] and in_pod in command[2]
+    # A running daemon's state: its commits are still in state.db-wal while it holds the file open.
+    state = tmp_path / "state.db"
+    store = open_state(f"sqlite:///{state}")
+    try:
+        store.put(make_record("SnapshotJob/a/lobby"))
+        plain = tmp_path / "plain.db"
+        shutil.copyfile(state, plain)
+        copied = open_state(f"sqlite:///{plain}")
+        assert copied.record("SnapshotJob/a/lobby") is None  # what the guide warns of
+        copied.close()
+        out = subprocess.run(
+            [sys.executable, "-c", command[2].replace(in_pod, str(state))], capture_output=True, check=True, timeout=60
+        ).stdout
+    finally:
+        store.close()
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(out)
+    restored = open_state(f"sqlite:///{backup}")
+    assert restored.record("SnapshotJob/a/lobby") is not None
+    restored.close()
+    # A wrong path fails rather than leaving an empty file that capctl would refuse as damaged.
+    missing = tmp_path / "nothing" / "state.db"
+    wrong = subprocess.run([sys.executable, "-c", command[2].replace(in_pod, str(missing))], capture_output=True)
+    assert wrong.returncode != 0 and not wrong.stdout and not missing.exists()
+
+
+def test_the_guide_reads_every_replica_where_one_pods_answer_would_mislead() -> None:
+    """`kubectl logs deploy/capctl` and `kubectl exec deploy/capctl` reach one pod, whichever kubectl picks: with the
+    base's two replicas the alert's `grep 'callback rejected'` read the leader's log while the standby had verified
+    (and rejected) the callbacks the Service sent it, and step 4 showed one pod's /readyz of the two it promised.
+    Only the single-replica backup may name the Deployment (it has one pod)."""
+    labels = render("base")["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    backup = guide.index("With the single-replica overlay, the state is")
+    for found in re.finditer(r"kubectl (?:logs|exec) deploy/capctl -c", guide):
+        assert found.start() - backup in range(0, 1000), guide[found.start() : found.start() + 80]
+    selectors = re.findall(r"kubectl (?:logs|get pods) -l ([\w./-]+=[\w.-]+)", guide)
+    assert len(selectors) >= 3
+    for selector in selectors:
+        key, _, value = selector.partition("=")
+        assert labels.get(key) == value, selector
+    logs = re.findall(r"kubectl logs -l \S+ (.*?) \\\| grep 'callback rejected'", guide)
+    assert logs and all("--tail=-1" in options.split() for options in logs), logs  # a selector's default: 10 lines
+
+
+def test_the_guides_copy_pod_keeps_the_state_url_out_of_its_command_line(tmp_path: Path) -> None:
+    """Going to several replicas, step 3: the copy pod passed the PostgreSQL URL as `--to "$(URL)"`, so its
+    password was in the process's arguments (`ps` on the node). `--to` reads CAPCTL_STATE_TO; the pod, run
+    as written (the Secret's URL a SQLite file here), copies the volume's state."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    overrides = re.search(r"kubectl run capctl-copy .*?--overrides='(\{.*?\})'\n", guide, re.S)
+    assert overrides is not None
+    [copy] = json.loads(overrides.group(1))["spec"]["containers"]
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in copy["env"]}
+    assert from_secrets and not [a for a in copy["args"] if "$(" in a], copy["args"]
+    assert from_secrets == {"CAPCTL_STATE_TO": {"name": "capctl-state", "key": "url"}}
+    in_pod = sqlite_path(
+        next(e for e in container(render("overlays/single-replica"), "capctl")["env"] if e["name"] == "CAPCTL_STATE")[
+            "value"
+        ]
+    )
+    source = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    source.fingerprint_key(b"k" * 32)  # the record's hashes are keyed
+    source.put(make_record("SnapshotJob/a/lobby"))
+    source.close()
+    args = [a.replace(in_pod, str(tmp_path / "state.db")) for a in copy["args"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPCTL_")}
+    env |= {"PYTHONPATH": str(ROOT), "CAPCTL_STATE_TO": f"sqlite:///{tmp_path / 'copy.db'}"}
+    done = subprocess.run([sys.executable, "-m", "reconciler", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copied = open_state(f"sqlite:///{tmp_path / 'copy.db'}", create=False)
+    assert copied.record("SnapshotJob/a/lobby") is not None
+    copied.close()
+    # The variable is no default: an empty one is refused as unset, without "leave it out for the default".
+    wide = env | {"COLUMNS": "200"}  # the error's box unwrapped
+    empty = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args, "--to", ""], env=wide, capture_output=True, text=True
+    )
+    assert empty.returncode == 1 and "'' names no state (an unset variable?) " in empty.stderr, empty.stderr
+    assert "leave it out" not in empty.stderr
+
+
+def test_going_back_to_one_replica_removes_what_the_base_leaves_behind() -> None:
+    """`kubectl apply -k` of the single-replica overlay over the base deletes nothing: the base's
+    PodDisruptionBudget stayed, and with one replica its `minAvailable: 1` refused every eviction (a node drain
+    never ended), what the overlay drops it for. The guide's way back deletes every object the overlay lacks
+    that selects its pod."""
+    base, single = render("base"), render("overlays/single-replica")
+    pod = single["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    left = {
+        (kind, obj["metadata"]["name"])
+        for kind, obj in base.items()
+        if kind not in single and matches(obj["spec"].get("selector", {}).get("matchLabels", {"-": "-"}), pod)
+    }
+    assert left == {("PodDisruptionBudget", "capctl")}
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    back = guide[guide.index("Going back is the same copy the other way") : guide.index("### Resources")]
+    deleted = set(re.findall(r"kubectl delete (\w+) (\S+)", back))
+    assert {(kind.lower(), name) for kind, name in left} <= deleted
+
+
+def test_a_failed_fetch_of_the_spec_repository_keeps_git_sync_running(package: Objects) -> None:
+    """git-sync's `--max-failures` (default 0: the first failed fetch exits) counts consecutive failures before it
+    exits; a container that exits makes its pod unready until it runs again (CrashLoopBackOff), so a git host's
+    blip or outage took the replicas out of the Service, and the vendors' callbacks with them, while the daemon
+    still held a valid spec set. -1: after the first sync it retries for ever, on the last commit it had."""
+    sync_args = dict(a.removeprefix("--").split("=", 1) for a in container(package, "git-sync")["args"])
+    assert sync_args.get("max-failures") == "-1"
+    assert container(package, "git-sync").get("readinessProbe") is None  # ready while it runs
+
+
+def test_the_install_guides_ipv6_patch_listens_on_every_address_of_both_families(tmp_path: Path) -> None:
+    """`--listen 0.0.0.0:8080` listens on no IPv6 address: in an IPv6-only cluster (the pod's one address IPv6)
+    every probe was refused and the startup probe restarted the container for ever. The guide's patch gives
+    `[::]`, the wildcard of both families, on the same port, and changes nothing else."""
+    objects = render_guide_overlay(tmp_path, patches=guide_yaml("An IPv6-only cluster"))
+    args = container(objects, "capctl")["args"]
+    port, _ = check_run_args(args)
+    assert parse_listen(args[args.index("--listen") + 1], example="[::]:8080") == ("::", port)
+    (tmp_path / "plain").mkdir()
+    base = container(render_guide_overlay(tmp_path / "plain"), "capctl")["args"]
+    assert [a for a in args if a not in base] == [f"[::]:{port}"] and len(args) == len(base)

@@ -106,7 +106,7 @@ def _tree(root: Path) -> dict[str, bytes]:
         (["sim", "--scenario", ""], "Error: --scenario '': no file named (an unset variable?)"),
         (
             ["state", "copy", "--from", "sqlite:///src.db", "--to", ""],
-            "Invalid value for '--to': '' names no state (an unset variable?)",
+            "Invalid value for '--to' (env var: 'CAPCTL_STATE_TO'): '' names no state",
         ),
         # Checked as a spec's callbackUrl: the simulator started with these, and every callback failed.
         (
