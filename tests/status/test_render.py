@@ -224,6 +224,24 @@ def test_active_rooms_past_a_selectors_max_rooms_are_named_at_the_top() -> None:
     assert "not captured" not in plain
 
 
+def test_the_boxes_of_held_prunes_and_rooms_left_out_keep_one_line_each() -> None:
+    """Walk 60c-1: the template's trim_blocks ate the line ends in both boxes: two room-selector jobs' rooms ran
+    together (`RecordingJob/zsel: z-4SnapshotJob/class-snaps: class-3`), and "… and 2 more" stuck to the
+    tenth held key as if part of it (`SnapshotJob/gone/room-9… and 2 more`)."""
+    replica = dataclasses.replace(
+        LEADER,
+        prune_held=tuple(f"SnapshotJob/gone/room-{i}" for i in range(12)),
+        max_prune=20.0,
+        left_out=(("RecordingJob/zsel", ("z-4",)), ("SnapshotJob/classes", tuple(f"c-{i}" for i in range(12)))),
+    )
+    html = render_html(build_snapshot(inputs([], replica=replica), StatusQuery(), NOW))
+    boxes = [re.sub(r"<[^>]+>", "", box) for box in re.findall(r"<pre>(.*?)</pre>", html, re.S)]
+    held = [f"SnapshotJob/gone/room-{i}" for i in range(10)]
+    assert boxes[0].split("\n") == [*held, "… and 2 more"]
+    rooms = ", ".join(f"c-{i}" for i in range(10))
+    assert boxes[1].split("\n") == ["RecordingJob/zsel: z-4", f"SnapshotJob/classes: {rooms} … and 2 more"]
+
+
 def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     """A start cut short by its job's removal while --max-prune holds the prune stayed `pending` with no error
     and a bare "—" as its next attempt: it read as stuck (walk 14b). It says what it waits for now."""
