@@ -60,6 +60,7 @@ def render_html(snapshot: StatusSnapshot) -> str:
         line_summary=_line_summary,
         status_label=_status_label,
         named=_named,
+        default=StatusQuery(),
     )
 
 

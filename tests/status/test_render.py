@@ -118,6 +118,23 @@ def test_page_links_keep_the_filters_and_drop_defaults() -> None:
     assert page_url(StatusQuery()) == "?"
 
 
+def test_the_filter_form_and_clear_filters_keep_per_page_and_decisions() -> None:
+    """Walk 60c-2: on `?per_page=5&decisions=7&status=running` the form's Per page showed 50 (no option was 5, so
+    the browser picked the first) and had no `decisions`: choosing a room sent `per_page=50` and dropped the
+    decisions; "Clear filters" (`?`) dropped both, though every link keeps them."""
+    records = [record(f"SnapshotJob/hall/h{i}") for i in range(7)]
+    query = StatusQuery(status="running", per_page=5, decisions=7)
+    tags = _parse(render_html(build_snapshot(inputs(records), query, NOW))).tags
+    form = [(tag, attrs) for tag, attrs in tags if tag in ("option", "input") and "list" not in attrs]
+    per_page = [attrs for tag, attrs in form if tag == "option" and "selected" in attrs]
+    assert [a.get("value") for a in per_page] == ["running", "5"]  # the status, then the page size in force
+    assert ("input", {"type": "hidden", "name": "decisions", "value": "7"}) in form
+    assert ("a", {"href": "?per_page=5&decisions=7"}) in tags  # Clear filters
+    plain = _parse(render_html(build_snapshot(inputs(records), StatusQuery(status="running"), NOW))).tags
+    assert not [attrs for tag, attrs in plain if tag == "input" and attrs.get("name") == "decisions"]
+    assert ("a", {"href": "?"}) in plain
+
+
 def test_the_json_twin_has_the_same_facts() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     rec = record(key, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 50, stop_reason=IDLE)
