@@ -135,6 +135,19 @@ def test_the_filter_form_and_clear_filters_keep_per_page_and_decisions() -> None
     assert ("a", {"href": "?"}) in plain
 
 
+def test_the_unfiltered_counts_link_to_their_tasks_whatever_the_room_filter() -> None:
+    """Walk 60c-3: the counts at the top and the jobs needing a look are never filtered, yet their links kept
+    `room`: on `?room=lobby`, "1 failed" led to "No task matches." (the failed task is another room's)."""
+    failed = record("RecordingJob/class-rec/class-101", TaskStatus.FAILED, last_error="StartRecord: 403 forbidden")
+    lobby = record("SnapshotJob/lobby-audit/lobby")
+    query = StatusQuery(room="lobby", per_page=10)
+    tags = _parse(render_html(build_snapshot(inputs([failed, lobby]), query, NOW))).tags
+    links = [attrs.get("href") for tag, attrs in tags if tag == "a"]
+    assert "?status=failed&per_page=10" in links  # the badge "1 failed"
+    assert "?job=RecordingJob%2Fclass-rec&per_page=10" in links  # its job in the jobs that need a look
+    assert "?job=SnapshotJob%2Flobby-audit&room=lobby&per_page=10" in links  # a shown task's job keeps its room
+
+
 def test_the_json_twin_has_the_same_facts() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     rec = record(key, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 50, stop_reason=IDLE)
