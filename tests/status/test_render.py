@@ -148,6 +148,16 @@ def test_the_unfiltered_counts_link_to_their_tasks_whatever_the_room_filter() ->
     assert "?job=SnapshotJob%2Flobby-audit&room=lobby&per_page=10" in links  # a shown task's job keeps its room
 
 
+def test_no_decisions_asked_for_is_not_said_to_be_none_logged() -> None:
+    """Walk 60c-4: `?decisions=0` (none shown, as asked) said "No decision logged yet." with decisions logged."""
+    events = [{"timestamp": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": "SnapshotJob/a/b"}]
+    text = _text(render_html(build_snapshot(inputs([], events=events), StatusQuery(decisions=0), NOW)))
+    assert "No decision logged yet" not in text
+    assert "None shown: decisions=0 asks for none." in text
+    empty = _text(render_html(build_snapshot(inputs([]), StatusQuery(), NOW)))
+    assert "No decision logged yet." in empty
+
+
 def test_the_json_twin_has_the_same_facts() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     rec = record(key, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 50, stop_reason=IDLE)
