@@ -282,6 +282,17 @@ def test_the_boxes_of_held_prunes_and_rooms_left_out_keep_one_line_each() -> Non
     assert boxes[1].split("\n") == ["RecordingJob/zsel: z-4", f"SnapshotJob/classes: {rooms} … and 2 more"]
 
 
+def test_a_look_alike_room_in_a_held_key_or_a_decision_shows_its_escapes() -> None:
+    """Walk 60c-7: the box of held prunes, where a human decides what to confirm, and the recent decisions printed
+    a key's room as it is: a held `lоbby` (Cyrillic о) read as `lobby`, with no escapes as its task row has."""
+    key = "RecordingJob/rec/l\u043ebby"
+    replica = dataclasses.replace(LEADER, prune_held=(key,), max_prune=20.0)
+    events = [{"timestamp": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": key}]
+    html = render_html(build_snapshot(inputs([], replica=replica, events=events), StatusQuery(), NOW))
+    shown = "RecordingJob/rec/<bdi>l\u043ebby</bdi> (l\\u043ebby)"
+    assert html.count(shown) == 2  # the box and the decision
+
+
 def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:
     """A start cut short by its job's removal while --max-prune holds the prune stayed `pending` with no error
     and a bare "—" as its next attempt: it read as stuck (walk 14b). It says what it waits for now."""
