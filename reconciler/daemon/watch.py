@@ -61,7 +61,12 @@ def tree_state(paths: Sequence[str]) -> TreeState:
     read, and again once the watch runs, so that a file written between the two is not missed (walk 60c-8)."""
     files: set[tuple[str, int, int, int]] = set()
     for given in paths:
-        found = [given] if not os.path.isdir(given) else [os.path.join(r, n) for r, _, ns in os.walk(given) for n in ns]
+        found = [given]
+        if os.path.isdir(given):
+            found = []
+            for root, dirs, names in os.walk(given):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]  # as the loader: a checkout's .git is no spec
+                found += [os.path.join(root, n) for n in names]
         for file in found:
             with contextlib.suppress(OSError):
                 st = os.stat(file)
