@@ -28,7 +28,7 @@ from reconciler.daemon.runtime import EMPTY
 from reconciler.daemon.specset import changed_keys, same_request
 from reconciler.daemon.storehealth import probe_store
 from reconciler.daemon.sync import known_keys, resync_keys, sync_keys
-from reconciler.daemon.watch import watch_specs
+from reconciler.daemon.watch import tree_state, watch_specs
 from reconciler.model import TaskStatus
 from reconciler.spec import SpecErrors, SpecSet
 from reconciler.spec.errors import quote
@@ -62,6 +62,8 @@ class Daemon(DaemonParts):
         drop their keys until it leads)."""
         self.background.bind()
         key = self.specs.fingerprint_key
+        # What the read reads, for the watch (which begins later): a file written meanwhile is not missed.
+        read = tree_state(self.paths) if self._watch_debounce_ms is not None else None
         specs = self.specs.read()  # before the lock: a replica without a valid set does not take the lead
         try:
             await self.lease.take(lead=not isinstance(specs, SpecErrors))
@@ -85,6 +87,7 @@ class Daemon(DaemonParts):
                 stop=self._stop_watching,
                 debounce_ms=debounce_ms,
                 referenced=lambda: self.specs.referenced,
+                read=read,
             )
             self.background.spawn(watcher, "capctl-watch")
         log.info(

@@ -29,7 +29,7 @@ import watchfiles
 # that cannot be set up. tests/daemon/test_specs.py fails if a watchfiles release moves it or stops raising it.
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
-__all__ = ["DEBOUNCE_MS", "watch_roots", "watch_specs"]
+__all__ = ["DEBOUNCE_MS", "TreeState", "tree_state", "watch_roots", "watch_specs"]
 
 log = structlog.get_logger("capctl.daemon.watch")
 
@@ -53,6 +53,27 @@ def watch_roots(paths: Sequence[str]) -> list[str]:
     return roots
 
 
+TreeState = tuple[tuple[str, ...], frozenset[tuple[str, int, int, int]]]
+
+
+def tree_state(paths: Sequence[str]) -> TreeState:
+    """Where `paths` lead and every file under them (path, inode, size, mtime): taken before the specs are first
+    read, and again once the watch runs, so that a file written between the two is not missed (walk 60c-8)."""
+    files: set[tuple[str, int, int, int]] = set()
+    for given in paths:
+        found = [given]
+        if os.path.isdir(given):
+            found = []
+            for root, dirs, names in os.walk(given):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]  # as the loader: a checkout's .git is no spec
+                found += [os.path.join(root, n) for n in names]
+        for file in found:
+            with contextlib.suppress(OSError):
+                st = os.stat(file)
+                files.add((file, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(os.path.realpath(p) for p in paths), frozenset(files)
+
+
 def _file_states(files: Sequence[str]) -> dict[str, tuple[str, int, int, int] | None]:
     """Where each file leads and its inode, size and mtime (None: it cannot be read now)."""
     states: dict[str, tuple[str, int, int, int] | None] = {}
@@ -73,15 +94,22 @@ async def watch_specs(
     stop: asyncio.Event,
     debounce_ms: int = DEBOUNCE_MS,
     referenced: Callable[[], Sequence[str]] = tuple,
+    read: TreeState | None = None,
 ) -> None:
     """Await `on_change()` after each debounced batch of file changes under `paths`, when a symlink on the
     way to one of them points elsewhere, or when a file of `referenced()` (those the specs' references name)
-    changes, appears or goes, until `stop` is set."""
+    changes, appears or goes, until `stop` is set. `read`: `tree_state(paths)` taken before the caller read
+    the specs; once the watch runs, a change since then (before any event could say so) reloads too."""
     seen = _file_states(referenced())
     failing: str | None = None  # why the last watch could not be set up (said once), None while one runs
 
     async def started() -> None:
-        nonlocal failing
+        nonlocal failing, read
+        if read is not None:
+            before, read = read, None
+            if tree_state(paths) != before:
+                log.info("spec files changed before the watch began")
+                await on_change()
         if failing is not None:
             failing = None
             log.info("watching the spec files again")

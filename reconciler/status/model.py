@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from reconciler.model import TaskStatus
-from reconciler.spec.errors import quote, shorten
+from reconciler.model import JobKind, TaskStatus
+from reconciler.spec.errors import did_you_mean, quote, shorten
 
 __all__ = [
     "DEFAULT_DECISIONS",
@@ -107,6 +107,8 @@ class StatusQuery:
         ):
             if value is not None and len(value) > most:
                 raise QueryError(f"{name} must be {what}, at most {most} characters; got {quote(value)}")
+        if job is not None:
+            _check_job(job)
         return cls(
             job=job,
             status=status,
@@ -134,6 +136,27 @@ class StatusQuery:
 
 
 _WHOLE = re.compile(r"-?[0-9]+")
+_KINDS = tuple(kind.value for kind in JobKind)
+
+
+def _check_job(job: str) -> None:
+    """A `job` no job can have is refused, not answered "No task matches." as if the job had no task: another
+    kind (`snapshotjob/…`), or a task key copied from `capctl state list` (walk 60c-5)."""
+    if "/" not in job:
+        return
+    kind, name = job.split("/", 1)
+    if kind not in _KINDS:
+        kinds = ", ".join(_KINDS)
+        raise QueryError(
+            f"job must be a job's Kind/name (kinds: {kinds}) or a bare name; got {quote(job)}"
+            + did_you_mean(kind, _KINDS)
+        )
+    if "/" in name:
+        name, room = name.split("/", 1)
+        raise QueryError(
+            f"job must be a job's Kind/name or a bare name; got {quote(job)}, a task key: its job is"
+            f" job={kind}/{name}, its room room={room}"
+        )
 
 
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

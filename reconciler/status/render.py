@@ -60,6 +60,8 @@ def render_html(snapshot: StatusSnapshot) -> str:
         line_summary=_line_summary,
         status_label=_status_label,
         named=_named,
+        named_key=_named_key,
+        default=StatusQuery(),
     )
 
 
@@ -78,6 +80,12 @@ def _named(name: str) -> Markup:
     if not mixed and not invisible and unicodedata.normalize("NFKC", name) == name:
         return shown
     return shown + f" ({name.encode('ascii', 'backslashreplace').decode('ascii')})"
+
+
+def _named_key(key: str) -> Markup:
+    """A task key with its room (or file) shown as `_named` shows it: a held `lоbby` is not `lobby` (walk 60c-7)."""
+    kind, name, target = key.split("/", 2)
+    return Markup("%s/%s/") % (kind, name) + _named(target)
 
 
 def page_url(query: StatusQuery, **changes: Any) -> str:

@@ -22,7 +22,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from reconciler import logs
 from reconciler.daemon.controller import PRUNE_GRACE
 from reconciler.daemon.digest import spec_digest
-from reconciler.daemon.watch import watch_roots, watch_specs
+from reconciler.daemon.watch import TreeState, tree_state, watch_roots, watch_specs
 from reconciler.model import TaskStatus
 from reconciler.sim.faults import FaultConfig
 from reconciler.spec import SpecErrors, SpecSet, load_spec_set
@@ -282,6 +282,35 @@ async def test_a_spec_directory_inside_git_syncs_link_follows_every_commit(tmp_p
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 5)
+
+
+async def test_a_file_written_between_the_first_read_and_the_watch_is_not_missed(tmp_path: Path) -> None:
+    """Walk 60c-8: the daemon reads the specs, takes the lease, and only then begins to watch: a file written in
+    between (a git-sync at the pod's start, an edit) was seen by no event, and the set read before it stayed in
+    force until some other change. The watch compares the tree with what it was before that read."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "a.yaml").write_text("# a\n")
+    before = tree_state([str(specs)])
+    reloads: list[int] = []
+
+    async def on_change() -> None:
+        reloads.append(1)
+
+    async def watched(read: TreeState) -> list[int]:
+        reloads.clear()
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_specs([str(specs)], on_change, stop=stop, debounce_ms=50, read=read))
+        try:
+            await _until(lambda: bool(reloads), 3)
+        finally:
+            stop.set()
+            await asyncio.wait_for(watcher, 5)
+        return list(reloads)
+
+    assert await watched(before) == []  # nothing changed since the read: no reload
+    (specs / "b.yaml").write_text("# b\n")  # after the read, before the watch
+    assert await watched(before) == [1]
 
 
 def _mount_secret(mount: Path, revision: str, value: str) -> None:

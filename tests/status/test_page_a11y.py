@@ -65,11 +65,12 @@ def _pages() -> dict[str, str]:
     every = inputs([running, *others], history=told.history, events=events)
     broke = Replica(
         *("leader", "holds the state lease", LEADER.spec_digest, NOW - 600, LEADER.spec_summary),
-        spec_error="1 error:\njobs.yaml:3:5: unknown field 'roomz'",
+        spec_error=f"1 error:\n/specs/{'deep/' * 40}jobs.yaml:3:5: unknown field 'roomz'",
         spec_error_since=NOW - 5,
-        prune_held=tuple(f"SnapshotJob/gone/room-{i}" for i in range(12)),
+        # Keys and rooms as long as the specs allow, with nothing to wrap at: the boxes widened the page (60c-6).
+        prune_held=(f"{LONG_JOB}/{'r' * 128}", *(f"SnapshotJob/gone/room-{i}" for i in range(11))),
         max_prune=20.0,
-        left_out=(("SnapshotJob/classes", tuple(f"class-{i}" for i in range(12))),),
+        left_out=(("SnapshotJob/classes", ("c" * 128, *(f"class-{i}" for i in range(11)))),),
     )
     standby = Replica("standby", "does not act: another holder took the state lock", None, None, None, None, None)
     return {

@@ -118,6 +118,46 @@ def test_page_links_keep_the_filters_and_drop_defaults() -> None:
     assert page_url(StatusQuery()) == "?"
 
 
+def test_the_filter_form_and_clear_filters_keep_per_page_and_decisions() -> None:
+    """Walk 60c-2: on `?per_page=5&decisions=7&status=running` the form's Per page showed 50 (no option was 5, so
+    the browser picked the first) and had no `decisions`: choosing a room sent `per_page=50` and dropped the
+    decisions; "Clear filters" (`?`) dropped both, though every link keeps them."""
+    records = [record(f"SnapshotJob/hall/h{i}") for i in range(7)]
+    query = StatusQuery(status="running", per_page=5, decisions=7)
+    tags = _parse(render_html(build_snapshot(inputs(records), query, NOW))).tags
+    form = [(tag, attrs) for tag, attrs in tags if tag in ("option", "input") and "list" not in attrs]
+    per_page = [attrs for tag, attrs in form if tag == "option" and "selected" in attrs]
+    assert [a.get("value") for a in per_page] == ["running", "5"]  # the status, then the page size in force
+    assert ("input", {"type": "hidden", "name": "decisions", "value": "7"}) in form
+    assert ("a", {"href": "?per_page=5&decisions=7"}) in tags  # Clear filters
+    plain = _parse(render_html(build_snapshot(inputs(records), StatusQuery(status="running"), NOW))).tags
+    assert not [attrs for tag, attrs in plain if tag == "input" and attrs.get("name") == "decisions"]
+    assert ("a", {"href": "?"}) in plain
+
+
+def test_the_unfiltered_counts_link_to_their_tasks_whatever_the_room_filter() -> None:
+    """Walk 60c-3: the counts at the top and the jobs needing a look are never filtered, yet their links kept
+    `room`: on `?room=lobby`, "1 failed" led to "No task matches." (the failed task is another room's)."""
+    failed = record("RecordingJob/class-rec/class-101", TaskStatus.FAILED, last_error="StartRecord: 403 forbidden")
+    lobby = record("SnapshotJob/lobby-audit/lobby")
+    query = StatusQuery(room="lobby", per_page=10)
+    tags = _parse(render_html(build_snapshot(inputs([failed, lobby]), query, NOW))).tags
+    links = [attrs.get("href") for tag, attrs in tags if tag == "a"]
+    assert "?status=failed&per_page=10" in links  # the badge "1 failed"
+    assert "?job=RecordingJob%2Fclass-rec&per_page=10" in links  # its job in the jobs that need a look
+    assert "?job=SnapshotJob%2Flobby-audit&room=lobby&per_page=10" in links  # a shown task's job keeps its room
+
+
+def test_no_decisions_asked_for_is_not_said_to_be_none_logged() -> None:
+    """Walk 60c-4: `?decisions=0` (none shown, as asked) said "No decision logged yet." with decisions logged."""
+    events = [{"timestamp": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": "SnapshotJob/a/b"}]
+    text = _text(render_html(build_snapshot(inputs([], events=events), StatusQuery(decisions=0), NOW)))
+    assert "No decision logged yet" not in text
+    assert "None shown: decisions=0 asks for none." in text
+    empty = _text(render_html(build_snapshot(inputs([]), StatusQuery(), NOW)))
+    assert "No decision logged yet." in empty
+
+
 def test_the_json_twin_has_the_same_facts() -> None:
     key = "SnapshotJob/lobby-audit/lobby"
     rec = record(key, TaskStatus.STOPPED, started_at=NOW - 100, stopped_at=NOW - 50, stop_reason=IDLE)
@@ -222,6 +262,35 @@ def test_active_rooms_past_a_selectors_max_rooms_are_named_at_the_top() -> None:
     assert to_json(snap)["replica"]["left_out"] == {"SnapshotJob/classes": ["class-4", "cl\u0430ss-5"]}
     plain = _text(render_html(build_snapshot(inputs([running]), StatusQuery(), NOW)))
     assert "not captured" not in plain
+
+
+def test_the_boxes_of_held_prunes_and_rooms_left_out_keep_one_line_each() -> None:
+    """Walk 60c-1: the template's trim_blocks ate the line ends in both boxes: two room-selector jobs' rooms ran
+    together (`RecordingJob/zsel: z-4SnapshotJob/class-snaps: class-3`), and "… and 2 more" stuck to the
+    tenth held key as if part of it (`SnapshotJob/gone/room-9… and 2 more`)."""
+    replica = dataclasses.replace(
+        LEADER,
+        prune_held=tuple(f"SnapshotJob/gone/room-{i}" for i in range(12)),
+        max_prune=20.0,
+        left_out=(("RecordingJob/zsel", ("z-4",)), ("SnapshotJob/classes", tuple(f"c-{i}" for i in range(12)))),
+    )
+    html = render_html(build_snapshot(inputs([], replica=replica), StatusQuery(), NOW))
+    boxes = [re.sub(r"<[^>]+>", "", box) for box in re.findall(r"<pre>(.*?)</pre>", html, re.S)]
+    held = [f"SnapshotJob/gone/room-{i}" for i in range(10)]
+    assert boxes[0].split("\n") == [*held, "… and 2 more"]
+    rooms = ", ".join(f"c-{i}" for i in range(10))
+    assert boxes[1].split("\n") == ["RecordingJob/zsel: z-4", f"SnapshotJob/classes: {rooms} … and 2 more"]
+
+
+def test_a_look_alike_room_in_a_held_key_or_a_decision_shows_its_escapes() -> None:
+    """Walk 60c-7: the box of held prunes, where a human decides what to confirm, and the recent decisions printed
+    a key's room as it is: a held `lоbby` (Cyrillic о) read as `lobby`, with no escapes as its task row has."""
+    key = "RecordingJob/rec/l\u043ebby"
+    replica = dataclasses.replace(LEADER, prune_held=(key,), max_prune=20.0)
+    events = [{"timestamp": "2027-01-15T07:59:00Z", "level": "info", "event": "decision", "key": key}]
+    html = render_html(build_snapshot(inputs([], replica=replica, events=events), StatusQuery(), NOW))
+    shown = "RecordingJob/rec/<bdi>l\u043ebby</bdi> (l\\u043ebby)"
+    assert html.count(shown) == 2  # the box and the decision
 
 
 def test_a_task_whose_prune_is_held_says_why_nothing_is_next() -> None:

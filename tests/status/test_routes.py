@@ -64,6 +64,15 @@ async def test_the_routes_only_read() -> None:
         ({"decisions": " 5"}, "decisions must be a whole number from 0 to 500; got ' 5'"),
         ({"per_page": "5000"}, "per_page must be from 1 to 500; got 5000"),
         ({"sort": "x"}, "unknown query parameter 'sort'"),
+        # A value no job can have matched nothing, silently: "No task matches." for a task it names (walk 60c-5).
+        (
+            {"job": "SnapshotJob/lobby-audit/lobby"},
+            "a task key: its job is job=SnapshotJob/lobby-audit, its room room=lobby",
+        ),
+        (
+            {"job": "snapshotjob/lobby-audit"},
+            "or a bare name; got 'snapshotjob/lobby-audit' (did you mean 'SnapshotJob'?)",
+        ),
         # "Were rooms a and b captured?" answered for b alone would read as both (walk 26d-2).
         ((("room", "a"), ("room", "b")), "'room' is given more than once: one value per parameter"),
         ((("status", "failed"), ("status", "")), "'status' is given more than once"),
