@@ -404,6 +404,8 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
             assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
         # Said once each way, whatever the role (a standby logs nothing else during an outage).
         assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
+        # The leader's inbox claims failed every retry period until the deadline: one line, not one each (60f-1).
+        assert [e["event"] for e in cut].count("could not claim the callback inbox") == 1
         assert [e["event"] for e in back].count("the state store answers again") == 1
     finally:
         await harness.stop()
