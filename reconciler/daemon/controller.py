@@ -149,6 +149,13 @@ class Daemon(DaemonParts):
         """The spec set in force (the last valid one), or None before the first valid load."""
         return self.specs.current
 
+    @property
+    def in_force(self) -> SpecSet | None:
+        """`spec` with the tasks its room-selector jobs have now (the reconciler's): the keys a takeover, the resync
+        and `capctl sync` go over. Without them a selector task whose start failed (the state store down) was
+        queued again by none of them once its backoff's re-queue fell in a term it did not lead (walk 60f-2)."""
+        return self.reconciler.spec
+
     # --- specs ------------------------------------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -244,8 +251,9 @@ class Daemon(DaemonParts):
             return 503, f"no valid spec set in force: {self.specs.error}", [], 0
         if (not_acting := self._not_acting()) is not None:
             return 503, not_acting, [], 0
-        known = known_keys(self.records.keys(), self.spec)
-        status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, self.spec.tasks)
+        in_force = self.in_force or self.spec
+        known = known_keys(self.records.keys(), in_force)
+        status, reason, wanted, tombstones = sync_keys(keys, known, self.records.get, in_force.tasks)
         if status == 200:
             self.reconciler.observe_first(wanted)
             self.queue.retry_now(wanted)
@@ -353,7 +361,7 @@ class Daemon(DaemonParts):
         while True:
             await self.clock.sleep(self.resync * (1 - RESYNC_JITTER + 2 * RESYNC_JITTER * self._rng.random()))
             if self.spec is not None:
-                known = known_keys(self.records.keys(), self.spec)
+                known = known_keys(self.records.keys(), self.in_force)
                 due = resync_keys(known, self.records.get, self.clock.now())
                 self.queue.add_all(key for key in due if not self.queue.retrying(key))
                 if self.lease.acting():  # a standby neither lists rooms nor records their activity
@@ -380,6 +388,6 @@ class Daemon(DaemonParts):
         # held for a human is held here too (the keys it releases are among those queued below).
         if (spec := self.reconciler.spec) is not None:  # in force, with the selector jobs' tasks
             self.pruning.check(spec, self.records.values())
-        self.queue.add_all(sorted(known_keys(self.records.keys(), self.spec)))
+        self.queue.add_all(sorted(known_keys(self.records.keys(), self.in_force)))
         self.inbox.drain_soon()  # what standbys stored meanwhile
         log.info("took over: state read again; acting", records=len(self.records.keys()), spec_digest=self.spec_digest)

@@ -80,6 +80,9 @@ class Inbox:
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
         self._unstored = Throttle(clock)
         self._said_taken, self._taken = Throttle(clock), 0  # `callbacks taken from the inbox`: once a minute
+        # A claim fails every retry period while the database is down (until the renew deadline, or for as long
+        # as the lease's own connection still answers): one warning a minute, as for the stores (walk 60f-1).
+        self._unclaimed = Throttle(clock)
         # Stores go one at a time, in the order verified: racing threads stored a room's leave before its join,
         # and a leader claiming between the two acted on them in that order (walk 32a).
         self._storing = asyncio.Lock()
@@ -149,8 +152,10 @@ class Inbox:
         if claim.cancelled():
             return
         if (exc := claim.exception()) is not None:
-            if isinstance(exc, StateError):  # Fenced / NotLeader: the term ended; otherwise retried next period
-                log.warning("could not claim the callback inbox", error=str(exc))
+            # Fenced / NotLeader: the term ended; otherwise retried next period
+            if isinstance(exc, StateError) and (held := self._unclaimed.allow()) is not None:
+                repeats = {"repeats_held_back": held} if held else {}
+                log.warning("could not claim the callback inbox", error=str(exc), **repeats)
             return
         entries = claim.result()
         for entry in entries:

@@ -123,7 +123,15 @@ class RoomBook:
         if (upgraded := self._store.upgrade_rooms(accounts)) is not None:
             rooms, unknown = upgraded
             log.info("state upgraded: room activity kept by vendor account", rooms=rooms, providers_unknown=unknown)
-        self._rooms = {(r.account, r.room): r for r in self._store.room_activity(accounts)}
+        loaded = {(r.account, r.room): r for r in self._store.room_activity(accounts)}
+        # What this replica heard and could not write yet (a database outage that cost it the lease) is news
+        # the state lacks: a callback it answered 200 is not sent again, and a room entered then was never
+        # selected after the lease came back (walk 60f-2). What another holder wrote since wins if newer.
+        for key, report in self._unwritten.items():
+            known = loaded.get(key)
+            if known is None or supersedes(known.last_seen, known.active, report.last_seen, report.active):
+                loaded[key] = report
+        self._rooms = loaded
         self._quiet_seen = {}
 
     def note(self, account: str, room: str, active: bool, at: float, source: str) -> bool:

@@ -146,7 +146,9 @@ class CallbackRouter:
         assert found is not None, "verify() of an unknown vendor"
         try:
             event = found.parse_callback()(body, providers, now)
-            self._replays.first_time(event, now)
+            # Known, not acted on: a retry of a callback refused 503 (the inbox down) is no duplicate once this
+            # replica leads (walk 60f-3: the vendor's last retry was answered `duplicate` and the room never heard).
+            self._replays.first_time(event, now, acted=False)
         except CallbackRejected as exc:
             self.count(vendor, "rejected")
             if exc.logged:
@@ -227,6 +229,7 @@ class _Signed:
     expires: float  # daemon time after which the pair fails the time check anyway
     digest: str
     warned: bool = False
+    acted: bool = True  # routed (acted on) here; False: only verified, for the inbox (a standby)
 
 
 class ReplayGuard:
@@ -248,8 +251,9 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def first_time(self, event: CallbackEvent, now: float) -> bool:
-        """True for a pair not seen yet, False for an exact repeat; raises CallbackRejected for a replay."""
+    def first_time(self, event: CallbackEvent, now: float, *, acted: bool = True) -> bool:
+        """True for a pair not acted on yet, False for an exact repeat of one that was; raises CallbackRejected for
+        a replay. `acted=False`: only verified (a standby's inbox, whose store may fail and the vendor retry)."""
         if event.signed_pair is None:
             return True
         # Lazy expiry from the oldest arrival: times in the window differ by at most 2 × MAX_SKEW, so an
@@ -258,12 +262,15 @@ class ReplayGuard:
             self._seen.popitem(last=False)
         seen = self._seen.get(event.signed_pair)
         if seen is None:
-            self._seen[event.signed_pair] = _Signed(event.at + self._window + _RECUT_SLACK, event.body_digest)
+            self._seen[event.signed_pair] = _Signed(
+                event.at + self._window + _RECUT_SLACK, event.body_digest, acted=acted
+            )
             if len(self._seen) > self._size:
                 self._seen.popitem(last=False)
             return True
         if seen.digest == event.body_digest:
-            return False
+            first, seen.acted = not seen.acted, seen.acted or acted
+            return first
         logged, seen.warned = not seen.warned, True
         raise CallbackRejected(
             409,

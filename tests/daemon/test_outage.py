@@ -40,7 +40,7 @@ from reconciler.state.sqlite import SQLiteStateStore
 from tests.daemon.conftest import DAEMON, Harness, write_specs
 from tests.daemon.test_status_page import task_of
 from tests.servers import daemon_output
-from tests.specdocs import snapshot_job
+from tests.specdocs import selector_job, snapshot_job
 from tests.state.helpers import make_record
 from tests.state.test_state_leader import Proxy
 
@@ -404,10 +404,22 @@ async def test_every_replica_exports_whether_it_reaches_the_state_store(harness:
             assert metric((await http.get("/metrics")).text, "capctl_state_store_reachable") == 1
         # Said once each way, whatever the role (a standby logs nothing else during an outage).
         assert [e["event"] for e in cut].count("cannot reach the state store; trying again every retry period") == 1
+        # The leader's inbox claims failed every retry period until the deadline: one line, not one each (60f-1).
+        assert [e["event"] for e in cut].count("could not claim the callback inbox") == 1
         assert [e["event"] for e in back].count("the state store answers again") == 1
     finally:
         await harness.stop()
         proxy.close()
+
+
+async def leads_again(harness: Harness, daemon: Daemon) -> None:
+    """The database is back: wait (20 s of real time at most) for the old lease to lapse on the server's clock
+    and the daemon to lead again."""
+    for _ in range(40):
+        await harness.advance(0.5)
+        if daemon.lease.acting():
+            return
+        await asyncio.sleep(0.2)
 
 
 async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refused_callbacks_ends(
@@ -436,14 +448,42 @@ async def test_a_room_known_empty_gets_its_repair_start_once_an_outage_that_refu
         await harness.advance(30)
         assert harness.calls("StartSnapshot") == starts
         proxy.restore()
-        for _ in range(40):  # the old lease lapses on the server's clock (3 s of real time)
-            await harness.advance(0.5)
-            if daemon.lease.acting():
-                break
-            await asyncio.sleep(0.2)
+        await leads_again(harness, daemon)
         await harness.advance(2)
         assert harness.calls("StartSnapshot") == starts + 1  # before: only at the repair start, an hour on
         assert harness.record(LOBBY).status is TaskStatus.RUNNING
+    finally:
+        await harness.stop()
+        proxy.close()
+
+
+async def test_a_room_the_leader_heard_enter_before_an_outage_cost_it_the_lease_is_captured_when_it_leads_again(
+    harness: Harness, pg_url: str
+) -> None:
+    """Walk 60f-2: PostgreSQL stopped; before the renew deadline the leader answered a room's join 200 and kept
+    it in memory (`room activity not written`), then stood by. Taking the lease back read the room activity from
+    the state, which lacked the join, so the room was never selected: the vendor does not send an answered
+    callback again, and no listing asks about a room the daemon does not know."""
+    given = psycopg.conninfo.conninfo_to_dict(pg_url)
+    proxy = Proxy((str(given["host"]), int(str(given["port"]))))
+    write_specs(harness.specs, selector_job("classes", "class-*"))
+    store = PostgresStateStore(pg_url.replace(f":{given['port']}/", f":{proxy.port}/"), connect_timeout=2)
+    try:
+        daemon = await harness.start(store, leader=LeaderSettings(6.0, 4.0, 1.0))
+        await harness.advance(2)
+        proxy.cut()
+        harness.sim.publish("volcengine", "class-1", user_id="u")  # its callbacks reach the leader: answered 200
+        with capture_logs() as logs:
+            await harness.advance(2)
+        assert any(e["event"] == "room activity not written" for e in logs), logs
+        await harness.advance(4)  # past the renew deadline: it stands by
+        assert not daemon.lease.acting() and harness.calls("StartSnapshot") == 0
+        proxy.restore()
+        await leads_again(harness, daemon)
+        await harness.advance(3)
+        assert [t.room_id for t in harness.running_sim_tasks()] == ["class-1"]  # before: never started
+        assert harness.record("SnapshotJob/classes/class-1").status is TaskStatus.RUNNING
+        assert [(a.room, a.active) for a in store.room_activity({})] == [("class-1", True)]
     finally:
         await harness.stop()
         proxy.close()

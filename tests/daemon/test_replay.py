@@ -104,3 +104,20 @@ def test_remembered_pairs_expire_with_the_time_window_and_are_capped() -> None:
         guard.first_time(_event(name, "x", later), later)
     assert len(guard) == 3  # the cap: the oldest pair ("b") went first
     assert guard.first_time(_event("b", "other", later), later)
+
+
+def test_a_pair_only_verified_for_the_inbox_is_not_taken_for_the_retry_of_one_acted_on() -> None:
+    """Walk 60f-3: a standby verifies a callback (`acted=False`) and may fail to store it (503): the vendor's retry
+    reaching that replica once it leads is the first time the callback is acted on, not a duplicate."""
+    guard = ReplayGuard()
+    now = 1_750_000_000.0
+    assert guard.first_time(_event("a", "x", now), now, acted=False)  # verified, refused 503
+    assert guard.first_time(_event("a", "x", now), now + 1, acted=False)  # the retry, refused again
+    assert guard.first_time(_event("a", "x", now), now + 5)  # the retry once it leads: acted on
+    assert not guard.first_time(_event("a", "x", now), now + 6)  # a retry of that one: a duplicate
+    try:
+        guard.first_time(_event("a", "forged", now), now + 6, acted=False)
+    except CallbackRejected as exc:
+        assert exc.status == 409  # a verified pair on another body is still a replay
+    else:
+        raise AssertionError("a replay on another body was accepted")

@@ -38,7 +38,7 @@ from reconciler.state.sql import iso_utc
 from reconciler.state.sqlite import SQLiteStateStore
 from reconciler.status.history import History, Restored
 from tests.daemon.conftest import DAEMON, Harness, settle, write_specs
-from tests.daemon.test_http import volc_body
+from tests.daemon.test_http import volc_body, zego_body
 from tests.daemon.test_units import record
 from tests.specdocs import recording_job, selector_job, snapshot_job
 from tests.state.test_state_damage import raw_sql
@@ -188,6 +188,46 @@ async def test_a_standby_answers_503_when_it_cannot_store_a_callback_and_200_on_
             assert again.status_code == 200 and again.json()["reason"] == "duplicate: already stored for the leader"
             forged = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="x", secret="guess"))
             assert forged.status_code == 401  # verified as the leader would
+    finally:
+        await standby.stop()
+        standby.records.close()
+
+
+async def test_a_zego_retry_a_standby_refused_is_acted_on_once_that_replica_leads(harness: Harness) -> None:
+    """Walk 60f-3: PostgreSQL down, a standby answered a ZEGO callback 503 (the inbox could not be written) and
+    remembered its signed pair; by the vendor's next retry that replica led, and took the retry for the vendor's
+    repeat of a callback it had acted on: `200 duplicate: already accepted`, and nothing was ever done with it
+    (a room that opened in the outage was never captured)."""
+    write_specs(harness.specs, recording_job("rec", ["class-1"], idle=600))
+    harness.sim.config.zego_callback_url = None  # only the callbacks this test sends
+    harness.sim.publish("zego", "class-1", stream_id="teacher")
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(leader=settings)
+    await harness.advance(1)
+    run = harness.record(CLASS).vendor_task_id
+    assert run is not None and not harness.record(CLASS).productive
+    standby = await harness.start_standby(leader=settings)
+    body = zego_body(harness, task_id=run, room_id="class-1") | {"event_type": 1}  # uploaded: the run is productive
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=standby.asgi_app), base_url=DAEMON) as http:
+            blocker = sqlite3.connect(harness.state_path, timeout=0)
+            blocker.execute("BEGIN EXCLUSIVE")  # the inbox cannot be written
+            try:
+                refused = await http.post("/callbacks/zego", json=body)
+            finally:
+                blocker.rollback()
+                blocker.close()
+            assert refused.status_code == 503, refused.text
+            await harness.stop()  # the leader goes: the standby leads
+            await harness.advance(2)
+            assert standby.lease_lost is None
+            retry = await http.post("/callbacks/zego", json=body)  # the vendor's retry
+            assert (retry.status_code, retry.json()["reason"]) == (200, "accepted")  # before: a duplicate
+            again = await http.post("/callbacks/zego", json=body)
+            assert (again.status_code, again.json()["reason"]) == (200, "duplicate: already accepted")
+        await harness.advance(1)
+        record = standby.records.get(CLASS)
+        assert record is not None and record.productive
     finally:
         await standby.stop()
         standby.records.close()
