@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -314,6 +314,41 @@ def test_a_leader_writes_nothing_once_a_newer_capctl_raised_the_schema(
     [(body,)] = raw_sql(store_url, "SELECT body FROM capctl_records")
     assert '"reissue_count":1' in str(body)
     assert raw_sql(store_url, "SELECT count(*) FROM capctl_room_activity") == [(0,)]
+
+
+def test_a_replica_that_does_not_lead_writes_nothing_once_a_newer_capctl_raised_the_schema(
+    store_url: str, stores: tuple[Store, Store]
+) -> None:
+    """Walk 60b (after 58C-1): the writes no epoch fences checked no schema. A replica of this capctl standing
+    by (or one that gave the lead up for the newer schema) stored callbacks into the inbox (the vendor answered
+    200, so never retried them with a newer replica), its room activity and the page's history, and pruned, all
+    into a state it no longer knows. Each is refused now, in its transaction: nothing written."""
+    standby = LeaderStore(stores[0], elector(stores[0], FakeClock())[0])  # the daemon's view, not leading
+    standby.record_rooms(  # before the raise: written, and each write below would change some of it
+        [RoomActivity(VOLC, "class-1", True, 60.0, "callback"), RoomActivity(VOLC, "class-3", False, 50.0, "callback")],
+        [
+            HistorySpan("room", VOLC, "class-3", 40.0, 50.0),
+            HistorySpan("seen", "SnapshotJob/gone/room", "", 40.0, None),
+        ],
+    )
+    raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+    tables = ("capctl_inbox", "capctl_room_activity", "capctl_history")
+    before = [raw_sql(store_url, f"SELECT * FROM {table}") for table in tables]
+    newer = r"state schema version 3 was written by a newer capctl \(this one knows version 2\); upgrade capctl"
+    writes: dict[str, Callable[[], object]] = {
+        "inbox_put": lambda: standby.inbox_put(inbox_entry("volc:app:1")),
+        "record_rooms": lambda: standby.record_rooms(
+            [RoomActivity(VOLC, "class-2", True, 70.0, "callback")], [HistorySpan("room", VOLC, "class-2", 70.0, None)]
+        ),
+        "forget_rooms": lambda: standby.forget_rooms(1e12),
+        "prune_history": lambda: stores[0].prune_history(1e12, 0),
+        "prune_orphans": lambda: stores[0].prune_orphans(),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StateTooNew, match=newer):
+            write()
+            pytest.fail(f"{name} wrote")
+    assert [raw_sql(store_url, f"SELECT * FROM {table}") for table in tables] == before
 
 
 JOB = "SnapshotJob/classes"
