@@ -1128,3 +1128,33 @@ async def test_a_reconcile_in_flight_when_the_lead_is_given_up_for_a_newer_schem
         )
     ]
     assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+
+
+async def test_a_standby_whose_inbox_write_meets_a_newer_schema_is_not_ready(harness: Harness) -> None:
+    """Walk 60b: a rolling update to a release that raises the schema; the newer pod leads, an old standby still
+    runs. Its callbacks are refused (nothing written into a state it does not know: 60B-1), yet it answered
+    `/readyz` 200 (`standby: the leader is …`), so a Service went on sending it callbacks it refuses. It is not
+    ready from that refusal on (`standby: never leads: …`), and never tries to lead."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(NewerStore(harness.state_path), leader=settings)
+    old = await harness.start_standby(leader=settings, holder="capctl run on old")
+    try:
+        await harness.advance(2)
+        assert old.readiness().ready, old.readiness().reason
+        with sqlite3.connect(harness.state_path) as db:  # the newer leader upgrades the state
+            db.execute("UPDATE capctl_meta SET schema_version = 3")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=old.asgi_app), base_url=DAEMON) as http:
+            refused = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="join"))
+        assert refused.status_code == 503 and "was written by a newer capctl" in refused.text, refused.text
+        why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
+        outdated = f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
+        assert old.readiness().reason == outdated
+        epoch = raw_sql(f"sqlite:///{harness.state_path}", "SELECT epoch FROM capctl_lock")
+        await harness.stop()  # the newer leader resigns: the old standby does not take the lock
+        await harness.advance(5)
+        assert old.readiness().reason == outdated and not old.lease.elector.is_leader
+        assert raw_sql(f"sqlite:///{harness.state_path}", "SELECT epoch FROM capctl_lock") == epoch
+    finally:
+        await old.stop()
+        old.records.close()
