@@ -154,6 +154,9 @@ class LeaderElector:
         self.other_holder: str | None = None  # who held the lock at the last failed attempt
         self.last_error: str | None = None  # why the last attempt could not reach the store, if it could not
         self.silent_for: float | None = None  # the lock's `silent_for` at the last taking
+        # A term ended over a schema a newer capctl raised: this elector never takes the lock again, whatever
+        # tick comes (one the daemon began before that step-down took it back, walk 60b).
+        self._outdated = False
 
     @property
     def is_leader(self) -> bool:
@@ -194,6 +197,7 @@ class LeaderElector:
         `unheard_for`: seconds this holder has answered no callbacks, which the release records
         (`Lock.unheard_since`)."""
         with self._mutex:
+            self._outdated = self._outdated or reason is StepDown.OUTDATED
             if self._lock is not None:
                 if unheard_for is not None:
                     self._lock.unheard_since(unheard_for)
@@ -202,6 +206,8 @@ class LeaderElector:
 
     def _try_acquire(self) -> float:
         retry = self.settings.retry_period
+        if self._outdated:
+            return retry
         began = self._clock.monotonic()
         try:
             lock = self._store.lock(self.holder, lease_seconds=self.settings.lease_duration)
@@ -212,9 +218,15 @@ class LeaderElector:
             self.other_holder, self.last_error = None, str(exc)
             return retry
         with self._mutex:
-            self._lock, self.epoch, self._renewed_at = lock, lock.epoch, began
-            self.silent_for = lock.silent_for
-            self.other_holder, self.last_error = None, None
+            late = self._outdated  # a write of the last term met the newer schema as this one took the lock
+            if not late:
+                self._lock, self.epoch, self._renewed_at = lock, lock.epoch, began
+                self.silent_for = lock.silent_for
+                self.other_holder, self.last_error = None, None
+        if late:
+            with contextlib.suppress(StateError):
+                lock.release()
+            return retry
         self._on_event(LeaderEvent(LeaderEvent.BECAME, lock.epoch))
         return retry
 
@@ -251,6 +263,7 @@ class LeaderElector:
             # A newer capctl raised the schema as this term led: it writes no more, and the lock goes at once to a
             # replica of that capctl (this one never leads again, so no tick of it would release the lock).
             with self._mutex:
+                self._outdated = True
                 self._step_down(StepDown.OUTDATED, str(exc))
             self._release_given_up()
             return

@@ -22,7 +22,7 @@ import structlog
 from reconciler.clock import Clock, Throttle
 from reconciler.model import ProviderConfig
 from reconciler.providers.callbacks import CallbackEvent, CallbackRejected
-from reconciler.state.base import InboxEntry, StateError
+from reconciler.state.base import InboxEntry, StateError, StateTooNew
 
 if TYPE_CHECKING:
     from reconciler.daemon.fencing import LeaderStore
@@ -68,6 +68,7 @@ class Inbox:
         deliver: Callable[[RoutedCallback], None],
         *,
         in_thread: bool = True,
+        outdated: Callable[[str], None] = lambda why: None,
     ) -> None:
         self._in_thread = in_thread  # False: claims run on the loop (in-process tests on a fake clock)
         self._state = state
@@ -75,6 +76,7 @@ class Inbox:
         self._clock = clock
         self._acting = acting
         self._deliver = deliver  # the controller acts on a routed callback (queues its keys)
+        self._outdated = outdated  # told of a newer schema met storing a callback: the replica never leads
         self._draining: asyncio.Task[int] | None = None
         self._claim: asyncio.Future[list[InboxEntry]] | None = None  # the last claim (`claimed` awaits it)
         # A database outage fails every callback a standby receives: one warning a minute, not one each.
@@ -104,6 +106,8 @@ class Inbox:
             async with self._storing:
                 stored = await self._off_loop(lambda: self._state.inbox_put(entry))
         except StateError as exc:
+            if isinstance(exc, StateTooNew):
+                self._outdated(str(exc))
             if (held := self._unstored.allow()) is not None:
                 log.warning(
                     "could not store a callback in the inbox; the vendor retries",

@@ -122,6 +122,13 @@ class Lease:
         """Why this replica never leads again (a newer capctl raised the state's schema), or None."""
         return self._outdated
 
+    def outdate(self, why: str) -> None:
+        """A standby's write met a schema a newer capctl raised (`StateTooNew`: `why`): it never leads, and is not
+        ready, for a Service to send callbacks to the newer replicas, not to one that refuses them (walk 60b)."""
+        if self._outdated is None:
+            self._outdated = why
+            log.error("cannot lead a state of a newer schema: standing by for good", error=why)
+
     @property
     def taking_over(self) -> bool:
         """A takeover reads the state now (the replica leads, and acts once it is read)."""

@@ -146,7 +146,15 @@ class DaemonParts(ABC):
         self.local_only = local_only
         self._stop_watching = asyncio.Event()
         self._stopping = False  # `stop` began: callbacks go to the inbox, for the next leader (walk 34a)
-        self.inbox = Inbox(self.state, self.router, clock, self.lease.acting, self._act_on, in_thread=elect_in_thread)
+        self.inbox = Inbox(
+            self.state,
+            self.router,
+            clock,
+            self.lease.acting,
+            self._act_on,
+            in_thread=elect_in_thread,
+            outdated=self.lease.outdate,
+        )
         provider = self.vendors.provider
         executor = Executor(
             self.records, provider, clock, parallelism=1, rng=self._rng, retry_in=self.queue.next_backoff

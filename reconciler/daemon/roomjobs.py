@@ -33,6 +33,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.prune import MAX_LOGGED
 from reconciler.daemon.roomlisting import RoomLister
 from reconciler.daemon.roomorder import supersedes
+from reconciler.daemon.storehealth import NEVER_RETRIED
 from reconciler.daemon.vendorclock import VendorClocks
 from reconciler.model import (
     ApiFamily,
@@ -51,7 +52,7 @@ from reconciler.rooms import Selection, accounts_of, selected_tasks, selector_of
 from reconciler.spec import SpecSet
 from reconciler.spec.models import RoomSelector
 from reconciler.spec.selectors import covers
-from reconciler.state.base import RoomActivityStore, StateError, StateStore
+from reconciler.state.base import RoomActivityStore, StateError, StateStore, StateTooNew
 from reconciler.status.history import History
 
 __all__ = [
@@ -196,12 +197,15 @@ class RoomBook:
 
     def flush(self) -> int:
         """Write the reports learned since the last flush, in one batch; returns how many. A write that fails
-        (StateError, raised) keeps them for the next flush."""
+        (StateError, raised) keeps them for the next flush, but for a state a newer capctl raised: no flush of
+        this replica writes to it again, and one that was not fenced (at its stop) wrote them into it."""
         reports, self._unwritten = list(self._unwritten.values()), {}
         spans = self._history.take_rooms() if self._history is not None and self._store is not None else []
         if (reports or spans) and self._store is not None:
             try:
                 self._store.record_rooms(reports, spans)
+            except StateTooNew:
+                raise
             except StateError:
                 self._unwritten = {(r.account, r.room): r for r in reports}
                 if self._history is not None:
@@ -376,6 +380,7 @@ class RoomSelectors:
         self._effective: SpecSet | None = None
         self._batch: asyncio.Task[None] | None = None  # the pending decision over a batch of room callbacks
         self._write_failed = Throttle(clock)  # one `room activity not written` line a minute, whatever the rate
+        self._outdated = False  # a write met a schema a newer capctl raised: said once, nothing written since
 
     def load(self, spec: SpecSet | None) -> None:
         """Read the room activity earlier runs learned (upgrading a state of schema 1), at start and when the
@@ -433,9 +438,14 @@ class RoomSelectors:
     def _store_rooms(self, write: Callable[[], object]) -> None:
         """A room-activity write to the state; one that fails (a locked SQLite file, PostgreSQL restarting) is
         logged and tried again at the next batch or resync: it must not end the resync timer, whose polling is
-        every task's safety net (before, one failure ended it for the process's life)."""
+        every task's safety net (before, one failure ended it for the process's life). One refused for a schema a
+        newer capctl raised is dropped, said once: this replica gave the lead up for good (walk 60b)."""
         try:
             write()
+        except StateTooNew as exc:
+            if not self._outdated:
+                self._outdated = True
+                log.warning("room activity not written", error=str(exc), retry=NEVER_RETRIED, dropped=True)
         except StateError as exc:
             if (held := self._write_failed.allow()) is not None:
                 repeats = {"repeats_held_back": held} if held else {}

@@ -34,13 +34,17 @@ from reconciler.state.base import (
 )
 from reconciler.state.sql import iso_utc
 
-__all__ = ["STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
+__all__ = ["NEVER_RETRIED", "STUCK_AFTER", "StoreHealth", "WatchedStore", "probe_store"]
 
 T = TypeVar("T")
 
 log = structlog.get_logger("capctl.daemon")
 
 STUCK_AFTER = 3.0  # seconds a store call may run before the daemon reports the store as not answering
+
+# What a log line says of the retry of a write refused for a schema a newer capctl raised: none comes, this replica
+# gave the lead up for good (walk 60b: "at the next batch or resync" promised one).
+NEVER_RETRIED = "never: a newer capctl raised the state's schema, and this replica writes no more to it"
 
 
 class StoreHealth:

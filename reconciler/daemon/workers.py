@@ -86,6 +86,15 @@ class Workers:
             reason = error_reason(exc, failure, state_write=self.store_health.last_failed_write)
             self.metrics.reconcile_errors.labels(reason=reason).inc()
             delay = self.queue.add_rate_limited(key)
+            if not self._acting():
+                # It stopped leading meanwhile (lost, superseded, a newer capctl's schema): `process` retries
+                # nothing, and "retrying with backoff" promised a retry that never came (walk 60b).
+                log.warning(
+                    "reconcile failed; not retried here: this replica does not lead now",
+                    error="; ".join([str(exc), *getattr(exc, "__notes__", ())]),
+                    retry="by the leader, which reconciles every task when it takes over",
+                )
+                return
             log.warning(
                 "reconcile failed; retrying with backoff",
                 # A note: the executor's word on what the vendor did all the same (a start that runs, walk 56c).

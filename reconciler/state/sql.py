@@ -799,7 +799,9 @@ class SqlStateStore(ABC):
             cur.execute(hq.prune_many, (keep,))
             dropped += max(cur.rowcount, 0)
             cur.execute(hq.pruned_began)  # after the runs' own pruning: those it took
-            return dropped + max(cur.rowcount, 0)
+            dropped += max(cur.rowcount, 0)
+            self._check_schema(cur)
+            return dropped
 
     def prune_orphans(self) -> int:
         """Drop the `seen` and `began` rows of keys without a record (`HistoryQueries.orphans`); returns how
@@ -809,7 +811,9 @@ class SqlStateStore(ABC):
         self._migrate_leadership()
         with self._cursor(write=True) as cur:
             cur.execute(self.history_queries.orphans)
-            return max(cur.rowcount, 0)
+            dropped = max(cur.rowcount, 0)
+            self._check_schema(cur)
+            return dropped
 
     def forget_rooms(self, quiet_before: float) -> int:
         """Drop the rooms known inactive since before `quiet_before`; returns how many."""
@@ -820,7 +824,9 @@ class SqlStateStore(ABC):
             if not _rows(cur, q.exists)[0][0]:
                 return 0
             cur.execute(q.forget, (quiet_before,))
-            return max(cur.rowcount, 0)
+            forgotten = max(cur.rowcount, 0)
+            self._check_schema(cur)
+            return forgotten
 
     def room_activity(self, accounts: Mapping[str, str]) -> list[RoomActivity]:
         """Every room's last known activity, by account and room (none before the daemon recorded any).
@@ -904,6 +910,13 @@ class SqlStateStore(ABC):
         rq = self.room_queries
         return names and bool(_rows(cur, rq.exists)[0][0]) and bool(_rows(cur, rq.any_name, (NAMES,)))
 
+    def _check_schema(self, cur: Cursor) -> None:
+        """`StateTooNew` (the transaction rolled back, nothing written) if a newer capctl raised the schema since
+        this store was opened: the check of a write no epoch fences (a standby's callback into the inbox, its
+        room activity, a pruning). An outdated replica stored callbacks and room activity on into a state it no
+        longer knows, and answered the vendor 200 for callbacks no newer replica may read (walk 60b)."""
+        self._check_version(self._version(cur))
+
     def _version(self, cur: Cursor) -> int:
         rows = _rows(cur, self.queries.read_meta)
         if not rows:
@@ -942,10 +955,11 @@ class SqlStateStore(ABC):
         A fenced write also checks the schema, in the same statement (`StateTooNew`, nothing written): a newer
         capctl beside this one (a rolling update's first new pod, a standby) may raise it while this one leads
         or applies, and writing on as the older schema would misread the state as much as a read would (walk
-        58c). With no lock row the write is fenced anyway."""
+        58c). With no lock row the write is fenced anyway. A write no epoch fences checks the schema alone (60b)."""
         command = epoch is None
         epoch = self.command_epoch if command else epoch
         if epoch is None:
+            self._check_schema(cur)  # not fenced (a standby's room activity …): the schema alone (walk 60b)
             return
         rows = _rows(cur, self.leadership.fence, (LOCK_NAME,))
         if rows:
@@ -1061,7 +1075,9 @@ class SqlStateStore(ABC):
             cur.execute(
                 self.leadership.inbox_put, (entry.vendor, entry.dedupe_key, payload, entry.digest, entry.received_at)
             )
-            return cur.rowcount > 0
+            stored = cur.rowcount > 0
+            self._check_schema(cur)
+            return stored
 
     def inbox_claim(
         self, *, now: float, limit: int = 500, keep: float = INBOX_KEEP_SECONDS, fence: int | None = None

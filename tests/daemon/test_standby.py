@@ -1112,3 +1112,89 @@ async def test_a_standby_with_other_globs_writes_none_of_them(harness: Harness, 
     with sqlite3.connect(harness.state_path) as db:
         kept = list(db.execute("SELECT end_at, reason FROM capctl_history WHERE kind = 'selector'"))
     assert kept == [(None, '{"match":["*"],"exclude":[]}')]
+
+
+async def test_a_leader_that_gives_the_lead_up_for_a_newer_schema_promises_no_retry_of_its_room_activity(
+    harness: Harness,
+) -> None:
+    """Walk 60b: the room-activity batch is the leader's first write after a newer capctl raised the schema. It was
+    refused (58c), the lead given up, and the log said `room activity not written` with `retry: at the next batch or
+    resync`: no batch or resync of this replica writes again (it never leads again; a standby lists no rooms), and
+    the write it kept for later landed, unfenced, in the newer state at its next flush (its stop). Now it says the
+    activity is dropped, and nothing of it reaches the state."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    old = await harness.start(leader=settings)
+    await harness.advance(3)
+    with sqlite3.connect(harness.state_path) as db:  # as a newer release's first replica upgrades the state
+        db.execute("UPDATE capctl_meta SET schema_version = 3")
+    rooms = raw_sql(f"sqlite:///{harness.state_path}", "SELECT * FROM capctl_room_activity")
+    inbox = raw_sql(f"sqlite:///{harness.state_path}", "SELECT count(*) FROM capctl_inbox")
+    with capture_logs() as logs:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=old.asgi_app), base_url=DAEMON) as http:
+            joined = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="join"))
+            assert joined.status_code == 200, joined.text
+            await harness.advance(30)
+            # Nor does it store callbacks into the newer state's inbox: refused, the vendor retries them elsewhere.
+            left = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="leave"))
+        assert left.status_code == 503 and "was written by a newer capctl" in left.text, left.text
+        await harness.stop()
+    said = [(e["retry"], e.get("dropped")) for e in logs if e["event"] == "room activity not written"]
+    assert said == [("never: a newer capctl raised the state's schema, and this replica writes no more to it", True)]
+    assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+    assert raw_sql(f"sqlite:///{harness.state_path}", "SELECT * FROM capctl_room_activity") == rooms
+    assert raw_sql(f"sqlite:///{harness.state_path}", "SELECT count(*) FROM capctl_inbox") == inbox
+
+
+async def test_a_reconcile_in_flight_when_the_lead_is_given_up_for_a_newer_schema_promises_no_retry(
+    harness: Harness,
+) -> None:
+    """Walk 60b: a start is retrying (the vendor answers 500) when a newer capctl raises the schema. The lead is
+    given up at the next write (the inbox's claim); the reconcile then failed with 'reconcile failed; retrying with
+    backoff' and a `retry_in`: a retry that never comes, this replica never leading again."""
+    harness.sim.faults.set(FaultConfig(error_rate=1.0, apis=["StartSnapshot"]))
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    await harness.start(leader=LeaderSettings(6.0, 4.0, 1.0))
+    await harness.advance(0.5)  # the start is between two tries
+    with sqlite3.connect(harness.state_path) as db:  # as a newer release's first replica upgrades the state
+        db.execute("UPDATE capctl_meta SET schema_version = 3")
+    with capture_logs() as logs:
+        await harness.advance(60)
+    failed = [(e["event"], e["retry"]) for e in logs if e["event"].startswith("reconcile failed")]
+    assert failed == [
+        (
+            "reconcile failed; not retried here: this replica does not lead now",
+            "by the leader, which reconciles every task when it takes over",
+        )
+    ]
+    assert "cannot lead a state of a newer schema: lead given up; standing by" in [e["event"] for e in logs]
+
+
+async def test_a_standby_whose_inbox_write_meets_a_newer_schema_is_not_ready(harness: Harness) -> None:
+    """Walk 60b: a rolling update to a release that raises the schema; the newer pod leads, an old standby still
+    runs. Its callbacks are refused (nothing written into a state it does not know: 60B-1), yet it answered
+    `/readyz` 200 (`standby: the leader is …`), so a Service went on sending it callbacks it refuses. It is not
+    ready from that refusal on (`standby: never leads: …`), and never tries to lead."""
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]))
+    settings = LeaderSettings(6.0, 4.0, 1.0)
+    await harness.start(NewerStore(harness.state_path), leader=settings)
+    old = await harness.start_standby(leader=settings, holder="capctl run on old")
+    try:
+        await harness.advance(2)
+        assert old.readiness().ready, old.readiness().reason
+        with sqlite3.connect(harness.state_path) as db:  # the newer leader upgrades the state
+            db.execute("UPDATE capctl_meta SET schema_version = 3")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=old.asgi_app), base_url=DAEMON) as http:
+            refused = await http.post("/callbacks/volcengine", json=volc_body(harness, event_id="join"))
+        assert refused.status_code == 503 and "was written by a newer capctl" in refused.text, refused.text
+        why = "state schema version 3 was written by a newer capctl (this one knows version 2); upgrade capctl"
+        outdated = f"not ready (standby: never leads: sqlite:///{harness.state_path}: {why})"
+        assert old.readiness().reason == outdated
+        epoch = raw_sql(f"sqlite:///{harness.state_path}", "SELECT epoch FROM capctl_lock")
+        await harness.stop()  # the newer leader resigns: the old standby does not take the lock
+        await harness.advance(5)
+        assert old.readiness().reason == outdated and not old.lease.elector.is_leader
+        assert raw_sql(f"sqlite:///{harness.state_path}", "SELECT epoch FROM capctl_lock") == epoch
+    finally:
+        await old.stop()
+        old.records.close()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -314,6 +314,99 @@ def test_a_leader_writes_nothing_once_a_newer_capctl_raised_the_schema(
     [(body,)] = raw_sql(store_url, "SELECT body FROM capctl_records")
     assert '"reissue_count":1' in str(body)
     assert raw_sql(store_url, "SELECT count(*) FROM capctl_room_activity") == [(0,)]
+
+
+def test_an_elector_that_gave_the_lead_up_for_a_newer_schema_never_takes_the_lock_again(
+    store_url: str, stores: tuple[Store, Store]
+) -> None:
+    """Walk 60b: the daemon decides whether to try the lock before its tick runs in a thread; a write of the term
+    (the inbox's claim, in another thread) that met the newer schema in between gave the lead up, and the tick
+    then took the lock again (`became leader`, epoch + 1), read the state, refused it and gave it up a second
+    time, holding the lock the newer replica needed meanwhile. The elector itself no longer takes it."""
+    clock = FakeClock()
+    a, events = elector(stores[0], clock)
+    a.tick()
+    leader = a.store()
+    raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+    with pytest.raises(StateTooNew):
+        leader.put(make_record())
+    [(epoch,)] = raw_sql(store_url, "SELECT epoch FROM capctl_lock")
+    clock.advance(5)
+    a.tick()  # the tick the daemon began as a standby that may lead
+    assert not a.is_leader and [e.event for e in events.events] == [LeaderEvent.BECAME, LeaderEvent.LOST]
+    assert raw_sql(store_url, "SELECT epoch FROM capctl_lock") == [(epoch,)]
+
+
+class RacingLock:
+    """A store whose `lock` first runs `before` (another thread's write, landing as the lock is being taken)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.before: Callable[[], object] = lambda: None
+
+    def lock(self, holder: str, *, lease_seconds: float = 60.0) -> Lock:
+        self.before()
+        return self.store.lock(holder, lease_seconds=lease_seconds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_a_lock_taken_as_a_write_meets_a_newer_schema_is_given_back_at_once(
+    store_url: str, stores: tuple[Store, Store]
+) -> None:
+    """Walk 60b, the same race one step later: the write of the last term meets the newer schema while the tick
+    takes the lock. The lock is given back at once, no term begun."""
+    racing = RacingLock(stores[0])
+    a, events = elector(racing, FakeClock())  # type: ignore[arg-type]
+    a.tick()
+    old_term = a.store()
+    a.resign()
+    raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+
+    def last_terms_write() -> None:
+        with pytest.raises(StateTooNew):
+            old_term.put(make_record())
+
+    racing.before = last_terms_write
+    a.tick()
+    assert not a.is_leader and [e.event for e in events.events] == [LeaderEvent.BECAME, LeaderEvent.LOST]
+    stores[1].lock("capctl run on new").release()  # free: not held by the old replica
+
+
+def test_a_replica_that_does_not_lead_writes_nothing_once_a_newer_capctl_raised_the_schema(
+    store_url: str, stores: tuple[Store, Store]
+) -> None:
+    """Walk 60b (after 58C-1): the writes no epoch fences checked no schema. A replica of this capctl standing
+    by (or one that gave the lead up for the newer schema) stored callbacks into the inbox (the vendor answered
+    200, so never retried them with a newer replica), its room activity and the page's history, and pruned, all
+    into a state it no longer knows. Each is refused now, in its transaction: nothing written."""
+    standby = LeaderStore(stores[0], elector(stores[0], FakeClock())[0])  # the daemon's view, not leading
+    standby.record_rooms(  # before the raise: written, and each write below would change some of it
+        [RoomActivity(VOLC, "class-1", True, 60.0, "callback"), RoomActivity(VOLC, "class-3", False, 50.0, "callback")],
+        [
+            HistorySpan("room", VOLC, "class-3", 40.0, 50.0),
+            HistorySpan("seen", "SnapshotJob/gone/room", "", 40.0, None),
+        ],
+    )
+    raw_sql(store_url, "UPDATE capctl_meta SET schema_version = 3")
+    tables = ("capctl_inbox", "capctl_room_activity", "capctl_history")
+    before = [raw_sql(store_url, f"SELECT * FROM {table}") for table in tables]
+    newer = r"state schema version 3 was written by a newer capctl \(this one knows version 2\); upgrade capctl"
+    writes: dict[str, Callable[[], object]] = {
+        "inbox_put": lambda: standby.inbox_put(inbox_entry("volc:app:1")),
+        "record_rooms": lambda: standby.record_rooms(
+            [RoomActivity(VOLC, "class-2", True, 70.0, "callback")], [HistorySpan("room", VOLC, "class-2", 70.0, None)]
+        ),
+        "forget_rooms": lambda: standby.forget_rooms(1e12),
+        "prune_history": lambda: stores[0].prune_history(1e12, 0),
+        "prune_orphans": lambda: stores[0].prune_orphans(),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StateTooNew, match=newer):
+            write()
+            pytest.fail(f"{name} wrote")
+    assert [raw_sql(store_url, f"SELECT * FROM {table}") for table in tables] == before
 
 
 JOB = "SnapshotJob/classes"
