@@ -7,11 +7,14 @@ no page marks, fails here."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -20,6 +23,7 @@ from reconciler.cli import app
 from reconciler.model import Observed, ObservedState
 from reconciler.plan import PlanOptions, diff, plan_to_json
 from reconciler.render import render_text
+from reconciler.sim import create_app as create_sim_app
 from reconciler.spec import load_spec_set
 from tests.core.factories import record_for
 from tests.deploy.daemon_facts import ROOT
@@ -163,11 +167,23 @@ def sim_bad_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "$ capctl sim --scenario bad.yaml\n" + _capctl(tmp_path, monkeypatch, "sim", "--scenario", "bad.yaml")
 
 
+def sim_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """docs/simulator.md "Built-in credentials": `GET /_sim/config` of a simulator started with no option."""
+
+    async def get() -> str:
+        transport = httpx.ASGITransport(app=create_sim_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+            return (await http.get("/_sim/config")).text
+
+    return asyncio.run(get())
+
+
 SCENES: dict[str, Callable[[Path, pytest.MonkeyPatch], str]] = {
     "readme-plan": readme_plan,
     "validate-relation": validate_relation,
     "state-damaged": state_damaged,
     "sim-bad-scenario": sim_bad_scenario,
+    "sim-config": sim_config,
 }
 
 
@@ -182,7 +198,12 @@ def marked_samples() -> dict[str, str]:
 
 
 def normalised(text: str) -> str:
-    """What may differ between the doc and a run: absolute paths (a scratch directory), line:col positions."""
+    """What may differ between the doc and a run: absolute paths (a scratch directory), line:col positions;
+    JSON (a body, laid out for reading in the doc) is compared as its values."""
+    try:
+        return json.dumps(json.loads(text), indent=1, sort_keys=True)
+    except json.JSONDecodeError:
+        pass
     text = re.sub(r"(resolved to )/\S+", r"\1/PATH", text)
     text = re.sub(r"(\.yaml):\d+:\d+", r"\1:L:C", text)
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
