@@ -25,6 +25,7 @@ from reconciler.plan import PlanOptions, diff, plan_to_json
 from reconciler.render import render_text
 from reconciler.sim import create_app as create_sim_app
 from reconciler.spec import load_spec_set
+from reconciler.state import open_state
 from tests.core.factories import record_for
 from tests.deploy.daemon_facts import ROOT
 
@@ -158,6 +159,18 @@ def state_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return _capctl(tmp_path, monkeypatch, "state", "list")
 
 
+def state_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """docs/state.md "Locking": a second command that takes the lock fails at once, naming the holder."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    holder = open_state(url)
+    holder.fingerprint_key()  # a whole state, as any command leaves it
+    try:
+        with holder.lock("capctl apply"):
+            return _capctl(tmp_path, monkeypatch, "state", "rm", "--state", url, "SnapshotJob/audit/*")
+    finally:
+        holder.close()
+
+
 def sim_bad_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """docs/simulator.md "Scenarios": a scenario file with a range upside down, refused before anything starts."""
     scenario = (ROOT / "examples" / "scenarios" / "compressed.yaml").read_text()
@@ -182,6 +195,7 @@ SCENES: dict[str, Callable[[Path, pytest.MonkeyPatch], str]] = {
     "readme-plan": readme_plan,
     "validate-relation": validate_relation,
     "state-damaged": state_damaged,
+    "state-locked": state_locked,
     "sim-bad-scenario": sim_bad_scenario,
     "sim-config": sim_config,
 }
@@ -205,6 +219,8 @@ def normalised(text: str) -> str:
     except json.JSONDecodeError:
         pass
     text = re.sub(r"(resolved to )/\S+", r"\1/PATH", text)
+    text = re.sub(r"\(pid \d+ on \S+ ", "(pid PID on HOST ", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", text)
     text = re.sub(r"(\.yaml):\d+:\d+", r"\1:L:C", text)
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
 
