@@ -56,20 +56,11 @@ spec:
 """
 
 STORAGE = """\
-apiVersion: capctl/v1
-kind: Storage
-metadata: {name: audit}
-spec: {type: tos, accountId: "2100000000", region: 0, bucket: audit}
+{apiVersion: capctl/v1, kind: Storage, metadata: {name: audit},
+ spec: {type: tos, accountId: "2100000000", region: 0, bucket: audit}}
 ---
-apiVersion: capctl/v1
-kind: Storage
-metadata: {name: recs}
-spec:
-  type: oss
-  region: oss-cn-shanghai
-  bucket: recs
-  accessKey: {env: OSS_AK, default: AKOSS}
-  secretKey: {env: OSS_SK, default: oss-secret}
+{apiVersion: capctl/v1, kind: Storage, metadata: {name: recs}, spec: {type: oss, region: oss-cn-shanghai, bucket: recs,
+ accessKey: {env: OSS_AK, default: AKOSS}, secretKey: {env: OSS_SK, default: oss-secret}}}
 """
 
 
