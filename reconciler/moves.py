@@ -14,7 +14,7 @@ the executor writes the moved records.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import transitions
@@ -30,6 +30,8 @@ __all__ = ["Rehomed", "home_of", "load_rehomed", "rehome"]
 class Rehomed:
     records: dict[str, TaskRecord]  # every record; the moved ones as if recorded under their new Provider
     moved: dict[str, str]  # key -> the Provider document its record named
+    # key -> the record of the submission it takes (`transitions.submitted_before`), as its old key holds it
+    submitted_as: dict[str, TaskRecord] = field(default_factory=dict)
 
 
 def home_of(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> str | None:
@@ -53,7 +55,8 @@ def rehome(
     A record of a job removed from the specs (or moved to another vendor API: a replace) whose Provider was
     removed too is re-homed to a declared one of the same home, the first by name: its delete (or the replace's
     stop) stops it through that one. A thumbnail key with no record whose submission ZEGO took under a key no
-    longer declared (a ThumbnailJob renamed) gets that submission as its tombstone (`_submitted_before`)."""
+    longer declared (a ThumbnailJob renamed) gets that submission as its tombstone (`_submitted_before`), and
+    `submitted_as` names it."""
     moved: dict[str, str] = {}
     out: dict[str, TaskRecord] | None = None
     for key, record in records.items():
@@ -81,8 +84,11 @@ def rehome(
         moved[key] = record.provider
     taken = _submitted_before(desired, records, wanted)
     if taken:
-        out = {**(records if out is None else out), **taken}
-    return Rehomed(out if out is not None else records, moved)
+        out = {
+            **(records if out is None else out),
+            **{key: transitions.taken_over(b, desired[key]) for key, b in taken.items()},
+        }
+    return Rehomed(out if out is not None else records, moved, taken)
 
 
 def _submitted_before(
@@ -91,7 +97,7 @@ def _submitted_before(
     wanted: Callable[[str, Mapping[str, str]], bool] | None,
 ) -> dict[str, TaskRecord]:
     """Each thumbnail key of the specs with no record whose submission ZEGO took under a key no longer
-    declared (`transitions.submitted_before`), as that key's tombstone."""
+    declared (`transitions.submitted_before`), with that submission's record as its old key holds it."""
     new = [
         task
         for key, task in desired.items()
@@ -110,7 +116,8 @@ def _submitted_before(
         before = transitions.submitted_before(task, by_content.get(task.spec_hash, ()), desired)
         if before is not None:
             taken[task.key] = before
-            by_content[task.spec_hash].append(before)  # taken: another key naming that file is submitted
+            # taken: another key naming that file is submitted
+            by_content[task.spec_hash].append(transitions.taken_over(before, task))
     return taken
 
 
@@ -171,10 +178,10 @@ def _rehomed(
 
 def load_rehomed(
     store: StateStore, desired: Mapping[str, DesiredTask], providers: Mapping[str, ProviderConfig], options: PlanOptions
-) -> tuple[Snapshot, dict[str, str]]:
+) -> tuple[Snapshot, Rehomed]:
     """The state, its records re-homed where the specs moved a task to another Provider document of the same
-    vendor account (among the tasks `options` select), and the keys moved with the Provider each one named."""
+    vendor account (among the tasks `options` select), and what `rehome` moved and took over (for `plan.diff`)."""
     snapshot = store.load()
     wanted = Selection(options, {*desired, *snapshot.records})
     rehomed = rehome(desired, snapshot.records, providers, store.fingerprint_key(), wanted)
-    return Snapshot(snapshot.serial, rehomed.records), rehomed.moved
+    return Snapshot(snapshot.serial, rehomed.records), rehomed

@@ -71,6 +71,7 @@ __all__ = [
     "stopped",
     "submitted",
     "submitted_before",
+    "taken_over",
     "tombstone_expired",
     "unfound_start",
     "updated",
@@ -672,14 +673,15 @@ def submitted(record: TaskRecord) -> bool:
 def submitted_before(
     task: DesiredTask, candidates: Iterable[TaskRecord], declared: Container[str]
 ) -> TaskRecord | None:
-    """A thumbnail key with no record whose very content (file, settings, Provider: its `spec_hash`) a
-    submission ZEGO took under a key no longer `declared` holds (a ThumbnailJob renamed, an entry moved to
-    another job): that submission, as this key's tombstone. The plan reads it as a restored one (a no-op,
-    submitted before with the same content) and `engine.persist_restored` revives it `done` with that ZEGO task
-    id: MediaThumbnails has no idempotency key, so a new submission made the thumbnails twice (walk 58b). Two keys
+    """The submission ZEGO took of a thumbnail key with no record, under a key no longer `declared` (a
+    ThumbnailJob renamed, an entry moved to another job): the record of the very content (file, settings,
+    Provider: its `spec_hash`) as that key holds it. `taken_over` makes it this key's tombstone: the plan reads it
+    as a no-op (`submitted before as KEY`) and `engine.persist_restored` revives it `done` with that ZEGO task id:
+    MediaThumbnails has no idempotency key, so a new submission made the thumbnails twice (walk 58b). Two keys
     both declared stay two submissions (a task is kind/name/fileId): a submission already taken by a declared
-    key is not taken again. `candidates`: records that may be it (the caller's index by content hash, or all);
-    the first by key is taken."""
+    key is not taken again. `candidates`: records that may be it (the caller's index by content hash, or all).
+    Of several keys holding it, the one that holds it last (`done`, else the last removed) is named (walk 60a-3:
+    an entry moved twice was said taken from the key of the first move)."""
     if task.family is not ApiFamily.ZEGO_THUMBNAIL:
         return None
     same = [r for r in candidates if submitted(r) and r.spec_hash == task.spec_hash and r.home in (None, task.home)]
@@ -689,7 +691,11 @@ def submitted_before(
     taken = [r for r in same if r.key not in declared and r.vendor_task_id not in held]
     if not taken:
         return None
-    before = min(taken, key=lambda record: record.key)
+    return min(taken, key=lambda r: (r.status is not TaskStatus.DONE, -(r.removed_at or 0.0), r.key))
+
+
+def taken_over(before: TaskRecord, task: DesiredTask) -> TaskRecord:
+    """The submission `before` holds (`submitted_before`) as `task`'s tombstone, to be revived under its key."""
     return before.evolve(key=task.key, labels=dict(task.labels), selector=task.selector, status=TaskStatus.REMOVED)
 
 

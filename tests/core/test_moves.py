@@ -71,6 +71,7 @@ def plan_of(spec_set: SpecSet, records: dict[str, TaskRecord], options: PlanOpti
         now=NOW,
         providers=spec_set.providers,
         moved=rehomed.moved,
+        submitted_as=rehomed.submitted_as,
     )
 
 
@@ -286,3 +287,47 @@ def test_a_refused_thumbnail_edit_reverted_after_its_provider_was_renamed_is_its
     assert old.accepted is not None
     legacy = old.evolve(accepted={k: v for k, v in old.accepted.items() if k not in ("provider", "home")})
     assert [c.action for c in plan_of(back, {old.key: legacy}).changes] == [Action.REPLACE]
+
+
+def thumbnails_of(tmp_path: Path, *names: str) -> dict[str, TaskRecord]:
+    """The Huawei file of ThumbnailJob `names[0]`, and of each other name, `done` as one ZEGO submission."""
+    records = {}
+    for name in names:
+        records.update(running(load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(name, tencent=False)])))
+    return records
+
+
+def test_a_taken_thumbnail_submission_names_the_key_that_held_it_last(tmp_path: Path) -> None:
+    """Walk 60a-3: an entry moved from job a to b, then from b to c, was said `submitted before as` a's key (the
+    first of the keys holding that ZEGO task, by name), though the user had just moved it out of b."""
+    records = thumbnails_of(tmp_path, "a-thumbs", "b-thumbs")
+    a, b = "ThumbnailJob/a-thumbs//record/a.mp4", "ThumbnailJob/b-thumbs//record/a.mp4"
+    records[a] = records[a].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 100)
+    moved_to_c = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("c-thumbs", tencent=False)])
+    changes = {c.key: c for c in plan_of(moved_to_c, records).changes}
+    taken = changes["ThumbnailJob/c-thumbs//record/a.mp4"]
+    assert taken.action is Action.NOOP
+    assert taken.reason.startswith(f"submitted before as {b} (ZEGO task vt-/record/a.mp4) with the same file")
+    # b removed too (later than a): the last removed holds it.
+    records[b] = records[b].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 10)
+    changes = {c.key: c for c in plan_of(moved_to_c, records).changes}
+    assert changes["ThumbnailJob/c-thumbs//record/a.mp4"].reason.startswith(
+        f"submitted before as {b} (ZEGO task vt-/record/a.mp4, removed at "
+    )
+
+
+def test_a_thumbnail_back_on_its_own_tombstone_is_restored_not_taken_from_another_key(tmp_path: Path) -> None:
+    """Walk 60a-2: a renamed job's key, its spec file deleted and put back, was said `submitted before as` the
+    key it had taken the submission from (both tombstones name that ZEGO task), where the daemon said it was
+    restored. Its own tombstone is what comes back."""
+    records = thumbnails_of(tmp_path, "old", "thumbs")
+    old, key = "ThumbnailJob/old//record/a.mp4", "ThumbnailJob/thumbs//record/a.mp4"
+    records[old] = records[old].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 100)
+    records[key] = records[key].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 50)
+    back = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(tencent=False)])
+    plan = plan_of(back, records)
+    (change,) = [c for c in plan.changes if c.key == key]
+    assert change.action is Action.NOOP
+    assert change.reason.startswith("restored to the specs (removed at "), change.reason
+    assert not any("no longer declared" in note for note in plan.notes)
+    assert any(note.startswith("1 thumbnail task(s) restored to the specs") for note in plan.notes)

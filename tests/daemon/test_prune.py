@@ -266,9 +266,16 @@ async def test_a_renamed_thumbnail_job_is_not_submitted_again(harness: Harness) 
     assert harness.calls("MediaThumbnails") == 1 and task_id
     assert harness.daemon is not None
     write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))
-    assert harness.daemon.reload()
-    await harness.advance(PRUNE_GRACE + 1)
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 1)
     assert harness.calls("MediaThumbnails") == 1
+    # Walk 60a-1: its log said "restored to the specs (removed at an unknown time)", the old key still `done`.
+    [taken] = [e for e in logs if e["event"] == "no change" and e["log_level"] == "info"]  # the record it writes
+    assert taken["reason"] == (
+        f"submitted before as {old} (ZEGO task {task_id}) with the same file and settings: not again, recorded"
+        " done under this key (no vendor call)"
+    )
     assert harness.record(new).status is TaskStatus.DONE and harness.record(new).vendor_task_id == task_id
     assert harness.record(old).status is TaskStatus.REMOVED
     routed = harness.daemon.records.by_vendor_id(("zego", task_id))  # its callbacks reach the new key
