@@ -23,7 +23,7 @@ from reconciler.plan import PlanOptions, Selection
 from reconciler.spec.expand import hashes_under
 from reconciler.state.base import Snapshot, StateStore
 
-__all__ = ["Rehomed", "home_of", "load_rehomed", "rehome"]
+__all__ = ["Rehomed", "content_under", "home_of", "load_rehomed", "rehome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def rehome(
             out = dict(records)
         out[key] = new
         moved[key] = record.provider
-    taken = _submitted_before(desired, records, wanted)
+    taken = _submitted_before(desired, records, hash_key, wanted)
     if taken:
         out = {
             **(records if out is None else out),
@@ -94,6 +94,7 @@ def rehome(
 def _submitted_before(
     desired: Mapping[str, DesiredTask],
     records: Mapping[str, TaskRecord],
+    hash_key: bytes | None,
     wanted: Callable[[str, Mapping[str, str]], bool] | None,
 ) -> dict[str, TaskRecord]:
     """Each thumbnail key of the specs with no record whose submission ZEGO took under a key no longer
@@ -107,18 +108,28 @@ def _submitted_before(
     ]
     if not new:
         return {}
-    by_content: dict[str, list[TaskRecord]] = {}
+    by_file: dict[str, list[TaskRecord]] = {}
     for record in records.values():
         if transitions.submitted(record):
-            by_content.setdefault(record.spec_hash, []).append(record)
+            by_file.setdefault(record.target, []).append(record)
     taken = {}
     for task in new:
-        before = transitions.submitted_before(task, by_content.get(task.spec_hash, ()), desired)
+        before = transitions.submitted_before(
+            task,
+            by_file.get(task.target, ()),
+            desired,
+            content_under(task, hash_key),
+        )
         if before is not None:
             taken[task.key] = before
             # taken: another key naming that file is submitted
-            by_content[task.spec_hash].append(transitions.taken_over(before, task))
+            by_file[task.target].append(transitions.taken_over(before, task))
     return taken
+
+
+def content_under(task: DesiredTask, hash_key: bytes | None) -> Callable[[str], str]:
+    """`task`'s content hash had its job named another Provider (`transitions.submitted_before`'s `under`)."""
+    return lambda provider: hashes_under(task, provider, hash_key)[0]
 
 
 def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> TaskRecord | None:

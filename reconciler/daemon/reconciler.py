@@ -42,7 +42,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.moves import rehome
+from reconciler.moves import content_under, rehome
 from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -273,7 +273,8 @@ class Reconciler:
             record, moved = rehomed.records[key], rehomed.moved
         submitted_as: dict[str, TaskRecord] = {}
         if record is None:  # a thumbnail ZEGO took under a key no longer declared (a ThumbnailJob renamed)
-            before = transitions.submitted_before(task, self.records.submitted(task.spec_hash), spec.tasks)
+            under = content_under(task, self.records.fingerprint_key())
+            before = transitions.submitted_before(task, self.records.submitted(task.target), spec.tasks, under)
             if before is not None:  # its no-op says so, as the CLI's plan does (walk 60a-1)
                 submitted_as, record = {key: before}, transitions.taken_over(before, task)
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here

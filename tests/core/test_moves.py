@@ -331,3 +331,22 @@ def test_a_thumbnail_back_on_its_own_tombstone_is_restored_not_taken_from_anothe
     assert change.reason.startswith("restored to the specs (removed at "), change.reason
     assert not any("no longer declared" in note for note in plan.notes)
     assert any(note.startswith("1 thumbnail task(s) restored to the specs") for note in plan.notes)
+
+
+def test_a_thumbnail_job_renamed_with_its_provider_takes_its_submission_in_that_account_only(
+    tmp_path: Path,
+) -> None:
+    """Walk 60a-4: a ThumbnailJob renamed in the edit that renames its Provider (the same ZEGO app) was planned a
+    create, submitted again: its content hash holds the Provider's name. Another app's Provider submits it."""
+    records = thumbnails_of(tmp_path, "thumbs")
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    job = thumbnail_job("thumbs-v2", tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    both = load(tmp_path, renamed_providers(), [job])
+    plan = plan_of(both, records)
+    changes = {c.key: c for c in plan.changes}
+    assert changes[new].action is Action.NOOP, changes[new].reason
+    assert changes[new].reason.startswith("submitted before as ThumbnailJob/thumbs//record/a.mp4 (ZEGO task")
+    taken = rehome(both.tasks, records, both.providers, KEY).records[new]
+    assert (taken.provider, taken.spec_hash) == ("zego-main", both.tasks[new].spec_hash)  # as a moved record
+    other_app = load(tmp_path, renamed_providers().replace("1234567890", "1234567899"), [job])
+    assert {c.key: c for c in plan_of(other_app, records).changes}[new].action is Action.CREATE

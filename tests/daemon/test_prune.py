@@ -287,6 +287,27 @@ async def test_a_renamed_thumbnail_job_is_not_submitted_again(harness: Harness) 
     assert harness.record("ThumbnailJob/thumbs-v3//record/a.mp4").vendor_task_id != task_id
 
 
+async def test_a_thumbnail_job_renamed_with_its_provider_is_not_submitted_again(harness: Harness) -> None:
+    """Walk 60a-4: a ThumbnailJob renamed in the edit that renames its Provider (the same ZEGO app) was submitted
+    again: its content hash holds the Provider's name, so the old key's submission was not found for it. The same
+    account's submission is the new key's; another app's is not."""
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    task_id = harness.record("ThumbnailJob/thumbs//record/a.mp4").vendor_task_id
+    assert harness.calls("MediaThumbnails") == 1 and task_id and harness.daemon is not None
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("{name: zego}", "{name: zego-main}"))
+    renamed = thumbnail_job("thumbs-v2", tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    (harness.specs / "jobs.yaml").write_text(renamed)
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.calls("MediaThumbnails") == 1
+    new = harness.record("ThumbnailJob/thumbs-v2//record/a.mp4")
+    assert (new.status, new.vendor_task_id, new.provider) == (TaskStatus.DONE, task_id, "zego-main")
+
+
 async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_a_new_one(harness: Harness) -> None:
     """20d-6: an edit ZEGO refused (its file missing) overwrote the record's accepted submission (its hash,
     task id and time); the entry reverted was then submitted a second time, its thumbnails made twice."""
