@@ -906,6 +906,15 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
     return f"removed from specs: {left}"
 
 
+def _replaced(keys: Collection[str], desired: Mapping[str, DesiredTask]) -> str:
+    """What --replace does to `keys`: a thumbnail is submitted again (MediaThumbnails cannot be stopped: its
+    first submission's thumbnails are made too), a capture stopped and started (walk 60a-5)."""
+    thumbnails = sum(desired[k].family is ApiFamily.ZEGO_THUMBNAIL for k in keys if k in desired)
+    if thumbnails == len(keys):
+        return "submitted again (a thumbnail submission cannot be stopped)"
+    return "stopped and started again" + (", thumbnails submitted again" if thumbnails else "")
+
+
 def _submitted_as(changes: list[Change], submitted_as: Mapping[str, TaskRecord]) -> dict[str, TaskRecord]:
     """Of the thumbnail keys that take a submission made under another key (`moves.Rehomed.submitted_as`), those
     this plan leaves a no-op: not submitted again, recorded `done` under their own key with its ZEGO task id
@@ -1039,7 +1048,7 @@ def diff(
     if options.targets or options.labels:
         notes.append("This plan is partial (--target / -l): other tasks may still differ.")
     if options.replace:  # as Terraform's -replace: the rest of the set is planned too, so not partial
-        notes.append(f"--replace {', '.join(options.replace)}: stopped and started again on purpose.")
+        notes.append(f"--replace {', '.join(options.replace)}: {_replaced(options.replace, desired)} on purpose.")
     if options.labels and not changes:
         among = " of those --target selects" if options.targets else ""
         there = labels_known([*(t.labels for t in desired.values()), *(r.labels for r in records.values())], "there")

@@ -350,3 +350,20 @@ def test_a_thumbnail_job_renamed_with_its_provider_takes_its_submission_in_that_
     assert (taken.provider, taken.spec_hash) == ("zego-main", both.tasks[new].spec_hash)  # as a moved record
     other_app = load(tmp_path, renamed_providers().replace("1234567890", "1234567899"), [job])
     assert {c.key: c for c in plan_of(other_app, records).changes}[new].action is Action.CREATE
+
+
+def test_replace_of_a_taken_thumbnail_submits_it_again_and_says_so(tmp_path: Path) -> None:
+    """Walk 60a-5: `--replace` of a thumbnail key noted "stopped and started again on purpose", where nothing can
+    be stopped (MediaThumbnails has no cancel): it is submitted again, and the first submission's thumbnails are
+    made too. A key taking a renamed job's submission is submitted again too, on purpose."""
+    records = thumbnails_of(tmp_path, "thumbs")
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    renamed = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False)])
+    plan = plan_of(renamed, records, PlanOptions(replace=(new,)))
+    assert {c.key: c.action for c in plan.changes}[new] is Action.REPLACE
+    assert f"--replace {new}: submitted again (a thumbnail submission cannot be stopped) on purpose." in plan.notes
+    assert not any("no longer declared" in note for note in plan.notes)
+    both = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False), JOBS[0]])
+    replaced = (new, "SnapshotJob/audit/r1")
+    note = f"--replace {', '.join(replaced)}: stopped and started again, thumbnails submitted again on purpose."
+    assert note in plan_of(both, records, PlanOptions(replace=replaced)).notes
