@@ -110,7 +110,7 @@ def _submitted_before(
         return {}
     by_file: dict[str, list[TaskRecord]] = {}
     for record in records.values():
-        if transitions.submitted(record):
+        if transitions.taken_as(record) is not None:
             by_file.setdefault(record.target, []).append(record)
     taken = {}
     for task in new:

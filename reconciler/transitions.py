@@ -71,6 +71,7 @@ __all__ = [
     "stopped",
     "submitted",
     "submitted_before",
+    "taken_as",
     "taken_over",
     "tombstone_expired",
     "unfound_start",
@@ -696,7 +697,8 @@ def submitted_before(
             return r.home in (None, task.home)
         return under is not None and r.home == task.home and r.spec_hash == under(r.provider)
 
-    same = [r for r in candidates if submitted(r) and r.family is task.family and same_content(r)]
+    held_by = (taken_as(r) for r in candidates)
+    same = [r for r in held_by if r is not None and r.family is task.family and same_content(r)]
     # One submission is one key's: another key of the specs that took it already (two jobs naming one file)
     # keeps it, and this one is submitted.
     held = {r.vendor_task_id for r in same if r.key in declared}
@@ -704,6 +706,15 @@ def submitted_before(
     if not taken:
         return None
     return min(taken, key=lambda r: (r.status is not TaskStatus.DONE, -(r.removed_at or 0.0), r.key))
+
+
+def taken_as(record: TaskRecord) -> TaskRecord | None:
+    """The submission ZEGO took that a thumbnail's record holds, as a record of it: the record itself
+    (`submitted`), or, a later edit not taken (refused, or its answer lost), its accepted one (`restored`: walk
+    60a-6, an entry edited back as its job was renamed was submitted again); None if it holds none."""
+    if record.family is not ApiFamily.ZEGO_THUMBNAIL or record.accepted is None:
+        return record if submitted(record) else None
+    return before if submitted(before := restored(record)) else None
 
 
 def taken_over(before: TaskRecord, task: DesiredTask) -> TaskRecord:

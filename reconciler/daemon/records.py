@@ -52,7 +52,7 @@ class RecordCache:
         # tombstone), the other is still there to hear its callbacks (walk 29b).
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
-        # The thumbnail submissions ZEGO took (`transitions.submitted`) by file: a renamed job's key with no
+        # The thumbnail submissions ZEGO took (`transitions.taken_as`) by file: a renamed job's key with no
         # record takes its file's (`transitions.submitted_before`) without a scan of every record.
         self._submitted: dict[str, set[str]] = {}
         # `fetch`'s read, for `refresh` to adopt, and what was committed through the cache while it read.
@@ -144,8 +144,8 @@ class RecordCache:
         return {key: self._records[key] for key in self._by_volc_task.get(name, ())}
 
     def submitted(self, file: str) -> list[TaskRecord]:
-        """The thumbnail submissions ZEGO took of this file (`transitions.submitted`; its fileId, the task's
-        target), of any key, settings or Provider."""
+        """The records of this file (its fileId, the task's target) that hold a thumbnail submission ZEGO took
+        (`transitions.taken_as`), of any key, settings or Provider."""
         return [self._records[key] for key in self._submitted.get(file, ())]
 
     def status_counts(self) -> dict[str, int]:
@@ -160,7 +160,7 @@ class RecordCache:
             self._by_vendor_id.setdefault(vid, {})[record.key] = None
         if (name := transitions.volc_task_held(record)) is not None:
             self._by_volc_task.setdefault(name, set()).add(record.key)
-        if transitions.submitted(record):
+        if transitions.taken_as(record) is not None:
             self._submitted.setdefault(record.target, set()).add(record.key)
 
     def _forget(self, key: str) -> None:
@@ -175,7 +175,7 @@ class RecordCache:
             holders.discard(key)
             if not holders:
                 del self._by_volc_task[name]
-        if old is not None and transitions.submitted(old):
+        if old is not None and transitions.taken_as(old) is not None:
             same = self._submitted[old.target]
             same.discard(key)
             if not same:

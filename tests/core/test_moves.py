@@ -367,3 +367,22 @@ def test_replace_of_a_taken_thumbnail_submits_it_again_and_says_so(tmp_path: Pat
     replaced = (new, "SnapshotJob/audit/r1")
     note = f"--replace {', '.join(replaced)}: stopped and started again, thumbnails submitted again on purpose."
     assert note in plan_of(both, records, PlanOptions(replace=replaced)).notes
+
+
+def test_a_refused_thumbnail_edit_reverted_as_its_job_is_renamed_takes_the_accepted_submission(
+    tmp_path: Path,
+) -> None:
+    """Walk 60a-6: an entry whose edit ZEGO refused, edited back in the edit that renames its job, was submitted
+    again: its old key's record holds the submission ZEGO took as `accepted`, not as itself."""
+    done, refused, _ = refused_thumbnail_edit(tmp_path, providers("http://127.0.0.1:9"))
+    [(old, record)] = refused.items()
+    assert record.status is TaskStatus.FAILED and record.accepted is not None
+    back = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False)])
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    change = {c.key: c for c in plan_of(back, refused).changes}[new]
+    assert change.action is Action.NOOP, change.reason
+    assert change.reason.startswith(f"submitted before as {old} (ZEGO task {done[old].vendor_task_id}) with the")
+    edited = load(
+        tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", huawei_interval=5, tencent=False)]
+    )
+    assert {c.key: c for c in plan_of(edited, refused).changes}[new].action is Action.CREATE  # the refused edit

@@ -340,6 +340,30 @@ async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_
     )
 
 
+async def test_a_refused_thumbnail_edit_reverted_as_its_job_is_renamed_is_not_submitted_again(
+    harness: Harness,
+) -> None:
+    """Walk 60a-6 in the daemon: the renamed job's key takes the submission the old key holds as `accepted`."""
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    task_id = harness.record("ThumbnailJob/thumbs//record/a.mp4").vendor_task_id
+    assert harness.daemon is not None and task_id
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record("ThumbnailJob/thumbs//record/a.mp4").status is TaskStatus.FAILED
+    harness.sim.missing_files.discard("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))  # reverted, and renamed
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.calls("MediaThumbnails") == 2  # the first submission and the refused edit only
+    new = harness.record("ThumbnailJob/thumbs-v2//record/a.mp4")
+    assert (new.status, new.vendor_task_id) == (TaskStatus.DONE, task_id)
+
+
 async def test_a_refused_thumbnail_edit_reverted_after_a_provider_rename_is_not_submitted_again(
     harness: Harness,
 ) -> None:
