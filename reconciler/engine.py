@@ -104,7 +104,7 @@ async def make_plan(
     """Read state, observe the tasks that may be running (when `pool` is given), diff. The snapshot returned
     holds the records re-homed to the Provider documents the specs moved them to (`moves.rehome`)."""
     check_options(options, desired)
-    snapshot, moved = load_rehomed(store, desired, providers or {}, options)
+    snapshot, rehomed = load_rehomed(store, desired, providers or {}, options)
     observed: dict[str, Observed] = {}
     if options.refreshed and pool is not None:
         # Observe exactly what the plan covers: the whole set, unless --target or -l narrow it.
@@ -126,7 +126,8 @@ async def make_plan(
         now=clock.now(),
         paths=paths,
         providers=providers,
-        moved=moved,
+        moved=rehomed.moved,
+        submitted_as=rehomed.submitted_as,
     )
     return PlanRun(plan, snapshot, observed)
 

@@ -14,7 +14,7 @@ the executor writes the moved records.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import transitions
@@ -23,13 +23,15 @@ from reconciler.plan import PlanOptions, Selection
 from reconciler.spec.expand import hashes_under
 from reconciler.state.base import Snapshot, StateStore
 
-__all__ = ["Rehomed", "home_of", "load_rehomed", "rehome"]
+__all__ = ["Rehomed", "content_under", "home_of", "load_rehomed", "rehome"]
 
 
 @dataclass(frozen=True, slots=True)
 class Rehomed:
     records: dict[str, TaskRecord]  # every record; the moved ones as if recorded under their new Provider
     moved: dict[str, str]  # key -> the Provider document its record named
+    # key -> the record of the submission it takes (`transitions.submitted_before`), as its old key holds it
+    submitted_as: dict[str, TaskRecord] = field(default_factory=dict)
 
 
 def home_of(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> str | None:
@@ -53,7 +55,8 @@ def rehome(
     A record of a job removed from the specs (or moved to another vendor API: a replace) whose Provider was
     removed too is re-homed to a declared one of the same home, the first by name: its delete (or the replace's
     stop) stops it through that one. A thumbnail key with no record whose submission ZEGO took under a key no
-    longer declared (a ThumbnailJob renamed) gets that submission as its tombstone (`_submitted_before`)."""
+    longer declared (a ThumbnailJob renamed) gets that submission as its tombstone (`_submitted_before`), and
+    `submitted_as` names it."""
     moved: dict[str, str] = {}
     out: dict[str, TaskRecord] | None = None
     for key, record in records.items():
@@ -79,19 +82,23 @@ def rehome(
             out = dict(records)
         out[key] = new
         moved[key] = record.provider
-    taken = _submitted_before(desired, records, wanted)
+    taken = _submitted_before(desired, records, hash_key, wanted)
     if taken:
-        out = {**(records if out is None else out), **taken}
-    return Rehomed(out if out is not None else records, moved)
+        out = {
+            **(records if out is None else out),
+            **{key: transitions.taken_over(b, desired[key]) for key, b in taken.items()},
+        }
+    return Rehomed(out if out is not None else records, moved, taken)
 
 
 def _submitted_before(
     desired: Mapping[str, DesiredTask],
     records: Mapping[str, TaskRecord],
+    hash_key: bytes | None,
     wanted: Callable[[str, Mapping[str, str]], bool] | None,
 ) -> dict[str, TaskRecord]:
     """Each thumbnail key of the specs with no record whose submission ZEGO took under a key no longer
-    declared (`transitions.submitted_before`), as that key's tombstone."""
+    declared (`transitions.submitted_before`), with that submission's record as its old key holds it."""
     new = [
         task
         for key, task in desired.items()
@@ -101,17 +108,28 @@ def _submitted_before(
     ]
     if not new:
         return {}
-    by_content: dict[str, list[TaskRecord]] = {}
+    by_file: dict[str, list[TaskRecord]] = {}
     for record in records.values():
-        if transitions.submitted(record):
-            by_content.setdefault(record.spec_hash, []).append(record)
+        if transitions.taken_as(record) is not None:
+            by_file.setdefault(record.target, []).append(record)
     taken = {}
     for task in new:
-        before = transitions.submitted_before(task, by_content.get(task.spec_hash, ()), desired)
+        before = transitions.submitted_before(
+            task,
+            by_file.get(task.target, ()),
+            desired,
+            content_under(task, hash_key),
+        )
         if before is not None:
             taken[task.key] = before
-            by_content[task.spec_hash].append(before)  # taken: another key naming that file is submitted
+            # taken: another key naming that file is submitted
+            by_file[task.target].append(transitions.taken_over(before, task))
     return taken
+
+
+def content_under(task: DesiredTask, hash_key: bytes | None) -> Callable[[str], str]:
+    """`task`'s content hash had its job named another Provider (`transitions.submitted_before`'s `under`)."""
+    return lambda provider: hashes_under(task, provider, hash_key)[0]
 
 
 def _orphan_rehomed(record: TaskRecord, providers: Mapping[str, ProviderConfig]) -> TaskRecord | None:
@@ -171,10 +189,10 @@ def _rehomed(
 
 def load_rehomed(
     store: StateStore, desired: Mapping[str, DesiredTask], providers: Mapping[str, ProviderConfig], options: PlanOptions
-) -> tuple[Snapshot, dict[str, str]]:
+) -> tuple[Snapshot, Rehomed]:
     """The state, its records re-homed where the specs moved a task to another Provider document of the same
-    vendor account (among the tasks `options` select), and the keys moved with the Provider each one named."""
+    vendor account (among the tasks `options` select), and what `rehome` moved and took over (for `plan.diff`)."""
     snapshot = store.load()
     wanted = Selection(options, {*desired, *snapshot.records})
     rehomed = rehome(desired, snapshot.records, providers, store.fingerprint_key(), wanted)
-    return Snapshot(snapshot.serial, rehomed.records), rehomed.moved
+    return Snapshot(snapshot.serial, rehomed.records), rehomed

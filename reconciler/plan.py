@@ -906,32 +906,20 @@ def _delete_reason(record: TaskRecord, held_by: str | None, started_by: str | No
     return f"removed from specs: {left}"
 
 
-def _submitted_as(
-    changes: list[Change], desired: Mapping[str, DesiredTask], records: Mapping[str, TaskRecord]
-) -> dict[str, TaskRecord]:
-    """The thumbnail no-ops of `changes` whose submission ZEGO took under another key no longer declared (a
-    ThumbnailJob renamed, an entry moved to another job: `transitions.submitted_before`), with that key's
-    record: not submitted again, recorded `done` under their own key with its ZEGO task id (walk 58b)."""
-    adopting = [
-        c.key
-        for c in changes
-        if c.action is Action.NOOP
-        and c.family is ApiFamily.ZEGO_THUMBNAIL
-        and (record := records.get(c.key)) is not None
-        and record.status is TaskStatus.REMOVED
-    ]
-    if not adopting:
-        return {}  # (the records not read: a plan of no such no-op is made at every daemon pass)
-    taken: dict[str, TaskRecord] = {}
-    for key in sorted(records):
-        record = records[key]
-        if key not in desired and transitions.submitted(record) and record.vendor_task_id:
-            taken.setdefault(record.vendor_task_id, record)
-    return {
-        key: before
-        for key in adopting
-        if (before := taken.get(records[key].vendor_task_id or "")) is not None and before.key != key
-    }
+def _replaced(keys: Collection[str], desired: Mapping[str, DesiredTask]) -> str:
+    """What --replace does to `keys`: a thumbnail is submitted again (MediaThumbnails cannot be stopped: its
+    first submission's thumbnails are made too), a capture stopped and started (walk 60a-5)."""
+    thumbnails = sum(desired[k].family is ApiFamily.ZEGO_THUMBNAIL for k in keys if k in desired)
+    if thumbnails == len(keys):
+        return "submitted again (a thumbnail submission cannot be stopped)"
+    return "stopped and started again" + (", thumbnails submitted again" if thumbnails else "")
+
+
+def _submitted_as(changes: list[Change], submitted_as: Mapping[str, TaskRecord]) -> dict[str, TaskRecord]:
+    """Of the thumbnail keys that take a submission made under another key (`moves.Rehomed.submitted_as`), those
+    this plan leaves a no-op: not submitted again, recorded `done` under their own key with its ZEGO task id
+    (walk 58b). Not one --replace submits again, nor one back in the specs on its own tombstone (walk 60a-2)."""
+    return {c.key: before for c in changes if c.action is Action.NOOP and (before := submitted_as.get(c.key))}
 
 
 def _said_submitted_as(changes: list[Change], submitted_as: Mapping[str, TaskRecord]) -> list[Change]:
@@ -990,11 +978,14 @@ def diff(
     providers: Collection[str] | None = None,
     redacted: dict[int, Any] | None = None,
     moved: Mapping[str, str] | None = None,
+    submitted_as: Mapping[str, TaskRecord] | None = None,
 ) -> Plan:
     """`providers`: the Provider documents of the specs; when given, a delete that needs a provider no
     longer declared is a PlanError (its credentials are never stored, so the stop could not be made).
     `moved`: the keys whose `records` were re-homed to another Provider of the same account (`moves.rehome`),
     with the Provider each one named: what would be a no-op for them is a move of the record.
+    `submitted_as`: the thumbnail keys whose `records` are a submission taken from another key (`moves.rehome`,
+    `transitions.taken_over`), with that key's record: their no-op says so (`submitted before as KEY`).
     `redacted`: the memo of redacted requests (`redact_tree`), when it should outlive this call (the daemon
     diffs one key at a time and keeps one per spec set); by default, one for this call."""
     check_options(options, desired)
@@ -1041,8 +1032,8 @@ def diff(
         if held_by is None:  # one handed over is retired without a stop: its Provider may be gone (walk 45A-3)
             deleted.append(record)
     changes = _taking_over(changes, desired, records)
-    submitted_as = _submitted_as(changes, desired, records)
-    changes = _said_submitted_as(changes, submitted_as) if submitted_as else changes
+    taken = _submitted_as(changes, submitted_as) if submitted_as else {}
+    changes = _said_submitted_as(changes, taken) if taken else changes
     # A replace stops the old run through the provider recorded with it, which a rename may have taken away; so
     # does any task moved to another Provider, even one left as is because that old provider could not observe it.
     stopped_through = {
@@ -1057,7 +1048,7 @@ def diff(
     if options.targets or options.labels:
         notes.append("This plan is partial (--target / -l): other tasks may still differ.")
     if options.replace:  # as Terraform's -replace: the rest of the set is planned too, so not partial
-        notes.append(f"--replace {', '.join(options.replace)}: stopped and started again on purpose.")
+        notes.append(f"--replace {', '.join(options.replace)}: {_replaced(options.replace, desired)} on purpose.")
     if options.labels and not changes:
         among = " of those --target selects" if options.targets else ""
         there = labels_known([*(t.labels for t in desired.values()), *(r.labels for r in records.values())], "there")
@@ -1082,7 +1073,7 @@ def diff(
             )
     # A thumbnail put back as it was submitted is a no-op the views do not list, yet apply writes its record.
     back = [r for c in changes if c.action is Action.NOOP and (r := records.get(c.key)) and transitions.revives(r)]
-    restored = [r for r in back if r.status is TaskStatus.REMOVED and r.key not in submitted_as]
+    restored = [r for r in back if r.status is TaskStatus.REMOVED and r.key not in taken]
     if reverted := [r for r in back if r.status is not TaskStatus.REMOVED]:  # its accepted submission
         more = f" (and {len(reverted) - 1} more)" if len(reverted) > 1 else ""
         untaken = _UNTAKEN.format("the edit's")
@@ -1098,10 +1089,10 @@ def diff(
             f" again; apply records them as done (no vendor call): {restored[0].key}"
             f" (removed at {fmt_time(restored[0].removed_at)}){more}."
         )
-    if submitted_as:
-        (first, before), also = next(iter(submitted_as.items())), len(submitted_as) - 1
+    if taken:
+        (first, before), also = next(iter(taken.items())), len(taken) - 1
         notes.append(
-            f"{len(submitted_as)} thumbnail task(s) whose file and settings ZEGO took under a key no longer declared"
+            f"{len(taken)} thumbnail task(s) whose file and settings ZEGO took under a key no longer declared"
             f" (a ThumbnailJob renamed, an entry moved to another job), so not submitted again; apply records them"
             f" as done with that ZEGO task (no vendor call): {first} (as {before.key})"
             + (f" (and {also} more)" if also else "")

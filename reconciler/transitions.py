@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import stopreasons
@@ -71,6 +71,8 @@ __all__ = [
     "stopped",
     "submitted",
     "submitted_before",
+    "taken_as",
+    "taken_over",
     "tombstone_expired",
     "unfound_start",
     "updated",
@@ -670,27 +672,64 @@ def submitted(record: TaskRecord) -> bool:
 
 
 def submitted_before(
-    task: DesiredTask, candidates: Iterable[TaskRecord], declared: Container[str]
+    task: DesiredTask,
+    candidates: Iterable[TaskRecord],
+    declared: Container[str],
+    under: Callable[[str], str] | None = None,
 ) -> TaskRecord | None:
-    """A thumbnail key with no record whose very content (file, settings, Provider: its `spec_hash`) a
-    submission ZEGO took under a key no longer `declared` holds (a ThumbnailJob renamed, an entry moved to
-    another job): that submission, as this key's tombstone. The plan reads it as a restored one (a no-op,
-    submitted before with the same content) and `engine.persist_restored` revives it `done` with that ZEGO task
-    id: MediaThumbnails has no idempotency key, so a new submission made the thumbnails twice (walk 58b). Two keys
+    """The submission ZEGO took of a thumbnail key with no record, under a key no longer `declared` (a
+    ThumbnailJob renamed, an entry moved to another job): the record of the very content (file, settings, vendor
+    account) as that key holds it. `taken_over` makes it this key's tombstone: the plan reads it as a no-op
+    (`submitted before as KEY`) and `engine.persist_restored` revives it `done` with that ZEGO task id:
+    MediaThumbnails has no idempotency key, so a new submission made the thumbnails twice (walk 58b). Two keys
     both declared stay two submissions (a task is kind/name/fileId): a submission already taken by a declared
-    key is not taken again. `candidates`: records that may be it (the caller's index by content hash, or all);
-    the first by key is taken."""
+    key is not taken again. `candidates`: records that may be it (the caller's index by file, or all).
+    `under`: the task's content hash had its job named another Provider (`spec.expand.hashes_under`): a
+    submission under a Provider since renamed, of the same account, is this content too (walk 60a-4: a job
+    renamed with its Provider in one edit was submitted again). Of several keys holding it, the one that holds
+    it last (`done`, else the last removed) is named (walk 60a-3: an entry moved twice was said taken from the
+    key of the first move)."""
     if task.family is not ApiFamily.ZEGO_THUMBNAIL:
         return None
-    same = [r for r in candidates if submitted(r) and r.spec_hash == task.spec_hash and r.home in (None, task.home)]
+
+    def same_content(r: TaskRecord) -> bool:
+        if r.spec_hash == task.spec_hash:  # (a hash holds the Provider's name: the same one, of a known home)
+            return r.home in (None, task.home)
+        return under is not None and r.home == task.home and r.spec_hash == under(r.provider)
+
+    held_by = (taken_as(r) for r in candidates)
+    same = [r for r in held_by if r is not None and r.family is task.family and same_content(r)]
     # One submission is one key's: another key of the specs that took it already (two jobs naming one file)
     # keeps it, and this one is submitted.
     held = {r.vendor_task_id for r in same if r.key in declared}
     taken = [r for r in same if r.key not in declared and r.vendor_task_id not in held]
     if not taken:
         return None
-    before = min(taken, key=lambda record: record.key)
-    return before.evolve(key=task.key, labels=dict(task.labels), selector=task.selector, status=TaskStatus.REMOVED)
+    return min(taken, key=lambda r: (r.status is not TaskStatus.DONE, -(r.removed_at or 0.0), r.key))
+
+
+def taken_as(record: TaskRecord) -> TaskRecord | None:
+    """The submission ZEGO took that a thumbnail's record holds, as a record of it: the record itself
+    (`submitted`), or, a later edit not taken (refused, or its answer lost), its accepted one (`restored`: walk
+    60a-6, an entry edited back as its job was renamed was submitted again); None if it holds none."""
+    if record.family is not ApiFamily.ZEGO_THUMBNAIL or record.accepted is None:
+        return record if submitted(record) else None
+    return before if submitted(before := restored(record)) else None
+
+
+def taken_over(before: TaskRecord, task: DesiredTask) -> TaskRecord:
+    """The submission `before` holds (`submitted_before`) as `task`'s tombstone, to be revived under its key:
+    under its Provider document (the same account's) and content hash, as the record of a moved task is."""
+    return before.evolve(
+        key=task.key,
+        labels=dict(task.labels),
+        selector=task.selector,
+        status=TaskStatus.REMOVED,
+        provider=task.provider,
+        home=task.home,
+        spec_hash=task.spec_hash,
+        fixed_hash=task.fixed_hash,
+    )
 
 
 def tombstone_expired(record: TaskRecord, now: float) -> bool:

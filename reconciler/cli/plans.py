@@ -213,7 +213,7 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions,
     from reconciler.moves import load_rehomed
     from reconciler.plan import PlanError, diff
 
-    snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
+    snapshot, rehomed = load_rehomed(store, spec_set.tasks, spec_set.providers, options)
     keep_until_exit()  # the records, before the diff's allocations start a young pass over them
     try:
         return diff(
@@ -225,7 +225,8 @@ def _plan_from_state(spec_set: SpecSet, store: StateStore, options: PlanOptions,
             now=SystemClock().now(),
             paths=paths,
             providers=spec_set.providers,
-            moved=moved,
+            moved=rehomed.moved,
+            submitted_as=rehomed.submitted_as,
         )
     except PlanError as exc:
         fail(str(exc))
@@ -555,9 +556,14 @@ async def _apply(
     spec_set, selections, records = _select_rooms(spec_set, store, options.replace)
     async with provider_pool(spec_set.providers, clock) as pool:
         if saved is not None:
-            snapshot, moved = load_rehomed(store, spec_set.tasks, spec_set.providers, saved.options)
+            snapshot, rehomed = load_rehomed(store, spec_set.tasks, spec_set.providers, saved.options)
             verify_saved_plan(
-                saved, spec_set.tasks, snapshot, spec_set.providers, hash_key=store.fingerprint_key(), moved=moved
+                saved,
+                spec_set.tasks,
+                snapshot,
+                spec_set.providers,
+                hash_key=store.fingerprint_key(),
+                moved=rehomed.moved,
             )
             the_plan, observed = saved, {}
             show_plan(the_plan, "text")

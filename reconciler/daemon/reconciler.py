@@ -42,7 +42,7 @@ from reconciler.model import (
     TaskRecord,
     TaskStatus,
 )
-from reconciler.moves import rehome
+from reconciler.moves import content_under, rehome
 from reconciler.plan import PlanError, PlanOptions, diff
 from reconciler.providers.base import Provider, VendorError
 from reconciler.providers.callbacks import CallbackEvent
@@ -271,10 +271,12 @@ class Reconciler:
         if record is not None and (record.provider != task.provider or record.accepted is not None):
             rehomed = rehome({key: task}, {key: record}, spec.providers, self.records.fingerprint_key())
             record, moved = rehomed.records[key], rehomed.moved
+        submitted_as: dict[str, TaskRecord] = {}
         if record is None:  # a thumbnail ZEGO took under a key no longer declared (a ThumbnailJob renamed)
-            record = transitions.submitted_before(task, self.records.submitted(task.spec_hash), spec.tasks)
-            if record is not None:
-                log.info("submitted before under another key", key=key, submission=record.vendor_task_id)
+            under = content_under(task, self.records.fingerprint_key())
+            before = transitions.submitted_before(task, self.records.submitted(task.target), spec.tasks, under)
+            if before is not None:  # its no-op says so, as the CLI's plan does (walk 60a-1)
+                submitted_as, record = {key: before}, transitions.taken_over(before, task)
         if record is not None:  # a label or selector edit alone changes no vendor task: record it here
             record = engine.record_labels(self.records, {key: record}, {key: task})[key]
         observed: dict[str, Observed] = {}
@@ -337,6 +339,7 @@ class Reconciler:
             now=now,
             redacted=self._redacted,
             moved=moved,
+            submitted_as=submitted_as,
         )
         change = plan.changes[0]
         if change.action is Action.NOOP:

@@ -52,8 +52,8 @@ class RecordCache:
         # tombstone), the other is still there to hear its callbacks (walk 29b).
         self._by_vendor_id: dict[RunId, dict[str, None]] = {}
         self._by_volc_task: dict[tuple[str, str, str], set[str]] = {}
-        # The thumbnail submissions ZEGO took (`transitions.submitted`) by content hash: a renamed job's key
-        # with no record takes its file's (`transitions.submitted_before`) without a scan of every record.
+        # The thumbnail submissions ZEGO took (`transitions.taken_as`) by file: a renamed job's key with no
+        # record takes its file's (`transitions.submitted_before`) without a scan of every record.
         self._submitted: dict[str, set[str]] = {}
         # `fetch`'s read, for `refresh` to adopt, and what was committed through the cache while it read.
         self._fetched: tuple[dict[str, TaskRecord], Restored | None] | None = None
@@ -143,9 +143,10 @@ class RecordCache:
         """The records that may be running the Volcengine task `name` (`transitions.volc_task_held`), by key."""
         return {key: self._records[key] for key in self._by_volc_task.get(name, ())}
 
-    def submitted(self, spec_hash: str) -> list[TaskRecord]:
-        """The thumbnail submissions ZEGO took of this content (`transitions.submitted`), of any key."""
-        return [self._records[key] for key in self._submitted.get(spec_hash, ())]
+    def submitted(self, file: str) -> list[TaskRecord]:
+        """The records of this file (its fileId, the task's target) that hold a thumbnail submission ZEGO took
+        (`transitions.taken_as`), of any key, settings or Provider."""
+        return [self._records[key] for key in self._submitted.get(file, ())]
 
     def status_counts(self) -> dict[str, int]:
         return dict(Counter(r.status.value for r in self._records.values()))
@@ -159,8 +160,8 @@ class RecordCache:
             self._by_vendor_id.setdefault(vid, {})[record.key] = None
         if (name := transitions.volc_task_held(record)) is not None:
             self._by_volc_task.setdefault(name, set()).add(record.key)
-        if transitions.submitted(record):
-            self._submitted.setdefault(record.spec_hash, set()).add(record.key)
+        if transitions.taken_as(record) is not None:
+            self._submitted.setdefault(record.target, set()).add(record.key)
 
     def _forget(self, key: str) -> None:
         old = self._records.pop(key, None)
@@ -174,11 +175,11 @@ class RecordCache:
             holders.discard(key)
             if not holders:
                 del self._by_volc_task[name]
-        if old is not None and transitions.submitted(old):
-            same = self._submitted[old.spec_hash]
+        if old is not None and transitions.taken_as(old) is not None:
+            same = self._submitted[old.target]
             same.discard(key)
             if not same:
-                del self._submitted[old.spec_hash]
+                del self._submitted[old.target]
 
     # --- StateStore -------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ def plan_of(spec_set: SpecSet, records: dict[str, TaskRecord], options: PlanOpti
         now=NOW,
         providers=spec_set.providers,
         moved=rehomed.moved,
+        submitted_as=rehomed.submitted_as,
     )
 
 
@@ -286,3 +287,102 @@ def test_a_refused_thumbnail_edit_reverted_after_its_provider_was_renamed_is_its
     assert old.accepted is not None
     legacy = old.evolve(accepted={k: v for k, v in old.accepted.items() if k not in ("provider", "home")})
     assert [c.action for c in plan_of(back, {old.key: legacy}).changes] == [Action.REPLACE]
+
+
+def thumbnails_of(tmp_path: Path, *names: str) -> dict[str, TaskRecord]:
+    """The Huawei file of ThumbnailJob `names[0]`, and of each other name, `done` as one ZEGO submission."""
+    records = {}
+    for name in names:
+        records.update(running(load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(name, tencent=False)])))
+    return records
+
+
+def test_a_taken_thumbnail_submission_names_the_key_that_held_it_last(tmp_path: Path) -> None:
+    """Walk 60a-3: an entry moved from job a to b, then from b to c, was said `submitted before as` a's key (the
+    first of the keys holding that ZEGO task, by name), though the user had just moved it out of b."""
+    records = thumbnails_of(tmp_path, "a-thumbs", "b-thumbs")
+    a, b = "ThumbnailJob/a-thumbs//record/a.mp4", "ThumbnailJob/b-thumbs//record/a.mp4"
+    records[a] = records[a].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 100)
+    moved_to_c = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("c-thumbs", tencent=False)])
+    changes = {c.key: c for c in plan_of(moved_to_c, records).changes}
+    taken = changes["ThumbnailJob/c-thumbs//record/a.mp4"]
+    assert taken.action is Action.NOOP
+    assert taken.reason.startswith(f"submitted before as {b} (ZEGO task vt-/record/a.mp4) with the same file")
+    # b removed too (later than a): the last removed holds it.
+    records[b] = records[b].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 10)
+    changes = {c.key: c for c in plan_of(moved_to_c, records).changes}
+    assert changes["ThumbnailJob/c-thumbs//record/a.mp4"].reason.startswith(
+        f"submitted before as {b} (ZEGO task vt-/record/a.mp4, removed at "
+    )
+
+
+def test_a_thumbnail_back_on_its_own_tombstone_is_restored_not_taken_from_another_key(tmp_path: Path) -> None:
+    """Walk 60a-2: a renamed job's key, its spec file deleted and put back, was said `submitted before as` the
+    key it had taken the submission from (both tombstones name that ZEGO task), where the daemon said it was
+    restored. Its own tombstone is what comes back."""
+    records = thumbnails_of(tmp_path, "old", "thumbs")
+    old, key = "ThumbnailJob/old//record/a.mp4", "ThumbnailJob/thumbs//record/a.mp4"
+    records[old] = records[old].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 100)
+    records[key] = records[key].evolve(status=TaskStatus.REMOVED, removed_at=NOW - 50)
+    back = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job(tencent=False)])
+    plan = plan_of(back, records)
+    (change,) = [c for c in plan.changes if c.key == key]
+    assert change.action is Action.NOOP
+    assert change.reason.startswith("restored to the specs (removed at "), change.reason
+    assert not any("no longer declared" in note for note in plan.notes)
+    assert any(note.startswith("1 thumbnail task(s) restored to the specs") for note in plan.notes)
+
+
+def test_a_thumbnail_job_renamed_with_its_provider_takes_its_submission_in_that_account_only(
+    tmp_path: Path,
+) -> None:
+    """Walk 60a-4: a ThumbnailJob renamed in the edit that renames its Provider (the same ZEGO app) was planned a
+    create, submitted again: its content hash holds the Provider's name. Another app's Provider submits it."""
+    records = thumbnails_of(tmp_path, "thumbs")
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    job = thumbnail_job("thumbs-v2", tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    both = load(tmp_path, renamed_providers(), [job])
+    plan = plan_of(both, records)
+    changes = {c.key: c for c in plan.changes}
+    assert changes[new].action is Action.NOOP, changes[new].reason
+    assert changes[new].reason.startswith("submitted before as ThumbnailJob/thumbs//record/a.mp4 (ZEGO task")
+    taken = rehome(both.tasks, records, both.providers, KEY).records[new]
+    assert (taken.provider, taken.spec_hash) == ("zego-main", both.tasks[new].spec_hash)  # as a moved record
+    other_app = load(tmp_path, renamed_providers().replace("1234567890", "1234567899"), [job])
+    assert {c.key: c for c in plan_of(other_app, records).changes}[new].action is Action.CREATE
+
+
+def test_replace_of_a_taken_thumbnail_submits_it_again_and_says_so(tmp_path: Path) -> None:
+    """Walk 60a-5: `--replace` of a thumbnail key noted "stopped and started again on purpose", where nothing can
+    be stopped (MediaThumbnails has no cancel): it is submitted again, and the first submission's thumbnails are
+    made too. A key taking a renamed job's submission is submitted again too, on purpose."""
+    records = thumbnails_of(tmp_path, "thumbs")
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    renamed = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False)])
+    plan = plan_of(renamed, records, PlanOptions(replace=(new,)))
+    assert {c.key: c.action for c in plan.changes}[new] is Action.REPLACE
+    assert f"--replace {new}: submitted again (a thumbnail submission cannot be stopped) on purpose." in plan.notes
+    assert not any("no longer declared" in note for note in plan.notes)
+    both = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False), JOBS[0]])
+    replaced = (new, "SnapshotJob/audit/r1")
+    note = f"--replace {', '.join(replaced)}: stopped and started again, thumbnails submitted again on purpose."
+    assert note in plan_of(both, records, PlanOptions(replace=replaced)).notes
+
+
+def test_a_refused_thumbnail_edit_reverted_as_its_job_is_renamed_takes_the_accepted_submission(
+    tmp_path: Path,
+) -> None:
+    """Walk 60a-6: an entry whose edit ZEGO refused, edited back in the edit that renames its job, was submitted
+    again: its old key's record holds the submission ZEGO took as `accepted`, not as itself."""
+    done, refused, _ = refused_thumbnail_edit(tmp_path, providers("http://127.0.0.1:9"))
+    [(old, record)] = refused.items()
+    assert record.status is TaskStatus.FAILED and record.accepted is not None
+    back = load(tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", tencent=False)])
+    new = "ThumbnailJob/thumbs-v2//record/a.mp4"
+    change = {c.key: c for c in plan_of(back, refused).changes}[new]
+    assert change.action is Action.NOOP, change.reason
+    assert change.reason.startswith(f"submitted before as {old} (ZEGO task {done[old].vendor_task_id}) with the")
+    edited = load(
+        tmp_path, providers("http://127.0.0.1:9"), [thumbnail_job("thumbs-v2", huawei_interval=5, tencent=False)]
+    )
+    assert {c.key: c for c in plan_of(edited, refused).changes}[new].action is Action.CREATE  # the refused edit

@@ -266,9 +266,16 @@ async def test_a_renamed_thumbnail_job_is_not_submitted_again(harness: Harness) 
     assert harness.calls("MediaThumbnails") == 1 and task_id
     assert harness.daemon is not None
     write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))
-    assert harness.daemon.reload()
-    await harness.advance(PRUNE_GRACE + 1)
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+        await harness.advance(PRUNE_GRACE + 1)
     assert harness.calls("MediaThumbnails") == 1
+    # Walk 60a-1: its log said "restored to the specs (removed at an unknown time)", the old key still `done`.
+    [taken] = [e for e in logs if e["event"] == "no change" and e["log_level"] == "info"]  # the record it writes
+    assert taken["reason"] == (
+        f"submitted before as {old} (ZEGO task {task_id}) with the same file and settings: not again, recorded"
+        " done under this key (no vendor call)"
+    )
     assert harness.record(new).status is TaskStatus.DONE and harness.record(new).vendor_task_id == task_id
     assert harness.record(old).status is TaskStatus.REMOVED
     routed = harness.daemon.records.by_vendor_id(("zego", task_id))  # its callbacks reach the new key
@@ -278,6 +285,27 @@ async def test_a_renamed_thumbnail_job_is_not_submitted_again(harness: Harness) 
     await harness.advance(1)
     assert harness.calls("MediaThumbnails") == 2
     assert harness.record("ThumbnailJob/thumbs-v3//record/a.mp4").vendor_task_id != task_id
+
+
+async def test_a_thumbnail_job_renamed_with_its_provider_is_not_submitted_again(harness: Harness) -> None:
+    """Walk 60a-4: a ThumbnailJob renamed in the edit that renames its Provider (the same ZEGO app) was submitted
+    again: its content hash holds the Provider's name, so the old key's submission was not found for it. The same
+    account's submission is the new key's; another app's is not."""
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    task_id = harness.record("ThumbnailJob/thumbs//record/a.mp4").vendor_task_id
+    assert harness.calls("MediaThumbnails") == 1 and task_id and harness.daemon is not None
+    providers = harness.specs / "providers.yaml"
+    providers.write_text(providers.read_text().replace("{name: zego}", "{name: zego-main}"))
+    renamed = thumbnail_job("thumbs-v2", tencent=False).replace("provider: zego\n", "provider: zego-main\n")
+    (harness.specs / "jobs.yaml").write_text(renamed)
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.calls("MediaThumbnails") == 1
+    new = harness.record("ThumbnailJob/thumbs-v2//record/a.mp4")
+    assert (new.status, new.vendor_task_id, new.provider) == (TaskStatus.DONE, task_id, "zego-main")
 
 
 async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_a_new_one(harness: Harness) -> None:
@@ -310,6 +338,30 @@ async def test_a_refused_thumbnail_edit_reverted_is_its_accepted_submission_not_
         done.spec_hash,
         done.request,
     )
+
+
+async def test_a_refused_thumbnail_edit_reverted_as_its_job_is_renamed_is_not_submitted_again(
+    harness: Harness,
+) -> None:
+    """Walk 60a-6 in the daemon: the renamed job's key takes the submission the old key holds as `accepted`."""
+    harness.daemon_options["max_prune"] = 100
+    write_specs(harness.specs, thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    task_id = harness.record("ThumbnailJob/thumbs//record/a.mp4").vendor_task_id
+    assert harness.daemon is not None and task_id
+    harness.sim.missing_files.add("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job(tencent=False, huawei_interval=5))
+    assert harness.daemon.reload()
+    await harness.advance(1)
+    assert harness.record("ThumbnailJob/thumbs//record/a.mp4").status is TaskStatus.FAILED
+    harness.sim.missing_files.discard("/record/a.mp4")
+    write_specs(harness.specs, thumbnail_job("thumbs-v2", tencent=False))  # reverted, and renamed
+    assert harness.daemon.reload()
+    await harness.advance(PRUNE_GRACE + 1)
+    assert harness.calls("MediaThumbnails") == 2  # the first submission and the refused edit only
+    new = harness.record("ThumbnailJob/thumbs-v2//record/a.mp4")
+    assert (new.status, new.vendor_task_id) == (TaskStatus.DONE, task_id)
 
 
 async def test_a_refused_thumbnail_edit_reverted_after_a_provider_rename_is_not_submitted_again(
