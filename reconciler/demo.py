@@ -50,7 +50,7 @@ from reconciler.secrets import new_fingerprint_key
 from reconciler.spec import SpecSet
 from reconciler.state import open_state
 
-__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "quickstart_copy", "run_demo", "until_stopped"]
+__all__ = ["SIM_ENDPOINTS", "DemoError", "quickstart", "quickstart_copy", "run_demo", "sim_url", "until_stopped"]
 
 DEMO_STATE = Path(".capctl/demo.db")
 DEMO_STATE_URL = f"sqlite:///{DEMO_STATE}"
@@ -133,9 +133,12 @@ def _signals_end_it_as_ctrl_c_does() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _sim_url(proc: subprocess.Popen[str]) -> str:
+def sim_url(proc: subprocess.Popen[str], within: float = WAIT_SECONDS) -> str:
     """The URL a `capctl sim` started with stdout piped says it listens on (the real port for port 0).
-    Its output is read to the end on a thread, so the simulator never blocks on a full pipe."""
+    Its output is read to the end on a thread, so the simulator never blocks on a full pipe. A simulator that
+    exits is reported at once with what it said (its own error: a port taken), whether or not its output
+    has ended (a process it left may hold the pipe); one still starting is waited for as long as the demo
+    waits for its daemon (`within`): a cold start on a loaded machine takes more than a few seconds."""
     assert proc.stdout is not None
     stdout, lines = proc.stdout, queue.SimpleQueue[str | None]()
 
@@ -146,18 +149,28 @@ def _sim_url(proc: subprocess.Popen[str]) -> str:
 
     threading.Thread(target=read, daemon=True, name="capctl-demo-sim-output").start()
     said: list[str] = []
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
         try:
-            line = lines.get(timeout=left)
+            line = lines.get(timeout=min(left, 0.2))
         except queue.Empty:
-            break
+            if proc.poll() is None:
+                continue
+            line = None  # exited, its output not ended: what it said before exiting is in the queue by now
+            with contextlib.suppress(queue.Empty):
+                while (more := lines.get(timeout=0.2)) is not None:
+                    said.append(more.strip())
         if line is None:
-            raise DemoError("the simulator exited at start-up: " + " ".join(said).strip())
+            code = proc.wait()
+            raise DemoError(f"the simulator exited at start-up (exit code {code}): " + " ".join(said).strip())
         if found := SIM_READY.match(line):
             return found.group(1)
         said.append(line.strip())
-    raise DemoError("the simulator did not say where it listens within 15 s")
+    so_far = " ".join(said).strip()
+    raise DemoError(
+        f"the simulator did not say where it listens within {within:.0f} s"
+        + (f"; it said: {so_far}" if so_far else " (it said nothing)")
+    )
 
 
 def _reserve(host: str, port: int, what: str) -> socket.socket:
@@ -388,7 +401,7 @@ def run_demo(
         reserved,
         _process(sim_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as sim_proc,
     ):
-        base = _sim_url(sim_proc)
+        base = sim_url(sim_proc)
         os.environ.update(_sim_environment(base))  # for the specs read here and by the daemon (it inherits them)
         key = new_fingerprint_key()
         spec_set = load(paths, key)

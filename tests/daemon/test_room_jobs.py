@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from reconciler.clock import FakeClock
 from reconciler.daemon.roomjobs import QUIET_RELIST, ROOM_RETENTION
+from reconciler.leader import LeaderSettings
 from reconciler.model import RestartPolicy, RoomActivity, TaskStatus
 from reconciler.sim.faults import FaultConfig
 from reconciler.sim.scenario import CallbackChaos
@@ -134,18 +136,25 @@ async def test_a_lowered_max_rooms_leaves_running_rooms_to_end_not_left_out(harn
     assert started(harness) == ["class-1", "class-2", "class-3"]
 
 
-async def class_1_quiet_for_an_hour(harness: Harness, interval: str = "5s") -> None:
-    """The daemon on `classes()` (images every `interval`), where class-1 had a stream for 2 s an hour ago."""
-    write_specs(harness.specs, classes().replace("interval: 5s", f"interval: {interval}"))
-    await harness.start()
+# For a simulated day: a resync every 5 min and a lease renewed every 20 s. At 30 s and 2 s, the day's 2,880
+# resyncs (a look at class-2's task, a listing of its room) and 43,200 lease renewals and inbox claims (a state
+# transaction each) took 20 s of CPU alone, and past pytest-timeout's 300 s on a loaded machine (walk 61a-1).
+A_DAY_CHEAPLY: dict[str, Any] = {"resync": 300.0, "leader": LeaderSettings(150.0, 100.0, 20.0)}
+
+
+async def class_1_quiet_for_an_hour(harness: Harness, interval: int = 5, **options: Any) -> None:
+    """The daemon on `classes()` (images every `interval` seconds), where class-1 had a stream for 2 s an hour
+    ago. The harness's image batches come at that interval too (every 5 s, a simulated day took 17,280 steps)."""
+    write_specs(harness.specs, classes().replace("interval: 5s", f"interval: {interval}s"))
+    await harness.start(**options)
     harness.sim.publish("volcengine", "class-1", user_id="t")
     await harness.advance(2)
     harness.sim.unpublish("volcengine", "class-1", user_id="t")
-    await harness.advance(3_600)
+    await harness.advance(3_600, image_every=interval)
 
 
 async def test_a_room_quiet_for_a_day_is_forgotten_and_no_longer_listed(harness: Harness) -> None:
-    await class_1_quiet_for_an_hour(harness)
+    await class_1_quiet_for_an_hour(harness, **A_DAY_CHEAPLY)
     listed = harness.calls("GetRoomOnlineUsers")
     assert listed > 0  # a quiet room is still listed now and then (a lost callback is repaired)
     await harness.advance(ROOM_RETENTION)
@@ -427,17 +436,17 @@ async def test_a_selector_task_is_forgotten_with_its_room_and_starts_as_new_when
     """Before, every room a selector ever ran in kept its record for ever: in the state, in memory, in every
     resync's keys and on the status page, growing with the rooms ever made rather than those alive.
     Images every minute: class-2 runs for a day, and at 5 s its 17,280 image callbacks cost 15 s of CPU."""
-    await class_1_quiet_for_an_hour(harness, interval="60s")
+    await class_1_quiet_for_an_hour(harness, interval=60, **A_DAY_CHEAPLY)
     key = "SnapshotJob/classes/class-1"
     assert harness.record(key).status is TaskStatus.STOPPED  # its room is still known: kept
     harness.sim.publish("volcengine", "class-2", user_id="t")  # active all along: listed at every resync
     daemon = harness.daemon
     assert daemon is not None and daemon.reconciler.spec is not None
     with capture_logs() as logs:
-        await harness.advance(ROOM_RETENTION)
+        await harness.advance(ROOM_RETENTION, image_every=60)
     assert any(e["event"] == "selector tasks forgotten with their rooms" and e["tasks"] == 1 for e in logs), logs
     starts = harness.calls("StartSnapshot")
-    await harness.advance(120)  # resyncs: a key still in force without its record was started as a new task
+    await harness.advance(900)  # resyncs: a key still in force without its record was started as a new task
     assert harness.calls("StartSnapshot") == starts
     assert daemon.records.get(key) is None and key not in daemon.reconciler.spec.tasks
     assert key not in daemon.runtimes.snapshot() and daemon.records.history.runs(key) == ()

@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reconciler.demo import quickstart, quickstart_copy, until_stopped
+from reconciler.demo import DemoError, quickstart, quickstart_copy, sim_url, until_stopped
 from reconciler.spec import load_spec_set
 from tests.servers import children_of
 
@@ -98,6 +99,34 @@ def test_a_demo_whose_simulator_port_is_taken_leaves_nothing_behind(tmp_path: Pa
     error = " ".join(run.stderr.split())
     assert run.returncode == 1 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in error, error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_simulator_that_exits_at_start_up_is_reported_at_once_with_its_error() -> None:
+    """Walk 61a-2: the demo knew the simulator had failed only when its output ended, and gave up after a fixed
+    15 s; a process holding the pipe (here one it left behind; in the full suite a simulator slow to import on a
+    loaded machine) turned "cannot listen on …: Address already in use" into "did not say where it listens"."""
+    script = 'echo "Error: cannot listen on 127.0.0.1:1: Address already in use"; sleep 30 & exit 1'
+    proc = subprocess.Popen(
+        ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(DemoError, match=r"exited at start-up \(exit code 1\): Error: cannot listen on") as raised:
+            sim_url(proc, within=60)
+        assert time.monotonic() - started < 10, raised.value  # not the bound: the exit, within a poll
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_simulator_still_starting_is_named_with_what_it_said() -> None:
+    proc = subprocess.Popen(["sh", "-c", "echo importing; exec sleep 30"], stdout=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(DemoError, match=r"within 1 s; it said: importing$"):
+            sim_url(proc, within=1)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_the_daemon_port_an_earlier_run_just_left_is_free_to_the_next(tmp_path: Path) -> None:
