@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from reconciler.daemon import policy
 from reconciler.daemon.runtime import KeyRuntime
-from reconciler.model import TaskRecord, TaskStatus, split_key
+from reconciler.model import ApiFamily, TaskRecord, TaskStatus, split_key
 
 __all__ = ["RoomGauges", "room_active", "room_counts"]
 
@@ -34,14 +34,18 @@ def room_active(record: TaskRecord | None, rt: KeyRuntime) -> bool:
 
 
 def room_counts(records: Iterable[TaskRecord], runtimes: Mapping[str, KeyRuntime]) -> dict[str, tuple[int, int]]:
-    """`Kind/name` of each job with a record -> (rooms active, rooms active and captured)."""
+    """`Kind/name` of each job that captures rooms and is still in force -> (rooms active, rooms active and
+    captured). Not a ThumbnailJob (it captures no room: a 0 series each), nor a job whose every record is a
+    tombstone (a 0 series for the 7 days of their retention, walk 60a)."""
     counts: dict[str, tuple[int, int]] = {}
     for record in records:
+        if record.family is ApiFamily.ZEGO_THUMBNAIL or record.status is TaskStatus.REMOVED:
+            continue
         kind, name, _ = split_key(record.key)
         job = f"{kind}/{name}"
         active, captured = counts.get(job, (0, 0))
         rt = runtimes.get(record.key)
-        if rt is not None and record.status is not TaskStatus.REMOVED and room_active(record, rt):
+        if rt is not None and room_active(record, rt):
             active += 1
             captured += record.status is TaskStatus.RUNNING
         counts[job] = (active, captured)

@@ -68,7 +68,7 @@ class PruneGuard:
             stopping, len(running), self.max_prune
         )
         blocked = missing if too_many else set()
-        self._start_grace(missing, blocked)
+        self._start_grace(missing, blocked, {r.key for r in live if r.family is ApiFamily.ZEGO_THUMBNAIL})
         if blocked and blocked != self._blocked:
             # The counts weighed, so that the line shows why (with `of=len(live)`, done thumbnails made a held
             # 1 of 1 read "1 of 3"); thumbnails removed with them are held too, and said apart. `held`:
@@ -93,20 +93,31 @@ class PruneGuard:
         self._export()
         return released
 
-    def _start_grace(self, missing: set[str], blocked: set[str]) -> None:
+    def _start_grace(self, missing: set[str], blocked: set[str], thumbnails: set[str]) -> None:
         """Remember since when each task has been missing; say once which tasks will be pruned after the
-        grace period, and which came back in time."""
+        grace period, and which came back in time. Thumbnails are said apart: a submission cannot be stopped,
+        its prune only makes its record a tombstone (walk 60a: "are stopped" for them misled)."""
         now = self.clock.monotonic()
         before = self._absent_since
         self._absent_since = {key: before.get(key, now) for key in missing}
         came_back = self._pending - missing
         self._pending = {k for k in missing - blocked if now < self._absent_since[k] + self.grace}
-        if new := sorted(self._pending - before.keys()):
+        new = self._pending - before.keys()
+        if captures := sorted(new - thumbnails):
             log.info(
                 "prune pending: tasks removed from the specs are stopped after the grace period unless they return",
-                tasks=len(new),
+                tasks=len(captures),
                 grace=self.grace,
-                first=new[:MAX_LOGGED],
+                first=captures[:MAX_LOGGED],
+            )
+        if submitted := sorted(new & thumbnails):
+            log.info(
+                "prune pending: thumbnail tasks removed from the specs are recorded removed after the grace period "
+                "unless they return (nothing to stop: a submission cannot be stopped; back in the specs, one ZEGO "
+                "took is not submitted again)",
+                tasks=len(submitted),
+                grace=self.grace,
+                first=submitted[:MAX_LOGGED],
             )
         if came_back:
             log.info("prune cancelled: tasks are back in the specs", tasks=len(came_back))

@@ -355,6 +355,17 @@ class StatusSnapshot:
         return not self.settled or bool(self.unknown)
 
     @property
+    def running(self) -> int:
+        """Tasks recorded running (unfiltered)."""
+        return dict(self.totals).get(TaskStatus.RUNNING.value, 0)
+
+    @property
+    def done(self) -> int:
+        """One-shot tasks done (unfiltered): thumbnails submitted, runs ended under restartPolicy Never. Not
+        running captures: the top of the page says them apart (walk 60a)."""
+        return dict(self.totals).get(TaskStatus.DONE.value, 0)
+
+    @property
     def all_running(self) -> bool:
         """Literally: no task failed, stopped, dormant or pending, and none of unknown status."""
         return not self.needs_attention and not self.waiting

@@ -505,6 +505,27 @@ async def test_a_job_missing_for_less_than_the_grace_period_is_not_touched(harne
     assert 'capctl_prune_blocked{reason="grace"} 0.0' in await metrics(harness)
 
 
+async def test_prune_pending_says_thumbnails_apart_they_are_not_stopped(harness: Harness) -> None:
+    """Walk 60a: "prune pending: tasks removed from the specs are stopped …" named a removed ThumbnailJob's
+    submissions too, which cannot be stopped (their prune only records them removed). Each kind is said apart."""
+    harness.daemon_options["max_prune"] = 100
+    harness.sim.publish("volcengine", "lobby", user_id="u")
+    write_specs(harness.specs, snapshot_job("audit", ["lobby"]), thumbnail_job(tencent=False))
+    await harness.start()
+    await harness.advance(1)
+    assert harness.daemon is not None
+    write_specs(harness.specs)
+    with capture_logs() as logs:
+        assert harness.daemon.reload()
+    pending = {e["event"]: e["first"] for e in logs if e["event"].startswith("prune pending")}
+    assert pending == {
+        "prune pending: tasks removed from the specs are stopped after the grace period unless they return": [LOBBY],
+        "prune pending: thumbnail tasks removed from the specs are recorded removed after the grace period unless"
+        " they return (nothing to stop: a submission cannot be stopped; back in the specs, one ZEGO took is not"
+        " submitted again)": ["ThumbnailJob/thumbs//record/a.mp4"],
+    }
+
+
 async def test_a_job_missing_past_the_grace_period_is_pruned_then(harness: Harness) -> None:
     await start_with_two_files(harness, prune_grace=60)
     assert harness.daemon is not None

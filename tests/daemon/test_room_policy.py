@@ -9,7 +9,7 @@ import pytest
 from reconciler.daemon import coverage, policy
 from reconciler.daemon.reconciler import Result
 from reconciler.daemon.runtime import EMPTY, KeyRuntime
-from reconciler.model import TaskStatus
+from reconciler.model import ApiFamily, JobKind, TaskStatus
 from reconciler.providers.zego_signing import callback_signature
 from tests.daemon.conftest import Harness, write_specs
 from tests.daemon.test_http import ZEGO_SECRET, client
@@ -92,6 +92,21 @@ def test_rooms_active_and_captured_per_job(
     other = record(key="SnapshotJob/b/r2", status=TaskStatus.RUNNING)
     counts = coverage.room_counts([r, other], {r.key: rt})
     assert counts == {"SnapshotJob/a": (active, captured), "SnapshotJob/b": (0, 0)}
+
+
+def test_room_gauges_leave_out_thumbnail_jobs_and_jobs_removed_whole() -> None:
+    """Walk 60a: every ThumbnailJob (it has no room) and every job of tombstones only (7 days) was exported as a
+    0 series of capctl_rooms_active / capctl_rooms_captured. A job with a task in force still counts."""
+    thumb = record(
+        key="ThumbnailJob/t//record/a.mp4",
+        family=ApiFamily.ZEGO_THUMBNAIL,
+        kind=JobKind.THUMBNAIL,
+        status=TaskStatus.DONE,
+    )
+    gone = record(key="SnapshotJob/gone/r", status=TaskStatus.REMOVED)
+    kept = [record(key="SnapshotJob/b/r1", status=TaskStatus.REMOVED), record(key="SnapshotJob/b/r2")]
+    counts = coverage.room_counts([thumb, gone, *kept], {r.key: KeyRuntime(room_activity=1070.0) for r in kept})
+    assert counts == {"SnapshotJob/b": (1, 0)}
 
 
 def sample(text: str, name: str) -> float:

@@ -7,7 +7,7 @@ import json
 import re
 from html.parser import HTMLParser
 
-from reconciler.model import TaskStatus
+from reconciler.model import TaskRecord, TaskStatus
 from reconciler.status import StatusQuery, build_snapshot
 from reconciler.status.model import Replica
 from reconciler.status.render import JSON_FORMAT_VERSION, page_url, render_html, to_json
@@ -518,3 +518,32 @@ def test_state_list_wide_says_a_failed_start_may_run_as_the_default_view_does() 
         rows = render_state_table([lost, refused], 1, now=NOW, wide=wide).splitlines()[-2:]
         assert [row.endswith(f"{error}; {MAY_RUN}") for row in rows] == [True, False], (wide, rows)
         assert rows[1].endswith(error), rows
+
+
+def test_done_thumbnails_are_not_said_to_be_running() -> None:
+    """Walk 60a: with a ThumbnailJob's submissions `done` (one-shot: nothing runs at the vendor) the top said
+    "Every task is running.", and did with thumbnails alone. It says the captures run and the one-shot tasks are
+    done; `all_running` keeps its documented, literal meaning (nothing failed, stopped, dormant or pending)."""
+    thumbs = [record(f"ThumbnailJob/t//record/{f}.mp4", TaskStatus.DONE) for f in ("a", "b")]
+    lobby = record("SnapshotJob/audit/lobby")
+
+    def top(records: list[TaskRecord]) -> tuple[str, str]:
+        html = render_html(build_snapshot(inputs(records), StatusQuery(), NOW))
+        title = re.search(r"<title>([^<]*)</title>", html)
+        verdict = re.search(r'<p class="verdict ok">\s*(.*?)\s*</p>', html, re.S)
+        assert title is not None and verdict is not None, html
+        return title.group(1), verdict.group(1)
+
+    done = "2 one-shot tasks are done (thumbnails submitted, or runs ended under restartPolicy Never)."
+    assert top([lobby, *thumbs]) == ("all running or done · capctl status", "Every capture is running; " + done)
+    assert top(thumbs) == ("all running or done · capctl status", "Nothing runs and nothing needs attention: " + done)
+    assert top([lobby]) == ("all running · capctl status", "Every task is running.")
+    assert top([record("SnapshotJob/gone/r", TaskStatus.REMOVED)])[1] == (
+        "No task is in force: every one was removed from the specs (their tombstones remain)."
+    )
+    ended = record("SnapshotJob/sel/r1", TaskStatus.STOPPED, selector="r*", stopped_at=NOW - 60, stop_reason=IDLE)
+    assert top([ended, thumbs[0]])[1] == (
+        "Every capture is running or waiting for its room: 1 task of room-selector jobs waits for its room to be"
+        " selected again. 1 one-shot task is done (thumbnails submitted, or runs ended under restartPolicy Never)."
+    )
+    assert to_json(build_snapshot(inputs(thumbs), StatusQuery(), NOW))["all_running"] is True
