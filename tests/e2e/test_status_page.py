@@ -4,19 +4,23 @@ Debian's `chromium` and `chromium-driver` (`./dev test` installs them with apt-g
 through selenium with a fresh profile and no background networking. The test reads the page before and
 after a task idles out and is re-issued, walks it with the keyboard, uses the filter form, checks that no
 request leaves 127.0.0.1 and that a phone-sized window needs no sideways scrolling, and saves screenshots
-in its tmp_path. The flags and the token are checked through the real CLI as well.
+in its tmp_path. The flags and the token are checked through the real CLI as well, and the page through a proxy
+that serves it under a path prefix (its links and form stay under it).
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -321,3 +325,65 @@ def test_an_open_page_beyond_loopback_is_warned_about(work: Workdir) -> None:
     )
     assert control.startswith("Error: CAPCTL_SYNC_TOKEN holds a control character (U+0001) at character 3 of 10")
     assert "4712" not in control and "cannot listen" not in control
+
+
+@contextmanager
+def prefix_proxy(prefix: str, upstream: str) -> Iterator[tuple[str, list[str]]]:
+    """An Ingress that serves `upstream` under `prefix` and strips it (`/capctl/x` → `/x`), as ingress-nginx's
+    rewrite-target does; yields (its URL, every path asked of it). A path outside the prefix is answered 404."""
+    asked: list[str] = []
+
+    class Strip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if not self.path.startswith(prefix + "/"):
+                self.send_error(404, "outside the prefix")
+                return
+            answer = httpx.get(upstream + self.path[len(prefix) :], timeout=5)
+            self.send_response(answer.status_code)
+            self.send_header("content-type", answer.headers["content-type"])
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Strip) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}{prefix}/", asked
+        finally:
+            server.shutdown()
+
+
+def test_the_page_behind_an_ingress_path_prefix_stays_under_it(
+    work: Workdir, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    """Walk 61c-1: the filter form posted to `/` and "as JSON" linked `/api/v1/status`, so behind a proxy that
+    serves the daemon under `/capctl/` both left the prefix (the proxy's 404, or another app's page)."""
+    work.write("jobs.yaml", snapshot_job("audit", ["lobby", "hall"]))
+    daemon, log, _ = start_daemon(work)
+    try:
+        with prefix_proxy("/capctl", log.url()) as (page, asked):
+            browser.get(page)
+            links = [str(a.get_attribute("href")) for a in browser.find_elements(By.CSS_SELECTOR, "a[href]")]
+            assert links and all(link.startswith(page) for link in links), links
+            browser.find_element(By.NAME, "job").send_keys("audit", Keys.ENTER)
+            wait_for("the filtered page", lambda: "job=audit" in browser.current_url)
+            assert browser.current_url.startswith(page + "?")
+            assert "Tasks 1–2 of 2 matching" in browser.find_element(By.TAG_NAME, "body").text
+            browser.find_element(By.LINK_TEXT, "as JSON").click()
+            wait_for("the JSON twin", lambda: "api/v1/status" in browser.current_url)
+            assert browser.current_url.startswith(page + "api/v1/status?job=audit")
+            assert json.loads(browser.find_element(By.TAG_NAME, "body").text)["query"]["job"] == "audit"
+            browser.back()
+            browser.find_element(By.LINK_TEXT, "Clear filters").click()
+            wait_for("the unfiltered page", lambda: "job=" not in browser.current_url)
+            assert browser.current_url.startswith(page)
+            outside = [p for p in asked if not p.startswith("/capctl/") and p != "/favicon.ico"]
+            assert not outside and len(asked) >= 4, asked
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert daemon.returncode == 0, log.text()
